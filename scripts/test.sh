@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs what is needed, then type-checks, lints, and runs unit and
+# integration tests (integration tests need root: real namespaces and eBPF).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json
+echo "== lint"; bin/node scripts/lint.ts
+echo "== tests"
+bin/node --test --test-concurrency=1 --test-timeout=600000 "test/unit/**/*.test.ts" "test/integration/**/*.test.ts"

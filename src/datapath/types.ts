@@ -1,0 +1,97 @@
+/**
+ * The Datapath boundary. The agent drives a Datapath; src/datapath/linux implements it with
+ * eBPF (bpf/), src/datapath/fake in memory for tests. Events flow back as DatapathEvent, the
+ * decoded form of the records the BPF programs write to the ring buffer (bpf/lib/events.h).
+ */
+import type { Direction, MapStateDelta, MapState } from '../policy/types.ts';
+
+/** A local endpoint as the datapath sees it. */
+export interface DatapathEndpoint {
+  /** Cilium endpoint ID (1..65535) */
+  id: number;
+  /** security identity of the endpoint */
+  identity: number;
+  ipv4: string;
+  ipv6?: string;
+  mac?: string;
+  /** host-side veth (in the agent's network namespace) */
+  ifname: string;
+  ifindex: number;
+}
+
+export interface IPCacheEntry {
+  /** "10.244.1.5/32", "198.51.100.0/24", "::/0" */
+  prefix: string;
+  identity: number;
+  /** endpoint ID if the IP is a local endpoint, else 0 */
+  endpointId?: number;
+}
+
+/** Monitor event types (pkg/monitor/api/types.go). */
+export const EventType = { DROP: 1, DEBUG: 2, CAPTURE: 3, TRACE: 4, POLICY_VERDICT: 5, L7: 129, AGENT: 130 } as const;
+
+/** Trace observation points, datapath numbering (0 = to-endpoint). */
+export const TracePoint = {
+  TO_ENDPOINT: 0, TO_PROXY: 1, TO_HOST: 2, TO_STACK: 3, TO_OVERLAY: 4, FROM_ENDPOINT: 5,
+  FROM_PROXY: 6, FROM_HOST: 7, FROM_STACK: 8, FROM_OVERLAY: 9, FROM_NETWORK: 10, TO_NETWORK: 11,
+} as const;
+
+/** Conntrack result carried in trace events (flow TraceReason numbering). */
+export const CtReason = { UNKNOWN: 0, NEW: 1, ESTABLISHED: 2, REPLY: 3, RELATED: 4 } as const;
+
+export interface DatapathEvent {
+  type: number; // EventType
+  /** DROP: drop reason (133, 181...); TRACE: observation point; POLICY_VERDICT: 0 */
+  subType: number;
+  /** CLOCK_MONOTONIC ns from bpf_ktime_get_ns, converted to wall time by the reader */
+  timeNs: bigint;
+  /** Local endpoint the event was observed at (0 if none) */
+  endpointId: number;
+  ifindex: number;
+  /** Security identities as resolved by the datapath */
+  srcIdentity: number;
+  dstIdentity: number;
+  ipVersion: 4 | 6;
+  srcIp: string;
+  dstIp: string;
+  proto: number;
+  srcPort: number;
+  dstPort: number;
+  /** TCP flags byte (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128) */
+  tcpFlags: number;
+  icmpType: number;
+  icmpCode: number;
+  /** CtReason */
+  ctReason: number;
+  /** POLICY_VERDICT: direction of the policy decision; DROP/TRACE: direction at the endpoint */
+  direction: Direction | 'unknown';
+  /** POLICY_VERDICT: <0 drop (−reason), 0 forwarded, >0 redirected to proxy port */
+  verdict: number;
+  matchType: number;
+  authType: number;
+  /** packet length on the wire */
+  length: number;
+}
+
+export interface DatapathStats {
+  programs: { name: string; attachedTo: string; runCount: bigint; runTimeNs: bigint }[];
+  eventsLost: bigint;
+  policyEntries: number;
+  ctEntries: number;
+}
+
+export interface Datapath {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Attach programs to the endpoint's veth and register it; idempotent (replace). */
+  upsertEndpoint(ep: DatapathEndpoint): Promise<void>;
+  removeEndpoint(id: number): Promise<void>;
+  /** Apply a policy delta (or a full MapState on first sync) for one endpoint. */
+  applyPolicy(endpointId: number, delta: MapStateDelta, full?: MapState): Promise<void>;
+  upsertIPCache(entries: IPCacheEntry[]): Promise<void>;
+  deleteIPCache(prefixes: string[]): Promise<void>;
+  /** Subscribe to decoded events; returns an unsubscribe function. */
+  onEvent(cb: (ev: DatapathEvent) => void): () => void;
+  /** Events the kernel could not deliver (ring full) since start. */
+  stats(): Promise<DatapathStats>;
+}
