@@ -1,0 +1,36 @@
+/**
+ * Where a lab keeps its runtime state. Everything lives under one directory (tmpfs /run by
+ * default: a reboot removes the namespaces too, so state must not outlive them), and BPF pins
+ * under /sys/fs/bpf/membrane/<lab>-<node>.
+ */
+import { join } from 'node:path';
+
+export interface LabPaths {
+  lab: string;
+  stateDir: string;
+  nodeDir(node: string): string;
+  agentSocket(node: string): string;
+  hubbleSocket(node: string): string;
+  agentPidFile(node: string): string;
+  agentLog(node: string): string;
+  storeFile(node: string): string;
+  pinRoot(node: string): string;
+}
+
+export function labPaths(env: NodeJS.ProcessEnv = process.env): LabPaths {
+  const lab = env.MEMBRANE_LAB ?? 'mbr';
+  const stateDir = env.MEMBRANE_STATE_DIR ?? join('/run/membrane', lab);
+  const bpffs = env.MEMBRANE_BPFFS ?? '/sys/fs/bpf/membrane';
+  const nodeDir = (node: string) => join(stateDir, 'nodes', node);
+  return {
+    lab,
+    stateDir,
+    nodeDir,
+    agentSocket: (node) => join(nodeDir(node), 'agent.sock'),
+    hubbleSocket: (node) => join(nodeDir(node), 'hubble.sock'),
+    agentPidFile: (node) => join(nodeDir(node), 'agent.pid'),
+    agentLog: (node) => join(nodeDir(node), 'agent.log'),
+    storeFile: (node) => join(nodeDir(node), 'store.json'),
+    pinRoot: (node) => join(bpffs, `${lab}-${node}`),
+  };
+}

@@ -1,0 +1,54 @@
+/** The JSON shapes the agent API returns (the CLI prints them; `-o json` wraps them in a List). */
+import type { ApplyResult } from './resources.ts';
+
+export interface EndpointView {
+  id: number;
+  namespace: string;
+  pod: string;
+  node: string;
+  identity: number;
+  labels: string[];
+  ipv4: string;
+  hostIfname: string;
+  state: 'ready' | 'regenerating' | 'waiting-for-identity' | 'not-ready' | 'disconnected';
+  policyEnforcement: { ingress: boolean; egress: boolean };
+  policyRevision: number;
+  policyEntries: number;
+}
+
+export interface IdentityView {
+  id: number;
+  labels: string[];
+  /** endpoints using it (cluster identities) */
+  references: number;
+  scope: 'reserved' | 'cluster' | 'local';
+}
+
+export interface PolicyView {
+  kind: string;
+  namespace?: string;
+  name: string;
+  file: string;
+  line: number;
+  revision: number;
+  rules: number;
+  selectedEndpoints: number;
+  createdAt?: string;
+}
+
+export interface StatusView {
+  node: string;
+  lab: string;
+  agent: { state: 'Ok' | 'Warning' | 'Failure'; pid: number; uptimeSeconds: number; version: string };
+  datapath: { state: 'Ok' | 'Warning' | 'Failure' | 'Disabled'; mode: string; programs: number; message?: string };
+  endpoints: { total: number; ready: number; notReady: number };
+  policy: { revision: number; policies: number; identities: number; enforcement: string };
+  hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string };
+  proxies: { name: string; port: number; state: string }[];
+  errors: string[];
+}
+
+export interface ApplyResponse {
+  results: ApplyResult[];
+  dryRun: boolean;
+}

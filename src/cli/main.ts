@@ -1,0 +1,32 @@
+/**
+ * membrane CLI: kubectl verbs for resources, `hubble observe` flags for flows, `cilium status`
+ * style for health. One file per command in ./commands; each exports `register(program)`.
+ */
+import { Command } from 'commander';
+import { printError } from './output.ts';
+
+const program = new Command('membrane')
+  .description('Cilium-compatible network security and observability: eBPF policy, L7 proxies, Hubble flows')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+const commands = [
+  './commands/policy.ts', './commands/lab.ts', './commands/resources.ts', './commands/exec.ts',
+  './commands/status.ts', './commands/observe.ts',
+];
+for (const path of commands) {
+  try {
+    const mod = (await import(path)) as { register?: (p: Command) => void; registerObserve?: (p: Command, o?: unknown) => void };
+    if (mod.register) mod.register(program);
+    else if (mod.registerObserve) mod.registerObserve(program);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+  }
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  process.exitCode = printError(e);
+}
