@@ -1,0 +1,16 @@
+/** Structured logs: one JSON object per line with `subsys`, as Cilium does (pino). */
+import pino from 'pino';
+
+export type Logger = pino.Logger;
+
+export function createLogger(opts: { level?: string; destination?: string } = {}): Logger {
+  return pino(
+    {
+      level: opts.level ?? process.env.MEMBRANE_LOG_LEVEL ?? 'info',
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: ['authorization', 'cookie', '*.authorization', '*.cookie', '*.privateKey', '*.key'],
+    },
+    opts.destination ? pino.destination({ dest: opts.destination, sync: false, mkdir: true }) : undefined,
+  );
+}
