@@ -1,0 +1,278 @@
+/**
+ * The agent: one per node. Composition root and the reconcile loop.
+ *
+ *   apply/delete ─► resource store (kvstore) ─watch─► reconcile (serialized, coalesced)
+ *        │                                              │
+ *        └─ validate + policy import check first        ├─ Deployments → Pods, Services → ClusterIPs
+ *                                                       ├─ Pods on this node → network, identity,
+ *                                                       │   endpoint, ipcache, workloads
+ *                                                       └─ policy engine → MapState deltas → datapath
+ *   datapath events ─► flow sink (hubble)
+ *
+ * Every step is idempotent, so a restarted agent converges on the same state without disturbing
+ * what the pinned datapath keeps enforcing meanwhile.
+ */
+import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
+import type { KVStore } from '../kvstore/types.ts';
+import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
+import { resourceKey } from '../api/types.ts';
+import { MembraneError } from '../errors.ts';
+import { createResourceStore, type ResourceStore } from './resources.ts';
+import { createEndpointTable, type EndpointRecord, type EndpointTable } from './endpoints.ts';
+import { reconcileDeployments } from './controllers/deployments.ts';
+import { assignClusterIPs } from './controllers/services.ts';
+import type { Logger } from './logger.ts';
+import type { PodNetworks, PolicyEngine, Workloads } from './ports.ts';
+import type { EndpointView, IdentityView, PolicyView } from './views.ts';
+import { ApiRequestError } from './api-server.ts';
+
+export interface AgentConfig {
+  node: string;
+  nodeIndex: number;
+  lab: string;
+}
+
+export interface AgentDeps {
+  config: AgentConfig;
+  kv: KVStore;
+  datapath: Datapath;
+  networks: PodNetworks;
+  workloads: Workloads;
+  policy: PolicyEngine;
+  logger: Logger;
+  /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
+  extraIPCache?: () => IPCacheEntry[];
+}
+
+const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
+const NAMESPACED = new Set(['CiliumNetworkPolicy', 'NetworkPolicy', 'Pod', 'Deployment', 'Service', 'Secret']);
+
+export interface Agent {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  resources: ResourceStore;
+  apply(rs: Resource[], dryRun: boolean): Promise<import('./resources.ts').ApplyResult[]>;
+  remove(rs: Resource[]): Promise<import('./resources.ts').ApplyResult[]>;
+  endpoints(): EndpointView[];
+  identities(): IdentityView[];
+  policies(namespace?: string): Promise<PolicyView[]>;
+  /** Resolves when everything applied so far is in the datapath. */
+  settled(): Promise<void>;
+  lastErrors(): string[];
+  endpointTable(): EndpointTable;
+}
+
+export async function createAgent(deps: AgentDeps): Promise<Agent> {
+  const { config, kv, datapath, networks, workloads, policy, logger } = deps;
+  const log = logger.child({ subsys: 'agent', node: config.node });
+  const resources = createResourceStore(kv);
+  const table = await createEndpointTable(kv, config.node);
+  const errors: string[] = [];
+  const ready = new Map<number, { state: EndpointView['state']; policyRevision: number; policyEntries: number }>();
+  let unwatch: (() => void) | undefined;
+  let running = false;
+  let pending: Promise<void> = Promise.resolve();
+  let dirty = false;
+
+  function noteError(msg: string, err: unknown): void {
+    const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
+    errors.push(line);
+    if (errors.length > 20) errors.shift();
+    log.error({ err }, msg);
+  }
+
+  /** Coalesces change notifications into one reconcile at a time. */
+  function kick(): Promise<void> {
+    dirty = true;
+    pending = pending.then(async () => {
+      if (!dirty || !running) return;
+      dirty = false;
+      try {
+        await reconcile();
+      } catch (e) {
+        noteError('reconcile failed', e);
+      }
+    });
+    return pending;
+  }
+
+  async function reconcile(): Promise<void> {
+    const all = await resources.list();
+    const of = <K extends Resource['kind']>(k: K) => all.filter((r): r is Extract<Resource, { kind: K }> => r.kind === k);
+
+    // Controllers that write back to the store (their writes trigger another pass).
+    const { create, delete: gone } = reconcileDeployments(of('Deployment') as Deployment[], of('Pod') as Pod[]);
+    for (const p of create) p.spec.nodeName ??= config.node;
+    if (create.length) await resources.commit(create);
+    if (gone.length) await resources.commitDelete(gone);
+    const services = of('Service') as Service[];
+    const assigned = assignClusterIPs(services);
+    for (const s of assigned) await resources.putStatus(s);
+    if (create.length || gone.length || assigned.length) dirty = true;
+
+    const namespaces = new Map((of('Namespace') as Namespace[]).map((n) => [n.metadata.name, n]));
+    policy.setServices(services);
+    policy.setPolicies(all.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind)));
+
+    const pods = (of('Pod') as Pod[]).filter((p) => (p.spec.nodeName ?? config.node) === config.node && !p.spec.hostNetwork);
+    const want = new Map(pods.map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, p]));
+
+    // Endpoints whose pod is gone, or whose labels changed (new identity).
+    for (const ep of table.all()) {
+      const pod = want.get(`${ep.namespace}/${ep.pod}`);
+      if (!pod) await removeEndpoint(ep);
+    }
+    for (const pod of pods) {
+      try {
+        await ensureEndpoint(pod, namespaces.get(pod.metadata.namespace ?? 'default'));
+      } catch (e) {
+        noteError(`endpoint ${pod.metadata.namespace}/${pod.metadata.name}`, e);
+      }
+    }
+
+    // Policy: every endpoint's MapState brought up to date, then written.
+    const deltas = policy.regenerate();
+    for (const [id, delta] of deltas) {
+      await datapath.applyPolicy(id, delta);
+      const ms = policy.mapState(id);
+      const st = ready.get(id);
+      if (st) { st.policyRevision = policy.revision(); st.policyEntries = ms?.entries.size ?? 0; }
+    }
+    if (deps.extraIPCache) await datapath.upsertIPCache(deps.extraIPCache());
+  }
+
+  async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
+    const nsName = pod.metadata.namespace ?? 'default';
+    const have = table.get(nsName, pod.metadata.name);
+    const ident = policy.allocateIdentity({ pod, namespace: ns });
+    if (have && have.identity === ident.id) {
+      policy.releaseIdentity(ident.id); // allocateIdentity took another reference
+      if (!ready.has(have.id)) await attach(have, pod, ns);
+      return;
+    }
+    const net = await networks.ensure(pod);
+    const id = table.idFor(nsName, pod.metadata.name);
+    if (have) {
+      // Labels changed: same endpoint, new identity.
+      policy.removeEndpoint(have.id);
+      policy.releaseIdentity(have.identity);
+    }
+    const rec: EndpointRecord = {
+      id, namespace: nsName, pod: pod.metadata.name, identity: ident.id, ip: net.ip, mac: net.mac, netns: net.netns,
+      hostIfname: net.hostIfname, hostIfindex: net.hostIfindex, labels: ident.labels, createdAt: have?.createdAt ?? new Date().toISOString(),
+    };
+    await table.save(rec);
+    ready.delete(id);
+    await attach(rec, pod, ns);
+  }
+
+  async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
+    ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
+    await datapath.upsertIPCache([{ prefix: `${rec.ip}/32`, identity: rec.identity, endpointId: rec.id }]);
+    await datapath.upsertEndpoint({ id: rec.id, identity: rec.identity, ipv4: rec.ip, mac: rec.mac, ifname: rec.hostIfname, ifindex: rec.hostIfindex });
+    const full = policy.addEndpoint({ id: rec.id, identity: rec.identity, pod, namespace: ns });
+    await datapath.applyPolicy(rec.id, { upserts: [...full.entries.values()], deletes: [], defaultDenyChanged: true }, full);
+    // Policy is in place before any workload runs: the first packet is already enforced.
+    const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
+    ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
+    const status = { phase: 'Running', podIP: rec.ip, hostIP: `192.0.2.${10 + config.nodeIndex}`, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
+    const cur = await resources.get('Pod', rec.namespace, rec.pod);
+    if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
+  }
+
+  async function removeEndpoint(ep: EndpointRecord): Promise<void> {
+    const podStub = { apiVersion: 'v1', kind: 'Pod', metadata: { name: ep.pod, namespace: ep.namespace }, spec: { containers: [] }, source: { file: '', line: 0, col: 0 } } as Pod;
+    await workloads.stop(podStub);
+    await datapath.removeEndpoint(ep.id);
+    await datapath.deleteIPCache([`${ep.ip}/32`]);
+    policy.removeEndpoint(ep.id);
+    policy.releaseIdentity(ep.identity);
+    await networks.remove(podStub);
+    await table.remove(ep.namespace, ep.pod);
+    ready.delete(ep.id);
+  }
+
+  const agent: Agent = {
+    resources,
+    async start() {
+      running = true;
+      unwatch = resources.watch(() => void kick());
+      await kick();
+      log.info({ endpoints: table.all().length }, 'agent started');
+    },
+    async stop() {
+      running = false;
+      unwatch?.();
+      await pending;
+    },
+    async apply(rs, dryRun) {
+      for (const r of rs) {
+        if (NAMESPACED.has(r.kind) && r.metadata.namespace && r.kind !== 'Namespace') {
+          const ns = await resources.get('Namespace', undefined, r.metadata.namespace);
+          const inBatch = rs.some((x) => x.kind === 'Namespace' && x.metadata.name === r.metadata.namespace);
+          if (!ns && !inBatch) throw new ApiRequestError('API_NAMESPACE_NOT_FOUND', `${r.kind} ${r.metadata.name}: namespace "${r.metadata.namespace}" not found; nothing was applied`, { hint: `create it first: a Namespace named ${r.metadata.namespace}` });
+        }
+        if (r.kind === 'Pod') (r as Pod).spec.nodeName ??= config.node;
+      }
+      // The whole batch must import into the policy repository together with what exists.
+      const existing = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
+      const incoming = rs.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
+      if (incoming.length) {
+        const keys = new Set(incoming.map(resourceKey));
+        policy.checkPolicies([...existing.filter((p) => !keys.has(resourceKey(p))), ...incoming]);
+      }
+      const now = new Date().toISOString();
+      for (const r of rs) (r.metadata as { creationTimestamp?: string }).creationTimestamp ??= ((await resources.get(r.kind, r.metadata.namespace, r.metadata.name))?.metadata as { creationTimestamp?: string } | undefined)?.creationTimestamp ?? now;
+      if (dryRun) return resources.plan(rs);
+      const results = await resources.commit(rs);
+      await kick();
+      return results;
+    },
+    async remove(rs) {
+      const results = await resources.commitDelete(rs);
+      // Deleting a Deployment deletes its pods.
+      const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.['membrane.dev/owned-by'] === `Deployment/${d.metadata.name}`));
+      if (owned.length) await resources.commitDelete(owned);
+      await kick();
+      return results;
+    },
+    endpoints() {
+      return table.all().map((e) => {
+        const st = ready.get(e.id);
+        const ms = policy.mapState(e.id);
+        return {
+          id: e.id, namespace: e.namespace, pod: e.pod, node: config.node, identity: e.identity, labels: e.labels, ipv4: e.ip,
+          hostIfname: e.hostIfname, state: st?.state ?? 'not-ready',
+          policyEnforcement: { ingress: ms?.defaultDeny.ingress ?? false, egress: ms?.defaultDeny.egress ?? false },
+          policyRevision: st?.policyRevision ?? 0, policyEntries: ms?.entries.size ?? 0,
+        };
+      });
+    },
+    identities() {
+      return policy.identities();
+    },
+    async policies(namespace) {
+      const list = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
+      return list
+        .filter((p) => !namespace || p.metadata.namespace === namespace || p.kind === 'CiliumClusterwideNetworkPolicy')
+        .map((p) => ({
+          kind: p.kind, name: p.metadata.name, ...(p.metadata.namespace ? { namespace: p.metadata.namespace } : {}),
+          file: p.source.file, line: p.source.line, revision: policy.revision(),
+          rules: p.kind === 'NetworkPolicy' ? 1 : (p.spec ? 1 : 0) + (p.specs?.length ?? 0),
+          selectedEndpoints: 0,
+          ...((p.metadata as { creationTimestamp?: string }).creationTimestamp ? { createdAt: (p.metadata as { creationTimestamp?: string }).creationTimestamp } : {}),
+        }));
+    },
+    async settled() {
+      await kick();
+      while (dirty) await kick();
+    },
+    lastErrors: () => [...errors],
+    endpointTable: () => table,
+  };
+  return agent;
+}
+
+export function assertNever(x: never): never {
+  throw new MembraneError('AGENT_BUG', `unexpected ${String(x)}`);
+}

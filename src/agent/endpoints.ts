@@ -1,0 +1,53 @@
+/**
+ * Endpoint IDs: 1..65535, stable per pod across agent restarts (the pinned BPF maps are keyed by
+ * them), persisted in the kvstore under membrane/endpoints/<node>/<namespace>/<pod>.
+ */
+import type { KVStore } from '../kvstore/types.ts';
+import { MembraneError } from '../errors.ts';
+
+export interface EndpointRecord {
+  id: number;
+  namespace: string;
+  pod: string;
+  identity: number;
+  ip: string;
+  mac: string;
+  netns: string;
+  hostIfname: string;
+  hostIfindex: number;
+  labels: string[];
+  createdAt: string;
+}
+
+export async function createEndpointTable(kv: KVStore, node: string) {
+  const prefix = `membrane/endpoints/${node}/`;
+  const byKey = new Map<string, EndpointRecord>();
+  for (const p of await kv.list(prefix)) {
+    const r = JSON.parse(p.value) as EndpointRecord;
+    byKey.set(`${r.namespace}/${r.pod}`, r);
+  }
+  const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
+  return {
+    get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
+    all: () => [...byKey.values()].sort((a, b) => a.id - b.id),
+    byId: (id: number) => [...byKey.values()].find((r) => r.id === id),
+    /** The ID this pod has, or a new free one (never 0). */
+    idFor(ns: string, pod: string): number {
+      const have = byKey.get(`${ns}/${pod}`);
+      if (have) return have.id;
+      const used = usedIds();
+      // Start from a pseudo-random point like Cilium so IDs are not all tiny sequential numbers.
+      for (let i = 0, id = 100 + (byKey.size * 37) % 3000; i < 65535; i++, id = id >= 65535 ? 1 : id + 1) if (!used.has(id)) return id;
+      throw new MembraneError('ENDPOINT_ID_EXHAUSTED', 'no free endpoint ID on this node');
+    },
+    async save(r: EndpointRecord) {
+      byKey.set(`${r.namespace}/${r.pod}`, r);
+      await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
+    },
+    async remove(ns: string, pod: string) {
+      byKey.delete(`${ns}/${pod}`);
+      await kv.delete(`${prefix}${ns}/${pod}`);
+    },
+  };
+}
+export type EndpointTable = Awaited<ReturnType<typeof createEndpointTable>>;
