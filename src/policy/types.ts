@@ -55,8 +55,8 @@ export interface RuleOrigin {
 
 /** The L7 policy attached to a redirect: evaluated by the proxies per request. */
 export interface L7Policy {
-  /** 'http' | 'dns' | 'tls' (serverNames only) ... */
-  parser: 'http' | 'dns' | 'kafka' | 'generic';
+  /** 'http' | 'dns' | 'tls' (serverNames/TLS contexts only) ... */
+  parser: 'http' | 'dns' | 'kafka' | 'generic' | 'tls';
   /**
    * Per remote selector: the list of allowed L7 rules (ORed). An entry with rules `null`
    * means "no L7 restriction for peers of this selector" (wildcarded by an L4-only rule).
@@ -71,6 +71,12 @@ export interface L7Policy {
     terminatingTLS?: import('../api/types.ts').TLSContext;
     originatingTLS?: import('../api/types.ts').TLSContext;
     origins: RuleOrigin[];
+    /** canonical selector key (stable identity of the selector; `selector` is for display) */
+    selectorKey?: string;
+    kafka?: Record<string, string>[] | null;
+    /** generic (proxylib) parser name and rules */
+    l7proto?: string;
+    l7?: Record<string, string>[] | null;
   }[];
 }
 
