@@ -53,7 +53,7 @@ function servicesIndex(services: Iterable<Service>): ServiceLookup {
 }
 
 function portsOverlap(a: readonly PortSpec[] | null, b: readonly PortSpec[] | null): boolean {
-  if (!a || !b) return false;
+  if (!a || !b) return true; // L3-only: every port
   for (const x of a) for (const y of b) {
     if (x.proto !== y.proto) continue;
     if (x.name !== undefined || y.name !== undefined) {
