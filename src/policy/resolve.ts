@@ -685,7 +685,10 @@ export class EndpointPolicy implements SelectorUser {
       if (entry) upserts.push({ key, entry });
       else if (!this.mapState.entries.has(ks)) deletes.push(key);
     }
-    return { upserts, deletes, defaultDenyChanged: this.#pendingDD };
+    return {
+      upserts, deletes, defaultDenyChanged: this.#pendingDD,
+      ...(this.#pendingDD ? { defaultDeny: { ...this.mapState.defaultDeny } } : {}),
+    };
   }
 
   #flush(): MapStateDelta {

@@ -102,6 +102,8 @@ export interface MapStateDelta {
   upserts: { key: MapStateKey; entry: MapStateEntry }[];
   deletes: MapStateKey[];
   defaultDenyChanged: boolean;
+  /** The new default-deny flags, present when `defaultDenyChanged`. */
+  defaultDeny?: { ingress: boolean; egress: boolean };
 }
 
 export function mapStateKeyString(k: MapStateKey): string {
