@@ -234,7 +234,7 @@ class DirState {
     const key = blockKey(k);
     let p = this.#l7.get(key);
     if (p === undefined) {
-      p = buildL7Policy(this.allowBlocks, k);
+      p = buildL7Policy(this.allowBlocks, k, this.#np);
       this.#l7.set(key, p);
     }
     return p;
@@ -250,7 +250,47 @@ class DirState {
   }
 }
 
-function buildL7Policy(allows: readonly (Contrib & Block)[], k: Block): L7Policy | null {
+/**
+ * The identities of a selector whose pods name `name` as (proto, port): a named egress port
+ * rule applies at this port only to them. Live, like the selector's own selections.
+ */
+class NamedPortIdentities implements ReadonlySet<number> {
+  readonly #sel: ReadonlySet<number>;
+  readonly #np: NamedPortProvider;
+  readonly #name: string;
+  readonly #proto: number;
+  readonly #port: number;
+  constructor(sel: ReadonlySet<number>, np: NamedPortProvider, name: string, proto: number, port: number) {
+    this.#sel = sel;
+    this.#np = np;
+    this.#name = name;
+    this.#proto = proto;
+    this.#port = port;
+  }
+  has(x: number): boolean {
+    return this.#sel.has(x) && this.#np.forIdentity(x, this.#name).some((p) => p.proto === this.#proto && p.port === this.#port);
+  }
+  get size(): number {
+    return [...this.values()].length;
+  }
+  *values(): SetIterator<number> {
+    for (const x of this.#sel) if (this.has(x)) yield x;
+  }
+  keys(): SetIterator<number> {
+    return this.values();
+  }
+  *entries(): SetIterator<[number, number]> {
+    for (const x of this.values()) yield [x, x];
+  }
+  [Symbol.iterator](): SetIterator<number> {
+    return this.values();
+  }
+  forEach(cb: (v: number, k: number, s: ReadonlySet<number>) => void): void {
+    for (const x of this.values()) cb(x, x, this);
+  }
+}
+
+function buildL7Policy(allows: readonly (Contrib & Block)[], k: Block, np: NamedPortProvider): L7Policy | null {
   let parser: L7Policy['parser'] | undefined;
   for (const c of allows) {
     if (!c.l7 || !covers(c, k)) continue;
@@ -258,16 +298,23 @@ function buildL7Policy(allows: readonly (Contrib & Block)[], k: Block): L7Policy
     parser ??= 'tls';
   }
   if (!parser) return null;
-  const bySel = new Map<string, { sel: CachedSelector; cs: (Contrib & Block)[] }>();
+  // Group by selector; a named egress port of a non-wildcard selector is its own group, limited
+  // to the identities that name this port.
+  const bySel = new Map<string, { sel: CachedSelector; cs: (Contrib & Block)[]; identities: ReadonlySet<number> | 'all' }>();
   for (const c of allows) {
     if (!covers(c, k)) continue;
-    let g = bySel.get(c.sel.key);
-    if (!g) bySel.set(c.sel.key, (g = { sel: c.sel, cs: [] }));
+    const named = c.name !== undefined && !c.sel.wildcard;
+    const gk = named ? `${c.sel.key}#${c.name}/${c.proto}/${c.port}` : c.sel.key;
+    let g = bySel.get(gk);
+    if (!g) {
+      const identities = c.sel.wildcard ? 'all' as const : named ? new NamedPortIdentities(c.sel.selections, np, c.name!, c.proto, c.port) : c.sel.selections;
+      bySel.set(gk, (g = { sel: c.sel, cs: [], identities }));
+    }
     g.cs.push(c);
   }
   const perSelector: L7Policy['perSelector'] = [];
   for (const key of [...bySel.keys()].sort()) {
-    const { sel, cs } = bySel.get(key)!;
+    const { sel, cs, identities } = bySel.get(key)!;
     const pick = <T>(f: (l: L7Spec) => readonly T[] | undefined): T[] | null => {
       const out: T[] = [];
       for (const c of cs) {
@@ -281,9 +328,9 @@ function buildL7Policy(allows: readonly (Contrib & Block)[], k: Block): L7Policy
     const term = cs.find((c) => c.l7?.terminatingTLS)?.l7?.terminatingTLS;
     const orig = cs.find((c) => c.l7?.originatingTLS)?.l7?.originatingTLS;
     const entry: L7Policy['perSelector'][number] = {
-      selector: sel.selector.display,
-      selectorKey: sel.key,
-      identities: sel.wildcard ? 'all' : sel.selections,
+      selector: key === sel.key ? sel.selector.display : `${sel.selector.display} (named port ${key.slice(key.indexOf('#') + 1)})`,
+      selectorKey: key,
+      identities,
       origins: sortedOrigins(cs),
       ...(sni ? { serverNames: sni } : {}),
       ...(term ? { terminatingTLS: term } : {}),
