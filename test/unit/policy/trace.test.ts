@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Deployment, Resource } from '../../../src/api/types.ts';
+import { checkImport, formatTrace, tracePolicy } from '../../../src/policy/trace.ts';
+import { cnp, knp, ns, pod } from './helpers.ts';
+
+const deathstar: Deployment = {
+  apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'deathstar', namespace: 'default' }, source: { file: 'sw.yaml', line: 1, col: 1 },
+  spec: { replicas: 2, selector: { matchLabels: { org: 'empire', class: 'deathstar' } }, template: { metadata: { labels: { org: 'empire', class: 'deathstar' } }, spec: { containers: [{ name: 'ds', image: 'docker.io/cilium/starwars', ports: [{ name: 'http', containerPort: 80 }] }] } } },
+};
+const rule1 = cnp('rule1', 'default', {
+  endpointSelector: { matchLabels: { org: 'empire', class: 'deathstar' } },
+  ingress: [{ fromEndpoints: [{ matchLabels: { org: 'empire' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'POST', path: '/v1/request-landing' }] } }] }],
+}, 'sw_l3_l4_l7_policy.yaml');
+const base: Resource[] = [
+  ns('default'), deathstar,
+  pod('default', 'tiefighter', { org: 'empire', class: 'tiefighter' }),
+  pod('default', 'xwing', { org: 'alliance', class: 'xwing' }),
+  rule1,
+];
+
+test('trace: Star Wars demo, L7 allowed ⇒ REDIRECTED with the rule; denied ⇒ DROPPED with 403', () => {
+  const ok = tracePolicy({ resources: base, from: 'default/tiefighter', to: 'default/deathstar', port: 80, protocol: 'TCP', http: { method: 'POST', path: '/v1/request-landing', host: 'deathstar.default.svc.cluster.local' } });
+  assert.equal(ok.verdict, 'REDIRECTED');
+  assert.equal(ok.egress.evaluated, true);
+  assert.equal(ok.egress.verdict, 'FORWARDED');
+  assert.equal(ok.egress.defaultDeny, false);
+  assert.equal(ok.ingress.verdict, 'REDIRECTED');
+  assert.equal(ok.ingress.matchType, 'L3-L4');
+  assert.deepEqual(ok.ingress.rules, [{ file: 'sw_l3_l4_l7_policy.yaml', line: rule1.source.line, policy: 'default/rule1', kind: 'CiliumNetworkPolicy' }]);
+  assert.equal(ok.l7?.[0]?.allowed, true);
+  assert.deepEqual(ok.l7?.[0]?.rule?.rule, { method: 'POST', path: '/v1/request-landing' });
+  assert.match(ok.destination.name!, /^deathstar-[a-z0-9]+-[a-z0-9]+$/);
+  assert.ok(['10.244.1.2', '10.244.1.3'].includes(ok.destination.ip!), 'replicas get addresses in file order');
+  const denied = tracePolicy({ resources: base, from: 'tiefighter', to: 'deathstar', port: 80, protocol: 'TCP', http: { method: 'PUT', path: '/v1/exhaust-port', host: 'x' } });
+  assert.equal(denied.verdict, 'DROPPED');
+  assert.equal(denied.dropReason, undefined);
+  assert.equal(denied.l7?.[0]?.status, 403);
+  const noHttp = tracePolicy({ resources: base, from: 'tiefighter', to: 'deathstar', port: 80, protocol: 'TCP' });
+  assert.equal(noHttp.verdict, 'REDIRECTED');
+  assert.equal(noHttp.l7?.[0]?.evaluated, false);
+});
+
+test('trace: default deny drop names the policy that caused it; world and IP peers', () => {
+  const x = tracePolicy({ resources: base, from: 'xwing', to: 'deathstar', port: 80, protocol: 'TCP' });
+  assert.equal(x.verdict, 'DROPPED');
+  assert.equal(x.dropReason, 'POLICY_DENIED');
+  assert.equal(x.ingress.dropReason, 'POLICY_DENIED');
+  assert.equal(x.ingress.matchType, 'none');
+  assert.deepEqual(x.ingress.defaultDenyBy?.map((r) => r.policy), ['default/rule1']);
+  const w = tracePolicy({ resources: base, from: 'world', to: 'default/deathstar', port: 80, protocol: 'TCP' });
+  assert.equal(w.source.identity, 2);
+  assert.equal(w.egress.evaluated, false);
+  assert.equal(w.verdict, 'DROPPED');
+  const out = tracePolicy({ resources: base, from: 'tiefighter', to: '198.51.100.7', port: 443, protocol: 'TCP' });
+  assert.equal(out.verdict, 'FORWARDED');
+  assert.equal(out.destination.kind, 'ip');
+  assert.equal(out.ingress.evaluated, false);
+  const byIP = tracePolicy({ resources: base, from: '10.244.1.4', to: 'deathstar', port: 80, protocol: 'TCP' });
+  assert.equal(byIP.source.name, 'tiefighter');
+  assert.match(formatTrace(x), /default deny from CiliumNetworkPolicy default\/rule1 \(sw_l3_l4_l7_policy.yaml:\d+\)/);
+  assert.match(formatTrace(x), /Verdict: DROPPED \(POLICY_DENIED\)/);
+});
+
+test('trace: deny rules (POLICY_DENY), egress at the source, CIDR to an outside address, auth', () => {
+  const rs: Resource[] = [
+    ...base,
+    cnp('no-world', 'default', { endpointSelector: { matchLabels: { class: 'tiefighter' } }, egressDeny: [{ toCIDR: ['198.51.100.0/24'] }], egress: [{ toEntities: ['all'] }] }),
+    cnp('auth', 'default', { endpointSelector: { matchLabels: { class: 'xwing' } }, egress: [{ toEntities: ['world'], authentication: { mode: 'required' } }] }),
+  ];
+  const d = tracePolicy({ resources: rs, from: 'tiefighter', to: '198.51.100.7', port: 443, protocol: 'TCP' });
+  assert.equal(d.verdict, 'DROPPED');
+  assert.equal(d.dropReason, 'POLICY_DENY');
+  assert.equal(d.egress.rules[0]?.policy, 'default/no-world');
+  const ok = tracePolicy({ resources: rs, from: 'tiefighter', to: '203.0.113.1', port: 443, protocol: 'TCP' });
+  assert.equal(ok.verdict, 'FORWARDED');
+  assert.equal(ok.egress.matchType, 'all');
+  const a = tracePolicy({ resources: rs, from: 'xwing', to: '203.0.113.1', port: 443, protocol: 'TCP' });
+  assert.equal(a.dropReason, 'AUTH_REQUIRED');
+  assert.equal(tracePolicy({ resources: rs, from: 'xwing', to: '203.0.113.1', port: 443, protocol: 'TCP', authenticated: true }).verdict, 'FORWARDED');
+});
+
+test('trace: NetworkPolicy, ICMP, errors for unknown peers', () => {
+  const rs: Resource[] = [ns('x'), pod('x', 'a', { pod: 'a' }), pod('x', 'b', { pod: 'b' }), knp('only-b', 'x', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }], ports: [{ port: 80 }] }] })];
+  assert.equal(tracePolicy({ resources: rs, from: 'x/b', to: 'x/a', port: 80, protocol: 'TCP' }).verdict, 'FORWARDED');
+  assert.equal(tracePolicy({ resources: rs, from: 'x/b', to: 'x/a', port: 8, protocol: 'ICMP' }).verdict, 'DROPPED');
+  assert.equal(tracePolicy({ resources: rs, from: 'x/a', to: 'x/b', port: 8, protocol: 'ICMP' }).verdict, 'FORWARDED');
+  assert.throws(() => tracePolicy({ resources: rs, from: 'x/nope', to: 'x/a', port: 80, protocol: 'TCP' }), (e: Error & { code?: string; hint?: string }) => e.code === 'TRACE_PEER_NOT_FOUND' && /pods in x: a, b/.test(e.hint!));
+  assert.throws(() => tracePolicy({ resources: rs, from: 'x/a', to: 'x/b', port: 80, protocol: 'GRE' }), /unknown protocol/);
+});
+
+test('checkImport: per-policy problems and cross-policy L7 conflicts', () => {
+  const bad = cnp('bad', 'default', { endpointSelector: {}, ingress: [{ fromCIDR: ['x'] }] });
+  assert.match(checkImport([...base, bad])[0]!.message, /unable to parse CIDR/);
+  const kafka = cnp('kafka', 'default', { endpointSelector: { matchLabels: { class: 'deathstar' } }, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ topic: 'empire-announce' }] } }] }] });
+  const issues = checkImport([...base, kafka]);
+  assert.equal(issues.length, 1);
+  assert.match(issues[0]!.message, /cannot merge conflicting L7 parsers/);
+  assert.deepEqual(checkImport(base), []);
+});
