@@ -26,6 +26,11 @@ export class NamedPortIndex implements NamedPortProvider {
   #byIdentity = new Map<number, Map<string, { port: number; proto: number }[]>>();
   #any = new Map<string, { port: number; proto: number }[]>();
   #dirty = false;
+  #version = 0;
+
+  get version(): number {
+    return this.#version;
+  }
 
   /** Sets the named ports of one owner (a pod, `ns/name`); returns whether anything changed. */
   set(owner: string, identity: number, ports: readonly NamedPort[]): boolean {
@@ -35,12 +40,14 @@ export class NamedPortIndex implements NamedPortProvider {
     if (ports.length === 0) this.#byOwner.delete(owner);
     else this.#byOwner.set(owner, { identity, ports });
     this.#dirty = true;
+    this.#version++;
     return true;
   }
 
   delete(owner: string): boolean {
     if (!this.#byOwner.delete(owner)) return false;
     this.#dirty = true;
+    this.#version++;
     return true;
   }
 

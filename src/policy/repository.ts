@@ -17,6 +17,7 @@ import type { PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
 import { SelectorCache } from './selectorcache.ts';
 import { translatePolicy, type ServiceLookup, type TranslateOptions, type Translation } from './translate.ts';
 import { portBlockCovers } from './ports.ts';
+import { HOST_PEER } from './selectors.ts';
 
 export class PolicyImportError extends MembraneError {
   readonly issues: Issue[];
@@ -82,6 +83,8 @@ export class Repository {
   constructor(opts: RepositoryOptions = {}) {
     this.#opts = opts;
     this.selectorCache = opts.selectorCache ?? new SelectorCache();
+    // Every endpoint's implicit allow-localhost rule selects the host: registered for good.
+    this.selectorCache.add(HOST_PEER);
   }
 
   /** Starts at 1 (Cilium's initial revision) and increases by one per change. */

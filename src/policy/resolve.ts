@@ -23,11 +23,10 @@
  */
 import type { PortRuleDNS, PortRuleHTTP } from '../api/types.ts';
 import type { Issue } from '../errors.ts';
-import { LabelSource, type LabelSet } from '../labels/labels.ts';
-import { requirement } from '../labels/selector.ts';
+import type { LabelSet } from '../labels/labels.ts';
 import type { L7Spec, PolicyEntry, TranslatedRule } from './rules.ts';
 import type { Repository } from './repository.ts';
-import { labelPeer } from './selectors.ts';
+import { HOST_PEER } from './selectors.ts';
 import type { CachedSelector, SelectionChange, SelectorCache, SelectorUser } from './selectorcache.ts';
 import {
   type Direction, type L7Policy, type MapState, type MapStateDelta, type MapStateEntry, type MapStateKey,
@@ -48,6 +47,8 @@ export interface NamedPortProvider {
   forIdentity(identity: number, name: string): readonly { port: number; proto: number }[];
   /** Ports named `name` on any known pod (for wildcard peers and L7 keys). */
   any(name: string): readonly { port: number; proto: number }[];
+  /** Changes whenever any answer may change (lets resolutions be shared while it stays put). */
+  readonly version?: number;
 }
 
 export const NO_NAMED_PORTS: NamedPortProvider = Object.freeze({ forIdentity: () => [], any: () => [] });
@@ -78,9 +79,10 @@ export interface ResolveOptions {
 export const DEFAULT_MAX_ENTRIES = 16384;
 
 export const ALLOW_LOCALHOST_ORIGIN: RuleOrigin = Object.freeze({ kind: 'Implicit', name: 'allow-localhost', namespace: '', file: '', line: 0 });
-const HOST_SELECTOR = labelPeer([requirement(`${LabelSource.reserved}:host`, 'Exists')]);
 
 interface Contrib {
+  /** unique within one build: memo keys for entries */
+  id: number;
   sel: CachedSelector;
   verdict: 'allow' | 'deny';
   proto: number;
@@ -196,7 +198,6 @@ class DirState {
   readonly #wfold = new Map<string, Fold>();
   readonly #wkeys = new Map<string, Block>();
   readonly #np: NamedPortProvider;
-  readonly #entryCache = new Map<string, MapStateEntry>();
 
   constructor(dir: Direction, np: NamedPortProvider) {
     this.dir = dir;
@@ -240,14 +241,11 @@ class DirState {
     return p;
   }
 
-  /** Entries are shared between lanes when their content is equal (memory: 10k identities × keys). */
-  intern(e: MapStateEntry): MapStateEntry {
-    const sig = `${e.verdict}|${e.authType}|${e.matchType}|${l7Sig(e.l7)}|${e.origins.map(originKey).join(';')}`;
-    const have = this.#entryCache.get(sig);
-    if (have) return have;
-    this.#entryCache.set(sig, e);
-    return e;
-  }
+  /**
+   * Entries by (key, lane kind, contributions of the identity covering the key): identities
+   * selected by the same selectors share one entry object, computed once.
+   */
+  readonly memo = new Map<string, MapStateEntry>();
 }
 
 /**
@@ -392,6 +390,7 @@ function build(rules: readonly TranslatedRule[], repo: Repository, cache: Select
   const raw: { ingress: (Contrib & Block)[]; egress: (Contrib & Block)[] } = { ingress: [], egress: [] };
   const named: { ingress: Contrib[]; egress: Contrib[] } = { ingress: [], egress: [] };
   const ownPorts = ep.namedPorts ?? [];
+  let nextId = 1;
   for (const r of rules) {
     if (r.defaultDeny.ingress) b.defaultDeny.ingress = true;
     if (r.defaultDeny.egress) b.defaultDeny.egress = true;
@@ -402,7 +401,7 @@ function build(rules: readonly TranslatedRule[], repo: Repository, cache: Select
         if (!sel) continue;
         b.selectors.add(sel);
         const mk = (blk: Block | { proto: number; name: string }): Contrib => ({
-          sel, verdict: e.verdict, l7: e.l7, auth: e.auth, origin: e.origin, seq: base + ei,
+          id: nextId++, sel, verdict: e.verdict, l7: e.l7, auth: e.auth, origin: e.origin, seq: base + ei,
           proto: blk.proto, port: 'port' in blk ? blk.port : 0, plen: 'plen' in blk ? blk.plen : 16,
           ...('name' in blk ? { name: blk.name } : {}),
         });
@@ -423,7 +422,7 @@ function build(rules: readonly TranslatedRule[], repo: Repository, cache: Select
   }
   if (hostSel && (ep.kind ?? 'endpoint') === 'endpoint' && (opts.allowLocalhost ?? 'always') === 'always') {
     b.selectors.add(hostSel);
-    raw.ingress.push({ sel: hostSel, verdict: 'allow', proto: 0, port: 0, plen: 0, l7: null, auth: undefined, origin: ALLOW_LOCALHOST_ORIGIN, seq: -1 });
+    raw.ingress.push({ id: 0, sel: hostSel, verdict: 'allow', proto: 0, port: 0, plen: 0, l7: null, auth: undefined, origin: ALLOW_LOCALHOST_ORIGIN, seq: -1 });
   }
   for (const dir of ['ingress', 'egress'] as const) {
     const ds = b[dir];
@@ -455,7 +454,7 @@ function pushSel(m: Map<CachedSelector, Contrib[]>, s: CachedSelector, c: Contri
 type Emit = (key: MapStateKey, entry: MapStateEntry) => void;
 
 function allowEntry(ds: DirState, k: Block, f: Fold, g: Fold, matchType: number): MapStateEntry {
-  return ds.intern({
+  return Object.freeze({
     verdict: 'allow', l7: ds.l7Policy(k), authType: Math.max(f.auth, g.auth), matchType,
     origins: sortedOrigins([...f.allows, ...g.allows]),
   });
@@ -467,7 +466,7 @@ function entryAt(ds: DirState, k: Block, xf: Fold, wf: Fold, lane: number): MapS
     const x = xf.bestDeny;
     const w = wf.bestDeny;
     const best = x && (!w || spec(x) >= spec(w)) ? { c: x, own: true } : { c: w!, own: false };
-    return ds.intern({
+    return Object.freeze({
       verdict: 'deny', l7: null, authType: 0, matchType: classify(best.own && lane !== 0, best.c),
       origins: sortedOrigins([...xf.denies, ...wf.denies]),
     });
@@ -477,22 +476,40 @@ function entryAt(ds: DirState, k: Block, xf: Fold, wf: Fold, lane: number): MapS
 
 function computeLane0(ds: DirState, emit: Emit): void {
   for (const k of ds.wildKeys()) {
-    emit({ direction: ds.dir, identity: 0, proto: k.proto, port: k.port, portPrefixLen: k.plen }, entryAt(ds, k, EMPTY_FOLD, ds.wfold(k), 0));
+    const mk = `${blockKey(k)}|0|`;
+    let e = ds.memo.get(mk);
+    if (!e) ds.memo.set(mk, (e = entryAt(ds, k, EMPTY_FOLD, ds.wfold(k), 0)));
+    emit({ direction: ds.dir, identity: 0, proto: k.proto, port: k.port, portPrefixLen: k.plen }, e);
   }
 }
 
 /** All entries of lane X (X ≠ 0). `cs` = X's non-wildcard contributions (unresolved named ports). */
 function computeLane(ds: DirState, x: number, cs: readonly Contrib[], emit: Emit): void {
-  const own: (Contrib & Block)[] = [];
-  for (const c of cs) for (const blk of ds.blocksFor(c, x)) own.push(blk === c ? (c as Contrib & Block) : { ...c, ...blk });
+  let own: (Contrib & Block)[];
+  if (cs.every((c) => c.name === undefined)) own = cs as (Contrib & Block)[];
+  else {
+    own = [];
+    for (const c of cs) for (const blk of ds.blocksFor(c, x)) own.push(blk === c ? (c as Contrib & Block) : { ...c, ...blk });
+  }
   if (own.length === 0) return;
   const keys = new Map<string, Block>();
-  for (const c of own) keys.set(blockKey(c), c);
-  for (const [ks, k] of keys) {
-    const e = entryAt(ds, k, fold(own, k), ds.wfold(k), x);
-    emit({ direction: ds.dir, identity: x, proto: k.proto, port: k.port, portPrefixLen: k.plen }, e);
-    void ks;
+  for (const c of own) {
+    const bk = blockKey(c);
+    if (!keys.has(bk)) keys.set(bk, c);
   }
+  let auth = false;
+  for (const [bk, k] of keys) {
+    let ids = '';
+    for (const c of own) {
+      if (covers(c, k)) ids += `${c.id},`;
+      if (c.auth) auth = true;
+    }
+    const mk = `${bk}|x|${ids}`;
+    let e = ds.memo.get(mk);
+    if (!e) ds.memo.set(mk, (e = entryAt(ds, k, fold(own, k), ds.wfold(k), x)));
+    emit({ direction: ds.dir, identity: x, proto: k.proto, port: k.port, portPrefixLen: k.plen }, e);
+  }
+  if (!auth) return;
   // Refinement: a lane-0 key that decides for X but would lose X's broader authentication.
   for (const k of ds.wildKeys()) {
     if (keys.has(blockKey(k))) continue;
@@ -529,20 +546,71 @@ export interface ResolveContext {
 }
 
 function hostSelectorOf(cache: SelectorCache): CachedSelector {
-  return cache.get(HOST_SELECTOR.key) ?? cache.add(HOST_SELECTOR);
+  // The repository registers it for good; a cache built without one gets it here.
+  return cache.get(HOST_PEER.key) ?? cache.add(HOST_PEER);
 }
 
-/** Computes an endpoint's MapState from scratch (no subscriptions, nothing kept). */
-export function resolve(ctx: ResolveContext, ep: EndpointInfo): MapState {
-  const repo = ctx.repository;
+interface Shared {
+  revision: number;
+  version: number;
+  npVersion: number | undefined;
+  built: Built;
+  entries: Map<string, { key: MapStateKey; entry: MapStateEntry }>;
+  lanes: { ingress: Map<number, Set<string>>; egress: Map<number, Set<string>> };
+}
+
+// Endpoints selected by the same rules (with the same own named ports and options) get the same
+// MapState: it is computed once per (repository revision, selector-cache version) and copied.
+const shared = new WeakMap<Repository, Map<string, Shared>>();
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+function oid(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) objectIds.set(o, (id = nextObjectId++));
+  return id;
+}
+
+function computeShared(repo: Repository, ep: EndpointInfo, opts: ResolveOptions): Shared {
   const cache = repo.selectorCache;
   const host = hostSelectorOf(cache);
-  const b = build(repo.rulesFor(ep.labels, ep.kind ?? 'endpoint'), repo, cache, ep, ctx.options ?? {}, host);
-  const entries: MapState['entries'] = new Map();
-  const emit: Emit = (key, entry) => entries.set(mapStateKeyString(key), { key, entry });
-  computeAll(b.ingress, emit);
-  computeAll(b.egress, emit);
-  return { entries, defaultDeny: { ...b.defaultDeny } };
+  const rules = repo.rulesFor(ep.labels, ep.kind ?? 'endpoint');
+  const np = opts.namedPorts ?? NO_NAMED_PORTS;
+  const sig = [
+    ep.kind ?? 'endpoint', opts.enforcementMode ?? 'default', opts.allowLocalhost ?? 'always', oid(np),
+    (ep.namedPorts ?? []).map((n) => `${n.name}/${n.proto}/${n.port}`).join(';'), rules.map(oid).join(','),
+  ].join('|');
+  let m = shared.get(repo);
+  if (!m) shared.set(repo, (m = new Map()));
+  const hit = m.get(sig);
+  if (hit && hit.revision === repo.revision && hit.version === cache.version && hit.npVersion === np.version) return hit;
+  // Anything computed before the latest change is stale for every signature.
+  for (const [k, v] of m) if (v.revision !== repo.revision || v.version !== cache.version || v.npVersion !== np.version) m.delete(k);
+  const built = build(rules, repo, cache, ep, opts, host);
+  const entries = new Map<string, { key: MapStateKey; entry: MapStateEntry }>();
+  const lanes = { ingress: new Map<number, Set<string>>(), egress: new Map<number, Set<string>>() };
+  for (const dir of ['ingress', 'egress'] as const) {
+    computeAll(built[dir], (key, entry) => {
+      const ks = mapStateKeyString(key);
+      entries.set(ks, Object.freeze({ key: Object.freeze(key), entry }));
+      let l = lanes[dir].get(key.identity);
+      if (!l) lanes[dir].set(key.identity, (l = new Set()));
+      l.add(ks);
+    });
+  }
+  const out: Shared = { revision: repo.revision, version: cache.version, npVersion: np.version, built, entries, lanes };
+  m.set(sig, out);
+  return out;
+}
+
+/** Drops the shared resolutions of a repository (benchmarks measure cold computations). */
+export function forgetSharedResolutions(repo: Repository): void {
+  shared.delete(repo);
+}
+
+/** Computes an endpoint's MapState (no subscriptions; the result is the caller's to keep). */
+export function resolve(ctx: ResolveContext, ep: EndpointInfo): MapState {
+  const s = computeShared(ctx.repository, ep, ctx.options ?? {});
+  return { entries: new Map(s.entries), defaultDeny: { ...s.built.defaultDeny } };
 }
 
 /**
@@ -558,7 +626,6 @@ export class EndpointPolicy implements SelectorUser {
   readonly #cache: SelectorCache;
   readonly #opts: ResolveOptions;
   #onDelta: ((d: MapStateDelta) => void) | undefined;
-  readonly #host: CachedSelector;
   #built: Built | undefined;
   #revision = 0;
   #lanes = { ingress: new Map<number, Set<string>>(), egress: new Map<number, Set<string>>() };
@@ -572,7 +639,6 @@ export class EndpointPolicy implements SelectorUser {
     this.#repo = ctx.repository;
     this.#cache = ctx.repository.selectorCache;
     this.#opts = ctx.options ?? {};
-    this.#host = this.#cache.add(HOST_SELECTOR);
     // The first state is the caller's full sync (mapState), not a delta.
     this.regenerate();
     this.takeDelta();
@@ -606,23 +672,15 @@ export class EndpointPolicy implements SelectorUser {
   /** Recomputes everything from the repository; returns the delta against the previous state. */
   regenerate(): MapStateDelta {
     if (this.#closed) return { upserts: [], deletes: [], defaultDenyChanged: false };
-    const b = build(this.#repo.rulesFor(this.#ep.labels, this.#ep.kind ?? 'endpoint'), this.#repo, this.#cache, this.#ep, this.#opts, this.#host);
+    const sh = computeShared(this.#repo, this.#ep, this.#opts);
+    const b = sh.built;
     const old = this.#built;
     for (const s of b.selectors) this.#cache.subscribe(s.key, this);
     if (old) for (const s of old.selectors) if (!b.selectors.has(s)) this.#cache.unsubscribe(s.key, this);
     this.#built = b;
     this.#revision = this.#repo.revision;
-    const next = new Map<string, { key: MapStateKey; entry: MapStateEntry }>();
-    const lanes = { ingress: new Map<number, Set<string>>(), egress: new Map<number, Set<string>>() };
-    for (const dir of ['ingress', 'egress'] as const) {
-      computeAll(b[dir], (key, entry) => {
-        const ks = mapStateKeyString(key);
-        next.set(ks, { key, entry });
-        let l = lanes[dir].get(key.identity);
-        if (!l) lanes[dir].set(key.identity, (l = new Set()));
-        l.add(ks);
-      });
-    }
+    const next = new Map(sh.entries);
+    const lanes = { ingress: new Map(sh.lanes.ingress), egress: new Map(sh.lanes.egress) };
     for (const [ks, { key }] of this.mapState.entries) if (!next.has(ks)) this.#stage(ks, key, null);
     for (const [ks, { key, entry }] of next) {
       const have = this.mapState.entries.get(ks);
@@ -674,7 +732,6 @@ export class EndpointPolicy implements SelectorUser {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#built) for (const s of this.#built.selectors) this.#cache.unsubscribe(s.key, this);
-    this.#cache.release(HOST_SELECTOR.key);
   }
 
   #updateLanes(ids: Set<number>): void {

@@ -105,3 +105,6 @@ export function fqdnPeer(sel: FQDNSelector): PeerSelector {
     fqdn: Object.freeze({ [what]: label.key }),
   });
 }
+
+/** `reserved:host`: the implicit allow-localhost rule's peer. */
+export const HOST_PEER: PeerSelector = labelPeer([{ source: LabelSource.reserved, key: 'host', operator: 'Exists', values: [] }]);
