@@ -80,7 +80,12 @@ export function compileDNSSelector(sel: PortRuleDNS | FQDNSelector): (qname: str
   const re = dnsSelectorRegex(sel);
   let r = compiled.get(re);
   if (!r) {
-    r = RE2JS.compile(re);
+    try {
+      r = RE2JS.compile(re);
+    } catch {
+      // Validation rejects such patterns on import; a decision path never throws.
+      return () => false;
+    }
     compiled.set(re, r);
   }
   const rr = r;
