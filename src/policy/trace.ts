@@ -21,6 +21,7 @@ import { lookupMapState, type LookupResult } from './lookup.ts';
 import { PROTO_BY_NAME, PROTO_NAME } from './ports.ts';
 import { resolve } from './resolve.ts';
 import type { Direction, MapState, RuleOrigin } from './types.ts';
+import type { TranslateOptions } from './translate.ts';
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
 
@@ -82,6 +83,11 @@ export interface TraceL7 {
   note?: string;
 }
 
+/** The L7 outcome: the deciding proxy's step (a denial, else the last), and every step. */
+export interface TraceL7Result extends TraceL7 {
+  steps: TraceL7[];
+}
+
 export interface TraceResult {
   verdict: TraceVerdict;
   dropReason?: TraceDropReason;
@@ -91,7 +97,7 @@ export interface TraceResult {
   protocol: string;
   egress: TraceSide;
   ingress: TraceSide;
-  l7?: TraceL7[];
+  l7?: TraceL7Result;
 }
 
 export interface TraceInput {
@@ -107,6 +113,8 @@ export interface TraceInput {
   /** whether mutual authentication succeeded between the peers (default false) */
   authenticated?: boolean;
   enforcementMode?: 'default' | 'always' | 'never';
+  /** YAML path → line/col inside a resource's document (from the loader), for rule lines. */
+  locate?: TranslateOptions['locate'];
 }
 
 interface LabPod {
@@ -125,8 +133,11 @@ interface Lab {
   policies: PolicyResource[];
 }
 
-function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['enforcementMode'] } = {}): Lab {
-  const engine = new PolicyEngine({ ...(opts.enforcementMode ? { enforcementMode: opts.enforcementMode } : {}) });
+function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['enforcementMode']; locate?: TraceInput['locate'] } = {}): Lab {
+  const engine = new PolicyEngine({
+    ...(opts.enforcementMode ? { enforcementMode: opts.enforcementMode } : {}),
+    ...(opts.locate ? { locate: opts.locate } : {}),
+  });
   const namespaces = new Map<string, Namespace>();
   const explicit: Pod[] = [];
   const services: Service[] = [];
@@ -180,8 +191,8 @@ function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['e
  * Every problem importing these resources' policies together would raise: per-policy
  * validation plus cross-policy conflicts (two L7 parsers on one port for the same pods).
  */
-export function checkImport(resources: Resource[]): Issue[] {
-  const lab = buildLab(resources);
+export function checkImport(resources: Resource[], opts: { locate?: TraceInput['locate'] } = {}): Issue[] {
+  const lab = buildLab(resources, opts);
   return lab.engine.check(lab.policies, true);
 }
 
@@ -262,7 +273,10 @@ function side(lab: Lab, pod: LabPod | undefined, dir: Direction, remote: number,
 
 /** Traces one connection through the policies in `resources`. */
 export function tracePolicy(input: TraceInput): TraceResult {
-  const lab = buildLab(input.resources, { ...(input.enforcementMode ? { enforcementMode: input.enforcementMode } : {}) });
+  const lab = buildLab(input.resources, {
+    ...(input.enforcementMode ? { enforcementMode: input.enforcementMode } : {}),
+    ...(input.locate ? { locate: input.locate } : {}),
+  });
   lab.engine.applyPolicies(lab.policies, true);
   const protoName = input.protocol.toUpperCase() === 'ANY' ? 'TCP' : input.protocol.toUpperCase();
   const proto = PROTO_BY_NAME[protoName];
@@ -302,7 +316,10 @@ export function tracePolicy(input: TraceInput): TraceResult {
       l7.push({ ...base, evaluated: false, note: policy.parser === 'http' ? 'redirected to the HTTP proxy; give --http-method/--http-path/--http-host to evaluate the L7 rules' : `redirected to the ${policy.parser} proxy; L7 rules not evaluated` });
     }
   }
-  if (l7.length) result.l7 = l7;
+  if (l7.length) {
+    const deciding = l7.find((x) => x.evaluated && x.allowed === false) ?? l7[l7.length - 1]!;
+    result.l7 = { ...deciding, steps: l7 };
+  }
   if (l7.some((x) => x.evaluated && x.allowed === false)) result.verdict = 'DROPPED';
   else if (eg.side.verdict === 'REDIRECTED' || ing.side.verdict === 'REDIRECTED') result.verdict = 'REDIRECTED';
   return result;
@@ -330,7 +347,7 @@ function sideText(name: string, s: TraceSide): string[] {
 export function formatTrace(r: TraceResult): string {
   const out = [`${peerText(r.source)} -> ${peerText(r.destination)}  ${r.port}/${r.protocol}`, ''];
   out.push(...sideText('Egress', r.egress), ...sideText('Ingress', r.ingress));
-  for (const l of r.l7 ?? []) {
+  for (const l of r.l7?.steps ?? []) {
     if (!l.evaluated) out.push(`L7 (${l.direction}, ${l.parser}): ${l.note}`);
     else if (l.allowed) {
       const rr = l.rule;

@@ -28,17 +28,19 @@ test('trace: Star Wars demo, L7 allowed ⇒ REDIRECTED with the rule; denied ⇒
   assert.equal(ok.ingress.verdict, 'REDIRECTED');
   assert.equal(ok.ingress.matchType, 'L3-L4');
   assert.deepEqual(ok.ingress.rules, [{ file: 'sw_l3_l4_l7_policy.yaml', line: rule1.source.line, policy: 'default/rule1', kind: 'CiliumNetworkPolicy' }]);
-  assert.equal(ok.l7?.[0]?.allowed, true);
-  assert.deepEqual(ok.l7?.[0]?.rule?.rule, { method: 'POST', path: '/v1/request-landing' });
+  assert.equal(ok.l7?.allowed, true);
+  assert.deepEqual(ok.l7?.rule?.rule, { method: 'POST', path: '/v1/request-landing' });
   assert.match(ok.destination.name!, /^deathstar-[a-z0-9]+-[a-z0-9]+$/);
   assert.ok(['10.244.1.2', '10.244.1.3'].includes(ok.destination.ip!), 'replicas get addresses in file order');
   const denied = tracePolicy({ resources: base, from: 'tiefighter', to: 'deathstar', port: 80, protocol: 'TCP', http: { method: 'PUT', path: '/v1/exhaust-port', host: 'x' } });
   assert.equal(denied.verdict, 'DROPPED');
   assert.equal(denied.dropReason, undefined);
-  assert.equal(denied.l7?.[0]?.status, 403);
+  assert.equal(denied.l7?.status, 403);
+  assert.equal(denied.l7?.allowed, false);
+  assert.equal(denied.l7?.steps.length, 1);
   const noHttp = tracePolicy({ resources: base, from: 'tiefighter', to: 'deathstar', port: 80, protocol: 'TCP' });
   assert.equal(noHttp.verdict, 'REDIRECTED');
-  assert.equal(noHttp.l7?.[0]?.evaluated, false);
+  assert.equal(noHttp.l7?.evaluated, false);
 });
 
 test('trace: default deny drop names the policy that caused it; world and IP peers', () => {
