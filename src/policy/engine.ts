@@ -224,12 +224,14 @@ export class PolicyEngine {
 
   /**
    * Brings every endpoint up to date: full regeneration where the repository moved on (or
-   * `force`), plus the lane updates identity changes already made. Returns the non-empty deltas.
+   * `force`; `'named-ports'`: those resolving egress named ports, after pods' ports changed),
+   * plus the lane updates identity changes already made. Returns the non-empty deltas.
    */
-  regenerate(force = false): Map<number, MapStateDelta> {
+  regenerate(force: boolean | 'named-ports' = false): Map<number, MapStateDelta> {
     const out = new Map<number, MapStateDelta>();
     for (const [id, ep] of this.#endpoints) {
-      if (force || ep.revision !== this.repository.revision) ep.regenerate();
+      const stale = ep.revision !== this.repository.revision;
+      if (stale || force === true || (force === 'named-ports' && ep.usesNamedPorts)) ep.regenerate();
       const d = ep.takeDelta();
       if (d.upserts.length || d.deletes.length || d.defaultDenyChanged) out.set(id, d);
     }
@@ -286,7 +288,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       engine.removeEndpoint(id);
     },
     regenerate() {
-      const force = namedPortsDirty;
+      const force = namedPortsDirty ? 'named-ports' as const : false;
       namedPortsDirty = false;
       return engine.regenerate(force);
     },

@@ -352,6 +352,8 @@ interface Built {
   defaultDeny: { ingress: boolean; egress: boolean };
   selectors: Set<CachedSelector>;
   issues: Issue[];
+  /** whether egress named ports were resolved (the result depends on the NamedPortProvider) */
+  usesNamedPorts: boolean;
 }
 
 function sameSpec(a: Block, b: Block): boolean {
@@ -384,7 +386,7 @@ function build(rules: readonly TranslatedRule[], repo: Repository, cache: Select
   const mode = opts.enforcementMode ?? 'default';
   const b: Built = {
     ingress: new DirState('ingress', np), egress: new DirState('egress', np),
-    defaultDeny: { ingress: mode === 'always', egress: mode === 'always' }, selectors: new Set(), issues: [],
+    defaultDeny: { ingress: mode === 'always', egress: mode === 'always' }, selectors: new Set(), issues: [], usesNamedPorts: false,
   };
   if (mode === 'never') return b;
   const raw: { ingress: (Contrib & Block)[]; egress: (Contrib & Block)[] } = { ingress: [], egress: [] };
@@ -411,7 +413,10 @@ function build(rules: readonly TranslatedRule[], repo: Repository, cache: Select
           if (e.direction === 'ingress') {
             // Ingress named ports are the subject's own container ports.
             for (const n of ownPorts) if (n.name === p.name && n.proto === p.proto) raw.ingress.push(mk({ proto: p.proto, port: n.port, plen: 16 }) as Contrib & Block);
-          } else if (sel.wildcard) {
+            continue;
+          }
+          b.usesNamedPorts = true;
+          if (sel.wildcard) {
             for (const n of np.any(p.name)) if (n.proto === p.proto) raw.egress.push(mk({ proto: p.proto, port: n.port, plen: 16 }) as Contrib & Block);
           } else {
             named.egress.push(mk({ proto: p.proto, name: p.name }));
@@ -657,6 +662,11 @@ export class EndpointPolicy implements SelectorUser {
   /** Resolve-time problems (late L7 conflicts, policy-map overflow). */
   get issues(): readonly Issue[] {
     return this.#issues;
+  }
+
+  /** Whether this endpoint's policy resolves egress named ports (depends on other pods' ports). */
+  get usesNamedPorts(): boolean {
+    return this.#built?.usesNamedPorts ?? false;
   }
 
   get overflow(): boolean {
