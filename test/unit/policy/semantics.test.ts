@@ -383,3 +383,32 @@ test('origins: the rule of the file and line that produced an entry, log value i
   const r = w.lookup('prod/db', 'ingress', WORLD, TCP, 1);
   assert.deepEqual(r.entry!.origins, [{ kind: 'CiliumNetworkPolicy', name: 'o', namespace: 'prod', file: 'policies/db.yaml', line: p.source.line, log: 'db-world' }]);
 });
+
+test('match types: Proto-Only for a wildcard peer on all ports of one protocol', () => {
+  const w = world();
+  w.apply(cnp('p', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ toPorts: [{ ports: [{ port: '0', protocol: 'UDP' }] }] }] }));
+  const r = w.lookup('prod/db', 'ingress', WORLD, UDP, 5353);
+  assert.equal(r.verdict, 'forward');
+  assert.equal(r.matchType, PolicyMatchType.protoOnly);
+  assert.equal(w.lookup('prod/db', 'ingress', WORLD, TCP, 5353).dropReason, 133);
+});
+
+test('kafka and generic L7 parsers carry their rules; fromRequires is rejected; fromNodes selects remote nodes', () => {
+  const w = world({ enableNodeSelectorLabels: true });
+  w.apply(
+    cnp('k', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ toPorts: [{ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } }] }] }),
+    cnp('g', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ toPorts: [{ ports: [{ port: '7000', protocol: 'TCP' }], rules: { l7proto: 'r2d2', l7: [{ cmd: 'READ' }] } }] }] }),
+    cnp('n', 'prod', { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromNodes: [{ matchLabels: { zone: 'a' } }] }] }),
+  );
+  const k = w.lookup('prod/db', 'ingress', WORLD, TCP, 9092).entry!.l7!;
+  assert.equal(k.parser, 'kafka');
+  assert.deepEqual(k.perSelector.find((p) => p.selector === 'all')?.kafka, [{ role: 'produce', topic: 'orders' }]);
+  const g = w.lookup('prod/db', 'ingress', WORLD, TCP, 7000).entry!.l7!;
+  assert.equal(g.parser, 'generic');
+  assert.equal(g.perSelector.find((p) => p.selector === 'all')?.l7proto, 'r2d2');
+  const node = w.engine.allocator.allocateSync(w.engine.allocator.lookupById(REMOTE_NODE)!.labels.union([{ source: 'node', key: 'zone', value: 'a' }])).identity.id;
+  assert.equal(w.lookup('prod/web', 'ingress', node, TCP, 1).verdict, 'forward');
+  assert.equal(w.lookup('prod/web', 'ingress', REMOTE_NODE, TCP, 1).verdict, 'drop');
+  assert.equal(w.lookup('prod/web', 'ingress', HOST, TCP, 1).verdict, 'forward'); // allow-localhost, not the node rule
+  assert.throws(() => w.apply(cnp('r', 'prod', { endpointSelector: {}, ingress: [{ fromRequires: [{}] } as never] })), /fromRequires was removed in Cilium 1.19/);
+});
