@@ -124,6 +124,7 @@ export function makePrefix(family: Family, addr: number | bigint, len: number): 
  * cleared (`10.1.2.3/8` → `10.0.0.0/8`), as Go's ParseCIDR does for the network.
  */
 export function parsePrefix(s: string, allowBare = true): Prefix | undefined {
+  if (typeof s !== 'string') return undefined;
   const t = s.trim();
   const slash = t.indexOf('/');
   if (slash < 0) {

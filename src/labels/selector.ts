@@ -72,6 +72,12 @@ export function validateSelector(sel: LabelSelector | undefined | null): Selecto
   const out: SelectorProblem[] = [];
   if (sel === undefined || sel === null) return out;
   if (typeof sel !== 'object' || Array.isArray(sel)) return [{ path: [], message: 'invalid label selector: must be an object' }];
+  if (sel.matchLabels !== undefined && sel.matchLabels !== null && (typeof sel.matchLabels !== 'object' || Array.isArray(sel.matchLabels))) {
+    return [{ path: ['matchLabels'], message: 'invalid label selector: matchLabels must be a map' }];
+  }
+  if (sel.matchExpressions !== undefined && sel.matchExpressions !== null && !Array.isArray(sel.matchExpressions)) {
+    return [{ path: ['matchExpressions'], message: 'invalid label selector: matchExpressions must be a list' }];
+  }
   const checkKey = (raw: string, path: (string | number)[]) => {
     const { source, key } = parseSourceKey(raw);
     if (source === LabelSource.cidr || source === LabelSource.fqdn || source === LabelSource.reserved) {
@@ -96,7 +102,11 @@ export function validateSelector(sel: LabelSelector | undefined | null): Selecto
     }
     checkKey(e.key, ['matchExpressions', i, 'key']);
     if (!OPS.has(e.operator)) {
-      out.push({ path: ['matchExpressions', i, 'operator'], message: `invalid label selector: "${String(e.operator)}" is not a valid label selector operator` });
+      out.push({ path: ['matchExpressions', i, 'operator'], message: `invalid label selector: "${show(e.operator)}" is not a valid label selector operator` });
+      return;
+    }
+    if (e.values !== undefined && e.values !== null && !Array.isArray(e.values)) {
+      out.push({ path: ['matchExpressions', i, 'values'], message: 'invalid label selector: values must be a list' });
       return;
     }
     const values = e.values ?? [];
@@ -112,6 +122,16 @@ export function validateSelector(sel: LabelSelector | undefined | null): Selecto
     });
   });
   return out;
+}
+
+/** Text of an arbitrary value for a message (never throws). */
+export function show(v: unknown): string {
+  if (typeof v === 'string') return v;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }
 
 export function requirement(rawKey: string, operator: SelectorOperator, values: readonly string[] = [], defaultSource: string = LabelSource.any): Requirement {

@@ -19,6 +19,7 @@ export const MATCH_NAME_RE = /^([-a-zA-Z0-9_]+[.]?)+$/;
 
 /** Problem with a matchPattern (Cilium's wording), or undefined. */
 export function matchPatternProblem(p: string): string | undefined {
+  if (typeof p !== 'string') return 'matchPattern must be a string';
   if (p.length > 255) return `Invalid MatchPattern: "${p}". Must be <= 255 characters long.`;
   if (!MATCH_PATTERN_RE.test(p.trim()) || p.trim() === '') {
     return `Invalid characters in MatchPattern: "${p}". Only 0-9, a-z, A-Z and ., -, _ and * characters are allowed`;
@@ -27,6 +28,7 @@ export function matchPatternProblem(p: string): string | undefined {
 }
 
 export function matchNameProblem(n: string): string | undefined {
+  if (typeof n !== 'string') return 'matchName must be a string';
   if (n.length > 255) return `Invalid MatchName: "${n}". Must be <= 255 characters long.`;
   if (n.trim() === '.' ) return undefined;
   if (!MATCH_NAME_RE.test(n.trim())) {

@@ -356,10 +356,6 @@ interface Built {
   usesNamedPorts: boolean;
 }
 
-function sameSpec(a: Block, b: Block): boolean {
-  return a.proto === b.proto && a.port === b.port && a.plen === b.plen;
-}
-
 /** Resolve-time L7 conflicts (an endpoint selected by policies that import-time could not pair): later loses. */
 function dropConflicts(cs: (Contrib & Block)[], issues: Issue[]): Set<Contrib> {
   const dropped = new Set<Contrib>();

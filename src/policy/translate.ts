@@ -15,9 +15,9 @@ import type {
 } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
 import type { Issue } from '../errors.ts';
-import { K8sLabel, LabelSource } from '../labels/labels.ts';
+import { K8sLabel, LabelSet, LabelSource } from '../labels/labels.ts';
 import {
-  compileRequirements, requirement, selectorRequirements, validateSelector, type Requirement,
+  compileRequirements, requirement, selectorRequirements, show, validateSelector, type Requirement,
 } from '../labels/selector.ts';
 import { parsePrefix, prefixContains, type Prefix } from '../ipcache/prefix.ts';
 import { DEFAULT_CLUSTER_NAME } from '../identity/labels.ts';
@@ -157,7 +157,7 @@ function selectorReqs(ctx: Ctx, sel: LabelSelector | undefined | null, path: Pat
 // Ports and L7
 
 function parseProtocol(ctx: Ctx, pp: PortProtocol, path: Path): { protos: number[]; extended: boolean } | undefined {
-  const raw = (pp.protocol ?? '').toString().toUpperCase();
+  const raw = show(pp.protocol ?? '').toUpperCase();
   if (raw === '' || raw === 'ANY') return { protos: [...ANY_PROTOCOLS], extended: false };
   if (raw === 'TCP' || raw === 'UDP' || raw === 'SCTP') return { protos: [PROTO_BY_NAME[raw]!], extended: false };
   if (raw === 'VRRP' || raw === 'IGMP') {
@@ -171,7 +171,7 @@ function parseProtocol(ctx: Ctx, pp: PortProtocol, path: Path): { protos: number
     ctx.issue('POLICY_PROTOCOL_INVALID', [...path, 'protocol'], `protocol ${raw} is not allowed in toPorts`, 'allow ICMP with an `icmps` block');
     return undefined;
   }
-  ctx.issue('POLICY_PROTOCOL_INVALID', [...path, 'protocol'], `invalid protocol "${String(pp.protocol)}"`, 'protocols: TCP, UDP, SCTP, ANY');
+  ctx.issue('POLICY_PROTOCOL_INVALID', [...path, 'protocol'], `invalid protocol "${show(pp.protocol)}"`, 'protocols: TCP, UDP, SCTP, ANY');
   return undefined;
 }
 
@@ -195,11 +195,11 @@ function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): ExpandedPorts
     }
     const proto = parseProtocol(ctx, pp, pPath);
     if (!proto) { ok = false; return; }
-    out.protos.add((pp.protocol ?? 'ANY').toString().toUpperCase() || 'ANY');
-    const portText = pp.port === undefined || pp.port === null ? '' : String(pp.port).trim();
+    out.protos.add(show(pp.protocol ?? 'ANY').toUpperCase() || 'ANY');
+    const portText = pp.port === undefined || pp.port === null ? '' : show(pp.port).trim();
     if (proto.extended) {
       if (portText !== '' && portText !== '0') {
-        ctx.issue('POLICY_PORT_INVALID', [...pPath, 'port'], `port must be empty or 0 for protocol ${String(pp.protocol)}`);
+        ctx.issue('POLICY_PORT_INVALID', [...pPath, 'port'], `port must be empty or 0 for protocol ${show(pp.protocol)}`);
         ok = false;
         return;
       }
@@ -290,8 +290,8 @@ function l7Spec(ctx: Ctx, pr: PortRule, dir: Direction, ports: ExpandedPorts, pa
     for (const p of ports.protos) if (!['TCP', 'UDP', 'ANY'].includes(p)) bad('POLICY_L7_PROTOCOL', [...path, 'ports'], `DNS rules can only apply to TCP, UDP or ANY (not ${p})`);
     dns.forEach((d, i) => {
       const p = [...path, 'rules', 'dns', i];
-      const hasName = d?.matchName !== undefined && d.matchName !== '';
-      const hasPattern = d?.matchPattern !== undefined && d.matchPattern !== '';
+      const hasName = d?.matchName !== undefined && d.matchName !== null && d.matchName !== '';
+      const hasPattern = d?.matchPattern !== undefined && d.matchPattern !== null && d.matchPattern !== '';
       if (hasName && hasPattern) bad('POLICY_FQDN_INVALID', p, 'only one of MatchName or MatchPattern is allowed in an FQDNSelector');
       else if (!hasName && !hasPattern) bad('POLICY_FQDN_INVALID', p, 'one of matchName or matchPattern is required');
       else if (hasName) { const m = matchNameProblem(d.matchName!); if (m) bad('POLICY_FQDN_INVALID', [...p, 'matchName'], m); }
@@ -313,7 +313,7 @@ function l7Spec(ctx: Ctx, pr: PortRule, dir: Direction, ports: ExpandedPorts, pa
       list(h.headerMatches).forEach((m, j) => {
         const mp = [...p, 'headerMatches', j];
         if (!m || typeof m.name !== 'string' || m.name === '') bad('POLICY_L7_INVALID', [...mp, 'name'], 'Header name missing');
-        if (m?.mismatch !== undefined && !HEADER_ACTIONS.has(m.mismatch)) bad('POLICY_L7_INVALID', [...mp, 'mismatch'], `Invalid header action: ${String(m.mismatch)}`);
+        if (m?.mismatch !== undefined && !HEADER_ACTIONS.has(m.mismatch)) bad('POLICY_L7_INVALID', [...mp, 'mismatch'], `Invalid header action: ${show(m.mismatch)}`);
         if (m?.secret !== undefined && (!m.secret || !m.secret.name)) bad('POLICY_L7_INVALID', [...mp, 'secret', 'name'], 'Secret name missing');
       });
     });
@@ -360,10 +360,10 @@ function icmpSpecs(ctx: Ctx, icmps: ICMPRule[], path: Path): PortSpec[] | undefi
     fields.forEach((f, j) => {
       const fp = [...path, i, 'fields', j];
       const family = f?.family ?? 'IPv4';
-      if (family !== 'IPv4' && family !== 'IPv6') { ctx.issue('POLICY_ICMP_INVALID', [...fp, 'family'], `wrong family: ${String(family)}`); ok = false; return; }
+      if (family !== 'IPv4' && family !== 'IPv6') { ctx.issue('POLICY_ICMP_INVALID', [...fp, 'family'], `wrong family: ${show(family)}`); ok = false; return; }
       const t = f?.type === undefined ? undefined : parseICMPType(family, f.type);
       if (t === undefined) {
-        ctx.issue('POLICY_ICMP_INVALID', [...fp, 'type'], `invalid ICMP type "${String(f?.type)}" for family ${family}`, 'a number 0-255 or a name such as EchoRequest');
+        ctx.issue('POLICY_ICMP_INVALID', [...fp, 'type'], `invalid ICMP type "${show(f?.type)}" for family ${family}`, 'a number 0-255 or a name such as EchoRequest');
         ok = false;
         return;
       }
@@ -444,8 +444,8 @@ function cidrSetPeers(ctx: Ctx, rules: CIDRRule[], path: Path): PeerSelector[] {
     const except: Prefix[] = [];
     let ok = true;
     list(r.except).forEach((e, j) => {
-      const ep = parsePrefix(String(e));
-      if (!ep) { ctx.issue('POLICY_CIDR_INVALID', [...rp, 'except', j], `unable to parse CIDR: ${String(e)}`); ok = false; return; }
+      const ep = parsePrefix(show(e));
+      if (!ep) { ctx.issue('POLICY_CIDR_INVALID', [...rp, 'except', j], `unable to parse CIDR: ${show(e)}`); ok = false; return; }
       if (!prefixContains(p, ep)) {
         ctx.issue('POLICY_CIDR_INVALID', [...rp, 'except', j], `allow CIDR prefix ${p.text} does not contain exclude CIDR prefix ${ep.text}`);
         ok = false;
@@ -465,7 +465,7 @@ function entityPeers(ctx: Ctx, entities: Entity[], path: Path): PeerSelector[] {
   const out: PeerSelector[] = [];
   entities.forEach((e, i) => {
     if (typeof e !== 'string' || !ENTITIES.has(e)) {
-      ctx.issue('POLICY_ENTITY_INVALID', [...path, i], `unsupported entity: ${String(e)}`, `entities: ${[...ENTITIES].join(', ')}`);
+      ctx.issue('POLICY_ENTITY_INVALID', [...path, i], `unsupported entity: ${show(e)}`, `entities: ${[...ENTITIES].join(', ')}`);
       return;
     }
     out.push(...entitySelectors(e, ctx.clusterName));
@@ -518,13 +518,11 @@ function servicePeers(ctx: Ctx, svcs: NonNullable<EgressRule['toServices']>, pat
     if (s?.k8sServiceSelector) {
       const reqs = selectorReqs(ctx, s.k8sServiceSelector.selector, [...sp, 'k8sServiceSelector', 'selector'], LabelSource.k8s);
       if (!reqs) return;
-      const matcher = compileRequirements(reqs.map((r) => ({ ...r, source: LabelSource.any })));
+      const matcher = compileRequirements(reqs);
       const ns = s.k8sServiceSelector.namespace || ctx.namespace;
       for (const svc of ctx.opts.services?.list() ?? []) {
         if (ns && (svc.metadata.namespace ?? 'default') !== ns) continue;
-        const labels = new Map(Object.entries(svc.metadata.labels ?? {}));
-        const ls = { byKey: (k: string) => (labels.has(k) ? [{ source: 'k8s', key: k, value: labels.get(k)! }] : []) };
-        if (!matcher.matches(ls as never)) continue;
+        if (!matcher.matches(LabelSet.fromMap(svc.metadata.labels, LabelSource.k8s))) continue;
         const peer = servicePodSelector(svc);
         if (peer) out.push(peer);
       }
@@ -539,8 +537,8 @@ function fqdnPeers(ctx: Ctx, sels: FQDNSelector[], path: Path): PeerSelector[] {
   const out: PeerSelector[] = [];
   sels.forEach((s, i) => {
     const sp = [...path, i];
-    const hasName = s?.matchName !== undefined && s.matchName !== '';
-    const hasPattern = s?.matchPattern !== undefined && s.matchPattern !== '';
+    const hasName = s?.matchName !== undefined && s.matchName !== null && s.matchName !== '';
+    const hasPattern = s?.matchPattern !== undefined && s.matchPattern !== null && s.matchPattern !== '';
     if (hasName && hasPattern) { ctx.issue('POLICY_FQDN_INVALID', sp, 'only one of MatchName or MatchPattern is allowed in an FQDNSelector'); return; }
     if (!hasName && !hasPattern) { ctx.issue('POLICY_FQDN_INVALID', sp, 'one of matchName or matchPattern is required'); return; }
     const problem = hasName ? matchNameProblem(s.matchName!) : matchPatternProblem(s.matchPattern!);
@@ -612,7 +610,7 @@ function translateElement(
   if (el.authentication !== undefined) {
     const mode = (el.authentication as { mode?: string } | null)?.mode;
     if (verdict === 'deny') ctx.issue('POLICY_AUTH_INVALID', [...path, 'authentication'], 'authentication is not allowed in deny rules');
-    else if (typeof mode !== 'string' || !(mode in AUTH_MODES)) ctx.issue('POLICY_AUTH_INVALID', [...path, 'authentication', 'mode'], `invalid authentication mode "${String(mode)}"`, 'modes: disabled, required, test-always-fail');
+    else if (typeof mode !== 'string' || !(mode in AUTH_MODES)) ctx.issue('POLICY_AUTH_INVALID', [...path, 'authentication', 'mode'], `invalid authentication mode "${show(mode)}"`, 'modes: disabled, required, test-always-fail');
     else auth = AUTH_MODES[mode];
   }
 
@@ -750,15 +748,15 @@ function npPorts(ctx: Ctx, ports: NetworkPolicyPort[], path: Path): PortSpec[] |
   ports.forEach((p, i) => {
     const pp = [...path, i];
     if (!p || typeof p !== 'object') { ctx.issue('POLICY_PORT_INVALID', pp, 'port entry must be an object'); ok = false; return; }
-    const protoText = String(p.protocol ?? 'TCP').toUpperCase();
-    if (!['TCP', 'UDP', 'SCTP'].includes(protoText)) { ctx.issue('POLICY_PROTOCOL_INVALID', [...pp, 'protocol'], `invalid protocol "${String(p.protocol)}"`, 'protocols: TCP, UDP, SCTP'); ok = false; return; }
+    const protoText = show(p.protocol ?? 'TCP').toUpperCase();
+    if (!['TCP', 'UDP', 'SCTP'].includes(protoText)) { ctx.issue('POLICY_PROTOCOL_INVALID', [...pp, 'protocol'], `invalid protocol "${show(p.protocol)}"`, 'protocols: TCP, UDP, SCTP'); ok = false; return; }
     const proto = PROTO_BY_NAME[protoText]!;
     if (p.port === undefined || p.port === null || p.port === '') {
       if (p.endPort !== undefined) { ctx.issue('POLICY_PORT_INVALID', [...pp, 'endPort'], 'endPort may not be specified without port'); ok = false; return; }
       out.push({ proto, port: 0, plen: 0 });
       return;
     }
-    const text = String(p.port).trim();
+    const text = show(p.port).trim();
     if (typeof p.port === 'string' && isNamedPort(text)) {
       if (p.endPort !== undefined) { ctx.issue('POLICY_PORT_INVALID', [...pp, 'endPort'], 'endPort may not be specified with a named port'); ok = false; return; }
       out.push({ proto, name: text.toLowerCase() });
@@ -784,8 +782,9 @@ function npPorts(ctx: Ctx, ports: NetworkPolicyPort[], path: Path): PortSpec[] |
 function translateNetworkPolicy(ctx: Ctx, np: NetworkPolicy): TranslatedRule | undefined {
   const spec = np.spec;
   if (!spec || typeof spec !== 'object') { ctx.issue('POLICY_EMPTY', ['spec'], 'NetworkPolicy must have a spec'); return undefined; }
-  const types = spec.policyTypes ?? [];
-  types.forEach((t, i) => { if (t !== 'Ingress' && t !== 'Egress') ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes', i], `invalid policyType "${String(t)}"`, 'Ingress or Egress'); });
+  if (spec.policyTypes !== undefined && spec.policyTypes !== null && !Array.isArray(spec.policyTypes)) ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes'], 'policyTypes must be a list');
+  const types = list(spec.policyTypes);
+  types.forEach((t, i) => { if (t !== 'Ingress' && t !== 'Egress') ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes', i], `invalid policyType "${show(t)}"`, 'Ingress or Egress'); });
   const subjReqs = selectorReqs(ctx, spec.podSelector ?? {}, ['spec', 'podSelector'], LabelSource.k8s);
   const entries: PolicyEntry[] = [];
   const sections = [['ingress', 'from'], ['egress', 'to']] as const;
@@ -794,10 +793,12 @@ function translateNetworkPolicy(ctx: Ctx, np: NetworkPolicy): TranslatedRule | u
     if (rules !== undefined && rules !== null && !Array.isArray(rules)) { ctx.issue('POLICY_RULE_INVALID', ['spec', dir], `${dir} must be a list`); continue; }
     list(rules).forEach((rule, i) => {
       const path = ['spec', dir, i];
-      const peersRaw = (rule as Record<string, unknown> | null)?.[peerField] as NetworkPolicyPeer[] | undefined;
+      if (!rule || typeof rule !== 'object' || Array.isArray(rule)) { ctx.issue('POLICY_RULE_INVALID', path, 'rule must be an object'); return; }
+      const peersRaw = (rule as Record<string, unknown>)[peerField];
       const peers: PeerSelector[] = [];
-      if (peersRaw === undefined || peersRaw === null || peersRaw.length === 0) peers.push(WILDCARD_PEER);
-      else peersRaw.forEach((p, j) => peers.push(...npPeer(ctx, p, [...path, peerField, j])));
+      if (peersRaw !== undefined && peersRaw !== null && !Array.isArray(peersRaw)) { ctx.issue('POLICY_RULE_INVALID', [...path, peerField], `${peerField} must be a list`); return; }
+      if (!peersRaw || peersRaw.length === 0) peers.push(WILDCARD_PEER);
+      else (peersRaw as NetworkPolicyPeer[]).forEach((p, j) => peers.push(...npPeer(ctx, p, [...path, peerField, j])));
       const portsRaw = list((rule as { ports?: NetworkPolicyPort[] } | null)?.ports);
       const ports = portsRaw.length ? npPorts(ctx, portsRaw, [...path, 'ports']) : null;
       if (ports === undefined || peers.length === 0) return;
@@ -825,6 +826,19 @@ function translateNetworkPolicy(ctx: Ctx, np: NetworkPolicy): TranslatedRule | u
 
 /** Translates one policy resource. Any issue ⇒ `rules` is empty. */
 export function translatePolicy(res: PolicyResource, opts: TranslateOptions = {}): Translation {
+  try {
+    return translateChecked(res, opts);
+  } catch (e) {
+    // A shape the loader should have rejected: report it, never crash the importer.
+    const src = res?.source ?? { file: '', line: 0, col: 0 };
+    return {
+      rules: [], cidrs: [], fqdns: [], usesServices: false,
+      issues: [{ code: 'POLICY_SHAPE_INVALID', message: `malformed ${show(res?.kind)}: ${(e as Error).message}`, path: [], file: src.file, line: src.line, col: src.col, hint: 'check the resource against the CRD schema (`membrane policy validate`)' }],
+    };
+  }
+}
+
+function translateChecked(res: PolicyResource, opts: TranslateOptions): Translation {
   const ctx = new Ctx(res, opts);
   const rules: TranslatedRule[] = [];
   if (!res.metadata || typeof res.metadata.name !== 'string' || res.metadata.name === '') {
@@ -846,7 +860,7 @@ export function translatePolicy(res: PolicyResource, opts: TranslateOptions = {}
       if (r) rules.push(r);
     });
   } else {
-    ctx.issue('POLICY_KIND_UNKNOWN', ['kind'], `not a policy kind: ${String((res as { kind: unknown }).kind)}`);
+    ctx.issue('POLICY_KIND_UNKNOWN', ['kind'], `not a policy kind: ${show((res as { kind: unknown }).kind)}`);
   }
   const ok = ctx.issues.length === 0;
   return {

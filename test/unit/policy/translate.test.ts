@@ -296,3 +296,19 @@ test('L7 specs: http, dns, serverNames with TLS, origins with log', () => {
   const sni = entries(cnp('p', 'x', { endpointSelector: sel, egress: [{ toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }], serverNames: ['*.example.com'] }] }] }));
   assert.equal(sni[0]!.l7?.parser, 'tls');
 });
+
+test('malformed shapes (what the loader should have rejected) give issues, never exceptions', async () => {
+  const fc = (await import('fast-check')).default;
+  const keys = ['endpointSelector', 'nodeSelector', 'ingress', 'egress', 'ingressDeny', 'egressDeny', 'fromEndpoints', 'toEndpoints', 'fromCIDR', 'toCIDRSet', 'cidr', 'except', 'fromEntities', 'toFQDNs', 'matchName', 'matchPattern', 'toPorts', 'ports', 'port', 'protocol', 'endPort', 'rules', 'http', 'dns', 'method', 'path', 'headers', 'headerMatches', 'name', 'icmps', 'fields', 'type', 'family', 'matchLabels', 'matchExpressions', 'key', 'operator', 'values', 'authentication', 'mode', 'serverNames', 'toServices', 'k8sService', 'serviceName', 'enableDefaultDeny', 'log', 'value', 'podSelector', 'namespaceSelector', 'ipBlock', 'from', 'to', 'policyTypes'];
+  const shape = fc.letrec((tie) => ({
+    v: fc.oneof({ depthSize: 'small' }, fc.constant(null), fc.boolean(), fc.integer(), fc.string(), fc.constantFrom('TCP', '80', 'http', 'world', '10.0.0.0/8', '*.a.com', 'In', 'Exists'), fc.array(tie('v'), { maxLength: 3 }), tie('o')),
+    o: fc.dictionary(fc.constantFrom(...keys), tie('v'), { maxKeys: 4 }),
+  }));
+  fc.assert(fc.property(shape.o, fc.constantFrom('CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy'), (spec, kind) => {
+    const r = { apiVersion: 'x', kind, metadata: { name: 'p', namespace: 'x' }, source: { file: 'f', line: 1, col: 1 }, spec } as unknown as PolicyResource;
+    for (const res of [r, { ...r, spec: { endpointSelector: {}, ingress: [spec], egress: [spec] } } as unknown as PolicyResource]) {
+      const t = translatePolicy(res);
+      assert.deepEqual(t.issues.filter((i) => i.code === 'POLICY_SHAPE_INVALID'), []);
+    }
+  }), { numRuns: 3000 });
+});
