@@ -1,6 +1,6 @@
 /** `membrane policy validate|trace`: offline tools over policy files, no lab needed. */
 import type { Command } from 'commander';
-import { loadPath } from '../../api/load.ts';
+import { loadPath, locate } from '../../api/load.ts';
 import { formatIssue, MembraneError, type Issue } from '../../errors.ts';
 import type { Resource } from '../../api/types.ts';
 
@@ -15,6 +15,8 @@ async function loadMany(paths: string[]): Promise<{ resources: Resource[]; issue
   return { resources, issues };
 }
 
+const issueKey = (i: Issue) => `${i.code}|${i.file}|${i.line}|${i.col}|${i.message}`;
+
 export function register(program: Command): void {
   const policy = program.command('policy').description('Validate and explain policies offline');
 
@@ -27,7 +29,8 @@ export function register(program: Command): void {
       // The repository import catches cross-rule conflicts (e.g. two L7 parsers on one port) that
       // a single document cannot show.
       const { checkImport } = await import('../../policy/trace.ts');
-      issues.push(...checkImport(resources));
+      const known = new Set(issues.map(issueKey));
+      for (const i of checkImport(resources, { locate })) if (!known.has(issueKey(i))) { known.add(issueKey(i)); issues.push(i); }
       if (o.output === 'json') {
         process.stdout.write(JSON.stringify({ valid: issues.length === 0, resources: resources.length, issues }, null, 2) + '\n');
       } else {
@@ -59,7 +62,7 @@ export function register(program: Command): void {
       const { tracePolicy, formatTrace } = await import('../../policy/trace.ts');
       const http = o.httpMethod || o.httpPath || o.httpHost ? { method: o.httpMethod ?? 'GET', path: o.httpPath ?? '/', host: o.httpHost ?? '' } : undefined;
       const result = tracePolicy({
-        resources, from: o.from, to: o.to, port: Number(m[1]), protocol: (m[2] ?? 'TCP').toUpperCase(),
+        resources, locate, from: o.from, to: o.to, port: Number(m[1]), protocol: (m[2] ?? 'TCP').toUpperCase(),
         ...(http ? { http } : {}),
       });
       if (o.output === 'json') process.stdout.write(JSON.stringify(result, null, 2) + '\n');
