@@ -73,6 +73,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   let running = false;
   let pending: Promise<void> = Promise.resolve();
   let dirty = false;
+  let extraPrefixes = new Set<string>();
 
   function noteError(msg: string, err: unknown): void {
     const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
@@ -138,7 +139,15 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const st = ready.get(id);
       if (st) { st.policyRevision = policy.revision(); st.policyEntries = ms?.entries.size ?? 0; }
     }
-    if (deps.extraIPCache) await datapath.upsertIPCache(deps.extraIPCache());
+    if (deps.extraIPCache) {
+      // CIDR/FQDN identities come and go with policies: the datapath mirrors exactly the current set.
+      const entries = deps.extraIPCache();
+      const now = new Set(entries.map((e) => e.prefix));
+      const stale = [...extraPrefixes].filter((p) => !now.has(p));
+      if (stale.length) await datapath.deleteIPCache(stale);
+      await datapath.upsertIPCache(entries);
+      extraPrefixes = now;
+    }
   }
 
   async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
@@ -175,7 +184,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     // Policy is in place before any workload runs: the first packet is already enforced.
     const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
-    const status = { phase: 'Running', podIP: rec.ip, hostIP: `192.0.2.${10 + config.nodeIndex}`, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
+    const status = { phase: 'Running', podIP: rec.ip, hostIP: `192.0.2.${config.nodeIndex}`, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
     if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
   }

@@ -22,15 +22,19 @@ export interface EndpointRecord {
 export async function createEndpointTable(kv: KVStore, node: string) {
   const prefix = `membrane/endpoints/${node}/`;
   const byKey = new Map<string, EndpointRecord>();
+  // Flow enrichment looks endpoints up by IP per event: a map, never a scan.
+  const byIp = new Map<string, EndpointRecord>();
   for (const p of await kv.list(prefix)) {
     const r = JSON.parse(p.value) as EndpointRecord;
     byKey.set(`${r.namespace}/${r.pod}`, r);
+    byIp.set(r.ip, r);
   }
   const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
   return {
     get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
     all: () => [...byKey.values()].sort((a, b) => a.id - b.id),
     byId: (id: number) => [...byKey.values()].find((r) => r.id === id),
+    byIp: (ip: string) => byIp.get(ip),
     /** The ID this pod has, or a new free one (never 0). */
     idFor(ns: string, pod: string): number {
       const have = byKey.get(`${ns}/${pod}`);
@@ -41,10 +45,15 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       throw new MembraneError('ENDPOINT_ID_EXHAUSTED', 'no free endpoint ID on this node');
     },
     async save(r: EndpointRecord) {
+      const prev = byKey.get(`${r.namespace}/${r.pod}`);
+      if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       byKey.set(`${r.namespace}/${r.pod}`, r);
+      byIp.set(r.ip, r);
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
     },
     async remove(ns: string, pod: string) {
+      const prev = byKey.get(`${ns}/${pod}`);
+      if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       byKey.delete(`${ns}/${pod}`);
       await kv.delete(`${prefix}${ns}/${pod}`);
     },

@@ -1,0 +1,41 @@
+// Runs inside a pod (via `membrane exec`): one keep-alive TCP connection to an HTTP echo server,
+// a request every INTERVAL ms, printing "ok <n>" per response. Exits 1 as soon as the connection
+// breaks or a response is late; exits 0 after DURATION ms. Proves a connection survives.
+import { connect } from 'node:net';
+
+const [host, portText] = process.argv.slice(2);
+const interval = Number(process.env.HOLD_INTERVAL_MS ?? 200);
+const duration = Number(process.env.HOLD_DURATION_MS ?? 10_000);
+const sock = connect({ host: host!, port: Number(portText) });
+let n = 0;
+let waiting = false;
+let sentAt = 0;
+let buf = '';
+const fail = (why: string) => { process.stdout.write(`fail ${why} after ${n}\n`); process.exit(1); };
+sock.setNoDelay(true);
+sock.on('error', (e) => fail(e.message));
+sock.on('close', () => fail('closed'));
+sock.on('data', (d) => {
+  buf += d.toString('latin1');
+  // Responses are complete when the body announced by content-length has arrived.
+  for (;;) {
+    const end = buf.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const len = Number(/content-length:\s*(\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+    if (buf.length < end + 4 + len) return;
+    buf = buf.slice(end + 4 + len);
+    waiting = false;
+    n++;
+    process.stdout.write(`ok ${n}\n`);
+  }
+});
+sock.on('connect', () => {
+  const started = Date.now();
+  const tick = setInterval(() => {
+    if (waiting) { if (Date.now() - sentAt > 3000) fail('response late'); return; }
+    if (Date.now() - started > duration) { clearInterval(tick); sock.removeAllListeners('close'); sock.end(); process.stdout.write(`done ${n}\n`); process.exit(0); }
+    waiting = true;
+    sentAt = Date.now();
+    sock.write(`GET /hold/${n} HTTP/1.1\r\nhost: ${host}\r\nconnection: keep-alive\r\n\r\n`);
+  }, interval);
+});
