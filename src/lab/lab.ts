@@ -1,0 +1,239 @@
+/**
+ * `membrane up` / `membrane down`: the whole lab's lifecycle.
+ *
+ * up (idempotent): node, underlay and world namespaces and their networks → the world's echo
+ * hosts → one agent per node (nsenter --net into the node netns, host mounts kept so the BPF
+ * filesystem is the host's; detached, so it outlives the CLI) → wait for each agent's API →
+ * the default namespaces (`default`, `kube-system`) applied through the API.
+ *
+ * down: finds everything by name (not only by state files, so it also cleans up after a crash):
+ * agents (SIGTERM, then SIGKILL), every process in a lab namespace, the namespaces, /etc/netns
+ * entries, the state directory and the BPF pin directories.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { labPaths, type LabPaths } from '../agent/paths.ts';
+import { callAgent } from '../cli/client.ts';
+import { MembraneError } from '../errors.ts';
+import type { Resource } from '../api/types.ts';
+import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
+import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
+import { readFile } from 'node:fs/promises';
+import {
+  isLabNetns, isLabNodeNetns, isLabPinDir, nodeName, nodeNetnsName, worldNetnsName,
+} from './names.ts';
+import { ETC_NETNS, setupLabNetwork } from './network.ts';
+import { worldHosts } from './world.ts';
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const AGENT_MARKER = 'src/agent/main.ts';
+const WORLD_MARKER = '--id=world';
+
+function requireRoot(): void {
+  if (!isRoot()) throw new MembraneError('LAB_NOT_ROOT', 'the lab needs root (network namespaces, veths, eBPF)', { hint: 'run `sudo membrane up`' });
+}
+
+function worldDir(paths: LabPaths): string {
+  return join(paths.stateDir, 'world');
+}
+
+/** Nodes the lab has now (from the node namespaces that exist). */
+export async function labNodes(lab = labPaths().lab): Promise<number[]> {
+  const list = await netnsList();
+  return list.filter((n) => isLabNodeNetns(n, lab)).map((n) => Number(n.slice(lab.length + '-node'.length))).sort((a, b) => a - b);
+}
+
+/** Starts (or adopts) the world namespace's echo server for every world host. */
+export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): Promise<number> {
+  const dir = worldDir(paths);
+  await mkdir(dir, { recursive: true });
+  const pidFile = join(dir, 'echo.pid');
+  const w = worldNetnsName(paths.lab);
+  const old = readPidFile(pidFile);
+  if (old && isAlive(old, WORLD_MARKER, netnsPath(w))) return old;
+  const tcp = [...new Set(worldHosts.flatMap((h) => h.tcp))];
+  const udp = [...new Set(worldHosts.flatMap((h) => h.udp))];
+  const readyFile = join(dir, 'echo.ready');
+  await rm(readyFile, { force: true });
+  const pid = spawnDetached({
+    argv: netnsExecArgv(w, [join(repoRoot, 'bin/node'), '--max-old-space-size=64', join(repoRoot, 'src/lab/workloads/echo.ts'), WORLD_MARKER,
+      '--pod=world', '--namespace=world', `--tcp=${tcp.join(',')}`, `--udp=${udp.join(',')}`,
+      `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
+    logFile: join(dir, 'echo.log'), pidFile,
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+  });
+  const deadline = Date.now() + 15_000;
+  while (!existsSync(readyFile)) {
+    if (!isAlive(pid) || Date.now() > deadline) {
+      throw new MembraneError('LAB_WORLD_FAILED', 'the world hosts did not start', { hint: `see ${join(dir, 'echo.log')}` });
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return pid;
+}
+
+async function logTail(file: string, lines = 15): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Starts node k's agent unless a live one is there; returns its pid. */
+export function ensureAgent(paths: LabPaths, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+  const node = nodeName(k);
+  const ns = nodeNetnsName(node, paths.lab);
+  const old = readPidFile(paths.agentPidFile(node));
+  if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
+  const pid = spawnDetached({
+    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k)]),
+    logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
+    env: { ...process.env, MEMBRANE_LAB: paths.lab, MEMBRANE_STATE_DIR: paths.stateDir },
+    cwd: repoRoot,
+  });
+  return { pid, started: true };
+}
+
+/** Waits until the node's agent answers GET /v1/status. */
+export async function waitAgent(paths: LabPaths, node: string, pid: number, timeoutMs = 90_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await callAgent(paths.agentSocket(node), 'GET', '/v1/status', undefined, 5000);
+      return;
+    } catch (e) {
+      if (!isAlive(pid)) {
+        throw new MembraneError('LAB_AGENT_FAILED', `the ${node} agent exited before its API answered`, {
+          hint: `its log (${paths.agentLog(node)}) ends with:\n${await logTail(paths.agentLog(node))}`, cause: e,
+        });
+      }
+      if (Date.now() > deadline) {
+        throw new MembraneError('LAB_AGENT_TIMEOUT', `the ${node} agent did not answer within ${timeoutMs / 1000} s`, { hint: `see ${paths.agentLog(node)}`, cause: e });
+      }
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+export function defaultNamespaces(): Resource[] {
+  const src = { file: '<membrane up>', line: 0, col: 0 };
+  return ['default', 'kube-system'].map((name) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name }, source: src }) as Resource);
+}
+
+export interface LabUpOptions {
+  /** Node count; default: as many as exist, at least 1. */
+  nodes?: number;
+  paths?: LabPaths;
+  repoRoot?: string;
+  /** Networks and world only, no agents (tests of PodNetworks/Workloads). */
+  networkOnly?: boolean;
+  progress?: (msg: string) => void;
+}
+
+export interface LabUpResult {
+  lab: string;
+  nodes: { node: string; netns: string; pid?: number; started: boolean; socket: string }[];
+  worldPid: number;
+}
+
+export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
+  requireRoot();
+  const paths = opts.paths ?? labPaths();
+  const repoRoot = opts.repoRoot ?? REPO_ROOT;
+  const say = opts.progress ?? (() => {});
+  const have = await labNodes(paths.lab);
+  const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
+  await mkdir(paths.stateDir, { recursive: true });
+  say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
+  await setupLabNetwork({ lab: paths.lab, nodes });
+  const worldPid = await ensureWorldHosts(paths, repoRoot);
+  const result: LabUpResult = { lab: paths.lab, nodes: [], worldPid };
+  for (let k = 1; k <= nodes; k++) {
+    const node = nodeName(k);
+    await mkdir(paths.nodeDir(node), { recursive: true });
+    const entry: LabUpResult['nodes'][number] = { node, netns: nodeNetnsName(node, paths.lab), started: false, socket: paths.agentSocket(node) };
+    if (!opts.networkOnly) {
+      const a = ensureAgent(paths, k, repoRoot);
+      entry.pid = a.pid;
+      entry.started = a.started;
+      say(`${node}: agent ${a.started ? 'started' : 'running'} (pid ${a.pid})`);
+    }
+    result.nodes.push(entry);
+  }
+  if (!opts.networkOnly) {
+    for (const n of result.nodes) {
+      await waitAgent(paths, n.node, n.pid!);
+      await callAgent(n.socket, 'POST', '/v1/apply', { resources: defaultNamespaces(), dryRun: false });
+    }
+  }
+  return result;
+}
+
+export interface LabDownResult {
+  lab: string;
+  namespaces: string[];
+  processes: number;
+}
+
+export async function labDown(opts: { paths?: LabPaths; progress?: (msg: string) => void } = {}): Promise<LabDownResult> {
+  requireRoot();
+  const paths = opts.paths ?? labPaths();
+  const lab = paths.lab;
+  const say = opts.progress ?? (() => {});
+  const namespaces = (await netnsList()).filter((n) => isLabNetns(n, lab));
+  let processes = 0;
+
+  // 1. Agents first, gracefully (they leave the pinned datapath alone; we remove it below).
+  const agentPids = new Set<number>();
+  try {
+    for (const node of await readdir(join(paths.stateDir, 'nodes'))) {
+      const p = readPidFile(paths.agentPidFile(node));
+      if (p && isAlive(p, AGENT_MARKER)) agentPids.add(p);
+    }
+  } catch { /* no state dir */ }
+  for (const ns of namespaces.filter((n) => isLabNodeNetns(n, lab))) for (const p of await netnsPids(ns)) agentPids.add(p);
+  if (agentPids.size) say(`stopping ${agentPids.size} agent process(es)`);
+  processes += agentPids.size;
+  await killPids([...agentPids], { timeoutMs: 10_000 });
+
+  // 2. Every other process in a lab namespace (workloads, world hosts), then the namespaces.
+  const rest = new Set<number>();
+  for (const ns of namespaces) for (const p of await netnsPids(ns)) rest.add(p);
+  processes += rest.size;
+  await killPids([...rest], { timeoutMs: 3000 });
+  for (const ns of namespaces) await netnsDelete(ns);
+  if (namespaces.length) say(`deleted ${namespaces.length} network namespace(s)`);
+
+  // 3. Files: /etc/netns entries, state, BPF pins.
+  if (existsSync(ETC_NETNS)) {
+    for (const e of readdirSync(ETC_NETNS)) if (isLabNetns(e, lab)) await rm(join(ETC_NETNS, e), { recursive: true, force: true });
+  }
+  await rm(paths.stateDir, { recursive: true, force: true });
+  const bpfRoot = dirname(paths.pinRoot('node1'));
+  if (existsSync(bpfRoot)) {
+    for (const e of readdirSync(bpfRoot)) if (isLabPinDir(e, lab)) await rm(join(bpfRoot, e), { recursive: true, force: true });
+  }
+  return { lab, namespaces, processes };
+}
+
+export interface LabStatus {
+  lab: string;
+  namespaces: string[];
+  nodes: { node: string; agentPid?: number; agentAlive: boolean; socket: string }[];
+  world: { pid?: number; alive: boolean };
+}
+
+export async function labStatus(paths: LabPaths = labPaths()): Promise<LabStatus> {
+  const namespaces = (await netnsList()).filter((n) => isLabNetns(n, paths.lab));
+  const nodes = (await labNodes(paths.lab)).map((k) => {
+    const node = nodeName(k);
+    const pid = readPidFile(paths.agentPidFile(node));
+    return { node, ...(pid ? { agentPid: pid } : {}), agentAlive: isAlive(pid, AGENT_MARKER), socket: paths.agentSocket(node) };
+  });
+  const wp = readPidFile(join(worldDir(paths), 'echo.pid'));
+  return { lab: paths.lab, namespaces, nodes, world: { ...(wp ? { pid: wp } : {}), alive: isAlive(wp, WORLD_MARKER) } };
+}

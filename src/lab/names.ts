@@ -1,0 +1,79 @@
+/**
+ * The lab's names and addresses (a contract: the agent, the CLI, tests and `membrane down` all
+ * derive the same names from the same inputs).
+ *
+ *   node k      netns <lab>-node<k>, router 10.244.<k>.1 and underlay 192.0.2.<k> on mbr_host
+ *   pod         netns <lab>-p-<8 hex of sha256(node/ns/pod)>, eth0 10.244.<k>.<n>/32, MAC from the IP
+ *   host veth   lxc<11 hex of sha256(ns/pod)> in the node netns
+ *   world       netns <lab>-world (outside hosts), underlay bridge netns <lab>-underlay
+ */
+import { createHash } from 'node:crypto';
+import { labPaths } from '../agent/paths.ts';
+
+const hex = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export const POD_CIDR_PREFIX = '10.244';
+export const SERVICE_CIDR = '10.96.0.0/16';
+export const CLUSTER_DNS_IP = '10.96.0.10';
+export const UNDERLAY_CIDR = '192.0.2.0/24';
+export const WORLD_CIDRS = ['198.51.100.0/24', '203.0.113.0/24'] as const;
+/** The world's router address (on its mbr_hosts device): nodes route the world prefixes to it. */
+export const WORLD_GATEWAY = '198.51.100.1';
+
+/** Holds the node's router and underlay addresses (a veth pair inside the node: mbr_host ↔ mbr_net). */
+export const HOST_DUMMY = 'mbr_host';
+export const HOST_PEER = 'mbr_net';
+export const WORLD_LINK = 'mbr_world';
+export const UNDERLAY_LINK = 'mbr_ul';
+
+export function nodeName(index: number): string {
+  return `node${index}`;
+}
+export function nodeIndexOf(node: string): number {
+  const m = /^node(\d+)$/.exec(node);
+  return m ? Number(m[1]) : NaN;
+}
+export function nodeNetnsName(node: string, lab = labPaths().lab): string {
+  return `${lab}-${node}`;
+}
+export function worldNetnsName(lab = labPaths().lab): string {
+  return `${lab}-world`;
+}
+export function underlayNetnsName(lab = labPaths().lab): string {
+  return `${lab}-underlay`;
+}
+export function podNetnsName(node: string, ns: string, pod: string, lab = labPaths().lab): string {
+  return `${lab}-p-${hex(`${node}/${ns}/${pod}`).slice(0, 8)}`;
+}
+/** Host-side veth name: `lxc` + 11 hex chars (15 chars, IFNAMSIZ-1). */
+export function hostIfname(ns: string, pod: string): string {
+  return `lxc${hex(`${ns}/${pod}`).slice(0, 11)}`;
+}
+export function routerIp(nodeIndex: number): string {
+  return `${POD_CIDR_PREFIX}.${nodeIndex}.1`;
+}
+export function nodeIp(nodeIndex: number): string {
+  return `192.0.2.${nodeIndex}`;
+}
+export function podCidr(nodeIndex: number): string {
+  return `${POD_CIDR_PREFIX}.${nodeIndex}.0/24`;
+}
+/** Locally administered unicast MAC from an IPv4 address (the CNI bridge plugin's 0a:58 scheme). */
+export function macFromIp(ip: string): string {
+  return ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}
+
+function esc(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+/** True for every network namespace name this lab may have made (what `membrane down` removes). */
+export function isLabNetns(name: string, lab = labPaths().lab): boolean {
+  return new RegExp(`^${esc(lab)}-(node\\d+|world|underlay|p-[0-9a-f]{8})$`).test(name);
+}
+export function isLabNodeNetns(name: string, lab = labPaths().lab): boolean {
+  return new RegExp(`^${esc(lab)}-node\\d+$`).test(name);
+}
+/** Names under the BPF filesystem root (paths.pinRoot) that belong to this lab. */
+export function isLabPinDir(name: string, lab = labPaths().lab): boolean {
+  return new RegExp(`^${esc(lab)}-node\\d+$`).test(name);
+}

@@ -1,0 +1,218 @@
+/**
+ * The lab's networks: node namespaces (router + underlay address on mbr_host, forwarding on),
+ * the underlay bridge between nodes, the world namespace behind node1, and pod namespaces
+ * joined to their node by veth pairs (the PodNetworks port). Everything is idempotent: a
+ * re-run, or a restarted agent, finds what exists and completes what is missing.
+ *
+ * Nothing here touches the root namespace: every link is created with `ip -n <netns>`.
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Pod } from '../api/types.ts';
+import type { LabPaths } from '../agent/paths.ts';
+import type { Logger } from '../agent/logger.ts';
+import type { PodNetworkInfo, PodNetworks } from '../agent/ports.ts';
+import { MembraneError } from '../errors.ts';
+import {
+  addrShow, ip, ipBatch, linkDelete, linkShow, netnsAdd, netnsDelete, netnsExists, netnsPids, sysctlIn,
+} from '../sys/net.ts';
+import { killPids } from '../sys/proc.ts';
+import { createPodIpam } from './ipam.ts';
+import {
+  CLUSTER_DNS_IP, HOST_DUMMY, HOST_PEER, UNDERLAY_LINK, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
+} from './names.ts';
+import { worldHosts } from './world.ts';
+
+const BASE_SYSCTL = {
+  'net.ipv4.conf.all.rp_filter': 0,
+  'net.ipv4.conf.default.rp_filter': 0,
+  'net.ipv6.conf.all.disable_ipv6': 1,
+  'net.ipv6.conf.default.disable_ipv6': 1,
+};
+
+export const ETC_NETNS = '/etc/netns';
+
+/**
+ * A device that only holds local addresses. Kernels without the dummy driver are common in
+ * containers and VMs, so this is a veth pair with both ends in the namespace (Cilium's
+ * cilium_host/cilium_net pair): always carrier-up, no traffic of its own.
+ */
+async function ensureHostDevice(netns: string, name: string, peer: string, addrs: string[]): Promise<void> {
+  const lines: string[] = [];
+  if (!(await linkShow(name, netns))) {
+    await linkDelete(peer, netns);
+    lines.push(`link add ${name} type veth peer name ${peer}`);
+  }
+  lines.push(`link set ${peer} up`, `link set ${name} up`, ...addrs.map((a) => `addr replace ${a} dev ${name}`));
+  await ipBatch(lines, netns);
+}
+
+/** Node k's namespace: lo up, forwarding, mbr_host (peer mbr_net) with 10.244.k.1/32 and 192.0.2.k/32. */
+export async function ensureNodeNetwork(lab: string, k: number): Promise<void> {
+  const ns = nodeNetnsName(nodeName(k), lab);
+  await netnsAdd(ns);
+  await sysctlIn(ns, { ...BASE_SYSCTL, 'net.ipv4.ip_forward': 1 });
+  await ipBatch(['link set lo up'], ns);
+  await ensureHostDevice(ns, HOST_DUMMY, HOST_PEER, [`${routerIp(k)}/32`, `${nodeIp(k)}/32`]);
+}
+
+/**
+ * The underlay: a bridge in <lab>-underlay with one veth per node (node side mbr_ul). Node k
+ * routes node j's pod CIDR via 192.0.2.j, and the world prefixes via node1.
+ */
+export async function ensureUnderlay(lab: string, nodes: number): Promise<void> {
+  const ul = underlayNetnsName(lab);
+  await netnsAdd(ul);
+  await sysctlIn(ul, BASE_SYSCTL);
+  const lines = ['link set lo up'];
+  if (!(await linkShow('br0', ul))) lines.push('link add br0 type bridge');
+  lines.push('link set br0 up');
+  await ipBatch(lines, ul);
+  for (let k = 1; k <= nodes; k++) {
+    const ns = nodeNetnsName(nodeName(k), lab);
+    const port = `n${k}`;
+    if (!(await linkShow(UNDERLAY_LINK, ns))) {
+      await linkDelete(port, ul);
+      await ip(['link', 'add', port, 'type', 'veth', 'peer', 'name', UNDERLAY_LINK, 'netns', ns], ul);
+    }
+    await ipBatch([`link set ${port} master br0`, `link set ${port} up`], ul);
+    const routes = [`link set ${UNDERLAY_LINK} up`];
+    for (let j = 1; j <= nodes; j++) {
+      if (j === k) continue;
+      routes.push(`route replace ${nodeIp(j)}/32 dev ${UNDERLAY_LINK} scope link`);
+      routes.push(`route replace ${podCidr(j)} via ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
+    }
+    if (k !== 1) for (const c of WORLD_CIDRS) routes.push(`route replace ${c} via ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
+    await ipBatch(routes, ns);
+  }
+}
+
+/** The world namespace behind node1: every world host's address on mbr_hosts, routes back to the lab. */
+export async function ensureWorldNetwork(lab: string): Promise<void> {
+  const w = worldNetnsName(lab);
+  const n1 = nodeNetnsName(nodeName(1), lab);
+  await netnsAdd(w);
+  await sysctlIn(w, BASE_SYSCTL);
+  await ipBatch(['link set lo up'], w);
+  await ensureHostDevice(w, 'mbr_hosts', 'mbr_hosts_p', [`${WORLD_GATEWAY}/32`, ...[...new Set(worldHosts.map((h) => h.ip))].map((a) => `${a}/32`)]);
+  if (!(await linkShow(WORLD_LINK, n1))) {
+    await linkDelete('mbr_node1', w);
+    await ip(['link', 'add', WORLD_LINK, 'type', 'veth', 'peer', 'name', 'mbr_node1', 'netns', w], n1);
+  }
+  await ipBatch([
+    'link set mbr_node1 up',
+    `route replace 10.244.0.0/16 via ${nodeIp(1)} dev mbr_node1 onlink`,
+    `route replace 192.0.2.0/24 via ${nodeIp(1)} dev mbr_node1 onlink`,
+  ], w);
+  await ipBatch([
+    `link set ${WORLD_LINK} up`,
+    ...WORLD_CIDRS.map((c) => `route replace ${c} via ${WORLD_GATEWAY} dev ${WORLD_LINK} onlink`),
+  ], n1);
+}
+
+/** Every network of a lab with `nodes` nodes (no processes). Idempotent. */
+export async function setupLabNetwork(opts: { lab: string; nodes: number }): Promise<void> {
+  if (!(opts.nodes >= 1 && opts.nodes <= 250)) throw new MembraneError('LAB_BAD_NODES', `--nodes must be 1..250, got ${opts.nodes}`);
+  for (let k = 1; k <= opts.nodes; k++) await ensureNodeNetwork(opts.lab, k);
+  await ensureUnderlay(opts.lab, opts.nodes);
+  await ensureWorldNetwork(opts.lab);
+}
+
+export function podFiles(netns: string, ns: string, pod: string, podIp: string): { resolv: string; hosts: string } {
+  return {
+    resolv: `nameserver ${CLUSTER_DNS_IP}\nsearch ${ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
+    hosts: `# ${netns}: written by membrane\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${podIp}\t${pod}.${ns}.pod.cluster.local ${pod}\n`,
+  };
+}
+
+export interface PodNetworksOptions {
+  lab: string;
+  node: string;
+  nodeIndex: number;
+  paths: LabPaths;
+  logger?: Logger;
+}
+
+export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { lookup(pod: Pod): Promise<PodNetworkInfo | undefined> } {
+  const { lab, node, nodeIndex } = opts;
+  const nodeNs = nodeNetnsName(node, lab);
+  const ipam = createPodIpam(join(opts.paths.nodeDir(node), 'ipam.json'), nodeIndex);
+  const log = opts.logger?.child({ subsys: 'lab-net', node });
+  const gw = routerIp(nodeIndex);
+  const ident = (pod: Pod) => ({ ns: pod.metadata.namespace ?? 'default', name: pod.metadata.name });
+
+  async function writeFiles(netns: string, ns: string, name: string, podIp: string): Promise<void> {
+    const dir = join(ETC_NETNS, netns);
+    const f = podFiles(netns, ns, name, podIp);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'resolv.conf'), f.resolv);
+    await writeFile(join(dir, 'hosts'), f.hosts);
+  }
+
+  async function existing(netns: string, host: string, podIp: string): Promise<number | undefined> {
+    if (!netnsExists(netns)) return undefined;
+    const [a, h] = await Promise.all([addrShow('eth0', netns), linkShow(host, nodeNs)]);
+    if (!h || !a?.addr_info.some((x) => x.family === 'inet' && x.local === podIp)) return undefined;
+    return h.ifindex;
+  }
+
+  return {
+    async ensure(pod) {
+      if (!netnsExists(nodeNs)) {
+        throw new MembraneError('LAB_NODE_MISSING', `node namespace ${nodeNs} does not exist`, { hint: 'start the lab with `membrane up`' });
+      }
+      const { ns, name } = ident(pod);
+      const netns = podNetnsName(node, ns, name, lab);
+      const host = hostIfname(ns, name);
+      const podIp = await ipam.allocate(`${ns}/${name}`);
+      const mac = macFromIp(podIp);
+      let ifindex = await existing(netns, host, podIp);
+      if (ifindex === undefined) {
+        // Absent or half-made: start clean.
+        await linkDelete(host, nodeNs);
+        await netnsDelete(netns);
+        await netnsAdd(netns);
+        await sysctlIn(netns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+        await ip(['link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns], nodeNs);
+        await ipBatch([
+          'link set lo up',
+          `link set eth0 address ${mac}`,
+          `addr add ${podIp}/32 dev eth0`,
+          'link set eth0 up',
+          `route add ${gw} dev eth0 scope link`,
+          `route add default via ${gw} dev eth0`,
+        ], netns);
+        const h = await linkShow(host, nodeNs);
+        if (!h) throw new MembraneError('LAB_VETH_MISSING', `veth ${host} vanished in ${nodeNs}`);
+        ifindex = h.ifindex;
+        log?.info({ pod: `${ns}/${name}`, netns, ip: podIp, ifname: host }, 'pod network created');
+      }
+      await ipBatch([`link set ${host} up`, `route replace ${podIp}/32 dev ${host} scope link`], nodeNs);
+      await writeFiles(netns, ns, name, podIp);
+      return { netns, ip: podIp, mac, hostIfname: host, hostIfindex: ifindex };
+    },
+
+    async remove(pod) {
+      const { ns, name } = ident(pod);
+      const netns = podNetnsName(node, ns, name, lab);
+      const host = hostIfname(ns, name);
+      await killPids(await netnsPids(netns), { timeoutMs: 2000 });
+      await linkDelete(host, nodeNs);
+      await netnsDelete(netns);
+      await rm(join(ETC_NETNS, netns), { recursive: true, force: true });
+      await ipam.release(`${ns}/${name}`);
+      log?.info({ pod: `${ns}/${name}`, netns }, 'pod network removed');
+    },
+
+    async lookup(pod) {
+      const { ns, name } = ident(pod);
+      const podIp = await ipam.lookup(`${ns}/${name}`);
+      if (!podIp) return undefined;
+      const netns = podNetnsName(node, ns, name, lab);
+      const host = hostIfname(ns, name);
+      const ifindex = await existing(netns, host, podIp);
+      return ifindex === undefined ? undefined : { netns, ip: podIp, mac: macFromIp(podIp), hostIfname: host, hostIfindex: ifindex };
+    },
+  };
+}

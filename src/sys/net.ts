@@ -1,0 +1,134 @@
+/**
+ * Typed wrappers around iproute2 and sysctl for network namespaces (the lab's only way to touch
+ * links, addresses and routes). Every failure is a MembraneError with a code and a hint.
+ */
+import { existsSync } from 'node:fs';
+import { run, runOk } from './proc.ts';
+import { MembraneError } from '../errors.ts';
+
+const NETNS_DIR = '/run/netns';
+
+export function netnsPath(name: string): string {
+  return `${NETNS_DIR}/${name}`;
+}
+
+export function netnsExists(name: string): boolean {
+  return existsSync(netnsPath(name));
+}
+
+/** `ip [-n NS] ARGS`; throws NET_IP_FAILED. */
+export function ip(args: string[], netns?: string): Promise<string> {
+  return runOk('ip', netns ? ['-n', netns, ...args] : args, { code: 'NET_IP_FAILED' });
+}
+
+/** `ip -j [-n NS] ARGS` parsed. */
+export async function ipJson<T = unknown>(args: string[], netns?: string): Promise<T> {
+  const out = await runOk('ip', netns ? ['-j', '-n', netns, ...args] : ['-j', ...args], { code: 'NET_IP_FAILED' });
+  const text = out.trim();
+  if (!text) return [] as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new MembraneError('NET_IP_BAD_JSON', `ip -j ${args.join(' ')}: unparseable output`, { cause: e, hint: 'iproute2 5.x or newer is needed' });
+  }
+}
+
+/**
+ * Runs many `ip` commands in one process (`ip -batch -`). With `force`, errors (such as
+ * "File exists" on an idempotent re-run) do not stop the batch and are returned instead.
+ */
+export async function ipBatch(lines: string[], netns?: string, force = false): Promise<string> {
+  if (!lines.length) return '';
+  const args = [...(netns ? ['-n', netns] : []), ...(force ? ['-force'] : []), '-batch', '-'];
+  const r = await run('ip', args, { input: lines.join('\n') + '\n' });
+  if (r.code !== 0 && !force) {
+    throw new MembraneError('NET_IP_FAILED', `ip ${netns ? `-n ${netns} ` : ''}-batch: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`, {
+      hint: 'this needs root and iproute2; run `membrane down` and `membrane up` to rebuild the lab',
+    });
+  }
+  return r.stderr;
+}
+
+export async function netnsList(): Promise<string[]> {
+  const list = await ipJson<{ name: string }[]>(['netns', 'list']);
+  return list.map((n) => n.name);
+}
+
+export async function netnsAdd(name: string): Promise<void> {
+  if (netnsExists(name)) return;
+  const r = await run('ip', ['netns', 'add', name]);
+  if (r.code !== 0 && !netnsExists(name)) {
+    throw new MembraneError('NET_NETNS_ADD', `cannot create network namespace ${name}: ${r.stderr.trim()}`, { hint: 'this needs root (CAP_SYS_ADMIN)' });
+  }
+}
+
+export async function netnsDelete(name: string): Promise<void> {
+  if (!netnsExists(name)) return;
+  const r = await run('ip', ['netns', 'delete', name]);
+  if (r.code !== 0 && netnsExists(name)) {
+    throw new MembraneError('NET_NETNS_DELETE', `cannot delete network namespace ${name}: ${r.stderr.trim()}`, { hint: `check \`ip netns pids ${name}\`` });
+  }
+}
+
+/** Pids of the processes whose network namespace is NAME. */
+export async function netnsPids(name: string): Promise<number[]> {
+  if (!netnsExists(name)) return [];
+  const r = await run('ip', ['netns', 'pids', name]);
+  return r.stdout.split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0);
+}
+
+/** `sysctl -w k=v ...` inside a namespace (nsenter --net keeps the host's mounts; /proc/sys/net follows the netns). */
+export async function sysctlIn(netns: string, settings: Record<string, string | number>): Promise<void> {
+  const kv = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+  await runOk('nsenter', [`--net=${netnsPath(netns)}`, 'sysctl', '-q', '-w', ...kv], {
+    code: 'NET_SYSCTL_FAILED', hint: 'this needs root and procps (sysctl)',
+  });
+}
+
+export interface LinkInfo {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  operstate?: string;
+  link_netnsid?: number;
+}
+
+export async function linkShow(name: string, netns?: string): Promise<LinkInfo | undefined> {
+  const r = await run('ip', [...(netns ? ['-n', netns] : []), '-j', 'link', 'show', 'dev', name]);
+  if (r.code !== 0) return undefined;
+  try {
+    return (JSON.parse(r.stdout) as LinkInfo[])[0];
+  } catch {
+    return undefined;
+  }
+}
+
+export interface AddrInfo {
+  ifname: string;
+  ifindex: number;
+  addr_info: { family: string; local: string; prefixlen: number }[];
+}
+
+export async function addrShow(name: string, netns?: string): Promise<AddrInfo | undefined> {
+  const r = await run('ip', [...(netns ? ['-n', netns] : []), '-j', 'addr', 'show', 'dev', name]);
+  if (r.code !== 0) return undefined;
+  try {
+    return (JSON.parse(r.stdout) as AddrInfo[])[0];
+  } catch {
+    return undefined;
+  }
+}
+
+export async function linkDelete(name: string, netns?: string): Promise<void> {
+  await run('ip', [...(netns ? ['-n', netns] : []), 'link', 'del', 'dev', name]);
+}
+
+/** Argv that runs a command in a namespace with its /etc/netns/NAME files bind-mounted (`ip netns exec`). */
+export function netnsExecArgv(netns: string, argv: string[]): string[] {
+  return ['ip', 'netns', 'exec', netns, ...argv];
+}
+
+/** Argv that runs a command in a namespace's network only (host mounts kept: /sys/fs/bpf stays visible). */
+export function nsenterNetArgv(netns: string, argv: string[]): string[] {
+  return ['nsenter', `--net=${netnsPath(netns)}`, ...argv];
+}
