@@ -3,20 +3,18 @@ import type { Command } from 'commander';
 import { labPaths } from '../../agent/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
 import type { Resource } from '../../api/types.ts';
+import { loadPath } from '../../api/load.ts';
 import { MembraneError, type Issue } from '../../errors.ts';
 import { labDown, labStatus, labUp } from '../../lab/index.ts';
 import { callAgent } from '../client.ts';
 import { table } from '../output.ts';
 
-type LoadPath = (p: string) => Promise<{ resources: Resource[]; issues: Issue[] }>;
-
 /** Loads files like `membrane apply -f` (src/api/load.ts). */
 async function loadFiles(files: string[]): Promise<Resource[]> {
-  const mod = (await import('../../api/load.ts' as string)) as { loadPath: LoadPath };
   const resources: Resource[] = [];
   const issues: Issue[] = [];
   for (const f of files) {
-    const r = await mod.loadPath(f);
+    const r = await loadPath(f);
     resources.push(...r.resources);
     issues.push(...r.issues);
   }
