@@ -1,0 +1,261 @@
+/**
+ * DatapathEvent → flow.Flow, filled the way Cilium's threefour parser does (spec/hubble.md §1.5):
+ * verdict per event type, drop reason, is_reply from the CT reason, traffic direction,
+ * endpoint enrichment from the agent's endpoint/identity resolver, and the Summary string the
+ * CLI prints. Per event the builder only does lookups; it never computes policy.
+ */
+import { randomUUID } from 'node:crypto';
+import { create } from '@bufbuild/protobuf';
+import { EventType, CtReason, type DatapathEvent } from '../datapath/types.ts';
+import {
+  FlowSchema, EndpointSchema, type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
+  FlowType, Verdict, TrafficDirection, IPVersion,
+} from './gen/flow/flow_pb.js';
+import { icmpv4TypeCode, icmpv6TypeCode, reservedIdentityName, traceObservationPoint } from './names.ts';
+
+/** A local endpoint (or any pod the agent knows) as the flow builder needs it. */
+export interface ResolvedEndpoint {
+  /** Cilium endpoint ID; 0 for endpoints on other nodes */
+  id: number;
+  identity: number;
+  namespace: string;
+  podName: string;
+  /** `source:key=value`, e.g. `k8s:app=api` */
+  labels: string[];
+  workloads?: { name: string; kind: string }[];
+  clusterName?: string;
+}
+
+/**
+ * What the agent gives Hubble to enrich flows. Only `byIp` and `identityLabels` are required;
+ * the optional lookups fill names, services and interface names when the agent knows them.
+ */
+export interface EndpointResolver {
+  byIp(ip: string): ResolvedEndpoint | undefined;
+  identityLabels(identity: number): string[] | undefined;
+  /** DNS names known for an IP (FQDN cache), for source_names/destination_names. */
+  namesForIp?(ip: string): string[] | undefined;
+  /** Service for a frontend or backend address, for source_service/destination_service. */
+  serviceFor?(ip: string, port: number): { name: string; namespace: string } | undefined;
+  /** Host-side interface name of an ifindex. */
+  interfaceName?(ifindex: number): string | undefined;
+  /** Policies that allowed/denied this event (network policy correlation), when known. */
+  policiesFor?(ev: DatapathEvent): { ingressAllowedBy?: Policy[]; egressAllowedBy?: Policy[]; ingressDeniedBy?: Policy[]; egressDeniedBy?: Policy[] } | undefined;
+}
+
+export interface FlowBuilderOptions {
+  nodeName: string;
+  resolver: EndpointResolver;
+  /** cluster name for endpoints that carry a namespace (default `default`) */
+  clusterName?: string;
+  /** Emitter version; Hubble's own shape is `{name: "Hubble", version: "1.19.4"}` */
+  emitterVersion?: string;
+  uuid?: () => string;
+}
+
+const IPPROTO_ICMP = 1;
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const IPPROTO_ICMPV6 = 58;
+const IPPROTO_SCTP = 132;
+
+// DatapathEvent.tcpFlags bits
+const F_FIN = 1, F_SYN = 2, F_RST = 4, F_PSH = 8, F_ACK = 16, F_URG = 32, F_ECE = 64, F_CWR = 128;
+
+/** `TCP Flags: SYN, ACK` order used by the Go parser. */
+export function tcpFlagsSummary(f: Partial<TCPFlags>): string {
+  const out: string[] = [];
+  if (f.SYN) out.push('SYN');
+  if (f.ACK) out.push('ACK');
+  if (f.RST) out.push('RST');
+  if (f.FIN) out.push('FIN');
+  if (f.PSH) out.push('PSH');
+  if (f.URG) out.push('URG');
+  if (f.ECE) out.push('ECE');
+  if (f.CWR) out.push('CWR');
+  if (f.NS) out.push('NS');
+  return out.join(', ');
+}
+
+/** Cilium reduces CIDR labels to the longest prefix (cidr:10.0.0.0/8, cidr:10.1.0.0/16 → the /16). */
+export function reduceCidrLabels(labels: readonly string[]): string[] {
+  let best: string | undefined;
+  let bestLen = -1;
+  const rest: string[] = [];
+  for (const l of labels) {
+    if (l.startsWith('cidr:')) {
+      const len = Number(l.slice(l.lastIndexOf('/') + 1));
+      if (len > bestLen) { bestLen = len; best = l; }
+    } else rest.push(l);
+  }
+  if (best !== undefined) rest.push(best);
+  return rest.sort();
+}
+
+/** Monotonic-to-wall offset: bpf_ktime_get_ns and process.hrtime share CLOCK_MONOTONIC. */
+const MONO_TO_WALL_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+const WALL_NS_MIN = 1_000_000_000_000_000_000n; // 2001-09-09: anything smaller is monotonic time
+
+/** Event wall time in epoch nanoseconds (monotonic datapath times are converted). */
+export function eventWallNs(timeNs: bigint): bigint {
+  if (timeNs === 0n) return BigInt(Date.now()) * 1_000_000n;
+  return timeNs < WALL_NS_MIN ? timeNs + MONO_TO_WALL_NS : timeNs;
+}
+
+/** Event time in epoch milliseconds (fractional). */
+export function eventTimeMs(timeNs: bigint): number {
+  return Number(eventWallNs(timeNs) / 1000n) / 1000;
+}
+
+export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent) => Flow | undefined {
+  const { resolver, nodeName } = opts;
+  const cluster = opts.clusterName ?? 'default';
+  const uuid = opts.uuid ?? randomUUID;
+  const emitter = { name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
+
+  function endpoint(ip: string, datapathIdentity: number): { ep: Endpoint; local: ResolvedEndpoint | undefined } {
+    const r = resolver.byIp(ip);
+    if (r) {
+      const ep = create(EndpointSchema, {
+        ID: r.id,
+        identity: datapathIdentity || r.identity,
+        clusterName: r.namespace ? (r.clusterName ?? cluster) : '',
+        namespace: r.namespace,
+        labels: [...r.labels].sort(),
+        podName: r.podName,
+        workloads: r.workloads ?? [],
+      });
+      return { ep, local: r };
+    }
+    let labels = resolver.identityLabels(datapathIdentity);
+    if (!labels) {
+      const name = reservedIdentityName(datapathIdentity);
+      labels = name && datapathIdentity !== 0 ? [`reserved:${name}`] : [];
+    }
+    return { ep: create(EndpointSchema, { identity: datapathIdentity, labels: reduceCidrLabels(labels) }), local: undefined };
+  }
+
+  return function build(ev: DatapathEvent): Flow | undefined {
+    if (ev.type !== EventType.DROP && ev.type !== EventType.TRACE && ev.type !== EventType.POLICY_VERDICT) return undefined;
+    const wallNs = eventWallNs(ev.timeNs);
+    const { ep: source, local: srcLocal } = endpoint(ev.srcIp, ev.srcIdentity);
+    const { ep: destination, local: dstLocal } = endpoint(ev.dstIp, ev.dstIdentity);
+
+    // L4 + Summary
+    let l4: Layer4 | undefined;
+    let summary: string;
+    switch (ev.proto) {
+      case IPPROTO_TCP: {
+        const b = ev.tcpFlags;
+        const flags = {
+          FIN: (b & F_FIN) !== 0, SYN: (b & F_SYN) !== 0, RST: (b & F_RST) !== 0, PSH: (b & F_PSH) !== 0,
+          ACK: (b & F_ACK) !== 0, URG: (b & F_URG) !== 0, ECE: (b & F_ECE) !== 0, CWR: (b & F_CWR) !== 0, NS: false,
+        };
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: ev.srcPort, destinationPort: ev.dstPort, flags: { $typeName: 'flow.TCPFlags', ...flags } } } };
+        summary = `TCP Flags: ${tcpFlagsSummary(flags)}`;
+        break;
+      }
+      case IPPROTO_UDP:
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: ev.srcPort, destinationPort: ev.dstPort } } };
+        summary = 'UDP';
+        break;
+      case IPPROTO_SCTP:
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'SCTP', value: { $typeName: 'flow.SCTP', sourcePort: ev.srcPort, destinationPort: ev.dstPort } } };
+        summary = 'SCTP';
+        break;
+      case IPPROTO_ICMP:
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv4', value: { $typeName: 'flow.ICMPv4', type: ev.icmpType, code: ev.icmpCode } } };
+        summary = `ICMPv4 ${icmpv4TypeCode(ev.icmpType, ev.icmpCode)}`;
+        break;
+      case IPPROTO_ICMPV6:
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv6', value: { $typeName: 'flow.ICMPv6', type: ev.icmpType, code: ev.icmpCode } } };
+        summary = `ICMPv6 ${icmpv6TypeCode(ev.icmpType, ev.icmpCode)}`;
+        break;
+      default:
+        summary = ev.ipVersion === 6 ? 'IPv6' : 'IPv4';
+    }
+
+    // The local endpoint the event was observed at is the source (egress side) or the destination.
+    const srcIsLocal = ev.endpointId !== 0 && srcLocal?.id === ev.endpointId;
+    const dstIsLocal = ev.endpointId !== 0 && dstLocal?.id === ev.endpointId;
+    let verdict: Verdict;
+    let dropReason = 0;
+    let isReply: boolean | undefined;
+    let direction: TrafficDirection = TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN;
+    let tracePoint = 0;
+    let traceReason = 0;
+    let policyMatchType = 0;
+    let authType = 0;
+    let proxyPort = 0;
+    const fromDir = ev.direction === 'egress' ? TrafficDirection.EGRESS : ev.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN;
+    if (ev.type === EventType.DROP) {
+      verdict = Verdict.DROPPED;
+      dropReason = ev.subType;
+      direction = srcIsLocal ? TrafficDirection.EGRESS : dstIsLocal ? TrafficDirection.INGRESS : fromDir;
+    } else if (ev.type === EventType.TRACE) {
+      verdict = Verdict.FORWARDED;
+      tracePoint = traceObservationPoint(ev.subType);
+      traceReason = ev.ctReason;
+      if (ev.ctReason !== CtReason.UNKNOWN) {
+        isReply = ev.ctReason === CtReason.REPLY;
+        if (srcIsLocal || dstIsLocal) direction = srcIsLocal !== isReply ? TrafficDirection.EGRESS : TrafficDirection.INGRESS;
+        else direction = fromDir;
+      }
+    } else {
+      policyMatchType = ev.matchType;
+      authType = ev.authType;
+      direction = fromDir;
+      if (ev.verdict < 0) {
+        verdict = Verdict.DROPPED;
+        dropReason = -ev.verdict;
+      } else {
+        verdict = ev.verdict > 0 ? Verdict.REDIRECTED : Verdict.FORWARDED;
+        if (ev.verdict > 0) proxyPort = ev.verdict;
+        isReply = false;
+      }
+    }
+
+    const flow = create(FlowSchema, {
+      time: { seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
+      uuid: uuid(),
+      emitter,
+      verdict,
+      dropReason,
+      dropReasonDesc: dropReason,
+      authType,
+      IP: { source: ev.srcIp, destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4 },
+      l4,
+      source,
+      destination,
+      Type: FlowType.L3_L4,
+      nodeName,
+      eventType: { type: ev.type, subType: ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType },
+      trafficDirection: direction,
+      policyMatchType,
+      traceObservationPoint: tracePoint,
+      traceReason,
+      isReply,
+      proxyPort,
+      Summary: summary,
+    });
+    if (ev.ifindex) flow.interface = { $typeName: 'flow.NetworkInterface', index: ev.ifindex, name: resolver.interfaceName?.(ev.ifindex) ?? '' };
+    if (resolver.namesForIp) {
+      flow.sourceNames = resolver.namesForIp(ev.srcIp) ?? [];
+      flow.destinationNames = resolver.namesForIp(ev.dstIp) ?? [];
+    }
+    if (resolver.serviceFor) {
+      const s = resolver.serviceFor(ev.srcIp, ev.srcPort);
+      const d = resolver.serviceFor(ev.dstIp, ev.dstPort);
+      if (s) flow.sourceService = { $typeName: 'flow.Service', ...s };
+      if (d) flow.destinationService = { $typeName: 'flow.Service', ...d };
+    }
+    const pol = resolver.policiesFor?.(ev);
+    if (pol) {
+      flow.ingressAllowedBy = pol.ingressAllowedBy ?? [];
+      flow.egressAllowedBy = pol.egressAllowedBy ?? [];
+      flow.ingressDeniedBy = pol.ingressDeniedBy ?? [];
+      flow.egressDeniedBy = pol.egressDeniedBy ?? [];
+    }
+    return flow;
+  };
+}

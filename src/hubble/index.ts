@@ -1,0 +1,120 @@
+/**
+ * Hubble for one node: DatapathEvents → flows → ring → observer gRPC server. The agent calls
+ * `ingest` for each decoded datapath event and `ingestFlow` for flows built elsewhere (L7 from
+ * the proxies); subscribers registered with `onFlow` (metrics, exporters) see every decoded flow
+ * before it enters the ring (Cilium's OnDecodedFlow hook).
+ */
+import { randomUUID } from 'node:crypto';
+import type { DatapathEvent } from '../datapath/types.ts';
+import { createFlowBuilder, type EndpointResolver } from './flow.ts';
+import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
+import { createHubbleServer, type HubbleServer } from './observer.ts';
+import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+
+export type { EndpointResolver, ResolvedEndpoint } from './flow.ts';
+export { FlowRing } from './ring.ts';
+export { LostEventSource } from './gen/flow/flow_pb.js';
+
+export interface HubbleDeps {
+  nodeName: string;
+  resolver: EndpointResolver;
+  /** unix socket for the Observer API, e.g. labPaths().hubbleSocket(node) */
+  socketPath: string;
+  /** optional TCP listener (Hubble's 4244; 0 = any free port) */
+  tcpPort?: number;
+  tcpHost?: string;
+  /** ring capacity, 2^n − 1 (default 4095) */
+  capacity?: number;
+  /** ServerStatus version string (default `membrane v0.1.0`) */
+  version?: string;
+  clusterName?: string;
+  /** epoch ms of agent start (default now) */
+  startedAt?: number;
+}
+
+export interface Hubble {
+  ring: FlowRing;
+  server: HubbleServer;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Decode one datapath event into a flow and store it; returns the flow (undefined if not a flow event). */
+  ingest(ev: DatapathEvent): Flow | undefined;
+  /** Store a flow built elsewhere (L7 proxy flows); fills node_name, uuid and time when empty. */
+  ingestFlow(flow: Flow): void;
+  /** Record lost events (e.g. OBSERVER_EVENTS_QUEUE). */
+  reportLost(source: LostEventSource, count: number, cpu?: number): void;
+  /** Feed the datapath's cumulative kernel loss counter; the increase becomes a PERF_EVENT_RING_BUFFER LostEvent. */
+  reportKernelLost(total: bigint | number): void;
+  /** Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. */
+  onFlow(cb: (flow: Flow) => void): () => void;
+  stats(): { seenFlows: number; numFlows: number; maxFlows: number; lost: Partial<Record<keyof typeof LostEventSource, number>> };
+}
+
+export function createHubble(deps: HubbleDeps): Hubble {
+  const ring = new FlowRing(deps.capacity ?? DEFAULT_RING_CAPACITY);
+  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
+  let seen = 0;
+  let kernelLostSeen: bigint | undefined;
+  const subscribers: ((flow: Flow) => void)[] = [];
+  const server = createHubbleServer({
+    socketPath: deps.socketPath,
+    tcpPort: deps.tcpPort,
+    tcpHost: deps.tcpHost,
+    ring,
+    nodeName: deps.nodeName,
+    version: deps.version ?? 'membrane v0.1.0',
+    startedAt: deps.startedAt ?? Date.now(),
+    seenFlows: () => seen,
+  });
+
+  function store(flow: Flow): void {
+    seen++;
+    for (const s of subscribers) {
+      try {
+        s(flow);
+      } catch { /* a subscriber never breaks the pipeline */ }
+    }
+    const t = flow.time;
+    ring.pushFlow(flow, t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now());
+  }
+
+  return {
+    ring,
+    server,
+    start: () => server.start(),
+    stop: () => server.stop(),
+    ingest(ev) {
+      const flow = build(ev);
+      if (flow) store(flow);
+      return flow;
+    },
+    ingestFlow(flow) {
+      if (!flow.nodeName) flow.nodeName = deps.nodeName;
+      if (!flow.uuid) flow.uuid = randomUUID();
+      if (!flow.time) flow.time = timestampFromMs(Date.now());
+      store(flow);
+    },
+    reportLost(source, count, cpu) {
+      ring.reportLost(source, count, { cpu });
+    },
+    reportKernelLost(total) {
+      const t = BigInt(total);
+      const prev = kernelLostSeen ?? 0n;
+      kernelLostSeen = t;
+      if (t > prev) ring.reportLost(LostEventSource.PERF_EVENT_RING_BUFFER, Number(t - prev));
+    },
+    onFlow(cb) {
+      subscribers.push(cb);
+      return () => {
+        const i = subscribers.indexOf(cb);
+        if (i >= 0) subscribers.splice(i, 1);
+      };
+    },
+    stats() {
+      const lost: Partial<Record<keyof typeof LostEventSource, number>> = {};
+      for (const [k, v] of ring.lostTotals) lost[LostEventSource[k] as keyof typeof LostEventSource] = v;
+      return { seenFlows: seen, numFlows: ring.length, maxFlows: ring.capacity, lost };
+    },
+  };
+}

@@ -1,0 +1,328 @@
+/**
+ * The Hubble gRPC server: observer.Observer (GetFlows, ServerStatus, GetNodes, GetNamespaces,
+ * empty agent/debug event streams), peer.Peer (Notify: this node) and grpc.health.v1.Health
+ * (`hubble.server.Observer` SERVING), over HTTP/2 on a unix socket and optionally TCP, with
+ * @connectrpc/connect-node (gRPC, gRPC-web and Connect protocols on one listener).
+ * GetFlows positioning follows spec/hubble.md §2.2.
+ */
+import http2 from 'node:http2';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { create, type DescField, type DescMessage } from '@bufbuild/protobuf';
+import { timestampFromMs, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from '@connectrpc/connect';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { MembraneError } from '../errors.ts';
+import { FlowSchema, type Flow } from './gen/flow/flow_pb.js';
+import {
+  Observer, GetFlowsResponseSchema, ServerStatusResponseSchema, GetNodesResponseSchema, GetNamespacesResponseSchema,
+  type GetFlowsRequest, type GetFlowsResponse,
+} from './gen/observer/observer_pb.js';
+import { NodeState } from './gen/relay/relay_pb.js';
+import { Peer, ChangeNotificationType } from './gen/peer/peer_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from './gen/grpc/health/v1/health_pb.js';
+import { compileRequestFilter, FilterError, type FlowPredicate } from './filter.ts';
+import type { FlowRing } from './ring.ts';
+import type { LostEvent } from './gen/flow/flow_pb.js';
+
+export const HEALTH_SERVICE = 'hubble.server.Observer';
+
+export interface HubbleServerOptions {
+  /** unix socket path (a stale file is removed first) */
+  socketPath: string;
+  /** optional plaintext TCP listener (Hubble's 4244) */
+  tcpPort?: number;
+  tcpHost?: string;
+  ring: FlowRing;
+  nodeName: string;
+  /** ServerStatus.version, e.g. `membrane v0.1.0` */
+  version: string;
+  /** epoch ms */
+  startedAt: number;
+  /** flows decoded since start (ServerStatus.seen_flows) */
+  seenFlows: () => number;
+  /** address peers should use (Peer.Notify); default the TCP address or the unix socket */
+  peerAddress?: string;
+}
+
+export interface HubbleServer {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** TCP port actually bound (when tcpPort was given; 0 picks a free one) */
+  tcpAddress(): { host: string; port: number } | undefined;
+}
+
+function tsMs(t: Timestamp): number {
+  return Number(t.seconds) * 1000 + t.nanos / 1e6;
+}
+
+/** Copy only the masked paths (proto names, dotted) of a message. Throws on an unknown path. */
+export function compileFieldMask(schema: DescMessage, paths: readonly string[]): (<T extends object>(msg: T) => T) | undefined {
+  if (paths.length === 0) return undefined;
+  type Node = { whole: boolean; children: Map<string, Node> };
+  const root: Node = { whole: false, children: new Map() };
+  for (const p of paths) {
+    let n = root;
+    let s: DescMessage | undefined = schema;
+    for (const part of p.split('.')) {
+      const field: DescField | undefined = s?.fields.find((f) => f.name === part);
+      if (!field) throw new ConnectError(`invalid field mask path "${p}"`, Code.InvalidArgument);
+      s = field.fieldKind === 'message' ? field.message : undefined;
+      let c = n.children.get(part);
+      if (!c) n.children.set(part, (c = { whole: false, children: new Map() }));
+      n = c;
+    }
+    n.whole = true;
+  }
+  const copy = (sch: DescMessage, src: Record<string, unknown>, node: Node): Record<string, unknown> => {
+    const out = create(sch) as unknown as Record<string, unknown>;
+    for (const [name, child] of node.children) {
+      const field = sch.fields.find((f) => f.name === name)!;
+      if (field.oneof) {
+        const o = src[field.oneof.localName] as { case?: string } | undefined;
+        if (o?.case === field.localName) out[field.oneof.localName] = o;
+        continue;
+      }
+      const v = src[field.localName];
+      if (v === undefined) continue;
+      if (child.whole || field.fieldKind !== 'message') out[field.localName] = v;
+      else out[field.localName] = copy(field.message, v as Record<string, unknown>, child);
+    }
+    return out;
+  };
+  return <T extends object>(msg: T) => copy(schema, msg as Record<string, unknown>, root) as T;
+}
+
+/** Flows per second over the last minute (entries newer than now − 60 s, over 60 s). */
+function flowsRate(ring: FlowRing, now: number): number {
+  let n = 0;
+  for (let p = ring.end() - 1; p >= ring.oldest(); p--) {
+    if (ring.timeAt(p) < now - 60_000) break;
+    if (ring.at(p)?.kind === 'flow') n++;
+  }
+  return n / 60;
+}
+
+export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
+  const { ring, nodeName } = opts;
+  const shutdown = new AbortController();
+  const servers: http2.Http2Server[] = [];
+  const sessions = new Set<http2.ServerHttp2Session>();
+  let tcpBound: { host: string; port: number } | undefined;
+
+  function lostResponse(lost: LostEvent, timeMs: number): GetFlowsResponse {
+    return create(GetFlowsResponseSchema, {
+      responseTypes: { case: 'lostEvents', value: lost },
+      nodeName,
+      time: timestampFromMs(timeMs),
+    });
+  }
+
+  async function* getFlows(req: GetFlowsRequest, ctx: HandlerContext): AsyncGenerator<GetFlowsResponse> {
+    if (req.first && req.follow) throw new ConnectError('first cannot be specified with follow', Code.InvalidArgument);
+    let pass: FlowPredicate;
+    try {
+      pass = compileRequestFilter(req.whitelist, req.blacklist);
+    } catch (e) {
+      if (e instanceof FilterError) throw new ConnectError(e.message, Code.InvalidArgument);
+      throw e;
+    }
+    const mask = compileFieldMask(FlowSchema, req.fieldMask?.paths ?? []);
+    const sinceMs = req.since ? tsMs(req.since) : undefined;
+    const untilMs = req.until ? tsMs(req.until) : undefined;
+    const number = req.number > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(req.number);
+    const signal = ctx.signal;
+
+    let pos: number;
+    if (req.first) {
+      pos = ring.oldest();
+    } else if (req.follow && number === 0 && sinceMs === undefined) {
+      pos = ring.end();
+    } else {
+      // walk backwards counting matching flows until `number`, `since` or the ring start
+      pos = ring.end();
+      const oldest = ring.oldest();
+      let count = 0;
+      while (pos > oldest && (number === 0 || count < number)) {
+        const e = ring.at(pos - 1);
+        if (!e) break;
+        if (sinceMs !== undefined && e.timeMs < sinceMs) break;
+        if (e.kind === 'flow' && (untilMs === undefined || e.timeMs <= untilMs) && pass(e.flow)) count++;
+        pos--;
+      }
+    }
+
+    let sent = 0;
+    for (;;) {
+      if (signal.aborted) return;
+      const r = ring.read(pos);
+      if (r.kind === 'eof') {
+        if (!req.follow) return;
+        await ring.waitFor(pos, signal);
+        continue;
+      }
+      pos = r.next;
+      if (r.kind === 'overwritten') {
+        yield lostResponse(r.lost, r.timeMs);
+        continue;
+      }
+      const e = r.entry;
+      if (sinceMs !== undefined && e.timeMs < sinceMs) continue;
+      if (e.kind === 'lost') {
+        yield lostResponse(e.lost, e.timeMs);
+        continue;
+      }
+      if (untilMs !== undefined && e.timeMs > untilMs) return;
+      if (!pass(e.flow)) continue;
+      const flow: Flow = mask ? mask(e.flow) : e.flow;
+      yield create(GetFlowsResponseSchema, {
+        responseTypes: { case: 'flow', value: flow },
+        nodeName: e.flow.nodeName,
+        time: e.flow.time,
+      });
+      sent++;
+      if (!req.follow && number > 0 && sent >= number) return;
+    }
+  }
+
+  async function waitAbort(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
+    await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+  }
+
+  function uptimeNs(): bigint {
+    return BigInt(Math.max(0, Math.round((Date.now() - opts.startedAt) * 1e6)));
+  }
+
+  function routes(router: ConnectRouter): void {
+    router.service(Observer, {
+      getFlows,
+      async *getAgentEvents(req, ctx) {
+        if (req.follow) await waitAbort(ctx.signal);
+      },
+      async *getDebugEvents(req, ctx) {
+        if (req.follow) await waitAbort(ctx.signal);
+      },
+      serverStatus() {
+        return create(ServerStatusResponseSchema, {
+          numFlows: BigInt(ring.length),
+          maxFlows: BigInt(ring.capacity),
+          seenFlows: BigInt(opts.seenFlows()),
+          uptimeNs: uptimeNs(),
+          version: opts.version,
+          flowsRate: flowsRate(ring, Date.now()),
+        });
+      },
+      getNodes() {
+        return create(GetNodesResponseSchema, {
+          nodes: [{
+            name: nodeName,
+            version: opts.version,
+            address: peerAddress(),
+            state: NodeState.NODE_CONNECTED,
+            tls: { enabled: false, serverName: '' },
+            uptimeNs: uptimeNs(),
+            numFlows: BigInt(ring.length),
+            maxFlows: BigInt(ring.capacity),
+            seenFlows: BigInt(opts.seenFlows()),
+          }],
+        });
+      },
+      getNamespaces() {
+        const seen = new Map<string, { cluster: string; namespace: string }>();
+        const cutoff = Date.now() - 3_600_000;
+        for (let p = ring.end() - 1; p >= ring.oldest(); p--) {
+          const e = ring.at(p);
+          if (!e || e.timeMs < cutoff) break;
+          if (e.kind !== 'flow') continue;
+          for (const ep of [e.flow.source, e.flow.destination]) {
+            if (ep?.namespace) seen.set(`${ep.clusterName}\0${ep.namespace}`, { cluster: ep.clusterName, namespace: ep.namespace });
+          }
+        }
+        const namespaces = [...seen.values()].sort((a, b) => a.cluster.localeCompare(b.cluster) || a.namespace.localeCompare(b.namespace));
+        return create(GetNamespacesResponseSchema, { namespaces });
+      },
+    });
+    router.service(Peer, {
+      async *notify(_req, ctx) {
+        yield { name: nodeName, address: peerAddress(), type: ChangeNotificationType.PEER_ADDED };
+        await waitAbort(ctx.signal);
+      },
+    });
+    const status = (service: string) => {
+      if (service === '' || service === HEALTH_SERVICE) return HealthCheckResponse_ServingStatus.SERVING;
+      return undefined;
+    };
+    router.service(Health, {
+      check(req) {
+        const s = status(req.service);
+        if (s === undefined) throw new ConnectError(`unknown service ${req.service}`, Code.NotFound);
+        return { status: s };
+      },
+      async *watch(req, ctx) {
+        yield { status: status(req.service) ?? HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN };
+        await waitAbort(ctx.signal);
+      },
+    });
+  }
+
+  function peerAddress(): string {
+    if (opts.peerAddress) return opts.peerAddress;
+    if (tcpBound) return `${tcpBound.host === '::' || tcpBound.host === '0.0.0.0' ? '127.0.0.1' : tcpBound.host}:${tcpBound.port}`;
+    return `unix://${opts.socketPath}`;
+  }
+
+  function makeServer(): http2.Http2Server {
+    const handler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal });
+    const server = http2.createServer(handler);
+    server.on('session', (s) => {
+      sessions.add(s);
+      s.on('close', () => sessions.delete(s));
+    });
+    servers.push(server);
+    return server;
+  }
+
+  function listen(server: http2.Http2Server, arg: string | { port: number; host?: string }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException) => reject(new MembraneError('HUBBLE_LISTEN',
+        `hubble server cannot listen on ${typeof arg === 'string' ? arg : `${arg.host ?? ''}:${arg.port}`}: ${e.message}`,
+        { hint: e.code === 'EADDRINUSE' ? 'another agent (or hubble) is already serving there' : 'check the directory and permissions', cause: e }));
+      server.once('error', onError);
+      const done = () => {
+        server.off('error', onError);
+        resolve();
+      };
+      if (typeof arg === 'string') server.listen(arg, done);
+      else server.listen(arg.port, arg.host, done);
+    });
+  }
+
+  return {
+    async start() {
+      mkdirSync(dirname(opts.socketPath), { recursive: true });
+      try {
+        if (statSync(opts.socketPath).isSocket()) rmSync(opts.socketPath, { force: true });
+      } catch { /* absent */ }
+      await listen(makeServer(), opts.socketPath);
+      if (opts.tcpPort !== undefined) {
+        const s = makeServer();
+        await listen(s, { port: opts.tcpPort, host: opts.tcpHost });
+        const a = s.address();
+        if (a && typeof a === 'object') tcpBound = { host: a.address, port: a.port };
+      }
+    },
+    async stop() {
+      shutdown.abort();
+      for (const s of sessions) s.close();
+      const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+      const timer = setTimeout(() => { for (const s of sessions) s.destroy(); }, 200);
+      await Promise.all(closing);
+      clearTimeout(timer);
+      servers.length = 0;
+      rmSync(opts.socketPath, { force: true });
+    },
+    tcpAddress: () => tcpBound,
+  };
+}
+
