@@ -1,0 +1,139 @@
+/* Shared definitions for membrane's tc programs. Only __sk_buff + uapi types (no vmlinux.h,
+ * no CO-RE), so the object loads on any kernel with tcx (6.6+) or clsact. */
+#pragma once
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Cilium drop reasons (pkg/monitor/api/drop.go). */
+#define DROP_INVALID_SIP 132
+#define DROP_POLICY 133          /* POLICY_DENIED: default deny */
+#define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
+#define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
+#define DROP_FRAG_NOSUPPORT 157  /* IP_FRAGMENTATION_NOT_SUPPORTED */
+#define DROP_CT_CREATE_FAILED 155 /* CT_MAP_INSERTION_FAILED */
+#define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED: no proxy listener */
+#define DROP_PROXY_ASSIGN_FAILED 179 /* SOCKET_ASSIGN_FAILED */
+#define DROP_PROXY_UNSUPPORTED 180   /* PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL */
+#define DROP_POLICY_DENY 181     /* POLICY_DENY: explicit deny rule */
+#define DROP_POLICY_AUTH_REQUIRED 189
+#define DROP_EP_NOT_READY 203
+
+/* Monitor event types (pkg/monitor/api/types.go). */
+#define EV_DROP 1
+#define EV_TRACE 4
+#define EV_POLICY_VERDICT 5
+
+/* Trace observation points (datapath numbering). */
+#define TRACE_TO_ENDPOINT 0
+#define TRACE_FROM_ENDPOINT 5
+
+/* Conntrack result (flow TraceReason numbering). */
+#define CT_NEW 1
+#define CT_ESTABLISHED 2
+#define CT_REPLY 3
+#define CT_RELATED 4
+
+/* Direction as stored in maps: 1 ingress (to the endpoint), 2 egress (from the endpoint). */
+#define DIR_INGRESS 1
+#define DIR_EGRESS 2
+
+/* skb->mark for packets steered to a local proxy (Cilium's MARK_MAGIC_TO_PROXY). The agent adds
+ * `ip rule fwmark 0x200/0xf00 lookup 2004` + `ip route add local 0.0.0.0/0 dev lo table 2004`. */
+#define MARK_MAGIC_TO_PROXY 0x200
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+
+/* linux/icmp.h drags in libc headers; the few definitions we need: */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_SOURCE_QUENCH 4
+#define ICMP_REDIRECT 5
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	union {
+		struct {
+			__be16 id;
+			__be16 sequence;
+		} echo;
+		__be32 gateway;
+	} un;
+};
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+/* Stats counters (per-CPU array "mb_stats"). Mirrored in src/datapath/linux/codec.ts. */
+#define STAT_PKTS_FROM 0
+#define STAT_PKTS_TO 1
+#define STAT_PASS 2
+#define STAT_DROP 3
+#define STAT_CT_NEW 4
+#define STAT_CT_ESTABLISHED 5
+#define STAT_CT_REPLY 6
+#define STAT_CT_RELATED 7
+#define STAT_POLICY_LOOKUPS 8
+#define STAT_PROXY_REDIRECT 9
+#define STAT_EVENTS 10
+#define STAT_NON_IPV4 11
+#define STAT_MAX 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&mb_stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* The parsed packet: addresses are 16-byte fields (IPv4 in the first 4 bytes) so every map
+ * key can hold IPv6 later. Ports are in network byte order; for ICMP echo the identifier is
+ * carried as sport (request) or dport (reply). */
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;      /* 4 or 6 */
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 is_icmp_err; /* ICMP error carrying an inner tuple */
+	__u8 pad[2];
+	__u32 len;
+	/* inner tuple of an ICMP error (as the original packet travelled) */
+	__u8 in_saddr[16];
+	__u8 in_daddr[16];
+	__be16 in_sport;
+	__be16 in_dport;
+	__u8 in_proto;
+	__u8 pad2[3];
+	/* policy port: dport for TCP/UDP, ICMP type (big-endian u16) for ICMP */
+	__be16 policy_port;
+	__u8 pad3[2];
+};

@@ -1,0 +1,95 @@
+/* One fixed record for every monitor event (drop, trace, policy verdict), written to the
+ * pinned ring buffer mb_events; decoded by src/datapath/linux/codec.ts (decodeEvent). */
+#pragma once
+#include "common.h"
+#include "maps.h"
+
+struct mb_event {
+	__u64 time_ns;     /* bpf_ktime_get_ns */
+	__u8 type;         /* EV_* */
+	__u8 subtype;      /* DROP: reason; TRACE: observation point; VERDICT: 0 */
+	__u8 ip_version;
+	__u8 proto;
+	__u16 ep_id;
+	__u8 tcp_flags;
+	__u8 ct_reason;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u16 sport;       /* host order */
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 direction;    /* 0 unknown, DIR_INGRESS, DIR_EGRESS */
+	__u8 match_type;
+	__s32 verdict;     /* VERDICT: <0 -reason, 0 forward, >0 proxy port */
+	__u8 auth_type;
+	__u8 pad[3];
+	__u32 length;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_events SEC(".maps");
+
+/* Ring reserve failures, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lost SEC(".maps");
+
+/* Event context filled by the program as it learns things. */
+struct ev_ctx {
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u16 ep_id;
+	__u8 direction;
+	__u8 pad;
+};
+
+static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx *c, __u8 type,
+				       __u8 subtype, __u8 ct_reason, __s32 verdict, __u8 match_type,
+				       __u8 auth_type, __u8 direction)
+{
+	struct mb_event *e = bpf_ringbuf_reserve(&mb_events, sizeof(*e), 0);
+	if (!e) {
+		__u32 z = 0;
+		__u64 *lost = bpf_map_lookup_elem(&mb_lost, &z);
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	e->time_ns = bpf_ktime_get_ns();
+	e->type = type;
+	e->subtype = subtype;
+	e->ip_version = p->family;
+	e->proto = p->proto;
+	e->ep_id = c->ep_id;
+	e->tcp_flags = p->tcp_flags;
+	e->ct_reason = ct_reason;
+	e->ifindex = c->ifindex;
+	e->src_identity = c->src_identity;
+	e->dst_identity = c->dst_identity;
+	e->sport = bpf_ntohs(p->sport);
+	e->dport = bpf_ntohs(p->dport);
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	e->icmp_type = p->icmp_type;
+	e->icmp_code = p->icmp_code;
+	e->direction = direction;
+	e->match_type = match_type;
+	e->verdict = verdict;
+	e->auth_type = auth_type;
+	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->length = p->len;
+	bpf_ringbuf_submit(e, 0);
+	stat_inc(STAT_EVENTS);
+}

@@ -1,0 +1,137 @@
+/* Map definitions and key/value layouts shared with the TS codecs (src/datapath/linux/codec.ts);
+ * test/unit/datapath/layout.test.ts compiles these headers and compares sizes and offsets. */
+#pragma once
+#include "common.h"
+
+/* ---- endpoint config: key = host-side veth ifindex (u32) ---- */
+#define EP_F_DENY_INGRESS 0x01
+#define EP_F_DENY_EGRESS 0x02
+struct ep_config {
+	__u32 ifindex;
+	__u16 ep_id;
+	__u8 flags;      /* EP_F_* default-deny flags */
+	__u8 pad;
+	__u32 identity;
+	__u8 ipv4[4];    /* network order */
+	__u8 ipv6[16];
+	__u8 mac[6];
+	__u8 pad2[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct ep_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_endpoints SEC(".maps");
+
+/* ---- ipcache: LPM trie prefix -> identity ---- */
+struct ipcache_key {
+	__u32 prefixlen; /* 32 (family + pad) + address prefix bits */
+	__u8 family;     /* 4 or 6 */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+struct ipcache_val {
+	__u32 identity;
+	__u16 ep_id;
+	__u16 flags;
+};
+#define IPCACHE_STATIC_PREFIX 32
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 512 * 1024);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_ipcache SEC(".maps");
+
+/* ---- policy: ONE global LPM trie ----
+ * prefixlen = 64 (ep_id, dir, pad, identity) + (proto ? 8 : 0) + port prefix bits. */
+struct policy_key {
+	__u32 prefixlen;
+	__u16 ep_id;
+	__u8 dir;
+	__u8 pad;
+	__u32 identity;
+	__u8 proto;
+	__be16 dport;
+} __attribute__((packed));
+#define POLICY_STATIC_PREFIX 64
+#define POLICY_FULL_PREFIX (64 + 8 + 16)
+
+#define POL_F_DENY 0x01
+struct policy_val {
+	__u8 flags;      /* POL_F_DENY */
+	__u8 auth_type;
+	__u8 match_type;
+	__u8 spec_len;   /* (proto ? 8 : 0) + portPrefixLen: "longest" in the lookup contract */
+	__u16 proxy_port; /* host order; 0 = no L7 redirect */
+	__u16 proxy_slot; /* index into mb_proxy_socks */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024 * 1024);
+	__type(key, struct policy_key);
+	__type(value, struct policy_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_policy SEC(".maps");
+
+/* ---- conntrack ---- */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 dir;        /* DIR_INGRESS / DIR_EGRESS: direction of the connection's first packet */
+	__u8 pad;
+	__u16 ep_id;
+	__u16 pad2;
+};
+
+#define CT_F_FWD_FIN 0x01
+#define CT_F_REV_FIN 0x02
+#define CT_F_RST 0x04
+#define CT_F_SEEN_REPLY 0x08
+struct ct_val {
+	__u64 expires;    /* bpf_ktime_get_ns deadline */
+	__u64 created;
+	__u8 fwd_flags;   /* TCP flags seen in the original direction (for trace aggregation) */
+	__u8 rev_flags;   /* TCP flags seen in the reply direction */
+	__u8 state;       /* CT_F_* */
+	__u8 pad;
+	__u16 proxy_port;
+	__u16 proxy_slot;
+	__u32 src_identity;
+	__u32 pad2;
+};
+
+#define CT_LIFETIME_TCP_SYN (60ULL * 1000000000ULL)
+#define CT_LIFETIME_TCP (21600ULL * 1000000000ULL)
+#define CT_LIFETIME_NONTCP (60ULL * 1000000000ULL)
+#define CT_LIFETIME_CLOSE (10ULL * 1000000000ULL)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 128 * 1024);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_ct SEC(".maps");
+
+/* ---- L7 proxy listeners: slot -> listening socket (the agent writes the listener's fd) ---- */
+#define PROXY_SLOTS 64
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, PROXY_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_proxy_socks SEC(".maps");

@@ -1,0 +1,354 @@
+/**
+ * Byte codecs for the BPF maps and the event record (bpf/lib/maps.h, bpf/lib/events.h).
+ * Little-endian host (x86-64/arm64) for host-order fields; ports and addresses in network order.
+ * test/unit/datapath/layout.test.ts checks these sizes/offsets against the C headers.
+ */
+import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
+import type { DatapathEvent } from '../types.ts';
+import { MembraneError } from '../../errors.ts';
+
+export const DIR_INGRESS = 1;
+export const DIR_EGRESS = 2;
+export function dirCode(d: Direction): number {
+  return d === 'ingress' ? DIR_INGRESS : DIR_EGRESS;
+}
+
+// ------------------------------------------------------------------ addresses
+
+export interface ParsedPrefix { family: 4 | 6; addr: Buffer /* 16 bytes */; len: number }
+
+export function parseIPv4(ip: string): Buffer | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+  if (!m) return null;
+  const b = Buffer.alloc(4);
+  for (let i = 0; i < 4; i++) {
+    const v = Number(m[i + 1]);
+    if (v > 255) return null;
+    b[i] = v;
+  }
+  return b;
+}
+
+export function parseIPv6(ip: string): Buffer | null {
+  let s = ip;
+  const v4 = /:(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  if (v4) {
+    const b = parseIPv4(v4[1]!);
+    if (!b) return null;
+    s = `${s.slice(0, v4.index + 1)}${b.readUInt16BE(0).toString(16)}:${b.readUInt16BE(2).toString(16)}`;
+  }
+  const parts = s.split('::');
+  if (parts.length > 2) return null;
+  const hex = (x: string) => (x === '' ? [] : x.split(':').map((h) => (/^[0-9a-f]{1,4}$/i.test(h) ? parseInt(h, 16) : NaN)));
+  const head = hex(parts[0]!);
+  const rest = parts.length === 2 ? hex(parts[1]!) : [];
+  const groups = parts.length === 2 ? [...head, ...new Array<number>(Math.max(0, 8 - head.length - rest.length)).fill(0), ...rest] : head;
+  if (groups.length !== 8 || groups.some((g) => Number.isNaN(g) || g < 0)) return null;
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
+  return out;
+}
+
+export function parsePrefix(prefix: string): ParsedPrefix {
+  const [ip, lenStr] = prefix.split('/');
+  const v4 = parseIPv4(ip ?? '');
+  const addr = Buffer.alloc(16);
+  if (v4) {
+    v4.copy(addr, 0);
+    const len = lenStr === undefined ? 32 : Number(lenStr);
+    if (!Number.isInteger(len) || len < 0 || len > 32) throw badPrefix(prefix);
+    maskBits(addr, len);
+    return { family: 4, addr, len };
+  }
+  const v6 = parseIPv6(ip ?? '');
+  if (!v6) throw badPrefix(prefix);
+  v6.copy(addr, 0);
+  const len = lenStr === undefined ? 128 : Number(lenStr);
+  if (!Number.isInteger(len) || len < 0 || len > 128) throw badPrefix(prefix);
+  maskBits(addr, len);
+  return { family: 6, addr, len };
+}
+
+function badPrefix(p: string): MembraneError {
+  return new MembraneError('DATAPATH_BAD_PREFIX', `not an IP prefix: "${p}"`, { hint: 'use e.g. 10.244.1.5/32 or 0.0.0.0/0' });
+}
+
+function maskBits(b: Buffer, bits: number): void {
+  for (let i = 0; i < b.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    b[i] = b[i]! & ((0xff << (8 - keep)) & 0xff);
+  }
+}
+
+export function formatIp(b: Buffer, off: number, family: number): string {
+  if (family === 4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  const g: string[] = [];
+  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + i * 2).toString(16));
+  // compress the longest run of zeros
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (best < 0) return g.join(':');
+  return `${g.slice(0, best).join(':')}::${g.slice(best + bestLen).join(':')}`;
+}
+
+export function parseMac(mac: string | undefined): Buffer {
+  const b = Buffer.alloc(6);
+  if (!mac) return b;
+  const parts = mac.split(':');
+  if (parts.length !== 6) throw new MembraneError('DATAPATH_BAD_MAC', `not a MAC address: "${mac}"`);
+  parts.forEach((p, i) => (b[i] = parseInt(p, 16)));
+  return b;
+}
+
+// ------------------------------------------------------------------ endpoint config
+
+export const EP_CONFIG_SIZE = 40;
+export const EP_F_DENY_INGRESS = 1;
+export const EP_F_DENY_EGRESS = 2;
+
+export interface EpConfig {
+  ifindex: number;
+  epId: number;
+  flags: number;
+  identity: number;
+  ipv4: string;
+  ipv6?: string;
+  mac?: string;
+}
+
+export function encodeU32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0, 0);
+  return b;
+}
+
+export function encodeEpConfig(c: EpConfig): Buffer {
+  const b = Buffer.alloc(EP_CONFIG_SIZE);
+  b.writeUInt32LE(c.ifindex, 0);
+  b.writeUInt16LE(c.epId, 4);
+  b.writeUInt8(c.flags, 6);
+  b.writeUInt32LE(c.identity >>> 0, 8);
+  const v4 = parseIPv4(c.ipv4);
+  if (!v4) throw new MembraneError('DATAPATH_BAD_IP', `endpoint ${c.epId}: not an IPv4 address: "${c.ipv4}"`);
+  v4.copy(b, 12);
+  if (c.ipv6) {
+    const v6 = parseIPv6(c.ipv6);
+    if (!v6) throw new MembraneError('DATAPATH_BAD_IP', `endpoint ${c.epId}: not an IPv6 address: "${c.ipv6}"`);
+    v6.copy(b, 16);
+  }
+  parseMac(c.mac).copy(b, 32);
+  return b;
+}
+
+export function decodeEpConfig(b: Buffer): EpConfig {
+  const v6 = b.subarray(16, 32);
+  const mac = b.subarray(32, 38);
+  return {
+    ifindex: b.readUInt32LE(0), epId: b.readUInt16LE(4), flags: b.readUInt8(6), identity: b.readUInt32LE(8),
+    ipv4: formatIp(b, 12, 4),
+    ...(v6.some((x) => x !== 0) ? { ipv6: formatIp(b, 16, 6) } : {}),
+    ...(mac.some((x) => x !== 0) ? { mac: [...mac].map((x) => x.toString(16).padStart(2, '0')).join(':') } : {}),
+  };
+}
+
+// ------------------------------------------------------------------ ipcache
+
+export const IPCACHE_KEY_SIZE = 24;
+export const IPCACHE_VAL_SIZE = 8;
+const IPCACHE_STATIC_PREFIX = 32;
+
+export function encodeIpcacheKey(prefix: string): Buffer {
+  const p = parsePrefix(prefix);
+  const b = Buffer.alloc(IPCACHE_KEY_SIZE);
+  b.writeUInt32LE(IPCACHE_STATIC_PREFIX + p.len, 0);
+  b.writeUInt8(p.family, 4);
+  p.addr.copy(b, 8);
+  return b;
+}
+
+export function decodeIpcacheKey(b: Buffer): string {
+  const family = b.readUInt8(4);
+  return `${formatIp(b, 8, family)}/${b.readUInt32LE(0) - IPCACHE_STATIC_PREFIX}`;
+}
+
+export function encodeIpcacheVal(identity: number, epId = 0): Buffer {
+  const b = Buffer.alloc(IPCACHE_VAL_SIZE);
+  b.writeUInt32LE(identity >>> 0, 0);
+  b.writeUInt16LE(epId, 4);
+  return b;
+}
+
+export function decodeIpcacheVal(b: Buffer): { identity: number; endpointId: number } {
+  return { identity: b.readUInt32LE(0), endpointId: b.readUInt16LE(4) };
+}
+
+// ------------------------------------------------------------------ policy
+
+export const POLICY_KEY_SIZE = 15; // packed
+export const POLICY_VAL_SIZE = 8;
+export const POLICY_STATIC_PREFIX = 64;
+export const POL_F_DENY = 1;
+
+export function encodePolicyKey(epId: number, k: MapStateKey, out?: Buffer, off = 0): Buffer {
+  const b = out ?? Buffer.alloc(POLICY_KEY_SIZE);
+  const proto = k.proto & 0xff;
+  const plen = proto === 0 ? 0 : Math.max(0, Math.min(16, k.portPrefixLen));
+  const port = plen === 0 ? 0 : (k.port & (0xffff << (16 - plen))) & 0xffff;
+  b.writeUInt32LE(POLICY_STATIC_PREFIX + (proto ? 8 + plen : 0), off);
+  b.writeUInt16LE(epId, off + 4);
+  b.writeUInt8(dirCode(k.direction), off + 6);
+  b.writeUInt8(0, off + 7);
+  b.writeUInt32LE(k.identity >>> 0, off + 8);
+  b.writeUInt8(proto, off + 12);
+  b.writeUInt16BE(port, off + 13);
+  return b;
+}
+
+export function decodePolicyKey(b: Buffer): { epId: number; key: MapStateKey } {
+  const prefix = b.readUInt32LE(0);
+  const proto = b.readUInt8(12);
+  return {
+    epId: b.readUInt16LE(4),
+    key: {
+      direction: b.readUInt8(6) === DIR_INGRESS ? 'ingress' : 'egress',
+      identity: b.readUInt32LE(8),
+      proto,
+      port: b.readUInt16BE(13),
+      portPrefixLen: proto ? prefix - POLICY_STATIC_PREFIX - 8 : 0,
+    },
+  };
+}
+
+export interface PolicyVal { deny: boolean; authType: number; matchType: number; specLen: number; proxyPort: number; proxySlot: number }
+
+export function encodePolicyVal(v: PolicyVal, out?: Buffer, off = 0): Buffer {
+  const b = out ?? Buffer.alloc(POLICY_VAL_SIZE);
+  b.writeUInt8(v.deny ? POL_F_DENY : 0, off);
+  b.writeUInt8(v.authType & 0xff, off + 1);
+  b.writeUInt8(v.matchType & 0xff, off + 2);
+  b.writeUInt8(v.specLen, off + 3);
+  b.writeUInt16LE(v.proxyPort, off + 4);
+  b.writeUInt16LE(v.proxySlot, off + 6);
+  return b;
+}
+
+export function decodePolicyVal(b: Buffer): PolicyVal {
+  return {
+    deny: (b.readUInt8(0) & POL_F_DENY) !== 0, authType: b.readUInt8(1), matchType: b.readUInt8(2), specLen: b.readUInt8(3),
+    proxyPort: b.readUInt16LE(4), proxySlot: b.readUInt16LE(6),
+  };
+}
+
+/** MapStateEntry → policy value; `proxy` gives the proxy port/slot for entries with L7. */
+export function policyValFor(key: MapStateKey, e: MapStateEntry, proxy: { port: number; slot: number } | null): PolicyVal {
+  const specLen = key.proto ? 8 + Math.max(0, Math.min(16, key.portPrefixLen)) : 0;
+  return {
+    deny: e.verdict === 'deny', authType: e.authType, matchType: e.matchType, specLen,
+    proxyPort: e.verdict === 'allow' && e.l7 && proxy ? proxy.port : 0,
+    proxySlot: e.verdict === 'allow' && e.l7 && proxy ? proxy.slot : 0,
+  };
+}
+
+// ------------------------------------------------------------------ conntrack
+
+export const CT_KEY_SIZE = 44;
+export const CT_VAL_SIZE = 32;
+
+export interface CtEntry {
+  srcIp: string; dstIp: string; srcPort: number; dstPort: number; proto: number; direction: Direction; endpointId: number;
+  expiresNs: bigint; createdNs: bigint; fwdFlags: number; revFlags: number; state: number; proxyPort: number; srcIdentity: number;
+}
+
+export function decodeCt(k: Buffer, v: Buffer): CtEntry {
+  const fam = k.readUInt8(37);
+  return {
+    srcIp: formatIp(k, 0, fam), dstIp: formatIp(k, 16, fam), srcPort: k.readUInt16BE(32), dstPort: k.readUInt16BE(34),
+    proto: k.readUInt8(36), direction: k.readUInt8(38) === DIR_INGRESS ? 'ingress' : 'egress', endpointId: k.readUInt16LE(40),
+    expiresNs: v.readBigUInt64LE(0), createdNs: v.readBigUInt64LE(8), fwdFlags: v.readUInt8(16), revFlags: v.readUInt8(17),
+    state: v.readUInt8(18), proxyPort: v.readUInt16LE(20), srcIdentity: v.readUInt32LE(24),
+  };
+}
+
+export function ctKeyEndpoint(k: Buffer): number {
+  return k.readUInt16LE(40);
+}
+
+// ------------------------------------------------------------------ events
+
+export const EVENT_SIZE = 80;
+
+/** Decodes one mb_event record; `timeOffsetNs` converts CLOCK_MONOTONIC to wall-clock ns. */
+export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): DatapathEvent {
+  const family = b.readUInt8(off + 10);
+  const proto = b.readUInt8(off + 11);
+  const dir = b.readUInt8(off + 66);
+  const icmp = proto === 1 || proto === 58;
+  return {
+    type: b.readUInt8(off + 8),
+    subType: b.readUInt8(off + 9),
+    timeNs: b.readBigUInt64LE(off) + timeOffsetNs,
+    endpointId: b.readUInt16LE(off + 12),
+    ifindex: b.readUInt32LE(off + 16),
+    srcIdentity: b.readUInt32LE(off + 20),
+    dstIdentity: b.readUInt32LE(off + 24),
+    ipVersion: family === 6 ? 6 : 4,
+    srcIp: formatIp(b, off + 32, family),
+    dstIp: formatIp(b, off + 48, family),
+    proto,
+    srcPort: icmp ? 0 : b.readUInt16LE(off + 28),
+    dstPort: icmp ? 0 : b.readUInt16LE(off + 30),
+    tcpFlags: b.readUInt8(off + 14),
+    icmpType: b.readUInt8(off + 64),
+    icmpCode: b.readUInt8(off + 65),
+    ctReason: b.readUInt8(off + 15),
+    direction: dir === DIR_INGRESS ? 'ingress' : dir === DIR_EGRESS ? 'egress' : 'unknown',
+    verdict: b.readInt32LE(off + 68),
+    matchType: b.readUInt8(off + 67),
+    authType: b.readUInt8(off + 72),
+    length: b.readUInt32LE(off + 76),
+  };
+}
+
+/** Encodes a DatapathEvent as the kernel would (tests, fake ring producers). */
+export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
+  const b = Buffer.alloc(EVENT_SIZE);
+  b.writeBigUInt64LE(e.timeNs - timeOffsetNs, 0);
+  b.writeUInt8(e.type, 8);
+  b.writeUInt8(e.subType, 9);
+  b.writeUInt8(e.ipVersion, 10);
+  b.writeUInt8(e.proto, 11);
+  b.writeUInt16LE(e.endpointId, 12);
+  b.writeUInt8(e.tcpFlags, 14);
+  b.writeUInt8(e.ctReason, 15);
+  b.writeUInt32LE(e.ifindex, 16);
+  b.writeUInt32LE(e.srcIdentity >>> 0, 20);
+  b.writeUInt32LE(e.dstIdentity >>> 0, 24);
+  b.writeUInt16LE(e.srcPort, 28);
+  b.writeUInt16LE(e.dstPort, 30);
+  const s = e.ipVersion === 4 ? parseIPv4(e.srcIp) : parseIPv6(e.srcIp);
+  const d = e.ipVersion === 4 ? parseIPv4(e.dstIp) : parseIPv6(e.dstIp);
+  s?.copy(b, 32);
+  d?.copy(b, 48);
+  b.writeUInt8(e.icmpType, 64);
+  b.writeUInt8(e.icmpCode, 65);
+  b.writeUInt8(e.direction === 'ingress' ? DIR_INGRESS : e.direction === 'egress' ? DIR_EGRESS : 0, 66);
+  b.writeUInt8(e.matchType, 67);
+  b.writeInt32LE(e.verdict, 68);
+  b.writeUInt8(e.authType, 72);
+  b.writeUInt32LE(e.length, 76);
+  return b;
+}
+
+// ------------------------------------------------------------------ stats
+
+export const STAT_NAMES = [
+  'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
+  'policyLookups', 'proxyRedirects', 'events', 'nonIPv4',
+] as const;
+export const STAT_MAX = 16;

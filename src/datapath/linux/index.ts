@@ -1,0 +1,416 @@
+/**
+ * The eBPF datapath: loads bpf/endpoint.bpf.c (dist/bpf/endpoint.bpf.o) with its maps pinned
+ * under `pinRoot`, attaches `from_container`/`to_container` to each endpoint's host-side veth
+ * through pinned tcx links (enforcement outlives the agent), mirrors policy and ipcache into the
+ * maps, and turns ring-buffer records into DatapathEvents.
+ *
+ * The agent runs in the node's network namespace with the host's bpffs; endpoints' host veths
+ * are in that namespace, so attachment is by ifindex.
+ */
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import type { Datapath, DatapathEndpoint, DatapathEvent, DatapathStats, IPCacheEntry } from '../types.ts';
+import type { Direction, L7Policy, MapState, MapStateDelta, MapStateKey, MapStateEntry } from '../../policy/types.ts';
+import { MembraneError } from '../../errors.ts';
+import {
+  BpfObject, BpfMap, type BpfProgram, attachTcx, detachPinnedLink, BPF_TCX_INGRESS, BPF_TCX_EGRESS, ensureBpffs,
+  enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo,
+} from '../../sys/bpf.ts';
+import { MmapRing } from '../../sys/ring.ts';
+import {
+  EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, POLICY_KEY_SIZE, POLICY_VAL_SIZE, STAT_NAMES, decodeEpConfig, decodeEvent,
+  decodeCt, ctKeyEndpoint, encodeEpConfig, encodeIpcacheKey, encodeIpcacheVal, encodePolicyKey, encodePolicyVal,
+  encodeU32, policyValFor, decodePolicyKey, decodePolicyVal, decodeIpcacheKey, decodeIpcacheVal, type CtEntry, type EpConfig,
+} from './codec.ts';
+
+export interface DatapathLogger {
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+  debug(obj: unknown, msg?: string): void;
+}
+
+export interface LinuxDatapathOptions {
+  /** bpffs directory for this node's maps and links, e.g. /sys/fs/bpf/membrane/lab-node1 */
+  pinRoot: string;
+  /** compiled object (default dist/bpf/endpoint.bpf.o of this checkout) */
+  objectPath?: string;
+  logger?: DatapathLogger;
+  /**
+   * Proxy port + sockmap slot for an L7 redirect (default: `defaultProxyRedirect`). Return null
+   * to leave the entry without redirect (then it is a plain allow).
+   */
+  proxyRedirect?: (l7: L7Policy, direction: Direction) => { port: number; slot: number } | null;
+  /** Events buffered while nobody is subscribed (read after a restart), default 65536. */
+  backlogLimit?: number;
+}
+
+const PARSERS = ['http', 'dns', 'kafka', 'generic', 'tls'] as const;
+/** Default proxy ports per L7 parser (the proxies listen here in the node namespace). */
+export const DEFAULT_PROXY_PORTS: Record<L7Policy['parser'], number> = { http: 15001, dns: 15053, kafka: 15092, generic: 15090, tls: 15443 };
+
+/** Sockmap slot of the proxy listener for (parser, direction): 2 × parser index + (ingress ? 1 : 0). */
+export function proxySlot(parser: L7Policy['parser'], direction: Direction): number {
+  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0);
+}
+
+export function defaultProxyRedirect(l7: L7Policy, direction: Direction): { port: number; slot: number } {
+  return { port: DEFAULT_PROXY_PORTS[l7.parser], slot: proxySlot(l7.parser, direction) };
+}
+
+export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
+
+const MAPS = ['mb_endpoints', 'mb_ipcache', 'mb_policy', 'mb_ct', 'mb_events', 'mb_lost', 'mb_stats', 'mb_proxy_socks'] as const;
+type MapName = (typeof MAPS)[number];
+
+export function linkPinPath(pinRoot: string, ifname: string, dir: 'ingress' | 'egress'): string {
+  return join(pinRoot, 'links', `${ifname}-${dir}`);
+}
+
+/** Removes every pinned link (detaching the programs) and pinned map under pinRoot (`membrane down`). */
+export function destroy(pinRoot: string): void {
+  removePins(pinRoot);
+}
+
+interface EpState { ep: DatapathEndpoint; flags: number }
+
+export class LinuxDatapath implements Datapath {
+  private readonly opts: LinuxDatapathOptions;
+  private readonly log: DatapathLogger;
+  private obj: BpfObject | null = null;
+  private maps: Partial<Record<MapName, BpfMap>> = {};
+  private progFrom: BpfProgram | null = null;
+  private progTo: BpfProgram | null = null;
+  private ring: MmapRing | null = null;
+  private readonly subscribers = new Set<(ev: DatapathEvent) => void>();
+  private backlog: DatapathEvent[] = [];
+  private timeOffsetNs = 0n;
+  private lostBaseline = 0n;
+  private readonly endpoints = new Map<number, EpState>();
+  /** default-deny flags per endpoint id, also for endpoints not yet upserted */
+  private readonly flags = new Map<number, number>();
+  /** policy keys per endpoint: hex(key) -> key; built from the map on first use */
+  private policyIndex: Map<number, Map<string, Buffer>> | null = null;
+  private statsEnabled = false;
+
+  constructor(opts: LinuxDatapathOptions) {
+    this.opts = opts;
+    this.log = opts.logger ?? { info() {}, warn() {}, error() {}, debug() {} };
+  }
+
+  async start(): Promise<void> {
+    if (this.obj) return;
+    ensureBpffs();
+    setLibbpfLogger((level, msg) => (level === 'warn' ? this.log.warn({ subsys: 'datapath' }, `libbpf: ${msg}`) : this.log.debug({ subsys: 'datapath' }, `libbpf: ${msg}`)));
+    const t0 = process.hrtime.bigint();
+    const obj = BpfObject.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot);
+    this.obj = obj;
+    for (const m of MAPS) this.maps[m] = obj.map(m);
+    this.progFrom = obj.program('from_container');
+    this.progTo = obj.program('to_container');
+    this.timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+    this.lostBaseline = this.sumPerCpu(this.map('mb_lost'), 0);
+    // endpoints known to the kernel (after an agent restart)
+    for (const k of this.map('mb_endpoints').keys()) {
+      const v = this.map('mb_endpoints').lookup(k);
+      if (!v) continue;
+      const c = decodeEpConfig(v);
+      this.flags.set(c.epId, c.flags);
+    }
+    try {
+      enableRunTimeStats();
+      this.statsEnabled = true;
+    } catch (e) {
+      this.log.warn({ subsys: 'datapath', err: String(e) }, 'BPF run-time stats unavailable');
+    }
+    this.ring = new MmapRing(this.map('mb_events').fd, (data, off) => this.dispatch(decodeEvent(data, off, this.timeOffsetNs)));
+    this.ring.start();
+    this.log.info({ subsys: 'datapath', pinRoot: this.opts.pinRoot, loadMs: Number(process.hrtime.bigint() - t0) / 1e6 }, 'datapath loaded');
+  }
+
+  async stop(): Promise<void> {
+    if (this.ring) await this.ring.close();
+    this.ring = null;
+    if (this.statsEnabled) disableRunTimeStats();
+    this.statsEnabled = false;
+    this.obj?.close(); // links and maps stay pinned: enforcement continues
+    this.obj = null;
+    this.maps = {};
+    this.progFrom = this.progTo = null;
+    this.policyIndex = null;
+    setLibbpfLogger(null);
+  }
+
+  async upsertEndpoint(ep: DatapathEndpoint): Promise<void> {
+    const { progFrom, progTo } = this.progs();
+    if (!(ep.id >= 1 && ep.id <= 65535)) throw new MembraneError('DATAPATH_BAD_ENDPOINT', `endpoint id ${ep.id} out of range 1..65535`);
+    if (!(ep.ifindex > 0)) throw new MembraneError('DATAPATH_BAD_ENDPOINT', `endpoint ${ep.id}: ifindex ${ep.ifindex} is invalid`, { hint: 'the host-side veth must exist in the agent namespace' });
+    const epMap = this.map('mb_endpoints');
+    const prev = this.endpoints.get(ep.id);
+    if (prev && (prev.ep.ifindex !== ep.ifindex || prev.ep.ifname !== ep.ifname)) this.unplug(prev.ep);
+    let flags = this.flags.get(ep.id);
+    if (flags === undefined) {
+      const old = epMap.lookup(encodeU32(ep.ifindex));
+      flags = old && decodeEpConfig(old).epId === ep.id ? decodeEpConfig(old).flags : 0;
+    }
+    this.flags.set(ep.id, flags);
+    const cfg: EpConfig = { ifindex: ep.ifindex, epId: ep.id, flags, identity: ep.identity, ipv4: ep.ipv4, ...(ep.ipv6 ? { ipv6: ep.ipv6 } : {}), ...(ep.mac ? { mac: ep.mac } : {}) };
+    epMap.update(encodeU32(ep.ifindex), encodeEpConfig(cfg));
+    attachTcx(progFrom.fd, ep.ifindex, BPF_TCX_INGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'ingress'));
+    attachTcx(progTo.fd, ep.ifindex, BPF_TCX_EGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'egress'));
+    this.endpoints.set(ep.id, { ep: { ...ep }, flags });
+    this.log.debug({ subsys: 'datapath', endpointID: ep.id, ifname: ep.ifname }, 'endpoint attached');
+  }
+
+  async removeEndpoint(id: number): Promise<void> {
+    const st = this.endpoints.get(id);
+    if (st) this.unplug(st.ep);
+    else {
+      // after a restart: find the endpoint's config by id
+      const epMap = this.map('mb_endpoints');
+      for (const k of epMap.keys()) {
+        const v = epMap.lookup(k);
+        if (v && decodeEpConfig(v).epId === id) epMap.delete(k);
+      }
+    }
+    this.endpoints.delete(id);
+    this.flags.delete(id);
+    const idx = this.index();
+    const keys = idx.get(id);
+    if (keys) this.map('mb_policy').deleteMany([...keys.values()]);
+    idx.delete(id);
+    const ct = this.map('mb_ct');
+    const stale: Buffer[] = [];
+    for (const k of ct.keys()) if (ctKeyEndpoint(k) === id) stale.push(k);
+    ct.deleteMany(stale);
+  }
+
+  private unplug(ep: DatapathEndpoint): void {
+    for (const d of ['ingress', 'egress'] as const) {
+      const p = linkPinPath(this.opts.pinRoot, ep.ifname, d);
+      const li = pinnedLinkInfo(p);
+      if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
+    }
+    const epMap = this.map('mb_endpoints');
+    const v = epMap.lookup(encodeU32(ep.ifindex));
+    if (v && decodeEpConfig(v).epId === ep.id) epMap.delete(encodeU32(ep.ifindex));
+  }
+
+  async applyPolicy(endpointId: number, delta: MapStateDelta, full?: MapState): Promise<void> {
+    const pol = this.map('mb_policy');
+    const idx = this.index();
+    let keys = idx.get(endpointId);
+    if (!keys) idx.set(endpointId, (keys = new Map()));
+    const upserts: { key: MapStateKey; entry: MapStateEntry }[] = full ? [...full.entries.values()] : delta.upserts;
+    const kb = Buffer.alloc(upserts.length * POLICY_KEY_SIZE);
+    const vb = Buffer.alloc(upserts.length * POLICY_VAL_SIZE);
+    const desired = new Map<string, Buffer>();
+    upserts.forEach((u, i) => {
+      encodePolicyKey(endpointId, u.key, kb, i * POLICY_KEY_SIZE);
+      const proxy = u.entry.l7 && u.entry.verdict === 'allow' ? (this.opts.proxyRedirect ?? defaultProxyRedirect)(u.entry.l7, u.key.direction) : null;
+      encodePolicyVal(policyValFor(u.key, u.entry, proxy), vb, i * POLICY_VAL_SIZE);
+      const k = Buffer.from(kb.subarray(i * POLICY_KEY_SIZE, (i + 1) * POLICY_KEY_SIZE));
+      desired.set(k.toString('hex'), k);
+    });
+    const toDelete: Buffer[] = [];
+    if (full) {
+      for (const [h, k] of keys) if (!desired.has(h)) toDelete.push(k);
+    } else {
+      for (const d of delta.deletes) {
+        const k = encodePolicyKey(endpointId, d);
+        const h = k.toString('hex');
+        if (!desired.has(h)) toDelete.push(k);
+      }
+    }
+    // deletes first: a delta never deletes and upserts the same key, and for a full sync the
+    // stale keys are disjoint from the desired ones, so ordering only bounds the map's peak size.
+    pol.deleteMany(toDelete);
+    for (const k of toDelete) keys.delete(k.toString('hex'));
+    pol.updateBatch(kb, vb, upserts.length);
+    for (const [h, k] of desired) keys.set(h, k);
+    const dd = full ? full.defaultDeny : delta.defaultDenyChanged ? delta.defaultDeny : undefined;
+    if (dd) this.setDefaultDeny(endpointId, (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0));
+  }
+
+  private setDefaultDeny(id: number, flags: number): void {
+    this.flags.set(id, flags);
+    const st = this.endpoints.get(id);
+    const epMap = this.map('mb_endpoints');
+    if (st) {
+      st.flags = flags;
+      const k = encodeU32(st.ep.ifindex);
+      const v = epMap.lookup(k);
+      if (v) {
+        v.writeUInt8(flags, 6);
+        epMap.update(k, v);
+      }
+      return;
+    }
+    for (const k of epMap.keys()) {
+      const v = epMap.lookup(k);
+      if (v && decodeEpConfig(v).epId === id) {
+        v.writeUInt8(flags, 6);
+        epMap.update(k, v);
+      }
+    }
+  }
+
+  async upsertIPCache(entries: IPCacheEntry[]): Promise<void> {
+    const m = this.map('mb_ipcache');
+    for (const e of entries) m.update(encodeIpcacheKey(e.prefix), encodeIpcacheVal(e.identity, e.endpointId ?? 0));
+  }
+
+  async deleteIPCache(prefixes: string[]): Promise<void> {
+    const m = this.map('mb_ipcache');
+    for (const p of prefixes) m.delete(encodeIpcacheKey(p));
+  }
+
+  onEvent(cb: (ev: DatapathEvent) => void): () => void {
+    this.subscribers.add(cb);
+    if (this.backlog.length > 0) {
+      const b = this.backlog;
+      this.backlog = [];
+      for (const ev of b) {
+        try {
+          cb(ev);
+        } catch {
+          /* subscriber errors are theirs */
+        }
+      }
+    }
+    return () => this.subscribers.delete(cb);
+  }
+
+  private dispatch(ev: DatapathEvent): void {
+    if (this.subscribers.size === 0) {
+      if (this.backlog.length < (this.opts.backlogLimit ?? 65536)) this.backlog.push(ev);
+      return;
+    }
+    for (const cb of this.subscribers) {
+      try {
+        cb(ev);
+      } catch (e) {
+        this.log.warn({ subsys: 'datapath', err: String(e) }, 'event subscriber threw');
+      }
+    }
+  }
+
+  async stats(): Promise<DatapathStats> {
+    const { progFrom, progTo } = this.progs();
+    const ifs = [...this.endpoints.values()].map((s) => s.ep.ifname).sort();
+    const fi = progFrom.info(), ti = progTo.info();
+    let ctEntries = 0;
+    for (const _ of this.map('mb_ct').keys()) ctEntries++;
+    let policyEntries = 0;
+    for (const s of this.index().values()) policyEntries += s.size;
+    return {
+      programs: [
+        { name: 'from_container', attachedTo: `tcx-ingress:${ifs.join(',')}`, runCount: fi.runCnt, runTimeNs: fi.runTimeNs },
+        { name: 'to_container', attachedTo: `tcx-egress:${ifs.join(',')}`, runCount: ti.runCnt, runTimeNs: ti.runTimeNs },
+      ],
+      eventsLost: this.sumPerCpu(this.map('mb_lost'), 0) - this.lostBaseline,
+      policyEntries,
+      ctEntries,
+    };
+  }
+
+  // ---------------------------------------------------------------- extras (not in Datapath)
+
+  /** Kernel counters (per-CPU stats map summed). */
+  counters(): Record<(typeof STAT_NAMES)[number], bigint> {
+    const m = this.map('mb_stats');
+    const out = {} as Record<(typeof STAT_NAMES)[number], bigint>;
+    STAT_NAMES.forEach((n, i) => (out[n] = this.sumPerCpu(m, i)));
+    return out;
+  }
+
+  /** Registers (fd) or clears (null) the L7 proxy listener socket of a sockmap slot. */
+  setProxyListener(slot: number, fd: number | null): void {
+    const m = this.map('mb_proxy_socks');
+    if (fd === null) m.delete(encodeU32(slot));
+    else {
+      const v = Buffer.alloc(8);
+      v.writeBigUInt64LE(BigInt(fd));
+      m.update(encodeU32(slot), v);
+    }
+  }
+
+  conntrack(): CtEntry[] {
+    const ct = this.map('mb_ct');
+    const out: CtEntry[] = [];
+    for (const k of ct.keys()) {
+      const v = ct.lookup(k);
+      if (v) out.push(decodeCt(k, v));
+    }
+    return out;
+  }
+
+  /** The policy entries in the kernel for one endpoint (decoded). */
+  policyDump(endpointId: number): { key: MapStateKey; deny: boolean; proxyPort: number; matchType: number }[] {
+    const pol = this.map('mb_policy');
+    const out: { key: MapStateKey; deny: boolean; proxyPort: number; matchType: number }[] = [];
+    for (const k of this.index().get(endpointId)?.values() ?? []) {
+      const v = pol.lookup(k);
+      if (!v) continue;
+      const pv = decodePolicyVal(v);
+      out.push({ key: decodePolicyKey(k).key, deny: pv.deny, proxyPort: pv.proxyPort, matchType: pv.matchType });
+    }
+    return out;
+  }
+
+  ipcacheDump(): IPCacheEntry[] {
+    const m = this.map('mb_ipcache');
+    const out: IPCacheEntry[] = [];
+    for (const k of m.keys()) {
+      const v = m.lookup(k);
+      if (v) {
+        const d = decodeIpcacheVal(v);
+        out.push({ prefix: decodeIpcacheKey(k), identity: d.identity, ...(d.endpointId ? { endpointId: d.endpointId } : {}) });
+      }
+    }
+    return out;
+  }
+
+  /** Events consumed from the ring so far. */
+  eventsRead(): number {
+    return this.ring?.records ?? 0;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private index(): Map<number, Map<string, Buffer>> {
+    if (this.policyIndex) return this.policyIndex;
+    const idx = new Map<number, Map<string, Buffer>>();
+    for (const k of this.map('mb_policy').keys()) {
+      const ep = k.readUInt16LE(4);
+      let s = idx.get(ep);
+      if (!s) idx.set(ep, (s = new Map()));
+      s.set(k.toString('hex'), k);
+    }
+    this.policyIndex = idx;
+    return idx;
+  }
+
+  private sumPerCpu(m: BpfMap, idx: number): bigint {
+    const v = m.lookup(encodeU32(idx));
+    if (!v) return 0n;
+    let s = 0n;
+    for (let o = 0; o + 8 <= v.length; o += 8) s += v.readBigUInt64LE(o);
+    return s;
+  }
+
+  private map(n: MapName): BpfMap {
+    const m = this.maps[n];
+    if (!m) throw new MembraneError('DATAPATH_NOT_STARTED', 'datapath is not started', { hint: 'call start() first' });
+    return m;
+  }
+
+  private progs(): { progFrom: BpfProgram; progTo: BpfProgram } {
+    if (!this.progFrom || !this.progTo) throw new MembraneError('DATAPATH_NOT_STARTED', 'datapath is not started', { hint: 'call start() first' });
+    return { progFrom: this.progFrom, progTo: this.progTo };
+  }
+}
+
+export function createLinuxDatapath(opts: LinuxDatapathOptions): LinuxDatapath {
+  return new LinuxDatapath(opts);
+}

@@ -1,0 +1,137 @@
+/**
+ * BPF_MAP_TYPE_RINGBUF consumer that maps the ring into JS and parses it there
+ * (spec/datapath-from-node.md §4 "MmapRing"): page 0 = consumer_pos (RW), page 1 = producer_pos
+ * (RO), then the data area mapped twice so wrapping records are contiguous. Woken by
+ * `epoll_wait.async` (bounded 200 ms timeout so stop() works) and drained fully on each wake,
+ * since the kernel only signals a consumer that has caught up.
+ */
+import koffi from 'koffi';
+import { MembraneError } from '../errors.ts';
+import { mapInfo, MapType } from './bpf.ts';
+
+const libc = koffi.load('libc.so.6');
+const mmap = libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
+const munmap = libc.func('int munmap(void *addr, size_t length)');
+const epollCreate1 = libc.func('int epoll_create1(int flags)');
+const epollEvent = koffi.pack('mb_epoll_event', { events: 'uint32_t', data: 'uint64_t' });
+const epollCtl = libc.func('int epoll_ctl(int epfd, int op, int fd, mb_epoll_event *ev)');
+const epollWait = libc.func('int epoll_wait(int epfd, _Out_ uint8_t *events, int maxevents, int timeout)');
+const closeFn = libc.func('int close(int fd)');
+
+const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, EPOLLIN = 1, EPOLL_CTL_ADD = 1;
+const PAGE = 4096;
+const BUSY = 0x80000000, DISCARD = 0x40000000;
+
+/** Called per committed record: `data.subarray(off, off + len)` is the record (valid only during the call). */
+export type RecordHandler = (data: Buffer, off: number, len: number) => void;
+
+export class MmapRing {
+  private readonly size: number;
+  private readonly consPtr: unknown;
+  private readonly prodPtr: unknown;
+  private readonly cons64: BigUint64Array;
+  private readonly prod64: BigUint64Array;
+  private readonly data32: Uint32Array;
+  private readonly data: Buffer;
+  private readonly epfd: number;
+  private readonly evbuf = Buffer.alloc(12 * 4);
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private closed = false;
+  private readonly onRecord: RecordHandler;
+  records = 0;
+
+  constructor(mapFd: number, onRecord: RecordHandler) {
+    this.onRecord = onRecord;
+    const info = mapInfo(mapFd);
+    if (info.type !== MapType.RINGBUF) throw new MembraneError('RING_NOT_RINGBUF', `map fd ${mapFd} is not a ring buffer (type ${info.type})`);
+    this.size = info.maxEntries;
+    this.consPtr = mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, mapFd, 0n);
+    if (isMapFailed(this.consPtr)) throw new MembraneError('RING_MMAP', `mmap ring consumer page: errno ${koffi.errno()}`);
+    this.prodPtr = mmap(null, PAGE + 2 * this.size, PROT_READ, MAP_SHARED, mapFd, BigInt(PAGE));
+    if (isMapFailed(this.prodPtr)) {
+      munmap(this.consPtr, PAGE);
+      throw new MembraneError('RING_MMAP', `mmap ring data: errno ${koffi.errno()}`);
+    }
+    this.cons64 = new BigUint64Array(koffi.view(this.consPtr, PAGE));
+    const ab = koffi.view(this.prodPtr, PAGE + 2 * this.size);
+    this.prod64 = new BigUint64Array(ab, 0, 1);
+    this.data32 = new Uint32Array(ab, PAGE);
+    this.data = Buffer.from(ab, PAGE);
+    this.epfd = epollCreate1(0x80000 /* EPOLL_CLOEXEC */) as number;
+    if (this.epfd < 0) throw new MembraneError('RING_EPOLL', `epoll_create1: errno ${koffi.errno()}`);
+    if ((epollCtl(this.epfd, EPOLL_CTL_ADD, mapFd, { events: EPOLLIN, data: 0n }) as number) < 0) {
+      throw new MembraneError('RING_EPOLL', `epoll_ctl(ring): errno ${koffi.errno()}`);
+    }
+  }
+
+  /** Bytes committed but not yet consumed. */
+  pending(): number {
+    return Number(Atomics.load(this.prod64, 0) - Atomics.load(this.cons64, 0));
+  }
+
+  /** Consumes every committed record; returns how many were delivered. */
+  drain(): number {
+    let c = Number(Atomics.load(this.cons64, 0));
+    const p = Number(Atomics.load(this.prod64, 0));
+    const mask = this.size - 1;
+    let n = 0;
+    while (c < p) {
+      const off = c & mask;
+      const hdr = Atomics.load(this.data32, off >> 2);
+      if (hdr & BUSY) break;
+      const len = hdr & 0x3fffffff;
+      if (!(hdr & DISCARD)) {
+        try {
+          this.onRecord(this.data, off + 8, len);
+        } catch {
+          // a subscriber's exception must not stop the consumer
+        }
+        n++;
+      }
+      c += (len + 8 + 7) & ~7;
+      Atomics.store(this.cons64, 0, BigInt(c));
+    }
+    this.records += n;
+    return n;
+  }
+
+  /** Starts the wake-drain loop (one libuv pool thread parks in epoll_wait for ≤ 200 ms). */
+  start(): void {
+    if (this.running || this.closed) return;
+    this.running = true;
+    this.loop = (async () => {
+      while (this.running) {
+        this.drain();
+        await new Promise<void>((resolve) => {
+          epollWait.async(this.epfd, this.evbuf, 4, 200, () => resolve());
+        });
+      }
+      this.drain();
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.loop) await this.loop;
+    this.loop = null;
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    if (this.closed) return;
+    this.closed = true;
+    closeFn(this.epfd);
+    munmap(this.prodPtr, PAGE + 2 * this.size);
+    munmap(this.consPtr, PAGE);
+  }
+}
+
+function isMapFailed(p: unknown): boolean {
+  if (p === null || p === undefined) return true;
+  try {
+    return koffi.address(p) === 0xffffffffffffffffn;
+  } catch {
+    return false;
+  }
+}

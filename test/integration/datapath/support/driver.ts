@@ -1,0 +1,53 @@
+// Test driver: runs a LinuxDatapath inside the node namespace (spawned with nsenter --net) and
+// serves JSON-line RPC on stdin/stdout: {"id":1,"m":"upsertEndpoint","a":[...]} -> {"id":1,"r":...}.
+// Events are buffered and returned by "events". BigInts are sent as strings.
+import { createInterface } from 'node:readline';
+import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
+import type { DatapathEvent } from '../../../../src/datapath/types.ts';
+import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
+
+const pinRoot = process.argv[2]!;
+const dp = createLinuxDatapath({ pinRoot });
+const events: DatapathEvent[] = [];
+let unsub: (() => void) | null = null;
+
+type WireEntry = { key: MapStateKey; entry: MapStateEntry };
+const fix = (es: WireEntry[]): WireEntry[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
+
+const methods: Record<string, (...a: any[]) => unknown> = {
+  start: async (subscribe = true) => { await dp.start(); if (subscribe) unsub = dp.onEvent((e) => events.push(e)); return true; },
+  stop: async () => { unsub?.(); await dp.stop(); return true; },
+  upsertEndpoint: (ep) => dp.upsertEndpoint(ep),
+  removeEndpoint: (id) => dp.removeEndpoint(id),
+  applyFull: (id: number, entries: WireEntry[], defaultDeny: { ingress: boolean; egress: boolean }) => {
+    const full = { entries: new Map(fix(entries).map((e, i) => [String(i), e])), defaultDeny };
+    return dp.applyPolicy(id, { upserts: [], deletes: [], defaultDenyChanged: true, defaultDeny }, full);
+  },
+  applyDelta: (id: number, upserts: WireEntry[], deletes: MapStateKey[], defaultDeny?: { ingress: boolean; egress: boolean }) =>
+    dp.applyPolicy(id, { upserts: fix(upserts), deletes, defaultDenyChanged: !!defaultDeny, ...(defaultDeny ? { defaultDeny } : {}) }),
+  upsertIPCache: (entries) => dp.upsertIPCache(entries),
+  deleteIPCache: (p) => dp.deleteIPCache(p),
+  events: async (waitMs = 300) => { await new Promise((r) => setTimeout(r, waitMs)); return events.splice(0); },
+  stats: () => dp.stats(),
+  counters: () => dp.counters(),
+  conntrack: () => dp.conntrack(),
+  policyDump: (id) => dp.policyDump(id),
+  ipcacheDump: () => dp.ipcacheDump(),
+  setProxyListener: (slot, fd) => dp.setProxyListener(slot, fd),
+  exit: async () => { setTimeout(() => process.exit(0), 10); return true; },
+};
+
+const rl = createInterface({ input: process.stdin });
+rl.on('line', async (line) => {
+  const msg = JSON.parse(line) as { id: number; m: string; a: unknown[] };
+  try {
+    const fn = methods[msg.m];
+    if (!fn) throw new Error(`no method ${msg.m}`);
+    const r = await fn(...(msg.a ?? []));
+    process.stdout.write(JSON.stringify({ id: msg.id, r: r ?? null }, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    process.stdout.write(JSON.stringify({ id: msg.id, e: `${err.code ?? ''} ${err.message ?? String(e)}` }) + '\n');
+  }
+});
+rl.on('close', () => process.exit(0));

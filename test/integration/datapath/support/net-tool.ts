@@ -1,0 +1,56 @@
+// Traffic helper run inside a namespace (test-only):
+//   serve <port,...> [udpPort,...]    TCP echo servers (+ UDP echo), prints "ready"
+//   connect <ip> <port> <timeoutMs>   prints {"ok":bool,"err":...}
+//   udp <ip> <port> <timeoutMs>       connected UDP datagram; {"ok":bool,"err":"ECONNREFUSED"|...}
+//   hold <ip> <port>                  keeps a TCP connection; each stdin line -> echo round trip, prints "pong" | "fail"
+import { createServer, connect } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { createInterface } from 'node:readline';
+
+const [mode, ...a] = process.argv.slice(2);
+
+if (mode === 'serve') {
+  const tcp = (a[0] ?? '').split(',').filter(Boolean).map(Number);
+  const udp = (a[1] ?? '').split(',').filter(Boolean).map(Number);
+  let pending = tcp.length + udp.length;
+  const ready = () => { if (--pending === 0) console.log('ready'); };
+  for (const p of tcp) createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(p, '0.0.0.0', ready);
+  for (const p of udp) {
+    const s = createSocket('udp4');
+    s.on('message', (m, r) => s.send(m, r.port, r.address));
+    s.bind(p, '0.0.0.0', ready);
+  }
+  if (pending === 0) console.log('ready');
+} else if (mode === 'connect') {
+  const [ip, port, to] = a;
+  const s = connect({ host: ip!, port: Number(port) });
+  const t = setTimeout(() => { s.destroy(); console.log(JSON.stringify({ ok: false, err: 'timeout' })); process.exit(0); }, Number(to ?? 600));
+  s.once('connect', () => { clearTimeout(t); s.destroy(); console.log(JSON.stringify({ ok: true })); process.exit(0); });
+  s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); console.log(JSON.stringify({ ok: false, err: e.code })); process.exit(0); });
+} else if (mode === 'udp') {
+  const [ip, port, to] = a;
+  const s = createSocket('udp4');
+  const done = (ok: boolean, err?: string) => { console.log(JSON.stringify({ ok, err })); process.exit(0); };
+  setTimeout(() => done(false, 'timeout'), Number(to ?? 800));
+  s.on('message', () => done(true));
+  s.on('error', (e: NodeJS.ErrnoException) => done(false, e.code));
+  s.connect(Number(port), ip!, () => {
+    s.send('x');
+    setTimeout(() => s.send('y', (e) => { if (e) done(false, (e as NodeJS.ErrnoException).code); }), 150);
+  });
+} else if (mode === 'hold') {
+  const [ip, port] = a;
+  const s = connect({ host: ip!, port: Number(port) });
+  s.on('error', () => { console.log('fail'); });
+  s.once('connect', () => console.log('connected'));
+  const rl = createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    const t = setTimeout(() => console.log('fail'), 1500);
+    s.once('data', () => { clearTimeout(t); console.log('pong'); });
+    s.write(line + '\n');
+  });
+  rl.on('close', () => { s.destroy(); process.exit(0); });
+} else {
+  console.error(`unknown mode ${mode}`);
+  process.exit(2);
+}

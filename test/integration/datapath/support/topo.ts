@@ -1,0 +1,123 @@
+/**
+ * Test topology: a "node" network namespace and pod namespaces joined to it by veth pairs, all
+ * in 10.250.0.0/16 with names prefixed `mdp-`. The root namespace is never touched (no routes,
+ * no links). Pods use a /32 address and `default via 10.250.0.1 dev eth0 onlink`; the gateway
+ * address sits on lo in the node namespace, which forwards (ip_forward=1 inside).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+export const NODE_BIN = `${ROOT}bin/node`;
+export const NET_TOOL = fileURLToPath(new URL('./net-tool.ts', import.meta.url));
+export const GW = '10.250.0.1';
+
+export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], input: opts.input ?? '' });
+  } catch (e) {
+    if (opts.allowFail) return '';
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')}: ${err.stderr || err.message}`);
+  }
+}
+
+export interface Pod { name: string; ns: string; ip: string; hostIf: string; ifindex: number; id: number; mac: string }
+
+export interface Topo { tag: string; nodeNs: string; pods: Pod[]; destroy(): void }
+
+/** Creates mdp-<tag>-node and pods mdp-<tag>-p<i> with 10.250.<subnet>.<i+2>/32. */
+export function createTopo(tag: string, npods: number, subnet = 1): Topo {
+  const nodeNs = `mdp-${tag}-node`;
+  const made: string[] = [];
+  const destroy = () => {
+    for (const ns of made.reverse()) sh('ip', ['netns', 'del', ns], { allowFail: true });
+  };
+  try {
+    sh('ip', ['netns', 'add', nodeNs]);
+    made.push(nodeNs);
+    const n = (args: string[]) => sh('ip', ['-n', nodeNs, ...args]);
+    n(['link', 'set', 'lo', 'up']);
+    // the gateway address (no dummy module on this kernel: lo answers ARP for it just the same)
+    n(['addr', 'add', `${GW}/32`, 'dev', 'lo']);
+    sh('ip', ['netns', 'exec', nodeNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
+    const pods: Pod[] = [];
+    for (let i = 0; i < npods; i++) {
+      const ns = `mdp-${tag}-p${i}`;
+      sh('ip', ['netns', 'add', ns]);
+      made.push(ns);
+      const hostIf = `mdp${tag.slice(0, 6)}${i}`;
+      const ip = `10.250.${subnet}.${i + 2}`;
+      n(['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      n(['link', 'set', hostIf, 'up']);
+      n(['route', 'add', `${ip}/32`, 'dev', hostIf]);
+      const p = (args: string[]) => sh('ip', ['-n', ns, ...args]);
+      p(['link', 'set', 'lo', 'up']);
+      p(['addr', 'add', `${ip}/32`, 'dev', 'eth0']);
+      p(['link', 'set', 'eth0', 'up']);
+      p(['route', 'add', 'default', 'via', GW, 'dev', 'eth0', 'onlink']);
+      const j = JSON.parse(sh('ip', ['-j', '-n', nodeNs, 'link', 'show', hostIf])) as { ifindex: number }[];
+      const pj = JSON.parse(sh('ip', ['-j', '-n', ns, 'link', 'show', 'eth0'])) as { address: string }[];
+      pods.push({ name: `p${i}`, ns, ip, hostIf, ifindex: j[0]!.ifindex, id: 100 + i, mac: pj[0]!.address });
+    }
+    return { tag, nodeNs, pods, destroy };
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+}
+
+/** Runs the net tool in a namespace (network only: host mounts kept). */
+export function inNs(ns: string, args: string[]): string {
+  return sh('nsenter', [`--net=/run/netns/${ns}`, NODE_BIN, NET_TOOL, ...args], { allowFail: false });
+}
+
+export function tcpConnect(ns: string, ip: string, port: number, timeoutMs = 600): boolean {
+  const r = JSON.parse(inNs(ns, ['connect', ip, String(port), String(timeoutMs)])) as { ok: boolean };
+  return r.ok;
+}
+
+export function ping(ns: string, ip: string, src?: string): boolean {
+  const out = sh('nsenter', [`--net=/run/netns/${ns}`, 'ping', '-c1', '-W1', ...(src ? ['-I', src] : []), ip], { allowFail: true });
+  return / 0% packet loss/.test(out);
+}
+
+/** Long-running helper process in a namespace; killed by its own pid. */
+export function spawnInNs(ns: string, args: string[]): ChildProcess {
+  return spawn('nsenter', [`--net=/run/netns/${ns}`, NODE_BIN, NET_TOOL, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+}
+
+export function waitLine(cp: ChildProcess, re: RegExp, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => { cp.stdout?.off('data', on); reject(new Error(`timeout waiting for ${re}; got ${buf}`)); }, timeoutMs);
+    const on = (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      for (const l of lines) {
+        if (re.test(l)) {
+          clearTimeout(t);
+          cp.stdout?.off('data', on);
+          resolve(l);
+          return;
+        }
+      }
+    };
+    cp.stdout?.on('data', on);
+  });
+}
+
+export function killProc(cp: ChildProcess | null | undefined): void {
+  if (cp && cp.pid && cp.exitCode === null) {
+    try {
+      process.kill(cp.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+export function netnsGone(tag: string): boolean {
+  return !existsSync(`/run/netns/mdp-${tag}-node`);
+}
