@@ -26,7 +26,6 @@ export function register(program: Command): void {
     .argument('<command...>', 'command and arguments (after --)')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('--node <name>', 'node the pod runs on (default: search all)')
-    .passThroughOptions()
     .action(async (pod: string, command: string[], o: { namespace: string; node?: string }) => {
       const netns = await findPodNetns(o.namespace, pod, o.node);
       const [cmd, ...args] = netnsExecArgv(netns, command);
