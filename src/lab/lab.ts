@@ -26,6 +26,7 @@ import {
 } from './names.ts';
 import { ETC_NETNS, setupLabNetwork } from './network.ts';
 import { worldHosts } from './world.ts';
+import { programPath } from './programs.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -59,7 +60,7 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
   const readyFile = join(dir, 'echo.ready');
   await rm(readyFile, { force: true });
   const pid = spawnDetached({
-    argv: netnsExecArgv(w, [join(repoRoot, 'bin/node'), '--max-old-space-size=64', join(repoRoot, 'src/lab/workloads/echo.ts'), WORLD_MARKER,
+    argv: netnsExecArgv(w, [join(repoRoot, 'bin/node'), '--max-old-space-size=64', programPath(repoRoot, paths.stateDir, 'echo'), WORLD_MARKER,
       '--pod=world', '--namespace=world', `--tcp=${tcp.join(',')}`, `--udp=${udp.join(',')}`,
       `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
     logFile: join(dir, 'echo.log'), pidFile,

@@ -21,6 +21,7 @@ import type { PodNetworkInfo, Workloads } from '../agent/ports.ts';
 import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';
+import { programPath } from './programs.ts';
 
 export type WorkloadKind = 'echo' | 'idle' | 'command' | 'custom';
 
@@ -44,8 +45,10 @@ export interface PlanContext {
   dir: string;
   /** Unique id: <lab>/<node>/<ns>/<pod>/<container>. */
   id: string;
-  /** Argv prefix that runs a TypeScript program on the project's Node. */
+  /** Argv prefix that runs a program on the project's Node. */
   nodeArgv: string[];
+  /** Path of a workload program by name (src/lab/workloads/<name>.ts, or its stripped copy). */
+  program(name: string): string;
 }
 
 /** An image handler: return a plan to take the container, undefined to pass. */
@@ -97,7 +100,7 @@ export function echoPlan(ctx: PlanContext, ports: { tcp: number[]; udp: number[]
   return {
     kind: 'echo',
     argv: [
-      ...ctx.nodeArgv, join(ctx.repoRoot, 'src/lab/workloads/echo.ts'), marker, `--pod=${ctx.pod.metadata.name}`,
+      ...ctx.nodeArgv, ctx.program('echo'), marker, `--pod=${ctx.pod.metadata.name}`,
       `--namespace=${ctx.pod.metadata.namespace ?? 'default'}`, `--tcp=${ports.tcp.join(',')}`, `--udp=${ports.udp.join(',')}`,
       ...(names ? [`--names=${names}`] : []), `--ready=${readyFile}`,
     ],
@@ -145,12 +148,12 @@ export function podDir(paths: LabPaths, node: string, ns: string, pod: string): 
 export function createWorkloads(opts: WorkloadsOptions): Workloads & { pids(pod: Pod): Promise<Record<string, number | undefined>> } {
   const { lab, node, paths, repoRoot } = opts;
   const log = opts.logger?.child({ subsys: 'workloads', node });
-  const nodeArgv = [join(repoRoot, 'bin/node'), '--max-old-space-size=64', '--max-semi-space-size=2'];
+  const nodeArgv = [join(repoRoot, 'bin/node'), '--max-old-space-size=64', '--max-semi-space-size=1'];
   const readyTimeout = opts.readyTimeoutMs ?? 15_000;
 
   function contextFor(pod: Pod, c: Container, net: PodNetworkInfo): PlanContext {
     const ns = pod.metadata.namespace ?? 'default';
-    return { pod, container: c, net, repoRoot, dir: podDir(paths, node, ns, pod.metadata.name), id: `${lab}/${node}/${ns}/${pod.metadata.name}/${c.name}`, nodeArgv };
+    return { pod, container: c, net, repoRoot, dir: podDir(paths, node, ns, pod.metadata.name), id: `${lab}/${node}/${ns}/${pod.metadata.name}/${c.name}`, nodeArgv, program: (n) => programPath(repoRoot, paths.stateDir, n) };
   }
 
   function envFor(pod: Pod, c: Container, net: PodNetworkInfo, plan: WorkloadPlan): NodeJS.ProcessEnv {

@@ -128,6 +128,13 @@ test('command containers run the host command in the pod namespace', { skip: !ro
   assert.equal(a.trim(), inNs.out.trim());
 });
 
+test('echo workloads run a stripped .mjs (no TypeScript stripper per pod) and stay small', { skip: !root && 'needs root' }, async () => {
+  const pid = (await wl.pids(server)).web!;
+  assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /programs\/echo\.[0-9a-f]{12}\.mjs/);
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+  assert.ok(rssKb < 80_000, `echo RSS ${rssKb} kB`);
+});
+
 test('restart: ensure again (new PodNetworks/Workloads objects) adopts: same IP, same pids', { skip: !root && 'needs root' }, async () => {
   const before = await wl.pids(server);
   const nets2 = rawNetworks({ lab: LAB, node: 'node1', nodeIndex: 1, paths });

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { Container, Pod } from '../../../src/api/types.ts';
 import { hostIfname, isLabNetns, macFromIp, podNetnsName } from '../../../src/lab/names.ts';
@@ -45,7 +46,7 @@ test('IPAM: same pod same IP, survives a new allocator on the same file, frees a
 const pod = (c: Container): Pod => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'n' }, spec: { containers: [c] }, source: { file: '', line: 0, col: 0 } });
 const ctx = (c: Container): PlanContext => ({
   pod: pod(c), container: c, net: { netns: 'x', ip: '10.244.1.2', mac: '', hostIfname: 'lxc', hostIfindex: 1 },
-  repoRoot: '/repo', dir: '/state/p', id: 'lab/node1/n/p/' + c.name, nodeArgv: ['/repo/bin/node'],
+  repoRoot: '/repo', dir: '/state/p', id: 'lab/node1/n/p/' + c.name, nodeArgv: ['/repo/bin/node'], program: (n) => `/repo/src/lab/workloads/${n}.ts`,
 });
 
 test('image mapping: echo images, commands, declared ports, clients, anything else', () => {
@@ -74,4 +75,12 @@ test('pod files point at the lab DNS', () => {
   assert.match(f.resolv, /^nameserver 10\.96\.0\.10$/m);
   assert.match(f.resolv, /search shop\.svc\.cluster\.local svc\.cluster\.local cluster\.local/);
   assert.match(f.hosts, /^10\.244\.1\.9\t.* client$/m);
+});
+
+test('the CLI starts and knows up, down, lab status and exec', () => {
+  const bin = join(import.meta.dirname, '../../../bin/membrane');
+  for (const args of [['--help'], ['up', '--help'], ['down', '--help'], ['lab', 'status', '--help'], ['exec', '--help']]) {
+    const r = spawnSync(bin, args, { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
 });
