@@ -11,8 +11,8 @@ const dp = createLinuxDatapath({ pinRoot });
 const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
 
-type WireEntry = { key: MapStateKey; entry: MapStateEntry };
-const fix = (es: WireEntry[]): WireEntry[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
+type WireEntry = { key: MapStateKey; entry: Partial<MapStateEntry> & Pick<MapStateEntry, 'verdict'> };
+const fix = (es: WireEntry[]): { key: MapStateKey; entry: MapStateEntry }[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
 
 const methods: Record<string, (...a: any[]) => unknown> = {
   start: async (subscribe = true) => { await dp.start(); if (subscribe) unsub = dp.onEvent((e) => events.push(e)); return true; },

@@ -1,0 +1,80 @@
+// Key/value/event codecs of the eBPF datapath (pure, no root).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as C from '../../../src/datapath/linux/codec.ts';
+import type { DatapathEvent } from '../../../src/datapath/types.ts';
+import type { MapStateEntry } from '../../../src/policy/types.ts';
+
+test('prefixes: IPv4, IPv6, masking, errors', () => {
+  assert.deepEqual(C.parsePrefix('10.244.1.5/32').addr.subarray(0, 4), Buffer.from([10, 244, 1, 5]));
+  assert.deepEqual(C.parsePrefix('10.244.1.255/24').addr.subarray(0, 4), Buffer.from([10, 244, 1, 0]));
+  assert.equal(C.parsePrefix('0.0.0.0/0').len, 0);
+  const v6 = C.parsePrefix('2001:db8::1/64');
+  assert.equal(v6.family, 6);
+  assert.equal(C.formatIp(v6.addr, 0, 6), '2001:db8::');
+  assert.equal(C.formatIp(C.parseIPv6('::ffff:10.0.0.1')!, 0, 6), '::ffff:a00:1');
+  assert.equal(C.formatIp(C.parseIPv6('::')!, 0, 6), '::');
+  assert.throws(() => C.parsePrefix('10.0.0.300/8'), /DATAPATH_BAD_PREFIX|not an IP prefix/);
+  assert.throws(() => C.parsePrefix('10.0.0.0/33'));
+});
+
+test('ipcache key/value round trip; prefixlen counts the family word', () => {
+  const k = C.encodeIpcacheKey('198.51.100.0/24');
+  assert.equal(k.length, C.IPCACHE_KEY_SIZE);
+  assert.equal(k.readUInt32LE(0), 32 + 24);
+  assert.equal(k[4], 4);
+  assert.equal(C.decodeIpcacheKey(k), '198.51.100.0/24');
+  assert.equal(C.decodeIpcacheKey(C.encodeIpcacheKey('::/0')), '::/0');
+  assert.deepEqual(C.decodeIpcacheVal(C.encodeIpcacheVal(16777217, 42)), { identity: 16777217, endpointId: 42 });
+});
+
+test('policy key: prefixlen = 64 + (proto ? 8 : 0) + port bits, port big-endian and masked', () => {
+  const k = C.encodePolicyKey(7, { direction: 'egress', identity: 256, proto: 6, port: 8080, portPrefixLen: 16 });
+  assert.equal(k.length, 15);
+  assert.equal(k.readUInt32LE(0), 64 + 8 + 16);
+  assert.equal(k.readUInt16LE(4), 7);
+  assert.equal(k[6], C.DIR_EGRESS);
+  assert.equal(k.readUInt32LE(8), 256);
+  assert.equal(k[12], 6);
+  assert.equal(k.readUInt16BE(13), 8080);
+  const r = C.encodePolicyKey(7, { direction: 'ingress', identity: 0, proto: 17, port: 8191, portPrefixLen: 10 });
+  assert.equal(r.readUInt32LE(0), 64 + 8 + 10);
+  assert.equal(r.readUInt16BE(13), 8191 & 0xffc0);
+  const any = C.encodePolicyKey(7, { direction: 'ingress', identity: 2, proto: 0, port: 0, portPrefixLen: 0 });
+  assert.equal(any.readUInt32LE(0), 64);
+  assert.deepEqual(C.decodePolicyKey(k), { epId: 7, key: { direction: 'egress', identity: 256, proto: 6, port: 8080, portPrefixLen: 16 } });
+  const icmp = C.encodePolicyKey(1, { direction: 'ingress', identity: 5, proto: 1, port: 8, portPrefixLen: 16 });
+  assert.equal(icmp.readUInt16BE(13), 8, 'ICMP type in the low byte of the big-endian port');
+});
+
+test('policy value from MapStateEntry (deny, L7 proxy port, spec length)', () => {
+  const e = (over: Partial<MapStateEntry>): MapStateEntry => ({ verdict: 'allow', l7: null, authType: 0, matchType: 2, origins: [], ...over });
+  const key = { direction: 'egress' as const, identity: 9, proto: 6, port: 80, portPrefixLen: 16 };
+  const plain = C.policyValFor(key, e({}), null);
+  assert.deepEqual(plain, { deny: false, authType: 0, matchType: 2, specLen: 24, proxyPort: 0, proxySlot: 0 });
+  const l7 = C.policyValFor(key, e({ l7: { parser: 'http', perSelector: [] } }), { port: 15001, slot: 0 });
+  assert.equal(l7.proxyPort, 15001);
+  const deny = C.policyValFor({ ...key, proto: 0, port: 0, portPrefixLen: 0 }, e({ verdict: 'deny' }), { port: 1, slot: 1 });
+  assert.deepEqual(deny, { deny: true, authType: 0, matchType: 2, specLen: 0, proxyPort: 0, proxySlot: 0 });
+  assert.deepEqual(C.decodePolicyVal(C.encodePolicyVal(l7)), l7);
+});
+
+test('endpoint config round trip', () => {
+  const cfg = { ifindex: 12, epId: 300, flags: C.EP_F_DENY_INGRESS, identity: 70000, ipv4: '10.244.1.5', ipv6: 'fd00::5', mac: '02:00:00:00:00:05' };
+  const b = C.encodeEpConfig(cfg);
+  assert.equal(b.length, C.EP_CONFIG_SIZE);
+  assert.deepEqual(C.decodeEpConfig(b), cfg);
+});
+
+test('event encode/decode round trip, ICMP carries no ports, time offset applied', () => {
+  const ev: DatapathEvent = {
+    type: 1, subType: 181, timeNs: 5_000_000_000n, endpointId: 17, ifindex: 4, srcIdentity: 2, dstIdentity: 256, ipVersion: 4,
+    srcIp: '198.51.100.7', dstIp: '10.244.1.5', proto: 6, srcPort: 40000, dstPort: 443, tcpFlags: 2, icmpType: 0, icmpCode: 0,
+    ctReason: 1, direction: 'ingress', verdict: -181, matchType: 2, authType: 0, length: 74,
+  };
+  const b = C.encodeEvent(ev, 1000n);
+  assert.equal(b.length, C.EVENT_SIZE);
+  assert.deepEqual(C.decodeEvent(b, 0, 1000n), ev);
+  const icmp = { ...ev, proto: 1, srcPort: 0, dstPort: 0, icmpType: 3, icmpCode: 3, direction: 'unknown' as const };
+  assert.deepEqual(C.decodeEvent(C.encodeEvent(icmp), 0, 0n), icmp);
+});

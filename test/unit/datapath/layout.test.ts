@@ -1,0 +1,87 @@
+// The C structs (bpf/lib/*.h) and the TS codecs agree: compile a tiny host C program against the
+// BPF headers' struct definitions, print sizeof/offsetof, compare with codec.ts constants.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as C from '../../../src/datapath/linux/codec.ts';
+
+const bpfDir = fileURLToPath(new URL('../../../bpf/', import.meta.url));
+
+function haveCc(): boolean {
+  try { execFileSync('clang', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+test('C struct layouts match the TS codecs', { skip: !haveCc() && 'clang not installed' }, (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdp-layout-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Host build: replace the BPF-only map/helper machinery with no-ops, keep the structs.
+  const src = `
+#include <stdio.h>
+#include <stddef.h>
+#define SEC(x)
+#define __uint(n, v) int n
+#define __type(n, v) v *n
+#define LIBBPF_PIN_BY_NAME 1
+#define bpf_map_lookup_elem(m, k) ((void *)0)
+#define bpf_ringbuf_reserve(m, s, f) ((void *)0)
+#define bpf_ringbuf_submit(e, f)
+#define bpf_ktime_get_ns() 0ULL
+#define bpf_map_update_elem(m, k, v, f) 0
+#define BPF_HELPERS_H_STUB
+#include <linux/types.h>
+#include <linux/bpf.h>
+#define __BPF_HELPERS__
+#define __BPF_ENDIAN__
+#define bpf_htons(x) __builtin_bswap16(x)
+#define bpf_ntohs(x) __builtin_bswap16(x)
+#include "lib/maps.h"
+#include "lib/events.h"
+#define P(s) printf(#s " %zu\\n", sizeof(struct s))
+#define O(s, f) printf(#s "." #f " %zu\\n", offsetof(struct s, f))
+int main(void) {
+  P(ep_config); O(ep_config, ep_id); O(ep_config, flags); O(ep_config, identity); O(ep_config, ipv4); O(ep_config, ipv6); O(ep_config, mac);
+  P(ipcache_key); O(ipcache_key, family); O(ipcache_key, addr); P(ipcache_val); O(ipcache_val, ep_id);
+  P(policy_key); O(policy_key, ep_id); O(policy_key, dir); O(policy_key, identity); O(policy_key, proto); O(policy_key, dport);
+  P(policy_val); O(policy_val, auth_type); O(policy_val, match_type); O(policy_val, spec_len); O(policy_val, proxy_port); O(policy_val, proxy_slot);
+  P(ct_key); O(ct_key, sport); O(ct_key, dport); O(ct_key, proto); O(ct_key, family); O(ct_key, dir); O(ct_key, ep_id);
+  P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
+  P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
+  O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
+  O(mb_event, saddr); O(mb_event, daddr); O(mb_event, icmp_type); O(mb_event, icmp_code); O(mb_event, direction); O(mb_event, match_type);
+  O(mb_event, verdict); O(mb_event, auth_type); O(mb_event, length);
+  return 0;
+}`;
+  writeFileSync(join(dir, 'l.c'), src);
+  // bpf_helpers.h is replaced by a stub directory that shadows <bpf/bpf_helpers.h> and <bpf/bpf_endian.h>
+  const stub = join(dir, 'stub', 'bpf');
+  execFileSync('mkdir', ['-p', stub]);
+  writeFileSync(join(stub, 'bpf_helpers.h'), '#pragma once\n');
+  writeFileSync(join(stub, 'bpf_endian.h'), '#pragma once\n');
+  const arch = execFileSync('uname', ['-m']).toString().trim();
+  execFileSync('clang', ['-O0', '-w', `-I${join(dir, 'stub')}`, `-I${bpfDir}`, `-I/usr/include/${arch}-linux-gnu`, join(dir, 'l.c'), '-o', join(dir, 'l')]);
+  const out = Object.fromEntries(execFileSync(join(dir, 'l')).toString().trim().split('\n').map((l) => { const [k, v] = l.split(' '); return [k!, Number(v)]; }));
+
+  assert.equal(out.ep_config, C.EP_CONFIG_SIZE);
+  assert.deepEqual([out['ep_config.ep_id'], out['ep_config.flags'], out['ep_config.identity'], out['ep_config.ipv4'], out['ep_config.ipv6'], out['ep_config.mac']], [4, 6, 8, 12, 16, 32]);
+  assert.equal(out.ipcache_key, C.IPCACHE_KEY_SIZE);
+  assert.deepEqual([out['ipcache_key.family'], out['ipcache_key.addr']], [4, 8]);
+  assert.equal(out.ipcache_val, C.IPCACHE_VAL_SIZE);
+  assert.equal(out['ipcache_val.ep_id'], 4);
+  assert.equal(out.policy_key, C.POLICY_KEY_SIZE);
+  assert.deepEqual([out['policy_key.ep_id'], out['policy_key.dir'], out['policy_key.identity'], out['policy_key.proto'], out['policy_key.dport']], [4, 6, 8, 12, 13]);
+  assert.equal(out.policy_val, C.POLICY_VAL_SIZE);
+  assert.deepEqual([out['policy_val.auth_type'], out['policy_val.match_type'], out['policy_val.spec_len'], out['policy_val.proxy_port'], out['policy_val.proxy_slot']], [1, 2, 3, 4, 6]);
+  assert.equal(out.ct_key, C.CT_KEY_SIZE);
+  assert.deepEqual([out['ct_key.sport'], out['ct_key.dport'], out['ct_key.proto'], out['ct_key.family'], out['ct_key.dir'], out['ct_key.ep_id']], [32, 34, 36, 37, 38, 40]);
+  assert.equal(out.ct_val, C.CT_VAL_SIZE);
+  assert.deepEqual([out['ct_val.created'], out['ct_val.fwd_flags'], out['ct_val.rev_flags'], out['ct_val.state'], out['ct_val.proxy_port'], out['ct_val.src_identity']], [8, 16, 17, 18, 20, 24]);
+  assert.equal(out.mb_event, C.EVENT_SIZE);
+  assert.deepEqual(
+    ['type', 'subtype', 'ip_version', 'proto', 'ep_id', 'tcp_flags', 'ct_reason', 'ifindex', 'src_identity', 'dst_identity', 'sport', 'dport', 'saddr', 'daddr', 'icmp_type', 'icmp_code', 'direction', 'match_type', 'verdict', 'auth_type', 'length'].map((f) => out[`mb_event.${f}`]),
+    [8, 9, 10, 11, 12, 14, 15, 16, 20, 24, 28, 30, 32, 48, 64, 65, 66, 67, 68, 72, 76],
+  );
+});
