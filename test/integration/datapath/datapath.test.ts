@@ -195,6 +195,31 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
     assert.equal(rel.srcIp, B.ip);
   });
 
+  it('steers L7 connections to the proxy listener with bpf_sk_assign; fails closed (178) without one', async () => {
+    await reset();
+    sh('ip', ['-n', topo.nodeNs, 'rule', 'add', 'fwmark', '0x200/0xf00', 'lookup', '2004']);
+    sh('ip', ['-n', topo.nodeNs, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '2004']);
+    const http = { parser: 'http', perSelector: [] };
+    await d.call('applyFull', A.id, [{ key: { direction: 'egress', identity: idOf(B), proto: 6, port: 8080, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } }, egress(idOf(B), 6, 9090)], { ingress: false, egress: true });
+    let r = JSON.parse(inNs(A.ns, ['read', B.ip, '8080', '800'])) as { ok: boolean; line?: string };
+    assert.equal(r.ok, false, 'no proxy listener: fail closed');
+    let evs = await events();
+    find(evs, (e) => e.type === 1 && e.subType === 178 && e.endpointId === A.id && e.dstPort === 8080, 'drop 178 (no proxy listener)');
+    await d.call('proxyListen', 15001, 0);
+    try {
+      r = JSON.parse(inNs(A.ns, ['read', B.ip, '8080', '1500'])) as { ok: boolean; line?: string };
+      assert.deepEqual(r, { ok: true, line: `proxied ${B.ip}:8080` }, 'the proxy accepted the connection and sees the original destination');
+      assert.equal(tcpConnect(A.ns, B.ip, 9090), true, 'non-L7 entry goes straight to the server');
+      evs = await events();
+      const v = find(evs, (e) => e.type === 5 && e.endpointId === A.id && e.dstPort === 8080 && e.verdict > 0, 'redirect verdict');
+      assert.equal(v.verdict, 15001);
+      const c = await d.call<Record<string, string>>('counters');
+      assert.ok(BigInt(c.proxyRedirects!) > 0n);
+    } finally {
+      await d.call('proxyClose', 0);
+    }
+  });
+
   it('keeps enforcing while the agent is down; a new agent reuses the maps and reads the backlog', async () => {
     await reset();
     await d.call('applyFull', B.id, [ingress(idOf(A), 6, 8080)], { ingress: true, egress: false });

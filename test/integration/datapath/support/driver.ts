@@ -2,6 +2,8 @@
 // serves JSON-line RPC on stdin/stdout: {"id":1,"m":"upsertEndpoint","a":[...]} -> {"id":1,"r":...}.
 // Events are buffered and returned by "events". BigInts are sent as strings.
 import { createInterface } from 'node:readline';
+import { createServer, type Server } from 'node:net';
+import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
 import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
 import type { DatapathEvent } from '../../../../src/datapath/types.ts';
 import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
@@ -10,6 +12,25 @@ const pinRoot = process.argv[2]!;
 const dp = createLinuxDatapath({ pinRoot });
 const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
+const proxies: Server[] = [];
+
+/** A minimal "L7 proxy": a transparent listener that answers with the original destination it saw. */
+function proxyListen(port: number, slot: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer((s) => {
+      s.on('error', () => {});
+      s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
+    });
+    srv.on('error', reject);
+    srv.listen(port, '127.0.0.1', () => {
+      const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
+      setIpTransparent(fd);
+      dp.setProxyListener(slot, fd);
+      proxies.push(srv);
+      resolve(fd);
+    });
+  });
+}
 
 type WireEntry = { key: MapStateKey; entry: Partial<MapStateEntry> & Pick<MapStateEntry, 'verdict'> };
 const fix = (es: WireEntry[]): { key: MapStateKey; entry: MapStateEntry }[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
@@ -33,7 +54,8 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   conntrack: () => dp.conntrack(),
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
-  setProxyListener: (slot, fd) => dp.setProxyListener(slot, fd),
+  proxyListen: (port, slot) => proxyListen(port, slot),
+  proxyClose: (slot) => { dp.setProxyListener(slot, null); for (const p of proxies.splice(0)) p.close(); return true; },
   exit: async () => { setTimeout(() => process.exit(0), 10); return true; },
 };
 

@@ -2,6 +2,7 @@
 //   serve <port,...> [udpPort,...]    TCP echo servers (+ UDP echo), prints "ready"
 //   connect <ip> <port> <timeoutMs>   prints {"ok":bool,"err":...}
 //   udp <ip> <port> <timeoutMs>       connected UDP datagram; {"ok":bool,"err":"ECONNREFUSED"|...}
+//   read <ip> <port> <timeoutMs>      prints the first line the server sends
 //   hold <ip> <port>                  keeps a TCP connection; each stdin line -> echo round trip, prints "pong" | "fail"
 import { createServer, connect } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -26,6 +27,14 @@ if (mode === 'serve') {
   const s = connect({ host: ip!, port: Number(port) });
   const t = setTimeout(() => { s.destroy(); console.log(JSON.stringify({ ok: false, err: 'timeout' })); process.exit(0); }, Number(to ?? 600));
   s.once('connect', () => { clearTimeout(t); s.destroy(); console.log(JSON.stringify({ ok: true })); process.exit(0); });
+  s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); console.log(JSON.stringify({ ok: false, err: e.code })); process.exit(0); });
+} else if (mode === 'read') {
+  // connect and print the first line the server sends: {"ok":bool,"line":...}
+  const [ip, port, to] = a;
+  const s = connect({ host: ip!, port: Number(port) });
+  let buf = '';
+  const t = setTimeout(() => { s.destroy(); console.log(JSON.stringify({ ok: false, err: 'timeout' })); process.exit(0); }, Number(to ?? 1000));
+  s.on('data', (d) => { buf += d.toString(); if (buf.includes('\n')) { clearTimeout(t); console.log(JSON.stringify({ ok: true, line: buf.trim() })); process.exit(0); } });
   s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); console.log(JSON.stringify({ ok: false, err: e.code })); process.exit(0); });
 } else if (mode === 'udp') {
   const [ip, port, to] = a;
