@@ -1,0 +1,118 @@
+/**
+ * Composition root of one node: the real subsystems the agent sequences.
+ *
+ *   lab PodNetworks/Workloads ─► agent ─► LinuxDatapath (bpf maps, tcx links)
+ *                                            │ ring buffer events
+ *                                            ▼
+ *                            Hubble (flows, ring, Observer gRPC on hubble.sock)
+ *
+ * Flow enrichment resolves IPs through the agent's endpoint table (a map by IP) and identities
+ * through the policy engine's allocator: lookups only, per event.
+ */
+import type { Logger } from './logger.ts';
+import type { LabPaths } from './paths.ts';
+import type { KVStore } from '../kvstore/types.ts';
+import type { Agent } from './agent.ts';
+import type { StatusView } from './views.ts';
+import type { PodNetworks, Workloads } from './ports.ts';
+import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
+import type { AgentPolicyEngine } from '../policy/engine.ts';
+import { createLinuxDatapath } from '../datapath/linux/index.ts';
+import { createPodNetworks, createWorkloads, nodeIp, routerIp } from '../lab/index.ts';
+import { createHubble, type Hubble, type EndpointResolver } from '../hubble/index.ts';
+import { ReservedIdentity } from '../identity/identity.ts';
+
+export interface NodeParts {
+  datapath: Datapath;
+  networks: PodNetworks;
+  workloads: Workloads;
+  hubble: Hubble;
+  /** ipcache entries of the node itself (host identity), merged with the policy engine's. */
+  nodeIPCache(): IPCacheEntry[];
+  status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
+  start(agent: Agent): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ComposeInput {
+  node: string;
+  nodeIndex: number;
+  paths: LabPaths;
+  logger: Logger;
+  kv: KVStore;
+  policy: AgentPolicyEngine;
+}
+
+const VERSION = 'membrane 0.1.0';
+
+export async function composeNode(input: ComposeInput): Promise<NodeParts> {
+  const { node, nodeIndex, paths, logger, policy } = input;
+  const lab = paths.lab;
+  const datapath = createLinuxDatapath({ pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }) });
+  const networks = createPodNetworks({ lab, node, nodeIndex, paths, logger: logger.child({ subsys: 'lab' }) });
+  const workloads = createWorkloads({ lab, node, paths, logger: logger.child({ subsys: 'workloads' }) });
+
+  let agentRef: Agent | undefined;
+  const resolver: EndpointResolver = {
+    byIp(ip) {
+      const ep = agentRef?.endpointTable().byIp(ip);
+      if (!ep) return undefined;
+      return { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels };
+    },
+    identityLabels: (id) => policy.identityLabels(id),
+  };
+  const hubble = createHubble({
+    nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
+  });
+  let unsubscribe: (() => void) | undefined;
+  let lostTimer: NodeJS.Timeout | undefined;
+  const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
+
+  return {
+    datapath, networks, workloads, hubble,
+    nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
+    async start(agent) {
+      agentRef = agent;
+      unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
+      await hubble.start();
+      // Kernel-side ring losses become LostEvents in the flow stream (hubble's PERF_EVENT_RING_BUFFER).
+      lostTimer = setInterval(() => {
+        datapath.stats().then((s) => hubble.reportKernelLost(s.eventsLost), () => {});
+      }, 1000);
+      lostTimer.unref();
+    },
+    async stop() {
+      if (lostTimer) clearInterval(lostTimer);
+      unsubscribe?.();
+      await hubble.stop();
+    },
+    async status({ agent, started, policy: engine }) {
+      const errors = [...agent.lastErrors()];
+      let dpState: StatusView['datapath'] = { state: 'Ok', mode: 'tcx (eBPF)', programs: 0 };
+      try {
+        const s = await datapath.stats();
+        dpState = { state: 'Ok', mode: 'tcx (eBPF)', programs: s.programs.length, message: `${s.policyEntries} policy entries, ${s.ctEntries} connections tracked` };
+      } catch (e) {
+        dpState = { state: 'Failure', mode: 'tcx (eBPF)', programs: 0, message: (e as Error).message };
+        errors.push(`datapath: ${(e as Error).message}`);
+      }
+      const eps = agent.endpoints();
+      const ready = eps.filter((e) => e.state === 'ready').length;
+      const hs = hubble.stats();
+      const lostTotal = Object.values(hs.lost).reduce((a, b) => a + (b ?? 0), 0);
+      return {
+        node, lab,
+        agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
+        datapath: dpState,
+        endpoints: { total: eps.length, ready, notReady: eps.length - ready },
+        policy: {
+          revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
+          enforcement: 'default',
+        },
+        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
+        proxies: [],
+        errors,
+      };
+    },
+  };
+}
