@@ -173,6 +173,7 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
         continue;
       }
       if (untilMs !== undefined && e.timeMs > untilMs) return;
+      if (!req.follow && number > 0 && sent >= number) continue; // only lost events after the last flow
       if (!pass(e.flow)) continue;
       const flow: Flow = mask ? mask(e.flow) : e.flow;
       yield create(GetFlowsResponseSchema, {
@@ -181,7 +182,6 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
         time: e.flow.time,
       });
       sent++;
-      if (!req.follow && number > 0 && sent >= number) return;
     }
   }
 

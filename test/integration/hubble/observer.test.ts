@@ -1,0 +1,222 @@
+/**
+ * The real gRPC server on a temp unix socket, queried by the connect client and by
+ * `bin/membrane observe` as a subprocess. No root needed.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createHubble, type Hubble } from '../../../src/hubble/index.ts';
+import { observerClient, hubbleTransport } from '../../../src/hubble/client.ts';
+import { FlowFilterSchema, LostEventSource, Verdict } from '../../../src/hubble/gen/flow/flow_pb.js';
+import { GetFlowsRequestSchema, type GetFlowsResponse } from '../../../src/hubble/gen/observer/observer_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../../../src/hubble/gen/grpc/health/v1/health_pb.js';
+import { Peer, ChangeNotificationType } from '../../../src/hubble/gen/peer/peer_pb.js';
+import { ev, resolver } from '../../unit/hubble/fixtures.ts';
+
+const root = new URL('../../../', import.meta.url).pathname;
+let dir: string;
+let sock: string;
+let hubble: Hubble;
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'membrane-hubble-'));
+  sock = join(dir, 'hubble.sock');
+  hubble = createHubble({ nodeName: 'node1', resolver, socketPath: sock, capacity: 63, version: 'membrane v0.1.0-test' });
+  await hubble.start();
+  // 3 forwarded (client → api), 2 drops from xwing, 1 reply
+  for (let i = 0; i < 3; i++) hubble.ingest(ev({ timeNs: nowNs(), srcPort: 40000 + i }));
+  for (let i = 0; i < 2; i++) hubble.ingest(ev({ timeNs: nowNs(), type: 1, subType: 133, endpointId: 103, srcIp: '10.244.1.7', srcIdentity: 34567, dstIp: '198.51.100.10', dstIdentity: 2, dstPort: 443, srcPort: 50000 + i, ctReason: 0 }));
+  hubble.ingest(ev({ timeNs: nowNs(), srcIp: '10.244.1.6', dstIp: '10.244.1.5', srcPort: 8080, dstPort: 40000, srcIdentity: 23456, dstIdentity: 12345, tcpFlags: 18, ctReason: 3, endpointId: 101 }));
+});
+
+after(async () => {
+  await hubble.stop();
+  assert.equal(existsSync(sock), false);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function collect(req: Parameters<ReturnType<typeof observerClient>['getFlows']>[0]): Promise<GetFlowsResponse[]> {
+  const out: GetFlowsResponse[] = [];
+  for await (const r of observerClient({ kind: 'unix', path: sock }).getFlows(req)) out.push(r);
+  return out;
+}
+
+function membrane(args: string[], opts: { onLine?: (line: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(join(root, 'bin/membrane'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let pending = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+      pending += d;
+      let i;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        opts.onLine?.(line, child);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('health: hubble.server.Observer is SERVING', async () => {
+  const h = createClient(Health, hubbleTransport({ kind: 'unix', path: sock }));
+  assert.equal((await h.check({ service: 'hubble.server.Observer' })).status, HealthCheckResponse_ServingStatus.SERVING);
+  await assert.rejects(h.check({ service: 'nope' }), (e) => e instanceof ConnectError && e.code === Code.NotFound);
+});
+
+test('ServerStatus counts flows, capacity, seen flows', async () => {
+  const s = await observerClient({ kind: 'unix', path: sock }).serverStatus({});
+  assert.equal(s.numFlows, BigInt(hubble.ring.length));
+  assert.ok(s.numFlows >= 6n);
+  assert.equal(s.maxFlows, 63n);
+  assert.equal(s.seenFlows, BigInt(hubble.stats().seenFlows));
+  assert.equal(s.version, 'membrane v0.1.0-test');
+  assert.ok(s.uptimeNs > 0n);
+  assert.ok(s.flowsRate > 0);
+});
+
+test('GetNodes and GetNamespaces describe this node', async () => {
+  const c = observerClient({ kind: 'unix', path: sock });
+  const n = await c.getNodes({});
+  assert.equal(n.nodes.length, 1);
+  assert.equal(n.nodes[0]!.name, 'node1');
+  const ns = await c.getNamespaces({});
+  assert.deepEqual(ns.namespaces.map((x) => x.namespace), ['default', 'shop']);
+});
+
+test('Peer.Notify announces this node', async () => {
+  const ac = new AbortController();
+  const peer = createClient(Peer, hubbleTransport({ kind: 'unix', path: sock }));
+  let seen = 0;
+  try {
+    for await (const cn of peer.notify({}, { signal: ac.signal })) {
+      assert.equal(cn.name, 'node1');
+      assert.equal(cn.type, ChangeNotificationType.PEER_ADDED);
+      seen++;
+      ac.abort();
+    }
+  } catch (e) {
+    if (!(e instanceof ConnectError && e.code === Code.Canceled)) throw e;
+  }
+  assert.equal(seen, 1);
+});
+
+test('GetFlows: last N matching in chronological order, whitelist/blacklist, first, since/until', async () => {
+  const last2 = await collect({ number: 2n });
+  assert.equal(last2.length, 2);
+  assert.ok(last2.every((r) => r.responseTypes.case === 'flow'));
+  const flows = (rs: GetFlowsResponse[]) => rs.flatMap((r) => (r.responseTypes.case === 'flow' ? [r.responseTypes.value] : []));
+  assert.equal(flows(last2)[1]!.isReply, true); // newest last
+  const drops = flows(await collect({ number: 20n, whitelist: [create(FlowFilterSchema, { verdict: [Verdict.DROPPED] })] }));
+  assert.equal(drops.length, 2);
+  assert.deepEqual(drops.map((f) => f.l4?.protocol.case === 'TCP' && f.l4.protocol.value.sourcePort), [50000, 50001]);
+  const noDrops = flows(await collect({ number: 100n, blacklist: [create(FlowFilterSchema, { verdict: [Verdict.DROPPED] })] }));
+  assert.ok(noDrops.length >= 4 && noDrops.every((f) => f.verdict !== Verdict.DROPPED));
+  const first1 = flows(await collect({ number: 1n, first: true }));
+  assert.equal(first1[0]!.l4?.protocol.case === 'TCP' && first1[0]!.l4.protocol.value.sourcePort, 40000);
+  const future = await collect({ number: 0n, since: timestampFromMs(Date.now() + 60_000) });
+  assert.equal(future.length, 0);
+  const past = await collect({ number: 100n, until: timestampFromMs(Date.now() - 60_000) });
+  assert.equal(past.length, 0);
+  await assert.rejects(collect({ first: true, follow: true }), (e) => e instanceof ConnectError && e.code === Code.InvalidArgument && /first cannot be specified with follow/.test(e.rawMessage));
+  await assert.rejects(collect({ number: 1n, whitelist: [create(FlowFilterSchema, { protocol: ['quic'] })] }), /unknown protocol/);
+});
+
+test('GetFlows follow: receives a flow ingested after subscribing; field mask', async () => {
+  const ac = new AbortController();
+  const c = observerClient({ kind: 'unix', path: sock });
+  const stream = c.getFlows(create(GetFlowsRequestSchema, { follow: true, fieldMask: { paths: ['source.pod_name', 'verdict'] } }), { signal: ac.signal });
+  setTimeout(() => hubble.ingest(ev({ timeNs: nowNs(), srcPort: 41111 })), 100);
+  let got: GetFlowsResponse | undefined;
+  try {
+    for await (const r of stream) {
+      got = r;
+      ac.abort();
+    }
+  } catch (e) {
+    if (!(e instanceof ConnectError && e.code === Code.Canceled)) throw e;
+  }
+  assert.equal(got?.responseTypes.case, 'flow');
+  const f = got!.responseTypes.value as import('../../../src/hubble/gen/flow/flow_pb.js').Flow;
+  assert.equal(f.source?.podName, 'client');
+  assert.equal(f.source?.identity, 0); // masked out
+  assert.equal(f.l4, undefined);
+  assert.equal(f.verdict, Verdict.FORWARDED);
+});
+
+test('lost events pass unfiltered and uncounted', async () => {
+  hubble.reportLost(LostEventSource.PERF_EVENT_RING_BUFFER, 7, 2);
+  const rs = await collect({ number: 1n, whitelist: [create(FlowFilterSchema, { verdict: [Verdict.DROPPED] })] });
+  const kinds = rs.map((r) => r.responseTypes.case);
+  assert.deepEqual(kinds, ['flow', 'lostEvents']);
+  const l = rs[1]!.responseTypes.value as import('../../../src/hubble/gen/flow/flow_pb.js').LostEvent;
+  assert.equal(l.numEventsLost, 7n);
+  assert.equal(l.cpu, 2);
+  hubble.reportKernelLost(10n);
+  hubble.reportKernelLost(15n);
+  assert.equal(hubble.stats().lost.PERF_EVENT_RING_BUFFER, 7 + 10 + 5);
+});
+
+test('CLI: observe --last 2 -o json prints GetFlowsResponse lines', async () => {
+  const r = await membrane(['observe', '--server', `unix://${sock}`, '-o', 'json', '--last', '2', '--not', '--type', 'trace:from-endpoint']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const flowLines = lines.filter((l) => l.flow);
+  assert.equal(flowLines.length, 2);
+  assert.equal(flowLines[0].node_name, 'node1');
+  assert.ok(flowLines[0].flow.uuid);
+  assert.ok(lines.some((l) => l.lost_events)); // the lost event reported above is among the newest entries
+});
+
+test('CLI: --verdict DROPPED and --pod filters', async () => {
+  const d = await membrane(['observe', '--server', `unix://${sock}`, '-o', 'json', '--verdict', 'DROPPED']);
+  assert.equal(d.code, 0, d.stderr);
+  const drops = d.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.flow);
+  assert.equal(drops.length, 2);
+  assert.ok(drops.every((l) => l.flow.verdict === 'DROPPED' && l.flow.drop_reason_desc === 'POLICY_DENIED'));
+  const p = await membrane(['observe', '--server', sock, '--pod', 'default/xwing']);
+  assert.equal(p.code, 0, p.stderr);
+  const lines = p.stdout.trim().split('\n').filter((l) => !l.includes('EVENTS LOST'));
+  assert.equal(lines.length, 2);
+  assert.match(lines[0]!, /^\w{3} [ \d]\d \d\d:\d\d:\d\d\.\d{3}: default\/xwing:50000 \(ID:34567\) <> api\.openai\.com:443 \(world\) Policy denied DROPPED \(TCP Flags: SYN\)$/);
+  const none = await membrane(['observe', '--server', sock, '--pod', 'nosuch/pod']);
+  assert.equal(none.stdout.replace(/.*EVENTS LOST.*\n/g, ''), '');
+});
+
+test('CLI: --follow prints flows ingested after subscribing and exits 0 on SIGINT', async () => {
+  let n = 0;
+  const r = await membrane(['observe', '--server', `unix://${sock}`, '--follow', '--last', '1', '--from-pod', 'shop/client', '-o', 'json'], {
+    onLine: (line, child) => {
+      const j = JSON.parse(line);
+      if (!j.flow) return;
+      n++;
+      if (n === 1) hubble.ingest(ev({ timeNs: nowNs(), srcPort: 42424 }));
+      else if (j.flow.l4?.TCP?.source_port === 42424) child.kill('SIGINT');
+    },
+  });
+  assert.equal(n, 2);
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('CLI: a missing socket is a MembraneError with a hint', async () => {
+  const r = await membrane(['observe', '--server', `unix://${join(dir, 'nope.sock')}`]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /HUBBLE_UNAVAILABLE/);
+  assert.match(r.stderr, /membrane up/);
+});
