@@ -5,10 +5,9 @@
  * CLI prints. Per event the builder only does lookups; it never computes policy.
  */
 import { randomUUID } from 'node:crypto';
-import { create } from '@bufbuild/protobuf';
 import { EventType, CtReason, type DatapathEvent } from '../datapath/types.ts';
 import {
-  FlowSchema, EndpointSchema, type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
+  type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
   FlowType, Verdict, TrafficDirection, IPVersion,
 } from './gen/flow/flow_pb.js';
 import { icmpv4TypeCode, icmpv6TypeCode, reservedIdentityName, traceObservationPoint } from './names.ts';
@@ -111,28 +110,53 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   const { resolver, nodeName } = opts;
   const cluster = opts.clusterName ?? 'default';
   const uuid = opts.uuid ?? randomUUID;
-  const emitter = { name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
+  const emitter = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
+
+  // Sorted label arrays are shared between flows (flows are never mutated after ingest).
+  const sortedLocal = new WeakMap<readonly string[], string[]>();
+  const identityCache = new Map<number, string[]>();
+
+  function sortedLabels(labels: readonly string[]): string[] {
+    let s = sortedLocal.get(labels);
+    if (!s) sortedLocal.set(labels, (s = [...labels].sort()));
+    return s;
+  }
+
+  function remoteLabels(identity: number): string[] {
+    let l = identityCache.get(identity);
+    if (l) return l;
+    const raw = resolver.identityLabels(identity);
+    if (raw) l = reduceCidrLabels(raw);
+    else {
+      const name = reservedIdentityName(identity);
+      l = name && identity !== 0 ? [`reserved:${name}`] : [];
+    }
+    // identities are derived from their labels, so the mapping is stable; bound the cache anyway
+    if (identityCache.size >= 16384) identityCache.clear();
+    if (raw || identity < 256) identityCache.set(identity, l);
+    return l;
+  }
 
   function endpoint(ip: string, datapathIdentity: number): { ep: Endpoint; local: ResolvedEndpoint | undefined } {
     const r = resolver.byIp(ip);
     if (r) {
-      const ep = create(EndpointSchema, {
+      const ep: Endpoint = {
+        $typeName: 'flow.Endpoint',
         ID: r.id,
         identity: datapathIdentity || r.identity,
         clusterName: r.namespace ? (r.clusterName ?? cluster) : '',
         namespace: r.namespace,
-        labels: [...r.labels].sort(),
+        labels: sortedLabels(r.labels),
         podName: r.podName,
-        workloads: r.workloads ?? [],
-      });
+        workloads: r.workloads ? r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind })) : [],
+      };
       return { ep, local: r };
     }
-    let labels = resolver.identityLabels(datapathIdentity);
-    if (!labels) {
-      const name = reservedIdentityName(datapathIdentity);
-      labels = name && datapathIdentity !== 0 ? [`reserved:${name}`] : [];
-    }
-    return { ep: create(EndpointSchema, { identity: datapathIdentity, labels: reduceCidrLabels(labels) }), local: undefined };
+    const ep: Endpoint = {
+      $typeName: 'flow.Endpoint', ID: 0, identity: datapathIdentity, clusterName: '', namespace: '',
+      labels: remoteLabels(datapathIdentity), podName: '', workloads: [],
+    };
+    return { ep, local: undefined };
   }
 
   return function build(ev: DatapathEvent): Flow | undefined {
@@ -215,29 +239,55 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       }
     }
 
-    const flow = create(FlowSchema, {
-      time: { seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
+    // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
+    const flow: Flow = {
+      $typeName: 'flow.Flow',
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
       uuid: uuid(),
       emitter,
       verdict,
       dropReason,
-      dropReasonDesc: dropReason,
       authType,
-      IP: { source: ev.srcIp, destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4 },
+      ethernet: undefined,
+      IP: { $typeName: 'flow.IP', source: ev.srcIp, sourceXlated: '', destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
       l4,
+      tunnel: undefined,
       source,
       destination,
       Type: FlowType.L3_L4,
       nodeName,
-      eventType: { type: ev.type, subType: ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType },
+      nodeLabels: [],
+      sourceNames: [],
+      destinationNames: [],
+      l7: undefined,
+      reply: false,
+      eventType: { $typeName: 'flow.CiliumEventType', type: ev.type, subType: ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType },
+      sourceService: undefined,
+      destinationService: undefined,
       trafficDirection: direction,
       policyMatchType,
       traceObservationPoint: tracePoint,
       traceReason,
+      file: undefined,
+      ipTraceId: undefined,
+      dropReasonDesc: dropReason,
       isReply,
+      debugCapturePoint: 0,
+      interface: undefined,
       proxyPort,
+      traceContext: undefined,
+      sockXlatePoint: 0,
+      socketCookie: 0n,
+      cgroupId: 0n,
       Summary: summary,
-    });
+      extensions: undefined,
+      egressAllowedBy: [],
+      ingressAllowedBy: [],
+      egressDeniedBy: [],
+      ingressDeniedBy: [],
+      policyLog: [],
+      aggregate: undefined,
+    };
     if (ev.ifindex) flow.interface = { $typeName: 'flow.NetworkInterface', index: ev.ifindex, name: resolver.interfaceName?.(ev.ifindex) ?? '' };
     if (resolver.namesForIp) {
       flow.sourceNames = resolver.namesForIp(ev.srcIp) ?? [];

@@ -104,3 +104,14 @@ test('monotonic timestamps are converted to wall time', () => {
   const ms = Number(f.time!.seconds) * 1000;
   assert.ok(Math.abs(ms - Date.now()) < 5000);
 });
+
+test('built flows are valid messages: binary and JSON round trips are lossless', async () => {
+  const { create, equals, fromBinary, toBinary, toJson, fromJson } = await import('@bufbuild/protobuf');
+  const { FlowSchema } = await import('../../../src/hubble/gen/flow/flow_pb.js');
+  for (const e of [ev(), ev({ type: 1, subType: 133, ctReason: 0, dstIdentity: 2, dstIp: '1.1.1.1' }), ev({ type: 5, verdict: 15001 }), ev({ proto: 1, icmpType: 8 })]) {
+    const f = build(e)!;
+    for (const k of Object.keys(create(FlowSchema))) assert.ok(k in f, `missing ${k}`);
+    assert.ok(equals(FlowSchema, f, fromBinary(FlowSchema, toBinary(FlowSchema, f))));
+    assert.ok(equals(FlowSchema, f, fromJson(FlowSchema, toJson(FlowSchema, f))));
+  }
+});
