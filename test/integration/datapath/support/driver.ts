@@ -49,6 +49,7 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   upsertIPCache: (entries) => dp.upsertIPCache(entries),
   deleteIPCache: (p) => dp.deleteIPCache(p),
   events: async (waitMs = 300) => { await new Promise((r) => setTimeout(r, waitMs)); return events.splice(0); },
+  mute: () => { unsub?.(); unsub = null; events.length = 0; return true; },
   stats: () => dp.stats(),
   counters: () => dp.counters(),
   conntrack: () => dp.conntrack(),
