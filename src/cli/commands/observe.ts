@@ -31,6 +31,8 @@ class Tracker {
   right: FilterInit = {};
   both = false;
   used = false;
+  /** flag names used, for conflict checks */
+  flags = new Set<string>();
   ns = { left: { src: [] as string[], dst: [] as string[] }, right: { src: [] as string[], dst: [] as string[] } };
   allNs = { src: false, dst: false };
 
@@ -120,6 +122,20 @@ export function parseTime(flag: string, v: string, now = Date.now()): number {
   return t;
 }
 
+/** hubble rejects an either-side flag together with its directional variants */
+const CONFLICTS: [string, string[]][] = [
+  ['pod', ['from-pod', 'to-pod', 'from-namespace', 'to-namespace']],
+  ['namespace', ['from-namespace', 'to-namespace', 'from-pod', 'to-pod']],
+  ['ip', ['from-ip', 'to-ip', 'fqdn', 'from-fqdn', 'to-fqdn']],
+  ['fqdn', ['from-fqdn', 'to-fqdn', 'from-ip', 'to-ip']],
+  ['label', ['from-label', 'to-label']],
+  ['port', ['from-port', 'to-port']],
+  ['service', ['from-service', 'to-service']],
+  ['workload', ['from-workload', 'to-workload']],
+  ['identity', ['from-identity', 'to-identity']],
+  ['cluster', ['from-cluster', 'to-cluster']],
+];
+
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 interface ObserveOpts {
@@ -142,7 +158,9 @@ export function register(program: Command): void {
   /** a filter flag: called by commander in argv order */
   const filt = (name: string, fn: (t: Tracker, v: string) => void) => (v: string) => {
     try {
-      fn(target(), v);
+      const t = target();
+      t.flags.add(name);
+      fn(t, v);
     } catch (e) {
       if (e instanceof MembraneError) errors.push(e);
       else errors.push(bad(name, (e as Error).message));
@@ -150,7 +168,9 @@ export function register(program: Command): void {
     return v;
   };
   const flag = (name: string, fn: (t: Tracker) => void) => () => {
-    fn(target());
+    const t = target();
+    t.flags.add(name);
+    fn(t);
     return true;
   };
   const port = (flag: string, v: string) => {
@@ -273,6 +293,11 @@ export function register(program: Command): void {
     if (format === 'table' && o.follow) throw bad('output', 'table output cannot be used with --follow');
     if (!(TIME_FORMATS as readonly string[]).includes(o.timeFormat)) throw bad('time-format', `unknown format "${o.timeFormat}" (${TIME_FORMATS.join(', ')})`);
 
+    for (const t of [wl, bl]) {
+      for (const [a, others] of CONFLICTS) {
+        for (const b of others) if (t.flags.has(a) && t.flags.has(b)) throw bad(a, `cannot be combined with --${b}`);
+      }
+    }
     const whitelist = wl.filters();
     const blacklist = bl.filters();
     for (const [list, raw] of [[whitelist, o.allowlist], [blacklist, o.denylist]] as const) {

@@ -220,3 +220,22 @@ test('CLI: a missing socket is a MembraneError with a hint', async () => {
   assert.match(r.stderr, /HUBBLE_UNAVAILABLE/);
   assert.match(r.stderr, /membrane up/);
 });
+
+test('CLI: filter flags build hubble\'s allowlist/denylist (--print-raw-filters)', async () => {
+  const r = await membrane(['observe', '--pod', 'shop/client', '--not', '--verdict', 'FORWARDED', '-t', 'trace:to-endpoint', '--from-label', 'app=x', '--print-raw-filters']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, [
+    'allowlist:',
+    `    - '{"source_pod":["shop/client"],"event_type":[{"type":4,"match_sub_type":true}],"source_label":["app=x"]}'`,
+    `    - '{"destination_pod":["shop/client"],"event_type":[{"type":4,"match_sub_type":true}],"source_label":["app=x"]}'`,
+    'denylist:',
+    `    - '{"verdict":["FORWARDED"]}'`,
+    '',
+  ].join('\n'));
+  const ns = await membrane(['observe', '-n', 'shop', '--print-raw-filters']);
+  assert.match(ns.stdout, /"source_pod":\["shop\/"\]/);
+  assert.match(ns.stdout, /"destination_pod":\["shop\/"\]/);
+  const conflict = await membrane(['observe', '--pod', 'a', '--from-pod', 'b']);
+  assert.equal(conflict.code, 1);
+  assert.match(conflict.stderr, /cannot be combined/);
+});
