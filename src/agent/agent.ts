@@ -141,9 +141,12 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     }
     if (deps.extraIPCache) {
       // CIDR/FQDN identities come and go with policies: the datapath mirrors exactly the current set.
-      const entries = deps.extraIPCache();
+      // Endpoint addresses win over policy-derived prefixes for the same /32 (Cilium's ipcache
+      // source precedence): a CIDR rule naming a pod's address never relabels the pod.
+      const owned = new Set(table.all().map((ep) => `${ep.ip}/32`));
+      const entries = deps.extraIPCache().filter((e) => !owned.has(e.prefix));
       const now = new Set(entries.map((e) => e.prefix));
-      const stale = [...extraPrefixes].filter((p) => !now.has(p));
+      const stale = [...extraPrefixes].filter((p) => !now.has(p) && !owned.has(p));
       if (stale.length) await datapath.deleteIPCache(stale);
       await datapath.upsertIPCache(entries);
       extraPrefixes = now;

@@ -1,0 +1,85 @@
+/**
+ * Agent restart: the kernel keeps enforcing while no agent runs. An established connection
+ * survives the agent being killed, a denied connection stays denied while it is down, and the
+ * restarted agent reads the events of the downtime from the pinned ring buffer, so the flows it
+ * missed appear in `membrane observe`.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TestLab, REPO } from '../support/lab.ts';
+import { labPaths } from '../../../src/agent/paths.ts';
+
+const lab = new TestLab(`rs${process.pid % 10000}`);
+let ip: Record<string, string> = {};
+
+before(async () => {
+  await lab.up();
+  await lab.apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'rs' } },
+    ...['server', 'client', 'intruder'].map((name) => ({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'rs', labels: { app: name } },
+      spec: { containers: [{ name: 'c', image: name === 'server' ? 'ealen/echo-server' : 'curlimages/curl', ports: name === 'server' ? [{ containerPort: 8080 }] : [] }] },
+    })),
+    {
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'server-from-client', namespace: 'rs' },
+      spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] },
+    },
+  ]);
+  const all = await lab.podIPs();
+  ip = { server: all['rs/server']!, client: all['rs/client']!, intruder: all['rs/intruder']! };
+});
+after(async () => { await lab.down(); });
+
+test('kill the agent mid-connection: the connection survives, denial holds, missed flows come back', async () => {
+  const pidFile = labPaths(lab.env).agentPidFile('node1');
+  const hold = lab.spawnIn('rs', 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080']);
+  let out = '';
+  hold.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number>((res) => hold.on('exit', (c) => res(c ?? 1)));
+  try {
+    for (let i = 0; i < 50 && !/ok 3\b/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /ok 3\b/, `the connection carries requests before the restart: ${out}`);
+
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 50; i++) {
+      try { process.kill(pid, 0); } catch { break; }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const downAt = new Date();
+    const before = Number(/ok (\d+)\s*$/.exec(out)?.[1] ?? 0);
+
+    // No agent: policy is still enforced by the pinned programs and maps.
+    const denied = await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]);
+    assert.deepEqual(denied, { [`${ip.server}:8080/tcp`]: false });
+    const allowed = await lab.probe('rs', 'client', [`${ip.server}:8080/tcp`]);
+    assert.deepEqual(allowed, { [`${ip.server}:8080/tcp`]: true });
+    await new Promise((r) => setTimeout(r, 1000));
+    const during = Number(/ok (\d+)\s*$/.exec(out)?.[1] ?? 0);
+    assert.ok(during > before, `requests keep flowing while the agent is down (${before} -> ${during})`);
+
+    await lab.up(); // restarts the missing agent; endpoints and maps are picked up, not rebuilt
+    await lab.settle();
+    assert.equal(await exited, 0, `the held connection never broke: ${out.slice(-200)}`);
+    assert.match(out, /done \d+/);
+
+    // The drop that happened while no agent ran is reported by the restarted agent.
+    let drops: Awaited<ReturnType<typeof lab.flows>> = [];
+    for (let i = 0; i < 20; i++) {
+      drops = await lab.flows(['--from-pod', 'rs/intruder', '--verdict', 'DROPPED', '--last', '100']);
+      if (drops.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000)) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(drops.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000 && f.drop_reason_desc === 'POLICY_DENIED'),
+      `a POLICY_DENIED flow from the downtime: ${JSON.stringify(drops.map((f) => [f.time, f.drop_reason_desc]))}`);
+
+    // And the restarted agent enforces and reports as before.
+    assert.deepEqual(await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false });
+    const st = JSON.parse(await lab.ok(['status', '-o', 'json'])) as { endpoints: { total: number; ready: number } };
+    assert.deepEqual(st.endpoints, { total: 3, ready: 3, notReady: 0 });
+  } finally {
+    hold.kill('SIGKILL');
+  }
+});
