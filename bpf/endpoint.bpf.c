@@ -150,8 +150,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 			return do_drop(&p, &c, d, dir);
 		}
 	}
-	emit_event(&p, &c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type, pr.auth_type,
-		   dir);
+	/* Like Cilium's policy-verdict log filter: a direction without enforcement (no default deny,
+	 * no matching entry) decides nothing, so it reports no verdict. */
+	if (dd || pr.match_type)
+		emit_event(&p, &c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
+			   pr.auth_type, dir);
 	if (!p.is_icmp_err) {
 		if (ct_create(&k, &p, dir, cfg->ep_id, now, c.src_identity, pr.proxy_port,
 			      pr.proxy_slot) != 0)
