@@ -105,7 +105,7 @@ function flowsRate(ring: FlowRing, now: number): number {
 
 export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
   const { ring, nodeName } = opts;
-  const shutdown = new AbortController();
+  let shutdown = new AbortController();
   const servers: http2.Http2Server[] = [];
   const sessions = new Set<http2.ServerHttp2Session>();
   let tcpBound: { host: string; port: number } | undefined;
@@ -300,9 +300,11 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
 
   return {
     async start() {
+      if (shutdown.signal.aborted) shutdown = new AbortController();
       mkdirSync(dirname(opts.socketPath), { recursive: true });
       try {
-        if (statSync(opts.socketPath).isSocket()) rmSync(opts.socketPath, { force: true });
+        // a stale socket left by a crashed agent (Cilium removes whatever is there, too)
+        if (!statSync(opts.socketPath).isDirectory()) rmSync(opts.socketPath, { force: true });
       } catch { /* absent */ }
       await listen(makeServer(), opts.socketPath);
       if (opts.tcpPort !== undefined) {

@@ -4,7 +4,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -238,4 +238,29 @@ test('CLI: filter flags build hubble\'s allowlist/denylist (--print-raw-filters)
   const conflict = await membrane(['observe', '--pod', 'a', '--from-pod', 'b']);
   assert.equal(conflict.code, 1);
   assert.match(conflict.stderr, /cannot be combined/);
+});
+
+test('stop() ends open follow streams and removes the socket; a stale socket file is replaced on start', async () => {
+  const s2 = join(dir, 'second.sock');
+  const h2 = createHubble({ nodeName: 'node2', resolver, socketPath: s2, capacity: 7 });
+  await h2.start();
+  await h2.stop();
+  // a leftover file from a crashed agent
+  writeFileSync(s2, '');
+  await h2.start();
+  h2.ingest(ev({ timeNs: nowNs() }));
+  const ac = new AbortController();
+  const got: string[] = [];
+  const reading = (async () => {
+    try {
+      for await (const r of observerClient({ kind: 'unix', path: s2 }).getFlows({ follow: true, number: 1n }, { signal: ac.signal })) got.push(r.responseTypes.case ?? '');
+    } catch { /* ended by the server */ }
+  })();
+  while (got.length === 0) await new Promise((r) => setTimeout(r, 10));
+  const t = Date.now();
+  await h2.stop();
+  await Promise.race([reading, new Promise((r) => setTimeout(r, 3000))]);
+  ac.abort();
+  assert.ok(Date.now() - t < 3000);
+  assert.equal(existsSync(s2), false);
 });
