@@ -63,6 +63,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
+    // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node).
+    tcpPort: 4244,
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
