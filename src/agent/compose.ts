@@ -21,6 +21,10 @@ import { createLinuxDatapath } from '../datapath/linux/index.ts';
 import { createPodNetworks, createWorkloads, nodeIp, routerIp } from '../lab/index.ts';
 import { createHubble, type Hubble, type EndpointResolver } from '../hubble/index.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
+import { ensureProxyRouting } from '../sys/proxy-routing.ts';
+import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
+import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
+import type { ExternalHost } from '../api/types.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -68,6 +72,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
+  let unwatchHosts: (() => void) | undefined;
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
 
   return {
@@ -75,8 +80,29 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
     async start(agent) {
       agentRef = agent;
+      // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
+      // traffic from outside the pods gets its destination's ingress policy on the network devices.
+      await ensureProxyRouting();
+      for (const dev of [WORLD_LINK, UNDERLAY_LINK]) {
+        try {
+          if (datapath.attachNetworkDevice(dev)) logger.info({ subsys: 'datapath', dev }, 'network device attached');
+        } catch (e) {
+          logger.warn({ subsys: 'datapath', dev, err: String(e) }, 'cannot attach to network device');
+        }
+      }
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
+      if (nodeIndex === 1) {
+        // ExternalHost addresses live in the world namespace behind node1.
+        const done = new Set<string>();
+        let chain = Promise.resolve();
+        const syncHosts = () => {
+          chain = chain.then(async () => syncExternalHosts(lab, (await agent.resources.list('ExternalHost')) as ExternalHost[], done))
+            .catch((e: unknown) => logger.warn({ subsys: 'lab', err: String(e) }, 'external hosts'));
+        };
+        unwatchHosts = agent.resources.watch(syncHosts);
+        syncHosts();
+      }
       // Kernel-side ring losses become LostEvents in the flow stream (hubble's PERF_EVENT_RING_BUFFER).
       lostTimer = setInterval(() => {
         datapath.stats().then((s) => hubble.reportKernelLost(s.eventsLost), () => {});
@@ -85,6 +111,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     },
     async stop() {
       if (lostTimer) clearInterval(lostTimer);
+      unwatchHosts?.();
       unsubscribe?.();
       await hubble.stop();
     },

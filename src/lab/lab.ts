@@ -25,7 +25,9 @@ import {
   isLabNetns, isLabNodeNetns, isLabPinDir, nodeName, nodeNetnsName, worldNetnsName,
 } from './names.ts';
 import { ETC_NETNS, setupLabNetwork } from './network.ts';
-import { worldHosts } from './world.ts';
+import { worldHosts, worldTlsPorts } from './world.ts';
+import { ensureLabCA, caCertPath } from './ca.ts';
+import { labDnsResources } from './dns/workload.ts';
 import { programPath } from './programs.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -55,7 +57,7 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
   const w = worldNetnsName(paths.lab);
   const old = readPidFile(pidFile);
   if (old && isAlive(old, WORLD_MARKER, netnsPath(w))) return old;
-  const tcp = [...new Set(worldHosts.flatMap((h) => h.tcp))];
+  const tcp = [...new Set(worldHosts.flatMap((h) => h.tcp.filter((p) => !(h.tls ?? []).includes(p))))];
   const udp = [...new Set(worldHosts.flatMap((h) => h.udp))];
   const readyFile = join(dir, 'echo.ready');
   await rm(readyFile, { force: true });
@@ -66,6 +68,7 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
     logFile: join(dir, 'echo.log'), pidFile,
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
   });
+  await ensureWorldTls(paths, repoRoot);
   const deadline = Date.now() + 15_000;
   while (!existsSync(readyFile)) {
     if (!isAlive(pid) || Date.now() > deadline) {
@@ -74,6 +77,31 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
     await new Promise((r) => setTimeout(r, 25));
   }
   return pid;
+}
+
+/** The world's HTTPS echo (lab CA) on the built-in hosts' TLS ports; creates the CA on first use. */
+async function ensureWorldTls(paths: LabPaths, repoRoot: string): Promise<void> {
+  const dir = worldDir(paths);
+  const pidFile = join(dir, 'tls.pid');
+  const w = worldNetnsName(paths.lab);
+  const old = readPidFile(pidFile);
+  if (old && isAlive(old, '--id=world-tls', netnsPath(w))) return;
+  await ensureLabCA(paths.stateDir); // once, here: the TLS echo only loads it
+  const readyFile = join(dir, 'tls.ready');
+  await rm(readyFile, { force: true });
+  const pid = spawnDetached({
+    argv: netnsExecArgv(w, [join(repoRoot, 'bin/node'), '--max-old-space-size=96', join(repoRoot, 'src/lab/dns/tls-echo.ts'), '--id=world-tls',
+      `--state-dir=${paths.stateDir}`, `--ports=${worldTlsPorts().join(',')}`,
+      `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
+    logFile: join(dir, 'tls.log'), pidFile,
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+    cwd: repoRoot,
+  });
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(readyFile)) {
+    if (!isAlive(pid) || Date.now() > deadline) throw new MembraneError('LAB_WORLD_FAILED', 'the world HTTPS hosts did not start', { hint: `see ${join(dir, 'tls.log')}` });
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 async function logTail(file: string, lines = 15): Promise<string> {
@@ -170,6 +198,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
       await waitAgent(paths, n.node, n.pid!);
       await callAgent(n.socket, 'POST', '/v1/apply', { resources: defaultNamespaces(), dryRun: false });
     }
+    // The lab DNS (kube-system/coredns, k8s-app=kube-dns) on node1, with the kube-dns Service.
+    await callAgent(result.nodes[0]!.socket, 'POST', '/v1/apply', { resources: labDnsResources(), dryRun: false });
+    say(`lab DNS: kube-system/coredns; lab CA certificate: ${caCertPath(paths.stateDir)}`);
   }
   return result;
 }

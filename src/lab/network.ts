@@ -6,7 +6,7 @@
  *
  * Nothing here touches the root namespace: every link is created with `ip -n <netns>`.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pod } from '../api/types.ts';
 import type { LabPaths } from '../agent/paths.ts';
@@ -23,6 +23,7 @@ import {
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
+import { dnsServerIpFile } from './dns/workload.ts';
 
 const BASE_SYSCTL = {
   'net.ipv4.conf.all.rp_filter': 0,
@@ -119,9 +120,14 @@ export async function setupLabNetwork(opts: { lab: string; nodes: number }): Pro
   await ensureWorldNetwork(opts.lab);
 }
 
-export function podFiles(netns: string, ns: string, pod: string, podIp: string): { resolv: string; hosts: string } {
+/**
+ * The nameserver pods use: the kube-dns ClusterIP, or (`dnsIp`, the lab DNS pod's own address)
+ * while the datapath does not translate ClusterIPs yet. MEMBRANE_LAB_DNS_VIP=1 forces the VIP.
+ */
+export function podFiles(netns: string, ns: string, pod: string, podIp: string, dnsIp?: string): { resolv: string; hosts: string } {
+  const server = dnsIp && process.env.MEMBRANE_LAB_DNS_VIP !== '1' ? dnsIp : CLUSTER_DNS_IP;
   return {
-    resolv: `nameserver ${CLUSTER_DNS_IP}\nsearch ${ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
+    resolv: `nameserver ${server}\nsearch ${ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
     hosts: `# ${netns}: written by membrane\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${podIp}\t${pod}.${ns}.pod.cluster.local ${pod}\n`,
   };
 }
@@ -144,7 +150,9 @@ export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { loo
 
   async function writeFiles(netns: string, ns: string, name: string, podIp: string): Promise<void> {
     const dir = join(ETC_NETNS, netns);
-    const f = podFiles(netns, ns, name, podIp);
+    let dnsIp: string | undefined;
+    try { dnsIp = (await readFile(dnsServerIpFile(opts.paths.stateDir), 'utf8')).trim() || undefined; } catch { /* no lab DNS yet */ }
+    const f = podFiles(netns, ns, name, podIp, dnsIp);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'resolv.conf'), f.resolv);
     await writeFile(join(dir, 'hosts'), f.hosts);

@@ -22,6 +22,7 @@ import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';
 import { programPath } from './programs.ts';
+import { labDnsPlan } from './dns/workload.ts';
 
 export type WorkloadKind = 'echo' | 'idle' | 'command' | 'custom';
 
@@ -114,6 +115,8 @@ export function planContainer(ctx: PlanContext): WorkloadPlan {
     const p = h(ctx);
     if (p) return p;
   }
+  const dns = labDnsPlan(ctx);
+  if (dns) return dns;
   const c = ctx.container;
   const img = imageName(c);
   if (ECHO_IMAGES.some((i) => img.includes(i))) return echoPlan(ctx, echoPorts(c));

@@ -1,0 +1,62 @@
+/**
+ * The world's HTTPS echo: one process in the world namespace serving HTTPS on every given port
+ * (all addresses), with a certificate from the lab CA for whatever name the client sends as SNI
+ * (issued on first use, cached). Answers like the HTTP echo: JSON of what it received.
+ *
+ *   bin/node src/lab/dns/tls-echo.ts --state-dir=DIR --ports=443 [--names=ip=name,...] [--ready=F]
+ */
+import { createServer } from 'node:https';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ensureLabCA, issueServerCert } from '../ca.ts';
+
+const { values } = parseArgs({
+  options: {
+    'state-dir': { type: 'string' },
+    ports: { type: 'string', default: '443' },
+    names: { type: 'string', default: '' },
+    ready: { type: 'string' },
+    id: { type: 'string', default: '' },
+  },
+});
+const ca = await ensureLabCA(values['state-dir']!);
+const names = new Map(values.names!.split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]));
+const contexts = new Map<string, Promise<SecureContext>>();
+function contextFor(name: string): Promise<SecureContext> {
+  let c = contexts.get(name);
+  if (!c) {
+    c = issueServerCert(ca, [name]).then((k) => createSecureContext({ cert: k.cert, key: k.key }));
+    contexts.set(name, c);
+  }
+  return c;
+}
+const fallback = await issueServerCert(ca, ['lab.invalid', ...new Set(names.values())]);
+const ports = values.ports!.split(',').filter(Boolean).map(Number);
+let pending = ports.length;
+for (const port of ports) {
+  const srv = createServer({
+    cert: fallback.cert, key: fallback.key,
+    SNICallback: (sni, cb) => { contextFor(sni.toLowerCase()).then((c) => cb(null, c), (e: Error) => cb(e)); },
+  }, (req, res) => {
+    let size = 0;
+    req.on('data', (c: Buffer) => (size += c.length));
+    req.on('end', () => {
+      const local = (req.socket.localAddress ?? '').replace(/^::ffff:/, '');
+      const sni = (req.socket as { servername?: string | false }).servername || '';
+      const body = JSON.stringify({
+        host: names.get(local) ?? local, sni, method: req.method, path: req.url, headers: req.headers, bodySize: size, tls: true,
+        client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
+        server: { address: local, port: req.socket.localPort },
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
+      res.end(body + '\n');
+    });
+  });
+  srv.on('tlsClientError', () => {});
+  srv.on('error', (e) => { process.stderr.write(`tls-echo ${port}: ${e.message}\n`); process.exit(1); });
+  srv.listen({ port, host: '0.0.0.0' }, () => {
+    if (--pending === 0 && values.ready) writeFileSync(values.ready, String(process.pid));
+  });
+}
+process.on('SIGTERM', () => process.exit(0));
