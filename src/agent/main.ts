@@ -46,6 +46,13 @@ const api = createApiServer({
 await parts.datapath.start();
 await parts.start(agent);
 await agent.start();
+// Identities restored from the kvstore that no endpoint or policy claimed in the first
+// reconcile belong to pods deleted while no agent ran: free them and resync the maps.
+const freed = allocator.gcUnreferenced();
+if (freed.length) {
+  logger.info({ subsys: 'daemon', identities: freed.map((i) => i.id) }, 'released identities unused since the restart');
+  await agent.settled();
+}
 await api.start();
 await writeFile(paths.agentPidFile(node), String(process.pid));
 logger.info({ subsys: 'daemon', node, pid: process.pid }, 'agent ready');
