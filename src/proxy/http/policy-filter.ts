@@ -1,0 +1,103 @@
+/**
+ * The L7 policy filter: an HTTP filter that looks up the connection's L7 policy (the MapState
+ * entry the datapath redirected on) and decides each request with decideHTTP (RE2 full-string
+ * regexes compiled once per rule). Denied ⇒ Cilium's 403 and `stop`; allowed ⇒ headerMatches
+ * mismatch actions (LOG/ADD/DELETE/REPLACE) carried out on the request head, then `continue`.
+ */
+import { decideHTTP, type HeaderAction } from '../../policy/l7.ts';
+import type { L7Policy } from '../../policy/types.ts';
+import type { HttpFilter } from '../filter-chain.ts';
+import type { HttpStream } from './stream.ts';
+
+/** Whether any rule of the policy looks at headers (otherwise no header record is built). */
+const needsHeaders = new WeakMap<L7Policy, boolean>();
+function policyNeedsHeaders(p: L7Policy): boolean {
+  let v = needsHeaders.get(p);
+  if (v === undefined) {
+    v = p.perSelector.some((e) => e.http?.some((r) => (r.headers?.length ?? 0) > 0 || (r.headerMatches?.length ?? 0) > 0) ?? false);
+    needsHeaders.set(p, v);
+  }
+  return v;
+}
+
+function headerRecord(flat: readonly string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]!.toLowerCase();
+    const v = flat[i + 1]!;
+    const have = out[k];
+    if (have === undefined) out[k] = v;
+    else if (Array.isArray(have)) have.push(v);
+    else out[k] = [have, v];
+  }
+  return out;
+}
+
+export function applyHeaderActions(headers: string[], actions: readonly HeaderAction[]): { headers: string[]; modified: boolean; log: string[] } {
+  let out = headers;
+  let modified = false;
+  const log: string[] = [];
+  for (const a of actions) {
+    log.push(`${a.action} ${a.name}`);
+    switch (a.action) {
+      case 'LOG':
+        break;
+      case 'ADD':
+        out = [...out, a.name, a.value];
+        modified = true;
+        break;
+      case 'DELETE': {
+        const next: string[] = [];
+        for (let i = 0; i < out.length; i += 2) if (out[i]!.toLowerCase() !== a.name) next.push(out[i]!, out[i + 1]!);
+        out = next;
+        modified = true;
+        break;
+      }
+      case 'REPLACE': {
+        const next: string[] = [];
+        let done = false;
+        for (let i = 0; i < out.length; i += 2) {
+          if (out[i]!.toLowerCase() === a.name) {
+            if (!done) next.push(out[i]!, a.value);
+            done = true;
+          } else next.push(out[i]!, out[i + 1]!);
+        }
+        if (!done) next.push(a.name, a.value);
+        out = next;
+        modified = true;
+        break;
+      }
+    }
+  }
+  return { headers: out, modified, log };
+}
+
+export function createPolicyFilter(): HttpFilter<HttpStream> {
+  return {
+    name: 'cilium.l7policy',
+    decodeHeaders(s) {
+      const pol = s.conn.policy();
+      if (pol.verdict === 'drop') {
+        s.deny('policy: no allow entry for this connection');
+        return 'stop';
+      }
+      if (pol.verdict === 'forward' || !pol.l7) return 'continue';
+      if (pol.l7.parser !== 'http') return 'continue';
+      const head = s.head;
+      const v = decideHTTP(pol.l7, s.conn.remoteIdentity, {
+        method: head.method, path: s.path, host: s.host,
+        ...(policyNeedsHeaders(pol.l7) ? { headers: headerRecord(head.headers) } : {}),
+      }, s.conn.secretOpts);
+      if (!v.allowed) {
+        s.deny('policy: no L7 rule matches');
+        return 'stop';
+      }
+      if (v.headerActions?.length) {
+        const r = applyHeaderActions(head.headers, v.headerActions);
+        s.headerActions = r.log;
+        if (r.modified) s.setHeaders(r.headers);
+      }
+      return 'continue';
+    },
+  };
+}

@@ -1,0 +1,625 @@
+/**
+ * The HTTP L7 proxy: transparent listeners in the node namespace (one per direction), fed by
+ * the datapath's bpf_sk_assign steering; per connection the original destination is the accepted
+ * socket's local address, the policy is the MapState entry for (endpoint, direction, remote
+ * identity, port), looked up, never recomputed.
+ *
+ *   client ─► HeadParser ─► filter chain (network, then http: L7 policy, ...) ─► upstream
+ *      ◄──── 403 / 4xx local replies, in pipeline order ◄── response HeadParser ◄──┘
+ *
+ * Keep-alive and pipelining are preserved: requests are forwarded as they are parsed, responses
+ * are matched to them in order, local replies wait for the responses before them. Bodies stream
+ * through as sub-arrays of what was read (chunked framing byte for byte). Malformed requests get
+ * a 400-class answer and a flow, then the connection closes; the proxy keeps serving others.
+ */
+import net from 'node:net';
+import type { Direction } from '../../policy/types.ts';
+import type { L7Options } from '../../policy/l7.ts';
+import { FilterChain } from '../filter-chain.ts';
+import { proxyUpstreamMark } from '../marks.ts';
+import { BodyTracker, HeadParser, HttpParseError, headerValue, type MessageHead } from './parser.ts';
+import { createPolicyFilter } from './policy-filter.ts';
+import type { HttpStream, ProxyConnectionView } from './stream.ts';
+import type { AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+
+export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
+
+export interface UpstreamSocketFactory {
+  /** An unconnected socket fd bound to `sourceIp` (IP_TRANSPARENT) with SO_MARK `mark`. */
+  (sourceIp: string, mark: number): number;
+}
+
+export interface HttpProxyOptions {
+  policy: ProxyPolicySource;
+  /** each request and response record (flows, metrics, spans) */
+  onRecord?(rec: AccessRecord): void;
+  /** where the listeners bind (the datapath assigns connections to them whatever the address) */
+  listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
+  /** sets IP_TRANSPARENT on a listening fd (src/sys/sockopt.ts) */
+  setTransparent?(fd: number): void;
+  /**
+   * Upstream sockets keeping the client's address (src/sys/proxy-socket.ts). Without it the
+   * proxy connects from the node's own address (tests without a datapath).
+   */
+  upstreamSocket?: UpstreamSocketFactory;
+  /** the request head must be complete this long after its first byte (slowloris), default 10 s */
+  headerTimeoutMs?: number;
+  /** idle connections are closed after this long, default 300 s */
+  idleTimeoutMs?: number;
+  maxHeadBytes?: number;
+  /** extra filters, run after the L7 policy filter */
+  configure?(chain: HttpFilterChain): void;
+  logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
+  /** fixed upstream (tests): overrides the original destination */
+  upstreamOverride?: { host: string; port: number };
+}
+
+export const DENIED_BODY = 'Access denied\r\n';
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
+};
+
+let dateCache = '';
+let dateAt = 0;
+function httpDate(): string {
+  const now = Date.now();
+  if (now - dateAt >= 1000) {
+    dateAt = now - (now % 1000);
+    dateCache = new Date(dateAt).toUTCString();
+  }
+  return dateCache;
+}
+
+/** A local reply in Envoy's shape (Cilium's 403 is `Access denied\r\n`, text/plain). */
+export function localReply(status: number, body: string, close: boolean): Buffer {
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: text/plain\r\n` +
+    `date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, 'latin1');
+}
+
+const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
+
+function stripV4Mapped(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+class Stream implements HttpStream {
+  readonly conn: ProxyConnection;
+  readonly head: MessageHead;
+  readonly path: string;
+  readonly host: string;
+  readonly startNs: bigint;
+  readonly startMs: number;
+  response?: MessageHead;
+  headerActions?: string[];
+  /** local reply bytes (denied / errors): sent when this stream reaches the head of the queue */
+  local: Buffer | null = null;
+  localStatus = 0;
+  localReason = '';
+  localClose = false;
+  headers: string[] | null = null;
+  traceId?: string;
+  parentSpanId?: string;
+
+  constructor(conn: ProxyConnection, head: MessageHead) {
+    this.conn = conn;
+    this.head = head;
+    this.startNs = process.hrtime.bigint();
+    this.startMs = Date.now();
+    let path = head.target;
+    let host = head.host;
+    if (path.length > 7 && (path.startsWith('http://') || path.startsWith('https://'))) {
+      const s = path.indexOf('/', path.indexOf('//') + 2);
+      host = s < 0 ? path.slice(path.indexOf('//') + 2) : path.slice(path.indexOf('//') + 2, s);
+      path = s < 0 ? '/' : path.slice(s);
+    }
+    this.path = path;
+    this.host = host;
+    const tp = headerValue(head.headers, 'traceparent');
+    if (tp) {
+      // version-traceid-parentid-flags; all-zero ids are invalid (W3C Trace Context §3.2)
+      const m = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})/.exec(tp.trim());
+      if (m && m[1] !== 'ff' && !/^0+$/.test(m[2]!) && !/^0+$/.test(m[3]!)) {
+        this.traceId = m[2];
+        this.parentSpanId = m[3];
+      }
+    }
+  }
+
+  deny(reason: string): void {
+    this.reply(403, DENIED_BODY, reason);
+  }
+
+  reply(status: number, body: string, reason: string): void {
+    this.localStatus = status;
+    this.localReason = reason;
+    this.localClose = !this.head.keepAlive || (this.head.expectContinue && (this.head.contentLength > 0 || this.head.chunked));
+    this.local = localReply(status, body, this.localClose);
+  }
+
+  setHeaders(headers: string[]): void {
+    this.headers = headers;
+  }
+
+  /** The head to forward: the received bytes unless a filter changed the header fields. */
+  requestBytes(): Buffer {
+    if (!this.headers) return this.head.raw;
+    let s = `${this.head.method} ${this.head.target} ${this.head.version}\r\n`;
+    for (let i = 0; i < this.headers.length; i += 2) s += `${this.headers[i]}: ${this.headers[i + 1]}\r\n`;
+    return Buffer.from(s + '\r\n', 'latin1');
+  }
+
+  url(): string {
+    return `http://${this.host}${this.path}`;
+  }
+}
+
+export class ProxyConnection implements ProxyConnectionView {
+  readonly proxy: HttpProxy;
+  readonly direction: Direction;
+  readonly client: AccessPeer;
+  readonly server: AccessPeer;
+  readonly endpoint: ProxyEndpoint | undefined;
+  readonly remoteIdentity: number;
+  readonly secretOpts: L7Options;
+  readonly state = new Map<string, unknown>();
+  readonly sock: net.Socket;
+  private upstream: net.Socket | null = null;
+  private readonly reqHead: HeadParser;
+  private readonly resHead: HeadParser;
+  private readonly reqBody = new BodyTracker();
+  private readonly resBody = new BodyTracker();
+  private reqState = H_HEAD;
+  private resState = H_HEAD;
+  /** the request whose body is being read, and whether that body goes upstream */
+  private cur: Stream | null = null;
+  private curForward = false;
+  /** requests awaiting their response, in order (local replies included) */
+  private readonly queue: Stream[] = [];
+  private tunnel = false;
+  private closed = false;
+  /** no more requests are read (close after the queued responses) */
+  private readStopped = false;
+  /** first byte of an incomplete head (ms), 0 when none */
+  headStartedAt = 0;
+  private policyCache: ProxyPolicyLookup | null = null;
+  private policyRev = -1;
+
+  constructor(proxy: HttpProxy, sock: net.Socket, direction: Direction) {
+    this.proxy = proxy;
+    this.sock = sock;
+    this.direction = direction;
+    const src = stripV4Mapped(sock.remoteAddress);
+    const dst = stripV4Mapped(sock.localAddress);
+    const p = proxy.opts.policy;
+    const srcEp = p.endpointByIp(src);
+    const dstEp = p.endpointByIp(dst);
+    this.client = { ip: src, port: sock.remotePort ?? 0, identity: srcEp?.identity ?? p.identityOf(src) };
+    this.server = { ip: dst, port: sock.localPort ?? 0, identity: dstEp?.identity ?? p.identityOf(dst) };
+    this.endpoint = direction === 'egress' ? srcEp : dstEp;
+    this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
+    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
+    this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
+    this.resHead = new HeadParser({ kind: 'response' });
+  }
+
+  policy(): ProxyPolicyLookup {
+    const p = this.proxy.opts.policy;
+    const rev = p.revision();
+    if (this.policyCache && rev === this.policyRev) return this.policyCache;
+    this.policyRev = rev;
+    // Fail closed: a connection without a local endpoint has no policy to allow it.
+    this.policyCache = this.endpoint
+      ? p.lookup(this.endpoint.id, this.direction, this.remoteIdentity, this.server.port)
+      : { verdict: 'drop', l7: null };
+    return this.policyCache;
+  }
+
+  start(): void {
+    const s = this.sock;
+    s.setNoDelay(true);
+    s.on('data', (c: Buffer) => this.onClientData(c));
+    s.on('end', () => this.onClientEnd());
+    s.on('error', () => this.destroy());
+    s.on('close', () => this.destroy());
+    s.on('drain', () => this.upstream?.resume());
+    s.setTimeout(this.proxy.opts.idleTimeoutMs ?? 300_000, () => this.destroy());
+    if (this.proxy.chain.newConnection(this) === 'stop') return;
+  }
+
+  // ------------------------------------------------------------------ downstream (requests)
+
+  private onClientData(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.tunnel) {
+      if (this.upstream && !this.upstream.write(chunk)) this.sock.pause();
+      return;
+    }
+    if (this.proxy.chain.network.length && this.proxy.chain.data(this, chunk) === 'stop') return;
+    this.feedRequests(chunk);
+  }
+
+  /** Parses and dispatches client bytes (also the entry point for network filters that decrypt). */
+  feedRequests(chunk: Buffer): void {
+    let pos = 0;
+    const len = chunk.length;
+    while (pos < len && !this.closed && !this.readStopped && !this.tunnel) {
+      if (this.reqState === H_HEAD) {
+        let r;
+        try {
+          r = this.reqHead.push(chunk, pos);
+        } catch (e) {
+          this.protocolError(e as HttpParseError);
+          return;
+        }
+        if (!r) {
+          if (this.headStartedAt === 0 && this.reqHead.pending > 0) this.headStartedAt = Date.now();
+          return;
+        }
+        this.headStartedAt = 0;
+        pos = r.bodyStart;
+        this.onRequestHead(r.head);
+      } else if (this.reqState === H_BODY) {
+        let end;
+        try {
+          end = this.reqBody.feed(chunk, pos);
+        } catch (e) {
+          this.protocolError(e as HttpParseError);
+          return;
+        }
+        if (this.curForward && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
+        pos = end;
+        if (this.reqBody.done) this.requestDone();
+      } else return;
+    }
+    if (this.reqState === H_BODY && this.reqBody.done) this.requestDone();
+  }
+
+  private onRequestHead(head: MessageHead): void {
+    const s = new Stream(this, head);
+    this.cur = s;
+    this.reqBody.startRequest(head);
+    const status = this.proxy.chain.decodeHeaders(s);
+    if (status === 'stop' || s.local) {
+      if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
+      this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      this.curForward = false;
+      this.queue.push(s);
+      if (s.localClose) this.readStopped = true;
+      this.flushLocal();
+    } else {
+      this.record(s, 'request', 'forwarded');
+      this.curForward = true;
+      const up = this.ensureUpstream();
+      if (!up.write(s.requestBytes())) this.sock.pause();
+      this.queue.push(s);
+      if (!head.keepAlive) this.readStopped = true;
+      if (this.queue.length > 256) this.sock.pause();
+    }
+    this.reqState = this.reqBody.done ? H_HEAD : H_BODY;
+    if (this.reqBody.done) this.cur = null;
+  }
+
+  private requestDone(): void {
+    this.reqState = H_HEAD;
+    this.cur = null;
+  }
+
+  private onClientEnd(): void {
+    // A half-closed client still gets its responses (allowHalfOpen).
+    this.readStopped = true;
+    if (this.reqState === H_BODY && this.curForward && !this.reqBody.done) {
+      this.destroy();
+      return;
+    }
+    if (this.queue.length === 0) this.finish();
+    else if (this.upstream && this.queue.every((s) => !s.local)) {
+      // nothing more will be sent upstream
+    }
+  }
+
+  /** A malformed request: a 400-class local reply in pipeline order, then close. */
+  private protocolError(e: HttpParseError): void {
+    if (!(e instanceof HttpParseError)) e = new HttpParseError(400, 'bad_request', String(e));
+    const head: MessageHead = this.cur?.head ?? {
+      method: '', target: '', status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw: Buffer.alloc(0),
+      contentLength: -1, chunked: false, keepAlive: false, upgrade: false, host: '', expectContinue: false,
+    };
+    const inBody = this.reqState === H_BODY && this.cur;
+    this.readStopped = true;
+    this.sock.pause();
+    this.headStartedAt = 0;
+    if (inBody && this.curForward) {
+      // the upstream already has part of this request: it can only be cut off
+      this.record(this.cur!, 'request', 'error', e.reason);
+      this.destroy();
+      return;
+    }
+    const s = new Stream(this, inBody ? this.cur!.head : head);
+    s.reply(e.status, `${STATUS_TEXT[e.status] ?? 'Bad Request'}\r\n`, e.reason);
+    s.localClose = true;
+    s.local = localReply(e.status, `${STATUS_TEXT[e.status] ?? 'Bad Request'}\r\n`, true);
+    this.record(s, 'request', 'error', e.reason);
+    this.queue.push(s);
+    this.flushLocal();
+  }
+
+  /** Slowloris: the head did not complete in time. */
+  headerTimeout(): void {
+    this.protocolError(new HttpParseError(408, 'header_timeout', 'request header section not complete in time'));
+  }
+
+  // ------------------------------------------------------------------ upstream (responses)
+
+  private ensureUpstream(): net.Socket {
+    if (this.upstream) return this.upstream;
+    const o = this.proxy.opts;
+    const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
+    let up: net.Socket;
+    if (o.upstreamSocket && !o.upstreamOverride) {
+      let fd = -1;
+      try {
+        fd = o.upstreamSocket(this.client.ip, proxyUpstreamMark(this.direction, this.client.identity));
+      } catch (e) {
+        o.logger?.warn({ err: String(e) }, 'upstream socket');
+      }
+      up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
+    } else up = new net.Socket({ allowHalfOpen: true });
+    this.upstream = up;
+    this.resState = H_HEAD;
+    this.resHead.reset();
+    up.setNoDelay(true);
+    up.on('data', (c: Buffer) => this.onUpstreamData(c));
+    up.on('drain', () => this.sock.resume());
+    up.on('end', () => this.onUpstreamEnd(up));
+    up.on('error', (err) => this.onUpstreamError(up, err));
+    up.on('close', () => this.onUpstreamEnd(up));
+    up.connect(target.port, target.host);
+    return up;
+  }
+
+  private onUpstreamData(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.tunnel) {
+      if (!this.sock.write(chunk)) this.upstream?.pause();
+      return;
+    }
+    let pos = 0;
+    const len = chunk.length;
+    while (pos < len && !this.closed) {
+      const s = this.queue[0];
+      if (!s || s.local) {
+        // a response nobody asked for (or ahead of a local reply): the upstream is broken
+        this.destroy();
+        return;
+      }
+      if (this.resState === H_HEAD) {
+        let r;
+        try {
+          r = this.resHead.push(chunk, pos);
+        } catch (e) {
+          this.upstreamFailed(s, 502, (e as HttpParseError).reason ?? 'bad_response');
+          return;
+        }
+        if (!r) return;
+        pos = r.bodyStart;
+        const h = r.head;
+        if (h.status >= 100 && h.status < 200 && h.status !== 101) {
+          if (!this.sock.write(h.raw)) this.upstream?.pause();
+          continue;
+        }
+        s.response = h;
+        this.resBody.startResponse(h, s.head.method);
+        this.proxy.chain.encodeHeaders(s);
+        if (!this.sock.write(h.raw)) this.upstream?.pause();
+        if (h.status === 101 || (s.head.method === 'CONNECT' && h.status >= 200 && h.status < 300)) {
+          this.tunnel = true;
+          this.record(s, 'response', 'forwarded');
+          this.queue.shift();
+          if (pos < len) this.sock.write(chunk.subarray(pos));
+          this.sock.resume();
+          return;
+        }
+        this.resState = H_BODY;
+        if (this.resBody.done) this.responseDone();
+      } else {
+        const end = this.resBody.feed(chunk, pos);
+        if (end > pos && !this.sock.write(chunk.subarray(pos, end))) this.upstream?.pause();
+        pos = end;
+        if (this.resBody.done) this.responseDone();
+      }
+    }
+  }
+
+  private responseDone(): void {
+    const s = this.queue.shift()!;
+    this.resState = H_HEAD;
+    this.record(s, 'response', 'forwarded');
+    const resp = s.response!;
+    if (!resp.keepAlive || !s.head.keepAlive) {
+      // the server or the client ends the connection with this exchange
+      this.readStopped = true;
+      this.finish();
+      return;
+    }
+    this.flushLocal();
+    if (this.queue.length <= 256 && !this.readStopped) this.sock.resume();
+    if (this.readStopped && this.queue.length === 0) this.finish();
+  }
+
+  private onUpstreamEnd(up: net.Socket): void {
+    if (up !== this.upstream) return;
+    if (this.tunnel) {
+      this.sock.end();
+      return;
+    }
+    this.upstream = null;
+    const s = this.queue[0];
+    if (s && !s.local && this.resState === H_BODY && this.resBody.untilClose) {
+      this.resBody.done = true;
+      this.queue.shift();
+      this.record(s, 'response', 'forwarded');
+      this.readStopped = true;
+      this.finish();
+      return;
+    }
+    if (this.queue.some((q) => !q.local)) {
+      const first = this.queue[0]!;
+      if (this.resState === H_HEAD && !first.local && !first.response) this.upstreamFailed(first, 503, 'upstream_reset_before_response_started');
+      else this.destroy();
+      return;
+    }
+    if (this.cur && this.curForward && this.reqState === H_BODY) this.destroy();
+  }
+
+  private onUpstreamError(up: net.Socket, err: Error): void {
+    this.proxy.opts.logger?.debug({ err: err.message, server: `${this.server.ip}:${this.server.port}` }, 'upstream error');
+    this.onUpstreamEnd(up);
+  }
+
+  /** The upstream failed before a response started: a 502/503 local reply, then close. */
+  private upstreamFailed(s: Stream, status: number, reason: string): void {
+    const up = this.upstream;
+    this.upstream = null;
+    up?.destroy();
+    if (s.response) {
+      this.destroy();
+      return;
+    }
+    const body = status === 503 ? 'upstream connect error or disconnect/reset before headers\r\n' : 'Bad Gateway\r\n';
+    s.local = localReply(status, body, true);
+    s.localStatus = status;
+    s.localReason = reason;
+    s.localClose = true;
+    this.readStopped = true;
+    // later pipelined requests that went upstream are lost with it
+    this.queue.length = 0;
+    this.queue.push(s);
+    this.flushLocal();
+  }
+
+  /** Writes the local replies at the head of the queue. */
+  private flushLocal(): void {
+    while (this.queue.length && this.queue[0]!.local) {
+      const s = this.queue.shift()!;
+      this.sock.write(s.local!);
+      this.record(s, 'response', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      if (s.localClose) {
+        this.readStopped = true;
+        this.queue.length = 0;
+        this.finish();
+        return;
+      }
+    }
+    if (this.readStopped && this.queue.length === 0) this.finish();
+  }
+
+  /** Ends the client side after what was written, and the upstream. */
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.proxy.conns.delete(this);
+    this.sock.end();
+    // give the client a moment to read, then make sure the socket goes away
+    setTimeout(() => this.sock.destroy(), 5000).unref();
+    this.upstream?.end();
+    this.upstream = null;
+  }
+
+  destroy(): void {
+    if (this.closed && this.sock.destroyed) return;
+    this.closed = true;
+    this.proxy.conns.delete(this);
+    this.sock.destroy();
+    this.upstream?.destroy();
+    this.upstream = null;
+  }
+
+  // ------------------------------------------------------------------ access log
+
+  private record(s: Stream, type: 'request' | 'response', verdict: AccessVerdict, reason?: string): void {
+    const cb = this.proxy.opts.onRecord;
+    if (!cb) return;
+    const isReq = type === 'request';
+    const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
+    const rec: AccessRecord = {
+      type, verdict, direction: this.direction,
+      timeMs: isReq ? s.startMs : Date.now(),
+      client: this.client, server: this.server, endpointId: this.endpoint?.id ?? 0,
+      method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,
+      protocol: s.head.version, headers: isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : [],
+      code, latencyNs: isReq ? 0 : Number(process.hrtime.bigint() - s.startNs),
+      ...(s.traceId ? { traceId: s.traceId, parentSpanId: s.parentSpanId! } : {}),
+      ...(reason ? { reason } : {}),
+      ...(s.headerActions ? { headerActions: s.headerActions } : {}),
+      ...(isReq ? {} : { requestTimeMs: s.startMs }),
+    };
+    try {
+      cb(rec);
+    } catch { /* the access log never breaks the proxy */ }
+  }
+}
+
+export class HttpProxy {
+  readonly opts: HttpProxyOptions;
+  readonly chain: HttpFilterChain = new FilterChain();
+  readonly conns = new Set<ProxyConnection>();
+  private readonly servers: Partial<Record<Direction, net.Server>> = {};
+  private sweep: NodeJS.Timeout | undefined;
+
+  constructor(opts: HttpProxyOptions) {
+    this.opts = opts;
+    this.chain.addHttp(createPolicyFilter());
+    opts.configure?.(this.chain);
+  }
+
+  /** Starts the listeners; returns each one's fd (for the datapath's sockmap) and address. */
+  async start(): Promise<Partial<Record<Direction, { fd: number; port: number; host: string }>>> {
+    const out: Partial<Record<Direction, { fd: number; port: number; host: string }>> = {};
+    const listen = this.opts.listen ?? { egress: { host: '127.0.0.1', port: 15001 }, ingress: { host: '127.0.0.1', port: 15002 } };
+    for (const dir of ['egress', 'ingress'] as const) {
+      const l = listen[dir];
+      if (!l) continue;
+      const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock, dir));
+      await new Promise<void>((res, rej) => {
+        srv.once('error', rej);
+        srv.listen({ port: l.port, host: l.host, backlog: 4096 }, () => { srv.off('error', rej); res(); });
+      });
+      const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
+      this.opts.setTransparent?.(fd);
+      this.servers[dir] = srv;
+      out[dir] = { fd, port: (srv.address() as net.AddressInfo).port, host: l.host };
+    }
+    const timeout = this.opts.headerTimeoutMs ?? 10_000;
+    this.sweep = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.conns) if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
+    }, Math.min(500, Math.max(50, timeout / 4)));
+    this.sweep.unref();
+    return out;
+  }
+
+  private accept(sock: net.Socket, dir: Direction): void {
+    const c = new ProxyConnection(this, sock, dir);
+    this.conns.add(c);
+    c.start();
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweep) clearInterval(this.sweep);
+    const closing = Object.values(this.servers).map((s) => new Promise<void>((r) => s!.close(() => r())));
+    for (const c of this.conns) c.destroy();
+    await Promise.all(closing);
+  }
+
+  stats(): { connections: number } {
+    return { connections: this.conns.size };
+  }
+}
+
+export function createHttpProxy(opts: HttpProxyOptions): HttpProxy {
+  return new HttpProxy(opts);
+}

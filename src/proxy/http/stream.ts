@@ -1,0 +1,42 @@
+/**
+ * The objects HTTP filters see: a connection (peers, identities, its policy entry) and a stream
+ * (one request/response exchange on it).
+ */
+import type { Direction } from '../../policy/types.ts';
+import type { L7Options } from '../../policy/l7.ts';
+import type { MessageHead } from './parser.ts';
+import type { AccessPeer, ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
+
+export interface ProxyConnectionView {
+  readonly direction: Direction;
+  readonly client: AccessPeer;
+  readonly server: AccessPeer;
+  /** the local endpoint whose policy applies (source on egress, destination on ingress) */
+  readonly endpoint: ProxyEndpoint | undefined;
+  /** identity of the peer the policy is about (destination on egress, source on ingress) */
+  readonly remoteIdentity: number;
+  /** the current MapState entry (looked up again when the policy revision changes) */
+  policy(): ProxyPolicyLookup;
+  readonly secretOpts: L7Options;
+  /** free slots for other filters (e.g. TLS interception state) */
+  readonly state: Map<string, unknown>;
+}
+
+export interface HttpStream {
+  readonly conn: ProxyConnectionView;
+  readonly head: MessageHead;
+  /** `:path` (origin-form target, query included) */
+  readonly path: string;
+  /** `:authority` (Host, or the authority of an absolute-form target) */
+  readonly host: string;
+  /** the response head, in encodeHeaders */
+  response?: MessageHead;
+  /** headerMatches actions carried out, for the access log */
+  headerActions?: string[];
+  /** answer locally with Cilium's 403 (`Access denied\r\n`); the filter then returns `stop` */
+  deny(reason: string): void;
+  /** answer locally with any status and a text/plain body; the filter then returns `stop` */
+  reply(status: number, body: string, reason: string): void;
+  /** forward the request with these header fields instead of the received ones */
+  setHeaders(headers: string[]): void;
+}

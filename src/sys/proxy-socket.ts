@@ -1,0 +1,67 @@
+/**
+ * Sockets for the L7 proxies' upstream side (koffi → libc): a TCP socket that is bound, with
+ * IP_TRANSPARENT, to the original client's (non-local) address and carries an skb mark, so the
+ * destination's datapath sees the original source pod and does not steer the packets back to
+ * the proxy. The returned fd is not connected; Node wraps it (`new net.Socket({ fd })`) and
+ * connects it. IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(): the 4-tuple, not the
+ * (address, port) pair, must be unique, so many upstream connections can share one source IP.
+ */
+import koffi from 'koffi';
+import { MembraneError } from '../errors.ts';
+
+const libc = koffi.load('libc.so.6');
+const socketFn = libc.func('int socket(int domain, int type, int protocol)');
+const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
+const bindFn = libc.func('int bind(int fd, const void *addr, uint32_t addrlen)');
+const closeFn = libc.func('int close(int fd)');
+
+const AF_INET = 2;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const SOL_SOCKET = 1;
+const SO_MARK = 36;
+const SOL_IP = 0;
+const IP_TRANSPARENT = 19;
+const IP_BIND_ADDRESS_NO_PORT = 24;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+
+const one = Buffer.alloc(4);
+one.writeInt32LE(1);
+
+function fail(fd: number, what: string): never {
+  const errno = koffi.errno();
+  if (fd >= 0) closeFn(fd);
+  throw new MembraneError('SOCK_UPSTREAM', `${what}: errno ${errno}`, { hint: 'the proxy needs CAP_NET_ADMIN (IP_TRANSPARENT, SO_MARK) and must run in the node namespace' });
+}
+
+/**
+ * A non-blocking IPv4 TCP socket bound to `sourceIp` (port chosen at connect) with IP_TRANSPARENT
+ * and SO_MARK = `mark` (0: no mark). Throws SOCK_UPSTREAM.
+ */
+export function transparentUpstreamSocket(sourceIp: string, mark: number): number {
+  const fd = socketFn(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+  if (fd < 0) fail(-1, 'socket(AF_INET, SOCK_STREAM)');
+  if ((setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail(fd, 'setsockopt(IP_TRANSPARENT)');
+  if ((setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, one, 4) as number) !== 0) fail(fd, 'setsockopt(IP_BIND_ADDRESS_NO_PORT)');
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+  if (mark) {
+    const m = Buffer.alloc(4);
+    m.writeUInt32LE(mark >>> 0);
+    if ((setsockopt(fd, SOL_SOCKET, SO_MARK, m, 4) as number) !== 0) fail(fd, `setsockopt(SO_MARK 0x${mark.toString(16)})`);
+  }
+  const sa = Buffer.alloc(16);
+  sa.writeUInt16LE(AF_INET, 0);
+  sa.writeUInt16BE(0, 2);
+  const parts = sourceIp.split('.');
+  if (parts.length !== 4) { closeFn(fd); throw new MembraneError('SOCK_UPSTREAM', `source address ${sourceIp} is not IPv4`); }
+  for (let i = 0; i < 4; i++) sa[4 + i] = Number(parts[i]);
+  if ((bindFn(fd, sa, 16) as number) !== 0) fail(fd, `bind(${sourceIp})`);
+  return fd;
+}
+
+/** Closes an fd that was never handed to Node. */
+export function closeFd(fd: number): void {
+  closeFn(fd);
+}

@@ -1,0 +1,99 @@
+/**
+ * A proxy on loopback with a fixed upstream (no datapath): the policy source answers with one
+ * L7 policy for every connection, records are collected.
+ */
+import net from 'node:net';
+import http from 'node:http';
+import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { L7Policy } from '../../../../src/policy/types.ts';
+import type { PortRuleHTTP } from '../../../../src/api/types.ts';
+
+export function l7(rules: PortRuleHTTP[] | null, identities: ReadonlySet<number> | 'all' = 'all'): L7Policy {
+  return { parser: 'http', perSelector: [{ selector: 'test', identities, http: rules, origins: [] }] };
+}
+
+export interface Harness {
+  proxy: HttpProxy;
+  port: number;
+  upstreamPort: number;
+  records: AccessRecord[];
+  setPolicy(p: L7Policy | null): void;
+  upstreamRequests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
+  close(): Promise<void>;
+}
+
+export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadBytes?: number } = {}): Promise<Harness> {
+  const upstreamRequests: Harness['upstreamRequests'] = [];
+  const upstream = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      upstreamRequests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      if (req.url === '/chunked') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('part1-');
+        setTimeout(() => res.end('part2'), 20);
+        return;
+      }
+      if (req.url?.startsWith('/slow')) {
+        setTimeout(() => res.end(`slow ${req.url}`), 50);
+        return;
+      }
+      res.setHeader('content-type', 'text/plain');
+      res.end(`${req.method} ${req.url} ${body.length}`);
+    });
+  });
+  upstream.keepAliveTimeout = 30_000;
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const upstreamPort = (upstream.address() as net.AddressInfo).port;
+  let policy: L7Policy | null = l7(null);
+  let rev = 0;
+  const records: AccessRecord[] = [];
+  const proxy = createHttpProxy({
+    policy: {
+      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
+      identityOf: () => 2000,
+      lookup: () => (policy ? { verdict: 'redirect', l7: policy } : { verdict: 'drop', l7: null }),
+      revision: () => rev,
+    },
+    onRecord: (r) => records.push(r),
+    listen: { egress: { host: '127.0.0.1', port: 0 } },
+    upstreamOverride: { host: '127.0.0.1', port: upstreamPort },
+    ...opts,
+  });
+  const l = await proxy.start();
+  return {
+    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests,
+    setPolicy(p) { policy = p; rev++; },
+    async close() {
+      await proxy.stop();
+      upstream.closeAllConnections();
+      await new Promise<void>((r) => upstream.close(() => r()));
+    },
+  };
+}
+
+/** Sends raw bytes, collects everything until the server closes or `idleMs` passes without data. */
+export function rawExchange(port: number, payload: string | Buffer | (string | Buffer)[], opts: { idleMs?: number; gapMs?: number } = {}): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let timer: NodeJS.Timeout;
+    let closed = false;
+    const done = () => { clearTimeout(timer); s.destroy(); resolve({ text: Buffer.concat(chunks).toString('latin1'), closed }); };
+    const arm = () => { clearTimeout(timer); timer = setTimeout(done, opts.idleMs ?? 400); };
+    s.on('data', (c) => { chunks.push(c); arm(); });
+    s.on('end', () => { closed = true; done(); });
+    s.on('error', () => { closed = true; done(); });
+    s.on('connect', async () => {
+      const parts = Array.isArray(payload) ? payload : [payload];
+      for (const p of parts) {
+        s.write(p);
+        if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+      }
+      arm();
+    });
+  });
+}

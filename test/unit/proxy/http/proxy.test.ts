@@ -1,0 +1,135 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { startHarness, rawExchange, l7, type Harness } from './harness.ts';
+
+let h: Harness;
+before(async () => { h = await startHarness({ headerTimeoutMs: 300, maxHeadBytes: 4096 }); });
+after(async () => { await h.close(); });
+
+const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: svc\r\n${extra}\r\n`;
+const statuses = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+
+test('full-path match: /public allowed, /public/x and /private answered 403 Access denied, keep-alive kept', async () => {
+  h.setPolicy(l7([{ method: 'GET', path: '/public' }]));
+  const r = await rawExchange(h.port, get('/public') + get('/public/x') + get('/private') + get('/public'));
+  assert.deepEqual(statuses(r.text), [200, 403, 403, 200]);
+  assert.equal(r.closed, false);
+  assert.match(r.text, /HTTP\/1\.1 403 Forbidden\r\ncontent-length: 15\r\ncontent-type: text\/plain\r\n[^]*\r\n\r\nAccess denied\r\n/);
+});
+
+test('methods, host and header rules ORed; headerMatches mismatch actions rewrite the request', async () => {
+  h.setPolicy(l7([
+    { method: 'POST', path: '/v1/request-landing' },
+    { method: 'GET', path: '/v1/.*', host: 'svc' },
+    { headers: ['X-Token: secret'] },
+    { path: '/add', headerMatches: [{ name: 'X-Env', value: 'prod', mismatch: 'ADD' }] },
+    { path: '/replace', headerMatches: [{ name: 'X-Env', value: 'prod', mismatch: 'REPLACE' }] },
+    { path: '/delete', headerMatches: [{ name: 'X-Env', value: 'prod', mismatch: 'DELETE' }] },
+  ]));
+  const before = h.upstreamRequests.length;
+  const r = await rawExchange(h.port, [
+    'POST /v1/request-landing HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\n\r\nship',
+    'PUT /v1/exhaust-port HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\n\r\nboom',
+    get('/v1/anything'),
+    'GET /v1/x HTTP/1.1\r\nHost: other\r\n\r\n',
+    get('/other', 'X-Token: secret\r\n'),
+    get('/other', 'X-Token: wrong\r\n'),
+    get('/add', 'X-Env: dev\r\n'),
+    get('/replace', 'X-Env: dev\r\n'),
+    get('/delete', 'X-Env: dev\r\n'),
+  ]);
+  assert.deepEqual(statuses(r.text), [200, 403, 200, 403, 200, 403, 200, 200, 200]);
+  const seen = h.upstreamRequests.slice(before);
+  assert.deepEqual(seen.map((s) => `${s.method} ${s.url}`), ['POST /v1/request-landing', 'GET /v1/anything', 'GET /other', 'GET /add', 'GET /replace', 'GET /delete']);
+  assert.equal(seen[0]!.body, 'ship');
+  assert.equal(seen[3]!.headers['x-env'], 'dev, prod');
+  assert.equal(seen[4]!.headers['x-env'], 'prod');
+  assert.equal(seen[5]!.headers['x-env'], undefined);
+});
+
+test('an L4-only rule (null L7) opens everything; no entry (drop) denies everything', async () => {
+  h.setPolicy(l7(null));
+  assert.deepEqual(statuses((await rawExchange(h.port, get('/x') + get('/y'))).text), [200, 200]);
+  h.setPolicy(null);
+  assert.deepEqual(statuses((await rawExchange(h.port, get('/x'))).text), [403]);
+});
+
+test('bodies stream (chunked requests and responses), pipelined order kept with slow responses', async () => {
+  h.setPolicy(l7([{ path: '/slow.*' }, { path: '/chunked' }, { method: 'POST' }]));
+  const r = await rawExchange(h.port, [
+    'POST /up HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n',
+    '4\r\ndefg\r\n0\r\n\r\n',
+    get('/slow1') + get('/denied') + get('/slow2') + get('/chunked'),
+  ], { gapMs: 20 });
+  assert.deepEqual(statuses(r.text), [200, 200, 403, 200, 200]);
+  assert.match(r.text, /POST \/up 7/);
+  const order = [...r.text.matchAll(/slow \/slow\d|Access denied|part1-\r\n[0-9a-f]+\r\npart2/g)].map((m) => m[0].slice(0, 11));
+  assert.deepEqual(order, ['slow /slow1', 'Access deni', 'slow /slow2', 'part1-\r\n5\r\n']);
+});
+
+test('abuse: smuggling variants, oversized head, slowloris each refused and recorded; others still served', async () => {
+  h.setPolicy(l7(null));
+  const cases: [string | string[], number, string][] = [
+    ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'content_length_with_transfer_encoding'],
+    ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde', 400, 'duplicate_content_length'],
+    ['GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n', 400, 'obs_fold'],
+    ['GET / HTTP/1.1\nHost: a\n\n', 400, 'bare_lf'],
+    [`GET / HTTP/1.1\r\nHost: a\r\nX: ${'a'.repeat(5000)}\r\n\r\n`, 431, 'headers_too_large'],
+  ];
+  for (const [payload, status, reason] of cases) {
+    const n = h.records.length;
+    const r = await rawExchange(h.port, payload);
+    assert.deepEqual(statuses(r.text), [status], reason);
+    assert.equal(r.closed, true, reason);
+    const recs = h.records.slice(n);
+    assert.ok(recs.some((x) => x.type === 'request' && x.verdict === 'error' && x.reason === reason), `${reason}: ${JSON.stringify(recs)}`);
+    assert.ok(recs.some((x) => x.type === 'response' && x.code === status));
+  }
+  // slowloris: a head trickling in is cut off with 408 while a normal client is served
+  const n = h.records.length;
+  const slow = rawExchange(h.port, ['GET / HTTP/1.1\r\n', 'Host: a\r\n', 'X-1: a\r\n', 'X-2: a\r\n', 'X-3: a\r\n', 'X-4: a\r\n'], { gapMs: 150, idleMs: 1500 });
+  const normal = await rawExchange(h.port, get('/ok'));
+  assert.deepEqual(statuses(normal.text), [200]);
+  const s = await slow;
+  assert.deepEqual(statuses(s.text), [408]);
+  assert.ok(h.records.slice(n).some((x) => x.reason === 'header_timeout'));
+});
+
+test('a regex that is catastrophic for backtracking engines is decided in linear time', async () => {
+  h.setPolicy(l7([{ path: '/(a+)+b' }]));
+  const t0 = Date.now();
+  const r = await rawExchange(h.port, get(`/${'a'.repeat(3000)}c`) + get('/aaab'));
+  assert.deepEqual(statuses(r.text), [403, 200]);
+  assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+});
+
+test('records: trace context from traceparent, latency on responses, request headers as sent', async () => {
+  h.setPolicy(l7(null));
+  const n = h.records.length;
+  await rawExchange(h.port, get('/t', 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nAuthorization: Bearer x\r\n'));
+  const recs = h.records.slice(n);
+  const req = recs.find((r) => r.type === 'request')!;
+  const res = recs.find((r) => r.type === 'response')!;
+  assert.equal(req.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+  assert.equal(res.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+  assert.equal(req.url, 'http://svc/t');
+  assert.ok(res.latencyNs > 0);
+  assert.equal(res.code, 200);
+});
+
+test('upstream unreachable: 503 and a record, the proxy keeps serving', async () => {
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  const dead = net.createServer();
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const deadPort = (dead.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => dead.close(() => r()));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: deadPort },
+  });
+  const l = await p.start();
+  const r = await rawExchange(l.egress!.port, get('/x'));
+  assert.deepEqual(statuses(r.text), [503]);
+  await p.stop();
+});
