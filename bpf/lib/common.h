@@ -18,6 +18,7 @@
 #define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
 #define DROP_FRAG_NOSUPPORT 157  /* IP_FRAGMENTATION_NOT_SUPPORTED */
+#define DROP_NO_SERVICE 158      /* SERVICE_BACKEND_NOT_FOUND */
 #define DROP_CT_CREATE_FAILED 155 /* CT_MAP_INSERTION_FAILED */
 #define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED: no proxy listener */
 #define DROP_PROXY_ASSIGN_FAILED 179 /* SOCKET_ASSIGN_FAILED */
@@ -48,6 +49,10 @@
 /* skb->mark for packets steered to a local proxy (Cilium's MARK_MAGIC_TO_PROXY). The agent adds
  * `ip rule fwmark 0x200/0xf00 lookup 2004` + `ip route add local 0.0.0.0/0 dev lo table 2004`. */
 #define MARK_MAGIC_TO_PROXY 0x200
+#define MARK_MAGIC_MASK 0xf00
+/* Set (SO_MARK) by the ingress L7 proxy on its upstream connections to local endpoints: their
+ * ingress policy was already enforced by the proxy (Cilium's MARK_MAGIC_PROXY_INGRESS). */
+#define MARK_MAGIC_PROXY_INGRESS 0xa00
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -93,6 +98,9 @@ struct icmphdr {
 #define STAT_PROXY_REDIRECT 9
 #define STAT_EVENTS 10
 #define STAT_NON_IPV4 11
+#define STAT_LB_XLATE 12
+#define STAT_INGRESS_EARLY 13
+#define STAT_PKTS_NET 14
 #define STAT_MAX 16
 
 struct {
@@ -124,7 +132,7 @@ struct pkt {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 is_icmp_err; /* ICMP error carrying an inner tuple */
-	__u8 pad[2];
+	__u16 l4_off;     /* offset of the L4 header from skb->data */
 	__u32 len;
 	/* inner tuple of an ICMP error (as the original packet travelled) */
 	__u8 in_saddr[16];

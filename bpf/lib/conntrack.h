@@ -108,7 +108,7 @@ static __always_inline int ct_update(struct ct_val *v, const struct pkt *p, int 
 
 static __always_inline int ct_create(struct ct_key *k, const struct pkt *p, __u8 dir, __u16 ep,
 				     __u64 now, __u32 src_identity, __u16 proxy_port,
-				     __u16 proxy_slot)
+				     __u16 proxy_slot, __u16 rev_nat, __u8 state)
 {
 	struct ct_val v = {};
 	ct_key_fill(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, dir, ep);
@@ -121,5 +121,7 @@ static __always_inline int ct_create(struct ct_key *k, const struct pkt *p, __u8
 	v.proxy_port = proxy_port;
 	v.proxy_slot = proxy_slot;
 	v.src_identity = src_identity;
+	v.rev_nat = rev_nat;
+	v.state = state;
 	return bpf_map_update_elem(&mb_ct, k, &v, BPF_ANY);
 }

@@ -26,6 +26,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_endpoints SEC(".maps");
 
+/* The same configs keyed by endpoint id (u32): a packet's DESTINATION endpoint (from the ipcache)
+ * has its ingress policy decided where the packet enters the node (source veth, network device). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct ep_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_ep_ids SEC(".maps");
+
 /* ---- ipcache: LPM trie prefix -> identity ---- */
 struct ipcache_key {
 	__u32 prefixlen; /* 32 (family + pad) + address prefix bits */
@@ -83,6 +93,8 @@ struct {
 } mb_policy SEC(".maps");
 
 /* ---- conntrack ---- */
+/* ct_key.dir of a service entry: frontend tuple -> chosen backend (Cilium's CT_SERVICE). */
+#define DIR_SERVICE 3
 struct ct_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -100,6 +112,7 @@ struct ct_key {
 #define CT_F_REV_FIN 0x02
 #define CT_F_RST 0x04
 #define CT_F_SEEN_REPLY 0x08
+#define CT_F_PREDECIDED 0x10 /* ingress policy decided upstream: to_container traces NEW once */
 struct ct_val {
 	__u64 expires;    /* bpf_ktime_get_ns deadline */
 	__u64 created;
@@ -109,8 +122,9 @@ struct ct_val {
 	__u8 pad;
 	__u16 proxy_port;
 	__u16 proxy_slot;
-	__u32 src_identity;
-	__u32 pad2;
+	__u32 src_identity; /* DIR_SERVICE entries: the chosen backend id */
+	__u16 rev_nat;      /* != 0: replies are reverse-NATed to this service frontend */
+	__u16 pad2;
 };
 
 #define CT_LIFETIME_TCP_SYN (60ULL * 1000000000ULL)
@@ -135,3 +149,54 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_proxy_socks SEC(".maps");
+
+/* ---- load balancing (Cilium's lb4): frontend VIP:port/proto -> backends ----
+ * slot 0 is the service's master entry (count, rev_nat); slots 1..count hold backend ids. */
+struct lb4_key {
+	__u8 vip[4];      /* network order */
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+struct lb4_service {
+	__u32 backend_id; /* slots >= 1 */
+	__u16 count;      /* slot 0: number of backends */
+	__u16 rev_nat;    /* slot 0: reverse-NAT id */
+};
+struct lb4_backend {
+	__u8 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+struct lb4_reverse_nat {
+	__u8 addr[4];
+	__be16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb4_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb4_reverse_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb4_reverse_nat SEC(".maps");

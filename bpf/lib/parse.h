@@ -35,6 +35,7 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or offset: no L4 header to match on */
 		return -DROP_FRAG_NOSUPPORT;
 	void *l4 = (void *)ip + ihl;
+	p->l4_off = (__u16)(sizeof(*eth) + ihl);
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > data_end)

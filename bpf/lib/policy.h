@@ -3,6 +3,15 @@
 #include "common.h"
 #include "maps.h"
 
+static __always_inline struct ipcache_val *ipcache_lookup(const __u8 *addr)
+{
+	struct ipcache_key k = {};
+	k.prefixlen = IPCACHE_STATIC_PREFIX + 32;
+	k.family = 4;
+	__builtin_memcpy(k.addr, addr, 4);
+	return bpf_map_lookup_elem(&mb_ipcache, &k);
+}
+
 static __always_inline __u32 ipcache_identity(const __u8 *addr)
 {
 	struct ipcache_key k = {};

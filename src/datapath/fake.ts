@@ -4,7 +4,7 @@
  * subscribers as if the ring buffer had produced it; `decide()` answers a policy lookup with
  * the same contract as the C (src/policy/lookup.ts).
  */
-import type { Datapath, DatapathEndpoint, DatapathEvent, DatapathStats, IPCacheEntry } from './types.ts';
+import { serviceKeyString, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from './types.ts';
 import { type Direction, type MapState, type MapStateDelta, mapStateKeyString } from '../policy/types.ts';
 import { lookupMapState, type LookupResult } from '../policy/lookup.ts';
 
@@ -15,6 +15,8 @@ export class FakeDatapath implements Datapath {
   readonly endpoints = new Map<number, DatapathEndpoint>();
   readonly policies = new Map<number, MapState>();
   readonly ipcache = new Map<string, IPCacheEntry>();
+  /** service frontends by `ip:port/PROTO` */
+  readonly services = new Map<string, DatapathService>();
   readonly calls: FakeCall[] = [];
   eventsLost = 0n;
   private readonly subs = new Set<(ev: DatapathEvent) => void>();
@@ -61,6 +63,24 @@ export class FakeDatapath implements Datapath {
   async deleteIPCache(prefixes: string[]): Promise<void> {
     this.calls.push({ method: 'deleteIPCache', args: [prefixes] });
     for (const p of prefixes) this.ipcache.delete(p);
+  }
+
+  async upsertService(svc: DatapathService): Promise<void> {
+    this.calls.push({ method: 'upsertService', args: [svc] });
+    this.services.set(serviceKeyString(svc), { ...svc, backends: svc.backends.map((b) => ({ ...b })) });
+  }
+
+  async deleteService(key: DatapathServiceKey): Promise<void> {
+    this.calls.push({ method: 'deleteService', args: [key] });
+    this.services.delete(serviceKeyString(key));
+  }
+
+  /** The backend the kernel would pick for a new connection (same slot arithmetic, any hash). */
+  backendFor(ip: string, port: number, proto: 'TCP' | 'UDP', hash: number): { ip: string; port: number } | 'drop' | undefined {
+    const s = this.services.get(serviceKeyString({ ip, port, proto }));
+    if (!s) return undefined;
+    if (s.backends.length === 0) return 'drop';
+    return s.backends[(hash >>> 0) % s.backends.length];
   }
 
   onEvent(cb: (ev: DatapathEvent) => void): () => void {

@@ -80,6 +80,25 @@ export interface DatapathStats {
   ctEntries: number;
 }
 
+/** Protocols a service frontend can have. */
+export type ServiceProto = 'TCP' | 'UDP';
+
+/** A service frontend (ClusterIP:port/proto) and its backends, as the datapath load-balances it. */
+export interface DatapathService {
+  /** frontend address (ClusterIP), IPv4 */
+  ip: string;
+  port: number;
+  proto: ServiceProto;
+  /** backends in a stable order; empty = connections are dropped (SERVICE_BACKEND_NOT_FOUND, 158) */
+  backends: { ip: string; port: number }[];
+}
+
+export type DatapathServiceKey = Pick<DatapathService, 'ip' | 'port' | 'proto'>;
+
+export function serviceKeyString(s: DatapathServiceKey): string {
+  return `${s.ip}:${s.port}/${s.proto}`;
+}
+
 export interface Datapath {
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -90,6 +109,13 @@ export interface Datapath {
   applyPolicy(endpointId: number, delta: MapStateDelta, full?: MapState): Promise<void>;
   upsertIPCache(entries: IPCacheEntry[]): Promise<void>;
   deleteIPCache(prefixes: string[]): Promise<void>;
+  /**
+   * Creates or replaces a service frontend and its backends (socket-less ClusterIP load balancing
+   * at the client's from_container). Optional: datapaths without load balancing omit it.
+   */
+  upsertService?(svc: DatapathService): Promise<void>;
+  /** Removes a service frontend (absent is fine). */
+  deleteService?(key: DatapathServiceKey): Promise<void>;
   /** Subscribe to decoded events; returns an unsubscribe function. */
   onEvent(cb: (ev: DatapathEvent) => void): () => void;
   /** Events the kernel could not deliver (ring full) since start. */

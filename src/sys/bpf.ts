@@ -49,6 +49,7 @@ const f = {
   info: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *info_len)'),
   enableStats: libbpf.func('int bpf_enable_stats(int type)'),
   closeFd: libc.func('int close(int fd)'),
+  ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
@@ -118,6 +119,11 @@ export function isOnBpffs(path: string): boolean {
 
 export function closeFd(fd: number): void {
   if (fd >= 0) f.closeFd(fd);
+}
+
+/** Interface index of `ifname` in the calling thread's network namespace; 0 if absent. */
+export function ifNameToIndex(ifname: string): number {
+  return f.ifNameToIndex(ifname) as number;
 }
 
 export function numPossibleCpus(): number {

@@ -263,7 +263,14 @@ export const CT_VAL_SIZE = 32;
 export interface CtEntry {
   srcIp: string; dstIp: string; srcPort: number; dstPort: number; proto: number; direction: Direction; endpointId: number;
   expiresNs: bigint; createdNs: bigint; fwdFlags: number; revFlags: number; state: number; proxyPort: number; srcIdentity: number;
+  /** reverse-NAT id of a load-balanced connection (0: none) */
+  revNat: number;
+  /** a DIR_SERVICE entry (frontend tuple -> backend id in srcIdentity) */
+  service?: true;
 }
+
+export const DIR_SERVICE = 3;
+export const CT_F_PREDECIDED = 0x10;
 
 export function decodeCt(k: Buffer, v: Buffer): CtEntry {
   const fam = k.readUInt8(37);
@@ -271,7 +278,8 @@ export function decodeCt(k: Buffer, v: Buffer): CtEntry {
     srcIp: formatIp(k, 0, fam), dstIp: formatIp(k, 16, fam), srcPort: k.readUInt16BE(32), dstPort: k.readUInt16BE(34),
     proto: k.readUInt8(36), direction: k.readUInt8(38) === DIR_INGRESS ? 'ingress' : 'egress', endpointId: k.readUInt16LE(40),
     expiresNs: v.readBigUInt64LE(0), createdNs: v.readBigUInt64LE(8), fwdFlags: v.readUInt8(16), revFlags: v.readUInt8(17),
-    state: v.readUInt8(18), proxyPort: v.readUInt16LE(20), srcIdentity: v.readUInt32LE(24),
+    state: v.readUInt8(18), proxyPort: v.readUInt16LE(20), srcIdentity: v.readUInt32LE(24), revNat: v.readUInt16LE(28),
+    ...(k.readUInt8(38) === DIR_SERVICE ? { service: true as const } : {}),
   };
 }
 
@@ -349,6 +357,67 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
 
 export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
-  'policyLookups', 'proxyRedirects', 'events', 'nonIPv4',
+  'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
 ] as const;
 export const STAT_MAX = 16;
+
+// ------------------------------------------------------------------ load balancing (lb4)
+
+export const LB4_KEY_SIZE = 12;
+export const LB4_SERVICE_SIZE = 8;
+export const LB4_BACKEND_SIZE = 8;
+export const LB4_REVNAT_SIZE = 8;
+
+export function protoNumber(p: 'TCP' | 'UDP'): number {
+  return p === 'UDP' ? 17 : 6;
+}
+
+function v4(ip: string, what: string): Buffer {
+  const b = parseIPv4(ip);
+  if (!b) throw new MembraneError('DATAPATH_BAD_IP', `${what}: not an IPv4 address: "${ip}"`);
+  return b;
+}
+
+export function encodeLb4Key(ip: string, port: number, proto: number, slot: number): Buffer {
+  const b = Buffer.alloc(LB4_KEY_SIZE);
+  v4(ip, 'service frontend').copy(b, 0);
+  b.writeUInt16BE(port, 4);
+  b.writeUInt8(proto, 6);
+  b.writeUInt16LE(slot, 8);
+  return b;
+}
+
+export function decodeLb4Key(b: Buffer): { ip: string; port: number; proto: number; slot: number } {
+  return { ip: formatIp(b, 0, 4), port: b.readUInt16BE(4), proto: b.readUInt8(6), slot: b.readUInt16LE(8) };
+}
+
+export function encodeLb4Service(backendId: number, count: number, revNat: number): Buffer {
+  const b = Buffer.alloc(LB4_SERVICE_SIZE);
+  b.writeUInt32LE(backendId >>> 0, 0);
+  b.writeUInt16LE(count, 4);
+  b.writeUInt16LE(revNat, 6);
+  return b;
+}
+
+export function decodeLb4Service(b: Buffer): { backendId: number; count: number; revNat: number } {
+  return { backendId: b.readUInt32LE(0), count: b.readUInt16LE(4), revNat: b.readUInt16LE(6) };
+}
+
+export function encodeLb4Backend(ip: string, port: number, proto: number): Buffer {
+  const b = Buffer.alloc(LB4_BACKEND_SIZE);
+  v4(ip, 'service backend').copy(b, 0);
+  b.writeUInt16BE(port, 4);
+  b.writeUInt8(proto, 6);
+  return b;
+}
+
+export function decodeLb4Backend(b: Buffer): { ip: string; port: number; proto: number } {
+  return { ip: formatIp(b, 0, 4), port: b.readUInt16BE(4), proto: b.readUInt8(6) };
+}
+
+export function encodeLb4RevNat(ip: string, port: number): Buffer {
+  const b = Buffer.alloc(LB4_REVNAT_SIZE);
+  v4(ip, 'service frontend').copy(b, 0);
+  b.writeUInt16BE(port, 4);
+  return b;
+}

@@ -9,18 +9,19 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import type { Datapath, DatapathEndpoint, DatapathEvent, DatapathStats, IPCacheEntry } from '../types.ts';
+import { serviceKeyString, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from '../types.ts';
 import type { Direction, L7Policy, MapState, MapStateDelta, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import { MembraneError } from '../../errors.ts';
 import {
   BpfObject, BpfMap, type BpfProgram, attachTcx, detachPinnedLink, BPF_TCX_INGRESS, BPF_TCX_EGRESS, ensureBpffs,
-  enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo,
+  enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo, ifNameToIndex,
 } from '../../sys/bpf.ts';
 import { MmapRing } from '../../sys/ring.ts';
 import {
   EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, POLICY_KEY_SIZE, POLICY_VAL_SIZE, STAT_NAMES, decodeEpConfig, decodeEvent,
   decodeCt, ctKeyEndpoint, encodeEpConfig, encodeIpcacheKey, encodeIpcacheVal, encodePolicyKey, encodePolicyVal,
   encodeU32, policyValFor, decodePolicyKey, decodePolicyVal, decodeIpcacheKey, decodeIpcacheVal, type CtEntry, type EpConfig,
+  encodeLb4Key, decodeLb4Key, encodeLb4Service, decodeLb4Service, encodeLb4Backend, decodeLb4Backend, encodeLb4RevNat, protoNumber,
 } from './codec.ts';
 
 export interface DatapathLogger {
@@ -60,7 +61,10 @@ export function defaultProxyRedirect(l7: L7Policy, direction: Direction): { port
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
-const MAPS = ['mb_endpoints', 'mb_ipcache', 'mb_policy', 'mb_ct', 'mb_events', 'mb_lost', 'mb_stats', 'mb_proxy_socks'] as const;
+const MAPS = [
+  'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_policy', 'mb_ct', 'mb_events', 'mb_lost', 'mb_stats', 'mb_proxy_socks',
+  'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
+] as const;
 type MapName = (typeof MAPS)[number];
 
 export function linkPinPath(pinRoot: string, ifname: string, dir: 'ingress' | 'egress'): string {
@@ -73,6 +77,8 @@ export function destroy(pinRoot: string): void {
 }
 
 interface EpState { ep: DatapathEndpoint; flags: number }
+interface SvcState { revNat: number; proto: number; backendIds: number[] }
+interface BackendState { id: number; refs: number }
 
 export class LinuxDatapath implements Datapath {
   private readonly opts: LinuxDatapathOptions;
@@ -81,6 +87,12 @@ export class LinuxDatapath implements Datapath {
   private maps: Partial<Record<MapName, BpfMap>> = {};
   private progFrom: BpfProgram | null = null;
   private progTo: BpfProgram | null = null;
+  private progNet: BpfProgram | null = null;
+  /** network devices with from_network attached: ifname -> ifindex */
+  private readonly netDevices = new Map<string, number>();
+  /** service frontends (ip:port/PROTO) and backends (ip:port/protoNumber) as in the lb4 maps */
+  private readonly services = new Map<string, SvcState>();
+  private readonly backends = new Map<string, BackendState>();
   private ring: MmapRing | null = null;
   private readonly subscribers = new Set<(ev: DatapathEvent) => void>();
   private backlog: DatapathEvent[] = [];
@@ -108,6 +120,7 @@ export class LinuxDatapath implements Datapath {
     for (const m of MAPS) this.maps[m] = obj.map(m);
     this.progFrom = obj.program('from_container');
     this.progTo = obj.program('to_container');
+    this.progNet = obj.program('from_network');
     this.timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.lostBaseline = this.sumPerCpu(this.map('mb_lost'), 0);
     // endpoints known to the kernel (after an agent restart)
@@ -116,7 +129,10 @@ export class LinuxDatapath implements Datapath {
       if (!v) continue;
       const c = decodeEpConfig(v);
       this.flags.set(c.epId, c.flags);
+      // by-id mirror (a pinned state from before the map existed, or a crash between the writes)
+      this.map('mb_ep_ids').update(encodeU32(c.epId), v);
     }
+    this.loadServices();
     try {
       enableRunTimeStats();
       this.statsEnabled = true;
@@ -136,7 +152,10 @@ export class LinuxDatapath implements Datapath {
     this.obj?.close(); // links and maps stay pinned: enforcement continues
     this.obj = null;
     this.maps = {};
-    this.progFrom = this.progTo = null;
+    this.progFrom = this.progTo = this.progNet = null;
+    this.services.clear();
+    this.backends.clear();
+    this.netDevices.clear();
     this.policyIndex = null;
     setLibbpfLogger(null);
   }
@@ -156,6 +175,7 @@ export class LinuxDatapath implements Datapath {
     this.flags.set(ep.id, flags);
     const cfg: EpConfig = { ifindex: ep.ifindex, epId: ep.id, flags, identity: ep.identity, ipv4: ep.ipv4, ...(ep.ipv6 ? { ipv6: ep.ipv6 } : {}), ...(ep.mac ? { mac: ep.mac } : {}) };
     epMap.update(encodeU32(ep.ifindex), encodeEpConfig(cfg));
+    this.map('mb_ep_ids').update(encodeU32(ep.id), encodeEpConfig(cfg));
     attachTcx(progFrom.fd, ep.ifindex, BPF_TCX_INGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'ingress'));
     attachTcx(progTo.fd, ep.ifindex, BPF_TCX_EGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'egress'));
     this.endpoints.set(ep.id, { ep: { ...ep }, flags });
@@ -172,6 +192,7 @@ export class LinuxDatapath implements Datapath {
         const v = epMap.lookup(k);
         if (v && decodeEpConfig(v).epId === id) epMap.delete(k);
       }
+      this.map('mb_ep_ids').delete(encodeU32(id));
     }
     this.endpoints.delete(id);
     this.flags.delete(id);
@@ -194,6 +215,9 @@ export class LinuxDatapath implements Datapath {
     const epMap = this.map('mb_endpoints');
     const v = epMap.lookup(encodeU32(ep.ifindex));
     if (v && decodeEpConfig(v).epId === ep.id) epMap.delete(encodeU32(ep.ifindex));
+    const byId = this.map('mb_ep_ids');
+    const w = byId.lookup(encodeU32(ep.id));
+    if (w && decodeEpConfig(w).ifindex === ep.ifindex) byId.delete(encodeU32(ep.id));
   }
 
   async applyPolicy(endpointId: number, delta: MapStateDelta, full?: MapState): Promise<void> {
@@ -243,6 +267,7 @@ export class LinuxDatapath implements Datapath {
       if (v) {
         v.writeUInt8(flags, 6);
         epMap.update(k, v);
+        this.map('mb_ep_ids').update(encodeU32(id), v);
       }
       return;
     }
@@ -251,6 +276,7 @@ export class LinuxDatapath implements Datapath {
       if (v && decodeEpConfig(v).epId === id) {
         v.writeUInt8(flags, 6);
         epMap.update(k, v);
+        this.map('mb_ep_ids').update(encodeU32(id), v);
       }
     }
   }
@@ -299,6 +325,7 @@ export class LinuxDatapath implements Datapath {
     const { progFrom, progTo } = this.progs();
     const ifs = [...this.endpoints.values()].map((s) => s.ep.ifname).sort();
     const fi = progFrom.info(), ti = progTo.info();
+    const ni = this.progNet?.info();
     let ctEntries = 0;
     for (const _ of this.map('mb_ct').keys()) ctEntries++;
     let policyEntries = 0;
@@ -307,11 +334,176 @@ export class LinuxDatapath implements Datapath {
       programs: [
         { name: 'from_container', attachedTo: `tcx-ingress:${ifs.join(',')}`, runCount: fi.runCnt, runTimeNs: fi.runTimeNs },
         { name: 'to_container', attachedTo: `tcx-egress:${ifs.join(',')}`, runCount: ti.runCnt, runTimeNs: ti.runTimeNs },
+        ...(ni && this.netDevices.size ? [{ name: 'from_network', attachedTo: `tcx-ingress:${[...this.netDevices.keys()].sort().join(',')}`, runCount: ni.runCnt, runTimeNs: ni.runTimeNs }] : []),
       ],
       eventsLost: this.sumPerCpu(this.map('mb_lost'), 0) - this.lostBaseline,
       policyEntries,
       ctEntries,
     };
+  }
+
+  // ---------------------------------------------------------------- services (lb4)
+
+  async upsertService(svc: DatapathService): Promise<void> {
+    const proto = protoNumber(svc.proto);
+    const key = serviceKeyString(svc);
+    const st = this.services.get(key);
+    const seen = new Set<string>();
+    const list = svc.backends.filter((b) => {
+      const k = `${b.ip}:${b.port}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    });
+    if (list.length > 65535) throw new MembraneError('DATAPATH_SERVICE_TOO_BIG', `service ${key}: ${list.length} backends (max 65535)`);
+    if (st) {
+      const same = st.backendIds.length === list.length && list.every((b, i) => this.backends.get(`${b.ip}:${b.port}/${proto}`)?.id === st.backendIds[i]);
+      if (same) return;
+    }
+    const svcMap = this.map('mb_lb4_services');
+    const revNat = st?.revNat ?? this.allocRevNat();
+    // backends first, then slots, then the master entry (a packet never sees a slot without its backend)
+    const ids = list.map((b) => this.acquireBackend(b.ip, b.port, proto));
+    this.map('mb_lb4_reverse_nat').update(encodeU32(revNat), encodeLb4RevNat(svc.ip, svc.port));
+    ids.forEach((id, i) => svcMap.update(encodeLb4Key(svc.ip, svc.port, proto, i + 1), encodeLb4Service(id, 0, 0)));
+    svcMap.update(encodeLb4Key(svc.ip, svc.port, proto, 0), encodeLb4Service(0, ids.length, revNat));
+    const old = st?.backendIds ?? [];
+    for (let i = ids.length; i < old.length; i++) svcMap.delete(encodeLb4Key(svc.ip, svc.port, proto, i + 1));
+    for (const id of old) this.releaseBackend(id);
+    this.services.set(key, { revNat, proto, backendIds: ids });
+    this.log.debug({ subsys: 'datapath', service: key, backends: ids.length }, 'service upserted');
+  }
+
+  async deleteService(k: DatapathServiceKey): Promise<void> {
+    const proto = protoNumber(k.proto);
+    const key = serviceKeyString(k);
+    const st = this.services.get(key);
+    if (!st) return;
+    const svcMap = this.map('mb_lb4_services');
+    svcMap.delete(encodeLb4Key(k.ip, k.port, proto, 0));
+    st.backendIds.forEach((_id, i) => svcMap.delete(encodeLb4Key(k.ip, k.port, proto, i + 1)));
+    this.map('mb_lb4_reverse_nat').delete(encodeU32(st.revNat));
+    for (const id of st.backendIds) this.releaseBackend(id);
+    this.services.delete(key);
+  }
+
+  /** The services in the kernel maps (decoded). */
+  serviceDump(): DatapathService[] {
+    const out: DatapathService[] = [];
+    const byId = new Map<number, { ip: string; port: number }>();
+    for (const [k, b] of this.backends) {
+      const m = /^(.*):(\d+)\/\d+$/.exec(k);
+      if (m) byId.set(b.id, { ip: m[1]!, port: Number(m[2]) });
+    }
+    for (const [key, st] of this.services) {
+      const m = /^(.*):(\d+)\/(TCP|UDP)$/.exec(key);
+      if (!m) continue;
+      out.push({ ip: m[1]!, port: Number(m[2]), proto: m[3] as 'TCP' | 'UDP', backends: st.backendIds.map((id) => byId.get(id)!).filter(Boolean) });
+    }
+    return out;
+  }
+
+  private allocRevNat(): number {
+    const used = new Set([...this.services.values()].map((s) => s.revNat));
+    for (let i = 1; i <= 65535; i++) if (!used.has(i)) return i;
+    throw new MembraneError('DATAPATH_SERVICE_EXHAUSTED', 'no free reverse-NAT id (65535 services)');
+  }
+
+  private acquireBackend(ip: string, port: number, proto: number): number {
+    const k = `${ip}:${port}/${proto}`;
+    const b = this.backends.get(k);
+    if (b) {
+      b.refs++;
+      return b.id;
+    }
+    const used = new Set([...this.backends.values()].map((x) => x.id));
+    let id = 1;
+    while (used.has(id)) id++;
+    this.map('mb_lb4_backends').update(encodeU32(id), encodeLb4Backend(ip, port, proto));
+    this.backends.set(k, { id, refs: 1 });
+    return id;
+  }
+
+  private releaseBackend(id: number): void {
+    for (const [k, b] of this.backends) {
+      if (b.id !== id) continue;
+      if (--b.refs <= 0) {
+        this.backends.delete(k);
+        this.map('mb_lb4_backends').delete(encodeU32(id));
+      }
+      return;
+    }
+  }
+
+  /** Rebuilds the service/backend bookkeeping from the pinned maps (after an agent restart). */
+  private loadServices(): void {
+    this.services.clear();
+    this.backends.clear();
+    const beMap = this.map('mb_lb4_backends');
+    const beById = new Map<number, string>();
+    for (const k of beMap.keys()) {
+      const v = beMap.lookup(k);
+      if (!v) continue;
+      const b = decodeLb4Backend(v);
+      const id = k.readUInt32LE(0);
+      const key = `${b.ip}:${b.port}/${b.proto}`;
+      beById.set(id, key);
+      this.backends.set(key, { id, refs: 0 });
+    }
+    const svcMap = this.map('mb_lb4_services');
+    const slots = new Map<string, { master?: { count: number; revNat: number }; ids: Map<number, number>; ip: string; port: number; proto: number }>();
+    for (const k of svcMap.keys()) {
+      const v = svcMap.lookup(k);
+      if (!v) continue;
+      const d = decodeLb4Key(k);
+      const sk = `${d.ip}:${d.port}/${d.proto === 17 ? 'UDP' : 'TCP'}`;
+      let e = slots.get(sk);
+      if (!e) slots.set(sk, (e = { ids: new Map(), ip: d.ip, port: d.port, proto: d.proto }));
+      const sv = decodeLb4Service(v);
+      if (d.slot === 0) e.master = { count: sv.count, revNat: sv.revNat };
+      else e.ids.set(d.slot, sv.backendId);
+    }
+    for (const [sk, e] of slots) {
+      if (!e.master) {
+        for (const slot of e.ids.keys()) svcMap.delete(encodeLb4Key(e.ip, e.port, e.proto, slot));
+        continue;
+      }
+      const ids: number[] = [];
+      for (let i = 1; i <= e.master.count; i++) ids.push(e.ids.get(i) ?? 0);
+      for (const id of ids) {
+        const bk = beById.get(id);
+        if (bk) this.backends.get(bk)!.refs++;
+      }
+      this.services.set(sk, { revNat: e.master.revNat, proto: e.proto, backendIds: ids });
+    }
+    for (const [k, b] of [...this.backends]) {
+      if (b.refs === 0) {
+        beMap.delete(encodeU32(b.id));
+        this.backends.delete(k);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- network devices
+
+  /**
+   * Attaches from_network at tcx ingress of a network device of the agent's namespace (world,
+   * underlay): new connections from outside to local endpoints get their ingress policy (and L7
+   * redirect) there. Idempotent; returns false when the device does not exist.
+   */
+  attachNetworkDevice(ifname: string): boolean {
+    if (!this.progNet) throw new MembraneError('DATAPATH_NOT_STARTED', 'datapath is not started', { hint: 'call start() first' });
+    const ifindex = ifNameToIndex(ifname);
+    if (!ifindex) return false;
+    attachTcx(this.progNet.fd, ifindex, BPF_TCX_INGRESS, linkPinPath(this.opts.pinRoot, ifname, 'ingress'));
+    this.netDevices.set(ifname, ifindex);
+    this.log.debug({ subsys: 'datapath', ifname, ifindex }, 'network device attached');
+    return true;
+  }
+
+  detachNetworkDevice(ifname: string): void {
+    detachPinnedLink(linkPinPath(this.opts.pinRoot, ifname, 'ingress'));
+    this.netDevices.delete(ifname);
   }
 
   // ---------------------------------------------------------------- extras (not in Datapath)

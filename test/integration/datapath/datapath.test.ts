@@ -197,8 +197,12 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
 
   it('steers L7 connections to the proxy listener with bpf_sk_assign; fails closed (178) without one', async () => {
     await reset();
-    sh('ip', ['-n', topo.nodeNs, 'rule', 'add', 'fwmark', '0x200/0xf00', 'lookup', '2004']);
-    sh('ip', ['-n', topo.nodeNs, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '2004']);
+    // proxy routing as the agent sets it up (idempotent: twice gives one rule)
+    await d.call('proxyRouting');
+    await d.call('proxyRouting');
+    const rules = sh('ip', ['-n', topo.nodeNs, 'rule', 'show']).split('\n').filter((l) => /fwmark 0x200\/0xf00 lookup 2004/.test(l));
+    assert.equal(rules.length, 1, `one proxy rule: ${rules.join(' | ')}`);
+    assert.match(sh('ip', ['-n', topo.nodeNs, 'route', 'show', 'table', '2004']), /local default dev lo/);
     const http = { parser: 'http', perSelector: [] };
     await d.call('applyFull', A.id, [{ key: { direction: 'egress', identity: idOf(B), proto: 6, port: 8080, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } }, egress(idOf(B), 6, 9090)], { ingress: false, egress: true });
     let r = JSON.parse(inNs(A.ns, ['read', B.ip, '8080', '800'])) as { ok: boolean; line?: string };
@@ -218,6 +222,134 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
     } finally {
       await d.call('proxyClose', 0);
     }
+  });
+
+  it('ingress L7 from a local pod: decided at the source, steered to the ingress proxy; fails closed (178) without one', async () => {
+    await reset();
+    await d.call('proxyRouting');
+    const http = { parser: 'http', perSelector: [] };
+    await d.call('applyFull', B.id, [{ key: { direction: 'ingress', identity: idOf(A), proto: 6, port: 8080, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } }, ingress(idOf(A), 6, 9090)], { ingress: true, egress: false });
+    let r = JSON.parse(inNs(A.ns, ['read', B.ip, '8080', '800'])) as { ok: boolean; line?: string };
+    assert.equal(r.ok, false, 'no ingress proxy listener: fail closed');
+    let evs = await events();
+    const dr = find(evs, (e) => e.type === 1 && e.subType === 178 && e.dstPort === 8080 && e.srcIp === A.ip, 'drop 178 (no ingress proxy listener)');
+    assert.equal(dr.endpointId, B.id, 'the drop is reported at the destination endpoint');
+    assert.equal(dr.direction, 'ingress');
+    await d.call('proxyListen', 15011, 1); // ingress http slot (proxySlot('http', 'ingress') = 1)
+    try {
+      r = JSON.parse(inNs(A.ns, ['read', B.ip, '8080', '1500'])) as { ok: boolean; line?: string };
+      assert.deepEqual(r, { ok: true, line: `proxied ${B.ip}:8080` }, 'the ingress proxy accepted and sees the original destination');
+      assert.equal(tcpConnect(A.ns, B.ip, 9090), true, 'L4-only entry delivered to the pod');
+      assert.equal(tcpConnect(C.ns, B.ip, 8080), false, 'other identities still default-denied');
+      evs = await events();
+      const v = find(evs, (e) => e.type === 5 && e.endpointId === B.id && e.dstPort === 8080 && e.srcIp === A.ip && e.verdict > 0, 'ingress redirect verdict');
+      assert.equal(v.verdict, 15001);
+      assert.equal(v.direction, 'ingress');
+      assert.equal(v.srcIdentity, idOf(A));
+      assert.equal(v.dstIdentity, idOf(B));
+      assert.ok(!evs.some((e) => e.type === 4 && e.endpointId === B.id && e.dstPort === 8080 && e.srcIp === A.ip), 'redirected: never delivered to B');
+      find(evs, (e) => e.type === 4 && e.subType === 0 && e.endpointId === B.id && e.dstPort === 9090 && e.ctReason === 1, 'to-endpoint NEW trace at B for the early-decided 9090');
+      const ct = await d.call<{ endpointId: number; direction: string; dstPort: number; state: number }[]>('conntrack');
+      assert.ok(ct.some((c) => c.endpointId === B.id && c.direction === 'ingress' && c.dstPort === 9090 && (c.state & 0x10) === 0), 'B ingress entry made at the source, flag cleared by to_container');
+      find(evs, (e) => e.type === 1 && e.subType === 133 && e.srcIp === C.ip && e.endpointId === B.id && e.direction === 'ingress', 'C dropped 133 at B ingress');
+    } finally {
+      await d.call('proxyClose', 1);
+    }
+  });
+
+  it('from_network: world -> pod ingress policy and L7 redirect on the network device', async () => {
+    await reset();
+    await d.call('proxyRouting');
+    const wns = `mdp-${tag}-w`;
+    const wif = `mdpw${tag.slice(0, 6)}`;
+    const WIP = '10.250.9.2';
+    sh('ip', ['netns', 'add', wns]);
+    try {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'add', wif, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', wns]);
+      sh('ip', ['-n', topo.nodeNs, 'link', 'set', wif, 'up']);
+      sh('ip', ['-n', topo.nodeNs, 'route', 'add', `${WIP}/32`, 'dev', wif]);
+      sh('ip', ['-n', wns, 'link', 'set', 'lo', 'up']);
+      sh('ip', ['-n', wns, 'addr', 'add', `${WIP}/32`, 'dev', 'eth0']);
+      sh('ip', ['-n', wns, 'link', 'set', 'eth0', 'up']);
+      sh('ip', ['-n', wns, 'route', 'add', 'default', 'via', '10.250.0.1', 'dev', 'eth0', 'onlink']);
+      assert.equal(await d.call('attachNetworkDevice', wif), true);
+      assert.equal(await d.call('attachNetworkDevice', wif), true, 'idempotent');
+      assert.equal(await d.call('attachNetworkDevice', 'mdp-nope0'), false, 'absent device');
+      const http = { parser: 'http', perSelector: [] };
+      await d.call('applyFull', B.id, [{ key: { direction: 'ingress', identity: 2, proto: 6, port: 8080, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } }], { ingress: true, egress: false });
+      let r = JSON.parse(inNs(wns, ['read', B.ip, '8080', '800'])) as { ok: boolean };
+      assert.equal(r.ok, false, 'no ingress proxy: fail closed');
+      let evs = await events();
+      const d178 = find(evs, (e) => e.type === 1 && e.subType === 178 && e.srcIp === WIP && e.dstPort === 8080, 'drop 178 world -> B');
+      assert.equal(d178.endpointId, B.id);
+      assert.equal(d178.srcIdentity, 2);
+      await d.call('proxyListen', 15012, 1);
+      try {
+        r = JSON.parse(inNs(wns, ['read', B.ip, '8080', '1500'])) as { ok: boolean; line?: string };
+        assert.deepEqual(r, { ok: true, line: `proxied ${B.ip}:8080` }, 'world -> pod redirected to the ingress proxy');
+      } finally {
+        await d.call('proxyClose', 1);
+      }
+      assert.equal(tcpConnect(wns, B.ip, 9090), false, 'world -> B:9090 default-denied');
+      assert.equal(tcpConnect(wns, A.ip, 7070), true, 'world -> A (no policy) allowed, replies pass');
+      evs = await events();
+      const dd = find(evs, (e) => e.type === 1 && e.subType === 133 && e.srcIp === WIP && e.dstPort === 9090, 'drop 133 world -> B:9090');
+      assert.equal(dd.endpointId, B.id);
+      assert.equal(dd.direction, 'ingress');
+      find(evs, (e) => e.type === 4 && e.subType === 0 && e.endpointId === A.id && e.srcIp === WIP && e.ctReason === 1, 'to-endpoint NEW trace at A');
+      const c = await d.call<Record<string, string>>('counters');
+      assert.ok(BigInt(c.pktsFromNetwork!) > 0n);
+    } finally {
+      sh('ip', ['netns', 'del', wns], { allowFail: true });
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', wif], { allowFail: true });
+    }
+  });
+
+  it('ClusterIP services: DNAT to a hashed backend, reverse NAT of replies, policy on the backend, 158 without backends', async () => {
+    await reset();
+    const VIP = '10.96.0.50';
+    await d.call('upsertService', { ip: VIP, port: 80, proto: 'TCP', backends: [{ ip: B.ip, port: 8080 }, { ip: A.ip, port: 7070 }] });
+    await d.call('upsertService', { ip: VIP, port: 53, proto: 'UDP', backends: [{ ip: B.ip, port: 5353 }] });
+    const dump = await d.call<{ ip: string; port: number; proto: string; backends: unknown[] }[]>('serviceDump');
+    assert.equal(dump.length, 2);
+    let ok = 0;
+    for (let i = 0; i < 16; i++) if (tcpConnect(C.ns, VIP, 80, 1500)) ok++;
+    assert.equal(ok, 16, 'every connection to the VIP completes (replies come from the VIP)');
+    let evs = await events();
+    const hits = new Set(evs.filter((e) => e.type === 4 && e.endpointId === C.id && e.ctReason === 1 && e.proto === 6).map((e) => `${e.dstIp}:${e.dstPort}`));
+    assert.deepEqual([...hits].sort(), [`${A.ip}:7070`, `${B.ip}:8080`].sort(), 'both backends used; traces show the backend');
+    assert.ok(!evs.some((e) => e.type === 4 && e.endpointId === C.id && e.srcIp === A.ip && e.srcPort === 7070 && e.dstIp === C.ip && e.ctReason !== 3), 'replies traced as REPLY');
+    const hold = spawnInNs(C.ns, ['hold', VIP, '80']);
+    procs.push(hold);
+    await waitLine(hold, /connected/);
+    for (const m of ['a', 'b', 'c']) {
+      hold.stdin!.write(`${m}\n`);
+      assert.match(await waitLine(hold, /pong|fail/), /pong/, 'echo through the service, same backend for the connection');
+    }
+    hold.stdin!.end();
+    killProc(hold);
+    const u = JSON.parse(inNs(C.ns, ['udp', VIP, '53', '1500'])) as { ok: boolean };
+    assert.equal(u.ok, true, 'UDP echo through the service (connected socket: reply source is the VIP)');
+    // policy sees the backend: C may only reach B:8080
+    await d.call('applyFull', C.id, [egress(idOf(B), 6, 8080), egress(idOf(B), 17, 5353)], { ingress: false, egress: true });
+    await events(0);
+    const res: boolean[] = [];
+    for (let i = 0; i < 12; i++) res.push(tcpConnect(C.ns, VIP, 80, 600));
+    assert.ok(res.includes(true) && res.includes(false), `some land on B (allowed), some on A (denied): ${res}`);
+    evs = await events();
+    const dr = find(evs, (e) => e.type === 1 && e.subType === 133 && e.endpointId === C.id && e.dstIp === A.ip && e.dstPort === 7070, 'drop 133 for the backend A');
+    assert.equal(dr.dstIdentity, idOf(A));
+    assert.equal(dr.direction, 'egress');
+    // no backends: 158
+    await d.call('upsertService', { ip: VIP, port: 80, proto: 'TCP', backends: [] });
+    assert.equal(tcpConnect(C.ns, VIP, 80, 600), false);
+    evs = await events();
+    find(evs, (e) => e.type === 1 && e.subType === 158 && e.endpointId === C.id && e.dstIp === VIP, 'drop 158 SERVICE_BACKEND_NOT_FOUND');
+    await d.call('deleteService', { ip: VIP, port: 80, proto: 'TCP' });
+    await d.call('deleteService', { ip: VIP, port: 53, proto: 'UDP' });
+    assert.equal((await d.call<unknown[]>('serviceDump')).length, 0);
+    const c = await d.call<Record<string, string>>('counters');
+    assert.ok(BigInt(c.lbTranslations!) > 0n);
   });
 
   it('keeps enforcing while the agent is down; a new agent reuses the maps and reads the backlog', async () => {

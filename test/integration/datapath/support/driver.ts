@@ -4,6 +4,7 @@
 import { createInterface } from 'node:readline';
 import { createServer, type Server } from 'node:net';
 import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
+import { ensureProxyRouting } from '../../../../src/sys/proxy-routing.ts';
 import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
 import type { DatapathEvent } from '../../../../src/datapath/types.ts';
 import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
@@ -56,6 +57,11 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
   proxyListen: (port, slot) => proxyListen(port, slot),
+  attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
+  proxyRouting: () => ensureProxyRouting(),
+  upsertService: (svc) => dp.upsertService(svc),
+  deleteService: (key) => dp.deleteService(key),
+  serviceDump: () => dp.serviceDump(),
   proxyClose: (slot) => { dp.setProxyListener(slot, null); for (const p of proxies.splice(0)) p.close(); return true; },
   exit: async () => { setTimeout(() => process.exit(0), 10); return true; },
 };

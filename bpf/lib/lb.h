@@ -1,0 +1,149 @@
+/* Socket-less ClusterIP load balancing (Cilium's lb4 at the client's tc hook): a new connection
+ * to a frontend VIP:port/proto is DNATed to a backend chosen by a hash of its tuple; the choice
+ * is kept in a DIR_SERVICE conntrack entry keyed by the frontend tuple (stable per connection);
+ * the connection's own entry carries the rev-NAT id so replies get the VIP back as source. */
+#pragma once
+#include "common.h"
+#include "maps.h"
+#include "conntrack.h"
+
+#ifndef offsetof
+#define offsetof(t, f) __builtin_offsetof(t, f)
+#endif
+
+static __always_inline __u32 lb_hash(const struct pkt *p)
+{
+	__u32 a, b;
+	__builtin_memcpy(&a, p->saddr, 4);
+	__builtin_memcpy(&b, p->daddr, 4);
+	__u32 h = a * 0x9e3779b1U;
+	h ^= b + 0x7f4a7c15U + (h << 6) + (h >> 2);
+	h ^= ((((__u32)p->sport) << 16) | p->dport) * 0x85ebca6bU;
+	h ^= p->proto;
+	h ^= h >> 16;
+	h *= 0x85ebca6bU;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35U;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Rewrites the destination (dst=1) or source (dst=0) address and port of a TCP/UDP packet with
+ * incremental checksum updates, and mirrors the change in `p`. Returns 0 or -1. */
+static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int dst, const __u8 *addr,
+				      __be16 port)
+{
+	__be32 old_ip, new_ip;
+	__builtin_memcpy(&old_ip, dst ? p->daddr : p->saddr, 4);
+	__builtin_memcpy(&new_ip, addr, 4);
+	__be16 old_port = dst ? p->dport : p->sport;
+	__u32 l4 = p->l4_off;
+	if (l4 < sizeof(struct ethhdr) + sizeof(struct iphdr) || l4 > sizeof(struct ethhdr) + 60)
+		return -1;
+	__u32 csum_off;
+	__u64 mangled = 0;
+	if (p->proto == IPPROTO_TCP) {
+		csum_off = l4 + offsetof(struct tcphdr, check);
+	} else {
+		csum_off = l4 + offsetof(struct udphdr, check);
+		mangled = BPF_F_MARK_MANGLED_0;
+	}
+	if (old_ip != new_ip) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, BPF_F_PSEUDO_HDR | mangled | 4))
+			return -1;
+		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), old_ip,
+					new_ip, 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb,
+					sizeof(struct ethhdr) +
+						(dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr)),
+					&new_ip, 4, 0))
+			return -1;
+	}
+	if (old_port != port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, port, mangled | 2))
+			return -1;
+		if (bpf_skb_store_bytes(skb, l4 + (dst ? 2 : 0), &port, 2, 0))
+			return -1;
+	}
+	if (dst) {
+		__builtin_memcpy(p->daddr, addr, 4);
+		p->dport = port;
+		p->policy_port = port;
+	} else {
+		__builtin_memcpy(p->saddr, addr, 4);
+		p->sport = port;
+	}
+	return 0;
+}
+
+/* Service translation for a packet leaving endpoint `ep`. Returns 0 (no service, or translated:
+ * *rev_nat set) or a drop reason. */
+static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, __u16 ep, __u64 now,
+				     __u16 *rev_nat)
+{
+	struct lb4_key lk = {};
+	__builtin_memcpy(lk.vip, p->daddr, 4);
+	lk.dport = p->dport;
+	lk.proto = p->proto;
+	struct lb4_service *svc = bpf_map_lookup_elem(&mb_lb4_services, &lk);
+	if (!svc)
+		return 0;
+	__u16 count = svc->count;
+	__u16 rn = svc->rev_nat;
+	if (count == 0)
+		return DROP_NO_SERVICE;
+	struct ct_key sk;
+	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, DIR_SERVICE, ep);
+	struct ct_val *sv = ct_get(&sk, now);
+	struct lb4_backend *be = 0;
+	__u32 bid = 0;
+	__u64 life = p->proto == IPPROTO_TCP ? CT_LIFETIME_TCP : CT_LIFETIME_NONTCP;
+	if (sv) {
+		bid = sv->src_identity;
+		be = bpf_map_lookup_elem(&mb_lb4_backends, &bid);
+		if (be && sv->rev_nat == rn) {
+			__u64 exp = now + life;
+			if (exp > sv->expires + 1000000000ULL)
+				sv->expires = exp;
+		} else {
+			be = 0;
+		}
+	}
+	if (!be) {
+		lk.slot = (__u16)(lb_hash(p) % count) + 1;
+		struct lb4_service *s = bpf_map_lookup_elem(&mb_lb4_services, &lk);
+		if (!s)
+			return DROP_NO_SERVICE;
+		bid = s->backend_id;
+		be = bpf_map_lookup_elem(&mb_lb4_backends, &bid);
+		if (!be)
+			return DROP_NO_SERVICE;
+		struct ct_val nv = {};
+		nv.created = now;
+		nv.expires = now + life;
+		nv.src_identity = bid;
+		nv.rev_nat = rn;
+		if (bpf_map_update_elem(&mb_ct, &sk, &nv, BPF_ANY))
+			return DROP_CT_CREATE_FAILED;
+	}
+	__u8 addr[4];
+	__builtin_memcpy(addr, be->addr, 4);
+	if (l4_rewrite(skb, p, 1, addr, be->port))
+		return DROP_INVALID;
+	*rev_nat = rn;
+	stat_inc(STAT_LB_XLATE);
+	return 0;
+}
+
+/* Reply of a load-balanced connection: the backend's address/port back to the frontend's. */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
+{
+	__u32 key = rev_nat;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&mb_lb4_reverse_nat, &key);
+	if (!rn)
+		return 0;
+	__u8 addr[4];
+	__builtin_memcpy(addr, rn->addr, 4);
+	return l4_rewrite(skb, p, 0, addr, rn->port);
+}
