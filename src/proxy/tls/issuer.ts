@@ -1,0 +1,114 @@
+/**
+ * Certificates for TLS interception, issued on the fly: when a pod opens TLS to a name the
+ * policy intercepts (`terminatingTLS`), the proxy answers with a leaf for exactly that name,
+ * signed by the CA of the referenced Secret. Leaves are cached per name; one leaf key pair per
+ * issuer is generated in memory and never written anywhere, and the CA key stays in the agent.
+ */
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { MembraneError } from '../../errors.ts';
+import { hostNameProblem } from './clienthello.ts';
+import { EC_P256, importSigningKey, pem, randomSerial, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.ts';
+
+export interface IssuedCert {
+  name: string;
+  certPem: string;
+  keyPem: string;
+  context: SecureContext;
+  notAfter: Date;
+}
+
+export interface IssuerOptions {
+  /** validity of issued leaves (default 24 h; re-issued when less than a quarter is left) */
+  validityMs?: number;
+  /** leaves kept (default 2048, least recently used dropped) */
+  cacheSize?: number;
+  now?: () => number;
+}
+
+export class CertificateIssuer {
+  readonly caCert: InstanceType<typeof x509.X509Certificate>;
+  readonly #caPem: string;
+  readonly #caKey: CryptoKey;
+  readonly #sigAlg: { name: string; hash: string };
+  readonly #opts: Required<IssuerOptions>;
+  #leafKeys: Promise<{ pair: CryptoKeyPair; keyPem: string }> | undefined;
+  readonly #cache = new Map<string, Promise<IssuedCert>>();
+
+  private constructor(caPem: string, caCert: InstanceType<typeof x509.X509Certificate>, caKey: CryptoKey, sigAlg: { name: string; hash: string }, opts: IssuerOptions) {
+    this.#caPem = caPem;
+    this.caCert = caCert;
+    this.#caKey = caKey;
+    this.#sigAlg = sigAlg;
+    this.#opts = { validityMs: opts.validityMs ?? 24 * 3600_000, cacheSize: opts.cacheSize ?? 2048, now: opts.now ?? Date.now };
+  }
+
+  /** From a Secret's `tls.crt` (the CA, first certificate) and `tls.key`. */
+  static async fromPem(caCertPem: string, caKeyPem: string, opts: IssuerOptions = {}): Promise<CertificateIssuer> {
+    let cert: InstanceType<typeof x509.X509Certificate>;
+    try {
+      cert = new x509.X509Certificate(firstCertificate(caCertPem));
+    } catch (e) {
+      throw new MembraneError('TLS_CA_INVALID', `the interception CA certificate does not parse: ${(e as Error).message}`, { hint: 'the Secret needs a PEM CA certificate in tls.crt' });
+    }
+    const bc = cert.getExtension(x509.BasicConstraintsExtension);
+    if (!bc?.ca) throw new MembraneError('TLS_CA_INVALID', `certificate "${cert.subject}" is not a CA (basicConstraints CA:false)`, { hint: 'terminatingTLS needs a CA certificate and key that may sign leaves' });
+    let imported: Awaited<ReturnType<typeof importSigningKey>>;
+    try {
+      imported = await importSigningKey(caKeyPem);
+    } catch (e) {
+      throw new MembraneError('TLS_CA_INVALID', `the interception CA key does not load: ${(e as Error).message}`, { hint: 'tls.key must be a PEM EC (P-256/384/521) or RSA private key' });
+    }
+    return new CertificateIssuer(firstCertificate(caCertPem), cert, imported.key, imported.algorithm, opts);
+  }
+
+  /** The leaf for `name` (lower-cased), from the cache when still fresh. */
+  certFor(rawName: string): Promise<IssuedCert> {
+    const name = rawName.toLowerCase().replace(/\.$/, '');
+    const problem = hostNameProblem(name);
+    if (problem) return Promise.reject(new MembraneError('TLS_NAME_INVALID', problem));
+    const hit = this.#cache.get(name);
+    if (hit) {
+      this.#cache.delete(name);
+      this.#cache.set(name, hit);
+      return hit.then((c) => (c.notAfter.getTime() - this.#opts.now() > this.#opts.validityMs / 4 ? c : this.#reissue(name)));
+    }
+    return this.#reissue(name);
+  }
+
+  #reissue(name: string): Promise<IssuedCert> {
+    const p = this.#issue(name);
+    this.#cache.set(name, p);
+    p.catch(() => this.#cache.delete(name));
+    while (this.#cache.size > this.#opts.cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
+    return p;
+  }
+
+  async #issue(name: string): Promise<IssuedCert> {
+    this.#leafKeys ??= (async () => {
+      const pair = (await subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as CryptoKeyPair;
+      return { pair, keyPem: pem('PRIVATE KEY', await subtle.exportKey('pkcs8', pair.privateKey)) };
+    })();
+    const { pair, keyPem } = await this.#leafKeys;
+    const now = this.#opts.now();
+    const notAfter = new Date(now + this.#opts.validityMs);
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerial(), subject: `CN=${name}`, issuer: this.caCert.subject, publicKey: pair.publicKey,
+      signingKey: this.#caKey, signingAlgorithm: this.#sigAlg, notBefore: new Date(now - 300_000), notAfter,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }]),
+        await x509.AuthorityKeyIdentifierExtension.create(this.caCert),
+      ],
+    });
+    const certPem = leaf.toString('pem') + '\n' + this.#caPem;
+    return { name, certPem, keyPem, notAfter, context: createSecureContext({ cert: certPem, key: keyPem }) };
+  }
+}
+
+function firstCertificate(text: string): string {
+  const m = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(text);
+  if (!m) throw new MembraneError('TLS_CA_INVALID', 'no PEM certificate found', { hint: 'tls.crt must hold a PEM certificate' });
+  return m[0] + '\n';
+}
