@@ -20,7 +20,7 @@ import { MembraneError } from '../errors.ts';
 import { createResourceStore, type ResourceStore } from './resources.ts';
 import { createEndpointTable, type EndpointRecord, type EndpointTable } from './endpoints.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
-import { assignClusterIPs } from './controllers/services.ts';
+import { assignClusterIPs, diffFrontends, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
 import type { Logger } from './logger.ts';
 import type { PodNetworks, PolicyEngine, Workloads } from './ports.ts';
 import type { EndpointView, IdentityView, PolicyView } from './views.ts';
@@ -74,6 +74,9 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   let pending: Promise<void> = Promise.resolve();
   let dirty = false;
   let extraPrefixes = new Set<string>();
+  /** service frontends as last pushed to the datapath (only diffs are pushed) */
+  let frontends = new Map<string, ServiceFrontend>();
+  let servicesLoaded = false;
 
   function noteError(msg: string, err: unknown): void {
     const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
@@ -151,6 +154,36 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       await datapath.upsertIPCache(entries);
       extraPrefixes = now;
     }
+    await syncServices(services, of('Pod') as Pod[]);
+  }
+
+  /** ClusterIP load balancing: every Service's frontends with the pods (any node) it selects. */
+  async function syncServices(services: Service[], allPods: Pod[]): Promise<void> {
+    if (!datapath.upsertService || !datapath.deleteService) return;
+    if (!servicesLoaded) {
+      // after a restart: what the pinned maps hold, so services deleted meanwhile are removed
+      servicesLoaded = true;
+      for (const s of (await datapath.listServices?.()) ?? []) frontends.set(`${s.ip}:${s.port}/${s.proto}`, { ...s, service: { namespace: '', name: '' } });
+    }
+    const d = diffFrontends(frontends, serviceFrontends(services, allPods));
+    const next = new Map(frontends);
+    for (const f of d.deletes) {
+      try {
+        await datapath.deleteService({ ip: f.ip, port: f.port, proto: f.proto });
+        next.delete(`${f.ip}:${f.port}/${f.proto}`);
+      } catch (e) {
+        noteError(`service ${f.service.namespace}/${f.service.name} ${f.ip}:${f.port}/${f.proto}`, e);
+      }
+    }
+    for (const f of d.upserts) {
+      try {
+        await datapath.upsertService({ ip: f.ip, port: f.port, proto: f.proto, backends: f.backends });
+        next.set(`${f.ip}:${f.port}/${f.proto}`, f);
+      } catch (e) {
+        noteError(`service ${f.service.namespace}/${f.service.name} ${f.ip}:${f.port}/${f.proto}`, e);
+      }
+    }
+    frontends = next;
   }
 
   async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
@@ -265,13 +298,20 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     },
     async policies(namespace) {
       const list = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
+      const selected = new Map<string, number>();
+      const byIdentity = new Map<number, Set<string>>();
+      for (const ep of table.all()) {
+        let keys = byIdentity.get(ep.identity);
+        if (!keys) byIdentity.set(ep.identity, (keys = policy.policiesSelecting(ep.identity)));
+        for (const k of keys) selected.set(k, (selected.get(k) ?? 0) + 1);
+      }
       return list
         .filter((p) => !namespace || p.metadata.namespace === namespace || p.kind === 'CiliumClusterwideNetworkPolicy')
         .map((p) => ({
           kind: p.kind, name: p.metadata.name, ...(p.metadata.namespace ? { namespace: p.metadata.namespace } : {}),
           file: p.source.file, line: p.source.line, revision: policy.revision(),
           rules: p.kind === 'NetworkPolicy' ? 1 : (p.spec ? 1 : 0) + (p.specs?.length ?? 0),
-          selectedEndpoints: 0,
+          selectedEndpoints: selected.get(resourceKey(p)) ?? 0,
           ...((p.metadata as { creationTimestamp?: string }).creationTimestamp ? { createdAt: (p.metadata as { creationTimestamp?: string }).creationTimestamp } : {}),
         }));
     },

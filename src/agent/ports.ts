@@ -48,5 +48,7 @@ export interface PolicyEngine {
   revision(): number;
   identities(): { id: number; labels: string[]; references: number; scope: 'reserved' | 'cluster' | 'local' }[];
   identityLabels(id: number): string[] | undefined;
+  /** Keys (`kind/namespace/name`) of the policies with a rule selecting an identity of these labels. */
+  policiesSelecting(identity: number): Set<string>;
   mapState(endpointId: number): MapState | undefined;
 }

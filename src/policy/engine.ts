@@ -300,6 +300,10 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       });
     },
     identityLabels: (id) => labelsOf(id)?.toStrings(),
+    policiesSelecting(identity) {
+      const labels = labelsOf(identity);
+      return new Set(labels ? engine.repository.rulesFor(labels).map((r) => r.policyKey) : []);
+    },
     mapState: (id): MapState | undefined => engine.endpoint(id)?.mapState,
     ipcacheEntries: () => engine.cidrEntries().map((e) => ({ ...e, endpointId: 0 })),
     endpointIssues: (id) => engine.endpoint(id)?.issues ?? [],
