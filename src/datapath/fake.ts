@@ -75,6 +75,10 @@ export class FakeDatapath implements Datapath {
     this.services.delete(serviceKeyString(key));
   }
 
+  async listServices(): Promise<DatapathService[]> {
+    return [...this.services.values()].map((s) => ({ ...s, backends: s.backends.map((b) => ({ ...b })) }));
+  }
+
   /** The backend the kernel would pick for a new connection (same slot arithmetic, any hash). */
   backendFor(ip: string, port: number, proto: 'TCP' | 'UDP', hash: number): { ip: string; port: number } | 'drop' | undefined {
     const s = this.services.get(serviceKeyString({ ip, port, proto }));

@@ -116,6 +116,8 @@ export interface Datapath {
   upsertService?(svc: DatapathService): Promise<void>;
   /** Removes a service frontend (absent is fine). */
   deleteService?(key: DatapathServiceKey): Promise<void>;
+  /** The service frontends the datapath has (after an agent restart: what the pinned maps hold). */
+  listServices?(): Promise<DatapathService[]>;
   /** Subscribe to decoded events; returns an unsubscribe function. */
   onEvent(cb: (ev: DatapathEvent) => void): () => void;
   /** Events the kernel could not deliver (ring full) since start. */

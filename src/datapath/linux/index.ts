@@ -387,6 +387,10 @@ export class LinuxDatapath implements Datapath {
     this.services.delete(key);
   }
 
+  async listServices(): Promise<DatapathService[]> {
+    return this.serviceDump();
+  }
+
   /** The services in the kernel maps (decoded). */
   serviceDump(): DatapathService[] {
     const out: DatapathService[] = [];

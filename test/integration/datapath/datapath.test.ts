@@ -252,6 +252,10 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
       const ct = await d.call<{ endpointId: number; direction: string; dstPort: number; state: number }[]>('conntrack');
       assert.ok(ct.some((c) => c.endpointId === B.id && c.direction === 'ingress' && c.dstPort === 9090 && (c.state & 0x10) === 0), 'B ingress entry made at the source, flag cleared by to_container');
       find(evs, (e) => e.type === 1 && e.subType === 133 && e.srcIp === C.ip && e.endpointId === B.id && e.direction === 'ingress', 'C dropped 133 at B ingress');
+      // the ingress proxy's own upstream connections (SO_MARK 0xa00) are not policed again at to_container
+      const pingFromNode = (mark?: number) => / 0% packet loss/.test(sh('nsenter', [`--net=/run/netns/${topo.nodeNs}`, 'ping', '-c1', '-W1', ...(mark ? ['-m', String(mark)] : []), B.ip], { allowFail: true }));
+      assert.equal(pingFromNode(), false, 'node -> B without the mark: default deny');
+      assert.equal(pingFromNode(0xa00), true, 'node -> B with MARK_MAGIC_PROXY_INGRESS');
     } finally {
       await d.call('proxyClose', 1);
     }
