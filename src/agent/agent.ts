@@ -191,8 +191,13 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const have = table.get(nsName, pod.metadata.name);
     const ident = policy.allocateIdentity({ pod, namespace: ns });
     if (have && have.identity === ident.id) {
-      policy.releaseIdentity(ident.id); // allocateIdentity took another reference
-      if (!ready.has(have.id)) await attach(have, pod, ns);
+      if (ready.has(have.id)) {
+        policy.releaseIdentity(ident.id); // allocateIdentity took another reference
+        return;
+      }
+      // First sight of this endpoint in this process (restored after a restart): the reference
+      // just taken is the endpoint's own.
+      await attach(have, pod, ns);
       return;
     }
     const net = await networks.ensure(pod);

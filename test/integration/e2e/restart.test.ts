@@ -34,6 +34,9 @@ after(async () => { await lab.down(); });
 
 test('kill the agent mid-connection: the connection survives, denial holds, missed flows come back', async () => {
   const pidFile = labPaths(lab.env).agentPidFile('node1');
+  const endpoints = async () => (JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'rs', '-o', 'json'])) as { items: { pod: string; id: number; identity: number }[] })
+    .items.map((e) => `${e.pod}:${e.id}:${e.identity}`).sort();
+  const before0 = await endpoints();
   const hold = lab.spawnIn('rs', 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080']);
   let out = '';
   hold.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -77,6 +80,8 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
 
     // And the restarted agent enforces and reports as before.
     assert.deepEqual(await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false });
+    // Same endpoint IDs and identities: the pinned maps stay valid, nothing is renumbered.
+    assert.deepEqual(await endpoints(), before0);
     const st = JSON.parse(await lab.ok(['status', '-o', 'json'])) as { endpoints: { total: number; ready: number } };
     assert.deepEqual(st.endpoints, { total: 3, ready: 3, notReady: 0 });
   } finally {
