@@ -25,6 +25,7 @@ import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
 import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
 import type { ExternalHost } from '../api/types.ts';
+import { createNodeDNS } from '../proxy/dns/node.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -33,6 +34,8 @@ export interface NodeParts {
   hubble: Hubble;
   /** ipcache entries of the node itself (host identity), merged with the policy engine's. */
   nodeIPCache(): IPCacheEntry[];
+  /** FQDN identities' ipcache entries (DNS proxy + name manager); also syncs toFQDNs selectors. */
+  fqdnIPCache(): IPCacheEntry[];
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -74,10 +77,13 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   let lostTimer: NodeJS.Timeout | undefined;
   let unwatchHosts: (() => void) | undefined;
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
+  const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, datapath, policy, hubble, logger, nodeAddrs });
+  resolver.namesForIp = (ip) => dns.namesForIp(ip);
 
   return {
     datapath, networks, workloads, hubble,
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
+    fqdnIPCache: () => dns.ipcacheEntries(),
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
@@ -92,6 +98,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
+      await dns.start(agent);
       if (nodeIndex === 1) {
         // ExternalHost addresses live in the world namespace behind node1.
         const done = new Set<string>();
@@ -112,6 +119,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     async stop() {
       if (lostTimer) clearInterval(lostTimer);
       unwatchHosts?.();
+      await dns.stop();
       unsubscribe?.();
       await hubble.stop();
     },

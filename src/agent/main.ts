@@ -36,7 +36,7 @@ const policy = createAgentPolicyEngine({ allocator });
 const parts = await composeNode({ node, nodeIndex, paths, logger, kv, policy });
 const agent = await createAgent({
   config: { node, nodeIndex, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
-  workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache()],
+  workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
 });
 const api = createApiServer({
   socketPath: paths.agentSocket(node),

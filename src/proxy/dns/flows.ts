@@ -1,0 +1,94 @@
+/**
+ * Hubble L7 DNS flows of the DNS proxy (spec hubble.md §1.5): a REQUEST per query (verdict
+ * FORWARDED, or DROPPED when the policy refused it) and a RESPONSE per answer (is_reply, source
+ * = the DNS server), with query, qtypes, rcode, ips, ttl, cnames, rrtypes and latency, and the
+ * Summary the compact printer shows (`DNS Query example.com. A`,
+ * `DNS Answer "1.2.3.4" TTL: 30 (Proxy example.com. A)`).
+ */
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import {
+  FlowSchema, FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict, type Flow,
+} from '../../hubble/gen/flow/flow_pb.js';
+
+export interface FlowPeer {
+  ip: string;
+  port: number;
+  endpoint?: { id: number; identity: number; namespace: string; podName: string; labels: string[] };
+  identity: number;
+  labels?: string[];
+}
+
+export interface DNSFlowInput {
+  kind: 'request' | 'response';
+  client: FlowPeer;
+  server: FlowPeer;
+  proto: 'UDP' | 'TCP';
+  query: string;
+  qtypes: string[];
+  verdict: 'FORWARDED' | 'DROPPED' | 'ERROR';
+  rcode?: number;
+  ips?: string[];
+  ttl?: number;
+  cnames?: string[];
+  rrtypes?: string[];
+  latencyNs?: bigint;
+  nodeName: string;
+  timeMs?: number;
+}
+
+export const RCODE_NAMES: Record<number, string> = {
+  0: 'No Error', 1: 'Format Error', 2: 'Server Failure', 3: 'Non-Existent Domain', 4: 'Not Implemented', 5: 'Query Refused',
+  6: 'Name Exists when it should not', 7: 'RR Set Exists when it should not', 8: 'RR Set that should exist does not',
+  9: 'Server Not Authoritative for zone', 10: 'Name not contained in zone', 11: 'DSO-TYPE Not Implemented',
+  16: 'Bad OPT Version', 17: 'Key not recognized', 18: 'Signature out of time window', 19: 'Bad TKEY Mode',
+  20: 'Duplicate key name', 21: 'Algorithm not supported', 22: 'Bad Truncation', 23: 'Bad/missing Server Cookie',
+};
+
+export function dnsSummary(i: Pick<DNSFlowInput, 'kind' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl'>): string {
+  const qt = i.qtypes.join(',');
+  if (i.kind === 'request') return `DNS Query ${i.query} ${qt}`;
+  if (i.rcode) return `DNS Answer RCode: ${RCODE_NAMES[i.rcode] ?? String(i.rcode)} TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
+  return `DNS Answer "${(i.ips ?? []).join(',')}" TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
+}
+
+export function buildDNSFlow(i: DNSFlowInput): Flow {
+  const isResp = i.kind === 'response';
+  const src = isResp ? i.server : i.client;
+  const dst = isResp ? i.client : i.server;
+  const verdict = i.verdict === 'DROPPED' ? Verdict.DROPPED : i.verdict === 'ERROR' ? Verdict.ERROR : Verdict.FORWARDED;
+  const ports = { sourcePort: src.port, destinationPort: dst.port };
+  return create(FlowSchema, {
+    time: timestampFromMs(i.timeMs ?? Date.now()),
+    verdict,
+    IP: { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4 },
+    l4: { protocol: i.proto === 'UDP' ? { case: 'UDP', value: ports } : { case: 'TCP', value: ports } },
+    source: endpointFields(src),
+    destination: endpointFields(dst),
+    Type: FlowType.L7,
+    nodeName: i.nodeName,
+    l7: {
+      type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST,
+      latencyNs: i.latencyNs ?? 0n,
+      record: {
+        case: 'dns',
+        value: {
+          query: i.query, ips: i.ips ?? [], ttl: i.ttl ?? 0, cnames: i.cnames ?? [], observationSource: 'proxy',
+          rcode: i.rcode ?? 0, qtypes: i.qtypes, rrtypes: i.rrtypes ?? [],
+        },
+      },
+    },
+    eventType: { type: 129, subType: 0 },
+    trafficDirection: TrafficDirection.EGRESS,
+    isReply: isResp,
+    Summary: dnsSummary(i),
+  });
+}
+
+function endpointFields(p: FlowPeer) {
+  const e = p.endpoint;
+  return {
+    ID: e?.id ?? 0, identity: e?.identity ?? p.identity, namespace: e?.namespace ?? '',
+    labels: [...(e?.labels ?? p.labels ?? [])].sort(), podName: e?.podName ?? '',
+  };
+}

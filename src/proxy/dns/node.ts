@@ -1,0 +1,216 @@
+/**
+ * The DNS proxy and FQDN name manager of one node, wired to the agent's parts (the composition
+ * root, src/agent/compose.ts, creates this and calls start/stop):
+ *
+ *   datapath steers :53 ─► DNS proxy ─decide─► endpoint MapState (lookup) + policy/l7 decideDNS
+ *                              │ allowed answer
+ *                              ▼
+ *                        name manager ─ allocate fqdn identities ─► selector cache (policy engine)
+ *                              │ onUpdate: regenerate → every changed policy map, then ipcache
+ *                              ▼
+ *                        proxy releases the answer (first SYN after a lookup is allowed)
+ *
+ * Expired names are collected every `gcIntervalMs` (default 1 s); an IP still used by a tracked
+ * connection of the endpoint (datapath conntrack) is never removed.
+ */
+import { writeFileSync, readFileSync } from 'node:fs';
+import type { LinuxDatapath } from '../../datapath/linux/index.ts';
+import { proxySlot, DEFAULT_PROXY_PORTS } from '../../datapath/linux/index.ts';
+import type { AgentPolicyEngine } from '../../policy/engine.ts';
+import type { Agent } from '../../agent/agent.ts';
+import type { Hubble } from '../../hubble/index.ts';
+import type { Logger } from '../../agent/logger.ts';
+import type { IPCacheEntry } from '../../datapath/types.ts';
+import { lookupMapState } from '../../policy/lookup.ts';
+import { decideDNS } from '../../policy/l7.ts';
+import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn/name-manager.ts';
+import { setIpTransparent } from '../../sys/sockopt.ts';
+import { CLUSTER_DNS_IP } from '../../lab/names.ts';
+import { dnsServerIpFile } from '../../lab/dns/workload.ts';
+import { createDNSProxy, type DNSProxy, type DNSProxyEndpoint } from './proxy.ts';
+import { createOrigDstLookup } from './origdst.ts';
+
+export interface NodeDNSOptions {
+  node: string;
+  pinRoot: string;
+  stateDir: string;
+  datapath: LinuxDatapath;
+  policy: AgentPolicyEngine;
+  hubble: Hubble;
+  logger: Logger;
+  /** addresses of the node itself (host identity) */
+  nodeAddrs: string[];
+  minTTL?: number;
+  maxIPsPerName?: number;
+  idleGracePeriodMs?: number;
+  gcIntervalMs?: number;
+  rejectResponseCode?: 'refused' | 'nameError';
+}
+
+export interface NodeDNS {
+  nameManager: NameManager;
+  proxy: DNSProxy;
+  start(agent: Agent): Promise<void>;
+  stop(): Promise<void>;
+  /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
+  ipcacheEntries(): IPCacheEntry[];
+  namesForIp(ip: string): string[];
+}
+
+const inCluster = (ip: string) => ip.startsWith('10.244.') || ip.startsWith('10.96.') || ip.startsWith('192.0.2.') || ip.startsWith('127.');
+
+function envNumber(name: string): number | undefined {
+  const v = process.env[name];
+  return v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined;
+}
+
+export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
+  const log = o.logger.child({ subsys: 'fqdn' });
+  let agent: Agent | undefined;
+  const entries = new Map<string, number>();
+  let selectorsJson = '';
+
+  // Conntrack view for GC (which IPs do endpoints still talk to), refreshed at most every 500 ms.
+  let ctMemo: { at: number; set: Set<string> } | undefined;
+  function inUse(ip: string, ep: number): boolean {
+    const now = Date.now();
+    if (!ctMemo || now - ctMemo.at > 500) {
+      const set = new Set<string>();
+      try {
+        for (const e of o.datapath.conntrack()) {
+          if (e.direction === 'egress') set.add(`${e.endpointId}|${e.dstIp}`);
+        }
+      } catch (err) {
+        log.warn({ err: String(err) }, 'conntrack read failed: keeping every expired IP');
+        return true; // fail safe: never cut what we cannot see
+      }
+      ctMemo = { at: now, set };
+    }
+    return ctMemo.set.has(`${ep}|${ip}`);
+  }
+
+  let flushTimer: NodeJS.Timeout | undefined;
+  async function writePolicy(): Promise<void> {
+    const deltas = o.policy.regenerate();
+    for (const [id, d] of deltas) await o.datapath.applyPolicy(id, d);
+  }
+  async function applyUpdate(u: FQDNUpdate): Promise<void> {
+    // Policy maps first (the new identities' entries), then the ipcache that makes IPs use them.
+    await writePolicy();
+    if (u.ipcacheUpserts.length) {
+      await o.datapath.upsertIPCache(u.ipcacheUpserts.map((x) => ({ prefix: x.prefix, identity: x.identity, endpointId: 0 })));
+      for (const x of u.ipcacheUpserts) entries.set(x.prefix, x.identity);
+    }
+    if (u.ipcacheDeletes.length) {
+      await o.datapath.deleteIPCache(u.ipcacheDeletes.map((d) => d.prefix));
+      for (const d of u.ipcacheDeletes) entries.delete(d.prefix);
+    }
+    // Identities this batch replaced are released after it: drop their policy entries soon.
+    if (!flushTimer) {
+      flushTimer = setTimeout(() => { flushTimer = undefined; writePolicy().catch((e: unknown) => log.warn({ err: String(e) }, 'policy flush')); }, 50);
+      flushTimer.unref();
+    }
+  }
+
+  const nameManager = createNameManager({
+    allocator: o.policy.engine.allocator,
+    onUpdate: applyUpdate,
+    cache: {
+      minTTL: o.minTTL ?? envNumber('MEMBRANE_TOFQDNS_MIN_TTL') ?? 0,
+      maxIPsPerName: o.maxIPsPerName ?? envNumber('MEMBRANE_TOFQDNS_MAX_IPS_PER_HOSTNAME') ?? 50,
+      idleGracePeriodMs: o.idleGracePeriodMs ?? envNumber('MEMBRANE_TOFQDNS_IDLE_CONNECTION_GRACE_MS') ?? 0,
+      isInUse: inUse,
+    },
+    skipIP: inCluster,
+    gcIntervalMs: o.gcIntervalMs ?? envNumber('MEMBRANE_TOFQDNS_GC_MS') ?? 1000,
+    onError: (err) => log.warn({ err: String(err) }, 'name manager'),
+  });
+
+  const labDnsIp = (): string | undefined => {
+    try { return readFileSync(dnsServerIpFile(o.stateDir), 'utf8').trim() || undefined; } catch { return undefined; }
+  };
+  const candidates = (): string[] => {
+    const c = [CLUSTER_DNS_IP];
+    const d = labDnsIp();
+    if (d) c.unshift(d);
+    return c;
+  };
+  const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
+
+  function endpointOf(ip: string): DNSProxyEndpoint | undefined {
+    const ep = agent?.endpointTable().byIp(ip);
+    return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels } : undefined;
+  }
+  function peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] } {
+    // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
+    const target = ip === CLUSTER_DNS_IP ? labDnsIp() ?? ip : ip;
+    const ep = endpointOf(target);
+    if (ep) return { identity: ep.identity, endpoint: ep };
+    let id: number;
+    if (o.nodeAddrs.includes(target)) id = 1;
+    else if (target.startsWith('10.244.') && target === labDnsIp()) {
+      // the lab DNS pod on another node: its identity by labels
+      const dns = o.policy.identities().find((i) => i.labels.includes('k8s:k8s-app=kube-dns'));
+      id = dns?.id ?? 2;
+    } else id = nameManager.identityForIP(target) ?? o.policy.engine.ipcache.lookupIdentity(target);
+    const labels = o.policy.identityLabels(id);
+    return { identity: id, ...(labels ? { labels } : {}) };
+  }
+
+  const proxy = createDNSProxy({
+    nodeName: o.node,
+    port: DEFAULT_PROXY_PORTS.dns,
+    endpointByIp: endpointOf,
+    originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
+    peerOf,
+    decide(ep, remoteIdentity, proto, port, qname) {
+      const ms = o.policy.mapState(ep.id);
+      if (!ms) return false;
+      const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+      if (r.verdict === 'drop') return false;
+      const l7 = r.entry?.l7;
+      if (r.verdict === 'forward' || !l7) return true;
+      if (l7.parser !== 'dns') return false;
+      return decideDNS(l7, remoteIdentity, qname).allowed;
+    },
+    upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? labDnsIp() ?? dst : dst),
+    onAnswer: (epId, qname, ips, ttl) => nameManager.onDNSResponse(epId, qname, ips, ttl),
+    emit: (f) => o.hubble.ingestFlow(f),
+    rejectResponseCode: o.rejectResponseCode ?? (process.env.MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE === 'nameError' ? 'nameError' : 'refused'),
+    transparent: setIpTransparent,
+    register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress'), fd),
+    log,
+  });
+
+  return {
+    nameManager,
+    proxy,
+    async start(a) {
+      agent = a;
+      try {
+        // Replies leave from the original destination's address (not local to the node).
+        writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
+      } catch (e) {
+        log.warn({ err: String(e) }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
+      }
+      nameManager.start();
+      await proxy.start();
+      log.info({ port: proxy.port }, 'DNS proxy listening');
+    },
+    async stop() {
+      nameManager.stop();
+      if (flushTimer) clearTimeout(flushTimer);
+      await proxy.stop();
+    },
+    ipcacheEntries() {
+      const sels = o.policy.engine.repository.fqdnSelectors();
+      const js = JSON.stringify(sels);
+      if (js !== selectorsJson) {
+        selectorsJson = js;
+        nameManager.setSelectors(sels).catch((e: unknown) => log.warn({ err: String(e) }, 'fqdn selectors'));
+      }
+      return [...entries].map(([prefix, identity]) => ({ prefix, identity, endpointId: 0 }));
+    },
+    namesForIp: (ip) => nameManager.namesForIP(ip).map((n) => (n.length > 1 && n.endsWith('.') ? n.slice(0, -1) : n)),
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The original destination of a steered UDP query. Node's dgram cannot read IP_RECVORIGDSTADDR,
+ * but the datapath created a conntrack entry for the query's flow before steering it: the
+ * egress entry (client ip:port → dst:53, endpoint) names the destination. Candidates (the last
+ * destination this endpoint used, the cluster DNS IP, the kube-dns pods) are tried with point
+ * lookups (one syscall each); a full conntrack scan is the fallback.
+ *
+ * Key layout: bpf/lib/maps.h struct ct_key (44 bytes: saddr[16] daddr[16] sport dport proto
+ * family dir pad ep_id pad2), family 4, dir DIR_EGRESS (2).
+ */
+import { join } from 'node:path';
+import { BpfMap } from '../../sys/bpf.ts';
+
+const KEY_SIZE = 44;
+const DIR_EGRESS = 2;
+
+function v4(ip: string, b: Buffer, off: number): boolean {
+  const p = ip.split('.');
+  if (p.length !== 4) return false;
+  for (let i = 0; i < 4; i++) b[off + i] = Number(p[i]);
+  return true;
+}
+
+export interface OrigDstDeps {
+  pinRoot: string;
+  candidates(): string[];
+  /** Full scan fallback (LinuxDatapath.conntrack()). */
+  scan?(): { srcIp: string; srcPort: number; dstIp: string; dstPort: number; proto: number; direction: string; endpointId: number }[];
+}
+
+export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clientPort: number, endpointId: number) => string | undefined {
+  let map: BpfMap | undefined;
+  const last = new Map<number, string>();
+  const key = Buffer.alloc(KEY_SIZE);
+  function ct(): BpfMap | undefined {
+    if (!map) {
+      try { map = BpfMap.fromPin(join(deps.pinRoot, 'mb_ct')); } catch { return undefined; }
+    }
+    return map;
+  }
+  function has(m: BpfMap, clientIp: string, clientPort: number, dst: string, ep: number): boolean {
+    key.fill(0);
+    if (!v4(clientIp, key, 0) || !v4(dst, key, 16)) return false;
+    key.writeUInt16BE(clientPort, 32);
+    key.writeUInt16BE(53, 34);
+    key[36] = 17;
+    key[37] = 4;
+    key[38] = DIR_EGRESS;
+    key.writeUInt16LE(ep, 40);
+    try { return m.lookup(key) !== null; } catch { return false; }
+  }
+  return (clientIp, clientPort, ep) => {
+    const m = ct();
+    if (m) {
+      const tried = new Set<string>();
+      for (const c of [last.get(ep), ...deps.candidates()]) {
+        if (!c || tried.has(c)) continue;
+        tried.add(c);
+        if (has(m, clientIp, clientPort, c, ep)) {
+          last.set(ep, c);
+          return c;
+        }
+      }
+    }
+    try {
+      for (const e of deps.scan?.() ?? []) {
+        if (e.proto === 17 && e.srcIp === clientIp && e.srcPort === clientPort && e.endpointId === ep && e.direction === 'egress') {
+          last.set(ep, e.dstIp);
+          return e.dstIp;
+        }
+      }
+    } catch { /* datapath busy */ }
+    return last.get(ep) ?? deps.candidates()[0];
+  };
+}

@@ -1,0 +1,280 @@
+/**
+ * The DNS proxy (spec policy.md §6.1): the datapath steers port-53 traffic of endpoints whose
+ * egress policy has `rules.dns` to this listener (bpf_sk_assign to the socket registered in the
+ * proxy slot). For each query:
+ *
+ *   client endpoint (by source IP) + original destination ─► DNS rules of the endpoint for the
+ *   destination's identity (policy/l7.ts decideDNS)
+ *     denied  ─► REFUSED (or NXDOMAIN) from the proxy, L7 flow DROPPED
+ *     allowed ─► forwarded from the node namespace (not steered: only pod veths are) to the
+ *                original destination (a ClusterIP goes to a backend); the answer's IPs go to
+ *                the name manager, and the answer is HELD until the ipcache and every policy
+ *                map have them (onAnswer's promise; at most maxHoldMs), then sent to the client
+ *                from the original destination's address: the first SYN after a lookup is
+ *                never dropped.
+ *   malformed / truncated / oversized ─► FORMERR (or dropped when there is no header), a flow.
+ *
+ * UDP only here: Node cannot read a datagram's original destination (IP_RECVORIGDSTADDR), so
+ * the caller supplies `originalDestination` (the agent reads it from the datapath's conntrack).
+ * Replies leave through a per-address socket bound (non-locally, IP_TRANSPARENT) to that
+ * destination's address and port 53. The hot path never throws: every failure is a reply or a
+ * counted drop.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { MembraneError } from '../../errors.ts';
+import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
+import { buildDNSFlow, type FlowPeer } from './flows.ts';
+import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
+
+export interface DNSProxyEndpoint {
+  id: number;
+  identity: number;
+  namespace: string;
+  podName: string;
+  labels: string[];
+}
+
+export interface DNSProxyDeps {
+  nodeName: string;
+  /** listen port (default 15053, the datapath's DEFAULT_PROXY_PORTS.dns) */
+  port?: number;
+  endpointByIp(ip: string): DNSProxyEndpoint | undefined;
+  /** Where the client sent its query (undefined: unknown ⇒ SERVFAIL). */
+  originalDestination(clientIp: string, clientPort: number, ep: DNSProxyEndpoint): string | undefined;
+  /** Identity (and endpoint, labels) of an address, for the policy decision and flows. */
+  peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] };
+  /** The DNS decision of the endpoint's egress policy toward (identity, proto, port). */
+  decide(ep: DNSProxyEndpoint, remoteIdentity: number, proto: 17 | 6, port: number, qname: string): boolean;
+  /** The address to forward to for an original destination (a ClusterIP → a backend). */
+  upstreamFor?(dst: string): string;
+  /** IPs of an allowed answer; resolves once the datapath has them (null: already there). */
+  onAnswer(endpointId: number, qname: string, ips: string[], ttl: number): Promise<void> | null;
+  emit(flow: Flow): void;
+  /** `tofqdns-dns-reject-response-code`: refused (default) or nameError. */
+  rejectResponseCode?: 'refused' | 'nameError';
+  /** Longest hold of an answer waiting for the datapath (ms, default 2000): then it is released. */
+  maxHoldMs?: number;
+  upstreamTimeoutMs?: number;
+  /** Sets IP_TRANSPARENT on a socket fd (src/sys/sockopt.ts). */
+  transparent?(fd: number): void;
+  /** Registers the UDP listener with the datapath (setProxyListener(proxySlot('dns','egress'), fd)). */
+  register?(fd: number | null): void;
+  log?: { warn(obj: unknown, msg?: string): void; debug?(obj: unknown, msg?: string): void };
+}
+
+export interface DNSProxyStats {
+  queries: number;
+  allowed: number;
+  denied: number;
+  malformed: number;
+  dropped: number;
+  upstreamTimeouts: number;
+  holdTimeouts: number;
+  servfail: number;
+  /** recent answer-hold times (ms): answer received → datapath has its IPs */
+  holdsMs: number[];
+}
+
+interface Pending {
+  clientIp: string;
+  clientPort: number;
+  clientId: number;
+  dst: string;
+  ep: DNSProxyEndpoint;
+  qname: string;
+  qtypes: string[];
+  t0: bigint;
+  timer: NodeJS.Timeout;
+}
+
+export interface DNSProxy {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  stats(): DNSProxyStats;
+  readonly port: number;
+}
+
+const fdOf = (s: Socket): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+
+export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
+  const port = deps.port ?? 15053;
+  const maxHold = deps.maxHoldMs ?? 2000;
+  const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
+  const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, holdsMs: [] };
+  let listener: Socket | undefined;
+  let upstream: Socket | undefined;
+  const replySockets = new Map<string, Socket>();
+  const pending = new Map<number, Pending>();
+  let nextId = (Math.random() * 65536) | 0;
+
+  function peer(ip: string, p: number): FlowPeer {
+    const x = deps.peerOf(ip);
+    return { ip, port: p, identity: x.identity, ...(x.endpoint ? { endpoint: x.endpoint } : {}), ...(x.labels ? { labels: x.labels } : {}) };
+  }
+
+  function emit(f: Parameters<typeof buildDNSFlow>[0]): void {
+    try { deps.emit(buildDNSFlow(f)); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'flow'); }
+  }
+
+  /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
+  function replySocket(dst: string): Promise<Socket> {
+    const have = replySockets.get(dst);
+    if (have) return Promise.resolve(have);
+    return new Promise((resolve, reject) => {
+      const s = createSocket({ type: dst.includes(':') ? 'udp6' : 'udp4', reuseAddr: true });
+      s.once('error', reject);
+      s.bind({ address: dst, port: 53, exclusive: true }, () => {
+        s.removeListener('error', reject);
+        s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
+        try { deps.transparent?.(fdOf(s)); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
+        replySockets.set(dst, s);
+        resolve(s);
+      });
+    });
+  }
+
+  function sendToClient(dst: string, ip: string, p: number, msg: Buffer): void {
+    replySocket(dst).then((s) => s.send(msg, p, ip), (e: Error) => {
+      st.dropped++;
+      deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'cannot answer from the original destination');
+    });
+  }
+
+  function onQuery(msg: Buffer, clientIp: string, clientPort: number): void {
+    st.queries++;
+    const ep = deps.endpointByIp(clientIp);
+    if (!ep) {
+      st.dropped++;
+      return;
+    }
+    const t0 = process.hrtime.bigint();
+    const dst = deps.originalDestination(clientIp, clientPort, ep);
+    const q = parseQuery(msg);
+    const client = () => peer(clientIp, clientPort);
+    if (!q.ok) {
+      st.malformed++;
+      const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
+      emit({ kind: 'request', client: client(), server: peer(dst ?? '0.0.0.0', 53), proto: 'UDP', query: '', qtypes: [], verdict: reply ? 'ERROR' : 'DROPPED', rcode: RCODE.FORMERR, nodeName: deps.nodeName });
+      if (reply && dst) sendToClient(dst, clientIp, clientPort, reply);
+      else st.dropped++;
+      return;
+    }
+    if (!dst) {
+      st.servfail++;
+      st.dropped++;
+      return;
+    }
+    const server = peer(dst, 53);
+    let allowed = false;
+    try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
+    emit({ kind: 'request', client: client(), server, proto: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'FORWARDED' : 'DROPPED', ...(allowed ? {} : { rcode: reject }), nodeName: deps.nodeName });
+    if (!allowed) {
+      st.denied++;
+      const r = errorReply(msg, reject);
+      if (r) sendToClient(dst, clientIp, clientPort, r);
+      return;
+    }
+    st.allowed++;
+    // Forward with a proxy-chosen id (the shared upstream socket demultiplexes by it).
+    let id = nextId;
+    for (let i = 0; i < 65536 && pending.has(id); i++) id = (id + 1) & 0xffff;
+    if (pending.has(id)) { st.servfail++; const r = errorReply(msg, RCODE.SERVFAIL); if (r) sendToClient(dst, clientIp, clientPort, r); return; }
+    nextId = (id + 1) & 0xffff;
+    const out = Buffer.from(msg);
+    out.writeUInt16BE(id, 0);
+    const timer = setTimeout(() => {
+      if (pending.get(id)?.t0 !== t0) return;
+      pending.delete(id);
+      st.upstreamTimeouts++;
+      const r = errorReply(msg, RCODE.SERVFAIL);
+      if (r) sendToClient(dst, clientIp, clientPort, r);
+    }, upstreamTimeout);
+    timer.unref();
+    pending.set(id, { clientIp, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, timer });
+    const to = deps.upstreamFor?.(dst) ?? dst;
+    upstream!.send(out, 53, to, (err) => {
+      if (!err) return;
+      clearTimeout(timer);
+      pending.delete(id);
+      st.servfail++;
+      const r = errorReply(msg, RCODE.SERVFAIL);
+      if (r) sendToClient(dst, clientIp, clientPort, r);
+    });
+  }
+
+  function onUpstream(msg: Buffer): void {
+    if (msg.length < 12) return;
+    const id = msg.readUInt16BE(0);
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    clearTimeout(p.timer);
+    msg.writeUInt16BE(p.clientId, 0);
+    const facts = answerFacts(msg);
+    const release = (): void => {
+      const latency = process.hrtime.bigint() - p.t0;
+      sendToClient(p.dst, p.clientIp, p.clientPort, msg);
+      emit({
+        kind: 'response', client: peer(p.clientIp, p.clientPort), server: peer(p.dst, 53), proto: 'UDP', query: p.qname, qtypes: p.qtypes,
+        verdict: 'FORWARDED', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
+        rrtypes: facts?.rrtypes ?? [], latencyNs: latency, nodeName: deps.nodeName,
+      });
+    };
+    if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
+    let wait: Promise<void> | null = null;
+    try { wait = deps.onAnswer(p.ep.id, p.qname, facts.ips, facts.ttl); } catch { wait = null; }
+    if (!wait) { release(); return; }
+    const h0 = performance.now();
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      st.holdTimeouts++;
+      release();
+    }, maxHold);
+    wait.then(() => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const ms = performance.now() - h0;
+      st.holdsMs.push(ms);
+      if (st.holdsMs.length > 10_000) st.holdsMs.splice(0, 5_000);
+      release();
+    }, () => { if (!done) { done = true; clearTimeout(timer); release(); } });
+  }
+
+  return {
+    port,
+    async start() {
+      upstream = createSocket('udp4');
+      upstream.on('message', (m) => { try { onUpstream(m); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); } });
+      upstream.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'upstream socket'));
+      await new Promise<void>((r) => upstream!.bind(0, '0.0.0.0', r));
+      const l = createSocket({ type: 'udp4', reuseAddr: true });
+      listener = l;
+      l.on('message', (m, rinfo) => { try { onQuery(m, rinfo.address, rinfo.port); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); } });
+      l.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'listener'));
+      await new Promise<void>((resolve, reject) => {
+        l.once('error', reject);
+        l.bind({ port, address: '0.0.0.0' }, () => { l.removeListener('error', reject); resolve(); });
+      });
+      const fd = fdOf(l);
+      if (fd < 0) throw new MembraneError('DNS_PROXY_FD', 'cannot get the DNS proxy listener fd');
+      deps.transparent?.(fd);
+      deps.register?.(fd);
+    },
+    async stop() {
+      try { deps.register?.(null); } catch { /* datapath gone */ }
+      for (const p of pending.values()) clearTimeout(p.timer);
+      pending.clear();
+      for (const s of [listener, upstream, ...replySockets.values()]) {
+        if (!s) continue;
+        try { s.close(); } catch { /* closed */ }
+      }
+      replySockets.clear();
+      listener = upstream = undefined;
+    },
+    stats: () => ({ ...st, holdsMs: [...st.holdsMs] }),
+  };
+}

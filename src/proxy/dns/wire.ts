@@ -1,0 +1,91 @@
+/**
+ * DNS wire helpers for the proxy: a guarded query parse (size, header, one question), error
+ * replies built from the raw header (so even an undecodable packet gets one), and the facts of
+ * an answer the proxy needs (IPs, minimum TTL, CNAMEs, record types, rcode). Never throws.
+ */
+import dnsPacket from 'dns-packet';
+
+/** Largest query the proxy accepts (a query is one question; EDNS adds a few bytes). */
+export const MAX_QUERY_BYTES = 512;
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+
+export type ParsedQuery =
+  | { ok: true; id: number; name: string; qtypes: string[]; packet: dnsPacket.Packet }
+  | { ok: false; reason: 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question'; id?: number };
+
+export function parseQuery(msg: Buffer): ParsedQuery {
+  if (msg.length < 12) return { ok: false, reason: 'short' };
+  const id = msg.readUInt16BE(0);
+  if (msg.length > MAX_QUERY_BYTES) return { ok: false, reason: 'oversized', id };
+  if (msg[2]! & 0x80) return { ok: false, reason: 'not-a-query', id };
+  let p: dnsPacket.Packet;
+  try {
+    p = dnsPacket.decode(msg);
+  } catch {
+    return { ok: false, reason: 'malformed', id };
+  }
+  const qs = p.questions ?? [];
+  if (qs.length !== 1 || typeof qs[0]!.name !== 'string') return { ok: false, reason: 'no-question', id };
+  const name = qs[0]!.name;
+  return { ok: true, id, name: name === '' ? '.' : name.toLowerCase().endsWith('.') ? name.toLowerCase() : `${name.toLowerCase()}.`, qtypes: [String(qs[0]!.type)], packet: p };
+}
+
+/**
+ * An error reply (REFUSED, NXDOMAIN, FORMERR, SERVFAIL) to a query: its id, RD copied, QR and
+ * RA set, the question echoed when the query had a well-formed one.
+ */
+export function errorReply(query: Buffer, rcode: number): Buffer | null {
+  if (query.length < 12) return null;
+  const h = Buffer.alloc(12);
+  query.copy(h, 0, 0, 4);
+  const rd = query[2]! & 0x01;
+  h[2] = 0x80 | (query[2]! & 0x78) | rd; // QR, opcode, RD
+  h[3] = 0x80 | (rcode & 0x0f); // RA, rcode
+  let question: Buffer = Buffer.alloc(0);
+  if (rcode !== RCODE.FORMERR && query.readUInt16BE(4) === 1) {
+    let o = 12;
+    while (o < query.length && query[o]! !== 0 && (query[o]! & 0xc0) === 0) o += query[o]! + 1;
+    if (o < query.length && query[o] === 0 && o + 5 <= query.length) {
+      question = query.subarray(12, o + 5);
+      h.writeUInt16BE(1, 4);
+    }
+  }
+  return Buffer.concat([h, question]);
+}
+
+export interface AnswerFacts {
+  id: number;
+  rcode: number;
+  ips: string[];
+  /** minimum TTL over the A/AAAA records (0 when none) */
+  ttl: number;
+  cnames: string[];
+  rrtypes: string[];
+}
+
+export function answerFacts(msg: Buffer): AnswerFacts | null {
+  if (msg.length < 12) return null;
+  let p: dnsPacket.Packet;
+  try {
+    p = dnsPacket.decode(msg);
+  } catch {
+    return null;
+  }
+  const ips: string[] = [];
+  const cnames: string[] = [];
+  const rrtypes: string[] = [];
+  let ttl = -1;
+  for (const a of p.answers ?? []) {
+    rrtypes.push(String(a.type));
+    if (a.type === 'A' || a.type === 'AAAA') {
+      const ip = String(a.data);
+      if (!ips.includes(ip)) ips.push(ip);
+      const t = (a as { ttl?: number }).ttl ?? 0;
+      ttl = ttl < 0 ? t : Math.min(ttl, t);
+    } else if (a.type === 'CNAME') {
+      const c = String(a.data);
+      cnames.push(c.endsWith('.') ? c : `${c}.`);
+    }
+  }
+  return { id: msg.readUInt16BE(0), rcode: (msg[3]! & 0x0f), ips, ttl: Math.max(0, ttl), cnames, rrtypes };
+}
