@@ -8,6 +8,7 @@
  */
 import koffi from 'koffi';
 import { MembraneError } from '../errors.ts';
+import { runOk, run } from './proc.ts';
 
 const libc = koffi.load('libc.so.6');
 const socketFn = libc.func('int socket(int domain, int type, int protocol)');
@@ -64,4 +65,26 @@ export function transparentUpstreamSocket(sourceIp: string, mark: number): numbe
 /** Closes an fd that was never handed to Node. */
 export function closeFd(fd: number): void {
   closeFn(fd);
+}
+
+export const TRANSPARENT_REPLY_TABLE = 'membrane_proxy';
+
+/**
+ * Replies to the proxies' transparent upstream sockets are addressed to a pod's IP, which is not
+ * local to the node: without help the node would forward them to the pod. The classic TPROXY
+ * recipe marks packets that belong to a transparent local socket (`socket transparent 1`) with
+ * 0x200 in prerouting, so the proxy routing (`fwmark 0x200/0xf00 lookup 2004`, local default
+ * route) delivers them to the socket. Runs in the calling process's namespace; idempotent.
+ */
+export async function ensureTransparentReplyRule(): Promise<void> {
+  await run('nft', ['delete', 'table', 'ip', TRANSPARENT_REPLY_TABLE]);
+  await runOk('nft', ['-f', '-'], {
+    input: `table ip ${TRANSPARENT_REPLY_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
+      `    meta l4proto tcp socket transparent 1 meta mark set meta mark & 0xfffff0ff | 0x200\n  }\n}\n`,
+    code: 'NET_PROXY_ROUTING', hint: 'needs nftables (nft) and CAP_NET_ADMIN in the node namespace',
+  });
+}
+
+export async function removeTransparentReplyRule(): Promise<void> {
+  await run('nft', ['delete', 'table', 'ip', TRANSPARENT_REPLY_TABLE]);
 }

@@ -1,0 +1,117 @@
+/**
+ * Access records → Hubble L7 flows, the way Cilium's seven parser fills them (spec/hubble.md
+ * §1.5): Type L7, event_type 129, l7.type REQUEST/RESPONSE, is_reply = response, verdict
+ * FORWARDED / DROPPED (denied) / ERROR, http {code, method, url, protocol, headers sorted by key
+ * with sensitive values redacted}, latency_ns on responses, trace_context from traceparent,
+ * traffic direction of the proxy, and the Summary the compact printer shows
+ * (`HTTP/1.1 GET http://host/path`, `HTTP/1.1 200 3ms (GET http://host/path)`).
+ */
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import {
+  FlowSchema, EndpointSchema, FlowType, Verdict, TrafficDirection, IPVersion, L7FlowType, type Endpoint, type Flow,
+} from '../../hubble/gen/flow/flow_pb.js';
+import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import { reservedIdentityName } from '../../hubble/names.ts';
+import type { AccessRecord } from './types.ts';
+
+/** The HTTP proxy port the datapath redirects to (DEFAULT_PROXY_PORTS.http). */
+export const HTTP_PROXY_PORT = 15001;
+
+export const REDACTED = 'HUBBLE_REDACTED';
+
+/** Header names whose values never leave the proxy (lower-case). */
+export const SENSITIVE_HEADERS = new Set([
+  'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'api-key', 'x-auth-token',
+  'x-csrf-token', 'x-xsrf-token', 'openai-api-key', 'x-goog-api-key', 'x-amz-security-token',
+]);
+
+export interface FlowEndpointResolver {
+  byIp(ip: string): ResolvedEndpoint | undefined;
+  identityLabels(identity: number): string[] | undefined;
+}
+
+/** `http://user:pass@host/` → `http://user:HUBBLE_REDACTED@host/` (Hubble's URL redaction). */
+export function redactUrl(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/@]*):([^/@]*)@/i.exec(url);
+  return m ? `${m[1]}${m[2]}:${REDACTED}@${url.slice(m[0].length)}` : url;
+}
+
+export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] {
+  const out: { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const key = flat[i]!;
+    const lk = key.toLowerCase();
+    out.push({ $typeName: 'flow.HTTPHeader', key, value: SENSITIVE_HEADERS.has(lk) ? REDACTED : flat[i + 1]! });
+  }
+  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return out;
+}
+
+function formatLatency(ns: number): string {
+  // Go's time.Duration rounded the way hubble prints it (3ms, 150µs, 1.2s)
+  if (ns >= 1e9) return `${+(ns / 1e9).toFixed(3)}s`;
+  if (ns >= 1e6) return `${Math.round(ns / 1e6)}ms`;
+  if (ns >= 1e3) return `${Math.round(ns / 1e3)}µs`;
+  return `${ns}ns`;
+}
+
+export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpointResolver; clusterName?: string }) {
+  const cluster = opts.clusterName ?? 'default';
+  const labelCache = new Map<number, string[]>();
+
+  function endpoint(ip: string, identity: number): Endpoint {
+    const r = opts.resolver.byIp(ip);
+    if (r) {
+      return create(EndpointSchema, {
+        ID: r.id, identity: r.identity, clusterName: cluster, namespace: r.namespace, labels: [...r.labels].sort(), podName: r.podName,
+      });
+    }
+    let labels = labelCache.get(identity);
+    if (!labels) {
+      const raw = opts.resolver.identityLabels(identity);
+      const name = reservedIdentityName(identity);
+      labels = raw ? [...raw].sort() : name && identity ? [`reserved:${name}`] : [];
+      if (labelCache.size > 4096) labelCache.clear();
+      labelCache.set(identity, labels);
+    }
+    return create(EndpointSchema, { ID: 0, identity, labels });
+  }
+
+  return function build(rec: AccessRecord): Flow {
+    const isReq = rec.type === 'request';
+    // the flow goes client → server for requests, server → client for responses
+    const src = isReq ? rec.client : rec.server;
+    const dst = isReq ? rec.server : rec.client;
+    const verdict = rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED;
+    const url = redactUrl(rec.url);
+    let summary: string;
+    if (isReq) summary = rec.method ? `${rec.protocol} ${rec.method} ${url}` : `${rec.protocol} malformed request`;
+    else summary = rec.method ? `${rec.protocol} ${rec.code} ${formatLatency(rec.latencyNs)} (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
+    if (rec.reason && rec.verdict !== 'forwarded') summary += ` [${rec.reason}]`;
+    return create(FlowSchema, {
+      time: timestampFromMs(rec.timeMs),
+      verdict,
+      IP: { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4 },
+      l4: { protocol: { case: 'TCP', value: { sourcePort: src.port, destinationPort: dst.port } } },
+      source: endpoint(src.ip, src.identity),
+      destination: endpoint(dst.ip, dst.identity),
+      Type: FlowType.L7,
+      nodeName: opts.nodeName,
+      l7: {
+        type: isReq ? L7FlowType.REQUEST : L7FlowType.RESPONSE,
+        latencyNs: BigInt(isReq ? 0 : Math.max(0, Math.round(rec.latencyNs))),
+        record: {
+          case: 'http',
+          value: { code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) },
+        },
+      },
+      isReply: !isReq,
+      eventType: { type: 129, subType: 0 },
+      trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
+      proxyPort: HTTP_PROXY_PORT,
+      ...(rec.traceId ? { traceContext: { parent: { traceId: rec.traceId } } } : {}),
+      Summary: summary,
+    });
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * The HTTP proxy on a node: listeners registered in the datapath's sockmap (egress and ingress
+ * slots), policy looked up in the endpoint's MapState, access records turned into Hubble L7
+ * flows (which also feed the http metrics handler through hubble.onFlow) and OTLP spans.
+ */
+import type { Direction } from '../../policy/types.ts';
+import type { MapState } from '../../policy/types.ts';
+import { lookupMapState } from '../../policy/lookup.ts';
+import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
+import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import { setIpTransparent } from '../../sys/sockopt.ts';
+import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparentReplyRule } from '../../sys/proxy-socket.ts';
+import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
+import { createFlowBuilder } from './flows.ts';
+import { OtlpExporter } from './otlp.ts';
+import type { AccessRecord, ProxyEndpoint } from './types.ts';
+
+export interface HttpProxyNodeDeps {
+  nodeName: string;
+  /** the sockmap slot of the HTTP proxy for a direction (datapath's proxySlot('http', dir)) */
+  slot(direction: Direction): number;
+  /** registers (fd) or clears (null) a listener in the datapath's sockmap */
+  setProxyListener(slot: number, fd: number | null): void;
+  endpointByIp(ip: string): (ProxyEndpoint & { labels: string[] }) | undefined;
+  /** identity of a non-endpoint address (node addresses → host, ipcache prefixes, else world) */
+  identityOfOther(ip: string): number;
+  identityLabels(identity: number): string[] | undefined;
+  mapState(endpointId: number): MapState | undefined;
+  revision(): number;
+  secret?(name: string, namespace: string | undefined): string | undefined;
+  ingestFlow(flow: Flow): void;
+  /** OTLP/HTTP collector URL; default env MEMBRANE_OTLP_ENDPOINT */
+  otlpEndpoint?: string;
+  listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
+  configure?(chain: HttpFilterChain): void;
+  logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
+}
+
+export interface HttpProxyNode {
+  proxy: HttpProxy;
+  otlp: OtlpExporter | undefined;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
+  const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
+  const build = createFlowBuilder({
+    nodeName: deps.nodeName,
+    resolver: {
+      byIp(ip): ResolvedEndpoint | undefined {
+        const e = deps.endpointByIp(ip);
+        return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
+      },
+      identityLabels: deps.identityLabels,
+    },
+  });
+  const otlpUrl = deps.otlpEndpoint ?? process.env.MEMBRANE_OTLP_ENDPOINT;
+  const otlp = otlpUrl ? new OtlpExporter({ endpoint: otlpUrl, nodeName: deps.nodeName }) : undefined;
+  const onRecord = (rec: AccessRecord) => {
+    deps.ingestFlow(build(rec));
+    otlp?.record(rec);
+  };
+  const proxy = createHttpProxy({
+    policy: {
+      endpointByIp: deps.endpointByIp,
+      identityOf,
+      lookup(endpointId, direction, remoteIdentity, port) {
+        const ms = deps.mapState(endpointId);
+        if (!ms) return { verdict: 'drop', l7: null };
+        const r = lookupMapState(ms, direction, remoteIdentity, 6, port);
+        return { verdict: r.verdict, l7: r.entry?.l7 ?? null };
+      },
+      revision: deps.revision,
+      ...(deps.secret ? { secret: deps.secret } : {}),
+    },
+    onRecord,
+    setTransparent: setIpTransparent,
+    upstreamSocket: transparentUpstreamSocket,
+    ...(deps.listen ? { listen: deps.listen } : {}),
+    ...(deps.configure ? { configure: deps.configure } : {}),
+    ...(deps.logger ? { logger: deps.logger } : {}),
+  });
+  const registered: number[] = [];
+  return {
+    proxy, otlp,
+    async start() {
+      try {
+        await ensureTransparentReplyRule();
+      } catch (e) {
+        deps.logger?.warn({ err: String(e) }, 'transparent reply rule (upstream replies may not reach the proxy)');
+      }
+      const l = await proxy.start();
+      for (const dir of ['egress', 'ingress'] as const) {
+        const x = l[dir];
+        if (!x) continue;
+        const slot = deps.slot(dir);
+        deps.setProxyListener(slot, x.fd);
+        registered.push(slot);
+        deps.logger?.info({ direction: dir, slot, port: x.port }, 'http proxy listening');
+      }
+    },
+    async stop() {
+      // the sockmap entries go with the listener sockets; clear them first (fail closed: 178)
+      for (const s of registered.splice(0)) {
+        try { deps.setProxyListener(s, null); } catch { /* datapath gone */ }
+      }
+      await proxy.stop();
+      await otlp?.stop();
+      await removeTransparentReplyRule().catch(() => {});
+    },
+  };
+}
