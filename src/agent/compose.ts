@@ -26,6 +26,8 @@ import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
 import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
 import type { ExternalHost } from '../api/types.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
+import { proxySlot } from '../datapath/linux/index.ts';
+import { createHttpProxyNode } from '../proxy/http/node.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -79,6 +81,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
   const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, datapath, policy, hubble, logger, nodeAddrs });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
+  // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
+  const httpProxy = createHttpProxyNode({
+    nodeName: node, slot: (dir) => proxySlot('http', dir), setProxyListener: (slot, fd) => datapath.setProxyListener(slot, fd),
+    endpointByIp(ip) {
+      const ep = agentRef?.endpointTable().byIp(ip);
+      return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels } : undefined;
+    },
+    identityOfOther: (ip) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
+    identityLabels: (id) => policy.identityLabels(id),
+    mapState: (id) => policy.mapState(id), revision: () => policy.revision(),
+    ingestFlow: (f) => hubble.ingestFlow(f), logger: logger.child({ subsys: 'proxy-http' }),
+  });
 
   return {
     datapath, networks, workloads, hubble,
@@ -99,6 +113,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
       await dns.start(agent);
+      await httpProxy.start();
       if (nodeIndex === 1) {
         // ExternalHost addresses live in the world namespace behind node1.
         const done = new Set<string>();
@@ -121,6 +136,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unwatchHosts?.();
       await dns.stop();
       unsubscribe?.();
+      await httpProxy.stop();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {

@@ -22,6 +22,7 @@ import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';
 import { programPath } from './programs.ts';
+import { starwarsHandler } from './workloads/starwars-plan.ts';
 import { labDnsPlan } from './dns/workload.ts';
 
 export type WorkloadKind = 'echo' | 'idle' | 'command' | 'custom';
@@ -61,6 +62,7 @@ const handlers: ImageHandler[] = [];
 export function registerImageHandler(h: ImageHandler): void {
   handlers.unshift(h);
 }
+registerImageHandler(starwarsHandler);
 
 const ECHO_IMAGES = ['echo-server', 'echoserver', 'agnhost', 'nginx', 'httpd', 'http-echo', 'json-mock'];
 const CLIENT_IMAGES = ['curl', 'busybox', 'alpine', 'netshoot', 'ubuntu', 'debian'];
