@@ -65,6 +65,7 @@ export function createResourceStore(kv: KVStore): ResourceStore {
       for (const r of rs) {
         const k = keyOf(r);
         const prior = seen.get(k) ?? (await kv.get(k).then((p) => (p ? (JSON.parse(p.value) as Resource) : undefined)));
+        if (prior) keepServerDefaults(prior, r);
         out.push(result(r, !prior ? 'created' : comparable(prior) === comparable(r) ? 'unchanged' : 'configured'));
         seen.set(k, r);
       }
@@ -101,4 +102,15 @@ export function createResourceStore(kv: KVStore): ResourceStore {
     },
   };
   return store;
+}
+
+/**
+ * Fields the cluster fills in and a manifest usually leaves out survive a re-apply, as in
+ * Kubernetes: an allocated Service clusterIP is immutable, so applying the same file again is a
+ * no-op rather than a reallocation.
+ */
+function keepServerDefaults(prior: Resource, next: Resource): void {
+  if (prior.kind === 'Service' && next.kind === 'Service' && !next.spec.clusterIP && prior.spec.clusterIP) {
+    next.spec.clusterIP = prior.spec.clusterIP;
+  }
 }

@@ -81,8 +81,21 @@ function positionOf(o: Origin, path: YamlPath): { line: number; col: number } | 
   return o.lines.linePos(best);
 }
 
+/** Loads several paths as one input: a resource defined twice anywhere in it is reported. */
+export async function loadPaths(paths: readonly string[], opts: LoadOptions = {}): Promise<LoadResult> {
+  const seen = new Map<string, SourceRef>();
+  const resources: Resource[] = [];
+  const issues: Issue[] = [];
+  for (const p of paths) {
+    const r = await loadPath(p, { ...opts, seen });
+    resources.push(...r.resources);
+    issues.push(...r.issues);
+  }
+  return { resources, issues, locate };
+}
+
 /** Loads a file, a directory (its .yaml/.yml/.json files, recursively, in name order) or `-`. */
-export async function loadPath(path: string, opts: LoadOptions = {}): Promise<LoadResult> {
+export async function loadPath(path: string, opts: LoadOptions & { seen?: Map<string, SourceRef> } = {}): Promise<LoadResult> {
   const issues: Issue[] = [];
   const resources: Resource[] = [];
   const files: { file: string; text?: string }[] = [];
@@ -104,7 +117,7 @@ export async function loadPath(path: string, opts: LoadOptions = {}): Promise<Lo
       });
     }
   }
-  const seen = new Map<string, SourceRef>();
+  const seen = opts.seen ?? new Map<string, SourceRef>();
   for (const f of files) {
     let text = f.text;
     if (text === undefined) {

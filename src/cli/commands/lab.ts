@@ -2,27 +2,10 @@
 import type { Command } from 'commander';
 import { labPaths } from '../../agent/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
-import type { Resource } from '../../api/types.ts';
-import { loadPath } from '../../api/load.ts';
-import { MembraneError, type Issue } from '../../errors.ts';
+import { loadAll, printApplyResults } from './resources.ts';
 import { labDown, labStatus, labUp } from '../../lab/index.ts';
 import { callAgent } from '../client.ts';
 import { table } from '../output.ts';
-
-/** Loads files like `membrane apply -f` (src/api/load.ts). */
-async function loadFiles(files: string[]): Promise<Resource[]> {
-  const resources: Resource[] = [];
-  const issues: Issue[] = [];
-  for (const f of files) {
-    const r = await loadPath(f);
-    resources.push(...r.resources);
-    issues.push(...r.issues);
-  }
-  if (issues.length) {
-    throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input; nothing was applied`, { hint: 'fix the errors above and apply again' }), { issues });
-  }
-  return resources;
-}
 
 export function register(program: Command): void {
   program.command('up')
@@ -32,11 +15,11 @@ export function register(program: Command): void {
     .option('-q, --quiet', 'print nothing but errors')
     .action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean }) => {
       const say = (m: string) => { if (!o.quiet) process.stderr.write(`${m}\n`); };
-      const resources = o.filename?.length ? await loadFiles(o.filename) : [];
+      const resources = o.filename?.length ? await loadAll(o.filename) : [];
       const r = await labUp({ ...(o.nodes ? { nodes: o.nodes } : {}), progress: say });
       if (resources.length) {
         const res = await callAgent<ApplyResponse>(r.nodes[0]!.socket, 'POST', '/v1/apply', { resources, dryRun: false });
-        for (const x of res.results) process.stdout.write(`${x.kind.toLowerCase()}/${x.name} ${x.action}\n`);
+        printApplyResults(res);
       }
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
     });

@@ -1,17 +1,11 @@
 /** `membrane policy validate|trace`: offline tools over policy files, no lab needed. */
 import type { Command } from 'commander';
-import { loadPath, locate } from '../../api/load.ts';
+import { loadPaths, locate } from '../../api/load.ts';
 import { formatIssue, MembraneError, type Issue } from '../../errors.ts';
 import type { Resource } from '../../api/types.ts';
 
 async function loadMany(paths: string[]): Promise<{ resources: Resource[]; issues: Issue[] }> {
-  const resources: Resource[] = [];
-  const issues: Issue[] = [];
-  for (const p of paths) {
-    const r = await loadPath(p);
-    resources.push(...r.resources);
-    issues.push(...r.issues);
-  }
+  const { resources, issues } = await loadPaths(paths);
   return { resources, issues };
 }
 

@@ -1,6 +1,6 @@
 /** kubectl verbs: apply -f, delete -f, get. */
 import type { Command } from 'commander';
-import { loadPath } from '../../api/load.ts';
+import { loadPaths } from '../../api/load.ts';
 import { MembraneError } from '../../errors.ts';
 import { callAgent } from '../client.ts';
 import { agentSocketFor } from '../lab-target.ts';
@@ -14,18 +14,17 @@ const KIND_PATH: Record<string, string> = {
 };
 const kindPath = (k: string) => KIND_PATH[k] ?? k.toLowerCase();
 
-async function loadAll(files: string[]): Promise<Resource[]> {
-  const resources: Resource[] = [];
-  const issues = [];
-  for (const f of files) {
-    const r = await loadPath(f);
-    resources.push(...r.resources);
-    issues.push(...r.issues);
-  }
+/** Loads files for apply/delete; any problem in any file means nothing is sent to the agent. */
+export async function loadAll(files: string[]): Promise<Resource[]> {
+  const { resources, issues } = await loadPaths(files);
   if (issues.length) {
     throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input; nothing was applied`, { hint: 'fix the errors above and apply again' }), { issues });
   }
   return resources;
+}
+
+export function printApplyResults(res: ApplyResponse): void {
+  for (const r of res.results) process.stdout.write(`${kindPath(r.kind)}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}\n`);
 }
 
 export function register(program: Command): void {
@@ -37,7 +36,7 @@ export function register(program: Command): void {
     .action(async (o: { filename: string[]; dryRun?: boolean; node?: string }) => {
       const resources = await loadAll(o.filename);
       const res = await callAgent<ApplyResponse>(agentSocketFor(o.node), 'POST', '/v1/apply', { resources, dryRun: !!o.dryRun });
-      for (const r of res.results) process.stdout.write(`${kindPath(r.kind)}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}\n`);
+      printApplyResults(res);
     });
 
   program.command('delete')
@@ -96,6 +95,16 @@ export function register(program: Command): void {
         const rows = [[...nsHead, 'NAME', 'READY', 'STATUS', 'IP', ...(wide ? ['NODE', 'IDENTITY', 'ENDPOINT'] : [])]];
         for (const p of items as (Resource & { kind: 'Pod'; status?: { phase?: string; podIP?: string; ready?: string; identity?: number; endpointId?: number } })[]) {
           rows.push([...nsCol(p.metadata), p.metadata.name, p.status?.ready ?? '0/1', p.status?.phase ?? 'Pending', p.status?.podIP ?? '<none>', ...(wide ? [p.spec.nodeName ?? '<none>', String(p.status?.identity ?? ''), String(p.status?.endpointId ?? '')] : [])]);
+        }
+        return void process.stdout.write(table(rows));
+      }
+      if (kind === 'Service') {
+        const rows = [[...nsHead, 'NAME', 'TYPE', 'CLUSTER-IP', 'PORT(S)', 'AGE', ...(wide ? ['SELECTOR'] : [])]];
+        for (const sv of items as (Resource & { kind: 'Service' })[]) {
+          const ports = (sv.spec.ports ?? []).map((pt) => `${pt.port}/${pt.protocol ?? 'TCP'}`).join(',') || '<none>';
+          const sel = Object.entries(sv.spec.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '<none>';
+          rows.push([...nsCol(sv.metadata), sv.metadata.name, sv.spec.type ?? 'ClusterIP', sv.spec.clusterIP ?? '<pending>', ports,
+            age((sv.metadata as { creationTimestamp?: string }).creationTimestamp), ...(wide ? [sel] : [])]);
         }
         return void process.stdout.write(table(rows));
       }
