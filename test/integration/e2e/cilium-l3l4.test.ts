@@ -145,7 +145,11 @@ test('a pod cannot send with another pod\'s address', async () => {
 });
 
 test('bad input is rejected with coded errors and changes nothing; the same file twice is a no-op', async () => {
-  const good = [cnp('keep-me', { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['cluster'] }] })];
+  const good = [
+    cnp('keep-me', { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEntities: ['cluster'] }] }),
+    // A Service gets a clusterIP allocated: re-applying the manifest without it changes nothing.
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: 'l34' }, spec: { selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } },
+  ];
   const first = await lab.apply(good);
   assert.match(first, /created/);
   const again = await lab.apply(good);
