@@ -26,6 +26,7 @@ import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
 import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
 import type { ExternalHost } from '../api/types.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
+import { createHubbleMetrics, DEFAULT_METRICS } from '../hubble/metrics/index.ts';
 import { proxySlot } from '../datapath/linux/index.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 
@@ -81,6 +82,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
   const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, datapath, policy, hubble, logger, nodeAddrs });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
+  // Hubble metrics (Prometheus text) on :9965 in the node namespace; MEMBRANE_HUBBLE_METRICS is Cilium's --hubble-metrics.
+  const metrics = createHubbleMetrics(process.env.MEMBRANE_HUBBLE_METRICS ?? DEFAULT_METRICS);
+  let metricsServer: import('node:http').Server | undefined;
+  let unsubscribeMetrics: (() => void) | undefined;
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
   const httpProxy = createHttpProxyNode({
     nodeName: node, slot: (dir) => proxySlot('http', dir), setProxyListener: (slot, fd) => datapath.setProxyListener(slot, fd),
@@ -113,6 +118,12 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
       await dns.start(agent);
+      unsubscribeMetrics = hubble.onFlow((f) => metrics.process(f));
+      try {
+        metricsServer = await metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965));
+      } catch (e) {
+        logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
+      }
       await httpProxy.start();
       if (nodeIndex === 1) {
         // ExternalHost addresses live in the world namespace behind node1.
@@ -135,6 +146,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       if (lostTimer) clearInterval(lostTimer);
       unwatchHosts?.();
       await dns.stop();
+      unsubscribeMetrics?.();
+      metricsServer?.close();
       unsubscribe?.();
       await httpProxy.stop();
       await hubble.stop();

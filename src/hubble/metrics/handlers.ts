@@ -1,0 +1,136 @@
+/**
+ * Built-in Hubble metric handlers (spec hubble.md §5.3): flow, drop, dns, policy, tcp,
+ * port-distribution. Each is a `HandlerFactory` (see index.ts); label names and orders are
+ * Hubble's so dashboards and alerts written for Cilium work unchanged.
+ */
+import { Counter } from 'prom-client';
+import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
+import { RCODE_NAMES_FOR_METRICS } from './rcode.ts';
+import type { HandlerFactory } from './index.ts';
+import { TRACE_POINT_NAMES } from '../names.ts';
+
+const MATCH_NAMES: Record<number, string> = { 0: 'none', 1: 'l3-only', 2: 'l3-l4', 3: 'l4-only', 4: 'all', 5: 'l3-proto', 6: 'proto-only' };
+
+/** `protocol` label of flow/drop metrics. */
+export function flowProtocol(f: Flow): string {
+  if (f.eventType?.type === 129 || f.Type === FlowType.L7) {
+    switch (f.l7?.record.case) {
+      case 'dns': return 'DNS';
+      case 'http': return 'HTTP';
+      case 'kafka': return 'Kafka';
+      default: return 'Unknown L7';
+    }
+  }
+  const c = f.l4?.protocol.case;
+  if (c) return c === 'ICMPv4' ? 'ICMPv4' : c === 'ICMPv6' ? 'ICMPv6' : c;
+  return f.eventType ? 'Unknown L4' : 'Unknown flow';
+}
+
+function flowTypeLabels(f: Flow): [string, string] {
+  const t = f.eventType?.type ?? 0;
+  switch (t) {
+    case 129: return ['L7', f.l7?.record.case === 'dns' ? 'DNS' : f.l7?.record.case === 'http' ? 'HTTP' : ''];
+    case 1: return ['Drop', ''];
+    case 3: return ['Capture', ''];
+    case 4: return ['Trace', TRACE_POINT_NAMES[f.eventType?.subType ?? 0] ?? ''];
+    case 5: return ['PolicyVerdict', ''];
+    default: return ['Unknown', String(t)];
+  }
+}
+
+const forwarded = (f: Flow) => f.verdict === Verdict.FORWARDED || f.verdict === Verdict.REDIRECTED;
+
+export const flowHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = new Counter({ name: 'hubble_flows_processed_total', help: 'Total number of flows processed', labelNames: ['protocol', 'type', 'subtype', 'verdict', ...ctx.names], registers: [registry] });
+  return { name: 'flow', process(f) { const [t, st] = flowTypeLabels(f); c.labels(flowProtocol(f), t, st, Verdict[f.verdict] ?? 'VERDICT_UNKNOWN', ...ctx.values(f)).inc(); } };
+};
+
+export const dropHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = new Counter({ name: 'hubble_drop_total', help: 'Number of drops', labelNames: [...ctx.names, 'reason', 'protocol'], registers: [registry] });
+  return {
+    name: 'drop',
+    process(f) {
+      if (f.verdict !== Verdict.DROPPED) return;
+      c.labels(...ctx.values(f), DropReason[f.dropReasonDesc] ?? String(f.dropReasonDesc), flowProtocol(f)).inc();
+    },
+  };
+};
+
+export const dnsHandler: HandlerFactory = ({ registry, ctx, options }) => {
+  const withQuery = 'query' in options;
+  const ignoreAAAA = 'ignoreAAAA' in options;
+  const extra = withQuery ? ['query'] : [];
+  const queries = new Counter({ name: 'hubble_dns_queries_total', help: 'Number of DNS queries observed', labelNames: [...ctx.names, 'rcode', 'qtypes', 'ips_returned', ...extra], registers: [registry] });
+  const responses = new Counter({ name: 'hubble_dns_responses_total', help: 'Number of DNS responses observed', labelNames: [...ctx.names, 'rcode', 'qtypes', 'ips_returned', ...extra], registers: [registry] });
+  const types = new Counter({ name: 'hubble_dns_response_types_total', help: 'Number of DNS response types', labelNames: [...ctx.names, 'type', 'qtypes', ...extra], registers: [registry] });
+  return {
+    name: 'dns',
+    process(f) {
+      if (f.l7?.record.case !== 'dns') return;
+      const d = f.l7.record.value;
+      if (ignoreAAAA && d.qtypes.length === 1 && d.qtypes[0] === 'AAAA') return;
+      const qtypes = d.qtypes.join(',');
+      const q = withQuery ? [d.query] : [];
+      const cl = ctx.values(f);
+      if (f.verdict === Verdict.DROPPED) {
+        queries.labels(...cl, 'Policy denied', qtypes, '0', ...q).inc();
+      } else if (!f.isReply) {
+        queries.labels(...cl, '', qtypes, String(d.ips.length), ...q).inc();
+      } else {
+        responses.labels(...cl, RCODE_NAMES_FOR_METRICS[d.rcode] ?? String(d.rcode), qtypes, String(d.ips.length), ...q).inc();
+        for (const t of d.rrtypes) types.labels(...cl, t, qtypes, ...q).inc();
+      }
+    },
+  };
+};
+
+export const policyHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = new Counter({ name: 'hubble_policy_verdicts_total', help: 'Number of policy verdicts', labelNames: ['direction', 'match', 'action', ...ctx.names], registers: [registry] });
+  return {
+    name: 'policy',
+    process(f) {
+      const t = f.eventType?.type;
+      let match: string;
+      if (t === 5) {
+        if (f.source?.identity === 1) return;
+        match = MATCH_NAMES[f.policyMatchType] ?? 'unknown';
+      } else if (t === 129) {
+        match = `l7/${f.l7?.record.case ?? 'unknown'}`;
+      } else return;
+      const dir = f.trafficDirection === TrafficDirection.INGRESS ? 'ingress' : f.trafficDirection === TrafficDirection.EGRESS ? 'egress' : 'traffic_direction_unknown';
+      c.labels(dir, match, (Verdict[f.verdict] ?? 'verdict_unknown').toLowerCase(), ...ctx.values(f)).inc();
+    },
+  };
+};
+
+export const tcpHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = new Counter({ name: 'hubble_tcp_flags_total', help: 'TCP flag occurrences', labelNames: ['flag', 'family', ...ctx.names], registers: [registry] });
+  return {
+    name: 'tcp',
+    process(f) {
+      if (!forwarded(f) || f.l4?.protocol.case !== 'TCP') return;
+      const fl = f.l4.protocol.value.flags;
+      if (!fl) return;
+      const fam = f.IP?.ipVersion === IPVersion.IPv6 ? 'IPv6' : 'IPv4';
+      const cl = ctx.values(f);
+      if (fl.SYN) c.labels(fl.ACK ? 'SYN-ACK' : 'SYN', fam, ...cl).inc();
+      if (fl.FIN) c.labels('FIN', fam, ...cl).inc();
+      if (fl.RST) c.labels('RST', fam, ...cl).inc();
+    },
+  };
+};
+
+export const portDistributionHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = new Counter({ name: 'hubble_port_distribution_total', help: 'Numbers of packets distributed by destination port', labelNames: ['protocol', 'port', ...ctx.names], registers: [registry] });
+  return {
+    name: 'port-distribution',
+    process(f) {
+      if (!forwarded(f) || f.isReply !== false) return;
+      const p = f.l4?.protocol;
+      if (!p?.case) return;
+      const port = p.case === 'TCP' || p.case === 'UDP' || p.case === 'SCTP' ? String(p.value.destinationPort) : p.case === 'ICMPv4' || p.case === 'ICMPv6' ? '0' : undefined;
+      if (port === undefined) return;
+      c.labels(p.case, port, ...ctx.values(f)).inc();
+    },
+  };
+};
