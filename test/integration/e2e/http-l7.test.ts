@@ -1,0 +1,189 @@
+/**
+ * L7 HTTP policy through the proxy, in a lab, the way Cilium's connectivity tests exercise it:
+ * client-egress-l7 (egress GET /public allowed, /private 403), echo-ingress-l7 (ingress method,
+ * path and header rules), full-path matching, an L4-only rule on the same port opening every
+ * request, and what the flows carry (direction, verdicts, trace context, redacted headers).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestLab, type Flow } from '../support/lab.ts';
+
+const lab = new TestLab(`hl7${process.pid % 10000}`);
+const NS = 'h7';
+let ip: Record<string, string> = {};
+
+const pod = (name: string, labels: Record<string, string>, image: string, ports: number[] = []) => ({
+  apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NS, labels },
+  spec: { containers: [{ name: 'c', image, ...(ports.length ? { ports: ports.map((p) => ({ containerPort: p, protocol: 'TCP' })) } : {}) }] },
+});
+const cnp = (name: string, spec: object) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: NS }, spec });
+
+before(async () => {
+  await lab.up();
+  await lab.apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    pod('echo', { app: 'echo' }, 'ealen/echo-server', [8080]),
+    pod('client', { kind: 'client', name: 'client' }, 'curlimages/curl'),
+    pod('client2', { kind: 'client', name: 'client2' }, 'curlimages/curl'),
+  ]);
+  const all = await lab.podIPs();
+  ip = { echo: all[`${NS}/echo`]!, client: all[`${NS}/client`]!, client2: all[`${NS}/client2`]! };
+  for (const [k, v] of Object.entries(ip)) assert.ok(v, `${k} has an IP`);
+});
+after(async () => { await lab.down(); });
+
+async function withPolicies(policies: object[], fn: () => Promise<void>): Promise<void> {
+  await lab.apply(policies);
+  try { await fn(); } finally { await lab.delete(policies); }
+}
+
+interface Res { status: number; body: string; headers: string }
+async function curl(from: string, path: string, opts: { method?: string; headers?: string[] } = {}): Promise<Res> {
+  const args = ['curl', '-s', '-i', '-m', '5', '-X', opts.method ?? 'GET'];
+  for (const h of opts.headers ?? []) args.push('-H', h);
+  args.push(`http://${ip.echo}:8080${path}`);
+  const r = await lab.exec(NS, from, args, 30_000);
+  const text = r.stdout;
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+  const split = text.indexOf('\r\n\r\n');
+  return { status: m ? Number(m[1]) : 0, headers: split > 0 ? text.slice(0, split) : text, body: split > 0 ? text.slice(split + 4) : '' };
+}
+
+async function l7Flows(args: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  let fs: Flow[] = [];
+  for (let i = 0; i < 20; i++) {
+    fs = await lab.flows(['--type', 'l7', ...args]);
+    if (pred(fs)) return fs;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return fs;
+}
+type L7 = { type?: string; http?: { method?: string; url?: string; code?: number; headers?: { key: string; value: string }[] } };
+const l7 = (f: Flow) => f.l7 as L7 | undefined;
+
+const egressL7 = cnp('client-egress-l7', {
+  endpointSelector: { matchLabels: { kind: 'client' } },
+  egress: [{
+    toEndpoints: [{ matchLabels: { app: 'echo' } }],
+    toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }],
+  }],
+});
+
+test('client-egress-l7: GET /public allowed, /private and POST /public answered 403 Access denied; full path only', async () => {
+  await withPolicies([egressL7], async () => {
+    const since = new Date().toISOString();
+    const ok = await curl('client', '/public');
+    assert.equal(ok.status, 200);
+    const echoed = JSON.parse(ok.body) as { path: string; client: { address: string } };
+    assert.equal(echoed.path, '/public');
+    assert.equal(echoed.client.address, ip.client, 'the server sees the client pod, not the node (transparent upstream)');
+    const denied = await curl('client', '/private');
+    assert.equal(denied.status, 403);
+    assert.equal(denied.body, 'Access denied\r\n');
+    assert.match(denied.headers, /\r\ncontent-type: text\/plain/i);
+    assert.equal((await curl('client', '/public', { method: 'POST' })).status, 403);
+    assert.equal((await curl('client', '/public/x')).status, 403, '/public does not allow /public/x (full-string match)');
+    assert.equal((await curl('client', '/publicx')).status, 403);
+    assert.equal((await curl('client', '/public?x=1')).status, 403, ':path includes the query string (Envoy)');
+
+    const fs = await l7Flows(['--pod', `${NS}/client`, '--since', since], (x) => x.filter((f) => f.verdict === 'DROPPED' && l7(f)?.type === 'REQUEST').length >= 5);
+    const req = fs.find((f) => f.verdict === 'FORWARDED' && l7(f)?.type === 'REQUEST');
+    assert.ok(req, JSON.stringify(fs.slice(-3)));
+    assert.equal(req.traffic_direction, 'EGRESS');
+    assert.equal(req.source?.pod_name, 'client');
+    assert.equal(req.destination?.pod_name, 'echo');
+    assert.equal(l7(req)!.http!.url, `http://${ip.echo}:8080/public`);
+    const drop = fs.find((f) => f.verdict === 'DROPPED' && l7(f)?.type === 'REQUEST' && l7(f)?.http?.url?.endsWith('/private'));
+    assert.ok(drop);
+    const res403 = await l7Flows(['--pod', `${NS}/client`, '--since', since, '--http-status', '403', '--http-path', '/private'], (x) => x.length >= 1);
+    assert.equal(res403.length, 1);
+    assert.equal(l7(res403[0]!)!.type, 'RESPONSE');
+    // a pod the policy does not select is not redirected
+    assert.equal((await curl('client2', '/private')).status, 403, 'client2 has kind=client too');
+  });
+  assert.equal((await curl('client', '/private')).status, 200, 'policy deleted: no proxy, plain forwarding');
+});
+
+test('echo-ingress-l7: method, path, header and host rules at the destination, ORed', async () => {
+  const policy = cnp('echo-ingress-l7', {
+    endpointSelector: { matchLabels: { app: 'echo' } },
+    ingress: [{
+      fromEndpoints: [{ matchLabels: { kind: 'client' } }],
+      toPorts: [{
+        ports: [{ port: '8080', protocol: 'TCP' }],
+        rules: { http: [
+          { method: 'GET', path: '/' },
+          { method: 'GET', path: '/public' },
+          { method: 'GET', path: '/private', headers: ['X-Very-Secret-Token: 42'] },
+          { method: 'PUT|POST', path: '/api/v[0-9]+/items/.*', host: `${ip.echo!.replace(/\./g, '\\.')}:8080` },
+        ] },
+      }],
+    }],
+  });
+  await withPolicies([policy], async () => {
+    const since = new Date().toISOString();
+    assert.equal((await curl('client', '/')).status, 200);
+    assert.equal((await curl('client', '/public')).status, 200);
+    assert.equal((await curl('client', '/private')).status, 403, 'header missing');
+    assert.equal((await curl('client', '/private', { headers: ['X-Very-Secret-Token: 41'] })).status, 403, 'wrong header value');
+    assert.equal((await curl('client', '/private', { headers: ['X-Very-Secret-Token: 42'] })).status, 200);
+    assert.equal((await curl('client2', '/api/v2/items/7', { method: 'PUT' })).status, 200);
+    assert.equal((await curl('client2', '/api/v2/items/7', { method: 'DELETE' })).status, 403);
+    assert.equal((await curl('client2', '/api/v2/items/7', { method: 'POST', headers: ['Host: other'] })).status, 403, 'host rule');
+    const fs = await l7Flows(['--to-pod', `${NS}/echo`, '--since', since], (x) => x.filter((f) => l7(f)?.type === 'REQUEST').length >= 8);
+    assert.ok(fs.every((f) => f.traffic_direction === 'INGRESS'));
+    assert.equal(fs.filter((f) => l7(f)?.type === 'REQUEST' && f.verdict === 'DROPPED').length, 4);
+  });
+});
+
+test('an L4-only rule on the same port opens every request (still visible as L7)', async () => {
+  const l4only = cnp('echo-l4-only', {
+    endpointSelector: { matchLabels: { app: 'echo' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { name: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }],
+  });
+  const policy = cnp('echo-ingress-l7', {
+    endpointSelector: { matchLabels: { app: 'echo' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { kind: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }] }],
+  });
+  await withPolicies([policy, l4only], async () => {
+    const since = new Date().toISOString();
+    assert.equal((await curl('client', '/private', { method: 'DELETE' })).status, 200, 'client: L4-only rule wildcards L7');
+    assert.equal((await curl('client2', '/private')).status, 403, 'client2 is only allowed by the L7 rule');
+    assert.equal((await curl('client2', '/public')).status, 200);
+    const fs = await l7Flows(['--from-pod', `${NS}/client`, '--since', since], (x) => x.some((f) => l7(f)?.type === 'REQUEST'));
+    const r = fs.find((f) => l7(f)?.type === 'REQUEST');
+    assert.equal(r?.verdict, 'FORWARDED');
+    assert.equal(l7(r!)!.http!.method, 'DELETE');
+  });
+});
+
+test('flows: trace context from traceparent on request and response, sensitive headers redacted, latency', async () => {
+  await withPolicies([egressL7], async () => {
+    const since = new Date().toISOString();
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const r = await curl('client', '/public', { headers: [`traceparent: 00-${traceId}-00f067aa0ba902b7-01`, 'Authorization: Bearer sk-very-secret', 'Cookie: session=abc'] });
+    assert.equal(r.status, 200);
+    const fs = await l7Flows(['--pod', `${NS}/client`, '--since', since], (x) => x.length >= 2);
+    assert.equal(fs.length, 2);
+    for (const f of fs) assert.equal((f.trace_context as { parent?: { trace_id?: string } } | undefined)?.parent?.trace_id, traceId);
+    const req = fs.find((f) => l7(f)?.type === 'REQUEST')!;
+    const h = Object.fromEntries(l7(req)!.http!.headers!.map((x) => [x.key.toLowerCase(), x.value]));
+    assert.equal(h.authorization, 'HUBBLE_REDACTED');
+    assert.equal(h.cookie, 'HUBBLE_REDACTED');
+    assert.equal(h.traceparent, `00-${traceId}-00f067aa0ba902b7-01`);
+    assert.ok(!JSON.stringify(fs).includes('sk-very-secret'));
+    const res = fs.find((f) => l7(f)?.type === 'RESPONSE')!;
+    assert.ok(Number((res.l7 as { latency_ns?: string }).latency_ns ?? 0) > 0);
+    const byTrace = await lab.flows(['--trace-id', traceId, '--since', since]);
+    assert.equal(byTrace.length, 2);
+  });
+});
+
+test('keep-alive through the proxy: several requests on one connection, allowed and denied mixed', async () => {
+  await withPolicies([egressL7], async () => {
+    const r = await lab.exec(NS, 'client', ['curl', '-s', '-v', '-m', '5', `http://${ip.echo}:8080/public`, `http://${ip.echo}:8080/private`, `http://${ip.echo}:8080/public`], 30_000);
+    assert.equal((r.stderr.match(/Re-using existing connection/g) ?? []).length, 2, r.stderr);
+    assert.equal((r.stdout.match(/Access denied/g) ?? []).length, 1);
+    assert.equal((r.stdout.match(/"path":"\/public"/g) ?? []).length, 2);
+  });
+});
