@@ -295,6 +295,37 @@ int to_container(struct __sk_buff *skb)
 	return handle(skb, DIR_INGRESS);
 }
 
+/* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
+ * transparent upstream connection (bound to a pod's address). Such packets are delivered to the
+ * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
+static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
+	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = p->dport;
+	struct bpf_sock *sk;
+	int own = 0;
+	if (p->proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			own = sk->state != BPF_TCP_LISTEN;
+			bpf_sk_release(sk);
+		}
+	} else if (p->proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			__be32 peer;
+			__builtin_memcpy(&peer, p->saddr, 4);
+			/* connected sockets only (a wildcard listener matches any address) */
+			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
+			bpf_sk_release(sk);
+		}
+	}
+	return own;
+}
+
 /* tc INGRESS of a network device (world, underlay): new connections to a local endpoint get its
  * ingress policy decided here (drops, L7 redirect to the ingress proxy); everything else passes
  * untouched (routing, to_container and replies are not this program's business). */
@@ -331,6 +362,10 @@ int from_network(struct __sk_buff *skb)
 	}
 	if (skb->mark & MARK_MAGIC_MASK)
 		return TC_ACT_OK;
+	if (local_socket_owns(skb, &p)) {
+		skb->mark = MARK_MAGIC_TO_PROXY;
+		return TC_ACT_OK;
+	}
 	__u32 src_identity = ipcache_identity(p.saddr);
 	struct policy_result ir;
 	if (ingress_decide(skb, &p, dcfg, src_identity, &ir) < 0)

@@ -301,6 +301,15 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
       assert.equal(dd.endpointId, B.id);
       assert.equal(dd.direction, 'ingress');
       find(evs, (e) => e.type === 4 && e.subType === 0 && e.endpointId === A.id && e.srcIp === WIP && e.ctReason === 1, 'to-endpoint NEW trace at A');
+      // replies to an L7 proxy's transparent upstream socket (bound to A's address, egress proxy
+      // mark) are delivered to the socket, not policed as new connections to A (deny-all ingress)
+      const sw = spawnInNs(wns, ['serve', '8081', '']);
+      procs.push(sw);
+      await waitLine(sw, /ready/);
+      await d.call('applyFull', A.id, [], { ingress: true, egress: false });
+      assert.equal(await d.call('upstreamEcho', A.ip, 0xb00, WIP, 8081), true, 'proxy upstream from A\'s address to the world gets its replies');
+      assert.equal(tcpConnect(wns, A.ip, 7070), false, 'a real new connection world -> A is still denied');
+      killProc(sw);
       const c = await d.call<Record<string, string>>('counters');
       assert.ok(BigInt(c.pktsFromNetwork!) > 0n);
     } finally {

@@ -2,7 +2,8 @@
 // serves JSON-line RPC on stdin/stdout: {"id":1,"m":"upsertEndpoint","a":[...]} -> {"id":1,"r":...}.
 // Events are buffered and returned by "events". BigInts are sent as strings.
 import { createInterface } from 'node:readline';
-import { createServer, type Server } from 'node:net';
+import { createServer, Socket, type Server } from 'node:net';
+import { transparentUpstreamSocket } from '../../../../src/sys/proxy-socket.ts';
 import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
 import { ensureProxyRouting } from '../../../../src/sys/proxy-routing.ts';
 import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
@@ -33,6 +34,17 @@ function proxyListen(port: number, slot: number): Promise<number> {
   });
 }
 
+/** An L7 proxy's upstream connection: bound (IP_TRANSPARENT) to a pod's address with SO_MARK; true if an echo round trip works. */
+function upstreamEcho(srcIp: string, mark: number, ip: string, port: number, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = new Socket({ fd: transparentUpstreamSocket(srcIp, mark), readable: true, writable: true });
+    const t = setTimeout(() => { s.destroy(); resolve(false); }, timeoutMs);
+    s.on('error', () => { clearTimeout(t); s.destroy(); resolve(false); });
+    s.connect(port, ip, () => s.write('ping\n'));
+    s.once('data', () => { clearTimeout(t); s.destroy(); resolve(true); });
+  });
+}
+
 type WireEntry = { key: MapStateKey; entry: Partial<MapStateEntry> & Pick<MapStateEntry, 'verdict'> };
 const fix = (es: WireEntry[]): { key: MapStateKey; entry: MapStateEntry }[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
 
@@ -59,6 +71,7 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   proxyListen: (port, slot) => proxyListen(port, slot),
   attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
   proxyRouting: () => ensureProxyRouting(),
+  upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),
   upsertService: (svc) => dp.upsertService(svc),
   deleteService: (key) => dp.deleteService(key),
   serviceDump: () => dp.serviceDump(),
