@@ -14,6 +14,8 @@ import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.t
 import { createFlowBuilder } from './flows.ts';
 import { OtlpExporter } from './otlp.ts';
 import type { AccessRecord, ProxyEndpoint } from './types.ts';
+// registers the `http` and `httpV2` Hubble metrics handlers (enable with --hubble-metrics / MEMBRANE_HUBBLE_METRICS)
+import '../../hubble/metrics/http.ts';
 
 export interface HttpProxyNodeDeps {
   nodeName: string;
