@@ -99,11 +99,18 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     await writePolicy();
     if (u.ipcacheUpserts.length) {
       await o.datapath.upsertIPCache(u.ipcacheUpserts.map((x) => ({ prefix: x.prefix, identity: x.identity, endpointId: 0 })));
-      for (const x of u.ipcacheUpserts) entries.set(x.prefix, x.identity);
+      for (const x of u.ipcacheUpserts) {
+        entries.set(x.prefix, x.identity);
+        // The agent's own ipcache too: the L7 proxies look peers up there.
+        o.policy.engine.ipcache.upsert(x.prefix, x.identity, 'fqdn');
+      }
     }
     if (u.ipcacheDeletes.length) {
       await o.datapath.deleteIPCache(u.ipcacheDeletes.map((d) => d.prefix));
-      for (const d of u.ipcacheDeletes) entries.delete(d.prefix);
+      for (const d of u.ipcacheDeletes) {
+        entries.delete(d.prefix);
+        o.policy.engine.ipcache.delete(d.prefix, 'fqdn');
+      }
     }
     // Identities this batch replaced are released after it: drop their policy entries soon.
     if (!flushTimer) {
