@@ -21,8 +21,11 @@ const { values } = parseArgs({
     node: { type: 'string', default: 'node1' },
     index: { type: 'string', default: '1' },
     'log-level': { type: 'string' },
+    // OTLP/HTTP collector for the HTTP proxy's spans (default: env MEMBRANE_OTLP_ENDPOINT)
+    'otlp-endpoint': { type: 'string' },
   },
 });
+if (values['otlp-endpoint']) process.env.MEMBRANE_OTLP_ENDPOINT = values['otlp-endpoint'];
 const node = values.node!;
 const nodeIndex = Number(values.index);
 const paths = labPaths();
