@@ -1,0 +1,59 @@
+/**
+ * TTL expiry (spec policy.md §6.3): once a name's TTL has passed and the FQDN GC ran, new
+ * connections to its IPs are dropped, while a connection established before the expiry keeps
+ * working (GC never removes an IP a tracked connection uses). A new lookup allows the IPs again.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { TestLab, REPO } from '../support/lab.ts';
+
+const lab = new TestLab(`dnst${process.pid % 10000}`);
+const NS = 'ttl';
+const PROBE = join(REPO, 'test/integration/e2e/dns-probe.ts');
+const IP1 = '198.51.100.50';
+const IP2 = '198.51.100.51';
+
+before(async () => {
+  await lab.up();
+  await lab.apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: NS, labels: { app: 'client' } }, spec: { containers: [{ name: 'c', image: 'curlimages/curl' }] } },
+    { apiVersion: 'membrane.dev/v1alpha1', kind: 'ExternalHost', metadata: { name: 'short-ttl' }, spec: { names: ['ttl.example.net'], addresses: [IP1, IP2], ttl: 2 } },
+    {
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'ttl', namespace: NS },
+      spec: {
+        endpointSelector: { matchLabels: { app: 'client' } },
+        egress: [
+          { toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] },
+          { toFQDNs: [{ matchName: 'ttl.example.net' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] },
+        ],
+      },
+    },
+  ]);
+});
+after(async () => { await lab.down(); });
+
+test('TTL expiry closes new connections, not established ones; a new lookup reopens', async () => {
+  const ops = [
+    { op: 'query', name: 'ttl.example.net' },
+    { op: 'open', id: 'a', ip: IP1, port: 80 },
+    { op: 'sleep', ms: 1200 }, { op: 'get', id: 'a' },
+    { op: 'sleep', ms: 1200 }, { op: 'get', id: 'a' },
+    { op: 'sleep', ms: 1500 }, // TTL 2 s + GC (1 s period) are behind us
+    { op: 'connect', ip: IP2, port: 80 },
+    { op: 'get', id: 'a' },
+    { op: 'query', name: 'ttl.example.net' },
+    { op: 'connect', ip: IP2, port: 80 },
+  ];
+  const r = await lab.exec(NS, 'client', [join(REPO, 'bin/node'), PROBE, JSON.stringify(ops)], 60_000);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>[];
+  assert.deepEqual((out[0] as { ips: string[] }).ips.sort(), [IP1, IP2]);
+  assert.equal(out[1]!.ok, true, 'connection established while the name is valid');
+  assert.equal(out[3]!.ok, true);
+  assert.equal(out[5]!.ok, true);
+  assert.equal(out[7]!.connected, false, 'after expiry a new connection is dropped');
+  assert.equal(out[8]!.ok, true, 'the established connection still works');
+  assert.equal(out[10]!.connected, true, 'a new lookup allows the IP again');
+});
