@@ -39,6 +39,8 @@ export interface NodeParts {
   nodeIPCache(): IPCacheEntry[];
   /** FQDN identities' ipcache entries (DNS proxy + name manager); also syncs toFQDNs selectors. */
   fqdnIPCache(): IPCacheEntry[];
+  /** Extra agent API routes of the DNS proxy / FQDN subsystem. */
+  fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -103,6 +105,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     datapath, networks, workloads, hubble,
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
+    fqdnRoutes: () => dns.routes(),
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;

@@ -55,6 +55,13 @@ export interface NodeDNS {
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
   namesForIp(ip: string): string[];
+  /** Agent API routes: GET /v1/fqdn/cache (`cilium fqdn cache list`), GET /v1/dns/proxy (stats). */
+  routes(): Record<string, (body: unknown, q: URLSearchParams) => Promise<unknown>>;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 const inCluster = (ip: string) => ip.startsWith('10.244.') || ip.startsWith('10.96.') || ip.startsWith('192.0.2.') || ip.startsWith('127.');
@@ -217,6 +224,27 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
         nameManager.setSelectors(sels).catch((e: unknown) => log.warn({ err: String(e) }, 'fqdn selectors'));
       }
       return [...entries].map(([prefix, identity]) => ({ prefix, identity, endpointId: 0 }));
+    },
+    routes() {
+      return {
+        'GET /v1/fqdn/cache': async (_b, q) => {
+          const want = q.get('endpoint');
+          const items = [];
+          for (const id of nameManager.cache.endpoints()) {
+            if (want && String(id) !== want) continue;
+            for (const e of nameManager.cache.endpoint(id).entries()) items.push({ endpoint: id, ...e, identity: nameManager.identityForIP(e.ip) ?? null });
+          }
+          return { items, selectors: nameManager.selectorKeys(), stats: nameManager.stats() };
+        },
+        'GET /v1/dns/proxy': async () => {
+          const st = proxy.stats();
+          const holds = [...st.holdsMs].sort((a, b) => a - b);
+          return {
+            ...st, holdsMs: undefined,
+            hold: { count: holds.length, p50Ms: percentile(holds, 50), p99Ms: percentile(holds, 99), maxMs: holds.at(-1) ?? 0 },
+          };
+        },
+      };
     },
     namesForIp: (ip) => nameManager.namesForIP(ip).map((n) => (n.length > 1 && n.endsWith('.') ? n.slice(0, -1) : n)),
   };
