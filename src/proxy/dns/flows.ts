@@ -5,10 +5,9 @@
  * Summary the compact printer shows (`DNS Query example.com. A`,
  * `DNS Answer "1.2.3.4" TTL: 30 (Proxy example.com. A)`).
  */
-import { create } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { randomUUID } from 'node:crypto';
 import {
-  FlowSchema, FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict, type Flow,
+  FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict, type Endpoint, type Flow, type Layer4,
 } from '../../hubble/gen/flow/flow_pb.js';
 
 export interface FlowPeer {
@@ -52,43 +51,94 @@ export function dnsSummary(i: Pick<DNSFlowInput, 'kind' | 'query' | 'qtypes' | '
   return `DNS Answer "${(i.ips ?? []).join(',')}" TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
 }
 
+const EMITTER = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: '1.19.4' };
+const sortedLabels = new WeakMap<readonly string[], string[]>();
+function sorted(ls: readonly string[] | undefined): string[] {
+  if (!ls) return [];
+  let s = sortedLabels.get(ls);
+  if (!s) {
+    s = [...ls].sort();
+    sortedLabels.set(ls, s);
+  }
+  return s;
+}
+
+function endpoint(p: FlowPeer): Endpoint {
+  const e = p.endpoint;
+  return {
+    $typeName: 'flow.Endpoint', ID: e?.id ?? 0, identity: e?.identity ?? p.identity, clusterName: e ? 'default' : '', namespace: e?.namespace ?? '',
+    labels: sorted(e?.labels ?? p.labels), podName: e?.podName ?? '', workloads: [],
+  };
+}
+
+/** A Flow message literal (create(FlowSchema, …) is ~10x slower on this per-query path). */
 export function buildDNSFlow(i: DNSFlowInput): Flow {
   const isResp = i.kind === 'response';
   const src = isResp ? i.server : i.client;
   const dst = isResp ? i.client : i.server;
   const verdict = i.verdict === 'DROPPED' ? Verdict.DROPPED : i.verdict === 'ERROR' ? Verdict.ERROR : Verdict.FORWARDED;
+  const ms = i.timeMs ?? Date.now();
   const ports = { sourcePort: src.port, destinationPort: dst.port };
-  return create(FlowSchema, {
-    time: timestampFromMs(i.timeMs ?? Date.now()),
+  const l4: Layer4 = i.proto === 'UDP'
+    ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', ...ports } } }
+    : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', ...ports, flags: undefined } } };
+  return {
+    $typeName: 'flow.Flow',
+    time: { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.floor((ms % 1000) * 1e6) },
+    uuid: randomUUID(),
+    emitter: EMITTER,
     verdict,
-    IP: { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4 },
-    l4: { protocol: i.proto === 'UDP' ? { case: 'UDP', value: ports } : { case: 'TCP', value: ports } },
-    source: endpointFields(src),
-    destination: endpointFields(dst),
+    dropReason: 0,
+    authType: 0,
+    ethernet: undefined,
+    IP: { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
+    l4,
+    tunnel: undefined,
+    source: endpoint(src),
+    destination: endpoint(dst),
     Type: FlowType.L7,
     nodeName: i.nodeName,
+    nodeLabels: [],
+    sourceNames: [],
+    destinationNames: [],
     l7: {
+      $typeName: 'flow.Layer7',
       type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST,
       latencyNs: i.latencyNs ?? 0n,
       record: {
         case: 'dns',
         value: {
-          query: i.query, ips: i.ips ?? [], ttl: i.ttl ?? 0, cnames: i.cnames ?? [], observationSource: 'proxy',
+          $typeName: 'flow.DNS', query: i.query, ips: i.ips ?? [], ttl: i.ttl ?? 0, cnames: i.cnames ?? [], observationSource: 'proxy',
           rcode: i.rcode ?? 0, qtypes: i.qtypes, rrtypes: i.rrtypes ?? [],
         },
       },
     },
-    eventType: { type: 129, subType: 0 },
+    reply: false,
+    eventType: { $typeName: 'flow.CiliumEventType', type: 129, subType: 0 },
+    sourceService: undefined,
+    destinationService: undefined,
     trafficDirection: TrafficDirection.EGRESS,
+    policyMatchType: 0,
+    traceObservationPoint: 0,
+    traceReason: 0,
+    file: undefined,
+    ipTraceId: undefined,
+    dropReasonDesc: 0,
     isReply: isResp,
+    debugCapturePoint: 0,
+    interface: undefined,
+    proxyPort: 0,
+    traceContext: undefined,
+    sockXlatePoint: 0,
+    socketCookie: 0n,
+    cgroupId: 0n,
     Summary: dnsSummary(i),
-  });
-}
-
-function endpointFields(p: FlowPeer) {
-  const e = p.endpoint;
-  return {
-    ID: e?.id ?? 0, identity: e?.identity ?? p.identity, namespace: e?.namespace ?? '',
-    labels: [...(e?.labels ?? p.labels ?? [])].sort(), podName: e?.podName ?? '',
+    extensions: undefined,
+    egressAllowedBy: [],
+    ingressAllowedBy: [],
+    egressDeniedBy: [],
+    ingressDeniedBy: [],
+    policyLog: [],
+    aggregate: undefined,
   };
 }

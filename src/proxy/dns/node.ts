@@ -140,8 +140,14 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     onError: (err) => log.warn({ err: String(err) }, 'name manager'),
   });
 
+  let dnsIpMemo: { at: number; ip: string | undefined } | undefined;
   const labDnsIp = (): string | undefined => {
-    try { return readFileSync(dnsServerIpFile(o.stateDir), 'utf8').trim() || undefined; } catch { return undefined; }
+    const now = Date.now();
+    if (dnsIpMemo && now - dnsIpMemo.at < 1000) return dnsIpMemo.ip;
+    let ip: string | undefined;
+    try { ip = readFileSync(dnsServerIpFile(o.stateDir), 'utf8').trim() || undefined; } catch { ip = undefined; }
+    dnsIpMemo = { at: now, ip };
+    return ip;
   };
   const candidates = (): string[] => {
     const c = [CLUSTER_DNS_IP];

@@ -49,7 +49,22 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
     key.writeUInt16LE(ep, 40);
     try { return m.lookup(key) !== null; } catch { return false; }
   }
+  // (client ip:port) → destination, briefly: a resolver reusing its socket skips the lookups.
+  const recent = new Map<string, { dst: string; at: number }>();
+  const RECENT_MS = 2000;
   return (clientIp, clientPort, ep) => {
+    const rk = `${clientIp}:${clientPort}`;
+    const now = Date.now();
+    const hit = recent.get(rk);
+    if (hit && now - hit.at < RECENT_MS) return hit.dst;
+    const dst = find(clientIp, clientPort, ep);
+    if (dst) {
+      if (recent.size > 8192) recent.clear();
+      recent.set(rk, { dst, at: now });
+    }
+    return dst;
+  };
+  function find(clientIp: string, clientPort: number, ep: number): string | undefined {
     const m = ct();
     if (m) {
       const tried = new Set<string>();
@@ -71,5 +86,5 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
       }
     } catch { /* datapath busy */ }
     return last.get(ep) ?? deps.candidates()[0];
-  };
+  }
 }

@@ -135,6 +135,11 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   function sendToClient(dst: string, ip: string, p: number, msg: Buffer): void {
+    const have = replySockets.get(dst);
+    if (have) {
+      have.send(msg, p, ip);
+      return;
+    }
     replySocket(dst).then((s) => s.send(msg, p, ip), (e: Error) => {
       st.dropped++;
       deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'cannot answer from the original destination');

@@ -10,24 +10,50 @@ export const MAX_QUERY_BYTES = 512;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
 export type ParsedQuery =
-  | { ok: true; id: number; name: string; qtypes: string[]; packet: dnsPacket.Packet }
+  | { ok: true; id: number; name: string; qtypes: string[] }
   | { ok: false; reason: 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question'; id?: number };
 
+/**
+ * Parses a query without dns-packet (the per-query hot path): header, exactly one question with
+ * an uncompressed name (RFC 1035 limits: labels ≤ 63, name ≤ 255), no answer/authority records
+ * (an EDNS OPT in the additional section is fine). Anything else is malformed.
+ */
 export function parseQuery(msg: Buffer): ParsedQuery {
   if (msg.length < 12) return { ok: false, reason: 'short' };
   const id = msg.readUInt16BE(0);
   if (msg.length > MAX_QUERY_BYTES) return { ok: false, reason: 'oversized', id };
   if (msg[2]! & 0x80) return { ok: false, reason: 'not-a-query', id };
-  let p: dnsPacket.Packet;
-  try {
-    p = dnsPacket.decode(msg);
-  } catch {
-    return { ok: false, reason: 'malformed', id };
+  if (msg.readUInt16BE(4) !== 1) return { ok: false, reason: 'no-question', id };
+  if (msg.readUInt16BE(6) !== 0 || msg.readUInt16BE(8) !== 0) return { ok: false, reason: 'malformed', id };
+  let o = 12;
+  let name = '';
+  for (;;) {
+    if (o >= msg.length) return { ok: false, reason: 'malformed', id };
+    const len = msg[o]!;
+    if (len === 0) { o++; break; }
+    if (len > 63) return { ok: false, reason: 'malformed', id }; // compression pointer or reserved bits
+    if (o + 1 + len > msg.length) return { ok: false, reason: 'malformed', id };
+    for (let i = o + 1; i <= o + len; i++) {
+      let c = msg[i]!;
+      if (c >= 65 && c <= 90) c += 32;
+      name += c === 46 || c <= 32 || c >= 127 ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
+    }
+    name += '.';
+    o += len + 1;
+    if (name.length > 255) return { ok: false, reason: 'malformed', id };
   }
-  const qs = p.questions ?? [];
-  if (qs.length !== 1 || typeof qs[0]!.name !== 'string') return { ok: false, reason: 'no-question', id };
-  const name = qs[0]!.name;
-  return { ok: true, id, name: name === '' ? '.' : name.toLowerCase().endsWith('.') ? name.toLowerCase() : `${name.toLowerCase()}.`, qtypes: [String(qs[0]!.type)], packet: p };
+  if (o + 4 > msg.length) return { ok: false, reason: 'malformed', id };
+  const qtype = msg.readUInt16BE(o);
+  return { ok: true, id, name: name === '' ? '.' : name, qtypes: [qtypeName(qtype)] };
+}
+
+const QTYPE_NAMES: Record<number, string> = {
+  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 35: 'NAPTR',
+  39: 'DNAME', 41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 52: 'TLSA', 64: 'SVCB', 65: 'HTTPS',
+  252: 'AXFR', 255: 'ANY', 257: 'CAA',
+};
+function qtypeName(t: number): string {
+  return QTYPE_NAMES[t] ?? `TYPE${t}`;
 }
 
 /**

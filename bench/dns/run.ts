@@ -1,0 +1,123 @@
+/**
+ * DNS proxy benchmark, in a lab (root): dnsmasq in a pod answers the same names two ways in the
+ * same run,
+ *   direct   a pod without policy queries dnsmasq (not steered: the baseline)
+ *   proxied  a pod whose egress policy has DNS rules + toFQDNs: every query goes through the
+ *            membrane DNS proxy (policy decision, forward, answer harvest, flows, metrics)
+ * Measures:
+ *   qps               dnsperf -c 8 -q 64 for SECS seconds (100 names, all answered)
+ *   added p50 / p99   one query outstanding (bench/dns/lat.ts), proxied minus direct
+ *   answer→policy map the proxy's hold for FRESH names (each a new IP: identity, policy-map and
+ *                     ipcache writes before release), p50/p99 from GET /v1/dns/proxy
+ *
+ *   bin/node bench/dns/run.ts [--secs 8] [--rounds 2] [--fresh 400] [--append]
+ * With --append the table and the command go to bench/RESULTS.md under `## dns`.
+ */
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { callAgent } from '../../src/cli/client.ts';
+import { labPaths } from '../../src/agent/paths.ts';
+
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, append: { type: 'boolean', default: false } } });
+const SECS = Number(values.secs);
+const ROUNDS = Number(values.rounds);
+const FRESH = Number(values.fresh);
+const REPO = resolve(import.meta.dirname, '../..');
+const LAB = `dnsbench${process.pid % 10000}`;
+const env = { ...process.env, MEMBRANE_LAB: LAB, MEMBRANE_STATE_DIR: join('/run/membrane-bench', LAB), NO_COLOR: '1' };
+const paths = labPaths(env);
+const dir = mkdtempSync(join(tmpdir(), 'bench-dns-'));
+const membrane = (args: string[], timeout = 180_000) => execFileSync(join(REPO, 'bin/membrane'), args, { env, timeout, maxBuffer: 64 << 20 }).toString();
+const inPod = (pod: string, cmd: string[], timeout = 120_000) => membrane(['exec', '-n', 'bench', pod, '--', ...cmd], timeout);
+
+const NAMES = Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab`);
+const freshNames = Array.from({ length: FRESH }, (_, i) => `f${i}.fresh.lab`);
+
+function apply(objs: object[]): void {
+  const f = join(dir, `a${Date.now()}.yaml`);
+  writeFileSync(f, objs.map((o) => stringify(o)).join('---\n'));
+  membrane(['apply', '-f', f]);
+}
+
+function dnsperf(pod: string, server: string): number {
+  const out = inPod(pod, ['dnsperf', '-s', server, '-d', join(dir, 'queries.txt'), '-l', String(SECS), '-c', '8', '-q', '64', '-t', '2'], (SECS + 60) * 1000);
+  const qps = Number(/Queries per second:\s+([0-9.]+)/.exec(out)?.[1]);
+  const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  if (lost > 0) console.error(`${pod}: ${lost} queries lost`);
+  return qps;
+}
+function latency(pod: string, server: string, names: string[], count: number): { p50Us: number; p99Us: number; errors: number } {
+  const out = inPod(pod, [join(REPO, 'bin/node'), join(REPO, 'bench/dns/lat.ts'), server, String(count), names.join(',')]);
+  return JSON.parse(out.trim().split('\n').pop()!) as { p50Us: number; p99Us: number; errors: number };
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+try {
+  membrane(['up']);
+  writeFileSync(join(dir, 'queries.txt'), NAMES.map((n) => `${n} A`).join('\n') + '\n');
+  writeFileSync(join(dir, 'fresh.hosts'), freshNames.map((n, i) => `172.20.${i >> 8}.${(i & 255) || 1} ${n}`).join('\n') + '\n');
+  const dnsmasq = ['dnsmasq', '-k', '--conf-file=/dev/null', '--port=53', '--no-resolv', '--no-hosts', `--addn-hosts=${join(dir, 'fresh.hosts')}`,
+    '--address=/bench.lab/198.51.100.77', '--user=root', `--pid-file=${join(dir, 'dnsmasq.pid')}`, '--cache-size=10000', '--local-ttl=300'];
+  const pod = (name: string, app: string, extra: object = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'bench', labels: { app } }, spec: { containers: [{ name: 'c', image: 'curlimages/curl', ...extra }] } });
+  apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'bench' } },
+    pod('dnsmasq', 'dnsmasq', { command: dnsmasq }), pod('direct', 'direct'), pod('proxied', 'proxied'),
+    {
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'proxied', namespace: 'bench' },
+      spec: {
+        endpointSelector: { matchLabels: { app: 'proxied' } },
+        egress: [
+          { toEndpoints: [{ matchLabels: { app: 'dnsmasq' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*.bench.lab' }, { matchPattern: '*.fresh.lab' }] } }] },
+          { toFQDNs: [{ matchPattern: '*.bench.lab' }, { matchPattern: '*.fresh.lab' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] },
+        ],
+      },
+    },
+  ]);
+  const pods = JSON.parse(membrane(['get', 'pods', '-n', 'bench', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { podIP?: string } }[] };
+  const server = pods.items.find((p) => p.metadata.name === 'dnsmasq')!.status!.podIP!;
+  // warm both paths (and learn the bench.lab IP once: steady state has no holds)
+  latency('direct', server, NAMES, 200);
+  latency('proxied', server, NAMES, 200);
+
+  const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const qpsD = dnsperf('direct', server);
+    const qpsP = dnsperf('proxied', server);
+    const lD = latency('direct', server, NAMES, 3000);
+    const lP = latency('proxied', server, NAMES, 3000);
+    rows.push({ qpsD, qpsP, p50D: lD.p50Us, p50P: lP.p50Us, p99D: lD.p99Us, p99P: lP.p99Us });
+    console.error(`round ${r + 1}: qps ${qpsD.toFixed(0)} direct / ${qpsP.toFixed(0)} proxied; p50 ${lD.p50Us.toFixed(0)} / ${lP.p50Us.toFixed(0)} µs; p99 ${lD.p99Us.toFixed(0)} / ${lP.p99Us.toFixed(0)} µs`);
+  }
+  // fresh names: every answer carries a new IP → hold until identity + policy maps + ipcache
+  const fresh = latency('proxied', server, freshNames, FRESH);
+  const stats = await callAgent<{ hold: { count: number; p50Ms: number; p99Ms: number; maxMs: number }; holdTimeouts: number }>(paths.agentSocket('node1'), 'GET', '/v1/dns/proxy');
+
+  const qpsD = median(rows.map((x) => x.qpsD)), qpsP = median(rows.map((x) => x.qpsP));
+  const p50D = median(rows.map((x) => x.p50D)), p50P = median(rows.map((x) => x.p50P));
+  const p99D = median(rows.map((x) => x.p99D)), p99P = median(rows.map((x) => x.p99P));
+  const added50 = p50P - p50D;
+  const ok = (b: boolean) => (b ? 'ok' : 'MISSED');
+  const table = [
+    '| measure | dnsmasq direct | through the DNS proxy | result | goal | |',
+    '|---|---|---|---|---|---|',
+    `| queries per second (dnsperf -c 8 -q 64, ${SECS} s) | ${qpsD.toFixed(0)} | ${qpsP.toFixed(0)} | ${(qpsP / qpsD * 100).toFixed(1)} % | ≥ 50 % | ${ok(qpsP / qpsD >= 0.5)} |`,
+    `| latency p50, one query outstanding | ${p50D.toFixed(0)} µs | ${p50P.toFixed(0)} µs | +${added50.toFixed(0)} µs | ≤ 100 µs added | ${ok(added50 <= 100)} |`,
+    `| latency p99 | ${p99D.toFixed(0)} µs | ${p99P.toFixed(0)} µs | ${(p99P / 1000).toFixed(2)} ms | ≤ 2 ms | ${ok(p99P <= 2000)} |`,
+    `| answer → policy map (hold of ${stats.hold.count} fresh-IP answers), p50 / p99 / max | | | ${stats.hold.p50Ms.toFixed(2)} / ${stats.hold.p99Ms.toFixed(2)} / ${stats.hold.maxMs.toFixed(2)} ms | p99 ≤ 10 ms | ${ok(stats.hold.p99Ms <= 10)} |`,
+    `| fresh-name query latency (includes the hold), p50 / p99 | | ${(fresh.p50Us / 1000).toFixed(2)} / ${(fresh.p99Us / 1000).toFixed(2)} ms | | | |`,
+  ].join('\n');
+  console.log(table);
+  if (values.append) {
+    const cmd = `bin/node bench/dns/run.ts --secs ${SECS} --rounds ${ROUNDS} --fresh ${FRESH}`;
+    const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
+    const text = readFileSync(join(REPO, 'bench/RESULTS.md'), 'utf8');
+    appendFileSync(join(REPO, 'bench/RESULTS.md'), `${text.endsWith('\n') ? '' : '\n'}\n## dns\n\nCommand: \`${cmd}\`\n\nRun ${when} UTC, Node ${process.version}, 2 vCPU shared with other work, one lab node. dnsmasq (a pod, authoritative for the names) answers a pod without policy directly and a pod whose egress policy has DNS rules (\`*.bench.lab\`, \`*.fresh.lab\`) and toFQDNs through the membrane DNS proxy; same run, median of ${ROUNDS} interleaved rounds. Steady state: the 100 names resolve to one known IP (no hold). Fresh names: each answer a new IP, held until its FQDN identity is in the policy map and the ipcache (holds timed out: ${stats.holdTimeouts}).\n\n${table}\n`);
+  }
+} finally {
+  try { membrane(['down'], 120_000); } catch (e) { console.error(`down: ${(e as Error).message}`); }
+  rmSync(dir, { recursive: true, force: true });
+}
