@@ -84,7 +84,9 @@ interface Pending {
   qname: string;
   qtypes: string[];
   t0: bigint;
-  timer: NodeJS.Timeout;
+  /** ms: the upstream must have answered by then (swept, not one timer per query) */
+  deadline: number;
+  query: Buffer;
 }
 
 export interface DNSProxy {
@@ -103,7 +105,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
   const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, holdsMs: [] };
   let listener: Socket | undefined;
-  let upstream: Socket | undefined;
+  /** one connected socket per upstream address (a connected send skips the address lookup) */
+  const upstreams = new Map<string, Socket>();
+  const connecting = new Map<string, Promise<Socket>>();
+  let sweep: NodeJS.Timeout | undefined;
   const replySockets = new Map<string, Socket>();
   const pending = new Map<number, Pending>();
   let nextId = (Math.random() * 65536) | 0;
@@ -181,31 +186,43 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       return;
     }
     st.allowed++;
-    // Forward with a proxy-chosen id (the shared upstream socket demultiplexes by it).
+    // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
     for (let i = 0; i < 65536 && pending.has(id); i++) id = (id + 1) & 0xffff;
     if (pending.has(id)) { st.servfail++; const r = errorReply(msg, RCODE.SERVFAIL); if (r) sendToClient(dst, clientIp, clientPort, r); return; }
     nextId = (id + 1) & 0xffff;
     const out = Buffer.from(msg);
     out.writeUInt16BE(id, 0);
-    const timer = setTimeout(() => {
-      if (pending.get(id)?.t0 !== t0) return;
-      pending.delete(id);
-      st.upstreamTimeouts++;
-      const r = errorReply(msg, RCODE.SERVFAIL);
-      if (r) sendToClient(dst, clientIp, clientPort, r);
-    }, upstreamTimeout);
-    timer.unref();
-    pending.set(id, { clientIp, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, timer });
+    pending.set(id, { clientIp, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, deadline: Date.now() + upstreamTimeout, query: msg });
     const to = deps.upstreamFor?.(dst) ?? dst;
-    upstream!.send(out, 53, to, (err) => {
-      if (!err) return;
-      clearTimeout(timer);
+    const fail = (): void => {
+      if (pending.get(id)?.t0 !== t0) return;
       pending.delete(id);
       st.servfail++;
       const r = errorReply(msg, RCODE.SERVFAIL);
       if (r) sendToClient(dst, clientIp, clientPort, r);
+    };
+    const u = upstreams.get(to);
+    // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
+    if (u) u.send(out);
+    else upstreamFor(to).then((s2) => s2.send(out, (err) => { if (err) fail(); }), fail);
+  }
+
+  function upstreamFor(to: string): Promise<Socket> {
+    let c = connecting.get(to);
+    if (c) return c;
+    c = new Promise<Socket>((resolve, reject) => {
+      const s2 = createSocket(to.includes(':') ? 'udp6' : 'udp4');
+      s2.on('message', (m) => { try { onUpstream(m); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); } });
+      s2.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', upstream: to, err: e.message }, 'upstream socket'));
+      s2.connect(53, to, (err?: Error) => {
+        if (err) { connecting.delete(to); reject(err); return; }
+        upstreams.set(to, s2);
+        resolve(s2);
+      });
     });
+    connecting.set(to, c);
+    return c;
   }
 
   function onUpstream(msg: Buffer): void {
@@ -214,7 +231,6 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const p = pending.get(id);
     if (!p) return;
     pending.delete(id);
-    clearTimeout(p.timer);
     msg.writeUInt16BE(p.clientId, 0);
     const facts = answerFacts(msg);
     const release = (): void => {
@@ -252,10 +268,17 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   return {
     port,
     async start() {
-      upstream = createSocket('udp4');
-      upstream.on('message', (m) => { try { onUpstream(m); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); } });
-      upstream.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'upstream socket'));
-      await new Promise<void>((r) => upstream!.bind(0, '0.0.0.0', r));
+      sweep = setInterval(() => {
+        const now = Date.now();
+        for (const [id, p] of pending) {
+          if (now < p.deadline) continue;
+          pending.delete(id);
+          st.upstreamTimeouts++;
+          const r = errorReply(p.query, RCODE.SERVFAIL);
+          if (r) sendToClient(p.dst, p.clientIp, p.clientPort, r);
+        }
+      }, 250);
+      sweep.unref();
       const l = createSocket({ type: 'udp4', reuseAddr: true });
       listener = l;
       l.on('message', (m, rinfo) => { try { onQuery(m, rinfo.address, rinfo.port); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); } });
@@ -271,14 +294,16 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     async stop() {
       try { deps.register?.(null); } catch { /* datapath gone */ }
-      for (const p of pending.values()) clearTimeout(p.timer);
+      if (sweep) clearInterval(sweep);
       pending.clear();
-      for (const s of [listener, upstream, ...replySockets.values()]) {
+      for (const s of [listener, ...upstreams.values(), ...replySockets.values()]) {
         if (!s) continue;
         try { s.close(); } catch { /* closed */ }
       }
       replySockets.clear();
-      listener = upstream = undefined;
+      upstreams.clear();
+      connecting.clear();
+      listener = undefined;
     },
     stats: () => ({ ...st, holdsMs: [...st.holdsMs] }),
   };
