@@ -22,7 +22,10 @@ const policy: L7Policy = {
     http: Array.from({ length: n }, (_, i) => ({ method: 'GET', path: `/api/v1/resource${i}` })),
   }],
 };
-const build = createFlowBuilder({ nodeName: 'bench', resolver: { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: ['k8s:app=client'] }), identityLabels: () => ['k8s:app=server'] } });
+// endpoint label arrays are the agent's records (stable objects), as in production
+const CLIENT_LABELS = ['k8s:app=client'];
+const SERVER_LABELS = ['k8s:app=server'];
+const build = createFlowBuilder({ nodeName: 'bench', resolver: { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: CLIENT_LABELS }), identityLabels: () => SERVER_LABELS } });
 const ring = new FlowRing(4095);
 const metrics = createHubbleMetrics('http flow');
 const proxy = createHttpProxy({
@@ -43,3 +46,4 @@ const proxy = createHttpProxy({
 await proxy.start();
 console.log('ready');
 process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));

@@ -6,10 +6,8 @@
  * traffic direction of the proxy, and the Summary the compact printer shows
  * (`HTTP/1.1 GET http://host/path`, `HTTP/1.1 200 3ms (GET http://host/path)`).
  */
-import { create } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import {
-  FlowSchema, EndpointSchema, FlowType, Verdict, TrafficDirection, IPVersion, L7FlowType, type Endpoint, type Flow,
+  FlowType, Verdict, TrafficDirection, IPVersion, L7FlowType, type Endpoint, type Flow, type HTTP,
 } from '../../hubble/gen/flow/flow_pb.js';
 import type { ResolvedEndpoint } from '../../hubble/flow.ts';
 import { reservedIdentityName } from '../../hubble/names.ts';
@@ -59,13 +57,18 @@ function formatLatency(ns: number): string {
 export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpointResolver; clusterName?: string }) {
   const cluster = opts.clusterName ?? 'default';
   const labelCache = new Map<number, string[]>();
+  // endpoint label arrays are stable objects (the agent's records): sort each once
+  const sortedCache = new WeakMap<readonly string[], string[]>();
+  const sorted = (l: readonly string[]) => {
+    let v = sortedCache.get(l);
+    if (!v) sortedCache.set(l, (v = [...l].sort()));
+    return v;
+  };
 
   function endpoint(ip: string, identity: number): Endpoint {
     const r = opts.resolver.byIp(ip);
     if (r) {
-      return create(EndpointSchema, {
-        ID: r.id, identity: r.identity, clusterName: cluster, namespace: r.namespace, labels: [...r.labels].sort(), podName: r.podName,
-      });
+      return { $typeName: 'flow.Endpoint', ID: r.id, identity: r.identity, clusterName: cluster, namespace: r.namespace, labels: sorted(r.labels), podName: r.podName, workloads: [] };
     }
     let labels = labelCache.get(identity);
     if (!labels) {
@@ -75,7 +78,7 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
       if (labelCache.size > 4096) labelCache.clear();
       labelCache.set(identity, labels);
     }
-    return create(EndpointSchema, { ID: 0, identity, labels });
+    return { $typeName: 'flow.Endpoint', ID: 0, identity, clusterName: '', namespace: '', labels, podName: '', workloads: [] };
   }
 
   return function build(rec: AccessRecord): Flow {
@@ -89,29 +92,61 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
     if (isReq) summary = rec.method ? `${rec.protocol} ${rec.method} ${url}` : `${rec.protocol} malformed request`;
     else summary = rec.method ? `${rec.protocol} ${rec.code} ${formatLatency(rec.latencyNs)} (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
     if (rec.reason && rec.verdict !== 'forwarded') summary += ` [${rec.reason}]`;
-    return create(FlowSchema, {
-      time: timestampFromMs(rec.timeMs),
+    const wallNs = BigInt(Math.round(rec.timeMs * 1e6));
+    const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) };
+    // A literal in create(FlowSchema)'s shape (as hubble/flow.ts builds datapath flows): no create() per request.
+    return {
+      $typeName: 'flow.Flow',
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
+      uuid: '',
+      emitter: undefined,
       verdict,
-      IP: { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4 },
-      l4: { protocol: { case: 'TCP', value: { sourcePort: src.port, destinationPort: dst.port } } },
+      dropReason: 0,
+      authType: 0,
+      ethernet: undefined,
+      IP: { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
+      l4: { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } },
+      tunnel: undefined,
       source: endpoint(src.ip, src.identity),
       destination: endpoint(dst.ip, dst.identity),
       Type: FlowType.L7,
       nodeName: opts.nodeName,
+      nodeLabels: [],
+      sourceNames: [],
+      destinationNames: [],
       l7: {
+        $typeName: 'flow.Layer7',
         type: isReq ? L7FlowType.REQUEST : L7FlowType.RESPONSE,
         latencyNs: BigInt(isReq ? 0 : Math.max(0, Math.round(rec.latencyNs))),
-        record: {
-          case: 'http',
-          value: { code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) },
-        },
+        record: { case: 'http', value: http },
       },
-      isReply: !isReq,
-      eventType: { type: 129, subType: 0 },
+      reply: false,
+      eventType: { $typeName: 'flow.CiliumEventType', type: 129, subType: 0 },
+      sourceService: undefined,
+      destinationService: undefined,
       trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
+      policyMatchType: 0,
+      traceObservationPoint: 0,
+      traceReason: 0,
+      file: undefined,
+      ipTraceId: undefined,
+      dropReasonDesc: 0,
+      isReply: !isReq,
+      debugCapturePoint: 0,
+      interface: undefined,
       proxyPort: HTTP_PROXY_PORT,
-      ...(rec.traceId ? { traceContext: { parent: { traceId: rec.traceId } } } : {}),
+      traceContext: rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined,
+      sockXlatePoint: 0,
+      socketCookie: 0n,
+      cgroupId: 0n,
       Summary: summary,
-    });
+      extensions: undefined,
+      egressAllowedBy: [],
+      ingressAllowedBy: [],
+      egressDeniedBy: [],
+      ingressDeniedBy: [],
+      policyLog: [],
+      aggregate: undefined,
+    };
   };
 }

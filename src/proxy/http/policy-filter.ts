@@ -4,7 +4,7 @@
  * regexes compiled once per rule). Denied ⇒ Cilium's 403 and `stop`; allowed ⇒ headerMatches
  * mismatch actions (LOG/ADD/DELETE/REPLACE) carried out on the request head, then `continue`.
  */
-import { decideHTTP, type HeaderAction } from '../../policy/l7.ts';
+import { decideHTTP, type HeaderAction, type L7Verdict } from '../../policy/l7.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { HttpFilter } from '../filter-chain.ts';
 import type { HttpStream } from './stream.ts';
@@ -19,6 +19,13 @@ function policyNeedsHeaders(p: L7Policy): boolean {
   }
   return v;
 }
+
+/**
+ * Decisions of header-free policies by (identity, method, path, host): regexes are pure, so a
+ * repeated request line is decided once. Bounded; a new policy object starts a new cache.
+ */
+const decisions = new WeakMap<L7Policy, Map<string, L7Verdict>>();
+const MAX_CACHED = 4096;
 
 function headerRecord(flat: readonly string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
@@ -84,10 +91,20 @@ export function createPolicyFilter(): HttpFilter<HttpStream> {
       if (pol.verdict === 'forward' || !pol.l7) return 'continue';
       if (pol.l7.parser !== 'http') return 'continue';
       const head = s.head;
-      const v = decideHTTP(pol.l7, s.conn.remoteIdentity, {
-        method: head.method, path: s.path, host: s.host,
-        ...(policyNeedsHeaders(pol.l7) ? { headers: headerRecord(head.headers) } : {}),
-      }, s.conn.secretOpts);
+      let v: L7Verdict | undefined;
+      if (policyNeedsHeaders(pol.l7)) {
+        v = decideHTTP(pol.l7, s.conn.remoteIdentity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(head.headers) }, s.conn.secretOpts);
+      } else {
+        let cache = decisions.get(pol.l7);
+        if (!cache) decisions.set(pol.l7, (cache = new Map()));
+        const key = `${s.conn.remoteIdentity} ${head.method} ${s.host} ${s.path}`;
+        v = cache.get(key);
+        if (!v) {
+          v = decideHTTP(pol.l7, s.conn.remoteIdentity, { method: head.method, path: s.path, host: s.host }, s.conn.secretOpts);
+          if (cache.size >= MAX_CACHED) cache.clear();
+          cache.set(key, v);
+        }
+      }
       if (!v.allowed) {
         s.deny('policy: no L7 rule matches');
         return 'stop';

@@ -81,6 +81,85 @@ export function localReply(status: number, body: string, close: boolean): Buffer
 
 const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
 
+function withoutConnection(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]!.toLowerCase();
+    if (n !== 'connection' && n !== 'keep-alive' && n !== 'proxy-connection') out.push(headers[i]!, headers[i + 1]!);
+  }
+  return out;
+}
+
+/** The response head with `connection: close` (the client asked to close; the upstream stays open). */
+function closingResponseHead(h: MessageHead): Buffer {
+  let s = `${h.version} ${h.status} ${h.reason}\r\n`;
+  const hs = withoutConnection(h.headers);
+  for (let i = 0; i < hs.length; i += 2) s += `${hs[i]}: ${hs[i + 1]}\r\n`;
+  return Buffer.from(`${s}connection: close\r\n\r\n`, 'latin1');
+}
+
+/**
+ * Idle upstream connections by (source address, mark, destination): a connection whose last
+ * response was keep-alive is kept a short while (below Node's 5 s server keep-alive default) for
+ * the next downstream connection of the same source to the same destination.
+ */
+export class UpstreamPool {
+  private readonly idle = new Map<string, net.Socket[]>();
+  readonly maxPerKey: number;
+  readonly idleMs: number;
+  constructor(maxPerKey = 64, idleMs = 4000) {
+    this.maxPerKey = maxPerKey;
+    this.idleMs = idleMs;
+  }
+
+  put(key: string, sock: net.Socket): void {
+    for (const ev of ['data', 'end', 'error', 'close', 'drain', 'timeout']) sock.removeAllListeners(ev);
+    let list = this.idle.get(key);
+    if (!list) this.idle.set(key, (list = []));
+    if (sock.destroyed || sock.readyState !== 'open' || list.length >= this.maxPerKey) {
+      sock.destroy();
+      return;
+    }
+    const drop = () => {
+      const l = this.idle.get(key);
+      const i = l ? l.indexOf(sock) : -1;
+      if (i >= 0) l!.splice(i, 1);
+      if (l && l.length === 0) this.idle.delete(key);
+      sock.destroy();
+    };
+    sock.on('data', drop); // nothing is expected on an idle connection
+    sock.on('end', drop);
+    sock.on('error', drop);
+    sock.on('close', drop);
+    sock.setTimeout(this.idleMs, drop);
+    list.push(sock);
+  }
+
+  take(key: string): net.Socket | undefined {
+    const list = this.idle.get(key);
+    while (list && list.length) {
+      const sock = list.pop()!;
+      if (list.length === 0) this.idle.delete(key);
+      for (const ev of ['data', 'end', 'error', 'close', 'timeout']) sock.removeAllListeners(ev);
+      sock.setTimeout(0);
+      if (!sock.destroyed && sock.readyState === 'open' && !sock.readableEnded) return sock;
+      sock.destroy();
+    }
+    return undefined;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const l of this.idle.values()) n += l.length;
+    return n;
+  }
+
+  clear(): void {
+    for (const l of this.idle.values()) for (const s of l) s.destroy();
+    this.idle.clear();
+  }
+}
+
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -103,6 +182,8 @@ class Stream implements HttpStream {
   headers: string[] | null = null;
   traceId?: string;
   parentSpanId?: string;
+  /** the request went upstream asking to close (HTTP/1.0 without keep-alive) */
+  upstreamClose = false;
 
   constructor(conn: ProxyConnection, head: MessageHead) {
     this.conn = conn;
@@ -180,6 +261,11 @@ export class ProxyConnection implements ProxyConnectionView {
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
   private tunnel = false;
+  /** inside onClientData: a new upstream socket starts corked */
+  private inBatch = false;
+  private upstreamKey = '';
+  /** the upstream has no exchange in flight and may be reused (pool) */
+  private upstreamIdle = false;
   private closed = false;
   /** no more requests are read (close after the queued responses) */
   private readStopped = false;
@@ -239,7 +325,20 @@ export class ProxyConnection implements ProxyConnectionView {
       return;
     }
     if (this.proxy.chain.network.length && this.proxy.chain.data(this, chunk) === 'stop') return;
-    this.feedRequests(chunk);
+    // One writev per read: heads, bodies and pipelined requests of this chunk leave together.
+    const up0 = this.upstream;
+    up0?.cork();
+    this.inBatch = true;
+    this.sock.cork();
+    try {
+      this.feedRequests(chunk);
+    } finally {
+      this.inBatch = false;
+      if (up0 && !up0.destroyed) up0.uncork();
+      const up1 = this.upstream;
+      if (up1 && up1 !== up0 && !up1.destroyed) up1.uncork();
+      if (!this.sock.destroyed) this.sock.uncork();
+    }
   }
 
   /** Parses and dispatches client bytes (also the entry point for network filters that decrypt). */
@@ -293,6 +392,10 @@ export class ProxyConnection implements ProxyConnectionView {
     } else {
       this.record(s, 'request', 'forwarded');
       this.curForward = true;
+      if (!head.keepAlive && head.version === 'HTTP/1.1' && !head.upgrade) {
+        // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
+        s.setHeaders(withoutConnection(s.headers ?? head.headers));
+      } else s.upstreamClose = !head.keepAlive;
       const up = this.ensureUpstream();
       if (!up.write(s.requestBytes())) this.sock.pause();
       this.queue.push(s);
@@ -358,27 +461,40 @@ export class ProxyConnection implements ProxyConnectionView {
     if (this.upstream) return this.upstream;
     const o = this.proxy.opts;
     const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
-    let up: net.Socket;
-    if (o.upstreamSocket && !o.upstreamOverride) {
-      let fd = -1;
-      try {
-        fd = o.upstreamSocket(this.client.ip, proxyUpstreamMark(this.direction, this.client.identity));
-      } catch (e) {
-        o.logger?.warn({ err: String(e) }, 'upstream socket');
-      }
-      up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
-    } else up = new net.Socket({ allowHalfOpen: true });
-    this.upstream = up;
+    const transparent = !!o.upstreamSocket && !o.upstreamOverride;
+    const mark = proxyUpstreamMark(this.direction, this.client.identity);
+    // Idle upstream connections are shared by downstream connections with the same source
+    // address, identity and destination (the destination still sees the same pod).
+    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}`;
+    let up = this.proxy.pool.take(this.upstreamKey);
+    const reused = !!up;
+    if (!up) {
+      if (transparent) {
+        let fd = -1;
+        try {
+          fd = o.upstreamSocket!(this.client.ip, mark);
+        } catch (e) {
+          o.logger?.warn({ err: String(e) }, 'upstream socket');
+        }
+        up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
+      } else up = new net.Socket({ allowHalfOpen: true });
+    }
+    const sock = up;
+    this.upstream = sock;
+    this.upstreamIdle = false;
+    if (this.inBatch) sock.cork();
     this.resState = H_HEAD;
     this.resHead.reset();
-    up.setNoDelay(true);
-    up.on('data', (c: Buffer) => this.onUpstreamData(c));
-    up.on('drain', () => this.sock.resume());
-    up.on('end', () => this.onUpstreamEnd(up));
-    up.on('error', (err) => this.onUpstreamError(up, err));
-    up.on('close', () => this.onUpstreamEnd(up));
-    up.connect(target.port, target.host);
-    return up;
+    sock.on('data', (c: Buffer) => this.onUpstreamData(c));
+    sock.on('drain', () => this.sock.resume());
+    sock.on('end', () => this.onUpstreamEnd(sock));
+    sock.on('error', (err) => this.onUpstreamError(sock, err));
+    sock.on('close', () => this.onUpstreamEnd(sock));
+    if (!reused) {
+      sock.setNoDelay(true);
+      sock.connect(target.port, target.host);
+    }
+    return sock;
   }
 
   private onUpstreamData(chunk: Buffer): void {
@@ -387,12 +503,31 @@ export class ProxyConnection implements ProxyConnectionView {
       if (!this.sock.write(chunk)) this.upstream?.pause();
       return;
     }
+    // One writev per read toward the client (response heads, bodies, queued local replies).
+    const sock = this.sock;
+    sock.cork();
+    try {
+      this.feedResponses(chunk);
+    } finally {
+      if (!sock.destroyed) sock.uncork();
+    }
+  }
+
+  private feedResponses(chunk: Buffer): void {
     let pos = 0;
     const len = chunk.length;
+    // Start of a run of `chunk` forwarded as is (response heads and bodies): written as one
+    // sub-array when something else must be written or the chunk ends.
+    let run = -1;
+    const flush = (end: number) => {
+      if (run >= 0 && end > run && !this.sock.write(chunk.subarray(run, end))) this.upstream?.pause();
+      run = -1;
+    };
     while (pos < len && !this.closed) {
       const s = this.queue[0];
       if (!s || s.local) {
         // a response nobody asked for (or ahead of a local reply): the upstream is broken
+        flush(pos);
         this.destroy();
         return;
       }
@@ -401,21 +536,34 @@ export class ProxyConnection implements ProxyConnectionView {
         try {
           r = this.resHead.push(chunk, pos);
         } catch (e) {
+          flush(pos);
           this.upstreamFailed(s, 502, (e as HttpParseError).reason ?? 'bad_response');
           return;
         }
-        if (!r) return;
-        pos = r.bodyStart;
+        if (!r) {
+          flush(pos);
+          return;
+        }
         const h = r.head;
+        const headStart = r.bodyStart - h.raw.length;
+        const inChunk = headStart >= pos && h.raw.buffer === chunk.buffer && h.raw.byteOffset === chunk.byteOffset + headStart;
+        pos = r.bodyStart;
         if (h.status >= 100 && h.status < 200 && h.status !== 101) {
-          if (!this.sock.write(h.raw)) this.upstream?.pause();
+          if (inChunk) { if (run < 0) run = headStart; } else { flush(headStart); if (!this.sock.write(h.raw)) this.upstream?.pause(); }
           continue;
         }
         s.response = h;
         this.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
-        if (!this.sock.write(h.raw)) this.upstream?.pause();
+        const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
+        if (inChunk && !closing) {
+          if (run < 0) run = headStart;
+        } else {
+          flush(headStart);
+          if (!this.sock.write(closing ? closingResponseHead(h) : h.raw)) this.upstream?.pause();
+        }
         if (h.status === 101 || (s.head.method === 'CONNECT' && h.status >= 200 && h.status < 300)) {
+          flush(pos);
           this.tunnel = true;
           this.record(s, 'response', 'forwarded');
           this.queue.shift();
@@ -424,14 +572,15 @@ export class ProxyConnection implements ProxyConnectionView {
           return;
         }
         this.resState = H_BODY;
-        if (this.resBody.done) this.responseDone();
+        if (this.resBody.done) { flush(pos); this.responseDone(); }
       } else {
         const end = this.resBody.feed(chunk, pos);
-        if (end > pos && !this.sock.write(chunk.subarray(pos, end))) this.upstream?.pause();
+        if (run < 0 && end > pos) run = pos;
         pos = end;
-        if (this.resBody.done) this.responseDone();
+        if (this.resBody.done) { flush(pos); this.responseDone(); }
       }
     }
+    flush(pos);
   }
 
   private responseDone(): void {
@@ -439,6 +588,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.resState = H_HEAD;
     this.record(s, 'response', 'forwarded');
     const resp = s.response!;
+    this.upstreamIdle = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose;
     if (!resp.keepAlive || !s.head.keepAlive) {
       // the server or the client ends the connection with this exchange
       this.readStopped = true;
@@ -525,8 +675,11 @@ export class ProxyConnection implements ProxyConnectionView {
     this.sock.end();
     // give the client a moment to read, then make sure the socket goes away
     setTimeout(() => this.sock.destroy(), 5000).unref();
-    this.upstream?.end();
+    const up = this.upstream;
     this.upstream = null;
+    if (!up) return;
+    if (this.upstreamIdle && this.queue.length === 0 && this.reqState === H_HEAD && !this.tunnel) this.proxy.pool.put(this.upstreamKey, up);
+    else up.end();
   }
 
   destroy(): void {
@@ -567,6 +720,7 @@ export class HttpProxy {
   readonly opts: HttpProxyOptions;
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();
+  readonly pool = new UpstreamPool();
   private readonly servers: Partial<Record<Direction, net.Server>> = {};
   private sweep: NodeJS.Timeout | undefined;
 
@@ -612,6 +766,7 @@ export class HttpProxy {
     if (this.sweep) clearInterval(this.sweep);
     const closing = Object.values(this.servers).map((s) => new Promise<void>((r) => s!.close(() => r())));
     for (const c of this.conns) c.destroy();
+    this.pool.clear();
     await Promise.all(closing);
   }
 

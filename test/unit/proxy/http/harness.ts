@@ -20,6 +20,7 @@ export interface Harness {
   records: AccessRecord[];
   setPolicy(p: L7Policy | null): void;
   upstreamRequests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
+  upstreamConnections(): number;
   close(): Promise<void>;
 }
 
@@ -46,6 +47,8 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
     });
   });
   upstream.keepAliveTimeout = 30_000;
+  let conns = 0;
+  upstream.on('connection', () => conns++);
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   const upstreamPort = (upstream.address() as net.AddressInfo).port;
   let policy: L7Policy | null = l7(null);
@@ -65,7 +68,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
   });
   const l = await proxy.start();
   return {
-    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests,
+    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests, upstreamConnections: () => conns,
     setPolicy(p) { policy = p; rev++; },
     async close() {
       await proxy.stop();

@@ -133,3 +133,17 @@ test('upstream unreachable: 503 and a record, the proxy keeps serving', async ()
   assert.deepEqual(statuses(r.text), [503]);
   await p.stop();
 });
+
+test('Connection: close from clients: each client connection closes, the upstream connection is reused', async () => {
+  h.setPolicy(l7(null));
+  const before = h.upstreamConnections();
+  for (let i = 0; i < 5; i++) {
+    const r = await rawExchange(h.port, get('/c', 'Connection: close\r\n'), { idleMs: 1000 });
+    assert.deepEqual(statuses(r.text), [200]);
+    assert.match(r.text, /\r\nconnection: close\r\n/i);
+    assert.equal(r.closed, true);
+  }
+  assert.ok(h.upstreamConnections() - before <= 1, `${h.upstreamConnections() - before} upstream connections for 5 client connections`);
+  const seen = h.upstreamRequests.slice(-5);
+  assert.ok(seen.every((x) => x.headers.connection !== 'close'), 'Connection is hop-by-hop');
+});
