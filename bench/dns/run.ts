@@ -59,7 +59,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 try {
   membrane(['up']);
   writeFileSync(join(dir, 'queries.txt'), NAMES.map((n) => `${n} A`).join('\n') + '\n');
-  writeFileSync(join(dir, 'fresh.hosts'), freshNames.map((n, i) => `172.20.${i >> 8}.${(i & 255) || 1} ${n}`).join('\n') + '\n');
+  writeFileSync(join(dir, 'fresh.hosts'), freshNames.map((n, i) => `172.20.${(i + 1) >> 8}.${(i + 1) & 255} ${n}`).join('\n') + '\n');
   const dnsmasq = ['dnsmasq', '-k', '--conf-file=/dev/null', '--port=53', '--no-resolv', '--no-hosts', `--addn-hosts=${join(dir, 'fresh.hosts')}`,
     '--address=/bench.lab/198.51.100.77', '--user=root', `--pid-file=${join(dir, 'dnsmasq.pid')}`, '--cache-size=10000', '--local-ttl=300'];
   const pod = (name: string, app: string, extra: object = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'bench', labels: { app } }, spec: { containers: [{ name: 'c', image: 'curlimages/curl', ...extra }] } });

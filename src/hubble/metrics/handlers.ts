@@ -122,6 +122,7 @@ export const policyHandler: HandlerFactory = ({ registry, ctx }) => {
         if (f.source?.identity === 1) return;
         match = MATCH_NAMES[f.policyMatchType] ?? 'unknown';
       } else if (t === 129) {
+        if (f.isReply) return; // the request carries the L7 decision
         match = `l7/${f.l7?.record.case ?? 'unknown'}`;
       } else return;
       const dir = f.trafficDirection === TrafficDirection.INGRESS ? 'ingress' : f.trafficDirection === TrafficDirection.EGRESS ? 'egress' : 'traffic_direction_unknown';

@@ -38,6 +38,10 @@ export interface DNSProxyDeps {
   nodeName: string;
   /** listen port (default 15053, the datapath's DEFAULT_PROXY_PORTS.dns) */
   port?: number;
+  /** listen address (default 0.0.0.0) */
+  host?: string;
+  /** DNS port of upstreams and of the reply sockets' source (default 53; tests use others) */
+  dnsPort?: number;
   endpointByIp(ip: string): DNSProxyEndpoint | undefined;
   /** Where the client sent its query (undefined: unknown ⇒ SERVFAIL). */
   originalDestination(clientIp: string, clientPort: number, ep: DNSProxyEndpoint): string | undefined;
@@ -94,12 +98,15 @@ export interface DNSProxy {
   stop(): Promise<void>;
   stats(): DNSProxyStats;
   readonly port: number;
+  /** the bound listener port (differs from `port` when that was 0) */
+  boundPort(): number;
 }
 
 const fdOf = (s: Socket): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const port = deps.port ?? 15053;
+  const dnsPort = deps.dnsPort ?? 53;
   const maxHold = deps.maxHoldMs ?? 2000;
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
@@ -129,7 +136,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     return new Promise((resolve, reject) => {
       const s = createSocket({ type: dst.includes(':') ? 'udp6' : 'udp4', reuseAddr: true });
       s.once('error', reject);
-      s.bind({ address: dst, port: 53, exclusive: true }, () => {
+      s.bind({ address: dst, port: dnsPort, exclusive: true }, () => {
         s.removeListener('error', reject);
         s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
         try { deps.transparent?.(fdOf(s)); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
@@ -215,7 +222,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       const s2 = createSocket(to.includes(':') ? 'udp6' : 'udp4');
       s2.on('message', (m) => { try { onUpstream(m); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); } });
       s2.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', upstream: to, err: e.message }, 'upstream socket'));
-      s2.connect(53, to, (err?: Error) => {
+      s2.connect(dnsPort, to, (err?: Error) => {
         if (err) { connecting.delete(to); reject(err); return; }
         upstreams.set(to, s2);
         resolve(s2);
@@ -285,7 +292,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       l.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'listener'));
       await new Promise<void>((resolve, reject) => {
         l.once('error', reject);
-        l.bind({ port, address: '0.0.0.0' }, () => { l.removeListener('error', reject); resolve(); });
+        l.bind({ port, address: deps.host ?? '0.0.0.0' }, () => { l.removeListener('error', reject); resolve(); });
       });
       const fd = fdOf(l);
       if (fd < 0) throw new MembraneError('DNS_PROXY_FD', 'cannot get the DNS proxy listener fd');
@@ -306,5 +313,6 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       listener = undefined;
     },
     stats: () => ({ ...st, holdsMs: [...st.holdsMs] }),
+    boundPort: () => listener?.address().port ?? 0,
   };
 }

@@ -1,0 +1,130 @@
+/**
+ * The DNS proxy over loopback with a fake upstream: decisions (allowed / REFUSED / NXDOMAIN
+ * option), the answer hold until the datapath has the IPs, FORMERR for bad packets, SERVFAIL on
+ * an upstream timeout, unknown sources dropped, and the flows it emits. No kernel parts: the
+ * "original destination" is a second loopback address the replies come from.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket, type Socket } from 'node:dgram';
+import dnsPacket from 'dns-packet';
+import { createDNSProxy, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
+import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
+
+const EP = { id: 7, identity: 300, namespace: 'default', podName: 'client', labels: ['k8s:app=client'] };
+
+async function upstreamServer(answer: (q: dnsPacket.Packet) => dnsPacket.Packet | null): Promise<{ s: Socket; port: number }> {
+  const s = createSocket('udp4');
+  s.on('message', (m, r) => {
+    const q = dnsPacket.decode(m);
+    const a = answer(q);
+    if (a) s.send(dnsPacket.encode({ ...a, id: q.id }), r.port, r.address);
+  });
+  await new Promise<void>((res) => s.bind(0, '127.0.0.1', res));
+  return { s, port: s.address().port };
+}
+
+async function setup(over: Partial<DNSProxyDeps> = {}, answer = (q: dnsPacket.Packet): dnsPacket.Packet | null => ({
+  type: 'response', flags: 0, questions: q.questions,
+  answers: q.questions![0]!.name === 'api.openai.com' ? [{ name: 'api.openai.com', type: 'A', ttl: 30, data: '198.51.100.20' }] : [],
+})) {
+  const up = await upstreamServer(answer);
+  const flows: Flow[] = [];
+  const proxy = createDNSProxy({
+    nodeName: 'n1', port: 0, host: '127.0.0.1', dnsPort: up.port,
+    endpointByIp: (ip) => (ip === '127.0.0.1' ? EP : undefined),
+    originalDestination: () => '127.0.0.3',
+    upstreamFor: () => '127.0.0.1',
+    peerOf: () => ({ identity: 256 }),
+    decide: (_ep, _id, _p, _port, qname) => qname === 'api.openai.com.' || qname === 'slow.example.',
+    onAnswer: () => null,
+    emit: (f) => flows.push(f),
+    upstreamTimeoutMs: 300,
+    ...over,
+  });
+  await proxy.start();
+  return { proxy, flows, up, close: async () => { await proxy.stop(); up.s.close(); } };
+}
+
+function ask(port: number, msg: Buffer, waitMs = 1500): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    const t = setTimeout(() => { s.close(); resolve(null); }, waitMs);
+    s.once('message', (m, r) => { clearTimeout(t); s.close(); assert.equal(r.address, '127.0.0.3', 'answers come from the original destination'); resolve(m); });
+    s.send(msg, port, '127.0.0.1');
+  });
+}
+const query = (name: string, id = 42) => dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A' }] });
+const rcode = (b: Buffer | null) => (b ? ((dnsPacket.decode(b) as { rcode?: string }).rcode ?? '') : 'none');
+
+test('allowed: forwarded, answer back with the client id; request and response flows', async () => {
+  const x = await setup();
+  try {
+    const r = await ask(x.proxy.boundPort(), query('api.openai.com', 4242));
+    assert.ok(r);
+    const d = dnsPacket.decode(r);
+    assert.equal(d.id, 4242);
+    assert.deepEqual(d.answers?.map((a) => (a as { data: string }).data), ['198.51.100.20']);
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(x.flows.map((f) => `${f.isReply ? 'res' : 'req'} ${f.verdict}`), ['req 1', 'res 1']);
+    const dns = x.flows[1]!.l7!.record.value as { ips: string[]; ttl: number; query: string };
+    assert.deepEqual([dns.query, dns.ips, dns.ttl], ['api.openai.com.', ['198.51.100.20'], 30]);
+  } finally { await x.close(); }
+});
+
+test('denied: REFUSED (default) or NXDOMAIN (nameError), DROPPED flow, nothing sent upstream', async () => {
+  let upstreamSeen = 0;
+  const x = await setup({}, (q) => { upstreamSeen++; return { type: 'response', questions: q.questions, answers: [] }; });
+  const y = await setup({ rejectResponseCode: 'nameError' });
+  try {
+    assert.equal(rcode(await ask(x.proxy.boundPort(), query('evil.example'))), 'REFUSED');
+    assert.equal(rcode(await ask(y.proxy.boundPort(), query('evil.example'))), 'NXDOMAIN');
+    assert.equal(upstreamSeen, 0);
+    assert.equal(x.flows[0]!.verdict, 2 /* DROPPED */);
+    assert.equal(x.proxy.stats().denied, 1);
+  } finally { await x.close(); await y.close(); }
+});
+
+test('the answer is held until onAnswer resolves (the datapath has the IPs)', async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const x = await setup({ onAnswer: () => held });
+  try {
+    const t0 = Date.now();
+    const p = ask(x.proxy.boundPort(), query('api.openai.com'));
+    setTimeout(release, 200);
+    const r = await p;
+    assert.ok(r);
+    assert.ok(Date.now() - t0 >= 190, `released after the datapath update (${Date.now() - t0} ms)`);
+    assert.equal(x.proxy.stats().holdsMs.length, 1);
+  } finally { await x.close(); }
+});
+
+test('a hold never exceeds maxHoldMs', async () => {
+  const x = await setup({ onAnswer: () => new Promise<void>(() => {}), maxHoldMs: 100 });
+  try {
+    const r = await ask(x.proxy.boundPort(), query('api.openai.com'));
+    assert.ok(r);
+    assert.equal(x.proxy.stats().holdTimeouts, 1);
+  } finally { await x.close(); }
+});
+
+test('bad packets: FORMERR with the id, or dropped (no header); unknown sources dropped; upstream silence → SERVFAIL', async () => {
+  const x = await setup({}, (q) => (q.questions![0]!.name === 'slow.example' ? null : { type: 'response', questions: q.questions, answers: [] }));
+  try {
+    const port = x.proxy.boundPort();
+    assert.equal(await ask(port, Buffer.from([1, 2, 3]), 300), null);
+    const r = await ask(port, Buffer.from('123401000001000000000000c00c00010001', 'hex'));
+    assert.equal(rcode(r), 'FORMERR');
+    assert.equal(dnsPacket.decode(r!).id, 0x1234);
+    assert.equal(rcode(await ask(port, Buffer.concat([query('api.openai.com'), Buffer.alloc(600)]))), 'FORMERR');
+    assert.equal(rcode(await ask(port, query('slow.example'))), 'SERVFAIL');
+    assert.equal(x.proxy.stats().upstreamTimeouts, 1);
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR', 'still serving');
+  } finally { await x.close(); }
+  const y = await setup({ endpointByIp: () => undefined });
+  try {
+    assert.equal(await ask(y.proxy.boundPort(), query('api.openai.com'), 300), null);
+    assert.equal(y.proxy.stats().dropped, 1);
+  } finally { await y.close(); }
+});
