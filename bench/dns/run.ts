@@ -22,7 +22,7 @@ import { stringify } from 'yaml';
 import { callAgent } from '../../src/cli/client.ts';
 import { labPaths } from '../../src/agent/paths.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, append: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, append: { type: 'boolean', default: false }, keep: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
 const ROUNDS = Number(values.rounds);
 const FRESH = Number(values.fresh);
@@ -118,6 +118,7 @@ try {
     appendFileSync(join(REPO, 'bench/RESULTS.md'), `${text.endsWith('\n') ? '' : '\n'}\n## dns\n\nCommand: \`${cmd}\`\n\nRun ${when} UTC, Node ${process.version}, 2 vCPU shared with other work, one lab node. dnsmasq (a pod, authoritative for the names) answers a pod without policy directly and a pod whose egress policy has DNS rules (\`*.bench.lab\`, \`*.fresh.lab\`) and toFQDNs through the membrane DNS proxy; same run, median of ${ROUNDS} interleaved rounds. Steady state: the 100 names resolve to one known IP (no hold). Fresh names: each answer a new IP, held until its FQDN identity is in the policy map and the ipcache (holds timed out: ${stats.holdTimeouts}).\n\n${table}\n`);
   }
 } finally {
-  try { membrane(['down'], 120_000); } catch (e) { console.error(`down: ${(e as Error).message}`); }
-  rmSync(dir, { recursive: true, force: true });
+  if (values.keep) console.error(`kept: MEMBRANE_LAB=${LAB} MEMBRANE_STATE_DIR=${env.MEMBRANE_STATE_DIR} (queries in ${dir})`);
+  else try { membrane(['down'], 120_000); } catch (e) { console.error(`down: ${(e as Error).message}`); }
+  if (!values.keep) rmSync(dir, { recursive: true, force: true });
 }
