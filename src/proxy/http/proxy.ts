@@ -271,6 +271,10 @@ export class ProxyConnection implements ProxyConnectionView {
   private readStopped = false;
   /** first byte of an incomplete head (ms), 0 when none */
   headStartedAt = 0;
+  /** last read on either side (ms; the proxy's sweep closes idle connections) */
+  lastActive = 0;
+  /** when the client side was ended by us (ms; the sweep destroys it if the client never closes) */
+  closingAt = 0;
   private policyCache: ProxyPolicyLookup | null = null;
   private policyRev = -1;
 
@@ -306,13 +310,12 @@ export class ProxyConnection implements ProxyConnectionView {
 
   start(): void {
     const s = this.sock;
-    s.setNoDelay(true);
+    this.lastActive = Date.now();
     s.on('data', (c: Buffer) => this.onClientData(c));
     s.on('end', () => this.onClientEnd());
     s.on('error', () => this.destroy());
     s.on('close', () => this.destroy());
     s.on('drain', () => this.upstream?.resume());
-    s.setTimeout(this.proxy.opts.idleTimeoutMs ?? 300_000, () => this.destroy());
     if (this.proxy.chain.newConnection(this) === 'stop') return;
   }
 
@@ -320,6 +323,7 @@ export class ProxyConnection implements ProxyConnectionView {
 
   private onClientData(chunk: Buffer): void {
     if (this.closed) return;
+    this.lastActive = this.proxy.now;
     if (this.tunnel) {
       if (this.upstream && !this.upstream.write(chunk)) this.sock.pause();
       return;
@@ -499,6 +503,7 @@ export class ProxyConnection implements ProxyConnectionView {
 
   private onUpstreamData(chunk: Buffer): void {
     if (this.closed) return;
+    this.lastActive = this.proxy.now;
     if (this.tunnel) {
       if (!this.sock.write(chunk)) this.upstream?.pause();
       return;
@@ -671,10 +676,9 @@ export class ProxyConnection implements ProxyConnectionView {
   private finish(): void {
     if (this.closed) return;
     this.closed = true;
-    this.proxy.conns.delete(this);
     this.sock.end();
-    // give the client a moment to read, then make sure the socket goes away
-    setTimeout(() => this.sock.destroy(), 5000).unref();
+    // the sweep destroys the socket if the client has not closed its side within 5 s
+    this.closingAt = Date.now();
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;
@@ -683,9 +687,9 @@ export class ProxyConnection implements ProxyConnectionView {
   }
 
   destroy(): void {
+    this.proxy.conns.delete(this);
     if (this.closed && this.sock.destroyed) return;
     this.closed = true;
-    this.proxy.conns.delete(this);
     this.sock.destroy();
     this.upstream?.destroy();
     this.upstream = null;
@@ -721,6 +725,8 @@ export class HttpProxy {
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
+  /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
+  now = Date.now();
   private readonly servers: Partial<Record<Direction, net.Server>> = {};
   private sweep: NodeJS.Timeout | undefined;
 
@@ -748,9 +754,15 @@ export class HttpProxy {
       out[dir] = { fd, port: (srv.address() as net.AddressInfo).port, host: l.host };
     }
     const timeout = this.opts.headerTimeoutMs ?? 10_000;
+    const idle = this.opts.idleTimeoutMs ?? 300_000;
     this.sweep = setInterval(() => {
-      const now = Date.now();
-      for (const c of this.conns) if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
+      const now = (this.now = Date.now());
+      for (const c of this.conns) {
+        if (c.closingAt) {
+          if (now - c.closingAt > 5000) c.destroy();
+        } else if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
+        else if (now - c.lastActive > idle) c.destroy();
+      }
     }, Math.min(500, Math.max(50, timeout / 4)));
     this.sweep.unref();
     return out;
