@@ -26,12 +26,12 @@ export const DEFAULT_WORLD_TTL = 30;
 export const worldHosts: readonly WorldHost[] = [
   { name: 'echo-a.world.lab', ip: '198.51.100.10', tcp: [80, 8080], udp: [7] },
   { name: 'echo-b.world.lab', ip: '203.0.113.10', tcp: [80, 8080], udp: [7] },
-  { name: 'api.openai.com', ip: '198.51.100.20', tcp: [80, 443], udp: [], tls: [443] },
-  { name: 'api.anthropic.com', ip: '198.51.100.21', tcp: [80, 443], udp: [], tls: [443] },
-  { name: 'example.com', ip: '203.0.113.20', tcp: [80, 443], udp: [], tls: [443] },
-  { name: 'www.example.com', ip: '203.0.113.21', tcp: [80, 443], udp: [], tls: [443], aliases: ['cdn.example.com'] },
-  { name: 'a.example.com', ip: '203.0.113.22', tcp: [80, 443], udp: [], tls: [443] },
-  { name: 'a.b.example.com', ip: '203.0.113.23', tcp: [80, 443], udp: [], tls: [443] },
+  { name: 'api.openai.com', ip: '198.51.100.20', tcp: [80, 443], udp: [7], tls: [443] },
+  { name: 'api.anthropic.com', ip: '198.51.100.21', tcp: [80, 443], udp: [7], tls: [443] },
+  { name: 'example.com', ip: '203.0.113.20', tcp: [80, 443], udp: [7], tls: [443] },
+  { name: 'www.example.com', ip: '203.0.113.21', tcp: [80, 443], udp: [7], tls: [443], aliases: ['cdn.example.com'] },
+  { name: 'a.example.com', ip: '203.0.113.22', tcp: [80, 443], udp: [7], tls: [443] },
+  { name: 'a.b.example.com', ip: '203.0.113.23', tcp: [80, 443], udp: [7], tls: [443] },
 ];
 
 export function worldHost(name: string): WorldHost | undefined {
