@@ -198,6 +198,9 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     emit: (f) => o.hubble.ingestFlow(f),
     rejectResponseCode: o.rejectResponseCode ?? (process.env.MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE === 'nameError' ? 'nameError' : 'refused'),
     transparent: setIpTransparent,
+    // MEMBRANE_DNS_PROXY_HOLD=0 releases answers before the datapath has their IPs: only for
+    // showing what the hold prevents (dns-race test's control run); never in production.
+    hold: process.env.MEMBRANE_DNS_PROXY_HOLD !== '0',
     register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress'), fd),
     log,
   });

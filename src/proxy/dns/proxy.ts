@@ -58,6 +58,8 @@ export interface DNSProxyDeps {
   rejectResponseCode?: 'refused' | 'nameError';
   /** Longest hold of an answer waiting for the datapath (ms, default 2000): then it is released. */
   maxHoldMs?: number;
+  /** false: release answers at once (only to demonstrate the race the hold prevents). Default true. */
+  hold?: boolean;
   upstreamTimeoutMs?: number;
   /** Sets IP_TRANSPARENT on a socket fd (src/sys/sockopt.ts). */
   transparent?(fd: number): void;
@@ -252,7 +254,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(p.ep.id, p.qname, facts.ips, facts.ttl); } catch { wait = null; }
-    if (!wait) { release(); return; }
+    if (!wait || deps.hold === false) { release(); return; }
     const h0 = performance.now();
     let done = false;
     const timer = setTimeout(() => {

@@ -4,6 +4,10 @@
  * when the ipcache and every policy map have the IPs, so no first SYN may be dropped: every
  * connect succeeds without a SYN retransmission (< 900 ms; Linux retransmits after 1 s) and the
  * datapath reports no policy drop from those pods.
+ *
+ * Control: `MEMBRANE_DNS_PROXY_HOLD=0 bin/node --test test/integration/e2e/dns-race.test.ts`
+ * releases answers before the datapath has the IPs; then this test fails (measured 2026-12-01:
+ * 11 of 150 first SYNs dropped), which shows it detects the race.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
