@@ -179,7 +179,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           enforcement: 'default',
         },
         hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
-        proxies: [],
+        proxies: [dns.statusEntry()],
         errors,
       };
     },

@@ -55,6 +55,8 @@ export interface NodeDNS {
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
   namesForIp(ip: string): string[];
+  /** The `membrane status` proxies row. */
+  statusEntry(): { name: string; port: number; state: string };
   /** Agent API routes: GET /v1/fqdn/cache (`cilium fqdn cache list`), GET /v1/dns/proxy (stats). */
   routes(): Record<string, (body: unknown, q: URLSearchParams) => Promise<unknown>>;
 }
@@ -234,6 +236,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       }
       return [...entries].map(([prefix, identity]) => ({ prefix, identity, endpointId: 0 }));
     },
+    statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy.port, state: proxy.boundPort() ? 'listening' : 'stopped' }),
     routes() {
       return {
         'GET /v1/fqdn/cache': async (_b, q) => {
