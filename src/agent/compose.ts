@@ -9,6 +9,7 @@
  * Flow enrichment resolves IPs through the agent's endpoint table (a map by IP) and identities
  * through the policy engine's allocator: lookups only, per event.
  */
+import { join } from 'node:path';
 import type { Logger } from './logger.ts';
 import type { LabPaths } from './paths.ts';
 import type { KVStore } from '../kvstore/types.ts';
@@ -82,7 +83,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   let lostTimer: NodeJS.Timeout | undefined;
   let unwatchHosts: (() => void) | undefined;
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
-  const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, datapath, policy, hubble, logger, nodeAddrs });
+  const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, hubble, logger, nodeAddrs });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
   // Hubble metrics (Prometheus text) on :9965 in the node namespace; MEMBRANE_HUBBLE_METRICS is Cilium's --hubble-metrics.
   const metrics = createHubbleMetrics(process.env.MEMBRANE_HUBBLE_METRICS ?? DEFAULT_METRICS);

@@ -13,7 +13,7 @@
  * Expired names are collected every `gcIntervalMs` (default 1 s); an IP still used by a tracked
  * connection of the endpoint (datapath conntrack) is never removed.
  */
-import { writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, renameSync } from 'node:fs';
 import type { LinuxDatapath } from '../../datapath/linux/index.ts';
 import { proxySlot, DEFAULT_PROXY_PORTS } from '../../datapath/linux/index.ts';
 import type { AgentPolicyEngine } from '../../policy/engine.ts';
@@ -32,6 +32,8 @@ import { createOrigDstLookup } from './origdst.ts';
 
 export interface NodeDNSOptions {
   node: string;
+  /** where the DNS cache is saved across agent restarts (default: none) */
+  cacheFile?: string;
   pinRoot: string;
   stateDir: string;
   datapath: LinuxDatapath;
@@ -207,11 +209,53 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     log,
   });
 
+  // The DNS cache survives an agent restart (Cilium restores it too): live entries are saved
+  // every few seconds and replayed at start with their remaining TTL, so IPs allowed before the
+  // restart stay allowed without a new lookup. Zombies are not saved: GC re-derives them.
+  let saveTimer: NodeJS.Timeout | undefined;
+  let lastSaved = '';
+  function save(): void {
+    if (!o.cacheFile) return;
+    const rows: [number, string, string, number][] = [];
+    for (const id of nameManager.cache.endpoints()) {
+      for (const e of nameManager.cache.endpoint(id).entries()) if (!e.zombie && e.expiresInMs > 0) rows.push([id, e.name, e.ip, Date.now() + e.expiresInMs]);
+    }
+    const text = JSON.stringify(rows);
+    if (text === lastSaved) return;
+    try {
+      writeFileSync(`${o.cacheFile}.tmp`, text);
+      renameSync(`${o.cacheFile}.tmp`, o.cacheFile);
+      lastSaved = text;
+    } catch (e) {
+      log.warn({ err: String(e) }, 'saving the DNS cache');
+    }
+  }
+  function restore(): number {
+    if (!o.cacheFile) return 0;
+    let rows: [number, string, string, number][] = [];
+    try { rows = JSON.parse(readFileSync(o.cacheFile, 'utf8')) as typeof rows; } catch { return 0; }
+    const now = Date.now();
+    let n = 0;
+    for (const [id, name, ip, expires] of rows) {
+      const ttl = Math.ceil((expires - now) / 1000);
+      if (ttl <= 0 || !agent?.endpointTable().byId(id)) continue;
+      void nameManager.onDNSResponse(id, name, [ip], ttl);
+      n++;
+    }
+    return n;
+  }
+
   return {
     nameManager,
     proxy,
     async start(a) {
       agent = a;
+      const restored = restore();
+      if (restored) log.info({ entries: restored }, 'DNS cache restored');
+      if (o.cacheFile) {
+        saveTimer = setInterval(save, 2000);
+        saveTimer.unref();
+      }
       try {
         // Replies leave from the original destination's address (not local to the node).
         writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
@@ -223,6 +267,8 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       log.info({ port: proxy.port }, 'DNS proxy listening');
     },
     async stop() {
+      if (saveTimer) clearInterval(saveTimer);
+      save();
       nameManager.stop();
       if (flushTimer) clearTimeout(flushTimer);
       await proxy.stop();
