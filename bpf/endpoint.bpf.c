@@ -201,6 +201,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		}
 		if (rn && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && lb4_rev_nat(skb, &p, rn))
 			return do_drop(&p, &c, DROP_INVALID, dir);
+		if (!from && ct == CT_RELATED && v->rev_nat && lb4_rev_nat_icmp(skb, &p, v->rev_nat))
+			return do_drop(&p, &c, DROP_INVALID, dir);
 		stat_inc(STAT_PASS);
 		return TC_ACT_OK;
 	}

@@ -143,5 +143,5 @@ struct pkt {
 	__u8 pad2[3];
 	/* policy port: dport for TCP/UDP, ICMP type (big-endian u16) for ICMP */
 	__be16 policy_port;
-	__u8 pad3[2];
+	__u16 in_l4_off;  /* ICMP error: offset of the inner L4 header from skb->data */
 };

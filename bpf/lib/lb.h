@@ -147,3 +147,65 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u
 	__builtin_memcpy(addr, rn->addr, 4);
 	return l4_rewrite(skb, p, 0, addr, rn->port);
 }
+
+/* ICMP error about a load-balanced connection (e.g. port unreachable from the backend): the
+ * inner packet (client -> backend) gets the frontend back as destination, and the outer source
+ * too when the backend itself sent the error, so the client's socket (connected to the VIP)
+ * matches it. The ICMP checksum covers the inner header: every change is folded into it. */
+static __always_inline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
+{
+	__u32 key = rev_nat;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&mb_lb4_reverse_nat, &key);
+	if (!rn)
+		return 0;
+	if (p->in_proto != IPPROTO_TCP && p->in_proto != IPPROTO_UDP)
+		return 0;
+	__u32 icmp = p->l4_off;
+	__u32 in_ip = icmp + 8;
+	__u32 in_l4 = p->in_l4_off;
+	if (icmp < sizeof(struct ethhdr) + sizeof(struct iphdr) || icmp > sizeof(struct ethhdr) + 60)
+		return -1;
+	if (in_l4 < in_ip + sizeof(struct iphdr) || in_l4 > in_ip + 60)
+		return -1;
+	__u32 icmp_csum = icmp + 2;
+	__be32 backend, vip;
+	__builtin_memcpy(&backend, p->in_daddr, 4);
+	__builtin_memcpy(&vip, rn->addr, 4);
+	__be16 vport = rn->port;
+	__be16 bport = p->in_dport;
+	if (backend != vip) {
+		__sum16 old_csum, new_csum;
+		if (bpf_skb_load_bytes(skb, in_ip + offsetof(struct iphdr, check), &old_csum, 2))
+			return -1;
+		if (bpf_l3_csum_replace(skb, in_ip + offsetof(struct iphdr, check), backend, vip, 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb, in_ip + offsetof(struct iphdr, daddr), &vip, 4, 0))
+			return -1;
+		if (bpf_skb_load_bytes(skb, in_ip + offsetof(struct iphdr, check), &new_csum, 2))
+			return -1;
+		if (bpf_l4_csum_replace(skb, icmp_csum, backend, vip, 4))
+			return -1;
+		if (bpf_l4_csum_replace(skb, icmp_csum, old_csum, new_csum, 2))
+			return -1;
+	}
+	if (bport != vport) {
+		if (bpf_skb_store_bytes(skb, in_l4 + 2, &vport, 2, 0))
+			return -1;
+		if (bpf_l4_csum_replace(skb, icmp_csum, bport, vport, 2))
+			return -1;
+	}
+	__builtin_memcpy(p->in_daddr, rn->addr, 4);
+	p->in_dport = vport;
+	__be32 outer_src;
+	__builtin_memcpy(&outer_src, p->saddr, 4);
+	if (outer_src == backend && backend != vip) {
+		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), backend,
+					vip, 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, saddr), &vip, 4,
+					0))
+			return -1;
+		__builtin_memcpy(p->saddr, rn->addr, 4);
+	}
+	return 0;
+}

@@ -73,6 +73,7 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 			if ((void *)(il4 + 8) > data_end)
 				return PARSE_OK;
 			p->is_icmp_err = 1;
+			p->in_l4_off = (__u16)(p->l4_off + sizeof(*ih) + in_ihl);
 			p->in_proto = in->protocol;
 			__builtin_memcpy(p->in_saddr, &in->saddr, 4);
 			__builtin_memcpy(p->in_daddr, &in->daddr, 4);

@@ -343,6 +343,11 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs ro
     killProc(hold);
     const u = JSON.parse(inNs(C.ns, ['udp', VIP, '53', '1500'])) as { ok: boolean };
     assert.equal(u.ok, true, 'UDP echo through the service (connected socket: reply source is the VIP)');
+    // ICMP port unreachable from the backend is reverse-NATed too: the client's socket sees ECONNREFUSED
+    await d.call('upsertService', { ip: VIP, port: 54, proto: 'UDP', backends: [{ ip: B.ip, port: 5454 }] });
+    const refused = JSON.parse(inNs(C.ns, ['udp', VIP, '54', '1500'])) as { ok: boolean; err?: string };
+    assert.equal(refused.err, 'ECONNREFUSED', `ICMP error through the service: ${JSON.stringify(refused)}`);
+    await d.call('deleteService', { ip: VIP, port: 54, proto: 'UDP' });
     // policy sees the backend: C may only reach B:8080
     await d.call('applyFull', C.id, [egress(idOf(B), 6, 8080), egress(idOf(B), 17, 5353)], { ingress: false, egress: true });
     await events(0);
