@@ -2,11 +2,14 @@
  * TTL expiry (spec policy.md §6.3): once a name's TTL has passed and the FQDN GC ran, new
  * connections to its IPs are dropped, while a connection established before the expiry keeps
  * working (GC never removes an IP a tracked connection uses). A new lookup allows the IPs again.
+ * And the DNS cache survives an agent restart: learned IPs stay allowed without a new lookup.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { TestLab, REPO } from '../support/lab.ts';
+import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`dnst${process.pid % 10000}`);
 const NS = 'ttl';
@@ -26,7 +29,7 @@ before(async () => {
         endpointSelector: { matchLabels: { app: 'client' } },
         egress: [
           { toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] },
-          { toFQDNs: [{ matchName: 'ttl.example.net' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] },
+          { toFQDNs: [{ matchName: 'ttl.example.net' }, { matchName: 'api.openai.com' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] },
         ],
       },
     },
@@ -56,4 +59,25 @@ test('TTL expiry closes new connections, not established ones; a new lookup reop
   assert.equal(out[7]!.connected, false, 'after expiry a new connection is dropped');
   assert.equal(out[8]!.ok, true, 'the established connection still works');
   assert.equal(out[10]!.connected, true, 'a new lookup allows the IP again');
+});
+
+test('the DNS cache survives an agent restart: a learned IP stays allowed without a new lookup', async () => {
+  const probe = async (ops: object[]) => {
+    const r = await lab.exec(NS, 'client', [join(REPO, 'bin/node'), PROBE, JSON.stringify(ops)], 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>[];
+  };
+  assert.equal((await probe([{ op: 'lookupConnect', name: 'api.openai.com', port: 80 }]))[0]!.connected, true);
+  await new Promise((r) => setTimeout(r, 2500)); // the cache is saved every 2 s
+  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100; i++) {
+    try { process.kill(pid, 0); } catch { break; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await lab.up();
+  await lab.settle();
+  const r = await probe([{ op: 'connect', ip: '198.51.100.20', port: 80 }, { op: 'connect', ip: '198.51.100.21', port: 80 }]);
+  assert.equal(r[0]!.connected, true, 'restored: still allowed');
+  assert.equal(r[1]!.connected, false, 'never learned: still denied');
 });
