@@ -247,7 +247,10 @@ export class ProxyConnection implements ProxyConnectionView {
   readonly remoteIdentity: number;
   readonly secretOpts: L7Options;
   readonly state = new Map<string, unknown>();
-  readonly sock: net.Socket;
+  /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
+  sock: net.Socket;
+  /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
+  wrapUpstream: ((raw: net.Socket) => net.Socket) | null = null;
   private upstream: net.Socket | null = null;
   private readonly reqHead: HeadParser;
   private readonly resHead: HeadParser;
@@ -309,14 +312,29 @@ export class ProxyConnection implements ProxyConnectionView {
   }
 
   start(): void {
-    const s = this.sock;
     this.lastActive = Date.now();
+    this.attach(this.sock);
+    this.proxy.chain.newConnection(this);
+  }
+
+  private attach(s: net.Socket): void {
     s.on('data', (c: Buffer) => this.onClientData(c));
     s.on('end', () => this.onClientEnd());
     s.on('error', () => this.destroy());
     s.on('close', () => this.destroy());
     s.on('drain', () => this.upstream?.resume());
-    if (this.proxy.chain.newConnection(this) === 'stop') return;
+  }
+
+  /**
+   * Switches the downstream to another stream over the same connection (a network filter that
+   * terminates TLS adopts the TLSSocket wrapping the accepted socket): HTTP parsing, local
+   * replies and responses then go through it. Bytes the filter already consumed stay consumed.
+   */
+  adopt(stream: net.Socket): void {
+    const old = this.sock;
+    for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
+    this.sock = stream;
+    this.attach(stream);
   }
 
   // ------------------------------------------------------------------ downstream (requests)
@@ -469,7 +487,7 @@ export class ProxyConnection implements ProxyConnectionView {
     const mark = proxyUpstreamMark(this.direction, this.client.identity);
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
-    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}`;
+    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? '|wrapped' : ''}`;
     let up = this.proxy.pool.take(this.upstreamKey);
     const reused = !!up;
     if (!up) {
@@ -483,7 +501,7 @@ export class ProxyConnection implements ProxyConnectionView {
         up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
       } else up = new net.Socket({ allowHalfOpen: true });
     }
-    const sock = up;
+    const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     this.upstream = sock;
     this.upstreamIdle = false;
     if (this.inBatch) sock.cork();
@@ -495,8 +513,8 @@ export class ProxyConnection implements ProxyConnectionView {
     sock.on('error', (err) => this.onUpstreamError(sock, err));
     sock.on('close', () => this.onUpstreamEnd(sock));
     if (!reused) {
-      sock.setNoDelay(true);
-      sock.connect(target.port, target.host);
+      up.setNoDelay(true);
+      up.connect(target.port, target.host);
     }
     return sock;
   }
