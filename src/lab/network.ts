@@ -121,11 +121,12 @@ export async function setupLabNetwork(opts: { lab: string; nodes: number }): Pro
 }
 
 /**
- * The nameserver pods use: the kube-dns ClusterIP, or (`dnsIp`, the lab DNS pod's own address)
- * while the datapath does not translate ClusterIPs yet. MEMBRANE_LAB_DNS_VIP=1 forces the VIP.
+ * The nameserver pods use: the kube-dns ClusterIP (translated by the datapath to the lab DNS
+ * pod). MEMBRANE_LAB_DNS_POD_IP=1 points pods at the DNS pod's own address (`dnsIp`) instead,
+ * for datapaths without ClusterIP translation.
  */
 export function podFiles(netns: string, ns: string, pod: string, podIp: string, dnsIp?: string): { resolv: string; hosts: string } {
-  const server = dnsIp && process.env.MEMBRANE_LAB_DNS_VIP !== '1' ? dnsIp : CLUSTER_DNS_IP;
+  const server = dnsIp && process.env.MEMBRANE_LAB_DNS_POD_IP === '1' ? dnsIp : CLUSTER_DNS_IP;
   return {
     resolv: `nameserver ${server}\nsearch ${ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
     hosts: `# ${netns}: written by membrane\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${podIp}\t${pod}.${ns}.pod.cluster.local ${pod}\n`,
