@@ -79,6 +79,24 @@ export function applyHeaderActions(headers: string[], actions: readonly HeaderAc
   return { headers: out, modified, log };
 }
 
+/** The decision of one L7 policy for the stream's request (cached when the rules ignore headers). */
+function decide(s: HttpStream, l7: L7Policy, identity: number): L7Verdict {
+  const head = s.head;
+  if (policyNeedsHeaders(l7)) {
+    return decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(head.headers) }, s.conn.secretOpts);
+  }
+  let cache = decisions.get(l7);
+  if (!cache) decisions.set(l7, (cache = new Map()));
+  const key = `${identity} ${head.method} ${s.host} ${s.path}`;
+  let v = cache.get(key);
+  if (!v) {
+    v = decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host }, s.conn.secretOpts);
+    if (cache.size >= MAX_CACHED) cache.clear();
+    cache.set(key, v);
+  }
+  return v;
+}
+
 export function createPolicyFilter(): HttpFilter<HttpStream> {
   return {
     name: 'cilium.l7policy',
@@ -88,29 +106,26 @@ export function createPolicyFilter(): HttpFilter<HttpStream> {
         s.deny('policy: no allow entry for this connection');
         return 'stop';
       }
-      if (pol.verdict === 'forward' || !pol.l7) return 'continue';
-      if (pol.l7.parser !== 'http') return 'continue';
-      const head = s.head;
-      let v: L7Verdict | undefined;
-      if (policyNeedsHeaders(pol.l7)) {
-        v = decideHTTP(pol.l7, s.conn.remoteIdentity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(head.headers) }, s.conn.secretOpts);
-      } else {
-        let cache = decisions.get(pol.l7);
-        if (!cache) decisions.set(pol.l7, (cache = new Map()));
-        const key = `${s.conn.remoteIdentity} ${head.method} ${s.host} ${s.path}`;
-        v = cache.get(key);
-        if (!v) {
-          v = decideHTTP(pol.l7, s.conn.remoteIdentity, { method: head.method, path: s.path, host: s.host }, s.conn.secretOpts);
-          if (cache.size >= MAX_CACHED) cache.clear();
-          cache.set(key, v);
+      const actions: HeaderAction[] = [];
+      if (pol.verdict === 'redirect' && pol.l7 && pol.l7.parser === 'http') {
+        const v = decide(s, pol.l7, s.conn.remoteIdentity);
+        if (!v.allowed) {
+          s.deny('policy: no L7 rule matches');
+          return 'stop';
         }
+        if (v.headerActions) actions.push(...v.headerActions);
       }
-      if (!v.allowed) {
-        s.deny('policy: no L7 rule matches');
-        return 'stop';
+      const peer = s.conn.peerIngress();
+      if (peer?.l7 && peer.l7 !== pol.l7 && peer.l7.parser === 'http') {
+        const v = decide(s, peer.l7, s.conn.client.identity);
+        if (!v.allowed) {
+          s.deny('policy: no L7 rule of the destination\'s ingress matches');
+          return 'stop';
+        }
+        if (v.headerActions) actions.push(...v.headerActions);
       }
-      if (v.headerActions?.length) {
-        const r = applyHeaderActions(head.headers, v.headerActions);
+      if (actions.length) {
+        const r = applyHeaderActions(s.head.headers, actions);
         s.headerActions = r.log;
         if (r.modified) s.setHeaders(r.headers);
       }

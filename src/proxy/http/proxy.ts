@@ -47,6 +47,8 @@ export interface HttpProxyOptions {
   /** idle connections are closed after this long, default 300 s */
   idleTimeoutMs?: number;
   maxHeadBytes?: number;
+  /** upstream connect timeout, default 5 s (then 503) */
+  connectTimeoutMs?: number;
   /** extra filters, run after the L7 policy filter */
   configure?(chain: HttpFilterChain): void;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
@@ -278,6 +280,9 @@ export class ProxyConnection implements ProxyConnectionView {
   lastActive = 0;
   /** when the client side was ended by us (ms; the sweep destroys it if the client never closes) */
   closingAt = 0;
+  /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
+  private readonly peerEndpoint: ProxyEndpoint | undefined;
+  private peerCache: ProxyPolicyLookup | null = null;
   private policyCache: ProxyPolicyLookup | null = null;
   private policyRev = -1;
 
@@ -293,6 +298,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.client = { ip: src, port: sock.remotePort ?? 0, identity: srcEp?.identity ?? p.identityOf(src) };
     this.server = { ip: dst, port: sock.localPort ?? 0, identity: dstEp?.identity ?? p.identityOf(dst) };
     this.endpoint = direction === 'egress' ? srcEp : dstEp;
+    this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
     this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
     this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
     this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
@@ -304,11 +310,25 @@ export class ProxyConnection implements ProxyConnectionView {
     const rev = p.revision();
     if (this.policyCache && rev === this.policyRev) return this.policyCache;
     this.policyRev = rev;
+    this.peerCache = null;
     // Fail closed: a connection without a local endpoint has no policy to allow it.
     this.policyCache = this.endpoint
       ? p.lookup(this.endpoint.id, this.direction, this.remoteIdentity, this.server.port)
       : { verdict: 'drop', l7: null };
     return this.policyCache;
+  }
+
+  /**
+   * Egress to a local endpoint whose ingress redirects this port to the proxy too: the upstream
+   * connection cannot be steered again on its way in (it leaves the node's own stack), so the
+   * egress proxy enforces the destination's ingress L7 policy as well and marks the upstream
+   * PROXY_INGRESS (already enforced). Null when the destination's ingress has no L7 policy.
+   */
+  peerIngress(): ProxyPolicyLookup | null {
+    if (!this.peerEndpoint) return null;
+    this.policy(); // refreshes both caches on a new revision
+    if (!this.peerCache) this.peerCache = this.proxy.opts.policy.lookup(this.peerEndpoint.id, 'ingress', this.client.identity, this.server.port);
+    return this.peerCache.verdict === 'redirect' ? this.peerCache : null;
   }
 
   start(): void {
@@ -484,7 +504,7 @@ export class ProxyConnection implements ProxyConnectionView {
     const o = this.proxy.opts;
     const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
     const transparent = !!o.upstreamSocket && !o.upstreamOverride;
-    const mark = proxyUpstreamMark(this.direction, this.client.identity);
+    const mark = proxyUpstreamMark(this.peerIngress() ? 'ingress' : this.direction, this.client.identity);
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
     this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? '|wrapped' : ''}`;
@@ -515,6 +535,15 @@ export class ProxyConnection implements ProxyConnectionView {
     if (!reused) {
       up.setNoDelay(true);
       up.connect(target.port, target.host);
+      // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's connect timeout
+      const t = setTimeout(() => {
+        if (up.connecting) {
+          this.onUpstreamError(sock, new Error('upstream connect timeout'));
+          up.destroy();
+        }
+      }, this.proxy.opts.connectTimeoutMs ?? 5000);
+      t.unref();
+      up.once('connect', () => clearTimeout(t));
     }
     return sock;
   }

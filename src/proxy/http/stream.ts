@@ -17,6 +17,8 @@ export interface ProxyConnectionView {
   readonly remoteIdentity: number;
   /** the current MapState entry (looked up again when the policy revision changes) */
   policy(): ProxyPolicyLookup;
+  /** egress to a local endpoint whose ingress also has L7 rules on this port: that entry (enforced by this proxy) */
+  peerIngress(): ProxyPolicyLookup | null;
   readonly secretOpts: L7Options;
   /** free slots for other filters (e.g. TLS interception state) */
   readonly state: Map<string, unknown>;

@@ -187,3 +187,25 @@ test('keep-alive through the proxy: several requests on one connection, allowed 
     assert.equal((r.stdout.match(/"path":"\/public"/g) ?? []).length, 2);
   });
 });
+
+test('egress L7 and the destination\'s ingress L7 on the same connection: both enforced by the proxy', async () => {
+  const egress = cnp('client-egress-both', {
+    endpointSelector: { matchLabels: { name: 'client' } },
+    egress: [{ toEndpoints: [{ matchLabels: { app: 'echo' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }, { method: 'GET', path: '/both/.*' }] } }] }],
+  });
+  const ingress = cnp('echo-ingress-both', {
+    endpointSelector: { matchLabels: { app: 'echo' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { kind: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/both/.*' }, { method: 'GET', path: '/ingress-only' }] } }] }],
+  });
+  await withPolicies([egress, ingress], async () => {
+    const since = new Date().toISOString();
+    const both = await curl('client', '/both/x');
+    assert.equal(both.status, 200, 'allowed by both');
+    assert.equal((JSON.parse(both.body) as { client: { address: string } }).client.address, ip.client);
+    assert.equal((await curl('client', '/public')).status, 403, 'egress allows, the destination\'s ingress does not');
+    assert.equal((await curl('client', '/ingress-only')).status, 403, 'ingress allows, egress does not');
+    assert.equal((await curl('client2', '/ingress-only')).status, 200, 'client2 has only the ingress policy (ingress proxy)');
+    const fs = await l7Flows(['--pod', `${NS}/client`, '--since', since], (x) => x.filter((f) => l7(f)?.type === 'REQUEST').length >= 3);
+    assert.ok(fs.some((f) => f.verdict === 'DROPPED' && String(f.Summary).includes('ingress')), fs.map((f) => f.Summary).join(' | '));
+  });
+});

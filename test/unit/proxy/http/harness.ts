@@ -58,7 +58,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
       identityOf: () => 2000,
-      lookup: () => (policy ? { verdict: 'redirect', l7: policy } : { verdict: 'drop', l7: null }),
+      lookup: (_ep, dir) => (dir === 'ingress' ? { verdict: 'forward', l7: null } : policy ? { verdict: 'redirect', l7: policy } : { verdict: 'drop', l7: null }),
       revision: () => rev,
     },
     onRecord: (r) => records.push(r),
