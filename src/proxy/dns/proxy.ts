@@ -104,7 +104,18 @@ export interface DNSProxy {
   boundPort(): number;
 }
 
-const fdOf = (s: Socket): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+/**
+ * The fd of a dgram socket. Node has no public accessor; `_handle` works but warns (DEP0112), so
+ * the handle is read from dgram's internal state symbol first.
+ */
+function fdOf(s: Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(s)) {
+    if (sym.description !== 'state symbol') continue;
+    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+}
 
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const port = deps.port ?? 15053;
