@@ -99,7 +99,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     identityOfOther: (ip) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
     identityLabels: (id) => policy.identityLabels(id),
     mapState: (id) => policy.mapState(id), revision: () => policy.revision(),
-    ingestFlow: (f) => hubble.ingestFlow(f), logger: logger.child({ subsys: 'proxy-http' }),
+    ingestFlow: (f) => hubble.ingestFlow(f), logger: logger.child({ subsys: 'proxy-http' }), resources: () => agentRef?.resources,
   });
 
   return {
@@ -180,7 +180,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           enforcement: 'default',
         },
         hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
-        proxies: [dns.statusEntry()],
+        proxies: [dns.statusEntry(), ...httpProxy.statusEntries()],
         errors,
       };
     },

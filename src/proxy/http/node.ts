@@ -4,6 +4,7 @@
  * flows (which also feed the http metrics handler through hubble.onFlow) and OTLP spans.
  */
 import type { Direction } from '../../policy/types.ts';
+import type { Secret } from '../../api/types.ts';
 import type { MapState } from '../../policy/types.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
@@ -30,6 +31,8 @@ export interface HttpProxyNodeDeps {
   mapState(endpointId: number): MapState | undefined;
   revision(): number;
   secret?(name: string, namespace: string | undefined): string | undefined;
+  /** Secrets for headerMatches (read at start and on every change), when no `secret` is given */
+  resources?: () => SecretStore | undefined;
   ingestFlow(flow: Flow): void;
   /** OTLP/HTTP collector URL; default env MEMBRANE_OTLP_ENDPOINT */
   otlpEndpoint?: string;
@@ -38,11 +41,27 @@ export interface HttpProxyNodeDeps {
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
 }
 
+export interface SecretStore {
+  list(kind: 'Secret'): Promise<unknown[]>;
+  watch(cb: (ev: { type: 'put'; resource: { kind: string } } | { type: 'delete'; key: string }) => void): () => void;
+}
+
+/** A Secret's single value (headerMatches require exactly one entry; data is base64). */
+function secretValue(s: Secret): string | undefined {
+  const entries = [
+    ...Object.values(s.stringData ?? {}),
+    ...Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8')),
+  ];
+  return entries.length === 1 ? entries[0] : undefined;
+}
+
 export interface HttpProxyNode {
   proxy: HttpProxy;
   otlp: OtlpExporter | undefined;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** rows for `membrane status` (one per listener) */
+  statusEntries(): { name: string; port: number; state: string }[];
 }
 
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
@@ -73,8 +92,8 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
         const r = lookupMapState(ms, direction, remoteIdentity, 6, port);
         return { verdict: r.verdict, l7: r.entry?.l7 ?? null };
       },
-      revision: deps.revision,
-      ...(deps.secret ? { secret: deps.secret } : {}),
+      revision: () => deps.revision() * 1000 + secretsRev,
+      secret: deps.secret ?? ((name, ns) => secrets.get(`${ns ?? 'default'}/${name}`)),
     },
     onRecord,
     setTransparent: setIpTransparent,
@@ -84,15 +103,36 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
     ...(deps.logger ? { logger: deps.logger } : {}),
   });
   const registered: number[] = [];
+  const secrets = new Map<string, string | undefined>();
+  let unwatchSecrets: (() => void) | undefined;
+  let secretsRev = 0;
+  const loadSecrets = async (store: SecretStore) => {
+    const list = (await store.list('Secret')) as Secret[];
+    secrets.clear();
+    for (const x of list) secrets.set(`${x.metadata.namespace ?? 'default'}/${x.metadata.name}`, secretValue(x));
+    secretsRev++; // connections look their policy (and decisions) up again
+  };
+  let ports: Partial<Record<Direction, number>> = {};
   return {
     proxy, otlp,
+    statusEntries: () => (['egress', 'ingress'] as const).map((d) => ({
+      name: `http (${d}, TCP)`, port: ports[d] ?? 0, state: ports[d] ? `listening, ${proxy.stats().connections} connections` : 'stopped',
+    })),
     async start() {
+      const store = deps.resources?.();
+      if (store && !deps.secret) {
+        await loadSecrets(store).catch((e: unknown) => deps.logger?.warn({ err: String(e) }, 'secrets for headerMatches'));
+        unwatchSecrets = store.watch((ev) => {
+          if (ev.type === 'delete' ? ev.key.startsWith('Secret/') || ev.key.includes('Secret') : ev.resource.kind === 'Secret') void loadSecrets(store).catch(() => {});
+        });
+      }
       try {
         await ensureTransparentReplyRule();
       } catch (e) {
         deps.logger?.warn({ err: String(e) }, 'transparent reply rule (upstream replies may not reach the proxy)');
       }
       const l = await proxy.start();
+      ports = { ...(l.egress ? { egress: l.egress.port } : {}), ...(l.ingress ? { ingress: l.ingress.port } : {}) };
       for (const dir of ['egress', 'ingress'] as const) {
         const x = l[dir];
         if (!x) continue;
@@ -107,6 +147,8 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
       for (const s of registered.splice(0)) {
         try { deps.setProxyListener(s, null); } catch { /* datapath gone */ }
       }
+      ports = {};
+      unwatchSecrets?.();
       await proxy.stop();
       await otlp?.stop();
       await removeTransparentReplyRule().catch(() => {});

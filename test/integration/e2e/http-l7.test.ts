@@ -206,6 +206,32 @@ test('egress L7 and the destination\'s ingress L7 on the same connection: both e
     assert.equal((await curl('client', '/ingress-only')).status, 403, 'ingress allows, egress does not');
     assert.equal((await curl('client2', '/ingress-only')).status, 200, 'client2 has only the ingress policy (ingress proxy)');
     const fs = await l7Flows(['--pod', `${NS}/client`, '--since', since], (x) => x.filter((f) => l7(f)?.type === 'REQUEST').length >= 3);
-    assert.ok(fs.some((f) => f.verdict === 'DROPPED' && String(f.Summary).includes('ingress')), fs.map((f) => f.Summary).join(' | '));
+    assert.ok(fs.some((f) => f.verdict === 'DROPPED' && l7(f)?.type === 'REQUEST' && l7(f)?.http?.url?.endsWith('/public')), fs.map((f) => f.Summary).join(' | '));
+  });
+});
+
+test('headerMatches: secret-backed values, and mismatch actions (REPLACE, ADD, LOG) applied to the forwarded request', async () => {
+  const secret = { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'api-token', namespace: NS }, stringData: { token: 's3cr3t' } };
+  const policy = cnp('client-header-matches', {
+    endpointSelector: { matchLabels: { name: 'client' } },
+    egress: [{ toEndpoints: [{ matchLabels: { app: 'echo' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [
+      { path: '/secret', headerMatches: [{ name: 'X-Token', secret: { name: 'api-token', namespace: NS } }] },
+      { path: '/replace', headerMatches: [{ name: 'X-Env', value: 'prod', mismatch: 'REPLACE' }] },
+      { path: '/add', headerMatches: [{ name: 'X-Team', value: 'blue', mismatch: 'ADD' }] },
+      { path: '/log', headerMatches: [{ name: 'X-Env', value: 'prod', mismatch: 'LOG' }] },
+    ] } }] }],
+  });
+  await withPolicies([secret, policy], async () => {
+    assert.equal((await curl('client', '/secret', { headers: ['X-Token: s3cr3t'] })).status, 200);
+    assert.equal((await curl('client', '/secret', { headers: ['X-Token: guess'] })).status, 403);
+    assert.equal((await curl('client', '/secret')).status, 403);
+    const rep = await curl('client', '/replace', { headers: ['X-Env: dev'] });
+    assert.equal(rep.status, 200);
+    assert.equal((JSON.parse(rep.body) as { headers: Record<string, string> }).headers['x-env'], 'prod');
+    const add = await curl('client', '/add');
+    assert.equal((JSON.parse(add.body) as { headers: Record<string, string> }).headers['x-team'], 'blue');
+    const log = await curl('client', '/log', { headers: ['X-Env: dev'] });
+    assert.equal(log.status, 200);
+    assert.equal((JSON.parse(log.body) as { headers: Record<string, string> }).headers['x-env'], 'dev', 'LOG only logs');
   });
 });
