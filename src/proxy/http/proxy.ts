@@ -266,6 +266,8 @@ export class ProxyConnection implements ProxyConnectionView {
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
   private tunnel = false;
+  /** an Upgrade/CONNECT request went upstream: later client bytes are passed through raw */
+  private upgrading = false;
   /** inside onClientData: a new upstream socket starts corked */
   private inBatch = false;
   private upstreamKey = '';
@@ -388,6 +390,10 @@ export class ProxyConnection implements ProxyConnectionView {
     let pos = 0;
     const len = chunk.length;
     while (pos < len && !this.closed && !this.readStopped && !this.tunnel) {
+      if (this.upgrading && this.reqState === H_HEAD) {
+        if (this.upstream && !this.upstream.write(chunk.subarray(pos))) this.sock.pause();
+        return;
+      }
       if (this.reqState === H_HEAD) {
         let r;
         try {
@@ -442,6 +448,8 @@ export class ProxyConnection implements ProxyConnectionView {
       if (!up.write(s.requestBytes())) this.sock.pause();
       this.queue.push(s);
       if (!head.keepAlive) this.readStopped = true;
+      // After an Upgrade or CONNECT request the client's bytes belong to the new protocol.
+      if (head.upgrade || head.method === 'CONNECT') this.upgrading = true;
       if (this.queue.length > 256) this.sock.pause();
     }
     this.reqState = this.reqBody.done ? H_HEAD : H_BODY;

@@ -147,3 +147,59 @@ test('Connection: close from clients: each client connection closes, the upstrea
   const seen = h.upstreamRequests.slice(-5);
   assert.ok(seen.every((x) => x.headers.connection !== 'close'), 'Connection is hop-by-hop');
 });
+
+test('large bodies stream through without being buffered whole (50 MiB upload, chunked and sized)', async () => {
+  h.setPolicy(l7([{ method: 'POST', path: '/up' }]));
+  const size = 50 * 1024 * 1024;
+  const before = process.memoryUsage().rss;
+  const { request } = await import('node:http');
+  const send = (chunked: boolean) => new Promise<string>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port: h.port, method: 'POST', path: '/up', headers: chunked ? {} : { 'content-length': String(size) } }, (res) => {
+      let b = '';
+      res.on('data', (c) => (b += c));
+      res.on('end', () => resolve(`${res.statusCode} ${b}`));
+    });
+    req.on('error', reject);
+    const block = Buffer.alloc(64 * 1024, 120);
+    let sent = 0;
+    const pump = () => {
+      while (sent < size) {
+        sent += block.length;
+        if (!req.write(block)) { req.once('drain', pump); return; }
+      }
+      req.end();
+    };
+    pump();
+  });
+  assert.equal(await send(false), `200 POST /up ${size}`);
+  assert.equal(await send(true), `200 POST /up ${size}`);
+  // the harness upstream concatenates bodies itself; the proxy adds far less than a body
+  assert.ok(process.memoryUsage().rss - before < 400 * 1024 * 1024);
+});
+
+test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  const up = createServer((s) => {
+    s.once('data', (first: Buffer) => {
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      const rest = first.subarray(first.indexOf('\r\n\r\n') + 4);
+      if (rest.length) s.write(`echo:${rest}`);
+      s.on('data', (d) => s.write(`echo:${d}`));
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: (_e, d) => (d === 'egress' ? { verdict: 'redirect', l7: l7([{ path: '/ws' }]) } : { verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
+  });
+  const l = await p.start();
+  try {
+    const r = await rawExchange(l.egress!.port, ['GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping', 'pong'], { gapMs: 100 });
+    assert.match(r.text, /^HTTP\/1\.1 101 /);
+    assert.match(r.text, /echo:pingecho:pong$/);
+  } finally {
+    await p.stop();
+    up.close();
+  }
+});
