@@ -21,6 +21,7 @@
  * counted drop.
  */
 import { createSocket, type Socket } from 'node:dgram';
+import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
 import { MembraneError } from '../../errors.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
 import { buildDNSFlow, type FlowPeer } from './flows.ts';
@@ -65,6 +66,11 @@ export interface DNSProxyDeps {
   transparent?(fd: number): void;
   /** Registers the UDP listener with the datapath (setProxyListener(proxySlot('dns','egress'), fd)). */
   register?(fd: number | null): void;
+  /**
+   * Registers the TCP listener (same port) with the datapath. Absent: no TCP listener. The
+   * datapath needs a slot per protocol for it (one slot per parser and direction today).
+   */
+  registerTcp?(fd: number | null): void;
   log?: { warn(obj: unknown, msg?: string): void; debug?(obj: unknown, msg?: string): void };
 }
 
@@ -129,6 +135,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const upstreams = new Map<string, Socket>();
   const connecting = new Map<string, Promise<Socket>>();
   let sweep: NodeJS.Timeout | undefined;
+  let tcpServer: TcpServer | undefined;
   const replySockets = new Map<string, Socket>();
   const pending = new Map<number, Pending>();
   let nextId = (Math.random() * 65536) | 0;
@@ -262,9 +269,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         rrtypes: facts?.rrtypes ?? [], latencyNs: latency, nodeName: deps.nodeName,
       });
     };
+    holdThen(p.ep.id, p.qname, facts, release);
+  }
+
+  /** Releases an answer once the datapath has its IPs (onAnswer), at most maxHoldMs later. */
+  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void): void {
     if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
     let wait: Promise<void> | null = null;
-    try { wait = deps.onAnswer(p.ep.id, p.qname, facts.ips, facts.ttl); } catch { wait = null; }
+    try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
     if (!wait || deps.hold === false) { release(); return; }
     const h0 = performance.now();
     let done = false;
@@ -283,6 +295,95 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       if (st.holdsMs.length > 10_000) st.holdsMs.splice(0, 5_000);
       release();
     }, () => { if (!done) { done = true; clearTimeout(timer); release(); } });
+  }
+
+  // ---- DNS over TCP -----------------------------------------------------------------------
+  // The accepted socket's local address is the original destination (bpf_sk_assign keeps it).
+  // Each client connection gets one upstream TCP connection; answers are matched by query id.
+  function framed(b: Buffer): Buffer {
+    const h = Buffer.allocUnsafe(2);
+    h.writeUInt16BE(b.length);
+    return Buffer.concat([h, b]);
+  }
+
+  function onTcpConnection(c: NetSocket): void {
+    const clientIp = (c.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const clientPort = c.remotePort ?? 0;
+    const dst = (c.localAddress ?? '').replace(/^::ffff:/, '');
+    c.on('error', () => {});
+    c.setTimeout(10_000, () => c.destroy());
+    const ep = deps.endpointByIp(clientIp);
+    if (!ep) { st.dropped++; c.destroy(); return; }
+    const server = peer(dst, 53);
+    const client = peer(clientIp, clientPort);
+    let up: NetSocket | undefined;
+    let upBuf: Buffer = Buffer.alloc(0);
+    const waiting = new Map<number, { qname: string; qtypes: string[]; t0: bigint }>();
+    const onAnswer = (msg: Buffer): void => {
+      const w = waiting.get(msg.readUInt16BE(0));
+      if (!w) return;
+      waiting.delete(msg.readUInt16BE(0));
+      const facts = answerFacts(msg);
+      holdThen(ep.id, w.qname, facts, () => {
+        if (!c.destroyed) c.write(framed(msg));
+        emit({
+          kind: 'response', client, server, proto: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'FORWARDED',
+          rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
+          rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0, nodeName: deps.nodeName,
+        });
+      });
+    };
+    const upstream = (): NetSocket => {
+      if (up) return up;
+      up = netConnect({ host: deps.upstreamFor?.(dst) ?? dst, port: dnsPort });
+      up.on('error', () => { for (const [id] of waiting) { const h = Buffer.alloc(12); h.writeUInt16BE(id, 0); h.writeUInt16BE(0x8182, 2); if (!c.destroyed) c.write(framed(h)); } waiting.clear(); c.destroy(); });
+      up.on('data', (d: Buffer) => {
+        upBuf = upBuf.length ? Buffer.concat([upBuf, d]) : d;
+        while (upBuf.length >= 2 && upBuf.length >= 2 + upBuf.readUInt16BE(0)) {
+          const n = upBuf.readUInt16BE(0);
+          const m = Buffer.from(upBuf.subarray(2, 2 + n));
+          upBuf = upBuf.subarray(2 + n);
+          if (m.length >= 12) onAnswer(m);
+        }
+      });
+      c.once('close', () => up?.destroy());
+      return up;
+    };
+    let buf: Buffer = Buffer.alloc(0);
+    c.on('data', (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      while (buf.length >= 2) {
+        const n = buf.readUInt16BE(0);
+        if (buf.length < 2 + n) {
+          if (buf.length > 2 + 65535) c.destroy();
+          return;
+        }
+        const msg = Buffer.from(buf.subarray(2, 2 + n));
+        buf = buf.subarray(2 + n);
+        st.queries++;
+        const q = parseQuery(msg);
+        if (!q.ok) {
+          st.malformed++;
+          const r = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
+          emit({ kind: 'request', client, server, proto: 'TCP', query: '', qtypes: [], verdict: r ? 'ERROR' : 'DROPPED', rcode: RCODE.FORMERR, nodeName: deps.nodeName });
+          if (r) c.write(framed(r));
+          else { st.dropped++; c.destroy(); return; }
+          continue;
+        }
+        let allowed = false;
+        try { allowed = deps.decide(ep, server.identity, 6, 53, q.name); } catch { allowed = false; }
+        emit({ kind: 'request', client, server, proto: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'FORWARDED' : 'DROPPED', ...(allowed ? {} : { rcode: reject }), nodeName: deps.nodeName });
+        if (!allowed) {
+          st.denied++;
+          const r = errorReply(msg, reject);
+          if (r) c.write(framed(r));
+          continue;
+        }
+        st.allowed++;
+        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: process.hrtime.bigint() });
+        upstream().write(framed(msg));
+      }
+    });
   }
 
   return {
@@ -311,9 +412,26 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       if (fd < 0) throw new MembraneError('DNS_PROXY_FD', 'cannot get the DNS proxy listener fd');
       deps.transparent?.(fd);
       deps.register?.(fd);
+      if (deps.registerTcp) {
+        const srv = createTcpServer((c) => { try { onTcpConnection(c); } catch (e) { st.dropped++; c.destroy(); deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'tcp query'); } });
+        tcpServer = srv;
+        srv.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'tcp listener'));
+        await new Promise<void>((resolve, reject) => {
+          srv.once('error', reject);
+          srv.listen({ port: l.address().port, host: deps.host ?? '0.0.0.0' }, () => { srv.removeListener('error', reject); resolve(); });
+        });
+        const tfd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+        if (tfd >= 0) {
+          deps.transparent?.(tfd);
+          deps.registerTcp(tfd);
+        }
+      }
     },
     async stop() {
       try { deps.register?.(null); } catch { /* datapath gone */ }
+      try { if (tcpServer) deps.registerTcp?.(null); } catch { /* datapath gone */ }
+      tcpServer?.close();
+      tcpServer = undefined;
       if (sweep) clearInterval(sweep);
       pending.clear();
       for (const s of [listener, ...upstreams.values(), ...replySockets.values()]) {

@@ -128,3 +128,51 @@ test('bad packets: FORMERR with the id, or dropped (no header); unknown sources 
     assert.equal(y.proxy.stats().dropped, 1);
   } finally { await y.close(); }
 });
+
+test('DNS over TCP (when a TCP slot is registered): allowed, REFUSED, FORMERR, held answers', async () => {
+  const { createServer, connect } = await import('node:net');
+  // TCP upstream answering api.openai.com
+  const up = createServer((c) => {
+    let b = Buffer.alloc(0);
+    c.on('data', (d: Buffer) => {
+      b = Buffer.concat([b, d]);
+      while (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) {
+        const q = dnsPacket.decode(b.subarray(2, 2 + b.readUInt16BE(0)));
+        b = b.subarray(2 + b.readUInt16BE(0));
+        c.write(dnsPacket.streamEncode({ id: q.id, type: 'response', questions: q.questions, answers: [{ name: 'api.openai.com', type: 'A', ttl: 30, data: '198.51.100.20' }] } as dnsPacket.Packet));
+      }
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const upPort = (up.address() as { port: number }).port;
+  let held = 0;
+  const registered: (number | null)[] = [];
+  const x = await setup({ dnsPort: upPort, registerTcp: (fd) => registered.push(fd), onAnswer: () => { held++; return new Promise((r) => setTimeout(r, 30)); } });
+  try {
+    assert.ok(typeof registered[0] === 'number' && registered[0] > 0);
+    const c = connect({ host: '127.0.0.1', port: x.proxy.boundPort() });
+    const answers: dnsPacket.Packet[] = [];
+    let b = Buffer.alloc(0);
+    const got = new Promise<void>((resolve) => {
+      c.on('data', (d: Buffer) => {
+        b = Buffer.concat([b, d]);
+        while (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) {
+          answers.push(dnsPacket.decode(b.subarray(2, 2 + b.readUInt16BE(0))));
+          b = b.subarray(2 + b.readUInt16BE(0));
+          if (answers.length === 3) resolve();
+        }
+      });
+    });
+    const frame = (m: Buffer) => { const h = Buffer.alloc(2); h.writeUInt16BE(m.length); return Buffer.concat([h, m]); };
+    c.write(Buffer.concat([frame(query('api.openai.com', 1)), frame(query('evil.example', 2)), frame(Buffer.from('000301000001000000000000c00c00010001', 'hex'))]));
+    await got;
+    c.destroy();
+    const byId = new Map(answers.map((a) => [a.id, a as dnsPacket.Packet & { rcode?: string }]));
+    assert.equal(byId.get(2)?.rcode, 'REFUSED');
+    assert.equal(byId.get(3)?.rcode, 'FORMERR');
+    assert.deepEqual(byId.get(1)?.answers?.map((a) => (a as { data: string }).data), ['198.51.100.20']);
+    assert.equal(held, 1);
+    assert.ok(x.flows.some((f) => f.l4?.protocol.case === 'TCP' && f.isReply));
+  } finally { await x.close(); up.close(); }
+  assert.deepEqual(registered.at(-1), null, 'unregistered on stop');
+});
