@@ -273,6 +273,8 @@ export class ProxyConnection implements ProxyConnectionView {
   private upstreamKey = '';
   /** the upstream has no exchange in flight and may be reused (pool) */
   private upstreamIdle = false;
+  /** the current upstream came from the pool and has not answered yet */
+  private upstreamReused = false;
   private closed = false;
   /** no more requests are read (close after the queued responses) */
   private readStopped = false;
@@ -507,7 +509,7 @@ export class ProxyConnection implements ProxyConnectionView {
 
   // ------------------------------------------------------------------ upstream (responses)
 
-  private ensureUpstream(): net.Socket {
+  private ensureUpstream(fresh = false): net.Socket {
     if (this.upstream) return this.upstream;
     const o = this.proxy.opts;
     const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
@@ -516,7 +518,7 @@ export class ProxyConnection implements ProxyConnectionView {
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
     this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? '|wrapped' : ''}`;
-    let up = this.proxy.pool.take(this.upstreamKey);
+    let up = fresh ? undefined : this.proxy.pool.take(this.upstreamKey);
     const reused = !!up;
     if (!up) {
       if (transparent) {
@@ -531,6 +533,7 @@ export class ProxyConnection implements ProxyConnectionView {
     }
     const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     this.upstream = sock;
+    this.upstreamReused = reused;
     this.upstreamIdle = false;
     if (this.inBatch) sock.cork();
     this.resState = H_HEAD;
@@ -613,6 +616,7 @@ export class ProxyConnection implements ProxyConnectionView {
           continue;
         }
         s.response = h;
+        this.upstreamReused = false;
         this.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
         const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
@@ -678,6 +682,14 @@ export class ProxyConnection implements ProxyConnectionView {
     }
     if (this.queue.some((q) => !q.local)) {
       const first = this.queue[0]!;
+      // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
+      // response arrived and the requests had no body, so they are sent again on a new connection.
+      if (this.upstreamReused && this.resState === H_HEAD && this.resHead.pending === 0 && !first.response &&
+          this.reqState === H_HEAD && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.head.upgrade)) {
+        const again = this.ensureUpstream(true);
+        for (const q of this.queue) again.write(q.requestBytes());
+        return;
+      }
       if (this.resState === H_HEAD && !first.local && !first.response) this.upstreamFailed(first, 503, 'upstream_reset_before_response_started');
       else this.destroy();
       return;

@@ -203,3 +203,36 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
     up.close();
   }
 });
+
+test('a pooled upstream connection closed by the server as it is reused: bodiless requests are sent again', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  let conns = 0;
+  const up = createServer((sock) => {
+    conns++;
+    let n = 0;
+    sock.on('data', () => {
+      n++;
+      if (n === 1) sock.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst');
+      else sock.destroy(); // the keep-alive race: the server gives up on the idle connection
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
+  });
+  const l = await p.start();
+  try {
+    const a = await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'));
+    assert.match(a.text, /first$/);
+    assert.equal(p.pool.size, 1);
+    const b = await rawExchange(l.egress!.port, get('/b', 'Connection: close\r\n'));
+    assert.deepEqual(statuses(b.text), [200]);
+    assert.match(b.text, /first$/);
+    assert.equal(conns, 2);
+  } finally {
+    await p.stop();
+    up.close();
+  }
+});
