@@ -6,6 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { TestLab, type Flow } from '../support/lab.ts';
 
 const lab = new TestLab(`hl7${process.pid % 10000}`);
@@ -233,5 +234,24 @@ test('headerMatches: secret-backed values, and mismatch actions (REPLACE, ADD, L
     const log = await curl('client', '/log', { headers: ['X-Env: dev'] });
     assert.equal(log.status, 200);
     assert.equal((JSON.parse(log.body) as { headers: Record<string, string> }).headers['x-env'], 'dev', 'LOG only logs');
+  });
+});
+
+test('ingress L7 for traffic from outside the cluster (world → pod through the node)', async () => {
+  const policy = cnp('echo-from-world-l7', {
+    endpointSelector: { matchLabels: { app: 'echo' } },
+    ingress: [{ fromEntities: ['world'], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }] }],
+  });
+  await withPolicies([policy], async () => {
+    const since = new Date().toISOString();
+    const world = `${lab.name}-world`;
+    const run = (path: string) => execFileSync('ip', ['netns', 'exec', world, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', `http://${ip.echo}:8080${path}`]).toString();
+    assert.equal(run('/public'), '200');
+    assert.equal(run('/private'), '403');
+    const fs = await l7Flows(['--to-pod', `${NS}/echo`, '--since', since], (x) => x.filter((f) => l7(f)?.type === 'REQUEST').length >= 2);
+    const denied = fs.find((f) => f.verdict === 'DROPPED' && l7(f)?.type === 'REQUEST');
+    assert.ok(denied);
+    assert.equal(denied.traffic_direction, 'INGRESS');
+    assert.ok(denied.source?.labels?.some((l) => l.startsWith('reserved:world')), JSON.stringify(denied.source));
   });
 });
