@@ -46,12 +46,9 @@ export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHea
   return out;
 }
 
+/** Hubble's `%dms` (whole milliseconds, truncated) in response summaries. */
 function formatLatency(ns: number): string {
-  // Go's time.Duration rounded the way hubble prints it (3ms, 150µs, 1.2s)
-  if (ns >= 1e9) return `${+(ns / 1e9).toFixed(3)}s`;
-  if (ns >= 1e6) return `${Math.round(ns / 1e6)}ms`;
-  if (ns >= 1e3) return `${Math.round(ns / 1e3)}µs`;
-  return `${ns}ns`;
+  return `${Math.floor(ns / 1e6)}ms`;
 }
 
 export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpointResolver; clusterName?: string }) {
