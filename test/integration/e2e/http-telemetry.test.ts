@@ -87,3 +87,9 @@ test('hubble_http_* metrics with Hubble labels; one OTLP span per request, in th
   const codes = spans.map((s) => s.attributes.find((a) => a.key === 'http.status_code')!.value.intValue).sort();
   assert.deepEqual(codes, ['200', '200', '403']);
 });
+
+test('membrane status lists the HTTP proxy listeners', async () => {
+  const out = await lab.ok(['status']);
+  assert.match(out, /Proxy http \(egress, TCP\):\s+listening, \d+ connections\s+port 15001/);
+  assert.match(out, /Proxy http \(ingress, TCP\):\s+listening, \d+ connections\s+port 15002/);
+});
