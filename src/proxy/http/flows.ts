@@ -90,6 +90,8 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
     else summary = rec.method ? `${rec.protocol} ${rec.code} ${formatLatency(rec.latencyNs)} (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
     // policy denials read exactly like Hubble's; refusals by the parser say why
     if (rec.reason && rec.verdict === 'error') summary += ` [${rec.reason}]`;
+    // HTTP seen inside TLS the proxy terminated (terminatingTLS): the URL is https://, and the summary says so
+    if (rec.tls?.intercepted) summary += ` [TLS intercepted, SNI ${rec.tls.sni}]`;
     const wallNs = BigInt(Math.round(rec.timeMs * 1e6));
     const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) };
     // A literal in create(FlowSchema)'s shape (as hubble/flow.ts builds datapath flows): no create() per request.

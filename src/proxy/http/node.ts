@@ -38,6 +38,10 @@ export interface HttpProxyNodeDeps {
   otlpEndpoint?: string;
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
   configure?(chain: HttpFilterChain): void;
+  /** name in the status rows (default `http`; the TLS SNI proxy reuses this wiring as `tls`) */
+  name?: string;
+  /** install/remove the transparent reply rule (default true; one owner per node) */
+  replyRule?: boolean;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
 }
 
@@ -116,7 +120,7 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   return {
     proxy, otlp,
     statusEntries: () => (['egress', 'ingress'] as const).map((d) => ({
-      name: `http (${d}, TCP)`, port: ports[d] ?? 0, state: ports[d] ? `listening, ${proxy.stats().connections} connections` : 'stopped',
+      name: `${deps.name ?? 'http'} (${d}, TCP)`, port: ports[d] ?? 0, state: ports[d] ? `listening, ${proxy.stats().connections} connections` : 'stopped',
     })),
     async start() {
       const store = deps.resources?.();
@@ -126,7 +130,7 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
           if (ev.type === 'delete' ? ev.key.startsWith('Secret/') || ev.key.includes('Secret') : ev.resource.kind === 'Secret') void loadSecrets(store).catch(() => {});
         });
       }
-      try {
+      if (deps.replyRule !== false) try {
         await ensureTransparentReplyRule();
       } catch (e) {
         deps.logger?.warn({ err: String(e) }, 'transparent reply rule (upstream replies may not reach the proxy)');
@@ -139,7 +143,7 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
         const slot = deps.slot(dir);
         deps.setProxyListener(slot, x.fd);
         registered.push(slot);
-        deps.logger?.info({ direction: dir, slot, port: x.port }, 'http proxy listening');
+        deps.logger?.info({ direction: dir, slot, port: x.port }, `${deps.name ?? 'http'} proxy listening`);
       }
     },
     async stop() {
@@ -151,7 +155,7 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
       unwatchSecrets?.();
       await proxy.stop();
       await otlp?.stop();
-      await removeTransparentReplyRule().catch(() => {});
+      if (deps.replyRule !== false) await removeTransparentReplyRule().catch(() => {});
     },
   };
 }

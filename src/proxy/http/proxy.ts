@@ -236,7 +236,7 @@ class Stream implements HttpStream {
   }
 
   url(): string {
-    return `http://${this.host}${this.path}`;
+    return `${this.conn.tls?.intercepted ? 'https' : 'http'}://${this.host}${this.path}`;
   }
 }
 
@@ -253,6 +253,12 @@ export class ProxyConnection implements ProxyConnectionView {
   sock: net.Socket;
   /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
   wrapUpstream: ((raw: net.Socket) => net.Socket) | null = null;
+  /** extra key of pooled upstream connections made by wrapUpstream (e.g. the TLS server name) */
+  upstreamTag = '';
+  /** TLS seen by a network filter (SNI; intercepted: HTTP parsed inside TLS), carried into the access records */
+  tls: { sni: string; intercepted: boolean } | null = null;
+  /** why the last upstream failed, as a network filter classified it (e.g. a certificate error → 502) */
+  private upstreamError: (Error & { proxyStatus?: number; proxyReason?: string }) | null = null;
   private upstream: net.Socket | null = null;
   private readonly reqHead: HeadParser;
   private readonly resHead: HeadParser;
@@ -361,6 +367,17 @@ export class ProxyConnection implements ProxyConnectionView {
     this.attach(stream);
   }
 
+  /**
+   * A network filter decided at connection level (e.g. by TLS SNI) and lets the connection
+   * through unparsed: `head` (the bytes it consumed) goes upstream first, then every byte both
+   * ways, unchanged.
+   */
+  passThrough(head: Buffer): void {
+    this.tunnel = true;
+    const up = this.ensureUpstream();
+    if (head.length && !up.write(head)) this.sock.pause();
+  }
+
   // ------------------------------------------------------------------ downstream (requests)
 
   private onClientData(chunk: Buffer): void {
@@ -464,6 +481,11 @@ export class ProxyConnection implements ProxyConnectionView {
   }
 
   private onClientEnd(): void {
+    if (this.tunnel) {
+      // half-close: the server may still answer
+      this.upstream?.end();
+      return;
+    }
     // A half-closed client still gets its responses (allowHalfOpen).
     this.readStopped = true;
     if (this.reqState === H_BODY && this.curForward && !this.reqBody.done) {
@@ -517,7 +539,7 @@ export class ProxyConnection implements ProxyConnectionView {
     const mark = proxyUpstreamMark(this.peerIngress() ? 'ingress' : this.direction, this.client.identity);
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
-    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? '|wrapped' : ''}`;
+    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
     let up = fresh ? undefined : this.proxy.pool.take(this.upstreamKey);
     const reused = !!up;
     if (!up) {
@@ -533,6 +555,7 @@ export class ProxyConnection implements ProxyConnectionView {
     }
     const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     this.upstream = sock;
+    this.upstreamError = null;
     this.upstreamReused = reused;
     this.upstreamIdle = false;
     if (this.inBatch) sock.cork();
@@ -690,7 +713,8 @@ export class ProxyConnection implements ProxyConnectionView {
         for (const q of this.queue) again.write(q.requestBytes());
         return;
       }
-      if (this.resState === H_HEAD && !first.local && !first.response) this.upstreamFailed(first, 503, 'upstream_reset_before_response_started');
+      const ue = this.upstreamError;
+      if (this.resState === H_HEAD && !first.local && !first.response) this.upstreamFailed(first, ue?.proxyStatus ?? 503, ue?.proxyReason ?? 'upstream_reset_before_response_started');
       else this.destroy();
       return;
     }
@@ -699,6 +723,7 @@ export class ProxyConnection implements ProxyConnectionView {
 
   private onUpstreamError(up: net.Socket, err: Error): void {
     this.proxy.opts.logger?.debug({ err: err.message, server: `${this.server.ip}:${this.server.port}` }, 'upstream error');
+    if (up === this.upstream) this.upstreamError = err;
     this.onUpstreamEnd(up);
   }
 
@@ -779,6 +804,7 @@ export class ProxyConnection implements ProxyConnectionView {
       ...(s.traceId ? { traceId: s.traceId, parentSpanId: s.parentSpanId! } : {}),
       ...(reason ? { reason } : {}),
       ...(s.headerActions ? { headerActions: s.headerActions } : {}),
+      ...(this.tls ? { tls: this.tls } : {}),
       ...(isReq ? {} : { requestTimeMs: s.startMs }),
     };
     try {

@@ -75,4 +75,6 @@ export interface AccessRecord {
   headerActions?: string[];
   /** request start, epoch ms (responses) */
   requestTimeMs?: number;
+  /** the connection is TLS: its server name, and whether the proxy terminated it (interception) */
+  tls?: { sni: string; intercepted: boolean };
 }
