@@ -30,6 +30,7 @@ import { createNodeDNS } from '../proxy/dns/node.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../hubble/metrics/index.ts';
 import { proxySlot } from '../datapath/linux/index.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
+import { createTlsNode } from '../proxy/tls/node.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -90,16 +91,22 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   let metricsServer: import('node:http').Server | undefined;
   let unsubscribeMetrics: (() => void) | undefined;
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
-  const httpProxy = createHttpProxyNode({
-    nodeName: node, slot: (dir) => proxySlot('http', dir), setProxyListener: (slot, fd) => datapath.setProxyListener(slot, fd),
-    endpointByIp(ip) {
+  const proxyDeps = {
+    nodeName: node, setProxyListener: (slot: number, fd: number | null) => datapath.setProxyListener(slot, fd),
+    endpointByIp(ip: string) {
       const ep = agentRef?.endpointTable().byIp(ip);
       return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels } : undefined;
     },
-    identityOfOther: (ip) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
-    identityLabels: (id) => policy.identityLabels(id),
-    mapState: (id) => policy.mapState(id), revision: () => policy.revision(),
-    ingestFlow: (f) => hubble.ingestFlow(f), logger: logger.child({ subsys: 'proxy-http' }), resources: () => agentRef?.resources,
+    identityOfOther: (ip: string) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
+    identityLabels: (id: number) => policy.identityLabels(id),
+    mapState: (id: number) => policy.mapState(id), revision: () => policy.revision(),
+    ingestFlow: (f: import('../hubble/gen/flow/flow_pb.js').Flow) => hubble.ingestFlow(f), resources: () => agentRef?.resources,
+  };
+  // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
+  const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
+  const httpProxy = createHttpProxyNode({
+    ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: logger.child({ subsys: 'proxy-http' }),
+    configure: (chain) => tlsNode.configureHttp(chain),
   });
 
   return {
@@ -129,6 +136,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
       }
       await httpProxy.start();
+      await tlsNode.start();
       if (nodeIndex === 1) {
         // ExternalHost addresses live in the world namespace behind node1.
         const done = new Set<string>();
@@ -153,6 +161,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribeMetrics?.();
       metricsServer?.close();
       unsubscribe?.();
+      await tlsNode.stop();
       await httpProxy.stop();
       await hubble.stop();
     },
@@ -180,7 +189,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           enforcement: 'default',
         },
         hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
-        proxies: [dns.statusEntry(), ...httpProxy.statusEntries()],
+        proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
         errors,
       };
     },

@@ -1,0 +1,140 @@
+/**
+ * TLS interception in the HTTP proxy (`terminatingTLS` + `originatingTLS` with HTTP rules, spec/
+ * policy.md §3.7): a network filter that, when the connection's L7 entry for its peer carries a
+ * terminatingTLS context, adopts a TLS server stream over the accepted socket. The leaf for the
+ * requested name is issued on the fly by the CA of the referenced Secret (CertificateIssuer,
+ * cached); the HTTP rules and visibility then apply to the decrypted requests (flows with
+ * `https://` URLs, marked intercepted). With originatingTLS, each upstream connection is TLS
+ * with the same server name, verified against the Secret's trusted CA (`ca.crt` by default) and
+ * the name; verification is never skipped: an upstream certificate error fails the request with
+ * 502 and a flow that says why.
+ *
+ * A refused name (serverNames), a missing Secret, no SNI, or a failed handshake ⇒ TCP reset and
+ * a DROPPED TLS flow.
+ */
+import tls from 'node:tls';
+import type net from 'node:net';
+import type { NetworkFilter } from '../filter-chain.ts';
+import type { ProxyConnection } from '../http/proxy.ts';
+import type { L7Policy } from '../../policy/types.ts';
+import type { TLSContext } from '../../api/types.ts';
+import { hostNameProblem } from './clienthello.ts';
+import { sniVerdict } from './sni-filter.ts';
+import type { TlsRecord } from './flows.ts';
+import type { TlsSecrets } from './secrets.ts';
+
+export interface InterceptOptions {
+  secrets: TlsSecrets;
+  onRecord(r: TlsRecord): void;
+  /** the handshake must complete this long after the connection opened (default 10 s) */
+  handshakeTimeoutMs?: number;
+  proxyPort?: number;
+  logger?: { debug(o: unknown, m?: string): void };
+}
+
+type Entry = L7Policy['perSelector'][number];
+
+/** The TLS contexts that apply to a connection: the first entry for the peer with terminatingTLS. */
+export function interceptionEntry(conn: ProxyConnection): Entry | undefined {
+  const pol = conn.policy();
+  if (pol.verdict !== 'redirect' || !pol.l7 || pol.l7.parser !== 'http') return undefined;
+  for (const e of pol.l7.perSelector) {
+    if (e.terminatingTLS && (e.identities === 'all' || e.identities.has(conn.remoteIdentity))) return e;
+  }
+  return undefined;
+}
+
+const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
+
+/** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
+export function originate(raw: net.Socket, servername: string, ca: string): tls.TLSSocket {
+  let connected = false;
+  let secured = false;
+  raw.once('connect', () => { connected = true; });
+  const s = tls.connect({ socket: raw, servername, ca, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] });
+  s.once('secureConnect', () => { secured = true; });
+  s.on('error', (e: Error & { code?: string; proxyStatus?: number; proxyReason?: string }) => {
+    // a failure once the TCP connection is up and before the handshake completed is the TLS
+    // handshake's (certificate, name, protocol); later certificate-looking errors too
+    if (connected && (!secured || CERT_ERRORS.test(`${e.code ?? ''} ${e.message}`))) {
+      e.proxyStatus = 502;
+      e.proxyReason = `upstream_tls_error: ${e.code ? `${e.code}: ` : ''}${e.message} (server name ${servername})`;
+    }
+  });
+  return s;
+}
+
+export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<ProxyConnection> {
+  const record = (conn: ProxyConnection, verdict: TlsRecord['verdict'], sni: string | undefined, reason?: string, extra: Partial<TlsRecord> = {}) => {
+    try {
+      opts.onRecord({
+        verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
+        intercepted: true, ...(sni ? { sni } : {}), ...(reason ? { reason } : {}), ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}), ...extra,
+      });
+    } catch { /* the access log never breaks the proxy */ }
+  };
+  return {
+    name: 'tls.intercept',
+    onNewConnection(conn) {
+      const entry = interceptionEntry(conn);
+      if (!entry) return 'continue';
+      const term = entry.terminatingTLS as TLSContext;
+      const orig = entry.originatingTLS;
+      const ns = conn.endpoint?.namespace || 'default';
+      const raw = conn.sock;
+      let sni: string | undefined;
+      let refused = false;
+      const refuse = (verdict: 'denied' | 'error', reason: string) => {
+        if (refused) return;
+        refused = true;
+        record(conn, verdict, sni, reason);
+        if (!raw.destroyed) {
+          if (typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy();
+          else raw.destroy();
+        }
+      };
+      const timer = setTimeout(() => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); }, opts.handshakeTimeoutMs ?? 10_000);
+      timer.unref();
+      let secure = false;
+      const server = new tls.TLSSocket(raw, {
+        isServer: true,
+        ALPNProtocols: ['http/1.1'],
+        SNICallback: (name, cb) => {
+          sni = name.toLowerCase().replace(/\.$/, '');
+          const problem = hostNameProblem(sni);
+          if (problem) { refuse('error', `BAD_SNI: ${problem}`); cb(new Error(problem)); return; }
+          const v = sniVerdict(conn, sni);
+          if (!v.allowed) { refuse('denied', v.reason); cb(new Error(v.reason)); return; }
+          if (orig) {
+            const ca = opts.secrets.item(orig, ns, 'trustedCA');
+            if ('error' in ca) { refuse('error', `originatingTLS: ${ca.error}`); cb(new Error(ca.error)); return; }
+            const name = sni;
+            conn.wrapUpstream = (up) => originate(up, name, ca.value);
+            conn.upstreamTag = `|${name}|${ca.value.length}:${ca.value.slice(-64)}`;
+          }
+          opts.secrets.issuer(term, ns).then((iss) => iss.certFor(name)).then(
+            (c) => { conn.tls = { sni: sni!, intercepted: true }; cb(null, c.context); },
+            (e: Error) => { refuse('error', `terminatingTLS: ${e.message}`); cb(e); },
+          );
+        },
+      });
+      server.on('secure', () => {
+        secure = true;
+        clearTimeout(timer);
+        if (!sni) { refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
+        const proto = server.getProtocol();
+        record(conn, 'forwarded', sni, undefined, { ...(proto ? { version: proto.replace('TLSv', 'TLS ') } : {}), ...(server.alpnProtocol ? { alpn: [server.alpnProtocol] } : {}) });
+      });
+      server.on('error', (e: Error & { code?: string }) => {
+        clearTimeout(timer);
+        if (!secure) {
+          if (!sni && !refused) refuse('denied', `policy: no SNI in the ClientHello (interception needs a server name; ${e.code ?? e.message})`);
+          else refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
+        }
+        opts.logger?.debug({ err: e.message }, 'tls interception');
+      });
+      conn.adopt(server);
+      return 'continue';
+    },
+  };
+}

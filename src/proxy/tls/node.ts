@@ -1,0 +1,74 @@
+/**
+ * TLS on a node: the SNI proxy on the datapath's `tls` slot (serverNames without L7 rules) and
+ * the interception filter for the HTTP proxy (terminatingTLS/originatingTLS with HTTP rules),
+ * sharing the agent's Secrets and the TLS flow builder.
+ *
+ * The SNI proxy is the HTTP proxy's machinery (listeners in the sockmap, peers, MapState lookup,
+ * transparent upstream with the source identity's mark) with the SNI network filter in front:
+ * it never parses HTTP, it passes the connection through once the ClientHello is decided.
+ */
+import type { Direction } from '../../policy/types.ts';
+import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import { createHttpProxyNode, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
+import type { HttpFilterChain } from '../http/proxy.ts';
+import { HTTP_PROXY_PORT } from '../http/flows.ts';
+import { createTlsFlowBuilder, TLS_PROXY_PORT, type TlsRecord } from './flows.ts';
+import { createSniFilter } from './sni-filter.ts';
+import { createInterceptFilter } from './intercept.ts';
+import { TlsSecrets, type SecretStore } from './secrets.ts';
+
+export interface TlsNodeDeps extends Omit<HttpProxyNodeDeps, 'slot' | 'configure' | 'listen' | 'name' | 'replyRule' | 'resources'> {
+  /** the sockmap slot of the TLS proxy for a direction (datapath's proxySlot('tls', dir)) */
+  slot(direction: Direction): number;
+  resources?: () => SecretStore | undefined;
+  listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
+}
+
+export interface TlsNode {
+  sni: HttpProxyNode;
+  secrets: TlsSecrets;
+  /** adds the interception filter to the HTTP proxy's chain (pass as its `configure`) */
+  configureHttp(chain: HttpFilterChain): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  statusEntries(): { name: string; port: number; state: string }[];
+}
+
+export function createTlsNode(deps: TlsNodeDeps): TlsNode {
+  const secrets = new TlsSecrets();
+  const build = createTlsFlowBuilder({
+    nodeName: deps.nodeName,
+    resolver: {
+      byIp(ip): ResolvedEndpoint | undefined {
+        const e = deps.endpointByIp(ip);
+        return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
+      },
+      identityLabels: deps.identityLabels,
+    },
+  });
+  const onRecord = (r: TlsRecord) => deps.ingestFlow(build(r));
+  const { resources: _secretsOnly, ...proxyDeps } = deps;
+  const sni = createHttpProxyNode({
+    ...proxyDeps,
+    name: 'tls',
+    replyRule: false, // the HTTP proxy owns the node's transparent reply rule
+    listen: deps.listen ?? { egress: { host: '127.0.0.1', port: TLS_PROXY_PORT }, ingress: { host: '127.0.0.1', port: TLS_PROXY_PORT + 1 } },
+    configure: (chain) => { chain.addNetwork(createSniFilter({ onRecord, proxyPort: TLS_PROXY_PORT })); },
+    ...(deps.logger ? { logger: deps.logger } : {}),
+  });
+  return {
+    sni, secrets,
+    configureHttp(chain) {
+      chain.addNetwork(createInterceptFilter({ secrets, onRecord, proxyPort: HTTP_PROXY_PORT, ...(deps.logger ? { logger: deps.logger } : {}) }));
+    },
+    async start() {
+      await secrets.start(deps.resources?.(), deps.logger);
+      await sni.start();
+    },
+    async stop() {
+      secrets.stop();
+      await sni.stop();
+    },
+    statusEntries: () => sni.statusEntries(),
+  };
+}
