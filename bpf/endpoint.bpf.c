@@ -48,10 +48,16 @@ static __always_inline int proxy_steer(struct __sk_buff *skb, const struct pkt *
 			bpf_sk_release(sk);
 		}
 	}
-	__u32 key = slot;
+	/* A proxy listens per transport: UDP listeners sit PROXY_UDP_SLOT_OFFSET slots above the
+	 * TCP ones, and a socket of the wrong protocol is never assigned (fail closed). */
+	__u32 key = slot + (p->proto == IPPROTO_UDP ? PROXY_UDP_SLOT_OFFSET : 0);
 	sk = bpf_map_lookup_elem(&mb_proxy_socks, &key);
 	if (!sk)
 		return DROP_PROXY_LOOKUP_FAILED;
+	if (sk->protocol != p->proto) {
+		bpf_sk_release(sk);
+		return DROP_PROXY_LOOKUP_FAILED;
+	}
 	ret = bpf_sk_assign(skb, sk, 0);
 	bpf_sk_release(sk);
 out:

@@ -142,6 +142,7 @@ struct {
 
 /* ---- L7 proxy listeners: slot -> listening socket (the agent writes the listener's fd) ---- */
 #define PROXY_SLOTS 64
+#define PROXY_UDP_SLOT_OFFSET 32
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__uint(max_entries, PROXY_SLOTS);

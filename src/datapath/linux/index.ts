@@ -50,9 +50,17 @@ const PARSERS = ['http', 'dns', 'kafka', 'generic', 'tls'] as const;
 /** Default proxy ports per L7 parser (the proxies listen here in the node namespace). */
 export const DEFAULT_PROXY_PORTS: Record<L7Policy['parser'], number> = { http: 15001, dns: 15053, kafka: 15092, generic: 15090, tls: 15443 };
 
-/** Sockmap slot of the proxy listener for (parser, direction): 2 × parser index + (ingress ? 1 : 0). */
-export function proxySlot(parser: L7Policy['parser'], direction: Direction): number {
-  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0);
+/** UDP listeners sit this many slots above the TCP ones (bpf/lib/maps.h PROXY_UDP_SLOT_OFFSET). */
+export const PROXY_UDP_SLOT_OFFSET = 32;
+
+/**
+ * Sockmap slot of the proxy listener for (parser, direction, transport): 2 × parser index +
+ * (ingress ? 1 : 0), plus PROXY_UDP_SLOT_OFFSET for a UDP listener. Policy entries carry the TCP
+ * slot; the datapath adds the offset for UDP packets and never assigns a socket of the wrong
+ * protocol.
+ */
+export function proxySlot(parser: L7Policy['parser'], direction: Direction, transport: 'TCP' | 'UDP' = 'TCP'): number {
+  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0) + (transport === 'UDP' ? PROXY_UDP_SLOT_OFFSET : 0);
 }
 
 export function defaultProxyRedirect(l7: L7Policy, direction: Direction): { port: number; slot: number } {

@@ -205,7 +205,9 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     // MEMBRANE_DNS_PROXY_HOLD=0 releases answers before the datapath has their IPs: only for
     // showing what the hold prevents (dns-race test's control run); never in production.
     hold: process.env.MEMBRANE_DNS_PROXY_HOLD !== '0',
-    register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress'), fd),
+    register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'UDP'), fd),
+    // DNS over TCP: the same proxy, on the TCP slot (the datapath picks the slot by transport).
+    registerTcp: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'TCP'), fd),
     log,
   });
 
