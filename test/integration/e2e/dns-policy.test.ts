@@ -131,6 +131,11 @@ test('a name outside the DNS rules gets REFUSED; its IPs stay unreachable even w
     assert.equal(r[0]!.rcode, 'REFUSED');
     assert.equal(r[1]!.connected, false, 'learned by another pod: still not allowed for this one');
     assert.equal(r[2]!.connected, true);
+    // DNS over TCP is steered to the same proxy and policed the same way.
+    const tcpDenied = await lab.exec(NS, 'client', ['dig', '+tcp', '+time=3', '+tries=1', 'api.anthropic.com']);
+    assert.match(tcpDenied.stdout, /status: REFUSED/);
+    const tcpAllowed = await lab.exec(NS, 'client', ['dig', '+tcp', '+short', '+time=3', '+tries=1', 'api.openai.com']);
+    assert.equal(tcpAllowed.stdout.trim(), OPENAI);
     const fs = await flowsOf('client', since, ['--protocol', 'dns', '--verdict', 'DROPPED'], (x) => x.length > 0);
     const d = fs.find((f) => dnsOf(f)?.query === 'api.anthropic.com.');
     assert.ok(d, 'a DROPPED DNS flow for the refused query');
