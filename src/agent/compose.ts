@@ -28,6 +28,7 @@ import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
 import type { ExternalHost } from '../api/types.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../hubble/metrics/index.ts';
+import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named in DEFAULT_METRICS
 import { proxySlot } from '../datapath/linux/index.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';

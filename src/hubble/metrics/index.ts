@@ -91,7 +91,7 @@ export function parseMetricsConfig(text: string): MetricSpec[] {
 }
 
 /** The agent's default: every built-in handler, pods as source/destination context. */
-export const DEFAULT_METRICS = 'dns:query;sourceContext=pod|ip;destinationContext=pod|dns|ip drop:sourceContext=pod|ip;destinationContext=pod|dns|ip tcp flow port-distribution policy:sourceContext=pod|ip;destinationContext=pod|dns|ip';
+export const DEFAULT_METRICS = 'dns:query;sourceContext=pod|ip;destinationContext=pod|dns|ip http:sourceContext=pod|ip;destinationContext=pod|dns|ip drop:sourceContext=pod|ip;destinationContext=pod|dns|ip tcp flow port-distribution policy:sourceContext=pod|ip;destinationContext=pod|dns|ip';
 
 export interface HubbleMetrics {
   registry: Registry;
