@@ -128,7 +128,8 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       server.on('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);
         if (!secure) {
-          if (!sni && !refused) refuse('denied', `policy: no SNI in the ClientHello (interception needs a server name; ${e.code ?? e.message})`);
+          // without SNI no leaf is chosen: OpenSSL then finds no certificate to sign with
+          if (!sni && /NO_SUITABLE_SIGNATURE_ALGORITHM|NO_SHARED_CIPHER|NO_CERTIFICATE/.test(e.code ?? '')) refuse('denied', `policy: no SNI in the ClientHello (interception needs a server name; ${e.code})`);
           else refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
         }
         opts.logger?.debug({ err: e.message }, 'tls interception');

@@ -17,45 +17,7 @@ import { createTlsFlowBuilder, type TlsRecord } from '../../../../src/proxy/tls/
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { Verdict } from '../../../../src/hubble/gen/flow/flow_pb.js';
-
-export function opensslCA(cn = 'test CA'): { cert: string; key: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'mbr-ca-'));
-  try {
-    const key = join(dir, 'ca.key');
-    const crt = join(dir, 'ca.crt');
-    execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key]);
-    execFileSync('openssl', ['req', '-x509', '-new', '-key', key, '-subj', `/CN=${cn}`, '-days', '2', '-out', crt,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,digitalSignature']);
-    return { cert: readFileSync(crt, 'utf8'), key: readFileSync(key, 'utf8') };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** A TLS echo server whose certificates come from `issuer` for whatever name is asked. */
-export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: number; close(): void; names: string[] }> {
-  const names: string[] = [];
-  const srv = tls.createServer({
-    SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
-    ALPNProtocols: ['http/1.1'],
-  }, (s) => {
-    names.push((s as tls.TLSSocket & { servername?: string }).servername ?? '');
-    let buf = '';
-    s.on('data', (c: Buffer) => {
-      buf += c.toString();
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      const line = buf.slice(0, buf.indexOf('\r\n'));
-      buf = buf.slice(end + 4);
-      const body = JSON.stringify({ line, sni: (s as tls.TLSSocket & { servername?: string }).servername });
-      s.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
-    });
-    s.on('error', () => {});
-  });
-  srv.on('tlsClientError', () => {});
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { port: (srv.address() as net.AddressInfo).port, names, close: () => srv.close() };
-}
+import { opensslCA, tlsUpstream } from './helpers.ts';
 
 const sniPolicy = (names: string[]): L7Policy => ({ parser: 'tls', perSelector: [{ selector: 's', identities: 'all', origins: [], serverNames: names }] });
 

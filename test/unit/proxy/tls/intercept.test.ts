@@ -1,0 +1,152 @@
+/**
+ * TLS interception in the HTTP proxy on loopback: the client trusts the interception CA (from a
+ * Secret), the proxy issues a leaf for the SNI, applies HTTP rules to the decrypted requests and
+ * originates TLS to the upstream verified against the originatingTLS Secret's ca.crt.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import tls from 'node:tls';
+import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
+import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
+import type { TlsRecord } from '../../../../src/proxy/tls/flows.ts';
+import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import { createFlowBuilder } from '../../../../src/proxy/http/flows.ts';
+import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
+import type { L7Policy } from '../../../../src/policy/types.ts';
+import { opensslCA, tlsUpstream } from './helpers.ts';
+
+let interceptCA: { cert: string; key: string };
+let upstreamCA: { cert: string; key: string };
+let otherCA: { cert: string; key: string };
+let up: Awaited<ReturnType<typeof tlsUpstream>>;
+let proxy: HttpProxy;
+let port = 0;
+const secrets = new TlsSecrets();
+const tlsRecords: TlsRecord[] = [];
+const httpRecords: AccessRecord[] = [];
+let rev = 0;
+
+const policyFor = (origSecret: string, serverNames?: string[]): L7Policy => ({
+  parser: 'http',
+  perSelector: [{
+    selector: 's', identities: 'all', origins: [],
+    http: [{ method: 'POST', path: '/v1/chat/completions' }, { method: 'GET', path: '/v1/models' }],
+    terminatingTLS: { secret: { name: 'intercept' } },
+    originatingTLS: { secret: { name: origSecret } },
+    ...(serverNames ? { serverNames } : {}),
+  }],
+});
+let policy = policyFor('upstream-ca');
+
+before(async () => {
+  interceptCA = opensslCA('interception CA');
+  upstreamCA = opensslCA('upstream CA');
+  otherCA = opensslCA('some other CA');
+  secrets.set('default', 'intercept', { 'tls.crt': interceptCA.cert, 'tls.key': interceptCA.key });
+  secrets.set('default', 'upstream-ca', { 'ca.crt': upstreamCA.cert });
+  secrets.set('default', 'wrong-ca', { 'ca.crt': otherCA.cert });
+  up = await tlsUpstream(await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key));
+  proxy = createHttpProxy({
+    policy: {
+      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
+      identityOf: () => 2000,
+      lookup: (_ep, dir) => (dir === 'ingress' ? { verdict: 'forward', l7: null } : { verdict: 'redirect', l7: policy }),
+      revision: () => rev,
+    },
+    onRecord: (r) => httpRecords.push(r),
+    listen: { egress: { host: '127.0.0.1', port: 0 } },
+    upstreamOverride: { host: '127.0.0.1', port: up.port },
+    configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: (r) => tlsRecords.push(r) })); },
+  });
+  port = (await proxy.start()).egress!.port;
+});
+after(async () => { await proxy.stop(); up.close(); });
+
+/** Requests over one TLS connection that trusts only the interception CA. */
+function exchange(servername: string, reqs: string[]): Promise<{ statuses: number[]; text: string; error?: string; issuer?: string }> {
+  return new Promise((resolve) => {
+    let issuer: string | undefined;
+    const s = tls.connect({ host: '127.0.0.1', port, servername, ca: interceptCA.cert }, () => {
+      issuer = String(s.getPeerCertificate().issuer?.CN ?? '');
+      s.write(reqs.map((r, i) => `${r} HTTP/1.1\r\nHost: ${servername}\r\ncontent-length: 0\r\n${i === reqs.length - 1 ? 'connection: close\r\n' : ''}\r\n`).join(''));
+    });
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    const done = (error?: string) => resolve({ statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), text, ...(error ? { error } : {}), ...(issuer ? { issuer } : {}) });
+    s.on('error', (e: Error & { code?: string }) => done(e.code ?? e.message));
+    s.on('end', () => done());
+  });
+}
+
+test('intercepted: the client sees a leaf for the SNI from the interception CA; HTTP rules apply inside; the upstream is verified TLS with SNI', async () => {
+  httpRecords.length = 0;
+  tlsRecords.length = 0;
+  const r = await exchange('api.openai.com', ['POST /v1/chat/completions', 'GET /v1/files', 'GET /v1/models']);
+  assert.equal(r.error, undefined);
+  assert.equal(r.issuer, 'interception CA');
+  assert.deepEqual(r.statuses, [200, 403, 200]);
+  assert.match(r.text, /"line":"POST \/v1\/chat\/completions HTTP\/1.1","sni":"api.openai.com"/);
+  assert.ok(up.names.includes('api.openai.com'), 'origination sets the SNI');
+  const reqs = httpRecords.filter((x) => x.type === 'request');
+  assert.deepEqual(reqs.map((x) => [x.verdict, x.method, x.url]), [
+    ['forwarded', 'POST', 'https://api.openai.com/v1/chat/completions'], ['denied', 'GET', 'https://api.openai.com/v1/files'], ['forwarded', 'GET', 'https://api.openai.com/v1/models'],
+  ]);
+  assert.deepEqual(reqs[0]!.tls, { sni: 'api.openai.com', intercepted: true });
+  const build = createFlowBuilder({ nodeName: 'n', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+  assert.match(build(reqs[1]!).Summary, /^HTTP\/1\.1 GET https:\/\/api\.openai\.com\/v1\/files \[TLS intercepted, SNI api\.openai\.com\]$/);
+  assert.deepEqual(tlsRecords.map((x) => [x.verdict, x.sni, x.intercepted]), [['forwarded', 'api.openai.com', true]]);
+});
+
+test('upstream certificate error (origination trusts the wrong CA): 502 and an error record that says why', async () => {
+  httpRecords.length = 0;
+  policy = policyFor('wrong-ca');
+  rev++;
+  const r = await exchange('api.openai.com', ['POST /v1/chat/completions']);
+  assert.deepEqual(r.statuses, [502]);
+  const res = httpRecords.find((x) => x.type === 'response')!;
+  assert.equal(res.verdict, 'error');
+  assert.equal(res.code, 502);
+  assert.match(res.reason!, /^upstream_tls_error: .*(UNABLE_TO_VERIFY_LEAF_SIGNATURE|unable to verify|self.signed|local issuer).*api\.openai\.com/i);
+  policy = policyFor('upstream-ca');
+  rev++;
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200], 'trusted CA again: works (no pooled connection of the other trust)');
+});
+
+test('serverNames with interception: other names are reset; a missing Secret resets with a clear record', async () => {
+  tlsRecords.length = 0;
+  policy = policyFor('upstream-ca', ['api.openai.com']);
+  rev++;
+  const evil = await exchange('evil.example', ['GET /v1/models']);
+  assert.equal(evil.error, 'ECONNRESET');
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+  policy = policyFor('missing');
+  rev++;
+  const m = await exchange('api.openai.com', ['GET /v1/models']);
+  assert.equal(m.error, 'ECONNRESET');
+  assert.deepEqual(tlsRecords.map((x) => [x.verdict, x.sni]), [['denied', 'evil.example'], ['forwarded', 'api.openai.com'], ['error', 'api.openai.com']]);
+  assert.match(tlsRecords[2]!.reason!, /originatingTLS: secret default\/missing not found/);
+  policy = policyFor('upstream-ca');
+  rev++;
+});
+
+test('no SNI and garbage are refused with records; the proxy keeps serving', async () => {
+  tlsRecords.length = 0;
+  const noSni = await new Promise<string>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, ca: interceptCA.cert, rejectUnauthorized: false });
+    s.on('secureConnect', () => resolve('connected'));
+    s.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+  });
+  assert.notEqual(noSni, 'connected');
+  const net = await import('node:net');
+  await new Promise<void>((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(Buffer.from([22, 3, 1, 0, 5, 1, 0, 0, 1, 0xff])));
+    s.on('error', () => {});
+    s.on('close', () => resolve());
+  });
+  assert.equal(tlsRecords.length, 2);
+  assert.equal(tlsRecords[0]!.verdict, 'denied');
+  assert.match(tlsRecords[0]!.reason!, /no SNI/);
+  assert.equal(tlsRecords[1]!.verdict, 'error');
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+});
