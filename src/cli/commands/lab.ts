@@ -6,6 +6,11 @@ import { loadAll, printApplyResults } from './resources.ts';
 import { labDown, labStatus, labUp } from '../../lab/index.ts';
 import { callAgent } from '../client.ts';
 import { table } from '../output.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { MembraneError } from '../../errors.ts';
+import { caCertPath, caDir } from '../../lab/ca.ts';
 
 export function register(program: Command): void {
   program.command('up')
@@ -43,5 +48,50 @@ export function register(program: Command): void {
       rows.push(['world', s.world.alive ? 'running' : 'stopped', String(s.world.pid ?? '-'), '-']);
       process.stdout.write(`lab ${s.lab}: ${s.namespaces.length} namespace(s)\n` + table(rows));
       if (!s.nodes.length) process.exitCode = 1;
+    });
+
+  lab.command('ca')
+    .description('The lab CA: its path, how a pod trusts it, and Secrets for TLS interception (terminatingTLS/originatingTLS)')
+    .option('--secret <name>', 'print a v1 Secret (tls.crt, tls.key, ca.crt) for `membrane apply -f -` instead')
+    .option('-n, --namespace <ns>', 'namespace of the Secret', 'default')
+    .option('--cert <file>', 'CA certificate for tls.crt (default: the lab CA)')
+    .option('--key <file>', 'CA private key for tls.key (default: the lab CA key)')
+    .option('--trust <file>', 'trust bundle for ca.crt (default: the lab CA, which signs the world hosts)')
+    .action((o: { secret?: string; namespace: string; cert?: string; key?: string; trust?: string }) => {
+      const paths = labPaths();
+      const crt = caCertPath(paths.stateDir);
+      const key = join(caDir(paths.stateDir), 'ca.key');
+      if (!existsSync(crt)) throw new MembraneError('LAB_NO_CA', `lab ${paths.lab} has no CA at ${crt}`, { hint: 'run `membrane up` first (it creates the lab CA)' });
+      if (o.secret) {
+        if (!!o.cert !== !!o.key) throw new MembraneError('CLI_USAGE', '--cert and --key go together', { hint: 'give both, or neither to use the lab CA' });
+        const read = (f: string) => readFileSync(f, 'utf8');
+        const secret = {
+          apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls', metadata: { name: o.secret, namespace: o.namespace },
+          stringData: { 'tls.crt': read(o.cert ?? crt), 'tls.key': read(o.key ?? key), 'ca.crt': read(o.trust ?? crt) },
+        };
+        process.stdout.write(stringify(secret));
+        return;
+      }
+      process.stdout.write([
+        `lab CA: ${crt}`,
+        `  The world hosts (api.openai.com, example.com, ...) serve HTTPS with certificates it signs.`,
+        ``,
+        `A pod trusts it (run with \`membrane exec POD -- ...\`):`,
+        `  curl --cacert ${crt} https://api.openai.com/v1/models`,
+        `  NODE_EXTRA_CA_CERTS=${crt} node app.js`,
+        `  SSL_CERT_FILE=${crt} python app.py        (OpenSSL-based clients; also REQUESTS_CA_BUNDLE for requests)`,
+        ``,
+        `TLS interception (terminatingTLS + originatingTLS with HTTP rules): the proxy answers with a leaf`,
+        `for the requested name issued by the CA in the terminatingTLS Secret (tls.crt, tls.key; the key stays in`,
+        `the agent), and verifies the real server against ca.crt of the originatingTLS Secret. Pods must trust the`,
+        `interception CA as above.`,
+        `  membrane lab ca --secret tls-intercept -n NS | membrane apply -f -                     # the lab CA`,
+        `  membrane lab ca --secret tls-intercept -n NS --cert ca.crt --key ca.key | membrane apply -f -   # your CA`,
+        `  make a CA: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt \\`,
+        `             -days 30 -subj /CN=interception -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign`,
+        `  then in toPorts: terminatingTLS: {secret: {name: tls-intercept}}, originatingTLS: {secret: {name: tls-intercept}}`,
+        `  (examples/tls/)`,
+        ``,
+      ].join('\n'));
     });
 }

@@ -553,6 +553,11 @@ export class ProxyConnection implements ProxyConnectionView {
         up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
       } else up = new net.Socket({ allowHalfOpen: true });
     }
+    if (!reused) {
+      up.setNoDelay(true);
+      up.connect(target.port, target.host);
+    }
+    // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
     const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     this.upstream = sock;
     this.upstreamError = null;
@@ -567,8 +572,6 @@ export class ProxyConnection implements ProxyConnectionView {
     sock.on('error', (err) => this.onUpstreamError(sock, err));
     sock.on('close', () => this.onUpstreamEnd(sock));
     if (!reused) {
-      up.setNoDelay(true);
-      up.connect(target.port, target.host);
       // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's connect timeout
       const t = setTimeout(() => {
         if (up.connecting) {
