@@ -90,6 +90,9 @@ export function createSniFilter(opts: SniFilterOptions): NetworkFilter<ProxyConn
       st.timer.unref();
       states.set(conn, st);
       conn.sock.once('close', () => { clearTimeout(st.timer); states.delete(conn); });
+      conn.sock.once('end', () => {
+        if (states.get(conn) === st) refuse(conn, st, 'error', undefined, 'TRUNCATED: the client closed before the ClientHello was complete');
+      });
       return 'continue';
     },
     onData(conn, chunk) {
