@@ -1,0 +1,142 @@
+/**
+ * TLS proxy benchmark: wrk over HTTPS through the membrane TLS proxies against HAProxy doing the
+ * same work, in the same run. The proxy under test (membrane or HAProxy, one thread) is pinned to
+ * CPU 1; the origin (HAProxy terminating TLS and answering 200 itself) and wrk share CPU 0.
+ *
+ *   SNI-only connections/s   a new TLS connection per request (wrk -c50, Connection: close), the
+ *                            proxy reads the ClientHello, decides by SNI (serverNames) and passes
+ *                            the bytes through; HAProxy: mode tcp, req_ssl_sni (TLS passthrough)
+ *   intercepted req/s        the proxy terminates TLS (leaf for the SNI from the interception CA),
+ *                            applies HTTP rules, originates TLS to the origin verified against its
+ *                            CA; HAProxy: ssl crt + server ssl verify required (TLS termination and
+ *                            re-encryption); keep-alive (wrk -c50) and a new connection per request
+ *
+ *   bin/node bench/tls/run.ts [--secs 6] [--rounds 2] [--append]
+ * With --append the result table and the command go to bench/RESULTS.md under `## tls`.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
+const SECS = Number(values.secs);
+const ROUNDS = Number(values.rounds);
+const REPO = resolve(import.meta.dirname, '../..');
+const NAME = 'api.bench.test';
+const ORIGIN = 18443, H_SNI = 18444, M_SNI = 18445, H_TERM = 18446, M_TERM = 18447;
+const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
+const children: ChildProcess[] = [];
+
+function openssl(args: string[]): void {
+  execFileSync('openssl', args, { stdio: 'ignore' });
+}
+/** A CA (name.crt/name.key) and a leaf for NAME signed by it (leaf-name.pem: cert + key, HAProxy's format). */
+function ca(name: string): void {
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
+    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
+  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
+  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
+  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
+}
+
+function start(cpu: number, cmd: string, args: string[], readyText?: string): Promise<ChildProcess> {
+  const c = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(c);
+  return new Promise((res, rej) => {
+    let out = '';
+    const t = setTimeout(() => (readyText ? rej(new Error(`${cmd} not ready: ${out}`)) : res(c)), readyText ? 15000 : 800);
+    const on = (d: Buffer) => { out += d; if (readyText && out.includes(readyText)) { clearTimeout(t); res(c); } };
+    c.stdout!.on('data', on);
+    c.stderr!.on('data', on);
+    c.once('exit', (code) => { clearTimeout(t); rej(new Error(`${cmd} exited ${code}: ${out}`)); });
+  });
+}
+
+function haproxyCfg(name: string, body: string): string {
+  const f = join(dir, `${name}.cfg`);
+  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\n  tune.ssl.default-dh-param 2048\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}`);
+  return f;
+}
+
+interface Wrk { rps: number; p50: number; errors: number }
+function ms(v: string): number {
+  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
+  if (!m) return NaN;
+  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+}
+// wrk sends the URL's host as SNI; this resolves it to loopback (no /etc/hosts change)
+const LUA = join(dir, 'resolve.lua');
+writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
+function wrk(port: number, conns: number, close: boolean, secs = SECS): Wrk {
+  const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', LUA, ...(close ? ['-H', 'Connection: close'] : []), `https://${NAME}:${port}/v1/models`]).toString();
+  const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
+  const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
+  const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return { rps, p50, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+try {
+  ca('ca'); // the origin's CA
+  ca('ica'); // the interception CA (HAProxy gets a static leaf from it; membrane issues one on the fly)
+  await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
+  await start(1, 'haproxy', ['-db', '-f', haproxyCfg('sni', `frontend fe\n  mode tcp\n  bind 127.0.0.1:${H_SNI}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend be if { req_ssl_sni -i ${NAME} }\nbackend be\n  mode tcp\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
+  await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
+  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  // warm up (JIT, leaf issuance, upstream pools)
+  for (const p of [ORIGIN, H_SNI, M_SNI, H_TERM, M_TERM]) wrk(p, 10, p === H_SNI || p === M_SNI, 2);
+
+  type K = 'origin' | 'hSni' | 'mSni' | 'hKa' | 'mKa' | 'hNew' | 'mNew';
+  const res: Record<K, Wrk[]> = { origin: [], hSni: [], mSni: [], hKa: [], mKa: [], hNew: [], mNew: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    res.origin.push(wrk(ORIGIN, 50, true));
+    res.hSni.push(wrk(H_SNI, 50, true));
+    res.mSni.push(wrk(M_SNI, 50, true));
+    res.hKa.push(wrk(H_TERM, 50, false));
+    res.mKa.push(wrk(M_TERM, 50, false));
+    res.hNew.push(wrk(H_TERM, 50, true));
+    res.mNew.push(wrk(M_TERM, 50, true));
+  }
+  const m = (k: K, f: keyof Wrk) => median(res[k].map((x) => x[f]));
+  const errs = (ks: K[]) => ks.reduce((s, k) => s + res[k].reduce((a, x) => a + x.errors, 0), 0);
+  const row = (label: string, h: number, mb: number) => `| ${label} | ${h.toFixed(0)} | ${mb.toFixed(0)} | ${(mb / h).toFixed(2)} |`;
+  const cmd = `bin/node bench/tls/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
+  const lines = [
+    '## tls', '',
+    `Command: \`${cmd}\``, '',
+    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work. ` +
+    `Loopback, HTTPS (TLS 1.3, ECDSA P-256). Origin = HAProxy terminating TLS and answering 200 itself (CPU 0, with wrk -t1 -c50); proxy under test pinned to CPU 1 ` +
+    `(HAProxy nbthread 1 / one Node process). SNI-only: a new TLS connection per request (\`Connection: close\`), the handshake end to end with the origin; ` +
+    `membrane reads and decides the ClientHello (3 serverNames) and passes the bytes through, HAProxy \`mode tcp\` + \`req_ssl_sni\`. Intercepted: membrane issues the leaf for the SNI from the ` +
+    `interception CA (cached), applies 2 HTTP rules and originates TLS verified against the origin's CA (pooled); HAProxy \`ssl crt\` (a static leaf) + ` +
+    `\`http-request deny\` + \`server ... ssl verify required\` with \`http-reuse always\`. Flows and metrics on for membrane (a TLS flow per handshake, two HTTP flows per request). ` +
+    `Median of ${ROUNDS} interleaved rounds, ${SECS} s each.`, '',
+    '| measure | HAProxy | membrane | membrane / HAProxy |',
+    '|---|---|---|---|',
+    row('SNI-only connections/s (TLS passthrough, new connection per request)', m('hSni', 'rps'), m('mSni', 'rps')),
+    row('intercepted HTTPS req/s, keep-alive (50 conns)', m('hKa', 'rps'), m('mKa', 'rps')),
+    row('intercepted HTTPS req/s, new TLS connection per request', m('hNew', 'rps'), m('mNew', 'rps')),
+    '',
+    `Origin alone (new TLS connection per request): ${m('origin', 'rps').toFixed(0)} req/s. p50 at 50 connections: SNI HAProxy ${m('hSni', 'p50').toFixed(2)} ms / membrane ${m('mSni', 'p50').toFixed(2)} ms; ` +
+    `intercepted keep-alive HAProxy ${m('hKa', 'p50').toFixed(2)} ms / membrane ${m('mKa', 'p50').toFixed(2)} ms. ` +
+    `Errors (non-2xx, socket): HAProxy ${errs(['hSni', 'hKa', 'hNew'])}, membrane ${errs(['mSni', 'mKa', 'mNew'])}.`, '',
+  ];
+  console.log(lines.join('\n'));
+  if (values.append) {
+    const file = join(REPO, 'bench/RESULTS.md');
+    const text = readFileSync(file, 'utf8');
+    const i = text.indexOf('\n## tls\n');
+    if (i >= 0) {
+      const j = text.indexOf('\n## ', i + 5);
+      writeFileSync(file, text.slice(0, i + 1) + lines.join('\n') + (j >= 0 ? text.slice(j) : ''));
+    } else appendFileSync(file, `\n${lines.join('\n')}`);
+  }
+} finally {
+  for (const c of children) c.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
