@@ -44,6 +44,22 @@ export function interceptionEntry(conn: ProxyConnection): Entry | undefined {
   return undefined;
 }
 
+/**
+ * The server side's context before SNI picks the leaf's (no certificate: a client without SNI
+ * fails the handshake), shared: a TLSSocket without one builds a new context per connection.
+ */
+let bareServerContext: tls.SecureContext | undefined;
+/** Client contexts per trust bundle (parsing the CA per upstream connection is measurable). */
+const trustContexts = new Map<string, tls.SecureContext>();
+function trustContext(ca: string): tls.SecureContext {
+  let c = trustContexts.get(ca);
+  if (!c) {
+    if (trustContexts.size >= 64) trustContexts.clear();
+    trustContexts.set(ca, (c = tls.createSecureContext({ ca })));
+  }
+  return c;
+}
+
 const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
 
 /** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
@@ -51,7 +67,7 @@ export function originate(raw: net.Socket, servername: string, ca: string): tls.
   let connected = false;
   let secured = false;
   raw.once('connect', () => { connected = true; });
-  const s = tls.connect({ socket: raw, servername, ca, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] });
+  const s = tls.connect({ socket: raw, servername, secureContext: trustContext(ca), rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] });
   s.once('secureConnect', () => { secured = true; });
   s.on('error', (e: Error & { code?: string; proxyStatus?: number; proxyReason?: string }) => {
     // a failure once the TCP connection is up and before the handshake completed is the TLS
@@ -96,8 +112,10 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       const timer = setTimeout(() => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); }, opts.handshakeTimeoutMs ?? 10_000);
       timer.unref();
       let secure = false;
+      bareServerContext ??= tls.createSecureContext({});
       const server = new tls.TLSSocket(raw, {
         isServer: true,
+        secureContext: bareServerContext,
         ALPNProtocols: ['http/1.1'],
         SNICallback: (name, cb) => {
           sni = name.toLowerCase().replace(/\.$/, '');
