@@ -31,6 +31,8 @@ export interface TlsRecord {
   alpn?: string[];
   /** the proxy terminates this connection (terminatingTLS) */
   intercepted?: boolean;
+  /** the client resumed an earlier session (no new certificate) */
+  resumed?: boolean;
   /** why it was refused or failed (stable code first: `NOT_TLS: ...`, `policy: ...`) */
   reason?: string;
   /** proxy port of the listener that saw it (TLS 15443, HTTP 15001 for intercepted connections) */
@@ -41,7 +43,7 @@ export function tlsSummary(r: TlsRecord): string {
   let s = 'TLS ClientHello';
   if (r.sni) s += ` SNI ${r.sni}`;
   if (r.verdict === 'forwarded') {
-    const details = [r.version, r.alpn?.length ? `alpn ${r.alpn.join(',')}` : '', r.intercepted ? 'intercepted' : ''].filter(Boolean);
+    const details = [r.version, r.alpn?.length ? `alpn ${r.alpn.join(',')}` : '', r.intercepted ? 'intercepted' : '', r.resumed ? 'resumed' : ''].filter(Boolean);
     if (details.length) s += ` (${details.join(', ')})`;
     return s;
   }

@@ -118,30 +118,47 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
         secureContext: bareServerContext,
         ALPNProtocols: ['http/1.1'],
         SNICallback: (name, cb) => {
-          sni = name.toLowerCase().replace(/\.$/, '');
-          const problem = hostNameProblem(sni);
-          if (problem) { refuse('error', `BAD_SNI: ${problem}`); cb(new Error(problem)); return; }
-          const v = sniVerdict(conn, sni);
-          if (!v.allowed) { refuse('denied', v.reason); cb(new Error(v.reason)); return; }
-          if (orig) {
-            const ca = opts.secrets.item(orig, ns, 'trustedCA');
-            if ('error' in ca) { refuse('error', `originatingTLS: ${ca.error}`); cb(new Error(ca.error)); return; }
-            const name = sni;
-            conn.wrapUpstream = (up) => originate(up, name, ca.value);
-            conn.upstreamTag = `|${name}|${ca.value.length}:${ca.value.slice(-64)}`;
-          }
-          opts.secrets.issuer(term, ns).then((iss) => iss.certFor(name)).then(
-            (c) => { conn.tls = { sni: sni!, intercepted: true }; cb(null, c.context); },
+          const err = decide(name);
+          if (err) { cb(new Error(err)); return; }
+          opts.secrets.issuer(term, ns).then((iss) => iss.certFor(sni!)).then(
+            (c) => { cb(null, c.context); },
             (e: Error) => { refuse('error', `terminatingTLS: ${e.message}`); cb(e); },
           );
         },
       });
+      /** The policy for the server name (serverNames), and origination set up for it; a reason when refused. */
+      const decide = (name: string): string | undefined => {
+        sni = name.toLowerCase().replace(/\.$/, '');
+        const problem = hostNameProblem(sni);
+        if (problem) { refuse('error', `BAD_SNI: ${problem}`); return problem; }
+        const v = sniVerdict(conn, sni);
+        if (!v.allowed) { refuse('denied', v.reason); return v.reason; }
+        if (orig) {
+          const ca = opts.secrets.item(orig, ns, 'trustedCA');
+          if ('error' in ca) { refuse('error', `originatingTLS: ${ca.error}`); return ca.error; }
+          const n = sni;
+          conn.wrapUpstream = (up) => originate(up, n, ca.value);
+          conn.upstreamTag = `|${n}|${ca.value.length}:${ca.value.slice(-64)}`;
+        }
+        conn.tls = { sni, intercepted: true };
+        return undefined;
+      };
       server.on('secure', () => {
         secure = true;
         clearTimeout(timer);
+        // a resumed session (TLS 1.3 PSK) skips the certificate stage, and with it SNICallback:
+        // the name the client sent now is decided the same way
+        const resumed = !sni && server.isSessionReused();
+        if (resumed) {
+          const name = (server as tls.TLSSocket & { servername?: string | false }).servername;
+          if (name && decide(name) !== undefined) return;
+        }
         if (!sni) { refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
         const proto = server.getProtocol();
-        record(conn, 'forwarded', sni, undefined, { ...(proto ? { version: proto.replace('TLSv', 'TLS ') } : {}), ...(server.alpnProtocol ? { alpn: [server.alpnProtocol] } : {}) });
+        record(conn, 'forwarded', sni, undefined, {
+          ...(proto ? { version: proto.replace('TLSv', 'TLS ') } : {}), ...(server.alpnProtocol ? { alpn: [server.alpnProtocol] } : {}),
+          ...(resumed ? { resumed: true } : {}),
+        });
       });
       server.on('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);

@@ -150,3 +150,31 @@ test('no SNI and garbage are refused with records; the proxy keeps serving', asy
   assert.equal(tlsRecords[1]!.verdict, 'error');
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
 });
+
+test('a resumed TLS session (TLS 1.3 ticket) is decided by its SNI too: allowed passes, refused is reset', async () => {
+  tlsRecords.length = 0;
+  policy = policyFor('upstream-ca', ['api.openai.com']);
+  rev++;
+  const session = await new Promise<Buffer>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert });
+    s.once('session', (sess: Buffer) => { resolve(sess); s.destroy(); });
+    s.on('error', () => {});
+  });
+  const again = (servername: string) => new Promise<{ reused: boolean; status: string }>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, servername, ca: interceptCA.cert, session, checkServerIdentity: () => undefined }, () => {
+      s.write(`GET /v1/models HTTP/1.1\r\nHost: ${servername}\r\nconnection: close\r\n\r\n`);
+    });
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    s.on('end', () => resolve({ reused: s.isSessionReused(), status: /HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? '' }));
+    s.on('error', (e: Error & { code?: string }) => resolve({ reused: false, status: e.code ?? e.message }));
+  });
+  const ok = await again('api.openai.com');
+  assert.deepEqual(ok, { reused: true, status: '200' });
+  const evil = await again('evil.example');
+  assert.notEqual(evil.status, '200');
+  assert.ok(tlsRecords.some((r) => r.verdict === 'forwarded' && r.resumed), JSON.stringify(tlsRecords));
+  assert.ok(tlsRecords.some((r) => r.verdict === 'denied' && r.sni === 'evil.example'));
+  policy = policyFor('upstream-ca');
+  rev++;
+});
