@@ -61,7 +61,14 @@ function haproxyCfg(name: string, body: string): string {
   return f;
 }
 
-interface Wrk { rps: number; p50: number; errors: number }
+interface Wrk { rps: number; p50: number; errors: number; requests: number; cpuUs: number }
+/** CPU time (user + system) of a process so far, µs (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuUs(pid: number | undefined): number {
+  if (!pid) return 0;
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10_000;
+}
 function ms(v: string): number {
   const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
   if (!m) return NaN;
@@ -70,13 +77,15 @@ function ms(v: string): number {
 // wrk sends the URL's host as SNI; this resolves it to loopback (no /etc/hosts change)
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
-function wrk(port: number, conns: number, close: boolean, secs = SECS): Wrk {
+function wrk(port: number, conns: number, close: boolean, secs = SECS, pid?: number): Wrk {
+  const cpu0 = cpuUs(pid);
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', LUA, ...(close ? ['-H', 'Connection: close'] : []), `https://${NAME}:${port}/v1/models`]).toString();
   const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
   const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
   const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return { rps, p50, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  return { rps, p50, requests, cpuUs: cpuUs(pid) - cpu0, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -84,10 +93,10 @@ try {
   ca('ca'); // the origin's CA
   ca('ica'); // the interception CA (HAProxy gets a static leaf from it; membrane issues one on the fly)
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
-  await start(1, 'haproxy', ['-db', '-f', haproxyCfg('sni', `frontend fe\n  mode tcp\n  bind 127.0.0.1:${H_SNI}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend be if { req_ssl_sni -i ${NAME} }\nbackend be\n  mode tcp\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
-  await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
-  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
-  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  const hSni = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('sni', `frontend fe\n  mode tcp\n  bind 127.0.0.1:${H_SNI}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend be if { req_ssl_sni -i ${NAME} }\nbackend be\n  mode tcp\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
+  const hTerm = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
+  const mSni = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  const mTerm = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
   // warm up (JIT, leaf issuance, upstream pools)
   for (const p of [ORIGIN, H_SNI, M_SNI, H_TERM, M_TERM]) wrk(p, 10, p === H_SNI || p === M_SNI, 2);
 
@@ -95,16 +104,20 @@ try {
   const res: Record<K, Wrk[]> = { origin: [], hSni: [], mSni: [], hKa: [], mKa: [], hNew: [], mNew: [] };
   for (let r = 0; r < ROUNDS; r++) {
     res.origin.push(wrk(ORIGIN, 50, true));
-    res.hSni.push(wrk(H_SNI, 50, true));
-    res.mSni.push(wrk(M_SNI, 50, true));
-    res.hKa.push(wrk(H_TERM, 50, false));
-    res.mKa.push(wrk(M_TERM, 50, false));
-    res.hNew.push(wrk(H_TERM, 50, true));
-    res.mNew.push(wrk(M_TERM, 50, true));
+    res.hSni.push(wrk(H_SNI, 50, true, SECS, hSni.pid));
+    res.mSni.push(wrk(M_SNI, 50, true, SECS, mSni.pid));
+    res.hKa.push(wrk(H_TERM, 50, false, SECS, hTerm.pid));
+    res.mKa.push(wrk(M_TERM, 50, false, SECS, mTerm.pid));
+    res.hNew.push(wrk(H_TERM, 50, true, SECS, hTerm.pid));
+    res.mNew.push(wrk(M_TERM, 50, true, SECS, mTerm.pid));
   }
   const m = (k: K, f: keyof Wrk) => median(res[k].map((x) => x[f]));
   const errs = (ks: K[]) => ks.reduce((s, k) => s + res[k].reduce((a, x) => a + x.errors, 0), 0);
-  const row = (label: string, h: number, mb: number) => `| ${label} | ${h.toFixed(0)} | ${mb.toFixed(0)} | ${(mb / h).toFixed(2)} |`;
+  const perReq = (k: K) => median(res[k].map((x) => (x.requests ? x.cpuUs / x.requests : NaN)));
+  const row = (label: string, hk: K, mk: K) => {
+    const h = m(hk, 'rps'), mb = m(mk, 'rps');
+    return `| ${label} | ${h.toFixed(0)} | ${mb.toFixed(0)} | ${(mb / h).toFixed(2)} | ${perReq(hk).toFixed(0)} µs | ${perReq(mk).toFixed(0)} µs | ${(perReq(mk) / perReq(hk)).toFixed(1)}× |`;
+  };
   const cmd = `bin/node bench/tls/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
   const lines = [
     '## tls', '',
@@ -115,12 +128,13 @@ try {
     `membrane reads and decides the ClientHello (3 serverNames) and passes the bytes through, HAProxy \`mode tcp\` + \`req_ssl_sni\`. Intercepted: membrane issues the leaf for the SNI from the ` +
     `interception CA (cached), applies 2 HTTP rules and originates TLS verified against the origin's CA (pooled); HAProxy \`ssl crt\` (a static leaf) + ` +
     `\`http-request deny\` + \`server ... ssl verify required\` with \`http-reuse always\`. Flows and metrics on for membrane (a TLS flow per handshake, two HTTP flows per request). ` +
-    `Median of ${ROUNDS} interleaved rounds, ${SECS} s each.`, '',
-    '| measure | HAProxy | membrane | membrane / HAProxy |',
-    '|---|---|---|---|',
-    row('SNI-only connections/s (TLS passthrough, new connection per request)', m('hSni', 'rps'), m('mSni', 'rps')),
-    row('intercepted HTTPS req/s, keep-alive (50 conns)', m('hKa', 'rps'), m('mKa', 'rps')),
-    row('intercepted HTTPS req/s, new TLS connection per request', m('hNew', 'rps'), m('mNew', 'rps')),
+    `Median of ${ROUNDS} interleaved rounds, ${SECS} s each. wrk resumes TLS sessions (tickets) on its new connections, with both proxies. ` +
+    `The SNI-only rate is bounded by wrk and the origin sharing CPU 0 (origin alone below): the proxy's CPU time per connection (from /proc, 10 ms ticks) is the comparison there.`, '',
+    '| measure | HAProxy | membrane | membrane / HAProxy | proxy CPU per request: HAProxy | membrane | membrane / HAProxy |',
+    '|---|---|---|---|---|---|---|',
+    row('SNI-only connections/s (TLS passthrough, new connection per request)', 'hSni', 'mSni'),
+    row('intercepted HTTPS req/s, keep-alive (50 conns)', 'hKa', 'mKa'),
+    row('intercepted HTTPS req/s, new TLS connection per request', 'hNew', 'mNew'),
     '',
     `Origin alone (new TLS connection per request): ${m('origin', 'rps').toFixed(0)} req/s. p50 at 50 connections: SNI HAProxy ${m('hSni', 'p50').toFixed(2)} ms / membrane ${m('mSni', 'p50').toFixed(2)} ms; ` +
     `intercepted keep-alive HAProxy ${m('hKa', 'p50').toFixed(2)} ms / membrane ${m('mKa', 'p50').toFixed(2)} ms. ` +
