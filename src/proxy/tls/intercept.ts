@@ -19,7 +19,7 @@ import type { ProxyConnection } from '../http/proxy.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { hostNameProblem } from './clienthello.ts';
-import { sniVerdict } from './sni-filter.ts';
+import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsRecord } from './flows.ts';
 import type { TlsSecrets } from './secrets.ts';
 
@@ -80,7 +80,17 @@ export function originate(raw: net.Socket, servername: string, ca: string): tls.
   return s;
 }
 
+/** Whether the port's HTTP policy is about TLS for some peer (serverNames or terminatingTLS). */
+function isTlsPort(conn: ProxyConnection): boolean {
+  const pol = conn.policy();
+  return !!pol.l7 && pol.l7.parser === 'http' && pol.l7.perSelector.some((e) => e.serverNames || e.terminatingTLS);
+}
+
 export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<ProxyConnection> {
+  // Peers of a TLS port without terminatingTLS for them (e.g. another selector's serverNames-only
+  // rule on the same port): decided by SNI and passed through, as on the tls slot.
+  const sniFilter = createSniFilter({ onRecord: opts.onRecord, ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}) });
+  const passthrough = new WeakSet<ProxyConnection>();
   const record = (conn: ProxyConnection, verdict: TlsRecord['verdict'], sni: string | undefined, reason?: string, extra: Partial<TlsRecord> = {}) => {
     try {
       opts.onRecord({
@@ -91,9 +101,16 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
   };
   return {
     name: 'tls.intercept',
+    onData(conn, chunk) {
+      return passthrough.has(conn) ? sniFilter.onData!(conn, chunk) : 'continue';
+    },
     onNewConnection(conn) {
       const entry = interceptionEntry(conn);
-      if (!entry) return 'continue';
+      if (!entry) {
+        if (!isTlsPort(conn)) return 'continue';
+        passthrough.add(conn);
+        return sniFilter.onNewConnection!(conn);
+      }
       const term = entry.terminatingTLS as TLSContext;
       const orig = entry.originatingTLS;
       const ns = conn.endpoint?.namespace || 'default';

@@ -178,3 +178,23 @@ test('a resumed TLS session (TLS 1.3 ticket) is decided by its SNI too: allowed 
   policy = policyFor('upstream-ca');
   rev++;
 });
+
+test('a peer without terminatingTLS on an intercepted port (another selector: serverNames only) is decided by SNI and passed through', async () => {
+  tlsRecords.length = 0;
+  const base = policyFor('upstream-ca').perSelector[0]!;
+  policy = { parser: 'http', perSelector: [{ ...base, identities: new Set([4242]) }, { selector: 'sni-only', identities: 'all', origins: [], serverNames: ['api.openai.com'], http: null }] };
+  rev++;
+  const ok = await new Promise<string>((resolve) => {
+    // trusts only the upstream's CA: the real server's certificate, nothing intercepted
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: upstreamCA.cert }, () => s.write('GET /v1/files HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n'));
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString(); if (text.includes('}')) { resolve(text); s.destroy(); } });
+    s.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+  });
+  assert.match(ok, /HTTP\/1\.1 200 OK[\s\S]*GET \/v1\/files/, 'no HTTP rules for this peer, no interception');
+  const evil = await exchange('evil.example', ['GET /v1/models']);
+  assert.equal(evil.error, 'ECONNRESET');
+  assert.deepEqual(tlsRecords.map((r) => [r.verdict, r.sni, r.intercepted ?? false]), [['forwarded', 'api.openai.com', false], ['denied', 'evil.example', false]]);
+  policy = policyFor('upstream-ca');
+  rev++;
+});
