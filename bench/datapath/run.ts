@@ -7,7 +7,9 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readFileSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
+
+const startLoad = loadavg()[0]!;
 import { createTopo, killProc, waitLine, type Pod } from '../../test/integration/datapath/support/topo.ts';
 import { Driver } from '../../test/integration/datapath/support/rpc.ts';
 import { destroy } from '../../src/datapath/linux/index.ts';
@@ -104,7 +106,7 @@ try {
     row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
     row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
   ].join('\n');
-  const out = `\n## datapath\n\nCommand: \`bin/node bench/datapath/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each. Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).\n\n${table}\n\nProgram run time (kernel BPF stats, whole run): ${nsPerRun}; ring events lost: ${st.eventsLost}.\n`;
+  const out = `\n## datapath\n\nCommand: \`bin/node bench/datapath/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each. Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).\n\n${table}\n\nProgram run time (kernel BPF stats, whole run): ${nsPerRun}; ring events lost: ${st.eventsLost}.\n`;
   console.log(out);
   if (WRITE) {
     const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
