@@ -6,32 +6,11 @@
  *   membrane up prints the CA certificate's path; a pod trusts it with e.g.
  *   `NODE_EXTRA_CA_CERTS=<stateDir>/ca/ca.crt` or `curl --cacert <stateDir>/ca/ca.crt`.
  */
-import { webcrypto } from 'node:crypto';
-
-type Crypto = webcrypto.Crypto;
-type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as X509 from '@peculiar/x509';
-
-// @peculiar/x509 pulls in tsyringe, which insists on a Reflect metadata polyfill that is not
-// installed (@abraham/reflection is an optional peer). It only reads metadata, so a minimal
-// one is enough; it must exist before the module loads, hence the dynamic import.
-const R = Reflect as unknown as Record<string, unknown>;
-if (typeof R.getMetadata !== 'function') {
-  const store = new WeakMap<object, Map<unknown, unknown>>();
-  R.defineMetadata = (k: unknown, v: unknown, t: object) => { let m = store.get(t); if (!m) store.set(t, (m = new Map())); m.set(k, v); };
-  R.getMetadata = (k: unknown, t: object) => { for (let o: object | null = t; o; o = Object.getPrototypeOf(o)) { const v = store.get(o)?.get(k); if (v !== undefined) return v; } return undefined; };
-  R.getOwnMetadata = (k: unknown, t: object) => store.get(t)?.get(k);
-  R.hasMetadata = (k: unknown, t: object) => R.getMetadata !== undefined && (R.getMetadata as (k: unknown, t: object) => unknown)(k, t) !== undefined;
-  R.metadata = (k: unknown, v: unknown) => (t: object) => (R.defineMetadata as (k: unknown, v: unknown, t: object) => void)(k, v, t);
-}
-const x509: typeof X509 = await import('@peculiar/x509');
-
-const crypto = webcrypto as unknown as Crypto;
-x509.cryptoProvider.set(crypto as never);
+import { x509, subtle, pem, randomSerial, type CryptoKey, type CryptoKeyPair } from '../proxy/tls/x509.ts';
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
@@ -50,17 +29,10 @@ export function caCertPath(stateDir: string): string {
   return join(caDir(stateDir), 'ca.crt');
 }
 
-function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').trimEnd();
-  return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
-}
 function unpem(text: string): Buffer {
   return Buffer.from(text.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
 }
 
-function serial(): string {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString('hex').replace(/^[89a-f]/, '1');
-}
 
 async function atomicWrite(file: string, data: string, mode = 0o644): Promise<void> {
   await writeFile(`${file}.tmp`, data, { mode });
@@ -74,14 +46,14 @@ export async function ensureLabCA(stateDir: string): Promise<LabCA> {
   const keyPath = join(dir, 'ca.key');
   if (existsSync(certPath) && existsSync(keyPath)) {
     const certPem = await readFile(certPath, 'utf8');
-    const key = await crypto.subtle.importKey('pkcs8', unpem(await readFile(keyPath, 'utf8')), ALG, true, ['sign']);
+    const key = await subtle.importKey('pkcs8', unpem(await readFile(keyPath, 'utf8')), ALG, true, ['sign']);
     return { certPem, certPath, cert: new x509.X509Certificate(certPem), key };
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const keys = await crypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
+  const keys = await subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(), name: 'CN=membrane lab CA, O=membrane', keys, signingAlgorithm: SIGN,
+    serialNumber: randomSerial(), name: 'CN=membrane lab CA, O=membrane', keys, signingAlgorithm: SIGN,
     notBefore: new Date(now - 3600_000), notAfter: new Date(now + 3650 * 86400_000),
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
@@ -89,7 +61,7 @@ export async function ensureLabCA(stateDir: string): Promise<LabCA> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  await atomicWrite(keyPath, pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)), 0o600);
+  await atomicWrite(keyPath, pem('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)), 0o600);
   const certPem = cert.toString('pem') + '\n';
   await atomicWrite(certPath, certPem);
   return { certPem, certPath, cert, key: keys.privateKey };
@@ -97,11 +69,11 @@ export async function ensureLabCA(stateDir: string): Promise<LabCA> {
 
 /** A server certificate for `names` signed by the lab CA: PEM cert (leaf + CA) and PKCS#8 key. */
 export async function issueServerCert(ca: LabCA, names: string[]): Promise<{ cert: string; key: string }> {
-  const keys = await crypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
+  const keys = await subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
   const now = Date.now();
   const isIp = (n: string) => /^\d+\.\d+\.\d+\.\d+$/.test(n) || n.includes(':');
   const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(), subject: `CN=${names[0] ?? 'lab'}`, issuer: ca.cert.subject, publicKey: keys.publicKey,
+    serialNumber: randomSerial(), subject: `CN=${names[0] ?? 'lab'}`, issuer: ca.cert.subject, publicKey: keys.publicKey,
     signingKey: ca.key, signingAlgorithm: SIGN, notBefore: new Date(now - 3600_000), notAfter: new Date(now + 365 * 86400_000),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
@@ -111,5 +83,5 @@ export async function issueServerCert(ca: LabCA, names: string[]): Promise<{ cer
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
     ],
   });
-  return { cert: leaf.toString('pem') + '\n' + ca.certPem, key: pem('PRIVATE KEY', await crypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+  return { cert: leaf.toString('pem') + '\n' + ca.certPem, key: pem('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)) };
 }
