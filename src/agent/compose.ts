@@ -20,7 +20,7 @@ import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
 import { createPodNetworks, createWorkloads, nodeIp, routerIp } from '../lab/index.ts';
-import { createHubble, type Hubble, type EndpointResolver } from '../hubble/index.ts';
+import { createHubble, LostEventSource, type Hubble, type EndpointResolver } from '../hubble/index.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
@@ -130,7 +130,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
       await dns.start(agent);
-      unsubscribeMetrics = hubble.onFlow((f) => metrics.process(f));
+      const offFlow = hubble.onFlow((f) => metrics.process(f));
+      // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
+      const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
+      unsubscribeMetrics = () => { offFlow(); offLost(); };
       try {
         metricsServer = await metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965));
       } catch (e) {
