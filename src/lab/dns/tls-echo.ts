@@ -1,7 +1,8 @@
 /**
  * The world's HTTPS echo: one process in the world namespace serving HTTPS on every given port
  * (all addresses), with a certificate from the lab CA for whatever name the client sends as SNI
- * (issued on first use, cached). Answers like the HTTP echo: JSON of what it received.
+ * (issued on first use, cached). Answers like the HTTP echo: JSON of what it received; the AI API
+ * hosts (api.openai.com, api.anthropic.com) answer in their API's shape (api-personas.ts).
  *
  *   bin/node src/lab/dns/tls-echo.ts --state-dir=DIR --ports=443 [--names=ip=name,...] [--ready=F]
  */
@@ -10,6 +11,7 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ensureLabCA, issueServerCert } from '../ca.ts';
+import { personaAnswer } from './api-personas.ts';
 
 const { values } = parseArgs({
   options: {
@@ -40,16 +42,21 @@ for (const port of ports) {
     SNICallback: (sni, cb) => { contextFor(sni.toLowerCase()).then((c) => cb(null, c), (e: Error) => cb(e)); },
   }, (req, res) => {
     let size = 0;
-    req.on('data', (c: Buffer) => (size += c.length));
+    const kept: Buffer[] = [];
+    req.on('data', (c: Buffer) => { if (size < 65536) kept.push(c); size += c.length; });
     req.on('end', () => {
       const local = (req.socket.localAddress ?? '').replace(/^::ffff:/, '');
       const sni = (req.socket as { servername?: string | false }).servername || '';
-      const body = JSON.stringify({
-        host: names.get(local) ?? local, sni, method: req.method, path: req.url, headers: req.headers, bodySize: size, tls: true,
+      const host = names.get(local) ?? local;
+      const echo = {
+        host, sni, method: req.method, path: req.url, headers: req.headers, bodySize: size, tls: true,
         client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
         server: { address: local, port: req.socket.localPort },
-      });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
+      };
+      // The AI API hosts answer in their API's shape; the echo fields ride along for tests.
+      const persona = personaAnswer(sni || host, req.method ?? 'GET', req.url ?? '/', Buffer.concat(kept).toString('utf8'));
+      const body = JSON.stringify(persona ? { ...persona.body, ...echo } : echo);
+      res.writeHead(persona?.status ?? 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
       res.end(body + '\n');
     });
   });

@@ -93,7 +93,9 @@ test('client-egress-l7-tls: POST /v1/chat/completions passes, GET /v1/files gets
     const ok = await curl('/v1/chat/completions', { method: 'POST' });
     assert.equal(ok.code, 0, ok.err);
     assert.equal(ok.status, 200);
-    const echoed = JSON.parse(ok.body) as { sni: string; method: string; path: string; tls: boolean; client: { address: string } };
+    const echoed = JSON.parse(ok.body) as { sni: string; method: string; path: string; tls: boolean; client: { address: string }; object?: string; choices?: unknown[] };
+    assert.equal(echoed.object, 'chat.completion', 'the lab api.openai.com answers in OpenAI\'s shape');
+    assert.equal(echoed.choices?.length, 1);
     assert.deepEqual([echoed.sni, echoed.method, echoed.path, echoed.tls], ['api.openai.com', 'POST', '/v1/chat/completions', true], 'the server got TLS with the SNI');
     assert.equal(echoed.client.address, (await lab.podIPs())[`${NS}/client`], 'the server sees the pod (transparent upstream)');
     const denied = await curl('/v1/files');
