@@ -190,7 +190,10 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
     const ident = policy.allocateIdentity({ pod, namespace: ns });
+    const owner = /^([A-Za-z]+)\/(.+)$/.exec(pod.metadata.annotations?.['membrane.dev/owned-by'] ?? '');
+    const workload = owner ? { kind: owner[1]!, name: owner[2]! } : undefined;
     if (have && have.identity === ident.id) {
+      if (JSON.stringify(have.workload) !== JSON.stringify(workload)) await table.save({ ...have, ...(workload ? { workload } : {}) });
       if (ready.has(have.id)) {
         policy.releaseIdentity(ident.id); // allocateIdentity took another reference
         return;
@@ -210,6 +213,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const rec: EndpointRecord = {
       id, namespace: nsName, pod: pod.metadata.name, identity: ident.id, ip: net.ip, mac: net.mac, netns: net.netns,
       hostIfname: net.hostIfname, hostIfindex: net.hostIfindex, labels: ident.labels, createdAt: have?.createdAt ?? new Date().toISOString(),
+      ...(workload ? { workload } : {}),
     };
     await table.save(rec);
     ready.delete(id);

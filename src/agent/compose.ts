@@ -72,7 +72,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
       if (!ep) return undefined;
-      return { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels };
+      return { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
     },
     identityLabels: (id) => policy.identityLabels(id),
   };

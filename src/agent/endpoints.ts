@@ -17,6 +17,8 @@ export interface EndpointRecord {
   hostIfindex: number;
   labels: string[];
   createdAt: string;
+  /** the controller that owns the pod (Hubble's `workloads`), e.g. Deployment/api */
+  workload?: { kind: string; name: string };
 }
 
 export async function createEndpointTable(kv: KVStore, node: string) {
