@@ -59,6 +59,7 @@ export interface ComposeInput {
 }
 
 const VERSION = 'membrane 0.1.0';
+const POD_METRICS_GRACE_MS = 60_000;
 
 export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const { node, nodeIndex, paths, logger, policy } = input;
@@ -133,7 +134,19 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       const offFlow = hubble.onFlow((f) => metrics.process(f));
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
-      unsubscribeMetrics = () => { offFlow(); offLost(); };
+      // Series of deleted pods go away a minute after the deletion, as Hubble's do.
+      let knownPods = new Set<string>();
+      const podWatch = setInterval(() => {
+        const now = new Set(agent.endpointTable().all().map((e) => `${e.namespace}/${e.pod}`));
+        for (const k of knownPods) {
+          if (now.has(k)) continue;
+          const [ns, pod] = k.split('/') as [string, string];
+          setTimeout(() => { metrics.forgetPod(ns, pod).catch(() => {}); }, POD_METRICS_GRACE_MS).unref();
+        }
+        knownPods = now;
+      }, 5000);
+      podWatch.unref();
+      unsubscribeMetrics = () => { offFlow(); offLost(); clearInterval(podWatch); };
       try {
         metricsServer = await metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965));
       } catch (e) {

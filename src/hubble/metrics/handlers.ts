@@ -14,9 +14,30 @@ import { TRACE_POINT_NAMES } from '../names.ts';
  * every inc (even through a labels() child), which is most of a handler's cost per flow. The
  * counts live here and are copied into the prom-client counter when it is scraped (collect).
  */
+/**
+ * Series removal for fast counters (their counts live outside prom-client, which rebuilds them
+ * at each scrape): per registry, the metric names and a function removing the label sets a
+ * predicate selects.
+ */
+export const fastCounterRemovers = new WeakMap<Registry, Map<string, (tied: (labels: Record<string, string>) => boolean) => number>>();
+
 export function fastCounter(opts: { name: string; help: string; labelNames: string[]; registers: Registry[] }): (...values: string[]) => void {
   const counts = new Map<string, { values: string[]; n: number }>();
   const names = opts.labelNames;
+  const remover = (tied: (labels: Record<string, string>) => boolean): number => {
+    let n = 0;
+    for (const [k, e] of counts) {
+      const labels: Record<string, string> = {};
+      for (let i = 0; i < names.length; i++) labels[names[i]!] = e.values[i] ?? '';
+      if (tied(labels)) { counts.delete(k); n++; }
+    }
+    return n;
+  };
+  for (const r of opts.registers) {
+    let m = fastCounterRemovers.get(r);
+    if (!m) fastCounterRemovers.set(r, (m = new Map()));
+    m.set(opts.name, remover);
+  }
   new Counter({
     ...opts,
     collect() {

@@ -26,7 +26,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Registry } from 'prom-client';
 import type { Flow } from '../gen/flow/flow_pb.js';
 import { contextLabelNames, contextLabelValues, MetricsConfigError, parseContext } from './context.ts';
-import { dnsHandler, dropHandler, flowHandler, policyHandler, portDistributionHandler, tcpHandler } from './handlers.ts';
+import { dnsHandler, dropHandler, fastCounterRemovers, flowHandler, policyHandler, portDistributionHandler, tcpHandler } from './handlers.ts';
 
 export { MetricsConfigError } from './context.ts';
 
@@ -99,6 +99,12 @@ export interface HubbleMetrics {
   process(flow: Flow): void;
   /** `hubble_lost_events_total{source}` (source lowercased LostEventSource name) */
   lost(source: string, n: number): void;
+  /**
+   * Removes the series tied to a deleted pod (Hubble does so about a minute after the deletion):
+   * those whose `source`/`destination` label is `ns/pod`, or whose labelsContext pair
+   * `*_namespace`/`*_pod` names it. Returns how many series were removed.
+   */
+  forgetPod(namespace: string, pod: string): Promise<number>;
   /** Serves GET /metrics; resolves once listening. */
   serve(port: number, host?: string): Promise<Server>;
   errors(): number;
@@ -127,6 +133,31 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
     },
     lost(source, n) {
       if (n > 0) lostC.labels(source.toLowerCase()).inc(n);
+    },
+    async forgetPod(namespace, pod) {
+      const full = `${namespace}/${pod}`;
+      const tied = (l: Record<string, string | number>) =>
+        l.source === full || l.destination === full ||
+        (l.source_namespace === namespace && l.source_pod === pod) ||
+        (l.destination_namespace === namespace && l.destination_pod === pod);
+      let removed = 0;
+      const fast = fastCounterRemovers.get(registry);
+      for (const remove of fast?.values() ?? []) removed += remove(tied);
+      for (const m of registry.getMetricsAsArray()) {
+        if (fast?.has((m as unknown as { name: string }).name)) continue;
+        const metric = m as unknown as { get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void };
+        const seen = new Set<string>();
+        for (const v of (await metric.get()).values) {
+          // Histograms list a value per bucket (with `le`) plus sum and count: remove the series once.
+          const { le: _le, ...labels } = v.labels;
+          const key = JSON.stringify(labels);
+          if (seen.has(key) || !tied(labels)) continue;
+          seen.add(key);
+          metric.remove(labels);
+          removed++;
+        }
+      }
+      return removed;
     },
     serve(port, host = '0.0.0.0') {
       server = createServer((req, res) => {

@@ -39,3 +39,22 @@ test('context identifiers: priority lists, pod-short, dns, reserved-identity, la
   );
   assert.deepEqual(contextLabelValues(parseContext({ sourceContext: 'app' }), f), ['client']);
 });
+
+test('series of a deleted pod are removed (source/destination pod context and labelsContext pairs); others stay', async () => {
+  const m = createHubbleMetrics('drop:sourceContext=pod flow policy:labelsContext=source_namespace,source_pod,destination_namespace,destination_pod');
+  const drop = build(ev({ type: 1, subType: 133, verdict: -133, srcIp: '10.244.1.7', endpointId: 102 }))!;
+  const verdict = build(ev({ type: 5, subType: 0, verdict: 0, matchType: 2, direction: 'ingress' }))!;
+  for (const f of [drop, verdict]) m.process(f);
+  const before = await m.registry.metrics();
+  assert.match(before, /hubble_drop_total\{source="default\/xwing"/);
+  const src = drop.source!;
+  const removed = await m.forgetPod(src.namespace, src.podName);
+  assert.ok(removed >= 1);
+  const after = await m.registry.metrics();
+  assert.doesNotMatch(after, /source="default\/xwing"/);
+  assert.match(after, /hubble_flows_processed_total\{[^}]*type="Drop"[^}]*\} 1/, 'series without pod context are kept');
+  assert.match(after, /hubble_policy_verdicts_total\{[^}]*source_pod="client"/, 'series of other pods are kept');
+  const v = verdict.destination!;
+  await m.forgetPod(v.namespace, v.podName);
+  assert.doesNotMatch(await m.registry.metrics(), new RegExp(`destination_pod="${v.podName}"`));
+});
