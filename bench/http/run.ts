@@ -10,11 +10,12 @@
  *   bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
  * With --append the result table and the command go to bench/RESULTS.md under `## http`.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -25,18 +26,7 @@ const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
 const dir = mkdtempSync(join(tmpdir(), 'bench-http-'));
 const children: ChildProcess[] = [];
 
-function start(cpu: number, cmd: string, args: string[], readyText?: string): Promise<ChildProcess> {
-  const c = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(c);
-  return new Promise((res, rej) => {
-    let out = '';
-    const t = setTimeout(() => (readyText ? rej(new Error(`${cmd} not ready: ${out}`)) : res(c)), readyText ? 15000 : 800);
-    const on = (d: Buffer) => { out += d; if (readyText && out.includes(readyText)) { clearTimeout(t); res(c); } };
-    c.stdout!.on('data', on);
-    c.stderr!.on('data', on);
-    c.once('exit', (code) => { clearTimeout(t); rej(new Error(`${cmd} exited ${code}: ${out}`)); });
-  });
-}
+const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
 function haproxyCfg(name: string, body: string): string {
   const f = join(dir, `${name}.cfg`);
