@@ -6,12 +6,8 @@
  *   bin/node bench/http/proxy-server.ts --port 18081 --origin 18080 --rules 100
  */
 import { parseArgs } from 'node:util';
-import { createHttpProxy } from '../../src/proxy/http/proxy.ts';
-import { createFlowBuilder } from '../../src/proxy/http/flows.ts';
-import { FlowRing } from '../../src/hubble/ring.ts';
-import { createHubbleMetrics } from '../../src/hubble/metrics/index.ts';
-import '../../src/hubble/metrics/http.ts';
 import type { L7Policy } from '../../src/policy/types.ts';
+import { startBenchProxy } from '../proxy-harness.ts';
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '18081' }, origin: { type: 'string', default: '18080' }, rules: { type: 'string', default: '100' } } });
 const n = Number(values.rules);
@@ -22,28 +18,4 @@ const policy: L7Policy = {
     http: Array.from({ length: n }, (_, i) => ({ method: 'GET', path: `/api/v1/resource${i}` })),
   }],
 };
-// endpoint label arrays are the agent's records (stable objects), as in production
-const CLIENT_LABELS = ['k8s:app=client'];
-const SERVER_LABELS = ['k8s:app=server'];
-const build = createFlowBuilder({ nodeName: 'bench', resolver: { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: CLIENT_LABELS }), identityLabels: () => SERVER_LABELS } });
-const ring = new FlowRing(4095);
-const metrics = createHubbleMetrics('http flow');
-const proxy = createHttpProxy({
-  policy: {
-    endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-    identityOf: () => 2000,
-    lookup: () => ({ verdict: 'redirect', l7: policy }),
-    revision: () => 0,
-  },
-  onRecord(rec) {
-    const f = build(rec);
-    metrics.process(f);
-    ring.pushFlow(f, rec.timeMs);
-  },
-  listen: { egress: { host: '127.0.0.1', port: Number(values.port) } },
-  upstreamOverride: { host: '127.0.0.1', port: Number(values.origin) },
-});
-await proxy.start();
-console.log('ready');
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+await startBenchProxy({ port: Number(values.port), origin: Number(values.origin), policy, remote: { identity: 2000, labels: ['k8s:app=server'] } });

@@ -10,16 +10,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createHttpProxy } from '../../src/proxy/http/proxy.ts';
-import { createFlowBuilder } from '../../src/proxy/http/flows.ts';
 import { createTlsFlowBuilder } from '../../src/proxy/tls/flows.ts';
 import { createSniFilter } from '../../src/proxy/tls/sni-filter.ts';
 import { createInterceptFilter } from '../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../src/proxy/tls/secrets.ts';
-import { FlowRing } from '../../src/hubble/ring.ts';
-import { createHubbleMetrics } from '../../src/hubble/metrics/index.ts';
-import '../../src/hubble/metrics/http.ts';
 import type { L7Policy } from '../../src/policy/types.ts';
+import { startBenchProxy } from '../proxy-harness.ts';
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'sni' }, port: { type: 'string' }, origin: { type: 'string' }, dir: { type: 'string' }, name: { type: 'string', default: 'api.bench.test' } } });
 const dir = values.dir!;
@@ -37,33 +33,11 @@ const policy: L7Policy = values.mode === 'sni'
 const secrets = new TlsSecrets();
 secrets.set('default', 'intercept', { 'tls.crt': readFileSync(join(dir, 'ica.crt'), 'utf8'), 'tls.key': readFileSync(join(dir, 'ica.key'), 'utf8') });
 secrets.set('default', 'origin-ca', { 'ca.crt': readFileSync(join(dir, 'ca.crt'), 'utf8') });
-const CLIENT_LABELS = ['k8s:app=client'];
-const SERVER_LABELS = ['reserved:world'];
-const resolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: CLIENT_LABELS }), identityLabels: () => SERVER_LABELS };
-const build = createFlowBuilder({ nodeName: 'bench', resolver });
-const buildTls = createTlsFlowBuilder({ nodeName: 'bench', resolver });
-const ring = new FlowRing(4095);
-const metrics = createHubbleMetrics('http flow');
-const proxy = createHttpProxy({
-  policy: {
-    endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-    identityOf: () => 2,
-    lookup: () => ({ verdict: 'redirect', l7: policy }),
-    revision: () => 0,
-  },
-  onRecord(rec) {
-    const f = build(rec);
-    metrics.process(f);
-    ring.pushFlow(f, rec.timeMs);
-  },
-  listen: { egress: { host: '127.0.0.1', port: Number(values.port) } },
-  upstreamOverride: { host: '127.0.0.1', port: Number(values.origin) },
-  configure(chain) {
-    const onRecord = (r: Parameters<typeof buildTls>[0]) => { const f = buildTls(r); metrics.process(f); ring.pushFlow(f, r.timeMs); };
+await startBenchProxy({
+  port: Number(values.port), origin: Number(values.origin), policy, remote: { identity: 2, labels: ['reserved:world'] },
+  configure(chain, sink, resolver) {
+    const buildTls = createTlsFlowBuilder({ nodeName: 'bench', resolver });
+    const onRecord = (r: Parameters<typeof buildTls>[0]) => sink(buildTls(r), r.timeMs);
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },
 });
-await proxy.start();
-console.log('ready');
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));

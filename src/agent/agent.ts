@@ -193,7 +193,10 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const owner = /^([A-Za-z]+)\/(.+)$/.exec(pod.metadata.annotations?.['membrane.dev/owned-by'] ?? '');
     const workload = owner ? { kind: owner[1]!, name: owner[2]! } : undefined;
     if (have && have.identity === ident.id) {
-      if (JSON.stringify(have.workload) !== JSON.stringify(workload)) await table.save({ ...have, ...(workload ? { workload } : {}) });
+      if (JSON.stringify(have.workload) !== JSON.stringify(workload)) {
+        const { workload: _old, ...rest } = have;
+        await table.save({ ...rest, ...(workload ? { workload } : {}) });
+      }
       if (ready.has(have.id)) {
         policy.releaseIdentity(ident.id); // allocateIdentity took another reference
         return;

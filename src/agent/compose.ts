@@ -20,7 +20,8 @@ import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
 import { createPodNetworks, createWorkloads, nodeIp, routerIp } from '../lab/index.ts';
-import { createHubble, LostEventSource, type Hubble, type EndpointResolver } from '../hubble/index.ts';
+import { createHubble, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint } from '../hubble/index.ts';
+import type { EndpointRecord } from './endpoints.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
@@ -69,11 +70,21 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const workloads = createWorkloads({ lab, node, paths, logger: logger.child({ subsys: 'workloads' }) });
 
   let agentRef: Agent | undefined;
+  // Flow enrichment runs per event: one resolved view per endpoint record (records are replaced,
+  // never mutated, when an endpoint changes), not a new object per flow.
+  const resolvedViews = new WeakMap<EndpointRecord, ResolvedEndpoint>();
+  const resolved = (ep: EndpointRecord): ResolvedEndpoint => {
+    let r = resolvedViews.get(ep);
+    if (!r) {
+      r = { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
+      resolvedViews.set(ep, r);
+    }
+    return r;
+  };
   const resolver: EndpointResolver = {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
-      if (!ep) return undefined;
-      return { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
+      return ep ? resolved(ep) : undefined;
     },
     identityLabels: (id) => policy.identityLabels(id),
   };
@@ -167,7 +178,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       // Kernel-side ring losses become LostEvents in the flow stream (hubble's PERF_EVENT_RING_BUFFER).
       lostTimer = setInterval(() => {
-        datapath.stats().then((s) => hubble.reportKernelLost(s.eventsLost), () => {});
+        try { hubble.reportKernelLost(datapath.eventsLost()); } catch { /* maps gone: stopping */ }
       }, 1000);
       lostTimer.unref();
     },

@@ -11,7 +11,7 @@
  * missing file as an issue too, so `validate a.yaml missing.yaml` lists both).
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Node, type Document } from 'yaml';
 import type { z } from 'zod';
 import type { Issue, SourceRef } from '../errors.ts';
@@ -455,10 +455,4 @@ function pathText(path: YamlPath): string {
 
 function firstLine(s: string): string {
   return s.split('\n')[0]!.trim();
-}
-
-/** Relative path for display, when under the working directory. */
-export function displayPath(file: string): string {
-  const r = relative(process.cwd(), file);
-  return r && !r.startsWith('..') ? r : file;
 }

@@ -2,12 +2,6 @@
 import type { Command } from 'commander';
 import { loadPaths, locate } from '../../api/load.ts';
 import { formatIssue, MembraneError, type Issue } from '../../errors.ts';
-import type { Resource } from '../../api/types.ts';
-
-async function loadMany(paths: string[]): Promise<{ resources: Resource[]; issues: Issue[] }> {
-  const { resources, issues } = await loadPaths(paths);
-  return { resources, issues };
-}
 
 const issueKey = (i: Issue) => `${i.code}|${i.file}|${i.line}|${i.col}|${i.message}`;
 
@@ -19,7 +13,7 @@ export function register(program: Command): void {
     .argument('<paths...>', 'files or directories (- for stdin)')
     .option('-o, --output <fmt>', 'json')
     .action(async (paths: string[], o: { output?: string }) => {
-      const { resources, issues } = await loadMany(paths);
+      const { resources, issues } = await loadPaths(paths);
       // The repository import catches cross-rule conflicts (e.g. two L7 parsers on one port) that
       // a single document cannot show.
       const { checkImport } = await import('../../policy/trace.ts');
@@ -47,7 +41,7 @@ export function register(program: Command): void {
     .option('--http-host <host>', 'HTTP host, for L7 rules')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { filename: string[]; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; output?: string }) => {
-      const { resources, issues } = await loadMany(o.filename);
+      const { resources, issues } = await loadPaths(o.filename);
       if (issues.length) {
         throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input`, { hint: 'run `membrane policy validate` on the same files' }), { issues });
       }

@@ -329,6 +329,11 @@ export class LinuxDatapath implements Datapath {
     }
   }
 
+  /** Events the kernel could not put in the ring since start: one per-CPU array read (stats() walks the maps). */
+  eventsLost(): bigint {
+    return this.sumPerCpu(this.map('mb_lost'), 0) - this.lostBaseline;
+  }
+
   async stats(): Promise<DatapathStats> {
     const { progFrom, progTo } = this.progs();
     const ifs = [...this.endpoints.values()].map((s) => s.ep.ifname).sort();
@@ -344,7 +349,7 @@ export class LinuxDatapath implements Datapath {
         { name: 'to_container', attachedTo: `tcx-egress:${ifs.join(',')}`, runCount: ti.runCnt, runTimeNs: ti.runTimeNs },
         ...(ni && this.netDevices.size ? [{ name: 'from_network', attachedTo: `tcx-ingress:${[...this.netDevices.keys()].sort().join(',')}`, runCount: ni.runCnt, runTimeNs: ni.runTimeNs }] : []),
       ],
-      eventsLost: this.sumPerCpu(this.map('mb_lost'), 0) - this.lostBaseline,
+      eventsLost: this.eventsLost(),
       policyEntries,
       ctEntries,
     };

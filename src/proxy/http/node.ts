@@ -68,18 +68,20 @@ export interface HttpProxyNode {
   statusEntries(): { name: string; port: number; state: string }[];
 }
 
+/** The proxies' flow enrichment: the agent's endpoints by address, identities' labels. */
+export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' | 'identityLabels'>): { byIp(ip: string): ResolvedEndpoint | undefined; identityLabels: HttpProxyNodeDeps['identityLabels'] } {
+  return {
+    byIp(ip) {
+      const e = deps.endpointByIp(ip);
+      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
+    },
+    identityLabels: deps.identityLabels,
+  };
+}
+
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
-  const build = createFlowBuilder({
-    nodeName: deps.nodeName,
-    resolver: {
-      byIp(ip): ResolvedEndpoint | undefined {
-        const e = deps.endpointByIp(ip);
-        return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
-      },
-      identityLabels: deps.identityLabels,
-    },
-  });
+  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: proxyFlowResolver(deps) });
   const otlpUrl = deps.otlpEndpoint ?? process.env.MEMBRANE_OTLP_ENDPOINT;
   const otlp = otlpUrl ? new OtlpExporter({ endpoint: otlpUrl, nodeName: deps.nodeName }) : undefined;
   const onRecord = (rec: AccessRecord) => {

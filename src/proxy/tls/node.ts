@@ -8,8 +8,7 @@
  * it never parses HTTP, it passes the connection through once the ClientHello is decided.
  */
 import type { Direction } from '../../policy/types.ts';
-import type { ResolvedEndpoint } from '../../hubble/flow.ts';
-import { createHttpProxyNode, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
+import { createHttpProxyNode, proxyFlowResolver, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
 import type { HttpFilterChain } from '../http/proxy.ts';
 import { HTTP_PROXY_PORT } from '../http/flows.ts';
 import { createTlsFlowBuilder, TLS_PROXY_PORT, type TlsRecord } from './flows.ts';
@@ -38,13 +37,7 @@ export function createTlsNode(deps: TlsNodeDeps): TlsNode {
   const secrets = new TlsSecrets();
   const build = createTlsFlowBuilder({
     nodeName: deps.nodeName,
-    resolver: {
-      byIp(ip): ResolvedEndpoint | undefined {
-        const e = deps.endpointByIp(ip);
-        return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
-      },
-      identityLabels: deps.identityLabels,
-    },
+    resolver: proxyFlowResolver(deps),
   });
   const onRecord = (r: TlsRecord) => deps.ingestFlow(build(r));
   const { resources: _secretsOnly, ...proxyDeps } = deps;

@@ -124,7 +124,7 @@ test('replies pass through an ingress deny-all; new connections in do not', asyn
   await withPolicies([cnp('client-no-ingress', { endpointSelector: { matchLabels: { app: 'client' } }, ingress: [{}] })], async () => {
     assert.deepEqual(await reach('client', [`${ip.server}:8080/tcp`, `${ip.server}:8080/udp`]), { [`${ip.server}:8080/tcp`]: true, [`${ip.server}:8080/udp`]: true });
     assert.deepEqual(await reach('server', [`${ip.client}:8080/tcp`]), { [`${ip.client}:8080/tcp`]: false });
-    const fs = await flowsFrom('server', new Date(Date.now() - 5000), (x) => x.some((f) => f.is_reply === true) || true);
+    const fs = await flowsFrom('server', new Date(Date.now() - 5000), (x) => x.length > 0);
     assert.ok(fs.length > 0, 'server has flows (its replies to the client)');
   });
 });

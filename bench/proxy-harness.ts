@@ -1,0 +1,53 @@
+/**
+ * The membrane HTTP proxy as the http and tls benchmarks run it: the production connection code
+ * with a fixed L7 policy, every access record turned into a Hubble flow that feeds the http/flow
+ * metrics and a flow ring, as in the agent, forwarding to a fixed origin.
+ */
+import { createHttpProxy, type HttpFilterChain } from '../src/proxy/http/proxy.ts';
+import { createFlowBuilder } from '../src/proxy/http/flows.ts';
+import { FlowRing } from '../src/hubble/ring.ts';
+import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
+import '../src/hubble/metrics/http.ts';
+import type { Flow } from '../src/hubble/gen/flow/flow_pb.js';
+import type { L7Policy } from '../src/policy/types.ts';
+
+export interface BenchProxyOptions {
+  port: number;
+  origin: number;
+  policy: L7Policy;
+  /** identity and labels of the remote peer (the origin) */
+  remote: { identity: number; labels: string[] };
+  /** extra network filters; `sink` stores a flow as the agent would */
+  configure?(chain: HttpFilterChain, sink: (f: Flow, timeMs: number) => void, resolver: BenchResolver): void;
+}
+
+export interface BenchResolver {
+  byIp(): { id: number; identity: number; namespace: string; podName: string; labels: string[] };
+  identityLabels(): string[];
+}
+
+export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
+  // endpoint label arrays are the agent's records (stable objects), as in production
+  const clientLabels = ['k8s:app=client'];
+  const resolver: BenchResolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: clientLabels }), identityLabels: () => o.remote.labels };
+  const build = createFlowBuilder({ nodeName: 'bench', resolver });
+  const ring = new FlowRing(4095);
+  const metrics = createHubbleMetrics('http flow');
+  const sink = (f: Flow, timeMs: number) => { metrics.process(f); ring.pushFlow(f, timeMs); };
+  const proxy = createHttpProxy({
+    policy: {
+      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
+      identityOf: () => o.remote.identity,
+      lookup: () => ({ verdict: 'redirect', l7: o.policy }),
+      revision: () => 0,
+    },
+    onRecord(rec) { sink(build(rec), rec.timeMs); },
+    listen: { egress: { host: '127.0.0.1', port: o.port } },
+    upstreamOverride: { host: '127.0.0.1', port: o.origin },
+    ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, sink, resolver) } : {}),
+  });
+  await proxy.start();
+  console.log('ready');
+  process.on('SIGTERM', () => process.exit(0));
+  process.on('SIGINT', () => process.exit(0));
+}
