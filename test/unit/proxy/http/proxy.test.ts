@@ -182,7 +182,7 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
   const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   const up = createServer((s) => {
     s.once('data', (first: Buffer) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       const rest = first.subarray(first.indexOf('\r\n\r\n') + 4);
       if (rest.length) s.write(`echo:${rest}`);
       s.on('data', (d) => s.write(`echo:${d}`));
@@ -195,7 +195,7 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
   });
   const l = await p.start();
   try {
-    const r = await rawExchange(l.egress!.port, ['GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping', 'pong'], { gapMs: 100 });
+    const r = await rawExchange(l.egress!.port, ['GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', 'ping', 'pong'], { gapMs: 100 });
     assert.match(r.text, /^HTTP\/1\.1 101 /);
     assert.match(r.text, /echo:pingecho:pong$/);
   } finally {
