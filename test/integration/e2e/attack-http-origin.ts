@@ -13,12 +13,12 @@
  *
  * Imported by unit tests (startOrigin), or run in a lab pod:
  *   bin/node test/integration/e2e/attack-http-origin.ts --port=80 [--tls-port=443 --state-dir=DIR]
- *        --log=FILE     (one JSON line per read: {conn, port, data} with data in latin1)
+ *        --log=FILE [--ready=FILE]   (log: one JSON line per read, {conn, port, data} in latin1)
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { createHash } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 export interface OriginOptions {
@@ -137,7 +137,7 @@ export async function startOrigin(opts: OriginOptions): Promise<Origin> {
 }
 
 if (import.meta.filename === process.argv[1]) {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, 'tls-port': { type: 'string' }, 'state-dir': { type: 'string' }, log: { type: 'string' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string' }, 'tls-port': { type: 'string' }, 'state-dir': { type: 'string' }, log: { type: 'string' }, ready: { type: 'string' } } });
   const log = values.log!;
   const onBytes = (conn: number, port: number, data: Buffer) => appendFileSync(log, `${JSON.stringify({ conn, port, data: data.toString('latin1') })}\n`);
   await startOrigin({ port: Number(values.port ?? 80), onBytes });
@@ -152,5 +152,6 @@ if (import.meta.filename === process.argv[1]) {
     };
     await startOrigin({ port: Number(values['tls-port']), tlsContext, onBytes });
   }
+  if (values.ready) writeFileSync(values.ready, String(process.pid));
   process.on('SIGTERM', () => process.exit(0));
 }
