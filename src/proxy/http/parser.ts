@@ -270,9 +270,13 @@ export class HeadParser {
 }
 
 const CONN_CLOSE = 1, CONN_KEEP_ALIVE = 2, CONN_UPGRADE = 4;
+const CONN_ONE = new Map([['close', CONN_CLOSE], ['keep-alive', CONN_KEEP_ALIVE], ['upgrade', CONN_UPGRADE]]);
 
 /** The connection options named in a Connection value (a comma-separated token list, RFC 9110 §7.6.1). */
 export function connectionOptions(value: string): number {
+  // one option (the common case) without splitting
+  const one = value.length <= 10 ? CONN_ONE.get(value.toLowerCase()) : undefined;
+  if (one !== undefined) return one;
   let out = 0;
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase();
@@ -349,8 +353,9 @@ function hostPortEnd(s: string, from: number, needPort: boolean): number {
   }
   if (s.charCodeAt(i) === COLON) {
     const ps = ++i;
-    while (i < len && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++;
-    if (i - ps > 5 || (i > ps && Number(s.slice(ps, i)) > 65535)) return -1;
+    let port = 0;
+    while (i < len && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) port = port * 10 + s.charCodeAt(i++) - 48;
+    if (i - ps > 5 || port > 65535) return -1;
     if (needPort && i === ps) return -1;
   } else if (needPort) return -1;
   return i;

@@ -257,7 +257,7 @@ test(`differential against llhttp (Node's HTTP server): it refuses ⇒ we refuse
   }), { numRuns: 1_000_000, interruptAfterTimeLimit: SECS * 1000, markInterruptAsFailure: false, ...(SEED !== undefined ? { seed: SEED } : {}) });
   t.diagnostic(`${runs} pipelines, ${bothAccepted} messages accepted by both, ${nodeRefused} refused by llhttp`);
   // the generators must exercise both sides of the property
-  assert.ok(runs > 100, `${runs} runs`);
+  assert.ok(runs > 30, `${runs} runs`); // ~1000 in 3 s on an idle machine
   assert.ok(bothAccepted > runs / 5, `${bothAccepted} messages accepted by both in ${runs} runs`);
   assert.ok(nodeRefused > runs / 10, `${nodeRefused} runs refused by llhttp of ${runs}`);
 });
