@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { TestLab, REPO } from '../support/lab.ts';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { labPaths } from '../../../src/agent/paths.ts';
 
@@ -109,4 +110,55 @@ test('hubble observe --last N -o json over both transports = membrane observe ov
   assert.deepEqual(flows.membraneUnix.map(strip), ref);
   assert.deepEqual(flows.membraneTls.map(strip), ref);
   assert.deepEqual(flows.hubbleTls, ref);
+});
+
+/** Stops node1's agent and starts it again through `membrane up` with this environment. */
+async function restartAgent(env: NodeJS.ProcessEnv): Promise<void> {
+  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 200; i++) {
+    try { process.kill(pid, 0); } catch { break; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await lab.ok(['up'], { env, timeoutMs: 180_000 });
+}
+
+test('MEMBRANE_HUBBLE_DISABLE_TLS=true serves plain text (and says so); without it, mutual TLS again', async () => {
+  const plainObserve = () => inNode(HUBBLE, ['observe', '--server', '192.0.2.1:4244', '--timeout', '3s', '--last', '1', '-o', 'json']);
+  assert.notEqual((await plainObserve()).code, 0, 'default: plain text refused');
+  await restartAgent({ MEMBRANE_HUBBLE_DISABLE_TLS: 'true' });
+  try {
+    const ip = (await lab.podIPs())['cli/web']!;
+    await lab.exec('cli', 'client', ['curl', '-s', '-o', '/dev/null', '-m', '3', `http://${ip}:8080/`]); // a flow in the new agent's ring
+    const r = await plainObserve();
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(flowsOf(r.stdout).length, 1);
+    assert.match(await lab.ok(['status']), /:4244 PLAIN TEXT/);
+    assert.deepEqual((await lab.ok(['lab', 'hubble', '--flags'])).trim().split('\n'), ['--server', '192.0.2.1:4244']);
+    assert.match(await lab.ok(['lab', 'hubble']), /PLAIN TEXT \(MEMBRANE_HUBBLE_DISABLE_TLS=true\)/);
+    const nodes = JSON.parse((await inNode(HUBBLE, ['list', 'nodes', '--server', `unix://${sock}`, '-o', 'json'])).stdout) as { tls?: { enabled?: boolean } }[];
+    assert.equal(nodes[0]!.tls?.enabled ?? false, false);
+  } finally {
+    await restartAgent({ MEMBRANE_HUBBLE_DISABLE_TLS: '' });
+  }
+  assert.notEqual((await plainObserve()).code, 0, 'plain text refused again');
+  assert.match(await lab.ok(['status']), /:4244 mutual TLS \(node1\.default\.hubble-grpc\.cilium\.io/);
+  const tls = await inNode(HUBBLE, ['observe', ...tlsFlags, '--last', '1', '-o', 'json']);
+  assert.equal(tls.code, 0, tls.stderr);
+});
+
+test('bad setting: MEMBRANE_HUBBLE_DISABLE_TLS=yes stops the agent with a clear error', async () => {
+  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 200; i++) {
+    try { process.kill(pid, 0); } catch { break; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const bad = await lab.run(['up'], { env: { MEMBRANE_HUBBLE_DISABLE_TLS: 'yes' }, timeoutMs: 180_000 });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /LAB_AGENT_FAILED/);
+  assert.match(bad.stderr, /MEMBRANE_HUBBLE_DISABLE_TLS="yes": expected true or false/);
+  assert.match(bad.stderr, /code: 'HUBBLE_BAD_SETTING'/);
+  await lab.ok(['up'], { env: { MEMBRANE_HUBBLE_DISABLE_TLS: '' }, timeoutMs: 180_000 });
+  assert.match(await lab.ok(['status']), /:4244 mutual TLS/);
 });
