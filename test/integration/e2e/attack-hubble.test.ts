@@ -147,6 +147,8 @@ test('host ports follow the pod\'s egress policy: a restricted pod reaches neith
 test('the unix socket is root-only in the lab: nobody is refused, root reads', async () => {
   const sock = labPaths(lab.env).hubbleSocket('node1');
   assert.equal(statSync(sock).mode & 0o777, 0o600);
+  assert.equal(statSync(sock).uid, 0);
+  assert.ok(statSync(sock).isSocket());
   const nobody = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', HUBBLE, 'status', '--server', `unix://${sock}`, '--timeout', '3s']);
   assert.notEqual(nobody.code, 0);
   assert.match(nobody.stderr, /permission denied/);
