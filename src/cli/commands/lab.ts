@@ -27,6 +27,7 @@ export function register(program: Command): void {
         printApplyResults(res);
       }
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
+      say('UI: `membrane ui` serves it at http://127.0.0.1:12000');
     });
 
   program.command('down')
