@@ -148,7 +148,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     const leader = Math.abs(cy - spot.ay) > h ? <line class="leader" x1={spot.ax} y1={spot.ay} x2={spot.x + w / 2} y2={cy < spot.ay ? spot.y + h : spot.y} /> : null;
     return (
       <g key={e.id} class={`edge v-${v}${e.counts.dropped && v !== 'dropped' ? ' has-drops' : ''}${selectedId === e.id ? ' selected' : ''}`}
-        tabIndex={0} role="button" aria-label={label} data-edge-from={e.from} data-edge-to={e.to} data-port={e.port} data-verdict={v}
+        tabindex={0} role="button" aria-label={label} data-edge-from={e.from} data-edge-to={e.to} data-port={e.port} data-verdict={v}
         onClick={() => p.onEdge(e)} onKeyDown={activate(() => p.onEdge(e))}>
         <title>{label}</title>
         {!self && <path class="edge-hit" d={d} />}
@@ -169,7 +169,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     const extra = n.http.length ? `${n.http.length} HTTP endpoint${n.http.length === 1 ? '' : 's'}` : n.pods.length > 1 ? `${n.pods.length} pods` : n.kind === 'workload' || n.kind === 'pod' ? `ID ${n.identities.join(', ')}` : '';
     return (
       <g key={n.id} class={`card k-${n.kind}${selectedId === n.id ? ' selected' : ''}`} transform={`translate(${b.x},${b.y})`}
-        tabIndex={0} role="button" aria-label={`${n.name}, ${sub}${extra ? `, ${extra}` : ''}`} data-node={n.id}
+        tabindex={0} role="button" aria-label={`${n.name}, ${sub}${extra ? `, ${extra}` : ''}`} data-node={n.id}
         onClick={() => p.onNode(n)} onKeyDown={activate(() => p.onNode(n))}>
         <rect width={CARD_W} height={CARD_H} rx={8} />
         <text x={14} y={26} class="icon" aria-hidden="true">{KIND_ICON[n.kind]}</text>
