@@ -92,6 +92,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
     // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node).
     tcpPort: 4244,
+    // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
+    ...(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY ? { capacity: Number(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY) } : {}),
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;

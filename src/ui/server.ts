@@ -2,8 +2,8 @@
  * The UI server (`membrane ui`): one HTTP listener, by default 127.0.0.1:12000 (Hubble UI's
  * port), that serves
  *   /                       the bundle from dist/ui (static.ts)
- *   /observer.Observer/*    Hubble's Observer API for the browser (Connect and gRPC-web over
- *                           HTTP/1.1), relayed to one upstream Observer (observer-bridge.ts)
+ *   /observer.Observer/*    Hubble's Observer API for the browser (gRPC-web over HTTP/1.1),
+ *                           relayed byte for byte to one upstream Observer (grpc-web-proxy.ts)
  *   /api/v1/*               read-only questions for the node's agent (api.ts)
  *
  * It answers only requests addressed to it by a loopback name or its own address (a page on
@@ -12,11 +12,9 @@
  * it never grants), and sends a Content-Security-Policy that allows nothing but itself.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { Observer } from '../hubble/gen/observer/observer_pb.js';
 import { formatTarget, type ServerTarget } from '../hubble/client.ts';
 import { MembraneError } from '../errors.ts';
-import { observerBridge, observerUpstream } from './observer-bridge.ts';
+import { createGrpcWebProxy } from './grpc-web-proxy.ts';
 import { uiApi, UiRequestError, type ApiHandler } from './api.ts';
 import { loadAssets, type StaticFile } from './static.ts';
 
@@ -78,8 +76,7 @@ export function createUiServer(opts: UiServerOptions): UiServer {
   let server: Server | undefined;
   let bound = opts.port ?? DEFAULT_UI_PORT;
   let assets = new Map<string, StaticFile>();
-  const upstream = observerUpstream(opts.observer);
-  const shutdown = new AbortController();
+  const observer = createGrpcWebProxy(opts.observer);
   const info = () => ({ observer: formatTarget(opts.observer), ...opts.labels });
   const api: Record<string, ApiHandler> = uiApi({ agentSocket: opts.agentSocket, info });
 
@@ -129,17 +126,6 @@ export function createUiServer(opts: UiServerOptions): UiServer {
     res.end(req.method === 'HEAD' ? undefined : f.body);
   }
 
-  const connect = connectNodeAdapter({
-    routes: (router) => router.service(Observer, observerBridge(upstream)),
-    shutdownSignal: shutdown.signal,
-    readMaxBytes: MAX_API_BODY,
-    fallback: (req, res) => {
-      const url = new URL(req.url ?? '/', 'http://ui');
-      if (url.pathname.startsWith('/api/')) void handleApi(req as IncomingMessage, res as ServerResponse, url);
-      else handleStatic(req as IncomingMessage, res as ServerResponse, url);
-    },
-  });
-
   return {
     async start() {
       assets = loadAssets(opts.assetsDir);
@@ -150,7 +136,10 @@ export function createUiServer(opts: UiServerOptions): UiServer {
           return;
         }
         for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
-        connect(req, res);
+        const url = new URL(req.url ?? '/', 'http://ui');
+        if (url.pathname.startsWith('/observer.Observer/')) observer.handle(req, res);
+        else if (url.pathname.startsWith('/api/')) void handleApi(req, res, url);
+        else handleStatic(req, res, url);
       });
       // flows stream for as long as a page is open
       server.requestTimeout = 0;
@@ -169,7 +158,7 @@ export function createUiServer(opts: UiServerOptions): UiServer {
       });
     },
     async stop() {
-      shutdown.abort();
+      observer.close();
       if (!server) return;
       const s = server;
       server = undefined;

@@ -1,7 +1,7 @@
 /// <reference lib="webworker" />
 /**
- * The flow stream, off the page's main thread: Observer.GetFlows over Connect (binary) through
- * the UI server, decoded here, folded into the service map and turned into table rows; the
+ * The flow stream, off the page's main thread: Observer.GetFlows over gRPC-web through the UI
+ * server (which relays the bytes to the upstream Observer), decoded here, folded into the service map and turned into table rows; the
  * page gets batches a few times a second, so decoding 2,000 flows/s never blocks a frame.
  *
  * Positioning: first the last N flows that match (no follow: the stream's end says "loaded"),
@@ -10,9 +10,9 @@
 import { create, toJson } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-web';
+import { createGrpcWebTransport } from '@connectrpc/connect-web';
 import { Observer, GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
-import { FlowSchema, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
+import { FlowFilterSchema, FlowSchema, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
 import { dictBlock } from '../../src/hubble/printer.ts';
 import { ServiceMap } from './model/map.ts';
 import { flowRow, type FlowRow } from './model/rows.ts';
@@ -21,14 +21,21 @@ import type { FromWorker, ToWorker } from './worker-protocol.ts';
 
 declare const self: DedicatedWorkerGlobalScope;
 
-const KEEP_FLOWS = 20_000;
+/**
+ * What the map and the table read (proto names): the stream carries only these, so the upstream
+ * encodes and the worker decodes less. A flow's detail asks for the whole flow by its uuid.
+ */
+export const FLOW_FIELDS = [
+  'time', 'uuid', 'verdict', 'drop_reason', 'drop_reason_desc', 'auth_type', 'IP', 'l4', 'source', 'destination', 'Type',
+  'node_name', 'source_names', 'destination_names', 'l7', 'event_type', 'source_service', 'destination_service',
+  'traffic_direction', 'policy_match_type', 'debug_capture_point', 'sock_xlate_point', 'is_reply', 'Summary', 'ip_trace_id',
+];
 const BATCH_MS = 250;
+const ROWS_PER_MESSAGE = 1000;
 const MAP_MS = 500;
 
-const client = createClient(Observer, createConnectTransport({ baseUrl: self.location.origin, useBinaryFormat: true }));
+const client = createClient(Observer, createGrpcWebTransport({ baseUrl: self.location.origin }));
 const map = new ServiceMap();
-/** recent flows by uuid, oldest first (Map keeps insertion order), for the detail panel */
-const kept = new Map<string, Flow>();
 let pendingRows: FlowRow[] = [];
 let generation = 0;
 let abort: AbortController | undefined;
@@ -38,14 +45,8 @@ let mapDirty = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
 
-function keep(f: Flow): void {
-  kept.set(f.uuid, f);
-  if (kept.size > KEEP_FLOWS) kept.delete(kept.keys().next().value!);
-}
-
 function ingest(f: Flow): void {
   received++;
-  keep(f);
   if (map.add(f)) mapDirty = true;
   pendingRows.push(flowRow(f));
 }
@@ -60,7 +61,11 @@ function flush(force = false): void {
     lastMapPost = now;
     mapDirty = false;
   }
-  post({ type: 'batch', generation, rows, ...(sendMap || force ? { map: map.snapshot(now) } : {}), received });
+  // rows in slices: the page takes each in a short task, never one long one
+  let i = 0;
+  for (; rows.length - i > ROWS_PER_MESSAGE; i += ROWS_PER_MESSAGE) post({ type: 'batch', generation, rows: rows.slice(i, i + ROWS_PER_MESSAGE), received });
+  const last = i ? rows.slice(i) : rows;
+  post({ type: 'batch', generation, rows: last, ...(sendMap || force ? { map: map.snapshot(now) } : {}), received });
 }
 
 async function run(filters: UiFilters, number: number, gen: number): Promise<void> {
@@ -68,7 +73,6 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   const ctl = new AbortController();
   abort = ctl;
   map.clear();
-  kept.clear();
   pendingRows = [];
   received = 0;
   let whitelist;
@@ -97,7 +101,7 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
       try {
         if (!loaded) {
           const t0 = performance.now();
-          for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: BigInt(number), whitelist }), { signal: ctl.signal })) {
+          for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
             if (r.responseTypes.case !== 'flow') continue;
             const f = r.responseTypes.value;
             if (!seen(f)) ingest(f);
@@ -109,7 +113,7 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
         }
         retry = 0;
         post({ type: 'state', generation: gen, state: 'live' });
-        for await (const r of client.getFlows(create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist }), { signal: ctl.signal })) {
+        for await (const r of client.getFlows(create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
           if (r.responseTypes.case === 'lostEvents') {
             post({ type: 'lost', generation: gen, count: Number(r.responseTypes.value.numEventsLost) });
             continue;
@@ -134,15 +138,26 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   }
 }
 
+/** The whole flow, every field, by its uuid (Hubble's uuid filter), while the ring still holds it. */
+async function detail(uuid: string): Promise<void> {
+  let f: Flow | undefined;
+  try {
+    for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: 1n, whitelist: [create(FlowFilterSchema, { uuid: [uuid] })] }))) {
+      if (r.responseTypes.case === 'flow') f = r.responseTypes.value;
+    }
+  } catch (e) {
+    post({ type: 'detail', uuid, missing: true, message: ConnectError.from(e).rawMessage });
+    return;
+  }
+  post(f
+    ? { type: 'detail', uuid, dict: dictBlock(f, { printNodeName: true, printPolicyNames: true }), json: toJson(FlowSchema, f, { useProtoFieldName: true }) as Record<string, unknown> }
+    : { type: 'detail', uuid, missing: true });
+}
+
 self.onmessage = (ev: MessageEvent<ToWorker>) => {
   const m = ev.data;
   if (m.type === 'start') {
     generation = m.generation;
     void run(m.filters, m.number, m.generation);
-  } else if (m.type === 'detail') {
-    const f = kept.get(m.uuid);
-    post(f
-      ? { type: 'detail', uuid: m.uuid, dict: dictBlock(f, { printNodeName: true, printPolicyNames: true }), json: toJson(FlowSchema, f, { useProtoFieldName: true }) as Record<string, unknown> }
-      : { type: 'detail', uuid: m.uuid, missing: true });
-  }
+  } else if (m.type === 'detail') void detail(m.uuid);
 };

@@ -1,7 +1,7 @@
 /** Messages between the page and the flow worker (flow-worker.ts). */
 import type { MapSnapshot } from './model/map.ts';
 import type { FlowRow } from './model/rows.ts';
-import type { UiFilters } from './model/filters.ts';
+import type { UiFilters } from './model/filter-input.ts';
 
 export type ToWorker =
   | { type: 'start'; generation: number; filters: UiFilters; number: number }
@@ -13,4 +13,4 @@ export type FromWorker =
   | { type: 'state'; generation: number; state: 'live' | 'reconnecting'; message?: string }
   | { type: 'lost'; generation: number; count: number }
   | { type: 'error'; generation: number; message: string }
-  | { type: 'detail'; uuid: string; dict?: string; json?: Record<string, unknown>; missing?: boolean };
+  | { type: 'detail'; uuid: string; dict?: string; json?: Record<string, unknown>; missing?: boolean; message?: string };

@@ -4,9 +4,11 @@
  * and the denied requests. Every card and edge is a button: Tab reaches it, Enter or Space opens
  * it in the side panel. Cards keep their place as flows arrive (model/layout.ts).
  */
+import type { JSX } from 'preact';
 import { memo } from 'preact/compat';
 import { useMemo, useRef } from 'preact/hooks';
-import { edgeVerdict, type MapEdge, type MapNode, type MapSnapshot } from '../model/map.ts';
+import type { MapEdge, MapNode, MapSnapshot } from '../model/map.ts';
+import { edgeVerdict } from '../model/verdict.ts';
 import { CARD_H, CARD_W, StableLayout, type Box } from '../model/layout.ts';
 import type { Selection } from './side-panel.tsx';
 
@@ -121,6 +123,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
   const lanes = new Map<string, number>();
   let bottom = 0;
   const taken: Rect[] = [...boxes.values()].map((b) => ({ x: b.x - 4, y: b.y - 4, w: CARD_W + 8, h: CARD_H + 8 }));
+  const lineEls: JSX.Element[] = [];
   const edgeEls = edges.map((e) => {
     const a = boxes.get(e.from);
     const b = boxes.get(e.to);
@@ -146,14 +149,20 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     // a label pushed away from its line gets a leader back to it
     const cy = spot.y + h / 2;
     const leader = Math.abs(cy - spot.ay) > h ? <line class="leader" x1={spot.ax} y1={spot.ay} x2={spot.x + w / 2} y2={cy < spot.ay ? spot.y + h : spot.y} /> : null;
-    return (
-      <g key={e.id} class={`edge v-${v}${e.counts.dropped && v !== 'dropped' ? ' has-drops' : ''}${selectedId === e.id ? ' selected' : ''}`}
-        tabindex={0} role="button" aria-label={label} data-edge-from={e.from} data-edge-to={e.to} data-port={e.port} data-verdict={v}
-        onClick={() => p.onEdge(e)} onKeyDown={activate(() => p.onEdge(e))}>
-        <title>{label}</title>
+    const cls = `v-${v}${e.counts.dropped && v !== 'dropped' ? ' has-drops' : ''}${selectedId === e.id ? ' selected' : ''}`;
+    // lines under every label (a line never covers another edge's label); the label is the button
+    lineEls.push(
+      <g key={e.id} class={`edge-path ${cls}`} aria-hidden="true" onClick={() => p.onEdge(e)}>
         {!self && <path class="edge-hit" d={d} />}
         {!self && <path class="edge-line" d={d} marker-end={`url(#arrow-${v})`} />}
         {leader}
+      </g>,
+    );
+    return (
+      <g key={e.id} class={`edge ${cls}`}
+        tabindex={0} role="button" aria-label={label} data-edge-from={e.from} data-edge-to={e.to} data-port={e.port} data-verdict={v}
+        onClick={() => p.onEdge(e)} onKeyDown={activate(() => p.onEdge(e))}>
+        <title>{label}</title>
         <g class="edge-label" transform={`translate(${spot.x},${spot.y})`}>
           <rect width={w} height={h} rx={5} />
           {lines.map((s, i) => <text x={7} y={16 + i * 14} class={i >= 2 ? 'denied' : undefined}>{s}</text>)}
@@ -190,8 +199,9 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
             </marker>
           ))}
         </defs>
-        <g class="edges">{edgeEls}</g>
+        <g class="edge-lines">{lineEls}</g>
         <g class="cards">{nodeEls}</g>
+        <g class="edges">{edgeEls}</g>
       </svg>
     </div>
   );

@@ -122,7 +122,7 @@ function FlowDetail({ row, worker }: { row: FlowRow; worker: Worker }) {
     <div data-testid="flow-detail">
       <h2 tabIndex={-1}>Flow {row.verdict}</h2>
       <p class="muted">{row.src} {row.arrow} {row.dst}</p>
-      {detail?.dict ? <pre class="dict" data-testid="flow-dict">{detail.dict}</pre> : detail?.missing ? <p>The flow left the browser's buffer.</p> : <p>Loading…</p>}
+      {detail?.dict ? <pre class="dict" data-testid="flow-dict">{detail.dict}</pre> : detail?.missing ? <p>The flow is no longer in the node's ring{detail.message ? ` (${detail.message})` : ''}.</p> : <p>Loading…</p>}
       {detail?.json && (
         <details>
           <summary>All fields (JSON)</summary>

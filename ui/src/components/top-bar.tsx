@@ -1,6 +1,6 @@
 /** Namespace picker, Hubble's flow filters, follow/pause and the stream's state. */
 import { useEffect, useState } from 'preact/hooks';
-import { NO_FILTERS, toFlowFilters, FilterInputError, type UiFilters } from '../model/filters.ts';
+import { NO_FILTERS, checkFilters, FilterInputError, type UiFilters } from '../model/filter-input.ts';
 import type { StreamStatus } from '../app.tsx';
 
 const VERDICTS = ['', 'FORWARDED', 'DROPPED', 'AUDIT', 'REDIRECTED', 'ERROR'] as const;
@@ -26,7 +26,7 @@ export function TopBar(p: {
 
   const submit = (f: UiFilters) => {
     try {
-      toFlowFilters(f);
+      checkFilters(f);
       setProblem(undefined);
       p.onFilters(f);
     } catch (e) {

@@ -25,7 +25,7 @@ export interface Box {
 export const CARD_W = 230;
 export const CARD_H = 76;
 export const GAP_X = 210;
-export const GAP_Y = 30;
+export const GAP_Y = 64;
 export const PAD = 24;
 const MAX_COL = 8;
 

@@ -15,7 +15,8 @@ import { DropReason, type Endpoint, type Flow } from '../../../src/hubble/gen/fl
 import { reservedIdentityName } from '../../../src/hubble/names.ts';
 
 export type NodeKind = 'workload' | 'pod' | 'kube-dns' | 'host' | 'world' | 'fqdn' | 'reserved';
-export type VerdictName = 'forwarded' | 'dropped' | 'audit' | 'redirected' | 'error';
+import type { VerdictName } from './verdict.ts';
+export type { VerdictName } from './verdict.ts';
 
 export interface MapNode {
   id: string;
@@ -145,6 +146,11 @@ export function nodeFor(ep: Endpoint | undefined, names: readonly string[]): Omi
 }
 
 /** How `policy trace` names this end: NAMESPACE/POD, an entity, or the IP. */
+/** A Deployment's card is traced by the Deployment's name (`policy trace` picks one of its pods). */
+function workloadPeer(n: MapNode | undefined): string | undefined {
+  return n?.kind === 'workload' && n.workloadKind === 'Deployment' && n.namespace ? `${n.namespace}/${n.name}` : undefined;
+}
+
 export function tracePeer(n: { kind: NodeKind; namespace?: string; pod?: string; name: string }, ip: string): string {
   if (n.pod && n.namespace) return `${n.namespace}/${n.pod}`;
   if (n.kind === 'host') return 'host';
@@ -184,6 +190,8 @@ export function hostOf(url: string): string {
 export class ServiceMap {
   private nodes = new Map<string, MapNode>();
   private edges = new Map<string, EdgeState>();
+  /** pods' cards by security identity: the per-flow fast path (no object per flow) */
+  private byIdentity = new Map<number, MapNode>();
   private count = 0;
 
   get flows(): number {
@@ -193,6 +201,7 @@ export class ServiceMap {
   clear(): void {
     this.nodes.clear();
     this.edges.clear();
+    this.byIdentity.clear();
     this.count = 0;
   }
 
@@ -215,6 +224,21 @@ export class ServiceMap {
     return cur;
   }
 
+  private endpointNode(ep: Endpoint | undefined, names: readonly string[]): MapNode {
+    if (ep?.podName && ep.namespace) {
+      const cur = this.byIdentity.get(ep.identity);
+      if (cur && cur.namespace === ep.namespace) {
+        if (cur.pods.length < MAX_PODS && !cur.pods.includes(ep.podName)) cur.pods.push(ep.podName);
+        if (cur.kind === 'pod' && ep.workloads.length) this.node(nodeFor(ep, names));
+        return cur;
+      }
+      const n = this.node(nodeFor(ep, names));
+      this.byIdentity.set(ep.identity, n);
+      return n;
+    }
+    return this.node(nodeFor(ep, names));
+  }
+
   /** Folds one flow in. Returns false for flows the map does not draw (no IP, no L4). */
   add(f: Flow, nowMs = Date.now()): boolean {
     const reply = f.isReply === true;
@@ -225,10 +249,8 @@ export class ServiceMap {
     const [srcEp, dstEp, srcIp, dstIp, srcNames, dstNames, port] = reply
       ? [f.destination, f.source, f.IP.destination, f.IP.source, f.destinationNames, f.sourceNames, l4.sport]
       : [f.source, f.destination, f.IP.source, f.IP.destination, f.sourceNames, f.destinationNames, l4.dport];
-    const sn = nodeFor(srcEp, srcNames);
-    const dn = nodeFor(dstEp, dstNames);
-    const src = this.node(sn);
-    const dst = this.node(dn);
+    const src = this.endpointNode(srcEp, srcNames);
+    const dst = this.endpointNode(dstEp, dstNames);
     const id = `${src.id}|${dst.id}|${port}|${l4.proto}`;
     let e = this.edges.get(id);
     const rec = f.l7?.record;
@@ -243,7 +265,7 @@ export class ServiceMap {
       e = {
         id, from: src.id, to: dst.id, port, proto: l4.proto, l7: new Set(), counts: zero(), total: 0, dropReasons: {},
         requests: new Map(), sni: new Set(), lastSeenMs: 0,
-        peers: { from: tracePeer(sn, srcIp), to: tracePeer(dn, dstIp), fromIp: srcIp, toIp: dstIp },
+        peers: { from: tracePeer(nodeFor(srcEp, srcNames), srcIp), to: tracePeer(nodeFor(dstEp, dstNames), dstIp), fromIp: srcIp, toIp: dstIp },
         buckets: new Int32Array(RATE_WINDOW_S), bucketSec: new Int32Array(RATE_WINDOW_S).fill(-1),
       };
       this.edges.set(id, e);
@@ -295,7 +317,7 @@ export class ServiceMap {
       }
       const { buckets: _b, bucketSec: _s, ...rest } = e;
       edges.push({
-        ...rest, counts: { ...e.counts }, dropReasons: { ...e.dropReasons }, l7: [...e.l7].sort(), sni: [...e.sni],
+        ...rest, peers: { ...e.peers, from: workloadPeer(this.nodes.get(e.from)) ?? e.peers.from, to: workloadPeer(this.nodes.get(e.to)) ?? e.peers.to }, counts: { ...e.counts }, dropReasons: { ...e.dropReasons }, l7: [...e.l7].sort(), sni: [...e.sni],
         requests: [...e.requests.values()].map((r) => ({ ...r, counts: { ...r.counts }, codes: { ...r.codes } })),
         rate: n / RATE_WINDOW_S,
       });
@@ -312,12 +334,4 @@ export function dropReasonName(f: Flow): string {
   return DropReason[code] ?? `DROP_REASON_${code}`;
 }
 
-/** The verdict shown for an edge: forwarded if anything got through, else the strongest other. */
-export function edgeVerdict(e: Pick<MapEdge, 'counts'>): VerdictName {
-  const c = e.counts;
-  if (c.forwarded) return 'forwarded';
-  if (c.redirected) return 'redirected';
-  if (c.audit) return 'audit';
-  if (c.dropped) return 'dropped';
-  return 'error';
-}
+export { edgeVerdict } from './verdict.ts';
