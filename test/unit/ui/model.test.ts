@@ -53,7 +53,7 @@ test('service map: one card per identity, named after the workload; edges by por
   const put = e.requests.find((r) => r.method === 'PUT')!;
   assert.deepEqual([put.path, put.counts.dropped, put.codes], ['/v1/exhaust-port', 1, { 403: 1 }]);
   assert.equal(e.requests.find((r) => r.method === 'POST')!.path, '/v1/request-landing', 'no query string');
-  assert.deepEqual(e.peers, { from: 'shop/client', to: 'shop/api-xxx', fromIp: '10.244.1.5', toIp: '10.244.1.6' }, 'a Deployment by its name, a pod by its own');
+  assert.deepEqual(e.peers, { from: 'shop/client', to: 'shop/api', fromIp: '10.244.1.5', toIp: '10.244.1.6' }, 'a Deployment by its name, a pod by its own');
   const x = s.edges.find((y) => y.from === 'default/34567')!;
   assert.deepEqual([x.counts.dropped, x.counts.forwarded, edgeVerdict(x), x.dropReasons], [1, 0, 'dropped', { POLICY_DENIED: 1 }]);
   const w = s.edges.find((y) => y.to === 'fqdn:api.openai.com')!;
