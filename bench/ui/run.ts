@@ -17,6 +17,8 @@
  */
 import { parseArgs } from 'node:util';
 import os from 'node:os';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../../test/integration/support/lab.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
@@ -25,7 +27,7 @@ import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
 import type { CDPSession, Page } from 'playwright-core';
 
-const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(20, Number(values.loads)));
 const RATE = Math.max(1, Math.min(5000, Number(values.rate)));
 const SECS = Math.max(1, Math.min(60, Number(values.secs)));
@@ -39,7 +41,7 @@ const SENDER = join(REPO, 'bench/ui/sender.ts');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const say = (s: string) => process.stderr.write(`bench/ui: ${s}\n`);
 
-interface TraceEvent { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; args?: { name?: string } }
+interface TraceEvent { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; tdur?: number; args?: { name?: string } }
 
 async function trace(page: Page, during: () => Promise<void>): Promise<TraceEvent[]> {
   const cdp: CDPSession = await page.context().newCDPSession(page);
@@ -57,6 +59,40 @@ async function trace(page: Page, during: () => Promise<void>): Promise<TraceEven
   await done;
   await cdp.detach();
   return events;
+}
+
+/** Pids of the processes below `pid` (from /proc), excluding `pid` itself. */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      parent.set(Number(d), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => { for (const [c, pp] of parent) if (pp === p) { out.push(c); walk(c); } };
+  walk(pid);
+  return out;
+}
+
+/** The renderer main thread's tasks (the CrRendererMain with the most): wall and thread-CPU ms. */
+function mainThreadTasks(events: TraceEvent[]): { key: string | undefined; wall: number[]; cpu: number[] } {
+  const names = new Map<string, string>();
+  for (const e of events) if (e.ph === 'M' && e.name === 'thread_name') names.set(`${e.pid}:${e.tid}`, e.args?.name ?? '');
+  const by = new Map<string, { wall: number[]; cpu: number[] }>();
+  for (const e of events) {
+    if (e.name !== 'RunTask' || e.ph !== 'X' || e.dur === undefined) continue;
+    const k = `${e.pid}:${e.tid}`;
+    if (names.get(k) !== 'CrRendererMain') continue;
+    let l = by.get(k);
+    if (!l) by.set(k, (l = { wall: [], cpu: [] }));
+    l.wall.push(e.dur / 1000);
+    if (e.tdur !== undefined) l.cpu.push(e.tdur / 1000);
+  }
+  const best = [...by.entries()].sort((a, c) => c[1].wall.length - a[1].wall.length)[0];
+  return { key: best?.[0], wall: best?.[1].wall ?? [], cpu: best?.[1].cpu ?? [] };
 }
 
 async function main(): Promise<void> {
@@ -81,21 +117,33 @@ async function main(): Promise<void> {
   const ui = createUiServer({ port: 0, observer: { kind: 'unix', path: paths.hubbleSocket('node1') }, agentSocket: paths.agentSocket('node1'), assetsDir: join(REPO, 'dist/ui'), labels: { lab: lab.name, node: 'node1' } });
   await ui.start();
   const b = await launchChromium({ width: 1440, height: 900 });
+  if (values.nice) {
+    // a variant that shows what the other work on the 2 shared cores costs the page: this
+    // process's chromium descendants get priority (renice), nothing else is touched
+    const mine = descendants(process.pid).filter((pid) => {
+      try { return readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('chrom'); } catch { return false; }
+    });
+    await new Promise<void>((res, rej) => execFile('renice', ['-n', values.nice!, '-p', ...mine.map(String)], (e) => (e ? rej(e) : res())));
+    say(`reniced ${mine.length} chromium processes to ${values.nice}`);
+  }
   try {
-    const loads: { loaded: number; tti: number; flows: number; input: number; longTasks: number; longest: number }[] = [];
+    const loads: { cpuLongest: number; loaded: number; tti: number; interactive: number; replay: number; flows: number; input: number; longTasks: number; longest: number }[] = [];
     for (let i = 0; i < LOADS; i++) {
       const page = await b.context.newPage();
       // in the page (strings: this file is compiled without the DOM library)
       await page.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); }).observe({ type: 'longtask', buffered: true });`);
-      await page.goto(ui.url());
-      await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
-      const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), long: window.__long })`) as { loaded: number; interactive: number; flows: number; long: [number, number][] };
+      const loadEvents = await trace(page, async () => {
+        await page.goto(ui.url());
+        await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
+      });
+      const lt = mainThreadTasks(loadEvents);
+      const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), replay: Number(document.body.dataset.replayMs), long: window.__long })`) as { loaded: number; interactive: number; flows: number; replay: number; long: [number, number][] };
       // interactive (as Lighthouse's TTI): controls rendered, and no long task after that point
       const tti = Math.max(m.interactive, ...m.long.map(([st, d]) => st + d));
       const tIn = Date.now();
       await page.locator('[data-testid="flows-body"] .row').first().click();
       await page.locator('[data-testid="flow-dict"]').waitFor({ timeout: 10_000 });
-      loads.push({ loaded: m.loaded, tti, flows: m.flows, input: Date.now() - tIn, longTasks: m.long.length, longest: Math.max(0, ...m.long.map(([, d]) => d)) });
+      loads.push({ cpuLongest: Math.max(0, ...lt.cpu), loaded: m.loaded, tti, interactive: m.interactive, replay: m.replay, flows: m.flows, input: Date.now() - tIn, longTasks: m.long.length, longest: Math.max(0, ...m.long.map(([, d]) => d)) });
       await page.close();
     }
 
@@ -122,20 +170,10 @@ async function main(): Promise<void> {
     const gaps = await page.evaluate(`(() => { window.__stop = true; return window.__gaps.slice(1); })()`) as number[];
     void rx0;
 
-    // renderer main thread: the CrRendererMain with the most tasks
-    const names = new Map<string, string>();
-    for (const e of events) if (e.ph === 'M' && e.name === 'thread_name') names.set(`${e.pid}:${e.tid}`, e.args?.name ?? '');
-    const tasksBy = new Map<string, number[]>();
-    for (const e of events) {
-      if (e.name !== 'RunTask' || e.ph !== 'X' || e.dur === undefined) continue;
-      const k = `${e.pid}:${e.tid}`;
-      if (names.get(k) !== 'CrRendererMain') continue;
-      let l = tasksBy.get(k);
-      if (!l) tasksBy.set(k, (l = []));
-      l.push(e.dur / 1000);
-    }
-    const mainTasks = [...tasksBy.values()].sort((a, c) => c.length - a.length)[0] ?? [];
-    const mainKey = [...tasksBy.entries()].sort((a, c) => c[1].length - a[1].length)[0]?.[0];
+    const mt = mainThreadTasks(events);
+    const mainTasks = mt.wall;
+    const mainCpu = mt.cpu;
+    const mainKey = mt.key;
     if (values.debug) {
       // what the longest main-thread tasks spent their time on
       const onMain = events.filter((e) => `${e.pid}:${e.tid}` === mainKey && e.ph === 'X' && e.dur !== undefined);
@@ -155,21 +193,24 @@ async function main(): Promise<void> {
     const loaded = median(loads.map((l) => l.loaded));
     const tti = median(loads.map((l) => l.tti));
     const lines = [
-      `Command: \`bin/node bench/ui/run.ts --loads ${LOADS} --rate ${RATE} --secs ${SECS}\``,
+      `Command: \`bin/node bench/ui/run.ts --loads ${LOADS} --rate ${RATE} --secs ${SECS}${values.nice ? ` --nice=${values.nice}` : ''}\``,
       '',
-      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads) and the UI server. Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.`,
+      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads), the UI server and other work on the machine${values.nice ? `; chromium's processes reniced to ${values.nice}` : ''}. Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.`,
       '',
       '| measure | result | goal | |',
       '|---|---|---|---|',
       `| navigation -> interactive: controls rendered, no long task after (median of ${LOADS}) | ${tti.toFixed(0)} ms (runs: ${loads.map((l) => l.tti.toFixed(0)).join(', ')}) | <= 1000 ms | ${tti <= 1000 ? 'ok' : 'MISSED'} |`,
       `| navigation -> all 10,000 flows on the map and in the table, painted (median of ${LOADS}) | ${loaded.toFixed(0)} ms (runs: ${loads.map((l) => l.loaded.toFixed(0)).join(', ')}) | | |`,
+      `| of which: page script ran and controls rendered / the worker's replay stream (request to last flow decoded) | ${median(loads.map((l) => l.interactive)).toFixed(0)} ms / ${median(loads.map((l) => l.replay)).toFixed(0)} ms | | |`,
       `| flows on the page at that mark | ${loads.map((l) => l.flows).join(', ')} | 10,000 | |`,
       `| first input after load (open a flow's detail), median | ${median(loads.map((l) => l.input)).toFixed(0)} ms | | |`,
-      `| long tasks (> 50 ms) during load, median count / longest | ${median(loads.map((l) => l.longTasks))} / ${median(loads.map((l) => l.longest)).toFixed(0)} ms | | |`,
+      `| long tasks (> 50 ms) during load, median count / longest (wall) | ${median(loads.map((l) => l.longTasks))} / ${median(loads.map((l) => l.longest)).toFixed(0)} ms | | |`,
+      `| longest main-thread task during load, CPU time of the thread (median) | ${median(loads.map((l) => l.cpuLongest)).toFixed(1)} ms | | |`,
       `| live: flows received by the page | ${(r1 - r0).toLocaleString('en-US')} in ${sent.seconds.toFixed(1)} s of sending (${((r1 - r0) / (sent.seconds + 1)).toFixed(0)}/s over the traced window, ${sent.sent} datagrams) | 2,000/s | |`,
       `| live: frames (trace: intervals between the renderer's BeginMainThreadFrame) | ${frames.length} frames (${draws} drawn), p50 ${p(frames, 0.5).toFixed(1)} ms, p99 ${p(frames, 0.99).toFixed(1)} ms, max ${Math.max(0, ...frames).toFixed(1)} ms, ${frames.filter((f) => f > 50).length} over 50 ms | none > 50 ms | ${frames.length && Math.max(...frames) <= 50 ? 'ok' : 'MISSED'} |`,
       `| live: requestAnimationFrame gaps in the page | ${gaps.length} frames, max ${Math.max(0, ...gaps).toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms | | |`,
-      `| live: renderer main thread tasks | ${mainTasks.length} tasks, longest ${Math.max(0, ...mainTasks).toFixed(1)} ms, ${mainTasks.filter((d) => d > 50).length} over 50 ms | | |`,
+      `| live: renderer main thread tasks, wall time | ${mainTasks.length} tasks, longest ${Math.max(0, ...mainTasks).toFixed(1)} ms, ${mainTasks.filter((d) => d > 50).length} over 50 ms | | |`,
+      `| live: the same tasks, CPU time of the thread (what contention for the 2 cores does not add) | longest ${Math.max(0, ...mainCpu).toFixed(1)} ms, p99 ${p(mainCpu, 0.99).toFixed(1)} ms, ${mainCpu.filter((d) => d > 50).length} over 50 ms | | |`,
       '',
       `Total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
     ];

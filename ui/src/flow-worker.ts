@@ -30,13 +30,31 @@ export const FLOW_FIELDS = [
   'node_name', 'source_names', 'destination_names', 'l7', 'event_type', 'source_service', 'destination_service',
   'traffic_direction', 'policy_match_type', 'debug_capture_point', 'sock_xlate_point', 'is_reply', 'Summary', 'ip_trace_id',
 ];
-const BATCH_MS = 250;
-const ROWS_PER_MESSAGE = 1000;
-const MAP_MS = 500;
+const BATCH_MS = 400;
+const MAP_MS = 800;
+/** rows the table offers (the newest) */
+export const MAX_ROWS = 10_000;
 
 const client = createClient(Observer, createGrpcWebTransport({ baseUrl: self.location.origin }));
 const map = new ServiceMap();
-let pendingRows: FlowRow[] = [];
+/**
+ * The table's flows live here, not in the page: the page asks for the window it shows (a few
+ * dozen rows), so a busy stream allocates nothing on the page's thread. Flows have sequence
+ * numbers; newest-first index i is seq `top - i`.
+ */
+const rows: Flow[] = [];
+/** rows are made when shown (a few dozen), not for every flow */
+const rowOf = new WeakMap<Flow, FlowRow>();
+function row(f: Flow): FlowRow {
+  let r = rowOf.get(f);
+  if (!r) rowOf.set(f, (r = flowRow(f)));
+  return r;
+}
+let dropped = 0;
+let rowsChanged = false;
+let paused = false;
+let frozenTop = -1;
+let view = { from: 0, count: 60 };
 let generation = 0;
 let abort: AbortController | undefined;
 let received = 0;
@@ -48,24 +66,41 @@ const post = (m: FromWorker) => self.postMessage(m);
 function ingest(f: Flow): void {
   received++;
   if (map.add(f)) mapDirty = true;
-  pendingRows.push(flowRow(f));
+  rows.push(f);
+  rowsChanged = true;
+  if (rows.length > MAX_ROWS * 1.2) {
+    // keep what a paused page may still be looking at
+    const n = Math.min(rows.length - MAX_ROWS, paused ? Math.max(0, frozenTop - MAX_ROWS + 1 - dropped) : Infinity);
+    if (n > 0) {
+      rows.splice(0, n);
+      dropped += n;
+    }
+  }
+}
+
+function postView(): void {
+  const top = paused ? frozenTop : dropped + rows.length - 1;
+  const total = Math.max(0, Math.min(MAX_ROWS, top - dropped + 1));
+  const out: FlowRow[] = [];
+  const end = Math.min(total, view.from + view.count);
+  for (let i = view.from; i < end; i++) {
+    const f = rows[top - i - dropped];
+    if (f) out.push(row(f));
+  }
+  post({ type: 'view', generation, total, from: view.from, rows: out, paused });
 }
 
 function flush(force = false): void {
   const now = Date.now();
-  const rows = pendingRows;
-  pendingRows = [];
   const sendMap = mapDirty && (force || now - lastMapPost >= MAP_MS);
-  if (!rows.length && !sendMap && !force) return;
+  if (!rowsChanged && !sendMap && !force) return;
   if (sendMap) {
     lastMapPost = now;
     mapDirty = false;
   }
-  // rows in slices: the page takes each in a short task, never one long one
-  let i = 0;
-  for (; rows.length - i > ROWS_PER_MESSAGE; i += ROWS_PER_MESSAGE) post({ type: 'batch', generation, rows: rows.slice(i, i + ROWS_PER_MESSAGE), received });
-  const last = i ? rows.slice(i) : rows;
-  post({ type: 'batch', generation, rows: last, ...(sendMap || force ? { map: map.snapshot(now) } : {}), received });
+  if ((rowsChanged && !paused) || force) postView();
+  rowsChanged = false;
+  post({ type: 'batch', generation, ...(sendMap || force ? { map: map.snapshot(now) } : {}), received });
 }
 
 async function run(filters: UiFilters, number: number, gen: number): Promise<void> {
@@ -73,7 +108,11 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   const ctl = new AbortController();
   abort = ctl;
   map.clear();
-  pendingRows = [];
+  rows.length = 0;
+  dropped = 0;
+  rowsChanged = false;
+  frozenTop = -1;
+  view = { from: 0, count: view.count };
   received = 0;
   let whitelist;
   try {
@@ -160,4 +199,12 @@ self.onmessage = (ev: MessageEvent<ToWorker>) => {
     generation = m.generation;
     void run(m.filters, m.number, m.generation);
   } else if (m.type === 'detail') void detail(m.uuid);
+  else if (m.type === 'view') {
+    view = { from: Math.max(0, Math.min(MAX_ROWS, m.from)), count: Math.max(0, Math.min(500, m.count)) };
+    postView();
+  } else if (m.type === 'pause') {
+    paused = m.paused;
+    frozenTop = dropped + rows.length - 1;
+    postView();
+  }
 };

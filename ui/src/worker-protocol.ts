@@ -5,10 +5,15 @@ import type { UiFilters } from './model/filter-input.ts';
 
 export type ToWorker =
   | { type: 'start'; generation: number; filters: UiFilters; number: number }
-  | { type: 'detail'; uuid: string };
+  | { type: 'detail'; uuid: string }
+  /** the table shows newest-first rows [from, from + count) */
+  | { type: 'view'; from: number; count: number }
+  /** freeze the table's rows (the map and counts go on) */
+  | { type: 'pause'; paused: boolean };
 
 export type FromWorker =
-  | { type: 'batch'; generation: number; rows: FlowRow[]; map?: MapSnapshot; received: number }
+  | { type: 'batch'; generation: number; map?: MapSnapshot; received: number }
+  | { type: 'view'; generation: number; total: number; from: number; rows: FlowRow[]; paused: boolean }
   | { type: 'loaded'; generation: number; flows: number; ms: number }
   | { type: 'state'; generation: number; state: 'live' | 'reconnecting'; message?: string }
   | { type: 'lost'; generation: number; count: number }

@@ -1,22 +1,24 @@
 /**
- * The live flows table, newest first, virtualized (only the rows in view are in the DOM, so
- * 10,000 rows cost as much as 30). Up/Down move between rows, Enter opens one.
+ * The live flows table, newest first, virtualized: the rows live in the flow worker and the
+ * table asks it for the window in view (only those rows reach the page and its DOM, so 10,000
+ * rows cost as much as 30). Up/Down move between rows, Enter opens one.
  */
 import { memo } from 'preact/compat';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { FlowRow } from '../model/rows.ts';
+import type { TableView } from '../app.tsx';
 
 const ROW_H = 24;
 const OVERSCAN = 8;
 
 const VERDICT_CLASS: Record<number, string> = { 1: 'forwarded', 2: 'dropped', 3: 'error', 4: 'audit', 5: 'redirected', 6: 'forwarded', 7: 'forwarded' };
 
-export const FlowsTable = memo(function FlowsTable(p: { rows: FlowRow[]; version: number; paused: boolean; selected: string | undefined; onSelect: (r: FlowRow) => void }) {
+export const FlowsTable = memo(function FlowsTable(p: { view: TableView; paused: boolean; selected: string | undefined; onSelect: (r: FlowRow) => void; onWindow: (from: number, count: number) => void }) {
   const scroller = useRef<HTMLDivElement>(null);
   const [top, setTop] = useState(0);
   const [height, setHeight] = useState(300);
   const [cursor, setCursor] = useState(0);
-  const n = p.rows.length;
+  const n = p.view.total;
 
   useEffect(() => {
     const el = scroller.current!;
@@ -26,8 +28,10 @@ export const FlowsTable = memo(function FlowsTable(p: { rows: FlowRow[]; version
   }, []);
 
   const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
-  const last = Math.min(n, Math.ceil((top + height) / ROW_H) + OVERSCAN);
-  const at = (i: number) => p.rows[n - 1 - i]!;
+  const want = Math.ceil(height / ROW_H) + 2 * OVERSCAN;
+  const last = Math.min(n, first + want);
+  useEffect(() => p.onWindow(first, want), [first, want]);
+  const at = (i: number) => p.view.rows[i - p.view.from];
 
   const focusRow = (i: number) => {
     const c = Math.max(0, Math.min(n - 1, i));
@@ -41,6 +45,7 @@ export const FlowsTable = memo(function FlowsTable(p: { rows: FlowRow[]; version
   const items = [];
   for (let i = first; i < last; i++) {
     const r = at(i);
+    if (!r) continue; // not here yet: the worker answers within a frame or two
     items.push(
       <div key={r.uuid} role="row" class={`row v-${VERDICT_CLASS[r.v] ?? 'error'}${p.selected === r.uuid ? ' selected' : ''}`} style={{ transform: `translateY(${i * ROW_H}px)` }}
         tabIndex={i === cursor ? 0 : -1} data-index={i} data-uuid={r.uuid} aria-selected={p.selected === r.uuid}

@@ -2,6 +2,7 @@
  * The side panel: an edge (its counts, requests and why), a workload (the policies selecting it
  * and its effective ingress/egress), or one flow (every field, as `-o dict` and as JSON, and why).
  */
+import { memo } from 'preact/compat';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { MapEdge, MapNode, MapSnapshot } from '../model/map.ts';
 import type { FlowRow, WhyQuery } from '../model/rows.ts';
@@ -14,7 +15,7 @@ export type Selection = { kind: 'edge'; id: string } | { kind: 'node'; id: strin
 
 const WHY_PROTO: Record<string, WhyQuery['protocol'] | undefined> = { TCP: 'TCP', UDP: 'UDP', SCTP: 'SCTP', ICMPv4: 'ICMP', ICMPv6: 'ICMPV6' };
 
-export function SidePanel(p: { selection: Selection | null; snapshot: MapSnapshot; worker: Worker; onClose: () => void }) {
+export const SidePanel = memo(function SidePanel(p: { selection: Selection | null; snapshot: MapSnapshot; worker: Worker; onClose: () => void }) {
   const ref = useRef<HTMLElement>(null);
   const s = p.selection;
   useEffect(() => {
@@ -41,7 +42,7 @@ export function SidePanel(p: { selection: Selection | null; snapshot: MapSnapsho
       {body}
     </aside>
   );
-}
+});
 
 function EdgeDetail({ edge: e, nodes }: { edge: MapEdge; nodes: MapNode[] }) {
   const from = nodes.find((n) => n.id === e.from);

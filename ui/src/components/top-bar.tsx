@@ -1,4 +1,5 @@
 /** Namespace picker, Hubble's flow filters, follow/pause and the stream's state. */
+import { memo } from 'preact/compat';
 import { useEffect, useState } from 'preact/hooks';
 import { NO_FILTERS, checkFilters, FilterInputError, type UiFilters } from '../model/filter-input.ts';
 import type { StreamStatus } from '../app.tsx';
@@ -16,9 +17,9 @@ const TEXT_FIELDS: { key: keyof UiFilters; label: string; placeholder: string; s
   { key: 'node', label: 'Node', placeholder: 'node1', size: 6 },
 ];
 
-export function TopBar(p: {
+export const TopBar = memo(function TopBar(p: {
   filters: UiFilters; onFilters: (f: UiFilters) => void; paused: boolean; onPause: () => void;
-  status: StreamStatus; info: { observer: string; lab?: string; node?: string } | undefined; namespaces: string[];
+  info: { observer: string; lab?: string; node?: string } | undefined; namespaces: string[];
 }) {
   const [draft, setDraft] = useState<UiFilters>(p.filters);
   const [problem, setProblem] = useState<FilterInputError | undefined>();
@@ -35,11 +36,10 @@ export function TopBar(p: {
     }
   };
   const set = (k: keyof UiFilters, v: string) => setDraft((d) => ({ ...d, [k]: v }));
-  const s = p.status;
   const nsOptions = [...new Set([...p.namespaces, ...(p.filters.namespace ? [p.filters.namespace] : [])])].sort();
 
   return (
-    <header class="top-bar">
+    <>
       <div class="brand">
         <h1>membrane</h1>
         <span class="where" title={`flows from ${p.info?.observer ?? '…'}`}>{p.info ? `lab ${p.info.lab ?? '?'} · ${p.info.node ?? ''}` : ''}</span>
@@ -75,14 +75,22 @@ export function TopBar(p: {
         <button type="button" class={p.paused ? 'pause paused' : 'pause'} aria-pressed={p.paused} onClick={p.onPause} data-testid="follow">
           {p.paused ? '▶ Follow' : '❚❚ Pause'}
         </button>
-        <span class={`state state-${s.state}`} role="status" aria-live="polite" data-testid="stream-state">
-          {s.state === 'live' ? (p.paused ? 'paused' : 'live') : s.state}
-          {` · ${s.received.toLocaleString('en-US')} flows`}
-          {s.state === 'live' ? ` · ${Math.round(s.rate).toLocaleString('en-US')}/s` : ''}
-          {s.lost ? ` · ${s.lost} lost` : ''}
-        </span>
-        {s.message && <span class="stream-message" title={s.message}>{s.message}</span>}
       </div>
-    </header>
+    </>
   );
-}
+});
+
+/** The stream's state line: re-rendered with every batch, alone (the filter bar is not). */
+export const StreamState = memo(function StreamState({ s, paused }: { s: StreamStatus; paused: boolean }) {
+  return (
+    <div class="stream-state">
+      <span class={`state state-${s.state}`} role="status" aria-live="polite" data-testid="stream-state">
+        {s.state === 'live' ? (paused ? 'paused' : 'live') : s.state}
+        {` · ${s.received.toLocaleString('en-US')} flows`}
+        {s.state === 'live' ? ` · ${Math.round(s.rate).toLocaleString('en-US')}/s` : ''}
+        {s.lost ? ` · ${s.lost} lost` : ''}
+      </span>
+      {s.message && <span class="stream-message" title={s.message}>{s.message}</span>}
+    </div>
+  );
+});
