@@ -112,7 +112,7 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   dropped = 0;
   rowsChanged = false;
   frozenTop = -1;
-  view = { from: 0, count: view.count };
+  // the window stays: the table keeps its scroll position across a filter change
   received = 0;
   let whitelist;
   try {
