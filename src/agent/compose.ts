@@ -96,6 +96,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     // TLS with the lab's Hubble certificates unless MEMBRANE_HUBBLE_DISABLE_TLS=true (src/hubble/tls.ts).
     tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurityFromEnv(process.env, hubbleTlsPaths(paths.stateDir).server(node)),
     peerAddress: `${nodeIp(nodeIndex)}:${HUBBLE_SERVER_PORT}`,
+    // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
+    ...(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY ? { capacity: Number(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY) } : {}),
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;

@@ -32,6 +32,7 @@ export function register(program: Command): void {
       say(`Hubble API: ${labPaths().hubbleSocket(r.nodes[0]!.node)} (root only) and TCP 4244 in each node namespace with mutual TLS`);
       say(`  (Hubble CA ${h.caCert}); \`membrane lab hubble\` prints the hubble CLI flags`);
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
+      say('UI: `membrane ui` serves it at http://127.0.0.1:12000');
     });
 
   program.command('down')
