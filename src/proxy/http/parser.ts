@@ -109,8 +109,10 @@ export class HeadParser {
   /** the last byte of the previous part was CR / the previous part ended a line (LF) */
   private prevCR = false;
   private lineLen = 0;
-  /** bytes of leading CRLFs skipped before a request line */
+  /** the start line has begun (leading empty lines are behind) */
   private started = false;
+  /** a leading empty line's CR was the last byte read: its LF comes next */
+  private leadCR = false;
 
   constructor(opts: HeadParserOptions) {
     this.kind = opts.kind;
@@ -129,15 +131,25 @@ export class HeadParser {
     this.prevCR = false;
     this.lineLen = 0;
     this.started = false;
+    this.leadCR = false;
   }
 
   push(chunk: Buffer, start = 0): { head: MessageHead; bodyStart: number } | undefined {
     let pos = start;
-    // Leading empty lines before the request line are ignored (RFC 9112 §2.2).
+    // Leading empty lines before the request line are ignored (RFC 9112 §2.2), also when a
+    // CRLF is split between reads.
     if (!this.started) {
-      while (pos + 1 < chunk.length && chunk[pos] === CR && chunk[pos + 1] === LF) pos += 2;
-      if (pos >= chunk.length) return undefined;
-      if (chunk[pos] === CR && pos + 1 === chunk.length) return undefined; // wait for the LF
+      for (;;) {
+        if (pos >= chunk.length) return undefined;
+        if (this.leadCR) {
+          if (chunk[pos] !== LF) throw new HttpParseError(400, 'bare_cr', 'CR without LF before the start line');
+          this.leadCR = false;
+          pos++;
+        } else if (chunk[pos] === CR) {
+          this.leadCR = true;
+          pos++;
+        } else break;
+      }
       if (chunk[pos] === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF before the start line');
       this.started = true;
     }

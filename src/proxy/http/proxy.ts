@@ -732,11 +732,10 @@ export class ProxyConnection implements ProxyConnectionView {
           if (inChunk) { if (run < 0) run = headStart; } else { flush(headStart); if (!this.sock.write(h.raw)) this.upstream?.pause(); }
           continue;
         }
-        if (h.status === 101 && (!s.upgrade || this.queue.length !== 1 || this.reqState !== H_HEAD || this.reqHead.pending > 0)) {
-          // A switch nobody asked for, or one the client did not wait for: what it sent after the
-          // upgrade request was judged as HTTP, but the server would now read it as the new protocol.
+        const refused = h.status === 101 ? this.switchRefusal(s, h) : undefined;
+        if (refused) {
           flush(headStart);
-          this.upstreamFailed(s, 502, s.upgrade ? 'upgrade_pipelined: client bytes after the upgrade request before the 101' : 'unexpected_101: a 101 to a request that did not ask to upgrade');
+          this.upstreamFailed(s, 502, refused);
           return;
         }
         s.response = h;
@@ -773,6 +772,19 @@ export class ProxyConnection implements ProxyConnectionView {
       }
     }
     flush(pos);
+  }
+
+  /**
+   * Why a 101 cannot start a tunnel: a switch nobody asked for, to another protocol than the
+   * WebSocket asked for, or one the client did not wait for (what it sent after the upgrade
+   * request was judged as HTTP, but the server would now read it as the new protocol).
+   */
+  private switchRefusal(s: Stream, h: MessageHead): string | undefined {
+    if (!s.upgrade) return 'unexpected_101: a 101 to a request that did not ask to upgrade';
+    if (h.upgradeType !== 'websocket') return `upgrade_mismatch: a 101 switching to "${h.upgradeType.slice(0, 40)}", not the websocket asked for`;
+    if (!h.upgrade) return 'upgrade_mismatch: a 101 without Connection: upgrade';
+    if (this.queue.length !== 1 || this.reqState !== H_HEAD || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
+    return undefined;
   }
 
   private responseDone(): void {
