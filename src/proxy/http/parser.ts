@@ -379,7 +379,7 @@ function parseTarget(head: MessageHead): void {
   if (t.includes('#')) throw badTarget('a fragment in the request target');
   const c0 = t.charCodeAt(0);
   if (head.method === 'CONNECT') {
-    // authority-form; CONNECT is never forwarded (see proxy.ts), but it is parsed like the rest
+    // authority-form; CONNECT is refused (see proxy.ts), but it is parsed like the rest
     if (hostPortEnd(t, 0, true) !== t.length) throw badTarget('CONNECT needs an authority-form target (host:port)');
     head.authority = t;
     return;

@@ -16,8 +16,8 @@
  * WebSocket upgrade request is judged like any request and forwarded; the connection becomes a
  * tunnel only when the server answers 101, and until then every client byte is parsed and judged
  * as HTTP (a 101 after more client bytes is refused with 502). `h2c` upgrade headers are removed
- * (the request goes on as HTTP/1.1); any other upgrade gets 403 `upgrade_failed`; CONNECT is
- * judged by the policy, then answered 404 `route_not_found`; each of these closes the connection.
+ * (the request goes on as HTTP/1.1); any other upgrade and CONNECT get 403 `upgrade_failed`
+ * before the policy (Envoy's CONNECT support is off unless configured); each closes the connection.
  * An upstream connection goes back to the pool only after complete exchanges: never one that
  * carried an upgrade request or a tunnel.
  */
@@ -121,9 +121,11 @@ function withoutH2cUpgrade(headers: readonly string[]): string[] {
 /**
  * Why an upgrade request is refused before the filters: Cilium's listener configures
  * `upgrade_configs: [websocket]` only, and Envoy answers any other upgrade with 403
- * `upgrade_failed` (h2c never gets here: its upgrade headers are removed first).
+ * `upgrade_failed` (h2c never gets here: its upgrade headers are removed first). CONNECT is an
+ * upgrade to Envoy whose support is off unless `CONNECT` is in upgrade_configs: 403 as well.
  */
 function upgradeRefusal(head: MessageHead): string | undefined {
+  if (head.method === 'CONNECT') return 'upgrade_failed: CONNECT is not allowed';
   if (head.upgrade && head.upgradeType !== 'websocket' && head.upgradeType !== 'h2c') return `upgrade_failed: upgrade "${head.upgradeType.slice(0, 40)}" is not allowed`;
   return undefined;
 }
@@ -244,7 +246,7 @@ class Stream implements HttpStream {
   localVerdict: AccessVerdict = 'error';
   /** a WebSocket upgrade request forwarded: a 101 to it turns the connection into a tunnel */
   upgrade = false;
-  /** a local reply to this request closes the connection (upgrade and CONNECT requests) */
+  /** a local reply to this request closes the connection (upgrade requests) */
   closeOnLocal = false;
   headers: string[] | null = null;
   traceId?: string;
@@ -528,14 +530,9 @@ export class ProxyConnection implements ProxyConnectionView {
       else if (head.upgradeType) s.setHeaders(without(head.headers, ['upgrade'])); // Upgrade without `Connection: upgrade` is no upgrade
       // the server gets the authority the policy judges (Envoy sends :authority as Host)
       if (head.absoluteForm) s.setHeaders(withHost(s.requestHeaders(), head.authority));
-      // Envoy's codec reads no request after an upgrade or CONNECT it refuses
-      s.closeOnLocal = s.upgrade || head.method === 'CONNECT';
+      // Envoy's codec reads no request after an upgrade it refuses
+      s.closeOnLocal = s.upgrade;
       status = this.proxy.chain.decodeHeaders(s);
-      if (status === 'continue' && !s.local && head.method === 'CONNECT') {
-        // Cilium's routes match path prefix "/", which a CONNECT (authority-form) never has:
-        // Envoy answers 404 route_not_found after the policy allowed it, and tunnels nothing
-        s.reply(404, '', 'route_not_found: CONNECT is not proxied');
-      }
     }
     if (status === 'stop' || s.local) {
       if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');

@@ -2,7 +2,7 @@
  * Upgrades, CONNECT, absolute-form targets and the upstream pool, against an origin that keeps
  * reading requests after an Upgrade it ignores and logs every byte it receives (the evidence:
  * nothing the policy forbids may arrive there). The policy allows `GET /v1/models`, `GET /ws`,
- * `POST /v1/chat/completions` and `CONNECT` to api.openai.com:443 only.
+ * `POST /v1/chat/completions` and `CONNECT` to api.openai.com:443 only (CONNECT is refused anyway).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -216,16 +216,19 @@ test('other upgrades: 403 upgrade_failed before the policy, and the connection c
   assert.deepEqual(statuses(r2.text), [403]);
 });
 
-test('CONNECT: judged by the policy, then 404 route_not_found (Cilium\'s routes never match it); nothing is tunnelled', async () => {
+test('CONNECT: 403 upgrade_failed before the policy, allowed host or not (Envoy\'s CONNECT support is off as Cilium configures it); nothing is tunnelled', async () => {
   const mark = received.length;
+  const rmark = records.length;
   const ok = await rawExchange(port, `CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\nGET /v1/files HTTP/1.1\r\n${H}\r\n`);
-  assert.deepEqual(statuses(ok.text), [404]);
+  assert.deepEqual(statuses(ok.text), [403]);
+  assert.match(ok.text, /content-length: 0\r\n/);
   assert.equal(ok.closed, true);
-  const denied = await rawExchange(port, 'CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n');
-  assert.deepEqual(statuses(denied.text), [403]);
-  assert.match(denied.text, /Access denied\r\n$/);
-  assert.equal(denied.closed, true);
+  const other = await rawExchange(port, 'CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n');
+  assert.deepEqual(statuses(other.text), [403]);
+  assert.equal(other.closed, true);
   assert.equal(received.length, mark, 'the origin got nothing');
+  assert.deepEqual(records.slice(rmark).filter((x) => x.type === 'request').map((x) => `${x.verdict} ${x.method} ${x.host} ${x.reason}`),
+    ['error CONNECT api.openai.com:443 upgrade_failed: CONNECT is not allowed', 'error CONNECT evil.example:443 upgrade_failed: CONNECT is not allowed']);
   const bad = await rawExchange(port, `CONNECT /v1/models HTTP/1.1\r\n${H}\r\n`);
   assert.deepEqual(statuses(bad.text), [400]);
 });
