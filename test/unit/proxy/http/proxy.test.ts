@@ -236,3 +236,15 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
     up.close();
   }
 });
+
+test('Connection: close with a body: the body is forwarded (in the same read as the head, or later), nothing after it is read', async () => {
+  h.setPolicy(l7(null));
+  const body = 'x'.repeat(10);
+  const head = `POST /close HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`;
+  const same = await rawExchange(h.port, head + body + `DELETE /after HTTP/1.1\r\nHost: a\r\n\r\n`);
+  assert.match(same.text, /^HTTP\/1\.1 200 [^]*connection: close\r\n[^]*POST \/close 10$/i);
+  assert.equal(same.closed, true);
+  const later = await rawExchange(h.port, [head, body.slice(0, 4), body.slice(4)], { gapMs: 30 });
+  assert.match(later.text, /POST \/close 10$/);
+  assert.ok(!h.upstreamRequests.some((r) => r.url === '/after'), 'nothing after the closing request is read');
+});
