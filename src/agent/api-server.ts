@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { rm } from 'node:fs/promises';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export type Handler = (body: unknown, query: URLSearchParams) => Promise<unknown>;
 

@@ -3,7 +3,7 @@
  * them), persisted in the kvstore under membrane/endpoints/<node>/<namespace>/<pod>.
  */
 import type { KVStore } from '../kvstore/types.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export interface EndpointRecord {
   id: number;

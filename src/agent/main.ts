@@ -10,7 +10,7 @@ import { labPaths } from './paths.ts';
 import { createLogger } from './logger.ts';
 import { openMemoryStore } from '../kvstore/memory.ts';
 import { openPersistentAllocator } from './identity-store.ts';
-import { createAgentPolicyEngine } from '../policy/engine.ts';
+import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
 import { agentRoutes } from './routes.ts';

@@ -3,7 +3,10 @@
  *
  *   text ──yaml.parseAllDocuments──► documents ──(kind List → items)──► objects
  *        ──envelope checks + zod schema──► shape issues
- *        ──policy translation (per policy, with locate)──► semantic issues
+ *        ──the caller's policy check (per policy, with locate)──► semantic issues
+ *
+ * The semantic check is the policy layer's (src/policy/check.ts): api sits below policy, so the
+ * caller hands it in (`LoadOptions.policyCheck`) and loading alone checks shapes only.
  *
  * Every problem of the input is collected (never the first one only), each with a stable code,
  * its YAML path and line:col. Callers treat any issue as "change nothing". The loader never
@@ -14,11 +17,10 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Node, type Document } from 'yaml';
 import type { z } from 'zod';
-import type { Issue, SourceRef } from '../errors.ts';
+import type { Issue, SourceRef } from '../common/errors.ts';
 import type { PolicyResource, Resource } from './types.ts';
 import { resourceKey } from './types.ts';
 import { KINDS, schemaFor, type KnownKind } from './schema.ts';
-import { translatePolicy } from '../policy/translate.ts';
 
 export type YamlPath = (string | number)[];
 export type Locator = (resource: object, path: YamlPath) => { line: number; col: number } | undefined;
@@ -30,9 +32,12 @@ export interface LoadResult {
   locate: Locator;
 }
 
+/** Semantic problems of one policy (every issue at its YAML path, located with `locate`). */
+export type PolicyCheck = (policy: PolicyResource, locate: Locator) => Issue[];
+
 export interface LoadOptions {
-  /** Also run the policy translator on each policy (default true). */
-  semantic?: boolean;
+  /** Runs on each policy after its shape checks (src/policy/check.ts); without it, shapes only. */
+  policyCheck?: PolicyCheck;
   /** Refuse files larger than this (default 8 MiB). */
   maxBytes?: number;
 }
@@ -266,13 +271,13 @@ function checkObject(
   if (issues.length > before) {
     // Still report the policy's semantic problems, except under paths already reported: all
     // errors of a file at once, none twice.
-    if (isPolicy && opts.semantic !== false && isPlainObject(value.metadata)) {
+    if (isPolicy && opts.policyCheck && isPlainObject(value.metadata)) {
       const shapePaths = issues.slice(before).map((i) => i.path.join('\u0000') + '\u0000');
       const copy = structuredClone(value) as unknown as Resource;
       normalizePorts(copy);
       Object.defineProperty(copy, 'source', { value: source, enumerable: true });
       origins.set(copy, origin);
-      for (const si of translatePolicy(copy as PolicyResource, { locate: (r, p) => locate(r, p) }).issues) {
+      for (const si of opts.policyCheck(copy as PolicyResource, locate)) {
         const sp = si.path.join('\u0000') + '\u0000';
         if (!shapePaths.some((p) => sp.startsWith(p) || p.startsWith(sp))) issues.push(si);
       }
@@ -296,10 +301,10 @@ function checkObject(
   }
   seen.set(key, source);
 
-  if (opts.semantic !== false && isPolicy) {
-    const t = translatePolicy(resource as PolicyResource, { locate: (r, p) => locate(r, p) });
-    if (t.issues.length) {
-      issues.push(...t.issues);
+  if (opts.policyCheck && isPolicy) {
+    const found = opts.policyCheck(resource as PolicyResource, locate);
+    if (found.length) {
+      issues.push(...found);
       return;
     }
   }

@@ -1,6 +1,6 @@
 /** The CLI side of the agent API (src/agent/api-server.ts). */
 import { request } from 'node:http';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { ApiError } from '../agent/api-server.ts';
 
 export class AgentCallError extends MembraneError {

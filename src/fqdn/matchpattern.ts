@@ -16,7 +16,7 @@
  * (`a*b*c*.com` would backtrack polynomially in V8).
  */
 import { RE2JS } from 're2js';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { FQDNSelector, PortRuleDNS } from '../api/types.ts';
 
 const LABEL = '[-a-zA-Z0-9_]';

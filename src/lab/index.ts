@@ -4,7 +4,7 @@
  */
 import type { LabPaths } from '../agent/paths.ts';
 import type { Logger } from '../agent/logger.ts';
-import type { PodNetworks, Workloads } from '../agent/ports.ts';
+import type { PodNetworks, Workloads } from '../agent/pod-network.ts';
 import { createPodNetworks as podNetworks } from './network.ts';
 import { createWorkloads as workloads } from './workloads.ts';
 import { REPO_ROOT } from './lab.ts';

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labPaths, type LabPaths } from '../agent/paths.ts';
 import { callAgent } from '../cli/client.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
 import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';

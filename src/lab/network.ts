@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import type { Pod } from '../api/types.ts';
 import type { LabPaths } from '../agent/paths.ts';
 import type { Logger } from '../agent/logger.ts';
-import type { PodNetworkInfo, PodNetworks } from '../agent/ports.ts';
-import { MembraneError } from '../errors.ts';
+import type { PodNetworkInfo, PodNetworks } from '../agent/pod-network.ts';
+import { MembraneError } from '../common/errors.ts';
 import {
   addrShow, ip, ipBatch, linkDelete, linkShow, netnsAdd, netnsDelete, netnsExists, netnsPids, sysctlIn,
 } from '../sys/net.ts';

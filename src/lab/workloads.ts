@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { Container, Pod } from '../api/types.ts';
 import type { LabPaths } from '../agent/paths.ts';
 import type { Logger } from '../agent/logger.ts';
-import type { PodNetworkInfo, Workloads } from '../agent/ports.ts';
+import type { PodNetworkInfo, Workloads } from '../agent/pod-network.ts';
 import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';

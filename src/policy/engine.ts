@@ -1,24 +1,22 @@
 /**
  * The policy engine as one object: identities (allocator) → selector cache, policies →
  * repository, endpoints → EndpointPolicy, CIDR prefixes named by policy → local identities in
- * the ipcache. `createAgentPolicyEngine` adapts it to the agent's PolicyEngine port
- * (src/agent/ports.ts).
+ * the ipcache. src/policy/agent-engine.ts adapts it to what the agent drives (AgentPolicy).
  *
  *   allocator ──watch──► SelectorCache ──selectionsChanged──► EndpointPolicy (lane X only)
  *   Repository ──revision──► EndpointPolicy.regenerate() (full, diffed)
  *   Repository.referencedCIDRs() ──► local CIDR identities ──► allocator, IPCache
  */
 import type { Namespace, Pod, PolicyResource, Service } from '../api/types.ts';
-import type { Issue } from '../errors.ts';
-import type { LabelSet } from '../labels/labels.ts';
+import type { Issue } from '../common/errors.ts';
 import { LocalIdentityAllocator } from '../identity/allocator.ts';
-import { identityScope, type Identity } from '../identity/identity.ts';
+import type { Identity } from '../identity/identity.ts';
 import { cidrIdentityLabels, podIdentityLabels } from '../identity/labels.ts';
 import { IPCache } from '../ipcache/ipcache.ts';
 import { PROTO_BY_NAME } from './ports.ts';
-import { PolicyImportError, Repository, type RepositoryOptions } from './repository.ts';
+import { Repository, type RepositoryOptions } from './repository.ts';
 import { EndpointPolicy, type EndpointInfo, type NamedPort, type NamedPortProvider, type ResolveOptions } from './resolve.ts';
-import type { MapState, MapStateDelta } from './types.ts';
+import type { MapStateDelta } from './types.ts';
 
 /** Named container ports by identity: the egress named-port provider. */
 export class NamedPortIndex implements NamedPortProvider {
@@ -237,75 +235,4 @@ export class PolicyEngine {
     }
     return out;
   }
-}
-
-export type AgentPolicyEngine = import('../agent/ports.ts').PolicyEngine & {
-  readonly engine: PolicyEngine;
-  /** CIDR identities for the datapath's ipcache (the agent's `extraIPCache` hook). */
-  ipcacheEntries(): { prefix: string; identity: number; endpointId: number }[];
-  /** Issues of the last resolution per endpoint (late L7 conflicts, policy-map overflow). */
-  endpointIssues(id: number): readonly Issue[];
-};
-
-/** The agent's PolicyEngine port (src/agent/ports.ts) on top of PolicyEngine. */
-export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPolicyEngine {
-  const engine = new PolicyEngine(opts);
-  const podOf = new Map<number, string>();
-  let namedPortsDirty = false;
-  const labelsOf = (id: number): LabelSet | undefined => engine.allocator.lookupById(id)?.labels;
-  return {
-    engine,
-    allocateIdentity({ pod, namespace }) {
-      const { identity, isNew } = engine.allocatePodIdentity(pod, namespace);
-      return { id: identity.id, labels: identity.labels.toStrings(), isNew };
-    },
-    releaseIdentity(id) {
-      return engine.allocator.releaseSync(id);
-    },
-    setPolicies(policies) {
-      engine.applyPolicies(policies, true);
-    },
-    checkPolicies(policies) {
-      const issues = engine.check(policies, true);
-      if (issues.length) throw new PolicyImportError(issues, `${policies.length} policies`);
-    },
-    setServices(services) {
-      engine.setServices(services);
-    },
-    addEndpoint({ id, identity, pod, namespace }) {
-      const labels = labelsOf(identity) ?? engine.allocatePodIdentity(pod, namespace).identity.labels;
-      const owner = `${pod.metadata.namespace ?? 'default'}/${pod.metadata.name}`;
-      const named = podNamedPorts(pod);
-      if (engine.namedPorts.set(owner, identity, named)) namedPortsDirty = true;
-      podOf.set(id, owner);
-      const ep = engine.addEndpoint({ id, identity, labels, namedPorts: named });
-      return ep.mapState;
-    },
-    removeEndpoint(id) {
-      const owner = podOf.get(id);
-      if (owner && engine.namedPorts.delete(owner)) namedPortsDirty = true;
-      podOf.delete(id);
-      engine.removeEndpoint(id);
-    },
-    regenerate() {
-      const force = namedPortsDirty ? 'named-ports' as const : false;
-      namedPortsDirty = false;
-      return engine.regenerate(force);
-    },
-    revision: () => engine.revision,
-    identities() {
-      return engine.allocator.all().map((i) => {
-        const scope = identityScope(i.id);
-        return { id: i.id, labels: i.labels.toStrings(), references: engine.allocator.references(i.id), scope: scope === 'remote-node' ? 'cluster' : scope };
-      });
-    },
-    identityLabels: (id) => labelsOf(id)?.toStrings(),
-    policiesSelecting(identity) {
-      const labels = labelsOf(identity);
-      return new Set(labels ? engine.repository.rulesFor(labels).map((r) => r.policyKey) : []);
-    },
-    mapState: (id): MapState | undefined => engine.endpoint(id)?.mapState,
-    ipcacheEntries: () => engine.cidrEntries().map((e) => ({ ...e, endpointId: 0 })),
-    endpointIssues: (id) => engine.endpoint(id)?.issues ?? [],
-  };
 }

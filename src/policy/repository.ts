@@ -9,7 +9,7 @@
  */
 import type { PolicyResource, Service } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
-import { MembraneError, type Issue } from '../errors.ts';
+import { MembraneError, type Issue } from '../common/errors.ts';
 import type { FQDNSelector } from '../api/types.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import type { Prefix } from '../ipcache/prefix.ts';

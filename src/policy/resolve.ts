@@ -22,7 +22,7 @@
  * identities exist (L7Policy identity sets are live selector-cache sets).
  */
 import type { PortRuleDNS, PortRuleHTTP } from '../api/types.ts';
-import type { Issue } from '../errors.ts';
+import type { Issue } from '../common/errors.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import type { L7Spec, PolicyEntry, TranslatedRule } from './rules.ts';
 import type { Repository } from './repository.ts';

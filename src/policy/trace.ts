@@ -10,8 +10,8 @@
  * so the same files always trace the same way.
  */
 import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
-import { MembraneError, type Issue } from '../errors.ts';
-import { desiredPods } from '../agent/controllers/deployments.ts';
+import { MembraneError, type Issue } from '../common/errors.ts';
+import { desiredPods, podOwner } from '../api/deployment.ts';
 import { ReservedIdentity, RESERVED_NAMES } from '../identity/identity.ts';
 import { parseIP, formatIPv4, parseIPv4 } from '../ipcache/prefix.ts';
 import { LabelSet, LabelSource, makeLabel } from '../labels/labels.ts';
@@ -219,7 +219,7 @@ function resolvePeer(lab: Lab, spec: string): { peer: TracePeer; pod?: LabPod } 
   const name = slash >= 0 ? s.slice(slash + 1) : s;
   const inNs = lab.pods.filter((p) => (p.pod.metadata.namespace ?? 'default') === ns);
   const pod = inNs.find((p) => p.pod.metadata.name === name)
-    ?? inNs.filter((p) => p.pod.metadata.annotations?.['membrane.dev/owned-by'] === `Deployment/${name}`).sort((a, b) => (a.pod.metadata.name < b.pod.metadata.name ? -1 : 1))[0];
+    ?? inNs.filter((p) => { const o = podOwner(p.pod); return o?.kind === 'Deployment' && o.name === name; }).sort((a, b) => (a.pod.metadata.name < b.pod.metadata.name ? -1 : 1))[0];
   if (!pod) {
     const names = inNs.map((p) => p.pod.metadata.name);
     throw new MembraneError('TRACE_PEER_NOT_FOUND', `no pod "${name}" in namespace "${ns}" in the given files`, {

@@ -14,7 +14,7 @@ import type {
   NetworkPolicyPeer, NetworkPolicyPort, PolicyResource, PortProtocol, PortRule, Rule, Service, TLSContext,
 } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
-import type { Issue } from '../errors.ts';
+import type { Issue } from '../common/errors.ts';
 import { K8sLabel, LabelSet, LabelSource } from '../labels/labels.ts';
 import {
   compileRequirements, requirement, selectorRequirements, show, validateSelector, type Requirement,

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export interface RunResult {
   code: number;

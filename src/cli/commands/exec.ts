@@ -1,7 +1,7 @@
 /** `membrane exec [-n NS] POD -- CMD...`: runs a host command in a pod's network namespace. */
 import type { Command } from 'commander';
 import { labPaths } from '../../agent/paths.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { labNodes, nodeName, podNetnsName } from '../../lab/index.ts';
 import { netnsExecArgv, netnsExists } from '../../sys/net.ts';
 import { runInherit } from '../../sys/proc.ts';

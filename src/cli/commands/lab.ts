@@ -9,7 +9,7 @@ import { table } from '../output.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
 
 export function register(program: Command): void {

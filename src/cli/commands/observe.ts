@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { create, fromJsonString, toJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { labPaths } from '../../agent/paths.ts';
 import { DEFAULT_NODE } from '../lab-target.ts';
 import {

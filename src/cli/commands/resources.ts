@@ -1,7 +1,8 @@
 /** kubectl verbs: apply -f, delete -f, get. */
 import type { Command } from 'commander';
 import { loadPaths } from '../../api/load.ts';
-import { MembraneError } from '../../errors.ts';
+import { policyCheck } from '../../policy/check.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { callAgent } from '../client.ts';
 import { agentSocketFor } from '../lab-target.ts';
 import { age, table } from '../output.ts';
@@ -16,7 +17,7 @@ const kindPath = (k: string) => KIND_PATH[k] ?? k.toLowerCase();
 
 /** Loads files for apply/delete; any problem in any file means nothing is sent to the agent. */
 export async function loadAll(files: string[]): Promise<Resource[]> {
-  const { resources, issues } = await loadPaths(files);
+  const { resources, issues } = await loadPaths(files, { policyCheck });
   if (issues.length) {
     throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input; nothing was applied`, { hint: 'fix the errors above and apply again' }), { issues });
   }

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { serviceKeyString, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from '../types.ts';
 import type { Direction, L7Policy, MapState, MapStateDelta, MapStateKey, MapStateEntry } from '../../policy/types.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import {
   BpfObject, BpfMap, type BpfProgram, attachTcx, detachPinnedLink, BPF_TCX_INGRESS, BPF_TCX_EGRESS, ensureBpffs,
   enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo, ifNameToIndex,

@@ -16,7 +16,7 @@
 import { writeFileSync, readFileSync, renameSync } from 'node:fs';
 import type { LinuxDatapath } from '../../datapath/linux/index.ts';
 import { proxySlot, DEFAULT_PROXY_PORTS } from '../../datapath/linux/index.ts';
-import type { AgentPolicyEngine } from '../../policy/engine.ts';
+import type { AgentPolicyEngine } from '../../policy/agent-engine.ts';
 import type { Agent } from '../../agent/agent.ts';
 import type { Hubble } from '../../hubble/index.ts';
 import type { Logger } from '../../agent/logger.ts';

@@ -22,7 +22,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
 import { buildDNSFlow, type FlowPeer } from './flows.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pod, Container } from '../../../src/api/types.ts';
-import type { PodNetworkInfo } from '../../../src/agent/ports.ts';
+import type { PodNetworkInfo } from '../../../src/agent/pod-network.ts';
 
 const LAB = `lt${Math.floor(Math.random() * 1e6).toString(36)}`;
 process.env.MEMBRANE_LAB = LAB;
