@@ -22,7 +22,7 @@ import { createResourceStore, type ResourceStore } from './resources.ts';
 import { createEndpointTable, type EndpointRecord, type EndpointTable } from './endpoints.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
 import { assignClusterIPs, diffFrontends, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../common/logger.ts';
 import type { PodNetworks, Workloads } from './pod-network.ts';
 import type { AgentPolicy } from '../policy/agent-engine.ts';
 import type { EndpointView, IdentityView, PolicyView } from './views.ts';
@@ -30,7 +30,8 @@ import { ApiRequestError } from './api-server.ts';
 
 export interface AgentConfig {
   node: string;
-  nodeIndex: number;
+  /** the node's address (Pod status hostIP) */
+  hostIp: string;
   lab: string;
 }
 
@@ -233,7 +234,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     // Policy is in place before any workload runs: the first packet is already enforced.
     const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
-    const status = { phase: 'Running', podIP: rec.ip, hostIP: `192.0.2.${config.nodeIndex}`, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
+    const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
     if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
   }

@@ -12,7 +12,7 @@ import { createHubbleServer, type HubbleServer } from './observer.ts';
 import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
-export type { EndpointResolver, ResolvedEndpoint } from './flow.ts';
+export type { EndpointResolver } from './flow.ts';
 export { FlowRing } from './ring.ts';
 export { LostEventSource } from './gen/flow/flow_pb.js';
 

@@ -9,8 +9,8 @@ import { create, fromJsonString, toJson, type MessageInitShape } from '@bufbuild
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { MembraneError } from '../../common/errors.ts';
-import { labPaths } from '../../agent/paths.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
+import { labPaths } from '../../common/paths.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 import {
   FlowFilterSchema, Verdict, DropReason, TrafficDirection, IPVersion, type FlowFilter,
 } from '../../hubble/gen/flow/flow_pb.js';
@@ -145,7 +145,7 @@ interface ObserveOpts {
   allowlist?: string[]; denylist?: string[];
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   const wl = new Tracker();
   const bl = new Tracker();
   let negateNext = false;
@@ -335,10 +335,10 @@ export function register(program: Command): void {
       until: o.until !== undefined && !o.follow ? timestampFromMs(parseTime('until', o.until, now)) : undefined,
     });
 
-    const server = o.server ?? process.env.HUBBLE_SERVER ?? `unix://${labPaths().hubbleSocket(o.node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE)}`;
+    const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
     const t = parseServer(server);
     const client = observerClient(t);
-    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !process.env.NO_COLOR);
+    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
     const printer = createPrinter({
       format, color, printNodeName: o.printNodeName, timeFormat: o.timeFormat as TimeFormat,
       ipTranslation: o.numeric ? false : o.ipTranslation, printPolicyNames: o.printPolicyNames,

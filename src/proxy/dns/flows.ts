@@ -6,6 +6,7 @@
  * `DNS Answer "1.2.3.4" TTL: 30 (Proxy example.com. A)`).
  */
 import { randomUUID } from 'node:crypto';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import {
   FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict, type Endpoint, type Flow, type Layer4,
 } from '../../hubble/gen/flow/flow_pb.js';
@@ -13,7 +14,7 @@ import {
 export interface FlowPeer {
   ip: string;
   port: number;
-  endpoint?: { id: number; identity: number; namespace: string; podName: string; labels: string[] };
+  endpoint?: ResolvedEndpoint;
   identity: number;
   labels?: string[];
 }
@@ -67,7 +68,7 @@ function endpoint(p: FlowPeer): Endpoint {
   const e = p.endpoint;
   return {
     $typeName: 'flow.Endpoint', ID: e?.id ?? 0, identity: e?.identity ?? p.identity, clusterName: e ? 'default' : '', namespace: e?.namespace ?? '',
-    labels: sorted(e?.labels ?? p.labels), podName: e?.podName ?? '', workloads: [],
+    labels: sorted(e?.labels ?? p.labels), podName: e?.pod ?? '', workloads: [],
   };
 }
 

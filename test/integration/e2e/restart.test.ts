@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`rs${process.pid % 10000}`);
 let ip: Record<string, string> = {};
@@ -33,7 +32,7 @@ before(async () => {
 after(async () => { await lab.down(); });
 
 test('kill the agent mid-connection: the connection survives, denial holds, missed flows come back', async () => {
-  const pidFile = labPaths(lab.env).agentPidFile('node1');
+  const pidFile = lab.paths.agentPidFile('node1');
   const endpoints = async () => (JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'rs', '-o', 'json'])) as { items: { pod: string; id: number; identity: number }[] })
     .items.map((e) => `${e.pod}:${e.id}:${e.identity}`).sort();
   const before0 = await endpoints();

@@ -8,7 +8,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`ting${process.pid % 10000}`);
@@ -20,7 +19,7 @@ const cnp = (name: string, spec: object) => ({ apiVersion: 'cilium.io/v2', kind:
 
 before(async () => {
   await lab.up();
-  const stateDir = labPaths(lab.env).stateDir;
+  const stateDir = lab.paths.stateDir;
   CA = caCertPath(stateDir);
   await lab.ok(['apply', '-f', '-'], { input: `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${NS}}\n---\n${await lab.ok(['lab', 'ca', '--secret', 'lab-ca', '-n', NS])}` });
   await lab.apply([

@@ -12,7 +12,6 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`tint${process.pid % 10000}`);
@@ -43,7 +42,7 @@ const l7tls = (originSecret: string, serverNames?: string[]) => cnp('client-egre
 before(async () => {
   await lab.up();
   const dir = await lab.dir;
-  LABCA = caCertPath(labPaths(lab.env).stateDir);
+  LABCA = caCertPath(lab.paths.stateDir);
   ICA = join(dir, 'ica.crt');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ica.key'), '-out', ICA,
     '-days', '2', '-subj', '/CN=membrane test interception CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'], { stdio: 'ignore' });

@@ -9,7 +9,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`tsni${process.pid % 10000}`);
@@ -25,7 +24,7 @@ const dnsAllow = {
 
 before(async () => {
   await lab.up();
-  CA = caCertPath(labPaths(lab.env).stateDir);
+  CA = caCertPath(lab.paths.stateDir);
   await lab.apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
     { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: NS, labels: { app: 'client' } }, spec: { containers: [{ name: 'c', image: 'curlimages/curl' }] } },

@@ -16,13 +16,15 @@ process.env.MEMBRANE_LAB = LAB;
 process.env.MEMBRANE_STATE_DIR = `/tmp/membrane-test-${LAB}`;
 process.env.MEMBRANE_BPFFS = `/tmp/membrane-test-${LAB}-bpffs`;
 
-const { labPaths } = await import('../../../src/agent/paths.ts');
+const { labPaths } = await import('../../../src/common/paths.ts');
 const lab = await import('../../../src/lab/index.ts');
 const { createPodNetworks: rawNetworks } = await import('../../../src/lab/network.ts');
 const { createWorkloads: rawWorkloads } = await import('../../../src/lab/workloads.ts');
 
 const root = process.getuid?.() === 0;
-const paths = labPaths();
+const { loadConfig } = await import('../../../src/common/config.ts');
+const config = loadConfig();
+const paths = labPaths(config);
 const REPO = lab.REPO_ROOT;
 const PROBE = join(REPO, 'test/integration/support/probe.ts');
 
@@ -56,7 +58,7 @@ function labNetns(): string[] {
 
 before(async () => {
   if (!root) return;
-  await lab.labUp({ nodes: 1, networkOnly: true });
+  await lab.labUp({ config, nodes: 1, networkOnly: true });
   nets = rawNetworks({ lab: LAB, node: 'node1', nodeIndex: 1, paths });
   wl = rawWorkloads({ lab: LAB, node: 'node1', paths, repoRoot: REPO });
   for (const p of [server, client, cmd]) {
@@ -68,7 +70,7 @@ before(async () => {
 
 after(async () => {
   if (!root) return;
-  await lab.labDown();
+  await lab.labDown({ config });
 });
 
 test('names: pod netns, host veth, MAC follow the contract', { skip: !root && 'needs root' }, () => {
@@ -169,7 +171,7 @@ test('remove: stop + remove leaves no netns, veth, files or processes; the IP is
 test('labDown removes everything and is idempotent', { skip: !root && 'needs root' }, async () => {
   const pids = [...Object.values(await wl.pids(server)), ...Object.values(await wl.pids(client))].filter((p): p is number => !!p);
   const worldPid = Number(readFileSync(join(paths.stateDir, 'world', 'echo.pid'), 'utf8'));
-  const r = await lab.labDown();
+  const r = await lab.labDown({ config });
   assert.ok(r.namespaces.length >= 5);
   assert.deepEqual(labNetns(), []);
   assert.deepEqual((existsSync('/etc/netns') ? readdirSync('/etc/netns') : []).filter((n) => n.startsWith(`${LAB}-`)), []);
@@ -178,6 +180,6 @@ test('labDown removes everything and is idempotent', { skip: !root && 'needs roo
     const alive = existsSync(`/proc/${p}`) && !readFileSync(`/proc/${p}/stat`, 'utf8').includes(') Z');
     assert.ok(!alive, `pid ${p} is gone`);
   }
-  const again = await lab.labDown();
+  const again = await lab.labDown({ config });
   assert.deepEqual(again.namespaces, []);
 });

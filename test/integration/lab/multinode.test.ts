@@ -16,11 +16,13 @@ process.env.MEMBRANE_LAB = LAB;
 process.env.MEMBRANE_STATE_DIR = `/tmp/membrane-test-${LAB}`;
 process.env.MEMBRANE_BPFFS = `/tmp/membrane-test-${LAB}-bpffs`;
 
-const { labPaths } = await import('../../../src/agent/paths.ts');
+const { labPaths } = await import('../../../src/common/paths.ts');
 const lab = await import('../../../src/lab/index.ts');
 
 const root = process.getuid?.() === 0;
-const paths = labPaths();
+const { loadConfig } = await import('../../../src/common/config.ts');
+const config = loadConfig();
+const paths = labPaths(config);
 const REPO = lab.REPO_ROOT;
 const PROBE = join(REPO, 'test/integration/support/probe.ts');
 const rootState = () => ({
@@ -47,8 +49,8 @@ function probe(netns: string, targets: string[]): Record<string, boolean> {
 before(async () => {
   if (!root) return;
   rootBefore = rootState();
-  await lab.labUp({ nodes: 2, networkOnly: true });
-  await lab.labUp({ nodes: 2, networkOnly: true }); // idempotent
+  await lab.labUp({ config, nodes: 2, networkOnly: true });
+  await lab.labUp({ config, nodes: 2, networkOnly: true }); // idempotent
   for (const [k, v] of Object.entries(pods)) {
     const node = `node${v.node}`;
     const nets = lab.createPodNetworks({ lab: LAB, node, nodeIndex: v.node, paths });
@@ -60,7 +62,7 @@ before(async () => {
 
 after(async () => {
   if (!root) return;
-  await lab.labDown();
+  await lab.labDown({ config });
 });
 
 test('cross-node pod traffic and node 2 to the world', { skip: !root && 'needs root' }, () => {
@@ -89,7 +91,7 @@ test('the root namespace gets no links or routes into the lab', { skip: !root &&
 test('labDown after a crash (state dir lost) still finds and removes everything', { skip: !root && 'needs root' }, async () => {
   const pid = Number(readFileSync(join(paths.nodeDir('node2'), 'pods', 'default_b', 'web.pid'), 'utf8'));
   rmSync(paths.stateDir, { recursive: true, force: true });
-  const r = await lab.labDown();
+  const r = await lab.labDown({ config });
   assert.ok(r.processes >= 3, `stopped ${r.processes}`);
   const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${LAB}-`));
   assert.deepEqual(left, []);

@@ -8,8 +8,9 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { callAgent } from '../../../src/cli/client.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
+import { labPaths, type LabPaths } from '../../../src/common/paths.ts';
+import { buildConfig, type MembraneConfig } from '../../../src/common/config.ts';
 
 export const REPO = resolve(import.meta.dirname, '../../..');
 const MEMBRANE = join(REPO, 'bin/membrane');
@@ -70,8 +71,17 @@ export class TestLab {
     await this.settle();
   }
 
+  /** The configuration the lab's CLI and agents build from this lab's environment. */
+  get config(): MembraneConfig {
+    return buildConfig({ env: this.env });
+  }
+
+  get paths(): LabPaths {
+    return labPaths(this.config);
+  }
+
   async settle(): Promise<void> {
-    const paths = labPaths(this.env);
+    const paths = this.paths;
     await callAgent(paths.agentSocket('node1'), 'POST', '/v1/settle', {});
   }
 
