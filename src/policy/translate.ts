@@ -25,7 +25,7 @@ import { cidrPeer, fqdnPeer, labelPeer, WILDCARD_PEER, type PeerSelector } from 
 import type { L7Spec, PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
 import type { Direction, RuleOrigin } from './types.ts';
 import { ANY_PROTOCOLS, PROTO_BY_NAME, isNamedPort, parseICMPType, rangeToPrefixes } from './ports.ts';
-import { matchNameProblem, matchPatternProblem } from './fqdn-pattern.ts';
+import { selectorProblem } from '../fqdn/matchpattern.ts';
 import { Proto } from './types.ts';
 
 export interface ServiceLookup {
@@ -290,12 +290,8 @@ function l7Spec(ctx: Ctx, pr: PortRule, dir: Direction, ports: ExpandedPorts, pa
     for (const p of ports.protos) if (!['TCP', 'UDP', 'ANY'].includes(p)) bad('POLICY_L7_PROTOCOL', [...path, 'ports'], `DNS rules can only apply to TCP, UDP or ANY (not ${p})`);
     dns.forEach((d, i) => {
       const p = [...path, 'rules', 'dns', i];
-      const hasName = d?.matchName !== undefined && d.matchName !== null && d.matchName !== '';
-      const hasPattern = d?.matchPattern !== undefined && d.matchPattern !== null && d.matchPattern !== '';
-      if (hasName && hasPattern) bad('POLICY_FQDN_INVALID', p, 'only one of MatchName or MatchPattern is allowed in an FQDNSelector');
-      else if (!hasName && !hasPattern) bad('POLICY_FQDN_INVALID', p, 'one of matchName or matchPattern is required');
-      else if (hasName) { const m = matchNameProblem(d.matchName!); if (m) bad('POLICY_FQDN_INVALID', [...p, 'matchName'], m); }
-      else { const m = matchPatternProblem(d.matchPattern!); if (m) bad('POLICY_FQDN_INVALID', [...p, 'matchPattern'], m); }
+      const problem = selectorProblem(d);
+      if (problem) bad('POLICY_FQDN_INVALID', problem.field ? [...p, problem.field] : p, problem.message);
     });
   } else if (kind !== undefined) {
     for (const p of ports.protos) {
@@ -537,12 +533,8 @@ function fqdnPeers(ctx: Ctx, sels: FQDNSelector[], path: Path): PeerSelector[] {
   const out: PeerSelector[] = [];
   sels.forEach((s, i) => {
     const sp = [...path, i];
-    const hasName = s?.matchName !== undefined && s.matchName !== null && s.matchName !== '';
-    const hasPattern = s?.matchPattern !== undefined && s.matchPattern !== null && s.matchPattern !== '';
-    if (hasName && hasPattern) { ctx.issue('POLICY_FQDN_INVALID', sp, 'only one of MatchName or MatchPattern is allowed in an FQDNSelector'); return; }
-    if (!hasName && !hasPattern) { ctx.issue('POLICY_FQDN_INVALID', sp, 'one of matchName or matchPattern is required'); return; }
-    const problem = hasName ? matchNameProblem(s.matchName!) : matchPatternProblem(s.matchPattern!);
-    if (problem) { ctx.issue('POLICY_FQDN_INVALID', [...sp, hasName ? 'matchName' : 'matchPattern'], problem); return; }
+    const problem = selectorProblem(s);
+    if (problem) { ctx.issue('POLICY_FQDN_INVALID', problem.field ? [...sp, problem.field] : sp, problem.message); return; }
     const peer = fqdnPeer(s);
     ctx.fqdns.set(peer.key, peer.fqdn!);
     out.push(peer);
