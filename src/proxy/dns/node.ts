@@ -28,6 +28,8 @@ import { lookupMapState } from '../../policy/lookup.ts';
 import { decideDNS } from '../../policy/l7.ts';
 import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn/name-manager.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
 import { createDNSProxy, type DNSProxy } from './proxy.ts';
 import { createOrigDstLookup } from './origdst.ts';
 
@@ -295,7 +297,9 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     routes() {
       return {
         'GET /v1/fqdn/cache': async (_b, q) => {
-          const want = q.get('endpoint');
+          const query = checkWith(endpointQuerySchema, Object.fromEntries(q));
+          if (!query.ok) throw Object.assign(new MembraneError('API_BAD_REQUEST', `GET /v1/fqdn/cache: ${query.issues[0]!.message}`, { hint: 'query: endpoint=<endpoint ID>' }), { issues: query.issues });
+          const want = query.value.endpoint;
           const items = [];
           for (const id of nameManager.cache.endpoints()) {
             if (want && String(id) !== want) continue;
