@@ -54,7 +54,7 @@ export const LAYER_EXCEPTIONS: readonly { file: string; to: string; why: string 
 
 // Turned on by the steps that move configuration into one object and list every code.
 const CHECK_ENV = true;
-const CHECK_ERROR_CODES = false;
+const CHECK_ERROR_CODES = true;
 
 /** Files that may read process.env: the configuration builder. */
 export const ENV_READERS: readonly string[] = ['src/common/config.ts'];

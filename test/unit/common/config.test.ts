@@ -51,3 +51,14 @@ test('config: every setting is in the help text with its variable, flag and defa
   assert.equal(new Set(SETTINGS.map((s) => s.env)).size, SETTINGS.length);
   assert.equal(new Set(SETTINGS.map((s) => s.flag)).size, SETTINGS.length);
 });
+
+test('config: the README lists every setting with its variable, flag and default', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+  for (const s of SETTINGS) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${s.env}\` |`));
+    assert.ok(row, `README row for ${s.env}`);
+    assert.ok(row.includes(`\`${s.default.replace(/\|/g, '\\|')}\``), `${s.env}: default ${s.default}`);
+    if (s.scope !== 'cli') assert.ok(row.includes(`\`${s.flag}\``), `${s.env}: flag ${s.flag}`);
+  }
+});
