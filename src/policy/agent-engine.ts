@@ -7,7 +7,8 @@ import type { Namespace, Pod, PolicyResource, Service } from '../api/types.ts';
 import type { Issue } from '../common/errors.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import { identityScope } from '../identity/identity.ts';
-import { PolicyEngine, podNamedPorts, type PolicyEngineOptions } from './engine.ts';
+import { PolicyEngine, type PolicyEngineOptions } from './engine.ts';
+import { podNamedPorts } from './named-ports.ts';
 import { PolicyImportError } from './repository.ts';
 import type { MapState, MapStateDelta } from './types.ts';
 

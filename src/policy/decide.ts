@@ -19,7 +19,7 @@ import type { LabelSet } from '../labels/labels.ts';
 import { LabelSource } from '../labels/labels.ts';
 import type { L7Spec } from './rules.ts';
 import type { Repository } from './repository.ts';
-import { ALLOW_LOCALHOST_ORIGIN, NO_NAMED_PORTS, type EndpointInfo, type ResolveOptions } from './resolve.ts';
+import { ALLOW_LOCALHOST_ORIGIN, NO_NAMED_PORTS, type EndpointInfo, type ResolveOptions } from './resolve-options.ts';
 import { type Direction, type RuleOrigin, PolicyMatchType } from './types.ts';
 import { portBlockCovers } from './ports.ts';
 import { httpRuleMatches, type HTTPRequest } from './l7.ts';
