@@ -12,8 +12,8 @@ import { createHash } from 'node:crypto';
 const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 export const POD_CIDR_PREFIX = '10.244';
-export const SERVICE_CIDR = '10.96.0.0/16';
-export const CLUSTER_DNS_IP = '10.96.0.10';
+// The Service range and the kube-dns ClusterIP are the agent's (its Service controller allocates them).
+export { SERVICE_CIDR, KUBE_DNS_IP as CLUSTER_DNS_IP } from '../agent/controllers/services.ts';
 export const UNDERLAY_CIDR = '192.0.2.0/24';
 export const WORLD_CIDRS = ['198.51.100.0/24', '203.0.113.0/24'] as const;
 /** The world's router address (on its mbr_hosts device): nodes route the world prefixes to it. */

@@ -50,14 +50,8 @@ async function curl(name: string, path: string, method = 'GET'): Promise<{ code:
   return { code: r.code, status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, Math.max(0, i)), err: r.stderr };
 }
 
-async function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', '--since', since]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', '--since', since], pred);
 }
 
 test('ingress serverNames: the pod admits TLS for its own name only; the flow is INGRESS', async () => {

@@ -74,14 +74,8 @@ async function curl(path: string, opts: { method?: string; ca?: string; name?: s
   return { code: r.code, status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, Math.max(0, i)), err: r.stderr };
 }
 
-async function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', '--since', since]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', '--since', since], pred);
 }
 type L7 = { type?: string; http?: { method?: string; url?: string; code?: number } };
 const l7 = (f: Flow) => f.l7 as L7 | undefined;

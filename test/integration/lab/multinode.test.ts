@@ -5,6 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +20,7 @@ process.env.MEMBRANE_BPFFS = `/tmp/membrane-test-${LAB}-bpffs`;
 const { labPaths } = await import('../../../src/common/paths.ts');
 const lab = await import('../../../src/lab/index.ts');
 
-const root = process.getuid?.() === 0;
+const needsRoot = skipUnless('root');
 const { loadConfig } = await import('../../../src/common/config.ts');
 const config = loadConfig();
 const paths = labPaths(config);
@@ -47,7 +48,7 @@ function probe(netns: string, targets: string[]): Record<string, boolean> {
 }
 
 before(async () => {
-  if (!root) return;
+  if (needsRoot) return;
   rootBefore = rootState();
   await lab.labUp({ config, nodes: 2, networkOnly: true });
   await lab.labUp({ config, nodes: 2, networkOnly: true }); // idempotent
@@ -61,11 +62,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (!root) return;
+  if (needsRoot) return;
   await lab.labDown({ config });
 });
 
-test('cross-node pod traffic and node 2 to the world', { skip: !root && 'needs root' }, () => {
+test('cross-node pod traffic and node 2 to the world', { skip: needsRoot }, () => {
   assert.match(info.b!.ip, /^10\.244\.2\./);
   assert.notEqual(info.a!.netns, info.b!.netns);
   const a = info.a!.ip;
@@ -75,7 +76,7 @@ test('cross-node pod traffic and node 2 to the world', { skip: !root && 'needs r
   assert.deepEqual(probe(info.a!.netns, [`${b}:80/tcp`, `${b}:80/udp`]), { [`${b}:80/tcp`]: true, [`${b}:80/udp`]: true });
 });
 
-test('the root namespace gets no links or routes into the lab', { skip: !root && 'needs root' }, () => {
+test('the root namespace gets no links or routes into the lab', { skip: needsRoot }, () => {
   const now = rootState();
   assert.deepEqual(now.links, rootBefore.links);
   // (this machine's own network may use the same documentation prefixes: compare, don't grep)
@@ -88,7 +89,7 @@ test('the root namespace gets no links or routes into the lab', { skip: !root &&
   }
 });
 
-test('labDown after a crash (state dir lost) still finds and removes everything', { skip: !root && 'needs root' }, async () => {
+test('labDown after a crash (state dir lost) still finds and removes everything', { skip: needsRoot }, async () => {
   const pid = Number(readFileSync(join(paths.nodeDir('node2'), 'pods', 'default_b', 'web.pid'), 'utf8'));
   rmSync(paths.stateDir, { recursive: true, force: true });
   const r = await lab.labDown({ config });

@@ -107,6 +107,21 @@ export class TestLab {
     return out.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { flow?: Flow }).filter((x) => x.flow).map((x) => x.flow!);
   }
 
+  /**
+   * Polls `membrane observe ARGS` until `pred` holds (flows reach Hubble a little after the
+   * traffic): the flows that satisfied it, or the last ones read when it never did, so the
+   * caller's assertion shows what was there.
+   */
+  async waitFlows(args: string[], pred: (fs: Flow[]) => boolean, opts: { tries?: number; intervalMs?: number } = {}): Promise<Flow[]> {
+    let fs: Flow[] = [];
+    for (let i = 0; i < (opts.tries ?? 20); i++) {
+      fs = await this.flows(args);
+      if (pred(fs)) return fs;
+      await new Promise((r) => setTimeout(r, opts.intervalMs ?? 250));
+    }
+    return fs;
+  }
+
   /** Spawns a long-running command in a pod (for connections that must outlive an agent restart). */
   spawnIn(ns: string, pod: string, cmd: string[]) {
     return spawn(MEMBRANE, ['exec', '-n', ns, pod, '--', ...cmd], { env: this.env, stdio: ['pipe', 'pipe', 'pipe'] });
