@@ -64,8 +64,8 @@ const PURE_DIRS = ['src/policy/', 'src/labels/', 'src/identity/'];
 const IO_MODULES = /from\s+(['"])node:(fs|fs\/promises|net|dgram|child_process|http|https|http2|dns|tls)\1/;
 /** import/export … from '…', import('…'), import '…' — across line breaks. */
 const IMPORT_RE = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(['"])(\.{1,2}\/[^'"]+)\1/g;
-/** Error codes as the code's error constructors take them. */
-const ERROR_CODE_RE = /(?:new\s+[A-Za-z]*Error\(\s*|\b(?:issue|bad|add|super)\(\s*|\bcode:\s*)'([A-Z][A-Z0-9]*_[A-Z0-9_]+)'/g;
+/** Error codes as the code's error constructors and helpers take them (check(rc, CODE, …) of src/sys, #fail(CODE) of parsers). */
+const ERROR_CODE_RE = /(?:new\s+[A-Za-z]*Error\(\s*|\b(?:issue|bad|add|super|#?fail)\(\s*|\bcheck\([^;'`]*?,\s*|\bcode:\s*)'([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z][A-Z0-9]+)'/g;
 
 export interface Problem {
   at: string;
@@ -177,7 +177,7 @@ export function errorCodes(text: string): { code: string; line: number }[] {
 
 /** Codes ERRORS.md lists: every `CODE` in backticks. */
 export function documentedCodes(markdown: string): Set<string> {
-  return new Set([...markdown.matchAll(/`([A-Z][A-Z0-9]*_[A-Z0-9_]+)`/g)].map((m) => m[1]!));
+  return new Set([...markdown.matchAll(/`([A-Z][A-Z0-9]*(?:_[A-Z0-9_]+)?)`/g)].map((m) => m[1]!));
 }
 
 export function lint(root: string): Problem[] {

@@ -38,7 +38,9 @@ test('error codes: taken from error constructors and issue helpers, not from oth
     "issues.push({ code: 'POLICY_MAP_OVERFLOW', path: [] });",
     "const reason = 'POLICY_DENIED';",
     "envNumber('MEMBRANE_TOFQDNS_MIN_TTL');",
+    "check(f.info(fd, buf, len) as number, 'BPF_MAP_INFO', `map info`);",
+    "return this.#fail('SSLV2', 'SSLv2 hello');",
   ].join('\n');
-  assert.deepEqual(errorCodes(src).map((c) => `${c.code}@${c.line}`), ['LAB_NOT_ROOT@1', 'API_BAD_REQUEST@2', 'POLICY_PORT_INVALID@4', 'POLICY_MAP_OVERFLOW@5']);
+  assert.deepEqual(errorCodes(src).map((c) => `${c.code}@${c.line}`), ['LAB_NOT_ROOT@1', 'API_BAD_REQUEST@2', 'POLICY_PORT_INVALID@4', 'POLICY_MAP_OVERFLOW@5', 'BPF_MAP_INFO@8', 'SSLV2@9']);
   assert.deepEqual([...documentedCodes('| `API_X_Y` / `LAB_Z` | m |\n`notacode`')], ['API_X_Y', 'LAB_Z']);
 });
