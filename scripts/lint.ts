@@ -19,7 +19,7 @@ import { dirname, join, relative, resolve } from 'node:path';
  * data flows in (DESIGN.md §4b):
  *
  *   common, sys ─ api, labels ─ kvstore ─ identity, ipcache ─ policy, fqdn ─ datapath ─ hubble ─ proxy
- *     ─ agent ─ lab | cni | relay ─ cli, ui
+ *     ─ agent ─ lab | cni | relay ─ ui ─ cli
  *
  * Folders of one rank import each other in one direction only (labels → api, identity → ipcache,
  * policy → fqdn); the cycle check below catches any pair that would point both ways.
@@ -41,8 +41,9 @@ export const LAYERS: Readonly<Record<string, readonly string[]>> = {
   lab: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
   cni: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
   relay: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
-  cli: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent', 'lab', 'cni', 'relay'],
+  // the web UI server: a client of the agent API and the Observer, started by `membrane ui`
   ui: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent', 'lab', 'cni', 'relay'],
+  cli: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent', 'lab', 'cni', 'relay', 'ui'],
 };
 
 /**

@@ -21,7 +21,9 @@ import type { MembraneConfig } from '../common/config.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
-import { createHubble, LostEventSource, type Hubble, type EndpointResolver } from '../hubble/index.ts';
+import {
+  createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type HubbleServerTlsFiles,
+} from '../hubble/index.ts';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
@@ -57,6 +59,8 @@ export interface ComposeInput {
   logger: Logger;
   kv: KVStore;
   policy: AgentPolicyEngine;
+  /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
+  hubbleTls?: HubbleServerTlsFiles;
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -89,8 +93,12 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
-    // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node).
-    tcpPort: 4244,
+    // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
+    // TLS with the provider's Hubble certificates unless the settings say otherwise (src/hubble/tls.ts).
+    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls),
+    peerAddress: `${provider.nodeAddresses[0] ?? '127.0.0.1'}:${HUBBLE_SERVER_PORT}`,
+    // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
+    capacity: config.hubbleEventBufferCapacity,
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
@@ -214,7 +222,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
           enforcement: 'default',
         },
-        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
+        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
         proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
         errors,
       };

@@ -17,12 +17,15 @@ import { createApiServer } from './api-server.ts';
 import { agentRoutes } from './routes.ts';
 import { composeNode } from './compose.ts';
 import type { PodNetworkProvider } from './pod-network.ts';
+import type { HubbleServerTlsFiles } from '../hubble/index.ts';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
   node: string;
   /** the node's pod networks (the lab, the CNI plugin) */
   provider(ctx: { paths: LabPaths; logger: Logger }): PodNetworkProvider;
+  /** Hubble's TLS files when no setting names them (the lab's: src/lab/hubble-certs.ts) */
+  hubbleTls?: HubbleServerTlsFiles;
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -36,14 +39,14 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const kv = await openMemoryStore({ file: paths.storeFile(node) });
   const allocator = await openPersistentAllocator(kv);
   const policy = createAgentPolicyEngine({ allocator });
-  const parts = await composeNode({ node, config, provider, paths, logger, kv, policy });
+  const parts = await composeNode({ node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}) });
   const agent = await createAgent({
     config: { node, hostIp: provider.nodeAddresses[0] ?? '', lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
     workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
   });
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
-    routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy })), ...parts.fqdnRoutes() },
+    routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes() },
   });
 
   await parts.datapath.start();

@@ -5,12 +5,15 @@
  */
 import type { Issue } from '../common/errors.ts';
 import {
-  checkApplyRequest, checkDeleteRequest, checkWith, emptyRequestSchema, namespaceQuerySchema, resourceQuerySchema, type Checked,
+  checkApplyRequest, checkDeleteRequest, checkWith, emptyRequestSchema, endpointPolicyQuerySchema, namespaceQuerySchema, resourceQuerySchema,
+  traceRequestSchema, type Checked,
 } from '../api/requests.ts';
 import type { Agent } from './agent.ts';
 import type { Handler } from './api-server.ts';
 import { ApiRequestError } from './api-server.ts';
 import type { ApplyResponse, StatusView } from './views.ts';
+import type { AgentPolicy } from '../policy/agent-engine.ts';
+import { endpointPolicy, traceLive } from './policy-api.ts';
 
 /** The checked value, or a 400 naming the first problem and carrying all of them. */
 export function valid<T>(c: Checked<T>, what: string, hint: string): T {
@@ -22,8 +25,9 @@ export function valid<T>(c: Checked<T>, what: string, hint: string): T {
 
 const RESOURCES_HINT = 'the body is {"resources": [<resource>...], "dryRun": false}; each resource as `membrane policy validate` accepts it';
 const query = (q: URLSearchParams) => Object.fromEntries(q);
+const TRACE_HINT = 'the body is {"from", "to", "port", "protocol", "http"?, "dnsName"?, "with"?} (src/api/requests.ts traceRequestSchema)';
 
-export function agentRoutes(agent: Agent, status: () => Promise<StatusView>): Record<string, Handler> {
+export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, policy?: AgentPolicy): Record<string, Handler> {
   return {
     'POST /v1/apply': async (body) => {
       const { resources, dryRun } = valid(checkApplyRequest(body), 'POST /v1/apply', RESOURCES_HINT);
@@ -55,6 +59,12 @@ export function agentRoutes(agent: Agent, status: () => Promise<StatusView>): Re
       return { items: await agent.policies(namespace) };
     },
     'GET /v1/status': async () => status(),
+    // read-only policy questions (the UI's "why" and policy view): src/agent/policy-api.ts
+    'POST /v1/policy/trace': async (body) => traceLive(agent, valid(checkWith(traceRequestSchema, body), 'POST /v1/policy/trace', TRACE_HINT)),
+    ...(policy ? {
+      'GET /v1/endpoint/policy': async (_b: unknown, q: URLSearchParams) =>
+        endpointPolicy(agent, policy, valid(checkWith(endpointPolicyQuerySchema, query(q)), 'GET /v1/endpoint/policy', 'query: namespace=<name>&pod=<pod or Deployment>')),
+    } : {}),
     'POST /v1/settle': async (body) => {
       valid(checkWith(emptyRequestSchema, body), 'POST /v1/settle', 'send no body, or {}');
       await agent.settled();

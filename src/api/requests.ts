@@ -30,6 +30,29 @@ export const resourceQuerySchema = z.strictObject({
 export const namespaceQuerySchema = z.strictObject({ namespace: z.string().min(1).optional() });
 export const endpointQuerySchema = z.strictObject({ endpoint: z.string().regex(/^\d+$/).optional() });
 
+const TRACE_PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPV6', 'ANY'] as const;
+
+/** `POST /v1/policy/trace`: one flow to trace over what the agent holds (the UI's "why"). */
+export const traceRequestSchema = z.strictObject({
+  /** NAMESPACE/POD, a Deployment name, an IP, or an entity (world, host, ...) */
+  from: z.string().min(1).max(253),
+  to: z.string().min(1).max(253),
+  port: z.number().int().min(0).max(65535),
+  protocol: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(TRACE_PROTOCOLS)),
+  http: z.strictObject({
+    method: z.string().regex(/^[A-Za-z]{1,16}$/),
+    path: z.string().max(4096),
+    host: z.string().max(253),
+  }).optional(),
+  dnsName: z.string().max(253).optional(),
+  /** Resources to trace with as if applied (a suggested policy), never stored. */
+  with: z.array(z.unknown()).max(16).optional(),
+});
+export type TraceRequest = z.input<typeof traceRequestSchema>;
+
+/** `GET /v1/endpoint/policy?namespace=NS&pod=POD` (POD may be a Deployment's name). */
+export const endpointPolicyQuerySchema = z.strictObject({ namespace: z.string().min(1), pod: z.string().min(1) });
+
 export type Checked<T> = { ok: true; value: T } | { ok: false; issues: Issue[] };
 
 const WHERE = { file: '<request>', line: 0, col: 0 };

@@ -32,6 +32,16 @@ export interface MembraneConfig {
   hubbleMetrics: string;
   /** port of the Hubble metrics server in each node namespace */
   hubbleMetricsPort: number;
+  /** Hubble's flow ring capacity, 2^n − 1 (Cilium's --hubble-event-buffer-capacity) */
+  hubbleEventBufferCapacity: number;
+  /** plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls) */
+  hubbleDisableTls: boolean;
+  /** Hubble server certificate (PEM); none: the lab's (Cilium's --hubble-tls-cert-file) */
+  hubbleTlsCertFile: string | undefined;
+  /** its private key; none: the lab's (Cilium's --hubble-tls-key-file) */
+  hubbleTlsKeyFile: string | undefined;
+  /** CAs that sign Hubble clients' certificates, comma-separated; none: the lab's Hubble CA (Cilium's --hubble-tls-client-ca-files) */
+  hubbleTlsClientCaFiles: string | undefined;
   /** OTLP/HTTP collector for the HTTP proxy's spans; none: no spans */
   otlpEndpoint: string | undefined;
   /** pods' resolv.conf names the lab DNS pod's own address instead of the kube-dns ClusterIP */
@@ -50,6 +60,16 @@ export interface MembraneConfig {
   dnsProxyHold: boolean;
   /** Hubble server for `membrane observe` (hubble's HUBBLE_SERVER); default: the node's socket */
   hubbleServer: string | undefined;
+  /** `membrane observe` connects with TLS (hubble's HUBBLE_TLS, --tls) */
+  hubbleTls: boolean;
+  /** CAs `membrane observe` trusts, comma-separated (hubble's HUBBLE_TLS_CA_CERT_FILES) */
+  hubbleTlsCaCertFiles: string | undefined;
+  /** client certificate of `membrane observe` (hubble's HUBBLE_TLS_CLIENT_CERT_FILE) */
+  hubbleTlsClientCertFile: string | undefined;
+  /** its key (hubble's HUBBLE_TLS_CLIENT_KEY_FILE) */
+  hubbleTlsClientKeyFile: string | undefined;
+  /** server name `membrane observe` verifies (hubble's HUBBLE_TLS_SERVER_NAME) */
+  hubbleTlsServerName: string | undefined;
   /** no colours in CLI output (https://no-color.org) */
   noColor: boolean;
 }
@@ -94,7 +114,7 @@ function wholeNumber(max: number) {
 function flag(this: Setting, raw: string): boolean {
   if (raw === '1' || raw === 'true') return true;
   if (raw === '0' || raw === 'false') return false;
-  throw bad(this, raw, '1 or 0');
+  throw bad(this, raw, 'true or false (1 or 0)');
 }
 
 export const SETTINGS: readonly Setting[] = [
@@ -112,6 +132,14 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'node', scope: 'cli', env: 'MEMBRANE_NODE', flag: '--node', default: 'node1', help: 'node whose agent the CLI talks to', parse: text },
   { name: 'hubbleMetrics', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS', flag: '--hubble-metrics', default: DEFAULT_HUBBLE_METRICS, help: "Hubble metrics and their options (Cilium's --hubble-metrics)", parse: text },
   { name: 'hubbleMetricsPort', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS_PORT', flag: '--hubble-metrics-port', default: '9965', help: 'port of the Hubble metrics server (Prometheus text) in each node', parse: wholeNumber(65535) },
+  {
+    name: 'hubbleEventBufferCapacity', scope: 'agent', env: 'MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY', flag: '--hubble-event-buffer-capacity', default: '4095',
+    help: "Hubble's flow ring capacity, 2^n - 1 (Cilium's --hubble-event-buffer-capacity)", parse: wholeNumber(1_048_575),
+  },
+  { name: 'hubbleDisableTls', scope: 'agent', env: 'MEMBRANE_HUBBLE_DISABLE_TLS', flag: '--hubble-disable-tls', default: 'false', help: "true: plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls)", parse: flag },
+  { name: 'hubbleTlsCertFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CERT_FILE', flag: '--hubble-tls-cert-file', default: "(the lab's)", help: "Hubble server certificate, PEM, leaf first (Cilium's --hubble-tls-cert-file)", parse: text },
+  { name: 'hubbleTlsKeyFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_KEY_FILE', flag: '--hubble-tls-key-file', default: "(the lab's)", help: "its private key, mode 0600 or stricter (Cilium's --hubble-tls-key-file)", parse: text },
+  { name: 'hubbleTlsClientCaFiles', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES', flag: '--hubble-tls-client-ca-files', default: "(the lab's Hubble CA)", help: "CAs that sign Hubble clients' certificates, comma-separated (Cilium's --hubble-tls-client-ca-files)", parse: text },
   { name: 'otlpEndpoint', scope: 'agent', env: 'MEMBRANE_OTLP_ENDPOINT', flag: '--otlp-endpoint', default: '(none)', help: "OTLP/HTTP collector URL for the HTTP proxy's spans", parse: text },
   { name: 'labDnsPodIp', scope: 'lab', env: 'MEMBRANE_LAB_DNS_POD_IP', flag: '--lab-dns-pod-ip', default: '0', help: "1: pods' resolv.conf names the DNS pod's address instead of the kube-dns ClusterIP (datapaths without ClusterIP translation)", parse: flag },
   { name: 'tofqdnsMinTTL', scope: 'agent', env: 'MEMBRANE_TOFQDNS_MIN_TTL', flag: '--tofqdns-min-ttl', default: '0', help: 'lowest TTL in seconds for IPs learned from an allowed DNS answer', parse: wholeNumber(604_800) },
@@ -125,6 +153,11 @@ export const SETTINGS: readonly Setting[] = [
   },
   { name: 'dnsProxyHold', scope: 'agent', env: 'MEMBRANE_DNS_PROXY_HOLD', flag: '--dns-proxy-hold', default: '1', help: 'hold DNS answers until the datapath has their IPs; 0 only shows what the hold prevents', parse: flag },
   { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
+  { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
+  { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
+  { name: 'hubbleTlsClientCertFile', scope: 'cli', env: 'HUBBLE_TLS_CLIENT_CERT_FILE', flag: '--tls-client-cert-file', default: '(none)', help: 'client certificate of `membrane observe` (mutual TLS)', parse: text },
+  { name: 'hubbleTlsClientKeyFile', scope: 'cli', env: 'HUBBLE_TLS_CLIENT_KEY_FILE', flag: '--tls-client-key-file', default: '(none)', help: 'its private key', parse: text },
+  { name: 'hubbleTlsServerName', scope: 'cli', env: 'HUBBLE_TLS_SERVER_NAME', flag: '--tls-server-name', default: '(the server address)', help: 'server name `membrane observe` verifies', parse: text },
   { name: 'noColor', scope: 'cli', env: 'NO_COLOR', flag: '--no-color', default: '(unset)', help: 'no colours in CLI output when set to anything', parse: () => true },
 ];
 
@@ -157,6 +190,11 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     node: value('node', 'node1'),
     hubbleMetrics: value('hubbleMetrics', DEFAULT_HUBBLE_METRICS),
     hubbleMetricsPort: value('hubbleMetricsPort', 9965),
+    hubbleEventBufferCapacity: value('hubbleEventBufferCapacity', 4095),
+    hubbleDisableTls: value('hubbleDisableTls', false),
+    hubbleTlsCertFile: value('hubbleTlsCertFile', undefined),
+    hubbleTlsKeyFile: value('hubbleTlsKeyFile', undefined),
+    hubbleTlsClientCaFiles: value('hubbleTlsClientCaFiles', undefined),
     otlpEndpoint: value('otlpEndpoint', undefined),
     labDnsPodIp: value('labDnsPodIp', false),
     tofqdnsMinTTL: value('tofqdnsMinTTL', 0),
@@ -166,6 +204,11 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     tofqdnsDnsRejectResponseCode: value('tofqdnsDnsRejectResponseCode', 'refused'),
     dnsProxyHold: value('dnsProxyHold', true),
     hubbleServer: value('hubbleServer', undefined),
+    hubbleTls: value('hubbleTls', false),
+    hubbleTlsCaCertFiles: value('hubbleTlsCaCertFiles', undefined),
+    hubbleTlsClientCertFile: value('hubbleTlsClientCertFile', undefined),
+    hubbleTlsClientKeyFile: value('hubbleTlsClientKeyFile', undefined),
+    hubbleTlsServerName: value('hubbleTlsServerName', undefined),
     noColor: value('noColor', false),
   };
 }

@@ -9,6 +9,7 @@ import { loadConfig, SETTINGS, type ConfigFlags } from '../common/config.ts';
 import { runAgentDaemon } from '../agent/daemon.ts';
 import { createLabProvider } from './provider.ts';
 import { nodeName } from './names.ts';
+import { hubbleTlsPaths } from './hubble-certs.ts';
 
 const agentSettings = SETTINGS.filter((s) => s.scope !== 'cli');
 const { values } = parseArgs({
@@ -27,5 +28,7 @@ const node = typeof values.node === 'string' ? values.node : nodeName(nodeIndex)
 const config = loadConfig(flags);
 await runAgentDaemon({
   config, node,
+  // the Hubble certificates `membrane up` made for this node (unless the settings name others)
+  hubbleTls: hubbleTlsPaths(config.stateDir).server(node),
   provider: ({ paths, logger }) => createLabProvider({ config, paths, node, nodeIndex, logger }),
 });

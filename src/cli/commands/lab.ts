@@ -1,4 +1,4 @@
-/** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status`. */
+/** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status|ca|hubble`. */
 import { Option, type Command } from 'commander';
 import { SETTINGS, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
 import { labPaths } from '../../common/paths.ts';
@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { MembraneError } from '../../common/errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
+import { hubbleTlsPaths } from '../../lab/index.ts';
+import { registerLabHubble } from './lab-hubble.ts';
 
 export function register(program: Command, config: MembraneConfig): void {
   const up = program.command('up')
@@ -38,7 +40,11 @@ export function register(program: Command, config: MembraneConfig): void {
         const res = await callAgent<ApplyResponse>(r.nodes[0]!.socket, 'POST', '/v1/apply', { resources, dryRun: false });
         printApplyResults(res);
       }
+      const h = hubbleTlsPaths(labPaths(cfg).stateDir);
+      say(`Hubble API: ${labPaths(cfg).hubbleSocket(r.nodes[0]!.node)} (root only) and TCP 4244 in each node namespace with mutual TLS`);
+      say(`  (Hubble CA ${h.caCert}); \`membrane lab hubble\` prints the hubble CLI flags`);
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
+      say('UI: `membrane ui` serves it at http://127.0.0.1:12000');
     });
 
   program.command('down')
@@ -106,4 +112,6 @@ export function register(program: Command, config: MembraneConfig): void {
         ``,
       ].join('\n'));
     });
+
+  registerLabHubble(lab, config);
 }
