@@ -25,7 +25,7 @@ test('server name: <node>.<cluster>.hubble-grpc.cilium.io, dots become hyphens (
 });
 
 test('agent settings: mutual TLS with the lab files by default, plain text only when set to true', () => {
-  const sec = (env: Record<string, string>, defaults: typeof LAB | undefined = LAB) => hubbleTcpSecurity(buildConfig({ env }), defaults);
+  const sec = (env: Record<string, string>) => hubbleTcpSecurity(buildConfig({ env }), LAB);
   assert.deepEqual(sec({}), { tls: LAB });
   assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: 'false' }), { tls: LAB });
   assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: '' }), { tls: LAB });
@@ -38,8 +38,8 @@ test('agent settings: mutual TLS with the lab files by default, plain text only 
     MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES: '/etc/h/a.crt, /etc/h/b.crt,',
   }), { tls: { certFile: '/etc/h/server.crt', keyFile: '/etc/h/server.key', clientCaFiles: ['/etc/h/a.crt', '/etc/h/b.crt'] } });
   // no provider files and none set: nothing to serve TLS with (the Observer refuses: HUBBLE_TLS_REQUIRED)
-  assert.equal(sec({}, undefined), undefined);
-  assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: 'true' }, undefined), { plaintext: true });
+  assert.equal(hubbleTcpSecurity(buildConfig({ env: {} })), undefined);
+  assert.deepEqual(hubbleTcpSecurity(buildConfig({ env: { MEMBRANE_HUBBLE_DISABLE_TLS: 'true' } })), { plaintext: true });
 });
 
 test('client addresses: tls:// and https:// select TLS; unix paths take no TLS options', () => {
