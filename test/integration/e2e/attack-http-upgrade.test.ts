@@ -27,7 +27,6 @@ import { readFileSync, existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`ahu${process.pid % 10000}`);
 const NS = 'ahu';
@@ -46,7 +45,7 @@ const ports = (rules: object[]) => [
 before(async () => {
   await lab.up();
   const dir = await lab.dir;
-  const stateDir = labPaths(lab.env).stateDir;
+  const stateDir = lab.paths.stateDir;
   ICA = join(dir, 'ica.crt');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ica.key'), '-out', ICA,
     '-days', '2', '-subj', '/CN=membrane attack test interception CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'], { stdio: 'ignore' });
