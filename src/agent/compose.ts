@@ -24,6 +24,7 @@ import {
   createHubble, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint,
 } from '../hubble/index.ts';
 import type { EndpointRecord } from './endpoints.ts';
+import { createPolicyCorrelation } from '../hubble/correlation.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
@@ -89,6 +90,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       return ep ? resolved(ep) : undefined;
     },
     identityLabels: (id) => policy.identityLabels(id),
+    // policy-verdict flows name the policies that decided them (--print-policy-names)
+    policiesFor: createPolicyCorrelation({ mapState: (id) => policy.mapState(id), revision: () => policy.revision() }),
   };
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),

@@ -59,6 +59,8 @@ export interface Hubble {
   stats(): { seenFlows: number; numFlows: number; maxFlows: number; lost: Partial<Record<keyof typeof LostEventSource, number>> };
 }
 
+const EMITTER = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: '1.19.4' };
+
 export function createHubble(deps: HubbleDeps): Hubble {
   const ring = new FlowRing(deps.capacity ?? DEFAULT_RING_CAPACITY);
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
@@ -104,6 +106,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
       if (!flow.nodeName) flow.nodeName = deps.nodeName;
       if (!flow.uuid) flow.uuid = randomUUID();
       if (!flow.time) flow.time = timestampFromMs(Date.now());
+      // Hubble names itself on every flow, L7 ones included
+      if (!flow.emitter) flow.emitter = EMITTER;
       store(flow);
     },
     reportLost(source, count, cpu) {
