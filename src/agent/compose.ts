@@ -32,7 +32,7 @@ import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
 import type { ExternalHost } from '../api/types.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../hubble/metrics/index.ts';
-import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named in DEFAULT_METRICS
+import { createAgentMetrics, metricsSocketPaths } from './metrics.ts';
 import { proxySlot } from '../datapath/linux/index.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
@@ -108,9 +108,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
   const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, hubble, logger, nodeAddrs });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
-  // Hubble metrics (Prometheus text) on :9965 in the node namespace; MEMBRANE_HUBBLE_METRICS is Cilium's --hubble-metrics.
-  const metrics = createHubbleMetrics(process.env.MEMBRANE_HUBBLE_METRICS ?? DEFAULT_METRICS);
-  let metricsServer: import('node:http').Server | undefined;
+  // Hubble metrics on :9965 in the node namespace and on a root-only unix socket for host-side
+  // scrapers; MEMBRANE_HUBBLE_METRICS is Cilium's --hubble-metrics, MEMBRANE_HUBBLE_METRICS_OPENMETRICS
+  // its --enable-hubble-open-metrics. Entries that cannot be served are logged; the others run.
+  const metrics = createHubbleMetrics(process.env.MEMBRANE_HUBBLE_METRICS ?? DEFAULT_METRICS, { openMetrics: process.env.MEMBRANE_HUBBLE_METRICS_OPENMETRICS === 'true' });
+  for (const msg of metrics.configErrors) logger.warn({ subsys: 'hubble-metrics' }, msg);
+  const agentMetrics = createAgentMetrics({
+    policies: async () => (agentRef ? (await agentRef.policies()).length : 0), policyRevision: () => policy.revision(),
+    endpoints: () => agentRef?.endpoints() ?? [], identities: () => policy.identities(), mapState: (id) => policy.mapState(id),
+    pinRoot: paths.pinRoot(node),
+  });
+  const metricSockets = metricsSocketPaths(paths.nodeDir(node));
+  const metricsServers: import('node:http').Server[] = [];
   let unsubscribeMetrics: (() => void) | undefined;
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
   const proxyDeps = {
@@ -151,7 +160,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
       await dns.start(agent);
-      const offFlow = hubble.onFlow((f) => metrics.process(f));
+      const offFlow = hubble.onFlow((f) => { metrics.process(f); agentMetrics.observe(f); });
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
       // Series of deleted pods go away a minute after the deletion, as Hubble's do.
@@ -167,10 +176,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }, 5000);
       podWatch.unref();
       unsubscribeMetrics = () => { offFlow(); offLost(); clearInterval(podWatch); };
-      try {
-        metricsServer = await metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965));
-      } catch (e) {
-        logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
+      const serves: [string, () => Promise<import('node:http').Server>][] = [
+        ['hubble :9965', () => metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965))],
+        ['hubble socket', () => metrics.serveUnix(metricSockets.hubble)],
+        ['agent :9962', () => agentMetrics.serve(Number(process.env.MEMBRANE_AGENT_METRICS_PORT ?? 9962))],
+        ['agent socket', () => agentMetrics.serveUnix(metricSockets.agent)],
+      ];
+      for (const [what, serve] of serves) {
+        try {
+          metricsServers.push(await serve());
+        } catch (e) {
+          logger.warn({ subsys: 'metrics', err: String(e) }, `metrics server ${what} not started`);
+        }
       }
       await httpProxy.start();
       await tlsNode.start();
@@ -196,14 +213,14 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unwatchHosts?.();
       await dns.stop();
       unsubscribeMetrics?.();
-      metricsServer?.close();
+      for (const m of metricsServers) m.close();
       unsubscribe?.();
       await tlsNode.stop();
       await httpProxy.stop();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {
-      const errors = [...agent.lastErrors()];
+      const errors = [...agent.lastErrors(), ...metrics.configErrors.map((m) => `hubble metrics: ${m}`)];
       let dpState: StatusView['datapath'] = { state: 'Ok', mode: 'tcx (eBPF)', programs: 0 };
       try {
         const s = await datapath.stats();
@@ -225,7 +242,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
           enforcement: 'default',
         },
-        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
+        hubble: { state: metrics.configErrors.length ? 'Warning' : 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
         proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
         errors,
       };

@@ -13,6 +13,7 @@ import { MembraneError } from '../../errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
 import { hubbleTlsPaths } from '../../lab/index.ts';
 import { registerLabHubble } from './lab-hubble.ts';
+import { registerLabMetrics } from './lab-metrics.ts';
 
 export function register(program: Command): void {
   program.command('up')
@@ -102,4 +103,5 @@ export function register(program: Command): void {
     });
 
   registerLabHubble(lab);
+  registerLabMetrics(lab);
 }
