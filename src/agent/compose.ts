@@ -48,6 +48,8 @@ export interface NodeParts {
   fqdnIPCache(): IPCacheEntry[];
   /** Extra agent API routes of the DNS proxy / FQDN subsystem. */
   fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
+  /** cilium_policy_change_total{outcome}: the agent reports each policy import or delete. */
+  policyChange(outcome: 'success' | 'failure', n: number): void;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -145,6 +147,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
+    policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;

@@ -40,6 +40,7 @@ const parts = await composeNode({ node, nodeIndex, paths, logger, kv, policy });
 const agent = await createAgent({
   config: { node, nodeIndex, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
   workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
+  onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
 });
 const api = createApiServer({
   socketPath: paths.agentSocket(node),

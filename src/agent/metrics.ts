@@ -6,13 +6,20 @@
  *
  *   cilium_policy                               policies loaded
  *   cilium_policy_max_revision                  highest policy revision
+ *   cilium_policy_change_total{outcome}         policy imports and deletes: success | failure (a batch
+ *                                               the repository refused; Cilium's successor of
+ *                                               the removed cilium_policy_import_errors_total)
+ *   cilium_policy_endpoint_enforcement_status{enforcement}  endpoints per enforced direction:
+ *                                               ingress | egress | both | none
  *   cilium_endpoint                             endpoints on this node
  *   cilium_endpoint_state{endpoint_state}       endpoints per state
  *   cilium_identity{type}                       identities known (reserved, cluster_local, node_local)
  *   cilium_drop_count_total{reason,direction}   dropped packets (reason: Cilium's drop string)
  *   cilium_forward_count_total{direction}       forwarded packets seen at trace points
- *   cilium_policy_l7_total{rule,proxy_type}     L7 requests: received, forwarded, denied (fqdn = DNS, http)
- *   cilium_proxy_redirects{protocol}            policy entries that redirect to a proxy, per L7 parser
+ *   cilium_policy_l7_total{rule,proxy_type}     L7 requests: received, forwarded, denied; proxy_type is
+ *                                               Cilium's: fqdn (DNS proxy), envoy (the HTTP/TLS proxy,
+ *                                               which stands where Cilium runs Envoy)
+ *   cilium_proxy_redirects{protocol_l7}         policy entries that redirect to a proxy, per L7 parser
  *   cilium_bpf_map_pressure{map_name}           fill ratio of each pinned hash/LRU/LPM map
  */
 import { createServer, type Server } from 'node:http';
@@ -28,7 +35,7 @@ import type { MapState } from '../policy/types.ts';
 export interface AgentMetricsDeps {
   policies(): Promise<number>;
   policyRevision(): number;
-  endpoints(): { id: number; state: string }[];
+  endpoints(): { id: number; state: string; policyEnforcement?: { ingress: boolean; egress: boolean } }[];
   identities(): { scope: 'reserved' | 'cluster' | 'local' }[];
   mapState(endpointId: number): MapState | undefined;
   /** directory of the node's pinned BPF maps */
@@ -39,6 +46,8 @@ export interface AgentMetrics {
   registry: Registry;
   /** counts one decoded flow (drops, forwards, L7 verdicts) */
   observe(flow: Flow): void;
+  /** counts one policy import or delete by its outcome */
+  policyChange(outcome: 'success' | 'failure'): void;
   serve(port: number, host?: string): Promise<Server>;
   serveUnix(path: string): Promise<Server>;
 }
@@ -74,6 +83,19 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const registers = [registry];
   new Gauge({ name: 'cilium_policy', help: 'Number of policies currently loaded', registers, async collect() { this.set(await deps.policies()); } });
   new Gauge({ name: 'cilium_policy_max_revision', help: 'Highest policy revision number in the agent', registers, collect() { this.set(deps.policyRevision()); } });
+  const changes = new Counter({ name: 'cilium_policy_change_total', help: 'Number of policy changes by outcome', labelNames: ['outcome'], registers });
+  for (const outcome of ['success', 'failure']) changes.inc({ outcome }, 0);
+  new Gauge({
+    name: 'cilium_policy_endpoint_enforcement_status', help: 'Number of endpoints labeled by policy enforcement status', labelNames: ['enforcement'], registers,
+    collect() {
+      const by = { ingress: 0, egress: 0, both: 0, none: 0 };
+      for (const e of deps.endpoints()) {
+        const i = e.policyEnforcement?.ingress ?? false, o = e.policyEnforcement?.egress ?? false;
+        by[i && o ? 'both' : i ? 'ingress' : o ? 'egress' : 'none']++;
+      }
+      for (const [enforcement, n] of Object.entries(by)) this.set({ enforcement }, n);
+    },
+  });
   new Gauge({ name: 'cilium_endpoint', help: 'Number of endpoints managed by this agent', registers, collect() { this.set(deps.endpoints().length); } });
   new Gauge({
     name: 'cilium_endpoint_state', help: 'Count of all endpoints, tagged by their state', labelNames: ['endpoint_state'], registers,
@@ -94,7 +116,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
     },
   });
   new Gauge({
-    name: 'cilium_proxy_redirects', help: 'Number of policy entries redirecting to a proxy, per L7 protocol', labelNames: ['protocol'], registers,
+    name: 'cilium_proxy_redirects', help: 'Number of redirects installed for endpoints, labeled by protocol', labelNames: ['protocol_l7'], registers,
     collect() {
       this.reset();
       const by = new Map<string, number>();
@@ -103,7 +125,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
           if (entry.l7) by.set(entry.l7.parser, (by.get(entry.l7.parser) ?? 0) + 1);
         }
       }
-      for (const [protocol, n] of by) this.set({ protocol }, n);
+      for (const [protocol, n] of by) this.set({ protocol_l7: protocol }, n);
     },
   });
   let pressure: { name: string; ratio: number }[] = [];
@@ -119,7 +141,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const drops = new Counter({ name: 'cilium_drop_count_total', help: 'Total dropped packets, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
   const forwards = new Counter({ name: 'cilium_forward_count_total', help: 'Total forwarded packets, tagged by ingress/egress direction', labelNames: ['direction'], registers });
   const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
-  for (const proxy of ['fqdn', 'http']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
+  for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
 
   const handler = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
     if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
@@ -146,12 +168,13 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
       if (t === 1) drops.inc({ reason: DROP_REASON_TEXT[f.eventType!.subType] ?? String(f.eventType!.subType), direction: DIRECTION(f.trafficDirection) });
       else if (t === 4 && f.verdict === Verdict.FORWARDED) forwards.inc({ direction: DIRECTION(f.trafficDirection) });
       else if (t === 129 && !f.isReply) {
-        const proxy = f.l7?.record.case === 'dns' ? 'fqdn' : f.l7?.record.case === 'http' ? 'http' : undefined;
+        const proxy = f.l7?.record.case === 'dns' ? 'fqdn' : f.l7?.record.case === 'http' ? 'envoy' : undefined;
         if (!proxy) return;
         l7.inc({ rule: 'received', proxy_type: proxy });
         l7.inc({ rule: f.verdict === Verdict.DROPPED ? 'denied' : 'forwarded', proxy_type: proxy });
       }
     },
+    policyChange: (outcome) => changes.inc({ outcome }),
     serve: (port, host = '0.0.0.0') => listen(createServer(handler), port, host),
     async serveUnix(path) {
       await rm(path, { force: true });
