@@ -160,10 +160,11 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           logger.warn({ subsys: 'datapath', dev, err: String(e) }, 'cannot attach to network device');
         }
       }
-      unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
+      // datapath flows feed the agent's drop/forward counters with their packet length (the flow has none)
+      unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingest(ev); if (f) agentMetrics.observe(f, ev.length); });
       await hubble.start();
       await dns.start(agent);
-      const offFlow = hubble.onFlow((f) => { metrics.process(f); agentMetrics.observe(f); });
+      const offFlow = hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
       // Series of deleted pods go away a minute after the deletion, as Hubble's do.

@@ -15,7 +15,9 @@
  *   cilium_endpoint_state{endpoint_state}       endpoints per state
  *   cilium_identity{type}                       identities known (reserved, cluster_local, node_local)
  *   cilium_drop_count_total{reason,direction}   dropped packets (reason: Cilium's drop string)
+ *   cilium_drop_bytes_total{reason,direction}   their bytes on the wire
  *   cilium_forward_count_total{direction}       forwarded packets seen at trace points
+ *   cilium_forward_bytes_total{direction}       their bytes on the wire
  *   cilium_policy_l7_total{rule,proxy_type}     L7 requests: received, forwarded, denied; proxy_type is
  *                                               Cilium's: fqdn (DNS proxy), envoy (the HTTP/TLS proxy,
  *                                               which stands where Cilium runs Envoy)
@@ -44,8 +46,8 @@ export interface AgentMetricsDeps {
 
 export interface AgentMetrics {
   registry: Registry;
-  /** counts one decoded flow (drops, forwards, L7 verdicts) */
-  observe(flow: Flow): void;
+  /** counts one decoded flow (drops, forwards, L7 verdicts); `bytes`: the packet's length on the wire */
+  observe(flow: Flow, bytes?: number): void;
   /** counts one policy import or delete by its outcome */
   policyChange(outcome: 'success' | 'failure'): void;
   serve(port: number, host?: string): Promise<Server>;
@@ -139,6 +141,8 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
     },
   });
   const drops = new Counter({ name: 'cilium_drop_count_total', help: 'Total dropped packets, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
+  const dropBytes = new Counter({ name: 'cilium_drop_bytes_total', help: 'Total dropped bytes, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
+  const forwardBytes = new Counter({ name: 'cilium_forward_bytes_total', help: 'Total forwarded bytes, tagged by ingress/egress direction', labelNames: ['direction'], registers });
   const forwards = new Counter({ name: 'cilium_forward_count_total', help: 'Total forwarded packets, tagged by ingress/egress direction', labelNames: ['direction'], registers });
   const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
   for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
@@ -163,10 +167,17 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   });
   return {
     registry,
-    observe(f) {
+    observe(f, bytes = 0) {
       const t = f.eventType?.type;
-      if (t === 1) drops.inc({ reason: DROP_REASON_TEXT[f.eventType!.subType] ?? String(f.eventType!.subType), direction: DIRECTION(f.trafficDirection) });
-      else if (t === 4 && f.verdict === Verdict.FORWARDED) forwards.inc({ direction: DIRECTION(f.trafficDirection) });
+      if (t === 1) {
+        const labels = { reason: DROP_REASON_TEXT[f.eventType!.subType] ?? String(f.eventType!.subType), direction: DIRECTION(f.trafficDirection) };
+        drops.inc(labels);
+        if (bytes > 0) dropBytes.inc(labels, bytes);
+      } else if (t === 4 && f.verdict === Verdict.FORWARDED) {
+        const labels = { direction: DIRECTION(f.trafficDirection) };
+        forwards.inc(labels);
+        if (bytes > 0) forwardBytes.inc(labels, bytes);
+      }
       else if (t === 129 && !f.isReply) {
         const proxy = f.l7?.record.case === 'dns' ? 'fqdn' : f.l7?.record.case === 'http' ? 'envoy' : undefined;
         if (!proxy) return;

@@ -166,6 +166,9 @@ test('PromQL over the HTTP API: the HTTP and DNS counts and rates the test gener
   assert.ok(await scalar('sum(cilium_identity{type="reserved"})') >= 1);
   assert.ok(await scalar('sum(cilium_proxy_redirects{protocol_l7="http"})') >= 1);
   assert.ok(await scalar('sum(cilium_drop_count_total{reason="Policy denied"})') >= 1);
+  // bytes on the wire: at least a minimal IPv4+TCP packet per counted packet
+  assert.ok(await scalar('sum(cilium_drop_bytes_total{reason="Policy denied"})') >= 40 * await scalar('sum(cilium_drop_count_total{reason="Policy denied"})'));
+  assert.ok(await scalar('sum(cilium_forward_bytes_total)') >= 40 * await scalar('sum(cilium_forward_count_total)'));
   assert.ok((await promQuery('cilium_bpf_map_pressure')).length > 0);
 });
 

@@ -47,10 +47,10 @@ test('agent metrics carry Cilium\'s names and labels: policy, endpoints, identit
 
 test('drops by Cilium\'s reason text and direction, forwards by direction, L7 verdicts per proxy type', async () => {
   const m = agentMetrics();
-  m.observe(build(ev({ type: 1, subType: 133, direction: 'ingress' }))!); // POLICY_DENIED
-  m.observe(build(ev({ type: 1, subType: 133, direction: 'ingress' }))!);
+  m.observe(build(ev({ type: 1, subType: 133, direction: 'ingress' }))!, 60); // POLICY_DENIED
+  m.observe(build(ev({ type: 1, subType: 133, direction: 'ingress' }))!, 74);
   m.observe(build(ev({ type: 1, subType: 181, endpointId: 101, direction: 'egress' }))!); // POLICY_DENY
-  m.observe(build(ev({ type: 4, endpointId: 101, direction: 'egress', ctReason: 1 }))!);
+  m.observe(build(ev({ type: 4, endpointId: 101, direction: 'egress', ctReason: 1 }))!, 1500);
   const req = clone(FlowSchema, build(ev({ direction: 'egress' }))!);
   req.eventType = create(CiliumEventTypeSchema, { type: 129 });
   req.l7 = create(Layer7Schema, { type: L7FlowType.REQUEST, record: { case: 'http', value: { method: 'GET', url: 'http://x/' } } });
@@ -68,6 +68,9 @@ test('drops by Cilium\'s reason text and direction, forwards by direction, L7 ve
   const text = await m.registry.metrics();
   assert.deepEqual(lines(text, 'cilium_drop_count_total'), ['cilium_drop_count_total{reason="Policy denied by denylist",direction="EGRESS"} 1', 'cilium_drop_count_total{reason="Policy denied",direction="INGRESS"} 2']);
   assert.deepEqual(lines(text, 'cilium_forward_count_total'), ['cilium_forward_count_total{direction="EGRESS"} 1']);
+  // bytes where the datapath gave the packet length (the flow without one counts its packet only)
+  assert.deepEqual(lines(text, 'cilium_drop_bytes_total'), ['cilium_drop_bytes_total{reason="Policy denied",direction="INGRESS"} 134']);
+  assert.deepEqual(lines(text, 'cilium_forward_bytes_total'), ['cilium_forward_bytes_total{direction="EGRESS"} 1500']);
   assert.deepEqual(lines(text, 'cilium_policy_l7_total'), [
     'cilium_policy_l7_total{rule="denied",proxy_type="envoy"} 1', 'cilium_policy_l7_total{rule="denied",proxy_type="fqdn"} 0',
     'cilium_policy_l7_total{rule="forwarded",proxy_type="envoy"} 1', 'cilium_policy_l7_total{rule="forwarded",proxy_type="fqdn"} 1',
