@@ -85,8 +85,9 @@ before(async () => {
   ]);
   const web = (await lab.podIPs())[`${NS}/web`]!;
   const since = new Date(Date.now() - 1000).toISOString();
-  const c = await lab.exec(NS, 'client', ['bash', '-c', 'for p in ok ok/2 nope; do curl -s -o /dev/null -m 3 http://web.gold.svc.cluster.local:8080/$p; done; curl -s -o /dev/null -m 3 http://api.openai.com/v1/models']);
-  assert.equal(c.code, 0, c.stderr);
+  // -w: which request failed, if one does (a loaded machine: generous timeouts)
+  const c = await lab.exec(NS, 'client', ['bash', '-c', 'set -e; for p in ok ok/2 nope; do curl -sS -o /dev/null -w "$p %{http_code}\\n" -m 10 http://web.gold.svc.cluster.local:8080/$p; done; curl -sS -o /dev/null -w "world %{http_code}\\n" -m 10 http://api.openai.com/v1/models'], 60_000);
+  assert.equal(c.code, 0, `${c.stdout}${c.stderr}`);
   await lab.exec(NS, 'intruder', ['curl', '-s', '-o', '/dev/null', '-m', '1', `http://${web}:8080/`]);
   await lab.exec(NS, 'intruder', ['curl', '-s', '-o', '/dev/null', '-m', '1', `http://${web}:9999/`]);
   await new Promise((r) => setTimeout(r, 1500));
