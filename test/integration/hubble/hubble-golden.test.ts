@@ -135,6 +135,12 @@ test('over mutual TLS on 4244 (in the node namespace): the same bytes', async ()
     assert.equal(o[1] === 'json' ? stripEmitter(membrane.stdout) : membrane.stdout, hubble.stdout, o.join(' '));
     assert.ok(hubble.stdout.length > 100);
   }
+  // tls://host:port selects TLS without --tls, in both programs
+  const tlsUrl = tlsFlags.map((f, i) => (tlsFlags[i - 1] === '--server' ? `tls://${f}` : f)).filter((f) => f !== '--tls');
+  assert.ok(tlsUrl.some((f) => f.startsWith('tls://')), tlsUrl.join(' '));
+  const { hubble, membrane } = await both([...window, '--namespace', NS], { netns: true, server: tlsUrl });
+  assert.equal(membrane.stdout, hubble.stdout, 'tls://');
+  assert.ok(hubble.stdout.length > 100);
 });
 
 const FILTERS: [string[], (f: Record<string, any>) => boolean][] = [
