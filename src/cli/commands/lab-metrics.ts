@@ -58,7 +58,8 @@ export function registerLabMetrics(lab: Command): void {
       const { host, port } = parseListen(o.serve);
       const server = createServer((req, res) => {
         const url = (req.url ?? '/').split('?')[0]!;
-        const m = /^(?:\/nodes\/([A-Za-z0-9._-]+))?(\/agent)?\/metrics$/.exec(url);
+        // node names only (no dots): the path never leaves <stateDir>/nodes/<node>/
+        const m = /^(?:\/nodes\/([A-Za-z0-9][A-Za-z0-9_-]*))?(\/agent)?\/metrics$/.exec(url);
         if (req.method !== 'GET' || !m) {
           res.writeHead(404, { 'content-type': 'text/plain' });
           res.end('not found: GET /metrics, /agent/metrics, /nodes/<node>/metrics, /nodes/<node>/agent/metrics\n');
