@@ -103,7 +103,7 @@ before(async () => {
     } },
   ]);
   const fwd = start(join(REPO, 'bin/membrane'), ['lab', 'metrics', '--serve', `127.0.0.1:${FWD_PORT}`]);
-  await until('the forwarder', async () => (await get(`http://127.0.0.1:${FWD_PORT}/metrics`)).status === 200, 30_000).catch((e) => { throw new Error(`${e}: ${(fwd as ChildProcess & { log: () => string }).log()}`); });
+  await until('the forwarder', async () => (await get(`http://127.0.0.1:${FWD_PORT}/metrics`)).status === 200, 120_000).catch((e) => { throw new Error(`${e}: ${(fwd as ChildProcess & { log: () => string }).log()}`); });
   const dir = await lab.dir;
   await mkdir(join(dir, 'tsdb'));
   await writeFile(join(dir, 'prometheus.yml'), [
@@ -114,7 +114,7 @@ before(async () => {
     '',
   ].join('\n'));
   start('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${PROM_PORT}`, '--log.level=warn']);
-  await until('prometheus ready', async () => (await get(`http://127.0.0.1:${PROM_PORT}/-/ready`)).status === 200);
+  await until('prometheus ready', async () => (await get(`http://127.0.0.1:${PROM_PORT}/-/ready`)).status === 200, 120_000);
   await until('both targets up', async () => (await promQuery('up == 1')).length === 2);
 
   // the traffic: N allowed requests by name, 3 denied paths (403), a world host, an intruder's drops
