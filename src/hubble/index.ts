@@ -13,10 +13,10 @@ import type { HubbleTcpSecurity } from './tls.ts';
 import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
-export type { EndpointResolver, ResolvedEndpoint } from './flow.ts';
+export type { EndpointResolver } from './flow.ts';
 export { FlowRing } from './ring.ts';
 export { LostEventSource } from './gen/flow/flow_pb.js';
-export { hubbleServerName, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, type HubbleTcpSecurity, type HubbleServerTlsFiles } from './tls.ts';
+export { hubbleServerName, hubbleTcpSecurity, HUBBLE_SERVER_PORT, type HubbleTcpSecurity, type HubbleServerTlsFiles, type HubbleTlsSettings } from './tls.ts';
 
 export interface HubbleDeps {
   nodeName: string;
@@ -66,7 +66,7 @@ export function createHubble(deps: HubbleDeps): Hubble {
   const fillWorkloads = (ep: Flow['source'], ip: string | undefined) => {
     if (!ep || !ip || ep.workloads.length || !ep.podName) return;
     const r = deps.resolver.byIp(ip);
-    if (r?.workloads && r.podName === ep.podName && r.namespace === ep.namespace) {
+    if (r?.workloads && r.pod === ep.podName && r.namespace === ep.namespace) {
       ep.workloads = r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind }));
     }
   };

@@ -16,13 +16,13 @@ import { request, createServer } from 'node:http';
 import { existsSync, readdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { labPaths } from '../../agent/paths.ts';
+import { labPaths } from '../../common/paths.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 import { metricsSocketPaths } from '../../agent/metrics.ts';
-import { MembraneError } from '../../errors.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
+import { MembraneError } from '../../common/errors.ts';
 
-function nodes(): string[] {
-  const dir = join(labPaths().stateDir, 'nodes');
+function nodes(config: MembraneConfig): string[] {
+  const dir = join(labPaths(config).stateDir, 'nodes');
   try { return readdirSync(dir).filter((n) => existsSync(metricsSocketPaths(join(dir, n)).hubble)).sort(); } catch { return []; }
 }
 
@@ -37,15 +37,15 @@ function parseListen(v: string): { host: string; port: number } {
   return { host, port: Number(m[2]) };
 }
 
-export function registerLabMetrics(lab: Command): void {
+export function registerLabMetrics(lab: Command, config: MembraneConfig): void {
   lab.command('metrics')
     .description('The lab\'s Hubble and agent metrics for a host-side scraper: unix sockets, or a loopback forwarder with --serve')
-    .option('--node <name>', 'node served on /metrics and /agent/metrics', process.env.MEMBRANE_NODE ?? DEFAULT_NODE)
+    .option('--node <name>', 'node served on /metrics and /agent/metrics', config.node)
     .option('--serve <addr>', 'run a forwarder on this loopback address (127.0.0.1:9965) until interrupted')
     .action(async (o: { node: string; serve?: string }) => {
-      const paths = labPaths();
+      const paths = labPaths(config);
       if (!o.serve) {
-        const lines = nodes().map((n) => {
+        const lines = nodes(config).map((n) => {
           const s = metricsSocketPaths(paths.nodeDir(n));
           return `  ${n}: hubble ${s.hubble}\n  ${' '.repeat(n.length)}  agent  ${s.agent}`;
         });

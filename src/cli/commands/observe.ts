@@ -10,9 +10,9 @@ import { FieldMaskSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { MembraneError } from '../../errors.ts';
-import { labPaths } from '../../agent/paths.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { labPaths } from '../../common/paths.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 import {
   FlowFilterSchema, Verdict, DropReason, TrafficDirection, IPVersion, type FlowFilter,
 } from '../../hubble/gen/flow/flow_pb.js';
@@ -149,20 +149,20 @@ interface ObserveOpts {
   tls?: boolean; tlsCaCertFiles?: string[]; tlsClientCertFile?: string; tlsClientKeyFile?: string; tlsServerName?: string;
 }
 
-/** The hubble CLI's TLS flags, each also from its HUBBLE_* variable as hubble reads them. */
-function tlsFromFlags(o: ObserveOpts, env: NodeJS.ProcessEnv) {
+/** The hubble CLI's TLS flags, each also from its HUBBLE_* variable as hubble reads them (src/common/config.ts). */
+function tlsFromFlags(o: ObserveOpts, config: MembraneConfig) {
   const list = (v: string | undefined) => (v ? v.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
-  const caFiles = o.tlsCaCertFiles ?? list(env.HUBBLE_TLS_CA_CERT_FILES);
-  const certFile = o.tlsClientCertFile ?? env.HUBBLE_TLS_CLIENT_CERT_FILE;
-  const keyFile = o.tlsClientKeyFile ?? env.HUBBLE_TLS_CLIENT_KEY_FILE;
-  const serverName = o.tlsServerName ?? env.HUBBLE_TLS_SERVER_NAME;
+  const caFiles = o.tlsCaCertFiles ?? list(config.hubbleTlsCaCertFiles);
+  const certFile = o.tlsClientCertFile ?? config.hubbleTlsClientCertFile;
+  const keyFile = o.tlsClientKeyFile ?? config.hubbleTlsClientKeyFile;
+  const serverName = o.tlsServerName ?? config.hubbleTlsServerName;
   return {
-    enabled: o.tls ?? env.HUBBLE_TLS === 'true',
+    enabled: o.tls ?? config.hubbleTls,
     ...(caFiles ? { caFiles } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(serverName ? { serverName } : {}),
   };
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   const wl = new Tracker();
   const bl = new Tracker();
   let negateNext = false;
@@ -388,7 +388,7 @@ export function register(program: Command): void {
       ...(mask ? { fieldMask: mask, experimental: { fieldMask: mask } } : {}),
     });
 
-    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb');
+    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
     const printer = createPrinter({
       format, color, printNodeName: o.printNodeName, timeFormat,
       ipTranslation: o.numeric ? false : o.ipTranslation, printPolicyNames: o.printPolicyNames, debug: o.debug,
@@ -403,9 +403,9 @@ export function register(program: Command): void {
         for await (const resp of readFlowsFile(o.inputFile, req)) printer.write(resp);
         return;
       }
-      const server = o.server ?? process.env.HUBBLE_SERVER ?? `unix://${labPaths().hubbleSocket(o.node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE)}`;
+      const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
       const t = parseServer(server);
-      const client = observerClient(t, tlsFromFlags(o, process.env));
+      const client = observerClient(t, tlsFromFlags(o, config));
       try {
         for await (const resp of client.getFlows(req, { signal: ac.signal })) printer.write(resp);
       } catch (e) {

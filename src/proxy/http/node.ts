@@ -8,7 +8,7 @@ import type { Secret } from '../../api/types.ts';
 import type { MapState } from '../../policy/types.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
-import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparentReplyRule } from '../../sys/proxy-socket.ts';
 import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
@@ -34,8 +34,10 @@ export interface HttpProxyNodeDeps {
   /** Secrets for headerMatches (read at start and on every change), when no `secret` is given */
   resources?: () => SecretStore | undefined;
   ingestFlow(flow: Flow): void;
-  /** OTLP/HTTP collector URL; default: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, then MEMBRANE_OTLP_ENDPOINT */
+  /** OTLP/HTTP collector URL (membrane's otlpEndpoint setting); OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT in `otel` wins */
   otlpEndpoint?: string;
+  /** the OpenTelemetry SDK's OTEL_* variables (config.otel) */
+  otel?: Readonly<Record<string, string>>;
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
   configure?(chain: HttpFilterChain): void;
   /** name in the status rows (default `http`; the TLS SNI proxy reuses this wiring as `tls`) */
@@ -73,7 +75,7 @@ export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' |
   return {
     byIp(ip) {
       const e = deps.endpointByIp(ip);
-      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
+      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, pod: e.pod, labels: e.labels } : undefined;
     },
     identityLabels: deps.identityLabels,
   };
@@ -82,8 +84,8 @@ export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' |
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: proxyFlowResolver(deps) });
-  // OTEL_EXPORTER_OTLP_* as an OpenTelemetry SDK reads them; a bad setting stops the start with its reason
-  const otlpOpts = otlpOptionsFromEnv(deps.otlpEndpoint ? { ...process.env, MEMBRANE_OTLP_ENDPOINT: deps.otlpEndpoint } : process.env, { nodeName: deps.nodeName });
+  // the OpenTelemetry SDK's OTEL_* settings as an SDK reads them; a bad one stops the start with its reason
+  const otlpOpts = otlpOptionsFromEnv({ ...deps.otel, ...(deps.otlpEndpoint ? { MEMBRANE_OTLP_ENDPOINT: deps.otlpEndpoint } : {}) }, { nodeName: deps.nodeName });
   const otlp = otlpOpts ? new OtlpExporter(otlpOpts) : undefined;
   const onRecord = (rec: AccessRecord) => {
     deps.ingestFlow(build(rec));

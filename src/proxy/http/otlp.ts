@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { ExportTraceServiceRequestSchema } from '../../hubble/gen/opentelemetry/proto/collector/trace/v1/trace_service_pb.js';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import type { AccessRecord } from './types.ts';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
@@ -337,7 +337,7 @@ export function parseOtelList(name: string, v: string): Record<string, string> {
  * is `otlp` (then the spec's default endpoint, localhost:4318); OTEL_SDK_DISABLED=true or
  * OTEL_TRACES_EXPORTER=none turn it off. Signal-specific variables win over the general ones.
  */
-export function otlpOptionsFromEnv(env: NodeJS.ProcessEnv, base: { nodeName?: string } = {}): OtlpExporterOptions | undefined {
+export function otlpOptionsFromEnv(env: Readonly<Record<string, string | undefined>>, base: { nodeName?: string } = {}): OtlpExporterOptions | undefined {
   const pick = (suffix: string) => env[`OTEL_EXPORTER_OTLP_TRACES_${suffix}`] ?? env[`OTEL_EXPORTER_OTLP_${suffix}`];
   if (env.OTEL_SDK_DISABLED?.toLowerCase() === 'true' || env.OTEL_TRACES_EXPORTER === 'none') return undefined;
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;

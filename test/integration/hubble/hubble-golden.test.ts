@@ -19,7 +19,6 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`hgo${process.pid % 10000}`);
 const HUBBLE = hubbleCli();
@@ -60,7 +59,7 @@ const stripEmitter = (out: string) => {
 
 before(async () => {
   await lab.up();
-  sock = labPaths(lab.env).hubbleSocket('node1');
+  sock = lab.paths.hubbleSocket('node1');
   tlsFlags = (await lab.ok(['lab', 'hubble', '--flags'])).trim().split('\n');
   const sel = (app: string) => ({ matchLabels: { app } });
   await lab.apply([
