@@ -32,6 +32,28 @@ export function normalizePorts(res: Resource): void {
   walk(r.specs);
 }
 
+/** Keys of a Cilium rule (api.Rule): a list of mappings made of these is a rule list. */
+const RULE_KEYS = new Set(['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log']);
+
+/** A JSON/YAML list of Cilium rules, as `cilium-dbg policy import` takes (Cilium's examples/policies/*.json). */
+export function isCiliumRuleList(v: unknown): boolean {
+  return Array.isArray(v) && v.length > 0 && v.every((r) => isPlainObject(r) && Object.keys(r).length > 0 && Object.keys(r).every((k) => RULE_KEYS.has(k)))
+    && v.some((r) => isPlainObject(r) && ('endpointSelector' in r || 'nodeSelector' in r));
+}
+
+/**
+ * An empty YAML value (`egress:`) is null; the API server treats a null field as absent, so a
+ * mapping's null fields are dropped (never in lists: `- ` stays an invalid element).
+ */
+export function dropNullFields(v: unknown): void {
+  if (Array.isArray(v)) { v.forEach(dropNullFields); return; }
+  if (!isPlainObject(v)) return;
+  for (const [k, x] of Object.entries(v)) {
+    if (x === null) delete v[k];
+    else dropNullFields(x);
+  }
+}
+
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -42,10 +64,18 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
  * rest may still have been reported), else undefined.
  */
 export function checkResourceShape(value: unknown, what: string, add: Add): KnownKind | undefined {
+  if (isCiliumRuleList(value)) {
+    add(
+      'API_CILIUM_RULE_LIST', [], `${what} is a bare list of Cilium rules (the \`cilium-dbg policy import\` format), not a resource`,
+      'wrap it: apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: NAME, namespace: NAMESPACE}, specs: <this list> (CiliumClusterwideNetworkPolicy for rules across namespaces)',
+    );
+    return undefined;
+  }
   if (!isPlainObject(value)) {
     add('API_DOCUMENT_INVALID', [], `${what} is not a mapping (found ${describe(value)})`, 'each document is one resource with apiVersion, kind and metadata');
     return undefined;
   }
+  dropNullFields(value);
   const kind = value.kind;
   const apiVersion = value.apiVersion;
   if (typeof kind !== 'string' || kind === '') {
@@ -76,28 +106,27 @@ export function checkResourceShape(value: unknown, what: string, add: Add): Know
 
 export function reportZodIssue(zi: z.core.$ZodIssue, add: Add): void {
   const path = zi.path.filter((p): p is string | number => typeof p !== 'symbol');
+  // Messages never repeat the path: every issue carries it and formatIssue prints it.
   switch (zi.code) {
     case 'unrecognized_keys':
       for (const k of zi.keys) add('API_FIELD_UNKNOWN', [...path, k], `unknown field "${k}"`, 'check the spelling and the indentation (a field may belong one level up or down)');
       return;
     case 'invalid_type': {
       const missing = (zi as { input?: unknown }).input === undefined;
-      if (missing) add('API_FIELD_REQUIRED', path, `${pathText(path)} is required`);
-      else add('API_FIELD_TYPE', path, `${pathText(path)} must be ${article(zi.expected)}, not ${describe((zi as { input?: unknown }).input)}`);
+      if (missing) add('API_FIELD_REQUIRED', path, `required field is missing (${article(zi.expected)})`);
+      else add('API_FIELD_TYPE', path, `must be ${article(zi.expected)}, not ${describe((zi as { input?: unknown }).input)}`);
       return;
     }
     case 'invalid_union':
-      add('API_FIELD_TYPE', path, `${pathText(path)} has the wrong type`, 'expected a string or a number');
+      add('API_FIELD_TYPE', path, 'has the wrong type', 'expected a string or a number');
       return;
     case 'invalid_value':
-      add('API_FIELD_VALUE', path, `${pathText(path)}: ${zi.message}`);
-      return;
     case 'too_big':
     case 'too_small':
-      add('API_FIELD_VALUE', path, `${pathText(path)}: ${zi.message}`);
+      add('API_FIELD_VALUE', path, zi.message);
       return;
     default:
-      add('API_FIELD_INVALID', path, `${pathText(path)}: ${zi.message}`);
+      add('API_FIELD_INVALID', path, zi.message);
   }
 }
 
@@ -194,9 +223,4 @@ function article(expected: string): string {
     case 'int': return 'an integer';
     default: return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
   }
-}
-
-function pathText(path: YamlPath): string {
-  if (path.length === 0) return 'the document';
-  return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? s : `.${s}`)).join('');
 }

@@ -64,6 +64,11 @@ export function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): Expand
       ok = false;
       return;
     }
+    if (show(pp.protocol ?? '').toUpperCase() === 'SCTP' && portText !== '0') {
+      ctx.issue('POLICY_PROTOCOL_UNSUPPORTED', [...pPath, 'port'], 'SCTP port rules are not enforced: the datapath does not read SCTP ports', 'allow or deny SCTP with `port: "0"` (every port) or by peer alone');
+      ok = false;
+      return;
+    }
     if (isNamedPort(portText)) {
       for (const p of proto.protos) out.specs.push({ proto: p, name: portText.toLowerCase() });
       return;
