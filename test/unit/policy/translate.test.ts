@@ -196,14 +196,14 @@ test('CIDR, CIDRSet with except, FQDN selectors; referenced prefixes for the ipc
     endpointSelector: sel,
     egress: [
       { toCIDR: ['192.0.2.1', '10.0.0.0/8'] },
-      { toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.1.0/24'] }, { cidr: '0.0.0.0/0' }, { cidrGroupRef: 'corp' }] },
+      { toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.1.0/24'] }, { cidr: '0.0.0.0/0' }] },
       { toFQDNs: [{ matchName: 'API.OpenAI.com' }, { matchPattern: '*.github.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] },
     ],
   }));
   assert.deepEqual(t.issues, []);
   const [a, b, c] = t.rules[0]!.entries;
   assert.deepEqual(a!.peers.map((p) => p.key), ['cidr:192.0.2.1/32', 'cidr:10.0.0.0/8']);
-  assert.deepEqual(b!.peers.map((p) => p.key), ['cidr:172.16.0.0/12!172.16.1.0/24', 'cidr:0.0.0.0/0', 'ls:{cidrgroup:io.cilium.policy.cidrgroupname/corp}']);
+  assert.deepEqual(b!.peers.map((p) => p.key), ['cidr:172.16.0.0/12!172.16.1.0/24', 'cidr:0.0.0.0/0']);
   assert.deepEqual(c!.peers.map((p) => p.key), ['fqdn:api.openai.com', 'fqdn:*.github.com']);
   assert.deepEqual(t.cidrs.map((p) => p.text).sort(), ['10.0.0.0/8', '172.16.0.0/12', '172.16.1.0/24', '192.0.2.1/32']);
   assert.deepEqual(t.fqdns, [{ matchName: 'api.openai.com' }, { matchPattern: '*.github.com' }]);
