@@ -30,7 +30,7 @@ export function l7Kinds(pr: PortRule): L7Kind[] {
 
 /** Whether a toPorts entry has an L7 part (rules, serverNames, TLS contexts or a listener). */
 export function hasL7(pr: PortRule): boolean {
-  return l7Kinds(pr).length > 0 || pr.serverNames !== undefined || pr.terminatingTLS !== undefined || pr.originatingTLS !== undefined || pr.listener !== undefined;
+  return l7Kinds(pr).length > 0 || (pr.rules?.l7 !== undefined && pr.rules?.l7 !== null) || pr.serverNames !== undefined || pr.terminatingTLS !== undefined || pr.originatingTLS !== undefined || pr.listener !== undefined;
 }
 
 export const AUTH_MODES: Record<string, number> = { disabled: 0, required: 1, 'test-always-fail': 2 };
