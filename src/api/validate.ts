@@ -41,16 +41,21 @@ export function isCiliumRuleList(v: unknown): boolean {
     && v.some((r) => isPlainObject(r) && ('endpointSelector' in r || 'nodeSelector' in r));
 }
 
+/** Fields whose value is a string map: a null inside is a bad value, never an absent key. */
+const STRING_MAPS = new Set(['matchLabels', 'labels', 'annotations', 'data', 'stringData', 'selector', 'nodeSelector']);
+
 /**
- * An empty YAML value (`egress:`) is null; the API server treats a null field as absent, so a
- * mapping's null fields are dropped (never in lists: `- ` stays an invalid element).
+ * An empty YAML value (`egress:`) is null; the API server treats a null field as absent (Go
+ * decodes it as the zero value), so a mapping's null fields are dropped. Never inside lists
+ * (`- ` stays an invalid element) nor inside string maps: `matchLabels: {app: }` must not turn
+ * into a selector that matches more (the schema rejects the null instead).
  */
 export function dropNullFields(v: unknown): void {
-  if (Array.isArray(v)) { v.forEach(dropNullFields); return; }
+  if (Array.isArray(v)) { for (const x of v) if (x !== null) dropNullFields(x); return; }
   if (!isPlainObject(v)) return;
   for (const [k, x] of Object.entries(v)) {
     if (x === null) delete v[k];
-    else dropNullFields(x);
+    else if (!STRING_MAPS.has(k)) dropNullFields(x);
   }
 }
 

@@ -65,6 +65,8 @@ const REJECTED: [string, string, string[], string?][] = [
   ['icmps beside toPorts and a bad ICMP type', cnp('  ingress:\n  - toPorts:\n    - ports: [{port: "80", protocol: TCP}]\n    icmps: [{fields: [{type: 999}]}]'), ['POLICY_ICMP_WITH_PORTS', 'POLICY_ICMP_INVALID']],
   ['kafka, auth and a bad CIDR in three elements', cnp('  ingress:\n  - toPorts:\n    - ports: [{port: "9092", protocol: TCP}]\n      rules: {kafka: [{}]}\n  - fromEntities: [all]\n    authentication: {mode: required}\n  - fromCIDR: [300.0.0.0/8]'), ['POLICY_KAFKA_UNSUPPORTED', 'POLICY_AUTH_UNSUPPORTED', 'POLICY_CIDR_INVALID']],
   ['shape and semantic problems together', cnp('  ingress:\n  - fromEndpoints: "x"\n  - toPorts:\n    - ports: [{port: "9092", protocol: TCP}]\n      rules: {kafka: [{}]}'), ['API_FIELD_TYPE', 'POLICY_KAFKA_UNSUPPORTED']],
+  // The attacker's case of `egress:` as absent: an empty label value never widens a selector.
+  ['an empty label value (null) in a selector', cnp('  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        role:'), ['API_FIELD_TYPE'], '11:14'],
   ['a bare list of Cilium rules (cilium-dbg policy import)', '[{"endpointSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}]}]', ['API_CILIUM_RULE_LIST'], '1:1'],
 ];
 
