@@ -37,8 +37,10 @@ const RULE_KEYS = new Set(['endpointSelector', 'nodeSelector', 'ingress', 'ingre
 
 /** A JSON/YAML list of Cilium rules, as `cilium-dbg policy import` takes (Cilium's examples/policies/*.json). */
 export function isCiliumRuleList(v: unknown): boolean {
-  return Array.isArray(v) && v.length > 0 && v.every((r) => isPlainObject(r) && Object.keys(r).length > 0 && Object.keys(r).every((k) => RULE_KEYS.has(k)))
-    && v.some((r) => isPlainObject(r) && ('endpointSelector' in r || 'nodeSelector' in r));
+  const isRule = (r: unknown) => isPlainObject(r) && Object.keys(r).length > 0 && Object.keys(r).every((k) => RULE_KEYS.has(k));
+  const selects = (r: unknown) => isPlainObject(r) && ('endpointSelector' in r || 'nodeSelector' in r);
+  if (Array.isArray(v)) return v.length > 0 && v.every(isRule) && v.some(selects);
+  return isRule(v) && selects(v); // one bare rule
 }
 
 /** Fields whose value is a string map: a null inside is a bad value, never an absent key. */
@@ -70,9 +72,10 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
  */
 export function checkResourceShape(value: unknown, what: string, add: Add): KnownKind | undefined {
   if (isCiliumRuleList(value)) {
+    const many = Array.isArray(value);
     add(
-      'API_CILIUM_RULE_LIST', [], `${what} is a bare list of Cilium rules (the \`cilium-dbg policy import\` format), not a resource`,
-      'wrap it: apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: NAME, namespace: NAMESPACE}, specs: <this list> (CiliumClusterwideNetworkPolicy for rules across namespaces)',
+      'API_CILIUM_RULE_LIST', [], `${what} is ${many ? 'a bare list of Cilium rules' : 'a bare Cilium rule'} (the \`cilium-dbg policy import\` format), not a resource`,
+      `wrap it: apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: NAME, namespace: NAMESPACE}, ${many ? 'specs: <this list>' : 'spec: <this rule>'} (CiliumClusterwideNetworkPolicy for rules across namespaces)`,
     );
     return undefined;
   }

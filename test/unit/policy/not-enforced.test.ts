@@ -68,6 +68,7 @@ const REJECTED: [string, string, string[], string?][] = [
   // The attacker's case of `egress:` as absent: an empty label value never widens a selector.
   ['an empty label value (null) in a selector', cnp('  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        role:'), ['API_FIELD_TYPE'], '11:14'],
   ['a bare list of Cilium rules (cilium-dbg policy import)', '[{"endpointSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}]}]', ['API_CILIUM_RULE_LIST'], '1:1'],
+  ['one bare Cilium rule', 'endpointSelector: {}\ningress: [{}]\n', ['API_CILIUM_RULE_LIST'], '1:1'],
 ];
 
 // The enforced neighbour of each rejection: valid, and it translates to entries.
