@@ -87,7 +87,7 @@ export function checkResourceShape(value: unknown, what: string, add: Add): Know
   const kind = value.kind;
   const apiVersion = value.apiVersion;
   if (typeof kind !== 'string' || kind === '') {
-    add('API_KIND_MISSING', ['kind'], 'kind is required', `kinds: ${Object.keys(KINDS).join(', ')}`);
+    add('API_KIND_MISSING', ['kind'], 'required field is missing', `kinds: ${Object.keys(KINDS).join(', ')}`);
     return undefined;
   }
   if (!(kind in KINDS)) {
@@ -98,13 +98,17 @@ export function checkResourceShape(value: unknown, what: string, add: Add): Know
   if (apiVersion !== spec.apiVersion) {
     add(
       typeof apiVersion === 'string' ? 'API_VERSION_UNSUPPORTED' : 'API_VERSION_MISSING', ['apiVersion'],
-      typeof apiVersion === 'string' ? `${kind} ${apiVersion} is not supported` : 'apiVersion is required',
+      typeof apiVersion === 'string' ? `${kind} ${apiVersion} is not supported` : 'required field is missing',
       `use apiVersion: ${spec.apiVersion}`,
     );
   }
   const parsed = schemaFor(kind)!.safeParse(value, { reportInput: true });
   if (!parsed.success) {
-    for (const zi of parsed.error.issues) reportZodIssue(zi, add);
+    // kind and apiVersion were judged above (with a better hint): never reported twice.
+    for (const zi of parsed.error.issues) {
+      if (zi.path.length === 1 && (zi.path[0] === 'apiVersion' || zi.path[0] === 'kind')) continue;
+      reportZodIssue(zi, add);
+    }
   }
   const meta = isPlainObject(value.metadata) ? value.metadata : undefined;
   if (meta) checkMetadata(kind as KnownKind, meta, add);
@@ -206,7 +210,7 @@ function checkKindRules(kind: KnownKind, obj: Record<string, unknown>, add: Add)
   if (kind === 'Secret') {
     const data = obj.data as Record<string, string> | undefined;
     for (const [k, v] of Object.entries(data ?? {})) {
-      if (!BASE64.test(v.replace(/\s+/g, ''))) add('API_SECRET_DATA_INVALID', ['data', k], `data.${k} is not valid base64`, 'put plain text under stringData instead');
+      if (!BASE64.test(v.replace(/\s+/g, ''))) add('API_SECRET_DATA_INVALID', ['data', k], 'is not valid base64', 'put plain text under stringData instead');
     }
   }
   if (kind === 'Service') {

@@ -21,7 +21,7 @@ function npPeer(ctx: Ctx, peer: NetworkPolicyPeer, path: Path): PeerSelector[] {
   if (hasIp && (hasPod || hasNs)) { ctx.issue('POLICY_PEER_INVALID', path, 'may not specify both ipBlock and another peer'); return []; }
   if (!hasIp && !hasPod && !hasNs) { ctx.issue('POLICY_PEER_INVALID', path, 'must specify a peer'); return []; }
   if (hasIp) {
-    if (typeof peer.ipBlock!.cidr !== 'string' || peer.ipBlock!.cidr === '') { ctx.issue('POLICY_CIDR_INVALID', [...path, 'ipBlock', 'cidr'], 'ipBlock.cidr is required'); return []; }
+    if (typeof peer.ipBlock!.cidr !== 'string' || peer.ipBlock!.cidr === '') { ctx.issue('POLICY_CIDR_INVALID', [...path, 'ipBlock', 'cidr'], 'required field is missing'); return []; }
     return cidrSetPeers(ctx, [{ cidr: peer.ipBlock!.cidr, ...(peer.ipBlock!.except ? { except: peer.ipBlock!.except } : {}) }], [...path, 'ipBlock']).map((p) => p);
   }
   const podReqs = hasPod ? selectorReqs(ctx, peer.podSelector, [...path, 'podSelector'], LabelSource.k8s) : [];

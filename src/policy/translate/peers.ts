@@ -165,7 +165,7 @@ function servicePeers(ctx: Ctx, svcs: NonNullable<EgressRule['toServices']>, pat
     const sp = [...path, i];
     if (s?.k8sService && s?.k8sServiceSelector) { ctx.issue('POLICY_SERVICE_INVALID', sp, 'only one of k8sService or k8sServiceSelector may be set'); return; }
     if (s?.k8sService) {
-      if (!s.k8sService.serviceName) { ctx.issue('POLICY_SERVICE_INVALID', [...sp, 'k8sService', 'serviceName'], 'serviceName is required'); return; }
+      if (!s.k8sService.serviceName) { ctx.issue('POLICY_SERVICE_INVALID', [...sp, 'k8sService', 'serviceName'], 'required field is missing'); return; }
       const ns = s.k8sService.namespace || ctx.namespace || 'default';
       const svc = ctx.opts.services?.get(ns, s.k8sService.serviceName);
       const peer = svc ? servicePodSelector(svc) : undefined;

@@ -159,7 +159,7 @@ export function validateRule(ctx: Ctx, r: Rule, path: Path): { ok: boolean; log?
   let log: string | undefined;
   if (r.log !== undefined) {
     const v = r.log?.value;
-    if (typeof v !== 'string' || v.length > 32 || !/^[\P{C}]*$/u.test(v)) ctx.issue('POLICY_LOG_INVALID', [...path, 'log', 'value'], 'log.value must be at most 32 printable characters');
+    if (typeof v !== 'string' || v.length > 32 || !/^[\P{C}]*$/u.test(v)) ctx.issue('POLICY_LOG_INVALID', [...path, 'log', 'value'], 'must be at most 32 printable characters');
     else log = v;
   }
   return { ok: ctx.issues.length === before, ...(log !== undefined ? { log } : {}) };

@@ -134,6 +134,14 @@ test('messages never print the path twice', () => {
   }
 });
 
+test('envelope problems are reported once, without the path in the message', () => {
+  const r = load('apiversion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec: {endpointSelector: {}, ingress: [{}]}\n');
+  assert.deepEqual(r.issues.map((i) => [i.code, i.path.join('.'), i.message]), [
+    ['API_VERSION_MISSING', 'apiVersion', 'required field is missing'],
+    ['API_FIELD_UNKNOWN', 'apiversion', 'unknown field "apiversion"'],
+  ]);
+});
+
 test('every code reported here is listed in ERRORS.md', () => {
   const listed = readFileSync(join(import.meta.dirname, '../../../ERRORS.md'), 'utf8');
   for (const [, , want] of REJECTED) for (const c of want) assert.ok(listed.includes(`\`${c}\``), c);

@@ -66,7 +66,7 @@ test('rule validation (spec §1.3, §2.4, §2.9, §3): every problem, with path 
     ['L7 in deny', cnp('p', 'x', { endpointSelector: sel, ingressDeny: [{ toPorts: [{ ports: [{ port: '80' }], rules: { http: [{}] } } as never] }] }), /deny rules only take ports/],
     ['nodes disabled', cnp('p', 'x', { endpointSelector: sel, ingress: [{ fromNodes: [{}] }] }), /FromNodes\/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set/],
     ['groups', cnp('p', 'x', { endpointSelector: sel, egress: [{ toGroups: [{ aws: {} }] }] }), /toGroups .* is not supported/],
-    ['log', cnp('p', 'x', { endpointSelector: sel, ingress: [{}], log: { value: 'x'.repeat(33) } }), /log.value must be at most 32 printable characters/],
+    ['log', cnp('p', 'x', { endpointSelector: sel, ingress: [{}], log: { value: 'x'.repeat(33) } }), /must be at most 32 printable characters/],
     ['ICMP in toPorts', cnp('p', 'x', { endpointSelector: sel, ingress: [{ toPorts: [{ ports: [{ port: '8', protocol: 'ICMP' }] }] }] }), /not allowed in toPorts/],
     ['VRRP without flag', cnp('p', 'x', { endpointSelector: sel, ingress: [{ toPorts: [{ ports: [{ protocol: 'VRRP' }] }] }] }), /requires --enable-extended-ip-protocols/],
     ['selector op', cnp('p', 'x', { endpointSelector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] }, ingress: [{}] }), /invalid label selector/],
