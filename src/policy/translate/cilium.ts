@@ -59,10 +59,10 @@ function translateElement(
         const extra = Object.keys(pr).filter((k) => k !== 'ports');
         if (extra.length) ctx.issue('POLICY_DENY_L7', [...pp, extra[0]!], `deny rules only take ports (not ${extra.join(', ')})`, 'deny rules never carry L7 rules, serverNames, TLS or listeners');
       }
+      // The L7 part is checked even when a port is bad: every problem at once.
       const expanded = expandPorts(ctx, list(pr.ports), [...pp, 'ports']);
-      if (!expanded) return;
       const l7 = verdict === 'allow' ? l7Spec(ctx, pr, dir, expanded, pp) : null;
-      if (l7 === undefined) return;
+      if (expanded.invalid || l7 === undefined) return;
       // A PortRule without ports allows nothing (spec §3.1).
       if (expanded.specs.length === 0) return;
       emit(expanded.specs, l7);

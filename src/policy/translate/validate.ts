@@ -93,7 +93,7 @@ export function validateL7(ctx: Ctx, pr: PortRule, dir: Direction, ports: Expand
   }
   if (kind === 'dns') {
     if (dir === 'ingress') bad('POLICY_L7_DNS_INGRESS', [...path, 'rules', 'dns'], 'DNS rules are not allowed on ingress');
-    if (ports.specs.length === 0) bad('POLICY_L7_DNS_PORT', [...path, 'ports'], 'port 53 must be specified for DNS rules');
+    if (ports.specs.length === 0 && !ports.invalid) bad('POLICY_L7_DNS_PORT', [...path, 'ports'], 'port 53 must be specified for DNS rules');
     if (ports.hasRange) bad('POLICY_L7_DNS_RANGE', [...path, 'ports'], 'DNS rules do not support port ranges');
     for (const p of ports.protos) if (!['TCP', 'UDP', 'ANY'].includes(p)) bad('POLICY_L7_PROTOCOL', [...path, 'ports'], `DNS rules can only apply to TCP, UDP or ANY (not ${p})`);
     dns.forEach((d, i) => {

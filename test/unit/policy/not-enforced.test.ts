@@ -63,6 +63,8 @@ const REJECTED: [string, string, string[], string?][] = [
   // Every problem of a rule, not the first one only.
   ['L3 combination and a bad port in one element', cnp('  ingress:\n  - fromEndpoints: [{}]\n    fromCIDR: [10.0.0.0/8]\n    toPorts:\n    - ports: [{port: "99999", protocol: TCP}]'), ['POLICY_L3_COMBINATION', 'POLICY_PORT_INVALID']],
   ['icmps beside toPorts and a bad ICMP type', cnp('  ingress:\n  - toPorts:\n    - ports: [{port: "80", protocol: TCP}]\n    icmps: [{fields: [{type: 999}]}]'), ['POLICY_ICMP_WITH_PORTS', 'POLICY_ICMP_INVALID']],
+  ['a bad port and a bad regex in one toPorts entry', cnp(port('99999', 'TCP', '      rules:\n        http: [{path: "/a(b"}]')), ['POLICY_PORT_INVALID', 'POLICY_L7_REGEX_INVALID']],
+  ['a bad port beside DNS rules (no false "port 53 must be specified")', cnp('  egress:\n  - toPorts:\n    - ports: [{port: "x y", protocol: UDP}]\n      rules:\n        dns: [{matchPattern: "*"}]'), ['POLICY_PORT_INVALID']],
   ['kafka, auth and a bad CIDR in three elements', cnp('  ingress:\n  - toPorts:\n    - ports: [{port: "9092", protocol: TCP}]\n      rules: {kafka: [{}]}\n  - fromEntities: [all]\n    authentication: {mode: required}\n  - fromCIDR: [300.0.0.0/8]'), ['POLICY_KAFKA_UNSUPPORTED', 'POLICY_AUTH_UNSUPPORTED', 'POLICY_CIDR_INVALID']],
   ['shape and semantic problems together', cnp('  ingress:\n  - fromEndpoints: "x"\n  - toPorts:\n    - ports: [{port: "9092", protocol: TCP}]\n      rules: {kafka: [{}]}'), ['API_FIELD_TYPE', 'POLICY_KAFKA_UNSUPPORTED']],
   // The attacker's case of `egress:` as absent: an empty label value never widens a selector.
