@@ -19,8 +19,8 @@ import { FilterChain } from '../filter-chain.ts';
 import { proxyUpstreamMark } from '../marks.ts';
 import { BodyTracker, HeadParser, HttpParseError, headerValue, type MessageHead } from './parser.ts';
 import { createPolicyFilter } from './policy-filter.ts';
-import type { HttpStream, ProxyConnectionView } from './stream.ts';
-import type { AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+import type { HttpStream, ProxyConnectionView, ResponseObserver } from './stream.ts';
+import type { AccessAI, AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
 
@@ -59,7 +59,7 @@ export interface HttpProxyOptions {
 export const DENIED_BODY = 'Access denied\r\n';
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large',
+  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Payload Too Large', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
   500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
 };
 
@@ -75,13 +75,21 @@ function httpDate(): string {
 }
 
 /** A local reply in Envoy's shape (Cilium's 403 is `Access denied\r\n`, text/plain). */
-export function localReply(status: number, body: string, close: boolean): Buffer {
+export function localReply(status: number, body: string, close: boolean, contentType = 'text/plain', extra: readonly string[] = []): Buffer {
+  let fields = '';
+  for (let i = 0; i + 1 < extra.length; i += 2) fields += `${extra[i]}: ${extra[i + 1]}\r\n`;
   return Buffer.from(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: text/plain\r\n` +
-    `date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, 'latin1');
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: ${contentType}\r\n` +
+    `${fields}date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, contentType === 'text/plain' ? 'latin1' : 'utf8');
 }
 
 const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
+
+function withoutExpect(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() !== 'expect') out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
 
 function withoutConnection(headers: readonly string[]): string[] {
   const out: string[] = [];
@@ -186,6 +194,16 @@ class Stream implements HttpStream {
   parentSpanId?: string;
   /** the request went upstream asking to close (HTTP/1.0 without keep-alive) */
   upstreamClose = false;
+  /** a local reply to this request closes the connection */
+  closeOnLocal = false;
+  /** ≥ 0: a filter holds the request until its body is in (at most this many bytes as received) */
+  holdLimit = -1;
+  /** the held body as received (framing included, forwarded unchanged) and its payload */
+  held: Buffer[] | null = null;
+  heldBytes = 0;
+  payload: Buffer[] | null = null;
+  observer: ResponseObserver | null = null;
+  ai?: AccessAI;
 
   constructor(conn: ProxyConnection, head: MessageHead) {
     this.conn = conn;
@@ -219,12 +237,30 @@ class Stream implements HttpStream {
   reply(status: number, body: string, reason: string): void {
     this.localStatus = status;
     this.localReason = reason;
-    this.localClose = !this.head.keepAlive || (this.head.expectContinue && (this.head.contentLength > 0 || this.head.chunked));
+    this.localClose = this.closeOnLocal || !this.head.keepAlive || (this.head.expectContinue && (this.head.contentLength > 0 || this.head.chunked));
     this.local = localReply(status, body, this.localClose);
   }
 
   setHeaders(headers: string[]): void {
     this.headers = headers;
+  }
+
+  holdBody(maxBytes: number): void {
+    this.holdLimit = Math.max(0, maxBytes);
+  }
+
+  respond(status: number, body: string, reason: string, contentType: string, headers: readonly string[] = []): void {
+    this.reply(status, body, reason);
+    this.local = localReply(status, body, this.localClose, contentType, headers);
+  }
+
+  observeResponse(o: ResponseObserver): void {
+    this.observer = o;
+  }
+
+  /** PayloadSink of the held request body */
+  data(buf: Buffer, start: number, end: number): void {
+    this.payload!.push(buf.subarray(start, end));
   }
 
   /** The head to forward: the received bytes unless a filter changed the header fields. */
@@ -269,6 +305,8 @@ export class ProxyConnection implements ProxyConnectionView {
   /** the request whose body is being read, and whether that body goes upstream */
   private cur: Stream | null = null;
   private curForward = false;
+  /** the request whose body a filter holds until it is complete (nothing of it went upstream) */
+  private holding: Stream | null = null;
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
   private tunnel = false;
@@ -437,6 +475,7 @@ export class ProxyConnection implements ProxyConnectionView {
           return;
         }
         if (this.curForward && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
+        else if (this.holding && end > pos && !this.hold(chunk.subarray(pos, end))) return;
         pos = end;
         if (this.reqBody.done) this.requestDone();
       } else return;
@@ -456,27 +495,97 @@ export class ProxyConnection implements ProxyConnectionView {
       this.queue.push(s);
       if (s.localClose) this.readStopped = true;
       this.flushLocal();
-    } else {
-      this.record(s, 'request', 'forwarded');
-      this.curForward = true;
-      if (!head.keepAlive && head.version === 'HTTP/1.1' && !head.upgrade) {
-        // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
-        s.setHeaders(withoutConnection(s.headers ?? head.headers));
-      } else s.upstreamClose = !head.keepAlive;
-      const up = this.ensureUpstream();
-      if (!up.write(s.requestBytes())) this.sock.pause();
-      this.queue.push(s);
-      if (!head.keepAlive) this.readStopped = true;
-      // After an Upgrade or CONNECT request the client's bytes belong to the new protocol.
-      if (head.upgrade || head.method === 'CONNECT') this.upgrading = true;
-      if (this.queue.length > 256) this.sock.pause();
-    }
+    } else if (s.holdLimit >= 0) {
+      // a filter judges the body: the request waits (head included) until decodeBody
+      this.holding = s;
+      this.curForward = false;
+      s.held = [];
+      s.payload = [];
+      if (!this.reqBody.done) {
+        this.reqBody.sink = s;
+        if (head.expectContinue) {
+          // the client waits for a 100 before it sends the body we must judge: answer it here
+          // (only when no earlier response is pending: interim answers keep the pipeline order)
+          if (this.queue.length === 0) this.sock.write('HTTP/1.1 100 Continue\r\n\r\n');
+          s.setHeaders(withoutExpect(s.headers ?? head.headers));
+        }
+      }
+    } else this.forward(s);
     this.reqState = this.reqBody.done ? H_HEAD : H_BODY;
-    if (this.reqBody.done) this.cur = null;
+    if (this.reqBody.done) {
+      if (this.holding === s) this.judgeBody(s);
+      this.cur = null;
+    }
+  }
+
+  /** Sends a request head upstream (the body follows as it is read, or `held` right after). */
+  private forward(s: Stream): void {
+    const head = s.head;
+    this.record(s, 'request', 'forwarded');
+    this.curForward = true;
+    if (!head.keepAlive && head.version === 'HTTP/1.1' && !head.upgrade) {
+      // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
+      s.setHeaders(withoutConnection(s.headers ?? head.headers));
+    } else s.upstreamClose = !head.keepAlive;
+    const up = this.ensureUpstream();
+    if (!up.write(s.requestBytes())) this.sock.pause();
+    this.queue.push(s);
+    if (!head.keepAlive) this.readStopped = true;
+    // After an Upgrade or CONNECT request the client's bytes belong to the new protocol.
+    if (head.upgrade || head.method === 'CONNECT') this.upgrading = true;
+    if (this.queue.length > 256) this.sock.pause();
+  }
+
+  /** Keeps held body bytes; over the filter's bound the filter answers (413) and the connection closes. */
+  private hold(bytes: Buffer): boolean {
+    const s = this.holding!;
+    s.heldBytes += bytes.length;
+    if (s.heldBytes <= s.holdLimit) {
+      s.held!.push(bytes);
+      return true;
+    }
+    this.holding = null;
+    s.held = s.payload = null;
+    this.reqBody.sink = null;
+    // the rest of the body is never read: the connection ends after the answer
+    s.closeOnLocal = true;
+    this.proxy.chain.decodeBody(s, null);
+    if (!s.local) s.reply(413, 'Payload Too Large\r\n', 'request body larger than the filter holds');
+    this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+    this.readStopped = true;
+    this.sock.pause();
+    this.queue.push(s);
+    this.flushLocal();
+    return false;
+  }
+
+  /** The held body is complete: the filters decide, then it goes upstream (head and body) or is answered here. */
+  private judgeBody(s: Stream): void {
+    this.holding = null;
+    this.reqBody.sink = null;
+    const payload = s.payload!.length === 1 ? s.payload![0]! : Buffer.concat(s.payload!);
+    s.payload = null;
+    const status = this.proxy.chain.decodeBody(s, payload);
+    if (status === 'stop' || s.local) {
+      if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
+      this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      s.held = null;
+      this.queue.push(s);
+      if (s.localClose) this.readStopped = true;
+      this.flushLocal();
+      return;
+    }
+    this.forward(s);
+    const held = s.held!;
+    s.held = null;
+    const up = this.upstream;
+    for (const b of held) if (up && !up.write(b)) this.sock.pause();
+    this.curForward = false;
   }
 
   private requestDone(): void {
     this.reqState = H_HEAD;
+    if (this.holding && this.holding === this.cur) this.judgeBody(this.holding);
     this.cur = null;
   }
 
@@ -645,6 +754,7 @@ export class ProxyConnection implements ProxyConnectionView {
         this.upstreamReused = false;
         this.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
+        if (s.observer) this.resBody.sink = s.observer;
         const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
         if (inChunk && !closing) {
           if (run < 0) run = headStart;
@@ -676,6 +786,7 @@ export class ProxyConnection implements ProxyConnectionView {
   private responseDone(): void {
     const s = this.queue.shift()!;
     this.resState = H_HEAD;
+    this.endObserver(s, true);
     this.record(s, 'response', 'forwarded');
     const resp = s.response!;
     this.upstreamIdle = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose;
@@ -701,6 +812,7 @@ export class ProxyConnection implements ProxyConnectionView {
     if (s && !s.local && this.resState === H_BODY && this.resBody.untilClose) {
       this.resBody.done = true;
       this.queue.shift();
+      this.endObserver(s, true);
       this.record(s, 'response', 'forwarded');
       this.readStopped = true;
       this.finish();
@@ -756,6 +868,7 @@ export class ProxyConnection implements ProxyConnectionView {
     while (this.queue.length && this.queue[0]!.local) {
       const s = this.queue.shift()!;
       this.sock.write(s.local!);
+      this.endObserver(s, false);
       this.record(s, 'response', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
       if (s.localClose) {
         this.readStopped = true;
@@ -781,8 +894,20 @@ export class ProxyConnection implements ProxyConnectionView {
     else up.end();
   }
 
+  private endObserver(s: Stream, complete: boolean): void {
+    const o = s.observer;
+    if (!o) return;
+    s.observer = null;
+    if (this.resBody.sink === o) this.resBody.sink = null;
+    try {
+      o.end(complete);
+    } catch { /* a reader never breaks the proxy */ }
+  }
+
   destroy(): void {
     this.proxy.conns.delete(this);
+    // responses cut off: their readers account for what passed
+    for (const q of this.queue) if (q.observer) this.endObserver(q, false);
     if (this.closed && this.sock.destroyed) return;
     this.closed = true;
     this.sock.destroy();
@@ -808,6 +933,7 @@ export class ProxyConnection implements ProxyConnectionView {
       ...(reason ? { reason } : {}),
       ...(s.headerActions ? { headerActions: s.headerActions } : {}),
       ...(this.tls ? { tls: this.tls } : {}),
+      ...(s.ai ? { ai: s.ai } : {}),
       ...(isReq ? {} : { requestTimeMs: s.startMs }),
     };
     try {
