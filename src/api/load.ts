@@ -15,10 +15,11 @@ import { join } from 'node:path';
 import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Node, type Document } from 'yaml';
 import type { z } from 'zod';
 import type { Issue, SourceRef } from '../errors.ts';
-import type { PolicyResource, Resource } from './types.ts';
+import type { AIPolicy, PolicyResource, Resource } from './types.ts';
 import { resourceKey } from './types.ts';
 import { KINDS, schemaFor, type KnownKind } from './schema.ts';
 import { translatePolicy } from '../policy/translate.ts';
+import { translateAIPolicy } from '../policy/ai.ts';
 
 export type YamlPath = (string | number)[];
 export type Locator = (resource: object, path: YamlPath) => { line: number; col: number } | undefined;
@@ -298,6 +299,13 @@ function checkObject(
 
   if (opts.semantic !== false && isPolicy) {
     const t = translatePolicy(resource as PolicyResource, { locate: (r, p) => locate(r, p) });
+    if (t.issues.length) {
+      issues.push(...t.issues);
+      return;
+    }
+  }
+  if (opts.semantic !== false && kind === 'AIPolicy') {
+    const t = translateAIPolicy(resource as AIPolicy, { locate: (r, p) => locate(r, p) });
     if (t.issues.length) {
       issues.push(...t.issues);
       return;
