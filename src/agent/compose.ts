@@ -35,6 +35,8 @@ import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named 
 import { proxySlot } from '../datapath/linux/index.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
+import { createAINode } from '../proxy/ai/node.ts';
+import { AGENT_METRICS_PORT, createAgentMetrics } from './metrics.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -114,7 +116,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeName: node, setProxyListener: (slot: number, fd: number | null) => datapath.setProxyListener(slot, fd),
     endpointByIp(ip: string) {
       const ep = agentRef?.endpointTable().byIp(ip);
-      return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels } : undefined;
+      return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels, ...(ep.workload ? { workload: ep.workload.name } : {}) } : undefined;
     },
     identityOfOther: (ip: string) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
     identityLabels: (id: number) => policy.identityLabels(id),
@@ -123,9 +125,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
   const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
+  // AIPolicy in the HTTP proxy (models, tokens, budgets kept in the node's state dir) and the agent's membrane_* metrics.
+  const agentMetrics = createAgentMetrics();
+  let agentMetricsServer: import('node:http').Server | undefined;
+  const ai = createAINode({
+    resources: () => agentRef?.resources, stateFile: join(paths.nodeDir(node), 'ai-budgets.json'),
+    identityLabels: (id) => policy.identityLabels(id), namesForIp: (ip) => dns.namesForIp(ip),
+    ...(process.env.MEMBRANE_AI_MAX_BODY_BYTES ? { maxBodyBytes: Number(process.env.MEMBRANE_AI_MAX_BODY_BYTES) } : {}),
+    registry: agentMetrics.registry, logger: logger.child({ subsys: 'proxy-ai' }),
+  });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: logger.child({ subsys: 'proxy-http' }),
-    configure: (chain) => tlsNode.configureHttp(chain),
+    configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
 
   return {
@@ -169,6 +180,13 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       } catch (e) {
         logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
       }
+      try {
+        agentMetricsServer = await agentMetrics.serve(Number(process.env.MEMBRANE_AGENT_METRICS_PORT ?? AGENT_METRICS_PORT));
+      } catch (e) {
+        logger.warn({ subsys: 'agent-metrics', err: String(e) }, 'agent metrics server not started');
+      }
+      // AI policies and budgets are in before the proxy takes its first connection
+      await ai.start();
       await httpProxy.start();
       await tlsNode.start();
       if (nodeIndex === 1) {
@@ -197,6 +215,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe?.();
       await tlsNode.stop();
       await httpProxy.stop();
+      await ai.stop();
+      agentMetricsServer?.close();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {

@@ -2,8 +2,8 @@
  * `hubble observe` output formats (spec/hubble.md §3): compact line (default), dict, table and
  * JSON (`json` = `jsonpb`: the whole GetFlowsResponse with proto field names, one per line).
  */
-import { toJson } from '@bufbuild/protobuf';
-import type { Timestamp } from '@bufbuild/protobuf/wkt';
+import { createRegistry, toJson } from '@bufbuild/protobuf';
+import { StructSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
 import pc from 'picocolors';
 import {
   AuthType, DebugCapturePoint, LostEventSource, TrafficDirection, Verdict, L7FlowType,
@@ -198,8 +198,11 @@ function tabulate(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('')).join('\n') + '\n';
 }
 
+/** Types a flow's `extensions` (google.protobuf.Any) may hold: membrane's L7 extras travel as a Struct. */
+const EXTENSION_TYPES = createRegistry(StructSchema);
+
 export function jsonLine(resp: GetFlowsResponse): string {
-  return JSON.stringify(toJson(GetFlowsResponseSchema, resp, { useProtoFieldName: true }));
+  return JSON.stringify(toJson(GetFlowsResponseSchema, resp, { useProtoFieldName: true, registry: EXTENSION_TYPES }));
 }
 
 export interface FlowPrinter {

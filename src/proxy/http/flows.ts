@@ -9,9 +9,11 @@
 import {
   FlowType, Verdict, TrafficDirection, IPVersion, L7FlowType, type Endpoint, type Flow, type HTTP,
 } from '../../hubble/gen/flow/flow_pb.js';
+import { anyPack, StructSchema, type Any } from '@bufbuild/protobuf/wkt';
+import { fromJson, type JsonObject } from '@bufbuild/protobuf';
 import type { ResolvedEndpoint } from '../../hubble/flow.ts';
 import { reservedIdentityName } from '../../hubble/names.ts';
-import type { AccessRecord } from './types.ts';
+import type { AccessAI, AccessRecord } from './types.ts';
 
 /** The HTTP proxy port the datapath redirects to (DEFAULT_PROXY_PORTS.http). */
 export const HTTP_PROXY_PORT = 15001;
@@ -44,6 +46,29 @@ export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHea
   }
   out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return out;
+}
+
+/**
+ * An AI call's facts as the flow's `extensions` (Hubble's field for data beyond its schema): a
+ * google.protobuf.Any holding a Struct `{ai: {...}}`, which every protobuf runtime can print
+ * (`hubble observe -o json` shows it as JSON), unlike a type of our own.
+ */
+export function aiExtension(ai: AccessAI): Any {
+  const o: JsonObject = { provider: ai.provider, operation: ai.operation, model: ai.model, stream: ai.stream };
+  if (ai.policy) o.policy = ai.policy;
+  if (ai.promptTokens !== undefined) o.prompt_tokens = ai.promptTokens;
+  if (ai.completionTokens !== undefined) o.completion_tokens = ai.completionTokens;
+  if (ai.promptTokens !== undefined || ai.completionTokens !== undefined) o.total_tokens = (ai.promptTokens ?? 0) + (ai.completionTokens ?? 0);
+  if (ai.usage) o.usage = ai.usage;
+  if (ai.firstByteNs !== undefined) o.time_to_first_byte_ns = ai.firstByteNs;
+  return anyPack(StructSchema, fromJson(StructSchema, { ai: o }));
+}
+
+/** ` [ai openai gpt-4o-mini stream, tokens 12+30]` */
+function aiSummary(ai: AccessAI): string {
+  let s = ` [ai ${ai.provider} ${ai.operation === 'other' ? 'other request' : ai.model || '(no model)'}${ai.stream ? ' stream' : ''}`;
+  if (ai.promptTokens !== undefined || ai.completionTokens !== undefined) s += `, tokens ${ai.promptTokens ?? 0}+${ai.completionTokens ?? 0}${ai.usage === 'estimated' ? ' estimated' : ''}`;
+  return `${s}]`;
 }
 
 /** Hubble's `%dms` (whole milliseconds, truncated) in response summaries. */
@@ -88,8 +113,10 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
     let summary: string;
     if (isReq) summary = rec.method ? `${rec.protocol} ${rec.method} ${url}` : `${rec.protocol} malformed request`;
     else summary = rec.method ? `${rec.protocol} ${rec.code} ${formatLatency(rec.latencyNs)} (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
-    // policy denials read exactly like Hubble's; refusals by the parser say why
-    if (rec.reason && rec.verdict === 'error') summary += ` [${rec.reason}]`;
+    // AI calls: provider, model and tokens (src/proxy/ai)
+    if (rec.ai) summary += aiSummary(rec.ai);
+    // policy denials read exactly like Hubble's; refusals by the parser (and the AI filter) say why
+    if (rec.reason && (rec.verdict === 'error' || (rec.ai && rec.verdict === 'denied'))) summary += ` [${rec.reason}]`;
     // HTTP seen inside TLS the proxy terminated (terminatingTLS): the URL is https://, and the summary says so
     if (rec.tls?.intercepted) summary += ` [TLS intercepted, SNI ${rec.tls.sni}]`;
     const wallNs = BigInt(Math.round(rec.timeMs * 1e6));
@@ -140,7 +167,7 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
       socketCookie: 0n,
       cgroupId: 0n,
       Summary: summary,
-      extensions: undefined,
+      extensions: rec.ai ? aiExtension(rec.ai) : undefined,
       egressAllowedBy: [],
       ingressAllowedBy: [],
       egressDeniedBy: [],

@@ -1,0 +1,67 @@
+/**
+ * AI API metrics of the agent (Prometheus text on the agent's metrics port, :9962 as Cilium's):
+ *
+ *   membrane_ai_requests_total{provider, model, source_namespace, source_workload, outcome}
+ *       outcome: forwarded | denied | rate_limited | budget_exhausted | invalid | too_large
+ *   membrane_ai_tokens_total{provider, model, source_namespace, source_workload, direction}
+ *       direction: prompt | completion (estimated counts included; flows say which were)
+ *   membrane_ai_request_duration_seconds{provider, model, source_namespace, source_workload}
+ *       request start → end of the response
+ *   membrane_ai_time_to_first_token_seconds{provider, model, source_namespace, source_workload}
+ *       request start → first byte of the response body (the first token of a stream)
+ *
+ * The model comes from the client's request: at most `maxModels` distinct values per provider
+ * become labels, later ones are counted under `other` (a client cannot grow the series without
+ * bound by naming random models).
+ */
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+const LABELS = ['provider', 'model', 'source_namespace', 'source_workload'] as const;
+const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export type AIOutcome = 'forwarded' | 'denied' | 'rate_limited' | 'budget_exhausted' | 'invalid' | 'too_large';
+
+export interface AIMetricLabels {
+  provider: string;
+  model: string;
+  namespace: string;
+  workload: string;
+}
+
+export interface AIMetrics {
+  request(l: AIMetricLabels, outcome: AIOutcome): void;
+  tokens(l: AIMetricLabels, prompt: number, completion: number): void;
+  duration(l: AIMetricLabels, seconds: number): void;
+  firstToken(l: AIMetricLabels, seconds: number): void;
+}
+
+export function createAIMetrics(registry: Registry, opts: { maxModels?: number } = {}): AIMetrics {
+  const registers = [registry];
+  const requests = new Counter({ name: 'membrane_ai_requests_total', help: 'AI API requests seen by the HTTP proxy, by outcome', labelNames: [...LABELS, 'outcome'], registers });
+  const tokens = new Counter({ name: 'membrane_ai_tokens_total', help: 'AI API tokens charged, prompt and completion', labelNames: [...LABELS, 'direction'], registers });
+  const duration = new Histogram({ name: 'membrane_ai_request_duration_seconds', help: 'AI API request duration (request start to end of response)', labelNames: [...LABELS], buckets: LATENCY_BUCKETS, registers });
+  const ttft = new Histogram({ name: 'membrane_ai_time_to_first_token_seconds', help: 'AI API time to the first response byte (first token of a stream)', labelNames: [...LABELS], buckets: TTFT_BUCKETS, registers });
+  const maxModels = opts.maxModels ?? 100;
+  const models = new Map<string, Set<string>>();
+  const model = (provider: string, m: string): string => {
+    if (m === '') return 'unknown';
+    let seen = models.get(provider);
+    if (!seen) models.set(provider, (seen = new Set()));
+    if (seen.has(m)) return m;
+    if (seen.size >= maxModels) return 'other';
+    seen.add(m);
+    return m;
+  };
+  const values = (l: AIMetricLabels) => [l.provider, model(l.provider, l.model), l.namespace, l.workload];
+  return {
+    request(l, outcome) { requests.labels(...values(l), outcome).inc(); },
+    tokens(l, prompt, completion) {
+      const v = values(l);
+      if (prompt > 0) tokens.labels(...v, 'prompt').inc(prompt);
+      if (completion > 0) tokens.labels(...v, 'completion').inc(completion);
+    },
+    duration(l, s) { duration.labels(...values(l)).observe(s); },
+    firstToken(l, s) { ttft.labels(...values(l)).observe(s); },
+  };
+}
