@@ -446,7 +446,9 @@ export class ProxyConnection implements ProxyConnectionView {
   feedRequests(chunk: Buffer): void {
     let pos = 0;
     const len = chunk.length;
-    while (pos < len && !this.closed && !this.readStopped && !this.tunnel) {
+    // after a request that closes the connection (Connection: close) no further request is
+    // read, but the body of that request, when it went upstream, still is
+    while (pos < len && !this.closed && (!this.readStopped || (this.reqState === H_BODY && this.curForward)) && !this.tunnel) {
       if (this.upgrading && this.reqState === H_HEAD) {
         if (this.upstream && !this.upstream.write(chunk.subarray(pos))) this.sock.pause();
         return;

@@ -233,3 +233,22 @@ test('request rate: the third call in the minute gets 429 with Retry-After and t
   assert.equal(after.replies[0]!.status, 200, 'a policy without the rate limit lets it through');
   await h.remove('AIPolicy', 'shop', 'chat2');
 });
+
+test('Connection: close with a body, on the AI path (held) and beside it (streamed through): the body reaches the upstream, the stream the client', async () => {
+  const body = JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 3, messages: msgs });
+  const req = `POST ${CHAT} HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
+  const ai = await exchange(req, { idleMs: 1000 });
+  assert.equal(ai.replies[0]!.status, 200);
+  assert.equal(ai.closed, true);
+  // an endpoint no AIPolicy selects: the request is not held, its body streams upstream as read
+  h.endpoint = { ...h.endpoint, labels: ['k8s:app=plain', 'k8s:io.kubernetes.pod.namespace=shop'] };
+  try {
+    const plain = await exchange(req, { idleMs: 1000 });
+    assert.equal(plain.replies[0]!.status, 200);
+    assert.match(plain.replies[0]!.body, /data: \[DONE\]/);
+    assert.equal(plain.closed, true);
+    assert.deepEqual(h.upstream.map((u) => u.body), [body, body]);
+  } finally {
+    h.endpoint = { ...h.endpoint, labels: ['k8s:app=chatbot', 'k8s:io.kubernetes.pod.namespace=shop'] };
+  }
+});
