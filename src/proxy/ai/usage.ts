@@ -16,9 +16,74 @@
 import type { AIApi, AIOperation } from '../../policy/ai.ts';
 import type { ResponseObserver } from '../http/stream.ts';
 import { JsonCapture } from './json-scan.ts';
-import { SseReader } from './sse.ts';
+import { SseReader, type EventSink } from './sse.ts';
 
 const USAGE_PATHS = [['usage'], ['response', 'usage'], ['message', 'usage']] as const;
+/** a document (an SSE event's data, a JSON body) up to this size is copied and parsed natively at its end */
+const MAX_BUFFERED = 256 * 1024;
+const USAGE_KEY = Buffer.from('"usage"');
+
+/**
+ * One JSON document in pieces → its usage objects. Small documents (every SSE event, most JSON
+ * bodies) are copied aside and, if they mention `"usage"` at all, parsed with JSON.parse when they
+ * end; a larger one (an embeddings list) switches to the incremental JsonCapture so memory stays
+ * bounded. Either way the bytes themselves go on to the client untouched.
+ */
+export class DocReader implements EventSink {
+  private readonly onUsage: (u: Record<string, unknown>) => void;
+  private parts: Buffer[] = [];
+  private bytes = 0;
+  private capture: JsonCapture | null = null;
+
+  constructor(onUsage: (u: Record<string, unknown>) => void) {
+    this.onUsage = onUsage;
+  }
+
+  data(buf: Buffer, start: number, end: number): void {
+    if (this.capture) {
+      this.capture.feed(buf, start, end);
+      return;
+    }
+    if (this.bytes + end - start > MAX_BUFFERED) {
+      const c = (this.capture = new JsonCapture(USAGE_PATHS));
+      for (const p of this.parts) c.feed(p, 0, p.length);
+      this.parts = [];
+      c.feed(buf, start, end);
+      return;
+    }
+    this.parts.push(Buffer.from(buf.subarray(start, end)));
+    this.bytes += end - start;
+  }
+
+  /** The document ended. */
+  event(): void {
+    if (this.capture) {
+      for (let i = 0; i < USAGE_PATHS.length; i++) {
+        const u = this.capture.value(i);
+        if (typeof u === 'object' && u !== null) this.onUsage(u as Record<string, unknown>);
+      }
+      this.capture = null;
+    } else if (this.bytes > 0) {
+      const doc = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
+      if (doc.indexOf(USAGE_KEY) >= 0) {
+        let o: unknown;
+        try {
+          o = JSON.parse(doc.toString('utf8'));
+        } catch {
+          o = undefined;
+        }
+        if (typeof o === 'object' && o !== null) {
+          const top = o as Record<string, unknown>;
+          for (const u of [top.usage, (top.response as Record<string, unknown> | undefined)?.usage, (top.message as Record<string, unknown> | undefined)?.usage]) {
+            if (typeof u === 'object' && u !== null && !Array.isArray(u)) this.onUsage(u as Record<string, unknown>);
+          }
+        }
+      }
+    }
+    this.parts = [];
+    this.bytes = 0;
+  }
+}
 
 export interface UsageResult {
   promptTokens: number;
@@ -56,7 +121,7 @@ const FIELDS = ['prompt_tokens', 'completion_tokens', 'input_tokens', 'output_to
 
 export class UsageReader implements ResponseObserver {
   private readonly o: UsageReaderOptions;
-  private readonly capture = new JsonCapture(USAGE_PATHS);
+  private readonly doc = new DocReader((u) => this.take(u));
   private sse: SseReader | null = null;
   /** the body cannot be read (content-encoding): only its size counts */
   private opaque = false;
@@ -75,7 +140,7 @@ export class UsageReader implements ResponseObserver {
     this.status = status;
     this.opaque = !!contentEncoding && contentEncoding.trim().toLowerCase() !== 'identity';
     if (!this.opaque && contentType && contentType.trim().toLowerCase().startsWith('text/event-stream')) {
-      this.sse = new SseReader(this.capture, (c) => this.take(c));
+      this.sse = new SseReader(this.doc);
     }
   }
 
@@ -84,14 +149,14 @@ export class UsageReader implements ResponseObserver {
     this.bytes += end - start;
     if (this.opaque) return;
     if (this.sse) this.sse.feed(buf, start, end);
-    else this.capture.feed(buf, start, end);
+    else this.doc.data(buf, start, end);
   }
 
   end(complete: boolean): void {
     if (this.ended) return;
     this.ended = true;
     if (this.sse) this.sse.finish();
-    else if (!this.opaque) this.take(this.capture);
+    else if (!this.opaque) this.doc.event();
     const ok = this.status >= 200 && this.status < 300;
     const c = this.counts;
     let prompt: number | undefined;
@@ -123,14 +188,10 @@ export class UsageReader implements ResponseObserver {
     });
   }
 
-  private take(c: JsonCapture): void {
-    for (let i = 0; i < USAGE_PATHS.length; i++) {
-      const u = c.value(i);
-      if (typeof u !== 'object' || u === null) continue;
-      for (const f of FIELDS) {
-        const v = (u as Record<string, unknown>)[f];
-        if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) this.counts[f] = v;
-      }
+  private take(u: Record<string, unknown>): void {
+    for (const f of FIELDS) {
+      const v = u[f];
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) this.counts[f] = v;
     }
   }
 }

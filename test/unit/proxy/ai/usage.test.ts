@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { JsonCapture } from '../../../../src/proxy/ai/json-scan.ts';
 import { SseReader } from '../../../../src/proxy/ai/sse.ts';
-import { UsageReader, type UsageResult } from '../../../../src/proxy/ai/usage.ts';
+import { DocReader, UsageReader, type UsageResult } from '../../../../src/proxy/ai/usage.ts';
 import { aiAnswer, type AIAnswer } from '../../../../src/lab/world-ai.ts';
 import type { AIApi, AIOperation } from '../../../../src/policy/ai.ts';
 
@@ -38,16 +38,29 @@ test('property: a usage object anywhere among other top-level fields is captured
 });
 
 test('SseReader: LF, CRLF and CR line ends, several data lines, comments and other fields, at every split', () => {
-  const text = ': comment\r\nevent: x\r\ndata: {"usage":\r\ndata: {"a":1}}\r\n\r\nid: 7\ndata:{"usage":{"a":2}}\n\ndata: [DONE]\r\rretry: 5\n\n';
+  const text = ': comment\r\nevent: x\r\ndata: {"usage":\r\ndata: {"a":1}}\r\n\r\nid: 7\ndata:{"usage":{"a":2}}\n\ndata: [DONE]\r\rretry: 5\ndata\n\ndata:  {"usage":{"a":3}}';
   const bytes = Buffer.from(text);
   for (let step = 1; step <= bytes.length; step++) {
-    const seen: unknown[] = [];
-    const c = new JsonCapture([['usage']]);
-    const r = new SseReader(c, (cap) => seen.push(cap.value(0) ?? null));
+    const docs: string[] = [];
+    let cur = '';
+    const r = new SseReader({ data: (b, s, e) => { cur += b.toString('utf8', s, e); }, event: () => { docs.push(cur); cur = ''; } });
     feedAll((b, s, e) => r.feed(b, s, e), bytes, step);
     r.finish();
-    assert.deepEqual(seen, [{ a: 1 }, { a: 2 }, null], `step ${step}`);
-    assert.equal(r.events, 3);
+    assert.deepEqual(docs, ['{"usage":\n{"a":1}}', '{"usage":{"a":2}}', '[DONE]', ' {"usage":{"a":3}}'], `step ${step}`);
+    assert.equal(r.events, 4);
+  }
+});
+
+test('DocReader: small documents parsed when they end, large ones read incrementally; both find the usage objects', () => {
+  for (const pad of [10, 300_000]) {
+    const doc = Buffer.from(JSON.stringify({ data: 'x'.repeat(pad), response: { usage: { input_tokens: 3 } }, usage: { prompt_tokens: 5 } }));
+    for (const step of [1000, 65536]) {
+      const got: unknown[] = [];
+      const d = new DocReader((u) => got.push(u));
+      feedAll((b, s, e) => d.data(b, s, e), doc, step);
+      d.event();
+      assert.deepEqual(got.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))), [{ input_tokens: 3 }, { prompt_tokens: 5 }], `pad ${pad} step ${step}`);
+    }
   }
 });
 
