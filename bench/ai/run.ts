@@ -7,6 +7,8 @@
  * usage itself) and wrk share CPU 0. Measures:
  *   keep-alive req/s      wrk -t1 -c50
  *   added p50 / p99       wrk -t1 -c1 (one request at a time): AI minus plain, and each minus the origin
+ *   CPU per request       the proxy's user+system time (/proc, 10 ms ticks) over the keep-alive run
+ *                         divided by its requests: what the AI filter adds, whatever else runs
  *
  *   bin/node bench/ai/run.ts [--secs 8] [--rounds 3] [--append]
  * With --append the result table and the command go to bench/RESULTS.md under `## ai`.
@@ -47,27 +49,36 @@ function haproxyCfg(name: string, body: string): string {
   return f;
 }
 
-interface Wrk { rps: number; p50: number; p99: number; errors: number }
+interface Wrk { rps: number; p50: number; p99: number; errors: number; requests: number; cpuUs: number }
+/** CPU time (user + system) of a process so far, µs (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuUs(pid: number | undefined): number {
+  if (!pid) return 0;
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10_000;
+}
 function ms(v: string): number {
   const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
   if (!m) return NaN;
   return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
 }
-function wrk(port: number, conns: number): Wrk {
+function wrk(port: number, conns: number, pid?: number): Wrk {
+  const cpu0 = cpuUs(pid);
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${SECS}s`, '--latency', '-s', lua, `http://127.0.0.1:${port}/v1/chat/completions`]).toString();
   const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
   const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
   const p99 = ms(/\n\s+99%\s+(\S+)/.exec(out)?.[1] ?? '');
   const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return { rps, p50, p99, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  return { rps, p50, p99, requests, cpuUs: cpuUs(pid) - cpu0, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type application/json string '${ANSWER}'\n`)]);
-  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/ai/proxy-server.ts'), '--port', String(PLAIN), '--origin', String(ORIGIN)], 'ready');
-  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/ai/proxy-server.ts'), '--port', String(AI), '--origin', String(ORIGIN), '--ai', '--state', join(dir, 'ai-budgets.json')], 'ready');
+  const plainProc = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/ai/proxy-server.ts'), '--port', String(PLAIN), '--origin', String(ORIGIN)], 'ready');
+  const aiProc = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/ai/proxy-server.ts'), '--port', String(AI), '--origin', String(ORIGIN), '--ai', '--state', join(dir, 'ai-budgets.json')], 'ready');
   // the AI proxy must answer 200 and charge the usage (a refused request would make it look fast)
   const check = execFileSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: api.openai.com', '-H', 'Content-Type: application/json', '--data-binary', BODY, `http://127.0.0.1:${AI}/v1/chat/completions`]).toString();
   if (check !== '200') throw new Error(`the AI proxy answered ${check}`);
@@ -75,10 +86,11 @@ try {
 
   const keys = ['origin', 'plain', 'ai'] as const;
   const ports = { origin: ORIGIN, plain: PLAIN, ai: AI };
+  const pids = { origin: undefined, plain: plainProc.pid, ai: aiProc.pid };
   const res = Object.fromEntries(keys.map((k) => [k, { ka: [] as Wrk[], lat: [] as Wrk[] }])) as Record<(typeof keys)[number], { ka: Wrk[]; lat: Wrk[] }>;
   for (let r = 0; r < ROUNDS; r++) {
     for (const k of keys) {
-      res[k].ka.push(wrk(ports[k], 50));
+      res[k].ka.push(wrk(ports[k], 50, pids[k]));
       res[k].lat.push(wrk(ports[k], 1));
     }
   }
@@ -90,6 +102,8 @@ try {
   const p50P = m('plain', 'lat', 'p50'), p50A = m('ai', 'lat', 'p50');
   const p99P = m('plain', 'lat', 'p99'), p99A = m('ai', 'lat', 'p99');
   const o50 = m('origin', 'lat', 'p50');
+  const perReq = (k: 'plain' | 'ai') => median(res[k].ka.map((x) => (x.requests ? x.cpuUs / x.requests : NaN)));
+  const cpuP = perReq('plain'), cpuA = perReq('ai');
   const cmd = `bin/node bench/ai/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
   const ok = (b: boolean) => (b ? 'ok' : 'MISSED');
   const lines = [
@@ -105,6 +119,7 @@ try {
     `| keep-alive req/s (50 conns) | ${kaP.toFixed(0)} | ${kaA.toFixed(0)} | ${(kaA / kaP).toFixed(2)} | ≥ 0.90 | ${ok(kaA / kaP >= 0.9)} |`,
     `| p50 (1 conn) | ${p50P.toFixed(3)} ms | ${p50A.toFixed(3)} ms | +${((p50A - p50P) * 1000).toFixed(0)} µs | ≤ +100 µs | ${ok((p50A - p50P) * 1000 <= 100)} |`,
     `| p99 (1 conn) | ${p99P.toFixed(3)} ms | ${p99A.toFixed(3)} ms | +${((p99A - p99P) * 1000).toFixed(0)} µs | | |`,
+    `| proxy CPU per request (keep-alive run) | ${cpuP.toFixed(0)} µs | ${cpuA.toFixed(0)} µs | +${(cpuA - cpuP).toFixed(0)} µs (${(cpuP / cpuA).toFixed(2)} of plain's rate at equal CPU) | | |`,
     '',
     `Origin alone: ${m('origin', 'ka', 'rps').toFixed(0)} req/s keep-alive, p50 ${o50.toFixed(3)} ms at one connection (added p50 over the origin: plain ${(p50P - o50).toFixed(3)} ms, AI ${(p50A - o50).toFixed(3)} ms). ` +
     `Errors (non-2xx, socket): plain ${errs('plain')}, AI ${errs('ai')}. Tokens charged by the AI proxy in the run: ${charged} (1031 per request).`, '',

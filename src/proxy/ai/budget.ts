@@ -49,6 +49,8 @@ export class AIBudgetLedger {
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
   private dirty = false;
+  /** the next time expired reservations are looked for (at most once a second) */
+  private expireAt = 0;
   readonly now: () => number;
 
   constructor(o: LedgerOptions = {}) {
@@ -130,7 +132,8 @@ export class AIBudgetLedger {
   }
 
   private expire(now: number): void {
-    if (this.reservations.size === 0) return;
+    if (this.reservations.size === 0 || now < this.expireAt) return;
+    this.expireAt = now + 1000;
     for (const r of this.reservations) {
       if (r.expires <= now) {
         this.reservations.delete(r);

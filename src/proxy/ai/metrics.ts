@@ -53,15 +53,42 @@ export function createAIMetrics(registry: Registry, opts: { maxModels?: number }
     seen.add(m);
     return m;
   };
-  const values = (l: AIMetricLabels) => [l.provider, model(l.provider, l.model), l.namespace, l.workload];
+  // the series of one (provider, model, workload): looked up once, then a Map hit per request
+  interface Series {
+    requests: Map<AIOutcome, { inc(): void }>;
+    prompt: { inc(n: number): void };
+    completion: { inc(n: number): void };
+    duration: { observe(v: number): void };
+    ttft: { observe(v: number): void };
+  }
+  const series = new Map<string, Series>();
+  const of = (l: AIMetricLabels): Series => {
+    const key = `${l.provider}\u0000${l.model}\u0000${l.namespace}\u0000${l.workload}`;
+    let x = series.get(key);
+    if (!x) {
+      const v = [l.provider, model(l.provider, l.model), l.namespace, l.workload];
+      x = {
+        requests: new Map(), prompt: tokens.labels(...v, 'prompt'), completion: tokens.labels(...v, 'completion'),
+        duration: duration.labels(...v), ttft: ttft.labels(...v),
+      };
+      if (series.size >= 10_000) series.clear();
+      series.set(key, x);
+    }
+    return x;
+  };
   return {
-    request(l, outcome) { requests.labels(...values(l), outcome).inc(); },
-    tokens(l, prompt, completion) {
-      const v = values(l);
-      if (prompt > 0) tokens.labels(...v, 'prompt').inc(prompt);
-      if (completion > 0) tokens.labels(...v, 'completion').inc(completion);
+    request(l, outcome) {
+      const x = of(l);
+      let c = x.requests.get(outcome);
+      if (!c) x.requests.set(outcome, (c = requests.labels(l.provider, model(l.provider, l.model), l.namespace, l.workload, outcome)));
+      c.inc();
     },
-    duration(l, s) { duration.labels(...values(l)).observe(s); },
-    firstToken(l, s) { ttft.labels(...values(l)).observe(s); },
+    tokens(l, prompt, completion) {
+      const x = of(l);
+      if (prompt > 0) x.prompt.inc(prompt);
+      if (completion > 0) x.completion.inc(completion);
+    },
+    duration(l, s) { of(l).duration.observe(s); },
+    firstToken(l, s) { of(l).ttft.observe(s); },
   };
 }

@@ -55,7 +55,11 @@ function problem(code: string, message: string, param?: string): AIRequestProble
   return { ok: false, code, message, ...(param ? { param } : {}) };
 }
 
-/** The first key repeated within one object, anywhere in a document JSON.parse accepted. */
+/**
+ * The first key repeated within one object, anywhere in a document JSON.parse accepted. Strings
+ * are skipped with indexOf (the message contents are most of a body); only the structure between
+ * them is looked at character by character.
+ */
 export function duplicateKey(text: string): string | undefined {
   const stack: (Set<string> | null)[] = [];
   let expectKey = false;
@@ -63,14 +67,18 @@ export function duplicateKey(text: string): string | undefined {
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 34 /* " */) {
-      let j = i + 1;
-      let escaped = false;
-      for (; j < n; j++) {
-        const d = text.charCodeAt(j);
-        if (d === 92 /* \ */) { escaped = true; j++; } else if (d === 34) break;
+      // the closing quote: the next one not preceded by an odd run of backslashes
+      let j = text.indexOf('"', i + 1);
+      while (j > 0) {
+        let k = j - 1;
+        while (text.charCodeAt(k) === 92 /* \ */) k--;
+        if ((j - 1 - k) % 2 === 0) break;
+        j = text.indexOf('"', j + 1);
       }
+      if (j < 0) return undefined; // JSON.parse accepted it: cannot happen
       if (expectKey) {
-        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        const raw = text.slice(i + 1, j);
+        const key = raw.indexOf('\\') >= 0 ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
         const set = stack[stack.length - 1]!;
         if (set.has(key)) return key;
         set.add(key);
@@ -87,7 +95,7 @@ export function duplicateKey(text: string): string | undefined {
       stack.pop();
       expectKey = false;
     } else if (c === 44 /* , */) {
-      expectKey = stack[stack.length - 1] !== null && stack.length > 0;
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
     }
   }
   return undefined;
