@@ -54,6 +54,8 @@ export interface HttpProxyOptions {
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
   /** fixed upstream (tests): overrides the original destination */
   upstreamOverride?: { host: string; port: number };
+  /** request bodies held for filters, all connections together, default 64 MiB (then 503) */
+  maxHeldBytes?: number;
 }
 
 export const DENIED_BODY = 'Access denied\r\n';
@@ -542,16 +544,20 @@ export class ProxyConnection implements ProxyConnectionView {
   private hold(bytes: Buffer): boolean {
     const s = this.holding!;
     s.heldBytes += bytes.length;
-    if (s.heldBytes <= s.holdLimit) {
+    const proxy = this.proxy;
+    const busy = proxy.heldBytes + bytes.length > (proxy.opts.maxHeldBytes ?? 64 << 20);
+    if (s.heldBytes <= s.holdLimit && !busy) {
       s.held!.push(bytes);
+      proxy.heldBytes += bytes.length;
       return true;
     }
-    this.holding = null;
-    s.held = s.payload = null;
+    this.releaseHeld(s);
     this.reqBody.sink = null;
     // the rest of the body is never read: the connection ends after the answer
     s.closeOnLocal = true;
-    this.proxy.chain.decodeBody(s, null);
+    // held bodies of all connections together are bounded: the proxy's memory, not this request, is the limit
+    if (busy) s.reply(503, 'Service Unavailable\r\n', 'held request bodies over the proxy\'s bound');
+    else this.proxy.chain.decodeBody(s, null);
     if (!s.local) s.reply(413, 'Payload Too Large\r\n', 'request body larger than the filter holds');
     this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
     this.readStopped = true;
@@ -561,25 +567,31 @@ export class ProxyConnection implements ProxyConnectionView {
     return false;
   }
 
+  /** A held request leaves the proxy's count (judged, refused, or its connection gone). */
+  private releaseHeld(s: Stream): void {
+    if (this.holding === s) this.holding = null;
+    if (s.held) this.proxy.heldBytes -= s.held.reduce((n, b) => n + b.length, 0);
+    s.held = s.payload = null;
+  }
+
   /** The held body is complete: the filters decide, then it goes upstream (head and body) or is answered here. */
   private judgeBody(s: Stream): void {
     this.holding = null;
     this.reqBody.sink = null;
     const payload = s.payload!.length === 1 ? s.payload![0]! : Buffer.concat(s.payload!);
-    s.payload = null;
+    // the bytes leave the proxy's count now: forwarded below, or dropped with a local reply
+    const held = s.held!;
+    this.releaseHeld(s);
     const status = this.proxy.chain.decodeBody(s, payload);
     if (status === 'stop' || s.local) {
       if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
       this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
-      s.held = null;
       this.queue.push(s);
       if (s.localClose) this.readStopped = true;
       this.flushLocal();
       return;
     }
     this.forward(s);
-    const held = s.held!;
-    s.held = null;
     const up = this.upstream;
     for (const b of held) if (up && !up.write(b)) this.sock.pause();
     this.curForward = false;
@@ -908,6 +920,7 @@ export class ProxyConnection implements ProxyConnectionView {
 
   destroy(): void {
     this.proxy.conns.delete(this);
+    if (this.holding) this.releaseHeld(this.holding);
     // responses cut off: their readers account for what passed
     for (const q of this.queue) if (q.observer) this.endObserver(q, false);
     if (this.closed && this.sock.destroyed) return;
@@ -949,6 +962,8 @@ export class HttpProxy {
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
+  /** bytes of request bodies held for filters, all connections together */
+  heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
   now = Date.now();
   private readonly servers: Partial<Record<Direction, net.Server>> = {};

@@ -37,7 +37,7 @@ export interface AIHarness {
 
 export const CHATBOT: ProxyEndpoint = { id: 7, identity: 1000, namespace: 'shop', pod: 'chatbot-7d9f-abcde', labels: ['k8s:app=chatbot', 'k8s:io.kubernetes.pod.namespace=shop'], workload: 'chatbot' };
 
-export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: number; identityLabels?: (id: number) => string[] | undefined } = {}): Promise<AIHarness> {
+export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: number; maxHeldBytes?: number; identityLabels?: (id: number) => string[] | undefined } = {}): Promise<AIHarness> {
   const upstreamSeen: AIHarness['upstream'] = [];
   const upstream = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -86,6 +86,7 @@ export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: 
     listen: { egress: { host: '127.0.0.1', port: 0 } },
     upstreamOverride: { host: '127.0.0.1', port: upstreamPort },
     configure: (chain) => ai.configureHttp(chain),
+    ...(opts.maxHeldBytes ? { maxHeldBytes: opts.maxHeldBytes } : {}),
   });
   const l = await proxy.start();
   Object.assign(h, {
