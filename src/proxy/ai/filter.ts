@@ -157,6 +157,12 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
       }
       const main = applied[0]!;
       const op = main.op as AIOperation;
+      if (s.head.upgrade) {
+        // no AI call switches protocols; after an upgrade the client's bytes would no longer be read as calls
+        s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };
+        count(undefined, labels, 'invalid');
+        return refuse(s, main.provider.api, 'invalid', `${s.path.split('?')[0]} does not switch protocols (Upgrade refused)`, 'ai: upgrade requested on an AI API call', { code: 'upgrade_not_allowed' });
+      }
       const ce = headerValue(s.headers ?? s.head.headers, 'content-encoding');
       if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') {
         s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };

@@ -119,6 +119,11 @@ test('unreadable bodies are refused with 400 (fail closed): invalid JSON, duplic
   assert.deepEqual(replies.map((r) => (JSON.parse(r.body) as { error: { code: string } }).error.code), cases.map(([, c]) => c));
   const gz = await exchange(post(CHAT, '\x1f\x8b\x08\x00', 'Content-Encoding: gzip\r\n'));
   assert.equal(gz.replies[0]!.status, 400);
+  // an allowed call asking to upgrade: after it the client's bytes would no longer be judged as calls
+  const up = await exchange(post(CHAT, { model: 'gpt-4o-mini', messages: msgs }, 'Connection: Upgrade\r\nUpgrade: websocket\r\n') + post(CHAT, { model: 'gpt-4o', messages: msgs }));
+  assert.equal(up.replies[0]!.status, 400);
+  assert.equal((JSON.parse(up.replies[0]!.body) as { error: { code: string } }).error.code, 'upgrade_not_allowed');
+  assert.ok(up.replies.length < 2 || up.replies[1]!.status === 403, 'the call after it is judged, never passed raw');
   assert.equal(h.upstream.length, 0);
   assert.ok(h.flows.filter((f) => f.l7?.type === 1).every((f) => f.verdict === 2), 'each refusal has a DROPPED flow');
   // nested model keys beside an allowed top-level one: the server reads the top-level one too
