@@ -138,9 +138,15 @@ test('keyboard: Tab reaches the map, Enter opens a card; the workload\'s policy 
 
 test('the flows table filters by verdict and updates live', async () => {
   await page.selectOption('[data-testid="verdict"]', 'DROPPED');
-  await page.locator('body[data-loaded]').waitFor({ state: 'attached', timeout: 10_000 });
   const verdicts = async () => page.$$eval('[data-testid="flows-body"] .row .c-verdict', (els) => els.map((e) => e.textContent));
-  const first = await verdicts();
+  // the filter restarts the stream: the old rows and body[data-loaded] go only after the next render,
+  // so wait for the table itself to hold the filtered rows
+  let first: (string | null)[] = [];
+  for (let i = 0; i < 80; i++) {
+    first = await verdicts();
+    if (first.length > 0 && first.every((v) => v === 'DROPPED' || v === 'DENIED')) break;
+    await page.waitForTimeout(250);
+  }
   assert.ok(first.length > 0, 'dropped flows are listed');
   assert.ok(first.every((v) => v === 'DROPPED' || v === 'DENIED'), first.join(','));
   const count = async () => Number((await page.locator('[data-testid="flow-count"]').textContent())!.replace(/\D/g, ''));
