@@ -7,7 +7,7 @@
  */
 import type { AIPolicy, Resource } from '../api/types.ts';
 import {
-  AIPolicySet, decideAIRequest, normalizeHost, recognizeOperation, translateAIPolicy, DEFAULT_PATH_PREFIX,
+  AIPolicySet, decideAIRequest, mayBeOperation, normalizeHost, recognizeOperation, translateAIPolicy, DEFAULT_PATH_PREFIX,
   type AIOperation, type CompiledAIPolicy, type TranslateAIOptions,
 } from './ai.ts';
 import type { TracePeer, TraceResult } from './trace.ts';
@@ -85,7 +85,8 @@ export function traceAI(input: AITraceInput): AITrace {
       rateLimits: p.rateLimits.map((r) => `${r.requests} requests per ${r.window.text}`),
     };
     if (op === 'other') {
-      if (!p.otherRequests) Object.assign(row, { allowed: false, code: 'request_not_allowed', message: `${method} ${path} is not an AI call and otherRequests is Deny`, rule: p.origin(['spec', 'otherRequests']) });
+      if (mayBeOperation(provider!, method, path)) Object.assign(row, { allowed: false, code: 'request_not_allowed', message: `${method} ${path} is an AI call in another form (refused whatever otherRequests says)`, rule: p.origin(['spec', 'providers']) });
+      else if (!p.otherRequests) Object.assign(row, { allowed: false, code: 'request_not_allowed', message: `${method} ${path} is not an AI call and otherRequests is Deny`, rule: p.origin(['spec', 'otherRequests']) });
     } else {
       const d = decideAIRequest(p, { operation: op, model: input.model, stream: input.stream ?? false, maxTokens: input.maxTokens });
       if (!d.allowed) Object.assign(row, { allowed: false, code: d.code, message: d.message, rule: p.origin(d.path ?? []) });

@@ -238,6 +238,48 @@ export function recognizeOperation(p: CompiledAIProvider, method: string, path: 
   return Object.hasOwn(AI_ROUTES[p.api], route) ? AI_ROUTES[p.api][route]! : 'other';
 }
 
+/**
+ * Whether a request that is not literally a recognised call could be one to a server that
+ * normalises paths (percent-decoding, `//`, dot segments, `\\`, a trailing `/`, `;params`, any case,
+ * a lower-case method): such a request is never passed as "another request", since the model in
+ * it would not be judged. A target that does not decode counts as one (fail closed).
+ */
+export function mayBeOperation(p: CompiledAIProvider, method: string, path: string): boolean {
+  if (method.toUpperCase() !== 'POST') return false;
+  let bare = path;
+  const cut = bare.search(/[?#]/);
+  if (cut >= 0) bare = bare.slice(0, cut);
+  for (let i = 0; i < 3 && bare.includes('%'); i++) {
+    try { bare = decodeURIComponent(bare); } catch { return true; }
+  }
+  const segs: string[] = [];
+  for (let seg of bare.replace(/\\/g, '/').toLowerCase().split('/')) {
+    const semi = seg.indexOf(';');
+    if (semi >= 0) seg = seg.slice(0, semi);
+    seg = seg.trim();
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') segs.pop();
+    else segs.push(seg);
+  }
+  const canonical = '/' + segs.join('/');
+  const prefix = p.pathPrefix.toLowerCase();
+  if (!canonical.startsWith(prefix)) return false;
+  return Object.hasOwn(AI_ROUTES[p.api], canonical.slice(prefix.length));
+}
+
+/** A `model` parameter in the query of a recognised call: a server could read it instead of the body's (refused as ambiguous). */
+export function queryNamesModel(path: string): boolean {
+  const q = path.indexOf('?');
+  if (q < 0) return false;
+  for (const part of path.slice(q + 1).split(/[&;]/)) {
+    const eq = part.indexOf('=');
+    let name = eq >= 0 ? part.slice(0, eq) : part;
+    try { name = decodeURIComponent(name.replace(/\+/g, ' ')); } catch { return true; }
+    if (name.trim().toLowerCase() === 'model') return true;
+  }
+  return false;
+}
+
 export interface AIRequestFacts {
   operation: AIOperation;
   model: string;

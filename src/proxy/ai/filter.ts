@@ -19,7 +19,7 @@
  * body until decodeBody returns). Request bodies are asked in plain encoding: the request's
  * Accept-Encoding becomes `identity` so the usage stays readable.
  */
-import { AIPolicySet, decideAIRequest, normalizeHost, recognizeOperation, type AIApi, type AIOperation, type CompiledAIPolicy, type CompiledAIProvider } from '../../policy/ai.ts';
+import { AI_ROUTES, AIPolicySet, decideAIRequest, mayBeOperation, normalizeHost, queryNamesModel, recognizeOperation, type AIApi, type AIOperation, type CompiledAIPolicy, type CompiledAIProvider } from '../../policy/ai.ts';
 import type { HttpFilter } from '../filter-chain.ts';
 import { headerValue } from '../http/parser.ts';
 import type { HttpStream } from '../http/stream.ts';
@@ -145,6 +145,16 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
       const labels: AIMetricLabels = { provider: first.provider.api, model: '', namespace: ep.namespace, workload: ep.workload ?? ep.pod };
       if (applied.some((a) => a.op === 'other')) {
         s.ai = { provider: first.provider.api, operation: 'other', model: '', stream: false };
+        // a call in disguise (`/v1/chat%2Fcompletions`, `/v1//chat/completions/`): a server that normalises paths would
+        // run it, so it is not "another request" even where those are allowed; it is refused, never judged by guesswork
+        const disguised = applied.find((a) => a.op === 'other' && mayBeOperation(a.provider, s.head.method, s.path));
+        if (disguised) {
+          const bare = s.path.split('?')[0]!.slice(0, 200);
+          s.ai.policy = disguised.policy.key;
+          count(undefined, labels, 'denied');
+          return refuse(s, disguised.provider.api, 'forbidden', `${s.head.method} ${bare} is not written as an AI API call is (${disguised.provider.pathPrefix}${Object.keys(AI_ROUTES[disguised.provider.api]).join(', ')}): refused by AIPolicy ${disguised.policy.key}`,
+            `ai: ${s.head.method} ${bare} refused by AIPolicy ${disguised.policy.key} (an AI call in another form)`, { code: 'request_not_allowed' });
+        }
         const refusing = applied.find((a) => a.op === 'other' && !a.policy.otherRequests);
         if (refusing) {
           s.ai.policy = refusing.policy.key;
@@ -162,6 +172,11 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
         s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };
         count(undefined, labels, 'invalid');
         return refuse(s, main.provider.api, 'invalid', `${s.path.split('?')[0]} does not switch protocols (Upgrade refused)`, 'ai: upgrade requested on an AI API call', { code: 'upgrade_not_allowed' });
+      }
+      if (queryNamesModel(s.path)) {
+        s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };
+        count(undefined, labels, 'invalid');
+        return refuse(s, main.provider.api, 'invalid', 'the model is named in the query; name it only in the body', 'ai: model named in the query', { code: 'invalid_field', param: 'model' });
       }
       const ce = headerValue(s.headers ?? s.head.headers, 'content-encoding');
       if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') {

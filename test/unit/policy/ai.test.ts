@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { loadText } from '../../../src/api/load.ts';
 import type { AIPolicy } from '../../../src/api/types.ts';
-import { AIPolicySet, decideAIRequest, modelPattern, normalizeHost, parseWindow, recognizeOperation, translateAIPolicy } from '../../../src/policy/ai.ts';
+import { AIPolicySet, decideAIRequest, mayBeOperation, modelPattern, queryNamesModel, normalizeHost, parseWindow, recognizeOperation, translateAIPolicy } from '../../../src/policy/ai.ts';
 
 const GOOD = `apiVersion: membrane.dev/v1alpha1
 kind: AIPolicy
@@ -121,6 +121,40 @@ test('windows, hosts, operations by path (POST only, exact path under the prefix
     assert.equal(recognizeOperation(openai, method!, path!), 'other', `${method} ${path}`);
   }
   assert.equal(recognizeOperation(anthropic, 'POST', '/v1/messages/count_tokens'), 'other');
+});
+
+test('mayBeOperation: a call in a form a path-normalising server would run is seen; other paths and methods are not', () => {
+  const p = compiled();
+  const openai = p.providers[0]!, anthropic = p.providers[1]!;
+  for (const path of ['/v1/chat/completions/', '//v1/chat/completions', '/v1/chat/../chat/completions', '/v1/chat%2Fcompletions', '/V1/CHAT/completions', '/v1/chat%252fcompletions',
+    '/v1/chat/completions;a', '/v1\\embeddings', '/v1/%zz', '/v1/./responses?x']) {
+    assert.equal(mayBeOperation(openai, 'POST', path), true, path);
+  }
+  assert.equal(mayBeOperation(openai, 'post', '/v1/chat/completions'), true);
+  assert.equal(mayBeOperation(anthropic, 'POST', '/v1/messages/'), true);
+  for (const [method, path] of [['GET', '/v1/chat/completions/'], ['POST', '/v1/models'], ['POST', '/v1/files'], ['POST', '/v1/batches'], ['POST', '/v2/chat/completions'], ['POST', '/v1/chat/completions/x'], ['POST', '/v1/chat/completions/..']]) {
+    assert.equal(mayBeOperation(openai, method!, path!), false, `${method} ${path}`);
+  }
+  assert.equal(mayBeOperation(anthropic, 'POST', '/v1/messages/batches'), false);
+  assert.equal(queryNamesModel('/v1/chat/completions?model=x'), true);
+  assert.equal(queryNamesModel('/v1/chat/completions?a=1&%4DODEL=x'), true);
+  assert.equal(queryNamesModel('/v1/chat/completions?models=1&a=model'), false);
+  assert.equal(queryNamesModel('/v1/chat/completions'), false);
+});
+
+test('property: every percent-encoding, slash doubling and case of a route is seen as a possible call', () => {
+  const p = compiled();
+  const openai = p.providers[0]!;
+  const route = '/v1/chat/completions';
+  fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 4 }), { minLength: route.length, maxLength: route.length }), (ops) => {
+    let out = '';
+    for (let i = 0; i < route.length; i++) {
+      const c = route[i]!;
+      const k = ops[i]!;
+      out += k === 1 ? `%${c.charCodeAt(0).toString(16)}` : k === 2 ? c.toUpperCase() : k === 3 && c === '/' ? '//' : k === 4 && c === '/' ? '/./' : c;
+    }
+    return recognizeOperation(openai, 'POST', out) === 'chat.completions' || mayBeOperation(openai, 'POST', out);
+  }));
 });
 
 test('decision: deny wins over allow, allow-list, streaming, max tokens (required when limited, not for embeddings)', () => {

@@ -146,6 +146,32 @@ test('other requests to a provider host are refused unless the policy allows the
   assert.equal(other.replies[0]!.status, 200);
 });
 
+test('an AI call in another form is refused even where other requests are allowed: encoded, doubled or dotted slashes, trailing slash, case, ;params, lower-case method; batch and file endpoints are other requests', async () => {
+  await h.apply(aiPolicy('chat', { ...base, otherRequests: 'Allow' }));
+  const denied = { model: 'gpt-4o', messages: msgs };
+  const disguised = ['/v1/chat%2Fcompletions', '/v1/chat%252Fcompletions', '/v1/%63hat/completions', '//v1/chat/completions', '/v1//chat/completions', '/v1/chat/completions/',
+    '/v1/./chat/completions', '/v1/x/../chat/completions', '/V1/Chat/Completions', '/v1/chat/completions;x=1', '/v1\\chat\\completions', '/v1/chat/%zz/../completions'];
+  const { replies } = await exchange(disguised.map((p) => post(p, denied)));
+  assert.deepEqual(replies.map((r) => r.status), disguised.map(() => 403));
+  assert.ok(replies.every((r) => (JSON.parse(r.body) as { error: { code: string } }).error.code === 'request_not_allowed'));
+  const lower = await exchange(post(CHAT, denied).replace(/^POST/, 'post'));
+  assert.ok(lower.replies.length === 0 || lower.replies[0]!.status >= 400, 'a lower-case method never passes unjudged');
+  // the model named in the query beside the body's: ambiguous, refused
+  const q = await exchange(post(`${CHAT}?model=gpt-4o`, { model: 'gpt-4o-mini', messages: msgs }) + post(`${CHAT}?%6dodel=x`, { model: 'gpt-4o-mini', messages: msgs }));
+  assert.deepEqual(q.replies.map((r) => [r.status, (JSON.parse(r.body) as { error: { code: string; param: string } }).error.param]), [[400, 'model'], [400, 'model']]);
+  assert.equal(h.upstream.length, 0, 'no disguised call reached the upstream');
+  assert.ok(h.flows.filter((f) => f.l7?.type === 1).every((f) => f.verdict === 2), 'each refusal has a DROPPED flow');
+  // positive controls: the plain call, a query without a model, and other requests (batches, files) pass where allowed
+  const ok = await exchange(post(`${CHAT}?trace=1`, { model: 'gpt-4o-mini', messages: msgs }) + post('/v1/batches', { input_file_id: 'f', endpoint: CHAT, completion_window: '24h' }) + post('/v1/files', '{}'));
+  assert.deepEqual(ok.replies.map((r) => r.status).slice(0, 1), [200]);
+  assert.equal(h.upstream.length, 3);
+  // under the default (otherRequests: Deny) batches and files are refused: their models are not in the request
+  await h.apply(aiPolicy('chat', base));
+  const batch = await exchange(post('/v1/batches', { input_file_id: 'f', endpoint: CHAT, completion_window: '24h' }) + post('/v1/files', '{}'));
+  assert.deepEqual(batch.replies.map((r) => r.status), [403, 403]);
+  assert.equal(h.upstream.length, 3);
+});
+
 test('a lying Host header does not avoid the policy: the destination\'s DNS names and the SNI count too', async () => {
   h.dstNames = ['api.openai.com'];
   const lie = await exchange(post(CHAT, { model: 'gpt-4o', messages: msgs }, '', 'innocent.example'));
