@@ -49,6 +49,8 @@ export interface NodeParts {
   fqdnIPCache(): IPCacheEntry[];
   /** Extra agent API routes of the DNS proxy / FQDN subsystem. */
   fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
+  /** Extra agent API routes of the AI filter (`GET /v1/ai/usage`). */
+  aiRoutes(): Record<string, () => Promise<unknown>>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -129,7 +131,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const agentMetrics = createAgentMetrics();
   let agentMetricsServer: import('node:http').Server | undefined;
   const ai = createAINode({
-    resources: () => agentRef?.resources, stateFile: join(paths.nodeDir(node), 'ai-budgets.json'),
+    node, resources: () => agentRef?.resources, stateFile: join(paths.nodeDir(node), 'ai-budgets.json'),
     identityLabels: (id) => policy.identityLabels(id), namesForIp: (ip) => dns.namesForIp(ip),
     ...(process.env.MEMBRANE_AI_MAX_BODY_BYTES ? { maxBodyBytes: Number(process.env.MEMBRANE_AI_MAX_BODY_BYTES) } : {}),
     registry: agentMetrics.registry, logger: logger.child({ subsys: 'proxy-ai' }),
@@ -144,6 +146,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
+    aiRoutes: () => ai.routes(),
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;

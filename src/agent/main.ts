@@ -43,7 +43,7 @@ const agent = await createAgent({
 });
 const api = createApiServer({
   socketPath: paths.agentSocket(node),
-  routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes() },
+  routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes() },
 });
 
 await parts.datapath.start();

@@ -186,7 +186,7 @@ export class AIBudgetLedger {
   }
 
   /** Every live count (the agent API and tests). */
-  snapshot(now = this.now()): { key: string; used: number; windowEnd: number }[] {
-    return [...this.entries].filter(([, v]) => v.e > now).map(([key, v]) => ({ key, used: v.n, windowEnd: v.e }));
+  snapshot(now = this.now()): { key: string; used: number; reserved: number; windowEnd: number }[] {
+    return [...this.entries].filter(([, v]) => v.e > now).map(([key, v]) => ({ key, used: v.n, reserved: this.reserved.get(key) ?? 0, windowEnd: v.e }));
   }
 }

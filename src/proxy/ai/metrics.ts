@@ -29,7 +29,20 @@ export interface AIMetricLabels {
   workload: string;
 }
 
+/** Counts of one (provider, model, workload) since the agent started (the agent API's usage view). */
+export interface AIUsageRow {
+  provider: string;
+  model: string;
+  namespace: string;
+  workload: string;
+  requests: Partial<Record<AIOutcome, number>>;
+  promptTokens: number;
+  completionTokens: number;
+}
+
 export interface AIMetrics {
+  /** the counters by (provider, model, workload) */
+  usage(): Promise<AIUsageRow[]>;
   request(l: AIMetricLabels, outcome: AIOutcome): void;
   tokens(l: AIMetricLabels, prompt: number, completion: number): void;
   duration(l: AIMetricLabels, seconds: number): void;
@@ -77,6 +90,27 @@ export function createAIMetrics(registry: Registry, opts: { maxModels?: number }
     return x;
   };
   return {
+    async usage() {
+      const rows = new Map<string, AIUsageRow>();
+      const row = (l: Partial<Record<string, string | number>>): AIUsageRow => {
+        const v = [l.provider, l.model, l.source_namespace, l.source_workload].map((x) => String(x ?? ''));
+        const key = v.join('\u0000');
+        let r = rows.get(key);
+        if (!r) rows.set(key, (r = { provider: v[0]!, model: v[1]!, namespace: v[2]!, workload: v[3]!, requests: {}, promptTokens: 0, completionTokens: 0 }));
+        return r;
+      };
+      for (const x of (await requests.get()).values) {
+        const r = row(x.labels);
+        const o = x.labels.outcome as AIOutcome;
+        r.requests[o] = (r.requests[o] ?? 0) + x.value;
+      }
+      for (const x of (await tokens.get()).values) {
+        const r = row(x.labels);
+        if (x.labels.direction === 'prompt') r.promptTokens += x.value;
+        else r.completionTokens += x.value;
+      }
+      return [...rows.values()];
+    },
     request(l, outcome) {
       const x = of(l);
       let c = x.requests.get(outcome);

@@ -11,7 +11,7 @@ import { AIPolicySet, translateAIPolicy, type CompiledAIPolicy } from '../../pol
 import type { HttpFilterChain } from '../http/proxy.ts';
 import { AIBudgetLedger } from './budget.ts';
 import { createAIFilter, DEFAULT_MAX_BODY_BYTES } from './filter.ts';
-import { createAIMetrics, type AIMetrics } from './metrics.ts';
+import { createAIMetrics, type AIMetrics, type AIUsageRow } from './metrics.ts';
 
 export interface AIPolicyStore {
   list(kind: 'AIPolicy'): Promise<unknown[]>;
@@ -19,6 +19,8 @@ export interface AIPolicyStore {
 }
 
 export interface AINodeDeps {
+  /** the node's name (in the usage view) */
+  node?: string;
   /** the agent's resource store (AIPolicy objects) */
   resources?: () => AIPolicyStore | undefined;
   /** where budgets are kept across restarts (e.g. <node dir>/ai-budgets.json) */
@@ -31,8 +33,37 @@ export interface AINodeDeps {
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; error?(o: unknown, m?: string): void };
 }
 
+/** One token budget or request rate of an identity in its current window. */
+export interface AIBudgetRow {
+  policy: string;
+  unit: 'tokens' | 'requests';
+  /** `1d`, `1m`, … as the policy wrote it */
+  window: string;
+  /** the identity's labels (every replica of a workload shares them) */
+  identity: string;
+  used: number;
+  /** tokens reserved by calls in flight */
+  reserved: number;
+  /** undefined when the policy no longer sets this limit */
+  limit: number | undefined;
+  /** epoch ms */
+  windowEnd: number;
+}
+
+/** `GET /v1/ai/usage` of the agent: what `membrane ai usage` prints. */
+export interface AIUsageView {
+  node?: string;
+  /** since the agent started (the metrics' counters) */
+  workloads: AIUsageRow[];
+  /** the live windows (kept across restarts) */
+  budgets: AIBudgetRow[];
+}
+
 export interface AINode {
   policies(): AIPolicySet;
+  usage(): Promise<AIUsageView>;
+  /** the agent API routes (`GET /v1/ai/usage`) */
+  routes(): Record<string, () => Promise<unknown>>;
   ledger: AIBudgetLedger;
   metrics: AIMetrics | undefined;
   configureHttp(chain: HttpFilterChain): void;
@@ -74,8 +105,29 @@ export function createAINode(deps: AINodeDeps): AINode {
     deps.logger?.info({ policies: compiled.map((p) => p.key) }, 'AI policies loaded');
   }
 
+  async function usage(): Promise<AIUsageView> {
+    const limits = new Map<string, { text: string; limit: number }>();
+    for (const p of set.policies) {
+      for (const b of p.budgets) limits.set(`${p.key}|tokens|${b.window.ms}`, { text: b.window.text, limit: b.tokens });
+      for (const r of p.rateLimits) limits.set(`${p.key}|requests|${r.window.ms}`, { text: r.window.text, limit: r.requests });
+    }
+    const budgets: AIBudgetRow[] = [];
+    for (const e of ledger.snapshot()) {
+      // <policy>|<unit>|<window ms>|<identity labels>
+      const [policy, unit, ms, ...rest] = e.key.split('|');
+      const l = limits.get(`${policy}|${unit}|${ms}`);
+      budgets.push({
+        policy: policy!, unit: unit === 'requests' ? 'requests' : 'tokens', window: l?.text ?? `${Number(ms) / 1000}s`, identity: rest.join('|'),
+        used: e.used, reserved: e.reserved, limit: l?.limit, windowEnd: e.windowEnd,
+      });
+    }
+    return { ...(deps.node ? { node: deps.node } : {}), workloads: metrics ? await metrics.usage() : [], budgets };
+  }
+
   return {
     policies: () => set,
+    usage,
+    routes: () => ({ 'GET /v1/ai/usage': usage }),
     ledger,
     metrics,
     configureHttp(chain) {

@@ -127,4 +127,12 @@ test('the budget is shared by both replicas and survives an agent crash (SIGKILL
   const [o] = await probe(a, [{ name: 'openai', host: 'api.openai.com', raw: request('api.openai.com', '/v1/chat/completions', { model: 'gpt-4o-mini', messages: claude.messages }) }]);
   assert.equal(o!.status, 429);
   assert.equal((JSON.parse(o!.body) as { error: { type: string } }).error.type, 'tokens');
+  // `membrane ai usage`: the calls since the restart per workload, and the budget kept across it
+  const usage = await lab.ok(['ai', 'usage', '-n', NS]);
+  assert.match(usage, /^node1 +aibr +chatbot +anthropic +claude-sonnet-4-5 +0 +1 +0 +0 +0$/m, usage);
+  assert.match(usage, /^node1 +aibr +other +anthropic +claude-sonnet-4-5 +1 +0 +\d+ +10 +\d+$/m, usage);
+  assert.match(usage, new RegExp(`^node1 +aibr/chatbot +app=chatbot +1d +${perCall * 3} tokens +${perCall * 3} +0 +\\S+$`, 'm'), usage);
+  const json = JSON.parse(await lab.ok(['ai', 'usage', '-n', NS, '-o', 'json'])) as { items: { node: string; budgets: { policy: string; used: number }[] }[] };
+  assert.equal(json.items[0]!.node, 'node1');
+  assert.ok(json.items[0]!.budgets.some((b) => b.policy === 'aibr/chatbot' && b.used === perCall * 3));
 });

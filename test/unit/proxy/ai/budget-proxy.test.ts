@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatAIUsage } from '../../../../src/cli/commands/ai.ts';
 import { rawExchange } from '../http/harness.ts';
 import { aiPolicy, CHATBOT, parseResponses, post, startAIHarness } from './harness.ts';
 
@@ -47,6 +48,14 @@ test('a per-day budget of 3 calls\' tokens: three pass (charged from reported us
       const dropped = h.flows.filter((f) => f.verdict === 2 && f.l7?.type === 1);
       assert.equal(dropped.length, 1);
       assert.match(dropped[0]!.Summary, /token budget \d+\/1d of AIPolicy shop\/budget exhausted/);
+      // the usage view (`membrane ai usage`): the workload's calls and tokens, the identity's budget in its window
+      const u = await h.ai.usage();
+      assert.deepEqual(u.workloads, [{ provider: 'openai', model: 'gpt-4o-mini', namespace: 'shop', workload: 'chatbot', requests: { forwarded: 3, budget_exhausted: 1 }, promptTokens: (perCall - 10) * 3, completionTokens: 30 }]);
+      assert.deepEqual(u.budgets.map((b) => ({ ...b, windowEnd: 0 })), [{ policy: 'shop/budget', unit: 'tokens', window: '1d', identity: 'k8s:app=chatbot,k8s:io.kubernetes.pod.namespace=shop', used: perCall * 3, reserved: 0, limit: perCall * 3, windowEnd: 0 }]);
+      const text = formatAIUsage([{ ...u, node: 'node1' }], { now: u.budgets[0]!.windowEnd - 3_600_000 - 60_000 });
+      assert.match(text, new RegExp(`^node1 +shop +chatbot +openai +gpt-4o-mini +3 +1 +${(perCall - 10) * 3} +30 +${perCall * 3}$`, 'm'));
+      assert.match(text, new RegExp(`^node1 +shop/budget +app=chatbot +1d +${perCall * 3} tokens +${perCall * 3} +0 +1h1m$`, 'm'));
+      assert.match(formatAIUsage([{ ...u, node: 'node1' }], { namespace: 'other' }), /^No AI API calls seen since the agents started\.\n\nNo token budget/);
     } finally {
       await h.close();
     }
