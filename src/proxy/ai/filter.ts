@@ -221,6 +221,14 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
           return refuse(s, api, 'forbidden', d.message!, `ai: ${d.message}`, { code: d.code!, param });
         }
       }
+      // a background response runs after this exchange ends and its usage is read by another request: it cannot be charged
+      const metered = ex.applied.find((a) => a.policy.budgets.length > 0);
+      if (r.background && metered) {
+        s.ai.policy = metered.policy.key;
+        count(ex, ex.labels, 'denied');
+        const msg = `background responses are not allowed under AIPolicy ${metered.policy.key}: their tokens could not be charged to its budget`;
+        return refuse(s, api, 'forbidden', msg, `ai: ${msg}`, { code: 'background_not_metered', param: 'background' });
+      }
       // rates and budgets: every limit is judged before any is counted
       const now = ledger.now();
       const requestKeys: Exchange['charges'] = [];

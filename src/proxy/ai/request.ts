@@ -23,6 +23,8 @@ export interface AIRequestInfo {
   maxTokens: number | undefined;
   /** OpenAI `stream_options.include_usage`: the stream ends with a usage chunk */
   includeUsage: boolean;
+  /** Responses API `background: true`: answered at once, run later, its usage read by another request */
+  background: boolean;
 }
 
 export interface AIRequestProblem {
@@ -142,5 +144,7 @@ export function readAIRequest(body: Buffer, op: AIOperation): AIRequestInfo | AI
   const so = o.stream_options;
   if (so !== undefined && so !== null && (typeof so !== 'object' || Array.isArray(so))) return problem('invalid_field', 'stream_options must be an object', 'stream_options');
   const includeUsage = (so as { include_usage?: unknown } | null | undefined)?.include_usage === true;
-  return { ok: true, model, stream, maxTokens: max === undefined ? undefined : max * choices, includeUsage };
+  const background = op === 'responses' ? (o.background ?? false) : false;
+  if (typeof background !== 'boolean') return problem('invalid_field', 'background must be a boolean', 'background');
+  return { ok: true, model, stream, maxTokens: max === undefined ? undefined : max * choices, includeUsage, background };
 }

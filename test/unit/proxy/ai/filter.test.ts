@@ -249,6 +249,17 @@ test('max tokens per request: over the limit, or missing, is 403; n multiplies; 
   assert.deepEqual(replies.slice(1, 4).map((r) => (JSON.parse(r.body) as { error: { code: string } }).error.code), ['max_tokens_exceeded', 'max_tokens_exceeded', 'max_tokens_required']);
 });
 
+test('background responses are refused where a token budget applies (their usage is read by a later request), allowed where none does', async () => {
+  await h.apply(aiPolicy('chat', { ...base, budgets: [{ window: '1d', tokens: 100000 }] }));
+  const { replies } = await exchange([post('/v1/responses', { model: 'gpt-4o-mini', input: 'hi', background: true }), post('/v1/responses', { model: 'gpt-4o-mini', input: 'hi' })]);
+  assert.deepEqual(replies.map((r) => r.status), [403, 200]);
+  assert.deepEqual((JSON.parse(replies[0]!.body) as { error: { code: string; param: string } }).error, { message: 'background responses are not allowed under AIPolicy shop/chat: their tokens could not be charged to its budget', type: 'invalid_request_error', param: 'background', code: 'background_not_metered' });
+  assert.equal(h.upstream.length, 1);
+  await h.apply(aiPolicy('chat', base));
+  const ok = await exchange(post('/v1/responses', { model: 'gpt-4o-mini', input: 'hi', background: true }));
+  assert.equal(ok.replies[0]!.status, 200);
+});
+
 test('request rate: the third call in the minute gets 429 with Retry-After and the provider\'s rate-limit headers', async () => {
   await h.apply(aiPolicy('chat', { ...base, rateLimits: [{ window: '1m', requests: 2 }] }));
   const { replies } = await exchange([1, 2, 3].map(() => post(CHAT, { model: 'gpt-4o-mini', messages: msgs })));

@@ -11,15 +11,19 @@ const b = (s: string) => Buffer.from(s, 'utf8');
 
 test('chat, completions, responses, messages, embeddings: model, stream, max tokens × choices, include_usage', () => {
   assert.deepEqual(readAIRequest(b('{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'), 'chat.completions'),
-    { ok: true, model: 'gpt-4o-mini', stream: false, maxTokens: undefined, includeUsage: false });
+    { ok: true, model: 'gpt-4o-mini', stream: false, maxTokens: undefined, includeUsage: false, background: false });
   assert.deepEqual(readAIRequest(b('{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":100,"max_completion_tokens":200,"n":3}'), 'chat.completions'),
-    { ok: true, model: 'gpt-4o', stream: true, maxTokens: 600, includeUsage: true });
+    { ok: true, model: 'gpt-4o', stream: true, maxTokens: 600, includeUsage: true, background: false });
   assert.equal((readAIRequest(b('{"model":"m","max_tokens":16,"n":2,"best_of":5}'), 'completions') as { maxTokens: number }).maxTokens, 80);
   assert.equal((readAIRequest(b('{"model":"m","max_output_tokens":50,"max_tokens":999}'), 'responses') as { maxTokens: number }).maxTokens, 50);
   assert.equal((readAIRequest(b('{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[]}'), 'messages') as { maxTokens: number }).maxTokens, 1024);
   assert.equal((readAIRequest(b('{"model":"text-embedding-3-small","input":"x","max_tokens":5}'), 'embeddings') as { maxTokens?: number }).maxTokens, undefined);
   // null is "not set", as the APIs document
-  assert.deepEqual(readAIRequest(b('{"model":"m","max_tokens":null,"n":null,"stream":null}'), 'chat.completions'), { ok: true, model: 'm', stream: false, maxTokens: undefined, includeUsage: false });
+  assert.deepEqual(readAIRequest(b('{"model":"m","max_tokens":null,"n":null,"stream":null}'), 'chat.completions'), { ok: true, model: 'm', stream: false, maxTokens: undefined, includeUsage: false, background: false });
+  // a background response (Responses API only): its usage is read later by another request
+  assert.equal((readAIRequest(b('{"model":"m","background":true}'), 'responses') as { background: boolean }).background, true);
+  assert.equal((readAIRequest(b('{"model":"m","background":true}'), 'chat.completions') as { background: boolean }).background, false);
+  assert.deepEqual(readAIRequest(b('{"model":"m","background":"yes"}'), 'responses'), { ok: false, code: 'invalid_field', message: 'background must be a boolean', param: 'background' });
   // an escaped key is the same key
   assert.equal((readAIRequest(b('{"mod\\u0065l":"gpt-4o"}'), 'chat.completions') as { model: string }).model, 'gpt-4o');
 });
