@@ -15,7 +15,7 @@
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
-import { tmpdir, cpus } from 'node:os';
+import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPinned } from '../support.ts';
@@ -27,6 +27,7 @@ const REPO = resolve(import.meta.dirname, '../..');
 const ORIGIN = 18280, PLAIN = 18281, AI = 18282;
 const dir = mkdtempSync(join(tmpdir(), 'bench-ai-'));
 const children: ChildProcess[] = [];
+const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(', ');
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
 // a 4 KiB chat request: a system prompt and a user message padded to 4096 bytes in all
@@ -109,7 +110,7 @@ try {
   const lines = [
     '## ai', '',
     `Command: \`${cmd}\``, '',
-    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work. ` +
+    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work (load average ${loadAtStart} at the start, ${loadavg().map((x) => x.toFixed(1)).join(', ')} at the end). ` +
     `Loopback; a 4 KiB chat completion request (\`POST /v1/chat/completions\`, ${Buffer.byteLength(BODY)} bytes of JSON, Host api.openai.com); origin = HAProxy answering a chat completion with usage itself (CPU 0, with wrk -t1); ` +
     `the proxy under test pinned to CPU 1, one Node process each, measured one at a time. Plain: the HTTP proxy with one HTTP rule, an L7 flow and http/flow metrics per request and response. ` +
     `AI: the same plus the AI filter (body held and read strictly, model / max tokens / token budgets / request rate judged, the response's usage read and charged to a ledger persisted to a state file, flows with the AI extension, membrane_ai_* metrics). ` +
