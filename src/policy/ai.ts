@@ -14,7 +14,7 @@
  * are fixed, aligned to multiples of their length since the Unix epoch (UTC midnight for `1d`).
  */
 import type { AIPolicy, LabelSelector } from '../api/types.ts';
-import type { Issue } from '../errors.ts';
+import type { Issue } from '../common/errors.ts';
 import { LabelSet } from '../labels/labels.ts';
 import { compileSelector, validateSelector, type CompiledSelector } from '../labels/selector.ts';
 

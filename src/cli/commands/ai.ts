@@ -7,10 +7,11 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { labPaths } from '../../agent/paths.ts';
-import { MembraneError } from '../../errors.ts';
+import { callAgent } from '../../agent/api-client.ts';
+import type { MembraneConfig } from '../../common/config.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { labPaths } from '../../common/paths.ts';
 import type { AIUsageView } from '../../proxy/ai/node.ts';
-import { callAgent } from '../client.ts';
 import { table } from '../output.ts';
 
 const NS_LABEL = /(^|:)io\.kubernetes\.pod\.namespace=/;
@@ -65,14 +66,14 @@ export function formatAIUsage(views: AIUsageView[], o: { namespace?: string; now
 }
 
 /** The nodes of the lab with an agent socket. */
-function labNodes(): string[] {
-  const p = labPaths();
+function labNodes(config: MembraneConfig): string[] {
+  const p = labPaths(config);
   const dir = join(p.stateDir, 'nodes');
   if (!existsSync(dir)) return [];
   return readdirSync(dir).filter((n) => existsSync(p.agentSocket(n))).sort();
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   const ai = program.command('ai').description('AI API use under AIPolicy');
   ai.command('usage')
     .description('Requests and tokens per workload, provider and model; token budgets and request rates per identity in their current windows')
@@ -80,10 +81,10 @@ export function register(program: Command): void {
     .option('--node <name>', 'ask only this node\'s agent (budgets are kept per node)')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { namespace?: string; node?: string; output?: string }) => {
-      const nodes = o.node ? [o.node] : labNodes();
-      if (nodes.length === 0) throw new MembraneError('AGENT_UNREACHABLE', `no agent socket under ${join(labPaths().stateDir, 'nodes')}`, { hint: 'start the lab with `membrane up`' });
+      const nodes = o.node ? [o.node] : labNodes(config);
+      if (nodes.length === 0) throw new MembraneError('AGENT_UNREACHABLE', `no agent socket under ${join(labPaths(config).stateDir, 'nodes')}`, { hint: 'start the lab with `membrane up`' });
       const views: AIUsageView[] = [];
-      for (const n of nodes) views.push({ ...(await callAgent<AIUsageView>(labPaths().agentSocket(n), 'GET', '/v1/ai/usage')), node: n });
+      for (const n of nodes) views.push({ ...(await callAgent<AIUsageView>(labPaths(config).agentSocket(n), 'GET', '/v1/ai/usage')), node: n });
       if (o.output === 'json') {
         const f = (v: AIUsageView): AIUsageView => (o.namespace ? {
           ...v, workloads: v.workloads.filter((w) => w.namespace === o.namespace),

@@ -142,7 +142,7 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
       }
       if (applied.length === 0) return 'continue';
       const first = applied[0]!;
-      const labels: AIMetricLabels = { provider: first.provider.api, model: '', namespace: ep.namespace, workload: ep.workload ?? ep.pod };
+      const labels: AIMetricLabels = { provider: first.provider.api, model: '', namespace: ep.namespace, workload: ep.workloads?.[0]?.name ?? ep.pod };
       if (applied.some((a) => a.op === 'other')) {
         s.ai = { provider: first.provider.api, operation: 'other', model: '', stream: false };
         // a call in disguise (`/v1/chat%2Fcompletions`, `/v1//chat/completions/`): a server that normalises paths would

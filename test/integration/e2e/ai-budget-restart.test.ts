@@ -10,7 +10,6 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, TestLab } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { nodeNetnsName } from '../../../src/lab/names.ts';
 
 const lab = new TestLab(`aibr${process.pid % 10000}`);
@@ -104,14 +103,14 @@ test('the budget is shared by both replicas and survives an agent crash (SIGKILL
   assert.deepEqual((await probe(a, [call('a1'), call('a2')])).map((r) => r.status), [200, 200]);
   assert.deepEqual((await probe(b, [call('b1'), call('b2')])).map((r) => r.status), [200, 429], 'replica b spends the third call, then the budget is gone');
   assert.equal((await probe(a, [call('a3')]))[0]!.status, 429, 'and replica a sees it too');
-  const state = join(labPaths(lab.env).nodeDir('node1'), 'ai-budgets.json');
+  const state = join(lab.paths.nodeDir('node1'), 'ai-budgets.json');
   // the state file is written shortly after each charge
   await new Promise((r) => setTimeout(r, 1000));
   assert.ok(existsSync(state));
   const saved = JSON.parse(readFileSync(state, 'utf8')) as { entries: Record<string, { n: number }> };
   assert.ok(Object.entries(saved.entries).some(([k, v]) => k.startsWith('aibr/chatbot|tokens|86400000|') && v.n === perCall * 3), JSON.stringify(saved));
 
-  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8').trim());
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node1'), 'utf8').trim());
   process.kill(pid, 'SIGKILL');
   for (let i = 0; i < 100; i++) {
     try { process.kill(pid, 0); } catch { break; }

@@ -35,7 +35,7 @@ export interface AIHarness {
   close(): Promise<void>;
 }
 
-export const CHATBOT: ProxyEndpoint = { id: 7, identity: 1000, namespace: 'shop', pod: 'chatbot-7d9f-abcde', labels: ['k8s:app=chatbot', 'k8s:io.kubernetes.pod.namespace=shop'], workload: 'chatbot' };
+export const CHATBOT: ProxyEndpoint = { id: 7, identity: 1000, namespace: 'shop', pod: 'chatbot-7d9f-abcde', labels: ['k8s:app=chatbot', 'k8s:io.kubernetes.pod.namespace=shop'], workloads: [{ name: 'chatbot', kind: 'Deployment' }] };
 
 export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: number; maxHeldBytes?: number; identityLabels?: (id: number) => string[] | undefined } = {}): Promise<AIHarness> {
   const upstreamSeen: AIHarness['upstream'] = [];
