@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { loadText } from '../../../src/api/load.ts';
+import { policyCheck } from '../../../src/policy/check.ts';
 import type { AIPolicy } from '../../../src/api/types.ts';
 import { AIPolicySet, decideAIRequest, mayBeOperation, modelPattern, queryNamesModel, normalizeHost, parseWindow, recognizeOperation, translateAIPolicy } from '../../../src/policy/ai.ts';
 
@@ -25,7 +26,7 @@ spec:
 `;
 
 function compiled(text = GOOD) {
-  const r = loadText(text, 'p.yaml');
+  const r = loadText(text, 'p.yaml', { policyCheck });
   assert.deepEqual(r.issues, []);
   const t = translateAIPolicy(r.resources[0] as AIPolicy);
   assert.ok(t.policy);
@@ -59,7 +60,7 @@ spec:
   rateLimits: [{window: 1h}]
   extra: true
 `;
-  const r = loadText(bad, 'bad.yaml');
+  const r = loadText(bad, 'bad.yaml', { policyCheck });
   assert.equal(r.resources.length, 0);
   const got = r.issues.map((i) => `${i.line}:${i.col} ${i.code} ${i.path.join('.')}`);
   // shape problems (zod) first pass; value problems need the shape to be right
@@ -72,7 +73,7 @@ spec:
   ]);
   const values = bad.replace('  - {api: gemini, hosts: [x.example]}\n', '').replace('maxTokensPerRequest: 0', 'maxTokensPerRequest: 5')
     .replace('streaming: maybe', 'streaming: Deny').replace('[{window: 1h}]', '[{window: 1h, requests: 1}]').replace('  extra: true\n', '');
-  const r2 = loadText(values, 'bad.yaml');
+  const r2 = loadText(values, 'bad.yaml', { policyCheck });
   assert.deepEqual(r2.issues.map((i) => `${i.line}:${i.col} ${i.code} ${i.path.join('.')}`), [
     '5:48 AI_SELECTOR_INVALID spec.endpointSelector.matchLabels.bad key!',
     '8:13 AI_HOST_INVALID spec.providers.0.hosts.0',

@@ -13,6 +13,7 @@ import { createAINode, type AINode } from '../../../../src/proxy/ai/node.ts';
 import { openMemoryStore } from '../../../../src/kvstore/memory.ts';
 import { createResourceStore, type ResourceStore } from '../../../../src/agent/resources.ts';
 import { loadText } from '../../../../src/api/load.ts';
+import { policyCheck } from '../../../../src/policy/check.ts';
 import { aiAnswer, writeSse } from '../../../../src/lab/world-ai.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { Registry } from 'prom-client';
@@ -92,7 +93,7 @@ export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: 
   Object.assign(h, {
     proxy, ai, port: l.egress!.port, records, flows, registry, upstream: upstreamSeen,
     async apply(yaml: string) {
-      const r = loadText(yaml, 'test.yaml');
+      const r = loadText(yaml, 'test.yaml', { policyCheck });
       if (r.issues.length) throw new Error(JSON.stringify(r.issues));
       await store.commit(r.resources);
     },
