@@ -58,12 +58,60 @@ function problem(code: string, message: string, param?: string): AIRequestProble
 }
 
 /**
+ * The shape a request body may have before it is parsed. The APIs' own documents stay far below
+ * these (messages → content parts → tool schemas; a long conversation has some thousands of
+ * objects); a megabyte made of nothing but structure (`[[[[…`, 300k `{}`, 60k keys in one
+ * object) costs JSON.parse a large part of a second, holding up every connection of the node's
+ * proxy, so it is refused first.
+ */
+export const BODY_LIMITS = { depth: 64, containers: 50_000, keys: 50_000 } as const;
+
+/**
+ * What makes a body too complex to parse here (undefined: nothing): nesting deeper than
+ * `limits.depth`, more arrays and objects than `limits.containers`, more keys than `limits.keys`.
+ * Strings are skipped as duplicateKey does; it stops at the first limit passed.
+ */
+export function structureProblem(text: string, limits: { depth: number; containers: number; keys: number } = BODY_LIMITS): string | undefined {
+  let depth = 0;
+  let containers = 0;
+  let keys = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      let j = text.indexOf('"', i + 1);
+      while (j > 0) {
+        let k = j - 1;
+        while (text.charCodeAt(k) === 92 /* \ */) k--;
+        if ((j - 1 - k) % 2 === 0) break;
+        j = text.indexOf('"', j + 1);
+      }
+      if (j < 0) return undefined; // an open string: JSON.parse refuses it at once
+      i = j;
+    } else if (c === 123 /* { */ || c === 91 /* [ */) {
+      if (++depth > limits.depth) return `the request body nests arrays and objects deeper than ${limits.depth} levels`;
+      if (++containers > limits.containers) return `the request body has more than ${limits.containers} arrays and objects`;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      depth--;
+    } else if (c === 58 /* : */) {
+      // outside strings, each colon follows one key
+      if (++keys > limits.keys) return `the request body has more than ${limits.keys} keys`;
+    }
+  }
+  return undefined;
+}
+
+/**
  * The first key repeated within one object, anywhere in a document JSON.parse accepted. Strings
  * are skipped with indexOf (the message contents are most of a body); only the structure between
  * them is looked at character by character.
  */
+const ARRAY = 0;
+
 export function duplicateKey(text: string): string | undefined {
-  const stack: (Set<string> | null)[] = [];
+  // per open object: null until it has a key, then its first key, then a Set once it has two (most
+  // objects are small; a body of many empty objects allocates nothing); arrays are ARRAY
+  const stack: (Set<string> | string | null | typeof ARRAY)[] = [];
   let expectKey = false;
   const n = text.length;
   for (let i = 0; i < n; i++) {
@@ -81,23 +129,30 @@ export function duplicateKey(text: string): string | undefined {
       if (expectKey) {
         const raw = text.slice(i + 1, j);
         const key = raw.indexOf('\\') >= 0 ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
-        const set = stack[stack.length - 1]!;
-        if (set.has(key)) return key;
-        set.add(key);
+        const top = stack.length - 1;
+        const seen = stack[top];
+        if (seen === null) stack[top] = key;
+        else if (typeof seen === 'string') {
+          if (seen === key) return key;
+          stack[top] = new Set([seen, key]);
+        } else if (seen !== ARRAY) {
+          if (seen!.has(key)) return key;
+          seen!.add(key);
+        }
         expectKey = false;
       }
       i = j;
     } else if (c === 123 /* { */) {
-      stack.push(new Set());
+      stack.push(null);
       expectKey = true;
     } else if (c === 91 /* [ */) {
-      stack.push(null);
+      stack.push(ARRAY);
       expectKey = false;
     } else if (c === 125 /* } */ || c === 93 /* ] */) {
       stack.pop();
       expectKey = false;
     } else if (c === 44 /* , */) {
-      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== ARRAY;
     }
   }
   return undefined;
@@ -110,6 +165,8 @@ function positiveInt(v: unknown): boolean {
 export function readAIRequest(body: Buffer, op: AIOperation): AIRequestInfo | AIRequestProblem {
   if (!isUtf8(body)) return problem('not_utf8', 'the request body is not valid UTF-8');
   const text = body.toString('utf8');
+  const complex = structureProblem(text);
+  if (complex !== undefined) return problem('too_complex', complex);
   let doc: unknown;
   try {
     doc = JSON.parse(text);

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { duplicateKey, readAIRequest } from '../../../../src/proxy/ai/request.ts';
+import { BODY_LIMITS, duplicateKey, readAIRequest, structureProblem } from '../../../../src/proxy/ai/request.ts';
 
 const b = (s: string) => Buffer.from(s, 'utf8');
 
@@ -117,4 +117,37 @@ test('property: duplicateKey agrees with a reference on generated JSON, and find
     const withDup = ser([...top, ['model', 1], ['mod\\u0065l', 2]]);
     assert.notEqual(duplicateKey(withDup), undefined, withDup);
   }), { numRuns: 400 });
+});
+
+test('bodies of mostly structure are refused before JSON.parse (it would hold the proxy up): too deep, too many arrays/objects or keys; the largest allowed pass', () => {
+  const msg = (r: ReturnType<typeof readAIRequest>) => (r.ok ? 'ok' : `${r.code}: ${r.message}`);
+  const at = (d: number) => `{"model":"m","x":${'['.repeat(d - 1)}${']'.repeat(d - 1)}}`;
+  assert.equal(msg(readAIRequest(b(at(BODY_LIMITS.depth)), 'chat.completions')), 'ok', 'positive control: exactly the deepest allowed');
+  assert.equal(msg(readAIRequest(b(at(BODY_LIMITS.depth + 1)), 'chat.completions')), `too_complex: the request body nests arrays and objects deeper than ${BODY_LIMITS.depth} levels`);
+  assert.equal(msg(readAIRequest(b('['.repeat(1 << 20)), 'chat.completions')), `too_complex: the request body nests arrays and objects deeper than ${BODY_LIMITS.depth} levels`);
+  const objects = (k: number) => `{"model":"m","x":[${Array.from({ length: k }, () => '{}').join(',')}]}`;
+  assert.equal(msg(readAIRequest(b(objects(BODY_LIMITS.containers - 2)), 'chat.completions')), 'ok');
+  assert.equal(msg(readAIRequest(b(objects(BODY_LIMITS.containers)), 'chat.completions')), `too_complex: the request body has more than ${BODY_LIMITS.containers} arrays and objects`);
+  const keys = (k: number) => `{"model":"m",${Array.from({ length: k }, (_, i) => `"k${i}":1`).join(',')}}`;
+  assert.equal(msg(readAIRequest(b(keys(BODY_LIMITS.keys - 1)), 'chat.completions')), 'ok');
+  assert.equal(msg(readAIRequest(b(keys(BODY_LIMITS.keys)), 'chat.completions')), `too_complex: the request body has more than ${BODY_LIMITS.keys} keys`);
+  // brackets and colons inside strings (escaped quotes included) are content
+  assert.equal(msg(readAIRequest(b(`{"model":"m","x":"${'[{:'.repeat(100)}\\\"${'[:'.repeat(100)}"}`), 'chat.completions')), 'ok');
+});
+
+test('property: structureProblem agrees with the depth, container and key counts of the parsed document', () => {
+  const count = (v: unknown): { depth: number; containers: number; keys: number } => {
+    if (typeof v !== 'object' || v === null) return { depth: 0, containers: 0, keys: 0 };
+    const kids = Object.values(v).map(count);
+    return {
+      depth: 1 + Math.max(0, ...kids.map((k) => k.depth)),
+      containers: 1 + kids.reduce((n, k) => n + k.containers, 0),
+      keys: (Array.isArray(v) ? 0 : Object.keys(v).length) + kids.reduce((n, k) => n + k.keys, 0),
+    };
+  };
+  fc.assert(fc.property(fc.jsonValue({ maxDepth: 6 }), fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 40 }), (v, depth, containers, keys) => {
+    const c = count(v);
+    const expected = c.depth > depth || c.containers > containers || c.keys > keys;
+    return (structureProblem(JSON.stringify(v), { depth, containers, keys }) !== undefined) === expected;
+  }));
 });
