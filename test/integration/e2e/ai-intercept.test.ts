@@ -11,7 +11,8 @@
  *     the first event's delivery time with the AIPolicy equals (within 1 ms, median) that of a
  *     pod under the same network policy without one
  *   - bodies split across TLS records, oversized bodies, invalid JSON, duplicate and nested
- *     `model` keys: handled without a bypass (the upstream never sees a refused call)
+ *     `model` keys, a megabyte of nesting, a call behind an encoded path, a model in the query:
+ *     handled without a bypass (the upstream never sees a refused call)
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -129,11 +130,16 @@ test('bodies split across TLS records, oversized bodies, invalid JSON, duplicate
     { name: 'escaped-duplicate', raw: request('{"model":"gpt-4o","max_tokens":5,"mod\\u0065l":"gpt-4o-mini"}') },
     { name: 'nested-only', raw: request('{"max_tokens":5,"messages":[{"role":"user","content":"x","model":"gpt-4o-mini"}]}') },
     { name: 'nested-beside', raw: request('{"max_tokens":5,"messages":[{"role":"user","content":"x","model":"gpt-4o"}],"model":"gpt-4o-mini"}') },
+    { name: 'too-deep', raw: request('['.repeat(500_000)) },
+    { name: 'encoded-path', raw: request(bad, '', '/v1/chat%2Fcompletions') },
+    { name: 'model-in-query', raw: request(good, '', `${CHAT}?model=gpt-4o`) },
   ]);
   const by = Object.fromEntries(rs.map((r) => [r.name, r]));
   assert.deepEqual(rs.map((r) => [r.name, r.status]), [
     ['split-ok', 200], ['split-denied', 403], ['oversized', 413], ['invalid', 400], ['duplicate', 400], ['escaped-duplicate', 400], ['nested-only', 400], ['nested-beside', 200],
+    ['too-deep', 400], ['encoded-path', 403], ['model-in-query', 400],
   ]);
+  assert.deepEqual(['too-deep', 'encoded-path', 'model-in-query'].map((n) => (JSON.parse(by[n]!.body) as { error: { code: string } }).error.code), ['too_complex', 'request_not_allowed', 'invalid_field']);
   assert.equal((JSON.parse(by.oversized!.body) as { error: { code: string } }).error.code, 'request_too_large');
   assert.deepEqual(['invalid', 'duplicate', 'escaped-duplicate', 'nested-only'].map((n) => (JSON.parse(by[n]!.body) as { error: { code: string } }).error.code), ['invalid_json', 'duplicate_key', 'duplicate_key', 'invalid_field']);
   // the server ran the model the proxy judged
