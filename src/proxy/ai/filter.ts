@@ -167,8 +167,9 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
       }
       const main = applied[0]!;
       const op = main.op as AIOperation;
-      if (s.head.upgrade) {
-        // no AI call switches protocols; after an upgrade the client's bytes would no longer be read as calls
+      if (s.head.upgrade && s.head.upgradeType !== 'h2c') {
+        // no AI call switches protocols; after a 101 the client's bytes would no longer be read as calls (h2c is
+        // stripped by the proxy: that request goes on as plain HTTP/1.1 and is judged like any other)
         s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };
         count(undefined, labels, 'invalid');
         return refuse(s, main.provider.api, 'invalid', `${s.path.split('?')[0]} does not switch protocols (Upgrade refused)`, 'ai: upgrade requested on an AI API call', { code: 'upgrade_not_allowed' });
@@ -178,7 +179,7 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
         count(undefined, labels, 'invalid');
         return refuse(s, main.provider.api, 'invalid', 'the model is named in the query; name it only in the body', 'ai: model named in the query', { code: 'invalid_field', param: 'model' });
       }
-      const ce = headerValue(s.headers ?? s.head.headers, 'content-encoding');
+      const ce = headerValue(s.requestHeaders(), 'content-encoding');
       if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') {
         s.ai = { provider: main.provider.api, operation: op, model: '', stream: false };
         count(undefined, labels, 'invalid');
@@ -186,7 +187,7 @@ export function createAIFilter(deps: AIFilterDeps): HttpFilter<HttpStream> {
           'ai: compressed request body', { code: 'unsupported_content_encoding' });
       }
       s.holdBody(maxBody);
-      s.setHeaders(identityEncoding(s.headers ?? s.head.headers));
+      s.setHeaders(identityEncoding(s.requestHeaders()));
       exchanges.set(s, { applied, api: main.provider.api, op, identity: deps.identityKey(ep.identity), startNs: process.hrtime.bigint(), labels, charges: [] });
       return 'continue';
     },

@@ -37,9 +37,9 @@ export interface ProxyConnectionView {
 export interface HttpStream {
   readonly conn: ProxyConnectionView;
   readonly head: MessageHead;
-  /** `:path` (origin-form target, query included) */
+  /** `:path`: the origin-form path and query (of an absolute-form target too: `http://h?/x` is `/?/x`) */
   readonly path: string;
-  /** `:authority` (Host, or the authority of an absolute-form target) */
+  /** `:authority` (Host, which the parser holds to an absolute-form target's authority) */
   readonly host: string;
   /** the response head, in encodeHeaders */
   response?: MessageHead;
@@ -64,4 +64,6 @@ export interface HttpStream {
   observeResponse(o: ResponseObserver): void;
   /** what the AI filter learned about the exchange, carried into the access records */
   ai?: AccessAI;
+  /** the header fields as they will be forwarded (after the proxy's and earlier filters' changes) */
+  requestHeaders(): readonly string[];
 }
