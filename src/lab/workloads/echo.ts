@@ -49,8 +49,14 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
       void writeSse(res, persona);
       return;
     }
+    const echo = {
+      pod: host, namespace, host, method: req.method, path: url, headers: req.headers, bodySize: size,
+      client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
+      server: { address: (local ?? '').replace(/^::ffff:/, ''), port: req.socket.localPort },
+    };
     if (persona) {
-      const body = JSON.stringify(persona.body);
+      // the AI API hosts answer in their API's shape; the echo fields ride along for tests (as over TLS)
+      const body = JSON.stringify({ ...persona.body, ...echo });
       res.writeHead(persona.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
       res.end(body + '\n');
       return;
@@ -62,11 +68,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     }
     const m = /^\/status\/(\d{3})$/.exec(path);
     const status = m ? Number(m[1]) : 200;
-    const body = JSON.stringify({
-      pod: host, namespace, host, method: req.method, path: url, headers: req.headers, bodySize: size,
-      client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
-      server: { address: (local ?? '').replace(/^::ffff:/, ''), port: req.socket.localPort },
-    });
+    const body = JSON.stringify(echo);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
     res.end(body + '\n');
   });
