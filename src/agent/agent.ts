@@ -27,6 +27,7 @@ import type { PodNetworks, Workloads } from './pod-network.ts';
 import type { AgentPolicy } from '../policy/agent-engine.ts';
 import type { EndpointView, IdentityView, PolicyView } from './views.ts';
 import { ApiRequestError } from './api-server.ts';
+import { translateAIPolicy } from '../policy/ai.ts';
 
 export interface AgentConfig {
   node: string;
@@ -50,7 +51,7 @@ export interface AgentDeps {
 }
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
-const NAMESPACED = new Set(['CiliumNetworkPolicy', 'NetworkPolicy', 'Pod', 'Deployment', 'Service', 'Secret']);
+const NAMESPACED = new Set(['CiliumNetworkPolicy', 'NetworkPolicy', 'Pod', 'Deployment', 'Service', 'Secret', 'AIPolicy']);
 
 export interface Agent {
   start(): Promise<void>;
@@ -274,6 +275,11 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
           if (!ns && !inBatch) throw new ApiRequestError('API_NAMESPACE_NOT_FOUND', `${r.kind} ${r.metadata.name}: namespace "${r.metadata.namespace}" not found; nothing was applied`, { hint: `create it first: a Namespace named ${r.metadata.namespace}` });
         }
         if (r.kind === 'Pod') (r as Pod).spec.nodeName ??= config.node;
+        if (r.kind === 'AIPolicy') {
+          // an AIPolicy the proxy could not apply is refused here (an ignored one would fail open)
+          const t = translateAIPolicy(r);
+          if (t.issues.length) throw new ApiRequestError(t.issues[0]!.code, `AIPolicy ${r.metadata.namespace}/${r.metadata.name}: ${t.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}; nothing was applied`, { issues: t.issues });
+        }
       }
       // The whole batch must import into the policy repository together with what exists.
       const existing = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));

@@ -35,6 +35,7 @@ import { createAgentMetrics, metricsSocketPaths } from './metrics.ts';
 import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
+import { createAINode } from '../proxy/ai/node.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -49,6 +50,8 @@ export interface NodeParts {
   fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
   /** cilium_policy_change_total{outcome}: the agent reports each policy import or delete. */
   policyChange(outcome: 'success' | 'failure', n: number): void;
+  /** Extra agent API routes of the AI filter (`GET /v1/ai/usage`). */
+  aiRoutes(): Record<string, () => Promise<unknown>>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -137,7 +140,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeName: node, setProxyListener: (slot: number, fd: number | null) => datapath.setProxyListener(slot, fd),
     endpointByIp(ip: string) {
       const ep = agentRef?.endpointTable().byIp(ip);
-      return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels } : undefined;
+      return ep ? resolved(ep) : undefined;
     },
     identityOfOther: (ip: string) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
     identityLabels: (id: number) => policy.identityLabels(id),
@@ -147,9 +150,17 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
   const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
+  // AIPolicy in the HTTP proxy (models, tokens, budgets kept in the node's state dir); its membrane_ai_*
+  // series live in the agent's registry beside the cilium_* ones.
+  const ai = createAINode({
+    node, resources: () => agentRef?.resources, stateFile: join(paths.nodeDir(node), 'ai-budgets.json'),
+    identityLabels: (id) => policy.identityLabels(id), namesForIp: (ip) => dns.namesForIp(ip),
+    maxBodyBytes: config.aiMaxBodyBytes,
+    registry: agentMetrics.registry, logger: logger.child({ subsys: 'proxy-ai' }),
+  });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: logger.child({ subsys: 'proxy-http' }),
-    configure: (chain) => tlsNode.configureHttp(chain),
+    configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
 
   return {
@@ -158,6 +169,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
     policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },
+    aiRoutes: () => ai.routes(),
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
@@ -203,6 +215,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           logger.warn({ subsys: 'metrics', err: String(e) }, `metrics server ${what} not started`);
         }
       }
+      // AI policies and budgets are in before the proxy takes its first connection
+      await ai.start();
       await httpProxy.start();
       await tlsNode.start();
       await provider.start?.({ resources: agent.resources });
@@ -221,6 +235,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribe?.();
       await tlsNode.stop();
       await httpProxy.stop();
+      await ai.stop();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {

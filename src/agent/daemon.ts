@@ -47,7 +47,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   });
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
-    routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes() },
+    routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes() },
   });
 
   await parts.datapath.start();

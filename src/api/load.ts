@@ -17,7 +17,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Node, type Document } from 'yaml';
 import type { Issue, SourceRef } from '../common/errors.ts';
-import type { PolicyResource, Resource } from './types.ts';
+import type { AIPolicy, PolicyResource, Resource } from './types.ts';
 import { resourceKey } from './types.ts';
 import { checkResourceShape, isPlainObject, normalizePorts, type YamlPath } from './validate.ts';
 import { KINDS } from './schema.ts';
@@ -31,8 +31,8 @@ export interface LoadResult {
   locate: Locator;
 }
 
-/** Semantic problems of one policy (every issue at its YAML path, located with `locate`). */
-export type PolicyCheck = (policy: PolicyResource, locate: Locator) => Issue[];
+/** Semantic problems of one policy or AIPolicy (every issue at its YAML path, located with `locate`). */
+export type PolicyCheck = (policy: PolicyResource | AIPolicy, locate: Locator) => Issue[];
 
 export interface LoadOptions {
   /** Runs on each policy after its shape checks (src/policy/check.ts); without it, shapes only. */
@@ -269,8 +269,8 @@ function checkObject(
   }
   seen.set(key, source);
 
-  if (opts.policyCheck && isPolicy) {
-    const found = opts.policyCheck(resource as PolicyResource, locate);
+  if (opts.policyCheck && (isPolicy || kind === 'AIPolicy')) {
+    const found = opts.policyCheck(resource as PolicyResource | AIPolicy, locate);
     if (found.length) {
       issues.push(...found);
       return;

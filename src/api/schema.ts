@@ -228,6 +228,23 @@ const externalHostSpec = z.strictObject({
   ttl: int.min(0).optional(),
 });
 
+// AIPolicy: which models selected endpoints may call, and how many tokens they spend. Values
+// (host names, model patterns, windows) are judged by src/policy/ai.ts with better messages.
+const aiPolicySpec = z.strictObject({
+  endpointSelector: labelSelector,
+  providers: z.array(z.strictObject({
+    api: z.enum(['openai', 'anthropic']),
+    hosts: z.array(str).min(1),
+    pathPrefix: str.optional(),
+  })).min(1),
+  models: z.strictObject({ allow: z.array(str).optional(), deny: z.array(str).optional() }).optional(),
+  maxTokensPerRequest: int.min(1).optional(),
+  streaming: z.enum(['Allow', 'Deny']).optional(),
+  otherRequests: z.enum(['Allow', 'Deny']).optional(),
+  budgets: z.array(z.strictObject({ window: str, tokens: int.min(1) })).optional(),
+  rateLimits: z.array(z.strictObject({ window: str, requests: int.min(1) })).optional(),
+});
+
 /** One entry per accepted kind: its apiVersion, scope and body schema (metadata excluded). */
 export const KINDS = {
   CiliumNetworkPolicy: { apiVersion: 'cilium.io/v2', namespaced: true, body: ciliumPolicy },
@@ -242,6 +259,7 @@ export const KINDS = {
     body: { type: str.optional(), data: stringMap.optional(), stringData: stringMap.optional(), immutable: z.boolean().optional() },
   },
   ExternalHost: { apiVersion: 'membrane.dev/v1alpha1', namespaced: false, body: { spec: externalHostSpec } },
+  AIPolicy: { apiVersion: 'membrane.dev/v1alpha1', namespaced: true, body: { spec: aiPolicySpec, status: z.unknown().optional() } },
 } as const;
 
 export type KnownKind = keyof typeof KINDS;

@@ -225,9 +225,28 @@ export interface ExternalHost extends Loaded<'ExternalHost'> {
   spec: { names: string[]; addresses: string[]; ports?: { port: number; protocol?: 'TCP' | 'UDP'; tls?: boolean }[]; ttl?: number };
 }
 
+/**
+ * membrane.dev/v1alpha1: what the selected endpoints may do with AI APIs (issue 17): which models,
+ * how large a request, streaming, tokens per identity per window, requests per window. It only
+ * restricts; the network policy must still allow (and redirect to the HTTP proxy) the traffic.
+ */
+export interface AIPolicySpec {
+  endpointSelector: LabelSelector;
+  providers: { api: 'openai' | 'anthropic'; hosts: string[]; pathPrefix?: string }[];
+  models?: { allow?: string[]; deny?: string[] };
+  maxTokensPerRequest?: number;
+  streaming?: 'Allow' | 'Deny';
+  otherRequests?: 'Allow' | 'Deny';
+  budgets?: { window: string; tokens: number }[];
+  rateLimits?: { window: string; requests: number }[];
+}
+export interface AIPolicy extends Loaded<'AIPolicy'> {
+  spec: AIPolicySpec;
+}
+
 export type PolicyResource = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy;
 export type Resource =
-  | PolicyResource | Namespace | Pod | Deployment | Service | Secret | ExternalHost;
+  | PolicyResource | Namespace | Pod | Deployment | Service | Secret | ExternalHost | AIPolicy;
 export type ResourceKind = Resource['kind'];
 
 /** Stable identity of a resource in a store: `kind/namespace/name` (namespace empty for cluster scope). */

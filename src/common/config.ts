@@ -82,6 +82,8 @@ export interface MembraneConfig {
    * (src/proxy/http/otlp.ts otlpOptionsFromEnv) and judges them there.
    */
   otel: Readonly<Record<string, string>>;
+  /** AI filter: the most request-body bytes held and read per call (larger: 413) */
+  aiMaxBodyBytes: number;
 }
 
 export type SettingName = Exclude<keyof MembraneConfig, 'otel'>;
@@ -171,6 +173,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'hubbleTlsClientKeyFile', scope: 'cli', env: 'HUBBLE_TLS_CLIENT_KEY_FILE', flag: '--tls-client-key-file', default: '(none)', help: 'its private key', parse: text },
   { name: 'hubbleTlsServerName', scope: 'cli', env: 'HUBBLE_TLS_SERVER_NAME', flag: '--tls-server-name', default: '(the server address)', help: 'server name `membrane observe` verifies', parse: text },
   { name: 'noColor', scope: 'cli', env: 'NO_COLOR', flag: '--no-color', default: '(unset)', help: 'no colours in CLI output when set to anything', parse: () => true },
+  { name: 'aiMaxBodyBytes', scope: 'agent', env: 'MEMBRANE_AI_MAX_BODY_BYTES', flag: '--ai-max-body-bytes', default: '1048576', help: 'AI filter: the most request-body bytes held and read per AI API call (larger: 413)', parse: wholeNumber(64 * 1024 * 1024) },
 ];
 
 const byName = new Map(SETTINGS.map((s) => [s.name, s]));
@@ -225,6 +228,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     hubbleTlsServerName: value('hubbleTlsServerName', undefined),
     noColor: value('noColor', false),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
+    aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };
 }
 

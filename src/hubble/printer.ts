@@ -11,8 +11,8 @@
  * - `--print-policy-names` (hubble v1.18): ` BY <name> (<kind>), …` after ALLOWED/DENIED of
  *   policy-verdict events, from the flow's {egress,ingress}_{allowed,denied}_by for its direction.
  */
-import { toJson, type DescMessage, type JsonValue, type MessageShape } from '@bufbuild/protobuf';
-import type { Timestamp } from '@bufbuild/protobuf/wkt';
+import { createRegistry, toJson, type DescMessage, type JsonValue, type MessageShape } from '@bufbuild/protobuf';
+import { StructSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
 import {
   AuthType, DebugCapturePoint, LostEventSource, SocketTranslationPoint, TrafficDirection, Verdict, L7FlowType,
   type Flow, type LostEvent, type Policy,
@@ -366,12 +366,15 @@ function declarationOrder(desc: DescMessage, v: JsonValue): JsonValue {
   return out;
 }
 
+/** Types a flow's `extensions` (google.protobuf.Any) may hold: membrane's L7 extras travel as a Struct. */
+const EXTENSION_TYPES = createRegistry(StructSchema);
+
 /**
  * A message as hubble prints it: protojson with proto names (fields in declaration order), then
  * Go's json.Encoder, which re-encodes it compactly with HTML escaping.
  */
 export function protoJson<D extends DescMessage>(desc: D, msg: MessageShape<D>): string {
-  return goJsonEscape(JSON.stringify(declarationOrder(desc, toJson(desc, msg, { useProtoFieldName: true }))));
+  return goJsonEscape(JSON.stringify(declarationOrder(desc, toJson(desc, msg, { useProtoFieldName: true, registry: EXTENSION_TYPES }))));
 }
 
 /** One `-o json` line: the whole GetFlowsResponse. */

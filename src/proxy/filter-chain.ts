@@ -7,7 +7,10 @@
  *                    HTTP parsing (a TLS interception filter terminates TLS here and feeds the
  *                    plaintext on; an SNI filter resets the connection)
  *   http filters     decodeHeaders(stream) per request head, encodeHeaders(stream) per response
- *                    head (the L7 policy filter answers 403 and stops; header rewriting continues)
+ *                    head (the L7 policy filter answers 403 and stops; header rewriting continues);
+ *                    decodeBody(stream, body) once the whole request body is in, for requests a
+ *                    filter asked to hold (the AI filter judges the model; nothing of the request
+ *                    went upstream before it)
  *
  * The chain is a plain array walked in order: no allocation per event.
  */
@@ -26,6 +29,11 @@ export interface HttpFilter<S> {
   readonly name: string;
   /** a complete request head has been parsed (the body has not been forwarded yet) */
   decodeHeaders?(stream: S): FilterStatus;
+  /**
+   * The request body (payload, chunked framing removed), when a filter asked in decodeHeaders to
+   * hold it; `null` when it was larger than asked (the filter should answer locally, e.g. 413).
+   */
+  decodeBody?(stream: S, body: Buffer | null): FilterStatus;
   /** a complete response head has arrived from upstream (or a local reply is being sent) */
   encodeHeaders?(stream: S): FilterStatus;
 }
@@ -65,6 +73,14 @@ export class FilterChain<C, S> {
     for (let i = 0; i < this.http.length; i++) {
       const f = this.http[i]!;
       if (f.decodeHeaders && f.decodeHeaders(stream) === 'stop') return 'stop';
+    }
+    return 'continue';
+  }
+
+  decodeBody(stream: S, body: Buffer | null): FilterStatus {
+    for (let i = 0; i < this.http.length; i++) {
+      const f = this.http[i]!;
+      if (f.decodeBody && f.decodeBody(stream, body) === 'stop') return 'stop';
     }
     return 'continue';
   }

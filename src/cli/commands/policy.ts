@@ -39,9 +39,12 @@ export function register(program: Command): void {
     .requiredOption('--port <port/proto>', 'destination port and protocol, e.g. 80/TCP, 53/UDP, 8/ICMP (ICMP type)')
     .option('--http-method <method>', 'HTTP method, for L7 rules')
     .option('--http-path <path>', 'HTTP path, for L7 rules')
-    .option('--http-host <host>', 'HTTP host, for L7 rules')
+    .option('--http-host <host>', 'HTTP host, for L7 rules (the provider host, with --model)')
+    .option('--model <model>', 'an AI call with this model: AIPolicies are traced too (method POST and the provider\'s call path unless given)')
+    .option('--stream', 'the AI call asks for a stream')
+    .option('--max-tokens <n>', 'the AI call\'s max output tokens')
     .option('-o, --output <fmt>', 'json')
-    .action(async (o: { filename: string[]; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; output?: string }) => {
+    .action(async (o: { filename: string[]; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; model?: string; stream?: boolean; maxTokens?: string; output?: string }) => {
       const { resources, issues } = await loadPaths(o.filename, { policyCheck });
       if (issues.length) {
         throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input`, { hint: 'run `membrane policy validate` on the same files' }), { issues });
@@ -49,12 +52,29 @@ export function register(program: Command): void {
       const m = /^(\d+)(?:\/(tcp|udp|sctp|icmp|icmpv6|any))?$/i.exec(o.port);
       if (!m) throw new MembraneError('CLI_BAD_PORT', `--port ${o.port}: expected PORT/PROTO such as 80/TCP`, { hint: 'protocols: TCP, UDP, SCTP, ICMP, ICMPv6' });
       const { tracePolicy, formatTrace } = await import('../../policy/trace.ts');
-      const http = o.httpMethod || o.httpPath || o.httpHost ? { method: o.httpMethod ?? 'GET', path: o.httpPath ?? '/', host: o.httpHost ?? '' } : undefined;
-      const result = tracePolicy({
+      if (o.model !== undefined && !o.httpHost) throw new MembraneError('TRACE_AI_HOST', '--model needs --http-host: the provider host the call goes to', { hint: 'e.g. --http-host api.openai.com' });
+      const maxTokens = o.maxTokens === undefined ? undefined : Number(o.maxTokens);
+      if (maxTokens !== undefined && !(Number.isSafeInteger(maxTokens) && maxTokens > 0)) throw new MembraneError('TRACE_AI_MAX_TOKENS', `--max-tokens ${o.maxTokens}: expected a positive integer`);
+      const ai = o.model === undefined ? undefined : await import('../../policy/ai-trace.ts');
+      const aiIn = (source: Parameters<NonNullable<typeof ai>['traceAI']>[0]['source']) => ({
+        resources, locate, source, host: o.httpHost!, model: o.model!, ...(o.httpMethod ? { method: o.httpMethod } : {}), ...(o.httpPath ? { path: o.httpPath } : {}),
+        ...(o.stream ? { stream: true } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}),
+      });
+      const traceWith = (http?: { method: string; path: string; host: string }) => tracePolicy({
         resources, locate, from: o.from, to: o.to, port: Number(m[1]), protocol: (m[2] ?? 'TCP').toUpperCase(),
         ...(http ? { http } : {}),
       });
-      if (o.output === 'json') process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-      else process.stdout.write(formatTrace(result));
+      let http = o.httpMethod || o.httpPath || o.httpHost ? { method: o.httpMethod ?? 'GET', path: o.httpPath ?? '/', host: o.httpHost ?? '' } : undefined;
+      let result = traceWith(http);
+      let aiResult: import('../../policy/ai-trace.ts').AITrace | undefined;
+      if (ai) {
+        // the AI call's method and path (the provider's, unless given) are what the L7 rules judge too
+        const first = ai.traceAI(aiIn(result.source));
+        http = { method: first.method, path: first.path, host: o.httpHost! };
+        result = traceWith(http);
+        aiResult = ai.traceAI({ ...aiIn(result.source), network: result });
+      }
+      if (o.output === 'json') process.stdout.write(JSON.stringify(aiResult ? { ...result, ai: aiResult } : result, null, 2) + '\n');
+      else process.stdout.write(formatTrace(result) + (aiResult ? `\n${ai!.formatAITrace(aiResult)}` : ''));
     });
 }

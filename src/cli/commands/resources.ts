@@ -13,6 +13,7 @@ import type { MembraneConfig } from '../../common/config.ts';
 const KIND_PATH: Record<string, string> = {
   CiliumNetworkPolicy: 'ciliumnetworkpolicy.cilium.io', CiliumClusterwideNetworkPolicy: 'ciliumclusterwidenetworkpolicy.cilium.io',
   NetworkPolicy: 'networkpolicy.networking.k8s.io', Deployment: 'deployment.apps', ExternalHost: 'externalhost.membrane.dev',
+  AIPolicy: 'aipolicy.membrane.dev',
 };
 const kindPath = (k: string) => KIND_PATH[k] ?? k.toLowerCase();
 
@@ -129,9 +130,9 @@ function normaliseKind(what: string): string {
     ciliumnetworkpolicies: 'CiliumNetworkPolicy', ccnp: 'CiliumClusterwideNetworkPolicy', ciliumclusterwidenetworkpolicies: 'CiliumClusterwideNetworkPolicy',
     svc: 'Service', service: 'Service', services: 'Service', ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
     deploy: 'Deployment', deployment: 'Deployment', deployments: 'Deployment', secret: 'Secret', secrets: 'Secret',
-    externalhost: 'ExternalHost', externalhosts: 'ExternalHost',
+    externalhost: 'ExternalHost', externalhosts: 'ExternalHost', aipolicy: 'AIPolicy', aipolicies: 'AIPolicy',
   };
   const k = map[w];
-  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts' });
+  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts, aipolicies' });
   return k;
 }

@@ -2,7 +2,7 @@
  * The world's HTTPS echo: one process in the world namespace serving HTTPS on every given port
  * (all addresses), with a certificate from the lab CA for whatever name the client sends as SNI
  * (issued on first use, cached). Answers like the HTTP echo: JSON of what it received; the AI API
- * hosts (api.openai.com, api.anthropic.com) answer in their API's shape (api-personas.ts).
+ * hosts (api.openai.com, api.anthropic.com) answer in their API's shape, streams included (../world-ai.ts).
  *
  *   bin/node src/lab/dns/tls-echo.ts --state-dir=DIR --ports=443 [--names=ip=name,...] [--ready=F]
  */
@@ -11,7 +11,7 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ensureLabCA, issueServerCert } from '../ca.ts';
-import { personaAnswer } from './api-personas.ts';
+import { aiAnswer, writeSse } from '../world-ai.ts';
 
 const { values } = parseArgs({
   options: {
@@ -54,7 +54,11 @@ for (const port of ports) {
         server: { address: local, port: req.socket.localPort },
       };
       // The AI API hosts answer in their API's shape; the echo fields ride along for tests.
-      const persona = personaAnswer(sni || host, req.method ?? 'GET', req.url ?? '/', Buffer.concat(kept).toString('utf8'));
+      const persona = aiAnswer(sni || host, req.method ?? 'GET', req.url ?? '/', Buffer.concat(kept).toString('utf8'), req);
+      if (persona?.kind === 'sse') {
+        void writeSse(res, persona);
+        return;
+      }
       const body = JSON.stringify(persona ? { ...persona.body, ...echo } : echo);
       res.writeHead(persona?.status ?? 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
       res.end(body + '\n');

@@ -7,12 +7,14 @@
  *
  * HTTP: any path answers 200 with JSON {pod, namespace, host, method, path, headers, bodySize,
  * client, server}; `/hostname` answers the pod name as text (agnhost netexec); `/status/NNN`
- * answers that status. UDP: `hostname` → pod name, `echo X` → X, anything else is echoed back.
+ * answers that status. The world's AI API hosts (api.openai.com, api.anthropic.com) answer in
+ * their API's shape, streams included (../world-ai.ts). UDP: `hostname` → pod name, `echo X` → X, anything else is echoed back.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { aiAnswer, writeSse } from '../world-ai.ts';
 
 const { values } = parseArgs({
   options: {
@@ -35,12 +37,30 @@ const hostFor = (local: string | undefined) => names.get((local ?? '').replace(/
 
 function handle(req: IncomingMessage, res: ServerResponse): void {
   let size = 0;
-  req.on('data', (c: Buffer) => (size += c.length));
+  const kept: Buffer[] = [];
+  req.on('data', (c: Buffer) => { if (size < 65536) kept.push(c); size += c.length; });
   req.on('end', () => {
     const url = req.url ?? '/';
     const path = url.split('?')[0] ?? '/';
     const local = req.socket.localAddress;
     const host = hostFor(local);
+    const persona = names.size ? aiAnswer(host, req.method ?? 'GET', url, Buffer.concat(kept).toString('utf8'), req) : undefined;
+    if (persona?.kind === 'sse') {
+      void writeSse(res, persona);
+      return;
+    }
+    const echo = {
+      pod: host, namespace, host, method: req.method, path: url, headers: req.headers, bodySize: size,
+      client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
+      server: { address: (local ?? '').replace(/^::ffff:/, ''), port: req.socket.localPort },
+    };
+    if (persona) {
+      // the AI API hosts answer in their API's shape; the echo fields ride along for tests (as over TLS)
+      const body = JSON.stringify({ ...persona.body, ...echo });
+      res.writeHead(persona.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
+      res.end(body + '\n');
+      return;
+    }
     if (path === '/hostname') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(host);
@@ -48,11 +68,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     }
     const m = /^\/status\/(\d{3})$/.exec(path);
     const status = m ? Number(m[1]) : 200;
-    const body = JSON.stringify({
-      pod: host, namespace, host, method: req.method, path: url, headers: req.headers, bodySize: size,
-      client: { address: (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: req.socket.remotePort },
-      server: { address: (local ?? '').replace(/^::ffff:/, ''), port: req.socket.localPort },
-    });
+    const body = JSON.stringify(echo);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) + 1 });
     res.end(body + '\n');
   });

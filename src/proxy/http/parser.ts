@@ -462,10 +462,16 @@ function badChunk(why: string): HttpParseError {
   return new HttpParseError(400, 'bad_chunk', why);
 }
 
+/** Receives the payload of a body (chunked framing removed) as ranges of what was read. */
+export interface PayloadSink {
+  data(buf: Buffer, start: number, end: number): void;
+}
+
 /**
  * Tracks where a message body ends without copying it. `feed(buf, start)` returns the offset just
  * past the body bytes that belong to this message (≤ buf.length); `done` tells whether the body
- * is complete. Throws HttpParseError on malformed chunked framing.
+ * is complete. Throws HttpParseError on malformed chunked framing. With a `sink`, the payload
+ * ranges are also handed to it as they pass (a reader of the content, e.g. AI usage).
  */
 export class BodyTracker {
   mode = B_NONE;
@@ -473,6 +479,8 @@ export class BodyTracker {
   done = true;
   /** body bytes seen (payload and framing) */
   bytes = 0;
+  /** payload reader of the current message (cleared by startRequest/startResponse) */
+  sink: PayloadSink | null = null;
   private cstate = C_SIZE;
   private digits = 0;
   private lineBytes = 0;
@@ -482,6 +490,7 @@ export class BodyTracker {
   /** Request body framing from its head. */
   startRequest(h: MessageHead): void {
     this.bytes = 0;
+    this.sink = null;
     if (h.chunked) this.startChunked();
     else if (h.contentLength > 0) { this.mode = B_LENGTH; this.remaining = h.contentLength; this.done = false; }
     else { this.mode = B_NONE; this.done = true; }
@@ -490,6 +499,7 @@ export class BodyTracker {
   /** Response body framing (RFC 9112 §6.3): no body for HEAD, 1xx, 204, 304. */
   startResponse(h: MessageHead, requestMethod: string): void {
     this.bytes = 0;
+    this.sink = null;
     if (requestMethod === 'HEAD' || (h.status >= 100 && h.status < 200) || h.status === 204 || h.status === 304) { this.mode = B_NONE; this.done = true; }
     else if (h.chunked) this.startChunked();
     else if (h.contentLength >= 0) {
@@ -557,9 +567,14 @@ export class BodyTracker {
 
   feed(buf: Buffer, start: number): number {
     if (this.done) return start;
-    if (this.mode === B_EOF) { this.bytes += buf.length - start; return buf.length; }
+    if (this.mode === B_EOF) {
+      this.bytes += buf.length - start;
+      if (this.sink && buf.length > start) this.sink.data(buf, start, buf.length);
+      return buf.length;
+    }
     if (this.mode === B_LENGTH) {
       const n = Math.min(this.remaining, buf.length - start);
+      if (this.sink && n > 0) this.sink.data(buf, start, start + n);
       this.remaining -= n;
       this.bytes += n;
       if (this.remaining === 0) this.done = true;
@@ -571,6 +586,7 @@ export class BodyTracker {
       switch (this.cstate) {
         case C_DATA: {
           const n = Math.min(this.remaining, len - i);
+          if (this.sink && n > 0) this.sink.data(buf, i, i + n);
           this.remaining -= n;
           i += n;
           if (this.remaining === 0) this.cstate = C_DATA_CR;

@@ -28,8 +28,8 @@ import { FilterChain } from '../filter-chain.ts';
 import { proxyUpstreamMark } from '../marks.ts';
 import { BodyTracker, HeadParser, HttpParseError, headerValue, type MessageHead } from './parser.ts';
 import { createPolicyFilter } from './policy-filter.ts';
-import type { HttpStream, ProxyConnectionView } from './stream.ts';
-import type { AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+import type { HttpStream, ProxyConnectionView, ResponseObserver } from './stream.ts';
+import type { AccessAI, AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
 import { proxyListenPort } from '../../common/proxy-ports.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
@@ -64,12 +64,14 @@ export interface HttpProxyOptions {
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
   /** fixed upstream (tests): overrides the original destination */
   upstreamOverride?: { host: string; port: number };
+  /** request bodies held for filters, all connections together, default 64 MiB (then 503) */
+  maxHeldBytes?: number;
 }
 
 export const DENIED_BODY = 'Access denied\r\n';
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large',
+  400: 'Bad Request', 403: 'Forbidden', 408: 'Request Timeout', 413: 'Payload Too Large', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
   500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
 };
 
@@ -85,10 +87,12 @@ function httpDate(): string {
 }
 
 /** A local reply in Envoy's shape (Cilium's 403 is `Access denied\r\n`, text/plain). */
-export function localReply(status: number, body: string, close: boolean): Buffer {
+export function localReply(status: number, body: string, close: boolean, contentType = 'text/plain', extra: readonly string[] = []): Buffer {
+  let fields = '';
+  for (let i = 0; i + 1 < extra.length; i += 2) fields += `${extra[i]}: ${extra[i + 1]}\r\n`;
   return Buffer.from(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: text/plain\r\n` +
-    `date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, 'latin1');
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncontent-type: ${contentType}\r\n` +
+    `${fields}date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, contentType === 'text/plain' ? 'latin1' : 'utf8');
 }
 
 const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
@@ -247,13 +251,21 @@ class Stream implements HttpStream {
   localVerdict: AccessVerdict = 'error';
   /** a WebSocket upgrade request forwarded: a 101 to it turns the connection into a tunnel */
   upgrade = false;
-  /** a local reply to this request closes the connection (upgrade requests) */
+  /** a local reply to this request closes the connection (upgrade requests; a held body over its bound) */
   closeOnLocal = false;
   headers: string[] | null = null;
   traceId?: string;
   parentSpanId?: string;
   /** the request went upstream asking to close (HTTP/1.0 without keep-alive) */
   upstreamClose = false;
+  /** ≥ 0: a filter holds the request until its body is in (at most this many bytes as received) */
+  holdLimit = -1;
+  /** the held body as received (framing included, forwarded unchanged) and its payload */
+  held: Buffer[] | null = null;
+  heldBytes = 0;
+  payload: Buffer[] | null = null;
+  observer: ResponseObserver | null = null;
+  ai?: AccessAI;
 
   constructor(conn: ProxyConnection, head: MessageHead) {
     this.conn = conn;
@@ -290,6 +302,24 @@ class Stream implements HttpStream {
 
   setHeaders(headers: string[]): void {
     this.headers = headers;
+  }
+
+  holdBody(maxBytes: number): void {
+    this.holdLimit = Math.max(0, maxBytes);
+  }
+
+  respond(status: number, body: string, reason: string, contentType: string, headers: readonly string[] = []): void {
+    this.reply(status, body, reason);
+    this.local = localReply(status, body, this.localClose, contentType, headers);
+  }
+
+  observeResponse(o: ResponseObserver): void {
+    this.observer = o;
+  }
+
+  /** PayloadSink of the held request body */
+  data(buf: Buffer, start: number, end: number): void {
+    this.payload!.push(buf.subarray(start, end));
   }
 
   requestHeaders(): readonly string[] {
@@ -342,6 +372,8 @@ export class ProxyConnection implements ProxyConnectionView {
   /** the request whose body is being read, and whether that body goes upstream */
   private cur: Stream | null = null;
   private curForward = false;
+  /** the request whose body a filter holds until it is complete (nothing of it went upstream) */
+  private holding: Stream | null = null;
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
   /** bytes pass unparsed both ways: after a 101 to a WebSocket upgrade, or a network filter's passThrough */
@@ -509,6 +541,7 @@ export class ProxyConnection implements ProxyConnectionView {
           return;
         }
         if (this.curForward && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
+        else if (this.holding && end > pos && !this.hold(chunk.subarray(pos, end))) return;
         pos = end;
         if (this.reqBody.done) this.requestDone();
       } else return;
@@ -544,29 +577,109 @@ export class ProxyConnection implements ProxyConnectionView {
       this.queue.push(s);
       if (s.localClose) this.readStopped = true;
       this.flushLocal();
-    } else {
-      this.record(s, 'request', 'forwarded');
-      this.curForward = true;
-      if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
-        // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
-        s.setHeaders(withoutConnection(s.requestHeaders()));
-      } else s.upstreamClose = !head.keepAlive;
-      const up = this.ensureUpstream();
-      this.upstreamIdle = false;
-      // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
-      // judged as such; whatever the answer, this upstream connection is not reused by others.
-      if (s.upgrade) this.upstreamNoReuse = true;
-      if (!up.write(s.requestBytes())) this.sock.pause();
-      this.queue.push(s);
-      if (!head.keepAlive) this.readStopped = true;
-      if (this.queue.length > 256) this.sock.pause();
-    }
+    } else if (s.holdLimit >= 0) {
+      // a filter judges the body: the request waits (head included) until decodeBody
+      this.holding = s;
+      this.curForward = false;
+      s.held = [];
+      s.payload = [];
+      if (!this.reqBody.done) {
+        this.reqBody.sink = s;
+        if (head.expectContinue) {
+          // the client waits for a 100 before it sends the body we must judge: answer it here
+          // (only when no earlier response is pending: interim answers keep the pipeline order)
+          if (this.queue.length === 0) this.sock.write('HTTP/1.1 100 Continue\r\n\r\n');
+          s.setHeaders(without(s.requestHeaders(), ['expect']));
+        }
+      }
+    } else this.forward(s);
     this.reqState = this.reqBody.done ? H_HEAD : H_BODY;
-    if (this.reqBody.done) this.cur = null;
+    if (this.reqBody.done) {
+      if (this.holding === s) this.judgeBody(s);
+      this.cur = null;
+    }
+  }
+
+  /** Sends a request head upstream (the body follows as it is read, or `held` right after). */
+  private forward(s: Stream): void {
+    const head = s.head;
+    this.record(s, 'request', 'forwarded');
+    this.curForward = true;
+    if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
+      // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
+      s.setHeaders(withoutConnection(s.requestHeaders()));
+    } else s.upstreamClose = !head.keepAlive;
+    const up = this.ensureUpstream();
+    this.upstreamIdle = false;
+    // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
+    // judged as such; whatever the answer, this upstream connection is not reused by others.
+    if (s.upgrade) this.upstreamNoReuse = true;
+    if (!up.write(s.requestBytes())) this.sock.pause();
+    this.queue.push(s);
+    if (!head.keepAlive) this.readStopped = true;
+    if (this.queue.length > 256) this.sock.pause();
+  }
+
+  /** Keeps held body bytes; over the filter's bound the filter answers (413) and the connection closes. */
+  private hold(bytes: Buffer): boolean {
+    const s = this.holding!;
+    s.heldBytes += bytes.length;
+    const proxy = this.proxy;
+    const busy = proxy.heldBytes + bytes.length > (proxy.opts.maxHeldBytes ?? 64 << 20);
+    if (s.heldBytes <= s.holdLimit && !busy) {
+      s.held!.push(bytes);
+      proxy.heldBytes += bytes.length;
+      return true;
+    }
+    this.releaseHeld(s);
+    this.reqBody.sink = null;
+    // the rest of the body is never read: the connection ends after the answer
+    s.closeOnLocal = true;
+    // held bodies of all connections together are bounded: the proxy's memory, not this request, is the limit
+    if (busy) s.reply(503, 'Service Unavailable\r\n', 'held request bodies over the proxy\'s bound');
+    else this.proxy.chain.decodeBody(s, null);
+    if (!s.local) s.reply(413, 'Payload Too Large\r\n', 'request body larger than the filter holds');
+    this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+    this.readStopped = true;
+    this.sock.pause();
+    this.queue.push(s);
+    this.flushLocal();
+    return false;
+  }
+
+  /** A held request leaves the proxy's count (judged, refused, or its connection gone). */
+  private releaseHeld(s: Stream): void {
+    if (this.holding === s) this.holding = null;
+    if (s.held) this.proxy.heldBytes -= s.held.reduce((n, b) => n + b.length, 0);
+    s.held = s.payload = null;
+  }
+
+  /** The held body is complete: the filters decide, then it goes upstream (head and body) or is answered here. */
+  private judgeBody(s: Stream): void {
+    this.holding = null;
+    this.reqBody.sink = null;
+    const payload = s.payload!.length === 1 ? s.payload![0]! : Buffer.concat(s.payload!);
+    // the bytes leave the proxy's count now: forwarded below, or dropped with a local reply
+    const held = s.held!;
+    this.releaseHeld(s);
+    const status = this.proxy.chain.decodeBody(s, payload);
+    if (status === 'stop' || s.local) {
+      if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
+      this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      this.queue.push(s);
+      if (s.localClose) this.readStopped = true;
+      this.flushLocal();
+      return;
+    }
+    this.forward(s);
+    const up = this.upstream;
+    for (const b of held) if (up && !up.write(b)) this.sock.pause();
+    this.curForward = false;
   }
 
   private requestDone(): void {
     this.reqState = H_HEAD;
+    if (this.holding && this.holding === this.cur) this.judgeBody(this.holding);
     this.cur = null;
   }
 
@@ -742,6 +855,7 @@ export class ProxyConnection implements ProxyConnectionView {
         this.upstreamReused = false;
         this.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
+        if (s.observer) this.resBody.sink = s.observer;
         const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
         if (inChunk && !closing) {
           if (run < 0) run = headStart;
@@ -790,6 +904,7 @@ export class ProxyConnection implements ProxyConnectionView {
   private responseDone(): void {
     const s = this.queue.shift()!;
     this.resState = H_HEAD;
+    this.endObserver(s, true);
     this.record(s, 'response', 'forwarded');
     const resp = s.response!;
     this.upstreamIdle = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose;
@@ -815,6 +930,7 @@ export class ProxyConnection implements ProxyConnectionView {
     if (s && !s.local && this.resState === H_BODY && this.resBody.untilClose) {
       this.resBody.done = true;
       this.queue.shift();
+      this.endObserver(s, true);
       this.record(s, 'response', 'forwarded');
       this.readStopped = true;
       this.finish();
@@ -870,6 +986,7 @@ export class ProxyConnection implements ProxyConnectionView {
     while (this.queue.length && this.queue[0]!.local) {
       const s = this.queue.shift()!;
       this.sock.write(s.local!);
+      this.endObserver(s, false);
       this.record(s, 'response', s.localVerdict, s.localReason);
       if (s.localClose) {
         this.readStopped = true;
@@ -896,8 +1013,21 @@ export class ProxyConnection implements ProxyConnectionView {
     else up.end();
   }
 
+  private endObserver(s: Stream, complete: boolean): void {
+    const o = s.observer;
+    if (!o) return;
+    s.observer = null;
+    if (this.resBody.sink === o) this.resBody.sink = null;
+    try {
+      o.end(complete);
+    } catch { /* a reader never breaks the proxy */ }
+  }
+
   destroy(): void {
     this.proxy.conns.delete(this);
+    if (this.holding) this.releaseHeld(this.holding);
+    // responses cut off: their readers account for what passed
+    for (const q of this.queue) if (q.observer) this.endObserver(q, false);
     if (this.closed && this.sock.destroyed) return;
     this.closed = true;
     this.sock.destroy();
@@ -923,6 +1053,7 @@ export class ProxyConnection implements ProxyConnectionView {
       ...(reason ? { reason } : {}),
       ...(s.headerActions ? { headerActions: s.headerActions } : {}),
       ...(this.tls ? { tls: this.tls } : {}),
+      ...(s.ai ? { ai: s.ai } : {}),
       ...(isReq ? {} : { requestTimeMs: s.startMs }),
     };
     try {
@@ -936,6 +1067,8 @@ export class HttpProxy {
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
+  /** bytes of request bodies held for filters, all connections together */
+  heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
   now = Date.now();
   private readonly servers: Partial<Record<Direction, net.Server>> = {};

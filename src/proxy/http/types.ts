@@ -72,4 +72,25 @@ export interface AccessRecord {
   requestTimeMs?: number;
   /** the connection is TLS: its server name, and whether the proxy terminated it (interception) */
   tls?: { sni: string; intercepted: boolean };
+  /** an AI API call (src/proxy/ai): provider, model and, on responses, tokens */
+  ai?: AccessAI;
+}
+
+/** What the AI filter read from a request and its response. */
+export interface AccessAI {
+  /** wire format: `openai` or `anthropic` */
+  provider: string;
+  /** `chat.completions`, `completions`, `responses`, `embeddings`, `messages` or `other` */
+  operation: string;
+  /** the requested model ('' when the body could not be read) */
+  model: string;
+  stream: boolean;
+  /** the AIPolicy that refused the request (namespace/name) */
+  policy?: string;
+  promptTokens?: number;
+  completionTokens?: number;
+  /** `reported`: the response's usage; `estimated`: no usage in the response (cut off, compressed, or a stream without usage) */
+  usage?: 'reported' | 'estimated';
+  /** response head to first payload byte, ns (time to first token of a stream) */
+  firstByteNs?: number;
 }

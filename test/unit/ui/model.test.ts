@@ -10,7 +10,7 @@ import { createFlowBuilder } from '../../../src/hubble/flow.ts';
 import { createFlowBuilder as createHttpFlowBuilder } from '../../../src/proxy/http/flows.ts';
 import { compileRequestFilter } from '../../../src/hubble/filter.ts';
 import type { Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
-import { ServiceMap, edgeVerdict, appLabel } from '../../../ui/src/model/map.ts';
+import { ServiceMap, edgeVerdict, appLabel, aiOf } from '../../../ui/src/model/map.ts';
 import { StableLayout, CARD_W, CARD_H } from '../../../ui/src/model/layout.ts';
 import { toFlowFilters, NO_FILTERS, FilterInputError } from '../../../ui/src/model/filters.ts';
 import { flowRow, whyQuery } from '../../../ui/src/model/rows.ts';
@@ -124,4 +124,32 @@ test('filters: one-ended fields make a source OR a destination filter; the serve
   assert.equal(pass({ ...NO_FILTERS, label: 'org=alliance' }, drop), true);
   assert.throws(() => toFlowFilters({ ...NO_FILTERS, port: '99999' }), FilterInputError);
   assert.throws(() => toFlowFilters({ ...NO_FILTERS, httpStatus: 'abc' }), FilterInputError);
+});
+
+test('service map: AI calls on an edge by provider and model — forwarded and refused calls from the requests, tokens from the responses', () => {
+  const m = new ServiceMap();
+  const egress = { ...rec, direction: 'egress' as const, endpointId: 101, host: 'api.openai.com', client: peers.client, server: { ip: '198.51.100.10', port: 80, identity: 16777217 } };
+  const call = { method: 'POST', url: 'http://api.openai.com/v1/chat/completions', path: '/v1/chat/completions' };
+  const mini = { provider: 'openai', operation: 'chat.completions', model: 'gpt-4o-mini', stream: false } as const;
+  const flows = [
+    http({ ...egress, ...call, type: 'request', verdict: 'forwarded', code: 0, ai: mini }),
+    http({ ...egress, ...call, type: 'response', verdict: 'forwarded', code: 200, ai: { ...mini, promptTokens: 23, completionTokens: 8, usage: 'reported' } }),
+    http({ ...egress, ...call, type: 'request', verdict: 'forwarded', code: 0, ai: mini }),
+    http({ ...egress, ...call, type: 'response', verdict: 'forwarded', code: 200, ai: { ...mini, promptTokens: 20, completionTokens: 10, usage: 'reported' } }),
+    http({ ...egress, ...call, type: 'request', verdict: 'denied', code: 0, ai: { ...mini, model: 'gpt-4o', policy: 'shop/chat' } }),
+    http({ ...egress, ...call, type: 'response', verdict: 'denied', code: 403, ai: { ...mini, model: 'gpt-4o', policy: 'shop/chat' } }),
+    // positive control: an HTTP request without the extension adds no AI row
+    http({ ...egress, method: 'GET', url: 'http://api.openai.com/v1/models', path: '/v1/models', type: 'request', verdict: 'forwarded', code: 0 }),
+  ];
+  for (const f of flows) m.add(f, T0MS + 1000);
+  const snap = m.snapshot(T0MS + 1000);
+  const e = snap.edges.find((x) => x.port === 80)!;
+  assert.deepEqual(e.ai, [
+    { provider: 'openai', model: 'gpt-4o-mini', requests: 2, refused: 0, promptTokens: 43, completionTokens: 18 },
+    { provider: 'openai', model: 'gpt-4o', requests: 0, refused: 1, promptTokens: 0, completionTokens: 0 },
+  ]);
+  assert.deepEqual([e.counts.forwarded, e.counts.dropped], [3, 1]);
+  assert.ok(snap.edges.filter((x) => x !== e).every((x) => x.ai.length === 0));
+  assert.equal(aiOf(flows[6]!), undefined);
+  assert.deepEqual(aiOf(flows[1]!), { provider: 'openai', model: 'gpt-4o-mini', promptTokens: 23, completionTokens: 8 });
 });

@@ -33,7 +33,21 @@ export function edgeSummary(e: MapEdge, nodes: Map<string, MapNode>): string {
   if (c.redirected) parts.push(`${c.redirected} redirected`);
   const denied = e.requests.filter((r) => r.counts.dropped);
   if (denied.length) parts.push(`denied ${denied.map((r) => `${r.method} ${r.path}`).join(', ')}`);
+  for (const a of e.ai) parts.push(`AI ${a.provider} ${a.model}: ${a.requests} calls, ${a.refused} refused, ${a.promptTokens + a.completionTokens} tokens`);
   return parts.join(', ');
+}
+
+function fmtCount(n: number): string {
+  return n < 1000 ? String(n) : n < 1e6 ? `${(n / 1000).toFixed(n < 1e4 ? 1 : 0)}k` : `${(n / 1e6).toFixed(1)}M`;
+}
+
+/** The edge label's AI line: tokens spent, and the models when few. */
+export function aiLine(e: MapEdge): string | undefined {
+  if (e.ai.length === 0) return undefined;
+  const tokens = e.ai.reduce((n, a) => n + a.promptTokens + a.completionTokens, 0);
+  const refused = e.ai.reduce((n, a) => n + a.refused, 0);
+  const models = e.ai.length === 1 ? e.ai[0]!.model : `${e.ai.length} models`;
+  return `AI ${truncate(models, 18)} · ${fmtCount(tokens)} tok${refused ? `  ✗${refused}` : ''}`;
 }
 
 function fmtRate(r: number): string {
@@ -134,11 +148,13 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     const { d, at } = edgePath(a, b, lane);
     const v = edgeVerdict(e);
     const denied = e.requests.filter((r) => r.counts.dropped);
-    const lines = [
+    const ai = aiLine(e);
+    const head = [
       `${e.port}/${e.proto}${e.l7.length ? ` · ${e.l7.join('/')}` : ''}`,
       `✓${e.counts.forwarded + e.counts.redirected}${e.counts.dropped ? `  ✗${e.counts.dropped}` : ''}${e.counts.audit ? `  ⚠${e.counts.audit}` : ''}  ${fmtRate(e.rate)}`,
-      ...denied.slice(0, 2).map((r) => `✗ ${truncate(`${r.method} ${r.path}`, 26)}${Object.keys(r.codes).length ? ` ${Object.keys(r.codes).join('/')}` : ''}`),
+      ...(ai ? [ai] : []),
     ];
+    const lines = [...head, ...denied.slice(0, 2).map((r) => `✗ ${truncate(`${r.method} ${r.path}`, 26)}${Object.keys(r.codes).length ? ` ${Object.keys(r.codes).join('/')}` : ''}`)];
     const w = Math.max(...lines.map((s) => s.length)) * 6.6 + 14;
     const h = lines.length * 14 + 8;
     const self = e.from === e.to;
@@ -165,7 +181,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
         <title>{label}</title>
         <g class="edge-label" transform={`translate(${spot.x},${spot.y})`}>
           <rect width={w} height={h} rx={5} />
-          {lines.map((s, i) => <text x={7} y={16 + i * 14} class={i >= 2 ? 'denied' : undefined}>{s}</text>)}
+          {lines.map((s, i) => <text x={7} y={16 + i * 14} class={i >= head.length ? 'denied' : ai && i === 2 ? 'ai' : undefined}>{s}</text>)}
         </g>
       </g>
     );

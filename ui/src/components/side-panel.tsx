@@ -63,6 +63,19 @@ function EdgeDetail({ edge: e, nodes }: { edge: MapEdge; nodes: MapNode[] }) {
       </dl>
       {Object.keys(e.dropReasons).length > 0 && <p>Drop reasons: {Object.entries(e.dropReasons).map(([k, v]) => `${k} ×${v}`).join(', ')}</p>}
       {e.sni.length > 0 && <p>TLS server names: {e.sni.join(', ')}</p>}
+      {e.ai.length > 0 && (
+        <table class="requests" data-testid="edge-ai">
+          <caption>AI API calls</caption>
+          <thead><tr><th scope="col">Model</th><th scope="col">Calls</th><th scope="col">Refused</th><th scope="col">Prompt tokens</th><th scope="col">Completion tokens</th></tr></thead>
+          <tbody>
+            {e.ai.map((a) => (
+              <tr class={a.refused ? 'v-dropped' : 'v-forwarded'}>
+                <td>{a.provider} {a.model}</td><td>{a.requests}</td><td>{a.refused}</td><td>{a.promptTokens}</td><td>{a.completionTokens}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
       {requests.length > 0 && (
         <table class="requests">
           <caption>HTTP requests</caption>

@@ -9,8 +9,9 @@
  *   outside with a name the DNS proxy learnt                  `fqdn:<name>`
  *   other outside addresses                                   `world`
  * Edges: (source node, destination node, destination port, protocol), from request flows only;
- * HTTP responses add their status to the request they answer.
+ * HTTP responses add their status to the request they answer, and an AI call's response its tokens.
  */
+import { anyUnpack, StructSchema } from '@bufbuild/protobuf/wkt';
 import { DropReason, type Endpoint, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { reservedIdentityName } from '../../../src/hubble/names.ts';
 
@@ -50,6 +51,18 @@ export interface EdgePeers {
   toIp: string;
 }
 
+/** AI API calls on an edge (the HTTP proxy's AI extension): one row per provider and model. */
+export interface EdgeAI {
+  provider: string;
+  model: string;
+  /** calls forwarded to the provider */
+  requests: number;
+  /** calls the AIPolicy refused (403, 429, 400, 413) */
+  refused: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
 export interface MapEdge {
   id: string;
   from: string;
@@ -67,6 +80,8 @@ export interface MapEdge {
   requests: EdgeRequest[];
   /** TLS server names seen (SNI) */
   sni: string[];
+  /** AI API calls by provider and model (empty for other edges) */
+  ai: EdgeAI[];
   peers: EdgePeers;
   lastSeenMs: number;
 }
@@ -81,13 +96,34 @@ export const RATE_WINDOW_S = 10;
 const MAX_PODS = 5;
 const MAX_REQUESTS = 20;
 const MAX_HTTP = 12;
+const MAX_AI_MODELS = 12;
+const STRUCT_URL = 'type.googleapis.com/google.protobuf.Struct';
+
+/** The AI extension of a flow (`extensions: Struct {ai: {...}}`, src/proxy/http/flows.ts), undefined for others. */
+export function aiOf(f: Flow): { provider: string; model: string; promptTokens: number; completionTokens: number } | undefined {
+  const x = f.extensions;
+  if (!x || x.typeUrl !== STRUCT_URL) return undefined;
+  let s;
+  try {
+    s = anyUnpack(x, StructSchema);
+  } catch {
+    return undefined;
+  }
+  const ai = s?.fields.ai?.kind;
+  if (ai?.case !== 'structValue') return undefined;
+  const v = ai.value.fields;
+  const str = (k: string) => (v[k]?.kind.case === 'stringValue' ? v[k].kind.value : '');
+  const num = (k: string) => (v[k]?.kind.case === 'numberValue' ? v[k].kind.value : 0);
+  return { provider: str('provider'), model: str('model'), promptTokens: num('prompt_tokens'), completionTokens: num('completion_tokens') };
+}
 
 const VERDICTS: Record<number, VerdictName> = { 1: 'forwarded', 2: 'dropped', 3: 'error', 4: 'audit', 5: 'redirected', 6: 'forwarded', 7: 'forwarded' };
 
 const zero = (): Record<VerdictName, number> => ({ forwarded: 0, dropped: 0, audit: 0, redirected: 0, error: 0 });
 
-interface EdgeState extends Omit<MapEdge, 'rate' | 'l7' | 'requests' | 'sni'> {
+interface EdgeState extends Omit<MapEdge, 'rate' | 'l7' | 'requests' | 'sni' | 'ai'> {
   l7: Set<string>;
+  ai: Map<string, EdgeAI>;
   requests: Map<string, EdgeRequest>;
   sni: Set<string>;
   /** flows per second, RATE_WINDOW_S slots by whole second */
@@ -258,13 +294,20 @@ export class ServiceMap {
       if (e && rec?.case === 'http' && rec.value.code) {
         const r = e.requests.get(`${rec.value.method} ${pathOf(rec.value.url)}`);
         if (r) r.codes[String(rec.value.code)] = (r.codes[String(rec.value.code)] ?? 0) + 1;
+        // an AI call's response carries the tokens it spent
+        const ai = f.extensions ? aiOf(f) : undefined;
+        const a = ai && e.ai.get(`${ai.provider} ${ai.model}`);
+        if (a) {
+          a.promptTokens += ai.promptTokens;
+          a.completionTokens += ai.completionTokens;
+        }
       }
       return true;
     }
     if (!e) {
       e = {
         id, from: src.id, to: dst.id, port, proto: l4.proto, l7: new Set(), counts: zero(), total: 0, dropReasons: {},
-        requests: new Map(), sni: new Set(), lastSeenMs: 0,
+        requests: new Map(), sni: new Set(), ai: new Map(), lastSeenMs: 0,
         peers: { from: tracePeer(nodeFor(srcEp, srcNames), srcIp), to: tracePeer(nodeFor(dstEp, dstNames), dstIp), fromIp: srcIp, toIp: dstIp },
         buckets: new Int32Array(RATE_WINDOW_S), bucketSec: new Int32Array(RATE_WINDOW_S).fill(-1),
       };
@@ -297,6 +340,16 @@ export class ServiceMap {
       }
       if (r) r.counts[verdict]++;
       if (!dst.http.includes(key) && dst.http.length < MAX_HTTP) dst.http.push(key);
+      const ai = f.extensions ? aiOf(f) : undefined;
+      if (ai) {
+        const k = `${ai.provider} ${ai.model}`;
+        let a = e.ai.get(k);
+        if (!a && e.ai.size < MAX_AI_MODELS) e.ai.set(k, (a = { provider: ai.provider, model: ai.model, requests: 0, refused: 0, promptTokens: 0, completionTokens: 0 }));
+        if (a) {
+          if (verdict === 'dropped') a.refused++;
+          else a.requests++;
+        }
+      }
     } else if (rec?.case === 'dns') e.l7.add('DNS');
     else if (rec?.case === 'kafka') e.l7.add('Kafka');
     else if (f.Type === 2 && f.Summary.startsWith('TLS')) {
@@ -315,9 +368,9 @@ export class ServiceMap {
         const s = e.bucketSec[i]!;
         if (s > nowSec - RATE_WINDOW_S && s <= nowSec) n += e.buckets[i]!;
       }
-      const { buckets: _b, bucketSec: _s, ...rest } = e;
+      const { buckets: _b, bucketSec: _s, ai: _a, ...rest } = e;
       edges.push({
-        ...rest, peers: { ...e.peers, from: workloadPeer(this.nodes.get(e.from)) ?? e.peers.from, to: workloadPeer(this.nodes.get(e.to)) ?? e.peers.to }, counts: { ...e.counts }, dropReasons: { ...e.dropReasons }, l7: [...e.l7].sort(), sni: [...e.sni],
+        ...rest, peers: { ...e.peers, from: workloadPeer(this.nodes.get(e.from)) ?? e.peers.from, to: workloadPeer(this.nodes.get(e.to)) ?? e.peers.to }, counts: { ...e.counts }, dropReasons: { ...e.dropReasons }, l7: [...e.l7].sort(), sni: [...e.sni], ai: [...e.ai.values()].map((a) => ({ ...a })),
         requests: [...e.requests.values()].map((r) => ({ ...r, counts: { ...r.counts }, codes: { ...r.codes } })),
         rate: n / RATE_WINDOW_S,
       });
