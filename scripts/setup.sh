@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps chromium etcd-server)
+apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps chromium etcd-server etcd-client)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

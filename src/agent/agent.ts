@@ -189,7 +189,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
-    const ident = policy.allocateIdentity({ pod, namespace: ns });
+    const ident = await policy.allocateIdentity({ pod, namespace: ns });
     const owner = /^([A-Za-z]+)\/(.+)$/.exec(pod.metadata.annotations?.['membrane.dev/owned-by'] ?? '');
     const workload = owner ? { kind: owner[1]!, name: owner[2]! } : undefined;
     if (have && have.identity === ident.id) {

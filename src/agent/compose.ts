@@ -211,12 +211,21 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       const eps = agent.endpoints();
       const ready = eps.filter((e) => e.state === 'ready').length;
+      let kvstore: StatusView['kvstore'];
+      try {
+        const k = await input.kv.status();
+        kvstore = { state: k.connected ? 'Ok' : 'Failure', backend: k.backend, message: k.message };
+      } catch (e) {
+        kvstore = { state: 'Failure', backend: input.kv.backend, message: (e as Error).message };
+      }
+      if (kvstore.state === 'Failure') errors.push(`kvstore: ${kvstore.message}`);
       const hs = hubble.stats();
       const lostTotal = Object.values(hs.lost).reduce((a, b) => a + (b ?? 0), 0);
       return {
         node, lab,
         agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
         datapath: dpState,
+        kvstore,
         endpoints: { total: eps.length, ready, notReady: eps.length - ready },
         policy: {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,

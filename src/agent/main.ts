@@ -8,8 +8,8 @@ import { parseArgs } from 'node:util';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { labPaths } from './paths.ts';
 import { createLogger } from './logger.ts';
-import { openMemoryStore } from '../kvstore/memory.ts';
-import { openPersistentAllocator } from './identity-store.ts';
+import { openAgentKVStore } from './kvstore-open.ts';
+import { nodeIp } from '../lab/index.ts';
 import { createAgentPolicyEngine } from '../policy/engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
@@ -23,6 +23,13 @@ const { values } = parseArgs({
     'log-level': { type: 'string' },
     // OTLP/HTTP collector for the HTTP proxy's spans (default: env MEMBRANE_OTLP_ENDPOINT)
     'otlp-endpoint': { type: 'string' },
+    // etcd (Cilium's --kvstore etcd --kvstore-opt etcd.address=...): comma-separated endpoints
+    'kvstore-endpoint': { type: 'string' },
+    'kvstore-ca': { type: 'string' },
+    'kvstore-cert': { type: 'string' },
+    'kvstore-key': { type: 'string' },
+    'kvstore-lease-ttl': { type: 'string', default: '900' },
+    'identity-gc-interval': { type: 'string', default: '60' },
   },
 });
 if (values['otlp-endpoint']) process.env.MEMBRANE_OTLP_ENDPOINT = values['otlp-endpoint'];
@@ -33,8 +40,13 @@ await mkdir(paths.nodeDir(node), { recursive: true });
 const logger = createLogger({ ...(values['log-level'] ? { level: values['log-level'] } : {}) });
 const started = Date.now();
 
-const kv = await openMemoryStore({ file: paths.storeFile(node) });
-const allocator = await openPersistentAllocator(kv);
+const store = await openAgentKVStore({
+  endpoints: (values['kvstore-endpoint'] ?? '').split(',').filter(Boolean), storeFile: paths.storeFile(node),
+  ...(values['kvstore-ca'] ? { ca: values['kvstore-ca'] } : {}), ...(values['kvstore-cert'] ? { cert: values['kvstore-cert'] } : {}), ...(values['kvstore-key'] ? { key: values['kvstore-key'] } : {}),
+  leaseTtlSeconds: Number(values['kvstore-lease-ttl']), identityGcIntervalMs: Number(values['identity-gc-interval']) * 1000,
+  nodeSuffix: nodeIp(nodeIndex), logger,
+});
+const { kv, allocator } = store;
 const policy = createAgentPolicyEngine({ allocator });
 const parts = await composeNode({ node, nodeIndex, paths, logger, kv, policy });
 const agent = await createAgent({
@@ -69,7 +81,9 @@ async function shutdown(signal: string): Promise<void> {
   await agent.stop();
   await parts.stop();
   await parts.datapath.stop();
-  await kv.close();
+  store.stop();
+  // leased keys (this node's ipcache entries, identity users) outlive a restart by one lease TTL
+  await kv.close({ keepLeases: true });
   await rm(paths.agentPidFile(node), { force: true });
   process.exit(0);
 }

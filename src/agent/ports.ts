@@ -34,7 +34,7 @@ export interface EndpointIdentityInput {
 /** The policy engine as the agent drives it: identities in, per-endpoint MapState deltas out. */
 export interface PolicyEngine {
   /** Allocates (refcounted) the security identity for a pod's labels. */
-  allocateIdentity(input: EndpointIdentityInput): { id: number; labels: string[]; isNew: boolean };
+  allocateIdentity(input: EndpointIdentityInput): Promise<{ id: number; labels: string[]; isNew: boolean }>;
   releaseIdentity(id: number): boolean;
   /** Replaces the set of policies; throws MembraneError (with issues) if the import fails, changing nothing. */
   setPolicies(policies: PolicyResource[]): void;

@@ -303,13 +303,14 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
         ...(id ? { leaseId: BigInt(id).toString(16) } : {}), leaseTtlSeconds: ttl,
       };
     },
-    async close() {
+    async close(o) {
       closed = true;
       // Revoking removes the owned keys now (a clean stop), instead of one TTL later.
-      for (const s of [session, lockSession]) {
+      for (const s of o?.keepLeases ? [lockSession] : [session, lockSession]) {
         if (!s) continue;
         try { await s.id; await s.lease.revoke(); } catch { /* already gone */ }
       }
+      for (const s of [session, lockSession]) s?.lease.removeAllListeners();
       client.close();
     },
   };

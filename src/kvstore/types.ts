@@ -67,7 +67,12 @@ export interface KVStore {
    */
   follow(prefix: string, cb: (ev: WatchEvent) => void): Promise<() => void>;
   status(): Promise<KVStatus>;
-  close(): Promise<void>;
+  /**
+   * Closes the store. By default the session lease is revoked (its keys go now); `keepLeases`
+   * leaves them to expire one TTL later unless a restarted owner writes them again (an agent
+   * restart must not blank its endpoints out of the other nodes).
+   */
+  close(opts?: { keepLeases?: boolean }): Promise<void>;
 }
 
 /** What the backends log (a pino logger fits). */

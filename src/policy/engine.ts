@@ -255,8 +255,9 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
   const labelsOf = (id: number): LabelSet | undefined => engine.allocator.lookupById(id)?.labels;
   return {
     engine,
-    allocateIdentity({ pod, namespace }) {
-      const { identity, isNew } = engine.allocatePodIdentity(pod, namespace);
+    async allocateIdentity({ pod, namespace }) {
+      // async: a kvstore-backed allocator makes the identity cluster-wide first
+      const { identity, isNew } = await engine.allocator.allocate(podIdentityLabels({ pod, namespace, ...(opts.clusterName ? { clusterName: opts.clusterName } : {}) }));
       return { id: identity.id, labels: identity.labels.toStrings(), isNew };
     },
     releaseIdentity(id) {

@@ -18,12 +18,24 @@ export function register(program: Command): void {
   program.command('up')
     .description('Start the local lab: node namespaces with their agents, the world hosts (idempotent)')
     .option('--nodes <n>', 'number of nodes', (v) => Number(v))
+    .option('--kvstore <mode>', 'how agents share state: memory (default for one node) or etcd (default for more; the lab runs its own etcd)', (v) => {
+      if (v !== 'memory' && v !== 'etcd') throw new MembraneError('CLI_USAGE', `--kvstore ${v}: not memory or etcd`, { hint: 'give memory or etcd' });
+      return v;
+    })
+    .option('--kvstore-endpoint <url>', 'an existing etcd instead of the lab\'s own (unix:/abs/path; comma-separated for several)')
+    .option('--kvstore-ca <file>', 'CA certificate of the etcd')
+    .option('--kvstore-cert <file>', 'client certificate for the etcd')
+    .option('--kvstore-key <file>', 'key of the client certificate')
     .option('-f, --filename <path...>', 'apply these files once the lab is up')
     .option('-q, --quiet', 'print nothing but errors')
-    .action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean }) => {
+    .action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean; kvstore?: 'memory' | 'etcd'; kvstoreEndpoint?: string; kvstoreCa?: string; kvstoreCert?: string; kvstoreKey?: string }) => {
       const say = (m: string) => { if (!o.quiet) process.stderr.write(`${m}\n`); };
       const resources = o.filename?.length ? await loadAll(o.filename) : [];
-      const r = await labUp({ ...(o.nodes ? { nodes: o.nodes } : {}), progress: say });
+      const r = await labUp({
+        ...(o.nodes ? { nodes: o.nodes } : {}), progress: say,
+        ...(o.kvstore ? { kvstore: o.kvstore } : {}), ...(o.kvstoreEndpoint ? { kvstoreEndpoint: o.kvstoreEndpoint } : {}),
+        ...(o.kvstoreCa ? { kvstoreCa: o.kvstoreCa } : {}), ...(o.kvstoreCert ? { kvstoreCert: o.kvstoreCert } : {}), ...(o.kvstoreKey ? { kvstoreKey: o.kvstoreKey } : {}),
+      });
       if (resources.length) {
         const res = await callAgent<ApplyResponse>(r.nodes[0]!.socket, 'POST', '/v1/apply', { resources, dryRun: false });
         printApplyResults(res);
