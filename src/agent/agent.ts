@@ -42,6 +42,8 @@ export interface AgentDeps {
   logger: Logger;
   /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
   extraIPCache?: () => IPCacheEntry[];
+  /** In a cluster: who runs the cluster-wide controllers, and where new pods go (src/agent/cluster.ts). */
+  cluster?: { isLeader(): boolean; schedule(pods: Pod[], existing: Pod[]): void };
 }
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
@@ -105,12 +107,15 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const of = <K extends Resource['kind']>(k: K) => all.filter((r): r is Extract<Resource, { kind: K }> => r.kind === k);
 
     // Controllers that write back to the store (their writes trigger another pass).
-    const { create, delete: gone } = reconcileDeployments(of('Deployment') as Deployment[], of('Pod') as Pod[]);
-    for (const p of create) p.spec.nodeName ??= config.node;
+    // In a cluster only the leader runs them (deterministic names, but one writer).
+    const lead = deps.cluster?.isLeader() ?? true;
+    const { create, delete: gone } = lead ? reconcileDeployments(of('Deployment') as Deployment[], of('Pod') as Pod[]) : { create: [], delete: [] };
+    if (deps.cluster) deps.cluster.schedule(create, of('Pod') as Pod[]);
+    else for (const p of create) p.spec.nodeName ??= config.node;
     if (create.length) await resources.commit(create);
     if (gone.length) await resources.commitDelete(gone);
     const services = of('Service') as Service[];
-    const assigned = assignClusterIPs(services);
+    const assigned = lead ? assignClusterIPs(services) : [];
     for (const s of assigned) await resources.putStatus(s);
     if (create.length || gone.length || assigned.length) dirty = true;
 
@@ -269,8 +274,17 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
           const inBatch = rs.some((x) => x.kind === 'Namespace' && x.metadata.name === r.metadata.namespace);
           if (!ns && !inBatch) throw new ApiRequestError('API_NAMESPACE_NOT_FOUND', `${r.kind} ${r.metadata.name}: namespace "${r.metadata.namespace}" not found; nothing was applied`, { hint: `create it first: a Namespace named ${r.metadata.namespace}` });
         }
-        if (r.kind === 'Pod') (r as Pod).spec.nodeName ??= config.node;
       }
+      // A pod keeps the node it has; a new one goes where the scheduler puts it (one node: here).
+      const newPods: Pod[] = [];
+      for (const r of rs) {
+        if (r.kind !== 'Pod' || (r as Pod).spec.nodeName) continue;
+        const had = (await resources.get('Pod', r.metadata.namespace, r.metadata.name)) as Pod | undefined;
+        if (had?.spec.nodeName) (r as Pod).spec.nodeName = had.spec.nodeName;
+        else newPods.push(r as Pod);
+      }
+      if (deps.cluster) deps.cluster.schedule(newPods, (await resources.list('Pod')) as Pod[]);
+      else for (const p of newPods) p.spec.nodeName = config.node;
       // The whole batch must import into the policy repository together with what exists.
       const existing = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
       const incoming = rs.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));

@@ -59,6 +59,8 @@ export interface ComposeInput {
   logger: Logger;
   kv: KVStore;
   policy: AgentPolicyEngine;
+  /** pods on other nodes (cluster mode): flows name them */
+  remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -86,7 +88,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const resolver: EndpointResolver = {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
-      return ep ? resolved(ep) : undefined;
+      if (ep) return resolved(ep);
+      const r = input.remoteEndpoint?.(ip);
+      return r?.namespace && r.pod ? { id: 0, identity: r.identity, namespace: r.namespace, podName: r.pod, labels: policy.identityLabels(r.identity) ?? [] } : undefined;
     },
     identityLabels: (id) => policy.identityLabels(id),
   };

@@ -9,7 +9,9 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { labPaths } from './paths.ts';
 import { createLogger } from './logger.ts';
 import { openAgentKVStore } from './kvstore-open.ts';
-import { nodeIp } from '../lab/index.ts';
+import { nodeIp, podCidr, routerIp } from '../lab/index.ts';
+import { createCluster, type Cluster } from './cluster.ts';
+import type { NodeView } from './views.ts';
 import { createAgentPolicyEngine } from '../policy/engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
@@ -48,14 +50,51 @@ const store = await openAgentKVStore({
 });
 const { kv, allocator } = store;
 const policy = createAgentPolicyEngine({ allocator });
-const parts = await composeNode({ node, nodeIndex, paths, logger, kv, policy });
+// In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
+let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
+let clusterKick: NodeJS.Timeout | undefined;
+const cluster: Cluster | undefined = kv.backend === 'etcd'
+  ? createCluster({
+    kv, logger, self: { name: node, cluster: 'default', ip: nodeIp(nodeIndex), routerIp: routerIp(nodeIndex), podCidr: podCidr(nodeIndex) },
+    onChange() {
+      // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst
+      clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); void agentRef?.settled(); }, 20);
+    },
+  })
+  : undefined;
+/** Remote pods in the policy engine's ipcache too: the L7 proxies name their peers through it. */
+let remoteInEngine = new Set<string>();
+function syncRemote(): void {
+  if (!cluster) return;
+  const now = new Set<string>();
+  for (const e of cluster.ipcacheEntries()) {
+    now.add(e.prefix);
+    policy.engine.ipcache.upsert(e.prefix, e.identity, 'node');
+  }
+  for (const p of remoteInEngine) if (!now.has(p)) policy.engine.ipcache.delete(p, 'node');
+  remoteInEngine = now;
+}
+const parts = await composeNode({ node, nodeIndex, paths, logger, kv, policy, ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip) } : {}) });
 const agent = await createAgent({
   config: { node, nodeIndex, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
-  workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
+  workloads: parts.workloads, policy, logger,
+  extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache(), ...(cluster?.ipcacheEntries() ?? [])],
+  ...(cluster ? { cluster } : {}),
 });
+agentRef = agent;
+if (cluster) {
+  await cluster.start();
+  syncRemote();
+}
 const api = createApiServer({
   socketPath: paths.agentSocket(node),
-  routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes() },
+  routes: {
+    ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(),
+    'GET /v1/nodes': async () => ({
+      items: (cluster?.nodes() ?? [{ name: node, cluster: 'default', ip: nodeIp(nodeIndex), routerIp: routerIp(nodeIndex), podCidr: podCidr(nodeIndex) }])
+        .map((n): NodeView => ({ name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}), self: n.name === node })),
+    }),
+  },
 });
 
 await parts.datapath.start();
@@ -79,6 +118,8 @@ async function shutdown(signal: string): Promise<void> {
   logger.info({ subsys: 'daemon', signal }, 'agent stopping (datapath stays enforcing)');
   await api.stop();
   await agent.stop();
+  cluster?.stop();
+  await cluster?.flushed();
   await parts.stop();
   await parts.datapath.stop();
   store.stop();

@@ -57,3 +57,14 @@ export interface ApplyResponse {
   results: ApplyResult[];
   dryRun: boolean;
 }
+
+/** `membrane get nodes`: a node of the cluster (registered in the kvstore, its lease alive). */
+export interface NodeView {
+  name: string;
+  status: 'Ready';
+  internalIP: string;
+  routerIP?: string;
+  podCIDR?: string;
+  /** the node whose agent answered */
+  self: boolean;
+}

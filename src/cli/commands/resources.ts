@@ -5,7 +5,7 @@ import { MembraneError } from '../../errors.ts';
 import { callAgent } from '../client.ts';
 import { agentSocketFor } from '../lab-target.ts';
 import { age, table } from '../output.ts';
-import type { ApplyResponse, EndpointView, IdentityView, PolicyView } from '../../agent/views.ts';
+import type { ApplyResponse, EndpointView, IdentityView, NodeView, PolicyView } from '../../agent/views.ts';
 import type { Resource } from '../../api/types.ts';
 
 const KIND_PATH: Record<string, string> = {
@@ -54,7 +54,7 @@ export function register(program: Command): void {
 
   program.command('get')
     .description('List pods, endpoints, identities, policies, services, namespaces, deployments')
-    .argument('<what>', 'pods|endpoints|identities|policies|services|namespaces|deployments|externalhosts|secrets')
+    .argument('<what>', 'pods|nodes|endpoints|identities|policies|services|namespaces|deployments|externalhosts|secrets')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('-A, --all-namespaces', 'all namespaces')
     .option('-o, --output <fmt>', 'wide|json')
@@ -73,6 +73,13 @@ export function register(program: Command): void {
         if (json) return printList(items);
         const rows = [[...nsHead, 'ENDPOINT', 'POD', 'IDENTITY', 'INGRESS ENFORCEMENT', 'EGRESS ENFORCEMENT', 'IPV4', 'STATE', ...(wide ? ['NODE', 'INTERFACE', 'POLICY ENTRIES', 'LABELS'] : [])]];
         for (const e of items) rows.push([...nsCol(e), String(e.id), e.pod, String(e.identity), e.policyEnforcement.ingress ? 'Enabled' : 'Disabled', e.policyEnforcement.egress ? 'Enabled' : 'Disabled', e.ipv4, e.state, ...(wide ? [e.node, e.hostIfname, String(e.policyEntries), e.labels.join(',')] : [])]);
+        return void process.stdout.write(table(rows));
+      }
+      if (kind === 'nodes') {
+        const { items } = await callAgent<{ items: NodeView[] }>(sock, 'GET', '/v1/nodes');
+        if (json) return printList(items);
+        const rows = [['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR', ...(wide ? ['ROUTER-IP'] : [])]];
+        for (const n of items) rows.push([n.name, n.status, n.internalIP, n.podCIDR ?? '<none>', ...(wide ? [n.routerIP ?? '<none>'] : [])]);
         return void process.stdout.write(table(rows));
       }
       if (kind === 'identities') {
@@ -122,7 +129,7 @@ function normaliseKind(what: string): string {
   const w = what.toLowerCase();
   const map: Record<string, string> = {
     po: 'Pod', pod: 'Pod', pods: 'Pod', ep: 'endpoints', endpoint: 'endpoints', endpoints: 'endpoints', cep: 'endpoints',
-    identity: 'identities', identities: 'identities', id: 'identities',
+    identity: 'identities', identities: 'identities', id: 'identities', no: 'nodes', node: 'nodes', nodes: 'nodes',
     policy: 'policies', policies: 'policies', netpol: 'NetworkPolicy', networkpolicies: 'NetworkPolicy', cnp: 'CiliumNetworkPolicy',
     ciliumnetworkpolicies: 'CiliumNetworkPolicy', ccnp: 'CiliumClusterwideNetworkPolicy', ciliumclusterwidenetworkpolicies: 'CiliumClusterwideNetworkPolicy',
     svc: 'Service', service: 'Service', services: 'Service', ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
@@ -130,6 +137,6 @@ function normaliseKind(what: string): string {
     externalhost: 'ExternalHost', externalhosts: 'ExternalHost',
   };
   const k = map[w];
-  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts' });
+  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, nodes, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts' });
   return k;
 }
