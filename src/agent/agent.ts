@@ -276,15 +276,14 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
         }
       }
       // A pod keeps the node it has; a new one goes where the scheduler puts it (one node: here).
-      const newPods: Pod[] = [];
-      for (const r of rs) {
-        if (r.kind !== 'Pod' || (r as Pod).spec.nodeName) continue;
-        const had = (await resources.get('Pod', r.metadata.namespace, r.metadata.name)) as Pod | undefined;
-        if (had?.spec.nodeName) (r as Pod).spec.nodeName = had.spec.nodeName;
-        else newPods.push(r as Pod);
+      const batchPods = rs.filter((r): r is Pod => r.kind === 'Pod');
+      for (const p of batchPods) {
+        if (p.spec.nodeName) continue;
+        const had = (await resources.get('Pod', p.metadata.namespace, p.metadata.name)) as Pod | undefined;
+        if (had?.spec.nodeName) p.spec.nodeName = had.spec.nodeName;
       }
-      if (deps.cluster) deps.cluster.schedule(newPods, (await resources.list('Pod')) as Pod[]);
-      else for (const p of newPods) p.spec.nodeName = config.node;
+      if (deps.cluster) deps.cluster.schedule(batchPods, (await resources.list('Pod')) as Pod[]);
+      else for (const p of batchPods) p.spec.nodeName ??= config.node;
       // The whole batch must import into the policy repository together with what exists.
       const existing = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
       const incoming = rs.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));

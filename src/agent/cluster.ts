@@ -237,14 +237,17 @@ export function createCluster(o: ClusterOptions) {
       return out;
     },
     /**
-     * Gives every pod without spec.nodeName the registered node with the fewest pods (counting
-     * `existing` and the pods placed before it), lowest-numbered first on a tie.
+     * Gives every pod of `pods` without spec.nodeName the registered node with the fewest pods
+     * (counting `existing`, the batch's pods that have a node, and those placed before it),
+     * lowest-numbered first on a tie.
      */
     schedule(pods: Pod[], existing: Pod[]): void {
       const names = [...nodes.values()].filter((n) => n.cluster === self.cluster).map((n) => n.name).sort(nodeOrder);
       if (!names.length) names.push(self.name);
       const load = new Map(names.map((n) => [n, 0]));
-      for (const p of existing) if (p.spec.nodeName && load.has(p.spec.nodeName) && !pods.includes(p)) load.set(p.spec.nodeName, load.get(p.spec.nodeName)! + 1);
+      const key = (p: Pod) => `${p.metadata.namespace ?? 'default'}/${p.metadata.name}`;
+      const batch = new Set(pods.map(key));
+      for (const p of existing) if (p.spec.nodeName && load.has(p.spec.nodeName) && !batch.has(key(p))) load.set(p.spec.nodeName, load.get(p.spec.nodeName)! + 1);
       for (const p of pods) {
         if (p.spec.hostNetwork || p.spec.nodeName) {
           if (p.spec.nodeName && load.has(p.spec.nodeName)) load.set(p.spec.nodeName, load.get(p.spec.nodeName)! + 1);

@@ -52,13 +52,15 @@ const { kv, allocator } = store;
 const policy = createAgentPolicyEngine({ allocator });
 // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
 let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
+let agentRunning = false;
 let clusterKick: NodeJS.Timeout | undefined;
 const cluster: Cluster | undefined = kv.backend === 'etcd'
   ? createCluster({
     kv, logger, self: { name: node, cluster: 'default', ip: nodeIp(nodeIndex), routerIp: routerIp(nodeIndex), podCidr: podCidr(nodeIndex) },
     onChange() {
       // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst
-      clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); void agentRef?.settled(); }, 20);
+      // (agent.settled() spins until the agent runs: the first reconcile at start reads them anyway)
+      clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (agentRunning) void agentRef?.settled(); }, 20);
     },
   })
   : undefined;
@@ -100,6 +102,7 @@ const api = createApiServer({
 await parts.datapath.start();
 await parts.start(agent);
 await agent.start();
+agentRunning = true;
 // Identities restored from the kvstore that no endpoint or policy claimed in the first
 // reconcile belong to pods deleted while no agent ran: free them and resync the maps.
 const freed = allocator.gcUnreferenced();
@@ -117,6 +120,7 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   logger.info({ subsys: 'daemon', signal }, 'agent stopping (datapath stays enforcing)');
   await api.stop();
+  agentRunning = false;
   await agent.stop();
   cluster?.stop();
   await cluster?.flushed();
