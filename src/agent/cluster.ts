@@ -16,7 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { KVStore, WatchEvent } from '../kvstore/types.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../common/logger.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';

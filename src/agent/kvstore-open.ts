@@ -5,14 +5,14 @@
  *     allocator), this node's keys under its lease (Cilium's --kvstore-lease-ttl)
  */
 import { readFile } from 'node:fs/promises';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../common/logger.ts';
 import type { KVStore } from '../kvstore/types.ts';
 import { openMemoryStore } from '../kvstore/memory.ts';
 import { openEtcdStore } from '../kvstore/etcd.ts';
 import { ClusterIdentityAllocator } from '../identity/cluster-allocator.ts';
 import type { LocalIdentityAllocator } from '../identity/allocator.ts';
 import { openPersistentAllocator } from './identity-store.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export interface AgentKVStoreOptions {
   /** etcd endpoints; none: the memory store in `storeFile` */

@@ -24,7 +24,7 @@
  * synchronous and remote pods' identities are known to the selector cache. A key that does not
  * parse is logged and skipped.
  */
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { LabelSet, makeLabel, type Label } from '../labels/labels.ts';
 import type { KVLog, KVStore, WatchEvent } from '../kvstore/types.ts';
 import { LocalIdentityAllocator, type AllocationResult } from './allocator.ts';

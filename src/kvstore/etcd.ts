@@ -12,7 +12,7 @@
  * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
  */
 import { Etcd3, type IOptions, type Lease } from 'etcd3';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp, WatchEvent } from './types.ts';
 
 export interface EtcdStoreOptions {

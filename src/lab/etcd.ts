@@ -10,8 +10,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LabPaths } from '../agent/paths.ts';
-import { MembraneError } from '../errors.ts';
+import type { LabPaths } from '../common/paths.ts';
+import { MembraneError } from '../common/errors.ts';
 import { isAlive, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath } from '../sys/net.ts';
 import { underlayNetnsName } from './names.ts';

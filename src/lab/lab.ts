@@ -2,7 +2,7 @@
  * `membrane up` / `membrane down`: the whole lab's lifecycle.
  *
  * up (idempotent): node, underlay and world namespaces and their networks → the world's echo
- * hosts → one agent per node (nsenter --net into the node netns, host mounts kept so the BPF
+ * hosts → one agent per node (src/lab/node-agent.ts: nsenter --net into the node netns, host mounts kept so the BPF
  * filesystem is the host's; detached, so it outlives the CLI) → wait for each agent's API →
  * the default namespaces (`default`, `kube-system`) applied through the API.
  *
@@ -11,12 +11,13 @@
  * entries, the state directory and the BPF pin directories.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { labPaths, type LabPaths } from '../agent/paths.ts';
-import { callAgent } from '../cli/client.ts';
-import { MembraneError } from '../errors.ts';
+import { labPaths, type LabPaths } from '../common/paths.ts';
+import { childEnv, type MembraneConfig } from '../common/config.ts';
+import { callAgent } from '../agent/api-client.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
 import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
@@ -31,11 +32,10 @@ import { ensureHubbleCerts } from './hubble-certs.ts';
 import { labDnsResources } from './dns/workload.ts';
 import { programPath } from './programs.ts';
 import { ensureLabEtcd, labEtcdEndpoint } from './etcd.ts';
-import { writeFile } from 'node:fs/promises';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-const AGENT_MARKER = 'src/agent/main.ts';
+const AGENT_MARKER = 'src/lab/node-agent.ts';
 const WORLD_MARKER = '--id=world';
 
 function requireRoot(): void {
@@ -47,7 +47,7 @@ function worldDir(paths: LabPaths): string {
 }
 
 /** Nodes the lab has now (from the node namespaces that exist). */
-export async function labNodes(lab = labPaths().lab): Promise<number[]> {
+export async function labNodes(lab: string): Promise<number[]> {
   const list = await netnsList();
   return list.filter((n) => isLabNodeNetns(n, lab)).map((n) => Number(n.slice(lab.length + '-node'.length))).sort((a, b) => a - b);
 }
@@ -69,7 +69,7 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
       '--pod=world', '--namespace=world', `--tcp=${tcp.join(',')}`, `--udp=${udp.join(',')}`,
       `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
     logFile: join(dir, 'echo.log'), pidFile,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+    env: childEnv({ inherit: false }),
   });
   await ensureWorldTls(paths, repoRoot);
   const deadline = Date.now() + 15_000;
@@ -97,7 +97,7 @@ async function ensureWorldTls(paths: LabPaths, repoRoot: string): Promise<void> 
       `--state-dir=${paths.stateDir}`, `--ports=${worldTlsPorts().join(',')}`,
       `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
     logFile: join(dir, 'tls.log'), pidFile,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+    env: childEnv({ inherit: false }),
     cwd: repoRoot,
   });
   const deadline = Date.now() + 30_000;
@@ -148,13 +148,15 @@ export function labKVStoreEndpoints(paths: LabPaths): string[] {
   return c.endpoints.length ? c.endpoints : [labEtcdEndpoint(paths)];
 }
 
-function kvstoreAgentArgs(paths: LabPaths): string[] {
+/** The agents' kvstore flags (they win over the settings the agents inherit). */
+function kvstoreAgentArgs(config: MembraneConfig): string[] {
+  const paths = labPaths(config);
   const c = readLabKVStore(paths);
   if (c.mode !== 'etcd') return [];
   return [
     '--kvstore-endpoint', labKVStoreEndpoints(paths).join(','),
     ...(c.ca ? ['--kvstore-ca', c.ca] : []), ...(c.cert ? ['--kvstore-cert', c.cert] : []), ...(c.key ? ['--kvstore-key', c.key] : []),
-    '--kvstore-lease-ttl', String(LAB_LEASE_TTL_SECONDS), '--identity-gc-interval', String(LAB_IDENTITY_GC_SECONDS),
+    '--kvstore-lease-ttl', String(config.kvstoreLeaseTTL ?? LAB_LEASE_TTL_SECONDS), '--identity-gc-interval', String(config.identityGcInterval ?? LAB_IDENTITY_GC_SECONDS),
   ];
 }
 
@@ -162,9 +164,11 @@ function kvstoreAgentArgs(paths: LabPaths): string[] {
  * Decides the lab's kvstore on `up` (kept in the state dir): etcd for more than one node, the
  * same choice as before on a re-run; a conflicting choice is refused, changing nothing.
  */
-async function decideKVStore(paths: LabPaths, nodes: number, opts: LabUpOptions): Promise<LabKVStore> {
+async function decideKVStore(config: MembraneConfig, nodes: number): Promise<LabKVStore> {
+  const paths = labPaths(config);
+  const opts = { kvstore: config.kvstore, kvstoreCa: config.kvstoreCa, kvstoreCert: config.kvstoreCert, kvstoreKey: config.kvstoreKey };
   const had = existsSync(kvstoreFile(paths)) ? readLabKVStore(paths) : undefined;
-  const endpoints = opts.kvstoreEndpoint ? opts.kvstoreEndpoint.split(',').map((e) => e.trim()).filter(Boolean) : [];
+  const endpoints = config.kvstoreEndpoint ? config.kvstoreEndpoint.split(',').map((e) => e.trim()).filter(Boolean) : [];
   for (const e of endpoints) {
     if (!e.startsWith('unix:')) {
       throw new MembraneError('LAB_KVSTORE_UNREACHABLE', `--kvstore-endpoint ${e}: the lab's agents run in node namespaces with no route to this machine's network`, {
@@ -187,16 +191,17 @@ async function decideKVStore(paths: LabPaths, nodes: number, opts: LabUpOptions)
   return out;
 }
 
-/** Starts node k's agent unless a live one is there; returns its pid. */
-export function ensureAgent(paths: LabPaths, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+/** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
+export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+  const paths = labPaths(config);
   const node = nodeName(k);
   const ns = nodeNetnsName(node, paths.lab);
   const old = readPidFile(paths.agentPidFile(node));
   if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
   const pid = spawnDetached({
-    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), ...kvstoreAgentArgs(paths)]),
+    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), ...kvstoreAgentArgs(config)]),
     logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
-    env: { ...process.env, MEMBRANE_LAB: paths.lab, MEMBRANE_STATE_DIR: paths.stateDir },
+    env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
   });
   return { pid, started: true };
@@ -229,19 +234,12 @@ export function defaultNamespaces(): Resource[] {
 }
 
 export interface LabUpOptions {
+  config: MembraneConfig;
   /** Node count; default: as many as exist, at least 1. */
   nodes?: number;
-  paths?: LabPaths;
   repoRoot?: string;
   /** Networks and world only, no agents (tests of PodNetworks/Workloads). */
   networkOnly?: boolean;
-  /** memory (default for one node) or etcd (default for more) */
-  kvstore?: 'memory' | 'etcd';
-  /** an existing etcd instead of the lab's own (unix: socket; agents live in node namespaces) */
-  kvstoreEndpoint?: string;
-  kvstoreCa?: string;
-  kvstoreCert?: string;
-  kvstoreKey?: string;
   progress?: (msg: string) => void;
 }
 
@@ -251,15 +249,15 @@ export interface LabUpResult {
   worldPid: number;
 }
 
-export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
+export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   requireRoot();
-  const paths = opts.paths ?? labPaths();
+  const paths = labPaths(opts.config);
   const repoRoot = opts.repoRoot ?? REPO_ROOT;
   const say = opts.progress ?? (() => {});
   const have = await labNodes(paths.lab);
   const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
   await mkdir(paths.stateDir, { recursive: true });
-  const kvs = opts.networkOnly ? undefined : await decideKVStore(paths, nodes, opts);
+  const kvs = opts.networkOnly ? undefined : await decideKVStore(opts.config, nodes);
   say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
   await setupLabNetwork({ lab: paths.lab, nodes });
   if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
@@ -275,7 +273,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
     await mkdir(paths.nodeDir(node), { recursive: true });
     const entry: LabUpResult['nodes'][number] = { node, netns: nodeNetnsName(node, paths.lab), started: false, socket: paths.agentSocket(node) };
     if (!opts.networkOnly) {
-      const a = ensureAgent(paths, k, repoRoot);
+      const a = ensureAgent(opts.config, k, repoRoot);
       entry.pid = a.pid;
       entry.started = a.started;
       say(`${node}: agent ${a.started ? 'started' : 'running'} (pid ${a.pid})`);
@@ -300,9 +298,9 @@ export interface LabDownResult {
   processes: number;
 }
 
-export async function labDown(opts: { paths?: LabPaths; progress?: (msg: string) => void } = {}): Promise<LabDownResult> {
+export async function labDown(opts: { config: MembraneConfig; progress?: (msg: string) => void }): Promise<LabDownResult> {
   requireRoot();
-  const paths = opts.paths ?? labPaths();
+  const paths = labPaths(opts.config);
   const lab = paths.lab;
   const say = opts.progress ?? (() => {});
   const namespaces = (await netnsList()).filter((n) => isLabNetns(n, lab));
@@ -348,7 +346,7 @@ export interface LabStatus {
   world: { pid?: number; alive: boolean };
 }
 
-export async function labStatus(paths: LabPaths = labPaths()): Promise<LabStatus> {
+export async function labStatus(paths: LabPaths): Promise<LabStatus> {
   const namespaces = (await netnsList()).filter((n) => isLabNetns(n, paths.lab));
   const nodes = (await labNodes(paths.lab)).map((k) => {
     const node = nodeName(k);

@@ -5,7 +5,7 @@
  */
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import type { DatapathEvent } from '../types.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 
 export const DIR_INGRESS = 1;
 export const DIR_EGRESS = 2;

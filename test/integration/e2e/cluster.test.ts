@@ -13,12 +13,11 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { execFileSync } from 'node:child_process';
 import { TestLab, type Flow } from '../support/lab.ts';
-import { callAgent } from '../../../src/cli/client.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
 
 const lab = new TestLab(`cl${process.pid % 10000}`);
 const skip = !existsSync('/usr/bin/etcd') && 'needs etcd-server (scripts/setup.sh)';
-const paths = labPaths(lab.env);
+const paths = lab.paths;
 let ip: Record<string, string> = {};
 
 const ns = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'cl' } };
@@ -94,7 +93,7 @@ test('pods honour spec.nodeName, the others are spread; -o wide shows the node',
 test('the same labels have the same identity number on every node', { skip }, async () => {
   const byNode = await Promise.all([1, 2, 3].map(async (k) => {
     const { items } = await callAgent<{ items: { id: number; labels: string[]; scope: string }[] }>(paths.agentSocket(`node${k}`), 'GET', '/v1/identities');
-    return new Map(items.filter((i) => i.scope === 'cluster').map((i) => [i.labels.join(','), i.id]));
+    return new Map(items.filter((i: { scope: string }) => i.scope === 'cluster').map((i: { labels: string[]; id: number }) => [i.labels.join(','), i.id]));
   }));
   const ps = await pods();
   for (const p of ps) {
