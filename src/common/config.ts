@@ -84,6 +84,8 @@ export interface MembraneConfig {
   kvstoreLeaseTTL: number | undefined;
   /** seconds between identity GC passes on this node (Cilium operator's --identity-gc-interval); default 60, the lab's 15 */
   identityGcInterval: number | undefined;
+  /** how pod traffic crosses nodes (Cilium's --routing-mode): native routes on the underlay; tunnel (VXLAN) is not built yet */
+  routingMode: 'native';
 }
 
 export type SettingName = keyof MembraneConfig;
@@ -175,6 +177,17 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'kvstoreKey', scope: 'agent', env: 'MEMBRANE_KVSTORE_KEY', flag: '--kvstore-key', default: '(none)', help: 'its private key', parse: text },
   { name: 'kvstoreLeaseTTL', scope: 'agent', env: 'MEMBRANE_KVSTORE_LEASE_TTL', flag: '--kvstore-lease-ttl', default: "900 (the lab's: 30)", help: "seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl)", parse: wholeNumber(864_000) },
   { name: 'identityGcInterval', scope: 'agent', env: 'MEMBRANE_IDENTITY_GC_INTERVAL', flag: '--identity-gc-interval', default: "60 (the lab's: 15)", help: 'seconds between passes that free cluster identities no node uses; 0: none on this node', parse: wholeNumber(86_400) },
+  {
+    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'native',
+    help: "how pod traffic crosses nodes (Cilium's --routing-mode): native, routes on the lab underlay, the source identity from the ipcache",
+    parse(raw) {
+      if (raw === 'tunnel') {
+        throw new MembraneError('CONFIG_UNSUPPORTED', 'routingMode (--routing-mode / MEMBRANE_ROUTING_MODE): tunnel (VXLAN with the identity in the VNI) is not implemented yet', { hint: 'use --routing-mode native (the default)' });
+      }
+      if (raw !== 'native') throw bad(this, raw, 'native');
+      return raw;
+    },
+  },
   { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
   { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
   { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
@@ -240,6 +253,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstoreKey: value('kvstoreKey', undefined),
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
+    routingMode: value('routingMode', 'native'),
   };
 }
 
