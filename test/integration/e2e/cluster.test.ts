@@ -2,12 +2,13 @@
  * Three nodes sharing one etcd (`membrane up --nodes 3`, native routing on the lab underlay):
  * nodes registered, pods placed by spec.nodeName or spread, the same identity number for the same
  * labels on every node, pod-to-pod across nodes allowed and then denied by an L3/L4 policy applied
- * through another node, flows on both ends with the right identities, and a deleted pod's ipcache
- * key gone from etcd.
+ * through another node, flows on both ends with the right identities, an agent killed and
+ * restarted (enforcement meanwhile, same identities after), and a deleted pod's ipcache key gone
+ * from etcd.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -142,6 +143,27 @@ test('pod to pod across nodes: allowed without policy, then only the selected pe
   assert.equal(out.source?.identity, ids.client);
   assert.equal(out.destination?.identity, ids.server);
   assert.equal(out.node_name, 'node1');
+});
+
+test('an agent killed on node2: its datapath keeps enforcing, and after `up` it is back with the same identities', { skip }, async () => {
+  const target = `${ip.server}:8080/tcp`;
+  const before = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+  const pid = Number(readFileSync(paths.agentPidFile('node2'), 'utf8'));
+  process.kill(pid, 'SIGKILL');
+  await until('the node2 agent is gone', async () => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'), 10_000);
+  // no agent on node2: the pinned datapath still allows the client and denies the intruder
+  const [c, i] = await Promise.all([lab.probe('cl', 'client', [target]), lab.probe('cl', 'intruder', [target])]);
+  assert.deepEqual([c[target], i[target]], [true, false]);
+  await lab.ok(['up'], { timeoutMs: 240_000 });
+  assert.notEqual(Number(readFileSync(paths.agentPidFile('node2'), 'utf8')), pid);
+  const after = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+  assert.deepEqual(after, before);
+  const { items } = await callAgent<{ items: { pod: string; identity: number }[] }>(paths.agentSocket('node2'), 'GET', '/v1/endpoints?namespace=cl');
+  assert.equal(items.find((e) => e.pod === 'server')?.identity, before.server);
+  await until('node2 enforces the same policy after the restart', async () => {
+    const [c2, i2] = await Promise.all([lab.probe('cl', 'client', [target]), lab.probe('cl', 'intruder', [target])]);
+    return c2[target] === true && i2[target] === false;
+  });
 });
 
 test("a deleted pod's ipcache key (Cilium's IPIdentityPair JSON) leaves etcd", { skip }, async () => {
