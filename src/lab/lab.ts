@@ -256,8 +256,9 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   const say = opts.progress ?? (() => {});
   const have = await labNodes(paths.lab);
   const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
-  await mkdir(paths.stateDir, { recursive: true });
+  // decided (and a bad choice refused) before anything is made
   const kvs = opts.networkOnly ? undefined : await decideKVStore(opts.config, nodes);
+  await mkdir(paths.stateDir, { recursive: true });
   say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
   await setupLabNetwork({ lab: paths.lab, nodes });
   if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
