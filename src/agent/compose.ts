@@ -59,6 +59,8 @@ export interface ComposeInput {
   logger: Logger;
   kv: KVStore;
   policy: AgentPolicyEngine;
+  /** registered nodes (cluster mode): `status` lists them */
+  clusterNodes?: () => { name: string; ip: string }[];
   /** pods on other nodes (cluster mode): flows name them */
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
@@ -230,6 +232,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
         datapath: dpState,
         kvstore,
+        ...(input.clusterNodes ? { cluster: { nodes: input.clusterNodes().map((n) => ({ name: n.name, ip: n.ip })) } } : {}),
         endpoints: { total: eps.length, ready, notReady: eps.length - ready },
         policy: {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,

@@ -77,7 +77,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
 
   const parts = await composeNode({
     node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}),
-    ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip) } : {}),
+    ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
     config: { node, hostIp, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,

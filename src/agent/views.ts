@@ -43,6 +43,8 @@ export interface StatusView {
   datapath: { state: 'Ok' | 'Warning' | 'Failure' | 'Disabled'; mode: string; programs: number; message?: string };
   /** Cilium's `KVStore:` line (etcd: connected endpoints, leases, version, leader) */
   kvstore?: { state: 'Ok' | 'Failure'; backend: 'memory' | 'etcd'; message: string };
+  /** nodes registered in the kvstore (their leases alive), this one included */
+  cluster?: { nodes: { name: string; ip: string }[] };
   endpoints: { total: number; ready: number; notReady: number };
   policy: { revision: number; policies: number; identities: number; enforcement: string };
   hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string; listen?: HubbleListenerView };

@@ -77,6 +77,7 @@ test('get nodes: three registered nodes with their addresses and pod CIDRs', { s
   for (let k = 1; k <= 3; k++) assert.match(out, new RegExp(`node${k}\\s+Ready\\s+192\\.0\\.2\\.${k}\\s+10\\.244\\.${k}\\.0/24`));
   const st = await lab.ok(['status']);
   assert.match(st, /KVStore:\s+Ok\s+etcd: 1\/1 connected, leases=1.*3\.4\.\d+ \(Leader\)/);
+  assert.match(st, /Cluster:\s+Ok\s+3 node\(s\) registered: node1 \(192\.0\.2\.1\), node2 \(192\.0\.2\.2\), node3 \(192\.0\.2\.3\)/);
 });
 
 test('pods honour spec.nodeName, the others are spread; -o wide shows the node', { skip }, async () => {
