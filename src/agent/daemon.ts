@@ -84,6 +84,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     workloads: parts.workloads, policy, logger,
     extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache(), ...(cluster?.ipcacheEntries() ?? [])],
     ...(cluster ? { cluster } : {}),
+    onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
   });
   agentRef = agent;
   if (cluster) {

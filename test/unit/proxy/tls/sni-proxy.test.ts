@@ -148,7 +148,7 @@ test('a ClientHello in 1-byte segments, and split over several TLS records, is r
   const h = await captureHello('api.openai.com');
   // every header byte alone (record, handshake, version, random, session id), then 16-byte pieces:
   // a few hundred 1 ms timers would outlast the 2.5 s hello timeout on a loaded machine
-  const pieces = [...h.subarray(0, 80)].map((b) => Buffer.from([b]));
+  const pieces: Buffer[] = [...h.subarray(0, 80)].map((b) => Buffer.from([b]));
   for (let i = 80; i < h.length; i += 16) pieces.push(h.subarray(i, i + 16));
   const r = await raw(pieces, 1);
   assert.equal(r.reset, false);
