@@ -6,6 +6,7 @@
  * restarted (enforcement meanwhile, same identities after), and a deleted pod's ipcache key gone
  * from etcd.
  */
+import { skipUnless } from '../../support/requirements.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -17,7 +18,7 @@ import { TestLab, type Flow } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 
 const lab = new TestLab(`cl${process.pid % 10000}`);
-const skip = !existsSync('/usr/bin/etcd') && 'needs etcd-server (scripts/setup.sh)';
+const skip = skipUnless('root', 'etcd');
 const paths = lab.paths;
 let ip: Record<string, string> = {};
 

@@ -4,19 +4,19 @@
  * a dead node's lease takes its slave keys and the GC then frees the identity, corrupt keys are
  * skipped, the etcd lock excludes, and TLS with client certificates.
  */
+import { skipUnless } from '../../support/requirements.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startEtcd, ETCD, type TestEtcd } from '../support/etcd.ts';
+import { startEtcd, type TestEtcd } from '../support/etcd.ts';
 import { openEtcdStore } from '../../../src/kvstore/etcd.ts';
 import type { KVStore } from '../../../src/kvstore/types.ts';
 import { ClusterIdentityAllocator, ID_PREFIX, VALUE_PREFIX, kvstoreLabelString } from '../../../src/identity/cluster-allocator.ts';
 import { LabelSet } from '../../../src/labels/labels.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
-const skip = !existsSync(ETCD) && 'needs etcd-server (scripts/setup.sh)';
+const skip = skipUnless('etcd');
 let etcd: TestEtcd;
 const children: ChildProcess[] = [];
 const stores: KVStore[] = [];

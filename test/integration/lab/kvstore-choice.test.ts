@@ -2,6 +2,7 @@
  * `membrane up` refuses kvstore and routing choices it cannot honour before it makes anything:
  * memory with several nodes, a TCP etcd endpoint the node namespaces cannot reach, tunnel routing.
  */
+import { skipUnless } from '../../support/requirements.ts';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,12 +10,12 @@ import { existsSync } from 'node:fs';
 import { TestLab } from '../support/lab.ts';
 
 const lab = new TestLab(`kc${process.pid % 10000}`);
-const root = process.getuid?.() === 0;
+const skip = skipUnless('root');
 after(async () => { await lab.down(); });
 
 const netns = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${lab.name}-`));
 
-test('refused before anything is made, each with its code and a hint', { skip: !root && 'needs root' }, async () => {
+test('refused before anything is made, each with its code and a hint', { skip }, async () => {
   const cases: [string[], RegExp][] = [
     [['up', '--nodes', '2', '--kvstore', 'memory'], /LAB_KVSTORE_MEMORY_MULTINODE.*would not share[\s\S]*hint:/],
     [['up', '--kvstore-endpoint', 'http://127.0.0.1:2379'], /LAB_KVSTORE_UNREACHABLE.*no route[\s\S]*hint: .*unix/],
