@@ -46,6 +46,8 @@ export interface AgentDeps {
   logger: Logger;
   /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
   extraIPCache?: () => IPCacheEntry[];
+  /** In a cluster: who runs the cluster-wide controllers, and where new pods go (src/agent/cluster.ts). */
+  cluster?: { isLeader(): boolean; schedule(pods: Pod[], existing: Pod[]): void };
   /** Told of each policy import or delete that was not a dry run (cilium_policy_change_total). */
   onPolicyChange?: (outcome: 'success' | 'failure', count: number) => void;
 }
@@ -111,12 +113,15 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const of = <K extends Resource['kind']>(k: K) => all.filter((r): r is Extract<Resource, { kind: K }> => r.kind === k);
 
     // Controllers that write back to the store (their writes trigger another pass).
-    const { create, delete: gone } = reconcileDeployments(of('Deployment') as Deployment[], of('Pod') as Pod[]);
-    for (const p of create) p.spec.nodeName ??= config.node;
+    // In a cluster only the leader runs them (deterministic names, but one writer).
+    const lead = deps.cluster?.isLeader() ?? true;
+    const { create, delete: gone } = lead ? reconcileDeployments(of('Deployment') as Deployment[], of('Pod') as Pod[]) : { create: [], delete: [] };
+    if (deps.cluster) deps.cluster.schedule(create, of('Pod') as Pod[]);
+    else for (const p of create) p.spec.nodeName ??= config.node;
     if (create.length) await resources.commit(create);
     if (gone.length) await resources.commitDelete(gone);
     const services = of('Service') as Service[];
-    const assigned = assignClusterIPs(services);
+    const assigned = lead ? assignClusterIPs(services) : [];
     for (const s of assigned) await resources.putStatus(s);
     if (create.length || gone.length || assigned.length) dirty = true;
 
@@ -195,7 +200,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
-    const ident = policy.allocateIdentity({ pod, namespace: ns });
+    const ident = await policy.allocateIdentity({ pod, namespace: ns });
     const workload = podOwner(pod);
     if (have && have.identity === ident.id) {
       if (JSON.stringify(have.workload) !== JSON.stringify(workload)) {
@@ -274,13 +279,21 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
           const inBatch = rs.some((x) => x.kind === 'Namespace' && x.metadata.name === r.metadata.namespace);
           if (!ns && !inBatch) throw new ApiRequestError('API_NAMESPACE_NOT_FOUND', `${r.kind} ${r.metadata.name}: namespace "${r.metadata.namespace}" not found; nothing was applied`, { hint: `create it first: a Namespace named ${r.metadata.namespace}` });
         }
-        if (r.kind === 'Pod') (r as Pod).spec.nodeName ??= config.node;
         if (r.kind === 'AIPolicy') {
           // an AIPolicy the proxy could not apply is refused here (an ignored one would fail open)
           const t = translateAIPolicy(r);
           if (t.issues.length) throw new ApiRequestError(t.issues[0]!.code, `AIPolicy ${r.metadata.namespace}/${r.metadata.name}: ${t.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}; nothing was applied`, { issues: t.issues });
         }
       }
+      // A pod keeps the node it has; a new one goes where the scheduler puts it (one node: here).
+      const batchPods = rs.filter((r): r is Pod => r.kind === 'Pod');
+      for (const p of batchPods) {
+        if (p.spec.nodeName) continue;
+        const had = (await resources.get('Pod', p.metadata.namespace, p.metadata.name)) as Pod | undefined;
+        if (had?.spec.nodeName) p.spec.nodeName = had.spec.nodeName;
+      }
+      if (deps.cluster) deps.cluster.schedule(batchPods, (await resources.list('Pod')) as Pod[]);
+      else for (const p of batchPods) p.spec.nodeName ??= config.node;
       // The whole batch must import into the policy repository together with what exists.
       const existing = (await resources.list()).filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
       const incoming = rs.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));

@@ -65,6 +65,10 @@ export interface ComposeInput {
   logger: Logger;
   kv: KVStore;
   policy: AgentPolicyEngine;
+  /** registered nodes (cluster mode): `status` lists them */
+  clusterNodes?: () => { name: string; ip: string }[];
+  /** pods on other nodes (cluster mode): flows name them */
+  remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
   hubbleTls?: HubbleServerTlsFiles;
 }
@@ -93,7 +97,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const resolver: EndpointResolver = {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
-      return ep ? resolved(ep) : undefined;
+      if (ep) return resolved(ep);
+      const r = input.remoteEndpoint?.(ip);
+      return r?.namespace && r.pod ? { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: policy.identityLabels(r.identity) ?? [] } : undefined;
     },
     identityLabels: (id) => policy.identityLabels(id),
     // policy-verdict flows name the policies that decided them (--print-policy-names)
@@ -250,12 +256,22 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       const eps = agent.endpoints();
       const ready = eps.filter((e) => e.state === 'ready').length;
+      let kvstore: StatusView['kvstore'];
+      try {
+        const k = await input.kv.status();
+        kvstore = { state: k.connected ? 'Ok' : 'Failure', backend: k.backend, message: k.message };
+      } catch (e) {
+        kvstore = { state: 'Failure', backend: input.kv.backend, message: (e as Error).message };
+      }
+      if (kvstore.state === 'Failure') errors.push(`kvstore: ${kvstore.message}`);
       const hs = hubble.stats();
       const lostTotal = Object.values(hs.lost).reduce((a, b) => a + (b ?? 0), 0);
       return {
         node, lab,
         agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
         datapath: dpState,
+        kvstore,
+        ...(input.clusterNodes ? { cluster: { nodes: input.clusterNodes().map((n) => ({ name: n.name, ip: n.ip })) } } : {}),
         endpoints: { total: eps.length, ready, notReady: eps.length - ready },
         policy: {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,

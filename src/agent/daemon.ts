@@ -9,8 +9,9 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import type { MembraneConfig } from '../common/config.ts';
 import { labPaths, type LabPaths } from '../common/paths.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
-import { openMemoryStore } from '../kvstore/memory.ts';
-import { openPersistentAllocator } from './identity-store.ts';
+import { openAgentKVStore } from './kvstore-open.ts';
+import { createCluster, type Cluster } from './cluster.ts';
+import type { NodeView } from './views.ts';
 import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
@@ -36,23 +37,76 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const started = Date.now();
   const provider = o.provider({ paths, logger });
 
-  const kv = await openMemoryStore({ file: paths.storeFile(node) });
-  const allocator = await openPersistentAllocator(kv);
+  const hostIp = provider.nodeAddresses[0] ?? '';
+  const store = await openAgentKVStore({
+    endpoints: (config.kvstoreEndpoint ?? '').split(',').map((e) => e.trim()).filter(Boolean), storeFile: paths.storeFile(node),
+    ...(config.kvstoreCa ? { ca: config.kvstoreCa } : {}), ...(config.kvstoreCert ? { cert: config.kvstoreCert } : {}), ...(config.kvstoreKey ? { key: config.kvstoreKey } : {}),
+    leaseTtlSeconds: config.kvstoreLeaseTTL ?? 900, identityGcIntervalMs: (config.identityGcInterval ?? 60) * 1000,
+    nodeSuffix: hostIp, logger,
+  });
+  const { kv, allocator } = store;
   const policy = createAgentPolicyEngine({ allocator });
-  const parts = await composeNode({ node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}) });
+
+  // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
+  let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
+  let agentRunning = false;
+  let clusterKick: NodeJS.Timeout | undefined;
+  const self = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  const cluster: Cluster | undefined = kv.backend === 'etcd'
+    ? createCluster({
+      kv, logger, self,
+      onChange() {
+        // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst;
+        // before the agent runs its first reconcile reads them anyway (settled() would spin)
+        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (agentRunning) void agentRef?.settled(); }, 20);
+      },
+    })
+    : undefined;
+  /** Remote pods and nodes in the policy engine's ipcache too: the L7 proxies name peers through it. */
+  let remoteInEngine = new Set<string>();
+  function syncRemote(): void {
+    if (!cluster) return;
+    const now = new Set<string>();
+    for (const e of cluster.ipcacheEntries()) {
+      now.add(e.prefix);
+      policy.engine.ipcache.upsert(e.prefix, e.identity, 'node');
+    }
+    for (const p of remoteInEngine) if (!now.has(p)) policy.engine.ipcache.delete(p, 'node');
+    remoteInEngine = now;
+  }
+
+  const parts = await composeNode({
+    node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}),
+    ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
+  });
   const agent = await createAgent({
-    config: { node, hostIp: provider.nodeAddresses[0] ?? '', lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
-    workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
+    config: { node, hostIp, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
+    workloads: parts.workloads, policy, logger,
+    extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache(), ...(cluster?.ipcacheEntries() ?? [])],
+    ...(cluster ? { cluster } : {}),
     onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
   });
+  agentRef = agent;
+  if (cluster) {
+    await cluster.start();
+    syncRemote();
+  }
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
-    routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes() },
+    routes: {
+      ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes(),
+      'GET /v1/nodes': async () => ({
+        items: (cluster?.nodes() ?? [self]).map((n): NodeView => ({
+          name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}), self: n.name === node,
+        })),
+      }),
+    },
   });
 
   await parts.datapath.start();
   await parts.start(agent);
   await agent.start();
+  agentRunning = true;
   // Identities restored from the kvstore that no endpoint or policy claimed in the first
   // reconcile belong to pods deleted while no agent ran: free them and resync the maps.
   const freed = allocator.gcUnreferenced();
@@ -70,10 +124,15 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     stopping = true;
     logger.info({ subsys: 'daemon', signal }, 'agent stopping (datapath stays enforcing)');
     await api.stop();
+    agentRunning = false;
     await agent.stop();
+    cluster?.stop();
+    await cluster?.flushed();
     await parts.stop();
     await parts.datapath.stop();
-    await kv.close();
+    store.stop();
+    // leased keys (this node's ipcache entries, identity users) outlive a restart by one lease TTL
+    await kv.close({ keepLeases: true });
     await rm(paths.agentPidFile(node), { force: true });
     process.exit(0);
   }

@@ -45,6 +45,8 @@ export interface PodNetworkProvider {
   workloads: Workloads;
   /** Addresses of the node itself (the reserved:host identity); the first is the Pod status hostIP. */
   readonly nodeAddresses: readonly string[];
+  /** The node's pod CIDR, when it has one (published in its kvstore node registration) */
+  readonly podCidr?: string;
   /** Devices that carry traffic from outside the pods: the datapath enforces ingress policy on them. */
   readonly networkDevices: readonly string[];
   /** Prefixes inside the cluster (pods, services, nodes, loopback): DNS answers never become FQDN identities there. */

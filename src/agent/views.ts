@@ -41,6 +41,10 @@ export interface StatusView {
   lab: string;
   agent: { state: 'Ok' | 'Warning' | 'Failure'; pid: number; uptimeSeconds: number; version: string };
   datapath: { state: 'Ok' | 'Warning' | 'Failure' | 'Disabled'; mode: string; programs: number; message?: string };
+  /** Cilium's `KVStore:` line (etcd: connected endpoints, leases, version, leader) */
+  kvstore?: { state: 'Ok' | 'Failure'; backend: 'memory' | 'etcd'; message: string };
+  /** nodes registered in the kvstore (their leases alive), this one included */
+  cluster?: { nodes: { name: string; ip: string }[] };
   endpoints: { total: number; ready: number; notReady: number };
   policy: { revision: number; policies: number; identities: number; enforcement: string };
   hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string; listen?: HubbleListenerView };
@@ -51,4 +55,15 @@ export interface StatusView {
 export interface ApplyResponse {
   results: ApplyResult[];
   dryRun: boolean;
+}
+
+/** `membrane get nodes`: a node of the cluster (registered in the kvstore, its lease alive). */
+export interface NodeView {
+  name: string;
+  status: 'Ready';
+  internalIP: string;
+  routerIP?: string;
+  podCIDR?: string;
+  /** the node whose agent answered */
+  self: boolean;
 }

@@ -76,6 +76,20 @@ export interface MembraneConfig {
   hubbleTlsServerName: string | undefined;
   /** no colours in CLI output (https://no-color.org) */
   noColor: boolean;
+  /** how the lab's agents share state: memory (one node) or etcd; default: etcd for more than one node */
+  kvstore: 'memory' | 'etcd' | undefined;
+  /** etcd endpoints, comma-separated (Cilium's --kvstore etcd --kvstore-opt etcd.address); none: memory */
+  kvstoreEndpoint: string | undefined;
+  /** etcd TLS: CA certificate, client certificate and its key (files) */
+  kvstoreCa: string | undefined;
+  kvstoreCert: string | undefined;
+  kvstoreKey: string | undefined;
+  /** seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl); default 900, the lab's 30 */
+  kvstoreLeaseTTL: number | undefined;
+  /** seconds between identity GC passes on this node (Cilium operator's --identity-gc-interval); default 60, the lab's 15 */
+  identityGcInterval: number | undefined;
+  /** how pod traffic crosses nodes (Cilium's --routing-mode): native routes on the underlay; tunnel (VXLAN) is not built yet */
+  routingMode: 'native';
   /**
    * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
    * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
@@ -166,6 +180,28 @@ export const SETTINGS: readonly Setting[] = [
     parse(raw) { if (raw !== 'refused' && raw !== 'nameError') throw bad(this, raw, 'refused or nameError'); return raw; },
   },
   { name: 'dnsProxyHold', scope: 'agent', env: 'MEMBRANE_DNS_PROXY_HOLD', flag: '--dns-proxy-hold', default: '1', help: 'hold DNS answers until the datapath has their IPs; 0 only shows what the hold prevents', parse: flag },
+  {
+    name: 'kvstore', scope: 'lab', env: 'MEMBRANE_KVSTORE', flag: '--kvstore', default: '(memory for one node, etcd for more)',
+    help: 'how the agents share state: memory, or etcd (the lab runs its own unless --kvstore-endpoint names one)',
+    parse(raw) { if (raw !== 'memory' && raw !== 'etcd') throw bad(this, raw, 'memory or etcd'); return raw; },
+  },
+  { name: 'kvstoreEndpoint', scope: 'agent', env: 'MEMBRANE_KVSTORE_ENDPOINT', flag: '--kvstore-endpoint', default: "(none; the lab's etcd in a multi-node lab)", help: 'etcd endpoints, comma-separated: http(s)://host:port or unix:/path (the lab accepts unix: only)', parse: text },
+  { name: 'kvstoreCa', scope: 'agent', env: 'MEMBRANE_KVSTORE_CA', flag: '--kvstore-ca', default: '(none)', help: "etcd's CA certificate (PEM file); needed for https://", parse: text },
+  { name: 'kvstoreCert', scope: 'agent', env: 'MEMBRANE_KVSTORE_CERT', flag: '--kvstore-cert', default: '(none)', help: 'client certificate for etcd (PEM file; etcd --client-cert-auth)', parse: text },
+  { name: 'kvstoreKey', scope: 'agent', env: 'MEMBRANE_KVSTORE_KEY', flag: '--kvstore-key', default: '(none)', help: 'its private key', parse: text },
+  { name: 'kvstoreLeaseTTL', scope: 'agent', env: 'MEMBRANE_KVSTORE_LEASE_TTL', flag: '--kvstore-lease-ttl', default: "900 (the lab's: 30)", help: "seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl)", parse: wholeNumber(864_000) },
+  { name: 'identityGcInterval', scope: 'agent', env: 'MEMBRANE_IDENTITY_GC_INTERVAL', flag: '--identity-gc-interval', default: "60 (the lab's: 15)", help: 'seconds between passes that free cluster identities no node uses; 0: none on this node', parse: wholeNumber(86_400) },
+  {
+    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'native',
+    help: "how pod traffic crosses nodes (Cilium's --routing-mode): native, routes on the lab underlay, the source identity from the ipcache",
+    parse(raw) {
+      if (raw === 'tunnel') {
+        throw new MembraneError('CONFIG_UNSUPPORTED', 'routingMode (--routing-mode / MEMBRANE_ROUTING_MODE): tunnel (VXLAN with the identity in the VNI) is not implemented yet', { hint: 'use --routing-mode native (the default)' });
+      }
+      if (raw !== 'native') throw bad(this, raw, 'native');
+      return raw;
+    },
+  },
   { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
   { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
   { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
@@ -227,6 +263,14 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     hubbleTlsClientKeyFile: value('hubbleTlsClientKeyFile', undefined),
     hubbleTlsServerName: value('hubbleTlsServerName', undefined),
     noColor: value('noColor', false),
+    kvstore: value('kvstore', undefined),
+    kvstoreEndpoint: value('kvstoreEndpoint', undefined),
+    kvstoreCa: value('kvstoreCa', undefined),
+    kvstoreCert: value('kvstoreCert', undefined),
+    kvstoreKey: value('kvstoreKey', undefined),
+    kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
+    identityGcInterval: value('identityGcInterval', undefined),
+    routingMode: value('routingMode', 'native'),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
     aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };

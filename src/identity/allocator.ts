@@ -48,6 +48,8 @@ export interface LocalAllocatorOptions {
 interface Slot {
   identity: Identity;
   refs: number;
+  /** known cluster-wide (a kvstore master key): kept at zero local references */
+  shared?: boolean;
 }
 
 export class LocalIdentityAllocator implements IdentityAllocator {
@@ -82,6 +84,39 @@ export class LocalIdentityAllocator implements IdentityAllocator {
     return identity;
   }
 
+  /**
+   * An identity another node allocated (seen in the kvstore): known here with no local reference,
+   * kept until `forget`. False when it conflicts with what is known (logged by the caller).
+   */
+  observe(id: number, labels: LabelSet): boolean {
+    const byLabels = this.#byLabels.get(labels.canonical);
+    const byId = this.#byId.get(id);
+    if (byId && byId.identity.labels.canonical !== labels.canonical) return false;
+    if (byLabels && byLabels.identity.id !== id) return false;
+    if (byId) {
+      byId.shared = true;
+      return true;
+    }
+    if (identityScope(id) !== 'cluster') return false;
+    const identity = Object.freeze({ id, labels });
+    const slot: Slot = { identity, refs: 0, shared: true };
+    this.#byId.set(id, slot);
+    this.#byLabels.set(labels.canonical, slot);
+    this.#emit({ type: 'add', identity });
+    return true;
+  }
+
+  /** The cluster no longer has this identity: dropped unless this node still references it. */
+  forget(id: number): void {
+    const slot = this.#byId.get(id);
+    if (!slot) return;
+    slot.shared = false;
+    if (slot.refs > 0) return;
+    this.#byId.delete(id);
+    this.#byLabels.delete(slot.identity.labels.canonical);
+    this.#emit({ type: 'delete', identity: slot.identity });
+  }
+
   allocateSync(labels: LabelSet): AllocationResult {
     const reserved = reservedIdentityForLabels(labels);
     if (reserved) return { identity: reserved, isNew: false };
@@ -104,7 +139,7 @@ export class LocalIdentityAllocator implements IdentityAllocator {
     const slot = this.#byId.get(id);
     if (!slot) return false;
     slot.refs = Math.max(0, slot.refs - 1);
-    if (slot.refs > 0) return false;
+    if (slot.refs > 0 || slot.shared) return false;
     this.#byId.delete(id);
     this.#byLabels.delete(slot.identity.labels.canonical);
     this.#emit({ type: 'delete', identity: slot.identity });
@@ -115,7 +150,7 @@ export class LocalIdentityAllocator implements IdentityAllocator {
   gcUnreferenced(): Identity[] {
     const out: Identity[] = [];
     for (const slot of [...this.#byId.values()]) {
-      if (slot.refs === 0) {
+      if (slot.refs === 0 && !slot.shared) {
         this.#byId.delete(slot.identity.id);
         this.#byLabels.delete(slot.identity.labels.canonical);
         this.#emit({ type: 'delete', identity: slot.identity });

@@ -1,27 +1,82 @@
 /**
  * The kvstore: where agents share cluster state (resources, identities, endpoints). One interface,
  * two backends: memory (the lab's single node, persisted to a file so an agent restart keeps its
- * state) and etcd (many nodes; later). Keys follow Cilium's layout where one exists
+ * state) and etcd (many nodes, `etcd.ts`). Keys follow Cilium's layout where one exists
  * (`cilium/state/identities/v1/...`); membrane's own objects live under `membrane/`.
+ *
+ * Leases: a write with `lease: true` is owned by this store's session (Cilium's per-agent lease):
+ * it disappears when the owner is gone (etcd: the lease expires one TTL after the last keepalive;
+ * memory: it is never persisted, so it does not outlive the process).
  */
 export interface KVPair {
   key: string;
   value: string;
-  /** Monotonic per-store revision of the last change to this key. */
+  /** Monotonic per-store revision of the last change to this key (etcd's mod_revision). */
   revision: number;
 }
 
 export type WatchEvent = { type: 'put'; kv: KVPair } | { type: 'delete'; key: string; revision: number };
 
+export type TxnOp = { op: 'put'; key: string; value: string; lease?: boolean } | { op: 'delete'; key: string };
+
+/** A held distributed lock (etcd's concurrency mutex protocol); a Condition can require it is still held. */
+export interface KVLock {
+  readonly path: string;
+  unlock(): Promise<void>;
+}
+
+/** Guards of a conditional transaction (etcd Txn `If`). */
+export type Condition =
+  /** the key does not exist (etcd `version == 0`, as Cilium's CreateOnly) */
+  | { key: string; absent: true }
+  /** the key exists and was last changed at this revision */
+  | { key: string; revision: number }
+  /** this store still holds the lock */
+  | { lock: KVLock };
+
+export interface KVStatus {
+  backend: 'memory' | 'etcd';
+  connected: boolean;
+  /** one line in Cilium's `KVStore:` status style */
+  message: string;
+  endpoints: { url: string; version?: string; leader?: boolean; error?: string }[];
+  leaseId?: string;
+  leaseTtlSeconds?: number;
+}
+
 export interface KVStore {
+  readonly backend: 'memory' | 'etcd';
   get(key: string): Promise<KVPair | undefined>;
   list(prefix: string): Promise<KVPair[]>;
   /** Writes a value; returns the new revision. */
-  put(key: string, value: string): Promise<number>;
+  put(key: string, value: string, opts?: { lease?: boolean }): Promise<number>;
   /** Applies several writes and deletes atomically (all or nothing). */
-  txn(ops: ({ op: 'put'; key: string; value: string } | { op: 'delete'; key: string })[]): Promise<number>;
+  txn(ops: TxnOp[]): Promise<number>;
+  /** Applies `ops` only if every condition holds; returns whether it did. */
+  cas(conditions: Condition[], ops: TxnOp[]): Promise<boolean>;
   delete(key: string): Promise<boolean>;
+  /** Takes the lock at `path` (waits for earlier holders, cluster-wide). */
+  lock(path: string): Promise<KVLock>;
   /** Calls `cb` for every change under `prefix` after the call; returns an unsubscribe. */
   watch(prefix: string, cb: (ev: WatchEvent) => void): () => void;
-  close(): Promise<void>;
+  /**
+   * Lists `prefix` and then follows it from the list's revision, with no gap (Cilium's
+   * list-then-watch): `cb` first gets a put for every existing key, then every change. After a
+   * lost watch (compaction, reconnect) the prefix is listed again: keys gone meanwhile come as
+   * deletes. Resolves once the first listing is delivered.
+   */
+  follow(prefix: string, cb: (ev: WatchEvent) => void): Promise<() => void>;
+  status(): Promise<KVStatus>;
+  /**
+   * Closes the store. By default the session lease is revoked (its keys go now); `keepLeases`
+   * leaves them to expire one TTL later unless a restarted owner writes them again (an agent
+   * restart must not blank its endpoints out of the other nodes).
+   */
+  close(opts?: { keepLeases?: boolean }): Promise<void>;
+}
+
+/** What the backends log (a pino logger fits). */
+export interface KVLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
 }

@@ -10,8 +10,8 @@
  * agents (SIGTERM, then SIGKILL), every process in a lab namespace, the namespaces, /etc/netns
  * entries, the state directory and the BPF pin directories.
  */
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labPaths, type LabPaths } from '../common/paths.ts';
@@ -31,6 +31,7 @@ import { ensureLabCA, caCertPath } from './ca.ts';
 import { ensureHubbleCerts } from './hubble-certs.ts';
 import { labDnsResources } from './dns/workload.ts';
 import { programPath } from './programs.ts';
+import { ensureLabEtcd, labEtcdEndpoint } from './etcd.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -114,6 +115,82 @@ async function logTail(file: string, lines = 15): Promise<string> {
   }
 }
 
+/** How the lab's agents share state: memory (one node) or etcd (the lab's own, or the user's). */
+export interface LabKVStore {
+  mode: 'memory' | 'etcd';
+  /** etcd endpoints; empty: the lab's own etcd */
+  endpoints: string[];
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+/** The lab's short leases: a dead node's keys go within 30 s (Cilium's default is 15 min). */
+export const LAB_LEASE_TTL_SECONDS = 30;
+export const LAB_IDENTITY_GC_SECONDS = 15;
+
+function kvstoreFile(paths: LabPaths): string {
+  return join(paths.stateDir, 'kvstore.json');
+}
+
+export function readLabKVStore(paths: LabPaths): LabKVStore {
+  try {
+    return JSON.parse(readFileSync(kvstoreFile(paths), 'utf8')) as LabKVStore;
+  } catch {
+    return { mode: 'memory', endpoints: [] };
+  }
+}
+
+/** The etcd endpoints agents and the CLI use (none in memory mode). */
+export function labKVStoreEndpoints(paths: LabPaths): string[] {
+  const c = readLabKVStore(paths);
+  if (c.mode !== 'etcd') return [];
+  return c.endpoints.length ? c.endpoints : [labEtcdEndpoint(paths)];
+}
+
+/** The agents' kvstore flags (they win over the settings the agents inherit). */
+function kvstoreAgentArgs(config: MembraneConfig): string[] {
+  const paths = labPaths(config);
+  const c = readLabKVStore(paths);
+  if (c.mode !== 'etcd') return [];
+  return [
+    '--kvstore-endpoint', labKVStoreEndpoints(paths).join(','),
+    ...(c.ca ? ['--kvstore-ca', c.ca] : []), ...(c.cert ? ['--kvstore-cert', c.cert] : []), ...(c.key ? ['--kvstore-key', c.key] : []),
+    '--kvstore-lease-ttl', String(config.kvstoreLeaseTTL ?? LAB_LEASE_TTL_SECONDS), '--identity-gc-interval', String(config.identityGcInterval ?? LAB_IDENTITY_GC_SECONDS),
+  ];
+}
+
+/**
+ * Decides the lab's kvstore on `up` (kept in the state dir): etcd for more than one node, the
+ * same choice as before on a re-run; a conflicting choice is refused, changing nothing.
+ */
+async function decideKVStore(config: MembraneConfig, nodes: number): Promise<LabKVStore> {
+  const paths = labPaths(config);
+  const opts = { kvstore: config.kvstore, kvstoreCa: config.kvstoreCa, kvstoreCert: config.kvstoreCert, kvstoreKey: config.kvstoreKey };
+  const had = existsSync(kvstoreFile(paths)) ? readLabKVStore(paths) : undefined;
+  const endpoints = config.kvstoreEndpoint ? config.kvstoreEndpoint.split(',').map((e) => e.trim()).filter(Boolean) : [];
+  for (const e of endpoints) {
+    if (!e.startsWith('unix:')) {
+      throw new MembraneError('LAB_KVSTORE_UNREACHABLE', `--kvstore-endpoint ${e}: the lab's agents run in node namespaces with no route to this machine's network`, {
+        hint: 'give the etcd a unix socket (etcd --listen-client-urls unix://NAME:0, then --kvstore-endpoint unix:/abs/path/NAME:0), or let `membrane up` run the lab etcd',
+      });
+    }
+  }
+  const mode = opts.kvstore ?? (endpoints.length || nodes > 1 ? 'etcd' : had?.mode ?? 'memory');
+  if (mode === 'memory' && nodes > 1) {
+    throw new MembraneError('LAB_KVSTORE_MEMORY_MULTINODE', `--kvstore memory with ${nodes} nodes: the agents would not share identities, endpoints or resources`, { hint: 'drop --kvstore (a multi-node lab uses etcd)' });
+  }
+  if (mode === 'memory' && endpoints.length) throw new MembraneError('CLI_USAGE', '--kvstore-endpoint needs --kvstore etcd', { hint: 'drop --kvstore memory' });
+  const want: LabKVStore = { mode, endpoints, ...(opts.kvstoreCa ? { ca: opts.kvstoreCa } : {}), ...(opts.kvstoreCert ? { cert: opts.kvstoreCert } : {}), ...(opts.kvstoreKey ? { key: opts.kvstoreKey } : {}) };
+  if (had && (had.mode !== want.mode || (endpoints.length && JSON.stringify(had) !== JSON.stringify(want)))) {
+    throw new MembraneError('LAB_KVSTORE_CHANGED', `lab ${paths.lab} uses the ${had.mode} kvstore${had.endpoints.length ? ` (${had.endpoints.join(', ')})` : ''}; it cannot switch while up`, { hint: 'run `membrane down` first' });
+  }
+  const out = had ?? want;
+  await mkdir(paths.stateDir, { recursive: true });
+  await writeFile(kvstoreFile(paths), JSON.stringify(out));
+  return out;
+}
+
 /** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
 export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
   const paths = labPaths(config);
@@ -122,7 +199,7 @@ export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_R
   const old = readPidFile(paths.agentPidFile(node));
   if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
   const pid = spawnDetached({
-    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k)]),
+    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), ...kvstoreAgentArgs(config)]),
     logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
@@ -179,9 +256,15 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   const say = opts.progress ?? (() => {});
   const have = await labNodes(paths.lab);
   const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
+  // decided (and a bad choice refused) before anything is made
+  const kvs = opts.networkOnly ? undefined : await decideKVStore(opts.config, nodes);
   await mkdir(paths.stateDir, { recursive: true });
   say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
   await setupLabNetwork({ lab: paths.lab, nodes });
+  if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
+    const pid = await ensureLabEtcd(paths);
+    say(`etcd: ${labEtcdEndpoint(paths)} (pid ${pid}, data ${join(paths.stateDir, 'etcd', 'data')})`);
+  }
   const worldPid = await ensureWorldHosts(paths, repoRoot);
   // Before any agent starts: each one serves Hubble on 4244 with mutual TLS from these files.
   if (!opts.networkOnly) await ensureHubbleCerts(paths.stateDir, Array.from({ length: nodes }, (_, i) => nodeName(i + 1)));

@@ -7,6 +7,7 @@ import type { Namespace, Pod, PolicyResource, Service } from '../api/types.ts';
 import type { Issue } from '../common/errors.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import { identityScope } from '../identity/identity.ts';
+import { podIdentityLabels } from '../identity/labels.ts';
 import { PolicyEngine, type PolicyEngineOptions } from './engine.ts';
 import { podNamedPorts } from './named-ports.ts';
 import { PolicyImportError } from './repository.ts';
@@ -20,7 +21,7 @@ export interface EndpointIdentityInput {
 /** The policy engine as the agent drives it: identities in, per-endpoint MapState deltas out. */
 export interface AgentPolicy {
   /** Allocates (refcounted) the security identity for a pod's labels. */
-  allocateIdentity(input: EndpointIdentityInput): { id: number; labels: string[]; isNew: boolean };
+  allocateIdentity(input: EndpointIdentityInput): Promise<{ id: number; labels: string[]; isNew: boolean }>;
   releaseIdentity(id: number): boolean;
   /** Replaces the set of policies; throws MembraneError (with issues) if the import fails, changing nothing. */
   setPolicies(policies: PolicyResource[]): void;
@@ -55,8 +56,9 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
   const labelsOf = (id: number): LabelSet | undefined => engine.allocator.lookupById(id)?.labels;
   return {
     engine,
-    allocateIdentity({ pod, namespace }) {
-      const { identity, isNew } = engine.allocatePodIdentity(pod, namespace);
+    async allocateIdentity({ pod, namespace }) {
+      // async: a kvstore-backed allocator makes the identity cluster-wide first
+      const { identity, isNew } = await engine.allocator.allocate(podIdentityLabels({ pod, namespace, ...(opts.clusterName ? { clusterName: opts.clusterName } : {}) }));
       return { id: identity.id, labels: identity.labels.toStrings(), isNew };
     },
     releaseIdentity(id) {

@@ -5,11 +5,13 @@
  * suite that silently skips its kernel tests would pass while the feature is broken.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
-export type Requirement = 'root' | 'clang';
+export type Requirement = 'root' | 'clang' | 'etcd';
 
 const HAVE: Record<Requirement, () => boolean> = {
   root: () => process.getuid?.() === 0,
+  etcd: () => existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
   clang: () => {
     try {
       execFileSync('clang', ['--version'], { stdio: 'ignore' });
@@ -23,6 +25,7 @@ const HAVE: Record<Requirement, () => boolean> = {
 const WHY: Record<Requirement, string> = {
   root: 'needs root (network namespaces, veths, eBPF)',
   clang: 'needs clang (bash scripts/setup.sh installs it)',
+  etcd: 'needs etcd and etcdctl (etcd-server, etcd-client: bash scripts/setup.sh installs them)',
 };
 
 /**

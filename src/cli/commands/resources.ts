@@ -6,7 +6,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { callAgent } from '../../agent/api-client.ts';
 import { agentSocketFor } from '../lab-target.ts';
 import { age, table } from '../output.ts';
-import type { ApplyResponse, EndpointView, IdentityView, PolicyView } from '../../agent/views.ts';
+import type { ApplyResponse, EndpointView, IdentityView, NodeView, PolicyView } from '../../agent/views.ts';
 import type { Resource } from '../../api/types.ts';
 import type { MembraneConfig } from '../../common/config.ts';
 
@@ -57,7 +57,7 @@ export function register(program: Command, config: MembraneConfig): void {
 
   program.command('get')
     .description('List pods, endpoints, identities, policies, services, namespaces, deployments')
-    .argument('<what>', 'pods|endpoints|identities|policies|services|namespaces|deployments|externalhosts|secrets')
+    .argument('<what>', 'pods|nodes|endpoints|identities|policies|services|namespaces|deployments|externalhosts|secrets')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('-A, --all-namespaces', 'all namespaces')
     .option('-o, --output <fmt>', 'wide|json')
@@ -76,6 +76,13 @@ export function register(program: Command, config: MembraneConfig): void {
         if (json) return printList(items);
         const rows = [[...nsHead, 'ENDPOINT', 'POD', 'IDENTITY', 'INGRESS ENFORCEMENT', 'EGRESS ENFORCEMENT', 'IPV4', 'STATE', ...(wide ? ['NODE', 'INTERFACE', 'POLICY ENTRIES', 'LABELS'] : [])]];
         for (const e of items) rows.push([...nsCol(e), String(e.id), e.pod, String(e.identity), e.policyEnforcement.ingress ? 'Enabled' : 'Disabled', e.policyEnforcement.egress ? 'Enabled' : 'Disabled', e.ipv4, e.state, ...(wide ? [e.node, e.hostIfname, String(e.policyEntries), e.labels.join(',')] : [])]);
+        return void process.stdout.write(table(rows));
+      }
+      if (kind === 'nodes') {
+        const { items } = await callAgent<{ items: NodeView[] }>(sock, 'GET', '/v1/nodes');
+        if (json) return printList(items);
+        const rows = [['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR', ...(wide ? ['ROUTER-IP'] : [])]];
+        for (const n of items) rows.push([n.name, n.status, n.internalIP, n.podCIDR ?? '<none>', ...(wide ? [n.routerIP ?? '<none>'] : [])]);
         return void process.stdout.write(table(rows));
       }
       if (kind === 'identities') {
@@ -125,7 +132,7 @@ function normaliseKind(what: string): string {
   const w = what.toLowerCase();
   const map: Record<string, string> = {
     po: 'Pod', pod: 'Pod', pods: 'Pod', ep: 'endpoints', endpoint: 'endpoints', endpoints: 'endpoints', cep: 'endpoints',
-    identity: 'identities', identities: 'identities', id: 'identities',
+    identity: 'identities', identities: 'identities', id: 'identities', no: 'nodes', node: 'nodes', nodes: 'nodes',
     policy: 'policies', policies: 'policies', netpol: 'NetworkPolicy', networkpolicies: 'NetworkPolicy', cnp: 'CiliumNetworkPolicy',
     ciliumnetworkpolicies: 'CiliumNetworkPolicy', ccnp: 'CiliumClusterwideNetworkPolicy', ciliumclusterwidenetworkpolicies: 'CiliumClusterwideNetworkPolicy',
     svc: 'Service', service: 'Service', services: 'Service', ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
@@ -133,6 +140,6 @@ function normaliseKind(what: string): string {
     externalhost: 'ExternalHost', externalhosts: 'ExternalHost', aipolicy: 'AIPolicy', aipolicies: 'AIPolicy',
   };
   const k = map[w];
-  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts, aipolicies' });
+  if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, nodes, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts, aipolicies' });
   return k;
 }

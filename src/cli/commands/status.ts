@@ -22,6 +22,8 @@ export function formatStatus(s: StatusView, useColour: boolean): string {
     ['Node:', s.node, `lab ${s.lab}`],
     ['Agent:', colour(s.agent.state, s.agent.state, useColour), `pid ${s.agent.pid}, up ${Math.round(s.agent.uptimeSeconds)}s, ${s.agent.version}`],
     ['Datapath:', colour(s.datapath.state, s.datapath.state, useColour), `${s.datapath.mode}, ${s.datapath.programs} programs attached${s.datapath.message ? `, ${s.datapath.message}` : ''}`],
+    ...(s.kvstore ? [['KVStore:', colour(s.kvstore.state, s.kvstore.state, useColour), s.kvstore.message]] : []),
+    ...(s.cluster ? [['Cluster:', colour('Ok', 'Ok', useColour), `${s.cluster.nodes.length} node(s) registered: ${s.cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`]] : []),
     ['Endpoints:', colour(s.endpoints.notReady ? 'Warning' : 'Ok', s.endpoints.notReady ? 'Warning' : 'Ok', useColour), `${s.endpoints.ready}/${s.endpoints.total} ready`],
     ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}`],
     ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${listen(s.hubble.listen)}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],

@@ -6,16 +6,16 @@ import { PolicyImportError } from '../../../src/policy/repository.ts';
 import { lookupMapState } from '../../../src/policy/lookup.ts';
 import { cnp, ns, pod } from './helpers.ts';
 
-test('agent engine: identities, policies, endpoints, regenerate deltas, CIDR ipcache entries', () => {
+test('agent engine: identities, policies, endpoints, regenerate deltas, CIDR ipcache entries', async () => {
   const pe = createAgentPolicyEngine();
   const x = ns('x', { team: 'blue' });
   const web = pod('x', 'web', { app: 'web' }, [{ name: 'http', port: 8080 }]);
   const db = pod('x', 'db', { app: 'db' });
-  const iw = pe.allocateIdentity({ pod: web, namespace: x });
-  const id = pe.allocateIdentity({ pod: db, namespace: x });
+  const iw = await pe.allocateIdentity({ pod: web, namespace: x });
+  const id = await pe.allocateIdentity({ pod: db, namespace: x });
   assert.equal(iw.isNew, true);
   assert.ok(iw.labels.includes('k8s:io.cilium.k8s.namespace.labels.team=blue'));
-  assert.equal(pe.allocateIdentity({ pod: web, namespace: x }).isNew, false);
+  assert.equal((await pe.allocateIdentity({ pod: web, namespace: x })).isNew, false);
   assert.equal(pe.releaseIdentity(iw.id), false);
 
   pe.setPolicies([cnp('db', 'x', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'web' } }], toPorts: [{ ports: [{ port: '5432', protocol: 'TCP' }] }] }], egress: [{ toCIDR: ['198.51.100.0/24'] }] })]);
@@ -34,7 +34,7 @@ test('agent engine: identities, policies, endpoints, regenerate deltas, CIDR ipc
 
   // A new web pod (new identity) updates the db endpoint's map through the next regenerate.
   const web2 = pod('x', 'web2', { app: 'web', v: '2' });
-  const iw2 = pe.allocateIdentity({ pod: web2, namespace: x });
+  const iw2 = await pe.allocateIdentity({ pod: web2, namespace: x });
   const d = pe.regenerate().get(7)!;
   assert.deepEqual(d.upserts.map((u) => u.key.identity), [iw2.id]);
   assert.equal(pe.mapState(7)!.entries.size, ms.entries.size);
@@ -56,13 +56,13 @@ test('agent engine: identities, policies, endpoints, regenerate deltas, CIDR ipc
   assert.equal(pe.mapState(7), undefined);
 });
 
-test('agent engine: egress named ports follow the pods the agent knows', () => {
+test('agent engine: egress named ports follow the pods the agent knows', async () => {
   const pe = createAgentPolicyEngine();
   const x = ns('x');
   const client = pod('x', 'client', { app: 'client' });
   const srv = pod('x', 'srv', { app: 'srv' }, [{ name: 'api', port: 7000 }]);
-  const ic = pe.allocateIdentity({ pod: client, namespace: x });
-  const is = pe.allocateIdentity({ pod: srv, namespace: x });
+  const ic = await pe.allocateIdentity({ pod: client, namespace: x });
+  const is = await pe.allocateIdentity({ pod: srv, namespace: x });
   pe.setPolicies([cnp('c', 'x', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEndpoints: [{ matchLabels: { app: 'srv' } }], toPorts: [{ ports: [{ port: 'api', protocol: 'TCP' }] }] }] })]);
   pe.addEndpoint({ id: 1, identity: ic.id, pod: client, namespace: x });
   assert.equal(lookupMapState(pe.mapState(1)!, 'egress', is.id, 6, 7000).dropReason, 133, 'srv not known yet: its named port does not resolve');

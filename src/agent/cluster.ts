@@ -1,0 +1,273 @@
+/**
+ * A node's part in a kvstore cluster (Cilium's kvstore mode, etcd):
+ *
+ *   register ── cilium/state/nodes/v1/<cluster>/<node>  (leased; Cilium's types.Node JSON)
+ *   mirror   ── this node's endpoint records (membrane/endpoints/<node>/) become leased ipcache
+ *               keys cilium/state/ip/v1/default/<ip> (Cilium's IPIdentityPair JSON)
+ *   follow   ── every node key and ipcache key: remote pods (with their identity and node) and
+ *               remote node addresses (remote-node identity) for the datapath's ipcache and for
+ *               flow enrichment; a value that does not parse is logged and skipped
+ *   schedule ── a pod without spec.nodeName goes to the registered node with the fewest pods
+ *   leader   ── the lowest-numbered registered node runs the cluster-wide controllers
+ *               (Deployments → Pods, ClusterIP assignment), as Cilium's operator is one
+ *
+ * The ipcache key's middle segment is Cilium's AddressSpace constant `default`, not the cluster
+ * name (pkg/ipcache/kvstore.go); node keys do use the cluster name.
+ */
+import { randomUUID } from 'node:crypto';
+import type { KVStore, WatchEvent } from '../kvstore/types.ts';
+import type { Logger } from '../common/logger.ts';
+import type { EndpointRecord } from './endpoints.ts';
+import type { Pod } from '../api/types.ts';
+import type { IPCacheEntry } from '../datapath/types.ts';
+import { ReservedIdentity } from '../identity/identity.ts';
+
+export const NODES_PREFIX = 'cilium/state/nodes/v1/';
+export const IPCACHE_PREFIX = 'cilium/state/ip/v1/default/';
+
+export interface ClusterNode {
+  name: string;
+  cluster: string;
+  /** InternalIP */
+  ip: string;
+  /** CiliumInternalIP (the node's router address on its pod network) */
+  routerIp?: string;
+  podCidr?: string;
+}
+
+export interface RemoteEndpoint {
+  ip: string;
+  identity: number;
+  /** HostIP: the node the pod runs on */
+  hostIp: string;
+  node?: string;
+  namespace?: string;
+  pod?: string;
+}
+
+/** Cilium's net.IPNet JSON: {"IP":"10.244.1.0","Mask":"////AA=="}. */
+function ipNet(cidr: string): { IP: string; Mask: string } {
+  const [ip, len] = cidr.split('/') as [string, string];
+  const bits = Number(len);
+  const mask = Buffer.alloc(4);
+  for (let i = 0; i < 4; i++) mask[i] = bits >= (i + 1) * 8 ? 0xff : bits > i * 8 ? (0xff << (8 - (bits - i * 8))) & 0xff : 0;
+  return { IP: ip, Mask: mask.toString('base64') };
+}
+
+/** Reads `{"IP","Mask"}` (base64 mask) or the newer `"a.b.c.d/n"` form. */
+function parseIpNet(v: unknown): string | undefined {
+  if (typeof v === 'string') return /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(v) ? v : undefined;
+  if (!v || typeof v !== 'object') return undefined;
+  const o = v as { IP?: unknown; Mask?: unknown };
+  if (typeof o.IP !== 'string' || typeof o.Mask !== 'string') return undefined;
+  const m = Buffer.from(o.Mask, 'base64');
+  let len = 0;
+  for (const b of m) for (let i = 7; i >= 0; i--) if (b & (1 << i)) len++;
+  return `${o.IP}/${len}`;
+}
+
+export function nodeValue(n: ClusterNode, bootId: string): string {
+  return JSON.stringify({
+    Name: n.name, Cluster: n.cluster,
+    IPAddresses: [{ Type: 'InternalIP', IP: n.ip }, ...(n.routerIp ? [{ Type: 'CiliumInternalIP', IP: n.routerIp }] : [])],
+    IPv4AllocCIDR: n.podCidr ? ipNet(n.podCidr) : null, IPv4SecondaryAllocCIDRs: null, IPv6AllocCIDR: null, IPv6SecondaryAllocCIDRs: null,
+    IPv4HealthIP: '', IPv6HealthIP: '', IPv4IngressIP: '', IPv6IngressIP: '',
+    ClusterID: 0, Source: 'local', EncryptionKey: 0, Labels: {}, Annotations: {}, WireguardPubKey: '', BootID: bootId,
+  });
+}
+
+export function parseNodeValue(text: string): ClusterNode | undefined {
+  let o: Record<string, unknown>;
+  try { o = JSON.parse(text) as Record<string, unknown>; } catch { return undefined; }
+  if (!o || typeof o !== 'object' || typeof o.Name !== 'string' || !o.Name || typeof o.Cluster !== 'string' || !o.Cluster) return undefined;
+  const addrs = Array.isArray(o.IPAddresses) ? (o.IPAddresses as { Type?: unknown; IP?: unknown }[]) : [];
+  const pick = (t: string) => addrs.find((a) => a && a.Type === t && typeof a.IP === 'string')?.IP as string | undefined;
+  const ip = pick('InternalIP') ?? pick('ExternalIP');
+  if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return undefined;
+  const routerIp = pick('CiliumInternalIP');
+  const podCidr = parseIpNet(o.IPv4AllocCIDR);
+  return { name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(podCidr ? { podCidr } : {}) };
+}
+
+export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string): string {
+  return JSON.stringify({
+    IP: ep.ip, Mask: null, HostIP: hostIp, ID: ep.identity, Key: 0, Metadata: `cilium-global:default:${node}:${ep.id}`,
+    K8sNamespace: ep.namespace, K8sPodName: ep.pod,
+  });
+}
+
+export function parseIpcacheValue(key: string, text: string): RemoteEndpoint | undefined {
+  let o: Record<string, unknown>;
+  try { o = JSON.parse(text) as Record<string, unknown>; } catch { return undefined; }
+  if (!o || typeof o !== 'object') return undefined;
+  const ip = key.slice(IPCACHE_PREFIX.length);
+  // host entries only (Mask null); CIDR entries (`<ip>/<len>`) are not written by agents here
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip) || o.IP !== ip || o.Mask != null) return undefined;
+  if (typeof o.ID !== 'number' || !Number.isInteger(o.ID) || o.ID < 0 || o.ID >= 1 << 24) return undefined;
+  if (typeof o.HostIP !== 'string' || !/^\d+\.\d+\.\d+\.\d+$/.test(o.HostIP)) return undefined;
+  const meta = typeof o.Metadata === 'string' ? /^cilium-global:[^:]*:([^:]+):\d+$/.exec(o.Metadata) : null;
+  return {
+    ip, hostIp: o.HostIP,
+    // a remote entry claiming the host identity is another node's host: remote-node (Cilium)
+    identity: o.ID === ReservedIdentity.host ? ReservedIdentity.remoteNode : o.ID,
+    ...(meta ? { node: meta[1]! } : {}),
+    ...(typeof o.K8sNamespace === 'string' ? { namespace: o.K8sNamespace } : {}),
+    ...(typeof o.K8sPodName === 'string' ? { pod: o.K8sPodName } : {}),
+  };
+}
+
+export interface ClusterOptions {
+  kv: KVStore;
+  self: ClusterNode;
+  logger: Logger;
+  /** called (coalesced by the caller) when remote endpoints or nodes change */
+  onChange?: () => void;
+}
+
+export function createCluster(o: ClusterOptions) {
+  const { kv, self } = o;
+  const log = o.logger.child({ subsys: 'cluster' });
+  const nodeKey = `${NODES_PREFIX}${self.cluster}/${self.name}`;
+  const nodes = new Map<string, ClusterNode>();
+  const remote = new Map<string, RemoteEndpoint>();
+  /** ip → value of this node's ipcache keys, as written */
+  const mine = new Map<string, string>();
+  const stops: (() => void)[] = [];
+  let chain: Promise<void> = Promise.resolve();
+  const serial = (fn: () => Promise<void>) => { chain = chain.then(fn).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'kvstore write failed')); return chain; };
+  const changed = () => o.onChange?.();
+
+  function onNode(ev: WatchEvent): void {
+    const key = ev.type === 'put' ? ev.kv.key : ev.key;
+    const rest = key.slice(NODES_PREFIX.length);
+    if (ev.type === 'delete') {
+      if (nodes.delete(rest)) { log.info({ node: rest }, 'node left'); changed(); }
+      if (key === nodeKey) void serial(register); // self-deletion protection
+      return;
+    }
+    const n = parseNodeValue(ev.kv.value);
+    if (!n || `${n.cluster}/${n.name}` !== rest) {
+      log.warn({ key }, 'kvstore: skipping a node key whose value does not parse or does not match its key');
+      return;
+    }
+    const had = nodes.get(rest);
+    nodes.set(rest, n);
+    if (!had) log.info({ node: n.name, ip: n.ip, podCidr: n.podCidr }, 'node joined');
+    if (JSON.stringify(had) !== JSON.stringify(n)) changed();
+  }
+
+  function onIp(ev: WatchEvent): void {
+    const key = ev.type === 'put' ? ev.kv.key : ev.key;
+    const ip = key.slice(IPCACHE_PREFIX.length);
+    if (ev.type === 'delete') {
+      if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(key, v, { lease: true }); }); return; }
+      if (remote.delete(ip)) changed();
+      return;
+    }
+    const e = parseIpcacheValue(key, ev.kv.value);
+    if (!e) {
+      log.warn({ key, value: ev.kv.value.slice(0, 200) }, 'kvstore: skipping an ipcache key whose value does not parse');
+      return;
+    }
+    if (e.hostIp === self.ip) return; // our own: the endpoint table is the truth
+    const had = remote.get(ip);
+    remote.set(ip, e);
+    if (JSON.stringify(had) !== JSON.stringify(e)) changed();
+  }
+
+  async function register(): Promise<void> {
+    await kv.put(nodeKey, nodeValue(self, bootId), { lease: true });
+  }
+  const bootId = randomUUID();
+
+  /** This node's endpoint records → its ipcache keys (put what changed, delete what went). */
+  function onEndpoint(ev: WatchEvent, byKey: Map<string, EndpointRecord>): void {
+    if (ev.type === 'delete') byKey.delete(ev.key);
+    else {
+      try { byKey.set(ev.kv.key, JSON.parse(ev.kv.value) as EndpointRecord); } catch { log.warn({ key: ev.kv.key }, 'kvstore: skipping an endpoint record that does not parse'); return; }
+    }
+    void serial(async () => {
+      const want = new Map<string, string>();
+      for (const r of byKey.values()) if (r.ip) want.set(r.ip, ipcacheValue(r, self.name, self.ip));
+      for (const [ip, v] of want) {
+        if (mine.get(ip) === v) continue;
+        mine.set(ip, v);
+        await kv.put(`${IPCACHE_PREFIX}${ip}`, v, { lease: true });
+      }
+      for (const ip of [...mine.keys()]) {
+        if (want.has(ip)) continue;
+        mine.delete(ip);
+        await kv.delete(`${IPCACHE_PREFIX}${ip}`);
+      }
+    });
+  }
+
+  return {
+    async start(): Promise<void> {
+      await register();
+      stops.push(await kv.follow(NODES_PREFIX, onNode));
+      stops.push(await kv.follow(IPCACHE_PREFIX, onIp));
+      const eps = new Map<string, EndpointRecord>();
+      stops.push(await kv.follow(`membrane/endpoints/${self.name}/`, (ev) => onEndpoint(ev, eps)));
+      await chain;
+      log.info({ nodes: nodes.size, remoteEndpoints: remote.size }, 'cluster state loaded');
+    },
+    stop(): void {
+      for (const s of stops.splice(0)) s();
+    },
+    /** waits for this node's pending kvstore writes */
+    flushed: () => chain,
+    nodes: (): ClusterNode[] => [...nodes.values()].sort((a, b) => nodeOrder(a.name, b.name)),
+    remoteEndpoints: (): RemoteEndpoint[] => [...remote.values()],
+    remoteEndpoint: (ip: string): RemoteEndpoint | undefined => remote.get(ip),
+    /** The lowest-numbered registered node runs the cluster-wide controllers. */
+    isLeader(): boolean {
+      const first = [...nodes.values()].filter((n) => n.cluster === self.cluster).sort((a, b) => nodeOrder(a.name, b.name))[0];
+      return !first || first.name === self.name;
+    },
+    /** Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache. */
+    ipcacheEntries(): IPCacheEntry[] {
+      const out: IPCacheEntry[] = [];
+      for (const e of remote.values()) out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0 });
+      for (const n of nodes.values()) {
+        if (n.name === self.name) continue;
+        out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
+        if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
+      }
+      return out;
+    },
+    /**
+     * Gives every pod of `pods` without spec.nodeName the registered node with the fewest pods
+     * (counting `existing`, the batch's pods that have a node, and those placed before it),
+     * lowest-numbered first on a tie.
+     */
+    schedule(pods: Pod[], existing: Pod[]): void {
+      const names = [...nodes.values()].filter((n) => n.cluster === self.cluster).map((n) => n.name).sort(nodeOrder);
+      if (!names.length) names.push(self.name);
+      const load = new Map(names.map((n) => [n, 0]));
+      const key = (p: Pod) => `${p.metadata.namespace ?? 'default'}/${p.metadata.name}`;
+      const batch = new Set(pods.map(key));
+      for (const p of existing) if (p.spec.nodeName && load.has(p.spec.nodeName) && !batch.has(key(p))) load.set(p.spec.nodeName, load.get(p.spec.nodeName)! + 1);
+      for (const p of pods) {
+        if (p.spec.hostNetwork || p.spec.nodeName) {
+          if (p.spec.nodeName && load.has(p.spec.nodeName)) load.set(p.spec.nodeName, load.get(p.spec.nodeName)! + 1);
+          continue;
+        }
+        let best = names[0]!;
+        for (const n of names) if (load.get(n)! < load.get(best)!) best = n;
+        p.spec.nodeName = best;
+        load.set(best, load.get(best)! + 1);
+      }
+    },
+  };
+}
+
+/** node2 before node10; names without a number after those with one. */
+function nodeOrder(a: string, b: string): number {
+  const na = /(\d+)$/.exec(a);
+  const nb = /(\d+)$/.exec(b);
+  if (na && nb && a.slice(0, -na[1]!.length) === b.slice(0, -nb[1]!.length)) return Number(na[1]) - Number(nb[1]);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export type Cluster = ReturnType<typeof createCluster>;

@@ -1,0 +1,335 @@
+/**
+ * The etcd kvstore (npm etcd3 over gRPC), as Cilium's agent uses etcd (pkg/kvstore/etcd.go):
+ *
+ *   session lease (default 15 min, keepalive every TTL/3) ── owns every `lease: true` key; when
+ *       it is lost (etcd unreachable for 2 TTLs) a new one is granted and the owned keys re-put
+ *   lock lease (25 s) ── owns lock keys `<path>/<lease hex>` (etcd's concurrency.Mutex protocol:
+ *       the holder is the key under `<path>/` with the lowest create revision)
+ *   follow(prefix) ── paginated list at one revision, then watch from revision+1; a cancelled
+ *       watch (compaction) lists again and reports keys gone meanwhile as deletes
+ *
+ * Conditions map to etcd compares: absent → `version == 0` (Cilium's CreateOnly), revision →
+ * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
+ */
+import { Etcd3, type IOptions, type Lease } from 'etcd3';
+import { MembraneError } from '../common/errors.ts';
+import type { Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp, WatchEvent } from './types.ts';
+
+export interface EtcdStoreOptions {
+  /** `http://host:port`, `https://host:port` or `unix:/path` */
+  endpoints: string[];
+  /** PEM contents; `cert`+`key` are the client certificate (etcd --client-cert-auth) */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** session lease TTL (Cilium's kvstore-lease-ttl; default 900 s) */
+  leaseTtlSeconds?: number;
+  /** lock lease TTL (Cilium's LockLeaseTTL; default 25 s) */
+  lockLeaseTtlSeconds?: number;
+  /** how long the first connection may take (default 15 s) */
+  connectTimeoutMs?: number;
+  log?: KVLog;
+}
+
+const PAGE = 256;
+
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const out = Buffer.from(b.subarray(0, i + 1));
+      out[i] = b[i]! + 1;
+      return out;
+    }
+  }
+  return Buffer.from([0]);
+}
+
+const pair = (kv: { key: Buffer; value: Buffer; mod_revision: string }): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
+
+export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
+  if (!opts.endpoints.length) throw new MembraneError('KVSTORE_CONFIG', 'etcd: no endpoint given', { hint: 'pass --kvstore-endpoint http(s)://host:port' });
+  const https = opts.endpoints.some((e) => e.startsWith('https://'));
+  if (https && !opts.tls) throw new MembraneError('KVSTORE_CONFIG', 'etcd: an https:// endpoint needs a CA certificate', { hint: 'pass --kvstore-ca (and --kvstore-cert/--kvstore-key for client certificates)' });
+  const options: IOptions = {
+    hosts: opts.endpoints,
+    dialTimeout: opts.connectTimeoutMs ?? 15_000,
+    ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca, ...(opts.tls.key ? { privateKey: opts.tls.key } : {}), ...(opts.tls.cert ? { certChain: opts.tls.cert } : {}) } } : {}),
+  };
+  const client = new Etcd3(options);
+  const log = opts.log;
+  const ttl = opts.leaseTtlSeconds ?? 900;
+  const lockTtl = opts.lockLeaseTtlSeconds ?? 25;
+  let closed = false;
+
+  // The first contact decides: an unreachable etcd is an error now, not a hang later.
+  try {
+    await client.maintenance.status({ deadline: Date.now() + (opts.connectTimeoutMs ?? 15_000) });
+  } catch (e) {
+    client.close();
+    throw new MembraneError('KVSTORE_UNREACHABLE', `etcd at ${opts.endpoints.join(', ')} does not answer: ${(e as Error).message}`, { hint: 'is etcd running, and are the endpoint and certificates right?', cause: e });
+  }
+
+  /** key → value of every leased key this store wrote and has not deleted */
+  const owned = new Map<string, string>();
+  let session: { lease: Lease; id: Promise<string> } | undefined;
+  let lockSession: { lease: Lease; id: Promise<string> } | undefined;
+
+  function newSession(): { lease: Lease; id: Promise<string> } {
+    const lease = client.lease(ttl);
+    const s = { lease, id: lease.grant() };
+    s.id.catch(() => {}); // `lost` handles it
+    lease.on('lost', (err) => {
+      if (closed || session !== s) return;
+      log?.warn({ subsys: 'kvstore', err: err.message }, 'etcd session lease lost; granting a new one and re-writing owned keys');
+      session = undefined;
+      void reown();
+    });
+    return s;
+  }
+  async function sessionId(): Promise<string> {
+    session ??= newSession();
+    return session.id;
+  }
+  async function reown(): Promise<void> {
+    try {
+      const id = await sessionId();
+      for (const [k, v] of owned) await client.put(k).value(v).lease(id).exec();
+      log?.info({ subsys: 'kvstore', keys: owned.size, lease: BigInt(id).toString(16) }, 'owned keys re-written under the new lease');
+    } catch (e) {
+      log?.warn({ subsys: 'kvstore', err: (e as Error).message }, 'cannot re-write owned keys yet');
+      if (!closed) setTimeout(() => void reown(), 1000).unref();
+    }
+  }
+  async function lockLeaseId(): Promise<string> {
+    if (!lockSession) {
+      const lease = client.lease(lockTtl);
+      const s = { lease, id: lease.grant() };
+      s.id.catch(() => {});
+      lease.on('lost', () => { if (lockSession === s) lockSession = undefined; });
+      lockSession = s;
+    }
+    return lockSession.id;
+  }
+
+  // Builders are thenables that run when awaited: they are made synchronously, never returned
+  // from an async function.
+  function build(o: TxnOp, leaseId: string | undefined) {
+    if (o.op === 'delete') return client.delete().key(o.key);
+    const p = client.put(o.key).value(o.value);
+    return o.lease ? p.lease(leaseId!) : p;
+  }
+  async function leaseFor(ops: TxnOp[]): Promise<string | undefined> {
+    return ops.some((o) => o.op === 'put' && o.lease) ? sessionId() : undefined;
+  }
+  function noteOwned(ops: TxnOp[]): void {
+    for (const o of ops) {
+      if (o.op === 'put' && o.lease) owned.set(o.key, o.value);
+      else owned.delete(o.key);
+    }
+  }
+
+  /** lock → its own key and the create revision it got */
+  const lockKeys = new WeakMap<KVLock, { own: string; rev: number }>();
+  /** lock path → tail of this process's queue (one lock lease, so one own key per path) */
+  const localQueue = new Map<string, Promise<void>>();
+
+  async function waitDeleted(key: Buffer, afterRevision: number): Promise<void> {
+    const w = await client.watch().key(key).startRevision(String(afterRevision + 1)).create();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        w.on('delete', () => resolve());
+        w.on('error', (e) => reject(e));
+      });
+    } finally {
+      await w.cancel().catch(() => {});
+    }
+  }
+
+  const store: KVStore = {
+    backend: 'etcd',
+    async get(key) {
+      const r = await client.kv.range({ key: Buffer.from(key) });
+      const kv = r.kvs[0];
+      return kv ? pair(kv) : undefined;
+    },
+    async list(prefix) {
+      return (await listAt(prefix)).pairs;
+    },
+    async put(key, value, o) {
+      const op: TxnOp = { op: 'put', key, value, ...(o?.lease ? { lease: true } : {}) };
+      const r = await build(op, await leaseFor([op])).exec();
+      noteOwned([op]);
+      return Number(r.header.revision);
+    },
+    async delete(key) {
+      const r = await client.delete().key(key).exec();
+      owned.delete(key);
+      return Number(r.deleted) > 0;
+    },
+    async txn(ops) {
+      const id = await leaseFor(ops);
+      const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
+      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] });
+      noteOwned(ops);
+      return Number(r.header.revision);
+    },
+    async cas(conditions, ops) {
+      if (!conditions.length) {
+        await store.txn(ops);
+        return true;
+      }
+      const cmp = conditions.map((c): [string, 'Version' | 'Mod' | 'Create', number] => {
+        if ('lock' in c) {
+          const l = lockKeys.get(c.lock);
+          if (!l) throw new MembraneError('KVSTORE_LOCK', `lock ${c.lock.path} is not held by this store`);
+          return [l.own, 'Create', l.rev];
+        }
+        if ('absent' in c) return [c.key, 'Version', 0];
+        return [c.key, 'Mod', c.revision];
+      });
+      let b = client.if(cmp[0]![0], cmp[0]![1], '==', cmp[0]![2]);
+      for (const c of cmp.slice(1)) b = b.and(c[0], c[1], '==', c[2]);
+      const id = await leaseFor(ops);
+      const r = await b.then(...ops.map((o) => build(o, id))).commit();
+      if (r.succeeded) noteOwned(ops);
+      return r.succeeded;
+    },
+    async lock(path) {
+      const prev = localQueue.get(path) ?? Promise.resolve();
+      let releaseLocal!: () => void;
+      const mine = new Promise<void>((r) => { releaseLocal = r; });
+      const tail = prev.then(() => mine);
+      localQueue.set(path, tail);
+      await prev;
+      const dropLocal = () => {
+        if (localQueue.get(path) === tail) localQueue.delete(path);
+        releaseLocal();
+      };
+      try {
+        const leaseId = await lockLeaseId();
+        const own = `${path}/${BigInt(leaseId).toString(16)}`;
+        const r = await client.if(own, 'Create', '==', 0).then(client.put(own).value('').lease(leaseId)).else(client.get(own)).commit();
+        const rev = r.succeeded ? Number(r.header.revision) : Number(r.responses[0]!.response_range!.kvs[0]!.create_revision);
+        // Wait for every earlier holder (lower create revision) to go, one at a time.
+        for (;;) {
+          const older = await client.kv.range({
+            key: Buffer.from(`${path}/`), range_end: prefixEnd(`${path}/`), max_create_revision: rev - 1,
+            sort_order: 'Descend', sort_target: 'Create', limit: 1,
+          });
+          if (!older.kvs.length) break;
+          await waitDeleted(older.kvs[0]!.key, Number(older.header.revision));
+        }
+        const lock: KVLock = {
+          path,
+          async unlock() {
+            if (!lockKeys.has(lock)) return;
+            lockKeys.delete(lock);
+            try {
+              await client.delete().key(own).exec();
+            } finally {
+              dropLocal();
+            }
+          },
+        };
+        lockKeys.set(lock, { own, rev });
+        return lock;
+      } catch (e) {
+        dropLocal();
+        throw e;
+      }
+    },
+    watch(prefix, cb) {
+      let stop = false;
+      let cancel: (() => void) | undefined;
+      void (async () => {
+        const w = await client.watch().prefix(prefix).create();
+        if (stop) return void w.cancel();
+        w.on('put', (kv) => cb({ type: 'put', kv: pair(kv) }));
+        w.on('delete', (kv) => cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }));
+        cancel = () => void w.cancel().catch(() => {});
+      })().catch((e: unknown) => log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd watch failed'));
+      return () => { stop = true; cancel?.(); };
+    },
+    async follow(prefix, cb) {
+      const seen = new Set<string>();
+      let stopped = false;
+      let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>['create']>> | undefined;
+      async function sync(): Promise<void> {
+        const { pairs, revision } = await listAt(prefix);
+        const now = new Set(pairs.map((p) => p.key));
+        for (const k of seen) if (!now.has(k)) { seen.delete(k); cb({ type: 'delete', key: k, revision }); }
+        for (const p of pairs) { seen.add(p.key); cb({ type: 'put', kv: p }); }
+        if (stopped) return;
+        const w = await client.watch().prefix(prefix).startRevision(String(revision + 1)).create();
+        watcher = w;
+        w.on('put', (kv) => { seen.add(kv.key.toString()); cb({ type: 'put', kv: pair(kv) }); });
+        w.on('delete', (kv) => { seen.delete(kv.key.toString()); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
+        w.on('error', (err) => {
+          // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
+          log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
+          void w.cancel().catch(() => {});
+          const retry = () => {
+            if (stopped) return;
+            sync().catch((e: unknown) => {
+              log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd re-list failed');
+              setTimeout(retry, 1000).unref();
+            });
+          };
+          setTimeout(retry, 50).unref();
+        });
+        if (stopped) await w.cancel().catch(() => {});
+      }
+      await sync();
+      return () => { stopped = true; void watcher?.cancel().catch(() => {}); };
+    },
+    async status(): Promise<KVStatus> {
+      const endpoints: KVStatus['endpoints'] = [];
+      for (const url of opts.endpoints) {
+        const one = new Etcd3({ ...options, hosts: [url] });
+        try {
+          const s = await one.maintenance.status({ deadline: Date.now() + 3000 });
+          endpoints.push({ url, version: s.version, leader: s.leader === s.header.member_id });
+        } catch (e) {
+          endpoints.push({ url, error: (e as Error).message });
+        } finally {
+          one.close();
+        }
+      }
+      const ok = endpoints.filter((e) => !e.error).length;
+      const id = session ? await session.id.catch(() => undefined) : undefined;
+      const parts = endpoints.map((e) => (e.error ? `${e.url} - ${e.error}` : `${e.url} - ${e.version}${e.leader ? ' (Leader)' : ''}`));
+      return {
+        backend: 'etcd', connected: ok > 0, endpoints,
+        message: `etcd: ${ok}/${endpoints.length} connected, leases=${id ? 1 : 0}, lock leases=${lockSession ? 1 : 0}, lease TTL ${ttl}s: ${parts.join('; ')}`,
+        ...(id ? { leaseId: BigInt(id).toString(16) } : {}), leaseTtlSeconds: ttl,
+      };
+    },
+    async close(o) {
+      closed = true;
+      // Revoking removes the owned keys now (a clean stop), instead of one TTL later.
+      for (const s of o?.keepLeases ? [lockSession] : [session, lockSession]) {
+        if (!s) continue;
+        try { await s.id; await s.lease.revoke(); } catch { /* already gone */ }
+      }
+      for (const s of [session, lockSession]) s?.lease.removeAllListeners();
+      client.close();
+    },
+  };
+
+  /** Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList). */
+  async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
+    const end = prefixEnd(prefix);
+    const pairs: KVPair[] = [];
+    let start = Buffer.from(prefix);
+    let revision = 0;
+    for (;;) {
+      const r = await client.kv.range({ key: start, range_end: end, limit: PAGE, ...(revision ? { revision } : {}), sort_order: 'Ascend', sort_target: 'Key' });
+      if (!revision) revision = Number(r.header.revision);
+      for (const kv of r.kvs) pairs.push(pair(kv));
+      if (!r.more || !r.kvs.length) break;
+      start = Buffer.concat([r.kvs[r.kvs.length - 1]!.key, Buffer.from([0])]);
+    }
+    return { pairs, revision };
+  }
+
+  return store;
+}

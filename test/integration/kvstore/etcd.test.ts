@@ -1,0 +1,169 @@
+/**
+ * The etcd kvstore and the cluster identity allocator against a real etcd (Debian's etcd-server,
+ * started and removed here): concurrent allocators in separate processes agree on identities,
+ * a dead node's lease takes its slave keys and the GC then frees the identity, corrupt keys are
+ * skipped, the etcd lock excludes, and TLS with client certificates.
+ */
+import { skipUnless } from '../../support/requirements.ts';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { startEtcd, type TestEtcd } from '../support/etcd.ts';
+import { openEtcdStore } from '../../../src/kvstore/etcd.ts';
+import type { KVStore } from '../../../src/kvstore/types.ts';
+import { ClusterIdentityAllocator, ID_PREFIX, VALUE_PREFIX, kvstoreLabelString } from '../../../src/identity/cluster-allocator.ts';
+import { LabelSet } from '../../../src/labels/labels.ts';
+
+const REPO = join(import.meta.dirname, '../../..');
+const skip = skipUnless('etcd');
+let etcd: TestEtcd;
+const children: ChildProcess[] = [];
+const stores: KVStore[] = [];
+
+before(async () => {
+  if (skip) return;
+  etcd = await startEtcd();
+});
+after(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const s of stores) await s.close().catch(() => {});
+  await etcd?.stop();
+});
+
+async function store(ttl = 30): Promise<KVStore> {
+  const s = await openEtcdStore({ endpoints: [etcd.endpoint], leaseTtlSeconds: ttl });
+  stores.push(s);
+  return s;
+}
+
+/** Starts a worker process (one node); resolves with its allocations. */
+function worker(suffix: string, sets: string[][], ttl = 30): Promise<{ child: ChildProcess; ids: Record<string, [number, boolean]> }> {
+  const child = spawn(join(REPO, 'bin/node'), [join(REPO, 'test/integration/kvstore/allocate-worker.ts'), etcd.endpoint, suffix, String(ttl), JSON.stringify(sets)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((res, rej) => {
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.includes('\n')) res({ child, ids: JSON.parse(out.split('\n')[0]!) as Record<string, [number, boolean]> });
+    });
+    child.on('exit', (code) => rej(new Error(`worker ${suffix} exited ${code}: ${err}`)));
+  });
+}
+
+async function until(what: string, fn: () => Promise<boolean> | boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('same labels → same identity from four allocator processes at once; distinct labels → distinct', { skip }, async () => {
+  const sets = [['app=web'], ['app=db'], ['app=web', 'tier=front'], ['app=cache'], ['app=q'], ['app=w2']];
+  const ws = await Promise.all(['192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4'].map((s) => worker(s, sets)));
+  for (const s of sets) {
+    const c = LabelSet.parse(s).canonical;
+    const ids = new Set(ws.map((w) => w.ids[c]![0]));
+    assert.equal(ids.size, 1, `${c}: ${[...ids]}`);
+    assert.equal(ws.filter((w) => w.ids[c]![1]).length, 1, `${c}: created by exactly one node`);
+  }
+  const all = sets.map((s) => ws[0]!.ids[LabelSet.parse(s).canonical]![0]);
+  assert.equal(new Set(all).size, sets.length);
+  const kv = await store();
+  const masters = await kv.list(ID_PREFIX);
+  assert.equal(masters.length, sets.length);
+  // Cilium's value formats: the master holds the label string, each slave the id as text
+  const web = LabelSet.parse(['app=web']);
+  const webId = ws[0]!.ids[web.canonical]![0];
+  assert.equal((await kv.get(`${ID_PREFIX}${webId}`))?.value, 'k8s:app=web;');
+  assert.equal((await kv.get(`${VALUE_PREFIX}k8s:app=web;/192.0.2.3`))?.value, String(webId));
+  assert.equal((await kv.list(VALUE_PREFIX)).length, sets.length * 4);
+  for (const w of ws) w.child.stdin!.end(); // clean stop: leases revoked, slave keys gone
+  await until('slave keys removed on clean stop', async () => (await kv.list(VALUE_PREFIX)).length === 0, 10_000);
+});
+
+test("a dead node's lease takes its slave keys; the GC then frees the identity, not one still in use", { skip }, async () => {
+  const kv = await store();
+  const gcer = await ClusterIdentityAllocator.open({ kv, nodeSuffix: '192.0.2.10', gcIntervalMs: 300 });
+  try {
+    const dying = await worker('192.0.2.11', [['app=dying'], ['app=shared']], 2);
+    const survivor = await worker('192.0.2.12', [['app=shared']], 30);
+    const dyingId = dying.ids[LabelSet.parse(['app=dying']).canonical]![0];
+    const sharedId = survivor.ids[LabelSet.parse(['app=shared']).canonical]![0];
+    assert.equal(dying.ids[LabelSet.parse(['app=shared']).canonical]![0], sharedId);
+    await until('the GC node learns both identities', () => gcer.lookupById(dyingId) !== undefined && gcer.lookupById(sharedId) !== undefined, 5000);
+    const t0 = Date.now();
+    dying.child.kill('SIGKILL'); // no revoke: the lease must expire
+    await until('the dead node\'s slave keys expire', async () => !(await kv.get(`${VALUE_PREFIX}${kvstoreLabelString(LabelSet.parse(['app=dying']))}/192.0.2.11`)), 15_000);
+    assert.ok(Date.now() - t0 >= 1000, 'gone by lease expiry, not at once');
+    await until('the unused identity is released', async () => !(await kv.get(`${ID_PREFIX}${dyingId}`)) && gcer.lookupById(dyingId) === undefined, 10_000);
+    // positive control: still used by the survivor
+    assert.equal((await kv.get(`${ID_PREFIX}${sharedId}`))?.value, 'k8s:app=shared;');
+    assert.equal(gcer.lookupById(sharedId)?.labels.canonical, LabelSet.parse(['app=shared']).canonical);
+    survivor.child.stdin!.end();
+  } finally {
+    gcer.stop();
+  }
+});
+
+test('corrupt and unexpected identity keys are logged and skipped, at start and while watching', { skip }, async () => {
+  const kv = await store();
+  await kv.put(`${ID_PREFIX}junk`, 'k8s:app=x;');
+  await kv.put(`${ID_PREFIX}900`, '{"not":"labels"}');
+  const warnings: string[] = [];
+  const a = await ClusterIdentityAllocator.open({ kv, nodeSuffix: '192.0.2.20', gcIntervalMs: 0, log: { info() {}, warn: (o, m) => void warnings.push(`${m} ${JSON.stringify(o)}`) } });
+  try {
+    assert.equal(warnings.length, 2, warnings.join('\n'));
+    assert.equal(a.lookupById(900), undefined);
+    await kv.put(`${ID_PREFIX}901`, 'no semicolon');
+    await kv.put(`${ID_PREFIX}902`, 'k8s:app=fine;');
+    await until('the good key arrives', () => a.lookupById(902) !== undefined, 5000);
+    assert.equal(a.lookupById(901), undefined);
+    assert.equal(warnings.length, 3);
+    // allocation still works beside them
+    assert.equal((await a.allocate(LabelSet.parse(['app=fine']))).identity.id, 902);
+    await a.release(902);
+  } finally {
+    a.stop();
+    await kv.delete(`${ID_PREFIX}junk`);
+    await kv.delete(`${ID_PREFIX}900`);
+    await kv.delete(`${ID_PREFIX}901`);
+    await kv.delete(`${ID_PREFIX}902`);
+  }
+});
+
+test('the etcd lock excludes a second holder until the first unlocks; a lost lock fails its guarded write', { skip }, async () => {
+  const [a, b] = [await store(), await store()];
+  const la = await a.lock('test/locks/x');
+  let bHas = false;
+  const lb = b.lock('test/locks/x').then((l) => { bHas = true; return l; });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(bHas, false);
+  assert.equal(await a.cas([{ lock: la }], [{ op: 'put', key: 'test/guarded', value: '1' }]), true);
+  await la.unlock();
+  const l2 = await lb;
+  assert.equal(bHas, true);
+  // the lock key is deleted behind b's back (as a lease expiry would): its guarded write fails
+  for (const p of await a.list('test/locks/x/')) await a.delete(p.key);
+  assert.equal(await b.cas([{ lock: l2 }], [{ op: 'put', key: 'test/guarded', value: '2' }]), false);
+  assert.equal((await a.get('test/guarded'))?.value, '1');
+  await l2.unlock();
+});
+
+test('TLS with client certificates: accepted with the certificate, refused without', { skip }, async () => {
+  const tlsEtcd = await startEtcd({ tls: true });
+  try {
+    const ok = await openEtcdStore({ endpoints: [tlsEtcd.endpoint], tls: tlsEtcd.tls! });
+    await ok.put('tls/k', 'v');
+    assert.equal((await ok.get('tls/k'))?.value, 'v');
+    assert.match((await ok.status()).message, /1\/1 connected.*3\.4\.\d+ \(Leader\)/);
+    await ok.close();
+    await assert.rejects(openEtcdStore({ endpoints: [tlsEtcd.endpoint], tls: { ca: tlsEtcd.tls!.ca }, connectTimeoutMs: 3000 }), /KVSTORE_UNREACHABLE|does not answer/);
+    await assert.rejects(openEtcdStore({ endpoints: [tlsEtcd.endpoint] }), /needs a CA certificate/);
+  } finally {
+    await tlsEtcd.stop();
+  }
+});

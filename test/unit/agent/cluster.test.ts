@@ -1,0 +1,100 @@
+/**
+ * The cluster part of an agent on the memory kvstore: Cilium's node and ipcache value formats,
+ * two nodes seeing each other's endpoints, corrupt values skipped, a node's own ipcache key put
+ * back when something else deletes it, leader choice and spread scheduling.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openMemoryStore } from '../../../src/kvstore/memory.ts';
+import { createCluster, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster.ts';
+import { createLogger } from '../../../src/common/logger.ts';
+import type { Pod } from '../../../src/api/types.ts';
+
+const logger = createLogger({ level: 'silent' });
+
+async function until(fn: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("node value: Cilium's types.Node JSON (Go field names, base64 mask) and both CIDR forms read back", () => {
+  const v = JSON.parse(nodeValue({ name: 'node2', cluster: 'default', ip: '192.0.2.2', routerIp: '10.244.2.1', podCidr: '10.244.2.0/24' }, 'b')) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(v).slice(0, 4), ['Name', 'Cluster', 'IPAddresses', 'IPv4AllocCIDR']);
+  assert.deepEqual(v.IPv4AllocCIDR, { IP: '10.244.2.0', Mask: '////AA==' });
+  assert.deepEqual(v.IPAddresses, [{ Type: 'InternalIP', IP: '192.0.2.2' }, { Type: 'CiliumInternalIP', IP: '10.244.2.1' }]);
+  assert.equal(v.EncryptionKey, 0);
+  assert.deepEqual(parseNodeValue(JSON.stringify(v)), { name: 'node2', cluster: 'default', ip: '192.0.2.2', routerIp: '10.244.2.1', podCidr: '10.244.2.0/24' });
+  assert.equal(parseNodeValue(JSON.stringify({ ...v, IPv4AllocCIDR: '10.9.0.0/16' }))?.podCidr, '10.9.0.0/16');
+  for (const bad of ['', 'null', '{"Name":""}', '{"Name":"n","Cluster":"c","IPAddresses":[]}', '[1]']) assert.equal(parseNodeValue(bad), undefined, bad);
+});
+
+test("ipcache value: Cilium's IPIdentityPair; the host identity from another node reads as remote-node; junk refused", () => {
+  const k = `${IPCACHE_PREFIX}10.244.2.7`;
+  const good = { IP: '10.244.2.7', Mask: null, HostIP: '192.0.2.2', ID: 4242, Key: 0, Metadata: 'cilium-global:default:node2:123', K8sNamespace: 'x', K8sPodName: 'p' };
+  assert.deepEqual(parseIpcacheValue(k, JSON.stringify(good)), { ip: '10.244.2.7', hostIp: '192.0.2.2', identity: 4242, node: 'node2', namespace: 'x', pod: 'p' });
+  assert.equal(parseIpcacheValue(k, JSON.stringify({ ...good, ID: 1 }))?.identity, 6);
+  for (const bad of [{ ...good, IP: '10.244.2.8' }, { ...good, Mask: 'AAAA' }, { ...good, ID: -1 }, { ...good, ID: 1 << 24 }, { ...good, ID: '5' }, { ...good, HostIP: 'x' }]) {
+    assert.equal(parseIpcacheValue(k, JSON.stringify(bad)), undefined, JSON.stringify(bad));
+  }
+  assert.equal(parseIpcacheValue(k, 'not json'), undefined);
+});
+
+test('two nodes on one store: each sees the other and its endpoints; corrupt keys skipped; own key restored', async () => {
+  const kv = await openMemoryStore();
+  const warned: string[] = [];
+  const log = { ...logger, child: () => ({ info() {}, warn: (o: object, m: string) => void warned.push(`${m} ${JSON.stringify(o)}`) }) } as unknown as typeof logger;
+  let changes = 0;
+  const n1 = createCluster({ kv, logger: log, self: { name: 'node1', cluster: 'default', ip: '192.0.2.1', routerIp: '10.244.1.1', podCidr: '10.244.1.0/24' }, onChange: () => { changes++; } });
+  const n2 = createCluster({ kv, logger, self: { name: 'node2', cluster: 'default', ip: '192.0.2.2', routerIp: '10.244.2.1', podCidr: '10.244.2.0/24' } });
+  await n1.start();
+  await n2.start();
+  assert.deepEqual(n1.nodes().map((n) => n.name), ['node1', 'node2']);
+  assert.equal(n1.isLeader(), true);
+  assert.equal(n2.isLeader(), false);
+  // node2 gets an endpoint: node1 learns the pod with its identity and node
+  await kv.put('membrane/endpoints/node2/x/p', JSON.stringify({ id: 7, namespace: 'x', pod: 'p', identity: 4242, ip: '10.244.2.7', labels: [] }));
+  await n2.flushed();
+  await until(() => n1.remoteEndpoint('10.244.2.7') !== undefined);
+  assert.deepEqual(n1.remoteEndpoint('10.244.2.7'), { ip: '10.244.2.7', hostIp: '192.0.2.2', identity: 4242, node: 'node2', namespace: 'x', pod: 'p' });
+  assert.ok(changes > 0);
+  const entries = n1.ipcacheEntries();
+  assert.deepEqual(entries.find((e) => e.prefix === '10.244.2.7/32'), { prefix: '10.244.2.7/32', identity: 4242, endpointId: 0 });
+  assert.deepEqual(entries.filter((e) => e.identity === 6).map((e) => e.prefix).sort(), ['10.244.2.1/32', '192.0.2.2/32']);
+  assert.equal(n2.remoteEndpoint('10.244.2.7'), undefined, 'a node does not list its own pods as remote');
+  // corrupt values are logged and skipped
+  await kv.put(`${IPCACHE_PREFIX}10.244.2.99`, '{"IP":"oops"}');
+  await kv.put(`${NODES_PREFIX}default/nodeX`, 'garbage');
+  assert.equal(n1.remoteEndpoint('10.244.2.99'), undefined);
+  assert.equal(n1.nodes().length, 2);
+  assert.equal(warned.length, 2, warned.join('\n'));
+  // someone deletes node2's key: node2 writes it back (Cilium's self-deletion protection)
+  await kv.delete(`${IPCACHE_PREFIX}10.244.2.7`);
+  await n2.flushed();
+  await until(() => n1.remoteEndpoint('10.244.2.7') !== undefined);
+  assert.ok(await kv.get(`${IPCACHE_PREFIX}10.244.2.7`));
+  // the endpoint goes: its key and node1's entry go
+  await kv.delete('membrane/endpoints/node2/x/p');
+  await n2.flushed();
+  await until(() => n1.remoteEndpoint('10.244.2.7') === undefined);
+  assert.equal(await kv.get(`${IPCACHE_PREFIX}10.244.2.7`), undefined);
+  n1.stop(); n2.stop();
+});
+
+test('scheduling: nodeName kept, the rest spread to the fewest pods, lowest node first', async () => {
+  const kv = await openMemoryStore();
+  const cs = ['node1', 'node2', 'node3'].map((n, i) => createCluster({ kv, logger, self: { name: n, cluster: 'default', ip: `192.0.2.${i + 1}` } }));
+  for (const c of cs) await c.start();
+  const pod = (name: string, nodeName?: string) => ({ metadata: { name, namespace: 'd' }, spec: { containers: [], ...(nodeName ? { nodeName } : {}) } }) as unknown as Pod;
+  const existing = [pod('dns', 'node1')];
+  const batch = [pod('a', 'node2'), pod('b'), pod('c'), pod('d'), pod('e')];
+  cs[0]!.schedule(batch, existing);
+  assert.deepEqual(batch.map((p) => p.spec.nodeName), ['node2', 'node3', 'node1', 'node2', 'node3']);
+  // re-scheduling a pod that exists counts it once
+  const again = [pod('b', 'node3')];
+  cs[0]!.schedule(again, [...existing, ...batch]);
+  assert.equal(again[0]!.spec.nodeName, 'node3');
+  for (const c of cs) c.stop();
+});
