@@ -138,6 +138,21 @@ __noinline int ipv4_options_check(struct __sk_buff *skb, __u32 ihl, __u32 sum)
 	return w.bad ? -1 : 0;
 }
 
+/* A malformed IPv4 packet's ports, when they can be read, for its drop event (not trusted). */
+static __always_inline int bad_ipv4(struct iphdr *ip, void *data_end, struct pkt *p, int reason)
+{
+	__u32 ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip) || ihl > 60)
+		ihl = sizeof(*ip);
+	__be16 *ports = (void *)ip + ihl;
+	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && !(ip->frag_off & bpf_htons(0x1fff)) &&
+	    (void *)(ports + 2) <= data_end) {
+		p->sport = ports[0];
+		p->dport = ports[1];
+	}
+	return -reason;
+}
+
 /* One parsing pass over the linear data. Returns PARSE_* or a negative drop reason. A global
  * function: verified once, not at every call site. */
 __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
@@ -170,28 +185,28 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 	__builtin_memcpy(p->saddr, &ip->saddr, 4);
 	__builtin_memcpy(p->daddr, &ip->daddr, 4);
 	if (ip->version != 4)
-		return -DROP_INVALID;
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	__u32 ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))
-		return -DROP_INVALID;
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	if ((void *)ip + ihl > data_end)
 		return short_read(skb, ETH_HLEN + ihl, DROP_INVALID);
 	__u32 sum = ipv4_hdr_sum(ip);
 	if (ihl == sizeof(*ip)) {
 		if (csum_fold(sum) != 0xffff)
-			return -DROP_INVALID;
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	} else if (ipv4_options_check(skb, ihl, sum)) {
-		return -DROP_INVALID;
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	}
 	__u32 avail = skb->len - ETH_HLEN;
 	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (tot == 0 && skb->gso_size)
 		tot = avail; /* BIG TCP: the length is in the skb */
 	if (tot < ihl || tot > avail)
-		return -DROP_INVALID;
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	__u16 fo = bpf_ntohs(ip->frag_off);
 	if (fo & 0x8000) /* reserved bit */
-		return -DROP_INVALID;
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
 	p->ip_id = ip->id;
 	p->l4_off = (__u16)(ETH_HLEN + ihl);
 	__u32 foff = (__u32)(fo & 0x1fff) * 8;
@@ -199,11 +214,11 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 	if (foff) {
 		p->frag = FRAG_LATER;
 		if (foff + l4len > 65535)
-			return -DROP_INVALID;
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
 		/* a later fragment that reaches into the TCP header (flags, ports) would rewrite
 		 * what policy saw in the first one */
 		if (p->proto == IPPROTO_TCP && foff < 16)
-			return -DROP_INVALID;
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
 		return PARSE_OK;
 	}
 	if (fo & 0x2000)
@@ -211,30 +226,28 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 	void *l4 = (void *)ip + ihl;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
-		if (l4len < sizeof(*th))
-			return -DROP_CT_INVALID_HDR;
 		if ((void *)(th + 1) > data_end)
-			return short_read(skb, ETH_HLEN + ihl + sizeof(*th), DROP_CT_INVALID_HDR);
-		__u32 doff = th->doff * 4;
-		if (doff < sizeof(*th) || doff > l4len)
-			return -DROP_CT_INVALID_HDR;
+			return l4len < sizeof(*th) ? bad_ipv4(ip, data_end, p, DROP_CT_INVALID_HDR) :
+						      short_read(skb, ETH_HLEN + ihl + sizeof(*th), DROP_CT_INVALID_HDR);
 		p->sport = th->source;
 		p->dport = th->dest;
 		p->tcp_flags = ((__u8 *)th)[13];
 		p->policy_port = th->dest;
+		__u32 doff = th->doff * 4;
+		if (l4len < sizeof(*th) || doff < sizeof(*th) || doff > l4len)
+			return -DROP_CT_INVALID_HDR;
 	} else if (p->proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
-		if (l4len < sizeof(*uh))
-			return -DROP_CT_INVALID_HDR;
 		if ((void *)(uh + 1) > data_end)
-			return short_read(skb, ETH_HLEN + ihl + sizeof(*uh), DROP_CT_INVALID_HDR);
-		__u32 ulen = bpf_ntohs(uh->len);
-		/* a whole datagram's length fits its packet (a first fragment's need not) */
-		if (ulen < sizeof(*uh) || (p->frag == FRAG_NONE && ulen > l4len))
-			return -DROP_CT_INVALID_HDR;
+			return l4len < sizeof(*uh) ? bad_ipv4(ip, data_end, p, DROP_CT_INVALID_HDR) :
+						      short_read(skb, ETH_HLEN + ihl + sizeof(*uh), DROP_CT_INVALID_HDR);
 		p->sport = uh->source;
 		p->dport = uh->dest;
 		p->policy_port = uh->dest;
+		__u32 ulen = bpf_ntohs(uh->len);
+		/* a whole datagram's length fits its packet (a first fragment's need not) */
+		if (l4len < sizeof(*uh) || ulen < sizeof(*uh) || (p->frag == FRAG_NONE && ulen > l4len))
+			return -DROP_CT_INVALID_HDR;
 	} else if (p->proto == IPPROTO_ICMP) {
 		struct icmphdr *ih = l4;
 		if (l4len < sizeof(*ih))

@@ -16,12 +16,16 @@ const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
 const proxies: Server[] = [];
 
-/** A minimal "L7 proxy": a transparent listener that answers with the original destination it saw. */
-function proxyListen(port: number, slot: number): Promise<number> {
+/**
+ * A minimal "L7 proxy": a transparent listener that answers with the original destination it saw
+ * and closes, or (echo) keeps the connection and echoes every byte.
+ */
+function proxyListen(port: number, slot: number, echo = false): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer((s) => {
       s.on('error', () => {});
-      s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
+      if (echo) s.pipe(s);
+      else s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
     });
     srv.on('error', reject);
     srv.listen(port, '127.0.0.1', () => {
@@ -66,9 +70,14 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   stats: () => dp.stats(),
   counters: () => dp.counters(),
   conntrack: () => dp.conntrack(),
+  fragments: () => dp.fragments(),
+  ctTable: (index: number) => dp.ctTable(index),
+  policyRevision: () => dp.policyRevision(),
+  eventsLost: () => dp.eventsLost(),
+  eventsLostBySender: () => Object.fromEntries(dp.eventsLostBySender()),
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
-  proxyListen: (port, slot) => proxyListen(port, slot),
+  proxyListen: (port, slot, echo) => proxyListen(port, slot, echo),
   attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
   proxyRouting: () => ensureProxyRouting(),
   upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),
