@@ -221,12 +221,18 @@ export function floodFrames(netns: string, iface: string, frame: Buffer, count: 
   return Number(out.trim());
 }
 
-export interface Capture { stop(): Promise<Parsed[]>; proc: ChildProcess }
+export interface Capture {
+  stop(): Promise<Parsed[]>;
+  /** The first frame (seen so far or later) matching `pred`, or undefined after `ms`. */
+  waitFor(pred: (f: Parsed) => boolean, ms: number): Promise<Parsed | undefined>;
+  proc: ChildProcess;
+}
 
 /** Starts a capture on `iface` in `netns` (for at most `ms`); resolves once it is listening. */
 export async function startCapture(netns: string, iface: string, ms: number): Promise<Capture> {
   const proc = spawn('nsenter', [...nsArgs(netns), ensureRawpkt(), 'capture', iface, String(ms)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const frames: Parsed[] = [];
+  const waiters = new Set<(f: Parsed) => void>();
   let buf = '';
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
@@ -239,13 +245,26 @@ export async function startCapture(netns: string, iface: string, ms: number): Pr
       if (l === 'ready') ready();
       else {
         const p = parseFrame(l);
-        if (p) frames.push(p);
+        if (p) {
+          frames.push(p);
+          for (const w of waiters) w(p);
+        }
       }
     }
   });
   await Promise.race([isReady, done]);
   return {
     proc,
+    waitFor(pred, ms) {
+      const hit = frames.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve) => {
+        const w = (f: Parsed) => { if (pred(f)) { clearTimeout(t); waiters.delete(w); resolve(f); } };
+        const t = setTimeout(() => { waiters.delete(w); resolve(undefined); }, ms);
+        waiters.add(w);
+        void done.then(() => { clearTimeout(t); waiters.delete(w); resolve(undefined); });
+      });
+    },
     async stop() {
       if (proc.exitCode === null && proc.pid) {
         try { process.kill(proc.pid, 'SIGTERM'); } catch { /* gone */ }
@@ -254,6 +273,14 @@ export async function startCapture(netns: string, iface: string, ms: number): Pr
       return frames;
     },
   };
+}
+
+/** A captured Ethernet frame (untagged) with VLAN tags inserted after the MAC addresses. */
+export function retag(hex: string, tags: { tpid: number; vid: number }[]): Buffer {
+  const b = Buffer.from(hex, 'hex');
+  const t = Buffer.alloc(4 * tags.length);
+  tags.forEach((g, i) => { t.writeUInt16BE(g.tpid, 4 * i); t.writeUInt16BE(g.vid & 0xfff, 4 * i + 2); });
+  return Buffer.concat([b.subarray(0, 12), t, b.subarray(12)]);
 }
 
 /** Interface MAC address inside a namespace. */
