@@ -215,9 +215,12 @@ export function sendFrames(netns: string, iface: string, frames: Buffer[]): numb
   return Number(out.trim());
 }
 
-/** COUNT copies of `frame` with the 16-bit field at `offset` stepping from 1024 (source ports). */
-export function floodFrames(netns: string, iface: string, frame: Buffer, count: number, offset: number): number {
-  const out = execFileSync('nsenter', [...nsArgs(netns), ensureRawpkt(), 'flood', iface, frame.toString('hex'), String(count), String(offset)], { encoding: 'utf8', timeout: 120_000 });
+/**
+ * `count` copies of `frame` with the 16-bit field at `offset` stepping from 1024 (source ports),
+ * each sent `repeat` times in a row; returns how many frames were sent.
+ */
+export function floodFrames(netns: string, iface: string, frame: Buffer, count: number, offset: number, repeat = 1): number {
+  const out = execFileSync('nsenter', [...nsArgs(netns), ensureRawpkt(), 'flood', iface, frame.toString('hex'), String(count), String(offset), String(repeat)], { encoding: 'utf8', timeout: 120_000 });
   return Number(out.trim());
 }
 

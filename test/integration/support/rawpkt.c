@@ -4,10 +4,11 @@
  *
  *   rawpkt send IFACE            frames from stdin, one hex line each, sent on IFACE (AF_PACKET);
  *                                prints the number sent
- *   rawpkt flood IFACE HEX COUNT OFF
+ *   rawpkt flood IFACE HEX COUNT OFF [REPEAT]
  *                                COUNT copies of the frame HEX, the big-endian 16-bit field at
- *                                byte OFF set to 1024 + i % 64512 (source ports); prints the
- *                                number sent. Checksums are left as they are.
+ *                                byte OFF set to 1024 + i % 64512 (source ports), each sent
+ *                                REPEAT times in a row (default 1); prints the number sent.
+ *                                Checksums are left as they are.
  *   rawpkt capture IFACE MS      prints "ready", then "in HEX" / "out HEX" per frame seen on
  *                                IFACE for MS milliseconds (at most 20000 frames)
  *
@@ -116,15 +117,17 @@ int main(int argc, char **argv)
 		int len = unhex(argv[3], frame, sizeof(frame));
 		long count = atol(argv[4]);
 		int off = atoi(argv[5]);
-		if (len < 0 || count < 0 || off < 0 || off + 2 > len)
+		int repeat = argc >= 7 ? atoi(argv[6]) : 1;
+		if (len < 0 || count < 0 || off < 0 || off + 2 > len || repeat < 1)
 			return 2;
 		for (long i = 0; i < count; i++) {
 			unsigned v = 1024 + (unsigned)(i % 64512);
 			frame[off] = (unsigned char)(v >> 8);
 			frame[off + 1] = (unsigned char)v;
-			send_frame(fd, frame, len);
+			for (int r = 0; r < repeat; r++)
+				send_frame(fd, frame, len);
 		}
-		printf("%ld\n", count);
+		printf("%ld\n", count * repeat);
 		return 0;
 	}
 	if (argc >= 4 && !strcmp(argv[1], "capture")) {
@@ -154,6 +157,6 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
-	fprintf(stderr, "usage: rawpkt send IFACE | flood IFACE HEX COUNT OFF | capture IFACE MS\n");
+	fprintf(stderr, "usage: rawpkt send IFACE | flood IFACE HEX COUNT OFF [REPEAT] | capture IFACE MS\n");
 	return 2;
 }
