@@ -6,12 +6,14 @@ import { createServer, Socket, type Server } from 'node:net';
 import { transparentUpstreamSocket } from '../../../../src/sys/proxy-socket.ts';
 import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
 import { ensureProxyRouting } from '../../../../src/sys/proxy-routing.ts';
-import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
+import { createLinuxDatapath, type LinuxDatapathOptions } from '../../../../src/datapath/linux/index.ts';
 import type { DatapathEvent } from '../../../../src/datapath/types.ts';
 import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
 
 const pinRoot = process.argv[2]!;
-const dp = createLinuxDatapath({ pinRoot });
+/** optional JSON LinuxDatapathOptions (e.g. {"eventRate":{"perSecond":0,"burst":0}}) */
+const extra = process.argv[3] ? JSON.parse(process.argv[3]) as Partial<LinuxDatapathOptions> : {};
+const dp = createLinuxDatapath({ ...extra, pinRoot });
 const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
 const proxies: Server[] = [];
