@@ -36,7 +36,7 @@ export function frameArb(p: Peers): fc.Arbitrary<Buffer> {
     tags: fc.oneof(
       { arbitrary: fc.constant([] as { tpid: number; vid: number }[]), weight: 5 },
       // the stacks the kernel takes apart after tc (priority tags, VID 0)
-      { arbitrary: fc.constantFrom([{ tpid: TPID_8021Q, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }], [{ tpid: TPID_8021AD, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }], [{ tpid: TPID_8021Q, vid: 0 }]), weight: 1 },
+      { arbitrary: fc.constantFrom<{ tpid: number; vid: number }[]>([{ tpid: TPID_8021Q, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }], [{ tpid: TPID_8021AD, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }], [{ tpid: TPID_8021Q, vid: 0 }]), weight: 1 },
       { arbitrary: fc.array(fc.record({ tpid: fc.constantFrom(TPID_8021Q, TPID_8021AD, 0x9100), vid: fc.constantFrom(0, 0, 1, 4095) }), { minLength: 1, maxLength: 3 }), weight: 2 },
     ),
     broadcast: oneIn(10), truncateTo: rarely(fc.integer({ min: 0, max: 120 }), 10),
