@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json
+echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json && node_modules/.bin/tsc -p ui/tsconfig.json
 echo "== lint"; bin/node scripts/lint.ts
 echo "== tests"
 bin/node --test --test-concurrency=1 --test-timeout=600000 "test/unit/**/*.test.ts" "test/integration/**/*.test.ts"

@@ -19,8 +19,10 @@ import type { PodNetworks, Workloads } from './ports.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
-import { createPodNetworks, createWorkloads, nodeIp, routerIp } from '../lab/index.ts';
-import { createHubble, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint } from '../hubble/index.ts';
+import { createPodNetworks, createWorkloads, hubbleTlsPaths, nodeIp, routerIp } from '../lab/index.ts';
+import {
+  createHubble, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint,
+} from '../hubble/index.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
@@ -90,8 +92,12 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
-    // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node).
-    tcpPort: 4244,
+    // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
+    // TLS with the lab's Hubble certificates unless MEMBRANE_HUBBLE_DISABLE_TLS=true (src/hubble/tls.ts).
+    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurityFromEnv(process.env, hubbleTlsPaths(paths.stateDir).server(node)),
+    peerAddress: `${nodeIp(nodeIndex)}:${HUBBLE_SERVER_PORT}`,
+    // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
+    ...(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY ? { capacity: Number(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY) } : {}),
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
@@ -232,7 +238,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
           enforcement: 'default',
         },
-        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node) },
+        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
         proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
         errors,
       };

@@ -43,7 +43,7 @@ const agent = await createAgent({
 });
 const api = createApiServer({
   socketPath: paths.agentSocket(node),
-  routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy })), ...parts.fqdnRoutes() },
+  routes: { ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes() },
 });
 
 await parts.datapath.start();

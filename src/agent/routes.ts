@@ -4,6 +4,8 @@ import type { Agent } from './agent.ts';
 import type { Handler } from './api-server.ts';
 import { ApiRequestError } from './api-server.ts';
 import type { ApplyResponse, StatusView } from './views.ts';
+import type { PolicyEngine } from './ports.ts';
+import { endpointPolicy, traceLive } from './policy-api.ts';
 
 function resourcesOf(body: unknown): Resource[] {
   const rs = (body as { resources?: unknown })?.resources;
@@ -11,7 +13,7 @@ function resourcesOf(body: unknown): Resource[] {
   return rs as Resource[];
 }
 
-export function agentRoutes(agent: Agent, status: () => Promise<StatusView>): Record<string, Handler> {
+export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, policy?: PolicyEngine): Record<string, Handler> {
   return {
     'POST /v1/apply': async (body) => {
       const dryRun = !!(body as { dryRun?: boolean }).dryRun;
@@ -37,6 +39,9 @@ export function agentRoutes(agent: Agent, status: () => Promise<StatusView>): Re
     'GET /v1/identities': async () => ({ items: agent.identities() }),
     'GET /v1/policies': async (_b, q) => ({ items: await agent.policies(q.get('namespace') ?? undefined) }),
     'GET /v1/status': async () => status(),
+    // read-only policy questions (the UI's "why" and policy view): src/agent/policy-api.ts
+    'POST /v1/policy/trace': async (body) => traceLive(agent, body),
+    ...(policy ? { 'GET /v1/endpoint/policy': async (_b: unknown, q: URLSearchParams) => endpointPolicy(agent, policy, q) } : {}),
     'POST /v1/settle': async () => {
       await agent.settled();
       return {};

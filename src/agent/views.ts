@@ -36,6 +36,9 @@ export interface PolicyView {
   createdAt?: string;
 }
 
+/** Hubble's TCP listener: `:4244`, mutual TLS with the server name clients verify, or plain text. */
+export interface HubbleListenerView { address: string; tls: boolean; serverName?: string }
+
 export interface StatusView {
   node: string;
   lab: string;
@@ -43,7 +46,7 @@ export interface StatusView {
   datapath: { state: 'Ok' | 'Warning' | 'Failure' | 'Disabled'; mode: string; programs: number; message?: string };
   endpoints: { total: number; ready: number; notReady: number };
   policy: { revision: number; policies: number; identities: number; enforcement: string };
-  hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string };
+  hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string; listen?: HubbleListenerView };
   proxies: { name: string; port: number; state: string }[];
   errors: string[];
 }

@@ -13,7 +13,7 @@ const program = new Command('membrane')
 
 const commands = [
   './commands/policy.ts', './commands/lab.ts', './commands/resources.ts', './commands/exec.ts',
-  './commands/status.ts', './commands/observe.ts',
+  './commands/status.ts', './commands/observe.ts', './commands/ui.ts',
 ];
 for (const path of commands) {
   try {

@@ -9,12 +9,14 @@ import type { DatapathEvent } from '../datapath/types.ts';
 import { createFlowBuilder, type EndpointResolver } from './flow.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
+import type { HubbleTcpSecurity } from './tls.ts';
 import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
 export type { EndpointResolver, ResolvedEndpoint } from './flow.ts';
 export { FlowRing } from './ring.ts';
 export { LostEventSource } from './gen/flow/flow_pb.js';
+export { hubbleServerName, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, type HubbleTcpSecurity, type HubbleServerTlsFiles } from './tls.ts';
 
 export interface HubbleDeps {
   nodeName: string;
@@ -24,6 +26,10 @@ export interface HubbleDeps {
   /** optional TCP listener (Hubble's 4244; 0 = any free port) */
   tcpPort?: number;
   tcpHost?: string;
+  /** required with tcpPort: mutual TLS files, or `{ plaintext: true }` explicitly */
+  tcpSecurity?: HubbleTcpSecurity;
+  /** address peers and `hubble list nodes` show (Cilium: the node IP and 4244) */
+  peerAddress?: string;
   /** ring capacity, 2^n − 1 (default 4095) */
   capacity?: number;
   /** ServerStatus version string (default `membrane v0.1.0`) */
@@ -48,6 +54,8 @@ export interface Hubble {
   reportKernelLost(total: bigint | number): void;
   /** Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. */
   onFlow(cb: (flow: Flow) => void): () => void;
+  /** The TCP listener (`:4244` when on every address), whether it serves mutual TLS, and its server name. */
+  listener(): { address: string; tls: boolean; serverName?: string } | undefined;
   stats(): { seenFlows: number; numFlows: number; maxFlows: number; lost: Partial<Record<keyof typeof LostEventSource, number>> };
 }
 
@@ -61,6 +69,9 @@ export function createHubble(deps: HubbleDeps): Hubble {
     socketPath: deps.socketPath,
     tcpPort: deps.tcpPort,
     tcpHost: deps.tcpHost,
+    tcpSecurity: deps.tcpSecurity,
+    clusterName: deps.clusterName,
+    peerAddress: deps.peerAddress,
     ring,
     nodeName: deps.nodeName,
     version: deps.version ?? 'membrane v0.1.0',
@@ -110,6 +121,13 @@ export function createHubble(deps: HubbleDeps): Hubble {
         const i = subscribers.indexOf(cb);
         if (i >= 0) subscribers.splice(i, 1);
       };
+    },
+    listener() {
+      const a = server.tcpAddress();
+      if (!a) return undefined;
+      const serverName = server.tlsServerName();
+      const host = a.host === '::' || a.host === '0.0.0.0' ? '' : a.host.includes(':') ? `[${a.host}]` : a.host;
+      return { address: `${host}:${a.port}`, tls: serverName !== undefined, ...(serverName ? { serverName } : {}) };
     },
     stats() {
       const lost: Partial<Record<keyof typeof LostEventSource, number>> = {};

@@ -1,12 +1,14 @@
 /**
  * The Hubble gRPC server: observer.Observer (GetFlows, ServerStatus, GetNodes, GetNamespaces,
  * empty agent/debug event streams), peer.Peer (Notify: this node) and grpc.health.v1.Health
- * (`hubble.server.Observer` SERVING), over HTTP/2 on a unix socket and optionally TCP, with
- * @connectrpc/connect-node (gRPC, gRPC-web and Connect protocols on one listener).
+ * (`hubble.server.Observer` SERVING), over HTTP/2 on a root-only unix socket (0600) and optionally
+ * TCP, with @connectrpc/connect-node (gRPC, gRPC-web and Connect protocols on one listener).
+ * The TCP listener serves mutual TLS (./tls.ts) unless plain text is asked for explicitly: anyone
+ * who reaches the port would otherwise read every flow of the node.
  * GetFlows positioning follows spec/hubble.md §2.2.
  */
 import http2 from 'node:http2';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { create, type DescField, type DescMessage } from '@bufbuild/protobuf';
 import { timestampFromMs, type Timestamp } from '@bufbuild/protobuf/wkt';
@@ -23,6 +25,7 @@ import { Peer, ChangeNotificationType } from './gen/peer/peer_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from './gen/grpc/health/v1/health_pb.js';
 import { compileRequestFilter, FilterError, type FlowPredicate } from './filter.ts';
 import type { FlowRing } from './ring.ts';
+import { hubbleServerName, serverTlsOptions, type HubbleTcpSecurity } from './tls.ts';
 import type { LostEvent } from './gen/flow/flow_pb.js';
 
 export const HEALTH_SERVICE = 'hubble.server.Observer';
@@ -30,11 +33,15 @@ export const HEALTH_SERVICE = 'hubble.server.Observer';
 export interface HubbleServerOptions {
   /** unix socket path (a stale file is removed first) */
   socketPath: string;
-  /** optional plaintext TCP listener (Hubble's 4244) */
+  /** optional TCP listener (Hubble's 4244); needs `tcpSecurity` */
   tcpPort?: number;
   tcpHost?: string;
+  /** mutual TLS with these files, or `{ plaintext: true }` (Cilium's --hubble-disable-tls) */
+  tcpSecurity?: HubbleTcpSecurity;
   ring: FlowRing;
   nodeName: string;
+  /** for the TLS server name `<node>.<cluster>.hubble-grpc.cilium.io` (default `default`) */
+  clusterName?: string;
   /** ServerStatus.version, e.g. `membrane v0.1.0` */
   version: string;
   /** epoch ms */
@@ -50,6 +57,8 @@ export interface HubbleServer {
   stop(): Promise<void>;
   /** TCP port actually bound (when tcpPort was given; 0 picks a free one) */
   tcpAddress(): { host: string; port: number } | undefined;
+  /** the name clients verify on the TCP listener's certificate; undefined when it is plain text or absent */
+  tlsServerName(): string | undefined;
 }
 
 function tsMs(t: Timestamp): number {
@@ -106,9 +115,11 @@ function flowsRate(ring: FlowRing, now: number): number {
 export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
   const { ring, nodeName } = opts;
   let shutdown = new AbortController();
-  const servers: http2.Http2Server[] = [];
+  const servers: (http2.Http2Server | http2.Http2SecureServer)[] = [];
   const sessions = new Set<http2.ServerHttp2Session>();
   let tcpBound: { host: string; port: number } | undefined;
+  let tcpTls = false;
+  const serverName = hubbleServerName(nodeName, opts.clusterName);
 
   function lostResponse(lost: LostEvent, timeMs: number): GetFlowsResponse {
     return create(GetFlowsResponseSchema, {
@@ -220,7 +231,7 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
             version: opts.version,
             address: peerAddress(),
             state: NodeState.NODE_CONNECTED,
-            tls: { enabled: false, serverName: '' },
+            tls: tcpTls ? { enabled: true, serverName } : { enabled: false, serverName: '' },
             uptimeNs: uptimeNs(),
             numFlows: BigInt(ring.length),
             maxFlows: BigInt(ring.capacity),
@@ -245,7 +256,7 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     });
     router.service(Peer, {
       async *notify(_req, ctx) {
-        yield { name: nodeName, address: peerAddress(), type: ChangeNotificationType.PEER_ADDED };
+        yield { name: nodeName, address: peerAddress(), type: ChangeNotificationType.PEER_ADDED, ...(tcpTls ? { tls: { serverName } } : {}) };
         await waitAbort(ctx.signal);
       },
     });
@@ -272,9 +283,9 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     return `unix://${opts.socketPath}`;
   }
 
-  function makeServer(): http2.Http2Server {
+  function makeServer(secure?: http2.SecureServerOptions): http2.Http2Server | http2.Http2SecureServer {
     const handler = connectNodeAdapter({ routes, shutdownSignal: shutdown.signal });
-    const server = http2.createServer(handler);
+    const server = secure ? http2.createSecureServer(secure, handler) : http2.createServer(handler);
     server.on('session', (s) => {
       sessions.add(s);
       s.on('close', () => sessions.delete(s));
@@ -283,7 +294,7 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     return server;
   }
 
-  function listen(server: http2.Http2Server, arg: string | { port: number; host?: string }): Promise<void> {
+  function listen(server: http2.Http2Server | http2.Http2SecureServer, arg: string | { port: number; host?: string }): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => reject(new MembraneError('HUBBLE_LISTEN',
         `hubble server cannot listen on ${typeof arg === 'string' ? arg : `${arg.host ?? ''}:${arg.port}`}: ${e.message}`,
@@ -293,8 +304,16 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
         server.off('error', onError);
         resolve();
       };
-      if (typeof arg === 'string') server.listen(arg, done);
-      else server.listen(arg.port, arg.host, done);
+      if (typeof arg === 'string') {
+        // Root-only from the first moment: the socket is created (bind) synchronously inside listen(),
+        // under this umask (a file another thread creates in that instant only comes out stricter).
+        const old = process.umask(0o177);
+        try {
+          server.listen(arg, done);
+        } finally {
+          process.umask(old);
+        }
+      } else server.listen(arg.port, arg.host, done);
     });
   }
 
@@ -306,12 +325,25 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
         // a stale socket left by a crashed agent (Cilium removes whatever is there, too)
         if (!statSync(opts.socketPath).isDirectory()) rmSync(opts.socketPath, { force: true });
       } catch { /* absent */ }
-      await listen(makeServer(), opts.socketPath);
+      // Files are read before anything listens: a bad TLS setup serves nothing.
+      let secure: http2.SecureServerOptions | undefined;
       if (opts.tcpPort !== undefined) {
-        const s = makeServer();
+        const sec = opts.tcpSecurity;
+        if (!sec) {
+          throw new MembraneError('HUBBLE_TLS_REQUIRED', `hubble TCP listener on port ${opts.tcpPort} has no TLS configuration`, {
+            hint: 'give it the TLS files (mutual TLS), or plain text explicitly (MEMBRANE_HUBBLE_DISABLE_TLS=true)',
+          });
+        }
+        if ('tls' in sec) secure = serverTlsOptions(sec.tls);
+      }
+      await listen(makeServer(), opts.socketPath);
+      chmodSync(opts.socketPath, 0o600);
+      if (opts.tcpPort !== undefined) {
+        const s = makeServer(secure);
         await listen(s, { port: opts.tcpPort, host: opts.tcpHost });
         const a = s.address();
         if (a && typeof a === 'object') tcpBound = { host: a.address, port: a.port };
+        tcpTls = secure !== undefined;
       }
     },
     async stop() {
@@ -322,9 +354,12 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
       await Promise.all(closing);
       clearTimeout(timer);
       servers.length = 0;
+      tcpBound = undefined;
+      tcpTls = false;
       rmSync(opts.socketPath, { force: true });
     },
     tcpAddress: () => tcpBound,
+    tlsServerName: () => (tcpBound && tcpTls ? serverName : undefined),
   };
 }
 

@@ -5,9 +5,12 @@
  *
  *   membrane up prints the CA certificate's path; a pod trusts it with e.g.
  *   `NODE_EXTRA_CA_CERTS=<stateDir>/ca/ca.crt` or `curl --cacert <stateDir>/ca/ca.crt`.
+ *
+ * The same primitives make the lab's other CAs (the Hubble CA of ./hubble-certs.ts): private keys
+ * are written 0600 in 0700 directories and never printed.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as X509 from '@peculiar/x509';
 import { x509, subtle, pem, randomSerial, type CryptoKey, type CryptoKeyPair } from '../proxy/tls/x509.ts';
@@ -34,15 +37,22 @@ function unpem(text: string): Buffer {
 }
 
 
-async function atomicWrite(file: string, data: string, mode = 0o644): Promise<void> {
-  await writeFile(`${file}.tmp`, data, { mode });
+/** Writes a file whole or not at all; a key file is created 0600 (a stale temp file is replaced, not reused). */
+export async function atomicWrite(file: string, data: string, mode = 0o644): Promise<void> {
+  await rm(`${file}.tmp`, { force: true });
+  await writeFile(`${file}.tmp`, data, { mode, flag: 'wx' });
+  await chmod(`${file}.tmp`, mode);
   await rename(`${file}.tmp`, file);
 }
 
 /** The lab CA (created once per state dir; later calls load it). */
 export async function ensureLabCA(stateDir: string): Promise<LabCA> {
-  const dir = caDir(stateDir);
-  const certPath = caCertPath(stateDir);
+  return ensureCA(caDir(stateDir), 'CN=membrane lab CA, O=membrane');
+}
+
+/** A CA kept as `ca.crt` + `ca.key` (0600) in `dir` (0700): created on first use, loaded after. */
+export async function ensureCA(dir: string, subject: string): Promise<LabCA> {
+  const certPath = join(dir, 'ca.crt');
   const keyPath = join(dir, 'ca.key');
   if (existsSync(certPath) && existsSync(keyPath)) {
     const certPem = await readFile(certPath, 'utf8');
@@ -53,7 +63,7 @@ export async function ensureLabCA(stateDir: string): Promise<LabCA> {
   const keys = await subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(), name: 'CN=membrane lab CA, O=membrane', keys, signingAlgorithm: SIGN,
+    serialNumber: randomSerial(), name: subject, keys, signingAlgorithm: SIGN,
     notBefore: new Date(now - 3600_000), notAfter: new Date(now + 3650 * 86400_000),
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
@@ -69,17 +79,25 @@ export async function ensureLabCA(stateDir: string): Promise<LabCA> {
 
 /** A server certificate for `names` signed by the lab CA: PEM cert (leaf + CA) and PKCS#8 key. */
 export async function issueServerCert(ca: LabCA, names: string[]): Promise<{ cert: string; key: string }> {
+  return issueCert(ca, { commonName: names[0] ?? 'lab', names, usage: 'server' });
+}
+
+/**
+ * A leaf certificate signed by `ca`: `server` (serverAuth, the SANs a client verifies) or `client`
+ * (clientAuth, for mutual TLS). PEM cert (leaf + CA) and PKCS#8 key.
+ */
+export async function issueCert(ca: LabCA, o: { commonName: string; names: string[]; usage: 'server' | 'client'; days?: number }): Promise<{ cert: string; key: string }> {
   const keys = await subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair;
   const now = Date.now();
   const isIp = (n: string) => /^\d+\.\d+\.\d+\.\d+$/.test(n) || n.includes(':');
   const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(), subject: `CN=${names[0] ?? 'lab'}`, issuer: ca.cert.subject, publicKey: keys.publicKey,
-    signingKey: ca.key, signingAlgorithm: SIGN, notBefore: new Date(now - 3600_000), notAfter: new Date(now + 365 * 86400_000),
+    serialNumber: randomSerial(), subject: `CN=${o.commonName}`, issuer: ca.cert.subject, publicKey: keys.publicKey,
+    signingKey: ca.key, signingAlgorithm: SIGN, notBefore: new Date(now - 3600_000), notAfter: new Date(now + (o.days ?? 365) * 86400_000),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(names.map((n) => (isIp(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }))),
+      new x509.ExtendedKeyUsageExtension([o.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+      ...(o.names.length ? [new x509.SubjectAlternativeNameExtension(o.names.map((n) => (isIp(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n })))] : []),
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
     ],
   });

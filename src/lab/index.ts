@@ -19,6 +19,7 @@ export function createWorkloads(opts: { lab: string; node: string; paths: LabPat
 
 export { labUp, labDown, labStatus, labNodes, REPO_ROOT, type LabUpOptions, type LabUpResult, type LabDownResult, type LabStatus } from './lab.ts';
 export { setupLabNetwork, podFiles } from './network.ts';
+export { hubbleTlsPaths, ensureHubbleCerts, type HubbleTlsPaths } from './hubble-certs.ts';
 export { registerImageHandler, planContainer, echoPorts, type ImageHandler, type WorkloadPlan, type PlanContext } from './workloads.ts';
 export { worldHosts, worldHost, type WorldHost } from './world.ts';
 export {

@@ -27,6 +27,7 @@ import {
 import { ETC_NETNS, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
 import { ensureLabCA, caCertPath } from './ca.ts';
+import { ensureHubbleCerts } from './hubble-certs.ts';
 import { labDnsResources } from './dns/workload.ts';
 import { programPath } from './programs.ts';
 
@@ -180,6 +181,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
   say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
   await setupLabNetwork({ lab: paths.lab, nodes });
   const worldPid = await ensureWorldHosts(paths, repoRoot);
+  // Before any agent starts: each one serves Hubble on 4244 with mutual TLS from these files.
+  if (!opts.networkOnly) await ensureHubbleCerts(paths.stateDir, Array.from({ length: nodes }, (_, i) => nodeName(i + 1)));
   const result: LabUpResult = { lab: paths.lab, nodes: [], worldPid };
   for (let k = 1; k <= nodes; k++) {
     const node = nodeName(k);

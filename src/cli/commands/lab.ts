@@ -1,4 +1,4 @@
-/** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status`. */
+/** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status|ca|hubble`. */
 import type { Command } from 'commander';
 import { labPaths } from '../../agent/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { MembraneError } from '../../errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
+import { hubbleTlsPaths } from '../../lab/index.ts';
+import { registerLabHubble } from './lab-hubble.ts';
 
 export function register(program: Command): void {
   program.command('up')
@@ -26,7 +28,11 @@ export function register(program: Command): void {
         const res = await callAgent<ApplyResponse>(r.nodes[0]!.socket, 'POST', '/v1/apply', { resources, dryRun: false });
         printApplyResults(res);
       }
+      const h = hubbleTlsPaths(labPaths().stateDir);
+      say(`Hubble API: ${labPaths().hubbleSocket(r.nodes[0]!.node)} (root only) and TCP 4244 in each node namespace with mutual TLS`);
+      say(`  (Hubble CA ${h.caCert}); \`membrane lab hubble\` prints the hubble CLI flags`);
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
+      say('UI: `membrane ui` serves it at http://127.0.0.1:12000');
     });
 
   program.command('down')
@@ -94,4 +100,6 @@ export function register(program: Command): void {
         ``,
       ].join('\n'));
     });
+
+  registerLabHubble(lab);
 }

@@ -143,6 +143,20 @@ interface ObserveOpts {
   output: string; printNodeName?: boolean; timeFormat: string; numeric?: boolean; ipTranslation: boolean;
   color: string; server?: string; node?: string; printRawFilters?: boolean; printPolicyNames?: boolean;
   allowlist?: string[]; denylist?: string[];
+  tls?: boolean; tlsCaCertFiles?: string[]; tlsClientCertFile?: string; tlsClientKeyFile?: string; tlsServerName?: string;
+}
+
+/** The hubble CLI's TLS flags, each also from its HUBBLE_* variable as hubble reads them. */
+function tlsFromFlags(o: ObserveOpts, env: NodeJS.ProcessEnv) {
+  const list = (v: string | undefined) => (v ? v.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
+  const caFiles = o.tlsCaCertFiles ?? list(env.HUBBLE_TLS_CA_CERT_FILES);
+  const certFile = o.tlsClientCertFile ?? env.HUBBLE_TLS_CLIENT_CERT_FILE;
+  const keyFile = o.tlsClientKeyFile ?? env.HUBBLE_TLS_CLIENT_KEY_FILE;
+  const serverName = o.tlsServerName ?? env.HUBBLE_TLS_SERVER_NAME;
+  return {
+    enabled: o.tls ?? env.HUBBLE_TLS === 'true',
+    ...(caFiles ? { caFiles } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(serverName ? { serverName } : {}),
+  };
 }
 
 export function register(program: Command): void {
@@ -273,8 +287,13 @@ export function register(program: Command): void {
     .addOption(new Option('--ip-translation <bool>', 'translate IPs to names').default(true).argParser((v) => v !== 'false'))
     .option('--color <when>', 'auto, always, never', 'auto')
     .option('--print-raw-filters', 'print the allowlist/denylist as JSON and exit')
-    .option('--server <address>', 'hubble server: unix:///path or host:port (default: the node\'s hubble socket)')
-    .option('--node <name>', 'lab node whose hubble socket to use');
+    .option('--server <address>', 'hubble server: unix:///path, host:port or tls://host:port (default: the node\'s hubble socket)')
+    .option('--node <name>', 'lab node whose hubble socket to use')
+    .option('--tls', 'use TLS to a host:port server (implied by tls:// and the --tls-* flags)')
+    .option('--tls-ca-cert-files <files>', 'CA certificates (PEM) that sign the server\'s certificate, comma-separated', (v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)])
+    .option('--tls-client-cert-file <file>', 'client certificate (PEM) for mutual TLS')
+    .option('--tls-client-key-file <file>', 'client private key (PEM)')
+    .option('--tls-server-name <name>', 'name to verify on the server certificate (<node>.<cluster>.hubble-grpc.cilium.io)');
 
   cmd.on('option:not', () => {
     if (negateNext) errors.push(bad('not', 'duplicate --not'));
@@ -337,7 +356,8 @@ export function register(program: Command): void {
 
     const server = o.server ?? process.env.HUBBLE_SERVER ?? `unix://${labPaths().hubbleSocket(o.node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE)}`;
     const t = parseServer(server);
-    const client = observerClient(t);
+    const tls = tlsFromFlags(o, process.env);
+    const client = observerClient(t, tls);
     const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !process.env.NO_COLOR);
     const printer = createPrinter({
       format, color, printNodeName: o.printNodeName, timeFormat: o.timeFormat as TimeFormat,
@@ -355,12 +375,13 @@ export function register(program: Command): void {
     } catch (e) {
       if (ac.signal.aborted) return;
       if (e instanceof ConnectError) {
-        if (e.code === Code.Unavailable) {
-          throw new MembraneError('HUBBLE_UNAVAILABLE', `cannot connect to hubble at ${formatTarget(t)}: ${e.rawMessage}`, {
-            hint: 'is the lab up? run `membrane up` (or check --server / --node)', cause: e,
-          });
+        // The server judges requests with InvalidArgument; anything else is the connection (down, or refused by TLS).
+        if (e.code === Code.InvalidArgument || e.code === Code.Unimplemented) {
+          throw new MembraneError('HUBBLE_REQUEST', `hubble server rejected the request: ${e.rawMessage}`, { hint: 'check the filter flags', cause: e });
         }
-        throw new MembraneError('HUBBLE_REQUEST', `hubble server rejected the request: ${e.rawMessage}`, { hint: 'check the filter flags', cause: e });
+        throw new MembraneError('HUBBLE_UNAVAILABLE', `cannot read flows from hubble at ${formatTarget(t)}: ${e.rawMessage}`, {
+          hint: t.kind === 'tcp' ? 'check the address; Hubble\'s port 4244 serves mutual TLS only (`membrane lab hubble` prints the --tls-* flags)' : 'is the lab up? run `membrane up` (or check --server / --node)', cause: e,
+        });
       }
       throw e;
     } finally {

@@ -11,6 +11,11 @@ function colour(state: string, text: string, on: boolean): string {
   return state === 'Ok' ? pc.green(text) : state === 'Disabled' ? pc.cyan(text) : state === 'Warning' ? pc.yellow(text) : pc.red(text);
 }
 
+function listen(l: StatusView['hubble']['listen']): string {
+  if (!l) return '';
+  return l.tls ? `, ${l.address} mutual TLS (${l.serverName}; \`membrane lab hubble\`)` : `, ${l.address} PLAIN TEXT`;
+}
+
 export function formatStatus(s: StatusView, useColour: boolean): string {
   const rows: string[][] = [
     ['Node:', s.node, `lab ${s.lab}`],
@@ -18,7 +23,7 @@ export function formatStatus(s: StatusView, useColour: boolean): string {
     ['Datapath:', colour(s.datapath.state, s.datapath.state, useColour), `${s.datapath.mode}, ${s.datapath.programs} programs attached${s.datapath.message ? `, ${s.datapath.message}` : ''}`],
     ['Endpoints:', colour(s.endpoints.notReady ? 'Warning' : 'Ok', s.endpoints.notReady ? 'Warning' : 'Ok', useColour), `${s.endpoints.ready}/${s.endpoints.total} ready`],
     ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}`],
-    ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],
+    ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${listen(s.hubble.listen)}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],
   ];
   for (const p of s.proxies) rows.push([`Proxy ${p.name}:`, colour(p.state === 'listening' ? 'Ok' : 'Warning', p.state, useColour), `port ${p.port}`]);
   let out = table(rows, 2);

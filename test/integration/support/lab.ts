@@ -98,8 +98,8 @@ export class TestLab {
   }
 
   /** Spawns a long-running command in a pod (for connections that must outlive an agent restart). */
-  spawnIn(ns: string, pod: string, cmd: string[]) {
-    return spawn(MEMBRANE, ['exec', '-n', ns, pod, '--', ...cmd], { env: this.env, stdio: ['pipe', 'pipe', 'pipe'] });
+  spawnIn(ns: string, pod: string, cmd: string[], env: NodeJS.ProcessEnv = {}) {
+    return spawn(MEMBRANE, ['exec', '-n', ns, pod, '--', ...cmd], { env: { ...this.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   }
 }
 

@@ -1,0 +1,90 @@
+/**
+ * The UI's JSON API under /api/v1: a fixed, read-only set of questions forwarded to the node's
+ * agent API (src/agent/routes.ts), plus "why" (trace + a suggested policy, checked by tracing
+ * again with it). Nothing here can apply, delete or change anything: the browser gets no route
+ * to the agent's write calls, and `with` is only ever the server's own suggestion.
+ */
+import { stringify } from 'yaml';
+import { z } from 'zod';
+import { callAgent, AgentCallError } from '../cli/client.ts';
+import { MembraneError } from '../errors.ts';
+import type { TraceResponse } from '../agent/policy-api.ts';
+import { suggestPolicy } from './suggest.ts';
+
+export const WhyRequestSchema = z.strictObject({
+  from: z.string().min(1).max(253),
+  to: z.string().min(1).max(253),
+  port: z.number().int().min(0).max(65535),
+  protocol: z.enum(['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPV6']),
+  http: z.strictObject({
+    method: z.string().regex(/^[A-Za-z]{1,16}$/),
+    path: z.string().max(4096),
+    host: z.string().max(253),
+  }).optional(),
+});
+export type WhyRequest = z.infer<typeof WhyRequestSchema>;
+
+export interface WhyResponse extends TraceResponse {
+  suggestion?: {
+    note: string;
+    /** YAML for `membrane apply -f -` (empty when no policy can allow it) */
+    yaml: string;
+    /** the trace with the suggestion added, as if applied */
+    check?: TraceResponse;
+  };
+}
+
+export class UiRequestError extends MembraneError {
+  readonly status: number;
+  readonly issues: unknown[] | undefined;
+  constructor(status: number, code: string, message: string, opts: { hint?: string; issues?: unknown[] } = {}) {
+    super(code, message, opts.hint === undefined ? {} : { hint: opts.hint });
+    this.status = status;
+    this.issues = opts.issues;
+  }
+}
+
+export type ApiHandler = (body: unknown, query: URLSearchParams) => Promise<unknown>;
+
+const TIMEOUT_MS = 15_000;
+
+export function uiApi(opts: { agentSocket: string; info: () => Record<string, unknown> }): Record<string, ApiHandler> {
+  const agent = <T>(method: 'GET' | 'POST', path: string, body?: unknown) => callAgent<T>(opts.agentSocket, method, path, body, TIMEOUT_MS).catch((e: unknown) => {
+    if (e instanceof AgentCallError) throw new UiRequestError(e.code === 'API_NOT_FOUND' ? 404 : 400, e.code, e.message, { ...(e.hint ? { hint: e.hint } : {}), ...(e.issues ? { issues: e.issues } : {}) });
+    if (e instanceof MembraneError) throw new UiRequestError(502, e.code, e.message, e.hint ? { hint: e.hint } : {});
+    throw e;
+  });
+  const ns = (q: URLSearchParams) => {
+    const v = q.get('namespace');
+    return v ? `?namespace=${encodeURIComponent(v)}` : '';
+  };
+  return {
+    'GET /api/v1/info': async () => opts.info(),
+    'GET /api/v1/status': () => agent('GET', '/v1/status'),
+    'GET /api/v1/endpoints': (_b, q) => agent('GET', `/v1/endpoints${ns(q)}`),
+    'GET /api/v1/identities': () => agent('GET', '/v1/identities'),
+    'GET /api/v1/policies': (_b, q) => agent('GET', `/v1/policies${ns(q)}`),
+    'GET /api/v1/endpoint/policy': (_b, q) => {
+      const n = q.get('namespace') ?? '';
+      const p = q.get('pod') ?? '';
+      if (!n || !p) throw new UiRequestError(400, 'UI_BAD_REQUEST', 'namespace and pod are required', { hint: '/api/v1/endpoint/policy?namespace=NS&pod=POD' });
+      return agent('GET', `/v1/endpoint/policy?namespace=${encodeURIComponent(n)}&pod=${encodeURIComponent(p)}`);
+    },
+    'POST /api/v1/why': async (body) => {
+      const parsed = WhyRequestSchema.safeParse(body ?? {});
+      if (!parsed.success) {
+        const issues = parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message }));
+        throw new UiRequestError(400, 'UI_BAD_REQUEST', `why: ${issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`, { issues });
+      }
+      const req = parsed.data;
+      const res = await agent<TraceResponse>('POST', '/v1/policy/trace', req);
+      const out: WhyResponse = { ...res };
+      if (res.trace.verdict === 'DROPPED') {
+        const s = suggestPolicy(res.trace, req.http ? { method: req.http.method.toUpperCase(), path: req.http.path } : undefined);
+        out.suggestion = { note: s.note, yaml: s.policies.map((p) => stringify(p)).join('---\n') };
+        if (s.policies.length) out.suggestion.check = await agent<TraceResponse>('POST', '/v1/policy/trace', { ...req, with: s.policies });
+      }
+      return out;
+    },
+  };
+}

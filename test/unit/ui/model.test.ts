@@ -1,0 +1,127 @@
+/**
+ * The UI's pure models over real flows (src/hubble flow builder for datapath events, the HTTP
+ * proxy's flow builder for L7): the service map's nodes and edges, the stable layout, the
+ * filter bar's FlowFilters (applied by the real src/hubble/filter.ts), the table rows.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { createFlowBuilder } from '../../../src/hubble/flow.ts';
+import { createFlowBuilder as createHttpFlowBuilder } from '../../../src/proxy/http/flows.ts';
+import { compileRequestFilter } from '../../../src/hubble/filter.ts';
+import type { Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
+import { ServiceMap, edgeVerdict, appLabel } from '../../../ui/src/model/map.ts';
+import { StableLayout, CARD_W, CARD_H } from '../../../ui/src/model/layout.ts';
+import { toFlowFilters, NO_FILTERS, FilterInputError } from '../../../ui/src/model/filters.ts';
+import { flowRow, whyQuery } from '../../../ui/src/model/rows.ts';
+import { ev, resolver, T0 } from '../hubble/fixtures.ts';
+
+const build = createFlowBuilder({ nodeName: 'node1', resolver });
+const http = createHttpFlowBuilder({ nodeName: 'node1', resolver });
+const flow = (over: Parameters<typeof ev>[0]) => build(ev(over))!;
+const T0MS = Number(T0 / 1_000_000n);
+
+// client (shop, Deployment client, 12345) → api (shop, 23456) :8080; xwing (default, 34567)
+const syn = flow({ srcIp: '10.244.1.5', dstIp: '10.244.1.6', dstPort: 8080, verdict: 0 });
+const drop = flow({ type: 1, subType: 133, srcIp: '10.244.1.7', dstIp: '10.244.1.6', srcIdentity: 34567, dstPort: 8080 });
+const reply = flow({ srcIp: '10.244.1.6', dstIp: '10.244.1.5', srcPort: 8080, dstPort: 53812, ctReason: 3, srcIdentity: 23456, dstIdentity: 12345 });
+const toWorld = flow({ srcIp: '10.244.1.5', dstIp: '198.51.100.10', dstIdentity: 16777217, dstPort: 443, direction: 'egress', endpointId: 101 });
+const peers = { client: { ip: '10.244.1.5', port: 53812, identity: 12345 }, server: { ip: '10.244.1.6', port: 8080, identity: 23456 } };
+const rec = { direction: 'ingress' as const, timeMs: T0MS, endpointId: 102, host: 'api', protocol: 'HTTP/1.1', headers: [], latencyNs: 1000, ...peers };
+const putReq = http({ ...rec, type: 'request', verdict: 'denied', method: 'PUT', url: 'http://api/v1/exhaust-port', path: '/v1/exhaust-port', code: 0 });
+const putRes = http({ ...rec, type: 'response', verdict: 'denied', method: 'PUT', url: 'http://api/v1/exhaust-port', path: '/v1/exhaust-port', code: 403 });
+const postReq = http({ ...rec, type: 'request', verdict: 'forwarded', method: 'POST', url: 'http://api/v1/request-landing?x=1', path: '/v1/request-landing', code: 0 });
+
+test('service map: one card per identity, named after the workload; edges by port with verdict counts', () => {
+  const m = new ServiceMap();
+  for (const f of [syn, drop, reply, putReq, putRes, postReq, toWorld]) m.add(f, T0MS + 1000);
+  const s = m.snapshot(T0MS + 1000);
+  const ids = s.nodes.map((n) => n.id).sort();
+  assert.deepEqual(ids, ['default/34567', 'fqdn:api.openai.com', 'shop/12345', 'shop/23456']);
+  const client = s.nodes.find((n) => n.id === 'shop/12345')!;
+  assert.equal(client.name, 'client');
+  assert.equal(client.kind, 'workload');
+  // the proxy's flows name no workload: the app label names the card
+  assert.equal(s.nodes.find((n) => n.id === 'shop/23456')!.name, 'api');
+  const e = s.edges.find((x) => x.from === 'shop/12345' && x.to === 'shop/23456')!;
+  assert.equal(e.port, 8080);
+  assert.equal(e.proto, 'TCP');
+  assert.deepEqual(e.l7, ['HTTP']);
+  assert.equal(e.counts.forwarded, 2, 'the SYN and the POST (the reply is not counted)');
+  assert.equal(e.counts.dropped, 1, 'the denied PUT');
+  assert.equal(edgeVerdict(e), 'forwarded');
+  const put = e.requests.find((r) => r.method === 'PUT')!;
+  assert.deepEqual([put.path, put.counts.dropped, put.codes], ['/v1/exhaust-port', 1, { 403: 1 }]);
+  assert.equal(e.requests.find((r) => r.method === 'POST')!.path, '/v1/request-landing', 'no query string');
+  assert.deepEqual(e.peers, { from: 'shop/client', to: 'shop/api', fromIp: '10.244.1.5', toIp: '10.244.1.6' }, 'a Deployment by its name, a pod by its own');
+  const x = s.edges.find((y) => y.from === 'default/34567')!;
+  assert.deepEqual([x.counts.dropped, x.counts.forwarded, edgeVerdict(x), x.dropReasons], [1, 0, 'dropped', { POLICY_DENIED: 1 }]);
+  const w = s.edges.find((y) => y.to === 'fqdn:api.openai.com')!;
+  assert.equal(w.port, 443);
+  assert.equal(w.peers.to, '198.51.100.10', 'an outside peer is traced by its address');
+  assert.equal(e.rate, 0.3, '3 request flows in the 10 s window');
+  assert.equal(m.snapshot(T0MS + 60_000).edges.find((y) => y.id === e.id)!.rate, 0, 'the rate decays');
+});
+
+test('appLabel: Hubble UI\'s display-name keys and prefixes', () => {
+  assert.equal(appLabel(['k8s:app.kubernetes.io/name=deathstar', 'k8s:org=empire']), 'deathstar');
+  assert.equal(appLabel(['k8s:k8s-app=kube-dns']), 'kube-dns');
+  assert.equal(appLabel(['k8s:org=empire']), undefined);
+});
+
+test('rows read like hubble observe; why asks for the request direction', () => {
+  const r = flowRow(reply);
+  assert.equal(r.arrow, '<-');
+  assert.equal(r.src, 'shop/client:53812');
+  assert.equal(r.dst, 'shop/api-xxx:8080');
+  assert.deepEqual(whyQuery(reply), { from: 'shop/client', to: 'shop/api-xxx', port: 8080, protocol: 'TCP' });
+  assert.deepEqual(whyQuery(putRes), { from: 'shop/client', to: 'shop/api-xxx', port: 8080, protocol: 'TCP', http: { method: 'PUT', path: '/v1/exhaust-port', host: 'api' } });
+  assert.equal(flowRow(drop).verdict, 'DROPPED');
+});
+
+test('layout: placed cards never move and never overlap as nodes arrive (property)', () => {
+  fc.assert(fc.property(fc.array(fc.tuple(fc.nat(12), fc.nat(12)), { minLength: 1, maxLength: 60 }), fc.nat(59), (pairs, cut) => {
+    const l = new StableLayout();
+    const nodesOf = (ps: [number, number][]) => [...new Set(ps.flat())].map((i) => ({ id: `n${i}`, name: `n${i}`, namespace: i % 2 ? 'a' : 'b' }));
+    const edgesOf = (ps: [number, number][]) => ps.map(([a, b]) => ({ from: `n${a}`, to: `n${b}` }));
+    const first = pairs.slice(0, Math.min(cut, pairs.length));
+    const before = new Map([...l.update(nodesOf(first), edgesOf(first))].map(([k, v]) => [k, { ...v }]));
+    const after = l.update(nodesOf(pairs), edgesOf(pairs));
+    for (const [k, v] of before) assert.deepEqual(after.get(k), v, `${k} moved`);
+    const boxes = [...after.values()];
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i]!, b = boxes[j]!;
+      assert.ok(a.x + CARD_W <= b.x || b.x + CARD_W <= a.x || a.y + CARD_H <= b.y || b.y + CARD_H <= a.y, 'cards overlap');
+    }
+  }), { numRuns: 200 });
+});
+
+test('layout: senders left of receivers', () => {
+  const l = new StableLayout();
+  const b = l.update([{ id: 'a', name: 'a' }, { id: 'b', name: 'b' }, { id: 'c', name: 'c' }], [{ from: 'a', to: 'b' }, { from: 'b', to: 'c' }]);
+  assert.deepEqual([b.get('a')!.col, b.get('b')!.col, b.get('c')!.col], [0, 1, 2]);
+});
+
+test('filters: one-ended fields make a source OR a destination filter; the server\'s filter decides', () => {
+  const pass = (f: typeof NO_FILTERS, x: Flow) => compileRequestFilter(toFlowFilters(f), [])(x);
+  assert.deepEqual(toFlowFilters(NO_FILTERS), []);
+  const dropped = { ...NO_FILTERS, verdict: 'DROPPED' as const };
+  assert.equal(pass(dropped, drop), true);
+  assert.equal(pass(dropped, syn), false);
+  const ns = { ...NO_FILTERS, namespace: 'default' };
+  assert.equal(toFlowFilters(ns).length, 2);
+  assert.equal(pass(ns, drop), true, 'source in default');
+  assert.equal(pass(ns, syn), false, 'neither end in default');
+  const shopApi = { ...NO_FILTERS, namespace: 'shop', pod: 'api' };
+  assert.equal(pass(shopApi, syn), true, 'destination pod api-xxx');
+  assert.equal(pass({ ...shopApi, verdict: 'DROPPED' }, syn), false, 'and the verdict');
+  assert.equal(pass({ ...NO_FILTERS, httpMethod: 'put' }, putReq), true);
+  assert.equal(pass({ ...NO_FILTERS, httpMethod: 'put' }, postReq), false);
+  assert.equal(pass({ ...NO_FILTERS, httpStatus: '403' }, putRes), true);
+  assert.equal(pass({ ...NO_FILTERS, port: '443' }, toWorld), true);
+  assert.equal(pass({ ...NO_FILTERS, fqdn: '*.openai.com' }, toWorld), true);
+  assert.equal(pass({ ...NO_FILTERS, fqdn: '*.openai.com' }, syn), false);
+  assert.equal(pass({ ...NO_FILTERS, label: 'org=alliance' }, drop), true);
+  assert.throws(() => toFlowFilters({ ...NO_FILTERS, port: '99999' }), FilterInputError);
+  assert.throws(() => toFlowFilters({ ...NO_FILTERS, httpStatus: 'abc' }), FilterInputError);
+});

@@ -1,0 +1,210 @@
+/// <reference lib="webworker" />
+/**
+ * The flow stream, off the page's main thread: Observer.GetFlows over gRPC-web through the UI
+ * server (which relays the bytes to the upstream Observer), decoded here, folded into the service map and turned into table rows; the
+ * page gets batches a few times a second, so decoding 2,000 flows/s never blocks a frame.
+ *
+ * Positioning: first the last N flows that match (no follow: the stream's end says "loaded"),
+ * then follow from the newest one's time, skipping the uuids already seen at that instant.
+ */
+import { create, toJson } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcWebTransport } from '@connectrpc/connect-web';
+import { Observer, GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
+import { FlowFilterSchema, FlowSchema, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
+import { dictBlock } from '../../src/hubble/printer.ts';
+import { ServiceMap } from './model/map.ts';
+import { flowRow, type FlowRow } from './model/rows.ts';
+import { toFlowFilters, type UiFilters } from './model/filters.ts';
+import type { FromWorker, ToWorker } from './worker-protocol.ts';
+
+declare const self: DedicatedWorkerGlobalScope;
+
+/**
+ * What the map and the table read (proto names): the stream carries only these, so the upstream
+ * encodes and the worker decodes less. A flow's detail asks for the whole flow by its uuid.
+ */
+export const FLOW_FIELDS = [
+  'time', 'uuid', 'verdict', 'drop_reason', 'drop_reason_desc', 'auth_type', 'IP', 'l4', 'source', 'destination', 'Type',
+  'node_name', 'source_names', 'destination_names', 'l7', 'event_type', 'source_service', 'destination_service',
+  'traffic_direction', 'policy_match_type', 'debug_capture_point', 'sock_xlate_point', 'is_reply', 'Summary', 'ip_trace_id',
+];
+const BATCH_MS = 400;
+const MAP_MS = 800;
+/** rows the table offers (the newest) */
+export const MAX_ROWS = 10_000;
+
+const client = createClient(Observer, createGrpcWebTransport({ baseUrl: self.location.origin }));
+const map = new ServiceMap();
+/**
+ * The table's flows live here, not in the page: the page asks for the window it shows (a few
+ * dozen rows), so a busy stream allocates nothing on the page's thread. Flows have sequence
+ * numbers; newest-first index i is seq `top - i`.
+ */
+const rows: Flow[] = [];
+/** rows are made when shown (a few dozen), not for every flow */
+const rowOf = new WeakMap<Flow, FlowRow>();
+function row(f: Flow): FlowRow {
+  let r = rowOf.get(f);
+  if (!r) rowOf.set(f, (r = flowRow(f)));
+  return r;
+}
+let dropped = 0;
+let rowsChanged = false;
+let paused = false;
+let frozenTop = -1;
+let view = { from: 0, count: 60 };
+let generation = 0;
+let abort: AbortController | undefined;
+let received = 0;
+let lastMapPost = 0;
+let mapDirty = false;
+
+const post = (m: FromWorker) => self.postMessage(m);
+
+function ingest(f: Flow): void {
+  received++;
+  if (map.add(f)) mapDirty = true;
+  rows.push(f);
+  rowsChanged = true;
+  if (rows.length > MAX_ROWS * 1.2) {
+    // keep what a paused page may still be looking at
+    const n = Math.min(rows.length - MAX_ROWS, paused ? Math.max(0, frozenTop - MAX_ROWS + 1 - dropped) : Infinity);
+    if (n > 0) {
+      rows.splice(0, n);
+      dropped += n;
+    }
+  }
+}
+
+function postView(): void {
+  const top = paused ? frozenTop : dropped + rows.length - 1;
+  const total = Math.max(0, Math.min(MAX_ROWS, top - dropped + 1));
+  const out: FlowRow[] = [];
+  const end = Math.min(total, view.from + view.count);
+  for (let i = view.from; i < end; i++) {
+    const f = rows[top - i - dropped];
+    if (f) out.push(row(f));
+  }
+  post({ type: 'view', generation, total, from: view.from, rows: out, paused });
+}
+
+function flush(force = false): void {
+  const now = Date.now();
+  const sendMap = mapDirty && (force || now - lastMapPost >= MAP_MS);
+  if (!rowsChanged && !sendMap && !force) return;
+  if (sendMap) {
+    lastMapPost = now;
+    mapDirty = false;
+  }
+  if ((rowsChanged && !paused) || force) postView();
+  rowsChanged = false;
+  post({ type: 'batch', generation, ...(sendMap || force ? { map: map.snapshot(now) } : {}), received });
+}
+
+async function run(filters: UiFilters, number: number, gen: number): Promise<void> {
+  abort?.abort();
+  const ctl = new AbortController();
+  abort = ctl;
+  map.clear();
+  rows.length = 0;
+  dropped = 0;
+  rowsChanged = false;
+  frozenTop = -1;
+  // the window stays: the table keeps its scroll position across a filter change
+  received = 0;
+  let whitelist;
+  try {
+    whitelist = toFlowFilters(filters);
+  } catch (e) {
+    post({ type: 'error', generation: gen, message: (e as Error).message });
+    return;
+  }
+  const timer = setInterval(() => { if (gen === generation) flush(); }, BATCH_MS);
+  let retry = 0;
+  let lastTime = 0;
+  /** uuid → time of the newest flows: a (re)started follow begins 1 ms before them and repeats some */
+  const tail = new Map<string, number>();
+  const seen = (f: Flow): boolean => {
+    const t = f.time ? Number(f.time.seconds) * 1000 + f.time.nanos / 1e6 : Date.now();
+    if (tail.has(f.uuid)) return true;
+    if (t > lastTime) lastTime = t;
+    tail.set(f.uuid, t);
+    if (tail.size > 2000) for (const [u, ut] of tail) if (ut < lastTime - 2) tail.delete(u);
+    return false;
+  };
+  let loaded = false;
+  try {
+    while (!ctl.signal.aborted) {
+      try {
+        if (!loaded) {
+          const t0 = performance.now();
+          for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
+            if (r.responseTypes.case !== 'flow') continue;
+            const f = r.responseTypes.value;
+            if (!seen(f)) ingest(f);
+          }
+          if (!lastTime) lastTime = Date.now() - (performance.now() - t0);
+          loaded = true;
+          flush(true);
+          post({ type: 'loaded', generation: gen, flows: received, ms: performance.now() - t0 });
+        }
+        retry = 0;
+        post({ type: 'state', generation: gen, state: 'live' });
+        for await (const r of client.getFlows(create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
+          if (r.responseTypes.case === 'lostEvents') {
+            post({ type: 'lost', generation: gen, count: Number(r.responseTypes.value.numEventsLost) });
+            continue;
+          }
+          if (r.responseTypes.case !== 'flow') continue;
+          const f = r.responseTypes.value;
+          if (!seen(f)) ingest(f);
+        }
+      } catch (e) {
+        if (ctl.signal.aborted) return;
+        const ce = ConnectError.from(e);
+        post({ type: 'state', generation: gen, state: 'reconnecting', message: ce.rawMessage });
+        if (ce.code === Code.InvalidArgument) {
+          post({ type: 'error', generation: gen, message: ce.rawMessage });
+          return;
+        }
+      }
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** retry++)));
+    }
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The whole flow, every field, by its uuid (Hubble's uuid filter), while the ring still holds it. */
+async function detail(uuid: string): Promise<void> {
+  let f: Flow | undefined;
+  try {
+    for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: 1n, whitelist: [create(FlowFilterSchema, { uuid: [uuid] })] }))) {
+      if (r.responseTypes.case === 'flow') f = r.responseTypes.value;
+    }
+  } catch (e) {
+    post({ type: 'detail', uuid, missing: true, message: ConnectError.from(e).rawMessage });
+    return;
+  }
+  post(f
+    ? { type: 'detail', uuid, dict: dictBlock(f, { printNodeName: true, printPolicyNames: true }), json: toJson(FlowSchema, f, { useProtoFieldName: true }) as Record<string, unknown> }
+    : { type: 'detail', uuid, missing: true });
+}
+
+self.onmessage = (ev: MessageEvent<ToWorker>) => {
+  const m = ev.data;
+  if (m.type === 'start') {
+    generation = m.generation;
+    void run(m.filters, m.number, m.generation);
+  } else if (m.type === 'detail') void detail(m.uuid);
+  else if (m.type === 'view') {
+    view = { from: Math.max(0, Math.min(MAX_ROWS, m.from)), count: Math.max(0, Math.min(500, m.count)) };
+    postView();
+  } else if (m.type === 'pause') {
+    paused = m.paused;
+    frozenTop = dropped + rows.length - 1;
+    postView();
+  }
+};
