@@ -67,3 +67,43 @@ export function frameArb(p: Peers): fc.Arbitrary<Buffer> {
   });
 }
 
+
+/** A live, allowed TCP connection of A to B (A's source port), for crafted errors to quote. */
+export interface Live { sport: number; dport: number }
+
+/**
+ * Frames aimed at the state the datapath keeps: ICMP errors of every type quoting A's live
+ * connection (in either orientation) or a stranger's tuple, sent to the peer, to others and to the
+ * node; and fragment trains (first and later fragments in order, later first, later alone, a
+ * later fragment re-addressed to another host) to allowed and forbidden destinations. Each element
+ * is one or more frames sent in order.
+ */
+export function targetedArb(p: Peers, live: Live): fc.Arbitrary<Buffer[]> {
+  const out = (l3: Buffer) => eth({ dst: p.gw, src: p.A.mac, type: ETH_IP }, l3);
+  const to = fc.constantFrom(p.B.ip, p.B.ip, p.C.ip, p.world.ip, p.node, '10.250.3.99');
+  const icmpErr = fc.record({
+    to, type: fc.constantFrom(3, 3, 11, 12, 4, 5), code: fc.integer({ min: 0, max: 15 }),
+    inner: fc.constantFrom('live-from-peer', 'live-to-peer', 'live-wrong-port', 'stranger'), innerProto: fc.constantFrom(TCP, UDP), extra: fc.uint8Array({ maxLength: 48 }),
+  }).map((r) => {
+    const peerToA = { src: p.B.ip, dst: p.A.ip, sport: live.dport, dport: live.sport };
+    const q = r.inner === 'live-from-peer' ? { ...peerToA, proto: TCP }
+      : r.inner === 'live-to-peer' ? { src: p.A.ip, dst: p.B.ip, sport: live.sport, dport: live.dport, proto: TCP }
+        : r.inner === 'live-wrong-port' ? { ...peerToA, dport: (live.sport + 1) & 0xffff, proto: TCP }
+          : { src: p.C.ip, dst: p.A.ip, sport: 8080, dport: live.sport, proto: r.innerProto };
+    const seg = q.proto === TCP ? tcp({ ...q, flags: ACK }) : udp(q, Buffer.alloc(4));
+    const quoted = ipv4({ src: q.src, dst: q.dst, proto: q.proto }, seg);
+    return [out(ipv4({ src: p.A.ip, dst: r.to, proto: ICMP }, icmpError(quoted, r.type, r.code, Buffer.concat([Buffer.from('fz-icmp'), Buffer.from(r.extra)]))))];
+  });
+  const train = fc.record({
+    dst: fc.constantFrom(p.B.ip, p.B.ip, p.C.ip, p.world.ip), dport: fc.constantFrom(5353, 5353, 5454, 8080), proto: fc.constantFrom(UDP, UDP, TCP),
+    id: fc.integer({ min: 1, max: 0xffff }), order: fc.constantFrom('in', 'later-first', 'later-only', 'later-elsewhere'),
+  }).map((r) => {
+    const data = Buffer.alloc(1600, 0x66);
+    const seg = r.proto === UDP ? udp({ src: p.A.ip, dst: r.dst, sport: 40000, dport: r.dport }, data) : tcp({ src: p.A.ip, dst: r.dst, sport: 40000, dport: r.dport, flags: SYN }, data);
+    const first = out(ipv4({ src: p.A.ip, dst: r.dst, proto: r.proto, id: r.id, mf: true }, seg.subarray(0, 1480)));
+    const later = (dst: string) => out(ipv4({ src: p.A.ip, dst, proto: r.proto, id: r.id, fragOffset: 1480 }, seg.subarray(1480)));
+    return r.order === 'in' ? [first, later(r.dst)] : r.order === 'later-first' ? [later(r.dst), first]
+      : r.order === 'later-only' ? [later(r.dst)] : [first, later(r.dst === p.B.ip ? p.C.ip : p.B.ip)];
+  });
+  return fc.oneof(icmpErr, train);
+}
