@@ -19,6 +19,7 @@ import type { PodNetworks, Workloads } from './ports.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
+import { eventRateFromEnv } from '../datapath/linux/codec.ts';
 import { createPodNetworks, createWorkloads, hubbleTlsPaths, nodeIp, routerIp } from '../lab/index.ts';
 import {
   createHubble, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint,
@@ -67,7 +68,8 @@ const POD_METRICS_GRACE_MS = 60_000;
 export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const { node, nodeIndex, paths, logger, policy } = input;
   const lab = paths.lab;
-  const datapath = createLinuxDatapath({ pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }) });
+  const eventRate = eventRateFromEnv(process.env); // per-sender event budget (Cilium's --bpf-events-default-*-limit)
+  const datapath = createLinuxDatapath({ pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }), ...(eventRate ? { eventRate } : {}) });
   const networks = createPodNetworks({ lab, node, nodeIndex, paths, logger: logger.child({ subsys: 'lab' }) });
   const workloads = createWorkloads({ lab, node, paths, logger: logger.child({ subsys: 'workloads' }) });
 
