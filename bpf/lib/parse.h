@@ -32,8 +32,8 @@ static __always_inline int short_read(const struct __sk_buff *skb, __u32 need, i
 	return skb->len >= need ? PARSE_PULL : -reason;
 }
 
-/* Addresses (and ports) of an IPv4 packet inside VLAN tags, for the drop event only: nothing
- * read here is trusted. */
+/* Addresses (and ports) of an IPv4 packet, or addresses of an IPv6 one, behind up to two VLAN
+ * tags, for the drop event only: nothing read here is trusted. */
 static __always_inline void peek_tagged(void *data, void *data_end, struct pkt *p, __be16 proto)
 {
 	__u32 off = ETH_HLEN;
@@ -46,6 +46,16 @@ static __always_inline void peek_tagged(void *data, void *data_end, struct pkt *
 			return;
 		proto = *inner;
 		off += 4;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		p->family = 6;
+		p->proto = ip6->nexthdr;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		return;
 	}
 	if (proto != bpf_htons(ETH_P_IP))
 		return;

@@ -386,8 +386,9 @@ export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): Datap
     srcIdentity: b.readUInt32LE(off + 20),
     dstIdentity: b.readUInt32LE(off + 24),
     ipVersion: family === 6 ? 6 : 4,
-    srcIp: formatIp(b, off + 32, family),
-    dstIp: formatIp(b, off + 48, family),
+    // a frame that is not IP (dropped as such) has no addresses: empty, not "::"
+    srcIp: family === 4 || family === 6 ? formatIp(b, off + 32, family) : '',
+    dstIp: family === 4 || family === 6 ? formatIp(b, off + 48, family) : '',
     proto,
     srcPort: icmp ? 0 : b.readUInt16LE(off + 28),
     dstPort: icmp ? 0 : b.readUInt16LE(off + 30),

@@ -103,12 +103,14 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isR
     assert.equal(tcpConnect(A.ns, world.ip, 8081), false, 'the world is forbidden to A');
     await events(0);
     const probe = (sport: number) => ipv4({ src: A.ip, dst: world.ip, proto: UDP }, udp({ src: A.ip, dst: world.ip, sport, dport: 7777 }, Buffer.from('smuggled')));
+    // an IPv6 header (fd00::a -> fd00::b, UDP) and 8 bytes
+    const ipv6Hdr = Buffer.concat([Buffer.from([0x60, 0, 0, 0, 0, 8, UDP, 64]), Buffer.from('fd00000000000000000000000000000a', 'hex'), Buffer.from('fd00000000000000000000000000000b', 'hex'), Buffer.alloc(8)]);
     const frames = [
       fromPod(A, gwA, probe(41001), ETH_IP, [{ tpid: TPID_8021Q, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }]),
       fromPod(A, gwA, probe(41002), ETH_IP, [{ tpid: TPID_8021AD, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }]),
       fromPod(A, gwA, probe(41003), ETH_IP, [{ tpid: TPID_8021Q, vid: 0 }]),
       fromPod(A, gwA, probe(41004), ETH_IP, [{ tpid: TPID_8021Q, vid: 7 }, { tpid: TPID_8021Q, vid: 0 }]),
-      fromPod(A, gwA, Buffer.alloc(48, 0x60), ETH_IPV6),
+      fromPod(A, gwA, ipv6Hdr, ETH_IPV6),
       fromPod(A, gwA, Buffer.alloc(46, 0x11), 0x88cc),
       fromPod(A, gwA, Buffer.alloc(46, 0x22), 0x0100), // an 802.3 length field
     ];
@@ -122,8 +124,10 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isR
     }
     assert.equal(find(drops, (x) => x.srcPort === 41001, 'double tag').etherType, TPID_8021Q, 'the kernel took the outer tag; the inner one is what tc saw');
     assert.equal(find(drops, (x) => x.srcPort === 41003, 'single tag').etherType, ETH_IP, 'a single tag is out of band: IPv4 with a VLAN tag');
-    assert.ok(drops.some((x) => x.etherType === ETH_IPV6), 'IPv6 dropped until it is enforced');
-    assert.ok(drops.some((x) => x.etherType === 0x88cc), 'another ethertype');
+    const v6 = find(drops, (x) => x.etherType === ETH_IPV6, 'IPv6 dropped until it is enforced');
+    assert.deepEqual([v6.ipVersion, v6.srcIp, v6.dstIp, v6.proto], [6, 'fd00::a', 'fd00::b', UDP], 'the IPv6 drop names its addresses');
+    const other = find(drops, (x) => x.etherType === 0x88cc, 'another ethertype');
+    assert.deepEqual([other.srcIp, other.dstIp], ['', ''], 'a frame that is not IP has no addresses (not "::")');
     assert.ok(drops.some((x) => x.etherType === 0x0100), 'an 802.3 length frame');
     const c = await d.call<Record<string, string>>('counters');
     assert.ok(BigInt(c.nonIPv4!) >= BigInt(frames.length));

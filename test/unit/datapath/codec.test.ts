@@ -84,6 +84,11 @@ test('event encode/decode round trip, ICMP carries no ports, time offset applied
   const vb = C.encodeEvent(vlan);
   assert.deepEqual([vb[74], vb[75]], [0x81, 0x00]);
   assert.equal(C.decodeEvent(vb, 0, 0n).etherType, 0x8100);
+  // a frame that is not IP carries no addresses (family 0): empty, not "::"
+  const l2 = C.encodeEvent({ ...vlan, etherType: 0x88cc });
+  l2[10] = 0;
+  l2.fill(0, 32, 64);
+  assert.deepEqual([C.decodeEvent(l2, 0, 0n).srcIp, C.decodeEvent(l2, 0, 0n).dstIp], ['', '']);
 });
 
 test('datapath config and event budget: GCRA interval and burst', () => {
