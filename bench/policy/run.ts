@@ -14,7 +14,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { CiliumNetworkPolicy } from '../../src/api/types.ts';
 import { PolicyEngine } from '../../src/policy/engine.ts';
-import { forgetSharedResolutions, resolve, type EndpointInfo } from '../../src/policy/resolve.ts';
+import { resolve } from '../../src/policy/distillery.ts';
+import type { EndpointInfo } from '../../src/policy/resolve-options.ts';
 import { podIdentityLabels } from '../../src/identity/labels.ts';
 
 setFlagsFromString('--expose-gc');
@@ -108,11 +109,10 @@ const b = build(main);
 const { engine, endpoints } = b;
 const opts = { repository: engine.repository, options: engine.resolveOptions };
 
-// Full computation for one endpoint (median of 5, cold: nothing shared or cached).
+// Full computation for one endpoint (median of 5, cold: resolve without a distillery shares nothing).
 const one: number[] = [];
 let entries = 0;
 for (let i = 0; i < 5; i++) {
-  forgetSharedResolutions(engine.repository);
   const t = performance.now();
   const ms = resolve(opts, endpoints[i]!);
   one.push(performance.now() - t);
@@ -122,20 +122,17 @@ for (let i = 0; i < 5; i++) {
 // All 100 endpoints, worst case: nothing shared between endpoints (as if each were selected
 // by a different set of rules).
 const tc = performance.now();
-for (const e of endpoints) {
-  forgetSharedResolutions(engine.repository);
-  resolve(opts, e);
-}
+for (const e of endpoints) resolve(opts, e);
 const allCold = performance.now() - tc;
 
 // All 100 endpoints: first computation (new EndpointPolicy each, subscribed; endpoints selected
 // by the same rules share one computation), then a forced full regeneration with diffing.
-forgetSharedResolutions(engine.repository);
+engine.distillery.clear();
 const deltasSeen = new Map<number, number>();
 const t0 = performance.now();
 const eps = endpoints.map((e) => engine.addEndpoint(e, () => deltasSeen.set(e.id, (deltasSeen.get(e.id) ?? 0) + 1)));
 const allFirst = performance.now() - t0;
-forgetSharedResolutions(engine.repository);
+engine.distillery.clear();
 const t1 = performance.now();
 for (const ep of eps) ep.regenerate();
 const allRegen = performance.now() - t1;
@@ -171,7 +168,6 @@ for (const [rules, perRule] of [[62, 40], [125, 40], [250, 20], [250, 40], [500,
   const times: number[] = [];
   let n = 0;
   for (let i = 0; i < 9; i++) {
-    forgetSharedResolutions(g.engine.repository);
     const t = performance.now();
     n = resolve(o, g.endpoints[0]!).entries.size;
     times.push(performance.now() - t);

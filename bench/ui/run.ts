@@ -22,7 +22,6 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../../test/integration/support/lab.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
-import { labPaths } from '../../src/agent/paths.ts';
 import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
 import type { CDPSession, Page } from 'playwright-core';
@@ -103,7 +102,7 @@ async function main(): Promise<void> {
   await lab.settle();
   const ips = await lab.podIPs();
   const target = Object.entries(ips).find(([k]) => k.startsWith('default/deathstar-'))![1];
-  const paths = labPaths(lab.env);
+  const paths = lab.paths;
   const observer = observerClient({ kind: 'unix', path: paths.hubbleSocket('node1') });
   const numFlows = async () => Number((await observer.serverStatus({})).numFlows);
   const send = (rate: number, count: number) => lab.exec('default', 'xwing', [join(REPO, 'bin/node'), SENDER, '--to', `${target}:9`, '--rate', String(rate), '--count', String(count)], 120_000);

@@ -16,19 +16,22 @@ import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { KVStore } from '../kvstore/types.ts';
 import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
-import { MembraneError } from '../errors.ts';
+import { OWNER_ANNOTATION, podOwner } from '../api/deployment.ts';
+import { MembraneError } from '../common/errors.ts';
 import { createResourceStore, type ResourceStore } from './resources.ts';
 import { createEndpointTable, type EndpointRecord, type EndpointTable } from './endpoints.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
 import { assignClusterIPs, diffFrontends, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
-import type { Logger } from './logger.ts';
-import type { PodNetworks, PolicyEngine, Workloads } from './ports.ts';
+import type { Logger } from '../common/logger.ts';
+import type { PodNetworks, Workloads } from './pod-network.ts';
+import type { AgentPolicy } from '../policy/agent-engine.ts';
 import type { EndpointView, IdentityView, PolicyView } from './views.ts';
 import { ApiRequestError } from './api-server.ts';
 
 export interface AgentConfig {
   node: string;
-  nodeIndex: number;
+  /** the node's address (Pod status hostIP) */
+  hostIp: string;
   lab: string;
 }
 
@@ -38,7 +41,7 @@ export interface AgentDeps {
   datapath: Datapath;
   networks: PodNetworks;
   workloads: Workloads;
-  policy: PolicyEngine;
+  policy: AgentPolicy;
   logger: Logger;
   /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
   extraIPCache?: () => IPCacheEntry[];
@@ -190,8 +193,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
     const ident = policy.allocateIdentity({ pod, namespace: ns });
-    const owner = /^([A-Za-z]+)\/(.+)$/.exec(pod.metadata.annotations?.['membrane.dev/owned-by'] ?? '');
-    const workload = owner ? { kind: owner[1]!, name: owner[2]! } : undefined;
+    const workload = podOwner(pod);
     if (have && have.identity === ident.id) {
       if (JSON.stringify(have.workload) !== JSON.stringify(workload)) {
         const { workload: _old, ...rest } = have;
@@ -232,7 +234,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     // Policy is in place before any workload runs: the first packet is already enforced.
     const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
-    const status = { phase: 'Running', podIP: rec.ip, hostIP: `192.0.2.${config.nodeIndex}`, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
+    const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
     if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
   }
@@ -288,7 +290,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     async remove(rs) {
       const results = await resources.commitDelete(rs);
       // Deleting a Deployment deletes its pods.
-      const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.['membrane.dev/owned-by'] === `Deployment/${d.metadata.name}`));
+      const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.[OWNER_ANNOTATION] === `Deployment/${d.metadata.name}`));
       if (owned.length) await resources.commitDelete(owned);
       await kick();
       return results;

@@ -1,11 +1,12 @@
 /**
  * The agent's local API: JSON over HTTP on a unix socket (like cilium's /var/run/cilium/cilium.sock).
- * The CLI is its only client. Handlers return a value (200 JSON) or throw MembraneError (4xx with
- * {code, message, hint, issues?}).
+ * Clients: the CLI, the lab, tests. Handlers check their body and query (src/api/requests.ts) and
+ * return a value (200 JSON) or throw MembraneError (400 with {code, message, hint, issues?});
+ * a body that is not JSON is a 400 too. Anything else is a 500 AGENT_INTERNAL.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { rm } from 'node:fs/promises';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export type Handler = (body: unknown, query: URLSearchParams) => Promise<unknown>;
 
@@ -33,7 +34,11 @@ async function readBody(req: IncomingMessage, limit = 64 << 20): Promise<unknown
     chunks.push(c as Buffer);
   }
   if (size === 0) return undefined;
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (e) {
+    throw new ApiRequestError('API_BAD_REQUEST', `request body is not JSON: ${(e as Error).message}`, { hint: 'send a JSON object (content-type: application/json)' });
+  }
 }
 
 export function createApiServer(opts: { socketPath: string; routes: Record<string, Handler> }): { start(): Promise<void>; stop(): Promise<void> } {

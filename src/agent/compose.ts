@@ -1,7 +1,8 @@
 /**
- * Composition root of one node: the real subsystems the agent sequences.
+ * Composition root of one node: the real subsystems the agent sequences. Where pods live comes
+ * from a PodNetworkProvider (the lab, or the CNI plugin); settings from the configuration.
  *
- *   lab PodNetworks/Workloads ─► agent ─► LinuxDatapath (bpf maps, tcx links)
+ *   PodNetworkProvider (networks, workloads) ─► agent ─► LinuxDatapath (bpf maps, tcx links)
  *                                            │ ring buffer events
  *                                            ▼
  *                            Hubble (flows, ring, Observer gRPC on hubble.sock)
@@ -10,30 +11,27 @@
  * through the policy engine's allocator: lookups only, per event.
  */
 import { join } from 'node:path';
-import type { Logger } from './logger.ts';
-import type { LabPaths } from './paths.ts';
+import type { Logger } from '../common/logger.ts';
+import type { LabPaths } from '../common/paths.ts';
 import type { KVStore } from '../kvstore/types.ts';
 import type { Agent } from './agent.ts';
 import type { StatusView } from './views.ts';
-import type { PodNetworks, Workloads } from './ports.ts';
+import type { PodNetworkProvider, PodNetworks, Workloads } from './pod-network.ts';
+import type { MembraneConfig } from '../common/config.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
-import type { AgentPolicyEngine } from '../policy/engine.ts';
+import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createLinuxDatapath } from '../datapath/linux/index.ts';
-import { eventRateFromEnv } from '../datapath/linux/codec.ts';
-import { createPodNetworks, createWorkloads, hubbleTlsPaths, nodeIp, routerIp } from '../lab/index.ts';
 import {
-  createHubble, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type ResolvedEndpoint,
+  createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type HubbleServerTlsFiles,
 } from '../hubble/index.ts';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
-import { UNDERLAY_LINK, WORLD_LINK } from '../lab/names.ts';
-import { syncExternalHosts } from '../lab/dns/external-hosts.ts';
-import type { ExternalHost } from '../api/types.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
-import { createHubbleMetrics, DEFAULT_METRICS } from '../hubble/metrics/index.ts';
-import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named in DEFAULT_METRICS
-import { proxySlot } from '../datapath/linux/index.ts';
+import { createHubbleMetrics } from '../hubble/metrics/index.ts';
+import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named in the default metrics
+import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
 
@@ -55,23 +53,27 @@ export interface NodeParts {
 
 export interface ComposeInput {
   node: string;
-  nodeIndex: number;
+  config: MembraneConfig;
+  provider: PodNetworkProvider;
   paths: LabPaths;
   logger: Logger;
   kv: KVStore;
   policy: AgentPolicyEngine;
+  /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
+  hubbleTls?: HubbleServerTlsFiles;
 }
 
 const VERSION = 'membrane 0.1.0';
 const POD_METRICS_GRACE_MS = 60_000;
 
 export async function composeNode(input: ComposeInput): Promise<NodeParts> {
-  const { node, nodeIndex, paths, logger, policy } = input;
+  const { node, config, provider, paths, logger, policy } = input;
   const lab = paths.lab;
-  const eventRate = eventRateFromEnv(process.env); // per-sender event budget (Cilium's --bpf-events-default-*-limit)
-  const datapath = createLinuxDatapath({ pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }), ...(eventRate ? { eventRate } : {}) });
-  const networks = createPodNetworks({ lab, node, nodeIndex, paths, logger: logger.child({ subsys: 'lab' }) });
-  const workloads = createWorkloads({ lab, node, paths, logger: logger.child({ subsys: 'workloads' }) });
+  const datapath = createLinuxDatapath({
+    pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
+    eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
+  });
+  const { networks, workloads } = provider;
 
   let agentRef: Agent | undefined;
   // Flow enrichment runs per event: one resolved view per endpoint record (records are replaced,
@@ -80,7 +82,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const resolved = (ep: EndpointRecord): ResolvedEndpoint => {
     let r = resolvedViews.get(ep);
     if (!r) {
-      r = { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
+      r = { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
       resolvedViews.set(ep, r);
     }
     return r;
@@ -95,20 +97,28 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
     // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
-    // TLS with the lab's Hubble certificates unless MEMBRANE_HUBBLE_DISABLE_TLS=true (src/hubble/tls.ts).
-    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurityFromEnv(process.env, hubbleTlsPaths(paths.stateDir).server(node)),
-    peerAddress: `${nodeIp(nodeIndex)}:${HUBBLE_SERVER_PORT}`,
+    // TLS with the provider's Hubble certificates unless the settings say otherwise (src/hubble/tls.ts).
+    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls),
+    peerAddress: `${provider.nodeAddresses[0] ?? '127.0.0.1'}:${HUBBLE_SERVER_PORT}`,
     // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
-    ...(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY ? { capacity: Number(process.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY) } : {}),
+    capacity: config.hubbleEventBufferCapacity,
   });
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
-  let unwatchHosts: (() => void) | undefined;
-  const nodeAddrs = [nodeIp(nodeIndex), routerIp(nodeIndex)];
-  const dns = createNodeDNS({ node, pinRoot: paths.pinRoot(node), stateDir: paths.stateDir, cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, hubble, logger, nodeAddrs });
+  const nodeAddrs = [...provider.nodeAddresses];
+  const dns = createNodeDNS({
+    node, pinRoot: paths.pinRoot(node), cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, hubble, logger,
+    endpoints: {
+      byIp: (ip) => { const ep = agentRef?.endpointTable().byIp(ip); return ep ? resolved(ep) : undefined; },
+      has: (id) => !!agentRef?.endpointTable().byId(id),
+    },
+    nodeAddrs, clusterPrefixes: provider.clusterPrefixes, clusterDNS: provider.clusterDNS,
+    minTTL: config.tofqdnsMinTTL, maxIPsPerName: config.tofqdnsMaxIPsPerHostname, idleGracePeriodMs: config.tofqdnsIdleConnectionGraceMs,
+    gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
+  });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
-  // Hubble metrics (Prometheus text) on :9965 in the node namespace; MEMBRANE_HUBBLE_METRICS is Cilium's --hubble-metrics.
-  const metrics = createHubbleMetrics(process.env.MEMBRANE_HUBBLE_METRICS ?? DEFAULT_METRICS);
+  // Hubble metrics (Prometheus text) on hubbleMetricsPort in the node namespace; hubbleMetrics is Cilium's --hubble-metrics.
+  const metrics = createHubbleMetrics(config.hubbleMetrics);
   let metricsServer: import('node:http').Server | undefined;
   let unsubscribeMetrics: (() => void) | undefined;
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
@@ -122,6 +132,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     identityLabels: (id: number) => policy.identityLabels(id),
     mapState: (id: number) => policy.mapState(id), revision: () => policy.revision(),
     ingestFlow: (f: import('../hubble/gen/flow/flow_pb.js').Flow) => hubble.ingestFlow(f), resources: () => agentRef?.resources,
+    ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}),
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
   const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
@@ -140,7 +151,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
       // traffic from outside the pods gets its destination's ingress policy on the network devices.
       await ensureProxyRouting();
-      for (const dev of [WORLD_LINK, UNDERLAY_LINK]) {
+      for (const dev of provider.networkDevices) {
         try {
           if (datapath.attachNetworkDevice(dev)) logger.info({ subsys: 'datapath', dev }, 'network device attached');
         } catch (e) {
@@ -149,7 +160,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
       await hubble.start();
-      await dns.start(agent);
+      await dns.start();
       const offFlow = hubble.onFlow((f) => metrics.process(f));
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
@@ -167,23 +178,13 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       podWatch.unref();
       unsubscribeMetrics = () => { offFlow(); offLost(); clearInterval(podWatch); };
       try {
-        metricsServer = await metrics.serve(Number(process.env.MEMBRANE_HUBBLE_METRICS_PORT ?? 9965));
+        metricsServer = await metrics.serve(config.hubbleMetricsPort);
       } catch (e) {
         logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
       }
       await httpProxy.start();
       await tlsNode.start();
-      if (nodeIndex === 1) {
-        // ExternalHost addresses live in the world namespace behind node1.
-        const done = new Set<string>();
-        let chain = Promise.resolve();
-        const syncHosts = () => {
-          chain = chain.then(async () => syncExternalHosts(lab, (await agent.resources.list('ExternalHost')) as ExternalHost[], done))
-            .catch((e: unknown) => logger.warn({ subsys: 'lab', err: String(e) }, 'external hosts'));
-        };
-        unwatchHosts = agent.resources.watch(syncHosts);
-        syncHosts();
-      }
+      await provider.start?.({ resources: agent.resources });
       // Kernel-side losses (ring full, or a sender's event budget spent) become LostEvents in the
       // flow stream (hubble's PERF_EVENT_RING_BUFFER); the endpoints whose budget was spent are logged.
       let lostSeen = 0n;
@@ -208,7 +209,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     },
     async stop() {
       if (lostTimer) clearInterval(lostTimer);
-      unwatchHosts?.();
+      await provider.stop?.();
       await dns.stop();
       unsubscribeMetrics?.();
       metricsServer?.close();

@@ -3,19 +3,16 @@
  * them), persisted in the kvstore under membrane/endpoints/<node>/<namespace>/<pod>.
  */
 import type { KVStore } from '../kvstore/types.ts';
-import { MembraneError } from '../errors.ts';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
+import { MembraneError } from '../common/errors.ts';
 
-export interface EndpointRecord {
-  id: number;
-  namespace: string;
-  pod: string;
-  identity: number;
+/** What the agent keeps of a local endpoint (persisted): the shared endpoint view and its network. */
+export interface EndpointRecord extends Omit<ResolvedEndpoint, 'workloads' | 'clusterName'> {
   ip: string;
   mac: string;
   netns: string;
   hostIfname: string;
   hostIfindex: number;
-  labels: string[];
   createdAt: string;
   /** the controller that owns the pod (Hubble's `workloads`), e.g. Deployment/api */
   workload?: { kind: string; name: string };

@@ -2,53 +2,28 @@
  * The live policy questions the UI asks the agent: "why was this flow allowed or dropped" (the
  * offline trace engine of `membrane policy trace`, src/policy/trace.ts, run over what this agent
  * holds right now) and "what policy applies to this endpoint" (the policies selecting it and a
- * summary of its resolved MapState). Bodies are validated; nothing here changes any state.
+ * summary of its resolved MapState). Requests arrive checked (routes.ts with the schemas of
+ * src/api/requests.ts); nothing here changes any state.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { Pod, Resource } from '../api/types.ts';
+import type { endpointPolicyQuerySchema, traceRequestSchema } from '../api/requests.ts';
 import { resourceKey } from '../api/types.ts';
 import { loadText } from '../api/load.ts';
+import { policyCheck } from '../policy/check.ts';
 import { RESERVED_NAMES } from '../identity/identity.ts';
 import { PROTO_NAME } from '../policy/ports.ts';
 import { formatTrace, tracePolicy, type TraceResult, type TraceRule } from '../policy/trace.ts';
 import type { MapStateEntry, MapStateKey, RuleOrigin } from '../policy/types.ts';
 import type { Agent } from './agent.ts';
 import { ApiRequestError } from './api-server.ts';
-import type { PolicyEngine } from './ports.ts';
+import type { AgentPolicy } from '../policy/agent-engine.ts';
 import type { EndpointView, PolicyView } from './views.ts';
-
-const PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPV6', 'ANY'] as const;
-
-export const TraceRequestSchema = z.strictObject({
-  /** NAMESPACE/POD, a Deployment name, an IP, or an entity (world, host, ...) */
-  from: z.string().min(1).max(253),
-  to: z.string().min(1).max(253),
-  port: z.number().int().min(0).max(65535),
-  protocol: z.string().transform((s) => s.toUpperCase()).pipe(z.enum(PROTOCOLS)),
-  http: z.strictObject({
-    method: z.string().regex(/^[A-Za-z]{1,16}$/),
-    path: z.string().max(4096),
-    host: z.string().max(253),
-  }).optional(),
-  dnsName: z.string().max(253).optional(),
-  /** Resources to trace with as if applied (a suggested policy), never stored. */
-  with: z.array(z.unknown()).max(16).optional(),
-});
-export type TraceRequest = z.input<typeof TraceRequestSchema>;
 
 export interface TraceResponse {
   trace: TraceResult;
   /** the same text `membrane policy trace` prints */
   text: string;
-}
-
-export function parseBody<T extends z.ZodType>(schema: T, body: unknown, what: string): z.output<T> {
-  const r = schema.safeParse(body ?? {});
-  if (r.success) return r.data;
-  const issues = r.error.issues.map((i) => ({ path: i.path.map(String), message: i.message }));
-  throw new ApiRequestError('API_BAD_REQUEST', `${what}: ${issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`, {
-    hint: 'see src/agent/policy-api.ts for the request shape', issues,
-  });
 }
 
 /**
@@ -59,7 +34,7 @@ async function traceResources(agent: Agent, extra: unknown[] | undefined): Promi
   const stored: Resource[] = (await agent.resources.list()).filter((r) => r.kind !== 'Deployment');
   if (!extra?.length) return stored;
   const text = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: extra });
-  const loaded = loadText(text, '<with>');
+  const loaded = loadText(text, '<with>', { policyCheck });
   if (loaded.issues.length) {
     throw new ApiRequestError('API_INVALID', `${loaded.issues.length} problem(s) in "with"; nothing was traced`, {
       hint: 'each item is a resource as `membrane apply` takes it', issues: loaded.issues,
@@ -70,8 +45,8 @@ async function traceResources(agent: Agent, extra: unknown[] | undefined): Promi
   return [...byKey.values()];
 }
 
-export async function traceLive(agent: Agent, body: unknown): Promise<TraceResponse> {
-  const req = parseBody(TraceRequestSchema, body, 'policy trace');
+/** Traces a request routes.ts has checked (src/api/requests.ts traceRequestSchema). */
+export async function traceLive(agent: Agent, req: z.output<typeof traceRequestSchema>): Promise<TraceResponse> {
   const resources = await traceResources(agent, req.with);
   const trace = tracePolicy({
     resources, from: req.from, to: req.to, port: req.port, protocol: req.protocol,
@@ -127,10 +102,8 @@ function l7Of(e: MapStateEntry): EffectiveRule['l7'] {
 }
 
 /** The policies selecting `namespace/pod` and its MapState grouped by everything but the peer. */
-export async function endpointPolicy(agent: Agent, policy: PolicyEngine, q: URLSearchParams): Promise<EndpointPolicyView> {
-  const ns = q.get('namespace');
-  const pod = q.get('pod');
-  if (!ns || !pod) throw new ApiRequestError('API_BAD_REQUEST', 'endpoint policy: namespace and pod are required', { hint: 'GET /v1/endpoint/policy?namespace=NS&pod=POD' });
+export async function endpointPolicy(agent: Agent, policy: AgentPolicy, q: z.output<typeof endpointPolicyQuerySchema>): Promise<EndpointPolicyView> {
+  const { namespace: ns, pod } = q;
   const ep = agent.endpoints().find((e) => e.namespace === ns && e.pod === pod)
     // a Deployment's name stands for its first pod (as `policy trace` resolves it)
     ?? await ownedPod(agent, ns, pod);

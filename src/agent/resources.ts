@@ -6,6 +6,7 @@
 import type { KVStore } from '../kvstore/types.ts';
 import type { Resource } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
+import { stableJson } from '../common/stable-json.ts';
 
 const PREFIX = 'membrane/resources/';
 
@@ -24,12 +25,6 @@ function comparable(r: Resource): string {
   return stableJson(rest);
 }
 
-export function stableJson(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`).join(',')}}`;
-}
 
 export interface ResourceStore {
   list<K extends Resource['kind']>(kind?: K): Promise<Extract<Resource, { kind: K }>[]>;

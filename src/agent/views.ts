@@ -1,13 +1,10 @@
 /** The JSON shapes the agent API returns (the CLI prints them; `-o json` wraps them in a List). */
 import type { ApplyResult } from './resources.ts';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
 
-export interface EndpointView {
-  id: number;
-  namespace: string;
-  pod: string;
+/** A row of `GET /v1/endpoints`: the shared endpoint view and what the agent knows of it. */
+export interface EndpointView extends ResolvedEndpoint {
   node: string;
-  identity: number;
-  labels: string[];
   ipv4: string;
   hostIfname: string;
   state: 'ready' | 'regenerating' | 'waiting-for-identity' | 'not-ready' | 'disconnected';

@@ -3,7 +3,7 @@
  * src/api/ loads and validates YAML/JSON into these; everything downstream consumes them.
  * `source` on every loaded object says which file/line it came from (policy trace prints it).
  */
-import type { SourceRef } from '../errors.ts';
+import type { SourceRef } from '../common/errors.ts';
 
 export interface ObjectMeta {
   name: string;

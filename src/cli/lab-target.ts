@@ -1,8 +1,7 @@
-/** Which agent the CLI talks to: the lab's first node unless --node says otherwise. */
-import { labPaths } from '../agent/paths.ts';
+/** Which agent the CLI talks to: the configured node (node1 by default) unless --node says otherwise. */
+import type { MembraneConfig } from '../common/config.ts';
+import { labPaths } from '../common/paths.ts';
 
-export const DEFAULT_NODE = 'node1';
-
-export function agentSocketFor(node?: string): string {
-  return labPaths().agentSocket(node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE);
+export function agentSocketFor(config: MembraneConfig, node?: string): string {
+  return labPaths(config).agentSocket(node ?? config.node);
 }

@@ -1,5 +1,5 @@
 /** Shared CLI output helpers: error printing, Go-tabwriter-style tables, ages. */
-import { MembraneError, formatIssue, type Issue } from '../errors.ts';
+import { MembraneError, formatIssue, type Issue } from '../common/errors.ts';
 
 export function printError(e: unknown): number {
   if (e instanceof MembraneError) {

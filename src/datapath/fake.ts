@@ -4,7 +4,7 @@
  * subscribers as if the ring buffer had produced it; `decide()` answers a policy lookup with
  * the same contract as the C (src/policy/lookup.ts).
  */
-import { serviceKeyString, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from './types.ts';
+import { serviceKeyString, type ConntrackEntry, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from './types.ts';
 import { type Direction, type MapState, type MapStateDelta, mapStateKeyString } from '../policy/types.ts';
 import { lookupMapState, type LookupResult } from '../policy/lookup.ts';
 
@@ -20,6 +20,20 @@ export class FakeDatapath implements Datapath {
   readonly calls: FakeCall[] = [];
   eventsLost = 0n;
   private readonly subs = new Set<(ev: DatapathEvent) => void>();
+  /** proxy listeners by slot (setProxyListener) */
+  readonly proxyListeners = new Map<number, number>();
+  /** what conntrack() answers */
+  readonly connections: ConntrackEntry[] = [];
+
+  setProxyListener(slot: number, fd: number | null): void {
+    this.calls.push({ method: 'setProxyListener', args: [slot, fd] });
+    if (fd === null) this.proxyListeners.delete(slot);
+    else this.proxyListeners.set(slot, fd);
+  }
+
+  conntrack(): ConntrackEntry[] {
+    return [...this.connections];
+  }
 
   async start(): Promise<void> {
     this.calls.push({ method: 'start', args: [] });

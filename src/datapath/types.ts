@@ -102,6 +102,17 @@ export function serviceKeyString(s: DatapathServiceKey): string {
   return `${s.ip}:${s.port}/${s.proto}`;
 }
 
+/** One tracked connection, as the parts above the datapath need it (the DNS proxy's GC and its original destinations). */
+export interface ConntrackEntry {
+  srcIp: string;
+  dstIp: string;
+  srcPort: number;
+  dstPort: number;
+  proto: number;
+  direction: Direction;
+  endpointId: number;
+}
+
 export interface Datapath {
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -121,6 +132,10 @@ export interface Datapath {
   deleteService?(key: DatapathServiceKey): Promise<void>;
   /** The service frontends the datapath has (after an agent restart: what the pinned maps hold). */
   listServices?(): Promise<DatapathService[]>;
+  /** Registers (fd) or removes (null) the listening socket of a proxy slot (src/common/proxy-ports.ts). */
+  setProxyListener(slot: number, fd: number | null): void;
+  /** The connections the datapath tracks now. */
+  conntrack(): ConntrackEntry[];
   /** Subscribe to decoded events; returns an unsubscribe function. */
   onEvent(cb: (ev: DatapathEvent) => void): () => void;
   /** Events the kernel could not deliver (ring full) since start. */

@@ -10,13 +10,16 @@
  *
  * Names are matched in FQDN form: lower case with a trailing dot (`normalizeName`).
  *
+ * The one home of these rules: policy validation (src/policy/translate), DNS-rule and SNI
+ * decisions (src/policy/l7.ts), and toFQDNs selectors (name-manager.ts) all use this module.
+ *
  * Compiled matchers are cached (LRU) by selector text, so policy updates that repeat selectors
  * compile nothing. The generated regex is run by V8's RegExp when that is provably linear (at
  * most one `*` run per label: every label then has a single way to match) and by RE2 otherwise
  * (`a*b*c*.com` would backtrack polynomially in V8).
  */
 import { RE2JS } from 're2js';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { FQDNSelector, PortRuleDNS } from '../api/types.ts';
 
 const LABEL = '[-a-zA-Z0-9_]';
@@ -196,16 +199,63 @@ export function compileMatchName(name: string): NameMatcher {
   return m;
 }
 
+const present = (v: string | null | undefined): v is string => v !== undefined && v !== null && v !== '';
+
+/**
+ * The problem with a toFQDNs or DNS-rule selector (exactly one of matchName/matchPattern, each
+ * valid), with the field it is about; undefined when it is valid.
+ */
+export function selectorProblem(sel: FQDNSelector | PortRuleDNS | null | undefined): { field?: 'matchName' | 'matchPattern'; message: string } | undefined {
+  const hasName = present(sel?.matchName);
+  const hasPattern = present(sel?.matchPattern);
+  if (hasName && hasPattern) return { message: 'only one of MatchName or MatchPattern is allowed in an FQDNSelector' };
+  if (!hasName && !hasPattern) return { message: 'one of matchName or matchPattern is required' };
+  const message = hasName ? matchNameProblem(sel!.matchName!) : matchPatternProblem(sel!.matchPattern!);
+  return message ? { field: hasName ? 'matchName' : 'matchPattern', message } : undefined;
+}
+
 /** Compiled matcher of a toFQDNs or DNS-rule selector (exactly one of matchName/matchPattern). */
 export function compileSelector(sel: FQDNSelector | PortRuleDNS): NameMatcher {
-  const hasName = sel.matchName !== undefined && sel.matchName !== '';
-  const hasPattern = sel.matchPattern !== undefined && sel.matchPattern !== '';
-  if (hasName && hasPattern) {
-    throw new MembraneError('FQDN_SELECTOR_INVALID', 'only one of MatchName or MatchPattern is allowed in an FQDNSelector');
+  const problem = selectorProblem(sel);
+  if (problem) throw new MembraneError(problem.field ? (problem.field === 'matchName' ? 'FQDN_NAME_INVALID' : 'FQDN_PATTERN_INVALID') : 'FQDN_SELECTOR_INVALID', problem.message);
+  if (present(sel.matchName)) return compileMatchName(sel.matchName);
+  return compileMatchPattern(sel.matchPattern!);
+}
+
+const queryMatchers = new WeakMap<object, (qname: string) => boolean>();
+const textMatchers = new LRU<string, (qname: string) => boolean>(4096);
+
+/**
+ * queryMatcher for a bare name or pattern (a TLS serverName: `*` in it makes it a pattern),
+ * cached by its text.
+ */
+export function nameOrPatternMatcher(text: string): (qname: string) => boolean {
+  let m = textMatchers.get(text);
+  if (!m) {
+    m = queryMatcher(text.includes('*') ? { matchPattern: text } : { matchName: text });
+    textMatchers.set(text, m);
   }
-  if (hasName) return compileMatchName(sel.matchName!);
-  if (hasPattern) return compileMatchPattern(sel.matchPattern!);
-  throw new MembraneError('FQDN_SELECTOR_INVALID', 'an FQDNSelector needs matchName or matchPattern');
+  return m;
+}
+
+/**
+ * The matcher a policy decision uses (DNS rules, SNI): takes a query name as it comes (normalized
+ * here), and never throws: import rejects invalid selectors, so one that slips through matches
+ * nothing. Cached per selector object (policy selectors are frozen), so a decision only looks up.
+ */
+export function queryMatcher(sel: FQDNSelector | PortRuleDNS): (qname: string) => boolean {
+  let m = queryMatchers.get(sel);
+  if (!m) {
+    let compiled: NameMatcher;
+    try {
+      compiled = compileSelector(sel);
+      m = (q) => compiled(normalizeName(q));
+    } catch {
+      m = () => false;
+    }
+    queryMatchers.set(sel, m);
+  }
+  return m;
 }
 
 /** The regex source of a selector, for display (`membrane policy trace`, docs). */

@@ -21,7 +21,7 @@
  *
  * No I/O: the only side effects are the injected callbacks and the GC timer.
  */
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { LabelSet, LabelSource, makeLabel, type Label } from '../labels/labels.ts';
 import { parsePrefix } from '../ipcache/prefix.ts';
 import { cidrLabel } from '../identity/labels.ts';

@@ -7,7 +7,7 @@ import { connect as netConnect } from 'node:net';
 import { existsSync } from 'node:fs';
 import { createClient, type Client, type Transport } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { Observer } from './gen/observer/observer_pb.js';
 import { Health } from './gen/grpc/health/v1/health_pb.js';
 import { clientTlsOptions, type HubbleClientTlsFiles } from './tls.ts';

@@ -10,20 +10,8 @@ import {
   type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
   FlowType, Verdict, TrafficDirection, IPVersion,
 } from './gen/flow/flow_pb.js';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, reservedIdentityName, traceObservationPoint } from './names.ts';
-
-/** A local endpoint (or any pod the agent knows) as the flow builder needs it. */
-export interface ResolvedEndpoint {
-  /** Cilium endpoint ID; 0 for endpoints on other nodes */
-  id: number;
-  identity: number;
-  namespace: string;
-  podName: string;
-  /** `source:key=value`, e.g. `k8s:app=api` */
-  labels: string[];
-  workloads?: { name: string; kind: string }[];
-  clusterName?: string;
-}
 
 /**
  * What the agent gives Hubble to enrich flows. Only `byIp` and `identityLabels` are required;
@@ -147,7 +135,7 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
         clusterName: r.namespace ? (r.clusterName ?? cluster) : '',
         namespace: r.namespace,
         labels: sortedLabels(r.labels),
-        podName: r.podName,
+        podName: r.pod,
         workloads: r.workloads ? r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind })) : [],
       };
       return { ep, local: r };
@@ -310,3 +298,4 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     return flow;
   };
 }
+

@@ -13,10 +13,10 @@ import type { HubbleTcpSecurity } from './tls.ts';
 import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
-export type { EndpointResolver, ResolvedEndpoint } from './flow.ts';
+export type { EndpointResolver } from './flow.ts';
 export { FlowRing } from './ring.ts';
 export { LostEventSource } from './gen/flow/flow_pb.js';
-export { hubbleServerName, hubbleTcpSecurityFromEnv, HUBBLE_SERVER_PORT, type HubbleTcpSecurity, type HubbleServerTlsFiles } from './tls.ts';
+export { hubbleServerName, hubbleTcpSecurity, HUBBLE_SERVER_PORT, type HubbleTcpSecurity, type HubbleServerTlsFiles, type HubbleTlsSettings } from './tls.ts';
 
 export interface HubbleDeps {
   nodeName: string;

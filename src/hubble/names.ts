@@ -1,6 +1,6 @@
 /**
  * Hubble's vocabularies: monitor event types, datapath trace points, drop reason strings,
- * reserved identities, policy match types (spec/hubble.md §1.3–1.4). Shared by the flow builder,
+ * reserved identities, policy match types, DNS response codes (spec/hubble.md §1.3–1.4). Shared by the flow builder,
  * filters, printers and the `observe` CLI.
  */
 
@@ -125,3 +125,12 @@ export function icmpv4TypeCode(type: number, code: number): string {
 export function icmpv6TypeCode(type: number, code: number): string {
   return typeCode(ICMP6_TYPES, type, code);
 }
+
+/** DNS response code names as Hubble prints them (flow summaries, `hubble_dns_responses_total{rcode}`). */
+export const DNS_RCODE_NAMES: Readonly<Record<number, string>> = {
+  0: 'No Error', 1: 'Format Error', 2: 'Server Failure', 3: 'Non-Existent Domain', 4: 'Not Implemented', 5: 'Query Refused',
+  6: 'Name Exists when it should not', 7: 'RR Set Exists when it should not', 8: 'RR Set that should exist does not',
+  9: 'Server Not Authoritative for zone', 10: 'Name not contained in zone', 11: 'DSO-TYPE Not Implemented',
+  16: 'Bad OPT Version', 17: 'Key not recognized', 18: 'Signature out of time window', 19: 'Bad TKEY Mode',
+  20: 'Duplicate key name', 21: 'Algorithm not supported', 22: 'Bad Truncation', 23: 'Bad/missing Server Cookie',
+};

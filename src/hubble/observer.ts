@@ -14,7 +14,7 @@ import { create, type DescField, type DescMessage } from '@bufbuild/protobuf';
 import { timestampFromMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { FlowSchema, type Flow } from './gen/flow/flow_pb.js';
 import {
   Observer, GetFlowsResponseSchema, ServerStatusResponseSchema, GetNodesResponseSchema, GetNamespacesResponseSchema,

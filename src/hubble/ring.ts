@@ -6,7 +6,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { LostEventSchema, LostEventSource, type Flow, type LostEvent } from './gen/flow/flow_pb.js';
 
 export type RingEntry =

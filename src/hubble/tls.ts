@@ -5,7 +5,7 @@
  * (Cilium's `--hubble-disable-tls`), off unless asked for. The unix socket needs none of this: it
  * is root-only (mode 0600).
  *
- * Settings (agent environment), Cilium's flag in brackets:
+ * Settings (src/common/config.ts; environment variable or `membrane up` flag), Cilium's flag in brackets:
  *   MEMBRANE_HUBBLE_DISABLE_TLS=true          [--hubble-disable-tls]        plain text on 4244 (default false)
  *   MEMBRANE_HUBBLE_TLS_CERT_FILE             [--hubble-tls-cert-file]      server certificate (PEM, leaf first)
  *   MEMBRANE_HUBBLE_TLS_KEY_FILE              [--hubble-tls-key-file]       its key (PEM, mode 0600 or stricter)
@@ -15,7 +15,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { SecureClientSessionOptions, SecureServerOptions } from 'node:http2';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 /** Hubble's TCP port on every node (Cilium's defaults.ServerPort). */
 export const HUBBLE_SERVER_PORT = 4244;
@@ -38,25 +38,28 @@ export interface HubbleServerTlsFiles {
 /** What the TCP listener serves: mutual TLS with these files, or plain text (explicitly). */
 export type HubbleTcpSecurity = { tls: HubbleServerTlsFiles } | { plaintext: true };
 
-function badSetting(name: string, value: string, expected: string): MembraneError {
-  return new MembraneError('HUBBLE_BAD_SETTING', `${name}=${JSON.stringify(value)}: expected ${expected}`, { hint: `unset ${name} for the default` });
+/** The Hubble TLS settings of the configuration (src/common/config.ts). */
+export interface HubbleTlsSettings {
+  hubbleDisableTls: boolean;
+  hubbleTlsCertFile: string | undefined;
+  hubbleTlsKeyFile: string | undefined;
+  hubbleTlsClientCaFiles: string | undefined;
 }
 
-/** The TCP listener's security from the agent's environment; `defaults` are the lab's files. */
-export function hubbleTcpSecurityFromEnv(env: NodeJS.ProcessEnv, defaults: HubbleServerTlsFiles): HubbleTcpSecurity {
-  const disable = env.MEMBRANE_HUBBLE_DISABLE_TLS;
-  if (disable !== undefined && disable !== '' && disable !== 'true' && disable !== 'false') {
-    throw badSetting('MEMBRANE_HUBBLE_DISABLE_TLS', disable, 'true or false');
-  }
-  if (disable === 'true') return { plaintext: true };
-  const cas = env.MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES;
-  return {
-    tls: {
-      certFile: env.MEMBRANE_HUBBLE_TLS_CERT_FILE || defaults.certFile,
-      keyFile: env.MEMBRANE_HUBBLE_TLS_KEY_FILE || defaults.keyFile,
-      clientCaFiles: cas ? cas.split(',').map((s) => s.trim()).filter(Boolean) : defaults.clientCaFiles,
-    },
-  };
+/**
+ * The TCP listener's security from the agent's settings; `defaults` are the files of the pod
+ * network provider (the lab's Hubble certificates). Undefined when TLS is on but no file is known:
+ * the Observer then refuses to serve TCP (HUBBLE_TLS_REQUIRED).
+ */
+export function hubbleTcpSecurity(s: HubbleTlsSettings, defaults?: HubbleServerTlsFiles): HubbleTcpSecurity | undefined {
+  if (s.hubbleDisableTls) return { plaintext: true };
+  const certFile = s.hubbleTlsCertFile ?? defaults?.certFile;
+  const keyFile = s.hubbleTlsKeyFile ?? defaults?.keyFile;
+  const clientCaFiles = s.hubbleTlsClientCaFiles !== undefined
+    ? s.hubbleTlsClientCaFiles.split(',').map((f) => f.trim()).filter(Boolean)
+    : defaults?.clientCaFiles ?? [];
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  return { tls: { certFile, keyFile, clientCaFiles } };
 }
 
 function readPem(file: string, what: string): string {

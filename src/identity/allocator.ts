@@ -10,7 +10,7 @@
  *   - labels equal to a reserved identity's labels return that identity (never freed);
  *   - CIDR/FQDN labels get node-local identities (1<<24) + n; everything else 256..65535.
  */
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import {
   type Identity, type IdentityScope, RESERVED_IDENTITIES, MIN_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY,

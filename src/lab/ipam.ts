@@ -4,7 +4,7 @@
  */
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { POD_CIDR_PREFIX } from './names.ts';
 
 export interface PodIpam {

@@ -2,7 +2,7 @@
  * `membrane up` / `membrane down`: the whole lab's lifecycle.
  *
  * up (idempotent): node, underlay and world namespaces and their networks → the world's echo
- * hosts → one agent per node (nsenter --net into the node netns, host mounts kept so the BPF
+ * hosts → one agent per node (src/lab/node-agent.ts: nsenter --net into the node netns, host mounts kept so the BPF
  * filesystem is the host's; detached, so it outlives the CLI) → wait for each agent's API →
  * the default namespaces (`default`, `kube-system`) applied through the API.
  *
@@ -14,9 +14,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { labPaths, type LabPaths } from '../agent/paths.ts';
-import { callAgent } from '../cli/client.ts';
-import { MembraneError } from '../errors.ts';
+import { labPaths, type LabPaths } from '../common/paths.ts';
+import { childEnv, type MembraneConfig } from '../common/config.ts';
+import { callAgent } from '../agent/api-client.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
 import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
@@ -33,7 +34,7 @@ import { programPath } from './programs.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-const AGENT_MARKER = 'src/agent/main.ts';
+const AGENT_MARKER = 'src/lab/node-agent.ts';
 const WORLD_MARKER = '--id=world';
 
 function requireRoot(): void {
@@ -45,7 +46,7 @@ function worldDir(paths: LabPaths): string {
 }
 
 /** Nodes the lab has now (from the node namespaces that exist). */
-export async function labNodes(lab = labPaths().lab): Promise<number[]> {
+export async function labNodes(lab: string): Promise<number[]> {
   const list = await netnsList();
   return list.filter((n) => isLabNodeNetns(n, lab)).map((n) => Number(n.slice(lab.length + '-node'.length))).sort((a, b) => a - b);
 }
@@ -67,7 +68,7 @@ export async function ensureWorldHosts(paths: LabPaths, repoRoot = REPO_ROOT): P
       '--pod=world', '--namespace=world', `--tcp=${tcp.join(',')}`, `--udp=${udp.join(',')}`,
       `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
     logFile: join(dir, 'echo.log'), pidFile,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+    env: childEnv({ inherit: false }),
   });
   await ensureWorldTls(paths, repoRoot);
   const deadline = Date.now() + 15_000;
@@ -95,7 +96,7 @@ async function ensureWorldTls(paths: LabPaths, repoRoot: string): Promise<void> 
       `--state-dir=${paths.stateDir}`, `--ports=${worldTlsPorts().join(',')}`,
       `--names=${worldHosts.map((h) => `${h.ip}=${h.name}`).join(',')}`, `--ready=${readyFile}`]),
     logFile: join(dir, 'tls.log'), pidFile,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' },
+    env: childEnv({ inherit: false }),
     cwd: repoRoot,
   });
   const deadline = Date.now() + 30_000;
@@ -113,8 +114,9 @@ async function logTail(file: string, lines = 15): Promise<string> {
   }
 }
 
-/** Starts node k's agent unless a live one is there; returns its pid. */
-export function ensureAgent(paths: LabPaths, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+/** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
+export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+  const paths = labPaths(config);
   const node = nodeName(k);
   const ns = nodeNetnsName(node, paths.lab);
   const old = readPidFile(paths.agentPidFile(node));
@@ -122,7 +124,7 @@ export function ensureAgent(paths: LabPaths, k: number, repoRoot = REPO_ROOT): {
   const pid = spawnDetached({
     argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k)]),
     logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
-    env: { ...process.env, MEMBRANE_LAB: paths.lab, MEMBRANE_STATE_DIR: paths.stateDir },
+    env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
   });
   return { pid, started: true };
@@ -155,9 +157,9 @@ export function defaultNamespaces(): Resource[] {
 }
 
 export interface LabUpOptions {
+  config: MembraneConfig;
   /** Node count; default: as many as exist, at least 1. */
   nodes?: number;
-  paths?: LabPaths;
   repoRoot?: string;
   /** Networks and world only, no agents (tests of PodNetworks/Workloads). */
   networkOnly?: boolean;
@@ -170,9 +172,9 @@ export interface LabUpResult {
   worldPid: number;
 }
 
-export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
+export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   requireRoot();
-  const paths = opts.paths ?? labPaths();
+  const paths = labPaths(opts.config);
   const repoRoot = opts.repoRoot ?? REPO_ROOT;
   const say = opts.progress ?? (() => {});
   const have = await labNodes(paths.lab);
@@ -189,7 +191,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabUpResult> {
     await mkdir(paths.nodeDir(node), { recursive: true });
     const entry: LabUpResult['nodes'][number] = { node, netns: nodeNetnsName(node, paths.lab), started: false, socket: paths.agentSocket(node) };
     if (!opts.networkOnly) {
-      const a = ensureAgent(paths, k, repoRoot);
+      const a = ensureAgent(opts.config, k, repoRoot);
       entry.pid = a.pid;
       entry.started = a.started;
       say(`${node}: agent ${a.started ? 'started' : 'running'} (pid ${a.pid})`);
@@ -214,9 +216,9 @@ export interface LabDownResult {
   processes: number;
 }
 
-export async function labDown(opts: { paths?: LabPaths; progress?: (msg: string) => void } = {}): Promise<LabDownResult> {
+export async function labDown(opts: { config: MembraneConfig; progress?: (msg: string) => void }): Promise<LabDownResult> {
   requireRoot();
-  const paths = opts.paths ?? labPaths();
+  const paths = labPaths(opts.config);
   const lab = paths.lab;
   const say = opts.progress ?? (() => {});
   const namespaces = (await netnsList()).filter((n) => isLabNetns(n, lab));
@@ -262,7 +264,7 @@ export interface LabStatus {
   world: { pid?: number; alive: boolean };
 }
 
-export async function labStatus(paths: LabPaths = labPaths()): Promise<LabStatus> {
+export async function labStatus(paths: LabPaths): Promise<LabStatus> {
   const namespaces = (await netnsList()).filter((n) => isLabNetns(n, paths.lab));
   const nodes = (await labNodes(paths.lab)).map((k) => {
     const node = nodeName(k);

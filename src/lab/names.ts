@@ -8,13 +8,12 @@
  *   world       netns <lab>-world (outside hosts), underlay bridge netns <lab>-underlay
  */
 import { createHash } from 'node:crypto';
-import { labPaths } from '../agent/paths.ts';
 
 const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 export const POD_CIDR_PREFIX = '10.244';
-export const SERVICE_CIDR = '10.96.0.0/16';
-export const CLUSTER_DNS_IP = '10.96.0.10';
+// The Service range and the kube-dns ClusterIP are the agent's (its Service controller allocates them).
+export { SERVICE_CIDR, KUBE_DNS_IP as CLUSTER_DNS_IP } from '../agent/controllers/services.ts';
 export const UNDERLAY_CIDR = '192.0.2.0/24';
 export const WORLD_CIDRS = ['198.51.100.0/24', '203.0.113.0/24'] as const;
 /** The world's router address (on its mbr_hosts device): nodes route the world prefixes to it. */
@@ -33,16 +32,16 @@ export function nodeIndexOf(node: string): number {
   const m = /^node(\d+)$/.exec(node);
   return m ? Number(m[1]) : NaN;
 }
-export function nodeNetnsName(node: string, lab = labPaths().lab): string {
+export function nodeNetnsName(node: string, lab: string): string {
   return `${lab}-${node}`;
 }
-export function worldNetnsName(lab = labPaths().lab): string {
+export function worldNetnsName(lab: string): string {
   return `${lab}-world`;
 }
-export function underlayNetnsName(lab = labPaths().lab): string {
+export function underlayNetnsName(lab: string): string {
   return `${lab}-underlay`;
 }
-export function podNetnsName(node: string, ns: string, pod: string, lab = labPaths().lab): string {
+export function podNetnsName(node: string, ns: string, pod: string, lab: string): string {
   return `${lab}-p-${hex(`${node}/${ns}/${pod}`).slice(0, 8)}`;
 }
 /** Host-side veth name: `lxc` + 11 hex chars (15 chars, IFNAMSIZ-1). */
@@ -67,13 +66,13 @@ function esc(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 /** True for every network namespace name this lab may have made (what `membrane down` removes). */
-export function isLabNetns(name: string, lab = labPaths().lab): boolean {
+export function isLabNetns(name: string, lab: string): boolean {
   return new RegExp(`^${esc(lab)}-(node\\d+|world|underlay|p-[0-9a-f]{8})$`).test(name);
 }
-export function isLabNodeNetns(name: string, lab = labPaths().lab): boolean {
+export function isLabNodeNetns(name: string, lab: string): boolean {
   return new RegExp(`^${esc(lab)}-node\\d+$`).test(name);
 }
 /** Names under the BPF filesystem root (paths.pinRoot) that belong to this lab. */
-export function isLabPinDir(name: string, lab = labPaths().lab): boolean {
+export function isLabPinDir(name: string, lab: string): boolean {
   return new RegExp(`^${esc(lab)}-node\\d+$`).test(name);
 }

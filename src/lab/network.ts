@@ -9,10 +9,10 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pod } from '../api/types.ts';
-import type { LabPaths } from '../agent/paths.ts';
-import type { Logger } from '../agent/logger.ts';
-import type { PodNetworkInfo, PodNetworks } from '../agent/ports.ts';
-import { MembraneError } from '../errors.ts';
+import type { LabPaths } from '../common/paths.ts';
+import type { Logger } from '../common/logger.ts';
+import type { PodNetworkInfo, PodNetworks } from '../agent/pod-network.ts';
+import { MembraneError } from '../common/errors.ts';
 import {
   addrShow, ip, ipBatch, linkDelete, linkShow, netnsAdd, netnsDelete, netnsExists, netnsPids, sysctlIn,
 } from '../sys/net.ts';
@@ -122,11 +122,11 @@ export async function setupLabNetwork(opts: { lab: string; nodes: number }): Pro
 
 /**
  * The nameserver pods use: the kube-dns ClusterIP (translated by the datapath to the lab DNS
- * pod). MEMBRANE_LAB_DNS_POD_IP=1 points pods at the DNS pod's own address (`dnsIp`) instead,
- * for datapaths without ClusterIP translation.
+ * pod), or with `dnsIp` (the labDnsPodIp setting) the DNS pod's own address, for datapaths
+ * without ClusterIP translation.
  */
 export function podFiles(netns: string, ns: string, pod: string, podIp: string, dnsIp?: string): { resolv: string; hosts: string } {
-  const server = dnsIp && process.env.MEMBRANE_LAB_DNS_POD_IP === '1' ? dnsIp : CLUSTER_DNS_IP;
+  const server = dnsIp ?? CLUSTER_DNS_IP;
   return {
     resolv: `nameserver ${server}\nsearch ${ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`,
     hosts: `# ${netns}: written by membrane\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${podIp}\t${pod}.${ns}.pod.cluster.local ${pod}\n`,
@@ -138,6 +138,8 @@ export interface PodNetworksOptions {
   node: string;
   nodeIndex: number;
   paths: LabPaths;
+  /** labDnsPodIp: resolv.conf names the DNS pod's own address instead of the ClusterIP */
+  useDnsPodIp?: boolean;
   logger?: Logger;
 }
 
@@ -152,7 +154,9 @@ export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { loo
   async function writeFiles(netns: string, ns: string, name: string, podIp: string): Promise<void> {
     const dir = join(ETC_NETNS, netns);
     let dnsIp: string | undefined;
-    try { dnsIp = (await readFile(dnsServerIpFile(opts.paths.stateDir), 'utf8')).trim() || undefined; } catch { /* no lab DNS yet */ }
+    if (opts.useDnsPodIp) {
+      try { dnsIp = (await readFile(dnsServerIpFile(opts.paths.stateDir), 'utf8')).trim() || undefined; } catch { /* no lab DNS yet */ }
+    }
     const f = podFiles(netns, ns, name, podIp, dnsIp);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'resolv.conf'), f.resolv);

@@ -15,9 +15,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Container, Pod } from '../api/types.ts';
-import type { LabPaths } from '../agent/paths.ts';
-import type { Logger } from '../agent/logger.ts';
-import type { PodNetworkInfo, Workloads } from '../agent/ports.ts';
+import type { LabPaths } from '../common/paths.ts';
+import { childEnv } from '../common/config.ts';
+import type { Logger } from '../common/logger.ts';
+import type { PodNetworkInfo, Workloads } from '../agent/pod-network.ts';
 import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';
@@ -47,6 +48,8 @@ export interface PlanContext {
   dir: string;
   /** Unique id: <lab>/<node>/<ns>/<pod>/<container>. */
   id: string;
+  /** The lab's paths (sockets, state). */
+  paths: LabPaths;
   /** Argv prefix that runs a program on the project's Node. */
   nodeArgv: string[];
   /** Path of a workload program by name (src/lab/workloads/<name>.ts, or its stripped copy). */
@@ -158,15 +161,14 @@ export function createWorkloads(opts: WorkloadsOptions): Workloads & { pids(pod:
 
   function contextFor(pod: Pod, c: Container, net: PodNetworkInfo): PlanContext {
     const ns = pod.metadata.namespace ?? 'default';
-    return { pod, container: c, net, repoRoot, dir: podDir(paths, node, ns, pod.metadata.name), id: `${lab}/${node}/${ns}/${pod.metadata.name}/${c.name}`, nodeArgv, program: (n) => programPath(repoRoot, paths.stateDir, n) };
+    return { pod, container: c, net, repoRoot, paths, dir: podDir(paths, node, ns, pod.metadata.name), id: `${lab}/${node}/${ns}/${pod.metadata.name}/${c.name}`, nodeArgv, program: (n) => programPath(repoRoot, paths.stateDir, n) };
   }
 
   function envFor(pod: Pod, c: Container, net: PodNetworkInfo, plan: WorkloadPlan): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = {
-      PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-      HOME: '/root', HOSTNAME: pod.metadata.name, POD_NAME: pod.metadata.name,
-      POD_NAMESPACE: pod.metadata.namespace ?? 'default', POD_IP: net.ip, NODE_NAME: node,
-    };
+    const env: NodeJS.ProcessEnv = childEnv({
+      inherit: false,
+      extra: { HOSTNAME: pod.metadata.name, POD_NAME: pod.metadata.name, POD_NAMESPACE: pod.metadata.namespace ?? 'default', POD_IP: net.ip, NODE_NAME: node },
+    });
     for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
     return { ...env, ...(plan.env ?? {}) };
   }

@@ -19,11 +19,11 @@ import type { LabelSet } from '../labels/labels.ts';
 import { LabelSource } from '../labels/labels.ts';
 import type { L7Spec } from './rules.ts';
 import type { Repository } from './repository.ts';
-import { ALLOW_LOCALHOST_ORIGIN, NO_NAMED_PORTS, type EndpointInfo, type ResolveOptions } from './resolve.ts';
+import { ALLOW_LOCALHOST_ORIGIN, NO_NAMED_PORTS, type EndpointInfo, type ResolveOptions } from './resolve-options.ts';
 import { type Direction, type RuleOrigin, PolicyMatchType } from './types.ts';
 import { portBlockCovers } from './ports.ts';
 import { httpRuleMatches, type HTTPRequest } from './l7.ts';
-import { compileDNSSelector } from './fqdn-pattern.ts';
+import { queryMatcher } from '../fqdn/matchpattern.ts';
 
 export interface Decision {
   verdict: 'allow' | 'deny' | 'redirect';
@@ -157,7 +157,7 @@ export function decide(
     l7: {
       parser,
       allowsHTTP: (req) => allows.some((a) => !a.l7 || a.l7.http === undefined || a.l7.http.some((r) => httpRuleMatches(r, req))),
-      allowsDNS: (q) => allows.some((a) => !a.l7 || a.l7.dns === undefined || a.l7.dns.some((d) => compileDNSSelector(d)(q))),
+      allowsDNS: (q) => allows.some((a) => !a.l7 || a.l7.dns === undefined || a.l7.dns.some((d) => queryMatcher(d)(q))),
     },
   };
 }

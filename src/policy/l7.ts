@@ -9,7 +9,7 @@
 import { RE2JS } from 're2js';
 import type { PortRuleDNS, PortRuleHTTP } from '../api/types.ts';
 import type { L7Policy, RuleOrigin } from './types.ts';
-import { compileDNSSelector, normalizeQueryName } from './fqdn-pattern.ts';
+import { nameOrPatternMatcher, queryMatcher } from '../fqdn/matchpattern.ts';
 
 export interface HTTPRequest {
   method: string;
@@ -148,12 +148,11 @@ export function decideHTTP(policy: L7Policy, remoteIdentity: number, req: HTTPRe
 
 /** The DNS decision for a query name (lower-cased, trailing dot optional). */
 export function decideDNS(policy: L7Policy, remoteIdentity: number, qname: string): L7Verdict {
-  const name = normalizeQueryName(qname);
   for (const e of policy.perSelector) {
     if (!applies(e, remoteIdentity)) continue;
     if (e.dns === null || e.dns === undefined) return { allowed: true, selector: e.selector, ruleIndex: -1, rule: null, origins: e.origins };
     for (let i = 0; i < e.dns.length; i++) {
-      if (compileDNSSelector(e.dns[i]!)(name)) return { allowed: true, selector: e.selector, ruleIndex: i, rule: e.dns[i]!, origins: e.origins };
+      if (queryMatcher(e.dns[i]!)(qname)) return { allowed: true, selector: e.selector, ruleIndex: i, rule: e.dns[i]!, origins: e.origins };
     }
   }
   return { allowed: false };
@@ -170,8 +169,7 @@ export function decideSNI(policy: L7Policy, remoteIdentity: number, sni: string 
     if (sni === undefined || sni === '') continue;
     for (let i = 0; i < e.serverNames.length; i++) {
       const pat = e.serverNames[i]!;
-      const ok = pat.includes('*') ? compileDNSSelector({ matchPattern: pat })(sni) : compileDNSSelector({ matchName: pat })(sni);
-      if (ok) return { allowed: true, selector: e.selector, ruleIndex: i, rule: pat, origins: e.origins };
+      if (nameOrPatternMatcher(pat)(sni)) return { allowed: true, selector: e.selector, ruleIndex: i, rule: pat, origins: e.origins };
     }
   }
   return { allowed: false };

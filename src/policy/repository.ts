@@ -9,13 +9,14 @@
  */
 import type { PolicyResource, Service } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
-import { MembraneError, type Issue } from '../errors.ts';
+import { MembraneError, type Issue } from '../common/errors.ts';
 import type { FQDNSelector } from '../api/types.ts';
 import type { LabelSet } from '../labels/labels.ts';
 import type { Prefix } from '../ipcache/prefix.ts';
 import type { PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
 import { SelectorCache } from './selectorcache.ts';
-import { translatePolicy, type ServiceLookup, type TranslateOptions, type Translation } from './translate.ts';
+import { translatePolicy } from './translate.ts';
+import type { ServiceLookup, TranslateOptions, Translation } from './translate/context.ts';
 import { portBlockCovers } from './ports.ts';
 import { HOST_PEER } from './selectors.ts';
 

@@ -10,18 +10,19 @@
  * so the same files always trace the same way.
  */
 import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
-import { MembraneError, type Issue } from '../errors.ts';
-import { desiredPods } from '../agent/controllers/deployments.ts';
+import { MembraneError, type Issue } from '../common/errors.ts';
+import { desiredPods, podOwner } from '../api/deployment.ts';
 import { ReservedIdentity, RESERVED_NAMES } from '../identity/identity.ts';
 import { parseIP, formatIPv4, parseIPv4 } from '../ipcache/prefix.ts';
 import { LabelSet, LabelSource, makeLabel } from '../labels/labels.ts';
-import { PolicyEngine, podNamedPorts } from './engine.ts';
+import { PolicyEngine } from './engine.ts';
+import { podNamedPorts } from './named-ports.ts';
 import { decideDNS, decideHTTP, type HTTPRequest } from './l7.ts';
 import { lookupMapState, type LookupResult } from './lookup.ts';
 import { PROTO_BY_NAME, PROTO_NAME } from './ports.ts';
-import { resolve } from './resolve.ts';
+import { resolve } from './distillery.ts';
 import type { Direction, MapState, RuleOrigin } from './types.ts';
-import type { TranslateOptions } from './translate.ts';
+import type { TranslateOptions } from './translate/context.ts';
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
 
@@ -219,7 +220,7 @@ function resolvePeer(lab: Lab, spec: string): { peer: TracePeer; pod?: LabPod } 
   const name = slash >= 0 ? s.slice(slash + 1) : s;
   const inNs = lab.pods.filter((p) => (p.pod.metadata.namespace ?? 'default') === ns);
   const pod = inNs.find((p) => p.pod.metadata.name === name)
-    ?? inNs.filter((p) => p.pod.metadata.annotations?.['membrane.dev/owned-by'] === `Deployment/${name}`).sort((a, b) => (a.pod.metadata.name < b.pod.metadata.name ? -1 : 1))[0];
+    ?? inNs.filter((p) => { const o = podOwner(p.pod); return o?.kind === 'Deployment' && o.name === name; }).sort((a, b) => (a.pod.metadata.name < b.pod.metadata.name ? -1 : 1))[0];
   if (!pod) {
     const names = inNs.map((p) => p.pod.metadata.name);
     throw new MembraneError('TRACE_PEER_NOT_FOUND', `no pod "${name}" in namespace "${ns}" in the given files`, {
@@ -245,7 +246,7 @@ function side(lab: Lab, pod: LabPod | undefined, dir: Direction, remote: number,
   if (!pod) return { side: { evaluated: false, verdict: 'FORWARDED', matchType: 'none', rules: [], defaultDeny: false } };
   const ns = pod.pod.metadata.namespace ?? 'default';
   const ep = { id: 1, identity: pod.identity, labels: pod.labels, namedPorts: podNamedPorts(pod.pod) };
-  const ms = resolve({ repository: lab.engine.repository, options: lab.engine.resolveOptions }, ep);
+  const ms = resolve({ repository: lab.engine.repository, options: lab.engine.resolveOptions, distillery: lab.engine.distillery }, ep);
   const r = lookupMapState(ms, dir, remote, proto, port);
   const s: TraceSide = {
     evaluated: true, endpoint: `${ns}/${pod.pod.metadata.name}`,

@@ -8,7 +8,7 @@ import koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 // ---------------------------------------------------------------- declarations
 

@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { run, runOk } from './proc.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 const NETNS_DIR = '/run/netns';
 

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export interface RunResult {
   code: number;
@@ -23,7 +23,7 @@ export interface RunOptions {
 /** Runs a program and captures its output; never throws for a non-zero exit (see runOk). */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
@@ -60,7 +60,7 @@ export async function runOk(cmd: string, args: string[], opts: RunOptions & { co
 /** Runs a program with the caller's stdio; resolves with its exit status (128+n for a signal). */
 export function runInherit(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: 'inherit', env: env ?? process.env });
+    const child = spawn(cmd, args, { stdio: 'inherit', env });
     const fwd = (s: NodeJS.Signals) => () => child.kill(s);
     const onInt = fwd('SIGINT');
     const onTerm = fwd('SIGTERM');
@@ -93,7 +93,7 @@ export function spawnDetached(spec: DetachedSpec): number {
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const fd = openSync(spec.logFile, 'a');
   try {
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env: spec.env ?? process.env, cwd: spec.cwd ?? '/' });
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env: spec.env, cwd: spec.cwd ?? '/' });
     if (child.pid === undefined) throw new MembraneError('SYS_EXEC_FAILED', `cannot start ${cmd}`, { hint: `see ${spec.logFile}` });
     child.on('error', () => {});
     child.unref();

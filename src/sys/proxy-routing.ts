@@ -6,7 +6,7 @@
  * network namespace (the agent runs in its node's namespace). Idempotent.
  */
 import { run, runOk } from './proc.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export const PROXY_MARK = 0x200;
 export const PROXY_MARK_MASK = 0xf00;

@@ -7,7 +7,7 @@
  * (address, port) pair, must be unique, so many upstream connections can share one source IP.
  */
 import koffi from 'koffi';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { runOk, run } from './proc.ts';
 
 const libc = koffi.load('libc.so.6');

@@ -6,7 +6,7 @@
  * since the kernel only signals a consumer that has caught up.
  */
 import koffi from 'koffi';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { mapInfo, MapType } from './bpf.ts';
 
 const libc = koffi.load('libc.so.6');

@@ -3,7 +3,7 @@
  * listener so that bpf_sk_assign'ed connections to non-local addresses can complete.
  */
 import koffi from 'koffi';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 const libc = koffi.load('libc.so.6');
 const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');

@@ -6,8 +6,8 @@
  */
 import { stringify } from 'yaml';
 import { z } from 'zod';
-import { callAgent, AgentCallError } from '../cli/client.ts';
-import { MembraneError } from '../errors.ts';
+import { callAgent, AgentCallError } from '../agent/api-client.ts';
+import { MembraneError } from '../common/errors.ts';
 import type { TraceResponse } from '../agent/policy-api.ts';
 import { suggestPolicy } from './suggest.ts';
 

@@ -13,7 +13,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { formatTarget, type ServerTarget } from '../hubble/client.ts';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 import { createGrpcWebProxy } from './grpc-web-proxy.ts';
 import { uiApi, UiRequestError, type ApiHandler } from './api.ts';
 import { loadAssets, type StaticFile } from './static.ts';

@@ -5,7 +5,7 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, relative, sep } from 'node:path';
-import { MembraneError } from '../errors.ts';
+import { MembraneError } from '../common/errors.ts';
 
 export interface StaticFile {
   body: Buffer;

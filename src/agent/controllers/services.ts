@@ -3,7 +3,7 @@
  * `kubernetes` service, 10.96.0.10 for kube-dns as in kubeadm clusters). A user-given clusterIP
  * inside the range is honoured; outside it is an error.
  */
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import type { Pod, Service } from '../../api/types.ts';
 
 export const SERVICE_CIDR = '10.96.0.0/16';

@@ -1,14 +1,13 @@
 /** `membrane exec [-n NS] POD -- CMD...`: runs a host command in a pod's network namespace. */
 import type { Command } from 'commander';
-import { labPaths } from '../../agent/paths.ts';
-import { MembraneError } from '../../errors.ts';
+import type { MembraneConfig } from '../../common/config.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { labNodes, nodeName, podNetnsName } from '../../lab/index.ts';
 import { netnsExecArgv, netnsExists } from '../../sys/net.ts';
 import { runInherit } from '../../sys/proc.ts';
 
 /** The pod's netns on whichever node of the lab has it. */
-export async function findPodNetns(ns: string, pod: string, node?: string): Promise<string> {
-  const lab = labPaths().lab;
+export async function findPodNetns(lab: string, ns: string, pod: string, node?: string): Promise<string> {
   const nodes = node ? [node] : (await labNodes(lab)).map(nodeName);
   for (const n of nodes) {
     const name = podNetnsName(n, ns, pod, lab);
@@ -19,7 +18,7 @@ export async function findPodNetns(ns: string, pod: string, node?: string): Prom
   });
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   program.command('exec')
     .description("Run a command in a pod's network namespace (with the pod's /etc/resolv.conf and /etc/hosts)")
     .argument('<pod>', 'pod name')
@@ -27,7 +26,7 @@ export function register(program: Command): void {
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('--node <name>', 'node the pod runs on (default: search all)')
     .action(async (pod: string, command: string[], o: { namespace: string; node?: string }) => {
-      const netns = await findPodNetns(o.namespace, pod, o.node);
+      const netns = await findPodNetns(config.lab, o.namespace, pod, o.node);
       const [cmd, ...args] = netnsExecArgv(netns, command);
       process.exitCode = await runInherit(cmd!, args);
     });

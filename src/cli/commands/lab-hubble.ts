@@ -5,13 +5,13 @@
  */
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { labPaths } from '../../agent/paths.ts';
+import { labPaths } from '../../common/paths.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 import type { StatusView } from '../../agent/views.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { hubbleServerName, HUBBLE_SERVER_PORT } from '../../hubble/tls.ts';
 import { hubbleTlsPaths, nodeIndexOf, nodeIp, nodeNetnsName } from '../../lab/index.ts';
-import { callAgent } from '../client.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
+import { callAgent } from '../../agent/api-client.ts';
 
 export interface HubbleAccess {
   node: string;
@@ -29,8 +29,8 @@ export interface HubbleAccess {
   flags: string[];
 }
 
-export async function hubbleAccess(node: string): Promise<HubbleAccess> {
-  const paths = labPaths();
+export async function hubbleAccess(config: MembraneConfig, node: string): Promise<HubbleAccess> {
+  const paths = labPaths(config);
   const t = hubbleTlsPaths(paths.stateDir);
   if (!existsSync(t.caCert)) {
     throw new MembraneError('LAB_NO_HUBBLE_CA', `lab ${paths.lab} has no Hubble CA at ${t.caCert}`, { hint: 'run `membrane up` first (it creates the Hubble certificates)' });
@@ -72,14 +72,14 @@ export function formatHubbleAccess(a: HubbleAccess): string {
   ].join('\n');
 }
 
-export function registerLabHubble(lab: Command): void {
+export function registerLabHubble(lab: Command, config: MembraneConfig): void {
   lab.command('hubble')
     .description('How to point the hubble CLI at a node: the unix socket, and TCP 4244 with mutual TLS (flags and files)')
-    .option('--node <name>', 'lab node', process.env.MEMBRANE_NODE ?? DEFAULT_NODE)
+    .option('--node <name>', 'lab node', config.node)
     .option('--flags', 'print only the hubble CLI flags for TCP 4244, one per line (for `$(...)`)')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { node: string; flags?: boolean; output?: string }) => {
-      const a = await hubbleAccess(o.node);
+      const a = await hubbleAccess(config, o.node);
       if (o.flags) return void process.stdout.write(a.flags.join('\n') + '\n');
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(a, null, 2) + '\n');
       process.stdout.write(formatHubbleAccess(a));

@@ -1,35 +1,47 @@
 /** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status|ca|hubble`. */
-import type { Command } from 'commander';
-import { labPaths } from '../../agent/paths.ts';
+import { Option, type Command } from 'commander';
+import { SETTINGS, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
+import { labPaths } from '../../common/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
 import { loadAll, printApplyResults } from './resources.ts';
 import { labDown, labStatus, labUp } from '../../lab/index.ts';
-import { callAgent } from '../client.ts';
+import { callAgent } from '../../agent/api-client.ts';
 import { table } from '../output.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
 import { hubbleTlsPaths } from '../../lab/index.ts';
 import { registerLabHubble } from './lab-hubble.ts';
 
-export function register(program: Command): void {
-  program.command('up')
+export function register(program: Command, config: MembraneConfig): void {
+  const up = program.command('up')
     .description('Start the local lab: node namespaces with their agents, the world hosts (idempotent)')
     .option('--nodes <n>', 'number of nodes', (v) => Number(v))
     .option('-f, --filename <path...>', 'apply these files once the lab is up')
-    .option('-q, --quiet', 'print nothing but errors')
-    .action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean }) => {
+    .option('-q, --quiet', 'print nothing but errors');
+  // Every lab and agent setting as a flag; the agents start with the resulting configuration.
+  const settingOf = new Map<string, (typeof SETTINGS)[number]>();
+  for (const s of SETTINGS.filter((x) => x.scope !== 'cli')) {
+    const opt = new Option(`${s.flag} <value>`, s.help).hideHelp();
+    settingOf.set(opt.attributeName(), s);
+    up.addOption(opt);
+  }
+  up.addHelpText('after', `\n${settingsHelp()}`);
+  up.action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean } & Record<string, unknown>) => {
+      const flags: ConfigFlags = {};
+      for (const [attr, s] of settingOf) if (typeof o[attr] === 'string') flags[s.name] = o[attr] as string;
+      const cfg = withFlags(config, flags);
       const say = (m: string) => { if (!o.quiet) process.stderr.write(`${m}\n`); };
       const resources = o.filename?.length ? await loadAll(o.filename) : [];
-      const r = await labUp({ ...(o.nodes ? { nodes: o.nodes } : {}), progress: say });
+      const r = await labUp({ config: cfg, ...(o.nodes ? { nodes: o.nodes } : {}), progress: say });
       if (resources.length) {
         const res = await callAgent<ApplyResponse>(r.nodes[0]!.socket, 'POST', '/v1/apply', { resources, dryRun: false });
         printApplyResults(res);
       }
-      const h = hubbleTlsPaths(labPaths().stateDir);
-      say(`Hubble API: ${labPaths().hubbleSocket(r.nodes[0]!.node)} (root only) and TCP 4244 in each node namespace with mutual TLS`);
+      const h = hubbleTlsPaths(labPaths(cfg).stateDir);
+      say(`Hubble API: ${labPaths(cfg).hubbleSocket(r.nodes[0]!.node)} (root only) and TCP 4244 in each node namespace with mutual TLS`);
       say(`  (Hubble CA ${h.caCert}); \`membrane lab hubble\` prints the hubble CLI flags`);
       say(`lab ${r.lab} is up: ${r.nodes.length} node(s); try \`membrane status\``);
       say('UI: `membrane ui` serves it at http://127.0.0.1:12000');
@@ -38,7 +50,7 @@ export function register(program: Command): void {
   program.command('down')
     .description('Remove the lab: agents, workloads, namespaces, links, pinned maps, state')
     .action(async () => {
-      const r = await labDown({ progress: (m) => process.stderr.write(`${m}\n`) });
+      const r = await labDown({ config, progress: (m) => process.stderr.write(`${m}\n`) });
       process.stderr.write(`lab ${r.lab} is down (${r.namespaces.length} namespace(s), ${r.processes} process(es) stopped)\n`);
     });
 
@@ -47,7 +59,7 @@ export function register(program: Command): void {
     .description('Namespaces and agent processes of the lab')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { output?: string }) => {
-      const s = await labStatus(labPaths());
+      const s = await labStatus(labPaths(config));
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
       const rows = [['NODE', 'AGENT', 'PID', 'SOCKET']];
       for (const n of s.nodes) rows.push([n.node, n.agentAlive ? 'running' : 'stopped', String(n.agentPid ?? '-'), n.socket]);
@@ -64,7 +76,7 @@ export function register(program: Command): void {
     .option('--key <file>', 'CA private key for tls.key (default: the lab CA key)')
     .option('--trust <file>', 'trust bundle for ca.crt (default: the lab CA, which signs the world hosts)')
     .action((o: { secret?: string; namespace: string; cert?: string; key?: string; trust?: string }) => {
-      const paths = labPaths();
+      const paths = labPaths(config);
       const crt = caCertPath(paths.stateDir);
       const key = join(caDir(paths.stateDir), 'ca.key');
       if (!existsSync(crt)) throw new MembraneError('LAB_NO_CA', `lab ${paths.lab} has no CA at ${crt}`, { hint: 'run `membrane up` first (it creates the lab CA)' });
@@ -101,5 +113,5 @@ export function register(program: Command): void {
       ].join('\n'));
     });
 
-  registerLabHubble(lab);
+  registerLabHubble(lab, config);
 }

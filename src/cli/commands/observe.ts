@@ -8,9 +8,9 @@ import { Command, Option } from 'commander';
 import { create, fromJsonString, toJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { MembraneError } from '../../errors.ts';
-import { labPaths } from '../../agent/paths.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { labPaths } from '../../common/paths.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 import {
   FlowFilterSchema, Verdict, DropReason, TrafficDirection, IPVersion, type FlowFilter,
 } from '../../hubble/gen/flow/flow_pb.js';
@@ -146,20 +146,20 @@ interface ObserveOpts {
   tls?: boolean; tlsCaCertFiles?: string[]; tlsClientCertFile?: string; tlsClientKeyFile?: string; tlsServerName?: string;
 }
 
-/** The hubble CLI's TLS flags, each also from its HUBBLE_* variable as hubble reads them. */
-function tlsFromFlags(o: ObserveOpts, env: NodeJS.ProcessEnv) {
+/** The hubble CLI's TLS flags, each also from its HUBBLE_* variable as hubble reads them (src/common/config.ts). */
+function tlsFromFlags(o: ObserveOpts, config: MembraneConfig) {
   const list = (v: string | undefined) => (v ? v.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
-  const caFiles = o.tlsCaCertFiles ?? list(env.HUBBLE_TLS_CA_CERT_FILES);
-  const certFile = o.tlsClientCertFile ?? env.HUBBLE_TLS_CLIENT_CERT_FILE;
-  const keyFile = o.tlsClientKeyFile ?? env.HUBBLE_TLS_CLIENT_KEY_FILE;
-  const serverName = o.tlsServerName ?? env.HUBBLE_TLS_SERVER_NAME;
+  const caFiles = o.tlsCaCertFiles ?? list(config.hubbleTlsCaCertFiles);
+  const certFile = o.tlsClientCertFile ?? config.hubbleTlsClientCertFile;
+  const keyFile = o.tlsClientKeyFile ?? config.hubbleTlsClientKeyFile;
+  const serverName = o.tlsServerName ?? config.hubbleTlsServerName;
   return {
-    enabled: o.tls ?? env.HUBBLE_TLS === 'true',
+    enabled: o.tls ?? config.hubbleTls,
     ...(caFiles ? { caFiles } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(serverName ? { serverName } : {}),
   };
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   const wl = new Tracker();
   const bl = new Tracker();
   let negateNext = false;
@@ -354,11 +354,11 @@ export function register(program: Command): void {
       until: o.until !== undefined && !o.follow ? timestampFromMs(parseTime('until', o.until, now)) : undefined,
     });
 
-    const server = o.server ?? process.env.HUBBLE_SERVER ?? `unix://${labPaths().hubbleSocket(o.node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE)}`;
+    const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
     const t = parseServer(server);
-    const tls = tlsFromFlags(o, process.env);
+    const tls = tlsFromFlags(o, config);
     const client = observerClient(t, tls);
-    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !process.env.NO_COLOR);
+    const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
     const printer = createPrinter({
       format, color, printNodeName: o.printNodeName, timeFormat: o.timeFormat as TimeFormat,
       ipTranslation: o.numeric ? false : o.ipTranslation, printPolicyNames: o.printPolicyNames,

@@ -1,7 +1,8 @@
 /** `membrane policy validate|trace`: offline tools over policy files, no lab needed. */
 import type { Command } from 'commander';
 import { loadPaths, locate } from '../../api/load.ts';
-import { formatIssue, MembraneError, type Issue } from '../../errors.ts';
+import { policyCheck } from '../../policy/check.ts';
+import { formatIssue, MembraneError, type Issue } from '../../common/errors.ts';
 
 const issueKey = (i: Issue) => `${i.code}|${i.file}|${i.line}|${i.col}|${i.message}`;
 
@@ -13,7 +14,7 @@ export function register(program: Command): void {
     .argument('<paths...>', 'files or directories (- for stdin)')
     .option('-o, --output <fmt>', 'json')
     .action(async (paths: string[], o: { output?: string }) => {
-      const { resources, issues } = await loadPaths(paths);
+      const { resources, issues } = await loadPaths(paths, { policyCheck });
       // The repository import catches cross-rule conflicts (e.g. two L7 parsers on one port) that
       // a single document cannot show.
       const { checkImport } = await import('../../policy/trace.ts');
@@ -41,7 +42,7 @@ export function register(program: Command): void {
     .option('--http-host <host>', 'HTTP host, for L7 rules')
     .option('-o, --output <fmt>', 'json')
     .action(async (o: { filename: string[]; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; output?: string }) => {
-      const { resources, issues } = await loadPaths(o.filename);
+      const { resources, issues } = await loadPaths(o.filename, { policyCheck });
       if (issues.length) {
         throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input`, { hint: 'run `membrane policy validate` on the same files' }), { issues });
       }

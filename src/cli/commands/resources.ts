@@ -1,12 +1,14 @@
 /** kubectl verbs: apply -f, delete -f, get. */
 import type { Command } from 'commander';
 import { loadPaths } from '../../api/load.ts';
-import { MembraneError } from '../../errors.ts';
-import { callAgent } from '../client.ts';
+import { policyCheck } from '../../policy/check.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { callAgent } from '../../agent/api-client.ts';
 import { agentSocketFor } from '../lab-target.ts';
 import { age, table } from '../output.ts';
 import type { ApplyResponse, EndpointView, IdentityView, PolicyView } from '../../agent/views.ts';
 import type { Resource } from '../../api/types.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 
 const KIND_PATH: Record<string, string> = {
   CiliumNetworkPolicy: 'ciliumnetworkpolicy.cilium.io', CiliumClusterwideNetworkPolicy: 'ciliumclusterwidenetworkpolicy.cilium.io',
@@ -16,7 +18,7 @@ const kindPath = (k: string) => KIND_PATH[k] ?? k.toLowerCase();
 
 /** Loads files for apply/delete; any problem in any file means nothing is sent to the agent. */
 export async function loadAll(files: string[]): Promise<Resource[]> {
-  const { resources, issues } = await loadPaths(files);
+  const { resources, issues } = await loadPaths(files, { policyCheck });
   if (issues.length) {
     throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input; nothing was applied`, { hint: 'fix the errors above and apply again' }), { issues });
   }
@@ -27,7 +29,7 @@ export function printApplyResults(res: ApplyResponse): void {
   for (const r of res.results) process.stdout.write(`${kindPath(r.kind)}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}\n`);
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   program.command('apply')
     .description('Create or update resources from YAML/JSON files, directories or - (stdin)')
     .requiredOption('-f, --filename <path...>', 'file, directory or - (repeatable)')
@@ -35,7 +37,7 @@ export function register(program: Command): void {
     .option('--node <name>', 'agent to talk to')
     .action(async (o: { filename: string[]; dryRun?: boolean; node?: string }) => {
       const resources = await loadAll(o.filename);
-      const res = await callAgent<ApplyResponse>(agentSocketFor(o.node), 'POST', '/v1/apply', { resources, dryRun: !!o.dryRun });
+      const res = await callAgent<ApplyResponse>(agentSocketFor(config, o.node), 'POST', '/v1/apply', { resources, dryRun: !!o.dryRun });
       printApplyResults(res);
     });
 
@@ -45,7 +47,7 @@ export function register(program: Command): void {
     .option('--node <name>', 'agent to talk to')
     .action(async (o: { filename: string[]; node?: string }) => {
       const resources = await loadAll(o.filename);
-      const res = await callAgent<ApplyResponse>(agentSocketFor(o.node), 'POST', '/v1/delete', { resources });
+      const res = await callAgent<ApplyResponse>(agentSocketFor(config, o.node), 'POST', '/v1/delete', { resources });
       for (const r of res.results) {
         if (r.action === 'not-found') process.stderr.write(`Error from server (NotFound): ${kindPath(r.kind)} "${r.name}" not found\n`);
         else process.stdout.write(`${kindPath(r.kind)} "${r.name}" deleted\n`);
@@ -60,7 +62,7 @@ export function register(program: Command): void {
     .option('-o, --output <fmt>', 'wide|json')
     .option('--node <name>', 'agent to talk to')
     .action(async (what: string, o: { namespace: string; allNamespaces?: boolean; output?: string; node?: string }) => {
-      const sock = agentSocketFor(o.node);
+      const sock = agentSocketFor(config, o.node);
       const ns = o.allNamespaces ? undefined : o.namespace;
       const q = ns ? `?namespace=${encodeURIComponent(ns)}` : '';
       const json = o.output === 'json';

@@ -1,10 +1,11 @@
 /** `membrane status`: cilium-dbg status style, one line per component, `-o json` for scripts. */
 import type { Command } from 'commander';
 import pc from 'picocolors';
-import { callAgent } from '../client.ts';
+import { callAgent } from '../../agent/api-client.ts';
 import { agentSocketFor } from '../lab-target.ts';
 import { table } from '../output.ts';
 import type { StatusView } from '../../agent/views.ts';
+import type { MembraneConfig } from '../../common/config.ts';
 
 function colour(state: string, text: string, on: boolean): string {
   if (!on) return text;
@@ -31,16 +32,16 @@ export function formatStatus(s: StatusView, useColour: boolean): string {
   return out;
 }
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   program.command('status')
     .description('Health of the node agent, datapath, endpoints, policy and flows')
     .option('-o, --output <fmt>', 'json')
     .option('--node <name>', 'agent to ask')
     .option('--color <when>', 'auto|always|never', 'auto')
     .action(async (o: { output?: string; node?: string; color: string }) => {
-      const s = await callAgent<StatusView>(agentSocketFor(o.node), 'GET', '/v1/status');
+      const s = await callAgent<StatusView>(agentSocketFor(config, o.node), 'GET', '/v1/status');
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
-      const useColour = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !process.env.NO_COLOR);
+      const useColour = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
       process.stdout.write(formatStatus(s, useColour));
       if (s.errors.length || s.agent.state !== 'Ok' || s.datapath.state === 'Failure') process.exitCode = 1;
     });

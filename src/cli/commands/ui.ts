@@ -1,31 +1,32 @@
 /** `membrane ui`: serves the web UI (service map, flows, why, policy view) until interrupted. */
 import type { Command } from 'commander';
+import type { MembraneConfig } from '../../common/config.ts';
 import { resolve } from 'node:path';
-import { labPaths } from '../../agent/paths.ts';
+import { labPaths } from '../../common/paths.ts';
 import { parseServer } from '../../hubble/client.ts';
-import { DEFAULT_NODE } from '../lab-target.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 
 export const UI_ASSETS_DIR = resolve(import.meta.dirname, '../../../dist/ui');
 
-export function register(program: Command): void {
+export function register(program: Command, config: MembraneConfig): void {
   program.command('ui')
     .description('Serve the web UI: live service map, flows, why a flow was dropped, policy per workload')
     .option('--address <ip>', 'listen address', '127.0.0.1')
     .option('--port <n>', 'listen port (Hubble UI\'s 12000)', '12000')
     .option('--server <addr>', 'the Observer to read flows from (unix:///path or host:port; a Relay later); default the node\'s hubble socket')
     .option('--node <name>', 'node whose agent answers policy questions (and whose hubble socket is the default server)')
-    .action(async (o: { address: string; port: string; server?: string; node?: string }) => {
+    .option('--assets <dir>', 'the built UI bundle to serve', UI_ASSETS_DIR)
+    .action(async (o: { address: string; port: string; server?: string; node?: string; assets: string }) => {
       const { createUiServer } = await import('../../ui/server.ts');
       const port = Number(o.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MembraneError('CLI_BAD_PORT', `--port ${o.port}: not a port number`, { hint: '0-65535 (0 picks a free port)' });
-      const paths = labPaths();
-      const node = o.node ?? process.env.MEMBRANE_NODE ?? DEFAULT_NODE;
+      const paths = labPaths(config);
+      const node = o.node ?? config.node;
       const server = createUiServer({
         address: o.address, port,
         observer: parseServer(o.server ?? `unix://${paths.hubbleSocket(node)}`),
         agentSocket: paths.agentSocket(node),
-        assetsDir: process.env.MEMBRANE_UI_ASSETS ?? UI_ASSETS_DIR,
+        assetsDir: o.assets,
         labels: { lab: paths.lab, node },
       });
       await server.start();

@@ -5,7 +5,7 @@
  */
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import type { DatapathEvent } from '../types.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 
 export const DIR_INGRESS = 1;
 export const DIR_EGRESS = 2;
@@ -337,28 +337,6 @@ export function eventBudget(rate: number, burst: number): { eventIntervalNs: big
   if (!(rate > 0)) return { eventIntervalNs: 0n, eventBurstNs: 0n };
   const interval = BigInt(Math.max(1, Math.round(1e9 / rate)));
   return { eventIntervalNs: interval, eventBurstNs: interval * BigInt(Math.max(0, Math.floor(burst) - 1)) };
-}
-
-/**
- * The event budget from the agent's environment, named after Cilium's flags
- * (`--bpf-events-default-rate-limit`, `--bpf-events-default-burst-limit`; here per sender, not
- * per node): MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT events/s and
- * MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT, both or neither; 0 and 0 = unlimited (Cilium's
- * default). Neither set: undefined (DEFAULT_EVENT_RATE of index.ts).
- */
-export function eventRateFromEnv(env: Record<string, string | undefined>): { perSecond: number; burst: number } | undefined {
-  const R = 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', B = 'MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT';
-  const r = env[R], b = env[B];
-  if (r === undefined && b === undefined) return undefined;
-  const hint = `set both, as whole numbers: ${R}=1000 ${B}=1000 (0 and 0: no limit)`;
-  if (r === undefined || b === undefined) throw new MembraneError('DATAPATH_BAD_SETTING', `${r === undefined ? B : R} is set without ${r === undefined ? R : B}`, { hint });
-  const num = (name: string, v: string) => {
-    if (!/^\d{1,9}$/.test(v.trim())) throw new MembraneError('DATAPATH_BAD_SETTING', `${name}=${JSON.stringify(v)} is not a whole number of events`, { hint });
-    return Number(v.trim());
-  };
-  const perSecond = num(R, r), burst = num(B, b);
-  if ((perSecond === 0) !== (burst === 0)) throw new MembraneError('DATAPATH_BAD_SETTING', `${R}=${perSecond} with ${B}=${burst}: a limit needs both a rate and a burst`, { hint });
-  return { perSecond, burst };
 }
 
 /** Per-sender event budgets (mb_ev_buckets), numbered like the conntrack tables. */

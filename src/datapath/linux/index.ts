@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { serviceKeyString, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from '../types.ts';
 import type { Direction, L7Policy, MapState, MapStateDelta, MapStateKey, MapStateEntry } from '../../policy/types.ts';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
 import {
   BpfObject, BpfMap, type BpfProgram, attachTcx, detachPinnedLink, BPF_TCX_INGRESS, BPF_TCX_EGRESS, ensureBpffs,
   enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo, ifNameToIndex, MapType,
@@ -54,28 +55,11 @@ export interface LinuxDatapathOptions {
   eventRate?: { perSecond: number; burst: number };
 }
 
+// The proxy ports and sockmap slots are shared with the proxies (src/common/proxy-ports.ts).
+/** The event budget when none is given (src/common/config.ts has the same default). */
 export const DEFAULT_EVENT_RATE = { perSecond: 1000, burst: 1000 } as const;
 
-const PARSERS = ['http', 'dns', 'kafka', 'generic', 'tls'] as const;
-/** Default proxy ports per L7 parser (the proxies listen here in the node namespace). */
-export const DEFAULT_PROXY_PORTS: Record<L7Policy['parser'], number> = { http: 15001, dns: 15053, kafka: 15092, generic: 15090, tls: 15443 };
-
-/** UDP listeners sit this many slots above the TCP ones (bpf/lib/maps.h PROXY_UDP_SLOT_OFFSET). */
-export const PROXY_UDP_SLOT_OFFSET = 32;
-
-/**
- * Sockmap slot of the proxy listener for (parser, direction, transport): 2 × parser index +
- * (ingress ? 1 : 0), plus PROXY_UDP_SLOT_OFFSET for a UDP listener. Policy entries carry the TCP
- * slot; the datapath adds the offset for UDP packets and never assigns a socket of the wrong
- * protocol.
- */
-export function proxySlot(parser: L7Policy['parser'], direction: Direction, transport: 'TCP' | 'UDP' = 'TCP'): number {
-  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0) + (transport === 'UDP' ? PROXY_UDP_SLOT_OFFSET : 0);
-}
-
-export function defaultProxyRedirect(l7: L7Policy, direction: Direction): { port: number; slot: number } {
-  return { port: DEFAULT_PROXY_PORTS[l7.parser], slot: proxySlot(l7.parser, direction) };
-}
+export { DEFAULT_PROXY_PORTS, PROXY_UDP_SLOT_OFFSET, proxySlot, defaultProxyRedirect } from '../../common/proxy-ports.ts';
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 

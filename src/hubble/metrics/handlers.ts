@@ -5,7 +5,7 @@
  */
 import { Counter, type Registry } from 'prom-client';
 import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
-import { RCODE_NAMES_FOR_METRICS } from './rcode.ts';
+import { DNS_RCODE_NAMES } from '../names.ts';
 import type { HandlerFactory } from './index.ts';
 import { TRACE_POINT_NAMES } from '../names.ts';
 
@@ -125,7 +125,7 @@ export const dnsHandler: HandlerFactory = ({ registry, ctx, options }) => {
       } else if (!f.isReply) {
         queries(...cl, '', qtypes, String(d.ips.length), ...q);
       } else {
-        responses(...cl, RCODE_NAMES_FOR_METRICS[d.rcode] ?? String(d.rcode), qtypes, String(d.ips.length), ...q);
+        responses(...cl, DNS_RCODE_NAMES[d.rcode] ?? String(d.rcode), qtypes, String(d.ips.length), ...q);
         for (const t of d.rrtypes) types(...cl, t, qtypes, ...q);
       }
     },

@@ -2,7 +2,7 @@
  * The lab DNS server (the `coredns` pod in kube-system, labels `k8s-app: kube-dns`): an
  * authoritative server for the zone of zone.ts on UDP and TCP port 53. It forwards nothing.
  *
- *   bin/node src/lab/dns/server.ts --agent-socket=PATH [--port=53] [--ip-file=F] [--ready=F]
+ *   bin/node src/lab/dns/server.ts --agent-socket=PATH [--port=53] [--ip-file=F --pod-ip=IP] [--ready=F]
  *
  * Records come from the node1 agent's API (GET /v1/resources over its unix socket, reachable
  * from any network namespace): polled every second, and re-read at once (at most every 100 ms)
@@ -15,13 +15,14 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import dnsPacket from 'dns-packet';
-import { callAgent } from '../../cli/client.ts';
+import { callAgent } from '../../agent/api-client.ts';
 import type { Resource } from '../../api/types.ts';
 import { buildZone, resolve, type Zone } from './zone.ts';
 
 const { values } = parseArgs({
   options: {
     'agent-socket': { type: 'string' },
+    'pod-ip': { type: 'string' },
     port: { type: 'string', default: '53' },
     'ip-file': { type: 'string' },
     ready: { type: 'string' },
@@ -80,9 +81,9 @@ async function answer(msg: Buffer): Promise<Buffer | null> {
 let pending = 2;
 function listening(): void {
   if (--pending > 0) return;
-  if (values['ip-file'] && process.env.POD_IP) {
+  if (values['ip-file'] && values['pod-ip']) {
     mkdirSync(dirname(values['ip-file']), { recursive: true });
-    writeFileSync(values['ip-file'], process.env.POD_IP);
+    writeFileSync(values['ip-file'], values['pod-ip']);
   }
   if (values.ready) writeFileSync(values.ready, String(process.pid));
 }

@@ -5,7 +5,6 @@
  */
 import { join } from 'node:path';
 import type { Resource } from '../../api/types.ts';
-import { labPaths } from '../../agent/paths.ts';
 import { CLUSTER_DNS_IP } from '../names.ts';
 import type { PlanContext, WorkloadPlan } from '../workloads.ts';
 
@@ -18,7 +17,7 @@ export function dnsServerIpFile(stateDir: string): string {
 
 export function labDnsPlan(ctx: PlanContext): WorkloadPlan | undefined {
   if (!(ctx.container.image ?? '').toLowerCase().startsWith(LAB_DNS_IMAGE)) return undefined;
-  const paths = labPaths();
+  const paths = ctx.paths;
   const readyFile = join(ctx.dir, `${ctx.container.name}.ready`);
   const marker = `--id=${ctx.id}`;
   return {
@@ -26,7 +25,7 @@ export function labDnsPlan(ctx: PlanContext): WorkloadPlan | undefined {
     argv: [
       ...ctx.nodeArgv.map((a) => (a.startsWith('--max-old-space-size') ? '--max-old-space-size=96' : a)),
       join(ctx.repoRoot, 'src/lab/dns/server.ts'), marker, `--agent-socket=${paths.agentSocket('node1')}`,
-      `--ip-file=${dnsServerIpFile(paths.stateDir)}`, `--ready=${readyFile}`,
+      `--ip-file=${dnsServerIpFile(paths.stateDir)}`, `--pod-ip=${ctx.net.ip}`, `--ready=${readyFile}`,
     ],
     marker, readyFile,
   };

@@ -6,6 +6,8 @@
  * `DNS Answer "1.2.3.4" TTL: 30 (Proxy example.com. A)`).
  */
 import { randomUUID } from 'node:crypto';
+import { DNS_RCODE_NAMES } from '../../hubble/names.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import {
   FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict, type Endpoint, type Flow, type Layer4,
 } from '../../hubble/gen/flow/flow_pb.js';
@@ -13,7 +15,7 @@ import {
 export interface FlowPeer {
   ip: string;
   port: number;
-  endpoint?: { id: number; identity: number; namespace: string; podName: string; labels: string[] };
+  endpoint?: ResolvedEndpoint;
   identity: number;
   labels?: string[];
 }
@@ -36,18 +38,10 @@ export interface DNSFlowInput {
   timeMs?: number;
 }
 
-export const RCODE_NAMES: Record<number, string> = {
-  0: 'No Error', 1: 'Format Error', 2: 'Server Failure', 3: 'Non-Existent Domain', 4: 'Not Implemented', 5: 'Query Refused',
-  6: 'Name Exists when it should not', 7: 'RR Set Exists when it should not', 8: 'RR Set that should exist does not',
-  9: 'Server Not Authoritative for zone', 10: 'Name not contained in zone', 11: 'DSO-TYPE Not Implemented',
-  16: 'Bad OPT Version', 17: 'Key not recognized', 18: 'Signature out of time window', 19: 'Bad TKEY Mode',
-  20: 'Duplicate key name', 21: 'Algorithm not supported', 22: 'Bad Truncation', 23: 'Bad/missing Server Cookie',
-};
-
 export function dnsSummary(i: Pick<DNSFlowInput, 'kind' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl'>): string {
   const qt = i.qtypes.join(',');
   if (i.kind === 'request') return `DNS Query ${i.query} ${qt}`;
-  if (i.rcode) return `DNS Answer RCode: ${RCODE_NAMES[i.rcode] ?? String(i.rcode)} TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
+  if (i.rcode) return `DNS Answer RCode: ${DNS_RCODE_NAMES[i.rcode] ?? String(i.rcode)} TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
   return `DNS Answer "${(i.ips ?? []).join(',')}" TTL: ${i.ttl ?? 0} (Proxy ${i.query} ${qt})`;
 }
 
@@ -67,7 +61,7 @@ function endpoint(p: FlowPeer): Endpoint {
   const e = p.endpoint;
   return {
     $typeName: 'flow.Endpoint', ID: e?.id ?? 0, identity: e?.identity ?? p.identity, clusterName: e ? 'default' : '', namespace: e?.namespace ?? '',
-    labels: sorted(e?.labels ?? p.labels), podName: e?.podName ?? '', workloads: [],
+    labels: sorted(e?.labels ?? p.labels), podName: e?.pod ?? '', workloads: [],
   };
 }
 

@@ -1,6 +1,7 @@
 /**
- * The DNS proxy and FQDN name manager of one node, wired to the agent's parts (the composition
- * root, src/agent/compose.ts, creates this and calls start/stop):
+ * The DNS proxy and FQDN name manager of one node, wired to the agent's parts through options
+ * (the composition root, src/agent/compose.ts, creates this and calls start/stop; where pods and
+ * the cluster DNS live comes from the agent's PodNetworkProvider, never from the lab itself):
  *
  *   datapath steers :53 ─► DNS proxy ─decide─► endpoint MapState (lookup) + policy/l7 decideDNS
  *                              │ allowed answer
@@ -14,45 +15,62 @@
  * connection of the endpoint (datapath conntrack) is never removed.
  */
 import { writeFileSync, readFileSync, renameSync } from 'node:fs';
-import type { LinuxDatapath } from '../../datapath/linux/index.ts';
-import { proxySlot, DEFAULT_PROXY_PORTS } from '../../datapath/linux/index.ts';
-import type { AgentPolicyEngine } from '../../policy/engine.ts';
-import type { Agent } from '../../agent/agent.ts';
+import type { Datapath, IPCacheEntry } from '../../datapath/types.ts';
+import { proxySlot, DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
+import type { DnsRejectResponseCode } from '../../common/config.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import type { AgentPolicyEngine } from '../../policy/agent-engine.ts';
 import type { Hubble } from '../../hubble/index.ts';
-import type { Logger } from '../../agent/logger.ts';
-import type { IPCacheEntry } from '../../datapath/types.ts';
+import type { Logger } from '../../common/logger.ts';
+import { ReservedIdentity } from '../../identity/identity.ts';
+import { parseIP, parsePrefix, prefixContainsIP, type Prefix } from '../../ipcache/prefix.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
 import { decideDNS } from '../../policy/l7.ts';
 import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn/name-manager.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
-import { CLUSTER_DNS_IP } from '../../lab/names.ts';
-import { dnsServerIpFile } from '../../lab/dns/workload.ts';
-import { createDNSProxy, type DNSProxy, type DNSProxyEndpoint } from './proxy.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
+import { createDNSProxy, type DNSProxy } from './proxy.ts';
 import { createOrigDstLookup } from './origdst.ts';
+
+/** The node's local endpoints, as the agent's endpoint table knows them. */
+export interface DNSEndpoints {
+  byIp(ip: string): ResolvedEndpoint | undefined;
+  has(id: number): boolean;
+}
 
 export interface NodeDNSOptions {
   node: string;
   /** where the DNS cache is saved across agent restarts (default: none) */
   cacheFile?: string;
+  /** the node's BPF pin directory (the conntrack map that tells a query's original destination) */
   pinRoot: string;
-  stateDir: string;
-  datapath: LinuxDatapath;
+  datapath: Datapath;
   policy: AgentPolicyEngine;
   hubble: Hubble;
   logger: Logger;
+  endpoints: DNSEndpoints;
   /** addresses of the node itself (host identity) */
-  nodeAddrs: string[];
+  nodeAddrs: readonly string[];
+  /** prefixes inside the cluster: answers there never become FQDN identities */
+  clusterPrefixes: readonly string[];
+  /** the kube-dns Service address and the server behind it */
+  clusterDNS: { serviceIp: string; serverIp(): string | undefined };
+  /** labels that mark the cluster DNS server's identity (kube-dns on another node) */
+  clusterDNSLabel?: string;
   minTTL?: number;
   maxIPsPerName?: number;
   idleGracePeriodMs?: number;
   gcIntervalMs?: number;
-  rejectResponseCode?: 'refused' | 'nameError';
+  rejectResponseCode?: DnsRejectResponseCode;
+  /** hold answers until the datapath has their IPs (default true; off only to show what it prevents) */
+  hold?: boolean;
 }
 
 export interface NodeDNS {
   nameManager: NameManager;
   proxy: DNSProxy;
-  start(agent: Agent): Promise<void>;
+  start(): Promise<void>;
   stop(): Promise<void>;
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
@@ -68,16 +86,17 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-const inCluster = (ip: string) => ip.startsWith('10.244.') || ip.startsWith('10.96.') || ip.startsWith('192.0.2.') || ip.startsWith('127.');
-
-function envNumber(name: string): number | undefined {
-  const v = process.env[name];
-  return v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined;
+/** Whether an address lies in one of the prefixes (IPv4 and IPv6). */
+function inPrefixes(prefixes: readonly Prefix[]): (ip: string) => boolean {
+  return (ip) => {
+    const a = parseIP(ip);
+    return !!a && prefixes.some((p) => prefixContainsIP(p, a.family, a.addr));
+  };
 }
 
 export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   const log = o.logger.child({ subsys: 'fqdn' });
-  let agent: Agent | undefined;
+  const inCluster = inPrefixes(o.clusterPrefixes.map((c) => parsePrefix(c)).filter((p): p is Prefix => !!p));
   const entries = new Map<string, number>();
   let selectorsJson = '';
 
@@ -134,48 +153,39 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     allocator: o.policy.engine.allocator,
     onUpdate: applyUpdate,
     cache: {
-      minTTL: o.minTTL ?? envNumber('MEMBRANE_TOFQDNS_MIN_TTL') ?? 0,
-      maxIPsPerName: o.maxIPsPerName ?? envNumber('MEMBRANE_TOFQDNS_MAX_IPS_PER_HOSTNAME') ?? 50,
-      idleGracePeriodMs: o.idleGracePeriodMs ?? envNumber('MEMBRANE_TOFQDNS_IDLE_CONNECTION_GRACE_MS') ?? 0,
+      minTTL: o.minTTL ?? 0,
+      maxIPsPerName: o.maxIPsPerName ?? 50,
+      idleGracePeriodMs: o.idleGracePeriodMs ?? 0,
       isInUse: inUse,
     },
     skipIP: inCluster,
-    gcIntervalMs: o.gcIntervalMs ?? envNumber('MEMBRANE_TOFQDNS_GC_MS') ?? 1000,
+    gcIntervalMs: o.gcIntervalMs ?? 1000,
     onError: (err) => log.warn({ err: String(err) }, 'name manager'),
   });
 
-  let dnsIpMemo: { at: number; ip: string | undefined } | undefined;
-  const labDnsIp = (): string | undefined => {
-    const now = Date.now();
-    if (dnsIpMemo && now - dnsIpMemo.at < 1000) return dnsIpMemo.ip;
-    let ip: string | undefined;
-    try { ip = readFileSync(dnsServerIpFile(o.stateDir), 'utf8').trim() || undefined; } catch { ip = undefined; }
-    dnsIpMemo = { at: now, ip };
-    return ip;
-  };
+  const CLUSTER_DNS_IP = o.clusterDNS.serviceIp;
+  const dnsServerIp = () => o.clusterDNS.serverIp();
+  const dnsServerLabel = o.clusterDNSLabel ?? 'k8s:k8s-app=kube-dns';
   const candidates = (): string[] => {
     const c = [CLUSTER_DNS_IP];
-    const d = labDnsIp();
+    const d = dnsServerIp();
     if (d) c.unshift(d);
     return c;
   };
   const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
 
-  function endpointOf(ip: string): DNSProxyEndpoint | undefined {
-    const ep = agent?.endpointTable().byIp(ip);
-    return ep ? { id: ep.id, identity: ep.identity, namespace: ep.namespace, podName: ep.pod, labels: ep.labels } : undefined;
-  }
-  function peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] } {
+  const endpointOf = (ip: string): ResolvedEndpoint | undefined => o.endpoints.byIp(ip);
+  function peerOf(ip: string): { identity: number; endpoint?: ResolvedEndpoint; labels?: string[] } {
     // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
-    const target = ip === CLUSTER_DNS_IP ? labDnsIp() ?? ip : ip;
+    const target = ip === CLUSTER_DNS_IP ? dnsServerIp() ?? ip : ip;
     const ep = endpointOf(target);
     if (ep) return { identity: ep.identity, endpoint: ep };
     let id: number;
-    if (o.nodeAddrs.includes(target)) id = 1;
-    else if (target.startsWith('10.244.') && target === labDnsIp()) {
-      // the lab DNS pod on another node: its identity by labels
-      const dns = o.policy.identities().find((i) => i.labels.includes('k8s:k8s-app=kube-dns'));
-      id = dns?.id ?? 2;
+    if (o.nodeAddrs.includes(target)) id = ReservedIdentity.host;
+    else if (target === dnsServerIp()) {
+      // the cluster DNS server on another node: its identity by labels
+      const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
+      id = dns?.id ?? ReservedIdentity.world;
     } else id = nameManager.identityForIP(target) ?? o.policy.engine.ipcache.lookupIdentity(target);
     const labels = o.policy.identityLabels(id);
     return { identity: id, ...(labels ? { labels } : {}) };
@@ -197,14 +207,14 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       if (l7.parser !== 'dns') return false;
       return decideDNS(l7, remoteIdentity, qname).allowed;
     },
-    upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? labDnsIp() ?? dst : dst),
+    upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),
     onAnswer: (epId, qname, ips, ttl) => nameManager.onDNSResponse(epId, qname, ips, ttl),
     emit: (f) => o.hubble.ingestFlow(f),
-    rejectResponseCode: o.rejectResponseCode ?? (process.env.MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE === 'nameError' ? 'nameError' : 'refused'),
+    rejectResponseCode: o.rejectResponseCode ?? 'refused',
     transparent: setIpTransparent,
-    // MEMBRANE_DNS_PROXY_HOLD=0 releases answers before the datapath has their IPs: only for
-    // showing what the hold prevents (dns-race test's control run); never in production.
-    hold: process.env.MEMBRANE_DNS_PROXY_HOLD !== '0',
+    // dnsProxyHold=0 (MEMBRANE_DNS_PROXY_HOLD=0) releases answers before the datapath has their
+    // IPs: only for showing what the hold prevents (dns-race test's control run); never in production.
+    hold: o.hold ?? true,
     register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'UDP'), fd),
     // DNS over TCP: the same proxy, on the TCP slot (the datapath picks the slot by transport).
     registerTcp: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'TCP'), fd),
@@ -240,7 +250,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     let n = 0;
     for (const [id, name, ip, expires] of rows) {
       const ttl = Math.ceil((expires - now) / 1000);
-      if (ttl <= 0 || !agent?.endpointTable().byId(id)) continue;
+      if (ttl <= 0 || !o.endpoints.has(id)) continue;
       void nameManager.onDNSResponse(id, name, [ip], ttl);
       n++;
     }
@@ -250,8 +260,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   return {
     nameManager,
     proxy,
-    async start(a) {
-      agent = a;
+    async start() {
       const restored = restore();
       if (restored) log.info({ entries: restored }, 'DNS cache restored');
       if (o.cacheFile) {
@@ -288,7 +297,9 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     routes() {
       return {
         'GET /v1/fqdn/cache': async (_b, q) => {
-          const want = q.get('endpoint');
+          const query = checkWith(endpointQuerySchema, Object.fromEntries(q));
+          if (!query.ok) throw Object.assign(new MembraneError('API_BAD_REQUEST', `GET /v1/fqdn/cache: ${query.issues[0]!.message}`, { hint: 'query: endpoint=<endpoint ID>' }), { issues: query.issues });
+          const want = query.value.endpoint;
           const items = [];
           for (const id of nameManager.cache.endpoints()) {
             if (want && String(id) !== want) continue;

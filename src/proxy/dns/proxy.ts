@@ -22,22 +22,18 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
+import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
 import { buildDNSFlow, type FlowPeer } from './flows.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
 
-export interface DNSProxyEndpoint {
-  id: number;
-  identity: number;
-  namespace: string;
-  podName: string;
-  labels: string[];
-}
+export type DNSProxyEndpoint = ResolvedEndpoint;
 
 export interface DNSProxyDeps {
   nodeName: string;
-  /** listen port (default 15053, the datapath's DEFAULT_PROXY_PORTS.dns) */
+  /** listen port (default DEFAULT_PROXY_PORTS.dns) */
   port?: number;
   /** listen address (default 0.0.0.0) */
   host?: string;
@@ -124,7 +120,7 @@ function fdOf(s: Socket): number {
 }
 
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
-  const port = deps.port ?? 15053;
+  const port = deps.port ?? DEFAULT_PROXY_PORTS.dns;
   const dnsPort = deps.dnsPort ?? 53;
   const maxHold = deps.maxHoldMs ?? 2000;
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;

@@ -9,12 +9,13 @@
 import {
   FlowType, Verdict, TrafficDirection, IPVersion, L7FlowType, type Endpoint, type Flow, type HTTP,
 } from '../../hubble/gen/flow/flow_pb.js';
-import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import { reservedIdentityName } from '../../hubble/names.ts';
 import type { AccessRecord } from './types.ts';
+import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 
 /** The HTTP proxy port the datapath redirects to (DEFAULT_PROXY_PORTS.http). */
-export const HTTP_PROXY_PORT = 15001;
+export const HTTP_PROXY_PORT = DEFAULT_PROXY_PORTS.http;
 
 export const REDACTED = 'HUBBLE_REDACTED';
 
@@ -65,7 +66,7 @@ export function createFlowBuilder(opts: { nodeName: string; resolver: FlowEndpoi
   function endpoint(ip: string, identity: number): Endpoint {
     const r = opts.resolver.byIp(ip);
     if (r) {
-      return { $typeName: 'flow.Endpoint', ID: r.id, identity: r.identity, clusterName: cluster, namespace: r.namespace, labels: sorted(r.labels), podName: r.podName, workloads: [] };
+      return { $typeName: 'flow.Endpoint', ID: r.id, identity: r.identity, clusterName: cluster, namespace: r.namespace, labels: sorted(r.labels), podName: r.pod, workloads: [] };
     }
     let labels = labelCache.get(identity);
     if (!labels) {

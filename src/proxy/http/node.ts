@@ -8,7 +8,7 @@ import type { Secret } from '../../api/types.ts';
 import type { MapState } from '../../policy/types.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
-import type { ResolvedEndpoint } from '../../hubble/flow.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparentReplyRule } from '../../sys/proxy-socket.ts';
 import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
@@ -73,7 +73,7 @@ export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' |
   return {
     byIp(ip) {
       const e = deps.endpointByIp(ip);
-      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, podName: e.pod, labels: e.labels } : undefined;
+      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, pod: e.pod, labels: e.labels } : undefined;
     },
     identityLabels: deps.identityLabels,
   };
@@ -82,7 +82,7 @@ export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' |
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: proxyFlowResolver(deps) });
-  const otlpUrl = deps.otlpEndpoint ?? process.env.MEMBRANE_OTLP_ENDPOINT;
+  const otlpUrl = deps.otlpEndpoint;
   const otlp = otlpUrl ? new OtlpExporter({ endpoint: otlpUrl, nodeName: deps.nodeName }) : undefined;
   const onRecord = (rec: AccessRecord) => {
     deps.ingestFlow(build(rec));

@@ -21,6 +21,7 @@ import { BodyTracker, HeadParser, HttpParseError, headerValue, type MessageHead 
 import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream, ProxyConnectionView } from './stream.ts';
 import type { AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+import { proxyListenPort } from '../../common/proxy-ports.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
 
@@ -835,7 +836,7 @@ export class HttpProxy {
   /** Starts the listeners; returns each one's fd (for the datapath's sockmap) and address. */
   async start(): Promise<Partial<Record<Direction, { fd: number; port: number; host: string }>>> {
     const out: Partial<Record<Direction, { fd: number; port: number; host: string }>> = {};
-    const listen = this.opts.listen ?? { egress: { host: '127.0.0.1', port: 15001 }, ingress: { host: '127.0.0.1', port: 15002 } };
+    const listen = this.opts.listen ?? { egress: { host: '127.0.0.1', port: proxyListenPort('http', 'egress') }, ingress: { host: '127.0.0.1', port: proxyListenPort('http', 'ingress') } };
     for (const dir of ['egress', 'ingress'] as const) {
       const l = listen[dir];
       if (!l) continue;

@@ -4,14 +4,9 @@
  * agent turns them into Hubble flows, metrics and OTLP spans).
  */
 import type { Direction, L7Policy } from '../../policy/types.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 
-export interface ProxyEndpoint {
-  id: number;
-  identity: number;
-  namespace: string;
-  pod: string;
-  labels: string[];
-}
+export type ProxyEndpoint = ResolvedEndpoint;
 
 /** The MapState entry that redirected the connection, as the datapath looked it up. */
 export interface ProxyPolicyLookup {

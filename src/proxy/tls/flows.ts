@@ -14,9 +14,10 @@ import { DropReason, L7FlowType, Verdict, type Flow } from '../../hubble/gen/flo
 import { createFlowBuilder, type FlowEndpointResolver } from '../http/flows.ts';
 import type { AccessPeer } from '../http/types.ts';
 import type { Direction } from '../../policy/types.ts';
+import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 
 /** The TLS SNI proxy port the datapath redirects to (DEFAULT_PROXY_PORTS.tls). */
-export const TLS_PROXY_PORT = 15443;
+export const TLS_PROXY_PORT = DEFAULT_PROXY_PORTS.tls;
 
 export interface TlsRecord {
   verdict: 'forwarded' | 'denied' | 'error';

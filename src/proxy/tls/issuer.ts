@@ -5,7 +5,7 @@
  * issuer is generated in memory and never written anywhere, and the CA key stays in the agent.
  */
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { MembraneError } from '../../errors.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { hostNameProblem } from './clienthello.ts';
 import { EC_P256, importSigningKey, pem, randomSerial, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.ts';
 

@@ -4,6 +4,7 @@
 // Needs root. Everything made here (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) is removed in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createTopo, tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
@@ -12,7 +13,6 @@ import { destroy } from '../../../src/datapath/linux/index.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 
-const isRoot = process.getuid?.() === 0;
 const tag = `t${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
 
@@ -22,7 +22,7 @@ const ingress = (identity: number, proto: number, port = 0, portPrefixLen = port
 const egress = (identity: number, proto: number, port = 0, portPrefixLen = port ? 16 : 0, verdict: 'allow' | 'deny' = 'allow', matchType = 2): WireEntry =>
   ({ key: { direction: 'egress', identity, proto, port, portPrefixLen }, entry: { verdict, matchType } });
 
-describe('linux datapath (root, namespaces, eBPF)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
+describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
   let d: Driver;
   let A: Pod, B: Pod, C: Pod;

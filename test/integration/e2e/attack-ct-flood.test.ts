@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { ETH_IP, TCP, SYN, eth, ipv4, tcp, floodFrames, ensureRawpkt } from '../support/frames.ts';
 import { FORBIDDEN as WORLD_HOST, cnp, ns, pod, podNet, type PodNet } from '../support/attack.ts';
@@ -137,7 +136,7 @@ test('a flood of denied SYNs by one pod neither hides another pod\'s flows nor g
   }
   assert.ok(lost >= 150_000, `the attacker's events held back are reported as lost events: ${lost}`);
   // ... and the agent names the endpoint whose budget was spent
-  const log = readFileSync(labPaths(lab.env).agentLog('node1'), 'utf8');
+  const log = readFileSync(lab.paths.agentLog('node1'), 'utf8');
   assert.match(log, /"pod":"acf\/attacker"[^\n]*events over the endpoint's budget/, 'the agent logs which endpoint lost events');
   assert.doesNotMatch(log, /"pod":"acf\/victim"[^\n]*events over the endpoint's budget/, 'and not the victim');
 });

@@ -15,7 +15,6 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, type Flow } from '../support/lab.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { hubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
 import { ensureCA, issueCert } from '../../../src/lab/ca.ts';
 
@@ -54,7 +53,7 @@ const labCert = () => ['--tls-client-cert-file', pki.clientCert, '--tls-client-k
 
 before(async () => {
   await lab.up();
-  pki = hubbleTlsPaths(labPaths(lab.env).stateDir);
+  pki = hubbleTlsPaths(lab.paths.stateDir);
   const dir = await lab.dir;
   const other = await ensureCA(join(dir, 'attacker-ca'), 'CN=attacker CA');
   const c = await issueCert(other, { commonName: '*.hubble-relay.cilium.io', names: ['*.hubble-relay.cilium.io'], usage: 'client' });
@@ -145,7 +144,7 @@ test('host ports follow the pod\'s egress policy: a restricted pod reaches neith
 });
 
 test('the unix socket is root-only in the lab: nobody is refused, root reads', async () => {
-  const sock = labPaths(lab.env).hubbleSocket('node1');
+  const sock = lab.paths.hubbleSocket('node1');
   assert.equal(statSync(sock).mode & 0o777, 0o600);
   assert.equal(statSync(sock).uid, 0);
   assert.ok(statSync(sock).isSocket());
@@ -157,7 +156,7 @@ test('the unix socket is root-only in the lab: nobody is refused, root reads', a
 });
 
 test('keys are 0600 and never in the agent log', async () => {
-  const paths = labPaths(lab.env);
+  const paths = lab.paths;
   const log = readFileSync(paths.agentLog('node1'), 'utf8');
   assert.ok(log.length > 0);
   assert.doesNotMatch(log, /PRIVATE KEY/);

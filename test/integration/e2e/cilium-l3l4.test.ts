@@ -44,15 +44,22 @@ async function withPolicies(policies: object[], fn: () => Promise<void>): Promis
   try { await fn(); } finally { await lab.delete(policies); }
 }
 
+/**
+ * The drop of a denied connection: a DROPPED flow from `from` to `dst` since `since`, with the
+ * exact reason and direction (the denial came from policy, not from a dead server).
+ */
+async function expectDrop(from: string, since: Date, dst: string, reason: string, direction: 'INGRESS' | 'EGRESS'): Promise<void> {
+  const hit = (f: Flow) => f.verdict === 'DROPPED' && f.IP?.destination === dst;
+  const fs = await flowsFrom(from, since, (x) => x.some(hit));
+  const d = fs.find(hit);
+  assert.ok(d, `a DROPPED flow ${from} -> ${dst}: ${JSON.stringify(fs.slice(-5).map((f) => [f.verdict, f.IP?.destination, f.drop_reason_desc]))}`);
+  assert.equal(d.drop_reason_desc, reason);
+  assert.equal(d.traffic_direction, direction);
+}
+
 /** Flows from one pod since a moment, polled until `pred` holds (the ring is read asynchronously). */
-async function flowsFrom(podName: string, since: Date, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--from-pod', `l34/${podName}`, '--since', since.toISOString(), '--last', '1000']);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsFrom(podName: string, since: Date, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--from-pod', `l34/${podName}`, '--since', since.toISOString(), '--last', '1000'], pred);
 }
 
 test('fromEndpoints: only the selected peer reaches the server; the other is dropped with POLICY_DENIED', async () => {
@@ -75,27 +82,39 @@ test('fromEndpoints: only the selected peer reaches the server; the other is dro
 });
 
 test('toEntities world / cluster / host, and CIDR with except', async () => {
+  // Positive control: without policy the client reaches both worlds and the server.
+  assert.deepEqual(await reach('client', [`${WORLD_A}:80/tcp`, `${WORLD_B}:80/tcp`, `${ip.server}:8080/tcp`]),
+    { [`${WORLD_A}:80/tcp`]: true, [`${WORLD_B}:80/tcp`]: true, [`${ip.server}:8080/tcp`]: true });
   await withPolicies([cnp('client-world', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['world'] }] })], async () => {
+    const since = new Date();
     const r = await reach('client', [`${WORLD_A}:80/tcp`, `${ip.server}:8080/tcp`]);
     assert.deepEqual(r, { [`${WORLD_A}:80/tcp`]: true, [`${ip.server}:8080/tcp`]: false });
+    await expectDrop('client', since, ip.server!, 'POLICY_DENIED', 'EGRESS');
   });
   await withPolicies([cnp('client-cluster', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['cluster'] }] })], async () => {
+    const since = new Date();
     const r = await reach('client', [`${WORLD_A}:80/tcp`, `${ip.server}:8080/tcp`]);
     assert.deepEqual(r, { [`${WORLD_A}:80/tcp`]: false, [`${ip.server}:8080/tcp`]: true });
+    await expectDrop('client', since, WORLD_A, 'POLICY_DENIED', 'EGRESS');
   });
   await withPolicies([cnp('client-host', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [{ toEntities: ['host'] }] })], async () => {
+    const since = new Date();
     const toHost = await lab.exec('l34', 'client', ['ping', '-c', '1', '-W', '1', NODE_IP]);
     assert.equal(toHost.code, 0, `ping host: ${toHost.stdout}${toHost.stderr}`);
     const toWorld = await lab.exec('l34', 'client', ['ping', '-c', '1', '-W', '1', WORLD_A]);
     assert.notEqual(toWorld.code, 0, 'ping world must be dropped');
+    await expectDrop('client', since, WORLD_A, 'POLICY_DENIED', 'EGRESS');
   });
   await withPolicies([cnp('client-cidr', {
     endpointSelector: { matchLabels: { app: 'client' } },
     egress: [{ toCIDRSet: [{ cidr: '0.0.0.0/0', except: ['203.0.113.0/24'] }] }],
   })], async () => {
+    const since = new Date();
     const r = await reach('client', [`${WORLD_A}:80/tcp`, `${WORLD_B}:80/tcp`, `${ip.server}:8080/tcp`]);
     // CIDR rules never select pods (Cilium): the server stays unreachable.
     assert.deepEqual(r, { [`${WORLD_A}:80/tcp`]: true, [`${WORLD_B}:80/tcp`]: false, [`${ip.server}:8080/tcp`]: false });
+    await expectDrop('client', since, WORLD_B, 'POLICY_DENIED', 'EGRESS');
+    await expectDrop('client', since, ip.server!, 'POLICY_DENIED', 'EGRESS');
   });
 });
 
@@ -122,16 +141,20 @@ test('deny beats allow (POLICY_DENY 181); a deny-only policy makes the endpoint 
 
 test('replies pass through an ingress deny-all; new connections in do not', async () => {
   await withPolicies([cnp('client-no-ingress', { endpointSelector: { matchLabels: { app: 'client' } }, ingress: [{}] })], async () => {
+    const since = new Date();
     assert.deepEqual(await reach('client', [`${ip.server}:8080/tcp`, `${ip.server}:8080/udp`]), { [`${ip.server}:8080/tcp`]: true, [`${ip.server}:8080/udp`]: true });
     assert.deepEqual(await reach('server', [`${ip.client}:8080/tcp`]), { [`${ip.client}:8080/tcp`]: false });
     const fs = await flowsFrom('server', new Date(Date.now() - 5000), (x) => x.length > 0);
     assert.ok(fs.length > 0, 'server has flows (its replies to the client)');
+    await expectDrop('server', since, ip.client!, 'POLICY_DENIED', 'INGRESS');
   });
 });
 
 test('a pod cannot send with another pod\'s address', async () => {
   // ping -I with a foreign source address needs the address on an interface: the kernel refuses,
   // so spoof with a raw UDP datagram through `nc -s` after adding the address inside the pod.
+  // Positive control: with its own address the intruder reaches the server (no policy applies).
+  assert.deepEqual(await reach('intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: true });
   const add = await lab.exec('l34', 'intruder', ['ip', 'addr', 'add', `${ip.client}/32`, 'dev', 'eth0']);
   assert.equal(add.code, 0, add.stderr);
   try {

@@ -44,14 +44,8 @@ async function withPolicies(ps: object[], fn: () => Promise<void>): Promise<void
   try { await fn(); } finally { await lab.delete(ps); }
 }
 
-async function flowsOf(podName: string, since: Date, extra: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--pod', `${NS}/${podName}`, '--since', since.toISOString(), '--last', '2000', ...extra]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsOf(podName: string, since: Date, extra: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--pod', `${NS}/${podName}`, '--since', since.toISOString(), '--last', '2000', ...extra], pred);
 }
 
 const dnsOf = (f: Flow) => (f.l7 as { dns?: { query?: string; rcode?: number; ips?: string[]; qtypes?: string[] } } | undefined)?.dns;
@@ -168,18 +162,22 @@ test('two pods on a node with different rules do not share permissions', async (
   });
 });
 
-test('FQDN with L7: toFQDNs + HTTP rules on port 80 (needs the HTTP proxy)', async (t) => {
+test('FQDN with L7: toFQDNs + HTTP rules on port 80 (the HTTP proxy judges each request)', async () => {
   await withPolicies([cnp('fqdn-l7', 'client', [toDNS([{ matchPattern: '*' }]), toFQDNs([{ matchName: 'api.openai.com' }], ['80'], { http: [{ method: 'GET', path: '/v1/models' }] })])], async () => {
+    const since = new Date();
     const ok = await lab.exec(NS, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/v1/models']);
     const denied = await lab.exec(NS, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', 'POST', 'http://api.openai.com/v1/chat/completions']);
     const other = await lab.exec(NS, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', 'http://example.com/']);
-    if (ok.stdout !== '200' && denied.stdout !== '403') {
-      t.skip(`the HTTP proxy does not answer yet (GET ${ok.stdout}, POST ${denied.stdout})`);
-      return;
-    }
-    assert.equal(ok.stdout, '200');
-    assert.equal(denied.stdout, '403');
+    assert.equal(ok.stdout, '200', `GET /v1/models: ${ok.stdout} ${ok.stderr}`);
+    assert.equal(denied.stdout, '403', `POST /v1/chat/completions: ${denied.stdout} ${denied.stderr}`);
     assert.equal(other.stdout, '000');
+    // The 403 is the proxy's verdict: a DROPPED L7 flow for that request.
+    const http = (f: Flow) => (f.l7 as { http?: { method?: string; url?: string } } | undefined)?.http;
+    const fs = await flowsOf('client', since, ['--type', 'l7'], (x) => x.some((f) => f.verdict === 'DROPPED' && http(f)?.method === 'POST'));
+    const drop = fs.find((f) => f.verdict === 'DROPPED' && http(f)?.method === 'POST');
+    assert.ok(drop, JSON.stringify(fs.map((f) => [f.verdict, http(f)])));
+    assert.match(http(drop)?.url ?? '', /api\.openai\.com\/v1\/chat\/completions/);
+    assert.ok(fs.some((f) => f.verdict === 'FORWARDED' && http(f)?.method === 'GET'), 'the allowed GET is a FORWARDED L7 flow');
   });
 });
 

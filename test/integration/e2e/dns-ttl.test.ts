@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { TestLab, REPO } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`dnst${process.pid % 10000}`);
 const NS = 'ttl';
@@ -69,7 +68,7 @@ test('the DNS cache survives an agent restart: a learned IP stays allowed withou
   };
   assert.equal((await probe([{ op: 'lookupConnect', name: 'api.openai.com', port: 80 }]))[0]!.connected, true);
   await new Promise((r) => setTimeout(r, 2500)); // the cache is saved every 2 s
-  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node1'), 'utf8'));
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 100; i++) {
     try { process.kill(pid, 0); } catch { break; }

@@ -74,14 +74,8 @@ async function raw(cases: { name: string; parts: (string | { text: string; repea
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, Outcome>;
 }
 
-async function l7Flows(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', '--pod', `${NS}/client`, '--since', since, '--last', '1000']);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function l7Flows(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', '--pod', `${NS}/client`, '--since', since, '--last', '1000'], pred);
 }
 
 const H = 'Host: echo\r\n';

@@ -50,14 +50,8 @@ async function curl(from: string, path: string, opts: { method?: string; headers
   return { status: m ? Number(m[1]) : 0, headers: split > 0 ? text.slice(0, split) : text, body: split > 0 ? text.slice(split + 4) : '' };
 }
 
-async function l7Flows(args: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', ...args]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function l7Flows(args: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', ...args], pred);
 }
 type L7 = { type?: string; http?: { method?: string; url?: string; code?: number; headers?: { key: string; value: string }[] } };
 const l7 = (f: Flow) => f.l7 as L7 | undefined;

@@ -28,14 +28,8 @@ async function curl(ship: string, method: string, path: string, maxTime = 5): Pr
   return { status: out.slice(i + 1).trim(), body: out.slice(0, i) };
 }
 
-async function l7Flows(args: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', ...args]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function l7Flows(args: string[], pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', ...args], pred);
 }
 
 test('without policy both ships land; GET /v1 describes the station', async () => {
@@ -52,11 +46,8 @@ test('L3/L4 rule1: the xwing is dropped (POLICY_DENIED), the tiefighter lands', 
   await lab.settle();
   assert.deepEqual(await curl('tiefighter', 'POST', '/v1/request-landing'), { status: '200', body: 'Ship landed\n' });
   assert.equal((await curl('xwing', 'POST', '/v1/request-landing', 2)).status, '000');
-  let drops: Flow[] = [];
-  for (let i = 0; i < 20 && !drops.length; i++) {
-    drops = (await lab.flows(['--from-pod', 'default/xwing', '--verdict', 'DROPPED', '--since', since])).filter((f) => f.drop_reason_desc === 'POLICY_DENIED');
-    if (!drops.length) await new Promise((r) => setTimeout(r, 250));
-  }
+  const denied = (fs: Flow[]) => fs.filter((f) => f.drop_reason_desc === 'POLICY_DENIED');
+  const drops = denied(await lab.waitFlows(['--from-pod', 'default/xwing', '--verdict', 'DROPPED', '--since', since], (fs) => denied(fs).length > 0));
   assert.ok(drops.length > 0, 'a POLICY_DENIED drop from the xwing');
   assert.match(drops[0]!.destination?.pod_name ?? '', /^deathstar-/);
 });

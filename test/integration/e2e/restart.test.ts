@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`rs${process.pid % 10000}`);
 let ip: Record<string, string> = {};
@@ -36,7 +35,7 @@ after(async () => { await lab.down(); });
 const lastOk = (out: string) => Math.max(0, ...[...out.matchAll(/ok (\d+)/g)].map((m) => Number(m[1])));
 
 test('kill the agent mid-connection: the connection survives, denial holds, missed flows come back', async () => {
-  const pidFile = labPaths(lab.env).agentPidFile('node1');
+  const pidFile = lab.paths.agentPidFile('node1');
   const endpoints = async () => (JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'rs', '-o', 'json'])) as { items: { pod: string; id: number; identity: number }[] })
     .items.map((e) => `${e.pod}:${e.id}:${e.identity}`).sort();
   const before0 = await endpoints();
@@ -73,16 +72,17 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
     assert.match(out, /done \d+/);
 
     // The drop that happened while no agent ran is reported by the restarted agent.
-    let drops: Awaited<ReturnType<typeof lab.flows>> = [];
-    for (let i = 0; i < 20; i++) {
-      drops = await lab.flows(['--from-pod', 'rs/intruder', '--verdict', 'DROPPED', '--last', '100']);
-      if (drops.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000)) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const drops = await lab.waitFlows(['--from-pod', 'rs/intruder', '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000));
     assert.ok(drops.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000 && f.drop_reason_desc === 'POLICY_DENIED'),
       `a POLICY_DENIED flow from the downtime: ${JSON.stringify(drops.map((f) => [f.time, f.drop_reason_desc]))}`);
 
-    // And the restarted agent enforces and reports as before.
+    // And the restarted agent enforces and reports as before: allowed traffic passes (and is
+    // reported FORWARDED by the new agent), denied traffic stays denied.
+    const afterRestart = new Date();
+    assert.deepEqual(await lab.probe('rs', 'client', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: true });
+    const fwd = await lab.waitFlows(['--from-pod', 'rs/client', '--verdict', 'FORWARDED', '--since', afterRestart.toISOString(), '--last', '100'],
+      (fs) => fs.some((f) => f.IP?.destination === ip.server));
+    assert.ok(fwd.some((f) => f.IP?.destination === ip.server && f.l4?.TCP?.destination_port === 8080), `a FORWARDED flow client -> server after the restart: ${JSON.stringify(fwd.slice(-3))}`);
     assert.deepEqual(await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false });
     // Same endpoint IDs and identities: the pinned maps stay valid, nothing is renumbered.
     assert.deepEqual(await endpoints(), before0);

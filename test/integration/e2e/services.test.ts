@@ -84,12 +84,8 @@ test('policy sees the backend: connections that land on a denied backend are dro
     assert.ok(got.includes('web-a'), `some connections land on web-a (allowed): ${got}`);
     assert.ok(got.includes(''), `some land on web-b (denied): ${got}`);
     assert.ok(!got.includes('web-b'), `web-b never answers: ${got}`);
-    let drops: Flow[] = [];
-    for (let i = 0; i < 20 && !drops.length; i++) {
-      const fs = await lab.flows(['--from-pod', 'svc/client', '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '1000']);
-      drops = fs.filter((f) => f.IP?.destination === ip.b);
-      if (!drops.length) await new Promise((r) => setTimeout(r, 250));
-    }
+    const toB = (fs: Flow[]) => fs.filter((f) => f.IP?.destination === ip.b);
+    const drops = toB(await lab.waitFlows(['--from-pod', 'svc/client', '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '1000'], (fs) => toB(fs).length > 0));
     assert.ok(drops.length > 0, 'a DROPPED flow client -> web-b (the backend, not the VIP)');
     assert.equal(drops[0]!.drop_reason_desc, 'POLICY_DENIED');
     assert.equal(drops[0]!.traffic_direction, 'EGRESS');
@@ -104,12 +100,8 @@ test('a Service without backends drops with SERVICE_BACKEND_NOT_FOUND', async ()
   const since = new Date();
   const r = await lab.exec('svc', 'client', ['bash', '-c', `curl -s --connect-timeout 1 -m 2 http://${emptyVip}:80/; echo rc=$?`]);
   assert.doesNotMatch(r.stdout, /rc=0/);
-  let drops: Flow[] = [];
-  for (let i = 0; i < 20 && !drops.length; i++) {
-    const fs = await lab.flows(['--from-pod', 'svc/client', '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '1000']);
-    drops = fs.filter((f) => f.IP?.destination === emptyVip);
-    if (!drops.length) await new Promise((r) => setTimeout(r, 250));
-  }
+  const toVip = (fs: Flow[]) => fs.filter((f) => f.IP?.destination === emptyVip);
+  const drops = toVip(await lab.waitFlows(['--from-pod', 'svc/client', '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '1000'], (fs) => toVip(fs).length > 0));
   assert.ok(drops.length > 0, 'a DROPPED flow to the empty service');
   assert.equal(drops[0]!.drop_reason_desc, 'SERVICE_BACKEND_NOT_FOUND');
 });

@@ -8,7 +8,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`ting${process.pid % 10000}`);
@@ -20,7 +19,7 @@ const cnp = (name: string, spec: object) => ({ apiVersion: 'cilium.io/v2', kind:
 
 before(async () => {
   await lab.up();
-  const stateDir = labPaths(lab.env).stateDir;
+  const stateDir = lab.paths.stateDir;
   CA = caCertPath(stateDir);
   await lab.ok(['apply', '-f', '-'], { input: `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${NS}}\n---\n${await lab.ok(['lab', 'ca', '--secret', 'lab-ca', '-n', NS])}` });
   await lab.apply([
@@ -51,14 +50,8 @@ async function curl(name: string, path: string, method = 'GET'): Promise<{ code:
   return { code: r.code, status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, Math.max(0, i)), err: r.stderr };
 }
 
-async function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', '--since', since]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', '--since', since], pred);
 }
 
 test('ingress serverNames: the pod admits TLS for its own name only; the flow is INGRESS', async () => {

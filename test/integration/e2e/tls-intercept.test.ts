@@ -12,7 +12,6 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`tint${process.pid % 10000}`);
@@ -43,7 +42,7 @@ const l7tls = (originSecret: string, serverNames?: string[]) => cnp('client-egre
 before(async () => {
   await lab.up();
   const dir = await lab.dir;
-  LABCA = caCertPath(labPaths(lab.env).stateDir);
+  LABCA = caCertPath(lab.paths.stateDir);
   ICA = join(dir, 'ica.crt');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ica.key'), '-out', ICA,
     '-days', '2', '-subj', '/CN=membrane test interception CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'], { stdio: 'ignore' });
@@ -75,14 +74,8 @@ async function curl(path: string, opts: { method?: string; ca?: string; name?: s
   return { code: r.code, status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, Math.max(0, i)), err: r.stderr };
 }
 
-async function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = await lab.flows(['--type', 'l7', '--since', since]);
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+function flowsSince(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
+  return lab.waitFlows(['--type', 'l7', '--since', since], pred);
 }
 type L7 = { type?: string; http?: { method?: string; url?: string; code?: number } };
 const l7 = (f: Flow) => f.l7 as L7 | undefined;

@@ -9,7 +9,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
 const lab = new TestLab(`tsni${process.pid % 10000}`);
@@ -25,7 +24,7 @@ const dnsAllow = {
 
 before(async () => {
   await lab.up();
-  CA = caCertPath(labPaths(lab.env).stateDir);
+  CA = caCertPath(lab.paths.stateDir);
   await lab.apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
     { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: NS, labels: { app: 'client' } }, spec: { containers: [{ name: 'c', image: 'curlimages/curl' }] } },
@@ -48,14 +47,9 @@ async function curl(pod: string, name: string, opts: { resolve?: string; path?: 
   return { code: r.code, body: r.stdout, err: r.stderr };
 }
 
+const helloFlows = (fs: Flow[]) => fs.filter((f) => String(f.Summary ?? '').startsWith('TLS ClientHello'));
 async function tlsFlows(since: string, pred: (fs: Flow[]) => boolean): Promise<Flow[]> {
-  let fs: Flow[] = [];
-  for (let i = 0; i < 20; i++) {
-    fs = (await lab.flows(['--type', 'l7', '--since', since])).filter((f) => String(f.Summary ?? '').startsWith('TLS ClientHello'));
-    if (pred(fs)) return fs;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return fs;
+  return helloFlows(await lab.waitFlows(['--type', 'l7', '--since', since], (fs) => pred(helloFlows(fs))));
 }
 
 const sniPolicy = cnp('tls-sni', {
@@ -100,15 +94,29 @@ test('serverNames wildcards follow the FQDN pattern rules (*.example.com: one la
     endpointSelector: { matchLabels: { app: 'client' } },
     egress: [dnsAllow, { toCIDR: ['203.0.113.0/24'], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }], serverNames: names }] }],
   });
+  // Each reset must be the policy's: a DROPPED POLICY_DENIED flow naming the refused SNI.
+  const refused = async (since: string, names: string[]) => {
+    const drops = (fs: Flow[]) => fs.filter((f) => f.verdict === 'DROPPED');
+    const fs = drops(await tlsFlows(since, (x) => names.every((n) => drops(x).some((f) => String(f.Summary).includes(`SNI ${n} refused`)))));
+    for (const n of names) {
+      const d = fs.find((f) => String(f.Summary).includes(`SNI ${n} refused`));
+      assert.ok(d, `a refused flow for ${n}: ${fs.map((f) => f.Summary).join(' | ')}`);
+      assert.equal(d.drop_reason_desc, 'POLICY_DENIED');
+    }
+  };
   await withPolicies([pol(['*.example.com'])], async () => {
+    const since = new Date().toISOString();
     assert.equal((await curl('client', 'www.example.com')).code, 0);
     assert.equal((await curl('client', 'a.example.com')).code, 0);
     assert.equal((await curl('client', 'example.com')).code, 35, '*.x needs one label');
     assert.equal((await curl('client', 'a.b.example.com')).code, 35, '*.x is one label only');
+    await refused(since, ['example.com', 'a.b.example.com']);
   });
   await withPolicies([pol(['**.example.com'])], async () => {
+    const since = new Date().toISOString();
     assert.equal((await curl('client', 'a.b.example.com')).code, 0);
     assert.equal((await curl('client', 'example.com')).code, 35);
+    await refused(since, ['example.com']);
   });
 });
 

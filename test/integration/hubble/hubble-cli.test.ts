@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { TestLab, REPO } from '../support/lab.ts';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hubbleCli } from '../support/hubble-cli.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 
 const lab = new TestLab(`hcl${process.pid % 10000}`);
 const HUBBLE = hubbleCli();
@@ -34,7 +33,7 @@ const flowsOf = (stdout: string): JsonFlow[] =>
 
 before(async () => {
   await lab.up();
-  sock = labPaths(lab.env).hubbleSocket('node1');
+  sock = lab.paths.hubbleSocket('node1');
   tlsFlags = (await lab.ok(['lab', 'hubble', '--flags'])).trim().split('\n');
   await lab.apply([
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'cli' } },
@@ -53,7 +52,7 @@ before(async () => {
 after(async () => { await lab.down(); });
 
 test('membrane lab hubble --flags: the hubble CLI\'s TLS flags for node1', () => {
-  const st = labPaths(lab.env).stateDir;
+  const st = lab.paths.stateDir;
   assert.deepEqual(tlsFlags, [
     '--server', '192.0.2.1:4244', '--tls', '--tls-ca-cert-files', `${st}/hubble-tls/ca.crt`,
     '--tls-client-cert-file', `${st}/hubble-tls/client.crt`, '--tls-client-key-file', `${st}/hubble-tls/client.key`,
@@ -114,7 +113,7 @@ test('hubble observe --last N -o json over both transports = membrane observe ov
 
 /** Stops node1's agent and starts it again through `membrane up` with this environment. */
 async function restartAgent(env: NodeJS.ProcessEnv): Promise<void> {
-  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node1'), 'utf8'));
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200; i++) {
     try { process.kill(pid, 0); } catch { break; }
@@ -147,18 +146,18 @@ test('MEMBRANE_HUBBLE_DISABLE_TLS=true serves plain text (and says so); without 
   assert.equal(tls.code, 0, tls.stderr);
 });
 
-test('bad setting: MEMBRANE_HUBBLE_DISABLE_TLS=yes stops the agent with a clear error', async () => {
-  const pid = Number(readFileSync(labPaths(lab.env).agentPidFile('node1'), 'utf8'));
+test('bad setting: MEMBRANE_HUBBLE_DISABLE_TLS=yes stops `membrane up` with a clear error before any agent starts', async () => {
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node1'), 'utf8'));
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200; i++) {
     try { process.kill(pid, 0); } catch { break; }
     await new Promise((r) => setTimeout(r, 50));
   }
   const bad = await lab.run(['up'], { env: { MEMBRANE_HUBBLE_DISABLE_TLS: 'yes' }, timeoutMs: 180_000 });
-  assert.notEqual(bad.code, 0);
-  assert.match(bad.stderr, /LAB_AGENT_FAILED/);
-  assert.match(bad.stderr, /MEMBRANE_HUBBLE_DISABLE_TLS="yes": expected true or false/);
-  assert.match(bad.stderr, /code: 'HUBBLE_BAD_SETTING'/);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /error: CONFIG_INVALID: hubbleDisableTls \(--hubble-disable-tls \/ MEMBRANE_HUBBLE_DISABLE_TLS\): "yes" is not true or false/);
+  assert.ok(!existsSync(lab.paths.agentPidFile('node1')), 'no agent was started');
+  // control: the same lab comes up with the setting unset, serving mutual TLS
   await lab.ok(['up'], { env: { MEMBRANE_HUBBLE_DISABLE_TLS: '' }, timeoutMs: 180_000 });
   assert.match(await lab.ok(['status']), /:4244 mutual TLS/);
 });

@@ -20,7 +20,7 @@ import { observerClient, type ServerTarget } from '../../../src/hubble/client.ts
 import { hubbleServerName } from '../../../src/hubble/tls.ts';
 import { ensureHubbleCerts, type HubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
 import { ensureCA, issueCert } from '../../../src/lab/ca.ts';
-import { MembraneError } from '../../../src/errors.ts';
+import { MembraneError } from '../../../src/common/errors.ts';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 

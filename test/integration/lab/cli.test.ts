@@ -1,9 +1,10 @@
 /**
- * `membrane up` / `exec` / `down` through the CLI with real agents (skipped until the agent's
- * composition root, src/agent/compose.ts, exists). Own lab name and state dir; `down` in after().
+ * `membrane up` / `exec` / `down` through the CLI with real agents. Own lab name and state dir;
+ * `down` in after().
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,9 +15,7 @@ const BIN = join(REPO, 'bin/membrane');
 const LAB = `lc${Math.floor(Math.random() * 1e6).toString(36)}`;
 const STATE = `/tmp/membrane-test-${LAB}`;
 const env = { ...process.env, MEMBRANE_LAB: LAB, MEMBRANE_STATE_DIR: STATE };
-const root = process.getuid?.() === 0;
-const ready = root && existsSync(join(REPO, 'src/agent/compose.ts'));
-const skip = !ready && (root ? 'src/agent/compose.ts does not exist yet' : 'needs root');
+const skip = skipUnless('root');
 const dir = mkdtempSync(join(tmpdir(), 'lab-cli-'));
 
 function membrane(args: string[], timeout = 120_000): { code: number; out: string; err: string } {
@@ -57,7 +56,7 @@ before(() => {
 });
 
 after(() => {
-  if (ready) membrane(['down']);
+  if (!skip) membrane(['down']);
   rmSync(dir, { recursive: true, force: true });
 });
 

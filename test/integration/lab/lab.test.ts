@@ -5,24 +5,27 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pod, Container } from '../../../src/api/types.ts';
-import type { PodNetworkInfo } from '../../../src/agent/ports.ts';
+import type { PodNetworkInfo } from '../../../src/agent/pod-network.ts';
 
 const LAB = `lt${Math.floor(Math.random() * 1e6).toString(36)}`;
 process.env.MEMBRANE_LAB = LAB;
 process.env.MEMBRANE_STATE_DIR = `/tmp/membrane-test-${LAB}`;
 process.env.MEMBRANE_BPFFS = `/tmp/membrane-test-${LAB}-bpffs`;
 
-const { labPaths } = await import('../../../src/agent/paths.ts');
+const { labPaths } = await import('../../../src/common/paths.ts');
 const lab = await import('../../../src/lab/index.ts');
 const { createPodNetworks: rawNetworks } = await import('../../../src/lab/network.ts');
 const { createWorkloads: rawWorkloads } = await import('../../../src/lab/workloads.ts');
 
-const root = process.getuid?.() === 0;
-const paths = labPaths();
+const needsRoot = skipUnless('root');
+const { loadConfig } = await import('../../../src/common/config.ts');
+const config = loadConfig();
+const paths = labPaths(config);
 const REPO = lab.REPO_ROOT;
 const PROBE = join(REPO, 'test/integration/support/probe.ts');
 
@@ -55,8 +58,8 @@ function labNetns(): string[] {
 }
 
 before(async () => {
-  if (!root) return;
-  await lab.labUp({ nodes: 1, networkOnly: true });
+  if (needsRoot) return;
+  await lab.labUp({ config, nodes: 1, networkOnly: true });
   nets = rawNetworks({ lab: LAB, node: 'node1', nodeIndex: 1, paths });
   wl = rawWorkloads({ lab: LAB, node: 'node1', paths, repoRoot: REPO });
   for (const p of [server, client, cmd]) {
@@ -67,11 +70,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (!root) return;
-  await lab.labDown();
+  if (needsRoot) return;
+  await lab.labDown({ config });
 });
 
-test('names: pod netns, host veth, MAC follow the contract', { skip: !root && 'needs root' }, () => {
+test('names: pod netns, host veth, MAC follow the contract', { skip: needsRoot }, () => {
   const s = info.server!;
   assert.equal(s.netns, lab.podNetnsName('node1', 'default', 'server', LAB));
   assert.match(s.netns, new RegExp(`^${LAB}-p-[0-9a-f]{8}$`));
@@ -81,7 +84,7 @@ test('names: pod netns, host veth, MAC follow the contract', { skip: !root && 'n
   assert.notEqual(info.client!.ip, s.ip);
 });
 
-test('pod to pod: TCP and UDP on 80 and 81 (agnhost-like server), closed port refused', { skip: !root && 'needs root' }, () => {
+test('pod to pod: TCP and UDP on 80 and 81 (agnhost-like server), closed port refused', { skip: needsRoot }, () => {
   const ip = info.server!.ip;
   const r = probe(info.client!.netns, [`${ip}:80/tcp`, `${ip}:81/tcp`, `${ip}:80/udp`, `${ip}:81/udp`, `${ip}:82/tcp`]);
   assert.deepEqual(r, { [`${ip}:80/tcp`]: true, [`${ip}:81/tcp`]: true, [`${ip}:80/udp`]: true, [`${ip}:81/udp`]: true, [`${ip}:82/tcp`]: false });
@@ -98,7 +101,7 @@ test('pod to pod: TCP and UDP on 80 and 81 (agnhost-like server), closed port re
   assert.equal(host.out, 'server');
 });
 
-test('pod to world hosts: HTTP and UDP echo', { skip: !root && 'needs root' }, () => {
+test('pod to world hosts: HTTP and UDP echo', { skip: needsRoot }, () => {
   for (const h of lab.worldHosts) {
     const r = inPod(info.client!.netns, ['curl', '-sS', '-m', '3', `http://${h.ip}:${h.tcp[0]}/w`]);
     assert.equal(r.code, 0, r.out);
@@ -109,7 +112,7 @@ test('pod to world hosts: HTTP and UDP echo', { skip: !root && 'needs root' }, (
   }
 });
 
-test('pod files: resolv.conf and hosts through ip netns exec', { skip: !root && 'needs root' }, () => {
+test('pod files: resolv.conf and hosts through ip netns exec', { skip: needsRoot }, () => {
   const r = inPod(info.client!.netns, ['cat', '/etc/resolv.conf']);
   assert.match(r.out, /^nameserver 10\.96\.0\.10$/m);
   assert.match(r.out, /^search other\.svc\.cluster\.local svc\.cluster\.local cluster\.local$/m);
@@ -118,7 +121,7 @@ test('pod files: resolv.conf and hosts through ip netns exec', { skip: !root && 
   assert.ok(h.out.includes(`${info.client!.ip}\t`) && h.out.includes(' client'), h.out);
 });
 
-test('command containers run the host command in the pod namespace', { skip: !root && 'needs root' }, async () => {
+test('command containers run the host command in the pod namespace', { skip: needsRoot }, async () => {
   const pids = await wl.pids(cmd);
   const pid = pids.sh!;
   assert.ok(pid);
@@ -128,14 +131,14 @@ test('command containers run the host command in the pod namespace', { skip: !ro
   assert.equal(a.trim(), inNs.out.trim());
 });
 
-test('echo workloads run a stripped .mjs (no TypeScript stripper per pod) and stay small', { skip: !root && 'needs root' }, async () => {
+test('echo workloads run a stripped .mjs (no TypeScript stripper per pod) and stay small', { skip: needsRoot }, async () => {
   const pid = (await wl.pids(server)).web!;
   assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /programs\/echo\.[0-9a-f]{12}\.mjs/);
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
   assert.ok(rssKb < 80_000, `echo RSS ${rssKb} kB`);
 });
 
-test('restart: ensure again (new PodNetworks/Workloads objects) adopts: same IP, same pids', { skip: !root && 'needs root' }, async () => {
+test('restart: ensure again (new PodNetworks/Workloads objects) adopts: same IP, same pids', { skip: needsRoot }, async () => {
   const before = await wl.pids(server);
   const nets2 = rawNetworks({ lab: LAB, node: 'node1', nodeIndex: 1, paths });
   const wl2 = rawWorkloads({ lab: LAB, node: 'node1', paths, repoRoot: REPO });
@@ -152,7 +155,7 @@ test('restart: ensure again (new PodNetworks/Workloads objects) adopts: same IP,
   assert.equal(probe(info.client!.netns, [`${n2.ip}:80/tcp`])[`${n2.ip}:80/tcp`], true);
 });
 
-test('remove: stop + remove leaves no netns, veth, files or processes; the IP is reused', { skip: !root && 'needs root' }, async () => {
+test('remove: stop + remove leaves no netns, veth, files or processes; the IP is reused', { skip: needsRoot }, async () => {
   const pids = await wl.pids(cmd);
   await wl.stop(cmd);
   await nets.remove(cmd);
@@ -166,10 +169,10 @@ test('remove: stop + remove leaves no netns, veth, files or processes; the IP is
   await nets.remove(pod('cmd2', []));
 });
 
-test('labDown removes everything and is idempotent', { skip: !root && 'needs root' }, async () => {
+test('labDown removes everything and is idempotent', { skip: needsRoot }, async () => {
   const pids = [...Object.values(await wl.pids(server)), ...Object.values(await wl.pids(client))].filter((p): p is number => !!p);
   const worldPid = Number(readFileSync(join(paths.stateDir, 'world', 'echo.pid'), 'utf8'));
-  const r = await lab.labDown();
+  const r = await lab.labDown({ config });
   assert.ok(r.namespaces.length >= 5);
   assert.deepEqual(labNetns(), []);
   assert.deepEqual((existsSync('/etc/netns') ? readdirSync('/etc/netns') : []).filter((n) => n.startsWith(`${LAB}-`)), []);
@@ -178,6 +181,6 @@ test('labDown removes everything and is idempotent', { skip: !root && 'needs roo
     const alive = existsSync(`/proc/${p}`) && !readFileSync(`/proc/${p}/stat`, 'utf8').includes(') Z');
     assert.ok(!alive, `pid ${p} is gone`);
   }
-  const again = await lab.labDown();
+  const again = await lab.labDown({ config });
   assert.deepEqual(again.namespaces, []);
 });

@@ -5,22 +5,25 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pod, Container } from '../../../src/api/types.ts';
-import type { PodNetworkInfo } from '../../../src/agent/ports.ts';
+import type { PodNetworkInfo } from '../../../src/agent/pod-network.ts';
 
 const LAB = `lm${Math.floor(Math.random() * 1e6).toString(36)}`;
 process.env.MEMBRANE_LAB = LAB;
 process.env.MEMBRANE_STATE_DIR = `/tmp/membrane-test-${LAB}`;
 process.env.MEMBRANE_BPFFS = `/tmp/membrane-test-${LAB}-bpffs`;
 
-const { labPaths } = await import('../../../src/agent/paths.ts');
+const { labPaths } = await import('../../../src/common/paths.ts');
 const lab = await import('../../../src/lab/index.ts');
 
-const root = process.getuid?.() === 0;
-const paths = labPaths();
+const needsRoot = skipUnless('root');
+const { loadConfig } = await import('../../../src/common/config.ts');
+const config = loadConfig();
+const paths = labPaths(config);
 const REPO = lab.REPO_ROOT;
 const PROBE = join(REPO, 'test/integration/support/probe.ts');
 const rootState = () => ({
@@ -45,10 +48,10 @@ function probe(netns: string, targets: string[]): Record<string, boolean> {
 }
 
 before(async () => {
-  if (!root) return;
+  if (needsRoot) return;
   rootBefore = rootState();
-  await lab.labUp({ nodes: 2, networkOnly: true });
-  await lab.labUp({ nodes: 2, networkOnly: true }); // idempotent
+  await lab.labUp({ config, nodes: 2, networkOnly: true });
+  await lab.labUp({ config, nodes: 2, networkOnly: true }); // idempotent
   for (const [k, v] of Object.entries(pods)) {
     const node = `node${v.node}`;
     const nets = lab.createPodNetworks({ lab: LAB, node, nodeIndex: v.node, paths });
@@ -59,11 +62,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (!root) return;
-  await lab.labDown();
+  if (needsRoot) return;
+  await lab.labDown({ config });
 });
 
-test('cross-node pod traffic and node 2 to the world', { skip: !root && 'needs root' }, () => {
+test('cross-node pod traffic and node 2 to the world', { skip: needsRoot }, () => {
   assert.match(info.b!.ip, /^10\.244\.2\./);
   assert.notEqual(info.a!.netns, info.b!.netns);
   const a = info.a!.ip;
@@ -73,7 +76,7 @@ test('cross-node pod traffic and node 2 to the world', { skip: !root && 'needs r
   assert.deepEqual(probe(info.a!.netns, [`${b}:80/tcp`, `${b}:80/udp`]), { [`${b}:80/tcp`]: true, [`${b}:80/udp`]: true });
 });
 
-test('the root namespace gets no links or routes into the lab', { skip: !root && 'needs root' }, () => {
+test('the root namespace gets no links or routes into the lab', { skip: needsRoot }, () => {
   const now = rootState();
   assert.deepEqual(now.links, rootBefore.links);
   // (this machine's own network may use the same documentation prefixes: compare, don't grep)
@@ -86,10 +89,10 @@ test('the root namespace gets no links or routes into the lab', { skip: !root &&
   }
 });
 
-test('labDown after a crash (state dir lost) still finds and removes everything', { skip: !root && 'needs root' }, async () => {
+test('labDown after a crash (state dir lost) still finds and removes everything', { skip: needsRoot }, async () => {
   const pid = Number(readFileSync(join(paths.nodeDir('node2'), 'pods', 'default_b', 'web.pid'), 'utf8'));
   rmSync(paths.stateDir, { recursive: true, force: true });
-  const r = await lab.labDown();
+  const r = await lab.labDown({ config });
   assert.ok(r.processes >= 3, `stopped ${r.processes}`);
   const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${LAB}-`));
   assert.deepEqual(left, []);

@@ -8,8 +8,9 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { callAgent } from '../../../src/cli/client.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
+import { labPaths, type LabPaths } from '../../../src/common/paths.ts';
+import { buildConfig, type MembraneConfig } from '../../../src/common/config.ts';
 
 export const REPO = resolve(import.meta.dirname, '../../..');
 const MEMBRANE = join(REPO, 'bin/membrane');
@@ -70,8 +71,17 @@ export class TestLab {
     await this.settle();
   }
 
+  /** The configuration the lab's CLI and agents build from this lab's environment. */
+  get config(): MembraneConfig {
+    return buildConfig({ env: this.env });
+  }
+
+  get paths(): LabPaths {
+    return labPaths(this.config);
+  }
+
   async settle(): Promise<void> {
-    const paths = labPaths(this.env);
+    const paths = this.paths;
     await callAgent(paths.agentSocket('node1'), 'POST', '/v1/settle', {});
   }
 
@@ -95,6 +105,21 @@ export class TestLab {
   async flows(args: string[]): Promise<Flow[]> {
     const out = await this.ok(['observe', ...args, '-o', 'json']);
     return out.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { flow?: Flow }).filter((x) => x.flow).map((x) => x.flow!);
+  }
+
+  /**
+   * Polls `membrane observe ARGS` until `pred` holds (flows reach Hubble a little after the
+   * traffic): the flows that satisfied it, or the last ones read when it never did, so the
+   * caller's assertion shows what was there.
+   */
+  async waitFlows(args: string[], pred: (fs: Flow[]) => boolean, opts: { tries?: number; intervalMs?: number } = {}): Promise<Flow[]> {
+    let fs: Flow[] = [];
+    for (let i = 0; i < (opts.tries ?? 20); i++) {
+      fs = await this.flows(args);
+      if (pred(fs)) return fs;
+      await new Promise((r) => setTimeout(r, opts.intervalMs ?? 250));
+    }
+    return fs;
   }
 
   /** Spawns a long-running command in a pod (for connections that must outlive an agent restart). */

@@ -18,7 +18,6 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { GetFlowsRequestSchema } from '../../../src/hubble/gen/observer/observer_pb.js';
 import { FlowFilterSchema } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { TestLab, REPO } from '../support/lab.ts';
-import { labPaths } from '../../../src/agent/paths.ts';
 import { createUiServer, type UiServer } from '../../../src/ui/server.ts';
 import { launchChromium, type LaunchedBrowser } from './browser.ts';
 
@@ -53,7 +52,7 @@ before(async () => {
   assert.equal(await curl('tiefighter', 'POST', '/v1/request-landing'), '200');
   assert.equal(await curl('tiefighter', 'PUT', '/v1/exhaust-port'), '403');
   assert.equal(await curl('xwing', 'POST', '/v1/request-landing', 2), '000');
-  const paths = labPaths(lab.env);
+  const paths = lab.paths;
   ui = createUiServer({
     port: 0, observer: { kind: 'unix', path: paths.hubbleSocket('node1') }, agentSocket: paths.agentSocket('node1'),
     assetsDir: join(REPO, 'dist/ui'), labels: { lab: lab.name, node: 'node1' },

@@ -43,22 +43,35 @@ test('frontends: selector in the service namespace, numeric and named target por
   assert.deepEqual(udpOnly[0]!.backends, []);
 });
 
-test('property: applying diffs in sequence always ends at the latest frontend set', () => {
+test('property: applying diffs in sequence always ends at the latest frontend set (frontends keyed by IP, port and protocol)', () => {
   const backendSet = fc.uniqueArray(fc.integer({ min: 2, max: 20 }), { maxLength: 4 });
-  const state = fc.dictionary(fc.constantFrom('a', 'b', 'c', 'd'), backendSet, { maxKeys: 4 });
+  // Frontends share addresses on purpose: the same ClusterIP on several ports and both protocols
+  // must stay distinct frontends (a key of the IP alone, or of IP and port, would merge them).
+  const frontend = fc.tuple(fc.constantFrom('a', 'b'), fc.constantFrom(53, 80, 8080), fc.constantFrom('TCP' as const, 'UDP' as const));
+  const state = fc.uniqueArray(fc.tuple(frontend, backendSet), { selector: ([[n, port, proto]]) => `${n}/${port}/${proto}`, maxLength: 6 });
+  const key = (f: { ip: string; port: number; proto: string }) => `${f.ip}:${f.port}/${f.proto}`;
   fc.assert(fc.property(fc.array(state, { minLength: 1, maxLength: 6 }), (states) => {
     let prev = new Map();
     const mirror = new Map<string, string>();
     for (const st of states) {
-      const next = Object.entries(st).map(([name, bs], i) => ({
-        ip: `10.96.0.${100 + name.charCodeAt(0)}`, port: 80 + i * 0, proto: 'TCP' as const,
-        backends: bs.sort((x, y) => x - y).map((b) => ({ ip: `10.244.1.${b}`, port: 8080 })), service: { namespace: 'd', name },
+      const next = st.map(([[name, port, proto], bs]) => ({
+        ip: `10.96.0.${100 + name.charCodeAt(0)}`, port, proto,
+        backends: [...bs].sort((x, y) => x - y).map((b) => ({ ip: `10.244.1.${b}`, port: 8080 })), service: { namespace: 'd', name },
       }));
       const d = diffFrontends(prev, next);
-      for (const f of d.deletes) mirror.delete(`${f.ip}:${f.port}`);
-      for (const f of d.upserts) mirror.set(`${f.ip}:${f.port}`, JSON.stringify(f.backends));
+      for (const f of d.deletes) mirror.delete(key(f));
+      for (const f of d.upserts) mirror.set(key(f), JSON.stringify(f.backends));
       prev = d.next;
-      assert.deepEqual(new Map(next.map((f) => [`${f.ip}:${f.port}`, JSON.stringify(f.backends)])), mirror);
+      assert.deepEqual(mirror, new Map(next.map((f) => [key(f), JSON.stringify(f.backends)])));
     }
-  }), { numRuns: 200 });
+  }), { numRuns: 300 });
+});
+
+test('diff: one ClusterIP on TCP and UDP of the same port is two frontends; removing one keeps the other', () => {
+  const f = (proto: 'TCP' | 'UDP', b: number) => ({ ip: '10.96.0.10', port: 53, proto, backends: [{ ip: `10.244.1.${b}`, port: 53 }], service: { namespace: 'kube-system', name: 'kube-dns' } });
+  const first = diffFrontends(new Map(), [f('TCP', 2), f('UDP', 2)]);
+  assert.equal(first.upserts.length, 2);
+  const second = diffFrontends(first.next, [f('UDP', 2)]);
+  assert.deepEqual(second.deletes.map((x) => x.proto), ['TCP']);
+  assert.deepEqual(second.upserts, []);
 });

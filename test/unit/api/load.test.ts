@@ -4,7 +4,12 @@ import { mkdtemp, writeFile, rm, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { loadText, loadPath, locate } from '../../../src/api/load.ts';
+import { loadText as loadShapes, loadPath as loadPathShapes, locate, type LoadOptions } from '../../../src/api/load.ts';
+import { policyCheck } from '../../../src/policy/check.ts';
+
+// The loader as the CLI runs it: shapes, then the policy layer's semantic check.
+const loadText = (text: string, file: string) => loadShapes(text, file, { policyCheck });
+const loadPath = (path: string, opts: LoadOptions = {}) => loadPathShapes(path, { policyCheck, ...opts });
 
 const cnp = (body: string, meta = 'name: p\n  namespace: shop') => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -148,3 +153,16 @@ function toYaml(v: unknown, indent = ''): string {
   const e = Object.entries(v);
   return e.length === 0 ? '{}' : e.map(([k, x]) => `\n${indent}${k}: ${toYaml(x, indent + '  ')}`).join('');
 }
+
+test('without a policy check the loader checks shapes only (api sits below policy)', () => {
+  const text = cnp('spec:\n  endpointSelector: {}\n  egress:\n  - toEntities: [wrold]');
+  assert.deepEqual(loadShapes(text, 'f.yaml').issues, []);
+  assert.deepEqual(loadText(text, 'f.yaml').issues.map((i) => i.code), ['POLICY_ENTITY_INVALID']);
+});
+
+test('a field of the wrong type is API_FIELD_TYPE, a missing one API_FIELD_REQUIRED', () => {
+  const wrong = loadShapes('apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: [1]}\n', 'f.yaml').issues;
+  assert.deepEqual(wrong.map((i) => [i.code, i.message]), [['API_FIELD_TYPE', 'metadata.labels must be a mapping, not a list']]);
+  const missing = loadShapes('apiVersion: v1\nkind: Namespace\nmetadata: {labels: {a: b}}\n', 'f.yaml').issues;
+  assert.deepEqual(missing.map((i) => i.code), ['API_FIELD_REQUIRED']);
+});

@@ -2,8 +2,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as C from '../../../src/datapath/linux/codec.ts';
-import { eventRateFromEnv } from '../../../src/datapath/linux/codec.ts';
-import { MembraneError } from '../../../src/errors.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateEntry } from '../../../src/policy/types.ts';
 
@@ -101,14 +99,4 @@ test('datapath config and event budget: GCRA interval and burst', () => {
   assert.deepEqual(C.decodeDpConfig(b), cfg);
   assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
   assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);
-});
-
-test('event budget from the agent environment (Cilium\'s --bpf-events-default-*-limit names): both or neither, whole numbers, 0/0 unlimited', () => {
-  const R = 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', B = 'MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT';
-  assert.equal(eventRateFromEnv({}), undefined, 'neither: the default');
-  assert.deepEqual(eventRateFromEnv({ [R]: '5000', [B]: '2000' }), { perSecond: 5000, burst: 2000 });
-  assert.deepEqual(eventRateFromEnv({ [R]: '0', [B]: '0' }), { perSecond: 0, burst: 0 }, 'no limit');
-  for (const env of [{ [R]: '100' }, { [B]: '100' }, { [R]: '1e3', [B]: '10' }, { [R]: '-1', [B]: '10' }, { [R]: '10', [B]: 'x' }, { [R]: '', [B]: '' }, { [R]: '0', [B]: '10' }, { [R]: '10', [B]: '0' }]) {
-    assert.throws(() => eventRateFromEnv(env), (e: unknown) => e instanceof MembraneError && e.code === 'DATAPATH_BAD_SETTING' && !!e.hint, JSON.stringify(env));
-  }
 });

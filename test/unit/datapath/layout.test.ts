@@ -2,6 +2,7 @@
 // BPF headers' struct definitions, print sizeof/offsetof, compare with codec.ts constants.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,11 +12,7 @@ import * as C from '../../../src/datapath/linux/codec.ts';
 
 const bpfDir = fileURLToPath(new URL('../../../bpf/', import.meta.url));
 
-function haveCc(): boolean {
-  try { execFileSync('clang', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
-}
-
-test('C struct layouts match the TS codecs', { skip: !haveCc() && 'clang not installed' }, (t) => {
+test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mdp-layout-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   // Host build: replace the BPF-only map/helper machinery with no-ops, keep the structs.

@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { RE2JS } from 're2js';
 import {
-  compileMatchName, compileMatchPattern, compileSelector, matchPatternProblem, matchPatternToRegex, matchesSelector, normalizeName, selectorKey,
+  compileMatchName, compileMatchPattern, compileSelector, queryMatcher, selectorProblem, nameOrPatternMatcher, matchPatternProblem, matchPatternToRegex, matchesSelector, normalizeName, selectorKey,
 } from '../../../src/fqdn/matchpattern.ts';
-import { compileDNSSelector } from '../../../src/policy/fqdn-pattern.ts';
 
 const TABLE: [string, string[], string[]][] = [
   ['*.cilium.io', ['www.cilium.io', 'blog.cilium.io', 'WWW.Cilium.IO.', 'a-b_c.cilium.io'], ['cilium.io', 'a.b.cilium.io', 'www.cilium.io.evil']],
@@ -25,14 +25,14 @@ const TABLE: [string, string[], string[]][] = [
 for (const [pattern, yes, no] of TABLE) {
   test(`matchPattern ${pattern}`, () => {
     const m = compileMatchPattern(pattern);
-    const policyM = compileDNSSelector({ matchPattern: pattern });
+    const policyM = queryMatcher({ matchPattern: pattern });
     for (const n of yes) {
       assert.equal(m(normalizeName(n)), true, `${pattern} should match ${n}`);
-      assert.equal(policyM(n), true, `policy/fqdn-pattern agrees on ${n}`);
+      assert.equal(policyM(n), true, `the decision matcher agrees on ${n}`);
     }
     for (const n of no) {
       assert.equal(m(normalizeName(n)), false, `${pattern} must not match ${n}`);
-      assert.equal(policyM(n), false, `policy/fqdn-pattern agrees on ${n}`);
+      assert.equal(policyM(n), false, `the decision matcher agrees on ${n}`);
     }
   });
 }
@@ -93,10 +93,32 @@ test('property: a * never crosses a dot', () => {
   }), { numRuns: 300 });
 });
 
-test('property: the fqdn and policy matchers agree on random patterns and names', () => {
+test('property: the compiled matcher (V8 fast path where linear) agrees with RE2 on the same regex', () => {
   const pat = fc.array(fc.oneof(label, fc.constant('*'), fc.constantFrom('a*', '*b', 'x*y')), { minLength: 1, maxLength: 4 })
     .chain((ls) => fc.boolean().map((lead) => (lead ? `**.${ls.join('.')}` : ls.join('.'))));
   fc.assert(fc.property(pat, name, (p, n) => {
-    assert.equal(compileMatchPattern(p)(normalizeName(n)), compileDNSSelector({ matchPattern: p })(n), `${p} vs ${n}`);
+    const re2 = RE2JS.compile(matchPatternToRegex(p));
+    assert.equal(compileMatchPattern(p)(normalizeName(n)), re2.test(normalizeName(n)), `${p} vs ${n}`);
+    assert.equal(queryMatcher({ matchPattern: p })(n), re2.test(normalizeName(n)), `decision matcher: ${p} vs ${n}`);
   }), { numRuns: 500 });
+});
+
+test('selectorProblem: exactly one of matchName/matchPattern, each valid, with the field it is about', () => {
+  assert.equal(selectorProblem({ matchName: 'api.openai.com' }), undefined);
+  assert.equal(selectorProblem({ matchPattern: '*.example.com' }), undefined);
+  assert.deepEqual(selectorProblem({ matchName: 'a.com', matchPattern: '*.a.com' }), { message: 'only one of MatchName or MatchPattern is allowed in an FQDNSelector' });
+  assert.deepEqual(selectorProblem({}), { message: 'one of matchName or matchPattern is required' });
+  assert.equal(selectorProblem({ matchName: 'a..com' })!.field, 'matchName');
+  assert.equal(selectorProblem({ matchPattern: 'a$.com' })!.field, 'matchPattern');
+  // A long invalid name is rejected in linear time (a nested-quantifier regex would backtrack).
+  const t = Date.now();
+  assert.ok(selectorProblem({ matchName: `${'a'.repeat(250)}!` }));
+  assert.ok(Date.now() - t < 50);
+});
+
+test('queryMatcher never throws: an invalid selector matches nothing; nameOrPatternMatcher takes SNI names', () => {
+  assert.equal(queryMatcher({ matchPattern: 'a(b).com' })('ab.com'), false);
+  assert.equal(nameOrPatternMatcher('*.example.com')('www.example.com'), true);
+  assert.equal(nameOrPatternMatcher('*.example.com')('example.com'), false);
+  assert.equal(nameOrPatternMatcher('api.openai.com')('API.openai.com.'), true);
 });

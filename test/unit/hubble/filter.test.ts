@@ -92,6 +92,29 @@ const TABLE: [string, Init, Flow, boolean][] = [
   ['trace_id', { traceId: ['abc'] }, HTTP, true],
   ['encrypted false', { encrypted: [false] }, FWD, true],
   ['interface by index', { interface: [{ index: 7 }] }, FWD, true],
+  // The negative control of every field above that had only matching rows: a filter that must
+  // not match (a field that ignored its value would pass the matching rows alone).
+  ['destination_pod other pod', { destinationPod: ['shop/client'] }, FWD, false],
+  ['source_ip exact miss', { sourceIp: ['10.244.1.6'] }, FWD, false],
+  ['source_ip CIDR miss', { sourceIp: ['10.245.0.0/16'] }, FWD, false],
+  ['destination_ip CIDR hit', { destinationIp: ['10.244.1.0/24'] }, FWD, true],
+  ['verdict miss', { verdict: [Verdict.DROPPED] }, FWD, false],
+  ['traffic_direction miss', { trafficDirection: [TrafficDirection.EGRESS] }, FWD, false],
+  ['destination_port miss', { destinationPort: ['8081'] }, FWD, false],
+  ['destination_label miss', { destinationLabel: ['reserved:world'] }, FWD, false],
+  ['source_identity miss', { sourceIdentity: [23456] }, FWD, false],
+  ['destination_identity hit', { destinationIdentity: [23456] }, FWD, true],
+  ['source_cluster_name miss', { sourceClusterName: ['prod'] }, FWD, false],
+  ['http_method miss', { httpMethod: ['post'] }, HTTP, false],
+  ['http_path miss (the query string is not part of the path)', { httpPath: ['^/v1/items\\?x=1$'] }, HTTP, false],
+  ['http_url miss', { httpUrl: ['api:9090'] }, HTTP, false],
+  ['http_header value miss', { httpHeader: [{ key: 'x-request-id', value: 'r2' }] }, HTTP, false],
+  ['dns_query miss', { dnsQuery: ['anthropic'] }, DNS, false],
+  ['uuid miss', { uuid: ['uuid-2'] }, FWD, false],
+  ['trace_id miss', { traceId: ['abd'] }, HTTP, false],
+  ['encrypted miss', { encrypted: [true] }, FWD, false],
+  ['interface by index miss', { interface: [{ index: 8 }] }, FWD, false],
+  ['ip_version hit', { ipVersion: [1] }, FWD, true],
 ];
 
 for (const [name, f, flow, want] of TABLE) {

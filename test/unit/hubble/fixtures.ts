@@ -1,13 +1,14 @@
 /** Synthetic datapath events and a resolver for the hubble tests. */
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
-import type { EndpointResolver, ResolvedEndpoint } from '../../../src/hubble/flow.ts';
+import type { EndpointResolver } from '../../../src/hubble/flow.ts';
+import type { ResolvedEndpoint } from '../../../src/common/endpoint.ts';
 
 export const T0 = 1_701_424_800_123_456_789n; // 2023-12-01T10:00:00.123456789Z
 
 export const ENDPOINTS: Record<string, ResolvedEndpoint> = {
-  '10.244.1.5': { id: 101, identity: 12345, namespace: 'shop', podName: 'client', labels: ['k8s:io.kubernetes.pod.namespace=shop', 'k8s:app=client'], workloads: [{ name: 'client', kind: 'Deployment' }] },
-  '10.244.1.6': { id: 102, identity: 23456, namespace: 'shop', podName: 'api-xxx', labels: ['k8s:app=api', 'k8s:io.kubernetes.pod.namespace=shop'], workloads: [{ name: 'api', kind: 'Deployment' }] },
-  '10.244.1.7': { id: 103, identity: 34567, namespace: 'default', podName: 'xwing', labels: ['k8s:class=xwing', 'k8s:org=alliance'] },
+  '10.244.1.5': { id: 101, identity: 12345, namespace: 'shop', pod: 'client', labels: ['k8s:io.kubernetes.pod.namespace=shop', 'k8s:app=client'], workloads: [{ name: 'client', kind: 'Deployment' }] },
+  '10.244.1.6': { id: 102, identity: 23456, namespace: 'shop', pod: 'api-xxx', labels: ['k8s:app=api', 'k8s:io.kubernetes.pod.namespace=shop'], workloads: [{ name: 'api', kind: 'Deployment' }] },
+  '10.244.1.7': { id: 103, identity: 34567, namespace: 'default', pod: 'xwing', labels: ['k8s:class=xwing', 'k8s:org=alliance'] },
 };
 
 export const resolver: EndpointResolver = {

@@ -1,10 +1,11 @@
-/** Hubble TLS settings: server names, the agent's environment, client addresses and flags. */
+/** Hubble TLS settings: server names, the agent's settings, client addresses and flags. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { hubbleServerName, hubbleTcpSecurityFromEnv, clientTlsOptions } from '../../../src/hubble/tls.ts';
+import { hubbleServerName, hubbleTcpSecurity, clientTlsOptions } from '../../../src/hubble/tls.ts';
+import { buildConfig } from '../../../src/common/config.ts';
 import { parseServer, formatTarget, hubbleTransport } from '../../../src/hubble/client.ts';
-import { MembraneError } from '../../../src/errors.ts';
+import { MembraneError } from '../../../src/common/errors.ts';
 
 const LAB = { certFile: '/s/node1/server.crt', keyFile: '/s/node1/server.key', clientCaFiles: ['/s/ca.crt'] };
 const code = (c: string) => (e: unknown) => e instanceof MembraneError && e.code === c;
@@ -23,18 +24,22 @@ test('server name: <node>.<cluster>.hubble-grpc.cilium.io, dots become hyphens (
   }));
 });
 
-test('agent environment: mutual TLS with the lab files by default, plain text only when set to true', () => {
-  assert.deepEqual(hubbleTcpSecurityFromEnv({}, LAB), { tls: LAB });
-  assert.deepEqual(hubbleTcpSecurityFromEnv({ MEMBRANE_HUBBLE_DISABLE_TLS: 'false' }, LAB), { tls: LAB });
-  assert.deepEqual(hubbleTcpSecurityFromEnv({ MEMBRANE_HUBBLE_DISABLE_TLS: '' }, LAB), { tls: LAB });
-  assert.deepEqual(hubbleTcpSecurityFromEnv({ MEMBRANE_HUBBLE_DISABLE_TLS: 'true' }, LAB), { plaintext: true });
-  for (const v of ['1', 'yes', 'TRUE', 'on', ' true']) {
-    assert.throws(() => hubbleTcpSecurityFromEnv({ MEMBRANE_HUBBLE_DISABLE_TLS: v }, LAB), code('HUBBLE_BAD_SETTING'), v);
+test('agent settings: mutual TLS with the lab files by default, plain text only when set to true', () => {
+  const sec = (env: Record<string, string>) => hubbleTcpSecurity(buildConfig({ env }), LAB);
+  assert.deepEqual(sec({}), { tls: LAB });
+  assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: 'false' }), { tls: LAB });
+  assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: '' }), { tls: LAB });
+  assert.deepEqual(sec({ MEMBRANE_HUBBLE_DISABLE_TLS: 'true' }), { plaintext: true });
+  for (const v of ['yes', 'TRUE', 'on', ' true']) {
+    assert.throws(() => sec({ MEMBRANE_HUBBLE_DISABLE_TLS: v }), code('CONFIG_INVALID'), v);
   }
-  assert.deepEqual(hubbleTcpSecurityFromEnv({
+  assert.deepEqual(sec({
     MEMBRANE_HUBBLE_TLS_CERT_FILE: '/etc/h/server.crt', MEMBRANE_HUBBLE_TLS_KEY_FILE: '/etc/h/server.key',
     MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES: '/etc/h/a.crt, /etc/h/b.crt,',
-  }, LAB), { tls: { certFile: '/etc/h/server.crt', keyFile: '/etc/h/server.key', clientCaFiles: ['/etc/h/a.crt', '/etc/h/b.crt'] } });
+  }), { tls: { certFile: '/etc/h/server.crt', keyFile: '/etc/h/server.key', clientCaFiles: ['/etc/h/a.crt', '/etc/h/b.crt'] } });
+  // no provider files and none set: nothing to serve TLS with (the Observer refuses: HUBBLE_TLS_REQUIRED)
+  assert.equal(hubbleTcpSecurity(buildConfig({ env: {} })), undefined);
+  assert.deepEqual(hubbleTcpSecurity(buildConfig({ env: { MEMBRANE_HUBBLE_DISABLE_TLS: 'true' } })), { plaintext: true });
 });
 
 test('client addresses: tls:// and https:// select TLS; unix paths take no TLS options', () => {

@@ -10,6 +10,8 @@ import { hostIfname, isLabNetns, macFromIp, podNetnsName } from '../../../src/la
 import { createPodIpam } from '../../../src/lab/ipam.ts';
 import { echoPorts, planContainer, registerImageHandler, type PlanContext } from '../../../src/lab/workloads.ts';
 import { podFiles } from '../../../src/lab/network.ts';
+import { labPaths } from '../../../src/common/paths.ts';
+import { buildConfig } from '../../../src/common/config.ts';
 
 test('names are stable, short enough and distinct per node/namespace/pod', () => {
   assert.equal(podNetnsName('node1', 'default', 'a', 'mbr'), podNetnsName('node1', 'default', 'a', 'mbr'));
@@ -46,7 +48,7 @@ test('IPAM: same pod same IP, survives a new allocator on the same file, frees a
 const pod = (c: Container): Pod => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'n' }, spec: { containers: [c] }, source: { file: '', line: 0, col: 0 } });
 const ctx = (c: Container): PlanContext => ({
   pod: pod(c), container: c, net: { netns: 'x', ip: '10.244.1.2', mac: '', hostIfname: 'lxc', hostIfindex: 1 },
-  repoRoot: '/repo', dir: '/state/p', id: 'lab/node1/n/p/' + c.name, nodeArgv: ['/repo/bin/node'], program: (n) => `/repo/src/lab/workloads/${n}.ts`,
+  repoRoot: '/repo', paths: labPaths(buildConfig({ env: { MEMBRANE_LAB: 'lab', MEMBRANE_STATE_DIR: '/state' } })), dir: '/state/p', id: 'lab/node1/n/p/' + c.name, nodeArgv: ['/repo/bin/node'], program: (n) => `/repo/src/lab/workloads/${n}.ts`,
 });
 
 test('image mapping: echo images, commands, declared ports, clients, anything else', () => {

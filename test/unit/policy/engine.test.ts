@@ -1,7 +1,7 @@
-/** The agent's PolicyEngine port (src/agent/ports.ts) as the agent's reconcile loop drives it. */
+/** The agent's view of the policy engine (AgentPolicy, src/policy/agent-engine.ts) as the agent's reconcile loop drives it. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createAgentPolicyEngine } from '../../../src/policy/engine.ts';
+import { createAgentPolicyEngine } from '../../../src/policy/agent-engine.ts';
 import { PolicyImportError } from '../../../src/policy/repository.ts';
 import { lookupMapState } from '../../../src/policy/lookup.ts';
 import { cnp, ns, pod } from './helpers.ts';

@@ -5,9 +5,11 @@
 import type {
   CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy, Namespace, NetworkPolicy, NetworkPolicySpec, Pod, Rule,
 } from '../../../src/api/types.ts';
-import { PolicyEngine, podNamedPorts, type PolicyEngineOptions } from '../../../src/policy/engine.ts';
+import { PolicyEngine, type PolicyEngineOptions } from '../../../src/policy/engine.ts';
+import { podNamedPorts } from '../../../src/policy/named-ports.ts';
 import { lookupMapState, type LookupResult } from '../../../src/policy/lookup.ts';
-import { resolve, type EndpointInfo } from '../../../src/policy/resolve.ts';
+import { resolve } from '../../../src/policy/distillery.ts';
+import type { EndpointInfo } from '../../../src/policy/resolve-options.ts';
 import { PROTO_BY_NAME } from '../../../src/policy/ports.ts';
 import type { Direction, MapState } from '../../../src/policy/types.ts';
 import type { LabelSet } from '../../../src/labels/labels.ts';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { L7Policy } from '../../../src/policy/types.ts';
 import { decideDNS, decideHTTP, decideSNI, httpRuleMatches } from '../../../src/policy/l7.ts';
-import { dnsNameMatches, matchNameToRegex, matchPatternToRegex } from '../../../src/policy/fqdn-pattern.ts';
+import { matchesSelector as dnsNameMatches, matchNameToRegex, matchPatternToRegex } from '../../../src/fqdn/matchpattern.ts';
 
 const req = (method: string, path: string, host = 'api.local', headers: Record<string, string | string[]> = {}) => ({ method, path, host, headers });
 

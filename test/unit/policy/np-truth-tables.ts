@@ -300,6 +300,20 @@ export const NP_CASES: readonly NPCase[] = [
     probes: [probe(81, 'UDP', r()), probe(81, 'TCP', r().expectAllIngress({ namespace: 'x', pod: 'a' }, false))],
   },
   {
+    // The control of the next case: the same egress rule alone lets a reach b on 80 (and only
+    // there), so the next case's denial comes from b's ingress, not from a's egress (which
+    // `egress: []` would deny just as well).
+    name: 'both sides must allow: the egress rule alone reaches b on 80',
+    upstream: 'should enforce ingress and egress policies together',
+    policies: () => [
+      np('a-egress-to-b', 'x', { podSelector: podA, policyTypes: ['Egress'], egress: [{ to: [{ podSelector: { matchLabels: { pod: 'b' } } }], ports: [{ port: 80 }] }] }),
+    ],
+    probes: [
+      probe(80, 'TCP', r().expectAllEgress({ namespace: 'x', pod: 'a' }, false).expectPeer({ namespace: 'x', pod: 'a' }, { namespace: 'x', pod: 'b' }, true)),
+      probe(81, 'TCP', r().expectAllEgress({ namespace: 'x', pod: 'a' }, false)),
+    ],
+  },
+  {
     name: 'both sides must allow: egress allowed, ingress denied',
     upstream: 'should enforce ingress and egress policies together',
     policies: () => [

@@ -6,8 +6,8 @@ import { buildDNSFlow } from '../../../../src/proxy/dns/flows.ts';
 import { answerFacts, errorReply, parseQuery } from '../../../../src/proxy/dns/wire.ts';
 import { createHubbleMetrics, parseMetricsConfig } from '../../../../src/hubble/metrics/index.ts';
 
-const client = { ip: '10.244.1.3', port: 40000, identity: 257, endpoint: { id: 137, identity: 257, namespace: 'default', podName: 'client', labels: ['k8s:app=client'] } };
-const server = { ip: '10.244.1.2', port: 53, identity: 256, endpoint: { id: 100, identity: 256, namespace: 'kube-system', podName: 'coredns', labels: ['k8s:k8s-app=kube-dns'] } };
+const client = { ip: '10.244.1.3', port: 40000, identity: 257, endpoint: { id: 137, identity: 257, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] } };
+const server = { ip: '10.244.1.2', port: 53, identity: 256, endpoint: { id: 100, identity: 256, namespace: 'kube-system', pod: 'coredns', labels: ['k8s:k8s-app=kube-dns'] } };
 
 test('request and response flows carry Hubble DNS fields and summaries', () => {
   const req = buildDNSFlow({ kind: 'request', client, server, proto: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'FORWARDED', nodeName: 'n1' });

@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import { createDNSProxy, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 
-const EP = { id: 7, identity: 300, namespace: 'default', podName: 'client', labels: ['k8s:app=client'] };
+const EP = { id: 7, identity: 300, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
 
 async function upstreamServer(answer: (q: dnsPacket.Packet) => dnsPacket.Packet | null): Promise<{ s: Socket; port: number }> {
   const s = createSocket('udp4');

@@ -22,7 +22,7 @@ const response: AccessRecord = { ...base, type: 'response', code: 200, latencyNs
 const build = createFlowBuilder({
   nodeName: 'node1',
   resolver: {
-    byIp: (ip) => (ip === '10.244.1.3' ? { id: 137, identity: 257, namespace: 'default', podName: 'tiefighter', labels: ['k8s:org=empire', 'k8s:class=tiefighter'] } : undefined),
+    byIp: (ip) => (ip === '10.244.1.3' ? { id: 137, identity: 257, namespace: 'default', pod: 'tiefighter', labels: ['k8s:org=empire', 'k8s:class=tiefighter'] } : undefined),
     identityLabels: (id) => (id === 259 ? ['k8s:org=empire', 'k8s:class=deathstar'] : undefined),
   },
 });

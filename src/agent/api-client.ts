@@ -1,7 +1,7 @@
-/** The CLI side of the agent API (src/agent/api-server.ts). */
+/** The client side of the agent API (api-server.ts): the CLI, the lab and tests call it. */
 import { request } from 'node:http';
-import { MembraneError } from '../errors.ts';
-import type { ApiError } from '../agent/api-server.ts';
+import { MembraneError } from '../common/errors.ts';
+import type { ApiError } from './api-server.ts';
 
 export class AgentCallError extends MembraneError {
   readonly issues: unknown[] | undefined;

@@ -3,10 +3,11 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
+/** `level` comes from the configuration (logLevel); default info. */
 export function createLogger(opts: { level?: string; destination?: string } = {}): Logger {
   return pino(
     {
-      level: opts.level ?? process.env.MEMBRANE_LOG_LEVEL ?? 'info',
+      level: opts.level ?? 'info',
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: ['authorization', 'cookie', '*.authorization', '*.cookie', '*.privateKey', '*.key'],

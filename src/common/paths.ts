@@ -1,9 +1,10 @@
 /**
  * Where a lab keeps its runtime state. Everything lives under one directory (tmpfs /run by
  * default: a reboot removes the namespaces too, so state must not outlive them), and BPF pins
- * under /sys/fs/bpf/membrane/<lab>-<node>.
+ * under <bpffs>/<lab>-<node>. The directories come from the configuration (src/common/config.ts).
  */
 import { join } from 'node:path';
+import type { MembraneConfig } from './config.ts';
 
 export interface LabPaths {
   lab: string;
@@ -17,10 +18,8 @@ export interface LabPaths {
   pinRoot(node: string): string;
 }
 
-export function labPaths(env: NodeJS.ProcessEnv = process.env): LabPaths {
-  const lab = env.MEMBRANE_LAB ?? 'mbr';
-  const stateDir = env.MEMBRANE_STATE_DIR ?? join('/run/membrane', lab);
-  const bpffs = env.MEMBRANE_BPFFS ?? '/sys/fs/bpf/membrane';
+export function labPaths(config: Pick<MembraneConfig, 'lab' | 'stateDir' | 'bpffs'>): LabPaths {
+  const { lab, stateDir, bpffs } = config;
   const nodeDir = (node: string) => join(stateDir, 'nodes', node);
   return {
     lab,

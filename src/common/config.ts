@@ -1,0 +1,272 @@
+/**
+ * membrane's configuration: one typed object, built once at start from defaults, then the
+ * environment, then flags (a flag wins over the environment, which wins over the default), and
+ * handed down to every part. This file is the only one that reads process.env (scripts/lint.ts
+ * checks it); the CLI entry and the agent daemon call `loadConfig` and pass the result on.
+ *
+ *   SETTINGS (name, environment variable, flag, default, what it does)
+ *      │ buildConfig({ env, flags })  — a bad value is a CONFIG_INVALID error naming the setting
+ *      ▼
+ *   MembraneConfig ─► CLI commands, lab (paths, child processes: configEnv), agent (compose)
+ *
+ * `membrane up --help` and the README print SETTINGS (settingsHelp), so every setting is listed
+ * with its default in one place.
+ */
+import { join } from 'node:path';
+import { MembraneError } from './errors.ts';
+
+export type DnsRejectResponseCode = 'refused' | 'nameError';
+
+export interface MembraneConfig {
+  /** lab name: prefix of every namespace, link, BPF pin directory and state directory */
+  lab: string;
+  /** where the lab keeps its runtime state */
+  stateDir: string;
+  /** BPF filesystem directory that holds the labs' pin directories */
+  bpffs: string;
+  /** agent log level (pino: trace, debug, info, warn, error, fatal) */
+  logLevel: string;
+  /** node the CLI talks to */
+  node: string;
+  /** Hubble metrics the agent serves (Cilium's --hubble-metrics) */
+  hubbleMetrics: string;
+  /** port of the Hubble metrics server in each node namespace */
+  hubbleMetricsPort: number;
+  /** Hubble's flow ring capacity, 2^n − 1 (Cilium's --hubble-event-buffer-capacity) */
+  hubbleEventBufferCapacity: number;
+  /** plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls) */
+  hubbleDisableTls: boolean;
+  /** Hubble server certificate (PEM); none: the lab's (Cilium's --hubble-tls-cert-file) */
+  hubbleTlsCertFile: string | undefined;
+  /** its private key; none: the lab's (Cilium's --hubble-tls-key-file) */
+  hubbleTlsKeyFile: string | undefined;
+  /** CAs that sign Hubble clients' certificates, comma-separated; none: the lab's Hubble CA (Cilium's --hubble-tls-client-ca-files) */
+  hubbleTlsClientCaFiles: string | undefined;
+  /** OTLP/HTTP collector for the HTTP proxy's spans; none: no spans */
+  otlpEndpoint: string | undefined;
+  /** pods' resolv.conf names the lab DNS pod's own address instead of the kube-dns ClusterIP */
+  labDnsPodIp: boolean;
+  /** DNS proxy: lowest TTL an allowed answer keeps its IPs for, in seconds */
+  tofqdnsMinTTL: number;
+  /** DNS proxy: most IPs remembered per name and endpoint */
+  tofqdnsMaxIPsPerHostname: number;
+  /** DNS proxy: how long an expired IP stays allowed after its last connection closed, in ms */
+  tofqdnsIdleConnectionGraceMs: number;
+  /** DNS proxy: how often expired names are collected, in ms */
+  tofqdnsGcMs: number;
+  /** DNS proxy: the answer to a refused query */
+  tofqdnsDnsRejectResponseCode: DnsRejectResponseCode;
+  /** DNS proxy: hold answers until the datapath has their IPs (off only to show what it prevents) */
+  dnsProxyHold: boolean;
+  /** Hubble server for `membrane observe` (hubble's HUBBLE_SERVER); default: the node's socket */
+  hubbleServer: string | undefined;
+  /** `membrane observe` connects with TLS (hubble's HUBBLE_TLS, --tls) */
+  hubbleTls: boolean;
+  /** CAs `membrane observe` trusts, comma-separated (hubble's HUBBLE_TLS_CA_CERT_FILES) */
+  hubbleTlsCaCertFiles: string | undefined;
+  /** client certificate of `membrane observe` (hubble's HUBBLE_TLS_CLIENT_CERT_FILE) */
+  hubbleTlsClientCertFile: string | undefined;
+  /** its key (hubble's HUBBLE_TLS_CLIENT_KEY_FILE) */
+  hubbleTlsClientKeyFile: string | undefined;
+  /** server name `membrane observe` verifies (hubble's HUBBLE_TLS_SERVER_NAME) */
+  hubbleTlsServerName: string | undefined;
+  /** datapath: events per second each sender may emit (an endpoint's own packets; packets to it from outside); 0: no limit */
+  bpfEventsDefaultRateLimit: number;
+  /** datapath: burst of each sender's event budget */
+  bpfEventsDefaultBurstLimit: number;
+  /** no colours in CLI output (https://no-color.org) */
+  noColor: boolean;
+}
+
+export type SettingName = keyof MembraneConfig;
+
+export interface Setting {
+  name: SettingName;
+  /** environment variable */
+  env: string;
+  /** command-line flag (`membrane up` and the agent daemon take the lab and agent settings) */
+  flag: string;
+  /** who reads it: the lab (`membrane up`), the agents, or the CLI only */
+  scope: 'lab' | 'agent' | 'cli';
+  /** the default as printed; `stateDir` depends on `lab` */
+  default: string;
+  help: string;
+  parse(raw: string): MembraneConfig[SettingName];
+}
+
+/** The agent's default Hubble metrics: every built-in handler, pods as source/destination context. */
+export const DEFAULT_HUBBLE_METRICS = 'dns:query;sourceContext=pod|ip;destinationContext=pod|dns|ip http:sourceContext=pod|ip;destinationContext=pod|dns|ip drop:sourceContext=pod|ip;destinationContext=pod|dns|ip tcp flow port-distribution policy:sourceContext=pod|ip;destinationContext=pod|dns|ip';
+
+const LAB_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+function bad(s: Pick<Setting, 'name' | 'env' | 'flag'>, raw: string, want: string): MembraneError {
+  return new MembraneError('CONFIG_INVALID', `${s.name} (${s.flag} / ${s.env}): "${raw}" is not ${want}`, { hint: `set ${want}, or unset ${s.env} for the default` });
+}
+
+function text(this: Setting, raw: string): string {
+  if (raw.trim() === '') throw bad(this, raw, 'a non-empty value');
+  return raw;
+}
+function wholeNumber(max: number) {
+  return function (this: Setting, raw: string): number {
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n > max) throw bad(this, raw, `a whole number 0..${max}`);
+    return n;
+  };
+}
+function flag(this: Setting, raw: string): boolean {
+  if (raw === '1' || raw === 'true') return true;
+  if (raw === '0' || raw === 'false') return false;
+  throw bad(this, raw, 'true or false (1 or 0)');
+}
+
+export const SETTINGS: readonly Setting[] = [
+  {
+    name: 'lab', scope: 'lab', env: 'MEMBRANE_LAB', flag: '--lab', default: 'mbr',
+    help: 'lab name: prefix of every namespace, link, BPF pin and state directory (several labs can run side by side)',
+    parse(raw) { if (!LAB_NAME.test(raw)) throw bad(this, raw, 'a name of 1-32 letters, digits, _, . and -'); return raw; },
+  },
+  { name: 'stateDir', scope: 'lab', env: 'MEMBRANE_STATE_DIR', flag: '--state-dir', default: '/run/membrane/<lab>', help: 'runtime state of the lab (sockets, logs, pid files, stores)', parse: text },
+  { name: 'bpffs', scope: 'lab', env: 'MEMBRANE_BPFFS', flag: '--bpffs', default: '/sys/fs/bpf/membrane', help: 'directory on the BPF filesystem for the pinned maps and programs', parse: text },
+  {
+    name: 'logLevel', scope: 'agent', env: 'MEMBRANE_LOG_LEVEL', flag: '--log-level', default: 'info', help: `agent log level (${LOG_LEVELS.join(', ')})`,
+    parse(raw) { if (!LOG_LEVELS.includes(raw)) throw bad(this, raw, `one of ${LOG_LEVELS.join(', ')}`); return raw; },
+  },
+  { name: 'node', scope: 'cli', env: 'MEMBRANE_NODE', flag: '--node', default: 'node1', help: 'node whose agent the CLI talks to', parse: text },
+  { name: 'hubbleMetrics', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS', flag: '--hubble-metrics', default: DEFAULT_HUBBLE_METRICS, help: "Hubble metrics and their options (Cilium's --hubble-metrics)", parse: text },
+  { name: 'hubbleMetricsPort', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS_PORT', flag: '--hubble-metrics-port', default: '9965', help: 'port of the Hubble metrics server (Prometheus text) in each node', parse: wholeNumber(65535) },
+  {
+    name: 'hubbleEventBufferCapacity', scope: 'agent', env: 'MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY', flag: '--hubble-event-buffer-capacity', default: '4095',
+    help: "Hubble's flow ring capacity, 2^n - 1 (Cilium's --hubble-event-buffer-capacity)", parse: wholeNumber(1_048_575),
+  },
+  { name: 'hubbleDisableTls', scope: 'agent', env: 'MEMBRANE_HUBBLE_DISABLE_TLS', flag: '--hubble-disable-tls', default: 'false', help: "true: plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls)", parse: flag },
+  { name: 'hubbleTlsCertFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CERT_FILE', flag: '--hubble-tls-cert-file', default: "(the lab's)", help: "Hubble server certificate, PEM, leaf first (Cilium's --hubble-tls-cert-file)", parse: text },
+  { name: 'hubbleTlsKeyFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_KEY_FILE', flag: '--hubble-tls-key-file', default: "(the lab's)", help: "its private key, mode 0600 or stricter (Cilium's --hubble-tls-key-file)", parse: text },
+  { name: 'hubbleTlsClientCaFiles', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES', flag: '--hubble-tls-client-ca-files', default: "(the lab's Hubble CA)", help: "CAs that sign Hubble clients' certificates, comma-separated (Cilium's --hubble-tls-client-ca-files)", parse: text },
+  { name: 'otlpEndpoint', scope: 'agent', env: 'MEMBRANE_OTLP_ENDPOINT', flag: '--otlp-endpoint', default: '(none)', help: "OTLP/HTTP collector URL for the HTTP proxy's spans", parse: text },
+  { name: 'labDnsPodIp', scope: 'lab', env: 'MEMBRANE_LAB_DNS_POD_IP', flag: '--lab-dns-pod-ip', default: '0', help: "1: pods' resolv.conf names the DNS pod's address instead of the kube-dns ClusterIP (datapaths without ClusterIP translation)", parse: flag },
+  { name: 'tofqdnsMinTTL', scope: 'agent', env: 'MEMBRANE_TOFQDNS_MIN_TTL', flag: '--tofqdns-min-ttl', default: '0', help: 'lowest TTL in seconds for IPs learned from an allowed DNS answer', parse: wholeNumber(604_800) },
+  { name: 'tofqdnsMaxIPsPerHostname', scope: 'agent', env: 'MEMBRANE_TOFQDNS_MAX_IPS_PER_HOSTNAME', flag: '--tofqdns-max-ips-per-hostname', default: '50', help: 'most IPs kept per DNS name and endpoint', parse: wholeNumber(100_000) },
+  { name: 'tofqdnsIdleConnectionGraceMs', scope: 'agent', env: 'MEMBRANE_TOFQDNS_IDLE_CONNECTION_GRACE_MS', flag: '--tofqdns-idle-connection-grace-ms', default: '0', help: 'ms an expired IP stays allowed after its last connection', parse: wholeNumber(86_400_000) },
+  { name: 'tofqdnsGcMs', scope: 'agent', env: 'MEMBRANE_TOFQDNS_GC_MS', flag: '--tofqdns-gc-ms', default: '1000', help: 'ms between collections of expired DNS names', parse: wholeNumber(3_600_000) },
+  {
+    name: 'tofqdnsDnsRejectResponseCode', scope: 'agent', env: 'MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE', flag: '--tofqdns-dns-reject-response-code', default: 'refused',
+    help: 'answer to a DNS query the policy refuses: refused or nameError',
+    parse(raw) { if (raw !== 'refused' && raw !== 'nameError') throw bad(this, raw, 'refused or nameError'); return raw; },
+  },
+  { name: 'dnsProxyHold', scope: 'agent', env: 'MEMBRANE_DNS_PROXY_HOLD', flag: '--dns-proxy-hold', default: '1', help: 'hold DNS answers until the datapath has their IPs; 0 only shows what the hold prevents', parse: flag },
+  {
+    name: 'bpfEventsDefaultRateLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', flag: '--bpf-events-default-rate-limit', default: '1000',
+    help: "events per second each sender may emit (a pod's own packets; packets to it from outside the node's pods); over it they are counted as lost; 0: no limit (Cilium's flag limits the whole node, off by default)", parse: wholeNumber(100_000_000),
+  },
+  {
+    name: 'bpfEventsDefaultBurstLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT', flag: '--bpf-events-default-burst-limit', default: '1000',
+    help: "burst of each sender's event budget (Cilium's --bpf-events-default-burst-limit)", parse: wholeNumber(100_000_000),
+  },
+  { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
+  { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
+  { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
+  { name: 'hubbleTlsClientCertFile', scope: 'cli', env: 'HUBBLE_TLS_CLIENT_CERT_FILE', flag: '--tls-client-cert-file', default: '(none)', help: 'client certificate of `membrane observe` (mutual TLS)', parse: text },
+  { name: 'hubbleTlsClientKeyFile', scope: 'cli', env: 'HUBBLE_TLS_CLIENT_KEY_FILE', flag: '--tls-client-key-file', default: '(none)', help: 'its private key', parse: text },
+  { name: 'hubbleTlsServerName', scope: 'cli', env: 'HUBBLE_TLS_SERVER_NAME', flag: '--tls-server-name', default: '(the server address)', help: 'server name `membrane observe` verifies', parse: text },
+  { name: 'noColor', scope: 'cli', env: 'NO_COLOR', flag: '--no-color', default: '(unset)', help: 'no colours in CLI output when set to anything', parse: () => true },
+];
+
+const byName = new Map(SETTINGS.map((s) => [s.name, s]));
+
+export type ConfigFlags = Partial<Record<SettingName, string | number | boolean | undefined>>;
+
+/** The configuration from an environment and flags (flags win); throws CONFIG_INVALID on a bad value. */
+export function buildConfig(input: { env?: Readonly<Record<string, string | undefined>>; flags?: ConfigFlags } = {}): MembraneConfig {
+  const env = input.env ?? {};
+  const flags = input.flags ?? {};
+  const raw = (s: Setting): string | undefined => {
+    const f = flags[s.name];
+    if (f !== undefined) return String(f === true ? '1' : f === false ? '0' : f);
+    const e = env[s.env];
+    if (s.name === 'noColor') return e !== undefined && e !== '' ? '1' : undefined;
+    return e === undefined || e === '' ? undefined : e;
+  };
+  const value = <K extends SettingName>(name: K, dflt: MembraneConfig[K]): MembraneConfig[K] => {
+    const s = byName.get(name)!;
+    const r = raw(s);
+    return r === undefined ? dflt : (s.parse(r) as MembraneConfig[K]);
+  };
+  const lab = value('lab', 'mbr');
+  return {
+    lab,
+    stateDir: value('stateDir', join('/run/membrane', lab)),
+    bpffs: value('bpffs', '/sys/fs/bpf/membrane'),
+    logLevel: value('logLevel', 'info'),
+    node: value('node', 'node1'),
+    hubbleMetrics: value('hubbleMetrics', DEFAULT_HUBBLE_METRICS),
+    hubbleMetricsPort: value('hubbleMetricsPort', 9965),
+    hubbleEventBufferCapacity: value('hubbleEventBufferCapacity', 4095),
+    hubbleDisableTls: value('hubbleDisableTls', false),
+    hubbleTlsCertFile: value('hubbleTlsCertFile', undefined),
+    hubbleTlsKeyFile: value('hubbleTlsKeyFile', undefined),
+    hubbleTlsClientCaFiles: value('hubbleTlsClientCaFiles', undefined),
+    otlpEndpoint: value('otlpEndpoint', undefined),
+    labDnsPodIp: value('labDnsPodIp', false),
+    tofqdnsMinTTL: value('tofqdnsMinTTL', 0),
+    tofqdnsMaxIPsPerHostname: value('tofqdnsMaxIPsPerHostname', 50),
+    tofqdnsIdleConnectionGraceMs: value('tofqdnsIdleConnectionGraceMs', 0),
+    tofqdnsGcMs: value('tofqdnsGcMs', 1000),
+    tofqdnsDnsRejectResponseCode: value('tofqdnsDnsRejectResponseCode', 'refused'),
+    dnsProxyHold: value('dnsProxyHold', true),
+    bpfEventsDefaultRateLimit: value('bpfEventsDefaultRateLimit', 1000),
+    bpfEventsDefaultBurstLimit: value('bpfEventsDefaultBurstLimit', 1000),
+    hubbleServer: value('hubbleServer', undefined),
+    hubbleTls: value('hubbleTls', false),
+    hubbleTlsCaCertFiles: value('hubbleTlsCaCertFiles', undefined),
+    hubbleTlsClientCertFile: value('hubbleTlsClientCertFile', undefined),
+    hubbleTlsClientKeyFile: value('hubbleTlsClientKeyFile', undefined),
+    hubbleTlsServerName: value('hubbleTlsServerName', undefined),
+    noColor: value('noColor', false),
+  };
+}
+
+/** A configuration with some settings replaced by flags (a command's own options). */
+export function withFlags(config: MembraneConfig, flags: ConfigFlags): MembraneConfig {
+  return buildConfig({ env: configEnv(config), flags });
+}
+
+/** The process's configuration: its environment and the given flags. */
+export function loadConfig(flags: ConfigFlags = {}): MembraneConfig {
+  return buildConfig({ env: process.env, flags });
+}
+
+/**
+ * The environment of a process membrane starts: this process's whole environment (`inherit`: the
+ * agents) or only PATH and HOME (workloads, world hosts); then every setting of `config` in its
+ * variable, so the child builds the same configuration; then `extra`.
+ */
+export function childEnv(o: { inherit: boolean; config?: MembraneConfig; extra?: Record<string, string> }): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (o.inherit) {
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) out[k] = v;
+  } else {
+    out.PATH = process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+    out.HOME = '/root';
+  }
+  if (o.config) Object.assign(out, configEnv(o.config));
+  return { ...out, ...o.extra };
+}
+
+/** Every setting of a configuration as its environment variable (what `childEnv` adds). */
+export function configEnv(config: MembraneConfig): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of SETTINGS) {
+    const v = config[s.name];
+    if (v === undefined || (s.name === 'noColor' && v === false)) continue;
+    out[s.env] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
+  }
+  return out;
+}
+
+/** The settings table as `membrane up --help` prints it (the README has the same table). */
+export function settingsHelp(): string {
+  const rows = SETTINGS.map((s) => `  ${s.env.padEnd(42)} ${s.scope === 'cli' ? '(CLI)' : s.flag}\n      ${s.help}\n      default: ${s.default}`);
+  return `Settings (environment variable, flag of \`membrane up\`; a flag wins over the environment, which wins over the default;\n(CLI): read by every command, set in the environment):\n${rows.join('\n')}\n`;
+}

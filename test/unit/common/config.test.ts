@@ -1,0 +1,67 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildConfig, configEnv, settingsHelp, SETTINGS, withFlags } from '../../../src/common/config.ts';
+import { MembraneError } from '../../../src/common/errors.ts';
+
+test('config: defaults, then the environment, then flags', () => {
+  const d = buildConfig();
+  assert.equal(d.lab, 'mbr');
+  assert.equal(d.stateDir, '/run/membrane/mbr');
+  assert.equal(d.tofqdnsMaxIPsPerHostname, 50);
+  assert.equal(d.dnsProxyHold, true);
+  assert.equal(d.otlpEndpoint, undefined);
+  assert.deepEqual([d.bpfEventsDefaultRateLimit, d.bpfEventsDefaultBurstLimit], [1000, 1000], 'the per-sender event budget');
+  assert.equal(buildConfig({ env: { MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT: '0' } }).bpfEventsDefaultRateLimit, 0, '0: no limit');
+  const e = buildConfig({ env: { MEMBRANE_LAB: 'x1', MEMBRANE_TOFQDNS_MIN_TTL: '30', MEMBRANE_DNS_PROXY_HOLD: '0', NO_COLOR: '' } });
+  assert.equal(e.stateDir, '/run/membrane/x1', 'the state dir follows the lab name');
+  assert.equal(e.tofqdnsMinTTL, 30);
+  assert.equal(e.dnsProxyHold, false);
+  assert.equal(e.noColor, false, 'NO_COLOR set to the empty string is unset (no-color.org)');
+  const f = buildConfig({ env: { MEMBRANE_TOFQDNS_MIN_TTL: '30' }, flags: { tofqdnsMinTTL: '5', stateDir: '/tmp/s' } });
+  assert.equal(f.tofqdnsMinTTL, 5);
+  assert.equal(f.stateDir, '/tmp/s');
+});
+
+test('config: a bad value is a CONFIG_INVALID error naming the setting, its flag and variable', () => {
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ MEMBRANE_TOFQDNS_MIN_TTL: '-1' }, /tofqdnsMinTTL \(--tofqdns-min-ttl \/ MEMBRANE_TOFQDNS_MIN_TTL\)/],
+    [{ MEMBRANE_HUBBLE_METRICS_PORT: '70000' }, /hubbleMetricsPort/],
+    [{ MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE: 'nxdomain' }, /refused or nameError/],
+    [{ MEMBRANE_DNS_PROXY_HOLD: 'yes' }, /1 or 0/],
+    [{ MEMBRANE_LOG_LEVEL: 'loud' }, /logLevel/],
+    [{ MEMBRANE_LAB: 'a b' }, /lab/],
+    [{ MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT: '1e3' }, /bpfEventsDefaultBurstLimit/],
+  ];
+  for (const [env, msg] of bad) {
+    assert.throws(() => buildConfig({ env }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_INVALID' && msg.test(e.message) && !!e.hint, JSON.stringify(env));
+  }
+});
+
+test('config: a child process builds the same configuration from configEnv; withFlags changes only what it names', () => {
+  const c = buildConfig({ env: { MEMBRANE_LAB: 'kid', MEMBRANE_OTLP_ENDPOINT: 'http://127.0.0.1:4318', NO_COLOR: '1' }, flags: { tofqdnsGcMs: 250 } });
+  assert.deepEqual(buildConfig({ env: configEnv(c) }), c);
+  const w = withFlags(c, { logLevel: 'debug' });
+  assert.deepEqual(w, { ...c, logLevel: 'debug' });
+});
+
+test('config: every setting is in the help text with its variable, flag and default', () => {
+  const help = settingsHelp();
+  for (const s of SETTINGS) {
+    assert.ok(help.includes(s.env), s.env);
+    if (s.scope !== 'cli') assert.ok(help.includes(s.flag), s.flag);
+    assert.ok(help.includes(`default: ${s.default}`), s.name);
+  }
+  assert.equal(new Set(SETTINGS.map((s) => s.env)).size, SETTINGS.length);
+  assert.equal(new Set(SETTINGS.map((s) => s.flag)).size, SETTINGS.length);
+});
+
+test('config: the README lists every setting with its variable, flag and default', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+  for (const s of SETTINGS) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${s.env}\` |`));
+    assert.ok(row, `README row for ${s.env}`);
+    assert.ok(row.includes(`\`${s.default.replace(/\|/g, '\\|')}\``), `${s.env}: default ${s.default}`);
+    if (s.scope !== 'cli') assert.ok(row.includes(`\`${s.flag}\``), `${s.env}: flag ${s.flag}`);
+  }
+});
