@@ -45,6 +45,8 @@ export interface AgentDeps {
   logger: Logger;
   /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
   extraIPCache?: () => IPCacheEntry[];
+  /** Told of each policy import or delete that was not a dry run (cilium_policy_change_total). */
+  onPolicyChange?: (outcome: 'success' | 'failure', count: number) => void;
 }
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
@@ -278,17 +280,25 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const incoming = rs.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind));
       if (incoming.length) {
         const keys = new Set(incoming.map(resourceKey));
-        policy.checkPolicies([...existing.filter((p) => !keys.has(resourceKey(p))), ...incoming]);
+        try {
+          policy.checkPolicies([...existing.filter((p) => !keys.has(resourceKey(p))), ...incoming]);
+        } catch (e) {
+          if (!dryRun) deps.onPolicyChange?.('failure', incoming.length);
+          throw e;
+        }
       }
       const now = new Date().toISOString();
       for (const r of rs) (r.metadata as { creationTimestamp?: string }).creationTimestamp ??= ((await resources.get(r.kind, r.metadata.namespace, r.metadata.name))?.metadata as { creationTimestamp?: string } | undefined)?.creationTimestamp ?? now;
       if (dryRun) return resources.plan(rs);
       const results = await resources.commit(rs);
+      if (incoming.length) deps.onPolicyChange?.('success', incoming.length);
       await kick();
       return results;
     },
     async remove(rs) {
       const results = await resources.commitDelete(rs);
+      const deleted = rs.filter((r) => POLICY_KINDS.has(r.kind)).length;
+      if (deleted) deps.onPolicyChange?.('success', deleted);
       // Deleting a Deployment deletes its pods.
       const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.[OWNER_ANNOTATION] === `Deployment/${d.metadata.name}`));
       if (owned.length) await resources.commitDelete(owned);

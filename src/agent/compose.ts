@@ -26,11 +26,12 @@ import {
 } from '../hubble/index.ts';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import type { EndpointRecord } from './endpoints.ts';
+import { createPolicyCorrelation } from '../hubble/correlation.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
 import { createHubbleMetrics } from '../hubble/metrics/index.ts';
-import '../hubble/metrics/http.ts'; // registers the http/httpV2 handlers named in the default metrics
+import { createAgentMetrics, metricsSocketPaths } from './metrics.ts';
 import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
@@ -46,6 +47,8 @@ export interface NodeParts {
   fqdnIPCache(): IPCacheEntry[];
   /** Extra agent API routes of the DNS proxy / FQDN subsystem. */
   fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
+  /** cilium_policy_change_total{outcome}: the agent reports each policy import or delete. */
+  policyChange(outcome: 'success' | 'failure', n: number): void;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   stop(): Promise<void>;
@@ -93,6 +96,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       return ep ? resolved(ep) : undefined;
     },
     identityLabels: (id) => policy.identityLabels(id),
+    // policy-verdict flows name the policies that decided them (--print-policy-names)
+    policiesFor: createPolicyCorrelation({ mapState: (id) => policy.mapState(id), revision: () => policy.revision() }),
   };
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
@@ -117,9 +122,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
   });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
-  // Hubble metrics (Prometheus text) on hubbleMetricsPort in the node namespace; hubbleMetrics is Cilium's --hubble-metrics.
-  const metrics = createHubbleMetrics(config.hubbleMetrics);
-  let metricsServer: import('node:http').Server | undefined;
+  // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for
+  // host-side scrapers; hubbleMetrics is Cilium's --hubble-metrics, hubbleMetricsOpenMetrics its
+  // --enable-hubble-open-metrics. Entries that cannot be served are logged; the others run.
+  const metrics = createHubbleMetrics(config.hubbleMetrics, { openMetrics: config.hubbleMetricsOpenMetrics });
+  for (const msg of metrics.configErrors) logger.warn({ subsys: 'hubble-metrics' }, msg);
+  const agentMetrics = createAgentMetrics({
+    policies: async () => (agentRef ? (await agentRef.policies()).length : 0), policyRevision: () => policy.revision(),
+    endpoints: () => agentRef?.endpoints() ?? [], identities: () => policy.identities(), mapState: (id) => policy.mapState(id),
+    pinRoot: paths.pinRoot(node),
+  });
+  const metricSockets = metricsSocketPaths(paths.nodeDir(node));
+  const metricsServers: import('node:http').Server[] = [];
   let unsubscribeMetrics: (() => void) | undefined;
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
   const proxyDeps = {
@@ -132,7 +146,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     identityLabels: (id: number) => policy.identityLabels(id),
     mapState: (id: number) => policy.mapState(id), revision: () => policy.revision(),
     ingestFlow: (f: import('../hubble/gen/flow/flow_pb.js').Flow) => hubble.ingestFlow(f), resources: () => agentRef?.resources,
-    ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}),
+    ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}), otel: config.otel,
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
   const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
@@ -146,6 +160,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
+    policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
@@ -158,10 +173,11 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           logger.warn({ subsys: 'datapath', dev, err: String(e) }, 'cannot attach to network device');
         }
       }
-      unsubscribe = datapath.onEvent((ev) => { hubble.ingest(ev); });
+      // datapath flows feed the agent's drop/forward counters with their packet length (the flow has none)
+      unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingest(ev); if (f) agentMetrics.observe(f, ev.length); });
       await hubble.start();
       await dns.start();
-      const offFlow = hubble.onFlow((f) => metrics.process(f));
+      const offFlow = hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
       // Series of deleted pods go away a minute after the deletion, as Hubble's do.
@@ -177,10 +193,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }, 5000);
       podWatch.unref();
       unsubscribeMetrics = () => { offFlow(); offLost(); clearInterval(podWatch); };
-      try {
-        metricsServer = await metrics.serve(config.hubbleMetricsPort);
-      } catch (e) {
-        logger.warn({ subsys: 'hubble-metrics', err: String(e) }, 'metrics server not started');
+      const serves: [string, () => Promise<import('node:http').Server>][] = [
+        ['hubble :' + config.hubbleMetricsPort, () => metrics.serve(config.hubbleMetricsPort)],
+        ['hubble socket', () => metrics.serveUnix(metricSockets.hubble)],
+        ['agent :' + config.agentMetricsPort, () => agentMetrics.serve(config.agentMetricsPort)],
+        ['agent socket', () => agentMetrics.serveUnix(metricSockets.agent)],
+      ];
+      for (const [what, serve] of serves) {
+        try {
+          metricsServers.push(await serve());
+        } catch (e) {
+          logger.warn({ subsys: 'metrics', err: String(e) }, `metrics server ${what} not started`);
+        }
       }
       await httpProxy.start();
       await tlsNode.start();
@@ -212,14 +236,14 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       await provider.stop?.();
       await dns.stop();
       unsubscribeMetrics?.();
-      metricsServer?.close();
+      for (const m of metricsServers) m.close();
       unsubscribe?.();
       await tlsNode.stop();
       await httpProxy.stop();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {
-      const errors = [...agent.lastErrors()];
+      const errors = [...agent.lastErrors(), ...metrics.configErrors.map((m) => `hubble metrics: ${m}`)];
       let dpState: StatusView['datapath'] = { state: 'Ok', mode: 'tcx (eBPF)', programs: 0 };
       try {
         const s = await datapath.stats();
@@ -241,7 +265,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
           enforcement: 'default',
         },
-        hubble: { state: 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
+        hubble: { state: metrics.configErrors.length ? 'Warning' : 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
         proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
         errors,
       };

@@ -43,6 +43,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const agent = await createAgent({
     config: { node, hostIp: provider.nodeAddresses[0] ?? '', lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
     workloads: parts.workloads, policy, logger, extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
+    onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
   });
   const api = createApiServer({
     socketPath: paths.agentSocket(node),

@@ -32,6 +32,35 @@ export function normalizePorts(res: Resource): void {
   walk(r.specs);
 }
 
+/** Keys of a Cilium rule (api.Rule): a list of mappings made of these is a rule list. */
+const RULE_KEYS = new Set(['endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'description', 'enableDefaultDeny', 'log']);
+
+/** A JSON/YAML list of Cilium rules, as `cilium-dbg policy import` takes (Cilium's examples/policies/*.json). */
+export function isCiliumRuleList(v: unknown): boolean {
+  const isRule = (r: unknown) => isPlainObject(r) && Object.keys(r).length > 0 && Object.keys(r).every((k) => RULE_KEYS.has(k));
+  const selects = (r: unknown) => isPlainObject(r) && ('endpointSelector' in r || 'nodeSelector' in r);
+  if (Array.isArray(v)) return v.length > 0 && v.every(isRule) && v.some(selects);
+  return isRule(v) && selects(v); // one bare rule
+}
+
+/** Fields whose value is a string map: a null inside is a bad value, never an absent key. */
+const STRING_MAPS = new Set(['matchLabels', 'labels', 'annotations', 'data', 'stringData', 'selector', 'nodeSelector']);
+
+/**
+ * An empty YAML value (`egress:`) is null; the API server treats a null field as absent (Go
+ * decodes it as the zero value), so a mapping's null fields are dropped. Never inside lists
+ * (`- ` stays an invalid element) nor inside string maps: `matchLabels: {app: }` must not turn
+ * into a selector that matches more (the schema rejects the null instead).
+ */
+export function dropNullFields(v: unknown): void {
+  if (Array.isArray(v)) { for (const x of v) if (x !== null) dropNullFields(x); return; }
+  if (!isPlainObject(v)) return;
+  for (const [k, x] of Object.entries(v)) {
+    if (x === null) delete v[k];
+    else if (!STRING_MAPS.has(k)) dropNullFields(x);
+  }
+}
+
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -42,14 +71,23 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
  * rest may still have been reported), else undefined.
  */
 export function checkResourceShape(value: unknown, what: string, add: Add): KnownKind | undefined {
+  if (isCiliumRuleList(value)) {
+    const many = Array.isArray(value);
+    add(
+      'API_CILIUM_RULE_LIST', [], `${what} is ${many ? 'a bare list of Cilium rules' : 'a bare Cilium rule'} (the \`cilium-dbg policy import\` format), not a resource`,
+      `wrap it: apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: NAME, namespace: NAMESPACE}, ${many ? 'specs: <this list>' : 'spec: <this rule>'} (CiliumClusterwideNetworkPolicy for rules across namespaces)`,
+    );
+    return undefined;
+  }
   if (!isPlainObject(value)) {
     add('API_DOCUMENT_INVALID', [], `${what} is not a mapping (found ${describe(value)})`, 'each document is one resource with apiVersion, kind and metadata');
     return undefined;
   }
+  dropNullFields(value);
   const kind = value.kind;
   const apiVersion = value.apiVersion;
   if (typeof kind !== 'string' || kind === '') {
-    add('API_KIND_MISSING', ['kind'], 'kind is required', `kinds: ${Object.keys(KINDS).join(', ')}`);
+    add('API_KIND_MISSING', ['kind'], 'required field is missing', `kinds: ${Object.keys(KINDS).join(', ')}`);
     return undefined;
   }
   if (!(kind in KINDS)) {
@@ -60,13 +98,17 @@ export function checkResourceShape(value: unknown, what: string, add: Add): Know
   if (apiVersion !== spec.apiVersion) {
     add(
       typeof apiVersion === 'string' ? 'API_VERSION_UNSUPPORTED' : 'API_VERSION_MISSING', ['apiVersion'],
-      typeof apiVersion === 'string' ? `${kind} ${apiVersion} is not supported` : 'apiVersion is required',
+      typeof apiVersion === 'string' ? `${kind} ${apiVersion} is not supported` : 'required field is missing',
       `use apiVersion: ${spec.apiVersion}`,
     );
   }
   const parsed = schemaFor(kind)!.safeParse(value, { reportInput: true });
   if (!parsed.success) {
-    for (const zi of parsed.error.issues) reportZodIssue(zi, add);
+    // kind and apiVersion were judged above (with a better hint): never reported twice.
+    for (const zi of parsed.error.issues) {
+      if (zi.path.length === 1 && (zi.path[0] === 'apiVersion' || zi.path[0] === 'kind')) continue;
+      reportZodIssue(zi, add);
+    }
   }
   const meta = isPlainObject(value.metadata) ? value.metadata : undefined;
   if (meta) checkMetadata(kind as KnownKind, meta, add);
@@ -76,28 +118,27 @@ export function checkResourceShape(value: unknown, what: string, add: Add): Know
 
 export function reportZodIssue(zi: z.core.$ZodIssue, add: Add): void {
   const path = zi.path.filter((p): p is string | number => typeof p !== 'symbol');
+  // Messages never repeat the path: every issue carries it and formatIssue prints it.
   switch (zi.code) {
     case 'unrecognized_keys':
       for (const k of zi.keys) add('API_FIELD_UNKNOWN', [...path, k], `unknown field "${k}"`, 'check the spelling and the indentation (a field may belong one level up or down)');
       return;
     case 'invalid_type': {
       const missing = (zi as { input?: unknown }).input === undefined;
-      if (missing) add('API_FIELD_REQUIRED', path, `${pathText(path)} is required`);
-      else add('API_FIELD_TYPE', path, `${pathText(path)} must be ${article(zi.expected)}, not ${describe((zi as { input?: unknown }).input)}`);
+      if (missing) add('API_FIELD_REQUIRED', path, `required field is missing (${article(zi.expected)})`);
+      else add('API_FIELD_TYPE', path, `must be ${article(zi.expected)}, not ${describe((zi as { input?: unknown }).input)}`);
       return;
     }
     case 'invalid_union':
-      add('API_FIELD_TYPE', path, `${pathText(path)} has the wrong type`, 'expected a string or a number');
+      add('API_FIELD_TYPE', path, 'has the wrong type', 'expected a string or a number');
       return;
     case 'invalid_value':
-      add('API_FIELD_VALUE', path, `${pathText(path)}: ${zi.message}`);
-      return;
     case 'too_big':
     case 'too_small':
-      add('API_FIELD_VALUE', path, `${pathText(path)}: ${zi.message}`);
+      add('API_FIELD_VALUE', path, zi.message);
       return;
     default:
-      add('API_FIELD_INVALID', path, `${pathText(path)}: ${zi.message}`);
+      add('API_FIELD_INVALID', path, zi.message);
   }
 }
 
@@ -169,7 +210,7 @@ function checkKindRules(kind: KnownKind, obj: Record<string, unknown>, add: Add)
   if (kind === 'Secret') {
     const data = obj.data as Record<string, string> | undefined;
     for (const [k, v] of Object.entries(data ?? {})) {
-      if (!BASE64.test(v.replace(/\s+/g, ''))) add('API_SECRET_DATA_INVALID', ['data', k], `data.${k} is not valid base64`, 'put plain text under stringData instead');
+      if (!BASE64.test(v.replace(/\s+/g, ''))) add('API_SECRET_DATA_INVALID', ['data', k], 'is not valid base64', 'put plain text under stringData instead');
     }
   }
   if (kind === 'Service') {
@@ -194,9 +235,4 @@ function article(expected: string): string {
     case 'int': return 'an integer';
     default: return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
   }
-}
-
-function pathText(path: YamlPath): string {
-  if (path.length === 0) return 'the document';
-  return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? s : `.${s}`)).join('');
 }

@@ -32,6 +32,10 @@ export interface MembraneConfig {
   hubbleMetrics: string;
   /** port of the Hubble metrics server in each node namespace */
   hubbleMetricsPort: number;
+  /** Hubble metrics in OpenMetrics when the scraper asks for it, with exemplars (Cilium's --enable-hubble-open-metrics) */
+  hubbleMetricsOpenMetrics: boolean;
+  /** port of the agent's cilium_* metrics in each node namespace (Cilium's --prometheus-serve-addr :9962) */
+  agentMetricsPort: number;
   /** Hubble's flow ring capacity, 2^n − 1 (Cilium's --hubble-event-buffer-capacity) */
   hubbleEventBufferCapacity: number;
   /** plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls) */
@@ -76,9 +80,15 @@ export interface MembraneConfig {
   bpfEventsDefaultBurstLimit: number;
   /** no colours in CLI output (https://no-color.org) */
   noColor: boolean;
+  /**
+   * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
+   * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
+   * (src/proxy/http/otlp.ts otlpOptionsFromEnv) and judges them there.
+   */
+  otel: Readonly<Record<string, string>>;
 }
 
-export type SettingName = keyof MembraneConfig;
+export type SettingName = Exclude<keyof MembraneConfig, 'otel'>;
 
 export interface Setting {
   name: SettingName;
@@ -136,6 +146,8 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'node', scope: 'cli', env: 'MEMBRANE_NODE', flag: '--node', default: 'node1', help: 'node whose agent the CLI talks to', parse: text },
   { name: 'hubbleMetrics', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS', flag: '--hubble-metrics', default: DEFAULT_HUBBLE_METRICS, help: "Hubble metrics and their options (Cilium's --hubble-metrics)", parse: text },
   { name: 'hubbleMetricsPort', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS_PORT', flag: '--hubble-metrics-port', default: '9965', help: 'port of the Hubble metrics server (Prometheus text) in each node', parse: wholeNumber(65535) },
+  { name: 'hubbleMetricsOpenMetrics', scope: 'agent', env: 'MEMBRANE_HUBBLE_METRICS_OPENMETRICS', flag: '--enable-hubble-open-metrics', default: 'false', help: "true: Hubble metrics in OpenMetrics to scrapers that ask, with httpV2 exemplars (Cilium's --enable-hubble-open-metrics)", parse: flag },
+  { name: 'agentMetricsPort', scope: 'agent', env: 'MEMBRANE_AGENT_METRICS_PORT', flag: '--agent-metrics-port', default: '9962', help: "port of the agent's cilium_* metrics in each node (Cilium's --prometheus-serve-addr)", parse: wholeNumber(65535) },
   {
     name: 'hubbleEventBufferCapacity', scope: 'agent', env: 'MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY', flag: '--hubble-event-buffer-capacity', default: '4095',
     help: "Hubble's flow ring capacity, 2^n - 1 (Cilium's --hubble-event-buffer-capacity)", parse: wholeNumber(1_048_575),
@@ -202,6 +214,8 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     node: value('node', 'node1'),
     hubbleMetrics: value('hubbleMetrics', DEFAULT_HUBBLE_METRICS),
     hubbleMetricsPort: value('hubbleMetricsPort', 9965),
+    hubbleMetricsOpenMetrics: value('hubbleMetricsOpenMetrics', false),
+    agentMetricsPort: value('agentMetricsPort', 9962),
     hubbleEventBufferCapacity: value('hubbleEventBufferCapacity', 4095),
     hubbleDisableTls: value('hubbleDisableTls', false),
     hubbleTlsCertFile: value('hubbleTlsCertFile', undefined),
@@ -224,6 +238,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     hubbleTlsClientKeyFile: value('hubbleTlsClientKeyFile', undefined),
     hubbleTlsServerName: value('hubbleTlsServerName', undefined),
     noColor: value('noColor', false),
+    otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
   };
 }
 
@@ -262,6 +277,7 @@ export function configEnv(config: MembraneConfig): Record<string, string> {
     if (v === undefined || (s.name === 'noColor' && v === false)) continue;
     out[s.env] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
   }
+  Object.assign(out, config.otel);
   return out;
 }
 

@@ -59,8 +59,17 @@ export interface Hubble {
   stats(): { seenFlows: number; numFlows: number; maxFlows: number; lost: Partial<Record<keyof typeof LostEventSource, number>> };
 }
 
+const EMITTER = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: '1.19.4' };
+
 export function createHubble(deps: HubbleDeps): Hubble {
   const ring = new FlowRing(deps.capacity ?? DEFAULT_RING_CAPACITY);
+  const fillWorkloads = (ep: Flow['source'], ip: string | undefined) => {
+    if (!ep || !ip || ep.workloads.length || !ep.podName) return;
+    const r = deps.resolver.byIp(ip);
+    if (r?.workloads && r.pod === ep.podName && r.namespace === ep.namespace) {
+      ep.workloads = r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind }));
+    }
+  };
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
   let seen = 0;
   let kernelLostSeen: bigint | undefined;
@@ -104,6 +113,12 @@ export function createHubble(deps: HubbleDeps): Hubble {
       if (!flow.nodeName) flow.nodeName = deps.nodeName;
       if (!flow.uuid) flow.uuid = randomUUID();
       if (!flow.time) flow.time = timestampFromMs(Date.now());
+      // Hubble names itself on every flow, L7 ones included
+      if (!flow.emitter) flow.emitter = EMITTER;
+      // the proxies know endpoints, not the controllers owning them: name the workloads (the
+      // *_workload metric labels, --from-workload) as datapath flows do
+      fillWorkloads(flow.source, flow.IP?.source);
+      fillWorkloads(flow.destination, flow.IP?.destination);
       store(flow);
     },
     reportLost(source, count, cpu) {

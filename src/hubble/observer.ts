@@ -138,7 +138,13 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
       if (e instanceof FilterError) throw new ConnectError(e.message, Code.InvalidArgument);
       throw e;
     }
-    const mask = compileFieldMask(FlowSchema, req.fieldMask?.paths ?? []);
+    // The hubble CLI up to v1.17 sends its mask in experimental.field_mask, later ones in field_mask.
+    let mask: ReturnType<typeof compileFieldMask>;
+    try {
+      mask = compileFieldMask(FlowSchema, req.fieldMask?.paths.length ? req.fieldMask.paths : req.experimental?.fieldMask?.paths ?? []);
+    } catch (e) {
+      throw new ConnectError((e as Error).message, Code.InvalidArgument);
+    }
     const sinceMs = req.since ? tsMs(req.since) : undefined;
     const untilMs = req.until ? tsMs(req.until) : undefined;
     const number = req.number > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(req.number);

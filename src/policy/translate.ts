@@ -45,7 +45,7 @@ function translateChecked(res: PolicyResource, opts: TranslateOptions): Translat
     const specs: [Rule, Path][] = [];
     if (res.spec !== undefined && res.spec !== null) specs.push([res.spec, ['spec']]);
     if (res.specs !== undefined && res.specs !== null) {
-      if (!Array.isArray(res.specs)) ctx.issue('POLICY_RULE_INVALID', ['specs'], 'specs must be a list');
+      if (!Array.isArray(res.specs)) ctx.issue('POLICY_RULE_INVALID', ['specs'], 'must be a list of rules');
       else res.specs.forEach((s, i) => specs.push([s, ['specs', i]]));
     }
     if (specs.length === 0) ctx.issue('POLICY_EMPTY', [], `Invalid ${res.kind} spec(s): empty policy`, 'add a spec with an endpointSelector and ingress/egress rules');

@@ -14,6 +14,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { caCertPath, caDir } from '../../lab/ca.ts';
 import { hubbleTlsPaths } from '../../lab/index.ts';
 import { registerLabHubble } from './lab-hubble.ts';
+import { registerLabMetrics } from './lab-metrics.ts';
 
 export function register(program: Command, config: MembraneConfig): void {
   const up = program.command('up')
@@ -114,4 +115,5 @@ export function register(program: Command, config: MembraneConfig): void {
     });
 
   registerLabHubble(lab, config);
+  registerLabMetrics(lab, config);
 }

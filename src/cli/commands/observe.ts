@@ -6,7 +6,9 @@
  */
 import { Command, Option } from 'commander';
 import { create, fromJsonString, toJson, type MessageInitShape } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { FieldMaskSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { MembraneError } from '../../common/errors.ts';
 import { labPaths } from '../../common/paths.ts';
@@ -14,15 +16,19 @@ import type { MembraneConfig } from '../../common/config.ts';
 import {
   FlowFilterSchema, Verdict, DropReason, TrafficDirection, IPVersion, type FlowFilter,
 } from '../../hubble/gen/flow/flow_pb.js';
-import { GetFlowsRequestSchema } from '../../hubble/gen/observer/observer_pb.js';
+import { FlowSchema } from '../../hubble/gen/flow/flow_pb.js';
+import { GetFlowsRequestSchema, GetFlowsResponseSchema, type GetFlowsRequest, type GetFlowsResponse } from '../../hubble/gen/observer/observer_pb.js';
+import { parseHubbleTime } from '../../hubble/time.ts';
+import { compileRequestFilter, FilterError } from '../../hubble/filter.ts';
+import { compileFieldMask } from '../../hubble/observer.ts';
 import { MONITOR_TYPES, TRACE_POINT_NAMES, parseIdentity } from '../../hubble/names.ts';
-import { createPrinter, OUTPUT_FORMATS, TIME_FORMATS, type OutputFormat, type TimeFormat } from '../../hubble/printer.ts';
+import { createPrinter, protoJson, OUTPUT_FORMATS, TIME_FORMATS, timeFormatName, type OutputFormat } from '../../hubble/printer.ts';
 import { formatTarget, observerClient, parseServer } from '../../hubble/client.ts';
 
 type FilterInit = MessageInitShape<typeof FlowFilterSchema> & Record<string, unknown>;
 
-function bad(flag: string, msg: string): MembraneError {
-  return new MembraneError('OBSERVE_BAD_FLAG', `--${flag}: ${msg}`, { hint: 'see `membrane observe --help`' });
+function bad(flag: string, msg: string, hint = 'see `membrane observe --help`'): MembraneError {
+  return new MembraneError('OBSERVE_BAD_FLAG', `--${flag}: ${msg}`, { hint });
 }
 
 /** One side (whitelist or blacklist) as hubble's filterTracker: left = source variant, right = destination variant. */
@@ -109,16 +115,12 @@ function parseEventType(v: string): { type: number; matchSubType: boolean; subTy
   return { type, matchSubType: true, subType };
 }
 
-/** `3s`, `4m`, `1h43m` (Go durations) → ms ago; otherwise an absolute time. */
-export function parseTime(flag: string, v: string, now = Date.now()): number {
-  if (/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(v)) {
-    const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1e3, m: 6e4, h: 3.6e6 };
-    let ms = 0;
-    for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * unit[m[2]!]!;
-    return now - ms;
+/** --since / --until by hubble's rules (src/hubble/time.ts); refused as hubble refuses. */
+export function parseTime(flag: string, v: string): Timestamp {
+  const t = parseHubbleTime(v);
+  if (!t) {
+    throw bad(flag, `failed to convert ${v} to time`, 'use a duration before now (30s, 5m, 1h43m) or a time with a date: 2006-01-02, 2006-01-02T15:04:05Z, 2006-01-02T15:04:05.999999999+02:00 or Mon, 02 Jan 2006 15:04:05 -0700 (hubble reads no year-less StampMilli times)');
   }
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) throw bad(flag, `invalid time "${v}" (a duration like 5m, 1h30m or an RFC 3339 time)`);
   return t;
 }
 
@@ -142,7 +144,8 @@ interface ObserveOpts {
   last?: string; first?: string; all?: boolean; follow?: boolean; since?: string; until?: string;
   output: string; printNodeName?: boolean; timeFormat: string; numeric?: boolean; ipTranslation: boolean;
   color: string; server?: string; node?: string; printRawFilters?: boolean; printPolicyNames?: boolean;
-  allowlist?: string[]; denylist?: string[];
+  allowlist?: string[]; denylist?: string[]; fieldMask?: string[]; useDefaultFieldMasks?: boolean;
+  inputFile?: string; silentErrors?: boolean; debug?: boolean;
   tls?: boolean; tlsCaCertFiles?: string[]; tlsClientCertFile?: string; tlsClientKeyFile?: string; tlsServerName?: string;
 }
 
@@ -203,12 +206,12 @@ export function register(program: Command, config: MembraneConfig): void {
 
   const cmd = program.command('observe')
     .description('Observe flows of a node\'s Hubble server (hubble observe flags)')
-    .option('--last <n>', 'get the last N flows (default 20 unless following or --since)')
+    .option('--last <n>', 'get the last N flows (default 20 unless following or --since/--until)')
     .option('--first <n>', 'get the first N flows stored in the ring')
     .option('--all', 'get all flows stored in the ring')
     .option('-f, --follow', 'follow flows as they arrive')
-    .option('--since <time>', 'flows since this time (5m, 1h30m or RFC 3339)')
-    .option('--until <time>', 'flows until this time (ignored with --follow)')
+    .option('--since <time>', 'flows since this time: a duration before now (30s, 5m, 1h43m) or 2006-01-02[T15[:04[:05[.999999999]]]]Z07:00 or RFC1123Z')
+    .option('--until <time>', 'flows until this time (same formats; ignored with --follow)')
     .option('--not', 'negate the next filter flag')
     .option('--uuid <id>', 'flow UUID', filt('uuid', (t, v) => t.apply('uuid', v)))
     .option('--ip <ip>', 'source or destination IP or CIDR', filt('ip', (t, v) => t.either('sourceIp', 'destinationIp', v)))
@@ -281,8 +284,15 @@ export function register(program: Command, config: MembraneConfig): void {
     .option('--denylist <json>', 'raw FlowFilter JSON added to the denylist', collect)
     .addOption(new Option('-o, --output <format>', 'compact, dict, json, jsonpb, table').default('compact'))
     .option('--print-node-name', 'print the node name in each line')
-    .option('--print-policy-names', 'print the policies that allowed or denied each flow')
+    .option('--print-policy-names', 'print the policies that allowed or denied each policy verdict (hubble v1.18)')
     .addOption(new Option('--time-format <format>', TIME_FORMATS.join(', ')).default('StampMilli'))
+    .option('--field-mask <paths>', 'only these Flow fields (comma-separated proto paths, e.g. time,source.pod_name,verdict); JSON output only', (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)])
+    .addOption(new Option('--experimental-field-mask <paths>', 'hubble v1.17\'s name of --field-mask').hideHelp().argParser((v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)]))
+    .option('--use-default-field-masks', 'request only the fields compact, dict and table print')
+    .addOption(new Option('--experimental-use-default-field-masks', 'hubble v1.17\'s name of --use-default-field-masks').hideHelp())
+    .option('--input-file <path>', 'read flows from this file of JSON lines (`-` for stdin) instead of a server')
+    .option('-s, --silent-errors', 'do not print node-status messages (stderr)')
+    .option('-D, --debug', 'also print informational node-status messages')
     .option('--numeric', 'print IPs instead of pod/service/DNS names')
     .addOption(new Option('--ip-translation <bool>', 'translate IPs to names').default(true).argParser((v) => v !== 'false'))
     .option('--color <when>', 'auto, always, never', 'auto')
@@ -300,21 +310,53 @@ export function register(program: Command, config: MembraneConfig): void {
     negateNext = true;
   });
 
-  cmd.action(async (o: ObserveOpts) => {
+  cmd.action(async (o: ObserveOpts & { experimentalFieldMask?: string[]; experimentalUseDefaultFieldMasks?: boolean }) => {
     const errs = errors;
     errors = [];
     if (errs.length) throw errs[0];
-    if (negateNext) throw bad('not', 'trailing --not: it must precede a filter flag');
-    if (o.first !== undefined && (o.last !== undefined || o.all || o.follow)) throw bad('first', 'cannot be combined with --last, --all or --follow');
-    if (o.last !== undefined && o.all) throw bad('last', 'cannot be combined with --all');
-    const format = o.output as OutputFormat;
-    if (!OUTPUT_FORMATS.includes(format)) throw bad('output', `unknown format "${o.output}" (${OUTPUT_FORMATS.join(', ')})`);
-    if (format === 'table' && o.follow) throw bad('output', 'table output cannot be used with --follow');
-    if (!(TIME_FORMATS as readonly string[]).includes(o.timeFormat)) throw bad('time-format', `unknown format "${o.timeFormat}" (${TIME_FORMATS.join(', ')})`);
+    if (negateNext) throw bad('not', 'trailing --not found in the arguments');
+    const format = (o.output === 'JSON' ? 'json' : o.output) as OutputFormat;
+    if (!OUTPUT_FORMATS.includes(format)) throw bad('output', `invalid output format: ${o.output} (compact, dict, json, jsonpb, table)`);
+    if ((format === 'table' || format === 'tab') && o.follow) throw bad('output', 'table output format is not compatible with follow mode');
+    const timeFormat = timeFormatName(o.timeFormat);
+    if (!timeFormat) throw bad('time-format', `unknown format "${o.timeFormat}" (${TIME_FORMATS.join(', ')})`);
+    const json = format === 'json' || format === 'jsonpb';
+    let fieldMask = [...(o.fieldMask ?? []), ...(o.experimentalFieldMask ?? [])];
+    if (!json) {
+      if (fieldMask.length) throw bad('field-mask', `${o.output} output format is not compatible with custom field mask`);
+      if (o.useDefaultFieldMasks || o.experimentalUseDefaultFieldMasks) fieldMask = [...DEFAULT_FIELD_MASK];
+    }
+    if (fieldMask.length) {
+      try {
+        compileFieldMask(FlowSchema, fieldMask);
+      } catch (e) {
+        throw bad('field-mask', `failed to construct field mask: ${(e as Error).message}`);
+      }
+    }
+
+    // the same checks and order as hubble's getFlowsRequest
+    const count = (flag: string, v: string) => {
+      if (!/^\d+$/.test(v) || BigInt(v) > 0xffff_ffff_ffff_ffffn) throw bad(flag, `expected a number, got "${v}"`);
+      return BigInt(v);
+    };
+    const firstN = o.first !== undefined ? count('first', o.first) : 0n;
+    let lastN = o.last !== undefined ? count('last', o.last) : 0n;
+    const first = firstN > 0n;
+    const last = lastN > 0n;
+    if (first && last) throw bad('first', 'cannot set both --first and --last');
+    if (first && o.all) throw bad('first', 'cannot set both --first and --all');
+    if (first && o.follow) throw bad('first', 'cannot set both --first and --follow');
+    if (last && o.all) throw bad('last', 'cannot set both --last and --all');
+    const since = o.since ? parseTime('since', o.since) : undefined;
+    const until = o.until && !o.follow ? parseTime('until', o.until) : undefined;
+    if (!since && !until && !first) {
+      if (o.all) lastN = 0xffff_ffff_ffff_ffffn;
+      else if (lastN === 0n && !o.follow && !o.inputFile) lastN = 20n;
+    }
 
     for (const t of [wl, bl]) {
       for (const [a, others] of CONFLICTS) {
-        for (const b of others) if (t.flags.has(a) && t.flags.has(b)) throw bad(a, `cannot be combined with --${b}`);
+        for (const b of others) if (t.flags.has(a) && t.flags.has(b)) throw bad(a, `filters --${a} and --${b} cannot be combined`);
       }
     }
     const whitelist = wl.filters();
@@ -324,70 +366,126 @@ export function register(program: Command, config: MembraneConfig): void {
         try {
           list.push(fromJsonString(FlowFilterSchema, j));
         } catch (e) {
-          throw bad(list === whitelist ? 'allowlist' : 'denylist', `invalid FlowFilter JSON: ${(e as Error).message}`);
+          throw bad(list === whitelist ? 'allowlist' : 'denylist', `failed to decode '${j}': ${(e as Error).message}`);
         }
       }
     }
     if (o.printRawFilters) {
-      const show = (l: FlowFilter[]) => l.map((f) => `    - '${JSON.stringify(toJson(FlowFilterSchema, f, { useProtoFieldName: true }))}'`).join('\n');
-      process.stdout.write(`allowlist:\n${show(whitelist)}\ndenylist:\n${show(blacklist)}\n`);
+      // hubble prints YAML (yaml.v3: four-space indent, single-quoted JSON, empty lists omitted)
+      const show = (l: FlowFilter[]) => l.map((f) => `    - '${protoJson(FlowFilterSchema, f).replaceAll("'", "''")}'\n`).join('');
+      let y = '';
+      if (whitelist.length) y += `allowlist:\n${show(whitelist)}`;
+      if (blacklist.length) y += `denylist:\n${show(blacklist)}`;
+      process.stdout.write(y || '{}\n');
       return;
     }
 
-    const count = (flag: string, v: string) => {
-      if (!/^\d+$/.test(v)) throw bad(flag, `expected a number, got "${v}"`);
-      return BigInt(v);
-    };
-    let number = 0n;
-    if (o.all) number = 0xffff_ffff_ffff_ffffn;
-    else if (o.first !== undefined) number = count('first', o.first);
-    else if (o.last !== undefined) number = count('last', o.last);
-    else if (!o.follow && o.since === undefined) number = 20n;
-    const now = Date.now();
+    const number = first ? firstN : lastN;
+    const mask = fieldMask.length ? create(FieldMaskSchema, { paths: fieldMask }) : undefined;
     const req = create(GetFlowsRequestSchema, {
-      number,
-      first: o.first !== undefined,
-      follow: o.follow ?? false,
-      whitelist,
-      blacklist,
-      since: o.since !== undefined ? timestampFromMs(parseTime('since', o.since, now)) : undefined,
-      until: o.until !== undefined && !o.follow ? timestampFromMs(parseTime('until', o.until, now)) : undefined,
+      number, first, follow: o.follow ?? false, whitelist, blacklist, since, until,
+      // both places: field_mask for hubble ≥ 1.18 servers, experimental.field_mask for 1.17 ones
+      ...(mask ? { fieldMask: mask, experimental: { fieldMask: mask } } : {}),
     });
 
-    const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
-    const t = parseServer(server);
-    const tls = tlsFromFlags(o, config);
-    const client = observerClient(t, tls);
     const color = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
     const printer = createPrinter({
-      format, color, printNodeName: o.printNodeName, timeFormat: o.timeFormat as TimeFormat,
-      ipTranslation: o.numeric ? false : o.ipTranslation, printPolicyNames: o.printPolicyNames,
-      out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s),
+      format, color, printNodeName: o.printNodeName, timeFormat,
+      ipTranslation: o.numeric ? false : o.ipTranslation, printPolicyNames: o.printPolicyNames, debug: o.debug,
+      out: (s) => void process.stdout.write(s), err: o.silentErrors ? () => {} : (s) => void process.stderr.write(s),
     });
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
     process.once('SIGTERM', onSig);
     try {
-      for await (const resp of client.getFlows(req, { signal: ac.signal })) {
-        printer.write(resp);
+      if (o.inputFile) {
+        for await (const resp of readFlowsFile(o.inputFile, req)) printer.write(resp);
+        return;
       }
-    } catch (e) {
-      if (ac.signal.aborted) return;
-      if (e instanceof ConnectError) {
-        // The server judges requests with InvalidArgument; anything else is the connection (down, or refused by TLS).
-        if (e.code === Code.InvalidArgument || e.code === Code.Unimplemented) {
-          throw new MembraneError('HUBBLE_REQUEST', `hubble server rejected the request: ${e.rawMessage}`, { hint: 'check the filter flags', cause: e });
+      const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
+      const t = parseServer(server);
+      const client = observerClient(t, tlsFromFlags(o, config));
+      try {
+        for await (const resp of client.getFlows(req, { signal: ac.signal })) printer.write(resp);
+      } catch (e) {
+        if (ac.signal.aborted) return;
+        if (e instanceof ConnectError) {
+          // The server judges requests with InvalidArgument; anything else is the connection (down, or refused by TLS).
+          if (e.code === Code.InvalidArgument || e.code === Code.Unimplemented) {
+            throw new MembraneError('HUBBLE_REQUEST', `hubble server rejected the request: ${e.rawMessage}`, { hint: 'check the filter flags', cause: e });
+          }
+          throw new MembraneError('HUBBLE_UNAVAILABLE', `cannot read flows from hubble at ${formatTarget(t)}: ${e.rawMessage}`, {
+            hint: t.kind === 'tcp' ? 'check the address; Hubble\'s port 4244 serves mutual TLS only (`membrane lab hubble` prints the --tls-* flags)' : 'is the lab up? run `membrane up` (or check --server / --node)', cause: e,
+          });
         }
-        throw new MembraneError('HUBBLE_UNAVAILABLE', `cannot read flows from hubble at ${formatTarget(t)}: ${e.rawMessage}`, {
-          hint: t.kind === 'tcp' ? 'check the address; Hubble\'s port 4244 serves mutual TLS only (`membrane lab hubble` prints the --tls-* flags)' : 'is the lab up? run `membrane up` (or check --server / --node)', cause: e,
-        });
+        throw e;
       }
-      throw e;
     } finally {
       printer.close();
       process.off('SIGINT', onSig);
       process.off('SIGTERM', onSig);
     }
   });
+}
+
+/** The fields compact, dict and table print (hubble/pkg/defaults FieldMask). */
+export const DEFAULT_FIELD_MASK = [
+  'time', 'source.identity', 'source.namespace', 'source.pod_name', 'destination.identity', 'destination.namespace',
+  'destination.pod_name', 'source_service', 'destination_service', 'l4', 'IP', 'ethernet', 'l7', 'Type', 'node_name',
+  'is_reply', 'event_type', 'verdict', 'Summary',
+] as const;
+
+/**
+ * `--input-file`: GetFlowsResponse JSON lines (what `-o json` prints), read as hubble does: lines
+ * that do not parse are skipped with a warning, since/until and the filters apply to flows, `--last
+ * N` keeps the last N, `--first N` stops after N, otherwise every line in file order.
+ */
+async function* readFlowsFile(path: string, req: GetFlowsRequest): AsyncGenerator<GetFlowsResponse> {
+  let pass: (f: import('../../hubble/gen/flow/flow_pb.js').Flow) => boolean;
+  try {
+    pass = compileRequestFilter(req.whitelist, req.blacklist);
+  } catch (e) {
+    if (e instanceof FilterError) throw bad('input-file', e.message);
+    throw e;
+  }
+  const n = req.number;
+  const limited = n !== 0n && n !== 0xffff_ffff_ffff_ffffn;
+  if (limited && !req.first && n > 1_000_000n) throw bad('last', `--last must be <= 1_000_000, got ${n}`);
+  const ns = (t: Timestamp | undefined) => (t ? t.seconds * 1_000_000_000n + BigInt(t.nanos) : 0n);
+  const since = req.since ? ns(req.since) : undefined;
+  const until = req.until ? ns(req.until) : undefined;
+  const input = path === '-' ? process.stdin : createReadStream(path);
+  input.on('error', () => {});
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  const kept: GetFlowsResponse[] = [];
+  let returned = 0n;
+  let lineNo = 0;
+  try {
+    for await (const line of lines) {
+      lineNo++;
+      if (!line.trim()) continue;
+      let resp: GetFlowsResponse;
+      try {
+        resp = fromJsonString(GetFlowsResponseSchema, line, { ignoreUnknownFields: true });
+      } catch (e) {
+        process.stderr.write(`warning: ${path}:${lineNo}: not a GetFlowsResponse JSON line (${(e as Error).message}); skipped\n`);
+        continue;
+      }
+      const t = ns(resp.time);
+      if (since !== undefined && since > t) continue;
+      if (until !== undefined && until < t) continue;
+      if (resp.responseTypes.case === 'flow' && !pass(resp.responseTypes.value)) continue;
+      if (limited && !req.first) {
+        kept.push(resp);
+        if (BigInt(kept.length) > n) kept.shift();
+        continue;
+      }
+      yield resp;
+      if (limited && req.first && ++returned >= n) return;
+    }
+  } catch (e) {
+    throw new MembraneError('OBSERVE_INPUT_FILE', `cannot read ${path}: ${(e as Error).message}`, { hint: 'give a file of `membrane observe -o json` lines, or - for stdin' });
+  }
+  yield* kept;
 }

@@ -1,13 +1,13 @@
 /**
  * Built-in Hubble metric handlers (spec hubble.md §5.3): flow, drop, dns, policy, tcp,
- * port-distribution. Each is a `HandlerFactory` (see index.ts); label names and orders are
+ * port-distribution, icmp, flows-to-world. Each is a `HandlerFactory` (see index.ts); label names and orders are
  * Hubble's so dashboards and alerts written for Cilium work unchanged.
  */
 import { Counter, type Registry } from 'prom-client';
 import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
 import { DNS_RCODE_NAMES } from '../names.ts';
 import type { HandlerFactory } from './index.ts';
-import { TRACE_POINT_NAMES } from '../names.ts';
+import { icmpv4TypeCode, icmpv6TypeCode, TRACE_POINT_NAMES } from '../names.ts';
 
 /**
  * A counter whose per-flow increment is a Map lookup: prom-client hashes the label object on
@@ -180,6 +180,47 @@ export const portDistributionHandler: HandlerFactory = ({ registry, ctx }) => {
       const port = p.case === 'TCP' || p.case === 'UDP' || p.case === 'SCTP' ? String(p.value.destinationPort) : p.case === 'ICMPv4' || p.case === 'ICMPv6' ? '0' : undefined;
       if (port === undefined) return;
       c(p.case, port, ...ctx.values(f));
+    },
+  };
+};
+
+/**
+ * `icmp`: hubble_icmp_total{family, type, ctx} for every flow with an ICMP layer; `type` is
+ * gopacket's TypeCode string. Deliberate difference: Cilium labels ICMPv6 with family IPv4 (a
+ * long-standing bug); membrane says IPv6.
+ */
+export const icmpHandler: HandlerFactory = ({ registry, ctx }) => {
+  const c = fastCounter(({ name: 'hubble_icmp_total', help: 'Number of ICMP messages', labelNames: ['family', 'type', ...ctx.names], registers: [registry] }));
+  return {
+    name: 'icmp',
+    process(f) {
+      const p = f.l4?.protocol;
+      if (p?.case === 'ICMPv4') c('IPv4', icmpv4TypeCode(p.value.type, p.value.code), ...ctx.values(f));
+      else if (p?.case === 'ICMPv6') c('IPv6', icmpv6TypeCode(p.value.type, p.value.code), ...ctx.values(f));
+    },
+  };
+};
+
+/**
+ * `flows-to-world`: hubble_flows_to_world_total{protocol, verdict[, port], ctx} for flows whose
+ * destination carries `reserved:world`. Drops count only when POLICY_DENIED unless `any-drop`;
+ * forwarded replies are skipped; `syn-only` counts only TCP SYNs of new connections.
+ */
+export const flowsToWorldHandler: HandlerFactory = ({ registry, ctx, options }) => {
+  const opt = new Set(Object.keys(options).map((k) => k.toLowerCase()));
+  const anyDrop = opt.has('any-drop'), withPort = opt.has('port'), synOnly = opt.has('syn-only');
+  const c = fastCounter(({ name: 'hubble_flows_to_world_total', help: 'Total number of flows to reserved:world', labelNames: ['protocol', 'verdict', ...(withPort ? ['port'] : []), ...ctx.names], registers: [registry] }));
+  return {
+    name: 'flows-to-world',
+    process(f) {
+      const l4 = f.l4?.protocol;
+      if (!f.destination?.labels.includes('reserved:world') || !f.eventType || !l4?.case) return;
+      if (f.verdict === Verdict.DROPPED && !anyDrop && f.dropReasonDesc !== DropReason.POLICY_DENIED) return;
+      const reply = f.isReply === true;
+      if (f.verdict !== Verdict.DROPPED && reply) return;
+      if (synOnly && (l4.case !== 'TCP' || !l4.value.flags?.SYN || reply)) return;
+      const port = withPort ? [l4.case === 'TCP' || l4.case === 'UDP' || l4.case === 'SCTP' ? String(l4.value.destinationPort) : ''] : [];
+      c(flowProtocol(f), Verdict[f.verdict] ?? 'VERDICT_UNKNOWN', ...port, ...ctx.values(f));
     },
   };
 };

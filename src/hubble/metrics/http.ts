@@ -8,14 +8,14 @@
  *   httpV2  hubble_http_requests_total{ctx, method, protocol, status, reporter}  RESPONSE flows only,
  *           context from the request's perspective (source/destination inverted)
  *           hubble_http_request_duration_seconds{ctx, method, reporter}         RESPONSE flows
- *           option `exemplars=true`: {traceID} exemplars (OpenMetrics registries)
+ *           option `exemplars=true`: {traceID} exemplars (the registry is then OpenMetrics)
  *
  * `reporter` is `client` for EGRESS, `server` for INGRESS, else `unknown`; `status` the decimal
  * code; histograms use Prometheus' default buckets, as Hubble's do.
  */
 import { Counter, Histogram } from 'prom-client';
 import { L7FlowType, TrafficDirection, type Flow } from '../gen/flow/flow_pb.js';
-import { registerHandler, type HandlerFactory } from './index.ts';
+import type { HandlerFactory } from './index.ts';
 
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -57,6 +57,8 @@ export const httpHandler: HandlerFactory = ({ registry, ctx }) => {
 export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
   const registers = [registry];
   const exemplars = options.exemplars === 'true';
+  const requestLabels = [...ctx.names, 'method', 'protocol', 'status', 'reporter'];
+  const durationLabels = [...ctx.names, 'method', 'reporter'];
   const requests = new Counter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: [...ctx.names, 'method', 'protocol', 'status', 'reporter'], registers, ...(exemplars ? { enableExemplars: true } : {}) });
   const duration = new Histogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: [...ctx.names, 'method', 'reporter'], buckets: DEFAULT_BUCKETS, registers, ...(exemplars ? { enableExemplars: true } : {}) });
   return {
@@ -71,9 +73,11 @@ export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
       const seconds = Number(l7.latencyNs) / 1e9;
       const rl = [...c, h.method, h.protocol, String(h.code), reporter];
       const dl = [...c, h.method, reporter];
-      if (exemplars && traceId) {
-        requests.inc({ labels: Object.fromEntries([...ctx.names, 'method', 'protocol', 'status', 'reporter'].map((n, i) => [n, rl[i]!])), value: 1, exemplarLabels: { traceID: traceId } });
-        duration.observe({ labels: Object.fromEntries([...ctx.names, 'method', 'reporter'].map((n, i) => [n, dl[i]!])), value: seconds, exemplarLabels: { traceID: traceId } });
+      if (exemplars) {
+        // an exemplar-enabled metric takes the object form only (positional labels lose them)
+        const ex = traceId ? { exemplarLabels: { traceID: traceId } } : {};
+        requests.inc({ labels: Object.fromEntries(requestLabels.map((n, i) => [n, rl[i]!])), value: 1, ...ex });
+        duration.observe({ labels: Object.fromEntries(durationLabels.map((n, i) => [n, dl[i]!])), value: seconds, ...ex });
         return;
       }
       requests.labels(...rl).inc();
@@ -81,6 +85,3 @@ export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
     },
   };
 };
-
-registerHandler('http', httpHandler);
-registerHandler('httpV2', httpV2Handler);

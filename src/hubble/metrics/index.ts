@@ -8,6 +8,9 @@
  * Context options (sourceContext, destinationContext, their Egress/Ingress overrides,
  * labelsContext) apply to every handler (context.ts).
  *
+ * Unknown or refused names, bad options and conflicts (http with httpV2) are reported in
+ * `configErrors` and skipped; every other handler still runs.
+ *
  * Adding a handler (e.g. src/hubble/metrics/http.ts): export a `HandlerFactory` and register it
  *
  *   export const httpHandler: HandlerFactory = ({ registry, ctx, options }) => {
@@ -22,11 +25,15 @@
  * the agent's flow path: it must not throw (a throw is counted and swallowed) and should not
  * allocate more than the label values.
  */
-import { createServer, type Server } from 'node:http';
-import { Counter, Registry } from 'prom-client';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmod, rm } from 'node:fs/promises';
+import { Counter, Registry, type RegistryContentType } from 'prom-client';
 import type { Flow } from '../gen/flow/flow_pb.js';
 import { contextLabelNames, contextLabelValues, MetricsConfigError, parseContext } from './context.ts';
-import { dnsHandler, dropHandler, fastCounterRemovers, flowHandler, policyHandler, portDistributionHandler, tcpHandler } from './handlers.ts';
+import {
+  dnsHandler, dropHandler, fastCounterRemovers, flowHandler, flowsToWorldHandler, icmpHandler, policyHandler, portDistributionHandler, tcpHandler,
+} from './handlers.ts';
+import { httpHandler, httpV2Handler } from './http.ts';
 
 export { MetricsConfigError } from './context.ts';
 
@@ -52,8 +59,14 @@ export type HandlerFactory = (init: HandlerInit) => MetricsHandler;
 
 const factories = new Map<string, HandlerFactory>([
   ['flow', flowHandler], ['drop', dropHandler], ['dns', dnsHandler], ['policy', policyHandler], ['tcp', tcpHandler],
-  ['port-distribution', portDistributionHandler],
+  ['port-distribution', portDistributionHandler], ['icmp', icmpHandler], ['flows-to-world', flowsToWorldHandler],
+  ['http', httpHandler], ['httpV2', httpV2Handler],
 ]);
+
+/** Handlers Cilium has that membrane refuses, with why (nothing would ever be counted). */
+const REFUSED: Readonly<Record<string, string>> = {
+  kafka: 'membrane has no Kafka parser, so there are no Kafka flows to count',
+};
 
 /** Registers (or replaces) a handler by its `--hubble-metrics` name. */
 export function registerHandler(name: string, f: HandlerFactory): void {
@@ -71,7 +84,7 @@ export interface MetricSpec {
   options: Record<string, string>;
 }
 
-/** Parses a `--hubble-metrics` string. */
+/** Parses a `--hubble-metrics` string (space-separated entries). */
 export function parseMetricsConfig(text: string): MetricSpec[] {
   const out: MetricSpec[] = [];
   for (const entry of text.split(/\s+/).filter(Boolean)) {
@@ -84,18 +97,32 @@ export function parseMetricsConfig(text: string): MetricSpec[] {
         options[eq < 0 ? o : o.slice(0, eq)] = eq < 0 ? '' : o.slice(eq + 1);
       }
     }
-    if (out.some((s) => s.name === name)) throw new MetricsConfigError(`metric "${name}" listed twice`);
     out.push({ name, options });
   }
   return out;
 }
 
 /** The agent's default: every built-in handler, pods as source/destination context. */
-export const DEFAULT_METRICS = 'dns:query;sourceContext=pod|ip;destinationContext=pod|dns|ip http:sourceContext=pod|ip;destinationContext=pod|dns|ip drop:sourceContext=pod|ip;destinationContext=pod|dns|ip tcp flow port-distribution policy:sourceContext=pod|ip;destinationContext=pod|dns|ip';
+export const DEFAULT_METRICS = 'dns:query;sourceContext=pod|ip;destinationContext=pod|dns|ip http:sourceContext=pod|ip;destinationContext=pod|dns|ip drop:sourceContext=pod|ip;destinationContext=pod|dns|ip tcp flow port-distribution icmp flows-to-world policy:sourceContext=pod|ip;destinationContext=pod|dns|ip';
+
+export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8';
+export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+export interface HubbleMetricsOptions {
+  /** serve OpenMetrics to scrapers that ask for it (Cilium's --enable-hubble-open-metrics) */
+  openMetrics?: boolean;
+}
 
 export interface HubbleMetrics {
   registry: Registry;
   handlers: MetricsHandler[];
+  /**
+   * What the configuration asked for that is not served, one message each (unknown handler,
+   * bad option, a handler listed twice…): the other handlers run regardless.
+   */
+  configErrors: string[];
+  /** whether scrapers that accept it get OpenMetrics (with exemplars) */
+  openMetrics: boolean;
   process(flow: Flow): void;
   /** `hubble_lost_events_total{source}` (source lowercased LostEventSource name) */
   lost(source: string, n: number): void;
@@ -105,27 +132,104 @@ export interface HubbleMetrics {
    * `*_namespace`/`*_pod` names it. Returns how many series were removed.
    */
   forgetPod(namespace: string, pod: string): Promise<number>;
-  /** Serves GET /metrics; resolves once listening. */
+  /** The exposition for a scrape: OpenMetrics if enabled and accepted, else Prometheus text 0.0.4. */
+  render(accept?: string): Promise<{ contentType: string; body: string }>;
+  /** Serves GET /metrics on TCP; resolves once listening. */
   serve(port: number, host?: string): Promise<Server>;
+  /** Serves GET /metrics on a unix socket (mode 0600), for a host-side forwarder. */
+  serveUnix(path: string): Promise<Server>;
   errors(): number;
 }
 
-export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METRICS, registry = new Registry()): HubbleMetrics {
-  const specs = typeof config === 'string' ? parseMetricsConfig(config) : config;
-  const handlers: MetricsHandler[] = [];
-  for (const s of specs) {
-    const f = factories.get(s.name);
-    if (!f) throw new MetricsConfigError(`unknown metric "${s.name}" (known: ${handlerNames().join(', ')})`);
-    const ctxOpts = parseContext(s.options);
-    const own: Record<string, string> = {};
-    for (const [k, v] of Object.entries(s.options)) if (!CONTEXT_KEYS.has(k)) own[k] = v;
-    handlers.push(f({ registry, options: own, ctx: { names: contextLabelNames(ctxOpts), values: (fl) => contextLabelValues(ctxOpts, fl) } }));
+/**
+ * Prometheus text 0.0.4 from prom-client's OpenMetrics rendering: counters' family names get
+ * their `_total` back, exemplars and `# EOF` go.
+ */
+export function openMetricsToPrometheus(om: string): string {
+  const counters = new Set<string>();
+  const out: string[] = [];
+  for (const line of om.split('\n')) {
+    if (line === '# EOF' || line === '') continue;
+    const t = /^# TYPE (\S+) counter$/.exec(line);
+    if (t) counters.add(t[1]!);
+    const meta = /^# (HELP|TYPE) (\S+)(.*)$/.exec(line);
+    if (meta) {
+      out.push(counters.has(meta[2]!) || (meta[1] === 'HELP' && om.includes(`# TYPE ${meta[2]} counter`)) ? `# ${meta[1]} ${meta[2]}_total${meta[3]}` : line);
+      continue;
+    }
+    const hash = line.indexOf(' # {');
+    out.push(hash >= 0 ? line.slice(0, hash) : line);
   }
+  return out.join('\n') + '\n';
+}
+
+export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METRICS, opts: HubbleMetricsOptions = {}): HubbleMetrics {
+  const configErrors: string[] = [];
+  let specs: MetricSpec[];
+  try {
+    specs = typeof config === 'string' ? parseMetricsConfig(config) : config;
+  } catch (e) {
+    configErrors.push((e as Error).message);
+    specs = [];
+  }
+  // Exemplars exist only in OpenMetrics registries (prom-client refuses them otherwise).
+  const wantsExemplars = specs.some((s) => s.name === 'httpV2' && s.options.exemplars === 'true');
+  // (prom-client's typings omit the constructor's content-type argument)
+  const RegistryOf = Registry as unknown as new (contentType: RegistryContentType) => Registry;
+  const registry = new RegistryOf(wantsExemplars || opts.openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
+  const handlers: MetricsHandler[] = [];
+  const seen = new Set<string>();
+  for (const s of specs) {
+    const refused = REFUSED[s.name];
+    const f = factories.get(s.name);
+    if (seen.has(s.name)) { configErrors.push(`metric "${s.name}" listed twice: the first entry is used`); continue; }
+    if (refused) { configErrors.push(`metric "${s.name}" not served: ${refused}`); continue; }
+    if (!f) { configErrors.push(`unknown metric "${s.name}" (known: ${handlerNames().join(', ')}): not served, the others are`); continue; }
+    if ((s.name === 'http' && seen.has('httpV2')) || (s.name === 'httpV2' && seen.has('http'))) {
+      configErrors.push(`metric "${s.name}" not served: http and httpV2 count the same series, enable one of them`);
+      continue;
+    }
+    try {
+      const ctxOpts = parseContext(s.options);
+      const own: Record<string, string> = {};
+      for (const [k, v] of Object.entries(s.options)) if (!CONTEXT_KEYS.has(k)) own[k] = v;
+      handlers.push(f({ registry, options: own, ctx: { names: contextLabelNames(ctxOpts), values: (fl) => contextLabelValues(ctxOpts, fl) } }));
+      seen.add(s.name);
+    } catch (e) {
+      if (!(e instanceof MetricsConfigError)) throw e;
+      configErrors.push(`metric "${s.name}" not served: ${e.message}`);
+    }
+  }
+  if (wantsExemplars && !opts.openMetrics) configErrors.push('httpV2:exemplars=true: exemplars are only exposed with OpenMetrics (MEMBRANE_HUBBLE_METRICS_OPENMETRICS=true); Prometheus text carries none');
   const lostC = new Counter({ name: 'hubble_lost_events_total', help: 'Number of lost events', labelNames: ['source'], registers: [registry] });
+  const om = (registry.contentType as string) === Registry.OPENMETRICS_CONTENT_TYPE;
   let errs = 0;
-  let server: Server | undefined;
+  const render = async (accept = '') => {
+    const text = await registry.metrics();
+    if (!om) return { contentType: PROMETHEUS_CONTENT_TYPE, body: text };
+    if (opts.openMetrics && accept.includes('application/openmetrics-text')) return { contentType: OPENMETRICS_CONTENT_TYPE, body: text };
+    return { contentType: PROMETHEUS_CONTENT_TYPE, body: openMetricsToPrometheus(text) };
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: GET /metrics\n');
+      return;
+    }
+    render(req.headers.accept).then(({ contentType, body }) => {
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(body);
+    }, (e: Error) => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`${e.message}\n`);
+    });
+  };
+  const listen = (s: Server, ...args: unknown[]) => new Promise<Server>((resolve, reject) => {
+    s.once('error', reject);
+    (s.listen as (...a: unknown[]) => void)(...args, () => { s.removeListener('error', reject); resolve(s); });
+  });
   return {
-    registry, handlers,
+    registry, handlers, configErrors, openMetrics: om && !!opts.openMetrics,
     process(flow) {
       for (const h of handlers) {
         try { h.process(flow); } catch { errs++; }
@@ -146,39 +250,33 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
       for (const m of registry.getMetricsAsArray()) {
         if (fast?.has((m as unknown as { name: string }).name)) continue;
         const metric = m as unknown as { get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void };
-        const seen = new Set<string>();
+        const seenSeries = new Set<string>();
         for (const v of (await metric.get()).values) {
           // Histograms list a value per bucket (with `le`) plus sum and count: remove the series once.
           const { le: _le, ...labels } = v.labels;
           const key = JSON.stringify(labels);
-          if (seen.has(key) || !tied(labels)) continue;
-          seen.add(key);
+          if (seenSeries.has(key) || !tied(labels)) continue;
+          seenSeries.add(key);
           metric.remove(labels);
           removed++;
         }
       }
       return removed;
     },
+    render,
     serve(port, host = '0.0.0.0') {
-      server = createServer((req, res) => {
-        if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
-          res.writeHead(404, { 'content-type': 'text/plain' });
-          res.end('not found: GET /metrics\n');
-          return;
-        }
-        registry.metrics().then((text) => {
-          res.writeHead(200, { 'content-type': registry.contentType });
-          res.end(text);
-        }, (e: Error) => {
-          res.writeHead(500, { 'content-type': 'text/plain' });
-          res.end(`${e.message}\n`);
-        });
-      });
-      const s = server;
-      return new Promise((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(port, host, () => { s.removeListener('error', reject); resolve(s); });
-      });
+      return listen(createServer(handle), port, host);
+    },
+    async serveUnix(path) {
+      await rm(path, { force: true });
+      const old = process.umask(0o077);
+      try {
+        const s = await listen(createServer(handle), path);
+        await chmod(path, 0o600);
+        return s;
+      } finally {
+        process.umask(old);
+      }
     },
     errors: () => errs,
   };

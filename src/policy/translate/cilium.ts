@@ -28,7 +28,9 @@ function translateElement(
   const el = e as Record<string, unknown>;
   const fields = (dir === 'ingress' ? INGRESS_L3 : EGRESS_L3).filter((f) => !(verdict === 'deny' && f === 'toFQDNs'));
   const present = fields.filter((f) => el[f] !== undefined && el[f] !== null);
-  if (!validateElement(ctx, el, verdict, present, path)) return [];
+  // An invalid element emits nothing, but its peers and ports are still checked below: every
+  // problem of a rule is reported at once.
+  const valid = validateElement(ctx, el, verdict, present, path);
   const toPorts = list(el.toPorts as PortRule[]);
   const icmps = list(el.icmps as ICMPRule[]);
   const mode = (el.authentication as { mode?: string } | null | undefined)?.mode;
@@ -57,21 +59,22 @@ function translateElement(
         const extra = Object.keys(pr).filter((k) => k !== 'ports');
         if (extra.length) ctx.issue('POLICY_DENY_L7', [...pp, extra[0]!], `deny rules only take ports (not ${extra.join(', ')})`, 'deny rules never carry L7 rules, serverNames, TLS or listeners');
       }
+      // The L7 part is checked even when a port is bad: every problem at once.
       const expanded = expandPorts(ctx, list(pr.ports), [...pp, 'ports']);
-      if (!expanded) return;
       const l7 = verdict === 'allow' ? l7Spec(ctx, pr, dir, expanded, pp) : null;
-      if (l7 === undefined) return;
+      if (expanded.invalid || l7 === undefined) return;
       // A PortRule without ports allows nothing (spec §3.1).
       if (expanded.specs.length === 0) return;
       emit(expanded.specs, l7);
     });
-  } else if (icmps.length) {
+  }
+  if (icmps.length) {
     const specs = icmpSpecs(ctx, icmps, [...path, 'icmps']);
-    if (specs && specs.length) emit(specs, null);
-  } else if (peers.length) {
+    if (specs && specs.length && !toPorts.length) emit(specs, null);
+  } else if (!toPorts.length && peers.length) {
     emit(null, null);
   }
-  return peers.length ? out : [];
+  return valid && peers.length ? out : [];
 }
 
 export function translateRule(ctx: Ctx, r: Rule, path: Path, index: number): TranslatedRule | undefined {
@@ -100,7 +103,7 @@ export function translateRule(ctx: Ctx, r: Rule, path: Path, index: number): Tra
   for (const [field, dir, verdict] of sectionDefs) {
     const v = r[field];
     if (v === undefined || v === null) continue;
-    if (!Array.isArray(v)) { ctx.issue('POLICY_RULE_INVALID', [...path, field], `${field} must be a list`); continue; }
+    if (!Array.isArray(v)) { ctx.issue('POLICY_RULE_INVALID', [...path, field], 'must be a list'); continue; }
     v.forEach((e, i) => entries.push(...translateElement(pc, dir, verdict, e as IngressRule, [...path, field, i], log)));
   }
   if (ctx.issues.length > before || !subjReqs) return undefined;

@@ -32,6 +32,18 @@ export interface TranslateOptions {
   policyDefaultLocalCluster?: boolean;
   /** --enable-extended-ip-protocols (VRRP, IGMP); default false */
   enableExtendedIPProtocols?: boolean;
+  /**
+   * Whether `authentication.mode: required` can be honoured. Default false: membrane has no
+   * mutual authentication (no SPIRE, no auth map), so the datapath would drop every such packet
+   * with 189 (AUTH_REQUIRED); import rejects the rule instead. Tests of the MapState folding set it.
+   */
+  enableMutualAuth?: boolean;
+  /**
+   * Whether host policies (`nodeSelector`) are enforced on the node's host endpoint. Default
+   * false: membrane has no host firewall yet, so import rejects them rather than leave the host
+   * open while the policy looks applied. Tests of the repository's subject matching set it.
+   */
+  enableHostFirewall?: boolean;
   /** Services for toServices; without it toServices selects nothing. */
   services?: ServiceLookup;
   /**

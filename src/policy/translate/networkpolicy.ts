@@ -21,7 +21,7 @@ function npPeer(ctx: Ctx, peer: NetworkPolicyPeer, path: Path): PeerSelector[] {
   if (hasIp && (hasPod || hasNs)) { ctx.issue('POLICY_PEER_INVALID', path, 'may not specify both ipBlock and another peer'); return []; }
   if (!hasIp && !hasPod && !hasNs) { ctx.issue('POLICY_PEER_INVALID', path, 'must specify a peer'); return []; }
   if (hasIp) {
-    if (typeof peer.ipBlock!.cidr !== 'string' || peer.ipBlock!.cidr === '') { ctx.issue('POLICY_CIDR_INVALID', [...path, 'ipBlock', 'cidr'], 'ipBlock.cidr is required'); return []; }
+    if (typeof peer.ipBlock!.cidr !== 'string' || peer.ipBlock!.cidr === '') { ctx.issue('POLICY_CIDR_INVALID', [...path, 'ipBlock', 'cidr'], 'required field is missing'); return []; }
     return cidrSetPeers(ctx, [{ cidr: peer.ipBlock!.cidr, ...(peer.ipBlock!.except ? { except: peer.ipBlock!.except } : {}) }], [...path, 'ipBlock']).map((p) => p);
   }
   const podReqs = hasPod ? selectorReqs(ctx, peer.podSelector, [...path, 'podSelector'], LabelSource.k8s) : [];
@@ -53,6 +53,11 @@ function npPorts(ctx: Ctx, ports: NetworkPolicyPort[], path: Path): PortSpec[] |
       return;
     }
     const text = show(p.port).trim();
+    if (protoText === 'SCTP' && text !== '0') {
+      ctx.issue('POLICY_PROTOCOL_UNSUPPORTED', [...pp, 'port'], 'SCTP port rules are not enforced: the datapath does not read SCTP ports', 'leave out port to match every SCTP port, or select the peer alone');
+      ok = false;
+      return;
+    }
     if (typeof p.port === 'string' && isNamedPort(text)) {
       if (p.endPort !== undefined) { ctx.issue('POLICY_PORT_INVALID', [...pp, 'endPort'], 'endPort may not be specified with a named port'); ok = false; return; }
       out.push({ proto, name: text.toLowerCase() });
@@ -78,7 +83,7 @@ function npPorts(ctx: Ctx, ports: NetworkPolicyPort[], path: Path): PortSpec[] |
 export function translateNetworkPolicy(ctx: Ctx, np: NetworkPolicy): TranslatedRule | undefined {
   const spec = np.spec;
   if (!spec || typeof spec !== 'object') { ctx.issue('POLICY_EMPTY', ['spec'], 'NetworkPolicy must have a spec'); return undefined; }
-  if (spec.policyTypes !== undefined && spec.policyTypes !== null && !Array.isArray(spec.policyTypes)) ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes'], 'policyTypes must be a list');
+  if (spec.policyTypes !== undefined && spec.policyTypes !== null && !Array.isArray(spec.policyTypes)) ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes'], 'must be a list of Ingress/Egress');
   const types = list(spec.policyTypes);
   types.forEach((t, i) => { if (t !== 'Ingress' && t !== 'Egress') ctx.issue('POLICY_TYPE_INVALID', ['spec', 'policyTypes', i], `invalid policyType "${show(t)}"`, 'Ingress or Egress'); });
   const subjReqs = selectorReqs(ctx, spec.podSelector ?? {}, ['spec', 'podSelector'], LabelSource.k8s);
@@ -86,13 +91,13 @@ export function translateNetworkPolicy(ctx: Ctx, np: NetworkPolicy): TranslatedR
   const sections = [['ingress', 'from'], ['egress', 'to']] as const;
   for (const [dir, peerField] of sections) {
     const rules = spec[dir];
-    if (rules !== undefined && rules !== null && !Array.isArray(rules)) { ctx.issue('POLICY_RULE_INVALID', ['spec', dir], `${dir} must be a list`); continue; }
+    if (rules !== undefined && rules !== null && !Array.isArray(rules)) { ctx.issue('POLICY_RULE_INVALID', ['spec', dir], 'must be a list'); continue; }
     list(rules).forEach((rule, i) => {
       const path = ['spec', dir, i];
       if (!rule || typeof rule !== 'object' || Array.isArray(rule)) { ctx.issue('POLICY_RULE_INVALID', path, 'rule must be an object'); return; }
       const peersRaw = (rule as Record<string, unknown>)[peerField];
       const peers: PeerSelector[] = [];
-      if (peersRaw !== undefined && peersRaw !== null && !Array.isArray(peersRaw)) { ctx.issue('POLICY_RULE_INVALID', [...path, peerField], `${peerField} must be a list`); return; }
+      if (peersRaw !== undefined && peersRaw !== null && !Array.isArray(peersRaw)) { ctx.issue('POLICY_RULE_INVALID', [...path, peerField], 'must be a list'); return; }
       if (!peersRaw || peersRaw.length === 0) peers.push(WILDCARD_PEER);
       else (peersRaw as NetworkPolicyPeer[]).forEach((p, j) => peers.push(...npPeer(ctx, p, [...path, peerField, j])));
       const portsRaw = list((rule as { ports?: NetworkPolicyPort[] } | null)?.ports);

@@ -87,14 +87,13 @@ export function cidrSetPeers(ctx: Ctx, rules: CIDRRule[], path: Path): PeerSelec
     const set = [r?.cidr, r?.cidrGroupRef, r?.cidrGroupSelector].filter((v) => v !== undefined && v !== null && v !== '').length;
     if (set === 0) { ctx.issue('POLICY_CIDR_INVALID', rp, 'one of cidr, cidrGroupRef, or cidrGroupSelector is required'); return; }
     if (set > 1) { ctx.issue('POLICY_CIDR_INVALID', rp, 'more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set'); return; }
-    if (r.cidrGroupRef !== undefined && r.cidrGroupRef !== '') {
-      if (list(r.except).length) ctx.issue('POLICY_CIDR_INVALID', [...rp, 'except'], 'except is not supported with cidrGroupRef');
-      out.push(labelPeer([requirement(`cidrgroup:io.cilium.policy.cidrgroupname/${r.cidrGroupRef}`, 'Exists')]));
-      return;
-    }
-    if (r.cidrGroupSelector !== undefined) {
-      const reqs = selectorReqs(ctx, r.cidrGroupSelector, [...rp, 'cidrGroupSelector'], LabelSource.cidrgroup);
-      if (reqs) out.push(labelPeer(reqs.length ? reqs : [requirement('cidrgroup:io.cilium.policy.cidrgroupname', 'Exists')]));
+    if ((r.cidrGroupRef !== undefined && r.cidrGroupRef !== '') || (r.cidrGroupSelector !== undefined && r.cidrGroupSelector !== null)) {
+      // No CiliumCIDRGroup kind exists here, so no address would ever carry a cidrgroup label:
+      // an allow would allow nothing and a deny would silently deny nothing.
+      const field = r.cidrGroupRef !== undefined && r.cidrGroupRef !== '' ? 'cidrGroupRef' : 'cidrGroupSelector';
+      if (field === 'cidrGroupRef' && list(r.except).length) ctx.issue('POLICY_CIDR_INVALID', [...rp, 'except'], 'except is not supported with cidrGroupRef');
+      if (field === 'cidrGroupSelector') selectorReqs(ctx, r.cidrGroupSelector, [...rp, 'cidrGroupSelector'], LabelSource.cidrgroup);
+      ctx.issue('POLICY_CIDR_GROUP_UNSUPPORTED', [...rp, field], 'CIDR groups are not supported: membrane has no CiliumCIDRGroup resource, so the group would match no address', 'list the prefixes with cidr entries instead');
       return;
     }
     const p = parsePrefix(r.cidr!, false);
@@ -166,7 +165,7 @@ function servicePeers(ctx: Ctx, svcs: NonNullable<EgressRule['toServices']>, pat
     const sp = [...path, i];
     if (s?.k8sService && s?.k8sServiceSelector) { ctx.issue('POLICY_SERVICE_INVALID', sp, 'only one of k8sService or k8sServiceSelector may be set'); return; }
     if (s?.k8sService) {
-      if (!s.k8sService.serviceName) { ctx.issue('POLICY_SERVICE_INVALID', [...sp, 'k8sService', 'serviceName'], 'serviceName is required'); return; }
+      if (!s.k8sService.serviceName) { ctx.issue('POLICY_SERVICE_INVALID', [...sp, 'k8sService', 'serviceName'], 'required field is missing'); return; }
       const ns = s.k8sService.namespace || ctx.namespace || 'default';
       const svc = ctx.opts.services?.get(ns, s.k8sService.serviceName);
       const peer = svc ? servicePodSelector(svc) : undefined;
@@ -186,7 +185,7 @@ function servicePeers(ctx: Ctx, svcs: NonNullable<EgressRule['toServices']>, pat
       }
       return;
     }
-    ctx.issue('POLICY_SERVICE_INVALID', sp, 'one of k8sService or k8sServiceSelector is required');
+    // Neither: Cilium accepts the empty selector and it selects no service (nor any peer).
   });
   return out;
 }

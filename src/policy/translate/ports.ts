@@ -29,14 +29,16 @@ function parseProtocol(ctx: Ctx, pp: PortProtocol, path: Path): { protos: number
 }
 
 export interface ExpandedPorts {
+  /** some port entry had a problem (reported): translate nothing, but the L7 part is still checked */
+  invalid: boolean;
   specs: PortSpec[];
   hasZero: boolean;
   hasRange: boolean;
   protos: Set<string>;
 }
 
-export function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): ExpandedPorts | undefined {
-  const out: ExpandedPorts = { specs: [], hasZero: false, hasRange: false, protos: new Set() };
+export function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): ExpandedPorts {
+  const out: ExpandedPorts = { invalid: false, specs: [], hasZero: false, hasRange: false, protos: new Set() };
   if (ports.length > 40) ctx.issue('POLICY_TOO_MANY_PORTS', path, `too many ports, the max is 40`);
   let ok = true;
   ports.forEach((pp, k) => {
@@ -61,6 +63,11 @@ export function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): Expand
     }
     if (portText === '') {
       ctx.issue('POLICY_PORT_INVALID', [...pPath, 'port'], 'port must be specified');
+      ok = false;
+      return;
+    }
+    if (show(pp.protocol ?? '').toUpperCase() === 'SCTP' && portText !== '0') {
+      ctx.issue('POLICY_PROTOCOL_UNSUPPORTED', [...pPath, 'port'], 'SCTP port rules are not enforced: the datapath does not read SCTP ports', 'allow or deny SCTP with `port: "0"` (every port) or by peer alone');
       ok = false;
       return;
     }
@@ -89,7 +96,8 @@ export function expandPorts(ctx: Ctx, ports: PortProtocol[], path: Path): Expand
     if (hi > port) out.hasRange = true;
     for (const blk of rangeToPrefixes(port, hi)) for (const p of proto.protos) out.specs.push({ proto: p, port: blk.port, plen: blk.plen });
   });
-  return ok ? out : undefined;
+  out.invalid = !ok;
+  return out;
 }
 
 export function icmpSpecs(ctx: Ctx, icmps: ICMPRule[], path: Path): PortSpec[] | undefined {

@@ -30,7 +30,7 @@ export function l7Kinds(pr: PortRule): L7Kind[] {
 
 /** Whether a toPorts entry has an L7 part (rules, serverNames, TLS contexts or a listener). */
 export function hasL7(pr: PortRule): boolean {
-  return l7Kinds(pr).length > 0 || pr.serverNames !== undefined || pr.terminatingTLS !== undefined || pr.originatingTLS !== undefined || pr.listener !== undefined;
+  return l7Kinds(pr).length > 0 || (pr.rules?.l7 !== undefined && pr.rules?.l7 !== null) || pr.serverNames !== undefined || pr.terminatingTLS !== undefined || pr.originatingTLS !== undefined || pr.listener !== undefined;
 }
 
 export const AUTH_MODES: Record<string, number> = { disabled: 0, required: 1, 'test-always-fail': 2 };
@@ -75,9 +75,25 @@ export function validateL7(ctx: Ctx, pr: PortRule, dir: Direction, ports: Expand
     bad('POLICY_LISTENER_UNSUPPORTED', [...path, 'listener'], 'listener (CiliumEnvoyConfig) redirects are not supported', 'express the L7 policy with rules.http instead');
   }
   const kind = kinds[0];
+  // Parsers membrane has no proxy for: the datapath would redirect to a port nobody serves and
+  // drop every packet, while the policy looked applied. Rejected, whatever else the entry holds.
+  if (kinds.includes('kafka')) {
+    bad('POLICY_KAFKA_UNSUPPORTED', [...path, 'rules', 'kafka'], 'Kafka rules are not enforced: membrane has no Kafka proxy', 'remove rules.kafka to allow the port at L4 only, or keep Kafka brokers out of this policy until a Kafka proxy exists');
+  }
+  if (kinds.includes('generic')) {
+    bad('POLICY_L7PROTO_UNSUPPORTED', [...path, 'rules', 'l7proto'], `l7proto "${show(rules.l7proto)}" is not enforced: membrane has no proxylib parsers`, 'remove rules.l7proto and rules.l7 to allow the port at L4 only');
+  } else if (rules.l7 !== undefined && rules.l7 !== null) {
+    bad('POLICY_L7_INVALID', [...path, 'rules', 'l7'], 'rules.l7 needs rules.l7proto (the parser its rules are for)', 'remove rules.l7, or name its parser with l7proto');
+  }
+  if (pr.originatingTLS !== undefined && pr.terminatingTLS === undefined) {
+    bad('POLICY_TLS_UNSUPPORTED', [...path, 'originatingTLS'], 'originatingTLS without terminatingTLS is not supported: the proxy originates TLS only on connections it terminated, so the upstream would get plain text', 'add terminatingTLS (and HTTP rules), or remove originatingTLS and let the client speak TLS itself');
+  }
+  if (kind === 'dns' && (pr.terminatingTLS !== undefined || pr.originatingTLS !== undefined)) {
+    bad('POLICY_TLS_UNSUPPORTED', [...path, pr.terminatingTLS !== undefined ? 'terminatingTLS' : 'originatingTLS'], 'TLS contexts do not apply to DNS rules (the DNS proxy does not speak TLS)', 'put TLS contexts on a toPorts entry with HTTP rules or serverNames');
+  }
   if (kind === 'dns') {
     if (dir === 'ingress') bad('POLICY_L7_DNS_INGRESS', [...path, 'rules', 'dns'], 'DNS rules are not allowed on ingress');
-    if (ports.specs.length === 0) bad('POLICY_L7_DNS_PORT', [...path, 'ports'], 'port 53 must be specified for DNS rules');
+    if (ports.specs.length === 0 && !ports.invalid) bad('POLICY_L7_DNS_PORT', [...path, 'ports'], 'port 53 must be specified for DNS rules');
     if (ports.hasRange) bad('POLICY_L7_DNS_RANGE', [...path, 'ports'], 'DNS rules do not support port ranges');
     for (const p of ports.protos) if (!['TCP', 'UDP', 'ANY'].includes(p)) bad('POLICY_L7_PROTOCOL', [...path, 'ports'], `DNS rules can only apply to TCP, UDP or ANY (not ${p})`);
     dns.forEach((d, i) => {
@@ -133,6 +149,9 @@ export function validateRule(ctx: Ctx, r: Rule, path: Path): { ok: boolean; log?
   if (!hasES && !hasNS) ctx.issue('POLICY_SELECTOR_MISSING', path, 'rule must have one of EndpointSelector or NodeSelector');
   if (hasES && hasNS) ctx.issue('POLICY_SELECTOR_BOTH', path, 'rule cannot have both EndpointSelector and NodeSelector');
   if (hasNS && !isCCNP) ctx.issue('POLICY_NODE_SELECTOR_IN_CNP', [...path, 'nodeSelector'], `Invalid ${ctx.res.kind} spec: rule cannot have NodeSelector`, 'host policies need a CiliumClusterwideNetworkPolicy');
+  else if (hasNS && !hasES && !(ctx.opts.enableHostFirewall ?? false)) {
+    ctx.issue('POLICY_HOST_FIREWALL_UNSUPPORTED', [...path, 'nodeSelector'], 'host policies (nodeSelector) are not supported yet: membrane has no host firewall, so the node would stay open', 'select pods with endpointSelector; traffic of the nodes themselves is not filtered by membrane');
+  }
   const sections = [r.ingress, r.ingressDeny, r.egress, r.egressDeny];
   if (!sections.some((s) => list(s).length > 0)) {
     ctx.issue('POLICY_RULE_EMPTY', path, 'rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny', 'for default deny write `ingress: [{}]` or `egress: [{}]`');
@@ -140,7 +159,7 @@ export function validateRule(ctx: Ctx, r: Rule, path: Path): { ok: boolean; log?
   let log: string | undefined;
   if (r.log !== undefined) {
     const v = r.log?.value;
-    if (typeof v !== 'string' || v.length > 32 || !/^[\P{C}]*$/u.test(v)) ctx.issue('POLICY_LOG_INVALID', [...path, 'log', 'value'], 'log.value must be at most 32 printable characters');
+    if (typeof v !== 'string' || v.length > 32 || !/^[\P{C}]*$/u.test(v)) ctx.issue('POLICY_LOG_INVALID', [...path, 'log', 'value'], 'must be at most 32 printable characters');
     else log = v;
   }
   return { ok: ctx.issues.length === before, ...(log !== undefined ? { log } : {}) };
@@ -148,27 +167,32 @@ export function validateRule(ctx: Ctx, r: Rule, path: Path): { ok: boolean; log?
 
 /**
  * A rule element's structure (spec §2.3, §2.4, §2.10): removed fields, toFQDNs in deny rules, one
- * L3 kind per element, no icmps beside toPorts, a known authentication mode. `present` are the
- * L3 fields it sets; false means translate nothing of it (other problems still empty the result).
+ * L3 kind per element, no icmps beside toPorts, a known and enforceable authentication mode.
+ * `present` are the L3 fields it sets; false means emit nothing of it. The caller still checks
+ * the element's peers and ports, so that every problem of a rule is reported at once.
  */
 export function validateElement(ctx: Ctx, el: Record<string, unknown>, verdict: 'allow' | 'deny', present: readonly string[], path: Path): boolean {
   for (const legacy of ['fromRequires', 'toRequires']) {
     if (el[legacy] !== undefined) ctx.issue('POLICY_REQUIRES_REMOVED', [...path, legacy], `${legacy} was removed in Cilium 1.19 and is not supported`, 'add the required labels to each peer selector instead');
   }
   if (verdict === 'deny' && el.toFQDNs !== undefined) ctx.issue('POLICY_FQDN_DENY', [...path, 'toFQDNs'], 'toFQDNs is not allowed in deny rules');
+  let ok = true;
   const nonEmpty = present.filter((f) => list(el[f] as unknown[]).length > 0);
   if (nonEmpty.length > 1) {
     ctx.issue('POLICY_L3_COMBINATION', [...path, nonEmpty[1]!], `combining ${FIELD_TITLE[nonEmpty[0]!]} and ${FIELD_TITLE[nonEmpty[1]!]} is not supported yet`, 'write separate list elements; elements are ORed');
-    return false;
+    ok = false;
   }
   if (list(el.toPorts as PortRule[]).length && list(el.icmps as ICMPRule[]).length) {
     ctx.issue('POLICY_ICMP_WITH_PORTS', [...path, 'icmps'], 'the ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts');
-    return false;
+    ok = false;
   }
   if (el.authentication !== undefined) {
     const mode = (el.authentication as { mode?: string } | null)?.mode;
     if (verdict === 'deny') ctx.issue('POLICY_AUTH_INVALID', [...path, 'authentication'], 'authentication is not allowed in deny rules');
     else if (typeof mode !== 'string' || !(mode in AUTH_MODES)) ctx.issue('POLICY_AUTH_INVALID', [...path, 'authentication', 'mode'], `invalid authentication mode "${show(mode)}"`, 'modes: disabled, required, test-always-fail');
+    else if (mode === 'required' && !(ctx.opts.enableMutualAuth ?? false)) {
+      ctx.issue('POLICY_AUTH_UNSUPPORTED', [...path, 'authentication', 'mode'], 'mutual authentication is not supported yet: every packet of this rule would be dropped (AUTH_REQUIRED)', 'remove authentication (or use mode: disabled); membrane has no SPIRE or auth map to authenticate peers');
+    }
   }
-  return true;
+  return ok;
 }

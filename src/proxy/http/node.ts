@@ -13,7 +13,7 @@ import { setIpTransparent } from '../../sys/sockopt.ts';
 import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparentReplyRule } from '../../sys/proxy-socket.ts';
 import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
 import { createFlowBuilder } from './flows.ts';
-import { OtlpExporter } from './otlp.ts';
+import { OtlpExporter, otlpOptionsFromEnv } from './otlp.ts';
 import type { AccessRecord, ProxyEndpoint } from './types.ts';
 // registers the `http` and `httpV2` Hubble metrics handlers (enable with --hubble-metrics / MEMBRANE_HUBBLE_METRICS)
 import '../../hubble/metrics/http.ts';
@@ -34,8 +34,10 @@ export interface HttpProxyNodeDeps {
   /** Secrets for headerMatches (read at start and on every change), when no `secret` is given */
   resources?: () => SecretStore | undefined;
   ingestFlow(flow: Flow): void;
-  /** OTLP/HTTP collector URL; default env MEMBRANE_OTLP_ENDPOINT */
+  /** OTLP/HTTP collector URL (membrane's otlpEndpoint setting); OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT in `otel` wins */
   otlpEndpoint?: string;
+  /** the OpenTelemetry SDK's OTEL_* variables (config.otel) */
+  otel?: Readonly<Record<string, string>>;
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
   configure?(chain: HttpFilterChain): void;
   /** name in the status rows (default `http`; the TLS SNI proxy reuses this wiring as `tls`) */
@@ -82,8 +84,9 @@ export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' |
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: proxyFlowResolver(deps) });
-  const otlpUrl = deps.otlpEndpoint;
-  const otlp = otlpUrl ? new OtlpExporter({ endpoint: otlpUrl, nodeName: deps.nodeName }) : undefined;
+  // the OpenTelemetry SDK's OTEL_* settings as an SDK reads them; a bad one stops the start with its reason
+  const otlpOpts = otlpOptionsFromEnv({ ...deps.otel, ...(deps.otlpEndpoint ? { MEMBRANE_OTLP_ENDPOINT: deps.otlpEndpoint } : {}) }, { nodeName: deps.nodeName });
+  const otlp = otlpOpts ? new OtlpExporter(otlpOpts) : undefined;
   const onRecord = (rec: AccessRecord) => {
     deps.ingestFlow(build(rec));
     otlp?.record(rec);

@@ -11,7 +11,15 @@
  * Refused (RFC 9112 §6.3, §11.2; the request smuggling vectors): Transfer-Encoding together with
  * Content-Length, several or non-numeric Content-Length, a Transfer-Encoding other than
  * `chunked`, obsolete line folding, bare LF, whitespace before the colon, control characters,
- * a missing or repeated Host (HTTP/1.1), heads larger than `maxHeadBytes` (431).
+ * a missing, empty, malformed or repeated Host (HTTP/1.1), heads larger than `maxHeadBytes` (431),
+ * a method llhttp (Node's parser) does not know, a request-target that is none of RFC 9112 §3.2's
+ * forms for its method (origin-form; absolute-form per RFC 3986 with an http(s) scheme, no
+ * userinfo, a Host that names the same authority; `*` for OPTIONS; authority-form for CONNECT) or
+ * that carries a fragment, and chunked framing looser than llhttp's (no whitespace around the
+ * chunk size, extensions per the RFC grammar, trailer fields as header fields).
+ *
+ * `path` is what L7 rules see: the origin-form target as sent, or the path and query of an
+ * absolute-form target (`http://h?/x` is path `/?/x`, never `/x`).
  */
 
 export class HttpParseError extends Error {
@@ -30,6 +38,12 @@ export interface MessageHead {
   method: string;
   /** request target as sent (origin-form or absolute-form) */
   target: string;
+  /** request: the origin-form path and query L7 rules see (`*` for OPTIONS *, '' for CONNECT) */
+  path: string;
+  /** request: the authority of an absolute-form target (or CONNECT's), '' otherwise */
+  authority: string;
+  /** request: the target was absolute-form (it is forwarded in origin-form) */
+  absoluteForm: boolean;
   /** response status code (0 for requests) */
   status: number;
   reason: string;
@@ -45,6 +59,8 @@ export interface MessageHead {
   keepAlive: boolean;
   /** Connection: upgrade + Upgrade header present */
   upgrade: boolean;
+  /** the Upgrade header's value, lower-cased and trimmed (several fields joined by ", "); '' when absent */
+  upgradeType: string;
   host: string;
   expectContinue: boolean;
 }
@@ -93,8 +109,10 @@ export class HeadParser {
   /** the last byte of the previous part was CR / the previous part ended a line (LF) */
   private prevCR = false;
   private lineLen = 0;
-  /** bytes of leading CRLFs skipped before a request line */
+  /** the start line has begun (leading empty lines are behind) */
   private started = false;
+  /** a leading empty line's CR was the last byte read: its LF comes next */
+  private leadCR = false;
 
   constructor(opts: HeadParserOptions) {
     this.kind = opts.kind;
@@ -113,15 +131,25 @@ export class HeadParser {
     this.prevCR = false;
     this.lineLen = 0;
     this.started = false;
+    this.leadCR = false;
   }
 
   push(chunk: Buffer, start = 0): { head: MessageHead; bodyStart: number } | undefined {
     let pos = start;
-    // Leading empty lines before the request line are ignored (RFC 9112 §2.2).
+    // Leading empty lines before the request line are ignored (RFC 9112 §2.2), also when a
+    // CRLF is split between reads.
     if (!this.started) {
-      while (pos + 1 < chunk.length && chunk[pos] === CR && chunk[pos + 1] === LF) pos += 2;
-      if (pos >= chunk.length) return undefined;
-      if (chunk[pos] === CR && pos + 1 === chunk.length) return undefined; // wait for the LF
+      for (;;) {
+        if (pos >= chunk.length) return undefined;
+        if (this.leadCR) {
+          if (chunk[pos] !== LF) throw new HttpParseError(400, 'bare_cr', 'CR without LF before the start line');
+          this.leadCR = false;
+          pos++;
+        } else if (chunk[pos] === CR) {
+          this.leadCR = true;
+          pos++;
+        } else break;
+      }
       if (chunk[pos] === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF before the start line');
       this.started = true;
     }
@@ -170,8 +198,8 @@ export class HeadParser {
     let eol = raw.indexOf(LF);
     const line0End = eol - 1;
     const head: MessageHead = {
-      method: '', target: '', status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw,
-      contentLength: -1, chunked: false, keepAlive: true, upgrade: false, host: '', expectContinue: false,
+      method: '', target: '', path: '', authority: '', absoluteForm: false, status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw,
+      contentLength: -1, chunked: false, keepAlive: true, upgrade: false, upgradeType: '', host: '', expectContinue: false,
     };
     if (this.kind === 'request') parseRequestLine(raw, line0End, head);
     else parseStatusLine(raw, line0End, head);
@@ -179,7 +207,8 @@ export class HeadParser {
     let teCount = 0;
     let clCount = 0;
     let hostCount = 0;
-    let connClose = false, connKeepAlive = false, connUpgrade = false, hasUpgrade = false;
+    let conn = 0;
+    let upgradeCount = 0;
     let pos = eol + 1;
     let n = 0;
     while (pos < raw.length) {
@@ -220,15 +249,11 @@ export class HeadParser {
           hostCount++;
           head.host = value;
           break;
-        case 'connection': {
-          const v = value.toLowerCase();
-          if (v.includes('close')) connClose = true;
-          if (v.includes('keep-alive')) connKeepAlive = true;
-          if (v.includes('upgrade')) connUpgrade = true;
+        case 'connection':
+          conn |= connectionOptions(value);
           break;
-        }
         case 'upgrade':
-          hasUpgrade = true;
+          head.upgradeType = upgradeCount++ === 0 ? value.toLowerCase() : `${head.upgradeType}, ${value.toLowerCase()}`;
           break;
         case 'expect':
           if (value.toLowerCase() === '100-continue') head.expectContinue = true;
@@ -239,20 +264,57 @@ export class HeadParser {
     if (head.chunked && clCount > 0) throw new HttpParseError(400, 'content_length_with_transfer_encoding', 'both Content-Length and Transfer-Encoding (request smuggling)');
     if (this.kind === 'request') {
       if (head.chunked && head.version === 'HTTP/1.0') throw new HttpParseError(400, 'te_http10', 'Transfer-Encoding in an HTTP/1.0 request');
+      // what follows a CONNECT head belongs to the tunnel (llhttp); Envoy refuses a CONNECT body
+      if (head.method === 'CONNECT' && (head.chunked || head.contentLength > 0)) throw new HttpParseError(400, 'connect_with_body', 'a CONNECT request with a body');
       if (hostCount > 1) throw new HttpParseError(400, 'duplicate_host', 'more than one Host header');
       if (hostCount === 0 && head.version === 'HTTP/1.1') throw new HttpParseError(400, 'missing_host', 'HTTP/1.1 request without Host');
+      if (hostCount === 1 && hostPortEnd(head.host, 0, false) !== head.host.length) throw new HttpParseError(400, 'bad_host', `invalid Host "${head.host.slice(0, 60)}"`);
+      if (head.absoluteForm && hostCount === 1 && !sameAuthority(head.authority, head.host, head.target)) {
+        // RFC 9112 §3.2.2: the target's authority is the one that counts; the Host a server
+        // sees must name the same, or the policy and the server would judge different hosts
+        throw new HttpParseError(400, 'host_mismatch', `Host "${head.host.slice(0, 60)}" is not the target's authority "${head.authority.slice(0, 60)}"`);
+      }
     }
-    head.keepAlive = head.version === 'HTTP/1.1' ? !connClose : connKeepAlive && !connClose;
-    head.upgrade = connUpgrade && hasUpgrade;
+    head.keepAlive = head.version === 'HTTP/1.1' ? !(conn & CONN_CLOSE) : !!(conn & CONN_KEEP_ALIVE) && !(conn & CONN_CLOSE);
+    head.upgrade = !!(conn & CONN_UPGRADE) && upgradeCount > 0;
     return head;
   }
 }
+
+const CONN_CLOSE = 1, CONN_KEEP_ALIVE = 2, CONN_UPGRADE = 4;
+const CONN_ONE = new Map([['close', CONN_CLOSE], ['keep-alive', CONN_KEEP_ALIVE], ['upgrade', CONN_UPGRADE]]);
+
+/** The connection options named in a Connection value (a comma-separated token list, RFC 9110 §7.6.1). */
+export function connectionOptions(value: string): number {
+  // one option (the common case) without splitting
+  const one = value.length <= 10 ? CONN_ONE.get(value.toLowerCase()) : undefined;
+  if (one !== undefined) return one;
+  let out = 0;
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase();
+    if (t === 'close') out |= CONN_CLOSE;
+    else if (t === 'keep-alive') out |= CONN_KEEP_ALIVE;
+    else if (t === 'upgrade') out |= CONN_UPGRADE;
+  }
+  return out;
+}
+
+/**
+ * Request methods Node's parser (llhttp) knows; it refuses any other token, and so does Envoy's
+ * HTTP/1 codec without allow_custom_methods.
+ */
+export const HTTP_METHODS: ReadonlySet<string> = new Set([
+  'ACL', 'BIND', 'CHECKOUT', 'CONNECT', 'COPY', 'DELETE', 'GET', 'HEAD', 'LINK', 'LOCK', 'M-SEARCH', 'MERGE', 'MKACTIVITY', 'MKCALENDAR',
+  'MKCOL', 'MOVE', 'NOTIFY', 'OPTIONS', 'PATCH', 'POST', 'PROPFIND', 'PROPPATCH', 'PURGE', 'PUT', 'QUERY', 'REBIND', 'REPORT', 'SEARCH',
+  'SOURCE', 'SUBSCRIBE', 'TRACE', 'UNBIND', 'UNLINK', 'UNLOCK', 'UNSUBSCRIBE',
+]);
 
 function parseRequestLine(raw: Buffer, end: number, head: MessageHead): void {
   let i = 0;
   while (i < end && TCHAR[raw[i]!]) i++;
   if (i === 0 || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid method in the request line');
   head.method = raw.toString('latin1', 0, i);
+  if (!HTTP_METHODS.has(head.method)) throw new HttpParseError(400, 'bad_method', `unknown method "${head.method.slice(0, 20)}"`);
   const ts = ++i;
   while (i < end && TARGET[raw[i]!]) i++;
   if (i === ts || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid request target');
@@ -262,6 +324,103 @@ function parseRequestLine(raw: Buffer, end: number, head: MessageHead): void {
   else if (v === 'HTTP/1.0') head.version = 'HTTP/1.0';
   else if (/^HTTP\/[0-9]\.[0-9]$/.test(v)) throw new HttpParseError(505, 'version_not_supported', `unsupported ${v}`);
   else throw new HttpParseError(400, 'bad_request_line', 'invalid HTTP version');
+  parseTarget(head);
+}
+
+// RFC 3986 §2: unreserved and sub-delims (reg-name characters besides pct-encoded)
+const REGNAME = new Uint8Array(256);
+for (const c of "-._~!$&'()*+,;=") REGNAME[c.charCodeAt(0)] = 1;
+for (let c = 48; c <= 57; c++) REGNAME[c] = 1;
+for (let c = 65; c <= 90; c++) REGNAME[c] = 1;
+for (let c = 97; c <= 122; c++) REGNAME[c] = 1;
+const SLASH = 47, QMARK = 63, HASH = 35, PCT = 37;
+
+function badTarget(why: string): HttpParseError {
+  return new HttpParseError(400, 'bad_target', why);
+}
+
+/**
+ * The end of `host [":" port]` (RFC 3986 §3.2.2-3: IP-literal or reg-name, which covers IPv4) in
+ * `s` from `from`: the offset where it stops, or -1 when the host is empty or malformed. With
+ * `needPort` (authority-form) the port must be present.
+ */
+function hostPortEnd(s: string, from: number, needPort: boolean): number {
+  let i = from;
+  const len = s.length;
+  if (s.charCodeAt(i) === 91 /* [ */) {
+    i++;
+    const hs = i;
+    while (i < len && /[0-9A-Fa-f:.]/.test(s[i]!)) i++;
+    if (i === hs || s.charCodeAt(i) !== 93 /* ] */ || !s.slice(hs, i).includes(':')) return -1;
+    i++;
+  } else {
+    const hs = i;
+    while (i < len) {
+      const c = s.charCodeAt(i);
+      if (c < 256 && REGNAME[c]) i++;
+      else if (c === PCT && HEX[s.charCodeAt(i + 1) & 255]! >= 0 && HEX[s.charCodeAt(i + 2) & 255]! >= 0 && i + 2 < len) i += 3;
+      else break;
+    }
+    if (i === hs) return -1;
+  }
+  if (s.charCodeAt(i) === COLON) {
+    const ps = ++i;
+    let port = 0;
+    while (i < len && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) port = port * 10 + s.charCodeAt(i++) - 48;
+    if (i - ps > 5 || port > 65535) return -1;
+    if (needPort && i === ps) return -1;
+  } else if (needPort) return -1;
+  return i;
+}
+
+/** The request-target's form (RFC 9112 §3.2) for its method, and the path and authority from it. */
+function parseTarget(head: MessageHead): void {
+  const t = head.target;
+  if (t.includes('#')) throw badTarget('a fragment in the request target');
+  const c0 = t.charCodeAt(0);
+  if (head.method === 'CONNECT') {
+    // authority-form; CONNECT is refused (see proxy.ts), but it is parsed like the rest
+    if (hostPortEnd(t, 0, true) !== t.length) throw badTarget('CONNECT needs an authority-form target (host:port)');
+    head.authority = t;
+    return;
+  }
+  if (c0 === SLASH) {
+    head.path = t;
+    return;
+  }
+  if (t === '*') {
+    if (head.method !== 'OPTIONS') throw badTarget('the asterisk-form target is only for OPTIONS');
+    head.path = t;
+    return;
+  }
+  // absolute-form: scheme "://" authority path-abempty [ "?" query ]
+  let i = 0;
+  while (i < t.length && /[A-Za-z0-9+.-]/.test(t[i]!)) i++;
+  const scheme = t.slice(0, i).toLowerCase();
+  if (i === 0 || !/[A-Za-z]/.test(t[0]!) || !t.startsWith('://', i)) throw badTarget('the request target is neither origin-form nor absolute-form');
+  if (scheme !== 'http' && scheme !== 'https') throw badTarget(`unsupported scheme "${scheme.slice(0, 20)}" in an absolute-form target`);
+  const as = i + 3;
+  let ae = as;
+  while (ae < t.length && t.charCodeAt(ae) !== SLASH && t.charCodeAt(ae) !== QMARK) ae++;
+  const authority = t.slice(as, ae);
+  if (authority.includes('@')) throw badTarget('userinfo in the target authority');
+  if (hostPortEnd(authority, 0, false) !== authority.length) throw badTarget(`invalid authority "${authority.slice(0, 60)}" in an absolute-form target`);
+  head.authority = authority;
+  head.absoluteForm = true;
+  // RFC 9112 §3.2.1: an empty path is sent as "/"
+  head.path = ae === t.length || t.charCodeAt(ae) === QMARK ? `/${t.slice(ae)}` : t.slice(ae);
+}
+
+/** Whether a Host value names the absolute-form target's authority (case-insensitive, default port implied). */
+function sameAuthority(authority: string, host: string, target: string): boolean {
+  const dflt = target.charCodeAt(4) === COLON ? ':80' : ':443';
+  const norm = (a: string) => {
+    let s = a.toLowerCase();
+    if (s.endsWith(dflt)) s = s.slice(0, -dflt.length);
+    else if (s.endsWith(':')) s = s.slice(0, -1);
+    return s;
+  };
+  return norm(authority) === norm(host);
 }
 
 function parseStatusLine(raw: Buffer, end: number, head: MessageHead): void {
@@ -279,8 +438,29 @@ function parseStatusLine(raw: Buffer, end: number, head: MessageHead): void {
 // ------------------------------------------------------------------------------ bodies
 
 const B_NONE = 0, B_LENGTH = 1, B_CHUNKED = 2, B_EOF = 3;
-const C_SIZE = 0, C_SIZE_EXT = 1, C_SIZE_LF = 2, C_DATA = 3, C_DATA_CR = 4, C_DATA_LF = 5, C_TRAILER_START = 6, C_TRAILER = 7, C_TRAILER_LF = 8, C_END_LF = 9;
+// chunk line: size, then `;name[=token|"quoted"]`... (no whitespace: llhttp refuses it), CRLF
+const C_SIZE = 0, C_EXT_NAME0 = 1, C_EXT_NAME = 2, C_EXT_VAL0 = 3, C_EXT_TOKEN = 4, C_EXT_QUOTED = 5, C_EXT_QPAIR = 6, C_EXT_QEND = 7, C_SIZE_LF = 8;
+const C_DATA = 9, C_DATA_CR = 10, C_DATA_LF = 11;
+// trailer section: header fields (name ":" value) until an empty line
+const C_TRAILER_START = 12, C_TRAILER_NAME = 13, C_TRAILER_VALUE = 14, C_TRAILER_LF = 15, C_END_LF = 16;
 const MAX_CHUNK_LINE = 4096;
+const DQUOTE = 34, BSLASH = 92, SEMI = 59, EQ = 61;
+// qdtext (RFC 9110 §5.6.4): HTAB, SP, 0x21, 0x23-0x5B, 0x5D-0x7E, obs-text
+const QDTEXT = new Uint8Array(VCHAR);
+QDTEXT[DQUOTE] = 0;
+QDTEXT[BSLASH] = 0;
+
+/**
+ * Fields refused in a trailer section: framing (llhttp refuses these too), and routing and
+ * connection control, which a peer might apply from a trailer although the proxy did not
+ * (RFC 9110 §6.5.1).
+ */
+const TRAILER_REFUSED: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host', 'connection', 'upgrade', 'keep-alive', 'proxy-connection']);
+const TRAILER_NAME_MAX = 17;
+
+function badChunk(why: string): HttpParseError {
+  return new HttpParseError(400, 'bad_chunk', why);
+}
 
 /**
  * Tracks where a message body ends without copying it. `feed(buf, start)` returns the offset just
@@ -296,6 +476,8 @@ export class BodyTracker {
   private cstate = C_SIZE;
   private digits = 0;
   private lineBytes = 0;
+  /** the current trailer field name, lower-cased (only its first bytes: the refused names are short) */
+  private readonly tname = new Uint8Array(TRAILER_NAME_MAX);
 
   /** Request body framing from its head. */
   startRequest(h: MessageHead): void {
@@ -330,6 +512,49 @@ export class BodyTracker {
     this.lineBytes = 0;
   }
 
+  /** One byte of a chunk extension (RFC 9112 §7.1.1: `;` token [`=` token / quoted-string]). */
+  private extByte(b: number): void {
+    switch (this.cstate) {
+      case C_EXT_NAME0:
+        if (!TCHAR[b]) throw badChunk('invalid chunk extension name');
+        this.cstate = C_EXT_NAME;
+        return;
+      case C_EXT_NAME:
+        if (TCHAR[b]) return;
+        if (b === EQ) this.cstate = C_EXT_VAL0;
+        else if (b === SEMI) this.cstate = C_EXT_NAME0;
+        else if (b === CR) this.cstate = C_SIZE_LF;
+        else throw badChunk('invalid character in a chunk extension name');
+        return;
+      case C_EXT_VAL0:
+        if (TCHAR[b]) this.cstate = C_EXT_TOKEN;
+        else if (b === DQUOTE) this.cstate = C_EXT_QUOTED;
+        else throw badChunk('invalid chunk extension value');
+        return;
+      case C_EXT_TOKEN:
+        if (TCHAR[b]) return;
+        if (b === SEMI) this.cstate = C_EXT_NAME0;
+        else if (b === CR) this.cstate = C_SIZE_LF;
+        else throw badChunk('invalid character in a chunk extension value');
+        return;
+      case C_EXT_QUOTED:
+        if (QDTEXT[b]) return;
+        if (b === DQUOTE) this.cstate = C_EXT_QEND;
+        else if (b === BSLASH) this.cstate = C_EXT_QPAIR;
+        else throw badChunk('invalid character in a quoted chunk extension value');
+        return;
+      case C_EXT_QPAIR:
+        if (!VCHAR[b]) throw badChunk('invalid quoted-pair in a chunk extension value');
+        this.cstate = C_EXT_QUOTED;
+        return;
+      case C_EXT_QEND:
+        if (b === SEMI) this.cstate = C_EXT_NAME0;
+        else if (b === CR) this.cstate = C_SIZE_LF;
+        else throw badChunk('invalid character after a quoted chunk extension value');
+        return;
+    }
+  }
+
   feed(buf: Buffer, start: number): number {
     if (this.done) return start;
     if (this.mode === B_EOF) { this.bytes += buf.length - start; return buf.length; }
@@ -360,21 +585,25 @@ export class BodyTracker {
           } else if (this.digits === 0) {
             throw new HttpParseError(400, 'bad_chunk_size', 'invalid chunk size');
           } else if (b === CR) this.cstate = C_SIZE_LF;
-          else if (b === 59 /* ; */ || b === SP || b === HT) { this.cstate = C_SIZE_EXT; this.lineBytes = 0; }
+          else if (b === SEMI) { this.cstate = C_EXT_NAME0; this.lineBytes = 0; }
           else if (b === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF after the chunk size');
-          else throw new HttpParseError(400, 'bad_chunk_size', 'invalid chunk size');
+          else throw new HttpParseError(400, 'bad_chunk_size', 'invalid character after the chunk size');
           i++;
           continue;
         }
-        case C_SIZE_EXT: {
-          const b = buf[i++]!;
-          if (b === CR) this.cstate = C_SIZE_LF;
-          else if (b === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF in a chunk extension');
-          else if (++this.lineBytes > MAX_CHUNK_LINE) throw new HttpParseError(400, 'chunk_ext_too_long', 'chunk extension too long');
+        case C_EXT_NAME0:
+        case C_EXT_NAME:
+        case C_EXT_VAL0:
+        case C_EXT_TOKEN:
+        case C_EXT_QUOTED:
+        case C_EXT_QPAIR:
+        case C_EXT_QEND: {
+          if (++this.lineBytes > MAX_CHUNK_LINE) throw new HttpParseError(400, 'chunk_ext_too_long', 'chunk extension too long');
+          this.extByte(buf[i++]!);
           continue;
         }
         case C_SIZE_LF: {
-          if (buf[i++] !== LF) throw new HttpParseError(400, 'bad_chunk', 'CR without LF after the chunk size');
+          if (buf[i++] !== LF) throw new HttpParseError(400, 'bad_chunk', 'CR without LF after the chunk line');
           this.digits = 0;
           this.cstate = this.remaining === 0 ? C_TRAILER_START : C_DATA;
           continue;
@@ -395,14 +624,26 @@ export class BodyTracker {
           if (b === CR) this.cstate = C_END_LF;
           else if (b === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF in the trailer section');
           else if (b === SP || b === HT) throw new HttpParseError(400, 'obs_fold', 'obsolete line folding in a trailer');
-          else { this.cstate = C_TRAILER; this.lineBytes = 1; }
+          else if (TCHAR[b]) { this.cstate = C_TRAILER_NAME; this.lineBytes = 1; this.tname[0] = b >= 65 && b <= 90 ? b | 0x20 : b; }
+          else throw new HttpParseError(400, 'bad_trailer', 'invalid trailer field name');
           continue;
         }
-        case C_TRAILER: {
+        case C_TRAILER_NAME:
+        case C_TRAILER_VALUE: {
           const b = buf[i++]!;
-          if (b === CR) this.cstate = C_TRAILER_LF;
-          else if (b === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF in the trailer section');
-          else if (++this.lineBytes > MAX_CHUNK_LINE) throw new HttpParseError(400, 'trailer_too_long', 'trailer field too long');
+          if (++this.lineBytes > MAX_CHUNK_LINE) throw new HttpParseError(400, 'trailer_too_long', 'trailer field too long');
+          if (this.cstate === C_TRAILER_NAME) {
+            if (b === COLON) {
+              this.cstate = C_TRAILER_VALUE;
+              const n = this.lineBytes - 1;
+              if (n <= TRAILER_NAME_MAX) {
+                const name = String.fromCharCode(...this.tname.subarray(0, n));
+                if (TRAILER_REFUSED.has(name)) throw new HttpParseError(400, 'bad_trailer', `"${name}" is not allowed in a trailer`);
+              }
+            } else if (!TCHAR[b]) throw new HttpParseError(400, 'bad_trailer', 'invalid trailer field name');
+            else if (this.lineBytes <= TRAILER_NAME_MAX) this.tname[this.lineBytes - 1] = b >= 65 && b <= 90 ? b | 0x20 : b;
+          } else if (b === CR) this.cstate = C_TRAILER_LF;
+          else if (!VCHAR[b]) throw new HttpParseError(400, b === LF ? 'bare_lf' : 'bad_trailer', 'invalid character in a trailer field value');
           continue;
         }
         case C_TRAILER_LF: {

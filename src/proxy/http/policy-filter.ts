@@ -83,7 +83,7 @@ export function applyHeaderActions(headers: string[], actions: readonly HeaderAc
 function decide(s: HttpStream, l7: L7Policy, identity: number): L7Verdict {
   const head = s.head;
   if (policyNeedsHeaders(l7)) {
-    return decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(head.headers) }, s.conn.secretOpts);
+    return decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(s.requestHeaders()) }, s.conn.secretOpts);
   }
   let cache = decisions.get(l7);
   if (!cache) decisions.set(l7, (cache = new Map()));
@@ -125,7 +125,7 @@ export function createPolicyFilter(): HttpFilter<HttpStream> {
         if (v.headerActions) actions.push(...v.headerActions);
       }
       if (actions.length) {
-        const r = applyHeaderActions(s.head.headers, actions);
+        const r = applyHeaderActions([...s.requestHeaders()], actions);
         s.headerActions = r.log;
         if (r.modified) s.setHeaders(r.headers);
       }

@@ -11,6 +11,15 @@
  * are matched to them in order, local replies wait for the responses before them. Bodies stream
  * through as sub-arrays of what was read (chunked framing byte for byte). Malformed requests get
  * a 400-class answer and a flow, then the connection closes; the proxy keeps serving others.
+ *
+ * Upgrades follow Cilium's proxy (Envoy with `upgrade_configs: [websocket]`, README.md): a
+ * WebSocket upgrade request is judged like any request and forwarded; the connection becomes a
+ * tunnel only when the server answers 101, and until then every client byte is parsed and judged
+ * as HTTP (a 101 after more client bytes is refused with 502). `h2c` upgrade headers are removed
+ * (the request goes on as HTTP/1.1); any other upgrade and CONNECT get 403 `upgrade_failed`
+ * before the policy (Envoy's CONNECT support is off unless configured); each closes the connection.
+ * An upstream connection goes back to the pool only after complete exchanges: never one that
+ * carried an upgrade request or a tunnel.
  */
 import net from 'node:net';
 import type { Direction } from '../../policy/types.ts';
@@ -83,6 +92,58 @@ export function localReply(status: number, body: string, close: boolean): Buffer
 }
 
 const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
+
+/** The header fields without those named (lower-case names). */
+function without(headers: readonly string[], names: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (!names.includes(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
+/**
+ * An h2c upgrade request as Envoy's HTTP/1 codec passes it on: without Upgrade, HTTP2-Settings
+ * and the `upgrade` / `http2-settings` Connection options (an empty Connection is dropped).
+ */
+function withoutH2cUpgrade(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]!.toLowerCase();
+    if (n === 'upgrade' || n === 'http2-settings') continue;
+    if (n === 'connection') {
+      const v = headers[i + 1]!.split(',').map((t) => t.trim()).filter((t) => t && !/^(upgrade|http2-settings)$/i.test(t)).join(', ');
+      if (v) out.push(headers[i]!, v);
+      continue;
+    }
+    out.push(headers[i]!, headers[i + 1]!);
+  }
+  return out;
+}
+
+/**
+ * Why an upgrade request is refused before the filters: Cilium's listener configures
+ * `upgrade_configs: [websocket]` only, and Envoy answers any other upgrade with 403
+ * `upgrade_failed` (h2c never gets here: its upgrade headers are removed first). CONNECT is an
+ * upgrade to Envoy whose support is off unless `CONNECT` is in upgrade_configs: 403 as well.
+ */
+function upgradeRefusal(head: MessageHead): string | undefined {
+  if (head.method === 'CONNECT') return 'upgrade_failed: CONNECT is not allowed';
+  if (head.upgrade && head.upgradeType !== 'websocket' && head.upgradeType !== 'h2c') return `upgrade_failed: upgrade "${head.upgradeType.slice(0, 40)}" is not allowed`;
+  return undefined;
+}
+
+/** The header fields with Host set to `host` (added when absent). */
+function withHost(headers: readonly string[], host: string): string[] {
+  const out: string[] = [];
+  let seen = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === 'host') {
+      if (!seen) out.push(headers[i]!, host);
+      seen = true;
+    } else out.push(headers[i]!, headers[i + 1]!);
+  }
+  if (!seen) out.unshift('Host', host);
+  return out;
+}
 
 function withoutConnection(headers: readonly string[]): string[] {
   const out: string[] = [];
@@ -182,6 +243,12 @@ class Stream implements HttpStream {
   localStatus = 0;
   localReason = '';
   localClose = false;
+  /** how the local reply is recorded: a policy denial, or the proxy refusing or failing */
+  localVerdict: AccessVerdict = 'error';
+  /** a WebSocket upgrade request forwarded: a 101 to it turns the connection into a tunnel */
+  upgrade = false;
+  /** a local reply to this request closes the connection (upgrade requests) */
+  closeOnLocal = false;
   headers: string[] | null = null;
   traceId?: string;
   parentSpanId?: string;
@@ -193,15 +260,10 @@ class Stream implements HttpStream {
     this.head = head;
     this.startNs = process.hrtime.bigint();
     this.startMs = Date.now();
-    let path = head.target;
-    let host = head.host;
-    if (path.length > 7 && (path.startsWith('http://') || path.startsWith('https://'))) {
-      const s = path.indexOf('/', path.indexOf('//') + 2);
-      host = s < 0 ? path.slice(path.indexOf('//') + 2) : path.slice(path.indexOf('//') + 2, s);
-      path = s < 0 ? '/' : path.slice(s);
-    }
-    this.path = path;
-    this.host = host;
+    this.path = head.path;
+    // `:authority` as Envoy's codec sets it: the target's authority for absolute-form and CONNECT
+    // (the parser holds Host to the same authority), else Host
+    this.host = head.authority || head.host;
     const tp = headerValue(head.headers, 'traceparent');
     if (tp) {
       // version-traceid-parentid-flags; all-zero ids are invalid (W3C Trace Context §3.2)
@@ -215,12 +277,14 @@ class Stream implements HttpStream {
 
   deny(reason: string): void {
     this.reply(403, DENIED_BODY, reason);
+    this.localVerdict = 'denied';
   }
 
-  reply(status: number, body: string, reason: string): void {
+  reply(status: number, body: string, reason: string, close = false): void {
     this.localStatus = status;
     this.localReason = reason;
-    this.localClose = !this.head.keepAlive || (this.head.expectContinue && (this.head.contentLength > 0 || this.head.chunked));
+    this.localVerdict = status === 403 ? 'denied' : 'error';
+    this.localClose = close || this.closeOnLocal || !this.head.keepAlive || (this.head.expectContinue && (this.head.contentLength > 0 || this.head.chunked));
     this.local = localReply(status, body, this.localClose);
   }
 
@@ -228,11 +292,19 @@ class Stream implements HttpStream {
     this.headers = headers;
   }
 
-  /** The head to forward: the received bytes unless a filter changed the header fields. */
+  requestHeaders(): readonly string[] {
+    return this.headers ?? this.head.headers;
+  }
+
+  /**
+   * The head to forward: the received bytes unless the header fields changed or the target was
+   * absolute-form (sent in origin-form, as Envoy does: the server reads the path the policy saw).
+   */
   requestBytes(): Buffer {
-    if (!this.headers) return this.head.raw;
-    let s = `${this.head.method} ${this.head.target} ${this.head.version}\r\n`;
-    for (let i = 0; i < this.headers.length; i += 2) s += `${this.headers[i]}: ${this.headers[i + 1]}\r\n`;
+    if (!this.headers && !this.head.absoluteForm) return this.head.raw;
+    let s = `${this.head.method} ${this.head.absoluteForm ? this.path : this.head.target} ${this.head.version}\r\n`;
+    const headers = this.requestHeaders();
+    for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
     return Buffer.from(s + '\r\n', 'latin1');
   }
 
@@ -272,14 +344,15 @@ export class ProxyConnection implements ProxyConnectionView {
   private curForward = false;
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
+  /** bytes pass unparsed both ways: after a 101 to a WebSocket upgrade, or a network filter's passThrough */
   private tunnel = false;
-  /** an Upgrade/CONNECT request went upstream: later client bytes are passed through raw */
-  private upgrading = false;
   /** inside onClientData: a new upstream socket starts corked */
   private inBatch = false;
   private upstreamKey = '';
   /** the upstream has no exchange in flight and may be reused (pool) */
   private upstreamIdle = false;
+  /** the upstream carried an upgrade request (or became a tunnel): it never goes back to the pool */
+  private upstreamNoReuse = false;
   /** the current upstream came from the pool and has not answered yet */
   private upstreamReused = false;
   private closed = false;
@@ -409,11 +482,9 @@ export class ProxyConnection implements ProxyConnectionView {
   feedRequests(chunk: Buffer): void {
     let pos = 0;
     const len = chunk.length;
-    while (pos < len && !this.closed && !this.readStopped && !this.tunnel) {
-      if (this.upgrading && this.reqState === H_HEAD) {
-        if (this.upstream && !this.upstream.write(chunk.subarray(pos))) this.sock.pause();
-        return;
-      }
+    // after a request that closes the connection (Connection: close) no further request is
+    // read, but the body of that request, when it went upstream, still is
+    while (pos < len && !this.closed && (!this.readStopped || (this.reqState === H_BODY && this.curForward)) && !this.tunnel) {
       if (this.reqState === H_HEAD) {
         let r;
         try {
@@ -449,10 +520,26 @@ export class ProxyConnection implements ProxyConnectionView {
     const s = new Stream(this, head);
     this.cur = s;
     this.reqBody.startRequest(head);
-    const status = this.proxy.chain.decodeHeaders(s);
+    const refused = upgradeRefusal(head);
+    let status: 'continue' | 'stop' = 'stop';
+    if (refused) {
+      // as Envoy without an upgrade config for it: 403 before the filters, and the connection
+      // closes (what follows is meant for another protocol and is never parsed as HTTP)
+      s.reply(403, '', refused, true);
+      s.localVerdict = 'error';
+    } else {
+      if (head.upgrade && head.upgradeType === 'h2c') s.setHeaders(withoutH2cUpgrade(head.headers));
+      else if (head.upgrade) s.upgrade = true;
+      else if (head.upgradeType) s.setHeaders(without(head.headers, ['upgrade'])); // Upgrade without `Connection: upgrade` is no upgrade
+      // the server gets the authority the policy judges (Envoy sends :authority as Host)
+      if (head.absoluteForm) s.setHeaders(withHost(s.requestHeaders(), head.authority));
+      // Envoy's codec reads no request after an upgrade it refuses
+      s.closeOnLocal = s.upgrade;
+      status = this.proxy.chain.decodeHeaders(s);
+    }
     if (status === 'stop' || s.local) {
       if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
-      this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      this.record(s, 'request', s.localVerdict, s.localReason);
       this.curForward = false;
       this.queue.push(s);
       if (s.localClose) this.readStopped = true;
@@ -460,16 +547,18 @@ export class ProxyConnection implements ProxyConnectionView {
     } else {
       this.record(s, 'request', 'forwarded');
       this.curForward = true;
-      if (!head.keepAlive && head.version === 'HTTP/1.1' && !head.upgrade) {
+      if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
         // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
-        s.setHeaders(withoutConnection(s.headers ?? head.headers));
+        s.setHeaders(withoutConnection(s.requestHeaders()));
       } else s.upstreamClose = !head.keepAlive;
       const up = this.ensureUpstream();
+      this.upstreamIdle = false;
+      // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
+      // judged as such; whatever the answer, this upstream connection is not reused by others.
+      if (s.upgrade) this.upstreamNoReuse = true;
       if (!up.write(s.requestBytes())) this.sock.pause();
       this.queue.push(s);
       if (!head.keepAlive) this.readStopped = true;
-      // After an Upgrade or CONNECT request the client's bytes belong to the new protocol.
-      if (head.upgrade || head.method === 'CONNECT') this.upgrading = true;
       if (this.queue.length > 256) this.sock.pause();
     }
     this.reqState = this.reqBody.done ? H_HEAD : H_BODY;
@@ -503,8 +592,8 @@ export class ProxyConnection implements ProxyConnectionView {
   private protocolError(e: HttpParseError): void {
     if (!(e instanceof HttpParseError)) e = new HttpParseError(400, 'bad_request', String(e));
     const head: MessageHead = this.cur?.head ?? {
-      method: '', target: '', status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw: Buffer.alloc(0),
-      contentLength: -1, chunked: false, keepAlive: false, upgrade: false, host: '', expectContinue: false,
+      method: '', target: '', path: '', authority: '', absoluteForm: false, status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw: Buffer.alloc(0),
+      contentLength: -1, chunked: false, keepAlive: false, upgrade: false, upgradeType: '', host: '', expectContinue: false,
     };
     const inBody = this.reqState === H_BODY && this.cur;
     this.readStopped = true;
@@ -564,6 +653,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.upstreamError = null;
     this.upstreamReused = reused;
     this.upstreamIdle = false;
+    this.upstreamNoReuse = false;
     if (this.inBatch) sock.cork();
     this.resState = H_HEAD;
     this.resHead.reset();
@@ -642,6 +732,12 @@ export class ProxyConnection implements ProxyConnectionView {
           if (inChunk) { if (run < 0) run = headStart; } else { flush(headStart); if (!this.sock.write(h.raw)) this.upstream?.pause(); }
           continue;
         }
+        const refused = h.status === 101 ? this.switchRefusal(s, h) : undefined;
+        if (refused) {
+          flush(headStart);
+          this.upstreamFailed(s, 502, refused);
+          return;
+        }
         s.response = h;
         this.upstreamReused = false;
         this.resBody.startResponse(h, s.head.method);
@@ -653,12 +749,16 @@ export class ProxyConnection implements ProxyConnectionView {
           flush(headStart);
           if (!this.sock.write(closing ? closingResponseHead(h) : h.raw)) this.upstream?.pause();
         }
-        if (h.status === 101 || (s.head.method === 'CONNECT' && h.status >= 200 && h.status < 300)) {
+        if (h.status === 101) {
+          // the server agreed: from here on, bytes pass unparsed both ways
           flush(pos);
           this.tunnel = true;
+          this.upstreamNoReuse = true;
           this.record(s, 'response', 'forwarded');
           this.queue.shift();
           if (pos < len) this.sock.write(chunk.subarray(pos));
+          // a client that already half-closed sends nothing more through the tunnel
+          if (this.sock.readableEnded) this.upstream?.end();
           this.sock.resume();
           return;
         }
@@ -672,6 +772,19 @@ export class ProxyConnection implements ProxyConnectionView {
       }
     }
     flush(pos);
+  }
+
+  /**
+   * Why a 101 cannot start a tunnel: a switch nobody asked for, to another protocol than the
+   * WebSocket asked for, or one the client did not wait for (what it sent after the upgrade
+   * request was judged as HTTP, but the server would now read it as the new protocol).
+   */
+  private switchRefusal(s: Stream, h: MessageHead): string | undefined {
+    if (!s.upgrade) return 'unexpected_101: a 101 to a request that did not ask to upgrade';
+    if (h.upgradeType !== 'websocket') return `upgrade_mismatch: a 101 switching to "${h.upgradeType.slice(0, 40)}", not the websocket asked for`;
+    if (!h.upgrade) return 'upgrade_mismatch: a 101 without Connection: upgrade';
+    if (this.queue.length !== 1 || this.reqState !== H_HEAD || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
+    return undefined;
   }
 
   private responseDone(): void {
@@ -712,7 +825,7 @@ export class ProxyConnection implements ProxyConnectionView {
       // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
       // response arrived and the requests had no body, so they are sent again on a new connection.
       if (this.upstreamReused && this.resState === H_HEAD && this.resHead.pending === 0 && !first.response &&
-          this.reqState === H_HEAD && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.head.upgrade)) {
+          this.reqState === H_HEAD && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
         const again = this.ensureUpstream(true);
         for (const q of this.queue) again.write(q.requestBytes());
         return;
@@ -757,7 +870,7 @@ export class ProxyConnection implements ProxyConnectionView {
     while (this.queue.length && this.queue[0]!.local) {
       const s = this.queue.shift()!;
       this.sock.write(s.local!);
-      this.record(s, 'response', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      this.record(s, 'response', s.localVerdict, s.localReason);
       if (s.localClose) {
         this.readStopped = true;
         this.queue.length = 0;
@@ -778,7 +891,8 @@ export class ProxyConnection implements ProxyConnectionView {
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;
-    if (this.upstreamIdle && this.queue.length === 0 && this.reqState === H_HEAD && !this.tunnel) this.proxy.pool.put(this.upstreamKey, up);
+    // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
+    if (this.upstreamIdle && !this.upstreamNoReuse && !this.tunnel && this.queue.length === 0 && this.reqState === H_HEAD && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
     else up.end();
   }
 

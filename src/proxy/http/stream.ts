@@ -27,9 +27,9 @@ export interface ProxyConnectionView {
 export interface HttpStream {
   readonly conn: ProxyConnectionView;
   readonly head: MessageHead;
-  /** `:path` (origin-form target, query included) */
+  /** `:path`: the origin-form path and query (of an absolute-form target too: `http://h?/x` is `/?/x`) */
   readonly path: string;
-  /** `:authority` (Host, or the authority of an absolute-form target) */
+  /** `:authority` (Host, which the parser holds to an absolute-form target's authority) */
   readonly host: string;
   /** the response head, in encodeHeaders */
   response?: MessageHead;
@@ -41,4 +41,6 @@ export interface HttpStream {
   reply(status: number, body: string, reason: string): void;
   /** forward the request with these header fields instead of the received ones */
   setHeaders(headers: string[]): void;
+  /** the header fields as they will be forwarded (after the proxy's and earlier filters' changes) */
+  requestHeaders(): readonly string[];
 }

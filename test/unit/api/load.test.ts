@@ -162,7 +162,7 @@ test('without a policy check the loader checks shapes only (api sits below polic
 
 test('a field of the wrong type is API_FIELD_TYPE, a missing one API_FIELD_REQUIRED', () => {
   const wrong = loadShapes('apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: [1]}\n', 'f.yaml').issues;
-  assert.deepEqual(wrong.map((i) => [i.code, i.message]), [['API_FIELD_TYPE', 'metadata.labels must be a mapping, not a list']]);
+  assert.deepEqual(wrong.map((i) => [i.code, i.message]), [['API_FIELD_TYPE', 'must be a mapping, not a list']]);
   const missing = loadShapes('apiVersion: v1\nkind: Namespace\nmetadata: {labels: {a: b}}\n', 'f.yaml').issues;
   assert.deepEqual(missing.map((i) => i.code), ['API_FIELD_REQUIRED']);
 });

@@ -40,6 +40,10 @@ test('config: a bad value is a CONFIG_INVALID error naming the setting, its flag
 test('config: a child process builds the same configuration from configEnv; withFlags changes only what it names', () => {
   const c = buildConfig({ env: { MEMBRANE_LAB: 'kid', MEMBRANE_OTLP_ENDPOINT: 'http://127.0.0.1:4318', NO_COLOR: '1' }, flags: { tofqdnsGcMs: 250 } });
   assert.deepEqual(buildConfig({ env: configEnv(c) }), c);
+  // the OpenTelemetry SDK's variables ride along as given (the OTLP exporter judges them)
+  const o = buildConfig({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SERVICE_NAME: 'x', OTHER: 'y', OTEL_EMPTY: '' } });
+  assert.deepEqual(o.otel, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SERVICE_NAME: 'x' });
+  assert.deepEqual(buildConfig({ env: configEnv(o) }), o);
   const w = withFlags(c, { logLevel: 'debug' });
   assert.deepEqual(w, { ...c, logLevel: 'debug' });
 });

@@ -2,9 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { create } from '@bufbuild/protobuf';
 import { createFlowBuilder } from '../../../src/hubble/flow.ts';
-import { compactLine, createPrinter, dictBlock, formatTime, lostLine, jsonLine, flowType } from '../../../src/hubble/printer.ts';
+import {
+  compactLine, createPrinter, dictBlock, escapeTerminal, formatIdentity, formatTime, goQuote, goTabwriter, joinWithCutOff,
+  lostLine, jsonLine, flowType, timeFormatName, type TimeFormat,
+} from '../../../src/hubble/printer.ts';
+import { NodeState } from '../../../src/hubble/gen/relay/relay_pb.js';
 import { GetFlowsResponseSchema } from '../../../src/hubble/gen/observer/observer_pb.js';
-import { FlowSchema, L7FlowType, LostEventSource, Verdict, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
+import { FlowSchema, L7FlowType, LostEventSource, PolicySchema, Verdict, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { lostEvent } from '../../../src/hubble/ring.ts';
 import { ev, resolver, T0 } from './fixtures.ts';
 
@@ -60,7 +64,7 @@ test('flow type of L7 flows', () => {
 
 test('lost events line', () => {
   const l = lostEvent(LostEventSource.HUBBLE_RING_BUFFER, 1, 0);
-  assert.equal(lostLine(l, FWD.time), 'Dec  1 10:00:00.123 EVENTS LOST: HUBBLE_RING_BUFFER CPU(0) 1');
+  assert.equal(lostLine(l), 'EVENTS LOST: HUBBLE_RING_BUFFER CPU(0) 1'); // v1.17 prints no time here
 });
 
 test('dict block', () => {
@@ -119,4 +123,118 @@ test('json: the whole GetFlowsResponse with proto field names and proto3 JSON ru
   assert.equal(d.is_reply, undefined);
   assert.deepEqual(d.destination.labels, ['reserved:world']);
   assert.equal(T0 > 0n, true);
+});
+
+// ---- hubble v1.17.0's printer, case by case (hubble/pkg/printer/printer.go) ----
+
+const at = (seconds: bigint, nanos: number) => ({ $typeName: 'google.protobuf.Timestamp' as const, seconds, nanos });
+
+test('time formats: Go layouts in UTC; .999 trims zeros; zero time is valid, a missing one N/A', () => {
+  const t = at(1735830245n, 120_000_000); // 2025-01-02T15:04:05.12Z, a Thursday
+  const cases: [TimeFormat, string][] = [
+    ['StampMilli', 'Jan  2 15:04:05.120'], ['YearMonthDay', '2025-01-02'], ['YearMonthDayHour', '2025-01-02T15Z'],
+    ['YearMonthDayHourMinute', '2025-01-02T15:04Z'], ['RFC3339', '2025-01-02T15:04:05Z'], ['RFC3339Milli', '2025-01-02T15:04:05.12Z'],
+    ['RFC3339Micro', '2025-01-02T15:04:05.12Z'], ['RFC3339Nano', '2025-01-02T15:04:05.12Z'], ['RFC1123Z', 'Thu, 02 Jan 2025 15:04:05 +0000'],
+  ];
+  for (const [f, want] of cases) assert.equal(formatTime(t, f), want, f);
+  assert.equal(formatTime(at(1735830245n, 0), 'RFC3339Milli'), '2025-01-02T15:04:05Z');
+  assert.equal(formatTime(at(0n, 0)), 'Jan  1 00:00:00.000');
+  assert.equal(formatTime(at(253402300800n, 0)), 'N/A'); // year 10000: not a valid Timestamp
+  assert.equal(timeFormatName('rfc3339nano'), 'RFC3339Nano');
+  assert.equal(timeFormatName('Kitchen'), undefined);
+});
+
+test('identities: named 0…10, (ID:n) for every other number', () => {
+  assert.equal(formatIdentity(0), '(unknown)');
+  assert.equal(formatIdentity(2), '(world)');
+  assert.equal(formatIdentity(10), '(world-ipv6)');
+  assert.equal(formatIdentity(11), '(ID:11)');
+  assert.equal(formatIdentity(16777217), '(ID:16777217)');
+});
+
+test('flow type: DNS always appends its observation source, unknown drop codes print "<code>, 0"', () => {
+  const dns = create(FlowSchema, { l7: { type: L7FlowType.REQUEST, record: { case: 'dns', value: {} } } });
+  assert.equal(flowType(dns), 'dns-request ');
+  assert.equal(flowType(create(FlowSchema, { eventType: { type: 1, subType: 205 } })), '205, 0');
+  assert.equal(flowType(create(FlowSchema, { eventType: { type: 4, subType: 12 } })), '12');
+  assert.equal(flowType(create(FlowSchema, { eventType: { type: 5 }, policyMatchType: 5, trafficDirection: 2 })), 'policy-verdict:L3-Proto EGRESS');
+});
+
+test('Go tabwriter: empty cells pad to minwidth+padding rules, the last cell is not aligned', () => {
+  assert.equal(goTabwriter('a\tbb\tc\nccc\t\td\n'), 'a     bb   c\nccc        d\n');
+  assert.equal(goTabwriter('x\n'), 'x\n');
+  // a line without tabs closes the column block above it
+  assert.equal(goTabwriter('a\tb\nlong line\nlonger\tc\n'), 'a   b\nlong line\nlonger   c\n');
+});
+
+test('lost events in dict and table as v1.17 prints them', () => {
+  const l = lostEvent(LostEventSource.PERF_EVENT_RING_BUFFER, 7, 0, 0, 3);
+  const lost = create(GetFlowsResponseSchema, { responseTypes: { case: 'lostEvents', value: l }, nodeName: 'node1', time: FWD.time });
+  let out = '';
+  const d = createPrinter({ format: 'dict', out: (s) => (out += s) });
+  d.write(resp(FWD));
+  d.write(lost);
+  assert.equal(out.split('------------\n')[1], '  TIMESTAMP: \n     SOURCE: PERF_EVENT_RING_BUFFER\n       TYPE: EVENTS LOST\n    VERDICT: \n    SUMMARY: CPU(3) - 7\n');
+  out = '';
+  const t = createPrinter({ format: 'table', out: (s) => (out += s) });
+  t.write(lost);
+  t.write(resp(FWD));
+  t.close();
+  assert.equal(out, [
+    'TIMESTAMP             SOURCE                   DESTINATION         TYPE          VERDICT     SUMMARY',
+    '                      PERF_EVENT_RING_BUFFER                       EVENTS LOST               CPU(3) - 7',
+    'Dec  1 10:00:00.123   shop/client:53812        shop/api-xxx:8080   to-endpoint   FORWARDED   TCP Flags: SYN',
+    '',
+  ].join('\n'));
+});
+
+test('escaping (hubble v1.17.2): ESC and CR from flow fields cannot reach the terminal; our own colours can', () => {
+  const evil = create(FlowSchema, { ...FWD, Summary: 'DNS Query \x1b[2J\x1b]0;pwned\x07evil.\rcom. A' });
+  let out = '';
+  const p = createPrinter({ format: 'compact', out: (s) => (out += s) });
+  p.write(resp(evil));
+  assert.ok(!out.includes('\x1b') && !out.includes('\r'));
+  assert.match(out, /\(DNS Query \^\[\[2J\^\[\]0;pwned\x07evil\.\\rcom\. A\)\n$/);
+  out = '';
+  const c = createPrinter({ format: 'compact', color: true, out: (s) => (out += s) });
+  c.write(resp(evil));
+  assert.ok(out.includes('\x1b[32mFORWARDED\x1b[0m'), 'verdict colour kept');
+  assert.ok(out.includes('\x1b[36mshop/client:\x1b[33m53812\x1b[0m\x1b[0m'), 'host and port colours kept');
+  assert.ok(!out.includes('\x1b[2J'));
+  assert.equal(escapeTerminal('\x1b[0m\x1b[31mx\x1b[1m', true), '\x1b[0m\x1b[31mx^[[1m');
+});
+
+test('--print-policy-names (hubble v1.18): names of the verdict\'s direction, only on policy verdicts', () => {
+  const pol = (name: string, kind: string) => create(PolicySchema, { name, namespace: 'shop', kind, revision: 1n });
+  const pv = create(FlowSchema, { ...PV, egressAllowedBy: [pol('allow-api', 'CiliumNetworkPolicy'), pol('', 'x'), pol('np', 'NetworkPolicy')], ingressAllowedBy: [pol('other', 'CiliumNetworkPolicy')] });
+  assert.match(compactLine(pv, { printPolicyNames: true }), / EGRESS ALLOWED BY allow-api \(CiliumNetworkPolicy\), np \(NetworkPolicy\) \(TCP/);
+  assert.match(compactLine(pv), / EGRESS ALLOWED \(TCP/);
+  const deny = create(FlowSchema, { ...PV_DENY, ingressDeniedBy: [pol('deny-all', 'CiliumClusterwideNetworkPolicy')] });
+  assert.match(compactLine(deny, { printPolicyNames: true }), / INGRESS DENIED BY deny-all \(CiliumClusterwideNetworkPolicy\) \(/);
+  const trace = create(FlowSchema, { ...FWD, egressAllowedBy: [pol('allow-api', 'CiliumNetworkPolicy')] });
+  assert.doesNotMatch(compactLine(trace, { printPolicyNames: true }), / BY /);
+});
+
+test('node status: only errors and unavailability unless debug; Go quoting; cut-off list', () => {
+  const ns = (state: NodeState, names: string[], message = '') => create(GetFlowsResponseSchema, { responseTypes: { case: 'nodeStatus', value: { stateChange: state, nodeNames: names, message } }, nodeName: 'relay', time: FWD.time });
+  let err = '';
+  let out = '';
+  const p = createPrinter({ format: 'compact', out: (s) => (out += s), err: (s) => (err += s) });
+  p.write(ns(NodeState.NODE_CONNECTED, ['a']));
+  assert.equal(err, '');
+  p.write(ns(NodeState.NODE_ERROR, ['node-a', 'node-b'], 'dial "x":\tfailed é\u0007'));
+  assert.equal(err, 'Dec  1 10:00:00.123 [relay]: Error "dial \\"x\\":\\tfailed é\\a" on 2 nodes: node-a, node-b\n');
+  err = '';
+  const dbg = createPrinter({ format: 'compact', debug: true, out: (s) => (out += s), err: (s) => (err += s) });
+  const many = Array.from({ length: 12 }, (_, i) => `node-${String(i).padStart(2, '0')}`);
+  dbg.write(ns(NodeState.NODE_CONNECTED, many));
+  assert.equal(err, 'Dec  1 10:00:00.123 [relay]: Receiving flows from 12 nodes: node-00, node-01, node-02, node-03, node-04 (and 7 more)\n');
+  assert.equal(out, '');
+  assert.equal(goQuote('a\x01\x7f😀\u200b'), '"a\\x01\\x7f😀\\u200b"');
+  assert.equal(joinWithCutOff(['a'], ', ', 50), 'a');
+});
+
+test('json: Go json.Encoder escapes <, >, &, U+2028/9 and DEL', () => {
+  const f = create(FlowSchema, { ...FWD, Summary: '<a>&b\u2028\x7f' });
+  assert.match(jsonLine(resp(f)), /"Summary":"\\u003ca\\u003e\\u0026b\\u2028\\u007f"/);
 });

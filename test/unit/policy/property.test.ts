@@ -131,7 +131,7 @@ function podLabels(i: number): LabelSet {
 }
 
 function newEngine(): { engine: PolicyEngine; ep: EndpointInfo; ids: number[] } {
-  const engine = new PolicyEngine();
+  const engine = new PolicyEngine({ enableMutualAuth: true });
   const ids: number[] = [1, 2, 6, 4];
   POD_SHAPES.forEach((s, i) => {
     const id = engine.allocator.allocateSync(podLabels(i)).identity.id;

@@ -291,14 +291,19 @@ test('L7: rules of two policies for one selector are ORed; a different parser on
   ]);
   assert.equal(decideHTTP(pol, web, http('GET', '/b')).allowed, true);
   const revision = w.engine.revision;
-  assert.throws(() => w.apply(cnp('kafka', 'prod', { endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ topic: 't' }] } }] }] })), (e: unknown) => {
+  // HTTP and DNS on one egress port of the same pods (ingress has only http and tls, which merge).
+  const egress = (name: string, namespace: string, rules: { http?: object[]; dns?: object[] }) => cnp(name, namespace, { endpointSelector: {}, egress: [{ toPorts: [{ ports: [{ port: '53', protocol: 'TCP' }], rules }] }] });
+  w.apply(egress('h', 'prod', { http: [{}] }));
+  const before = w.engine.revision;
+  assert.throws(() => w.apply(egress('d', 'prod', { dns: [{ matchPattern: '*' }] })), (e: unknown) => {
     assert.ok(e instanceof PolicyImportError);
-    assert.match(e.issues[0]!.message, /cannot merge conflicting L7 parsers \(kafka and http\)/);
+    assert.match(e.issues[0]!.message, /cannot merge conflicting L7 parsers \((dns and http|http and dns)\)/);
     return true;
   });
-  assert.equal(w.engine.revision, revision, 'nothing changed');
+  assert.equal(w.engine.revision, before, 'nothing changed');
+  assert.ok(revision < before);
   // Subjects that never overlap do not conflict.
-  w.apply(cnp('kafka2', 'dev', { endpointSelector: {}, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ topic: 't' }] } }] }] }));
+  w.apply(egress('d2', 'dev', { dns: [{ matchPattern: '*' }] }));
 });
 
 test('TLS: serverNames are unioned per selector; conflicting TLS contexts are an error', () => {
@@ -313,7 +318,8 @@ test('TLS: serverNames are unioned per selector; conflicting TLS contexts are an
 });
 
 test('authentication: required ⇒ authType 1, inherited by narrower wildcard entries', () => {
-  const w = world();
+  // The MapState folding a future mutual-auth datapath needs; without it import rejects `required`.
+  const w = world({ enableMutualAuth: true });
   const web = w.get('prod/web').identity;
   w.apply(
     cnp('auth', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'web' } }], authentication: { mode: 'required' } }] }),
@@ -393,19 +399,18 @@ test('match types: Proto-Only for a wildcard peer on all ports of one protocol',
   assert.equal(w.lookup('prod/db', 'ingress', WORLD, TCP, 5353).dropReason, 133);
 });
 
-test('kafka and generic L7 parsers carry their rules; fromRequires is rejected; fromNodes selects remote nodes', () => {
+test('kafka and l7proto (no proxy for them) are rejected and change nothing; fromRequires is rejected; fromNodes selects remote nodes', () => {
   const w = world({ enableNodeSelectorLabels: true });
-  w.apply(
+  const revision = w.engine.revision;
+  const codes = (f: () => void) => { try { f(); } catch (e) { return (e as PolicyImportError).issues.map((i) => i.code); } return []; };
+  assert.deepEqual(codes(() => w.apply(
     cnp('k', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ toPorts: [{ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ role: 'produce', topic: 'orders' }] } }] }] }),
     cnp('g', 'prod', { endpointSelector: { matchLabels: { app: 'db' } }, ingress: [{ toPorts: [{ ports: [{ port: '7000', protocol: 'TCP' }], rules: { l7proto: 'r2d2', l7: [{ cmd: 'READ' }] } }] }] }),
-    cnp('n', 'prod', { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromNodes: [{ matchLabels: { zone: 'a' } }] }] }),
-  );
-  const k = w.lookup('prod/db', 'ingress', WORLD, TCP, 9092).entry!.l7!;
-  assert.equal(k.parser, 'kafka');
-  assert.deepEqual(k.perSelector.find((p) => p.selector === 'all')?.kafka, [{ role: 'produce', topic: 'orders' }]);
-  const g = w.lookup('prod/db', 'ingress', WORLD, TCP, 7000).entry!.l7!;
-  assert.equal(g.parser, 'generic');
-  assert.equal(g.perSelector.find((p) => p.selector === 'all')?.l7proto, 'r2d2');
+  )), ['POLICY_KAFKA_UNSUPPORTED', 'POLICY_L7PROTO_UNSUPPORTED']);
+  assert.equal(w.engine.revision, revision, 'nothing changed');
+  // The port stays as it was: no policy selects db, so it is open (no silent redirect to a missing proxy).
+  assert.equal(w.lookup('prod/db', 'ingress', WORLD, TCP, 9092).verdict, 'forward');
+  w.apply(cnp('n', 'prod', { endpointSelector: { matchLabels: { app: 'web' } }, ingress: [{ fromNodes: [{ matchLabels: { zone: 'a' } }] }] }));
   const node = w.engine.allocator.allocateSync(w.engine.allocator.lookupById(REMOTE_NODE)!.labels.union([{ source: 'node', key: 'zone', value: 'a' }])).identity.id;
   assert.equal(w.lookup('prod/web', 'ingress', node, TCP, 1).verdict, 'forward');
   assert.equal(w.lookup('prod/web', 'ingress', REMOTE_NODE, TCP, 1).verdict, 'drop');

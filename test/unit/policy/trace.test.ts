@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Deployment, Resource } from '../../../src/api/types.ts';
+import type { Deployment, PolicyResource, Resource } from '../../../src/api/types.ts';
 import { checkImport, formatTrace, tracePolicy } from '../../../src/policy/trace.ts';
-import { cnp, knp, ns, pod } from './helpers.ts';
+import { ccnp, cnp, knp, ns, pod } from './helpers.ts';
 
 const deathstar: Deployment = {
   apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'deathstar', namespace: 'default' }, source: { file: 'sw.yaml', line: 1, col: 1 },
@@ -68,7 +68,7 @@ test('trace: deny rules (POLICY_DENY), egress at the source, CIDR to an outside 
   const rs: Resource[] = [
     ...base,
     cnp('no-world', 'default', { endpointSelector: { matchLabels: { class: 'tiefighter' } }, egressDeny: [{ toCIDR: ['198.51.100.0/24'] }], egress: [{ toEntities: ['all'] }] }),
-    cnp('auth', 'default', { endpointSelector: { matchLabels: { class: 'xwing' } }, egress: [{ toEntities: ['world'], authentication: { mode: 'required' } }] }),
+    cnp('auth', 'default', { endpointSelector: { matchLabels: { class: 'xwing' } }, egress: [{ toEntities: ['world'], authentication: { mode: 'test-always-fail' } }] }),
   ];
   const d = tracePolicy({ resources: rs, from: 'tiefighter', to: '198.51.100.7', port: 443, protocol: 'TCP' });
   assert.equal(d.verdict, 'DROPPED');
@@ -79,7 +79,24 @@ test('trace: deny rules (POLICY_DENY), egress at the source, CIDR to an outside 
   assert.equal(ok.egress.matchType, 'all');
   const a = tracePolicy({ resources: rs, from: 'xwing', to: '203.0.113.1', port: 443, protocol: 'TCP' });
   assert.equal(a.dropReason, 'AUTH_REQUIRED');
-  assert.equal(tracePolicy({ resources: rs, from: 'xwing', to: '203.0.113.1', port: 443, protocol: 'TCP', authenticated: true }).verdict, 'FORWARDED');
+  // test-always-fail: authentication never succeeds, whatever the peers did.
+  assert.equal(tracePolicy({ resources: rs, from: 'xwing', to: '203.0.113.1', port: 443, protocol: 'TCP', authenticated: true }).dropReason, 'AUTH_REQUIRED');
+});
+
+test('trace never explains a policy import rejects: kafka, l7proto, host policies, auth required', () => {
+  const deathstar = { matchLabels: { class: 'deathstar' } };
+  const rejected: [string, PolicyResource, string][] = [
+    ['kafka', cnp('kafka', 'default', { endpointSelector: deathstar, ingress: [{ toPorts: [{ ports: [{ port: '9092', protocol: 'TCP' }], rules: { kafka: [{ apiKey: 'bogus' }] } }] }] }), 'POLICY_KAFKA_UNSUPPORTED'],
+    ['l7proto', cnp('r2d2', 'default', { endpointSelector: deathstar, ingress: [{ toPorts: [{ ports: [{ port: '9092', protocol: 'TCP' }], rules: { l7proto: 'r2d2' } }] }] }), 'POLICY_L7PROTO_UNSUPPORTED'],
+    ['host', ccnp('host', { nodeSelector: {}, ingress: [{ fromEntities: ['cluster'] }] }), 'POLICY_HOST_FIREWALL_UNSUPPORTED'],
+    ['auth', cnp('auth', 'default', { endpointSelector: deathstar, ingress: [{ fromEntities: ['all'], authentication: { mode: 'required' } }] }), 'POLICY_AUTH_UNSUPPORTED'],
+  ];
+  // Positive control: the same files without the rejected policy trace normally.
+  assert.equal(tracePolicy({ resources: base, from: 'tiefighter', to: 'deathstar', port: 9092, protocol: 'TCP' }).verdict, 'DROPPED');
+  for (const [what, policy, code] of rejected) {
+    assert.deepEqual(checkImport([...base, policy]).map((i) => i.code), [code], what);
+    assert.throws(() => tracePolicy({ resources: [...base, policy], from: 'tiefighter', to: 'deathstar', port: 9092, protocol: 'TCP' }), (e: Error & { code?: string }) => e.code === 'POLICY_INVALID', what);
+  }
 });
 
 test('trace: NetworkPolicy, ICMP, errors for unknown peers', () => {
@@ -94,8 +111,8 @@ test('trace: NetworkPolicy, ICMP, errors for unknown peers', () => {
 test('checkImport: per-policy problems and cross-policy L7 conflicts', () => {
   const bad = cnp('bad', 'default', { endpointSelector: {}, ingress: [{ fromCIDR: ['x'] }] });
   assert.match(checkImport([...base, bad])[0]!.message, /unable to parse CIDR/);
-  const kafka = cnp('kafka', 'default', { endpointSelector: { matchLabels: { class: 'deathstar' } }, ingress: [{ toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { kafka: [{ topic: 'empire-announce' }] } }] }] });
-  const issues = checkImport([...base, kafka]);
+  const egress = (name: string, rules: { http?: object[]; dns?: object[] }) => cnp(name, 'default', { endpointSelector: { matchLabels: { class: 'tiefighter' } }, egress: [{ toPorts: [{ ports: [{ port: '53', protocol: 'TCP' }], rules }] }] });
+  const issues = checkImport([...base, egress('h', { http: [{}] }), egress('d', { dns: [{ matchPattern: '*' }] })]);
   assert.equal(issues.length, 1);
   assert.match(issues[0]!.message, /cannot merge conflicting L7 parsers/);
   assert.deepEqual(checkImport(base), []);

@@ -66,7 +66,7 @@ test('rule validation (spec §1.3, §2.4, §2.9, §3): every problem, with path 
     ['L7 in deny', cnp('p', 'x', { endpointSelector: sel, ingressDeny: [{ toPorts: [{ ports: [{ port: '80' }], rules: { http: [{}] } } as never] }] }), /deny rules only take ports/],
     ['nodes disabled', cnp('p', 'x', { endpointSelector: sel, ingress: [{ fromNodes: [{}] }] }), /FromNodes\/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set/],
     ['groups', cnp('p', 'x', { endpointSelector: sel, egress: [{ toGroups: [{ aws: {} }] }] }), /toGroups .* is not supported/],
-    ['log', cnp('p', 'x', { endpointSelector: sel, ingress: [{}], log: { value: 'x'.repeat(33) } }), /log.value must be at most 32 printable characters/],
+    ['log', cnp('p', 'x', { endpointSelector: sel, ingress: [{}], log: { value: 'x'.repeat(33) } }), /must be at most 32 printable characters/],
     ['ICMP in toPorts', cnp('p', 'x', { endpointSelector: sel, ingress: [{ toPorts: [{ ports: [{ port: '8', protocol: 'ICMP' }] }] }] }), /not allowed in toPorts/],
     ['VRRP without flag', cnp('p', 'x', { endpointSelector: sel, ingress: [{ toPorts: [{ ports: [{ protocol: 'VRRP' }] }] }] }), /requires --enable-extended-ip-protocols/],
     ['selector op', cnp('p', 'x', { endpointSelector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] }, ingress: [{}] }), /invalid label selector/],
@@ -196,14 +196,14 @@ test('CIDR, CIDRSet with except, FQDN selectors; referenced prefixes for the ipc
     endpointSelector: sel,
     egress: [
       { toCIDR: ['192.0.2.1', '10.0.0.0/8'] },
-      { toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.1.0/24'] }, { cidr: '0.0.0.0/0' }, { cidrGroupRef: 'corp' }] },
+      { toCIDRSet: [{ cidr: '172.16.0.0/12', except: ['172.16.1.0/24'] }, { cidr: '0.0.0.0/0' }] },
       { toFQDNs: [{ matchName: 'API.OpenAI.com' }, { matchPattern: '*.github.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] },
     ],
   }));
   assert.deepEqual(t.issues, []);
   const [a, b, c] = t.rules[0]!.entries;
   assert.deepEqual(a!.peers.map((p) => p.key), ['cidr:192.0.2.1/32', 'cidr:10.0.0.0/8']);
-  assert.deepEqual(b!.peers.map((p) => p.key), ['cidr:172.16.0.0/12!172.16.1.0/24', 'cidr:0.0.0.0/0', 'ls:{cidrgroup:io.cilium.policy.cidrgroupname/corp}']);
+  assert.deepEqual(b!.peers.map((p) => p.key), ['cidr:172.16.0.0/12!172.16.1.0/24', 'cidr:0.0.0.0/0']);
   assert.deepEqual(c!.peers.map((p) => p.key), ['fqdn:api.openai.com', 'fqdn:*.github.com']);
   assert.deepEqual(t.cidrs.map((p) => p.text).sort(), ['10.0.0.0/8', '172.16.0.0/12', '172.16.1.0/24', '192.0.2.1/32']);
   assert.deepEqual(t.fqdns, [{ matchName: 'api.openai.com' }, { matchPattern: '*.github.com' }]);

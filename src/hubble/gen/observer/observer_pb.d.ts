@@ -148,6 +148,13 @@ export declare const GetFlowsRequestSchema: GenMessage<GetFlowsRequest>;
  * @generated from message observer.GetFlowsRequest.Experimental
  */
 export declare type GetFlowsRequest_Experimental = Message<"observer.GetFlowsRequest.Experimental"> & {
+  /**
+   * Where the hubble CLI up to v1.17 sends its field mask (moved to field_mask = 10 in v1.18).
+   *
+   * @generated from field: google.protobuf.FieldMask field_mask = 1 [deprecated = true];
+   * @deprecated
+   */
+  fieldMask?: FieldMask | undefined;
 };
 
 /**

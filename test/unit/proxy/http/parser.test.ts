@@ -113,3 +113,86 @@ test('response framing: HEAD, 204, 304 have no body; no length means until close
   t.startResponse({ ...h, contentLength: -1 }, 'GET');
   assert.equal(t.untilClose, true);
 });
+
+test('request targets (RFC 9112 §3.2): the path L7 rules see is the real one; malformed forms refused', () => {
+  const ok: [string, string, string, string][] = [
+    // target, Host, path, authority
+    ['/v1/models?x=1', 'a', '/v1/models?x=1', ''],
+    ['http://api.openai.com/v1/models', 'api.openai.com', '/v1/models', 'api.openai.com'],
+    ['http://api.openai.com?/v1/models', 'api.openai.com', '/?/v1/models', 'api.openai.com'],
+    ['http://api.openai.com', 'api.openai.com', '/', 'api.openai.com'],
+    ['HTTPS://API.openai.com:443/x', 'api.openai.com', '/x', 'API.openai.com:443'],
+    ['http://[::1]:8080/x', '[::1]:8080', '/x', '[::1]:8080'],
+    ['http://a:80//x', 'a', '//x', 'a:80'],
+  ];
+  for (const [target, host, path, authority] of ok) {
+    const h = parseAll(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`)!.head;
+    assert.equal(h.path, path, target);
+    assert.equal(h.authority, authority, target);
+    assert.equal(h.absoluteForm, authority !== '', target);
+  }
+  assert.equal(parseAll('OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n')!.head.path, '*');
+  const c = parseAll('CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n')!.head;
+  assert.deepEqual([c.path, c.authority], ['', 'api.openai.com:443']);
+
+  const bad: [string, string, string][] = [
+    ['GET http://evil.example/v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n', 'host_mismatch', 'Host must name the target authority'],
+    ['GET http://a:8080/x HTTP/1.1\r\nHost: a\r\n\r\n', 'host_mismatch', 'the port counts'],
+    ['GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'userinfo'],
+    ['GET http://a/x#frag HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'fragment'],
+    ['GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'scheme'],
+    ['GET http:/a/x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'no authority'],
+    ['GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'empty authority'],
+    ['GET http://a:99999/x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'port range'],
+    ['GET http://a\\b/x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'backslash in the authority'],
+    ['GET v1/models HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'relative target'],
+    ['GET * HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'asterisk is for OPTIONS'],
+    ['CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'CONNECT needs authority-form'],
+    ['CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_target', 'CONNECT needs a port'],
+    ['CONNECT a:443 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n', 'connect_with_body', 'CONNECT with a body'],
+    ['GET / HTTP/1.1\r\nHost: a b\r\n\r\n', 'bad_host', 'Host syntax'],
+    ['GET / HTTP/1.1\r\nHost: \r\n\r\n', 'bad_host', 'empty Host'],
+    ['FOO / HTTP/1.1\r\nHost: a\r\n\r\n', 'bad_method', 'a method llhttp does not know'],
+  ];
+  for (const [text, reason, why] of bad) {
+    const e = err(text);
+    assert.equal(e.status, 400, why);
+    assert.equal(e.reason, reason, why);
+  }
+});
+
+test('chunked framing as strict as llhttp: no whitespace around the size, extensions per the grammar, trailers are fields', () => {
+  const feed = (body: string) => {
+    const t = new BodyTracker();
+    t.startRequest({ chunked: true, contentLength: -1 } as never);
+    const end = t.feed(req(body), 0);
+    return { done: t.done, end };
+  };
+  for (const good of ['5;a\r\nhello\r\n0\r\n\r\n', '5;a=b;c="d e"\r\nhello\r\n0\r\n\r\n', '5;a="x\\"y"\r\nhello\r\n0\r\n\r\n', '5\r\nhello\r\n0\r\nT: v\r\nU:w\r\n\r\n', '0;last=1\r\n\r\n']) {
+    assert.deepEqual(feed(good), { done: true, end: good.length }, JSON.stringify(good));
+  }
+  const bad: [string, string][] = [
+    ['5 \r\nhello\r\n0\r\n\r\n', 'space after the size'],
+    ['5\t\r\nhello\r\n0\r\n\r\n', 'tab after the size'],
+    [' 5\r\nhello\r\n0\r\n\r\n', 'space before the size'],
+    ['5 ;a=b\r\nhello\r\n0\r\n\r\n', 'space before an extension'],
+    ['5;a="b\r\nc"\r\nhello\r\n0\r\n\r\n', 'CRLF inside a quoted extension value'],
+    ['5;a="b\rc"\r\nhello\r\n0\r\n\r\n', 'CR inside a quoted extension value'],
+    ['5;a = b\r\nhello\r\n0\r\n\r\n', 'whitespace around ='],
+    ['5;=b\r\nhello\r\n0\r\n\r\n', 'no extension name'],
+    ['5;a=\r\nhello\r\n0\r\n\r\n', 'no extension value'],
+    ['5;a="b\r\nhello\r\n0\r\n\r\n', 'unterminated quoted value'],
+    ['5;a="\x01"\r\nhello\r\n0\r\n\r\n', 'control byte in a quoted value'],
+    ['5;a=b"c"\r\nhello\r\n0\r\n\r\n', 'quote inside a token'],
+    ['0x5\r\nhello\r\n0\r\n\r\n', '0x prefix'],
+    ['5\r\nhello\r\n0\r\nT : v\r\n\r\n', 'whitespace before a trailer colon'],
+    ['5\r\nhello\r\n0\r\nT v\r\n\r\n', 'trailer without a colon'],
+    ['5\r\nhello\r\n0\r\n T: v\r\n\r\n', 'folded trailer'],
+    ['5\r\nhello\r\n0\r\nT: a\x01b\r\n\r\n', 'control byte in a trailer value'],
+    ['5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n', 'framing field in a trailer (llhttp refuses it)'],
+    ['5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n', 'framing field in a trailer'],
+    ['5\r\nhello\r\n0\r\nConnection: close\r\n\r\n', 'connection control in a trailer'],
+    ['5\r\nhello\r\n0\r\nHOST: b\r\n\r\n', 'routing field in a trailer'],
+  ];
+  for (const [body, why] of bad) assert.throws(() => feed(body), HttpParseError, why);
+});

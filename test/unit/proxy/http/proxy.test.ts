@@ -182,7 +182,7 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
   const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   const up = createServer((s) => {
     s.once('data', (first: Buffer) => {
-      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       const rest = first.subarray(first.indexOf('\r\n\r\n') + 4);
       if (rest.length) s.write(`echo:${rest}`);
       s.on('data', (d) => s.write(`echo:${d}`));
@@ -195,7 +195,7 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
   });
   const l = await p.start();
   try {
-    const r = await rawExchange(l.egress!.port, ['GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping', 'pong'], { gapMs: 100 });
+    const r = await rawExchange(l.egress!.port, ['GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', 'ping', 'pong'], { gapMs: 100 });
     assert.match(r.text, /^HTTP\/1\.1 101 /);
     assert.match(r.text, /echo:pingecho:pong$/);
   } finally {
@@ -235,4 +235,16 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
     await p.stop();
     up.close();
   }
+});
+
+test('Connection: close with a body: the body is forwarded (in the same read as the head, or later), nothing after it is read', async () => {
+  h.setPolicy(l7(null));
+  const body = 'x'.repeat(10);
+  const head = `POST /close HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`;
+  const same = await rawExchange(h.port, head + body + `DELETE /after HTTP/1.1\r\nHost: a\r\n\r\n`);
+  assert.match(same.text, /^HTTP\/1\.1 200 [^]*connection: close\r\n[^]*POST \/close 10$/i);
+  assert.equal(same.closed, true);
+  const later = await rawExchange(h.port, [head, body.slice(0, 4), body.slice(4)], { gapMs: 30 });
+  assert.match(later.text, /POST \/close 10$/);
+  assert.ok(!h.upstreamRequests.some((r) => r.url === '/after'), 'nothing after the closing request is read');
 });

@@ -1,0 +1,207 @@
+/**
+ * The agent's own Prometheus metrics, under Cilium's names (`cilium_*`, the agent's :9962), so
+ * Cilium dashboards and alerts read them unchanged. Gauges are read from the agent's state when
+ * scraped; counters are fed by the decoded flows (hubble.onFlow), i.e. by the packets the
+ * datapath reported as drop/trace events and the requests the proxies judged.
+ *
+ *   cilium_policy                               policies loaded
+ *   cilium_policy_max_revision                  highest policy revision
+ *   cilium_policy_change_total{outcome}         policy imports and deletes: success | failure (a batch
+ *                                               the repository refused; Cilium's successor of
+ *                                               the removed cilium_policy_import_errors_total)
+ *   cilium_policy_endpoint_enforcement_status{enforcement}  endpoints per enforced direction:
+ *                                               ingress | egress | both | none
+ *   cilium_endpoint                             endpoints on this node
+ *   cilium_endpoint_state{endpoint_state}       endpoints per state
+ *   cilium_identity{type}                       identities known (reserved, cluster_local, node_local)
+ *   cilium_drop_count_total{reason,direction}   dropped packets (reason: Cilium's drop string)
+ *   cilium_drop_bytes_total{reason,direction}   their bytes on the wire
+ *   cilium_forward_count_total{direction}       forwarded packets seen at trace points
+ *   cilium_forward_bytes_total{direction}       their bytes on the wire
+ *   cilium_policy_l7_total{rule,proxy_type}     L7 requests: received, forwarded, denied; proxy_type is
+ *                                               Cilium's: fqdn (DNS proxy), envoy (the HTTP/TLS proxy,
+ *                                               which stands where Cilium runs Envoy)
+ *   cilium_proxy_redirects{protocol_l7}         policy entries that redirect to a proxy, per L7 parser
+ *   cilium_bpf_map_pressure{map_name}           fill ratio of each pinned hash/LRU/LPM map
+ */
+import { createServer, type Server } from 'node:http';
+import { readdirSync } from 'node:fs';
+import { chmod, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { BpfMap, MapType } from '../sys/bpf.ts';
+import { TrafficDirection, Verdict, type Flow } from '../hubble/gen/flow/flow_pb.js';
+import { DROP_REASON_TEXT } from '../hubble/names.ts';
+import type { MapState } from '../policy/types.ts';
+
+export interface AgentMetricsDeps {
+  policies(): Promise<number>;
+  policyRevision(): number;
+  endpoints(): { id: number; state: string; policyEnforcement?: { ingress: boolean; egress: boolean } }[];
+  identities(): { scope: 'reserved' | 'cluster' | 'local' }[];
+  mapState(endpointId: number): MapState | undefined;
+  /** directory of the node's pinned BPF maps */
+  pinRoot: string;
+}
+
+export interface AgentMetrics {
+  registry: Registry;
+  /** counts one decoded flow (drops, forwards, L7 verdicts); `bytes`: the packet's length on the wire */
+  observe(flow: Flow, bytes?: number): void;
+  /** counts one policy import or delete by its outcome */
+  policyChange(outcome: 'success' | 'failure'): void;
+  serve(port: number, host?: string): Promise<Server>;
+  serveUnix(path: string): Promise<Server>;
+}
+
+const PRESSURE_TYPES = new Set<number>([MapType.HASH, MapType.LRU_HASH, MapType.LPM_TRIE, MapType.PERCPU_HASH]);
+const PRESSURE_EVERY_MS = 30_000;
+const DIRECTION = (d: TrafficDirection) => (d === TrafficDirection.INGRESS ? 'INGRESS' : d === TrafficDirection.EGRESS ? 'EGRESS' : 'UNKNOWN');
+
+/** Entries / max_entries of the pinned maps under `root` (walks keys: call rarely). */
+export function mapPressure(root: string): { name: string; ratio: number }[] {
+  const out: { name: string; ratio: number }[] = [];
+  let names: string[] = [];
+  try { names = readdirSync(root); } catch { return out; }
+  for (const name of names.sort()) {
+    let m: BpfMap | undefined;
+    try {
+      m = BpfMap.fromPin(join(root, name));
+      if (!PRESSURE_TYPES.has(m.info.type) || m.info.maxEntries === 0) continue;
+      let n = 0;
+      for (const _ of m.keys()) n++;
+      out.push({ name, ratio: n / m.info.maxEntries });
+    } catch {
+      // not a map (a program or link pin), or gone meanwhile
+    } finally {
+      m?.close();
+    }
+  }
+  return out;
+}
+
+export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  new Gauge({ name: 'cilium_policy', help: 'Number of policies currently loaded', registers, async collect() { this.set(await deps.policies()); } });
+  new Gauge({ name: 'cilium_policy_max_revision', help: 'Highest policy revision number in the agent', registers, collect() { this.set(deps.policyRevision()); } });
+  const changes = new Counter({ name: 'cilium_policy_change_total', help: 'Number of policy changes by outcome', labelNames: ['outcome'], registers });
+  for (const outcome of ['success', 'failure']) changes.inc({ outcome }, 0);
+  new Gauge({
+    name: 'cilium_policy_endpoint_enforcement_status', help: 'Number of endpoints labeled by policy enforcement status', labelNames: ['enforcement'], registers,
+    collect() {
+      const by = { ingress: 0, egress: 0, both: 0, none: 0 };
+      for (const e of deps.endpoints()) {
+        const i = e.policyEnforcement?.ingress ?? false, o = e.policyEnforcement?.egress ?? false;
+        by[i && o ? 'both' : i ? 'ingress' : o ? 'egress' : 'none']++;
+      }
+      for (const [enforcement, n] of Object.entries(by)) this.set({ enforcement }, n);
+    },
+  });
+  new Gauge({ name: 'cilium_endpoint', help: 'Number of endpoints managed by this agent', registers, collect() { this.set(deps.endpoints().length); } });
+  new Gauge({
+    name: 'cilium_endpoint_state', help: 'Count of all endpoints, tagged by their state', labelNames: ['endpoint_state'], registers,
+    collect() {
+      this.reset();
+      const by = new Map<string, number>();
+      for (const e of deps.endpoints()) by.set(e.state, (by.get(e.state) ?? 0) + 1);
+      for (const [state, n] of by) this.set({ endpoint_state: state }, n);
+    },
+  });
+  new Gauge({
+    name: 'cilium_identity', help: 'Number of identities currently allocated', labelNames: ['type'], registers,
+    collect() {
+      this.reset();
+      const by = { reserved: 0, cluster_local: 0, node_local: 0 };
+      for (const i of deps.identities()) by[i.scope === 'reserved' ? 'reserved' : i.scope === 'cluster' ? 'cluster_local' : 'node_local']++;
+      for (const [type, n] of Object.entries(by)) this.set({ type }, n);
+    },
+  });
+  new Gauge({
+    name: 'cilium_proxy_redirects', help: 'Number of redirects installed for endpoints, labeled by protocol', labelNames: ['protocol_l7'], registers,
+    collect() {
+      this.reset();
+      const by = new Map<string, number>();
+      for (const e of deps.endpoints()) {
+        for (const { entry } of deps.mapState(e.id)?.entries.values() ?? []) {
+          if (entry.l7) by.set(entry.l7.parser, (by.get(entry.l7.parser) ?? 0) + 1);
+        }
+      }
+      for (const [protocol, n] of by) this.set({ protocol_l7: protocol }, n);
+    },
+  });
+  let pressure: { name: string; ratio: number }[] = [];
+  let pressureAt = 0;
+  new Gauge({
+    name: 'cilium_bpf_map_pressure', help: 'Fill percentage of BPF maps (entries / max entries)', labelNames: ['map_name'], registers,
+    collect() {
+      if (Date.now() - pressureAt > PRESSURE_EVERY_MS) { pressure = mapPressure(deps.pinRoot); pressureAt = Date.now(); }
+      this.reset();
+      for (const p of pressure) this.set({ map_name: p.name }, p.ratio);
+    },
+  });
+  const drops = new Counter({ name: 'cilium_drop_count_total', help: 'Total dropped packets, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
+  const dropBytes = new Counter({ name: 'cilium_drop_bytes_total', help: 'Total dropped bytes, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
+  const forwardBytes = new Counter({ name: 'cilium_forward_bytes_total', help: 'Total forwarded bytes, tagged by ingress/egress direction', labelNames: ['direction'], registers });
+  const forwards = new Counter({ name: 'cilium_forward_count_total', help: 'Total forwarded packets, tagged by ingress/egress direction', labelNames: ['direction'], registers });
+  const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
+  for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
+
+  const handler = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found: GET /metrics\n');
+      return;
+    }
+    registry.metrics().then((text) => {
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(text);
+    }, (e: Error) => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`${e.message}\n`);
+    });
+  };
+  const listen = (s: Server, ...args: unknown[]) => new Promise<Server>((resolve, reject) => {
+    s.once('error', reject);
+    (s.listen as (...a: unknown[]) => void)(...args, () => { s.removeListener('error', reject); resolve(s); });
+  });
+  return {
+    registry,
+    observe(f, bytes = 0) {
+      const t = f.eventType?.type;
+      if (t === 1) {
+        const labels = { reason: DROP_REASON_TEXT[f.eventType!.subType] ?? String(f.eventType!.subType), direction: DIRECTION(f.trafficDirection) };
+        drops.inc(labels);
+        if (bytes > 0) dropBytes.inc(labels, bytes);
+      } else if (t === 4 && f.verdict === Verdict.FORWARDED) {
+        const labels = { direction: DIRECTION(f.trafficDirection) };
+        forwards.inc(labels);
+        if (bytes > 0) forwardBytes.inc(labels, bytes);
+      }
+      else if (t === 129 && !f.isReply) {
+        const proxy = f.l7?.record.case === 'dns' ? 'fqdn' : f.l7?.record.case === 'http' ? 'envoy' : undefined;
+        if (!proxy) return;
+        l7.inc({ rule: 'received', proxy_type: proxy });
+        l7.inc({ rule: f.verdict === Verdict.DROPPED ? 'denied' : 'forwarded', proxy_type: proxy });
+      }
+    },
+    policyChange: (outcome) => changes.inc({ outcome }),
+    serve: (port, host = '0.0.0.0') => listen(createServer(handler), port, host),
+    async serveUnix(path) {
+      await rm(path, { force: true });
+      const old = process.umask(0o077);
+      try {
+        const s = await listen(createServer(handler), path);
+        await chmod(path, 0o600);
+        return s;
+      } finally {
+        process.umask(old);
+      }
+    },
+  };
+}
+
+/** Where a node's agent serves its two expositions for host-side scrapers (`membrane lab metrics`). */
+export function metricsSocketPaths(nodeDir: string): { hubble: string; agent: string } {
+  return { hubble: join(nodeDir, 'hubble-metrics.sock'), agent: join(nodeDir, 'agent-metrics.sock') };
+}
