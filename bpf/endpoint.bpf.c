@@ -4,20 +4,28 @@
  *   to_container:   tcx/tc EGRESS of the host veth  = packets delivered to the pod (ingress policy)
  * and for the node's network devices (world, underlay):
  *   from_network:   tcx/tc INGRESS = packets arriving from outside the node's pods
- * Per packet: parse -> endpoint config -> (source validation) -> service DNAT -> conntrack ->
- * ipcache -> policy (new connections only) -> pass | drop (reason) | steer to the L7 proxy.
+ * Per packet: parse and validate (what is not parsed is dropped) -> endpoint config -> source
+ * validation -> fragment ports -> service DNAT -> conntrack -> policy for every packet that is
+ * not a reply -> pass | drop (reason) | steer to the L7 proxy.
  *
  * Ingress policy of a LOCAL destination endpoint is decided where the packet enters the node
  * (the source pod's from_container, or from_network), like Cilium's local delivery, because
  * bpf_sk_assign (L7 redirect) only works on the receive path. The destination's conntrack entry
- * is created there with CT_F_PREDECIDED; to_container then only traces. Anything not decided
- * upstream (no entry) is still decided at to_container (fail closed). */
+ * is created there with CT_F_PREDECIDED; to_container traces it as NEW once. Anything not decided
+ * upstream (no entry) is still decided at to_container (fail closed).
+ *
+ * Policy applies to every packet of a connection that is not a reply or a related ICMP error,
+ * as in Cilium: an entry caches the policy revision its forward direction was last allowed at,
+ * and the agent bumps the revision after every policy, ipcache or endpoint change, so the next
+ * packet of every connection is decided again (egress, ingress, and the ingress of a local
+ * destination decided at the source, L7-redirected connections included). */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
 #include "lib/parse.h"
-#include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/frag.h"
 #include "lib/lb.h"
 
 static __always_inline int do_drop(const struct pkt *p, const struct ev_ctx *c, __u8 reason, __u8 dir)
@@ -27,8 +35,29 @@ static __always_inline int do_drop(const struct pkt *p, const struct ev_ctx *c, 
 	return TC_ACT_SHOT;
 }
 
+static __always_inline __u32 policy_rev(void)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	return conf ? conf->policy_rev : 0;
+}
+
+/* Completes an endpoint hook's event context with the remote peer: its identity, and the sender
+ * whose budget the events spend (from_container: the endpoint itself; to_container: the local
+ * endpoint that sent the packet, or the endpoint's external budget). */
+static __always_inline void ctx_remote(struct ev_ctx *c, struct remote *rm, int from, const __u8 *addr)
+{
+	remote_resolve(rm, addr);
+	if (from) {
+		c->dst_identity = rm->identity;
+	} else {
+		c->src_identity = rm->identity;
+		c->bucket = rm->ep_id ? SENDER_OWN(rm->ep_id) : SENDER_EXT(c->ep_id);
+	}
+}
+
 /* Steers a packet to the local L7 proxy listening in slot `slot` (fails closed). */
-static __always_inline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __u16 slot)
+static __noinline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __u16 slot)
 {
 	struct bpf_sock *sk;
 	long ret;
@@ -68,28 +97,36 @@ out:
 	return 0;
 }
 
+#define SRC_BUCKET(identity, bucket) ((__u64)(identity) | ((__u64)(bucket) << 32))
 
-/* Ingress policy of local endpoint `dcfg` for a new connection from `src_identity`, decided
- * before the packet reaches the endpoint's veth. Events carry the destination endpoint and the
+/* Event context of local endpoint `dcfg`'s ingress, for a packet whose events spend `bucket`. */
+static __always_inline void ingress_ctx(struct ev_ctx *dc, const struct ep_config *dcfg,
+					__u32 src_identity, __u32 bucket)
+{
+	dc->ifindex = dcfg->ifindex;
+	dc->ep_id = dcfg->ep_id;
+	dc->src_identity = src_identity;
+	dc->dst_identity = dcfg->identity;
+	dc->direction = DIR_INGRESS;
+	dc->pad = 0;
+	dc->bucket = bucket;
+}
+
+/* Ingress policy of local endpoint `dcfg` for a new connection from a source identity (low 32
+ * bits of src_bucket; the high 32 bits: the events' budget), decided before the packet reaches
+ * the endpoint's veth. Events carry the destination endpoint and the
  * INGRESS direction, as if to_container had decided. Returns 0 (allowed; ir->proxy_port != 0
  * when the packet was steered to the ingress proxy) or -1 (dropped, events emitted). */
-static __always_inline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
-					  const struct ep_config *dcfg, __u32 src_identity,
-					  struct policy_result *ir)
+static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
+				     const struct ep_config *dcfg, __u64 src_bucket,
+				     struct policy_result *ir)
 {
-	struct ev_ctx dc = {};
-	dc.ifindex = dcfg->ifindex;
-	dc.ep_id = dcfg->ep_id;
-	dc.src_identity = src_identity;
-	dc.dst_identity = dcfg->identity;
-	dc.direction = DIR_INGRESS;
+	const __u32 src_identity = (__u32)src_bucket, bucket = (__u32)(src_bucket >> 32);
+	struct ev_ctx dc;
+	ingress_ctx(&dc, dcfg, src_identity, bucket);
 	__u8 dd = dcfg->flags & EP_F_DENY_INGRESS;
-	__u8 proto = p->proto;
-	__be16 port = p->policy_port;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
-		port = 0;
 	stat_inc(STAT_INGRESS_EARLY);
-	policy_lookup(dcfg->ep_id, DIR_INGRESS, dd, src_identity, proto, port, ir);
+	policy_lookup(dcfg->ep_id, DIR_INGRESS, dd, src_identity, p->proto, policy_port_of(p), ir);
 	if (ir->drop) {
 		emit_event(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)ir->drop, ir->match_type,
 			   ir->auth_type, DIR_INGRESS);
@@ -98,7 +135,7 @@ static __always_inline int ingress_decide(struct __sk_buff *skb, const struct pk
 	}
 	if (ir->proxy_port) {
 		int d;
-		if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 			d = DROP_PROXY_UNSUPPORTED;
 		else
 			d = proxy_steer(skb, p, ir->proxy_slot);
@@ -115,178 +152,330 @@ static __always_inline int ingress_decide(struct __sk_buff *skb, const struct pk
 	return 0;
 }
 
-/* The destination endpoint of a packet if it is local and attached (ipcache ep id -> config). */
-static __always_inline struct ep_config *local_dest(const struct pkt *p)
+/* Ingress policy of local endpoint `dcfg` for a packet of an established connection, decided
+ * at the source. Returns 0 (allowed; ir->proxy_port set when policy redirects) or -1 (dropped,
+ * a drop event at the destination's ingress). */
+static __always_inline int ingress_recheck(const struct pkt *p, const struct ep_config *dcfg,
+					   __u32 src_identity, __u32 bucket, struct policy_result *ir)
 {
-	struct ipcache_val *iv = ipcache_lookup(p->daddr);
-	if (!iv || !iv->ep_id)
+	stat_inc(STAT_POLICY_RECHECK);
+	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags & EP_F_DENY_INGRESS, src_identity,
+		      p->proto, policy_port_of(p), ir);
+	if (!ir->drop)
 		return 0;
-	__u32 id = iv->ep_id;
-	return bpf_map_lookup_elem(&mb_ep_ids, &id);
+	struct ev_ctx dc;
+	ingress_ctx(&dc, dcfg, src_identity, bucket);
+	do_drop(p, &dc, ir->drop, DIR_INGRESS);
+	return -1;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
+/* Per-packet state of an endpoint hook, shared with its subprograms (which keep their own
+ * locals off the program's stack frame). */
+struct hctx {
+	struct pkt p;
+	struct ev_ctx c;
+	struct remote rm;
+	struct ep_config *cfg;
+	void *own;  /* the endpoint's own conntrack table */
+	void *create_tbl; /* new connection: the table of its entry (NULL: no entry) */
+	struct ct_new n;  /* new connection: its entry */
+	__u64 now;
+	__u32 rev;  /* policy revision at the start of the packet */
+	__u16 dest_ep; /* new connection: local destination whose ingress was decided here */
+	__u8 dir;
+	__u8 pad;
+};
+
+static __always_inline const __u8 *remote_of(const struct hctx *h)
 {
-	const int from = dir == DIR_EGRESS;
-	const __u8 obs = from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT;
-	struct pkt p = {};
-	struct ev_ctx c = {};
-	stat_inc(from ? STAT_PKTS_FROM : STAT_PKTS_TO);
+	return h->dir == DIR_EGRESS ? h->p.daddr : h->p.saddr;
+}
 
-	int r = parse_pkt(skb, &p);
-	if (r == PARSE_PASS) {
-		stat_inc(STAT_NON_IPV4);
-		return TC_ACT_OK;
-	}
-	__u32 ifindex = skb->ifindex;
-	c.ifindex = ifindex;
-	c.direction = dir;
-	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
-	if (!cfg)
-		return do_drop(&p, &c, DROP_EP_NOT_READY, dir);
-	c.ep_id = cfg->ep_id;
-	if (r < 0)
-		return do_drop(&p, &c, (__u8)(-r), dir);
+static __always_inline int hdrop(struct hctx *h, __u8 reason)
+{
+	ctx_remote(&h->c, &h->rm, h->dir == DIR_EGRESS, remote_of(h));
+	return do_drop(&h->p, &h->c, reason, h->dir);
+}
 
-	if (from) {
-		c.src_identity = cfg->identity;
-		if (__builtin_memcmp(p.saddr, cfg->ipv4, 4) != 0)
-			return do_drop(&p, &c, DROP_INVALID_SIP, dir);
-	} else {
-		c.dst_identity = cfg->identity;
-	}
-
-	__u64 now = bpf_ktime_get_ns();
-	__u16 rev_nat = 0;
-	if (from && !p.is_icmp_err && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
-		int d = lb4_xlate(skb, &p, cfg->ep_id, now, &rev_nat);
-		if (d) {
-			c.dst_identity = ipcache_identity(p.daddr);
-			return do_drop(&p, &c, d, dir);
-		}
-	}
-
+/* Conntrack lookup of the hook's packet (a subprogram: the keys stay off the program's frame). */
+static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out)
+{
 	struct ct_key k;
-	struct ct_val *v = 0;
-	int ct = ct_lookup(&p, cfg->ep_id, dir, now, &k, &v);
-	const __u8 *remote_addr = from ? p.daddr : p.saddr;
+	return ct_lookup(&h->p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->now, &k, out);
+}
 
-	if (ct != CT_NEW && v) {
-		int trace;
-		int reason = ct;
-		if (ct == CT_RELATED) {
-			stat_inc(STAT_CT_RELATED);
-			trace = 1;
-		} else {
-			trace = ct_update(v, &p, ct == CT_REPLY, now);
-			if (ct == CT_ESTABLISHED && (v->state & CT_F_PREDECIDED)) {
-				/* first packet of a connection whose ingress was decided upstream */
-				v->state &= ~CT_F_PREDECIDED;
-				trace = 1;
-				reason = CT_NEW;
-				stat_inc(STAT_CT_NEW);
-			} else {
-				stat_inc(ct == CT_REPLY ? STAT_CT_REPLY : STAT_CT_ESTABLISHED);
-			}
-		}
-		if (ct == CT_ESTABLISHED && v->proxy_port && from) {
-			int d = proxy_steer(skb, &p, v->proxy_slot);
-			if (d) {
-				if (from)
-					c.dst_identity = ipcache_identity(remote_addr);
-				return do_drop(&p, &c, d, dir);
-			}
-		}
-		__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
-		if (trace) {
-			if (from)
-				c.dst_identity = ipcache_identity(remote_addr);
-			else
-				c.src_identity = ipcache_identity(remote_addr);
-			emit_event(&p, &c, EV_TRACE, obs, reason, 0, 0, 0, dir);
-		}
-		if (rn && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) && lb4_rev_nat(skb, &p, rn))
-			return do_drop(&p, &c, DROP_INVALID, dir);
-		if (!from && ct == CT_RELATED && v->rev_nat && lb4_rev_nat_icmp(skb, &p, v->rev_nat))
-			return do_drop(&p, &c, DROP_INVALID, dir);
-		stat_inc(STAT_PASS);
-		return TC_ACT_OK;
-	}
-
-	/* New connection (or an unrelated ICMP error): policy. */
-	__u32 remote = ipcache_identity(remote_addr);
-	if (from)
-		c.dst_identity = remote;
-	else
-		c.src_identity = remote;
-	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS && !p.is_icmp_err) {
-		/* upstream connection of the ingress proxy: policy was enforced by the proxy */
-		if (ct_create(&k, &p, dir, cfg->ep_id, now, c.src_identity, 0, 0, 0, 0) != 0)
-			return do_drop(&p, &c, DROP_CT_CREATE_FAILED, dir);
-		stat_inc(STAT_CT_NEW);
-		emit_event(&p, &c, EV_TRACE, obs, CT_NEW, 0, 0, 0, dir);
-		stat_inc(STAT_PASS);
-		return TC_ACT_OK;
-	}
+/* Per-packet policy for a forward (non-reply) packet of an established connection at an
+ * endpoint hook: decided again when the entry's revision is stale. A redirect policy now
+ * requires is applied to the rest of the connection (as in Cilium: the proxy has no socket
+ * for it and resets it); a connection already on a proxy stays there. Returns 0 (pass) or -1
+ * (dropped, events emitted). */
+static __noinline int ct_recheck(struct __sk_buff *skb, struct hctx *h, struct ct_val *v)
+{
+	const struct pkt *p = &h->p;
+	const int from = h->dir == DIR_EGRESS;
+	if (v->pol_rev == h->rev)
+		return 0;
+	/* upstream connection of the ingress proxy: the proxy enforces this endpoint's policy */
+	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS)
+		return 0;
+	stat_inc(STAT_POLICY_RECHECK);
+	ctx_remote(&h->c, &h->rm, from, remote_of(h));
+	struct ep_config *cfg = h->cfg;
 	struct policy_result pr;
 	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
-	__u8 proto = p.proto;
-	__be16 port = p.policy_port;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP)
-		port = 0;
-	policy_lookup(cfg->ep_id, dir, dd, remote, proto, port, &pr);
+	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
 	if (pr.drop) {
-		emit_event(&p, &c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)pr.drop, pr.match_type,
-			   pr.auth_type, dir);
-		return do_drop(&p, &c, pr.drop, dir);
+		do_drop(p, &h->c, pr.drop, h->dir);
+		return -1;
+	}
+	__u16 pp = pr.proxy_port, ps = pr.proxy_slot;
+	if (pp && !from) {
+		/* not decided upstream: bpf_sk_assign cannot work here */
+		do_drop(p, &h->c, DROP_PROXY_UNSUPPORTED, h->dir);
+		return -1;
+	}
+	if (from && !pp && h->rm.ep_id) {
+		__u32 id = h->rm.ep_id;
+		struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &id);
+		if (dcfg) {
+			struct policy_result ir;
+			if (ingress_recheck(p, dcfg, cfg->identity, h->c.bucket, &ir) < 0)
+				return -1;
+			pp = ir.proxy_port;
+			ps = ir.proxy_slot;
+		}
+	}
+	if (pp) {
+		v->proxy_port = pp;
+		v->proxy_slot = ps;
+	}
+	v->pol_rev = h->rev;
+	return 0;
+}
+
+/* A packet conntrack found (established, reply, related): per-packet policy for forward
+ * packets, steering of redirected connections, traces, reverse NAT. */
+static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct ct_val *v, int ct)
+{
+	struct pkt *p = &h->p;
+	const int from = h->dir == DIR_EGRESS;
+	int trace;
+	int reason = ct;
+	if (ct == CT_RELATED) {
+		stat_inc(STAT_CT_RELATED);
+		trace = 1;
+	} else if (ct == CT_REPLY) {
+		trace = ct_update(v, p, 1, h->now);
+		stat_inc(STAT_CT_REPLY);
+	} else {
+		if (ct_recheck(skb, h, v) < 0)
+			return TC_ACT_SHOT;
+		trace = ct_update(v, p, 0, h->now);
+		if (v->state & CT_F_PREDECIDED) {
+			/* first packet of a connection whose ingress was decided upstream */
+			v->state &= ~CT_F_PREDECIDED;
+			trace = 1;
+			reason = CT_NEW;
+			stat_inc(STAT_CT_NEW);
+		} else {
+			stat_inc(STAT_CT_ESTABLISHED);
+		}
+		if (v->proxy_port && from) {
+			int d = proxy_steer(skb, p, v->proxy_slot);
+			if (d)
+				return hdrop(h, d);
+		}
+	}
+	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
+	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
+	if (trace) {
+		ctx_remote(&h->c, &h->rm, from, remote_of(h));
+		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
+			   0, 0, 0, h->dir);
+	}
+	if (rn && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) && lb4_rev_nat(skb, p, rn))
+		return hdrop(h, DROP_INVALID);
+	if (rn_icmp && lb4_rev_nat_icmp(skb, p, rn_icmp))
+		return hdrop(h, DROP_INVALID);
+	return TC_ACT_OK;
+}
+
+/* A new connection (or an unrelated ICMP error, or a later fragment without an entry): policy.
+ * Returns TC_ACT_OK with the entries to create in h->n / h->create_tbl / h->dest_ep (the caller
+ * creates them: conntrack entries only for packets that parsed as well formed and are allowed),
+ * or TC_ACT_SHOT (dropped, events emitted). */
+static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 rev_nat)
+{
+	struct pkt *p = &h->p;
+	struct ep_config *cfg = h->cfg;
+	const int from = h->dir == DIR_EGRESS;
+	ctx_remote(&h->c, &h->rm, from, remote_of(h));
+	void *tbl = from ? h->own : ct_table(ct_ingress_idx(cfg->ep_id, h->rm.ep_id));
+	h->create_tbl = (!p->is_icmp_err && p->frag != FRAG_LATER) ? tbl : 0;
+	h->n.src_identity = h->c.src_identity;
+	h->n.pol_rev = h->rev;
+	h->n.dir = h->dir;
+	h->n.ep_id = cfg->ep_id;
+	/* upstream connection of the ingress proxy: policy was enforced by the proxy */
+	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS && !p->is_icmp_err)
+		return TC_ACT_OK;
+	struct policy_result pr;
+	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
+	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
+	if (pr.drop) {
+		emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)pr.drop, pr.match_type,
+			   pr.auth_type, h->dir);
+		return do_drop(p, &h->c, pr.drop, h->dir);
 	}
 	if (pr.proxy_port) {
 		int d;
 		if (!from)
 			d = DROP_PROXY_UNSUPPORTED; /* not decided upstream: bpf_sk_assign can't work here */
-		else if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		else if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 			d = DROP_PROXY_UNSUPPORTED;
 		else
-			d = proxy_steer(skb, &p, pr.proxy_slot);
+			d = proxy_steer(skb, p, pr.proxy_slot);
 		if (d) {
-			emit_event(&p, &c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)d, pr.match_type,
-				   pr.auth_type, dir);
-			return do_drop(&p, &c, d, dir);
+			emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)d, pr.match_type,
+				   pr.auth_type, h->dir);
+			return do_drop(p, &h->c, d, h->dir);
 		}
 	}
 	/* Like Cilium's policy-verdict log filter: a direction without enforcement (no default deny,
 	 * no matching entry) decides nothing, so it reports no verdict. */
 	if (dd || pr.match_type)
-		emit_event(&p, &c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
-			   pr.auth_type, dir);
+		emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
+			   pr.auth_type, h->dir);
+	h->n.proxy_port = pr.proxy_port;
+	h->n.proxy_slot = pr.proxy_slot;
+	h->n.rev_nat = rev_nat;
 
 	/* Local destination: its ingress policy now (local delivery), unless the egress proxy takes
 	 * the connection (the proxy's own upstream connection is decided on its way in). */
-	__u16 proxy_port = pr.proxy_port, proxy_slot = pr.proxy_slot;
-	struct ep_config *dcfg = 0;
-	if (from && !p.is_icmp_err && !pr.proxy_port)
-		dcfg = local_dest(&p);
-	if (dcfg) {
-		struct policy_result ir;
-		if (ingress_decide(skb, &p, dcfg, cfg->identity, &ir) < 0)
-			return TC_ACT_SHOT;
-		proxy_port = ir.proxy_port;
-		proxy_slot = ir.proxy_slot;
-		if (!ir.proxy_port) {
-			/* record the decision at the destination (best effort: without the entry,
-			 * to_container decides again) */
-			struct ct_key dk;
-			ct_create(&dk, &p, DIR_INGRESS, dcfg->ep_id, now, cfg->identity, 0, 0, 0,
-				  CT_F_PREDECIDED);
+	if (from && !p->is_icmp_err && !pr.proxy_port && h->rm.ep_id) {
+		__u32 id = h->rm.ep_id;
+		struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &id);
+		if (dcfg) {
+			struct policy_result ir;
+			if (ingress_decide(skb, p, dcfg, SRC_BUCKET(cfg->identity, h->c.bucket), &ir) < 0)
+				return TC_ACT_SHOT;
+			h->n.proxy_port = ir.proxy_port;
+			h->n.proxy_slot = ir.proxy_slot;
+			if (!ir.proxy_port)
+				h->dest_ep = dcfg->ep_id;
 		}
 	}
-	if (!p.is_icmp_err) {
-		if (ct_create(&k, &p, dir, cfg->ep_id, now, c.src_identity, proxy_port, proxy_slot,
-			      rev_nat, 0) != 0)
-			return do_drop(&p, &c, DROP_CT_CREATE_FAILED, dir);
+	return TC_ACT_OK;
+}
+
+/* Creates the entries handle_new decided on and traces the new connection. */
+static __always_inline int create_new(struct hctx *h)
+{
+	if (h->create_tbl) {
+		int d = ct_create(h->create_tbl, &h->p, &h->n, h->now);
+		if (d)
+			return do_drop(&h->p, &h->c, d, h->dir);
 		stat_inc(STAT_CT_NEW);
+		if (h->dest_ep) {
+			/* record the decision at the destination, in this sender's table (best
+			 * effort: without the entry, to_container decides again) */
+			h->n.src_identity = h->cfg->identity;
+			h->n.state = CT_F_PREDECIDED;
+			h->n.dir = DIR_INGRESS;
+			h->n.ep_id = h->dest_ep;
+			h->n.rev_nat = 0;
+			ct_create(h->own, &h->p, &h->n, h->now);
+		}
 	}
-	emit_event(&p, &c, EV_TRACE, obs, CT_NEW, 0, 0, 0, dir);
+	emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
+		   CT_NEW, 0, 0, 0, h->dir);
+	return TC_ACT_OK;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
+{
+	const int from = dir == DIR_EGRESS;
+	struct hctx h = {};
+	struct pkt *p = &h.p;
+	h.dir = dir;
+	stat_inc(from ? STAT_PKTS_FROM : STAT_PKTS_TO);
+
+	int r = parse_pkt(skb, p);
+	if (r == PARSE_ARP) {
+		stat_inc(STAT_NON_IPV4);
+		return TC_ACT_OK;
+	}
+	__u32 ifindex = skb->ifindex;
+	h.c.ifindex = ifindex;
+	h.c.direction = dir;
+	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
+	if (!cfg)
+		return do_drop(p, &h.c, DROP_EP_NOT_READY, dir);
+	h.cfg = cfg;
+	const __u16 ep = cfg->ep_id;
+	h.c.ep_id = ep;
+	if (from) {
+		h.c.src_identity = cfg->identity;
+		h.c.bucket = SENDER_OWN(ep);
+	} else {
+		h.c.dst_identity = cfg->identity;
+		h.c.bucket = SENDER_EXT(ep);
+	}
+	if (r != PARSE_OK) {
+		if (r == PARSE_OTHER) {
+			stat_inc(STAT_NON_IPV4);
+			r = -DROP_UNKNOWN_L3;
+		} else {
+			stat_inc(STAT_MALFORMED);
+		}
+		if (p->family == 4)
+			ctx_remote(&h.c, &h.rm, from, remote_of(&h));
+		return do_drop(p, &h.c, (__u8)(-r), dir);
+	}
+	if (from && __builtin_memcmp(p->saddr, cfg->ipv4, 4) != 0)
+		return hdrop(&h, DROP_INVALID_SIP);
+	void *own = ct_table(CT_OWN(ep));
+	if (!own)
+		return hdrop(&h, DROP_CT_NO_MAP);
+	h.own = own;
+	h.rev = policy_rev();
+	h.now = bpf_ktime_get_ns();
+
+	/* Fragments: state lives in the sender's table; a later fragment takes its ports from the
+	 * first one (or is dropped), a passing first fragment is registered on the way out. */
+	void *frag_tbl = 0;
+	struct frag_reg fr = {};
+	if (p->frag) {
+		stat_inc(STAT_FRAGMENTS);
+		if (from) {
+			frag_tbl = own;
+		} else {
+			ctx_remote(&h.c, &h.rm, from, remote_of(&h));
+			frag_tbl = ct_table(ct_ingress_idx(ep, h.rm.ep_id));
+		}
+		if (p->frag == FRAG_LATER && (!frag_tbl || frag_ports(frag_tbl, p, h.now)))
+			return hdrop(&h, DROP_FRAG_NOT_FOUND);
+		frag_snapshot(&fr, p);
+	}
+
+	__u16 rev_nat = 0;
+	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+		int d = lb4_xlate(skb, p, own, ep, &rev_nat);
+		if (d)
+			return hdrop(&h, d);
+	}
+
+	struct ct_val *v = 0;
+	int ct = hctx_lookup(&h, &v);
+	int verdict;
+	if (ct != CT_NEW && v)
+		verdict = handle_known(skb, &h, v, ct);
+	else if ((verdict = handle_new(skb, &h, rev_nat)) == TC_ACT_OK)
+		verdict = create_new(&h);
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	if (p->frag == FRAG_FIRST)
+		frag_register(frag_tbl, &fr, h.now);
 	stat_inc(STAT_PASS);
 	return TC_ACT_OK;
 }
@@ -301,6 +490,16 @@ SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	return handle(skb, DIR_INGRESS);
+}
+
+/* The destination endpoint of a packet if it is local and attached (ipcache ep id -> config). */
+static __always_inline struct ep_config *local_dest(const struct pkt *p)
+{
+	struct ipcache_val *iv = ipcache_lookup(p->daddr);
+	if (!iv || !iv->ep_id)
+		return 0;
+	__u32 id = iv->ep_id;
+	return bpf_map_lookup_elem(&mb_ep_ids, &id);
 }
 
 /* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
@@ -335,60 +534,95 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 }
 
 /* tc INGRESS of a network device (world, underlay): new connections to a local endpoint get its
- * ingress policy decided here (drops, L7 redirect to the ingress proxy); everything else passes
- * untouched (routing, to_container and replies are not this program's business). */
+ * ingress policy decided here (drops, L7 redirect to the ingress proxy), and every later packet
+ * of a redirected one too; a packet claiming a local endpoint's address is dropped (spoofed).
+ * Everything else passes untouched: what does not parse, ICMP errors and packets to anything but
+ * a local endpoint are the kernel's and to_container's business (to_container parses and
+ * enforces every packet that reaches a pod). */
 SEC("tc")
 int from_network(struct __sk_buff *skb)
 {
 	struct pkt p = {};
+	struct remote rm = {};
 	stat_inc(STAT_PKTS_NET);
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
+	remote_resolve(&rm, p.saddr);
+	if (rm.ep_id) {
+		struct ev_ctx sc = {};
+		sc.ifindex = skb->ifindex;
+		sc.src_identity = rm.identity;
+		sc.dst_identity = ipcache_identity(p.daddr);
+		sc.bucket = SENDER_EXT(0);
+		return do_drop(&p, &sc, DROP_INVALID_SIP, DIR_INGRESS);
+	}
 	struct ep_config *dcfg = local_dest(&p);
 	if (!dcfg)
 		return TC_ACT_OK;
+	const __u16 ep = dcfg->ep_id;
+	void *own = ct_table(CT_OWN(ep));
+	void *ext = ct_table(CT_EXT(ep));
+	if (!own || !ext)
+		return TC_ACT_OK; /* to_container drops it (190) */
+	struct ev_ctx dc;
+	ingress_ctx(&dc, dcfg, rm.identity, SENDER_EXT(ep));
+	const __u32 rev = policy_rev();
 	__u64 now = bpf_ktime_get_ns();
+	struct frag_reg fr;
+	if (p.frag) {
+		if (p.frag == FRAG_LATER && frag_ports(ext, &p, now))
+			return TC_ACT_OK; /* to_container drops it (175) */
+		frag_snapshot(&fr, &p);
+	}
 	struct ct_key k;
 	struct ct_val *v = 0;
-	int ct = ct_lookup(&p, dcfg->ep_id, DIR_INGRESS, now, &k, &v);
+	int ct = ct_lookup(&p, own, ep, DIR_INGRESS, &rm, p.saddr, now, &k, &v);
 	if (ct != CT_NEW && v) {
 		if (ct == CT_ESTABLISHED && v->proxy_port) {
-			/* redirected connection: to_container never sees it, keep its entry alive */
+			/* redirected connection: to_container never sees it, so its policy is
+			 * enforced here, per packet */
+			if (v->pol_rev != rev) {
+				struct policy_result ir;
+				if (ingress_recheck(&p, dcfg, rm.identity, SENDER_EXT(ep), &ir) < 0)
+					return TC_ACT_SHOT;
+				if (ir.proxy_port) {
+					v->proxy_port = ir.proxy_port;
+					v->proxy_slot = ir.proxy_slot;
+				}
+				v->pol_rev = rev;
+			}
 			ct_update(v, &p, 0, now);
 			int d = proxy_steer(skb, &p, v->proxy_slot);
-			if (d) {
-				struct ev_ctx dc = {};
-				dc.ifindex = dcfg->ifindex;
-				dc.ep_id = dcfg->ep_id;
-				dc.src_identity = ipcache_identity(p.saddr);
-				dc.dst_identity = dcfg->identity;
-				dc.direction = DIR_INGRESS;
+			if (d)
 				return do_drop(&p, &dc, d, DIR_INGRESS);
-			}
 		}
-		return TC_ACT_OK;
+		goto pass;
 	}
+	if (p.frag == FRAG_LATER)
+		return TC_ACT_OK; /* no entry for its datagram: to_container decides */
 	if (skb->mark & MARK_MAGIC_MASK)
 		return TC_ACT_OK;
 	if (local_socket_owns(skb, &p)) {
 		skb->mark = MARK_MAGIC_TO_PROXY;
 		return TC_ACT_OK;
 	}
-	__u32 src_identity = ipcache_identity(p.saddr);
 	struct policy_result ir;
-	if (ingress_decide(skb, &p, dcfg, src_identity, &ir) < 0)
+	if (ingress_decide(skb, &p, dcfg, SRC_BUCKET(rm.identity, SENDER_EXT(ep)), &ir) < 0)
 		return TC_ACT_SHOT;
-	if (ct_create(&k, &p, DIR_INGRESS, dcfg->ep_id, now, src_identity, ir.proxy_port,
-		      ir.proxy_slot, 0, ir.proxy_port ? 0 : CT_F_PREDECIDED) != 0 &&
-	    ir.proxy_port) {
-		struct ev_ctx dc = {};
-		dc.ifindex = dcfg->ifindex;
-		dc.ep_id = dcfg->ep_id;
-		dc.src_identity = src_identity;
-		dc.dst_identity = dcfg->identity;
-		dc.direction = DIR_INGRESS;
-		return do_drop(&p, &dc, DROP_CT_CREATE_FAILED, DIR_INGRESS);
-	}
+	struct ct_new n = {};
+	n.src_identity = rm.identity;
+	n.pol_rev = rev;
+	n.proxy_port = ir.proxy_port;
+	n.proxy_slot = ir.proxy_slot;
+	n.state = ir.proxy_port ? 0 : CT_F_PREDECIDED;
+	n.dir = DIR_INGRESS;
+	n.ep_id = ep;
+	int d = ct_create(ext, &p, &n, now);
+	if (d && ir.proxy_port)
+		return do_drop(&p, &dc, d, DIR_INGRESS);
+pass:
+	if (p.frag == FRAG_FIRST)
+		frag_register(ext, &fr, now);
 	return TC_ACT_OK;
 }
 

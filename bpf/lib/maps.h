@@ -92,9 +92,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_policy SEC(".maps");
 
-/* ---- conntrack ---- */
+/* ---- conntrack: one pair of LRU tables per endpoint (map-in-map) ----
+ * An entry lives in the table of the endpoint whose packet created it, so one endpoint's churn
+ * or flood only ever evicts its own entries:
+ *   CT_OWN(ep)  connections endpoint `ep` opened: its egress and service entries, and the
+ *               ingress entries of local destinations decided at its source veth
+ *   CT_EXT(ep)  connections opened towards `ep` by senders that are not endpoints of this node
+ *               (world, host, other nodes)
+ * The agent creates both tables when it adds the endpoint and removes them with it; packets of
+ * an endpoint without tables are dropped (CT_NO_MAP_FOUND, 190). Fragment state (DIR_FRAG) is
+ * kept in the sender's table too. */
+#define CT_OWN(ep) (((__u32)(ep)) << 1)
+#define CT_EXT(ep) ((((__u32)(ep)) << 1) | 1)
+#define CT_TABLES (65536 * 2)
+#define CT_TABLE_ENTRIES 8192
+
 /* ct_key.dir of a service entry: frontend tuple -> chosen backend (Cilium's CT_SERVICE). */
 #define DIR_SERVICE 3
+/* ct_key.dir of a fragmented datagram's entry: (saddr, daddr, IP id in sport, proto) -> the L4
+ * ports of its first fragment (Cilium's IPV4_FRAG_DATAGRAMS_MAP, kept per sender). */
+#define DIR_FRAG 4
 struct ct_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -125,20 +142,74 @@ struct ct_val {
 	__u32 src_identity; /* DIR_SERVICE entries: the chosen backend id */
 	__u16 rev_nat;      /* != 0: replies are reverse-NATed to this service frontend */
 	__u16 pad2;
+	__u32 pol_rev;      /* policy revision the forward direction was last allowed at */
+	__be16 frag_sport;  /* DIR_FRAG entries: ports and policy port of the first fragment */
+	__be16 frag_dport;
+	__be16 frag_policy_port;
+	__u16 pad3;
+	__u32 pad4;
 };
 
 #define CT_LIFETIME_TCP_SYN (60ULL * 1000000000ULL)
 #define CT_LIFETIME_TCP (21600ULL * 1000000000ULL)
 #define CT_LIFETIME_NONTCP (60ULL * 1000000000ULL)
 #define CT_LIFETIME_CLOSE (10ULL * 1000000000ULL)
+#define CT_LIFETIME_FRAG (30ULL * 1000000000ULL) /* the kernel's ipfrag_time */
+
+/* The inner tables' template (sizes only: BTF of a type used through a template is a forward
+ * declaration libbpf cannot size). The agent creates tables with the same parameters. */
+struct ct_table {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_TABLE_ENTRIES);
+	__uint(key_size, sizeof(struct ct_key));
+	__uint(value_size, sizeof(struct ct_val));
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 128 * 1024);
-	__type(key, struct ct_key);
-	__type(value, struct ct_val);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, CT_TABLES);
+	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} mb_ct SEC(".maps");
+	__array(values, struct ct_table);
+} mb_ct_tables SEC(".maps");
+
+/* ---- datapath configuration written by the agent (one entry) ---- */
+struct dp_config {
+	/* Bumped by the agent after every change of policy, ipcache or endpoints: a conntrack entry
+	 * whose pol_rev differs gets its next forward packet decided by policy again. */
+	__u32 policy_rev;
+	__u32 pad;
+	/* Event budget of each sender (GCRA): one event per ev_interval_ns, bursts of up to
+	 * ev_burst_ns / ev_interval_ns + 1 events; 0 = unlimited. */
+	__u64 ev_interval_ns;
+	__u64 ev_burst_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_config SEC(".maps");
+
+/* ---- per-sender event budgets, numbered like the conntrack tables: SENDER_OWN(ep) for events
+ * caused by endpoint ep's packets, SENDER_EXT(ep) for events caused by packets sent to ep from
+ * outside the node's endpoints. Index 0/1: no endpoint. ---- */
+#define SENDER_OWN(ep) CT_OWN(ep)
+#define SENDER_EXT(ep) CT_EXT(ep)
+struct ev_bucket {
+	__u64 tat;  /* GCRA theoretical arrival time */
+	__u64 lost; /* events not emitted because the budget was spent */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CT_TABLES);
+	__type(key, __u32);
+	__type(value, struct ev_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_ev_buckets SEC(".maps");
 
 /* ---- L7 proxy listeners: slot -> listening socket (the agent writes the listener's fd) ---- */
 #define PROXY_SLOTS 64

@@ -1,60 +1,269 @@
-/* Packet parsing: Ethernet -> IPv4 -> TCP/UDP/ICMP (+ the inner tuple of ICMP errors). */
+/* Packet parsing and validation: Ethernet -> IPv4 -> TCP/UDP/ICMP (+ the inner tuple of ICMP
+ * errors). What is not parsed is not passed: endpoints drop PARSE_OTHER (UNSUPPORTED_L3_PROTOCOL)
+ * and every negative result (a drop reason). An IPv4 packet passes the parser only when the
+ * kernel would accept it too, so no state is ever created for a packet the kernel then drops:
+ * version, header length, header checksum, total length within the frame, well-formed options
+ * without source routing, no reserved flag, and an L4 header inside the IP payload (first
+ * fragments included; later fragments may not overlap a TCP header, RFC 1858). L4 checksums are
+ * not verified (the destination does). Addresses are filled in as soon as they are read, so
+ * drops of malformed packets carry them. */
 #pragma once
 #include "common.h"
 
 #define PARSE_OK 0
-#define PARSE_PASS 1 /* not IPv4: passed through for now (IPv6, ARP, ...) */
+#define PARSE_ARP 1   /* ARP: not routed, passed */
+#define PARSE_OTHER 2 /* any other ethertype, or a VLAN tag: endpoints drop it (139) */
+#define PARSE_PULL 3  /* internal: headers beyond the linear data */
 
+/* Enough linear bytes for every header the parser reads: Ethernet, IPv4 with options, ICMP,
+ * the inner IPv4 header with options and 8 bytes of its L4 header. */
+#define PARSE_PULL_LEN (ETH_HLEN + 60 + 8 + 60 + 8)
+
+/* ICMP errors that may relate to a connection (Cilium relates these three; source quench and
+ * redirect are plain ICMP, decided by policy). */
 static __always_inline int is_icmp_error(__u8 type)
 {
-	return type == ICMP_DEST_UNREACH || type == ICMP_SOURCE_QUENCH || type == ICMP_REDIRECT ||
-	       type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
 }
 
-/* Returns PARSE_OK, PARSE_PASS or a negative drop reason. */
-static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
+/* Headers read beyond the linear data: pull if the packet is longer, else it is truncated. */
+static __always_inline int short_read(const struct __sk_buff *skb, __u32 need, int reason)
 {
+	return skb->len >= need ? PARSE_PULL : -reason;
+}
+
+/* Addresses (and ports) of an IPv4 packet, or addresses of an IPv6 one, behind up to two VLAN
+ * tags, for the drop event only: nothing read here is trusted. */
+static __always_inline void peek_tagged(void *data, void *data_end, struct pkt *p, __be16 proto)
+{
+	__u32 off = ETH_HLEN;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		__be16 *inner = data + off + 2;
+		if ((void *)(inner + 1) > data_end)
+			return;
+		proto = *inner;
+		off += 4;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		p->family = 6;
+		p->proto = ip6->nexthdr;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		return;
+	}
+	if (proto != bpf_htons(ETH_P_IP))
+		return;
+	struct iphdr *ip = data + off;
+	if ((void *)(ip + 1) > data_end)
+		return;
+	p->family = 4;
+	p->proto = ip->protocol;
+	__builtin_memcpy(p->saddr, &ip->saddr, 4);
+	__builtin_memcpy(p->daddr, &ip->daddr, 4);
+	__be16 *ports = (void *)(ip + 1);
+	if (ip->ihl == 5 && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+	    (void *)(ports + 2) <= data_end) {
+		p->sport = ports[0];
+		p->dport = ports[1];
+	}
+}
+
+static __always_inline __u32 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (sum & 0xffff) + (sum >> 16);
+}
+
+/* Ones' complement sum of the 20-byte IPv4 header (0xffff, with the options' words added, when
+ * the checksum holds). */
+static __always_inline __u32 ipv4_hdr_sum(const struct iphdr *ip)
+{
+	const __u16 *w = (const void *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* IPv4 options walk, one option per bpf_loop step (verified once, whatever the options). */
+struct opt_walk {
+	__u8 buf[64]; /* the options; indexes are masked to the buffer for the verifier */
+	__u32 i;
+	__u32 olen;
+	__u32 bad;
+	__u32 pad;
+};
+
+static long opt_step(__u32 n, void *ctx)
+{
+	struct opt_walk *w = ctx;
+	__u32 i = w->i;
+	if (i >= w->olen || i >= 40)
+		return 1;
+	asm volatile("" : "+r"(i)); /* keeps clang from dropping the masks */
+	__u8 t = w->buf[i & 63];
+	if (t == IPOPT_END)
+		return 1;
+	if (t == IPOPT_NOOP) {
+		w->i = i + 1;
+		return 0;
+	}
+	__u32 l = w->buf[(i + 1) & 63];
+	if (l < 2 || i + l > w->olen || t == IPOPT_LSRR || t == IPOPT_SSRR) {
+		w->bad = 1;
+		return 1;
+	}
+	w->i = i + l;
+	return 0;
+}
+
+/* Options (rare): copied to the stack, summed into the checksum, and walked. They must be well
+ * formed and must not route the packet (LSRR/SSRR would let the node forward it to an address
+ * policy never saw). Returns 0 when the header is valid. A global function: verified once. */
+__noinline int ipv4_options_check(struct __sk_buff *skb, __u32 ihl, __u32 sum)
+{
+	struct opt_walk w = {};
+	__u32 olen = ihl - sizeof(struct iphdr);
+	asm volatile("" : "+r"(olen));
+	olen &= 63; /* the bound the verifier needs, on the register the helper gets */
+	if (olen < 4 || olen > 40)
+		return -1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), w.buf, olen))
+		return -1;
+	const __u16 *words = (const void *)w.buf;
+#pragma unroll
+	for (int i = 0; i < 20; i++)
+		sum += words[i]; /* bytes past olen are zero */
+	if (csum_fold(sum) != 0xffff)
+		return -1;
+	w.olen = olen;
+	bpf_loop(40, opt_step, &w, 0);
+	return w.bad ? -1 : 0;
+}
+
+/* A malformed IPv4 packet's ports, when they can be read, for its drop event (not trusted). */
+static __always_inline int bad_ipv4(struct iphdr *ip, void *data_end, struct pkt *p, int reason)
+{
+	__u32 ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip) || ihl > 60)
+		ihl = sizeof(*ip);
+	__be16 *ports = (void *)ip + ihl;
+	if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && !(ip->frag_off & bpf_htons(0x1fff)) &&
+	    (void *)(ports + 2) <= data_end) {
+		p->sport = ports[0];
+		p->dport = ports[1];
+	}
+	return -reason;
+}
+
+/* One parsing pass over the linear data. Returns PARSE_* or a negative drop reason. A global
+ * function: verified once, not at every call site. */
+__noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
+{
+	if (!p)
+		return -DROP_INVALID;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
+	p->len = skb->len;
 	if ((void *)(eth + 1) > data_end)
-		return PARSE_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return PARSE_PASS;
+		return short_read(skb, ETH_HLEN, DROP_UNKNOWN_L3);
+	p->ethertype = eth->h_proto;
+	/* The kernel takes one VLAN tag out of the frame before tc: a frame that had one is tagged. */
+	if (skb->vlan_present) {
+		peek_tagged(data, data_end, p, eth->h_proto);
+		return PARSE_OTHER;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return PARSE_ARP;
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		peek_tagged(data, data_end, p, eth->h_proto);
+		return PARSE_OTHER;
+	}
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
-		return -DROP_CT_INVALID_HDR;
-	__u32 ihl = ip->ihl * 4;
-	if (ihl < sizeof(*ip))
-		return -DROP_INVALID;
+		return short_read(skb, ETH_HLEN + sizeof(*ip), DROP_INVALID);
 	p->family = 4;
 	p->proto = ip->protocol;
-	p->len = skb->len;
 	__builtin_memcpy(p->saddr, &ip->saddr, 4);
 	__builtin_memcpy(p->daddr, &ip->daddr, 4);
-	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or offset: no L4 header to match on */
-		return -DROP_FRAG_NOSUPPORT;
+	if (ip->version != 4)
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	__u32 ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	if ((void *)ip + ihl > data_end)
+		return short_read(skb, ETH_HLEN + ihl, DROP_INVALID);
+	__u32 sum = ipv4_hdr_sum(ip);
+	if (ihl == sizeof(*ip)) {
+		if (csum_fold(sum) != 0xffff)
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	} else if (ipv4_options_check(skb, ihl, sum)) {
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	}
+	__u32 avail = skb->len - ETH_HLEN;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (tot == 0 && skb->gso_size)
+		tot = avail; /* BIG TCP: the length is in the skb */
+	if (tot < ihl || tot > avail)
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	__u16 fo = bpf_ntohs(ip->frag_off);
+	if (fo & 0x8000) /* reserved bit */
+		return bad_ipv4(ip, data_end, p, DROP_INVALID);
+	p->ip_id = ip->id;
+	p->l4_off = (__u16)(ETH_HLEN + ihl);
+	__u32 foff = (__u32)(fo & 0x1fff) * 8;
+	__u32 l4len = tot - ihl;
+	if (foff) {
+		p->frag = FRAG_LATER;
+		if (foff + l4len > 65535)
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
+		/* a later fragment that reaches into the TCP header (flags, ports) would rewrite
+		 * what policy saw in the first one */
+		if (p->proto == IPPROTO_TCP && foff < 16)
+			return bad_ipv4(ip, data_end, p, DROP_INVALID);
+		return PARSE_OK;
+	}
+	if (fo & 0x2000)
+		p->frag = FRAG_FIRST;
 	void *l4 = (void *)ip + ihl;
-	p->l4_off = (__u16)(sizeof(*eth) + ihl);
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > data_end)
-			return -DROP_CT_INVALID_HDR;
+			return l4len < sizeof(*th) ? bad_ipv4(ip, data_end, p, DROP_CT_INVALID_HDR) :
+						      short_read(skb, ETH_HLEN + ihl + sizeof(*th), DROP_CT_INVALID_HDR);
 		p->sport = th->source;
 		p->dport = th->dest;
 		p->tcp_flags = ((__u8 *)th)[13];
 		p->policy_port = th->dest;
+		__u32 doff = th->doff * 4;
+		if (l4len < sizeof(*th) || doff < sizeof(*th) || doff > l4len)
+			return -DROP_CT_INVALID_HDR;
 	} else if (p->proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 		if ((void *)(uh + 1) > data_end)
-			return -DROP_CT_INVALID_HDR;
+			return l4len < sizeof(*uh) ? bad_ipv4(ip, data_end, p, DROP_CT_INVALID_HDR) :
+						      short_read(skb, ETH_HLEN + ihl + sizeof(*uh), DROP_CT_INVALID_HDR);
 		p->sport = uh->source;
 		p->dport = uh->dest;
 		p->policy_port = uh->dest;
+		__u32 ulen = bpf_ntohs(uh->len);
+		/* a whole datagram's length fits its packet (a first fragment's need not) */
+		if (l4len < sizeof(*uh) || ulen < sizeof(*uh) || (p->frag == FRAG_NONE && ulen > l4len))
+			return -DROP_CT_INVALID_HDR;
 	} else if (p->proto == IPPROTO_ICMP) {
 		struct icmphdr *ih = l4;
-		if ((void *)(ih + 1) > data_end)
+		if (l4len < sizeof(*ih))
 			return -DROP_CT_INVALID_HDR;
+		if ((void *)(ih + 1) > data_end)
+			return short_read(skb, ETH_HLEN + ihl + sizeof(*ih), DROP_CT_INVALID_HDR);
 		p->icmp_type = ih->type;
 		p->icmp_code = ih->code;
 		p->policy_port = bpf_htons((__u16)ih->type);
@@ -62,17 +271,23 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 			p->sport = ih->un.echo.id;
 		} else if (ih->type == ICMP_ECHOREPLY) {
 			p->dport = ih->un.echo.id;
-		} else if (is_icmp_error(ih->type)) {
+		} else if (is_icmp_error(ih->type) && p->frag == FRAG_NONE) {
+			/* The quoted packet: an error relates only when its inner header parses;
+			 * otherwise it is ICMP like any other and policy decides by type. */
 			struct iphdr *in = (void *)(ih + 1);
 			if ((void *)(in + 1) > data_end)
-				return PARSE_OK; /* truncated error: treated as unrelated ICMP */
+				return l4len >= sizeof(*ih) + sizeof(*in) ?
+					       short_read(skb, ETH_HLEN + ihl + sizeof(*ih) + sizeof(*in),
+							  DROP_CT_INVALID_HDR) :
+					       PARSE_OK;
 			__u32 in_ihl = in->ihl * 4;
-			if (in_ihl < sizeof(*in) || in_ihl > 60)
+			if (in->version != 4 || in_ihl < sizeof(*in) ||
+			    l4len < sizeof(*ih) + in_ihl + 8)
 				return PARSE_OK;
 			__u8 *il4 = (__u8 *)in + in_ihl;
 			if ((void *)(il4 + 8) > data_end)
-				return PARSE_OK;
-			p->is_icmp_err = 1;
+				return short_read(skb, ETH_HLEN + ihl + sizeof(*ih) + in_ihl + 8,
+						  DROP_CT_INVALID_HDR);
 			p->in_l4_off = (__u16)(p->l4_off + sizeof(*ih) + in_ihl);
 			p->in_proto = in->protocol;
 			__builtin_memcpy(p->in_saddr, &in->saddr, 4);
@@ -88,7 +303,22 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 				else if (il4[0] == ICMP_ECHOREPLY)
 					p->in_dport = id;
 			}
+			p->is_icmp_err = 1;
 		}
 	}
 	return PARSE_OK;
+}
+
+/* Parses `skb` into `p` (zeroed by the caller); pulls non-linear headers once. Returns PARSE_OK,
+ * PARSE_ARP, PARSE_OTHER or a negative drop reason. */
+static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
+{
+	int r = parse_l3(skb, p);
+	if (r != PARSE_PULL)
+		return r;
+	if (bpf_skb_pull_data(skb, skb->len < PARSE_PULL_LEN ? skb->len : PARSE_PULL_LEN))
+		return -DROP_INVALID;
+	__builtin_memset(p, 0, sizeof(*p));
+	r = parse_l3(skb, p);
+	return r == PARSE_PULL ? -DROP_CT_INVALID_HDR : r;
 }

@@ -12,14 +12,38 @@ static __always_inline struct ipcache_val *ipcache_lookup(const __u8 *addr)
 	return bpf_map_lookup_elem(&mb_ipcache, &k);
 }
 
+#define IDENTITY_WORLD 2
+
 static __always_inline __u32 ipcache_identity(const __u8 *addr)
 {
-	struct ipcache_key k = {};
-	k.prefixlen = IPCACHE_STATIC_PREFIX + 32;
-	k.family = 4;
-	__builtin_memcpy(k.addr, addr, 4);
-	struct ipcache_val *v = bpf_map_lookup_elem(&mb_ipcache, &k);
-	return v ? v->identity : 2 /* world */;
+	struct ipcache_val *v = ipcache_lookup(addr);
+	return v ? v->identity : IDENTITY_WORLD;
+}
+
+/* The remote peer of a packet, resolved from the ipcache at most once per packet. */
+struct remote {
+	__u32 identity;
+	__u16 ep_id;    /* local endpoint id, 0 when the peer is not an endpoint of this node */
+	__u8 known;
+	__u8 pad;
+};
+
+static __always_inline void remote_resolve(struct remote *r, const __u8 *addr)
+{
+	if (r->known)
+		return;
+	struct ipcache_val *v = ipcache_lookup(addr);
+	r->identity = v ? v->identity : IDENTITY_WORLD;
+	r->ep_id = v ? v->ep_id : 0;
+	r->known = 1;
+}
+
+/* Policy port of a packet: dport for TCP/UDP, the ICMP type for ICMP, 0 for other protocols. */
+static __always_inline __be16 policy_port_of(const struct pkt *p)
+{
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_ICMP)
+		return 0;
+	return p->policy_port;
 }
 
 struct policy_result {

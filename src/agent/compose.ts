@@ -79,7 +79,10 @@ const POD_METRICS_GRACE_MS = 60_000;
 export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const { node, config, provider, paths, logger, policy } = input;
   const lab = paths.lab;
-  const datapath = createLinuxDatapath({ pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }) });
+  const datapath = createLinuxDatapath({
+    pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
+    eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
+  });
   const { networks, workloads } = provider;
 
   let agentRef: Agent | undefined;
@@ -226,9 +229,25 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       await httpProxy.start();
       await tlsNode.start();
       await provider.start?.({ resources: agent.resources });
-      // Kernel-side ring losses become LostEvents in the flow stream (hubble's PERF_EVENT_RING_BUFFER).
+      // Kernel-side losses (ring full, or a sender's event budget spent) become LostEvents in the
+      // flow stream (hubble's PERF_EVENT_RING_BUFFER); the endpoints whose budget was spent are logged.
+      let lostSeen = 0n;
+      const lostBySender = new Map<number, bigint>();
       lostTimer = setInterval(() => {
-        try { hubble.reportKernelLost(datapath.eventsLost()); } catch { /* maps gone: stopping */ }
+        try {
+          const total = datapath.eventsLost();
+          hubble.reportKernelLost(total);
+          if (total <= lostSeen) return;
+          lostSeen = total;
+          for (const [id, l] of datapath.eventsLostBySender()) {
+            const n = l.own + l.external;
+            if (n <= (lostBySender.get(id) ?? 0n)) continue;
+            lostBySender.set(id, n);
+            const ep = agentRef?.endpointTable().byId(id);
+            logger.warn({ subsys: 'datapath', endpointID: id, ...(ep ? { pod: `${ep.namespace}/${ep.pod}` } : {}), lostOwn: String(l.own), lostExternal: String(l.external) },
+              'events over the endpoint\'s budget were not reported (counted as lost events)');
+          }
+        } catch { /* maps gone: stopping */ }
       }, 1000);
       lostTimer.unref();
     },

@@ -74,6 +74,10 @@ export interface MembraneConfig {
   hubbleTlsClientKeyFile: string | undefined;
   /** server name `membrane observe` verifies (hubble's HUBBLE_TLS_SERVER_NAME) */
   hubbleTlsServerName: string | undefined;
+  /** datapath: events per second each sender may emit (an endpoint's own packets; packets to it from outside); 0: no limit */
+  bpfEventsDefaultRateLimit: number;
+  /** datapath: burst of each sender's event budget */
+  bpfEventsDefaultBurstLimit: number;
   /** no colours in CLI output (https://no-color.org) */
   noColor: boolean;
   /** how the lab's agents share state: memory (one node) or etcd; default: etcd for more than one node */
@@ -202,6 +206,14 @@ export const SETTINGS: readonly Setting[] = [
       return raw;
     },
   },
+  {
+    name: 'bpfEventsDefaultRateLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', flag: '--bpf-events-default-rate-limit', default: '1000',
+    help: "events per second each sender may emit (a pod's own packets; packets to it from outside the node's pods); over it they are counted as lost; 0: no limit (Cilium's flag limits the whole node, off by default)", parse: wholeNumber(100_000_000),
+  },
+  {
+    name: 'bpfEventsDefaultBurstLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT', flag: '--bpf-events-default-burst-limit', default: '1000',
+    help: "burst of each sender's event budget (Cilium's --bpf-events-default-burst-limit)", parse: wholeNumber(100_000_000),
+  },
   { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
   { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
   { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
@@ -256,6 +268,8 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     tofqdnsGcMs: value('tofqdnsGcMs', 1000),
     tofqdnsDnsRejectResponseCode: value('tofqdnsDnsRejectResponseCode', 'refused'),
     dnsProxyHold: value('dnsProxyHold', true),
+    bpfEventsDefaultRateLimit: value('bpfEventsDefaultRateLimit', 1000),
+    bpfEventsDefaultBurstLimit: value('bpfEventsDefaultBurstLimit', 1000),
     hubbleServer: value('hubbleServer', undefined),
     hubbleTls: value('hubbleTls', false),
     hubbleTlsCaCertFiles: value('hubbleTlsCaCertFiles', undefined),

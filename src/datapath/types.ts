@@ -71,10 +71,13 @@ export interface DatapathEvent {
   authType: number;
   /** packet length on the wire */
   length: number;
+  /** the frame's ethertype as the datapath saw it (0x0800 IPv4; others only on UNSUPPORTED_L3_PROTOCOL drops) */
+  etherType?: number;
 }
 
 export interface DatapathStats {
   programs: { name: string; attachedTo: string; runCount: bigint; runTimeNs: bigint }[];
+  /** events the datapath did not deliver: ring full, or the sender's event budget spent */
   eventsLost: bigint;
   policyEntries: number;
   ctEntries: number;

@@ -237,7 +237,8 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       dropReason,
       authType,
       ethernet: undefined,
-      IP: { $typeName: 'flow.IP', source: ev.srcIp, sourceXlated: '', destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
+      // no addresses: a frame that is not IP (a drop), which Cilium's flows show without IP
+      IP: ev.srcIp || ev.dstIp ? { $typeName: 'flow.IP', source: ev.srcIp, sourceXlated: '', destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false } : undefined,
       l4,
       tunnel: undefined,
       source,

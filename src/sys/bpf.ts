@@ -48,6 +48,8 @@ const f = {
   linkUpdate: libbpf.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
   info: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *info_len)'),
   enableStats: libbpf.func('int bpf_enable_stats(int type)'),
+  mapCreate: libbpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)'),
+  mapFdById: libbpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
   closeFd: libc.func('int close(int fd)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
@@ -133,7 +135,9 @@ export function numPossibleCpus(): number {
 // ---------------------------------------------------------------- maps
 
 /** BPF map types we care about (uapi enum bpf_map_type). */
-export const MapType = { HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LRU_HASH: 9, LPM_TRIE: 11, SOCKMAP: 15, RINGBUF: 27 } as const;
+export const MapType = {
+  HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LRU_HASH: 9, LPM_TRIE: 11, ARRAY_OF_MAPS: 12, HASH_OF_MAPS: 13, SOCKMAP: 15, RINGBUF: 27,
+} as const;
 
 export interface MapInfo { type: number; id: number; keySize: number; valueSize: number; maxEntries: number; flags: number; name: string }
 
@@ -171,6 +175,20 @@ export class BpfMap {
   static fromPin(path: string): BpfMap {
     const fd = check(f.get(path) as number, 'BPF_OBJ_GET', `open pinned map ${path}`);
     return new BpfMap(path, fd, true);
+  }
+
+  /** Opens a map by id, e.g. the inner map a map-in-map lookup names (the caller closes it). */
+  static fromId(id: number, name = `map#${id}`): BpfMap {
+    const fd = check(f.mapFdById(id) as number, 'BPF_MAP_GET_FD_BY_ID', `open map id ${id} (${name})`,
+      'the map was freed: its owner removed it');
+    return new BpfMap(name, fd, true);
+  }
+
+  /** Creates an unpinned map; it lives while an fd or a map-in-map slot holds it (the caller closes the fd). */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
+    const fd = check(f.mapCreate(type, name.slice(0, 15), keySize, valueSize, maxEntries, null) as number, 'BPF_MAP_CREATE',
+      `create map ${name} (type ${type}, ${maxEntries} entries)`, 'needs root (CAP_BPF) and enough locked memory');
+    return new BpfMap(name, fd, true);
   }
 
   /** Lookup into `out` (or a new Buffer); null when the key is absent. */

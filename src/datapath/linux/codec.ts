@@ -258,33 +258,91 @@ export function policyValFor(key: MapStateKey, e: MapStateEntry, proxy: { port: 
 // ------------------------------------------------------------------ conntrack
 
 export const CT_KEY_SIZE = 44;
-export const CT_VAL_SIZE = 32;
+export const CT_VAL_SIZE = 48;
+/** Entries per conntrack table (bpf/lib/maps.h CT_TABLE_ENTRIES); every endpoint has two. */
+export const CT_TABLE_ENTRIES = 8192;
+/** Slots of the table array (two per endpoint id 0..65535). */
+export const CT_TABLES = 65536 * 2;
+/** Table of the connections an endpoint opened (and of the ingress entries they create at local destinations). */
+export function ctOwnIndex(endpointId: number): number {
+  return endpointId * 2;
+}
+/** Table of the connections opened towards an endpoint by senders that are not endpoints of this node. */
+export function ctExtIndex(endpointId: number): number {
+  return endpointId * 2 + 1;
+}
 
 export interface CtEntry {
   srcIp: string; dstIp: string; srcPort: number; dstPort: number; proto: number; direction: Direction; endpointId: number;
   expiresNs: bigint; createdNs: bigint; fwdFlags: number; revFlags: number; state: number; proxyPort: number; srcIdentity: number;
   /** reverse-NAT id of a load-balanced connection (0: none) */
   revNat: number;
+  /** policy revision the connection's forward direction was last allowed at */
+  policyRevision: number;
   /** a DIR_SERVICE entry (frontend tuple -> backend id in srcIdentity) */
   service?: true;
+  /** a DIR_FRAG entry: srcPort holds the IP id; the first fragment's ports */
+  fragment?: { srcPort: number; dstPort: number };
 }
 
 export const DIR_SERVICE = 3;
+export const DIR_FRAG = 4;
 export const CT_F_PREDECIDED = 0x10;
 
 export function decodeCt(k: Buffer, v: Buffer): CtEntry {
   const fam = k.readUInt8(37);
+  const dir = k.readUInt8(38);
   return {
     srcIp: formatIp(k, 0, fam), dstIp: formatIp(k, 16, fam), srcPort: k.readUInt16BE(32), dstPort: k.readUInt16BE(34),
-    proto: k.readUInt8(36), direction: k.readUInt8(38) === DIR_INGRESS ? 'ingress' : 'egress', endpointId: k.readUInt16LE(40),
+    proto: k.readUInt8(36), direction: dir === DIR_INGRESS ? 'ingress' : 'egress', endpointId: k.readUInt16LE(40),
     expiresNs: v.readBigUInt64LE(0), createdNs: v.readBigUInt64LE(8), fwdFlags: v.readUInt8(16), revFlags: v.readUInt8(17),
     state: v.readUInt8(18), proxyPort: v.readUInt16LE(20), srcIdentity: v.readUInt32LE(24), revNat: v.readUInt16LE(28),
-    ...(k.readUInt8(38) === DIR_SERVICE ? { service: true as const } : {}),
+    policyRevision: v.readUInt32LE(32),
+    ...(dir === DIR_SERVICE ? { service: true as const } : {}),
+    ...(dir === DIR_FRAG ? { fragment: { srcPort: v.readUInt16BE(36), dstPort: v.readUInt16BE(38) } } : {}),
   };
 }
 
 export function ctKeyEndpoint(k: Buffer): number {
   return k.readUInt16LE(40);
+}
+
+// ------------------------------------------------------------------ datapath config (mb_config)
+
+export const DP_CONFIG_SIZE = 24;
+
+export interface DpConfig {
+  /** bumped after every policy, ipcache or endpoint change: established connections are decided again */
+  policyRevision: number;
+  /** event budget per sender: one event per interval (0 = unlimited) ... */
+  eventIntervalNs: bigint;
+  /** ... in bursts of up to burstNs / intervalNs + 1 events */
+  eventBurstNs: bigint;
+}
+
+export function encodeDpConfig(c: DpConfig): Buffer {
+  const b = Buffer.alloc(DP_CONFIG_SIZE);
+  b.writeUInt32LE(c.policyRevision >>> 0, 0);
+  b.writeBigUInt64LE(c.eventIntervalNs, 8);
+  b.writeBigUInt64LE(c.eventBurstNs, 16);
+  return b;
+}
+
+export function decodeDpConfig(b: Buffer): DpConfig {
+  return { policyRevision: b.readUInt32LE(0), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16) };
+}
+
+/** Event budget (events/s, burst) → the GCRA parameters the datapath reads. rate 0 = unlimited. */
+export function eventBudget(rate: number, burst: number): { eventIntervalNs: bigint; eventBurstNs: bigint } {
+  if (!(rate > 0)) return { eventIntervalNs: 0n, eventBurstNs: 0n };
+  const interval = BigInt(Math.max(1, Math.round(1e9 / rate)));
+  return { eventIntervalNs: interval, eventBurstNs: interval * BigInt(Math.max(0, Math.floor(burst) - 1)) };
+}
+
+/** Per-sender event budgets (mb_ev_buckets), numbered like the conntrack tables. */
+export const EV_BUCKET_SIZE = 16;
+export function decodeEvBucketLost(b: Buffer): bigint {
+  return b.readBigUInt64LE(8);
 }
 
 // ------------------------------------------------------------------ events
@@ -306,8 +364,9 @@ export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): Datap
     srcIdentity: b.readUInt32LE(off + 20),
     dstIdentity: b.readUInt32LE(off + 24),
     ipVersion: family === 6 ? 6 : 4,
-    srcIp: formatIp(b, off + 32, family),
-    dstIp: formatIp(b, off + 48, family),
+    // a frame that is not IP (dropped as such) has no addresses: empty, not "::"
+    srcIp: family === 4 || family === 6 ? formatIp(b, off + 32, family) : '',
+    dstIp: family === 4 || family === 6 ? formatIp(b, off + 48, family) : '',
     proto,
     srcPort: icmp ? 0 : b.readUInt16LE(off + 28),
     dstPort: icmp ? 0 : b.readUInt16LE(off + 30),
@@ -320,6 +379,7 @@ export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): Datap
     matchType: b.readUInt8(off + 67),
     authType: b.readUInt8(off + 72),
     length: b.readUInt32LE(off + 76),
+    etherType: b.readUInt16BE(off + 74),
   };
 }
 
@@ -349,6 +409,7 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
   b.writeUInt8(e.matchType, 67);
   b.writeInt32LE(e.verdict, 68);
   b.writeUInt8(e.authType, 72);
+  b.writeUInt16BE(e.etherType ?? (e.ipVersion === 6 ? 0x86dd : 0x0800), 74);
   b.writeUInt32LE(e.length, 76);
   return b;
 }
@@ -358,8 +419,11 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
 export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
+  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed',
 ] as const;
-export const STAT_MAX = 16;
+export const STAT_MAX = 24;
+/** Index of the counter of events not emitted because their sender's budget was spent. */
+export const STAT_EVENTS_LIMITED = STAT_NAMES.indexOf('eventsRateLimited');
 
 // ------------------------------------------------------------------ load balancing (lb4)
 

@@ -15,7 +15,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
 import {
   BpfObject, BpfMap, type BpfProgram, attachTcx, detachPinnedLink, BPF_TCX_INGRESS, BPF_TCX_EGRESS, ensureBpffs,
-  enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo, ifNameToIndex,
+  enableRunTimeStats, disableRunTimeStats, removePins, setLibbpfLogger, pinnedLinkInfo, ifNameToIndex, MapType,
 } from '../../sys/bpf.ts';
 import { MmapRing } from '../../sys/ring.ts';
 import {
@@ -23,6 +23,8 @@ import {
   decodeCt, ctKeyEndpoint, encodeEpConfig, encodeIpcacheKey, encodeIpcacheVal, encodePolicyKey, encodePolicyVal,
   encodeU32, policyValFor, decodePolicyKey, decodePolicyVal, decodeIpcacheKey, decodeIpcacheVal, type CtEntry, type EpConfig,
   encodeLb4Key, decodeLb4Key, encodeLb4Service, decodeLb4Service, encodeLb4Backend, decodeLb4Backend, encodeLb4RevNat, protoNumber,
+  CT_KEY_SIZE, CT_VAL_SIZE, CT_TABLE_ENTRIES, ctOwnIndex, ctExtIndex, encodeDpConfig, decodeDpConfig, eventBudget,
+  decodeEvBucketLost, EV_BUCKET_SIZE, STAT_EVENTS_LIMITED,
 } from './codec.ts';
 
 export interface DatapathLogger {
@@ -45,21 +47,53 @@ export interface LinuxDatapathOptions {
   proxyRedirect?: (l7: L7Policy, direction: Direction) => { port: number; slot: number } | null;
   /** Events buffered while nobody is subscribed (read after a restart), default 65536. */
   backlogLimit?: number;
+  /**
+   * Event budget of each sender (an endpoint's own packets; packets sent to an endpoint from
+   * outside the node's endpoints): events per second and burst (default 1000/s, burst 1000;
+   * rate 0 = unlimited). Events over budget are counted as lost for that sender.
+   */
+  eventRate?: { perSecond: number; burst: number };
 }
 
 // The proxy ports and sockmap slots are shared with the proxies (src/common/proxy-ports.ts).
+/** The event budget when none is given (src/common/config.ts has the same default). */
+export const DEFAULT_EVENT_RATE = { perSecond: 1000, burst: 1000 } as const;
+
 export { DEFAULT_PROXY_PORTS, PROXY_UDP_SLOT_OFFSET, proxySlot, defaultProxyRedirect } from '../../common/proxy-ports.ts';
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
 const MAPS = [
-  'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_policy', 'mb_ct', 'mb_events', 'mb_lost', 'mb_stats', 'mb_proxy_socks',
-  'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
+  'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_policy', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_lost',
+  'mb_stats', 'mb_proxy_socks', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
 ] as const;
 type MapName = (typeof MAPS)[number];
 
 export function linkPinPath(pinRoot: string, ifname: string, dir: 'ingress' | 'egress'): string {
   return join(pinRoot, 'links', `${ifname}-${dir}`);
+}
+
+/**
+ * Opens the conntrack table in slot `index` of a node's pinned table array (ctOwnIndex /
+ * ctExtIndex); undefined when the slot is empty. The caller closes it.
+ */
+export function openCtTable(pinRoot: string, index: number): BpfMap | undefined {
+  const outer = BpfMap.fromPin(join(pinRoot, 'mb_ct_tables'));
+  try {
+    return ctTableOf(outer, index);
+  } finally {
+    outer.close();
+  }
+}
+
+function ctTableOf(outer: BpfMap, index: number): BpfMap | undefined {
+  const v = outer.lookup(encodeU32(index));
+  if (!v) return undefined;
+  try {
+    return BpfMap.fromId(v.readUInt32LE(0), `ct table ${index}`);
+  } catch {
+    return undefined; // freed between the lookup and the open
+  }
 }
 
 /** Removes every pinned link (detaching the programs) and pinned map under pinRoot (`membrane down`). */
@@ -89,6 +123,8 @@ export class LinuxDatapath implements Datapath {
   private backlog: DatapathEvent[] = [];
   private timeOffsetNs = 0n;
   private lostBaseline = 0n;
+  /** policy revision last written to mb_config (the datapath re-decides connections decided at an older one) */
+  private policyRev = 0;
   private readonly endpoints = new Map<number, EpState>();
   /** default-deny flags per endpoint id, also for endpoints not yet upserted */
   private readonly flags = new Map<number, number>();
@@ -113,13 +149,19 @@ export class LinuxDatapath implements Datapath {
     this.progTo = obj.program('to_container');
     this.progNet = obj.program('from_network');
     this.timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-    this.lostBaseline = this.sumPerCpu(this.map('mb_lost'), 0);
+    this.lostBaseline = this.sumPerCpu(this.map('mb_lost'), 0) + this.sumPerCpu(this.map('mb_stats'), STAT_EVENTS_LIMITED);
+    const cfgKey = encodeU32(0);
+    const old = this.map('mb_config').lookup(cfgKey);
+    this.policyRev = old ? decodeDpConfig(old).policyRevision : 0;
+    const rate = this.opts.eventRate ?? DEFAULT_EVENT_RATE;
+    this.map('mb_config').update(cfgKey, encodeDpConfig({ policyRevision: this.policyRev, ...eventBudget(rate.perSecond, rate.burst) }));
     // endpoints known to the kernel (after an agent restart)
     for (const k of this.map('mb_endpoints').keys()) {
       const v = this.map('mb_endpoints').lookup(k);
       if (!v) continue;
       const c = decodeEpConfig(v);
       this.flags.set(c.epId, c.flags);
+      this.ensureCtTables(c.epId);
       // by-id mirror (a pinned state from before the map existed, or a crash between the writes)
       this.map('mb_ep_ids').update(encodeU32(c.epId), v);
     }
@@ -165,11 +207,16 @@ export class LinuxDatapath implements Datapath {
     }
     this.flags.set(ep.id, flags);
     const cfg: EpConfig = { ifindex: ep.ifindex, epId: ep.id, flags, identity: ep.identity, ipv4: ep.ipv4, ...(ep.ipv6 ? { ipv6: ep.ipv6 } : {}), ...(ep.mac ? { mac: ep.mac } : {}) };
+    // tables first: an endpoint without them has its packets dropped (CT_NO_MAP_FOUND)
+    if (!prev) this.resetEventBudgets(ep.id);
+    this.ensureCtTables(ep.id);
     epMap.update(encodeU32(ep.ifindex), encodeEpConfig(cfg));
     this.map('mb_ep_ids').update(encodeU32(ep.id), encodeEpConfig(cfg));
     attachTcx(progFrom.fd, ep.ifindex, BPF_TCX_INGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'ingress'));
     attachTcx(progTo.fd, ep.ifindex, BPF_TCX_EGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'egress'));
     this.endpoints.set(ep.id, { ep: { ...ep }, flags });
+    // an identity change is a policy change for every connection to and from the endpoint
+    if (!prev || prev.ep.identity !== ep.identity) this.bumpPolicyRevision();
     this.log.debug({ subsys: 'datapath', endpointID: ep.id, ifname: ep.ifname }, 'endpoint attached');
   }
 
@@ -191,10 +238,83 @@ export class LinuxDatapath implements Datapath {
     const keys = idx.get(id);
     if (keys) this.map('mb_policy').deleteMany([...keys.values()]);
     idx.delete(id);
-    const ct = this.map('mb_ct');
-    const stale: Buffer[] = [];
-    for (const k of ct.keys()) if (ctKeyEndpoint(k) === id) stale.push(k);
-    ct.deleteMany(stale);
+    // the endpoint's tables go (the kernel frees them); its entries in other endpoints' tables
+    // (connections it received from them) are removed so a reused id starts clean
+    const outer = this.map('mb_ct_tables');
+    outer.delete(encodeU32(ctOwnIndex(id)));
+    outer.delete(encodeU32(ctExtIndex(id)));
+    for (const other of this.knownEndpointIds()) {
+      if (other === id) continue;
+      const t = ctTableOf(outer, ctOwnIndex(other));
+      if (!t) continue;
+      try {
+        const stale: Buffer[] = [];
+        for (const k of t.keys()) if (ctKeyEndpoint(k) === id) stale.push(k);
+        t.deleteMany(stale);
+      } finally {
+        t.close();
+      }
+    }
+    this.resetEventBudgets(id);
+    this.bumpPolicyRevision();
+  }
+
+  /** Creates the endpoint's two conntrack tables if absent (or of another layout). */
+  private ensureCtTables(id: number): void {
+    const outer = this.map('mb_ct_tables');
+    for (const [idx, kind] of [[ctOwnIndex(id), 'o'], [ctExtIndex(id), 'x']] as const) {
+      const cur = ctTableOf(outer, idx);
+      if (cur) {
+        const ok = cur.info.type === MapType.LRU_HASH && cur.info.keySize === CT_KEY_SIZE && cur.info.valueSize === CT_VAL_SIZE &&
+          cur.info.maxEntries === CT_TABLE_ENTRIES;
+        cur.close();
+        if (ok) continue;
+      }
+      const t = BpfMap.create(MapType.LRU_HASH, `mb_ct_${id}${kind}`, CT_KEY_SIZE, CT_VAL_SIZE, CT_TABLE_ENTRIES);
+      try {
+        outer.update(encodeU32(idx), encodeU32(t.fd));
+      } finally {
+        t.close(); // the array holds the table now
+      }
+    }
+  }
+
+  /** Zeroes an endpoint's event budgets (a new or removed endpoint inherits no losses). */
+  private resetEventBudgets(id: number): void {
+    const m = this.map('mb_ev_buckets');
+    const zero = Buffer.alloc(EV_BUCKET_SIZE);
+    m.update(encodeU32(ctOwnIndex(id)), zero);
+    m.update(encodeU32(ctExtIndex(id)), zero);
+  }
+
+  /**
+   * Every established connection's next forward packet is decided by policy again: called after
+   * the maps hold a change of policy, ipcache or endpoints (never before: a packet that read the
+   * old revision may have cached a verdict of the old maps).
+   */
+  private bumpPolicyRevision(): void {
+    const m = this.map('mb_config');
+    const key = encodeU32(0);
+    const cur = m.lookup(key);
+    const c = cur ? decodeDpConfig(cur) : { policyRevision: this.policyRev, ...eventBudget(0, 0) };
+    this.policyRev = (Math.max(this.policyRev, c.policyRevision) + 1) >>> 0;
+    m.update(key, encodeDpConfig({ ...c, policyRevision: this.policyRev }));
+  }
+
+  /** The current policy revision (tests, status). */
+  policyRevision(): number {
+    return this.policyRev;
+  }
+
+  /** Endpoint ids this datapath knows: attached since start, or configured in the pinned maps. */
+  private knownEndpointIds(): number[] {
+    const ids = new Set(this.endpoints.keys());
+    const epMap = this.map('mb_endpoints');
+    for (const k of epMap.keys()) {
+      const v = epMap.lookup(k);
+      if (v) ids.add(decodeEpConfig(v).epId);
+    }
+    return [...ids].sort((a, b) => a - b);
   }
 
   private unplug(ep: DatapathEndpoint): void {
@@ -245,6 +365,7 @@ export class LinuxDatapath implements Datapath {
     for (const [h, k] of desired) keys.set(h, k);
     const dd = full ? full.defaultDeny : delta.defaultDenyChanged ? delta.defaultDeny : undefined;
     if (dd) this.setDefaultDeny(endpointId, (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0));
+    if (toDelete.length || upserts.length || dd) this.bumpPolicyRevision();
   }
 
   private setDefaultDeny(id: number, flags: number): void {
@@ -275,11 +396,14 @@ export class LinuxDatapath implements Datapath {
   async upsertIPCache(entries: IPCacheEntry[]): Promise<void> {
     const m = this.map('mb_ipcache');
     for (const e of entries) m.update(encodeIpcacheKey(e.prefix), encodeIpcacheVal(e.identity, e.endpointId ?? 0));
+    if (entries.length) this.bumpPolicyRevision();
   }
 
   async deleteIPCache(prefixes: string[]): Promise<void> {
     const m = this.map('mb_ipcache');
-    for (const p of prefixes) m.delete(encodeIpcacheKey(p));
+    let n = 0;
+    for (const p of prefixes) if (m.delete(encodeIpcacheKey(p))) n++;
+    if (n) this.bumpPolicyRevision();
   }
 
   onEvent(cb: (ev: DatapathEvent) => void): () => void {
@@ -312,9 +436,29 @@ export class LinuxDatapath implements Datapath {
     }
   }
 
-  /** Events the kernel could not put in the ring since start: one per-CPU array read (stats() walks the maps). */
+  /**
+   * Events the datapath did not deliver since start: the ring was full, or the sender's event
+   * budget was spent. Two per-CPU array reads (stats() walks the maps).
+   */
   eventsLost(): bigint {
-    return this.sumPerCpu(this.map('mb_lost'), 0) - this.lostBaseline;
+    return this.sumPerCpu(this.map('mb_lost'), 0) + this.sumPerCpu(this.map('mb_stats'), STAT_EVENTS_LIMITED) - this.lostBaseline;
+  }
+
+  /**
+   * Events each sender lost to its budget (cumulative since the endpoint was added): `own` for
+   * packets the endpoint sent, `external` for packets sent to it from outside the node's
+   * endpoints. Endpoints without losses are left out.
+   */
+  eventsLostBySender(): Map<number, { own: bigint; external: bigint }> {
+    const m = this.map('mb_ev_buckets');
+    const out = new Map<number, { own: bigint; external: bigint }>();
+    const buf = Buffer.alloc(EV_BUCKET_SIZE);
+    for (const id of this.knownEndpointIds()) {
+      const own = m.lookup(encodeU32(ctOwnIndex(id)), buf) ? decodeEvBucketLost(buf) : 0n;
+      const external = m.lookup(encodeU32(ctExtIndex(id)), buf) ? decodeEvBucketLost(buf) : 0n;
+      if (own || external) out.set(id, { own, external });
+    }
+    return out;
   }
 
   async stats(): Promise<DatapathStats> {
@@ -323,7 +467,7 @@ export class LinuxDatapath implements Datapath {
     const fi = progFrom.info(), ti = progTo.info();
     const ni = this.progNet?.info();
     let ctEntries = 0;
-    for (const _ of this.map('mb_ct').keys()) ctEntries++;
+    this.eachCtTable((t) => { for (const _ of t.keys()) ctEntries++; });
     let policyEntries = 0;
     for (const s of this.index().values()) policyEntries += s.size;
     return {
@@ -527,14 +671,57 @@ export class LinuxDatapath implements Datapath {
     }
   }
 
+  /** Connection entries of every endpoint's tables (service entries included, fragment state not). */
   conntrack(): CtEntry[] {
-    const ct = this.map('mb_ct');
+    return this.ctEntries((e) => !e.fragment);
+  }
+
+  /** Fragment state: the first fragments' ports remembered for their datagrams. */
+  fragments(): CtEntry[] {
+    return this.ctEntries((e) => !!e.fragment);
+  }
+
+  /** Entries of one conntrack table (ctOwnIndex / ctExtIndex). */
+  ctTable(index: number): CtEntry[] {
+    const t = ctTableOf(this.map('mb_ct_tables'), index);
+    if (!t) return [];
+    try {
+      return this.decodeTable(t, () => true);
+    } finally {
+      t.close();
+    }
+  }
+
+  private ctEntries(pred: (e: CtEntry) => boolean): CtEntry[] {
     const out: CtEntry[] = [];
-    for (const k of ct.keys()) {
-      const v = ct.lookup(k);
-      if (v) out.push(decodeCt(k, v));
+    this.eachCtTable((t) => { out.push(...this.decodeTable(t, pred)); });
+    return out;
+  }
+
+  private decodeTable(t: BpfMap, pred: (e: CtEntry) => boolean): CtEntry[] {
+    const out: CtEntry[] = [];
+    for (const k of t.keys()) {
+      const v = t.lookup(k);
+      if (!v) continue;
+      const e = decodeCt(k, v);
+      if (pred(e)) out.push(e);
     }
     return out;
+  }
+
+  private eachCtTable(fn: (t: BpfMap) => void): void {
+    const outer = this.map('mb_ct_tables');
+    for (const id of this.knownEndpointIds()) {
+      for (const idx of [ctOwnIndex(id), ctExtIndex(id)]) {
+        const t = ctTableOf(outer, idx);
+        if (!t) continue;
+        try {
+          fn(t);
+        } finally {
+          t.close();
+        }
+      }
+    }
   }
 
   /** The policy entries in the kernel for one endpoint (decoded). */

@@ -1,15 +1,17 @@
 /**
  * The original destination of a steered UDP query. Node's dgram cannot read IP_RECVORIGDSTADDR,
  * but the datapath created a conntrack entry for the query's flow before steering it: the
- * egress entry (client ip:port → dst:53, endpoint) names the destination. Candidates (the last
+ * egress entry (client ip:port → dst:53, endpoint), in the endpoint's own conntrack table,
+ * names the destination. Candidates (the last
  * destination this endpoint used, the cluster DNS IP, the kube-dns pods) are tried with point
  * lookups (one syscall each); a full conntrack scan is the fallback.
  *
  * Key layout: bpf/lib/maps.h struct ct_key (44 bytes: saddr[16] daddr[16] sport dport proto
  * family dir pad ep_id pad2), family 4, dir DIR_EGRESS (2).
  */
-import { join } from 'node:path';
-import { BpfMap } from '../../sys/bpf.ts';
+import type { BpfMap } from '../../sys/bpf.ts';
+import { openCtTable } from '../../datapath/linux/index.ts';
+import { ctOwnIndex } from '../../datapath/linux/codec.ts';
 
 const KEY_SIZE = 44;
 const DIR_EGRESS = 2;
@@ -29,14 +31,21 @@ export interface OrigDstDeps {
 }
 
 export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clientPort: number, endpointId: number) => string | undefined {
-  let map: BpfMap | undefined;
+  const tables = new Map<number, BpfMap>();
   const last = new Map<number, string>();
   const key = Buffer.alloc(KEY_SIZE);
-  function ct(): BpfMap | undefined {
-    if (!map) {
-      try { map = BpfMap.fromPin(join(deps.pinRoot, 'mb_ct')); } catch { return undefined; }
+  /** The endpoint's own table; `fresh` reopens it (the endpoint may have been re-created). */
+  function ct(ep: number, fresh = false): BpfMap | undefined {
+    let m = tables.get(ep);
+    if (m && !fresh) return m;
+    m?.close();
+    tables.delete(ep);
+    try { m = openCtTable(deps.pinRoot, ctOwnIndex(ep)); } catch { return undefined; }
+    if (m) {
+      if (tables.size > 4096) { for (const t of tables.values()) t.close(); tables.clear(); }
+      tables.set(ep, m);
     }
-    return map;
+    return m;
   }
   function has(m: BpfMap, clientIp: string, clientPort: number, dst: string, ep: number): boolean {
     key.fill(0);
@@ -65,8 +74,9 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
     return dst;
   };
   function find(clientIp: string, clientPort: number, ep: number): string | undefined {
-    const m = ct();
-    if (m) {
+    for (const fresh of [false, true]) {
+      const m = ct(ep, fresh);
+      if (!m) continue;
       const tried = new Set<string>();
       for (const c of [last.get(ep), ...deps.candidates()]) {
         if (!c || tried.has(c)) continue;

@@ -10,6 +10,8 @@ test('config: defaults, then the environment, then flags', () => {
   assert.equal(d.tofqdnsMaxIPsPerHostname, 50);
   assert.equal(d.dnsProxyHold, true);
   assert.equal(d.otlpEndpoint, undefined);
+  assert.deepEqual([d.bpfEventsDefaultRateLimit, d.bpfEventsDefaultBurstLimit], [1000, 1000], 'the per-sender event budget');
+  assert.equal(buildConfig({ env: { MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT: '0' } }).bpfEventsDefaultRateLimit, 0, '0: no limit');
   const e = buildConfig({ env: { MEMBRANE_LAB: 'x1', MEMBRANE_TOFQDNS_MIN_TTL: '30', MEMBRANE_DNS_PROXY_HOLD: '0', NO_COLOR: '' } });
   assert.equal(e.stateDir, '/run/membrane/x1', 'the state dir follows the lab name');
   assert.equal(e.tofqdnsMinTTL, 30);
@@ -28,6 +30,7 @@ test('config: a bad value is a CONFIG_INVALID error naming the setting, its flag
     [{ MEMBRANE_DNS_PROXY_HOLD: 'yes' }, /1 or 0/],
     [{ MEMBRANE_LOG_LEVEL: 'loud' }, /logLevel/],
     [{ MEMBRANE_LAB: 'a b' }, /lab/],
+    [{ MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT: '1e3' }, /bpfEventsDefaultBurstLimit/],
   ];
   for (const [env, msg] of bad) {
     assert.throws(() => buildConfig({ env }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_INVALID' && msg.test(e.message) && !!e.hint, JSON.stringify(env));

@@ -70,11 +70,33 @@ test('event encode/decode round trip, ICMP carries no ports, time offset applied
   const ev: DatapathEvent = {
     type: 1, subType: 181, timeNs: 5_000_000_000n, endpointId: 17, ifindex: 4, srcIdentity: 2, dstIdentity: 256, ipVersion: 4,
     srcIp: '198.51.100.7', dstIp: '10.244.1.5', proto: 6, srcPort: 40000, dstPort: 443, tcpFlags: 2, icmpType: 0, icmpCode: 0,
-    ctReason: 1, direction: 'ingress', verdict: -181, matchType: 2, authType: 0, length: 74,
+    ctReason: 1, direction: 'ingress', verdict: -181, matchType: 2, authType: 0, length: 74, etherType: 0x0800,
   };
   const b = C.encodeEvent(ev, 1000n);
   assert.equal(b.length, C.EVENT_SIZE);
   assert.deepEqual(C.decodeEvent(b, 0, 1000n), ev);
   const icmp = { ...ev, proto: 1, srcPort: 0, dstPort: 0, icmpType: 3, icmpCode: 3, direction: 'unknown' as const };
   assert.deepEqual(C.decodeEvent(C.encodeEvent(icmp), 0, 0n), icmp);
+  // an unsupported-L3 drop of a VLAN-tagged frame keeps its ethertype (big-endian on the wire)
+  const vlan = { ...ev, subType: 139, verdict: -139, etherType: 0x8100 };
+  const vb = C.encodeEvent(vlan);
+  assert.deepEqual([vb[74], vb[75]], [0x81, 0x00]);
+  assert.equal(C.decodeEvent(vb, 0, 0n).etherType, 0x8100);
+  // a frame that is not IP carries no addresses (family 0): empty, not "::"
+  const l2 = C.encodeEvent({ ...vlan, etherType: 0x88cc });
+  l2[10] = 0;
+  l2.fill(0, 32, 64);
+  assert.deepEqual([C.decodeEvent(l2, 0, 0n).srcIp, C.decodeEvent(l2, 0, 0n).dstIp], ['', '']);
+});
+
+test('datapath config and event budget: GCRA interval and burst', () => {
+  assert.deepEqual(C.eventBudget(0, 100), { eventIntervalNs: 0n, eventBurstNs: 0n }, 'rate 0: unlimited');
+  assert.deepEqual(C.eventBudget(1000, 1000), { eventIntervalNs: 1_000_000n, eventBurstNs: 999_000_000n });
+  assert.deepEqual(C.eventBudget(1000, 1), { eventIntervalNs: 1_000_000n, eventBurstNs: 0n }, 'burst 1: one event per interval');
+  const cfg = { policyRevision: 0xfffffffe, ...C.eventBudget(250, 10) };
+  const b = C.encodeDpConfig(cfg);
+  assert.equal(b.length, C.DP_CONFIG_SIZE);
+  assert.deepEqual(C.decodeDpConfig(b), cfg);
+  assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
+  assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);
 });

@@ -22,6 +22,8 @@ test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) 
 #define SEC(x)
 #define __uint(n, v) int n
 #define __type(n, v) v *n
+#define __array(n, v) v *n[]
+#define __noinline __attribute__((noinline))
 #define LIBBPF_PIN_BY_NAME 1
 #define bpf_map_lookup_elem(m, k) ((void *)0)
 #define bpf_ringbuf_reserve(m, s, f) ((void *)0)
@@ -46,10 +48,15 @@ int main(void) {
   P(policy_val); O(policy_val, auth_type); O(policy_val, match_type); O(policy_val, spec_len); O(policy_val, proxy_port); O(policy_val, proxy_slot);
   P(ct_key); O(ct_key, sport); O(ct_key, dport); O(ct_key, proto); O(ct_key, family); O(ct_key, dir); O(ct_key, ep_id);
   P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
+  O(ct_val, rev_nat); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port);
+  printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
+  printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
+  P(dp_config); O(dp_config, policy_rev); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns);
+  P(ev_bucket); O(ev_bucket, lost);
   P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
   O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
   O(mb_event, saddr); O(mb_event, daddr); O(mb_event, icmp_type); O(mb_event, icmp_code); O(mb_event, direction); O(mb_event, match_type);
-  O(mb_event, verdict); O(mb_event, auth_type); O(mb_event, length);
+  O(mb_event, verdict); O(mb_event, auth_type); O(mb_event, ethertype); O(mb_event, length);
   return 0;
 }`;
   writeFileSync(join(dir, 'l.c'), src);
@@ -76,9 +83,17 @@ int main(void) {
   assert.deepEqual([out['ct_key.sport'], out['ct_key.dport'], out['ct_key.proto'], out['ct_key.family'], out['ct_key.dir'], out['ct_key.ep_id']], [32, 34, 36, 37, 38, 40]);
   assert.equal(out.ct_val, C.CT_VAL_SIZE);
   assert.deepEqual([out['ct_val.created'], out['ct_val.fwd_flags'], out['ct_val.rev_flags'], out['ct_val.state'], out['ct_val.proxy_port'], out['ct_val.src_identity']], [8, 16, 17, 18, 20, 24]);
+  assert.deepEqual(['rev_nat', 'pol_rev', 'frag_sport', 'frag_dport', 'frag_policy_port'].map((f) => out[`ct_val.${f}`]), [28, 32, 36, 38, 40]);
+  assert.deepEqual([out.CT_TABLE_ENTRIES, out.CT_TABLES, out.DIR_SERVICE, out.DIR_FRAG], [C.CT_TABLE_ENTRIES, C.CT_TABLES, C.DIR_SERVICE, C.DIR_FRAG]);
+  assert.deepEqual([out.CT_OWN_7, out.CT_EXT_7], [C.ctOwnIndex(7), C.ctExtIndex(7)]);
+  assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
+  assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
+  assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns']], [0, 8, 16]);
+  assert.equal(out.ev_bucket, C.EV_BUCKET_SIZE);
+  assert.equal(out['ev_bucket.lost'], 8);
   assert.equal(out.mb_event, C.EVENT_SIZE);
   assert.deepEqual(
-    ['type', 'subtype', 'ip_version', 'proto', 'ep_id', 'tcp_flags', 'ct_reason', 'ifindex', 'src_identity', 'dst_identity', 'sport', 'dport', 'saddr', 'daddr', 'icmp_type', 'icmp_code', 'direction', 'match_type', 'verdict', 'auth_type', 'length'].map((f) => out[`mb_event.${f}`]),
-    [8, 9, 10, 11, 12, 14, 15, 16, 20, 24, 28, 30, 32, 48, 64, 65, 66, 67, 68, 72, 76],
+    ['type', 'subtype', 'ip_version', 'proto', 'ep_id', 'tcp_flags', 'ct_reason', 'ifindex', 'src_identity', 'dst_identity', 'sport', 'dport', 'saddr', 'daddr', 'icmp_type', 'icmp_code', 'direction', 'match_type', 'verdict', 'auth_type', 'ethertype', 'length'].map((f) => out[`mb_event.${f}`]),
+    [8, 9, 10, 11, 12, 14, 15, 16, 20, 24, 28, 30, 32, 48, 64, 65, 66, 67, 68, 72, 74, 76],
   );
 });

@@ -60,6 +60,15 @@ test('drop 133 (policy denied) at the source endpoint: DROPPED, EGRESS, is_reply
   assert.deepEqual({ type: f.eventType?.type, sub: f.eventType?.subType }, { type: 1, sub: 133 });
 });
 
+test('drop 139 of a frame that is not IP: no IP field (not "::"), an IPv6 drop names its addresses', () => {
+  const f = build(ev({ type: 1, subType: 139, endpointId: 101, srcIp: '', dstIp: '', proto: 0, srcPort: 0, dstPort: 0, ctReason: 0, etherType: 0x88cc }))!;
+  assert.equal(f.verdict, Verdict.DROPPED);
+  assert.equal(f.dropReasonDesc, DropReason.UNSUPPORTED_L3_PROTOCOL);
+  assert.equal(f.IP, undefined);
+  const g = build(ev({ type: 1, subType: 139, endpointId: 101, ipVersion: 6, srcIp: 'fd00::a', dstIp: 'fd00::b', proto: 17, ctReason: 0, etherType: 0x86dd }))!;
+  assert.deepEqual([g.IP?.source, g.IP?.destination, g.IP?.ipVersion], ['fd00::a', 'fd00::b', 2]);
+});
+
 test('drop 181 (deny rule) at the destination endpoint: INGRESS', () => {
   const f = build(ev({ type: 1, subType: 181, endpointId: 102 }))!;
   assert.equal(f.dropReasonDesc, DropReason.POLICY_DENY);

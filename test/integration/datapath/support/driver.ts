@@ -6,22 +6,28 @@ import { createServer, Socket, type Server } from 'node:net';
 import { transparentUpstreamSocket } from '../../../../src/sys/proxy-socket.ts';
 import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
 import { ensureProxyRouting } from '../../../../src/sys/proxy-routing.ts';
-import { createLinuxDatapath } from '../../../../src/datapath/linux/index.ts';
+import { createLinuxDatapath, type LinuxDatapathOptions } from '../../../../src/datapath/linux/index.ts';
 import type { DatapathEvent } from '../../../../src/datapath/types.ts';
 import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
 
 const pinRoot = process.argv[2]!;
-const dp = createLinuxDatapath({ pinRoot });
+/** optional JSON LinuxDatapathOptions (e.g. {"eventRate":{"perSecond":0,"burst":0}}) */
+const extra = process.argv[3] ? JSON.parse(process.argv[3]) as Partial<LinuxDatapathOptions> : {};
+const dp = createLinuxDatapath({ ...extra, pinRoot });
 const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
 const proxies: Server[] = [];
 
-/** A minimal "L7 proxy": a transparent listener that answers with the original destination it saw. */
-function proxyListen(port: number, slot: number): Promise<number> {
+/**
+ * A minimal "L7 proxy": a transparent listener that answers with the original destination it saw
+ * and closes, or (echo) keeps the connection and echoes every byte.
+ */
+function proxyListen(port: number, slot: number, echo = false): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer((s) => {
       s.on('error', () => {});
-      s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
+      if (echo) s.pipe(s);
+      else s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
     });
     srv.on('error', reject);
     srv.listen(port, '127.0.0.1', () => {
@@ -66,9 +72,14 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   stats: () => dp.stats(),
   counters: () => dp.counters(),
   conntrack: () => dp.conntrack(),
+  fragments: () => dp.fragments(),
+  ctTable: (index: number) => dp.ctTable(index),
+  policyRevision: () => dp.policyRevision(),
+  eventsLost: () => dp.eventsLost(),
+  eventsLostBySender: () => Object.fromEntries(dp.eventsLostBySender()),
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
-  proxyListen: (port, slot) => proxyListen(port, slot),
+  proxyListen: (port, slot, echo) => proxyListen(port, slot, echo),
   attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
   proxyRouting: () => ensureProxyRouting(),
   upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),

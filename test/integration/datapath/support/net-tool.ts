@@ -4,6 +4,12 @@
 //   udp <ip> <port> <timeoutMs>       connected UDP datagram; {"ok":bool,"err":"ECONNREFUSED"|...}
 //   read <ip> <port> <timeoutMs>      prints the first line the server sends
 //   hold <ip> <port>                  keeps a TCP connection; each stdin line -> echo round trip, prints "pong" | "fail"
+//   pushserve <port> <ctlPort>        server push: a line on ctlPort makes the server write "tick" to every
+//                                     connection on <port> (and answer "ok"); prints "ready"
+//   ticks <ip> <port>                 prints "connected", then "tick" for every tick the server pushes
+//   poke <ip> <port>                  one line to a pushserve control port; {"ok":bool}
+//   udpbig <ip> <port> <bytes> <ms>   one datagram of <bytes> (fragmented by the kernel when larger than the MTU);
+//                                     {"ok":bool} when an echo of the same size came back
 import { createServer, connect } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
@@ -47,6 +53,39 @@ if (mode === 'serve') {
     s.send('x');
     setTimeout(() => s.send('y', (e) => { if (e) done(false, (e as NodeJS.ErrnoException).code); }), 150);
   });
+} else if (mode === 'pushserve') {
+  const conns = new Set<import('node:net').Socket>();
+  let n = 0;
+  const data = createServer((s) => { conns.add(s); s.on('error', () => {}); s.on('close', () => conns.delete(s)); });
+  const ctl = createServer((s) => {
+    s.on('error', () => {});
+    s.on('data', () => { for (const c of conns) c.write('tick\n'); s.end('ok\n'); });
+  });
+  data.listen(Number(a[0]), '0.0.0.0', () => { if (++n === 2) console.log('ready'); });
+  ctl.listen(Number(a[1]), '0.0.0.0', () => { if (++n === 2) console.log('ready'); });
+} else if (mode === 'ticks') {
+  const [ip, port] = a;
+  const s = connect({ host: ip!, port: Number(port) });
+  s.on('error', () => console.log('closed'));
+  s.once('connect', () => console.log('connected'));
+  createInterface({ input: s }).on('line', (l) => console.log(l));
+  s.on('close', () => { console.log('closed'); process.exit(0); });
+} else if (mode === 'poke') {
+  const [ip, port] = a;
+  const s = connect({ host: ip!, port: Number(port) });
+  const t = setTimeout(() => { console.log(JSON.stringify({ ok: false })); process.exit(0); }, 2000);
+  s.on('error', () => { clearTimeout(t); console.log(JSON.stringify({ ok: false })); process.exit(0); });
+  s.once('connect', () => s.write('tick\n'));
+  s.on('data', () => { clearTimeout(t); console.log(JSON.stringify({ ok: true })); process.exit(0); });
+} else if (mode === 'udpbig') {
+  const [ip, port, size, to] = a;
+  const s = createSocket('udp4');
+  const n = Number(size);
+  const done = (ok: boolean, err?: string) => { console.log(JSON.stringify({ ok, err })); process.exit(0); };
+  setTimeout(() => done(false, 'timeout'), Number(to ?? 1500));
+  s.on('message', (m) => { if (m.length === n) done(true); });
+  s.on('error', (e: NodeJS.ErrnoException) => done(false, e.code));
+  s.send(Buffer.alloc(n, 0x61), Number(port), ip!);
 } else if (mode === 'hold') {
   const [ip, port] = a;
   const s = connect({ host: ip!, port: Number(port) });
@@ -54,7 +93,7 @@ if (mode === 'serve') {
   s.once('connect', () => console.log('connected'));
   const rl = createInterface({ input: process.stdin });
   rl.on('line', (line) => {
-    const t = setTimeout(() => console.log('fail'), 1500);
+    const t = setTimeout(() => { s.removeAllListeners('data'); console.log('fail'); }, 1500);
     s.once('data', () => { clearTimeout(t); console.log('pong'); });
     s.write(line + '\n');
   });

@@ -11,8 +11,9 @@ export class Driver {
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
 
-  constructor(nodeNs: string, pinRoot: string) {
-    this.cp = spawn('nsenter', [`--net=/run/netns/${nodeNs}`, NODE_BIN, DRIVER, pinRoot], { stdio: ['pipe', 'pipe', 'inherit'] });
+  /** `options`: LinuxDatapathOptions for the driver's datapath (JSON-serializable ones). */
+  constructor(nodeNs: string, pinRoot: string, options?: object) {
+    this.cp = spawn('nsenter', [`--net=/run/netns/${nodeNs}`, NODE_BIN, DRIVER, pinRoot, ...(options ? [JSON.stringify(options)] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
     const rl = createInterface({ input: this.cp.stdout! });
     rl.on('line', (l) => {
       let msg: { id: number; r?: unknown; e?: string };

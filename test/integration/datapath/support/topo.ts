@@ -68,6 +68,41 @@ export function createTopo(tag: string, npods: number, subnet = 1): Topo {
   }
 }
 
+export interface World { ns: string; ifname: string; ip: string; mac: string; nodeMac: string; destroy(): void }
+
+/**
+ * An "outside" namespace behind the node: veth `ifname` in the node namespace (where
+ * from_network attaches), eth0 with `ip` on the other side, routed both ways.
+ */
+export function createWorld(topo: Topo, ip = '10.250.9.2'): World {
+  const ns = `mdp-${topo.tag}-w`;
+  const ifname = `mdpw${topo.tag.slice(0, 6)}`;
+  const destroy = () => {
+    sh('ip', ['netns', 'del', ns], { allowFail: true });
+    sh('ip', ['-n', topo.nodeNs, 'link', 'del', ifname], { allowFail: true });
+  };
+  try {
+    sh('ip', ['netns', 'add', ns]);
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    sh('ip', ['-n', topo.nodeNs, 'link', 'set', ifname, 'up']);
+    sh('ip', ['-n', topo.nodeNs, 'route', 'add', `${ip}/32`, 'dev', ifname]);
+    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    sh('ip', ['-n', ns, 'addr', 'add', `${ip}/32`, 'dev', 'eth0']);
+    sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    sh('ip', ['-n', ns, 'route', 'add', 'default', 'via', GW, 'dev', 'eth0', 'onlink']);
+    const macOf = (n: string, dev: string) => (JSON.parse(sh('ip', ['-j', '-n', n, 'link', 'show', dev])) as { address: string }[])[0]!.address;
+    return { ns, ifname, ip, mac: macOf(ns, 'eth0'), nodeMac: macOf(topo.nodeNs, ifname), destroy };
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+}
+
+/** MAC of a pod's host-side veth (the gateway its frames go to). */
+export function gatewayMac(topo: Topo, pod: Pod): string {
+  return (JSON.parse(sh('ip', ['-j', '-n', topo.nodeNs, 'link', 'show', pod.hostIf])) as { address: string }[])[0]!.address;
+}
+
 /** Runs the net tool in a namespace (network only: host mounts kept). */
 export function inNs(ns: string, args: string[]): string {
   return sh('nsenter', [`--net=/run/netns/${ns}`, NODE_BIN, NET_TOOL, ...args], { allowFail: false });

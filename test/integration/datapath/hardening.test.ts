@@ -1,0 +1,404 @@
+// The datapath closes what issue 9's attacker used, for real: raw frames sent from a pod's
+// namespace (AF_PACKET, dist/rawpkt), captures at the destination, the kernel programs' events.
+// What is not parsed is dropped (139) with a flow; malformed IPv4 is dropped with its addresses
+// and creates no conntrack; related ICMP errors relate only between a connection's peers; policy
+// applies to every forward packet of an established connection; conntrack and the event budget
+// are per endpoint; IPv4 fragments are tracked like Cilium's. Needs root; everything made here
+// (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) is removed in after().
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import {
+  createTopo, createWorld, gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod, type World,
+} from './support/topo.ts';
+import { Driver } from './support/rpc.ts';
+import { destroy } from '../../../src/datapath/linux/index.ts';
+import { ctOwnIndex } from '../../../src/datapath/linux/codec.ts';
+import type { DatapathEvent } from '../../../src/datapath/types.ts';
+import type { MapStateKey } from '../../../src/policy/types.ts';
+import {
+  eth, ipv4, tcp, udp, icmpError, sendFrames, floodFrames, startCapture, ensureRawpkt,
+  ETH_IP, ETH_IPV6, TPID_8021Q, TPID_8021AD, TCP, UDP, ICMP, SYN, type Parsed,
+} from '../support/frames.ts';
+
+const isRoot = process.getuid?.() === 0;
+const tag = `h${process.pid % 100000}`;
+const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
+
+type WireEntry = { key: MapStateKey; entry: { verdict: 'allow' | 'deny'; matchType?: number; l7?: unknown } };
+const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, port = 0, l7?: unknown): WireEntry =>
+  ({ key: { direction, identity, proto, port, portPrefixLen: port ? 16 : 0 }, entry: { verdict: 'allow', matchType: 2, ...(l7 ? { l7 } : {}) } });
+const WORLD = 2;
+const show = (evs: DatapathEvent[]) => JSON.stringify(evs.slice(-30).map((x) => `${x.type}/${x.subType} ep${x.endpointId} ${x.direction} ${x.srcIp}:${x.srcPort}->${x.dstIp}:${x.dstPort} p${x.proto} ct${x.ctReason} v${x.verdict}`));
+
+describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
+  let topo: Topo;
+  let world: World;
+  let d: Driver;
+  let A: Pod, B: Pod, C: Pod;
+  const procs: ChildProcess[] = [];
+  const idOf = (p: Pod) => 3000 + p.id;
+  let gwA = '', gwC = '';
+
+  const reset = async () => {
+    for (const p of topo.pods) await d.call('applyFull', p.id, [], { ingress: false, egress: false });
+    await d.call('events', 0);
+  };
+  const events = (waitMs = 400): Promise<DatapathEvent[]> => d.call('events', waitMs);
+  const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => {
+    const e = evs.find(pred);
+    assert.ok(e, `expected event: ${what}; got ${show(evs)}`);
+    return e;
+  };
+  /** Frames from pod `p` (its eth0, to its gateway's MAC). */
+  const fromPod = (p: Pod, gw: string, l3: Buffer, type = ETH_IP, tags?: { tpid: number; vid: number }[]) =>
+    eth({ dst: gw, src: p.mac, type, ...(tags ? { tags } : {}) }, l3);
+  /** Runs `fn` with a capture on `iface` in `netns`; returns what arrived there. */
+  const captured = async (netns: string, iface: string, fn: () => void | Promise<void>, settleMs = 400): Promise<Parsed[]> => {
+    const cap = await startCapture(netns, iface, 30_000);
+    try {
+      await fn();
+      await new Promise((r) => setTimeout(r, settleMs));
+    } catch (e) {
+      await cap.stop();
+      throw e;
+    }
+    return cap.stop();
+  };
+
+  before(async () => {
+    ensureRawpkt();
+    topo = createTopo(tag, 3, 3);
+    [A, B, C] = topo.pods as [Pod, Pod, Pod];
+    world = createWorld(topo, '10.250.9.2');
+    d = new Driver(topo.nodeNs, pinRoot);
+    await d.call('start');
+    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    await d.call('upsertIPCache', [
+      ...topo.pods.map((p) => ({ prefix: `${p.ip}/32`, identity: idOf(p), endpointId: p.id })),
+      { prefix: '10.250.0.1/32', identity: 1 },
+    ]);
+    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
+    const sb = spawnInNs(B.ns, ['serve', '8080,9090', '5353']);
+    const sw = spawnInNs(world.ns, ['serve', '8081,8082', '7777']);
+    procs.push(sb, sw);
+    await Promise.all([waitLine(sb, /ready/), waitLine(sw, /ready/)]);
+    gwA = gatewayMac(topo, A);
+    gwC = gatewayMac(topo, C);
+  });
+
+  after(async () => {
+    for (const p of procs) killProc(p);
+    await d?.close().catch(() => {});
+    destroy(pinRoot);
+    world?.destroy();
+    topo?.destroy();
+    sh('rm', ['-rf', pinRoot], { allowFail: true });
+  });
+
+  it('drops every frame it does not parse (139) with a flow: VLAN tag stacks, IPv6, other ethertypes; ARP and IPv4 pass', async () => {
+    await reset();
+    await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'positive control: ARP resolves the gateway, allowed IPv4 passes');
+    assert.equal(tcpConnect(A.ns, world.ip, 8081), false, 'the world is forbidden to A');
+    await events(0);
+    const probe = (sport: number) => ipv4({ src: A.ip, dst: world.ip, proto: UDP }, udp({ src: A.ip, dst: world.ip, sport, dport: 7777 }, Buffer.from('smuggled')));
+    // an IPv6 header (fd00::a -> fd00::b, UDP) and 8 bytes
+    const ipv6Hdr = Buffer.concat([Buffer.from([0x60, 0, 0, 0, 0, 8, UDP, 64]), Buffer.from('fd00000000000000000000000000000a', 'hex'), Buffer.from('fd00000000000000000000000000000b', 'hex'), Buffer.alloc(8)]);
+    const frames = [
+      fromPod(A, gwA, probe(41001), ETH_IP, [{ tpid: TPID_8021Q, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }]),
+      fromPod(A, gwA, probe(41002), ETH_IP, [{ tpid: TPID_8021AD, vid: 0 }, { tpid: TPID_8021Q, vid: 0 }]),
+      fromPod(A, gwA, probe(41003), ETH_IP, [{ tpid: TPID_8021Q, vid: 0 }]),
+      fromPod(A, gwA, probe(41004), ETH_IP, [{ tpid: TPID_8021Q, vid: 7 }, { tpid: TPID_8021Q, vid: 0 }]),
+      fromPod(A, gwA, ipv6Hdr, ETH_IPV6),
+      fromPod(A, gwA, Buffer.alloc(46, 0x11), 0x88cc),
+      fromPod(A, gwA, Buffer.alloc(46, 0x22), 0x0100), // an 802.3 length field
+    ];
+    const seen = await captured(world.ns, 'eth0', () => { assert.equal(sendFrames(A.ns, 'eth0', frames), frames.length); });
+    assert.deepEqual(seen.filter((f) => f.ip?.src === A.ip || f.ip?.dst === A.ip), [], 'nothing of A reached the world');
+    const evs = await events();
+    const drops = evs.filter((e) => e.type === 1 && e.subType === 139 && e.endpointId === A.id);
+    for (const port of [41001, 41002, 41003, 41004]) {
+      const e = find(drops, (x) => x.srcPort === port, `139 for the tagged IPv4 from port ${port}`);
+      assert.deepEqual([e.srcIp, e.dstIp, e.proto, e.dstPort, e.direction, e.srcIdentity], [A.ip, world.ip, UDP, 7777, 'egress', idOf(A)], 'the tagged packet\'s addresses are in the drop');
+    }
+    assert.equal(find(drops, (x) => x.srcPort === 41001, 'double tag').etherType, TPID_8021Q, 'the kernel took the outer tag; the inner one is what tc saw');
+    assert.equal(find(drops, (x) => x.srcPort === 41003, 'single tag').etherType, ETH_IP, 'a single tag is out of band: IPv4 with a VLAN tag');
+    const v6 = find(drops, (x) => x.etherType === ETH_IPV6, 'IPv6 dropped until it is enforced');
+    assert.deepEqual([v6.ipVersion, v6.srcIp, v6.dstIp, v6.proto], [6, 'fd00::a', 'fd00::b', UDP], 'the IPv6 drop names its addresses');
+    const other = find(drops, (x) => x.etherType === 0x88cc, 'another ethertype');
+    assert.deepEqual([other.srcIp, other.dstIp], ['', ''], 'a frame that is not IP has no addresses (not "::")');
+    assert.ok(drops.some((x) => x.etherType === 0x0100), 'an 802.3 length frame');
+    const c = await d.call<Record<string, string>>('counters');
+    assert.ok(BigInt(c.nonIPv4!) >= BigInt(frames.length));
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'A keeps working');
+  });
+
+  it('drops malformed IPv4 with its addresses and creates no conntrack for it', async () => {
+    await reset();
+    await d.call('applyFull', A.id, [rule('egress', WORLD, TCP, 8081), rule('egress', WORLD, UDP, 7777)], { ingress: false, egress: true });
+    const syn = (sport: number, ip: Partial<Parameters<typeof ipv4>[0]> = {}, doff?: number) =>
+      fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: TCP, ...ip }, tcp({ src: A.ip, dst: world.ip, sport, dport: 8081, flags: SYN, ...(doff ? { doff } : {}) })));
+    const lsrr = Buffer.from([0x83, 7, 4, ...[10, 250, 9, 2], 0]); // loose source route via the world
+    const cases: { sport: number; frame: Buffer; reason: number; what: string }[] = [
+      { sport: 42001, frame: syn(42001, { badChecksum: true }), reason: 134, what: 'bad header checksum' },
+      { sport: 42002, frame: syn(42002, { totalLength: 200 }), reason: 134, what: 'total length beyond the frame' },
+      { sport: 42003, frame: syn(42003, { totalLength: 16 }), reason: 134, what: 'total length shorter than the header' },
+      { sport: 42004, frame: syn(42004, { ihl: 4 }), reason: 134, what: 'IHL 4' },
+      { sport: 42005, frame: syn(42005, { version: 6 }), reason: 134, what: 'version 6 in an IPv4 frame' },
+      { sport: 42006, frame: syn(42006, { options: lsrr }), reason: 134, what: 'loose source routing' },
+      { sport: 42007, frame: syn(42007, { reservedBit: true }), reason: 134, what: 'reserved flag' },
+      { sport: 42008, frame: syn(42008, {}, 4), reason: 135, what: 'TCP data offset 4' },
+      { sport: 42009, frame: syn(42009, { totalLength: 30 }), reason: 135, what: 'TCP header cut by the total length' },
+      { sport: 42010, frame: fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP }, udp({ src: A.ip, dst: world.ip, sport: 42010, dport: 7777, length: 400 }, Buffer.from('x')))), reason: 135, what: 'UDP length beyond the datagram' },
+    ];
+    const ok = [
+      syn(42100),
+      syn(42101, { options: Buffer.from([0x94, 4, 0, 0]) }), // router alert: a harmless option
+      syn(42102, { options: Buffer.from([1, 1, 1, 0]) }), // NOPs and the end of the list
+    ];
+    const seen = await captured(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [...cases.map((c) => c.frame), ...ok]); });
+    const arrived = new Set(seen.filter((f) => f.dir === 'in' && f.ip?.src === A.ip).map((f) => f.sport));
+    assert.deepEqual([...arrived].sort(), [42100, 42101, 42102], 'only the well-formed SYNs reached the world');
+    const evs = await events();
+    for (const c of cases) {
+      const e = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.srcPort === c.sport, c.what);
+      assert.equal(e.subType, c.reason, c.what);
+      assert.deepEqual([e.srcIp, e.dstIp, e.proto], [A.ip, world.ip, c.sport === 42010 ? UDP : TCP], `${c.what}: addresses in the drop`);
+    }
+    const ct = await d.call<{ srcPort: number; endpointId: number }[]>('conntrack');
+    const ports = new Set(ct.filter((e) => e.endpointId === A.id).map((e) => e.srcPort));
+    for (const c of cases) assert.ok(!ports.has(c.sport), `no conntrack entry for ${c.what}`);
+    assert.ok(ports.has(42100), 'positive control: the well-formed SYN has its entry');
+    const counters = await d.call<Record<string, string>>('counters');
+    assert.ok(BigInt(counters.malformed!) >= BigInt(cases.length));
+  });
+
+  it('relates an ICMP error only when it travels between the connection\'s peers, in both directions', async () => {
+    await reset();
+    // A: ingress default deny; egress only UDP to the world's 7777. C may send anywhere.
+    await d.call('applyFull', A.id, [rule('egress', WORLD, UDP, 7777)], { ingress: true, egress: true });
+    // a live flow A:45000 -> world:7777 (the echo answers: the entry has seen its reply)
+    const live = fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP }, udp({ src: A.ip, dst: world.ip, sport: 45000, dport: 7777 }, Buffer.from('live'))));
+    sendFrames(A.ns, 'eth0', [live]);
+    await new Promise((r) => setTimeout(r, 200));
+    await events(0);
+    const outbound = ipv4({ src: A.ip, dst: world.ip, proto: UDP }, udp({ src: A.ip, dst: world.ip, sport: 45000, dport: 7777 }, Buffer.alloc(8)));
+    const inbound = ipv4({ src: world.ip, dst: A.ip, proto: UDP }, udp({ src: world.ip, dst: A.ip, sport: 7777, dport: 45000 }, Buffer.alloc(8)));
+    // egress: A sends an error about the live flow to C (a third host) and to the world (the peer)
+    const toThird = fromPod(A, gwA, ipv4({ src: A.ip, dst: C.ip, proto: ICMP }, icmpError(inbound, 3, 3, Buffer.from('covert channel payload'))));
+    const toPeer = fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: ICMP }, icmpError(inbound, 3, 3)));
+    const atC = await captured(C.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toThird]); });
+    assert.deepEqual(atC.filter((f) => f.ip?.proto === ICMP), [], 'the error to a third host never arrives');
+    const atWorld = await captured(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toPeer]); });
+    assert.equal(atWorld.filter((f) => f.dir === 'in' && f.icmpType === 3 && f.ip?.src === A.ip).length, 1, 'positive control: the error to the peer passes as related');
+    let evs = await events();
+    const dr = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.proto === ICMP && x.dstIp === C.ip, 'the error to C dropped by policy');
+    assert.equal(dr.subType, 133);
+    assert.equal(dr.icmpType, 3);
+    find(evs, (x) => x.type === 4 && x.endpointId === A.id && x.ctReason === 4 && x.dstIp === world.ip, 'RELATED trace of the error to the peer');
+    // ingress: errors about A's live flow sent to A by C (not the peer) and by the world (the peer)
+    const fromThird = eth({ dst: gwC, src: C.mac, type: ETH_IP }, ipv4({ src: C.ip, dst: A.ip, proto: ICMP }, icmpError(outbound, 3, 3, Buffer.from('covert channel payload'))));
+    const fromPeer = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP }, ipv4({ src: world.ip, dst: A.ip, proto: ICMP }, icmpError(outbound, 3, 3)));
+    const atA = await captured(A.ns, 'eth0', () => {
+      sendFrames(C.ns, 'eth0', [fromThird]);
+      sendFrames(world.ns, 'eth0', [fromPeer]);
+    });
+    const errs = atA.filter((f) => f.dir === 'in' && f.icmpType === 3);
+    assert.deepEqual(errs.map((f) => f.ip?.src), [world.ip], 'only the peer\'s error reaches A');
+    evs = await events();
+    const di = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.direction === 'ingress' && x.srcIp === C.ip && x.proto === ICMP, 'C\'s error dropped at A\'s ingress');
+    assert.equal(di.subType, 133);
+  });
+
+  it('applies policy to every forward packet: tightening cuts established connections, egress and ingress, L7-redirected too', async () => {
+    await reset();
+    await d.call('proxyRouting');
+    // egress, decided at A's from_container
+    await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
+    const r0 = await d.call<number>('policyRevision');
+    const h1 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
+    procs.push(h1);
+    await waitLine(h1, /connected/);
+    h1.stdin!.write('one\n');
+    assert.match(await waitLine(h1, /pong|fail/), /pong/);
+    await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 9090)], { ingress: false, egress: true });
+    assert.ok((await d.call<number>('policyRevision')) > r0, 'a policy change bumps the revision');
+    await events(0);
+    h1.stdin!.write('two\n');
+    assert.match(await waitLine(h1, /pong|fail/), /fail/, 'the established connection is cut');
+    let evs = await events();
+    let e = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.dstPort === 8080 && x.direction === 'egress', 'egress drop of the established connection');
+    assert.equal(e.subType, 133);
+    killProc(h1);
+    // ingress of a local destination, decided at the source
+    await d.call('applyFull', A.id, [], { ingress: false, egress: false });
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
+    const h2 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
+    procs.push(h2);
+    await waitLine(h2, /connected/);
+    h2.stdin!.write('one\n');
+    assert.match(await waitLine(h2, /pong|fail/), /pong/);
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 9090)], { ingress: true, egress: false });
+    await events(0);
+    h2.stdin!.write('two\n');
+    assert.match(await waitLine(h2, /pong|fail/), /fail/);
+    evs = await events();
+    e = find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.dstPort === 8080 && x.srcIp === A.ip, 'ingress drop at B');
+    assert.deepEqual([e.subType, e.direction], [133, 'ingress']);
+    killProc(h2);
+    // ingress decided at to_container: the world connects to B (from_network pre-decides, to_container re-decides)
+    await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 8080)], { ingress: true, egress: false });
+    const h3 = spawnInNs(world.ns, ['hold', B.ip, '8080']);
+    procs.push(h3);
+    await waitLine(h3, /connected/);
+    h3.stdin!.write('one\n');
+    assert.match(await waitLine(h3, /pong|fail/), /pong/);
+    await d.call('applyFull', B.id, [], { ingress: true, egress: false });
+    await events(0);
+    h3.stdin!.write('two\n');
+    assert.match(await waitLine(h3, /pong|fail/), /fail/);
+    evs = await events();
+    e = find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.srcIp === world.ip && x.dstPort === 8080, 'drop of the world\'s established connection at B');
+    assert.deepEqual([e.subType, e.direction], [133, 'ingress']);
+    killProc(h3);
+    // an L7-redirected connection (egress proxy, here an echo) is cut when the rule goes
+    await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    await d.call('proxyListen', 15031, 0, true);
+    try {
+      const http = { parser: 'http', perSelector: [] };
+      await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080, http)], { ingress: false, egress: true });
+      const h4 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
+      procs.push(h4);
+      await waitLine(h4, /connected/);
+      h4.stdin!.write('one\n');
+      assert.match(await waitLine(h4, /pong|fail/), /pong/, 'through the proxy');
+      await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 9090)], { ingress: false, egress: true });
+      await events(0);
+      h4.stdin!.write('two\n');
+      assert.match(await waitLine(h4, /pong|fail/), /fail/, 'the redirected connection is cut');
+      evs = await events();
+      e = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.dstPort === 8080, 'drop of the redirected connection');
+      assert.equal(e.subType, 133);
+      killProc(h4);
+    } finally {
+      await d.call('proxyClose', 0);
+    }
+    // loosening works the same way: a new connection with the rule back is fine
+    await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    const c = await d.call<Record<string, string>>('counters');
+    assert.ok(BigInt(c.policyRechecks!) > 0n);
+  });
+
+  it('keeps conntrack per endpoint: one endpoint\'s flood evicts nothing of another\'s', async () => {
+    await reset();
+    await d.call('applyFull', C.id, [rule('egress', WORLD, TCP, 0)], { ingress: false, egress: true });
+    // A: replies only (ingress default deny), so a server push needs A's entry to arrive
+    await d.call('applyFull', A.id, [], { ingress: true, egress: false });
+    const push = spawnInNs(B.ns, ['pushserve', '8091', '8092']);
+    procs.push(push);
+    await waitLine(push, /ready/);
+    const ticks = spawnInNs(A.ns, ['ticks', B.ip, '8091']);
+    procs.push(ticks);
+    await waitLine(ticks, /connected/);
+    const poke = () => (JSON.parse(inNs(topo.nodeNs, ['poke', B.ip, '8092'])) as { ok: boolean }).ok;
+    assert.equal(poke(), true);
+    assert.match(await waitLine(ticks, /tick|closed/), /tick/, 'positive control: the push arrives');
+    const mine = (await d.call<{ dstPort: number }[]>('ctTable', ctOwnIndex(A.id))).filter((e) => e.dstPort === 8091);
+    assert.equal(mine.length, 2, 'A\'s egress entry and B\'s ingress entry, both in A\'s own table');
+    // C: 3 x 65,000 allowed SYNs (distinct ports) and as many with a bad IP checksum
+    const syn = (badChecksum: boolean, dport: number) => fromPod(C, gwC, ipv4({ src: C.ip, dst: world.ip, proto: TCP, badChecksum }, tcp({ src: C.ip, dst: world.ip, sport: 1024, dport, flags: SYN })));
+    const t0 = Date.now();
+    let sent = 0;
+    for (const dport of [8081, 8082, 8083]) {
+      sent += floodFrames(C.ns, 'eth0', syn(false, dport), 65_000, 14 + 20);
+      sent += floodFrames(C.ns, 'eth0', syn(true, dport), 65_000, 14 + 20);
+    }
+    const secs = (Date.now() - t0) / 1000;
+    assert.equal(sent, 390_000);
+    assert.equal(poke(), true);
+    assert.match(await waitLine(ticks, /tick|closed/, 4000), /tick/, `the push after C's flood (${sent} frames in ${secs.toFixed(1)} s) still arrives`);
+    const still = (await d.call<{ dstPort: number }[]>('ctTable', ctOwnIndex(A.id))).filter((e) => e.dstPort === 8091);
+    assert.equal(still.length, 2, 'A\'s entries are still there');
+    const cs = await d.call<{ dstPort: number }[]>('ctTable', ctOwnIndex(C.id));
+    assert.ok(cs.length > 1000 && cs.length <= 8192, `C's table holds C's churn and is bounded: ${cs.length}`);
+    killProc(ticks);
+    killProc(push);
+  });
+
+  it('gives every sender its own event budget: a flood of denied packets cannot crowd out another endpoint\'s events', async () => {
+    await reset();
+    await d.call('applyFull', C.id, [], { ingress: false, egress: true }); // C may send nothing
+    await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
+    await events(0);
+    const lost0 = BigInt(await d.call<string>('eventsLost'));
+    const flood = fromPod(C, gwC, ipv4({ src: C.ip, dst: world.ip, proto: TCP }, tcp({ src: C.ip, dst: world.ip, sport: 1024, dport: 9999, flags: SYN })));
+    const t0 = Date.now();
+    floodFrames(C.ns, 'eth0', flood, 30_000, 14 + 20);
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    const secs = (Date.now() - t0) / 1000;
+    const evs = await events(600);
+    const fromC = evs.filter((e) => e.endpointId === C.id && e.srcIp === C.ip);
+    // 1000/s, burst 1000 (the driver's datapath runs with the defaults)
+    assert.ok(fromC.length <= 1000 + Math.ceil(secs * 1000) + 100, `C's events are bounded by its budget: ${fromC.length} in ${secs.toFixed(2)} s`);
+    assert.ok(fromC.length >= 900, 'C still gets its burst of events');
+    find(evs, (e) => e.type === 5 && e.endpointId === A.id && e.dstPort === 8080 && e.verdict === 0, 'A\'s policy verdict arrives during the flood');
+    find(evs, (e) => e.type === 4 && e.endpointId === A.id && e.dstPort === 8080 && e.ctReason === 1, 'A\'s trace arrives during the flood');
+    const bySender = await d.call<Record<string, { own: string; external: string }>>('eventsLostBySender');
+    assert.ok(BigInt(bySender[C.id]?.own ?? 0) > 20_000n, `C's losses are counted as C's: ${JSON.stringify(bySender)}`);
+    assert.equal(bySender[A.id], undefined, 'A lost nothing');
+    assert.ok(BigInt(await d.call<string>('eventsLost')) - lost0 > 20_000n, 'the losses are in eventsLost (Hubble reports them)');
+  });
+
+  it('tracks IPv4 fragments: later fragments follow their first one (also through a service), orphans are dropped (175)', async () => {
+    await reset();
+    await d.call('applyFull', A.id, [rule('egress', WORLD, UDP, 7777), rule('egress', idOf(B), UDP, 5353)], { ingress: true, egress: true });
+    // a real 3000-byte datagram both ways (the kernel fragments it; the echo's answer too)
+    let r = JSON.parse(inNs(A.ns, ['udpbig', world.ip, '7777', '3000', '2000'])) as { ok: boolean; err?: string };
+    assert.deepEqual(r, { ok: true }, 'fragmented UDP to the world and back');
+    const VIP = '10.96.3.53';
+    await d.call('upsertService', { ip: VIP, port: 53, proto: 'UDP', backends: [{ ip: B.ip, port: 5353 }] });
+    try {
+      r = JSON.parse(inNs(A.ns, ['udpbig', VIP, '53', '4000', '2000'])) as { ok: boolean; err?: string };
+      assert.deepEqual(r, { ok: true }, 'fragmented UDP through a ClusterIP: later fragments DNATed and reverse-NATed');
+    } finally {
+      await d.call('deleteService', { ip: VIP, port: 53, proto: 'UDP' });
+    }
+    const fr = await d.call<unknown[]>('fragments');
+    assert.ok(fr.length >= 2, 'first fragments were remembered');
+    await events(0);
+    // crafted: an orphan later fragment, the later fragment of a denied datagram, an overlapping TCP fragment
+    const body = Buffer.alloc(1480 + 8, 0x41);
+    const dgram = (dport: number) => udp({ src: A.ip, dst: world.ip, sport: 46000, dport }, body);
+    const first = (id: number, dport: number) => fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, mf: true }, dgram(dport).subarray(0, 1480)));
+    const later = (id: number, dport: number) => fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, fragOffset: 1480 }, dgram(dport).subarray(1480)));
+    const tcpOverlap = fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: TCP, id: 0x5003, fragOffset: 8 }, Buffer.alloc(32)));
+    const seen = await captured(world.ns, 'eth0', () => {
+      sendFrames(A.ns, 'eth0', [later(0x5001, 7777), first(0x5002, 9999), later(0x5002, 9999), tcpOverlap, first(0x5004, 7777), later(0x5004, 7777)]);
+    });
+    const got = seen.filter((f) => f.dir === 'in' && f.ip?.src === A.ip && f.ip.proto !== ICMP).map((f) => `${f.ip!.id.toString(16)}@${f.ip!.fragOffset}`);
+    assert.deepEqual(got.sort(), ['5004@0', '5004@1480'], `only the allowed datagram arrived, both fragments: ${got}`);
+    const evs = await events();
+    const orphan = find(evs, (e) => e.type === 1 && e.endpointId === A.id && e.subType === 175, 'orphan later fragment dropped');
+    assert.deepEqual([orphan.srcIp, orphan.dstIp, orphan.proto], [A.ip, world.ip, UDP]);
+    assert.equal(evs.filter((e) => e.type === 1 && e.endpointId === A.id && e.subType === 175).length, 2, 'the denied datagram\'s later fragment has no first fragment either');
+    find(evs, (e) => e.type === 1 && e.endpointId === A.id && e.subType === 133 && e.dstPort === 9999, 'the denied first fragment');
+    find(evs, (e) => e.type === 1 && e.endpointId === A.id && e.subType === 134 && e.proto === TCP, 'a TCP fragment overlapping the header');
+  });
+
+  it('from_network drops packets that claim a local endpoint\'s address (132)', async () => {
+    await reset();
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), UDP, 5353)], { ingress: true, egress: false });
+    const spoof = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP }, ipv4({ src: A.ip, dst: B.ip, proto: UDP }, udp({ src: A.ip, dst: B.ip, sport: 47000, dport: 5353 }, Buffer.from('as A'))));
+    const atB = await captured(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [spoof]); });
+    assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.sport === 47000), [], 'the spoofed datagram never reaches B');
+    const evs = await events();
+    const e = find(evs, (x) => x.type === 1 && x.subType === 132 && x.srcIp === A.ip && x.dstIp === B.ip, 'INVALID_SOURCE_IP at the network device');
+    assert.equal(e.srcPort, 47000);
+    // positive control: the same datagram from A itself is delivered
+    const real = fromPod(A, gwA, ipv4({ src: A.ip, dst: B.ip, proto: UDP }, udp({ src: A.ip, dst: B.ip, sport: 47001, dport: 5353 }, Buffer.from('A'))));
+    const atB2 = await captured(B.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [real]); });
+    assert.equal(atB2.filter((f) => f.dir === 'in' && f.sport === 47001).length, 1);
+  });
+});
