@@ -87,9 +87,32 @@ test('hubble status and list nodes through the relay: both nodes connected', { s
   assert.match(st, /Healthcheck \(via .*\): Ok/);
   const ln = await hubble(['list', 'nodes', '--server', relay, ...tlsFlags]);
   assert.equal(ln.code, 0, ln.stderr);
-  assert.match(ln.stdout, /node1\s+Connected\s+\S+\s+\S+\s+[\d/]+\s+\S+\s+192\.0\.2\.1:4244/);
-  assert.match(ln.stdout, /node2\s+Connected\s+\S+\s+\S+\s+[\d/]+\s+\S+\s+192\.0\.2\.2:4244/);
+  assert.match(ln.stdout, /node1\s+Connected/);
+  assert.match(ln.stdout, /node2\s+Connected/);
+  const js = await hubble(['list', 'nodes', '--server', relay, ...tlsFlags, '-o', 'json']);
+  assert.equal(js.code, 0, js.stderr);
+  const nodes = jsonValues(js.stdout) as { name: string; address: string; state: string; tls?: { enabled?: boolean; server_name?: string } }[];
+  assert.deepEqual(nodes.map((n) => [n.name, n.address, n.state]).sort(), [['node1', '192.0.2.1:4244', 'NODE_CONNECTED'], ['node2', '192.0.2.2:4244', 'NODE_CONNECTED']]);
+  assert.deepEqual(nodes.map((n) => n.tls?.server_name).sort(), ['node1.default.hubble-grpc.cilium.io', 'node2.default.hubble-grpc.cilium.io']);
 });
+
+/** hubble prints a JSON array or one value per line, depending on the command */
+function jsonValues(text: string): unknown[] {
+  const t = text.trim();
+  if (t.startsWith('[')) return JSON.parse(t) as unknown[];
+  const out: unknown[] = [];
+  let depth = 0;
+  let start = -1;
+  let inStr = false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t[i];
+    if (inStr) { if (c === '\\') i++; else if (c === '"') inStr = false; continue; }
+    if (c === '"') inStr = true;
+    else if (c === '{' || c === '[') { if (depth++ === 0) start = i; }
+    else if (c === '}' || c === ']') { if (--depth === 0) out.push(JSON.parse(t.slice(start, i + 1))); }
+  }
+  return out;
+}
 
 test('observe --last merges both nodes in time order; --node-name filters; membrane observe uses the relay', { skip }, async () => {
   const ips = await lab.podIPs();
@@ -133,7 +156,7 @@ test('a dead agent shows as unavailable; the other node\'s flows keep coming', {
     const r = await hubble(['status', '--server', relay, ...tlsFlags]);
     return /Connected Nodes: 1\/2/.test(r.stdout) ? r.stdout : undefined;
   }, 20_000);
-  assert.match(st, /Unavailable Nodes: \(1\)\s+- node2/);
+  assert.match(st, /Unavailable Nodes: 1\s+- node2/);
   const ln = await hubble(['list', 'nodes', '--server', relay, ...tlsFlags]);
   assert.match(ln.stdout, /node2\s+Unavailable/);
   assert.match(ln.stdout, /node1\s+Connected/);
