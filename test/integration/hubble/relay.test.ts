@@ -7,7 +7,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHubble, type Hubble } from '../../../src/hubble/index.ts';
@@ -55,7 +57,7 @@ before(async () => {
   for (const name of ['node1', 'node2']) {
     const h = createHubble({
       nodeName: name, resolver, socketPath: join(dir, name, 'hubble.sock'), capacity: 63,
-      tcpPort: 0, tcpHost: '127.0.0.1', tcpSecurity: { tls: pki.server(name) },
+      tcpPort: 0, tcpHost: '127.0.0.1', tcpSecurity: { tls: pki.server(name) }, tcpForwardSocket: join(dir, name, 'hubble-peer.sock'),
       // the cluster as each agent knows it (kvstore nodes)
       peers: () => Object.entries(ports).map(([n, p]) => ({ name: n, address: `127.0.0.1:${p}` })),
     });
@@ -166,4 +168,22 @@ test('a stopped node is unavailable; the other node still serves its flows', asy
   const fs = flowsOf(rs);
   assert.ok(fs.length >= 5);
   assert.ok(fs.every((f) => f.nodeName === 'node1'));
+});
+
+test('the port-forward socket is root-only and judges nothing itself: TLS with a client certificate is still required', async () => {
+  const sock = join(dir, 'node1', 'hubble-peer.sock');
+  assert.equal(statSync(sock).mode & 0o777, 0o600);
+  const handshake = (withCert: boolean) => new Promise<string>((resolve) => {
+    const s = tls.connect({
+      socket: connect(sock), servername: hubbleServerName('node1'), ca: readFileSync(pki.caCert), ALPNProtocols: ['h2'],
+      ...(withCert ? { cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) } : {}),
+    });
+    // TLS 1.3: the server judges the client certificate after the client's Finished; read to see its verdict
+    s.on('secureConnect', () => { s.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'); });
+    s.once('data', () => { resolve('served'); s.destroy(); });
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.on('close', () => resolve('closed'));
+  });
+  assert.equal(await handshake(true), 'served');
+  assert.notEqual(await handshake(false), 'served');
 });
