@@ -26,6 +26,8 @@ const { values } = parseArgs({
     ready: { type: 'string' },
     'disable-server-tls': { type: 'boolean', default: false },
     'disable-client-tls': { type: 'boolean', default: false },
+    // the default port taken (another lab's Relay): any free port, said in the log and the address file
+    'fallback-any-port': { type: 'boolean', default: false },
   },
 });
 const stateDir = values['state-dir']!;
@@ -35,8 +37,8 @@ if (!m) throw new Error(`--listen ${values.listen}: want host:port`);
 const peerSocket = (node: string) => join(stateDir, 'nodes', node, 'hubble-peer.sock');
 const log = (msg: string) => process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
 
-const relay = createRelay({
-  listenHost: m[1]!, listenPort: Number(m[2]),
+const makeRelay = (listenPort: number) => createRelay({
+  listenHost: m[1]!, listenPort,
   security: values['disable-server-tls'] ? { plaintext: true } : { tls: { ...certs.relayServer, clientCaFiles: [certs.caCert] } },
   ...(values['disable-client-tls'] ? {} : { clientTls: { caFiles: [certs.caCert], certFile: certs.clientCert, keyFile: certs.clientKey } }),
   // any node's agent answers Peer.Notify with the whole cluster
@@ -53,7 +55,15 @@ const relay = createRelay({
   version: 'membrane-relay v0.1.0',
   log,
 });
-await relay.start();
+let relay = makeRelay(Number(m[2]));
+try {
+  await relay.start();
+} catch (e) {
+  if (!values['fallback-any-port'] || !/EADDRINUSE/.test((e as Error).message)) throw e;
+  log(`${values.listen} is in use (another lab's Relay?): serving on a free port instead`);
+  relay = makeRelay(0);
+  await relay.start();
+}
 const a = relay.address()!;
 writeFileSync(join(stateDir, 'relay', 'address'), `${a.host}:${a.port}\n`);
 log(`hubble relay serving on ${a.host}:${a.port} (${values['disable-server-tls'] ? 'PLAIN TEXT' : 'mutual TLS'})`);

@@ -54,6 +54,8 @@ export async function ensureLabRelay(config: MembraneConfig, paths: LabPaths, re
     argv: [join(repoRoot, 'bin/node'), '--max-old-space-size=128', join(repoRoot, 'src/lab/relay-main.ts'), RELAY_MARKER,
       `--state-dir=${paths.stateDir}`, `--listen=127.0.0.1:${config.hubbleRelayPort}`, `--ready=${ready}`,
       ...(plain ? ['--disable-server-tls'] : []),
+      // the default port may be another lab's: then any free one (`status` and the address file say which)
+      ...(config.hubbleRelayPort === 4245 ? ['--fallback-any-port'] : []),
       // the agents' 4244 is plain text only when they were told so; the Relay's client side follows
       ...(config.hubbleDisableTls ? ['--disable-client-tls'] : [])],
     logFile: join(dir, 'relay.log'), pidFile: join(dir, 'relay.pid'),
