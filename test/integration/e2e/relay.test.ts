@@ -8,7 +8,7 @@
 import { skipUnless } from '../../support/requirements.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab } from '../support/lab.ts';
@@ -138,6 +138,39 @@ test('observe --last merges both nodes in time order; --node-name filters; membr
   assert.deepEqual([...mine2Nodes], ['node2']);
 });
 
+test('observe --follow through the relay: new flows of both nodes as they happen (bounded)', { skip }, async () => {
+  const child = spawn(HUBBLE, ['observe', '--server', relay, ...tlsFlags, '--follow', '-o', 'jsonpb', '--namespace', 'rl'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const seen = new Set<string>();
+  let buf = '';
+  const got = new Promise<void>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) {
+        const n = (JSON.parse(l) as JFlow).flow?.node_name;
+        if (n) seen.add(n);
+      }
+      if (seen.has('node1') && seen.has('node2')) resolve();
+    });
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 1500));
+    const ips = await lab.podIPs();
+    const target = `${Object.entries(ips).find(([k]) => k.endsWith('/server'))![1]}:8080/tcp`;
+    assert.deepEqual(Object.values(await lab.probe('rl', 'client', [target])), [true]);
+    await Promise.race([got, new Promise((_, rej) => setTimeout(() => rej(new Error(`follow saw only ${[...seen].join(',') || 'nothing'}`)), 20_000))]);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.deepEqual([...seen].sort(), ['node1', 'node2']);
+});
+
+test('membrane lab hubble prints the relay flags', { skip }, async () => {
+  const out = await lab.ok(['lab', 'hubble']);
+  assert.ok(out.includes(`hubble observe --server ${relay} --tls`), out);
+});
+
 test('the relay refuses a client without a certificate (and plain text)', { skip }, async () => {
   const t = hubbleTlsPaths(paths.stateDir);
   const noCert = await hubble(['observe', '--server', relay, '--tls', '--tls-ca-cert-files', t.caCert, '--tls-server-name', 'relay.hubble-relay.cilium.io', '--last', '1'], 15_000);
@@ -169,4 +202,17 @@ test('a dead agent shows as unavailable; the other node\'s flows keep coming', {
     return fs.filter((f) => Date.parse(f.flow!.time!) >= before - 1000).length ? fs : undefined;
   });
   assert.ok(fresh.every((f) => f.flow!.node_name === 'node1'));
+});
+
+test('membrane up restarts a dead relay and agent; the relay sees both nodes again', { skip }, async () => {
+  const pid = readPidFile(join(paths.stateDir, 'relay', 'relay.pid'))!;
+  process.kill(pid, 'SIGKILL');
+  await lab.ok(['up', '--nodes', '2'], { timeoutMs: 240_000 });
+  const again = readPidFile(join(paths.stateDir, 'relay', 'relay.pid'))!;
+  assert.notEqual(again, pid);
+  relay = readFileSync(join(paths.stateDir, 'relay', 'address'), 'utf8').trim();
+  await until('2/2 connected again', async () => {
+    const r = await hubble(['status', '--server', relay, ...tlsFlags]);
+    return /Connected Nodes: 2\/2/.test(r.stdout) ? true : undefined;
+  }, 30_000);
 });
