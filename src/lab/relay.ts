@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { LabPaths } from '../common/paths.ts';
 import { childEnv, type MembraneConfig } from '../common/config.ts';
 import { MembraneError } from '../common/errors.ts';
-import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
+import { isAlive, killPids, pidsByCmdline, readPidFile, spawnDetached } from '../sys/proc.ts';
 
 export const RELAY_MARKER = '--id=hubble-relay';
 
@@ -72,10 +72,12 @@ export async function ensureLabRelay(config: MembraneConfig, paths: LabPaths, re
   return labRelay(paths) ?? { pid, address: readFileSync(join(dir, 'address'), 'utf8').trim(), tls: !plain };
 }
 
-/** Stops the Relay (down): by its pid file, checked against its command line. */
+/** Stops the Relay (down): by its pid file, and by its command line when the state directory was lost. */
 export async function stopLabRelay(paths: LabPaths): Promise<number> {
+  const pids = new Set(pidsByCmdline([RELAY_MARKER, `--state-dir=${paths.stateDir} `]));
   const pid = readPidFile(join(labRelayDir(paths), 'relay.pid'));
-  if (!pid || !isAlive(pid, RELAY_MARKER)) return 0;
-  await killPids([pid], { timeoutMs: 5000 });
-  return 1;
+  if (pid && isAlive(pid, RELAY_MARKER)) pids.add(pid);
+  if (!pids.size) return 0;
+  await killPids([...pids], { timeoutMs: 5000 });
+  return pids.size;
 }

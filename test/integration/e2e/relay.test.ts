@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { TestLab } from '../support/lab.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { hubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
-import { readPidFile } from '../../../src/sys/proc.ts';
+import { pidsByCmdline, readPidFile } from '../../../src/sys/proc.ts';
+import { rmSync } from 'node:fs';
 
 const HUBBLE = hubbleCli();
 const lab = new TestLab(`rl${process.pid % 10000}`);
@@ -215,4 +216,12 @@ test('membrane up restarts a dead relay and agent; the relay sees both nodes aga
     const r = await hubble(['status', '--server', relay, ...tlsFlags]);
     return /Connected Nodes: 2\/2/.test(r.stdout) ? true : undefined;
   }, 30_000);
+});
+
+test('membrane down stops the relay even when its pid file is gone', { skip }, async () => {
+  const marker = [`--id=hubble-relay`, `--state-dir=${paths.stateDir} `];
+  assert.equal(pidsByCmdline(marker).length, 1);
+  rmSync(join(paths.stateDir, 'relay', 'relay.pid'));
+  await lab.ok(['down'], { timeoutMs: 120_000 });
+  assert.deepEqual(pidsByCmdline(marker), []);
 });
