@@ -90,10 +90,23 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 class FanIn {
   private items: GetFlowsResponse[] = [];
   private wake: (() => void) | undefined;
+  private space: (() => void)[] = [];
   private running = 0;
   push(r: GetFlowsResponse): void {
     this.items.push(r);
     this.wake?.();
+  }
+  /**
+   * Backpressure (Cilium's relay blocks on a bounded channel): a peer's reader waits while this
+   * many responses are not yet taken, so a slow client never makes the Relay buffer without end.
+   * Non-follow requests take at the end, so they are not held back (their size is the peers' rings).
+   */
+  room(limit: number, signal: AbortSignal): Promise<void> {
+    if (this.items.length < limit || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.space.push(resolve);
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
   }
   started(): void { this.running++; }
   ended(): void {
@@ -104,6 +117,7 @@ class FanIn {
   take(): GetFlowsResponse[] {
     const out = this.items;
     this.items = [];
+    for (const r of this.space.splice(0)) r();
     return out;
   }
   wait(ms: number, signal: AbortSignal): Promise<void> {
@@ -215,12 +229,16 @@ export function createRelay(o: RelayOptions): Relay {
     const signal = AbortSignal.any([ctx.signal, shutdown.signal]);
     const fan = new FanIn();
     const streaming = new Set<string>();
+    const limit = req.follow ? SORT_BUFFER_LEN * 10 : Infinity;
     const pump = (p: PeerState) => {
       streaming.add(p.name);
       fan.started();
       void (async () => {
         try {
-          for await (const r of p.client.getFlows(req, { signal })) fan.push(r);
+          for await (const r of p.client.getFlows(req, { signal })) {
+            fan.push(r);
+            await fan.room(limit, signal);
+          }
         } catch (e) {
           if (!signal.aborted) {
             const ce = ConnectError.from(e);
