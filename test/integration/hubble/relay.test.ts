@@ -25,6 +25,8 @@ let dir: string;
 let pki: HubbleTlsPaths;
 const nodes: Record<string, Hubble> = {};
 let relay: Relay;
+/** the cluster as the agents know it (their kvstore nodes): Peer.Notify serves it */
+const ports: Record<string, number> = {};
 let port: number;
 const RELAY_NAME = 'relay.hubble-relay.cilium.io';
 
@@ -53,7 +55,6 @@ async function until<T>(fn: () => Promise<T | undefined>, what: string, limit = 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'membrane-relay-'));
   pki = await ensureHubbleCerts(dir, ['node1', 'node2']);
-  const ports: Record<string, number> = {};
   for (const name of ['node1', 'node2']) {
     const h = createHubble({
       nodeName: name, resolver, socketPath: join(dir, name, 'hubble.sock'), capacity: 63,
@@ -168,6 +169,15 @@ test('a stopped node is unavailable; the other node still serves its flows', asy
   const fs = flowsOf(rs);
   assert.ok(fs.length >= 5);
   assert.ok(fs.every((f) => f.nodeName === 'node1'));
+});
+
+test('a node leaving the cluster (its kvstore key gone) is PEER_DELETED: the relay forgets it', async () => {
+  delete ports.node2;
+  await until(async () => (relay.peers().some((p) => p.name === 'node2') ? undefined : true), 'node2 forgotten', 5000);
+  const s = await client().serverStatus({});
+  assert.equal(s.numConnectedNodes, 1);
+  assert.equal(s.numUnavailableNodes, 0);
+  assert.deepEqual((await client().getNodes({})).nodes.map((n) => n.name), ['node1']);
 });
 
 test('the port-forward socket is root-only and judges nothing itself: TLS with a client certificate is still required', async () => {
