@@ -114,6 +114,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     // TLS with the provider's Hubble certificates unless the settings say otherwise (src/hubble/tls.ts).
     tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls),
     peerAddress: `${provider.nodeAddresses[0] ?? '127.0.0.1'}:${HUBBLE_SERVER_PORT}`,
+    // Peer.Notify names every registered node, as Cilium's agent does: a Relay dialling one agent finds all
+    ...(input.clusterNodes ? { peers: () => input.clusterNodes!().map((n) => ({ name: n.name, address: `${n.ip}:${HUBBLE_SERVER_PORT}` })) } : {}),
+    tcpForwardSocket: paths.hubblePeerSocket(node),
     // Cilium's --hubble-event-buffer-capacity (2^n - 1; default 4095)
     capacity: config.hubbleEventBufferCapacity,
   });

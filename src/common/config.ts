@@ -40,6 +40,10 @@ export interface MembraneConfig {
   hubbleEventBufferCapacity: number;
   /** plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls) */
   hubbleDisableTls: boolean;
+  /** TCP port of the lab's Hubble Relay on the lab host's loopback (Cilium's relay :4245); 0: any free port */
+  hubbleRelayPort: number;
+  /** plain text on the Relay's port instead of mutual TLS (Cilium's relay --disable-server-tls) */
+  hubbleRelayDisableServerTls: boolean;
   /** Hubble server certificate (PEM); none: the lab's (Cilium's --hubble-tls-cert-file) */
   hubbleTlsCertFile: string | undefined;
   /** its private key; none: the lab's (Cilium's --hubble-tls-key-file) */
@@ -169,6 +173,8 @@ export const SETTINGS: readonly Setting[] = [
     help: "Hubble's flow ring capacity, 2^n - 1 (Cilium's --hubble-event-buffer-capacity)", parse: wholeNumber(1_048_575),
   },
   { name: 'hubbleDisableTls', scope: 'agent', env: 'MEMBRANE_HUBBLE_DISABLE_TLS', flag: '--hubble-disable-tls', default: 'false', help: "true: plain text on Hubble's TCP 4244 instead of mutual TLS (Cilium's --hubble-disable-tls)", parse: flag },
+  { name: 'hubbleRelayPort', scope: 'lab', env: 'MEMBRANE_HUBBLE_RELAY_PORT', flag: '--hubble-relay-port', default: '4245', help: "TCP port of the lab's Hubble Relay on 127.0.0.1 (multi-node labs; 0: any free port)", parse: wholeNumber(65535) },
+  { name: 'hubbleRelayDisableServerTls', scope: 'lab', env: 'MEMBRANE_HUBBLE_RELAY_DISABLE_SERVER_TLS', flag: '--hubble-relay-disable-server-tls', default: 'false', help: "true: plain text on the Relay's port instead of mutual TLS (Cilium's relay --disable-server-tls)", parse: flag },
   { name: 'hubbleTlsCertFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CERT_FILE', flag: '--hubble-tls-cert-file', default: "(the lab's)", help: "Hubble server certificate, PEM, leaf first (Cilium's --hubble-tls-cert-file)", parse: text },
   { name: 'hubbleTlsKeyFile', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_KEY_FILE', flag: '--hubble-tls-key-file', default: "(the lab's)", help: "its private key, mode 0600 or stricter (Cilium's --hubble-tls-key-file)", parse: text },
   { name: 'hubbleTlsClientCaFiles', scope: 'agent', env: 'MEMBRANE_HUBBLE_TLS_CLIENT_CA_FILES', flag: '--hubble-tls-client-ca-files', default: "(the lab's Hubble CA)", help: "CAs that sign Hubble clients' certificates, comma-separated (Cilium's --hubble-tls-client-ca-files)", parse: text },
@@ -257,6 +263,8 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     agentMetricsPort: value('agentMetricsPort', 9962),
     hubbleEventBufferCapacity: value('hubbleEventBufferCapacity', 4095),
     hubbleDisableTls: value('hubbleDisableTls', false),
+    hubbleRelayPort: value('hubbleRelayPort', 4245),
+    hubbleRelayDisableServerTls: value('hubbleRelayDisableServerTls', false),
     hubbleTlsCertFile: value('hubbleTlsCertFile', undefined),
     hubbleTlsKeyFile: value('hubbleTlsKeyFile', undefined),
     hubbleTlsClientCaFiles: value('hubbleTlsClientCaFiles', undefined),

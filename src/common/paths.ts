@@ -12,6 +12,8 @@ export interface LabPaths {
   nodeDir(node: string): string;
   agentSocket(node: string): string;
   hubbleSocket(node: string): string;
+  /** root-only unix socket joined to the node's Hubble TCP 4244 (the lab Relay dials through it) */
+  hubblePeerSocket(node: string): string;
   agentPidFile(node: string): string;
   agentLog(node: string): string;
   storeFile(node: string): string;
@@ -27,6 +29,7 @@ export function labPaths(config: Pick<MembraneConfig, 'lab' | 'stateDir' | 'bpff
     nodeDir,
     agentSocket: (node) => join(nodeDir(node), 'agent.sock'),
     hubbleSocket: (node) => join(nodeDir(node), 'hubble.sock'),
+    hubblePeerSocket: (node) => join(nodeDir(node), 'hubble-peer.sock'),
     agentPidFile: (node) => join(nodeDir(node), 'agent.pid'),
     agentLog: (node) => join(nodeDir(node), 'agent.log'),
     storeFile: (node) => join(nodeDir(node), 'store.json'),

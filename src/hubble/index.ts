@@ -30,6 +30,10 @@ export interface HubbleDeps {
   tcpSecurity?: HubbleTcpSecurity;
   /** address peers and `hubble list nodes` show (Cilium: the node IP and 4244) */
   peerAddress?: string;
+  /** every node of the cluster for Peer.Notify (name, `ip:4244`); absent: this node only */
+  peers?: () => { name: string; address: string }[];
+  /** unix socket joined to the TCP listener (the lab Relay's way into the node namespace) */
+  tcpForwardSocket?: string;
   /** ring capacity, 2^n − 1 (default 4095) */
   capacity?: number;
   /** ServerStatus version string (default `membrane v0.1.0`) */
@@ -81,6 +85,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
     tcpSecurity: deps.tcpSecurity,
     clusterName: deps.clusterName,
     peerAddress: deps.peerAddress,
+    ...(deps.peers ? { peers: deps.peers } : {}),
+    ...(deps.tcpForwardSocket ? { tcpForwardSocket: deps.tcpForwardSocket } : {}),
     ring,
     nodeName: deps.nodeName,
     version: deps.version ?? 'membrane v0.1.0',

@@ -8,6 +8,7 @@
  * GetFlows positioning follows spec/hubble.md §2.2.
  */
 import http2 from 'node:http2';
+import net from 'node:net';
 import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { create, type DescField, type DescMessage } from '@bufbuild/protobuf';
@@ -50,6 +51,18 @@ export interface HubbleServerOptions {
   seenFlows: () => number;
   /** address peers should use (Peer.Notify); default the TCP address or the unix socket */
   peerAddress?: string;
+  /**
+   * Every node of the cluster (Cilium's agent serves Peer.Notify from its node manager, so a Relay
+   * dialling any one agent learns them all); absent: this node only. Read again every second.
+   */
+  peers?: () => { name: string; address: string }[];
+  /**
+   * A root-only unix socket whose connections are joined, byte for byte, to the TCP listener (a
+   * port-forward): the lab host has no route into node namespaces, so the lab's Relay reaches a
+   * node's 4244 through it. Nothing is judged here: TLS (and its client certificate check) is
+   * still the TCP listener's, end to end.
+   */
+  tcpForwardSocket?: string;
 }
 
 export interface HubbleServer {
@@ -117,6 +130,8 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
   let shutdown = new AbortController();
   const servers: (http2.Http2Server | http2.Http2SecureServer)[] = [];
   const sessions = new Set<http2.ServerHttp2Session>();
+  let forward: net.Server | undefined;
+  const forwarded = new Set<net.Socket>();
   let tcpBound: { host: string; port: number } | undefined;
   let tcpTls = false;
   const serverName = hubbleServerName(nodeName, opts.clusterName);
@@ -262,8 +277,37 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     });
     router.service(Peer, {
       async *notify(_req, ctx) {
-        yield { name: nodeName, address: peerAddress(), type: ChangeNotificationType.PEER_ADDED, ...(tcpTls ? { tls: { serverName } } : {}) };
-        await waitAbort(ctx.signal);
+        // The agent's view of the cluster: everything it knows first (PEER_ADDED), then changes.
+        const current = (): Map<string, string> => {
+          const m = new Map<string, string>();
+          if (opts.peers) for (const p of opts.peers()) m.set(p.name, p.address);
+          if (!m.has(nodeName)) m.set(nodeName, peerAddress());
+          return m;
+        };
+        const note = (name: string, address: string, type: ChangeNotificationType) => ({
+          name, address, type, ...(tcpTls ? { tls: { serverName: hubbleServerName(name, opts.clusterName) } } : {}),
+        });
+        let known = current();
+        for (const [name, address] of known) yield note(name, address, ChangeNotificationType.PEER_ADDED);
+        if (!opts.peers) {
+          await waitAbort(ctx.signal);
+          return;
+        }
+        while (!ctx.signal.aborted) {
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, 1000);
+            ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+          });
+          if (ctx.signal.aborted) return;
+          const now = current();
+          for (const [name, address] of known) if (!now.has(name)) yield note(name, address, ChangeNotificationType.PEER_DELETED);
+          for (const [name, address] of now) {
+            const had = known.get(name);
+            if (had === undefined) yield note(name, address, ChangeNotificationType.PEER_ADDED);
+            else if (had !== address) yield note(name, address, ChangeNotificationType.PEER_UPDATED);
+          }
+          known = now;
+        }
       },
     });
     const status = (service: string) => {
@@ -323,6 +367,27 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     });
   }
 
+  async function startForward(path: string, port: number): Promise<void> {
+    rmSync(path, { force: true });
+    const srv = net.createServer((client) => {
+      const upstream = net.connect(port, '127.0.0.1');
+      forwarded.add(client);
+      const done = () => { forwarded.delete(client); client.destroy(); upstream.destroy(); };
+      client.on('error', done).on('close', done);
+      upstream.on('error', done).on('close', done);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(path, () => { srv.off('error', reject); resolve(); }); });
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(path, 0o600);
+    forward = srv;
+  }
+
   return {
     async start() {
       if (shutdown.signal.aborted) shutdown = new AbortController();
@@ -350,10 +415,15 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
         const a = s.address();
         if (a && typeof a === 'object') tcpBound = { host: a.address, port: a.port };
         tcpTls = secure !== undefined;
+        if (opts.tcpForwardSocket && tcpBound) await startForward(opts.tcpForwardSocket, tcpBound.port);
       }
     },
     async stop() {
       shutdown.abort();
+      for (const c of forwarded) c.destroy();
+      if (forward) await new Promise<void>((resolve) => forward!.close(() => resolve()));
+      forward = undefined;
+      if (opts.tcpForwardSocket) rmSync(opts.tcpForwardSocket, { force: true });
       for (const s of sessions) s.close();
       const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
       const timer = setTimeout(() => { for (const s of sessions) s.destroy(); }, 200);

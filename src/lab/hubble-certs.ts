@@ -8,6 +8,7 @@
  *   <stateDir>/hubble-tls/                 0700, keys 0600
  *     ca.crt ca.key                         the Hubble CA (also the agents' client CA)
  *     client.crt client.key                 client certificate
+ *     relay/server.crt relay/server.key     the Relay's server certificate (`*.hubble-relay.cilium.io`)
  *     <node>/server.crt <node>/server.key   node <node>'s Observer (Cilium's /var/lib/cilium/tls/hubble/)
  */
 import { X509Certificate } from 'node:crypto';
@@ -24,6 +25,8 @@ export interface HubbleTlsPaths {
   caCert: string;
   clientCert: string;
   clientKey: string;
+  /** the Relay's own server certificate (Cilium's hubble-relay-server-certs, `*.hubble-relay.cilium.io`) */
+  relayServer: { certFile: string; keyFile: string };
   /** what node `node`'s agent loads */
   server(node: string): HubbleServerTlsFiles;
 }
@@ -35,6 +38,7 @@ export function hubbleTlsPaths(stateDir: string): HubbleTlsPaths {
     dir, caCert,
     clientCert: join(dir, 'client.crt'),
     clientKey: join(dir, 'client.key'),
+    relayServer: { certFile: join(dir, 'relay', 'server.crt'), keyFile: join(dir, 'relay', 'server.key') },
     server: (node) => ({ certFile: join(dir, node, 'server.crt'), keyFile: join(dir, node, 'server.key'), clientCaFiles: [caCert] }),
   };
 }
@@ -60,6 +64,10 @@ export async function ensureHubbleCerts(stateDir: string, nodes: string[], clust
   const fresh = (cert: string, key: string) => existsSync(key) && existsSync(cert) && issuedBy(cert, ca);
   if (!fresh(p.clientCert, p.clientKey)) {
     await writePair(p.clientCert, p.clientKey, await issueCert(ca, { commonName: HUBBLE_CLIENT_NAME, names: [HUBBLE_CLIENT_NAME], usage: 'client' }));
+  }
+  if (!fresh(p.relayServer.certFile, p.relayServer.keyFile)) {
+    await mkdir(join(p.dir, 'relay'), { recursive: true, mode: 0o700 });
+    await writePair(p.relayServer.certFile, p.relayServer.keyFile, await issueCert(ca, { commonName: HUBBLE_CLIENT_NAME, names: [HUBBLE_CLIENT_NAME], usage: 'server' }));
   }
   for (const node of nodes) {
     const f = p.server(node);

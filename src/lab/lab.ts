@@ -32,6 +32,7 @@ import { ensureHubbleCerts } from './hubble-certs.ts';
 import { labDnsResources } from './dns/workload.ts';
 import { programPath } from './programs.ts';
 import { ensureLabEtcd, labEtcdEndpoint } from './etcd.ts';
+import { ensureLabRelay, labRelay, stopLabRelay, type LabRelay } from './relay.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -247,6 +248,7 @@ export interface LabUpResult {
   lab: string;
   nodes: { node: string; netns: string; pid?: number; started: boolean; socket: string }[];
   worldPid: number;
+  relay?: LabRelay;
 }
 
 export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
@@ -289,6 +291,11 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
     // The lab DNS (kube-system/coredns, k8s-app=kube-dns) on node1, with the kube-dns Service.
     await callAgent(result.nodes[0]!.socket, 'POST', '/v1/apply', { resources: labDnsResources(), dryRun: false });
     say(`lab DNS: kube-system/coredns; lab CA certificate: ${caCertPath(paths.stateDir)}`);
+    // A cluster gets Hubble Relay: one Observer for every node's flows (Cilium's hubble-relay).
+    if (kvs?.mode === 'etcd') {
+      result.relay = await ensureLabRelay(opts.config, paths, repoRoot);
+      say(`hubble relay: ${result.relay.address} (${result.relay.tls ? 'mutual TLS' : 'PLAIN TEXT'}, pid ${result.relay.pid}); \`membrane lab hubble\` prints the hubble CLI flags`);
+    }
   }
   return result;
 }
@@ -306,6 +313,9 @@ export async function labDown(opts: { config: MembraneConfig; progress?: (msg: s
   const say = opts.progress ?? (() => {});
   const namespaces = (await netnsList()).filter((n) => isLabNetns(n, lab));
   let processes = 0;
+
+  // 0. The Relay (on the lab host, not in a lab namespace).
+  processes += await stopLabRelay(paths);
 
   // 1. Agents first, gracefully (they leave the pinned datapath alone; we remove it below).
   const agentPids = new Set<number>();
@@ -345,6 +355,7 @@ export interface LabStatus {
   namespaces: string[];
   nodes: { node: string; agentPid?: number; agentAlive: boolean; socket: string }[];
   world: { pid?: number; alive: boolean };
+  relay?: LabRelay;
 }
 
 export async function labStatus(paths: LabPaths): Promise<LabStatus> {
@@ -355,5 +366,6 @@ export async function labStatus(paths: LabPaths): Promise<LabStatus> {
     return { node, ...(pid ? { agentPid: pid } : {}), agentAlive: isAlive(pid, AGENT_MARKER), socket: paths.agentSocket(node) };
   });
   const wp = readPidFile(join(worldDir(paths), 'echo.pid'));
-  return { lab: paths.lab, namespaces, nodes, world: { ...(wp ? { pid: wp } : {}), alive: isAlive(wp, WORLD_MARKER) } };
+  const relay = labRelay(paths);
+  return { lab: paths.lab, namespaces, nodes, world: { ...(wp ? { pid: wp } : {}), alive: isAlive(wp, WORLD_MARKER) }, ...(relay ? { relay } : {}) };
 }

@@ -4,7 +4,7 @@
  * The only place outside src/sys/net.ts that starts programs (DESIGN.md §3).
  */
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, readFileSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, readdirSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { MembraneError } from '../common/errors.ts';
 
@@ -125,6 +125,25 @@ export function cmdlineOf(pid: number): string | undefined {
 }
 
 /** The inode of a network namespace file (/proc/PID/ns/net or /run/netns/NAME). */
+/** Processes whose command line contains every one of `parts` (a lab process found after its pid file is gone). */
+export function pidsByCmdline(parts: string[]): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid) continue;
+    const c = cmdlineOf(pid);
+    if (c && parts.every((p) => c.includes(p))) out.push(pid);
+  }
+  return out;
+}
+
 export function netnsInode(path: string): number | undefined {
   try {
     return statSync(path).ino;

@@ -12,6 +12,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { hubbleServerName, HUBBLE_SERVER_PORT } from '../../hubble/tls.ts';
 import { hubbleTlsPaths, nodeIndexOf, nodeIp, nodeNetnsName } from '../../lab/index.ts';
 import { callAgent } from '../../agent/api-client.ts';
+import { labRelay } from '../../lab/relay.ts';
 
 export interface HubbleAccess {
   node: string;
@@ -83,5 +84,17 @@ export function registerLabHubble(lab: Command, config: MembraneConfig): void {
       if (o.flags) return void process.stdout.write(a.flags.join('\n') + '\n');
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(a, null, 2) + '\n');
       process.stdout.write(formatHubbleAccess(a));
+      const r = labRelay(labPaths(config));
+      if (r) {
+        const flags = r.tls
+          ? ['--server', r.address, '--tls', '--tls-ca-cert-files', a.caCert, '--tls-client-cert-file', a.clientCert, '--tls-client-key-file', a.clientKey, '--tls-server-name', 'relay.hubble-relay.cilium.io']
+          : ['--server', r.address];
+        process.stdout.write([
+          `Hubble Relay (every node's flows): ${r.address} on this host, ${r.tls ? 'mutual TLS, server name *.hubble-relay.cilium.io' : 'PLAIN TEXT'}`,
+          `  hubble observe ${flags.join(' ')} --last 20`,
+          `  (hubble status / hubble list nodes take the same flags; \`membrane observe\` uses the Relay by itself)`,
+          ``,
+        ].join('\n'));
+      }
     });
 }

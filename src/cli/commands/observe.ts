@@ -24,6 +24,8 @@ import { compileFieldMask } from '../../hubble/observer.ts';
 import { MONITOR_TYPES, TRACE_POINT_NAMES, parseIdentity } from '../../hubble/names.ts';
 import { createPrinter, protoJson, OUTPUT_FORMATS, TIME_FORMATS, timeFormatName, type OutputFormat } from '../../hubble/printer.ts';
 import { formatTarget, observerClient, parseServer } from '../../hubble/client.ts';
+import { labRelay } from '../../lab/relay.ts';
+import { hubbleTlsPaths } from '../../lab/hubble-certs.ts';
 
 type FilterInit = MessageInitShape<typeof FlowFilterSchema> & Record<string, unknown>;
 
@@ -161,6 +163,9 @@ function tlsFromFlags(o: ObserveOpts, config: MembraneConfig) {
     ...(caFiles ? { caFiles } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(serverName ? { serverName } : {}),
   };
 }
+
+/** The name `membrane observe` verifies on the lab Relay's certificate (`*.hubble-relay.cilium.io`). */
+const RELAY_SERVER_NAME = 'relay.hubble-relay.cilium.io';
 
 export function register(program: Command, config: MembraneConfig): void {
   const wl = new Tracker();
@@ -403,9 +408,18 @@ export function register(program: Command, config: MembraneConfig): void {
         for await (const resp of readFlowsFile(o.inputFile, req)) printer.write(resp);
         return;
       }
-      const server = o.server ?? config.hubbleServer ?? `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`;
+      // A cluster lab's Relay sees every node; --node then keeps that node's flows (as --node-name)
+      const relay = o.server ?? config.hubbleServer ? undefined : labRelay(labPaths(config));
+      if (relay && o.node) {
+        if (req.whitelist.length === 0) req.whitelist.push(create(FlowFilterSchema, {}));
+        for (const f of req.whitelist) if (f.nodeName.length === 0) f.nodeName = [o.node];
+      }
+      const server = o.server ?? config.hubbleServer ?? (relay ? relay.address : `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`);
       const t = parseServer(server);
-      const client = observerClient(t, tlsFromFlags(o, config));
+      const lab = hubbleTlsPaths(labPaths(config).stateDir);
+      const client = observerClient(t, relay?.tls
+        ? { caFiles: [lab.caCert], certFile: lab.clientCert, keyFile: lab.clientKey, serverName: RELAY_SERVER_NAME }
+        : tlsFromFlags(o, config));
       try {
         for await (const resp of client.getFlows(req, { signal: ac.signal })) printer.write(resp);
       } catch (e) {

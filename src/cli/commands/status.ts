@@ -6,6 +6,42 @@ import { agentSocketFor } from '../lab-target.ts';
 import { table } from '../output.ts';
 import type { StatusView } from '../../agent/views.ts';
 import type { MembraneConfig } from '../../common/config.ts';
+import { labPaths } from '../../common/paths.ts';
+import { labRelay } from '../../lab/relay.ts';
+import { hubbleTlsPaths } from '../../lab/hubble-certs.ts';
+import { observerClient, parseServer } from '../../hubble/client.ts';
+
+/** The lab's Hubble Relay as `status` shows it (asked with the lab's client certificate). */
+export interface RelayStatusView {
+  state: 'Ok' | 'Warning' | 'Failure';
+  address: string;
+  tls: boolean;
+  connected?: number;
+  unavailable?: string[];
+  message?: string;
+}
+
+async function relayStatus(config: MembraneConfig): Promise<RelayStatusView | undefined> {
+  const paths = labPaths(config);
+  const r = labRelay(paths);
+  if (!r) return undefined;
+  const t = hubbleTlsPaths(paths.stateDir);
+  try {
+    const c = observerClient(parseServer(r.address), r.tls ? { caFiles: [t.caCert], certFile: t.clientCert, keyFile: t.clientKey, serverName: 'relay.hubble-relay.cilium.io' } : undefined);
+    const s = await c.serverStatus({}, { timeoutMs: 5000 });
+    const connected = s.numConnectedNodes ?? 0;
+    return { state: s.unavailableNodes.length ? 'Warning' : 'Ok', address: r.address, tls: r.tls, connected, unavailable: [...s.unavailableNodes] };
+  } catch (e) {
+    return { state: 'Failure', address: r.address, tls: r.tls, message: (e as Error).message };
+  }
+}
+
+function relayRow(r: RelayStatusView): string {
+  const how = `${r.address} ${r.tls ? 'mutual TLS' : 'PLAIN TEXT'}`;
+  if (r.message !== undefined) return `${how}, ${r.message}`;
+  const total = (r.connected ?? 0) + (r.unavailable?.length ?? 0);
+  return `${how}, ${r.connected}/${total} nodes connected${r.unavailable?.length ? `, unavailable: ${r.unavailable.join(', ')}` : ''}`;
+}
 
 function colour(state: string, text: string, on: boolean): string {
   if (!on) return text;
@@ -17,7 +53,7 @@ function listen(l: StatusView['hubble']['listen']): string {
   return l.tls ? `, ${l.address} mutual TLS (${l.serverName}; \`membrane lab hubble\`)` : `, ${l.address} PLAIN TEXT`;
 }
 
-export function formatStatus(s: StatusView, useColour: boolean): string {
+export function formatStatus(s: StatusView, useColour: boolean, relay?: RelayStatusView): string {
   const rows: string[][] = [
     ['Node:', s.node, `lab ${s.lab}`],
     ['Agent:', colour(s.agent.state, s.agent.state, useColour), `pid ${s.agent.pid}, up ${Math.round(s.agent.uptimeSeconds)}s, ${s.agent.version}`],
@@ -27,6 +63,7 @@ export function formatStatus(s: StatusView, useColour: boolean): string {
     ['Endpoints:', colour(s.endpoints.notReady ? 'Warning' : 'Ok', s.endpoints.notReady ? 'Warning' : 'Ok', useColour), `${s.endpoints.ready}/${s.endpoints.total} ready`],
     ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}`],
     ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${listen(s.hubble.listen)}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],
+    ...(relay ? [['Hubble Relay:', colour(relay.state, relay.state, useColour), relayRow(relay)]] : []),
   ];
   for (const p of s.proxies) rows.push([`Proxy ${p.name}:`, colour(p.state === 'listening' ? 'Ok' : 'Warning', p.state, useColour), `port ${p.port}`]);
   let out = table(rows, 2);
@@ -42,9 +79,10 @@ export function register(program: Command, config: MembraneConfig): void {
     .option('--color <when>', 'auto|always|never', 'auto')
     .action(async (o: { output?: string; node?: string; color: string }) => {
       const s = await callAgent<StatusView>(agentSocketFor(config, o.node), 'GET', '/v1/status');
-      if (o.output === 'json') return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+      const relay = await relayStatus(config);
+      if (o.output === 'json') return void process.stdout.write(JSON.stringify(relay ? { ...s, relay } : s, null, 2) + '\n');
       const useColour = o.color === 'always' || (o.color === 'auto' && !!process.stdout.isTTY && !config.noColor);
-      process.stdout.write(formatStatus(s, useColour));
+      process.stdout.write(formatStatus(s, useColour, relay));
       if (s.errors.length || s.agent.state !== 'Ok' || s.datapath.state === 'Failure') process.exitCode = 1;
     });
 }
