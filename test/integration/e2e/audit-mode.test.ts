@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { cnp, ns, pod } from '../support/attack.ts';
+import { FORBIDDEN, cnp, egressTo, ns, pod } from '../support/attack.ts';
 
 const lab = new TestLab(`aud${process.pid % 10000}`);
 let ip = { a: '', b: '', client: '' };
@@ -159,4 +159,26 @@ test('per-endpoint audit: web-a audited while web-b stays enforced; a client in 
   assert.match(bad.stderr, /CLI_ENDPOINT_OPTION/);
   const missing = await lab.run(['endpoint', 'config', '65000', 'PolicyAuditMode=Enabled']);
   assert.match(missing.stderr, /API_ENDPOINT_NOT_FOUND/);
+});
+
+test('egress audit: the client\'s own egress drops pass as AUDIT while it is in audit mode, and drop again after', async () => {
+  const client = await idOf('client');
+  const egress = cnp('aud', 'client-egress', { endpointSelector: { matchLabels: { app: 'client' } }, egress: [egressTo(`${FORBIDDEN}/32`, [80])] });
+  await lab.apply([egress]);
+  try {
+    await lab.ok(['endpoint', 'config', String(client), 'PolicyAuditMode=Enabled']);
+    const since = new Date();
+    assert.equal(await curl('client', `http://${FORBIDDEN}:80/`), '200', 'positive control: the allowed port');
+    assert.equal(await curl('client', `http://${FORBIDDEN}:8080/`), '200', 'egress default deny, audited');
+    const v = (await verdicts(since, 'AUDIT', FORBIDDEN, 8080)).find((f) => f.event_type?.type === 5);
+    assert.deepEqual([v?.verdict, v?.traffic_direction, v?.source?.pod_name], ['AUDIT', 'EGRESS', 'client']);
+    await lab.ok(['endpoint', 'config', String(client), 'PolicyAuditMode=Disabled']);
+    const off = new Date();
+    assert.equal(await curl('client', `http://${FORBIDDEN}:8080/`), '000', 'audit off: dropped');
+    assert.equal(await curl('client', `http://${FORBIDDEN}:80/`), '200', 'positive control after');
+    const d = (await verdicts(off, 'DROPPED', FORBIDDEN, 8080)).find((f) => f.event_type?.type === 1);
+    assert.deepEqual([d?.drop_reason_desc, d?.traffic_direction], ['POLICY_DENIED', 'EGRESS']);
+  } finally {
+    await lab.delete([egress]);
+  }
 });
