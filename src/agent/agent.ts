@@ -262,6 +262,22 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     };
   }
 
+  async function configure(id: number, options: { PolicyAuditMode?: boolean | null }): Promise<EndpointView> {
+    const rec = table.all().find((e) => e.id === id);
+    if (!rec) throw new ApiRequestError('API_ENDPOINT_NOT_FOUND', `endpoint ${id} not found on node ${config.node}; nothing was changed`, { hint: '`membrane get endpoints -A` lists the endpoints and their ids' });
+    const next: EndpointOptions = { ...rec.options };
+    if (options.PolicyAuditMode === null) delete next.PolicyAuditMode;
+    else if (options.PolicyAuditMode !== undefined) next.PolicyAuditMode = options.PolicyAuditMode;
+    const { options: _old, ...rest } = rec;
+    const updated: EndpointRecord = { ...rest, ...(Object.keys(next).length ? { options: next } : {}) };
+    await table.save(updated);
+    // the datapath bumps the policy revision when the audit bit changes: connections audit let
+    // through are decided again on their next packet
+    if (ready.has(id)) await datapath.upsertEndpoint(datapathEndpoint(updated));
+    log.info({ endpointID: id, policyAuditMode: auditMode(updated) }, 'endpoint configured');
+    return endpointView(updated);
+  }
+
   async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
     ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
     await datapath.upsertIPCache([{ prefix: `${rec.ip}/32`, identity: rec.identity, endpointId: rec.id }]);
@@ -356,20 +372,11 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     endpoints() {
       return table.all().map(endpointView);
     },
-    async configureEndpoint(id, options) {
-      const rec = table.all().find((e) => e.id === id);
-      if (!rec) throw new ApiRequestError('API_ENDPOINT_NOT_FOUND', `endpoint ${id} not found on node ${config.node}; nothing was changed`, { hint: '`membrane get endpoints -A` lists the endpoints and their ids' });
-      const next: EndpointOptions = { ...rec.options };
-      if (options.PolicyAuditMode === null) delete next.PolicyAuditMode;
-      else if (options.PolicyAuditMode !== undefined) next.PolicyAuditMode = options.PolicyAuditMode;
-      const { options: _old, ...rest } = rec;
-      const updated: EndpointRecord = { ...rest, ...(Object.keys(next).length ? { options: next } : {}) };
-      await table.save(updated);
-      // the datapath bumps the policy revision when the audit bit changes: connections audit let
-      // through are decided again on their next packet
-      if (ready.has(id)) await datapath.upsertEndpoint(datapathEndpoint(updated));
-      log.info({ endpointID: id, policyAuditMode: auditMode(updated) }, 'endpoint configured');
-      return endpointView(updated);
+    configureEndpoint(id, options) {
+      // on the reconcile chain: a reconcile never re-attaches the endpoint with stale options
+      const run = pending.then(() => configure(id, options));
+      pending = run.then(() => undefined, () => undefined);
+      return run;
     },
     identities() {
       return policy.identities();
