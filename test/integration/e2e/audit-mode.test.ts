@@ -182,3 +182,23 @@ test('egress audit: the client\'s own egress drops pass as AUDIT while it is in 
     await lab.delete([egress]);
   }
 });
+
+test('L7 under audit: as in Cilium, audit covers L3/L4 only; the HTTP proxy still answers 403 to what its rules deny', async () => {
+  const a = await idOf('web-a');
+  const l7 = cnp('aud', 'web-a-l7', {
+    endpointSelector: { matchLabels: { app: 'web-a' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }] }],
+  });
+  await lab.apply([l7]);
+  try {
+    await lab.ok(['endpoint', 'config', String(a), 'PolicyAuditMode=Enabled']);
+    const since = new Date();
+    assert.equal(await curl('client', `http://${ip.a}:8080/public`), '200', 'positive control: the allowed request');
+    assert.equal(await curl('client', `http://${ip.a}:8080/private`), '403', 'the proxy enforces its rules in audit mode');
+    const redirected = (await verdicts(since, 'REDIRECTED', ip.a, 8080)).find((f) => f.event_type?.type === 5);
+    assert.equal(redirected?.verdict, 'REDIRECTED', 'the connection was redirected, not audited');
+  } finally {
+    await lab.ok(['endpoint', 'config', String(a), 'PolicyAuditMode=default']);
+    await lab.delete([l7]);
+  }
+});
