@@ -127,6 +127,7 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
 	__u8 dd = dcfg->flags & EP_F_DENY_INGRESS;
 	stat_inc(STAT_INGRESS_EARLY);
 	policy_lookup(dcfg->ep_id, DIR_INGRESS, dd, src_identity, p->proto, policy_port_of(p), ir);
+	policy_audit(ir, dcfg->flags);
 	if (ir->drop) {
 		emit_event(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)ir->drop, ir->match_type,
 			   ir->auth_type, DIR_INGRESS);
@@ -146,9 +147,9 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
 			return -1;
 		}
 	}
-	if (dd || ir->match_type)
-		emit_event(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, ir->proxy_port, ir->match_type,
-			   ir->auth_type, DIR_INGRESS);
+	if (dd || ir->match_type || ir->audited)
+		emit_event_f(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, ir->proxy_port, ir->match_type,
+			     ir->auth_type, DIR_INGRESS, ir->audited ? EV_F_AUDITED : 0);
 	return 0;
 }
 
@@ -161,6 +162,7 @@ static __always_inline int ingress_recheck(const struct pkt *p, const struct ep_
 	stat_inc(STAT_POLICY_RECHECK);
 	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags & EP_F_DENY_INGRESS, src_identity,
 		      p->proto, policy_port_of(p), ir);
+	policy_audit(ir, dcfg->flags);
 	if (!ir->drop)
 		return 0;
 	struct ev_ctx dc;
@@ -224,6 +226,7 @@ static __noinline int ct_recheck(struct __sk_buff *skb, struct hctx *h, struct c
 	struct policy_result pr;
 	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
 	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
+	policy_audit(&pr, cfg->flags);
 	if (pr.drop) {
 		do_drop(p, &h->c, pr.drop, h->dir);
 		return -1;
@@ -322,6 +325,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	struct policy_result pr;
 	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
 	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
+	policy_audit(&pr, cfg->flags);
 	if (pr.drop) {
 		emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)pr.drop, pr.match_type,
 			   pr.auth_type, h->dir);
@@ -343,9 +347,9 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	}
 	/* Like Cilium's policy-verdict log filter: a direction without enforcement (no default deny,
 	 * no matching entry) decides nothing, so it reports no verdict. */
-	if (dd || pr.match_type)
-		emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
-			   pr.auth_type, h->dir);
+	if (dd || pr.match_type || pr.audited)
+		emit_event_f(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
+			     pr.auth_type, h->dir, pr.audited ? EV_F_AUDITED : 0);
 	h->n.proxy_port = pr.proxy_port;
 	h->n.proxy_slot = pr.proxy_slot;
 	h->n.rev_nat = rev_nat;

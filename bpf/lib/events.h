@@ -26,10 +26,14 @@ struct mb_event {
 	__u8 match_type;
 	__s32 verdict;     /* VERDICT: <0 -reason, 0 forward, >0 proxy port */
 	__u8 auth_type;
-	__u8 pad;
+	__u8 flags;        /* EV_F_* */
 	__be16 ethertype;  /* network order, as in the frame */
 	__u32 length;
 };
+
+/* VERDICT: the packet passed because its endpoint is in policy audit mode (Cilium's
+ * PolicyVerdictNotify audited flag; Hubble's Verdict AUDIT). */
+#define EV_F_AUDITED 0x01
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -117,19 +121,26 @@ static __noinline void emit(const struct pkt *p, const struct ev_ctx *c, __u64 m
 	e->match_type = (__u8)(meta >> 24);
 	e->verdict = verdict;
 	e->auth_type = (__u8)(meta >> 32);
-	e->pad = 0;
+	e->flags = (__u8)(meta >> 48);
 	e->ethertype = p->ethertype;
 	e->length = p->len;
 	bpf_ringbuf_submit(e, 0);
 	stat_inc(STAT_EVENTS);
 }
 
+static __always_inline void emit_event_f(const struct pkt *p, const struct ev_ctx *c, __u8 type,
+					 __u8 subtype, __u8 ct_reason, __s32 verdict, __u8 match_type,
+					 __u8 auth_type, __u8 direction, __u8 flags)
+{
+	emit(p, c,
+	     (__u64)type | ((__u64)subtype << 8) | ((__u64)ct_reason << 16) | ((__u64)match_type << 24) |
+		     ((__u64)auth_type << 32) | ((__u64)direction << 40) | ((__u64)flags << 48),
+	     verdict);
+}
+
 static __always_inline void emit_event(const struct pkt *p, const struct ev_ctx *c, __u8 type,
 				       __u8 subtype, __u8 ct_reason, __s32 verdict, __u8 match_type,
 				       __u8 auth_type, __u8 direction)
 {
-	emit(p, c,
-	     (__u64)type | ((__u64)subtype << 8) | ((__u64)ct_reason << 16) | ((__u64)match_type << 24) |
-		     ((__u64)auth_type << 32) | ((__u64)direction << 40),
-	     verdict);
+	emit_event_f(p, c, type, subtype, ct_reason, verdict, match_type, auth_type, direction, 0);
 }

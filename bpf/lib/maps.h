@@ -6,10 +6,13 @@
 /* ---- endpoint config: key = host-side veth ifindex (u32) ---- */
 #define EP_F_DENY_INGRESS 0x01
 #define EP_F_DENY_EGRESS 0x02
+/* Cilium's policy audit mode (POLICY_AUDIT_MODE, endpoint option PolicyAuditMode): this
+ * endpoint's L3/L4 policy drops become passes reported as audited (lib/policy.h policy_audit). */
+#define EP_F_AUDIT 0x04
 struct ep_config {
 	__u32 ifindex;
 	__u16 ep_id;
-	__u8 flags;      /* EP_F_* default-deny flags */
+	__u8 flags;      /* EP_F_* default-deny and audit flags */
 	__u8 pad;
 	__u32 identity;
 	__u8 ipv4[4];    /* network order */

@@ -52,7 +52,8 @@ struct policy_result {
 	__u16 proxy_slot;
 	__u8 match_type;
 	__u8 auth_type;
-	__u8 pad[2];
+	__u8 audited;     /* a drop turned into a pass by the endpoint's audit mode */
+	__u8 pad;
 };
 
 /* 1. e1 = LPM among identity == remote, e2 = LPM among identity == 0
@@ -77,6 +78,7 @@ static __always_inline void policy_lookup(__u16 ep, __u8 dir, __u8 default_deny,
 	r->proxy_slot = 0;
 	r->match_type = 0;
 	r->auth_type = 0;
+	r->audited = 0;
 	if (e1 && (e1->flags & POL_F_DENY)) {
 		r->drop = DROP_POLICY_DENY;
 		r->match_type = e1->match_type;
@@ -105,4 +107,18 @@ static __always_inline void policy_lookup(__u16 ep, __u8 dir, __u8 default_deny,
 	r->proxy_slot = w->proxy_slot;
 	if (w->auth_type)
 		r->drop = DROP_POLICY_AUTH_REQUIRED; /* no auth map yet: fail closed */
+}
+
+/* Policy audit mode, as Cilium's policy_can_{ingress,egress} under POLICY_AUDIT_MODE: when the
+ * endpoint whose policy decided (`ep_flags`: ITS config, so audit on one endpoint never opens
+ * another endpoint's ingress or egress) is in audit mode, every L3/L4 policy drop (default deny
+ * 133, deny rule 181, auth required 189) becomes a pass marked audited. A redirect the policy
+ * asks for is kept: the L7 proxy still enforces its rules (Cilium audits L3/L4 only), and
+ * proxy failures (178/179/180) are not policy verdicts and stay drops. */
+static __always_inline void policy_audit(struct policy_result *r, __u8 ep_flags)
+{
+	if (r->drop && (ep_flags & EP_F_AUDIT)) {
+		r->drop = 0;
+		r->audited = 1;
+	}
 }

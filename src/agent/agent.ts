@@ -12,14 +12,14 @@
  * Every step is idempotent, so a restarted agent converges on the same state without disturbing
  * what the pinned datapath keeps enforcing meanwhile.
  */
-import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
+import type { Datapath, DatapathEndpoint, IPCacheEntry } from '../datapath/types.ts';
 import type { KVStore } from '../kvstore/types.ts';
 import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
 import { resourceKey } from '../api/types.ts';
 import { OWNER_ANNOTATION, podOwner } from '../api/deployment.ts';
 import { MembraneError } from '../common/errors.ts';
 import { createResourceStore, type ResourceStore } from './resources.ts';
-import { createEndpointTable, type EndpointRecord, type EndpointTable } from './endpoints.ts';
+import { createEndpointTable, type EndpointOptions, type EndpointRecord, type EndpointTable } from './endpoints.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
 import { assignClusterIPs, diffFrontends, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
 import type { Logger } from '../common/logger.ts';
@@ -34,6 +34,8 @@ export interface AgentConfig {
   /** the node's address (Pod status hostIP) */
   hostIp: string;
   lab: string;
+  /** Cilium's --policy-audit-mode: the audit mode of every endpoint without its own PolicyAuditMode option */
+  policyAuditMode?: boolean;
 }
 
 export interface AgentDeps {
@@ -68,6 +70,11 @@ export interface Agent {
   settled(): Promise<void>;
   lastErrors(): string[];
   endpointTable(): EndpointTable;
+  /**
+   * Sets (true/false) or clears (null: back to the agent's setting) an endpoint's options, as
+   * `cilium endpoint config <id> PolicyAuditMode=Enabled` does; returns the endpoint's view.
+   */
+  configureEndpoint(id: number, options: { PolicyAuditMode?: boolean | null }): Promise<EndpointView>;
 }
 
 export async function createAgent(deps: AgentDeps): Promise<Agent> {
@@ -233,10 +240,48 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     await attach(rec, pod, ns);
   }
 
+  /** The endpoint's audit mode: its own PolicyAuditMode option, else the agent's setting. */
+  function auditMode(rec: EndpointRecord): boolean {
+    return rec.options?.PolicyAuditMode ?? config.policyAuditMode ?? false;
+  }
+
+  function datapathEndpoint(rec: EndpointRecord): DatapathEndpoint {
+    return { id: rec.id, identity: rec.identity, ipv4: rec.ip, mac: rec.mac, ifname: rec.hostIfname, ifindex: rec.hostIfindex, policyAuditMode: auditMode(rec) };
+  }
+
+  function endpointView(e: EndpointRecord): EndpointView {
+    const st = ready.get(e.id);
+    const ms = policy.mapState(e.id);
+    return {
+      id: e.id, namespace: e.namespace, pod: e.pod, node: config.node, identity: e.identity, labels: e.labels, ipv4: e.ip,
+      hostIfname: e.hostIfname, state: st?.state ?? 'not-ready',
+      policyEnforcement: { ingress: ms?.defaultDeny.ingress ?? false, egress: ms?.defaultDeny.egress ?? false },
+      policyAuditMode: auditMode(e),
+      options: { PolicyAuditMode: e.options?.PolicyAuditMode === undefined ? 'default' : e.options.PolicyAuditMode ? 'Enabled' : 'Disabled' },
+      policyRevision: st?.policyRevision ?? 0, policyEntries: ms?.entries.size ?? 0,
+    };
+  }
+
+  async function configure(id: number, options: { PolicyAuditMode?: boolean | null }): Promise<EndpointView> {
+    const rec = table.all().find((e) => e.id === id);
+    if (!rec) throw new ApiRequestError('API_ENDPOINT_NOT_FOUND', `endpoint ${id} not found on node ${config.node}; nothing was changed`, { hint: '`membrane get endpoints -A` lists the endpoints and their ids' });
+    const next: EndpointOptions = { ...rec.options };
+    if (options.PolicyAuditMode === null) delete next.PolicyAuditMode;
+    else if (options.PolicyAuditMode !== undefined) next.PolicyAuditMode = options.PolicyAuditMode;
+    const { options: _old, ...rest } = rec;
+    const updated: EndpointRecord = { ...rest, ...(Object.keys(next).length ? { options: next } : {}) };
+    await table.save(updated);
+    // the datapath bumps the policy revision when the audit bit changes: connections audit let
+    // through are decided again on their next packet
+    if (ready.has(id)) await datapath.upsertEndpoint(datapathEndpoint(updated));
+    log.info({ endpointID: id, policyAuditMode: auditMode(updated) }, 'endpoint configured');
+    return endpointView(updated);
+  }
+
   async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
     ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
     await datapath.upsertIPCache([{ prefix: `${rec.ip}/32`, identity: rec.identity, endpointId: rec.id }]);
-    await datapath.upsertEndpoint({ id: rec.id, identity: rec.identity, ipv4: rec.ip, mac: rec.mac, ifname: rec.hostIfname, ifindex: rec.hostIfindex });
+    await datapath.upsertEndpoint(datapathEndpoint(rec));
     const full = policy.addEndpoint({ id: rec.id, identity: rec.identity, pod, namespace: ns });
     await datapath.applyPolicy(rec.id, { upserts: [...full.entries.values()], deletes: [], defaultDenyChanged: true }, full);
     // Policy is in place before any workload runs: the first packet is already enforced.
@@ -325,16 +370,13 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       return results;
     },
     endpoints() {
-      return table.all().map((e) => {
-        const st = ready.get(e.id);
-        const ms = policy.mapState(e.id);
-        return {
-          id: e.id, namespace: e.namespace, pod: e.pod, node: config.node, identity: e.identity, labels: e.labels, ipv4: e.ip,
-          hostIfname: e.hostIfname, state: st?.state ?? 'not-ready',
-          policyEnforcement: { ingress: ms?.defaultDeny.ingress ?? false, egress: ms?.defaultDeny.egress ?? false },
-          policyRevision: st?.policyRevision ?? 0, policyEntries: ms?.entries.size ?? 0,
-        };
-      });
+      return table.all().map(endpointView);
+    },
+    configureEndpoint(id, options) {
+      // on the reconcile chain: a reconcile never re-attaches the endpoint with stale options
+      const run = pending.then(() => configure(id, options));
+      pending = run.then(() => undefined, () => undefined);
+      return run;
     },
     identities() {
       return policy.identities();

@@ -298,6 +298,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         policy: {
           revision: engine.revision(), policies: (await agent.policies()).length, identities: engine.identities().length,
           enforcement: 'default',
+          auditMode: { global: config.policyAuditMode, endpoints: eps.filter((e) => e.policyAuditMode).length },
         },
         hubble: { state: metrics.configErrors.length ? 'Warning' : 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
         proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],

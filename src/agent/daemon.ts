@@ -80,7 +80,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
-    config: { node, hostIp, lab: paths.lab }, kv, datapath: parts.datapath, networks: parts.networks,
+    config: { node, hostIp, lab: paths.lab, policyAuditMode: config.policyAuditMode }, kv, datapath: parts.datapath, networks: parts.networks,
     workloads: parts.workloads, policy, logger,
     extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache(), ...(cluster?.ipcacheEntries() ?? [])],
     ...(cluster ? { cluster } : {}),

@@ -16,6 +16,13 @@ export interface EndpointRecord extends Omit<ResolvedEndpoint, 'workloads' | 'cl
   createdAt: string;
   /** the controller that owns the pod (Hubble's `workloads`), e.g. Deployment/api */
   workload?: { kind: string; name: string };
+  /** endpoint options set by `membrane endpoint config` (Cilium's endpoint configuration); absent: the agent's setting */
+  options?: EndpointOptions;
+}
+
+/** Cilium's per-endpoint options that membrane implements (`cilium endpoint config <id> PolicyAuditMode=Enabled`). */
+export interface EndpointOptions {
+  PolicyAuditMode?: boolean;
 }
 
 export async function createEndpointTable(kv: KVStore, node: string) {

@@ -5,7 +5,7 @@
  */
 import type { Issue } from '../common/errors.ts';
 import {
-  checkApplyRequest, checkDeleteRequest, checkWith, emptyRequestSchema, endpointPolicyQuerySchema, namespaceQuerySchema, resourceQuerySchema,
+  checkApplyRequest, checkDeleteRequest, checkWith, emptyRequestSchema, endpointConfigRequestSchema, endpointPolicyQuerySchema, namespaceQuerySchema, resourceQuerySchema,
   traceRequestSchema, type Checked,
 } from '../api/requests.ts';
 import type { Agent } from './agent.ts';
@@ -49,6 +49,10 @@ export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, pol
     'GET /v1/endpoints': async (_b, q) => {
       const { namespace: ns } = valid(checkWith(namespaceQuerySchema, query(q)), 'GET /v1/endpoints', 'query: namespace=<name>');
       return { items: agent.endpoints().filter((e) => !ns || e.namespace === ns) };
+    },
+    'POST /v1/endpoint/config': async (body) => {
+      const { id, options } = valid(checkWith(endpointConfigRequestSchema, body), 'POST /v1/endpoint/config', 'the body is {"id": <endpoint id>, "options": {"PolicyAuditMode": true|false|null}}');
+      return agent.configureEndpoint(id, options.PolicyAuditMode === undefined ? {} : { PolicyAuditMode: options.PolicyAuditMode });
     },
     'GET /v1/identities': async (_b, q) => {
       valid(checkWith(emptyQuery, query(q)), 'GET /v1/identities', 'this route takes no query');

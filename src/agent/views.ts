@@ -9,6 +9,10 @@ export interface EndpointView extends ResolvedEndpoint {
   hostIfname: string;
   state: 'ready' | 'regenerating' | 'waiting-for-identity' | 'not-ready' | 'disconnected';
   policyEnforcement: { ingress: boolean; egress: boolean };
+  /** Cilium's policy audit mode in effect: policy drops pass and are reported as AUDIT */
+  policyAuditMode: boolean;
+  /** the endpoint's own options (`membrane endpoint config`); default: the agent's --policy-audit-mode */
+  options: { PolicyAuditMode: 'Enabled' | 'Disabled' | 'default' };
   policyRevision: number;
   policyEntries: number;
 }
@@ -46,7 +50,11 @@ export interface StatusView {
   /** nodes registered in the kvstore (their leases alive), this one included */
   cluster?: { nodes: { name: string; ip: string }[] };
   endpoints: { total: number; ready: number; notReady: number };
-  policy: { revision: number; policies: number; identities: number; enforcement: string };
+  policy: {
+    revision: number; policies: number; identities: number; enforcement: string;
+    /** --policy-audit-mode, and how many endpoints are in audit mode now (their own option or the setting) */
+    auditMode: { global: boolean; endpoints: number };
+  };
   hubble: { state: 'Ok' | 'Warning' | 'Failure'; flows: number; maxFlows: number; seenFlows: number; lost: number; socket: string; metrics?: string; listen?: HubbleListenerView };
   proxies: { name: string; port: number; state: string }[];
   errors: string[];

@@ -51,6 +51,12 @@ export const traceRequestSchema = z.strictObject({
 export type TraceRequest = z.input<typeof traceRequestSchema>;
 
 /** `GET /v1/endpoint/policy?namespace=NS&pod=POD` (POD may be a Deployment's name). */
+/** `POST /v1/endpoint/config`: Cilium's endpoint options membrane implements; null = back to the agent's setting. */
+export const endpointConfigRequestSchema = z.strictObject({
+  id: z.number().int().min(1).max(65535),
+  options: z.strictObject({ PolicyAuditMode: z.boolean().nullable().optional() }),
+});
+
 export const endpointPolicyQuerySchema = z.strictObject({ namespace: z.string().min(1), pod: z.string().min(1) });
 
 export type Checked<T> = { ok: true; value: T } | { ok: false; issues: Issue[] };

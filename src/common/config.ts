@@ -82,6 +82,8 @@ export interface MembraneConfig {
   bpfEventsDefaultRateLimit: number;
   /** datapath: burst of each sender's event budget */
   bpfEventsDefaultBurstLimit: number;
+  /** Cilium's --policy-audit-mode: every endpoint without its own PolicyAuditMode option lets L3/L4 policy drops pass, reported as AUDIT */
+  policyAuditMode: boolean;
   /** no colours in CLI output (https://no-color.org) */
   noColor: boolean;
   /** how the lab's agents share state: memory (one node) or etcd; default: etcd for more than one node */
@@ -220,6 +222,10 @@ export const SETTINGS: readonly Setting[] = [
     name: 'bpfEventsDefaultBurstLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT', flag: '--bpf-events-default-burst-limit', default: '1000',
     help: "burst of each sender's event budget (Cilium's --bpf-events-default-burst-limit)", parse: wholeNumber(100_000_000),
   },
+  {
+    name: 'policyAuditMode', scope: 'agent', env: 'MEMBRANE_POLICY_AUDIT_MODE', flag: '--policy-audit-mode', default: 'false',
+    help: "true: L3/L4 policy drops pass and are reported as AUDIT flows, on every endpoint without its own PolicyAuditMode (Cilium's --policy-audit-mode; `membrane endpoint config <id> PolicyAuditMode=Enabled` for one endpoint)", parse: flag,
+  },
   { name: 'hubbleServer', scope: 'cli', env: 'HUBBLE_SERVER', flag: '--server', default: 'unix://<stateDir>/nodes/<node>/hubble.sock', help: 'Hubble server of `membrane observe`', parse: text },
   { name: 'hubbleTls', scope: 'cli', env: 'HUBBLE_TLS', flag: '--tls', default: 'false', help: '`membrane observe` connects with TLS', parse: flag },
   { name: 'hubbleTlsCaCertFiles', scope: 'cli', env: 'HUBBLE_TLS_CA_CERT_FILES', flag: '--tls-ca-cert-files', default: '(system roots)', help: 'CAs `membrane observe` trusts, comma-separated', parse: text },
@@ -278,6 +284,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     dnsProxyHold: value('dnsProxyHold', true),
     bpfEventsDefaultRateLimit: value('bpfEventsDefaultRateLimit', 1000),
     bpfEventsDefaultBurstLimit: value('bpfEventsDefaultBurstLimit', 1000),
+    policyAuditMode: value('policyAuditMode', false),
     hubbleServer: value('hubbleServer', undefined),
     hubbleTls: value('hubbleTls', false),
     hubbleTlsCaCertFiles: value('hubbleTlsCaCertFiles', undefined),

@@ -6,7 +6,7 @@
  */
 import { serviceKeyString, type ConntrackEntry, type Datapath, type DatapathEndpoint, type DatapathEvent, type DatapathService, type DatapathServiceKey, type DatapathStats, type IPCacheEntry } from './types.ts';
 import { type Direction, type MapState, type MapStateDelta, mapStateKeyString } from '../policy/types.ts';
-import { lookupMapState, type LookupResult } from '../policy/lookup.ts';
+import { auditVerdict, lookupMapState, type AuditedResult } from '../policy/lookup.ts';
 
 export interface FakeCall { method: string; args: unknown[] }
 
@@ -118,9 +118,9 @@ export class FakeDatapath implements Datapath {
   }
 
   /** The verdict the kernel would give a new connection (no entry/endpoint: forward). */
-  decide(endpointId: number, dir: Direction, remoteIdentity: number, proto: number, port: number): LookupResult {
+  decide(endpointId: number, dir: Direction, remoteIdentity: number, proto: number, port: number): AuditedResult {
     const ms = this.policies.get(endpointId) ?? { entries: new Map(), defaultDeny: { ingress: false, egress: false } };
-    return lookupMapState(ms, dir, remoteIdentity, proto, port);
+    return auditVerdict(lookupMapState(ms, dir, remoteIdentity, proto, port), this.endpoints.get(endpointId)?.policyAuditMode ?? false);
   }
 
   /** Longest-prefix ipcache lookup (IPv4), identity 2 (world) on a miss. */

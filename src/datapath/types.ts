@@ -17,6 +17,11 @@ export interface DatapathEndpoint {
   /** host-side veth (in the agent's network namespace) */
   ifname: string;
   ifindex: number;
+  /**
+   * Cilium's policy audit mode for this endpoint (the agent resolves the endpoint's
+   * PolicyAuditMode option against the global setting): L3/L4 policy drops pass, reported audited.
+   */
+  policyAuditMode?: boolean;
 }
 
 export interface IPCacheEntry {
@@ -69,6 +74,8 @@ export interface DatapathEvent {
   verdict: number;
   matchType: number;
   authType: number;
+  /** POLICY_VERDICT: the policy would have dropped the packet; the endpoint's audit mode let it pass (Hubble's AUDIT) */
+  audited?: boolean;
   /** packet length on the wire */
   length: number;
   /** the frame's ethertype as the datapath saw it (0x0800 IPv4; others only on UNSUPPORTED_L3_PROTOCOL drops) */

@@ -221,7 +221,9 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
         verdict = Verdict.DROPPED;
         dropReason = -ev.verdict;
       } else {
-        verdict = ev.verdict > 0 ? Verdict.REDIRECTED : Verdict.FORWARDED;
+        // as Hubble's decoder: a redirect stays REDIRECTED; a pass the endpoint's audit mode
+        // granted (the policy would have dropped it) is AUDIT
+        verdict = ev.verdict > 0 ? Verdict.REDIRECTED : ev.audited ? Verdict.AUDIT : Verdict.FORWARDED;
         if (ev.verdict > 0) proxyPort = ev.verdict;
         isReply = false;
       }

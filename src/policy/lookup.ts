@@ -57,3 +57,28 @@ export function lookupMapState(ms: MapState, dir: Direction, identity: number, p
     verdict: win.entry.l7 ? 'redirect' : 'forward', matchType: win.entry.matchType, key: win.key, entry: win.entry, authType: win.entry.authType,
   };
 }
+
+/** A lookup result as an endpoint in policy audit mode sees it. */
+export interface AuditedResult extends LookupResult {
+  /** the policy would have dropped the packet (dropReason, or 189 for authType); audit mode let it pass */
+  audited?: true;
+  /** what enforcement would have dropped it with */
+  auditedReason?: 133 | 181 | 189;
+}
+
+/**
+ * Cilium's policy audit mode (bpf/lib/policy.h policy_audit): for an endpoint in audit mode every
+ * L3/L4 drop — default deny 133, deny rule 181, authentication required 189 — becomes a pass
+ * marked audited. Explicit deny rules are audited too (Cilium's audit covers every policy error);
+ * a redirect stays a redirect, so L7 rules are still enforced by the proxy (Cilium audits L3/L4
+ * only). `auditMode` is the mode of the endpoint whose policy decided, never of its peer.
+ */
+export function auditVerdict(r: LookupResult, auditMode: boolean): AuditedResult {
+  if (!auditMode) return r;
+  if (r.verdict === 'drop') {
+    const { dropReason, ...rest } = r;
+    return { ...rest, verdict: 'forward', audited: true, auditedReason: dropReason ?? 133 };
+  }
+  if (r.authType !== 0) return { ...r, audited: true, auditedReason: 189 };
+  return r;
+}

@@ -75,7 +75,7 @@ export function register(program: Command, config: MembraneConfig): void {
         const { items } = await callAgent<{ items: EndpointView[] }>(sock, 'GET', `/v1/endpoints${q}`);
         if (json) return printList(items);
         const rows = [[...nsHead, 'ENDPOINT', 'POD', 'IDENTITY', 'INGRESS ENFORCEMENT', 'EGRESS ENFORCEMENT', 'IPV4', 'STATE', ...(wide ? ['NODE', 'INTERFACE', 'POLICY ENTRIES', 'LABELS'] : [])]];
-        for (const e of items) rows.push([...nsCol(e), String(e.id), e.pod, String(e.identity), e.policyEnforcement.ingress ? 'Enabled' : 'Disabled', e.policyEnforcement.egress ? 'Enabled' : 'Disabled', e.ipv4, e.state, ...(wide ? [e.node, e.hostIfname, String(e.policyEntries), e.labels.join(',')] : [])]);
+        for (const e of items) rows.push([...nsCol(e), String(e.id), e.pod, String(e.identity), enforcementLabel(e.policyEnforcement.ingress, e.policyAuditMode), enforcementLabel(e.policyEnforcement.egress, e.policyAuditMode), e.ipv4, e.state, ...(wide ? [e.node, e.hostIfname, String(e.policyEntries), e.labels.join(',')] : [])]);
         return void process.stdout.write(table(rows));
       }
       if (kind === 'nodes') {
@@ -142,4 +142,12 @@ function normaliseKind(what: string): string {
   const k = map[w];
   if (!k) throw new MembraneError('CLI_UNKNOWN_RESOURCE', `unknown resource type "${what}"`, { hint: 'one of: pods, nodes, endpoints, identities, policies, services, namespaces, deployments, secrets, externalhosts, aipolicies' });
   return k;
+}
+
+/**
+ * An enforcement column as `cilium endpoint list` shows it: an enforced direction of an endpoint
+ * in audit mode drops nothing, so it reads "Disabled (Audit)".
+ */
+export function enforcementLabel(enforced: boolean, audit: boolean): string {
+  return enforced ? (audit ? 'Disabled (Audit)' : 'Enabled') : 'Disabled';
 }

@@ -53,6 +53,13 @@ function listen(l: StatusView['hubble']['listen']): string {
   return l.tls ? `, ${l.address} mutual TLS (${l.serverName}; \`membrane lab hubble\`)` : `, ${l.address} PLAIN TEXT`;
 }
 
+/** Policy audit mode: the setting, and the endpoints whose policy drops pass as AUDIT now. */
+export function auditLine(a: StatusView['policy']['auditMode'] | undefined): string {
+  if (!a) return 'audit mode unknown';
+  const n = `${a.endpoints} endpoint${a.endpoints === 1 ? '' : 's'} in audit mode`;
+  return `audit mode ${a.global ? 'Enabled' : 'Disabled'}${a.endpoints || a.global ? ` (${n})` : ''}`;
+}
+
 export function formatStatus(s: StatusView, useColour: boolean, relay?: RelayStatusView): string {
   const rows: string[][] = [
     ['Node:', s.node, `lab ${s.lab}`],
@@ -61,7 +68,7 @@ export function formatStatus(s: StatusView, useColour: boolean, relay?: RelaySta
     ...(s.kvstore ? [['KVStore:', colour(s.kvstore.state, s.kvstore.state, useColour), s.kvstore.message]] : []),
     ...(s.cluster ? [['Cluster:', colour('Ok', 'Ok', useColour), `${s.cluster.nodes.length} node(s) registered: ${s.cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`]] : []),
     ['Endpoints:', colour(s.endpoints.notReady ? 'Warning' : 'Ok', s.endpoints.notReady ? 'Warning' : 'Ok', useColour), `${s.endpoints.ready}/${s.endpoints.total} ready`],
-    ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}`],
+    ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}, ${auditLine(s.policy.auditMode)}`],
     ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${listen(s.hubble.listen)}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],
     ...(relay ? [['Hubble Relay:', colour(relay.state, relay.state, useColour), relayRow(relay)]] : []),
   ];

@@ -111,6 +111,8 @@ export function parseMac(mac: string | undefined): Buffer {
 export const EP_CONFIG_SIZE = 40;
 export const EP_F_DENY_INGRESS = 1;
 export const EP_F_DENY_EGRESS = 2;
+/** the endpoint is in policy audit mode (bpf/lib/policy.h policy_audit) */
+export const EP_F_AUDIT = 4;
 
 export interface EpConfig {
   ifindex: number;
@@ -348,6 +350,8 @@ export function decodeEvBucketLost(b: Buffer): bigint {
 // ------------------------------------------------------------------ events
 
 export const EVENT_SIZE = 80;
+/** mb_event.flags: a policy verdict the endpoint's audit mode turned from a drop into a pass */
+export const EV_F_AUDITED = 1;
 
 /** Decodes one mb_event record; `timeOffsetNs` converts CLOCK_MONOTONIC to wall-clock ns. */
 export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): DatapathEvent {
@@ -378,6 +382,7 @@ export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): Datap
     verdict: b.readInt32LE(off + 68),
     matchType: b.readUInt8(off + 67),
     authType: b.readUInt8(off + 72),
+    ...((b.readUInt8(off + 73) & EV_F_AUDITED) !== 0 ? { audited: true } : {}),
     length: b.readUInt32LE(off + 76),
     etherType: b.readUInt16BE(off + 74),
   };
@@ -409,6 +414,7 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
   b.writeUInt8(e.matchType, 67);
   b.writeInt32LE(e.verdict, 68);
   b.writeUInt8(e.authType, 72);
+  b.writeUInt8(e.audited ? EV_F_AUDITED : 0, 73);
   b.writeUInt16BE(e.etherType ?? (e.ipVersion === 6 ? 0x86dd : 0x0800), 74);
   b.writeUInt32LE(e.length, 76);
   return b;

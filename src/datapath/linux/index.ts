@@ -19,7 +19,7 @@ import {
 } from '../../sys/bpf.ts';
 import { MmapRing } from '../../sys/ring.ts';
 import {
-  EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, POLICY_KEY_SIZE, POLICY_VAL_SIZE, STAT_NAMES, decodeEpConfig, decodeEvent,
+  EP_F_AUDIT, EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, POLICY_KEY_SIZE, POLICY_VAL_SIZE, STAT_NAMES, decodeEpConfig, decodeEvent,
   decodeCt, ctKeyEndpoint, encodeEpConfig, encodeIpcacheKey, encodeIpcacheVal, encodePolicyKey, encodePolicyVal,
   encodeU32, policyValFor, decodePolicyKey, decodePolicyVal, decodeIpcacheKey, decodeIpcacheVal, type CtEntry, type EpConfig,
   encodeLb4Key, decodeLb4Key, encodeLb4Service, decodeLb4Service, encodeLb4Backend, decodeLb4Backend, encodeLb4RevNat, protoNumber,
@@ -126,7 +126,7 @@ export class LinuxDatapath implements Datapath {
   /** policy revision last written to mb_config (the datapath re-decides connections decided at an older one) */
   private policyRev = 0;
   private readonly endpoints = new Map<number, EpState>();
-  /** default-deny flags per endpoint id, also for endpoints not yet upserted */
+  /** ep_config flags (default deny, audit) per endpoint id, also for endpoints not yet upserted */
   private readonly flags = new Map<number, number>();
   /** policy keys per endpoint: hex(key) -> key; built from the map on first use */
   private policyIndex: Map<number, Map<string, Buffer>> | null = null;
@@ -200,11 +200,13 @@ export class LinuxDatapath implements Datapath {
     const epMap = this.map('mb_endpoints');
     const prev = this.endpoints.get(ep.id);
     if (prev && (prev.ep.ifindex !== ep.ifindex || prev.ep.ifname !== ep.ifname)) this.unplug(prev.ep);
-    let flags = this.flags.get(ep.id);
-    if (flags === undefined) {
+    let known = this.flags.get(ep.id);
+    if (known === undefined) {
       const old = epMap.lookup(encodeU32(ep.ifindex));
-      flags = old && decodeEpConfig(old).epId === ep.id ? decodeEpConfig(old).flags : 0;
+      known = old && decodeEpConfig(old).epId === ep.id ? decodeEpConfig(old).flags : 0;
     }
+    // default-deny bits come from policy (applyPolicy); the audit bit from the endpoint
+    const flags = (known & ~EP_F_AUDIT) | (ep.policyAuditMode ? EP_F_AUDIT : 0);
     this.flags.set(ep.id, flags);
     const cfg: EpConfig = { ifindex: ep.ifindex, epId: ep.id, flags, identity: ep.identity, ipv4: ep.ipv4, ...(ep.ipv6 ? { ipv6: ep.ipv6 } : {}), ...(ep.mac ? { mac: ep.mac } : {}) };
     // tables first: an endpoint without them has its packets dropped (CT_NO_MAP_FOUND)
@@ -216,7 +218,9 @@ export class LinuxDatapath implements Datapath {
     attachTcx(progTo.fd, ep.ifindex, BPF_TCX_EGRESS, linkPinPath(this.opts.pinRoot, ep.ifname, 'egress'));
     this.endpoints.set(ep.id, { ep: { ...ep }, flags });
     // an identity change is a policy change for every connection to and from the endpoint
-    if (!prev || prev.ep.identity !== ep.identity) this.bumpPolicyRevision();
+    // so is a change of audit mode: connections it let pass are decided again (turning audit off
+    // drops the next packet of a connection only audit allowed)
+    if (!prev || prev.ep.identity !== ep.identity || prev.flags !== flags || known !== flags) this.bumpPolicyRevision();
     this.log.debug({ subsys: 'datapath', endpointID: ep.id, ifname: ep.ifname }, 'endpoint attached');
   }
 
@@ -364,7 +368,7 @@ export class LinuxDatapath implements Datapath {
     pol.updateBatch(kb, vb, upserts.length);
     for (const [h, k] of desired) keys.set(h, k);
     const dd = full ? full.defaultDeny : delta.defaultDenyChanged ? delta.defaultDeny : undefined;
-    if (dd) this.setDefaultDeny(endpointId, (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0));
+    if (dd) this.setDefaultDeny(endpointId, ((this.flags.get(endpointId) ?? 0) & EP_F_AUDIT) | (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0));
     if (toDelete.length || upserts.length || dd) this.bumpPolicyRevision();
   }
 

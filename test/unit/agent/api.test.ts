@@ -129,3 +129,21 @@ test('an unknown route is a 404 API_NOT_FOUND', async () => {
   assert.equal(r.status, 404);
   assert.equal(r.json.code, 'API_NOT_FOUND');
 });
+
+test('POST /v1/endpoint/config: bad bodies are 400 with the issue; an unknown endpoint is API_ENDPOINT_NOT_FOUND; nothing changes', async () => {
+  const bad: [string, string][] = [
+    [JSON.stringify({ id: 1, options: { PolicyAuditMode: 'Enabled' } }), 'PolicyAuditMode'],
+    [JSON.stringify({ id: 0, options: {} }), 'id'],
+    [JSON.stringify({ id: 1, options: { Debug: true } }), 'Debug'],
+    [JSON.stringify({ options: {} }), 'id'],
+  ];
+  for (const [body, path] of bad) {
+    const r = await raw('POST', '/v1/endpoint/config', body);
+    assert.equal(r.status, 400, body);
+    assert.ok((r.json.issues as { path: (string | number)[] }[]).some((i) => i.path.includes(path)), `${body}: ${JSON.stringify(r.json.issues)}`);
+  }
+  const missing = await raw('POST', '/v1/endpoint/config', JSON.stringify({ id: 4242, options: { PolicyAuditMode: true } }));
+  assert.equal(missing.status, 400, JSON.stringify(missing.json)); // the API answers every refused request with 400 and a code
+  assert.equal(missing.json.code, 'API_ENDPOINT_NOT_FOUND');
+  assert.deepEqual(agent.endpoints(), []);
+});

@@ -56,7 +56,7 @@ int main(void) {
   P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
   O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
   O(mb_event, saddr); O(mb_event, daddr); O(mb_event, icmp_type); O(mb_event, icmp_code); O(mb_event, direction); O(mb_event, match_type);
-  O(mb_event, verdict); O(mb_event, auth_type); O(mb_event, ethertype); O(mb_event, length);
+  O(mb_event, verdict); O(mb_event, auth_type); O(mb_event, flags); O(mb_event, ethertype); O(mb_event, length);
   return 0;
 }`;
   writeFileSync(join(dir, 'l.c'), src);
@@ -93,7 +93,7 @@ int main(void) {
   assert.equal(out['ev_bucket.lost'], 8);
   assert.equal(out.mb_event, C.EVENT_SIZE);
   assert.deepEqual(
-    ['type', 'subtype', 'ip_version', 'proto', 'ep_id', 'tcp_flags', 'ct_reason', 'ifindex', 'src_identity', 'dst_identity', 'sport', 'dport', 'saddr', 'daddr', 'icmp_type', 'icmp_code', 'direction', 'match_type', 'verdict', 'auth_type', 'ethertype', 'length'].map((f) => out[`mb_event.${f}`]),
-    [8, 9, 10, 11, 12, 14, 15, 16, 20, 24, 28, 30, 32, 48, 64, 65, 66, 67, 68, 72, 74, 76],
+    ['type', 'subtype', 'ip_version', 'proto', 'ep_id', 'tcp_flags', 'ct_reason', 'ifindex', 'src_identity', 'dst_identity', 'sport', 'dport', 'saddr', 'daddr', 'icmp_type', 'icmp_code', 'direction', 'match_type', 'verdict', 'auth_type', 'flags', 'ethertype', 'length'].map((f) => out[`mb_event.${f}`]),
+    [8, 9, 10, 11, 12, 14, 15, 16, 20, 24, 28, 30, 32, 48, 64, 65, 66, 67, 68, 72, 73, 74, 76],
   );
 });
