@@ -226,8 +226,9 @@ test('CLI: filter flags build hubble\'s allowlist/denylist (--print-raw-filters)
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, [
     'allowlist:',
-    `    - '{"source_pod":["shop/client"],"event_type":[{"type":4,"match_sub_type":true}],"source_label":["app=x"]}'`,
-    `    - '{"destination_pod":["shop/client"],"event_type":[{"type":4,"match_sub_type":true}],"source_label":["app=x"]}'`,
+    // fields in flow.proto's declaration order, as Go's protojson prints them (hubble-golden.test.ts checks it against hubble)
+    `    - '{"source_pod":["shop/client"],"source_label":["app=x"],"event_type":[{"type":4,"match_sub_type":true}]}'`,
+    `    - '{"source_label":["app=x"],"destination_pod":["shop/client"],"event_type":[{"type":4,"match_sub_type":true}]}'`,
     'denylist:',
     `    - '{"verdict":["FORWARDED"]}'`,
     '',
