@@ -338,7 +338,13 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isR
     floodFrames(C.ns, 'eth0', flood, 30_000, 14 + 20);
     assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
     const secs = (Date.now() - t0) / 1000;
+    // drain until the ring is quiet: on a loaded machine the consumer may need several reads
     const evs = await events(600);
+    for (let i = 0; i < 20; i++) {
+      const more = await events(300);
+      if (!more.length) break;
+      evs.push(...more);
+    }
     const fromC = evs.filter((e) => e.endpointId === C.id && e.srcIp === C.ip);
     // 1000/s, burst 1000 (the driver's datapath runs with the defaults)
     assert.ok(fromC.length <= 1000 + Math.ceil(secs * 1000) + 100, `C's events are bounded by its budget: ${fromC.length} in ${secs.toFixed(2)} s`);

@@ -41,8 +41,13 @@ test('metrics config: options, labelsContext order, unknown names rejected', () 
   assert.deepEqual(parseMetricsConfig('dns:query;ignoreAAAA drop'), [{ name: 'dns', options: { query: '', ignoreAAAA: '' } }, { name: 'drop', options: {} }]);
   const m = createHubbleMetrics('drop:labelsContext=traffic_direction,source_namespace');
   assert.ok(m.handlers.length === 1);
-  assert.throws(() => createHubbleMetrics('nope'), /unknown metric/);
-  assert.throws(() => createHubbleMetrics('dns:sourceContext=bogus'), /unknown context identifier/);
+  // a bad entry is reported and skipped; the others still run (Cilium logs and goes on too)
+  const bad = createHubbleMetrics('nope dns');
+  assert.deepEqual(bad.handlers.length, 1);
+  assert.match(bad.configErrors.join('\n'), /unknown metric "nope"/);
+  const ctx = createHubbleMetrics('dns:sourceContext=bogus drop');
+  assert.equal(ctx.handlers.length, 1);
+  assert.match(ctx.configErrors.join('\n'), /unknown context identifier/);
 });
 
 test('wire: malformed, truncated, oversized and compression-loop queries are rejected, never thrown', () => {
