@@ -160,11 +160,11 @@ test('keys are 0600 and never in the agent log', async () => {
   const log = readFileSync(paths.agentLog('node1'), 'utf8');
   assert.ok(log.length > 0);
   assert.doesNotMatch(log, /PRIVATE KEY/);
-  const keys = [join(pki.dir, 'ca.key'), pki.clientKey, pki.server('node1').keyFile];
+  const keys = [join(pki.dir, 'ca.key'), pki.clientKey, pki.server('node1').keyFile, join(pki.dir, 'relay', 'server.key')];
   for (const k of keys) {
     assert.equal(statSync(k).mode & 0o777, 0o600, k);
     const body = readFileSync(k, 'utf8').split('\n').filter((l) => l && !l.startsWith('-----'));
     for (const line of body) assert.ok(!log.includes(line.slice(0, 32)), `no part of ${k} in the log`);
   }
-  assert.deepEqual(readdirSync(pki.dir).sort(), ['ca.crt', 'ca.key', 'client.crt', 'client.key', 'node1']);
+  assert.deepEqual(readdirSync(pki.dir).sort(), ['ca.crt', 'ca.key', 'client.crt', 'client.key', 'node1', 'relay']);
 });
