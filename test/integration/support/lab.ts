@@ -3,7 +3,8 @@
  * `down`. Each suite uses its own lab name (MEMBRANE_LAB) and state dir, and `down` in `after`
  * removes everything even when a test failed.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,12 +19,33 @@ const PROBE = join(REPO, 'test/integration/support/probe.ts');
 
 export interface RunResult { code: number; stdout: string; stderr: string }
 
+/**
+ * Labs of test processes that died before their `after` ran (killed run, stopped session) would
+ * stay forever: a lab's name ends in its test process's pid, so the first lab of each process
+ * takes down every lab under /run/membrane-test whose process is gone.
+ */
+let swept = false;
+function sweepOrphanLabs(): void {
+  if (swept) return;
+  swept = true;
+  const root = '/run/membrane-test';
+  if (!existsSync(root)) return;
+  for (const name of readdirSync(root)) {
+    const pid = /^[a-z-]+?(\d+)$/.exec(name)?.[1];
+    if (!pid || Number(pid) === process.pid || existsSync(`/proc/${pid}`)) continue;
+    try {
+      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(root, name) }, timeout: 120_000, stdio: 'ignore' });
+    } catch { /* the next run tries again */ }
+  }
+}
+
 export class TestLab {
   readonly name: string;
   readonly env: NodeJS.ProcessEnv;
   readonly dir: Promise<string>;
 
   constructor(name: string) {
+    sweepOrphanLabs();
     this.name = name;
     this.env = { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join('/run/membrane-test', name), NO_COLOR: '1' };
     this.dir = mkdtemp(join(tmpdir(), `${name}-`));
