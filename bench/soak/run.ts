@@ -6,7 +6,7 @@
  * pinned to CPU 1; the origin (HAProxy) and wrk share CPU 0.
  *
  *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
- *                              [--fraction 0.5] [--append]
+ *                              [--fraction 0.5] [--node-flags=--trace-gc] [--append]
  * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
  * tls-sni (SNI passthrough, new connections), http-ka, http-close.
  *
@@ -25,6 +25,7 @@ const { values } = parseArgs({
   options: {
     proxy: { type: 'string', default: 'tls-intercept-new' }, secs: { type: 'string', default: '60' }, sample: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '20' }, fraction: { type: 'string', default: '0.5' }, append: { type: 'boolean', default: false },
+    'node-flags': { type: 'string', default: '' },
   },
 });
 const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close'] as const;
@@ -40,6 +41,8 @@ const tls = KIND.startsWith('tls');
 const close = KIND !== 'tls-intercept-ka' && KIND !== 'http-ka';
 const dir = mkdtempSync(join(tmpdir(), 'bench-soak-'));
 const children: ChildProcess[] = [];
+/** extra flags for the proxy's node (e.g. --trace-gc: its lines go to stdout, counted below) */
+const NODE_FLAGS = values['node-flags'] ? values['node-flags'].split(/\s+/) : [];
 
 function openssl(args: string[]): void {
   execFileSync('openssl', args, { stdio: 'ignore' });
@@ -77,13 +80,14 @@ try {
     ca('ica');
     await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
     const mode = KIND === 'tls-sni' ? 'sni' : 'intercept';
-    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), join(REPO, 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(PROXY), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(PROXY), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   } else {
     await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
-    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   }
   children.push(proxy);
   const samples: { t: number; m: Mem }[] = [];
+  const majors: string[] = [];
   let t0 = 0;
   let out = '';
   await new Promise<void>((res, rej) => {
@@ -95,6 +99,7 @@ try {
       while ((i = out.indexOf('\n')) >= 0) {
         const line = out.slice(0, i);
         out = out.slice(i + 1);
+        if (/Mark-Compact|Mark-Sweep/.test(line) && t0) majors.push(`${Math.round((Date.now() - t0) / 1000)}s ${line.replace(/^\[[^\]]*\]\s*/, '')}`);
         if (line.startsWith('mem ') && t0) samples.push({ t: Math.round((Date.now() - t0) / 1000), m: JSON.parse(line.slice(4)) as Mem });
       }
     });
@@ -120,7 +125,7 @@ try {
   const base = after[0]?.m.rss ?? NaN;
   const maxDev = Math.max(...after.map((s) => Math.abs(s.m.rss - base) / base));
   const flat = after.length >= 2 && maxDev <= 0.1;
-  const rows = samples.map((s) => `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} |`);
+  const rows = samples.map((s) => `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} |`);
   const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP} --fraction ${FRACTION}`;
   const lines = [
     `### soak: ${KIND}`, '',
@@ -128,9 +133,10 @@ try {
     `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work. Capacity ${cap.toFixed(0)} req/s (wrk -c${CONNS}, 5 s); ` +
     `soak offered ${(FRACTION * 100).toFixed(0)} % of it, achieved ${achieved.toFixed(0)} req/s for ${SECS} s. ` +
     `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB, largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${flat ? 'flat (±10 %)' : 'NOT flat'}.`, '',
-    '| t (s) | RSS MB | V8 heap used MB | external MB | array buffers MB |', '|---|---|---|---|---|', ...rows, '',
+    '| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB |', '|---|---|---|---|---|---|', ...rows, '',
   ];
   console.log(lines.join('\n'));
+  if (majors.length) console.error(`full GCs of the proxy (--trace-gc):\n${majors.join('\n')}`);
   if (values.append) {
     const file = join(REPO, 'bench/RESULTS.md');
     const text = readFileSync(file, 'utf8');
