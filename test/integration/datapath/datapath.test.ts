@@ -7,14 +7,14 @@ import assert from 'node:assert/strict';
 import { skipUnless } from '../../support/requirements.ts';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
+import { createWorld, tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
 import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 
 const node = new DatapathNode({ prefix: 't', pods: 3, identityBase: 1000 });
-const { tag, pinRoot } = node;
+const { pinRoot } = node;
 
 type WireEntry = { key: MapStateKey; entry: { verdict: 'allow' | 'deny'; matchType?: number; authType?: number } };
 const ingress = (identity: number, proto: number, port = 0, portPrefixLen = port ? 16 : 0, verdict: 'allow' | 'deny' = 'allow', matchType = 2): WireEntry =>
@@ -239,18 +239,9 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
   it('from_network: world -> pod ingress policy and L7 redirect on the network device', async () => {
     await reset();
     await d.call('proxyRouting');
-    const wns = `mdp-${tag}-w`;
-    const wif = `mdpw${tag.slice(0, 6)}`;
-    const WIP = '10.250.9.2';
-    sh('ip', ['netns', 'add', wns]);
+    const world = createWorld(topo, '10.250.9.2');
+    const { ns: wns, ifname: wif, ip: WIP } = world;
     try {
-      sh('ip', ['-n', topo.nodeNs, 'link', 'add', wif, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', wns]);
-      sh('ip', ['-n', topo.nodeNs, 'link', 'set', wif, 'up']);
-      sh('ip', ['-n', topo.nodeNs, 'route', 'add', `${WIP}/32`, 'dev', wif]);
-      sh('ip', ['-n', wns, 'link', 'set', 'lo', 'up']);
-      sh('ip', ['-n', wns, 'addr', 'add', `${WIP}/32`, 'dev', 'eth0']);
-      sh('ip', ['-n', wns, 'link', 'set', 'eth0', 'up']);
-      sh('ip', ['-n', wns, 'route', 'add', 'default', 'via', '10.250.0.1', 'dev', 'eth0', 'onlink']);
       assert.equal(await d.call('attachNetworkDevice', wif), true);
       assert.equal(await d.call('attachNetworkDevice', wif), true, 'idempotent');
       assert.equal(await d.call('attachNetworkDevice', 'mdp-nope0'), false, 'absent device');
@@ -288,8 +279,7 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
       const c = await d.call<Record<string, string>>('counters');
       assert.ok(BigInt(c.pktsFromNetwork!) > 0n);
     } finally {
-      sh('ip', ['netns', 'del', wns], { allowFail: true });
-      sh('ip', ['-n', topo.nodeNs, 'link', 'del', wif], { allowFail: true });
+      world.destroy();
     }
   });
 
