@@ -6,7 +6,8 @@
  * forward, match the answer, reply. Reports q/s and the proxy's CPU per query next to dnsmasq's
  * own q/s and CPU per query answering dnsperf directly, same run.
  *
- *   bin/node bench/dns/loopback.ts [--secs 5] [--rounds 3]
+ *   bin/node bench/dns/loopback.ts [--secs 5] [--rounds 3] [--module path/to/proxy.ts]
+ * --module: another build of the proxy (e.g. a copy of an older proxy.ts beside it) for an A/B.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -14,10 +15,13 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createDNSProxy } from '../../src/proxy/dns/proxy.ts';
+import { resolve } from 'node:path';
+import type { createDNSProxy as CreateDNSProxy } from '../../src/proxy/dns/proxy.ts';
 import { startPinned } from '../support.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' } } });
+const MODULE = values.module ? resolve(values.module) : resolve(import.meta.dirname, '../../src/proxy/dns/proxy.ts');
+const { createDNSProxy } = (await import(MODULE)) as { createDNSProxy: typeof CreateDNSProxy };
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
 const PORT = 18553, UP = '127.0.0.2';
 const dir = mkdtempSync(join(tmpdir(), 'bench-dnslo-'));
@@ -64,7 +68,7 @@ try {
     console.error(`round ${r + 1}: dnsmasq ${d.qps.toFixed(0)} q/s (${d.cpu.toFixed(1)} µs/q) | proxy ${p.qps.toFixed(0)} q/s (${p.cpu.toFixed(1)} µs/q of the proxy process)`);
   }
   const st = proxy.stats();
-  console.log(`median: dnsmasq ${median(rows.map((x) => x.d)).toFixed(0)} q/s, proxy ${median(rows.map((x) => x.p)).toFixed(0)} q/s; CPU/query dnsmasq ${median(rows.map((x) => x.cd)).toFixed(1)} µs, proxy ${median(rows.map((x) => x.cp)).toFixed(1)} µs; ` +
+  console.log(`${MODULE.replace(resolve(import.meta.dirname, '../..') + '/', '')}: median: dnsmasq ${median(rows.map((x) => x.d)).toFixed(0)} q/s, proxy ${median(rows.map((x) => x.p)).toFixed(0)} q/s; CPU/query dnsmasq ${median(rows.map((x) => x.cd)).toFixed(1)} µs, proxy ${median(rows.map((x) => x.cp)).toFixed(1)} µs; ` +
     `${st.queries} queries, ${st.batched} read by recvmmsg, ${flows} flows, ${st.servfail} servfail, ${st.dropped} dropped`);
 } finally {
   await proxy.stop();
