@@ -8,10 +8,12 @@
  *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
  *                              [--fraction 0.5] [--node-flags=--trace-gc] [--append]
  * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
- * tls-sni (SNI passthrough, new connections), http-ka, http-close.
+ * tls-sni (SNI passthrough, new connections), http-ka, http-close, dns (bench/dns/proxy-server.ts,
+ * dnsmasq upstream, dnsperf -Q at the rate).
  *
- * Rate: capacity is measured first (wrk, 5 s, 50 connections); the soak then runs wrk with a
- * per-connection delay (Lua `delay()`) sized for `fraction` of it. Bounded: wrk runs --secs.
+ * Rate: capacity is measured first (wrk, 5 s, 50 connections; dnsperf -q 64 for dns); the soak then
+ * runs wrk with a per-connection delay (Lua `delay()`) sized for `fraction` of it (dnsperf -Q for
+ * dns). Bounded: the load runs --secs.
  * With --append the table and the command go to bench/RESULTS.md under `## soak`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -28,7 +30,7 @@ const { values } = parseArgs({
     'node-flags': { type: 'string', default: '' },
   },
 });
-const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close'] as const;
+const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close', 'dns'] as const;
 type Kind = (typeof KINDS)[number];
 const KIND = values.proxy as Kind;
 if (!KINDS.includes(KIND)) throw new Error(`--proxy: one of ${KINDS.join(', ')}`);
@@ -38,6 +40,8 @@ const REPO = resolve(import.meta.dirname, '../..');
 const NAME = 'api.bench.test';
 const ORIGIN = 18543, PROXY = 18547, CONNS = 50;
 const tls = KIND.startsWith('tls');
+const dns = KIND === 'dns';
+const DNS_UP = '127.0.0.2';
 const close = KIND !== 'tls-intercept-ka' && KIND !== 'http-ka';
 const dir = mkdtempSync(join(tmpdir(), 'bench-soak-'));
 const children: ChildProcess[] = [];
@@ -67,7 +71,11 @@ function wrkArgs(secs: number, delayMs: number): string[] {
   const url = tls ? `https://${NAME}:${PROXY}/v1/models` : `http://127.0.0.1:${PROXY}/api/v1/resource0`;
   return ['-c', '0', 'wrk', '-t1', `-c${CONNS}`, `-d${secs}s`, '-s', lua, ...(close ? ['-H', 'Connection: close'] : []), url];
 }
-const rps = (out: string) => Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1] ?? NaN);
+const rps = (out: string) => Number((dns ? /Queries per second:\s+([0-9.]+)/ : /Requests\/sec:\s+([0-9.]+)/).exec(out)?.[1] ?? NaN);
+/** dnsperf against the DNS proxy: unpaced (-q 64) for the capacity, or -Q qps */
+function dnsperfArgs(secs: number, qps: number): string[] {
+  return ['-c', '0', 'dnsperf', '-s', '127.0.0.1', '-p', String(PROXY), '-d', join(dir, 'q.txt'), '-l', String(secs), '-c', '8', ...(qps > 0 ? ['-Q', String(Math.round(qps))] : ['-q', '64']), '-t', '2'];
+}
 
 interface Mem { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number }
 const MB = (b: number) => (b / 1048576).toFixed(1);
@@ -75,7 +83,12 @@ const MB = (b: number) => (b / 1048576).toFixed(1);
 try {
   let proxy: ChildProcess;
   const env = { ...process.env, MEMBRANE_BENCH_MEM_MS: String(SAMPLE * 1000) };
-  if (tls) {
+  if (dns) {
+    writeFileSync(join(dir, 'q.txt'), Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab A`).join('\n') + '\n');
+    await startPinned(children, 0, 'dnsmasq', ['-k', '--conf-file=/dev/null', `--listen-address=${DNS_UP}`, '--bind-interfaces', `--port=${PROXY}`, '--no-resolv', '--no-hosts',
+      '--address=/bench.lab/198.51.100.77', '--user=root', `--pid-file=${join(dir, 'dm.pid')}`, '--cache-size=10000', '--local-ttl=300']);
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/dns/proxy-server.ts'), '--port', String(PROXY), '--upstream', DNS_UP], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } else if (tls) {
     ca('ca');
     ca('ica');
     await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
@@ -106,18 +119,18 @@ try {
     proxy.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
     proxy.once('exit', (c) => { clearTimeout(t); rej(new Error(`proxy exited ${c}: ${out}`)); });
   });
-  const cap = rps(execFileSync('taskset', wrkArgs(5, 0)).toString());
+  const cap = rps(execFileSync('taskset', dns ? dnsperfArgs(5, 0) : wrkArgs(5, 0)).toString());
   const target = cap * FRACTION;
   // each connection: one request per (delay + latency); latency is small next to the delay at half load
   const delayMs = Math.max(1, Math.round((CONNS * 1000) / target));
-  console.error(`${KIND}: capacity ${cap.toFixed(0)} req/s; soak at ${FRACTION} of it: ${CONNS} connections, ${delayMs} ms apart, ${SECS} s`);
+  console.error(`${KIND}: capacity ${cap.toFixed(0)} req/s; soak at ${FRACTION} of it: ${dns ? `dnsperf -Q ${target.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s`);
   t0 = Date.now();
   const soakOut = await new Promise<string>((res, rej) => {
-    const w = spawn('taskset', wrkArgs(SECS, delayMs), { stdio: ['ignore', 'pipe', 'inherit'] });
+    const w = spawn('taskset', dns ? dnsperfArgs(SECS, target) : wrkArgs(SECS, delayMs), { stdio: ['ignore', 'pipe', 'ignore'] });
     children.push(w);
     let o = '';
     w.stdout!.on('data', (d: Buffer) => { o += d; });
-    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`wrk exited ${c}`))));
+    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`load generator exited ${c}`))));
   });
   await new Promise((r) => setTimeout(r, 500));
   const achieved = rps(soakOut);
@@ -130,8 +143,8 @@ try {
   const lines = [
     `### soak: ${KIND}`, '',
     `Command: \`${cmd}\``, '',
-    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work. Capacity ${cap.toFixed(0)} req/s (wrk -c${CONNS}, 5 s); ` +
-    `soak offered ${(FRACTION * 100).toFixed(0)} % of it, achieved ${achieved.toFixed(0)} req/s for ${SECS} s. ` +
+    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work. Capacity ${cap.toFixed(0)} ${dns ? 'q/s (dnsperf -c 8 -q 64' : `req/s (wrk -c${CONNS}`}, 5 s); ` +
+    `soak offered ${(FRACTION * 100).toFixed(0)} % of it, achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s for ${SECS} s. ` +
     `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB, largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${flat ? 'flat (±10 %)' : 'NOT flat'}.`, '',
     '| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB |', '|---|---|---|---|---|---|', ...rows, '',
   ];
