@@ -163,12 +163,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   let flushQueued = false;
   const flushAll = (): void => {
     flushQueued = false;
-    for (let i = 0; i < dirty.length; i++) {
-      const b = dirty[i]!;
-      const before = b.dropped;
-      b.flush();
-      st.dropped += b.dropped - before;
-    }
+    for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
     dirty.length = 0;
   };
   function queued(b: SendBatch): void {
@@ -554,7 +549,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       connecting.clear();
       listener = undefined;
     },
-    stats: () => ({ ...st, holdsMs: [...st.holdsMs] }),
+    stats: () => {
+      // datagrams the kernel refused inside send batches count as dropped
+      let refused = 0;
+      for (const b of [...upstreams.values(), ...replySockets.values()]) refused += b.out?.dropped ?? 0;
+      return { ...st, dropped: st.dropped + refused, holdsMs: [...st.holdsMs] };
+    },
     boundPort: () => listener?.address().port ?? 0,
   };
 }
