@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Pod } from '../api/types.ts';
+import type { Pod, Resource } from '../api/types.ts';
 import type { MembraneConfig } from '../common/config.ts';
 import type { LabPaths } from '../common/paths.ts';
 import type { Logger } from '../common/logger.ts';
@@ -147,7 +147,11 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
     networkDevices: (config.devices ?? '').split(',').filter(Boolean),
     clusterPrefixes: [pool.cidr, '127.0.0.0/8'],
     clusterDNS: { serviceIp: dns ?? '0.0.0.0', serverIp: () => dns },
-    async start() {
+    async start({ resources }) {
+      // containers whose labels name no namespace land in `default`, which exists as in a cluster
+      if (!(await resources.get('Namespace', undefined, 'default'))) {
+        await resources.commit([{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' }, source: { file: '<host>', line: 0, col: 0 } } as Resource]);
+      }
       // the gateway lives on a device of its own (Cilium's cilium_host): always up, no traffic of its own
       if (!(await linkShow(HOST_DEVICE))) {
         await linkDelete(HOST_PEER);
