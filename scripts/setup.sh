@@ -39,6 +39,8 @@ bash scripts/build-bpf.sh
 if [ ! -x dist/rawpkt ] || [ test/integration/support/rawpkt.c -nt dist/rawpkt ]; then
   cc -O2 -Wall -o dist/rawpkt test/integration/support/rawpkt.c
 fi
+# membrane-cni as JavaScript (dist/cni): the runtime starts it per container; bin/membrane-cni uses it when fresh
+node_modules/.bin/tsc -p src/cni/tsconfig.plugin.json
 # the web UI bundle (dist/ui): served by `membrane ui`, nothing fetched at run time
 bin/node ui/build.ts
 echo "setup: ready ($(bin/node --version), $(clang --version | head -1))"

@@ -20,7 +20,7 @@ import type { LabPaths } from '../common/paths.ts';
 import type { Logger } from '../common/logger.ts';
 import type { PodNetworkInfo, PodNetworkProvider } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
-import { addrShowAt, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
+import { addrShowAt, disableIpv6Self, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
 import { createCidrIpam, parseCidr, type CidrPool } from './ipam.ts';
 
 export const ANN_CONTAINER_ID = 'cni.membrane.io/container-id';
@@ -102,15 +102,20 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
     const mac = macFromIp(podIp);
     const a: Attachment = { containerId, ifname, netns, hostIfname, ip: podIp, namespace: pod.metadata.namespace ?? 'default', pod: pod.metadata.name };
     await serial(async () => { const m = await load(); m[key] = a; await save(m); });
-    if ((await verify(a)).length) {
+    // each `ip`/`nsenter` is a process: ADD's latency is mostly their count, so a new
+    // attachment takes four (sysctl and one batch in the container, one batch and a show here)
+    const had = await linkShow(hostIfname);
+    if (!had || (await verify(a)).length) {
       if (!existsSync(netns)) throw new MembraneError('CNI_NETNS_MISSING', `network namespace ${netns} of container ${containerId.slice(0, 12)} does not exist`, { hint: 'the container is gone: its runtime sends DEL' });
-      // absent or half-made: start clean
-      await linkDelete(hostIfname);
-      await ipAt(netns, ['link', 'del', ifname]).catch(() => {});
+      if (had) {
+        // half-made: start clean
+        await linkDelete(hostIfname);
+        await ipAt(netns, ['link', 'del', ifname]).catch(() => {});
+      }
       // IPv4 only (the datapath drops what it does not parse): no IPv6 link-local chatter from the container
       await sysctlAt(netns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 }).catch(() => {});
-      await ip(['link', 'add', hostIfname, 'type', 'veth', 'peer', 'name', ifname, 'netns', netns]);
-      await sysctlAt(undefined, { [`net.ipv6.conf.${hostIfname}.disable_ipv6`]: 1 }).catch(() => {});
+      await ipBatch([`link add ${hostIfname} type veth peer name ${ifname} netns ${netns}`]);
+      await disableIpv6Self(hostIfname);
       await ipBatchAt(netns, [
         'link set lo up', `link set ${ifname} address ${mac}`, `addr add ${podIp}/32 dev ${ifname}`, `link set ${ifname} up`,
         `route add ${gw} dev ${ifname} scope link`, `route add default via ${gw} dev ${ifname}`,

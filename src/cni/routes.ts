@@ -16,7 +16,6 @@ import type { Agent } from '../agent/agent.ts';
 import type { Handler } from '../agent/api-server.ts';
 import { ApiRequestError } from '../agent/api-server.ts';
 import { valid } from '../agent/routes.ts';
-import { linkShow } from '../sys/net.ts';
 import { ANN_CONTAINER_ID, ANN_IFNAME, ANN_NETNS, type Attachment, type HostProvider } from './host-provider.ts';
 
 const SOURCE = { file: '<cni>', line: 0, col: 0 };
@@ -72,9 +71,8 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
         await agent.settled().catch(() => {});
         throw new ApiRequestError('CNI_ENDPOINT_FAILED', `container ${r.containerId.slice(0, 12)} (${r.namespace}/${r.name}): ${why}; nothing was left behind`, { hint: '`membrane status` shows the agent\'s recent errors' });
       }
-      const h = await linkShow(ep.hostIfname);
       return {
-        ip: ep.ip, gateway: provider.pool.gateway, mac: ep.mac, hostMac: h?.address ?? '', hostIfname: ep.hostIfname,
+        ip: ep.ip, gateway: provider.pool.gateway, mac: ep.mac, hostIfname: ep.hostIfname,
         endpointId: ep.id, identity: ep.identity, ...(o.dns ? { dns: o.dns } : {}),
       };
     }),

@@ -3,7 +3,6 @@
  * containernetworking/cni): the commands, the error codes, the network configuration the runtime
  * writes on stdin, CNI_ARGS, and the result of ADD. Pure: the plugin (plugin.ts) does the I/O.
  */
-import { z } from 'zod';
 
 export const SUPPORTED_VERSIONS = ['1.0.0', '1.1.0'] as const;
 export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'STATUS', 'GC'] as const;
@@ -48,21 +47,36 @@ export const NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
 /** CNI_ARGS key carrying the container's labels: `MEMBRANE_LABELS=app=web,tier=front`. */
 export const LABELS_ARG = 'MEMBRANE_LABELS';
 
-const netName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a network name: letters, digits, _ . -');
-/** Our plugin's configuration inside the conflist; unknown fields are the runtime's (runtimeConfig, args, prevResult). */
-export const netConfSchema = z.object({
-  cniVersion: z.string(),
-  name: netName,
-  type: z.string().min(1),
+/**
+ * Our plugin's configuration inside the conflist; other fields are the runtime's (runtimeConfig,
+ * args, prevResult) and pass through. Checked by hand, not with zod: the plugin runs once per
+ * container start, and its start-up is most of ADD's latency.
+ */
+export interface NetConf {
+  cniVersion: string;
+  name: string;
+  type: string;
   /** the host-mode agent's API socket */
-  agentSocket: z.string().regex(/^\/./, 'an absolute path').optional(),
+  agentSocket?: string;
   /** namespace of containers whose labels name none */
-  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/).optional(),
+  namespace?: string;
   /** ms one agent call may take (ADD waits for the policy to be in the datapath) */
-  timeoutMs: z.number().int().min(100).max(600_000).optional(),
-  'cni.dev/valid-attachments': z.array(z.object({ containerID: z.string(), ifname: z.string() }).passthrough()).optional(),
-}).passthrough();
-export type NetConf = z.infer<typeof netConfSchema>;
+  timeoutMs?: number;
+  'cni.dev/valid-attachments'?: { containerID: string; ifname: string }[];
+  [k: string]: unknown;
+}
+
+type Check = [field: string, ok: (v: unknown) => boolean, want: string, required: boolean];
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const CHECKS: Check[] = [
+  ['cniVersion', (v) => isStr(v) && v.length > 0, 'a version string', true],
+  ['name', (v) => isStr(v) && /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v), 'a network name (letters, digits, _ . -)', true],
+  ['type', (v) => isStr(v) && v.length > 0, 'the plugin type', true],
+  ['agentSocket', (v) => isStr(v) && /^\/./.test(v), 'an absolute path', false],
+  ['namespace', (v) => isStr(v) && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v), 'a namespace name (DNS label)', false],
+  ['timeoutMs', (v) => Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 600_000, 'an integer 100..600000', false],
+  ['cni.dev/valid-attachments', (v) => Array.isArray(v) && v.every((a) => a && typeof a === 'object' && isStr((a as { containerID?: unknown }).containerID) && isStr((a as { ifname?: unknown }).ifname)), 'a list of {containerID, ifname}', false],
+];
 
 export const DEFAULT_AGENT_SOCKET = '/run/membrane/host/nodes/host/agent.sock';
 
@@ -74,13 +88,14 @@ export function parseNetConf(stdin: string): NetConf {
   } catch (e) {
     throw new CniError(CniCode.DecodeFailure, 'the network configuration on stdin is not JSON', (e as Error).message);
   }
-  const r = netConfSchema.safeParse(doc);
-  if (!r.success) {
-    const first = r.error.issues[0]!;
-    throw new CniError(CniCode.InvalidNetworkConfig, `invalid network configuration: ${first.path.join('.') || '(root)'}: ${first.message}`,
-      r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new CniError(CniCode.InvalidNetworkConfig, 'invalid network configuration: not a JSON object');
+  const conf = doc as Record<string, unknown>;
+  const problems: string[] = [];
+  for (const [field, ok, want, required] of CHECKS) {
+    if (conf[field] === undefined) { if (required) problems.push(`${field}: missing (${want})`); } else if (!ok(conf[field])) problems.push(`${field}: not ${want}`);
   }
-  return r.data;
+  if (problems.length) throw new CniError(CniCode.InvalidNetworkConfig, `invalid network configuration: ${problems[0]}`, problems.join('; '));
+  return conf as NetConf;
 }
 
 export function checkVersion(v: string): void {
@@ -120,13 +135,13 @@ export function endpointName(podName: string | undefined, containerId: string): 
   return base || `c-${containerId.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 12)}`;
 }
 
-export interface AddReply { ip: string; gateway: string; mac: string; hostMac: string; hostIfname: string; endpointId: number; identity: number; dns?: string }
+export interface AddReply { ip: string; gateway: string; mac: string; hostIfname: string; endpointId: number; identity: number; dns?: string }
 
 /** The ADD result (SPEC.md "Success"): the container's interface, its /32 and the default route via the gateway. */
 export function addResult(version: string, ifname: string, netns: string, r: AddReply): unknown {
   return {
     cniVersion: version,
-    interfaces: [{ name: r.hostIfname, mac: r.hostMac }, { name: ifname, mac: r.mac, sandbox: netns }],
+    interfaces: [{ name: r.hostIfname }, { name: ifname, mac: r.mac, sandbox: netns }],
     ips: [{ address: `${r.ip}/32`, gateway: r.gateway, interface: 1 }],
     routes: [{ dst: '0.0.0.0/0', gw: r.gateway }],
     dns: r.dns ? { nameservers: [r.dns] } : {},

@@ -3,6 +3,7 @@
  * links, addresses and routes). Every failure is a MembraneError with a code and a hint.
  */
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { run, runOk } from './proc.ts';
 import { MembraneError } from '../common/errors.ts';
 
@@ -167,4 +168,10 @@ export async function sysctlAt(path: string | undefined, settings: Record<string
   const kv = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
   const argv = path ? ['nsenter', `--net=${path}`, 'sysctl', '-q', '-w', ...kv] : ['sysctl', '-q', '-w', ...kv];
   await runOk(argv[0]!, argv.slice(1), { code: 'NET_SYSCTL_FAILED', hint: 'this needs root and procps (sysctl)' });
+}
+
+/** IPv6 off on one link of this process's own namespace (/proc/sys follows the netns), without a process. */
+export async function disableIpv6Self(link: string): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(link)) return;
+  await writeFile(`/proc/sys/net/ipv6/conf/${link}/disable_ipv6`, '1').catch(() => {});
 }
