@@ -223,7 +223,7 @@ export const SETTINGS: readonly Setting[] = [
     },
   },
   {
-    name: 'podCidr', scope: 'agent', env: 'MEMBRANE_POD_CIDR', flag: '--pod-cidr', default: '(none; required by `membrane agent`)',
+    name: 'podCidr', scope: 'agent', env: 'MEMBRANE_POD_CIDR', flag: '--pod-cidr', default: '(none; required in host mode)',
     help: 'host mode: IPv4 CIDR (/16../28) the CNI plugin takes container addresses from; its first address is the gateway on membrane_host',
     parse(raw) {
       const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw.trim());
