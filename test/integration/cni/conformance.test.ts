@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HostModeLab } from '../support/host-mode.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
@@ -21,8 +21,29 @@ async function identities(): Promise<IdentityView[]> {
 }
 
 describe('membrane-cni conformance', { timeout: 600_000 }, () => {
-  before(async () => { await lab.startAgent(); });
+  let defaultRoute = '';
+  before(async () => {
+    // the stand-in host has an uplink and a default route of its own, as a real host does
+    await lab.startHost();
+    await lab.sh('ip', ['-n', lab.hostNetns, 'link', 'add', 'uplink0', 'type', 'veth', 'peer', 'name', 'uplink1']);
+    await lab.sh('ip', ['-n', lab.hostNetns, 'addr', 'add', '192.0.2.200/24', 'dev', 'uplink0']);
+    await lab.sh('ip', ['-n', lab.hostNetns, 'link', 'set', 'uplink0', 'up']);
+    await lab.sh('ip', ['-n', lab.hostNetns, 'link', 'set', 'uplink1', 'up']);
+    await lab.sh('ip', ['-n', lab.hostNetns, 'route', 'add', 'default', 'via', '192.0.2.254', 'dev', 'uplink0', 'onlink']);
+    defaultRoute = (await lab.sh('ip', ['-n', lab.hostNetns, 'route', 'show', 'default'])).stdout;
+    await lab.startAgent();
+  });
   after(async () => { await lab.cleanup(); });
+
+  it('host mode keeps the host\'s default route and attaches to no device it was not given', async () => {
+    const c = await lab.addContainer('probe', { app: 'probe' });
+    assert.equal((await lab.sh('ip', ['-n', lab.hostNetns, 'route', 'show', 'default'])).stdout, defaultRoute);
+    // the datapath pins one tcx link per device and direction (src/datapath/linux/loader.ts)
+    const links = (await readdir(join(lab.paths.pinRoot('node1'), 'links'))).sort();
+    assert.ok(links.some((l) => /^lxc[0-9a-f]{11}-ingress$/.test(l)), `the container's veth carries the datapath: ${links.join(' ')}`);
+    assert.deepEqual(links.filter((l) => !l.startsWith('lxc')), [], 'nothing on the uplink or any other device');
+    assert.equal((await lab.cni({ command: 'DEL', containerId: c.containerId, netns: `/run/netns/${c.netns}`, ifname: 'eth0' })).code, 0);
+  });
 
   it('VERSION lists the versions it speaks', async () => {
     const r = await lab.cni({ command: 'VERSION', stdin: JSON.stringify({ cniVersion: '1.1.0' }) });
