@@ -15,7 +15,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labPaths, type LabPaths } from '../common/paths.ts';
-import { childEnv, type MembraneConfig } from '../common/config.ts';
+import { childEnv, ROUTING_MODES, type MembraneConfig, type RoutingMode } from '../common/config.ts';
 import { callAgent } from '../agent/api-client.ts';
 import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
@@ -192,6 +192,39 @@ async function decideKVStore(config: MembraneConfig, nodes: number): Promise<Lab
   return out;
 }
 
+function routingFile(paths: LabPaths): string {
+  return join(paths.stateDir, 'routing-mode');
+}
+
+/** The routing mode the lab was made with (tunnel when nothing is recorded: Cilium's default). */
+export function readLabRoutingMode(paths: LabPaths): RoutingMode {
+  try {
+    const m = readFileSync(routingFile(paths), 'utf8').trim();
+    if ((ROUTING_MODES as readonly string[]).includes(m)) return m as RoutingMode;
+  } catch { /* not recorded */ }
+  return 'tunnel';
+}
+
+/**
+ * Decides the lab's routing mode on `up` (kept in the state dir): the nodes' routes and every agent
+ * must agree, so a running lab does not switch (refused, changing nothing).
+ */
+async function decideRoutingMode(config: MembraneConfig): Promise<RoutingMode> {
+  const paths = labPaths(config);
+  if (existsSync(routingFile(paths))) {
+    const had = readLabRoutingMode(paths);
+    if (had !== config.routingMode) {
+      throw new MembraneError('LAB_ROUTING_CHANGED', `lab ${paths.lab} routes pod traffic in ${had} mode; it cannot switch to ${config.routingMode} while up`, {
+        hint: `run \`membrane down\` first, or keep --routing-mode ${had}`,
+      });
+    }
+    return had;
+  }
+  await mkdir(paths.stateDir, { recursive: true });
+  await writeFile(routingFile(paths), config.routingMode);
+  return config.routingMode;
+}
+
 /** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
 export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
   const paths = labPaths(config);
@@ -200,7 +233,7 @@ export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_R
   const old = readPidFile(paths.agentPidFile(node));
   if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
   const pid = spawnDetached({
-    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), ...kvstoreAgentArgs(config)]),
+    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)]),
     logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
@@ -260,9 +293,10 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
   // decided (and a bad choice refused) before anything is made
   const kvs = opts.networkOnly ? undefined : await decideKVStore(opts.config, nodes);
+  const routingMode = await decideRoutingMode(opts.config);
   await mkdir(paths.stateDir, { recursive: true });
-  say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
-  await setupLabNetwork({ lab: paths.lab, nodes });
+  say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world (routing mode ${routingMode})`);
+  await setupLabNetwork({ lab: paths.lab, nodes, routingMode });
   if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
     const pid = await ensureLabEtcd(paths);
     say(`etcd: ${labEtcdEndpoint(paths)} (pid ${pid}, data ${join(paths.stateDir, 'etcd', 'data')})`);

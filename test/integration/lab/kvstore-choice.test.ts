@@ -1,6 +1,6 @@
 /**
  * `membrane up` refuses kvstore and routing choices it cannot honour before it makes anything:
- * memory with several nodes, a TCP etcd endpoint the node namespaces cannot reach, tunnel routing.
+ * memory with several nodes, a TCP etcd endpoint the node namespaces cannot reach, an unknown routing mode.
  */
 import { skipUnless } from '../../support/requirements.ts';
 import { test, after } from 'node:test';
@@ -19,7 +19,7 @@ test('refused before anything is made, each with its code and a hint', { skip },
   const cases: [string[], RegExp][] = [
     [['up', '--nodes', '2', '--kvstore', 'memory'], /LAB_KVSTORE_MEMORY_MULTINODE.*would not share[\s\S]*hint:/],
     [['up', '--kvstore-endpoint', 'http://127.0.0.1:2379'], /LAB_KVSTORE_UNREACHABLE.*no route[\s\S]*hint: .*unix/],
-    [['up', '--nodes', '2', '--routing-mode', 'tunnel'], /CONFIG_UNSUPPORTED.*tunnel.*not implemented[\s\S]*hint: use --routing-mode native/],
+    [['up', '--nodes', '2', '--routing-mode', 'geneve'], /CONFIG_INVALID.*tunnel or native/],
     [['up', '--kvstore', 'consul'], /CONFIG_INVALID.*memory or etcd/],
   ];
   for (const [args, want] of cases) {
