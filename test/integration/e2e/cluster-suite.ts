@@ -22,7 +22,8 @@ import { callAgent } from '../../../src/agent/api-client.ts';
 import type { RoutingMode } from '../../../src/common/config.ts';
 
 export function clusterSuite(mode: RoutingMode): void {
-  const lab = new TestLab(`${mode === 'tunnel' ? 'cl' : 'cn'}${process.pid % 10000}`);
+  // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
+  const lab = new TestLab(`${mode === 'tunnel' ? 'cl' : 'cn'}${process.pid}`);
   const upArgs = ['--routing-mode', mode];
   const skip = skipUnless('root', 'etcd');
   const paths = lab.paths;

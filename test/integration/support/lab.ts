@@ -30,9 +30,11 @@ function sweepOrphanLabs(): void {
   swept = true;
   const root = '/run/membrane-test';
   if (!existsSync(root)) return;
+  // lab names carry pid % 10000: a lab is an orphan only when no live process has that remainder
+  const live = new Set(readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map((d) => Number(d) % 10000));
   for (const name of readdirSync(root)) {
     const pid = /^[a-z-]+?(\d+)$/.exec(name)?.[1];
-    if (!pid || Number(pid) === process.pid || existsSync(`/proc/${pid}`)) continue;
+    if (!pid || Number(pid) === process.pid % 10000 || live.has(Number(pid))) continue;
     try {
       execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(root, name) }, timeout: 120_000, stdio: 'ignore' });
     } catch { /* the next run tries again */ }
