@@ -183,19 +183,24 @@ export function clusterSuite(mode: RoutingMode): void {
     const since = new Date();
     await lab.apply([l7]);
     const code = async (path: string) => (await lab.exec('cl', 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', `http://${ip.server}:8080${path}`])).stdout.trim();
-    await until('GET /private is answered 403 by the proxy', async () => (await code('/private')) === '403');
-    assert.equal(await code('/public'), '200');
-    const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
-    const fs = await flowsOn('node2', ['--type', 'l7', '--to-pod', 'cl/server', '--since', since.toISOString(), '--last', '500'],
-      (x) => x.some((f) => f.verdict === 'DROPPED') && x.some((f) => f.verdict === 'FORWARDED'));
-    const denied = fs.find((f) => f.verdict === 'DROPPED');
-    assert.ok(denied, JSON.stringify(fs.slice(-3)));
-    assert.equal(denied.source?.identity, ids.client, 'the L7 flow names the remote client by its identity');
-    assert.equal(denied.source?.pod_name, 'client');
-    assert.equal(denied.node_name, 'node2');
-    // back to the L3/L4 rule for the tests that follow
-    await lab.apply([policy]);
-    await until('L3/L4 again: /private passes', async () => (await code('/private')) !== '403');
+    try {
+      await until('GET /private is answered 403 by the proxy', async () => (await code('/private')) === '403');
+      assert.equal(await code('/public'), '200');
+      const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+      const fs = await flowsOn('node2', ['--type', 'l7', '--to-pod', 'cl/server', '--since', since.toISOString(), '--last', '500'],
+        (x) => x.some((f) => f.verdict === 'DROPPED') && x.some((f) => f.verdict === 'FORWARDED'));
+      const denied = fs.find((f) => f.verdict === 'DROPPED');
+      assert.ok(denied, JSON.stringify(fs.slice(-3)));
+      // the remote client by its identity and labels (the proxies name local pods only: no pod_name here)
+      assert.equal(denied.source?.identity, ids.client);
+      assert.ok((denied.source as { labels?: string[] } | undefined)?.labels?.includes('k8s:app=client'), JSON.stringify(denied.source));
+      assert.equal(denied.IP?.source, ip.client);
+      assert.equal(denied.node_name, 'node2');
+    } finally {
+      // back to the L3/L4 rule for the tests that follow
+      await lab.apply([policy]);
+      await until('L3/L4 again: /private passes the proxy', async () => (await code('/private')) !== '403');
+    }
   });
 
   test('DNS proxy and toFQDNs from a pod on node2 (the lab DNS runs on node1)', { skip }, async () => {
