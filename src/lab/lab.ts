@@ -23,9 +23,9 @@ import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/pr
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
 import { readFile } from 'node:fs/promises';
 import {
-  isLabNetns, isLabNodeNetns, isLabPinDir, nodeName, nodeNetnsName, worldNetnsName,
+  isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
 } from './names.ts';
-import { ETC_NETNS, setupLabNetwork } from './network.ts';
+import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
 import { ensureLabCA, caCertPath } from './ca.ts';
 import { ensureHubbleCerts } from './hubble-certs.ts';
@@ -402,4 +402,58 @@ export async function labStatus(paths: LabPaths): Promise<LabStatus> {
   const wp = readPidFile(join(worldDir(paths), 'echo.pid'));
   const relay = labRelay(paths);
   return { lab: paths.lab, namespaces, nodes, world: { ...(wp ? { pid: wp } : {}), alive: isAlive(wp, WORLD_MARKER) }, ...(relay ? { relay } : {}) };
+}
+
+/**
+ * `membrane node add`: one more node on a running lab (the next number): its namespace, underlay
+ * port, VXLAN device and routes (every node's routes are brought up to date), Hubble certificate
+ * and agent, which registers in etcd; the other agents learn it from there.
+ */
+export async function labNodeAdd(opts: { config: MembraneConfig; progress?: (msg: string) => void; repoRoot?: string }): Promise<LabUpResult> {
+  requireRoot();
+  const paths = labPaths(opts.config);
+  const have = await labNodes(paths.lab);
+  if (!have.length) throw new MembraneError('LAB_NOT_UP', `lab ${paths.lab} is not up`, { hint: 'start it with `membrane up --nodes N`' });
+  return labUp({ config: opts.config, nodes: Math.max(...have) + 1, ...(opts.progress ? { progress: opts.progress } : {}), ...(opts.repoRoot ? { repoRoot: opts.repoRoot } : {}) });
+}
+
+/**
+ * `membrane node delete NODE`: the node leaves a running lab as a dead machine would, except that
+ * its pods are deleted from the cluster's resources first (a Node gone in Kubernetes takes its
+ * pods with it). Its agent is stopped without a goodbye (SIGKILL): the other nodes forget its
+ * endpoints when its kvstore lease expires, within one lease TTL. node1 holds the world link and
+ * the lab DNS and cannot be deleted; the highest-numbered node is the one `node add` brings back.
+ */
+export async function labNodeDelete(opts: { config: MembraneConfig; node: string; progress?: (msg: string) => void }): Promise<{ node: string; pods: number }> {
+  requireRoot();
+  const paths = labPaths(opts.config);
+  const say = opts.progress ?? (() => {});
+  const k = nodeIndexOf(opts.node);
+  const have = await labNodes(paths.lab);
+  if (!have.includes(k)) throw new MembraneError('LAB_NODE_UNKNOWN', `lab ${paths.lab} has no node ${opts.node}`, { hint: `its nodes: ${have.map(nodeName).join(', ') || 'none'}` });
+  if (k === 1) throw new MembraneError('LAB_NODE_REQUIRED', 'node1 holds the world link and the lab DNS; it leaves only with `membrane down`', { hint: `delete another node (${have.filter((x) => x !== 1).map(nodeName).join(', ') || 'there is none'})` });
+  const peer = paths.agentSocket(nodeName(have.find((x) => x !== k)!));
+  // its pods leave the cluster's resources (through another node's agent)
+  const { items } = await callAgent<{ items: Resource[] }>(peer, 'GET', '/v1/resources?kind=Pod');
+  const mine = items.filter((p) => (p as { spec?: { nodeName?: string } }).spec?.nodeName === opts.node);
+  if (mine.length) await callAgent(peer, 'POST', '/v1/delete', { resources: mine });
+  say(`${opts.node}: ${mine.length} pod(s) deleted`);
+  // the agent dies as a machine would; then its processes, pods and namespace go
+  const ns = nodeNetnsName(opts.node, paths.lab);
+  const agent = readPidFile(paths.agentPidFile(opts.node));
+  if (agent && isAlive(agent, AGENT_MARKER)) process.kill(agent, 'SIGKILL');
+  await killPids(await netnsPids(ns), { timeoutMs: 3000 });
+  for (const p of mine) {
+    const podNs = podNetnsName(opts.node, p.metadata.namespace ?? 'default', p.metadata.name, paths.lab);
+    await killPids(await netnsPids(podNs), { timeoutMs: 2000 });
+    await netnsDelete(podNs);
+    await rm(join(ETC_NETNS, podNs), { recursive: true, force: true });
+  }
+  await netnsDelete(ns);
+  await rm(paths.nodeDir(opts.node), { recursive: true, force: true });
+  await rm(paths.pinRoot(opts.node), { recursive: true, force: true });
+  // the others' routes to it go with its address (the underlay port went with the namespace)
+  await removeNodeRoutes(paths.lab, k, have.filter((x) => x !== k));
+  say(`${opts.node}: agent stopped, namespace removed; the other nodes drop its endpoints when its lease expires`);
+  return { node: opts.node, pods: mine.length };
 }

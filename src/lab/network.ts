@@ -109,6 +109,16 @@ export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMo
   }
 }
 
+/** Node k is gone: the remaining nodes' routes to its address and pod CIDR go (absent ones are fine). */
+export async function removeNodeRoutes(lab: string, k: number, remaining: number[]): Promise<void> {
+  for (const j of remaining) {
+    const ns = nodeNetnsName(nodeName(j), lab);
+    for (const dst of [podCidr(k), `${nodeIp(k)}/32`]) {
+      try { await ip(['route', 'del', dst], ns); } catch { /* not there */ }
+    }
+  }
+}
+
 /** The world namespace behind node1: every world host's address on mbr_hosts, routes back to the lab. */
 export async function ensureWorldNetwork(lab: string): Promise<void> {
   const w = worldNetnsName(lab);
