@@ -225,14 +225,23 @@ export function createCluster(o: ClusterOptions) {
       const first = [...nodes.values()].filter((n) => n.cluster === self.cluster).sort((a, b) => nodeOrder(a.name, b.name))[0];
       return !first || first.name === self.name;
     },
-    /** Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache. */
+    /**
+     * Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache, each
+     * with its tunnel endpoint (Cilium's): the InternalIP of the node it lives on. A node's own
+     * InternalIP names itself; that is what makes an address a tunnel peer (bpf/lib/overlay.h).
+     * A pod whose HostIP is not a registered node gets none: the tunnel does not carry it.
+     */
     ipcacheEntries(): IPCacheEntry[] {
       const out: IPCacheEntry[] = [];
-      for (const e of remote.values()) out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0 });
+      const nodeIps = new Set<string>();
+      for (const n of nodes.values()) if (n.name !== self.name) nodeIps.add(n.ip);
+      for (const e of remote.values()) {
+        out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0, ...(nodeIps.has(e.hostIp) ? { tunnelEndpoint: e.hostIp } : {}) });
+      }
       for (const n of nodes.values()) {
         if (n.name === self.name) continue;
-        out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
-        if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
+        out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
+        if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
       }
       return out;
     },

@@ -10,6 +10,7 @@
  * Flow enrichment resolves IPs through the agent's endpoint table (a map by IP) and identities
  * through the policy engine's allocator: lookups only, per event.
  */
+import { MembraneError } from '../common/errors.ts';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { LabPaths } from '../common/paths.ts';
@@ -84,6 +85,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const datapath = createLinuxDatapath({
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
+    tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
   });
   const { networks, workloads } = provider;
 
@@ -191,10 +193,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       await ensureProxyRouting();
       for (const dev of provider.networkDevices) {
         try {
-          if (datapath.attachNetworkDevice(dev)) logger.info({ subsys: 'datapath', dev }, 'network device attached');
+          if (datapath.attachNetworkDevice(dev, { underlay: dev === provider.underlayDevice })) logger.info({ subsys: 'datapath', dev }, 'network device attached');
         } catch (e) {
           logger.warn({ subsys: 'datapath', dev, err: String(e) }, 'cannot attach to network device');
         }
+      }
+      // Routing mode tunnel: the VXLAN device carries every pod packet between nodes, so a node
+      // whose overlay cannot be attached must not come up half-working.
+      if (config.routingMode === 'tunnel' && provider.overlayDevice) {
+        if (!datapath.attachOverlayDevice(provider.overlayDevice)) {
+          throw new MembraneError('DATAPATH_NO_OVERLAY', `routing mode tunnel: the VXLAN device ${provider.overlayDevice} does not exist`, { hint: 'the lab makes it on `membrane up`; or run with --routing-mode native' });
+        }
+        logger.info({ subsys: 'datapath', dev: provider.overlayDevice }, 'overlay device attached (routing mode tunnel)');
       }
       // datapath flows feed the agent's drop/forward counters with their packet length (the flow has none)
       unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingest(ev); if (f) agentMetrics.observe(f, ev.length); });

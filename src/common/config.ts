@@ -16,6 +16,9 @@ import { join } from 'node:path';
 import { MembraneError } from './errors.ts';
 
 export type DnsRejectResponseCode = 'refused' | 'nameError';
+/** Cilium's --routing-mode values; tunnel is the default, as in Cilium. */
+export const ROUTING_MODES = ['tunnel', 'native'] as const;
+export type RoutingMode = (typeof ROUTING_MODES)[number];
 
 export interface MembraneConfig {
   /** lab name: prefix of every namespace, link, BPF pin directory and state directory */
@@ -98,8 +101,6 @@ export interface MembraneConfig {
   kvstoreLeaseTTL: number | undefined;
   /** seconds between identity GC passes on this node (Cilium operator's --identity-gc-interval); default 60, the lab's 15 */
   identityGcInterval: number | undefined;
-  /** how pod traffic crosses nodes (Cilium's --routing-mode): native routes on the underlay; tunnel (VXLAN) is not built yet */
-  routingMode: 'native';
   /** host mode (`membrane agent`): the node's pod CIDR, IPv4, its first address the pods' gateway (Cilium's --ipv4-native-routing-cidr / node podCIDR) */
   podCidr: string | undefined;
   /** host mode: devices that carry traffic from outside the pods, comma-separated (Cilium's --devices); none: no device is attached */
@@ -108,6 +109,11 @@ export interface MembraneConfig {
   nodeAddresses: string | undefined;
   /** host mode: the DNS server containers use (the address the CNI result names; the DNS proxy judges queries to it) */
   clusterDnsIp: string | undefined;
+  /**
+   * how pod traffic crosses nodes (Cilium's --routing-mode): tunnel, VXLAN (UDP 8472) with the
+   * source identity in the VNI; native, routes on the underlay, the source identity from the ipcache
+   */
+  routingMode: RoutingMode;
   /**
    * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
    * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
@@ -212,14 +218,11 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'kvstoreLeaseTTL', scope: 'agent', env: 'MEMBRANE_KVSTORE_LEASE_TTL', flag: '--kvstore-lease-ttl', default: "900 (the lab's: 30)", help: "seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl)", parse: wholeNumber(864_000) },
   { name: 'identityGcInterval', scope: 'agent', env: 'MEMBRANE_IDENTITY_GC_INTERVAL', flag: '--identity-gc-interval', default: "60 (the lab's: 15)", help: 'seconds between passes that free cluster identities no node uses; 0: none on this node', parse: wholeNumber(86_400) },
   {
-    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'native',
-    help: "how pod traffic crosses nodes (Cilium's --routing-mode): native, routes on the lab underlay, the source identity from the ipcache",
+    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'tunnel',
+    help: "how pod traffic crosses nodes (Cilium's --routing-mode): tunnel, VXLAN on UDP 8472 with the source identity in the VNI; native, routes on the lab underlay, the source identity from the ipcache",
     parse(raw) {
-      if (raw === 'tunnel') {
-        throw new MembraneError('CONFIG_UNSUPPORTED', 'routingMode (--routing-mode / MEMBRANE_ROUTING_MODE): tunnel (VXLAN with the identity in the VNI) is not implemented yet', { hint: 'use --routing-mode native (the default)' });
-      }
-      if (raw !== 'native') throw bad(this, raw, 'native');
-      return raw;
+      if (!(ROUTING_MODES as readonly string[]).includes(raw)) throw bad(this, raw, ROUTING_MODES.join(' or '));
+      return raw as RoutingMode;
     },
   },
   {
@@ -344,7 +347,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstoreKey: value('kvstoreKey', undefined),
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
-    routingMode: value('routingMode', 'native'),
+    routingMode: value('routingMode', 'tunnel'),
     podCidr: value('podCidr', undefined),
     devices: value('devices', undefined),
     nodeAddresses: value('nodeAddresses', undefined),

@@ -4,7 +4,7 @@ import { SETTINGS, settingsHelp, withFlags, type ConfigFlags, type MembraneConfi
 import { labPaths } from '../../common/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
 import { loadAll, printApplyResults } from './resources.ts';
-import { labDown, labStatus, labUp } from '../../lab/index.ts';
+import { labDown, labNodeAdd, labNodeDelete, labStatus, labUp } from '../../lab/index.ts';
 import { callAgent } from '../../agent/api-client.ts';
 import { table } from '../output.ts';
 import { existsSync, readFileSync } from 'node:fs';
@@ -53,6 +53,20 @@ export function register(program: Command, config: MembraneConfig): void {
     .action(async () => {
       const r = await labDown({ config, progress: (m) => process.stderr.write(`${m}\n`) });
       process.stderr.write(`lab ${r.lab} is down (${r.namespaces.length} namespace(s), ${r.processes} process(es) stopped)\n`);
+    });
+
+  const nodeCmd = program.command('node').description('Nodes of a running lab');
+  nodeCmd.command('add')
+    .description('Add the next node to the running lab (its namespace, routes, agent; the others learn it through etcd)')
+    .action(async () => {
+      const r = await labNodeAdd({ config, progress: (m) => process.stderr.write(`${m}\n`) });
+      process.stderr.write(`lab ${r.lab}: ${r.nodes.length} node(s); ${r.nodes[r.nodes.length - 1]!.node} added\n`);
+    });
+  nodeCmd.command('delete <node>')
+    .description('Remove a node as if it died: its pods are deleted, its agent killed; the others forget it when its lease expires')
+    .action(async (node: string) => {
+      const r = await labNodeDelete({ config, node, progress: (m) => process.stderr.write(`${m}\n`) });
+      process.stderr.write(`${r.node} deleted (${r.pods} pod(s))\n`);
     });
 
   const lab = program.command('lab').description('The local lab');
