@@ -126,10 +126,24 @@ export function createEncryption(o: EncryptionOptions) {
   const publicKey = { value: ensureKeyFile(keyFile) };
   o.self.wireguardPubKey = publicKey.value;
 
+  /** underlay routes to other nodes carry this node's InternalIP as source: WireGuard's UDP then
+   *  comes from the address peers know it by (else the kernel may pick the router address, and
+   *  peers would roam their endpoint into the pod CIDR routed through the tunnel itself) */
+  const sourced = new Set<string>();
+  async function underlaySource(n: ClusterNode): Promise<void> {
+    if (sourced.has(n.ip)) return;
+    const r = JSON.parse(await ip(['-j', 'route', 'get', n.ip])) as { dev?: string; gateway?: string }[];
+    const dev = r[0]?.dev;
+    if (!dev || dev === WG_IFNAME) return;
+    await ip(['route', 'replace', `${n.ip}/32`, ...(r[0]?.gateway ? ['via', r[0].gateway] : []), 'dev', dev, 'scope', r[0]?.gateway ? 'global' : 'link', 'src', o.self.ip]);
+    sourced.add(n.ip);
+  }
+
   async function routesFor(peers: (WireguardPeer & { node: string })[], up: boolean): Promise<void> {
     const keyed = new Map(peers.map((p) => [p.node, p]));
     for (const n of nodes) {
       if (n.name === o.self.name || !n.podCidr) continue;
+      await underlaySource(n);
       const want: 'wg' | 'plain' = up && keyed.has(n.name) ? 'wg' : 'plain';
       if (routed.get(n.podCidr) === want) continue;
       if (want === 'wg') {
@@ -191,8 +205,8 @@ export function createEncryption(o: EncryptionOptions) {
   async function reconcileOnce(): Promise<void> {
     const created = await device.ensure();
     if (created) {
-      if (restarts++ > 0) log.warn({ ifname: WG_IFNAME, implementation: device.kind(), pid: device.pid() }, 'WireGuard device was gone: recreated with the same key');
-      else log.info({ ifname: WG_IFNAME, implementation: device.kind(), pid: device.pid(), port: WG_PORT, publicKey: publicKey.value }, 'WireGuard device created');
+      if (restarts++ > 0) log.warn({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid() }, 'WireGuard device was gone: recreated with the same key');
+      else log.info({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid(), port: WG_PORT, publicKey: publicKey.value }, 'WireGuard device created');
       // the kernel dropped the routes through the old device
       for (const [cidr, how] of routed) if (how === 'wg') routed.delete(cidr);
       await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(WG_MTU)]);
