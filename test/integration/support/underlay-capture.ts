@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 export interface CapturedPacket { src: string; dst: string; proto: number; sport?: number; dport?: number; fragment: boolean }
 
 export interface Capture {
-  stop(): Promise<{ packets: CapturedPacket[]; raw: Buffer }>;
+  stop(): Promise<{ packets: CapturedPacket[]; raw: Buffer; tcpdump: string }>;
 }
 
 const ip4 = (b: Buffer, o: number) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
@@ -58,7 +58,7 @@ export async function captureUnderlay(lab: string, k: number, file: string): Pro
       child.kill('SIGINT');
       await done;
       const raw = await readFile(file);
-      return { packets: parsePcap(raw), raw };
+      return { packets: parsePcap(raw), raw, tcpdump: err.trim() };
     },
   };
 }
