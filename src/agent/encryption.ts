@@ -166,6 +166,17 @@ export function createEncryption(o: EncryptionOptions) {
     }
   }
 
+  /** Forgets the pod-CIDR routes this node set through cilium_wg0 that are no longer there; true if any. */
+  async function routesDrifted(): Promise<boolean> {
+    const want = [...routed].filter(([, how]) => how === 'wg').map(([cidr]) => cidr);
+    if (!want.length) return false;
+    const have = new Set((JSON.parse(await ip(['-j', 'route', 'show', 'dev', WG_IFNAME])) as { dst?: string }[]).map((r) => r.dst));
+    const gone = want.filter((c) => !have.has(c));
+    for (const c of gone) routed.delete(c);
+    if (gone.length) log.warn({ podCidrs: gone }, 'routes through the WireGuard device were replaced; putting them back');
+    return gone.length > 0;
+  }
+
   /** Node encryption: everything to another node's InternalIP but wireguard-go's own UDP (fwmark) via table 2005. */
   async function nodeEncryptionRules(): Promise<void> {
     if (!o.config.encryptionNode) return;
@@ -244,8 +255,13 @@ export function createEncryption(o: EncryptionOptions) {
       await reconcile();
       if (!(await device.up())) throw new MembraneError('WG_START_FAILED', `${WG_IFNAME} is not up`, { hint: `see ${join(o.dir, 'wireguard-go.log')}` });
       // supervision: a dead wireguard-go or a deleted device comes back with the same key
+      // and a route through it that something else replaced (a re-run of the lab's network setup
+      // writes the plain underlay routes again) is put back
       timer = setInterval(() => {
-        void device.up().then((up) => { if (!up) void reconcile(); });
+        void (async () => {
+          if (!(await device.up())) return void reconcile();
+          if (await routesDrifted()) void reconcile();
+        })().catch(() => undefined);
       }, CHECK_INTERVAL_MS);
       timer.unref();
     },

@@ -223,6 +223,32 @@ test('wireguard-go killed under strict mode: nothing leaks meanwhile, the agent 
   assert.equal(await post(lab, ip[`${NS}/server`]!, `${marker}-after`), '200', `codes while down: ${codes.join(',')}`);
 });
 
+test('a node joining and leaving: peers follow within 5 s; routes the lab rewrote go back through the tunnel', { skip }, async () => {
+  // `membrane up --nodes 3` on the running lab adds node3 (and rewrites every node's plain underlay routes)
+  await lab.ok(['up', '--nodes', '3', '--encryption', 'wireguard', '--encryption-strict', '-q'], { timeoutMs: 240_000 });
+  const key3 = 'cilium/state/nodes/v1/default/node3';
+  const joined = await until('node3 in etcd with a key', async () => {
+    const v = etcdctl(lab, ['get', key3, '--print-value-only']).trim();
+    return v && (JSON.parse(v) as { WireguardPubKey?: string }).WireguardPubKey ? Date.now() : undefined;
+  }, 60_000);
+  await until('node1 peers with node3', async () => (await encStatus(lab, 'node1')).peers.some((p) => p.node === 'node3'), 5000);
+  assert.ok(Date.now() - joined < 5000, `${Date.now() - joined} ms after node3's key appeared`);
+  await until('node1 routes node2 and node3 pods through cilium_wg0', async () => {
+    const r = execFileSync('ip', ['netns', 'exec', `${lab.name}-node1`, 'ip', 'route', 'show', 'dev', 'cilium_wg0'], { encoding: 'utf8' });
+    return r.includes('10.244.2.0/24') && r.includes('10.244.3.0/24');
+  }, 5000);
+  assert.equal(await post(lab, ip[`${NS}/server`]!, 'after-join'), '200');
+  // node3 leaves: its agent stops and its entry goes (what its lease expiring does, without the wait)
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node3'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  await until('node3 agent gone', async () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 20_000);
+  const left = Date.now();
+  etcdctl(lab, ['del', key3]);
+  await until('node1 drops node3', async () => !(await encStatus(lab, 'node1')).peers.some((p) => p.node === 'node3'), 5000);
+  assert.ok(Date.now() - left < 5000);
+  assert.deepEqual((await encStatus(lab, 'node1')).peers.map((p) => p.node), ['node2']);
+});
+
 test('policy, an L7 HTTP rule, DNS and a ClusterIP Service across the encrypted nodes', { skip }, async () => {
   await lab.apply([
     {
