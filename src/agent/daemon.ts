@@ -10,7 +10,7 @@ import type { MembraneConfig } from '../common/config.ts';
 import { labPaths, type LabPaths } from '../common/paths.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { openAgentKVStore } from './kvstore-open.ts';
-import { createCluster, type Cluster } from './cluster.ts';
+import { createCluster, type Cluster, type ClusterNode } from './cluster.ts';
 import type { NodeView } from './views.ts';
 import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
@@ -21,6 +21,9 @@ import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
 import type { Agent } from './agent.ts';
 import type { Handler } from './api-server.ts';
+import { createEncryption, type Encryption } from './encryption.ts';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -56,15 +59,23 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
   let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
   let agentRunning = false;
+  let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
-  const self = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  const self: ClusterNode = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  // Before the node registers: its WireGuard public key goes into its first kvstore entry.
+  const encryption: Encryption | undefined = config.encryption === 'wireguard'
+    ? createEncryption({
+      config, self, dir: join(paths.nodeDir(node), 'wireguard'), pinRoot: paths.pinRoot(node), networkDevices: provider.networkDevices,
+      bpfDir: fileURLToPath(new URL('../../dist/bpf/', import.meta.url)), logger,
+    })
+    : undefined;
   const cluster: Cluster | undefined = kv.backend === 'etcd'
     ? createCluster({
       kv, logger, self,
       onChange() {
         // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst;
         // before the agent runs its first reconcile reads them anyway (settled() would spin)
-        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (agentRunning) void agentRef?.settled(); }, 20);
+        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (encryptionRunning) encryption?.nodesChanged(cluster!.nodes()); if (agentRunning) void agentRef?.settled(); }, 20);
       },
     })
     : undefined;
@@ -97,19 +108,47 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await cluster.start();
     syncRemote();
   }
+  const routes = agentRoutes(agent, async () => {
+    const s = await parts.status({ agent, started, policy });
+    if (!encryption) return { ...s, encryption: { mode: 'Disabled' } };
+    const e = await encryption.status();
+    if (!e.up) s.errors.push(`encryption: ${e.ifname} is down (${e.implementation ?? 'not created'}); restarting`);
+    return {
+      ...s,
+      encryption: {
+        mode: 'Wireguard',
+        wireguard: {
+          nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled',
+          interfaces: [{ name: e.ifname, publicKey: e.publicKey, listenPort: e.port, peerCount: e.peers.length, implementation: e.implementation ?? '', up: e.up }],
+        },
+      },
+    };
+  }, policy);
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
     routes: {
-      ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes(), ...(o.extraRoutes?.(agent) ?? {}),
+      ...routes, ...parts.fqdnRoutes(), ...parts.aiRoutes(), ...(o.extraRoutes?.(agent) ?? {}),
+      ...(encryption ? {
+        'GET /v1/encryption': async () => encryption.status(),
+        'POST /v1/encryption/rotate-key': async () => ({ publicKey: await encryption.rotateKey() }),
+      } : {}),
       'GET /v1/nodes': async () => ({
         items: (cluster?.nodes() ?? [self]).map((n): NodeView => ({
-          name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}), self: n.name === node,
+          name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}),
+          ...(n.wireguardPubKey ? { wireguardPubKey: n.wireguardPubKey } : {}), self: n.name === node,
         })),
       }),
     },
   });
 
   await parts.datapath.start();
+  if (encryption) {
+    // after the datapath: strict mode's program and the L3 from_network share its pinned maps
+    await encryption.start({ publish: async (key) => { await cluster?.updateSelf({ wireguardPubKey: key }); } });
+    encryptionRunning = true;
+    if (cluster) encryption.nodesChanged(cluster.nodes());
+    await encryption.settled();
+  }
   await parts.start(agent);
   await agent.start();
   agentRunning = true;
@@ -132,6 +171,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await api.stop();
     agentRunning = false;
     await agent.stop();
+    await encryption?.stop();
     cluster?.stop();
     await cluster?.flushed();
     await parts.stop();

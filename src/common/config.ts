@@ -114,6 +114,14 @@ export interface MembraneConfig {
    * source identity in the VNI; native, routes on the underlay, the source identity from the ipcache
    */
   routingMode: RoutingMode;
+  /** transparent encryption between nodes (Cilium's --enable-wireguard / encryption.type): wireguard or disabled */
+  encryption: 'disabled' | 'wireguard';
+  /** node-to-node traffic through WireGuard too (Cilium's --encrypt-node) */
+  encryptionNode: boolean;
+  /** drop pod traffic between strict-CIDR addresses that would leave unencrypted (Cilium's --enable-encryption-strict-mode) */
+  encryptionStrict: boolean;
+  /** the strict CIDR (Cilium's --encryption-strict-mode-cidr) */
+  encryptionStrictModeCidr: string;
   /**
    * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
    * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
@@ -258,6 +266,26 @@ export const SETTINGS: readonly Setting[] = [
     parse(raw) { if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(raw.trim())) throw bad(this, raw, 'an IPv4 address'); return raw.trim(); },
   },
   {
+    name: 'encryption', scope: 'agent', env: 'MEMBRANE_ENCRYPTION', flag: '--encryption', default: 'disabled',
+    help: "transparent encryption of pod traffic between nodes (Cilium's --enable-wireguard): wireguard (kernel device where it exists, else wireguard-go) or disabled",
+    parse(raw) {
+      if (raw === 'ipsec') throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): ipsec is not implemented', { hint: 'use --encryption wireguard' });
+      if (raw !== 'wireguard' && raw !== 'disabled') throw bad(this, raw, 'wireguard or disabled');
+      return raw;
+    },
+  },
+  { name: 'encryptionNode', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_NODE', flag: '--encryption-node', default: 'false', help: "true: traffic between the nodes' own addresses goes through WireGuard too (Cilium's --encrypt-node); needs --encryption wireguard", parse: flag },
+  { name: 'encryptionStrict', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT', flag: '--encryption-strict', default: 'false', help: "true: pod traffic inside the strict CIDR that would leave a node unencrypted (peer without a key, device down) is dropped, reason UNENCRYPTED_TRAFFIC (Cilium's --enable-encryption-strict-mode); needs --encryption wireguard", parse: flag },
+  {
+    name: 'encryptionStrictModeCidr', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT_MODE_CIDR', flag: '--encryption-strict-mode-cidr', default: '10.244.0.0/16',
+    help: "IPv4 CIDR whose pod-to-pod traffic strict mode keeps encrypted (Cilium's --encryption-strict-mode-cidr; default: the lab's pod range)",
+    parse(raw) {
+      const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw);
+      if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) throw bad(this, raw, 'an IPv4 CIDR a.b.c.d/n');
+      return raw;
+    },
+  },
+  {
     name: 'bpfEventsDefaultRateLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', flag: '--bpf-events-default-rate-limit', default: '1000',
     help: "events per second each sender may emit (a pod's own packets; packets to it from outside the node's pods); over it they are counted as lost; 0: no limit (Cilium's flag limits the whole node, off by default)", parse: wholeNumber(100_000_000),
   },
@@ -305,7 +333,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     return r === undefined ? dflt : (s.parse(r) as MembraneConfig[K]);
   };
   const lab = value('lab', 'mbr');
-  return {
+  const out: MembraneConfig = {
     lab,
     stateDir: value('stateDir', join('/run/membrane', lab)),
     bpffs: value('bpffs', '/sys/fs/bpf/membrane'),
@@ -352,9 +380,26 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     devices: value('devices', undefined),
     nodeAddresses: value('nodeAddresses', undefined),
     clusterDnsIp: value('clusterDnsIp', undefined),
+    encryption: value('encryption', 'disabled'),
+    encryptionNode: value('encryptionNode', false),
+    encryptionStrict: value('encryptionStrict', false),
+    encryptionStrictModeCidr: value('encryptionStrictModeCidr', '10.244.0.0/16'),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
     aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };
+  // strict and node encryption only mean something with an encryption to enforce
+  for (const name of ['encryptionStrict', 'encryptionNode'] as const) {
+    if (out[name] && out.encryption === 'disabled') {
+      const s = byName.get(name)!;
+      throw new MembraneError('CONFIG_INVALID', `${name} (${s.flag} / ${s.env}) needs transparent encryption, but encryption is disabled`, { hint: 'add --encryption wireguard' });
+    }
+  }
+  // WireGuard routes each peer's pod CIDR through cilium_wg0 (native routing); VXLAN inside
+  // WireGuard, as Cilium does it in tunnel mode, is not built: refused rather than left plain
+  if (out.encryption === 'wireguard' && out.routingMode === 'tunnel') {
+    throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): wireguard with routing mode tunnel (VXLAN inside WireGuard) is not implemented', { hint: 'add --routing-mode native' });
+  }
+  return out;
 }
 
 /**
@@ -417,6 +462,11 @@ export function configEnv(config: MembraneConfig): Record<string, string> {
 }
 
 /** The settings table as `membrane up --help` prints it (the README has the same table). */
+/** A true/false setting: `membrane up` also takes it as a bare flag (`--encryption-strict`). */
+export function isFlagSetting(s: Setting): boolean {
+  return s.parse === flag;
+}
+
 export function settingsHelp(): string {
   const rows = SETTINGS.map((s) => `  ${s.env.padEnd(42)} ${s.scope === 'cli' ? '(CLI)' : s.flag}\n      ${s.help}\n      default: ${s.default}`);
   return `Settings (environment variable, flag of \`membrane up\`; a flag wins over the environment, which wins over the default;\n(CLI): read by every command, set in the environment):\n${rows.join('\n')}\n`;

@@ -7,11 +7,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-export type Requirement = 'root' | 'clang' | 'etcd';
+export type Requirement = 'root' | 'clang' | 'etcd' | 'wireguard';
 
 const HAVE: Record<Requirement, () => boolean> = {
   root: () => process.getuid?.() === 0,
   etcd: () => existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
+  wireguard: () => ['/usr/bin/wg', '/usr/bin/wireguard-go', '/usr/bin/tcpdump'].every((f) => existsSync(f)),
   clang: () => {
     try {
       execFileSync('clang', ['--version'], { stdio: 'ignore' });
@@ -25,6 +26,7 @@ const HAVE: Record<Requirement, () => boolean> = {
 const WHY: Record<Requirement, string> = {
   root: 'needs root (network namespaces, veths, eBPF)',
   clang: 'needs clang (bash scripts/setup.sh installs it)',
+  wireguard: 'needs wg, wireguard-go and tcpdump (wireguard-tools, wireguard-go, tcpdump: bash scripts/setup.sh installs them)',
   etcd: 'needs etcd and etcdctl (etcd-server, etcd-client: bash scripts/setup.sh installs them)',
 };
 

@@ -1,10 +1,10 @@
 /** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status|ca|hubble`. */
 import { Option, type Command } from 'commander';
-import { SETTINGS, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
+import { SETTINGS, isFlagSetting, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
 import { labPaths } from '../../common/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
 import { loadAll, printApplyResults } from './resources.ts';
-import { labDown, labNodeAdd, labNodeDelete, labStatus, labUp } from '../../lab/index.ts';
+import { labDown, labStatus, labUp } from '../../lab/index.ts';
 import { callAgent } from '../../agent/api-client.ts';
 import { table } from '../output.ts';
 import { existsSync, readFileSync } from 'node:fs';
@@ -25,14 +25,14 @@ export function register(program: Command, config: MembraneConfig): void {
   // Every lab and agent setting as a flag; the agents start with the resulting configuration.
   const settingOf = new Map<string, (typeof SETTINGS)[number]>();
   for (const s of SETTINGS.filter((x) => x.scope !== 'cli')) {
-    const opt = new Option(`${s.flag} <value>`, s.help).hideHelp();
+    const opt = new Option(`${s.flag} ${isFlagSetting(s) ? '[value]' : '<value>'}`, s.help).hideHelp();
     settingOf.set(opt.attributeName(), s);
     up.addOption(opt);
   }
   up.addHelpText('after', `\n${settingsHelp()}`);
   up.action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean } & Record<string, unknown>) => {
       const flags: ConfigFlags = {};
-      for (const [attr, s] of settingOf) if (typeof o[attr] === 'string') flags[s.name] = o[attr] as string;
+      for (const [attr, s] of settingOf) if (typeof o[attr] === 'string' || o[attr] === true) flags[s.name] = o[attr] === true ? 'true' : o[attr] as string;
       const cfg = withFlags(config, flags);
       const say = (m: string) => { if (!o.quiet) process.stderr.write(`${m}\n`); };
       const resources = o.filename?.length ? await loadAll(o.filename) : [];
@@ -53,20 +53,6 @@ export function register(program: Command, config: MembraneConfig): void {
     .action(async () => {
       const r = await labDown({ config, progress: (m) => process.stderr.write(`${m}\n`) });
       process.stderr.write(`lab ${r.lab} is down (${r.namespaces.length} namespace(s), ${r.processes} process(es) stopped)\n`);
-    });
-
-  const nodeCmd = program.command('node').description('Nodes of a running lab');
-  nodeCmd.command('add')
-    .description('Add the next node to the running lab (its namespace, routes, agent; the others learn it through etcd)')
-    .action(async () => {
-      const r = await labNodeAdd({ config, progress: (m) => process.stderr.write(`${m}\n`) });
-      process.stderr.write(`lab ${r.lab}: ${r.nodes.length} node(s); ${r.nodes[r.nodes.length - 1]!.node} added\n`);
-    });
-  nodeCmd.command('delete <node>')
-    .description('Remove a node as if it died: its pods are deleted, its agent killed; the others forget it when its lease expires')
-    .action(async (node: string) => {
-      const r = await labNodeDelete({ config, node, progress: (m) => process.stderr.write(`${m}\n`) });
-      process.stderr.write(`${r.node} deleted (${r.pods} pod(s))\n`);
     });
 
   const lab = program.command('lab').description('The local lab');

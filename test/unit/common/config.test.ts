@@ -78,3 +78,10 @@ test("config: routing mode is Cilium's tunnel by default; native selectable; any
     assert.throws(() => buildConfig({ flags: { routingMode: bad } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_INVALID' && /tunnel or native/.test(e.message));
   }
 });
+
+test('config: WireGuard with tunnel routing is refused (VXLAN inside WireGuard is not built); with native it is accepted', () => {
+  assert.throws(() => buildConfig({ flags: { encryption: 'wireguard' } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /routing mode tunnel/.test(e.message) && /--routing-mode native/.test(e.hint ?? ''));
+  const c = buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native' } });
+  assert.equal(c.encryption, 'wireguard');
+  assert.equal(buildConfig({ env: { MEMBRANE_ENCRYPTION: 'wireguard', MEMBRANE_ROUTING_MODE: 'native' } }).encryption, 'wireguard');
+});
