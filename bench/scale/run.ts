@@ -10,7 +10,7 @@
 // After the largest stage: node2's agent is killed; a new endpoint is written while it is down;
 // resync time = from `membrane up` (restart) until that entry is in node2's map.
 // Appends the results to bench/RESULTS.md under "## scale".
-//   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write]
+//   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart] [--cpu-prof DIR]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -28,6 +28,8 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
 const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
+/** --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop */
+const PROF = arg('--cpu-prof', '');
 const WORKERS = 2;
 const NODES = ['node1', 'node2', 'node3'];
 /** the whole run stops after this, whatever stage it is in */
@@ -119,7 +121,7 @@ let failure = '';
 
 try {
   log(`load average ${startLoad}; starting a 3-node lab`);
-  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 240_000 });
+  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 240_000, ...(PROF ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROF}` } } : {}) });
   const endpoint = labEtcdEndpoint(paths);
   etcd = new Etcd3({ hosts: [endpoint] });
   for (const n of NODES) maps.set(n, openMap(n));
