@@ -71,6 +71,8 @@ export interface ComposeInput {
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** false: no Hubble TCP listener (host mode without Hubble TLS settings); the unix socket stays */
+  hubbleTcp?: boolean;
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -112,7 +114,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
     // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
     // TLS with the provider's Hubble certificates unless the settings say otherwise (src/hubble/tls.ts).
-    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls),
+    ...(input.hubbleTcp === false ? {} : { tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls) }),
     peerAddress: `${provider.nodeAddresses[0] ?? '127.0.0.1'}:${HUBBLE_SERVER_PORT}`,
     // Peer.Notify names every registered node, as Cilium's agent does: a Relay dialling one agent finds all
     ...(input.clusterNodes ? { peers: () => input.clusterNodes!().map((n) => ({ name: n.name, address: `${n.ip}:${HUBBLE_SERVER_PORT}` })) } : {}),

@@ -20,6 +20,8 @@ import { agentRoutes } from './routes.ts';
 import { composeNode } from './compose.ts';
 import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
+import type { Agent } from './agent.ts';
+import type { Handler } from './api-server.ts';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -28,6 +30,10 @@ export interface AgentDaemonOptions {
   provider(ctx: { paths: LabPaths; logger: Logger }): PodNetworkProvider;
   /** Hubble's TLS files when no setting names them (the lab's: src/lab/hubble-certs.ts) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** API routes of the provider (host mode: the CNI plugin's, src/cni/routes.ts) */
+  extraRoutes?(agent: Agent): Record<string, Handler>;
+  /** false: no Hubble TCP 4244 listener (host mode without Hubble TLS settings) */
+  hubbleTcp?: boolean;
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -101,7 +107,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   }
 
   const parts = await composeNode({
-    node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}),
+    node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}), ...(o.hubbleTcp === false ? { hubbleTcp: false } : {}),
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
@@ -119,7 +125,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
     routes: {
-      ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes(),
+      ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes(), ...(o.extraRoutes?.(agent) ?? {}),
       'GET /v1/nodes': async () => ({
         items: (cluster?.nodes() ?? [self]).map((n): NodeView => ({
           name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}), self: n.name === node,

@@ -15,7 +15,7 @@ const program = new Command('membrane')
 
 const commands = [
   './commands/policy.ts', './commands/lab.ts', './commands/resources.ts', './commands/exec.ts',
-  './commands/status.ts', './commands/observe.ts', './commands/ui.ts', './commands/ai.ts', './commands/endpoint.ts',
+  './commands/status.ts', './commands/observe.ts', './commands/ui.ts', './commands/ai.ts', './commands/endpoint.ts', './commands/agent.ts', './commands/connectivity.ts',
 ];
 let config: MembraneConfig;
 try {

@@ -100,6 +100,14 @@ export interface MembraneConfig {
   identityGcInterval: number | undefined;
   /** how pod traffic crosses nodes (Cilium's --routing-mode): native routes on the underlay; tunnel (VXLAN) is not built yet */
   routingMode: 'native';
+  /** host mode (`membrane agent`): the node's pod CIDR, IPv4, its first address the pods' gateway (Cilium's --ipv4-native-routing-cidr / node podCIDR) */
+  podCidr: string | undefined;
+  /** host mode: devices that carry traffic from outside the pods, comma-separated (Cilium's --devices); none: no device is attached */
+  devices: string | undefined;
+  /** host mode: the node's own addresses (reserved:host), comma-separated; default: the pod gateway only */
+  nodeAddresses: string | undefined;
+  /** host mode: the DNS server containers use (the address the CNI result names; the DNS proxy judges queries to it) */
+  clusterDnsIp: string | undefined;
   /**
    * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
    * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
@@ -215,6 +223,38 @@ export const SETTINGS: readonly Setting[] = [
     },
   },
   {
+    name: 'podCidr', scope: 'agent', env: 'MEMBRANE_POD_CIDR', flag: '--pod-cidr', default: '(none; required in host mode)',
+    help: 'host mode: IPv4 CIDR (/16../28) the CNI plugin takes container addresses from; its first address is the gateway on membrane_host',
+    parse(raw) {
+      const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw.trim());
+      if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) < 16 || Number(m[5]) > 28) throw bad(this, raw, 'an IPv4 CIDR with a prefix length 16..28, e.g. 10.244.7.0/24');
+      return raw.trim();
+    },
+  },
+  {
+    name: 'devices', scope: 'agent', env: 'MEMBRANE_DEVICES', flag: '--devices', default: '(none)',
+    help: "host mode: devices that carry traffic from outside the containers, comma-separated (Cilium's --devices); the agent attaches to these and no other",
+    parse(raw) {
+      const list = raw.split(',').map((d) => d.trim()).filter(Boolean);
+      if (!list.length || list.some((d) => !/^[A-Za-z0-9_.@-]{1,15}$/.test(d))) throw bad(this, raw, 'interface names (1-15 characters), comma-separated');
+      return list.join(',');
+    },
+  },
+  {
+    name: 'nodeAddresses', scope: 'agent', env: 'MEMBRANE_NODE_ADDRESSES', flag: '--node-addresses', default: '(the pod gateway)',
+    help: "host mode: this host's own IPv4 addresses (the reserved:host identity), comma-separated; the first is published as the node's address",
+    parse(raw) {
+      const list = raw.split(',').map((d) => d.trim()).filter(Boolean);
+      if (!list.length || list.some((a) => !/^\d{1,3}(\.\d{1,3}){3}$/.test(a) || a.split('.').some((o) => Number(o) > 255))) throw bad(this, raw, 'IPv4 addresses, comma-separated');
+      return list.join(',');
+    },
+  },
+  {
+    name: 'clusterDnsIp', scope: 'agent', env: 'MEMBRANE_CLUSTER_DNS_IP', flag: '--cluster-dns-ip', default: '(none)',
+    help: 'host mode: the DNS server containers are told to use (CNI result `dns.nameservers`); DNS policy sends their queries through the DNS proxy',
+    parse(raw) { if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(raw.trim())) throw bad(this, raw, 'an IPv4 address'); return raw.trim(); },
+  },
+  {
     name: 'bpfEventsDefaultRateLimit', scope: 'agent', env: 'MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT', flag: '--bpf-events-default-rate-limit', default: '1000',
     help: "events per second each sender may emit (a pod's own packets; packets to it from outside the node's pods); over it they are counted as lost; 0: no limit (Cilium's flag limits the whole node, off by default)", parse: wholeNumber(100_000_000),
   },
@@ -241,15 +281,20 @@ const byName = new Map(SETTINGS.map((s) => [s.name, s]));
 export type ConfigFlags = Partial<Record<SettingName, string | number | boolean | undefined>>;
 
 /** The configuration from an environment and flags (flags win); throws CONFIG_INVALID on a bad value. */
-export function buildConfig(input: { env?: Readonly<Record<string, string | undefined>>; flags?: ConfigFlags } = {}): MembraneConfig {
+export function buildConfig(input: { env?: Readonly<Record<string, string | undefined>>; flags?: ConfigFlags; file?: ConfigFlags } = {}): MembraneConfig {
   const env = input.env ?? {};
   const flags = input.flags ?? {};
+  const file = input.file ?? {};
+  const str = (f: string | number | boolean): string => String(f === true ? '1' : f === false ? '0' : f);
   const raw = (s: Setting): string | undefined => {
     const f = flags[s.name];
-    if (f !== undefined) return String(f === true ? '1' : f === false ? '0' : f);
+    if (f !== undefined) return str(f);
     const e = env[s.env];
     if (s.name === 'noColor') return e !== undefined && e !== '' ? '1' : undefined;
-    return e === undefined || e === '' ? undefined : e;
+    if (e !== undefined && e !== '') return e;
+    // a config file (`membrane agent --config FILE`) is the lowest layer above the defaults
+    const c = file[s.name];
+    return c === undefined ? undefined : str(c);
   };
   const value = <K extends SettingName>(name: K, dflt: MembraneConfig[K]): MembraneConfig[K] => {
     const s = byName.get(name)!;
@@ -300,9 +345,33 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
     routingMode: value('routingMode', 'native'),
+    podCidr: value('podCidr', undefined),
+    devices: value('devices', undefined),
+    nodeAddresses: value('nodeAddresses', undefined),
+    clusterDnsIp: value('clusterDnsIp', undefined),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
     aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };
+}
+
+/**
+ * The settings of a config file (`membrane agent --config FILE`, YAML or JSON): a mapping whose
+ * keys are setting names (`podCidr`) or flags without dashes (`pod-cidr`), values scalars. An
+ * unknown key, a CLI-only setting or a value that is not a scalar is a CONFIG_INVALID error
+ * naming the file and the key; values are judged by each setting's parser in buildConfig.
+ */
+export function settingsFromDocument(doc: unknown, file: string): ConfigFlags {
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new MembraneError('CONFIG_INVALID', `${file}: the config file is not a mapping of settings`, { hint: 'write one `setting: value` per line, e.g. `pod-cidr: 10.244.7.0/24`' });
+  const byFlag = new Map(SETTINGS.map((s) => [s.flag.slice(2), s]));
+  const out: ConfigFlags = {};
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const s = byName.get(k as SettingName) ?? byFlag.get(k);
+    if (!s || s.scope === 'cli') throw new MembraneError('CONFIG_INVALID', `${file}: unknown setting "${k}"`, { hint: '`membrane agent --help` lists the settings (names as flags without dashes)' });
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new MembraneError('CONFIG_INVALID', `${file}: ${k}: the value is not a string, number or boolean`, { hint: 'lists are comma-separated strings, e.g. `devices: eth0,eth1`' });
+    out[s.name] = v;
+  }
+  return out;
 }
 
 /** A configuration with some settings replaced by flags (a command's own options). */
@@ -311,8 +380,8 @@ export function withFlags(config: MembraneConfig, flags: ConfigFlags): MembraneC
 }
 
 /** The process's configuration: its environment and the given flags. */
-export function loadConfig(flags: ConfigFlags = {}): MembraneConfig {
-  return buildConfig({ env: process.env, flags });
+export function loadConfig(flags: ConfigFlags = {}, file: ConfigFlags = {}): MembraneConfig {
+  return buildConfig({ env: process.env, flags, file });
 }
 
 /**
@@ -348,4 +417,18 @@ export function configEnv(config: MembraneConfig): Record<string, string> {
 export function settingsHelp(): string {
   const rows = SETTINGS.map((s) => `  ${s.env.padEnd(42)} ${s.scope === 'cli' ? '(CLI)' : s.flag}\n      ${s.help}\n      default: ${s.default}`);
   return `Settings (environment variable, flag of \`membrane up\`; a flag wins over the environment, which wins over the default;\n(CLI): read by every command, set in the environment):\n${rows.join('\n')}\n`;
+}
+
+/**
+ * The CNI protocol's variables (CNI SPEC.md "Parameters"), which the runtime sets for each call of
+ * membrane-cni (src/cni/plugin.ts). They are the call's arguments, not settings; they are read
+ * here because this file is the only one that reads the environment.
+ */
+export function cniEnvironment(): { command?: string; containerId?: string; netns?: string; ifname?: string; args?: string; path?: string } {
+  const v = (k: string): string | undefined => { const x = process.env[k]; return x === undefined || x === '' ? undefined : x; };
+  const out: ReturnType<typeof cniEnvironment> = {};
+  const set = (k: keyof typeof out, e: string) => { const x = v(e); if (x !== undefined) out[k] = x; };
+  set('command', 'CNI_COMMAND'); set('containerId', 'CNI_CONTAINERID'); set('netns', 'CNI_NETNS');
+  set('ifname', 'CNI_IFNAME'); set('args', 'CNI_ARGS'); set('path', 'CNI_PATH');
+  return out;
 }
