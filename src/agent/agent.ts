@@ -49,7 +49,7 @@ export interface AgentDeps {
   /** Called after each reconcile with the prefixes the policy engine wants in the ipcache (CIDR identities). */
   extraIPCache?: () => IPCacheEntry[];
   /** In a cluster: who runs the cluster-wide controllers, and where new pods go (src/agent/cluster.ts). */
-  cluster?: { isLeader(): boolean; schedule(pods: Pod[], existing: Pod[]): void };
+  cluster?: { isLeader(): boolean; schedule(pods: Pod[], existing: Pod[]): void; holds(prefix: string): boolean };
   /** Told of each policy import or delete that was not a dry run (cilium_policy_change_total). */
   onPolicyChange?: (outcome: 'success' | 'failure', count: number) => void;
 }
@@ -165,9 +165,11 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       // Endpoint addresses win over policy-derived prefixes for the same /32 (Cilium's ipcache
       // source precedence): a CIDR rule naming a pod's address never relabels the pod.
       const owned = new Set(table.all().map((ep) => `${ep.ip}/32`));
-      const entries = deps.extraIPCache().filter((e) => !owned.has(e.prefix));
+      // Remote pods and nodes (written as deltas by the daemon) beat CIDR claims too.
+      const held = (p: string) => owned.has(p) || (deps.cluster?.holds(p) ?? false);
+      const entries = deps.extraIPCache().filter((e) => !held(e.prefix));
       const now = new Set(entries.map((e) => e.prefix));
-      const stale = [...extraPrefixes].filter((p) => !now.has(p) && !owned.has(p));
+      const stale = [...extraPrefixes].filter((p) => !now.has(p) && !held(p));
       if (stale.length) await datapath.deleteIPCache(stale);
       await datapath.upsertIPCache(entries);
       extraPrefixes = now;

@@ -125,8 +125,12 @@ export interface ClusterOptions {
   kv: KVStore;
   self: ClusterNode;
   logger: Logger;
-  /** called (coalesced by the caller) when remote endpoints or nodes change */
-  onChange?: () => void;
+  /**
+   * called (coalesced by the caller) when remote endpoints or nodes change; `nodesChanged` when
+   * the node set did (scheduling and leadership read it), else only ipcache entries changed
+   * (`drainIPCacheChanges` has them)
+   */
+  onChange?: (nodesChanged: boolean) => void;
 }
 
 export function createCluster(o: ClusterOptions) {
@@ -140,13 +144,64 @@ export function createCluster(o: ClusterOptions) {
   const stops: (() => void)[] = [];
   let chain: Promise<void> = Promise.resolve();
   const serial = (fn: () => Promise<void>) => { chain = chain.then(fn).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'kvstore write failed')); return chain; };
-  const changed = () => o.onChange?.();
+  /**
+   * prefix → its entry now (undefined: gone) since the last drain: the datapath applies only what
+   * changed, never the whole remote set per event (300,000 entries at 10,000 nodes)
+   */
+  let pending = new Map<string, IPCacheEntry | undefined>();
+  const changed = (nodesChanged = false) => o.onChange?.(nodesChanged);
+  function nodePrefixes(n: ClusterNode): string[] {
+    return n.name === self.name && n.cluster === self.cluster ? [] : [`${n.ip}/32`, ...(n.routerIp ? [`${n.routerIp}/32`] : [])];
+  }
+  /** remote node address prefix → how many nodes claim it */
+  const nodeAddrs = new Map<string, number>();
+  /** remote node address prefix → the tunnel endpoint for it (the InternalIP of the node that claimed it last) */
+  const nodeTunnel = new Map<string, string>();
+  /** remote pod addresses by the HostIP they live on: their tunnel endpoint follows that node */
+  const byHost = new Map<string, Set<string>>();
+  function repend(hostIp: string): void {
+    for (const ip of byHost.get(hostIp) ?? []) pending.set(`${ip}/32`, entryAt(`${ip}/32`));
+  }
+  function hostSet(ip: string, hostIp: string | undefined): void {
+    const was = remote.get(ip)?.hostIp;
+    if (was === hostIp) return;
+    if (was !== undefined) { const s = byHost.get(was); s?.delete(ip); if (s && !s.size) byHost.delete(was); }
+    if (hostIp !== undefined) { let s = byHost.get(hostIp); if (!s) byHost.set(hostIp, s = new Set()); s.add(ip); }
+  }
+  function nodeGone(n: ClusterNode): void {
+    for (const p of nodePrefixes(n)) {
+      const c = (nodeAddrs.get(p) ?? 1) - 1;
+      if (c > 0) nodeAddrs.set(p, c); else { nodeAddrs.delete(p); nodeTunnel.delete(p); }
+      pending.set(p, entryAt(p));
+    }
+    if (nodePrefixes(n).length) repend(n.ip);
+  }
+  function nodeCame(n: ClusterNode): void {
+    for (const p of nodePrefixes(n)) {
+      nodeAddrs.set(p, (nodeAddrs.get(p) ?? 0) + 1);
+      nodeTunnel.set(p, n.ip);
+      pending.set(p, entryAt(p));
+    }
+    if (nodePrefixes(n).length) repend(n.ip);
+  }
+  /**
+   * What the cluster holds for `p` now: a remote pod's identity wins over a node address (the
+   * order ipcacheEntries() wrote them); each with its tunnel endpoint, as ipcacheEntries() gives it.
+   */
+  function entryAt(p: string): IPCacheEntry | undefined {
+    const e = p.endsWith('/32') ? remote.get(p.slice(0, -3)) : undefined;
+    if (e) return { prefix: p, identity: e.identity, endpointId: 0, ...(nodeTunnel.get(`${e.hostIp}/32`) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
+    const tunnel = nodeTunnel.get(p);
+    if (nodeAddrs.has(p)) return { prefix: p, identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
+    return undefined;
+  }
 
   function onNode(ev: WatchEvent): void {
     const key = ev.type === 'put' ? ev.kv.key : ev.key;
     const rest = key.slice(NODES_PREFIX.length);
     if (ev.type === 'delete') {
-      if (nodes.delete(rest)) { log.info({ node: rest }, 'node left'); changed(); }
+      const had = nodes.get(rest);
+      if (had) { nodes.delete(rest); nodeGone(had); log.info({ node: rest }, 'node left'); changed(true); }
       if (key === nodeKey) void serial(register); // self-deletion protection
       return;
     }
@@ -158,7 +213,13 @@ export function createCluster(o: ClusterOptions) {
     const had = nodes.get(rest);
     nodes.set(rest, n);
     if (!had) log.info({ node: n.name, ip: n.ip, podCidr: n.podCidr }, 'node joined');
-    if (JSON.stringify(had) !== JSON.stringify(n)) changed();
+    if (!had || had.ip !== n.ip || had.routerIp !== n.routerIp || had.podCidr !== n.podCidr) {
+      if (had) nodeGone(had);
+      nodeCame(n);
+      changed(true);
+    } else if (had.wireguardPubKey !== n.wireguardPubKey) {
+      changed(true); // a key rotation: the WireGuard peers follow (the ipcache does not change)
+    }
   }
 
   function onIp(ev: WatchEvent): void {
@@ -166,7 +227,8 @@ export function createCluster(o: ClusterOptions) {
     const ip = key.slice(IPCACHE_PREFIX.length);
     if (ev.type === 'delete') {
       if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(key, v, { lease: true }); }); return; }
-      if (remote.delete(ip)) changed();
+      hostSet(ip, undefined);
+      if (remote.delete(ip)) { pending.set(`${ip}/32`, entryAt(`${ip}/32`)); changed(); }
       return;
     }
     const e = parseIpcacheValue(key, ev.kv.value);
@@ -176,8 +238,12 @@ export function createCluster(o: ClusterOptions) {
     }
     if (e.hostIp === self.ip) return; // our own: the endpoint table is the truth
     const had = remote.get(ip);
+    hostSet(ip, e.hostIp);
     remote.set(ip, e);
-    if (JSON.stringify(had) !== JSON.stringify(e)) changed();
+    if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp || had.node !== e.node || had.namespace !== e.namespace || had.pod !== e.pod) {
+      if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp) pending.set(`${ip}/32`, entryAt(`${ip}/32`));
+      changed();
+    }
   }
 
   async function register(): Promise<void> {
@@ -235,6 +301,19 @@ export function createCluster(o: ClusterOptions) {
       const first = [...nodes.values()].filter((n) => n.cluster === self.cluster).sort((a, b) => nodeOrder(a.name, b.name))[0];
       return !first || first.name === self.name;
     },
+    /**
+     * The ipcache changes (remote pods, remote nodes) since the last call: `upserts` to write,
+     * `deletes` gone from the cluster. The first call after start has every entry.
+     */
+    drainIPCacheChanges(): { upserts: IPCacheEntry[]; deletes: string[] } {
+      const upserts: IPCacheEntry[] = [];
+      const deletes: string[] = [];
+      for (const [p, e] of pending) if (e) upserts.push(e); else deletes.push(p);
+      pending = new Map();
+      return { upserts, deletes };
+    },
+    /** Whether the cluster (a remote pod or node) claims `prefix`. */
+    holds: (prefix: string): boolean => entryAt(prefix) !== undefined,
     /**
      * Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache, each
      * with its tunnel endpoint (Cilium's): the InternalIP of the node it lives on. A node's own

@@ -12,6 +12,7 @@ import { createLogger, type Logger } from '../common/logger.ts';
 import { openAgentKVStore } from './kvstore-open.ts';
 import { createCluster, type Cluster, type ClusterNode } from './cluster.ts';
 import type { NodeView } from './views.ts';
+import type { IPCacheEntry } from '../datapath/types.ts';
 import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
@@ -61,6 +62,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   let agentRunning = false;
   let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
+  let clusterResync = false;
   const self: ClusterNode = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
   // Before the node registers: its WireGuard public key goes into its first kvstore entry.
   const encryption: Encryption | undefined = config.encryption === 'wireguard'
@@ -72,24 +74,50 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const cluster: Cluster | undefined = kv.backend === 'etcd'
     ? createCluster({
       kv, logger, self,
-      onChange() {
-        // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst;
-        // before the agent runs its first reconcile reads them anyway (settled() would spin)
-        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (encryptionRunning) encryption?.nodesChanged(cluster!.nodes()); if (agentRunning) void agentRef?.settled(); }, 20);
+      onChange(nodesChanged) {
+        // remote pods and nodes go to the ipcaches as deltas, one pass per burst; a changed node
+        // set also reruns the reconcile (scheduling, leadership) and updates the WireGuard peers.
+        // Before the agent runs, the changes wait: the first apply after agent.start() writes them all.
+        clusterResync ||= nodesChanged;
+        clusterKick ??= setTimeout(() => {
+          clusterKick = undefined;
+          if (encryptionRunning && clusterResync) encryption?.nodesChanged(cluster!.nodes());
+          if (!agentRunning) return;
+          void applyRemote().catch((e: unknown) => logger.warn({ subsys: 'cluster', err: (e as Error).message }, 'cannot write remote ipcache entries'));
+          if (clusterResync) { clusterResync = false; void agentRef?.settled(); }
+        }, 20);
       },
     })
     : undefined;
-  /** Remote pods and nodes in the policy engine's ipcache too: the L7 proxies name peers through it. */
-  let remoteInEngine = new Set<string>();
-  function syncRemote(): void {
-    if (!cluster) return;
-    const now = new Set<string>();
-    for (const e of cluster.ipcacheEntries()) {
-      now.add(e.prefix);
-      policy.engine.ipcache.upsert(e.prefix, e.identity, 'node');
-    }
-    for (const p of remoteInEngine) if (!now.has(p)) policy.engine.ipcache.delete(p, 'node');
-    remoteInEngine = now;
+  /**
+   * Remote pods and nodes into the policy engine's ipcache (the L7 proxies name peers through it)
+   * and the datapath's, as deltas. The datapath gets the engine's winner for the prefix (a local
+   * endpoint's address or a policy's CIDR claim stays when a remote claim goes or loses).
+   */
+  let applying: Promise<void> = Promise.resolve();
+  function applyRemote(): Promise<void> {
+    applying = applying.then(async () => {
+      if (!cluster) return;
+      const { upserts, deletes } = cluster.drainIPCacheChanges();
+      const ipc = policy.engine.ipcache;
+      const write: IPCacheEntry[] = [];
+      const drop: string[] = [];
+      for (const p of deletes) {
+        ipc.delete(p, 'node');
+        const w = ipc.get(p);
+        if (w) write.push({ prefix: p, identity: w.identity, endpointId: w.endpointId });
+        else drop.push(p);
+      }
+      for (const e of upserts) {
+        const w = ipc.upsert(e.prefix, e.identity, 'node');
+        // the tunnel endpoint goes with the cluster's claim only when that claim is the winner
+        const ours = w.identity === e.identity && w.endpointId === 0 && e.tunnelEndpoint;
+        write.push({ prefix: e.prefix, identity: w.identity, endpointId: w.endpointId, ...(ours ? { tunnelEndpoint: e.tunnelEndpoint } : {}) });
+      }
+      if (drop.length) await parts.datapath.deleteIPCache(drop);
+      if (write.length) await parts.datapath.upsertIPCache(write);
+    });
+    return applying;
   }
 
   const parts = await composeNode({
@@ -99,14 +127,14 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const agent = await createAgent({
     config: { node, hostIp, lab: paths.lab, policyAuditMode: config.policyAuditMode }, kv, datapath: parts.datapath, networks: parts.networks,
     workloads: parts.workloads, policy, logger,
-    extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache(), ...(cluster?.ipcacheEntries() ?? [])],
+    // remote pods and nodes are not here: applyRemote() writes them as deltas
+    extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],
     ...(cluster ? { cluster } : {}),
     onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
   });
   agentRef = agent;
   if (cluster) {
     await cluster.start();
-    syncRemote();
   }
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
@@ -152,6 +180,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await parts.start(agent);
   await agent.start();
   agentRunning = true;
+  await applyRemote(); // every remote entry known so far, after the first reconcile
   // Identities restored from the kvstore that no endpoint or policy claimed in the first
   // reconcile belong to pods deleted while no agent ran: free them and resync the maps.
   const freed = allocator.gcUnreferenced();

@@ -65,6 +65,14 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   assert.deepEqual(entries.find((e) => e.prefix === '10.244.2.7/32'), { prefix: '10.244.2.7/32', identity: 4242, endpointId: 0, tunnelEndpoint: '192.0.2.2' });
   assert.deepEqual(entries.filter((e) => e.identity === 6).map((e) => `${e.prefix}>${e.tunnelEndpoint}`).sort(), ['10.244.2.1/32>192.0.2.2', '192.0.2.2/32>192.0.2.2']);
   assert.equal(n2.remoteEndpoint('10.244.2.7'), undefined, 'a node does not list its own pods as remote');
+  // the deltas the datapath applies: every entry once, then only what changed
+  const first = n1.drainIPCacheChanges();
+  assert.deepEqual(first.upserts.map((e) => `${e.prefix}=${e.identity}`).sort(), ['10.244.2.1/32=6', '10.244.2.7/32=4242', '192.0.2.2/32=6']);
+  assert.deepEqual(first.deletes, []);
+  assert.deepEqual(n1.drainIPCacheChanges(), { upserts: [], deletes: [] });
+  assert.equal(n1.holds('10.244.2.7/32'), true);
+  assert.equal(n1.holds('192.0.2.2/32'), true);
+  assert.equal(n1.holds('192.0.2.1/32'), false, 'its own address is not a remote claim');
   // corrupt values are logged and skipped
   await kv.put(`${IPCACHE_PREFIX}10.244.2.99`, '{"IP":"oops"}');
   await kv.put(`${NODES_PREFIX}default/nodeX`, 'garbage');
@@ -81,6 +89,10 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   await n2.flushed();
   await until(() => n1.remoteEndpoint('10.244.2.7') === undefined);
   assert.equal(await kv.get(`${IPCACHE_PREFIX}10.244.2.7`), undefined);
+  const gone = n1.drainIPCacheChanges();
+  assert.ok(gone.deletes.includes('10.244.2.7/32'), JSON.stringify(gone));
+  assert.equal(gone.upserts.some((e) => e.prefix === '10.244.2.7/32'), false);
+  assert.equal(n1.holds('10.244.2.7/32'), false);
   n1.stop(); n2.stop();
 });
 

@@ -1,0 +1,216 @@
+// Scale benchmark: a 3-node lab (`membrane up --nodes 3`, three real agents with eBPF sharing the
+// lab's etcd) watched while simulated nodes (bench/scale/sim.ts, separate processes) register
+// nodes, 30 endpoints each, identity uses and identity churn in that etcd, as agents write them.
+// At each stage (default 1,000 / 2,000 / 5,000 / 10,000 simulated nodes):
+//   - etcd writes per second the simulated nodes achieved while growing to the stage,
+//   - the time until the three agents' pinned ipcache maps hold every simulated endpoint,
+//   - probes: a new endpoint's ipcache key written to etcd → present with its identity in all three
+//     agents' pinned mb_ipcache maps (polled every 2 ms), p50/p99/max, under identity churn,
+//   - each agent's RSS and CPU (from /proc) while probing.
+// After the largest stage: node2's agent is killed; a new endpoint is written while it is down;
+// resync time = from `membrane up` (restart) until that entry is in node2's map.
+// Appends the results to bench/RESULTS.md under "## scale".
+//   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart] [--cpu-prof DIR]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { cpus, loadavg } from 'node:os';
+import { Etcd3 } from 'etcd3';
+import { TestLab } from '../../test/integration/support/lab.ts';
+import { labEtcdEndpoint } from '../../src/lab/etcd.ts';
+import { BpfMap } from '../../src/sys/bpf.ts';
+import { decodeIpcacheVal, encodeIpcacheKey } from '../../src/datapath/linux/codec.ts';
+import { IPCACHE_PREFIX, ipcacheValue } from '../../src/agent/cluster.ts';
+import type { EndpointRecord } from '../../src/agent/endpoints.ts';
+
+const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };
+const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
+const PROBES = Number(arg('--probes', '40'));
+const WRITE = !process.argv.includes('--no-write');
+/** --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop */
+const PROF = arg('--cpu-prof', '');
+const WORKERS = 2;
+const NODES = ['node1', 'node2', 'node3'];
+/** the whole run stops after this, whatever stage it is in */
+const RUN_DEADLINE = Date.now() + 9 * 60_000;
+const here = fileURLToPath(new URL('.', import.meta.url));
+const node = process.execPath;
+const la = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+const startLoad = la();
+const log = (s: string) => process.stderr.write(`[scale ${((Date.now() - T0) / 1000).toFixed(0)}s] ${s}\n`);
+const T0 = Date.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const lab = new TestLab(`sc${process.pid % 10000}`);
+const paths = lab.paths;
+const workers: { cp: ChildProcess; next: () => Promise<Record<string, unknown>> }[] = [];
+let etcd: Etcd3 | undefined;
+const maps = new Map<string, BpfMap>();
+
+async function cleanup(): Promise<void> {
+  for (const w of workers) w.cp.kill('SIGKILL');
+  for (const m of maps.values()) m.close();
+  etcd?.close();
+  await lab.down();
+}
+process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+
+function startWorker(i: number, endpoint: string) {
+  const cp = spawn(node, [`${here}sim.ts`, endpoint, String(i), String(WORKERS)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: cp.stdout! })[Symbol.asyncIterator]();
+  const next = async () => {
+    const r = await lines.next();
+    if (r.done) throw new Error(`sim worker ${i} exited`);
+    return JSON.parse(r.value as string) as Record<string, unknown>;
+  };
+  return { cp, next };
+}
+async function all(cmd: object): Promise<Record<string, unknown>[]> {
+  for (const w of workers) w.cp.stdin!.write(`${JSON.stringify(cmd)}\n`);
+  const rs = await Promise.all(workers.map((w) => w.next()));
+  for (const r of rs) if (!r.ok) throw new Error(`sim: ${String(r.error)}`);
+  return rs;
+}
+
+function agentPid(n: string): number { return Number(readFileSync(paths.agentPidFile(n), 'utf8')); }
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+/** user+system CPU seconds of a process */
+function cpuSecs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+function openMap(n: string): BpfMap {
+  const path = `${paths.pinRoot(n)}/mb_ipcache`;
+  if (!existsSync(path)) throw new Error(`no pinned ipcache map at ${path}`);
+  return BpfMap.fromPin(path);
+}
+const identityIn = (n: string, ip: string): number | undefined => {
+  const v = maps.get(n)!.lookup(encodeIpcacheKey(`${ip}/32`));
+  return v ? decodeIpcacheVal(v).identity : undefined;
+};
+
+/** Polls until `ip` has `identity` in every node of `nodes` (2 ms steps); ms per node, from `t0`. */
+async function waitIn(nodes: string[], ip: string, identity: number, t0: number, timeoutMs: number): Promise<Map<string, number>> {
+  const got = new Map<string, number>();
+  while (got.size < nodes.length) {
+    for (const n of nodes) if (!got.has(n) && identityIn(n, ip) === identity) got.set(n, Date.now() - t0);
+    if (got.size === nodes.length) break;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`${ip} not in ${nodes.filter((n) => !got.has(n)).join(',')} after ${timeoutMs} ms`);
+    await sleep(2);
+  }
+  return got;
+}
+
+const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!; };
+let probeSeq = 0;
+const probeIp = () => { probeSeq++; return `100.127.${(probeSeq >> 8) & 255}.${probeSeq & 255}`; };
+const PROBE_ID = 60000 + 17; // a pool identity (bench/scale/sim.ts POOL_BASE + 17)
+async function writeProbe(ip: string): Promise<void> {
+  const rec = { id: probeSeq, ip, identity: PROBE_ID, namespace: 'sim', pod: `probe-${probeSeq}` } as EndpointRecord;
+  await etcd!.put(`${IPCACHE_PREFIX}${ip}`).value(ipcacheValue(rec, 'sim1', '100.64.0.1'));
+}
+
+interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number }
+const rows: Row[] = [];
+let resync: { upS: number; upErr: string; entryS: number; rss: number } | undefined;
+let failure = '';
+
+try {
+  log(`load average ${startLoad}; starting a 3-node lab`);
+  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 240_000, ...(PROF ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROF}` } } : {}) });
+  const endpoint = labEtcdEndpoint(paths);
+  etcd = new Etcd3({ hosts: [endpoint] });
+  for (const n of NODES) maps.set(n, openMap(n));
+  for (let i = 0; i < WORKERS; i++) workers.push(startWorker(i, endpoint));
+  for (const w of workers) await w.next();
+  await all({ cmd: 'masters' });
+
+  for (const N of STAGES) {
+    if (Date.now() > RUN_DEADLINE - 60_000) { failure = `stopped before ${N} nodes: run time bound`; break; }
+    log(`growing to ${N} simulated nodes`);
+    const t = Date.now();
+    const rs = await all({ cmd: 'grow', to: N, deadlineMs: Math.max(10_000, RUN_DEADLINE - Date.now()) });
+    const growS = (Date.now() - t) / 1000;
+    const writes = rs.reduce((a, r) => a + Number(r.writes), 0);
+    // a sentinel written after the stage's writes: the agents apply etcd's events in revision
+    // order, so once it is in every map, every simulated endpoint before it is too
+    let convergeS = NaN;
+    try {
+      const ip = probeIp();
+      await writeProbe(ip);
+      const got = await waitIn(NODES, ip, PROBE_ID, t, Math.min(240_000, RUN_DEADLINE - Date.now()));
+      convergeS = Math.max(...got.values()) / 1000;
+      await etcd.delete().key(`${IPCACHE_PREFIX}${ip}`);
+    } catch (e) { failure = `${N} nodes: ${(e as Error).message}`; log(failure); }
+    log(`grown: ${writes} writes in ${growS.toFixed(1)} s; all agents hold the last endpoint ${convergeS.toFixed(1)} s after the stage began`);
+
+    // probes under identity churn
+    const cpu0 = NODES.map((n) => cpuSecs(agentPid(n)));
+    const tp = Date.now();
+    const churnP = all({ cmd: 'churn', secs: Math.ceil(PROBES * 0.25) + 2, rate: 10 });
+    const lat: number[] = [];
+    let lost = 0;
+    for (let i = 0; i < PROBES && Date.now() < RUN_DEADLINE - 30_000; i++) {
+      const ip = probeIp();
+      const t0 = Date.now();
+      await writeProbe(ip);
+      try {
+        lat.push(Math.max(...(await waitIn(NODES, ip, PROBE_ID, t0, 15_000)).values()));
+      } catch { lost++; }
+      await etcd.delete().key(`${IPCACHE_PREFIX}${ip}`);
+      await sleep(Math.max(0, 250 - (Date.now() - t0)));
+    }
+    const churned = (await churnP).reduce((a, r) => a + Number(r.writes), 0);
+    const secs = (Date.now() - tp) / 1000;
+    const cpu = NODES.map((n, i) => (100 * (cpuSecs(agentPid(n)) - cpu0[i]!)) / secs);
+    const rss = NODES.map((n) => rssMiB(agentPid(n)));
+    const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost };
+    rows.push(row);
+    log(`${N} nodes: probe p50 ${row.p50} ms p99 ${row.p99} ms (${lat.length} probes, ${lost} timed out), RSS ${rss.map((x) => x.toFixed(0)).join('/')} MiB, CPU ${cpu.map((x) => x.toFixed(0)).join('/')} %`);
+  }
+
+  if (!process.argv.includes('--no-restart') && Date.now() < RUN_DEADLINE - 60_000) {
+    log('restart: killing the node2 agent');
+    const pid = agentPid('node2');
+    process.kill(pid, 'SIGKILL');
+    while (existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z')) await sleep(50);
+    const ip = probeIp();
+    await writeProbe(ip); // written while node2 has no agent: only a resync brings it
+    const t = Date.now();
+    // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
+    let upS = NaN;
+    let upErr = '';
+    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()) })
+      .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
+    const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
+    const entryS = got.get('node2')! / 1000;
+    await up;
+    resync = { entryS, upS, upErr, rss: rssMiB(agentPid('node2')) };
+    log(`resync: the entry written while node2 was down reached its map ${resync.entryS.toFixed(1)} s after the restart began (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
+  }
+  await all({ cmd: 'stop' }).catch(() => {});
+} catch (e) {
+  failure = (e as Error).message;
+  log(`failed: ${failure}`);
+} finally {
+  const endLoad = la();
+  const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
+  const table = [
+    '| simulated nodes | endpoints | etcd writes (growing to it) | writes/s | all agents hold the last endpoint | new endpoint → 3 agents\' maps p50 / p99 / max (ms) | agent RSS node1/2/3 (MiB) | agent CPU while probing (% of a core) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
+  ].join('\n');
+  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${resync.rss.toFixed(0)} MiB.` : 'Resync: not measured.';
+  const out = `\n## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  console.log(out);
+  if (WRITE && rows.length) {
+    const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
+    if (existsSync(path) && !readFileSync(path, 'utf8').endsWith('\n')) appendFileSync(path, '\n');
+    appendFileSync(path, out);
+  }
+  await cleanup();
+}
