@@ -29,7 +29,8 @@ import { proxyUpstreamMark } from '../marks.ts';
 import { BodyTracker, HeadParser, HttpParseError, headerValue, type MessageHead } from './parser.ts';
 import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream, ProxyConnectionView, ResponseObserver } from './stream.ts';
-import type { AccessAI, AccessPeer, AccessRecord, AccessVerdict, ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+import type { ProxyEndpoint, ProxyPolicyLookup, ProxyPolicySource } from './types.ts';
+import type { AccessAI, AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import { proxyListenPort } from '../../common/proxy-ports.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
@@ -42,7 +43,7 @@ export interface UpstreamSocketFactory {
 export interface HttpProxyOptions {
   policy: ProxyPolicySource;
   /** each request and response record (flows, metrics, spans) */
-  onRecord?(rec: AccessRecord): void;
+  onRecord?(rec: HttpAccessRecord): void;
   /** where the listeners bind (the datapath assigns connections to them whatever the address) */
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
   /** sets IP_TRANSPARENT on a listening fd (src/sys/sockopt.ts) */
@@ -1042,8 +1043,8 @@ export class ProxyConnection implements ProxyConnectionView {
     if (!cb) return;
     const isReq = type === 'request';
     const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
-    const rec: AccessRecord = {
-      type, verdict, direction: this.direction,
+    const rec: HttpAccessRecord = {
+      l7: 'http', type, verdict, direction: this.direction,
       timeMs: isReq ? s.startMs : Date.now(),
       client: this.client, server: this.server, endpointId: this.endpoint?.id ?? 0,
       method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import http from 'node:http';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import type { PortRuleHTTP } from '../../../../src/api/types.ts';
 
@@ -17,7 +17,7 @@ export interface Harness {
   proxy: HttpProxy;
   port: number;
   upstreamPort: number;
-  records: AccessRecord[];
+  records: HttpAccessRecord[];
   setPolicy(p: L7Policy | null): void;
   upstreamRequests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
   upstreamConnections(): number;
@@ -53,7 +53,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
   const upstreamPort = (upstream.address() as net.AddressInfo).port;
   let policy: L7Policy | null = l7(null);
   let rev = 0;
-  const records: AccessRecord[] = [];
+  const records: HttpAccessRecord[] = [];
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
