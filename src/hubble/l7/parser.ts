@@ -212,10 +212,12 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     const l4: Layer4 = part.transport === 'UDP'
       ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', ...ports } } }
       : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', ...ports, flags: undefined } } };
-    const wallNs = BigInt(Math.round(rec.timeMs * 1e6));
+    // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
+    const seconds = Math.floor(rec.timeMs / 1000);
+    const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
     return {
       $typeName: 'flow.Flow',
-      time: { $typeName: 'google.protobuf.Timestamp', seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(seconds), nanos },
       uuid: '',
       emitter: undefined,
       verdict: part.verdict,
