@@ -15,7 +15,7 @@
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import type { ProxyConnection } from '../http/proxy.ts';
+import type { ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { hostNameProblem } from './clienthello.ts';

@@ -11,7 +11,7 @@
  * the HTTP proxy's (one `HttpProxy` instance per slot, src/proxy/http/proxy.ts).
  */
 import type { NetworkFilter } from '../filter-chain.ts';
-import type { ProxyConnection } from '../http/proxy.ts';
+import type { ProxyConnection } from '../http/connection.ts';
 import { decideSNI } from '../../policy/l7.ts';
 import { ClientHelloReader, tlsVersionName, type ClientHelloInfo } from './clienthello.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
