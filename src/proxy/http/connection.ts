@@ -57,20 +57,22 @@ export class ProxyConnection implements ProxyConnectionView {
   private holding: Stream | null = null;
   /** requests awaiting their response, in order (local replies included) */
   private readonly queue: Stream[] = [];
-  /** bytes pass unparsed both ways: after a 101 to a WebSocket upgrade, or a network filter's passThrough */
-  private tunnel = false;
   /** inside onClientData: a new upstream socket starts corked */
   private inBatch = false;
   private upstreamKey = '';
-  /** the upstream has no exchange in flight and may be reused (pool) */
-  private upstreamIdle = false;
-  /** the upstream carried an upgrade request (or became a tunnel): it never goes back to the pool */
-  private upstreamNoReuse = false;
-  /** the current upstream came from the pool and has not answered yet */
-  private upstreamReused = false;
-  private closed = false;
-  /** no more requests are read (close after the queued responses) */
-  private readStopped = false;
+  /**
+   * The client side: `open` reads requests; `draining` reads no more (a request or response that
+   * closes, a refusal, the client's half-close) and closes after the queued responses; `tunnel`
+   * passes bytes unparsed both ways (a 101 to a WebSocket upgrade, a network filter's
+   * passThrough); `closed` is final.
+   */
+  private phase: 'open' | 'draining' | 'tunnel' | 'closed' = 'open';
+  /**
+   * The upstream connection's reuse: `reused` came from the pool and has not answered yet (a
+   * reset then is the pool's keep-alive race); `busy` has an exchange in flight; `idle` has none
+   * and may go back to the pool; `spent` carried an upgrade request or a tunnel and never does.
+   */
+  private upstreamState: 'reused' | 'busy' | 'idle' | 'spent' = 'busy';
   /** first byte of an incomplete head (ms), 0 when none */
   headStartedAt = 0;
   /** last read on either side (ms; the proxy's sweep closes idle connections) */
@@ -100,6 +102,23 @@ export class ProxyConnection implements ProxyConnectionView {
     this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
     this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
     this.resHead = new HeadParser({ kind: 'response' });
+  }
+
+  private get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  private get tunnel(): boolean {
+    return this.phase === 'tunnel';
+  }
+
+  /** no more requests are read (close after the queued responses) */
+  private get readStopped(): boolean {
+    return this.phase !== 'open';
+  }
+
+  private stopReading(): void {
+    if (this.phase === 'open') this.phase = 'draining';
   }
 
   policy(): ProxyPolicyLookup {
@@ -160,7 +179,8 @@ export class ProxyConnection implements ProxyConnectionView {
    * ways, unchanged.
    */
   passThrough(head: Buffer): void {
-    this.tunnel = true;
+    if (this.phase === 'closed') return;
+    this.phase = 'tunnel';
     const up = this.ensureUpstream();
     if (head.length && !up.write(head)) this.sock.pause();
   }
@@ -256,7 +276,7 @@ export class ProxyConnection implements ProxyConnectionView {
       this.record(s, 'request', s.localVerdict, s.localReason);
       this.curForward = false;
       this.queue.push(s);
-      if (s.localClose) this.readStopped = true;
+      if (s.localClose) this.stopReading();
       this.flushLocal();
     } else if (s.holdLimit >= 0) {
       // a filter judges the body: the request waits (head included) until decodeBody
@@ -291,13 +311,13 @@ export class ProxyConnection implements ProxyConnectionView {
       s.setHeaders(withoutConnection(s.requestHeaders()));
     } else s.upstreamClose = !head.keepAlive;
     const up = this.ensureUpstream();
-    this.upstreamIdle = false;
     // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
     // judged as such; whatever the answer, this upstream connection is not reused by others.
-    if (s.upgrade) this.upstreamNoReuse = true;
+    if (s.upgrade) this.upstreamState = 'spent';
+    else if (this.upstreamState === 'idle') this.upstreamState = 'busy';
     if (!up.write(s.requestBytes())) this.sock.pause();
     this.queue.push(s);
-    if (!head.keepAlive) this.readStopped = true;
+    if (!head.keepAlive) this.stopReading();
     if (this.queue.length > 256) this.sock.pause();
   }
 
@@ -321,7 +341,7 @@ export class ProxyConnection implements ProxyConnectionView {
     else this.proxy.chain.decodeBody(s, null);
     if (!s.local) s.reply(413, 'Payload Too Large\r\n', 'request body larger than the filter holds');
     this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
-    this.readStopped = true;
+    this.stopReading();
     this.sock.pause();
     this.queue.push(s);
     this.flushLocal();
@@ -348,7 +368,7 @@ export class ProxyConnection implements ProxyConnectionView {
       if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
       this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
       this.queue.push(s);
-      if (s.localClose) this.readStopped = true;
+      if (s.localClose) this.stopReading();
       this.flushLocal();
       return;
     }
@@ -371,7 +391,7 @@ export class ProxyConnection implements ProxyConnectionView {
       return;
     }
     // A half-closed client still gets its responses (allowHalfOpen).
-    this.readStopped = true;
+    this.stopReading();
     if (this.reqState === H_BODY && this.curForward && !this.reqBody.done) {
       this.destroy();
       return;
@@ -390,7 +410,7 @@ export class ProxyConnection implements ProxyConnectionView {
       contentLength: -1, chunked: false, keepAlive: false, upgrade: false, upgradeType: '', host: '', expectContinue: false,
     };
     const inBody = this.reqState === H_BODY && this.cur;
-    this.readStopped = true;
+    this.stopReading();
     this.sock.pause();
     this.headStartedAt = 0;
     if (inBody && this.curForward) {
@@ -445,9 +465,7 @@ export class ProxyConnection implements ProxyConnectionView {
     const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     this.upstream = sock;
     this.upstreamError = null;
-    this.upstreamReused = reused;
-    this.upstreamIdle = false;
-    this.upstreamNoReuse = false;
+    this.upstreamState = reused ? 'reused' : 'busy';
     if (this.inBatch) sock.cork();
     this.resState = H_HEAD;
     this.resHead.reset();
@@ -533,7 +551,7 @@ export class ProxyConnection implements ProxyConnectionView {
           return;
         }
         s.response = h;
-        this.upstreamReused = false;
+        if (this.upstreamState === 'reused') this.upstreamState = 'busy';
         this.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
         if (s.observer) this.resBody.sink = s.observer;
@@ -547,8 +565,8 @@ export class ProxyConnection implements ProxyConnectionView {
         if (h.status === 101) {
           // the server agreed: from here on, bytes pass unparsed both ways
           flush(pos);
-          this.tunnel = true;
-          this.upstreamNoReuse = true;
+          this.phase = 'tunnel';
+          this.upstreamState = 'spent';
           this.record(s, 'response', 'forwarded');
           this.queue.shift();
           if (pos < len) this.sock.write(chunk.subarray(pos));
@@ -588,10 +606,10 @@ export class ProxyConnection implements ProxyConnectionView {
     this.endObserver(s, true);
     this.record(s, 'response', 'forwarded');
     const resp = s.response!;
-    this.upstreamIdle = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose;
+    if (this.upstreamState !== 'spent') this.upstreamState = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose ? 'idle' : 'busy';
     if (!resp.keepAlive || !s.head.keepAlive) {
       // the server or the client ends the connection with this exchange
-      this.readStopped = true;
+      this.stopReading();
       this.finish();
       return;
     }
@@ -613,7 +631,7 @@ export class ProxyConnection implements ProxyConnectionView {
       this.queue.shift();
       this.endObserver(s, true);
       this.record(s, 'response', 'forwarded');
-      this.readStopped = true;
+      this.stopReading();
       this.finish();
       return;
     }
@@ -621,7 +639,7 @@ export class ProxyConnection implements ProxyConnectionView {
       const first = this.queue[0]!;
       // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
       // response arrived and the requests had no body, so they are sent again on a new connection.
-      if (this.upstreamReused && this.resState === H_HEAD && this.resHead.pending === 0 && !first.response &&
+      if (this.upstreamState === 'reused' && this.resState === H_HEAD && this.resHead.pending === 0 && !first.response &&
           this.reqState === H_HEAD && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
         const again = this.ensureUpstream(true);
         for (const q of this.queue) again.write(q.requestBytes());
@@ -655,7 +673,7 @@ export class ProxyConnection implements ProxyConnectionView {
     s.localStatus = status;
     s.localReason = reason;
     s.localClose = true;
-    this.readStopped = true;
+    this.stopReading();
     // later pipelined requests that went upstream are lost with it
     this.queue.length = 0;
     this.queue.push(s);
@@ -670,7 +688,7 @@ export class ProxyConnection implements ProxyConnectionView {
       this.endObserver(s, false);
       this.record(s, 'response', s.localVerdict, s.localReason);
       if (s.localClose) {
-        this.readStopped = true;
+        this.stopReading();
         this.queue.length = 0;
         this.finish();
         return;
@@ -681,8 +699,9 @@ export class ProxyConnection implements ProxyConnectionView {
 
   /** Ends the client side after what was written, and the upstream. */
   private finish(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.phase === 'closed') return;
+    const tunnel = this.phase === 'tunnel';
+    this.phase = 'closed';
     this.sock.end();
     // the sweep destroys the socket if the client has not closed its side within 5 s
     this.closingAt = Date.now();
@@ -690,7 +709,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.upstream = null;
     if (!up) return;
     // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
-    if (this.upstreamIdle && !this.upstreamNoReuse && !this.tunnel && this.queue.length === 0 && this.reqState === H_HEAD && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
+    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === H_HEAD && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
     else up.end();
   }
 
@@ -709,8 +728,8 @@ export class ProxyConnection implements ProxyConnectionView {
     if (this.holding) this.releaseHeld(this.holding);
     // responses cut off: their readers account for what passed
     for (const q of this.queue) if (q.observer) this.endObserver(q, false);
-    if (this.closed && this.sock.destroyed) return;
-    this.closed = true;
+    if (this.phase === 'closed' && this.sock.destroyed) return;
+    this.phase = 'closed';
     this.sock.destroy();
     this.upstream?.destroy();
     this.upstream = null;
