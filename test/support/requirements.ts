@@ -7,25 +7,29 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-export type Requirement = 'root' | 'clang' | 'etcd';
+export type Requirement = 'root' | 'clang' | 'etcd' | 'promtool';
+
+function runs(cmd: string): boolean {
+  try {
+    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const HAVE: Record<Requirement, () => boolean> = {
   root: () => process.getuid?.() === 0,
   etcd: () => existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
-  clang: () => {
-    try {
-      execFileSync('clang', ['--version'], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  clang: () => runs('clang'),
+  promtool: () => runs('promtool'),
 };
 
 const WHY: Record<Requirement, string> = {
   root: 'needs root (network namespaces, veths, eBPF)',
   clang: 'needs clang (bash scripts/setup.sh installs it)',
   etcd: 'needs etcd and etcdctl (etcd-server, etcd-client: bash scripts/setup.sh installs them)',
+  promtool: 'needs promtool (bash scripts/setup.sh installs prometheus)',
 };
 
 /**

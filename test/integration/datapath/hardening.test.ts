@@ -20,8 +20,8 @@ import {
   eth, ipv4, tcp, udp, icmpError, sendFrames, floodFrames, startCapture, ensureRawpkt,
   ETH_IP, ETH_IPV6, TPID_8021Q, TPID_8021AD, TCP, UDP, ICMP, SYN, type Parsed,
 } from '../support/frames.ts';
+import { skipUnless } from '../../support/requirements.ts';
 
-const isRoot = process.getuid?.() === 0;
 const tag = `h${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
 
@@ -31,7 +31,7 @@ const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, 
 const WORLD = 2;
 const show = (evs: DatapathEvent[]) => JSON.stringify(evs.slice(-30).map((x) => `${x.type}/${x.subType} ep${x.endpointId} ${x.direction} ${x.srcIp}:${x.srcPort}->${x.dstIp}:${x.dstPort} p${x.proto} ct${x.ctReason} v${x.verdict}`));
 
-describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
+describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
   let world: World;
   let d: Driver;
