@@ -21,14 +21,17 @@ export interface Harness {
   setPolicy(p: L7Policy | null): void;
   upstreamRequests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
   upstreamConnections(): number;
+  /** request body bytes the upstream has read so far, all requests together (counted as they arrive) */
+  upstreamBodyBytes(): number;
   close(): Promise<void>;
 }
 
 export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadBytes?: number } = {}): Promise<Harness> {
   const upstreamRequests: Harness['upstreamRequests'] = [];
+  let bodyBytes = 0;
   const upstream = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('data', (c: Buffer) => { chunks.push(c); bodyBytes += c.length; });
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString();
       upstreamRequests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
@@ -68,7 +71,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
   });
   const l = await proxy.start();
   return {
-    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests, upstreamConnections: () => conns,
+    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests, upstreamConnections: () => conns, upstreamBodyBytes: () => bodyBytes,
     setPolicy(p) { policy = p; rev++; },
     async close() {
       await proxy.stop();
