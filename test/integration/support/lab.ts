@@ -4,7 +4,7 @@
  * removes everything even when a test failed.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,22 +21,32 @@ export interface RunResult { code: number; stdout: string; stderr: string }
 
 /**
  * Labs of test processes that died before their `after` ran (killed run, stopped session) would
- * stay forever: a lab's name ends in its test process's pid, so the first lab of each process
- * takes down every lab under /run/membrane-test whose process is gone.
+ * stay forever: each TestLab records its test process's pid beside the labs
+ * (`/run/membrane-test/.owners/<lab>`), and the first lab of each process takes down every lab
+ * whose recorded process is gone. A lab without a record is left alone: its owner is unknown
+ * (the digits at the end of a lab's name are not a pid: `hl7${pid % 10000}`).
  */
+const ROOT = '/run/membrane-test';
+const OWNERS = join(ROOT, '.owners');
 let swept = false;
 function sweepOrphanLabs(): void {
   if (swept) return;
   swept = true;
-  const root = '/run/membrane-test';
-  if (!existsSync(root)) return;
-  for (const name of readdirSync(root)) {
-    const pid = /^[a-z-]+?(\d+)$/.exec(name)?.[1];
-    if (!pid || Number(pid) === process.pid || existsSync(`/proc/${pid}`)) continue;
+  if (!existsSync(OWNERS)) return;
+  for (const name of readdirSync(OWNERS)) {
+    let pid = 0;
+    try { pid = Number(readFileSync(join(OWNERS, name), 'utf8').trim()); } catch { continue; }
+    if (!pid || pid === process.pid || existsSync(`/proc/${pid}`)) continue;
     try {
-      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(root, name) }, timeout: 120_000, stdio: 'ignore' });
+      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(ROOT, name) }, timeout: 120_000, stdio: 'ignore' });
+      rmSync(join(OWNERS, name), { force: true });
     } catch { /* the next run tries again */ }
   }
+}
+
+function recordOwner(name: string): void {
+  mkdirSync(OWNERS, { recursive: true });
+  writeFileSync(join(OWNERS, name), `${process.pid}\n`);
 }
 
 export class TestLab {
@@ -46,6 +56,7 @@ export class TestLab {
 
   constructor(name: string) {
     sweepOrphanLabs();
+    recordOwner(name);
     this.name = name;
     this.env = { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join('/run/membrane-test', name), NO_COLOR: '1' };
     this.dir = mkdtemp(join(tmpdir(), `${name}-`));
@@ -74,6 +85,7 @@ export class TestLab {
   async down(): Promise<void> {
     await this.run(['down'], { timeoutMs: 120_000 });
     await rm(await this.dir, { recursive: true, force: true });
+    rmSync(join(OWNERS, this.name), { force: true });
   }
 
   /** Applies objects through a file, as `membrane apply -f` does, then waits until the datapath has them. */
