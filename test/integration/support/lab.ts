@@ -4,7 +4,7 @@
  * removes everything even when a test failed.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,32 +21,46 @@ export interface RunResult { code: number; stdout: string; stderr: string }
 
 /**
  * Labs of test processes that died before their `after` ran (killed run, stopped session) would
- * stay forever: each TestLab records its test process's pid beside the labs
- * (`/run/membrane-test/.owners/<lab>`), and the first lab of each process takes down every lab
- * whose recorded process is gone. A lab without a record is left alone: its owner is unknown
- * (the digits at the end of a lab's name are not a pid: `hl7${pid % 10000}`).
+ * stay forever. Each TestLab writes its owner (pid and the process's start time, so a reused pid
+ * is not mistaken for the owner) into its state directory; the first lab of each process takes
+ * down every lab under /run/membrane-test whose owner is gone. A lab without an owner file is
+ * never touched: its name alone says nothing about who runs it.
  */
-const ROOT = '/run/membrane-test';
-const OWNERS = join(ROOT, '.owners');
+const LAB_ROOT = '/run/membrane-test';
+const OWNER_FILE = '.test-owner';
+
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]; // field 22: starttime
+  } catch {
+    return undefined;
+  }
+}
+
 let swept = false;
 function sweepOrphanLabs(): void {
   if (swept) return;
   swept = true;
-  if (!existsSync(OWNERS)) return;
-  for (const name of readdirSync(OWNERS)) {
-    let pid = 0;
-    try { pid = Number(readFileSync(join(OWNERS, name), 'utf8').trim()); } catch { continue; }
-    if (!pid || pid === process.pid || existsSync(`/proc/${pid}`)) continue;
+  if (!existsSync(LAB_ROOT)) return;
+  for (const name of readdirSync(LAB_ROOT)) {
+    let owner: { pid: number; start: string };
     try {
-      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(ROOT, name) }, timeout: 120_000, stdio: 'ignore' });
-      rmSync(join(OWNERS, name), { force: true });
+      owner = JSON.parse(readFileSync(join(LAB_ROOT, name, OWNER_FILE), 'utf8')) as { pid: number; start: string };
+    } catch {
+      continue;
+    }
+    if (owner.pid === process.pid || processStart(owner.pid) === owner.start) continue;
+    try {
+      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(LAB_ROOT, name) }, timeout: 120_000, stdio: 'ignore' });
     } catch { /* the next run tries again */ }
   }
 }
 
-function recordOwner(name: string): void {
-  mkdirSync(OWNERS, { recursive: true });
-  writeFileSync(join(OWNERS, name), `${process.pid}\n`);
+function writeOwner(name: string): void {
+  const dir = join(LAB_ROOT, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, OWNER_FILE), JSON.stringify({ pid: process.pid, start: processStart(process.pid) }));
 }
 
 export class TestLab {
@@ -56,7 +70,7 @@ export class TestLab {
 
   constructor(name: string) {
     sweepOrphanLabs();
-    recordOwner(name);
+    writeOwner(name);
     this.name = name;
     this.env = { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join('/run/membrane-test', name), NO_COLOR: '1' };
     this.dir = mkdtemp(join(tmpdir(), `${name}-`));
@@ -85,7 +99,6 @@ export class TestLab {
   async down(): Promise<void> {
     await this.run(['down'], { timeoutMs: 120_000 });
     await rm(await this.dir, { recursive: true, force: true });
-    rmSync(join(OWNERS, this.name), { force: true });
   }
 
   /** Applies objects through a file, as `membrane apply -f` does, then waits until the datapath has them. */
