@@ -17,8 +17,6 @@ import { Stream } from './request-stream.ts';
 import { STATUS_TEXT, closingResponseHead, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
-const H_HEAD = 0, H_BODY = 1, H_DONE = 2;
-
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -48,11 +46,15 @@ export class ProxyConnection implements ProxyConnectionView {
   private readonly resHead: HeadParser;
   private readonly reqBody = new BodyTracker();
   private readonly resBody = new BodyTracker();
-  private reqState = H_HEAD;
-  private resState = H_HEAD;
-  /** the request whose body is being read, and whether that body goes upstream */
+  /**
+   * What the next client bytes are: a request head, or the body of the request in `cur` — going
+   * upstream as it is read, or kept here (held for a filter, or dropped after a local reply).
+   */
+  private reqState: 'head' | 'body-upstream' | 'body-here' = 'head';
+  /** What the next upstream bytes are: a response head or the body of the response at the head of the queue. */
+  private resState: 'head' | 'body' = 'head';
+  /** the request whose body is being read */
   private cur: Stream | null = null;
-  private curForward = false;
   /** the request whose body a filter holds until it is complete (nothing of it went upstream) */
   private holding: Stream | null = null;
   /** requests awaiting their response, in order (local replies included) */
@@ -217,8 +219,8 @@ export class ProxyConnection implements ProxyConnectionView {
     const len = chunk.length;
     // after a request that closes the connection (Connection: close) no further request is
     // read, but the body of that request, when it went upstream, still is
-    while (pos < len && !this.closed && (!this.readStopped || (this.reqState === H_BODY && this.curForward)) && !this.tunnel) {
-      if (this.reqState === H_HEAD) {
+    while (pos < len && !this.closed && (!this.readStopped || this.reqState === 'body-upstream') && !this.tunnel) {
+      if (this.reqState === 'head') {
         let r;
         try {
           r = this.reqHead.push(chunk, pos);
@@ -233,7 +235,7 @@ export class ProxyConnection implements ProxyConnectionView {
         this.headStartedAt = 0;
         pos = r.bodyStart;
         this.onRequestHead(r.head);
-      } else if (this.reqState === H_BODY) {
+      } else {
         let end;
         try {
           end = this.reqBody.feed(chunk, pos);
@@ -241,13 +243,13 @@ export class ProxyConnection implements ProxyConnectionView {
           this.protocolError(e as HttpParseError);
           return;
         }
-        if (this.curForward && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
+        if (this.reqState === 'body-upstream' && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
         else if (this.holding && end > pos && !this.hold(chunk.subarray(pos, end))) return;
         pos = end;
         if (this.reqBody.done) this.requestDone();
-      } else return;
+      }
     }
-    if (this.reqState === H_BODY && this.reqBody.done) this.requestDone();
+    if (this.reqState !== 'head' && this.reqBody.done) this.requestDone();
   }
 
   private onRequestHead(head: MessageHead): void {
@@ -256,6 +258,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.reqBody.startRequest(head);
     const refused = upgradeRefusal(head);
     let status: 'continue' | 'stop' = 'stop';
+    let bodyUpstream = false;
     if (refused) {
       // as Envoy without an upgrade config for it: 403 before the filters, and the connection
       // closes (what follows is meant for another protocol and is never parsed as HTTP)
@@ -274,14 +277,12 @@ export class ProxyConnection implements ProxyConnectionView {
     if (status === 'stop' || s.local) {
       if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
       this.record(s, 'request', s.localVerdict, s.localReason);
-      this.curForward = false;
       this.queue.push(s);
       if (s.localClose) this.stopReading();
       this.flushLocal();
     } else if (s.holdLimit >= 0) {
       // a filter judges the body: the request waits (head included) until decodeBody
       this.holding = s;
-      this.curForward = false;
       s.held = [];
       s.payload = [];
       if (!this.reqBody.done) {
@@ -293,8 +294,11 @@ export class ProxyConnection implements ProxyConnectionView {
           s.setHeaders(without(s.requestHeaders(), ['expect']));
         }
       }
-    } else this.forward(s);
-    this.reqState = this.reqBody.done ? H_HEAD : H_BODY;
+    } else {
+      this.forward(s);
+      bodyUpstream = true;
+    }
+    this.reqState = this.reqBody.done ? 'head' : bodyUpstream ? 'body-upstream' : 'body-here';
     if (this.reqBody.done) {
       if (this.holding === s) this.judgeBody(s);
       this.cur = null;
@@ -305,7 +309,6 @@ export class ProxyConnection implements ProxyConnectionView {
   private forward(s: Stream): void {
     const head = s.head;
     this.record(s, 'request', 'forwarded');
-    this.curForward = true;
     if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
       // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
       s.setHeaders(withoutConnection(s.requestHeaders()));
@@ -375,11 +378,10 @@ export class ProxyConnection implements ProxyConnectionView {
     this.forward(s);
     const up = this.upstream;
     for (const b of held) if (up && !up.write(b)) this.sock.pause();
-    this.curForward = false;
   }
 
   private requestDone(): void {
-    this.reqState = H_HEAD;
+    this.reqState = 'head';
     if (this.holding && this.holding === this.cur) this.judgeBody(this.holding);
     this.cur = null;
   }
@@ -392,7 +394,7 @@ export class ProxyConnection implements ProxyConnectionView {
     }
     // A half-closed client still gets its responses (allowHalfOpen).
     this.stopReading();
-    if (this.reqState === H_BODY && this.curForward && !this.reqBody.done) {
+    if (this.reqState === 'body-upstream' && !this.reqBody.done) {
       this.destroy();
       return;
     }
@@ -409,11 +411,11 @@ export class ProxyConnection implements ProxyConnectionView {
       method: '', target: '', path: '', authority: '', absoluteForm: false, status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw: Buffer.alloc(0),
       contentLength: -1, chunked: false, keepAlive: false, upgrade: false, upgradeType: '', host: '', expectContinue: false,
     };
-    const inBody = this.reqState === H_BODY && this.cur;
+    const inBody = this.reqState !== 'head' && this.cur;
     this.stopReading();
     this.sock.pause();
     this.headStartedAt = 0;
-    if (inBody && this.curForward) {
+    if (inBody && this.reqState === 'body-upstream') {
       // the upstream already has part of this request: it can only be cut off
       this.record(this.cur!, 'request', 'error', e.reason);
       this.destroy();
@@ -467,7 +469,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.upstreamError = null;
     this.upstreamState = reused ? 'reused' : 'busy';
     if (this.inBatch) sock.cork();
-    this.resState = H_HEAD;
+    this.resState = 'head';
     this.resHead.reset();
     sock.on('data', (c: Buffer) => this.onUpstreamData(c));
     sock.on('drain', () => this.sock.resume());
@@ -523,7 +525,7 @@ export class ProxyConnection implements ProxyConnectionView {
         this.destroy();
         return;
       }
-      if (this.resState === H_HEAD) {
+      if (this.resState === 'head') {
         let r;
         try {
           r = this.resHead.push(chunk, pos);
@@ -575,7 +577,7 @@ export class ProxyConnection implements ProxyConnectionView {
           this.sock.resume();
           return;
         }
-        this.resState = H_BODY;
+        this.resState = 'body';
         if (this.resBody.done) { flush(pos); this.responseDone(); }
       } else {
         const end = this.resBody.feed(chunk, pos);
@@ -596,13 +598,13 @@ export class ProxyConnection implements ProxyConnectionView {
     if (!s.upgrade) return 'unexpected_101: a 101 to a request that did not ask to upgrade';
     if (h.upgradeType !== 'websocket') return `upgrade_mismatch: a 101 switching to "${h.upgradeType.slice(0, 40)}", not the websocket asked for`;
     if (!h.upgrade) return 'upgrade_mismatch: a 101 without Connection: upgrade';
-    if (this.queue.length !== 1 || this.reqState !== H_HEAD || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
+    if (this.queue.length !== 1 || this.reqState !== 'head' || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
     return undefined;
   }
 
   private responseDone(): void {
     const s = this.queue.shift()!;
-    this.resState = H_HEAD;
+    this.resState = 'head';
     this.endObserver(s, true);
     this.record(s, 'response', 'forwarded');
     const resp = s.response!;
@@ -626,7 +628,7 @@ export class ProxyConnection implements ProxyConnectionView {
     }
     this.upstream = null;
     const s = this.queue[0];
-    if (s && !s.local && this.resState === H_BODY && this.resBody.untilClose) {
+    if (s && !s.local && this.resState === 'body' && this.resBody.untilClose) {
       this.resBody.done = true;
       this.queue.shift();
       this.endObserver(s, true);
@@ -639,18 +641,18 @@ export class ProxyConnection implements ProxyConnectionView {
       const first = this.queue[0]!;
       // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
       // response arrived and the requests had no body, so they are sent again on a new connection.
-      if (this.upstreamState === 'reused' && this.resState === H_HEAD && this.resHead.pending === 0 && !first.response &&
-          this.reqState === H_HEAD && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
+      if (this.upstreamState === 'reused' && this.resState === 'head' && this.resHead.pending === 0 && !first.response &&
+          this.reqState === 'head' && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
         const again = this.ensureUpstream(true);
         for (const q of this.queue) again.write(q.requestBytes());
         return;
       }
       const ue = this.upstreamError;
-      if (this.resState === H_HEAD && !first.local && !first.response) this.upstreamFailed(first, ue?.proxyStatus ?? 503, ue?.proxyReason ?? 'upstream_reset_before_response_started');
+      if (this.resState === 'head' && !first.local && !first.response) this.upstreamFailed(first, ue?.proxyStatus ?? 503, ue?.proxyReason ?? 'upstream_reset_before_response_started');
       else this.destroy();
       return;
     }
-    if (this.cur && this.curForward && this.reqState === H_BODY) this.destroy();
+    if (this.cur && this.reqState === 'body-upstream') this.destroy();
   }
 
   private onUpstreamError(up: net.Socket, err: Error): void {
@@ -709,7 +711,7 @@ export class ProxyConnection implements ProxyConnectionView {
     this.upstream = null;
     if (!up) return;
     // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
-    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === H_HEAD && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
+    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
     else up.end();
   }
 
