@@ -89,7 +89,9 @@ export function rawExchange(port: number, payload: string | Buffer | (string | B
     let timer: NodeJS.Timeout;
     let closed = false;
     const done = () => { clearTimeout(timer); s.destroy(); resolve({ text: Buffer.concat(chunks).toString('latin1'), closed }); };
-    const arm = () => { clearTimeout(timer); timer = setTimeout(done, opts.idleMs ?? 400); };
+    // quiet for idleMs ends the exchange; before the first byte the wait is longer (a cold proxy
+    // on a loaded machine may take a few hundred ms to answer at all)
+    const arm = () => { clearTimeout(timer); timer = setTimeout(done, chunks.length ? opts.idleMs ?? 400 : Math.max(opts.idleMs ?? 400, 2000)); };
     s.on('data', (c) => { chunks.push(c); arm(); });
     s.on('end', () => { closed = true; done(); });
     s.on('error', () => { closed = true; done(); });
