@@ -27,6 +27,7 @@
 #include "lib/conntrack.h"
 #include "lib/frag.h"
 #include "lib/lb.h"
+#include "lib/overlay.h"
 
 static __always_inline int do_drop(const struct pkt *p, const struct ev_ctx *c, __u8 reason, __u8 dir)
 {
@@ -438,6 +439,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	}
 	if (from && __builtin_memcmp(p->saddr, cfg->ipv4, 4) != 0)
 		return hdrop(&h, DROP_INVALID_SIP);
+	if (from && is_encap(p) && tunnel_mode())
+		return hdrop(&h, DROP_ENCAP_PROHIBITED);
 	void *own = ct_table(CT_OWN(ep));
 	if (!own)
 		return hdrop(&h, DROP_CT_NO_MAP);
@@ -537,12 +540,97 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 	return own;
 }
 
-/* tc INGRESS of a network device (world, underlay): new connections to a local endpoint get its
- * ingress policy decided here (drops, L7 redirect to the ingress proxy), and every later packet
- * of a redirected one too; a packet claiming a local endpoint's address is dropped (spoofed).
- * Everything else passes untouched: what does not parse, ICMP errors and packets to anything but
- * a local endpoint are the kernel's and to_container's business (to_container parses and
- * enforces every packet that reaches a pod). */
+/* Ingress of a packet entering the node from outside its pods (a network device, or the tunnel)
+ * towards a local endpoint, from a source whose identity is rm->identity: new connections get
+ * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
+ * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
+ * (to_container parses and enforces every packet that reaches a pod). */
+static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm)
+{
+	struct ep_config *dcfg = local_dest(p);
+	if (!dcfg)
+		return TC_ACT_OK;
+	const __u16 ep = dcfg->ep_id;
+	void *own = ct_table(CT_OWN(ep));
+	void *ext = ct_table(CT_EXT(ep));
+	if (!own || !ext)
+		return TC_ACT_OK; /* to_container drops it (190) */
+	struct ev_ctx dc;
+	ingress_ctx(&dc, dcfg, rm->identity, SENDER_EXT(ep));
+	const __u32 rev = policy_rev();
+	__u64 now = bpf_ktime_get_ns();
+	struct frag_reg fr;
+	if (p->frag) {
+		if (p->frag == FRAG_LATER && frag_ports(ext, p, now))
+			return TC_ACT_OK; /* to_container drops it (175) */
+		frag_snapshot(&fr, p);
+	}
+	struct ct_key k;
+	struct ct_val *v = 0;
+	int ct = ct_lookup(p, own, ep, DIR_INGRESS, rm, p->saddr, now, &k, &v);
+	if (ct != CT_NEW && v) {
+		if (ct == CT_ESTABLISHED && v->proxy_port) {
+			/* redirected connection: to_container never sees it, so its policy is
+			 * enforced here, per packet */
+			if (v->pol_rev != rev) {
+				struct policy_result ir;
+				if (ingress_recheck(p, dcfg, rm->identity, SENDER_EXT(ep), &ir) < 0)
+					return TC_ACT_SHOT;
+				if (ir.proxy_port) {
+					v->proxy_port = ir.proxy_port;
+					v->proxy_slot = ir.proxy_slot;
+				}
+				v->pol_rev = rev;
+			}
+			ct_update(v, p, 0, now);
+			int d = proxy_steer(skb, p, v->proxy_slot);
+			if (d)
+				return do_drop(p, &dc, d, DIR_INGRESS);
+		}
+		goto pass;
+	}
+	if (p->frag == FRAG_LATER)
+		return TC_ACT_OK; /* no entry for its datagram: to_container decides */
+	if (skb->mark & MARK_MAGIC_MASK)
+		return TC_ACT_OK;
+	if (local_socket_owns(skb, p)) {
+		skb->mark = MARK_MAGIC_TO_PROXY;
+		return TC_ACT_OK;
+	}
+	struct policy_result ir;
+	if (ingress_decide(skb, p, dcfg, SRC_BUCKET(rm->identity, SENDER_EXT(ep)), &ir) < 0)
+		return TC_ACT_SHOT;
+	struct ct_new n = {};
+	n.src_identity = rm->identity;
+	n.pol_rev = rev;
+	n.proxy_port = ir.proxy_port;
+	n.proxy_slot = ir.proxy_slot;
+	n.state = ir.proxy_port ? 0 : CT_F_PREDECIDED;
+	n.dir = DIR_INGRESS;
+	n.ep_id = ep;
+	int d = ct_create(ext, p, &n, now);
+	if (d && ir.proxy_port)
+		return do_drop(p, &dc, d, DIR_INGRESS);
+pass:
+	if (p->frag == FRAG_FIRST)
+		frag_register(ext, &fr, now);
+	return TC_ACT_OK;
+}
+
+/* Drop event of a packet entering the node (no local endpoint hook yet). */
+static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, __u32 src_identity, __u8 reason, __u8 dir)
+{
+	struct ev_ctx sc = {};
+	sc.ifindex = skb->ifindex;
+	sc.src_identity = src_identity;
+	sc.dst_identity = p->family == 4 ? ipcache_identity(p->daddr) : 0;
+	sc.bucket = SENDER_EXT(0);
+	return do_drop(p, &sc, reason, dir);
+}
+
+/* tc INGRESS of a network device (world, underlay): the source identity from the ipcache. A
+ * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
+ * node's address on any device but the underlay. What does not parse, and ICMP errors, pass. */
 SEC("tc")
 int from_network(struct __sk_buff *skb)
 {
@@ -552,81 +640,52 @@ int from_network(struct __sk_buff *skb)
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
 	remote_resolve(&rm, p.saddr);
-	if (rm.ep_id) {
-		struct ev_ctx sc = {};
-		sc.ifindex = skb->ifindex;
-		sc.src_identity = rm.identity;
-		sc.dst_identity = ipcache_identity(p.daddr);
-		sc.bucket = SENDER_EXT(0);
-		return do_drop(&p, &sc, DROP_INVALID_SIP, DIR_INGRESS);
-	}
-	struct ep_config *dcfg = local_dest(&p);
-	if (!dcfg)
+	if (rm.ep_id || net_source_spoofed(skb, &p))
+		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
+	return net_ingress(skb, &p, &rm);
+}
+
+/* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
+ * the outer source is a node and the VNI an identity a node may send; the inner packet must
+ * parse (a tunnel carries pods' IPv4 and nothing else) and may not claim a local endpoint's
+ * address. Its inner destination MAC is the sender's business: the packet is the host's. */
+SEC("tc")
+int from_overlay(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	struct remote rm = {};
+	__u32 identity = 0;
+	stat_inc(STAT_OVERLAY_RX);
+	int r = parse_pkt(skb, &p);
+	int d = overlay_src_from_key(skb, &identity);
+	if (d)
+		return net_drop(skb, &p, identity, d, DIR_INGRESS);
+	if (r != PARSE_OK)
+		return net_drop(skb, &p, identity, r == PARSE_OTHER || r == PARSE_ARP ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
+	struct ipcache_val *sv = ipcache_lookup(p.saddr);
+	if (sv && sv->ep_id)
+		return net_drop(skb, &p, identity, DROP_INVALID_SIP, DIR_INGRESS);
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	if (p.is_icmp_err)
 		return TC_ACT_OK;
-	const __u16 ep = dcfg->ep_id;
-	void *own = ct_table(CT_OWN(ep));
-	void *ext = ct_table(CT_EXT(ep));
-	if (!own || !ext)
-		return TC_ACT_OK; /* to_container drops it (190) */
-	struct ev_ctx dc;
-	ingress_ctx(&dc, dcfg, rm.identity, SENDER_EXT(ep));
-	const __u32 rev = policy_rev();
-	__u64 now = bpf_ktime_get_ns();
-	struct frag_reg fr;
-	if (p.frag) {
-		if (p.frag == FRAG_LATER && frag_ports(ext, &p, now))
-			return TC_ACT_OK; /* to_container drops it (175) */
-		frag_snapshot(&fr, &p);
-	}
-	struct ct_key k;
-	struct ct_val *v = 0;
-	int ct = ct_lookup(&p, own, ep, DIR_INGRESS, &rm, p.saddr, now, &k, &v);
-	if (ct != CT_NEW && v) {
-		if (ct == CT_ESTABLISHED && v->proxy_port) {
-			/* redirected connection: to_container never sees it, so its policy is
-			 * enforced here, per packet */
-			if (v->pol_rev != rev) {
-				struct policy_result ir;
-				if (ingress_recheck(&p, dcfg, rm.identity, SENDER_EXT(ep), &ir) < 0)
-					return TC_ACT_SHOT;
-				if (ir.proxy_port) {
-					v->proxy_port = ir.proxy_port;
-					v->proxy_slot = ir.proxy_slot;
-				}
-				v->pol_rev = rev;
-			}
-			ct_update(v, &p, 0, now);
-			int d = proxy_steer(skb, &p, v->proxy_slot);
-			if (d)
-				return do_drop(&p, &dc, d, DIR_INGRESS);
-		}
-		goto pass;
-	}
-	if (p.frag == FRAG_LATER)
-		return TC_ACT_OK; /* no entry for its datagram: to_container decides */
-	if (skb->mark & MARK_MAGIC_MASK)
-		return TC_ACT_OK;
-	if (local_socket_owns(skb, &p)) {
-		skb->mark = MARK_MAGIC_TO_PROXY;
-		return TC_ACT_OK;
-	}
-	struct policy_result ir;
-	if (ingress_decide(skb, &p, dcfg, SRC_BUCKET(rm.identity, SENDER_EXT(ep)), &ir) < 0)
-		return TC_ACT_SHOT;
-	struct ct_new n = {};
-	n.src_identity = rm.identity;
-	n.pol_rev = rev;
-	n.proxy_port = ir.proxy_port;
-	n.proxy_slot = ir.proxy_slot;
-	n.state = ir.proxy_port ? 0 : CT_F_PREDECIDED;
-	n.dir = DIR_INGRESS;
-	n.ep_id = ep;
-	int d = ct_create(ext, &p, &n, now);
-	if (d && ir.proxy_port)
-		return do_drop(&p, &dc, d, DIR_INGRESS);
-pass:
-	if (p.frag == FRAG_FIRST)
-		frag_register(ext, &fr, now);
+	rm.identity = identity;
+	rm.known = 1;
+	return net_ingress(skb, &p, &rm);
+}
+
+/* tc EGRESS of the VXLAN device: what the node routes into the tunnel gets its tunnel key (the
+ * destination's node, the source identity in the VNI). */
+SEC("tc")
+int to_overlay(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	stat_inc(STAT_OVERLAY_TX);
+	int r = parse_pkt(skb, &p);
+	if (r != PARSE_OK)
+		return net_drop(skb, &p, 0, r == PARSE_OTHER || r == PARSE_ARP ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_EGRESS);
+	int d = overlay_set_key(skb, p.saddr, p.daddr);
+	if (d)
+		return net_drop(skb, &p, overlay_src_identity(p.saddr), d, DIR_EGRESS);
 	return TC_ACT_OK;
 }
 

@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client)
+apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump)
 # npm is needed once, to install the project's dependencies (Node 24 among them).
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 missing=()
@@ -19,6 +19,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# WireGuard for transparent encryption (--encryption wireguard): wg, and wireguard-go where the
+# kernel has no module. Without recommends: wireguard-tools recommends a kernel image.
+if ! command -v wg >/dev/null || ! command -v wireguard-go >/dev/null; then
+  echo "setup: installing wireguard-tools and wireguard-go"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends wireguard-tools wireguard-go >/dev/null
 fi
 
 # Prometheus and promtool for the metrics tests (tests start their own prometheus; no daemon needed)
@@ -39,6 +48,8 @@ bash scripts/build-bpf.sh
 if [ ! -x dist/rawpkt ] || [ test/integration/support/rawpkt.c -nt dist/rawpkt ]; then
   cc -O2 -Wall -o dist/rawpkt test/integration/support/rawpkt.c
 fi
+# membrane-cni as JavaScript (dist/cni): the runtime starts it per container; bin/membrane-cni uses it when fresh
+node_modules/.bin/tsc -p src/cni/tsconfig.plugin.json
 # the web UI bundle (dist/ui): served by `membrane ui`, nothing fetched at run time
 bin/node ui/build.ts
 echo "setup: ready ($(bin/node --version), $(clang --version | head -1))"

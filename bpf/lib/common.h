@@ -18,7 +18,12 @@
 #define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
 #define DROP_UNKNOWN_L3 139      /* UNSUPPORTED_L3_PROTOCOL: not IPv4/ARP, VLAN tags, IPv6 (not enforced yet) */
+#define DROP_NO_TUNNEL_KEY 147   /* Error retrieving tunnel key */
 #define DROP_NO_SERVICE 158      /* SERVICE_BACKEND_NOT_FOUND */
+#define DROP_NO_TUNNEL_ENDPOINT 160 /* no tunnel endpoint for the destination */
+#define DROP_ENCAP_PROHIBITED 170 /* a pod sent to the tunnel port */
+#define DROP_INVALID_IDENTITY 171 /* the VNI is not an identity a node may send */
+#define DROP_UNKNOWN_SENDER 172  /* tunnel packet from an address that is not a node's */
 #define DROP_CT_CREATE_FAILED 155 /* CT_MAP_INSERTION_FAILED */
 #define DROP_PROXY_LOOKUP_FAILED 178 /* SOCKET_LOOKUP_FAILED: no proxy listener */
 #define DROP_PROXY_ASSIGN_FAILED 179 /* SOCKET_ASSIGN_FAILED */
@@ -36,7 +41,9 @@
 
 /* Trace observation points (datapath numbering). */
 #define TRACE_TO_ENDPOINT 0
+#define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_ENDPOINT 5
+#define TRACE_FROM_OVERLAY 9
 
 /* Conntrack result (flow TraceReason numbering). */
 #define CT_NEW 1
@@ -107,6 +114,8 @@ struct icmphdr {
 #define STAT_POLICY_RECHECK 16  /* policy lookups for established (non-reply) packets */
 #define STAT_FRAGMENTS 17       /* IPv4 fragments seen (first and later) */
 #define STAT_MALFORMED 18       /* IPv4 packets dropped by the parser (checksum, lengths, headers) */
+#define STAT_OVERLAY_RX 19      /* packets decapsulated from the tunnel (from_overlay) */
+#define STAT_OVERLAY_TX 20      /* packets encapsulated into the tunnel (to_overlay) */
 #define STAT_MAX 24
 
 struct {

@@ -50,6 +50,10 @@ struct ipcache_val {
 	__u32 identity;
 	__u16 ep_id;
 	__u16 flags;
+	/* Cilium's tunnel_endpoint: the underlay address of the node the prefix lives on (network
+	 * order; 0: not behind a tunnel). A node's own InternalIP entry names itself: that is how
+	 * the overlay knows a tunnel peer (lib/overlay.h). */
+	__u8 tunnel_endpoint[4];
 };
 #define IPCACHE_STATIC_PREFIX 32
 
@@ -181,12 +185,15 @@ struct dp_config {
 	/* Bumped by the agent after every change of policy, ipcache or endpoints: a conntrack entry
 	 * whose pol_rev differs gets its next forward packet decided by policy again. */
 	__u32 policy_rev;
-	__u32 pad;
+	__u32 flags; /* DP_F_* */
 	/* Event budget of each sender (GCRA): one event per ev_interval_ns, bursts of up to
 	 * ev_burst_ns / ev_interval_ns + 1 events; 0 = unlimited. */
 	__u64 ev_interval_ns;
 	__u64 ev_burst_ns;
 };
+
+/* Routing mode tunnel (VXLAN): pods may not send to the tunnel port (DROP_ENCAP_PROHIBITED). */
+#define DP_F_TUNNEL 0x01
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -275,3 +282,19 @@ struct {
 	__type(value, struct lb4_reverse_nat);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb4_reverse_nat SEC(".maps");
+
+/* ---- the node's network devices with from_network attached: ifindex -> role (DEV_F_*) ----
+ * Only the underlay may carry packets from other nodes' addresses (tunnel peers): on any other
+ * device such a source is spoofed (lib/overlay.h). */
+#define DEV_F_UNDERLAY 0x01
+struct dev_config {
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct dev_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_devices SEC(".maps");

@@ -171,8 +171,15 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 		return -DROP_INVALID;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 	p->len = skb->len;
+#ifdef MB_L3_DEVICE
+	/* an L3 device (WireGuard's): no link header, the protocol is the skb's (bpf/wireguard.bpf.c) */
+	p->ethertype = (__be16)skb->protocol;
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return PARSE_OTHER;
+	struct iphdr *ip = data;
+#else
+	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return short_read(skb, ETH_HLEN, DROP_UNKNOWN_L3);
 	p->ethertype = eth->h_proto;
@@ -188,6 +195,7 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 		return PARSE_OTHER;
 	}
 	struct iphdr *ip = (void *)(eth + 1);
+#endif
 	if ((void *)(ip + 1) > data_end)
 		return short_read(skb, ETH_HLEN + sizeof(*ip), DROP_INVALID);
 	p->family = 4;

@@ -21,6 +21,7 @@ import type { EndpointRecord } from './endpoints.ts';
 import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
+import { isWireguardKey } from '../sys/wireguard.ts';
 
 export const NODES_PREFIX = 'cilium/state/nodes/v1/';
 export const IPCACHE_PREFIX = 'cilium/state/ip/v1/default/';
@@ -33,6 +34,8 @@ export interface ClusterNode {
   /** CiliumInternalIP (the node's router address on its pod network) */
   routerIp?: string;
   podCidr?: string;
+  /** WireguardPubKey: the node's WireGuard public key (transparent encryption) */
+  wireguardPubKey?: string;
 }
 
 export interface RemoteEndpoint {
@@ -72,7 +75,7 @@ export function nodeValue(n: ClusterNode, bootId: string): string {
     IPAddresses: [{ Type: 'InternalIP', IP: n.ip }, ...(n.routerIp ? [{ Type: 'CiliumInternalIP', IP: n.routerIp }] : [])],
     IPv4AllocCIDR: n.podCidr ? ipNet(n.podCidr) : null, IPv4SecondaryAllocCIDRs: null, IPv6AllocCIDR: null, IPv6SecondaryAllocCIDRs: null,
     IPv4HealthIP: '', IPv6HealthIP: '', IPv4IngressIP: '', IPv6IngressIP: '',
-    ClusterID: 0, Source: 'local', EncryptionKey: 0, Labels: {}, Annotations: {}, WireguardPubKey: '', BootID: bootId,
+    ClusterID: 0, Source: 'local', EncryptionKey: 0, Labels: {}, Annotations: {}, WireguardPubKey: n.wireguardPubKey ?? '', BootID: bootId,
   });
 }
 
@@ -86,7 +89,9 @@ export function parseNodeValue(text: string): ClusterNode | undefined {
   if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return undefined;
   const routerIp = pick('CiliumInternalIP');
   const podCidr = parseIpNet(o.IPv4AllocCIDR);
-  return { name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(podCidr ? { podCidr } : {}) };
+  // a key that is not 32 bytes of base64 is no key: such a node gets no peer (strict mode drops)
+  const wg = isWireguardKey(o.WireguardPubKey) ? o.WireguardPubKey : undefined;
+  return { name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(podCidr ? { podCidr } : {}), ...(wg ? { wireguardPubKey: wg } : {}) };
 }
 
 export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string): string {
@@ -215,6 +220,11 @@ export function createCluster(o: ClusterOptions) {
     stop(): void {
       for (const s of stops.splice(0)) s();
     },
+    /** Changes this node's entry (e.g. a new WireGuard key) and writes it again. */
+    updateSelf(patch: Partial<Pick<ClusterNode, 'wireguardPubKey'>>): Promise<void> {
+      Object.assign(self, patch);
+      return serial(register);
+    },
     /** waits for this node's pending kvstore writes */
     flushed: () => chain,
     nodes: (): ClusterNode[] => [...nodes.values()].sort((a, b) => nodeOrder(a.name, b.name)),
@@ -225,14 +235,23 @@ export function createCluster(o: ClusterOptions) {
       const first = [...nodes.values()].filter((n) => n.cluster === self.cluster).sort((a, b) => nodeOrder(a.name, b.name))[0];
       return !first || first.name === self.name;
     },
-    /** Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache. */
+    /**
+     * Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache, each
+     * with its tunnel endpoint (Cilium's): the InternalIP of the node it lives on. A node's own
+     * InternalIP names itself; that is what makes an address a tunnel peer (bpf/lib/overlay.h).
+     * A pod whose HostIP is not a registered node gets none: the tunnel does not carry it.
+     */
     ipcacheEntries(): IPCacheEntry[] {
       const out: IPCacheEntry[] = [];
-      for (const e of remote.values()) out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0 });
+      const nodeIps = new Set<string>();
+      for (const n of nodes.values()) if (n.name !== self.name) nodeIps.add(n.ip);
+      for (const e of remote.values()) {
+        out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0, ...(nodeIps.has(e.hostIp) ? { tunnelEndpoint: e.hostIp } : {}) });
+      }
       for (const n of nodes.values()) {
         if (n.name === self.name) continue;
-        out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
-        if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0 });
+        out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
+        if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
       }
       return out;
     },

@@ -10,6 +10,7 @@
  * Flow enrichment resolves IPs through the agent's endpoint table (a map by IP) and identities
  * through the policy engine's allocator: lookups only, per event.
  */
+import { MembraneError } from '../common/errors.ts';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { LabPaths } from '../common/paths.ts';
@@ -73,6 +74,8 @@ export interface ComposeInput {
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** false: no Hubble TCP listener (host mode without Hubble TLS settings); the unix socket stays */
+  hubbleTcp?: boolean;
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -84,6 +87,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const datapath = createLinuxDatapath({
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
+    tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
   });
   const { networks, workloads } = provider;
 
@@ -114,7 +118,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
     // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
     // TLS with the provider's Hubble certificates unless the settings say otherwise (src/hubble/tls.ts).
-    tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls),
+    ...(input.hubbleTcp === false ? {} : { tcpPort: HUBBLE_SERVER_PORT, tcpSecurity: hubbleTcpSecurity(config, input.hubbleTls) }),
     peerAddress: `${provider.nodeAddresses[0] ?? '127.0.0.1'}:${HUBBLE_SERVER_PORT}`,
     // Peer.Notify names every registered node, as Cilium's agent does: a Relay dialling one agent finds all
     ...(input.clusterNodes ? { peers: () => input.clusterNodes!().map((n) => ({ name: n.name, address: `${n.ip}:${HUBBLE_SERVER_PORT}` })) } : {}),
@@ -195,10 +199,18 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       await ensureProxyRouting();
       for (const dev of provider.networkDevices) {
         try {
-          if (datapath.attachNetworkDevice(dev)) logger.info({ subsys: 'datapath', dev }, 'network device attached');
+          if (datapath.attachNetworkDevice(dev, { underlay: dev === provider.underlayDevice })) logger.info({ subsys: 'datapath', dev }, 'network device attached');
         } catch (e) {
           logger.warn({ subsys: 'datapath', dev, err: String(e) }, 'cannot attach to network device');
         }
+      }
+      // Routing mode tunnel: the VXLAN device carries every pod packet between nodes, so a node
+      // whose overlay cannot be attached must not come up half-working.
+      if (config.routingMode === 'tunnel' && provider.overlayDevice) {
+        if (!datapath.attachOverlayDevice(provider.overlayDevice)) {
+          throw new MembraneError('DATAPATH_NO_OVERLAY', `routing mode tunnel: the VXLAN device ${provider.overlayDevice} does not exist`, { hint: 'the lab makes it on `membrane up`; or run with --routing-mode native' });
+        }
+        logger.info({ subsys: 'datapath', dev: provider.overlayDevice }, 'overlay device attached (routing mode tunnel)');
       }
       // datapath flows feed the agent's drop/forward counters with their packet length (the flow has none)
       unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingest(ev); if (f) agentMetrics.observe(f, ev.length); });

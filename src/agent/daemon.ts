@@ -10,7 +10,7 @@ import type { MembraneConfig } from '../common/config.ts';
 import { labPaths, type LabPaths } from '../common/paths.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { openAgentKVStore } from './kvstore-open.ts';
-import { createCluster, type Cluster } from './cluster.ts';
+import { createCluster, type Cluster, type ClusterNode } from './cluster.ts';
 import type { NodeView } from './views.ts';
 import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
@@ -19,6 +19,11 @@ import { agentRoutes } from './routes.ts';
 import { composeNode } from './compose.ts';
 import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
+import type { Agent } from './agent.ts';
+import type { Handler } from './api-server.ts';
+import { createEncryption, type Encryption } from './encryption.ts';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -27,6 +32,10 @@ export interface AgentDaemonOptions {
   provider(ctx: { paths: LabPaths; logger: Logger }): PodNetworkProvider;
   /** Hubble's TLS files when no setting names them (the lab's: src/lab/hubble-certs.ts) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** API routes of the provider (host mode: the CNI plugin's, src/cni/routes.ts) */
+  extraRoutes?(agent: Agent): Record<string, Handler>;
+  /** false: no Hubble TCP 4244 listener (host mode without Hubble TLS settings) */
+  hubbleTcp?: boolean;
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -50,15 +59,23 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
   let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
   let agentRunning = false;
+  let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
-  const self = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  const self: ClusterNode = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  // Before the node registers: its WireGuard public key goes into its first kvstore entry.
+  const encryption: Encryption | undefined = config.encryption === 'wireguard'
+    ? createEncryption({
+      config, self, dir: join(paths.nodeDir(node), 'wireguard'), pinRoot: paths.pinRoot(node), networkDevices: provider.networkDevices,
+      bpfDir: fileURLToPath(new URL('../../dist/bpf/', import.meta.url)), logger,
+    })
+    : undefined;
   const cluster: Cluster | undefined = kv.backend === 'etcd'
     ? createCluster({
       kv, logger, self,
       onChange() {
         // remote pods and nodes feed the ipcache (the reconcile writes it): one pass per burst;
         // before the agent runs its first reconcile reads them anyway (settled() would spin)
-        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (agentRunning) void agentRef?.settled(); }, 20);
+        clusterKick ??= setTimeout(() => { clusterKick = undefined; syncRemote(); if (encryptionRunning) encryption?.nodesChanged(cluster!.nodes()); if (agentRunning) void agentRef?.settled(); }, 20);
       },
     })
     : undefined;
@@ -76,7 +93,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   }
 
   const parts = await composeNode({
-    node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}),
+    node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}), ...(o.hubbleTcp === false ? { hubbleTcp: false } : {}),
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
@@ -91,19 +108,47 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await cluster.start();
     syncRemote();
   }
+  const routes = agentRoutes(agent, async () => {
+    const s = await parts.status({ agent, started, policy });
+    if (!encryption) return { ...s, encryption: { mode: 'Disabled' } };
+    const e = await encryption.status();
+    if (!e.up) s.errors.push(`encryption: ${e.ifname} is down (${e.implementation ?? 'not created'}); restarting`);
+    return {
+      ...s,
+      encryption: {
+        mode: 'Wireguard',
+        wireguard: {
+          nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled',
+          interfaces: [{ name: e.ifname, publicKey: e.publicKey, listenPort: e.port, peerCount: e.peers.length, implementation: e.implementation ?? '', up: e.up }],
+        },
+      },
+    };
+  }, policy);
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
     routes: {
-      ...agentRoutes(agent, () => parts.status({ agent, started, policy }), policy), ...parts.fqdnRoutes(), ...parts.aiRoutes(),
+      ...routes, ...parts.fqdnRoutes(), ...parts.aiRoutes(), ...(o.extraRoutes?.(agent) ?? {}),
+      ...(encryption ? {
+        'GET /v1/encryption': async () => encryption.status(),
+        'POST /v1/encryption/rotate-key': async () => ({ publicKey: await encryption.rotateKey() }),
+      } : {}),
       'GET /v1/nodes': async () => ({
         items: (cluster?.nodes() ?? [self]).map((n): NodeView => ({
-          name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}), self: n.name === node,
+          name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}),
+          ...(n.wireguardPubKey ? { wireguardPubKey: n.wireguardPubKey } : {}), self: n.name === node,
         })),
       }),
     },
   });
 
   await parts.datapath.start();
+  if (encryption) {
+    // after the datapath: strict mode's program and the L3 from_network share its pinned maps
+    await encryption.start({ publish: async (key) => { await cluster?.updateSelf({ wireguardPubKey: key }); } });
+    encryptionRunning = true;
+    if (cluster) encryption.nodesChanged(cluster.nodes());
+    await encryption.settled();
+  }
   await parts.start(agent);
   await agent.start();
   agentRunning = true;
@@ -126,6 +171,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await api.stop();
     agentRunning = false;
     await agent.stop();
+    await encryption?.stop();
     cluster?.stop();
     await cluster?.flushed();
     await parts.stop();

@@ -49,6 +49,10 @@ export interface PodNetworkProvider {
   readonly podCidr?: string;
   /** Devices that carry traffic from outside the pods: the datapath enforces ingress policy on them. */
   readonly networkDevices: readonly string[];
+  /** The one of networkDevices that links the nodes: the only device other nodes' addresses may arrive on. */
+  readonly underlayDevice?: string;
+  /** Routing mode tunnel: the node's VXLAN device (collect-metadata mode), where the datapath sets and reads tunnel keys. */
+  readonly overlayDevice?: string;
   /** Prefixes inside the cluster (pods, services, nodes, loopback): DNS answers never become FQDN identities there. */
   readonly clusterPrefixes: readonly string[];
   readonly clusterDNS: ClusterDNS;

@@ -49,6 +49,11 @@ export interface StatusView {
   kvstore?: { state: 'Ok' | 'Failure'; backend: 'memory' | 'etcd'; message: string };
   /** nodes registered in the kvstore (their leases alive), this one included */
   cluster?: { nodes: { name: string; ip: string }[] };
+  /** Cilium's `Encryption:` line: the mode, and WireGuard's device, key and peers */
+  encryption?: {
+    mode: 'Disabled' | 'Wireguard';
+    wireguard?: { nodeEncryption: 'Enabled' | 'Disabled'; strictMode: 'Enabled' | 'Disabled'; interfaces: { name: string; publicKey: string; listenPort: number; peerCount: number; implementation: string; up: boolean }[] };
+  };
   endpoints: { total: number; ready: number; notReady: number };
   policy: {
     revision: number; policies: number; identities: number; enforcement: string;
@@ -72,6 +77,8 @@ export interface NodeView {
   internalIP: string;
   routerIP?: string;
   podCIDR?: string;
+  /** its WireGuard public key (transparent encryption), as published in the kvstore */
+  wireguardPubKey?: string;
   /** the node whose agent answered */
   self: boolean;
 }

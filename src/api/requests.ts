@@ -120,3 +120,30 @@ export function checkWith<T>(schema: z.ZodType<T>, input: unknown): Checked<T> {
   if (r.success) return { ok: true, value: r.data };
   return { ok: false, issues: issuesOf(schema, input, []) };
 }
+
+/**
+ * The CNI plugin's calls to the host-mode agent (src/cni/routes.ts). A container is known by its
+ * runtime's container ID and interface name (the CNI attachment key); the namespace path is the
+ * runtime's netns file. Labels are Kubernetes-style `key: value` pairs.
+ */
+const cniContainerId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$/);
+const cniIfname = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/).refine((s) => s !== '.' && s !== '..');
+const cniLabelKey = z.string().regex(/^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/);
+const cniLabelValue = z.string().regex(/^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/);
+const dns1123 = z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/);
+export const cniAttachmentSchema = z.strictObject({ containerId: cniContainerId, ifname: cniIfname });
+export const cniAddRequestSchema = z.strictObject({
+  containerId: cniContainerId,
+  ifname: cniIfname,
+  /** absolute path of the container's network namespace file */
+  netns: z.string().regex(/^\/[^\0]{0,4095}$/),
+  /** the endpoint's pod name (K8S_POD_NAME, else from the container ID) */
+  name: dns1123,
+  namespace: dns1123,
+  labels: z.record(cniLabelKey, cniLabelValue).refine((l) => Object.keys(l).length <= 64, 'at most 64 labels'),
+});
+export type CniAddRequest = z.infer<typeof cniAddRequestSchema>;
+export const cniCheckRequestSchema = z.strictObject({ containerId: cniContainerId, ifname: cniIfname, netns: z.string().regex(/^\/[^\0]{0,4095}$/) });
+export const cniDelRequestSchema = cniAttachmentSchema;
+/** GC: every attachment the runtime still has; the agent removes its other CNI endpoints. */
+export const cniGcRequestSchema = z.strictObject({ valid: z.array(cniAttachmentSchema).max(MAX_REQUEST_RESOURCES) });

@@ -15,7 +15,8 @@ const program = new Command('membrane')
 
 const commands = [
   './commands/policy.ts', './commands/lab.ts', './commands/resources.ts', './commands/exec.ts',
-  './commands/status.ts', './commands/observe.ts', './commands/ui.ts', './commands/ai.ts', './commands/endpoint.ts',
+  './commands/status.ts', './commands/observe.ts', './commands/ui.ts', './commands/ai.ts', './commands/endpoint.ts', './commands/agent.ts', './commands/connectivity.ts',
+  './commands/node.ts',
 ];
 let config: MembraneConfig;
 try {

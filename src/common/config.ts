@@ -16,6 +16,9 @@ import { join } from 'node:path';
 import { MembraneError } from './errors.ts';
 
 export type DnsRejectResponseCode = 'refused' | 'nameError';
+/** Cilium's --routing-mode values; tunnel is the default, as in Cilium. */
+export const ROUTING_MODES = ['tunnel', 'native'] as const;
+export type RoutingMode = (typeof ROUTING_MODES)[number];
 
 export interface MembraneConfig {
   /** lab name: prefix of every namespace, link, BPF pin directory and state directory */
@@ -98,8 +101,27 @@ export interface MembraneConfig {
   kvstoreLeaseTTL: number | undefined;
   /** seconds between identity GC passes on this node (Cilium operator's --identity-gc-interval); default 60, the lab's 15 */
   identityGcInterval: number | undefined;
-  /** how pod traffic crosses nodes (Cilium's --routing-mode): native routes on the underlay; tunnel (VXLAN) is not built yet */
-  routingMode: 'native';
+  /** host mode (`membrane agent`): the node's pod CIDR, IPv4, its first address the pods' gateway (Cilium's --ipv4-native-routing-cidr / node podCIDR) */
+  podCidr: string | undefined;
+  /** host mode: devices that carry traffic from outside the pods, comma-separated (Cilium's --devices); none: no device is attached */
+  devices: string | undefined;
+  /** host mode: the node's own addresses (reserved:host), comma-separated; default: the pod gateway only */
+  nodeAddresses: string | undefined;
+  /** host mode: the DNS server containers use (the address the CNI result names; the DNS proxy judges queries to it) */
+  clusterDnsIp: string | undefined;
+  /**
+   * how pod traffic crosses nodes (Cilium's --routing-mode): tunnel, VXLAN (UDP 8472) with the
+   * source identity in the VNI; native, routes on the underlay, the source identity from the ipcache
+   */
+  routingMode: RoutingMode;
+  /** transparent encryption between nodes (Cilium's --enable-wireguard / encryption.type): wireguard or disabled */
+  encryption: 'disabled' | 'wireguard';
+  /** node-to-node traffic through WireGuard too (Cilium's --encrypt-node) */
+  encryptionNode: boolean;
+  /** drop pod traffic between strict-CIDR addresses that would leave unencrypted (Cilium's --enable-encryption-strict-mode) */
+  encryptionStrict: boolean;
+  /** the strict CIDR (Cilium's --encryption-strict-mode-cidr) */
+  encryptionStrictModeCidr: string;
   /**
    * The OpenTelemetry SDK's standard variables (every OTEL_* one, e.g. OTEL_EXPORTER_OTLP_ENDPOINT,
    * OTEL_SERVICE_NAME), kept as given: the OTLP exporter reads them as an SDK would
@@ -204,13 +226,62 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'kvstoreLeaseTTL', scope: 'agent', env: 'MEMBRANE_KVSTORE_LEASE_TTL', flag: '--kvstore-lease-ttl', default: "900 (the lab's: 30)", help: "seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl)", parse: wholeNumber(864_000) },
   { name: 'identityGcInterval', scope: 'agent', env: 'MEMBRANE_IDENTITY_GC_INTERVAL', flag: '--identity-gc-interval', default: "60 (the lab's: 15)", help: 'seconds between passes that free cluster identities no node uses; 0: none on this node', parse: wholeNumber(86_400) },
   {
-    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'native',
-    help: "how pod traffic crosses nodes (Cilium's --routing-mode): native, routes on the lab underlay, the source identity from the ipcache",
+    name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'tunnel',
+    help: "how pod traffic crosses nodes (Cilium's --routing-mode): tunnel, VXLAN on UDP 8472 with the source identity in the VNI; native, routes on the lab underlay, the source identity from the ipcache",
     parse(raw) {
-      if (raw === 'tunnel') {
-        throw new MembraneError('CONFIG_UNSUPPORTED', 'routingMode (--routing-mode / MEMBRANE_ROUTING_MODE): tunnel (VXLAN with the identity in the VNI) is not implemented yet', { hint: 'use --routing-mode native (the default)' });
-      }
-      if (raw !== 'native') throw bad(this, raw, 'native');
+      if (!(ROUTING_MODES as readonly string[]).includes(raw)) throw bad(this, raw, ROUTING_MODES.join(' or '));
+      return raw as RoutingMode;
+    },
+  },
+  {
+    name: 'podCidr', scope: 'agent', env: 'MEMBRANE_POD_CIDR', flag: '--pod-cidr', default: '(none; required in host mode)',
+    help: 'host mode: IPv4 CIDR (/16../28) the CNI plugin takes container addresses from; its first address is the gateway on membrane_host',
+    parse(raw) {
+      const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw.trim());
+      if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) < 16 || Number(m[5]) > 28) throw bad(this, raw, 'an IPv4 CIDR with a prefix length 16..28, e.g. 10.244.7.0/24');
+      return raw.trim();
+    },
+  },
+  {
+    name: 'devices', scope: 'agent', env: 'MEMBRANE_DEVICES', flag: '--devices', default: '(none)',
+    help: "host mode: devices that carry traffic from outside the containers, comma-separated (Cilium's --devices); the agent attaches to these and no other",
+    parse(raw) {
+      const list = raw.split(',').map((d) => d.trim()).filter(Boolean);
+      if (!list.length || list.some((d) => !/^[A-Za-z0-9_.@-]{1,15}$/.test(d))) throw bad(this, raw, 'interface names (1-15 characters), comma-separated');
+      return list.join(',');
+    },
+  },
+  {
+    name: 'nodeAddresses', scope: 'agent', env: 'MEMBRANE_NODE_ADDRESSES', flag: '--node-addresses', default: '(the pod gateway)',
+    help: "host mode: this host's own IPv4 addresses (the reserved:host identity), comma-separated; the first is published as the node's address",
+    parse(raw) {
+      const list = raw.split(',').map((d) => d.trim()).filter(Boolean);
+      if (!list.length || list.some((a) => !/^\d{1,3}(\.\d{1,3}){3}$/.test(a) || a.split('.').some((o) => Number(o) > 255))) throw bad(this, raw, 'IPv4 addresses, comma-separated');
+      return list.join(',');
+    },
+  },
+  {
+    name: 'clusterDnsIp', scope: 'agent', env: 'MEMBRANE_CLUSTER_DNS_IP', flag: '--cluster-dns-ip', default: '(none)',
+    help: 'host mode: the DNS server containers are told to use (CNI result `dns.nameservers`); DNS policy sends their queries through the DNS proxy',
+    parse(raw) { if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(raw.trim())) throw bad(this, raw, 'an IPv4 address'); return raw.trim(); },
+  },
+  {
+    name: 'encryption', scope: 'agent', env: 'MEMBRANE_ENCRYPTION', flag: '--encryption', default: 'disabled',
+    help: "transparent encryption of pod traffic between nodes (Cilium's --enable-wireguard): wireguard (kernel device where it exists, else wireguard-go) or disabled",
+    parse(raw) {
+      if (raw === 'ipsec') throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): ipsec is not implemented', { hint: 'use --encryption wireguard' });
+      if (raw !== 'wireguard' && raw !== 'disabled') throw bad(this, raw, 'wireguard or disabled');
+      return raw;
+    },
+  },
+  { name: 'encryptionNode', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_NODE', flag: '--encryption-node', default: 'false', help: "true: traffic between the nodes' own addresses goes through WireGuard too (Cilium's --encrypt-node); needs --encryption wireguard", parse: flag },
+  { name: 'encryptionStrict', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT', flag: '--encryption-strict', default: 'false', help: "true: pod traffic inside the strict CIDR that would leave a node unencrypted (peer without a key, device down) is dropped, reason UNENCRYPTED_TRAFFIC (Cilium's --enable-encryption-strict-mode); needs --encryption wireguard", parse: flag },
+  {
+    name: 'encryptionStrictModeCidr', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT_MODE_CIDR', flag: '--encryption-strict-mode-cidr', default: '10.244.0.0/16',
+    help: "IPv4 CIDR whose pod-to-pod traffic strict mode keeps encrypted (Cilium's --encryption-strict-mode-cidr; default: the lab's pod range)",
+    parse(raw) {
+      const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw);
+      if (!m || m.slice(1, 5).some((o) => Number(o) > 255) || Number(m[5]) > 32) throw bad(this, raw, 'an IPv4 CIDR a.b.c.d/n');
       return raw;
     },
   },
@@ -241,15 +312,20 @@ const byName = new Map(SETTINGS.map((s) => [s.name, s]));
 export type ConfigFlags = Partial<Record<SettingName, string | number | boolean | undefined>>;
 
 /** The configuration from an environment and flags (flags win); throws CONFIG_INVALID on a bad value. */
-export function buildConfig(input: { env?: Readonly<Record<string, string | undefined>>; flags?: ConfigFlags } = {}): MembraneConfig {
+export function buildConfig(input: { env?: Readonly<Record<string, string | undefined>>; flags?: ConfigFlags; file?: ConfigFlags } = {}): MembraneConfig {
   const env = input.env ?? {};
   const flags = input.flags ?? {};
+  const file = input.file ?? {};
+  const str = (f: string | number | boolean): string => String(f === true ? '1' : f === false ? '0' : f);
   const raw = (s: Setting): string | undefined => {
     const f = flags[s.name];
-    if (f !== undefined) return String(f === true ? '1' : f === false ? '0' : f);
+    if (f !== undefined) return str(f);
     const e = env[s.env];
     if (s.name === 'noColor') return e !== undefined && e !== '' ? '1' : undefined;
-    return e === undefined || e === '' ? undefined : e;
+    if (e !== undefined && e !== '') return e;
+    // a config file (`membrane agent --config FILE`) is the lowest layer above the defaults
+    const c = file[s.name];
+    return c === undefined ? undefined : str(c);
   };
   const value = <K extends SettingName>(name: K, dflt: MembraneConfig[K]): MembraneConfig[K] => {
     const s = byName.get(name)!;
@@ -257,7 +333,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     return r === undefined ? dflt : (s.parse(r) as MembraneConfig[K]);
   };
   const lab = value('lab', 'mbr');
-  return {
+  const out: MembraneConfig = {
     lab,
     stateDir: value('stateDir', join('/run/membrane', lab)),
     bpffs: value('bpffs', '/sys/fs/bpf/membrane'),
@@ -299,10 +375,51 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstoreKey: value('kvstoreKey', undefined),
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
-    routingMode: value('routingMode', 'native'),
+    routingMode: value('routingMode', 'tunnel'),
+    podCidr: value('podCidr', undefined),
+    devices: value('devices', undefined),
+    nodeAddresses: value('nodeAddresses', undefined),
+    clusterDnsIp: value('clusterDnsIp', undefined),
+    encryption: value('encryption', 'disabled'),
+    encryptionNode: value('encryptionNode', false),
+    encryptionStrict: value('encryptionStrict', false),
+    encryptionStrictModeCidr: value('encryptionStrictModeCidr', '10.244.0.0/16'),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
     aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };
+  // strict and node encryption only mean something with an encryption to enforce
+  for (const name of ['encryptionStrict', 'encryptionNode'] as const) {
+    if (out[name] && out.encryption === 'disabled') {
+      const s = byName.get(name)!;
+      throw new MembraneError('CONFIG_INVALID', `${name} (${s.flag} / ${s.env}) needs transparent encryption, but encryption is disabled`, { hint: 'add --encryption wireguard' });
+    }
+  }
+  // WireGuard routes each peer's pod CIDR through cilium_wg0 (native routing); VXLAN inside
+  // WireGuard, as Cilium does it in tunnel mode, is not built: refused rather than left plain
+  if (out.encryption === 'wireguard' && out.routingMode === 'tunnel') {
+    throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): wireguard with routing mode tunnel (VXLAN inside WireGuard) is not implemented', { hint: 'add --routing-mode native' });
+  }
+  return out;
+}
+
+/**
+ * The settings of a config file (`membrane agent --config FILE`, YAML or JSON): a mapping whose
+ * keys are setting names (`podCidr`) or flags without dashes (`pod-cidr`), values scalars. An
+ * unknown key, a CLI-only setting or a value that is not a scalar is a CONFIG_INVALID error
+ * naming the file and the key; values are judged by each setting's parser in buildConfig.
+ */
+export function settingsFromDocument(doc: unknown, file: string): ConfigFlags {
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new MembraneError('CONFIG_INVALID', `${file}: the config file is not a mapping of settings`, { hint: 'write one `setting: value` per line, e.g. `pod-cidr: 10.244.7.0/24`' });
+  const byFlag = new Map(SETTINGS.map((s) => [s.flag.slice(2), s]));
+  const out: ConfigFlags = {};
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const s = byName.get(k as SettingName) ?? byFlag.get(k);
+    if (!s || s.scope === 'cli') throw new MembraneError('CONFIG_INVALID', `${file}: unknown setting "${k}"`, { hint: '`membrane agent --help` lists the settings (names as flags without dashes)' });
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new MembraneError('CONFIG_INVALID', `${file}: ${k}: the value is not a string, number or boolean`, { hint: 'lists are comma-separated strings, e.g. `devices: eth0,eth1`' });
+    out[s.name] = v;
+  }
+  return out;
 }
 
 /** A configuration with some settings replaced by flags (a command's own options). */
@@ -311,8 +428,8 @@ export function withFlags(config: MembraneConfig, flags: ConfigFlags): MembraneC
 }
 
 /** The process's configuration: its environment and the given flags. */
-export function loadConfig(flags: ConfigFlags = {}): MembraneConfig {
-  return buildConfig({ env: process.env, flags });
+export function loadConfig(flags: ConfigFlags = {}, file: ConfigFlags = {}): MembraneConfig {
+  return buildConfig({ env: process.env, flags, file });
 }
 
 /**
@@ -345,7 +462,26 @@ export function configEnv(config: MembraneConfig): Record<string, string> {
 }
 
 /** The settings table as `membrane up --help` prints it (the README has the same table). */
+/** A true/false setting: `membrane up` also takes it as a bare flag (`--encryption-strict`). */
+export function isFlagSetting(s: Setting): boolean {
+  return s.parse === flag;
+}
+
 export function settingsHelp(): string {
   const rows = SETTINGS.map((s) => `  ${s.env.padEnd(42)} ${s.scope === 'cli' ? '(CLI)' : s.flag}\n      ${s.help}\n      default: ${s.default}`);
   return `Settings (environment variable, flag of \`membrane up\`; a flag wins over the environment, which wins over the default;\n(CLI): read by every command, set in the environment):\n${rows.join('\n')}\n`;
+}
+
+/**
+ * The CNI protocol's variables (CNI SPEC.md "Parameters"), which the runtime sets for each call of
+ * membrane-cni (src/cni/plugin.ts). They are the call's arguments, not settings; they are read
+ * here because this file is the only one that reads the environment.
+ */
+export function cniEnvironment(): { command?: string; containerId?: string; netns?: string; ifname?: string; args?: string; path?: string } {
+  const v = (k: string): string | undefined => { const x = process.env[k]; return x === undefined || x === '' ? undefined : x; };
+  const out: ReturnType<typeof cniEnvironment> = {};
+  const set = (k: keyof typeof out, e: string) => { const x = v(e); if (x !== undefined) out[k] = x; };
+  set('command', 'CNI_COMMAND'); set('containerId', 'CNI_CONTAINERID'); set('netns', 'CNI_NETNS');
+  set('ifname', 'CNI_IFNAME'); set('args', 'CNI_ARGS'); set('path', 'CNI_PATH');
+  return out;
 }

@@ -30,6 +30,8 @@ export interface IPCacheEntry {
   identity: number;
   /** endpoint ID if the IP is a local endpoint, else 0 */
   endpointId?: number;
+  /** Cilium's tunnel endpoint: the underlay address of the node the prefix lives on (a node's own address names itself) */
+  tunnelEndpoint?: string;
 }
 
 /** Monitor event types (pkg/monitor/api/types.go). */

@@ -295,7 +295,8 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
         }
       }
       const ok = endpoints.filter((e) => !e.error).length;
-      const id = session ? await session.id.catch(() => undefined) : undefined;
+      // a lease being granted while etcd is away may take as long as the outage: status never waits for it
+      const id = session ? await Promise.race([session.id.catch(() => undefined), new Promise<undefined>((r) => { setTimeout(() => r(undefined), 2000).unref(); })]) : undefined;
       const parts = endpoints.map((e) => (e.error ? `${e.url} - ${e.error}` : `${e.url} - ${e.version}${e.leader ? ' (Leader)' : ''}`));
       return {
         backend: 'etcd', connected: ok > 0, endpoints,

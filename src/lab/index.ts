@@ -6,7 +6,7 @@
 export { createLabProvider, type LabProviderOptions } from './provider.ts';
 export { createPodNetworks } from './network.ts';
 export { createWorkloads } from './workloads.ts';
-export { labUp, labDown, labStatus, labNodes, REPO_ROOT, type LabUpOptions, type LabUpResult, type LabDownResult, type LabStatus } from './lab.ts';
+export { labUp, labDown, labStatus, labNodes, labNodeAdd, labNodeDelete, REPO_ROOT, type LabUpOptions, type LabUpResult, type LabDownResult, type LabStatus } from './lab.ts';
 export { setupLabNetwork, podFiles } from './network.ts';
 export { hubbleTlsPaths, ensureHubbleCerts, type HubbleTlsPaths } from './hubble-certs.ts';
 export { registerImageHandler, planContainer, echoPorts, type ImageHandler, type WorkloadPlan, type PlanContext } from './workloads.ts';

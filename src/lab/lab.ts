@@ -15,7 +15,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labPaths, type LabPaths } from '../common/paths.ts';
-import { childEnv, type MembraneConfig } from '../common/config.ts';
+import { childEnv, ROUTING_MODES, type MembraneConfig, type RoutingMode } from '../common/config.ts';
 import { callAgent } from '../agent/api-client.ts';
 import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
@@ -23,9 +23,9 @@ import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/pr
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
 import { readFile } from 'node:fs/promises';
 import {
-  isLabNetns, isLabNodeNetns, isLabPinDir, nodeName, nodeNetnsName, worldNetnsName,
+  isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
 } from './names.ts';
-import { ETC_NETNS, setupLabNetwork } from './network.ts';
+import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
 import { ensureLabCA, caCertPath } from './ca.ts';
 import { ensureHubbleCerts } from './hubble-certs.ts';
@@ -192,6 +192,39 @@ async function decideKVStore(config: MembraneConfig, nodes: number): Promise<Lab
   return out;
 }
 
+function routingFile(paths: LabPaths): string {
+  return join(paths.stateDir, 'routing-mode');
+}
+
+/** The routing mode the lab was made with (tunnel when nothing is recorded: Cilium's default). */
+export function readLabRoutingMode(paths: LabPaths): RoutingMode {
+  try {
+    const m = readFileSync(routingFile(paths), 'utf8').trim();
+    if ((ROUTING_MODES as readonly string[]).includes(m)) return m as RoutingMode;
+  } catch { /* not recorded */ }
+  return 'tunnel';
+}
+
+/**
+ * Decides the lab's routing mode on `up` (kept in the state dir): the nodes' routes and every agent
+ * must agree, so a running lab does not switch (refused, changing nothing).
+ */
+async function decideRoutingMode(config: MembraneConfig): Promise<RoutingMode> {
+  const paths = labPaths(config);
+  if (existsSync(routingFile(paths))) {
+    const had = readLabRoutingMode(paths);
+    if (had !== config.routingMode) {
+      throw new MembraneError('LAB_ROUTING_CHANGED', `lab ${paths.lab} routes pod traffic in ${had} mode; it cannot switch to ${config.routingMode} while up`, {
+        hint: `run \`membrane down\` first, or keep --routing-mode ${had}`,
+      });
+    }
+    return had;
+  }
+  await mkdir(paths.stateDir, { recursive: true });
+  await writeFile(routingFile(paths), config.routingMode);
+  return config.routingMode;
+}
+
 /** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
 export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
   const paths = labPaths(config);
@@ -200,7 +233,7 @@ export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_R
   const old = readPidFile(paths.agentPidFile(node));
   if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
   const pid = spawnDetached({
-    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), ...kvstoreAgentArgs(config)]),
+    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)]),
     logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
@@ -260,9 +293,10 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   const nodes = opts.nodes ?? Math.max(1, have.length ? Math.max(...have) : 1);
   // decided (and a bad choice refused) before anything is made
   const kvs = opts.networkOnly ? undefined : await decideKVStore(opts.config, nodes);
+  const routingMode = await decideRoutingMode(opts.config);
   await mkdir(paths.stateDir, { recursive: true });
-  say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world`);
-  await setupLabNetwork({ lab: paths.lab, nodes });
+  say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world (routing mode ${routingMode})`);
+  await setupLabNetwork({ lab: paths.lab, nodes, routingMode });
   if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
     const pid = await ensureLabEtcd(paths);
     say(`etcd: ${labEtcdEndpoint(paths)} (pid ${pid}, data ${join(paths.stateDir, 'etcd', 'data')})`);
@@ -368,4 +402,58 @@ export async function labStatus(paths: LabPaths): Promise<LabStatus> {
   const wp = readPidFile(join(worldDir(paths), 'echo.pid'));
   const relay = labRelay(paths);
   return { lab: paths.lab, namespaces, nodes, world: { ...(wp ? { pid: wp } : {}), alive: isAlive(wp, WORLD_MARKER) }, ...(relay ? { relay } : {}) };
+}
+
+/**
+ * `membrane node add`: one more node on a running lab (the next number): its namespace, underlay
+ * port, VXLAN device and routes (every node's routes are brought up to date), Hubble certificate
+ * and agent, which registers in etcd; the other agents learn it from there.
+ */
+export async function labNodeAdd(opts: { config: MembraneConfig; progress?: (msg: string) => void; repoRoot?: string }): Promise<LabUpResult> {
+  requireRoot();
+  const paths = labPaths(opts.config);
+  const have = await labNodes(paths.lab);
+  if (!have.length) throw new MembraneError('LAB_NOT_UP', `lab ${paths.lab} is not up`, { hint: 'start it with `membrane up --nodes N`' });
+  return labUp({ config: opts.config, nodes: Math.max(...have) + 1, ...(opts.progress ? { progress: opts.progress } : {}), ...(opts.repoRoot ? { repoRoot: opts.repoRoot } : {}) });
+}
+
+/**
+ * `membrane node delete NODE`: the node leaves a running lab as a dead machine would, except that
+ * its pods are deleted from the cluster's resources first (a Node gone in Kubernetes takes its
+ * pods with it). Its agent is stopped without a goodbye (SIGKILL): the other nodes forget its
+ * endpoints when its kvstore lease expires, within one lease TTL. node1 holds the world link and
+ * the lab DNS and cannot be deleted; the highest-numbered node is the one `node add` brings back.
+ */
+export async function labNodeDelete(opts: { config: MembraneConfig; node: string; progress?: (msg: string) => void }): Promise<{ node: string; pods: number }> {
+  requireRoot();
+  const paths = labPaths(opts.config);
+  const say = opts.progress ?? (() => {});
+  const k = nodeIndexOf(opts.node);
+  const have = await labNodes(paths.lab);
+  if (!have.includes(k)) throw new MembraneError('LAB_NODE_UNKNOWN', `lab ${paths.lab} has no node ${opts.node}`, { hint: `its nodes: ${have.map(nodeName).join(', ') || 'none'}` });
+  if (k === 1) throw new MembraneError('LAB_NODE_REQUIRED', 'node1 holds the world link and the lab DNS; it leaves only with `membrane down`', { hint: `delete another node (${have.filter((x) => x !== 1).map(nodeName).join(', ') || 'there is none'})` });
+  const peer = paths.agentSocket(nodeName(have.find((x) => x !== k)!));
+  // its pods leave the cluster's resources (through another node's agent)
+  const { items } = await callAgent<{ items: Resource[] }>(peer, 'GET', '/v1/resources?kind=Pod');
+  const mine = items.filter((p) => (p as { spec?: { nodeName?: string } }).spec?.nodeName === opts.node);
+  if (mine.length) await callAgent(peer, 'POST', '/v1/delete', { resources: mine });
+  say(`${opts.node}: ${mine.length} pod(s) deleted`);
+  // the agent dies as a machine would; then its processes, pods and namespace go
+  const ns = nodeNetnsName(opts.node, paths.lab);
+  const agent = readPidFile(paths.agentPidFile(opts.node));
+  if (agent && isAlive(agent, AGENT_MARKER)) process.kill(agent, 'SIGKILL');
+  await killPids(await netnsPids(ns), { timeoutMs: 3000 });
+  for (const p of mine) {
+    const podNs = podNetnsName(opts.node, p.metadata.namespace ?? 'default', p.metadata.name, paths.lab);
+    await killPids(await netnsPids(podNs), { timeoutMs: 2000 });
+    await netnsDelete(podNs);
+    await rm(join(ETC_NETNS, podNs), { recursive: true, force: true });
+  }
+  await netnsDelete(ns);
+  await rm(paths.nodeDir(opts.node), { recursive: true, force: true });
+  await rm(paths.pinRoot(opts.node), { recursive: true, force: true });
+  // the others' routes to it go with its address (the underlay port went with the namespace)
+  await removeNodeRoutes(paths.lab, k, have.filter((x) => x !== k));
+  say(`${opts.node}: agent stopped, namespace removed; the other nodes drop its endpoints when its lease expires`);
+  return { node: opts.node, pods: mine.length };
 }

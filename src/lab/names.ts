@@ -24,6 +24,11 @@ export const HOST_DUMMY = 'mbr_host';
 export const HOST_PEER = 'mbr_net';
 export const WORLD_LINK = 'mbr_world';
 export const UNDERLAY_LINK = 'mbr_ul';
+/** Routing mode tunnel: the node's VXLAN device in external (collect-metadata) mode, Cilium's name and port. */
+export const VXLAN_LINK = 'cilium_vxlan';
+export const VXLAN_PORT = 8472;
+/** The underlay carries VXLAN (50 bytes of headers around a pod's 1500-byte packets): jumbo frames, as cloud networks have. */
+export const UNDERLAY_MTU = 9000;
 
 export function nodeName(index: number): string {
   return `node${index}`;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Pod } from '../api/types.ts';
 import type { LabPaths } from '../common/paths.ts';
 import type { Logger } from '../common/logger.ts';
+import type { RoutingMode } from '../common/config.ts';
 import type { PodNetworkInfo, PodNetworks } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
 import {
@@ -19,7 +20,7 @@ import {
 import { killPids } from '../sys/proc.ts';
 import { createPodIpam } from './ipam.ts';
 import {
-  CLUSTER_DNS_IP, HOST_DUMMY, HOST_PEER, UNDERLAY_LINK, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  CLUSTER_DNS_IP, HOST_DUMMY, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
@@ -59,10 +60,28 @@ export async function ensureNodeNetwork(lab: string, k: number): Promise<void> {
 }
 
 /**
- * The underlay: a bridge in <lab>-underlay with one veth per node (node side mbr_ul). Node k
- * routes node j's pod CIDR via 192.0.2.j, and the world prefixes via node1.
+ * Routing mode tunnel: node k's VXLAN device, external (collect-metadata) mode on UDP 8472, no
+ * ARP (the datapath sets each packet's tunnel key: bpf/lib/overlay.h). Native: none.
  */
-export async function ensureUnderlay(lab: string, nodes: number): Promise<void> {
+async function ensureOverlay(ns: string, mode: RoutingMode): Promise<void> {
+  const have = await linkShow(VXLAN_LINK, ns);
+  if (mode !== 'tunnel') {
+    if (have) await linkDelete(VXLAN_LINK, ns);
+    return;
+  }
+  const lines: string[] = [];
+  if (!have) lines.push(`link add ${VXLAN_LINK} type vxlan external dstport ${VXLAN_PORT} nolearning`);
+  lines.push(`link set ${VXLAN_LINK} mtu 1500 arp off up`);
+  await ipBatch(lines, ns);
+}
+
+/**
+ * The underlay: a bridge in <lab>-underlay with one veth per node (node side mbr_ul, jumbo frames).
+ * Node k reaches node j's address on mbr_ul (from its own underlay address), and node j's pod
+ * CIDR through the tunnel (routing mode tunnel: cilium_vxlan) or via 192.0.2.j (native); the
+ * world prefixes via node1.
+ */
+export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMode = 'tunnel'): Promise<void> {
   const ul = underlayNetnsName(lab);
   await netnsAdd(ul);
   await sysctlIn(ul, BASE_SYSCTL);
@@ -77,15 +96,26 @@ export async function ensureUnderlay(lab: string, nodes: number): Promise<void> 
       await linkDelete(port, ul);
       await ip(['link', 'add', port, 'type', 'veth', 'peer', 'name', UNDERLAY_LINK, 'netns', ns], ul);
     }
-    await ipBatch([`link set ${port} master br0`, `link set ${port} up`], ul);
-    const routes = [`link set ${UNDERLAY_LINK} up`];
+    await ipBatch([`link set ${port} mtu ${UNDERLAY_MTU}`, `link set ${port} master br0`, `link set ${port} up`], ul);
+    await ensureOverlay(ns, mode);
+    const routes = [`link set ${UNDERLAY_LINK} mtu ${UNDERLAY_MTU}`, `link set ${UNDERLAY_LINK} up`];
     for (let j = 1; j <= nodes; j++) {
       if (j === k) continue;
-      routes.push(`route replace ${nodeIp(j)}/32 dev ${UNDERLAY_LINK} scope link`);
-      routes.push(`route replace ${podCidr(j)} via ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
+      routes.push(`route replace ${nodeIp(j)}/32 dev ${UNDERLAY_LINK} scope link src ${nodeIp(k)}`);
+      routes.push(mode === 'tunnel' ? `route replace ${podCidr(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr(j)} via ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
     }
     if (k !== 1) for (const c of WORLD_CIDRS) routes.push(`route replace ${c} via ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
     await ipBatch(routes, ns);
+  }
+}
+
+/** Node k is gone: the remaining nodes' routes to its address and pod CIDR go (absent ones are fine). */
+export async function removeNodeRoutes(lab: string, k: number, remaining: number[]): Promise<void> {
+  for (const j of remaining) {
+    const ns = nodeNetnsName(nodeName(j), lab);
+    for (const dst of [podCidr(k), `${nodeIp(k)}/32`]) {
+      try { await ip(['route', 'del', dst], ns); } catch { /* not there */ }
+    }
   }
 }
 
@@ -113,10 +143,10 @@ export async function ensureWorldNetwork(lab: string): Promise<void> {
 }
 
 /** Every network of a lab with `nodes` nodes (no processes). Idempotent. */
-export async function setupLabNetwork(opts: { lab: string; nodes: number }): Promise<void> {
+export async function setupLabNetwork(opts: { lab: string; nodes: number; routingMode?: RoutingMode }): Promise<void> {
   if (!(opts.nodes >= 1 && opts.nodes <= 250)) throw new MembraneError('LAB_BAD_NODES', `--nodes must be 1..250, got ${opts.nodes}`);
   for (let k = 1; k <= opts.nodes; k++) await ensureNodeNetwork(opts.lab, k);
-  await ensureUnderlay(opts.lab, opts.nodes);
+  await ensureUnderlay(opts.lab, opts.nodes, opts.routingMode);
   await ensureWorldNetwork(opts.lab);
 }
 

@@ -14,7 +14,7 @@ import { createPodNetworks } from './network.ts';
 import { createWorkloads } from './workloads.ts';
 import { syncExternalHosts } from './dns/external-hosts.ts';
 import { dnsServerIpFile } from './dns/workload.ts';
-import { CLUSTER_DNS_IP, POD_CIDR_PREFIX, SERVICE_CIDR, UNDERLAY_CIDR, UNDERLAY_LINK, WORLD_LINK, nodeIp, podCidr, routerIp } from './names.ts';
+import { CLUSTER_DNS_IP, POD_CIDR_PREFIX, SERVICE_CIDR, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, podCidr, routerIp } from './names.ts';
 import { REPO_ROOT } from './lab.ts';
 
 export interface LabProviderOptions {
@@ -49,6 +49,8 @@ export function createLabProvider(o: LabProviderOptions): PodNetworkProvider {
     nodeAddresses: [nodeIp(nodeIndex), routerIp(nodeIndex)],
     podCidr: podCidr(nodeIndex),
     networkDevices: [WORLD_LINK, UNDERLAY_LINK],
+    underlayDevice: UNDERLAY_LINK,
+    ...(config.routingMode === 'tunnel' ? { overlayDevice: VXLAN_LINK } : {}),
     clusterPrefixes: [`${POD_CIDR_PREFIX}.0.0/16`, SERVICE_CIDR, UNDERLAY_CIDR, '127.0.0.0/8'],
     clusterDNS: { serviceIp: CLUSTER_DNS_IP, serverIp },
     async start({ resources }) {

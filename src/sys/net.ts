@@ -3,6 +3,7 @@
  * links, addresses and routes). Every failure is a MembraneError with a code and a hint.
  */
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { run, runOk } from './proc.ts';
 import { MembraneError } from '../common/errors.ts';
 
@@ -131,4 +132,46 @@ export function netnsExecArgv(netns: string, argv: string[]): string[] {
 /** Argv that runs a command in a namespace's network only (host mounts kept: /sys/fs/bpf stays visible). */
 export function nsenterNetArgv(netns: string, argv: string[]): string[] {
   return ['nsenter', `--net=${netnsPath(netns)}`, ...argv];
+}
+
+/**
+ * `ip ARGS` inside the network namespace at PATH (a runtime's netns file such as
+ * /run/netns/cni-…, /proc/PID/ns/net): `ip -n` only takes names under /run/netns.
+ */
+export function ipAt(path: string, args: string[]): Promise<string> {
+  return runOk('nsenter', [`--net=${path}`, 'ip', ...args], { code: 'NET_IP_FAILED', hint: 'this needs root; is the namespace file still there?' });
+}
+
+/** `ip -batch -` inside the network namespace at PATH (see ipAt). */
+export async function ipBatchAt(path: string, lines: string[]): Promise<void> {
+  if (!lines.length) return;
+  const r = await run('nsenter', [`--net=${path}`, 'ip', '-batch', '-'], { input: lines.join('\n') + '\n' });
+  if (r.code !== 0) {
+    throw new MembraneError('NET_IP_FAILED', `ip -batch in ${path}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`, { hint: 'this needs root; is the namespace file still there?' });
+  }
+}
+
+/** The addresses of a link in the network namespace at PATH; undefined when it (or the namespace) is gone. */
+export async function addrShowAt(path: string, name: string): Promise<AddrInfo | undefined> {
+  if (!existsSync(path)) return undefined;
+  const r = await run('nsenter', [`--net=${path}`, 'ip', '-j', 'addr', 'show', 'dev', name]);
+  if (r.code !== 0) return undefined;
+  try {
+    return (JSON.parse(r.stdout) as AddrInfo[])[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** `sysctl -w` in the namespace at PATH (or this process's own with no path). */
+export async function sysctlAt(path: string | undefined, settings: Record<string, string | number>): Promise<void> {
+  const kv = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+  const argv = path ? ['nsenter', `--net=${path}`, 'sysctl', '-q', '-w', ...kv] : ['sysctl', '-q', '-w', ...kv];
+  await runOk(argv[0]!, argv.slice(1), { code: 'NET_SYSCTL_FAILED', hint: 'this needs root and procps (sysctl)' });
+}
+
+/** IPv6 off on one link of this process's own namespace (/proc/sys follows the netns), without a process. */
+export async function disableIpv6Self(link: string): Promise<void> {
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(link)) return;
+  await writeFile(`/proc/sys/net/ipv6/conf/${link}/disable_ipv6`, '1').catch(() => {});
 }

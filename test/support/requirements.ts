@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-export type Requirement = 'root' | 'clang' | 'etcd' | 'promtool';
+export type Requirement = 'root' | 'clang' | 'etcd' | 'wireguard' | 'promtool';
 
 function runs(cmd: string): boolean {
   try {
@@ -21,6 +21,7 @@ function runs(cmd: string): boolean {
 const HAVE: Record<Requirement, () => boolean> = {
   root: () => process.getuid?.() === 0,
   etcd: () => existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
+  wireguard: () => ['/usr/bin/wg', '/usr/bin/wireguard-go', '/usr/bin/tcpdump'].every((f) => existsSync(f)),
   clang: () => runs('clang'),
   promtool: () => runs('promtool'),
 };
@@ -28,6 +29,7 @@ const HAVE: Record<Requirement, () => boolean> = {
 const WHY: Record<Requirement, string> = {
   root: 'needs root (network namespaces, veths, eBPF)',
   clang: 'needs clang (bash scripts/setup.sh installs it)',
+  wireguard: 'needs wg, wireguard-go and tcpdump (wireguard-tools, wireguard-go, tcpdump: bash scripts/setup.sh installs them)',
   etcd: 'needs etcd and etcdctl (etcd-server, etcd-client: bash scripts/setup.sh installs them)',
   promtool: 'needs promtool (bash scripts/setup.sh installs prometheus)',
 };

@@ -1,6 +1,6 @@
 /** `membrane up [--nodes N] [-f FILE|DIR ...]`, `membrane down`, `membrane lab status|ca|hubble`. */
 import { Option, type Command } from 'commander';
-import { SETTINGS, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
+import { SETTINGS, isFlagSetting, settingsHelp, withFlags, type ConfigFlags, type MembraneConfig } from '../../common/config.ts';
 import { labPaths } from '../../common/paths.ts';
 import type { ApplyResponse } from '../../agent/views.ts';
 import { loadAll, printApplyResults } from './resources.ts';
@@ -25,14 +25,14 @@ export function register(program: Command, config: MembraneConfig): void {
   // Every lab and agent setting as a flag; the agents start with the resulting configuration.
   const settingOf = new Map<string, (typeof SETTINGS)[number]>();
   for (const s of SETTINGS.filter((x) => x.scope !== 'cli')) {
-    const opt = new Option(`${s.flag} <value>`, s.help).hideHelp();
+    const opt = new Option(`${s.flag} ${isFlagSetting(s) ? '[value]' : '<value>'}`, s.help).hideHelp();
     settingOf.set(opt.attributeName(), s);
     up.addOption(opt);
   }
   up.addHelpText('after', `\n${settingsHelp()}`);
   up.action(async (o: { nodes?: number; filename?: string[]; quiet?: boolean } & Record<string, unknown>) => {
       const flags: ConfigFlags = {};
-      for (const [attr, s] of settingOf) if (typeof o[attr] === 'string') flags[s.name] = o[attr] as string;
+      for (const [attr, s] of settingOf) if (typeof o[attr] === 'string' || o[attr] === true) flags[s.name] = o[attr] === true ? 'true' : o[attr] as string;
       const cfg = withFlags(config, flags);
       const say = (m: string) => { if (!o.quiet) process.stderr.write(`${m}\n`); };
       const resources = o.filename?.length ? await loadAll(o.filename) : [];

@@ -81,8 +81,8 @@ export function register(program: Command, config: MembraneConfig): void {
       if (kind === 'nodes') {
         const { items } = await callAgent<{ items: NodeView[] }>(sock, 'GET', '/v1/nodes');
         if (json) return printList(items);
-        const rows = [['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR', ...(wide ? ['ROUTER-IP'] : [])]];
-        for (const n of items) rows.push([n.name, n.status, n.internalIP, n.podCIDR ?? '<none>', ...(wide ? [n.routerIP ?? '<none>'] : [])]);
+        const rows = [['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR', ...(wide ? ['ROUTER-IP', 'WIREGUARD-PUBKEY'] : [])]];
+        for (const n of items) rows.push([n.name, n.status, n.internalIP, n.podCIDR ?? '<none>', ...(wide ? [n.routerIP ?? '<none>', n.wireguardPubKey ?? '<none>'] : [])]);
         return void process.stdout.write(table(rows));
       }
       if (kind === 'identities') {

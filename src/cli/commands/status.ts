@@ -60,6 +60,13 @@ export function auditLine(a: StatusView['policy']['auditMode'] | undefined): str
   return `audit mode ${a.global ? 'Enabled' : 'Disabled'}${a.endpoints || a.global ? ` (${n})` : ''}`;
 }
 
+/** Cilium's `Encryption:` line: `Wireguard [NodeEncryption: Disabled, cilium_wg0 (Pubkey: …, Port: 51871, Peers: 2)]`. */
+export function encryptionRow(e: NonNullable<StatusView['encryption']>): string {
+  if (!e.wireguard) return '';
+  const ifs = e.wireguard.interfaces.map((i) => `${i.name} (Pubkey: ${i.publicKey}, Port: ${i.listenPort}, Peers: ${i.peerCount})`);
+  return `[NodeEncryption: ${e.wireguard.nodeEncryption}, ${ifs.join(', ')}]`;
+}
+
 export function formatStatus(s: StatusView, useColour: boolean, relay?: RelayStatusView): string {
   const rows: string[][] = [
     ['Node:', s.node, `lab ${s.lab}`],
@@ -67,6 +74,7 @@ export function formatStatus(s: StatusView, useColour: boolean, relay?: RelaySta
     ['Datapath:', colour(s.datapath.state, s.datapath.state, useColour), `${s.datapath.mode}, ${s.datapath.programs} programs attached${s.datapath.message ? `, ${s.datapath.message}` : ''}`],
     ...(s.kvstore ? [['KVStore:', colour(s.kvstore.state, s.kvstore.state, useColour), s.kvstore.message]] : []),
     ...(s.cluster ? [['Cluster:', colour('Ok', 'Ok', useColour), `${s.cluster.nodes.length} node(s) registered: ${s.cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`]] : []),
+    ...(s.encryption ? [['Encryption:', s.encryption.mode, encryptionRow(s.encryption)]] : []),
     ['Endpoints:', colour(s.endpoints.notReady ? 'Warning' : 'Ok', s.endpoints.notReady ? 'Warning' : 'Ok', useColour), `${s.endpoints.ready}/${s.endpoints.total} ready`],
     ['Policy:', colour('Ok', 'Ok', useColour), `revision ${s.policy.revision}, ${s.policy.policies} policies, ${s.policy.identities} identities, enforcement ${s.policy.enforcement}, ${auditLine(s.policy.auditMode)}`],
     ['Hubble:', colour(s.hubble.state, s.hubble.state, useColour), `Current/Max Flows: ${s.hubble.flows.toLocaleString('en-US')}/${s.hubble.maxFlows.toLocaleString('en-US')}, seen ${s.hubble.seenFlows.toLocaleString('en-US')}, lost ${s.hubble.lost}, ${s.hubble.socket}${listen(s.hubble.listen)}${s.hubble.metrics ? `, metrics ${s.hubble.metrics}` : ''}`],

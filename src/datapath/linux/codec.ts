@@ -186,7 +186,7 @@ export function decodeEpConfig(b: Buffer): EpConfig {
 // ------------------------------------------------------------------ ipcache
 
 export const IPCACHE_KEY_SIZE = 24;
-export const IPCACHE_VAL_SIZE = 8;
+export const IPCACHE_VAL_SIZE = 12;
 const IPCACHE_STATIC_PREFIX = 32;
 
 export function encodeIpcacheKey(prefix: string): Buffer {
@@ -203,15 +203,18 @@ export function decodeIpcacheKey(b: Buffer): string {
   return `${formatIp(b, 8, family)}/${b.readUInt32LE(0) - IPCACHE_STATIC_PREFIX}`;
 }
 
-export function encodeIpcacheVal(identity: number, epId = 0): Buffer {
+/** `tunnelEndpoint`: the underlay address of the node the prefix lives on (tunnel routing mode). */
+export function encodeIpcacheVal(identity: number, epId = 0, tunnelEndpoint?: string): Buffer {
   const b = Buffer.alloc(IPCACHE_VAL_SIZE);
   b.writeUInt32LE(identity >>> 0, 0);
   b.writeUInt16LE(epId, 4);
+  if (tunnelEndpoint) parsePrefix(`${tunnelEndpoint}/32`).addr.copy(b, 8, 0, 4);
   return b;
 }
 
-export function decodeIpcacheVal(b: Buffer): { identity: number; endpointId: number } {
-  return { identity: b.readUInt32LE(0), endpointId: b.readUInt16LE(4) };
+export function decodeIpcacheVal(b: Buffer): { identity: number; endpointId: number; tunnelEndpoint?: string } {
+  const te = b.readUInt32BE(8);
+  return { identity: b.readUInt32LE(0), endpointId: b.readUInt16LE(4), ...(te ? { tunnelEndpoint: formatIp(b, 8, 4) } : {}) };
 }
 
 // ------------------------------------------------------------------ policy
@@ -357,9 +360,14 @@ export function ctKeyEndpoint(k: Buffer): number {
 
 export const DP_CONFIG_SIZE = 24;
 
+/** mb_config flags: routing mode tunnel (pods may not send to the tunnel port). */
+export const DP_F_TUNNEL = 0x01;
+
 export interface DpConfig {
   /** bumped after every policy, ipcache or endpoint change: established connections are decided again */
   policyRevision: number;
+  /** DP_F_* (absent: 0) */
+  flags?: number;
   /** event budget per sender: one event per interval (0 = unlimited) ... */
   eventIntervalNs: bigint;
   /** ... in bursts of up to burstNs / intervalNs + 1 events */
@@ -369,13 +377,15 @@ export interface DpConfig {
 export function encodeDpConfig(c: DpConfig): Buffer {
   const b = Buffer.alloc(DP_CONFIG_SIZE);
   b.writeUInt32LE(c.policyRevision >>> 0, 0);
+  b.writeUInt32LE((c.flags ?? 0) >>> 0, 4);
   b.writeBigUInt64LE(c.eventIntervalNs, 8);
   b.writeBigUInt64LE(c.eventBurstNs, 16);
   return b;
 }
 
 export function decodeDpConfig(b: Buffer): DpConfig {
-  return { policyRevision: b.readUInt32LE(0), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16) };
+  const flags = b.readUInt32LE(4);
+  return { policyRevision: b.readUInt32LE(0), ...(flags ? { flags } : {}), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16) };
 }
 
 /** Event budget (events/s, burst) → the GCRA parameters the datapath reads. rate 0 = unlimited. */
@@ -473,11 +483,23 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
 export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
-  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed',
+  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx',
 ] as const;
 export const STAT_MAX = 24;
 /** Index of the counter of events not emitted because their sender's budget was spent. */
 export const STAT_EVENTS_LIMITED = STAT_NAMES.indexOf('eventsRateLimited');
+
+// ------------------------------------------------------------------ network devices (mb_devices)
+
+/** mb_devices flags: the underlay (the only device other nodes' addresses may arrive on). */
+export const DEV_F_UNDERLAY = 0x01;
+export const DEV_CONFIG_SIZE = 4;
+
+export function encodeDevConfig(flags: number): Buffer {
+  const b = Buffer.alloc(DEV_CONFIG_SIZE);
+  b.writeUInt32LE(flags >>> 0, 0);
+  return b;
+}
 
 // ------------------------------------------------------------------ load balancing (lb4)
 

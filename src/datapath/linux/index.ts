@@ -53,6 +53,8 @@ export interface LinuxDatapathOptions {
    * rate 0 = unlimited). Events over budget are counted as lost for that sender.
    */
   eventRate?: { perSecond: number; burst: number };
+  /** routing mode tunnel: pods may not send to the tunnel port (ENCAPSULATION_TRAFFIC_IS_PROHIBITED) */
+  tunnel?: boolean;
 }
 
 // The proxy ports and sockmap slots are shared with the proxies (src/common/proxy-ports.ts).
@@ -98,7 +100,7 @@ export class LinuxDatapath implements Datapath {
     this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot);
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
-    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE);
+    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, { tunnel: this.opts.tunnel ?? false });
     this.endpoints.restore((id) => this.ct.ensureTables(id));
     this.lb.load();
     try {
@@ -191,9 +193,19 @@ export class LinuxDatapath implements Datapath {
    * Attaches from_network at tcx ingress of a network device of the agent's namespace (world,
    * underlay). Idempotent; returns false when the device does not exist.
    */
-  attachNetworkDevice(ifname: string): boolean {
-    const ifindex = this.devices.attach(ifname);
-    if (ifindex) this.log.debug({ subsys: 'datapath', ifname, ifindex }, 'network device attached');
+  attachNetworkDevice(ifname: string, o: { underlay?: boolean } = {}): boolean {
+    const ifindex = this.devices.attach(ifname, o);
+    if (ifindex) this.log.debug({ subsys: 'datapath', ifname, ifindex, underlay: o.underlay ?? false }, 'network device attached');
+    return ifindex > 0;
+  }
+
+  /**
+   * Routing mode tunnel: from_overlay and to_overlay on the node's VXLAN device (external mode),
+   * where tunnel keys are set and read. Idempotent; false when the device does not exist.
+   */
+  attachOverlayDevice(ifname: string): boolean {
+    const ifindex = this.devices.attachOverlay(ifname);
+    if (ifindex) this.log.debug({ subsys: 'datapath', ifname, ifindex }, 'overlay device attached');
     return ifindex > 0;
   }
 
@@ -244,6 +256,9 @@ export class LinuxDatapath implements Datapath {
     const fi = this.loader.program('from_container').info();
     const ti = this.loader.program('to_container').info();
     const ni = this.loader.program('from_network').info();
+    const oi = this.loader.program('from_overlay').info();
+    const oe = this.loader.program('to_overlay').info();
+    const ov = this.devices.overlayDevice();
     const ifs = this.endpoints.ifnames();
     const devs = this.devices.names();
     return {
@@ -251,6 +266,10 @@ export class LinuxDatapath implements Datapath {
         { name: 'from_container', attachedTo: `tcx-ingress:${ifs.join(',')}`, runCount: fi.runCnt, runTimeNs: fi.runTimeNs },
         { name: 'to_container', attachedTo: `tcx-egress:${ifs.join(',')}`, runCount: ti.runCnt, runTimeNs: ti.runTimeNs },
         ...(devs.length ? [{ name: 'from_network', attachedTo: `tcx-ingress:${devs.join(',')}`, runCount: ni.runCnt, runTimeNs: ni.runTimeNs }] : []),
+        ...(ov ? [
+          { name: 'from_overlay', attachedTo: `tcx-ingress:${ov}`, runCount: oi.runCnt, runTimeNs: oi.runTimeNs },
+          { name: 'to_overlay', attachedTo: `tcx-egress:${ov}`, runCount: oe.runCnt, runTimeNs: oe.runTimeNs },
+        ] : []),
       ],
       eventsLost: this.eventsLost(),
       policyEntries: this.policy.size(),

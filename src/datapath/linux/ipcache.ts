@@ -12,7 +12,7 @@ export class IPCacheMap {
 
   upsert(entries: IPCacheEntry[]): void {
     const m = this.loader.map('mb_ipcache');
-    for (const e of entries) m.update(encodeIpcacheKey(e.prefix), encodeIpcacheVal(e.identity, e.endpointId ?? 0));
+    for (const e of entries) m.update(encodeIpcacheKey(e.prefix), encodeIpcacheVal(e.identity, e.endpointId ?? 0, e.tunnelEndpoint));
   }
 
   /** Returns how many prefixes were there. */
@@ -30,7 +30,7 @@ export class IPCacheMap {
       const v = m.lookup(k);
       if (v) {
         const d = decodeIpcacheVal(v);
-        out.push({ prefix: decodeIpcacheKey(k), identity: d.identity, ...(d.endpointId ? { endpointId: d.endpointId } : {}) });
+        out.push({ prefix: decodeIpcacheKey(k), identity: d.identity, ...(d.endpointId ? { endpointId: d.endpointId } : {}), ...(d.tunnelEndpoint ? { tunnelEndpoint: d.tunnelEndpoint } : {}) });
       }
     }
     return out;

@@ -12,11 +12,11 @@ export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endp
 
 export const MAP_NAMES = [
   'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_policy', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_lost',
-  'mb_stats', 'mb_proxy_socks', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
+  'mb_stats', 'mb_proxy_socks', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat', 'mb_devices',
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 
-export const PROGRAM_NAMES = ['from_container', 'to_container', 'from_network'] as const;
+export const PROGRAM_NAMES = ['from_container', 'to_container', 'from_network', 'from_overlay', 'to_overlay'] as const;
 export type ProgramName = (typeof PROGRAM_NAMES)[number];
 
 /** Where the tcx link of `ifname` in direction `dir` is pinned (the link outlives the agent). */

@@ -61,8 +61,9 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   assert.deepEqual(n1.remoteEndpoint('10.244.2.7'), { ip: '10.244.2.7', hostIp: '192.0.2.2', identity: 4242, node: 'node2', namespace: 'x', pod: 'p' });
   assert.ok(changes > 0);
   const entries = n1.ipcacheEntries();
-  assert.deepEqual(entries.find((e) => e.prefix === '10.244.2.7/32'), { prefix: '10.244.2.7/32', identity: 4242, endpointId: 0 });
-  assert.deepEqual(entries.filter((e) => e.identity === 6).map((e) => e.prefix).sort(), ['10.244.2.1/32', '192.0.2.2/32']);
+  // every remote entry names its node's InternalIP as tunnel endpoint; the node's own address names itself
+  assert.deepEqual(entries.find((e) => e.prefix === '10.244.2.7/32'), { prefix: '10.244.2.7/32', identity: 4242, endpointId: 0, tunnelEndpoint: '192.0.2.2' });
+  assert.deepEqual(entries.filter((e) => e.identity === 6).map((e) => `${e.prefix}>${e.tunnelEndpoint}`).sort(), ['10.244.2.1/32>192.0.2.2', '192.0.2.2/32>192.0.2.2']);
   assert.equal(n2.remoteEndpoint('10.244.2.7'), undefined, 'a node does not list its own pods as remote');
   // corrupt values are logged and skipped
   await kv.put(`${IPCACHE_PREFIX}10.244.2.99`, '{"IP":"oops"}');

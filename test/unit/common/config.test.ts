@@ -69,3 +69,19 @@ test('config: the README lists every setting with its variable, flag and default
     if (s.scope !== 'cli') assert.ok(row.includes(`\`${s.flag}\``), `${s.env}: flag ${s.flag}`);
   }
 });
+
+test("config: routing mode is Cilium's tunnel by default; native selectable; anything else refused", () => {
+  assert.equal(buildConfig().routingMode, 'tunnel');
+  assert.equal(buildConfig({ env: { MEMBRANE_ROUTING_MODE: 'native' } }).routingMode, 'native');
+  assert.equal(buildConfig({ env: { MEMBRANE_ROUTING_MODE: 'native' }, flags: { routingMode: 'tunnel' } }).routingMode, 'tunnel', 'the flag wins');
+  for (const bad of ['geneve', 'Tunnel', 'vxlan']) {
+    assert.throws(() => buildConfig({ flags: { routingMode: bad } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_INVALID' && /tunnel or native/.test(e.message));
+  }
+});
+
+test('config: WireGuard with tunnel routing is refused (VXLAN inside WireGuard is not built); with native it is accepted', () => {
+  assert.throws(() => buildConfig({ flags: { encryption: 'wireguard' } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /routing mode tunnel/.test(e.message) && /--routing-mode native/.test(e.hint ?? ''));
+  const c = buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native' } });
+  assert.equal(c.encryption, 'wireguard');
+  assert.equal(buildConfig({ env: { MEMBRANE_ENCRYPTION: 'wireguard', MEMBRANE_ROUTING_MODE: 'native' } }).encryption, 'wireguard');
+});

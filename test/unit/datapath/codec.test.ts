@@ -26,6 +26,10 @@ test('ipcache key/value round trip; prefixlen counts the family word', () => {
   assert.equal(C.decodeIpcacheKey(k), '198.51.100.0/24');
   assert.equal(C.decodeIpcacheKey(C.encodeIpcacheKey('::/0')), '::/0');
   assert.deepEqual(C.decodeIpcacheVal(C.encodeIpcacheVal(16777217, 42)), { identity: 16777217, endpointId: 42 });
+  // the tunnel endpoint in network order at offset 8 (struct ipcache_val.tunnel_endpoint)
+  const v = C.encodeIpcacheVal(300, 0, '192.0.2.3');
+  assert.deepEqual([...v.subarray(8, 12)], [192, 0, 2, 3]);
+  assert.deepEqual(C.decodeIpcacheVal(v), { identity: 300, endpointId: 0, tunnelEndpoint: '192.0.2.3' });
 });
 
 test('policy key: prefixlen = 64 + (proto ? 8 : 0) + port bits, port big-endian and masked', () => {
@@ -96,6 +100,8 @@ test('datapath config and event budget: GCRA interval and burst', () => {
   const cfg = { policyRevision: 0xfffffffe, ...C.eventBudget(250, 10) };
   const b = C.encodeDpConfig(cfg);
   assert.equal(b.length, C.DP_CONFIG_SIZE);
+  const t = { policyRevision: 3, flags: C.DP_F_TUNNEL, ...C.eventBudget(0, 0) };
+  assert.deepEqual(C.decodeDpConfig(C.encodeDpConfig(t)), t, 'routing-mode flags at offset 4');
   assert.deepEqual(C.decodeDpConfig(b), cfg);
   assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
   assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);

@@ -43,7 +43,7 @@ test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) 
 #define O(s, f) printf(#s "." #f " %zu\\n", offsetof(struct s, f))
 int main(void) {
   P(ep_config); O(ep_config, ep_id); O(ep_config, flags); O(ep_config, identity); O(ep_config, ipv4); O(ep_config, ipv6); O(ep_config, mac);
-  P(ipcache_key); O(ipcache_key, family); O(ipcache_key, addr); P(ipcache_val); O(ipcache_val, ep_id);
+  P(ipcache_key); O(ipcache_key, family); O(ipcache_key, addr); P(ipcache_val); O(ipcache_val, ep_id); O(ipcache_val, tunnel_endpoint);
   P(policy_key); O(policy_key, ep_id); O(policy_key, dir); O(policy_key, identity); O(policy_key, proto); O(policy_key, dport);
   P(policy_val); O(policy_val, auth_type); O(policy_val, match_type); O(policy_val, spec_len); O(policy_val, proxy_port); O(policy_val, proxy_slot);
   P(ct_key); O(ct_key, sport); O(ct_key, dport); O(ct_key, proto); O(ct_key, family); O(ct_key, dir); O(ct_key, ep_id);
@@ -51,7 +51,7 @@ int main(void) {
   O(ct_val, rev_nat); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port);
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
-  P(dp_config); O(dp_config, policy_rev); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns);
+  P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns);
   P(ev_bucket); O(ev_bucket, lost);
   P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
   O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
@@ -75,6 +75,9 @@ int main(void) {
   assert.deepEqual([out['ipcache_key.family'], out['ipcache_key.addr']], [4, 8]);
   assert.equal(out.ipcache_val, C.IPCACHE_VAL_SIZE);
   assert.equal(out['ipcache_val.ep_id'], 4);
+  assert.equal(out['ipcache_val.tunnel_endpoint'], 8);
+  assert.equal(out['dp_config.flags'], 4);
+  assert.equal(out.dev_config, C.DEV_CONFIG_SIZE);
   assert.equal(out.policy_key, C.POLICY_KEY_SIZE);
   assert.deepEqual([out['policy_key.ep_id'], out['policy_key.dir'], out['policy_key.identity'], out['policy_key.proto'], out['policy_key.dport']], [4, 6, 8, 12, 13]);
   assert.equal(out.policy_val, C.POLICY_VAL_SIZE);

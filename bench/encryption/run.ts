@@ -1,0 +1,141 @@
+// Encryption benchmark: cross-node TCP_STREAM (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) in
+// one two-node lab (`membrane up --nodes 2 --encryption wireguard`), three paths, interleaved rounds,
+// median, client pinned to CPU 0 and server to CPU 1 (wireguard-go and the agents unpinned):
+//   wg-bare        node1 → node2 namespace over a second, bare wireguard-go tunnel (wgb0, UDP 51999,
+//                  same MTU), no pods, no eBPF: what wireguard-go alone gives on this machine
+//   membrane-wg    pod on node1 → pod on node2 through membrane's cilium_wg0 (eBPF on the pod veths)
+//   membrane-plain the same pods over the plain underlay route (the routes are switched for the
+//                  round and put back; strict mode is off in this lab)
+// Appends the results to bench/RESULTS.md under "## encryption".
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--no-write]
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { podNetnsName } from '../../src/lab/names.ts';
+
+const startLoad = loadavg()[0]!;
+const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };
+const SECS = Number(arg('--secs', '3'));
+const ROUNDS = Number(arg('--rounds', '3'));
+const WRITE = !process.argv.includes('--no-write');
+const here = fileURLToPath(new URL('.', import.meta.url));
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+const RR = '/tmp/mwg-bench-rr';
+execFileSync('cc', ['-O2', '-o', RR, `${here}../datapath/rr.c`]);
+
+const lab = `bwg${process.pid}`;
+const stateDir = `/run/membrane-bench/${lab}`;
+const env = { ...process.env, MEMBRANE_LAB: lab, MEMBRANE_STATE_DIR: stateDir, MEMBRANE_HUBBLE_RELAY_PORT: '0', NO_COLOR: '1' };
+const membrane = (args: string[]) => execFileSync(join(repo, 'bin/membrane'), args, { env, encoding: 'utf8', timeout: 300_000 });
+const n1 = `${lab}-node1`;
+const n2 = `${lab}-node2`;
+const procs: ChildProcess[] = [];
+const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
+const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, ['taskset', '-c', String(cpu), ...cmd]), { encoding: 'utf8' });
+const sh = (ns: string, cmd: string[]) => execFileSync('nsenter', nsx(ns, cmd), { encoding: 'utf8' });
+const spawnIn = (ns: string, cpu: number, cmd: string[]) => {
+  const cp = spawn('nsenter', nsx(ns, ['taskset', '-c', String(cpu), ...cmd]), { stdio: ['ignore', 'pipe', 'ignore'] });
+  procs.push(cp);
+  return cp;
+};
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `wg ARGS` for the bare tunnel of node k (its wireguard-go socket dir bound over /run/wireguard). */
+const wgDir = (k: number) => join(stateDir, `wgb${k}`);
+const wgb = (k: number, args: string[]) => execFileSync('nsenter', nsx(k === 1 ? n1 : n2, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wg "$@"', wgDir(k), ...args]), { encoding: 'utf8' });
+
+function cleanup(): void {
+  for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+  try { membrane(['down']); } catch { /* best effort */ }
+}
+process.on('SIGINT', () => { cleanup(); process.exit(130); });
+
+type Cfg = 'wg-bare' | 'membrane-wg' | 'membrane-plain';
+const CFGS: Cfg[] = ['wg-bare', 'membrane-wg', 'membrane-plain'];
+const results = Object.fromEntries(CFGS.map((c) => [c, { stream: [] as number[], rr: [] as number[], crr: [] as number[] }])) as Record<Cfg, { stream: number[]; rr: number[]; crr: number[] }>;
+
+try {
+  membrane(['up', '--nodes', '2', '--routing-mode', 'native', '--encryption', 'wireguard', '-q']);
+  const podsFile = join(stateDir, 'bench-pods.yaml');
+  writeFileSync(podsFile, [
+    'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
+    'apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: bench}\nspec: {nodeName: node1, containers: [{name: c, image: curlimages/curl}]}',
+    'apiVersion: v1\nkind: Pod\nmetadata: {name: server, namespace: bench}\nspec: {nodeName: node2, containers: [{name: c, image: curlimages/curl}]}',
+  ].join('\n---\n'));
+  membrane(['apply', '-f', podsFile]);
+  const pc = podNetnsName('node1', 'bench', 'client', lab);
+  const ps = podNetnsName('node2', 'bench', 'server', lab);
+  for (let i = 0; i < 100 && !(existsSync(`/run/netns/${pc}`) && existsSync(`/run/netns/${ps}`)); i++) await sleep(200);
+  const serverIp = /inet (10\.244\.2\.\d+)/.exec(sh(ps, ['ip', '-4', 'addr', 'show', 'eth0']))![1]!;
+
+  // the bare tunnel: its own wireguard-go per node namespace, keys, port and addresses
+  mkdirSync('/run/wireguard', { recursive: true });
+  const keys = [1, 2].map(() => { const priv = execFileSync('wg', ['genkey'], { encoding: 'utf8' }).trim(); return { priv, pub: execFileSync('wg', ['pubkey'], { input: priv, encoding: 'utf8' }).trim() }; });
+  for (const k of [1, 2]) {
+    mkdirSync(wgDir(k), { recursive: true, mode: 0o700 });
+    writeFileSync(join(wgDir(k), 'key'), keys[k - 1]!.priv, { mode: 0o600 });
+    const cp = spawn('nsenter', nsx(k === 1 ? n1 : n2, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wireguard-go -f wgb0', wgDir(k)]), { stdio: 'ignore', env: { ...process.env, WG_PROCESS_FOREGROUND: '1' } });
+    procs.push(cp);
+  }
+  await sleep(1500);
+  for (const k of [1, 2]) {
+    const j = 3 - k;
+    wgb(k, ['set', 'wgb0', 'private-key', join(wgDir(k), 'key'), 'listen-port', '51999', 'peer', keys[j - 1]!.pub, 'endpoint', `192.0.2.${j}:51999`, 'allowed-ips', `10.99.0.${j}/32`]);
+    const ns = k === 1 ? n1 : n2;
+    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'up']);
+    sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
+    sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
+  }
+
+  // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
+  for (const ns of [n2, ps]) {
+    spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);
+    spawnIn(ns, 1, [RR, 'server', '7001']);
+    spawnIn(ns, 1, [RR, 'server', '7002']);
+  }
+  await sleep(1000);
+
+  const plainRoutes = (on: boolean) => {
+    sh(n1, on ? ['ip', 'route', 'replace', '10.244.2.0/24', 'via', '192.0.2.2'] : ['ip', 'route', 'replace', '10.244.2.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.1.1']);
+    sh(n2, on ? ['ip', 'route', 'replace', '10.244.1.0/24', 'via', '192.0.2.1'] : ['ip', 'route', 'replace', '10.244.1.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.2.1']);
+  };
+  const target: Record<Cfg, { ns: string; ip: string }> = {
+    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const cfg of CFGS) {
+      plainRoutes(cfg === 'membrane-plain');
+      const t = target[cfg];
+      const j = JSON.parse(runIn(t.ns, 0, ['iperf3', '-c', t.ip, '-p', '5201', '-t', String(SECS), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+      results[cfg].stream.push(j.end.sum_received.bits_per_second / 1e9);
+      results[cfg].rr.push(Number(runIn(t.ns, 0, [RR, 'rr', t.ip, '7001', String(SECS)])));
+      results[cfg].crr.push(Number(runIn(t.ns, 0, [RR, 'crr', t.ip, '7002', String(SECS)])));
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${results[cfg].stream.at(-1)!.toFixed(3)} Gbit/s, rr ${results[cfg].rr.at(-1)!.toFixed(0)}/s, crr ${results[cfg].crr.at(-1)!.toFixed(0)}/s\n`);
+    }
+  }
+  plainRoutes(false);
+
+  const m = (c: Cfg, k: 'stream' | 'rr' | 'crr') => median(results[c][k]);
+  const row = (label: string, k: 'stream' | 'rr' | 'crr', unit: string, fmt: (x: number) => string) =>
+    `| ${label} | ${fmt(m('wg-bare', k))} ${unit} | ${fmt(m('membrane-wg', k))} ${unit} | ${(m('membrane-wg', k) / m('wg-bare', k)).toFixed(3)} | ${fmt(m('membrane-plain', k))} ${unit} | ${(m('membrane-wg', k) / m('membrane-plain', k)).toFixed(3)} |`;
+  const table = [
+    '| test | bare wireguard-go | membrane + WireGuard | ratio to bare | membrane, plain text | encrypted / plain |',
+    '|---|---|---|---|---|---|',
+    row('TCP_STREAM (iperf3)', 'stream', 'Gbit/s', (x) => x.toFixed(3)),
+    row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
+    row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
+  ].join('\n');
+  const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
+  const out = `\n## encryption\n\nCommand: \`bin/node bench/encryption/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route. TUN MTU 1500 on both tunnels. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each.\n\n${table}\n`;
+  console.log(out);
+  if (WRITE) {
+    const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
+    if (existsSync(path) && !readFileSync(path, 'utf8').endsWith('\n')) appendFileSync(path, '\n');
+    appendFileSync(path, out);
+  }
+} finally {
+  cleanup();
+}

@@ -1,0 +1,37 @@
+/* Transparent encryption's strict mode (Cilium's --enable-encryption-strict-mode with WireGuard):
+ * pod traffic between two addresses of the strict CIDR that reaches a network device's egress
+ * has not gone through the WireGuard device (whose packets leave as UDP between node addresses)
+ * and would cross the underlay in plain text: it is dropped with Cilium's reason 195. The agent
+ * (src/agent/encryption.ts) fills mb_encrypt; an absent or zero entry lets everything pass. */
+#pragma once
+#include "common.h"
+
+#define DROP_UNENCRYPTED_TRAFFIC 195 /* UNENCRYPTED_TRAFFIC */
+
+#define ENCRYPT_F_STRICT 0x01
+
+struct encrypt_config {
+	__u32 flags;      /* ENCRYPT_F_* */
+	__be32 strict_net; /* strict CIDR, network order */
+	__be32 strict_mask;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct encrypt_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_encrypt SEC(".maps");
+
+/* 1 when strict mode is on and both addresses are in the strict CIDR (Cilium's strict_allow
+ * refuses exactly those). */
+static __always_inline int strict_unencrypted(__be32 saddr, __be32 daddr)
+{
+	__u32 z = 0;
+	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
+	if (!c || !(c->flags & ENCRYPT_F_STRICT))
+		return 0;
+	return (saddr & c->strict_mask) == c->strict_net && (daddr & c->strict_mask) == c->strict_net;
+}

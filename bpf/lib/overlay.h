@@ -1,0 +1,113 @@
+/* Tunnel routing mode (Cilium's --routing-mode=tunnel, VXLAN): one VXLAN device per node in
+ * external (collect-metadata) mode on UDP 8472. The tunnel key of every packet is set here:
+ *   to_overlay (egress of the VXLAN device): the remote node's underlay address from the
+ *     destination's ipcache entry (tunnel_endpoint), and the SOURCE SECURITY IDENTITY in the VNI;
+ *   from_overlay (ingress): the VNI is the source identity for policy (never the ipcache), once
+ *     the outer source is known to be a node and the VNI an identity a node may send.
+ * Who may speak VXLAN: a pod never (DROP_ENCAP_PROHIBITED, as Cilium's policy_can_egress); an
+ * address that is not a node's never (DROP_UNKNOWN_SENDER); a node's address only through the
+ * underlay device (from_network drops it elsewhere as spoofed). */
+#pragma once
+#include "common.h"
+#include "maps.h"
+#include "policy.h"
+
+#define TUNNEL_PORT 8472
+#define IDENTITY_HOST 1
+#define IDENTITY_REMOTE_NODE 6
+#define IDENTITY_MIN_CLUSTER 256
+#define VNI_MAX 0xffffff
+
+static __always_inline int tunnel_mode(void)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	return conf && (conf->flags & DP_F_TUNNEL);
+}
+
+/* A packet a pod sends to the tunnel port (any destination): only nodes encapsulate. */
+static __always_inline int is_encap(const struct pkt *p)
+{
+	return p->proto == IPPROTO_UDP && p->dport == bpf_htons(TUNNEL_PORT) && !p->frag;
+}
+
+/* `addr` is a node's tunnel endpoint: its ipcache entry is a remote node naming itself. */
+static __always_inline int is_tunnel_peer(const __u8 *addr)
+{
+	struct ipcache_val *v = ipcache_lookup(addr);
+	return v && v->identity == IDENTITY_REMOTE_NODE &&
+	       __builtin_memcmp(v->tunnel_endpoint, addr, 4) == 0;
+}
+
+/* The identities a node may put in the VNI: world (traffic it forwards from outside), remote-node
+ * (its host; a node never sends host, as in Cilium), and cluster-allocated identities. Reserved
+ * numbers a node has no reason to send (unknown, host, unmanaged, health, init, ...) are not. */
+static __always_inline int vni_identity_valid(__u32 id)
+{
+	return id == IDENTITY_WORLD || id == IDENTITY_REMOTE_NODE ||
+	       (id >= IDENTITY_MIN_CLUSTER && id <= VNI_MAX);
+}
+
+/* The identity a packet leaving through the tunnel carries: a local endpoint's own identity, the
+ * host's as remote-node, anything else (forwarded from outside) as world. Never an identity the
+ * ipcache gives a remote address: a packet with a remote pod's source address arriving here did
+ * not come from that pod. */
+static __always_inline __u32 overlay_src_identity(const __u8 *saddr)
+{
+	struct ipcache_val *v = ipcache_lookup(saddr);
+	if (!v)
+		return IDENTITY_WORLD;
+	if (v->identity == IDENTITY_HOST)
+		return IDENTITY_REMOTE_NODE;
+	if (v->ep_id) {
+		__u32 id = v->ep_id;
+		struct ep_config *cfg = bpf_map_lookup_elem(&mb_ep_ids, &id);
+		if (cfg)
+			return cfg->identity;
+	}
+	return IDENTITY_WORLD;
+}
+
+/* Sets the tunnel key of a packet to `daddr`; returns 0 or a drop reason. */
+static __always_inline int overlay_set_key(struct __sk_buff *skb, const __u8 *saddr, const __u8 *daddr)
+{
+	struct ipcache_val *v = ipcache_lookup(daddr);
+	__u32 ep = 0;
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	if (!ep)
+		return DROP_NO_TUNNEL_ENDPOINT;
+	struct bpf_tunnel_key key = {};
+	key.tunnel_id = overlay_src_identity(saddr);
+	key.remote_ipv4 = bpf_ntohl(ep);
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+		return DROP_NO_TUNNEL_KEY;
+	return 0;
+}
+
+/* The source identity of a decapsulated packet, from its VNI; returns 0 or a drop reason (the
+ * identity claimed, if any, in *identity for the drop event). */
+static __always_inline int overlay_src_from_key(struct __sk_buff *skb, __u32 *identity)
+{
+	struct bpf_tunnel_key key = {};
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return DROP_NO_TUNNEL_KEY;
+	*identity = key.tunnel_id;
+	__be32 remote = bpf_htonl(key.remote_ipv4);
+	if (!is_tunnel_peer((const __u8 *)&remote))
+		return DROP_UNKNOWN_SENDER;
+	if (!vni_identity_valid(key.tunnel_id))
+		return DROP_INVALID_IDENTITY;
+	return 0;
+}
+
+/* A packet from another node's address on a device that is not the underlay is spoofed. */
+static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u32 ifindex = skb->ifindex;
+	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
+	if (d && (d->flags & DEV_F_UNDERLAY))
+		return 0;
+	return is_tunnel_peer(p->saddr);
+}

@@ -1,0 +1,305 @@
+/**
+ * Transparent encryption between nodes with WireGuard (Cilium's --enable-wireguard), one node's
+ * part:
+ *
+ *   key      ── <nodeDir>/wireguard/cilium_wg0.key (0600, made once, kept across restarts);
+ *               the public key goes into this node's kvstore entry (WireguardPubKey)
+ *   device   ── cilium_wg0 on UDP 51871: the kernel's where the module exists, else
+ *               wireguard-go (src/sys/wireguard.ts), checked every second and restarted with
+ *               the same key when it is gone
+ *   peers    ── every other node with a key: endpoint <InternalIP>:51871, allowed IPs its pod
+ *               CIDR (and its InternalIP with --encryption-node)
+ *   routes   ── a peer's pod CIDR via cilium_wg0; a node without a key (or while the device is
+ *               down) keeps the plain underlay route, which strict mode's to_network_strict
+ *               (bpf/encrypt.bpf.c) drops with UNENCRYPTED_TRAFFIC (195) on the way out
+ *   receive  ── decrypted packets keep the sender pod's address, so the receiver finds the
+ *               sender's identity in its ipcache (native routing, as Cilium's WireGuard does
+ *               without a tunnel); from_network (compiled for an L3 device, bpf/wireguard.bpf.c)
+ *               runs at cilium_wg0's ingress for the destination's ingress policy and L7 redirect
+ *
+ * Every change (nodes joining, leaving, rotating keys; the device coming back) goes through one
+ * serial reconcile, so peers and routes follow the kvstore within a second.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../common/logger.ts';
+import type { MembraneConfig } from '../common/config.ts';
+import { MembraneError } from '../common/errors.ts';
+import { createWireguardDevice, generateKeyPair, publicKeyOf, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
+import { ip } from '../sys/net.ts';
+import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
+import type { ClusterNode } from './cluster.ts';
+
+export const WG_IFNAME = 'cilium_wg0';
+export const WG_PORT = 51871;
+/** wireguard-go's TUN gets the pods' MTU: a full pod frame fits, the underlay fragments the UDP */
+const WG_MTU = 1500;
+const CHECK_INTERVAL_MS = 1000;
+const WG_FWMARK = 0xe00;
+
+export interface EncryptionStatus {
+  mode: 'Wireguard';
+  nodeEncryption: boolean;
+  strict: boolean;
+  ifname: string;
+  implementation: 'kernel' | 'userspace' | undefined;
+  publicKey: string;
+  port: number;
+  peers: { node: string; publicKey: string; endpoint: string; allowedIps: string[]; latestHandshake: number }[];
+  up: boolean;
+}
+
+export interface EncryptionOptions {
+  config: Pick<MembraneConfig, 'encryption' | 'encryptionNode' | 'encryptionStrict' | 'encryptionStrictModeCidr'>;
+  self: ClusterNode;
+  /** <nodeDir>/wireguard */
+  dir: string;
+  /** the node's BPF pin directory (strict mode's program and map live there) */
+  pinRoot: string;
+  /** the node's network devices (strict mode watches their egress) */
+  networkDevices: readonly string[];
+  /** compiled BPF objects (dist/bpf) */
+  bpfDir: string;
+  logger: Logger;
+}
+
+/** Reads the node's private key, or makes one (0600, written atomically). Returns the public key. */
+export function ensureKeyFile(file: string): string {
+  if (existsSync(file)) {
+    chmodSync(file, 0o600);
+    return publicKeyOf(readFileSync(file, 'utf8'));
+  }
+  return writeNewKey(file);
+}
+
+function writeNewKey(file: string): string {
+  const k = generateKeyPair();
+  const tmp = `${file}.new`;
+  writeFileSync(tmp, `${k.privateKey}\n`, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+  return k.publicKey;
+}
+
+/** The peers this node wants: every other node of its cluster that published a key and a pod CIDR. */
+export function desiredPeers(self: ClusterNode, nodes: readonly ClusterNode[], nodeEncryption: boolean): (WireguardPeer & { node: string })[] {
+  const out: (WireguardPeer & { node: string })[] = [];
+  for (const n of nodes) {
+    if (n.name === self.name || n.cluster !== self.cluster || !n.wireguardPubKey || !n.podCidr) continue;
+    if (n.wireguardPubKey === self.wireguardPubKey) continue; // a copied key would route our own traffic back
+    out.push({ node: n.name, publicKey: n.wireguardPubKey, endpoint: `${n.ip}:${WG_PORT}`, allowedIps: [n.podCidr, ...(nodeEncryption ? [`${n.ip}/32`] : [])] });
+  }
+  return out;
+}
+
+function cidrParts(cidr: string): { net: Buffer; mask: Buffer } {
+  const [a, len] = cidr.split('/') as [string, string];
+  const n = a.split('.').reduce((x, o) => (x << 8) | Number(o), 0) >>> 0;
+  const bits = Number(len);
+  const m = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  const net = Buffer.alloc(4);
+  const mask = Buffer.alloc(4);
+  net.writeUInt32BE((n & m) >>> 0);
+  mask.writeUInt32BE(m);
+  return { net, mask };
+}
+
+export function createEncryption(o: EncryptionOptions) {
+  const log = o.logger.child({ subsys: 'encryption' });
+  const keyFile = join(o.dir, `${WG_IFNAME}.key`);
+  const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir });
+  let nodes: ClusterNode[] = [];
+  let publishKey: ((key: string) => Promise<void>) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let chain: Promise<void> = Promise.resolve();
+  let pending = false;
+  let stopped = false;
+  let restarts = 0;
+  /** pod CIDR → how this node routes it now ('wg' or 'plain') */
+  const routed = new Map<string, 'wg' | 'plain'>();
+  let strictObj: BpfObject | undefined;
+  let wgObj: BpfObject | undefined;
+  let encryptMap: BpfMap | undefined;
+  let attachedWgIfindex = 0;
+
+  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  const publicKey = { value: ensureKeyFile(keyFile) };
+  o.self.wireguardPubKey = publicKey.value;
+
+  /** underlay routes to other nodes carry this node's InternalIP as source: WireGuard's UDP then
+   *  comes from the address peers know it by (else the kernel may pick the router address, and
+   *  peers would roam their endpoint into the pod CIDR routed through the tunnel itself) */
+  const sourced = new Set<string>();
+  async function underlaySource(n: ClusterNode): Promise<void> {
+    if (sourced.has(n.ip)) return;
+    const r = JSON.parse(await ip(['-j', 'route', 'get', n.ip])) as { dev?: string; gateway?: string }[];
+    const dev = r[0]?.dev;
+    if (!dev || dev === WG_IFNAME) return;
+    await ip(['route', 'replace', `${n.ip}/32`, ...(r[0]?.gateway ? ['via', r[0].gateway] : []), 'dev', dev, 'scope', r[0]?.gateway ? 'global' : 'link', 'src', o.self.ip]);
+    sourced.add(n.ip);
+  }
+
+  async function routesFor(peers: (WireguardPeer & { node: string })[], up: boolean): Promise<void> {
+    const keyed = new Map(peers.map((p) => [p.node, p]));
+    for (const n of nodes) {
+      if (n.name === o.self.name || !n.podCidr) continue;
+      await underlaySource(n);
+      const want: 'wg' | 'plain' = up && keyed.has(n.name) ? 'wg' : 'plain';
+      if (routed.get(n.podCidr) === want) continue;
+      if (want === 'wg') {
+        await ip(['route', 'replace', n.podCidr, 'dev', WG_IFNAME, 'scope', 'link', ...(o.self.routerIp ? ['src', o.self.routerIp] : [])]);
+        if (o.config.encryptionNode) await ip(['route', 'replace', 'table', '2005', `${n.ip}/32`, 'dev', WG_IFNAME, 'scope', 'link']);
+      } else {
+        // the underlay route the node had without encryption (native routing)
+        await ip(['route', 'replace', n.podCidr, 'via', n.ip]);
+        if (o.config.encryptionNode) await ip(['route', 'del', 'table', '2005', `${n.ip}/32`]).catch(() => undefined);
+      }
+      routed.set(n.podCidr, want);
+      log.info({ node: n.name, podCidr: n.podCidr, via: want === 'wg' ? WG_IFNAME : `${n.ip} (unencrypted)` }, 'pod CIDR route');
+    }
+    // nodes that left: their pod CIDR goes back to the underlay route (or away with their node)
+    const live = new Set(nodes.filter((n) => n.podCidr).map((n) => n.podCidr!));
+    for (const [cidr, how] of routed) {
+      if (live.has(cidr)) continue;
+      routed.delete(cidr);
+      if (how === 'wg') await ip(['route', 'del', cidr, 'dev', WG_IFNAME]).catch(() => undefined);
+    }
+  }
+
+  /** Forgets the pod-CIDR routes this node set through cilium_wg0 that are no longer there; true if any. */
+  async function routesDrifted(): Promise<boolean> {
+    const want = [...routed].filter(([, how]) => how === 'wg').map(([cidr]) => cidr);
+    if (!want.length) return false;
+    const have = new Set((JSON.parse(await ip(['-j', 'route', 'show', 'dev', WG_IFNAME])) as { dst?: string }[]).map((r) => r.dst));
+    const gone = want.filter((c) => !have.has(c));
+    for (const c of gone) routed.delete(c);
+    if (gone.length) log.warn({ podCidrs: gone }, 'routes through the WireGuard device were replaced; putting them back');
+    return gone.length > 0;
+  }
+
+  /** Node encryption: everything to another node's InternalIP but wireguard-go's own UDP (fwmark) via table 2005. */
+  async function nodeEncryptionRules(): Promise<void> {
+    if (!o.config.encryptionNode) return;
+    const rules = await ip(['rule', 'show', 'pref', '2005']);
+    if (!rules.includes('lookup 2005')) await ip(['rule', 'add', 'pref', '2005', 'not', 'fwmark', '0xe00/0xf00', 'lookup', '2005']);
+    log.info({ table: 2005 }, 'node encryption: traffic to other nodes\' addresses goes through WireGuard');
+  }
+
+  function attachWireguardIngress(): void {
+    const ifindex = ifNameToIndex(WG_IFNAME);
+    if (!ifindex || ifindex === attachedWgIfindex) return;
+    wgObj ??= BpfObject.load(join(o.bpfDir, 'wireguard.bpf.o'), o.pinRoot);
+    attachTcx(wgObj.program('from_network').fd, ifindex, BPF_TCX_INGRESS, join(o.pinRoot, 'links', `${WG_IFNAME}-ingress`));
+    attachedWgIfindex = ifindex;
+    log.info({ ifname: WG_IFNAME, ifindex }, 'from_network (L3) attached to the WireGuard device');
+  }
+
+  function setupStrict(): void {
+    strictObj ??= BpfObject.load(join(o.bpfDir, 'encrypt.bpf.o'), o.pinRoot);
+    encryptMap ??= strictObj.map('mb_encrypt');
+    const v = Buffer.alloc(16);
+    const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
+    v.writeUInt32LE(o.config.encryptionStrict ? 1 : 0, 0);
+    net.copy(v, 4);
+    mask.copy(v, 8);
+    encryptMap.update(Buffer.alloc(4), v);
+    if (!o.config.encryptionStrict) return;
+    const prog = strictObj.program('to_network_strict');
+    for (const dev of o.networkDevices) {
+      const ifindex = ifNameToIndex(dev);
+      if (!ifindex) continue;
+      attachTcx(prog.fd, ifindex, BPF_TCX_EGRESS, join(o.pinRoot, 'links', `${dev}-egress-encrypt`));
+      log.info({ dev, cidr: o.config.encryptionStrictModeCidr }, 'strict mode: unencrypted pod traffic is dropped at egress');
+    }
+  }
+
+  async function reconcileOnce(): Promise<void> {
+    const created = await device.ensure();
+    if (created) {
+      if (restarts++ > 0) log.warn({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid() }, 'WireGuard device was gone: recreated with the same key');
+      else log.info({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid(), port: WG_PORT, publicKey: publicKey.value }, 'WireGuard device created');
+      // the kernel dropped the routes through the old device
+      for (const [cidr, how] of routed) if (how === 'wg') routed.delete(cidr);
+      await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(WG_MTU)]);
+    }
+    const peers = desiredPeers(o.self, nodes, o.config.encryptionNode);
+    // wireguard-go's own UDP carries mark 0xe00 (Cilium's MARK_MAGIC_WG_ENCRYPTED): node
+    // encryption's rule leaves it on the underlay
+    await device.configure({ privateKeyFile: keyFile, listenPort: WG_PORT, peers, fwmark: WG_FWMARK });
+    await ip(['link', 'set', 'dev', WG_IFNAME, 'up']);
+    attachWireguardIngress();
+    await routesFor(peers, await device.up());
+  }
+
+  function reconcile(): Promise<void> {
+    if (pending || stopped) return chain;
+    pending = true;
+    chain = chain.then(async () => {
+      pending = false;
+      if (stopped) return;
+      try {
+        await reconcileOnce();
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'WireGuard reconcile failed; retrying');
+      }
+    });
+    return chain;
+  }
+
+  return {
+    publicKey: () => publicKey.value,
+    async start(ctx: { publish(key: string): Promise<void> }): Promise<void> {
+      publishKey = ctx.publish;
+      setupStrict();
+      await nodeEncryptionRules();
+      await reconcile();
+      if (!(await device.up())) throw new MembraneError('WG_START_FAILED', `${WG_IFNAME} is not up`, { hint: `see ${join(o.dir, 'wireguard-go.log')}` });
+      // supervision: a dead wireguard-go or a deleted device comes back with the same key
+      // and a route through it that something else replaced (a re-run of the lab's network setup
+      // writes the plain underlay routes again) is put back
+      timer = setInterval(() => {
+        void (async () => {
+          if (!(await device.up())) return void reconcile();
+          if (await routesDrifted()) void reconcile();
+        })().catch(() => undefined);
+      }, CHECK_INTERVAL_MS);
+      timer.unref();
+    },
+    /** The cluster's nodes changed (joined, left, new key): peers and routes follow. */
+    nodesChanged(list: ClusterNode[]): void {
+      nodes = list;
+      void reconcile();
+    },
+    /** A new key pair: the device switches, then the kvstore entry tells the peers. */
+    async rotateKey(): Promise<string> {
+      publicKey.value = writeNewKey(keyFile);
+      o.self.wireguardPubKey = publicKey.value;
+      await reconcile();
+      await publishKey?.(publicKey.value);
+      log.info({ publicKey: publicKey.value }, 'WireGuard key rotated');
+      return publicKey.value;
+    },
+    async status(): Promise<EncryptionStatus> {
+      let st: WireguardState | undefined;
+      try { st = await device.show(); } catch { st = undefined; }
+      const byKey = new Map(nodes.filter((n) => n.wireguardPubKey).map((n) => [n.wireguardPubKey!, n.name]));
+      return {
+        mode: 'Wireguard', nodeEncryption: o.config.encryptionNode, strict: o.config.encryptionStrict, ifname: WG_IFNAME, implementation: device.kind(),
+        publicKey: publicKey.value, port: st?.listenPort ?? WG_PORT, up: !!st && (await device.up()),
+        peers: (st?.peers ?? []).map((p) => ({ node: byKey.get(p.publicKey) ?? '', publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, latestHandshake: p.latestHandshake })),
+      };
+    },
+    /** Agent stop: the device and its process stay (pods keep talking encrypted); timers go. */
+    async stop(): Promise<void> {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      await chain;
+      strictObj?.close();
+      wgObj?.close();
+    },
+    /** waits for the pending reconcile */
+    settled: () => chain,
+  };
+}
+
+export type Encryption = ReturnType<typeof createEncryption>;

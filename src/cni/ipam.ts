@@ -1,0 +1,72 @@
+/**
+ * Container addresses from the node's pod CIDR (host mode), file-backed so a restarted agent
+ * hands every endpoint the address it had. The CIDR's first address is the gateway (on
+ * membrane_host); the pool is the rest but the broadcast address. Keys are `namespace/pod`.
+ */
+import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { MembraneError } from '../common/errors.ts';
+
+export interface CidrPool { network: number; size: number; gateway: string; cidr: string }
+
+const toInt = (ip: string) => ip.split('.').reduce((a, o) => (a << 8) + Number(o), 0) >>> 0;
+export const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+
+export function parseCidr(cidr: string): CidrPool {
+  const [addr, len] = cidr.split('/') as [string, string];
+  const bits = Number(len);
+  const size = 2 ** (32 - bits);
+  const network = (toInt(addr) & (bits === 0 ? 0 : (~0 << (32 - bits)))) >>> 0;
+  return { network, size, gateway: intToIp(network + 1), cidr: `${intToIp(network)}/${bits}` };
+}
+
+export function inPool(pool: CidrPool, ip: string): boolean {
+  const n = toInt(ip);
+  return n >= pool.network && n < pool.network + pool.size;
+}
+
+export function createCidrIpam(file: string, pool: CidrPool) {
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = chain.then(f, f);
+    chain = p.catch(() => {});
+    return p;
+  };
+  async function load(): Promise<Record<string, string>> {
+    try {
+      return JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw new MembraneError('CNI_IPAM_CORRUPT', `cannot read ${file}: ${(e as Error).message}`, { hint: 'stop the agent, remove the file and restart it (containers get new addresses on their next ADD)' });
+    }
+  }
+  async function save(m: Record<string, string>): Promise<void> {
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(`${file}.tmp`, JSON.stringify(m, null, 1));
+    await rename(`${file}.tmp`, file);
+  }
+  return {
+    allocate: (key: string) => serial(async () => {
+      const m = await load();
+      const have = m[key];
+      if (have && inPool(pool, have)) return have;
+      const used = new Set(Object.values(m));
+      for (let i = 2; i < pool.size - 1; i++) {
+        const ip = intToIp(pool.network + i);
+        if (!used.has(ip)) {
+          m[key] = ip;
+          await save(m);
+          return ip;
+        }
+      }
+      throw new MembraneError('CNI_IPAM_EXHAUSTED', `no free address in the pod CIDR ${pool.cidr}`, { hint: 'remove containers, or give the agent a larger --pod-cidr' });
+    }),
+    release: (key: string) => serial(async () => {
+      const m = await load();
+      if (!(key in m)) return;
+      delete m[key];
+      await save(m);
+    }),
+    lookup: (key: string) => serial(async () => (await load())[key]),
+  };
+}

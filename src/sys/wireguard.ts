@@ -1,0 +1,184 @@
+/**
+ * WireGuard devices, one interface over two implementations:
+ *
+ *   kernel     ── `ip link add <dev> type wireguard` works (the module is loaded): `wg` talks netlink
+ *   userspace  ── otherwise Debian's wireguard-go makes a TUN device and serves the same
+ *                 configuration protocol on a unix socket; `wg` finds it in /run/wireguard
+ *
+ * wireguard-go hard-codes /run/wireguard/<dev>.sock, and every lab node calls its device
+ * cilium_wg0, so each node's wireguard-go (and each `wg` run for it) gets a private mount
+ * namespace in which the node's own socket directory is bound over /run/wireguard: nodes never
+ * see each other's sockets, and nothing is mounted in the host's namespace.
+ *
+ * The private key only ever travels as a file path (`wg set private-key FILE`); `wg show dump`
+ * prints it, so `show` drops that field before anything else sees the output.
+ */
+import { generateKeyPairSync, createPublicKey, createPrivateKey } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { isAlive, killPids, readPidFile, run, spawnDetached } from './proc.ts';
+import { MembraneError } from '../common/errors.ts';
+import { childEnv } from '../common/config.ts';
+
+export interface WireguardPeer {
+  publicKey: string;
+  /** `ip:port` of the peer's UDP socket */
+  endpoint: string;
+  allowedIps: string[];
+}
+
+export interface WireguardState {
+  publicKey: string;
+  listenPort: number;
+  peers: { publicKey: string; endpoint: string; allowedIps: string[]; latestHandshake: number; rxBytes: number; txBytes: number }[];
+}
+
+/** X25519 key pair in WireGuard's base64 (32 raw bytes each). */
+export function generateKeyPair(): { privateKey: string; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const priv = privateKey.export({ format: 'jwk' }) as { d: string };
+  const pub = publicKey.export({ format: 'jwk' }) as { x: string };
+  return { privateKey: Buffer.from(priv.d, 'base64url').toString('base64'), publicKey: Buffer.from(pub.x, 'base64url').toString('base64') };
+}
+
+/** The public key of a base64 private key (what `wg pubkey` prints). */
+export function publicKeyOf(privateKeyB64: string): string {
+  const d = Buffer.from(privateKeyB64.trim(), 'base64');
+  if (d.length !== 32) throw new MembraneError('WG_BAD_KEY', 'a WireGuard private key is 32 bytes in base64', { hint: 'delete the key file; the agent makes a new pair' });
+  const priv = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: d.toString('base64url'), x: '' }, format: 'jwk' });
+  const pub = createPublicKey(priv).export({ format: 'jwk' }) as { x: string };
+  return Buffer.from(pub.x, 'base64url').toString('base64');
+}
+
+/** Well-formed WireGuard public key (base64 of 32 bytes). */
+export function isWireguardKey(s: unknown): s is string {
+  return typeof s === 'string' && /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(s);
+}
+
+const WG_HINT = 'install wireguard-tools and wireguard-go (Debian: apt-get install wireguard-tools wireguard-go; scripts/setup.sh does)';
+
+export interface WireguardDeviceOptions {
+  ifname: string;
+  /** this node's directory for wireguard-go's socket, pid file and log */
+  dir: string;
+}
+
+export interface WireguardDevice {
+  readonly ifname: string;
+  kind(): 'kernel' | 'userspace' | undefined;
+  /** Creates the device (or adopts a running one); returns true when it had to (re)create it. */
+  ensure(): Promise<boolean>;
+  /** Is the device there and, in userspace, its process alive? */
+  up(): Promise<boolean>;
+  /** Private key (a file), port and exactly these peers (others are removed). */
+  configure(c: { privateKeyFile: string; listenPort: number; peers: WireguardPeer[]; fwmark?: number }): Promise<void>;
+  show(): Promise<WireguardState | undefined>;
+  /** pid of wireguard-go (userspace only) */
+  pid(): number | undefined;
+  /** Stops wireguard-go / deletes the kernel device. */
+  remove(): Promise<void>;
+}
+
+export function createWireguardDevice(o: WireguardDeviceOptions): WireguardDevice {
+  const { ifname, dir } = o;
+  const sockDir = join(dir, 'run');
+  const pidFile = join(dir, 'wireguard-go.pid');
+  let mode: 'kernel' | 'userspace' | undefined;
+
+  const alive = () => isAlive(readPidFile(pidFile), 'wireguard-go', '/proc/self/ns/net');
+  async function linkExists(): Promise<boolean> {
+    return (await run('ip', ['link', 'show', 'dev', ifname])).code === 0;
+  }
+  /** 'wireguard' (kernel), 'tun' (wireguard-go's), another kind, or undefined: no such device */
+  async function linkKind(): Promise<string | undefined> {
+    const r = await run('ip', ['-j', '-d', 'link', 'show', 'dev', ifname]);
+    if (r.code !== 0) return undefined;
+    try {
+      const l = (JSON.parse(r.stdout) as { linkinfo?: { info_kind?: string } }[])[0];
+      return l?.linkinfo?.info_kind ?? 'none';
+    } catch { return 'none'; }
+  }
+  /** `wg ARGS` against this node's device (in userspace: in a mount namespace seeing only its socket). */
+  async function wg(args: string[]): Promise<string> {
+    const r = mode === 'userspace'
+      ? await run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wg "$@"', sockDir, ...args])
+      : await run('wg', args);
+    if (r.code !== 0) {
+      throw new MembraneError('WG_COMMAND_FAILED', `wg ${args[0] ?? ''} ${ifname}: exit ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`, { hint: WG_HINT });
+    }
+    return r.stdout;
+  }
+
+  async function startUserspace(): Promise<void> {
+    mkdirSync(sockDir, { recursive: true, mode: 0o700 });
+    mkdirSync('/run/wireguard', { recursive: true, mode: 0o700 });
+    spawnDetached({
+      argv: ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wireguard-go -f "$1"', sockDir, ifname],
+      logFile: join(dir, 'wireguard-go.log'), pidFile,
+      env: childEnv({ inherit: false, extra: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' } }),
+    });
+    const deadline = Date.now() + 10_000;
+    while (!(existsSync(join(sockDir, `${ifname}.sock`)) && (await linkExists()))) {
+      if (Date.now() > deadline) {
+        throw new MembraneError('WG_START_FAILED', `wireguard-go did not create ${ifname} within 10 s`, { hint: `see ${join(dir, 'wireguard-go.log')}; ${WG_HINT}` });
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  return {
+    ifname,
+    kind: () => mode,
+    async ensure() {
+      const kindNow = await linkKind();
+      if (kindNow === 'wireguard') { mode = 'kernel'; return false; }
+      if (kindNow !== undefined && alive()) { mode = 'userspace'; return false; }
+      if (mode !== 'userspace' && kindNow === undefined) {
+        const r = await run('ip', ['link', 'add', 'dev', ifname, 'type', 'wireguard']);
+        if (r.code === 0) { mode = 'kernel'; return true; }
+      }
+      // no kernel module: wireguard-go (a dead one's process and stale device go first)
+      mode = 'userspace';
+      const old = readPidFile(pidFile);
+      if (old && isAlive(old, 'wireguard-go')) await killPids([old], { timeoutMs: 2000 });
+      if (kindNow !== undefined) await run('ip', ['link', 'delete', 'dev', ifname]);
+      await startUserspace();
+      return true;
+    },
+    async up() {
+      if (!(await linkExists())) return false;
+      return mode === 'kernel' || alive();
+    },
+    async configure(c) {
+      const args = ['set', ifname, 'private-key', c.privateKeyFile, 'listen-port', String(c.listenPort), 'fwmark', c.fwmark ? `0x${c.fwmark.toString(16)}` : 'off'];
+      const want = new Set(c.peers.map((p) => p.publicKey));
+      const have = await this.show();
+      for (const p of have?.peers ?? []) if (!want.has(p.publicKey)) args.push('peer', p.publicKey, 'remove');
+      for (const p of c.peers) args.push('peer', p.publicKey, 'endpoint', p.endpoint, 'allowed-ips', p.allowedIps.join(','));
+      await wg(args);
+    },
+    async show() {
+      if (!(await linkExists())) return undefined;
+      const lines = (await wg(['show', ifname, 'dump'])).split('\n').filter(Boolean);
+      const head = lines.shift()?.split('\t');
+      if (!head || head.length < 3) return undefined;
+      // head[0] is the private key: dropped here
+      return {
+        publicKey: head[1] ?? '', listenPort: Number(head[2]),
+        peers: lines.map((l) => {
+          const f = l.split('\t');
+          return {
+            publicKey: f[0] ?? '', endpoint: f[2] === '(none)' ? '' : f[2] ?? '', allowedIps: !f[3] || f[3] === '(none)' ? [] : f[3].split(','),
+            latestHandshake: Number(f[4] ?? 0), rxBytes: Number(f[5] ?? 0), txBytes: Number(f[6] ?? 0),
+          };
+        }),
+      };
+    },
+    pid: () => (mode === 'userspace' ? readPidFile(pidFile) : undefined),
+    async remove() {
+      const p = readPidFile(pidFile);
+      if (p && isAlive(p, 'wireguard-go')) await killPids([p], { timeoutMs: 2000 });
+      if (await linkExists()) await run('ip', ['link', 'delete', 'dev', ifname]);
+    },
+  };
+}

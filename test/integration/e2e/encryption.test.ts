@@ -1,0 +1,282 @@
+/**
+ * Transparent encryption between nodes with WireGuard (`membrane up --nodes 2 --encryption
+ * wireguard --encryption-strict`), watched from the underlay: a pod on node1 POSTs a unique marker
+ * to a pod on node2 while tcpdump captures node1's underlay port. Without encryption (a first lab)
+ * the marker is on the wire; with it the marker never is and every packet between the nodes is
+ * UDP 51871. Then: keys (0600, published, never served), the status line, strict mode dropping
+ * with UNENCRYPTED_TRAFFIC while the peer has no key and passing once it has, a key rotation
+ * under a long TCP connection, wireguard-go killed under strict mode, and policy, L7, DNS and a
+ * ClusterIP Service across the encrypted nodes.
+ */
+import { skipUnless } from '../../support/requirements.ts';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { TestLab, REPO } from '../support/lab.ts';
+import { captureUnderlay } from '../support/underlay-capture.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
+
+const skip = skipUnless('root', 'etcd', 'wireguard');
+const NS = 'wg';
+// the full pid: other suites take down every lab whose name ends in a pid that is not running
+const plain = new TestLab(`wgp${process.pid}`);
+const lab = new TestLab(`wge${process.pid}`);
+// Relay on any free port: labs of other suites may run side by side
+for (const l of [plain, lab]) Object.assign(l.env, { MEMBRANE_HUBBLE_RELAY_PORT: '0' });
+
+const pods = [
+  { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+  { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'client', namespace: NS, labels: { app: 'client' } }, spec: { nodeName: 'node1', containers: [{ name: 'c', image: 'curlimages/curl' }] } },
+  { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'intruder', namespace: NS, labels: { app: 'intruder' } }, spec: { nodeName: 'node1', containers: [{ name: 'c', image: 'curlimages/curl' }] } },
+  {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'server', namespace: NS, labels: { app: 'server' } },
+    spec: { nodeName: 'node2', containers: [{ name: 'c', image: 'ealen/echo-server', ports: [{ containerPort: 8080, protocol: 'TCP' }] }] },
+  },
+];
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { last = e; }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function upWithPods(l: TestLab, flags: string[]): Promise<Record<string, string>> {
+  // WireGuard is built for native routing (tunnel mode with encryption is refused: CONFIG_UNSUPPORTED)
+  await l.ok(['up', '--nodes', '2', '--routing-mode', 'native', ...flags], { timeoutMs: 240_000 });
+  await l.apply(pods);
+  return until('pods running with addresses', async () => {
+    const ips = await l.podIPs();
+    return ['client', 'intruder', 'server'].every((p) => ips[`${NS}/${p}`]) ? ips : undefined;
+  }, 90_000);
+}
+
+/** POST `marker` from the client (node1) to the server (node2); the HTTP status. */
+async function post(l: TestLab, serverIp: string, marker: string, path = '/', timeoutS = 4): Promise<string> {
+  const r = await l.exec(NS, 'client', ['curl', '-s', '-m', String(timeoutS), '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '--data-binary', marker, `http://${serverIp}:8080${path}`], 30_000);
+  return r.stdout.trim();
+}
+
+async function capturedPost(l: TestLab, serverIp: string, marker: string) {
+  const cap = await captureUnderlay(l.name, 1, join(await l.dir, `cap-${Date.now()}.pcap`));
+  const code = await post(l, serverIp, marker);
+  const r = await cap.stop();
+  return { code, ...r, marker: r.raw.includes(Buffer.from(marker)) };
+}
+
+function etcdctl(l: TestLab, args: string[]): string {
+  return execFileSync('etcdctl', ['--endpoints', 'unix://etcd.sock:0', ...args], { cwd: join(l.paths.stateDir, 'etcd'), env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+}
+
+interface EncStatus { publicKey: string; up: boolean; implementation: string; peers: { node: string; publicKey: string; allowedIps: string[] }[] }
+const encStatus = (l: TestLab, node: string) => callAgent<EncStatus>(l.paths.agentSocket(node), 'GET', '/v1/encryption');
+
+let ip: Record<string, string> = {};
+let plainResult: { code: string; marker: boolean; tcp8080: boolean } | undefined;
+
+before(async () => {
+  if (skip) return;
+  // the control: the same lab without encryption, so the capture can see a marker at all
+  try {
+    const pips = await upWithPods(plain, []);
+    const marker = `PLAIN-MARKER-${process.pid}-${Date.now()}`;
+    const c = await capturedPost(plain, pips[`${NS}/server`]!, marker);
+    plainResult = { code: c.code, marker: c.marker, tcp8080: c.packets.some((p) => p.proto === 6 && (p.dport === 8080 || p.sport === 8080)) };
+  } finally {
+    await plain.down();
+  }
+  ip = await upWithPods(lab, ['--encryption', 'wireguard', '--encryption-strict']);
+});
+after(async () => { await lab.down(); await plain.down(); });
+
+test('without encryption the underlay capture sees the marker (the capture can fail the encrypted case)', { skip }, () => {
+  assert.deepEqual(plainResult, { code: '200', marker: true, tcp8080: true });
+});
+
+test('with encryption the marker never reaches the underlay: only UDP 51871 between the nodes', { skip }, async () => {
+  const marker = `WG-MARKER-${process.pid}-${Date.now()}`;
+  const c = await capturedPost(lab, ip[`${NS}/server`]!, marker);
+  assert.equal(c.code, '200');
+  assert.equal(c.marker, false, 'the marker crossed the underlay in plain text');
+  const between = c.packets.filter((p) => p.src.startsWith('192.0.2.') || p.dst.startsWith('192.0.2.') || p.src.startsWith('10.244.') || p.dst.startsWith('10.244.'));
+  assert.ok(between.length >= 6, `packets seen: ${between.length} of ${c.packets.length} (${c.raw.length} bytes captured): ${c.tcpdump}`);
+  for (const p of between) {
+    assert.equal(p.proto, 17, `not UDP: ${JSON.stringify(p)}`);
+    if (!p.fragment) assert.ok(p.sport === 51871 && p.dport === 51871, `not WireGuard's port: ${JSON.stringify(p)}`);
+    assert.ok(p.src.startsWith('192.0.2.') && p.dst.startsWith('192.0.2.'), `not between node addresses: ${JSON.stringify(p)}`);
+  }
+});
+
+test('keys: private 0600 in the state dir and never served or logged; public keys in the kvstore, status and get nodes', { skip }, async () => {
+  const keys: Record<string, string> = {};
+  for (const node of ['node1', 'node2']) {
+    const file = join(lab.paths.nodeDir(node), 'wireguard', 'cilium_wg0.key');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const priv = readFileSync(file, 'utf8').trim();
+    const st = await encStatus(lab, node);
+    assert.equal(st.implementation, 'userspace'); // these kernels have no WireGuard module
+    assert.equal(st.up, true);
+    keys[node] = st.publicKey;
+    const pub = execFileSync('wg', ['pubkey'], { input: `${priv}\n`, encoding: 'utf8' }).trim();
+    assert.equal(pub, st.publicKey);
+    for (const text of [JSON.stringify(st), await lab.ok(['status', '--node', node]), readFileSync(lab.paths.agentLog(node), 'utf8'), await lab.ok(['get', 'nodes', '-o', 'json'])]) {
+      assert.ok(!text.includes(priv), 'the private key leaked');
+    }
+    const entry = JSON.parse(etcdctl(lab, ['get', `cilium/state/nodes/v1/default/${node}`, '--print-value-only'])) as { WireguardPubKey: string };
+    assert.equal(entry.WireguardPubKey, st.publicKey);
+  }
+  const st1 = await lab.ok(['status', '--node', 'node1']);
+  const esc = keys.node1!.replace(/[+/]/g, (c) => `\\${c}`);
+  assert.match(st1, new RegExp(`Encryption:\\s+Wireguard\\s+\\[NodeEncryption: Disabled, cilium_wg0 \\(Pubkey: ${esc}, Port: 51871, Peers: 1\\)\\]`));
+  const wide = await lab.ok(['get', 'nodes', '-o', 'wide']);
+  assert.match(wide, /WIREGUARD-PUBKEY/);
+  for (const [node, key] of Object.entries(keys)) assert.ok(wide.split('\n').some((l) => l.startsWith(node) && l.includes(key)), wide);
+  const peers = (await encStatus(lab, 'node1')).peers;
+  assert.deepEqual(peers.map((p) => ({ node: p.node, publicKey: p.publicKey, allowedIps: p.allowedIps })), [{ node: 'node2', publicKey: keys.node2, allowedIps: ['10.244.2.0/24'] }]);
+});
+
+test('strict mode: while node2 has no key its pod traffic is dropped (UNENCRYPTED_TRAFFIC, flow, metrics); with a key it passes', { skip }, async () => {
+  const key = 'cilium/state/nodes/v1/default/node2';
+  const entry = JSON.parse(etcdctl(lab, ['get', key, '--print-value-only'])) as Record<string, unknown>;
+  const since = new Date().toISOString();
+  etcdctl(lab, ['put', '--ignore-lease', key, JSON.stringify({ ...entry, WireguardPubKey: '' })]);
+  await until('node1 drops the peer', async () => (await encStatus(lab, 'node1')).peers.length === 0, 5000);
+  const marker = `STRICT-MARKER-${process.pid}-${Date.now()}`;
+  const c = await capturedPost(lab, ip[`${NS}/server`]!, marker);
+  assert.equal(c.code, '000', 'the request must not get through');
+  assert.equal(c.marker, false, 'strict mode leaked the marker');
+  assert.ok(!c.packets.some((p) => p.proto === 6), 'a TCP packet left node1 in plain text');
+  const flows = await lab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC'));
+  const drop = flows.find((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC');
+  assert.ok(drop, JSON.stringify(flows.slice(-3)));
+  assert.equal(drop.source?.pod_name, 'client');
+  assert.equal(drop.destination?.pod_name, 'server');
+  assert.equal(drop.traffic_direction, 'EGRESS');
+  const m = execFileSync('ip', ['netns', 'exec', `${lab.name}-node1`, 'curl', '-s', 'http://127.0.0.1:9962/metrics'], { encoding: 'utf8' });
+  assert.match(m, /cilium_drop_count_total\{reason="Traffic is unencrypted",direction="EGRESS"\} [1-9]/);
+  // node2 publishes a key again (a rotation rewrites its entry): peers and routes follow within 5 s
+  await lab.ok(['node', 'rotate-key', 'node2']);
+  const t0 = Date.now();
+  await until('node1 has node2 as a peer again', async () => (await encStatus(lab, 'node1')).peers.length === 1, 5000);
+  assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+  const ok = await capturedPost(lab, ip[`${NS}/server`]!, `${marker}-2`);
+  assert.equal(ok.code, '200');
+  assert.equal(ok.marker, false);
+});
+
+test('key rotation on both nodes keeps a long TCP connection alive', { skip }, async () => {
+  // a TCP echo in the server pod, and a client that sends a numbered line every 50 ms over one connection
+  const server = lab.spawnIn(NS, 'server', [join(REPO, 'bin/node'), '-e',
+    "require('net').createServer((s)=>s.pipe(s)).listen(9100,()=>console.log('listening'))"]);
+  try {
+    await until('echo listening', async () => (await lab.probe(NS, 'client', [`${ip[`${NS}/server`]}:9100/tcp`]))[`${ip[`${NS}/server`]}:9100/tcp`]);
+    const client = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), '-e', [
+      "const s=require('net').connect(9100,process.argv[1]);let n=0,got='';",
+      "s.on('connect',()=>{const t=setInterval(()=>{s.write(`line ${n++}\\n`);if(n>=200){clearInterval(t);setTimeout(()=>s.end(),1500);}},50);});",
+      "s.on('data',(d)=>got+=d);s.on('error',(e)=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});",
+      "s.on('close',()=>{console.log(JSON.stringify({sent:n,lines:got.split('\\n').filter(Boolean).length,ordered:got===Array.from({length:n},(_,i)=>`line ${i}\\n`).join('')}));});",
+    ].join(''), ip[`${NS}/server`]!]);
+    let out = '';
+    client.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
+    const done = new Promise((r) => client.on('exit', r));
+    await new Promise((r) => setTimeout(r, 2000));
+    const before1 = (await encStatus(lab, 'node1')).publicKey;
+    await lab.ok(['node', 'rotate-key', 'node1']);
+    await new Promise((r) => setTimeout(r, 2000));
+    await lab.ok(['node', 'rotate-key', 'node2']);
+    await done;
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { sent: number; lines: number; ordered: boolean; error?: string };
+    assert.deepEqual(r, { sent: 200, lines: 200, ordered: true });
+    const after1 = await encStatus(lab, 'node1');
+    assert.notEqual(after1.publicKey, before1);
+    assert.equal(after1.peers.length, 1);
+  } finally {
+    server.kill();
+  }
+});
+
+test('wireguard-go killed under strict mode: nothing leaks meanwhile, the agent restarts it with the same key', { skip }, async () => {
+  const node1 = await encStatus(lab, 'node1');
+  const pidFile = join(lab.paths.nodeDir('node1'), 'wireguard', 'wireguard-go.pid');
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  const marker = `KILL-MARKER-${process.pid}-${Date.now()}`;
+  const cap = await captureUnderlay(lab.name, 1, join(await lab.dir, 'kill.pcap'));
+  process.kill(pid, 'SIGKILL');
+  // traffic while the device is gone, and until it is back
+  const codes: string[] = [];
+  const t0 = Date.now();
+  while (Date.now() - t0 < 4000) codes.push(await post(lab, ip[`${NS}/server`]!, marker, '/', 1));
+  const r = await cap.stop();
+  assert.equal(r.raw.includes(Buffer.from(marker)), false, 'the marker crossed the underlay in plain text');
+  assert.ok(!r.packets.some((p) => p.proto === 6), 'a TCP packet left node1 in plain text');
+  const now = await until('cilium_wg0 back up', async () => { const s = await encStatus(lab, 'node1'); return s.up && s.peers.length === 1 ? s : undefined; }, 10_000);
+  assert.equal(now.publicKey, node1.publicKey);
+  assert.notEqual(Number(readFileSync(pidFile, 'utf8')), pid);
+  assert.match(readFileSync(lab.paths.agentLog('node1'), 'utf8'), /WireGuard device was gone: recreated with the same key/);
+  assert.equal(await post(lab, ip[`${NS}/server`]!, `${marker}-after`), '200', `codes while down: ${codes.join(',')}`);
+});
+
+test('a node joining and leaving: peers follow within 5 s; routes the lab rewrote go back through the tunnel', { skip }, async () => {
+  // `membrane up --nodes 3` on the running lab adds node3 (and rewrites every node's plain underlay routes)
+  await lab.ok(['up', '--nodes', '3', '--routing-mode', 'native', '--encryption', 'wireguard', '--encryption-strict', '-q'], { timeoutMs: 240_000 });
+  const key3 = 'cilium/state/nodes/v1/default/node3';
+  const joined = await until('node3 in etcd with a key', async () => {
+    const v = etcdctl(lab, ['get', key3, '--print-value-only']).trim();
+    return v && (JSON.parse(v) as { WireguardPubKey?: string }).WireguardPubKey ? Date.now() : undefined;
+  }, 60_000);
+  await until('node1 peers with node3', async () => (await encStatus(lab, 'node1')).peers.some((p) => p.node === 'node3'), 5000);
+  assert.ok(Date.now() - joined < 5000, `${Date.now() - joined} ms after node3's key appeared`);
+  await until('node1 routes node2 and node3 pods through cilium_wg0', async () => {
+    const r = execFileSync('ip', ['netns', 'exec', `${lab.name}-node1`, 'ip', 'route', 'show', 'dev', 'cilium_wg0'], { encoding: 'utf8' });
+    return r.includes('10.244.2.0/24') && r.includes('10.244.3.0/24');
+  }, 5000);
+  assert.equal(await post(lab, ip[`${NS}/server`]!, 'after-join'), '200');
+  // node3 leaves: its agent stops and its entry goes (what its lease expiring does, without the wait)
+  const pid = Number(readFileSync(lab.paths.agentPidFile('node3'), 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  await until('node3 agent gone', async () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 20_000);
+  const left = Date.now();
+  etcdctl(lab, ['del', key3]);
+  // peers are named from the nodes the agent knows: the device's own peer list must shrink
+  await until('node1 drops node3', async () => (await encStatus(lab, 'node1')).peers.length === 1, 5000);
+  assert.ok(Date.now() - left < 5000);
+  assert.deepEqual((await encStatus(lab, 'node1')).peers.map((p) => p.node), ['node2']);
+});
+
+test('policy, an L7 HTTP rule, DNS and a ClusterIP Service across the encrypted nodes', { skip }, async () => {
+  await lab.apply([
+    {
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'server-l7', namespace: NS },
+      spec: {
+        endpointSelector: { matchLabels: { app: 'server' } },
+        ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/allowed' }] } }] }],
+      },
+    },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: NS }, spec: { selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] } },
+  ]);
+  const get = async (pod: string, url: string) => (await lab.exec(NS, pod, ['curl', '-s', '-m', '4', '-o', '/dev/null', '-w', '%{http_code}', url])).stdout.trim();
+  const srv = ip[`${NS}/server`]!;
+  await until('node2 enforces the L7 rule', async () => (await get('client', `http://${srv}:8080/denied`)) === '403');
+  assert.equal(await get('client', `http://${srv}:8080/allowed`), '200');
+  assert.equal(await get('client', `http://${srv}:8080/denied`), '403');
+  assert.equal(await get('intruder', `http://${srv}:8080/allowed`), '000');
+  // the Service by name: DNS from node1's lab DNS, ClusterIP translated on node1, then the tunnel
+  assert.equal(await get('client', `http://server.${NS}.svc.cluster.local/allowed`), '200');
+  // DNS from node2: its query to the kube-dns ClusterIP crosses the tunnel to the DNS pod on node1
+  const dig = await lab.exec(NS, 'server', ['dig', '+short', '+time=3', '+tries=2', `server.${NS}.svc.cluster.local`]);
+  assert.match(dig.stdout.trim(), /^10\.96\.\d+\.\d+$/, dig.stderr);
+  const since = new Date(Date.now() - 60_000).toISOString();
+  const flows = await lab.waitFlows(['--node', 'node2', '--since', since, '--last', '500'],
+    (fs) => fs.some((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder') && fs.some((f) => f.Type === 'L7'));
+  const denied = flows.find((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder');
+  assert.ok(denied, 'node2 names the intruder (identity from its ipcache, by the source address WireGuard kept)');
+  assert.ok(flows.some((f) => f.Type === 'L7' && f.verdict === 'DROPPED'), 'the L7 denial is a flow on node2');
+});
