@@ -4,7 +4,7 @@
  * metrics and a flow ring, as in the agent, forwarding to a fixed origin.
  */
 import { createHttpProxy, type HttpFilterChain } from '../src/proxy/http/proxy.ts';
-import { createFlowBuilder } from '../src/proxy/http/flows.ts';
+import { createL7Parser } from '../src/hubble/l7/parser.ts';
 import { FlowRing } from '../src/hubble/ring.ts';
 import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
 import '../src/hubble/metrics/http.ts';
@@ -30,7 +30,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   // endpoint label arrays are the agent's records (stable objects), as in production
   const clientLabels = ['k8s:app=client'];
   const resolver: BenchResolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: clientLabels }), identityLabels: () => o.remote.labels };
-  const build = createFlowBuilder({ nodeName: 'bench', resolver });
+  const build = createL7Parser({ nodeName: 'bench', resolver });
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');
   const sink = (f: Flow, timeMs: number) => { metrics.process(f); ring.pushFlow(f, timeMs); };

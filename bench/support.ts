@@ -1,5 +1,7 @@
 /** Helpers shared by the benchmarks: processes pinned to a CPU, started and tracked for cleanup. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /**
  * Starts `cmd` pinned to `cpu` (taskset) and adds it to `children` (the caller kills them all at
@@ -17,4 +19,63 @@ export function startPinned(children: ChildProcess[], cpu: number, cmd: string, 
     c.stderr!.on('data', on);
     c.once('exit', (code) => { clearTimeout(t); rej(new Error(`${cmd} exited ${code}: ${out}`)); });
   });
+}
+
+/** The middle value (the upper one of an even count). */
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** CPU time (user + system) of a process so far, µs (/proc/PID/stat, clock ticks of 10 ms). */
+export function cpuUs(pid: number | undefined): number {
+  if (!pid) return 0;
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10_000;
+}
+
+/** wrk's `12.5us` / `1.2ms` / `2s` in ms. */
+function ms(v: string): number {
+  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
+  if (!m) return NaN;
+  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+}
+
+export interface WrkResult { rps: number; p50: number; p99: number; requests: number; errors: number }
+
+/** What a `wrk --latency` run printed: req/s, p50/p99 (ms), requests, errors (non-2xx/3xx, connect, write, timeout). */
+export function parseWrk(out: string): WrkResult {
+  const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    rps: Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]),
+    p50: ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? ''),
+    p99: ms(/\n\s+99%\s+(\S+)/.exec(out)?.[1] ?? ''),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+    errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0),
+  };
+}
+
+/** A one-thread HAProxy configuration file in `dir`: `defaults` for HTTP keep-alive unless `tcp`. */
+export function haproxyCfg(dir: string, name: string, body: string, opts: { tcp?: boolean; global?: string } = {}): string {
+  const f = join(dir, `${name}.cfg`);
+  const defaults = opts.tcp ? '' : '  mode http\n';
+  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\n${opts.global ?? ''}defaults\n${defaults}  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${opts.tcp ? '' : '  option http-keep-alive\n'}${body}`);
+  return f;
+}
+
+/**
+ * Prints a result section (`lines`, starting with its `## name` heading) and, with `append`,
+ * writes it into bench/RESULTS.md: replacing that section when there is one, else at the end.
+ */
+export function reportResults(lines: readonly string[], append: boolean | undefined): void {
+  const text = lines.join('\n');
+  console.log(text);
+  if (!append) return;
+  const heading = lines[0]!;
+  const file = join(import.meta.dirname, 'RESULTS.md');
+  const old = readFileSync(file, 'utf8');
+  const i = old.indexOf(`\n${heading}\n`);
+  if (i >= 0) {
+    const j = old.indexOf('\n## ', i + heading.length);
+    writeFileSync(file, old.slice(0, i + 1) + text + (j >= 0 ? old.slice(j) : ''));
+  } else appendFileSync(file, `\n${text}`);
 }

@@ -18,7 +18,7 @@ import { dirname, join, relative, resolve } from 'node:path';
  * The layer table: folder of src/ → the folders it may import. Read bottom-up, it is the order
  * data flows in (DESIGN.md §4b):
  *
- *   common, sys ─ api, labels ─ kvstore ─ identity, ipcache ─ policy, fqdn ─ datapath ─ hubble ─ proxy
+ *   common, sys ─ api, labels ─ kvstore ─ identity, ipcache ─ policy, fqdn ─ datapath ─ hubble | proxy
  *     ─ agent ─ lab | cni | relay ─ ui ─ cli
  *
  * Folders of one rank import each other in one direction only (labels → api, identity → ipcache,
@@ -36,7 +36,8 @@ export const LAYERS: Readonly<Record<string, readonly string[]>> = {
   policy: ['common', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'fqdn'],
   datapath: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn'],
   hubble: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath'],
-  proxy: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble'],
+  // the proxies emit access records (common/access-log.ts); Hubble's L7 parser makes them flows
+  proxy: ['common', 'sys', 'api', 'labels', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath'],
   agent: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy'],
   lab: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
   cni: ['common', 'sys', 'api', 'labels', 'kvstore', 'ipcache', 'identity', 'policy', 'fqdn', 'datapath', 'hubble', 'proxy', 'agent'],
@@ -51,6 +52,10 @@ export const LAYERS: Readonly<Record<string, readonly string[]>> = {
  * files that a later phase restructures may stand here, each with a TODO(phase B).
  */
 export const LAYER_EXCEPTIONS: readonly { file: string; to: string; why: string }[] = [
+  {
+    file: 'src/proxy/http/otlp.ts', to: 'hubble',
+    why: 'the OTLP protobuf code is generated into src/hubble/gen by the one `buf generate` run; TODO(phase B): generate it beside the exporter',
+  },
 ];
 
 // Turned on by the steps that move configuration into one object and list every code.

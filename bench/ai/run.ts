@@ -14,11 +14,11 @@
  * With --append the result table and the command go to bench/RESULTS.md under `## ai`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startPinned } from '../support.ts';
+import { cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '3' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -28,6 +28,7 @@ const ORIGIN = 18280, PLAIN = 18281, AI = 18282;
 const dir = mkdtempSync(join(tmpdir(), 'bench-ai-'));
 const children: ChildProcess[] = [];
 const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(', ');
+const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
 // a 4 KiB chat request: a system prompt and a user message padded to 4096 bytes in all
@@ -44,37 +45,12 @@ const ANSWER = JSON.stringify({
 const lua = join(dir, 'chat.lua');
 writeFileSync(lua, `wrk.method = "POST"\nwrk.headers["Host"] = "api.openai.com"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[${BODY}]]\n`);
 
-function haproxyCfg(name: string, body: string): string {
-  const f = join(dir, `${name}.cfg`);
-  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n${body}`);
-  return f;
-}
-
-interface Wrk { rps: number; p50: number; p99: number; errors: number; requests: number; cpuUs: number }
-/** CPU time (user + system) of a process so far, µs (/proc/PID/stat, clock ticks of 10 ms). */
-function cpuUs(pid: number | undefined): number {
-  if (!pid) return 0;
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) * 10_000;
-}
-function ms(v: string): number {
-  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
-}
+interface Wrk extends WrkResult { cpuUs: number }
 function wrk(port: number, conns: number, pid?: number): Wrk {
   const cpu0 = cpuUs(pid);
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${SECS}s`, '--latency', '-s', lua, `http://127.0.0.1:${port}/v1/chat/completions`]).toString();
-  const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
-  const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const p99 = ms(/\n\s+99%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  return { rps, p50, p99, requests, cpuUs: cpuUs(pid) - cpu0, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+  return { ...parseWrk(out), cpuUs: cpuUs(pid) - cpu0 };
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type application/json string '${ANSWER}'\n`)]);
@@ -125,16 +101,7 @@ try {
     `Origin alone: ${m('origin', 'ka', 'rps').toFixed(0)} req/s keep-alive, p50 ${o50.toFixed(3)} ms at one connection (added p50 over the origin: plain ${(p50P - o50).toFixed(3)} ms, AI ${(p50A - o50).toFixed(3)} ms). ` +
     `Errors (non-2xx, socket): plain ${errs('plain')}, AI ${errs('ai')}. Tokens charged by the AI proxy in the run: ${charged} (1031 per request).`, '',
   ];
-  console.log(lines.join('\n'));
-  if (values.append) {
-    const file = join(REPO, 'bench/RESULTS.md');
-    const text = readFileSync(file, 'utf8');
-    const i = text.indexOf('\n## ai\n');
-    if (i >= 0) {
-      const j = text.indexOf('\n## ', i + 5);
-      writeFileSync(file, text.slice(0, i + 1) + lines.join('\n') + (j >= 0 ? text.slice(j) : ''));
-    } else appendFileSync(file, `\n${lines.join('\n')}`);
-  }
+  reportResults(lines, values.append);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });

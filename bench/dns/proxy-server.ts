@@ -8,6 +8,10 @@
  */
 import { parseArgs } from 'node:util';
 import { createDNSProxy } from '../../src/proxy/dns/proxy.ts';
+import { createL7Parser } from '../../src/hubble/l7/parser.ts';
+
+// the records become flows as the agent makes them (Hubble's L7 parser)
+const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '18553' }, upstream: { type: 'string', default: '127.0.0.2' } } });
 const PORT = Number(values.port);
@@ -21,7 +25,7 @@ const proxy = createDNSProxy({
   peerOf: () => ({ identity: 256 }),
   decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.bench.lab.'),
   onAnswer: () => null,
-  emit: () => { flows++; },
+  emit: (rec) => { parseL7(rec); flows++; },
 });
 await proxy.start();
 const memMs = Number(process.env.MEMBRANE_BENCH_MEM_MS ?? 0);

@@ -11,11 +11,11 @@
  * With --append the result table and the command go to bench/RESULTS.md under `## http`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startPinned } from '../support.ts';
+import { haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -26,30 +26,14 @@ const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
 const dir = mkdtempSync(join(tmpdir(), 'bench-http-'));
 const children: ChildProcess[] = [];
 
+const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
-function haproxyCfg(name: string, body: string): string {
-  const f = join(dir, `${name}.cfg`);
-  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n${body}`);
-  return f;
-}
-
-interface Wrk { rps: number; p50: number; p99: number; errors: number }
-function ms(v: string): number {
-  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
-}
+type Wrk = WrkResult;
 function wrk(port: number, conns: number, extra: string[] = []): Wrk {
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${SECS}s`, '--latency', ...extra, `http://127.0.0.1:${port}${PATH}`]).toString();
-  const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
-  const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const p99 = ms(/\n\s+99%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return { rps, p50, p99, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+  return parseWrk(out);
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
@@ -95,16 +79,7 @@ try {
     `Origin alone: ${m('origin', 'ka', 'rps').toFixed(0)} req/s keep-alive, p50 ${o50.toFixed(3)} ms / p99 ${o99.toFixed(3)} ms at one connection. ` +
     `Errors (non-2xx, socket): HAProxy ${errs('haproxy')}, membrane ${errs('membrane')}.`, '',
   ];
-  console.log(lines.join('\n'));
-  if (values.append) {
-    const file = join(REPO, 'bench/RESULTS.md');
-    const text = readFileSync(file, 'utf8');
-    const i = text.indexOf('\n## http\n');
-    if (i >= 0) {
-      const j = text.indexOf('\n## ', i + 5);
-      writeFileSync(file, text.slice(0, i + 1) + lines.join('\n') + (j >= 0 ? text.slice(j) : ''));
-    } else appendFileSync(file, `\n${lines.join('\n')}`);
-  }
+  reportResults(lines, values.append);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });

@@ -10,7 +10,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createTlsFlowBuilder } from '../../src/proxy/tls/flows.ts';
+import { createL7Parser } from '../../src/hubble/l7/parser.ts';
+import type { TlsAccessRecord } from '../../src/common/access-log.ts';
 import { createSniFilter } from '../../src/proxy/tls/sni-filter.ts';
 import { createInterceptFilter } from '../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../src/proxy/tls/secrets.ts';
@@ -36,8 +37,8 @@ secrets.set('default', 'origin-ca', { 'ca.crt': readFileSync(join(dir, 'ca.crt')
 await startBenchProxy({
   port: Number(values.port), origin: Number(values.origin), policy, remote: { identity: 2, labels: ['reserved:world'] },
   configure(chain, sink, resolver) {
-    const buildTls = createTlsFlowBuilder({ nodeName: 'bench', resolver });
-    const onRecord = (r: Parameters<typeof buildTls>[0]) => sink(buildTls(r), r.timeMs);
+    const buildTls = createL7Parser({ nodeName: 'bench', resolver });
+    const onRecord = (r: TlsAccessRecord) => sink(buildTls(r), r.timeMs);
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },
 });

@@ -15,11 +15,11 @@
  * With --append the result table and the command go to bench/RESULTS.md under `## tls`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startPinned } from '../support.ts';
+import { cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -43,41 +43,18 @@ function ca(name: string): void {
   writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
 }
 
+const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body, { tcp: true, global: '  tune.ssl.default-dh-param 2048\n' });
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
-function haproxyCfg(name: string, body: string): string {
-  const f = join(dir, `${name}.cfg`);
-  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\n  tune.ssl.default-dh-param 2048\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}`);
-  return f;
-}
-
-interface Wrk { rps: number; p50: number; errors: number; requests: number; cpuUs: number }
-/** CPU time (user + system) of a process so far, µs (/proc/PID/stat, clock ticks of 10 ms). */
-function cpuUs(pid: number | undefined): number {
-  if (!pid) return 0;
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) * 10_000;
-}
-function ms(v: string): number {
-  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
-}
+interface Wrk extends WrkResult { cpuUs: number }
 // wrk sends the URL's host as SNI; this resolves it to loopback (no /etc/hosts change)
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 function wrk(port: number, conns: number, close: boolean, secs = SECS, pid?: number): Wrk {
   const cpu0 = cpuUs(pid);
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', LUA, ...(close ? ['-H', 'Connection: close'] : []), `https://${NAME}:${port}/v1/models`]).toString();
-  const rps = Number(/Requests\/sec:\s+([0-9.]+)/.exec(out)?.[1]);
-  const p50 = ms(/\n\s+50%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const nonOk = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  return { rps, p50, requests, cpuUs: cpuUs(pid) - cpu0, errors: nonOk + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) : 0) };
+  return { ...parseWrk(out), cpuUs: cpuUs(pid) - cpu0 };
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   ca('ca'); // the origin's CA
@@ -130,16 +107,7 @@ try {
     `intercepted keep-alive HAProxy ${m('hKa', 'p50').toFixed(2)} ms / membrane ${m('mKa', 'p50').toFixed(2)} ms. ` +
     `Errors (non-2xx, socket): HAProxy ${errs(['hSni', 'hKa', 'hNew'])}, membrane ${errs(['mSni', 'mKa', 'mNew'])}.`, '',
   ];
-  console.log(lines.join('\n'));
-  if (values.append) {
-    const file = join(REPO, 'bench/RESULTS.md');
-    const text = readFileSync(file, 'utf8');
-    const i = text.indexOf('\n## tls\n');
-    if (i >= 0) {
-      const j = text.indexOf('\n## ', i + 5);
-      writeFileSync(file, text.slice(0, i + 1) + lines.join('\n') + (j >= 0 ? text.slice(j) : ''));
-    } else appendFileSync(file, `\n${lines.join('\n')}`);
-  }
+  reportResults(lines, values.append);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });

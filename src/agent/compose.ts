@@ -37,6 +37,8 @@ import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
 import { createAINode } from '../proxy/ai/node.ts';
+import { createL7Parser } from '../hubble/l7/parser.ts';
+import type { AccessLogRecord } from '../common/access-log.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -127,8 +129,16 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
   const nodeAddrs = [...provider.nodeAddresses];
+  // The proxies' access records become L7 flows here (Hubble's seven parser). Their endpoints are
+  // this node's (the proxies judge local endpoints' traffic); other addresses get their identity's labels.
+  const endpointByIp = (ip: string) => {
+    const ep = agentRef?.endpointTable().byIp(ip);
+    return ep ? resolved(ep) : undefined;
+  };
+  const parseL7 = createL7Parser({ nodeName: node, resolver: { byIp: endpointByIp, identityLabels: (id) => policy.identityLabels(id) } });
+  const emitRecord = (rec: AccessLogRecord) => hubble.ingestFlow(parseL7(rec));
   const dns = createNodeDNS({
-    node, pinRoot: paths.pinRoot(node), cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, hubble, logger,
+    node, pinRoot: paths.pinRoot(node), cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, emitRecord, logger,
     endpoints: {
       byIp: (ip) => { const ep = agentRef?.endpointTable().byIp(ip); return ep ? resolved(ep) : undefined; },
       has: (id) => !!agentRef?.endpointTable().byId(id),
@@ -154,14 +164,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
   const proxyDeps = {
     nodeName: node, setProxyListener: (slot: number, fd: number | null) => datapath.setProxyListener(slot, fd),
-    endpointByIp(ip: string) {
-      const ep = agentRef?.endpointTable().byIp(ip);
-      return ep ? resolved(ep) : undefined;
-    },
+    endpointByIp,
     identityOfOther: (ip: string) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
-    identityLabels: (id: number) => policy.identityLabels(id),
     mapState: (id: number) => policy.mapState(id), revision: () => policy.revision(),
-    ingestFlow: (f: import('../hubble/gen/flow/flow_pb.js').Flow) => hubble.ingestFlow(f), resources: () => agentRef?.resources,
+    emitRecord, resources: () => agentRef?.resources,
     ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}), otel: config.otel,
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).

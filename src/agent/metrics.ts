@@ -24,15 +24,15 @@
  *   cilium_proxy_redirects{protocol_l7}         policy entries that redirect to a proxy, per L7 parser
  *   cilium_bpf_map_pressure{map_name}           fill ratio of each pinned hash/LRU/LPM map
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { readdirSync } from 'node:fs';
-import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { BpfMap, MapType } from '../sys/bpf.ts';
 import { TrafficDirection, Verdict, type Flow } from '../hubble/gen/flow/flow_pb.js';
 import { DROP_REASON_TEXT } from '../hubble/names.ts';
 import type { MapState } from '../policy/types.ts';
+import { metricsEndpoint } from '../common/metrics-endpoint.ts';
 
 export interface AgentMetricsDeps {
   policies(): Promise<number>;
@@ -147,24 +147,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
   for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
 
-  const handler = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
-    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: GET /metrics\n');
-      return;
-    }
-    registry.metrics().then((text) => {
-      res.writeHead(200, { 'content-type': registry.contentType });
-      res.end(text);
-    }, (e: Error) => {
-      res.writeHead(500, { 'content-type': 'text/plain' });
-      res.end(`${e.message}\n`);
-    });
-  };
-  const listen = (s: Server, ...args: unknown[]) => new Promise<Server>((resolve, reject) => {
-    s.once('error', reject);
-    (s.listen as (...a: unknown[]) => void)(...args, () => { s.removeListener('error', reject); resolve(s); });
-  });
+  const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: await registry.metrics() }));
   return {
     registry,
     observe(f, bytes = 0) {
@@ -186,18 +169,8 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
       }
     },
     policyChange: (outcome) => changes.inc({ outcome }),
-    serve: (port, host = '0.0.0.0') => listen(createServer(handler), port, host),
-    async serveUnix(path) {
-      await rm(path, { force: true });
-      const old = process.umask(0o077);
-      try {
-        const s = await listen(createServer(handler), path);
-        await chmod(path, 0o600);
-        return s;
-      } finally {
-        process.umask(old);
-      }
-    },
+    serve: endpoint.serve,
+    serveUnix: endpoint.serveUnix,
   };
 }
 

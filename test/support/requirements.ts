@@ -7,20 +7,23 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-export type Requirement = 'root' | 'clang' | 'etcd' | 'wireguard';
+export type Requirement = 'root' | 'clang' | 'etcd' | 'wireguard' | 'promtool';
+
+function runs(cmd: string): boolean {
+  try {
+    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const HAVE: Record<Requirement, () => boolean> = {
   root: () => process.getuid?.() === 0,
   etcd: () => existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
   wireguard: () => ['/usr/bin/wg', '/usr/bin/wireguard-go', '/usr/bin/tcpdump'].every((f) => existsSync(f)),
-  clang: () => {
-    try {
-      execFileSync('clang', ['--version'], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  clang: () => runs('clang'),
+  promtool: () => runs('promtool'),
 };
 
 const WHY: Record<Requirement, string> = {
@@ -28,6 +31,7 @@ const WHY: Record<Requirement, string> = {
   clang: 'needs clang (bash scripts/setup.sh installs it)',
   wireguard: 'needs wg, wireguard-go and tcpdump (wireguard-tools, wireguard-go, tcpdump: bash scripts/setup.sh installs them)',
   etcd: 'needs etcd and etcdctl (etcd-server, etcd-client: bash scripts/setup.sh installs them)',
+  promtool: 'needs promtool (bash scripts/setup.sh installs prometheus)',
 };
 
 /**

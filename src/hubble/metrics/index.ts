@@ -25,8 +25,8 @@
  * the agent's flow path: it must not throw (a throw is counted and swallowed) and should not
  * allocate more than the label values.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmod, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { metricsEndpoint } from '../../common/metrics-endpoint.ts';
 import { Counter, Registry, type RegistryContentType } from 'prom-client';
 import type { Flow } from '../gen/flow/flow_pb.js';
 import { contextLabelNames, contextLabelValues, MetricsConfigError, parseContext } from './context.ts';
@@ -210,24 +210,7 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
     if (opts.openMetrics && accept.includes('application/openmetrics-text')) return { contentType: OPENMETRICS_CONTENT_TYPE, body: text };
     return { contentType: PROMETHEUS_CONTENT_TYPE, body: openMetricsToPrometheus(text) };
   };
-  const handle = (req: IncomingMessage, res: ServerResponse) => {
-    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found: GET /metrics\n');
-      return;
-    }
-    render(req.headers.accept).then(({ contentType, body }) => {
-      res.writeHead(200, { 'content-type': contentType });
-      res.end(body);
-    }, (e: Error) => {
-      res.writeHead(500, { 'content-type': 'text/plain' });
-      res.end(`${e.message}\n`);
-    });
-  };
-  const listen = (s: Server, ...args: unknown[]) => new Promise<Server>((resolve, reject) => {
-    s.once('error', reject);
-    (s.listen as (...a: unknown[]) => void)(...args, () => { s.removeListener('error', reject); resolve(s); });
-  });
+  const endpoint = metricsEndpoint(render);
   return {
     registry, handlers, configErrors, openMetrics: om && !!opts.openMetrics,
     process(flow) {
@@ -264,20 +247,8 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
       return removed;
     },
     render,
-    serve(port, host = '0.0.0.0') {
-      return listen(createServer(handle), port, host);
-    },
-    async serveUnix(path) {
-      await rm(path, { force: true });
-      const old = process.umask(0o077);
-      try {
-        const s = await listen(createServer(handle), path);
-        await chmod(path, 0o600);
-        return s;
-      } finally {
-        process.umask(old);
-      }
-    },
+    serve: endpoint.serve,
+    serveUnix: endpoint.serveUnix,
     errors: () => errs,
   };
 }

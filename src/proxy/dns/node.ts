@@ -20,7 +20,7 @@ import { proxySlot, DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import type { DnsRejectResponseCode } from '../../common/config.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AgentPolicyEngine } from '../../policy/agent-engine.ts';
-import type { Hubble } from '../../hubble/index.ts';
+import type { AccessLogSink } from '../../common/access-log.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { parseIP, parsePrefix, prefixContainsIP, type Prefix } from '../../ipcache/prefix.ts';
@@ -47,7 +47,8 @@ export interface NodeDNSOptions {
   pinRoot: string;
   datapath: Datapath;
   policy: AgentPolicyEngine;
-  hubble: Hubble;
+  /** the DNS proxy's access records (the agent hands them to Hubble's L7 parser) */
+  emitRecord: AccessLogSink;
   logger: Logger;
   endpoints: DNSEndpoints;
   /** addresses of the node itself (host identity) */
@@ -209,7 +210,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     },
     upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),
     onAnswer: (epId, qname, ips, ttl) => nameManager.onDNSResponse(epId, qname, ips, ttl),
-    emit: (f) => o.hubble.ingestFlow(f),
+    emit: o.emitRecord,
     rejectResponseCode: o.rejectResponseCode ?? 'refused',
     transparent: setIpTransparent,
     // dnsProxyHold=0 (MEMBRANE_DNS_PROXY_HOLD=0) releases answers before the datapath has their

@@ -31,8 +31,7 @@ import { connect as netConnect, createServer as createTcpServer, type Server as 
 import { MembraneError } from '../../common/errors.ts';
 import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
-import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
-import { buildDNSFlow, type FlowPeer } from './flows.ts';
+import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
 import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../sys/udp-batch.ts';
 
@@ -57,7 +56,8 @@ export interface DNSProxyDeps {
   upstreamFor?(dst: string): string;
   /** IPs of an allowed answer; resolves once the datapath has them (null: already there). */
   onAnswer(endpointId: number, qname: string, ips: string[], ttl: number): Promise<void> | null;
-  emit(flow: Flow): void;
+  /** each query's and answer's access record (the agent hands them to Hubble's L7 parser) */
+  emit(rec: DnsAccessRecord): void;
   /** `tofqdns-dns-reject-response-code`: refused (default) or nameError. */
   rejectResponseCode?: 'refused' | 'nameError';
   /** Longest hold of an answer waiting for the datapath (ms, default 2000): then it is released. */
@@ -174,13 +174,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
   }
 
-  function peer(ip: string, p: number): FlowPeer {
+  function peer(ip: string, p: number): AccessPeer {
     const x = deps.peerOf(ip);
     return { ip, port: p, identity: x.identity, ...(x.endpoint ? { endpoint: x.endpoint } : {}), ...(x.labels ? { labels: x.labels } : {}) };
   }
 
-  function emit(f: Parameters<typeof buildDNSFlow>[0]): void {
-    try { deps.emit(buildDNSFlow(f)); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'flow'); }
+  function emit(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
+    try { deps.emit({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r }); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -251,7 +251,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (!q.ok) {
       st.malformed++;
       const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-      emit({ kind: 'request', client: client(), server: peer(dst ?? '0.0.0.0', 53), proto: 'UDP', query: '', qtypes: [], verdict: reply ? 'ERROR' : 'DROPPED', rcode: RCODE.FORMERR, nodeName: deps.nodeName });
+      emit({ type: 'request', client: client(), server: peer(dst ?? '0.0.0.0', 53), transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR });
       if (reply && dst) sendToClient(dst, clientIp, clientAddr, clientPort, reply, 0, reply.length, -1);
       else st.dropped++;
       return;
@@ -264,7 +264,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const server = peer(dst, 53);
     let allowed = false;
     try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
-    emit({ kind: 'request', client: client(), server, proto: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'FORWARDED' : 'DROPPED', ...(allowed ? {} : { rcode: reject }), nodeName: deps.nodeName });
+    emit({ type: 'request', client: client(), server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
     if (!allowed) {
       st.denied++;
       replyError(dst, clientIp, clientAddr, clientPort, msg, reject);
@@ -362,9 +362,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       const b = held ?? msg;
       sendToClient(p.dst, p.clientIp, p.clientAddr, p.clientPort, b, 0, b.length, p.clientId);
       emit({
-        kind: 'response', client: peer(p.clientIp, p.clientPort), server: peer(p.dst, 53), proto: 'UDP', query: p.qname, qtypes: p.qtypes,
-        verdict: 'FORWARDED', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-        rrtypes: facts?.rrtypes ?? [], latencyNs: latency, nodeName: deps.nodeName,
+        type: 'response', client: peer(p.clientIp, p.clientPort), server: peer(p.dst, 53), transport: 'UDP', query: p.qname, qtypes: p.qtypes,
+        verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
+        rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
       });
     };
     // A held answer outlives this drain: it keeps its own copy of the bytes.
@@ -427,9 +427,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       holdThen(ep.id, w.qname, facts, () => {
         if (!c.destroyed) c.write(framed(msg));
         emit({
-          kind: 'response', client, server, proto: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'FORWARDED',
+          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
           rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-          rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0, nodeName: deps.nodeName,
+          rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0,
         });
       });
     };
@@ -465,14 +465,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         if (!q.ok) {
           st.malformed++;
           const r = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-          emit({ kind: 'request', client, server, proto: 'TCP', query: '', qtypes: [], verdict: r ? 'ERROR' : 'DROPPED', rcode: RCODE.FORMERR, nodeName: deps.nodeName });
+          emit({ type: 'request', client, server, transport: 'TCP', query: '', qtypes: [], verdict: r ? 'error' : 'denied', rcode: RCODE.FORMERR });
           if (r) c.write(framed(r));
           else { st.dropped++; c.destroy(); return; }
           continue;
         }
         let allowed = false;
         try { allowed = deps.decide(ep, server.identity, 6, 53, q.name); } catch { allowed = false; }
-        emit({ kind: 'request', client, server, proto: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'FORWARDED' : 'DROPPED', ...(allowed ? {} : { rcode: reject }), nodeName: deps.nodeName });
+        emit({ type: 'request', client, server, transport: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
         if (!allowed) {
           st.denied++;
           const r = errorReply(msg, reject);

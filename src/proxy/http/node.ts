@@ -1,22 +1,18 @@
 /**
  * The HTTP proxy on a node: listeners registered in the datapath's sockmap (egress and ingress
- * slots), policy looked up in the endpoint's MapState, access records turned into Hubble L7
- * flows (which also feed the http metrics handler through hubble.onFlow) and OTLP spans.
+ * slots), policy looked up in the endpoint's MapState, access records sent to the agent's sink
+ * (Hubble's L7 parser makes them flows) and to the OTLP exporter as spans.
  */
 import type { Direction } from '../../policy/types.ts';
 import type { Secret } from '../../api/types.ts';
 import type { MapState } from '../../policy/types.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
-import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
-import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import type { AccessLogSink, HttpAccessRecord } from '../../common/access-log.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparentReplyRule } from '../../sys/proxy-socket.ts';
 import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
-import { createFlowBuilder } from './flows.ts';
 import { OtlpExporter, otlpOptionsFromEnv } from './otlp.ts';
-import type { AccessRecord, ProxyEndpoint } from './types.ts';
-// registers the `http` and `httpV2` Hubble metrics handlers (enable with --hubble-metrics / MEMBRANE_HUBBLE_METRICS)
-import '../../hubble/metrics/http.ts';
+import type { ProxyEndpoint } from './types.ts';
 
 export interface HttpProxyNodeDeps {
   nodeName: string;
@@ -27,13 +23,13 @@ export interface HttpProxyNodeDeps {
   endpointByIp(ip: string): (ProxyEndpoint & { labels: string[] }) | undefined;
   /** identity of a non-endpoint address (node addresses → host, ipcache prefixes, else world) */
   identityOfOther(ip: string): number;
-  identityLabels(identity: number): string[] | undefined;
   mapState(endpointId: number): MapState | undefined;
   revision(): number;
   secret?(name: string, namespace: string | undefined): string | undefined;
   /** Secrets for headerMatches (read at start and on every change), when no `secret` is given */
   resources?: () => SecretStore | undefined;
-  ingestFlow(flow: Flow): void;
+  /** every access record (the agent hands them to Hubble's L7 parser) */
+  emitRecord: AccessLogSink;
   /** OTLP/HTTP collector URL (membrane's otlpEndpoint setting); OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT in `otel` wins */
   otlpEndpoint?: string;
   /** the OpenTelemetry SDK's OTEL_* variables (config.otel) */
@@ -70,25 +66,13 @@ export interface HttpProxyNode {
   statusEntries(): { name: string; port: number; state: string }[];
 }
 
-/** The proxies' flow enrichment: the agent's endpoints by address, identities' labels. */
-export function proxyFlowResolver(deps: Pick<HttpProxyNodeDeps, 'endpointByIp' | 'identityLabels'>): { byIp(ip: string): ResolvedEndpoint | undefined; identityLabels: HttpProxyNodeDeps['identityLabels'] } {
-  return {
-    byIp(ip) {
-      const e = deps.endpointByIp(ip);
-      return e ? { id: e.id, identity: e.identity, namespace: e.namespace, pod: e.pod, labels: e.labels } : undefined;
-    },
-    identityLabels: deps.identityLabels,
-  };
-}
-
 export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
   const identityOf = (ip: string) => deps.endpointByIp(ip)?.identity ?? deps.identityOfOther(ip);
-  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: proxyFlowResolver(deps) });
   // the OpenTelemetry SDK's OTEL_* settings as an SDK reads them; a bad one stops the start with its reason
   const otlpOpts = otlpOptionsFromEnv({ ...deps.otel, ...(deps.otlpEndpoint ? { MEMBRANE_OTLP_ENDPOINT: deps.otlpEndpoint } : {}) }, { nodeName: deps.nodeName });
   const otlp = otlpOpts ? new OtlpExporter(otlpOpts) : undefined;
-  const onRecord = (rec: AccessRecord) => {
-    deps.ingestFlow(build(rec));
+  const onRecord = (rec: HttpAccessRecord) => {
+    deps.emitRecord(rec);
     otlp?.record(rec);
   };
   const proxy = createHttpProxy({

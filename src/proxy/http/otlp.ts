@@ -24,7 +24,7 @@ import { gzipSync } from 'node:zlib';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { ExportTraceServiceRequestSchema } from '../../hubble/gen/opentelemetry/proto/collector/trace/v1/trace_service_pb.js';
 import { MembraneError } from '../../common/errors.ts';
-import type { AccessRecord } from './types.ts';
+import type { HttpAccessRecord } from '../../common/access-log.ts';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
@@ -105,7 +105,7 @@ function header(headers: readonly string[], name: string): string | undefined {
 }
 
 /** The span of one response record (request records make no span). */
-export function spanOf(rec: AccessRecord, requestHeaders?: readonly string[]): SpanData {
+export function spanOf(rec: HttpAccessRecord, requestHeaders?: readonly string[]): SpanData {
   const endNs = BigInt(Math.round(rec.timeMs * 1e6));
   const startNs = rec.requestTimeMs !== undefined ? BigInt(Math.round(rec.requestTimeMs * 1e6)) : endNs - BigInt(rec.latencyNs);
   const client = rec.direction === 'egress';
@@ -234,7 +234,7 @@ export class OtlpExporter {
   }
 
   /** Takes access records: a response makes one span; its request lends the user agent. */
-  record(rec: AccessRecord): void {
+  record(rec: HttpAccessRecord): void {
     const key = `${rec.client.ip}:${rec.client.port}>${rec.server.ip}:${rec.server.port}`;
     if (rec.type === 'request') {
       const ua = header(rec.headers, 'user-agent');

@@ -5,7 +5,8 @@
 import type { Direction } from '../../policy/types.ts';
 import type { L7Options } from '../../policy/l7.ts';
 import type { MessageHead } from './parser.ts';
-import type { AccessAI, AccessPeer, ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
+import type { ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
+import type { AccessAI, AccessPeer } from '../../common/access-log.ts';
 
 /** Reads a response's payload as it passes through (it never holds bytes back). */
 export interface ResponseObserver {

@@ -1,7 +1,7 @@
 /**
- * What the HTTP proxy needs from the agent (lookups only: it never computes policy) and what it
- * reports back (one access record per request and per response, Cilium's access log shape; the
- * agent turns them into Hubble flows, metrics and OTLP spans).
+ * What the HTTP proxy needs from the agent (lookups only: it never computes policy). What it
+ * reports back, one access record per request and per response, is `HttpAccessRecord`
+ * (src/common/access-log.ts); the agent turns records into Hubble flows, metrics and OTLP spans.
  */
 import type { Direction, L7Policy } from '../../policy/types.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
@@ -26,71 +26,4 @@ export interface ProxyPolicySource {
   revision(): number;
   /** headerMatches secrets: the single value of secret `name` in `namespace` */
   secret?(name: string, namespace: string | undefined): string | undefined;
-}
-
-export interface AccessPeer {
-  ip: string;
-  port: number;
-  identity: number;
-}
-
-export type AccessVerdict = 'forwarded' | 'denied' | 'error';
-
-/** One request or response seen by the proxy (Cilium's accesslog.LogRecord, HTTP part). */
-export interface AccessRecord {
-  type: 'request' | 'response';
-  verdict: AccessVerdict;
-  direction: Direction;
-  /** epoch ms (fractional) */
-  timeMs: number;
-  /** the client (source of the request) and the server, whatever the record type */
-  client: AccessPeer;
-  server: AccessPeer;
-  /** the local endpoint the policy belongs to (0: none) */
-  endpointId: number;
-  method: string;
-  /** `http://host/path?query` */
-  url: string;
-  host: string;
-  path: string;
-  protocol: string;
-  /** request headers for requests, response headers for responses: [name, value, ...] as received */
-  headers: readonly string[];
-  /** response status (0 for requests) */
-  code: number;
-  /** response time − request time, ns (responses) */
-  latencyNs: number;
-  /** W3C trace id (32 hex) from the request's traceparent */
-  traceId?: string;
-  /** parent span id (16 hex) from the request's traceparent */
-  parentSpanId?: string;
-  /** why the proxy refused or failed (parse errors, timeouts, policy) */
-  reason?: string;
-  /** headerMatches mismatch actions carried out (LOG/ADD/DELETE/REPLACE name) */
-  headerActions?: string[];
-  /** request start, epoch ms (responses) */
-  requestTimeMs?: number;
-  /** the connection is TLS: its server name, and whether the proxy terminated it (interception) */
-  tls?: { sni: string; intercepted: boolean };
-  /** an AI API call (src/proxy/ai): provider, model and, on responses, tokens */
-  ai?: AccessAI;
-}
-
-/** What the AI filter read from a request and its response. */
-export interface AccessAI {
-  /** wire format: `openai` or `anthropic` */
-  provider: string;
-  /** `chat.completions`, `completions`, `responses`, `embeddings`, `messages` or `other` */
-  operation: string;
-  /** the requested model ('' when the body could not be read) */
-  model: string;
-  stream: boolean;
-  /** the AIPolicy that refused the request (namespace/name) */
-  policy?: string;
-  promptTokens?: number;
-  completionTokens?: number;
-  /** `reported`: the response's usage; `estimated`: no usage in the response (cut off, compressed, or a stream without usage) */
-  usage?: 'reported' | 'estimated';
-  /** response head to first payload byte, ns (time to first token of a stream) */
-  firstByteNs?: number;
 }

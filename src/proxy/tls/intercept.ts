@@ -16,17 +16,17 @@
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import type { ProxyConnection } from '../http/proxy.ts';
+import type { ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { hostNameProblem } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
-import type { TlsRecord } from './flows.ts';
+import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
 
 export interface InterceptOptions {
   secrets: TlsSecrets;
-  onRecord(r: TlsRecord): void;
+  onRecord(r: TlsAccessRecord): void;
   /** the handshake must complete this long after the connection opened (default 10 s) */
   handshakeTimeoutMs?: number;
   proxyPort?: number;
@@ -92,10 +92,10 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
   // rule on the same port): decided by SNI and passed through, as on the tls slot.
   const sniFilter = createSniFilter({ onRecord: opts.onRecord, ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}) });
   const passthrough = new WeakSet<ProxyConnection>();
-  const record = (conn: ProxyConnection, verdict: TlsRecord['verdict'], sni: string | undefined, reason?: string, extra: Partial<TlsRecord> = {}) => {
+  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, extra: Partial<TlsAccessRecord> = {}) => {
     try {
       opts.onRecord({
-        verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
+        l7: 'tls', verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
         intercepted: true, ...(sni ? { sni } : {}), ...(reason ? { reason } : {}), ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}), ...extra,
       });
     } catch { /* the access log never breaks the proxy */ }

@@ -1,17 +1,17 @@
 /**
  * TLS on a node: the SNI proxy on the datapath's `tls` slot (serverNames without L7 rules) and
  * the interception filter for the HTTP proxy (terminatingTLS/originatingTLS with HTTP rules),
- * sharing the agent's Secrets and the TLS flow builder.
+ * sharing the agent's Secrets and the access record sink.
  *
  * The SNI proxy is the HTTP proxy's machinery (listeners in the sockmap, peers, MapState lookup,
  * transparent upstream with the source identity's mark) with the SNI network filter in front:
  * it never parses HTTP, it passes the connection through once the ClientHello is decided.
  */
 import type { Direction } from '../../policy/types.ts';
-import { createHttpProxyNode, proxyFlowResolver, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
+import { createHttpProxyNode, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
 import type { HttpFilterChain } from '../http/proxy.ts';
-import { HTTP_PROXY_PORT } from '../http/flows.ts';
-import { createTlsFlowBuilder, TLS_PROXY_PORT, type TlsRecord } from './flows.ts';
+import type { TlsAccessRecord } from '../../common/access-log.ts';
+import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import { createSniFilter } from './sni-filter.ts';
 import { createInterceptFilter } from './intercept.ts';
 import { TlsSecrets, type SecretStore } from './secrets.ts';
@@ -35,24 +35,21 @@ export interface TlsNode {
 
 export function createTlsNode(deps: TlsNodeDeps): TlsNode {
   const secrets = new TlsSecrets();
-  const build = createTlsFlowBuilder({
-    nodeName: deps.nodeName,
-    resolver: proxyFlowResolver(deps),
-  });
-  const onRecord = (r: TlsRecord) => deps.ingestFlow(build(r));
+  const onRecord = (r: TlsAccessRecord) => deps.emitRecord(r);
+  const tlsPort = DEFAULT_PROXY_PORTS.tls;
   const { resources: _secretsOnly, ...proxyDeps } = deps;
   const sni = createHttpProxyNode({
     ...proxyDeps,
     name: 'tls',
     replyRule: false, // the HTTP proxy owns the node's transparent reply rule
-    listen: deps.listen ?? { egress: { host: '127.0.0.1', port: TLS_PROXY_PORT }, ingress: { host: '127.0.0.1', port: TLS_PROXY_PORT + 1 } },
-    configure: (chain) => { chain.addNetwork(createSniFilter({ onRecord, proxyPort: TLS_PROXY_PORT })); },
+    listen: deps.listen ?? { egress: { host: '127.0.0.1', port: tlsPort }, ingress: { host: '127.0.0.1', port: tlsPort + 1 } },
+    configure: (chain) => { chain.addNetwork(createSniFilter({ onRecord, proxyPort: tlsPort })); },
     ...(deps.logger ? { logger: deps.logger } : {}),
   });
   return {
     sni, secrets,
     configureHttp(chain) {
-      chain.addNetwork(createInterceptFilter({ secrets, onRecord, proxyPort: HTTP_PROXY_PORT, ...(deps.logger ? { logger: deps.logger } : {}) }));
+      chain.addNetwork(createInterceptFilter({ secrets, onRecord, proxyPort: DEFAULT_PROXY_PORTS.http, ...(deps.logger ? { logger: deps.logger } : {}) }));
     },
     async start() {
       await secrets.start(deps.resources?.(), deps.logger);

@@ -11,13 +11,13 @@
  * the HTTP proxy's (one `HttpProxy` instance per slot, src/proxy/http/proxy.ts).
  */
 import type { NetworkFilter } from '../filter-chain.ts';
-import type { ProxyConnection } from '../http/proxy.ts';
+import type { ProxyConnection } from '../http/connection.ts';
 import { decideSNI } from '../../policy/l7.ts';
 import { ClientHelloReader, tlsVersionName, type ClientHelloInfo } from './clienthello.ts';
-import type { TlsRecord } from './flows.ts';
+import type { TlsAccessRecord } from '../../common/access-log.ts';
 
 export interface SniFilterOptions {
-  onRecord(r: TlsRecord): void;
+  onRecord(r: TlsAccessRecord): void;
   /** the ClientHello must be complete this long after the connection opened (default 10 s) */
   helloTimeoutMs?: number;
   /** largest ClientHello accepted (default 64 KiB; larger ⇒ TOO_LARGE) */
@@ -54,10 +54,10 @@ export function sniVerdict(conn: ProxyConnection, sni: string | undefined): { al
 export function createSniFilter(opts: SniFilterOptions): NetworkFilter<ProxyConnection> {
   const states = new WeakMap<ProxyConnection, HelloState>();
   const timeout = opts.helloTimeoutMs ?? 10_000;
-  const record = (conn: ProxyConnection, verdict: TlsRecord['verdict'], hello: Partial<ClientHelloInfo> | undefined, reason?: string) => {
+  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], hello: Partial<ClientHelloInfo> | undefined, reason?: string) => {
     try {
       opts.onRecord({
-        verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
+        l7: 'tls', verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
         ...(hello?.sni ? { sni: hello.sni } : {}),
         ...(hello?.maxVersion ? { version: tlsVersionName(hello.maxVersion) } : {}),
         ...(hello?.alpn?.length ? { alpn: hello.alpn } : {}),

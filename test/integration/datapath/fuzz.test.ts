@@ -17,8 +17,8 @@ import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import { sendFrames, startCapture, ensureRawpkt, ETH_IP, TCP, UDP, ICMP, type Parsed } from '../support/frames.ts';
 import { frameArb, targetedArb } from './support/fuzz-frames.ts';
+import { skipUnless } from '../../support/requirements.ts';
 
-const isRoot = process.getuid?.() === 0;
 // every drop reported: no event budget
 const node = new DatapathNode({ prefix: 'z', pods: 3, subnet: 4, identityBase: 4000, worldIp: '10.250.9.2', driverOptions: { eventRate: { perSecond: 0, burst: 0 } } });
 const FRAMES = Number(process.env.FUZZ_FRAMES ?? 3000);
@@ -28,7 +28,7 @@ const KNOWN_REASONS = new Set([132, 133, 134, 135, 139, 155, 158, 175, 178, 179,
 /** Reasons given after the IPv4 header was read: their drops carry the packet's addresses. */
 const ADDRESSED = new Set([132, 133, 134, 135, 175, 181]);
 
-describe('datapath fuzz (root, namespaces, eBPF, raw frames)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
+describe('datapath fuzz (root, namespaces, eBPF, raw frames)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
   let world: World;
   let d: Driver;

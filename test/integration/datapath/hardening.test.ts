@@ -17,8 +17,8 @@ import {
   eth, ipv4, tcp, udp, icmpError, sendFrames, floodFrames, startCapture, ensureRawpkt,
   ETH_IP, ETH_IPV6, TPID_8021Q, TPID_8021AD, TCP, UDP, ICMP, SYN, type Parsed,
 } from '../support/frames.ts';
+import { skipUnless } from '../../support/requirements.ts';
 
-const isRoot = process.getuid?.() === 0;
 const node = new DatapathNode({ prefix: 'h', pods: 3, subnet: 3, identityBase: 3000, worldIp: '10.250.9.2' });
 
 type WireEntry = { key: MapStateKey; entry: { verdict: 'allow' | 'deny'; matchType?: number; l7?: unknown } };
@@ -26,7 +26,7 @@ const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, 
   ({ key: { direction, identity, proto, port, portPrefixLen: port ? 16 : 0 }, entry: { verdict: 'allow', matchType: 2, ...(l7 ? { l7 } : {}) } });
 const WORLD = 2;
 
-describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
+describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
   let world: World;
   let d: Driver;

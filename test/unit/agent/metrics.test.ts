@@ -6,6 +6,7 @@ import { createFlowBuilder } from '../../../src/hubble/flow.ts';
 import { createAgentMetrics } from '../../../src/agent/metrics.ts';
 import { CiliumEventTypeSchema, FlowSchema, L7FlowType, Layer7Schema, Verdict } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { ev, resolver } from '../hubble/fixtures.ts';
+import { skipUnless } from '../../support/requirements.ts';
 
 const build = createFlowBuilder({ nodeName: 'node1', resolver, uuid: () => 'u' });
 
@@ -78,13 +79,9 @@ test('drops by Cilium\'s reason text and direction, forwards by direction, L7 ve
   ]);
 });
 
-test('promtool check metrics accepts the agent exposition', { skip: !hasPromtool() && 'promtool not installed (scripts/setup.sh installs prometheus)' }, async () => {
+test('promtool check metrics accepts the agent exposition', { skip: skipUnless('promtool') }, async () => {
   const m = agentMetrics();
   m.observe(build(ev({ type: 1, subType: 133 }))!);
   const out = execFileSync('promtool', ['check', 'metrics'], { input: await m.registry.metrics() }).toString();
   assert.equal(out, '');
 });
-
-function hasPromtool(): boolean {
-  try { execFileSync('promtool', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
-}

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createFlowBuilder } from '../../../src/hubble/flow.ts';
-import { createFlowBuilder as createHttpFlowBuilder } from '../../../src/proxy/http/flows.ts';
+import { createL7Parser } from '../../../src/hubble/l7/parser.ts';
 import { compileRequestFilter } from '../../../src/hubble/filter.ts';
 import type { Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { ServiceMap, edgeVerdict, appLabel, aiOf } from '../../../ui/src/model/map.ts';
@@ -17,7 +17,7 @@ import { flowRow, whyQuery } from '../../../ui/src/model/rows.ts';
 import { ev, resolver, T0 } from '../hubble/fixtures.ts';
 
 const build = createFlowBuilder({ nodeName: 'node1', resolver });
-const http = createHttpFlowBuilder({ nodeName: 'node1', resolver });
+const http = createL7Parser({ nodeName: 'node1', resolver });
 const flow = (over: Parameters<typeof ev>[0]) => build(ev(over))!;
 const T0MS = Number(T0 / 1_000_000n);
 
@@ -27,7 +27,7 @@ const drop = flow({ type: 1, subType: 133, srcIp: '10.244.1.7', dstIp: '10.244.1
 const reply = flow({ srcIp: '10.244.1.6', dstIp: '10.244.1.5', srcPort: 8080, dstPort: 53812, ctReason: 3, srcIdentity: 23456, dstIdentity: 12345 });
 const toWorld = flow({ srcIp: '10.244.1.5', dstIp: '198.51.100.10', dstIdentity: 16777217, dstPort: 443, direction: 'egress', endpointId: 101 });
 const peers = { client: { ip: '10.244.1.5', port: 53812, identity: 12345 }, server: { ip: '10.244.1.6', port: 8080, identity: 23456 } };
-const rec = { direction: 'ingress' as const, timeMs: T0MS, endpointId: 102, host: 'api', protocol: 'HTTP/1.1', headers: [], latencyNs: 1000, ...peers };
+const rec = { l7: 'http' as const, direction: 'ingress' as const, timeMs: T0MS, endpointId: 102, host: 'api', protocol: 'HTTP/1.1', headers: [], latencyNs: 1000, ...peers };
 const putReq = http({ ...rec, type: 'request', verdict: 'denied', method: 'PUT', url: 'http://api/v1/exhaust-port', path: '/v1/exhaust-port', code: 0 });
 const putRes = http({ ...rec, type: 'response', verdict: 'denied', method: 'PUT', url: 'http://api/v1/exhaust-port', path: '/v1/exhaust-port', code: 403 });
 const postReq = http({ ...rec, type: 'request', verdict: 'forwarded', method: 'POST', url: 'http://api/v1/request-landing?x=1', path: '/v1/request-landing', code: 0 });

@@ -7,8 +7,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { parse } from 'yaml';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import { createFlowBuilder } from '../../../../src/proxy/http/flows.ts';
-import type { AccessRecord, ProxyEndpoint } from '../../../../src/proxy/http/types.ts';
+import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import type { ProxyEndpoint } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { createAINode, type AINode } from '../../../../src/proxy/ai/node.ts';
 import { openMemoryStore } from '../../../../src/kvstore/memory.ts';
 import { createResourceStore, type ResourceStore } from '../../../../src/agent/resources.ts';
@@ -22,7 +23,7 @@ export interface AIHarness {
   proxy: HttpProxy;
   ai: AINode;
   port: number;
-  records: AccessRecord[];
+  records: HttpAccessRecord[];
   flows: Flow[];
   registry: Registry;
   /** what the upstream received */
@@ -73,9 +74,9 @@ export async function startAIHarness(opts: { stateFile?: string; maxBodyBytes?: 
     registry,
   });
   await ai.start();
-  const records: AccessRecord[] = [];
+  const records: HttpAccessRecord[] = [];
   const flows: Flow[] = [];
-  const build = createFlowBuilder({ nodeName: 'test', resolver: { byIp: () => undefined, identityLabels: () => ['reserved:world'] } });
+  const build = createL7Parser({ nodeName: 'test', resolver: { byIp: () => undefined, identityLabels: () => ['reserved:world'] } });
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => h.endpoint,

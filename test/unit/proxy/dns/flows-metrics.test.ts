@@ -2,32 +2,35 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { buildDNSFlow } from '../../../../src/proxy/dns/flows.ts';
+import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import type { DnsAccessRecord } from '../../../../src/common/access-log.ts';
 import { answerFacts, errorReply, parseQuery } from '../../../../src/proxy/dns/wire.ts';
 import { createHubbleMetrics, parseMetricsConfig } from '../../../../src/hubble/metrics/index.ts';
 
+const parse = createL7Parser({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+const buildDNSFlow = (r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>) => parse({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r });
 const client = { ip: '10.244.1.3', port: 40000, identity: 257, endpoint: { id: 137, identity: 257, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] } };
 const server = { ip: '10.244.1.2', port: 53, identity: 256, endpoint: { id: 100, identity: 256, namespace: 'kube-system', pod: 'coredns', labels: ['k8s:k8s-app=kube-dns'] } };
 
 test('request and response flows carry Hubble DNS fields and summaries', () => {
-  const req = buildDNSFlow({ kind: 'request', client, server, proto: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'FORWARDED', nodeName: 'n1' });
+  const req = buildDNSFlow({ type: 'request', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded' });
   assert.equal(req.Summary, 'DNS Query api.openai.com. A');
   assert.equal(req.isReply, false);
   assert.equal(req.eventType?.type, 129);
   assert.equal(req.source?.podName, 'client');
-  const res = buildDNSFlow({ kind: 'response', client, server, proto: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'FORWARDED', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'], latencyNs: 1000n, nodeName: 'n1' });
+  const res = buildDNSFlow({ type: 'response', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'], latencyNs: 1000n });
   assert.equal(res.Summary, 'DNS Answer "198.51.100.20" TTL: 30 (Proxy api.openai.com. A)');
   assert.equal(res.source?.podName, 'coredns', 'responses come from the server');
   assert.equal(res.isReply, true);
-  const nx = buildDNSFlow({ kind: 'response', client, server, proto: 'UDP', query: 'x.', qtypes: ['AAAA'], verdict: 'FORWARDED', rcode: 3, nodeName: 'n1' });
+  const nx = buildDNSFlow({ type: 'response', client, server, transport: 'UDP', query: 'x.', qtypes: ['AAAA'], verdict: 'forwarded', rcode: 3 });
   assert.equal(nx.Summary, 'DNS Answer RCode: Non-Existent Domain TTL: 0 (Proxy x. AAAA)');
 });
 
 test('hubble_dns_* metrics with Hubble labels (query option, context)', async () => {
   const m = createHubbleMetrics('dns:query;sourceContext=pod;destinationContext=pod flow policy');
-  m.process(buildDNSFlow({ kind: 'request', client, server, proto: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'FORWARDED', nodeName: 'n1' }));
-  m.process(buildDNSFlow({ kind: 'request', client, server, proto: 'UDP', query: 'evil.com.', qtypes: ['A'], verdict: 'DROPPED', rcode: 5, nodeName: 'n1' }));
-  m.process(buildDNSFlow({ kind: 'response', client, server, proto: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'FORWARDED', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'], nodeName: 'n1' }));
+  m.process(buildDNSFlow({ type: 'request', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded' }));
+  m.process(buildDNSFlow({ type: 'request', client, server, transport: 'UDP', query: 'evil.com.', qtypes: ['A'], verdict: 'denied', rcode: 5 }));
+  m.process(buildDNSFlow({ type: 'response', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'] }));
   const text = await m.registry.metrics();
   assert.match(text, /hubble_dns_queries_total\{source="default\/client",destination="kube-system\/coredns",rcode="",qtypes="A",ips_returned="0",query="api.openai.com."\} 1/);
   assert.match(text, /hubble_dns_queries_total\{source="default\/client",destination="kube-system\/coredns",rcode="Policy denied",qtypes="A",ips_returned="0",query="evil.com."\} 1/);

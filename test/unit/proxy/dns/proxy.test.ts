@@ -10,6 +10,10 @@ import { createSocket, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { createDNSProxy, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
+import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+
+// the proxy's access records as the agent turns them into flows
+const parse = createL7Parser({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
 
 const EP = { id: 7, identity: 300, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
 
@@ -38,7 +42,7 @@ async function setup(over: Partial<DNSProxyDeps> = {}, answer = (q: dnsPacket.Pa
     peerOf: () => ({ identity: 256 }),
     decide: (_ep, _id, _p, _port, qname) => qname === 'api.openai.com.' || qname === 'slow.example.',
     onAnswer: () => null,
-    emit: (f) => flows.push(f),
+    emit: (r) => flows.push(parse(r)),
     upstreamTimeoutMs: 300,
     ...over,
   });

@@ -45,13 +45,17 @@ test('http filters plug in after the L7 policy: one rewrites the request, one an
       chain.addHttp({ name: 'teapot', decodeHeaders: (s) => { if (s.path === '/allowed/teapot') { s.reply(418, 'short and stout\r\n', 'teapot'); return 'stop'; } return 'continue'; } });
     },
   });
-  const l = await p.start();
-  const r = await rawExchange(l.egress!.port, 'GET /allowed HTTP/1.1\r\nHost: a\r\n\r\nGET /allowed/teapot HTTP/1.1\r\nHost: a\r\n\r\nGET /denied HTTP/1.1\r\nHost: a\r\n\r\n');
-  assert.deepEqual([...r.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['200', '418', '403']);
-  assert.equal(up.seen.length, 1);
-  assert.equal(up.seen[0]!['x-filtered'], 'yes');
-  await p.stop();
-  up.close();
+  try {
+    const l = await p.start();
+    const r = await rawExchange(l.egress!.port, 'GET /allowed HTTP/1.1\r\nHost: a\r\n\r\nGET /allowed/teapot HTTP/1.1\r\nHost: a\r\n\r\nGET /denied HTTP/1.1\r\nHost: a\r\n\r\n', { idleMs: 2000 });
+    assert.deepEqual([...r.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['200', '418', '403']);
+    assert.equal(up.seen.length, 1);
+    assert.equal(up.seen[0]!['x-filtered'], 'yes');
+  } finally {
+    // a failed assertion must not leave the servers open (the test process would never end)
+    await p.stop();
+    up.close();
+  }
 });
 
 test('a network filter terminates TLS and adopts the TLS stream: HTTP policy applies inside (interception)', async () => {

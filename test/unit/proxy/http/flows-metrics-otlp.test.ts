@@ -4,22 +4,22 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { toJson } from '@bufbuild/protobuf';
 import { FlowSchema } from '../../../../src/hubble/gen/flow/flow_pb.js';
-import { createFlowBuilder, redactUrl } from '../../../../src/proxy/http/flows.ts';
+import { createL7Parser, redactUrl } from '../../../../src/hubble/l7/parser.ts';
 import { OtlpExporter } from '../../../../src/proxy/http/otlp.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { createHubbleMetrics } from '../../../../src/hubble/metrics/index.ts';
 import '../../../../src/hubble/metrics/http.ts';
 
-const base: AccessRecord = {
-  type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: Date.parse('2026-01-02T15:04:05.123Z'),
+const base: HttpAccessRecord = {
+  l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: Date.parse('2026-01-02T15:04:05.123Z'),
   client: { ip: '10.244.1.3', port: 40000, identity: 257 }, server: { ip: '10.244.1.6', port: 80, identity: 259 }, endpointId: 137,
   method: 'GET', url: 'http://deathstar/v1', host: 'deathstar', path: '/v1', protocol: 'HTTP/1.1',
   headers: ['Host', 'deathstar', 'Authorization', 'Bearer secret', 'traceparent', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'Cookie', 'a=b'],
   code: 0, latencyNs: 0, traceId: '4bf92f3577b34da6a3ce929d0e0e4736', parentSpanId: '00f067aa0ba902b7',
 };
-const response: AccessRecord = { ...base, type: 'response', code: 200, latencyNs: 3_200_000, headers: ['Content-Type', 'text/plain'], requestTimeMs: base.timeMs, timeMs: base.timeMs + 3.2 };
+const response: HttpAccessRecord = { ...base, type: 'response', code: 200, latencyNs: 3_200_000, headers: ['Content-Type', 'text/plain'], requestTimeMs: base.timeMs, timeMs: base.timeMs + 3.2 };
 
-const build = createFlowBuilder({
+const build = createL7Parser({
   nodeName: 'node1',
   resolver: {
     byIp: (ip) => (ip === '10.244.1.3' ? { id: 137, identity: 257, namespace: 'default', pod: 'tiefighter', labels: ['k8s:org=empire', 'k8s:class=tiefighter'] } : undefined),

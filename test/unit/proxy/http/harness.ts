@@ -5,7 +5,7 @@
 import net from 'node:net';
 import http from 'node:http';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import type { PortRuleHTTP } from '../../../../src/api/types.ts';
 
@@ -17,18 +17,21 @@ export interface Harness {
   proxy: HttpProxy;
   port: number;
   upstreamPort: number;
-  records: AccessRecord[];
+  records: HttpAccessRecord[];
   setPolicy(p: L7Policy | null): void;
   upstreamRequests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
   upstreamConnections(): number;
+  /** request body bytes the upstream has read so far, all requests together (counted as they arrive) */
+  upstreamBodyBytes(): number;
   close(): Promise<void>;
 }
 
 export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadBytes?: number } = {}): Promise<Harness> {
   const upstreamRequests: Harness['upstreamRequests'] = [];
+  let bodyBytes = 0;
   const upstream = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('data', (c: Buffer) => { chunks.push(c); bodyBytes += c.length; });
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString();
       upstreamRequests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
@@ -53,7 +56,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
   const upstreamPort = (upstream.address() as net.AddressInfo).port;
   let policy: L7Policy | null = l7(null);
   let rev = 0;
-  const records: AccessRecord[] = [];
+  const records: HttpAccessRecord[] = [];
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
@@ -68,7 +71,7 @@ export async function startHarness(opts: { headerTimeoutMs?: number; maxHeadByte
   });
   const l = await proxy.start();
   return {
-    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests, upstreamConnections: () => conns,
+    proxy, port: l.egress!.port, upstreamPort, records, upstreamRequests, upstreamConnections: () => conns, upstreamBodyBytes: () => bodyBytes,
     setPolicy(p) { policy = p; rev++; },
     async close() {
       await proxy.stop();
@@ -86,7 +89,9 @@ export function rawExchange(port: number, payload: string | Buffer | (string | B
     let timer: NodeJS.Timeout;
     let closed = false;
     const done = () => { clearTimeout(timer); s.destroy(); resolve({ text: Buffer.concat(chunks).toString('latin1'), closed }); };
-    const arm = () => { clearTimeout(timer); timer = setTimeout(done, opts.idleMs ?? 400); };
+    // quiet for idleMs ends the exchange; before the first byte the wait is longer (a cold proxy
+    // on a loaded machine may take a few hundred ms to answer at all)
+    const arm = () => { clearTimeout(timer); timer = setTimeout(done, chunks.length ? opts.idleMs ?? 400 : Math.max(opts.idleMs ?? 400, 2000)); };
     s.on('data', (c) => { chunks.push(c); arm(); });
     s.on('end', () => { closed = true; done(); });
     s.on('error', () => { closed = true; done(); });

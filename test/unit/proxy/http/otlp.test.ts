@@ -16,19 +16,19 @@ import { ExportTraceServiceRequestSchema } from '../../../../src/hubble/gen/open
 import { Span_SpanKind, Status_StatusCode, type Span } from '../../../../src/hubble/gen/opentelemetry/proto/trace/v1/trace_pb.js';
 import type { KeyValue } from '../../../../src/hubble/gen/opentelemetry/proto/common/v1/common_pb.js';
 import { OtlpExporter, otlpOptionsFromEnv, parseOtelList, redactUrlFull } from '../../../../src/proxy/http/otlp.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
-const request: AccessRecord = {
-  type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: Date.parse('2026-01-02T15:04:05.123Z'),
+const request: HttpAccessRecord = {
+  l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: Date.parse('2026-01-02T15:04:05.123Z'),
   client: { ip: '10.244.1.3', port: 40000, identity: 257 }, server: { ip: '198.51.100.10', port: 80, identity: 16777217 }, endpointId: 137,
   method: 'POST', url: 'http://api.openai.com/v1/chat/completions?sig=abc&model=x', host: 'api.openai.com', path: '/v1/chat/completions?sig=abc&model=x', protocol: 'HTTP/1.1',
   headers: ['Host', 'api.openai.com', 'User-Agent', 'curl/8.5.0', 'traceparent', `00-${TRACE}-${PARENT}-01`],
   code: 0, latencyNs: 0, traceId: TRACE, parentSpanId: PARENT,
 };
-const response: AccessRecord = { ...request, type: 'response', code: 200, latencyNs: 3_200_000, headers: ['Content-Type', 'text/plain'], requestTimeMs: request.timeMs, timeMs: request.timeMs + 3.2 };
-const ingress403: AccessRecord = {
+const response: HttpAccessRecord = { ...request, type: 'response', code: 200, latencyNs: 3_200_000, headers: ['Content-Type', 'text/plain'], requestTimeMs: request.timeMs, timeMs: request.timeMs + 3.2 };
+const ingress403: HttpAccessRecord = {
   ...response, direction: 'ingress', verdict: 'denied', code: 403, reason: 'Access denied', traceId: undefined, parentSpanId: undefined,
   client: { ip: '10.244.1.3', port: 40001, identity: 257 }, server: { ip: '10.244.1.6', port: 8080, identity: 259 },
   method: 'GET', url: 'http://web:8080/admin', host: 'web:8080', path: '/admin?x=1',

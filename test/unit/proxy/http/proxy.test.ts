@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { startHarness, rawExchange, l7, type Harness } from './harness.ts';
 
 let h: Harness;
@@ -124,14 +126,33 @@ test('upstream unreachable: 503 and a record, the proxy keeps serving', async ()
   await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
   const deadPort = (dead.address() as net.AddressInfo).port;
   await new Promise<void>((r) => dead.close(() => r()));
+  const records: HttpAccessRecord[] = [];
   const p = createHttpProxy({
     policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
     listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: deadPort },
+    onRecord: (x) => records.push(x),
   });
   const l = await p.start();
   const r = await rawExchange(l.egress!.port, get('/x'));
   assert.deepEqual(statuses(r.text), [503]);
-  await p.stop();
+  assert.equal(r.closed, true);
+  assert.deepEqual(records.map((x) => [x.type, x.verdict, x.code, x.reason, x.url]), [
+    ['request', 'forwarded', 0, undefined, 'http://svc/x'],
+    ['response', 'error', 503, 'upstream_reset_before_response_started', 'http://svc/x'],
+  ]);
+  // the proxy keeps serving: the next connection, to an upstream that is there, gets its 200
+  const live = http.createServer((_q, s) => s.end('up'));
+  await new Promise<void>((res) => live.listen(deadPort, '127.0.0.1', res));
+  try {
+    const again = await rawExchange(l.egress!.port, get('/y'), { idleMs: 1000 });
+    assert.deepEqual(statuses(again.text), [200]);
+    assert.match(again.text, /\r\n\r\nup$/);
+    assert.deepEqual(records.slice(2).map((x) => [x.type, x.verdict, x.code]), [['request', 'forwarded', 0], ['response', 'forwarded', 200]]);
+  } finally {
+    await p.stop();
+    live.closeAllConnections();
+    await new Promise<void>((res) => live.close(() => res()));
+  }
 });
 
 test('Connection: close from clients: each client connection closes, the upstream connection is reused', async () => {
@@ -162,17 +183,27 @@ test('large bodies stream through without being buffered whole (50 MiB upload, c
     req.on('error', reject);
     const block = Buffer.alloc(64 * 1024, 120);
     let sent = 0;
-    const pump = () => {
+    const base = h.upstreamBodyBytes();
+    const pump = async () => {
       while (sent < size) {
+        if (sent === size / 2) {
+          // half sent: the upstream must already be reading (a proxy that buffers the whole body sends nothing yet)
+          const t0 = Date.now();
+          while (h.upstreamBodyBytes() - base < 1024 * 1024 && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+          midway.push(h.upstreamBodyBytes() - base);
+        }
         sent += block.length;
-        if (!req.write(block)) { req.once('drain', pump); return; }
+        if (!req.write(block)) { req.once('drain', () => void pump()); return; }
       }
       req.end();
     };
-    pump();
+    void pump();
   });
+  const midway: number[] = [];
   assert.equal(await send(false), `200 POST /up ${size}`);
   assert.equal(await send(true), `200 POST /up ${size}`);
+  assert.equal(midway.length, 2);
+  for (const got of midway) assert.ok(got >= 1024 * 1024 && got <= size / 2, `upstream had ${got} bytes when the client had sent half`);
   // the harness upstream concatenates bodies itself; the proxy adds far less than a body
   assert.ok(process.memoryUsage().rss - before < 400 * 1024 * 1024);
 });

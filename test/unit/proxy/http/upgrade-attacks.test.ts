@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
@@ -82,7 +82,7 @@ async function scripted(answer: (r: SeenRequest, sock: net.Socket) => string | n
 const proxies: HttpProxy[] = [];
 after(async () => { for (const p of proxies) await p.stop(); });
 
-async function proxyTo(upstreamPort: number, records: AccessRecord[] = [], policy: L7Policy = RULES): Promise<{ proxy: HttpProxy; port: number; records: AccessRecord[] }> {
+async function proxyTo(upstreamPort: number, records: HttpAccessRecord[] = [], policy: L7Policy = RULES): Promise<{ proxy: HttpProxy; port: number; records: HttpAccessRecord[] }> {
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
@@ -272,7 +272,7 @@ test('TLS interception: the Upgrade desync with pool reuse smuggles nothing (the
       terminatingTLS: { secret: { name: 'intercept' } }, originatingTLS: { secret: { name: 'intercept' } },
     }],
   };
-  const records: AccessRecord[] = [];
+  const records: HttpAccessRecord[] = [];
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),

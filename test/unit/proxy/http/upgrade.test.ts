@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
+import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { startOrigin, type Origin } from '../../../integration/e2e/attack-http-origin.ts';
 import { rawExchange, l7 } from './harness.ts';
 
@@ -16,7 +16,7 @@ let origin: Origin;
 let proxy: HttpProxy;
 let port = 0;
 const received: { conn: number; data: string }[] = [];
-const records: AccessRecord[] = [];
+const records: HttpAccessRecord[] = [];
 
 before(async () => {
   origin = await startOrigin({ port: 0, host: '127.0.0.1', onBytes: (conn, _p, d) => received.push({ conn, data: d.toString('latin1') }) });

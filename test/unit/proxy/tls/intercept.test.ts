@@ -9,9 +9,8 @@ import tls from 'node:tls';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
-import type { TlsRecord } from '../../../../src/proxy/tls/flows.ts';
-import type { AccessRecord } from '../../../../src/proxy/http/types.ts';
-import { createFlowBuilder } from '../../../../src/proxy/http/flows.ts';
+import type { HttpAccessRecord, TlsAccessRecord } from '../../../../src/common/access-log.ts';
+import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { opensslCA, tlsUpstream } from './helpers.ts';
@@ -23,8 +22,8 @@ let up: Awaited<ReturnType<typeof tlsUpstream>>;
 let proxy: HttpProxy;
 let port = 0;
 const secrets = new TlsSecrets();
-const tlsRecords: TlsRecord[] = [];
-const httpRecords: AccessRecord[] = [];
+const tlsRecords: TlsAccessRecord[] = [];
+const httpRecords: HttpAccessRecord[] = [];
 let rev = 0;
 
 const policyFor = (origSecret: string, serverNames?: string[]): L7Policy => ({
@@ -93,7 +92,7 @@ test('intercepted: the client sees a leaf for the SNI from the interception CA; 
     ['forwarded', 'POST', 'https://api.openai.com/v1/chat/completions'], ['denied', 'GET', 'https://api.openai.com/v1/files'], ['forwarded', 'GET', 'https://api.openai.com/v1/models'],
   ]);
   assert.deepEqual(reqs[0]!.tls, { sni: 'api.openai.com', intercepted: true });
-  const build = createFlowBuilder({ nodeName: 'n', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+  const build = createL7Parser({ nodeName: 'n', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
   assert.match(build(reqs[1]!).Summary, /^HTTP\/1\.1 GET https:\/\/api\.openai\.com\/v1\/files \[TLS intercepted, SNI api\.openai\.com\]$/);
   assert.deepEqual(tlsRecords.map((x) => [x.verdict, x.sni, x.intercepted]), [['forwarded', 'api.openai.com', true]]);
 });

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { createSniFilter } from '../../../../src/proxy/tls/sni-filter.ts';
-import { createTlsFlowBuilder, type TlsRecord } from '../../../../src/proxy/tls/flows.ts';
+import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import type { TlsAccessRecord } from '../../../../src/common/access-log.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { Verdict } from '../../../../src/hubble/gen/flow/flow_pb.js';
@@ -27,7 +28,7 @@ let proxy: HttpProxy;
 let port = 0;
 let policy: L7Policy = sniPolicy(['api.openai.com', '*.example.com']);
 let rev = 0;
-const records: TlsRecord[] = [];
+const records: TlsAccessRecord[] = [];
 
 before(async () => {
   upstreamCA = opensslCA('upstream CA');
@@ -135,7 +136,7 @@ test('allowed names pass through unchanged (end-to-end TLS with the upstream); o
   ]);
   assert.match(records[2]!.reason!, /server name not allowed/);
   assert.match(records[4]!.reason!, /no SNI/);
-  const build = createTlsFlowBuilder({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+  const build = createL7Parser({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
   const f = build(records[2]!);
   assert.equal(f.verdict, Verdict.DROPPED);
   assert.deepEqual(f.destinationNames, ['evil.example']);

@@ -1,0 +1,267 @@
+/**
+ * Hubble's L7 parser (Cilium's pkg/hubble/parser/seven): the proxies' access records
+ * (src/common/access-log.ts) → L7 flows (spec/hubble.md §1.5). One base flow for every protocol:
+ * Type L7, event type 129, l7.type REQUEST/RESPONSE, is_reply = response, addresses and ports of
+ * the record's client and server (swapped for responses), endpoints enriched from the agent,
+ * the proxy's traffic direction. The protocol parts below fill the rest:
+ *
+ *   HTTP  http {code, method, url, protocol, headers sorted by key, sensitive values redacted},
+ *         latency on responses, trace_context from traceparent, AI facts as extensions
+ *         `HTTP/1.1 GET http://host/path`, `HTTP/1.1 200 3ms (GET http://host/path)`
+ *   DNS   dns {query, qtypes, rcode, ips, ttl, cnames, rrtypes, observation_source proxy}
+ *         `DNS Query example.com. A`, `DNS Answer "1.2.3.4" TTL: 30 (Proxy example.com. A)`
+ *   TLS   no record (Hubble's flow has none; cilium#28513), the server name in destination_names
+ *         `TLS ClientHello SNI api.openai.com (TLS 1.3, alpn h2,http/1.1)`
+ *
+ * Flows are literals in create(FlowSchema)'s shape: create() per request costs ~10x on this path.
+ * uuid, emitter and workloads are left to Hubble's ingestFlow, as for every flow built outside it.
+ */
+import {
+  DropReason, FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict,
+  type Endpoint, type Flow, type HTTP, type Layer4, type Layer7,
+} from '../gen/flow/flow_pb.js';
+import type { Any } from '@bufbuild/protobuf/wkt';
+import type {
+  AccessAI, AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord,
+} from '../../common/access-log.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
+import { DNS_RCODE_NAMES, reservedIdentityName } from '../names.ts';
+import { aiExtension } from './ai-extension.ts';
+
+export const REDACTED = 'HUBBLE_REDACTED';
+
+/** Header names whose values never leave the proxy (lower-case). */
+export const SENSITIVE_HEADERS = new Set([
+  'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'api-key', 'x-auth-token',
+  'x-csrf-token', 'x-xsrf-token', 'openai-api-key', 'x-goog-api-key', 'x-amz-security-token',
+]);
+
+/** What the parser asks the agent: the local endpoint at an address, an identity's labels. */
+export interface L7Resolver {
+  byIp(ip: string): ResolvedEndpoint | undefined;
+  identityLabels(identity: number): string[] | undefined;
+}
+
+export interface L7ParserOptions {
+  nodeName: string;
+  resolver: L7Resolver;
+  /** cluster name of endpoints (default `default`) */
+  clusterName?: string;
+}
+
+/** The protocol-specific part of a flow; everything else comes from the base. */
+interface L7Part {
+  isReply: boolean;
+  verdict: Verdict;
+  transport: 'TCP' | 'UDP';
+  l7: Layer7;
+  summary: string;
+  proxyPort: number;
+  traceContext?: Flow['traceContext'];
+  extensions?: Any;
+  destinationNames?: string[];
+  dropReasonDesc?: DropReason;
+}
+
+/** `http://user:pass@host/` → `http://user:HUBBLE_REDACTED@host/` (Hubble's URL redaction). */
+export function redactUrl(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/@]*):([^/@]*)@/i.exec(url);
+  return m ? `${m[1]}${m[2]}:${REDACTED}@${url.slice(m[0].length)}` : url;
+}
+
+export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] {
+  const out: { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const key = flat[i]!;
+    out.push({ $typeName: 'flow.HTTPHeader', key, value: SENSITIVE_HEADERS.has(key.toLowerCase()) ? REDACTED : flat[i + 1]! });
+  }
+  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return out;
+}
+
+/** ` [ai openai gpt-4o-mini stream, tokens 12+30]` */
+function aiSummary(ai: AccessAI): string {
+  let s = ` [ai ${ai.provider} ${ai.operation === 'other' ? 'other request' : ai.model || '(no model)'}${ai.stream ? ' stream' : ''}`;
+  if (ai.promptTokens !== undefined || ai.completionTokens !== undefined) s += `, tokens ${ai.promptTokens ?? 0}+${ai.completionTokens ?? 0}${ai.usage === 'estimated' ? ' estimated' : ''}`;
+  return `${s}]`;
+}
+
+export function httpSummary(rec: HttpAccessRecord, url = redactUrl(rec.url)): string {
+  let s: string;
+  // Hubble's `%dms`: whole milliseconds, truncated
+  if (rec.type === 'request') s = rec.method ? `${rec.protocol} ${rec.method} ${url}` : `${rec.protocol} malformed request`;
+  else s = rec.method ? `${rec.protocol} ${rec.code} ${Math.floor(rec.latencyNs / 1e6)}ms (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
+  // AI calls: provider, model and tokens (src/proxy/ai)
+  if (rec.ai) s += aiSummary(rec.ai);
+  // policy denials read exactly like Hubble's; refusals by the parser (and the AI filter) say why
+  if (rec.reason && (rec.verdict === 'error' || (rec.ai && rec.verdict === 'denied'))) s += ` [${rec.reason}]`;
+  // HTTP seen inside TLS the proxy terminated (terminatingTLS): the URL is https://, and the summary says so
+  if (rec.tls?.intercepted) s += ` [TLS intercepted, SNI ${rec.tls.sni}]`;
+  return s;
+}
+
+export function dnsSummary(r: Pick<DnsAccessRecord, 'type' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl'>): string {
+  const qt = r.qtypes.join(',');
+  if (r.type === 'request') return `DNS Query ${r.query} ${qt}`;
+  if (r.rcode) return `DNS Answer RCode: ${DNS_RCODE_NAMES[r.rcode] ?? String(r.rcode)} TTL: ${r.ttl ?? 0} (Proxy ${r.query} ${qt})`;
+  return `DNS Answer "${(r.ips ?? []).join(',')}" TTL: ${r.ttl ?? 0} (Proxy ${r.query} ${qt})`;
+}
+
+export function tlsSummary(r: Pick<TlsAccessRecord, 'verdict' | 'sni' | 'version' | 'alpn' | 'intercepted' | 'resumed' | 'reason'>): string {
+  let s = 'TLS ClientHello';
+  if (r.sni) s += ` SNI ${r.sni}`;
+  if (r.verdict === 'forwarded') {
+    const details = [r.version, r.alpn?.length ? `alpn ${r.alpn.join(',')}` : '', r.intercepted ? 'intercepted' : '', r.resumed ? 'resumed' : ''].filter(Boolean);
+    if (details.length) s += ` (${details.join(', ')})`;
+    return s;
+  }
+  return `${s} ${r.verdict === 'denied' ? 'refused' : 'failed'}: ${r.reason ?? 'unknown'}`;
+}
+
+function httpPart(rec: HttpAccessRecord): L7Part {
+  const isReq = rec.type === 'request';
+  const url = redactUrl(rec.url);
+  const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) };
+  return {
+    isReply: !isReq,
+    // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
+    verdict: rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED,
+    transport: 'TCP',
+    l7: {
+      $typeName: 'flow.Layer7', type: isReq ? L7FlowType.REQUEST : L7FlowType.RESPONSE,
+      latencyNs: BigInt(isReq ? 0 : Math.max(0, Math.round(rec.latencyNs))), record: { case: 'http', value: http },
+    },
+    summary: httpSummary(rec, url),
+    proxyPort: DEFAULT_PROXY_PORTS.http,
+    traceContext: rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined,
+    extensions: rec.ai ? aiExtension(rec.ai) : undefined,
+  };
+}
+
+function dnsPart(rec: DnsAccessRecord): L7Part {
+  const isResp = rec.type === 'response';
+  return {
+    isReply: isResp,
+    verdict: rec.verdict === 'denied' ? Verdict.DROPPED : rec.verdict === 'error' ? Verdict.ERROR : Verdict.FORWARDED,
+    transport: rec.transport,
+    l7: {
+      $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs: rec.latencyNs ?? 0n,
+      record: {
+        case: 'dns',
+        value: {
+          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? [], ttl: rec.ttl ?? 0, cnames: rec.cnames ?? [], observationSource: 'proxy',
+          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? [],
+        },
+      },
+    },
+    summary: dnsSummary(rec),
+    // the DNS proxy's flows carry no proxy port (it is not a redirect of the connection's own port)
+    proxyPort: 0,
+  };
+}
+
+function tlsPart(rec: TlsAccessRecord): L7Part {
+  return {
+    isReply: false,
+    verdict: rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED,
+    transport: 'TCP',
+    l7: { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: { case: undefined } },
+    summary: tlsSummary(rec),
+    proxyPort: rec.proxyPort ?? DEFAULT_PROXY_PORTS.tls,
+    destinationNames: rec.sni ? [rec.sni] : [],
+    ...(rec.verdict === 'denied' ? { dropReasonDesc: DropReason.POLICY_DENIED } : {}),
+  };
+}
+
+export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
+  const cluster = opts.clusterName ?? 'default';
+  const labelCache = new Map<number, string[]>();
+  // endpoint label arrays are stable objects (the agent's records): sort each once
+  const sortedCache = new WeakMap<readonly string[], string[]>();
+  const sorted = (l: readonly string[]) => {
+    let v = sortedCache.get(l);
+    if (!v) sortedCache.set(l, (v = [...l].sort()));
+    return v;
+  };
+  const identityLabels = (identity: number): string[] => {
+    let labels = labelCache.get(identity);
+    if (!labels) {
+      const raw = opts.resolver.identityLabels(identity);
+      const name = reservedIdentityName(identity);
+      labels = raw ? [...raw].sort() : name && identity ? [`reserved:${name}`] : [];
+      if (labelCache.size > 4096) labelCache.clear();
+      labelCache.set(identity, labels);
+    }
+    return labels;
+  };
+
+  // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
+  function endpoint(p: AccessPeer): Endpoint {
+    const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
+    if (e) return { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads: [] };
+    return { $typeName: 'flow.Endpoint', ID: 0, identity: p.identity, clusterName: '', namespace: '', labels: p.labels ? sorted(p.labels) : identityLabels(p.identity), podName: '', workloads: [] };
+  }
+
+  return function parse(rec: AccessLogRecord): Flow {
+    const part = rec.l7 === 'http' ? httpPart(rec) : rec.l7 === 'dns' ? dnsPart(rec) : tlsPart(rec);
+    // the flow goes client → server for requests, server → client for responses
+    const src = part.isReply ? rec.server : rec.client;
+    const dst = part.isReply ? rec.client : rec.server;
+    const ports = { sourcePort: src.port, destinationPort: dst.port };
+    const l4: Layer4 = part.transport === 'UDP'
+      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', ...ports } } }
+      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', ...ports, flags: undefined } } };
+    // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
+    const seconds = Math.floor(rec.timeMs / 1000);
+    const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
+    return {
+      $typeName: 'flow.Flow',
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(seconds), nanos },
+      uuid: '',
+      emitter: undefined,
+      verdict: part.verdict,
+      dropReason: 0,
+      authType: 0,
+      ethernet: undefined,
+      IP: { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
+      l4,
+      tunnel: undefined,
+      source: endpoint(src),
+      destination: endpoint(dst),
+      Type: FlowType.L7,
+      nodeName: opts.nodeName,
+      nodeLabels: [],
+      sourceNames: [],
+      destinationNames: part.destinationNames ?? [],
+      l7: part.l7,
+      reply: false,
+      eventType: { $typeName: 'flow.CiliumEventType', type: 129, subType: 0 },
+      sourceService: undefined,
+      destinationService: undefined,
+      trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
+      policyMatchType: 0,
+      traceObservationPoint: 0,
+      traceReason: 0,
+      file: undefined,
+      ipTraceId: undefined,
+      dropReasonDesc: part.dropReasonDesc ?? 0,
+      isReply: part.isReply,
+      debugCapturePoint: 0,
+      interface: undefined,
+      proxyPort: part.proxyPort,
+      traceContext: part.traceContext,
+      sockXlatePoint: 0,
+      socketCookie: 0n,
+      cgroupId: 0n,
+      Summary: part.summary,
+      extensions: part.extensions,
+      egressAllowedBy: [],
+      ingressAllowedBy: [],
+      egressDeniedBy: [],
+      ingressDeniedBy: [],
+      policyLog: [],
+      aggregate: undefined,
+    };
+  };
+}

@@ -1,0 +1,765 @@
+/**
+ * One client connection of the HTTP proxy: requests parsed as they arrive, judged by the filter
+ * chain, forwarded upstream or answered locally in pipeline order, responses parsed and matched
+ * to their requests, the upstream connection taken from and returned to the pool, an upgrade
+ * turned into a tunnel only when the server answers 101 (proxy.ts has the picture).
+ */
+import net from 'node:net';
+import type { Direction } from '../../policy/types.ts';
+import type { L7Options } from '../../policy/l7.ts';
+import { proxyUpstreamMark } from '../marks.ts';
+import { BodyTracker, HeadParser, HttpParseError, type MessageHead } from './parser.ts';
+import type { ProxyConnectionView } from './stream.ts';
+import type { ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
+import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
+import type { HttpProxy } from './proxy.ts';
+import { Stream } from './request-stream.ts';
+import { STATUS_TEXT, closingResponseHead, localReply } from './replies.ts';
+import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
+
+function stripV4Mapped(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+export class ProxyConnection implements ProxyConnectionView {
+  readonly proxy: HttpProxy;
+  readonly direction: Direction;
+  readonly client: AccessPeer;
+  readonly server: AccessPeer;
+  readonly endpoint: ProxyEndpoint | undefined;
+  readonly remoteIdentity: number;
+  readonly secretOpts: L7Options;
+  readonly state = new Map<string, unknown>();
+  /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
+  sock: net.Socket;
+  /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
+  wrapUpstream: ((raw: net.Socket) => net.Socket) | null = null;
+  /** extra key of pooled upstream connections made by wrapUpstream (e.g. the TLS server name) */
+  upstreamTag = '';
+  /** TLS seen by a network filter (SNI; intercepted: HTTP parsed inside TLS), carried into the access records */
+  tls: { sni: string; intercepted: boolean } | null = null;
+  /** why the last upstream failed, as a network filter classified it (e.g. a certificate error → 502) */
+  private upstreamError: (Error & { proxyStatus?: number; proxyReason?: string }) | null = null;
+  private upstream: net.Socket | null = null;
+  private readonly reqHead: HeadParser;
+  private readonly resHead: HeadParser;
+  private readonly reqBody = new BodyTracker();
+  private readonly resBody = new BodyTracker();
+  /**
+   * What the next client bytes are: a request head, or the body of the request in `cur` — going
+   * upstream as it is read, or kept here (held for a filter, or dropped after a local reply).
+   */
+  private reqState: 'head' | 'body-upstream' | 'body-here' = 'head';
+  /** What the next upstream bytes are: a response head or the body of the response at the head of the queue. */
+  private resState: 'head' | 'body' = 'head';
+  /** the request whose body is being read */
+  private cur: Stream | null = null;
+  /** the request whose body a filter holds until it is complete (nothing of it went upstream) */
+  private holding: Stream | null = null;
+  /** requests awaiting their response, in order (local replies included) */
+  private readonly queue: Stream[] = [];
+  /** inside onClientData: a new upstream socket starts corked */
+  private inBatch = false;
+  private upstreamKey = '';
+  /**
+   * The client side: `open` reads requests; `draining` reads no more (a request or response that
+   * closes, a refusal, the client's half-close) and closes after the queued responses; `tunnel`
+   * passes bytes unparsed both ways (a 101 to a WebSocket upgrade, a network filter's
+   * passThrough); `closed` is final.
+   */
+  private phase: 'open' | 'draining' | 'tunnel' | 'closed' = 'open';
+  /**
+   * The upstream connection's reuse: `reused` came from the pool and has not answered yet (a
+   * reset then is the pool's keep-alive race); `busy` has an exchange in flight; `idle` has none
+   * and may go back to the pool; `spent` carried an upgrade request or a tunnel and never does.
+   */
+  private upstreamState: 'reused' | 'busy' | 'idle' | 'spent' = 'busy';
+  /** first byte of an incomplete head (ms), 0 when none */
+  headStartedAt = 0;
+  /** last read on either side (ms; the proxy's sweep closes idle connections) */
+  lastActive = 0;
+  /** when the client side was ended by us (ms; the sweep destroys it if the client never closes) */
+  closingAt = 0;
+  /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
+  private readonly peerEndpoint: ProxyEndpoint | undefined;
+  private peerCache: ProxyPolicyLookup | null = null;
+  private policyCache: ProxyPolicyLookup | null = null;
+  private policyRev = -1;
+
+  constructor(proxy: HttpProxy, sock: net.Socket, direction: Direction) {
+    this.proxy = proxy;
+    this.sock = sock;
+    this.direction = direction;
+    const src = stripV4Mapped(sock.remoteAddress);
+    const dst = stripV4Mapped(sock.localAddress);
+    const p = proxy.opts.policy;
+    const srcEp = p.endpointByIp(src);
+    const dstEp = p.endpointByIp(dst);
+    this.client = { ip: src, port: sock.remotePort ?? 0, identity: srcEp?.identity ?? p.identityOf(src) };
+    this.server = { ip: dst, port: sock.localPort ?? 0, identity: dstEp?.identity ?? p.identityOf(dst) };
+    this.endpoint = direction === 'egress' ? srcEp : dstEp;
+    this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
+    this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
+    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
+    this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
+    this.resHead = new HeadParser({ kind: 'response' });
+  }
+
+  private get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  private get tunnel(): boolean {
+    return this.phase === 'tunnel';
+  }
+
+  /** no more requests are read (close after the queued responses) */
+  private get readStopped(): boolean {
+    return this.phase !== 'open';
+  }
+
+  private stopReading(): void {
+    if (this.phase === 'open') this.phase = 'draining';
+  }
+
+  policy(): ProxyPolicyLookup {
+    const p = this.proxy.opts.policy;
+    const rev = p.revision();
+    if (this.policyCache && rev === this.policyRev) return this.policyCache;
+    this.policyRev = rev;
+    this.peerCache = null;
+    // Fail closed: a connection without a local endpoint has no policy to allow it.
+    this.policyCache = this.endpoint
+      ? p.lookup(this.endpoint.id, this.direction, this.remoteIdentity, this.server.port)
+      : { verdict: 'drop', l7: null };
+    return this.policyCache;
+  }
+
+  /**
+   * Egress to a local endpoint whose ingress redirects this port to the proxy too: the upstream
+   * connection cannot be steered again on its way in (it leaves the node's own stack), so the
+   * egress proxy enforces the destination's ingress L7 policy as well and marks the upstream
+   * PROXY_INGRESS (already enforced). Null when the destination's ingress has no L7 policy.
+   */
+  peerIngress(): ProxyPolicyLookup | null {
+    if (!this.peerEndpoint) return null;
+    this.policy(); // refreshes both caches on a new revision
+    if (!this.peerCache) this.peerCache = this.proxy.opts.policy.lookup(this.peerEndpoint.id, 'ingress', this.client.identity, this.server.port);
+    return this.peerCache.verdict === 'redirect' ? this.peerCache : null;
+  }
+
+  start(): void {
+    this.lastActive = Date.now();
+    this.attach(this.sock);
+    this.proxy.chain.newConnection(this);
+  }
+
+  private attach(s: net.Socket): void {
+    s.on('data', (c: Buffer) => this.onClientData(c));
+    s.on('end', () => this.onClientEnd());
+    s.on('error', () => this.destroy());
+    s.on('close', () => this.destroy());
+    s.on('drain', () => this.upstream?.resume());
+  }
+
+  /**
+   * Switches the downstream to another stream over the same connection (a network filter that
+   * terminates TLS adopts the TLSSocket wrapping the accepted socket): HTTP parsing, local
+   * replies and responses then go through it. Bytes the filter already consumed stay consumed.
+   */
+  adopt(stream: net.Socket): void {
+    const old = this.sock;
+    for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
+    this.sock = stream;
+    this.attach(stream);
+  }
+
+  /**
+   * A network filter decided at connection level (e.g. by TLS SNI) and lets the connection
+   * through unparsed: `head` (the bytes it consumed) goes upstream first, then every byte both
+   * ways, unchanged.
+   */
+  passThrough(head: Buffer): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'tunnel';
+    const up = this.ensureUpstream();
+    if (head.length && !up.write(head)) this.sock.pause();
+  }
+
+  // ------------------------------------------------------------------ downstream (requests)
+
+  private onClientData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastActive = this.proxy.now;
+    if (this.tunnel) {
+      if (this.upstream && !this.upstream.write(chunk)) this.sock.pause();
+      return;
+    }
+    if (this.proxy.chain.network.length && this.proxy.chain.data(this, chunk) === 'stop') return;
+    // One writev per read: heads, bodies and pipelined requests of this chunk leave together.
+    const up0 = this.upstream;
+    up0?.cork();
+    this.inBatch = true;
+    this.sock.cork();
+    try {
+      this.feedRequests(chunk);
+    } finally {
+      this.inBatch = false;
+      if (up0 && !up0.destroyed) up0.uncork();
+      const up1 = this.upstream;
+      if (up1 && up1 !== up0 && !up1.destroyed) up1.uncork();
+      if (!this.sock.destroyed) this.sock.uncork();
+    }
+  }
+
+  /** Parses and dispatches client bytes (also the entry point for network filters that decrypt). */
+  feedRequests(chunk: Buffer): void {
+    let pos = 0;
+    const len = chunk.length;
+    // after a request that closes the connection (Connection: close) no further request is
+    // read, but the body of that request, when it went upstream, still is
+    while (pos < len && !this.closed && (!this.readStopped || this.reqState === 'body-upstream') && !this.tunnel) {
+      if (this.reqState === 'head') {
+        let r;
+        try {
+          r = this.reqHead.push(chunk, pos);
+        } catch (e) {
+          this.protocolError(e as HttpParseError);
+          return;
+        }
+        if (!r) {
+          if (this.headStartedAt === 0 && this.reqHead.pending > 0) this.headStartedAt = Date.now();
+          return;
+        }
+        this.headStartedAt = 0;
+        pos = r.bodyStart;
+        this.onRequestHead(r.head);
+      } else {
+        let end;
+        try {
+          end = this.reqBody.feed(chunk, pos);
+        } catch (e) {
+          this.protocolError(e as HttpParseError);
+          return;
+        }
+        if (this.reqState === 'body-upstream' && end > pos && this.upstream && !this.upstream.write(chunk.subarray(pos, end))) this.sock.pause();
+        else if (this.holding && end > pos && !this.hold(chunk.subarray(pos, end))) return;
+        pos = end;
+        if (this.reqBody.done) this.requestDone();
+      }
+    }
+    if (this.reqState !== 'head' && this.reqBody.done) this.requestDone();
+  }
+
+  private onRequestHead(head: MessageHead): void {
+    const s = new Stream(this, head);
+    this.cur = s;
+    this.reqBody.startRequest(head);
+    const refused = upgradeRefusal(head);
+    let status: 'continue' | 'stop' = 'stop';
+    let bodyUpstream = false;
+    if (refused) {
+      // as Envoy without an upgrade config for it: 403 before the filters, and the connection
+      // closes (what follows is meant for another protocol and is never parsed as HTTP)
+      s.reply(403, '', refused, true);
+      s.localVerdict = 'error';
+    } else {
+      if (head.upgrade && head.upgradeType === 'h2c') s.setHeaders(withoutH2cUpgrade(head.headers));
+      else if (head.upgrade) s.upgrade = true;
+      else if (head.upgradeType) s.setHeaders(without(head.headers, ['upgrade'])); // Upgrade without `Connection: upgrade` is no upgrade
+      // the server gets the authority the policy judges (Envoy sends :authority as Host)
+      if (head.absoluteForm) s.setHeaders(withHost(s.requestHeaders(), head.authority));
+      // Envoy's codec reads no request after an upgrade it refuses
+      s.closeOnLocal = s.upgrade;
+      status = this.proxy.chain.decodeHeaders(s);
+    }
+    if (status === 'stop' || s.local) {
+      if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
+      this.record(s, 'request', s.localVerdict, s.localReason);
+      this.queue.push(s);
+      if (s.localClose) this.stopReading();
+      this.flushLocal();
+    } else if (s.holdLimit >= 0) {
+      // a filter judges the body: the request waits (head included) until decodeBody
+      this.holding = s;
+      s.held = [];
+      s.payload = [];
+      if (!this.reqBody.done) {
+        this.reqBody.sink = s;
+        if (head.expectContinue) {
+          // the client waits for a 100 before it sends the body we must judge: answer it here
+          // (only when no earlier response is pending: interim answers keep the pipeline order)
+          if (this.queue.length === 0) this.sock.write('HTTP/1.1 100 Continue\r\n\r\n');
+          s.setHeaders(without(s.requestHeaders(), ['expect']));
+        }
+      }
+    } else {
+      this.forward(s);
+      bodyUpstream = true;
+    }
+    this.reqState = this.reqBody.done ? 'head' : bodyUpstream ? 'body-upstream' : 'body-here';
+    if (this.reqBody.done) {
+      if (this.holding === s) this.judgeBody(s);
+      this.cur = null;
+    }
+  }
+
+  /** Sends a request head upstream (the body follows as it is read, or `held` right after). */
+  private forward(s: Stream): void {
+    const head = s.head;
+    this.record(s, 'request', 'forwarded');
+    if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
+      // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
+      s.setHeaders(withoutConnection(s.requestHeaders()));
+    } else s.upstreamClose = !head.keepAlive;
+    const up = this.ensureUpstream();
+    // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
+    // judged as such; whatever the answer, this upstream connection is not reused by others.
+    if (s.upgrade) this.upstreamState = 'spent';
+    else if (this.upstreamState === 'idle') this.upstreamState = 'busy';
+    if (!up.write(s.requestBytes())) this.sock.pause();
+    this.queue.push(s);
+    if (!head.keepAlive) this.stopReading();
+    if (this.queue.length > 256) this.sock.pause();
+  }
+
+  /** Keeps held body bytes; over the filter's bound the filter answers (413) and the connection closes. */
+  private hold(bytes: Buffer): boolean {
+    const s = this.holding!;
+    s.heldBytes += bytes.length;
+    const proxy = this.proxy;
+    const busy = proxy.heldBytes + bytes.length > (proxy.opts.maxHeldBytes ?? 64 << 20);
+    if (s.heldBytes <= s.holdLimit && !busy) {
+      s.held!.push(bytes);
+      proxy.heldBytes += bytes.length;
+      return true;
+    }
+    this.releaseHeld(s);
+    this.reqBody.sink = null;
+    // the rest of the body is never read: the connection ends after the answer
+    s.closeOnLocal = true;
+    // held bodies of all connections together are bounded: the proxy's memory, not this request, is the limit
+    if (busy) s.reply(503, 'Service Unavailable\r\n', 'held request bodies over the proxy\'s bound');
+    else this.proxy.chain.decodeBody(s, null);
+    if (!s.local) s.reply(413, 'Payload Too Large\r\n', 'request body larger than the filter holds');
+    this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+    this.stopReading();
+    this.sock.pause();
+    this.queue.push(s);
+    this.flushLocal();
+    return false;
+  }
+
+  /** A held request leaves the proxy's count (judged, refused, or its connection gone). */
+  private releaseHeld(s: Stream): void {
+    if (this.holding === s) this.holding = null;
+    if (s.held) this.proxy.heldBytes -= s.held.reduce((n, b) => n + b.length, 0);
+    s.held = s.payload = null;
+  }
+
+  /** The held body is complete: the filters decide, then it goes upstream (head and body) or is answered here. */
+  private judgeBody(s: Stream): void {
+    this.holding = null;
+    this.reqBody.sink = null;
+    const payload = s.payload!.length === 1 ? s.payload![0]! : Buffer.concat(s.payload!);
+    // the bytes leave the proxy's count now: forwarded below, or dropped with a local reply
+    const held = s.held!;
+    this.releaseHeld(s);
+    const status = this.proxy.chain.decodeBody(s, payload);
+    if (status === 'stop' || s.local) {
+      if (!s.local) s.reply(500, 'Internal Server Error\r\n', 'filter stopped without a reply');
+      this.record(s, 'request', s.localStatus === 403 ? 'denied' : 'error', s.localReason);
+      this.queue.push(s);
+      if (s.localClose) this.stopReading();
+      this.flushLocal();
+      return;
+    }
+    this.forward(s);
+    const up = this.upstream;
+    for (const b of held) if (up && !up.write(b)) this.sock.pause();
+  }
+
+  private requestDone(): void {
+    this.reqState = 'head';
+    if (this.holding && this.holding === this.cur) this.judgeBody(this.holding);
+    this.cur = null;
+  }
+
+  private onClientEnd(): void {
+    if (this.tunnel) {
+      // half-close: the server may still answer
+      this.upstream?.end();
+      return;
+    }
+    // A half-closed client still gets its responses (allowHalfOpen).
+    this.stopReading();
+    if (this.reqState === 'body-upstream' && !this.reqBody.done) {
+      this.destroy();
+      return;
+    }
+    if (this.queue.length === 0) this.finish();
+    else if (this.upstream && this.queue.every((s) => !s.local)) {
+      // nothing more will be sent upstream
+    }
+  }
+
+  /** A malformed request: a 400-class local reply in pipeline order, then close. */
+  private protocolError(e: HttpParseError): void {
+    if (!(e instanceof HttpParseError)) e = new HttpParseError(400, 'bad_request', String(e));
+    const head: MessageHead = this.cur?.head ?? {
+      method: '', target: '', path: '', authority: '', absoluteForm: false, status: 0, reason: '', version: 'HTTP/1.1', headers: [], raw: Buffer.alloc(0),
+      contentLength: -1, chunked: false, keepAlive: false, upgrade: false, upgradeType: '', host: '', expectContinue: false,
+    };
+    const inBody = this.reqState !== 'head' && this.cur;
+    this.stopReading();
+    this.sock.pause();
+    this.headStartedAt = 0;
+    if (inBody && this.reqState === 'body-upstream') {
+      // the upstream already has part of this request: it can only be cut off
+      this.record(this.cur!, 'request', 'error', e.reason);
+      this.destroy();
+      return;
+    }
+    const s = new Stream(this, inBody ? this.cur!.head : head);
+    s.reply(e.status, `${STATUS_TEXT[e.status] ?? 'Bad Request'}\r\n`, e.reason);
+    s.localClose = true;
+    s.local = localReply(e.status, `${STATUS_TEXT[e.status] ?? 'Bad Request'}\r\n`, true);
+    this.record(s, 'request', 'error', e.reason);
+    this.queue.push(s);
+    this.flushLocal();
+  }
+
+  /** Slowloris: the head did not complete in time. */
+  headerTimeout(): void {
+    this.protocolError(new HttpParseError(408, 'header_timeout', 'request header section not complete in time'));
+  }
+
+  // ------------------------------------------------------------------ upstream (responses)
+
+  private ensureUpstream(fresh = false): net.Socket {
+    if (this.upstream) return this.upstream;
+    const o = this.proxy.opts;
+    const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
+    const transparent = !!o.upstreamSocket && !o.upstreamOverride;
+    const mark = proxyUpstreamMark(this.peerIngress() ? 'ingress' : this.direction, this.client.identity);
+    // Idle upstream connections are shared by downstream connections with the same source
+    // address, identity and destination (the destination still sees the same pod).
+    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
+    let up = fresh ? undefined : this.proxy.pool.take(this.upstreamKey);
+    const reused = !!up;
+    if (!up) {
+      if (transparent) {
+        let fd = -1;
+        try {
+          fd = o.upstreamSocket!(this.client.ip, mark);
+        } catch (e) {
+          o.logger?.warn({ err: String(e) }, 'upstream socket');
+        }
+        up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
+      } else up = new net.Socket({ allowHalfOpen: true });
+    }
+    if (!reused) {
+      up.setNoDelay(true);
+      up.connect(target.port, target.host);
+    }
+    // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
+    const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
+    this.upstream = sock;
+    this.upstreamError = null;
+    this.upstreamState = reused ? 'reused' : 'busy';
+    if (this.inBatch) sock.cork();
+    this.resState = 'head';
+    this.resHead.reset();
+    sock.on('data', (c: Buffer) => this.onUpstreamData(c));
+    sock.on('drain', () => this.sock.resume());
+    sock.on('end', () => this.onUpstreamEnd(sock));
+    sock.on('error', (err) => this.onUpstreamError(sock, err));
+    sock.on('close', () => this.onUpstreamEnd(sock));
+    if (!reused) {
+      // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's connect timeout
+      const t = setTimeout(() => {
+        if (up.connecting) {
+          this.onUpstreamError(sock, new Error('upstream connect timeout'));
+          up.destroy();
+        }
+      }, this.proxy.opts.connectTimeoutMs ?? 5000);
+      t.unref();
+      up.once('connect', () => clearTimeout(t));
+    }
+    return sock;
+  }
+
+  private onUpstreamData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastActive = this.proxy.now;
+    if (this.tunnel) {
+      if (!this.sock.write(chunk)) this.upstream?.pause();
+      return;
+    }
+    // One writev per read toward the client (response heads, bodies, queued local replies).
+    const sock = this.sock;
+    sock.cork();
+    try {
+      this.feedResponses(chunk);
+    } finally {
+      if (!sock.destroyed) sock.uncork();
+    }
+  }
+
+  private feedResponses(chunk: Buffer): void {
+    let pos = 0;
+    const len = chunk.length;
+    // Start of a run of `chunk` forwarded as is (response heads and bodies): written as one
+    // sub-array when something else must be written or the chunk ends.
+    let run = -1;
+    const flush = (end: number) => {
+      if (run >= 0 && end > run && !this.sock.write(chunk.subarray(run, end))) this.upstream?.pause();
+      run = -1;
+    };
+    while (pos < len && !this.closed) {
+      const s = this.queue[0];
+      if (!s || s.local) {
+        // a response nobody asked for (or ahead of a local reply): the upstream is broken
+        flush(pos);
+        this.destroy();
+        return;
+      }
+      if (this.resState === 'head') {
+        let r;
+        try {
+          r = this.resHead.push(chunk, pos);
+        } catch (e) {
+          flush(pos);
+          this.upstreamFailed(s, 502, (e as HttpParseError).reason ?? 'bad_response');
+          return;
+        }
+        if (!r) {
+          flush(pos);
+          return;
+        }
+        const h = r.head;
+        const headStart = r.bodyStart - h.raw.length;
+        const inChunk = headStart >= pos && h.raw.buffer === chunk.buffer && h.raw.byteOffset === chunk.byteOffset + headStart;
+        pos = r.bodyStart;
+        if (h.status >= 100 && h.status < 200 && h.status !== 101) {
+          if (inChunk) { if (run < 0) run = headStart; } else { flush(headStart); if (!this.sock.write(h.raw)) this.upstream?.pause(); }
+          continue;
+        }
+        const refused = h.status === 101 ? this.switchRefusal(s, h) : undefined;
+        if (refused) {
+          flush(headStart);
+          this.upstreamFailed(s, 502, refused);
+          return;
+        }
+        s.response = h;
+        if (this.upstreamState === 'reused') this.upstreamState = 'busy';
+        this.resBody.startResponse(h, s.head.method);
+        this.proxy.chain.encodeHeaders(s);
+        if (s.observer) this.resBody.sink = s.observer;
+        const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
+        if (inChunk && !closing) {
+          if (run < 0) run = headStart;
+        } else {
+          flush(headStart);
+          if (!this.sock.write(closing ? closingResponseHead(h) : h.raw)) this.upstream?.pause();
+        }
+        if (h.status === 101) {
+          // the server agreed: from here on, bytes pass unparsed both ways
+          flush(pos);
+          this.phase = 'tunnel';
+          this.upstreamState = 'spent';
+          this.record(s, 'response', 'forwarded');
+          this.queue.shift();
+          if (pos < len) this.sock.write(chunk.subarray(pos));
+          // a client that already half-closed sends nothing more through the tunnel
+          if (this.sock.readableEnded) this.upstream?.end();
+          this.sock.resume();
+          return;
+        }
+        this.resState = 'body';
+        if (this.resBody.done) { flush(pos); this.responseDone(); }
+      } else {
+        const end = this.resBody.feed(chunk, pos);
+        if (run < 0 && end > pos) run = pos;
+        pos = end;
+        if (this.resBody.done) { flush(pos); this.responseDone(); }
+      }
+    }
+    flush(pos);
+  }
+
+  /**
+   * Why a 101 cannot start a tunnel: a switch nobody asked for, to another protocol than the
+   * WebSocket asked for, or one the client did not wait for (what it sent after the upgrade
+   * request was judged as HTTP, but the server would now read it as the new protocol).
+   */
+  private switchRefusal(s: Stream, h: MessageHead): string | undefined {
+    if (!s.upgrade) return 'unexpected_101: a 101 to a request that did not ask to upgrade';
+    if (h.upgradeType !== 'websocket') return `upgrade_mismatch: a 101 switching to "${h.upgradeType.slice(0, 40)}", not the websocket asked for`;
+    if (!h.upgrade) return 'upgrade_mismatch: a 101 without Connection: upgrade';
+    if (this.queue.length !== 1 || this.reqState !== 'head' || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
+    return undefined;
+  }
+
+  private responseDone(): void {
+    const s = this.queue.shift()!;
+    this.resState = 'head';
+    this.endObserver(s, true);
+    this.record(s, 'response', 'forwarded');
+    const resp = s.response!;
+    if (this.upstreamState !== 'spent') this.upstreamState = resp.keepAlive && this.queue.length === 0 && !s.upstreamClose ? 'idle' : 'busy';
+    if (!resp.keepAlive || !s.head.keepAlive) {
+      // the server or the client ends the connection with this exchange
+      this.stopReading();
+      this.finish();
+      return;
+    }
+    this.flushLocal();
+    if (this.queue.length <= 256 && !this.readStopped) this.sock.resume();
+    if (this.readStopped && this.queue.length === 0) this.finish();
+  }
+
+  private onUpstreamEnd(up: net.Socket): void {
+    if (up !== this.upstream) return;
+    if (this.tunnel) {
+      this.sock.end();
+      return;
+    }
+    this.upstream = null;
+    const s = this.queue[0];
+    if (s && !s.local && this.resState === 'body' && this.resBody.untilClose) {
+      this.resBody.done = true;
+      this.queue.shift();
+      this.endObserver(s, true);
+      this.record(s, 'response', 'forwarded');
+      this.stopReading();
+      this.finish();
+      return;
+    }
+    if (this.queue.some((q) => !q.local)) {
+      const first = this.queue[0]!;
+      // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
+      // response arrived and the requests had no body, so they are sent again on a new connection.
+      if (this.upstreamState === 'reused' && this.resState === 'head' && this.resHead.pending === 0 && !first.response &&
+          this.reqState === 'head' && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
+        const again = this.ensureUpstream(true);
+        for (const q of this.queue) again.write(q.requestBytes());
+        return;
+      }
+      const ue = this.upstreamError;
+      if (this.resState === 'head' && !first.local && !first.response) this.upstreamFailed(first, ue?.proxyStatus ?? 503, ue?.proxyReason ?? 'upstream_reset_before_response_started');
+      else this.destroy();
+      return;
+    }
+    if (this.cur && this.reqState === 'body-upstream') this.destroy();
+  }
+
+  private onUpstreamError(up: net.Socket, err: Error): void {
+    this.proxy.opts.logger?.debug({ err: err.message, server: `${this.server.ip}:${this.server.port}` }, 'upstream error');
+    if (up === this.upstream) this.upstreamError = err;
+    this.onUpstreamEnd(up);
+  }
+
+  /** The upstream failed before a response started: a 502/503 local reply, then close. */
+  private upstreamFailed(s: Stream, status: number, reason: string): void {
+    const up = this.upstream;
+    this.upstream = null;
+    up?.destroy();
+    if (s.response) {
+      this.destroy();
+      return;
+    }
+    const body = status === 503 ? 'upstream connect error or disconnect/reset before headers\r\n' : 'Bad Gateway\r\n';
+    s.local = localReply(status, body, true);
+    s.localStatus = status;
+    s.localReason = reason;
+    s.localClose = true;
+    this.stopReading();
+    // later pipelined requests that went upstream are lost with it
+    this.queue.length = 0;
+    this.queue.push(s);
+    this.flushLocal();
+  }
+
+  /** Writes the local replies at the head of the queue. */
+  private flushLocal(): void {
+    while (this.queue.length && this.queue[0]!.local) {
+      const s = this.queue.shift()!;
+      this.sock.write(s.local!);
+      this.endObserver(s, false);
+      this.record(s, 'response', s.localVerdict, s.localReason);
+      if (s.localClose) {
+        this.stopReading();
+        this.queue.length = 0;
+        this.finish();
+        return;
+      }
+    }
+    if (this.readStopped && this.queue.length === 0) this.finish();
+  }
+
+  /** Ends the client side after what was written, and the upstream. */
+  private finish(): void {
+    if (this.phase === 'closed') return;
+    const tunnel = this.phase === 'tunnel';
+    this.phase = 'closed';
+    this.sock.end();
+    // the sweep destroys the socket if the client has not closed its side within 5 s
+    this.closingAt = Date.now();
+    const up = this.upstream;
+    this.upstream = null;
+    if (!up) return;
+    // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
+    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
+    else up.end();
+  }
+
+  private endObserver(s: Stream, complete: boolean): void {
+    const o = s.observer;
+    if (!o) return;
+    s.observer = null;
+    if (this.resBody.sink === o) this.resBody.sink = null;
+    try {
+      o.end(complete);
+    } catch { /* a reader never breaks the proxy */ }
+  }
+
+  destroy(): void {
+    this.proxy.conns.delete(this);
+    if (this.holding) this.releaseHeld(this.holding);
+    // responses cut off: their readers account for what passed
+    for (const q of this.queue) if (q.observer) this.endObserver(q, false);
+    if (this.phase === 'closed' && this.sock.destroyed) return;
+    this.phase = 'closed';
+    this.sock.destroy();
+    this.upstream?.destroy();
+    this.upstream = null;
+  }
+
+  // ------------------------------------------------------------------ access log
+
+  private record(s: Stream, type: 'request' | 'response', verdict: AccessVerdict, reason?: string): void {
+    const cb = this.proxy.opts.onRecord;
+    if (!cb) return;
+    const isReq = type === 'request';
+    const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
+    const rec: HttpAccessRecord = {
+      l7: 'http', type, verdict, direction: this.direction,
+      timeMs: isReq ? s.startMs : Date.now(),
+      client: this.client, server: this.server, endpointId: this.endpoint?.id ?? 0,
+      method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,
+      protocol: s.head.version, headers: isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : [],
+      code, latencyNs: isReq ? 0 : Number(process.hrtime.bigint() - s.startNs),
+      ...(s.traceId ? { traceId: s.traceId, parentSpanId: s.parentSpanId! } : {}),
+      ...(reason ? { reason } : {}),
+      ...(s.headerActions ? { headerActions: s.headerActions } : {}),
+      ...(this.tls ? { tls: this.tls } : {}),
+      ...(s.ai ? { ai: s.ai } : {}),
+      ...(isReq ? {} : { requestTimeMs: s.startMs }),
+    };
+    try {
+      cb(rec);
+    } catch { /* the access log never breaks the proxy */ }
+  }
+}
