@@ -36,6 +36,7 @@ import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
 import { createAINode } from '../proxy/ai/node.ts';
+import { readSupervisorState, supervisorFiles } from '../sys/supervise.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -175,6 +176,13 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
 
+  /** What the agent's supervisor (src/lab/supervisor.ts, or any that writes the same file) recorded. */
+  const supervision = (): Pick<StatusView['agent'], 'restarts' | 'lastExit'> => {
+    const sup = readSupervisorState(supervisorFiles(paths.nodeDir(node)).state);
+    if (!sup) return {};
+    return { restarts: sup.restarts, ...(sup.lastExit ? { lastExit: { at: sup.lastExit.at, reason: sup.lastExit.reason, ranSeconds: Math.round(sup.lastExit.ranMs / 100) / 10 } } : {}) };
+  };
+
   return {
     datapath, networks, workloads, hubble,
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
@@ -290,7 +298,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       const lostTotal = Object.values(hs.lost).reduce((a, b) => a + (b ?? 0), 0);
       return {
         node, lab,
-        agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
+        agent: {
+          state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION,
+          ...supervision(),
+        },
         datapath: dpState,
         kvstore,
         ...(input.clusterNodes ? { cluster: { nodes: input.clusterNodes().map((n) => ({ name: n.name, ip: n.ip })) } } : {}),

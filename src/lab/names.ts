@@ -25,6 +25,11 @@ export const HOST_PEER = 'mbr_net';
 export const WORLD_LINK = 'mbr_world';
 export const UNDERLAY_LINK = 'mbr_ul';
 
+/** In the agent's command line (found by it after its pid file is gone) */
+export const AGENT_MARKER = 'src/lab/node-agent.ts';
+/** In the agent supervisor's command line */
+export const SUPERVISOR_MARKER = 'src/lab/supervisor.ts';
+
 export function nodeName(index: number): string {
   return `node${index}`;
 }

@@ -1,0 +1,83 @@
+/**
+ * Supervision with real processes: a killed program is restarted (new pid) and its exit recorded
+ * with why; quick successive failures back off; stop() ends the program and restarts nothing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { backoffDelay, describeExit, readSupervisorState, supervise, supervisorFiles } from '../../../src/sys/supervise.ts';
+
+const NODE = process.execPath;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until<T>(f: () => T | undefined, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(20);
+  }
+}
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+test('backoff: doubles from the base, capped; exits described by code or signal', () => {
+  assert.deepEqual([0, 1, 2, 3, 10, 50].map((n) => backoffDelay(n)), [100, 200, 400, 800, 10_000, 10_000]);
+  assert.equal(describeExit(null, 'SIGKILL'), 'killed by SIGKILL');
+  assert.equal(describeExit(1, null), 'exited with code 1');
+  assert.equal(describeExit(0, null), 'exited cleanly (code 0)');
+});
+
+test('kill -9 of the program: restarted with a new pid, the exit recorded; stop() ends it for good', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-sup-'));
+  const files = supervisorFiles(dir);
+  const logs: string[] = [];
+  const sup = supervise({
+    name: 'sleeper', argv: [NODE, '-e', 'console.log("up", process.pid); setInterval(() => {}, 1000)'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    log: (m) => logs.push(m),
+  });
+  try {
+    const first = await until(() => readSupervisorState(files.state)?.pid);
+    assert.ok(alive(first));
+    const ups = () => readFileSync(join(dir, 'p.log'), 'utf8').match(/^up /gm)?.length ?? 0;
+    await until(() => ups() >= 1 || undefined);
+    process.kill(first, 'SIGKILL');
+    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    assert.ok(alive(second));
+    const st = readSupervisorState(files.state)!;
+    assert.equal(st.restarts, 1);
+    assert.equal(st.lastExit?.pid, first);
+    assert.equal(st.lastExit?.signal, 'SIGKILL');
+    assert.equal(st.lastExit?.reason, 'killed by SIGKILL');
+    assert.match(logs.join('\n'), /sleeper killed by SIGKILL after [\d.]+ s: restarting in 100 ms/);
+    await until(() => ups() >= 2 || undefined);
+    await sup.stop(2000);
+    assert.ok(!alive(second), 'stop() ended the program');
+    await sleep(400);
+    const after = readSupervisorState(files.state)!;
+    assert.equal(after.pid, undefined, 'nothing restarted after stop()');
+    assert.equal(after.restarts, 1);
+  } finally {
+    await sup.stop(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a program that keeps failing at once is restarted with growing delays (never a tight loop)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-sup-'));
+  const files = supervisorFiles(dir);
+  const delays: number[] = [];
+  const sup = supervise({
+    name: 'crasher', argv: [NODE, '-e', 'process.exit(3)'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    log: (_m, f) => { delays.push(f.restartInMs as number); },
+  });
+  try {
+    await until(() => delays.length >= 4 || undefined, 20_000);
+    assert.deepEqual(delays.slice(0, 4), [100, 200, 400, 800]);
+    assert.equal(readSupervisorState(files.state)?.lastExit?.reason, 'exited with code 3');
+  } finally {
+    await sup.stop(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
