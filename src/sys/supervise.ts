@@ -6,6 +6,9 @@
  *
  * The program runs in its own process group: a supervisor that dies (even by SIGKILL) leaves it
  * running, and a new supervisor adopts it by pid (exit status unknown then, only its end).
+ *
+ * With `standby`, a spare instance is kept loaded (started with the standby flag, it loads its code
+ * and waits for a line on stdin): a restart then costs the program's start, not its loading.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -86,6 +89,8 @@ export interface SuperviseOptions {
   log(msg: string, fields: Record<string, unknown>): void;
   /** told of each start (pid) */
   onStart?(pid: number): void;
+  /** keep a spare: started with this flag appended, promoted by a line "go" on its stdin */
+  standby?: { flag: string; /** after a start, wait this long before loading the next spare (default 5 s) */ delayMs?: number };
 }
 
 export interface Supervisor {
@@ -105,6 +110,8 @@ export function supervise(o: SuperviseOptions): Supervisor {
   let restartTimer: NodeJS.Timeout | undefined;
   let pollTimer: NodeJS.Timeout | undefined;
   let gone: (() => void) | undefined;
+  let spare: ChildProcess | undefined;
+  let spareTimer: NodeJS.Timeout | undefined;
 
   function save(): void {
     try {
@@ -137,26 +144,57 @@ export function supervise(o: SuperviseOptions): Supervisor {
     }, delay);
   }
 
-  function start(): void {
+  function launch(asSpare: boolean): ChildProcess {
     const [cmd, ...args] = o.argv;
     mkdirSync(dirname(o.logFile), { recursive: true });
     const fd = openSync(o.logFile, 'a');
     try {
       // its own process group: signals to the supervisor's group (and its death) leave it alone
-      const c = spawn(cmd!, args, { detached: true, stdio: ['ignore', fd, fd], env: o.env, cwd: o.cwd ?? '/' });
-      startedAt = Date.now();
-      child = c;
+      const c = spawn(cmd!, asSpare ? [...args, o.standby!.flag] : args, { detached: true, stdio: [asSpare ? 'pipe' : 'ignore', fd, fd], env: o.env, cwd: o.cwd ?? '/' });
       c.on('error', (e) => { o.log(`${o.name} cannot start: ${e.message}`, { err: String(e) }); });
-      c.on('exit', (code, signal) => exited(c.pid ?? 0, code, signal));
-      if (c.pid !== undefined) {
-        st.pid = c.pid;
-        delete st.restartInMs;
-        save();
-        o.onStart?.(c.pid);
-      }
+      c.stdin?.on('error', () => {});
+      c.on('exit', (code, signal) => {
+        if (c === child) exited(c.pid ?? 0, code, signal);
+        else if (c === spare) {
+          spare = undefined;
+          if (!stopping) {
+            o.log(`${o.name} spare ${describeExit(code, signal)}: loading another`, { pid: c.pid, code, signal });
+            scheduleSpare(2000);
+          }
+        }
+      });
+      return c;
     } finally {
       closeSync(fd);
     }
+  }
+
+  function scheduleSpare(delayMs: number): void {
+    if (!o.standby || stopping || spare || spareTimer) return;
+    spareTimer = setTimeout(() => {
+      spareTimer = undefined;
+      if (!stopping && !spare) spare = launch(true);
+    }, delayMs);
+  }
+
+  function start(): void {
+    let c: ChildProcess;
+    if (spare && spare.exitCode === null && spare.signalCode === null) {
+      // promote the loaded spare
+      c = spare;
+      spare = undefined;
+      c.stdin!.write('go\n');
+    } else c = launch(false);
+    startedAt = Date.now();
+    child = c;
+    if (c.pid !== undefined) {
+      st.pid = c.pid;
+      delete st.restartInMs;
+      save();
+      o.onStart?.(c.pid);
+    }
+    // the next spare loads once this start is done with the CPU
+    scheduleSpare(o.standby?.delayMs ?? 5000);
   }
 
   if (o.adopt && isAlive(o.adopt.pid, o.adopt.expect)) {
@@ -173,12 +211,16 @@ export function supervise(o: SuperviseOptions): Supervisor {
       exited(pid, null, null);
     }, 100);
   } else start();
+  if (adoptedPid) scheduleSpare(o.standby?.delayMs ?? 5000);
 
   return {
     state: () => ({ ...st }),
     async stop(timeoutMs = 10_000) {
       stopping = true;
       if (restartTimer) clearTimeout(restartTimer);
+      if (spareTimer) clearTimeout(spareTimer);
+      if (spare?.pid) { try { process.kill(spare.pid, 'SIGKILL'); } catch { /* gone */ } }
+      spare = undefined;
       const pid = child?.pid ?? adoptedPid;
       if (!pid) { save(); return; }
       const done = new Promise<void>((r) => { gone = r; });

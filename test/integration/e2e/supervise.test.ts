@@ -117,6 +117,11 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
       await sleep(50);
     }
     const backAt = Date.now();
+    // what the restarted agent did, with times (for a slow restart's why)
+    const startLog = (await readFile(lab.paths.agentLog('node1'), 'utf8')).split('\n').filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { time?: string; msg?: string; subsys?: string })
+      .filter((l) => l.time && Date.parse(l.time) >= killAt).map((l) => `+${Date.parse(l.time!) - killAt}ms ${l.subsys ?? ''} ${l.msg ?? ''}`);
+    process.stdout.write(`# restart log:\n# ${startLog.slice(0, 40).join('\n# ')}\n`);
     assert.ok(st && st.agent.pid !== pid, 'a new agent answers');
     assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);
     assert.equal(st.agent.restarts, (st0.agent.restarts ?? 0) + 1);

@@ -81,3 +81,32 @@ test('a program that keeps failing at once is restarted with growing delays (nev
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('standby: a loaded spare is promoted on a kill (it was waiting for "go"), and a new spare is loaded', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-sup-'));
+  const files = supervisorFiles(dir);
+  const prog = `const spare = process.argv.includes('--spare');
+console.log((spare ? 'spare ' : 'up ') + process.pid);
+if (spare) process.stdin.once('data', () => { console.log('go ' + process.pid); process.stdin.pause(); });
+setInterval(() => {}, 1000);`;
+  const sup = supervise({
+    name: 'spared', argv: [NODE, '-e', prog, '--'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    log: () => {}, standby: { flag: '--spare', delayMs: 100 },
+  });
+  const log = () => readFileSync(join(dir, 'p.log'), 'utf8');
+  try {
+    const first = await until(() => readSupervisorState(files.state)?.pid);
+    const spared = await until(() => /^spare (\d+)$/m.exec(log())?.[1]);
+    process.kill(first, 'SIGKILL');
+    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    assert.equal(second, Number(spared), 'the spare became the program');
+    await until(() => log().includes(`go ${spared}`) || undefined);
+    assert.ok(alive(second));
+    // and another spare is loaded for the next time
+    await until(() => (log().match(/^spare /gm)?.length ?? 0) >= 2 || undefined);
+    assert.equal(log().match(/^up /gm)?.length, 1, 'no cold start was needed');
+  } finally {
+    await sup.stop(1000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
