@@ -35,6 +35,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await mkdir(paths.nodeDir(node), { recursive: true });
   const logger = createLogger({ level: config.logLevel });
   const started = Date.now();
+  logger.info({ subsys: 'daemon', node, pid: process.pid }, 'agent starting');
   const provider = o.provider({ paths, logger });
 
   const hostIp = provider.nodeAddresses[0] ?? '';
@@ -45,6 +46,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     nodeSuffix: hostIp, logger,
   });
   const { kv, allocator } = store;
+  logger.info({ subsys: 'daemon', backend: kv.backend }, 'kvstore open');
   const policy = createAgentPolicyEngine({ allocator });
 
   // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.

@@ -348,7 +348,8 @@ export async function labDown(opts: { config: MembraneConfig; progress?: (msg: s
       if (p) supervisors.add(p);
     }
   } catch { /* no state dir */ }
-  for (const ns of namespaces.filter((n) => isLabNodeNetns(n, lab))) for (const p of pidsByCmdline([SUPERVISOR_MARKER, `--net=${netnsPath(ns)}`])) supervisors.add(p);
+  // by command line too: a supervisor whose state dir or namespaces were removed under it
+  for (const p of pidsByCmdline([SUPERVISOR_MARKER, `--net=${netnsPath(`${lab}-node`)}`])) supervisors.add(p);
   if (supervisors.size) say(`stopping ${supervisors.size} agent supervisor(s)`);
   processes += supervisors.size;
   await killPids([...supervisors], { timeoutMs: 15_000 });

@@ -15,7 +15,9 @@ import { loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/logger.ts';
 import { readPidFile } from '../sys/proc.ts';
 import { supervise, supervisorFiles } from '../sys/supervise.ts';
-import { AGENT_MARKER } from './names.ts';
+import { AGENT_MARKER, nodeNetnsName } from './names.ts';
+import { netnsPath } from '../sys/net.ts';
+import { existsSync } from 'node:fs';
 
 const { values, positionals } = parseArgs({ options: { node: { type: 'string' } }, allowPositionals: true });
 const node = values.node;
@@ -28,6 +30,7 @@ const paths = labPaths(config);
 const files = supervisorFiles(paths.nodeDir(node));
 const logger = createLogger({ level: config.logLevel }).child({ subsys: 'supervisor', node });
 const running = readPidFile(paths.agentPidFile(node));
+const netns = netnsPath(nodeNetnsName(node, paths.lab));
 
 const sup = supervise({
   name: `agent ${node}`, argv: positionals, cwd: process.cwd(),
@@ -37,6 +40,9 @@ const sup = supervise({
   onStart: (pid) => logger.info({ pid }, 'agent started'),
   // a loaded spare agent: a restart does not wait for the code to load (seconds on a busy machine)
   standby: { flag: '--standby' },
+  // a lab taken down around it (its node namespace or state gone) is not brought back
+  gone: () => (!existsSync(netns) ? `${netns} is gone` : !existsSync(paths.nodeDir(node)) ? `${paths.nodeDir(node)} is gone` : undefined),
+  onEnd: () => { void rm(files.pid, { force: true }).finally(() => process.exit(0)); },
 });
 
 let stopping = false;

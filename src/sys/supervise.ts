@@ -89,6 +89,10 @@ export interface SuperviseOptions {
   log(msg: string, fields: Record<string, unknown>): void;
   /** told of each start (pid) */
   onStart?(pid: number): void;
+  /** asked before each restart: a reason not to (what it runs was removed) ends the supervision */
+  gone?(): string | undefined;
+  /** told when the supervision ends on its own (gone() gave a reason) */
+  onEnd?(reason: string): void;
   /** keep a spare: started with this flag appended, promoted by a line "go" on its stdin */
   standby?: { flag: string; /** after a start, wait this long before loading the next spare (default 5 s) */ delayMs?: number };
 }
@@ -130,6 +134,15 @@ export function supervise(o: SuperviseOptions): Supervisor {
     if (stopping) {
       save();
       gone?.();
+      return;
+    }
+    const end = o.gone?.();
+    if (end) {
+      stopping = true;
+      if (spare?.pid) { try { process.kill(spare.pid, 'SIGKILL'); } catch { /* gone */ } }
+      save();
+      o.log(`${o.name} ${st.lastExit.reason}: not restarted (${end})`, { pid, code, signal });
+      o.onEnd?.(end);
       return;
     }
     quickFailures = ranMs >= stableMs ? 0 : quickFailures + 1;

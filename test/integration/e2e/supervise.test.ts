@@ -12,13 +12,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import type { StatusView } from '../../../src/agent/views.ts';
 
-const lab = new TestLab(`sv${process.pid % 10000}`);
+// the whole pid: the orphan sweep (support/lab.ts) takes the name's digits for a test process's pid
+const lab = new TestLab(`sv${process.pid}`);
 const NS = 'sv';
 let ip: Record<string, string> = {};
 
@@ -51,7 +52,11 @@ before(async () => {
   const all = await lab.podIPs();
   ip = { server: all[`${NS}/server`]!, client: all[`${NS}/client`]!, intruder: all[`${NS}/intruder`]! };
 });
-after(async () => { await lab.down(); });
+after(async () => {
+  // SV_KEEP_LOGS=dir keeps the node's logs (agent, supervisor) for a look after a failure
+  if (process.env.SV_KEEP_LOGS) await cp(lab.paths.nodeDir('node1'), process.env.SV_KEEP_LOGS, { recursive: true, filter: (f) => !f.endsWith('.sock') }).catch(() => {});
+  await lab.down();
+});
 
 type Line = { t: number; k: string; name?: string; allowed?: boolean; rcode?: string; ips?: string[]; status?: number; err?: string; method?: string; ms?: number };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -103,24 +108,27 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.equal(pid, st0.agent.pid);
     const killAt = Date.now();
     process.kill(pid, 'SIGKILL');
-    // While no agent runs: denied stays denied, allowed L4 stays allowed (pinned maps).
+    // The supervisor brings it back: the first answer of a new pid (polled beside the probe below).
+    const back = (async () => {
+      for (;;) {
+        try {
+          const st = await callAgent<StatusView>(socket, 'GET', '/v1/status', undefined, 1000);
+          if (st.agent.pid !== pid) return { st, at: Date.now() };
+        } catch { /* not back yet */ }
+        if (Date.now() - killAt > 30_000) return { st: undefined, at: Date.now() };
+        await sleep(25);
+      }
+    })();
+    // While no agent runs: denied stays denied (pinned maps).
     const during = await lab.probe(NS, 'intruder', [`${ip.server}:8080/tcp`]);
     assert.deepEqual(during, { [`${ip.server}:8080/tcp`]: false });
-    // The supervisor brings it back: a new pid answers the API.
-    let st: StatusView | undefined;
-    for (;;) {
-      try {
-        st = await callAgent<StatusView>(socket, 'GET', '/v1/status', undefined, 1000);
-        if (st.agent.pid !== pid) break;
-      } catch { /* not back yet */ }
-      if (Date.now() - killAt > 30_000) break;
-      await sleep(50);
-    }
-    const backAt = Date.now();
+    const { st, at: backAt } = await back;
     // what the restarted agent did, with times (for a slow restart's why)
     const startLog = (await readFile(lab.paths.agentLog('node1'), 'utf8')).split('\n').filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { time?: string; msg?: string; subsys?: string })
-      .filter((l) => l.time && Date.parse(l.time) >= killAt).map((l) => `+${Date.parse(l.time!) - killAt}ms ${l.subsys ?? ''} ${l.msg ?? ''}`);
+      .map((l) => JSON.parse(l) as { time?: string; msg?: string; subsys?: string; loadMs?: number })
+      .filter((l) => l.time && Date.parse(l.time) >= killAt).map((l) => `+${Date.parse(l.time!) - killAt}ms ${l.subsys ?? ''} ${l.msg ?? ''}${l.loadMs ? ` (${Math.round(l.loadMs)} ms)` : ''}`);
+    startLog.unshift(...(await readFile(join(lab.paths.nodeDir('node1'), 'supervisor.log'), 'utf8')).split('\n').filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { time?: string; msg?: string }).filter((l) => l.time && Date.parse(l.time) >= killAt - 1000).map((l) => `+${Date.parse(l.time!) - killAt}ms supervisor ${l.msg}`));
     process.stdout.write(`# restart log:\n# ${startLog.slice(0, 40).join('\n# ')}\n`);
     assert.ok(st && st.agent.pid !== pid, 'a new agent answers');
     assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);

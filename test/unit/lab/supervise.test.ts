@@ -110,3 +110,30 @@ setInterval(() => {}, 1000);`;
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('what the program ran for is gone: no restart, the supervision ends with the reason', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-sup-'));
+  const files = supervisorFiles(dir);
+  const logs: string[] = [];
+  let ended = '';
+  let removed = false;
+  const sup = supervise({
+    name: 'orphan', argv: [NODE, '-e', 'setInterval(() => {}, 1000)'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    log: (m) => logs.push(m), gone: () => (removed ? 'its lab was taken down' : undefined), onEnd: (r) => { ended = r; },
+  });
+  try {
+    const first = await until(() => readSupervisorState(files.state)?.pid);
+    removed = true;
+    process.kill(first, 'SIGKILL');
+    await until(() => ended || undefined);
+    assert.equal(ended, 'its lab was taken down');
+    await sleep(400);
+    const st = readSupervisorState(files.state)!;
+    assert.equal(st.pid, undefined);
+    assert.equal(st.restarts, 0);
+    assert.match(logs.join('\n'), /orphan killed by SIGKILL: not restarted \(its lab was taken down\)/);
+  } finally {
+    await sup.stop(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
