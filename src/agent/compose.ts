@@ -20,7 +20,7 @@ import type { PodNetworkProvider, PodNetworks, Workloads } from './pod-network.t
 import type { MembraneConfig } from '../common/config.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
-import { createLinuxDatapath } from '../datapath/linux/index.ts';
+import { createLinuxDatapath, type LinuxDatapathOptions } from '../datapath/linux/index.ts';
 import {
   createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type HubbleServerTlsFiles,
 } from '../hubble/index.ts';
@@ -72,6 +72,8 @@ export interface ComposeInput {
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** the datapath object loaded ahead (a standby agent's; src/datapath/linux preloadObject) */
+  preloadedDatapath?: LinuxDatapathOptions['preloaded'];
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -83,6 +85,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const datapath = createLinuxDatapath({
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
+    ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });
   const { networks, workloads } = provider;
 

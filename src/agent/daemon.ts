@@ -16,7 +16,7 @@ import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
 import { agentRoutes } from './routes.ts';
-import { composeNode } from './compose.ts';
+import { composeNode, type ComposeInput } from './compose.ts';
 import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
 
@@ -27,6 +27,8 @@ export interface AgentDaemonOptions {
   provider(ctx: { paths: LabPaths; logger: Logger }): PodNetworkProvider;
   /** Hubble's TLS files when no setting names them (the lab's: src/lab/hubble-certs.ts) */
   hubbleTls?: HubbleServerTlsFiles;
+  /** the datapath object loaded ahead (a standby agent loads it while it waits) */
+  preloadedDatapath?: ComposeInput['preloadedDatapath'];
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -79,6 +81,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
 
   const parts = await composeNode({
     node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}),
+    ...(o.preloadedDatapath ? { preloadedDatapath: o.preloadedDatapath } : {}),
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({

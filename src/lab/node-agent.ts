@@ -7,19 +7,23 @@
  *
  * A restart is on the enforcement-critical path (L7 is down until the agent is back), so loading
  * is made cheap: V8's compile cache keeps the stripped and compiled modules between runs, and with
- * `--standby` the process loads everything and then waits for a line on stdin before it starts
- * (the supervisor keeps one such spare ready and promotes it when the agent exits).
+ * `--standby` the process loads everything, the datapath's object included (its programs through
+ * the verifier, against the node's pinned maps, nothing attached), and then waits for a line on
+ * stdin before it starts (the supervisor keeps one such spare ready and promotes it when the agent
+ * exits).
  */
 import { enableCompileCache } from 'node:module';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 enableCompileCache();
 const standby = process.argv.includes('--standby');
 const args = process.argv.slice(2).filter((a) => a !== '--standby');
 
-const [{ parseArgs }, { loadConfig, SETTINGS }, { runAgentDaemon }, { createLabProvider }, { nodeName }, { hubbleTlsPaths }] = await Promise.all([
+const [{ parseArgs }, { loadConfig, SETTINGS }, { runAgentDaemon }, { createLabProvider }, { nodeName }, { hubbleTlsPaths }, { labPaths }, { preloadObject }] = await Promise.all([
   import('node:util'), import('../common/config.ts'), import('../agent/daemon.ts'), import('./provider.ts'), import('./names.ts'), import('./hubble-certs.ts'),
+  import('../common/paths.ts'), import('../datapath/linux/index.ts'),
 ]);
-if (standby) await waitForGo();
 
 const agentSettings = SETTINGS.filter((s) => s.scope !== 'cli');
 const { values } = parseArgs({
@@ -37,8 +41,19 @@ for (const s of agentSettings) {
 const nodeIndex = Number(values.index);
 const node = typeof values.node === 'string' ? values.node : nodeName(nodeIndex);
 const config = loadConfig(flags);
+let preloaded: ReturnType<typeof preloadObject> | undefined;
+if (standby) {
+  try {
+    // only against maps the node already has: a spare never creates the node's pins
+    const pinRoot = labPaths(config).pinRoot(node);
+    if (existsSync(join(pinRoot, 'mb_endpoints'))) preloaded = preloadObject(pinRoot);
+  } catch (e) {
+    process.stderr.write(`standby: datapath object not preloaded (the agent loads it at start): ${(e as Error).message}\n`);
+  }
+  await waitForGo();
+}
 await runAgentDaemon({
-  config, node,
+  config, node, ...(preloaded ? { preloadedDatapath: preloaded } : {}),
   // the Hubble certificates `membrane up` made for this node (unless the settings name others)
   hubbleTls: hubbleTlsPaths(config.stateDir).server(node),
   provider: ({ paths, logger }) => createLabProvider({ config, paths, node, nodeIndex, logger }),

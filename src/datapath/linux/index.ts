@@ -53,6 +53,17 @@ export interface LinuxDatapathOptions {
    * rate 0 = unlimited). Events over budget are counted as lost for that sender.
    */
   eventRate?: { perSecond: number; burst: number };
+  /**
+   * The object already loaded (its programs verified, its maps the pinned ones): a standby agent
+   * loads it while it waits, so that a restart does not wait for the verifier (preloadObject).
+   */
+  preloaded?: BpfObject;
+}
+
+/** Loads the datapath's object against the node's pinned maps, without attaching anything. */
+export function preloadObject(pinRoot: string, objectPath = DEFAULT_OBJECT_PATH): BpfObject {
+  ensureBpffs();
+  return BpfObject.load(objectPath, pinRoot);
 }
 
 // The proxy ports and sockmap slots are shared with the proxies (src/common/proxy-ports.ts).
@@ -142,7 +153,7 @@ export class LinuxDatapath implements Datapath {
     ensureBpffs();
     setLibbpfLogger((level, msg) => (level === 'warn' ? this.log.warn({ subsys: 'datapath' }, `libbpf: ${msg}`) : this.log.debug({ subsys: 'datapath' }, `libbpf: ${msg}`)));
     const t0 = process.hrtime.bigint();
-    const obj = BpfObject.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot);
+    const obj = this.opts.preloaded ?? BpfObject.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot);
     this.obj = obj;
     for (const m of MAPS) this.maps[m] = obj.map(m);
     this.progFrom = obj.program('from_container');

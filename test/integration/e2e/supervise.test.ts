@@ -131,7 +131,6 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
       .map((l) => JSON.parse(l) as { time?: string; msg?: string }).filter((l) => l.time && Date.parse(l.time) >= killAt - 1000).map((l) => `+${Date.parse(l.time!) - killAt}ms supervisor ${l.msg}`));
     process.stdout.write(`# restart log:\n# ${startLog.slice(0, 40).join('\n# ')}\n`);
     assert.ok(st && st.agent.pid !== pid, 'a new agent answers');
-    assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);
     assert.equal(st.agent.restarts, (st0.agent.restarts ?? 0) + 1);
     assert.equal(st.agent.lastExit?.reason, 'killed by SIGKILL');
     await lab.settle();
@@ -161,6 +160,7 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     const around = all.filter((l) => loadStart + l.t >= killAt - 500);
     const failedDns = around.filter((l) => l.k === 'dns' && l.allowed && l.rcode !== 'NOERROR').length;
     const keepErr = around.filter((l) => l.k === 'keep' && l.err).map((l) => l.err);
+    assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);
     process.stdout.write(`# agent back after ${backAt - killAt} ms; allowed lookups failed: ${failedDns}; keep-alive errors: ${JSON.stringify(keepErr)}\n`);
   } finally {
     hold.kill('SIGKILL');
