@@ -130,6 +130,25 @@ export function encodeU32(v: number): Buffer {
   return b;
 }
 
+/** A u32 key or value (array indexes, map ids in a map-in-map array, backend ids). */
+export function decodeU32(b: Buffer): number {
+  return b.readUInt32LE(0);
+}
+
+/** Sum of a per-CPU u64 counter (one 8-byte slot per possible CPU). */
+export function decodePerCpuSum(v: Buffer): bigint {
+  let s = 0n;
+  for (let o = 0; o + 8 <= v.length; o += 8) s += v.readBigUInt64LE(o);
+  return s;
+}
+
+/** Value of a sockmap slot: the socket's fd (u64). */
+export function encodeSockmapFd(fd: number): Buffer {
+  const v = Buffer.alloc(8);
+  v.writeBigUInt64LE(BigInt(fd));
+  return v;
+}
+
 export function encodeEpConfig(c: EpConfig): Buffer {
   const b = Buffer.alloc(EP_CONFIG_SIZE);
   b.writeUInt32LE(c.ifindex, 0);
@@ -146,6 +165,11 @@ export function encodeEpConfig(c: EpConfig): Buffer {
   }
   parseMac(c.mac).copy(b, 32);
   return b;
+}
+
+/** Rewrites the flags of an encoded ep_config in place (the other fields stay as the kernel map has them). */
+export function setEpConfigFlags(b: Buffer, flags: number): void {
+  b.writeUInt8(flags, 6);
 }
 
 export function decodeEpConfig(b: Buffer): EpConfig {
@@ -227,6 +251,11 @@ export function decodePolicyKey(b: Buffer): { epId: number; key: MapStateKey } {
   };
 }
 
+/** The endpoint a policy key belongs to (without decoding the rest). */
+export function policyKeyEndpoint(b: Buffer): number {
+  return b.readUInt16LE(4);
+}
+
 export interface PolicyVal { deny: boolean; authType: number; matchType: number; specLen: number; proxyPort: number; proxySlot: number }
 
 export function encodePolicyVal(v: PolicyVal, out?: Buffer, off = 0): Buffer {
@@ -255,6 +284,21 @@ export function policyValFor(key: MapStateKey, e: MapStateEntry, proxy: { port: 
     proxyPort: e.verdict === 'allow' && e.l7 && proxy ? proxy.port : 0,
     proxySlot: e.verdict === 'allow' && e.l7 && proxy ? proxy.slot : 0,
   };
+}
+
+/**
+ * Encodes policy entries for one batch update: `keys`/`vals` are the packed arrays the kernel's
+ * batch call reads, `keyList` a copy of each key (for the agent's index of the map).
+ */
+export function encodePolicyBatch(epId: number, entries: { key: MapStateKey; val: PolicyVal }[]): { keys: Buffer; vals: Buffer; keyList: Buffer[] } {
+  const keys = Buffer.alloc(entries.length * POLICY_KEY_SIZE);
+  const vals = Buffer.alloc(entries.length * POLICY_VAL_SIZE);
+  const keyList = entries.map((e, i) => {
+    encodePolicyKey(epId, e.key, keys, i * POLICY_KEY_SIZE);
+    encodePolicyVal(e.val, vals, i * POLICY_VAL_SIZE);
+    return Buffer.from(keys.subarray(i * POLICY_KEY_SIZE, (i + 1) * POLICY_KEY_SIZE));
+  });
+  return { keys, vals, keyList };
 }
 
 // ------------------------------------------------------------------ conntrack
@@ -343,6 +387,10 @@ export function eventBudget(rate: number, burst: number): { eventIntervalNs: big
 
 /** Per-sender event budgets (mb_ev_buckets), numbered like the conntrack tables. */
 export const EV_BUCKET_SIZE = 16;
+/** A budget with nothing spent and nothing lost. */
+export function emptyEvBucket(): Buffer {
+  return Buffer.alloc(EV_BUCKET_SIZE);
+}
 export function decodeEvBucketLost(b: Buffer): bigint {
   return b.readBigUInt64LE(8);
 }
@@ -440,6 +488,11 @@ export const LB4_REVNAT_SIZE = 8;
 
 export function protoNumber(p: 'TCP' | 'UDP'): number {
   return p === 'UDP' ? 17 : 6;
+}
+
+/** A service's protocol number back to its name (anything but UDP reads as TCP, as before). */
+export function protoName(n: number): 'TCP' | 'UDP' {
+  return n === 17 ? 'UDP' : 'TCP';
 }
 
 function v4(ip: string, what: string): Buffer {

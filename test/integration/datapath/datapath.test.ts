@@ -5,16 +5,16 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnless } from '../../support/requirements.ts';
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createTopo, tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
-import { Driver } from './support/rpc.ts';
-import { destroy } from '../../../src/datapath/linux/index.ts';
+import { createWorld, tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
+import type { Driver } from './support/rpc.ts';
+import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 
-const tag = `t${process.pid % 100000}`;
-const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
+const node = new DatapathNode({ prefix: 't', pods: 3, identityBase: 1000 });
+const { pinRoot } = node;
 
 type WireEntry = { key: MapStateKey; entry: { verdict: 'allow' | 'deny'; matchType?: number; authType?: number } };
 const ingress = (identity: number, proto: number, port = 0, portPrefixLen = port ? 16 : 0, verdict: 'allow' | 'deny' = 'allow', matchType = 2): WireEntry =>
@@ -26,45 +26,20 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
   let topo: Topo;
   let d: Driver;
   let A: Pod, B: Pod, C: Pod;
-  const procs: ChildProcess[] = [];
-  const drivers: Driver[] = [];
-  const idOf = (p: Pod) => 1000 + p.id;
-
-  const reset = async () => {
-    for (const p of topo.pods) await d.call('applyFull', p.id, [], { ingress: false, egress: false });
-    await d.call('events', 0);
-  };
-  const events = (waitMs = 400): Promise<DatapathEvent[]> => d.call('events', waitMs);
-  const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => {
-    const e = evs.find(pred);
-    assert.ok(e, `expected event: ${what}; got ${JSON.stringify(evs.map((x) => `${x.type}/${x.subType} ep${x.endpointId} ${x.srcIp}:${x.srcPort}->${x.dstIp}:${x.dstPort} p${x.proto} ct${x.ctReason} v${x.verdict}`))}`);
-    return e;
-  };
+  const procs = node.procs;
+  const idOf = (p: Pod) => node.idOf(p);
+  const reset = () => node.reset();
+  const events = (waitMs = 400): Promise<DatapathEvent[]> => node.events(waitMs);
+  const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
 
   before(async () => {
-    topo = createTopo(tag, 3);
+    await node.up();
+    ({ topo, d } = node);
     [A, B, C] = topo.pods as [Pod, Pod, Pod];
-    d = new Driver(topo.nodeNs, pinRoot);
-    drivers.push(d);
-    await d.call('start');
-    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-    await d.call('upsertIPCache', [
-      ...topo.pods.map((p) => ({ prefix: `${p.ip}/32`, identity: idOf(p), endpointId: p.id })),
-      { prefix: '10.250.0.1/32', identity: 1 },
-    ]);
-    const sb = spawnInNs(B.ns, ['serve', '8080,9090', '5353']);
-    const sa = spawnInNs(A.ns, ['serve', '7070', '']);
-    procs.push(sb, sa);
-    await Promise.all([waitLine(sb, /ready/), waitLine(sa, /ready/)]);
+    await node.serve([B.ns, '8080,9090', '5353'], [A.ns, '7070', '']);
   });
 
-  after(async () => {
-    for (const p of procs) killProc(p);
-    for (const x of drivers) await x.close().catch(() => {});
-    destroy(pinRoot);
-    topo?.destroy();
-    sh('rm', ['-rf', pinRoot], { allowFail: true });
-  });
+  after(() => node.down());
 
   it('attaches pinned tcx links and reuses the same maps', async () => {
     for (const p of topo.pods) {
@@ -264,18 +239,9 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
   it('from_network: world -> pod ingress policy and L7 redirect on the network device', async () => {
     await reset();
     await d.call('proxyRouting');
-    const wns = `mdp-${tag}-w`;
-    const wif = `mdpw${tag.slice(0, 6)}`;
-    const WIP = '10.250.9.2';
-    sh('ip', ['netns', 'add', wns]);
+    const world = createWorld(topo, '10.250.9.2');
+    const { ns: wns, ifname: wif, ip: WIP } = world;
     try {
-      sh('ip', ['-n', topo.nodeNs, 'link', 'add', wif, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', wns]);
-      sh('ip', ['-n', topo.nodeNs, 'link', 'set', wif, 'up']);
-      sh('ip', ['-n', topo.nodeNs, 'route', 'add', `${WIP}/32`, 'dev', wif]);
-      sh('ip', ['-n', wns, 'link', 'set', 'lo', 'up']);
-      sh('ip', ['-n', wns, 'addr', 'add', `${WIP}/32`, 'dev', 'eth0']);
-      sh('ip', ['-n', wns, 'link', 'set', 'eth0', 'up']);
-      sh('ip', ['-n', wns, 'route', 'add', 'default', 'via', '10.250.0.1', 'dev', 'eth0', 'onlink']);
       assert.equal(await d.call('attachNetworkDevice', wif), true);
       assert.equal(await d.call('attachNetworkDevice', wif), true, 'idempotent');
       assert.equal(await d.call('attachNetworkDevice', 'mdp-nope0'), false, 'absent device');
@@ -313,8 +279,7 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
       const c = await d.call<Record<string, string>>('counters');
       assert.ok(BigInt(c.pktsFromNetwork!) > 0n);
     } finally {
-      sh('ip', ['netns', 'del', wns], { allowFail: true });
-      sh('ip', ['-n', topo.nodeNs, 'link', 'del', wif], { allowFail: true });
+      world.destroy();
     }
   });
 
@@ -389,8 +354,7 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'allowed while agent down');
     assert.equal(tcpConnect(C.ns, B.ip, 8080), false, 'denied while agent down');
 
-    const d2 = new Driver(topo.nodeNs, pinRoot);
-    drivers.push(d2);
+    const d2 = node.driver();
     d = d2;
     await d2.call('start');
     const dump = await d2.call<unknown[]>('policyDump', B.id);

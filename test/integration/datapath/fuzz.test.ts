@@ -11,17 +11,16 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import type { ChildProcess } from 'node:child_process';
-import { createTopo, createWorld, gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod, type World } from './support/topo.ts';
-import { Driver } from './support/rpc.ts';
-import { destroy } from '../../../src/datapath/linux/index.ts';
+import { gatewayMac, tcpConnect, spawnInNs, waitLine, sh, inNs, type Topo, type Pod, type World } from './support/topo.ts';
+import type { Driver } from './support/rpc.ts';
+import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import { sendFrames, startCapture, ensureRawpkt, ETH_IP, TCP, UDP, ICMP, type Parsed } from '../support/frames.ts';
 import { frameArb, targetedArb } from './support/fuzz-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
-const tag = `z${process.pid % 100000}`;
-const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
+// every drop reported: no event budget
+const node = new DatapathNode({ prefix: 'z', pods: 3, subnet: 4, identityBase: 4000, worldIp: '10.250.9.2', driverOptions: { eventRate: { perSecond: 0, burst: 0 } } });
 const FRAMES = Number(process.env.FUZZ_FRAMES ?? 3000);
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed1);
 /** Drop reasons the programs may report (Cilium's numbers, bpf/lib/common.h). */
@@ -34,32 +33,18 @@ describe('datapath fuzz (root, namespaces, eBPF, raw frames)', { skip: !isRoot &
   let world: World;
   let d: Driver;
   let A: Pod, B: Pod, C: Pod;
-  const procs: ChildProcess[] = [];
-  const idOf = (p: Pod) => 4000 + p.id;
+  const procs = node.procs;
+  const idOf = (p: Pod) => node.idOf(p);
 
   before(async () => {
     ensureRawpkt();
-    topo = createTopo(tag, 3, 4);
+    await node.up();
+    ({ topo, world, d } = node);
     [A, B, C] = topo.pods as [Pod, Pod, Pod];
-    world = createWorld(topo, '10.250.9.2');
-    d = new Driver(topo.nodeNs, pinRoot, { eventRate: { perSecond: 0, burst: 0 } }); // every drop reported
-    await d.call('start');
-    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-    await d.call('upsertIPCache', [...topo.pods.map((p) => ({ prefix: `${p.ip}/32`, identity: idOf(p), endpointId: p.id })), { prefix: '10.250.0.1/32', identity: 1 }]);
-    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
-    const sb = spawnInNs(B.ns, ['serve', '8080', '5353']);
-    procs.push(sb);
-    await waitLine(sb, /ready/);
+    await node.serve([B.ns, '8080', '5353']);
   });
 
-  after(async () => {
-    for (const p of procs) killProc(p);
-    await d?.close().catch(() => {});
-    destroy(pinRoot);
-    world?.destroy();
-    topo?.destroy();
-    sh('rm', ['-rf', pinRoot], { allowFail: true });
-  });
+  after(() => node.down());
 
   it(`${FRAMES} random and malformed frames: nothing reaches what the policy forbids, the programs keep running, drops carry reasons`, async () => {
     // A may reach B on TCP 8080 and UDP 5353, nothing else; nothing may connect to A

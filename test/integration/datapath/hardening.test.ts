@@ -7,12 +7,9 @@
 // (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) is removed in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
-import {
-  createTopo, createWorld, gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod, type World,
-} from './support/topo.ts';
-import { Driver } from './support/rpc.ts';
-import { destroy } from '../../../src/datapath/linux/index.ts';
+import { gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, inNs, type Topo, type Pod, type World } from './support/topo.ts';
+import type { Driver } from './support/rpc.ts';
+import { DatapathNode, showEvents as show } from './support/node.ts';
 import { ctOwnIndex } from '../../../src/datapath/linux/codec.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
@@ -22,34 +19,25 @@ import {
 } from '../support/frames.ts';
 
 const isRoot = process.getuid?.() === 0;
-const tag = `h${process.pid % 100000}`;
-const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
+const node = new DatapathNode({ prefix: 'h', pods: 3, subnet: 3, identityBase: 3000, worldIp: '10.250.9.2' });
 
 type WireEntry = { key: MapStateKey; entry: { verdict: 'allow' | 'deny'; matchType?: number; l7?: unknown } };
 const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, port = 0, l7?: unknown): WireEntry =>
   ({ key: { direction, identity, proto, port, portPrefixLen: port ? 16 : 0 }, entry: { verdict: 'allow', matchType: 2, ...(l7 ? { l7 } : {}) } });
 const WORLD = 2;
-const show = (evs: DatapathEvent[]) => JSON.stringify(evs.slice(-30).map((x) => `${x.type}/${x.subType} ep${x.endpointId} ${x.direction} ${x.srcIp}:${x.srcPort}->${x.dstIp}:${x.dstPort} p${x.proto} ct${x.ctReason} v${x.verdict}`));
 
 describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isRoot && 'needs root', concurrency: false }, () => {
   let topo: Topo;
   let world: World;
   let d: Driver;
   let A: Pod, B: Pod, C: Pod;
-  const procs: ChildProcess[] = [];
-  const idOf = (p: Pod) => 3000 + p.id;
+  const procs = node.procs;
+  const idOf = (p: Pod) => node.idOf(p);
   let gwA = '', gwC = '';
 
-  const reset = async () => {
-    for (const p of topo.pods) await d.call('applyFull', p.id, [], { ingress: false, egress: false });
-    await d.call('events', 0);
-  };
-  const events = (waitMs = 400): Promise<DatapathEvent[]> => d.call('events', waitMs);
-  const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => {
-    const e = evs.find(pred);
-    assert.ok(e, `expected event: ${what}; got ${show(evs)}`);
-    return e;
-  };
+  const reset = () => node.reset();
+  const events = (waitMs = 400): Promise<DatapathEvent[]> => node.events(waitMs);
+  const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
   /** Frames from pod `p` (its eth0, to its gateway's MAC). */
   const fromPod = (p: Pod, gw: string, l3: Buffer, type = ETH_IP, tags?: { tpid: number; vid: number }[]) =>
     eth({ dst: gw, src: p.mac, type, ...(tags ? { tags } : {}) }, l3);
@@ -68,33 +56,15 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: !isR
 
   before(async () => {
     ensureRawpkt();
-    topo = createTopo(tag, 3, 3);
+    await node.up();
+    ({ topo, world, d } = node);
     [A, B, C] = topo.pods as [Pod, Pod, Pod];
-    world = createWorld(topo, '10.250.9.2');
-    d = new Driver(topo.nodeNs, pinRoot);
-    await d.call('start');
-    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-    await d.call('upsertIPCache', [
-      ...topo.pods.map((p) => ({ prefix: `${p.ip}/32`, identity: idOf(p), endpointId: p.id })),
-      { prefix: '10.250.0.1/32', identity: 1 },
-    ]);
-    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
-    const sb = spawnInNs(B.ns, ['serve', '8080,9090', '5353']);
-    const sw = spawnInNs(world.ns, ['serve', '8081,8082', '7777']);
-    procs.push(sb, sw);
-    await Promise.all([waitLine(sb, /ready/), waitLine(sw, /ready/)]);
+    await node.serve([B.ns, '8080,9090', '5353'], [world.ns, '8081,8082', '7777']);
     gwA = gatewayMac(topo, A);
     gwC = gatewayMac(topo, C);
   });
 
-  after(async () => {
-    for (const p of procs) killProc(p);
-    await d?.close().catch(() => {});
-    destroy(pinRoot);
-    world?.destroy();
-    topo?.destroy();
-    sh('rm', ['-rf', pinRoot], { allowFail: true });
-  });
+  after(() => node.down());
 
   it('drops every frame it does not parse (139) with a flow: VLAN tag stacks, IPv6, other ethertypes; ARP and IPv4 pass', async () => {
     await reset();

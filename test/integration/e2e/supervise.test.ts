@@ -70,8 +70,6 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     .items.map((e) => `${e.pod}:${e.id}:${e.identity}`).sort();
   const identities = async () => (JSON.parse(await lab.ok(['get', 'identities', '-o', 'json'])) as { items: { id: number; labels: string[] }[] })
     .items.map((i) => `${i.id}=${[...i.labels].sort().join(',')}`).sort();
-  const eps0 = await endpoints();
-  const ids0 = await identities();
   const st0 = await callAgent<StatusView>(socket, 'GET', '/v1/status');
 
   const hold = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080'], { HOLD_DURATION_MS: '45000' });
@@ -104,6 +102,10 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.match(holdOut, /ok 3\b/);
     await sleep(1500);
 
+    // the state just before the kill (the FQDN identity of the allowed name exists by now)
+    const eps0 = await endpoints();
+    const ids0 = await identities();
+    assert.ok(ids0.some((i) => i.includes('fqdn:api.openai.com')), `the allowed name's FQDN identity: ${ids0.join(' ')}`);
     const pid = Number((await readFile(lab.paths.agentPidFile('node1'), 'utf8')).trim());
     assert.equal(pid, st0.agent.pid);
     const killAt = Date.now();

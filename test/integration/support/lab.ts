@@ -4,7 +4,7 @@
  * removes everything even when a test failed.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,22 +21,46 @@ export interface RunResult { code: number; stdout: string; stderr: string }
 
 /**
  * Labs of test processes that died before their `after` ran (killed run, stopped session) would
- * stay forever: a lab's name ends in its test process's pid, so the first lab of each process
- * takes down every lab under /run/membrane-test whose process is gone.
+ * stay forever. Each TestLab writes its owner (pid and the process's start time, so a reused pid
+ * is not mistaken for the owner) into its state directory; the first lab of each process takes
+ * down every lab under /run/membrane-test whose owner is gone. A lab without an owner file is
+ * never touched: its name alone says nothing about who runs it.
  */
+const LAB_ROOT = '/run/membrane-test';
+const OWNER_FILE = '.test-owner';
+
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]; // field 22: starttime
+  } catch {
+    return undefined;
+  }
+}
+
 let swept = false;
 function sweepOrphanLabs(): void {
   if (swept) return;
   swept = true;
-  const root = '/run/membrane-test';
-  if (!existsSync(root)) return;
-  for (const name of readdirSync(root)) {
-    const pid = /^[a-z-]+?(\d+)$/.exec(name)?.[1];
-    if (!pid || Number(pid) === process.pid || existsSync(`/proc/${pid}`)) continue;
+  if (!existsSync(LAB_ROOT)) return;
+  for (const name of readdirSync(LAB_ROOT)) {
+    let owner: { pid: number; start: string };
     try {
-      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(root, name) }, timeout: 120_000, stdio: 'ignore' });
+      owner = JSON.parse(readFileSync(join(LAB_ROOT, name, OWNER_FILE), 'utf8')) as { pid: number; start: string };
+    } catch {
+      continue;
+    }
+    if (owner.pid === process.pid || processStart(owner.pid) === owner.start) continue;
+    try {
+      execFileSync(MEMBRANE, ['down'], { env: { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join(LAB_ROOT, name) }, timeout: 120_000, stdio: 'ignore' });
     } catch { /* the next run tries again */ }
   }
+}
+
+function writeOwner(name: string): void {
+  const dir = join(LAB_ROOT, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, OWNER_FILE), JSON.stringify({ pid: process.pid, start: processStart(process.pid) }));
 }
 
 export class TestLab {
@@ -46,6 +70,7 @@ export class TestLab {
 
   constructor(name: string) {
     sweepOrphanLabs();
+    writeOwner(name);
     this.name = name;
     this.env = { ...process.env, MEMBRANE_LAB: name, MEMBRANE_STATE_DIR: join('/run/membrane-test', name), NO_COLOR: '1' };
     this.dir = mkdtemp(join(tmpdir(), `${name}-`));

@@ -100,3 +100,35 @@ test('datapath config and event budget: GCRA interval and burst', () => {
   assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
   assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);
 });
+
+test('helpers that replaced offsets written outside the codec: flags in place, key owner, batch, per-CPU sum, sockmap fd, protocol names', () => {
+  const cfg = C.encodeEpConfig({ ifindex: 7, epId: 42, flags: C.EP_F_AUDIT, identity: 1234, ipv4: '10.244.1.5', mac: '02:00:00:00:00:01' });
+  C.setEpConfigFlags(cfg, C.EP_F_DENY_INGRESS | C.EP_F_AUDIT);
+  assert.deepEqual(C.decodeEpConfig(cfg), { ifindex: 7, epId: 42, flags: C.EP_F_DENY_INGRESS | C.EP_F_AUDIT, identity: 1234, ipv4: '10.244.1.5', mac: '02:00:00:00:00:01' });
+
+  const k1 = { direction: 'ingress' as const, identity: 5, proto: 6, port: 80, portPrefixLen: 16 };
+  const k2 = { direction: 'egress' as const, identity: 9, proto: 0, port: 0, portPrefixLen: 0 };
+  const v1 = { deny: false, authType: 0, matchType: 2, specLen: 24, proxyPort: 0, proxySlot: 0 };
+  const v2 = { deny: true, authType: 0, matchType: 1, specLen: 0, proxyPort: 0, proxySlot: 0 };
+  assert.equal(C.policyKeyEndpoint(C.encodePolicyKey(300, k1)), 300);
+  const b = C.encodePolicyBatch(300, [{ key: k1, val: v1 }, { key: k2, val: v2 }]);
+  assert.equal(b.keys.length, 2 * C.POLICY_KEY_SIZE);
+  assert.equal(b.vals.length, 2 * C.POLICY_VAL_SIZE);
+  assert.deepEqual(b.keyList, [C.encodePolicyKey(300, k1), C.encodePolicyKey(300, k2)]);
+  assert.deepEqual(b.keys, Buffer.concat(b.keyList));
+  assert.deepEqual(b.vals, Buffer.concat([C.encodePolicyVal(v1), C.encodePolicyVal(v2)]));
+  b.keys.fill(0); // the key list is a copy, not a view of the batch buffer
+  assert.equal(C.policyKeyEndpoint(b.keyList[1]!), 300);
+
+  const perCpu = Buffer.alloc(24);
+  perCpu.writeBigUInt64LE(3n, 0);
+  perCpu.writeBigUInt64LE(2n ** 40n, 8);
+  perCpu.writeBigUInt64LE(0n, 16);
+  assert.equal(C.decodePerCpuSum(perCpu), 3n + 2n ** 40n);
+  assert.equal(C.decodeU32(C.encodeU32(0xfffffffe)), 0xfffffffe);
+  assert.equal(C.encodeSockmapFd(17).readBigUInt64LE(0), 17n);
+  assert.equal(C.decodeEvBucketLost(C.emptyEvBucket()), 0n);
+  assert.equal(C.emptyEvBucket().length, C.EV_BUCKET_SIZE);
+  assert.equal(C.protoName(C.protoNumber('UDP')), 'UDP');
+  assert.equal(C.protoName(C.protoNumber('TCP')), 'TCP');
+});

@@ -1,0 +1,43 @@
+/**
+ * The datapath's global configuration (mb_config, one entry): the policy revision established
+ * connections are re-decided against, and the event budget per sender.
+ */
+import { decodeDpConfig, encodeDpConfig, encodeU32, eventBudget } from './codec.ts';
+import type { Loader } from './loader.ts';
+
+const KEY = encodeU32(0);
+
+export class ConfigMap {
+  private readonly loader: Loader;
+  /** policy revision last written to mb_config */
+  private rev = 0;
+
+  constructor(loader: Loader) {
+    this.loader = loader;
+  }
+
+  /** At load: keeps the pinned revision (connections decided before a restart stay current), sets the budget. */
+  init(rate: { perSecond: number; burst: number }): void {
+    const m = this.loader.map('mb_config');
+    const old = m.lookup(KEY);
+    this.rev = old ? decodeDpConfig(old).policyRevision : 0;
+    m.update(KEY, encodeDpConfig({ policyRevision: this.rev, ...eventBudget(rate.perSecond, rate.burst) }));
+  }
+
+  /**
+   * Every established connection's next forward packet is decided by policy again: called after
+   * the maps hold a change of policy, ipcache or endpoints (never before: a packet that read the
+   * old revision may have cached a verdict of the old maps).
+   */
+  bumpPolicyRevision(): void {
+    const m = this.loader.map('mb_config');
+    const cur = m.lookup(KEY);
+    const c = cur ? decodeDpConfig(cur) : { policyRevision: this.rev, ...eventBudget(0, 0) };
+    this.rev = (Math.max(this.rev, c.policyRevision) + 1) >>> 0;
+    m.update(KEY, encodeDpConfig({ ...c, policyRevision: this.rev }));
+  }
+
+  policyRevision(): number {
+    return this.rev;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Socket-less ClusterIP load balancing (mb_lb4_services, mb_lb4_backends, mb_lb4_reverse_nat):
+ * per frontend a master slot 0 (backend count, reverse-NAT id) and slots 1..n (backend ids);
+ * backends are shared between frontends and counted by reference.
+ */
+import { MembraneError } from '../../common/errors.ts';
+import { serviceKeyString, type DatapathService, type DatapathServiceKey, type ServiceProto } from '../types.ts';
+import {
+  decodeLb4Backend, decodeLb4Key, decodeLb4Service, decodeU32, encodeLb4Backend, encodeLb4Key, encodeLb4RevNat, encodeLb4Service,
+  encodeU32, protoName, protoNumber,
+} from './codec.ts';
+import type { Loader } from './loader.ts';
+
+interface ServiceState { ip: string; port: number; proto: ServiceProto; revNat: number; backendIds: number[] }
+interface BackendState { id: number; refs: number; ip: string; port: number }
+
+/** Backends are shared by address, port and protocol number. */
+function backendKey(ip: string, port: number, proto: number): string {
+  return `${ip}:${port}/${proto}`;
+}
+
+export class LbMap {
+  private readonly loader: Loader;
+  /** frontends by serviceKeyString (ip:port/PROTO) */
+  private readonly services = new Map<string, ServiceState>();
+  /** backends by backendKey */
+  private readonly backends = new Map<string, BackendState>();
+
+  constructor(loader: Loader) {
+    this.loader = loader;
+  }
+
+  /** Forgets the bookkeeping (rebuilt by load() at the next start). */
+  reset(): void {
+    this.services.clear();
+    this.backends.clear();
+  }
+
+  /** Creates or replaces a frontend; the number of backends written, null when nothing changed. */
+  upsert(svc: DatapathService): number | null {
+    const proto = protoNumber(svc.proto);
+    const key = serviceKeyString(svc);
+    const st = this.services.get(key);
+    const seen = new Set<string>();
+    const list = svc.backends.filter((b) => {
+      const k = `${b.ip}:${b.port}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    });
+    if (list.length > 65535) throw new MembraneError('DATAPATH_SERVICE_TOO_BIG', `service ${key}: ${list.length} backends (max 65535)`);
+    if (st) {
+      const same = st.backendIds.length === list.length && list.every((b, i) => this.backends.get(backendKey(b.ip, b.port, proto))?.id === st.backendIds[i]);
+      if (same) return null;
+    }
+    const svcMap = this.loader.map('mb_lb4_services');
+    const revNat = st?.revNat ?? this.allocRevNat();
+    // backends first, then slots, then the master entry (a packet never sees a slot without its backend)
+    const ids = list.map((b) => this.acquireBackend(b.ip, b.port, proto));
+    this.loader.map('mb_lb4_reverse_nat').update(encodeU32(revNat), encodeLb4RevNat(svc.ip, svc.port));
+    ids.forEach((id, i) => svcMap.update(encodeLb4Key(svc.ip, svc.port, proto, i + 1), encodeLb4Service(id, 0, 0)));
+    svcMap.update(encodeLb4Key(svc.ip, svc.port, proto, 0), encodeLb4Service(0, ids.length, revNat));
+    const old = st?.backendIds ?? [];
+    for (let i = ids.length; i < old.length; i++) svcMap.delete(encodeLb4Key(svc.ip, svc.port, proto, i + 1));
+    for (const id of old) this.releaseBackend(id);
+    this.services.set(key, { ip: svc.ip, port: svc.port, proto: svc.proto, revNat, backendIds: ids });
+    return ids.length;
+  }
+
+  delete(k: DatapathServiceKey): void {
+    const proto = protoNumber(k.proto);
+    const key = serviceKeyString(k);
+    const st = this.services.get(key);
+    if (!st) return;
+    const svcMap = this.loader.map('mb_lb4_services');
+    svcMap.delete(encodeLb4Key(k.ip, k.port, proto, 0));
+    st.backendIds.forEach((_id, i) => svcMap.delete(encodeLb4Key(k.ip, k.port, proto, i + 1)));
+    this.loader.map('mb_lb4_reverse_nat').delete(encodeU32(st.revNat));
+    for (const id of st.backendIds) this.releaseBackend(id);
+    this.services.delete(key);
+  }
+
+  /** The frontends and their backends, as written to the maps. */
+  dump(): DatapathService[] {
+    const byId = new Map<number, { ip: string; port: number }>();
+    for (const b of this.backends.values()) byId.set(b.id, { ip: b.ip, port: b.port });
+    const out: DatapathService[] = [];
+    for (const st of this.services.values()) {
+      out.push({ ip: st.ip, port: st.port, proto: st.proto, backends: st.backendIds.map((id) => byId.get(id)!).filter(Boolean) });
+    }
+    return out;
+  }
+
+  /** Rebuilds the bookkeeping from the pinned maps (after an agent restart); drops orphans. */
+  load(): void {
+    this.reset();
+    const beMap = this.loader.map('mb_lb4_backends');
+    const beById = new Map<number, string>();
+    for (const k of beMap.keys()) {
+      const v = beMap.lookup(k);
+      if (!v) continue;
+      const b = decodeLb4Backend(v);
+      const id = decodeU32(k);
+      const key = backendKey(b.ip, b.port, b.proto);
+      beById.set(id, key);
+      this.backends.set(key, { id, refs: 0, ip: b.ip, port: b.port });
+    }
+    const svcMap = this.loader.map('mb_lb4_services');
+    const slots = new Map<string, { master?: { count: number; revNat: number }; ids: Map<number, number>; ip: string; port: number; proto: number }>();
+    for (const k of svcMap.keys()) {
+      const v = svcMap.lookup(k);
+      if (!v) continue;
+      const d = decodeLb4Key(k);
+      const sk = serviceKeyString({ ip: d.ip, port: d.port, proto: protoName(d.proto) });
+      let e = slots.get(sk);
+      if (!e) slots.set(sk, (e = { ids: new Map(), ip: d.ip, port: d.port, proto: d.proto }));
+      const sv = decodeLb4Service(v);
+      if (d.slot === 0) e.master = { count: sv.count, revNat: sv.revNat };
+      else e.ids.set(d.slot, sv.backendId);
+    }
+    for (const [sk, e] of slots) {
+      if (!e.master) {
+        for (const slot of e.ids.keys()) svcMap.delete(encodeLb4Key(e.ip, e.port, e.proto, slot));
+        continue;
+      }
+      const ids: number[] = [];
+      for (let i = 1; i <= e.master.count; i++) ids.push(e.ids.get(i) ?? 0);
+      for (const id of ids) {
+        const bk = beById.get(id);
+        if (bk) this.backends.get(bk)!.refs++;
+      }
+      this.services.set(sk, { ip: e.ip, port: e.port, proto: protoName(e.proto), revNat: e.master.revNat, backendIds: ids });
+    }
+    for (const [k, b] of [...this.backends]) {
+      if (b.refs === 0) {
+        beMap.delete(encodeU32(b.id));
+        this.backends.delete(k);
+      }
+    }
+  }
+
+  private allocRevNat(): number {
+    const used = new Set([...this.services.values()].map((s) => s.revNat));
+    for (let i = 1; i <= 65535; i++) if (!used.has(i)) return i;
+    throw new MembraneError('DATAPATH_SERVICE_EXHAUSTED', 'no free reverse-NAT id (65535 services)');
+  }
+
+  private acquireBackend(ip: string, port: number, proto: number): number {
+    const k = backendKey(ip, port, proto);
+    const b = this.backends.get(k);
+    if (b) {
+      b.refs++;
+      return b.id;
+    }
+    const used = new Set([...this.backends.values()].map((x) => x.id));
+    let id = 1;
+    while (used.has(id)) id++;
+    this.loader.map('mb_lb4_backends').update(encodeU32(id), encodeLb4Backend(ip, port, proto));
+    this.backends.set(k, { id, refs: 1, ip, port });
+    return id;
+  }
+
+  private releaseBackend(id: number): void {
+    for (const [k, b] of this.backends) {
+      if (b.id !== id) continue;
+      if (--b.refs <= 0) {
+        this.backends.delete(k);
+        this.loader.map('mb_lb4_backends').delete(encodeU32(id));
+      }
+      return;
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The policy map (mb_policy): one LPM entry per endpoint, direction, identity and port prefix,
+ * mirrored from the endpoint's MapState. The agent keeps an index of the keys it wrote per
+ * endpoint (built from the map on first use, so it survives an agent restart).
+ */
+import type { Direction, L7Policy, MapState, MapStateDelta, MapStateEntry, MapStateKey } from '../../policy/types.ts';
+import { decodePolicyKey, decodePolicyVal, encodePolicyBatch, encodePolicyKey, policyKeyEndpoint, policyValFor } from './codec.ts';
+import type { Loader } from './loader.ts';
+
+export type ProxyRedirect = (l7: L7Policy, direction: Direction) => { port: number; slot: number } | null;
+
+export interface PolicyDumpEntry { key: MapStateKey; deny: boolean; proxyPort: number; matchType: number }
+
+export class PolicyMap {
+  private readonly loader: Loader;
+  private readonly proxyRedirect: ProxyRedirect;
+  /** policy keys per endpoint: hex(key) -> key */
+  private index: Map<number, Map<string, Buffer>> | null = null;
+
+  constructor(loader: Loader, proxyRedirect: ProxyRedirect) {
+    this.loader = loader;
+    this.proxyRedirect = proxyRedirect;
+  }
+
+  /** Forgets the index (the map may change while the agent is away). */
+  reset(): void {
+    this.index = null;
+  }
+
+  /** Writes a delta (or a full MapState) for one endpoint; true when the map changed. */
+  apply(endpointId: number, delta: MapStateDelta, full?: MapState): boolean {
+    const pol = this.loader.map('mb_policy');
+    const idx = this.keyIndex();
+    let keys = idx.get(endpointId);
+    if (!keys) idx.set(endpointId, (keys = new Map()));
+    const upserts: { key: MapStateKey; entry: MapStateEntry }[] = full ? [...full.entries.values()] : delta.upserts;
+    const batch = encodePolicyBatch(endpointId, upserts.map((u) => {
+      const proxy = u.entry.l7 && u.entry.verdict === 'allow' ? this.proxyRedirect(u.entry.l7, u.key.direction) : null;
+      return { key: u.key, val: policyValFor(u.key, u.entry, proxy) };
+    }));
+    const desired = new Map<string, Buffer>();
+    for (const k of batch.keyList) desired.set(k.toString('hex'), k);
+    const toDelete: Buffer[] = [];
+    if (full) {
+      for (const [h, k] of keys) if (!desired.has(h)) toDelete.push(k);
+    } else {
+      for (const d of delta.deletes) {
+        const k = encodePolicyKey(endpointId, d);
+        const h = k.toString('hex');
+        if (!desired.has(h)) toDelete.push(k);
+      }
+    }
+    // deletes first: a delta never deletes and upserts the same key, and for a full sync the
+    // stale keys are disjoint from the desired ones, so ordering only bounds the map's peak size.
+    pol.deleteMany(toDelete);
+    for (const k of toDelete) keys.delete(k.toString('hex'));
+    pol.updateBatch(batch.keys, batch.vals, upserts.length);
+    for (const [h, k] of desired) keys.set(h, k);
+    return toDelete.length > 0 || upserts.length > 0;
+  }
+
+  /** Removes every entry of an endpoint. */
+  removeEndpoint(endpointId: number): void {
+    const idx = this.keyIndex();
+    const keys = idx.get(endpointId);
+    if (keys) this.loader.map('mb_policy').deleteMany([...keys.values()]);
+    idx.delete(endpointId);
+  }
+
+  /** Number of entries the agent wrote (all endpoints). */
+  size(): number {
+    let n = 0;
+    for (const s of this.keyIndex().values()) n += s.size;
+    return n;
+  }
+
+  /** The entries in the kernel for one endpoint (decoded). */
+  dump(endpointId: number): PolicyDumpEntry[] {
+    const pol = this.loader.map('mb_policy');
+    const out: PolicyDumpEntry[] = [];
+    for (const k of this.keyIndex().get(endpointId)?.values() ?? []) {
+      const v = pol.lookup(k);
+      if (!v) continue;
+      const pv = decodePolicyVal(v);
+      out.push({ key: decodePolicyKey(k).key, deny: pv.deny, proxyPort: pv.proxyPort, matchType: pv.matchType });
+    }
+    return out;
+  }
+
+  private keyIndex(): Map<number, Map<string, Buffer>> {
+    if (this.index) return this.index;
+    const idx = new Map<number, Map<string, Buffer>>();
+    for (const k of this.loader.map('mb_policy').keys()) {
+      const ep = policyKeyEndpoint(k);
+      let s = idx.get(ep);
+      if (!s) idx.set(ep, (s = new Map()));
+      s.set(k.toString('hex'), k);
+    }
+    this.index = idx;
+    return idx;
+  }
+}
