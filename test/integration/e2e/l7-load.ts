@@ -3,10 +3,11 @@
 //   {k:'keep', status|err}                     a request on ONE keep-alive HTTP connection (reset: err)
 //   {k:'new', path, method, status|err}        a request on a new connection each time
 // Every line has t (ms since start). Ends with {k:'end'}.
-//   env: NAME_OK, NAME_DENIED, HOST (HTTP name), OK_PATH, DENIED_PATH, DURATION_MS, DNS_TIMEOUT_MS
+//   env: NAME_OK, NAME_DENIED, HOST (HTTP name), OK_PATH, DENIED_PATH, DURATION_MS (at most), STOP_FILE
+//   (stops once it exists), DNS_TIMEOUT_MS
 import { createSocket } from 'node:dgram';
 import { connect, type Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 
 const env = process.env;
@@ -14,6 +15,7 @@ const server = /nameserver\s+(\S+)/.exec(readFileSync('/etc/resolv.conf', 'utf8'
 const duration = Number(env.DURATION_MS ?? 20_000);
 const dnsTimeout = Number(env.DNS_TIMEOUT_MS ?? 5000);
 const t0 = Date.now();
+const going = () => Date.now() - t0 < duration && !(env.STOP_FILE && existsSync(env.STOP_FILE));
 const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...o }) + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
@@ -42,7 +44,7 @@ async function lookup(name: string): Promise<{ rcode: string; ips: string[] }> {
 }
 
 async function dnsLoop(name: string, allowed: boolean, every: number): Promise<void> {
-  while (Date.now() - t0 < duration) {
+  while (going()) {
     const a = Date.now();
     const r = await lookup(name);
     out({ k: 'dns', name, allowed, ...r, ms: Date.now() - a });
@@ -82,7 +84,7 @@ const req = (method: string, path: string, host: string, close: boolean) => `${m
 
 async function keepLoop(ip: string, host: string, path: string): Promise<void> {
   let s: Socket | undefined;
-  while (Date.now() - t0 < duration) {
+  while (going()) {
     try {
       s ??= await open(ip);
       s.write(req('GET', path, host, false));
@@ -98,7 +100,7 @@ async function keepLoop(ip: string, host: string, path: string): Promise<void> {
 }
 
 async function newLoop(ip: string, host: string, method: string, path: string): Promise<void> {
-  while (Date.now() - t0 < duration) {
+  while (going()) {
     let s: Socket | undefined;
     try {
       s = await open(ip);

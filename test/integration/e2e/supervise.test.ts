@@ -12,7 +12,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, readFile } from 'node:fs/promises';
+import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
@@ -60,6 +60,8 @@ after(async () => {
 
 type Line = { t: number; k: string; name?: string; allowed?: boolean; rcode?: string; ips?: string[]; status?: number; err?: string; method?: string; ms?: number };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The highest "ok N" the hold client printed so far. */
+const lastOk = (out: string) => Math.max(0, ...[...out.matchAll(/ok (\d+)/g)].map((m) => Number(m[1])));
 
 /** Results of the kill run, for the HA expectations below. */
 let run: { lines: Line[]; killAt: number; backAt: number; loadStart: number } | undefined;
@@ -72,12 +74,13 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     .items.map((i) => `${i.id}=${[...i.labels].sort().join(',')}`).sort();
   const st0 = await callAgent<StatusView>(socket, 'GET', '/v1/status');
 
-  const hold = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080'], { HOLD_DURATION_MS: '45000' });
+  const stopFile = join(await lab.dir, 'stop-load');
+  const hold = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080'], { HOLD_DURATION_MS: '300000' });
   let holdOut = '';
   hold.stdout!.on('data', (d: Buffer) => { holdOut += d.toString(); });
   const holdExit = new Promise<number>((res) => hold.on('exit', (c) => res(c ?? 1)));
   const load = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/l7-load.ts')], {
-    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: '35000', DNS_TIMEOUT_MS: '5000',
+    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: '300000', STOP_FILE: stopFile, DNS_TIMEOUT_MS: '5000',
   });
   const loadStart = Date.now();
   let loadOut = '';
@@ -141,8 +144,14 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.deepEqual(await lab.probe(NS, 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false });
     assert.deepEqual(await lab.probe(NS, 'client', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: true });
 
+    // load for a while after the restart, then stop it
+    const okAtBack = lastOk(holdOut);
+    await sleep(8000);
+    await writeFile(stopFile, '');
     assert.equal(await loadExit, 0, loadErr.slice(-1000));
-    assert.equal(await holdExit, 0, `the long TCP stream was never cut: ${holdOut.slice(-200)}`);
+    assert.doesNotMatch(holdOut, /fail/, `the long TCP stream was never cut: ${holdOut.slice(-200)}`);
+    assert.ok(lastOk(holdOut) > okAtBack, `the stream carries requests after the restart (${okAtBack} -> ${lastOk(holdOut)})`);
+    void holdExit;
     const all = lines();
     assert.equal(all.at(-1)?.k, 'end');
     // Never an unjudged pass: the denied name never resolves, the denied request never gets a 200.
