@@ -2,7 +2,7 @@
 //   {k:'dns', name, allowed, rcode, ips, ms}   UDP query to the pod's resolver (allowed / denied name)
 //   {k:'keep', status|err}                     a request on ONE keep-alive HTTP connection (reset: err)
 //   {k:'new', path, method, status|err}        a request on a new connection each time
-// Every line has t (ms since start). Ends with {k:'end'}.
+// Every line has t (ms since start) and at (wall clock, ms: the test compares it with its own times). Ends with {k:'end'}.
 //   env: NAME_OK, NAME_DENIED, HOST (HTTP name), OK_PATH, DENIED_PATH, DURATION_MS (at most), STOP_FILE
 //   (stops once it exists), DNS_TIMEOUT_MS
 import { createSocket } from 'node:dgram';
@@ -16,7 +16,7 @@ const duration = Number(env.DURATION_MS ?? 20_000);
 const dnsTimeout = Number(env.DNS_TIMEOUT_MS ?? 5000);
 const t0 = Date.now();
 const going = () => Date.now() - t0 < duration && !(env.STOP_FILE && existsSync(env.STOP_FILE));
-const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, ...o }) + '\n');
+const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify({ t: Date.now() - t0, at: Date.now(), ...o }) + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
