@@ -55,6 +55,11 @@ export interface NodeParts {
   aiRoutes(): Record<string, () => Promise<unknown>>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
+  /**
+   * The L7 proxies take traffic: call after the agent's first reconcile (agent.start()), so that
+   * nothing is judged before its endpoint has policy; until then the datapath fails closed.
+   */
+  serve(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -240,8 +245,6 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       // AI policies and budgets are in before the proxy takes its first connection
       await ai.start();
-      await httpProxy.start();
-      await tlsNode.start();
       await provider.start?.({ resources: agent.resources });
       // Kernel-side losses (ring full, or a sender's event budget spent) become LostEvents in the
       // flow stream (hubble's PERF_EVENT_RING_BUFFER); the endpoints whose budget was spent are logged.
@@ -264,6 +267,11 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         } catch { /* maps gone: stopping */ }
       }, 1000);
       lostTimer.unref();
+    },
+    async serve() {
+      await dns.listen();
+      await httpProxy.start();
+      await tlsNode.start();
     },
     async stop() {
       if (lostTimer) clearInterval(lostTimer);

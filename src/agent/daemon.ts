@@ -112,6 +112,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await parts.start(agent);
   await agent.start();
   agentRunning = true;
+  // L7 after the first reconcile: every endpoint has its policy before a proxy judges anything
+  await parts.serve();
   // Identities restored from the kvstore that no endpoint or policy claimed in the first
   // reconcile belong to pods deleted while no agent ran: free them and resync the maps.
   const freed = allocator.gcUnreferenced();
