@@ -91,7 +91,7 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
   const lines = () => loadOut.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
   try {
     // Positive controls before the kill: every L7 path serves, the stream flows.
-    for (let i = 0; i < 300; i++) {
+    for (let i = 0; i < 900; i++) {
       const ls = lines();
       if (ls.some((l) => l.k === 'keep' && l.status === 200) && ls.some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR')
         && ls.some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403) && /ok 3\b/.test(holdOut)) break;
