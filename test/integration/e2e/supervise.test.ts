@@ -3,7 +3,8 @@
  * 5 s with the same endpoints and identities, the datapath enforces throughout from its pinned
  * maps (a denied connection stays denied while no agent runs, an established L4 stream is never
  * cut), and L7 fails closed while the proxies are away: a denied name never resolves, a denied
- * HTTP request never gets through, and both L7 paths serve again after the restart.
+ * HTTP request never gets through, and both L7 paths serve again after the restart. No lookup of
+ * the allowed name fails (the resolver's retries span the restart).
  *
  * Load in the client pod (test/integration/e2e/l7-load.ts): DNS lookups of an allowed and a denied
  * name, GET /v1/models on one keep-alive connection and on new connections through the HTTP
@@ -177,17 +178,21 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.ok(after.some((l) => l.k === 'keep' && l.status === 200), 'keep-alive GET served after the restart');
     run = { lines: all, killAt, backAt, loadStart };
     assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);
+    // A stub resolver's retries span the restart (a spare agent, proxies serving only after the
+    // first reconcile): no lookup of the allowed name fails.
+    assert.deepEqual(all.filter((l) => l.k === 'dns' && l.allowed && l.rcode !== 'NOERROR').map((l) => `${l.at - killAt}ms ${l.rcode}`), []);
   } finally {
     hold.kill('SIGKILL');
     load.kill('SIGKILL');
   }
 });
 
-// What the issue asks beyond this: proxies in their own supervised processes, so that an agent
-// restart costs L7 nothing. The proxies still run inside the agent process, so these do not hold yet.
-test('HA proxies: no lookup of an allowed name fails and no established L7 connection is reset across the agent kill', { todo: 'the DNS and HTTP proxies still run inside the agent process (issue 14)' }, () => {
+// What the issue asks beyond this: the HTTP/TLS proxies in their own supervised processes, so that
+// an agent restart does not reset established L7 connections. They still run inside the agent
+// process: the keep-alive connection through the HTTP proxy is reset by the kill (seen: one
+// ECONNRESET, then served again on a new connection).
+test('HA proxies: no established L7 connection is reset across the agent kill', { todo: 'the HTTP/TLS proxies still run inside the agent process (issue 14)' }, () => {
   assert.ok(run, 'the kill run completed');
   const around = run.lines.filter((l) => l.at >= run!.killAt - 500);
-  assert.deepEqual(around.filter((l) => l.k === 'dns' && l.allowed && l.rcode !== 'NOERROR').map((l) => l.rcode), []);
   assert.deepEqual(around.filter((l) => l.k === 'keep' && l.err).map((l) => l.err), []);
 });
