@@ -40,6 +40,9 @@ const sup = supervise({
   onStart: (pid) => logger.info({ pid }, 'agent started'),
   // a loaded spare agent: a restart does not wait for the code to load (seconds on a busy machine)
   standby: { flag: '--standby' },
+  // an agent stopped on purpose (SIGTERM: it exits 0) stays stopped; `membrane up` starts it again
+  // (with the settings of that run); a crash or a kill is restarted
+  onFailureOnly: true,
   // a lab taken down around it (its node namespace or state gone) is not brought back
   gone: () => (!existsSync(netns) ? `${netns} is gone` : !existsSync(paths.nodeDir(node)) ? `${paths.nodeDir(node)} is gone` : undefined),
   onEnd: () => { void rm(files.pid, { force: true }).finally(() => process.exit(0)); },

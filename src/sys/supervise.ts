@@ -89,6 +89,11 @@ export interface SuperviseOptions {
   log(msg: string, fields: Record<string, unknown>): void;
   /** told of each start (pid) */
   onStart?(pid: number): void;
+  /**
+   * A clean exit (code 0: the program stopped as asked, e.g. SIGTERM to it) ends the supervision
+   * instead of a restart, as systemd's Restart=on-failure: a crash, a kill or an error exit restarts.
+   */
+  onFailureOnly?: boolean;
   /** asked before each restart: a reason not to (what it runs was removed) ends the supervision */
   gone?(): string | undefined;
   /** told when the supervision ends on its own (gone() gave a reason) */
@@ -136,7 +141,7 @@ export function supervise(o: SuperviseOptions): Supervisor {
       gone?.();
       return;
     }
-    const end = o.gone?.();
+    const end = o.onFailureOnly && code === 0 && !signal ? 'it exited cleanly (stopped on purpose)' : o.gone?.();
     if (end) {
       stopping = true;
       if (spare?.pid) { try { process.kill(spare.pid, 'SIGKILL'); } catch { /* gone */ } }

@@ -137,3 +137,29 @@ test('what the program ran for is gone: no restart, the supervision ends with th
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('onFailureOnly: a clean exit (stopped on purpose) ends the supervision; positive control: a kill is restarted', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-sup-'));
+  const files = supervisorFiles(dir);
+  let ended = '';
+  const sup = supervise({
+    name: 'polite', argv: [NODE, '-e', 'process.on("SIGTERM", () => process.exit(0)); setInterval(() => {}, 1000)'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    log: () => {}, onFailureOnly: true, onEnd: (r) => { ended = r; },
+  });
+  try {
+    const first = await until(() => readSupervisorState(files.state)?.pid);
+    await sleep(300);
+    process.kill(first, 'SIGKILL');
+    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    await sleep(300);
+    process.kill(second, 'SIGTERM');
+    await until(() => ended || undefined);
+    assert.equal(ended, 'it exited cleanly (stopped on purpose)');
+    const st = readSupervisorState(files.state)!;
+    assert.equal(st.restarts, 1);
+    assert.equal(st.lastExit?.reason, 'exited cleanly (code 0)');
+  } finally {
+    await sup.stop(500);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
