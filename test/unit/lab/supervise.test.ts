@@ -96,6 +96,7 @@ setInterval(() => {}, 1000);`;
   const log = () => readFileSync(join(dir, 'p.log'), 'utf8');
   try {
     const first = await until(() => readSupervisorState(files.state)?.pid);
+    await until(() => /^up /m.test(log()) || undefined); // the cold start printed before it is killed
     const spared = await until(() => /^spare (\d+)$/m.exec(log())?.[1]);
     process.kill(first, 'SIGKILL');
     const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
