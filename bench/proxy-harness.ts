@@ -47,6 +47,17 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, sink, resolver) } : {}),
   });
   await proxy.start();
+  // bench/soak reads the proxy's memory from here (MEMBRANE_BENCH_MEM_MS: the period)
+  const memMs = Number(process.env.MEMBRANE_BENCH_MEM_MS ?? 0);
+  if (memMs > 0) {
+    // MEMBRANE_BENCH_GC=1 (with node --expose-gc): a full GC before each sample, to tell garbage not yet collected from memory still held
+    const gc = process.env.MEMBRANE_BENCH_GC === '1' ? (globalThis as { gc?: () => void }).gc : undefined;
+    setInterval(() => {
+      gc?.();
+      const m = process.memoryUsage();
+      console.log(`mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers })}`);
+    }, memMs).unref();
+  }
   console.log('ready');
   process.on('SIGTERM', () => process.exit(0));
   process.on('SIGINT', () => process.exit(0));

@@ -14,6 +14,12 @@
  *                never dropped.
  *   malformed / truncated / oversized ─► FORMERR (or dropped when there is no header), a flow.
  *
+ * Datagrams move in batches (src/sys/udp-batch.ts): Node's 'message' event says a socket is
+ * readable and hands over the first datagram; recvmmsg drains the rest into a preallocated
+ * arena; every reply and upstream send of that drain is queued per socket and leaves in one
+ * sendmmsg when the handler returns (a microtask). A malformed datagram in a batch is judged on
+ * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
+ *
  * UDP only here: Node cannot read a datagram's original destination (IP_RECVORIGDSTADDR), so
  * the caller supplies `originalDestination` (the agent reads it from the datapath's conntrack).
  * Replies leave through a per-address socket bound (non-locally, IP_TRANSPARENT) to that
@@ -28,6 +34,7 @@ import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { Flow } from '../../hubble/gen/flow/flow_pb.js';
 import { buildDNSFlow, type FlowPeer } from './flows.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
+import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../sys/udp-batch.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
 
@@ -79,12 +86,16 @@ export interface DNSProxyStats {
   upstreamTimeouts: number;
   holdTimeouts: number;
   servfail: number;
+  /** datagrams read by recvmmsg (behind the one Node read per wake-up) */
+  batched: number;
   /** recent answer-hold times (ms): answer received → datapath has its IPs */
   holdsMs: number[];
 }
 
 interface Pending {
   clientIp: string;
+  /** clientIp as a host-order u32 (-1: not IPv4), the batch sender's address form */
+  clientAddr: number;
   clientPort: number;
   clientId: number;
   dst: string;
@@ -119,22 +130,49 @@ function fdOf(s: Socket): number {
   return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 }
 
+/** A Node-owned datagram socket and its send batch (null for IPv6: sent through dgram). */
+interface BatchedSocket {
+  s: Socket;
+  out: SendBatch | null;
+}
+
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const port = deps.port ?? DEFAULT_PROXY_PORTS.dns;
   const dnsPort = deps.dnsPort ?? 53;
   const maxHold = deps.maxHoldMs ?? 2000;
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, holdsMs: [] };
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, batched: 0, holdsMs: [] };
   let listener: Socket | undefined;
+  let listenerFd = -1;
   /** one connected socket per upstream address (a connected send skips the address lookup) */
-  const upstreams = new Map<string, Socket>();
-  const connecting = new Map<string, Promise<Socket>>();
+  const upstreams = new Map<string, BatchedSocket>();
+  const connecting = new Map<string, Promise<BatchedSocket>>();
   let sweep: NodeJS.Timeout | undefined;
   let tcpServer: TcpServer | undefined;
-  const replySockets = new Map<string, Socket>();
+  const replySockets = new Map<string, BatchedSocket>();
+  const replyPending = new Map<string, Promise<BatchedSocket>>();
   const pending = new Map<number, Pending>();
   let nextId = (Math.random() * 65536) | 0;
+  // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
+  // answer is ever cut); each is read and judged before the next drain reuses the arena.
+  const queries = new RecvBatch(64, 4096);
+  const answers = new RecvBatch(32, 65536);
+  /** send batches with queued datagrams, flushed once per handler (a microtask) */
+  const dirty: SendBatch[] = [];
+  let flushQueued = false;
+  const flushAll = (): void => {
+    flushQueued = false;
+    for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
+    dirty.length = 0;
+  };
+  function queued(b: SendBatch): void {
+    if (b.pending === 1) dirty.push(b);
+    if (!flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flushAll);
+    }
+  }
 
   function peer(ip: string, p: number): FlowPeer {
     const x = deps.peerOf(ip);
@@ -146,35 +184,59 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
-  function replySocket(dst: string): Promise<Socket> {
+  function replySocket(dst: string): Promise<BatchedSocket> {
     const have = replySockets.get(dst);
     if (have) return Promise.resolve(have);
-    return new Promise((resolve, reject) => {
-      const s = createSocket({ type: dst.includes(':') ? 'udp6' : 'udp4', reuseAddr: true });
-      s.once('error', reject);
+    let p = replyPending.get(dst);
+    if (p) return p;
+    p = new Promise<BatchedSocket>((resolve, reject) => {
+      const v6 = dst.includes(':');
+      const s = createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: true });
+      s.once('error', (e) => { replyPending.delete(dst); reject(e); });
       s.bind({ address: dst, port: dnsPort, exclusive: true }, () => {
-        s.removeListener('error', reject);
+        s.removeAllListeners('error');
         s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
-        try { deps.transparent?.(fdOf(s)); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
-        replySockets.set(dst, s);
-        resolve(s);
+        const fd = fdOf(s);
+        try { deps.transparent?.(fd); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
+        const b: BatchedSocket = { s, out: !v6 && fd >= 0 ? new SendBatch(fd, 64) : null };
+        replySockets.set(dst, b);
+        replyPending.delete(dst);
+        resolve(b);
       });
     });
+    replyPending.set(dst, p);
+    return p;
   }
 
-  function sendToClient(dst: string, ip: string, p: number, msg: Buffer): void {
+  /**
+   * Queues `buf[off, off+len)` to the client from the original destination; `id` ≥ 0 replaces
+   * the DNS id (an answer goes back with the client's). The bytes are copied: the caller's
+   * arena may be reused at once.
+   */
+  function sendToClient(dst: string, ip: string, addr: number, p: number, buf: Buffer, off: number, len: number, id: number): void {
     const have = replySockets.get(dst);
-    if (have) {
-      have.send(msg, p, ip);
+    if (have?.out && addr >= 0) {
+      const o = have.out.pushCopy(addr, p, buf, off, off + len);
+      if (id >= 0) have.out.data.writeUInt16BE(id, o);
+      queued(have.out);
       return;
     }
-    replySocket(dst).then((s) => s.send(msg, p, ip), (e: Error) => {
+    const copy = Buffer.from(buf.subarray(off, off + len));
+    if (id >= 0) copy.writeUInt16BE(id, 0);
+    if (have) { have.s.send(copy, p, ip); return; }
+    replySocket(dst).then((s) => s.s.send(copy, p, ip), (e: Error) => {
       st.dropped++;
       deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'cannot answer from the original destination');
     });
   }
 
-  function onQuery(msg: Buffer, clientIp: string, clientPort: number): void {
+  function replyError(dst: string, ip: string, addr: number, p: number, query: Buffer, rcode: number): void {
+    const r = errorReply(query, rcode);
+    if (r) sendToClient(dst, ip, addr, p, r, 0, r.length, -1);
+  }
+
+  /** One query datagram `buf[off, off+len)` (`cut`: longer than its slot, so oversized). */
+  function onQuery(buf: Buffer, off: number, len: number, cut: boolean, clientIp: string, clientAddr: number, clientPort: number): void {
     st.queries++;
     const ep = deps.endpointByIp(clientIp);
     if (!ep) {
@@ -183,13 +245,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
     const t0 = process.hrtime.bigint();
     const dst = deps.originalDestination(clientIp, clientPort, ep);
-    const q = parseQuery(msg);
+    const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
+    const q = cut ? (len < 12 ? { ok: false as const, reason: 'short' as const } : { ok: false as const, reason: 'oversized' as const }) : parseQuery(msg);
     const client = () => peer(clientIp, clientPort);
     if (!q.ok) {
       st.malformed++;
       const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
       emit({ kind: 'request', client: client(), server: peer(dst ?? '0.0.0.0', 53), proto: 'UDP', query: '', qtypes: [], verdict: reply ? 'ERROR' : 'DROPPED', rcode: RCODE.FORMERR, nodeName: deps.nodeName });
-      if (reply && dst) sendToClient(dst, clientIp, clientPort, reply);
+      if (reply && dst) sendToClient(dst, clientIp, clientAddr, clientPort, reply, 0, reply.length, -1);
       else st.dropped++;
       return;
     }
@@ -204,76 +267,117 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     emit({ kind: 'request', client: client(), server, proto: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'FORWARDED' : 'DROPPED', ...(allowed ? {} : { rcode: reject }), nodeName: deps.nodeName });
     if (!allowed) {
       st.denied++;
-      const r = errorReply(msg, reject);
-      if (r) sendToClient(dst, clientIp, clientPort, r);
+      replyError(dst, clientIp, clientAddr, clientPort, msg, reject);
       return;
     }
     st.allowed++;
     // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
     for (let i = 0; i < 65536 && pending.has(id); i++) id = (id + 1) & 0xffff;
-    if (pending.has(id)) { st.servfail++; const r = errorReply(msg, RCODE.SERVFAIL); if (r) sendToClient(dst, clientIp, clientPort, r); return; }
+    if (pending.has(id)) { st.servfail++; replyError(dst, clientIp, clientAddr, clientPort, msg, RCODE.SERVFAIL); return; }
     nextId = (id + 1) & 0xffff;
-    const out = Buffer.from(msg);
-    out.writeUInt16BE(id, 0);
-    pending.set(id, { clientIp, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, deadline: Date.now() + upstreamTimeout, query: msg });
+    // The pending entry keeps its own copy of the query (the arena is reused): a SERVFAIL echoes it.
+    const query = Buffer.from(msg);
+    pending.set(id, { clientIp, clientAddr, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, deadline: Date.now() + upstreamTimeout, query });
     const to = deps.upstreamFor?.(dst) ?? dst;
+    const u = upstreams.get(to);
+    // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
+    if (u?.out) {
+      const o = u.out.pushCopy(-1, 0, query);
+      u.out.data.writeUInt16BE(id, o);
+      queued(u.out);
+      return;
+    }
+    const out = Buffer.from(query);
+    out.writeUInt16BE(id, 0);
     const fail = (): void => {
       if (pending.get(id)?.t0 !== t0) return;
       pending.delete(id);
       st.servfail++;
-      const r = errorReply(msg, RCODE.SERVFAIL);
-      if (r) sendToClient(dst, clientIp, clientPort, r);
+      replyError(dst, clientIp, clientAddr, clientPort, query, RCODE.SERVFAIL);
     };
-    const u = upstreams.get(to);
-    // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
-    if (u) u.send(out);
-    else upstreamFor(to).then((s2) => s2.send(out, (err) => { if (err) fail(); }), fail);
+    if (u) u.s.send(out);
+    else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
   }
 
-  function upstreamFor(to: string): Promise<Socket> {
+  /** Node read one datagram from `s`; recvmmsg takes the rest queued behind it. */
+  function drain(fd: number, batch: RecvBatch, each: (i: number) => void): void {
+    // bounded: libuv calls again while the socket stays readable, so others get their turn
+    for (let round = 0; round < 8; round++) {
+      const n = batch.recv(fd);
+      if (n > 0) st.batched += n;
+      for (let i = 0; i < n; i++) {
+        try { each(i); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'datagram'); }
+      }
+      if (n < batch.capacity) return;
+    }
+  }
+
+  const onBatchedQuery = (i: number): void => {
+    const a = queries.sourceAddr(i);
+    if (a < 0) { st.dropped++; return; }
+    onQuery(queries.data, queries.offset(i), queries.length(i), queries.truncated(i), ipv4Text(a), a, queries.sourcePort(i));
+  };
+  const onBatchedAnswer = (i: number): void => {
+    if (answers.truncated(i)) { st.dropped++; return; }
+    onUpstream(answers.data, answers.offset(i), answers.length(i));
+  };
+
+  function upstreamFor(to: string): Promise<BatchedSocket> {
     let c = connecting.get(to);
     if (c) return c;
-    c = new Promise<Socket>((resolve, reject) => {
-      const s2 = createSocket(to.includes(':') ? 'udp6' : 'udp4');
-      s2.on('message', (m) => { try { onUpstream(m); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); } });
+    c = new Promise<BatchedSocket>((resolve, reject) => {
+      const v6 = to.includes(':');
+      const s2 = createSocket(v6 ? 'udp6' : 'udp4');
+      let fd = -1;
+      s2.on('message', (m) => {
+        try { onUpstream(m, 0, m.length); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'upstream answer'); }
+        if (fd >= 0) drain(fd, answers, onBatchedAnswer);
+      });
       s2.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', upstream: to, err: e.message }, 'upstream socket'));
       s2.connect(dnsPort, to, (err?: Error) => {
         if (err) { connecting.delete(to); reject(err); return; }
-        upstreams.set(to, s2);
-        resolve(s2);
+        const f = fdOf(s2);
+        if (!v6) fd = f;
+        const b: BatchedSocket = { s: s2, out: !v6 && f >= 0 ? new SendBatch(f, 64) : null };
+        upstreams.set(to, b);
+        resolve(b);
       });
     });
     connecting.set(to, c);
     return c;
   }
 
-  function onUpstream(msg: Buffer): void {
-    if (msg.length < 12) return;
-    const id = msg.readUInt16BE(0);
+  function onUpstream(buf: Buffer, off: number, len: number): void {
+    if (len < 12) return;
+    const id = buf.readUInt16BE(off);
     const p = pending.get(id);
     if (!p) return;
     pending.delete(id);
-    msg.writeUInt16BE(p.clientId, 0);
+    const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
     const facts = answerFacts(msg);
+    let held: Buffer | null = null;
     const release = (): void => {
       const latency = process.hrtime.bigint() - p.t0;
-      sendToClient(p.dst, p.clientIp, p.clientPort, msg);
+      const b = held ?? msg;
+      sendToClient(p.dst, p.clientIp, p.clientAddr, p.clientPort, b, 0, b.length, p.clientId);
       emit({
         kind: 'response', client: peer(p.clientIp, p.clientPort), server: peer(p.dst, 53), proto: 'UDP', query: p.qname, qtypes: p.qtypes,
         verdict: 'FORWARDED', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
         rrtypes: facts?.rrtypes ?? [], latencyNs: latency, nodeName: deps.nodeName,
       });
     };
-    holdThen(p.ep.id, p.qname, facts, release);
+    // A held answer outlives this drain: it keeps its own copy of the bytes.
+    holdThen(p.ep.id, p.qname, facts, release, () => { held = Buffer.from(msg); });
   }
 
   /** Releases an answer once the datapath has its IPs (onAnswer), at most maxHoldMs later. */
-  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void): void {
+  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void, willWait?: () => void): void {
     if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
     if (!wait || deps.hold === false) { release(); return; }
+    willWait?.();
     const h0 = performance.now();
     let done = false;
     const timer = setTimeout(() => {
@@ -391,14 +495,16 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           if (now < p.deadline) continue;
           pending.delete(id);
           st.upstreamTimeouts++;
-          const r = errorReply(p.query, RCODE.SERVFAIL);
-          if (r) sendToClient(p.dst, p.clientIp, p.clientPort, r);
+          replyError(p.dst, p.clientIp, p.clientAddr, p.clientPort, p.query, RCODE.SERVFAIL);
         }
       }, 250);
       sweep.unref();
       const l = createSocket({ type: 'udp4', reuseAddr: true });
       listener = l;
-      l.on('message', (m, rinfo) => { try { onQuery(m, rinfo.address, rinfo.port); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); } });
+      l.on('message', (m, rinfo) => {
+        try { onQuery(m, 0, m.length, false, rinfo.address, ipv4Value(rinfo.address), rinfo.port); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); }
+        if (listenerFd >= 0) drain(listenerFd, queries, onBatchedQuery);
+      });
       l.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'listener'));
       await new Promise<void>((resolve, reject) => {
         l.once('error', reject);
@@ -406,6 +512,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       });
       const fd = fdOf(l);
       if (fd < 0) throw new MembraneError('DNS_PROXY_FD', 'cannot get the DNS proxy listener fd');
+      listenerFd = fd;
       deps.transparent?.(fd);
       deps.register?.(fd);
       if (deps.registerTcp) {
@@ -430,16 +537,24 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       tcpServer = undefined;
       if (sweep) clearInterval(sweep);
       pending.clear();
-      for (const s of [listener, ...upstreams.values(), ...replySockets.values()]) {
+      listenerFd = -1;
+      flushAll();
+      for (const s of [listener, ...[...upstreams.values(), ...replySockets.values()].map((b) => b.s)]) {
         if (!s) continue;
         try { s.close(); } catch { /* closed */ }
       }
       replySockets.clear();
+      replyPending.clear();
       upstreams.clear();
       connecting.clear();
       listener = undefined;
     },
-    stats: () => ({ ...st, holdsMs: [...st.holdsMs] }),
+    stats: () => {
+      // datagrams the kernel refused inside send batches count as dropped
+      let refused = 0;
+      for (const b of [...upstreams.values(), ...replySockets.values()]) refused += b.out?.dropped ?? 0;
+      return { ...st, dropped: st.dropped + refused, holdsMs: [...st.holdsMs] };
+    },
     boundPort: () => listener?.address().port ?? 0,
   };
 }

@@ -10,7 +10,8 @@
  * 502 and a flow that says why.
  *
  * A refused name (serverNames), a missing Secret, no SNI, or a failed handshake ⇒ TCP reset and
- * a DROPPED TLS flow.
+ * a DROPPED TLS flow. A connection closed before its handshake completed is an error record at
+ * once (not a HANDSHAKE_TIMEOUT 10 s later, holding the connection that long).
  */
 import tls from 'node:tls';
 import type net from 'node:net';
@@ -176,6 +177,12 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
           ...(proto ? { version: proto.replace('TLSv', 'TLS ') } : {}), ...(server.alpnProtocol ? { alpn: [server.alpnProtocol] } : {}),
           ...(resumed ? { resumed: true } : {}),
         });
+      });
+      // A client that closes before the handshake ends gets no 'error' on a server TLSSocket,
+      // only 'close': decided now, so nothing (timer, sockets, the connection) waits 10 s for it.
+      server.once('close', () => {
+        clearTimeout(timer);
+        if (!secure) refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed');
       });
       server.on('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);

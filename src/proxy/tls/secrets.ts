@@ -21,7 +21,7 @@ export function contextItems(c: TLSContext): { certificate: string; privateKey: 
 
 export class TlsSecrets {
   readonly #secrets = new Map<string, Record<string, string>>();
-  readonly #issuers = new Map<string, { content: string; issuer: Promise<CertificateIssuer> }>();
+  readonly #issuers = new Map<string, { crt: string; key: string; issuer: Promise<CertificateIssuer> }>();
   #unwatch: (() => void) | undefined;
   #rev = 0;
 
@@ -86,12 +86,12 @@ export class TlsSecrets {
     if ('error' in crt) return Promise.reject(new Error(crt.error));
     if ('error' in key) return Promise.reject(new Error(key.error));
     const id = `${ctx.secret.namespace || defaultNamespace}/${ctx.secret.name}`;
-    const content = crt.value + key.value;
+    // compared item by item (the same strings until the Secret changes): no per-connection concatenation
     const hit = this.#issuers.get(id);
-    if (hit && hit.content === content) return hit.issuer;
+    if (hit && hit.crt === crt.value && hit.key === key.value) return hit.issuer;
     const issuer = CertificateIssuer.fromPem(crt.value, key.value);
     issuer.catch(() => {});
-    this.#issuers.set(id, { content, issuer });
+    this.#issuers.set(id, { crt: crt.value, key: key.value, issuer });
     return issuer;
   }
 }

@@ -176,3 +176,43 @@ test('DNS over TCP (when a TCP slot is registered): allowed, REFUSED, FORMERR, h
   } finally { await x.close(); up.close(); }
   assert.deepEqual(registered.at(-1), null, 'unregistered on stop');
 });
+
+test('attacker: a burst (read by recvmmsg in batches) with runts, oversized, cut and malformed datagrams among good queries: each judged alone, none of the bad ones forwarded', async () => {
+  let upstreamSeen = 0;
+  const x = await setup({}, (q) => {
+    upstreamSeen++;
+    return { type: 'response', flags: 0, questions: q.questions, answers: [{ name: q.questions![0]!.name, type: 'A', ttl: 30, data: '198.51.100.20' }] };
+  });
+  const c = createSocket('udp4');
+  try {
+    await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
+    const replies = new Map<number, string>();
+    let count = 0;
+    c.on('message', (m) => { count++; const d = dnsPacket.decode(m); replies.set(d.id!, (d as { rcode?: string }).rcode ?? ''); });
+    const port = x.proxy.boundPort();
+    const expect = new Map<number, string>();
+    const cut = Buffer.alloc(5000, 0);
+    query('api.openai.com', 9001).copy(cut);
+    const looped = Buffer.from('232a01000001000000000000c00c00010001', 'hex'); // id 9002, a name that is a compression loop
+    let allowed = 0;
+    for (let i = 0; i < 120; i++) {
+      if (i % 10 === 3) c.send(Buffer.from([1, 2, 3]), port, '127.0.0.1'); // runt: dropped, no reply
+      if (i === 40) { c.send(cut, port, '127.0.0.1'); expect.set(9001, 'FORMERR'); }
+      if (i === 41) { c.send(Buffer.concat([query('api.openai.com', 9003), Buffer.alloc(600)]), port, '127.0.0.1'); expect.set(9003, 'FORMERR'); }
+      if (i === 42) { c.send(looped, port, '127.0.0.1'); expect.set(9002, 'FORMERR'); }
+      const ok = i % 3 !== 0;
+      if (ok) allowed++;
+      c.send(query(ok ? 'api.openai.com' : 'evil.example', i), port, '127.0.0.1');
+      expect.set(i, ok ? 'NOERROR' : 'REFUSED');
+    }
+    const t0 = Date.now();
+    while (replies.size < expect.size && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual([...replies].sort((a, b) => a[0] - b[0]), [...expect].sort((a, b) => a[0] - b[0]));
+    assert.equal(count, expect.size, 'one reply per judged query, none for the runts');
+    assert.equal(upstreamSeen, allowed, 'only the allowed queries went upstream');
+    const st = x.proxy.stats();
+    assert.deepEqual([st.allowed, st.denied, st.malformed], [allowed, 120 - allowed, 3 + 12]);
+    assert.ok(st.batched > 50, `the burst went through recvmmsg (${st.batched} of ${st.queries} datagrams)`);
+  } finally { c.close(); await x.close(); }
+});

@@ -198,3 +198,27 @@ test('a peer without terminatingTLS on an intercepted port (another selector: se
   policy = policyFor('upstream-ca');
   rev++;
 });
+
+test('attacker: connections closed before the TLS handshake are recorded at once and hold nothing until the handshake timeout', async () => {
+  const { connect } = await import('node:net');
+  const before = tlsRecords.length;
+  const t0 = Date.now();
+  for (let i = 0; i < 20; i++) {
+    await new Promise<void>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => {
+        // half a ClientHello record header, or nothing at all
+        if (i % 2) c.write(Buffer.from([0x16, 0x03, 0x01]));
+        setTimeout(() => { c.destroy(); resolve(); }, 5);
+      });
+      c.on('error', () => resolve());
+    });
+  }
+  while (tlsRecords.length - before < 20 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+  const recs = tlsRecords.slice(before);
+  assert.equal(recs.length, 20, JSON.stringify(recs.map((r) => r.reason)));
+  assert.ok(Date.now() - t0 < 3000, 'recorded long before the 10 s handshake timeout');
+  assert.ok(recs.every((r) => r.verdict === 'error' && /^HANDSHAKE_ABORTED/.test(r.reason ?? '')), JSON.stringify(recs.map((r) => [r.verdict, r.reason])));
+  // positive control: the proxy still intercepts
+  const r = await exchange('api.openai.com', ['GET /v1/models']);
+  assert.deepEqual(r.statuses, [200], r.error);
+});

@@ -1,0 +1,38 @@
+/**
+ * The DNS proxy as bench/soak runs it: the production proxy (src/proxy/dns/proxy.ts) on
+ * loopback with stand-in deps (a fixed endpoint, an allow-list decision, flows built and
+ * counted, no hold), forwarding to an upstream on UP:PORT and answering from 127.0.0.3:PORT.
+ * Prints `ready`, then `mem {…}` every MEMBRANE_BENCH_MEM_MS.
+ *
+ *   bin/node bench/dns/proxy-server.ts --port 18553 --upstream 127.0.0.2
+ */
+import { parseArgs } from 'node:util';
+import { createDNSProxy } from '../../src/proxy/dns/proxy.ts';
+
+const { values } = parseArgs({ options: { port: { type: 'string', default: '18553' }, upstream: { type: 'string', default: '127.0.0.2' } } });
+const PORT = Number(values.port);
+const EP = { id: 7, identity: 300, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
+let flows = 0;
+const proxy = createDNSProxy({
+  nodeName: 'bench', port: PORT, host: '127.0.0.1', dnsPort: PORT,
+  endpointByIp: () => EP,
+  originalDestination: () => '127.0.0.3',
+  upstreamFor: () => values.upstream!,
+  peerOf: () => ({ identity: 256 }),
+  decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.bench.lab.'),
+  onAnswer: () => null,
+  emit: () => { flows++; },
+});
+await proxy.start();
+const memMs = Number(process.env.MEMBRANE_BENCH_MEM_MS ?? 0);
+if (memMs > 0) {
+  const gc = process.env.MEMBRANE_BENCH_GC === '1' ? (globalThis as { gc?: () => void }).gc : undefined;
+  setInterval(() => {
+    gc?.();
+    const m = process.memoryUsage();
+    console.log(`mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, queries: proxy.stats().queries, flows })}`);
+  }, memMs).unref();
+}
+console.log('ready');
+process.on('SIGTERM', () => { void proxy.stop().then(() => process.exit(0)); });
+process.on('SIGINT', () => process.exit(0));

@@ -1,0 +1,161 @@
+/**
+ * Memory soak of a membrane proxy under sustained load at a fraction of its measured capacity:
+ * RSS (and V8 heap, external, array buffers as the proxy reports them) sampled every --sample
+ * seconds, and whether it stays flat after warm-up (±10 % of the first sample after --warmup).
+ * The proxy runs as its benchmark runs it (bench/tls/proxy-server.ts, bench/http/proxy-server.ts)
+ * pinned to CPU 1; the origin (HAProxy) and wrk share CPU 0.
+ *
+ *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
+ *                              [--fraction 0.5] [--node-flags=--trace-gc] [--append]
+ * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
+ * tls-sni (SNI passthrough, new connections), http-ka, http-close, dns (bench/dns/proxy-server.ts,
+ * dnsmasq upstream, dnsperf -Q at the rate).
+ *
+ * Rate: capacity is measured first (wrk, 5 s, 50 connections; dnsperf -q 64 for dns); the soak then
+ * runs wrk with a per-connection delay (Lua `delay()`) sized for `fraction` of it (dnsperf -Q for
+ * dns). Bounded: the load runs --secs.
+ * With --append the table and the command go to bench/RESULTS.md under `## soak`.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startPinned } from '../support.ts';
+
+const { values } = parseArgs({
+  options: {
+    proxy: { type: 'string', default: 'tls-intercept-new' }, secs: { type: 'string', default: '60' }, sample: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '20' }, fraction: { type: 'string', default: '0.5' }, append: { type: 'boolean', default: false },
+    'node-flags': { type: 'string', default: '' },
+  },
+});
+const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close', 'dns'] as const;
+type Kind = (typeof KINDS)[number];
+const KIND = values.proxy as Kind;
+if (!KINDS.includes(KIND)) throw new Error(`--proxy: one of ${KINDS.join(', ')}`);
+const SECS = Number(values.secs), SAMPLE = Number(values.sample), WARMUP = Number(values.warmup), FRACTION = Number(values.fraction);
+if (!(SECS >= 10 && SECS <= 3600 && SAMPLE >= 1 && FRACTION > 0 && FRACTION <= 1)) throw new Error('--secs 10..3600, --sample ≥ 1, --fraction (0, 1]');
+const REPO = resolve(import.meta.dirname, '../..');
+const NAME = 'api.bench.test';
+const ORIGIN = 18543, PROXY = 18547, CONNS = 50;
+const tls = KIND.startsWith('tls');
+const dns = KIND === 'dns';
+const DNS_UP = '127.0.0.2';
+const close = KIND !== 'tls-intercept-ka' && KIND !== 'http-ka';
+const dir = mkdtempSync(join(tmpdir(), 'bench-soak-'));
+const children: ChildProcess[] = [];
+/** extra flags for the proxy's node (e.g. --trace-gc: its lines go to stdout, counted below) */
+const NODE_FLAGS = values['node-flags'] ? values['node-flags'].split(/\s+/) : [];
+
+function openssl(args: string[]): void {
+  execFileSync('openssl', args, { stdio: 'ignore' });
+}
+function ca(name: string): void {
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
+    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
+  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
+  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
+  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
+}
+function haproxyCfg(name: string, body: string): string {
+  const f = join(dir, `${name}.cfg`);
+  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}`);
+  return f;
+}
+/** wrk against the proxy; `delayMs` > 0 paces each connection (Lua delay()). Returns req/s. */
+function wrkArgs(secs: number, delayMs: number): string[] {
+  const lua = join(dir, `pace-${delayMs}.lua`);
+  writeFileSync(lua, `wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n${delayMs > 0 ? `function delay() return ${delayMs} end\n` : ''}`);
+  const url = tls ? `https://${NAME}:${PROXY}/v1/models` : `http://127.0.0.1:${PROXY}/api/v1/resource0`;
+  return ['-c', '0', 'wrk', '-t1', `-c${CONNS}`, `-d${secs}s`, '-s', lua, ...(close ? ['-H', 'Connection: close'] : []), url];
+}
+const rps = (out: string) => Number((dns ? /Queries per second:\s+([0-9.]+)/ : /Requests\/sec:\s+([0-9.]+)/).exec(out)?.[1] ?? NaN);
+/** dnsperf against the DNS proxy: unpaced (-q 64) for the capacity, or -Q qps */
+function dnsperfArgs(secs: number, qps: number): string[] {
+  return ['-c', '0', 'dnsperf', '-s', '127.0.0.1', '-p', String(PROXY), '-d', join(dir, 'q.txt'), '-l', String(secs), '-c', '8', ...(qps > 0 ? ['-Q', String(Math.round(qps))] : ['-q', '64']), '-t', '2'];
+}
+
+interface Mem { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number }
+const MB = (b: number) => (b / 1048576).toFixed(1);
+
+try {
+  let proxy: ChildProcess;
+  const env = { ...process.env, MEMBRANE_BENCH_MEM_MS: String(SAMPLE * 1000) };
+  if (dns) {
+    writeFileSync(join(dir, 'q.txt'), Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab A`).join('\n') + '\n');
+    await startPinned(children, 0, 'dnsmasq', ['-k', '--conf-file=/dev/null', `--listen-address=${DNS_UP}`, '--bind-interfaces', `--port=${PROXY}`, '--no-resolv', '--no-hosts',
+      '--address=/bench.lab/198.51.100.77', '--user=root', `--pid-file=${join(dir, 'dm.pid')}`, '--cache-size=10000', '--local-ttl=300']);
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/dns/proxy-server.ts'), '--port', String(PROXY), '--upstream', DNS_UP], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } else if (tls) {
+    ca('ca');
+    ca('ica');
+    await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
+    const mode = KIND === 'tls-sni' ? 'sni' : 'intercept';
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(PROXY), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } else {
+    await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
+    proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+  children.push(proxy);
+  const samples: { t: number; m: Mem }[] = [];
+  const majors: string[] = [];
+  let t0 = 0;
+  let out = '';
+  await new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`proxy not ready: ${out}`)), 20_000);
+    proxy.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      if (out.includes('ready')) { clearTimeout(t); res(); }
+      let i: number;
+      while ((i = out.indexOf('\n')) >= 0) {
+        const line = out.slice(0, i);
+        out = out.slice(i + 1);
+        if (/Mark-Compact|Mark-Sweep/.test(line) && t0) majors.push(`${Math.round((Date.now() - t0) / 1000)}s ${line.replace(/^\[[^\]]*\]\s*/, '')}`);
+        if (line.startsWith('mem ') && t0) samples.push({ t: Math.round((Date.now() - t0) / 1000), m: JSON.parse(line.slice(4)) as Mem });
+      }
+    });
+    proxy.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
+    proxy.once('exit', (c) => { clearTimeout(t); rej(new Error(`proxy exited ${c}: ${out}`)); });
+  });
+  const cap = rps(execFileSync('taskset', dns ? dnsperfArgs(5, 0) : wrkArgs(5, 0)).toString());
+  const target = cap * FRACTION;
+  // each connection: one request per (delay + latency); latency is small next to the delay at half load
+  const delayMs = Math.max(1, Math.round((CONNS * 1000) / target));
+  console.error(`${KIND}: capacity ${cap.toFixed(0)} req/s; soak at ${FRACTION} of it: ${dns ? `dnsperf -Q ${target.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s`);
+  t0 = Date.now();
+  const soakOut = await new Promise<string>((res, rej) => {
+    const w = spawn('taskset', dns ? dnsperfArgs(SECS, target) : wrkArgs(SECS, delayMs), { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(w);
+    let o = '';
+    w.stdout!.on('data', (d: Buffer) => { o += d; });
+    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`load generator exited ${c}`))));
+  });
+  await new Promise((r) => setTimeout(r, 500));
+  const achieved = rps(soakOut);
+  const after = samples.filter((s) => s.t >= WARMUP);
+  const base = after[0]?.m.rss ?? NaN;
+  const maxDev = Math.max(...after.map((s) => Math.abs(s.m.rss - base) / base));
+  const flat = after.length >= 2 && maxDev <= 0.1;
+  const rows = samples.map((s) => `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} |`);
+  const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP} --fraction ${FRACTION}`;
+  const lines = [
+    `### soak: ${KIND}`, '',
+    `Command: \`${cmd}\``, '',
+    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work. Capacity ${cap.toFixed(0)} ${dns ? 'q/s (dnsperf -c 8 -q 64' : `req/s (wrk -c${CONNS}`}, 5 s); ` +
+    `soak offered ${(FRACTION * 100).toFixed(0)} % of it, achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s for ${SECS} s. ` +
+    `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB, largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${flat ? 'flat (±10 %)' : 'NOT flat'}.`, '',
+    '| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB |', '|---|---|---|---|---|---|', ...rows, '',
+  ];
+  console.log(lines.join('\n'));
+  if (majors.length) console.error(`full GCs of the proxy (--trace-gc):\n${majors.join('\n')}`);
+  if (values.append) {
+    const file = join(REPO, 'bench/RESULTS.md');
+    const text = readFileSync(file, 'utf8');
+    appendFileSync(file, `${text.endsWith('\n') ? '' : '\n'}${text.includes('\n## soak\n') ? '' : '\n## soak\n\n'}${lines.join('\n')}`);
+  }
+} finally {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,260 @@
+/**
+ * Batched UDP I/O (koffi → libc recvmmsg/sendmmsg) for the proxies' datagram paths: one syscall
+ * moves up to `capacity` datagrams, and every byte lives in one native arena allocated once
+ * (mmsghdr[] + iovec[] + sockaddr_in[] + data), seen from JS through a Buffer over the same
+ * memory, so the steady path allocates nothing per datagram. IPv4 only (sockaddr_in).
+ *
+ * The sockets stay Node's (dgram): libuv tells us when one is readable (its 'message' event
+ * delivers the first datagram), and a drain with recvmmsg takes the rest. Calls never block
+ * (MSG_DONTWAIT): an empty queue reads as 0 datagrams.
+ *
+ * Layout (x86-64 and arm64, LP64): struct msghdr 56 bytes (name @0, namelen @8, iov @16,
+ * iovlen @24, control @32, controllen @40, flags @48), struct mmsghdr 64 (msg_len @56),
+ * struct iovec 16, struct sockaddr_in 16. Checked against koffi's own layout at load.
+ */
+import koffi from 'koffi';
+import { MembraneError } from '../common/errors.ts';
+
+const libc = koffi.load('libc.so.6');
+const recvmmsgFn = libc.func('int recvmmsg(int fd, void *msgvec, unsigned int vlen, int flags, void *timeout)');
+const sendmmsgFn = libc.func('int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)');
+
+const MSGHDR = koffi.struct('mb_msghdr', {
+  name: 'void *', namelen: 'uint32_t', iov: 'void *', iovlen: 'size_t', control: 'void *', controllen: 'size_t', flags: 'int',
+});
+const MMSGHDR = koffi.struct('mb_mmsghdr', { hdr: 'mb_msghdr', len: 'uint32_t' });
+const IOVEC = koffi.struct('mb_iovec', { base: 'void *', len: 'size_t' });
+const M = 64, IOV = 16, SA = 16;
+const O_NAME = 0, O_NAMELEN = 8, O_IOV = 16, O_IOVLEN = 24, O_FLAGS = 48, O_LEN = 56;
+if (koffi.sizeof(MMSGHDR) !== M || koffi.sizeof(MSGHDR) !== 56 || koffi.sizeof(IOVEC) !== IOV || koffi.offsetof(MSGHDR, 'flags') !== O_FLAGS || koffi.offsetof(MMSGHDR, 'len') !== O_LEN) {
+  throw new MembraneError('SOCK_BATCH', `struct mmsghdr layout is not LP64 on ${process.arch}`, { hint: 'batched UDP I/O supports x86-64 and arm64' });
+}
+
+const AF_INET = 2;
+const MSG_DONTWAIT = 0x40;
+const MSG_TRUNC = 0x20;
+const EAGAIN = 11, EINTR = 4;
+
+/** One native arena: its address (for the kernel) and a Buffer over it (for JS). */
+function arena(bytes: number): { ptr: bigint; buf: Buffer } {
+  const p = koffi.alloc('uint8_t', bytes) as unknown;
+  const ptr = koffi.address(p);
+  const buf = Buffer.from(koffi.view(p, bytes));
+  buf.fill(0);
+  return { ptr, buf };
+}
+
+/** Writes a 64-bit address or size held in a Number (user-space addresses are < 2^53): no BigInt per call. */
+function write64(b: Buffer, off: number, v: number): void {
+  b.writeUInt32LE(v % 0x100000000, off);
+  b.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
+}
+
+/** Dotted IPv4 text of a host-order u32, interned (a proxy sees few distinct peers). */
+const ipText = new Map<number, string>();
+export function ipv4Text(a: number): string {
+  let s = ipText.get(a);
+  if (s === undefined) {
+    s = `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+    if (ipText.size >= 65536) ipText.clear();
+    ipText.set(a, s);
+  }
+  return s;
+}
+
+/** Host-order u32 of dotted IPv4 text, or -1. */
+export function ipv4Value(ip: string): number {
+  let v = 0, part = 0, digits = 0, dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return -1;
+      v = v * 256 + part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return (v * 256 + part) >>> 0;
+}
+
+/**
+ * Receives up to `capacity` datagrams per call into fixed slots of `slotBytes`. A datagram larger
+ * than its slot is cut by the kernel and flagged `truncated(i)` (its header is intact): the
+ * caller decides (the DNS proxy answers FORMERR, as for any oversized query). One bad datagram
+ * never affects its neighbours: each has its own slot, length, flags and source.
+ */
+export class RecvBatch {
+  readonly capacity: number;
+  readonly slotBytes: number;
+  /** datagram i is `data[offset(i) .. offset(i) + length(i))`, valid until the next recv */
+  readonly data: Buffer;
+  private readonly ptr: bigint;
+  private readonly hdr: Buffer;
+  private readonly names: number;
+  private readonly dataOff: number;
+
+  constructor(capacity = 64, slotBytes = 4096) {
+    if (!(capacity >= 1 && capacity <= 1024) || !(slotBytes >= 12 && slotBytes <= 65536)) {
+      throw new MembraneError('SOCK_BATCH', `RecvBatch(${capacity}, ${slotBytes}): capacity 1..1024, slot 12..65536 bytes`);
+    }
+    this.capacity = capacity;
+    this.slotBytes = slotBytes;
+    const iovs = capacity * M;
+    this.names = iovs + capacity * IOV;
+    this.dataOff = this.names + capacity * SA;
+    const a = arena(this.dataOff + capacity * slotBytes);
+    this.ptr = a.ptr;
+    const base = Number(a.ptr);
+    this.hdr = a.buf;
+    this.data = a.buf;
+    for (let i = 0; i < capacity; i++) {
+      const h = i * M;
+      write64(a.buf, h + O_NAME, base + this.names + i * SA);
+      a.buf.writeUInt32LE(SA, h + O_NAMELEN);
+      write64(a.buf, h + O_IOV, base + iovs + i * IOV);
+      a.buf.writeBigUInt64LE(1n, h + O_IOVLEN);
+      write64(a.buf, iovs + i * IOV, base + this.dataOff + i * slotBytes);
+      a.buf.writeBigUInt64LE(BigInt(slotBytes), iovs + i * IOV + 8);
+    }
+  }
+
+  /**
+   * Reads what is queued on `fd` (never blocks). Returns the count (0: nothing queued); a socket
+   * error (e.g. ECONNREFUSED on a connected socket) reads as -errno.
+   */
+  recv(fd: number): number {
+    const b = this.hdr;
+    for (let i = 0; i < this.capacity; i++) {
+      b.writeUInt32LE(SA, i * M + O_NAMELEN);
+      b.writeInt32LE(0, i * M + O_FLAGS);
+    }
+    for (;;) {
+      const n = recvmmsgFn(fd, this.ptr, this.capacity, MSG_DONTWAIT, null) as number;
+      if (n >= 0) return n;
+      const e = koffi.errno();
+      if (e === EINTR) continue;
+      return e === EAGAIN ? 0 : -e;
+    }
+  }
+
+  offset(i: number): number { return this.dataOff + i * this.slotBytes; }
+  /** bytes of datagram i held in its slot (≤ slotBytes) */
+  length(i: number): number { return this.hdr.readUInt32LE(i * M + O_LEN); }
+  truncated(i: number): boolean { return (this.hdr.readInt32LE(i * M + O_FLAGS) & MSG_TRUNC) !== 0; }
+  /** source IPv4 of datagram i (host order; -1 when not AF_INET) */
+  sourceAddr(i: number): number {
+    const o = this.names + i * SA;
+    if (this.hdr.readUInt16LE(o) !== AF_INET) return -1;
+    return this.hdr.readUInt32BE(o + 4);
+  }
+  sourcePort(i: number): number { return this.hdr.readUInt16BE(this.names + i * SA + 2); }
+}
+
+/**
+ * Queues datagrams for one socket and sends them with one sendmmsg. Bytes are packed into a
+ * data area of `bytes`; a push that does not fit (count or bytes) flushes first. `addr` -1 sends
+ * to the socket's connected peer.
+ */
+export class SendBatch {
+  readonly fd: number;
+  readonly capacity: number;
+  /** the bytes of a pushed datagram go to `data[off .. off + len)` (off returned by push) */
+  readonly data: Buffer;
+  private readonly ptr: bigint;
+  private readonly base: number;
+  private readonly iovs: number;
+  private readonly names: number;
+  private readonly dataOff: number;
+  private readonly dataEnd: number;
+  private n = 0;
+  private used = 0;
+  /** datagrams the kernel refused (counted, then dropped: UDP's own loss semantics) */
+  dropped = 0;
+  sent = 0;
+  calls = 0;
+
+  constructor(fd: number, capacity = 64, bytes = 256 * 1024) {
+    if (!(capacity >= 1 && capacity <= 1024) || !(bytes >= 65536)) {
+      throw new MembraneError('SOCK_BATCH', `SendBatch(${capacity}, ${bytes}): capacity 1..1024, ≥ 64 KiB of data`);
+    }
+    this.fd = fd;
+    this.capacity = capacity;
+    this.iovs = capacity * M;
+    this.names = this.iovs + capacity * IOV;
+    this.dataOff = this.names + capacity * SA;
+    this.dataEnd = this.dataOff + bytes;
+    const a = arena(this.dataEnd);
+    this.ptr = a.ptr;
+    this.base = Number(a.ptr);
+    const base = this.base;
+    this.data = a.buf;
+    for (let i = 0; i < capacity; i++) {
+      const h = i * M;
+      write64(a.buf, h + O_IOV, base + this.iovs + i * IOV);
+      a.buf.writeBigUInt64LE(1n, h + O_IOVLEN);
+    }
+  }
+
+  get pending(): number { return this.n; }
+
+  /** Reserves `len` bytes for a datagram to addr:port; returns where to write them. */
+  push(addr: number, port: number, len: number): number {
+    if (len < 0 || len > 65535) throw new MembraneError('SOCK_BATCH', `datagram of ${len} bytes`);
+    if (this.n === this.capacity || this.dataOff + this.used + len > this.dataEnd) this.flush();
+    const i = this.n++;
+    const b = this.data;
+    const h = i * M;
+    const off = this.dataOff + this.used;
+    this.used += len;
+    const iov = this.iovs + i * IOV;
+    write64(b, iov, this.base + off);
+    write64(b, iov + 8, len);
+    if (addr < 0) {
+      write64(b, h + O_NAME, 0);
+      b.writeUInt32LE(0, h + O_NAMELEN);
+    } else {
+      const sa = this.names + i * SA;
+      b.writeUInt16LE(AF_INET, sa);
+      b.writeUInt16BE(port, sa + 2);
+      b.writeUInt32BE(addr >>> 0, sa + 4);
+      write64(b, h + O_NAME, this.base + sa);
+      b.writeUInt32LE(SA, h + O_NAMELEN);
+    }
+    return off;
+  }
+
+  /** Copies `src[start, end)` as one datagram; returns its offset in `data` (to patch it). */
+  pushCopy(addr: number, port: number, src: Buffer, start = 0, end = src.length): number {
+    const off = this.push(addr, port, end - start);
+    src.copy(this.data, off, start, end);
+    return off;
+  }
+
+  /**
+   * Sends what is queued. A datagram the kernel refuses (buffer full, unreachable) is counted in
+   * `dropped` and skipped; the rest still go. Returns how many were sent.
+   */
+  flush(): number {
+    let from = 0, sentNow = 0;
+    let retries = 0;
+    while (from < this.n) {
+      this.calls++;
+      const r = sendmmsgFn(this.fd, from === 0 ? this.ptr : this.ptr + BigInt(from * M), this.n - from, MSG_DONTWAIT) as number;
+      if (r > 0) { from += r; sentNow += r; retries = 0; continue; }
+      const e = r < 0 ? koffi.errno() : 0;
+      if (e === EINTR && retries++ < 3) continue;
+      // the first queued datagram failed: drop it, keep the others
+      this.dropped++;
+      from++;
+    }
+    this.sent += sentNow;
+    this.n = 0;
+    this.used = 0;
+    return sentNow;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * Batched UDP I/O (src/sys/udp-batch.ts) over real loopback sockets: many datagrams per
+ * sendmmsg/recvmmsg, sources and lengths per datagram, and the attacker's cases: an oversized
+ * datagram (cut by the kernel, flagged) or a runt inside a batch leaves its neighbours intact,
+ * and a datagram the kernel refuses inside a send batch is dropped while the others still go.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket, type Socket } from 'node:dgram';
+import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../../../src/sys/udp-batch.ts';
+
+function fdOf(s: Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(s)) {
+    if (sym.description !== 'state symbol') continue;
+    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  throw new Error('no fd');
+}
+
+async function bound(addr = '127.0.0.1'): Promise<Socket> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, addr, r));
+  return s;
+}
+
+/** Everything `rx` receives: the datagram Node read, then what one drain with `batch` took. */
+function collect(rx: Socket, batch: RecvBatch, want: number): Promise<{ node: Buffer[]; drained: { bytes: Buffer; truncated: boolean; from: string; port: number }[]; calls: number[] }> {
+  return new Promise((resolve, reject) => {
+    const node: Buffer[] = [];
+    const drained: { bytes: Buffer; truncated: boolean; from: string; port: number }[] = [];
+    const calls: number[] = [];
+    const t = setTimeout(() => reject(new Error(`got ${node.length + drained.length} of ${want}`)), 3000);
+    rx.on('message', (m) => {
+      node.push(m);
+      for (;;) {
+        const n = batch.recv(fdOf(rx));
+        if (n <= 0) break;
+        calls.push(n);
+        for (let i = 0; i < n; i++) {
+          const o = batch.offset(i);
+          drained.push({ bytes: Buffer.from(batch.data.subarray(o, o + batch.length(i))), truncated: batch.truncated(i), from: ipv4Text(batch.sourceAddr(i)), port: batch.sourcePort(i) });
+        }
+      }
+      if (node.length + drained.length >= want) { clearTimeout(t); resolve({ node, drained, calls }); }
+    });
+  });
+}
+
+test('ipv4 text ⇄ value', () => {
+  assert.equal(ipv4Value('10.244.1.2'), 0x0af40102);
+  assert.equal(ipv4Text(0x0af40102), '10.244.1.2');
+  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', 'a.b.c.d', '1.2.3.4 ', '::1', '1.2.3.0004']) assert.equal(ipv4Value(bad), -1, bad);
+});
+
+test('sendmmsg sends a batch in one call; recvmmsg drains it with each source and length', async () => {
+  const rx = await bound();
+  const tx = await bound();
+  const send = new SendBatch(fdOf(tx), 16);
+  const recv = new RecvBatch(8, 512);
+  try {
+    const got = collect(rx, recv, 20);
+    const to = ipv4Value('127.0.0.1');
+    for (let i = 0; i < 20; i++) send.pushCopy(to, rx.address().port, Buffer.from(`datagram-${i}`));
+    send.flush();
+    assert.equal(send.sent, 20);
+    assert.equal(send.calls, 2, '20 datagrams through a 16-slot batch: two sendmmsg calls');
+    const r = await got;
+    const all = [...r.node.map((b) => b.toString()), ...r.drained.map((d) => d.bytes.toString())];
+    assert.deepEqual(all, Array.from({ length: 20 }, (_, i) => `datagram-${i}`));
+    assert.ok(r.calls.every((n) => n <= 8) && r.calls.length >= 2, `8 at most per recvmmsg: ${r.calls}`);
+    for (const d of r.drained) assert.deepEqual([d.from, d.port, d.truncated], ['127.0.0.1', tx.address().port, false]);
+    assert.equal(recv.recv(fdOf(rx)), 0, 'an empty queue reads as 0, never blocks');
+  } finally { rx.close(); tx.close(); }
+});
+
+test('attacker: an oversized datagram and a runt inside a batch are flagged alone; neighbours intact', async () => {
+  const rx = await bound();
+  const tx = await bound();
+  const send = new SendBatch(fdOf(tx), 16);
+  const recv = new RecvBatch(16, 512);
+  try {
+    const got = collect(rx, recv, 6);
+    const to = ipv4Value('127.0.0.1');
+    const port = rx.address().port;
+    const big = Buffer.alloc(3000, 0xab);
+    big.write('HEAD', 0);
+    send.pushCopy(to, port, Buffer.from('first'));
+    send.pushCopy(to, port, Buffer.from('before'));
+    send.pushCopy(to, port, big);
+    send.pushCopy(to, port, Buffer.from([7]));
+    send.pushCopy(to, port, Buffer.alloc(0));
+    send.pushCopy(to, port, Buffer.from('after'));
+    send.flush();
+    const r = await got;
+    assert.equal(r.node[0]!.toString(), 'first');
+    const d = r.drained;
+    assert.deepEqual(d.map((x) => [x.bytes.length, x.truncated]), [[6, false], [512, true], [1, false], [0, false], [5, false]]);
+    assert.equal(d[0]!.bytes.toString(), 'before');
+    assert.equal(d[1]!.bytes.subarray(0, 4).toString(), 'HEAD', 'the cut datagram keeps its header (for a FORMERR)');
+    assert.equal(d[4]!.bytes.toString(), 'after');
+  } finally { rx.close(); tx.close(); }
+});
+
+test('a datagram the kernel refuses inside a send batch is dropped; the others go', async () => {
+  const rx = await bound();
+  const tx = await bound();
+  const send = new SendBatch(fdOf(tx), 8);
+  const recv = new RecvBatch(8, 512);
+  try {
+    const got = collect(rx, recv, 3);
+    const port = rx.address().port;
+    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('a'));
+    // broadcast without SO_BROADCAST: EACCES for this one datagram only
+    send.pushCopy(ipv4Value('255.255.255.255'), port, Buffer.from('evil'));
+    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('b'));
+    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('c'));
+    assert.equal(send.flush(), 3);
+    assert.equal(send.dropped, 1);
+    const r = await got;
+    assert.deepEqual([...r.node, ...r.drained.map((x) => x.bytes)].map(String), ['a', 'b', 'c']);
+  } finally { rx.close(); tx.close(); }
+});
+
+test('a connected socket sends with no address (-1); a batch that overflows its bytes flushes first', async () => {
+  const rx = await bound();
+  const tx = createSocket('udp4');
+  await new Promise<void>((r) => tx.connect(rx.address().port, '127.0.0.1', () => r()));
+  const send = new SendBatch(fdOf(tx), 64, 65536);
+  const recv = new RecvBatch(64, 65536);
+  try {
+    const got = collect(rx, recv, 5);
+    for (let i = 0; i < 5; i++) send.pushCopy(-1, 0, Buffer.alloc(20000, i));
+    assert.ok(send.calls >= 1, 'pushing past 64 KiB of data flushed on its own');
+    send.flush();
+    assert.equal(send.sent, 5);
+    const r = await got;
+    const all = [...r.node, ...r.drained.map((x) => x.bytes)];
+    assert.deepEqual(all.map((b) => [b.length, b[0]]), [0, 1, 2, 3, 4].map((i) => [20000, i]));
+    assert.throws(() => send.push(-1, 0, 70000), /70000 bytes/);
+    assert.throws(() => new RecvBatch(0), /capacity/);
+  } finally { rx.close(); tx.close(); }
+});
