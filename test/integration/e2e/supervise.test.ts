@@ -157,7 +157,8 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     {
       const around = all.filter((l) => l.at >= killAt - 500);
       const count = (f: (l: Line) => boolean) => around.filter(f).length;
-      assert.ok(all.some((l) => l.at < killAt) && all.some((l) => l.at > killAt && l.at < backAt), 'the load ran across the kill');
+      // the load spans the kill (a sub-second restart may see no line inside the downtime)
+      assert.ok(all.some((l) => l.at < killAt) && all.some((l) => l.at > backAt), 'the load ran across the kill');
       process.stdout.write(`# agent back after ${backAt - killAt} ms; from the kill on: allowed lookups ${count((l) => l.k === 'dns' && !!l.allowed)} (failed ${count((l) => l.k === 'dns' && !!l.allowed && l.rcode !== 'NOERROR')}, slowest ${Math.max(0, ...around.filter((l) => l.k === 'dns' && l.allowed).map((l) => l.ms ?? 0))} ms); `
         + `denied lookups ${JSON.stringify(around.filter((l) => l.k === 'dns' && !l.allowed).map((l) => l.rcode))}; keep-alive ${count((l) => l.k === 'keep' && l.status === 200)} ok, errors ${JSON.stringify(around.filter((l) => l.k === 'keep' && l.err).map((l) => l.err))}; `
         + `new GET ${JSON.stringify(around.filter((l) => l.k === 'new' && l.method === 'GET').map((l) => l.status ?? l.err))}; POST ${JSON.stringify(around.filter((l) => l.k === 'new' && l.method === 'POST').map((l) => l.status ?? l.err))}\n`);
