@@ -28,6 +28,8 @@ import type { AgentPolicy } from '../policy/agent-engine.ts';
 import type { EndpointView, IdentityView, PolicyView } from './views.ts';
 import { ApiRequestError } from './api-server.ts';
 import { translateAIPolicy } from '../policy/ai.ts';
+import { PolicyImportError } from '../policy/repository.ts';
+import type { Issue } from '../common/errors.ts';
 
 export interface AgentConfig {
   node: string;
@@ -92,6 +94,8 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   /** service frontends as last pushed to the datapath (only diffs are pushed) */
   let frontends = new Map<string, ServiceFrontend>();
   let servicesLoaded = false;
+  /** Stored policies that no longer validate (stored by an older version): key → their issues. */
+  let rejectedStored = new Map<string, Issue[]>();
 
   function noteError(msg: string, err: unknown): void {
     const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
@@ -134,7 +138,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
 
     const namespaces = new Map((of('Namespace') as Namespace[]).map((n) => [n.metadata.name, n]));
     policy.setServices(services);
-    policy.setPolicies(all.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind)));
+    importStoredPolicies(all.filter((r): r is PolicyResource => POLICY_KINDS.has(r.kind)));
 
     const pods = (of('Pod') as Pod[]).filter((p) => (p.spec.nodeName ?? config.node) === config.node && !p.spec.hostNetwork);
     const want = new Map(pods.map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, p]));
@@ -175,6 +179,40 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       extraPrefixes = now;
     }
     await syncServices(services, of('Pod') as Pod[]);
+  }
+
+  /**
+   * The stored policies into the engine. A stored policy that no longer validates (stored by an
+   * older version, e.g. Kafka rules, now rejected) must not stop the reconcile: it is left out,
+   * reported in `status` and the log with its code, and every other policy stays enforced.
+   */
+  function importStoredPolicies(stored: PolicyResource[]): void {
+    try {
+      policy.setPolicies(stored);
+      if (rejectedStored.size) log.info({ policies: [...rejectedStored.keys()] }, 'stored policies no longer rejected');
+      rejectedStored = new Map();
+      return;
+    } catch (e) {
+      if (!(e instanceof PolicyImportError)) throw e;
+    }
+    const ok: PolicyResource[] = [];
+    const bad = new Map<string, Issue[]>();
+    for (const p of stored) {
+      try {
+        policy.checkPolicies([p]);
+        ok.push(p);
+      } catch (e) {
+        if (!(e instanceof PolicyImportError)) throw e;
+        bad.set(resourceKey(p), e.issues);
+      }
+    }
+    for (const [key, issues] of bad) {
+      if (JSON.stringify(rejectedStored.get(key)) === JSON.stringify(issues)) continue;
+      log.error({ policy: key, code: issues[0]?.code, issues: issues.map((i) => `${i.code} ${i.file}:${i.line}:${i.col} ${i.path.join('.')}: ${i.message}`) },
+        'stored policy no longer validates: not enforced (the other policies are)');
+    }
+    rejectedStored = bad;
+    policy.setPolicies(ok);
   }
 
   /** ClusterIP load balancing: every Service's frontends with the pods (any node) it selects. */
@@ -406,7 +444,10 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       await kick();
       while (dirty) await kick();
     },
-    lastErrors: () => [...errors],
+    lastErrors: () => [
+      ...[...rejectedStored].map(([key, issues]) => `stored policy ${key} not enforced: ${issues.map((i) => `${i.code} ${i.file}:${i.line}:${i.col} ${i.path.join('.')}: ${i.message}`).join('; ')} (hint: fix it and apply it again, or delete it)`),
+      ...errors,
+    ],
     endpointTable: () => table,
   };
   return agent;

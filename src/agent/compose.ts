@@ -21,7 +21,7 @@ import type { PodNetworkProvider, PodNetworks, Workloads } from './pod-network.t
 import type { MembraneConfig } from '../common/config.ts';
 import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
-import { createLinuxDatapath } from '../datapath/linux/index.ts';
+import { createLinuxDatapath, type LinuxDatapathOptions } from '../datapath/linux/index.ts';
 import {
   createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type HubbleServerTlsFiles,
 } from '../hubble/index.ts';
@@ -39,6 +39,7 @@ import { createTlsNode } from '../proxy/tls/node.ts';
 import { createAINode } from '../proxy/ai/node.ts';
 import { createL7Parser } from '../hubble/l7/parser.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';
+import { readSupervisorState, supervisorFiles } from '../sys/supervise.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -57,6 +58,11 @@ export interface NodeParts {
   aiRoutes(): Record<string, () => Promise<unknown>>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
+  /**
+   * The L7 proxies take traffic: call after the agent's first reconcile (agent.start()), so that
+   * nothing is judged before its endpoint has policy; until then the datapath fails closed.
+   */
+  serve(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -76,6 +82,8 @@ export interface ComposeInput {
   hubbleTls?: HubbleServerTlsFiles;
   /** false: no Hubble TCP listener (host mode without Hubble TLS settings); the unix socket stays */
   hubbleTcp?: boolean;
+  /** the datapath object loaded ahead (a standby agent's; src/datapath/linux preloadObject) */
+  preloadedDatapath?: LinuxDatapathOptions['preloaded'];
 }
 
 const VERSION = 'membrane 0.1.0';
@@ -88,6 +96,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
     tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
+    ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });
   const { networks, workloads } = provider;
 
@@ -185,6 +194,13 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
 
+  /** What the agent's supervisor (src/lab/supervisor.ts, or any that writes the same file) recorded. */
+  const supervision = (): Pick<StatusView['agent'], 'restarts' | 'lastExit'> => {
+    const sup = readSupervisorState(supervisorFiles(paths.nodeDir(node)).state);
+    if (!sup) return {};
+    return { restarts: sup.restarts, ...(sup.lastExit ? { lastExit: { at: sup.lastExit.at, reason: sup.lastExit.reason, ranSeconds: Math.round(sup.lastExit.ranMs / 100) / 10 } } : {}) };
+  };
+
   return {
     datapath, networks, workloads, hubble,
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
@@ -247,8 +263,6 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       }
       // AI policies and budgets are in before the proxy takes its first connection
       await ai.start();
-      await httpProxy.start();
-      await tlsNode.start();
       await provider.start?.({ resources: agent.resources });
       // Kernel-side losses (ring full, or a sender's event budget spent) become LostEvents in the
       // flow stream (hubble's PERF_EVENT_RING_BUFFER); the endpoints whose budget was spent are logged.
@@ -271,6 +285,11 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         } catch { /* maps gone: stopping */ }
       }, 1000);
       lostTimer.unref();
+    },
+    async serve() {
+      await dns.listen();
+      await httpProxy.start();
+      await tlsNode.start();
     },
     async stop() {
       if (lostTimer) clearInterval(lostTimer);
@@ -308,7 +327,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       const lostTotal = Object.values(hs.lost).reduce((a, b) => a + (b ?? 0), 0);
       return {
         node, lab,
-        agent: { state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION },
+        agent: {
+          state: errors.length ? 'Warning' : 'Ok', pid: process.pid, uptimeSeconds: (Date.now() - started) / 1000, version: VERSION,
+          ...supervision(),
+        },
         datapath: dpState,
         kvstore,
         ...(input.clusterNodes ? { cluster: { nodes: input.clusterNodes().map((n) => ({ name: n.name, ip: n.ip })) } } : {}),

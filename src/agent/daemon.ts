@@ -17,7 +17,7 @@ import { createAgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createAgent } from './agent.ts';
 import { createApiServer } from './api-server.ts';
 import { agentRoutes } from './routes.ts';
-import { composeNode } from './compose.ts';
+import { composeNode, type ComposeInput } from './compose.ts';
 import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
 import type { Agent } from './agent.ts';
@@ -37,6 +37,8 @@ export interface AgentDaemonOptions {
   extraRoutes?(agent: Agent): Record<string, Handler>;
   /** false: no Hubble TCP 4244 listener (host mode without Hubble TLS settings) */
   hubbleTcp?: boolean;
+  /** the datapath object loaded ahead (a standby agent loads it while it waits) */
+  preloadedDatapath?: ComposeInput['preloadedDatapath'];
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -45,6 +47,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await mkdir(paths.nodeDir(node), { recursive: true });
   const logger = createLogger({ level: config.logLevel });
   const started = Date.now();
+  logger.info({ subsys: 'daemon', node, pid: process.pid }, 'agent starting');
   const provider = o.provider({ paths, logger });
 
   const hostIp = provider.nodeAddresses[0] ?? '';
@@ -55,6 +58,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     nodeSuffix: hostIp, logger,
   });
   const { kv, allocator } = store;
+  logger.info({ subsys: 'daemon', backend: kv.backend }, 'kvstore open');
   const policy = createAgentPolicyEngine({ allocator });
 
   // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
@@ -122,6 +126,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
 
   const parts = await composeNode({
     node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}), ...(o.hubbleTcp === false ? { hubbleTcp: false } : {}),
+    ...(o.preloadedDatapath ? { preloadedDatapath: o.preloadedDatapath } : {}),
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
@@ -181,6 +186,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await agent.start();
   agentRunning = true;
   await applyRemote(); // every remote entry known so far, after the first reconcile
+  // L7 after the first reconcile: every endpoint has its policy before a proxy judges anything
+  await parts.serve();
   // Identities restored from the kvstore that no endpoint or policy claimed in the first
   // reconcile belong to pods deleted while no agent ran: free them and resync the maps.
   const freed = allocator.gcUnreferenced();

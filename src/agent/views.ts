@@ -43,7 +43,12 @@ export interface HubbleListenerView { address: string; tls: boolean; serverName?
 export interface StatusView {
   node: string;
   lab: string;
-  agent: { state: 'Ok' | 'Warning' | 'Failure'; pid: number; uptimeSeconds: number; version: string };
+  agent: {
+    state: 'Ok' | 'Warning' | 'Failure'; pid: number; uptimeSeconds: number; version: string;
+    /** from the agent's supervisor (when one runs it): restarts so far and why the last run ended */
+    restarts?: number;
+    lastExit?: { at: string; reason: string; ranSeconds: number };
+  };
   datapath: { state: 'Ok' | 'Warning' | 'Failure' | 'Disabled'; mode: string; programs: number; message?: string };
   /** Cilium's `KVStore:` line (etcd: connected endpoints, leases, version, leader) */
   kvstore?: { state: 'Ok' | 'Failure'; backend: 'memory' | 'etcd'; message: string };

@@ -2,12 +2,13 @@
  * `membrane up` / `membrane down`: the whole lab's lifecycle.
  *
  * up (idempotent): node, underlay and world namespaces and their networks → the world's echo
- * hosts → one agent per node (src/lab/node-agent.ts: nsenter --net into the node netns, host mounts kept so the BPF
- * filesystem is the host's; detached, so it outlives the CLI) → wait for each agent's API →
+ * hosts → one supervised agent per node (src/lab/supervisor.ts, detached so it outlives the CLI,
+ * runs src/lab/node-agent.ts with nsenter --net into the node netns, host mounts kept so the BPF
+ * filesystem is the host's, and restarts it when it exits) → wait for each agent's API →
  * the default namespaces (`default`, `kube-system`) applied through the API.
  *
  * down: finds everything by name (not only by state files, so it also cleans up after a crash):
- * agents (SIGTERM, then SIGKILL), every process in a lab namespace, the namespaces, /etc/netns
+ * supervisors (they stop their agent first), agents (SIGTERM, then SIGKILL), every process in a lab namespace, the namespaces, /etc/netns
  * entries, the state directory and the BPF pin directories.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -19,11 +20,12 @@ import { childEnv, ROUTING_MODES, type MembraneConfig, type RoutingMode } from '
 import { callAgent } from '../agent/api-client.ts';
 import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
-import { isAlive, isRoot, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
+import { isAlive, isRoot, killPids, pidsByCmdline, readPidFile, spawnDetached } from '../sys/proc.ts';
+import { readSupervisorState, supervisorFiles, type SupervisorState } from '../sys/supervise.ts';
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
 import { readFile } from 'node:fs/promises';
 import {
-  isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
+  AGENT_MARKER, SUPERVISOR_MARKER, isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
 } from './names.ts';
 import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
@@ -36,7 +38,6 @@ import { ensureLabRelay, labRelay, stopLabRelay, type LabRelay } from './relay.t
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-const AGENT_MARKER = 'src/lab/node-agent.ts';
 const WORLD_MARKER = '--id=world';
 
 function requireRoot(): void {
@@ -225,32 +226,53 @@ async function decideRoutingMode(config: MembraneConfig): Promise<RoutingMode> {
   return config.routingMode;
 }
 
-/** Starts node k's agent unless a live one is there (with the lab's configuration); returns its pid. */
+/** The pid of node's agent supervisor, when one runs. */
+function supervisorPid(paths: LabPaths, node: string): number | undefined {
+  const pid = readPidFile(supervisorFiles(paths.nodeDir(node)).pid);
+  return pid && isAlive(pid, SUPERVISOR_MARKER) ? pid : undefined;
+}
+
+/**
+ * Starts node k's agent supervisor unless a live one is there (with the lab's configuration; it
+ * adopts an agent already running); returns the supervisor's pid.
+ */
 export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
   const paths = labPaths(config);
   const node = nodeName(k);
   const ns = nodeNetnsName(node, paths.lab);
-  const old = readPidFile(paths.agentPidFile(node));
-  if (old && isAlive(old, AGENT_MARKER, netnsPath(ns))) return { pid: old, started: false };
+  const old = supervisorPid(paths, node);
+  if (old) return { pid: old, started: false };
+  const files = supervisorFiles(paths.nodeDir(node));
   const pid = spawnDetached({
-    argv: nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)]),
-    logFile: paths.agentLog(node), pidFile: paths.agentPidFile(node),
+    argv: [join(repoRoot, 'bin/node'), join(repoRoot, SUPERVISOR_MARKER), '--node', node, '--',
+      ...nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)])],
+    logFile: files.log, pidFile: files.pid,
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
   });
   return { pid, started: true };
 }
 
-/** Waits until the node's agent answers GET /v1/status. */
+/** The agent supervisor's record of node's agent (restarts, last exit), if a supervisor ran. */
+export function agentSupervision(paths: LabPaths, node: string): SupervisorState | undefined {
+  return readSupervisorState(supervisorFiles(paths.nodeDir(node)).state);
+}
+
+/** A supervised agent that keeps exiting before its API answers is a failed start, not a slow one. */
+const FAILED_STARTS = 3;
+
+/** Waits until the node's agent answers GET /v1/status (`pid`: its supervisor). */
 export async function waitAgent(paths: LabPaths, node: string, pid: number, timeoutMs = 90_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const restarts0 = agentSupervision(paths, node)?.restarts ?? 0;
   for (;;) {
     try {
       await callAgent(paths.agentSocket(node), 'GET', '/v1/status', undefined, 5000);
       return;
     } catch (e) {
-      if (!isAlive(pid)) {
-        throw new MembraneError('LAB_AGENT_FAILED', `the ${node} agent exited before its API answered`, {
+      const sup = agentSupervision(paths, node);
+      if (!isAlive(pid) || (sup && sup.restarts - restarts0 >= FAILED_STARTS && sup.lastExit && sup.lastExit.ranMs < 30_000)) {
+        throw new MembraneError('LAB_AGENT_FAILED', `the ${node} agent exited before its API answered${sup?.lastExit ? ` (${sup.lastExit.reason}; restarted ${sup.restarts - restarts0} times)` : ''}`, {
           hint: `its log (${paths.agentLog(node)}) ends with:\n${await logTail(paths.agentLog(node))}`, cause: e,
         });
       }
@@ -313,7 +335,7 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
       const a = ensureAgent(opts.config, k, repoRoot);
       entry.pid = a.pid;
       entry.started = a.started;
-      say(`${node}: agent ${a.started ? 'started' : 'running'} (pid ${a.pid})`);
+      say(`${node}: agent ${a.started ? 'started' : 'running'} (supervisor pid ${a.pid})`);
     }
     result.nodes.push(entry);
   }
@@ -351,7 +373,20 @@ export async function labDown(opts: { config: MembraneConfig; progress?: (msg: s
   // 0. The Relay (on the lab host, not in a lab namespace).
   processes += await stopLabRelay(paths);
 
-  // 1. Agents first, gracefully (they leave the pinned datapath alone; we remove it below).
+  // 1. Supervisors first (each stops its agent, which leaves the pinned datapath alone; we remove
+  // it below), then any agent left, gracefully.
+  const supervisors = new Set<number>();
+  try {
+    for (const node of await readdir(join(paths.stateDir, 'nodes'))) {
+      const p = supervisorPid(paths, node);
+      if (p) supervisors.add(p);
+    }
+  } catch { /* no state dir */ }
+  // by command line too: a supervisor whose state dir or namespaces were removed under it
+  for (const p of pidsByCmdline([SUPERVISOR_MARKER, `--net=${netnsPath(`${lab}-node`)}`])) supervisors.add(p);
+  if (supervisors.size) say(`stopping ${supervisors.size} agent supervisor(s)`);
+  processes += supervisors.size;
+  await killPids([...supervisors], { timeoutMs: 15_000 });
   const agentPids = new Set<number>();
   try {
     for (const node of await readdir(join(paths.stateDir, 'nodes'))) {
@@ -387,7 +422,7 @@ export async function labDown(opts: { config: MembraneConfig; progress?: (msg: s
 export interface LabStatus {
   lab: string;
   namespaces: string[];
-  nodes: { node: string; agentPid?: number; agentAlive: boolean; socket: string }[];
+  nodes: { node: string; agentPid?: number; agentAlive: boolean; socket: string; supervisorPid?: number; restarts?: number; lastExit?: string }[];
   world: { pid?: number; alive: boolean };
   relay?: LabRelay;
 }
@@ -397,7 +432,12 @@ export async function labStatus(paths: LabPaths): Promise<LabStatus> {
   const nodes = (await labNodes(paths.lab)).map((k) => {
     const node = nodeName(k);
     const pid = readPidFile(paths.agentPidFile(node));
-    return { node, ...(pid ? { agentPid: pid } : {}), agentAlive: isAlive(pid, AGENT_MARKER), socket: paths.agentSocket(node) };
+    const sp = supervisorPid(paths, node);
+    const sup = agentSupervision(paths, node);
+    return {
+      node, ...(pid ? { agentPid: pid } : {}), agentAlive: isAlive(pid, AGENT_MARKER), socket: paths.agentSocket(node),
+      ...(sp ? { supervisorPid: sp } : {}), ...(sup ? { restarts: sup.restarts } : {}), ...(sup?.lastExit ? { lastExit: `${sup.lastExit.at} ${sup.lastExit.reason}` } : {}),
+    };
   });
   const wp = readPidFile(join(worldDir(paths), 'echo.pid'));
   const relay = labRelay(paths);

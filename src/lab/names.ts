@@ -30,6 +30,11 @@ export const VXLAN_PORT = 8472;
 /** The underlay carries VXLAN (50 bytes of headers around a pod's 1500-byte packets): jumbo frames, as cloud networks have. */
 export const UNDERLAY_MTU = 9000;
 
+/** In the agent's command line (found by it after its pid file is gone) */
+export const AGENT_MARKER = 'src/lab/node-agent.ts';
+/** In the agent supervisor's command line */
+export const SUPERVISOR_MARKER = 'src/lab/supervisor.ts';
+
 export function nodeName(index: number): string {
   return `node${index}`;
 }

@@ -62,9 +62,9 @@ export function register(program: Command, config: MembraneConfig): void {
     .action(async (o: { output?: string }) => {
       const s = await labStatus(labPaths(config));
       if (o.output === 'json') return void process.stdout.write(JSON.stringify(s, null, 2) + '\n');
-      const rows = [['NODE', 'AGENT', 'PID', 'SOCKET']];
-      for (const n of s.nodes) rows.push([n.node, n.agentAlive ? 'running' : 'stopped', String(n.agentPid ?? '-'), n.socket]);
-      rows.push(['world', s.world.alive ? 'running' : 'stopped', String(s.world.pid ?? '-'), '-']);
+      const rows = [['NODE', 'AGENT', 'PID', 'SUPERVISOR', 'RESTARTS', 'LAST EXIT', 'SOCKET']];
+      for (const n of s.nodes) rows.push([n.node, n.agentAlive ? 'running' : 'stopped', String(n.agentPid ?? '-'), n.supervisorPid ? String(n.supervisorPid) : 'none', String(n.restarts ?? 0), n.lastExit ?? '-', n.socket]);
+      rows.push(['world', s.world.alive ? 'running' : 'stopped', String(s.world.pid ?? '-'), '-', '-', '-', '-']);
       process.stdout.write(`lab ${s.lab}: ${s.namespaces.length} namespace(s)\n` + table(rows));
       if (!s.nodes.length) process.exitCode = 1;
     });

@@ -70,7 +70,7 @@ export function encryptionRow(e: NonNullable<StatusView['encryption']>): string 
 export function formatStatus(s: StatusView, useColour: boolean, relay?: RelayStatusView): string {
   const rows: string[][] = [
     ['Node:', s.node, `lab ${s.lab}`],
-    ['Agent:', colour(s.agent.state, s.agent.state, useColour), `pid ${s.agent.pid}, up ${Math.round(s.agent.uptimeSeconds)}s, ${s.agent.version}`],
+    ['Agent:', colour(s.agent.state, s.agent.state, useColour), `pid ${s.agent.pid}, up ${Math.round(s.agent.uptimeSeconds)}s, ${s.agent.version}${s.agent.restarts !== undefined ? `, ${s.agent.restarts} restart(s)` : ''}${s.agent.lastExit ? `, last exit ${s.agent.lastExit.at}: ${s.agent.lastExit.reason} after ${s.agent.lastExit.ranSeconds}s` : ''}`],
     ['Datapath:', colour(s.datapath.state, s.datapath.state, useColour), `${s.datapath.mode}, ${s.datapath.programs} programs attached${s.datapath.message ? `, ${s.datapath.message}` : ''}`],
     ...(s.kvstore ? [['KVStore:', colour(s.kvstore.state, s.kvstore.state, useColour), s.kvstore.message]] : []),
     ...(s.cluster ? [['Cluster:', colour('Ok', 'Ok', useColour), `${s.cluster.nodes.length} node(s) registered: ${s.cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`]] : []),

@@ -14,7 +14,7 @@ import {
 } from '../types.ts';
 import type { MapState, MapStateDelta } from '../../policy/types.ts';
 import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
-import { ensureBpffs, enableRunTimeStats, disableRunTimeStats, setLibbpfLogger } from '../../sys/bpf.ts';
+import { BpfObject, ensureBpffs, enableRunTimeStats, disableRunTimeStats, setLibbpfLogger } from '../../sys/bpf.ts';
 import { encodeSockmapFd, encodeU32, type CtEntry } from './codec.ts';
 import { ConfigMap } from './configmap.ts';
 import { CtMap } from './ctmap.ts';
@@ -55,6 +55,17 @@ export interface LinuxDatapathOptions {
   eventRate?: { perSecond: number; burst: number };
   /** routing mode tunnel: pods may not send to the tunnel port (ENCAPSULATION_TRAFFIC_IS_PROHIBITED) */
   tunnel?: boolean;
+  /**
+   * The object already loaded (its programs verified, its maps the pinned ones): a standby agent
+   * loads it while it waits, so that a restart does not wait for the verifier (preloadObject).
+   */
+  preloaded?: BpfObject;
+}
+
+/** Loads the datapath's object against the node's pinned maps, without attaching anything. */
+export function preloadObject(pinRoot: string, objectPath = DEFAULT_OBJECT_PATH): BpfObject {
+  ensureBpffs();
+  return BpfObject.load(objectPath, pinRoot);
 }
 
 // The proxy ports and sockmap slots are shared with the proxies (src/common/proxy-ports.ts).
@@ -97,7 +108,7 @@ export class LinuxDatapath implements Datapath {
     ensureBpffs();
     setLibbpfLogger((level, msg) => (level === 'warn' ? this.log.warn({ subsys: 'datapath' }, `libbpf: ${msg}`) : this.log.debug({ subsys: 'datapath' }, `libbpf: ${msg}`)));
     const t0 = process.hrtime.bigint();
-    this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot);
+    this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
     this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, { tunnel: this.opts.tunnel ?? false });

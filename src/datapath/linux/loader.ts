@@ -42,8 +42,9 @@ export class Loader {
     return this.obj !== null;
   }
 
-  load(objectPath: string, pinRoot: string): void {
-    const obj = BpfObject.load(objectPath, pinRoot);
+  /** `preloaded`: the object loaded ahead against the same pins (a standby agent's) */
+  load(objectPath: string, pinRoot: string, preloaded?: BpfObject): void {
+    const obj = preloaded ?? BpfObject.load(objectPath, pinRoot);
     this.obj = obj;
     for (const m of MAP_NAMES) this.maps[m] = obj.map(m);
     for (const p of PROGRAM_NAMES) this.programs[p] = obj.program(p);

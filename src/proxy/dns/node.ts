@@ -71,7 +71,14 @@ export interface NodeDNSOptions {
 export interface NodeDNS {
   nameManager: NameManager;
   proxy: DNSProxy;
+  /** restores the DNS cache and starts the name manager (before the agent's first reconcile) */
   start(): Promise<void>;
+  /**
+   * Takes queries (binds the proxy, registers it in the datapath): after the agent's first
+   * reconcile, so that no query is judged before its endpoint has policy (a restarted agent's
+   * proxy would otherwise refuse allowed names for a moment; meanwhile the datapath fails closed).
+   */
+  listen(): Promise<void>;
   stop(): Promise<void>;
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
@@ -275,6 +282,8 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
         log.warn({ err: String(e) }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
       }
       nameManager.start();
+    },
+    async listen() {
       await proxy.start();
       log.info({ port: proxy.port }, 'DNS proxy listening');
     },

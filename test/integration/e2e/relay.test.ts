@@ -15,6 +15,7 @@ import { TestLab } from '../support/lab.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { hubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
 import { pidsByCmdline, readPidFile } from '../../../src/sys/proc.ts';
+import { supervisorFiles } from '../../../src/sys/supervise.ts';
 import { rmSync } from 'node:fs';
 
 const HUBBLE = hubbleCli();
@@ -184,6 +185,9 @@ test('the relay refuses a client without a certificate (and plain text)', { skip
 });
 
 test('a dead agent shows as unavailable; the other node\'s flows keep coming', { skip }, async () => {
+  // the node's supervisor first (it would restart the agent within a second), then the agent
+  const sup = readPidFile(supervisorFiles(paths.nodeDir('node2')).pid)!;
+  process.kill(sup, 'SIGKILL');
   const pid = readPidFile(paths.agentPidFile('node2'))!;
   process.kill(pid, 'SIGKILL');
   const st = await until('node2 unavailable', async () => {
