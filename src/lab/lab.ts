@@ -16,7 +16,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labPaths, type LabPaths } from '../common/paths.ts';
-import { childEnv, ROUTING_MODES, type MembraneConfig, type RoutingMode } from '../common/config.ts';
+import { childEnv, configEnv, ROUTING_MODES, SETTINGS, type MembraneConfig, type RoutingMode } from '../common/config.ts';
 import { callAgent } from '../agent/api-client.ts';
 import { MembraneError } from '../common/errors.ts';
 import type { Resource } from '../api/types.ts';
@@ -236,21 +236,39 @@ function supervisorPid(paths: LabPaths, node: string): number | undefined {
  * Starts node k's agent supervisor unless a live one is there (with the lab's configuration; it
  * adopts an agent already running); returns the supervisor's pid.
  */
-export function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): { pid: number; started: boolean } {
+export async function ensureAgent(config: MembraneConfig, k: number, repoRoot = REPO_ROOT): Promise<{ pid: number; started: boolean }> {
   const paths = labPaths(config);
   const node = nodeName(k);
   const ns = nodeNetnsName(node, paths.lab);
+  const agentArgv = [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)];
+  const settingsFile = join(paths.nodeDir(node), 'agent-settings.json');
+  const settings = agentSettings(config, agentArgv);
   const old = supervisorPid(paths, node);
-  if (old) return { pid: old, started: false };
+  if (old) {
+    let had: string | undefined;
+    try { had = readFileSync(settingsFile, 'utf8'); } catch { /* an older lab: keep its agent */ }
+    if (had === undefined || had === settings) return { pid: old, started: false };
+    // the agent's settings changed (as a changed ConfigMap and a restarted agent pod in Cilium):
+    // its supervisor stops it (SIGTERM, the agent first) and a new one starts with this run's
+    await killPids([old], { timeoutMs: 15_000 });
+  }
+  await writeFile(settingsFile, settings);
   const files = supervisorFiles(paths.nodeDir(node));
   const pid = spawnDetached({
-    argv: [join(repoRoot, 'bin/node'), join(repoRoot, SUPERVISOR_MARKER), '--node', node, '--',
-      ...nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)])],
+    argv: [join(repoRoot, 'bin/node'), join(repoRoot, SUPERVISOR_MARKER), '--node', node, '--', ...nsenterNetArgv(ns, agentArgv)],
     logFile: files.log, pidFile: files.pid,
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,
   });
   return { pid, started: true };
+}
+
+/** What a node's agent runs with: its command line and its agent settings (the others are the CLI's and the lab's). */
+function agentSettings(config: MembraneConfig, argv: string[]): string {
+  const env = configEnv(config);
+  const agentEnv: Record<string, string> = {};
+  for (const s of SETTINGS) if (s.scope === 'agent' && env[s.env] !== undefined) agentEnv[s.env] = env[s.env]!;
+  return JSON.stringify({ argv, env: agentEnv, otel: config.otel });
 }
 
 /** The agent supervisor's record of node's agent (restarts, last exit), if a supervisor ran. */
@@ -332,7 +350,7 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
     await mkdir(paths.nodeDir(node), { recursive: true });
     const entry: LabUpResult['nodes'][number] = { node, netns: nodeNetnsName(node, paths.lab), started: false, socket: paths.agentSocket(node) };
     if (!opts.networkOnly) {
-      const a = ensureAgent(opts.config, k, repoRoot);
+      const a = await ensureAgent(opts.config, k, repoRoot);
       entry.pid = a.pid;
       entry.started = a.started;
       say(`${node}: agent ${a.started ? 'started' : 'running'} (supervisor pid ${a.pid})`);
@@ -480,6 +498,9 @@ export async function labNodeDelete(opts: { config: MembraneConfig; node: string
   say(`${opts.node}: ${mine.length} pod(s) deleted`);
   // the agent dies as a machine would; then its processes, pods and namespace go
   const ns = nodeNetnsName(opts.node, paths.lab);
+  // its supervisor first: it would bring the agent back within a second
+  const sup = supervisorPid(paths, opts.node);
+  if (sup) process.kill(sup, 'SIGKILL');
   const agent = readPidFile(paths.agentPidFile(opts.node));
   if (agent && isAlive(agent, AGENT_MARKER)) process.kill(agent, 'SIGKILL');
   await killPids(await netnsPids(ns), { timeoutMs: 3000 });
