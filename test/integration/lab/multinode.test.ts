@@ -22,7 +22,8 @@ const lab = await import('../../../src/lab/index.ts');
 
 const needsRoot = skipUnless('root');
 const { loadConfig } = await import('../../../src/common/config.ts');
-const config = loadConfig();
+// native routing: a network-only lab has no agent, so no eBPF puts pod traffic into the VXLAN tunnel
+const config = { ...loadConfig(), routingMode: 'native' as const };
 const paths = labPaths(config);
 const REPO = lab.REPO_ROOT;
 const PROBE = join(REPO, 'test/integration/support/probe.ts');
