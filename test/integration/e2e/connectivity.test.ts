@@ -68,8 +68,11 @@ describe('membrane connectivity test', { timeout: 900_000 }, () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stdout, /❌ 1\/1 tests failed/);
     assert.match(r.stdout, /Test \[echo-ingress-from-client\]:/);
-    // the allowed client → echo connection is what breaks: expected success, got drop
-    assert.match(r.stdout, /echo-ingress-from-client\/pod-to-pod\/0: membrane-test\/client -> membrane-test\/echo-same-node .*expected success, got drop/);
+    // an allowed client → echo connection is what breaks (expected success, got drop): the pod
+    // or the service action, whichever ran while the breaker had the map empty (the agent writes
+    // the entries again as the battery applies its policy, so a window may let one through)
+    assert.match(r.stdout, /echo-ingress-from-client\/pod-to-(pod\/0: membrane-test\/client -> membrane-test\/echo-same-node|service\/0: membrane-test\/client -> service membrane-test\/echo-same-node:8080)[ :].*expected success, got drop/);
+    assert.doesNotMatch(r.stdout, /client2 -> .*expected drop, got success/);
     // positive control: with the map intact again (the agent rewrites it on the next change), the same test passes
     const again = await lab.run(['connectivity', 'test', '--test', 'echo-ingress-from-client'], { timeoutMs: 600_000 });
     assert.equal(again.code, 0, again.stdout);

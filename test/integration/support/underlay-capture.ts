@@ -38,9 +38,14 @@ export function parsePcap(buf: Buffer): CapturedPacket[] {
   return out;
 }
 
-/** Starts tcpdump on the underlay port of node k; resolves once it listens. */
+/**
+ * Starts tcpdump on the underlay port of node k; resolves once it listens. Immediate mode: by
+ * default libpcap reads a TPACKET_V3 ring whose blocks reach tcpdump only when full or after
+ * their 1 s timeout, and a block not yet handed over when tcpdump is stopped is lost with every
+ * packet in it (a short exchange then vanished from the capture, seen in full-suite runs).
+ */
 export async function captureUnderlay(lab: string, k: number, file: string): Promise<Capture> {
-  const child = spawn('ip', ['netns', 'exec', `${lab}-underlay`, 'tcpdump', '-i', `n${k}`, '-nn', '-U', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', `${lab}-underlay`, 'tcpdump', '-i', `n${k}`, '-nn', '--immediate-mode', '-U', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 20_000);
