@@ -13,12 +13,12 @@
  *      requestAnimationFrame loop asks for a frame every vsync, as a user scrolling would), plus
  *      the renderer main thread's longest task.
  *
- *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10]
+ *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10] [--debug] [--trace-dir DIR]
  */
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../../test/integration/support/lab.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
@@ -26,7 +26,7 @@ import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
 import type { CDPSession, Page } from 'playwright-core';
 
-const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' } } });
+const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' }, 'trace-dir': { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(20, Number(values.loads)));
 const RATE = Math.max(1, Math.min(5000, Number(values.rate)));
 const SECS = Math.max(1, Math.min(60, Number(values.secs)));
@@ -42,7 +42,7 @@ const say = (s: string) => process.stderr.write(`bench/ui: ${s}\n`);
 
 interface TraceEvent { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; tdur?: number; args?: { name?: string } }
 
-async function trace(page: Page, during: () => Promise<void>): Promise<TraceEvent[]> {
+async function trace(page: Page, during: () => Promise<void>, name = 'trace'): Promise<TraceEvent[]> {
   const cdp: CDPSession = await page.context().newCDPSession(page);
   const events: TraceEvent[] = [];
   // playwright's CDPSession types name only its own events; these are Chromium's
@@ -51,12 +51,14 @@ async function trace(page: Page, during: () => Promise<void>): Promise<TraceEven
   const done = new Promise<void>((res) => on.once('Tracing.tracingComplete', () => res()));
   await cdp.send('Tracing.start', {
     transferMode: 'ReportEvents',
-    traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata'] },
+    traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])] },
   });
   await during();
   await cdp.send('Tracing.end');
   await done;
   await cdp.detach();
+  // --trace-dir: the whole trace, for Chromium's DevTools (Performance > Load profile) or a script
+  if (values['trace-dir']) writeFileSync(join(values['trace-dir'], `${name}.json`), JSON.stringify({ traceEvents: events }));
   return events;
 }
 
@@ -134,7 +136,7 @@ async function main(): Promise<void> {
       const loadEvents = await trace(page, async () => {
         await page.goto(ui.url());
         await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
-      });
+      }, `load-${i}`);
       const lt = mainThreadTasks(loadEvents);
       const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), replay: Number(document.body.dataset.replayMs), long: window.__long })`) as { loaded: number; interactive: number; flows: number; replay: number; long: [number, number][] };
       // interactive (as Lighthouse's TTI): controls rendered, and no long task after that point
@@ -164,7 +166,7 @@ async function main(): Promise<void> {
       const out = await send(RATE, RATE * SECS);
       sent = JSON.parse(out.stdout.trim().split('\n').pop()!) as typeof sent;
       await page.waitForTimeout(1000);
-    });
+    }, 'live');
     const r1 = await receivedAt();
     const gaps = await page.evaluate(`(() => { window.__stop = true; return window.__gaps.slice(1); })()`) as number[];
     void rx0;

@@ -92,8 +92,19 @@ function postView(): void {
   post({ type: 'view', generation, total, from: view.from, rows: out, paused });
 }
 
+/**
+ * True while the ring's last N flows are replayed: the page then gets only the count (its map
+ * and table would be stale a moment later, and each render of them would compete with the
+ * replay for the same 2 cores); the whole picture follows once, when the replay ends.
+ */
+let replaying = false;
+
 function flush(force = false): void {
   const now = Date.now();
+  if (replaying && !force) {
+    post({ type: 'batch', generation, received });
+    return;
+  }
   const sendMap = mapDirty && (force || now - lastMapPost >= MAP_MS);
   if (!rowsChanged && !sendMap && !force) return;
   if (sendMap) {
@@ -142,6 +153,7 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
       try {
         if (!loaded) {
           const t0 = performance.now();
+          replaying = true;
           for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
             if (r.responseTypes.case !== 'flow') continue;
             const f = r.responseTypes.value;
@@ -149,6 +161,7 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
           }
           if (!lastTime) lastTime = Date.now() - (performance.now() - t0);
           loaded = true;
+          replaying = false;
           flush(true);
           post({ type: 'loaded', generation: gen, flows: received, ms: performance.now() - t0 });
         }
