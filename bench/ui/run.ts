@@ -67,6 +67,21 @@ async function trace(page: Page, during: () => Promise<void>, name = 'trace'): P
   return events;
 }
 
+/**
+ * Waits for the page's "loaded" (body[data-loaded]) without polling: playwright's waitForSelector
+ * queries the DOM on every animation frame, which in the load traces was tens of ms of the page's
+ * main-thread CPU, charged to the page being measured. A MutationObserver costs nothing until it fires.
+ */
+async function loadedOn(page: Page): Promise<void> {
+  await page.waitForLoadState('domcontentloaded');
+  await page.evaluate(`new Promise((res, rej) => {
+    if (document.body.dataset.loaded) return res();
+    const mo = new MutationObserver(() => { if (document.body.dataset.loaded) { mo.disconnect(); res(); } });
+    mo.observe(document.body, { attributes: true, attributeFilter: ['data-loaded'] });
+    setTimeout(() => rej(new Error('the page did not load its flows in 30 s')), 30000);
+  })`);
+}
+
 /** Pids of the processes below `pid` (from /proc), excluding `pid` itself. */
 function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
@@ -174,7 +189,7 @@ async function main(): Promise<void> {
       await page.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); }).observe({ type: 'longtask', buffered: true });`);
       const loadEvents = await trace(page, async () => {
         await page.goto(ui.url());
-        await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
+        await loadedOn(page);
       }, `load-${tag}${i}`);
       const lt = mainThreadTasks(loadEvents);
       const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), replay: Number(document.body.dataset.replayMs), long: window.__long })`) as { loaded: number; interactive: number; flows: number; replay: number; long: [number, number][] };
@@ -193,7 +208,7 @@ async function main(): Promise<void> {
     // live: page open and following, flows arriving at 2 x RATE per second
     const page = await b.context.newPage();
     await page.goto(ui.url());
-    await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
+    await loadedOn(page);
     await page.evaluate(`(() => {
       window.__gaps = []; window.__stop = false;
       let last = performance.now();
