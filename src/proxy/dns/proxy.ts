@@ -182,8 +182,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     return { ip, port: p, identity: x.identity, ...(x.endpoint ? { endpoint: x.endpoint } : {}), ...(x.labels ? { labels: x.labels } : {}) };
   }
 
+  /** Completes the record in place (two per query: a spread copy of each showed in profiles). */
   function emit(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
-    try { deps.emit({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r }); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+    const rec = r as DnsAccessRecord;
+    rec.l7 = 'dns';
+    rec.direction = 'egress';
+    rec.timeMs = Date.now();
+    try { deps.emit(rec); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -268,7 +273,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     let allowed = false;
     try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
     const cl = client();
-    emit({ type: 'request', client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
+    const rec: Parameters<typeof emit>[0] = { type: 'request', client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied' };
+    if (!allowed) rec.rcode = reject;
+    emit(rec);
     if (!allowed) {
       st.denied++;
       replyError(dst, clientIp, clientAddr, clientPort, msg, reject);
