@@ -183,6 +183,10 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
 
   const endpointOf = (ip: string): ResolvedEndpoint | undefined => o.endpoints.byIp(ip);
+  // The remote cluster DNS server's peer, found once by labels (a scan of every identity) and
+  // forgotten whenever an identity comes or goes.
+  let remoteDNS: { identity: number; labels?: string[] } | undefined;
+  const unwatchIdentities = o.policy.engine.allocator.watch(() => { remoteDNS = undefined; });
   function peerOf(ip: string): { identity: number; endpoint?: ResolvedEndpoint; labels?: string[] } {
     // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
     const target = ip === CLUSTER_DNS_IP ? dnsServerIp() ?? ip : ip;
@@ -191,9 +195,14 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     let id: number;
     if (o.nodeAddrs.includes(target)) id = ReservedIdentity.host;
     else if (target === dnsServerIp()) {
-      // the cluster DNS server on another node: its identity by labels
-      const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
-      id = dns?.id ?? ReservedIdentity.world;
+      // the cluster DNS server on another node: its identity by labels (every query's server)
+      if (remoteDNS === undefined) {
+        const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
+        const rid = dns?.id ?? ReservedIdentity.world;
+        const labels = o.policy.identityLabels(rid);
+        remoteDNS = { identity: rid, ...(labels ? { labels } : {}) };
+      }
+      return remoteDNS;
     } else id = nameManager.identityForIP(target) ?? o.policy.engine.ipcache.lookupIdentity(target);
     const labels = o.policy.identityLabels(id);
     return { identity: id, ...(labels ? { labels } : {}) };
@@ -292,6 +301,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       if (saveTimer) clearInterval(saveTimer);
       save();
       nameManager.stop();
+      unwatchIdentities();
       if (flushTimer) clearTimeout(flushTimer);
       await proxy.stop();
     },
