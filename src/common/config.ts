@@ -394,11 +394,6 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
       throw new MembraneError('CONFIG_INVALID', `${name} (${s.flag} / ${s.env}) needs transparent encryption, but encryption is disabled`, { hint: 'add --encryption wireguard' });
     }
   }
-  // WireGuard routes each peer's pod CIDR through cilium_wg0 (native routing); VXLAN inside
-  // WireGuard, as Cilium does it in tunnel mode, is not built: refused rather than left plain
-  if (out.encryption === 'wireguard' && out.routingMode === 'tunnel') {
-    throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): wireguard with routing mode tunnel (VXLAN inside WireGuard) is not implemented', { hint: 'add --routing-mode native' });
-  }
   return out;
 }
 
