@@ -59,6 +59,8 @@ static __always_inline int strict_vxlan(struct __sk_buff *skb, __u32 l4_off)
 			p.dport = ports[1];
 			p.policy_port = ports[1];
 		}
+		if (in.protocol == IPPROTO_TCP)
+			bpf_skb_load_bytes(skb, off + 13, &p.tcp_flags, 1);
 	}
 	__u32 vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
 	return strict_drop(skb, &p, vni);
