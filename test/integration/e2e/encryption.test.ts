@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureUnderlay } from '../support/underlay-capture.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
+import { until } from '../../support/until.ts';
 
 const skip = skipUnless('root', 'etcd', 'wireguard');
 const NS = 'wg';
@@ -35,19 +36,6 @@ const pods = [
     spec: { nodeName: 'node2', containers: [{ name: 'c', image: 'ealen/echo-server', ports: [{ containerPort: 8080, protocol: 'TCP' }] }] },
   },
 ];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function upWithPods(l: TestLab, flags: string[]): Promise<Record<string, string>> {
   // WireGuard is built for native routing (tunnel mode with encryption is refused: CONFIG_UNSUPPORTED)
