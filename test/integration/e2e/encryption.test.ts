@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureUnderlay } from '../support/underlay-capture.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
+import { until } from '../../support/until.ts';
 
 const skip = skipUnless('root', 'etcd', 'wireguard');
 const NS = 'wg';
@@ -39,19 +40,6 @@ const pods = [
     spec: { nodeName: 'node2', containers: [{ name: 'c', image: 'ealen/echo-server', ports: [{ containerPort: 8080, protocol: 'TCP' }] }] },
   },
 ];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function upWithPods(l: TestLab, flags: string[], routing: 'native' | 'tunnel' = 'native'): Promise<Record<string, string>> {
   // tunnel is the default routing mode: its lab passes no --routing-mode
