@@ -66,6 +66,8 @@ interface L7Part {
 
 /** `http://user:pass@host/` → `http://user:HUBBLE_REDACTED@host/` (Hubble's URL redaction). */
 export function redactUrl(url: string): string {
+  // no userinfo without an '@': the common URL is returned without running the pattern
+  if (!url.includes('@')) return url;
   const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/@]*):([^/@]*)@/i.exec(url);
   return m ? `${m[1]}${m[2]}:${REDACTED}@${url.slice(m[0].length)}` : url;
 }
@@ -208,10 +210,9 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
-    const ports = { sourcePort: src.port, destinationPort: dst.port };
     const l4: Layer4 = part.transport === 'UDP'
-      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', ...ports } } }
-      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', ...ports, flags: undefined } } };
+      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
+      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
     // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
     const seconds = Math.floor(rec.timeMs / 1000);
     const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
