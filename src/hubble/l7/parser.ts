@@ -72,13 +72,22 @@ export function redactUrl(url: string): string {
   return m ? `${m[1]}${m[2]}:${REDACTED}@${url.slice(m[0].length)}` : url;
 }
 
+/** lengths of the names in SENSITIVE_HEADERS: only a name of such a length is lower-cased and looked up */
+const SENSITIVE_LEN = new Uint8Array(64);
+for (const n of SENSITIVE_HEADERS) SENSITIVE_LEN[n.length] = 1;
+
 export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] {
   const out: { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] = [];
   for (let i = 0; i < flat.length; i += 2) {
     const key = flat[i]!;
-    out.push({ $typeName: 'flow.HTTPHeader', key, value: SENSITIVE_HEADERS.has(key.toLowerCase()) ? REDACTED : flat[i + 1]! });
+    const sensitive = key.length < 64 && SENSITIVE_LEN[key.length] === 1 && SENSITIVE_HEADERS.has(key.toLowerCase());
+    const h = { $typeName: 'flow.HTTPHeader' as const, key, value: sensitive ? REDACTED : flat[i + 1]! };
+    // sorted by key as they come (insertion, stable): a few headers, and no work array per flow as Array#sort makes
+    let j = out.length;
+    out.push(h);
+    while (j > 0 && out[j - 1]!.key > key) { out[j] = out[j - 1]!; j--; }
+    out[j] = h;
   }
-  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return out;
 }
 
