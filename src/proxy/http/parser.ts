@@ -314,19 +314,26 @@ export const HTTP_METHODS: ReadonlySet<string> = new Set([
   'SOURCE', 'SUBSCRIBE', 'TRACE', 'UNBIND', 'UNLINK', 'UNLOCK', 'UNSUBSCRIBE',
 ]);
 
+// `HTTP/1.` as bytes: versions are compared in place, not sliced into a string
+const HTTP1 = [72, 84, 84, 80, 47, 49, 46];
+
 function parseRequestLine(raw: Buffer, end: number, head: MessageHead): void {
   let i = 0;
   while (i < end && TCHAR[raw[i]!]) i++;
   if (i === 0 || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid method in the request line');
-  head.method = raw.toString('latin1', 0, i);
+  // GET is read in place (no new string per request); any other method is sliced and checked
+  head.method = i === 3 && raw[0] === 71 && raw[1] === 69 && raw[2] === 84 ? 'GET' : raw.toString('latin1', 0, i);
   if (!HTTP_METHODS.has(head.method)) throw new HttpParseError(400, 'bad_method', `unknown method "${head.method.slice(0, 20)}"`);
   const ts = ++i;
   while (i < end && TARGET[raw[i]!]) i++;
   if (i === ts || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid request target');
   head.target = raw.toString('latin1', ts, i);
-  const v = raw.toString('latin1', i + 1, end);
-  if (v === 'HTTP/1.1') head.version = 'HTTP/1.1';
-  else if (v === 'HTTP/1.0') head.version = 'HTTP/1.0';
+  let h1 = end - i - 1 === 8;
+  for (let k = 0; h1 && k < 7; k++) h1 = raw[i + 1 + k] === HTTP1[k];
+  const minor = raw[i + 8];
+  const v = h1 && (minor === 49 || minor === 48) ? '' : raw.toString('latin1', i + 1, end);
+  if (h1 && minor === 49) head.version = 'HTTP/1.1';
+  else if (h1 && minor === 48) head.version = 'HTTP/1.0';
   else if (/^HTTP\/[0-9]\.[0-9]$/.test(v)) throw new HttpParseError(505, 'version_not_supported', `unsupported ${v}`);
   else throw new HttpParseError(400, 'bad_request_line', 'invalid HTTP version');
   parseTarget(head);
@@ -427,9 +434,6 @@ function sameAuthority(authority: string, host: string, target: string): boolean
   };
   return norm(authority) === norm(host);
 }
-
-// `HTTP/1.` as bytes: the status line's version is compared in place, not sliced into a string
-const HTTP1 = [72, 84, 84, 80, 47, 49, 46];
 
 function parseStatusLine(raw: Buffer, end: number, head: MessageHead): void {
   let v = end >= 8;
