@@ -13,7 +13,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HostModeLab } from '../../test/integration/support/host-mode.ts';
+import { CNI_PLUGIN, HostModeLab } from '../../test/integration/support/host-mode.ts';
 
 const ROUNDS = Math.min(Number(process.argv[2] ?? 40), 200);
 const lab = new HostModeLab(`cnib${process.pid}`, '10.244.214.0/24');
@@ -41,7 +41,7 @@ try {
   const bridgeConf = JSON.stringify({ cniVersion: '1.0.0', name: 'benchbr', type: 'bridge', bridge: 'cnibench0', isGateway: true, ipMasq: false, ipam: { type: 'host-local', ranges: [[{ subnet: '10.244.215.0/24' }]], dataDir: join(dir, 'host-local') } });
   await mkdir(join(dir, 'host-local'), { recursive: true });
   for (let i = 0; i < ROUNDS; i++) {
-    const v = await timed(join(import.meta.dirname, '../../bin/membrane-cni'), { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+    const v = await timed(CNI_PLUGIN, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
     version.push(v.ms);
     const netns = await lab.containerNetns();
     const id = `bench${i}`.padEnd(16, '0');
