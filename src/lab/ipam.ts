@@ -2,9 +2,9 @@
  * Pod IPAM for one lab node: 10.244.<k>.2–254 (the node's /24; .1 is its router), file-backed
  * (ipam.json in the node's state dir) so a restarted agent hands every pod the address it had;
  * the same pod always gets the same IP. The allocator itself is the pod-CIDR one of host mode
- * (src/cni/ipam.ts); the lab names its own errors.
+ * (src/common/cidr-ipam.ts); the lab names its own errors.
  */
-import { createCidrIpam, parseCidr, type CidrIpam } from '../cni/ipam.ts';
+import { createCidrIpam, parseCidr, type CidrIpam } from '../common/cidr-ipam.ts';
 import { POD_CIDR_PREFIX } from './names.ts';
 
 export type PodIpam = CidrIpam;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { checkVersion, CniCode, CniError, endpointName, parseCniArgs, parseLabelList, parseNetConf, addResult } from '../../../src/cni/spec.ts';
-import { parseCidr, inPool } from '../../../src/cni/ipam.ts';
+import { parseCidr, inPool } from '../../../src/common/cidr-ipam.ts';
 import { settingsFromDocument, buildConfig } from '../../../src/common/config.ts';
 import { battery, selectTests } from '../../../src/cli/connectivity/battery.ts';
 import { cniAddRequestSchema } from '../../../src/api/requests.ts';

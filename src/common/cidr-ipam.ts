@@ -1,9 +1,9 @@
 /**
- * Container addresses from the node's pod CIDR (host mode), file-backed so a restarted agent
- * hands every endpoint the address it had. The CIDR's first address is the gateway (on
- * membrane_host); the pool is the rest but the broadcast address. Keys are `namespace/pod`.
- * The one pod-CIDR allocator: the lab's nodes use it too (src/lab/ipam.ts, with their own error
- * codes and hints).
+ * Pod addresses from a node's pod CIDR, file-backed so a restarted agent hands every endpoint
+ * the address it had. The CIDR's first address is the gateway (membrane_host in host mode, the
+ * node's router in the lab); the pool is the rest but the broadcast address. Keys are
+ * `namespace/pod`. The one pod-CIDR allocator: host mode (src/cni/host-provider.ts) and the
+ * lab's nodes (src/lab/ipam.ts, with their own error codes) both use it.
  */
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
