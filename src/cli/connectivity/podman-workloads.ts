@@ -15,7 +15,7 @@ import type { TestWorkloads } from './workloads.ts';
 export interface PodmanWorkloadsOptions {
   /** the podman command (argv prefix), e.g. ['podman'] or with --root/--runroot */
   podman: string[];
-  /** an image with busybox (sh, httpd, sleep) */
+  /** an image with busybox's sh, httpd and sleep and a writable /tmp */
   image: string;
   /** podman's environment (CONTAINERS_CONF…); unset: this process's */
   env?: Record<string, string>;
@@ -43,7 +43,7 @@ export function podmanWorkloads(o: PodmanWorkloadsOptions): TestWorkloads {
         const labels = Object.entries({ ...w.labels, 'io.kubernetes.pod.namespace': ns }).map(([k, v]) => `${k}=${v}`).join(',');
         const cmd = w.role === 'echo'
           // busybox httpd answers 200 for the files it has: /, /public and /private (the L7 test tells them apart)
-          ? ['sh', '-c', `mkdir -p /tmp/www && for f in index.html public private; do echo ${w.name} > /tmp/www/$f; done && exec httpd -f -p ${ECHO_PORT} -h /tmp/www`]
+          ? ['sh', '-c', `cd /tmp && for f in index.html public private; do echo ${w.name} > $f; done && exec httpd -f -p ${ECHO_PORT} -h /tmp`]
           : ['sleep', '3600'];
         started.push(c);
         // ADD returns once the endpoint's policy is in the datapath: the container is ready when run returns
