@@ -12,15 +12,17 @@
  * too, from /proc: the plugin's (the bench's reaped children: the plugin alone runs in between)
  * and the agent's (its process and the `ip` commands it waited for).
  *
- *   bin/node bench/cni/add-latency.ts [rounds=40]
+ *   bin/node bench/cni/add-latency.ts [rounds=40] [--append]   (--append: into bench/RESULTS.md)
  */
 import { execFile } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { reportResults } from '../support.ts';
 import { CNI_PLUGIN, HostModeLab } from '../../test/integration/support/host-mode.ts';
 
-const ROUNDS = Math.min(Number(process.argv[2] ?? 40), 200);
+const APPEND = process.argv.includes('--append');
+const ROUNDS = Math.min(Number(process.argv.slice(2).find((a) => !a.startsWith('--')) ?? 40), 200);
 const lab = new HostModeLab(`cnib${process.pid}`, '10.244.214.0/24');
 
 /** CPU ms of a process from /proc/<pid>/stat: utime+stime, plus its reaped children's when asked */
@@ -98,14 +100,18 @@ try {
     ['bridge + host-local ADD (reference, no policy)', bridgeAdd],
     ['bridge + host-local DEL', bridgeDel],
   ] as const;
-  console.log(`## cni\n\nCommand: \`bin/node bench/cni/add-latency.ts ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} at the end, ${ROUNDS} rounds each.\n`);
-  console.log('| measure | p50 | p99 | max |\n|---|---|---|---|');
-  for (const [name, xs] of rows) console.log(`| ${name} | ${fmt(pct(xs, 50))} | ${fmt(pct(xs, 99))} | ${fmt(Math.max(...xs))} |`);
-  console.log('\nCPU time (ms, /proc, 10 ms ticks): what the work costs, whatever the load\n\n| CPU of | p50 | p99 |\n|---|---|---|');
+  const lines: string[] = [];
+  const log = (t: string) => lines.push(t);
+  log(`## cni\n\nCommand: \`bin/node bench/cni/add-latency.ts ${ROUNDS}${APPEND ? ' --append' : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} at the end, ${ROUNDS} rounds each.\n`);
+  log('| measure | p50 | p99 | max |\n|---|---|---|---|');
+  for (const [name, xs] of rows) log(`| ${name} | ${fmt(pct(xs, 50))} | ${fmt(pct(xs, 99))} | ${fmt(Math.max(...xs))} |`);
+  log('\nCPU time (ms, /proc, 10 ms ticks): what the work costs, whatever the load\n\n| CPU of | p50 | p99 |\n|---|---|---|');
   for (const [name, xs] of [['ADD: the plugin process', addPluginCpu], ['ADD: the agent (with the `ip` commands it ran)', addAgentCpu], ['VERSION: the plugin process', versionCpu]] as const) {
-    console.log(`| ${name} | ${pct(xs, 50).toFixed(0)} | ${pct(xs, 99).toFixed(0)} |`);
+    log(`| ${name} | ${pct(xs, 50).toFixed(0)} | ${pct(xs, 99).toFixed(0)} |`);
   }
-  console.log(`\nmembrane-cni ADD p50 / bridge ADD p50: ${(pct(add, 50) / pct(bridgeAdd, 50)).toFixed(2)}×; goal: ADD p99 ≤ 200 ms: ${pct(add, 99) <= 200 ? 'ok' : 'MISSED'}`);
+  log(`\nmembrane-cni ADD p50 / bridge ADD p50: ${(pct(add, 50) / pct(bridgeAdd, 50)).toFixed(2)}×; goal: ADD p99 ≤ 200 ms: ${pct(add, 99) <= 200 ? 'ok' : 'MISSED'}`);
+  log('');
+  reportResults(lines, APPEND);
   await rm(join(dir, 'host-local'), { recursive: true, force: true });
 } finally {
   await lab.cleanup();
