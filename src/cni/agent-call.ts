@@ -2,8 +2,8 @@
  * The plugin's one request to the host-mode agent: HTTP/1.0 over the agent's unix socket with
  * node:net, not node:http. The runtime starts membrane-cni once per container and loading
  * node:http costs the plugin's start about as much CPU as Node's own start (measured: 90 ms for
- * an empty module, 190 ms with `import 'node:http'`, 100 ms with node:net, on this 2-core machine
- * under load; bench/cni/plugin-start.ts). The agent's API server is the same as for every other
+ * an empty module, 190 ms with `import 'node:http'`, 100 ms with node:net: p50 CPU of 12 interleaved
+ * runs each under /usr/bin/time, 2-core machine at load ~20). The agent's API server is the same as for every other
  * client (src/agent/api-server.ts); errors mirror src/agent/api-client.ts's codes.
  */
 import { connect } from 'node:net';
