@@ -102,7 +102,9 @@ try {
   ] as const;
   const lines: string[] = [];
   const log = (t: string) => lines.push(t);
-  log(`## cni\n\nCommand: \`bin/node bench/cni/add-latency.ts ${ROUNDS}${APPEND ? ' --append' : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} at the end, ${ROUNDS} rounds each.\n`);
+  // the heading alone first: reportResults replaces the section it names
+  log('## cni');
+  log(`\nCommand: \`bin/node bench/cni/add-latency.ts ${ROUNDS}${APPEND ? ' --append' : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, load average ${(await import('node:os')).loadavg()[0]!.toFixed(1)} at the end, ${ROUNDS} rounds each.\n`);
   log('| measure | p50 | p99 | max |\n|---|---|---|---|');
   for (const [name, xs] of rows) log(`| ${name} | ${fmt(pct(xs, 50))} | ${fmt(pct(xs, 99))} | ${fmt(Math.max(...xs))} |`);
   log('\nCPU time (ms, /proc, 10 ms ticks): what the work costs, whatever the load\n\n| CPU of | p50 | p99 |\n|---|---|---|');
