@@ -6,8 +6,10 @@
 //   membrane-wg    pod on node1 → pod on node2 through membrane's cilium_wg0 (eBPF on the pod veths)
 //   membrane-plain the same pods over the plain underlay route (the routes are switched for the
 //                  round and put back; strict mode is off in this lab)
+// --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
+// WireGuard); membrane-plain then removes the rule that steers VXLAN into table 2005 for its round.
 // Appends the results to bench/RESULTS.md under "## encryption".
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--no-write]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--no-write]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +22,8 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const SECS = Number(arg('--secs', '3'));
 const ROUNDS = Number(arg('--rounds', '3'));
 const WRITE = !process.argv.includes('--no-write');
+const MODE = arg('--routing-mode', 'native');
+if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const RR = '/tmp/mwg-bench-rr';
@@ -58,7 +62,7 @@ const CFGS: Cfg[] = ['wg-bare', 'membrane-wg', 'membrane-plain'];
 const results = Object.fromEntries(CFGS.map((c) => [c, { stream: [] as number[], rr: [] as number[], crr: [] as number[] }])) as Record<Cfg, { stream: number[]; rr: number[]; crr: number[] }>;
 
 try {
-  membrane(['up', '--nodes', '2', '--routing-mode', 'native', '--encryption', 'wireguard', '-q']);
+  membrane(['up', '--nodes', '2', '--routing-mode', MODE, '--encryption', 'wireguard', '-q']);
   const podsFile = join(stateDir, 'bench-pods.yaml');
   writeFileSync(podsFile, [
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
@@ -98,7 +102,17 @@ try {
   }
   await sleep(1000);
 
+  const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
   const plainRoutes = (on: boolean) => {
+    if (MODE === 'tunnel') {
+      // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
+      for (const ns of [n1, n2]) {
+        const has = sh(ns, ['ip', 'rule', 'show', 'pref', '2004']).includes('lookup 2005');
+        if (on && has) sh(ns, ['ip', 'rule', 'del', ...vxlanRule]);
+        if (!on && !has) sh(ns, ['ip', 'rule', 'add', ...vxlanRule]);
+      }
+      return;
+    }
     sh(n1, on ? ['ip', 'route', 'replace', '10.244.2.0/24', 'via', '192.0.2.2'] : ['ip', 'route', 'replace', '10.244.2.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.1.1']);
     sh(n2, on ? ['ip', 'route', 'replace', '10.244.1.0/24', 'via', '192.0.2.1'] : ['ip', 'route', 'replace', '10.244.1.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.2.1']);
   };
@@ -129,7 +143,7 @@ try {
     row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
   ].join('\n');
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
-  const out = `\n## encryption\n\nCommand: \`bin/node bench/encryption/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route. TUN MTU 1500 on both tunnels. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each.\n\n${table}\n`;
+  const out = `\n## encryption\n\nCommand: \`bin/node bench/encryption/run.ts --secs ${SECS} --rounds ${ROUNDS}${MODE === 'tunnel' ? ' --routing-mode tunnel' : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode' : ''}. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each.\n\n${table}\n`;
   console.log(out);
   if (WRITE) {
     const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
