@@ -77,6 +77,9 @@ mount -t tmpfs tmpfs "$rootfs/dev/shm"
 mount -t tmpfs tmpfs "$rootfs/run"
 mkdir -p "$rootfs/run/lock"
 cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
+# The chroot shares the machine's network: no package's maintainer script may start its daemon
+# (dnsmasq, haproxy, etcd, iperf3) there. Debian's policy-rc.d convention, as container images use.
+printf '#!/bin/sh\nexit 101\n' > "$rootfs/usr/sbin/policy-rc.d"; chmod 755 "$rootfs/usr/sbin/policy-rc.d"
 
 log "apt-get install git iproute2 (the README's only requirements besides the base system)"
 in_root apt-get update -qq
