@@ -85,6 +85,16 @@ log "apt-get install git iproute2 (the README's only requirements besides the ba
 in_root apt-get update -qq
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git iproute2 >/dev/null
 
+# A machine whose egress passes a TLS-inspecting proxy trusts that proxy's CA in
+# /usr/local/share/ca-certificates; the chroot gets the same trust, or npm cannot reach the registry.
+extra_ca=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+  in_root update-ca-certificates >/dev/null
+  extra_ca=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
+fi
+
 log "clone $repo at $ref"
 rm -rf "$rootfs/root/membrane" "$rootfs/root/src.git"
 git clone -q --bare "$repo" "$rootfs/root/src.git"
@@ -93,7 +103,7 @@ git -C "$repo" push -q "$rootfs/root/src.git" "$(git -C "$repo" rev-parse "$ref^
 in_root git clone -q --branch check /root/src.git /root/membrane
 
 log "bash scripts/setup.sh (as root, in the chroot)"
-in_root bash -c 'cd /root/membrane && bash scripts/setup.sh'
+in_root env "${extra_ca[@]}" bash -c 'cd /root/membrane && bash scripts/setup.sh'
 [[ " $steps " == *" lab "* || " $steps " == *" unit "* || " $steps " == *" integration "* ]] || exit 0
 
 # The rest runs in a fresh network namespace: no link to the machine's network, so no lab
