@@ -11,7 +11,8 @@
 # Environment: MEMBRANE_FRESH_MIRROR (Debian mirror, default http://deb.debian.org/debian),
 # MEMBRANE_FRESH_REF (branch or commit to clone, default this checkout's HEAD),
 # MEMBRANE_FRESH_INTEGRATION (integration test file, default test/integration/e2e/cilium-l3l4.test.ts),
-# MEMBRANE_FRESH_STEPS (default "setup lab unit integration"; "setup" alone stops after setup.sh),
+# MEMBRANE_FRESH_STEPS (default "setup lab unit integration"; "setup" alone stops after setup.sh;
+# without "setup", a kept root filesystem's clone is reused as it is),
 # MEMBRANE_FRESH_KEEP=1 keeps the root filesystem (a rerun then skips debootstrap).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,6 +68,8 @@ if [ ! -x "$rootfs/usr/bin/apt-get" ]; then
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
 fi
 
+# `ip -n`/`ip netns exec` run `mount --make-rslave /`, which needs / to be a mount point.
+mount --bind "$rootfs" "$rootfs"
 mount -t proc proc "$rootfs/proc"
 mount -t sysfs sysfs "$rootfs/sys"
 mount -t bpf bpf "$rootfs/sys/fs/bpf"             # a bpffs of its own: no pin can collide with the machine's
@@ -95,6 +98,7 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   extra_ca=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
 fi
 
+if [[ " $steps " == *" setup "* ]]; then
 log "clone $repo at $ref"
 rm -rf "$rootfs/root/membrane" "$rootfs/root/src.git"
 git clone -q --bare "$repo" "$rootfs/root/src.git"
@@ -104,6 +108,7 @@ in_root git clone -q --branch check /root/src.git /root/membrane
 
 log "bash scripts/setup.sh (as root, in the chroot)"
 in_root env "${extra_ca[@]}" bash -c 'cd /root/membrane && bash scripts/setup.sh'
+fi
 [[ " $steps " == *" lab "* || " $steps " == *" unit "* || " $steps " == *" integration "* ]] || exit 0
 
 # The rest runs in a fresh network namespace: no link to the machine's network, so no lab
