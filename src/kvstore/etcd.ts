@@ -26,6 +26,8 @@ export interface EtcdStoreOptions {
   lockLeaseTtlSeconds?: number;
   /** how long the first connection may take (default 15 s) */
   connectTimeoutMs?: number;
+  /** keys per range read when listing (default 4,096) */
+  listPageSize?: number;
   log?: KVLog;
 }
 
@@ -251,19 +253,30 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       return () => { stop = true; cancel?.(); };
     },
     async follow(prefix, cb) {
-      const seen = new Set<string>();
+      // The keys present, without the prefix (a fresh short string each, not a slice of the full
+      // key): a re-list reports the keys gone meanwhile. 300,000 ipcache keys at 10,000 nodes.
+      let seen = new Set<string>();
+      const skip = Buffer.byteLength(prefix);
+      const rest = (key: Buffer) => key.toString('utf8', skip);
       let stopped = false;
       let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>['create']>> | undefined;
       async function sync(): Promise<void> {
-        const { pairs, revision } = await listAt(prefix);
-        const now = new Set(pairs.map((p) => p.key));
-        for (const k of seen) if (!now.has(k)) { seen.delete(k); cb({ type: 'delete', key: k, revision }); }
-        for (const p of pairs) { seen.add(p.key); cb({ type: 'put', kv: p }); }
+        // each page goes to `cb` as it arrives: the whole listing is never held at once
+        const now = new Set<string>();
+        const revision = await listPages(prefix, (kvs) => {
+          for (const kv of kvs) {
+            const r = rest(kv.key);
+            now.add(r);
+            cb({ type: 'put', kv: { key: prefix + r, value: kv.value.toString(), revision: Number(kv.mod_revision) } });
+          }
+        });
+        for (const k of seen) if (!now.has(k)) cb({ type: 'delete', key: prefix + k, revision });
+        seen = now;
         if (stopped) return;
         const w = await client.watch().prefix(prefix).startRevision(String(revision + 1)).create();
         watcher = w;
-        w.on('put', (kv) => { seen.add(kv.key.toString()); cb({ type: 'put', kv: pair(kv) }); });
-        w.on('delete', (kv) => { seen.delete(kv.key.toString()); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
+        w.on('put', (kv) => { seen.add(rest(kv.key)); cb({ type: 'put', kv: pair(kv) }); });
+        w.on('delete', (kv) => { seen.delete(rest(kv.key)); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
         w.on('error', (err) => {
           // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
           log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
@@ -317,19 +330,26 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
   };
 
-  /** Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList). */
-  async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
+  /**
+   * Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList), each page
+   * handed to `onPage` as it arrives; returns the revision.
+   */
+  async function listPages(prefix: string, onPage: (kvs: { key: Buffer; value: Buffer; mod_revision: string }[]) => void): Promise<number> {
     const end = prefixEnd(prefix);
-    const pairs: KVPair[] = [];
     let start = Buffer.from(prefix);
     let revision = 0;
     for (;;) {
-      const r = await client.kv.range({ key: start, range_end: end, limit: PAGE, ...(revision ? { revision } : {}), sort_order: 'Ascend', sort_target: 'Key' });
+      const r = await client.kv.range({ key: start, range_end: end, limit: opts.listPageSize ?? PAGE, ...(revision ? { revision } : {}), sort_order: 'Ascend', sort_target: 'Key' });
       if (!revision) revision = Number(r.header.revision);
-      for (const kv of r.kvs) pairs.push(pair(kv));
+      onPage(r.kvs);
       if (!r.more || !r.kvs.length) break;
       start = Buffer.concat([r.kvs[r.kvs.length - 1]!.key, Buffer.from([0])]);
     }
+    return revision;
+  }
+  async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
+    const pairs: KVPair[] = [];
+    const revision = await listPages(prefix, (kvs) => { for (const kv of kvs) pairs.push(pair(kv)); });
     return { pairs, revision };
   }
 
