@@ -6,24 +6,28 @@
 //   membrane-wg    pod on node1 → pod on node2 through membrane's cilium_wg0 (eBPF on the pod veths)
 //   membrane-plain the same pods over the plain underlay route (the routes are switched for the
 //                  round and put back; strict mode is off in this lab)
-// Appends the results to bench/RESULTS.md under "## encryption".
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--no-write]
+// --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
+// WireGuard); membrane-plain then removes the rule that steers VXLAN into table 2005 for its round.
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--append]
+// With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { podNetnsName } from '../../src/lab/names.ts';
+import { reportResults } from '../support.ts';
+import { createTcpSuite, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };
-const SECS = Number(arg('--secs', '3'));
-const ROUNDS = Number(arg('--rounds', '3'));
-const WRITE = !process.argv.includes('--no-write');
-const here = fileURLToPath(new URL('.', import.meta.url));
+const opt = tcpArgs({ 'routing-mode': 'native' });
+const MODE = opt.own['routing-mode']!;
+if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
+type Cfg = 'wg-bare' | 'membrane-wg' | 'membrane-plain';
+const CFGS: Cfg[] = ['wg-bare', 'membrane-wg', 'membrane-plain'];
+// wireguard-go gives a fraction of a Gbit/s: three decimals
+const suite = createTcpSuite(CFGS, opt.secs, 3);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
-const RR = '/tmp/mwg-bench-rr';
-execFileSync('cc', ['-O2', '-o', RR, `${here}../datapath/rr.c`]);
 
 const lab = `bwg${process.pid}`;
 const stateDir = `/run/membrane-bench/${lab}`;
@@ -31,16 +35,10 @@ const env = { ...process.env, MEMBRANE_LAB: lab, MEMBRANE_STATE_DIR: stateDir, M
 const membrane = (args: string[]) => execFileSync(join(repo, 'bin/membrane'), args, { env, encoding: 'utf8', timeout: 300_000 });
 const n1 = `${lab}-node1`;
 const n2 = `${lab}-node2`;
+/** the bare tunnel's wireguard-go processes (the suite has the measuring ones) */
 const procs: ChildProcess[] = [];
 const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
-const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, ['taskset', '-c', String(cpu), ...cmd]), { encoding: 'utf8' });
 const sh = (ns: string, cmd: string[]) => execFileSync('nsenter', nsx(ns, cmd), { encoding: 'utf8' });
-const spawnIn = (ns: string, cpu: number, cmd: string[]) => {
-  const cp = spawn('nsenter', nsx(ns, ['taskset', '-c', String(cpu), ...cmd]), { stdio: ['ignore', 'pipe', 'ignore'] });
-  procs.push(cp);
-  return cp;
-};
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `wg ARGS` for the bare tunnel of node k (its wireguard-go socket dir bound over /run/wireguard). */
@@ -48,17 +46,14 @@ const wgDir = (k: number) => join(stateDir, `wgb${k}`);
 const wgb = (k: number, args: string[]) => execFileSync('nsenter', nsx(k === 1 ? n1 : n2, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wg "$@"', wgDir(k), ...args]), { encoding: 'utf8' });
 
 function cleanup(): void {
+  suite.kill();
   for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
-type Cfg = 'wg-bare' | 'membrane-wg' | 'membrane-plain';
-const CFGS: Cfg[] = ['wg-bare', 'membrane-wg', 'membrane-plain'];
-const results = Object.fromEntries(CFGS.map((c) => [c, { stream: [] as number[], rr: [] as number[], crr: [] as number[] }])) as Record<Cfg, { stream: number[]; rr: number[]; crr: number[] }>;
-
 try {
-  membrane(['up', '--nodes', '2', '--routing-mode', 'native', '--encryption', 'wireguard', '-q']);
+  membrane(['up', '--nodes', '2', '--routing-mode', MODE, '--encryption', 'wireguard', '-q']);
   const podsFile = join(stateDir, 'bench-pods.yaml');
   writeFileSync(podsFile, [
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
@@ -91,51 +86,44 @@ try {
   }
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
-  for (const ns of [n2, ps]) {
-    spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);
-    spawnIn(ns, 1, [RR, 'server', '7001']);
-    spawnIn(ns, 1, [RR, 'server', '7002']);
-  }
-  await sleep(1000);
+  for (const ns of [n2, ps]) await suite.startServers(ns);
 
+  const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
   const plainRoutes = (on: boolean) => {
+    if (MODE === 'tunnel') {
+      // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
+      for (const ns of [n1, n2]) {
+        const has = sh(ns, ['ip', 'rule', 'show', 'pref', '2004']).includes('lookup 2005');
+        if (on && has) sh(ns, ['ip', 'rule', 'del', ...vxlanRule]);
+        if (!on && !has) sh(ns, ['ip', 'rule', 'add', ...vxlanRule]);
+      }
+      return;
+    }
     sh(n1, on ? ['ip', 'route', 'replace', '10.244.2.0/24', 'via', '192.0.2.2'] : ['ip', 'route', 'replace', '10.244.2.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.1.1']);
     sh(n2, on ? ['ip', 'route', 'replace', '10.244.1.0/24', 'via', '192.0.2.1'] : ['ip', 'route', 'replace', '10.244.1.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.2.1']);
   };
   const target: Record<Cfg, { ns: string; ip: string }> = {
     'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
   };
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) {
       plainRoutes(cfg === 'membrane-plain');
-      const t = target[cfg];
-      const j = JSON.parse(runIn(t.ns, 0, ['iperf3', '-c', t.ip, '-p', '5201', '-t', String(SECS), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
-      results[cfg].stream.push(j.end.sum_received.bits_per_second / 1e9);
-      results[cfg].rr.push(Number(runIn(t.ns, 0, [RR, 'rr', t.ip, '7001', String(SECS)])));
-      results[cfg].crr.push(Number(runIn(t.ns, 0, [RR, 'crr', t.ip, '7002', String(SECS)])));
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${results[cfg].stream.at(-1)!.toFixed(3)} Gbit/s, rr ${results[cfg].rr.at(-1)!.toFixed(0)}/s, crr ${results[cfg].crr.at(-1)!.toFixed(0)}/s\n`);
+      suite.measure(cfg, round, target[cfg].ns, target[cfg].ip);
     }
   }
   plainRoutes(false);
 
-  const m = (c: Cfg, k: 'stream' | 'rr' | 'crr') => median(results[c][k]);
-  const row = (label: string, k: 'stream' | 'rr' | 'crr', unit: string, fmt: (x: number) => string) =>
-    `| ${label} | ${fmt(m('wg-bare', k))} ${unit} | ${fmt(m('membrane-wg', k))} ${unit} | ${(m('membrane-wg', k) / m('wg-bare', k)).toFixed(3)} | ${fmt(m('membrane-plain', k))} ${unit} | ${(m('membrane-wg', k) / m('membrane-plain', k)).toFixed(3)} |`;
-  const table = [
-    '| test | bare wireguard-go | membrane + WireGuard | ratio to bare | membrane, plain text | encrypted / plain |',
-    '|---|---|---|---|---|---|',
-    row('TCP_STREAM (iperf3)', 'stream', 'Gbit/s', (x) => x.toFixed(3)),
-    row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
-    row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
-  ].join('\n');
+  const table = suite.table([
+    { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
+    { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
+  ]);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
-  const out = `\n## encryption\n\nCommand: \`bin/node bench/encryption/run.ts --secs ${SECS} --rounds ${ROUNDS}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route. TUN MTU 1500 on both tunnels. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${ROUNDS} interleaved rounds, ${SECS} s each.\n\n${table}\n`;
-  console.log(out);
-  if (WRITE) {
-    const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
-    if (existsSync(path) && !readFileSync(path, 'utf8').endsWith('\n')) appendFileSync(path, '\n');
-    appendFileSync(path, out);
-  }
+  reportResults([
+    '## encryption', '',
+    `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode' : ''}. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each.`, '',
+    table, '',
+  ], opt.append);
 } finally {
   cleanup();
 }

@@ -13,12 +13,17 @@
  *      requestAnimationFrame loop asks for a frame every vsync, as a user scrolling would), plus
  *      the renderer main thread's longest task.
  *
- *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10]
+ *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10] [--debug] [--trace-dir DIR] [--ab DIR]
+ *
+ * --ab DIR measures a second build of the UI (a copy of another commit's dist/ui) in the same
+ * run, against the same lab and ring, right after this one: an A/B that a busy machine skews less
+ * than two runs apart. Thread CPU times from the trace (what contention does not add) are
+ * reported beside the wall times.
  */
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../../test/integration/support/lab.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
@@ -26,7 +31,7 @@ import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
 import type { CDPSession, Page } from 'playwright-core';
 
-const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' } } });
+const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' }, 'trace-dir': { type: 'string' }, ab: { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(20, Number(values.loads)));
 const RATE = Math.max(1, Math.min(5000, Number(values.rate)));
 const SECS = Math.max(1, Math.min(60, Number(values.secs)));
@@ -42,7 +47,7 @@ const say = (s: string) => process.stderr.write(`bench/ui: ${s}\n`);
 
 interface TraceEvent { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; tdur?: number; args?: { name?: string } }
 
-async function trace(page: Page, during: () => Promise<void>): Promise<TraceEvent[]> {
+async function trace(page: Page, during: () => Promise<void>, name = 'trace'): Promise<TraceEvent[]> {
   const cdp: CDPSession = await page.context().newCDPSession(page);
   const events: TraceEvent[] = [];
   // playwright's CDPSession types name only its own events; these are Chromium's
@@ -51,13 +56,30 @@ async function trace(page: Page, during: () => Promise<void>): Promise<TraceEven
   const done = new Promise<void>((res) => on.once('Tracing.tracingComplete', () => res()));
   await cdp.send('Tracing.start', {
     transferMode: 'ReportEvents',
-    traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata'] },
+    traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])] },
   });
   await during();
   await cdp.send('Tracing.end');
   await done;
   await cdp.detach();
+  // --trace-dir: the whole trace, for Chromium's DevTools (Performance > Load profile) or a script
+  if (values['trace-dir']) writeFileSync(join(values['trace-dir'], `${name}.json`), JSON.stringify({ traceEvents: events }));
   return events;
+}
+
+/**
+ * Waits for the page's "loaded" (body[data-loaded]) without polling: playwright's waitForSelector
+ * queries the DOM on every animation frame, which in the load traces was tens of ms of the page's
+ * main-thread CPU, charged to the page being measured. A MutationObserver costs nothing until it fires.
+ */
+async function loadedOn(page: Page): Promise<void> {
+  await page.waitForLoadState('domcontentloaded');
+  await page.evaluate(`new Promise((res, rej) => {
+    if (document.body.dataset.loaded) return res();
+    const mo = new MutationObserver(() => { if (document.body.dataset.loaded) { mo.disconnect(); res(); } });
+    mo.observe(document.body, { attributes: true, attributeFilter: ['data-loaded'] });
+    setTimeout(() => rej(new Error('the page did not load its flows in 30 s')), 30000);
+  })`);
 }
 
 /** Pids of the processes below `pid` (from /proc), excluding `pid` itself. */
@@ -94,6 +116,35 @@ function mainThreadTasks(events: TraceEvent[]): { key: string | undefined; wall:
   return { key: best?.[0], wall: best?.[1].wall ?? [], cpu: best?.[1].cpu ?? [] };
 }
 
+/** Thread CPU ms of one thread's top-level trace slices (nested slices are inside their parent). */
+function threadCpu(events: TraceEvent[], key: string | undefined): number {
+  if (!key) return 0;
+  const xs = events.filter((e) => e.ph === 'X' && e.dur !== undefined && e.tdur !== undefined && `${e.pid}:${e.tid}` === key).sort((a, c) => a.ts - c.ts);
+  let end = -Infinity;
+  let sum = 0;
+  for (const e of xs) {
+    if (e.ts < end) continue;
+    end = e.ts + e.dur!;
+    sum += e.tdur! / 1000;
+  }
+  return sum;
+}
+
+/** The flow worker's thread (a DedicatedWorker of the renderer with the main thread `mainKey`). */
+function workerKey(events: TraceEvent[], mainKey: string | undefined): string | undefined {
+  const pid = mainKey?.split(':')[0];
+  const keys = new Set<string>();
+  for (const e of events) if (e.ph === 'M' && e.name === 'thread_name' && String(e.pid) === pid && e.args?.name === 'DedicatedWorker thread') keys.add(`${e.pid}:${e.tid}`);
+  // the busiest one, should there be more
+  let best: string | undefined;
+  let most = -1;
+  for (const k of keys) {
+    const c = threadCpu(events, k);
+    if (c > most) [best, most] = [k, c];
+  }
+  return best;
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const loadAvg = os.loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -113,8 +164,9 @@ async function main(): Promise<void> {
   const status = await observer.serverStatus({});
   if (ringFlows < FILL_FLOWS) throw new Error(`the ring holds ${ringFlows} flows, fewer than ${FILL_FLOWS}`);
 
-  const ui = createUiServer({ port: 0, observer: { kind: 'unix', path: paths.hubbleSocket('node1') }, agentSocket: paths.agentSocket('node1'), assetsDir: join(REPO, 'dist/ui'), labels: { lab: lab.name, node: 'node1' } });
-  await ui.start();
+  const builds = [{ name: 'dist/ui', dir: join(REPO, 'dist/ui') }, ...(values.ab ? [{ name: values.ab, dir: values.ab }] : [])];
+  const servers = builds.map((x) => createUiServer({ port: 0, observer: { kind: 'unix', path: paths.hubbleSocket('node1') }, agentSocket: paths.agentSocket('node1'), assetsDir: x.dir, labels: { lab: lab.name, node: 'node1' } }));
+  for (const ui of servers) await ui.start();
   const b = await launchChromium({ width: 1440, height: 900 });
   if (values.nice) {
     // a variant that shows what the other work on the 2 shared cores costs the page: this
@@ -125,16 +177,20 @@ async function main(): Promise<void> {
     await new Promise<void>((res, rej) => execFile('renice', ['-n', values.nice!, '-p', ...mine.map(String)], (e) => (e ? rej(e) : res())));
     say(`reniced ${mine.length} chromium processes to ${values.nice}`);
   }
-  try {
-    const loads: { cpuLongest: number; loaded: number; tti: number; interactive: number; replay: number; flows: number; input: number; longTasks: number; longest: number }[] = [];
+  const p = (xs: number[], q: number) => [...xs].sort((a, c) => a - c)[Math.min(xs.length - 1, Math.floor(xs.length * q))] ?? 0;
+
+  /** Loads and live of one build; its table's rows. */
+  async function measure(ui: (typeof servers)[number], build: string): Promise<string[]> {
+    const tag = builds.length > 1 ? `${builds.findIndex((x) => x.name === build)}-` : '';
+    const loads: { cpuLongest: number; cpuOver50: number; cpuMain: number; cpuWorker: number; loaded: number; tti: number; interactive: number; replay: number; flows: number; input: number; longTasks: number; longest: number }[] = [];
     for (let i = 0; i < LOADS; i++) {
       const page = await b.context.newPage();
       // in the page (strings: this file is compiled without the DOM library)
       await page.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); }).observe({ type: 'longtask', buffered: true });`);
       const loadEvents = await trace(page, async () => {
         await page.goto(ui.url());
-        await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
-      });
+        await loadedOn(page);
+      }, `load-${tag}${i}`);
       const lt = mainThreadTasks(loadEvents);
       const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), replay: Number(document.body.dataset.replayMs), long: window.__long })`) as { loaded: number; interactive: number; flows: number; replay: number; long: [number, number][] };
       // interactive (as Lighthouse's TTI): controls rendered, and no long task after that point
@@ -142,21 +198,23 @@ async function main(): Promise<void> {
       const tIn = Date.now();
       await page.locator('[data-testid="flows-body"] .row').first().click();
       await page.locator('[data-testid="flow-dict"]').waitFor({ timeout: 10_000 });
-      loads.push({ cpuLongest: Math.max(0, ...lt.cpu), loaded: m.loaded, tti, interactive: m.interactive, replay: m.replay, flows: m.flows, input: Date.now() - tIn, longTasks: m.long.length, longest: Math.max(0, ...m.long.map(([, d]) => d)) });
+      loads.push({
+        cpuLongest: Math.max(0, ...lt.cpu), cpuOver50: lt.cpu.filter((c) => c > 50).length, cpuMain: threadCpu(loadEvents, lt.key), cpuWorker: threadCpu(loadEvents, workerKey(loadEvents, lt.key)),
+        loaded: m.loaded, tti, interactive: m.interactive, replay: m.replay, flows: m.flows, input: Date.now() - tIn, longTasks: m.long.length, longest: Math.max(0, ...m.long.map(([, d]) => d)),
+      });
       await page.close();
     }
 
     // live: page open and following, flows arriving at 2 x RATE per second
     const page = await b.context.newPage();
     await page.goto(ui.url());
-    await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
+    await loadedOn(page);
     await page.evaluate(`(() => {
       window.__gaps = []; window.__stop = false;
       let last = performance.now();
       const tick = (t) => { window.__gaps.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };
       requestAnimationFrame(tick);
     })()`);
-    const rx0 = await page.locator('[data-testid="stream-state"]').textContent();
     let sent = { sent: 0, seconds: 0 };
     const receivedAt = async () => Number(/· ([\d,]+) flows/.exec((await page.locator('[data-testid="stream-state"]').textContent()) ?? '')?.[1]?.replace(/,/g, '') ?? 0);
     const r0 = await receivedAt();
@@ -164,22 +222,25 @@ async function main(): Promise<void> {
       const out = await send(RATE, RATE * SECS);
       sent = JSON.parse(out.stdout.trim().split('\n').pop()!) as typeof sent;
       await page.waitForTimeout(1000);
-    });
+    }, `live${tag ? `-${tag.slice(0, -1)}` : ''}`);
     const r1 = await receivedAt();
     const gaps = await page.evaluate(`(() => { window.__stop = true; return window.__gaps.slice(1); })()`) as number[];
-    void rx0;
+    await page.close();
 
     const mt = mainThreadTasks(events);
     const mainTasks = mt.wall;
     const mainCpu = mt.cpu;
     const mainKey = mt.key;
+    const liveMainCpu = threadCpu(events, mainKey);
+    const liveWorkerCpu = threadCpu(events, workerKey(events, mainKey));
+    const liveFlows = Math.max(1, r1 - r0);
     if (values.debug) {
       // what the longest main-thread tasks spent their time on
       const onMain = events.filter((e) => `${e.pid}:${e.tid}` === mainKey && e.ph === 'X' && e.dur !== undefined);
       const long = onMain.filter((e) => e.name === 'RunTask' && e.dur! > 50_000).sort((a, c) => c.dur! - a.dur!).slice(0, 5);
       for (const t of long) {
         const inner = onMain.filter((e) => e !== t && e.ts >= t.ts && e.ts + e.dur! <= t.ts + t.dur!).sort((a, c) => c.dur! - a.dur!).slice(0, 8);
-        say(`long task ${(t.dur! / 1000).toFixed(1)} ms: ${inner.map((e) => `${e.name} ${(e.dur! / 1000).toFixed(1)}`).join(', ')}`);
+        say(`${build}: long task ${(t.dur! / 1000).toFixed(1)} ms (cpu ${((t.tdur ?? 0) / 1000).toFixed(1)}): ${inner.map((e) => `${e.name} ${(e.dur! / 1000).toFixed(1)}`).join(', ')}`);
       }
     }
     // frames: the renderer main thread begins one per vsync while the page animates; an interval
@@ -187,15 +248,11 @@ async function main(): Promise<void> {
     const begins = events.filter((e) => e.name === 'BeginMainThreadFrame' && `${e.pid}:${e.tid}` === mainKey).map((e) => e.ts).sort((a, c) => a - c);
     const frames = begins.slice(1).map((t, i) => (t - begins[i]!) / 1000);
     const draws = events.filter((e) => e.name === 'DrawFrame').length;
-    const p = (xs: number[], q: number) => [...xs].sort((a, c) => a - c)[Math.min(xs.length - 1, Math.floor(xs.length * q))] ?? 0;
 
     const loaded = median(loads.map((l) => l.loaded));
     const tti = median(loads.map((l) => l.tti));
-    const lines = [
-      `Command: \`bin/node bench/ui/run.ts --loads ${LOADS} --rate ${RATE} --secs ${SECS}${values.nice ? ` --nice=${values.nice}` : ''}\``,
-      '',
-      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads), the UI server and other work on the machine${values.nice ? `; chromium's processes reniced to ${values.nice}` : ''}. Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.`,
-      '',
+    return [
+      ...(builds.length > 1 ? [`**build ${build}**`, ''] : []),
       '| measure | result | goal | |',
       '|---|---|---|---|',
       `| navigation -> interactive: controls rendered, no long task after (median of ${LOADS}) | ${tti.toFixed(0)} ms (runs: ${loads.map((l) => l.tti.toFixed(0)).join(', ')}) | <= 1000 ms | ${tti <= 1000 ? 'ok' : 'MISSED'} |`,
@@ -204,19 +261,34 @@ async function main(): Promise<void> {
       `| flows on the page at that mark | ${loads.map((l) => l.flows).join(', ')} | 10,000 | |`,
       `| first input after load (open a flow's detail), median | ${median(loads.map((l) => l.input)).toFixed(0)} ms | | |`,
       `| long tasks (> 50 ms) during load, median count / longest (wall) | ${median(loads.map((l) => l.longTasks))} / ${median(loads.map((l) => l.longest)).toFixed(0)} ms | | |`,
-      `| longest main-thread task during load, CPU time of the thread (median) | ${median(loads.map((l) => l.cpuLongest)).toFixed(1)} ms | | |`,
-      `| live: flows received by the page | ${(r1 - r0).toLocaleString('en-US')} in ${sent.seconds.toFixed(1)} s of sending (${((r1 - r0) / (sent.seconds + 1)).toFixed(0)}/s over the traced window, ${sent.sent} datagrams) | 2,000/s | |`,
+      `| longest main-thread task during load, CPU time of the thread (median) / tasks over 50 ms of CPU (median count) | ${median(loads.map((l) => l.cpuLongest)).toFixed(1)} ms / ${median(loads.map((l) => l.cpuOver50))} | | |`,
+      `| load: CPU time of the page's main thread / of the flow worker's thread, navigation to loaded (median) | ${median(loads.map((l) => l.cpuMain)).toFixed(0)} ms / ${median(loads.map((l) => l.cpuWorker)).toFixed(0)} ms | | |`,
+      `| live: flows received by the page | ${(r1 - r0).toLocaleString('en-US')} in ${sent.seconds.toFixed(1)} s of sending (${((r1 - r0) / (sent.seconds + 1)).toFixed(0)}/s over the traced window, ${sent.sent} datagrams) | ${(2 * RATE).toLocaleString('en-US')}/s | |`,
       `| live: frames (trace: intervals between the renderer's BeginMainThreadFrame) | ${frames.length} frames (${draws} drawn), p50 ${p(frames, 0.5).toFixed(1)} ms, p99 ${p(frames, 0.99).toFixed(1)} ms, max ${Math.max(0, ...frames).toFixed(1)} ms, ${frames.filter((f) => f > 50).length} over 50 ms | none > 50 ms | ${frames.length && Math.max(...frames) <= 50 ? 'ok' : 'MISSED'} |`,
       `| live: requestAnimationFrame gaps in the page | ${gaps.length} frames, max ${Math.max(0, ...gaps).toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms | | |`,
       `| live: renderer main thread tasks, wall time | ${mainTasks.length} tasks, longest ${Math.max(0, ...mainTasks).toFixed(1)} ms, ${mainTasks.filter((d) => d > 50).length} over 50 ms | | |`,
-      `| live: the same tasks, CPU time of the thread (what contention for the 2 cores does not add) | longest ${Math.max(0, ...mainCpu).toFixed(1)} ms, p99 ${p(mainCpu, 0.99).toFixed(1)} ms, ${mainCpu.filter((d) => d > 50).length} over 50 ms | | |`,
+      `| live: the same tasks, CPU time of the thread (what contention for the 2 cores does not add) | longest ${Math.max(0, ...mainCpu).toFixed(1)} ms, p99 ${p(mainCpu, 0.99).toFixed(1)} ms, ${mainCpu.filter((d) => d > 50).length} over 50 ms, ${mainCpu.filter((d) => d > 16.7).length} over 16.7 ms | | |`,
+      `| live: CPU time per 1,000 flows received, page's main thread / flow worker's thread | ${((liveMainCpu * 1000) / liveFlows).toFixed(1)} ms / ${((liveWorkerCpu * 1000) / liveFlows).toFixed(1)} ms | | |`,
       '',
-      `Total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
     ];
+  }
+
+  try {
+    const lines = [
+      `Command: \`bin/node bench/ui/run.ts --loads ${LOADS} --rate ${RATE} --secs ${SECS}${values.nice ? ` --nice=${values.nice}` : ''}${values.ab ? ` --ab ${values.ab}` : ''}\``,
+      '',
+      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads), the UI server and other work on the machine${values.nice ? `; chromium's processes reniced to ${values.nice}` : ''}. Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.${builds.length > 1 ? ` Two builds of the UI, measured one after the other against the same ring: ${builds.map((x) => x.name).join(' then ')}.` : ''}`,
+      '',
+    ];
+    for (const [k, x] of builds.entries()) {
+      lines.push(...await measure(servers[k]!, x.name));
+      say(`measured ${x.name} (load average now ${os.loadavg().map((l) => l.toFixed(2)).join(' ')})`);
+    }
+    lines.push(`Total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     await b.close();
-    await ui.stop();
+    for (const ui of servers) await ui.stop();
   }
 }
 

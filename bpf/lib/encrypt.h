@@ -25,6 +25,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_encrypt SEC(".maps");
 
+static __always_inline int strict_enabled(void)
+{
+	__u32 z = 0;
+	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
+	return c && (c->flags & ENCRYPT_F_STRICT);
+}
+
 /* 1 when strict mode is on and both addresses are in the strict CIDR (Cilium's strict_allow
  * refuses exactly those). */
 static __always_inline int strict_unencrypted(__be32 saddr, __be32 daddr)

@@ -22,7 +22,7 @@ import type { PodNetworkProvider } from './pod-network.ts';
 import type { HubbleServerTlsFiles } from '../hubble/index.ts';
 import type { Agent } from './agent.ts';
 import type { Handler } from './api-server.ts';
-import { createEncryption, type Encryption } from './encryption.ts';
+import { createEncryption, encryptionView, type Encryption } from './encryption.ts';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
@@ -147,19 +147,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   }
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
-    if (!encryption) return { ...s, encryption: { mode: 'Disabled' } };
-    const e = await encryption.status();
-    if (!e.up) s.errors.push(`encryption: ${e.ifname} is down (${e.implementation ?? 'not created'}); restarting`);
-    return {
-      ...s,
-      encryption: {
-        mode: 'Wireguard',
-        wireguard: {
-          nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled',
-          interfaces: [{ name: e.ifname, publicKey: e.publicKey, listenPort: e.port, peerCount: e.peers.length, implementation: e.implementation ?? '', up: e.up }],
-        },
-      },
-    };
+    return { ...s, encryption: await encryptionView(encryption, s.errors) };
   }, policy);
   const api = createApiServer({
     socketPath: paths.agentSocket(node),

@@ -8,14 +8,29 @@
  *               wireguard-go (src/sys/wireguard.ts), checked every second and restarted with
  *               the same key when it is gone
  *   peers    ── every other node with a key: endpoint <InternalIP>:51871, allowed IPs its pod
- *               CIDR (and its InternalIP with --encryption-node)
- *   routes   ── a peer's pod CIDR via cilium_wg0; a node without a key (or while the device is
- *               down) keeps the plain underlay route, which strict mode's to_network_strict
- *               (bpf/encrypt.bpf.c) drops with UNENCRYPTED_TRAFFIC (195) on the way out
- *   receive  ── decrypted packets keep the sender pod's address, so the receiver finds the
- *               sender's identity in its ipcache (native routing, as Cilium's WireGuard does
- *               without a tunnel); from_network (compiled for an L3 device, bpf/wireguard.bpf.c)
- *               runs at cilium_wg0's ingress for the destination's ingress policy and L7 redirect
+ *               CIDR (and its InternalIP with --encryption-node); in tunnel mode its InternalIP
+ *               only (what crosses the device is VXLAN between node addresses)
+ *   routes   ── native routing: a peer's pod CIDR via cilium_wg0; a node without a key (or while
+ *               the device is down) keeps the plain underlay route, which strict mode's
+ *               to_network_strict (bpf/encrypt.bpf.c) drops with UNENCRYPTED_TRAFFIC (195) on the
+ *               way out.
+ *               tunnel routing (VXLAN inside WireGuard, as Cilium's tunnel mode): pod CIDRs stay on
+ *               cilium_vxlan, whose datapath puts the sender's identity in the VNI; the VXLAN
+ *               packet it makes (UDP 8472 to the peer's InternalIP) is steered by the rule
+ *               `ipproto udp dport 8472 lookup 2005` into table 2005, which holds each keyed
+ *               peer's InternalIP via cilium_wg0. wireguard-go's own UDP (port 51871, mark 0xe00)
+ *               never matches, so it cannot loop into its own device. A peer without a key has no
+ *               entry: its VXLAN falls through to the plain underlay route, where strict mode
+ *               reads the inner addresses and drops with 195. cilium_wg0's MTU is the pods' plus
+ *               VXLAN's 50 bytes, so a full pod frame fits without fragmenting the tunnel
+ *   receive  ── native: decrypted packets keep the sender pod's address, so the receiver finds
+ *               the sender's identity in its ipcache (as Cilium's WireGuard does without a
+ *               tunnel); from_network (compiled for an L3 device, bpf/wireguard.bpf.c) runs at
+ *               cilium_wg0's ingress for the destination's ingress policy and L7 redirect.
+ *               tunnel: the decrypted packet is VXLAN from the peer's InternalIP; cilium_wg0 is
+ *               registered as an underlay device (an authenticated one) so from_network lets a
+ *               node's address through, the kernel hands it to cilium_vxlan, and from_overlay
+ *               reads the sender's identity from the VNI as without encryption
  *
  * Every change (nodes joining, leaving, rotating keys; the device coming back) goes through one
  * serial reconcile, so peers and routes follow the kvstore within a second.
@@ -29,11 +44,17 @@ import { createWireguardDevice, generateKeyPair, publicKeyOf, type WireguardPeer
 import { ip } from '../sys/net.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
 import type { ClusterNode } from './cluster.ts';
+import type { StatusView } from './views.ts';
 
 export const WG_IFNAME = 'cilium_wg0';
 export const WG_PORT = 51871;
 /** wireguard-go's TUN gets the pods' MTU: a full pod frame fits, the underlay fragments the UDP */
 const WG_MTU = 1500;
+/** VXLAN's outer IPv4 + UDP + VXLAN + inner Ethernet headers */
+const VXLAN_OVERHEAD = 50;
+const VXLAN_PORT = 8472;
+/** the table of routes into cilium_wg0 for node addresses (node encryption; VXLAN in tunnel mode) */
+const WG_TABLE = '2005';
 const CHECK_INTERVAL_MS = 1000;
 const WG_FWMARK = 0xe00;
 
@@ -50,7 +71,7 @@ export interface EncryptionStatus {
 }
 
 export interface EncryptionOptions {
-  config: Pick<MembraneConfig, 'encryption' | 'encryptionNode' | 'encryptionStrict' | 'encryptionStrictModeCidr'>;
+  config: Pick<MembraneConfig, 'encryption' | 'encryptionNode' | 'encryptionStrict' | 'encryptionStrictModeCidr' | 'routingMode'>;
   self: ClusterNode;
   /** <nodeDir>/wireguard */
   dir: string;
@@ -81,16 +102,26 @@ function writeNewKey(file: string): string {
   return k.publicKey;
 }
 
-/** The peers this node wants: every other node of its cluster that published a key and a pod CIDR. */
-export function desiredPeers(self: ClusterNode, nodes: readonly ClusterNode[], nodeEncryption: boolean): (WireguardPeer & { node: string })[] {
+/** The peers this node wants: every other node of its cluster that published a key and a pod CIDR.
+ *  In tunnel mode a peer sends only VXLAN from its InternalIP through the device: that is all it may send. */
+export function desiredPeers(self: ClusterNode, nodes: readonly ClusterNode[], nodeEncryption: boolean, tunnel = false): (WireguardPeer & { node: string })[] {
   const out: (WireguardPeer & { node: string })[] = [];
   for (const n of nodes) {
     if (n.name === self.name || n.cluster !== self.cluster || !n.wireguardPubKey || !n.podCidr) continue;
     if (n.wireguardPubKey === self.wireguardPubKey) continue; // a copied key would route our own traffic back
-    out.push({ node: n.name, publicKey: n.wireguardPubKey, endpoint: `${n.ip}:${WG_PORT}`, allowedIps: [n.podCidr, ...(nodeEncryption ? [`${n.ip}/32`] : [])] });
+    out.push({ node: n.name, publicKey: n.wireguardPubKey, endpoint: `${n.ip}:${WG_PORT}`, allowedIps: tunnel ? [`${n.ip}/32`] : [n.podCidr, ...(nodeEncryption ? [`${n.ip}/32`] : [])] });
   }
   return out;
 }
+
+/** mb_devices' key and value (lib/maps.h): a u32, host order */
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+}
+/** lib/maps.h DEV_F_UNDERLAY */
+const DEV_F_UNDERLAY = 0x01;
 
 function cidrParts(cidr: string): { net: Buffer; mask: Buffer } {
   const [a, len] = cidr.split('/') as [string, string];
@@ -108,6 +139,8 @@ export function createEncryption(o: EncryptionOptions) {
   const log = o.logger.child({ subsys: 'encryption' });
   const keyFile = join(o.dir, `${WG_IFNAME}.key`);
   const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir });
+  const tunnel = o.config.routingMode === 'tunnel';
+  const mtu = tunnel ? WG_MTU + VXLAN_OVERHEAD : WG_MTU;
   let nodes: ClusterNode[] = [];
   let publishKey: ((key: string) => Promise<void>) | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -115,7 +148,7 @@ export function createEncryption(o: EncryptionOptions) {
   let pending = false;
   let stopped = false;
   let restarts = 0;
-  /** pod CIDR → how this node routes it now ('wg' or 'plain') */
+  /** pod CIDR (tunnel mode: the peer's InternalIP/32) → how this node routes it now ('wg' or 'plain') */
   const routed = new Map<string, 'wg' | 'plain'>();
   let strictObj: BpfObject | undefined;
   let wgObj: BpfObject | undefined;
@@ -145,6 +178,16 @@ export function createEncryption(o: EncryptionOptions) {
       if (n.name === o.self.name || !n.podCidr) continue;
       await underlaySource(n);
       const want: 'wg' | 'plain' = up && keyed.has(n.name) ? 'wg' : 'plain';
+      if (tunnel) {
+        // pod CIDRs stay on cilium_vxlan; the VXLAN to the node's address goes through table 2005
+        const dst = `${n.ip}/32`;
+        if (routed.get(dst) === want) continue;
+        if (want === 'wg') await ip(['route', 'replace', 'table', WG_TABLE, dst, 'dev', WG_IFNAME, 'scope', 'link', 'src', o.self.ip]);
+        else await ip(['route', 'del', 'table', WG_TABLE, dst]).catch(() => undefined);
+        routed.set(dst, want);
+        log.info({ node: n.name, ip: n.ip, vxlan: want === 'wg' ? WG_IFNAME : 'underlay (unencrypted)' }, 'VXLAN route to node');
+        continue;
+      }
       if (routed.get(n.podCidr) === want) continue;
       if (want === 'wg') {
         await ip(['route', 'replace', n.podCidr, 'dev', WG_IFNAME, 'scope', 'link', ...(o.self.routerIp ? ['src', o.self.routerIp] : [])]);
@@ -158,11 +201,11 @@ export function createEncryption(o: EncryptionOptions) {
       log.info({ node: n.name, podCidr: n.podCidr, via: want === 'wg' ? WG_IFNAME : `${n.ip} (unencrypted)` }, 'pod CIDR route');
     }
     // nodes that left: their pod CIDR goes back to the underlay route (or away with their node)
-    const live = new Set(nodes.filter((n) => n.podCidr).map((n) => n.podCidr!));
+    const live = new Set(nodes.filter((n) => n.podCidr).map((n) => (tunnel ? `${n.ip}/32` : n.podCidr!)));
     for (const [cidr, how] of routed) {
       if (live.has(cidr)) continue;
       routed.delete(cidr);
-      if (how === 'wg') await ip(['route', 'del', cidr, 'dev', WG_IFNAME]).catch(() => undefined);
+      if (how === 'wg') await ip(['route', 'del', ...(tunnel ? ['table', WG_TABLE] : []), cidr, 'dev', WG_IFNAME]).catch(() => undefined);
     }
   }
 
@@ -170,25 +213,37 @@ export function createEncryption(o: EncryptionOptions) {
   async function routesDrifted(): Promise<boolean> {
     const want = [...routed].filter(([, how]) => how === 'wg').map(([cidr]) => cidr);
     if (!want.length) return false;
-    const have = new Set((JSON.parse(await ip(['-j', 'route', 'show', 'dev', WG_IFNAME])) as { dst?: string }[]).map((r) => r.dst));
-    const gone = want.filter((c) => !have.has(c));
+    const have = new Set((JSON.parse(await ip(['-j', 'route', 'show', ...(tunnel ? ['table', WG_TABLE] : []), 'dev', WG_IFNAME])) as { dst?: string }[]).map((r) => r.dst));
+    const gone = want.filter((c) => !have.has(c) && !have.has(c.replace(/\/32$/, '')));
     for (const c of gone) routed.delete(c);
     if (gone.length) log.warn({ podCidrs: gone }, 'routes through the WireGuard device were replaced; putting them back');
     return gone.length > 0;
   }
 
-  /** Node encryption: everything to another node's InternalIP but wireguard-go's own UDP (fwmark) via table 2005. */
+  /** Node encryption: everything to another node's InternalIP but wireguard-go's own UDP (fwmark) via table 2005.
+   *  Tunnel mode: the VXLAN the node sends (UDP to 8472) via table 2005 (wireguard-go's UDP goes to 51871). */
   async function nodeEncryptionRules(): Promise<void> {
+    if (tunnel) {
+      const rules = await ip(['rule', 'show', 'pref', '2004']);
+      if (!rules.includes(`lookup ${WG_TABLE}`)) await ip(['rule', 'add', 'pref', '2004', 'ipproto', 'udp', 'dport', String(VXLAN_PORT), 'lookup', WG_TABLE]);
+      log.info({ table: Number(WG_TABLE), port: VXLAN_PORT }, 'tunnel mode: VXLAN to keyed nodes goes through WireGuard');
+    }
     if (!o.config.encryptionNode) return;
     const rules = await ip(['rule', 'show', 'pref', '2005']);
-    if (!rules.includes('lookup 2005')) await ip(['rule', 'add', 'pref', '2005', 'not', 'fwmark', '0xe00/0xf00', 'lookup', '2005']);
-    log.info({ table: 2005 }, 'node encryption: traffic to other nodes\' addresses goes through WireGuard');
+    if (!rules.includes(`lookup ${WG_TABLE}`)) await ip(['rule', 'add', 'pref', '2005', 'not', 'fwmark', '0xe00/0xf00', 'lookup', WG_TABLE]);
+    log.info({ table: Number(WG_TABLE) }, 'node encryption: traffic to other nodes\' addresses goes through WireGuard');
   }
 
   function attachWireguardIngress(): void {
     const ifindex = ifNameToIndex(WG_IFNAME);
     if (!ifindex || ifindex === attachedWgIfindex) return;
     wgObj ??= BpfObject.load(join(o.bpfDir, 'wireguard.bpf.o'), o.pinRoot);
+    if (tunnel) {
+      // decrypted VXLAN comes from the peer's node address: an authenticated underlay, not a spoof
+      const devices = wgObj.map('mb_devices');
+      if (attachedWgIfindex) { try { devices.delete(u32(attachedWgIfindex)); } catch { /* gone */ } }
+      devices.update(u32(ifindex), u32(DEV_F_UNDERLAY));
+    }
     attachTcx(wgObj.program('from_network').fd, ifindex, BPF_TCX_INGRESS, join(o.pinRoot, 'links', `${WG_IFNAME}-ingress`));
     attachedWgIfindex = ifindex;
     log.info({ ifname: WG_IFNAME, ifindex }, 'from_network (L3) attached to the WireGuard device');
@@ -220,9 +275,9 @@ export function createEncryption(o: EncryptionOptions) {
       else log.info({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid(), port: WG_PORT, publicKey: publicKey.value }, 'WireGuard device created');
       // the kernel dropped the routes through the old device
       for (const [cidr, how] of routed) if (how === 'wg') routed.delete(cidr);
-      await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(WG_MTU)]);
+      await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(mtu)]);
     }
-    const peers = desiredPeers(o.self, nodes, o.config.encryptionNode);
+    const peers = desiredPeers(o.self, nodes, o.config.encryptionNode, tunnel);
     // wireguard-go's own UDP carries mark 0xe00 (Cilium's MARK_MAGIC_WG_ENCRYPTED): node
     // encryption's rule leaves it on the underlay
     await device.configure({ privateKeyFile: keyFile, listenPort: WG_PORT, peers, fwmark: WG_FWMARK });
@@ -303,3 +358,18 @@ export function createEncryption(o: EncryptionOptions) {
 }
 
 export type Encryption = ReturnType<typeof createEncryption>;
+
+/** The status view's `Encryption:` part (what `cilium status` prints); a device that is down is
+ *  also one of the status errors. */
+export async function encryptionView(encryption: Encryption | undefined, errors: string[]): Promise<NonNullable<StatusView['encryption']>> {
+  if (!encryption) return { mode: 'Disabled' };
+  const e = await encryption.status();
+  if (!e.up) errors.push(`encryption: ${e.ifname} is down (${e.implementation ?? 'not created'}); restarting`);
+  return {
+    mode: 'Wireguard',
+    wireguard: {
+      nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled',
+      interfaces: [{ name: e.ifname, publicKey: e.publicKey, listenPort: e.port, peerCount: e.peers.length, implementation: e.implementation ?? '', up: e.up }],
+    },
+  };
+}

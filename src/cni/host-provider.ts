@@ -21,7 +21,7 @@ import type { Logger } from '../common/logger.ts';
 import type { PodNetworkInfo, PodNetworkProvider } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
 import { addrShowAt, disableIpv6Self, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
-import { createCidrIpam, parseCidr, type CidrPool } from './ipam.ts';
+import { createCidrIpam, parseCidr, type CidrPool } from '../common/cidr-ipam.ts';
 
 export const ANN_CONTAINER_ID = 'cni.membrane.io/container-id';
 export const ANN_NETNS = 'cni.membrane.io/netns';

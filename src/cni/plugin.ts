@@ -4,10 +4,11 @@
  * a CNI error (SPEC.md codes, spec.ts) and exits non-zero on error. It keeps no state: every
  * command is one call to the host-mode agent's API socket (routes.ts), which makes the network,
  * endpoint and policy — so an agent that is down means a clear error 11 and nothing half-made.
+ * It imports only what it runs (no node:http, see agent-call.ts): its start is most of ADD's time.
  */
 import { hostname } from 'node:os';
 import { cniEnvironment } from '../common/config.ts';
-import { callAgent } from '../agent/api-client.ts';
+import { agentCall } from './agent-call.ts';
 import { MembraneError } from '../common/errors.ts';
 import {
   addResult, checkVersion, CniCode, CniError, CNI_COMMANDS, endpointName, errorResult, LABELS_ARG, NAMESPACE_LABEL, parseCniArgs, parseLabelList,
@@ -38,7 +39,7 @@ function socketOf(conf: NetConf): string {
 async function agent<T>(conf: NetConf, cmd: CniCommand, path: string, body: unknown): Promise<T> {
   const socket = socketOf(conf);
   try {
-    return await callAgent<T>(socket, 'POST', path, body, conf.timeoutMs ?? 60_000);
+    return await agentCall<T>(socket, path, body, conf.timeoutMs ?? 60_000);
   } catch (e) {
     const err = e as MembraneError;
     if (err.code === 'AGENT_UNREACHABLE') {

@@ -394,10 +394,10 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
       throw new MembraneError('CONFIG_INVALID', `${name} (${s.flag} / ${s.env}) needs transparent encryption, but encryption is disabled`, { hint: 'add --encryption wireguard' });
     }
   }
-  // WireGuard routes each peer's pod CIDR through cilium_wg0 (native routing); VXLAN inside
-  // WireGuard, as Cilium does it in tunnel mode, is not built: refused rather than left plain
-  if (out.encryption === 'wireguard' && out.routingMode === 'tunnel') {
-    throw new MembraneError('CONFIG_UNSUPPORTED', 'encryption (--encryption / MEMBRANE_ENCRYPTION): wireguard with routing mode tunnel (VXLAN inside WireGuard) is not implemented', { hint: 'add --routing-mode native' });
+  // VXLAN inside WireGuard is built and tested for pod traffic; node-to-node encryption on top of
+  // it (all traffic to other nodes' addresses through cilium_wg0) has no test yet: refused
+  if (out.encryptionNode && out.routingMode === 'tunnel') {
+    throw new MembraneError('CONFIG_UNSUPPORTED', 'encryptionNode (--encryption-node / MEMBRANE_ENCRYPTION_NODE) with routing mode tunnel is not implemented (pod traffic is encrypted as VXLAN inside WireGuard)', { hint: 'drop --encryption-node, or add --routing-mode native' });
   }
   return out;
 }

@@ -97,6 +97,8 @@ export class RecvBatch {
   private readonly hdr: Buffer;
   private readonly names: number;
   private readonly dataOff: number;
+  /** slots the last recv filled */
+  private filled = 0;
 
   constructor(capacity = 64, slotBytes = 4096) {
     if (!(capacity >= 1 && capacity <= 1024) || !(slotBytes >= 12 && slotBytes <= 65536)) {
@@ -129,13 +131,16 @@ export class RecvBatch {
    */
   recv(fd: number): number {
     const b = this.hdr;
-    for (let i = 0; i < this.capacity; i++) {
+    // only the slots the last call filled were changed by the kernel (namelen, flags)
+    for (let i = 0; i < this.filled; i++) {
       b.writeUInt32LE(SA, i * M + O_NAMELEN);
       b.writeInt32LE(0, i * M + O_FLAGS);
     }
+    this.filled = 0;
     for (;;) {
       const n = recvmmsgFn(fd, this.ptr, this.capacity, MSG_DONTWAIT, null) as number;
-      if (n >= 0) return n;
+      if (n >= 0) { this.filled = n; return n; }
+      this.filled = this.capacity; // a failed call may have touched a slot: reset all next time
       const e = koffi.errno();
       if (e === EINTR) continue;
       return e === EAGAIN ? 0 : -e;

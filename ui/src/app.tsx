@@ -45,17 +45,25 @@ export function App() {
   const genRef = useRef(generation);
   const rate = useRef<{ t: number; n: number }[]>([]);
 
-  // at most one render per frame, however many messages arrive in it
+  // at most one render per frame, however many messages arrive in it; the table and the map
+  // never render in the same frame (each alone stays well inside a frame's budget, the two
+  // together after a replay did not): a pending map waits for the next frame
   const frame = useRef<{ scheduled: boolean; view?: TableView; map?: MapSnapshot; received?: number }>({ scheduled: false });
   const later = useCallback((f: { view?: TableView; map?: MapSnapshot; received?: number }) => {
     Object.assign(frame.current, f);
     if (frame.current.scheduled) return;
     frame.current.scheduled = true;
-    requestAnimationFrame(() => {
+    requestAnimationFrame(function render() {
       const x = frame.current;
       frame.current = { scheduled: false };
       if (x.view) setView(x.view);
-      if (x.map) setSnapshot(x.map);
+      if (x.map) {
+        if (x.view) {
+          frame.current.map ??= x.map;
+          frame.current.scheduled = true;
+          requestAnimationFrame(render);
+        } else setSnapshot(x.map);
+      }
       if (x.received !== undefined) {
         const now = performance.now();
         rate.current.push({ t: now, n: x.received });
@@ -81,11 +89,12 @@ export function App() {
         case 'loaded':
           setStatus((s) => ({ ...s, state: 'live', loaded: { flows: m.flows, ms: m.ms } }));
           // the bench and the tests wait for this: the ring's flows are on the page
-          requestAnimationFrame(() => requestAnimationFrame(() => {
+          // (three frames: the table renders in the first, the map in the second)
+          requestAnimationFrame(() => requestAnimationFrame(() => requestAnimationFrame(() => {
             document.body.dataset.loaded = String(m.flows);
             document.body.dataset.replayMs = m.ms.toFixed(0);
             performance.mark('membrane:loaded', { detail: { flows: m.flows } });
-          }));
+          })));
           break;
         case 'state':
           setStatus((s) => ({ ...s, state: m.state, ...(m.message ? { message: m.message } : { message: undefined }) }));

@@ -1,7 +1,8 @@
 /// <reference lib="webworker" />
 /**
  * The flow stream, off the page's main thread: Observer.GetFlows over gRPC-web through the UI
- * server (which relays the bytes to the upstream Observer), decoded here, folded into the service map and turned into table rows; the
+ * server (which relays the bytes to the upstream Observer), read frame by frame
+ * (grpc-web-stream.ts) and decoded here, folded into the service map and turned into table rows; the
  * page gets batches a few times a second, so decoding 2,000 flows/s never blocks a frame.
  *
  * Positioning: first the last N flows that match (no follow: the stream's end says "loaded"),
@@ -9,11 +10,11 @@
  */
 import { create, toJson } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createGrpcWebTransport } from '@connectrpc/connect-web';
-import { Observer, GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
 import { FlowFilterSchema, FlowSchema, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
 import { dictBlock } from '../../src/hubble/printer.ts';
+import { getFlows } from './grpc-web-stream.ts';
 import { ServiceMap } from './model/map.ts';
 import { flowRow, type FlowRow } from './model/rows.ts';
 import { toFlowFilters, type UiFilters } from './model/filters.ts';
@@ -37,7 +38,6 @@ const MAP_MS = 800;
 /** rows the table offers (the newest) */
 export const MAX_ROWS = 10_000;
 
-const client = createClient(Observer, createGrpcWebTransport({ baseUrl: self.location.origin }));
 const map = new ServiceMap();
 /**
  * The table's flows live here, not in the page: the page asks for the window it shows (a few
@@ -92,8 +92,19 @@ function postView(): void {
   post({ type: 'view', generation, total, from: view.from, rows: out, paused });
 }
 
+/**
+ * True while the ring's last N flows are replayed: the page then gets only the count (its map
+ * and table would be stale a moment later, and each render of them would compete with the
+ * replay for the same 2 cores); the whole picture follows once, when the replay ends.
+ */
+let replaying = false;
+
 function flush(force = false): void {
   const now = Date.now();
+  if (replaying && !force) {
+    post({ type: 'batch', generation, received });
+    return;
+  }
   const sendMap = mapDirty && (force || now - lastMapPost >= MAP_MS);
   if (!rowsChanged && !sendMap && !force) return;
   if (sendMap) {
@@ -142,27 +153,29 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
       try {
         if (!loaded) {
           const t0 = performance.now();
-          for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
-            if (r.responseTypes.case !== 'flow') continue;
+          replaying = true;
+          await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+            if (r.responseTypes.case !== 'flow') return;
             const f = r.responseTypes.value;
             if (!seen(f)) ingest(f);
-          }
+          }, ctl.signal);
           if (!lastTime) lastTime = Date.now() - (performance.now() - t0);
           loaded = true;
+          replaying = false;
           flush(true);
           post({ type: 'loaded', generation: gen, flows: received, ms: performance.now() - t0 });
         }
         retry = 0;
         post({ type: 'state', generation: gen, state: 'live' });
-        for await (const r of client.getFlows(create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), { signal: ctl.signal })) {
+        await getFlows(self.location.origin, create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
           if (r.responseTypes.case === 'lostEvents') {
             post({ type: 'lost', generation: gen, count: Number(r.responseTypes.value.numEventsLost) });
-            continue;
+            return;
           }
-          if (r.responseTypes.case !== 'flow') continue;
+          if (r.responseTypes.case !== 'flow') return;
           const f = r.responseTypes.value;
           if (!seen(f)) ingest(f);
-        }
+        }, ctl.signal);
       } catch (e) {
         if (ctl.signal.aborted) return;
         const ce = ConnectError.from(e);
@@ -183,9 +196,9 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
 async function detail(uuid: string): Promise<void> {
   let f: Flow | undefined;
   try {
-    for await (const r of client.getFlows(create(GetFlowsRequestSchema, { number: 1n, whitelist: [create(FlowFilterSchema, { uuid: [uuid] })] }))) {
+    await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: 1n, whitelist: [create(FlowFilterSchema, { uuid: [uuid] })] }), (r) => {
       if (r.responseTypes.case === 'flow') f = r.responseTypes.value;
-    }
+    }, new AbortController().signal);
   } catch (e) {
     post({ type: 'detail', uuid, missing: true, message: ConnectError.from(e).rawMessage });
     return;

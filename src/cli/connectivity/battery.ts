@@ -15,13 +15,20 @@ export interface Action {
   url: string;
   peer: string;
   expect: Expect;
+  /** what the environment must offer for this action (else it is left out) */
+  needs?: Feature;
 }
+
+/** Beyond pod-to-pod: ClusterIP services with cluster DNS, and the outside world (lab's world hosts) */
+export type Feature = 'services' | 'world';
 
 export interface ConnTest {
   name: string;
   /** resources applied (namespace filled in) for the test's duration */
   policies: object[];
   actions: Action[];
+  /** what the test is about: without it the whole test is skipped */
+  needs?: Feature;
 }
 
 export interface BatteryContext {
@@ -31,7 +38,9 @@ export interface BatteryContext {
   multiNode: boolean;
 }
 
-const ECHO_PORT = 8080;
+import type { WorkloadSpec } from './workloads.ts';
+
+export const ECHO_PORT = 8080;
 export const WORLD_NAME = 'example.com';
 export const WORLD_OTHER = 'echo-a.world.lab';
 
@@ -39,21 +48,14 @@ const cnp = (ns: string, name: string, spec: object) => ({ apiVersion: 'cilium.i
 const kubeDns = { matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } };
 const dnsEgress = (patterns: string[]) => ({ toEndpoints: [kubeDns], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: patterns.map((p) => ({ matchPattern: p })) } }] });
 
+
 /** The workloads every test runs against (Cilium's client, client2, echo-same-node, echo-other-node). */
-export function workloads(ns: string, multiNode: boolean): object[] {
-  const pod = (name: string, app: string, image: string, node?: string, ports?: number[]) => ({
-    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app, kind: name.startsWith('echo') ? 'echo' : 'client' } },
-    spec: { ...(node ? { nodeName: node } : {}), containers: [{ name: 'c', image, ...(ports ? { ports: ports.map((p) => ({ containerPort: p, protocol: 'TCP' })) } : {}) }] },
-  });
-  const svc = (name: string) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns }, spec: { selector: { app: name }, ports: [{ port: ECHO_PORT, targetPort: ECHO_PORT, protocol: 'TCP' }] } });
-  return [
-    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } },
-    pod('client', 'client', 'curlimages/curl', 'node1'),
-    pod('client2', 'client2', 'curlimages/curl', 'node1'),
-    pod('echo-same-node', 'echo-same-node', 'echo-server', 'node1', [ECHO_PORT]),
-    svc('echo-same-node'),
-    ...(multiNode ? [pod('echo-other-node', 'echo-other-node', 'echo-server', 'node2', [ECHO_PORT]), svc('echo-other-node')] : []),
-  ];
+export function workloadSpecs(multiNode: boolean): WorkloadSpec[] {
+  const w = (name: string, node: string): WorkloadSpec => {
+    const role = name.startsWith('echo') ? 'echo' : 'client';
+    return { name, role, node, labels: { app: name, kind: role } };
+  };
+  return [w('client', 'node1'), w('client2', 'node1'), w('echo-same-node', 'node1'), ...(multiNode ? [w('echo-other-node', 'node2')] : [])];
 }
 
 export function battery(ctx: BatteryContext): ConnTest[] {
@@ -63,9 +65,9 @@ export function battery(ctx: BatteryContext): ConnTest[] {
     name: `${scenario}/${i}`, from, url: `http://${ctx.echoIps[e]}:${ECHO_PORT}${path}`, peer: `${ns}/${e} (${ctx.echoIps[e]}:${ECHO_PORT}${path})`, expect,
   }));
   const toService = (from: string, expect: Expect): Action[] => echoes.map((e, i) => ({
-    name: `pod-to-service/${i}`, from, url: `http://${e}.${ns}.svc.cluster.local:${ECHO_PORT}/`, peer: `service ${ns}/${e}:${ECHO_PORT}`, expect,
+    name: `pod-to-service/${i}`, from, url: `http://${e}.${ns}.svc.cluster.local:${ECHO_PORT}/`, peer: `service ${ns}/${e}:${ECHO_PORT}`, expect, needs: 'services' as const,
   }));
-  const toWorld = (from: string, host: string, expect: Expect, i = 0): Action => ({ name: `pod-to-world/${i}`, from, url: `http://${host}/`, peer: `${host}:80`, expect });
+  const toWorld = (from: string, host: string, expect: Expect, i = 0): Action => ({ name: `pod-to-world/${i}`, from, url: `http://${host}/`, peer: `${host}:80`, expect, needs: 'world' });
   const clientSel = { matchLabels: { kind: 'client' } };
   return [
     {
@@ -91,12 +93,12 @@ export function battery(ctx: BatteryContext): ConnTest[] {
       actions: [...toEcho('client', 'success'), ...toEcho('client2', 'drop'), ...toService('client', 'success')],
     },
     {
-      name: 'client-egress-to-entities-world',
+      name: 'client-egress-to-entities-world', needs: 'world',
       policies: [cnp(ns, 'client-egress-to-entities-world', { endpointSelector: clientSel, egress: [dnsEgress(['*']), { toEntities: ['world'], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] })],
       actions: [toWorld('client', WORLD_NAME, 'success'), ...toEcho('client', 'drop')],
     },
     {
-      name: 'to-fqdns',
+      name: 'to-fqdns', needs: 'world',
       policies: [cnp(ns, 'client-egress-to-fqdns', { endpointSelector: clientSel, egress: [dnsEgress(['*']), { toFQDNs: [{ matchName: WORLD_NAME }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }] })],
       actions: [toWorld('client', WORLD_NAME, 'success', 0), toWorld('client', WORLD_OTHER, 'drop', 1), ...toEcho('client', 'drop')],
     },
@@ -109,6 +111,21 @@ export function battery(ctx: BatteryContext): ConnTest[] {
       actions: [...toEcho('client', 'success', '/public', 'pod-to-pod-public'), ...toEcho('client', 'http-403', '/private', 'pod-to-pod-private'), ...toEcho('client2', 'drop', '/public')],
     },
   ];
+}
+
+/**
+ * The tests an environment can run: actions needing what it lacks are left out; a test about
+ * what it lacks, or left with no action, is skipped (cilium-cli reports skipped tests the same way).
+ */
+export function applicable(tests: ConnTest[], has: Record<Feature, boolean>): { run: ConnTest[]; skipped: ConnTest[] } {
+  const run: ConnTest[] = [];
+  const skipped: ConnTest[] = [];
+  for (const t of tests) {
+    const actions = t.actions.filter((a) => !a.needs || has[a.needs]);
+    if ((t.needs && !has[t.needs]) || !actions.length) skipped.push(t);
+    else run.push({ ...t, actions });
+  }
+  return { run, skipped };
 }
 
 /** cilium-cli's --test: names or regexps; a leading `!` excludes. No filter: every test. */

@@ -1,23 +1,22 @@
 /**
- * Runs the connectivity battery (battery.ts) on a running lab: deploys the test workloads in
- * their own namespace, then for each selected test applies its policies, runs its actions one by
- * one in the client pods' network namespaces (curl, as cilium-cli execs curl in its client pods),
- * removes its policies, and at the end removes the namespace — also after a failure or Ctrl-C.
+ * Runs the connectivity battery (battery.ts): starts the test workloads in their own namespace
+ * (lab pods or real containers: workloads.ts), then for each selected test applies its policies
+ * through the agent, runs its actions one by one in the client workloads' network namespaces
+ * (curl, as cilium-cli execs curl in its client pods), removes its policies, and at the end
+ * removes the workloads and the namespace — also after a failure or Ctrl-C.
  * Output follows cilium-cli: `[=] Test [name] [i/n]`, one `.` per passed action, and the summary
- * `✅ All N tests (M actions) successful` or `❌ k/N tests failed`, naming each failed test.
+ * `✅ All N tests (M actions) successful, K tests skipped` or `❌ k/N tests failed`, naming each
+ * failed test.
  */
 import { callAgent } from '../../agent/api-client.ts';
-import type { Resource } from '../../api/types.ts';
 import { MembraneError } from '../../common/errors.ts';
-import { netnsExecArgv } from '../../sys/net.ts';
-import { run } from '../../sys/proc.ts';
-import { findPodNetns } from '../commands/exec.ts';
-import { battery, selectTests, workloads, type Action, type ConnTest, type Expect } from './battery.ts';
+import { applicable, battery, selectTests, workloadSpecs, type Action, type ConnTest, type Expect } from './battery.ts';
+import type { TestWorkloads } from './workloads.ts';
 
 export interface RunnerOptions {
-  lab: string;
-  /** agent sockets, node1 first */
+  /** agent sockets, node1 first: policies go to the first, every one is settled */
   sockets: string[];
+  workloads: TestWorkloads;
   namespace: string;
   filters: string[];
   out: (s: string) => void;
@@ -27,12 +26,10 @@ export interface RunnerOptions {
 
 export interface Outcome { got: Expect | 'error'; detail: string }
 
-/** One probe: curl from the pod's namespace; 2xx success, 403 (the L7 proxy's denial) http-403, no answer drop. */
-async function probe(lab: string, ns: string, a: Action, timeoutMs: number): Promise<Outcome> {
-  const netns = await findPodNetns(lab, ns, a.from);
+/** One probe: curl from the workload's namespace; 2xx success, 403 (the L7 proxy's denial) http-403, no answer drop. */
+async function probe(w: TestWorkloads, ns: string, a: Action, timeoutMs: number): Promise<Outcome> {
   const secs = String(Math.max(1, Math.round(timeoutMs / 1000)));
-  const argv = netnsExecArgv(netns, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', secs, '--max-time', secs, a.url]);
-  const r = await run(argv[0]!, argv.slice(1), { timeoutMs: timeoutMs + 5000 });
+  const r = await w.exec(ns, a.from, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', secs, '--max-time', secs, a.url], timeoutMs + 5000);
   const code = r.stdout.trim();
   if (r.code === 0 && /^2\d\d$/.test(code)) return { got: 'success', detail: `HTTP ${code}` };
   if (r.code === 0 && code === '403') return { got: 'http-403', detail: 'HTTP 403' };
@@ -44,43 +41,33 @@ async function settleAll(sockets: string[]): Promise<void> {
   for (const s of sockets) await callAgent(s, 'POST', '/v1/settle', {});
 }
 
-async function waitPods(socket: string, ns: string, want: number): Promise<Record<string, string>> {
-  const deadline = Date.now() + 180_000;
-  let ips: Record<string, string> = {};
-  while (Date.now() < deadline) {
-    const { items } = await callAgent<{ items: { metadata: { name: string }; status?: { podIP?: string; ready?: string } }[] }>(socket, 'GET', `/v1/resources?kind=Pod&namespace=${ns}`);
-    ips = Object.fromEntries(items.filter((p) => p.status?.podIP && p.status.ready === '1/1').map((p) => [p.metadata.name, p.status!.podIP!]));
-    if (Object.keys(ips).length >= want) return ips;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new MembraneError('CONNECTIVITY_DEPLOY_TIMEOUT', `the test pods in ${ns} did not all become ready in 180 s (ready: ${Object.keys(ips).join(', ') || 'none'})`, { hint: '`membrane get pods -n ' + ns + '` and `membrane status` show why' });
-}
-
 export async function runConnectivityTest(o: RunnerOptions): Promise<number> {
-  const { out, namespace: ns } = o;
+  const { out, namespace: ns, workloads: w } = o;
   const socket = o.sockets[0]!;
   const multiNode = o.sockets.length > 1;
   const timeoutMs = o.probeTimeoutMs ?? 4000;
-  const objs = workloads(ns, multiNode) as Resource[];
-  out(`ℹ️  Lab ${o.lab}: ${o.sockets.length} node(s), test namespace ${ns}`);
-  out('⌛ Deploying test workloads (client, client2, echo-same-node' + (multiNode ? ', echo-other-node' : '') + ')...');
+  const specs = workloadSpecs(multiNode);
+  out(`ℹ️  ${w.describe}, test namespace ${ns}`);
+  out(`⌛ Deploying test workloads (${specs.map((s) => s.name).join(', ')})...`);
   let applied: object[] = [];
   const cleanup = async () => {
     if (applied.length) await callAgent(socket, 'POST', '/v1/delete', { resources: applied }).catch(() => {});
     applied = [];
-    await callAgent(socket, 'POST', '/v1/delete', { resources: objs.slice().reverse() }).catch(() => {});
+    await w.remove(ns).catch(() => {});
+    // the namespace: made by the deploy (lab) or by the first ADD into it (host mode)
+    await callAgent(socket, 'POST', '/v1/delete', { resources: [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }] }).catch(() => {});
     await settleAll(o.sockets).catch(() => {});
   };
   const onSignal = () => { void cleanup().finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
   try {
-    await callAgent(socket, 'POST', '/v1/apply', { resources: objs, dryRun: false });
-    await settleAll(o.sockets);
-    const pods = await waitPods(socket, ns, objs.filter((r) => r.kind === 'Pod').length);
-    const echoIps = Object.fromEntries(Object.entries(pods).filter(([n]) => n.startsWith('echo-')));
-    const tests = selectTests(battery({ namespace: ns, echoIps, multiNode }), o.filters);
-    if (!tests.length) throw new MembraneError('CONNECTIVITY_NO_TESTS', `no test matches --test ${o.filters.join(',')}`, { hint: `tests: ${battery({ namespace: ns, echoIps, multiNode }).map((t) => t.name).join(', ')}` });
+    const echoIps = await w.deploy(ns, specs);
+    const all = battery({ namespace: ns, echoIps, multiNode });
+    const selected = selectTests(all, o.filters);
+    if (!selected.length) throw new MembraneError('CONNECTIVITY_NO_TESTS', `no test matches --test ${o.filters.join(',')}`, { hint: `tests: ${all.map((t) => t.name).join(', ')}` });
+    const { run: tests, skipped } = applicable(selected, w.features);
     const total = tests.reduce((n, t) => n + t.actions.length, 0);
+    for (const t of skipped) out(`[-] Skipping test [${t.name}]: needs ${t.needs ?? 'what this environment lacks'} (${w.describe})`);
     out(`🏃 Running ${tests.length} tests (${total} actions)...`);
     const failed: { test: ConnTest; actions: { a: Action; o: Outcome }[] }[] = [];
     let failedActions = 0;
@@ -94,7 +81,7 @@ export async function runConnectivityTest(o: RunnerOptions): Promise<number> {
       const bad: { a: Action; o: Outcome }[] = [];
       let line = '';
       for (const a of t.actions) {
-        const r = await probe(o.lab, ns, a, timeoutMs);
+        const r = await probe(w, ns, a, timeoutMs);
         if (r.got === a.expect) line += '.';
         else {
           line += '❌';
@@ -113,10 +100,10 @@ export async function runConnectivityTest(o: RunnerOptions): Promise<number> {
     out('');
     out('📋 Test Report');
     if (!failed.length) {
-      out(`✅ All ${tests.length} tests (${total} actions) successful, 0 tests skipped.`);
+      out(`✅ All ${tests.length} tests (${total} actions) successful, ${skipped.length} tests skipped.`);
       return 0;
     }
-    out(`❌ ${failed.length}/${tests.length} tests failed (${failedActions}/${total} actions), 0 tests skipped`);
+    out(`❌ ${failed.length}/${tests.length} tests failed (${failedActions}/${total} actions), ${skipped.length} tests skipped`);
     for (const f of failed) {
       out(`Test [${f.test.name}]:`);
       for (const b of f.actions) out(`  ❌ ${f.test.name}/${b.a.name}: ${ns}/${b.a.from} -> ${b.a.peer} (expected ${b.a.expect}, got ${b.o.got})`);

@@ -66,17 +66,28 @@ interface L7Part {
 
 /** `http://user:pass@host/` → `http://user:HUBBLE_REDACTED@host/` (Hubble's URL redaction). */
 export function redactUrl(url: string): string {
+  // no userinfo without an '@': the common URL is returned without running the pattern
+  if (!url.includes('@')) return url;
   const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/@]*):([^/@]*)@/i.exec(url);
   return m ? `${m[1]}${m[2]}:${REDACTED}@${url.slice(m[0].length)}` : url;
 }
+
+/** lengths of the names in SENSITIVE_HEADERS: only a name of such a length is lower-cased and looked up */
+const SENSITIVE_LEN = new Uint8Array(64);
+for (const n of SENSITIVE_HEADERS) SENSITIVE_LEN[n.length] = 1;
 
 export function flowHeaders(flat: readonly string[]): { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] {
   const out: { $typeName: 'flow.HTTPHeader'; key: string; value: string }[] = [];
   for (let i = 0; i < flat.length; i += 2) {
     const key = flat[i]!;
-    out.push({ $typeName: 'flow.HTTPHeader', key, value: SENSITIVE_HEADERS.has(key.toLowerCase()) ? REDACTED : flat[i + 1]! });
+    const sensitive = key.length < 64 && SENSITIVE_LEN[key.length] === 1 && SENSITIVE_HEADERS.has(key.toLowerCase());
+    const h = { $typeName: 'flow.HTTPHeader' as const, key, value: sensitive ? REDACTED : flat[i + 1]! };
+    // sorted by key as they come (insertion, stable): a few headers, and no work array per flow as Array#sort makes
+    let j = out.length;
+    out.push(h);
+    while (j > 0 && out[j - 1]!.key > key) { out[j] = out[j - 1]!; j--; }
+    out[j] = h;
   }
-  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return out;
 }
 
@@ -208,10 +219,9 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
-    const ports = { sourcePort: src.port, destinationPort: dst.port };
     const l4: Layer4 = part.transport === 'UDP'
-      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', ...ports } } }
-      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', ...ports, flags: undefined } } };
+      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
+      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
     // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
     const seconds = Math.floor(rec.timeMs / 1000);
     const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));

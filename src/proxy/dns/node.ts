@@ -3,7 +3,7 @@
  * (the composition root, src/agent/compose.ts, creates this and calls start/stop; where pods and
  * the cluster DNS live comes from the agent's PodNetworkProvider, never from the lab itself):
  *
- *   datapath steers :53 ─► DNS proxy ─decide─► endpoint MapState (lookup) + policy/l7 decideDNS
+ *   datapath steers :53 ─► DNS proxy ─decide─► endpoint MapState (lookup) + decideDNS (names cached, decide.ts)
  *                              │ allowed answer
  *                              ▼
  *                        name manager ─ allocate fqdn identities ─► selector cache (policy engine)
@@ -25,13 +25,13 @@ import type { Logger } from '../../common/logger.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { parseIP, parsePrefix, prefixContainsIP, type Prefix } from '../../ipcache/prefix.ts';
 import { lookupMapState } from '../../policy/lookup.ts';
-import { decideDNS } from '../../policy/l7.ts';
 import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn/name-manager.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
 import { createDNSProxy, type DNSProxy } from './proxy.ts';
 import { createOrigDstLookup } from './origdst.ts';
+import { createDNSDecider } from './decide.ts';
 
 /** The node's local endpoints, as the agent's endpoint table knows them. */
 export interface DNSEndpoints {
@@ -183,6 +183,10 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
 
   const endpointOf = (ip: string): ResolvedEndpoint | undefined => o.endpoints.byIp(ip);
+  // The remote cluster DNS server's peer, found once by labels (a scan of every identity) and
+  // forgotten whenever an identity comes or goes.
+  let remoteDNS: { identity: number; labels?: string[] } | undefined;
+  const unwatchIdentities = o.policy.engine.allocator.watch(() => { remoteDNS = undefined; });
   function peerOf(ip: string): { identity: number; endpoint?: ResolvedEndpoint; labels?: string[] } {
     // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
     const target = ip === CLUSTER_DNS_IP ? dnsServerIp() ?? ip : ip;
@@ -191,14 +195,20 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     let id: number;
     if (o.nodeAddrs.includes(target)) id = ReservedIdentity.host;
     else if (target === dnsServerIp()) {
-      // the cluster DNS server on another node: its identity by labels
-      const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
-      id = dns?.id ?? ReservedIdentity.world;
+      // the cluster DNS server on another node: its identity by labels (every query's server)
+      if (remoteDNS === undefined) {
+        const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
+        const rid = dns?.id ?? ReservedIdentity.world;
+        const labels = o.policy.identityLabels(rid);
+        remoteDNS = { identity: rid, ...(labels ? { labels } : {}) };
+      }
+      return remoteDNS;
     } else id = nameManager.identityForIP(target) ?? o.policy.engine.ipcache.lookupIdentity(target);
     const labels = o.policy.identityLabels(id);
     return { identity: id, ...(labels ? { labels } : {}) };
   }
 
+  const dnsAllowed = createDNSDecider();
   const proxy = createDNSProxy({
     nodeName: o.node,
     port: DEFAULT_PROXY_PORTS.dns,
@@ -213,7 +223,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       const l7 = r.entry?.l7;
       if (r.verdict === 'forward' || !l7) return true;
       if (l7.parser !== 'dns') return false;
-      return decideDNS(l7, remoteIdentity, qname).allowed;
+      return dnsAllowed(l7, remoteIdentity, qname);
     },
     upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),
     onAnswer: (epId, qname, ips, ttl) => nameManager.onDNSResponse(epId, qname, ips, ttl),
@@ -291,6 +301,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       if (saveTimer) clearInterval(saveTimer);
       save();
       nameManager.stop();
+      unwatchIdentities();
       if (flushTimer) clearTimeout(flushTimer);
       await proxy.stop();
     },

@@ -102,6 +102,9 @@ interface Pending {
   ep: DNSProxyEndpoint;
   qname: string;
   qtypes: string[];
+  /** the request record's peers, reused by the response record (same query, moments later) */
+  client: AccessPeer;
+  server: AccessPeer;
   t0: bigint;
   /** ms: the upstream must have answered by then (swept, not one timer per query) */
   deadline: number;
@@ -179,8 +182,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     return { ip, port: p, identity: x.identity, ...(x.endpoint ? { endpoint: x.endpoint } : {}), ...(x.labels ? { labels: x.labels } : {}) };
   }
 
+  /** Completes the record in place (two per query: a spread copy of each showed in profiles). */
   function emit(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
-    try { deps.emit({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r }); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+    const rec = r as DnsAccessRecord;
+    rec.l7 = 'dns';
+    rec.direction = 'egress';
+    rec.timeMs = Date.now();
+    try { deps.emit(rec); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -264,7 +272,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const server = peer(dst, 53);
     let allowed = false;
     try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
-    emit({ type: 'request', client: client(), server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
+    const cl = client();
+    const rec: Parameters<typeof emit>[0] = { type: 'request', client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied' };
+    if (!allowed) rec.rcode = reject;
+    emit(rec);
     if (!allowed) {
       st.denied++;
       replyError(dst, clientIp, clientAddr, clientPort, msg, reject);
@@ -278,7 +289,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     nextId = (id + 1) & 0xffff;
     // The pending entry keeps its own copy of the query (the arena is reused): a SERVFAIL echoes it.
     const query = Buffer.from(msg);
-    pending.set(id, { clientIp, clientAddr, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, t0, deadline: Date.now() + upstreamTimeout, query });
+    pending.set(id, { clientIp, clientAddr, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, query });
     const to = deps.upstreamFor?.(dst) ?? dst;
     const u = upstreams.get(to);
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
@@ -362,7 +373,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       const b = held ?? msg;
       sendToClient(p.dst, p.clientIp, p.clientAddr, p.clientPort, b, 0, b.length, p.clientId);
       emit({
-        type: 'response', client: peer(p.clientIp, p.clientPort), server: peer(p.dst, 53), transport: 'UDP', query: p.qname, qtypes: p.qtypes,
+        type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
         verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
         rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
       });

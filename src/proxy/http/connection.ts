@@ -744,6 +744,7 @@ export class ProxyConnection implements ProxyConnectionView {
     if (!cb) return;
     const isReq = type === 'request';
     const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
+    // one object per record: optional fields are set when present (no spread of temporaries)
     const rec: HttpAccessRecord = {
       l7: 'http', type, verdict, direction: this.direction,
       timeMs: isReq ? s.startMs : Date.now(),
@@ -751,13 +752,13 @@ export class ProxyConnection implements ProxyConnectionView {
       method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,
       protocol: s.head.version, headers: isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : [],
       code, latencyNs: isReq ? 0 : Number(process.hrtime.bigint() - s.startNs),
-      ...(s.traceId ? { traceId: s.traceId, parentSpanId: s.parentSpanId! } : {}),
-      ...(reason ? { reason } : {}),
-      ...(s.headerActions ? { headerActions: s.headerActions } : {}),
-      ...(this.tls ? { tls: this.tls } : {}),
-      ...(s.ai ? { ai: s.ai } : {}),
-      ...(isReq ? {} : { requestTimeMs: s.startMs }),
     };
+    if (s.traceId) { rec.traceId = s.traceId; rec.parentSpanId = s.parentSpanId!; }
+    if (reason) rec.reason = reason;
+    if (s.headerActions) rec.headerActions = s.headerActions;
+    if (this.tls) rec.tls = this.tls;
+    if (s.ai) rec.ai = s.ai;
+    if (!isReq) rec.requestTimeMs = s.startMs;
     try {
       cb(rec);
     } catch { /* the access log never breaks the proxy */ }

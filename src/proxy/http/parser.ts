@@ -232,7 +232,8 @@ export class HeadParser {
       for (let k = vs; k < ve; k++) if (!VCHAR[raw[k]!]) throw new HttpParseError(400, 'bad_header_value', `control character in header "${name}"`);
       const value = raw.toString('latin1', vs, ve);
       head.headers.push(name, value);
-      const lname = name.length <= 17 ? name.toLowerCase() : '';
+      // only names as long as one the switch knows are lower-cased (no new string for the rest)
+      const lname = FRAMING_NAME_LEN[name.length] ? name.toLowerCase() : '';
       switch (lname) {
         case 'content-length':
           clCount++;
@@ -281,6 +282,10 @@ export class HeadParser {
   }
 }
 
+/** lengths of the header names parse() acts on (content-length, transfer-encoding, host, connection, upgrade, expect) */
+const FRAMING_NAME_LEN = new Uint8Array(18);
+for (const n of ['content-length', 'transfer-encoding', 'host', 'connection', 'upgrade', 'expect']) FRAMING_NAME_LEN[n.length] = 1;
+
 const CONN_CLOSE = 1, CONN_KEEP_ALIVE = 2, CONN_UPGRADE = 4;
 const CONN_ONE = new Map([['close', CONN_CLOSE], ['keep-alive', CONN_KEEP_ALIVE], ['upgrade', CONN_UPGRADE]]);
 
@@ -309,19 +314,26 @@ export const HTTP_METHODS: ReadonlySet<string> = new Set([
   'SOURCE', 'SUBSCRIBE', 'TRACE', 'UNBIND', 'UNLINK', 'UNLOCK', 'UNSUBSCRIBE',
 ]);
 
+// `HTTP/1.` as bytes: versions are compared in place, not sliced into a string
+const HTTP1 = [72, 84, 84, 80, 47, 49, 46];
+
 function parseRequestLine(raw: Buffer, end: number, head: MessageHead): void {
   let i = 0;
   while (i < end && TCHAR[raw[i]!]) i++;
   if (i === 0 || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid method in the request line');
-  head.method = raw.toString('latin1', 0, i);
+  // GET is read in place (no new string per request); any other method is sliced and checked
+  head.method = i === 3 && raw[0] === 71 && raw[1] === 69 && raw[2] === 84 ? 'GET' : raw.toString('latin1', 0, i);
   if (!HTTP_METHODS.has(head.method)) throw new HttpParseError(400, 'bad_method', `unknown method "${head.method.slice(0, 20)}"`);
   const ts = ++i;
   while (i < end && TARGET[raw[i]!]) i++;
   if (i === ts || raw[i] !== SP) throw new HttpParseError(400, 'bad_request_line', 'invalid request target');
   head.target = raw.toString('latin1', ts, i);
-  const v = raw.toString('latin1', i + 1, end);
-  if (v === 'HTTP/1.1') head.version = 'HTTP/1.1';
-  else if (v === 'HTTP/1.0') head.version = 'HTTP/1.0';
+  let h1 = end - i - 1 === 8;
+  for (let k = 0; h1 && k < 7; k++) h1 = raw[i + 1 + k] === HTTP1[k];
+  const minor = raw[i + 8];
+  const v = h1 && (minor === 49 || minor === 48) ? '' : raw.toString('latin1', i + 1, end);
+  if (h1 && minor === 49) head.version = 'HTTP/1.1';
+  else if (h1 && minor === 48) head.version = 'HTTP/1.0';
   else if (/^HTTP\/[0-9]\.[0-9]$/.test(v)) throw new HttpParseError(505, 'version_not_supported', `unsupported ${v}`);
   else throw new HttpParseError(400, 'bad_request_line', 'invalid HTTP version');
   parseTarget(head);
@@ -424,15 +436,18 @@ function sameAuthority(authority: string, host: string, target: string): boolean
 }
 
 function parseStatusLine(raw: Buffer, end: number, head: MessageHead): void {
-  const v = raw.toString('latin1', 0, Math.min(8, end));
-  if (v === 'HTTP/1.1') head.version = 'HTTP/1.1';
-  else if (v === 'HTTP/1.0') head.version = 'HTTP/1.0';
+  let v = end >= 8;
+  for (let i = 0; v && i < 7; i++) v = raw[i] === HTTP1[i];
+  const minor = raw[7];
+  if (v && minor === 49) head.version = 'HTTP/1.1';
+  else if (v && minor === 48) head.version = 'HTTP/1.0';
   else throw new HttpParseError(502, 'bad_status_line', 'invalid HTTP version in the status line');
   if (raw[8] !== SP) throw new HttpParseError(502, 'bad_status_line', 'invalid status line');
   const d0 = raw[9]! - 48, d1 = raw[10]! - 48, d2 = raw[11]! - 48;
   if (!(d0 >= 1 && d0 <= 5 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) || (end > 12 && raw[12] !== SP)) throw new HttpParseError(502, 'bad_status_line', 'invalid status code');
   head.status = d0 * 100 + d1 * 10 + d2;
-  head.reason = end > 13 ? raw.toString('latin1', 13, end) : '';
+  // the common reason phrase is a constant, not a new string per response
+  head.reason = end === 15 && raw[13] === 79 /* O */ && raw[14] === 75 /* K */ ? 'OK' : end > 13 ? raw.toString('latin1', 13, end) : '';
 }
 
 // ------------------------------------------------------------------------------ bodies

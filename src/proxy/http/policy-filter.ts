@@ -106,14 +106,15 @@ export function createPolicyFilter(): HttpFilter<HttpStream> {
         s.deny('policy: no allow entry for this connection');
         return 'stop';
       }
-      const actions: HeaderAction[] = [];
+      // made only when a rule has header actions (none for most requests)
+      let actions: HeaderAction[] | null = null;
       if (pol.verdict === 'redirect' && pol.l7 && pol.l7.parser === 'http') {
         const v = decide(s, pol.l7, s.conn.remoteIdentity);
         if (!v.allowed) {
           s.deny('policy: no L7 rule matches');
           return 'stop';
         }
-        if (v.headerActions) actions.push(...v.headerActions);
+        if (v.headerActions) (actions ??= []).push(...v.headerActions);
       }
       const peer = s.conn.peerIngress();
       if (peer?.l7 && peer.l7 !== pol.l7 && peer.l7.parser === 'http') {
@@ -122,9 +123,9 @@ export function createPolicyFilter(): HttpFilter<HttpStream> {
           s.deny('policy: no L7 rule of the destination\'s ingress matches');
           return 'stop';
         }
-        if (v.headerActions) actions.push(...v.headerActions);
+        if (v.headerActions) (actions ??= []).push(...v.headerActions);
       }
-      if (actions.length) {
+      if (actions?.length) {
         const r = applyHeaderActions([...s.requestHeaders()], actions);
         s.headerActions = r.log;
         if (r.modified) s.setHeaders(r.headers);

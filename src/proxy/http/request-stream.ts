@@ -114,7 +114,11 @@ export class Stream implements HttpStream {
     return Buffer.from(s + '\r\n', 'latin1');
   }
 
+  /** built once: the request's and the response's records carry the same string */
+  private urlText = '';
+
   url(): string {
-    return `${this.conn.tls?.intercepted ? 'https' : 'http'}://${this.host}${this.path}`;
+    if (!this.urlText) this.urlText = `${this.conn.tls?.intercepted ? 'https' : 'http'}://${this.host}${this.path}`;
+    return this.urlText;
   }
 }

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { TestLab } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
+import { until } from '../../support/until.ts';
 
 // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
 const lab = new TestLab(`cf${process.pid}`);
@@ -27,18 +28,6 @@ const policy = {
   spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] },
 };
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 async function podIPs(): Promise<Record<string, string>> {
   const { items } = JSON.parse(await lab.ok(['get', 'pods', '-n', 'cf', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { podIP?: string; phase?: string } }[] };
   return Object.fromEntries(items.filter((p) => p.status?.phase === 'Running' && p.status.podIP).map((p) => [p.metadata.name, p.status!.podIP!]));
@@ -60,7 +49,7 @@ test('node add: node3 joins the running lab; its pods reach and are judged acros
   await lab.apply([pod('client3', 'client', 'node3'), pod('intruder3', 'intruder', 'node3')]);
   const ip = await until('node3 pods running', async () => { const x = await podIPs(); return x.client3 && x.intruder3 ? x : undefined; }, 120_000);
   await until('client3 reaches the server on node2, intruder3 does not', async () =>
-    (await reach('client3', ip.server!)) === true && (await reach('intruder3', ip.server!)) === false);
+    (await reach('client3', ip.server!)) === true && (await reach('intruder3', ip.server!)) === false, 60_000);
 });
 
 test('etcd stopped: every node keeps enforcing, status says so; after it returns a new pod is known everywhere', { skip }, async () => {
@@ -79,7 +68,7 @@ test('etcd stopped: every node keeps enforcing, status says so; after it returns
   await until('status reports the kvstore back', async () => /KVStore:\s+Ok/.test((await lab.run(['status'])).stdout), 90_000);
   await lab.apply([pod('late', 'client', 'node3')]);
   const ip2 = await until('the pod made after the outage runs', async () => { const x = await podIPs(); return x.late ? x : undefined; }, 120_000);
-  await until('it reaches the server on node2 (node2 learned its identity from etcd)', async () => (await reach('late', ip2.server!)) === true);
+  await until('it reaches the server on node2 (node2 learned its identity from etcd)', async () => (await reach('late', ip2.server!)) === true, 60_000);
 });
 
 test("node delete: node3 dies; its endpoints leave the others' view and etcd within one lease TTL", { skip }, async () => {

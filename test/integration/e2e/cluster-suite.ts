@@ -20,6 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import type { RoutingMode } from '../../../src/common/config.ts';
+import { until } from '../../support/until.ts';
 
 export function clusterSuite(mode: RoutingMode): void {
   // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
@@ -38,19 +39,6 @@ export function clusterSuite(mode: RoutingMode): void {
     apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'server-from-client', namespace: 'cl' },
     spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] },
   };
-
-  async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-    const deadline = Date.now() + ms;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await fn();
-        if (v) return v;
-      } catch (e) { last = e; }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
 
   interface PodJson { metadata: { name: string; namespace: string }; spec: { nodeName?: string }; status?: { podIP?: string; phase?: string; identity?: number } }
   async function pods(): Promise<PodJson[]> {

@@ -6,10 +6,13 @@
  * UDP 51871. Then: keys (0600, published, never served), the status line, strict mode dropping
  * with UNENCRYPTED_TRAFFIC while the peer has no key and passing once it has, a key rotation
  * under a long TCP connection, wireguard-go killed under strict mode, and policy, L7, DNS and a
- * ClusterIP Service across the encrypted nodes.
+ * ClusterIP Service across the encrypted nodes (native routing). Last, a lab in tunnel routing
+ * (the default: VXLAN inside WireGuard): the marker never on the underlay, UDP 51871 only, strict
+ * mode's 195 while the peer has no key (no plain VXLAN either), and cross-node policy enforced by
+ * the identity node2 reads from the VNI after decryption.
  */
 import { skipUnless } from '../../support/requirements.ts';
-import { test, before, after } from 'node:test';
+import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -17,14 +20,16 @@ import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureUnderlay } from '../support/underlay-capture.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
+import { until } from '../../support/until.ts';
 
 const skip = skipUnless('root', 'etcd', 'wireguard');
 const NS = 'wg';
 // the full pid: other suites take down every lab whose name ends in a pid that is not running
 const plain = new TestLab(`wgp${process.pid}`);
 const lab = new TestLab(`wge${process.pid}`);
+const tlab = new TestLab(`wgt${process.pid}`);
 // Relay on any free port: labs of other suites may run side by side
-for (const l of [plain, lab]) Object.assign(l.env, { MEMBRANE_HUBBLE_RELAY_PORT: '0' });
+for (const l of [plain, lab, tlab]) Object.assign(l.env, { MEMBRANE_HUBBLE_RELAY_PORT: '0' });
 
 const pods = [
   { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
@@ -36,22 +41,9 @@ const pods = [
   },
 ];
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function upWithPods(l: TestLab, flags: string[]): Promise<Record<string, string>> {
-  // WireGuard is built for native routing (tunnel mode with encryption is refused: CONFIG_UNSUPPORTED)
-  await l.ok(['up', '--nodes', '2', '--routing-mode', 'native', ...flags], { timeoutMs: 240_000 });
+async function upWithPods(l: TestLab, flags: string[], routing: 'native' | 'tunnel' = 'native'): Promise<Record<string, string>> {
+  // tunnel is the default routing mode: its lab passes no --routing-mode
+  await l.ok(['up', '--nodes', '2', ...(routing === 'native' ? ['--routing-mode', 'native'] : []), ...flags], { timeoutMs: 240_000 });
   await l.apply(pods);
   return until('pods running with addresses', async () => {
     const ips = await l.podIPs();
@@ -97,7 +89,7 @@ before(async () => {
   }
   ip = await upWithPods(lab, ['--encryption', 'wireguard', '--encryption-strict']);
 });
-after(async () => { await lab.down(); await plain.down(); });
+after(async () => { await tlab.down(); await lab.down(); await plain.down(); });
 
 test('without encryption the underlay capture sees the marker (the capture can fail the encrypted case)', { skip }, () => {
   assert.deepEqual(plainResult, { code: '200', marker: true, tcp8080: true }, plainSeen);
@@ -281,4 +273,81 @@ test('policy, an L7 HTTP rule, DNS and a ClusterIP Service across the encrypted 
   const denied = flows.find((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder');
   assert.ok(denied, 'node2 names the intruder (identity from its ipcache, by the source address WireGuard kept)');
   assert.ok(flows.some((f) => f.Type === 'L7' && f.verdict === 'DROPPED'), 'the L7 denial is a flow on node2');
+});
+
+describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () => {
+  let tip: Record<string, string> = {};
+  before(async () => {
+    if (skip) return;
+    await lab.down(); // one lab at a time on a shared machine
+    tip = await upWithPods(tlab, ['--encryption', 'wireguard', '--encryption-strict'], 'tunnel');
+  });
+
+  test('tunnel: the marker never reaches the underlay, only UDP 51871 between node addresses; peers allow the node address', async () => {
+    const marker = `WGT-MARKER-${process.pid}-${Date.now()}`;
+    const c = await capturedPost(tlab, tip[`${NS}/server`]!, marker);
+    assert.equal(c.code, '200');
+    assert.equal(c.marker, false, 'the marker crossed the underlay in plain text');
+    const between = c.packets.filter((p) => p.src.startsWith('192.0.2.') || p.dst.startsWith('192.0.2.') || p.src.startsWith('10.244.') || p.dst.startsWith('10.244.'));
+    assert.ok(between.length >= 4, `packets seen: ${between.length} of ${c.packets.length} (${c.raw.length} bytes captured): ${c.tcpdump}`);
+    for (const p of between) {
+      assert.equal(p.proto, 17, `not UDP: ${JSON.stringify(p)}`);
+      if (!p.fragment) assert.ok(p.sport === 51871 && p.dport === 51871, `not WireGuard's port (plain VXLAN is 8472): ${JSON.stringify(p)}`);
+      assert.ok(p.src.startsWith('192.0.2.') && p.dst.startsWith('192.0.2.'), `not between node addresses: ${JSON.stringify(p)}`);
+    }
+    // what crosses cilium_wg0 is VXLAN between node addresses: that is all a peer may send
+    const st = await encStatus(tlab, 'node1');
+    assert.deepEqual(st.peers.map((p) => ({ node: p.node, allowedIps: p.allowedIps })), [{ node: 'node2', allowedIps: ['192.0.2.2/32'] }]);
+    assert.match(await tlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Disabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
+  });
+
+  test('tunnel: cross-node policy by the identity node2 reads from the VNI after decryption (client allowed, intruder denied)', async () => {
+    await tlab.apply([{
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'server-from-client', namespace: NS },
+      spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] },
+    }]);
+    const get = async (pod: string) => (await tlab.exec(NS, pod, ['curl', '-s', '-m', '4', '-o', '/dev/null', '-w', '%{http_code}', `http://${tip[`${NS}/server`]}:8080/`])).stdout.trim();
+    await until('node2 denies the intruder', async () => (await get('intruder')) === '000');
+    // decrypted, the packets reach node2's pods through cilium_vxlan (from_overlay: identity from the VNI)
+    const vxlanRx = () => Number(execFileSync('ip', ['netns', 'exec', `${tlab.name}-node2`, 'cat', '/sys/class/net/cilium_vxlan/statistics/rx_packets'], { encoding: 'utf8' }));
+    const rx0 = vxlanRx();
+    assert.equal(await get('client'), '200');
+    assert.ok(vxlanRx() - rx0 >= 3, `cilium_vxlan on node2 received ${vxlanRx() - rx0} packets`);
+    assert.equal(await get('intruder'), '000');
+    const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
+    const idOf = (n: string) => ids.items.find((p) => p.metadata.name === n)?.status?.identity;
+    const since = new Date(Date.now() - 60_000).toISOString();
+    const flows = await tlab.waitFlows(['--node', 'node2', '--since', since, '--last', '500'],
+      (fs) => fs.some((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder') && fs.some((f) => f.verdict === 'FORWARDED' && f.source?.pod_name === 'client' && f.destination?.pod_name === 'server'));
+    const denied = flows.find((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder')!;
+    const allowed = flows.find((f) => f.verdict === 'FORWARDED' && f.source?.pod_name === 'client' && f.destination?.pod_name === 'server')!;
+    assert.equal(denied.traffic_direction, 'INGRESS');
+    assert.ok(idOf('intruder') && idOf('client'), JSON.stringify(ids.items.map((p) => p.status)));
+    assert.equal(denied.source?.identity, idOf('intruder'));
+    assert.equal(allowed.source?.identity, idOf('client'));
+  });
+
+  test('tunnel strict mode: while node2 has no key its pods\' traffic is dropped (195, a flow), not sent as plain VXLAN; with a key it passes', async () => {
+    const key = 'cilium/state/nodes/v1/default/node2';
+    const entry = JSON.parse(etcdctl(tlab, ['get', key, '--print-value-only'])) as Record<string, unknown>;
+    const since = new Date().toISOString();
+    etcdctl(tlab, ['put', '--ignore-lease', key, JSON.stringify({ ...entry, WireguardPubKey: '' })]);
+    await until('node1 drops the peer', async () => (await encStatus(tlab, 'node1')).peers.length === 0, 5000);
+    const marker = `WGT-STRICT-${process.pid}-${Date.now()}`;
+    const c = await capturedPost(tlab, tip[`${NS}/server`]!, marker);
+    assert.equal(c.code, '000', 'the request must not get through');
+    assert.equal(c.marker, false, 'strict mode leaked the marker');
+    assert.ok(!c.packets.some((p) => p.proto === 6 || (p.proto === 17 && (p.dport === 8472 || p.sport === 8472))), `plain TCP or VXLAN left node1: ${JSON.stringify(c.packets.slice(0, 8))}`);
+    const flows = await tlab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC'));
+    const drop = flows.find((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC');
+    assert.ok(drop, JSON.stringify(flows.slice(-3)));
+    assert.equal(drop.source?.pod_name, 'client');
+    assert.equal(drop.destination?.pod_name, 'server');
+    assert.equal(drop.traffic_direction, 'EGRESS');
+    await tlab.ok(['node', 'rotate-key', 'node2']);
+    await until('node1 has node2 as a peer again', async () => (await encStatus(tlab, 'node1')).peers.length === 1, 5000);
+    const ok = await capturedPost(tlab, tip[`${NS}/server`]!, `${marker}-2`);
+    assert.equal(ok.code, '200');
+    assert.equal(ok.marker, false);
+  });
 });

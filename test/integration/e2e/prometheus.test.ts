@@ -14,6 +14,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
+import { until } from '../../support/until.ts';
 
 const lab = new TestLab(`prm${process.pid % 10000}`);
 const NS = 'prom';
@@ -63,15 +64,6 @@ const scalar = async (q: string) => {
   return Number(r[0]!.value[1]);
 };
 
-async function until(what: string, fn: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn().catch(() => false)) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
 before(async () => {
   await lab.ok(['up'], { timeoutMs: 180_000, env: { MEMBRANE_HUBBLE_METRICS: METRICS, MEMBRANE_HUBBLE_METRICS_OPENMETRICS: 'true' } });
   const sel = (app: string) => ({ matchLabels: { app } });
@@ -115,7 +107,7 @@ before(async () => {
   ].join('\n'));
   start('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${PROM_PORT}`, '--log.level=warn']);
   await until('prometheus ready', async () => (await get(`http://127.0.0.1:${PROM_PORT}/-/ready`)).status === 200, 120_000);
-  await until('both targets up', async () => (await promQuery('up == 1')).length === 2);
+  await until('both targets up', async () => (await promQuery('up == 1')).length === 2, 60_000);
 
   // the traffic: N allowed requests by name, 3 denied paths (403), a world host, an intruder's drops
   const pods = Object.keys(await lab.podIPs());

@@ -17,6 +17,7 @@ import { hubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
 import { pidsByCmdline, readPidFile } from '../../../src/sys/proc.ts';
 import { supervisorFiles } from '../../../src/sys/supervise.ts';
 import { rmSync } from 'node:fs';
+import { until } from '../../support/until.ts';
 
 const HUBBLE = hubbleCli();
 const lab = new TestLab(`rl${process.pid % 10000}`);
@@ -45,19 +46,6 @@ async function observe(extra: string[]): Promise<JFlow[]> {
   const r = await hubble(['observe', '--server', relay, ...tlsFlags, '-o', 'jsonpb', ...extra]);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as JFlow).filter((f) => f.flow);
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 before(async () => {

@@ -20,6 +20,7 @@ import { ensureHubbleCerts, type HubbleTlsPaths } from '../../../src/lab/hubble-
 import { NodeState } from '../../../src/hubble/gen/relay/relay_pb.js';
 import type { GetFlowsResponse } from '../../../src/hubble/gen/observer/observer_pb.js';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
+import { until } from '../../support/until.ts';
 
 let dir: string;
 let pki: HubbleTlsPaths;
@@ -40,16 +41,6 @@ async function collect(req: Parameters<ReturnType<typeof client>['getFlows']>[0]
   const out: GetFlowsResponse[] = [];
   for await (const r of client().getFlows(req, { timeoutMs: 10_000 })) out.push(r);
   return out;
-}
-
-async function until<T>(fn: () => Promise<T | undefined>, what: string, limit = 10_000): Promise<T> {
-  const deadline = Date.now() + limit;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 before(async () => {
@@ -82,7 +73,7 @@ before(async () => {
   });
   await relay.start();
   port = relay.address()!.port;
-  await until(async () => (relay.peers().filter((p) => p.available).length === 2 ? true : undefined), 'both peers connected');
+  await until('both peers connected', async () => (relay.peers().filter((p) => p.available).length === 2 ? true : undefined), 10_000);
 });
 
 after(async () => {
@@ -173,7 +164,7 @@ test('a stopped node is unavailable; the other node still serves its flows', asy
 
 test('a node leaving the cluster (its kvstore key gone) is PEER_DELETED: the relay forgets it', async () => {
   delete ports.node2;
-  await until(async () => (relay.peers().some((p) => p.name === 'node2') ? undefined : true), 'node2 forgotten', 5000);
+  await until('node2 forgotten', async () => (relay.peers().some((p) => p.name === 'node2') ? undefined : true), 5000);
   const s = await client().serverStatus({});
   assert.equal(s.numConnectedNodes, 1);
   assert.equal(s.numUnavailableNodes, 0);

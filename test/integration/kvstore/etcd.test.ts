@@ -14,6 +14,7 @@ import { openEtcdStore } from '../../../src/kvstore/etcd.ts';
 import type { KVStore } from '../../../src/kvstore/types.ts';
 import { ClusterIdentityAllocator, ID_PREFIX, VALUE_PREFIX, kvstoreLabelString } from '../../../src/identity/cluster-allocator.ts';
 import { LabelSet } from '../../../src/labels/labels.ts';
+import { until } from '../../support/until.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
 const skip = skipUnless('etcd');
@@ -73,14 +74,6 @@ function worker(suffix: string, sets: string[][], ttl = 30): Promise<{ child: Ch
     });
     child.on('exit', (code) => rej(new Error(`worker ${suffix} exited ${code}: ${err}`)));
   });
-}
-
-async function until(what: string, fn: () => Promise<boolean> | boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test('same labels → same identity from four allocator processes at once; distinct labels → distinct', { skip }, async () => {

@@ -6,11 +6,28 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO, type RunResult } from './lab.ts';
 
-export const CNI_PLUGIN = join(REPO, 'bin/membrane-cni');
+/**
+ * What a runtime would have installed: dist/cni/membrane-cni (setup.sh; Node started with no shell
+ * in between) when every compiled file is newer than its source, else the wrapper running the .ts.
+ */
+export const CNI_PLUGIN = freshBuiltPlugin() ?? join(REPO, 'bin/membrane-cni');
+
+function freshBuiltPlugin(): string | undefined {
+  const exe = join(REPO, 'dist/cni/membrane-cni');
+  if (!existsSync(exe)) return undefined;
+  const outDir = join(REPO, 'dist/cni/src');
+  for (const sub of readdirSync(outDir)) {
+    for (const f of readdirSync(join(outDir, sub)).filter((n) => n.endsWith('.js'))) {
+      const src = join(REPO, 'src', sub, f.replace(/\.js$/, '.ts'));
+      if (existsSync(src) && statSync(src).mtimeMs > statSync(join(outDir, sub, f)).mtimeMs) return undefined;
+    }
+  }
+  return exe;
+}
 
 export interface CniCall { command: string; containerId?: string; netns?: string; ifname?: string; args?: string; stdin?: string }
 

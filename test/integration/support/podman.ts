@@ -11,7 +11,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, writeFile, symlink, rm, copyFile, chmod } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, type RunResult } from './lab.ts';
+import { type RunResult } from './lab.ts';
+import { CNI_PLUGIN } from './host-mode.ts';
 
 export const IMAGE = 'localhost/membrane-test/busybox:1';
 
@@ -53,7 +54,7 @@ export function createPodman(o: PodmanEnv) {
     const bin = join(o.dir, 'cni-bin');
     const netd = join(o.dir, 'net.d');
     for (const d of [bin, netd, join(o.dir, 'tmp'), join(o.dir, 'xdg'), join(o.dir, 'xdg-config'), join(o.dir, 'xdg-data'), join(o.dir, 'libpod'), join(o.dir, 'volumes')]) await mkdir(d, { recursive: true, mode: 0o700 });
-    await symlink(join(REPO, 'bin/membrane-cni'), join(bin, 'membrane-cni'));
+    await symlink(CNI_PLUGIN, join(bin, 'membrane-cni'));
     // podman's CNI backend runs the loopback plugin for lo
     if (existsSync('/usr/lib/cni/loopback')) await symlink('/usr/lib/cni/loopback', join(bin, 'loopback'));
     await writeFile(join(netd, 'membrane.conflist'), JSON.stringify({

@@ -9,16 +9,9 @@ import { openMemoryStore } from '../../../src/kvstore/memory.ts';
 import { createCluster, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster.ts';
 import { createLogger } from '../../../src/common/logger.ts';
 import type { Pod } from '../../../src/api/types.ts';
+import { until } from '../../support/until.ts';
 
 const logger = createLogger({ level: 'silent' });
-
-async function until(fn: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test("node value: Cilium's types.Node JSON (Go field names, base64 mask) and both CIDR forms read back", () => {
   const v = JSON.parse(nodeValue({ name: 'node2', cluster: 'default', ip: '192.0.2.2', routerIp: '10.244.2.1', podCidr: '10.244.2.0/24' }, 'b')) as Record<string, unknown>;
@@ -57,7 +50,7 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   // node2 gets an endpoint: node1 learns the pod with its identity and node
   await kv.put('membrane/endpoints/node2/x/p', JSON.stringify({ id: 7, namespace: 'x', pod: 'p', identity: 4242, ip: '10.244.2.7', labels: [] }));
   await n2.flushed();
-  await until(() => n1.remoteEndpoint('10.244.2.7') !== undefined);
+  await until('node1 learns the remote endpoint 10.244.2.7', () => n1.remoteEndpoint('10.244.2.7') !== undefined, 2000);
   assert.deepEqual(n1.remoteEndpoint('10.244.2.7'), { ip: '10.244.2.7', hostIp: '192.0.2.2', identity: 4242, node: 'node2', namespace: 'x', pod: 'p' });
   assert.ok(changes > 0);
   const entries = n1.ipcacheEntries();
@@ -82,12 +75,12 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   // someone deletes node2's key: node2 writes it back (Cilium's self-deletion protection)
   await kv.delete(`${IPCACHE_PREFIX}10.244.2.7`);
   await n2.flushed();
-  await until(() => n1.remoteEndpoint('10.244.2.7') !== undefined);
+  await until('node1 learns the remote endpoint 10.244.2.7', () => n1.remoteEndpoint('10.244.2.7') !== undefined, 2000);
   assert.ok(await kv.get(`${IPCACHE_PREFIX}10.244.2.7`));
   // the endpoint goes: its key and node1's entry go
   await kv.delete('membrane/endpoints/node2/x/p');
   await n2.flushed();
-  await until(() => n1.remoteEndpoint('10.244.2.7') === undefined);
+  await until('node1 forgets the remote endpoint 10.244.2.7', () => n1.remoteEndpoint('10.244.2.7') === undefined, 2000);
   assert.equal(await kv.get(`${IPCACHE_PREFIX}10.244.2.7`), undefined);
   const gone = n1.drainIPCacheChanges();
   assert.ok(gone.deletes.includes('10.244.2.7/32'), JSON.stringify(gone));

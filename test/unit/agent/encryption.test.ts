@@ -70,6 +70,9 @@ test('desired peers: every other node of the cluster with a key and a pod CIDR; 
   ];
   assert.deepEqual(desiredPeers(self, nodes, false), [{ node: 'node2', publicKey: n2.wireguardPubKey, endpoint: '192.0.2.2:51871', allowedIps: ['10.244.2.0/24'] }]);
   assert.deepEqual(desiredPeers(self, nodes, true)[0]!.allowedIps, ['10.244.2.0/24', '192.0.2.2/32']);
+  // tunnel mode: only VXLAN from the node's address crosses the device, so that is all the peer may send
+  assert.deepEqual(desiredPeers(self, nodes, false, true)[0]!.allowedIps, ['192.0.2.2/32']);
+  assert.deepEqual(desiredPeers(self, nodes, true, true)[0]!.allowedIps, ['192.0.2.2/32']);
 });
 
 test('settings: wireguard or disabled; strict and node encryption need encryption; ipsec is refused', () => {

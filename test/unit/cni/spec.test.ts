@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { checkVersion, CniCode, CniError, endpointName, parseCniArgs, parseLabelList, parseNetConf, addResult } from '../../../src/cni/spec.ts';
-import { parseCidr, inPool } from '../../../src/cni/ipam.ts';
+import { parseCidr, inPool } from '../../../src/common/cidr-ipam.ts';
 import { settingsFromDocument, buildConfig } from '../../../src/common/config.ts';
-import { battery, selectTests } from '../../../src/cli/connectivity/battery.ts';
+import { applicable, battery, selectTests } from '../../../src/cli/connectivity/battery.ts';
 import { cniAddRequestSchema } from '../../../src/api/requests.ts';
 
 const code = (f: () => unknown): number | undefined => { try { f(); return undefined; } catch (e) { return e instanceof CniError ? e.code : -1; } };
@@ -84,4 +84,18 @@ test('connectivity --test filters: names or regexps, ! excludes', () => {
   assert.deepEqual(selectTests(all, ['to-fqdns']).map((t) => t.name), ['to-fqdns']);
   assert.deepEqual(selectTests(all, ['!l7', '!deny']).map((t) => t.name), ['no-policies', 'echo-ingress-from-client', 'client-egress-to-entities-world', 'to-fqdns']);
   for (const t of all) assert.ok(t.actions.length > 0, t.name);
+});
+
+test('connectivity on an environment without services or world: those actions left out, tests about them skipped', () => {
+  const all = battery({ namespace: 't', echoIps: { 'echo-same-node': '10.244.1.5' }, multiNode: false });
+  const full = applicable(all, { services: true, world: true });
+  assert.equal(full.run.length, 7);
+  assert.equal(full.skipped.length, 0);
+  assert.equal(full.run.reduce((n, t) => n + t.actions.length, 0), all.reduce((n, t) => n + t.actions.length, 0));
+  const host = applicable(all, { services: false, world: false });
+  assert.deepEqual(host.skipped.map((t) => t.name), ['client-egress-to-entities-world', 'to-fqdns']);
+  assert.deepEqual(host.run.map((t) => [t.name, t.actions.length]), [['no-policies', 2], ['all-ingress-deny', 2], ['all-egress-deny', 1], ['echo-ingress-from-client', 2], ['echo-ingress-l7', 3]]);
+  for (const t of host.run) for (const a of t.actions) assert.ok(!a.needs && !/svc\.cluster\.local|example\.com|world\.lab/.test(a.url), a.url);
+  // the drops stay: what is denied is still probed
+  assert.ok(host.run.find((t) => t.name === 'echo-ingress-from-client')!.actions.some((a) => a.from === 'client2' && a.expect === 'drop'));
 });

@@ -79,8 +79,12 @@ test("config: routing mode is Cilium's tunnel by default; native selectable; any
   }
 });
 
-test('config: WireGuard with tunnel routing is refused (VXLAN inside WireGuard is not built); with native it is accepted', () => {
-  assert.throws(() => buildConfig({ flags: { encryption: 'wireguard' } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /routing mode tunnel/.test(e.message) && /--routing-mode native/.test(e.hint ?? ''));
+test('config: WireGuard with either routing mode (tunnel: VXLAN inside WireGuard; native)', () => {
+  const t = buildConfig({ flags: { encryption: 'wireguard', encryptionStrict: true } });
+  assert.equal(t.encryption, 'wireguard');
+  assert.equal(t.routingMode, 'tunnel');
+  assert.throws(() => buildConfig({ flags: { encryption: 'wireguard', encryptionNode: true } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /routing mode tunnel/.test(e.message) && /--routing-mode native/.test(e.hint ?? ''));
+  assert.equal(buildConfig({ flags: { encryption: 'wireguard', encryptionNode: true, routingMode: 'native' } }).encryptionNode, true);
   const c = buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native' } });
   assert.equal(c.encryption, 'wireguard');
   assert.equal(buildConfig({ env: { MEMBRANE_ENCRYPTION: 'wireguard', MEMBRANE_ROUTING_MODE: 'native' } }).encryption, 'wireguard');

@@ -8,18 +8,10 @@ import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backoffDelay, describeExit, readSupervisorState, supervise, supervisorFiles } from '../../../src/sys/supervise.ts';
+import { until } from '../../support/until.ts';
 
 const NODE = process.execPath;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until<T>(f: () => T | undefined, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(20);
-  }
-}
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
 test('backoff: doubles from the base, capped; exits described by code or signal', () => {
@@ -38,12 +30,12 @@ test('kill -9 of the program: restarted with a new pid, the exit recorded; stop(
     log: (m) => logs.push(m),
   });
   try {
-    const first = await until(() => readSupervisorState(files.state)?.pid);
+    const first = await until('the supervisor writes the child pid', () => readSupervisorState(files.state)?.pid, 10_000);
     assert.ok(alive(first));
     const ups = () => readFileSync(join(dir, 'p.log'), 'utf8').match(/^up /gm)?.length ?? 0;
-    await until(() => ups() >= 1 || undefined);
+    await until('the first child starts', () => ups() >= 1 || undefined, 10_000);
     process.kill(first, 'SIGKILL');
-    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    const second = await until('a new child pid', () => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
     assert.ok(alive(second));
     const st = readSupervisorState(files.state)!;
     assert.equal(st.restarts, 1);
@@ -51,7 +43,7 @@ test('kill -9 of the program: restarted with a new pid, the exit recorded; stop(
     assert.equal(st.lastExit?.signal, 'SIGKILL');
     assert.equal(st.lastExit?.reason, 'killed by SIGKILL');
     assert.match(logs.join('\n'), /sleeper killed by SIGKILL after [\d.]+ s: restarting in 100 ms/);
-    await until(() => ups() >= 2 || undefined);
+    await until('the second child starts', () => ups() >= 2 || undefined, 10_000);
     await sup.stop(2000);
     assert.ok(!alive(second), 'stop() ended the program');
     await sleep(400);
@@ -73,7 +65,7 @@ test('a program that keeps failing at once is restarted with growing delays (nev
     log: (_m, f) => { delays.push(f.restartInMs as number); },
   });
   try {
-    await until(() => delays.length >= 4 || undefined, 20_000);
+    await until('four restart delays', () => delays.length >= 4 || undefined, 20_000);
     assert.deepEqual(delays.slice(0, 4), [100, 200, 400, 800]);
     assert.equal(readSupervisorState(files.state)?.lastExit?.reason, 'exited with code 3');
   } finally {
@@ -95,16 +87,16 @@ setInterval(() => {}, 1000);`;
   });
   const log = () => readFileSync(join(dir, 'p.log'), 'utf8');
   try {
-    const first = await until(() => readSupervisorState(files.state)?.pid);
-    await until(() => /^up /m.test(log()) || undefined); // the cold start printed before it is killed
-    const spared = await until(() => /^spare (\d+)$/m.exec(log())?.[1]);
+    const first = await until('the supervisor writes the child pid', () => readSupervisorState(files.state)?.pid, 10_000);
+    await until('the cold start', () => /^up /m.test(log()) || undefined, 10_000); // the cold start printed before it is killed
+    const spared = await until('a spare', () => /^spare (\d+)$/m.exec(log())?.[1], 10_000);
     process.kill(first, 'SIGKILL');
-    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    const second = await until('a new child pid', () => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
     assert.equal(second, Number(spared), 'the spare became the program');
-    await until(() => log().includes(`go ${spared}`) || undefined);
+    await until('the spare takes over', () => log().includes(`go ${spared}`) || undefined, 10_000);
     assert.ok(alive(second));
     // and another spare is loaded for the next time
-    await until(() => (log().match(/^spare /gm)?.length ?? 0) >= 2 || undefined);
+    await until('a second spare', () => (log().match(/^spare /gm)?.length ?? 0) >= 2 || undefined, 10_000);
     assert.equal(log().match(/^up /gm)?.length, 1, 'no cold start was needed');
   } finally {
     await sup.stop(1000);
@@ -123,10 +115,10 @@ test('what the program ran for is gone: no restart, the supervision ends with th
     log: (m) => logs.push(m), gone: () => (removed ? 'its lab was taken down' : undefined), onEnd: (r) => { ended = r; },
   });
   try {
-    const first = await until(() => readSupervisorState(files.state)?.pid);
+    const first = await until('the supervisor writes the child pid', () => readSupervisorState(files.state)?.pid, 10_000);
     removed = true;
     process.kill(first, 'SIGKILL');
-    await until(() => ended || undefined);
+    await until('the supervisor ends', () => ended || undefined, 10_000);
     assert.equal(ended, 'its lab was taken down');
     await sleep(400);
     const st = readSupervisorState(files.state)!;
@@ -148,13 +140,13 @@ test('onFailureOnly: a clean exit (stopped on purpose) ends the supervision; pos
     log: () => {}, onFailureOnly: true, onEnd: (r) => { ended = r; },
   });
   try {
-    const first = await until(() => readSupervisorState(files.state)?.pid);
+    const first = await until('the supervisor writes the child pid', () => readSupervisorState(files.state)?.pid, 10_000);
     await sleep(300);
     process.kill(first, 'SIGKILL');
-    const second = await until(() => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
+    const second = await until('a new child pid', () => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
     await sleep(300);
     process.kill(second, 'SIGTERM');
-    await until(() => ended || undefined);
+    await until('the supervisor ends', () => ended || undefined, 10_000);
     assert.equal(ended, 'it exited cleanly (stopped on purpose)');
     const st = readSupervisorState(files.state)!;
     assert.equal(st.restarts, 1);

@@ -47,7 +47,9 @@ export const FlowsTable = memo(function FlowsTable(p: { view: TableView; paused:
     const r = at(i);
     if (!r) continue; // not here yet: the worker answers within a frame or two
     items.push(
-      <div key={r.uuid} role="row" class={`row v-${VERDICT_CLASS[r.v] ?? 'error'}${p.selected === r.uuid ? ' selected' : ''}`} style={{ transform: `translateY(${i * ROW_H}px)` }}
+      // keyed by position, not by flow: when flows arrive the same row elements take the new
+      // texts (a few text nodes change) instead of every row in view being made anew
+      <div key={i} role="row" class={`row v-${VERDICT_CLASS[r.v] ?? 'error'}${p.selected === r.uuid ? ' selected' : ''}`} style={{ transform: `translateY(${i * ROW_H}px)` }}
         tabIndex={i === cursor ? 0 : -1} data-index={i} data-uuid={r.uuid} aria-selected={p.selected === r.uuid}
         onClick={() => { setCursor(i); p.onSelect(r); }}
         onKeyDown={(e) => {

@@ -1,7 +1,9 @@
 /**
- * Container addresses from the node's pod CIDR (host mode), file-backed so a restarted agent
- * hands every endpoint the address it had. The CIDR's first address is the gateway (on
- * membrane_host); the pool is the rest but the broadcast address. Keys are `namespace/pod`.
+ * Pod addresses from a node's pod CIDR, file-backed so a restarted agent hands every endpoint
+ * the address it had. The CIDR's first address is the gateway (membrane_host in host mode, the
+ * node's router in the lab); the pool is the rest but the broadcast address. Keys are
+ * `namespace/pod`. The one pod-CIDR allocator: host mode (src/cni/host-provider.ts) and the
+ * lab's nodes (src/lab/ipam.ts, with their own error codes) both use it.
  */
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -25,7 +27,25 @@ export function inPool(pool: CidrPool, ip: string): boolean {
   return n >= pool.network && n < pool.network + pool.size;
 }
 
-export function createCidrIpam(file: string, pool: CidrPool) {
+export interface CidrIpam {
+  allocate(key: string): Promise<string>;
+  release(key: string): Promise<void>;
+  lookup(key: string): Promise<string | undefined>;
+  all(): Promise<Record<string, string>>;
+}
+
+/** What an unreadable file and a full pool are called by the allocator's owner (ERRORS.md). */
+export interface IpamErrors {
+  corrupt: { code: string; hint: string };
+  exhausted: { code: string; message: string; hint: string };
+}
+
+const HOST_ERRORS = (pool: CidrPool): IpamErrors => ({
+  corrupt: { code: 'CNI_IPAM_CORRUPT', hint: 'stop the agent, remove the file and restart it (containers get new addresses on their next ADD)' },
+  exhausted: { code: 'CNI_IPAM_EXHAUSTED', message: `no free address in the pod CIDR ${pool.cidr}`, hint: 'remove containers, or give the agent a larger --pod-cidr' },
+});
+
+export function createCidrIpam(file: string, pool: CidrPool, errors: IpamErrors = HOST_ERRORS(pool)): CidrIpam {
   let chain: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const p = chain.then(f, f);
@@ -37,7 +57,7 @@ export function createCidrIpam(file: string, pool: CidrPool) {
       return JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw new MembraneError('CNI_IPAM_CORRUPT', `cannot read ${file}: ${(e as Error).message}`, { hint: 'stop the agent, remove the file and restart it (containers get new addresses on their next ADD)' });
+      throw new MembraneError(errors.corrupt.code, `cannot read ${file}: ${(e as Error).message}`, { hint: errors.corrupt.hint });
     }
   }
   async function save(m: Record<string, string>): Promise<void> {
@@ -59,7 +79,7 @@ export function createCidrIpam(file: string, pool: CidrPool) {
           return ip;
         }
       }
-      throw new MembraneError('CNI_IPAM_EXHAUSTED', `no free address in the pod CIDR ${pool.cidr}`, { hint: 'remove containers, or give the agent a larger --pod-cidr' });
+      throw new MembraneError(errors.exhausted.code, errors.exhausted.message, { hint: errors.exhausted.hint });
     }),
     release: (key: string) => serial(async () => {
       const m = await load();
@@ -68,5 +88,6 @@ export function createCidrIpam(file: string, pool: CidrPool) {
       await save(m);
     }),
     lookup: (key: string) => serial(async () => (await load())[key]),
+    all: () => serial(load),
   };
 }

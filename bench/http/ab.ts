@@ -1,0 +1,71 @@
+/**
+ * A/B of two builds of the HTTP proxy in the same run: each tree's bench/http/proxy-server.ts
+ * (the production proxy on loopback) pinned to CPU 1 against one origin (HAProxy answering 200,
+ * CPU 0, with wrk). Reports req/s and the proxy process's CPU time per request (from /proc:
+ * robust on a shared machine), keep-alive (50 conns), one connection and `Connection: close`,
+ * interleaved rounds. Beside them, the proxy's run-queue wait per request and involuntary
+ * context switches (/proc schedstat, status): how much of a latency tail is other work on its CPU.
+ *
+ *   bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags '--cpu-prof']
+ */
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
+
+const { values } = parseArgs({ options: {
+  a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
+  secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, rules: { type: 'string', default: '100' },
+  'node-flags': { type: 'string', default: '' }, modes: { type: 'string', default: 'ka,one,close' },
+} });
+if (!values.a) throw new Error('--a <tree> is required');
+const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
+const ORIGIN = 18280;
+const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
+const dir = mkdtempSync(join(tmpdir(), 'bench-httpab-'));
+const children: ChildProcess[] = [];
+const trees = { A: resolve(values.a), B: resolve(values.b) };
+const ports = { A: 18281, B: 18282 };
+/** the proxy's main thread: time spent runnable but not running (ns, /proc schedstat) and involuntary switches */
+function sched(pid: number): { waitNs: number; nonvol: number } {
+  const st = readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ');
+  const nonvol = Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  return { waitNs: Number(st[1]), nonvol };
+}
+const modes = values.modes.split(',') as ('ka' | 'one' | 'close')[];
+const args = { ka: ['-c50'], one: ['-c1'], close: ['-c50', '-H', 'Connection: close'] };
+try {
+  await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
+  const pid: Record<string, number> = {};
+  for (const k of ['A', 'B'] as const) {
+    const flags = values['node-flags'] ? values['node-flags'].split(' ') : [];
+    const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/http/proxy-server.ts'), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
+    pid[k] = c.pid!; // taskset and bin/node exec: the same process
+  }
+  for (const k of ['A', 'B'] as const) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
+  const rows: Record<string, { rps: number[]; cpu: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[] }> = {};
+  const total: Record<string, number> = { A: 0, B: 0 };
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const m of modes) for (const k of ['A', 'B'] as const) {
+      const c0 = cpuUs(pid[k]);
+      const s0 = sched(pid[k]!);
+      const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', `http://127.0.0.1:${ports[k]}${PATH}`]).toString();
+      const w = parseWrk(out);
+      total[k] = (total[k] ?? 0) + w.requests;
+      const cpu = (cpuUs(pid[k]) - c0) / w.requests;
+      const s1 = sched(pid[k]!);
+      const wait = (s1.waitNs - s0.waitNs) / 1000 / w.requests, preempt = (s1.nonvol - s0.nonvol) * 1000 / w.requests;
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], p50: [], p99: [], wait: [], preempt: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req, errors ${w.errors}`);
+    }
+  }
+  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${execFileSync('cat', ['/proc/loadavg']).toString().trim()}`);
+  console.log(`requests measured: A ${total.A}, B ${total.B}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req`);
+} finally {
+  for (const c of children) c.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}

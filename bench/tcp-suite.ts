@@ -1,0 +1,113 @@
+/**
+ * The transport measures shared by the datapath, cluster and encryption benchmarks: TCP_STREAM
+ * (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) from a client network namespace to a server
+ * one, client pinned to CPU 0 and server to CPU 1, one round per configuration in turn, and the
+ * medians as a table of ratios against a baseline of the same run. Each bench keeps its own
+ * topology, configurations and description.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import { median } from './support.ts';
+
+export interface TcpArgs { secs: number; rounds: number; append: boolean; /** a bench's own string options, by name */ own: Record<string, string> }
+
+/**
+ * `--secs 3 --rounds 3 [--append]`: seconds per measure, interleaved rounds, write to RESULTS.md;
+ * `own` names a bench's own string options with their defaults.
+ */
+export function tcpArgs(own: Record<string, string> = {}): TcpArgs {
+  const extra = Object.fromEntries(Object.entries(own).map(([k, d]) => [k, { type: 'string' as const, default: d }]));
+  const { values } = parseArgs({ options: { secs: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, append: { type: 'boolean', default: false }, ...extra } });
+  const v = values as Record<string, string | boolean | undefined>;
+  return { secs: Number(v.secs), rounds: Number(v.rounds), append: v.append === true, own: Object.fromEntries(Object.keys(own).map((k) => [k, String(v[k])])) };
+}
+
+/** The command line of a run as RESULTS.md records it (a bench's own options only when not at their default). */
+export const tcpCommand = (bench: string, a: TcpArgs, tail = ''): string => `bin/node bench/${bench}/run.ts --secs ${a.secs} --rounds ${a.rounds}${tail}${a.append ? ' --append' : ''}`;
+
+/** "Run <time> UTC, Node, CPUs, load average at start": the first words of every description. */
+export const runLine = (startLoad: number): string =>
+  `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start`;
+
+export type Measure = 'stream' | 'rr' | 'crr';
+export type Samples = Record<Measure, number[]>;
+/** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
+export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };
+
+export interface TcpSuite<C extends string> {
+  results: Record<C, Samples>;
+  /** `cmd` in namespace `ns`, pinned to `cpu`; its stdout. */
+  runIn(ns: string, cpu: number, cmd: string[]): string;
+  /** starts `cmd` in `ns` pinned to `cpu`; killed by `kill()` */
+  spawnIn(ns: string, cpu: number, cmd: string[]): ChildProcess;
+  /** iperf3 (5201) and the rr servers (7001 RR, 7002 CRR) in `ns` on CPU 1. */
+  startServers(ns: string): Promise<void>;
+  /** one round of the three measures of `cfg` from `ns` to `ip`, progress on stderr */
+  measure(cfg: C, round: number, ns: string, ip: string): void;
+  table(cols: readonly Column<C>[]): string;
+  /** ends every process the suite started and removes the rr binary */
+  kill(): void;
+}
+
+/**
+ * A suite over configurations `cfgs`. `streamDigits`: decimals of Gbit/s (3 where a tunnel runs
+ * in user space and the rate is a fraction of a Gbit/s).
+ */
+export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: number, streamDigits = 2): TcpSuite<C> {
+  const rr = `/tmp/mbr-bench-rr-${process.pid}`;
+  execFileSync('cc', ['-O2', '-o', rr, join(import.meta.dirname, 'datapath/rr.c')]);
+  const procs: ChildProcess[] = [];
+  const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [] }])) as unknown as Record<C, Samples>;
+  const nsx = (ns: string, cpu: number, cmd: string[]) => ['--net=/run/netns/' + ns, 'taskset', '-c', String(cpu), ...cmd];
+  const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, cpu, cmd), { encoding: 'utf8', timeout: 120_000 });
+  const spawnIn = (ns: string, cpu: number, cmd: string[]) => {
+    const cp = spawn('nsenter', nsx(ns, cpu, cmd), { stdio: ['ignore', 'pipe', 'ignore'] });
+    procs.push(cp);
+    return cp;
+  };
+  const ready = (cp: ChildProcess) => new Promise<void>((res, rej) => {
+    let out = '';
+    const t = setTimeout(() => rej(new Error(`rr server not ready: ${out}`)), 15_000);
+    cp.stdout!.on('data', (d: Buffer) => { out += d; if (out.includes('ready')) { clearTimeout(t); res(); } });
+    cp.once('exit', (code) => { clearTimeout(t); rej(new Error(`rr server exited ${code}: ${out}`)); });
+  });
+  const m = (c: C, k: Measure) => median(results[c][k]);
+  const cell = (col: Column<C>, k: Measure, unit: string, fmt: (x: number) => string) =>
+    'cfg' in col ? `${fmt(m(col.cfg, k))} ${unit}` : (m(col.ratio[0], k) / m(col.ratio[1], k)).toFixed(3);
+  return {
+    results, runIn, spawnIn,
+    async startServers(ns) {
+      spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);
+      const rrSrv = spawnIn(ns, 1, [rr, 'server', '7001']);
+      const crrSrv = spawnIn(ns, 1, [rr, 'server', '7002']);
+      // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
+      await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
+    },
+    measure(cfg, round, ns, ip) {
+      const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+      const r = results[cfg];
+      r.stream.push(j.end.sum_received.bits_per_second / 1e9);
+      r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)])));
+      r.crr.push(Number(runIn(ns, 0, [rr, 'crr', ip, '7002', String(secs)])));
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s\n`);
+    },
+    table(cols) {
+      const row = (label: string, k: Measure, unit: string, fmt: (x: number) => string) =>
+        `| ${label} | ${cols.map((c) => cell(c, k, unit, fmt)).join(' | ')} |`;
+      return [
+        `| test | ${cols.map((c) => c.head).join(' | ')} |`,
+        `|---|${cols.map(() => '---|').join('')}`,
+        row('TCP_STREAM (iperf3)', 'stream', 'Gbit/s', (x) => x.toFixed(streamDigits)),
+        row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
+        row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
+      ].join('\n');
+    },
+    kill() {
+      for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+      rmSync(rr, { force: true });
+    },
+  };
+}

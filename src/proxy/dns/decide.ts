@@ -1,0 +1,50 @@
+/**
+ * The DNS proxy's per-query decision as a lookup: policy/l7.ts decideDNS with the name matching
+ * cached. An L7Policy is frozen and replaced when the policy changes, so which of its entries
+ * allow a name is fixed for its lifetime: that is cached per (policy, name), and a query then
+ * only asks whether an allowing entry selects the peer's identity. The entries' identity sets
+ * stay live (the selector cache updates them in place), so the identity part is never cached:
+ * a peer gaining or losing a selector is seen by the next query.
+ */
+import type { L7Policy } from '../../policy/types.ts';
+import { queryMatcher } from '../../fqdn/matchpattern.ts';
+
+/** Distinct names remembered per policy before that policy's cache starts over. */
+const MAX_NAMES = 4096;
+
+/** The same verdict as `decideDNS(policy, remoteIdentity, qname).allowed`. */
+export type DNSDecider = (policy: L7Policy, remoteIdentity: number, qname: string) => boolean;
+
+export function createDNSDecider(): DNSDecider {
+  /** per policy: name → 1 where perSelector[i] allows the name (whatever the peer) */
+  const byPolicy = new WeakMap<L7Policy, Map<string, Uint8Array>>();
+  function allowing(policy: L7Policy, qname: string): Uint8Array {
+    let names = byPolicy.get(policy);
+    if (!names) {
+      names = new Map();
+      byPolicy.set(policy, names);
+    }
+    let m = names.get(qname);
+    if (m) return m;
+    const entries = policy.perSelector;
+    m = new Uint8Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const rules = entries[i]!.dns;
+      if (rules === null || rules === undefined) { m[i] = 1; continue; }
+      for (const r of rules) if (queryMatcher(r)(qname)) { m[i] = 1; break; }
+    }
+    if (names.size >= MAX_NAMES) names.clear();
+    names.set(qname, m);
+    return m;
+  }
+  return (policy, remoteIdentity, qname) => {
+    const m = allowing(policy, qname);
+    const entries = policy.perSelector;
+    for (let i = 0; i < m.length; i++) {
+      if (m[i] === 0) continue;
+      const ids = entries[i]!.identities;
+      if (ids === 'all' || ids.has(remoteIdentity)) return true;
+    }
+    return false;
+  };
+}
