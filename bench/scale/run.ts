@@ -116,7 +116,7 @@ async function writeProbe(ip: string): Promise<void> {
 
 interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number }
 const rows: Row[] = [];
-let resync: { upS: number; upErr: string; entryS: number; rss: number } | undefined;
+let resync: { upS: number; upErr: string; entryS: number; rss: number; cpuS: number } | undefined;
 let failure = '';
 
 try {
@@ -188,8 +188,13 @@ try {
       .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
     const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
     const entryS = got.get('node2')! / 1000;
+    // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
+    // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
+    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : NaN; } catch { return NaN; } };
+    const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
+    const cpuS = safe(cpuSecs);
     await up;
-    resync = { entryS, upS, upErr, rss: rssMiB(agentPid('node2')) };
+    resync = { entryS, upS, upErr, rss: safe(rssMiB), cpuS };
     log(`resync: the entry written while node2 was down reached its map ${resync.entryS.toFixed(1)} s after the restart began (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
   }
   await all({ cmd: 'stop' }).catch(() => {});
@@ -204,7 +209,7 @@ try {
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
-  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${resync.rss.toFixed(0)} MiB.` : 'Resync: not measured.';
+  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began, the new agent having used ${Number.isFinite(resync.cpuS) ? resync.cpuS.toFixed(1) : '–'} s of CPU by then (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${Number.isFinite(resync.rss) ? resync.rss.toFixed(0) : '–'} MiB.` : 'Resync: not measured.';
   const out = `\n## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) {

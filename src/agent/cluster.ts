@@ -101,24 +101,46 @@ export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string): 
   });
 }
 
-export function parseIpcacheValue(key: string, text: string): RemoteEndpoint | undefined {
+/**
+ * Strings that repeat across hundreds of thousands of entries (HostIP, node name, namespace) are
+ * kept once: at 10,000 nodes / 300,000 endpoints a fresh copy per entry is tens of MiB.
+ */
+export function createInterner(max = 65_536): (s: string) => string {
+  let table = new Map<string, string>();
+  return (s) => {
+    const had = table.get(s);
+    if (had !== undefined) return had;
+    if (table.size >= max) table = new Map(); // a cache only: dropping it is safe
+    table.set(s, s);
+    return s;
+  };
+}
+const sharedIntern = createInterner();
+
+/** pods per host kept in an array before a Set */
+const SMALL_HOST = 256;
+const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
+const METADATA = /^cilium-global:[^:]*:([^:]+):\d+$/;
+
+export function parseIpcacheValue(key: string, text: string, intern: (s: string) => string = sharedIntern): RemoteEndpoint | undefined {
   let o: Record<string, unknown>;
   try { o = JSON.parse(text) as Record<string, unknown>; } catch { return undefined; }
   if (!o || typeof o !== 'object') return undefined;
-  const ip = key.slice(IPCACHE_PREFIX.length);
   // host entries only (Mask null); CIDR entries (`<ip>/<len>`) are not written by agents here
-  if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip) || o.IP !== ip || o.Mask != null) return undefined;
+  if (typeof o.IP !== 'string' || !IPV4.test(o.IP) || key.length !== IPCACHE_PREFIX.length + o.IP.length || !key.endsWith(o.IP) || o.Mask != null) return undefined;
   if (typeof o.ID !== 'number' || !Number.isInteger(o.ID) || o.ID < 0 || o.ID >= 1 << 24) return undefined;
-  if (typeof o.HostIP !== 'string' || !/^\d+\.\d+\.\d+\.\d+$/.test(o.HostIP)) return undefined;
-  const meta = typeof o.Metadata === 'string' ? /^cilium-global:[^:]*:([^:]+):\d+$/.exec(o.Metadata) : null;
-  return {
-    ip, hostIp: o.HostIP,
+  if (typeof o.HostIP !== 'string' || !IPV4.test(o.HostIP)) return undefined;
+  const meta = typeof o.Metadata === 'string' ? METADATA.exec(o.Metadata) : null;
+  // the IP string from the value, not a slice of the key: a slice would keep the whole key alive
+  const e: RemoteEndpoint = {
+    ip: o.IP, hostIp: intern(o.HostIP),
     // a remote entry claiming the host identity is another node's host: remote-node (Cilium)
     identity: o.ID === ReservedIdentity.host ? ReservedIdentity.remoteNode : o.ID,
-    ...(meta ? { node: meta[1]! } : {}),
-    ...(typeof o.K8sNamespace === 'string' ? { namespace: o.K8sNamespace } : {}),
-    ...(typeof o.K8sPodName === 'string' ? { pod: o.K8sPodName } : {}),
   };
+  if (meta) e.node = intern(meta[1]!);
+  if (typeof o.K8sNamespace === 'string') e.namespace = intern(o.K8sNamespace);
+  if (typeof o.K8sPodName === 'string') e.pod = o.K8sPodName;
+  return e;
 }
 
 export interface ClusterOptions {
@@ -145,54 +167,75 @@ export function createCluster(o: ClusterOptions) {
   let chain: Promise<void> = Promise.resolve();
   const serial = (fn: () => Promise<void>) => { chain = chain.then(fn).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'kvstore write failed')); return chain; };
   /**
-   * prefix → its entry now (undefined: gone) since the last drain: the datapath applies only what
-   * changed, never the whole remote set per event (300,000 entries at 10,000 nodes)
+   * The addresses (all /32) whose ipcache entry may have changed since the last drain: the
+   * datapath applies only what changed, never the whole remote set per event (300,000 entries at
+   * 10,000 nodes). Only the address is kept: the entry is read at drain time, so a burst costs
+   * one string reference per address, not an entry object per event.
    */
-  let pending = new Map<string, IPCacheEntry | undefined>();
+  let pending = new Set<string>();
+  const intern = createInterner();
   const changed = (nodesChanged = false) => o.onChange?.(nodesChanged);
-  function nodePrefixes(n: ClusterNode): string[] {
-    return n.name === self.name && n.cluster === self.cluster ? [] : [`${n.ip}/32`, ...(n.routerIp ? [`${n.routerIp}/32`] : [])];
+  /** a remote node's addresses (all /32); none for this node */
+  function nodeAddresses(n: ClusterNode): string[] {
+    return n.name === self.name && n.cluster === self.cluster ? [] : [n.ip, ...(n.routerIp ? [n.routerIp] : [])];
   }
-  /** remote node address prefix → how many nodes claim it */
+  /** remote node address → how many nodes claim it */
   const nodeAddrs = new Map<string, number>();
-  /** remote node address prefix → the tunnel endpoint for it (the InternalIP of the node that claimed it last) */
+  /** remote node address → the tunnel endpoint for it (the InternalIP of the node that claimed it last) */
   const nodeTunnel = new Map<string, string>();
-  /** remote pod addresses by the HostIP they live on: their tunnel endpoint follows that node */
-  const byHost = new Map<string, Set<string>>();
+  /**
+   * remote pod addresses by the HostIP they live on: their tunnel endpoint follows that node. An
+   * array while small (some tens of pods per node: a Set each is several times the memory), a Set
+   * past SMALL_HOST so that a host claiming very many addresses does not make removal quadratic.
+   */
+  const byHost = new Map<string, string[] | Set<string>>();
   function repend(hostIp: string): void {
-    for (const ip of byHost.get(hostIp) ?? []) pending.set(`${ip}/32`, entryAt(`${ip}/32`));
+    for (const ip of byHost.get(hostIp) ?? []) pending.add(ip);
   }
-  function hostSet(ip: string, hostIp: string | undefined): void {
-    const was = remote.get(ip)?.hostIp;
+  function hostSet(ip: string, was: string | undefined, hostIp: string | undefined): void {
     if (was === hostIp) return;
-    if (was !== undefined) { const s = byHost.get(was); s?.delete(ip); if (s && !s.size) byHost.delete(was); }
-    if (hostIp !== undefined) { let s = byHost.get(hostIp); if (!s) byHost.set(hostIp, s = new Set()); s.add(ip); }
+    if (was !== undefined) {
+      const a = byHost.get(was);
+      if (a instanceof Set) { a.delete(ip); if (!a.size) byHost.delete(was); }
+      else if (a) {
+        const i = a.indexOf(ip);
+        if (i >= 0) { a[i] = a[a.length - 1]!; a.pop(); if (!a.length) byHost.delete(was); }
+      }
+    }
+    if (hostIp !== undefined) {
+      const a = byHost.get(hostIp);
+      if (!a) byHost.set(hostIp, [ip]);
+      else if (a instanceof Set) a.add(ip);
+      else if (a.length < SMALL_HOST) a.push(ip);
+      else byHost.set(hostIp, new Set([...a, ip]));
+    }
   }
   function nodeGone(n: ClusterNode): void {
-    for (const p of nodePrefixes(n)) {
-      const c = (nodeAddrs.get(p) ?? 1) - 1;
-      if (c > 0) nodeAddrs.set(p, c); else { nodeAddrs.delete(p); nodeTunnel.delete(p); }
-      pending.set(p, entryAt(p));
+    for (const a of nodeAddresses(n)) {
+      const c = (nodeAddrs.get(a) ?? 1) - 1;
+      if (c > 0) nodeAddrs.set(a, c); else { nodeAddrs.delete(a); nodeTunnel.delete(a); }
+      pending.add(a);
     }
-    if (nodePrefixes(n).length) repend(n.ip);
+    if (nodeAddresses(n).length) repend(n.ip);
   }
   function nodeCame(n: ClusterNode): void {
-    for (const p of nodePrefixes(n)) {
-      nodeAddrs.set(p, (nodeAddrs.get(p) ?? 0) + 1);
-      nodeTunnel.set(p, n.ip);
-      pending.set(p, entryAt(p));
+    for (const a of nodeAddresses(n)) {
+      nodeAddrs.set(a, (nodeAddrs.get(a) ?? 0) + 1);
+      nodeTunnel.set(a, n.ip);
+      pending.add(a);
     }
-    if (nodePrefixes(n).length) repend(n.ip);
+    if (nodeAddresses(n).length) repend(n.ip);
   }
   /**
-   * What the cluster holds for `p` now: a remote pod's identity wins over a node address (the
-   * order ipcacheEntries() wrote them); each with its tunnel endpoint, as ipcacheEntries() gives it.
+   * What the cluster holds for the address `ip` (/32) now: a remote pod's identity wins over a
+   * node address (the order ipcacheEntries() wrote them); each with its tunnel endpoint, as
+   * ipcacheEntries() gives it.
    */
-  function entryAt(p: string): IPCacheEntry | undefined {
-    const e = p.endsWith('/32') ? remote.get(p.slice(0, -3)) : undefined;
-    if (e) return { prefix: p, identity: e.identity, endpointId: 0, ...(nodeTunnel.get(`${e.hostIp}/32`) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
-    const tunnel = nodeTunnel.get(p);
-    if (nodeAddrs.has(p)) return { prefix: p, identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
+  function entryAt(ip: string): IPCacheEntry | undefined {
+    const e = remote.get(ip);
+    if (e) return { prefix: `${ip}/32`, identity: e.identity, endpointId: 0, ...(nodeTunnel.get(e.hostIp) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
+    const tunnel = nodeTunnel.get(ip);
+    if (nodeAddrs.has(ip)) return { prefix: `${ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
     return undefined;
   }
 
@@ -205,7 +248,8 @@ export function createCluster(o: ClusterOptions) {
       if (key === nodeKey) void serial(register); // self-deletion protection
       return;
     }
-    const n = parseNodeValue(ev.kv.value);
+    const parsed = parseNodeValue(ev.kv.value);
+    const n = parsed && { ...parsed, name: intern(parsed.name), cluster: intern(parsed.cluster), ip: intern(parsed.ip) };
     if (!n || `${n.cluster}/${n.name}` !== rest) {
       log.warn({ key }, 'kvstore: skipping a node key whose value does not parse or does not match its key');
       return;
@@ -227,23 +271,24 @@ export function createCluster(o: ClusterOptions) {
     const ip = key.slice(IPCACHE_PREFIX.length);
     if (ev.type === 'delete') {
       if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(key, v, { lease: true }); }); return; }
-      hostSet(ip, undefined);
-      if (remote.delete(ip)) { pending.set(`${ip}/32`, entryAt(`${ip}/32`)); changed(); }
+      const had = remote.get(ip);
+      if (had) { hostSet(ip, had.hostIp, undefined); remote.delete(ip); pending.add(had.ip); changed(); }
       return;
     }
-    const e = parseIpcacheValue(key, ev.kv.value);
+    const e = parseIpcacheValue(key, ev.kv.value, intern);
     if (!e) {
       log.warn({ key, value: ev.kv.value.slice(0, 200) }, 'kvstore: skipping an ipcache key whose value does not parse');
       return;
     }
     if (e.hostIp === self.ip) return; // our own: the endpoint table is the truth
-    const had = remote.get(ip);
-    hostSet(ip, e.hostIp);
-    remote.set(ip, e);
-    if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp || had.node !== e.node || had.namespace !== e.namespace || had.pod !== e.pod) {
-      if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp) pending.set(`${ip}/32`, entryAt(`${ip}/32`));
-      changed();
-    }
+    const had = remote.get(e.ip);
+    if (had && had.identity === e.identity && had.hostIp === e.hostIp && had.node === e.node && had.namespace === e.namespace && had.pod === e.pod) return;
+    // one string for the address everywhere (map key, record, byHost, pending)
+    if (had) e.ip = had.ip;
+    hostSet(e.ip, had?.hostIp, e.hostIp);
+    remote.set(e.ip, e);
+    if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp) pending.add(e.ip);
+    changed();
   }
 
   async function register(): Promise<void> {
@@ -303,17 +348,25 @@ export function createCluster(o: ClusterOptions) {
     },
     /**
      * The ipcache changes (remote pods, remote nodes) since the last call: `upserts` to write,
-     * `deletes` gone from the cluster. The first call after start has every entry.
+     * `deletes` gone from the cluster. The first call after start has every entry. With `max`, at
+     * most that many (the rest stay for the next call): a caller applies 300,000 entries in
+     * batches instead of holding them all at once.
      */
-    drainIPCacheChanges(): { upserts: IPCacheEntry[]; deletes: string[] } {
+    drainIPCacheChanges(max = Infinity): { upserts: IPCacheEntry[]; deletes: string[] } {
       const upserts: IPCacheEntry[] = [];
       const deletes: string[] = [];
-      for (const [p, e] of pending) if (e) upserts.push(e); else deletes.push(p);
-      pending = new Map();
+      let n = 0;
+      for (const ip of pending) {
+        if (n++ >= max) break;
+        pending.delete(ip);
+        const e = entryAt(ip);
+        if (e) upserts.push(e); else deletes.push(`${ip}/32`);
+      }
+      if (!pending.size) pending = new Set(); // a drained Set keeps its grown table
       return { upserts, deletes };
     },
     /** Whether the cluster (a remote pod or node) claims `prefix`. */
-    holds: (prefix: string): boolean => entryAt(prefix) !== undefined,
+    holds: (prefix: string): boolean => prefix.endsWith('/32') && entryAt(prefix.slice(0, -3)) !== undefined,
     /**
      * Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache, each
      * with its tunnel endpoint (Cilium's): the InternalIP of the node it lives on. A node's own

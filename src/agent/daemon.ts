@@ -102,24 +102,28 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   function applyRemote(): Promise<void> {
     applying = applying.then(async () => {
       if (!cluster) return;
-      const { upserts, deletes } = cluster.drainIPCacheChanges();
-      const ipc = policy.engine.ipcache;
-      const write: IPCacheEntry[] = [];
-      const drop: string[] = [];
-      for (const p of deletes) {
-        ipc.delete(p, 'node');
-        const w = ipc.get(p);
-        if (w) write.push({ prefix: p, identity: w.identity, endpointId: w.endpointId });
-        else drop.push(p);
+      // in batches: 300,000 entries after a restart are never all held as objects at once
+      for (;;) {
+        const { upserts, deletes } = cluster.drainIPCacheChanges(4096);
+        if (!upserts.length && !deletes.length) return;
+        const ipc = policy.engine.ipcache;
+        const write: IPCacheEntry[] = [];
+        const drop: string[] = [];
+        for (const p of deletes) {
+          ipc.delete(p, 'node');
+          const w = ipc.get(p);
+          if (w) write.push({ prefix: p, identity: w.identity, endpointId: w.endpointId });
+          else drop.push(p);
+        }
+        for (const e of upserts) {
+          const w = ipc.upsert(e.prefix, e.identity, 'node');
+          // the tunnel endpoint goes with the cluster's claim only when that claim is the winner
+          const ours = w.identity === e.identity && w.endpointId === 0 && e.tunnelEndpoint;
+          write.push({ prefix: e.prefix, identity: w.identity, endpointId: w.endpointId, ...(ours ? { tunnelEndpoint: e.tunnelEndpoint } : {}) });
+        }
+        if (drop.length) await parts.datapath.deleteIPCache(drop);
+        if (write.length) await parts.datapath.upsertIPCache(write);
       }
-      for (const e of upserts) {
-        const w = ipc.upsert(e.prefix, e.identity, 'node');
-        // the tunnel endpoint goes with the cluster's claim only when that claim is the winner
-        const ours = w.identity === e.identity && w.endpointId === 0 && e.tunnelEndpoint;
-        write.push({ prefix: e.prefix, identity: w.identity, endpointId: w.endpointId, ...(ours ? { tunnelEndpoint: e.tunnelEndpoint } : {}) });
-      }
-      if (drop.length) await parts.datapath.deleteIPCache(drop);
-      if (write.length) await parts.datapath.upsertIPCache(write);
     });
     return applying;
   }

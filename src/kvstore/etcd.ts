@@ -26,11 +26,16 @@ export interface EtcdStoreOptions {
   lockLeaseTtlSeconds?: number;
   /** how long the first connection may take (default 15 s) */
   connectTimeoutMs?: number;
+  /** keys per range read when listing (default 4,096) */
+  listPageSize?: number;
   log?: KVLog;
 }
 
-// 300,000 ipcache keys are 1,200 round trips at 256 a page; 4,096 (about 1.3 MB of values) are 75
-const PAGE = 4096;
+// etcd (3.4) counts every key from a page's start to the range end on each paged read, so a
+// listing costs pages × keys: 300,000 ipcache keys are 75 pages at 4,096 and 19 at 16,384 (about
+// 5 MB of values a page, hence the larger gRPC receive limit below)
+const PAGE = 16_384;
+const MAX_RECEIVE = 64 * 1024 * 1024;
 
 function prefixEnd(prefix: string): Buffer {
   const b = Buffer.from(prefix);
@@ -53,6 +58,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const options: IOptions = {
     hosts: opts.endpoints,
     dialTimeout: opts.connectTimeoutMs ?? 15_000,
+    grpcOptions: { 'grpc.max_receive_message_length': MAX_RECEIVE },
     ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca, ...(opts.tls.key ? { privateKey: opts.tls.key } : {}), ...(opts.tls.cert ? { certChain: opts.tls.cert } : {}) } } : {}),
   };
   const client = new Etcd3(options);
@@ -251,19 +257,30 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       return () => { stop = true; cancel?.(); };
     },
     async follow(prefix, cb) {
-      const seen = new Set<string>();
+      // The keys present, without the prefix (a fresh short string each, not a slice of the full
+      // key): a re-list reports the keys gone meanwhile. 300,000 ipcache keys at 10,000 nodes.
+      let seen = new Set<string>();
+      const skip = Buffer.byteLength(prefix);
+      const rest = (key: Buffer) => key.toString('utf8', skip);
       let stopped = false;
       let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>['create']>> | undefined;
       async function sync(): Promise<void> {
-        const { pairs, revision } = await listAt(prefix);
-        const now = new Set(pairs.map((p) => p.key));
-        for (const k of seen) if (!now.has(k)) { seen.delete(k); cb({ type: 'delete', key: k, revision }); }
-        for (const p of pairs) { seen.add(p.key); cb({ type: 'put', kv: p }); }
+        // each page goes to `cb` as it arrives: the whole listing is never held at once
+        const now = new Set<string>();
+        const revision = await listPages(prefix, (kvs) => {
+          for (const kv of kvs) {
+            const r = rest(kv.key);
+            now.add(r);
+            cb({ type: 'put', kv: { key: prefix + r, value: kv.value.toString(), revision: Number(kv.mod_revision) } });
+          }
+        });
+        for (const k of seen) if (!now.has(k)) cb({ type: 'delete', key: prefix + k, revision });
+        seen = now;
         if (stopped) return;
         const w = await client.watch().prefix(prefix).startRevision(String(revision + 1)).create();
         watcher = w;
-        w.on('put', (kv) => { seen.add(kv.key.toString()); cb({ type: 'put', kv: pair(kv) }); });
-        w.on('delete', (kv) => { seen.delete(kv.key.toString()); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
+        w.on('put', (kv) => { seen.add(rest(kv.key)); cb({ type: 'put', kv: pair(kv) }); });
+        w.on('delete', (kv) => { seen.delete(rest(kv.key)); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
         w.on('error', (err) => {
           // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
           log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
@@ -317,19 +334,27 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
   };
 
-  /** Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList). */
-  async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
+  /**
+   * Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList), each page
+   * handed to `onPage` as it arrives; returns the revision. No sort option: etcd returns a range
+   * in key order anyway, and with one it reads the whole range before applying the limit.
+   */
+  async function listPages(prefix: string, onPage: (kvs: { key: Buffer; value: Buffer; mod_revision: string }[]) => void): Promise<number> {
     const end = prefixEnd(prefix);
-    const pairs: KVPair[] = [];
     let start = Buffer.from(prefix);
     let revision = 0;
     for (;;) {
-      const r = await client.kv.range({ key: start, range_end: end, limit: PAGE, ...(revision ? { revision } : {}), sort_order: 'Ascend', sort_target: 'Key' });
+      const r = await client.kv.range({ key: start, range_end: end, limit: opts.listPageSize ?? PAGE, ...(revision ? { revision } : {}) });
       if (!revision) revision = Number(r.header.revision);
-      for (const kv of r.kvs) pairs.push(pair(kv));
+      onPage(r.kvs);
       if (!r.more || !r.kvs.length) break;
       start = Buffer.concat([r.kvs[r.kvs.length - 1]!.key, Buffer.from([0])]);
     }
+    return revision;
+  }
+  async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
+    const pairs: KVPair[] = [];
+    const revision = await listPages(prefix, (kvs) => { for (const kv of kvs) pairs.push(pair(kv)); });
     return { pairs, revision };
   }
 

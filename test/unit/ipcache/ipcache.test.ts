@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IPCache } from '../../../src/ipcache/ipcache.ts';
+import { IPCache, SOURCE_PRECEDENCE } from '../../../src/ipcache/ipcache.ts';
 import { formatIPv6, parseIP, parsePrefix, prefixContains } from '../../../src/ipcache/prefix.ts';
 
 test('prefix parsing and canonical text', () => {
@@ -58,4 +58,53 @@ test('pod and node IPs beat CIDR identities for the same prefix', () => {
   assert.equal(c.lookup('192.0.2.12')?.identity, 16777219);
   assert.deepEqual(events.slice(0, 3), ['upsert 10.244.1.5/32 16777217', 'upsert 10.244.1.5/32 300', 'upsert 10.244.1.5/32 16777218']);
   assert.deepEqual([...c.entries()].map((e) => e.prefix).sort(), ['10.244.1.5/32', '192.0.2.0/24', '192.0.2.11/32']);
+});
+
+test('claims by several sources: the winner, its events and deletes match a model of all claims (fast-check)', async () => {
+  const fc = (await import('fast-check')).default;
+  const sources = ['endpoint', 'node', 'cidr', 'fqdn'] as const;
+  const op = fc.record({
+    del: fc.boolean(), all: fc.boolean(), prefix: fc.constantFrom('10.0.0.1/32', '10.0.0.2/32', '10.0.0.0/24'),
+    source: fc.constantFrom(...sources), identity: fc.integer({ min: 1, max: 4 }),
+  });
+  fc.assert(fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+    const c = new IPCache();
+    // the model: every claim per prefix; the winner is the highest-precedence source's claim
+    const model = new Map<string, Map<string, number>>();
+    const winner = (p: string) => {
+      const m = model.get(p);
+      if (!m?.size) return undefined;
+      const best = [...m.keys()].sort((a, b) => SOURCE_PRECEDENCE[b as 'node'] - SOURCE_PRECEDENCE[a as 'node'])[0]!;
+      return `${best} ${m.get(best)}`;
+    };
+    for (const o of ops) {
+      const before = winner(o.prefix);
+      const events: string[] = [];
+      const off = c.onChange((e) => events.push(`${e.type} ${e.entry.source} ${e.entry.identity}`));
+      if (o.del) {
+        const m = model.get(o.prefix);
+        const expect = o.all ? !!m?.size : !!m?.has(o.source);
+        assert.equal(c.delete(o.prefix, o.all ? undefined : o.source), expect);
+        if (o.all) model.delete(o.prefix); else m?.delete(o.source);
+      } else {
+        const w = c.upsert(o.prefix, o.identity, o.source);
+        let m = model.get(o.prefix);
+        if (!m) model.set(o.prefix, m = new Map());
+        m.set(o.source, o.identity);
+        assert.equal(`${w.source} ${w.identity}`, winner(o.prefix));
+      }
+      off();
+      const after = winner(o.prefix);
+      const g = c.get(o.prefix);
+      assert.equal(g ? `${g.source} ${g.identity}` : undefined, after);
+      // an event exactly when the winner changed (or was re-claimed by its own source)
+      if (after === undefined) assert.deepEqual(events, before === undefined ? [] : [`delete ${before}`]);
+      else if (after !== before) assert.deepEqual(events, [`upsert ${after}`]);
+      else if (!o.del && after.startsWith(`${o.source} `)) assert.deepEqual(events, [`upsert ${after}`]);
+      else assert.deepEqual(events, []);
+    }
+    const want = [...model.keys()].filter((p) => winner(p)).sort();
+    assert.deepEqual([...c.entries()].map((e) => e.prefix).sort(), want);
+    assert.equal(c.size, want.length);
+  }), { numRuns: 300 });
 });
