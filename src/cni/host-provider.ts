@@ -20,6 +20,7 @@ import type { LabPaths } from '../common/paths.ts';
 import type { Logger } from '../common/logger.ts';
 import type { PodNetworkInfo, PodNetworkProvider } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
+import { createSerial } from '../common/serial.ts';
 import { addrShowAt, disableIpv6Self, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
 import { createCidrIpam, parseCidr, type CidrPool } from '../common/cidr-ipam.ts';
 
@@ -60,12 +61,7 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
   const nodeAddresses = [...new Set([configured[0] ?? gw, gw, ...configured])];
   const dns = config.clusterDnsIp;
 
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const p = chain.then(f, f);
-    chain = p.catch(() => {});
-    return p;
-  };
+  const serial = createSerial();
   async function load(): Promise<Record<string, Attachment>> {
     try { return JSON.parse(await readFile(stateFile, 'utf8')) as Record<string, Attachment>; } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};

@@ -17,17 +17,13 @@ import type { Handler } from '../agent/api-server.ts';
 import { ApiRequestError } from '../agent/api-server.ts';
 import { valid } from '../agent/routes.ts';
 import { ANN_CONTAINER_ID, ANN_IFNAME, ANN_NETNS, type Attachment, type HostProvider } from './host-provider.ts';
+import { createSerial } from '../common/serial.ts';
 
 const SOURCE = { file: '<cni>', line: 0, col: 0 };
 
 export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: string; dns?: string }): Record<string, Handler> {
   const { agent, provider, node } = o;
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const p = chain.then(f, f);
-    chain = p.catch(() => {});
-    return p;
-  };
+  const serial = createSerial();
   const podOf = (a: Pick<Attachment, 'namespace' | 'pod'>): Pod => ({
     apiVersion: 'v1', kind: 'Pod', metadata: { name: a.pod, namespace: a.namespace }, spec: { containers: [{ name: a.pod }] }, source: SOURCE,
   } as Pod);

@@ -8,6 +8,7 @@
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { MembraneError } from '../common/errors.ts';
+import { createSerial } from './serial.ts';
 
 export interface CidrPool { network: number; size: number; gateway: string; cidr: string }
 
@@ -46,12 +47,7 @@ const HOST_ERRORS = (pool: CidrPool): IpamErrors => ({
 });
 
 export function createCidrIpam(file: string, pool: CidrPool, errors: IpamErrors = HOST_ERRORS(pool)): CidrIpam {
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const p = chain.then(f, f);
-    chain = p.catch(() => {});
-    return p;
-  };
+  const serial = createSerial();
   async function load(): Promise<Record<string, string>> {
     try {
       return JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
