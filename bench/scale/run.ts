@@ -14,7 +14,7 @@
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
 //     [--cpu-prof DIR] [--heap-snapshot DIR]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg } from 'node:os';
@@ -80,6 +80,28 @@ async function all(cmd: object): Promise<Record<string, unknown>[]> {
 }
 
 function agentPid(n: string): number { return Number(readFileSync(paths.agentPidFile(n), 'utf8')); }
+/**
+ * node n's agent other than `old` before it writes its pid file (that comes when its API is up):
+ * the process running the lab's agent program for n with this lab's MEMBRANE_LAB.
+ */
+function newAgentPid(n: string, old: number): number {
+  for (const d of readdirSync('/proc')) {
+    const p = Number(d);
+    if (!p || p === old) continue;
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (!cmd.some((a) => a.endsWith('src/lab/node-agent.ts')) || cmd[cmd.indexOf('--node') + 1] !== n) continue;
+      if (readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) return p;
+    } catch { /* gone meanwhile */ }
+  }
+  return NaN;
+}
+/** node n's agent log lines that mark its start phases, from the last "agent starting" on */
+function startPhases(n: string): string[] {
+  const lines = readFileSync(paths.agentLog(n), 'utf8').split('\n');
+  const from = lines.findLastIndex((l) => l.includes('agent starting'));
+  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|agent ready|released identities/.test(l)).map((l) => l.slice(0, 240));
+}
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -209,7 +231,7 @@ try {
     log(`heap snapshot of node3's agent (pid ${pid}) into ${HEAP}`);
     process.kill(pid, 'SIGUSR2');
     // the snapshot stops that agent for a while: the restart below waits until it is written
-    const { readdirSync, statSync } = await import('node:fs');
+    const { statSync } = await import('node:fs');
     let size = -1;
     for (let i = 0; i < 600; i++) {
       await sleep(1000);
@@ -237,11 +259,12 @@ try {
     const entryS = got.get('node2')! / 1000;
     // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
     // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
-    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : NaN; } catch { return NaN; } };
+    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
     const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
     const cpuS = safe(cpuSecs);
     await up;
     resync = { entryS, upS, upErr, rss: safe(rssMiB), cpuS };
+    for (const l of startPhases('node2')) log(`node2: ${l}`);
     log(`resync: the entry written while node2 was down reached its map ${resync.entryS.toFixed(1)} s after the restart began (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
   }
   await all({ cmd: 'stop' }).catch(() => {});
