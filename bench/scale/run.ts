@@ -12,7 +12,7 @@
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run").
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
-//     [--cpu-prof DIR] [--heap-snapshot DIR]
+//     [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -39,7 +39,7 @@ const labEnv = nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {};
 const WORKERS = 2;
 const NODES = ['node1', 'node2', 'node3'];
 /** the whole run stops after this, whatever stage it is in */
-const RUN_DEADLINE = Date.now() + 9 * 60_000;
+const RUN_DEADLINE = Date.now() + Number(arg('--minutes', '9')) * 60_000;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const node = process.execPath;
 const la = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -280,7 +280,7 @@ try {
     ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
   const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began, the new agent having used ${Number.isFinite(resync.cpuS) ? resync.cpuS.toFixed(1) : '–'} s of CPU by then (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${Number.isFinite(resync.rss) ? resync.rss.toFixed(0) : '–'} MiB.` : 'Resync: not measured.';
-  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) writeSection(out);
   await cleanup();
