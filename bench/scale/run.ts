@@ -90,7 +90,8 @@ function newAgentPid(n: string, old: number): number {
     if (!p || p === old) continue;
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (!cmd.some((a) => a.endsWith('src/lab/node-agent.ts')) || cmd[cmd.indexOf('--node') + 1] !== n) continue;
+      // the program node runs is the agent's (its supervisor's command line names the agent too)
+      if (!cmd.find((a) => a.endsWith('.ts'))?.endsWith('src/lab/node-agent.ts') || cmd[cmd.indexOf('--node') + 1] !== n) continue;
       if (readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) return p;
     } catch { /* gone meanwhile */ }
   }
