@@ -405,12 +405,12 @@ static __always_inline int create_new(struct hctx *h)
  * address sends no IPv6: a link-local or any other source is spoofed). */
 static __always_inline int source_valid(const struct pkt *p, const struct ep_config *cfg)
 {
+	const __u32 *a = (const void *)cfg->ipv6, *s = (const void *)p->saddr;
 	if (p->family == 4)
-		return __builtin_memcmp(p->saddr, cfg->ipv4, 4) == 0;
-	const __u64 *a = (const void *)cfg->ipv6;
-	if ((a[0] | a[1]) == 0)
+		return s[0] == *(const __u32 *)(const void *)cfg->ipv4;
+	if ((a[0] | a[1] | a[2] | a[3]) == 0)
 		return 0;
-	return __builtin_memcmp(p->saddr, cfg->ipv6, 16) == 0;
+	return ((a[0] ^ s[0]) | (a[1] ^ s[1]) | (a[2] ^ s[2]) | (a[3] ^ s[3])) == 0;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
