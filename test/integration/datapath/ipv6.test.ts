@@ -43,8 +43,11 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
     await node.up();
     ({ topo, world, d } = node);
     [A, B, C] = topo.pods as [Pod, Pod, Pod];
-    await node.serve([B.ns, '80,81', ''], [world.ns, '80,81', '']);
-    await Promise.all([B.ns, world.ns].map((ns) => waitLine(node.spawn(ns, ['serve6', '80,81']), /ready/)));
+    // servers on both families (slack for a loaded machine)
+    await Promise.all([B.ns, world.ns].flatMap((ns) => [
+      waitLine(node.spawn(ns, ['serve', '80,81', '']), /ready/, 30_000),
+      waitLine(node.spawn(ns, ['serve6', '80,81']), /ready/, 30_000),
+    ]));
   });
 
   after(() => node.down());
