@@ -372,6 +372,8 @@ export const DP_CONFIG_SIZE = 24;
 
 /** mb_config flags: routing mode tunnel (pods may not send to the tunnel port). */
 export const DP_F_TUNNEL = 0x01;
+/** mb_config flags: IPv6 enforced (Cilium's enable-ipv6); without it endpoints drop IPv6 (139). */
+export const DP_F_IPV6 = 0x02;
 
 export interface DpConfig {
   /** bumped after every policy, ipcache or endpoint change: established connections are decided again */
@@ -493,7 +495,7 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
 export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
-  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx',
+  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
 ] as const;
 export const STAT_MAX = 24;
 /** Index of the counter of events not emitted because their sender's budget was spent. */
