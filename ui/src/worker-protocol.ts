@@ -14,6 +14,8 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'batch'; generation: number; map?: MapSnapshot; received: number }
   | { type: 'view'; generation: number; total: number; from: number; rows: FlowRow[]; paused: boolean }
+  /** the replay's newest screenful is posted (view and map): the page can paint and be used */
+  | { type: 'first'; generation: number; flows: number; ms: number }
   | { type: 'loaded'; generation: number; flows: number; ms: number }
   | { type: 'state'; generation: number; state: 'live' | 'reconnecting'; message?: string }
   | { type: 'lost'; generation: number; count: number }
