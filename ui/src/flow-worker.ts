@@ -174,6 +174,9 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
           }, ctl.signal);
           flush(true);
           post({ type: 'first', generation: gen, flows: received, ms: performance.now() - t0 });
+          // the older flows wait for the page's first paint: fetching, serving and decoding them
+          // would take the 2 cores from the paint that makes the page usable
+          await firstPaint(gen, ctl.signal);
           // 2. the older ones, up to `number` in all: the server counts the flows at the
           // screenful's oldest instant again (until is inclusive), so those are asked for on top
           const oldest = first[0]?.time;
@@ -229,6 +232,26 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   }
 }
 
+/**
+ * Resolves when the page says it painted generation `gen`'s first screenful, or after
+ * PAINT_WAIT_MS (a page in a background tab gets no animation frames), or on abort.
+ */
+const PAINT_WAIT_MS = 1000;
+let painted: { gen: number; done: () => void } | undefined;
+function firstPaint(gen: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      if (painted?.gen === gen) painted = undefined;
+      resolve();
+    };
+    const timer = setTimeout(done, PAINT_WAIT_MS);
+    signal.addEventListener('abort', done, { once: true });
+    painted = { gen, done };
+  });
+}
+
 /** The whole flow, every field, by its uuid (Hubble's uuid filter), while the ring still holds it. */
 async function detail(uuid: string): Promise<void> {
   let f: Flow | undefined;
@@ -250,6 +273,8 @@ self.onmessage = (ev: MessageEvent<ToWorker>) => {
   if (m.type === 'start') {
     generation = m.generation;
     void run(m.filters, m.number, m.generation);
+  } else if (m.type === 'painted') {
+    if (painted?.gen === m.generation) painted.done();
   } else if (m.type === 'detail') void detail(m.uuid);
   else if (m.type === 'view') {
     view = { from: Math.max(0, Math.min(MAX_ROWS, m.from)), count: Math.max(0, Math.min(500, m.count)) };

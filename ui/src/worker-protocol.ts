@@ -8,6 +8,8 @@ export type ToWorker =
   | { type: 'detail'; uuid: string }
   /** the table shows newest-first rows [from, from + count) */
   | { type: 'view'; from: number; count: number }
+  /** the page painted the replay's first screenful: the rest of the replay may start */
+  | { type: 'painted'; generation: number }
   /** freeze the table's rows (the map and counts go on) */
   | { type: 'pause'; paused: boolean };
 
