@@ -4,8 +4,9 @@
  *   1. Star Wars demo with rule1 (L3/L4); the node's Hubble ring sized 16383
  *      (MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY) and filled with >= 10,000 real flows: the xwing's
  *      UDP datagrams to a deathstar pod, each dropped by policy (a policy-verdict and a drop flow).
- *   2. Load: a fresh page, navigation start -> the ring's flows decoded, folded into the map and
- *      table, and painted (the page's `membrane:loaded` mark, two frames after the render); then
+ *   2. Load: a fresh page, navigation start -> interactive (the newest screenful of flows in the
+ *      table and on the map, painted: `membrane:interactive`; no long task after it) and -> the
+ *      ring's 10,000 flows decoded, folded in and painted (`membrane:loaded`); then
  *      one input (open a flow's detail) and its response time. Median of --loads runs.
  *   3. Live: with the page open and following, the xwing sends --rate datagrams/s (2 flows each)
  *      for --secs seconds while a Chromium performance trace records; frames are the intervals
@@ -13,7 +14,7 @@
  *      requestAnimationFrame loop asks for a frame every vsync, as a user scrolling would), plus
  *      the renderer main thread's longest task.
  *
- *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10] [--debug] [--trace-dir DIR] [--ab DIR]
+ *   bin/node bench/ui/run.ts [--loads 5] [--rate 1000] [--secs 10] [--debug] [--trace-dir DIR] [--ab DIR] [--event-budget N]
  *
  * --ab DIR measures a second build of the UI (a copy of another commit's dist/ui) in the same
  * run, against the same lab and ring, right after this one: an A/B that a busy machine skews less
@@ -29,9 +30,11 @@ import { TestLab, REPO } from '../../test/integration/support/lab.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
 import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
+import { BpfMap, closeFd } from '../../src/sys/bpf.ts';
+import { readCounters, perCpuCounter } from '../../src/datapath/linux/statsmap.ts';
 import type { CDPSession, Page } from 'playwright-core';
 
-const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' }, 'trace-dir': { type: 'string' }, ab: { type: 'string' } } });
+const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' }, 'trace-dir': { type: 'string' }, ab: { type: 'string' }, 'event-budget': { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(20, Number(values.loads)));
 const RATE = Math.max(1, Math.min(5000, Number(values.rate)));
 const SECS = Math.max(1, Math.min(60, Number(values.secs)));
@@ -40,6 +43,16 @@ const FILL_FLOWS = 10_000;
 
 const lab = new TestLab(`uibench${process.pid % 10000}`);
 lab.env.MEMBRANE_HUBBLE_EVENT_BUFFER_CAPACITY = String(RING);
+/**
+ * Each sender's datapath event budget (MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT, 1000 events/s by
+ * default): one xwing sends all the load, 2 events per datagram, so the default budget passes
+ * only half of the flows at --rate 1000 (the rest are counted as lost in the kernel; the stage
+ * counts below show it). The bench measures the UI at the offered rate, so by default the budget
+ * covers it (4 x the offered events/s, burst as much); --event-budget N sets it (0: none).
+ */
+const EVENT_BUDGET = values['event-budget'] !== undefined ? Math.max(0, Number(values['event-budget'])) : 4 * 2 * RATE;
+lab.env.MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT = String(EVENT_BUDGET);
+lab.env.MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT = String(Math.max(1000, EVENT_BUDGET));
 const EX = join(REPO, 'examples/starwars');
 const SENDER = join(REPO, 'bench/ui/sender.ts');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -145,6 +158,19 @@ function workerKey(events: TraceEvent[], mainKey: string | undefined): string | 
   return best;
 }
 
+/** Where the live window's events went: the datapath's counters (pinned mb_stats, mb_lost). */
+function datapathCounts(pinRoot: string): { emitted: bigint; limited: bigint; ringFull: bigint } {
+  const stats = BpfMap.fromPin(join(pinRoot, 'mb_stats'));
+  const lost = BpfMap.fromPin(join(pinRoot, 'mb_lost'));
+  try {
+    const c = readCounters(stats);
+    return { emitted: c.events, limited: c.eventsRateLimited, ringFull: perCpuCounter(lost, 0) };
+  } finally {
+    closeFd(stats.fd);
+    closeFd(lost.fd);
+  }
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const loadAvg = os.loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -193,7 +219,8 @@ async function main(): Promise<void> {
       }, `load-${tag}${i}`);
       const lt = mainThreadTasks(loadEvents);
       const m = await page.evaluate(`({ loaded: performance.getEntriesByName('membrane:loaded')[0].startTime, interactive: performance.getEntriesByName('membrane:interactive')[0].startTime, flows: Number(document.body.dataset.loaded), replay: Number(document.body.dataset.replayMs), long: window.__long })`) as { loaded: number; interactive: number; flows: number; replay: number; long: [number, number][] };
-      // interactive (as Lighthouse's TTI): controls rendered, and no long task after that point
+      // interactive (as Lighthouse's TTI): the first table and map painted (the page marks it
+      // three frames after posting them), and no long task after that point up to the loaded mark
       const tti = Math.max(m.interactive, ...m.long.map(([st, d]) => st + d));
       const tIn = Date.now();
       await page.locator('[data-testid="flows-body"] .row').first().click();
@@ -218,12 +245,16 @@ async function main(): Promise<void> {
     let sent = { sent: 0, seconds: 0 };
     const receivedAt = async () => Number(/· ([\d,]+) flows/.exec((await page.locator('[data-testid="stream-state"]').textContent()) ?? '')?.[1]?.replace(/,/g, '') ?? 0);
     const r0 = await receivedAt();
+    const dp0 = datapathCounts(paths.pinRoot('node1'));
+    const seen0 = Number((await observer.serverStatus({})).seenFlows);
     const events = await trace(page, async () => {
       const out = await send(RATE, RATE * SECS);
       sent = JSON.parse(out.stdout.trim().split('\n').pop()!) as typeof sent;
       await page.waitForTimeout(1000);
     }, `live${tag ? `-${tag.slice(0, -1)}` : ''}`);
     const r1 = await receivedAt();
+    const dp1 = datapathCounts(paths.pinRoot('node1'));
+    const seen1 = Number((await observer.serverStatus({})).seenFlows);
     const gaps = await page.evaluate(`(() => { window.__stop = true; return window.__gaps.slice(1); })()`) as number[];
     await page.close();
 
@@ -255,15 +286,16 @@ async function main(): Promise<void> {
       ...(builds.length > 1 ? [`**build ${build}**`, ''] : []),
       '| measure | result | goal | |',
       '|---|---|---|---|',
-      `| navigation -> interactive: controls rendered, no long task after (median of ${LOADS}) | ${tti.toFixed(0)} ms (runs: ${loads.map((l) => l.tti.toFixed(0)).join(', ')}) | <= 1000 ms | ${tti <= 1000 ? 'ok' : 'MISSED'} |`,
+      `| navigation -> interactive: controls mounted, the table and the map painted with the newest flows (a screenful), no long task after, to the end of the replay (median of ${LOADS}) | ${tti.toFixed(0)} ms (runs: ${loads.map((l) => l.tti.toFixed(0)).join(', ')}) | <= 1000 ms | ${tti <= 1000 ? 'ok' : 'MISSED'} |`,
       `| navigation -> all 10,000 flows on the map and in the table, painted (median of ${LOADS}) | ${loaded.toFixed(0)} ms (runs: ${loads.map((l) => l.loaded.toFixed(0)).join(', ')}) | | |`,
-      `| of which: page script ran and controls rendered / the worker's replay stream (request to last flow decoded) | ${median(loads.map((l) => l.interactive)).toFixed(0)} ms / ${median(loads.map((l) => l.replay)).toFixed(0)} ms | | |`,
+      `| of which: first screenful painted (the page's membrane:interactive mark) / the worker's whole replay (first request to last flow decoded) | ${median(loads.map((l) => l.interactive)).toFixed(0)} ms / ${median(loads.map((l) => l.replay)).toFixed(0)} ms | | |`,
       `| flows on the page at that mark | ${loads.map((l) => l.flows).join(', ')} | 10,000 | |`,
       `| first input after load (open a flow's detail), median | ${median(loads.map((l) => l.input)).toFixed(0)} ms | | |`,
       `| long tasks (> 50 ms) during load, median count / longest (wall) | ${median(loads.map((l) => l.longTasks))} / ${median(loads.map((l) => l.longest)).toFixed(0)} ms | | |`,
       `| longest main-thread task during load, CPU time of the thread (median) / tasks over 50 ms of CPU (median count) | ${median(loads.map((l) => l.cpuLongest)).toFixed(1)} ms / ${median(loads.map((l) => l.cpuOver50))} | | |`,
       `| load: CPU time of the page's main thread / of the flow worker's thread, navigation to loaded (median) | ${median(loads.map((l) => l.cpuMain)).toFixed(0)} ms / ${median(loads.map((l) => l.cpuWorker)).toFixed(0)} ms | | |`,
       `| live: flows received by the page | ${(r1 - r0).toLocaleString('en-US')} in ${sent.seconds.toFixed(1)} s of sending (${((r1 - r0) / (sent.seconds + 1)).toFixed(0)}/s over the traced window, ${sent.sent} datagrams) | ${(2 * RATE).toLocaleString('en-US')}/s | |`,
+      `| live: events at each stage: offered (2 per datagram) / emitted by BPF to the ring / held back by the sender's event budget / lost to a full BPF ring / flows Hubble decoded (seen_flows) / flows the page received | ${2 * sent.sent} / ${dp1.emitted - dp0.emitted} / ${dp1.limited - dp0.limited} / ${dp1.ringFull - dp0.ringFull} / ${seen1 - seen0} / ${r1 - r0} | | |`,
       `| live: frames (trace: intervals between the renderer's BeginMainThreadFrame) | ${frames.length} frames (${draws} drawn), p50 ${p(frames, 0.5).toFixed(1)} ms, p99 ${p(frames, 0.99).toFixed(1)} ms, max ${Math.max(0, ...frames).toFixed(1)} ms, ${frames.filter((f) => f > 50).length} over 50 ms | none > 50 ms | ${frames.length && Math.max(...frames) <= 50 ? 'ok' : 'MISSED'} |`,
       `| live: requestAnimationFrame gaps in the page | ${gaps.length} frames, max ${Math.max(0, ...gaps).toFixed(1)} ms, ${gaps.filter((g) => g > 50).length} over 50 ms | | |`,
       `| live: renderer main thread tasks, wall time | ${mainTasks.length} tasks, longest ${Math.max(0, ...mainTasks).toFixed(1)} ms, ${mainTasks.filter((d) => d > 50).length} over 50 ms | | |`,
@@ -277,7 +309,7 @@ async function main(): Promise<void> {
     const lines = [
       `Command: \`bin/node bench/ui/run.ts --loads ${LOADS} --rate ${RATE} --secs ${SECS}${values.nice ? ` --nice=${values.nice}` : ''}${values.ab ? ` --ab ${values.ab}` : ''}\``,
       '',
-      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads), the UI server and other work on the machine${values.nice ? `; chromium's processes reniced to ${values.nice}` : ''}. Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.${builds.length > 1 ? ` Two builds of the UI, measured one after the other against the same ring: ${builds.map((x) => x.name).join(' then ')}.` : ''}`,
+      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${loadAvg}), Node ${process.version}, Chromium (Debian) headless 1440x900, 2 vCPU shared with the lab (agent, workloads), the UI server and other work on the machine${values.nice ? `; chromium's processes reniced to ${values.nice}` : ''}. Each sender's datapath event budget ${EVENT_BUDGET ? `${EVENT_BUDGET} events/s` : 'off'} (MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT). Ring ${Number(status.maxFlows)} slots holding ${ringFlows} real flows (xwing -> deathstar UDP datagrams dropped by rule1: policy-verdict + drop flow each). The page replays the last 10,000 matching flows, then follows.${builds.length > 1 ? ` Two builds of the UI, measured one after the other against the same ring: ${builds.map((x) => x.name).join(' then ')}.` : ''}`,
       '',
     ];
     for (const [k, x] of builds.entries()) {

@@ -5,8 +5,10 @@
  * (grpc-web-stream.ts) and decoded here, folded into the service map and turned into table rows; the
  * page gets batches a few times a second, so decoding 2,000 flows/s never blocks a frame.
  *
- * Positioning: first the last N flows that match (no follow: the stream's end says "loaded"),
- * then follow from the newest one's time, skipping the uuids already seen at that instant.
+ * Positioning: first a screenful, the newest FIRST_FLOWS that match, painted at once (the page
+ * is usable from then on); then the older ones up to N (`until` the screenful's oldest instant,
+ * the uuids already held skipped), folded in off screen and shown in one render ("loaded"); then
+ * follow from the newest one's time, skipping the uuids already seen at that instant.
  */
 import { create, toJson } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -34,6 +36,12 @@ export const FLOW_FIELDS = [
   'extensions',
 ];
 const BATCH_MS = 400;
+/**
+ * The replay's first request: enough for the table's first screen and the map's picture. The
+ * ring streams its last N oldest first, so without this the newest rows (the table's top) came
+ * last, after the whole replay.
+ */
+export const FIRST_FLOWS = 300;
 const MAP_MS = 800;
 /** rows the table offers (the newest) */
 export const MAX_ROWS = 10_000;
@@ -154,11 +162,43 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
         if (!loaded) {
           const t0 = performance.now();
           replaying = true;
-          await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(number), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+          // 1. the newest screenful, painted at once
+          const first: Flow[] = [];
+          await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(Math.min(number, FIRST_FLOWS)), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
             if (r.responseTypes.case !== 'flow') return;
             const f = r.responseTypes.value;
-            if (!seen(f)) ingest(f);
+            if (!seen(f)) {
+              ingest(f);
+              first.push(f);
+            }
           }, ctl.signal);
+          flush(true);
+          post({ type: 'first', generation: gen, flows: received, ms: performance.now() - t0 });
+          // the older flows wait for the page's first paint: fetching, serving and decoding them
+          // would take the 2 cores from the paint that makes the page usable
+          await firstPaint(gen, ctl.signal);
+          // 2. the older ones, up to `number` in all: the server counts the flows at the
+          // screenful's oldest instant again (until is inclusive), so those are asked for on top
+          const oldest = first[0]?.time;
+          if (first.length >= FIRST_FLOWS && number > first.length && oldest) {
+            const held = new Set<string>();
+            for (const f of first) if (f.time && f.time.seconds === oldest.seconds && f.time.nanos === oldest.nanos) held.add(f.uuid);
+            const older: Flow[] = [];
+            await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(number - first.length + held.size), until: oldest, whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+              if (r.responseTypes.case !== 'flow') return;
+              const f = r.responseTypes.value;
+              if (held.has(f.uuid)) return;
+              older.push(f);
+              received++;
+              if (map.add(f)) mapDirty = true;
+            }, ctl.signal);
+            // the table's order: older, then the screenful and whatever followed it
+            const add = older.slice(Math.max(0, older.length - MAX_ROWS));
+            rows.splice(0, 0, ...add);
+            // a page paused meanwhile keeps looking at the same flows (their sequence numbers moved)
+            if (paused && frozenTop >= 0) frozenTop += add.length;
+            rowsChanged = true;
+          }
           if (!lastTime) lastTime = Date.now() - (performance.now() - t0);
           loaded = true;
           replaying = false;
@@ -192,6 +232,26 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
   }
 }
 
+/**
+ * Resolves when the page says it painted generation `gen`'s first screenful, or after
+ * PAINT_WAIT_MS (a page in a background tab gets no animation frames), or on abort.
+ */
+const PAINT_WAIT_MS = 1000;
+let painted: { gen: number; done: () => void } | undefined;
+function firstPaint(gen: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      if (painted?.gen === gen) painted = undefined;
+      resolve();
+    };
+    const timer = setTimeout(done, PAINT_WAIT_MS);
+    signal.addEventListener('abort', done, { once: true });
+    painted = { gen, done };
+  });
+}
+
 /** The whole flow, every field, by its uuid (Hubble's uuid filter), while the ring still holds it. */
 async function detail(uuid: string): Promise<void> {
   let f: Flow | undefined;
@@ -213,6 +273,8 @@ self.onmessage = (ev: MessageEvent<ToWorker>) => {
   if (m.type === 'start') {
     generation = m.generation;
     void run(m.filters, m.number, m.generation);
+  } else if (m.type === 'painted') {
+    if (painted?.gen === m.generation) painted.done();
   } else if (m.type === 'detail') void detail(m.uuid);
   else if (m.type === 'view') {
     view = { from: Math.max(0, Math.min(MAX_ROWS, m.from)), count: Math.max(0, Math.min(500, m.count)) };

@@ -8,12 +8,16 @@ export type ToWorker =
   | { type: 'detail'; uuid: string }
   /** the table shows newest-first rows [from, from + count) */
   | { type: 'view'; from: number; count: number }
+  /** the page painted the replay's first screenful: the rest of the replay may start */
+  | { type: 'painted'; generation: number }
   /** freeze the table's rows (the map and counts go on) */
   | { type: 'pause'; paused: boolean };
 
 export type FromWorker =
   | { type: 'batch'; generation: number; map?: MapSnapshot; received: number }
   | { type: 'view'; generation: number; total: number; from: number; rows: FlowRow[]; paused: boolean }
+  /** the replay's newest screenful is posted (view and map): the page can paint and be used */
+  | { type: 'first'; generation: number; flows: number; ms: number }
   | { type: 'loaded'; generation: number; flows: number; ms: number }
   | { type: 'state'; generation: number; state: 'live' | 'reconnecting'; message?: string }
   | { type: 'lost'; generation: number; count: number }

@@ -8,13 +8,15 @@ import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { create } from '@bufbuild/protobuf';
+import { connect as netConnect } from 'node:net';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { createConnectTransport } from '@connectrpc/connect-node';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createHubble, type Hubble } from '../../../src/hubble/index.ts';
 import { observerClient, hubbleTransport } from '../../../src/hubble/client.ts';
 import { FlowFilterSchema, LostEventSource, Verdict } from '../../../src/hubble/gen/flow/flow_pb.js';
-import { GetFlowsRequestSchema, type GetFlowsResponse } from '../../../src/hubble/gen/observer/observer_pb.js';
+import { GetFlowsRequestSchema, GetFlowsResponseSchema, Observer, type GetFlowsResponse } from '../../../src/hubble/gen/observer/observer_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../../src/hubble/gen/grpc/health/v1/health_pb.js';
 import { Peer, ChangeNotificationType } from '../../../src/hubble/gen/peer/peer_pb.js';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
@@ -158,6 +160,39 @@ test('GetFlows follow: receives a flow ingested after subscribing; field mask', 
   assert.equal(f.source?.identity, 0); // masked out
   assert.equal(f.l4, undefined);
   assert.equal(f.verdict, Verdict.FORWARDED);
+});
+
+test('GetFlows: readers with a field mask, without one and over the JSON codec each get their own flow, the same every time', async () => {
+  const masked = create(GetFlowsRequestSchema, { number: 6n, fieldMask: { paths: ['source.pod_name', 'verdict'] } });
+  const whole = create(GetFlowsRequestSchema, { number: 6n });
+  const flows = (rs: GetFlowsResponse[]) => rs.filter((r) => r.responseTypes.case === 'flow').map((r) => r.responseTypes.value as import('../../../src/hubble/gen/flow/flow_pb.js').Flow);
+  const bytes = (rs: GetFlowsResponse[]) => rs.map((r) => Buffer.from(toBinary(GetFlowsResponseSchema, r)).toString('hex'));
+  const a = await collect(masked);
+  const b = await collect(masked);
+  assert.equal(flows(a).length, 6);
+  assert.deepEqual(bytes(b), bytes(a), 'the same bytes the second time');
+  for (const f of flows(b)) {
+    assert.equal(f.l4, undefined, 'masked out');
+    assert.equal(f.source?.identity, 0, 'masked out');
+    assert.ok(f.source?.podName, 'kept');
+    assert.ok(f.verdict, 'kept');
+  }
+  // no mask after a masked read: the whole flow
+  const w = flows(await collect(whole));
+  assert.equal(w.length, 6);
+  for (const f of w) {
+    assert.ok(f.l4 && f.source?.identity && f.uuid && f.time, 'the whole flow');
+    assert.equal(f.nodeName, 'node1');
+  }
+  assert.deepEqual(flows(await collect(masked)).map((f) => f.verdict), flows(a).map((f) => f.verdict));
+  // the JSON codec (Connect protocol): the flows travel as JSON, masked
+  const json = createClient(Observer, createConnectTransport({ baseUrl: 'http://localhost', httpVersion: '2', useBinaryFormat: false, nodeOptions: { createConnection: () => netConnect(sock) } }));
+  const j: GetFlowsResponse[] = [];
+  for await (const r of json.getFlows(masked)) j.push(r);
+  assert.equal(flows(j).length, 6);
+  assert.deepEqual(flows(j).map((f) => [f.source?.podName, f.verdict, f.l4]), flows(a).map((f) => [f.source?.podName, f.verdict, undefined]));
+  // the response's own fields beside the flow
+  assert.deepEqual(a.map((r) => [r.nodeName, r.time?.seconds]), w.map((f) => ['node1', f.time?.seconds]));
 });
 
 test('lost events pass unfiltered and uncounted', async () => {

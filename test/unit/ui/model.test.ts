@@ -153,3 +153,18 @@ test('service map: AI calls on an edge by provider and model — forwarded and r
   assert.equal(aiOf(flows[6]!), undefined);
   assert.deepEqual(aiOf(flows[1]!), { provider: 'openai', model: 'gpt-4o-mini', promptTokens: 23, completionTokens: 8 });
 });
+
+test('service map: the rate is the same whatever order the flows are folded in (the replay folds older flows in after the newest screenful)', () => {
+  // one flow a second for 25 s on one edge; the window is the last 10 s
+  const at = (s: number) => flow({ srcIp: '10.244.1.5', dstIp: '10.244.1.6', dstPort: 8080, verdict: 0, timeNs: T0 + BigInt(s) * 1_000_000_000n });
+  const flows = Array.from({ length: 25 }, (_, s) => at(s));
+  const now = T0MS + 24_500;
+  const inOrder = new ServiceMap();
+  for (const f of flows) inOrder.add(f, now);
+  const newestFirst = new ServiceMap();
+  for (const f of [...flows.slice(20), ...flows.slice(0, 20)]) newestFirst.add(f, now);
+  const rate = (m: ServiceMap) => m.snapshot(now).edges[0]!.rate;
+  assert.equal(rate(inOrder), 1, '10 flows in the 10 s window');
+  assert.equal(rate(newestFirst), 1, 'older flows folded in late do not reset a later second');
+  assert.equal(newestFirst.snapshot(now).edges[0]!.total, 25);
+});

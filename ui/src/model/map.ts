@@ -324,11 +324,13 @@ export class ServiceMap {
     if (t > e.lastSeenMs) e.lastSeenMs = t;
     const sec = Math.floor(t / 1000);
     const slot = sec % RATE_WINDOW_S;
-    if (e.bucketSec[slot] !== sec) {
+    // an older flow folded in after newer ones (the replay's first screenful comes first) is
+    // outside the rate window when its slot holds a later second: it must not reset that second
+    if (e.bucketSec[slot]! < sec) {
       e.bucketSec[slot] = sec;
       e.buckets[slot] = 0;
     }
-    e.buckets[slot]!++;
+    if (e.bucketSec[slot] === sec) e.buckets[slot]!++;
     if (rec?.case === 'http') {
       e.l7.add('HTTP');
       const path = pathOf(rec.value.url);
