@@ -185,6 +185,9 @@ function tlsPart(rec: TlsAccessRecord): L7Part {
   };
 }
 
+/** every L7 flow's event type (shared: flows are never changed in place after ingest) */
+const L7_EVENT = { $typeName: 'flow.CiliumEventType' as const, type: 129, subType: 0 };
+
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
   const labelCache = new Map<number, string[]>();
@@ -207,10 +210,24 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     return labels;
   };
 
+  // A local endpoint's flow.Endpoint is made once per resolved view (the agent replaces the view,
+  // never mutates it, when the endpoint changes) and shared by its flows, as the emitter is: two
+  // objects less per record. Its workloads are named here, so ingestFlow has nothing to fill in.
+  const endpoints = new WeakMap<ResolvedEndpoint, Endpoint>();
+  function localEndpoint(e: ResolvedEndpoint): Endpoint {
+    let v = endpoints.get(e);
+    if (!v) {
+      const workloads = (e.workloads ?? []).map((w) => ({ $typeName: 'flow.Workload' as const, name: w.name, kind: w.kind }));
+      v = { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads };
+      endpoints.set(e, v);
+    }
+    return v;
+  }
+
   // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
   function endpoint(p: AccessPeer): Endpoint {
     const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
-    if (e) return { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads: [] };
+    if (e) return localEndpoint(e);
     return { $typeName: 'flow.Endpoint', ID: 0, identity: p.identity, clusterName: '', namespace: '', labels: p.labels ? sorted(p.labels) : identityLabels(p.identity), podName: '', workloads: [] };
   }
 
@@ -246,7 +263,7 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
       destinationNames: part.destinationNames ?? [],
       l7: part.l7,
       reply: false,
-      eventType: { $typeName: 'flow.CiliumEventType', type: 129, subType: 0 },
+      eventType: L7_EVENT,
       sourceService: undefined,
       destinationService: undefined,
       trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
