@@ -161,8 +161,8 @@ function dnsPart(rec: DnsAccessRecord): L7Part {
       record: {
         case: 'dns',
         value: {
-          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? [], ttl: rec.ttl ?? 0, cnames: rec.cnames ?? [], observationSource: 'proxy',
-          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? [],
+          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? NONE, ttl: rec.ttl ?? 0, cnames: rec.cnames ?? NONE, observationSource: 'proxy',
+          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? NONE,
         },
       },
     },
@@ -187,6 +187,12 @@ function tlsPart(rec: TlsAccessRecord): L7Part {
 
 /** every L7 flow's event type (shared: flows are never changed in place after ingest) */
 const L7_EVENT = { $typeName: 'flow.CiliumEventType' as const, type: 129, subType: 0 };
+/**
+ * The empty list fields of an L7 flow (eight per flow) share one frozen array: a flow is kept in
+ * the ring for a while, so each object per flow is copied by the GC before it dies. Frozen, so a
+ * consumer that would change it in place fails loudly instead of changing every flow.
+ */
+const NONE = Object.freeze([]) as unknown as never[];
 
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
@@ -258,9 +264,9 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
       destination: endpoint(dst),
       Type: FlowType.L7,
       nodeName: opts.nodeName,
-      nodeLabels: [],
-      sourceNames: [],
-      destinationNames: part.destinationNames ?? [],
+      nodeLabels: NONE,
+      sourceNames: NONE,
+      destinationNames: part.destinationNames ?? NONE,
       l7: part.l7,
       reply: false,
       eventType: L7_EVENT,
@@ -283,11 +289,11 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
       cgroupId: 0n,
       Summary: part.summary,
       extensions: part.extensions,
-      egressAllowedBy: [],
-      ingressAllowedBy: [],
-      egressDeniedBy: [],
-      ingressDeniedBy: [],
-      policyLog: [],
+      egressAllowedBy: NONE,
+      ingressAllowedBy: NONE,
+      egressDeniedBy: NONE,
+      ingressDeniedBy: NONE,
+      policyLog: NONE,
       aggregate: undefined,
     };
   };
