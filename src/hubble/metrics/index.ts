@@ -14,9 +14,11 @@
  * Adding a handler (e.g. src/hubble/metrics/http.ts): export a `HandlerFactory` and register it
  *
  *   export const httpHandler: HandlerFactory = ({ registry, ctx, options }) => {
- *     const c = new Counter({ name: 'hubble_http_requests_total', help: '…',
+ *     const c = fastCounter({ name: 'hubble_http_requests_total', help: '…',          // src/common/fast-counter.ts
  *       labelNames: [...ctx.names, 'method', 'protocol', 'reporter'], registers: [registry] });
- *     return { name: 'http', process(flow) { if (flow.l7?.record.case === 'http') c.labels(...ctx.values(flow), …).inc(); } };
+ *     const v = new Array<string>(ctx.names.length + 3).fill('');                       // one scratch per handler
+ *     return { name: 'http', process(flow) { if (flow.l7?.record.case !== 'http') return;
+ *       ctx.into(flow, v, 0); v[ctx.names.length] = …; c.inc(v); } };
  *   };
  *   registerHandler('http', httpHandler);
  *
