@@ -6,8 +6,12 @@
  * forward, match the answer, reply. Reports q/s and the proxy's CPU per query next to dnsmasq's
  * own q/s and CPU per query answering dnsperf directly, same run.
  *
- *   bin/node bench/dns/loopback.ts [--secs 5] [--rounds 3] [--module path/to/proxy.ts]
+ *   bin/node bench/dns/loopback.ts [--secs 5] [--rounds 3] [--module path/to/proxy.ts] [--agent] [--cpu-prof-dir DIR]
  * --module: another build of the proxy (e.g. a copy of an older proxy.ts beside it) for an A/B.
+ * --agent: the records take the agent's path instead of the flow counter (src/agent/compose.ts):
+ *   Hubble's L7 parser → hubble.ingestFlow (uuid, workloads, ring) → the default Hubble metrics
+ *   and the agent's cilium_policy_l7_total; client and server are local endpoints, as in a lab.
+ * --cpu-prof-dir: a V8 CPU profile of the proxied rounds only (inspector, 200 µs sampling).
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -20,8 +24,12 @@ import type { createDNSProxy as CreateDNSProxy } from '../../src/proxy/dns/proxy
 import { startPinned } from '../support.ts';
 import { createL7Parser } from '../../src/hubble/l7/parser.ts';
 import type { AccessLogRecord } from '../../src/common/access-log.ts';
+import { createHubble } from '../../src/hubble/index.ts';
+import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
+import { createAgentMetrics } from '../../src/agent/metrics.ts';
+import { Session } from 'node:inspector/promises';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' }, agent: { type: 'boolean', default: false }, 'cpu-prof-dir': { type: 'string', default: '' } } });
 const MODULE = values.module ? resolve(values.module) : resolve(import.meta.dirname, '../../src/proxy/dns/proxy.ts');
 const { createDNSProxy } = (await import(MODULE)) as { createDNSProxy: typeof CreateDNSProxy };
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -43,19 +51,30 @@ async function dnsperf(server: string, pid: number): Promise<{ qps: number; cpu:
   return { qps, cpu: (cpuUs(pid) - c0) / (qps * SECS) };
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+const DNS_EP = { id: 9, identity: 400, namespace: 'kube-system', pod: 'dns', labels: ['k8s:k8s-app=kube-dns'] };
+const epAt = (ip: string) => (ip === '127.0.0.1' ? EP : ip === '127.0.0.3' ? DNS_EP : undefined);
+const parseL7 = createL7Parser({ nodeName: 'bench', resolver: values.agent ? { byIp: epAt, identityLabels: () => undefined } : { byIp: () => undefined, identityLabels: () => undefined } });
 let flows = 0;
+/** --agent: the agent's sink of access records, wired as src/agent/compose.ts wires it */
+function agentSink(): (rec: AccessLogRecord) => void {
+  const hubble = createHubble({ nodeName: 'bench', resolver: { byIp: epAt, identityLabels: () => undefined }, socketPath: join(dir, 'hubble.sock') });
+  const metrics = createHubbleMetrics(DEFAULT_METRICS);
+  const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: dir });
+  hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
+  return (rec) => hubble.ingestFlow(parseL7(rec));
+}
+const sink = values.agent ? agentSink() : undefined;
 const proxy = createDNSProxy({
   nodeName: 'bench', port: PORT, host: '127.0.0.1', dnsPort: PORT,
   endpointByIp: () => EP,
   // answers leave from 127.0.0.3 (an "original destination" no one else binds), queries go to dnsmasq
   originalDestination: () => '127.0.0.3',
   upstreamFor: () => UP,
-  peerOf: () => ({ identity: 256 }),
+  peerOf: (ip: string) => (values.agent ? { identity: epAt(ip)?.identity ?? 2, endpoint: epAt(ip) } : { identity: 256 }),
   decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.bench.lab.'),
   onAnswer: () => null,
   // a build whose proxy emits access records pays the flow build here, as older builds did inside the proxy
-  emit: (x: unknown) => { if (!(x as { $typeName?: string }).$typeName) parseL7(x as AccessLogRecord); flows++; },
+  emit: (x: unknown) => { if (sink) sink(x as AccessLogRecord); else if (!(x as { $typeName?: string }).$typeName) parseL7(x as AccessLogRecord); flows++; },
 });
 try {
   writeFileSync(join(dir, 'q.txt'), Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab A`).join('\n') + '\n');
@@ -65,14 +84,21 @@ try {
   execFileSync('taskset', ['-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
   const rows: { d: number; p: number; cd: number; cp: number }[] = [];
   await dnsperf('127.0.0.1', process.pid); // warm-up
+  const prof = values['cpu-prof-dir'] ? new Session() : undefined;
+  if (prof) { prof.connect(); await prof.post('Profiler.enable'); await prof.post('Profiler.setSamplingInterval', { interval: 200 }); }
   for (let r = 0; r < ROUNDS; r++) {
     const d = await dnsperf(UP, dm.pid!);
+    if (prof) await prof.post('Profiler.start');
     const p = await dnsperf('127.0.0.1', process.pid);
+    if (prof) {
+      const { profile } = await prof.post('Profiler.stop');
+      writeFileSync(join(resolve(values['cpu-prof-dir']!), `dns-loopback-${process.pid}-r${r + 1}.cpuprofile`), JSON.stringify(profile));
+    }
     rows.push({ d: d.qps, p: p.qps, cd: d.cpu, cp: p.cpu });
     console.error(`round ${r + 1}: dnsmasq ${d.qps.toFixed(0)} q/s (${d.cpu.toFixed(1)} µs/q) | proxy ${p.qps.toFixed(0)} q/s (${p.cpu.toFixed(1)} µs/q of the proxy process)`);
   }
   const st = proxy.stats();
-  console.log(`${MODULE.replace(resolve(import.meta.dirname, '../..') + '/', '')}: median: dnsmasq ${median(rows.map((x) => x.d)).toFixed(0)} q/s, proxy ${median(rows.map((x) => x.p)).toFixed(0)} q/s; CPU/query dnsmasq ${median(rows.map((x) => x.cd)).toFixed(1)} µs, proxy ${median(rows.map((x) => x.cp)).toFixed(1)} µs; ` +
+  console.log(`${MODULE.replace(resolve(import.meta.dirname, '../..') + '/', '')}${values.agent ? ' (--agent)' : ''}: median: dnsmasq ${median(rows.map((x) => x.d)).toFixed(0)} q/s, proxy ${median(rows.map((x) => x.p)).toFixed(0)} q/s; CPU/query dnsmasq ${median(rows.map((x) => x.cd)).toFixed(1)} µs, proxy ${median(rows.map((x) => x.cp)).toFixed(1)} µs; ` +
     `${st.queries} queries, ${st.batched} read by recvmmsg, ${flows} flows, ${st.servfail} servfail, ${st.dropped} dropped`);
 } finally {
   await proxy.stop();

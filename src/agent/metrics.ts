@@ -33,6 +33,7 @@ import { TrafficDirection, Verdict, type Flow } from '../hubble/gen/flow/flow_pb
 import { DROP_REASON_TEXT } from '../hubble/names.ts';
 import type { MapState } from '../policy/types.ts';
 import { metricsEndpoint } from '../common/metrics-endpoint.ts';
+import { fastCounter } from '../common/fast-counter.ts';
 
 export interface AgentMetricsDeps {
   policies(): Promise<number>;
@@ -144,8 +145,13 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const dropBytes = new Counter({ name: 'cilium_drop_bytes_total', help: 'Total dropped bytes, tagged by drop reason and ingress/egress direction', labelNames: ['reason', 'direction'], registers });
   const forwardBytes = new Counter({ name: 'cilium_forward_bytes_total', help: 'Total forwarded bytes, tagged by ingress/egress direction', labelNames: ['direction'], registers });
   const forwards = new Counter({ name: 'cilium_forward_count_total', help: 'Total forwarded packets, tagged by ingress/egress direction', labelNames: ['direction'], registers });
-  const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
-  for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
+  // per proxied request: a fast counter with its label sets made once (src/common/fast-counter.ts)
+  const l7 = fastCounter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
+  const L7_SERIES = {
+    fqdn: { received: ['received', 'fqdn'], forwarded: ['forwarded', 'fqdn'], denied: ['denied', 'fqdn'] },
+    envoy: { received: ['received', 'envoy'], forwarded: ['forwarded', 'envoy'], denied: ['denied', 'envoy'] },
+  } as const;
+  for (const p of Object.values(L7_SERIES)) for (const v of Object.values(p)) l7.inc(v, 0);
 
   const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: await registry.metrics() }));
   return {
@@ -162,10 +168,11 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
         if (bytes > 0) forwardBytes.inc(labels, bytes);
       }
       else if (t === 129 && !f.isReply) {
-        const proxy = f.l7?.record.case === 'dns' ? 'fqdn' : f.l7?.record.case === 'http' ? 'envoy' : undefined;
-        if (!proxy) return;
-        l7.inc({ rule: 'received', proxy_type: proxy });
-        l7.inc({ rule: f.verdict === Verdict.DROPPED ? 'denied' : 'forwarded', proxy_type: proxy });
+        const c = f.l7?.record.case;
+        const series = c === 'dns' ? L7_SERIES.fqdn : c === 'http' ? L7_SERIES.envoy : undefined;
+        if (!series) return;
+        l7.inc(series.received);
+        l7.inc(f.verdict === Verdict.DROPPED ? series.denied : series.forwarded);
       }
     },
     policyChange: (outcome) => changes.inc({ outcome }),

@@ -161,8 +161,8 @@ function dnsPart(rec: DnsAccessRecord): L7Part {
       record: {
         case: 'dns',
         value: {
-          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? [], ttl: rec.ttl ?? 0, cnames: rec.cnames ?? [], observationSource: 'proxy',
-          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? [],
+          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? NONE, ttl: rec.ttl ?? 0, cnames: rec.cnames ?? NONE, observationSource: 'proxy',
+          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? NONE,
         },
       },
     },
@@ -184,6 +184,15 @@ function tlsPart(rec: TlsAccessRecord): L7Part {
     ...(rec.verdict === 'denied' ? { dropReasonDesc: DropReason.POLICY_DENIED } : {}),
   };
 }
+
+/** every L7 flow's event type (shared: flows are never changed in place after ingest) */
+const L7_EVENT = { $typeName: 'flow.CiliumEventType' as const, type: 129, subType: 0 };
+/**
+ * The empty list fields of an L7 flow (eight per flow) share one frozen array: a flow is kept in
+ * the ring for a while, so each object per flow is copied by the GC before it dies. Frozen, so a
+ * consumer that would change it in place fails loudly instead of changing every flow.
+ */
+const NONE = Object.freeze([]) as unknown as never[];
 
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
@@ -207,10 +216,24 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     return labels;
   };
 
+  // A local endpoint's flow.Endpoint is made once per resolved view (the agent replaces the view,
+  // never mutates it, when the endpoint changes) and shared by its flows, as the emitter is: two
+  // objects less per record. Its workloads are named here, so ingestFlow has nothing to fill in.
+  const endpoints = new WeakMap<ResolvedEndpoint, Endpoint>();
+  function localEndpoint(e: ResolvedEndpoint): Endpoint {
+    let v = endpoints.get(e);
+    if (!v) {
+      const workloads = (e.workloads ?? []).map((w) => ({ $typeName: 'flow.Workload' as const, name: w.name, kind: w.kind }));
+      v = { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads };
+      endpoints.set(e, v);
+    }
+    return v;
+  }
+
   // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
   function endpoint(p: AccessPeer): Endpoint {
     const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
-    if (e) return { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads: [] };
+    if (e) return localEndpoint(e);
     return { $typeName: 'flow.Endpoint', ID: 0, identity: p.identity, clusterName: '', namespace: '', labels: p.labels ? sorted(p.labels) : identityLabels(p.identity), podName: '', workloads: [] };
   }
 
@@ -241,12 +264,12 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
       destination: endpoint(dst),
       Type: FlowType.L7,
       nodeName: opts.nodeName,
-      nodeLabels: [],
-      sourceNames: [],
-      destinationNames: part.destinationNames ?? [],
+      nodeLabels: NONE,
+      sourceNames: NONE,
+      destinationNames: part.destinationNames ?? NONE,
       l7: part.l7,
       reply: false,
-      eventType: { $typeName: 'flow.CiliumEventType', type: 129, subType: 0 },
+      eventType: L7_EVENT,
       sourceService: undefined,
       destinationService: undefined,
       trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
@@ -266,11 +289,11 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
       cgroupId: 0n,
       Summary: part.summary,
       extensions: part.extensions,
-      egressAllowedBy: [],
-      ingressAllowedBy: [],
-      egressDeniedBy: [],
-      ingressDeniedBy: [],
-      policyLog: [],
+      egressAllowedBy: NONE,
+      ingressAllowedBy: NONE,
+      egressDeniedBy: NONE,
+      ingressDeniedBy: NONE,
+      policyLog: NONE,
       aggregate: undefined,
     };
   };

@@ -71,13 +71,29 @@ function app(ep: Endpoint | undefined): string {
   return '';
 }
 
+/** `namespace/pod` strings made once per pod (a label value of every flow: no new string per flow) */
+const podKeys = new Map<string, Map<string, string>>();
+let podKeyCount = 0;
+function podKey(namespace: string, pod: string): string {
+  let byPod = podKeys.get(namespace);
+  if (!byPod) podKeys.set(namespace, (byPod = new Map()));
+  let k = byPod.get(pod);
+  if (k === undefined) {
+    // bounded: pods come and go; the map starts over rather than grow with every pod ever seen
+    if (podKeyCount >= 65536) { podKeys.clear(); podKeyCount = 0; podKeys.set(namespace, byPod); }
+    byPod.set(pod, (k = `${namespace}/${pod}`));
+    podKeyCount++;
+  }
+  return k;
+}
+
 function identifier(id: string, flow: Flow, side: 'source' | 'destination'): string {
   const ep = side === 'source' ? flow.source : flow.destination;
   const ip = side === 'source' ? flow.IP?.source ?? '' : flow.IP?.destination ?? '';
   switch (id) {
     case 'identity': return (ep?.labels ?? []).join(',');
     case 'namespace': return ep?.namespace ?? '';
-    case 'pod': return ep?.podName ? `${ep.namespace}/${ep.podName}` : '';
+    case 'pod': return ep?.podName ? podKey(ep.namespace, ep.podName) : '';
     case 'pod-name': return ep?.podName ?? '';
     case 'pod-short': return ep?.podName ? ep.podName.replace(/^(.+?)(-[a-z0-9]+){1,2}$/, '$1') : '';
     case 'dns': return (side === 'source' ? flow.sourceNames : flow.destinationNames).join(',');
@@ -102,27 +118,33 @@ function firstOf(list: string[] | undefined, flow: Flow, side: 'source' | 'desti
 }
 
 export function contextLabelValues(c: ContextOptions, flow: Flow): string[] {
-  const out: string[] = [];
+  const out = new Array<string>(contextLabelNames(c).length);
+  contextLabelValuesInto(c, flow, out, 0);
+  return out;
+}
+
+/** The context label values of a flow written into `out` from index `at` (no array made). */
+export function contextLabelValuesInto(c: ContextOptions, flow: Flow, out: string[], at: number): void {
+  let i = at;
   for (const l of c.labels) {
     switch (l) {
-      case 'source_ip': out.push(flow.IP?.source ?? ''); break;
-      case 'source_pod': out.push(flow.source?.podName ?? ''); break;
-      case 'source_namespace': out.push(flow.source?.namespace ?? ''); break;
-      case 'source_workload': out.push(flow.source?.workloads?.[0]?.name ?? ''); break;
-      case 'source_workload_kind': out.push(flow.source?.workloads?.[0]?.kind ?? ''); break;
-      case 'source_app': out.push(app(flow.source)); break;
-      case 'destination_ip': out.push(flow.IP?.destination ?? ''); break;
-      case 'destination_pod': out.push(flow.destination?.podName ?? ''); break;
-      case 'destination_namespace': out.push(flow.destination?.namespace ?? ''); break;
-      case 'destination_workload': out.push(flow.destination?.workloads?.[0]?.name ?? ''); break;
-      case 'destination_workload_kind': out.push(flow.destination?.workloads?.[0]?.kind ?? ''); break;
-      case 'destination_app': out.push(app(flow.destination)); break;
-      case 'traffic_direction': out.push(flow.trafficDirection === TrafficDirection.INGRESS ? 'ingress' : flow.trafficDirection === TrafficDirection.EGRESS ? 'egress' : 'unknown'); break;
+      case 'source_ip': out[i++] = flow.IP?.source ?? ''; break;
+      case 'source_pod': out[i++] = flow.source?.podName ?? ''; break;
+      case 'source_namespace': out[i++] = flow.source?.namespace ?? ''; break;
+      case 'source_workload': out[i++] = flow.source?.workloads?.[0]?.name ?? ''; break;
+      case 'source_workload_kind': out[i++] = flow.source?.workloads?.[0]?.kind ?? ''; break;
+      case 'source_app': out[i++] = app(flow.source); break;
+      case 'destination_ip': out[i++] = flow.IP?.destination ?? ''; break;
+      case 'destination_pod': out[i++] = flow.destination?.podName ?? ''; break;
+      case 'destination_namespace': out[i++] = flow.destination?.namespace ?? ''; break;
+      case 'destination_workload': out[i++] = flow.destination?.workloads?.[0]?.name ?? ''; break;
+      case 'destination_workload_kind': out[i++] = flow.destination?.workloads?.[0]?.kind ?? ''; break;
+      case 'destination_app': out[i++] = app(flow.destination); break;
+      case 'traffic_direction': out[i++] = flow.trafficDirection === TrafficDirection.INGRESS ? 'ingress' : flow.trafficDirection === TrafficDirection.EGRESS ? 'egress' : 'unknown'; break;
     }
   }
   const egress = flow.trafficDirection === TrafficDirection.EGRESS;
   const ingress = flow.trafficDirection === TrafficDirection.INGRESS;
-  if (c.source) out.push(firstOf((egress && c.sourceEgress) || (ingress && c.sourceIngress) || c.source, flow, 'source'));
-  if (c.destination) out.push(firstOf((egress && c.destinationEgress) || (ingress && c.destinationIngress) || c.destination, flow, 'destination'));
-  return out;
+  if (c.source) out[i++] = firstOf((egress && c.sourceEgress) || (ingress && c.sourceIngress) || c.source, flow, 'source');
+  if (c.destination) out[i++] = firstOf((egress && c.destinationEgress) || (ingress && c.destinationIngress) || c.destination, flow, 'destination');
 }

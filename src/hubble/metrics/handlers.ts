@@ -3,108 +3,21 @@
  * port-distribution, icmp, flows-to-world. Each is a `HandlerFactory` (see index.ts); label names and orders are
  * Hubble's so dashboards and alerts written for Cilium work unchanged.
  */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { fastCounter } from '../../common/fast-counter.ts';
 import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
 import { DNS_RCODE_NAMES } from '../names.ts';
 import type { HandlerFactory } from './index.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, TRACE_POINT_NAMES } from '../names.ts';
 
-/**
- * A counter whose per-flow increment is a Map lookup: prom-client hashes the label object on
- * every inc (even through a labels() child), which is most of a handler's cost per flow. The
- * counts live here and are copied into the prom-client counter when it is scraped (collect).
- */
-/**
- * Series removal for fast counters (their counts live outside prom-client, which rebuilds them
- * at each scrape): per registry, the metric names and a function removing the label sets a
- * predicate selects.
- */
-export const fastCounterRemovers = new WeakMap<Registry, Map<string, (tied: (labels: Record<string, string>) => boolean) => number>>();
-
-export function fastCounter(opts: { name: string; help: string; labelNames: string[]; registers: Registry[] }): (...values: string[]) => void {
-  const counts = new Map<string, { values: string[]; n: number }>();
-  const names = opts.labelNames;
-  const remover = (tied: (labels: Record<string, string>) => boolean): number => {
-    let n = 0;
-    for (const [k, e] of counts) {
-      const labels: Record<string, string> = {};
-      for (let i = 0; i < names.length; i++) labels[names[i]!] = e.values[i] ?? '';
-      if (tied(labels)) { counts.delete(k); n++; }
-    }
-    return n;
-  };
-  for (const r of opts.registers) {
-    let m = fastCounterRemovers.get(r);
-    if (!m) fastCounterRemovers.set(r, (m = new Map()));
-    m.set(opts.name, remover);
-  }
-  new Counter({
-    ...opts,
-    collect() {
-      this.reset();
-      for (const e of counts.values()) {
-        const labels: Record<string, string> = {};
-        for (let i = 0; i < names.length; i++) labels[names[i]!] = e.values[i] ?? '';
-        this.inc(labels, e.n);
-      }
-    },
-  });
-  return (...values) => {
-    const k = values.join('\u0001');
-    const e = counts.get(k);
-    if (e) e.n++;
-    else counts.set(k, { values, n: 1 });
-  };
+/** small decimal strings made once (ips_returned, ports): no number → string per flow */
+const DECIMALS: string[] = [];
+function decimal(n: number): string {
+  if (n < 0 || n > 65535 || !Number.isInteger(n)) return String(n);
+  return DECIMALS[n] ?? (DECIMALS[n] = String(n));
 }
 
-/**
- * A histogram kept like fastCounter: per label set (one Map lookup per observation) the bucket
- * counts, sum and count, copied into the prom-client histogram when it is scraped. prom-client's
- * own observe builds and hashes a label object per call (~1 KB of garbage per observation).
- */
-export function fastHistogram(opts: { name: string; help: string; labelNames: string[]; buckets: number[]; registers: Registry[] }): (value: number, ...values: string[]) => void {
-  const bounds = opts.buckets;
-  const names = opts.labelNames;
-  const series = new Map<string, { values: string[]; buckets: Float64Array; sum: number; count: number }>();
-  const labelsOf = (values: string[]) => {
-    const labels: Record<string, string> = {};
-    for (let i = 0; i < names.length; i++) labels[names[i]!] = values[i] ?? '';
-    return labels;
-  };
-  const remover = (tied: (labels: Record<string, string>) => boolean): number => {
-    let n = 0;
-    for (const [k, e] of series) if (tied(labelsOf(e.values))) { series.delete(k); n++; }
-    return n;
-  };
-  for (const r of opts.registers) {
-    let m = fastCounterRemovers.get(r);
-    if (!m) fastCounterRemovers.set(r, (m = new Map()));
-    m.set(opts.name, remover);
-  }
-  new Histogram({
-    ...opts,
-    collect() {
-      // prom-client 15 (pinned) keeps a histogram's series in `hashMap`: { labels, bucketValues (per
-      // bound, not cumulative), sum, count }; rebuilt here from the counts kept above
-      const h = this as unknown as { hashMap: Record<string, unknown> };
-      this.reset();
-      for (const [k, e] of series) {
-        const bucketValues: Record<number, number> = {};
-        for (let i = 0; i < bounds.length; i++) bucketValues[bounds[i]!] = e.buckets[i]!;
-        h.hashMap[k] = { labels: labelsOf(e.values), bucketValues, sum: e.sum, count: e.count };
-      }
-    },
-  });
-  return (value, ...values) => {
-    const k = values.join('\u0001');
-    let e = series.get(k);
-    if (!e) series.set(k, (e = { values, buckets: new Float64Array(bounds.length), sum: 0, count: 0 }));
-    e.sum += value;
-    e.count++;
-    // the first bound at or above the value (an observation above the last bound is in +Inf only)
-    for (let i = 0; i < bounds.length; i++) if (value <= bounds[i]!) { e.buckets[i]!++; break; }
-  };
-}
+/** The comma-joined qtypes, without a new string for the usual single type. */
+const qtypesLabel = (q: readonly string[]): string => (q.length === 1 ? q[0]! : q.join(','));
 
 const MATCH_NAMES: Record<number, string> = { 0: 'none', 1: 'l3-only', 2: 'l3-l4', 3: 'l4-only', 4: 'all', 5: 'l3-proto', 6: 'proto-only' };
 
@@ -123,32 +36,63 @@ export function flowProtocol(f: Flow): string {
   return f.eventType ? 'Unknown L4' : 'Unknown flow';
 }
 
-function flowTypeLabels(f: Flow): [string, string] {
+/** `type` and `subtype` of the flow metric, written at out[at], out[at + 1]. */
+function flowTypeLabels(f: Flow, out: string[], at: number): void {
   const t = f.eventType?.type ?? 0;
+  let type: string, sub = '';
   switch (t) {
-    case 129: return ['L7', f.l7?.record.case === 'dns' ? 'DNS' : f.l7?.record.case === 'http' ? 'HTTP' : ''];
-    case 1: return ['Drop', ''];
-    case 3: return ['Capture', ''];
-    case 4: return ['Trace', TRACE_POINT_NAMES[f.eventType?.subType ?? 0] ?? ''];
-    case 5: return ['PolicyVerdict', ''];
-    default: return ['Unknown', String(t)];
+    case 129: type = 'L7'; sub = f.l7?.record.case === 'dns' ? 'DNS' : f.l7?.record.case === 'http' ? 'HTTP' : ''; break;
+    case 1: type = 'Drop'; break;
+    case 3: type = 'Capture'; break;
+    case 4: type = 'Trace'; sub = TRACE_POINT_NAMES[f.eventType?.subType ?? 0] ?? ''; break;
+    case 5: type = 'PolicyVerdict'; break;
+    default: type = 'Unknown'; sub = decimal(t);
   }
+  out[at] = type;
+  out[at + 1] = sub;
 }
+
+const verdictName = (v: Verdict): string => Verdict[v] ?? 'VERDICT_UNKNOWN';
+/** lower-case verdict names (policy metric), made once */
+const VERDICT_LOWER = new Map<number, string>();
+const verdictLower = (v: Verdict): string => {
+  let s = VERDICT_LOWER.get(v);
+  if (s === undefined) VERDICT_LOWER.set(v, (s = (Verdict[v] ?? 'verdict_unknown').toLowerCase()));
+  return s;
+};
+const L7_MATCH: Record<string, string> = { dns: 'l7/dns', http: 'l7/http', kafka: 'l7/kafka' };
 
 const forwarded = (f: Flow) => f.verdict === Verdict.FORWARDED || f.verdict === Verdict.REDIRECTED;
 
+// Each handler fills one scratch array of its labels per flow (src/common/fast-counter.ts).
+
 export const flowHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_flows_processed_total', help: 'Total number of flows processed', labelNames: ['protocol', 'type', 'subtype', 'verdict', ...ctx.names], registers: [registry] }));
-  return { name: 'flow', process(f) { const [t, st] = flowTypeLabels(f); c(flowProtocol(f), t, st, Verdict[f.verdict] ?? 'VERDICT_UNKNOWN', ...ctx.values(f)); } };
+  const v = new Array<string>(4 + ctx.names.length).fill('');
+  return {
+    name: 'flow',
+    process(f) {
+      v[0] = flowProtocol(f);
+      flowTypeLabels(f, v, 1);
+      v[3] = verdictName(f.verdict);
+      ctx.into(f, v, 4);
+      c.inc(v);
+    },
+  };
 };
 
 export const dropHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_drop_total', help: 'Number of drops', labelNames: [...ctx.names, 'reason', 'protocol'], registers: [registry] }));
+  const n = ctx.names.length;
+  const v = new Array<string>(n + 2).fill('');
   return {
     name: 'drop',
     process(f) {
       if (f.verdict !== Verdict.DROPPED) return;
-      c(...ctx.values(f), DropReason[f.dropReasonDesc] ?? String(f.dropReasonDesc), flowProtocol(f));
+      ctx.into(f, v, 0);
+      v[n] = DropReason[f.dropReasonDesc] ?? decimal(f.dropReasonDesc);
+      v[n + 1] = flowProtocol(f);
+      c.inc(v);
     },
   };
 };
@@ -160,22 +104,36 @@ export const dnsHandler: HandlerFactory = ({ registry, ctx, options }) => {
   const queries = fastCounter(({ name: 'hubble_dns_queries_total', help: 'Number of DNS queries observed', labelNames: [...ctx.names, 'rcode', 'qtypes', 'ips_returned', ...extra], registers: [registry] }));
   const responses = fastCounter(({ name: 'hubble_dns_responses_total', help: 'Number of DNS responses observed', labelNames: [...ctx.names, 'rcode', 'qtypes', 'ips_returned', ...extra], registers: [registry] }));
   const types = fastCounter(({ name: 'hubble_dns_response_types_total', help: 'Number of DNS response types', labelNames: [...ctx.names, 'type', 'qtypes', ...extra], registers: [registry] }));
+  const n = ctx.names.length;
+  const v = new Array<string>(n + 4).fill('');
+  const t = new Array<string>(n + 3).fill('');
   return {
     name: 'dns',
     process(f) {
       if (f.l7?.record.case !== 'dns') return;
       const d = f.l7.record.value;
       if (ignoreAAAA && d.qtypes.length === 1 && d.qtypes[0] === 'AAAA') return;
-      const qtypes = d.qtypes.join(',');
-      const q = withQuery ? [d.query] : [];
-      const cl = ctx.values(f);
+      const qtypes = qtypesLabel(d.qtypes);
+      ctx.into(f, v, 0);
+      v[n + 1] = qtypes;
+      if (withQuery) v[n + 3] = d.query;
       if (f.verdict === Verdict.DROPPED) {
-        queries(...cl, 'Policy denied', qtypes, '0', ...q);
+        v[n] = 'Policy denied';
+        v[n + 2] = '0';
+        queries.inc(v);
       } else if (!f.isReply) {
-        queries(...cl, '', qtypes, String(d.ips.length), ...q);
+        v[n] = '';
+        v[n + 2] = decimal(d.ips.length);
+        queries.inc(v);
       } else {
-        responses(...cl, DNS_RCODE_NAMES[d.rcode] ?? String(d.rcode), qtypes, String(d.ips.length), ...q);
-        for (const t of d.rrtypes) types(...cl, t, qtypes, ...q);
+        v[n] = DNS_RCODE_NAMES[d.rcode] ?? decimal(d.rcode);
+        v[n + 2] = decimal(d.ips.length);
+        responses.inc(v);
+        if (d.rrtypes.length === 0) return;
+        for (let i = 0; i < n; i++) t[i] = v[i]!;
+        t[n + 1] = qtypes;
+        if (withQuery) t[n + 2] = d.query;
+        for (const rr of d.rrtypes) { t[n] = rr; types.inc(t); }
       }
     },
   };
@@ -183,6 +141,7 @@ export const dnsHandler: HandlerFactory = ({ registry, ctx, options }) => {
 
 export const policyHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_policy_verdicts_total', help: 'Number of policy verdicts', labelNames: ['direction', 'match', 'action', ...ctx.names], registers: [registry] }));
+  const v = new Array<string>(3 + ctx.names.length).fill('');
   return {
     name: 'policy',
     process(f) {
@@ -193,42 +152,53 @@ export const policyHandler: HandlerFactory = ({ registry, ctx }) => {
         match = MATCH_NAMES[f.policyMatchType] ?? 'unknown';
       } else if (t === 129) {
         if (f.isReply) return; // the request carries the L7 decision
-        match = `l7/${f.l7?.record.case ?? 'unknown'}`;
+        const rc = f.l7?.record.case ?? 'unknown';
+        match = L7_MATCH[rc] ?? `l7/${rc}`;
       } else return;
       const dir = f.trafficDirection === TrafficDirection.INGRESS ? 'ingress' : f.trafficDirection === TrafficDirection.EGRESS ? 'egress' : 'traffic_direction_unknown';
-      c(dir, match, (Verdict[f.verdict] ?? 'verdict_unknown').toLowerCase(), ...ctx.values(f));
+      v[0] = dir;
+      v[1] = match;
+      v[2] = verdictLower(f.verdict);
+      ctx.into(f, v, 3);
+      c.inc(v);
     },
   };
 };
 
 export const tcpHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_tcp_flags_total', help: 'TCP flag occurrences', labelNames: ['flag', 'family', ...ctx.names], registers: [registry] }));
+  const v = new Array<string>(2 + ctx.names.length).fill('');
   return {
     name: 'tcp',
     process(f) {
       if (!forwarded(f) || f.l4?.protocol.case !== 'TCP') return;
       const fl = f.l4.protocol.value.flags;
       if (!fl) return;
-      const fam = f.IP?.ipVersion === IPVersion.IPv6 ? 'IPv6' : 'IPv4';
-      const cl = ctx.values(f);
-      if (fl.SYN) c(fl.ACK ? 'SYN-ACK' : 'SYN', fam, ...cl);
-      if (fl.FIN) c('FIN', fam, ...cl);
-      if (fl.RST) c('RST', fam, ...cl);
+      if (!fl.SYN && !fl.FIN && !fl.RST) return;
+      v[1] = f.IP?.ipVersion === IPVersion.IPv6 ? 'IPv6' : 'IPv4';
+      ctx.into(f, v, 2);
+      if (fl.SYN) { v[0] = fl.ACK ? 'SYN-ACK' : 'SYN'; c.inc(v); }
+      if (fl.FIN) { v[0] = 'FIN'; c.inc(v); }
+      if (fl.RST) { v[0] = 'RST'; c.inc(v); }
     },
   };
 };
 
 export const portDistributionHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_port_distribution_total', help: 'Numbers of packets distributed by destination port', labelNames: ['protocol', 'port', ...ctx.names], registers: [registry] }));
+  const v = new Array<string>(2 + ctx.names.length).fill('');
   return {
     name: 'port-distribution',
     process(f) {
       if (!forwarded(f) || f.isReply !== false) return;
       const p = f.l4?.protocol;
       if (!p?.case) return;
-      const port = p.case === 'TCP' || p.case === 'UDP' || p.case === 'SCTP' ? String(p.value.destinationPort) : p.case === 'ICMPv4' || p.case === 'ICMPv6' ? '0' : undefined;
+      const port = p.case === 'TCP' || p.case === 'UDP' || p.case === 'SCTP' ? decimal(p.value.destinationPort) : p.case === 'ICMPv4' || p.case === 'ICMPv6' ? '0' : undefined;
       if (port === undefined) return;
-      c(p.case, port, ...ctx.values(f));
+      v[0] = p.case;
+      v[1] = port;
+      ctx.into(f, v, 2);
+      c.inc(v);
     },
   };
 };
@@ -240,12 +210,16 @@ export const portDistributionHandler: HandlerFactory = ({ registry, ctx }) => {
  */
 export const icmpHandler: HandlerFactory = ({ registry, ctx }) => {
   const c = fastCounter(({ name: 'hubble_icmp_total', help: 'Number of ICMP messages', labelNames: ['family', 'type', ...ctx.names], registers: [registry] }));
+  const v = new Array<string>(2 + ctx.names.length).fill('');
   return {
     name: 'icmp',
     process(f) {
       const p = f.l4?.protocol;
-      if (p?.case === 'ICMPv4') c('IPv4', icmpv4TypeCode(p.value.type, p.value.code), ...ctx.values(f));
-      else if (p?.case === 'ICMPv6') c('IPv6', icmpv6TypeCode(p.value.type, p.value.code), ...ctx.values(f));
+      if (p?.case === 'ICMPv4') { v[0] = 'IPv4'; v[1] = icmpv4TypeCode(p.value.type, p.value.code); }
+      else if (p?.case === 'ICMPv6') { v[0] = 'IPv6'; v[1] = icmpv6TypeCode(p.value.type, p.value.code); }
+      else return;
+      ctx.into(f, v, 2);
+      c.inc(v);
     },
   };
 };
@@ -259,6 +233,8 @@ export const flowsToWorldHandler: HandlerFactory = ({ registry, ctx, options }) 
   const opt = new Set(Object.keys(options).map((k) => k.toLowerCase()));
   const anyDrop = opt.has('any-drop'), withPort = opt.has('port'), synOnly = opt.has('syn-only');
   const c = fastCounter(({ name: 'hubble_flows_to_world_total', help: 'Total number of flows to reserved:world', labelNames: ['protocol', 'verdict', ...(withPort ? ['port'] : []), ...ctx.names], registers: [registry] }));
+  const at = withPort ? 3 : 2;
+  const v = new Array<string>(at + ctx.names.length).fill('');
   return {
     name: 'flows-to-world',
     process(f) {
@@ -268,8 +244,11 @@ export const flowsToWorldHandler: HandlerFactory = ({ registry, ctx, options }) 
       const reply = f.isReply === true;
       if (f.verdict !== Verdict.DROPPED && reply) return;
       if (synOnly && (l4.case !== 'TCP' || !l4.value.flags?.SYN || reply)) return;
-      const port = withPort ? [l4.case === 'TCP' || l4.case === 'UDP' || l4.case === 'SCTP' ? String(l4.value.destinationPort) : ''] : [];
-      c(flowProtocol(f), Verdict[f.verdict] ?? 'VERDICT_UNKNOWN', ...port, ...ctx.values(f));
+      v[0] = flowProtocol(f);
+      v[1] = verdictName(f.verdict);
+      if (withPort) v[2] = l4.case === 'TCP' || l4.case === 'UDP' || l4.case === 'SCTP' ? decimal(l4.value.destinationPort) : '';
+      ctx.into(f, v, at);
+      c.inc(v);
     },
   };
 };

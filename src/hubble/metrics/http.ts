@@ -16,7 +16,7 @@
 import { Counter, Histogram } from 'prom-client';
 import { L7FlowType, TrafficDirection, type Flow } from '../gen/flow/flow_pb.js';
 import type { HandlerFactory } from './index.ts';
-import { fastCounter, fastHistogram } from './handlers.ts';
+import { fastCounter, fastHistogram } from '../../common/fast-counter.ts';
 
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -39,6 +39,11 @@ export const httpHandler: HandlerFactory = ({ registry, ctx }) => {
   const requests = fastCounter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: [...ctx.names, 'method', 'protocol', 'reporter'], registers });
   const responses = fastCounter({ name: 'hubble_http_responses_total', help: 'Count of HTTP responses', labelNames: [...ctx.names, 'method', 'protocol', 'status', 'reporter'], registers });
   const duration = fastHistogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: [...ctx.names, 'method', 'reporter'], buckets: DEFAULT_BUCKETS, registers });
+  // scratch label arrays, filled per flow: context values first, then the metric's own
+  const n = ctx.names.length;
+  const req = new Array<string>(n + 3).fill('');
+  const res = new Array<string>(n + 4).fill('');
+  const dur = new Array<string>(n + 2).fill('');
   return {
     name: 'http',
     process(f) {
@@ -46,11 +51,17 @@ export const httpHandler: HandlerFactory = ({ registry, ctx }) => {
       if (!l7 || l7.record.case !== 'http') return;
       const h = l7.record.value;
       const reporter = reporterOf(f);
-      if (l7.type === L7FlowType.REQUEST) requests(...ctx.values(f), h.method, h.protocol, reporter);
-      else if (l7.type === L7FlowType.RESPONSE) {
-        const c = ctx.values(f);
-        responses(...c, h.method, h.protocol, statusText(h.code), reporter);
-        duration(Number(l7.latencyNs) / 1e9, ...c, h.method, reporter);
+      if (l7.type === L7FlowType.REQUEST) {
+        ctx.into(f, req, 0);
+        req[n] = h.method; req[n + 1] = h.protocol; req[n + 2] = reporter;
+        requests.inc(req);
+      } else if (l7.type === L7FlowType.RESPONSE) {
+        ctx.into(f, res, 0);
+        for (let i = 0; i < n; i++) dur[i] = res[i]!;
+        res[n] = h.method; res[n + 1] = h.protocol; res[n + 2] = statusText(h.code); res[n + 3] = reporter;
+        responses.inc(res);
+        dur[n] = h.method; dur[n + 1] = reporter;
+        duration.observe(Number(l7.latencyNs) / 1e9, dur);
       }
     },
   };
@@ -93,8 +104,8 @@ export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
         duration.observe({ labels: Object.fromEntries(durationLabels.map((n, i) => [n, dl[i]!])), value: seconds, ...ex });
         return;
       }
-      fastRequests!(...c, h.method, h.protocol, statusText(h.code), reporter);
-      fastDuration!(seconds, ...c, h.method, reporter);
+      fastRequests!.inc([...c, h.method, h.protocol, statusText(h.code), reporter]);
+      fastDuration!.observe(seconds, [...c, h.method, reporter]);
     },
   };
 };

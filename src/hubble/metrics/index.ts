@@ -14,24 +14,27 @@
  * Adding a handler (e.g. src/hubble/metrics/http.ts): export a `HandlerFactory` and register it
  *
  *   export const httpHandler: HandlerFactory = ({ registry, ctx, options }) => {
- *     const c = new Counter({ name: 'hubble_http_requests_total', help: '…',
+ *     const c = fastCounter({ name: 'hubble_http_requests_total', help: '…',          // src/common/fast-counter.ts
  *       labelNames: [...ctx.names, 'method', 'protocol', 'reporter'], registers: [registry] });
- *     return { name: 'http', process(flow) { if (flow.l7?.record.case === 'http') c.labels(...ctx.values(flow), …).inc(); } };
+ *     const v = new Array<string>(ctx.names.length + 3).fill('');                       // one scratch per handler
+ *     return { name: 'http', process(flow) { if (flow.l7?.record.case !== 'http') return;
+ *       ctx.into(flow, v, 0); v[ctx.names.length] = …; c.inc(v); } };
  *   };
  *   registerHandler('http', httpHandler);
  *
  * `ctx.names` are the context label names in Hubble's order (put them where the spec's table
- * says "ctx"), `ctx.values(flow)` their values for one flow. `process` runs for every flow on
- * the agent's flow path: it must not throw (a throw is counted and swallowed) and should not
- * allocate more than the label values.
+ * says "ctx"), `ctx.values(flow)` their values for one flow (`ctx.into` writes them into a
+ * scratch array, for src/common/fast-counter.ts). `process` runs for every flow on the agent's
+ * flow path: it must not throw (a throw is counted and swallowed) and should not allocate.
  */
 import type { Server } from 'node:http';
 import { metricsEndpoint } from '../../common/metrics-endpoint.ts';
 import { Counter, Registry, type RegistryContentType } from 'prom-client';
 import type { Flow } from '../gen/flow/flow_pb.js';
-import { contextLabelNames, contextLabelValues, MetricsConfigError, parseContext } from './context.ts';
+import { contextLabelNames, contextLabelValues, contextLabelValuesInto, MetricsConfigError, parseContext, type ContextOptions } from './context.ts';
+import { fastCounterRemovers } from '../../common/fast-counter.ts';
 import {
-  dnsHandler, dropHandler, fastCounterRemovers, flowHandler, flowsToWorldHandler, icmpHandler, policyHandler, portDistributionHandler, tcpHandler,
+  dnsHandler, dropHandler, flowHandler, flowsToWorldHandler, icmpHandler, policyHandler, portDistributionHandler, tcpHandler,
 } from './handlers.ts';
 import { httpHandler, httpV2Handler } from './http.ts';
 
@@ -41,6 +44,11 @@ export interface HandlerContext {
   /** context label names (labelsContext…, source, destination) */
   names: string[];
   values(flow: Flow): string[];
+  /**
+   * The values written into `out` from index `at`, without allocating: the per-flow path. They
+   * are worked out once per flow for every handler with the same context options.
+   */
+  into(flow: Flow, out: string[], at: number): void;
 }
 
 export interface HandlerInit {
@@ -179,6 +187,31 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
   const registry = new RegistryOf(wantsExemplars || opts.openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
   const handlers: MetricsHandler[] = [];
   const seen = new Set<string>();
+  // Handlers with the same context options share its values, worked out once per process(flow)
+  // (a generation, not the flow object: a caller may change a flow and count it again).
+  let generation = 0;
+  const contexts = new Map<string, HandlerContext>();
+  const contextOf = (c: ContextOptions): HandlerContext => {
+    const key = JSON.stringify(c);
+    let ctx = contexts.get(key);
+    if (ctx) return ctx;
+    const names = contextLabelNames(c);
+    const memo = new Array<string>(names.length);
+    let memoGen = -1;
+    let memoFlow: Flow | undefined;
+    ctx = {
+      names,
+      values: (fl) => contextLabelValues(c, fl),
+      into(fl, out, at) {
+        // once per flow processed, shared by the handlers with these options (the flow is compared
+        // too: a handler may pass another view of it, e.g. httpV2's inverted flow)
+        if (memoGen !== generation || memoFlow !== fl) { contextLabelValuesInto(c, fl, memo, 0); memoGen = generation; memoFlow = fl; }
+        for (let i = 0; i < memo.length; i++) out[at + i] = memo[i]!;
+      },
+    };
+    contexts.set(key, ctx);
+    return ctx;
+  };
   for (const s of specs) {
     const refused = REFUSED[s.name];
     const f = factories.get(s.name);
@@ -193,7 +226,7 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
       const ctxOpts = parseContext(s.options);
       const own: Record<string, string> = {};
       for (const [k, v] of Object.entries(s.options)) if (!CONTEXT_KEYS.has(k)) own[k] = v;
-      handlers.push(f({ registry, options: own, ctx: { names: contextLabelNames(ctxOpts), values: (fl) => contextLabelValues(ctxOpts, fl) } }));
+      handlers.push(f({ registry, options: own, ctx: contextOf(ctxOpts) }));
       seen.add(s.name);
     } catch (e) {
       if (!(e instanceof MetricsConfigError)) throw e;
@@ -214,6 +247,7 @@ export function createHubbleMetrics(config: string | MetricSpec[] = DEFAULT_METR
   return {
     registry, handlers, configErrors, openMetrics: om && !!opts.openMetrics,
     process(flow) {
+      generation++;
       for (const h of handlers) {
         try { h.process(flow); } catch { errs++; }
       }

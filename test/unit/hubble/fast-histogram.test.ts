@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Histogram, Registry } from 'prom-client';
-import { fastHistogram } from '../../../src/hubble/metrics/handlers.ts';
+import { fastHistogram } from '../../../src/common/fast-counter.ts';
 import { createHubbleMetrics } from '../../../src/hubble/metrics/index.ts';
 import { DEFAULT_BUCKETS } from '../../../src/hubble/metrics/http.ts';
 
@@ -13,20 +13,19 @@ test('fastHistogram renders as prom-client Histogram for any observations', asyn
     const a = new Registry(), b = new Registry();
     const ref = new Histogram({ name: 'h_seconds', help: 'h', labelNames: ['method', 'reporter'], buckets: DEFAULT_BUCKETS, registers: [a] });
     const fast = fastHistogram({ name: 'h_seconds', help: 'h', labelNames: ['method', 'reporter'], buckets: DEFAULT_BUCKETS, registers: [b] });
-    for (const [v, m, r] of list) { ref.labels(m, r).observe(v); fast(v, m, r); }
+    for (const [v, m, r] of list) { ref.labels(m, r).observe(v); fast.observe(v, [m, r]); }
     assert.equal(await b.metrics(), await a.metrics());
   }), { numRuns: 60 });
 });
 
 test('http metrics: a deleted pod\'s duration series go, the others stay', async () => {
   const m = createHubbleMetrics('http:sourceContext=pod');
-  const h = m.handlers[0]!;
   const flow = (pod: string) => ({
     source: { namespace: 'default', podName: pod }, trafficDirection: 2,
     l7: { type: 2, latencyNs: 3_000_000n, record: { case: 'http', value: { method: 'GET', protocol: 'HTTP/1.1', code: 200 } } },
   }) as never;
-  h.process(flow('a'));
-  h.process(flow('b'));
+  m.process(flow('a'));
+  m.process(flow('b'));
   let text = await m.registry.metrics();
   assert.match(text, /hubble_http_request_duration_seconds_bucket\{le="0.005",source="default\/a",method="GET",reporter="client"\} 1/);
   assert.match(text, /hubble_http_responses_total\{source="default\/b",method="GET",protocol="HTTP\/1.1",status="200",reporter="client"\} 1/);
