@@ -21,7 +21,7 @@ import type { Logger } from '../common/logger.ts';
 import type { PodNetworkInfo, PodNetworkProvider } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
 import { createSerial } from '../common/serial.ts';
-import { addrShowAt, disableIpv6Self, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
+import { addrShowAt, disableIpv6Self, ifindexIn, ip, ipAt, ipBatch, ipBatchAt, ipBatchShow, linkDelete, linkPresentSelf, linkShow, sysctlAt } from '../sys/net.ts';
 import { createCidrIpam, parseCidr, type CidrPool } from '../common/cidr-ipam.ts';
 
 export const ANN_CONTAINER_ID = 'cni.membrane.io/container-id';
@@ -98,9 +98,10 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
     const mac = macFromIp(podIp);
     const a: Attachment = { containerId, ifname, netns, hostIfname, ip: podIp, namespace: pod.metadata.namespace ?? 'default', pod: pod.metadata.name };
     await serial(async () => { const m = await load(); m[key] = a; await save(m); });
-    // each `ip`/`nsenter` is a process: ADD's latency is mostly their count, so a new
-    // attachment takes four (sysctl and one batch in the container, one batch and a show here)
-    const had = await linkShow(hostIfname);
+    // each `ip`/`nsenter` is a process, and starting one from the agent costs more CPU than the
+    // work it does: a new attachment takes two (one in the container's namespace, one here), and
+    // whether the veth exists is read from /proc/sys without one
+    const had = linkPresentSelf(hostIfname);
     if (!had || (await verify(a)).length) {
       if (!existsSync(netns)) throw new MembraneError('CNI_NETNS_MISSING', `network namespace ${netns} of container ${containerId.slice(0, 12)} does not exist`, { hint: 'the container is gone: its runtime sends DEL' });
       if (had) {
@@ -108,20 +109,27 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
         await linkDelete(hostIfname);
         await ipAt(netns, ['link', 'del', ifname]).catch(() => {});
       }
-      // IPv4 only (the datapath drops what it does not parse): no IPv6 link-local chatter from the container
-      await sysctlAt(netns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 }).catch(() => {});
-      await ipBatch([`link add ${hostIfname} type veth peer name ${ifname} netns ${netns}`]);
+      // From inside the container's namespace: IPv6 off there (IPv4 only: the datapath drops
+      // what it does not parse, so no link-local chatter), the veth made with its host end sent
+      // to the agent's namespace, then the address and routes.
+      try {
+        await ipBatchAt(netns, [
+          `link add ${ifname} address ${mac} type veth peer name ${hostIfname} netns /proc/${process.pid}/ns/net`,
+          'link set lo up', `addr add ${podIp}/32 dev ${ifname}`, `link set ${ifname} up`,
+          `route add ${gw} dev ${ifname} scope link`, `route add default via ${gw} dev ${ifname}`,
+        ], { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+      } catch (e) {
+        await linkDelete(hostIfname);
+        throw e;
+      }
+      // still down: no IPv6 link-local address or DAD before this
       await disableIpv6Self(hostIfname);
-      await ipBatchAt(netns, [
-        'link set lo up', `link set ${ifname} address ${mac}`, `addr add ${podIp}/32 dev ${ifname}`, `link set ${ifname} up`,
-        `route add ${gw} dev ${ifname} scope link`, `route add default via ${gw} dev ${ifname}`,
-      ]);
       log.info({ container: containerId.slice(0, 12), pod: key, ip: podIp, ifname: hostIfname }, 'container network created');
     }
-    await ipBatch([`link set ${hostIfname} up`, `route replace ${podIp}/32 dev ${hostIfname} scope link`]);
-    const h = await linkShow(hostIfname);
-    if (!h) throw new MembraneError('CNI_VETH_MISSING', `veth ${hostIfname} vanished`, { hint: 'is another tool deleting links?' });
-    return { netns, ip: podIp, mac, hostIfname, hostIfindex: h.ifindex };
+    const shown = await ipBatchShow([`link set ${hostIfname} up`, `route replace ${podIp}/32 dev ${hostIfname} scope link`, `link show dev ${hostIfname}`]);
+    const hostIfindex = ifindexIn(shown, hostIfname);
+    if (!hostIfindex) throw new MembraneError('CNI_VETH_MISSING', `veth ${hostIfname} vanished`, { hint: 'is another tool deleting links?' });
+    return { netns, ip: podIp, mac, hostIfname, hostIfindex };
   }
 
   async function remove(pod: Pod): Promise<void> {
