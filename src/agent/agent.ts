@@ -68,8 +68,14 @@ export interface Agent {
   endpoints(): EndpointView[];
   identities(): IdentityView[];
   policies(namespace?: string): Promise<PolicyView[]>;
-  /** Resolves when everything applied so far is in the datapath. */
+  /** Resolves when everything applied so far is in the datapath (runs one more reconcile). */
   settled(): Promise<void>;
+  /**
+   * Resolves when the reconciles already asked for (by apply/remove, or by a watched change)
+   * have run, without asking for another: what a caller that just applied through this agent
+   * waits for (CNI ADD/DEL: one reconcile per container, not two or three).
+   */
+  idle(): Promise<void>;
   lastErrors(): string[];
   endpointTable(): EndpointTable;
   /**
@@ -96,6 +102,19 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   let servicesLoaded = false;
   /** Stored policies that no longer validate (stored by an older version): key → their issues. */
   let rejectedStored = new Map<string, Issue[]>();
+  /**
+   * Pod statuses this agent wrote, as written (key → JSON), until their watch event comes back:
+   * that event is the agent's own echo and needs no reconcile (the pass that wrote the status
+   * already used it). Any other write of the key, from anyone, still triggers one.
+   */
+  const ownStatus = new Map<string, string>();
+  const isOwnEcho = (r: Resource): boolean => {
+    const k = resourceKey(r);
+    const v = ownStatus.get(k);
+    if (v === undefined) return false;
+    ownStatus.delete(k);
+    return v === JSON.stringify(r);
+  };
 
   function noteError(msg: string, err: unknown): void {
     const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
@@ -148,9 +167,12 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const pod = want.get(`${ep.namespace}/${ep.pod}`);
       if (!pod) await removeEndpoint(ep);
     }
+    // statuses written in this pass: the services below see them (their echo does not reconcile again)
+    const written = new Map<string, Pod>();
     for (const pod of pods) {
       try {
-        await ensureEndpoint(pod, namespaces.get(pod.metadata.namespace ?? 'default'));
+        const now = await ensureEndpoint(pod, namespaces.get(pod.metadata.namespace ?? 'default'));
+        if (now) written.set(resourceKey(now), now);
       } catch (e) {
         noteError(`endpoint ${pod.metadata.namespace}/${pod.metadata.name}`, e);
       }
@@ -178,7 +200,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       await datapath.upsertIPCache(entries);
       extraPrefixes = now;
     }
-    await syncServices(services, of('Pod') as Pod[]);
+    await syncServices(services, (of('Pod') as Pod[]).map((p) => written.get(resourceKey(p)) ?? p));
   }
 
   /**
@@ -244,7 +266,8 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     frontends = next;
   }
 
-  async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
+  /** Returns the Pod as stored when this call wrote its status. */
+  async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<Pod | undefined> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
     const ident = await policy.allocateIdentity({ pod, namespace: ns });
@@ -260,8 +283,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       }
       // First sight of this endpoint in this process (restored after a restart): the reference
       // just taken is the endpoint's own.
-      await attach(have, pod, ns);
-      return;
+      return attach(have, pod, ns);
     }
     const net = await networks.ensure(pod);
     const id = table.idFor(nsName, pod.metadata.name);
@@ -277,7 +299,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     };
     await table.save(rec);
     ready.delete(id);
-    await attach(rec, pod, ns);
+    return attach(rec, pod, ns);
   }
 
   /** The endpoint's audit mode: its own PolicyAuditMode option, else the agent's setting. */
@@ -318,7 +340,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     return endpointView(updated);
   }
 
-  async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
+  async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<Pod | undefined> {
     ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
     await datapath.upsertIPCache([{ prefix: `${rec.ip}/32`, identity: rec.identity, endpointId: rec.id }]);
     await datapath.upsertEndpoint(datapathEndpoint(rec));
@@ -329,7 +351,11 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
     const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
-    if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
+    if (!cur || JSON.stringify((cur as Pod).status) === JSON.stringify(status)) return undefined;
+    const next = { ...(cur as Pod), status } as Pod;
+    ownStatus.set(resourceKey(next), JSON.stringify(next));
+    await resources.putStatus(next);
+    return next;
   }
 
   async function removeEndpoint(ep: EndpointRecord): Promise<void> {
@@ -348,7 +374,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     resources,
     async start() {
       running = true;
-      unwatch = resources.watch(() => void kick());
+      unwatch = resources.watch((ev) => { if (ev.type !== 'put' || !isOwnEcho(ev.resource)) void kick(); });
       await kick();
       log.info({ endpoints: table.all().length }, 'agent started');
     },
@@ -442,6 +468,10 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     },
     async settled() {
       await kick();
+      while (dirty) await kick();
+    },
+    async idle() {
+      await pending;
       while (dirty) await kick();
     },
     lastErrors: () => [
