@@ -103,17 +103,21 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   /** Stored policies that no longer validate (stored by an older version): key → their issues. */
   let rejectedStored = new Map<string, Issue[]>();
   /**
-   * Pod statuses this agent wrote, as written (key → JSON), until their watch event comes back:
-   * that event is the agent's own echo and needs no reconcile (the pass that wrote the status
-   * already used it). Any other write of the key, from anyone, still triggers one.
+   * What this agent wrote to the store itself (key → the JSON written, or DELETED), until the
+   * watch event of that write comes back. That event is the agent's own echo and needs no
+   * reconcile: apply/remove reconcile after their write anyway, and the pass that wrote a Pod
+   * status already used it. Without this, each write costs two reconciles (the echo arrives
+   * while the first runs). Any other write of the key, from anyone, still triggers one.
    */
-  const ownStatus = new Map<string, string>();
-  const isOwnEcho = (r: Resource): boolean => {
-    const k = resourceKey(r);
-    const v = ownStatus.get(k);
+  const ownWrites = new Map<string, string>();
+  const DELETED = '\u0000deleted';
+  const expectEcho = (r: { kind: string; metadata: { name: string; namespace?: string } }, json: string) => ownWrites.set(resourceKey(r), json);
+  const isOwnEcho = (ev: { type: 'put'; resource: Resource } | { type: 'delete'; key: string }): boolean => {
+    const k = ev.type === 'put' ? resourceKey(ev.resource) : ev.key;
+    const v = ownWrites.get(k);
     if (v === undefined) return false;
-    ownStatus.delete(k);
-    return v === JSON.stringify(r);
+    ownWrites.delete(k);
+    return v === (ev.type === 'put' ? JSON.stringify(ev.resource) : DELETED);
   };
 
   function noteError(msg: string, err: unknown): void {
@@ -353,7 +357,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
     if (!cur || JSON.stringify((cur as Pod).status) === JSON.stringify(status)) return undefined;
     const next = { ...(cur as Pod), status } as Pod;
-    ownStatus.set(resourceKey(next), JSON.stringify(next));
+    expectEcho(next, JSON.stringify(next));
     await resources.putStatus(next);
     return next;
   }
@@ -374,7 +378,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     resources,
     async start() {
       running = true;
-      unwatch = resources.watch((ev) => { if (ev.type !== 'put' || !isOwnEcho(ev.resource)) void kick(); });
+      unwatch = resources.watch((ev) => { if (!isOwnEcho(ev)) void kick(); });
       await kick();
       log.info({ endpoints: table.all().length }, 'agent started');
     },
@@ -420,17 +424,20 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const now = new Date().toISOString();
       for (const r of rs) (r.metadata as { creationTimestamp?: string }).creationTimestamp ??= ((await resources.get(r.kind, r.metadata.namespace, r.metadata.name))?.metadata as { creationTimestamp?: string } | undefined)?.creationTimestamp ?? now;
       if (dryRun) return resources.plan(rs);
+      for (const r of rs) expectEcho(r, JSON.stringify(r));
       const results = await resources.commit(rs);
       if (incoming.length) deps.onPolicyChange?.('success', incoming.length);
       await kick();
       return results;
     },
     async remove(rs) {
+      for (const r of rs) expectEcho(r, DELETED);
       const results = await resources.commitDelete(rs);
       const deleted = rs.filter((r) => POLICY_KINDS.has(r.kind)).length;
       if (deleted) deps.onPolicyChange?.('success', deleted);
       // Deleting a Deployment deletes its pods.
       const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.[OWNER_ANNOTATION] === `Deployment/${d.metadata.name}`));
+      for (const r of owned) expectEcho(r, DELETED);
       if (owned.length) await resources.commitDelete(owned);
       await kick();
       return results;
