@@ -68,8 +68,14 @@ export interface Agent {
   endpoints(): EndpointView[];
   identities(): IdentityView[];
   policies(namespace?: string): Promise<PolicyView[]>;
-  /** Resolves when everything applied so far is in the datapath. */
+  /** Resolves when everything applied so far is in the datapath (runs one more reconcile). */
   settled(): Promise<void>;
+  /**
+   * Resolves when the reconciles already asked for (by apply/remove, or by a watched change)
+   * have run, without asking for another: what a caller that just applied through this agent
+   * waits for (CNI ADD/DEL: one reconcile per container, not two or three).
+   */
+  idle(): Promise<void>;
   lastErrors(): string[];
   endpointTable(): EndpointTable;
   /**
@@ -96,6 +102,23 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   let servicesLoaded = false;
   /** Stored policies that no longer validate (stored by an older version): key → their issues. */
   let rejectedStored = new Map<string, Issue[]>();
+  /**
+   * What this agent wrote to the store itself (key → the JSON written, or DELETED), until the
+   * watch event of that write comes back. That event is the agent's own echo and needs no
+   * reconcile: apply/remove reconcile after their write anyway, and the pass that wrote a Pod
+   * status already used it. Without this, each write costs two reconciles (the echo arrives
+   * while the first runs). Any other write of the key, from anyone, still triggers one.
+   */
+  const ownWrites = new Map<string, string>();
+  const DELETED = '\u0000deleted';
+  const expectEcho = (r: { kind: string; metadata: { name: string; namespace?: string } }, json: string) => ownWrites.set(resourceKey(r), json);
+  const isOwnEcho = (ev: { type: 'put'; resource: Resource } | { type: 'delete'; key: string }): boolean => {
+    const k = ev.type === 'put' ? resourceKey(ev.resource) : ev.key;
+    const v = ownWrites.get(k);
+    if (v === undefined) return false;
+    ownWrites.delete(k);
+    return v === (ev.type === 'put' ? JSON.stringify(ev.resource) : DELETED);
+  };
 
   function noteError(msg: string, err: unknown): void {
     const line = `${new Date().toISOString()} ${msg}: ${(err as Error)?.message ?? String(err)}`;
@@ -148,9 +171,12 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const pod = want.get(`${ep.namespace}/${ep.pod}`);
       if (!pod) await removeEndpoint(ep);
     }
+    // statuses written in this pass: the services below see them (their echo does not reconcile again)
+    const written = new Map<string, Pod>();
     for (const pod of pods) {
       try {
-        await ensureEndpoint(pod, namespaces.get(pod.metadata.namespace ?? 'default'));
+        const now = await ensureEndpoint(pod, namespaces.get(pod.metadata.namespace ?? 'default'));
+        if (now) written.set(resourceKey(now), now);
       } catch (e) {
         noteError(`endpoint ${pod.metadata.namespace}/${pod.metadata.name}`, e);
       }
@@ -178,7 +204,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       await datapath.upsertIPCache(entries);
       extraPrefixes = now;
     }
-    await syncServices(services, of('Pod') as Pod[]);
+    await syncServices(services, (of('Pod') as Pod[]).map((p) => written.get(resourceKey(p)) ?? p));
   }
 
   /**
@@ -244,7 +270,8 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     frontends = next;
   }
 
-  async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<void> {
+  /** Returns the Pod as stored when this call wrote its status. */
+  async function ensureEndpoint(pod: Pod, ns: Namespace | undefined): Promise<Pod | undefined> {
     const nsName = pod.metadata.namespace ?? 'default';
     const have = table.get(nsName, pod.metadata.name);
     const ident = await policy.allocateIdentity({ pod, namespace: ns });
@@ -260,8 +287,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       }
       // First sight of this endpoint in this process (restored after a restart): the reference
       // just taken is the endpoint's own.
-      await attach(have, pod, ns);
-      return;
+      return attach(have, pod, ns);
     }
     const net = await networks.ensure(pod);
     const id = table.idFor(nsName, pod.metadata.name);
@@ -277,7 +303,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     };
     await table.save(rec);
     ready.delete(id);
-    await attach(rec, pod, ns);
+    return attach(rec, pod, ns);
   }
 
   /** The ipcache prefixes of an endpoint's addresses: its IPv4 /32 and, dual stack, its IPv6 /128. */
@@ -323,7 +349,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     return endpointView(updated);
   }
 
-  async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
+  async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<Pod | undefined> {
     ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
     await datapath.upsertIPCache(endpointPrefixes(rec).map((prefix) => ({ prefix, identity: rec.identity, endpointId: rec.id })));
     await datapath.upsertEndpoint(datapathEndpoint(rec));
@@ -334,7 +360,11 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
     const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
-    if (cur && JSON.stringify((cur as Pod).status) !== JSON.stringify(status)) await resources.putStatus({ ...(cur as Pod), status } as Pod);
+    if (!cur || JSON.stringify((cur as Pod).status) === JSON.stringify(status)) return undefined;
+    const next = { ...(cur as Pod), status } as Pod;
+    expectEcho(next, JSON.stringify(next));
+    await resources.putStatus(next);
+    return next;
   }
 
   async function removeEndpoint(ep: EndpointRecord): Promise<void> {
@@ -353,7 +383,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     resources,
     async start() {
       running = true;
-      unwatch = resources.watch(() => void kick());
+      unwatch = resources.watch((ev) => { if (!isOwnEcho(ev)) void kick(); });
       await kick();
       log.info({ endpoints: table.all().length }, 'agent started');
     },
@@ -399,17 +429,20 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       const now = new Date().toISOString();
       for (const r of rs) (r.metadata as { creationTimestamp?: string }).creationTimestamp ??= ((await resources.get(r.kind, r.metadata.namespace, r.metadata.name))?.metadata as { creationTimestamp?: string } | undefined)?.creationTimestamp ?? now;
       if (dryRun) return resources.plan(rs);
+      for (const r of rs) expectEcho(r, JSON.stringify(r));
       const results = await resources.commit(rs);
       if (incoming.length) deps.onPolicyChange?.('success', incoming.length);
       await kick();
       return results;
     },
     async remove(rs) {
+      for (const r of rs) expectEcho(r, DELETED);
       const results = await resources.commitDelete(rs);
       const deleted = rs.filter((r) => POLICY_KINDS.has(r.kind)).length;
       if (deleted) deps.onPolicyChange?.('success', deleted);
       // Deleting a Deployment deletes its pods.
       const owned = (await resources.list('Pod')).filter((p) => rs.some((d) => d.kind === 'Deployment' && d.metadata.namespace === p.metadata.namespace && p.metadata.annotations?.[OWNER_ANNOTATION] === `Deployment/${d.metadata.name}`));
+      for (const r of owned) expectEcho(r, DELETED);
       if (owned.length) await resources.commitDelete(owned);
       await kick();
       return results;
@@ -447,6 +480,10 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     },
     async settled() {
       await kick();
+      while (dirty) await kick();
+    },
+    async idle() {
+      await pending;
       while (dirty) await kick();
     },
     lastErrors: () => [

@@ -30,7 +30,7 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
 
   async function detach(a: Attachment): Promise<void> {
     await agent.remove([podOf(a)]);
-    await agent.settled();
+    await agent.idle();
     // a Pod deleted by hand (`membrane delete pod`) left only the network: remove that too
     if (await provider.byContainer(a.containerId, a.ifname)) await provider.networks.remove(podOf(a));
   }
@@ -42,7 +42,7 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
       const cur = (await agent.resources.get('Pod', r.namespace, r.name)) as Pod | undefined;
       if (cur && cur.metadata.annotations?.[ANN_CONTAINER_ID] !== r.containerId) {
         await agent.remove([cur]);
-        await agent.settled();
+        await agent.idle();
       }
       const pod = {
         apiVersion: 'v1', kind: 'Pod',
@@ -58,13 +58,13 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
         batch.unshift({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: r.namespace }, source: SOURCE } as Resource);
       }
       await agent.apply(batch, false);
-      await agent.settled();
+      await agent.idle();
       const ep = agent.endpointTable().get(r.namespace, r.name);
       const view = ep && agent.endpoints().find((e) => e.id === ep.id);
       if (!ep || view?.state !== 'ready') {
         const why = agent.lastErrors().filter((l) => l.includes(`${r.namespace}/${r.name}`)).at(-1) ?? 'the endpoint did not become ready';
         await agent.remove([pod]).catch(() => {});
-        await agent.settled().catch(() => {});
+        await agent.idle().catch(() => {});
         throw new ApiRequestError('CNI_ENDPOINT_FAILED', `container ${r.containerId.slice(0, 12)} (${r.namespace}/${r.name}): ${why}; nothing was left behind`, { hint: '`membrane status` shows the agent\'s recent errors' });
       }
       return {

@@ -14,7 +14,7 @@ import { runConnectivityTest } from '../connectivity/runner.ts';
 import { labWorkloads } from '../connectivity/lab-workloads.ts';
 import { podmanWorkloads } from '../connectivity/podman-workloads.ts';
 
-interface Opts { test: string[]; testNamespace: string; probeTimeout: number; podman?: boolean; image?: string; agentSocket?: string }
+interface Opts { test: string[]; testNamespace: string; probeTimeout: number; podman?: boolean; image?: string; agentSocket?: string; verbose?: boolean }
 
 export function register(program: Command, config: MembraneConfig): void {
   const conn = program.command('connectivity').description('Validate the install: Cilium\'s connectivity battery');
@@ -23,12 +23,13 @@ export function register(program: Command, config: MembraneConfig): void {
     .option('--test <name...>', 'run only tests whose name matches (regexp); a leading ! excludes', [])
     .option('--test-namespace <ns>', 'namespace of the test workloads', 'membrane-test')
     .option('--probe-timeout <ms>', 'ms each probe may take', (v) => Number(v), 4000)
+    .option('-v, --verbose', 'print every action with its expected and actual outcome')
     .option('--podman', 'run the workloads as podman containers on this host\'s agent (host mode) instead of lab pods')
     .option('--image <ref>', 'with --podman: a local image with busybox (sh, httpd, sleep); nothing is pulled')
     .option('--agent-socket <path>', 'with --podman: the host agent\'s API socket (default: the one for this hostname)')
     .action(async (o: Opts) => {
       const filters = o.test.flatMap((t) => t.split(',')).filter(Boolean);
-      const common = { namespace: o.testNamespace, filters, out: (s: string) => process.stdout.write(`${s}\n`), probeTimeoutMs: o.probeTimeout };
+      const common = { namespace: o.testNamespace, filters, out: (s: string) => process.stdout.write(`${s}\n`), probeTimeoutMs: o.probeTimeout, verbose: o.verbose === true };
       if (o.podman) {
         if (!o.image) throw new MembraneError('CONNECTIVITY_NO_IMAGE', '--podman needs --image: a local image with busybox (sh, httpd, sleep)', { hint: 'e.g. import a busybox-static rootfs with `podman import` (nothing is pulled)' });
         const socket = o.agentSocket ?? `/run/membrane/host/nodes/${hostname()}/agent.sock`;

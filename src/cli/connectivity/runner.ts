@@ -6,7 +6,7 @@
  * removes the workloads and the namespace — also after a failure or Ctrl-C.
  * Output follows cilium-cli: `[=] Test [name] [i/n]`, one `.` per passed action, and the summary
  * `✅ All N tests (M actions) successful, K tests skipped` or `❌ k/N tests failed`, naming each
- * failed test.
+ * failed test; with `verbose`, one `[.] Action [test/action: from -> peer]` line per action.
  */
 import { callAgent } from '../../agent/api-client.ts';
 import { MembraneError } from '../../common/errors.ts';
@@ -22,6 +22,8 @@ export interface RunnerOptions {
   out: (s: string) => void;
   /** ms one probe may take */
   probeTimeoutMs?: number;
+  /** one line per action with its outcome (cilium-cli's -v), beside the dots */
+  verbose?: boolean;
 }
 
 export interface Outcome { got: Expect | 'error'; detail: string }
@@ -82,6 +84,7 @@ export async function runConnectivityTest(o: RunnerOptions): Promise<number> {
       let line = '';
       for (const a of t.actions) {
         const r = await probe(w, ns, a, timeoutMs);
+        if (o.verbose) out(`  [${r.got === a.expect ? '.' : 'x'}] Action [${t.name}/${a.name}: ${ns}/${a.from} -> ${a.peer}]: expected ${a.expect}, got ${r.got}`);
         if (r.got === a.expect) line += '.';
         else {
           line += '❌';
