@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { podNetnsName } from '../../src/lab/names.ts';
+import { sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
 import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
@@ -93,6 +94,10 @@ try {
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
     sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
   }
+  // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
+  for (const p of procs) if (sizeWireguardGoSockets(p.pid!, 51999) < 1) throw new Error(`bare wireguard-go ${p.pid}: no UDP socket on 51999`);
+  /** receive buffer of the node2 UDP socket on `port` (what `ss -uam` prints as rb) */
+  const rcvbuf = (port: number) => Number(new RegExp(`:${port}\\s[^\\n]*\\n\\s*skmem:\\(r\\d+,rb(\\d+)`).exec(sh(n2, ['ss', '-uanm']))?.[1] ?? 0);
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
   for (const ns of [n2, ps]) await suite.startServers(ns);
@@ -199,11 +204,13 @@ try {
   const [tb, tm] = [tunOf('wgb0'), tunOf('cilium_wg0')];
   if (tb.flags !== tm.flags || tb.qdisc !== tm.qdisc) throw new Error(`the TUN devices differ: wgb0 ${JSON.stringify(tb)}, cilium_wg0 ${JSON.stringify(tm)}`);
   const tunFlags = tb.flags, qdisc = tb.qdisc;
+  const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
+  if (rbBare !== rbWg) throw new Error(`wireguard-go receive buffers differ: bare ${rbBare}, cilium_wg0 ${rbWg}`);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
   reportResults([
     '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
-    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
     cpuTable, '',
