@@ -1,23 +1,33 @@
 // Encryption benchmark: cross-node TCP_STREAM (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) in
 // one two-node lab (`membrane up --nodes 2 --encryption wireguard`), three paths, interleaved rounds,
-// median, client pinned to CPU 0 and server to CPU 1 (wireguard-go and the agents unpinned):
+// median, client pinned to CPU 0 and server to CPU 1 (both tunnels' wireguard-go and the agents
+// unpinned, started alike: same binary, same nice level, TUN without offloads on both):
 //   wg-bare        node1 → node2 namespace over a second, bare wireguard-go tunnel (wgb0, UDP 51999,
 //                  same MTU), no pods, no eBPF: what wireguard-go alone gives on this machine
 //   membrane-wg    pod on node1 → pod on node2 through membrane's cilium_wg0 (eBPF on the pod veths)
-//   membrane-plain the same pods over the plain underlay route (the routes are switched for the
-//                  round and put back; strict mode is off in this lab)
+//   membrane-plain the same pods over the plain underlay: native routing adds, for the round, a rule
+//                  (pref 1000) sending the peer's pod CIDR to a table of its own with the underlay
+//                  route, so the agent's routes through cilium_wg0 stay as they are (replacing them
+//                  made the agent's drift check put them back in the middle of the round); tunnel
+//                  routing removes the rule that steers VXLAN into table 2005 for the round.
+//                  Strict mode is off in this lab. The round fails if packets crossed cilium_wg0.
+// Besides rates, CPU per unit of work from /proc/<pid>/stat (survives a shared machine better than
+// rates): each path's wireguard-go processes (both nodes; the kernel's delivery of what they write
+// to the TUN and the underlay runs in their context, so this includes the receive path: VXLAN,
+// veths, eBPF) and the lab's agents (Hubble flows), per MiB (STREAM), transaction, connection.
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
-// WireGuard); membrane-plain then removes the rule that steers VXLAN into table 2005 for its round.
+// WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
 //   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { podNetnsName } from '../../src/lab/names.ts';
-import { reportResults } from '../support.ts';
-import { createTcpSuite, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
+import { sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
+import { median, reportResults } from '../support.ts';
+import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
 const opt = tcpArgs({ 'routing-mode': 'native' });
@@ -84,31 +94,91 @@ try {
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
     sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
   }
+  // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
+  for (const p of procs) if (sizeWireguardGoSockets(p.pid!, 51999) < 1) throw new Error(`bare wireguard-go ${p.pid}: no UDP socket on 51999`);
+  /** receive buffer of the node2 UDP socket on `port` (what `ss -uam` prints as rb) */
+  const rcvbuf = (port: number) => Number(new RegExp(`:${port}\\s[^\\n]*\\n\\s*skmem:\\(r\\d+,rb(\\d+)`).exec(sh(n2, ['ss', '-uanm']))?.[1] ?? 0);
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
   for (const ns of [n2, ps]) await suite.startServers(ns);
 
   const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
+  /** native plain round: the peer's pod CIDR through a table of the bench's own, ahead of main */
+  const PLAIN_TABLE = '2099';
+  const plainRule = (cidr: string) => ['pref', '1000', 'to', cidr, 'lookup', PLAIN_TABLE];
+  const peerOf = [{ ns: n1, cidr: '10.244.2.0/24', via: '192.0.2.2' }, { ns: n2, cidr: '10.244.1.0/24', via: '192.0.2.1' }];
   const plainRoutes = (on: boolean) => {
-    if (MODE === 'tunnel') {
-      // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
-      for (const ns of [n1, n2]) {
+    for (const { ns, cidr, via } of peerOf) {
+      if (MODE === 'tunnel') {
+        // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
         const has = sh(ns, ['ip', 'rule', 'show', 'pref', '2004']).includes('lookup 2005');
         if (on && has) sh(ns, ['ip', 'rule', 'del', ...vxlanRule]);
         if (!on && !has) sh(ns, ['ip', 'rule', 'add', ...vxlanRule]);
+        continue;
       }
-      return;
+      const has = sh(ns, ['ip', 'rule', 'show', 'pref', '1000']).includes(`lookup ${PLAIN_TABLE}`);
+      if (on) sh(ns, ['ip', 'route', 'replace', 'table', PLAIN_TABLE, cidr, 'via', via]);
+      if (on && !has) sh(ns, ['ip', 'rule', 'add', ...plainRule(cidr)]);
+      if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
     }
-    sh(n1, on ? ['ip', 'route', 'replace', '10.244.2.0/24', 'via', '192.0.2.2'] : ['ip', 'route', 'replace', '10.244.2.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.1.1']);
-    sh(n2, on ? ['ip', 'route', 'replace', '10.244.1.0/24', 'via', '192.0.2.1'] : ['ip', 'route', 'replace', '10.244.1.0/24', 'dev', 'cilium_wg0', 'scope', 'link', 'src', '10.244.2.1']);
   };
   const target: Record<Cfg, { ns: string; ip: string }> = {
     'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
   };
+
+  // CPU accounting: utime+stime in clock ticks (100 Hz) of a path's wireguard-go pair and of the agents
+  const ticks = (pid: number): number => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const t = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return Number(t[11]) + Number(t[12]); // fields 14 and 15 of stat(5), counted after the comm
+    } catch { return 0; }
+  };
+  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare'
+    ? procs.map((p) => p.pid!)
+    : ['node1', 'node2'].map((n) => Number(readFileSync(join(stateDir, 'nodes', n, 'wireguard', 'wireguard-go.pid'), 'utf8').trim()));
+  for (const pid of [...wgPids('wg-bare'), ...wgPids('membrane-wg')]) {
+    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    if (comm !== 'wireguard-go') throw new Error(`pid ${pid} is ${comm}, not wireguard-go`);
+  }
+  const agentPids = (): number[] => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
+    try { const c = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); return c.includes('node-agent.ts') && c.includes(`${stateDir}/`); } catch { return false; }
+  });
+  const agents = agentPids();
+  if (agents.length < 2) throw new Error(`found ${agents.length} agent processes of ${lab}`);
+  const sum = (pids: number[]) => pids.reduce((t, p) => t + ticks(p), 0);
+  /** packets cilium_wg0 sent on node1 (a plain round must send none) */
+  const wgTx = () => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', 'cilium_wg0'])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+  const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
+  const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] } }])) as unknown as
+    Record<Cfg, { wg: Record<Measure, number[]>; agents: Record<Measure, number[]> }>;
+  const rrBin = `/tmp/mbr-bench-rr-${process.pid}`; // built by createTcpSuite
+  if (!existsSync(rrBin)) throw new Error(`${rrBin}: the suite's rr binary is not there`);
+  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => Number(suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]));
   for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) {
       plainRoutes(cfg === 'membrane-plain');
-      suite.measure(cfg, round, target[cfg].ns, target[cfg].ip);
+      const { ns, ip } = target[cfg];
+      const r = suite.results[cfg];
+      const wg = wgPids(cfg);
+      for (const k of MEASURES) {
+        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx();
+        let units: number;
+        if (k === 'stream') {
+          const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+          r.stream.push(j.end.sum_received.bits_per_second / 1e9);
+          units = j.end.sum_received.bytes / 2 ** 20;
+        } else {
+          r[k].push(rr(ns, ip, k));
+          units = r[k].at(-1)! * opt.secs;
+        }
+        const sent = wgTx() - tx0;
+        if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
+        // ticks are 10 ms: µs per unit
+        cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
+        cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
+      }
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -117,12 +187,33 @@ try {
     { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
     { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
   ]);
+  const unit: Record<Measure, string> = { stream: 'TCP_STREAM, per MiB', rr: 'TCP_RR, per transaction', crr: 'TCP_CRR, per connection' };
+  const c = (cfg: Cfg, w: 'wg' | 'agents', k: Measure) => median(cpu[cfg][w][k]);
+  const cpuTable = [
+    '| CPU µs (median) | wireguard-go, bare | wireguard-go, membrane | bare / membrane | agents, bare round | agents, membrane + WireGuard | agents, plain round |',
+    '|---|---|---|---|---|---|---|',
+    ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
+  ].join('\n');
+  const endLoad = loadavg()[0]!;
+  // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
+  const tunOf = (dev: string) => {
+    const l = (JSON.parse(sh(n1, ['ip', '-j', '-d', 'link', 'show', dev])) as { qdisc: string; txqlen: number; linkinfo: { info_data: Record<string, unknown> } }[])[0]!;
+    const d = l.linkinfo.info_data;
+    return { flags: `pi ${d.pi ? 'on' : 'off'}, vnet_hdr ${d.vnet_hdr ? 'on' : 'off'}, ${String(d.multi_queue ? 'multi_queue' : 'one queue')}`, qdisc: `${l.qdisc} qlen ${l.txqlen}` };
+  };
+  const [tb, tm] = [tunOf('wgb0'), tunOf('cilium_wg0')];
+  if (tb.flags !== tm.flags || tb.qdisc !== tm.qdisc) throw new Error(`the TUN devices differ: wgb0 ${JSON.stringify(tb)}, cilium_wg0 ${JSON.stringify(tm)}`);
+  const tunFlags = tb.flags, qdisc = tb.qdisc;
+  const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
+  if (rbBare !== rbWg) throw new Error(`wireguard-go receive buffers differ: bare ${rbBare}, cilium_wg0 ${rbWg}`);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
   reportResults([
     '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
-    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode' : ''}. Client on CPU 0, server on CPU 1, wireguard-go unpinned. Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each.`, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
+    'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
+    cpuTable, '',
   ], opt.append);
 } finally {
   cleanup();

@@ -40,7 +40,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { MembraneConfig } from '../common/config.ts';
 import { MembraneError } from '../common/errors.ts';
-import { createWireguardDevice, generateKeyPair, publicKeyOf, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
+import { WG_SOCKET_BUFFER, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
 import { ip } from '../sys/net.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
 import type { ClusterNode } from './cluster.ts';
@@ -266,6 +266,24 @@ export function createEncryption(o: EncryptionOptions) {
     }
   }
 
+  /** wireguard-go's sockets as last sized (pid: inodes); a new process or a rebind (new inodes) is sized again */
+  let sized = '';
+  /** userspace: wireguard-go's UDP socket buffers up to what newer wireguard-go sets itself (src/sys/wireguard.ts) */
+  function sizeSockets(): void {
+    if (device.kind() !== 'userspace') return;
+    const pid = device.pid();
+    const socks = pid ? udpSockets(pid, WG_PORT) : [];
+    const now = `${pid}:${socks.map((x) => x.inode).join(',')}`;
+    if (!pid || !socks.length || now === sized) return;
+    try {
+      const n = device.sizeSockets(WG_PORT);
+      sized = now;
+      log.info({ wireguardGoPid: pid, sockets: n, bytes: WG_SOCKET_BUFFER }, 'wireguard-go UDP socket buffers sized');
+    } catch (e) {
+      log.warn({ err: (e as Error).message, wireguardGoPid: pid }, 'cannot size wireguard-go\'s UDP socket buffers; its receiver drops under load');
+    }
+  }
+
   async function reconcileOnce(): Promise<void> {
     const created = await device.ensure();
     if (created) {
@@ -280,6 +298,7 @@ export function createEncryption(o: EncryptionOptions) {
     // encryption's rule leaves it on the underlay
     await device.configure({ privateKeyFile: keyFile, listenPort: WG_PORT, peers, fwmark: WG_FWMARK });
     await ip(['link', 'set', 'dev', WG_IFNAME, 'up']);
+    sizeSockets();
     attachWireguardIngress();
     await routesFor(peers, await device.up());
   }
@@ -313,6 +332,8 @@ export function createEncryption(o: EncryptionOptions) {
       timer = setInterval(() => {
         void (async () => {
           if (!(await device.up())) return void reconcile();
+          // wireguard-go binds its socket when the device comes up, after the reconcile that raised it
+          sizeSockets();
           if (await routesDrifted()) void reconcile();
         })().catch(() => undefined);
       }, CHECK_INTERVAL_MS);

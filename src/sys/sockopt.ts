@@ -33,3 +33,35 @@ export function setSocketMark(fd: number, mark: number): void {
     throw new MembraneError('SOCK_MARK', `setsockopt(SO_MARK ${mark}) on fd ${fd}: errno ${koffi.errno()}`, { hint: 'needs CAP_NET_ADMIN' });
   }
 }
+
+const pidfdOpen = libc.func('int pidfd_open(int pid, unsigned int flags)');
+const pidfdGetfd = libc.func('int pidfd_getfd(int pidfd, int targetfd, unsigned int flags)');
+const close = libc.func('int close(int fd)');
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
+
+/**
+ * Sets the send and receive buffers of another process's sockets (its fd numbers `fds`) to
+ * `bytes`, past net.core.{r,w}mem_max (the FORCE options; CAP_NET_ADMIN, and ptrace access to
+ * `pid` for pidfd_getfd). For a program that does not size its own sockets, such as Debian's
+ * wireguard-go 0.0.20220316, whose UDP socket keeps the 208 KiB default and drops at the receiver.
+ */
+export function setPeerSocketBuffers(pid: number, fds: readonly number[], bytes: number): void {
+  const pidfd = pidfdOpen(pid, 0) as number;
+  if (pidfd < 0) throw new MembraneError('SOCK_BUFFER', `pidfd_open(${pid}): errno ${koffi.errno()}`, { hint: 'the process is gone, or the kernel is older than 5.6' });
+  try {
+    const v = Buffer.alloc(4);
+    v.writeInt32LE(bytes);
+    for (const target of fds) {
+      const fd = pidfdGetfd(pidfd, target, 0) as number;
+      if (fd < 0) throw new MembraneError('SOCK_BUFFER', `pidfd_getfd(pid ${pid}, fd ${target}): errno ${koffi.errno()}`, { hint: 'needs CAP_SYS_PTRACE over the process (root) and a kernel of 5.6 or later' });
+      try {
+        for (const opt of [SO_RCVBUFFORCE, SO_SNDBUFFORCE]) {
+          if ((setsockopt(fd, SOL_SOCKET, opt, v, 4) as number) !== 0) {
+            throw new MembraneError('SOCK_BUFFER', `setsockopt(${opt === SO_RCVBUFFORCE ? 'SO_RCVBUFFORCE' : 'SO_SNDBUFFORCE'} ${bytes}) on fd ${target} of pid ${pid}: errno ${koffi.errno()}`, { hint: 'needs CAP_NET_ADMIN' });
+          }
+        }
+      } finally { close(fd); }
+    }
+  } finally { close(pidfd); }
+}

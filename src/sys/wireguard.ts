@@ -14,11 +14,12 @@
  * prints it, so `show` drops that field before anything else sees the output.
  */
 import { generateKeyPairSync, createPublicKey, createPrivateKey } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { isAlive, killPids, readPidFile, run, spawnDetached } from './proc.ts';
 import { MembraneError } from '../common/errors.ts';
 import { childEnv } from '../common/config.ts';
+import { setPeerSocketBuffers } from './sockopt.ts';
 
 export interface WireguardPeer {
   publicKey: string;
@@ -55,6 +56,47 @@ export function isWireguardKey(s: unknown): s is string {
   return typeof s === 'string' && /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(s);
 }
 
+/** what wireguard-go sizes its own UDP sockets to since 0.0.20230223 (conn.socketBufferSize) */
+export const WG_SOCKET_BUFFER = 7 << 20;
+
+/** The fds, in process `pid`, of its UDP sockets (IPv4 and IPv6) bound to `port`, with their inodes. */
+export function udpSockets(pid: number, port: number): { fd: number; inode: string }[] {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['udp', 'udp6']) {
+    let text = '';
+    try { text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
+      if (f.length > 9 && f[1]!.endsWith(`:${hexPort}`)) inodes.add(f[9]!);
+    }
+  }
+  const fds: { fd: number; inode: string }[] = [];
+  if (!inodes.size) return fds;
+  let entries: string[] = [];
+  try { entries = readdirSync(`/proc/${pid}/fd`); } catch { return fds; }
+  for (const fd of entries) {
+    let target = '';
+    try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m && inodes.has(m[1]!)) fds.push({ fd: Number(fd), inode: m[1]! });
+  }
+  return fds;
+}
+
+/**
+ * Gives wireguard-go's UDP sockets on `port` WG_SOCKET_BUFFER bytes each way, as newer releases
+ * do for themselves: with the 208 KiB default the receiving side's socket overflows under a TCP
+ * stream (UDP RcvbufErrors), each loss costs a retransmission and the stream backs off. Returns
+ * how many sockets it sized (0: none bound yet).
+ */
+export function sizeWireguardGoSockets(pid: number, port: number, bytes = WG_SOCKET_BUFFER): number {
+  const fds = udpSockets(pid, port).map((x) => x.fd);
+  if (fds.length) setPeerSocketBuffers(pid, fds, bytes);
+  return fds.length;
+}
+
 const WG_HINT = 'install wireguard-tools and wireguard-go (Debian: apt-get install wireguard-tools wireguard-go; scripts/setup.sh does)';
 
 export interface WireguardDeviceOptions {
@@ -75,6 +117,8 @@ export interface WireguardDevice {
   show(): Promise<WireguardState | undefined>;
   /** pid of wireguard-go (userspace only) */
   pid(): number | undefined;
+  /** Userspace: sizes wireguard-go's UDP sockets on `port` (sizeWireguardGoSockets); the count sized. */
+  sizeSockets(port: number): number;
   /** Stops wireguard-go / deletes the kernel device. */
   remove(): Promise<void>;
 }
@@ -175,6 +219,10 @@ export function createWireguardDevice(o: WireguardDeviceOptions): WireguardDevic
       };
     },
     pid: () => (mode === 'userspace' ? readPidFile(pidFile) : undefined),
+    sizeSockets(port) {
+      const p = mode === 'userspace' ? readPidFile(pidFile) : undefined;
+      return p ? sizeWireguardGoSockets(p, port) : 0;
+    },
     async remove() {
       const p = readPidFile(pidFile);
       if (p && isAlive(p, 'wireguard-go')) await killPids([p], { timeoutMs: 2000 });

@@ -214,6 +214,10 @@ test('wireguard-go killed under strict mode: nothing leaks meanwhile, the agent 
   const now = await until('cilium_wg0 back up', async () => { const s = await encStatus(lab, 'node1'); return s.up && s.peers.length === 1 ? s : undefined; }, 10_000);
   assert.equal(now.publicKey, node1.publicKey);
   assert.notEqual(Number(readFileSync(pidFile, 'utf8')), pid);
+  // the new wireguard-go's UDP socket gets the agent's 7 MiB buffers (the kernel doubles what it is given), like the first one
+  const rcvbuf = () => Number(/rb(\d+)/.exec(execFileSync('nsenter', [`--net=/run/netns/${lab.name}-node1`, 'ss', '-uanm', 'sport', '= :51871'], { encoding: 'utf8' }))?.[1] ?? 0);
+  const rb = await until('the restarted wireguard-go\'s socket sized', async () => (rcvbuf() >= 2 * (7 << 20) ? rcvbuf() : undefined), 5000);
+  assert.equal(rb, 2 * (7 << 20));
   assert.match(readFileSync(lab.paths.agentLog('node1'), 'utf8'), /WireGuard device was gone: recreated with the same key/);
   assert.equal(await post(lab, ip[`${NS}/server`]!, `${marker}-after`), '200', `codes while down: ${codes.join(',')}`);
 });
