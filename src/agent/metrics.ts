@@ -42,6 +42,8 @@ export interface AgentMetricsDeps {
   mapState(endpointId: number): MapState | undefined;
   /** directory of the node's pinned BPF maps */
   pinRoot: string;
+  /** series kept in another process (the external L7 proxy's membrane_ai_*), appended to the exposition */
+  extra?(): Promise<string>;
 }
 
 export interface AgentMetrics {
@@ -147,7 +149,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const l7 = new Counter({ name: 'cilium_policy_l7_total', help: 'Number of total proxy requests handled', labelNames: ['rule', 'proxy_type'], registers });
   for (const proxy of ['fqdn', 'envoy']) for (const rule of ['received', 'forwarded', 'denied']) l7.inc({ rule, proxy_type: proxy }, 0);
 
-  const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: await registry.metrics() }));
+  const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (deps.extra ? await deps.extra().catch(() => '') : '') }));
   return {
     registry,
     observe(f, bytes = 0) {
