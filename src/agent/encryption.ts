@@ -35,7 +35,7 @@
  * Every change (nodes joining, leaving, rotating keys; the device coming back) goes through one
  * serial reconcile, so peers and routes follow the kvstore within a second.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { MembraneConfig } from '../common/config.ts';
@@ -45,6 +45,7 @@ import { ip } from '../sys/net.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
 import type { ClusterNode } from './cluster.ts';
 import type { StatusView } from './views.ts';
+import { writeFileAtomicSync } from '../common/atomic-file.ts';
 
 export const WG_IFNAME = 'cilium_wg0';
 export const WG_PORT = 51871;
@@ -95,10 +96,7 @@ export function ensureKeyFile(file: string): string {
 
 function writeNewKey(file: string): string {
   const k = generateKeyPair();
-  const tmp = `${file}.new`;
-  writeFileSync(tmp, `${k.privateKey}\n`, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, file);
+  writeFileAtomicSync(file, `${k.privateKey}\n`, { mode: 0o600 });
   return k.publicKey;
 }
 

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pod, Resource } from '../api/types.ts';
 import type { MembraneConfig } from '../common/config.ts';
@@ -23,6 +23,7 @@ import { MembraneError } from '../common/errors.ts';
 import { createSerial } from '../common/serial.ts';
 import { addrShowAt, disableIpv6Self, ip, ipAt, ipBatch, ipBatchAt, linkDelete, linkShow, sysctlAt } from '../sys/net.ts';
 import { createCidrIpam, parseCidr, type CidrPool } from '../common/cidr-ipam.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export const ANN_CONTAINER_ID = 'cni.membrane.io/container-id';
 export const ANN_NETNS = 'cni.membrane.io/netns';
@@ -70,8 +71,7 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
   }
   async function save(m: Record<string, Attachment>): Promise<void> {
     await mkdir(paths.nodeDir(node), { recursive: true });
-    await writeFile(`${stateFile}.tmp`, JSON.stringify(m, null, 1));
-    await rename(`${stateFile}.tmp`, stateFile);
+    await writeFileAtomic(stateFile, JSON.stringify(m, null, 1));
   }
   const keyOf = (pod: Pod) => `${pod.metadata.namespace ?? 'default'}/${pod.metadata.name}`;
 

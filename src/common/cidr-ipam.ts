@@ -5,10 +5,10 @@
  * `namespace/pod`. The one pod-CIDR allocator: host mode (src/cni/host-provider.ts) and the
  * lab's nodes (src/lab/ipam.ts, with their own error codes) both use it.
  */
-import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { MembraneError } from '../common/errors.ts';
 import { createSerial } from './serial.ts';
+import { writeFileAtomic } from './atomic-file.ts';
 
 export interface CidrPool { network: number; size: number; gateway: string; cidr: string }
 
@@ -57,9 +57,7 @@ export function createCidrIpam(file: string, pool: CidrPool, errors: IpamErrors 
     }
   }
   async function save(m: Record<string, string>): Promise<void> {
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(`${file}.tmp`, JSON.stringify(m, null, 1));
-    await rename(`${file}.tmp`, file);
+    await writeFileAtomic(file, JSON.stringify(m, null, 1), { mkdir: true });
   }
   return {
     allocate: (key: string) => serial(async () => {

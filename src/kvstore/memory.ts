@@ -1,6 +1,6 @@
-import { readFile, writeFile, rename, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { Condition, KVLock, KVPair, KVStore, TxnOp, WatchEvent } from './types.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 /**
  * In-memory kvstore. With `file`, every change is persisted (write to a temp file, then rename,
@@ -34,10 +34,7 @@ export async function openMemoryStore(opts: { file?: string } = {}): Promise<KVS
     persisting = persisting.then(async () => {
       if (!dirty) return;
       dirty = false;
-      await mkdir(dirname(file), { recursive: true });
-      const tmp = `${file}.tmp`;
-      await writeFile(tmp, JSON.stringify({ revision, pairs: [...data.values()].filter((p) => !leased.has(p.key)) }));
-      await rename(tmp, file);
+      await writeFileAtomic(file, JSON.stringify({ revision, pairs: [...data.values()].filter((p) => !leased.has(p.key)) }), { mkdir: true });
     });
     return persisting;
   }

@@ -10,10 +10,11 @@
  * are written 0600 in 0700 directories and never printed.
  */
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as X509 from '@peculiar/x509';
 import { x509, subtle, pem, randomSerial, type CryptoKey, type CryptoKeyPair } from '../proxy/tls/x509.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
@@ -37,13 +38,6 @@ function unpem(text: string): Buffer {
 }
 
 
-/** Writes a file whole or not at all; a key file is created 0600 (a stale temp file is replaced, not reused). */
-export async function atomicWrite(file: string, data: string, mode = 0o644): Promise<void> {
-  await rm(`${file}.tmp`, { force: true });
-  await writeFile(`${file}.tmp`, data, { mode, flag: 'wx' });
-  await chmod(`${file}.tmp`, mode);
-  await rename(`${file}.tmp`, file);
-}
 
 /** The lab CA (created once per state dir; later calls load it). */
 export async function ensureLabCA(stateDir: string): Promise<LabCA> {
@@ -71,9 +65,9 @@ export async function ensureCA(dir: string, subject: string): Promise<LabCA> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  await atomicWrite(keyPath, pem('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)), 0o600);
+  await writeFileAtomic(keyPath, pem('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)), { mode: 0o600 });
   const certPem = cert.toString('pem') + '\n';
-  await atomicWrite(certPath, certPem);
+  await writeFileAtomic(certPath, certPem);
   return { certPem, certPath, cert, key: keys.privateKey };
 }
 

@@ -16,7 +16,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hubbleServerName, type HubbleServerTlsFiles } from '../hubble/tls.ts';
-import { atomicWrite, ensureCA, issueCert, type LabCA } from './ca.ts';
+import { ensureCA, issueCert, type LabCA } from './ca.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export const HUBBLE_CLIENT_NAME = '*.hubble-relay.cilium.io';
 
@@ -53,8 +54,8 @@ function issuedBy(certFile: string, ca: LabCA): boolean {
 }
 
 async function writePair(certFile: string, keyFile: string, pair: { cert: string; key: string }): Promise<void> {
-  await atomicWrite(keyFile, pair.key, 0o600);
-  await atomicWrite(certFile, pair.cert);
+  await writeFileAtomic(keyFile, pair.key, { mode: 0o600 });
+  await writeFileAtomic(certFile, pair.cert);
 }
 
 /** Creates what is missing: the CA, the client certificate, each node's server certificate (idempotent). */

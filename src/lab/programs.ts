@@ -6,9 +6,10 @@
  * if that fails, the .ts runs as is.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import * as nodeModule from 'node:module';
 import { basename, dirname, join } from 'node:path';
+import { writeFileAtomicSync } from '../common/atomic-file.ts';
 
 const cache = new Map<string, string>();
 
@@ -52,8 +53,7 @@ function stripped(src: string, dir: string, strip: (code: string) => string, dep
     process.emitWarning = () => {};
     let js: string;
     try { js = strip(code); } finally { process.emitWarning = prev; }
-    writeFileSync(`${out}.tmp`, js);
-    renameSync(`${out}.tmp`, out);
+    writeFileAtomicSync(out, js);
   }
   return out;
 }

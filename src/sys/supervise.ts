@@ -11,9 +11,10 @@
  * and waits for a line on stdin): a restart then costs the program's start, not its loading.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isAlive } from './proc.ts';
+import { writeFileAtomicSync } from '../common/atomic-file.ts';
 
 export interface ExitRecord {
   pid: number;
@@ -124,9 +125,7 @@ export function supervise(o: SuperviseOptions): Supervisor {
 
   function save(): void {
     try {
-      mkdirSync(dirname(o.stateFile), { recursive: true });
-      writeFileSync(`${o.stateFile}.tmp`, JSON.stringify(st));
-      renameSync(`${o.stateFile}.tmp`, o.stateFile);
+      writeFileAtomicSync(o.stateFile, JSON.stringify(st), { mkdir: true });
     } catch { /* the state dir is gone: `down` runs */ }
   }
 

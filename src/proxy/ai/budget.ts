@@ -14,9 +14,9 @@
  * (a crash never leaves a torn file), `flushMs` after a change and at stop. Counts of expired
  * windows are dropped when loaded.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { AIWindow } from '../../policy/ai.ts';
+import { writeFileAtomic } from '../../common/atomic-file.ts';
 
 export interface LedgerOptions {
   /** state file; none: in memory only */
@@ -167,10 +167,7 @@ export class AIBudgetLedger {
         else this.entries.delete(k);
       }
       try {
-        await mkdir(dirname(file), { recursive: true });
-        const tmp = `${file}.${process.pid}.tmp`;
-        await writeFile(tmp, JSON.stringify({ version: 1, entries }));
-        await rename(tmp, file);
+        await writeFileAtomic(file, JSON.stringify({ version: 1, entries }), { mkdir: true });
       } catch (e) {
         this.dirty = true;
         this.o.logger?.warn({ err: String(e), file }, 'AI budget state not written');

@@ -14,7 +14,7 @@
  * Expired names are collected every `gcIntervalMs` (default 1 s); an IP still used by a tracked
  * connection of the endpoint (datapath conntrack) is never removed.
  */
-import { writeFileSync, readFileSync, renameSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import type { Datapath, IPCacheEntry } from '../../datapath/types.ts';
 import { proxySlot, DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import type { DnsRejectResponseCode } from '../../common/config.ts';
@@ -32,6 +32,7 @@ import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
 import { createDNSProxy, type DNSProxy } from './proxy.ts';
 import { createOrigDstLookup } from './origdst.ts';
 import { createDNSDecider } from './decide.ts';
+import { writeFileAtomicSync } from '../../common/atomic-file.ts';
 
 /** The node's local endpoints, as the agent's endpoint table knows them. */
 export interface DNSEndpoints {
@@ -253,8 +254,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     const text = JSON.stringify(rows);
     if (text === lastSaved) return;
     try {
-      writeFileSync(`${o.cacheFile}.tmp`, text);
-      renameSync(`${o.cacheFile}.tmp`, o.cacheFile);
+      writeFileAtomicSync(o.cacheFile, text);
       lastSaved = text;
     } catch (e) {
       log.warn({ err: String(e) }, 'saving the DNS cache');

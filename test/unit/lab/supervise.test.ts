@@ -136,7 +136,7 @@ test('onFailureOnly: a clean exit (stopped on purpose) ends the supervision; pos
   const files = supervisorFiles(dir);
   let ended = '';
   const sup = supervise({
-    name: 'polite', argv: [NODE, '-e', 'process.on("SIGTERM", () => process.exit(0)); setInterval(() => {}, 1000)'], logFile: join(dir, 'p.log'), stateFile: files.state,
+    name: 'polite', argv: [NODE, '-e', 'process.on("SIGTERM", () => process.exit(0)); console.log("ready", process.pid); setInterval(() => {}, 1000)'], logFile: join(dir, 'p.log'), stateFile: files.state,
     log: () => {}, onFailureOnly: true, onEnd: (r) => { ended = r; },
   });
   try {
@@ -144,7 +144,8 @@ test('onFailureOnly: a clean exit (stopped on purpose) ends the supervision; pos
     await sleep(300);
     process.kill(first, 'SIGKILL');
     const second = await until('a new child pid', () => { const p = readSupervisorState(files.state)?.pid; return p && p !== first ? p : undefined; }, 5000);
-    await sleep(300);
+    // SIGTERM before the child has set its handler would be a kill, not a clean exit (node starts slowly on a busy machine)
+    await until('the new child has its SIGTERM handler', () => readFileSync(join(dir, 'p.log'), 'utf8').includes(`ready ${second}`) || undefined, 10_000);
     process.kill(second, 'SIGTERM');
     await until('the supervisor ends', () => ended || undefined, 10_000);
     assert.equal(ended, 'it exited cleanly (stopped on purpose)');
