@@ -8,7 +8,7 @@
  * as the in-agent proxies did by looking the engine up live.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { ProxySnapshot } from './snapshot.ts';
 import { readLines, send, type ProxyStatusRow, type ToAgent } from './wire.ts';
@@ -104,7 +104,14 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
     async start() {
       await rm(deps.socketPath, { force: true });
       server = createServer(onConnection);
-      await new Promise<void>((res, rej) => { server!.once('error', rej); server!.listen(deps.socketPath, () => res()); });
+      // root only, never wider for an instant: the socket hands out policy and takes access records (flows)
+      const old = process.umask(0o077);
+      try {
+        await new Promise<void>((res, rej) => { server!.once('error', rej); server!.listen(deps.socketPath, () => res()); });
+      } finally {
+        process.umask(old);
+      }
+      await chmod(deps.socketPath, 0o600);
       await refresh();
       const tick = () => { timer = setTimeout(() => { void refresh().finally(() => { if (server) tick(); }); }, deps.pollMs ?? 50); };
       tick();
