@@ -160,6 +160,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeAddrs, clusterPrefixes: provider.clusterPrefixes, clusterDNS: provider.clusterDNS,
     minTTL: config.tofqdnsMinTTL, maxIPsPerName: config.tofqdnsMaxIPsPerHostname, idleGracePeriodMs: config.tofqdnsIdleConnectionGraceMs,
     gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
+    // an external L7 proxy judges a connection to an answer's IP by its snapshot: the answer waits for
+    // it to hold the IP (at most 1 s; a proxy that lags judges the IP as world: denied, never let through)
+    afterIPCache: async () => { await feed?.settled(1000); },
   });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
   // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for
