@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cp } from 'node:fs/promises';
 import { REPO, TestLab } from '../support/lab.ts';
 import { nodeNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
@@ -59,7 +60,11 @@ before(async () => {
   ]);
   replicas = Object.keys(await lab.podIPs()).filter((k) => k.startsWith(`${NS}/chatbot-`)).map((k) => k.split('/')[1]!).sort();
 });
-after(async () => { await lab.down(); });
+after(async () => {
+  // AIBR_KEEP_LOGS=dir keeps the node's logs (agent, L7 proxy, supervisor) for a look after a failure
+  if (process.env.AIBR_KEEP_LOGS) await cp(lab.paths.nodeDir('node1'), process.env.AIBR_KEEP_LOGS, { recursive: true, filter: (f) => !f.endsWith('.sock') }).catch(() => {});
+  await lab.down();
+});
 
 interface Result { name: string; status: number; headers: Record<string, string>; body: string; arrivals: { at: number; stamps: number[] }[]; error?: string }
 
