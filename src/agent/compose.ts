@@ -161,8 +161,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     minTTL: config.tofqdnsMinTTL, maxIPsPerName: config.tofqdnsMaxIPsPerHostname, idleGracePeriodMs: config.tofqdnsIdleConnectionGraceMs,
     gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
     // an external L7 proxy judges a connection to an answer's IP by its snapshot: the answer waits for
-    // it to hold the IP (at most 1 s; a proxy that lags judges the IP as world: denied, never let through)
-    afterIPCache: async () => { await feed?.settled(1000); },
+    // it to hold the IP (at most 2 s; a proxy that lags judges the IP as world: denied, never let through)
+    afterIPCache: async () => { await feed?.settled(2000); },
   });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
   // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for

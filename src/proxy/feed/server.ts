@@ -49,9 +49,12 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
 
   const wake = () => { for (const w of [...waiters]) w(); };
 
-  /** Rebuilds the snapshot when the fingerprint moved; one build at a time. */
+  /**
+   * Rebuilds the snapshot when the fingerprint moved; one build at a time. A build under way may
+   * have read its state before the caller's change: the caller gets the build after it.
+   */
   function refresh(): Promise<void> {
-    if (building) return building;
+    if (building) return building.then(() => refresh());
     const print = deps.fingerprint();
     if (print === lastPrint && current) return Promise.resolve();
     building = (async () => {

@@ -158,3 +158,31 @@ test('attacker: the feed socket is root-only, and a line that is not JSON ends t
   await until(() => got.length === 1);
   ok.destroy();
 });
+
+test('settle after a change made while a build is under way waits for a snapshot that holds the change', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 's.sock');
+  let revision = 1;
+  let slow: (() => void) | undefined;
+  const server = createFeedServer({
+    socketPath, pollMs: 5, fingerprint: () => String(revision),
+    // a build reads its state at once, then takes a while (as a big snapshot under load)
+    snapshot: async () => { const s = snapshot(revision); if (revision === 2) await new Promise<void>((r) => { slow = r; }); return s; },
+    onRecords: () => {},
+  });
+  await server.start();
+  t.after(() => server.stop());
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs: 10, onSnapshot: (s) => { snaps.push(s.revision); }, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  revision = 2;
+  await until(() => slow !== undefined); // the poll started a build of revision 2
+  revision = 3; // the change the caller waits for
+  const settled = server.settled(5000);
+  slow!();
+  await settled;
+  assert.equal(snaps.at(-1), 3);
+});
