@@ -95,7 +95,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
       firstSnapshot = undefined;
     },
     handle: async (what) => (what === 'ai-usage' ? ai.usage() : registry.metrics()),
-    statusRows: () => [...httpProxy.statusEntries(), ...tlsNode.statusEntries()].map((r) => ({ ...r, name: `${r.name}, pid ${process.pid}` })),
+    statusRows: () => [...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
     logger: log,
   });
   let revision = 0;

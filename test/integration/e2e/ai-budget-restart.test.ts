@@ -130,10 +130,12 @@ test('the budget is shared by both replicas and survives a crash (SIGKILL) of th
     }
   }
   await lab.up();
-  // the supervisor brings the proxy back too: its rows (a new pid) in the agent's status
+  // the supervisor brings the proxy back too: a new pid that says it is ready, its rows in the agent's status
   for (let i = 0; proxyPid && i < 600; i++) {
-    const st = await callAgent<StatusView>(lab.paths.agentSocket('node1'), 'GET', '/v1/status', undefined, 2000).catch(() => undefined);
-    if (st?.proxies.some((x) => x.name.startsWith('http (egress') && !x.name.endsWith(`pid ${proxyPid}`) && /listening/.test(x.state))) break;
+    const np = Number(readFileSync(proxyPidFile, 'utf8').trim() || 0);
+    const ready = np && np !== proxyPid && readFileSync(join(lab.paths.nodeDir('node1'), 'l7proxy.log'), 'utf8').includes(`"pid":${np},"msg":"L7 proxy ready"`);
+    const st = ready ? await callAgent<StatusView>(lab.paths.agentSocket('node1'), 'GET', '/v1/status', undefined, 2000).catch(() => undefined) : undefined;
+    if (st?.proxies.some((x) => x.name === 'http (egress, TCP)' && /listening/.test(x.state))) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   await lab.settle();

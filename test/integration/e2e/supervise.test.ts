@@ -226,11 +226,14 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic fails close
     const since = new Date(Date.now() - 100);
     const killAt = Date.now();
     process.kill(pid, 'SIGKILL');
-    // the supervisor brings it back: a new pid whose listeners are in (the agent's status shows its rows)
+    // the supervisor brings it back: a new pid that says it is ready, whose rows the agent's status shows
     let backAt = 0;
     for (; Date.now() - killAt < 30_000; await sleep(25)) {
-      const st = await callAgent<StatusView>(socket, 'GET', '/v1/status', undefined, 2000).catch(() => undefined);
-      if (st?.proxies.some((p) => p.name.startsWith('http (egress') && !p.name.endsWith(`pid ${pid}`) && /listening/.test(p.state))) { backAt = Date.now(); break; }
+      const np = (await supState().catch(() => undefined))?.pid;
+      if (!np || np === pid) continue;
+      const ready = (await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.log'), 'utf8')).includes(`"pid":${np},"msg":"L7 proxy ready"`);
+      const st = ready ? await callAgent<StatusView>(socket, 'GET', '/v1/status', undefined, 2000).catch(() => undefined) : undefined;
+      if (st?.proxies.some((p) => p.name === 'http (egress, TCP)' && /listening/.test(p.state))) { backAt = Date.now(); break; }
     }
     assert.ok(backAt, 'the proxy is back (its rows in the agent status)');
     const sup1 = await supState();
