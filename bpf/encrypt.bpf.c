@@ -20,12 +20,12 @@
 static __always_inline int strict_drop(struct __sk_buff *skb, struct pkt *p, __u32 src_identity)
 {
 	struct remote src = {};
-	remote_resolve(&src, p->saddr);
+	remote_resolve(&src, p->saddr, 4);
 	struct ev_ctx c = {};
 	c.ifindex = skb->ifindex;
 	c.ep_id = src.ep_id;
 	c.src_identity = src_identity ? src_identity : src.identity;
-	c.dst_identity = ipcache_identity(p->daddr);
+	c.dst_identity = ipcache_identity(p->daddr, 4);
 	c.bucket = src.ep_id ? SENDER_OWN(src.ep_id) : SENDER_EXT(0);
 	stat_inc(STAT_DROP);
 	emit_event(p, &c, EV_DROP, DROP_UNENCRYPTED_TRAFFIC, 0, -DROP_UNENCRYPTED_TRAFFIC, 0, 0, DIR_EGRESS);

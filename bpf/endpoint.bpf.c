@@ -46,9 +46,10 @@ static __always_inline __u32 policy_rev(void)
 /* Completes an endpoint hook's event context with the remote peer: its identity, and the sender
  * whose budget the events spend (from_container: the endpoint itself; to_container: the local
  * endpoint that sent the packet, or the endpoint's external budget). */
-static __always_inline void ctx_remote(struct ev_ctx *c, struct remote *rm, int from, const __u8 *addr)
+static __always_inline void ctx_remote(struct ev_ctx *c, struct remote *rm, int from, const __u8 *addr,
+				       __u8 fam)
 {
-	remote_resolve(rm, addr);
+	remote_resolve(rm, addr, fam);
 	if (from) {
 		c->dst_identity = rm->identity;
 	} else {
@@ -62,6 +63,9 @@ static __noinline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __
 {
 	struct bpf_sock *sk;
 	long ret;
+	/* the proxies listen on IPv4 only (for now): an IPv6 redirect fails closed */
+	if (p->family != 4)
+		return DROP_PROXY_UNSUPPORTED;
 	if (p->proto == IPPROTO_TCP) {
 		struct bpf_sock_tuple t = {};
 		__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
@@ -196,7 +200,7 @@ static __always_inline const __u8 *remote_of(const struct hctx *h)
 
 static __always_inline int hdrop(struct hctx *h, __u8 reason)
 {
-	ctx_remote(&h->c, &h->rm, h->dir == DIR_EGRESS, remote_of(h));
+	ctx_remote(&h->c, &h->rm, h->dir == DIR_EGRESS, remote_of(h), h->p.family);
 	return do_drop(&h->p, &h->c, reason, h->dir);
 }
 
@@ -222,7 +226,7 @@ static __noinline int ct_recheck(struct __sk_buff *skb, struct hctx *h, struct c
 	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS)
 		return 0;
 	stat_inc(STAT_POLICY_RECHECK);
-	ctx_remote(&h->c, &h->rm, from, remote_of(h));
+	ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 	struct ep_config *cfg = h->cfg;
 	struct policy_result pr;
 	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
@@ -293,7 +297,7 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
 	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
 	if (trace) {
-		ctx_remote(&h->c, &h->rm, from, remote_of(h));
+		ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
 			   0, 0, 0, h->dir);
 	}
@@ -313,7 +317,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	struct pkt *p = &h->p;
 	struct ep_config *cfg = h->cfg;
 	const int from = h->dir == DIR_EGRESS;
-	ctx_remote(&h->c, &h->rm, from, remote_of(h));
+	ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 	void *tbl = from ? h->own : ct_table(ct_ingress_idx(cfg->ep_id, h->rm.ep_id));
 	h->create_tbl = (!p->is_icmp_err && p->frag != FRAG_LATER) ? tbl : 0;
 	h->n.src_identity = h->c.src_identity;
@@ -397,6 +401,18 @@ static __always_inline int create_new(struct hctx *h)
 	return TC_ACT_OK;
 }
 
+/* The packet's source is the endpoint's own address of its family (an endpoint without an IPv6
+ * address sends no IPv6: a link-local or any other source is spoofed). */
+static __always_inline int source_valid(const struct pkt *p, const struct ep_config *cfg)
+{
+	const __u32 *a = (const void *)cfg->ipv6, *s = (const void *)p->saddr;
+	if (p->family == 4)
+		return s[0] == *(const __u32 *)(const void *)cfg->ipv4;
+	if ((a[0] | a[1] | a[2] | a[3]) == 0)
+		return 0;
+	return ((a[0] ^ s[0]) | (a[1] ^ s[1]) | (a[2] ^ s[2]) | (a[3] ^ s[3])) == 0;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	const int from = dir == DIR_EGRESS;
@@ -408,6 +424,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	int r = parse_pkt(skb, p);
 	if (r == PARSE_ARP) {
 		stat_inc(STAT_NON_IPV4);
+		return TC_ACT_OK;
+	}
+	if (r == PARSE_ND) {
+		stat_inc(STAT_ND);
 		return TC_ACT_OK;
 	}
 	__u32 ifindex = skb->ifindex;
@@ -433,11 +453,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		} else {
 			stat_inc(STAT_MALFORMED);
 		}
-		if (p->family == 4)
-			ctx_remote(&h.c, &h.rm, from, remote_of(&h));
+		if (p->family == 4 || p->family == 6)
+			ctx_remote(&h.c, &h.rm, from, remote_of(&h), p->family);
 		return do_drop(p, &h.c, (__u8)(-r), dir);
 	}
-	if (from && __builtin_memcmp(p->saddr, cfg->ipv4, 4) != 0)
+	if (from && !source_valid(p, cfg))
 		return hdrop(&h, DROP_INVALID_SIP);
 	if (from && is_encap(p) && tunnel_mode())
 		return hdrop(&h, DROP_ENCAP_PROHIBITED);
@@ -457,7 +477,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		if (from) {
 			frag_tbl = own;
 		} else {
-			ctx_remote(&h.c, &h.rm, from, remote_of(&h));
+			ctx_remote(&h.c, &h.rm, from, remote_of(&h), p->family);
 			frag_tbl = ct_table(ct_ingress_idx(ep, h.rm.ep_id));
 		}
 		if (p->frag == FRAG_LATER && (!frag_tbl || frag_ports(frag_tbl, p, h.now)))
@@ -466,7 +486,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	}
 
 	__u16 rev_nat = 0;
-	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+	if (from && p->family == 4 && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
 		int d = lb4_xlate(skb, p, own, ep, &rev_nat);
 		if (d)
 			return hdrop(&h, d);
@@ -502,7 +522,7 @@ int to_container(struct __sk_buff *skb)
 /* The destination endpoint of a packet if it is local and attached (ipcache ep id -> config). */
 static __always_inline struct ep_config *local_dest(const struct pkt *p)
 {
-	struct ipcache_val *iv = ipcache_lookup(p->daddr);
+	struct ipcache_val *iv = ipcache_lookup_fam(p->daddr, p->family);
 	if (!iv || !iv->ep_id)
 		return 0;
 	__u32 id = iv->ep_id;
@@ -514,6 +534,8 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
  * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
 static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
 {
+	if (p->family != 4)
+		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
 	struct bpf_sock_tuple t = {};
 	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
 	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
@@ -623,7 +645,7 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 	struct ev_ctx sc = {};
 	sc.ifindex = skb->ifindex;
 	sc.src_identity = src_identity;
-	sc.dst_identity = p->family == 4 ? ipcache_identity(p->daddr) : 0;
+	sc.dst_identity = p->family == 4 || p->family == 6 ? ipcache_identity(p->daddr, p->family) : 0;
 	sc.bucket = SENDER_EXT(0);
 	return do_drop(p, &sc, reason, dir);
 }
@@ -639,7 +661,7 @@ int from_network(struct __sk_buff *skb)
 	stat_inc(STAT_PKTS_NET);
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
-	remote_resolve(&rm, p.saddr);
+	remote_resolve(&rm, p.saddr, p.family);
 	if (rm.ep_id || net_source_spoofed(skb, &p))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	return net_ingress(skb, &p, &rm);
@@ -660,8 +682,10 @@ int from_overlay(struct __sk_buff *skb)
 	int d = overlay_src_from_key(skb, &identity);
 	if (d)
 		return net_drop(skb, &p, identity, d, DIR_INGRESS);
+	if (r == PARSE_OK && p.family != 4)
+		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */
 	if (r != PARSE_OK)
-		return net_drop(skb, &p, identity, r == PARSE_OTHER || r == PARSE_ARP ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
+		return net_drop(skb, &p, identity, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
 	struct ipcache_val *sv = ipcache_lookup(p.saddr);
 	if (sv && sv->ep_id)
 		return net_drop(skb, &p, identity, DROP_INVALID_SIP, DIR_INGRESS);
@@ -681,8 +705,10 @@ int to_overlay(struct __sk_buff *skb)
 	struct pkt p = {};
 	stat_inc(STAT_OVERLAY_TX);
 	int r = parse_pkt(skb, &p);
+	if (r == PARSE_OK && p.family != 4)
+		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */
 	if (r != PARSE_OK)
-		return net_drop(skb, &p, 0, r == PARSE_OTHER || r == PARSE_ARP ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_EGRESS);
+		return net_drop(skb, &p, 0, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_EGRESS);
 	int d = overlay_set_key(skb, p.saddr, p.daddr);
 	if (d)
 		return net_drop(skb, &p, overlay_src_identity(p.saddr), d, DIR_EGRESS);

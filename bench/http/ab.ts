@@ -5,8 +5,11 @@
  * robust on a shared machine), keep-alive (50 conns), one connection and `Connection: close`,
  * interleaved rounds. Beside them, the proxy's run-queue wait per request and involuntary
  * context switches (/proc schedstat, status): how much of a latency tail is other work on its CPU.
+ * With --gc, each proxy runs with --trace-gc and 1 MB semi-spaces and the rows add the garbage per
+ * request (what its scavenges freed, KB: short-lived garbage, a lower bound of allocation), which
+ * does not depend on how busy the machine is.
  *
- *   bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags '--cpu-prof']
+ *   bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc]
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,7 +21,7 @@ import { haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts'
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, rules: { type: 'string', default: '100' },
-  'node-flags': { type: 'string', default: '' }, modes: { type: 'string', default: 'ka,one,close' },
+  'node-flags': { type: 'string', default: '' }, gc: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -39,32 +42,53 @@ const args = { ka: ['-c50'], one: ['-c1'], close: ['-c50', '-H', 'Connection: cl
 try {
   await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   const pid: Record<string, number> = {};
+  const freedMB: Record<string, number> = { A: 0, B: 0 };
   for (const k of ['A', 'B'] as const) {
     const flags = values['node-flags'] ? values['node-flags'].split(' ') : [];
+    if (values.gc) flags.push('--trace-gc', '--max-semi-space-size=1', '--min-semi-space-size=1');
     const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/http/proxy-server.ts'), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
     pid[k] = c.pid!; // taskset and bin/node exec: the same process
+    if (values.gc) {
+      // --trace-gc lines: `Scavenge 3.1 (5.2) -> 2.0 (5.2) MB, ...`: before minus after is what that GC freed
+      let rest = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        rest += d.toString();
+        let i;
+        while ((i = rest.indexOf('\n')) >= 0) {
+          // scavenges only: a full GC frees old garbage of earlier runs too (the rest survived to it)
+          const line = rest.slice(0, i);
+          const m = line.includes('Scavenge') ? /(\d+(?:\.\d+)?) \(\d+(?:\.\d+)?\) -> (\d+(?:\.\d+)?) \(/.exec(line) : null;
+          rest = rest.slice(i + 1);
+          if (m) freedMB[k] = (freedMB[k] ?? 0) + Number(m[1]) - Number(m[2]);
+        }
+      });
+    }
   }
   for (const k of ['A', 'B'] as const) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
-  const rows: Record<string, { rps: number[]; cpu: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[] }> = {};
+  const rows: Record<string, { rps: number[]; cpu: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[] }> = {};
   const total: Record<string, number> = { A: 0, B: 0 };
   for (let r = 0; r < ROUNDS; r++) {
     for (const m of modes) for (const k of ['A', 'B'] as const) {
       const c0 = cpuUs(pid[k]);
       const s0 = sched(pid[k]!);
+      const f0 = freedMB[k]!;
       const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', `http://127.0.0.1:${ports[k]}${PATH}`]).toString();
       const w = parseWrk(out);
       total[k] = (total[k] ?? 0) + w.requests;
       const cpu = (cpuUs(pid[k]) - c0) / w.requests;
       const s1 = sched(pid[k]!);
+      // the GC lines of the run's last moments arrive a little later
+      if (values.gc) await new Promise((r) => setTimeout(r, 300));
+      const kb = ((freedMB[k]! - f0) * 1024) / w.requests;
       const wait = (s1.waitNs - s0.waitNs) / 1000 / w.requests, preempt = (s1.nonvol - s0.nonvol) * 1000 / w.requests;
-      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], p50: [], p99: [], wait: [], preempt: [] });
-      row.rps.push(w.rps); row.cpu.push(cpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt);
-      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req, errors ${w.errors}`);
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], p50: [], p99: [], wait: [], preempt: [], kb: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt); row.kb.push(kb);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${kb.toFixed(2)} KB/req` : ''}, errors ${w.errors}`);
     }
   }
   console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${execFileSync('cat', ['/proc/loadavg']).toString().trim()}`);
   console.log(`requests measured: A ${total.A}, B ${total.B}`);
-  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${median(v.kb).toFixed(2)} KB/req` : ''}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });

@@ -9,10 +9,12 @@
 //   - each agent's RSS and CPU (from /proc) while probing.
 // After the largest stage: node2's agent is killed; a new endpoint is written while it is down;
 // resync time = from `membrane up` (restart) until that entry is in node2's map.
-// Appends the results to bench/RESULTS.md under "## scale".
-//   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart] [--cpu-prof DIR]
+// Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
+// run before it is kept under "### previous run").
+//   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
+//     [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg } from 'node:os';
@@ -30,10 +32,14 @@ const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
 /** --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop */
 const PROF = arg('--cpu-prof', '');
+/** --heap-snapshot DIR: node3's agent writes a V8 heap snapshot there after the largest stage */
+const HEAP = arg('--heap-snapshot', '');
+const nodeOptions = [PROF ? `--cpu-prof --cpu-prof-dir=${PROF}` : '', HEAP ? `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${HEAP}` : ''].filter(Boolean).join(' ');
+const labEnv = nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {};
 const WORKERS = 2;
 const NODES = ['node1', 'node2', 'node3'];
 /** the whole run stops after this, whatever stage it is in */
-const RUN_DEADLINE = Date.now() + 9 * 60_000;
+const RUN_DEADLINE = Date.now() + Number(arg('--minutes', '9')) * 60_000;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const node = process.execPath;
 const la = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -74,9 +80,38 @@ async function all(cmd: object): Promise<Record<string, unknown>[]> {
 }
 
 function agentPid(n: string): number { return Number(readFileSync(paths.agentPidFile(n), 'utf8')); }
+/**
+ * node n's agent other than `old` before it writes its pid file (that comes when its API is up):
+ * the process running the lab's agent program for n with this lab's MEMBRANE_LAB.
+ */
+function newAgentPid(n: string, old: number): number {
+  for (const d of readdirSync('/proc')) {
+    const p = Number(d);
+    if (!p || p === old) continue;
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      // the program node runs is the agent's (its supervisor's command line names the agent too)
+      if (!cmd.find((a) => a.endsWith('.ts'))?.endsWith('src/lab/node-agent.ts') || cmd[cmd.indexOf('--node') + 1] !== n) continue;
+      if (readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) return p;
+    } catch { /* gone meanwhile */ }
+  }
+  return NaN;
+}
+/** node n's agent log lines that mark its start phases, from the last "agent starting" on */
+function startPhases(n: string): string[] {
+  const lines = readFileSync(paths.agentLog(n), 'utf8').split('\n');
+  const from = lines.findLastIndex((l) => l.includes('agent starting'));
+  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|agent ready|released identities/.test(l)).map((l) => l.slice(0, 240));
+}
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+/** what the RSS is made of (MiB): anonymous (heaps, buffers) and file-backed (code, mapped files) */
+function rssParts(pid: number): string {
+  const t = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? NaN) / 1024;
+  return `anon ${kb('Anonymous').toFixed(0)} file ${(kb('Rss') - kb('Anonymous')).toFixed(0)}`;
 }
 /** user+system CPU seconds of a process */
 function cpuSecs(pid: number): number {
@@ -105,6 +140,24 @@ async function waitIn(nodes: string[], ip: string, identity: number, t0: number,
   return got;
 }
 
+/**
+ * Puts `out` (a "## scale" section) into bench/RESULTS.md in place of every "## scale" section
+ * there; the latest of those stays below it under "### previous run" (its own earlier runs dropped).
+ */
+function writeSection(out: string): void {
+  const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
+  const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const parts = text.split(/^(?=## )/m);
+  const ours = parts.filter((p) => p.startsWith('## scale\n'));
+  const last = ours.at(-1);
+  const prev = last ? `### previous run\n\n${last.slice('## scale\n'.length).split(/^### previous run\n/m)[0]!.trim()}\n` : '';
+  const section = `${out.trimEnd()}\n${prev ? `\n${prev}` : ''}\n`;
+  const at = parts.findIndex((p) => p.startsWith('## scale\n'));
+  const rest = parts.filter((p) => !p.startsWith('## scale\n'));
+  if (at < 0) rest.push(section); else rest.splice(at, 0, section);
+  writeFileSync(path, rest.map((p) => (p.endsWith('\n\n') || p === rest.at(-1) ? p : `${p.trimEnd()}\n\n`)).join(''));
+}
+
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!; };
 let probeSeq = 0;
 const probeIp = () => { probeSeq++; return `100.127.${(probeSeq >> 8) & 255}.${probeSeq & 255}`; };
@@ -121,7 +174,7 @@ let failure = '';
 
 try {
   log(`load average ${startLoad}; starting a 3-node lab`);
-  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 240_000, ...(PROF ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROF}` } } : {}) });
+  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 240_000, ...labEnv });
   const endpoint = labEtcdEndpoint(paths);
   etcd = new Etcd3({ hosts: [endpoint] });
   for (const n of NODES) maps.set(n, openMap(n));
@@ -170,9 +223,26 @@ try {
     const rss = NODES.map((n) => rssMiB(agentPid(n)));
     const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost };
     rows.push(row);
+    log(`RSS parts (MiB): ${NODES.map((n) => `${n} ${rssParts(agentPid(n))}`).join('; ')}`);
     log(`${N} nodes: probe p50 ${row.p50} ms p99 ${row.p99} ms (${lat.length} probes, ${lost} timed out), RSS ${rss.map((x) => x.toFixed(0)).join('/')} MiB, CPU ${cpu.map((x) => x.toFixed(0)).join('/')} %`);
   }
 
+  if (HEAP) {
+    const pid = agentPid('node3');
+    log(`heap snapshot of node3's agent (pid ${pid}) into ${HEAP}`);
+    process.kill(pid, 'SIGUSR2');
+    // the snapshot stops that agent for a while: the restart below waits until it is written
+    const { statSync } = await import('node:fs');
+    let size = -1;
+    for (let i = 0; i < 600; i++) {
+      await sleep(1000);
+      const f = readdirSync(HEAP).find((x) => x.endsWith('.heapsnapshot'));
+      const now = f ? statSync(`${HEAP}/${f}`).size : -1;
+      if (now > 0 && now === size) break;
+      size = now;
+    }
+    log(`heap snapshot written (${(size / 2 ** 20).toFixed(0)} MiB)`);
+  }
   if (!process.argv.includes('--no-restart') && Date.now() < RUN_DEADLINE - 60_000) {
     log('restart: killing the node2 agent');
     const pid = agentPid('node2');
@@ -184,17 +254,18 @@ try {
     // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
     let upS = NaN;
     let upErr = '';
-    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()) })
+    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...labEnv })
       .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
     const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
     const entryS = got.get('node2')! / 1000;
     // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
     // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
-    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : NaN; } catch { return NaN; } };
+    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
     const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
     const cpuS = safe(cpuSecs);
     await up;
     resync = { entryS, upS, upErr, rss: safe(rssMiB), cpuS };
+    for (const l of startPhases('node2')) log(`node2: ${l}`);
     log(`resync: the entry written while node2 was down reached its map ${resync.entryS.toFixed(1)} s after the restart began (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
   }
   await all({ cmd: 'stop' }).catch(() => {});
@@ -210,12 +281,8 @@ try {
     ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
   const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began, the new agent having used ${Number.isFinite(resync.cpuS) ? resync.cpuS.toFixed(1) : '–'} s of CPU by then (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${Number.isFinite(resync.rss) ? resync.rss.toFixed(0) : '–'} MiB.` : 'Resync: not measured.';
-  const out = `\n## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
-  if (WRITE && rows.length) {
-    const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
-    if (existsSync(path) && !readFileSync(path, 'utf8').endsWith('\n')) appendFileSync(path, '\n');
-    appendFileSync(path, out);
-  }
+  if (WRITE && rows.length) writeSection(out);
   await cleanup();
 }

@@ -120,6 +120,8 @@ try {
     proxy.once('exit', (c) => { clearTimeout(t); rej(new Error(`proxy exited ${c}: ${out}`)); });
   });
   const cap = rps(execFileSync('taskset', dns ? dnsperfArgs(5, 0) : wrkArgs(5, 0)).toString());
+  // a machine too busy to measure a capacity gives no rate to soak at (a delay of Infinity ms would be no delay at all)
+  if (!(cap >= 1)) throw new Error(`capacity measured as ${cap} req/s: the machine is too busy to size the soak; run it again when it is idler`);
   const target = cap * FRACTION;
   // each connection: one request per (delay + latency); latency is small next to the delay at half load
   const delayMs = Math.max(1, Math.round((CONNS * 1000) / target));

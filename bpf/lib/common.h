@@ -17,7 +17,8 @@
 #define DROP_POLICY 133          /* POLICY_DENIED: default deny */
 #define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
-#define DROP_UNKNOWN_L3 139      /* UNSUPPORTED_L3_PROTOCOL: not IPv4/ARP, VLAN tags, IPv6 (not enforced yet) */
+#define DROP_UNKNOWN_L3 139      /* UNSUPPORTED_L3_PROTOCOL: not IPv4/IPv6/ARP, VLAN tags, IPv6 when disabled */
+#define DROP_INVALID_EXTHDR 156  /* Invalid IPv6 extension header: unknown, misplaced, too many, source routing */
 #define DROP_NO_TUNNEL_KEY 147   /* Error retrieving tunnel key */
 #define DROP_NO_SERVICE 158      /* SERVICE_BACKEND_NOT_FOUND */
 #define DROP_NO_TUNNEL_ENDPOINT 160 /* no tunnel endpoint for the destination */
@@ -33,6 +34,30 @@
 #define DROP_POLICY_AUTH_REQUIRED 189
 #define DROP_CT_NO_MAP 190       /* CT_NO_MAP_FOUND: the endpoint's conntrack table is missing */
 #define DROP_EP_NOT_READY 203
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+/* IPv6 next-header values of the extension headers (RFC 8200, IANA). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_ESP 50
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_NONE 59
+#define NEXTHDR_DEST 60
+#define NEXTHDR_MOBILITY 135
+#define NEXTHDR_HIP 139
+#define NEXTHDR_SHIM6 140
+#define NEXTHDR_EXP1 253
+#define NEXTHDR_EXP2 254
+/* ICMPv6 types the parser treats specially (RFC 4443, RFC 4861). */
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+#define ICMPV6_RS 133
+#define ICMPV6_RA 134
+#define ICMPV6_NS 135
+#define ICMPV6_NA 136
 
 /* Monitor event types (pkg/monitor/api/types.go). */
 #define EV_DROP 1
@@ -116,6 +141,7 @@ struct icmphdr {
 #define STAT_MALFORMED 18       /* IPv4 packets dropped by the parser (checksum, lengths, headers) */
 #define STAT_OVERLAY_RX 19      /* packets decapsulated from the tunnel (from_overlay) */
 #define STAT_OVERLAY_TX 20      /* packets encapsulated into the tunnel (to_overlay) */
+#define STAT_ND 21              /* IPv6 neighbour discovery passed without policy (as ARP) */
 #define STAT_MAX 24
 
 struct {
@@ -133,13 +159,12 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-/* IPv4 fragment position of a packet (pkt.frag). */
+/* Fragment position of a packet (pkt.frag; IPv4 flags/offset or the IPv6 fragment header). */
 #define FRAG_NONE 0
 #define FRAG_FIRST 1 /* offset 0, more fragments: carries the L4 header */
 #define FRAG_LATER 2 /* offset > 0: no L4 header, ports come from the first fragment */
 
-/* The parsed packet: addresses are 16-byte fields (IPv4 in the first 4 bytes) so every map
- * key can hold IPv6 later. Ports are in network byte order; for ICMP echo the identifier is
+/* The parsed packet: addresses are 16-byte fields (IPv4 in the first 4 bytes, zero after). Ports are in network byte order; for ICMP echo the identifier is
  * carried as sport (request) or dport (reply). */
 struct pkt {
 	__u8 saddr[16];
@@ -147,7 +172,7 @@ struct pkt {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 family;      /* 4 once the IPv4 addresses are read (also for drops of malformed packets) */
+	__u8 family;      /* 4 or 6 once the addresses are read (also for drops of malformed packets) */
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
@@ -161,10 +186,10 @@ struct pkt {
 	__be16 in_dport;
 	__u8 in_proto;
 	__u8 frag;        /* FRAG_* */
-	__be16 ip_id;     /* IPv4 identification (fragment tracking) */
+	__be16 ip_id;     /* IPv4 identification; IPv6: high half of the fragment id (fragment tracking) */
 	/* policy port: dport for TCP/UDP, ICMP type (big-endian u16) for ICMP */
 	__be16 policy_port;
 	__u16 in_l4_off;  /* ICMP error: offset of the inner L4 header from skb->data */
 	__be16 ethertype; /* the frame's ethertype as the program saw it (drop events) */
-	__u16 pad;
+	__be16 ip_id_lo;  /* IPv6: low half of the 32-bit fragment id (0 for IPv4) */
 };

@@ -29,15 +29,16 @@ static __always_inline __u32 ct_ingress_idx(__u16 ep, __u16 sender_ep)
 	return sender_ep ? CT_OWN(sender_ep) : CT_EXT(ep);
 }
 
+/* Keys carry the family: an IPv6 tuple and an IPv4 one never share an entry. */
 static __always_inline void ct_key_fill(struct ct_key *k, const __u8 *s, const __u8 *d, __be16 sp,
-					__be16 dp, __u8 proto, __u8 dir, __u16 ep)
+					__be16 dp, __u8 proto, __u8 fam, __u8 dir, __u16 ep)
 {
 	__builtin_memcpy(k->saddr, s, 16);
 	__builtin_memcpy(k->daddr, d, 16);
 	k->sport = sp;
 	k->dport = dp;
 	k->proto = proto;
-	k->family = 4;
+	k->family = fam;
 	k->dir = dir;
 	k->pad = 0;
 	k->ep_id = ep;
@@ -70,40 +71,40 @@ static __always_inline int ct_lookup(const struct pkt *p, void *own, __u16 ep, _
 		if (__builtin_memcmp(p->saddr, p->in_daddr, 4) != 0 ||
 		    __builtin_memcmp(p->daddr, p->in_saddr, 4) != 0)
 			return CT_NEW;
-		remote_resolve(rm, remote_addr);
+		remote_resolve(rm, remote_addr, p->family);
 		void *ing = ct_table(ct_ingress_idx(ep, rm->ep_id));
 		__u8 od = dir_other(dir);
 		/* the inner addresses are the outer ones, reversed */
-		ct_key_fill(k, p->daddr, p->saddr, p->in_sport, p->in_dport, p->in_proto, od, ep);
+		ct_key_fill(k, p->daddr, p->saddr, p->in_sport, p->in_dport, p->in_proto, p->family, od, ep);
 		v = ct_get(od == DIR_INGRESS ? ing : own, k, now);
 		if (!v) {
-			ct_key_fill(k, p->saddr, p->daddr, p->in_dport, p->in_sport, p->in_proto, dir, ep);
+			ct_key_fill(k, p->saddr, p->daddr, p->in_dport, p->in_sport, p->in_proto, p->family, dir, ep);
 			v = ct_get(dir == DIR_INGRESS ? ing : own, k, now);
 		}
 		*out = v;
 		return v ? CT_RELATED : CT_NEW;
 	}
 	if (dir == DIR_EGRESS) {
-		ct_key_fill(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, DIR_EGRESS, ep);
+		ct_key_fill(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, DIR_EGRESS, ep);
 		v = ct_get(own, k, now);
 		if (v) {
 			*out = v;
 			return CT_ESTABLISHED;
 		}
-		remote_resolve(rm, remote_addr);
-		ct_key_fill(k, p->daddr, p->saddr, p->dport, p->sport, p->proto, DIR_INGRESS, ep);
+		remote_resolve(rm, remote_addr, p->family);
+		ct_key_fill(k, p->daddr, p->saddr, p->dport, p->sport, p->proto, p->family, DIR_INGRESS, ep);
 		v = ct_get(ct_table(ct_ingress_idx(ep, rm->ep_id)), k, now);
 		*out = v;
 		return v ? CT_REPLY : CT_NEW;
 	}
-	ct_key_fill(k, p->daddr, p->saddr, p->dport, p->sport, p->proto, DIR_EGRESS, ep);
+	ct_key_fill(k, p->daddr, p->saddr, p->dport, p->sport, p->proto, p->family, DIR_EGRESS, ep);
 	v = ct_get(own, k, now);
 	if (v) {
 		*out = v;
 		return CT_REPLY;
 	}
-	remote_resolve(rm, remote_addr);
-	ct_key_fill(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, DIR_INGRESS, ep);
+	remote_resolve(rm, remote_addr, p->family);
+	ct_key_fill(k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, DIR_INGRESS, ep);
 	v = ct_get(ct_table(ct_ingress_idx(ep, rm->ep_id)), k, now);
 	*out = v;
 	return v ? CT_ESTABLISHED : CT_NEW;
@@ -172,7 +173,7 @@ static __noinline int ct_create(void *tbl, const struct pkt *p, const struct ct_
 		return DROP_CT_NO_MAP;
 	struct ct_key k;
 	struct ct_val v = {};
-	ct_key_fill(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, n->dir, n->ep_id);
+	ct_key_fill(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, n->dir, n->ep_id);
 	v.created = now;
 	v.fwd_flags = p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
 	if (p->proto == IPPROTO_TCP)

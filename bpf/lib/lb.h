@@ -99,7 +99,7 @@ static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	if (count == 0)
 		return DROP_NO_SERVICE;
 	struct ct_key sk;
-	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, DIR_SERVICE, ep);
+	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 4, DIR_SERVICE, ep);
 	struct ct_val *sv = ct_get(own, &sk, now);
 	struct lb4_backend *be = 0;
 	__u32 bid = 0;

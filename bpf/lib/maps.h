@@ -194,6 +194,9 @@ struct dp_config {
 
 /* Routing mode tunnel (VXLAN): pods may not send to the tunnel port (DROP_ENCAP_PROHIBITED). */
 #define DP_F_TUNNEL 0x01
+/* IPv6 enforced (Cilium's enable-ipv6): parsed and decided like IPv4. Without it endpoints drop
+ * every IPv6 frame (UNSUPPORTED_L3_PROTOCOL, 139), as before IPv6 was enforced. */
+#define DP_F_IPV6 0x02
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

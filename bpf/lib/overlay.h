@@ -109,5 +109,5 @@ static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struc
 	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
 	if (d && (d->flags & DEV_F_UNDERLAY))
 		return 0;
-	return is_tunnel_peer(p->saddr);
+	return p->family == 4 && is_tunnel_peer(p->saddr); /* nodes are IPv4 peers */
 }

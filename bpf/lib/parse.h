@@ -1,5 +1,6 @@
 /* Packet parsing and validation: Ethernet -> IPv4 -> TCP/UDP/ICMP (+ the inner tuple of ICMP
- * errors). What is not parsed is not passed: endpoints drop PARSE_OTHER (UNSUPPORTED_L3_PROTOCOL)
+ * errors), and when enabled Ethernet -> IPv6 -> extension headers -> TCP/UDP/ICMPv6 (parse_ipv6).
+ * What is not parsed is not passed: endpoints drop PARSE_OTHER (UNSUPPORTED_L3_PROTOCOL)
  * and every negative result (a drop reason). An IPv4 packet passes the parser only when the
  * kernel would accept it too, so no state is ever created for a packet the kernel then drops:
  * version, header length, header checksum, total length within the frame, well-formed options
@@ -9,11 +10,13 @@
  * drops of malformed packets carry them. */
 #pragma once
 #include "common.h"
+#include "maps.h"
 
 #define PARSE_OK 0
 #define PARSE_ARP 1   /* ARP: not routed, passed */
 #define PARSE_OTHER 2 /* any other ethertype, or a VLAN tag: endpoints drop it (139) */
 #define PARSE_PULL 3  /* internal: headers beyond the linear data */
+#define PARSE_ND 4    /* IPv6 neighbour discovery on the link: not routed, passed (as ARP) */
 
 /* Enough linear bytes for every header the parser reads: Ethernet, IPv4 with options, ICMP,
  * the inner IPv4 header with options and 8 bytes of its L4 header. */
@@ -163,6 +166,170 @@ static __always_inline int bad_ipv4(struct iphdr *ip, void *data_end, struct pkt
 	return -reason;
 }
 
+/* ---- IPv6 ---- */
+
+static __always_inline int ipv6_enabled(void)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	return conf && (conf->flags & DP_F_IPV6);
+}
+
+/* ::ffff:a.b.c.d — an IPv4 address in IPv6 clothing: never a pod's, never policed as IPv6. */
+static __always_inline int ipv6_is_v4mapped(const __u8 *a)
+{
+	const __u32 *w = (const void *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int ipv6_is_linklocal(const __u8 *a)
+{
+	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
+/* Extension headers membrane does not walk (authentication, no next header, mobility, HIP,
+ * shim6, experimental): the packet is dropped, never guessed at. */
+static __always_inline int ipv6_ext_unsupported(__u8 nh)
+{
+	return nh == NEXTHDR_AUTH || nh == NEXTHDR_NONE || nh == NEXTHDR_MOBILITY || nh == NEXTHDR_HIP ||
+	       nh == NEXTHDR_SHIM6 || nh == NEXTHDR_EXP1 || nh == NEXTHDR_EXP2;
+}
+
+/* Neighbour discovery (RS/RA/NS/NA) that stays on the link: hop limit 255 (a router would have
+ * decremented it, RFC 4861 §7.1) and a link-local source or destination, or a link-scope
+ * multicast destination (never forwarded). Anything else with an ND type is plain ICMPv6, for
+ * policy to decide. */
+static __always_inline int ipv6_is_link_nd(const struct ipv6hdr *ip6, __u8 type)
+{
+	if (type < ICMPV6_RS || type > ICMPV6_NA || ip6->hop_limit != 255)
+		return 0;
+	const __u8 *s = (const void *)&ip6->saddr, *d = (const void *)&ip6->daddr;
+	return ipv6_is_linklocal(s) || ipv6_is_linklocal(d) || (d[0] == 0xff && (d[1] & 0x0f) == 0x02);
+}
+
+#define IPV6_EXT_MAX 6 /* hop-by-hop, destination, routing, fragment, destination + one spare */
+
+/* An IPv6 packet (the frame's headers read with bpf_skb_load_bytes: linear or not). It passes
+ * only when the kernel would accept it too: version 6, payload length within the frame, no
+ * IPv4-mapped address, extension headers walked (at most IPV6_EXT_MAX; hop-by-hop only first;
+ * a routing header only with no segments left, since source routing would let the packet
+ * reach an address policy never saw; one fragment header; anything else that is an extension
+ * header: 156), and an L4 header inside the payload as for IPv4 (later fragments may not
+ * overlap a TCP header). Returns PARSE_OK, PARSE_ND or a negative drop reason. A global
+ * function: verified once. */
+__noinline int parse_ipv6(struct __sk_buff *skb, struct pkt *p)
+{
+	if (!p)
+		return -DROP_INVALID;
+	struct ipv6hdr ip6;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+		return -DROP_INVALID;
+	p->family = 6;
+	p->proto = ip6.nexthdr;
+	__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+	if (ip6.version != 6)
+		return -DROP_INVALID;
+	if (ipv6_is_v4mapped(p->saddr) || ipv6_is_v4mapped(p->daddr))
+		return -DROP_INVALID;
+	__u32 avail = skb->len - ETH_HLEN - sizeof(ip6);
+	__u32 plen = bpf_ntohs(ip6.payload_len);
+	if (plen == 0 && skb->gso_size)
+		plen = avail; /* BIG TCP: the length is in the skb */
+	if (plen > avail)
+		return -DROP_INVALID;
+	__u32 end = sizeof(ip6) + plen; /* offsets from the IPv6 header */
+	__u32 off = sizeof(ip6);
+	__u8 nh = ip6.nexthdr;
+	__u8 seen_frag = 0;
+	int i;
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_DEST && nh != NEXTHDR_FRAGMENT)
+			break;
+		if (nh == NEXTHDR_HOP && i != 0)
+			return -DROP_INVALID_EXTHDR;
+		__u8 eh[8];
+		if (off + 8 > end || bpf_skb_load_bytes(skb, ETH_HLEN + off, eh, 8))
+			return -DROP_INVALID_EXTHDR;
+		if (nh == NEXTHDR_FRAGMENT) {
+			if (seen_frag)
+				return -DROP_INVALID_EXTHDR;
+			seen_frag = 1;
+			__u32 fo = ((__u32)eh[2] << 8) | eh[3];
+			__u32 foff = fo & 0xfff8;
+			__builtin_memcpy(&p->ip_id, eh + 4, 2);
+			__builtin_memcpy(&p->ip_id_lo, eh + 6, 2);
+			off += 8;
+			nh = eh[0];
+			if (foff) {
+				/* a later fragment: its payload is not a header chain; the
+				 * first fragment's entry gives it ports (or it is dropped) */
+				p->frag = FRAG_LATER;
+				p->proto = nh;
+				p->l4_off = (__u16)(ETH_HLEN + off);
+				if (foff + (end - off) > 65535)
+					return -DROP_INVALID;
+				if (nh == IPPROTO_TCP && foff < 16)
+					return -DROP_INVALID;
+				return PARSE_OK;
+			}
+			if (fo & 1)
+				p->frag = FRAG_FIRST;
+			continue;
+		}
+		if (nh == NEXTHDR_ROUTING && eh[3] != 0)
+			return -DROP_INVALID_EXTHDR;
+		off += ((__u32)eh[1] + 1) * 8;
+		nh = eh[0];
+	}
+	if (nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST || nh == NEXTHDR_FRAGMENT ||
+	    ipv6_ext_unsupported(nh))
+		return -DROP_INVALID_EXTHDR;
+	if (off > end)
+		return -DROP_INVALID_EXTHDR;
+	p->proto = nh;
+	p->l4_off = (__u16)(ETH_HLEN + off);
+	__u32 l4len = end - off;
+	__u32 l4 = ETH_HLEN + off;
+	if (nh == IPPROTO_TCP) {
+		struct tcphdr th;
+		if (l4len < sizeof(th) || bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
+			return -DROP_CT_INVALID_HDR;
+		p->sport = th.source;
+		p->dport = th.dest;
+		p->tcp_flags = ((__u8 *)&th)[13];
+		p->policy_port = th.dest;
+		__u32 doff = th.doff * 4;
+		if (doff < sizeof(th) || doff > l4len)
+			return -DROP_CT_INVALID_HDR;
+	} else if (nh == IPPROTO_UDP) {
+		struct udphdr uh;
+		if (l4len < sizeof(uh) || bpf_skb_load_bytes(skb, l4, &uh, sizeof(uh)))
+			return -DROP_CT_INVALID_HDR;
+		p->sport = uh.source;
+		p->dport = uh.dest;
+		p->policy_port = uh.dest;
+		__u32 ulen = bpf_ntohs(uh.len);
+		if (ulen < sizeof(uh) || (p->frag == FRAG_NONE && ulen > l4len))
+			return -DROP_CT_INVALID_HDR;
+	} else if (nh == IPPROTO_ICMPV6) {
+		__u8 ih[8];
+		if (l4len < sizeof(ih) || bpf_skb_load_bytes(skb, l4, ih, sizeof(ih)))
+			return -DROP_CT_INVALID_HDR;
+		p->icmp_type = ih[0];
+		p->icmp_code = ih[1];
+		p->policy_port = bpf_htons((__u16)ih[0]);
+		if (ih[0] == ICMPV6_ECHO_REQUEST)
+			__builtin_memcpy(&p->sport, ih + 4, 2);
+		else if (ih[0] == ICMPV6_ECHO_REPLY)
+			__builtin_memcpy(&p->dport, ih + 4, 2);
+		else if (p->frag == FRAG_NONE && !seen_frag && ipv6_is_link_nd(&ip6, ih[0]))
+			return PARSE_ND;
+	}
+	return PARSE_OK;
+}
+
 /* One parsing pass over the linear data. Returns PARSE_* or a negative drop reason. A global
  * function: verified once, not at every call site. */
 __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
@@ -190,6 +357,8 @@ __noinline int parse_l3(struct __sk_buff *skb, struct pkt *p)
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return PARSE_ARP;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6) && ipv6_enabled())
+		return parse_ipv6(skb, p);
 	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
 		peek_tagged(data, data_end, p, eth->h_proto);
 		return PARSE_OTHER;

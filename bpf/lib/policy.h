@@ -3,20 +3,34 @@
 #include "common.h"
 #include "maps.h"
 
-static __always_inline struct ipcache_val *ipcache_lookup(const __u8 *addr)
+/* Longest prefix of `addr` (family 4: its first 4 bytes; 6: all 16) in the ipcache. The family
+ * is part of the key, so an IPv6 address never matches an IPv4 prefix (nor ::/0 an IPv4 one). */
+static __always_inline struct ipcache_val *ipcache_lookup_fam(const __u8 *addr, __u8 fam)
 {
 	struct ipcache_key k = {};
-	k.prefixlen = IPCACHE_STATIC_PREFIX + 32;
-	k.family = 4;
-	__builtin_memcpy(k.addr, addr, 4);
+	if (fam == 6) {
+		k.prefixlen = IPCACHE_STATIC_PREFIX + 128;
+		k.family = 6;
+		__builtin_memcpy(k.addr, addr, 16);
+	} else {
+		k.prefixlen = IPCACHE_STATIC_PREFIX + 32;
+		k.family = 4;
+		__builtin_memcpy(k.addr, addr, 4);
+	}
 	return bpf_map_lookup_elem(&mb_ipcache, &k);
+}
+
+/* An IPv4 address (nodes, tunnel endpoints, the WireGuard path: IPv4 only). */
+static __always_inline struct ipcache_val *ipcache_lookup(const __u8 *addr)
+{
+	return ipcache_lookup_fam(addr, 4);
 }
 
 #define IDENTITY_WORLD 2
 
-static __always_inline __u32 ipcache_identity(const __u8 *addr)
+static __always_inline __u32 ipcache_identity(const __u8 *addr, __u8 fam)
 {
-	struct ipcache_val *v = ipcache_lookup(addr);
+	struct ipcache_val *v = ipcache_lookup_fam(addr, fam);
 	return v ? v->identity : IDENTITY_WORLD;
 }
 
@@ -28,20 +42,22 @@ struct remote {
 	__u8 pad;
 };
 
-static __always_inline void remote_resolve(struct remote *r, const __u8 *addr)
+static __always_inline void remote_resolve(struct remote *r, const __u8 *addr, __u8 fam)
 {
 	if (r->known)
 		return;
-	struct ipcache_val *v = ipcache_lookup(addr);
+	struct ipcache_val *v = ipcache_lookup_fam(addr, fam);
 	r->identity = v ? v->identity : IDENTITY_WORLD;
 	r->ep_id = v ? v->ep_id : 0;
 	r->known = 1;
 }
 
-/* Policy port of a packet: dport for TCP/UDP, the ICMP type for ICMP, 0 for other protocols. */
+/* Policy port of a packet: dport for TCP/UDP, the ICMP (ICMPv6) type for ICMP (ICMPv6), 0 for
+ * other protocols. */
 static __always_inline __be16 policy_port_of(const struct pkt *p)
 {
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_ICMP)
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_ICMP &&
+	    p->proto != IPPROTO_ICMPV6)
 		return 0;
 	return p->policy_port;
 }

@@ -168,7 +168,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       // CIDR/FQDN identities come and go with policies: the datapath mirrors exactly the current set.
       // Endpoint addresses win over policy-derived prefixes for the same /32 (Cilium's ipcache
       // source precedence): a CIDR rule naming a pod's address never relabels the pod.
-      const owned = new Set(table.all().map((ep) => `${ep.ip}/32`));
+      const owned = new Set(table.all().flatMap((ep) => endpointPrefixes(ep)));
       // Remote pods and nodes (written as deltas by the daemon) beat CIDR claims too.
       const held = (p: string) => owned.has(p) || (deps.cluster?.holds(p) ?? false);
       const entries = deps.extraIPCache().filter((e) => !held(e.prefix));
@@ -271,7 +271,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       policy.releaseIdentity(have.identity);
     }
     const rec: EndpointRecord = {
-      id, namespace: nsName, pod: pod.metadata.name, identity: ident.id, ip: net.ip, mac: net.mac, netns: net.netns,
+      id, namespace: nsName, pod: pod.metadata.name, identity: ident.id, ip: net.ip, ...(net.ip6 ? { ip6: net.ip6 } : {}), mac: net.mac, netns: net.netns,
       hostIfname: net.hostIfname, hostIfindex: net.hostIfindex, labels: ident.labels, createdAt: have?.createdAt ?? new Date().toISOString(),
       ...(workload ? { workload } : {}),
     };
@@ -280,20 +280,25 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     await attach(rec, pod, ns);
   }
 
+  /** The ipcache prefixes of an endpoint's addresses: its IPv4 /32 and, dual stack, its IPv6 /128. */
+  function endpointPrefixes(rec: EndpointRecord): string[] {
+    return rec.ip6 ? [`${rec.ip}/32`, `${rec.ip6}/128`] : [`${rec.ip}/32`];
+  }
+
   /** The endpoint's audit mode: its own PolicyAuditMode option, else the agent's setting. */
   function auditMode(rec: EndpointRecord): boolean {
     return rec.options?.PolicyAuditMode ?? config.policyAuditMode ?? false;
   }
 
   function datapathEndpoint(rec: EndpointRecord): DatapathEndpoint {
-    return { id: rec.id, identity: rec.identity, ipv4: rec.ip, mac: rec.mac, ifname: rec.hostIfname, ifindex: rec.hostIfindex, policyAuditMode: auditMode(rec) };
+    return { id: rec.id, identity: rec.identity, ipv4: rec.ip, ...(rec.ip6 ? { ipv6: rec.ip6 } : {}), mac: rec.mac, ifname: rec.hostIfname, ifindex: rec.hostIfindex, policyAuditMode: auditMode(rec) };
   }
 
   function endpointView(e: EndpointRecord): EndpointView {
     const st = ready.get(e.id);
     const ms = policy.mapState(e.id);
     return {
-      id: e.id, namespace: e.namespace, pod: e.pod, node: config.node, identity: e.identity, labels: e.labels, ipv4: e.ip,
+      id: e.id, namespace: e.namespace, pod: e.pod, node: config.node, identity: e.identity, labels: e.labels, ipv4: e.ip, ...(e.ip6 ? { ipv6: e.ip6 } : {}),
       hostIfname: e.hostIfname, state: st?.state ?? 'not-ready',
       policyEnforcement: { ingress: ms?.defaultDeny.ingress ?? false, egress: ms?.defaultDeny.egress ?? false },
       policyAuditMode: auditMode(e),
@@ -320,12 +325,12 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
 
   async function attach(rec: EndpointRecord, pod: Pod, ns: Namespace | undefined): Promise<void> {
     ready.set(rec.id, { state: 'regenerating', policyRevision: 0, policyEntries: 0 });
-    await datapath.upsertIPCache([{ prefix: `${rec.ip}/32`, identity: rec.identity, endpointId: rec.id }]);
+    await datapath.upsertIPCache(endpointPrefixes(rec).map((prefix) => ({ prefix, identity: rec.identity, endpointId: rec.id })));
     await datapath.upsertEndpoint(datapathEndpoint(rec));
     const full = policy.addEndpoint({ id: rec.id, identity: rec.identity, pod, namespace: ns });
     await datapath.applyPolicy(rec.id, { upserts: [...full.entries.values()], deletes: [], defaultDenyChanged: true }, full);
     // Policy is in place before any workload runs: the first packet is already enforced.
-    const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
+    const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, ...(rec.ip6 ? { ip6: rec.ip6 } : {}), mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
     const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
@@ -336,7 +341,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     const podStub = { apiVersion: 'v1', kind: 'Pod', metadata: { name: ep.pod, namespace: ep.namespace }, spec: { containers: [] }, source: { file: '', line: 0, col: 0 } } as Pod;
     await workloads.stop(podStub);
     await datapath.removeEndpoint(ep.id);
-    await datapath.deleteIPCache([`${ep.ip}/32`]);
+    await datapath.deleteIPCache(endpointPrefixes(ep));
     policy.removeEndpoint(ep.id);
     policy.releaseIdentity(ep.identity);
     await networks.remove(podStub);

@@ -101,6 +101,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
     tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
+    enableIPv6: config.enableIPv6,
     ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });
   const { networks, workloads } = provider;

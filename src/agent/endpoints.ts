@@ -9,6 +9,8 @@ import { MembraneError } from '../common/errors.ts';
 /** What the agent keeps of a local endpoint (persisted): the shared endpoint view and its network. */
 export interface EndpointRecord extends Omit<ResolvedEndpoint, 'workloads' | 'clusterName'> {
   ip: string;
+  /** enable-ipv6: the pod's IPv6 address */
+  ip6?: string;
   mac: string;
   netns: string;
   hostIfname: string;
@@ -34,6 +36,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
     const r = JSON.parse(p.value) as EndpointRecord;
     byKey.set(`${r.namespace}/${r.pod}`, r);
     byIp.set(r.ip, r);
+    if (r.ip6) byIp.set(r.ip6, r);
   }
   const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
   return {
@@ -53,13 +56,16 @@ export async function createEndpointTable(kv: KVStore, node: string) {
     async save(r: EndpointRecord) {
       const prev = byKey.get(`${r.namespace}/${r.pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
+      if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
       byKey.set(`${r.namespace}/${r.pod}`, r);
       byIp.set(r.ip, r);
+      if (r.ip6) byIp.set(r.ip6, r);
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
     },
     async remove(ns: string, pod: string) {
       const prev = byKey.get(`${ns}/${pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
+      if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
       byKey.delete(`${ns}/${pod}`);
       await kv.delete(`${prefix}${ns}/${pod}`);
     },

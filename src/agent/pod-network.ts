@@ -7,6 +7,8 @@ import type { Pod } from '../api/types.ts';
 export interface PodNetworkInfo {
   netns: string;
   ip: string;
+  /** enable-ipv6: the pod's IPv6 address beside `ip` */
+  ip6?: string;
   mac: string;
   hostIfname: string;
   hostIfindex: number;

@@ -6,6 +6,8 @@ import type { ResolvedEndpoint } from '../common/endpoint.ts';
 export interface EndpointView extends ResolvedEndpoint {
   node: string;
   ipv4: string;
+  /** enable-ipv6: the endpoint's IPv6 address */
+  ipv6?: string;
   hostIfname: string;
   state: 'ready' | 'regenerating' | 'waiting-for-identity' | 'not-ready' | 'disconnected';
   policyEnforcement: { ingress: boolean; egress: boolean };

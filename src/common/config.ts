@@ -119,6 +119,8 @@ export interface MembraneConfig {
    * source identity in the VNI; native, routes on the underlay, the source identity from the ipcache
    */
   routingMode: RoutingMode;
+  /** Cilium's enable-ipv6: pods get IPv6 addresses, the datapath enforces IPv6 (else drops it, 139) */
+  enableIPv6: boolean;
   /** transparent encryption between nodes (Cilium's --enable-wireguard / encryption.type): wireguard or disabled */
   encryption: 'disabled' | 'wireguard';
   /** node-to-node traffic through WireGuard too (Cilium's --encrypt-node) */
@@ -241,6 +243,11 @@ export const SETTINGS: readonly Setting[] = [
       if (!(ROUTING_MODES as readonly string[]).includes(raw)) throw bad(this, raw, ROUTING_MODES.join(' or '));
       return raw as RoutingMode;
     },
+  },
+  {
+    name: 'enableIPv6', scope: 'lab', env: 'MEMBRANE_ENABLE_IPV6', flag: '--enable-ipv6', default: 'false',
+    help: "dual stack (Cilium's --enable-ipv6): lab pods get an IPv6 address from their node's ULA pod CIDR fd00:10:244:<node>::/64 beside IPv4, and the datapath enforces IPv6 like IPv4 (policy, conntrack, flows); false: every IPv6 packet of a pod is dropped (139) with a flow. IPv6 is switched on only in the lab's pod namespaces. Not over IPv6 yet: services, DNS AAAA/toFQDNs, the L7 proxies (a redirect drops, 180), traffic between nodes",
+    parse: flag,
   },
   {
     name: 'podCidr', scope: 'agent', env: 'MEMBRANE_POD_CIDR', flag: '--pod-cidr', default: '(none; required in host mode)',
@@ -386,6 +393,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
     routingMode: value('routingMode', 'tunnel'),
+    enableIPv6: value('enableIPv6', false),
     podCidr: value('podCidr', undefined),
     devices: value('devices', undefined),
     nodeAddresses: value('nodeAddresses', undefined),

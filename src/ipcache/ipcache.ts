@@ -6,7 +6,7 @@
  * The entry with the highest-precedence source wins: endpoints and nodes beat CIDR and FQDN
  * identities, which is why CIDR rules never match pod or node addresses (Cilium issue #9209).
  */
-import { type Family, maskV4, maskV6, parseIP, parsePrefix } from './prefix.ts';
+import { type Family, formatIP, maskV4, maskV6, parseIP, parsePrefix } from './prefix.ts';
 
 export type IPCacheSource = 'endpoint' | 'node' | 'kube-apiserver' | 'fqdn' | 'cidr' | 'generated';
 
@@ -31,14 +31,24 @@ export interface IPCacheEvent {
 
 /**
  * A prefix claimed by several sources. A prefix with one claim (nearly all: 300,000 remote pods at
- * 10,000 nodes) is stored as that claim alone, without a Map of claims.
+ * 10,000 nodes) is stored as that claim alone, without a Map of claims; a claim without a local
+ * endpoint id as one number (identity × 8 + source), its entry and prefix text made when asked:
+ * an object and a prefix string per remote pod were a fifth of an agent's heap.
  */
 interface Shared {
   claims: Map<IPCacheSource, IPCacheEntryInfo>;
   winner: IPCacheEntryInfo;
 }
-type Slot = IPCacheEntryInfo | Shared;
-const winnerOf = (s: Slot): IPCacheEntryInfo => ('claims' in s ? s.winner : s);
+type Slot = number | IPCacheEntryInfo | Shared;
+const SOURCES = Object.keys(SOURCE_PRECEDENCE) as IPCacheSource[];
+const SOURCE_INDEX = new Map(SOURCES.map((s, i) => [s, i]));
+/** identities below this pack into a small integer with their source */
+const PACKABLE = 1 << 27;
+
+function pack(identity: number, source: IPCacheSource, endpointId: number): number | undefined {
+  return endpointId === 0 && Number.isInteger(identity) && identity >= 0 && identity < PACKABLE ? identity * 8 + SOURCE_INDEX.get(source)! : undefined;
+}
+const sourceOf = (s: Slot): IPCacheSource => (typeof s === 'number' ? SOURCES[s & 7]! : 'claims' in s ? s.winner.source : s.source);
 
 function pickWinner(claims: Map<IPCacheSource, IPCacheEntryInfo>): IPCacheEntryInfo {
   let best: IPCacheEntryInfo | undefined;
@@ -78,15 +88,13 @@ export class IPCache {
     const slot = table.get(p.addr as never) as Slot | undefined;
     const info: IPCacheEntryInfo = Object.freeze({ prefix: p.text, identity, source, endpointId });
     let winner: IPCacheEntryInfo;
-    if (!slot) {
-      table.set(p.addr as never, info as never);
-      this.#size++;
-      winner = info;
-    } else if (!('claims' in slot) && slot.source === source) {
-      table.set(p.addr as never, info as never);
+    if (slot === undefined || (!(typeof slot === 'object' && 'claims' in slot) && sourceOf(slot) === source)) {
+      table.set(p.addr as never, (pack(identity, source, endpointId) ?? info) as never);
+      if (slot === undefined) this.#size++;
       winner = info;
     } else {
-      const shared: Shared = 'claims' in slot ? slot : { claims: new Map([[slot.source, slot]]), winner: slot };
+      const alone = typeof slot === 'number' ? this.#entry(slot, p.text) : slot;
+      const shared: Shared = 'claims' in alone ? alone : { claims: new Map([[alone.source, alone]]), winner: alone };
       if (shared !== slot) table.set(p.addr as never, shared as never);
       shared.claims.set(source, info);
       const prev = shared.winner;
@@ -104,20 +112,20 @@ export class IPCache {
     if (!p) return false;
     const table = this.#table(p.family, p.len, false);
     const slot = table?.get(p.addr as never) as Slot | undefined;
-    if (!table || !slot) return false;
-    if (!('claims' in slot) || source === undefined || (slot.claims.size === 1 && slot.claims.has(source))) {
-      if (source !== undefined && !('claims' in slot) && slot.source !== source) return false;
+    if (!table || slot === undefined) return false;
+    if (typeof slot === 'number' || !('claims' in slot) || source === undefined || (slot.claims.size === 1 && slot.claims.has(source))) {
+      if (source !== undefined && !(typeof slot === 'object' && 'claims' in slot) && sourceOf(slot) !== source) return false;
       table.delete(p.addr as never);
       this.#size--;
       if (table.size === 0) this.#dropLen(p.family, p.len);
-      this.#emit({ type: 'delete', entry: winnerOf(slot) });
+      this.#emit({ type: 'delete', entry: this.#winner(slot, p.text) });
       return true;
     }
     if (!slot.claims.delete(source)) return false;
     const prev = slot.winner;
     const winner = pickWinner(slot.claims);
     // one claim left: back to the claim alone
-    table.set(p.addr as never, (slot.claims.size === 1 ? winner : (slot.winner = winner, slot)) as never);
+    table.set(p.addr as never, (slot.claims.size === 1 ? (pack(winner.identity, winner.source, winner.endpointId) ?? winner) : (slot.winner = winner, slot)) as never);
     if (prev !== winner) this.#emit({ type: 'upsert', entry: winner });
     return true;
   }
@@ -132,13 +140,15 @@ export class IPCache {
   lookupAddr(family: Family, addr: number | bigint): LookupResult | undefined {
     if (family === 4) {
       for (const len of this.#lens4) {
-        const s = this.#v4.get(len)!.get(maskV4(addr as number, len));
-        if (s) { const w = winnerOf(s); return { identity: w.identity, prefix: w.prefix, source: w.source, endpointId: w.endpointId }; }
+        const a = maskV4(addr as number, len);
+        const s = this.#v4.get(len)!.get(a);
+        if (s !== undefined) { const w = this.#winner(s, () => `${formatIP(4, a)}/${len}`); return { identity: w.identity, prefix: w.prefix, source: w.source, endpointId: w.endpointId }; }
       }
     } else {
       for (const len of this.#lens6) {
-        const s = this.#v6.get(len)!.get(maskV6(addr as bigint, len));
-        if (s) { const w = winnerOf(s); return { identity: w.identity, prefix: w.prefix, source: w.source, endpointId: w.endpointId }; }
+        const a = maskV6(addr as bigint, len);
+        const s = this.#v6.get(len)!.get(a);
+        if (s !== undefined) { const w = this.#winner(s, () => `${formatIP(6, a)}/${len}`); return { identity: w.identity, prefix: w.prefix, source: w.source, endpointId: w.endpointId }; }
       }
     }
     return undefined;
@@ -160,12 +170,12 @@ export class IPCache {
     const p = parsePrefix(prefixText);
     if (!p) return undefined;
     const s = this.#table(p.family, p.len, false)?.get(p.addr as never) as Slot | undefined;
-    return s && winnerOf(s);
+    return s === undefined ? undefined : this.#winner(s, p.text);
   }
 
   *entries(): IterableIterator<IPCacheEntryInfo> {
-    for (const len of [...this.#lens4].reverse()) for (const s of this.#v4.get(len)!.values()) yield winnerOf(s);
-    for (const len of [...this.#lens6].reverse()) for (const s of this.#v6.get(len)!.values()) yield winnerOf(s);
+    for (const len of [...this.#lens4].reverse()) for (const [a, s] of this.#v4.get(len)!) yield this.#winner(s, () => `${formatIP(4, a)}/${len}`);
+    for (const len of [...this.#lens6].reverse()) for (const [a, s] of this.#v6.get(len)!) yield this.#winner(s, () => `${formatIP(6, a)}/${len}`);
   }
 
   /** Prefixes (winners) whose identity is `identity`. */
@@ -178,6 +188,16 @@ export class IPCache {
   onChange(cb: (ev: IPCacheEvent) => void): () => void {
     this.#listeners.add(cb);
     return () => this.#listeners.delete(cb);
+  }
+
+  /** the winning entry of a slot; `prefix`: its canonical text (or how to make it) */
+  #winner(s: Slot, prefix: string | (() => string)): IPCacheEntryInfo {
+    if (typeof s === 'number') return this.#entry(s, typeof prefix === 'string' ? prefix : prefix());
+    return 'claims' in s ? s.winner : s;
+  }
+
+  #entry(packed: number, prefix: string): IPCacheEntryInfo {
+    return Object.freeze({ prefix, identity: Math.floor(packed / 8), source: SOURCES[packed & 7]!, endpointId: 0 });
   }
 
   #emit(ev: IPCacheEvent): void {

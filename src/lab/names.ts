@@ -69,6 +69,20 @@ export function nodeIp(nodeIndex: number): string {
 export function podCidr(nodeIndex: number): string {
   return `${POD_CIDR_PREFIX}.${nodeIndex}.0/24`;
 }
+/**
+ * enable-ipv6: node k's IPv6 pod CIDR, fd00:10:244:<k>::/64 (ULA: never routed off the machine),
+ * and a pod's IPv6 address, derived from its IPv4 one (10.244.k.x -> fd00:10:244:<k>::<x in
+ * hex>), so the IPv4 IPAM allocates both.
+ */
+export function podCidr6(nodeIndex: number): string {
+  return `fd00:10:244:${nodeIndex.toString(16)}::/64`;
+}
+export function podIp6(ipv4: string): string {
+  const o = ipv4.split('.').map(Number);
+  return `fd00:10:244:${o[2]!.toString(16)}::${o[3]!.toString(16)}`;
+}
+/** The pods' IPv6 gateway: the same link-local address on every host-side veth (a router's). */
+export const ROUTER_IP6 = 'fe80::1';
 /** Locally administered unicast MAC from an IPv4 address (the CNI bridge plugin's 0a:58 scheme). */
 export function macFromIp(ip: string): string {
   return ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');

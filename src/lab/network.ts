@@ -20,7 +20,7 @@ import {
 import { killPids } from '../sys/proc.ts';
 import { createPodIpam } from './ipam.ts';
 import {
-  CLUSTER_DNS_IP, HOST_DUMMY, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, podIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
@@ -34,6 +34,12 @@ const BASE_SYSCTL = {
 };
 
 export const ETC_NETNS = '/etc/netns';
+
+/** enable-ipv6: IPv6 on in a pod's namespace (only there), without DAD delays. */
+const V6_ON = {
+  'net.ipv6.conf.all.disable_ipv6': 0, 'net.ipv6.conf.default.disable_ipv6': 0,
+  'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0,
+};
 
 /**
  * A device that only holds local addresses. Kernels without the dummy driver are common in
@@ -170,6 +176,12 @@ export interface PodNetworksOptions {
   paths: LabPaths;
   /** labDnsPodIp: resolv.conf names the DNS pod's own address instead of the ClusterIP */
   useDnsPodIp?: boolean;
+  /**
+   * enable-ipv6: pods get podIp6 beside their IPv4 address, their default IPv6 route via
+   * fe80::1 on the host veth; IPv6 is switched on only in the pod's namespace and on its host
+   * veth (and forwarding in the node namespace), never on the host.
+   */
+  ipv6?: boolean;
   logger?: Logger;
 }
 
@@ -216,7 +228,7 @@ export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { loo
         await linkDelete(host, nodeNs);
         await netnsDelete(netns);
         await netnsAdd(netns);
-        await sysctlIn(netns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+        await sysctlIn(netns, opts.ipv6 ? V6_ON : { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
         await ip(['link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns], nodeNs);
         await ipBatch([
           'link set lo up',
@@ -232,8 +244,14 @@ export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { loo
         log?.info({ pod: `${ns}/${name}`, netns, ip: podIp, ifname: host }, 'pod network created');
       }
       await ipBatch([`link set ${host} up`, `route replace ${podIp}/32 dev ${host} scope link`], nodeNs);
+      const ip6 = opts.ipv6 ? podIp6(podIp) : undefined;
+      if (ip6) {
+        await sysctlIn(nodeNs, { 'net.ipv6.conf.all.forwarding': 1, [`net.ipv6.conf.${host}.disable_ipv6`]: 0, [`net.ipv6.conf.${host}.accept_dad`]: 0 });
+        await ipBatch([`addr replace ${ROUTER_IP6}/64 dev ${host} nodad`, `route replace ${ip6}/128 dev ${host}`], nodeNs);
+        await ipBatch([`addr replace ${ip6}/128 dev eth0 nodad`, `route replace ::/0 via ${ROUTER_IP6} dev eth0`], netns);
+      }
       await writeFiles(netns, ns, name, podIp);
-      return { netns, ip: podIp, mac, hostIfname: host, hostIfindex: ifindex };
+      return { netns, ip: podIp, ...(ip6 ? { ip6 } : {}), mac, hostIfname: host, hostIfindex: ifindex };
     },
 
     async remove(pod) {
@@ -255,7 +273,7 @@ export function createPodNetworks(opts: PodNetworksOptions): PodNetworks & { loo
       const netns = podNetnsName(node, ns, name, lab);
       const host = hostIfname(ns, name);
       const ifindex = await existing(netns, host, podIp);
-      return ifindex === undefined ? undefined : { netns, ip: podIp, mac: macFromIp(podIp), hostIfname: host, hostIfindex: ifindex };
+      return ifindex === undefined ? undefined : { netns, ip: podIp, ...(opts.ipv6 ? { ip6: podIp6(podIp) } : {}), mac: macFromIp(podIp), hostIfname: host, hostIfindex: ifindex };
     },
   };
 }

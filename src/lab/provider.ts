@@ -44,7 +44,7 @@ export function createLabProvider(o: LabProviderOptions): PodNetworkProvider {
   let unwatchHosts: (() => void) | undefined;
   return {
     kind: 'lab',
-    networks: createPodNetworks({ lab, node, nodeIndex, paths, useDnsPodIp: config.labDnsPodIp, logger: logger.child({ subsys: 'lab' }) }),
+    networks: createPodNetworks({ lab, node, nodeIndex, paths, useDnsPodIp: config.labDnsPodIp, ipv6: config.enableIPv6, logger: logger.child({ subsys: 'lab' }) }),
     workloads: createWorkloads({ lab, node, paths, repoRoot: o.repoRoot ?? REPO_ROOT, logger: logger.child({ subsys: 'workloads' }) }),
     nodeAddresses: [nodeIp(nodeIndex), routerIp(nodeIndex)],
     podCidr: podCidr(nodeIndex),

@@ -190,11 +190,16 @@ export const IPCACHE_VAL_SIZE = 12;
 const IPCACHE_STATIC_PREFIX = 32;
 
 export function encodeIpcacheKey(prefix: string): Buffer {
+  return encodeIpcacheKeyInto(Buffer.alloc(IPCACHE_KEY_SIZE), 0, prefix);
+}
+
+/** Writes the key of `prefix` at `off` of `b` (a batch of keys in one buffer); returns `b`. */
+export function encodeIpcacheKeyInto(b: Buffer, off: number, prefix: string): Buffer {
   const p = parsePrefix(prefix);
-  const b = Buffer.alloc(IPCACHE_KEY_SIZE);
-  b.writeUInt32LE(IPCACHE_STATIC_PREFIX + p.len, 0);
-  b.writeUInt8(p.family, 4);
-  p.addr.copy(b, 8);
+  b.fill(0, off, off + IPCACHE_KEY_SIZE);
+  b.writeUInt32LE(IPCACHE_STATIC_PREFIX + p.len, off);
+  b.writeUInt8(p.family, off + 4);
+  p.addr.copy(b, off + 8);
   return b;
 }
 
@@ -205,10 +210,15 @@ export function decodeIpcacheKey(b: Buffer): string {
 
 /** `tunnelEndpoint`: the underlay address of the node the prefix lives on (tunnel routing mode). */
 export function encodeIpcacheVal(identity: number, epId = 0, tunnelEndpoint?: string): Buffer {
-  const b = Buffer.alloc(IPCACHE_VAL_SIZE);
-  b.writeUInt32LE(identity >>> 0, 0);
-  b.writeUInt16LE(epId, 4);
-  if (tunnelEndpoint) parsePrefix(`${tunnelEndpoint}/32`).addr.copy(b, 8, 0, 4);
+  return encodeIpcacheValInto(Buffer.alloc(IPCACHE_VAL_SIZE), 0, identity, epId, tunnelEndpoint);
+}
+
+/** Writes an ipcache value at `off` of `b`; returns `b`. */
+export function encodeIpcacheValInto(b: Buffer, off: number, identity: number, epId = 0, tunnelEndpoint?: string): Buffer {
+  b.fill(0, off, off + IPCACHE_VAL_SIZE);
+  b.writeUInt32LE(identity >>> 0, off);
+  b.writeUInt16LE(epId, off + 4);
+  if (tunnelEndpoint) parsePrefix(`${tunnelEndpoint}/32`).addr.copy(b, off + 8, 0, 4);
   return b;
 }
 
@@ -362,6 +372,8 @@ export const DP_CONFIG_SIZE = 24;
 
 /** mb_config flags: routing mode tunnel (pods may not send to the tunnel port). */
 export const DP_F_TUNNEL = 0x01;
+/** mb_config flags: IPv6 enforced (Cilium's enable-ipv6); without it endpoints drop IPv6 (139). */
+export const DP_F_IPV6 = 0x02;
 
 export interface DpConfig {
   /** bumped after every policy, ipcache or endpoint change: established connections are decided again */
@@ -483,7 +495,7 @@ export function encodeEvent(e: DatapathEvent, timeOffsetNs = 0n): Buffer {
 export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
-  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx',
+  'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
 ] as const;
 export const STAT_MAX = 24;
 /** Index of the counter of events not emitted because their sender's budget was spent. */

@@ -56,6 +56,12 @@ export interface LinuxDatapathOptions {
   /** routing mode tunnel: pods may not send to the tunnel port (ENCAPSULATION_TRAFFIC_IS_PROHIBITED) */
   tunnel?: boolean;
   /**
+   * IPv6 enforced like IPv4 (Cilium's `enable-ipv6`): parsed (extension headers, fragments),
+   * identities from the ipcache's IPv6 prefixes, policy, conntrack. Default false: endpoints drop
+   * every IPv6 packet with UNSUPPORTED_L3_PROTOCOL (139) and a flow, never forward it unenforced.
+   */
+  enableIPv6?: boolean;
+  /**
    * The object already loaded (its programs verified, its maps the pinned ones): a standby agent
    * loads it while it waits, so that a restart does not wait for the verifier (preloadObject).
    */
@@ -111,7 +117,7 @@ export class LinuxDatapath implements Datapath {
     this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
-    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, { tunnel: this.opts.tunnel ?? false });
+    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, { tunnel: this.opts.tunnel ?? false, enableIPv6: this.opts.enableIPv6 ?? false });
     this.endpoints.restore((id) => this.ct.ensureTables(id));
     this.lb.load();
     try {

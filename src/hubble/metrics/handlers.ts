@@ -3,7 +3,7 @@
  * port-distribution, icmp, flows-to-world. Each is a `HandlerFactory` (see index.ts); label names and orders are
  * Hubble's so dashboards and alerts written for Cilium work unchanged.
  */
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
 import { DNS_RCODE_NAMES } from '../names.ts';
 import type { HandlerFactory } from './index.ts';
@@ -54,6 +54,55 @@ export function fastCounter(opts: { name: string; help: string; labelNames: stri
     const e = counts.get(k);
     if (e) e.n++;
     else counts.set(k, { values, n: 1 });
+  };
+}
+
+/**
+ * A histogram kept like fastCounter: per label set (one Map lookup per observation) the bucket
+ * counts, sum and count, copied into the prom-client histogram when it is scraped. prom-client's
+ * own observe builds and hashes a label object per call (~1 KB of garbage per observation).
+ */
+export function fastHistogram(opts: { name: string; help: string; labelNames: string[]; buckets: number[]; registers: Registry[] }): (value: number, ...values: string[]) => void {
+  const bounds = opts.buckets;
+  const names = opts.labelNames;
+  const series = new Map<string, { values: string[]; buckets: Float64Array; sum: number; count: number }>();
+  const labelsOf = (values: string[]) => {
+    const labels: Record<string, string> = {};
+    for (let i = 0; i < names.length; i++) labels[names[i]!] = values[i] ?? '';
+    return labels;
+  };
+  const remover = (tied: (labels: Record<string, string>) => boolean): number => {
+    let n = 0;
+    for (const [k, e] of series) if (tied(labelsOf(e.values))) { series.delete(k); n++; }
+    return n;
+  };
+  for (const r of opts.registers) {
+    let m = fastCounterRemovers.get(r);
+    if (!m) fastCounterRemovers.set(r, (m = new Map()));
+    m.set(opts.name, remover);
+  }
+  new Histogram({
+    ...opts,
+    collect() {
+      // prom-client 15 (pinned) keeps a histogram's series in `hashMap`: { labels, bucketValues (per
+      // bound, not cumulative), sum, count }; rebuilt here from the counts kept above
+      const h = this as unknown as { hashMap: Record<string, unknown> };
+      this.reset();
+      for (const [k, e] of series) {
+        const bucketValues: Record<number, number> = {};
+        for (let i = 0; i < bounds.length; i++) bucketValues[bounds[i]!] = e.buckets[i]!;
+        h.hashMap[k] = { labels: labelsOf(e.values), bucketValues, sum: e.sum, count: e.count };
+      }
+    },
+  });
+  return (value, ...values) => {
+    const k = values.join('\u0001');
+    let e = series.get(k);
+    if (!e) series.set(k, (e = { values, buckets: new Float64Array(bounds.length), sum: 0, count: 0 }));
+    e.sum += value;
+    e.count++;
+    // the first bound at or above the value (an observation above the last bound is in +Inf only)
+    for (let i = 0; i < bounds.length; i++) if (value <= bounds[i]!) { e.buckets[i]!++; break; }
   };
 }
 

@@ -16,6 +16,7 @@
 import { Counter, Histogram } from 'prom-client';
 import { L7FlowType, TrafficDirection, type Flow } from '../gen/flow/flow_pb.js';
 import type { HandlerFactory } from './index.ts';
+import { fastCounter, fastHistogram } from './handlers.ts';
 
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -34,9 +35,10 @@ function inverted(f: Flow): Flow {
 
 export const httpHandler: HandlerFactory = ({ registry, ctx }) => {
   const registers = [registry];
-  const requests = new Counter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: [...ctx.names, 'method', 'protocol', 'reporter'], registers });
-  const responses = new Counter({ name: 'hubble_http_responses_total', help: 'Count of HTTP responses', labelNames: [...ctx.names, 'method', 'protocol', 'status', 'reporter'], registers });
-  const duration = new Histogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: [...ctx.names, 'method', 'reporter'], buckets: DEFAULT_BUCKETS, registers });
+  // per request and response: Map lookups (fastCounter), not prom-client's label hashing
+  const requests = fastCounter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: [...ctx.names, 'method', 'protocol', 'reporter'], registers });
+  const responses = fastCounter({ name: 'hubble_http_responses_total', help: 'Count of HTTP responses', labelNames: [...ctx.names, 'method', 'protocol', 'status', 'reporter'], registers });
+  const duration = fastHistogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: [...ctx.names, 'method', 'reporter'], buckets: DEFAULT_BUCKETS, registers });
   return {
     name: 'http',
     process(f) {
@@ -44,23 +46,34 @@ export const httpHandler: HandlerFactory = ({ registry, ctx }) => {
       if (!l7 || l7.record.case !== 'http') return;
       const h = l7.record.value;
       const reporter = reporterOf(f);
-      if (l7.type === L7FlowType.REQUEST) requests.labels(...ctx.values(f), h.method, h.protocol, reporter).inc();
+      if (l7.type === L7FlowType.REQUEST) requests(...ctx.values(f), h.method, h.protocol, reporter);
       else if (l7.type === L7FlowType.RESPONSE) {
         const c = ctx.values(f);
-        responses.labels(...c, h.method, h.protocol, String(h.code), reporter).inc();
-        duration.labels(...c, h.method, reporter).observe(Number(l7.latencyNs) / 1e9);
+        responses(...c, h.method, h.protocol, statusText(h.code), reporter);
+        duration(Number(l7.latencyNs) / 1e9, ...c, h.method, reporter);
       }
     },
   };
 };
+
+/** `status` label values, made once per code */
+const STATUS = new Map<number, string>();
+function statusText(code: number): string {
+  let s = STATUS.get(code);
+  if (s === undefined) STATUS.set(code, (s = String(code)));
+  return s;
+}
 
 export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
   const registers = [registry];
   const exemplars = options.exemplars === 'true';
   const requestLabels = [...ctx.names, 'method', 'protocol', 'status', 'reporter'];
   const durationLabels = [...ctx.names, 'method', 'reporter'];
-  const requests = new Counter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: [...ctx.names, 'method', 'protocol', 'status', 'reporter'], registers, ...(exemplars ? { enableExemplars: true } : {}) });
-  const duration = new Histogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: [...ctx.names, 'method', 'reporter'], buckets: DEFAULT_BUCKETS, registers, ...(exemplars ? { enableExemplars: true } : {}) });
+  // exemplars live in prom-client's series only; without them the fast path (Map lookups)
+  const requests = exemplars ? new Counter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: requestLabels, registers, enableExemplars: true }) : undefined;
+  const duration = exemplars ? new Histogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: durationLabels, buckets: DEFAULT_BUCKETS, registers, enableExemplars: true }) : undefined;
+  const fastRequests = exemplars ? undefined : fastCounter({ name: 'hubble_http_requests_total', help: 'Count of HTTP requests', labelNames: requestLabels, registers });
+  const fastDuration = exemplars ? undefined : fastHistogram({ name: 'hubble_http_request_duration_seconds', help: 'Quantiles of HTTP request duration in seconds', labelNames: durationLabels, buckets: DEFAULT_BUCKETS, registers });
   return {
     name: 'httpV2',
     process(f) {
@@ -69,19 +82,19 @@ export const httpV2Handler: HandlerFactory = ({ registry, ctx, options }) => {
       const h = l7.record.value;
       const reporter = reporterOf(f);
       const c = ctx.values(inverted(f));
-      const traceId = f.traceContext?.parent?.traceId;
       const seconds = Number(l7.latencyNs) / 1e9;
-      const rl = [...c, h.method, h.protocol, String(h.code), reporter];
-      const dl = [...c, h.method, reporter];
-      if (exemplars) {
+      if (requests && duration) {
+        const traceId = f.traceContext?.parent?.traceId;
+        const rl = [...c, h.method, h.protocol, statusText(h.code), reporter];
+        const dl = [...c, h.method, reporter];
         // an exemplar-enabled metric takes the object form only (positional labels lose them)
         const ex = traceId ? { exemplarLabels: { traceID: traceId } } : {};
         requests.inc({ labels: Object.fromEntries(requestLabels.map((n, i) => [n, rl[i]!])), value: 1, ...ex });
         duration.observe({ labels: Object.fromEntries(durationLabels.map((n, i) => [n, dl[i]!])), value: seconds, ...ex });
         return;
       }
-      requests.labels(...rl).inc();
-      duration.labels(...dl).observe(seconds);
+      fastRequests!(...c, h.method, h.protocol, statusText(h.code), reporter);
+      fastDuration!(seconds, ...c, h.method, reporter);
     },
   };
 };

@@ -90,6 +90,13 @@ for (const port of tcp) {
   srv.on('error', (e) => fail(`tcp ${port}`, e));
   srv.on('clientError', (_e, sock) => sock.destroy());
   srv.listen({ port, host: '0.0.0.0' }, listening);
+  // dual stack (enable-ipv6): the same server on IPv6 too; a pod without IPv6 just never gets a
+  // connection on it (and a failure to listen there is not the pod's failure)
+  const srv6 = createServer(handle);
+  srv6.keepAliveTimeout = 5000;
+  srv6.on('error', () => {});
+  srv6.on('clientError', (_e, sock) => sock.destroy());
+  srv6.listen({ port, host: '::', ipv6Only: true });
 }
 for (const port of udp) {
   const s = createSocket('udp4');

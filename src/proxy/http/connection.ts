@@ -42,6 +42,8 @@ export class ProxyConnection implements ProxyConnectionView {
   /** why the last upstream failed, as a network filter classified it (e.g. a certificate error → 502) */
   private upstreamError: (Error & { proxyStatus?: number; proxyReason?: string }) | null = null;
   private upstream: net.Socket | null = null;
+  /** the TCP socket under `upstream` (the same unless wrapped, e.g. TLS origination) */
+  private rawUpstream: net.Socket | null = null;
   private readonly reqHead: HeadParser;
   private readonly resHead: HeadParser;
   private readonly reqBody = new BodyTracker();
@@ -81,6 +83,17 @@ export class ProxyConnection implements ProxyConnectionView {
   lastActive = 0;
   /** when the client side was ended by us (ms; the sweep destroys it if the client never closes) */
   closingAt = 0;
+  /** a new upstream must be connected by then (ms, the proxy's coarse clock; the sweep checks it), 0 when none */
+  connectDeadline = 0;
+  /**
+   * The listeners on the current upstream, made once per connection (not per upstream) and
+   * removed, exactly these, before the socket goes to the pool: a TLS upstream's own listeners
+   * (e.g. the one freeing its SSL state on close) stay.
+   */
+  private readonly upListeners: {
+    data: (c: Buffer) => void; drain: () => void;
+    end: (this: net.Socket) => void; close: (this: net.Socket) => void; error: (this: net.Socket, e: Error) => void;
+  };
   /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
   private readonly peerEndpoint: ProxyEndpoint | undefined;
   private peerCache: ProxyPolicyLookup | null = null;
@@ -104,6 +117,14 @@ export class ProxyConnection implements ProxyConnectionView {
     this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
     this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
     this.resHead = new HeadParser({ kind: 'response' });
+    const conn = this;
+    this.upListeners = {
+      data: (c) => this.onUpstreamData(c),
+      drain: () => this.sock.resume(),
+      end() { conn.onUpstreamEnd(this); },
+      close() { conn.onUpstreamEnd(this); },
+      error(e) { conn.onUpstreamError(this, e); },
+    };
   }
 
   private get closed(): boolean {
@@ -471,23 +492,36 @@ export class ProxyConnection implements ProxyConnectionView {
     if (this.inBatch) sock.cork();
     this.resState = 'head';
     this.resHead.reset();
-    sock.on('data', (c: Buffer) => this.onUpstreamData(c));
-    sock.on('drain', () => this.sock.resume());
-    sock.on('end', () => this.onUpstreamEnd(sock));
-    sock.on('error', (err) => this.onUpstreamError(sock, err));
-    sock.on('close', () => this.onUpstreamEnd(sock));
-    if (!reused) {
-      // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's connect timeout
-      const t = setTimeout(() => {
-        if (up.connecting) {
-          this.onUpstreamError(sock, new Error('upstream connect timeout'));
-          up.destroy();
-        }
-      }, this.proxy.opts.connectTimeoutMs ?? 5000);
-      t.unref();
-      up.once('connect', () => clearTimeout(t));
-    }
+    const l = this.upListeners;
+    sock.on('data', l.data);
+    sock.on('drain', l.drain);
+    sock.on('end', l.end);
+    sock.on('error', l.error);
+    sock.on('close', l.close);
+    // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's
+    // connect timeout; checked by the proxy's sweep (no timer per upstream connection)
+    this.connectDeadline = reused ? 0 : Date.now() + (this.proxy.opts.connectTimeoutMs ?? 5000);
+    this.rawUpstream = up;
     return sock;
+  }
+
+  /** The sweep: the upstream being connected is past its connect deadline. */
+  connectTimeout(now: number): void {
+    if (this.connectDeadline === 0 || now < this.connectDeadline) return;
+    this.connectDeadline = 0;
+    const raw = this.rawUpstream, sock = this.upstream;
+    if (!raw || !sock || !raw.connecting) return;
+    this.onUpstreamError(sock, new Error('upstream connect timeout'));
+    raw.destroy();
+  }
+
+  private detachUpstream(sock: net.Socket): void {
+    const l = this.upListeners;
+    sock.off('data', l.data);
+    sock.off('drain', l.drain);
+    sock.off('end', l.end);
+    sock.off('error', l.error);
+    sock.off('close', l.close);
   }
 
   private onUpstreamData(chunk: Buffer): void {
@@ -711,8 +745,11 @@ export class ProxyConnection implements ProxyConnectionView {
     this.upstream = null;
     if (!up) return;
     // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
-    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) this.proxy.pool.put(this.upstreamKey, up);
-    else up.end();
+    this.connectDeadline = 0;
+    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) {
+      this.detachUpstream(up);
+      this.proxy.pool.put(this.upstreamKey, up);
+    } else up.end();
   }
 
   private endObserver(s: Stream, complete: boolean): void {

@@ -112,6 +112,7 @@ export class HttpProxy {
           if (now - c.closingAt > 5000) c.destroy();
         } else if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
         else if (now - c.lastActive > idle) c.destroy();
+        else if (c.connectDeadline) c.connectTimeout(now);
       }
     }, Math.min(500, Math.max(50, timeout / 4)));
     this.sweep.unref();

@@ -7,6 +7,8 @@ import type net from 'node:net';
  */
 export class UpstreamPool {
   private readonly idle = new Map<string, net.Socket[]>();
+  /** the pool's own listener on each idle socket (removed when taken) */
+  private readonly drops = new WeakMap<net.Socket, () => void>();
   readonly maxPerKey: number;
   readonly idleMs: number;
   constructor(maxPerKey = 64, idleMs = 4000) {
@@ -14,8 +16,8 @@ export class UpstreamPool {
     this.idleMs = idleMs;
   }
 
+  /** `sock` carries no listener of its last user (it removed its own): only the pool's own are added and later removed. */
   put(key: string, sock: net.Socket): void {
-    for (const ev of ['data', 'end', 'error', 'close', 'drain', 'timeout']) sock.removeAllListeners(ev);
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, (list = []));
     if (sock.destroyed || sock.readyState !== 'open' || list.length >= this.maxPerKey) {
@@ -27,6 +29,7 @@ export class UpstreamPool {
       const i = l ? l.indexOf(sock) : -1;
       if (i >= 0) l!.splice(i, 1);
       if (l && l.length === 0) this.idle.delete(key);
+      this.drops.delete(sock);
       sock.destroy();
     };
     sock.on('data', drop); // nothing is expected on an idle connection
@@ -34,6 +37,7 @@ export class UpstreamPool {
     sock.on('error', drop);
     sock.on('close', drop);
     sock.setTimeout(this.idleMs, drop);
+    this.drops.set(sock, drop);
     list.push(sock);
   }
 
@@ -42,7 +46,9 @@ export class UpstreamPool {
     while (list && list.length) {
       const sock = list.pop()!;
       if (list.length === 0) this.idle.delete(key);
-      for (const ev of ['data', 'end', 'error', 'close', 'timeout']) sock.removeAllListeners(ev);
+      const drop = this.drops.get(sock);
+      this.drops.delete(sock);
+      if (drop) for (const ev of ['data', 'end', 'error', 'close', 'timeout']) sock.off(ev, drop);
       sock.setTimeout(0);
       if (!sock.destroyed && sock.readyState === 'open' && !sock.readableEnded) return sock;
       sock.destroy();

@@ -61,16 +61,18 @@ test('pod and node IPs beat CIDR identities for the same prefix', () => {
 });
 
 test('claims by several sources: the winner, its events and deletes match a model of all claims (fast-check)', async () => {
+  // identities past the packed form (2^27) and local endpoint ids take the object form of a claim:
+  // both forms, and the change between them, give the same entries
   const fc = (await import('fast-check')).default;
   const sources = ['endpoint', 'node', 'cidr', 'fqdn'] as const;
   const op = fc.record({
-    del: fc.boolean(), all: fc.boolean(), prefix: fc.constantFrom('10.0.0.1/32', '10.0.0.2/32', '10.0.0.0/24'),
-    source: fc.constantFrom(...sources), identity: fc.integer({ min: 1, max: 4 }),
+    del: fc.boolean(), all: fc.boolean(), prefix: fc.constantFrom('10.0.0.1/32', '10.0.0.2/32', '10.0.0.0/24', '2001:db8::1/128'),
+    source: fc.constantFrom(...sources), identity: fc.constantFrom(1, 2, 3, 16777218, (1 << 27) + 5), endpointId: fc.constantFrom(0, 0, 7),
   });
   fc.assert(fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
     const c = new IPCache();
     // the model: every claim per prefix; the winner is the highest-precedence source's claim
-    const model = new Map<string, Map<string, number>>();
+    const model = new Map<string, Map<string, string>>();
     const winner = (p: string) => {
       const m = model.get(p);
       if (!m?.size) return undefined;
@@ -80,23 +82,27 @@ test('claims by several sources: the winner, its events and deletes match a mode
     for (const o of ops) {
       const before = winner(o.prefix);
       const events: string[] = [];
-      const off = c.onChange((e) => events.push(`${e.type} ${e.entry.source} ${e.entry.identity}`));
+      const off = c.onChange((e) => { assert.equal(e.entry.prefix, o.prefix); events.push(`${e.type} ${e.entry.source} ${e.entry.identity} ${e.entry.endpointId}`); });
       if (o.del) {
         const m = model.get(o.prefix);
         const expect = o.all ? !!m?.size : !!m?.has(o.source);
         assert.equal(c.delete(o.prefix, o.all ? undefined : o.source), expect);
         if (o.all) model.delete(o.prefix); else m?.delete(o.source);
       } else {
-        const w = c.upsert(o.prefix, o.identity, o.source);
+        const w = c.upsert(o.prefix, o.identity, o.source, o.endpointId);
         let m = model.get(o.prefix);
         if (!m) model.set(o.prefix, m = new Map());
-        m.set(o.source, o.identity);
-        assert.equal(`${w.source} ${w.identity}`, winner(o.prefix));
+        m.set(o.source, `${o.identity} ${o.endpointId}`);
+        assert.equal(`${w.source} ${w.identity} ${w.endpointId}`, winner(o.prefix));
+        assert.equal(w.prefix, o.prefix);
       }
       off();
       const after = winner(o.prefix);
       const g = c.get(o.prefix);
-      assert.equal(g ? `${g.source} ${g.identity}` : undefined, after);
+      assert.equal(g ? `${g.source} ${g.identity} ${g.endpointId}` : undefined, after);
+      const l = c.lookup(o.prefix.split('/')[0]!);
+      // the address's longest match: its own prefix while claimed, else the /24 for 10.0.0.x
+      if (after !== undefined) assert.deepEqual(l && `${l.prefix} ${l.source} ${l.identity} ${l.endpointId}`, `${o.prefix} ${after}`);
       // an event exactly when the winner changed (or was re-claimed by its own source)
       if (after === undefined) assert.deepEqual(events, before === undefined ? [] : [`delete ${before}`]);
       else if (after !== before) assert.deepEqual(events, [`upsert ${after}`]);
@@ -104,7 +110,7 @@ test('claims by several sources: the winner, its events and deletes match a mode
       else assert.deepEqual(events, []);
     }
     const want = [...model.keys()].filter((p) => winner(p)).sort();
-    assert.deepEqual([...c.entries()].map((e) => e.prefix).sort(), want);
+    assert.deepEqual([...c.entries()].map((e) => `${e.prefix} ${e.source} ${e.identity} ${e.endpointId}`).sort(), want.map((p) => `${p} ${winner(p)}`).sort());
     assert.equal(c.size, want.length);
   }), { numRuns: 300 });
 });

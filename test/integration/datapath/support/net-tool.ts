@@ -1,5 +1,6 @@
 // Traffic helper run inside a namespace (test-only):
 //   serve <port,...> [udpPort,...]    TCP echo servers (+ UDP echo), prints "ready"
+//   serve6 <port,...>                 TCP echo servers on IPv6 (::, IPv6 only), prints "ready"
 //   connect <ip> <port> <timeoutMs>   prints {"ok":bool,"err":...}
 //   udp <ip> <port> <timeoutMs>       connected UDP datagram; {"ok":bool,"err":"ECONNREFUSED"|...}
 //   read <ip> <port> <timeoutMs>      prints the first line the server sends
@@ -16,7 +17,11 @@ import { createInterface } from 'node:readline';
 
 const [mode, ...a] = process.argv.slice(2);
 
-if (mode === 'serve') {
+if (mode === 'serve6') {
+  const tcp = (a[0] ?? '').split(',').filter(Boolean).map(Number);
+  let pending = tcp.length;
+  for (const p of tcp) createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen({ port: p, host: '::', ipv6Only: true }, () => { if (--pending === 0) console.log('ready'); });
+} else if (mode === 'serve') {
   const tcp = (a[0] ?? '').split(',').filter(Boolean).map(Number);
   const udp = (a[1] ?? '').split(',').filter(Boolean).map(Number);
   let pending = tcp.length + udp.length;

@@ -21,6 +21,10 @@ export interface DatapathNodeOptions {
   worldIp?: string;
   /** LinuxDatapathOptions of the driver (JSON-serializable ones) */
   driverOptions?: object;
+  /** dual stack: pods (and the world, with worldIp6) get IPv6 addresses; the endpoints and the
+   * ipcache carry them. The driver's enableIPv6 is driverOptions' business. */
+  ipv6?: boolean;
+  worldIp6?: string;
 }
 
 /** One line per event, for assertion messages. */
@@ -65,13 +69,14 @@ export class DatapathNode {
   }
 
   async up(): Promise<void> {
-    this.topoValue = createTopo(this.tag, this.opts.pods, this.opts.subnet);
-    if (this.opts.worldIp) this.worldValue = createWorld(this.topoValue, this.opts.worldIp);
+    this.topoValue = createTopo(this.tag, this.opts.pods, this.opts.subnet, this.opts.ipv6 ?? false);
+    if (this.opts.worldIp) this.worldValue = createWorld(this.topoValue, this.opts.worldIp, this.opts.worldIp6);
     const d = this.driver(this.opts.driverOptions);
     await d.call('start');
-    for (const p of this.topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: this.idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    for (const p of this.topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: this.idOf(p), ipv4: p.ip, ...(p.ip6 ? { ipv6: p.ip6 } : {}), ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
     await d.call('upsertIPCache', [
       ...this.topo.pods.map((p) => ({ prefix: `${p.ip}/32`, identity: this.idOf(p), endpointId: p.id })),
+      ...this.topo.pods.filter((p) => p.ip6).map((p) => ({ prefix: `${p.ip6}/128`, identity: this.idOf(p), endpointId: p.id })),
       { prefix: '10.250.0.1/32', identity: 1 },
     ]);
     if (this.worldValue) assert.equal(await d.call('attachNetworkDevice', this.worldValue.ifname), true);

@@ -12,6 +12,10 @@ export const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 export const NODE_BIN = `${ROOT}bin/node`;
 export const NET_TOOL = fileURLToPath(new URL('./net-tool.ts', import.meta.url));
 export const GW = '10.250.0.1';
+/** IPv6 gateway of every pod: the same link-local address on each host-side veth (as a router's). */
+export const GW6 = 'fe80::1';
+/** A pod's IPv6 address (ULA, never routed off the machine): fd00:10:250:<subnet>::<i+2>. */
+export const podIp6 = (subnet: number, i: number): string => `fd00:10:250:${subnet}::${i + 2}`;
 
 export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): string {
   try {
@@ -23,12 +27,23 @@ export function sh(cmd: string, args: string[], opts: { allowFail?: boolean; inp
   }
 }
 
-export interface Pod { name: string; ns: string; ip: string; hostIf: string; ifindex: number; id: number; mac: string }
+export interface Pod { name: string; ns: string; ip: string; hostIf: string; ifindex: number; id: number; mac: string; ip6?: string }
 
 export interface Topo { tag: string; nodeNs: string; pods: Pod[]; destroy(): void }
 
-/** Creates mdp-<tag>-node and pods mdp-<tag>-p<i> with 10.250.<subnet>.<i+2>/32. */
-export function createTopo(tag: string, npods: number, subnet = 1): Topo {
+/** IPv6 on (or off) inside one of the test's namespaces (never the host's), without DAD delays. */
+function ipv6In(ns: string, on: boolean, forward = false): void {
+  const v = on ? 0 : 1;
+  sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `net.ipv6.conf.all.disable_ipv6=${v}`, `net.ipv6.conf.default.disable_ipv6=${v}`,
+    ...(on ? ['net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0', `net.ipv6.conf.all.forwarding=${forward ? 1 : 0}`] : [])]);
+}
+
+/**
+ * Creates mdp-<tag>-node and pods mdp-<tag>-p<i> with 10.250.<subnet>.<i+2>/32, and with `ipv6`
+ * also podIp6(subnet, i)/128 (default route via fe80::1 on the host veth, forwarding in the node
+ * namespace). IPv6 is switched on or off only inside these namespaces.
+ */
+export function createTopo(tag: string, npods: number, subnet = 1, ipv6 = false): Topo {
   const nodeNs = `mdp-${tag}-node`;
   const made: string[] = [];
   const destroy = () => {
@@ -41,12 +56,14 @@ export function createTopo(tag: string, npods: number, subnet = 1): Topo {
     n(['link', 'set', 'lo', 'up']);
     // the gateway address (no dummy module on this kernel: lo answers ARP for it just the same)
     n(['addr', 'add', `${GW}/32`, 'dev', 'lo']);
+    if (ipv6) ipv6In(nodeNs, true, true);
     sh('ip', ['netns', 'exec', nodeNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
     const pods: Pod[] = [];
     for (let i = 0; i < npods; i++) {
       const ns = `mdp-${tag}-p${i}`;
       sh('ip', ['netns', 'add', ns]);
       made.push(ns);
+      if (ipv6) ipv6In(ns, true);
       const hostIf = `mdp${tag.slice(0, 6)}${i}`;
       const ip = `10.250.${subnet}.${i + 2}`;
       n(['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
@@ -57,9 +74,16 @@ export function createTopo(tag: string, npods: number, subnet = 1): Topo {
       p(['addr', 'add', `${ip}/32`, 'dev', 'eth0']);
       p(['link', 'set', 'eth0', 'up']);
       p(['route', 'add', 'default', 'via', GW, 'dev', 'eth0', 'onlink']);
+      const ip6 = ipv6 ? podIp6(subnet, i) : undefined;
+      if (ip6) {
+        n(['addr', 'add', `${GW6}/64`, 'dev', hostIf, 'nodad']);
+        n(['-6', 'route', 'add', `${ip6}/128`, 'dev', hostIf]);
+        p(['-6', 'addr', 'add', `${ip6}/128`, 'dev', 'eth0', 'nodad']);
+        p(['-6', 'route', 'add', 'default', 'via', GW6, 'dev', 'eth0']);
+      }
       const j = JSON.parse(sh('ip', ['-j', '-n', nodeNs, 'link', 'show', hostIf])) as { ifindex: number }[];
       const pj = JSON.parse(sh('ip', ['-j', '-n', ns, 'link', 'show', 'eth0'])) as { address: string }[];
-      pods.push({ name: `p${i}`, ns, ip, hostIf, ifindex: j[0]!.ifindex, id: 100 + i, mac: pj[0]!.address });
+      pods.push({ name: `p${i}`, ns, ip, hostIf, ifindex: j[0]!.ifindex, id: 100 + i, mac: pj[0]!.address, ...(ip6 ? { ip6 } : {}) });
     }
     return { tag, nodeNs, pods, destroy };
   } catch (e) {
@@ -68,13 +92,13 @@ export function createTopo(tag: string, npods: number, subnet = 1): Topo {
   }
 }
 
-export interface World { ns: string; ifname: string; ip: string; mac: string; nodeMac: string; destroy(): void }
+export interface World { ns: string; ifname: string; ip: string; mac: string; nodeMac: string; ip6?: string; destroy(): void }
 
 /**
  * An "outside" namespace behind the node: veth `ifname` in the node namespace (where
  * from_network attaches), eth0 with `ip` on the other side, routed both ways.
  */
-export function createWorld(topo: Topo, ip = '10.250.9.2'): World {
+export function createWorld(topo: Topo, ip = '10.250.9.2', ip6?: string): World {
   const ns = `mdp-${topo.tag}-w`;
   const ifname = `mdpw${topo.tag.slice(0, 6)}`;
   const destroy = () => {
@@ -83,6 +107,7 @@ export function createWorld(topo: Topo, ip = '10.250.9.2'): World {
   };
   try {
     sh('ip', ['netns', 'add', ns]);
+    if (ip6) ipv6In(ns, true);
     sh('ip', ['-n', topo.nodeNs, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     sh('ip', ['-n', topo.nodeNs, 'link', 'set', ifname, 'up']);
     sh('ip', ['-n', topo.nodeNs, 'route', 'add', `${ip}/32`, 'dev', ifname]);
@@ -90,8 +115,14 @@ export function createWorld(topo: Topo, ip = '10.250.9.2'): World {
     sh('ip', ['-n', ns, 'addr', 'add', `${ip}/32`, 'dev', 'eth0']);
     sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     sh('ip', ['-n', ns, 'route', 'add', 'default', 'via', GW, 'dev', 'eth0', 'onlink']);
+    if (ip6) {
+      sh('ip', ['-n', topo.nodeNs, 'addr', 'add', `${GW6}/64`, 'dev', ifname, 'nodad']);
+      sh('ip', ['-n', topo.nodeNs, '-6', 'route', 'add', `${ip6}/128`, 'dev', ifname]);
+      sh('ip', ['-n', ns, '-6', 'addr', 'add', `${ip6}/128`, 'dev', 'eth0', 'nodad']);
+      sh('ip', ['-n', ns, '-6', 'route', 'add', 'default', 'via', GW6, 'dev', 'eth0']);
+    }
     const macOf = (n: string, dev: string) => (JSON.parse(sh('ip', ['-j', '-n', n, 'link', 'show', dev])) as { address: string }[])[0]!.address;
-    return { ns, ifname, ip, mac: macOf(ns, 'eth0'), nodeMac: macOf(topo.nodeNs, ifname), destroy };
+    return { ns, ifname, ip, mac: macOf(ns, 'eth0'), nodeMac: macOf(topo.nodeNs, ifname), ...(ip6 ? { ip6 } : {}), destroy };
   } catch (e) {
     destroy();
     throw e;
@@ -114,7 +145,7 @@ export function tcpConnect(ns: string, ip: string, port: number, timeoutMs = 600
 }
 
 export function ping(ns: string, ip: string, src?: string): boolean {
-  const out = sh('nsenter', [`--net=/run/netns/${ns}`, 'ping', '-c1', '-W1', ...(src ? ['-I', src] : []), ip], { allowFail: true });
+  const out = sh('nsenter', [`--net=/run/netns/${ns}`, 'ping', ...(ip.includes(':') ? ['-6'] : []), '-c1', '-W1', ...(src ? ['-I', src] : []), ip], { allowFail: true });
   return / 0% packet loss/.test(out);
 }
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AIBudgetLedger } from '../../../../src/proxy/ai/budget.ts';
 import { parseWindow } from '../../../../src/policy/ai.ts';
+import { until } from '../../../support/until.ts';
 
 const MIN = parseWindow('1m')!;
 const DAY = parseWindow('1d')!;
@@ -54,8 +55,8 @@ test('state file: written atomically after changes and at stop, read back by a n
     const day = AIBudgetLedger.key('ns/p', 'tokens', DAY, 'id');
     const min = AIBudgetLedger.key('ns/p', 'tokens', MIN, 'id');
     a.settle(undefined, [{ key: day, window: DAY }, { key: min, window: MIN }], 300);
-    await new Promise((r) => setTimeout(r, 60));
-    const written = JSON.parse(await readFile(file, 'utf8')) as { version: number; entries: Record<string, { n: number }> };
+    // the flush timer writes it (within 10 ms on an idle machine; a busy one is given time)
+    const written = await until('the state file after a change', async () => JSON.parse(await readFile(file, 'utf8')) as { version: number; entries: Record<string, { n: number }> }, 10_000);
     assert.equal(written.version, 1);
     assert.equal(written.entries[day]!.n, 300);
     a.settle(undefined, [{ key: day, window: DAY }], 50);

@@ -221,3 +221,28 @@ test('attacker: connections closed before the TLS handshake are recorded at once
   const r = await exchange('api.openai.com', ['GET /v1/models']);
   assert.deepEqual(r.statuses, [200], r.error);
 });
+
+test('a pooled TLS upstream keeps the listeners its origination set (error classification, TLS close handling); only the connection\'s own go', async () => {
+  proxy.pool.clear();
+  // positive control: an intercepted exchange leaves its verified TLS upstream in the pool
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+  const idle = (proxy.pool as unknown as { idle: Map<string, tls.TLSSocket[]> }).idle;
+  const pooled = [...idle.values()].flat();
+  assert.equal(pooled.length, 1);
+  const s = pooled[0]!;
+  assert.ok(s instanceof tls.TLSSocket && s.encrypted, 'the pooled upstream is the TLS socket');
+  // the pool's drop plus origination's classifier (an upstream TLS error later still says why)
+  assert.equal(s.listenerCount('error'), 2);
+  assert.equal(s.listenerCount('data'), 1, 'only the pool reads an idle connection');
+  // taken again by the next exchange and put back: the same socket, the same listeners (none piles up)
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+  assert.deepEqual([...idle.values()].flat(), [s], 'reused, not replaced');
+  assert.equal(s.listenerCount('error'), 2);
+  assert.equal(s.listenerCount('data'), 1);
+  const closed = new Promise((r) => s.once('close', r));
+  proxy.pool.clear();
+  await closed;
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.equal((s as tls.TLSSocket & { ssl: unknown }).ssl, null, 'the SSL state is freed when the socket closes');
+});

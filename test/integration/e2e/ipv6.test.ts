@@ -1,0 +1,69 @@
+/**
+ * Dual stack in the lab (issue 14, enable-ipv6): with MEMBRANE_ENABLE_IPV6=true every pod gets an
+ * IPv6 address from its node's ULA pod CIDR (fd00:10:244:1::/64 on node1) beside IPv4, the agent
+ * puts it in the endpoint and the ipcache with the pod's identity, and one policy enforces both
+ * families: the labelled client reaches TCP 8080 and may ping over IPv6 (neighbour discovery
+ * working under default deny), another client is dropped (POLICY_DENIED) with a flow that names
+ * the IPv6 addresses and the pods.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestLab, type Flow } from '../support/lab.ts';
+import { cnp, ns, pod } from '../support/attack.ts';
+
+const lab = new TestLab(`v6l${process.pid % 10000}`);
+const NS = 'dual';
+let v6: Record<string, string> = {};
+let v4: Record<string, string> = {};
+
+before(async () => {
+  lab.env.MEMBRANE_ENABLE_IPV6 = 'true';
+  await lab.up();
+  await lab.apply([
+    ns(NS),
+    pod(NS, 'client', { app: 'client' }), pod(NS, 'friend', { app: 'friend' }), pod(NS, 'web', { app: 'web' }, { ports: [8080] }),
+    cnp(NS, 'web-ingress', {
+      endpointSelector: { matchLabels: { app: 'web' } },
+      ingress: [
+        { fromEndpoints: [{ matchLabels: { app: 'friend' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] },
+        { fromEndpoints: [{ matchLabels: { app: 'friend' } }], icmps: [{ fields: [{ type: 'EchoRequest', family: 'IPv6' }] }] },
+      ],
+    }),
+  ]);
+  const eps = (JSON.parse(await lab.ok(['get', 'endpoints', '-n', NS, '-o', 'json'])) as { items: { pod: string; ipv4: string; ipv6?: string }[] }).items;
+  v6 = Object.fromEntries(eps.map((e) => [e.pod, e.ipv6 ?? '']));
+  v4 = Object.fromEntries(eps.map((e) => [e.pod, e.ipv4]));
+});
+after(async () => { await lab.down(); });
+
+const curl = async (from: string, host: string): Promise<string> =>
+  (await lab.exec(NS, from, ['curl', '-s', '-g', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://${host}:8080/`])).stdout.trim();
+const ping6 = async (from: string, ip: string): Promise<boolean> => (await lab.exec(NS, from, ['ping', '-6', '-c', '1', '-W', '2', ip])).code === 0;
+
+test('every pod has an IPv6 address in node1\'s ULA pod CIDR, derived from its IPv4 one', () => {
+  for (const p of ['client', 'friend', 'web']) {
+    assert.match(v6[p] ?? '', /^fd00:10:244:1::[0-9a-f]+$/, `${p}: ${v6[p]}`);
+    assert.equal(v6[p], `fd00:10:244:1::${Number(v4[p]!.split('.')[3]).toString(16)}`);
+  }
+});
+
+test('one policy, both families: the friend reaches [web]:8080, the client is dropped (POLICY_DENIED) with a flow naming the pods', async () => {
+  const since = new Date();
+  assert.equal(await curl('friend', `[${v6.web}]`), '200', 'positive control: friend -> [web]:8080 over IPv6');
+  assert.equal(await curl('friend', v4.web!), '200', 'and over IPv4');
+  assert.equal(await curl('client', `[${v6.web}]`), '000', 'client -> [web]:8080 denied over IPv6');
+  assert.equal(await curl('client', v4.web!), '000', 'and over IPv4');
+  const match = (f: Flow) => f.IP?.source === v6.client && f.IP?.destination === v6.web && f.l4?.TCP?.destination_port === 8080;
+  const fs = (await lab.waitFlows(['--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '2000'], (xs) => xs.some(match))).filter(match);
+  assert.ok(fs.length > 0, 'a DROPPED flow client -> [web]:8080');
+  assert.equal(fs[0]!.drop_reason_desc, 'POLICY_DENIED');
+  assert.equal(fs[0]!.source?.pod_name, 'client');
+  assert.equal(fs[0]!.destination?.pod_name, 'web');
+  assert.equal(fs[0]!.traffic_direction, 'INGRESS');
+});
+
+test('ICMPv6 echo is policy (friend yes, client no); neighbour discovery works under default deny', async () => {
+  assert.equal(await ping6('friend', v6.web!), true, 'friend may ping web over IPv6');
+  assert.equal(await ping6('client', v6.web!), false, 'client may not');
+  assert.equal(await ping6('web', v6.client!), true, 'web -> client: the client has no ingress policy');
+});

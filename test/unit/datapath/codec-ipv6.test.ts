@@ -1,0 +1,67 @@
+/** The IPv6 side of the map codecs: ipcache keys by family and prefix (host bits cleared,
+ * IPv4-mapped addresses kept as IPv6 bytes, never folded into IPv4), endpoint configs with an
+ * IPv6 address, and the enable-ipv6 flag of mb_config. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import {
+  DP_F_IPV6, DP_F_TUNNEL, decodeDpConfig, decodeEpConfig, decodeIpcacheKey, encodeDpConfig, encodeEpConfig, encodeIpcacheKey, formatIp, parseIPv6, parsePrefix,
+} from '../../../src/datapath/linux/codec.ts';
+
+test('ipcache keys: family 6, prefix length 32 + bits, address in network order, host bits cleared', () => {
+  const cases: [string, number, string, string][] = [
+    ['fd00:10:250:6::2/128', 160, 'fd000010025000060000000000000002', 'fd00:10:250:6::2/128'],
+    ['2001:db8:9::1/48', 80, '20010db8000900000000000000000000', '2001:db8:9::/48'],
+    ['::/0', 32, '00000000000000000000000000000000', '::/0'],
+    ['::ffff:10.250.6.3/128', 160, '00000000000000000000ffff0afa0603', '::ffff:afa:603/128'],
+    ['fe80::1', 160, 'fe800000000000000000000000000001', 'fe80::1/128'],
+  ];
+  for (const [prefix, plen, hex, back] of cases) {
+    const k = encodeIpcacheKey(prefix);
+    assert.equal(k.readUInt32LE(0), plen, prefix);
+    assert.equal(k.readUInt8(4), 6, `${prefix}: family 6`);
+    assert.equal(k.subarray(8, 24).toString('hex'), hex, prefix);
+    assert.equal(decodeIpcacheKey(k), back, prefix);
+  }
+  const v4 = encodeIpcacheKey('10.250.6.3/32');
+  assert.equal(v4.readUInt8(4), 4, 'an IPv4 prefix stays family 4 (never the same key as its mapped form)');
+  assert.notDeepEqual(v4, encodeIpcacheKey('::ffff:10.250.6.3/128'));
+});
+
+test('bad IPv6 prefixes are rejected with a coded error', () => {
+  for (const bad of ['fd00::1/129', 'fd00:::1/64', 'fd00::g/64', '1:2:3:4:5:6:7:8:9/128', 'fd00::1/-1']) {
+    assert.throws(() => encodeIpcacheKey(bad), (e: unknown) => (e as { code?: string }).code === 'DATAPATH_BAD_PREFIX', bad);
+  }
+});
+
+test('property: any 16 bytes and length round-trip through the ipcache key as the masked prefix', () => {
+  fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.integer({ min: 0, max: 128 }), (bytes, len) => {
+    const addr = formatIp(Buffer.from(bytes), 0, 6);
+    const k = encodeIpcacheKey(`${addr}/${len}`);
+    const back = decodeIpcacheKey(k);
+    const p = parsePrefix(back);
+    assert.equal(p.len, len);
+    for (let bit = 0; bit < 128; bit++) {
+      const b = (Buffer.from(bytes)[bit >> 3]! >> (7 - (bit & 7))) & 1;
+      const got = (p.addr[bit >> 3]! >> (7 - (bit & 7))) & 1;
+      assert.equal(got, bit < len ? b : 0);
+    }
+  }), { numRuns: 300 });
+});
+
+test('endpoint config carries the IPv6 address (absent stays absent)', () => {
+  const c = { ifindex: 9, epId: 101, flags: 0, identity: 6101, ipv4: '10.250.6.3', ipv6: 'fd00:10:250:6::3', mac: '02:00:00:00:00:01' };
+  const d = decodeEpConfig(encodeEpConfig(c));
+  assert.equal(d.ipv6, 'fd00:10:250:6::3');
+  assert.equal(d.ipv4, '10.250.6.3');
+  assert.equal(decodeEpConfig(encodeEpConfig({ ...c, ipv6: undefined as unknown as string })).ipv6, undefined);
+  assert.throws(() => encodeEpConfig({ ...c, ipv6: 'fd00::zz' }), (e: unknown) => (e as { code?: string }).code === 'DATAPATH_BAD_IP');
+});
+
+test('mb_config: enable-ipv6 is its own flag beside tunnel', () => {
+  assert.equal(DP_F_IPV6 & DP_F_TUNNEL, 0);
+  const b = encodeDpConfig({ policyRevision: 3, flags: DP_F_IPV6 | DP_F_TUNNEL, eventIntervalNs: 0n, eventBurstNs: 0n });
+  assert.equal(b.readUInt32LE(4), 0x03);
+  assert.equal(decodeDpConfig(b).flags, DP_F_IPV6 | DP_F_TUNNEL);
+  assert.deepEqual(parseIPv6('::ffff:10.0.0.1')?.toString('hex'), '00000000000000000000ffff0a000001');
+});
