@@ -10,6 +10,13 @@ import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
 import '../src/hubble/metrics/http.ts';
 import type { Flow } from '../src/hubble/gen/flow/flow_pb.js';
 import type { L7Policy } from '../src/policy/types.ts';
+import type { AccessLogRecord } from '../src/common/access-log.ts';
+import { createFeedClient } from '../src/proxy/feed/client.ts';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface BenchProxyOptions {
   port: number;
@@ -34,6 +41,19 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');
   const sink = (f: Flow, timeMs: number) => { metrics.process(f); ring.pushFlow(f, timeMs); };
+  // MEMBRANE_BENCH_FEED=1: the proxy as its own process (--external-envoy-proxy): records go over
+  // the feed socket to an agent stand-in (bench/feed-agent.ts, a child on the same CPUs) that makes the flows
+  let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
+  if (process.env.MEMBRANE_BENCH_FEED === '1') {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
+    const socketPath = join(dir, 'l7proxy.sock');
+    const agent = spawn(process.execPath, [fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
+    await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
+    const feed = createFeedClient({ socketPath, onSnapshot: () => {}, handle: async () => ({}), statusRows: () => [] });
+    feed.start();
+    onRecord = (rec) => feed.record(rec);
+  }
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
@@ -41,7 +61,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
       lookup: () => ({ verdict: 'redirect', l7: o.policy }),
       revision: () => 0,
     },
-    onRecord(rec) { sink(build(rec), rec.timeMs); },
+    onRecord: (rec) => onRecord(rec),
     listen: { egress: { host: '127.0.0.1', port: o.port } },
     upstreamOverride: { host: '127.0.0.1', port: o.origin },
     ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, sink, resolver) } : {}),

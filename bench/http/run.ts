@@ -7,7 +7,9 @@
  *   added p50 / p99       wrk -t1 -c1 (one request at a time) minus the same against the origin
  *   Connection: close     wrk -t1 -c50 -H 'Connection: close' (a new connection per request)
  *
- *   bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
+ *   [MEMBRANE_BENCH_FEED=1] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
+ * MEMBRANE_BENCH_FEED=1 runs the proxy as the external L7 proxy process does: flows made in another
+ * process from the records sent over the feed socket (A/B with the in-agent mode).
  * With --append the result table and the command go to bench/RESULTS.md under `## http`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
@@ -61,13 +63,14 @@ try {
   const o50 = m('origin', 'lat', 'p50'), o99 = m('origin', 'lat', 'p99');
   const a50H = m('haproxy', 'lat', 'p50') - o50, a50M = m('membrane', 'lat', 'p50') - o50;
   const a99H = m('haproxy', 'lat', 'p99') - o99, a99M = m('membrane', 'lat', 'p99') - o99;
-  const cmd = `bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
+  const feed = process.env.MEMBRANE_BENCH_FEED === '1';
+  const cmd = `${feed ? 'MEMBRANE_BENCH_FEED=1 ' : ''}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
   const lines = [
     '## http', '',
     `Command: \`${cmd}\``, '',
     `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work. ` +
     `Loopback; origin = HAProxy answering 200 itself (CPU 0, with wrk -t1); proxy under test pinned to CPU 1 (HAProxy nbthread 1 / one Node process). ` +
-    `membrane: ${values.rules} HTTP rules (\`GET /api/v1/resource<i>\`; requests match the last), an L7 flow and http/flow metrics per request and response. ` +
+    `membrane: ${values.rules} HTTP rules (\`GET /api/v1/resource<i>\`; requests match the last), an L7 flow and http/flow metrics per request and response${feed ? ' (made by an agent stand-in in its own process, bench/feed-agent.ts, from the access records the proxy sends over the feed socket: the external proxy process)' : ' (in the proxy process, as the in-agent proxy)'}. ` +
     `Median of ${ROUNDS} interleaved rounds, ${SECS} s each. Added latency = p50/p99 at one connection, one request at a time, minus the origin's.`, '',
     '| measure | HAProxy | membrane | membrane / HAProxy | goal | |',
     '|---|---|---|---|---|---|',

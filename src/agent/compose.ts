@@ -40,6 +40,9 @@ import { createAINode } from '../proxy/ai/node.ts';
 import { createL7Parser } from '../hubble/l7/parser.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';
 import { readSupervisorState, supervisorFiles } from '../sys/supervise.ts';
+import type { FeedServer } from '../proxy/feed/server.ts';
+import { proxyFiles } from '../proxy/feed/wire.ts';
+import { createAgentProxyFeed } from './proxy-feed.ts';
 
 export interface NodeParts {
   datapath: Datapath;
@@ -56,6 +59,8 @@ export interface NodeParts {
   policyChange(outcome: 'success' | 'failure', n: number): void;
   /** Extra agent API routes of the AI filter (`GET /v1/ai/usage`). */
   aiRoutes(): Record<string, () => Promise<unknown>>;
+  /** resolves once the external L7 proxy holds the current policy (at once without one) */
+  proxiesSettled(): Promise<void>;
   status(ctx: { agent: Agent; started: number; policy: AgentPolicyEngine }): Promise<StatusView>;
   start(agent: Agent): Promise<void>;
   /**
@@ -156,6 +161,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     nodeAddrs, clusterPrefixes: provider.clusterPrefixes, clusterDNS: provider.clusterDNS,
     minTTL: config.tofqdnsMinTTL, maxIPsPerName: config.tofqdnsMaxIPsPerHostname, idleGracePeriodMs: config.tofqdnsIdleConnectionGraceMs,
     gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
+    // an external L7 proxy judges a connection to an answer's IP by its snapshot: the answer waits for
+    // it to hold the IP (at most 2 s; a proxy that lags judges the IP as world: denied, never let through)
+    afterIPCache: async () => { await feed?.settled(2000); },
   });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
   // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for
@@ -163,10 +171,16 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   // --enable-hubble-open-metrics. Entries that cannot be served are logged; the others run.
   const metrics = createHubbleMetrics(config.hubbleMetrics, { openMetrics: config.hubbleMetricsOpenMetrics });
   for (const msg of metrics.configErrors) logger.warn({ subsys: 'hubble-metrics' }, msg);
+  // --external-envoy-proxy: the HTTP/TLS proxies (and the AI filter in the HTTP proxy) run in their
+  // own supervised process, fed policy snapshots over <nodeDir>/l7proxy.sock (src/proxy/feed)
+  const external = config.externalEnvoyProxy === true;
+  let feed: FeedServer | undefined;
   const agentMetrics = createAgentMetrics({
     policies: async () => (agentRef ? (await agentRef.policies()).length : 0), policyRevision: () => policy.revision(),
     endpoints: () => agentRef?.endpoints() ?? [], identities: () => policy.identities(), mapState: (id) => policy.mapState(id),
     pinRoot: paths.pinRoot(node),
+    // the external proxy's membrane_ai_* series, beside the agent's own
+    ...(external ? { extra: async () => String(await feed?.request('metrics', 2000)) } : {}),
   });
   const metricSockets = metricsSocketPaths(paths.nodeDir(node));
   const metricsServers: import('node:http').Server[] = [];
@@ -181,6 +195,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}), otel: config.otel,
   };
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
+  const local = external ? undefined : localProxies();
+  function localProxies() {
   const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
   // AIPolicy in the HTTP proxy (models, tokens, budgets kept in the node's state dir); its membrane_ai_*
   // series live in the agent's registry beside the cilium_* ones.
@@ -194,6 +210,21 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: logger.child({ subsys: 'proxy-http' }),
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
+  return { tlsNode, ai, httpProxy };
+  }
+  if (external) {
+    feed = createAgentProxyFeed({
+      socketPath: proxyFiles(paths.nodeDir(node)).feed, agent: () => agentRef, policy, nodeAddrs, resolved,
+      namesForIp: (ip) => dns.namesForIp(ip), emitRecord, logger: logger.child({ subsys: 'proxy-feed' }),
+    });
+  }
+  /** The external proxy's rows as it reported them, or why there are none (fail closed meanwhile). */
+  const externalRows = (): { name: string; port: number; state: string }[] => {
+    const rows = feed?.clients().flatMap((c) => c.rows) ?? [];
+    if (rows.length) return rows;
+    const sup = readSupervisorState(proxyFiles(paths.nodeDir(node)).supervisor);
+    return [{ name: 'http/tls (external process)', port: 0, state: `not connected${sup?.lastExit ? `; last exit ${sup.lastExit.reason}` : ''}` }];
+  };
 
   /** What the agent's supervisor (src/lab/supervisor.ts, or any that writes the same file) recorded. */
   const supervision = (): Pick<StatusView['agent'], 'restarts' | 'lastExit'> => {
@@ -208,7 +239,8 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
     policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },
-    aiRoutes: () => ai.routes(),
+    aiRoutes: () => local?.ai.routes() ?? { 'GET /v1/ai/usage': async () => feed!.request('ai-usage') },
+    proxiesSettled: async () => { await feed?.settled(); },
     async start(agent) {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
@@ -263,7 +295,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         }
       }
       // AI policies and budgets are in before the proxy takes its first connection
-      await ai.start();
+      await local?.ai.start();
       await provider.start?.({ resources: agent.resources });
       // Kernel-side losses (ring full, or a sender's event budget spent) become LostEvents in the
       // flow stream (hubble's PERF_EVENT_RING_BUFFER); the endpoints whose budget was spent are logged.
@@ -289,8 +321,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     },
     async serve() {
       await dns.listen();
-      await httpProxy.start();
-      await tlsNode.start();
+      await local?.httpProxy.start();
+      await local?.tlsNode.start();
+      await feed?.start();
     },
     async stop() {
       if (lostTimer) clearInterval(lostTimer);
@@ -299,9 +332,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       unsubscribeMetrics?.();
       for (const m of metricsServers) m.close();
       unsubscribe?.();
-      await tlsNode.stop();
-      await httpProxy.stop();
-      await ai.stop();
+      await feed?.stop();
+      await local?.tlsNode.stop();
+      await local?.httpProxy.stop();
+      await local?.ai.stop();
       await hubble.stop();
     },
     async status({ agent, started, policy: engine }) {
@@ -342,7 +376,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           auditMode: { global: config.policyAuditMode, endpoints: eps.filter((e) => e.policyAuditMode).length },
         },
         hubble: { state: metrics.configErrors.length ? 'Warning' : 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
-        proxies: [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
+        proxies: [dns.statusEntry(), ...(local ? [...local.httpProxy.statusEntries(), ...local.tlsNode.statusEntries()] : externalRows())],
         errors,
       };
     },

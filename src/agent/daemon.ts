@@ -149,6 +149,12 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     const s = await parts.status({ agent, started, policy });
     return { ...s, encryption: await encryptionView(encryption, s.errors) };
   }, policy);
+  // A policy change is in once the proxies judge by it too: with an external L7 proxy that is when
+  // it acked the snapshot holding it (in-agent proxies look the engine up live).
+  for (const r of ['POST /v1/apply', 'POST /v1/delete', 'POST /v1/settle'] as const) {
+    const h = routes[r]!;
+    routes[r] = async (...args) => { const out = await h(...args); await parts.proxiesSettled(); return out; };
+  }
   const api = createApiServer({
     socketPath: paths.agentSocket(node),
     routes: {

@@ -43,6 +43,8 @@ export interface AgentMetricsDeps {
   mapState(endpointId: number): MapState | undefined;
   /** directory of the node's pinned BPF maps */
   pinRoot: string;
+  /** series kept in another process (the external L7 proxy's membrane_ai_*), appended to the exposition */
+  extra?(): Promise<string>;
 }
 
 export interface AgentMetrics {
@@ -153,7 +155,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   } as const;
   for (const p of Object.values(L7_SERIES)) for (const v of Object.values(p)) l7.inc(v, 0);
 
-  const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: await registry.metrics() }));
+  const endpoint = metricsEndpoint(async () => ({ contentType: registry.contentType, body: (await registry.metrics()) + (deps.extra ? await deps.extra().catch(() => '') : '') }));
   return {
     registry,
     observe(f, bytes = 0) {

@@ -69,6 +69,11 @@ export interface MembraneConfig {
   tofqdnsDnsRejectResponseCode: DnsRejectResponseCode;
   /** DNS proxy: hold answers until the datapath has their IPs (off only to show what it prevents) */
   dnsProxyHold: boolean;
+  /**
+   * The HTTP/TLS proxies run in their own supervised process fed by the agent (Cilium's
+   * --external-envoy-proxy); undefined: the lab runs them so, an agent started alone runs them inside
+   */
+  externalEnvoyProxy: boolean | undefined;
   /** Hubble server for `membrane observe` (hubble's HUBBLE_SERVER); default: the node's socket */
   hubbleServer: string | undefined;
   /** `membrane observe` connects with TLS (hubble's HUBBLE_TLS, --tls) */
@@ -214,6 +219,10 @@ export const SETTINGS: readonly Setting[] = [
     name: 'tofqdnsDnsRejectResponseCode', scope: 'agent', env: 'MEMBRANE_TOFQDNS_DNS_REJECT_RESPONSE_CODE', flag: '--tofqdns-dns-reject-response-code', default: 'refused',
     help: 'answer to a DNS query the policy refuses: refused or nameError',
     parse(raw) { if (raw !== 'refused' && raw !== 'nameError') throw bad(this, raw, 'refused or nameError'); return raw; },
+  },
+  {
+    name: 'externalEnvoyProxy', scope: 'agent', env: 'MEMBRANE_EXTERNAL_ENVOY_PROXY', flag: '--external-envoy-proxy', default: '(1 in the lab)',
+    help: "run the HTTP/TLS proxies in their own supervised process, so an agent restart resets no L7 connection (Cilium's --external-envoy-proxy)", parse: flag,
   },
   { name: 'dnsProxyHold', scope: 'agent', env: 'MEMBRANE_DNS_PROXY_HOLD', flag: '--dns-proxy-hold', default: '1', help: 'hold DNS answers until the datapath has their IPs; 0 only shows what the hold prevents', parse: flag },
   {
@@ -365,6 +374,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     tofqdnsGcMs: value('tofqdnsGcMs', 1000),
     tofqdnsDnsRejectResponseCode: value('tofqdnsDnsRejectResponseCode', 'refused'),
     dnsProxyHold: value('dnsProxyHold', true),
+    externalEnvoyProxy: value('externalEnvoyProxy', undefined),
     bpfEventsDefaultRateLimit: value('bpfEventsDefaultRateLimit', 1000),
     bpfEventsDefaultBurstLimit: value('bpfEventsDefaultBurstLimit', 1000),
     policyAuditMode: value('policyAuditMode', false),

@@ -25,7 +25,7 @@ import { readSupervisorState, supervisorFiles, type SupervisorState } from '../s
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
 import { readFile } from 'node:fs/promises';
 import {
-  AGENT_MARKER, SUPERVISOR_MARKER, isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
+  AGENT_MARKER, PROXY_MARKER, SUPERVISOR_MARKER, isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
 } from './names.ts';
 import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
@@ -240,9 +240,13 @@ export async function ensureAgent(config: MembraneConfig, k: number, repoRoot = 
   const paths = labPaths(config);
   const node = nodeName(k);
   const ns = nodeNetnsName(node, paths.lab);
+  // the lab runs the HTTP/TLS proxies in their own supervised process unless told otherwise
+  const externalProxy = config.externalEnvoyProxy !== false;
   // young generation at most 3 x 16 MiB: V8's default grew it to 128 MiB committed in an agent
   // holding 300,000 remote endpoints (bench/scale), a third of its RSS for objects that die young
-  const agentArgv = [join(repoRoot, 'bin/node'), '--max-semi-space-size=16', join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths), ...kvstoreAgentArgs(config)];
+  const agentArgv = [join(repoRoot, 'bin/node'), '--max-semi-space-size=16', join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths),
+    '--external-envoy-proxy', externalProxy ? '1' : '0', ...kvstoreAgentArgs(config)];
+  const proxyArgv = nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, PROXY_MARKER), '--node', node]);
   const settingsFile = join(paths.nodeDir(node), 'agent-settings.json');
   const settings = agentSettings(config, agentArgv);
   const old = supervisorPid(paths, node);
@@ -257,7 +261,7 @@ export async function ensureAgent(config: MembraneConfig, k: number, repoRoot = 
   await writeFile(settingsFile, settings);
   const files = supervisorFiles(paths.nodeDir(node));
   const pid = spawnDetached({
-    argv: [join(repoRoot, 'bin/node'), join(repoRoot, SUPERVISOR_MARKER), '--node', node, '--', ...nsenterNetArgv(ns, agentArgv)],
+    argv: [join(repoRoot, 'bin/node'), join(repoRoot, SUPERVISOR_MARKER), '--node', node, ...(externalProxy ? ['--proxy', JSON.stringify(proxyArgv)] : []), '--', ...nsenterNetArgv(ns, agentArgv)],
     logFile: files.log, pidFile: files.pid,
     env: childEnv({ inherit: true, config }),
     cwd: repoRoot,

@@ -34,6 +34,8 @@ export const UNDERLAY_MTU = 9000;
 export const AGENT_MARKER = 'src/lab/node-agent.ts';
 /** In the agent supervisor's command line */
 export const SUPERVISOR_MARKER = 'src/lab/supervisor.ts';
+/** The lab's L7 proxy process (src/lab/node-proxy.ts), beside the agent in the node namespace. */
+export const PROXY_MARKER = 'src/lab/node-proxy.ts';
 
 export function nodeName(index: number): string {
   return `node${index}`;

@@ -67,6 +67,8 @@ export interface NodeDNSOptions {
   rejectResponseCode?: DnsRejectResponseCode;
   /** hold answers until the datapath has their IPs (default true; off only to show what it prevents) */
   hold?: boolean;
+  /** after new IPs are in the ipcache, before the answer is released: the external L7 proxy holds them too */
+  afterIPCache?(): Promise<void>;
 }
 
 export interface NodeDNS {
@@ -143,6 +145,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
         // The agent's own ipcache too: the L7 proxies look peers up there.
         o.policy.engine.ipcache.upsert(x.prefix, x.identity, 'fqdn');
       }
+      await o.afterIPCache?.();
     }
     if (u.ipcacheDeletes.length) {
       await o.datapath.deleteIPCache(u.ipcacheDeletes.map((d) => d.prefix));

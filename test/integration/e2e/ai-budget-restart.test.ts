@@ -1,16 +1,20 @@
 /**
  * AIPolicy over plain HTTP in a lab (Anthropic's API on api.anthropic.com:80, OpenAI's on
  * api.openai.com:80): the Anthropic error shape and stream, a token budget shared by the two
- * replicas of one Deployment (one identity), kept across an agent crash (SIGKILL; the proxy runs
- * in the agent), and the membrane_ai_* metrics on the agent's :9962.
+ * replicas of one Deployment (one identity), kept across a crash (SIGKILL) of the agent and of the
+ * L7 proxy process that holds the budgets, and the membrane_ai_* metrics on the agent's :9962 (the
+ * agent serves the proxy process's series beside its own).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cp } from 'node:fs/promises';
 import { REPO, TestLab } from '../support/lab.ts';
 import { nodeNetnsName } from '../../../src/lab/names.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
+import type { StatusView } from '../../../src/agent/views.ts';
 
 const lab = new TestLab(`aibr${process.pid % 10000}`);
 const NS = 'aibr';
@@ -56,7 +60,11 @@ before(async () => {
   ]);
   replicas = Object.keys(await lab.podIPs()).filter((k) => k.startsWith(`${NS}/chatbot-`)).map((k) => k.split('/')[1]!).sort();
 });
-after(async () => { await lab.down(); });
+after(async () => {
+  // AIBR_KEEP_LOGS=dir keeps the node's logs (agent, L7 proxy, supervisor) for a look after a failure
+  if (process.env.AIBR_KEEP_LOGS) await cp(lab.paths.nodeDir('node1'), process.env.AIBR_KEEP_LOGS, { recursive: true, filter: (f) => !f.endsWith('.sock') }).catch(() => {});
+  await lab.down();
+});
 
 interface Result { name: string; status: number; headers: Record<string, string>; body: string; arrivals: { at: number; stamps: number[] }[]; error?: string }
 
@@ -97,7 +105,7 @@ test('Anthropic over HTTP: a denied model gets 403 in Anthropic\'s error shape; 
   assert.match(text, /membrane_ai_request_duration_seconds_count\{provider="anthropic",model="claude-sonnet-4-5",source_namespace="aibr",source_workload="other"\} 1/);
 });
 
-test('the budget is shared by both replicas and survives an agent crash (SIGKILL) and restart', async () => {
+test('the budget is shared by both replicas and survives a crash (SIGKILL) of the agent and the L7 proxy, and their restart', async () => {
   assert.equal(replicas.length, 2);
   const [a, b] = replicas as [string, string];
   assert.deepEqual((await probe(a, [call('a1'), call('a2')])).map((r) => r.status), [200, 200]);
@@ -111,12 +119,25 @@ test('the budget is shared by both replicas and survives an agent crash (SIGKILL
   assert.ok(Object.entries(saved.entries).some(([k, v]) => k.startsWith('aibr/chatbot|tokens|86400000|') && v.n === perCall * 3), JSON.stringify(saved));
 
   const pid = Number(readFileSync(lab.paths.agentPidFile('node1'), 'utf8').trim());
-  process.kill(pid, 'SIGKILL');
-  for (let i = 0; i < 100; i++) {
-    try { process.kill(pid, 0); } catch { break; }
-    await new Promise((r) => setTimeout(r, 50));
+  // the budgets live where the AI filter runs: the L7 proxy process (the lab's default), else the agent
+  const proxyPidFile = join(lab.paths.nodeDir('node1'), 'l7proxy.pid');
+  const proxyPid = existsSync(proxyPidFile) ? Number(readFileSync(proxyPidFile, 'utf8').trim()) : undefined;
+  for (const p of [pid, proxyPid]) if (p) process.kill(p, 'SIGKILL');
+  for (const p of [pid, proxyPid]) {
+    for (let i = 0; p && i < 100; i++) {
+      try { process.kill(p, 0); } catch { break; }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
   await lab.up();
+  // the supervisor brings the proxy back too: a new pid that says it is ready, its rows in the agent's status
+  for (let i = 0; proxyPid && i < 600; i++) {
+    const np = Number(readFileSync(proxyPidFile, 'utf8').trim() || 0);
+    const ready = np && np !== proxyPid && readFileSync(join(lab.paths.nodeDir('node1'), 'l7proxy.log'), 'utf8').includes(`"pid":${np},"msg":"L7 proxy ready"`);
+    const st = ready ? await callAgent<StatusView>(lab.paths.agentSocket('node1'), 'GET', '/v1/status', undefined, 2000).catch(() => undefined) : undefined;
+    if (st?.proxies.some((x) => x.name === 'http (egress, TCP)' && /listening/.test(x.state))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await lab.settle();
   const after = await probe(b, [call('b3')]);
   assert.equal(after[0]!.status, 429, 'the spent budget survived the restart');

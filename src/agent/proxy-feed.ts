@@ -1,0 +1,84 @@
+/**
+ * The agent's side of the external L7 proxy (`--external-envoy-proxy`): what a snapshot holds,
+ * when it changes, and where the proxy's access records go. The proxy process
+ * (src/proxy/process.ts) judges with the last snapshot it got, so the agent can restart under it.
+ */
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
+import type { AccessLogRecord } from '../common/access-log.ts';
+import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
+import type { Agent } from './agent.ts';
+import type { EndpointRecord } from './endpoints.ts';
+import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
+import { encodeMapState, type ProxySnapshot } from '../proxy/feed/snapshot.ts';
+
+export interface AgentProxyFeedDeps {
+  socketPath: string;
+  agent(): Agent | undefined;
+  policy: AgentPolicyEngine;
+  nodeAddrs: readonly string[];
+  resolved(ep: EndpointRecord): ResolvedEndpoint;
+  namesForIp(ip: string): string[];
+  emitRecord(rec: AccessLogRecord): void;
+  logger: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+}
+
+export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
+  const { policy } = deps;
+  // ipcache and resource changes counted as they happen; endpoints and policy compared per poll
+  let ipcacheVersion = 0;
+  let resourceVersion = 0;
+  let offIpcache: (() => void) | undefined;
+  let offResources: (() => void) | undefined;
+  const endpointsPrint = (a: Agent) => a.endpointTable().all().map((e) => `${e.id}:${e.identity}:${e.ip}`).join(',');
+  const server = createFeedServer({
+    socketPath: deps.socketPath,
+    logger: deps.logger,
+    fingerprint() {
+      const a = deps.agent();
+      return `${policy.revision()}|${ipcacheVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}`;
+    },
+    async snapshot(): Promise<ProxySnapshot> {
+      const a = deps.agent();
+      const eps = a?.endpointTable().all() ?? [];
+      const ipcache = [...policy.engine.ipcache.entries()].map((e) => ({ prefix: e.prefix, identity: e.identity, source: e.source }));
+      const names: [string, string[]][] = [];
+      for (const e of ipcache) {
+        if (e.source !== 'fqdn') continue;
+        const ip = e.prefix.replace(/\/(32|128)$/, '');
+        const n = deps.namesForIp(ip);
+        if (n.length) names.push([ip, n]);
+      }
+      const mapStates: ProxySnapshot['mapStates'] = [];
+      for (const ep of eps) {
+        const ms = policy.mapState(ep.id);
+        if (ms) mapStates.push([ep.id, encodeMapState(ms)]);
+      }
+      return {
+        revision: policy.revision(), agentPid: process.pid, nodeAddrs: [...deps.nodeAddrs],
+        endpoints: eps.map((ep) => ({ ip: ep.ip, ep: deps.resolved(ep) })),
+        ipcache, identities: policy.identities().map((i) => [i.id, i.labels]), mapStates,
+        resources: a ? { Secret: await a.resources.list('Secret'), AIPolicy: await a.resources.list('AIPolicy') } : { Secret: [], AIPolicy: [] },
+        names,
+      };
+    },
+    onRecords(items, lost) {
+      if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
+      for (const r of items) deps.emitRecord(r);
+    },
+  });
+  return {
+    ...server,
+    async start() {
+      offIpcache = policy.engine.ipcache.onChange(() => { ipcacheVersion++; });
+      offResources = deps.agent()?.resources.watch((ev) => {
+        if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) resourceVersion++;
+      });
+      await server.start();
+    },
+    async stop() {
+      offIpcache?.();
+      offResources?.();
+      await server.stop();
+    },
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * The proxy process's end of the feed: connects to the agent's socket and reconnects whenever the
+ * agent goes (a restart, a crash), keeping the last snapshot meanwhile — the datapath enforces
+ * the same pinned policy while no agent runs, so the proxy judging by it stays consistent.
+ * Access records made while the agent is away are buffered (bounded: the oldest go first, counted
+ * as lost) and sent when it is back.
+ */
+import { connect, type Socket } from 'node:net';
+import type { AccessLogRecord } from '../../common/access-log.ts';
+import type { ProxySnapshot } from './snapshot.ts';
+import { readLines, send, type ProxyStatusRow, type ToProxy } from './wire.ts';
+
+export interface FeedClientDeps {
+  socketPath: string;
+  onSnapshot(snap: ProxySnapshot, seq: number): void;
+  /** answers the agent's requests (AI usage, the proxy's metrics) */
+  handle(what: 'ai-usage' | 'metrics'): Promise<unknown>;
+  statusRows(): ProxyStatusRow[];
+  /** records kept while the agent is away (default 20,000) */
+  bufferRecords?: number;
+  retryMs?: number;
+  logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+}
+
+export interface FeedClient {
+  start(): void;
+  stop(): void;
+  record(rec: AccessLogRecord): void;
+  connected(): boolean;
+}
+
+export function createFeedClient(deps: FeedClientDeps): FeedClient {
+  const cap = deps.bufferRecords ?? 20_000;
+  let sock: Socket | undefined;
+  let up = false;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  let flushTimer: NodeJS.Timeout | undefined;
+  let statusTimer: NodeJS.Timeout | undefined;
+  let buf: AccessLogRecord[] = [];
+  let lost = 0;
+
+  function flush(): void {
+    flushTimer = undefined;
+    if (!up || !sock || (!buf.length && !lost)) return;
+    const items = buf;
+    buf = [];
+    send(sock, { t: 'records', items, ...(lost ? { lost } : {}) });
+    lost = 0;
+  }
+
+  function dial(): void {
+    retry = undefined;
+    if (stopped) return;
+    const s = connect(deps.socketPath);
+    sock = s;
+    s.on('connect', () => {
+      up = true;
+      send(s, { t: 'hello', pid: process.pid });
+      send(s, { t: 'status', rows: deps.statusRows() });
+      flush();
+      deps.logger?.info({ socket: deps.socketPath }, 'connected to the agent');
+    });
+    s.on('error', () => {});
+    s.on('close', () => {
+      if (up) deps.logger?.warn({}, 'agent gone: judging with the last policy snapshot, buffering access records');
+      up = false;
+      if (sock === s) sock = undefined;
+      if (!stopped) retry = setTimeout(dial, deps.retryMs ?? 100);
+    });
+    readLines<ToProxy>(s, (m) => {
+      if (m.t === 'snapshot') {
+        deps.onSnapshot(m.snap, m.seq);
+        send(s, { t: 'ack', seq: m.seq });
+        send(s, { t: 'status', rows: deps.statusRows() });
+      } else if (m.t === 'req') {
+        deps.handle(m.what).then(
+          (body) => send(s, { t: 'res', id: m.id, ok: true, body }),
+          (e: unknown) => send(s, { t: 'res', id: m.id, ok: false, error: String(e) }),
+        );
+      }
+    });
+  }
+
+  return {
+    start() {
+      dial();
+      statusTimer = setInterval(() => { if (up && sock) send(sock, { t: 'status', rows: deps.statusRows() }); }, 2000);
+      statusTimer.unref();
+    },
+    stop() {
+      stopped = true;
+      if (retry) clearTimeout(retry);
+      if (statusTimer) clearInterval(statusTimer);
+      flush();
+      sock?.end();
+    },
+    record(rec) {
+      buf.push(rec);
+      if (buf.length > cap) { buf.shift(); lost++; }
+      if (up && !flushTimer) flushTimer = setTimeout(flush, 20);
+    },
+    connected: () => up,
+  };
+}

@@ -1,0 +1,154 @@
+/**
+ * The agent's end of the proxy feed: a unix socket in the node's state directory (as Cilium's
+ * agent serves Envoy its xDS and access-log sockets, and the standalone DNS proxy its policy over
+ * a local gRPC socket). Each connected proxy process gets a full snapshot whenever what it would
+ * hold changes (checked by a cheap fingerprint), acks it, and sends its access records back.
+ *
+ * `settled()` lets an apply or a settle answer only once the proxies hold the policy it made,
+ * as the in-agent proxies did by looking the engine up live.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { chmod, rm } from 'node:fs/promises';
+import type { AccessLogRecord } from '../../common/access-log.ts';
+import type { ProxySnapshot } from './snapshot.ts';
+import { readLines, send, type ProxyStatusRow, type ToAgent } from './wire.ts';
+
+export interface FeedServerDeps {
+  socketPath: string;
+  /** changes whenever snapshot() would give something new (compared every pollMs) */
+  fingerprint(): string;
+  snapshot(): Promise<ProxySnapshot>;
+  onRecords(items: AccessLogRecord[], lost: number): void;
+  pollMs?: number;
+  logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+}
+
+interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[] }
+
+export interface FeedServer {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** resolves once every connected proxy acked the snapshot of what is current now (at most timeoutMs) */
+  settled(timeoutMs?: number): Promise<void>;
+  request(what: 'ai-usage' | 'metrics', timeoutMs?: number): Promise<unknown>;
+  /** the connected proxy processes (pid, status rows they reported) */
+  clients(): { pid?: number; rows: ProxyStatusRow[]; acked: number }[];
+}
+
+export function createFeedServer(deps: FeedServerDeps): FeedServer {
+  const clients = new Set<Client>();
+  let server: Server | undefined;
+  let seq = 0;
+  let current: { seq: number; line: ProxySnapshot } | undefined;
+  let lastPrint = '';
+  let building: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const waiters = new Set<() => void>();
+  const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  let reqId = 0;
+
+  const wake = () => { for (const w of [...waiters]) w(); };
+
+  /**
+   * Rebuilds the snapshot when the fingerprint moved; one build at a time. A build under way may
+   * have read its state before the caller's change: the caller gets the build after it.
+   */
+  function refresh(): Promise<void> {
+    if (building) return building.then(() => refresh());
+    const print = deps.fingerprint();
+    if (print === lastPrint && current) return Promise.resolve();
+    building = (async () => {
+      try {
+        const snap = await deps.snapshot();
+        lastPrint = print;
+        current = { seq: ++seq, line: snap };
+        for (const c of clients) send(c.sock, { t: 'snapshot', seq: current.seq, snap });
+      } catch (e) {
+        deps.logger?.warn({ err: String(e) }, 'proxy snapshot not built');
+      } finally {
+        building = undefined;
+      }
+    })();
+    return building;
+  }
+
+  function onConnection(sock: Socket): void {
+    const c: Client = { sock, acked: 0, rows: [] };
+    clients.add(c);
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      clients.delete(c);
+      for (const [id, p] of pending) { clearTimeout(p.timer); p.reject(new Error('proxy disconnected')); pending.delete(id); }
+      wake();
+    });
+    readLines<ToAgent>(sock, (m) => {
+      switch (m.t) {
+        case 'hello':
+          c.pid = m.pid;
+          deps.logger?.info({ pid: m.pid }, 'proxy process connected');
+          if (current) send(sock, { t: 'snapshot', seq: current.seq, snap: current.line });
+          break;
+        case 'ack': c.acked = m.seq; wake(); break;
+        case 'records': deps.onRecords(m.items, m.lost ?? 0); break;
+        case 'status': c.rows = m.rows; break;
+        case 'res': {
+          const p = pending.get(m.id);
+          if (!p) break;
+          pending.delete(m.id);
+          clearTimeout(p.timer);
+          if (m.ok) p.resolve(m.body); else p.reject(new Error(m.error ?? 'proxy error'));
+          break;
+        }
+      }
+    });
+  }
+
+  return {
+    async start() {
+      await rm(deps.socketPath, { force: true });
+      server = createServer(onConnection);
+      // root only, never wider for an instant: the socket hands out policy and takes access records (flows)
+      const old = process.umask(0o077);
+      try {
+        await new Promise<void>((res, rej) => { server!.once('error', rej); server!.listen(deps.socketPath, () => res()); });
+      } finally {
+        process.umask(old);
+      }
+      await chmod(deps.socketPath, 0o600);
+      await refresh();
+      const tick = () => { timer = setTimeout(() => { void refresh().finally(() => { if (server) tick(); }); }, deps.pollMs ?? 50); };
+      tick();
+    },
+    async stop() {
+      if (timer) clearTimeout(timer);
+      const s = server;
+      server = undefined;
+      for (const c of clients) c.sock.destroy();
+      if (s) await new Promise<void>((r) => s.close(() => r()));
+      await rm(deps.socketPath, { force: true });
+    },
+    async settled(timeoutMs = 3000) {
+      await refresh();
+      const want = current?.seq ?? 0;
+      const done = () => [...clients].every((c) => c.acked >= want);
+      if (done()) return;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(finish, timeoutMs);
+        function finish() { clearTimeout(t); waiters.delete(check); resolve(); }
+        function check() { if (done()) finish(); }
+        waiters.add(check);
+      });
+    },
+    request(what, timeoutMs = 5000) {
+      const c = [...clients].find((x) => x.pid);
+      if (!c) return Promise.reject(new Error('no proxy process is connected'));
+      const id = ++reqId;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { pending.delete(id); reject(new Error(`proxy process did not answer ${what} in ${timeoutMs} ms`)); }, timeoutMs);
+        pending.set(id, { resolve, reject, timer });
+        send(c.sock, { t: 'req', id, what });
+      });
+    },
+    clients: () => [...clients].map((c) => ({ ...(c.pid ? { pid: c.pid } : {}), rows: c.rows, acked: c.acked })),
+  };
+}

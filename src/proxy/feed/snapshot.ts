@@ -1,0 +1,91 @@
+/**
+ * What the agent hands a proxy process (the policy snapshot) and how it travels: plain JSON over
+ * the feed socket. A snapshot is complete (never a delta), so a proxy that reconnects after an
+ * agent restart needs nothing but the next one, and a proxy whose agent is gone keeps judging with
+ * the last one it holds: the datapath keeps enforcing the same pinned policy meanwhile.
+ *
+ * The proxy looks up, never computes: MapStates arrive exactly as the policy engine resolved them
+ * (src/policy/types.ts), the ipcache as its winning entries, endpoints as Hubble sees them.
+ */
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import { ReservedIdentity } from '../../identity/identity.ts';
+import { IPCache, type IPCacheSource } from '../../ipcache/ipcache.ts';
+import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../policy/types.ts';
+
+/** An L7 policy with its identity sets as arrays (JSON has no Set). */
+type WireL7 = Omit<L7Policy, 'perSelector'> & { perSelector: (Omit<L7Policy['perSelector'][number], 'identities'> & { identities: number[] | 'all' })[] };
+type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
+
+export interface WireMapState {
+  entries: [MapStateKey, WireEntry][];
+  defaultDeny: MapState['defaultDeny'];
+}
+
+export interface ProxySnapshot {
+  /** the agent's policy revision the MapStates belong to */
+  revision: number;
+  /** the agent's pid (a new one: the agent restarted) */
+  agentPid: number;
+  /** this node's addresses (identity host) */
+  nodeAddrs: string[];
+  /** local endpoints with their address */
+  endpoints: { ip: string; ep: ResolvedEndpoint }[];
+  /** the agent's ipcache: winning entries */
+  ipcache: { prefix: string; identity: number; source: IPCacheSource }[];
+  /** identity → labels (access records, AI budgets key on them) */
+  identities: [number, string[]][];
+  /** endpoint id → its MapState */
+  mapStates: [number, WireMapState][];
+  /** the resources the proxies read (Secrets for headerMatches and TLS contexts, AIPolicies) */
+  resources: { Secret: unknown[]; AIPolicy: unknown[] };
+  /** DNS names of addresses (the AI filter's destination names), from the agent's FQDN cache */
+  names: [string, string[]][];
+}
+
+export function encodeMapState(ms: MapState): WireMapState {
+  const entries: [MapStateKey, WireEntry][] = [];
+  for (const { key, entry } of ms.entries.values()) {
+    const l7 = entry.l7 ? { ...entry.l7, perSelector: entry.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' as const : [...s.identities] })) } : null;
+    entries.push([key, { ...entry, l7 }]);
+  }
+  return { entries, defaultDeny: ms.defaultDeny };
+}
+
+export function decodeMapState(w: WireMapState): MapState {
+  const entries: MapState['entries'] = new Map();
+  for (const [key, e] of w.entries) {
+    const l7: L7Policy | null = e.l7 ? { ...e.l7, perSelector: e.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' : new Set(s.identities) })) } : null;
+    entries.set(mapStateKeyString(key), { key, entry: { ...e, l7 } });
+  }
+  return { entries, defaultDeny: w.defaultDeny };
+}
+
+/** A snapshot made ready for lookups: maps by key, never a scan per connection. */
+export interface PolicyView {
+  revision: number;
+  agentPid: number;
+  endpointByIp(ip: string): ResolvedEndpoint | undefined;
+  identityOfOther(ip: string): number;
+  mapState(endpointId: number): MapState | undefined;
+  identityLabels(id: number): string[] | undefined;
+  namesForIp(ip: string): readonly string[];
+  resources: ProxySnapshot['resources'];
+}
+
+export function viewOf(s: ProxySnapshot): PolicyView {
+  const eps = new Map(s.endpoints.map((e) => [e.ip, e.ep]));
+  const ipcache = new IPCache();
+  for (const e of s.ipcache) ipcache.upsert(e.prefix, e.identity, e.source);
+  const nodeAddrs = new Set(s.nodeAddrs);
+  const mapStates = new Map(s.mapStates.map(([id, w]) => [id, decodeMapState(w)]));
+  const labels = new Map(s.identities);
+  const names = new Map(s.names);
+  return {
+    revision: s.revision, agentPid: s.agentPid, resources: s.resources,
+    endpointByIp: (ip) => eps.get(ip),
+    identityOfOther: (ip) => (nodeAddrs.has(ip) ? ReservedIdentity.host : ipcache.lookupIdentity(ip)),
+    mapState: (id) => mapStates.get(id),
+    identityLabels: (id) => labels.get(id),
+    namesForIp: (ip) => names.get(ip) ?? [],
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The agent ↔ L7 proxy feed over a real unix socket: snapshots arrive whole and are acked (settle
+ * waits for it), a MapState survives the trip with the same lookups, the proxy keeps its last
+ * snapshot while the agent is gone and buffers its access records (bounded) until one is back.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
+import { createFeedClient } from '../../../../src/proxy/feed/client.ts';
+import { decodeMapState, encodeMapState, viewOf, type ProxySnapshot } from '../../../../src/proxy/feed/snapshot.ts';
+import { lookupMapState } from '../../../../src/policy/lookup.ts';
+import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
+import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
+
+const until = async (f: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+function mapState(): MapState {
+  const entries: MapState['entries'] = new Map();
+  const put = (key: MapStateKey, l7: boolean, verdict: 'allow' | 'deny' = 'allow') => entries.set(mapStateKeyString(key), {
+    key, entry: {
+      verdict, authType: 0, matchType: 2, origins: [],
+      l7: l7 ? { parser: 'http', perSelector: [{ selector: 'app=a', identities: new Set([1001, 1002]), http: [{ method: 'GET', path: '/ok' }], origins: [] }] } : null,
+    },
+  });
+  put({ direction: 'egress', identity: 1001, proto: 6, port: 80, portPrefixLen: 16 }, true);
+  put({ direction: 'egress', identity: 0, proto: 6, port: 8080, portPrefixLen: 16 }, false);
+  put({ direction: 'egress', identity: 1003, proto: 0, port: 0, portPrefixLen: 0 }, false, 'deny');
+  return { entries, defaultDeny: { ingress: true, egress: true } };
+}
+
+function snapshot(revision: number): ProxySnapshot {
+  return {
+    revision, agentPid: process.pid, nodeAddrs: ['192.0.2.1'],
+    endpoints: [{ ip: '10.244.1.5', ep: { id: 7, identity: 1002, namespace: 'ns', pod: 'client', labels: ['k8s:app=client'] } }],
+    ipcache: [{ prefix: '198.51.100.0/24', identity: 1001, source: 'fqdn' }, { prefix: '10.244.1.5/32', identity: 1002, source: 'endpoint' }],
+    identities: [[1001, ['fqdn:api.example']]], mapStates: [[7, encodeMapState(mapState())]],
+    resources: { Secret: [], AIPolicy: [] }, names: [['198.51.100.20', ['api.example']]],
+  };
+}
+
+test('a MapState crosses the wire with the same lookups for every key (property)', () => {
+  const ms = mapState();
+  const back = decodeMapState(JSON.parse(JSON.stringify(encodeMapState(ms))));
+  const perSel = back.entries.get('e/1001/6/80/16')!.entry.l7!.perSelector[0]!;
+  assert.ok(perSel.identities instanceof Set && perSel.identities.has(1002), 'identity sets come back as sets');
+  fc.assert(fc.property(fc.constantFrom('ingress' as const, 'egress' as const), fc.constantFrom(0, 1001, 1002, 1003, 2), fc.constantFrom(0, 6, 17), fc.integer({ min: 0, max: 65535 }), (dir, id, proto, port) => {
+    const a = lookupMapState(ms, dir, id, proto, port);
+    const b = lookupMapState(back, dir, id, proto, port);
+    assert.equal(b.verdict, a.verdict);
+    assert.equal(b.dropReason, a.dropReason);
+    assert.deepEqual(b.key, a.key);
+  }), { numRuns: 2000 });
+});
+
+test('the view looks up endpoints, identities (node, ipcache, world) and names', () => {
+  const v = viewOf(snapshot(3));
+  assert.equal(v.endpointByIp('10.244.1.5')?.pod, 'client');
+  assert.equal(v.endpointByIp('10.244.1.6'), undefined);
+  assert.equal(v.identityOfOther('192.0.2.1'), 1, 'a node address is host');
+  assert.equal(v.identityOfOther('198.51.100.20'), 1001);
+  assert.equal(v.identityOfOther('203.0.113.9'), 2, 'anything else is world');
+  assert.equal(v.mapState(8), undefined, 'no MapState for an unknown endpoint (the proxy denies)');
+  assert.deepEqual(v.namesForIp('198.51.100.20'), ['api.example']);
+});
+
+test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buffers records while the agent is away', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  let revision = 1;
+  const got: AccessLogRecord[] = [];
+  let lostSeen = 0;
+  const mkServer = () => createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => String(revision), snapshot: async () => snapshot(revision),
+    onRecords: (items, lost) => { got.push(...items); lostSeen += lost; },
+  });
+  let server = mkServer();
+  await server.start();
+  const snaps: number[] = [];
+  const client = createFeedClient({
+    socketPath, retryMs: 20, bufferRecords: 3,
+    onSnapshot: (s) => { snaps.push(s.revision); },
+    handle: async (what) => ({ what }),
+    statusRows: () => [{ name: 'http (egress, TCP)', port: 15001, state: 'listening' }],
+  });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  assert.deepEqual(snaps, [1]);
+  // a change reaches the proxy before settle answers
+  revision = 2;
+  await server.settled();
+  assert.equal(snaps.at(-1), 2);
+  await until(() => server.clients()[0]?.rows.length === 1);
+  assert.deepEqual(await server.request('ai-usage'), { what: 'ai-usage' });
+  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  client.record(rec(1));
+  await until(() => got.length === 1);
+
+  // the agent goes: the proxy keeps its snapshot (no new one, none cleared) and buffers, oldest dropped past the bound
+  await server.stop();
+  await until(() => !client.connected());
+  for (let i = 2; i <= 6; i++) client.record(rec(i));
+  assert.deepEqual(snaps, [1, 2]);
+  // the agent is back: the proxy reconnects, gets the current snapshot, hands over what it kept
+  revision = 3;
+  server = mkServer();
+  await server.start();
+  t.after(() => server.stop());
+  await until(() => snaps.at(-1) === 3 && got.length === 4);
+  assert.deepEqual(got.map((r) => r.timeMs), [1, 4, 5, 6]);
+  assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
+});
+
+test('settle does not wait without a proxy, and a request without one fails', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const server = createFeedServer({ socketPath: join(dir, 's.sock'), fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: () => {} });
+  await server.start();
+  t.after(() => server.stop());
+  const t0 = Date.now();
+  await server.settled();
+  assert.ok(Date.now() - t0 < 500);
+  await assert.rejects(server.request('metrics'), /no proxy process is connected/);
+});
+
+test('attacker: the feed socket is root-only, and a line that is not JSON ends the connection without a record', async (t) => {
+  const { statSync } = await import('node:fs');
+  const { connect } = await import('node:net');
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 's.sock');
+  const got: AccessLogRecord[] = [];
+  const server = createFeedServer({ socketPath, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got.push(...items); } });
+  await server.start();
+  t.after(() => server.stop());
+  assert.equal(statSync(socketPath).mode & 0o777, 0o600);
+  const s = connect(socketPath);
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.on('error', () => {});
+  s.write('{"t":"records","items":[{"type":"http"}]\n');
+  await closed;
+  assert.deepEqual(got, []);
+  // positive control: a well-formed line is taken
+  const ok = connect(socketPath);
+  ok.on('error', () => {});
+  ok.write('{"t":"records","items":[{"type":"http","timeMs":1}]}\n');
+  await until(() => got.length === 1);
+  ok.destroy();
+});
+
+test('settle after a change made while a build is under way waits for a snapshot that holds the change', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 's.sock');
+  let revision = 1;
+  let slow: (() => void) | undefined;
+  const server = createFeedServer({
+    socketPath, pollMs: 5, fingerprint: () => String(revision),
+    // a build reads its state at once, then takes a while (as a big snapshot under load)
+    snapshot: async () => { const s = snapshot(revision); if (revision === 2) await new Promise<void>((r) => { slow = r; }); return s; },
+    onRecords: () => {},
+  });
+  await server.start();
+  t.after(() => server.stop());
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs: 10, onSnapshot: (s) => { snaps.push(s.revision); }, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  revision = 2;
+  await until(() => slow !== undefined); // the poll started a build of revision 2
+  revision = 3; // the change the caller waits for
+  const settled = server.settled(5000);
+  slow!();
+  await settled;
+  assert.equal(snaps.at(-1), 3);
+});
