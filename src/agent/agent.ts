@@ -30,6 +30,7 @@ import { ApiRequestError } from './api-server.ts';
 import { translateAIPolicy } from '../policy/ai.ts';
 import { PolicyImportError } from '../policy/repository.ts';
 import type { Issue } from '../common/errors.ts';
+import { parsePrefix } from '../ipcache/prefix.ts';
 
 export interface AgentConfig {
   node: string;
@@ -76,6 +77,14 @@ export interface Agent {
    * waits for (CNI ADD/DEL: one reconcile per container, not two or three).
    */
   idle(): Promise<void>;
+  /**
+   * Removes the kernel's ipcache entries that nothing claims now: left by an earlier agent for a
+   * pod deleted, a policy CIDR dropped or a remote endpoint gone while no agent ran (the pinned map
+   * survives restarts). Run once after the first reconcile and the cluster's first listing; an
+   * address left with its old identity would keep that identity's permissions for whoever gets
+   * the address next. Returns the prefixes removed.
+   */
+  pruneStaleIPCache(): Promise<string[]>;
   lastErrors(): string[];
   endpointTable(): EndpointTable;
   /**
@@ -306,6 +315,25 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     return attach(rec, pod, ns);
   }
 
+  async function pruneStale(): Promise<string[]> {
+    const canon = (p: string) => parsePrefix(p)?.text ?? p;
+    const wanted = new Set<string>();
+    for (const ep of table.all()) for (const p of endpointPrefixes(ep)) wanted.add(canon(p));
+    for (const p of extraPrefixes) wanted.add(canon(p));
+    // asked now, not from the last reconcile: a DNS answer may have added an FQDN address since
+    for (const e of deps.extraIPCache?.() ?? []) wanted.add(canon(e.prefix));
+    const stale: string[] = [];
+    for (const p of datapath.ipcachePrefixes()) {
+      const c = canon(p);
+      if (!wanted.has(c) && !(deps.cluster?.holds(c) ?? false)) stale.push(p);
+    }
+    if (stale.length) {
+      await datapath.deleteIPCache(stale);
+      log.info({ prefixes: stale.length, sample: stale.slice(0, 5) }, 'stale ipcache entries removed (left by an earlier agent)');
+    }
+    return stale;
+  }
+
   /** The ipcache prefixes of an endpoint's addresses: its IPv4 /32 and, dual stack, its IPv6 /128. */
   function endpointPrefixes(rec: EndpointRecord): string[] {
     return rec.ip6 ? [`${rec.ip}/32`, `${rec.ip6}/128`] : [`${rec.ip}/32`];
@@ -485,6 +513,12 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     async idle() {
       await pending;
       while (dirty) await kick();
+    },
+    pruneStaleIPCache() {
+      // on the reconcile chain: the wanted set is not read halfway through a reconcile
+      const run = pending.then(pruneStale);
+      pending = run.then(() => undefined, () => undefined);
+      return run;
     },
     lastErrors: () => [
       ...[...rejectedStored].map(([key, issues]) => `stored policy ${key} not enforced: ${issues.map((i) => `${i.code} ${i.file}:${i.line}:${i.col} ${i.path.join('.')}: ${i.message}`).join('; ')} (hint: fix it and apply it again, or delete it)`),

@@ -193,6 +193,9 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     logger.info({ subsys: 'daemon', identities: freed.map((i) => i.id) }, 'released identities unused since the restart');
     await agent.settled();
   }
+  // entries an earlier agent left for what is gone now (after the first reconcile and the cluster's
+  // listing: everything still claimed has been claimed again by then)
+  await agent.pruneStaleIPCache().catch((e: unknown) => logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'));
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');

@@ -79,6 +79,10 @@ export class FakeDatapath implements Datapath {
     for (const p of prefixes) this.ipcache.delete(p);
   }
 
+  ipcachePrefixes(): string[] {
+    return [...this.ipcache.keys()];
+  }
+
   async upsertService(svc: DatapathService): Promise<void> {
     this.calls.push({ method: 'upsertService', args: [svc] });
     this.services.set(serviceKeyString(svc), { ...svc, backends: svc.backends.map((b) => ({ ...b })) });

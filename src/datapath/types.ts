@@ -133,6 +133,11 @@ export interface Datapath {
   upsertIPCache(entries: IPCacheEntry[]): Promise<void>;
   deleteIPCache(prefixes: string[]): Promise<void>;
   /**
+   * The prefixes in the kernel's ipcache now (survivors of an earlier agent included): what a
+   * restarted agent compares with what it wants, to remove what nobody claims any more.
+   */
+  ipcachePrefixes(): string[];
+  /**
    * Creates or replaces a service frontend and its backends (socket-less ClusterIP load balancing
    * at the client's from_container). Optional: datapaths without load balancing omit it.
    */

@@ -319,6 +319,10 @@ export class LinuxDatapath implements Datapath {
     return this.policy.dump(endpointId);
   }
 
+  ipcachePrefixes(): string[] {
+    return this.ipcache.prefixes();
+  }
+
   ipcacheDump(): IPCacheEntry[] {
     return this.ipcache.dump();
   }

@@ -41,6 +41,13 @@ export class IPCacheMap {
     return n;
   }
 
+  /** The prefixes alone (keys, no value lookups: a restart with 300,000 entries reads half as much). */
+  prefixes(): string[] {
+    const out: string[] = [];
+    for (const k of this.loader.map('mb_ipcache').keys()) out.push(decodeIpcacheKey(k));
+    return out;
+  }
+
   dump(): IPCacheEntry[] {
     const m = this.loader.map('mb_ipcache');
     const out: IPCacheEntry[] = [];

@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
+import { BpfMap } from '../../../src/sys/bpf.ts';
+import { decodeIpcacheKey, encodeIpcacheKey, encodeIpcacheVal } from '../../../src/datapath/linux/codec.ts';
 
 const lab = new TestLab(`rs${process.pid % 10000}`);
 let ip: Record<string, string> = {};
@@ -64,6 +66,14 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
     assert.deepEqual(allowed, { [`${ip.server}:8080/tcp`]: true });
     await new Promise((r) => setTimeout(r, 1000));
     const during = lastOk(out);
+
+    // An entry the previous agent left for a pod deleted while no agent ran (written here by
+    // hand): the client's identity on an address nobody holds now. The restarted agent removes it.
+    const clientIdentity = Number(before0.find((e) => e.startsWith('client:'))!.split(':')[2]);
+    const ipcachePin = join(lab.paths.pinRoot('node1'), 'mb_ipcache');
+    const stale = '10.244.1.250/32';
+    const pinned = BpfMap.fromPin(ipcachePin);
+    try { pinned.update(encodeIpcacheKey(stale), encodeIpcacheVal(clientIdentity)); } finally { pinned.close(); }
     assert.ok(during > before, `requests keep flowing while the agent is down (${before} -> ${during})`);
 
     await lab.up(); // restarts the missing agent; endpoints and maps are picked up, not rebuilt
@@ -84,6 +94,10 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
       (fs) => fs.some((f) => f.IP?.destination === ip.server));
     assert.ok(fwd.some((f) => f.IP?.destination === ip.server && f.l4?.TCP?.destination_port === 8080), `a FORWARDED flow client -> server after the restart: ${JSON.stringify(fwd.slice(-3))}`);
     assert.deepEqual(await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false });
+    // The stale entry is gone; the live pods' entries stayed (positive control).
+    const inMap = (() => { const m = BpfMap.fromPin(ipcachePin); try { return [...m.keys()].map(decodeIpcacheKey); } finally { m.close(); } })();
+    assert.ok(!inMap.includes(stale), `the stale ${stale} was removed by the restarted agent`);
+    for (const p of ['server', 'client', 'intruder']) assert.ok(inMap.includes(`${ip[p]}/32`), `${p}'s ${ip[p]}/32 is still in the ipcache`);
     // Same endpoint IDs and identities: the pinned maps stay valid, nothing is renumbered.
     assert.deepEqual(await endpoints(), before0);
     const st = JSON.parse(await lab.ok(['status', '-o', 'json'])) as { endpoints: { total: number; ready: number; notReady: number } };
