@@ -50,6 +50,14 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
     for (let i = 0; i < 300 && !/ok 3\b/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
     assert.match(out, /ok 3\b/, `the connection carries requests before the restart: ${out}`);
 
+    // An entry an agent left for a pod deleted while no agent ran (written by hand before the kill:
+    // the supervisor restarts the agent at once, and its first pass is the one that prunes): the
+    // client's identity on an address nobody holds now. The restarted agent removes it.
+    const clientIdentity = Number(before0.find((e) => e.startsWith('client:'))!.split(':')[2]);
+    const ipcachePin = join(lab.paths.pinRoot('node1'), 'mb_ipcache');
+    const stale = '10.244.1.250/32';
+    const pinned = BpfMap.fromPin(ipcachePin);
+    try { pinned.update(encodeIpcacheKey(stale), encodeIpcacheVal(clientIdentity)); } finally { pinned.close(); }
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     process.kill(pid, 'SIGKILL');
     for (let i = 0; i < 50; i++) {
@@ -66,14 +74,6 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
     assert.deepEqual(allowed, { [`${ip.server}:8080/tcp`]: true });
     await new Promise((r) => setTimeout(r, 1000));
     const during = lastOk(out);
-
-    // An entry the previous agent left for a pod deleted while no agent ran (written here by
-    // hand): the client's identity on an address nobody holds now. The restarted agent removes it.
-    const clientIdentity = Number(before0.find((e) => e.startsWith('client:'))!.split(':')[2]);
-    const ipcachePin = join(lab.paths.pinRoot('node1'), 'mb_ipcache');
-    const stale = '10.244.1.250/32';
-    const pinned = BpfMap.fromPin(ipcachePin);
-    try { pinned.update(encodeIpcacheKey(stale), encodeIpcacheVal(clientIdentity)); } finally { pinned.close(); }
     assert.ok(during > before, `requests keep flowing while the agent is down (${before} -> ${during})`);
 
     await lab.up(); // restarts the missing agent; endpoints and maps are picked up, not rebuilt
