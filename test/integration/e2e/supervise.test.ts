@@ -67,6 +67,20 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The highest "ok N" the hold client printed so far. */
 const lastOk = (out: string) => Math.max(0, ...[...out.matchAll(/ok (\d+)/g)].map((m) => Number(m[1])));
 
+/** The L7 load (l7-load.ts) in the client pod until `stopFile` exists (or `durationMs`): its output and parsed lines. */
+function startL7Load(stopFile: string, durationMs: number) {
+  const load = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/l7-load.ts')], {
+    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: String(durationMs), STOP_FILE: stopFile, DNS_TIMEOUT_MS: '5000',
+  });
+  let out = '';
+  let err = '';
+  load.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  load.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const exit = new Promise<number>((res) => load.on('exit', (c) => res(c ?? 1)));
+  const lines = () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
+  return { load, out: () => out, err: () => err, exit, lines };
+}
+
 /** Results of the kill run, for the HA expectations below. */
 let run: { lines: Line[]; killAt: number; backAt: number; loadStart: number } | undefined;
 
@@ -83,16 +97,8 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
   let holdOut = '';
   hold.stdout!.on('data', (d: Buffer) => { holdOut += d.toString(); });
   const holdExit = new Promise<number>((res) => hold.on('exit', (c) => res(c ?? 1)));
-  const load = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/l7-load.ts')], {
-    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: '300000', STOP_FILE: stopFile, DNS_TIMEOUT_MS: '5000',
-  });
   const loadStart = Date.now();
-  let loadOut = '';
-  load.stdout!.on('data', (d: Buffer) => { loadOut += d.toString(); });
-  let loadErr = '';
-  load.stderr!.on('data', (d: Buffer) => { loadErr += d.toString(); });
-  const loadExit = new Promise<number>((res) => load.on('exit', (c) => res(c ?? 1)));
-  const lines = () => loadOut.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
+  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 300_000);
   try {
     // Positive controls before the kill: every L7 path serves, the stream flows.
     for (let i = 0; i < 900; i++) {
@@ -102,7 +108,7 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
       await sleep(100);
     }
     const pre = lines();
-    assert.ok(pre.some((l) => l.k === 'keep' && l.status === 200), `keep-alive GET served before the kill: ${loadOut.slice(-500)} ${loadErr.slice(-500)}`);
+    assert.ok(pre.some((l) => l.k === 'keep' && l.status === 200), `keep-alive GET served before the kill: ${loadText().slice(-500)} ${loadStderr().slice(-500)}`);
     assert.ok(pre.some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR' && l.ips?.includes('198.51.100.20')), 'allowed name resolves before the kill');
     assert.ok(pre.some((l) => l.k === 'dns' && !l.allowed && l.rcode === 'REFUSED'), 'denied name REFUSED before the kill');
     assert.ok(pre.some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403), 'denied request 403 before the kill');
@@ -152,7 +158,7 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     const okAtBack = lastOk(holdOut);
     await sleep(8000);
     await writeFile(stopFile, '');
-    assert.equal(await loadExit, 0, loadErr.slice(-1000));
+    assert.equal(await loadExit, 0, loadStderr().slice(-1000));
     assert.doesNotMatch(holdOut, /fail/, `the long TCP stream was never cut: ${holdOut.slice(-200)}`);
     assert.ok(lastOk(holdOut) > okAtBack, `the stream carries requests after the restart (${okAtBack} -> ${lastOk(holdOut)})`);
     void holdExit;
@@ -209,18 +215,10 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic fails close
   const st0 = await callAgent<StatusView>(socket, 'GET', '/v1/status');
   const sup0 = await supState();
   const stopFile = join(await lab.dir, 'stop-load-proxy');
-  const load = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/l7-load.ts')], {
-    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: '120000', STOP_FILE: stopFile, DNS_TIMEOUT_MS: '5000',
-  });
-  let loadOut = '';
-  load.stdout!.on('data', (d: Buffer) => { loadOut += d.toString(); });
-  let loadErr = '';
-  load.stderr!.on('data', (d: Buffer) => { loadErr += d.toString(); });
-  const loadExit = new Promise<number>((res) => load.on('exit', (c) => res(c ?? 1)));
-  const lines = () => loadOut.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
+  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 120_000);
   try {
     for (let i = 0; i < 600 && !(lines().some((l) => l.k === 'keep' && l.status === 200) && lines().some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403)); i++) await sleep(100);
-    assert.ok(lines().some((l) => l.k === 'keep' && l.status === 200), `keep-alive GET served before the kill: ${loadOut.slice(-500)} ${loadErr.slice(-500)}`);
+    assert.ok(lines().some((l) => l.k === 'keep' && l.status === 200), `keep-alive GET served before the kill: ${loadText().slice(-500)} ${loadStderr().slice(-500)}`);
     const pid = Number((await readFile(pfiles.pid, 'utf8')).trim());
     assert.equal(sup0.pid, pid, 'the supervisor runs the proxy whose pid file this is');
     const since = new Date(Date.now() - 100);
@@ -246,7 +244,7 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic fails close
     assert.equal(st1.agent.restarts, st0.agent.restarts);
     await sleep(5000);
     await writeFile(stopFile, '');
-    assert.equal(await loadExit, 0, loadErr.slice(-1000));
+    assert.equal(await loadExit, 0, loadStderr().slice(-1000));
     const all = lines();
     process.stdout.write(`# proxy back after ${backAt - killAt} ms; from the kill on: keep-alive ${JSON.stringify(all.filter((l) => l.at >= killAt && l.k === 'keep').map((l) => l.status ?? l.err).slice(0, 12))}; `
       + `new GET ${JSON.stringify(all.filter((l) => l.at >= killAt && l.k === 'new' && l.method === 'GET').map((l) => l.status ?? l.err).slice(0, 12))}; POST ${JSON.stringify(all.filter((l) => l.at >= killAt && l.k === 'new' && l.method === 'POST').map((l) => l.status ?? l.err).slice(0, 12))}\n`);
