@@ -182,7 +182,7 @@ try {
   for (const n of NODES) maps.set(n, openMap(n));
   for (let i = 0; i < WORKERS; i++) workers.push(startWorker(i, endpoint));
   for (const w of workers) await w.next();
-  await all({ cmd: 'masters' });
+  await all({ cmd: 'masters', deadlineMs: Math.max(60_000, RUN_DEADLINE - Date.now()) });
 
   for (const N of STAGES) {
     if (Date.now() > RUN_DEADLINE - 60_000) { failure = `stopped before ${N} nodes: run time bound`; break; }
