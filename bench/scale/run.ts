@@ -197,7 +197,8 @@ try {
     try {
       const ip = probeIp();
       await writeProbe(ip);
-      const got = await waitIn(NODES, ip, PROBE_ID, t, Math.min(240_000, RUN_DEADLINE - Date.now()));
+      // up to 240 s after the writes ended (the bound counts from the stage's start, as the time does)
+      const got = await waitIn(NODES, ip, PROBE_ID, t, Date.now() - t + Math.min(240_000, RUN_DEADLINE - Date.now()));
       convergeS = Math.max(...got.values()) / 1000;
       await etcd.delete().key(`${IPCACHE_PREFIX}${ip}`);
     } catch (e) { failure = `${N} nodes: ${(e as Error).message}`; log(failure); }
@@ -263,12 +264,12 @@ try {
       .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
     const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
     const entryS = got.get('node2')! / 1000;
-    const lastS = (await waitIn(['node2'], LAST_IP, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()))).get('node2')! / 1000;
     // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
     // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
     const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
     const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
     const cpuS = safe(cpuSecs);
+    const lastS = (await waitIn(['node2'], LAST_IP, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()))).get('node2')! / 1000;
     const cpuLastS = safe(cpuSecs);
     await up;
     // the agent logs when its listing is complete, applied and the stale entries pruned
