@@ -49,8 +49,6 @@ export class MmapRing {
   private closed = false;
   private readonly onRecord: RecordHandler;
   records = 0;
-  /** Drains that found records (each one wake of the consumer). */
-  wakes = 0;
 
   constructor(mapFd: number, onRecord: RecordHandler) {
     this.onRecord = onRecord;
@@ -114,7 +112,6 @@ export class MmapRing {
     this.loop = (async () => {
       while (this.running) {
         if (this.drain() > 0) {
-          this.wakes++;
           await new Promise<void>((resolve) => setTimeout(resolve, COALESCE_MS));
           continue;
         }
