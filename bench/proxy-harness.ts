@@ -50,7 +50,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     const agent = spawn(process.execPath, [fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
     process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
     await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
-    const feed = createFeedClient({ socketPath, onSnapshot: () => {}, handle: async () => ({}), statusRows: () => [] });
+    const feed = createFeedClient({ socketPath, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
     feed.start();
     onRecord = (rec) => feed.record(rec);
   }

@@ -101,7 +101,7 @@ function newAgentPid(n: string, old: number): number {
 function startPhases(n: string): string[] {
   const lines = readFileSync(paths.agentLog(n), 'utf8').split('\n');
   const from = lines.findLastIndex((l) => l.includes('agent starting'));
-  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|agent ready|released identities/.test(l)).map((l) => l.slice(0, 240));
+  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|agent ready|released identities|cluster ipcache resynced/.test(l)).map((l) => l.slice(0, 240));
 }
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -162,6 +162,8 @@ const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - 
 let probeSeq = 0;
 const probeIp = () => { probeSeq++; return `100.127.${(probeSeq >> 8) & 255}.${probeSeq & 255}`; };
 const PROBE_ID = 60000 + 17; // a pool identity (bench/scale/sim.ts POOL_BASE + 17)
+/** an address no simulated pod has (sim.ts: the 31st of a node's 32) whose key sorts after all of theirs */
+const LAST_IP = '100.99.255.255';
 async function writeProbe(ip: string): Promise<void> {
   const rec = { id: probeSeq, ip, identity: PROBE_ID, namespace: 'sim', pod: `probe-${probeSeq}` } as EndpointRecord;
   await etcd!.put(`${IPCACHE_PREFIX}${ip}`).value(ipcacheValue(rec, 'sim1', '100.64.0.1'));
@@ -169,7 +171,7 @@ async function writeProbe(ip: string): Promise<void> {
 
 interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number }
 const rows: Row[] = [];
-let resync: { upS: number; upErr: string; entryS: number; rss: number; cpuS: number } | undefined;
+let resync: { upS: number; upErr: string; entryS: number; lastS: number; fullS: number; rss: number; cpuS: number; cpuLastS: number; cpuEnd: number } | undefined;
 let failure = '';
 
 try {
@@ -180,7 +182,7 @@ try {
   for (const n of NODES) maps.set(n, openMap(n));
   for (let i = 0; i < WORKERS; i++) workers.push(startWorker(i, endpoint));
   for (const w of workers) await w.next();
-  await all({ cmd: 'masters' });
+  await all({ cmd: 'masters', deadlineMs: Math.max(60_000, RUN_DEADLINE - Date.now()) });
 
   for (const N of STAGES) {
     if (Date.now() > RUN_DEADLINE - 60_000) { failure = `stopped before ${N} nodes: run time bound`; break; }
@@ -195,7 +197,8 @@ try {
     try {
       const ip = probeIp();
       await writeProbe(ip);
-      const got = await waitIn(NODES, ip, PROBE_ID, t, Math.min(240_000, RUN_DEADLINE - Date.now()));
+      // up to 240 s after the writes ended (the bound counts from the stage's start, as the time does)
+      const got = await waitIn(NODES, ip, PROBE_ID, t, Date.now() - t + Math.min(240_000, RUN_DEADLINE - Date.now()));
       convergeS = Math.max(...got.values()) / 1000;
       await etcd.delete().key(`${IPCACHE_PREFIX}${ip}`);
     } catch (e) { failure = `${N} nodes: ${(e as Error).message}`; log(failure); }
@@ -250,6 +253,9 @@ try {
     while (existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z')) await sleep(50);
     const ip = probeIp();
     await writeProbe(ip); // written while node2 has no agent: only a resync brings it
+    // and one whose key sorts after every simulated endpoint's: the listing arrives in key order
+    // and is written page by page, so this one is in the map once the whole listing is
+    await writeProbe(LAST_IP);
     const t = Date.now();
     // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
     let upS = NaN;
@@ -263,10 +269,20 @@ try {
     const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
     const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
     const cpuS = safe(cpuSecs);
+    const lastS = (await waitIn(['node2'], LAST_IP, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()))).get('node2')! / 1000;
+    const cpuLastS = safe(cpuSecs);
     await up;
-    resync = { entryS, upS, upErr, rss: safe(rssMiB), cpuS };
+    // the agent logs when its listing is complete, applied and the stale entries pruned
+    let fullS = NaN;
+    for (let i = 0; i < 1200 && !Number.isFinite(fullS) && Date.now() < RUN_DEADLINE; i++) {
+      const l = startPhases('node2').find((x) => x.includes('cluster ipcache resynced'));
+      if (l) fullS = (Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '') - t) / 1000;
+      else await sleep(100);
+    }
+    await etcd.delete().key(`${IPCACHE_PREFIX}${LAST_IP}`);
+    resync = { entryS, lastS, fullS, upS, upErr, rss: safe(rssMiB), cpuS, cpuLastS, cpuEnd: safe(cpuSecs) };
     for (const l of startPhases('node2')) log(`node2: ${l}`);
-    log(`resync: the entry written while node2 was down reached its map ${resync.entryS.toFixed(1)} s after the restart began (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
+    log(`resync: the entries written while node2 was down reached its map ${resync.entryS.toFixed(1)} s (mid-listing key) and ${resync.lastS.toFixed(1)} s (last key) after the restart began; listing applied and stale entries pruned at ${resync.fullS.toFixed(1)} s (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
   }
   await all({ cmd: 'stop' }).catch(() => {});
 } catch (e) {
@@ -280,7 +296,7 @@ try {
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
-  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, an endpoint written while it was down): in its map ${resync.entryS.toFixed(1)} s after \`membrane up\` began, the new agent having used ${Number.isFinite(resync.cpuS) ? resync.cpuS.toFixed(1) : '–'} s of CPU by then (\`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${Number.isFinite(resync.rss) ? resync.rss.toFixed(0) : '–'} MiB.` : 'Resync: not measured.';
+  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, two endpoints written while it was down, one whose key sorts amid the simulated ones and one after all of them): full resync (the whole listing in the map, stale entries pruned, as the agent logs it) ${f(resync.fullS, 1)} s after the restart began; the mid-listing entry in its map after ${resync.entryS.toFixed(1)} s, the last key after ${f(resync.lastS, 1)} s, the new agent having used ${f(resync.cpuS, 1)} / ${f(resync.cpuLastS, 1)} s of CPU by then (${f(resync.cpuEnd, 1)} s when \`up\` returned; \`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${f(resync.rss)} MiB.` : 'Resync: not measured.';
   const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) writeSection(out);

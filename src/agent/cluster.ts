@@ -323,14 +323,29 @@ export function createCluster(o: ClusterOptions) {
   }
 
   return {
-    async start(): Promise<void> {
+    /**
+     * Registers this node and loads the node set and this node's endpoints (what scheduling and
+     * leadership read); the ipcache keys come with `listIPCache()`.
+     */
+    async startNodes(): Promise<void> {
       await register();
       stops.push(await kv.follow(NODES_PREFIX, onNode));
-      stops.push(await kv.follow(IPCACHE_PREFIX, onIp));
       const eps = new Map<string, EndpointRecord>();
       stops.push(await kv.follow(`membrane/endpoints/${self.name}/`, (ev) => onEndpoint(ev, eps)));
+    },
+    /**
+     * Lists every ipcache key and follows them. The listing arrives in pages and every page is
+     * handed on as it comes (`onChange`, `drainIPCacheChanges`): a restarted agent writes what
+     * changed while the rest of the listing is still on its way. Resolves when it is complete.
+     */
+    async listIPCache(): Promise<void> {
+      stops.push(await kv.follow(IPCACHE_PREFIX, onIp));
       await chain;
       log.info({ nodes: nodes.size, remoteEndpoints: remote.size }, 'cluster state loaded');
+    },
+    async start(): Promise<void> {
+      await this.startNodes();
+      await this.listIPCache();
     },
     stop(): void {
       for (const s of stops.splice(0)) s();
@@ -354,19 +369,24 @@ export function createCluster(o: ClusterOptions) {
      * The ipcache changes (remote pods, remote nodes) since the last call: `upserts` to write,
      * `deletes` gone from the cluster. The first call after start has every entry. With `max`, at
      * most that many (the rest stay for the next call): a caller applies 300,000 entries in
-     * batches instead of holding them all at once.
+     * batches instead of holding them all at once. Addresses `hold` names stay pending, untouched,
+     * for a later call.
      */
-    drainIPCacheChanges(max = Infinity): { upserts: IPCacheEntry[]; deletes: string[] } {
+    drainIPCacheChanges(max = Infinity, hold?: (ip: string) => boolean): { upserts: IPCacheEntry[]; deletes: string[] } {
       const upserts: IPCacheEntry[] = [];
       const deletes: string[] = [];
+      let held: string[] | undefined;
       let n = 0;
       for (const ip of pending) {
-        if (n++ >= max) break;
+        if (n >= max) break;
         pending.delete(ip);
+        if (hold?.(ip)) { (held ??= []).push(ip); continue; }
+        n++;
         const e = entryAt(ip);
         if (e) upserts.push(e); else deletes.push(`${ip}/32`);
       }
       if (!pending.size) pending = new Set(); // a drained Set keeps its grown table
+      for (const ip of held ?? []) pending.add(ip);
       return { upserts, deletes };
     },
     /** Whether the cluster (a remote pod or node) claims `prefix`. */

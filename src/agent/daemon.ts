@@ -64,6 +64,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   // In a kvstore cluster: this node registered, its endpoints published, remote pods and nodes known.
   let agentRef: Awaited<ReturnType<typeof createAgent>> | undefined;
   let agentRunning = false;
+  let datapathRunning = false;
   let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
   let clusterResync = false;
@@ -81,14 +82,14 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
       onChange(nodesChanged) {
         // remote pods and nodes go to the ipcaches as deltas, one pass per burst; a changed node
         // set also reruns the reconcile (scheduling, leadership) and updates the WireGuard peers.
-        // Before the agent runs, the changes wait: the first apply after agent.start() writes them all.
+        // From the datapath's start on, every page of the first listing is written as it comes.
         clusterResync ||= nodesChanged;
         clusterKick ??= setTimeout(() => {
           clusterKick = undefined;
           if (encryptionRunning && clusterResync) encryption?.nodesChanged(cluster!.nodes());
-          if (!agentRunning) return;
+          if (!datapathRunning) return;
           void applyRemote().catch((e: unknown) => logger.warn({ subsys: 'cluster', err: (e as Error).message }, 'cannot write remote ipcache entries'));
-          if (clusterResync) { clusterResync = false; void agentRef?.settled(); }
+          if (clusterResync && agentRunning) { clusterResync = false; void agentRef?.settled(); }
         }, 20);
       },
     })
@@ -102,9 +103,13 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   function applyRemote(): Promise<void> {
     applying = applying.then(async () => {
       if (!cluster) return;
+      // Before the agent's first reconcile the policy engine does not know the local endpoints
+      // yet: a remote claim on one of their addresses waits for it (the local endpoint wins).
+      const local = agentRunning ? undefined : new Set(agentRef?.endpointTable().all().map((e) => e.ip));
+      const hold = local?.size ? (ip: string) => local.has(ip) : undefined;
       // in batches: 300,000 entries after a restart are never all held as objects at once
       for (;;) {
-        const { upserts, deletes } = cluster.drainIPCacheChanges(4096);
+        const { upserts, deletes } = cluster.drainIPCacheChanges(4096, hold);
         if (!upserts.length && !deletes.length) return;
         const ipc = policy.engine.ipcache;
         const write: IPCacheEntry[] = [];
@@ -142,8 +147,17 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     onPolicyChange: (outcome, n) => parts.policyChange(outcome, n),
   });
   agentRef = agent;
+  // The datapath first: the pinned maps keep enforcing the previous agent's state, and each page of
+  // the cluster's listing is written into them as it arrives (only what changed is written).
+  await parts.datapath.start();
+  datapathRunning = true;
+  // the node set before the first reconcile (scheduling and leadership read it); the ipcache
+  // listing (300,000 keys at 10,000 nodes) goes on while the agent starts and serves
+  let listing: Promise<void> = Promise.resolve();
   if (cluster) {
-    await cluster.start();
+    await cluster.startNodes();
+    listing = cluster.listIPCache();
+    listing.catch(() => {}); // awaited (and fatal) below
   }
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
@@ -172,7 +186,6 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     },
   });
 
-  await parts.datapath.start();
   if (encryption) {
     // after the datapath: strict mode's program and the L3 from_network share its pinned maps
     await encryption.start({ publish: async (key) => { await cluster?.updateSelf({ wireguardPubKey: key }); } });
@@ -193,12 +206,28 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     logger.info({ subsys: 'daemon', identities: freed.map((i) => i.id) }, 'released identities unused since the restart');
     await agent.settled();
   }
-  // entries an earlier agent left for what is gone now (after the first reconcile and the cluster's
-  // listing: everything still claimed has been claimed again by then)
-  await agent.pruneStaleIPCache().catch((e: unknown) => logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'));
+  // Entries an earlier agent left for what is gone now: only after the first reconcile and the
+  // cluster's complete listing (everything still claimed has been claimed again by then; a prune
+  // halfway through the listing would blank remote pods out until their page came).
+  const prune = async () => {
+    await listing;
+    await applyRemote();
+    await agent.pruneStaleIPCache().catch((e: unknown) => logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'));
+    if (cluster) logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
+  };
+  // one node (no listing to wait for): pruned before the API answers
+  if (!cluster) await prune();
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');
+  if (cluster) {
+    // a listing that fails is a start that failed (as when it was awaited before the API): the
+    // supervisor starts the agent again
+    await prune().catch((e: unknown) => {
+      logger.error({ subsys: 'daemon', err: (e as Error).message }, 'cluster ipcache listing failed; exiting');
+      process.exit(1);
+    });
+  }
 
   let stopping = false;
   async function shutdown(signal: string): Promise<void> {

@@ -9,7 +9,7 @@ import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
-import { encodeMapState, type ProxySnapshot } from '../proxy/feed/snapshot.ts';
+import { encodeMapState, type IpcacheDelta, type ProxySnapshot } from '../proxy/feed/snapshot.ts';
 
 export interface AgentProxyFeedDeps {
   socketPath: string;
@@ -24,9 +24,11 @@ export interface AgentProxyFeedDeps {
 
 export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   const { policy } = deps;
-  // ipcache and resource changes counted as they happen; endpoints and policy compared per poll
-  let ipcacheVersion = 0;
+  // resource and FQDN-name changes counted as they happen; endpoints and policy compared per poll;
+  // the ipcache goes whole once per proxy connection, and after it as the prefixes that changed
+  let namesVersion = 0;
   let resourceVersion = 0;
+  let changed = new Set<string>();
   let offIpcache: (() => void) | undefined;
   let offResources: (() => void) | undefined;
   const endpointsPrint = (a: Agent) => a.endpointTable().all().map((e) => `${e.id}:${e.identity}:${e.ip}`).join(',');
@@ -35,14 +37,13 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     logger: deps.logger,
     fingerprint() {
       const a = deps.agent();
-      return `${policy.revision()}|${ipcacheVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}`;
+      return `${policy.revision()}|${namesVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}`;
     },
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();
       const eps = a?.endpointTable().all() ?? [];
-      const ipcache = [...policy.engine.ipcache.entries()].map((e) => ({ prefix: e.prefix, identity: e.identity, source: e.source }));
       const names: [string, string[]][] = [];
-      for (const e of ipcache) {
+      for (const e of policy.engine.ipcache.entries()) {
         if (e.source !== 'fqdn') continue;
         const ip = e.prefix.replace(/\/(32|128)$/, '');
         const n = deps.namesForIp(ip);
@@ -56,10 +57,21 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       return {
         revision: policy.revision(), agentPid: process.pid, nodeAddrs: [...deps.nodeAddrs],
         endpoints: eps.map((ep) => ({ ip: ep.ip, ep: deps.resolved(ep) })),
-        ipcache, identities: policy.identities().map((i) => [i.id, i.labels]), mapStates,
+        identities: policy.identities().map((i) => [i.id, i.labels]), mapStates,
         resources: a ? { Secret: await a.resources.list('Secret'), AIPolicy: await a.resources.list('AIPolicy') } : { Secret: [], AIPolicy: [] },
         names,
       };
+    },
+    ipcache: () => [...policy.engine.ipcache.entries()].map((e) => ({ prefix: e.prefix, identity: e.identity, source: e.source })),
+    drainIpcache() {
+      if (!changed.size) return undefined;
+      const d: IpcacheDelta = { upserts: [], deletes: [] };
+      for (const p of changed) {
+        const w = policy.engine.ipcache.get(p);
+        if (w) d.upserts.push([p, w.identity, w.source]); else d.deletes.push(p);
+      }
+      changed = new Set();
+      return d;
     },
     onRecords(items, lost) {
       if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
@@ -69,7 +81,10 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   return {
     ...server,
     async start() {
-      offIpcache = policy.engine.ipcache.onChange(() => { ipcacheVersion++; });
+      offIpcache = policy.engine.ipcache.onChange((ev) => {
+        changed.add(ev.entry.prefix);
+        if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
+      });
       offResources = deps.agent()?.resources.watch((ev) => {
         if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) resourceVersion++;
       });

@@ -22,7 +22,7 @@ import { createAINode } from './ai/node.ts';
 import { createHttpProxyNode } from './http/node.ts';
 import { createTlsNode } from './tls/node.ts';
 import { createFeedClient } from './feed/client.ts';
-import { viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
+import { applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
 
 type Log = { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void; error?(o: unknown, m?: string): void; child?(b: Record<string, unknown>): Log };
 
@@ -87,12 +87,18 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     socketPath: deps.feedSocket,
     onSnapshot(snap: ProxySnapshot, seq: number) {
       const before = view?.resources;
-      view = viewOf(snap);
+      view = viewOf(snap, view?.ipcache);
       seqSeen = seq;
       revision++;
       resourcesChanged(before, view.resources);
       firstSnapshot?.();
       firstSnapshot = undefined;
+    },
+    onIpcache(d, seq) {
+      if (!view) return; // never before the first snapshot (it carries the ipcache whole)
+      applyIpcacheDelta(view.ipcache, d);
+      seqSeen = seq;
+      revision++;
     },
     handle: async (what) => (what === 'ai-usage' ? ai.usage() : registry.metrics()),
     statusRows: () => [...httpProxy.statusEntries(), ...tlsNode.statusEntries()],

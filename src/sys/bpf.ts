@@ -42,6 +42,7 @@ const f = {
   nextKey: libbpf.func('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
   updateBatch: libbpf.func('int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, const mb_bpf_map_batch_opts *opts)'),
   deleteBatch: libbpf.func('int bpf_map_delete_batch(int fd, const void *keys, _Inout_ uint32_t *count, const mb_bpf_map_batch_opts *opts)'),
+  lookupBatch: libbpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, const mb_bpf_map_batch_opts *opts)'),
   pin: libbpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
   get: libbpf.func('int bpf_obj_get(const char *pathname)'),
   linkCreate: libbpf.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
@@ -237,6 +238,49 @@ export class BpfMap {
     }
     const ks = this.info.keySize, vs = this.info.valueSize;
     for (let i = cnt[0] ?? 0; i < count; i++) this.update(keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs));
+  }
+
+  /**
+   * Every entry, read `batch` at a time (BPF_MAP_LOOKUP_BATCH: one syscall per batch instead of
+   * two per key); `onBatch` gets the packed keys and values and how many there are (the buffers
+   * are reused: copy what you keep). Falls back to per-key iteration where the map type has no
+   * batch lookup. Not for per-CPU maps.
+   */
+  forEachBatch(batch: number, onBatch: (keys: Buffer, values: Buffer, count: number) => void): void {
+    const ks = this.info.keySize, vs = this.valueBufSize;
+    const keys = Buffer.alloc(batch * ks), values = Buffer.alloc(batch * vs);
+    let inBatch: Buffer | null = null;
+    let outBatch: Buffer = Buffer.alloc(ks);
+    const opts = { sz: koffi.sizeof(batchOpts), elem_flags: 0n, flags: 0n };
+    for (;;) {
+      const cnt = [batch];
+      const rc = f.lookupBatch(this.fd, inBatch, outBatch, keys, values, cnt, opts) as number;
+      if (rc !== 0 && rc !== -ENOENT) {
+        if (inBatch === null && (rc === -osConstants.errno.EINVAL || rc === -osConstants.errno.ENOTSUP || rc === -524)) {
+          this.#forEachByKey(batch, onBatch);
+          return;
+        }
+        check(rc, 'BPF_MAP_LOOKUP_BATCH', `batch lookup in ${this.name}`);
+      }
+      if (cnt[0]) onBatch(keys, values, cnt[0]);
+      if (rc === -ENOENT) return;
+      // the kernel's position token goes back in as the next call's start
+      const next: Buffer = inBatch ?? Buffer.alloc(ks);
+      inBatch = outBatch;
+      outBatch = next;
+    }
+  }
+
+  #forEachByKey(batch: number, onBatch: (keys: Buffer, values: Buffer, count: number) => void): void {
+    const ks = this.info.keySize, vs = this.valueBufSize;
+    const keys = Buffer.alloc(batch * ks), values = Buffer.alloc(batch * vs);
+    let n = 0;
+    for (const k of this.keys()) {
+      if (!this.lookup(k, values.subarray(n * vs, (n + 1) * vs))) continue; // deleted meanwhile
+      k.copy(keys, n * ks);
+      if (++n === batch) { onBatch(keys, values, n); n = 0; }
+    }
+    if (n) onBatch(keys, values, n);
   }
 
   /** Deletes keys one by one (batch delete stops at the first absent key); returns how many existed. */

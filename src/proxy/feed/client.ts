@@ -7,12 +7,14 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
-import type { ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 import { readLines, send, type ProxyStatusRow, type ToProxy } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
   onSnapshot(snap: ProxySnapshot, seq: number): void;
+  /** ipcache changes after the snapshot that carried it whole */
+  onIpcache(d: IpcacheDelta, seq: number): void;
   /** answers the agent's requests (AI usage, the proxy's metrics) */
   handle(what: 'ai-usage' | 'metrics'): Promise<unknown>;
   statusRows(): ProxyStatusRow[];
@@ -73,6 +75,9 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         deps.onSnapshot(m.snap, m.seq);
         send(s, { t: 'ack', seq: m.seq });
         send(s, { t: 'status', rows: deps.statusRows() });
+      } else if (m.t === 'ipcache') {
+        deps.onIpcache(m, m.seq);
+        send(s, { t: 'ack', seq: m.seq });
       } else if (m.t === 'req') {
         deps.handle(m.what).then(
           (body) => send(s, { t: 'res', id: m.id, ok: true, body }),

@@ -10,20 +10,26 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { AccessLogRecord } from '../../common/access-log.ts';
-import type { ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 import { readLines, send, type ProxyStatusRow, type ToAgent } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
-  /** changes whenever snapshot() would give something new (compared every pollMs) */
+  /** changes whenever snapshot() would give something new (compared every pollMs); the ipcache aside */
   fingerprint(): string;
+  /** the snapshot without its ipcache */
   snapshot(): Promise<ProxySnapshot>;
+  /** the whole ipcache, for a proxy that does not hold it yet (a new connection) */
+  ipcache?(): NonNullable<ProxySnapshot['ipcache']>;
+  /** the ipcache changes since the last call (undefined: none) */
+  drainIpcache?(): IpcacheDelta | undefined;
   onRecords(items: AccessLogRecord[], lost: number): void;
   pollMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
 
-interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[] }
+/** `whole`: the client got the ipcache whole (it gets deltas from then on) */
+interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean }
 
 export interface FeedServer {
   start(): Promise<void>;
@@ -56,13 +62,34 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   function refresh(): Promise<void> {
     if (building) return building.then(() => refresh());
     const print = deps.fingerprint();
-    if (print === lastPrint && current) return Promise.resolve();
+    const needWhole = deps.ipcache !== undefined && [...clients].some((c) => !c.whole);
+    if (print === lastPrint && current && !needWhole) {
+      const d = deps.drainIpcache?.();
+      if (d) {
+        current.seq = ++seq;
+        for (const c of clients) if (c.whole) send(c.sock, { t: 'ipcache', seq, ...d });
+      }
+      return Promise.resolve();
+    }
     building = (async () => {
       try {
+        // drained first: a client that gets the ipcache whole (read after this) has these too
+        const d = deps.drainIpcache?.();
         const snap = await deps.snapshot();
         lastPrint = print;
+        const deltaSeq = d ? ++seq : 0;
         current = { seq: ++seq, line: snap };
-        for (const c of clients) send(c.sock, { t: 'snapshot', seq: current.seq, snap });
+        let whole: ProxySnapshot | undefined;
+        for (const c of clients) {
+          if (deps.ipcache && !c.whole) {
+            whole ??= { ...snap, ipcache: deps.ipcache() };
+            c.whole = true;
+            send(c.sock, { t: 'snapshot', seq: current.seq, snap: whole });
+            continue;
+          }
+          if (d) send(c.sock, { t: 'ipcache', seq: deltaSeq, ...d });
+          send(c.sock, { t: 'snapshot', seq: current.seq, snap });
+        }
       } catch (e) {
         deps.logger?.warn({ err: String(e) }, 'proxy snapshot not built');
       } finally {
@@ -73,7 +100,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   }
 
   function onConnection(sock: Socket): void {
-    const c: Client = { sock, acked: 0, rows: [] };
+    const c: Client = { sock, acked: 0, rows: [], whole: false };
     clients.add(c);
     sock.on('error', () => {});
     sock.on('close', () => {
@@ -86,7 +113,11 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
         case 'hello':
           c.pid = m.pid;
           deps.logger?.info({ pid: m.pid }, 'proxy process connected');
-          if (current) send(sock, { t: 'snapshot', seq: current.seq, snap: current.line });
+          // the snapshot with the ipcache whole, made now (the last one sent has deltas since)
+          if (current) {
+            if (deps.ipcache) void refresh();
+            else send(sock, { t: 'snapshot', seq: current.seq, snap: current.line });
+          }
           break;
         case 'ack': c.acked = m.seq; wake(); break;
         case 'records': deps.onRecords(m.items, m.lost ?? 0); break;

@@ -1,8 +1,10 @@
 /**
  * What the agent hands a proxy process (the policy snapshot) and how it travels: plain JSON over
- * the feed socket. A snapshot is complete (never a delta), so a proxy that reconnects after an
- * agent restart needs nothing but the next one, and a proxy whose agent is gone keeps judging with
- * the last one it holds: the datapath keeps enforcing the same pinned policy meanwhile.
+ * the feed socket. A snapshot is complete but for the ipcache, which comes whole once per
+ * connection and as deltas after it (at 10,000 nodes it is 300,000 remote pods: whole on every
+ * change it was a 15 MB line every 50 ms), so a proxy that reconnects after an agent restart needs
+ * nothing but the next snapshot, and a proxy whose agent is gone keeps judging with the last one it
+ * holds: the datapath keeps enforcing the same pinned policy meanwhile.
  *
  * The proxy looks up, never computes: MapStates arrive exactly as the policy engine resolved them
  * (src/policy/types.ts), the ipcache as its winning entries, endpoints as Hubble sees them.
@@ -30,8 +32,8 @@ export interface ProxySnapshot {
   nodeAddrs: string[];
   /** local endpoints with their address */
   endpoints: { ip: string; ep: ResolvedEndpoint }[];
-  /** the agent's ipcache: winning entries */
-  ipcache: { prefix: string; identity: number; source: IPCacheSource }[];
+  /** the agent's ipcache: winning entries; absent: the proxy keeps the one it holds (with its deltas) */
+  ipcache?: { prefix: string; identity: number; source: IPCacheSource }[];
   /** identity → labels (access records, AI budgets key on them) */
   identities: [number, string[]][];
   /** endpoint id → its MapState */
@@ -40,6 +42,21 @@ export interface ProxySnapshot {
   resources: { Secret: unknown[]; AIPolicy: unknown[] };
   /** DNS names of addresses (the AI filter's destination names), from the agent's FQDN cache */
   names: [string, string[]][];
+}
+
+/** Changed winning ipcache entries since the last snapshot or delta: [prefix, identity, source]; prefixes gone. */
+export interface IpcacheDelta {
+  upserts: [string, number, IPCacheSource][];
+  deletes: string[];
+}
+
+/** Applies a delta to a proxy's ipcache (it holds winners only: one claim per prefix). */
+export function applyIpcacheDelta(ipc: IPCache, d: IpcacheDelta): void {
+  for (const p of d.deletes) ipc.delete(p);
+  for (const [p, identity, source] of d.upserts) {
+    ipc.delete(p);
+    ipc.upsert(p, identity, source);
+  }
 }
 
 export function encodeMapState(ms: MapState): WireMapState {
@@ -70,18 +87,24 @@ export interface PolicyView {
   identityLabels(id: number): string[] | undefined;
   namesForIp(ip: string): readonly string[];
   resources: ProxySnapshot['resources'];
+  /** the ipcache the view looks peers up in (deltas are applied to it) */
+  ipcache: IPCache;
 }
 
-export function viewOf(s: ProxySnapshot): PolicyView {
+/** `prev`: the ipcache of the view before, kept when the snapshot carries none. */
+export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
   const eps = new Map(s.endpoints.map((e) => [e.ip, e.ep]));
-  const ipcache = new IPCache();
-  for (const e of s.ipcache) ipcache.upsert(e.prefix, e.identity, e.source);
+  let ipcache = prev ?? new IPCache();
+  if (s.ipcache) {
+    ipcache = new IPCache();
+    for (const e of s.ipcache) ipcache.upsert(e.prefix, e.identity, e.source);
+  }
   const nodeAddrs = new Set(s.nodeAddrs);
   const mapStates = new Map(s.mapStates.map(([id, w]) => [id, decodeMapState(w)]));
   const labels = new Map(s.identities);
   const names = new Map(s.names);
   return {
-    revision: s.revision, agentPid: s.agentPid, resources: s.resources,
+    revision: s.revision, agentPid: s.agentPid, resources: s.resources, ipcache,
     endpointByIp: (ip) => eps.get(ip),
     identityOfOther: (ip) => (nodeAddrs.has(ip) ? ReservedIdentity.host : ipcache.lookupIdentity(ip)),
     mapState: (id) => mapStates.get(id),

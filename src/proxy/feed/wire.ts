@@ -4,12 +4,13 @@
  */
 import type { Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
-import type { ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
 export type ToProxy =
   | { t: 'snapshot'; seq: number; snap: ProxySnapshot }
+  | ({ t: 'ipcache'; seq: number } & IpcacheDelta)
   | { t: 'req'; id: number; what: 'ai-usage' | 'metrics' };
 
 export type ToAgent =

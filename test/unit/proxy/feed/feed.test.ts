@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
 import { createFeedClient } from '../../../../src/proxy/feed/client.ts';
-import { decodeMapState, encodeMapState, viewOf, type ProxySnapshot } from '../../../../src/proxy/feed/snapshot.ts';
+import { applyIpcacheDelta, decodeMapState, encodeMapState, viewOf, type IpcacheDelta, type ProxySnapshot } from '../../../../src/proxy/feed/snapshot.ts';
+import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
@@ -90,6 +91,7 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   const client = createFeedClient({
     socketPath, retryMs: 20, bufferRecords: 3,
     onSnapshot: (s) => { snaps.push(s.revision); },
+    onIpcache: () => {},
     handle: async (what) => ({ what }),
     statusRows: () => [{ name: 'http (egress, TCP)', port: 15001, state: 'listening' }],
   });
@@ -120,6 +122,56 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   await until(() => snaps.at(-1) === 3 && got.length === 4);
   assert.deepEqual(got.map((r) => r.timeMs), [1, 4, 5, 6]);
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
+});
+
+test('feed: the ipcache comes whole once per connection, then as deltas a view applies; a reconnect gets it whole again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const agentIpc = new IPCache();
+  agentIpc.upsert('10.244.2.5/32', 3001, 'node');
+  let pending: IpcacheDelta | undefined;
+  const whole = () => [...agentIpc.entries()].map((e) => ({ prefix: e.prefix, identity: e.identity, source: e.source }));
+  const mkServer = () => createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => { const s = snapshot(1); delete s.ipcache; return s; },
+    ipcache: whole, drainIpcache: () => { const d = pending; pending = undefined; return d; }, onRecords: () => {},
+  });
+  let server = mkServer();
+  await server.start();
+  let view: ReturnType<typeof viewOf> | undefined;
+  const kinds: string[] = [];
+  const client = createFeedClient({
+    socketPath, retryMs: 10,
+    onSnapshot: (s) => { kinds.push(s.ipcache ? 'whole' : 'snapshot'); view = viewOf(s, view?.ipcache); },
+    onIpcache: (d) => { kinds.push('delta'); applyIpcacheDelta(view!.ipcache, d); },
+    handle: async () => ({}), statusRows: () => [],
+  });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => view !== undefined);
+  assert.equal(view!.identityOfOther('10.244.2.5'), 3001);
+  // a remote pod comes, one changes identity and one goes: three entries, not the whole ipcache
+  agentIpc.upsert('10.244.2.6/32', 3002, 'node');
+  pending = { upserts: [['10.244.2.6/32', 3002, 'node'], ['10.244.2.5/32', 3003, 'endpoint']], deletes: [] };
+  await server.settled();
+  assert.equal(view!.identityOfOther('10.244.2.6'), 3002);
+  assert.equal(view!.identityOfOther('10.244.2.5'), 3003, 'the new winner replaces the old one, whatever its source');
+  pending = { upserts: [], deletes: ['10.244.2.6/32'] };
+  await server.settled();
+  assert.notEqual(view!.identityOfOther('10.244.2.6'), 3002, 'a deleted prefix is gone from the view');
+  assert.deepEqual(kinds, ['whole', 'delta', 'delta']);
+  // the agent restarts: the proxy gets the ipcache whole again (the deltas in between are not replayed)
+  await server.stop();
+  await until(() => !client.connected());
+  agentIpc.delete('10.244.2.5/32');
+  agentIpc.upsert('10.244.2.7/32', 3004, 'node');
+  server = mkServer();
+  await server.start();
+  t.after(() => server.stop());
+  await until(() => kinds.length === 4);
+  assert.equal(kinds[3], 'whole');
+  assert.equal(view!.identityOfOther('10.244.2.7'), 3004);
+  assert.notEqual(view!.identityOfOther('10.244.2.5'), 3003, 'what went while the proxy was away is gone');
 });
 
 test('settle does not wait without a proxy, and a request without one fails', async (t) => {
@@ -174,7 +226,7 @@ test('settle after a change made while a build is under way waits for a snapshot
   await server.start();
   t.after(() => server.stop());
   const snaps: number[] = [];
-  const client = createFeedClient({ socketPath, retryMs: 10, onSnapshot: (s) => { snaps.push(s.revision); }, handle: async () => ({}), statusRows: () => [] });
+  const client = createFeedClient({ socketPath, retryMs: 10, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
   client.start();
   t.after(() => client.stop());
   await until(() => snaps.length === 1);
