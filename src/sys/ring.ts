@@ -4,6 +4,13 @@
  * (RO), then the data area mapped twice so wrapping records are contiguous. Woken by
  * `epoll_wait.async` (bounded 200 ms timeout so stop() works) and drained fully on each wake,
  * since the kernel only signals a consumer that has caught up.
+ *
+ * A drain that found records is followed by a pause (COALESCE_MS) before the next one instead of
+ * going back to epoll at once: while events flow (one per new connection and more), a consumer
+ * that catches up after every record is woken once per record, and each wake (epoll thread, loop
+ * hop, promise) costs tens of µs of a CPU the connections need. Pausing bounds the wakes to
+ * 1000 / COALESCE_MS per second whatever the event rate; the kernel's wake-up of a consumer that
+ * is not waiting costs nothing, and the ring (4 MiB) holds far more than a pause's events.
  */
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
@@ -20,9 +27,9 @@ const closeFn = libc.func('int close(int fd)');
 
 const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, EPOLLIN = 1, EPOLL_CTL_ADD = 1;
 const PAGE = 4096;
+/** Pause after a drain that delivered records (events reach subscribers at most this much later). */
+export const COALESCE_MS = 10;
 const BUSY = 0x80000000, DISCARD = 0x40000000;
-/** how long records may gather after a drain that found some (adds at most this to an event's delay) */
-const COALESCE_MS = 5;
 
 /** Called per committed record: `data.subarray(off, off + len)` is the record (valid only during the call). */
 export type RecordHandler = (data: Buffer, off: number, len: number) => void;
@@ -98,11 +105,7 @@ export class MmapRing {
     return n;
   }
 
-  /** Starts the wake-drain loop (one libuv pool thread parks in epoll_wait for ≤ 200 ms). While
-   *  records keep coming, the loop drains every COALESCE_MS on a timer instead of waking per
-   *  record: the kernel signals a consumer that has caught up, so a steady trickle (a few
-   *  thousand events per second) cost one pool-thread round trip and two context switches per
-   *  event, CPU the datapath's own processes then lack. A quiet ring still parks in epoll. */
+  /** Starts the wake-drain loop (one libuv pool thread parks in epoll_wait for ≤ 200 ms). */
   start(): void {
     if (this.running || this.closed) return;
     this.running = true;
@@ -110,7 +113,7 @@ export class MmapRing {
       while (this.running) {
         if (this.drain() > 0) {
           await new Promise<void>((resolve) => setTimeout(resolve, COALESCE_MS));
-          if (this.pending() > 0) continue;
+          continue;
         }
         await new Promise<void>((resolve) => {
           epollWait.async(this.epfd, this.evbuf, 4, 200, () => resolve());
