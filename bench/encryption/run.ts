@@ -15,6 +15,8 @@
 // rates): each path's wireguard-go processes (both nodes; the kernel's delivery of what they write
 // to the TUN and the underlay runs in their context, so this includes the receive path: VXLAN,
 // veths, eBPF) and the lab's agents (Hubble flows), per MiB (STREAM), transaction, connection.
+// And packets per MiB of STREAM on node1's TUN and underlay: both tunnels carry as many (same MTU,
+// same MSS, one UDP datagram per TUN packet), so a CPU difference is work per packet, not packets.
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
 //   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--append]
@@ -24,7 +26,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { podNetnsName } from '../../src/lab/names.ts';
+import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
 import { sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
 import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
@@ -148,7 +150,11 @@ try {
   if (agents.length < 2) throw new Error(`found ${agents.length} agent processes of ${lab}`);
   const sum = (pids: number[]) => pids.reduce((t, p) => t + ticks(p), 0);
   /** packets cilium_wg0 sent on node1 (a plain round must send none) */
-  const wgTx = () => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', 'cilium_wg0'])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+  const linkTx = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+  const wgTx = () => linkTx('cilium_wg0');
+  /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
+  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
+  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[] }>;
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] } }])) as unknown as
     Record<Cfg, { wg: Record<Measure, number[]>; agents: Record<Measure, number[]> }>;
@@ -163,11 +169,14 @@ try {
       const wg = wgPids(cfg);
       for (const k of MEASURES) {
         const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx();
+        const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK);
         let units: number;
         if (k === 'stream') {
           const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
           r.stream.push(j.end.sum_received.bits_per_second / 1e9);
           units = j.end.sum_received.bytes / 2 ** 20;
+          pkts[cfg].tun.push(tun ? (linkTx(tun) - t0) / units : 0);
+          pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
         } else {
           r[k].push(rr(ns, ip, k));
           units = r[k].at(-1)! * opt.secs;
@@ -178,7 +187,7 @@ try {
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, load ${loadavg()[0]!.toFixed(1)}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -194,6 +203,9 @@ try {
     '|---|---|---|---|---|---|---|',
     ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
   ].join('\n');
+  // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
+  const pk = (cfg: Cfg, w: 'tun' | 'underlay') => median(pkts[cfg][w]).toFixed(0);
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {
@@ -214,6 +226,7 @@ try {
     table, '',
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
     cpuTable, '',
+    pktLine, '',
   ], opt.append);
 } finally {
   cleanup();

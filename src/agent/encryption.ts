@@ -42,6 +42,7 @@ import type { MembraneConfig } from '../common/config.ts';
 import { MembraneError } from '../common/errors.ts';
 import { WG_SOCKET_BUFFER, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
 import { ip } from '../sys/net.ts';
+import { routes4 } from '../sys/netlink.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
 import type { ClusterNode } from './cluster.ts';
 import type { StatusView } from './views.ts';
@@ -58,6 +59,8 @@ const VXLAN_PORT = 8472;
 const WG_TABLE = '2005';
 const CHECK_INTERVAL_MS = 1000;
 const WG_FWMARK = 0xe00;
+/** the main routing table's id (pod CIDR routes in native routing) */
+const RT_TABLE_MAIN = 254;
 
 export interface EncryptionStatus {
   mode: 'Wireguard';
@@ -211,8 +214,11 @@ export function createEncryption(o: EncryptionOptions) {
   async function routesDrifted(): Promise<boolean> {
     const want = [...routed].filter(([, how]) => how === 'wg').map(([cidr]) => cidr);
     if (!want.length) return false;
-    const have = new Set((JSON.parse(await ip(['-j', 'route', 'show', ...(tunnel ? ['table', WG_TABLE] : []), 'dev', WG_IFNAME])) as { dst?: string }[]).map((r) => r.dst));
-    const gone = want.filter((c) => !have.has(c) && !have.has(c.replace(/\/32$/, '')));
+    // one rtnetlink dump, no `ip` process: this runs every second
+    const ifindex = ifNameToIndex(WG_IFNAME);
+    const table = tunnel ? Number(WG_TABLE) : RT_TABLE_MAIN;
+    const have = new Set(routes4().filter((r) => r.oif === ifindex && r.table === table).map((r) => r.dst));
+    const gone = want.filter((c) => !have.has(c));
     for (const c of gone) routed.delete(c);
     if (gone.length) log.warn({ podCidrs: gone }, 'routes through the WireGuard device were replaced; putting them back');
     return gone.length > 0;

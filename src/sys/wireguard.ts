@@ -20,6 +20,7 @@ import { isAlive, killPids, readPidFile, run, spawnDetached } from './proc.ts';
 import { MembraneError } from '../common/errors.ts';
 import { childEnv } from '../common/config.ts';
 import { setPeerSocketBuffers } from './sockopt.ts';
+import { linkPresentSelf } from './net.ts';
 
 export interface WireguardPeer {
   publicKey: string;
@@ -130,8 +131,9 @@ export function createWireguardDevice(o: WireguardDeviceOptions): WireguardDevic
   let mode: 'kernel' | 'userspace' | undefined;
 
   const alive = () => isAlive(readPidFile(pidFile), 'wireguard-go', '/proc/self/ns/net');
+  /** procfs, not `ip link show`: up() runs every second, and a fork of the agent costs milliseconds */
   async function linkExists(): Promise<boolean> {
-    return (await run('ip', ['link', 'show', 'dev', ifname])).code === 0;
+    return linkPresentSelf(ifname);
   }
   /** 'wireguard' (kernel), 'tun' (wireguard-go's), another kind, or undefined: no such device */
   async function linkKind(): Promise<string | undefined> {
