@@ -39,7 +39,8 @@ before(async () => {
   ]);
   for (const f of [4, 6] as const) {
     const all = await lab.podIPs(f);
-    ips[f] = { server: all['l34/server']!, client: all['l34/client']!, intruder: all['l34/intruder']! };
+    // filled in place: each family's tests hold this object from load time
+    Object.assign(ips[f], { server: all['l34/server']!, client: all['l34/client']!, intruder: all['l34/intruder']! });
     for (const [k, v] of Object.entries(ips[f])) assert.ok(v, `${k} has an IPv${f} address`);
   }
 });
