@@ -386,7 +386,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     // Policy is in place before any workload runs: the first packet is already enforced.
     const w = await workloads.ensure(pod, { netns: rec.netns, ip: rec.ip, ...(rec.ip6 ? { ip6: rec.ip6 } : {}), mac: rec.mac, hostIfname: rec.hostIfname, hostIfindex: rec.hostIfindex });
     ready.set(rec.id, { state: 'ready', policyRevision: policy.revision(), policyEntries: full.entries.size });
-    const status = { phase: 'Running', podIP: rec.ip, hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
+    const status = { phase: 'Running', podIP: rec.ip, ...(rec.ip6 ? { podIPs: [{ ip: rec.ip }, { ip: rec.ip6 }] } : {}), hostIP: config.hostIp, ready: `${w.ready}/${w.total}`, identity: rec.identity, endpointId: rec.id };
     const cur = await resources.get('Pod', rec.namespace, rec.pod);
     if (!cur || JSON.stringify((cur as Pod).status) === JSON.stringify(status)) return undefined;
     const next = { ...(cur as Pod), status } as Pod;

@@ -235,7 +235,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
 
   return {
     datapath, networks, workloads, hubble,
-    nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/32`, identity: ReservedIdentity.host, endpointId: 0 })),
+    nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/${ip.includes(':') ? 128 : 32}`, identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
     policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },

@@ -202,7 +202,8 @@ export interface NetworkPolicy extends Loaded<'NetworkPolicy'> {
 export interface Namespace extends Loaded<'Namespace'> {}
 export interface Pod extends Loaded<'Pod'> {
   spec: PodSpec;
-  status?: { podIP?: string; phase?: string; hostIP?: string };
+  /** podIPs: every family's address, IPv4 first (Kubernetes' dual-stack field); podIP is its first */
+  status?: { podIP?: string; podIPs?: { ip: string }[]; phase?: string; hostIP?: string };
 }
 export interface Deployment extends Loaded<'Deployment'> {
   spec: { replicas?: number; selector: LabelSelector; template: { metadata?: Partial<ObjectMeta>; spec: PodSpec } };

@@ -340,7 +340,7 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   const routingMode = await decideRoutingMode(opts.config);
   await mkdir(paths.stateDir, { recursive: true });
   say(`lab ${paths.lab}: networks for ${nodes} node(s) and the world (routing mode ${routingMode})`);
-  await setupLabNetwork({ lab: paths.lab, nodes, routingMode });
+  await setupLabNetwork({ lab: paths.lab, nodes, routingMode, ipv6: opts.config.enableIPv6 });
   if (kvs?.mode === 'etcd' && !kvs.endpoints.length) {
     const pid = await ensureLabEtcd(paths);
     say(`etcd: ${labEtcdEndpoint(paths)} (pid ${pid}, data ${join(paths.stateDir, 'etcd', 'data')})`);

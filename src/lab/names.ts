@@ -96,6 +96,24 @@ export function podIp6(ipv4: string): string {
 }
 /** The pods' IPv6 gateway: the same link-local address on every host-side veth (a router's). */
 export const ROUTER_IP6 = 'fe80::1';
+/** enable-ipv6: every node's IPv6 pod CIDR together (cluster addresses, never world). */
+export const POD_CIDR6_CLUSTER = 'fd00:10:244::/48';
+/** enable-ipv6: node k's own IPv6 address (reserved:host), the first of its pod CIDR, as routerIp is for IPv4. */
+export function nodeIp6(nodeIndex: number): string {
+  return `fd00:10:244:${nodeIndex.toString(16)}::1`;
+}
+/**
+ * enable-ipv6: the world's IPv6 prefix (documentation range) and a world host's IPv6 address, its
+ * IPv4 one in the low 32 bits (198.51.100.10 -> 2001:db8::c633:640a), so one list names both. The
+ * world's link to node1 is link-local: node1's end fe80::1 (as on the pods' veths), the world's fe80::2.
+ */
+export const WORLD_PREFIX6 = '2001:db8::/96';
+export const WORLD_ROUTER6 = 'fe80::2';
+export function worldIp6(ipv4: string): string {
+  const o = ipv4.split('.').map(Number);
+  const h = (a: number, b: number) => ((a << 8) | b).toString(16);
+  return `2001:db8::${h(o[0]!, o[1]!)}:${h(o[2]!, o[3]!)}`;
+}
 /** Locally administered unicast MAC from an IPv4 address (the CNI bridge plugin's 0a:58 scheme). */
 export function macFromIp(ip: string): string {
   return ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');

@@ -20,7 +20,7 @@ import {
 import { killPids } from '../sys/proc.ts';
 import { createPodIpam } from './ipam.ts';
 import {
-  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, podIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, POD_CIDR6_CLUSTER, WORLD_PREFIX6, WORLD_ROUTER6, nodeIp6, podIp6, worldIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
@@ -56,13 +56,20 @@ async function ensureHostDevice(netns: string, name: string, peer: string, addrs
   await ipBatch(lines, netns);
 }
 
-/** Node k's namespace: lo up, forwarding, mbr_host (peer mbr_net) with 10.244.k.1/32 and 192.0.2.k/32. */
-export async function ensureNodeNetwork(lab: string, k: number): Promise<void> {
+/**
+ * Node k's namespace: lo up, forwarding, mbr_host (peer mbr_net) with 10.244.k.1/32 and
+ * 192.0.2.k/32; with enable-ipv6 also fd00:10:244:k::1/128 (IPv6 on for mbr_host only).
+ */
+export async function ensureNodeNetwork(lab: string, k: number, ipv6 = false): Promise<void> {
   const ns = nodeNetnsName(nodeName(k), lab);
   await netnsAdd(ns);
   await sysctlIn(ns, { ...BASE_SYSCTL, 'net.ipv4.ip_forward': 1 });
   await ipBatch(['link set lo up'], ns);
   await ensureHostDevice(ns, HOST_DUMMY, HOST_PEER, [`${routerIp(k)}/32`, `${nodeIp(k)}/32`]);
+  if (ipv6) {
+    await sysctlIn(ns, { 'net.ipv6.conf.all.forwarding': 1, [`net.ipv6.conf.${HOST_DUMMY}.disable_ipv6`]: 0, [`net.ipv6.conf.${HOST_DUMMY}.accept_dad`]: 0 });
+    await ipBatch([`addr replace ${nodeIp6(k)}/128 dev ${HOST_DUMMY} nodad`], ns);
+  }
 }
 
 /**
@@ -125,8 +132,11 @@ export async function removeNodeRoutes(lab: string, k: number, remaining: number
   }
 }
 
-/** The world namespace behind node1: every world host's address on mbr_hosts, routes back to the lab. */
-export async function ensureWorldNetwork(lab: string): Promise<void> {
+/**
+ * The world namespace behind node1: every world host's address on mbr_hosts, routes back to the
+ * lab; with enable-ipv6 each host's IPv6 address too (worldIp6), over a link-local link to node1.
+ */
+export async function ensureWorldNetwork(lab: string, ipv6 = false): Promise<void> {
   const w = worldNetnsName(lab);
   const n1 = nodeNetnsName(nodeName(1), lab);
   await netnsAdd(w);
@@ -146,14 +156,24 @@ export async function ensureWorldNetwork(lab: string): Promise<void> {
     `link set ${WORLD_LINK} up`,
     ...WORLD_CIDRS.map((c) => `route replace ${c} via ${WORLD_GATEWAY} dev ${WORLD_LINK} onlink`),
   ], n1);
+  if (!ipv6) return;
+  await sysctlIn(w, V6_ON);
+  await ipBatch([
+    ...[...new Set(worldHosts.map((h) => worldIp6(h.ip)))].map((a) => `addr replace ${a}/128 dev mbr_hosts nodad`),
+    `addr replace ${WORLD_ROUTER6}/64 dev mbr_node1 nodad`,
+    `route replace ${POD_CIDR6_CLUSTER} via ${ROUTER_IP6} dev mbr_node1`,
+    `route replace ${nodeIp6(1)}/128 via ${ROUTER_IP6} dev mbr_node1`,
+  ], w);
+  await sysctlIn(n1, { 'net.ipv6.conf.all.forwarding': 1, [`net.ipv6.conf.${WORLD_LINK}.disable_ipv6`]: 0, [`net.ipv6.conf.${WORLD_LINK}.accept_dad`]: 0 });
+  await ipBatch([`addr replace ${ROUTER_IP6}/64 dev ${WORLD_LINK} nodad`, `route replace ${WORLD_PREFIX6} via ${WORLD_ROUTER6} dev ${WORLD_LINK}`], n1);
 }
 
 /** Every network of a lab with `nodes` nodes (no processes). Idempotent. */
-export async function setupLabNetwork(opts: { lab: string; nodes: number; routingMode?: RoutingMode }): Promise<void> {
+export async function setupLabNetwork(opts: { lab: string; nodes: number; routingMode?: RoutingMode; ipv6?: boolean }): Promise<void> {
   if (!(opts.nodes >= 1 && opts.nodes <= 250)) throw new MembraneError('LAB_BAD_NODES', `--nodes must be 1..250, got ${opts.nodes}`);
-  for (let k = 1; k <= opts.nodes; k++) await ensureNodeNetwork(opts.lab, k);
+  for (let k = 1; k <= opts.nodes; k++) await ensureNodeNetwork(opts.lab, k, opts.ipv6);
   await ensureUnderlay(opts.lab, opts.nodes, opts.routingMode);
-  await ensureWorldNetwork(opts.lab);
+  await ensureWorldNetwork(opts.lab, opts.ipv6);
 }
 
 /**

@@ -98,15 +98,21 @@ for (const port of tcp) {
   srv6.on('clientError', (_e, sock) => sock.destroy());
   srv6.listen({ port, host: '::', ipv6Only: true });
 }
-for (const port of udp) {
-  const s = createSocket('udp4');
-  s.on('error', (e) => fail(`udp ${port}`, e));
+function udpEcho(port: number, family: 'udp4' | 'udp6'): void {
+  const s = createSocket(family === 'udp6' ? { type: family, ipv6Only: true } : { type: family });
+  // as for TCP: IPv6 is the pod's only when enable-ipv6 gave it an address
+  s.on('error', (e) => { if (family === 'udp4') fail(`udp ${port}`, e); });
   s.on('message', (msg, rinfo) => {
     const text = msg.toString('utf8').trim();
     const reply = text === 'hostname' ? Buffer.from(pod) : text.startsWith('echo ') ? Buffer.from(text.slice(5)) : msg;
     s.send(reply, rinfo.port, rinfo.address);
   });
-  s.bind(port, '0.0.0.0', listening);
+  if (family === 'udp4') s.bind(port, '0.0.0.0', listening);
+  else s.bind(port, '::');
+}
+for (const port of udp) {
+  udpEcho(port, 'udp4');
+  udpEcho(port, 'udp6');
 }
 if (pending === 0 && values.ready) writeFileSync(values.ready, String(process.pid));
 if (tcp.length + udp.length === 0) setInterval(() => {}, 1 << 30);

@@ -132,10 +132,12 @@ export class TestLab {
     await callAgent(paths.agentSocket('node1'), 'POST', '/v1/settle', {});
   }
 
-  /** `namespace/pod` → pod IP, from `get pods -A -o json`. */
-  async podIPs(): Promise<Record<string, string>> {
-    const list = JSON.parse(await this.ok(['get', 'pods', '-A', '-o', 'json'])) as { items: { metadata: { name: string; namespace: string }; status?: { podIP?: string } }[] };
-    return Object.fromEntries(list.items.filter((p) => p.status?.podIP).map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, p.status!.podIP!]));
+  /** `namespace/pod` → pod IP of one family (IPv6: from status.podIPs, dual stack), from `get pods -A -o json`. */
+  async podIPs(family: 4 | 6 = 4): Promise<Record<string, string>> {
+    const list = JSON.parse(await this.ok(['get', 'pods', '-A', '-o', 'json'])) as { items: { metadata: { name: string; namespace: string }; status?: { podIP?: string; podIPs?: { ip: string }[] } }[] };
+    const pick = (s: { podIP?: string; podIPs?: { ip: string }[] } | undefined): string | undefined =>
+      family === 4 ? s?.podIP : s?.podIPs?.find((a) => a.ip.includes(':'))?.ip;
+    return Object.fromEntries(list.items.filter((p) => pick(p.status)).map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, pick(p.status)!]));
   }
 
   /** Runs the prober in a pod: target `ip:port/tcp|udp` → reachable. */

@@ -1,8 +1,8 @@
 // Runs inside a pod's network namespace (via `membrane exec`): probes many targets at once and
-// prints one JSON line: {"<ip>:<port>/<proto>": true|false, ...}.
+// prints one JSON line: {"<ip>:<port>/<proto>": true|false, ...} (an IPv6 <ip> is written bare: fd00::5:80/tcp).
 // TCP: connected within the timeout. UDP: an echo came back within the timeout (the lab's echo
 // workload answers every datagram), so a dropped request or a dropped reply both read as false.
-import { connect } from 'node:net';
+import { connect, isIPv6 } from 'node:net';
 import { createSocket } from 'node:dgram';
 
 const timeoutMs = Number(process.env.PROBE_TIMEOUT_MS ?? 700);
@@ -19,7 +19,7 @@ function tcp(ip: string, port: number): Promise<boolean> {
 
 function udp(ip: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = createSocket('udp4');
+    const s = createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
     const done = (ok: boolean) => { clearTimeout(t); s.close(); resolve(ok); };
     const t = setTimeout(() => done(false), timeoutMs);
     s.once('message', () => done(true));

@@ -116,8 +116,11 @@ export interface NPCase {
   name: string;
   /** the upstream e2e test this follows */
   upstream: string;
-  /** Policies; ipBlock cases build them from the pods' IPs (`x/a` → `10.244.1.7`). */
-  policies: (ips: Readonly<Record<string, string>>) => NetworkPolicy[];
+  /**
+   * Policies; ipBlock cases build them from the pods' IPs of one family (`x/a` → `10.244.1.7`, or
+   * `fd00:10:244:1::7` with family 6) and write that family's CIDRs.
+   */
+  policies: (ips: Readonly<Record<string, string>>, family?: 4 | 6) => NetworkPolicy[];
   probes: NPProbe[];
   /** Where the expectation follows Cilium rather than upstream Kubernetes. */
   deviation?: string;
@@ -238,17 +241,17 @@ export const NP_CASES: readonly NPCase[] = [
     name: 'ipBlock with except (egress) never matches pods',
     upstream: 'should enforce except clause while egress access to server in CIDR block',
     deviation: 'upstream Kubernetes allows x/a to reach every pod but y/b; Cilium never matches pod IPs with CIDR rules, so x/a reaches no pod',
-    policies: (ips) => [np('egress-cidr-except', 'x', {
+    policies: (ips, family = 4) => [np('egress-cidr-except', 'x', {
       podSelector: podA, policyTypes: ['Egress'],
-      egress: [{ to: [{ ipBlock: { cidr: '10.0.0.0/8', except: [`${ips['y/b']}/32`] } }] }],
+      egress: [{ to: [{ ipBlock: family === 4 ? { cidr: '10.0.0.0/8', except: [`${ips['y/b']}/32`] } : { cidr: 'fd00::/8', except: [`${ips['y/b']}/128`] } }] }],
     })],
     probes: [probe(80, 'TCP', r().expectAllEgress({ namespace: 'x', pod: 'a' }, false))],
   },
   {
-    name: 'ipBlock 0.0.0.0/0 (ingress) allows outside peers, not pods',
+    name: 'ipBlock 0.0.0.0/0 (::/0) (ingress) allows outside peers, not pods',
     upstream: 'should allow ingress access from updated pod / ipBlock',
     deviation: 'upstream Kubernetes allows every pod to reach x/a; Cilium matches only addresses outside the cluster',
-    policies: () => [np('ingress-world', 'x', { podSelector: podA, ingress: [{ from: [{ ipBlock: { cidr: '0.0.0.0/0' } }] }] })],
+    policies: (_ips, family = 4) => [np('ingress-world', 'x', { podSelector: podA, ingress: [{ from: [{ ipBlock: { cidr: family === 4 ? '0.0.0.0/0' : '::/0' } }] }] })],
     probes: [probe(80, 'TCP', r().expectAllIngress({ namespace: 'x', pod: 'a' }, false))],
   },
   {
