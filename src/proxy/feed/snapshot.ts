@@ -8,6 +8,7 @@
  * (src/policy/types.ts), the ipcache as its winning entries, endpoints as Hubble sees them.
  */
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import type { DnsRejectResponseCode } from '../../common/config.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { IPCache, type IPCacheSource } from '../../ipcache/ipcache.ts';
 import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../policy/types.ts';
@@ -19,6 +20,16 @@ type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
 export interface WireMapState {
   entries: [MapStateKey, WireEntry][];
   defaultDeny: MapState['defaultDeny'];
+}
+
+/** What the DNS proxy in the proxy process (src/proxy/dns/standalone.ts) needs beside the policy. */
+export interface StandaloneDNSInfo {
+  serviceIp: string;
+  serverIp?: string;
+  /** the cluster DNS server's peer when it is not a local endpoint (identity by labels) */
+  server?: { identity: number; labels?: string[] };
+  rejectResponseCode: DnsRejectResponseCode;
+  hold: boolean;
 }
 
 export interface ProxySnapshot {
@@ -40,6 +51,8 @@ export interface ProxySnapshot {
   resources: { Secret: unknown[]; AIPolicy: unknown[] };
   /** DNS names of addresses (the AI filter's destination names), from the agent's FQDN cache */
   names: [string, string[]][];
+  /** the DNS proxy's settings and the cluster DNS server (absent: no DNS proxy in the proxy process) */
+  dns?: StandaloneDNSInfo;
 }
 
 export function encodeMapState(ms: MapState): WireMapState {
@@ -70,6 +83,8 @@ export interface PolicyView {
   identityLabels(id: number): string[] | undefined;
   namesForIp(ip: string): readonly string[];
   resources: ProxySnapshot['resources'];
+  dns: StandaloneDNSInfo | undefined;
+  nodeAddrs: ReadonlySet<string>;
 }
 
 export function viewOf(s: ProxySnapshot): PolicyView {
@@ -81,7 +96,7 @@ export function viewOf(s: ProxySnapshot): PolicyView {
   const labels = new Map(s.identities);
   const names = new Map(s.names);
   return {
-    revision: s.revision, agentPid: s.agentPid, resources: s.resources,
+    revision: s.revision, agentPid: s.agentPid, resources: s.resources, dns: s.dns, nodeAddrs,
     endpointByIp: (ip) => eps.get(ip),
     identityOfOther: (ip) => (nodeAddrs.has(ip) ? ReservedIdentity.host : ipcache.lookupIdentity(ip)),
     mapState: (id) => mapStates.get(id),
