@@ -225,8 +225,8 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic and DNS fai
   const st0 = await callAgent<StatusView>(socket, 'GET', '/v1/status');
   const sup0 = await supState();
   const stopFile = join(await lab.dir, 'stop-load-proxy');
-  // lookups give up after 700 ms (not the stub's 5 s): the ones made while the proxy is away show as TIMEOUT
-  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 120_000, 700);
+  // lookups give up after 2 s (not the stub's 5 s): the ones made while the proxy is away show as TIMEOUT
+  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 120_000, 2000);
   try {
     for (let i = 0; i < 600 && !(lines().some((l) => l.k === 'keep' && l.status === 200) && lines().some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403)
       && lines().some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR')); i++) await sleep(100);
