@@ -2,10 +2,12 @@
  * membrane CLI: kubectl verbs for resources, `hubble observe` flags for flows, `cilium status`
  * style for health. One file per command in ./commands; each exports `register(program, config)`.
  * The configuration (src/common/config.ts) is built here, once, and handed to every command.
+ * Only the module of the command being run is imported (./command-table.ts).
  */
 import { Command } from 'commander';
 import { printError } from './output.ts';
 import { loadConfig, type MembraneConfig } from '../common/config.ts';
+import { commandModulesFor } from './command-table.ts';
 
 const program = new Command('membrane')
   .description('Cilium-compatible network security and observability: eBPF policy, L7 proxies, Hubble flows')
@@ -13,24 +15,15 @@ const program = new Command('membrane')
   .showHelpAfterError()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-const commands = [
-  './commands/policy.ts', './commands/lab.ts', './commands/resources.ts', './commands/exec.ts',
-  './commands/status.ts', './commands/observe.ts', './commands/ui.ts', './commands/ai.ts', './commands/endpoint.ts', './commands/agent.ts', './commands/connectivity.ts',
-  './commands/node.ts',
-];
 let config: MembraneConfig;
 try {
   config = loadConfig();
 } catch (e) {
   process.exit(printError(e));
 }
-for (const path of commands) {
-  try {
-    const mod = (await import(path)) as { register?: (p: Command, c: MembraneConfig) => void };
-    mod.register?.(program, config);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
-  }
+for (const path of commandModulesFor(process.argv.slice(2))) {
+  const mod = (await import(path)) as { register: (p: Command, c: MembraneConfig) => void };
+  mod.register(program, config);
 }
 
 try {

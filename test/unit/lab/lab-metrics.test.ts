@@ -82,11 +82,11 @@ test('the attacker\'s requests: other paths, methods and node names that climb o
 
 test('--serve takes loopback addresses only; without --serve it prints the sockets and a scrape config', () => {
   for (const addr of ['0.0.0.0:9965', '192.0.2.1:9965', '127.0.0.1:70000']) {
-    const r = spawnSync(BIN, ['lab', 'metrics', '--serve', addr], { env, encoding: 'utf8', timeout: 20_000 });
+    const r = spawnSync(BIN, ['lab', 'metrics', '--serve', addr], { env, encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(r.status, 0, addr);
     assert.match(r.stderr, /LAB_METRICS_LISTEN/, addr);
   }
-  const r = spawnSync(BIN, ['lab', 'metrics'], { env, encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(BIN, ['lab', 'metrics'], { env, encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.stdout.includes(metricsSocketPaths(join(state, 'nodes', 'node1')).hubble), r.stdout);
   assert.match(r.stdout, /job_name: cilium-agent\n {4}metrics_path: \/agent\/metrics/);

@@ -287,8 +287,12 @@ test('TLS interception: the Upgrade desync with pool reuse smuggles nothing (the
   });
   proxies.push(proxy);
   const port = (await proxy.start()).egress!.port;
-  /** One TLS connection: write each step, wait, collect what comes back. */
-  const session = (steps: { write: string; wait: number }[]) => new Promise<{ text: string; closed: boolean }>((resolve) => {
+  /**
+   * One TLS connection: write each step, wait until what it expects came back (a loaded machine can
+   * take far longer than the quiet `wait`), then `wait` more so that anything extra (a smuggled
+   * response) would be seen too; collect what comes back.
+   */
+  const session = (steps: { write: string; wait: number; until?: (text: string) => boolean }[]) => new Promise<{ text: string; closed: boolean }>((resolve) => {
     const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert });
     let text = '';
     let closed = false;
@@ -298,6 +302,7 @@ test('TLS interception: the Upgrade desync with pool reuse smuggles nothing (the
     s.once('secureConnect', async () => {
       for (const st of steps) {
         s.write(Buffer.from(st.write, 'latin1'));
+        for (const deadline = Date.now() + 15_000; st.until && !st.until(text) && !closed && Date.now() < deadline;) await settle(10);
         await settle(st.wait);
       }
       s.end();
@@ -308,21 +313,21 @@ test('TLS interception: the Upgrade desync with pool reuse smuggles nothing (the
   });
   try {
     // A: an upgrade the origin ignores (not /ws), then an unfinished forbidden head, then A leaves
-    const a = await session([{ write: wsUpgrade('/v1/models'), wait: 200 }, { write: `DELETE /v1/files/file-abc HTTP/1.1\r\n${H}Content-Length: 0\r\nX-Pad: `, wait: 100 }]);
+    const a = await session([{ write: wsUpgrade('/v1/models'), until: (t: string) => statuses(t).length >= 1, wait: 200 }, { write: `DELETE /v1/files/file-abc HTTP/1.1\r\n${H}Content-Length: 0\r\nX-Pad: `, wait: 100 }]);
     assert.deepEqual(statuses(a.text), [200]);
     await settle();
     assert.equal(proxy.pool.size, 0, 'the upgrade request\'s upstream connection is not pooled');
     // B: the next client's allowed request is answered for itself, on a connection of its own
-    const b = await session([{ write: `GET /v1/models HTTP/1.1\r\n${H}\r\n`, wait: 200 }]);
+    const b = await session([{ write: `GET /v1/models HTTP/1.1\r\n${H}\r\n`, until: (t: string) => statuses(t).length >= 1, wait: 200 }]);
     assert.deepEqual(statuses(b.text), [200]);
     assert.match(b.text, /"method":"GET","target":"\/v1\/models"/);
     const aConn = Number(/"conn":(\d+)/.exec(a.text)![1]);
     assert.notEqual(Number(/"conn":(\d+)/.exec(b.text)![1]), aConn);
     // C: a forbidden request pipelined behind the upgrade request is judged
-    const c = await session([{ write: wsUpgrade('/v1/models') + `DELETE /v1/files/file-xyz HTTP/1.1\r\n${H}\r\n`, wait: 300 }]);
+    const c = await session([{ write: wsUpgrade('/v1/models') + `DELETE /v1/files/file-xyz HTTP/1.1\r\n${H}\r\n`, until: (t: string) => statuses(t).length >= 2, wait: 300 }]);
     assert.deepEqual(statuses(c.text), [200, 403]);
     // D: a WebSocket the origin accepts: the handshake, then one masked text frame (mask key 0)
-    const d = await session([{ write: wsUpgrade('/ws', 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'), wait: 200 }, { write: '\x81\x85\x00\x00\x00\x00hello', wait: 200 }]);
+    const d = await session([{ write: wsUpgrade('/ws', 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'), until: (t: string) => statuses(t).length >= 1, wait: 200 }, { write: '\x81\x85\x00\x00\x00\x00hello', until: (t: string) => t.endsWith('echo:hello'), wait: 200 }]);
     assert.deepEqual(statuses(d.text), [101]);
     assert.ok(d.text.endsWith('\x81\x0aecho:hello'), JSON.stringify(d.text));
     const all = received.map((x) => x.data).join('');
