@@ -2,6 +2,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../src/lab/names.ts';
+
+/**
+ * V8 flags for a bench's membrane proxy process: those of the production process it stands for,
+ * the agent's (flows and ring in the same process, the in-agent proxy) or, with
+ * MEMBRANE_BENCH_FEED=1, the L7 proxy process's. The young generation's size decides both the
+ * process's memory and how much each scavenge copies (the flow ring's flows, ~1.5 KB each).
+ */
+export function benchProxyNodeFlags(): string[] {
+  return [...(process.env.MEMBRANE_BENCH_FEED === '1' ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS)];
+}
 
 /**
  * Starts `cmd` pinned to `cpu` (taskset) and adds it to `children` (the caller kills them all at

@@ -6,7 +6,7 @@
  * topology, configurations and description.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -33,7 +33,20 @@ export const runLine = (startLoad: number): string =>
   `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start`;
 
 export type Measure = 'stream' | 'rr' | 'crr';
-export type Samples = Record<Measure, number[]>;
+/** The three rates, and `agentUs`: CPU µs of the agent side's processes per TCP_CRR connection. */
+export type Samples = Record<Measure | 'agentUs', number[]>;
+
+/** CPU time (user + system, every thread) of the live ones of `pids`, in µs. */
+export function cpuUs(pids: readonly number[]): number {
+  let t = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      t += Number(f[11]) + Number(f[12]);
+    } catch { /* gone */ }
+  }
+  return t * 10_000; // USER_HZ 100
+}
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
 export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };
 
@@ -45,8 +58,12 @@ export interface TcpSuite<C extends string> {
   spawnIn(ns: string, cpu: number, cmd: string[]): ChildProcess;
   /** iperf3 (5201) and the rr servers (7001 RR, 7002 CRR) in `ns` on CPU 1. */
   startServers(ns: string): Promise<void>;
-  /** one round of the three measures of `cfg` from `ns` to `ip`, progress on stderr */
-  measure(cfg: C, round: number, ns: string, ip: string): void;
+  /**
+   * one round of the three measures of `cfg` from `ns` to `ip`, progress on stderr; `agentPids`:
+   * the processes whose CPU per TCP_CRR connection is recorded (the agent and its ring consumer,
+   * which share the two CPUs with the connections)
+   */
+  measure(cfg: C, round: number, ns: string, ip: string, agentPids?: () => readonly number[]): void;
   table(cols: readonly Column<C>[]): string;
   /** ends every process the suite started and removes the rr binary */
   kill(): void;
@@ -60,7 +77,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
   const rr = `/tmp/mbr-bench-rr-${process.pid}`;
   execFileSync('cc', ['-O2', '-o', rr, join(import.meta.dirname, 'datapath/rr.c')]);
   const procs: ChildProcess[] = [];
-  const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [] }])) as unknown as Record<C, Samples>;
+  const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [], agentUs: [] }])) as unknown as Record<C, Samples>;
   const nsx = (ns: string, cpu: number, cmd: string[]) => ['--net=/run/netns/' + ns, 'taskset', '-c', String(cpu), ...cmd];
   const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, cpu, cmd), { encoding: 'utf8', timeout: 120_000 });
   const spawnIn = (ns: string, cpu: number, cmd: string[]) => {
@@ -74,9 +91,17 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
     cp.stdout!.on('data', (d: Buffer) => { out += d; if (out.includes('ready')) { clearTimeout(t); res(); } });
     cp.once('exit', (code) => { clearTimeout(t); rej(new Error(`rr server exited ${code}: ${out}`)); });
   });
-  const m = (c: C, k: Measure) => median(results[c][k]);
+  const m = (c: C, k: Measure | 'agentUs') => median(results[c][k]);
   const cell = (col: Column<C>, k: Measure, unit: string, fmt: (x: number) => string) =>
     'cfg' in col ? `${fmt(m(col.cfg, k))} ${unit}` : (m(col.ratio[0], k) / m(col.ratio[1], k)).toFixed(3);
+  // the ratio's spread: min-max of the per-round ratios (rounds are interleaved, so round i of
+  // both configurations ran under the same conditions)
+  const spread = (col: Column<C>, k: Measure) => {
+    if ('cfg' in col) return '';
+    const a = results[col.ratio[0]][k], b = results[col.ratio[1]][k];
+    const rs = a.map((x, i) => x / b[i]!).filter((x) => Number.isFinite(x));
+    return rs.length > 1 ? ` (${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)})` : '';
+  };
   return {
     results, runIn, spawnIn,
     async startServers(ns) {
@@ -86,23 +111,31 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
       await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
     },
-    measure(cfg, round, ns, ip) {
+    measure(cfg, round, ns, ip, agentPids) {
       const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
       const r = results[cfg];
       r.stream.push(j.end.sum_received.bits_per_second / 1e9);
       r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)])));
+      const pids = agentPids?.() ?? [];
+      const cpu0 = cpuUs(pids);
       r.crr.push(Number(runIn(ns, 0, [rr, 'crr', ip, '7002', String(secs)])));
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s\n`);
+      const agent = pids.length ? ` (agent ${((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs)).toFixed(1)} µs CPU/conn)` : '';
+      if (pids.length) r.agentUs.push((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs));
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s${agent}\n`);
     },
     table(cols) {
       const row = (label: string, k: Measure, unit: string, fmt: (x: number) => string) =>
-        `| ${label} | ${cols.map((c) => cell(c, k, unit, fmt)).join(' | ')} |`;
+        `| ${label} | ${cols.map((c) => cell(c, k, unit, fmt) + spread(c, k)).join(' | ')} |`;
+      const agentRow = cols.some((c) => 'cfg' in c && results[c.cfg].agentUs.length > 0)
+        ? [`| agent CPU per TCP_CRR connection | ${cols.map((c) => ('cfg' in c && results[c.cfg].agentUs.length ? `${m(c.cfg, 'agentUs').toFixed(1)} µs` : '')).join(' | ')} |`]
+        : [];
       return [
         `| test | ${cols.map((c) => c.head).join(' | ')} |`,
         `|---|${cols.map(() => '---|').join('')}`,
         row('TCP_STREAM (iperf3)', 'stream', 'Gbit/s', (x) => x.toFixed(streamDigits)),
         row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
         row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
+        ...agentRow,
       ].join('\n');
     },
     kill() {

@@ -62,8 +62,11 @@ export const LAYER_EXCEPTIONS: readonly { file: string; to: string; why: string 
 const CHECK_ENV = true;
 const CHECK_ERROR_CODES = true;
 
-/** Files that may read process.env: the configuration builder. */
-export const ENV_READERS: readonly string[] = ['src/common/config.ts'];
+/**
+ * Files that may read process.env: the configuration builder, and the CNI plugin's call arguments
+ * (CNI_* variables: the plugin's start must not load the settings table, src/cni/environment.ts).
+ */
+export const ENV_READERS: readonly string[] = ['src/common/config.ts', 'src/cni/environment.ts'];
 
 const SYSTEM_MODULES = /(['"])(koffi|node:child_process|child_process|node:worker_threads)\1/;
 const PURE_DIRS = ['src/policy/', 'src/labels/', 'src/identity/'];

@@ -70,10 +70,13 @@ try {
     ip(node, ['route', 'add', `10.99.${j}.0/24`, 'via', `10.98.0.${j}`, 'dev', 'bvx']);
   }
 
+  // the agent side: every process of the node namespaces (agents, proxies)
+  const nodePids = () => [1, 2].flatMap((k) =>
+    execFileSync('ip', ['netns', 'pids', nodeNetnsName(`node${k}`, lab)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number));
   await suite.startServers(srvNs);
   const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', membrane: srvIp };
   for (let round = 0; round < opt.rounds; round++) {
-    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg]);
+    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], nodePids);
   }
   const table = suite.table([
     { head: 'bare VXLAN (no eBPF)', cfg: 'bare-vxlan' }, { head: 'membrane tunnel + policy', cfg: 'membrane' }, { head: 'ratio', ratio: ['membrane', 'bare-vxlan'] },
@@ -81,7 +84,7 @@ try {
   reportResults([
     '## cluster', '',
     `Command: \`${tcpCommand('cluster', opt)}\``, '',
-    `${runLine(startLoad)}. A two-node lab (\`membrane up --nodes 2\`, routing mode tunnel, agents running): client pod on node1, server pod on node2. membrane: pod → from_container → cilium_vxlan (to_overlay sets the tunnel key) → underlay → from_overlay (ingress policy from the VNI identity) → to_container, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth and a plain VXLAN device per node (VNI 42, UDP 4789), no eBPF on those devices (the underlay's from_network still sees the outer packets, as on the membrane path). Client pinned to CPU 0, server to CPU 1; median of ${opt.rounds} interleaved rounds, ${opt.secs} s each. Bare routing (no tunnel) was not measured.`, '',
+    `${runLine(startLoad)}. A two-node lab (\`membrane up --nodes 2\`, routing mode tunnel, agents running): client pod on node1, server pod on node2. membrane: pod → from_container → cilium_vxlan (to_overlay sets the tunnel key) → underlay → from_overlay (ingress policy from the VNI identity) → to_container, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth and a plain VXLAN device per node (VNI 42, UDP 4789), no eBPF on those devices (the underlay's from_network still sees the outer packets, as on the membrane path). Client pinned to CPU 0, server to CPU 1; median of ${opt.rounds} interleaved rounds, ${opt.secs} s each (a ratio's min–max over the rounds in parentheses); the agent side's CPU per TCP_CRR connection: every process of the two node namespaces (agents, proxies), from /proc. Bare routing (no tunnel) was not measured.`, '',
     table, '',
   ], opt.append);
 } finally {

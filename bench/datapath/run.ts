@@ -58,7 +58,7 @@ try {
   for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) {
       await setCfg(cfg);
-      suite.measure(cfg, round, A.ns, B.ip);
+      suite.measure(cfg, round, A.ns, B.ip, () => [driver!.cp.pid!]);
     }
   }
   const st = await driver.call<{ programs: { name: string; runCount: string; runTimeNs: string }[]; eventsLost: string }>('stats');
@@ -74,7 +74,7 @@ try {
   reportResults([
     '## datapath', '',
     `Command: \`${tcpCommand('datapath', opt)}\``, '',
-    `${runLine(startLoad)}. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned. Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each. Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).`, '',
+    `${runLine(startLoad)}. Pod → node namespace → pod over veth pairs; client pinned to CPU 0, server to CPU 1; the agent (ring consumer) runs unpinned; its CPU per TCP_CRR connection from /proc (every round, the bare rounds included). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each (a ratio's min–max over the rounds in parentheses). Policy: ingress default-deny on the server pod with an identity+port allow (plus filler entries of other identities); conntrack, ipcache and event emission as in production (medium monitor aggregation).`, '',
     table, '',
     `Program run time (kernel BPF stats, whole run): ${nsPerRun}; ${extra}.`, '',
   ], opt.append);

@@ -16,7 +16,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
+import { benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
@@ -44,7 +44,7 @@ try {
   const pid: Record<string, number> = {};
   const freedMB: Record<string, number> = { A: 0, B: 0 };
   for (const k of ['A', 'B'] as const) {
-    const flags = values['node-flags'] ? values['node-flags'].split(' ') : [];
+    const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : [])];
     if (values.gc) flags.push('--trace-gc', '--max-semi-space-size=1', '--min-semi-space-size=1');
     const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/http/proxy-server.ts'), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
     pid[k] = c.pid!; // taskset and bin/node exec: the same process

@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -40,7 +40,7 @@ function wrk(port: number, conns: number, extra: string[] = []): Wrk {
 try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   await start(1, 'haproxy', ['-db', '-f', haproxyCfg('proxy', `frontend fe\n  bind 127.0.0.1:${HAPROXY}\n  default_backend be\nbackend be\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
-  await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
+  await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
   // warm up (JIT, connection pools)
   for (const p of [ORIGIN, HAPROXY, MEMBRANE]) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${p}${PATH}`]);
 

@@ -21,7 +21,7 @@ import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startPinned } from '../support.ts';
+import { benchProxyNodeFlags, startPinned } from '../support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -46,7 +46,7 @@ const close = KIND !== 'tls-intercept-ka' && KIND !== 'http-ka';
 const dir = mkdtempSync(join(tmpdir(), 'bench-soak-'));
 const children: ChildProcess[] = [];
 /** extra flags for the proxy's node (e.g. --trace-gc: its lines go to stdout, counted below) */
-const NODE_FLAGS = values['node-flags'] ? values['node-flags'].split(/\s+/) : [];
+const NODE_FLAGS = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(/\s+/) : [])];
 
 function openssl(args: string[]): void {
   execFileSync('openssl', args, { stdio: 'ignore' });

@@ -19,7 +19,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -62,8 +62,8 @@ try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
   const hSni = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('sni', `frontend fe\n  mode tcp\n  bind 127.0.0.1:${H_SNI}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend be if { req_ssl_sni -i ${NAME} }\nbackend be\n  mode tcp\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
   const hTerm = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
-  const mSni = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
-  const mTerm = await start(1, join(REPO, 'bin/node'), [join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  const mSni = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+  const mTerm = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
   // warm up (JIT, leaf issuance, upstream pools)
   for (const p of [ORIGIN, H_SNI, M_SNI, H_TERM, M_TERM]) wrk(p, 10, p === H_SNI || p === M_SNI, 2);
 

@@ -6,10 +6,10 @@
  * endpoint and policy — so an agent that is down means a clear error 11 and nothing half-made.
  * It imports only what it runs (no node:http, see agent-call.ts): its start is most of ADD's time.
  */
-import { hostname } from 'node:os';
-import { cniEnvironment } from '../common/config.ts';
+import { readFileSync, writeSync } from 'node:fs';
+import { cniEnvironment } from './environment.ts';
 import { agentCall } from './agent-call.ts';
-import { MembraneError } from '../common/errors.ts';
+import type { MembraneError } from '../common/errors.ts';
 import {
   addResult, checkVersion, CniCode, CniError, CNI_COMMANDS, endpointName, errorResult, LABELS_ARG, NAMESPACE_LABEL, parseCniArgs, parseLabelList,
   parseNetConf, SUPPORTED_VERSIONS, type AddReply, type CniCommand, type NetConf,
@@ -20,10 +20,25 @@ const LATEST = SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.length - 1]!;
 /** the cniVersion of error results: the caller's once it is known to be supported */
 let version: string = LATEST;
 
+/**
+ * stdin read with one blocking read to EOF: process.stdin would build a stream (and load its
+ * modules) at each start. A runtime hands a blocking pipe or file; a non-blocking one (EAGAIN)
+ * falls back to the stream.
+ */
 async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  try {
+    return readFileSync(0, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+}
+
+/** The one answer on stdout, written straight to fd 1 (process.stdout is a stream built on first use). */
+function answer(doc: unknown): void {
+  writeSync(1, `${JSON.stringify(doc)}\n`);
 }
 
 function need(v: string | undefined, name: string): string {
@@ -31,8 +46,9 @@ function need(v: string | undefined, name: string): string {
   return v;
 }
 
+/** The agent's socket: the conflist's, else the host's default (gethostname(2) without loading node:os). */
 function socketOf(conf: NetConf): string {
-  return conf.agentSocket ?? `/run/membrane/host/nodes/${hostname()}/agent.sock`;
+  return conf.agentSocket ?? `/run/membrane/host/nodes/${readFileSync('/proc/sys/kernel/hostname', 'utf8').trim()}/agent.sock`;
 }
 
 /** One agent call; its failures as CNI errors (agent down: 11, or 50 for STATUS). */
@@ -106,9 +122,9 @@ async function run(): Promise<unknown> {
 
 try {
   const out = await run();
-  if (out !== undefined) process.stdout.write(`${JSON.stringify(out)}\n`);
+  if (out !== undefined) answer(out);
 } catch (e) {
   const err = e instanceof CniError ? e : new CniError(CniCode.IoFailure, (e as Error).message ?? String(e));
-  process.stdout.write(`${JSON.stringify(errorResult(version, err))}\n`);
+  answer(errorResult(version, err));
   process.exitCode = 1;
 }

@@ -490,16 +490,3 @@ export function settingsHelp(): string {
   return `Settings (environment variable, flag of \`membrane up\`; a flag wins over the environment, which wins over the default;\n(CLI): read by every command, set in the environment):\n${rows.join('\n')}\n`;
 }
 
-/**
- * The CNI protocol's variables (CNI SPEC.md "Parameters"), which the runtime sets for each call of
- * membrane-cni (src/cni/plugin.ts). They are the call's arguments, not settings; they are read
- * here because this file is the only one that reads the environment.
- */
-export function cniEnvironment(): { command?: string; containerId?: string; netns?: string; ifname?: string; args?: string; path?: string } {
-  const v = (k: string): string | undefined => { const x = process.env[k]; return x === undefined || x === '' ? undefined : x; };
-  const out: ReturnType<typeof cniEnvironment> = {};
-  const set = (k: keyof typeof out, e: string) => { const x = v(e); if (x !== undefined) out[k] = x; };
-  set('command', 'CNI_COMMAND'); set('containerId', 'CNI_CONTAINERID'); set('netns', 'CNI_NETNS');
-  set('ifname', 'CNI_IFNAME'); set('args', 'CNI_ARGS'); set('path', 'CNI_PATH');
-  return out;
-}

@@ -11,6 +11,7 @@
  *   v[0] = a; v[1] = b; c.inc(v);    // per event
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { MembraneError } from './errors.ts';
 
 export interface FastCounter {
   /**
@@ -129,6 +130,21 @@ export function fastCounter(opts: { name: string; help: string; labelNames: read
   return { inc(values, n = 1) { tree.get(values).n += n; } };
 }
 
+/**
+ * The series map of a prom-client Histogram, which fastHistogram fills at each scrape: private in
+ * prom-client 15 (`hashMap`, rendered by getForPromString). A prom-client without it gets a coded
+ * error instead of histograms silently exported empty.
+ */
+export function promHistogramSeries(h: object, name: string): Record<string, unknown> {
+  const m = (h as { hashMap?: unknown }).hashMap;
+  if (typeof m !== 'object' || m === null || Array.isArray(m) || typeof (h as { getForPromString?: unknown }).getForPromString !== 'function') {
+    throw new MembraneError('METRICS_HISTOGRAM_SHAPE', `histogram ${name}: prom-client's Histogram has no series map (hashMap, getForPromString) for fastHistogram to fill`, {
+      hint: 'src/common/fast-counter.ts fills prom-client 15\'s private Histogram.hashMap at scrape: keep prom-client at 15.x (package.json) or port fastHistogram to the new version',
+    });
+  }
+  return m as Record<string, unknown>;
+}
+
 export interface FastHistogram {
   /** Observes `value` in the series named by `values` (label order; a reusable scratch, as inc). */
   observe(value: number, values: readonly string[]): void;
@@ -145,22 +161,24 @@ export function fastHistogram(opts: { name: string; help: string; labelNames: re
   const bounds = opts.buckets;
   const tree = seriesTree<HistogramSeries>(opts.labelNames, (values) => ({ values, buckets: new Float64Array(bounds.length), sum: 0, count: 0 }));
   registerRemover(opts.name, opts.registers, tree.remove);
-  new Histogram({
+  const hist = new Histogram({
     name: opts.name, help: opts.help, labelNames: [...opts.labelNames], buckets: [...bounds], registers: opts.registers,
     collect() {
       // prom-client 15 (pinned) keeps a histogram's series in `hashMap`, keyed by its label hash:
       // { labels, bucketValues (per bound, not cumulative), sum, count }; rebuilt here from the
-      // series above (the key only has to be unique per series)
-      const h = this as unknown as { hashMap: Record<string, unknown> };
+      // series above (the key only has to be unique per series). reset() replaces the map.
       this.reset();
+      const series = promHistogramSeries(this, opts.name);
       let i = 0;
       tree.each((s) => {
         const bucketValues: Record<number, number> = {};
         for (let b = 0; b < bounds.length; b++) bucketValues[bounds[b]!] = s.buckets[b]!;
-        h.hashMap[`s${i++}`] = { labels: tree.labelsOf(s), bucketValues, sum: s.sum, count: s.count };
+        series[`s${i++}`] = { labels: tree.labelsOf(s), bucketValues, sum: s.sum, count: s.count };
       });
     },
   });
+  // checked when made (the agent's start), not first at a scrape: another prom-client fails loudly
+  promHistogramSeries(hist, opts.name);
   return {
     observe(value, values) {
       const s = tree.get(values);

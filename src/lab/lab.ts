@@ -25,7 +25,7 @@ import { readSupervisorState, supervisorFiles, type SupervisorState } from '../s
 import { netnsDelete, netnsExecArgv, netnsList, netnsPath, netnsPids, nsenterNetArgv } from '../sys/net.ts';
 import { readFile } from 'node:fs/promises';
 import {
-  AGENT_MARKER, PROXY_MARKER, SUPERVISOR_MARKER, isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
+  AGENT_MARKER, AGENT_NODE_FLAGS, PROXY_MARKER, PROXY_NODE_FLAGS, SUPERVISOR_MARKER, isLabNetns, isLabNodeNetns, isLabPinDir, nodeIndexOf, nodeName, nodeNetnsName, podNetnsName, worldNetnsName,
 } from './names.ts';
 import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
@@ -242,11 +242,9 @@ export async function ensureAgent(config: MembraneConfig, k: number, repoRoot = 
   const ns = nodeNetnsName(node, paths.lab);
   // the lab runs the HTTP/TLS proxies in their own supervised process unless told otherwise
   const externalProxy = config.externalEnvoyProxy !== false;
-  // young generation at most 3 x 16 MiB: V8's default grew it to 128 MiB committed in an agent
-  // holding 300,000 remote endpoints (bench/scale), a third of its RSS for objects that die young
-  const agentArgv = [join(repoRoot, 'bin/node'), '--max-semi-space-size=16', join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths),
+  const agentArgv = [join(repoRoot, 'bin/node'), ...AGENT_NODE_FLAGS, join(repoRoot, AGENT_MARKER), '--node', node, '--index', String(k), '--routing-mode', readLabRoutingMode(paths),
     '--external-envoy-proxy', externalProxy ? '1' : '0', ...kvstoreAgentArgs(config)];
-  const proxyArgv = nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), join(repoRoot, PROXY_MARKER), '--node', node]);
+  const proxyArgv = nsenterNetArgv(ns, [join(repoRoot, 'bin/node'), ...PROXY_NODE_FLAGS, join(repoRoot, PROXY_MARKER), '--node', node]);
   const settingsFile = join(paths.nodeDir(node), 'agent-settings.json');
   const settings = agentSettings(config, agentArgv);
   const old = supervisorPid(paths, node);

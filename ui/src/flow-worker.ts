@@ -10,10 +10,10 @@
  * the uuids already held skipped), folded in off screen and shown in one render ("loaded"); then
  * follow from the newest one's time, skipping the uuids already seen at that instant.
  */
-import { create, toJson } from '@bufbuild/protobuf';
+import { create, fromBinary, toJson } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { GetFlowsRequestSchema } from '../../src/hubble/gen/observer/observer_pb.js';
+import { GetFlowsRequestSchema, GetFlowsResponseSchema } from '../../src/hubble/gen/observer/observer_pb.js';
 import { FlowFilterSchema, FlowSchema, type Flow } from '../../src/hubble/gen/flow/flow_pb.js';
 import { dictBlock } from '../../src/hubble/printer.ts';
 import { getFlows } from './grpc-web-stream.ts';
@@ -51,13 +51,22 @@ const map = new ServiceMap();
  * The table's flows live here, not in the page: the page asks for the window it shows (a few
  * dozen rows), so a busy stream allocates nothing on the page's thread. Flows have sequence
  * numbers; newest-first index i is seq `top - i`.
+ *
+ * Each is held as its GetFlowsResponse's bytes (one ~500-byte array), not as the decoded Flow
+ * (an object graph of dozens of objects): the map folds a flow in as it arrives and keeps only
+ * its aggregates, and a row is decoded again when shown. Holding 10,000 decoded flows made the
+ * replay's garbage collections a third of the worker's CPU time (Chromium CPU profile, bench/ui).
  */
-const rows: Flow[] = [];
+const rows: Uint8Array[] = [];
 /** rows are made when shown (a few dozen), not for every flow */
-const rowOf = new WeakMap<Flow, FlowRow>();
-function row(f: Flow): FlowRow {
-  let r = rowOf.get(f);
-  if (!r) rowOf.set(f, (r = flowRow(f)));
+const rowOf = new WeakMap<Uint8Array, FlowRow>();
+function row(bytes: Uint8Array): FlowRow | undefined {
+  let r = rowOf.get(bytes);
+  if (!r) {
+    const m = fromBinary(GetFlowsResponseSchema, bytes).responseTypes;
+    if (m.case !== 'flow') return undefined;
+    rowOf.set(bytes, (r = flowRow(m.value)));
+  }
   return r;
 }
 let dropped = 0;
@@ -73,10 +82,11 @@ let mapDirty = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
 
-function ingest(f: Flow): void {
+/** `bytes`: the flow's GetFlowsResponse, a view valid only now (grpc-web-stream.ts): copied */
+function ingest(f: Flow, bytes: Uint8Array): void {
   received++;
   if (map.add(f)) mapDirty = true;
-  rows.push(f);
+  rows.push(bytes.slice());
   rowsChanged = true;
   if (rows.length > MAX_ROWS * 1.2) {
     // keep what a paused page may still be looking at
@@ -94,8 +104,9 @@ function postView(): void {
   const out: FlowRow[] = [];
   const end = Math.min(total, view.from + view.count);
   for (let i = view.from; i < end; i++) {
-    const f = rows[top - i - dropped];
-    if (f) out.push(row(f));
+    const b = rows[top - i - dropped];
+    const r = b && row(b);
+    if (r) out.push(r);
   }
   post({ type: 'view', generation, total, from: view.from, rows: out, paused });
 }
@@ -164,11 +175,11 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
           replaying = true;
           // 1. the newest screenful, painted at once
           const first: Flow[] = [];
-          await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(Math.min(number, FIRST_FLOWS)), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+          await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(Math.min(number, FIRST_FLOWS)), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r, bytes) => {
             if (r.responseTypes.case !== 'flow') return;
             const f = r.responseTypes.value;
             if (!seen(f)) {
-              ingest(f);
+              ingest(f, bytes);
               first.push(f);
             }
           }, ctl.signal);
@@ -183,12 +194,12 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
           if (first.length >= FIRST_FLOWS && number > first.length && oldest) {
             const held = new Set<string>();
             for (const f of first) if (f.time && f.time.seconds === oldest.seconds && f.time.nanos === oldest.nanos) held.add(f.uuid);
-            const older: Flow[] = [];
-            await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(number - first.length + held.size), until: oldest, whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+            const older: Uint8Array[] = [];
+            await getFlows(self.location.origin, create(GetFlowsRequestSchema, { number: BigInt(number - first.length + held.size), until: oldest, whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r, bytes) => {
               if (r.responseTypes.case !== 'flow') return;
               const f = r.responseTypes.value;
               if (held.has(f.uuid)) return;
-              older.push(f);
+              older.push(bytes.slice());
               received++;
               if (map.add(f)) mapDirty = true;
             }, ctl.signal);
@@ -207,14 +218,14 @@ async function run(filters: UiFilters, number: number, gen: number): Promise<voi
         }
         retry = 0;
         post({ type: 'state', generation: gen, state: 'live' });
-        await getFlows(self.location.origin, create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r) => {
+        await getFlows(self.location.origin, create(GetFlowsRequestSchema, { follow: true, since: timestampFromMs(Math.floor(lastTime) - 1), whitelist, fieldMask: { paths: FLOW_FIELDS } }), (r, bytes) => {
           if (r.responseTypes.case === 'lostEvents') {
             post({ type: 'lost', generation: gen, count: Number(r.responseTypes.value.numEventsLost) });
             return;
           }
           if (r.responseTypes.case !== 'flow') return;
           const f = r.responseTypes.value;
-          if (!seen(f)) ingest(f);
+          if (!seen(f)) ingest(f, bytes);
         }, ctl.signal);
       } catch (e) {
         if (ctl.signal.aborted) return;

@@ -37,10 +37,12 @@ function trailers(bytes: Uint8Array): Map<string, string> {
 }
 
 /**
- * Calls GetFlows and gives each response to `each`, synchronously, in order. Resolves when the
- * server ends the stream with status OK; throws a ConnectError otherwise (or the abort's error).
+ * Calls GetFlows and gives each response to `each`, synchronously, in order, with the message's
+ * bytes (a view into the reader's buffer, valid only during the call: copy what is kept).
+ * Resolves when the server ends the stream with status OK; throws a ConnectError otherwise (or
+ * the abort's error).
  */
-export async function getFlows(origin: string, req: GetFlowsRequest, each: (r: GetFlowsResponse) => void, signal: AbortSignal): Promise<void> {
+export async function getFlows(origin: string, req: GetFlowsRequest, each: (r: GetFlowsResponse, bytes: Uint8Array) => void, signal: AbortSignal): Promise<void> {
   const msg = toBinary(GetFlowsRequestSchema, req);
   const body = new Uint8Array(5 + msg.length);
   new DataView(body.buffer).setUint32(1, msg.length);
@@ -83,7 +85,7 @@ export async function getFlows(origin: string, req: GetFlowsRequest, each: (r: G
         return;
       }
       if (flag & 0x01) throw new ConnectError('a compressed message (none was asked for)', Code.Internal);
-      each(fromBinary(GetFlowsResponseSchema, frame));
+      each(fromBinary(GetFlowsResponseSchema, frame), frame);
     }
     // keep the partial frame at the front
     if (off > 0) {

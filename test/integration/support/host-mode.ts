@@ -6,25 +6,26 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO, type RunResult } from './lab.ts';
 
 /**
- * What a runtime would have installed: dist/cni/membrane-cni (setup.sh; Node started with no shell
- * in between) when every compiled file is newer than its source, else the wrapper running the .ts.
+ * What a runtime would have installed: dist/cni/membrane-cni (scripts/build-cni.sh: one bundled
+ * file, Node started with no shell in between) while it is newer than every source it was built
+ * from (dist/cni/inputs), else the wrapper running the .ts.
  */
 export const CNI_PLUGIN = freshBuiltPlugin() ?? join(REPO, 'bin/membrane-cni');
 
 function freshBuiltPlugin(): string | undefined {
-  const exe = join(REPO, 'dist/cni/membrane-cni');
-  if (!existsSync(exe)) return undefined;
-  const outDir = join(REPO, 'dist/cni/src');
-  for (const sub of readdirSync(outDir)) {
-    for (const f of readdirSync(join(outDir, sub)).filter((n) => n.endsWith('.js'))) {
-      const src = join(REPO, 'src', sub, f.replace(/\.js$/, '.ts'));
-      if (existsSync(src) && statSync(src).mtimeMs > statSync(join(outDir, sub, f)).mtimeMs) return undefined;
-    }
+  const exe = join(REPO, 'dist/cni/membrane-cni'), inputs = join(REPO, 'dist/cni/inputs');
+  if (!existsSync(exe) || !existsSync(inputs)) return undefined;
+  const built = statSync(exe).mtimeMs;
+  const sources = readFileSync(inputs, 'utf8').split('\n').filter(Boolean);
+  if (!sources.length) return undefined;
+  for (const src of sources) {
+    const f = join(REPO, src);
+    if (!existsSync(f) || statSync(f).mtimeMs > built) return undefined;
   }
   return exe;
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Histogram, Registry } from 'prom-client';
-import { fastHistogram } from '../../../src/common/fast-counter.ts';
+import { fastHistogram, promHistogramSeries } from '../../../src/common/fast-counter.ts';
 import { createHubbleMetrics } from '../../../src/hubble/metrics/index.ts';
 import { DEFAULT_BUCKETS } from '../../../src/hubble/metrics/http.ts';
 
@@ -34,4 +34,15 @@ test('http metrics: a deleted pod\'s duration series go, the others stay', async
   text = await m.registry.metrics();
   assert.doesNotMatch(text, /source="default\/a"/);
   assert.match(text, /hubble_http_request_duration_seconds_count\{source="default\/b",method="GET",reporter="client"\} 1/);
+});
+
+test('fastHistogram refuses a prom-client Histogram without the series map it fills (coded error, not empty histograms)', () => {
+  // positive control: prom-client's own Histogram has it
+  const h = new Histogram({ name: 'x_seconds', help: 'x', labelNames: ['a'], registers: [] });
+  assert.equal(typeof promHistogramSeries(h, 'x_seconds'), 'object');
+  // a Histogram whose series live elsewhere (another prom-client version)
+  const other = Object.create(h) as object;
+  Object.defineProperty(other, 'hashMap', { value: undefined });
+  assert.throws(() => promHistogramSeries(other, 'x_seconds'), (e: Error & { code?: string }) => e.code === 'METRICS_HISTOGRAM_SHAPE' && /x_seconds/.test(e.message));
+  assert.throws(() => promHistogramSeries({ hashMap: {} }, 'y'), (e: Error & { code?: string }) => e.code === 'METRICS_HISTOGRAM_SHAPE');
 });
