@@ -31,6 +31,7 @@ import { createPolicyCorrelation } from '../hubble/correlation.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
+import type { DNSProxyStats } from '../proxy/dns/proxy.ts';
 import { createHubbleMetrics } from '../hubble/metrics/index.ts';
 import { createAgentMetrics, metricsSocketPaths } from './metrics.ts';
 import { proxySlot } from '../common/proxy-ports.ts';
@@ -152,6 +153,10 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   };
   const parseL7 = createL7Parser({ nodeName: node, resolver: { byIp: endpointByIp, identityLabels: (id) => policy.identityLabels(id) } });
   const emitRecord = (rec: AccessLogRecord) => hubble.ingestFlow(parseL7(rec));
+  // --external-envoy-proxy: the DNS, HTTP and TLS proxies (and the AI filter in the HTTP proxy) run
+  // in their own supervised process, fed policy snapshots over <nodeDir>/l7proxy.sock (src/proxy/feed)
+  const external = config.externalEnvoyProxy === true;
+  let feed: FeedServer | undefined;
   const dns = createNodeDNS({
     node, pinRoot: paths.pinRoot(node), cacheFile: join(paths.nodeDir(node), 'fqdn-cache.json'), datapath, policy, emitRecord, logger,
     endpoints: {
@@ -164,6 +169,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     // an external L7 proxy judges a connection to an answer's IP by its snapshot: the answer waits for
     // it to hold the IP (at most 2 s; a proxy that lags judges the IP as world: denied, never let through)
     afterIPCache: async () => { await feed?.settled(2000); },
+    ...(external ? { standalone: { stats: async () => (await feed!.request('dns-stats', 2000)) as DNSProxyStats } } : {}),
   });
   resolver.namesForIp = (ip) => dns.namesForIp(ip);
   // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for
@@ -171,10 +177,6 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   // --enable-hubble-open-metrics. Entries that cannot be served are logged; the others run.
   const metrics = createHubbleMetrics(config.hubbleMetrics, { openMetrics: config.hubbleMetricsOpenMetrics });
   for (const msg of metrics.configErrors) logger.warn({ subsys: 'hubble-metrics' }, msg);
-  // --external-envoy-proxy: the HTTP/TLS proxies (and the AI filter in the HTTP proxy) run in their
-  // own supervised process, fed policy snapshots over <nodeDir>/l7proxy.sock (src/proxy/feed)
-  const external = config.externalEnvoyProxy === true;
-  let feed: FeedServer | undefined;
   const agentMetrics = createAgentMetrics({
     policies: async () => (agentRef ? (await agentRef.policies()).length : 0), policyRevision: () => policy.revision(),
     endpoints: () => agentRef?.endpoints() ?? [], identities: () => policy.identities(), mapState: (id) => policy.mapState(id),
@@ -216,6 +218,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     feed = createAgentProxyFeed({
       socketPath: proxyFiles(paths.nodeDir(node)).feed, agent: () => agentRef, policy, nodeAddrs, resolved,
       namesForIp: (ip) => dns.namesForIp(ip), emitRecord, logger: logger.child({ subsys: 'proxy-feed' }),
+      dns: { info: () => dns.info(), onReports: (items, done) => dns.onReports(items, done) },
     });
   }
   /** The external proxy's rows as it reported them, or why there are none (fail closed meanwhile). */
@@ -223,7 +226,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     const rows = feed?.clients().flatMap((c) => c.rows) ?? [];
     if (rows.length) return rows;
     const sup = readSupervisorState(proxyFiles(paths.nodeDir(node)).supervisor);
-    return [{ name: 'http/tls (external process)', port: 0, state: `not connected${sup?.lastExit ? `; last exit ${sup.lastExit.reason}` : ''}` }];
+    return [{ name: 'dns/http/tls (external process)', port: 0, state: `not connected${sup?.lastExit ? `; last exit ${sup.lastExit.reason}` : ''}` }];
   };
 
   /** What the agent's supervisor (src/lab/supervisor.ts, or any that writes the same file) recorded. */
@@ -376,7 +379,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
           auditMode: { global: config.policyAuditMode, endpoints: eps.filter((e) => e.policyAuditMode).length },
         },
         hubble: { state: metrics.configErrors.length ? 'Warning' : 'Ok', flows: hs.numFlows, maxFlows: hs.maxFlows, seenFlows: hs.seenFlows, lost: lostTotal, socket: paths.hubbleSocket(node), listen: hubble.listener() },
-        proxies: [dns.statusEntry(), ...(local ? [...local.httpProxy.statusEntries(), ...local.tlsNode.statusEntries()] : externalRows())],
+        proxies: [...(local ? [dns.statusEntry()!, ...local.httpProxy.statusEntries(), ...local.tlsNode.statusEntries()] : externalRows())],
         errors,
       };
     },

@@ -9,7 +9,8 @@ import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
-import { encodeMapState, type IpcacheDelta, type ProxySnapshot } from '../proxy/feed/snapshot.ts';
+import { encodeMapState, type IpcacheDelta, type ProxySnapshot, type StandaloneDNSInfo } from '../proxy/feed/snapshot.ts';
+import type { DnsAnswerReport } from '../proxy/feed/wire.ts';
 
 export interface AgentProxyFeedDeps {
   socketPath: string;
@@ -19,6 +20,8 @@ export interface AgentProxyFeedDeps {
   resolved(ep: EndpointRecord): ResolvedEndpoint;
   namesForIp(ip: string): string[];
   emitRecord(rec: AccessLogRecord): void;
+  /** the DNS proxy runs in the proxy process: its settings go in the snapshot, its answer reports come back */
+  dns?: { info(): StandaloneDNSInfo; onReports(items: DnsAnswerReport[], done: (ids: number[]) => void): void };
   logger: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
 
@@ -37,7 +40,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     logger: deps.logger,
     fingerprint() {
       const a = deps.agent();
-      return `${policy.revision()}|${namesVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}`;
+      return `${policy.revision()}|${namesVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}|${deps.dns ? JSON.stringify(deps.dns.info()) : ''}`;
     },
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();
@@ -60,6 +63,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
         identities: policy.identities().map((i) => [i.id, i.labels]), mapStates,
         resources: a ? { Secret: await a.resources.list('Secret'), AIPolicy: await a.resources.list('AIPolicy') } : { Secret: [], AIPolicy: [] },
         names,
+        ...(deps.dns ? { dns: deps.dns.info() } : {}),
       };
     },
     ipcache: () => [...policy.engine.ipcache.entries()].map((e) => ({ prefix: e.prefix, identity: e.identity, source: e.source })),
@@ -75,8 +79,13 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     },
     onRecords(items, lost) {
       if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
-      for (const r of items) deps.emitRecord(r);
+      for (const r of items) {
+        // JSON has no bigint: a DNS answer's latency travels as a number
+        if (r.l7 === 'dns' && typeof r.latencyNs === 'number') r.latencyNs = BigInt(r.latencyNs);
+        deps.emitRecord(r);
+      }
     },
+    ...(deps.dns ? { onDnsAnswers: deps.dns.onReports } : {}),
   });
   return {
     ...server,

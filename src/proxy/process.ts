@@ -1,13 +1,14 @@
 /**
  * The L7 proxies of a node in their own process (the agent's `--external-envoy-proxy`, as Cilium
- * runs Envoy as its own DaemonSet): the HTTP proxy with the AI filter and TLS interception, and
- * the TLS SNI proxy. Policy comes from the agent's feed (src/proxy/feed) as whole snapshots; the
+ * runs Envoy as its own DaemonSet and its DNS proxy standalone): the HTTP proxy with the AI filter
+ * and TLS interception, the TLS SNI proxy, and the DNS proxy (src/proxy/dns/standalone.ts: it
+ * reports allowed answers to the agent, which writes their IPs to the datapath). Policy comes from the agent's feed (src/proxy/feed) as whole snapshots; the
  * listeners go into the node's pinned sockmap directly, so they stay registered while the agent
  * restarts and established connections never notice it. Until the first snapshot arrives nothing
  * listens: the datapath drops redirected traffic (178, fail closed).
  *
- *   agent ──snapshot (MapStates, endpoints, ipcache, Secrets, AIPolicies)──► feed socket ──► this
- *         ◄──access records (buffered while the agent is away), status, AI usage, metrics──┘
+ *   agent ──snapshot (MapStates, endpoints, ipcache, Secrets, AIPolicies, DNS settings)──► feed socket ──► this
+ *         ◄──access records (buffered while the agent is away), DNS answers, status, AI usage, metrics──┘
  *   this ──listener fds──► <pinRoot>/mb_proxy_socks (slot per parser and direction)
  */
 import { existsSync } from 'node:fs';
@@ -21,6 +22,7 @@ import { BpfMap } from '../sys/bpf.ts';
 import { createAINode } from './ai/node.ts';
 import { createHttpProxyNode } from './http/node.ts';
 import { createTlsNode } from './tls/node.ts';
+import { createStandaloneDNS } from './dns/standalone.ts';
 import { createFeedClient } from './feed/client.ts';
 import { applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
 
@@ -100,8 +102,8 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
       seqSeen = seq;
       revision++;
     },
-    handle: async (what) => (what === 'ai-usage' ? ai.usage() : registry.metrics()),
-    statusRows: () => [...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
+    handle: async (what) => (what === 'ai-usage' ? ai.usage() : what === 'dns-stats' ? dns.stats() : registry.metrics()),
+    statusRows: () => [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
     logger: log,
   });
   let revision = 0;
@@ -125,6 +127,9 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     identityLabels: (id) => view?.identityLabels(id), namesForIp: (ip) => view?.namesForIp(ip) ?? [],
     maxBodyBytes: deps.aiMaxBodyBytes, registry, logger: child('proxy-ai'),
   });
+  const dns = createStandaloneDNS({
+    node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, logger: child('proxy-dns'),
+  });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: child('proxy-http'),
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
@@ -141,10 +146,12 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
       await gotFirst;
       log.info({ seq: seqSeen, revision: view?.revision }, 'first policy snapshot');
       await ai.start();
+      await dns.start();
       await httpProxy.start();
       await tlsNode.start();
     },
     async stop() {
+      await dns.stop();
       await tlsNode.stop();
       await httpProxy.stop();
       await ai.stop();

@@ -29,7 +29,9 @@ import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
-import { createDNSProxy, type DNSProxy } from './proxy.ts';
+import { createDNSProxy, type DNSProxy, type DNSProxyStats } from './proxy.ts';
+import type { DnsAnswerReport } from '../feed/wire.ts';
+import type { StandaloneDNSInfo } from '../feed/snapshot.ts';
 import { createOrigDstLookup } from './origdst.ts';
 import { createDNSDecider } from './decide.ts';
 import { writeFileAtomicSync } from '../../common/atomic-file.ts';
@@ -69,11 +71,23 @@ export interface NodeDNSOptions {
   hold?: boolean;
   /** after new IPs are in the ipcache, before the answer is released: the external L7 proxy holds them too */
   afterIPCache?(): Promise<void>;
+  /**
+   * The DNS proxy runs in the external L7 proxy process (src/proxy/dns/standalone.ts): this node
+   * keeps the name manager, takes the proxy's answer reports (`onReports`) and asks it for its
+   * stats; it binds nothing and registers no proxy slot.
+   */
+  standalone?: { stats(): Promise<DNSProxyStats> };
 }
+
 
 export interface NodeDNS {
   nameManager: NameManager;
-  proxy: DNSProxy;
+  /** undefined: the proxy runs in the external proxy process (`standalone`) */
+  proxy: DNSProxy | undefined;
+  /** the standalone proxy's answer reports: allocate and write as for the in-agent proxy, then `done` */
+  onReports(items: DnsAnswerReport[], done: (ids: number[]) => void): void;
+  /** for the standalone proxy's snapshot */
+  info(): StandaloneDNSInfo;
   /** restores the DNS cache and starts the name manager (before the agent's first reconcile) */
   start(): Promise<void>;
   /**
@@ -86,8 +100,8 @@ export interface NodeDNS {
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
   namesForIp(ip: string): string[];
-  /** The `membrane status` proxies row. */
-  statusEntry(): { name: string; port: number; state: string };
+  /** The `membrane status` proxies row (none when standalone: the proxy process reports its own). */
+  statusEntry(): { name: string; port: number; state: string } | undefined;
   /** Agent API routes: GET /v1/fqdn/cache (`cilium fqdn cache list`), GET /v1/dns/proxy (stats). */
   routes(): Record<string, (body: unknown, q: URLSearchParams) => Promise<unknown>>;
 }
@@ -213,7 +227,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   }
 
   const dnsAllowed = createDNSDecider();
-  const proxy = createDNSProxy({
+  const proxy = o.standalone ? undefined : createDNSProxy({
     nodeName: o.node,
     port: DEFAULT_PROXY_PORTS.dns,
     endpointByIp: endpointOf,
@@ -297,8 +311,32 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       nameManager.start();
     },
     async listen() {
+      if (!proxy) return;
       await proxy.start();
       log.info({ port: proxy.port }, 'DNS proxy listening');
+    },
+    onReports(items, done) {
+      const now: number[] = [];
+      for (const r of items) {
+        let w: Promise<void> | null = null;
+        // an endpoint gone meanwhile: nothing to allow; the proxy releases (its datapath entry is gone too)
+        if (o.endpoints.has(r.ep)) {
+          try { w = nameManager.onDNSResponse(r.ep, r.name, r.ips, r.ttl); } catch (e) { log.warn({ err: String(e) }, 'dns answer report'); }
+        }
+        if (!r.id) { w?.catch(() => {}); continue; }
+        if (!w) now.push(r.id);
+        else w.then(() => done([r.id]), () => done([r.id]));
+      }
+      if (now.length) done(now);
+    },
+    info() {
+      const serverIp = dnsServerIp();
+      let server: StandaloneDNSInfo['server'];
+      if (serverIp && !o.endpoints.byIp(serverIp)) {
+        const p = peerOf(serverIp);
+        server = { identity: p.identity, ...(p.labels ? { labels: p.labels } : {}) };
+      }
+      return { serviceIp: CLUSTER_DNS_IP, ...(serverIp ? { serverIp } : {}), ...(server ? { server } : {}), rejectResponseCode: o.rejectResponseCode ?? 'refused', hold: o.hold ?? true };
     },
     async stop() {
       if (saveTimer) clearInterval(saveTimer);
@@ -306,7 +344,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       nameManager.stop();
       unwatchIdentities();
       if (flushTimer) clearTimeout(flushTimer);
-      await proxy.stop();
+      await proxy?.stop();
     },
     ipcacheEntries() {
       const sels = o.policy.engine.repository.fqdnSelectors();
@@ -317,7 +355,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       }
       return [...entries].map(([prefix, identity]) => ({ prefix, identity, endpointId: 0 }));
     },
-    statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy.port, state: proxy.boundPort() ? 'listening' : 'stopped' }),
+    statusEntry: () => (proxy ? { name: 'dns (egress, UDP)', port: proxy.port, state: proxy.boundPort() ? 'listening' : 'stopped' } : undefined),
     routes() {
       return {
         'GET /v1/fqdn/cache': async (_b, q) => {
@@ -332,7 +370,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
           return { items, selectors: nameManager.selectorKeys(), stats: nameManager.stats() };
         },
         'GET /v1/dns/proxy': async () => {
-          const st = proxy.stats();
+          const st = proxy ? proxy.stats() : await o.standalone!.stats();
           const holds = [...st.holdsMs].sort((a, b) => a - b);
           return {
             ...st, holdsMs: undefined,

@@ -58,6 +58,19 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
     key.writeUInt16LE(ep, 40);
     try { return m.lookup(key) !== null; } catch { return false; }
   }
+  /** The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. */
+  function scanOwn(m: BpfMap, clientIp: string, clientPort: number): string | undefined {
+    const want = Buffer.alloc(4);
+    if (!v4(clientIp, want, 0)) return undefined;
+    try {
+      for (const k of m.keys()) {
+        if (k.length < KEY_SIZE || k[36] !== 17 || k[37] !== 4 || k[38] !== DIR_EGRESS) continue;
+        if (k.readUInt16BE(32) !== clientPort || k.readUInt16BE(34) !== 53 || k.compare(want, 0, 4, 0, 4) !== 0) continue;
+        return `${k[16]}.${k[17]}.${k[18]}.${k[19]}`;
+      }
+    } catch { /* table gone */ }
+    return undefined;
+  }
   // (client ip:port) → destination, briefly: a resolver reusing its socket skips the lookups.
   const recent = new Map<string, { dst: string; at: number }>();
   const RECENT_MS = 2000;
@@ -85,6 +98,15 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
           last.set(ep, c);
           return c;
         }
+      }
+    }
+    // no full scan given (the proxy process has no datapath): the endpoint's own table, key by key
+    if (!deps.scan) {
+      const m = ct(ep);
+      const dst = m ? scanOwn(m, clientIp, clientPort) : undefined;
+      if (dst) {
+        last.set(ep, dst);
+        return dst;
       }
     }
     try {

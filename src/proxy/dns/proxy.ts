@@ -37,6 +37,9 @@ import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../sys/udp-batch.t
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
 
+/** onAnswer's rejection that turns a held answer into SERVFAIL (never forwarded). */
+export class DNSHoldFailed extends Error {}
+
 export interface DNSProxyDeps {
   nodeName: string;
   /** listen port (default DEFAULT_PROXY_PORTS.dns) */
@@ -54,7 +57,11 @@ export interface DNSProxyDeps {
   decide(ep: DNSProxyEndpoint, remoteIdentity: number, proto: 17 | 6, port: number, qname: string): boolean;
   /** The address to forward to for an original destination (a ClusterIP → a backend). */
   upstreamFor?(dst: string): string;
-  /** IPs of an allowed answer; resolves once the datapath has them (null: already there). */
+  /**
+   * IPs of an allowed answer; resolves once the datapath has them (null: already there). A
+   * rejection with `DNSHoldFailed` answers SERVFAIL instead (the IPs could not be made allowed:
+   * the standalone proxy's agent stayed away); any other rejection releases the answer.
+   */
   onAnswer(endpointId: number, qname: string, ips: string[], ttl: number): Promise<void> | null;
   /** each query's and answer's access record (the agent hands them to Hubble's L7 parser) */
   emit(rec: DnsAccessRecord): void;
@@ -379,12 +386,20 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
       });
     };
+    const fail = (): void => {
+      st.servfail++;
+      replyError(p.dst, p.clientIp, p.clientAddr, p.clientPort, p.query, RCODE.SERVFAIL);
+      emit({
+        type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
+        verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
+      });
+    };
     // A held answer outlives this drain: it keeps its own copy of the bytes.
-    holdThen(p.ep.id, p.qname, facts, release, () => { held = Buffer.from(msg); });
+    holdThen(p.ep.id, p.qname, facts, release, () => { held = Buffer.from(msg); }, fail);
   }
 
   /** Releases an answer once the datapath has its IPs (onAnswer), at most maxHoldMs later. */
-  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void, willWait?: () => void): void {
+  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void, willWait?: () => void, fail?: () => void): void {
     if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
@@ -406,7 +421,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.holdsMs.push(ms);
       if (st.holdsMs.length > 10_000) st.holdsMs.splice(0, 5_000);
       release();
-    }, () => { if (!done) { done = true; clearTimeout(timer); release(); } });
+    }, (e: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (e instanceof DNSHoldFailed && fail) { st.holdTimeouts++; fail(); } else release();
+    });
   }
 
   // ---- DNS over TCP -----------------------------------------------------------------------
@@ -442,6 +462,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
           rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
           rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0,
+        });
+      }, undefined, () => {
+        st.servfail++;
+        const r = errorReply(msg, RCODE.SERVFAIL);
+        if (r && !c.destroyed) c.write(framed(r));
+        emit({
+          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'error',
+          rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - w.t0,
         });
       });
     };

@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, send, type ProxyStatusRow, type ToProxy } from './wire.ts';
+import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -16,7 +16,7 @@ export interface FeedClientDeps {
   /** ipcache changes after the snapshot that carried it whole */
   onIpcache(d: IpcacheDelta, seq: number): void;
   /** answers the agent's requests (AI usage, the proxy's metrics) */
-  handle(what: 'ai-usage' | 'metrics'): Promise<unknown>;
+  handle(what: ProxyRequest): Promise<unknown>;
   statusRows(): ProxyStatusRow[];
   /** records kept while the agent is away (default 20,000) */
   bufferRecords?: number;
@@ -28,8 +28,17 @@ export interface FeedClient {
   start(): void;
   stop(): void;
   record(rec: AccessLogRecord): void;
+  /**
+   * Reports an allowed DNS answer's IPs to the agent. `wait`: resolves once the agent says the
+   * datapath has them (sent again after every reconnect until then; the caller bounds the wait);
+   * otherwise sent with the next batch (the answer went out already) and undefined is returned.
+   */
+  reportAnswer(r: Omit<DnsAnswerReport, 'id'>, wait: boolean): Promise<void> | undefined;
   connected(): boolean;
 }
+
+/** Reports waiting for the agent at most (a client's retries make more; the oldest are forgotten, their holds time out). */
+const MAX_WAITING = 10_000;
 
 export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const cap = deps.bufferRecords ?? 20_000;
@@ -41,10 +50,20 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let statusTimer: NodeJS.Timeout | undefined;
   let buf: AccessLogRecord[] = [];
   let lost = 0;
+  /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
+  let told = new Map<string, DnsAnswerReport>();
+  const waiting = new Map<number, { r: DnsAnswerReport; done(): void }>();
+  let nextId = 1;
 
   function flush(): void {
     flushTimer = undefined;
-    if (!up || !sock || (!buf.length && !lost)) return;
+    if (!up || !sock) return;
+    if (told.size) {
+      const items = [...told.values()];
+      told = new Map();
+      send(sock, { t: 'dns-answers', items });
+    }
+    if (!buf.length && !lost) return;
     const items = buf;
     buf = [];
     send(sock, { t: 'records', items, ...(lost ? { lost } : {}) });
@@ -60,6 +79,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       up = true;
       send(s, { t: 'hello', pid: process.pid });
       send(s, { t: 'status', rows: deps.statusRows() });
+      // answers held for the agent: it (a restarted one) hears of them again
+      if (waiting.size) send(s, { t: 'dns-answers', items: [...waiting.values()].map((w) => w.r) });
       flush();
       deps.logger?.info({ socket: deps.socketPath }, 'connected to the agent');
     });
@@ -78,6 +99,13 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       } else if (m.t === 'ipcache') {
         deps.onIpcache(m, m.seq);
         send(s, { t: 'ack', seq: m.seq });
+      } else if (m.t === 'dns-done') {
+        for (const id of m.ids) {
+          const w = waiting.get(id);
+          if (!w) continue;
+          waiting.delete(id);
+          w.done();
+        }
       } else if (m.t === 'req') {
         deps.handle(m.what).then(
           (body) => send(s, { t: 'res', id: m.id, ok: true, body }),
@@ -104,6 +132,20 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       buf.push(rec);
       if (buf.length > cap) { buf.shift(); lost++; }
       if (up && !flushTimer) flushTimer = setTimeout(flush, 20);
+    },
+    reportAnswer(r, wait) {
+      if (!wait) {
+        told.set(`${r.ep}|${r.name}|${r.ips.join(',')}`, { id: 0, ...r });
+        if (told.size > MAX_WAITING) told.delete(told.keys().next().value!);
+        if (up && !flushTimer) flushTimer = setTimeout(flush, 20);
+        return undefined;
+      }
+      const id = nextId++;
+      const rep: DnsAnswerReport = { id, ...r };
+      if (waiting.size >= MAX_WAITING) waiting.delete(waiting.keys().next().value!);
+      const p = new Promise<void>((done) => { waiting.set(id, { r: rep, done }); });
+      if (up && sock) send(sock, { t: 'dns-answers', items: [rep] });
+      return p;
     },
     connected: () => up,
   };

@@ -11,7 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, send, type ProxyStatusRow, type ToAgent } from './wire.ts';
+import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
@@ -24,6 +24,11 @@ export interface FeedServerDeps {
   /** the ipcache changes since the last call (undefined: none) */
   drainIpcache?(): IpcacheDelta | undefined;
   onRecords(items: AccessLogRecord[], lost: number): void;
+  /**
+   * Allowed DNS answers the proxy reports; `done(ids)` tells it the datapath has the IPs of the
+   * reports with those ids (it holds those answers until then).
+   */
+  onDnsAnswers?(items: DnsAnswerReport[], done: (ids: number[]) => void): void;
   pollMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
@@ -36,7 +41,7 @@ export interface FeedServer {
   stop(): Promise<void>;
   /** resolves once every connected proxy acked the snapshot of what is current now (at most timeoutMs) */
   settled(timeoutMs?: number): Promise<void>;
-  request(what: 'ai-usage' | 'metrics', timeoutMs?: number): Promise<unknown>;
+  request(what: ProxyRequest, timeoutMs?: number): Promise<unknown>;
   /** the connected proxy processes (pid, status rows they reported) */
   clients(): { pid?: number; rows: ProxyStatusRow[]; acked: number }[];
 }
@@ -121,6 +126,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           break;
         case 'ack': c.acked = m.seq; wake(); break;
         case 'records': deps.onRecords(m.items, m.lost ?? 0); break;
+        case 'dns-answers': deps.onDnsAnswers?.(m.items, (ids) => { if (ids.length) send(sock, { t: 'dns-done', ids }); }); break;
         case 'status': c.rows = m.rows; break;
         case 'res': {
           const p = pending.get(m.id);

@@ -10,6 +10,7 @@
  * (src/policy/types.ts), the ipcache as its winning entries, endpoints as Hubble sees them.
  */
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import type { DnsRejectResponseCode } from '../../common/config.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { IPCache, type IPCacheSource } from '../../ipcache/ipcache.ts';
 import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../policy/types.ts';
@@ -21,6 +22,16 @@ type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
 export interface WireMapState {
   entries: [MapStateKey, WireEntry][];
   defaultDeny: MapState['defaultDeny'];
+}
+
+/** What the DNS proxy in the proxy process (src/proxy/dns/standalone.ts) needs beside the policy. */
+export interface StandaloneDNSInfo {
+  serviceIp: string;
+  serverIp?: string;
+  /** the cluster DNS server's peer when it is not a local endpoint (identity by labels) */
+  server?: { identity: number; labels?: string[] };
+  rejectResponseCode: DnsRejectResponseCode;
+  hold: boolean;
 }
 
 export interface ProxySnapshot {
@@ -42,6 +53,8 @@ export interface ProxySnapshot {
   resources: { Secret: unknown[]; AIPolicy: unknown[] };
   /** DNS names of addresses (the AI filter's destination names), from the agent's FQDN cache */
   names: [string, string[]][];
+  /** the DNS proxy's settings and the cluster DNS server (absent: no DNS proxy in the proxy process) */
+  dns?: StandaloneDNSInfo;
 }
 
 /** Changed winning ipcache entries since the last snapshot or delta: [prefix, identity, source]; prefixes gone. */
@@ -89,6 +102,8 @@ export interface PolicyView {
   resources: ProxySnapshot['resources'];
   /** the ipcache the view looks peers up in (deltas are applied to it) */
   ipcache: IPCache;
+  dns: StandaloneDNSInfo | undefined;
+  nodeAddrs: ReadonlySet<string>;
 }
 
 /** `prev`: the ipcache of the view before, kept when the snapshot carries none. */
@@ -104,7 +119,7 @@ export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
   const labels = new Map(s.identities);
   const names = new Map(s.names);
   return {
-    revision: s.revision, agentPid: s.agentPid, resources: s.resources, ipcache,
+    revision: s.revision, agentPid: s.agentPid, resources: s.resources, ipcache, dns: s.dns, nodeAddrs,
     endpointByIp: (ip) => eps.get(ip),
     identityOfOther: (ip) => (nodeAddrs.has(ip) ? ReservedIdentity.host : ipcache.lookupIdentity(ip)),
     mapState: (id) => mapStates.get(id),

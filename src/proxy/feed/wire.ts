@@ -8,15 +8,27 @@ import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
+/**
+ * An allowed DNS answer's IPs, reported by the DNS proxy to the agent (Cilium's standalone DNS
+ * proxy: the FQDN → IP mapping the agent's name manager turns into identities and map writes).
+ * `id` > 0: the proxy holds the answer until the agent says `dns-done` for it; 0: sent already.
+ */
+export interface DnsAnswerReport { id: number; ep: number; name: string; ips: string[]; ttl: number }
+
+export type ProxyRequest = 'ai-usage' | 'metrics' | 'dns-stats';
+
 export type ToProxy =
   | { t: 'snapshot'; seq: number; snap: ProxySnapshot }
   | ({ t: 'ipcache'; seq: number } & IpcacheDelta)
-  | { t: 'req'; id: number; what: 'ai-usage' | 'metrics' };
+  | { t: 'req'; id: number; what: ProxyRequest }
+  /** the datapath (and this proxy's snapshot, sent before) has these reports' IPs */
+  | { t: 'dns-done'; ids: number[] };
 
 export type ToAgent =
   | { t: 'hello'; pid: number }
   | { t: 'ack'; seq: number }
   | { t: 'records'; items: AccessLogRecord[]; lost?: number }
+  | { t: 'dns-answers'; items: DnsAnswerReport[] }
   | { t: 'status'; rows: ProxyStatusRow[] }
   | { t: 'res'; id: number; ok: boolean; body?: unknown; error?: string };
 

@@ -27,7 +27,8 @@ async function lookup(name: string): Promise<{ rcode: string; ips: string[] }> {
   const msg = dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A' }] });
   try {
     return await new Promise((resolve) => {
-      const t = setTimeout(() => resolve({ rcode: 'TIMEOUT', ips: [] }), dnsTimeout);
+      // the resend stops with the lookup (the socket closes after it)
+      const t = setTimeout(() => { clearInterval(resend); resolve({ rcode: 'TIMEOUT', ips: [] }); }, dnsTimeout);
       const resend = setInterval(() => s.send(msg, 53, server), 1000);
       s.on('message', (m) => {
         if (m.readUInt16BE(0) !== id) return;

@@ -11,8 +11,11 @@
  * proxy, POST /v1/chat/completions (denied: 403) on new connections; beside it a long TCP stream
  * to a pod (support/hold.ts).
  *
- * The HTTP/TLS proxies run in their own supervised process (src/lab/node-proxy.ts): the agent's
- * kill resets none of their connections; their own kill is restarted and fails closed meanwhile.
+ * The DNS, HTTP and TLS proxies run in their own supervised process (src/lab/node-proxy.ts): the
+ * agent's kill resets none of their connections and does not stop name resolution (an allowed
+ * name whose IPs the pinned datapath already allows is answered while no agent runs); their own
+ * kill is restarted and fails closed meanwhile (steered DNS and HTTP dropped with 178, never
+ * passed to the real server unjudged).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,9 +71,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const lastOk = (out: string) => Math.max(0, ...[...out.matchAll(/ok (\d+)/g)].map((m) => Number(m[1])));
 
 /** The L7 load (l7-load.ts) in the client pod until `stopFile` exists (or `durationMs`): its output and parsed lines. */
-function startL7Load(stopFile: string, durationMs: number) {
+function startL7Load(stopFile: string, durationMs: number, dnsTimeoutMs = 5000) {
   const load = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/l7-load.ts')], {
-    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: String(durationMs), STOP_FILE: stopFile, DNS_TIMEOUT_MS: '5000',
+    NAME_OK: 'api.openai.com', NAME_DENIED: 'echo-b.world.lab', OK_PATH: '/v1/models', DENIED_PATH: '/v1/chat/completions', DURATION_MS: String(durationMs), STOP_FILE: stopFile, DNS_TIMEOUT_MS: String(dnsTimeoutMs),
   });
   let out = '';
   let err = '';
@@ -121,6 +124,7 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.ok(ids0.some((i) => i.includes('fqdn:api.openai.com')), `the allowed name's FQDN identity: ${ids0.join(' ')}`);
     const pid = Number((await readFile(lab.paths.agentPidFile('node1'), 'utf8')).trim());
     assert.equal(pid, st0.agent.pid);
+    const proxyPid = (await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.pid'), 'utf8')).trim();
     const killAt = Date.now();
     process.kill(pid, 'SIGKILL');
     // The supervisor brings it back: the first answer of a new pid (polled beside the probe below).
@@ -188,9 +192,15 @@ test('kill -9 of the agent under load: back within 5 s with the same endpoints a
     assert.ok(after.some((l) => l.k === 'keep' && l.status === 200), 'keep-alive GET served after the restart');
     run = { lines: all, killAt, backAt, loadStart };
     assert.ok(backAt - killAt <= 5000, `the agent is back within 5 s (took ${backAt - killAt} ms)`);
-    // A stub resolver's retries span the restart (a spare agent, proxies serving only after the
-    // first reconcile): no lookup of the allowed name fails.
+    // The DNS proxy is not the agent's: no lookup of the allowed name fails, and while no agent ran
+    // its lookups were answered (its IP is in the pinned ipcache with an identity the client's
+    // policy allows) without waiting for the agent.
     assert.deepEqual(all.filter((l) => l.k === 'dns' && l.allowed && l.rcode !== 'NOERROR').map((l) => `${l.at - killAt}ms ${l.rcode}`), []);
+    assert.equal((await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.pid'), 'utf8')).trim(), proxyPid, 'the proxy process ran on across the agent kill');
+    const whileAway = all.filter((l) => l.k === 'dns' && l.allowed && l.at - (l.ms ?? 0) > killAt + 100 && l.at < backAt - 100);
+    process.stdout.write(`# allowed lookups asked and answered while no agent ran: ${whileAway.length}, slowest ${Math.max(0, ...whileAway.map((l) => l.ms ?? 0))} ms\n`);
+    if (backAt - killAt > 1000) assert.ok(whileAway.length > 0, 'lookups were answered while no agent ran');
+    assert.ok(whileAway.every((l) => l.rcode === 'NOERROR' && l.ips?.includes('198.51.100.20')));
   } finally {
     hold.kill('SIGKILL');
     load.kill('SIGKILL');
@@ -208,16 +218,19 @@ test('HA proxies: no established L7 connection is reset across the agent kill', 
   assert.deepEqual(around.filter((l) => l.k === 'new' && l.method === 'GET' && l.err).map((l) => `${l.at - run!.killAt}ms ${l.err}`), []);
 });
 
-test('kill -9 of the L7 proxy process: restarted; redirected traffic fails closed (178) meanwhile, never passes unjudged; the agent and DNS serve on', async () => {
+test('kill -9 of the L7 proxy process: restarted; redirected traffic and DNS fail closed (178) meanwhile, never pass unjudged; the agent serves on', async () => {
   const socket = lab.paths.agentSocket('node1');
   const pfiles = { pid: join(lab.paths.nodeDir('node1'), 'l7proxy.pid'), sup: join(lab.paths.nodeDir('node1'), 'l7proxy-supervisor.json') };
   const supState = async () => JSON.parse(await readFile(pfiles.sup, 'utf8')) as { restarts: number; pid?: number; lastExit?: { reason: string } };
   const st0 = await callAgent<StatusView>(socket, 'GET', '/v1/status');
   const sup0 = await supState();
   const stopFile = join(await lab.dir, 'stop-load-proxy');
-  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 120_000);
+  // lookups give up after 2 s (not the stub's 5 s): the ones made while the proxy is away show as TIMEOUT
+  const { load, out: loadText, err: loadStderr, exit: loadExit, lines } = startL7Load(stopFile, 120_000, 2000);
   try {
-    for (let i = 0; i < 600 && !(lines().some((l) => l.k === 'keep' && l.status === 200) && lines().some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403)); i++) await sleep(100);
+    for (let i = 0; i < 600 && !(lines().some((l) => l.k === 'keep' && l.status === 200) && lines().some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403)
+      && lines().some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR')); i++) await sleep(100);
+    assert.ok(lines().some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR'), 'allowed name resolves before the kill');
     assert.ok(lines().some((l) => l.k === 'keep' && l.status === 200), `keep-alive GET served before the kill: ${loadText().slice(-500)} ${loadStderr().slice(-500)}`);
     const pid = Number((await readFile(pfiles.pid, 'utf8')).trim());
     assert.equal(sup0.pid, pid, 'the supervisor runs the proxy whose pid file this is');
@@ -226,12 +239,17 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic fails close
     process.kill(pid, 'SIGKILL');
     // the supervisor brings it back: a new pid that says it is ready, whose rows the agent's status shows
     let backAt = 0;
+    let newPid = 0;
     for (; Date.now() - killAt < 30_000; await sleep(25)) {
       const np = (await supState().catch(() => undefined))?.pid;
       if (!np || np === pid) continue;
       const ready = (await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.log'), 'utf8')).includes(`"pid":${np},"msg":"L7 proxy ready"`);
       const st = ready ? await callAgent<StatusView>(socket, 'GET', '/v1/status', undefined, 2000).catch(() => undefined) : undefined;
-      if (st?.proxies.some((p) => p.name === 'http (egress, TCP)' && /listening/.test(p.state))) { backAt = Date.now(); break; }
+      if (st?.proxies.some((p) => p.name === 'http (egress, TCP)' && /listening/.test(p.state)) && st.proxies.some((p) => p.name === 'dns (egress, UDP)' && /listening/.test(p.state))) {
+        backAt = Date.now();
+        newPid = np;
+        break;
+      }
     }
     assert.ok(backAt, 'the proxy is back (its rows in the agent status)');
     const sup1 = await supState();
@@ -255,14 +273,26 @@ test('kill -9 of the L7 proxy process: restarted; redirected traffic fails close
     const drops = (await lab.flows(['--from-pod', `${NS}/client`, '--since', since.toISOString(), '--last', '10000', '--type', 'drop']))
       .filter((f) => f.drop_reason_desc === 'SOCKET_LOOKUP_FAILED');
     assert.ok(drops.length > 0, 'drops 178 (no proxy listener) while the proxy was away');
-    assert.ok(drops.every((f) => f.l4?.TCP?.destination_port === 80), `only the redirected port: ${JSON.stringify(drops.map((f) => f.l4))}`);
-    // DNS is the agent's: no lookup of the allowed name failed
-    assert.deepEqual(all.filter((l) => l.k === 'dns' && l.allowed && l.rcode !== 'NOERROR').map((l) => `${l.at - killAt}ms ${l.rcode}`), []);
+    assert.ok(drops.every((f) => f.l4?.TCP?.destination_port === 80 || f.l4?.UDP?.destination_port === 53), `only the redirected ports: ${JSON.stringify(drops.map((f) => f.l4))}`);
+    // DNS is the proxy process's: steered queries were dropped while it was away (never sent on to
+    // the real server), no lookup was answered between the kill and the new process listening,
+    // and the denied name never resolved
+    assert.ok(drops.some((f) => f.l4?.UDP?.destination_port === 53), `DNS queries dropped (178) while the proxy was away: ${JSON.stringify(drops.map((f) => f.l4))}`);
+    const listenAt = (await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.log'), 'utf8')).split('\n').filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { time?: string; pid?: number; msg?: string; subsys?: string })
+      .find((l) => l.pid === newPid && l.msg === 'DNS proxy listening')?.time;
+    assert.ok(listenAt, 'the new proxy process says when its DNS proxy listens');
+    const gap = all.filter((l) => l.k === 'dns' && l.at > killAt + 100 && l.at < Date.parse(listenAt));
+    process.stdout.write(`# DNS while the proxy was away (${Date.parse(listenAt) - killAt} ms): ${JSON.stringify(gap.map((l) => `${l.allowed ? 'ok' : 'denied'}:${l.rcode}`))}\n`);
+    assert.deepEqual(gap.filter((l) => l.rcode !== 'TIMEOUT').map((l) => `${l.at - killAt}ms ${l.name} ${l.rcode}`), [], 'no answer while no DNS proxy listened');
+    assert.ok(all.filter((l) => l.k === 'dns' && !l.allowed).every((l) => (l.ips ?? []).length === 0 && (l.rcode === 'REFUSED' || l.rcode === 'TIMEOUT')), 'the denied name never resolved');
     // positive controls after the restart
     const after = all.filter((l) => l.at > backAt + 1000);
     assert.ok(after.some((l) => l.k === 'keep' && l.status === 200), 'keep-alive GET served after the restart (on a new connection)');
     assert.ok(after.some((l) => l.k === 'new' && l.method === 'GET' && l.status === 200), 'new GET served after the restart');
     assert.ok(after.some((l) => l.k === 'new' && l.method === 'POST' && l.status === 403), 'denied request 403 after the restart');
+    assert.ok(after.some((l) => l.k === 'dns' && l.allowed && l.rcode === 'NOERROR'), 'allowed name resolves after the restart');
+    assert.ok(after.some((l) => l.k === 'dns' && !l.allowed && l.rcode === 'REFUSED'), 'denied name REFUSED after the restart');
   } finally {
     load.kill('SIGKILL');
   }

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
-import { createDNSProxy, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
+import { createDNSProxy, DNSHoldFailed, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
 
@@ -110,6 +110,23 @@ test('a hold never exceeds maxHoldMs', async () => {
     const r = await ask(x.proxy.boundPort(), query('api.openai.com'));
     assert.ok(r);
     assert.equal(x.proxy.stats().holdTimeouts, 1);
+  } finally { await x.close(); }
+});
+
+test('attacker: a hold that fails (the standalone proxy\'s agent stayed away) answers SERVFAIL: the answer\'s IPs never reach the client', async () => {
+  const x = await setup({ onAnswer: () => new Promise<void>((_, rej) => setTimeout(() => rej(new DNSHoldFailed('away')), 50)) });
+  try {
+    const r = await ask(x.proxy.boundPort(), query('api.openai.com'));
+    assert.ok(r);
+    assert.equal(rcode(r), 'SERVFAIL');
+    assert.deepEqual(dnsPacket.decode(r).answers ?? [], []);
+    assert.equal(x.proxy.stats().holdTimeouts, 1);
+    // the response flow says SERVFAIL, no IPs
+    const resp = x.flows.find((f) => f.l7?.type === 2 /* RESPONSE */);
+    assert.ok(resp);
+    assert.equal(resp.l7?.record.case, 'dns');
+    assert.deepEqual((resp.l7?.record.value as { ips: string[] }).ips, []);
+    assert.equal((resp.l7?.record.value as { rcode: number }).rcode, 2);
   } finally { await x.close(); }
 });
 

@@ -16,6 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
+import type { DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -237,4 +238,42 @@ test('settle after a change made while a build is under way waits for a snapshot
   slow!();
   await settled;
   assert.equal(snaps.at(-1), 3);
+});
+
+test('DNS answers: a held one is reported and released by the agent\'s dns-done; while the agent is away it stays held and is reported again to the next agent; one sent already is reported once per batch', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const reports: DnsAnswerReport[] = [];
+  const mkServer = () => createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: () => {},
+    onDnsAnswers: (items, done) => { reports.push(...items); done(items.filter((i) => i.id).map((i) => i.id)); },
+  });
+  let server = mkServer();
+  await server.start();
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => client.connected());
+  await client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, true);
+  assert.equal(reports.length, 1);
+  // sent already: no promise; three of the same in one batch are one report
+  for (let i = 0; i < 3; i++) assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, false), undefined);
+  await until(() => reports.length === 2);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(reports.length, 2);
+  assert.equal(reports[1]!.id, 0);
+
+  // the agent goes: a held answer waits (not released by anyone), the next agent hears of it and releases it
+  await server.stop();
+  await until(() => !client.connected());
+  let released = false;
+  const held = client.reportAnswer({ ep: 7, name: 'new.example.', ips: ['198.51.100.21'], ttl: 30 }, true)!.then(() => { released = true; });
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(released, false);
+  server = mkServer();
+  await server.start();
+  t.after(() => server.stop());
+  await held;
+  assert.equal(reports.at(-1)!.name, 'new.example.');
 });

@@ -1,0 +1,217 @@
+/**
+ * The DNS proxy in the proxy process (src/proxy/process.ts), beside the HTTP/TLS proxies: Cilium's
+ * standalone DNS proxy. It judges queries with the agent's last policy snapshot (the endpoint's
+ * MapState, its DNS rules) and reports each allowed answer's IPs to the agent over the feed; the
+ * agent's name manager allocates the FQDN identities and writes the policy maps and the ipcache
+ * as for an in-agent proxy (src/proxy/dns/node.ts), then says `dns-done`.
+ *
+ *   answer ─► every IP in the PINNED ipcache with an identity the endpoint's egress policy allows
+ *             (and, with the agent there, the same identity in the snapshot the HTTP proxy judges by)?
+ *               yes ─► forwarded at once; reported without waiting (the name manager learns the
+ *                      name and its TTL)
+ *               no  ─► held until the agent says the datapath has the IPs (after the snapshot holding
+ *                      them reached this process); agent there: at most maxHoldMs, then released as the
+ *                      in-agent proxy does; agent away: held until it is back and done, or SERVFAIL
+ *                      after awayHoldMs — never forwarded with IPs the datapath would not allow
+ *
+ * A denied name is refused from the snapshot as before, agent or not. This process killed: its
+ * sockets leave the sockmap, the datapath drops steered DNS (178): lookups fail closed, never
+ * bypass to the real server.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DnsAccessRecord } from '../../common/access-log.ts';
+import { DEFAULT_PROXY_PORTS, proxySlot } from '../../common/proxy-ports.ts';
+import { ReservedIdentity } from '../../identity/identity.ts';
+import { lookupMapState } from '../../policy/lookup.ts';
+import type { MapState } from '../../policy/types.ts';
+import { encodeIpcacheKeyInto, IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE } from '../../datapath/linux/codec.ts';
+import { BpfMap } from '../../sys/bpf.ts';
+import { setIpTransparent } from '../../sys/sockopt.ts';
+import type { FeedClient } from '../feed/client.ts';
+import type { PolicyView } from '../feed/snapshot.ts';
+import { createDNSDecider } from './decide.ts';
+import { createOrigDstLookup } from './origdst.ts';
+import { createDNSProxy, DNSHoldFailed, type DNSProxy, type DNSProxyStats } from './proxy.ts';
+
+type Log = { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug?(o: unknown, m?: string): void };
+
+export interface StandaloneDNSDeps {
+  node: string;
+  pinRoot: string;
+  view(): PolicyView | undefined;
+  feed: Pick<FeedClient, 'reportAnswer' | 'connected'>;
+  emit(rec: DnsAccessRecord): void;
+  setProxyListener(slot: number, fd: number | null): void;
+  logger: Log;
+  /** agent there: longest hold before the answer is released anyway (default 2000 ms, as in the agent) */
+  maxHoldMs?: number;
+  /** agent away: longest hold before SERVFAIL (default 4000 ms: before a stub resolver's 5 s retry) */
+  awayHoldMs?: number;
+}
+
+export interface StandaloneDNS {
+  /** binds and registers the listeners (once the first snapshot is here) */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  stats(): DNSProxyStats;
+  statusEntry(): { name: string; port: number; state: string };
+}
+
+/**
+ * Whether an endpoint's egress policy lets anything through to `identity`: an allow entry for it
+ * (or for every identity), or no default deny, and no deny of every port. Cached per MapState (a
+ * snapshot's MapStates never change; the next snapshot brings new ones).
+ */
+const allowsCache = new WeakMap<MapState, Map<number, boolean>>();
+export function egressAllowsIdentity(ms: MapState, identity: number): boolean {
+  let byId = allowsCache.get(ms);
+  if (!byId) { byId = new Map(); allowsCache.set(ms, byId); }
+  const had = byId.get(identity);
+  if (had !== undefined) return had;
+  let allow = !ms.defaultDeny.egress;
+  let denied = false;
+  for (const { key, entry } of ms.entries.values()) {
+    if (key.direction !== 'egress' || (key.identity !== identity && key.identity !== 0)) continue;
+    if (entry.verdict === 'deny') { if (key.proto === 0) denied = true; } else allow = true;
+  }
+  const r = allow && !denied;
+  byId.set(identity, r);
+  return r;
+}
+
+export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
+  const log = deps.logger;
+  const maxHold = deps.maxHoldMs ?? 2000;
+  const awayHold = deps.awayHoldMs ?? 4000;
+  let proxy: DNSProxy | undefined;
+  let ipcache: BpfMap | undefined;
+  const ipKey = Buffer.alloc(IPCACHE_KEY_SIZE);
+  const ipVal = Buffer.alloc(IPCACHE_VAL_SIZE);
+
+  /** The identity the datapath gives an address now (the pinned ipcache's longest match; none: world). */
+  function pinnedIdentity(ip: string): number | undefined {
+    if (!ipcache) return undefined;
+    try {
+      encodeIpcacheKeyInto(ipKey, 0, ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+      return ipcache.lookup(ipKey, ipVal) ? ipVal.readUInt32LE(0) : ReservedIdentity.world;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Every IP already allowed by the datapath for this endpoint (and, agent there, judged alike by the HTTP proxy). */
+  function alreadyAllowed(v: PolicyView, epId: number, ips: readonly string[]): boolean {
+    const ms = v.mapState(epId);
+    if (!ms) return false;
+    const agentThere = deps.feed.connected();
+    for (const ip of ips) {
+      const id = pinnedIdentity(ip);
+      if (id === undefined || !egressAllowsIdentity(ms, id)) return false;
+      if (agentThere && v.identityOfOther(ip) !== id) return false;
+    }
+    return true;
+  }
+
+  function onAnswer(epId: number, name: string, ips: string[], ttl: number): Promise<void> | null {
+    const v = deps.view();
+    const report = { ep: epId, name, ips, ttl };
+    if (v && (v.dns?.hold === false || alreadyAllowed(v, epId, ips))) {
+      deps.feed.reportAnswer(report, false);
+      return null;
+    }
+    const done = deps.feed.reportAnswer(report, true)!;
+    return new Promise<void>((resolve, reject) => {
+      const t0 = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const check = (): void => {
+        const waited = Date.now() - t0;
+        if (deps.feed.connected() && waited >= maxHold) { resolve(); return; }
+        if (waited >= awayHold) { reject(new DNSHoldFailed('the agent did not make the answer\'s IPs allowed in time')); return; }
+        timer = setTimeout(check, 100);
+      };
+      timer = setTimeout(check, Math.min(maxHold, awayHold));
+      void done.then(() => { clearTimeout(timer); resolve(); });
+    });
+  }
+
+  const dnsAllowed = createDNSDecider();
+  const candidates = (): string[] => {
+    const d = deps.view()?.dns;
+    if (!d) return [];
+    return d.serverIp ? [d.serverIp, d.serviceIp] : [d.serviceIp];
+  };
+
+  function peerOf(ip: string): { identity: number; endpoint?: ReturnType<PolicyView['endpointByIp']>; labels?: string[] } {
+    const v = deps.view();
+    if (!v) return { identity: ReservedIdentity.world };
+    const d = v.dns;
+    // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
+    const target = d && ip === d.serviceIp ? d.serverIp ?? ip : ip;
+    const ep = v.endpointByIp(target);
+    if (ep) return { identity: ep.identity, endpoint: ep };
+    if (d?.server && target === d.serverIp) return d.server;
+    const id = v.identityOfOther(target);
+    const labels = v.identityLabels(id);
+    return labels ? { identity: id, labels } : { identity: id };
+  }
+
+  function emit(rec: DnsAccessRecord): void {
+    // JSON has no bigint: the agent makes it one again (src/agent/proxy-feed.ts)
+    if (rec.latencyNs !== undefined) (rec as unknown as { latencyNs: number }).latencyNs = Number(rec.latencyNs);
+    deps.emit(rec);
+  }
+
+  return {
+    async start() {
+      const v = deps.view();
+      ipcache = BpfMap.fromPin(join(deps.pinRoot, 'mb_ipcache'));
+      try {
+        // Replies leave from the original destination's address (not local to the node).
+        writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
+      } catch (e) {
+        log.warn({ err: String(e) }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
+      }
+      const origDst = createOrigDstLookup({ pinRoot: deps.pinRoot, candidates });
+      proxy = createDNSProxy({
+        nodeName: deps.node,
+        port: DEFAULT_PROXY_PORTS.dns,
+        endpointByIp: (ip) => deps.view()?.endpointByIp(ip),
+        originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
+        peerOf,
+        decide(ep, remoteIdentity, proto, port, qname) {
+          const ms = deps.view()?.mapState(ep.id);
+          if (!ms) return false;
+          const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+          if (r.verdict === 'drop') return false;
+          const l7 = r.entry?.l7;
+          if (r.verdict === 'forward' || !l7) return true;
+          if (l7.parser !== 'dns') return false;
+          return dnsAllowed(l7, remoteIdentity, qname);
+        },
+        upstreamFor: (dst) => {
+          const d = deps.view()?.dns;
+          return d && dst === d.serviceIp ? d.serverIp ?? dst : dst;
+        },
+        onAnswer,
+        emit,
+        // the agent's setting, as its first snapshot had it (changing it restarts the agent, and this with the next start)
+        rejectResponseCode: v?.dns?.rejectResponseCode ?? 'refused',
+        transparent: setIpTransparent,
+        // the hold's bound is onAnswer's (maxHoldMs with the agent there, awayHoldMs without)
+        maxHoldMs: Math.max(maxHold, awayHold) + 1000,
+        register: (fd) => deps.setProxyListener(proxySlot('dns', 'egress', 'UDP'), fd),
+        registerTcp: (fd) => deps.setProxyListener(proxySlot('dns', 'egress', 'TCP'), fd),
+        log,
+      });
+      await proxy.start();
+      log.info({ port: proxy.port }, 'DNS proxy listening');
+    },
+    async stop() {
+      await proxy?.stop();
+      ipcache?.close();
+    },
+    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, batched: 0, holdsMs: [] },
+    statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy?.port ?? DEFAULT_PROXY_PORTS.dns, state: proxy?.boundPort() ? 'listening' : 'stopped' }),
+  };
+}
