@@ -18,40 +18,14 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createUiServer } from '../../src/ui/server.ts';
 import { launchChromium } from '../../test/integration/ui/browser.ts';
-import type { CDPSession, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { recordTrace, threadCpu, type TraceEvent } from './trace.ts';
 
 const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, ab: { type: 'string' }, 'trace-dir': { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(30, Number(values.loads)));
 const REPO = resolve(import.meta.dirname, '../..');
-interface Ev { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; tdur?: number; args?: { name?: string; data?: { name?: string } } }
-
-async function traced(page: Page, during: () => Promise<void>): Promise<Ev[]> {
-  const cdp: CDPSession = await page.context().newCDPSession(page);
-  const events: Ev[] = [];
-  const on = cdp as unknown as { on(ev: string, fn: (m: { value: Ev[] }) => void): void; once(ev: string, fn: () => void): void };
-  on.on('Tracing.dataCollected', (m) => { for (const e of m.value) events.push(e); });
-  const done = new Promise<void>((res) => on.once('Tracing.tracingComplete', () => res()));
-  await cdp.send('Tracing.start', { transferMode: 'ReportEvents', traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'toplevel', '__metadata', 'blink.user_timing', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])] } });
-  await during();
-  await cdp.send('Tracing.end');
-  await done;
-  await cdp.detach();
-  return events;
-}
-
-/** Thread CPU ms of one thread's top-level slices that start before `untilTs` (trace µs). */
-function cpuBefore(events: Ev[], key: string | undefined, untilTs: number): number {
-  if (!key) return 0;
-  const xs = events.filter((e) => e.ph === 'X' && e.dur !== undefined && e.tdur !== undefined && `${e.pid}:${e.tid}` === key && e.ts < untilTs).sort((a, c) => a.ts - c.ts);
-  let end = -Infinity;
-  let sum = 0;
-  for (const e of xs) {
-    if (e.ts < end) continue;
-    end = e.ts + e.dur!;
-    sum += e.tdur! / 1000;
-  }
-  return sum;
-}
+const traced = (page: Page, during: () => Promise<void>): Promise<TraceEvent[]> =>
+  recordTrace(page, during, ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'toplevel', '__metadata', 'blink.user_timing', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])]);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
@@ -101,8 +75,8 @@ try {
         const tti = Math.max(m.i, ...m.long.filter(([st]) => st < m.l).map(([st, d]) => st + d));
         results[k]!.push({
           answered, clickPaint: m.input[0] ?? 0, interactive: m.i, loaded: m.l, tti,
-          mainI: cpuBefore(events, mainKey, navTs + m.i * 1000), workerI: cpuBefore(events, workerKey, navTs + m.i * 1000),
-          mainL: cpuBefore(events, mainKey, navTs + m.l * 1000), workerL: cpuBefore(events, workerKey, navTs + m.l * 1000),
+          mainI: threadCpu(events, mainKey, navTs + m.i * 1000), workerI: threadCpu(events, workerKey, navTs + m.i * 1000),
+          mainL: threadCpu(events, mainKey, navTs + m.l * 1000), workerL: threadCpu(events, workerKey, navTs + m.l * 1000),
           longestWall: Math.max(0, ...tasks.map((t) => t.dur! / 1000)), longestCpu: Math.max(0, ...tasks.map((t) => (t.tdur ?? 0) / 1000)),
         });
       }

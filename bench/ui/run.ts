@@ -32,7 +32,8 @@ import { createUiServer } from '../../src/ui/server.ts';
 import { observerClient } from '../../src/hubble/client.ts';
 import { BpfMap, closeFd } from '../../src/sys/bpf.ts';
 import { readCounters, perCpuCounter } from '../../src/datapath/linux/statsmap.ts';
-import type { CDPSession, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { recordTrace, threadCpu, type TraceEvent } from './trace.ts';
 
 const { values } = parseArgs({ options: { loads: { type: 'string', default: '5' }, rate: { type: 'string', default: '1000' }, secs: { type: 'string', default: '10' }, debug: { type: 'boolean' }, nice: { type: 'string' }, 'trace-dir': { type: 'string' }, ab: { type: 'string' }, 'event-budget': { type: 'string' } } });
 const LOADS = Math.max(1, Math.min(20, Number(values.loads)));
@@ -58,23 +59,8 @@ const SENDER = join(REPO, 'bench/ui/sender.ts');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const say = (s: string) => process.stderr.write(`bench/ui: ${s}\n`);
 
-interface TraceEvent { name: string; ph: string; pid: number; tid: number; ts: number; dur?: number; tdur?: number; args?: { name?: string } }
-
 async function trace(page: Page, during: () => Promise<void>, name = 'trace'): Promise<TraceEvent[]> {
-  const cdp: CDPSession = await page.context().newCDPSession(page);
-  const events: TraceEvent[] = [];
-  // playwright's CDPSession types name only its own events; these are Chromium's
-  const on = cdp as unknown as { on(ev: string, fn: (m: { value: TraceEvent[] }) => void): void; once(ev: string, fn: () => void): void };
-  on.on('Tracing.dataCollected', (m) => { for (const e of m.value) events.push(e); });
-  const done = new Promise<void>((res) => on.once('Tracing.tracingComplete', () => res()));
-  await cdp.send('Tracing.start', {
-    transferMode: 'ReportEvents',
-    traceConfig: { includedCategories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])] },
-  });
-  await during();
-  await cdp.send('Tracing.end');
-  await done;
-  await cdp.detach();
+  const events = await recordTrace(page, during, ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'toplevel', '__metadata', ...(values['trace-dir'] ? ['v8.execute', 'disabled-by-default-v8.cpu_profiler'] : [])]);
   // --trace-dir: the whole trace, for Chromium's DevTools (Performance > Load profile) or a script
   if (values['trace-dir']) writeFileSync(join(values['trace-dir'], `${name}.json`), JSON.stringify({ traceEvents: events }));
   return events;
@@ -127,20 +113,6 @@ function mainThreadTasks(events: TraceEvent[]): { key: string | undefined; wall:
   }
   const best = [...by.entries()].sort((a, c) => c[1].wall.length - a[1].wall.length)[0];
   return { key: best?.[0], wall: best?.[1].wall ?? [], cpu: best?.[1].cpu ?? [] };
-}
-
-/** Thread CPU ms of one thread's top-level trace slices (nested slices are inside their parent). */
-function threadCpu(events: TraceEvent[], key: string | undefined): number {
-  if (!key) return 0;
-  const xs = events.filter((e) => e.ph === 'X' && e.dur !== undefined && e.tdur !== undefined && `${e.pid}:${e.tid}` === key).sort((a, c) => a.ts - c.ts);
-  let end = -Infinity;
-  let sum = 0;
-  for (const e of xs) {
-    if (e.ts < end) continue;
-    end = e.ts + e.dur!;
-    sum += e.tdur! / 1000;
-  }
-  return sum;
 }
 
 /** The flow worker's thread (a DedicatedWorker of the renderer with the main thread `mainKey`). */

@@ -2,7 +2,7 @@
  * Typed wrappers around iproute2 and sysctl for network namespaces (the lab's only way to touch
  * links, addresses and routes). Every failure is a MembraneError with a code and a hint.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { run, runOk } from './proc.ts';
 import { MembraneError } from '../common/errors.ts';
@@ -15,6 +15,20 @@ export function netnsPath(name: string): string {
 
 export function netnsExists(name: string): boolean {
   return existsSync(netnsPath(name));
+}
+
+/**
+ * Lets sockets of the caller's namespace bind addresses that are not local to it
+ * (net.ipv4.ip_nonlocal_bind): the DNS proxy answers from the original destination's address.
+ * Returns why it could not, or undefined.
+ */
+export function allowNonLocalBind(): string | undefined {
+  try {
+    writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
+    return undefined;
+  } catch (e) {
+    return String(e);
+  }
 }
 
 /** `ip [-n NS] ARGS`; throws NET_IP_FAILED. */

@@ -6,7 +6,8 @@
  * stay live (the selector cache updates them in place), so the identity part is never cached:
  * a peer gaining or losing a selector is seen by the next query.
  */
-import type { L7Policy } from '../../policy/types.ts';
+import type { L7Policy, MapState } from '../../policy/types.ts';
+import { lookupMapState } from '../../policy/lookup.ts';
 import { queryMatcher } from '../../fqdn/matchpattern.ts';
 
 /** Distinct names remembered per policy before that policy's cache starts over. */
@@ -46,5 +47,25 @@ export function createDNSDecider(): DNSDecider {
       if (ids === 'all' || ids.has(remoteIdentity)) return true;
     }
     return false;
+  };
+}
+
+/**
+ * Whether an endpoint's query for `qname` to `remoteIdentity` (a DNS server) on proto/port may go
+ * out: the endpoint's egress MapState decides first (dropped: no; allowed without L7 rules: yes;
+ * redirected to another parser: no), then the DNS rules of the entry. No MapState: no.
+ */
+export type DNSQueryJudge = (ms: MapState | undefined, remoteIdentity: number, proto: number, port: number, qname: string) => boolean;
+
+export function createDNSQueryJudge(): DNSQueryJudge {
+  const dnsAllowed = createDNSDecider();
+  return (ms, remoteIdentity, proto, port, qname) => {
+    if (!ms) return false;
+    const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+    if (r.verdict === 'drop') return false;
+    const l7 = r.entry?.l7;
+    if (r.verdict === 'forward' || !l7) return true;
+    if (l7.parser !== 'dns') return false;
+    return dnsAllowed(l7, remoteIdentity, qname);
   };
 }

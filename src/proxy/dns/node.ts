@@ -14,7 +14,7 @@
  * Expired names are collected every `gcIntervalMs` (default 1 s); an IP still used by a tracked
  * connection of the endpoint (datapath conntrack) is never removed.
  */
-import { writeFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { Datapath, IPCacheEntry } from '../../datapath/types.ts';
 import { proxySlot, DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import type { DnsRejectResponseCode } from '../../common/config.ts';
@@ -24,16 +24,16 @@ import type { AccessLogSink } from '../../common/access-log.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { parseIP, parsePrefix, prefixContainsIP, type Prefix } from '../../ipcache/prefix.ts';
-import { lookupMapState } from '../../policy/lookup.ts';
 import { createNameManager, type FQDNUpdate, type NameManager } from '../../fqdn/name-manager.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
+import { allowNonLocalBind } from '../../sys/net.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { checkWith, endpointQuerySchema } from '../../api/requests.ts';
 import { createDNSProxy, type DNSProxy, type DNSProxyStats } from './proxy.ts';
 import type { DnsAnswerReport } from '../feed/wire.ts';
 import type { StandaloneDNSInfo } from '../feed/snapshot.ts';
 import { createOrigDstLookup } from './origdst.ts';
-import { createDNSDecider } from './decide.ts';
+import { createDNSQueryJudge } from './decide.ts';
 import { writeFileAtomicSync } from '../../common/atomic-file.ts';
 
 /** The node's local endpoints, as the agent's endpoint table knows them. */
@@ -226,23 +226,14 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     return { identity: id, ...(labels ? { labels } : {}) };
   }
 
-  const dnsAllowed = createDNSDecider();
+  const judgeQuery = createDNSQueryJudge();
   const proxy = o.standalone ? undefined : createDNSProxy({
     nodeName: o.node,
     port: DEFAULT_PROXY_PORTS.dns,
     endpointByIp: endpointOf,
     originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
     peerOf,
-    decide(ep, remoteIdentity, proto, port, qname) {
-      const ms = o.policy.mapState(ep.id);
-      if (!ms) return false;
-      const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
-      if (r.verdict === 'drop') return false;
-      const l7 = r.entry?.l7;
-      if (r.verdict === 'forward' || !l7) return true;
-      if (l7.parser !== 'dns') return false;
-      return dnsAllowed(l7, remoteIdentity, qname);
-    },
+    decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(o.policy.mapState(ep.id), remoteIdentity, proto, port, qname),
     upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),
     onAnswer: (epId, qname, ips, ttl) => nameManager.onDNSResponse(epId, qname, ips, ttl),
     emit: o.emitRecord,
@@ -302,12 +293,9 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
         saveTimer = setInterval(save, 2000);
         saveTimer.unref();
       }
-      try {
-        // Replies leave from the original destination's address (not local to the node).
-        writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
-      } catch (e) {
-        log.warn({ err: String(e) }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
-      }
+      // Replies leave from the original destination's address (not local to the node).
+      const nonLocal = allowNonLocalBind();
+      if (nonLocal) log.warn({ err: nonLocal }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
       nameManager.start();
     },
     async listen() {

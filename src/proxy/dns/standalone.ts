@@ -18,19 +18,18 @@
  * sockets leave the sockmap, the datapath drops steered DNS (178): lookups fail closed, never
  * bypass to the real server.
  */
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DnsAccessRecord } from '../../common/access-log.ts';
 import { DEFAULT_PROXY_PORTS, proxySlot } from '../../common/proxy-ports.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
-import { lookupMapState } from '../../policy/lookup.ts';
 import type { MapState } from '../../policy/types.ts';
 import { encodeIpcacheKeyInto, IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE } from '../../datapath/linux/codec.ts';
 import { BpfMap } from '../../sys/bpf.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
+import { allowNonLocalBind } from '../../sys/net.ts';
 import type { FeedClient } from '../feed/client.ts';
 import type { PolicyView } from '../feed/snapshot.ts';
-import { createDNSDecider } from './decide.ts';
+import { createDNSQueryJudge } from './decide.ts';
 import { createOrigDstLookup } from './origdst.ts';
 import { createDNSProxy, DNSHoldFailed, type DNSProxy, type DNSProxyStats } from './proxy.ts';
 
@@ -135,7 +134,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     });
   }
 
-  const dnsAllowed = createDNSDecider();
+  const judgeQuery = createDNSQueryJudge();
   const candidates = (): string[] => {
     const d = deps.view()?.dns;
     if (!d) return [];
@@ -166,12 +165,9 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     async start() {
       const v = deps.view();
       ipcache = BpfMap.fromPin(join(deps.pinRoot, 'mb_ipcache'));
-      try {
-        // Replies leave from the original destination's address (not local to the node).
-        writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
-      } catch (e) {
-        log.warn({ err: String(e) }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
-      }
+      // Replies leave from the original destination's address (not local to the node).
+      const nonLocal = allowNonLocalBind();
+      if (nonLocal) log.warn({ err: nonLocal }, 'cannot enable ip_nonlocal_bind: DNS answers may fail');
       const origDst = createOrigDstLookup({ pinRoot: deps.pinRoot, candidates });
       proxy = createDNSProxy({
         nodeName: deps.node,
@@ -179,16 +175,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         endpointByIp: (ip) => deps.view()?.endpointByIp(ip),
         originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
         peerOf,
-        decide(ep, remoteIdentity, proto, port, qname) {
-          const ms = deps.view()?.mapState(ep.id);
-          if (!ms) return false;
-          const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
-          if (r.verdict === 'drop') return false;
-          const l7 = r.entry?.l7;
-          if (r.verdict === 'forward' || !l7) return true;
-          if (l7.parser !== 'dns') return false;
-          return dnsAllowed(l7, remoteIdentity, qname);
-        },
+        decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(deps.view()?.mapState(ep.id), remoteIdentity, proto, port, qname),
         upstreamFor: (dst) => {
           const d = deps.view()?.dns;
           return d && dst === d.serviceIp ? d.serverIp ?? dst : dst;
