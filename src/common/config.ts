@@ -222,7 +222,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'externalEnvoyProxy', scope: 'agent', env: 'MEMBRANE_EXTERNAL_ENVOY_PROXY', flag: '--external-envoy-proxy', default: '(1 in the lab)',
-    help: "run the HTTP/TLS proxies in their own supervised process, so an agent restart resets no L7 connection (Cilium's --external-envoy-proxy)", parse: flag,
+    help: "run the HTTP/TLS and DNS proxies in their own supervised process, so an agent restart resets no L7 connection and stops no name resolution (Cilium's --external-envoy-proxy and standalone DNS proxy)", parse: flag,
   },
   { name: 'dnsProxyHold', scope: 'agent', env: 'MEMBRANE_DNS_PROXY_HOLD', flag: '--dns-proxy-hold', default: '1', help: 'hold DNS answers until the datapath has their IPs; 0 only shows what the hold prevents', parse: flag },
   {
