@@ -11,9 +11,8 @@
  */
 import type { BpfMap } from '../../sys/bpf.ts';
 import { openCtTable } from '../../datapath/linux/index.ts';
-import { ctOwnIndex } from '../../datapath/linux/codec.ts';
+import { CT_KEY_SIZE as KEY_SIZE, ctOwnIndex } from '../../datapath/linux/codec.ts';
 
-const KEY_SIZE = 44;
 const DIR_EGRESS = 2;
 
 function v4(ip: string, b: Buffer, off: number): boolean {
@@ -58,18 +57,25 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
     key.writeUInt16LE(ep, 40);
     try { return m.lookup(key) !== null; } catch { return false; }
   }
-  /** The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. */
+  /**
+   * The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. Read
+   * in batches (one syscall per 256 entries, not one per key).
+   */
+  const want = Buffer.alloc(4);
   function scanOwn(m: BpfMap, clientIp: string, clientPort: number): string | undefined {
-    const want = Buffer.alloc(4);
     if (!v4(clientIp, want, 0)) return undefined;
+    let dst: string | undefined;
     try {
-      for (const k of m.keys()) {
-        if (k.length < KEY_SIZE || k[36] !== 17 || k[37] !== 4 || k[38] !== DIR_EGRESS) continue;
-        if (k.readUInt16BE(32) !== clientPort || k.readUInt16BE(34) !== 53 || k.compare(want, 0, 4, 0, 4) !== 0) continue;
-        return `${k[16]}.${k[17]}.${k[18]}.${k[19]}`;
-      }
+      m.forEachBatch(256, (keys, _values, count) => {
+        for (let i = 0; i < count && !dst; i++) {
+          const o = i * KEY_SIZE;
+          if (keys[o + 36] !== 17 || keys[o + 37] !== 4 || keys[o + 38] !== DIR_EGRESS) continue;
+          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(want, 0, 4, o, o + 4) !== 0) continue;
+          dst = `${keys[o + 16]}.${keys[o + 17]}.${keys[o + 18]}.${keys[o + 19]}`;
+        }
+      });
     } catch { /* table gone */ }
-    return undefined;
+    return dst;
   }
   // (client ip:port) → destination, briefly: a resolver reusing its socket skips the lookups.
   const recent = new Map<string, { dst: string; at: number }>();
