@@ -125,6 +125,42 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
 });
 
+test('feed: records go in messages of 128 at most, in order, the buffer of an agent\'s absence too; a few wait and go as one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const messages: number[][] = [];
+  let server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  await server.start();
+  t.after(() => server.stop());
+  let snaps = 0;
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  // 300 records in one turn: 128 + 128 + 44 (one 300-record line before)
+  for (let i = 1; i <= 300; i++) client.record(rec(i));
+  await until(() => messages.flat().length === 300);
+  assert.deepEqual(messages.map((m) => m.length), [128, 128, 44]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 300 }, (_, i) => i + 1));
+  // a few records wait for the timer and go as one message
+  messages.length = 0;
+  for (let i = 1; i <= 5; i++) client.record(rec(i));
+  await until(() => messages.length === 1);
+  assert.deepEqual(messages, [[1, 2, 3, 4, 5]]);
+  // what was kept while the agent was away goes in messages of 128 too
+  await server.stop();
+  await until(() => !client.connected());
+  for (let i = 1; i <= 200; i++) client.record(rec(i));
+  messages.length = 0;
+  server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  await server.start();
+  await until(() => messages.flat().length === 200);
+  assert.deepEqual(messages.map((m) => m.length), [128, 72]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 200 }, (_, i) => i + 1));
+});
+
 test('feed: the ipcache comes whole once per connection, then as deltas a view applies; a reconnect gets it whole again', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'feed-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
