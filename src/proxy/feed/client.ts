@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy } from './wire.ts';
+import { readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -78,7 +78,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     // in messages of RECORDS_PER_MESSAGE at most (the buffer of an agent's absence too), in order
     for (let i = 0; i < items.length || i === 0; i += RECORDS_PER_MESSAGE) {
       const part = items.length <= RECORDS_PER_MESSAGE ? items : items.slice(i, i + RECORDS_PER_MESSAGE);
-      send(sock, { t: 'records', items: part, ...(lost && i === 0 ? { lost } : {}) });
+      send(sock, recordsMessage(part, i === 0 ? lost : 0));
     }
     lost = 0;
   }

@@ -16,7 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
-import type { DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
+import { recordsMessage, recordsOf, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -123,6 +123,33 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   await until(() => snaps.at(-1) === 3 && got.length === 4);
   assert.deepEqual(got.map((r) => r.timeMs), [1, 4, 5, 6]);
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
+});
+
+test('access records cross the wire as they were made: HTTP ones positional with their peers once a message, any other as its object (property)', () => {
+  const peer = fc.record({ ip: fc.constantFrom('10.244.1.5', '10.96.0.10', 'fd00::5'), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }) });
+  const str = fc.string({ maxLength: 30 });
+  const http = fc.record({
+    l7: fc.constant('http' as const), type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
+    direction: fc.constantFrom('egress' as const, 'ingress' as const), timeMs: fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true }), endpointId: fc.nat(),
+    method: fc.constantFrom('GET', 'POST', ''), url: str, host: str, path: str, protocol: fc.constantFrom('HTTP/1.1', 'HTTP/1.0'),
+    headers: fc.array(str, { maxLength: 6 }), code: fc.integer({ min: 0, max: 599 }), latencyNs: fc.nat(),
+  }, { requiredKeys: ['l7', 'type', 'verdict', 'direction', 'timeMs', 'endpointId', 'method', 'url', 'host', 'path', 'protocol', 'headers', 'code', 'latencyNs'] });
+  const optional = fc.record({ requestTimeMs: fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true }), traceId: fc.stringMatching(/^[0-9a-f]{32}$/), reason: str, tls: fc.record({ sni: str, intercepted: fc.boolean() }), headerActions: fc.array(str, { maxLength: 2 }) }, { requiredKeys: [] });
+  fc.assert(fc.property(fc.array(peer, { minLength: 1, maxLength: 4 }), fc.array(fc.tuple(http, optional, fc.nat(), fc.nat()), { maxLength: 20 }), (peers, specs) => {
+    const recs = specs.map(([h, o, c, sv]) => ({ ...h, ...o, client: peers[c % peers.length]!, server: peers[sv % peers.length]! }) as AccessLogRecord);
+    const dns = { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1.75e12, client: peers[0]!, server: peers[0]!, transport: 'UDP', query: 'a.example.', qtypes: ['A'] } as unknown as AccessLogRecord;
+    const all = [...recs, dns];
+    const m = recordsMessage(all, 3);
+    const back = recordsOf(JSON.parse(JSON.stringify(m)));
+    assert.deepEqual(back, JSON.parse(JSON.stringify(all)));
+    assert.equal(m.lost, 3);
+    assert.ok((m.peers ?? []).length <= peers.length, 'each peer object once per message');
+    // the plain ones (no optional field but the response's request time) go positional
+    const plain = recs.filter((r) => r.l7 === 'http' && Object.keys(r).every((k) => k === 'requestTimeMs' || !['traceId', 'reason', 'tls', 'headerActions'].includes(k)));
+    assert.equal(m.items.filter((w) => Array.isArray(w)).length, plain.length);
+  }), { numRuns: 300 });
+  // a positional record naming a peer the message lacks is refused, not turned into a record without one
+  assert.throws(() => recordsOf({ t: 'records', items: [[0, 'forwarded', 0, 1, 0, 1, 1, 'GET', 'u', 'h', '/', 'HTTP/1.1', [], 0, 0, -1]], peers: [] }), /peer 0 or 1 not in its 0 peers/);
 });
 
 test('feed: records go in messages of 128 at most, in order, the buffer of an agent\'s absence too; a few wait and go as one', async (t) => {
