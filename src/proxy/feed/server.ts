@@ -127,8 +127,8 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
         case 'ack': c.acked = m.seq; wake(); break;
         case 'records': {
           let items;
-          // a message that does not decode is dropped (as a line that is not JSON ends the connection, nothing of it is taken)
-          try { items = recordsOf(m); } catch (e) { deps.logger?.warn({ err: String(e) }, 'access records message refused'); break; }
+          // a message that does not decode is dropped whole and logged (no record half made); the connection stays
+          try { items = recordsOf(m); } catch (e) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED', err: String(e) }, 'access records message refused'); break; }
           deps.onRecords(items, m.lost ?? 0);
           break;
         }
