@@ -250,7 +250,7 @@ test('settle does not wait without a proxy, and a request without one fails', as
   await assert.rejects(server.request('metrics'), /no proxy process is connected/);
 });
 
-test('attacker: the feed socket is root-only, and a line that is not JSON ends the connection without a record', async (t) => {
+test('attacker: the feed socket is root-only, a line that is not JSON ends the connection without a record, a records message naming missing peers is refused whole', async (t) => {
   const { statSync } = await import('node:fs');
   const { connect } = await import('node:net');
   const dir = mkdtempSync(join(tmpdir(), 'feed-'));
@@ -272,6 +272,13 @@ test('attacker: the feed socket is root-only, and a line that is not JSON ends t
   ok.on('error', () => {});
   ok.write('{"t":"records","items":[{"type":"http","timeMs":1}]}\n');
   await until(() => got.length === 1);
+  // a positional record naming a peer its message lacks: the message is refused whole, the
+  // connection stays (the next message is taken)
+  ok.write('{"t":"records","items":[{"type":"http","timeMs":2},[0,"forwarded",0,3,0,1,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[]}\n');
+  ok.write('{"t":"records","items":[[0,"forwarded",0,4,0,0,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[{"ip":"10.0.0.1","port":1,"identity":2}]}\n');
+  await until(() => got.length === 2);
+  assert.deepEqual(got.map((r) => r.timeMs), [1, 4]);
+  assert.equal(ok.destroyed, false);
   ok.destroy();
 });
 
