@@ -41,11 +41,14 @@ export interface FeedClient {
 const MAX_WAITING = 10_000;
 /**
  * Access records per `records` message at most; a batch this full goes at the end of the current
- * I/O turn instead of after the 20 ms timer. JSON.stringify's cost per record grows with the
- * message: ~1.2 us per record up to 256 records, ~5-6 us at 400-2,000 (bench/http at 17k req/s
- * made 680 per 20 ms, one 310 KB line and a ~4 ms stall of the proxy's event loop per flush).
+ * I/O turn instead of after the 20 ms timer. JSON.stringify's cost per record jumps with the size
+ * of the message: ~1.3 us per record up to 100 KB, ~6 us from 200 KB (thread CPU; bench/http at
+ * 17k req/s made 680 records per 20 ms, one 310 KB line and a ~4 ms stall of the proxy's loop per
+ * flush). Records with big headers make big messages: the count per message halves while a
+ * message is over MESSAGE_BYTES and doubles back while one is under a quarter of it.
  */
 const RECORDS_PER_MESSAGE = 128;
+const MESSAGE_BYTES = 64 * 1024;
 
 export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const cap = deps.bufferRecords ?? 20_000;
@@ -58,6 +61,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let statusTimer: NodeJS.Timeout | undefined;
   let buf: AccessLogRecord[] = [];
   let lost = 0;
+  let perMessage = RECORDS_PER_MESSAGE;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
   let told = new Map<string, DnsAnswerReport>();
   const waiting = new Map<number, { r: DnsAnswerReport; done(): void }>();
@@ -75,11 +79,16 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (!buf.length && !lost) return;
     const items = buf;
     buf = [];
-    // in messages of RECORDS_PER_MESSAGE at most (the buffer of an agent's absence too), in order
-    for (let i = 0; i < items.length || i === 0; i += RECORDS_PER_MESSAGE) {
-      const part = items.length <= RECORDS_PER_MESSAGE ? items : items.slice(i, i + RECORDS_PER_MESSAGE);
-      send(sock, recordsMessage(part, i === 0 ? lost : 0));
-    }
+    // in messages of perMessage at most (the buffer of an agent's absence too), in order
+    let i = 0;
+    do {
+      const part = i === 0 && items.length <= perMessage ? items : items.slice(i, i + perMessage);
+      const line = `${JSON.stringify(recordsMessage(part, i === 0 ? lost : 0))}\n`;
+      if (!sock.destroyed) sock.write(line);
+      i += part.length;
+      if (line.length > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
+      else if (line.length < MESSAGE_BYTES / 4 && perMessage < RECORDS_PER_MESSAGE) perMessage <<= 1;
+    } while (i < items.length);
     lost = 0;
   }
 
@@ -145,7 +154,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       buf.push(rec);
       if (buf.length > cap) { buf.shift(); lost++; }
       if (!up) return;
-      if (buf.length >= RECORDS_PER_MESSAGE) flushSoon ??= setImmediate(flush);
+      if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);
       else flushTimer ??= setTimeout(flush, 20);
     },
     reportAnswer(r, wait) {

@@ -186,6 +186,20 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   await until(() => messages.flat().length === 200);
   assert.deepEqual(messages.map((m) => m.length), [128, 72]);
   assert.deepEqual(messages.flat(), Array.from({ length: 200 }, (_, i) => i + 1));
+  // records with big headers: the count per message halves while a message is over 64 KB (128
+  // records of 2 KB: 256 KB; 64: 128 KB; 32: just over 64 KB; 16: 32 KB)
+  await until(() => client.connected());
+  messages.length = 0;
+  const big = (n: number) => ({ type: 'http', timeMs: n, headers: ['cookie', 'c'.repeat(2000)] } as unknown as AccessLogRecord);
+  for (let i = 1; i <= 300; i++) client.record(big(i));
+  await until(() => messages.flat().length === 300);
+  assert.deepEqual(messages.map((m) => m.length), [128, 64, 32, 16, 16, 16, 16, 12]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 300 }, (_, i) => i + 1));
+  // and doubles back while messages are under 16 KB: 16 small records, 32, 64, then 128 again
+  messages.length = 0;
+  for (let i = 1; i <= 500; i++) client.record(rec(i));
+  await until(() => messages.flat().length === 500);
+  assert.deepEqual(messages.map((m) => m.length), [16, 32, 64, 128, 128, 128, 4]);
 });
 
 test('feed: the ipcache comes whole once per connection, then as deltas a view applies; a reconnect gets it whole again', async (t) => {
