@@ -291,7 +291,7 @@ test('attacker: the feed socket is root-only, a line that is not JSON ends the c
   ok.write('{"t":"records","items":[{"type":"http","timeMs":2},[0,"forwarded",0,3,0,1,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[]}\n');
   ok.write('{"t":"records","items":[[0,"forwarded",0,4,0,0,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[{"ip":"10.0.0.1","port":1,"identity":2}]}\n');
   await until(() => got.length === 2);
-  assert.deepEqual(got.map((r) => r.timeMs), [1, 4]);
+  assert.deepEqual((got as AccessLogRecord[]).map((r) => r.timeMs), [1, 4]);
   assert.equal(ok.destroyed, false);
   ok.destroy();
 });
