@@ -145,7 +145,9 @@ test('GetFlows follow: receives a flow ingested after subscribing; field mask', 
   const ac = new AbortController();
   const c = observerClient({ kind: 'unix', path: sock });
   const stream = c.getFlows(create(GetFlowsRequestSchema, { follow: true, fieldMask: { paths: ['source.pod_name', 'verdict'] } }), { signal: ac.signal });
-  setTimeout(() => hubble.ingest(ev({ timeNs: nowNs(), srcPort: 41111 })), 100);
+  // ingested until one arrives: on a busy machine the server may open the follow after a single
+  // early flow was stored (it then starts after it and would wait forever)
+  const feed = setInterval(() => hubble.ingest(ev({ timeNs: nowNs(), srcPort: 41111 })), 100);
   let got: GetFlowsResponse | undefined;
   try {
     for await (const r of stream) {
@@ -154,6 +156,8 @@ test('GetFlows follow: receives a flow ingested after subscribing; field mask', 
     }
   } catch (e) {
     if (!(e instanceof ConnectError && e.code === Code.Canceled)) throw e;
+  } finally {
+    clearInterval(feed);
   }
   assert.equal(got?.responseTypes.case, 'flow');
   const f = got!.responseTypes.value as import('../../../src/hubble/gen/flow/flow_pb.js').Flow;
