@@ -714,18 +714,23 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 /* tc INGRESS of a network device (world, underlay): the source identity from the ipcache. A
  * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
  * node's address on any device but the underlay. What does not parse, and ICMP errors, pass. */
-SEC("tc")
-int from_network(struct __sk_buff *skb)
+static __always_inline int network_ingress(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct remote rm = {};
-	stat_inc(STAT_PKTS_NET);
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
 	remote_resolve(&rm, p.saddr, p.family);
 	if (rm.ep_id || net_source_spoofed(skb, &p))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	return net_ingress(skb, &p, &rm);
+}
+
+SEC("tc")
+int from_network(struct __sk_buff *skb)
+{
+	stat_inc(STAT_PKTS_NET);
+	return network_ingress(skb);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
@@ -777,43 +782,10 @@ int to_overlay(struct __sk_buff *skb)
 }
 
 #ifdef MB_L3_DEVICE
-/* from_wireguard (bpf/wireguard.bpf.c, tcx ingress of cilium_wg0) leaves the packet to the stack */
-#define WG_TO_STACK (-1)
+/* from_wireguard's parts (bpf/wireguard.bpf.c, tcx ingress of cilium_wg0), each in a frame of its
+ * own: the endpoint hook's state and net_ingress' together pass the 512-byte stack. */
+#define WG_TO_STACK (-1) /* not delivered from here: on to the stack (and to_container) */
 #define WG_IP_TTL_OFF 8
-
-/* A decrypted packet of a connection conntrack knows, for local endpoint `dcfg`: what
- * to_container would do with it (per-packet policy when the revision moved, traces, reverse
- * NAT of service replies), done here because the packet will not cross the host veth. A new
- * connection, a fragment, or a connection an L7 proxy takes part in (its replies may belong to
- * the proxy's transparent socket) goes on to the stack and to_container, as without delivery. */
-static __noinline int wg_known(struct __sk_buff *skb, struct hctx *h, struct ep_config *dcfg)
-{
-	if (!h || !dcfg || h->p.frag)
-		return WG_TO_STACK;
-	const __u16 ep = dcfg->ep_id;
-	void *own = ct_table(CT_OWN(ep));
-	if (!own)
-		return WG_TO_STACK; /* to_container drops it (190) */
-	h->dir = DIR_INGRESS;
-	h->cfg = dcfg;
-	h->own = own;
-	h->c.ifindex = dcfg->ifindex;
-	h->c.direction = DIR_INGRESS;
-	h->c.ep_id = ep;
-	h->c.dst_identity = dcfg->identity;
-	h->c.bucket = SENDER_EXT(ep);
-	h->rev = policy_rev();
-	h->now = bpf_ktime_get_ns();
-	struct ct_val *v = 0;
-	int ct = hctx_lookup(h, &v);
-	if (ct == CT_NEW || !v || v->proxy_port)
-		return WG_TO_STACK;
-	stat_inc(STAT_PKTS_TO);
-	int verdict = handle_known(skb, h, v, ct);
-	if (verdict == TC_ACT_OK)
-		stat_inc(STAT_PASS);
-	return verdict;
-}
 
 /* Hands the packet to the endpoint's own interface (the host veth's peer, in the pod's
  * namespace) with the link header and the hop the host's forwarding would have given it. */
@@ -826,7 +798,7 @@ static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_con
 	const __u32 l3 = sizeof(eth);
 	if (bpf_skb_load_bytes(skb, l3 + WG_IP_TTL_OFF, &ttl_proto, 2))
 		return TC_ACT_SHOT;
-	/* TTL first in memory, checked above 1 by the caller */
+	/* TTL first in memory, checked above 1 before */
 	dec = ttl_proto - 1;
 	if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
 	    bpf_skb_store_bytes(skb, l3 + WG_IP_TTL_OFF, &dec, 2, 0))
@@ -840,41 +812,78 @@ static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_con
 	return bpf_redirect_peer(dcfg->ifindex, 0);
 }
 
-/* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer (whose allowed
- * IPs are its pod CIDR, so the source address is one that peer may use). As from_network, the
- * source identity from the ipcache, spoof checks, the destination's ingress policy and L7 redirect;
- * then, as Cilium's cil_from_wireguard with BPF host routing, a packet for a local endpoint is
- * delivered into the endpoint from here (bpf_redirect_peer), not routed by the host and sent
- * through the host veth again. Tunnel routing: the packet is VXLAN between node addresses and
- * goes to the stack, which hands it to cilium_vxlan (from_overlay), as in Cilium. */
-SEC("tc")
-int from_wireguard(struct __sk_buff *skb)
+/* A decrypted IPv4 packet of a connection conntrack knows, for a local endpoint: what
+ * to_container would do with it (per-packet policy when the revision moved, traces, reverse NAT
+ * of service replies), then delivery. WG_TO_STACK for everything else: tunnel routing (VXLAN
+ * for cilium_vxlan), a destination that is not a local endpoint, a spoofed source (from_network's
+ * checks drop it), ICMP errors, fragments, a TTL about to expire, a new connection (net_ingress
+ * decides it first), and a connection an L7 proxy takes part in (its replies may belong to the
+ * proxy's transparent socket). */
+static __noinline int wg_known(struct __sk_buff *skb)
 {
 	struct hctx h = {};
 	__u8 ttl = 0;
-	stat_inc(STAT_PKTS_NET);
-	if (parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err)
-		return TC_ACT_OK;
+	if (tunnel_mode() || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
+	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
+		return WG_TO_STACK;
 	remote_resolve(&h.rm, h.p.saddr, h.p.family);
 	if (h.rm.ep_id || net_source_spoofed(skb, &h.p))
-		return net_drop(skb, &h.p, h.rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
+		return WG_TO_STACK;
 	struct ep_config *dcfg = local_dest(&h.p);
-	if (!dcfg || h.p.family != 4 || tunnel_mode() || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) ||
-	    ttl <= 1)
-		return net_ingress(skb, &h.p, &h.rm);
-	int r = wg_known(skb, &h, dcfg);
-	if (r == WG_TO_STACK) {
-		/* a new connection: its ingress policy (and L7 redirect) as on any network device */
-		r = net_ingress(skb, &h.p, &h.rm);
-		if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
-			return r; /* dropped, or steered to a proxy socket the stack delivers to */
-		r = wg_known(skb, &h, dcfg);
-		if (r == WG_TO_STACK)
-			return TC_ACT_OK;
-	}
-	if (r != TC_ACT_OK)
-		return r;
+	if (!dcfg)
+		return WG_TO_STACK;
+	const __u16 ep = dcfg->ep_id;
+	void *own = ct_table(CT_OWN(ep));
+	if (!own)
+		return WG_TO_STACK; /* to_container drops it (190) */
+	h.dir = DIR_INGRESS;
+	h.cfg = dcfg;
+	h.own = own;
+	h.c.ifindex = dcfg->ifindex;
+	h.c.direction = DIR_INGRESS;
+	h.c.ep_id = ep;
+	h.c.dst_identity = dcfg->identity;
+	h.c.bucket = SENDER_EXT(ep);
+	h.rev = policy_rev();
+	h.now = bpf_ktime_get_ns();
+	struct ct_val *v = 0;
+	int ct = hctx_lookup(&h, &v);
+	if (ct == CT_NEW || !v || v->proxy_port)
+		return WG_TO_STACK;
+	stat_inc(STAT_PKTS_TO);
+	int verdict = handle_known(skb, &h, v, ct);
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	stat_inc(STAT_PASS);
 	return wg_deliver(skb, dcfg);
+}
+
+/* from_network's part: the source identity from the ipcache, spoof checks, the destination's
+ * ingress policy and L7 redirect (a new connection's entry made here). */
+static __noinline int wg_network(struct __sk_buff *skb)
+{
+	return network_ingress(skb);
+}
+
+/* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer, whose allowed
+ * IPs (its pod CIDR) bound the source addresses it may use. What from_network does on a network
+ * device; then, as Cilium's cil_from_wireguard with BPF host routing, a packet for a local
+ * endpoint is delivered into the endpoint from here (bpf_redirect_peer) instead of being routed
+ * by the host and sent through the host veth. Tunnel routing: the packet is VXLAN between node
+ * addresses and goes to the stack, which hands it to cilium_vxlan (from_overlay), as in Cilium. */
+SEC("tc")
+int from_wireguard(struct __sk_buff *skb)
+{
+	stat_inc(STAT_PKTS_NET);
+	/* established connections first: one parse, one conntrack lookup */
+	int r = wg_known(skb);
+	if (r != WG_TO_STACK)
+		return r;
+	r = wg_network(skb);
+	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
+		return r; /* dropped, or steered to a socket the stack delivers to */
+	r = wg_known(skb);
+	return r == WG_TO_STACK ? TC_ACT_OK : r;
 }
 #endif
 
