@@ -18,7 +18,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
-import { captureUnderlay } from '../support/underlay-capture.ts';
+import { captureIn, captureUnderlay } from '../support/underlay-capture.ts';
+import { podNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
 
@@ -139,14 +140,14 @@ test('a peer is trusted only for its allowed IPs: node2 sending from node1\'s po
   const added: string[] = [];
   try {
     for (const a of [own, ...spoofed]) { execFileSync('ip', ['-n', n2, 'addr', 'add', `${a}/32`, 'dev', 'lo']); added.push(a); }
-    const cap = lab.exec(NS, 'client', ['timeout', '8', 'tcpdump', '-l', '-n', '-i', 'eth0', 'tcp dst port 9'], 30_000);
-    await new Promise((res) => setTimeout(res, 2000));
+    const cap = await captureIn(podNetnsName('node1', NS, 'client', lab.name), 'eth0', join(await lab.dir, `spoof-${Date.now()}.pcap`));
     for (const a of [own, ...spoofed]) {
       try { execFileSync('ip', ['netns', 'exec', n2, 'curl', '-s', '-m', '1', '--interface', a, `http://${client}:9/`], { stdio: 'ignore' }); } catch { /* refused or timed out: the capture tells */ }
     }
-    const out = (await cap).stdout;
-    assert.ok(out.includes(`${own}.`), `the control (node2's own pod CIDR) never reached the client, so the capture proves nothing: ${out}`);
-    for (const a of spoofed) assert.ok(!out.split('\n').some((l) => l.includes(` ${a}.`)), `${a} reached the client through node2's tunnel: ${out}`);
+    const seen = (await cap.stop()).packets.filter((p) => p.proto === 6 && p.dport === 9 && p.dst === client);
+    const from = (a: string) => seen.filter((p) => p.src === a).length;
+    assert.ok(from(own) > 0, `the control (node2's own pod CIDR) never reached the client, so the capture proves nothing: ${JSON.stringify(seen)}`);
+    for (const a of spoofed) assert.equal(from(a), 0, `${a} reached the client through node2's tunnel: ${JSON.stringify(seen)}`);
   } finally {
     for (const a of added) execFileSync('ip', ['-n', n2, 'addr', 'del', `${a}/32`, 'dev', 'lo']);
   }
