@@ -296,7 +296,9 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
 	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
-	if (trace) {
+	/* Cilium's "medium" monitor aggregation: no from-endpoint traces (the to-endpoint ones, where
+	 * the packet is delivered, carry the connection's flags and its first reply) */
+	if (trace && !from) {
 		ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
 			   0, 0, 0, h->dir);
@@ -396,8 +398,12 @@ static __always_inline int create_new(struct hctx *h)
 			ct_create(h->own, &h->p, &h->n, h->now);
 		}
 	}
-	emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
-		   CT_NEW, 0, 0, 0, h->dir);
+	/* A new connection is traced once per node: at the local destination's to_container when its
+	 * ingress was decided here, else here (its flow on the sending node; Cilium's to-overlay or
+	 * to-stack trace) */
+	if (!h->dest_ep)
+		emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
+			   CT_NEW, 0, 0, 0, h->dir);
 	return TC_ACT_OK;
 }
 
@@ -504,6 +510,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (p->frag == FRAG_FIRST)
 		frag_register(frag_tbl, &fr, h.now);
 	stat_inc(STAT_PASS);
+	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
+	if (from && !(skb->mark & MARK_MAGIC_MASK))
+		return overlay_redirect_tx(skb, &h.p, h.c.src_identity);
 	return TC_ACT_OK;
 }
 
@@ -567,7 +576,7 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
  * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
  * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
  * (to_container parses and enforces every packet that reaches a pod). */
-static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm)
+static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
 {
 	struct ep_config *dcfg = local_dest(p);
 	if (!dcfg)
@@ -609,6 +618,9 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 			if (d)
 				return do_drop(p, &dc, d, DIR_INGRESS);
 		}
+		/* (a reply of a proxied connection may be the proxy's own: the stack finds its socket) */
+		if (!v->proxy_port)
+			*deliver = dcfg->ifindex;
 		goto pass;
 	}
 	if (p->frag == FRAG_LATER)
@@ -633,6 +645,8 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	int d = ct_create(ext, p, &n, now);
 	if (d && ir.proxy_port)
 		return do_drop(p, &dc, d, DIR_INGRESS);
+	if (!ir.proxy_port)
+		*deliver = dcfg->ifindex;
 pass:
 	if (p->frag == FRAG_FIRST)
 		frag_register(ext, &fr, now);
@@ -664,7 +678,8 @@ int from_network(struct __sk_buff *skb)
 	remote_resolve(&rm, p.saddr, p.family);
 	if (rm.ep_id || net_source_spoofed(skb, &p))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
-	return net_ingress(skb, &p, &rm);
+	__u32 deliver = 0;
+	return net_ingress(skb, &p, &rm, &deliver);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
@@ -694,7 +709,11 @@ int from_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	rm.identity = identity;
 	rm.known = 1;
-	return net_ingress(skb, &p, &rm);
+	__u32 deliver = 0;
+	int v = net_ingress(skb, &p, &rm, &deliver);
+	if (v == TC_ACT_OK && deliver && !(skb->mark & MARK_MAGIC_MASK))
+		return overlay_redirect_rx(skb, &p, deliver);
+	return v;
 }
 
 /* tc EGRESS of the VXLAN device: what the node routes into the tunnel gets its tunnel key (the
@@ -704,6 +723,10 @@ int to_overlay(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	stat_inc(STAT_OVERLAY_TX);
+	/* keyed by from_container on its way here (only a program sets a key before this device) */
+	struct bpf_tunnel_key k;
+	if (bpf_skb_get_tunnel_key(skb, &k, sizeof(k), 0) == 0)
+		return TC_ACT_OK;
 	int r = parse_pkt(skb, &p);
 	if (r == PARSE_OK && p.family != 4)
 		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */

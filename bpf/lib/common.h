@@ -142,6 +142,7 @@ struct icmphdr {
 #define STAT_OVERLAY_RX 19      /* packets decapsulated from the tunnel (from_overlay) */
 #define STAT_OVERLAY_TX 20      /* packets encapsulated into the tunnel (to_overlay) */
 #define STAT_ND 21              /* IPv6 neighbour discovery passed without policy (as ARP) */
+#define STAT_OVERLAY_REDIRECT 22 /* packets sent past the node's IP forwarding to the tunnel or an endpoint (lib/overlay.h) */
 #define STAT_MAX 24
 
 struct {
