@@ -296,9 +296,10 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
 	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
-	/* Cilium's "medium" monitor aggregation: no from-endpoint traces (the to-endpoint ones, where
-	 * the packet is delivered, carry the connection's flags and its first reply) */
-	if (trace && !from) {
+	/* Cilium's "medium" monitor aggregation: no from-endpoint traces of a connection's packets
+	 * (the to-endpoint ones, where they are delivered, carry its flags and its first reply); an
+	 * ICMP error an endpoint sends is traced (as Cilium's to-stack trace of it) */
+	if (trace && (!from || ct == CT_RELATED)) {
 		ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
 			   0, 0, 0, h->dir);
