@@ -420,6 +420,51 @@ static __always_inline int source_valid(const struct pkt *p, const struct ep_con
 	return ((a[0] ^ s[0]) | (a[1] ^ s[1]) | (a[2] ^ s[2]) | (a[3] ^ s[3])) == 0;
 }
 
+/* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
+ * transparent upstream connection (bound to a pod's address). Such packets are delivered to the
+ * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
+static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->family != 4)
+		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
+	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = p->dport;
+	struct bpf_sock *sk;
+	int own = 0;
+	if (p->proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			own = sk->state != BPF_TCP_LISTEN;
+			bpf_sk_release(sk);
+		}
+	} else if (p->proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			__be32 peer;
+			__builtin_memcpy(&peer, p->saddr, 4);
+			/* connected sockets only (a wildcard listener matches any address) */
+			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
+			bpf_sk_release(sk);
+		}
+	}
+	return own;
+}
+
+/* A judged pod packet the node routes into the tunnel goes there directly (lib/overlay.h), unless a
+ * socket of the node owns its connection: a reply to an L7 proxy's transparent upstream socket
+ * (bound to a remote client's address) is the proxy's, as the stack's socket match would find. */
+static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, __u32 identity)
+{
+	__u32 ov = overlay_ifindex();
+	__be32 ep = overlay_tx_peer(skb, p, ov);
+	if (!ep || local_socket_owns(skb, p))
+		return TC_ACT_OK;
+	return overlay_redirect_tx(skb, ep, ov, identity);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	const int from = dir == DIR_EGRESS;
@@ -513,7 +558,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	stat_inc(STAT_PASS);
 	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
 	if (from && !(skb->mark & MARK_MAGIC_MASK))
-		return overlay_redirect_tx(skb, &h.p, h.c.src_identity);
+		return tunnel_redirect(skb, &h.p, h.c.src_identity);
 	return TC_ACT_OK;
 }
 
@@ -537,39 +582,6 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
 		return 0;
 	__u32 id = iv->ep_id;
 	return bpf_map_lookup_elem(&mb_ep_ids, &id);
-}
-
-/* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
- * transparent upstream connection (bound to a pod's address). Such packets are delivered to the
- * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
-static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
-{
-	if (p->family != 4)
-		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
-	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
-	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
-	t.ipv4.sport = p->sport;
-	t.ipv4.dport = p->dport;
-	struct bpf_sock *sk;
-	int own = 0;
-	if (p->proto == IPPROTO_TCP) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			own = sk->state != BPF_TCP_LISTEN;
-			bpf_sk_release(sk);
-		}
-	} else if (p->proto == IPPROTO_UDP) {
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			__be32 peer;
-			__builtin_memcpy(&peer, p->saddr, 4);
-			/* connected sockets only (a wildcard listener matches any address) */
-			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
-			bpf_sk_release(sk);
-		}
-	}
-	return own;
 }
 
 /* Ingress of a packet entering the node from outside its pods (a network device, or the tunnel)

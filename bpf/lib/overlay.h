@@ -162,23 +162,30 @@ static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
 	return bpf_skb_store_bytes(skb, off, &nt, 1, 0) ? -1 : 0;
 }
 
-/* A pod's IPv4 packet (policy passed, not steered to a proxy) that the node routes into the tunnel:
- * its tunnel key set here with the endpoint's identity, sent to the VXLAN device's egress
- * (to_overlay sees the key and leaves it). TC_ACT_OK: the stack forwards it as before. A
- * subprogram, as the next one: the lookup's and the key's locals stay off the callers' frames. */
-static __noinline __attribute__((unused)) int overlay_redirect_tx(struct __sk_buff *skb, const struct pkt *p, __u32 identity)
+/* The tunnel endpoint (network order) of a pod's IPv4 packet the node's FIB routes into the VXLAN
+ * device, 0 for any other packet. */
+static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struct pkt *p, __u32 ov)
 {
-	__u32 ov = overlay_ifindex();
 	if (!ov || p->family != 4)
-		return TC_ACT_OK;
+		return 0;
 	/* the remote node first (a destination on this node has none: no FIB lookup for it) */
 	struct ipcache_val *v = ipcache_lookup(p->daddr);
-	__u32 ep = 0;
+	__be32 ep = 0;
 	if (v)
 		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
 	struct bpf_fib_lookup f = {};
-	if (!ep || fib_egress4(skb, p, &f, 0) != ov || ipv4_dec_ttl(skb))
-		return TC_ACT_OK; /* the stack's path (to_overlay keys it, or drops it: 160) */
+	if (!ep || fib_egress4(skb, p, &f, 0) != ov)
+		return 0;
+	return ep;
+}
+
+/* Sends a judged packet for tunnel endpoint `ep` to the VXLAN device `ov` directly: TTL as the
+ * forwarding leaves it, tunnel key with the sender's identity (to_overlay sees the key and leaves
+ * it). TC_ACT_OK: the stack forwards it (and answers an expiring TTL). */
+static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep, __u32 ov, __u32 identity)
+{
+	if (ipv4_dec_ttl(skb))
+		return TC_ACT_OK;
 	struct bpf_tunnel_key key = {};
 	key.tunnel_id = identity;
 	key.remote_ipv4 = bpf_ntohl(ep);
