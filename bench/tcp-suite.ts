@@ -8,7 +8,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { median } from './support.ts';
 
@@ -33,8 +33,13 @@ export const runLine = (startLoad: number): string =>
   `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad.toFixed(2)} at start`;
 
 export type Measure = 'stream' | 'rr' | 'crr';
-/** The three rates, and `agentUs`: CPU µs of the agent side's processes per TCP_CRR connection. */
-export type Samples = Record<Measure | 'agentUs', number[]>;
+/**
+ * The three rates; `agentUs`: CPU µs of the agent side's processes per TCP_CRR connection;
+ * `podUs`: CPU µs of the client and server processes per TCP_CRR connection (on veth pairs the
+ * kernel forwards a packet, eBPF programs included, in the context of the process that sent it,
+ * so this is the path's work per connection, a measure the machine's load moves far less than rates).
+ */
+export type Samples = Record<Measure | 'agentUs' | 'podUs', number[]>;
 
 /** CPU time (user + system, every thread) of the live ones of `pids`, in µs. */
 export function cpuUs(pids: readonly number[]): number {
@@ -46,6 +51,15 @@ export function cpuUs(pids: readonly number[]): number {
     } catch { /* gone */ }
   }
   return t * 10_000; // USER_HZ 100
+}
+
+/** A process's CPU time (every thread) in µs, from the scheduler's nanosecond count; 0 when gone. */
+function schedUs(pid: number | undefined): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
+  } catch {
+    return 0;
+  }
 }
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
 export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };
@@ -77,7 +91,8 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
   const rr = `/tmp/mbr-bench-rr-${process.pid}`;
   execFileSync('cc', ['-O2', '-o', rr, join(import.meta.dirname, 'datapath/rr.c')]);
   const procs: ChildProcess[] = [];
-  const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [], agentUs: [] }])) as unknown as Record<C, Samples>;
+  const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [], agentUs: [], podUs: [] }])) as unknown as Record<C, Samples>;
+  let crrServer: number | undefined;
   const nsx = (ns: string, cpu: number, cmd: string[]) => ['--net=/run/netns/' + ns, 'taskset', '-c', String(cpu), ...cmd];
   const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, cpu, cmd), { encoding: 'utf8', timeout: 120_000 });
   const spawnIn = (ns: string, cpu: number, cmd: string[]) => {
@@ -91,7 +106,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
     cp.stdout!.on('data', (d: Buffer) => { out += d; if (out.includes('ready')) { clearTimeout(t); res(); } });
     cp.once('exit', (code) => { clearTimeout(t); rej(new Error(`rr server exited ${code}: ${out}`)); });
   });
-  const m = (c: C, k: Measure | 'agentUs') => median(results[c][k]);
+  const m = (c: C, k: Measure | 'agentUs' | 'podUs') => median(results[c][k]);
   const cell = (col: Column<C>, k: Measure, unit: string, fmt: (x: number) => string) =>
     'cfg' in col ? `${fmt(m(col.cfg, k))} ${unit}` : (m(col.ratio[0], k) / m(col.ratio[1], k)).toFixed(3);
   // the ratio's spread: min-max of the per-round ratios (rounds are interleaved, so round i of
@@ -108,6 +123,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);
       const rrSrv = spawnIn(ns, 1, [rr, 'server', '7001']);
       const crrSrv = spawnIn(ns, 1, [rr, 'server', '7002']);
+      crrServer = crrSrv.pid; // nsenter and taskset exec: the server itself
       // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
       await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
     },
@@ -115,13 +131,16 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
       const r = results[cfg];
       r.stream.push(j.end.sum_received.bits_per_second / 1e9);
-      r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)])));
+      r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)]).split(' ')[0]));
       const pids = agentPids?.() ?? [];
       const cpu0 = cpuUs(pids);
-      r.crr.push(Number(runIn(ns, 0, [rr, 'crr', ip, '7002', String(secs)])));
+      const srv0 = schedUs(crrServer);
+      const [rate, clientUs] = runIn(ns, 0, [rr, 'crr', ip, '7002', String(secs)]).split(' ').map(Number) as [number, number];
+      r.crr.push(rate);
+      r.podUs.push((clientUs + schedUs(crrServer) - srv0) / (rate * secs));
       const agent = pids.length ? ` (agent ${((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs)).toFixed(1)} µs CPU/conn)` : '';
       if (pids.length) r.agentUs.push((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs));
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s${agent}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s (pods ${r.podUs.at(-1)!.toFixed(1)} µs CPU/conn)${agent}, load ${loadavg()[0]!.toFixed(1)}\n`);
     },
     table(cols) {
       const row = (label: string, k: Measure, unit: string, fmt: (x: number) => string) =>
@@ -135,6 +154,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
         row('TCP_STREAM (iperf3)', 'stream', 'Gbit/s', (x) => x.toFixed(streamDigits)),
         row('TCP_RR (1 B req/resp)', 'rr', 'trans/s', (x) => x.toFixed(0)),
         row('TCP_CRR (connect+1 B+RST close)', 'crr', 'conn/s', (x) => x.toFixed(0)),
+        `| client + server CPU per TCP_CRR connection | ${cols.map((c) => ('cfg' in c ? `${m(c.cfg, 'podUs').toFixed(1)} µs` : (m(c.ratio[0], 'podUs') / m(c.ratio[1], 'podUs')).toFixed(3))).join(' | ')} |`,
         ...agentRow,
       ].join('\n');
     },

@@ -297,7 +297,10 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
 	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
-	if (trace) {
+	/* Cilium's "medium" monitor aggregation: no from-endpoint traces of a connection's packets
+	 * (the to-endpoint ones, where they are delivered, carry its flags and its first reply); an
+	 * ICMP error an endpoint sends is traced (as Cilium's to-stack trace of it) */
+	if (trace && (!from || ct == CT_RELATED)) {
 		ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
 			   0, 0, 0, h->dir);
@@ -397,8 +400,12 @@ static __always_inline int create_new(struct hctx *h)
 			ct_create(h->own, &h->p, &h->n, h->now);
 		}
 	}
-	emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
-		   CT_NEW, 0, 0, 0, h->dir);
+	/* A new connection is traced once per node: at the local destination's to_container when its
+	 * ingress was decided here, else here (its flow on the sending node; Cilium's to-overlay or
+	 * to-stack trace) */
+	if (!h->dest_ep)
+		emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
+			   CT_NEW, 0, 0, 0, h->dir);
 	return TC_ACT_OK;
 }
 
@@ -412,6 +419,51 @@ static __always_inline int source_valid(const struct pkt *p, const struct ep_con
 	if ((a[0] | a[1] | a[2] | a[3]) == 0)
 		return 0;
 	return ((a[0] ^ s[0]) | (a[1] ^ s[1]) | (a[2] ^ s[2]) | (a[3] ^ s[3])) == 0;
+}
+
+/* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
+ * transparent upstream connection (bound to a pod's address). Such packets are delivered to the
+ * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
+static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->family != 4)
+		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
+	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = p->dport;
+	struct bpf_sock *sk;
+	int own = 0;
+	if (p->proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			own = sk->state != BPF_TCP_LISTEN;
+			bpf_sk_release(sk);
+		}
+	} else if (p->proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			__be32 peer;
+			__builtin_memcpy(&peer, p->saddr, 4);
+			/* connected sockets only (a wildcard listener matches any address) */
+			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
+			bpf_sk_release(sk);
+		}
+	}
+	return own;
+}
+
+/* A judged pod packet the node routes into the tunnel goes there directly (lib/overlay.h), unless a
+ * socket of the node owns its connection: a reply to an L7 proxy's transparent upstream socket
+ * (bound to a remote client's address) is the proxy's, as the stack's socket match would find. */
+static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, __u32 identity)
+{
+	__u32 ov = overlay_ifindex();
+	__be32 ep = overlay_tx_peer(skb, p, ov);
+	if (!ep || local_socket_owns(skb, p))
+		return TC_ACT_OK;
+	return overlay_redirect_tx(skb, ep, ov, identity);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
@@ -505,6 +557,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (p->frag == FRAG_FIRST)
 		frag_register(frag_tbl, &fr, h.now);
 	stat_inc(STAT_PASS);
+	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
+	if (from && !(skb->mark & MARK_MAGIC_MASK))
+		return tunnel_redirect(skb, &h.p, h.c.src_identity);
 	return TC_ACT_OK;
 }
 
@@ -522,39 +577,6 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
 		return 0;
 	__u32 id = iv->ep_id;
 	return bpf_map_lookup_elem(&mb_ep_ids, &id);
-}
-
-/* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
- * transparent upstream connection (bound to a pod's address). Such packets are delivered to the
- * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
-static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
-{
-	if (p->family != 4)
-		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
-	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
-	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
-	t.ipv4.sport = p->sport;
-	t.ipv4.dport = p->dport;
-	struct bpf_sock *sk;
-	int own = 0;
-	if (p->proto == IPPROTO_TCP) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			own = sk->state != BPF_TCP_LISTEN;
-			bpf_sk_release(sk);
-		}
-	} else if (p->proto == IPPROTO_UDP) {
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			__be32 peer;
-			__builtin_memcpy(&peer, p->saddr, 4);
-			/* connected sockets only (a wildcard listener matches any address) */
-			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
-			bpf_sk_release(sk);
-		}
-	}
-	return own;
 }
 
 #ifndef MB_L3_DEVICE
@@ -628,7 +650,7 @@ int from_container(struct __sk_buff *skb)
  * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
  * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
  * (to_container parses and enforces every packet that reaches a pod). */
-static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm)
+static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
 {
 	struct ep_config *dcfg = local_dest(p);
 	if (!dcfg)
@@ -670,6 +692,9 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 			if (d)
 				return do_drop(p, &dc, d, DIR_INGRESS);
 		}
+		/* (a reply of a proxied connection may be the proxy's own: the stack finds its socket) */
+		if (!v->proxy_port)
+			*deliver = dcfg->ifindex;
 		goto pass;
 	}
 	if (p->frag == FRAG_LATER)
@@ -694,6 +719,8 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	int d = ct_create(ext, p, &n, now);
 	if (d && ir.proxy_port)
 		return do_drop(p, &dc, d, DIR_INGRESS);
+	if (!ir.proxy_port)
+		*deliver = dcfg->ifindex;
 pass:
 	if (p->frag == FRAG_FIRST)
 		frag_register(ext, &fr, now);
@@ -723,7 +750,8 @@ static __always_inline int network_ingress(struct __sk_buff *skb)
 	remote_resolve(&rm, p.saddr, p.family);
 	if (rm.ep_id || net_source_spoofed(skb, &p))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
-	return net_ingress(skb, &p, &rm);
+	__u32 deliver = 0;
+	return net_ingress(skb, &p, &rm, &deliver);
 }
 
 SEC("tc")
@@ -760,7 +788,11 @@ int from_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	rm.identity = identity;
 	rm.known = 1;
-	return net_ingress(skb, &p, &rm);
+	__u32 deliver = 0;
+	int v = net_ingress(skb, &p, &rm, &deliver);
+	if (v == TC_ACT_OK && deliver && !(skb->mark & MARK_MAGIC_MASK))
+		return overlay_redirect_rx(skb, &p, deliver);
+	return v;
 }
 
 /* tc EGRESS of the VXLAN device: what the node routes into the tunnel gets its tunnel key (the
@@ -770,6 +802,10 @@ int to_overlay(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	stat_inc(STAT_OVERLAY_TX);
+	/* keyed by from_container on its way here (only a program sets a key before this device) */
+	struct bpf_tunnel_key k;
+	if (bpf_skb_get_tunnel_key(skb, &k, sizeof(k), 0) == 0)
+		return TC_ACT_OK;
 	int r = parse_pkt(skb, &p);
 	if (r == PARSE_OK && p.family != 4)
 		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */

@@ -190,6 +190,12 @@ struct dp_config {
 	 * ev_burst_ns / ev_interval_ns + 1 events; 0 = unlimited. */
 	__u64 ev_interval_ns;
 	__u64 ev_burst_ns;
+	/* Routing mode tunnel: the VXLAN device's ifindex once the overlay programs are attached (0:
+	 * none). Pod traffic the node would route into it is encapsulated and redirected there by the
+	 * endpoint program, and decapsulated traffic for a local endpoint is redirected to its veth
+	 * (lib/overlay.h): the node's IP forwarding is skipped, its routing decision is not. */
+	__u32 overlay_ifindex;
+	__u32 pad;
 };
 
 /* Routing mode tunnel (VXLAN): pods may not send to the tunnel port (DROP_ENCAP_PROHIBITED). */

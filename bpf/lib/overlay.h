@@ -12,6 +12,10 @@
 #include "maps.h"
 #include "policy.h"
 
+#ifndef offsetof
+#define offsetof(t, f) __builtin_offsetof(t, f)
+#endif
+
 #define TUNNEL_PORT 8472
 #define IDENTITY_HOST 1
 #define IDENTITY_REMOTE_NODE 6
@@ -110,4 +114,98 @@ static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struc
 	if (d && (d->flags & DEV_F_UNDERLAY))
 		return 0;
 	return p->family == 4 && is_tunnel_peer(p->saddr); /* nodes are IPv4 peers */
+}
+
+/* ---- the node's IP forwarding, skipped (as Cilium's encap_and_redirect_lxc and local delivery):
+ * a packet goes where the node's own FIB sends it (bpf_fib_lookup with the node's rules, from the
+ * device it arrived on: same route, same MTU check), with the TTL the forwarding would leave it,
+ * straight to the device's egress, where its programs still run. Anything else (no route, another
+ * device, TTL expiring, a frame too big, a neighbour not yet resolved) takes the stack's path,
+ * which answers with the ICMP error or resolves the neighbour. */
+
+static __always_inline __u32 overlay_ifindex(void)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	return conf && (conf->flags & DP_F_TUNNEL) ? conf->overlay_ifindex : 0;
+}
+
+/* The FIB's egress device of an IPv4 packet arriving on skb->ifindex (0: not forwarded, or the
+ * neighbour unresolved); with `macs`, f->dmac/smac are the neighbour's and the device's. */
+static __always_inline __u32 fib_egress4(struct __sk_buff *skb, const struct pkt *p, struct bpf_fib_lookup *f,
+					 int macs)
+{
+	f->family = 2; /* AF_INET */
+	f->l4_protocol = p->proto;
+	f->sport = p->sport;
+	f->dport = p->dport;
+	f->ifindex = skb->ifindex;
+	__builtin_memcpy(&f->ipv4_src, p->saddr, 4);
+	__builtin_memcpy(&f->ipv4_dst, p->daddr, 4);
+	if (bpf_fib_lookup(skb, f, sizeof(*f), macs ? 0 : BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	return f->ifindex;
+}
+
+/* The forwarding's TTL decrement (Cilium's ipv4_dec_ttl); -1 when the TTL would expire here. */
+static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
+{
+	const __u32 off = ETH_HLEN + offsetof(struct iphdr, ttl);
+	__u8 ttl;
+	if (bpf_skb_load_bytes(skb, off, &ttl, 1) || ttl <= 1)
+		return -1;
+	__u8 nt = ttl - 1;
+	/* ttl is the high byte of the 16-bit word (ttl, protocol) the checksum sums */
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), bpf_htons((__u16)ttl << 8),
+				bpf_htons((__u16)nt << 8), 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &nt, 1, 0) ? -1 : 0;
+}
+
+/* The tunnel endpoint (network order) of a pod's IPv4 packet the node's FIB routes into the VXLAN
+ * device, 0 for any other packet. */
+static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struct pkt *p, __u32 ov)
+{
+	if (!ov || p->family != 4)
+		return 0;
+	/* the remote node first (a destination on this node has none: no FIB lookup for it) */
+	struct ipcache_val *v = ipcache_lookup(p->daddr);
+	__be32 ep = 0;
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	struct bpf_fib_lookup f = {};
+	if (!ep || fib_egress4(skb, p, &f, 0) != ov)
+		return 0;
+	return ep;
+}
+
+/* Sends a judged packet for tunnel endpoint `ep` to the VXLAN device `ov` directly: TTL as the
+ * forwarding leaves it, tunnel key with the sender's identity (to_overlay sees the key and leaves
+ * it). TC_ACT_OK: the stack forwards it (and answers an expiring TTL). */
+static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep, __u32 ov, __u32 identity)
+{
+	if (ipv4_dec_ttl(skb))
+		return TC_ACT_OK;
+	struct bpf_tunnel_key key = {};
+	key.tunnel_id = identity;
+	key.remote_ipv4 = bpf_ntohl(ep);
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+		return TC_ACT_SHOT;
+	stat_inc(STAT_OVERLAY_REDIRECT);
+	return bpf_redirect(ov, 0);
+}
+
+/* A decapsulated packet that from_overlay let through to local endpoint veth `ifindex`: straight
+ * to that veth's egress (to_container enforces there, as for every packet reaching a pod), when
+ * the FIB routes it there. TC_ACT_OK: the stack delivers it. */
+static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
+{
+	struct bpf_fib_lookup f = {};
+	if (fib_egress4(skb, p, &f, 1) != ifindex || ipv4_dec_ttl(skb))
+		return TC_ACT_OK;
+	if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0))
+		return TC_ACT_SHOT;
+	stat_inc(STAT_OVERLAY_REDIRECT);
+	return bpf_redirect(ifindex, 0);
 }

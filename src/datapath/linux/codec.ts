@@ -368,7 +368,7 @@ export function ctKeyEndpoint(k: Buffer): number {
 
 // ------------------------------------------------------------------ datapath config (mb_config)
 
-export const DP_CONFIG_SIZE = 24;
+export const DP_CONFIG_SIZE = 32;
 
 /** mb_config flags: routing mode tunnel (pods may not send to the tunnel port). */
 export const DP_F_TUNNEL = 0x01;
@@ -384,6 +384,8 @@ export interface DpConfig {
   eventIntervalNs: bigint;
   /** ... in bursts of up to burstNs / intervalNs + 1 events */
   eventBurstNs: bigint;
+  /** routing mode tunnel: the VXLAN device's ifindex once its programs are attached (absent: 0) */
+  overlayIfindex?: number;
 }
 
 export function encodeDpConfig(c: DpConfig): Buffer {
@@ -392,12 +394,14 @@ export function encodeDpConfig(c: DpConfig): Buffer {
   b.writeUInt32LE((c.flags ?? 0) >>> 0, 4);
   b.writeBigUInt64LE(c.eventIntervalNs, 8);
   b.writeBigUInt64LE(c.eventBurstNs, 16);
+  b.writeUInt32LE((c.overlayIfindex ?? 0) >>> 0, 24);
   return b;
 }
 
 export function decodeDpConfig(b: Buffer): DpConfig {
   const flags = b.readUInt32LE(4);
-  return { policyRevision: b.readUInt32LE(0), ...(flags ? { flags } : {}), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16) };
+  const overlayIfindex = b.length >= DP_CONFIG_SIZE ? b.readUInt32LE(24) : 0;
+  return { policyRevision: b.readUInt32LE(0), ...(flags ? { flags } : {}), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16), ...(overlayIfindex ? { overlayIfindex } : {}) };
 }
 
 /** Event budget (events/s, burst) → the GCRA parameters the datapath reads. rate 0 = unlimited. */
@@ -496,7 +500,7 @@ export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
   'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
-  'wireguardDelivered',
+  'wireguardDelivered', 'overlayRedirects',
 ] as const;
 export const STAT_MAX = 24;
 /** Index of the counter of events not emitted because their sender's budget was spent. */

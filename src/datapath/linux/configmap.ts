@@ -1,6 +1,6 @@
 /**
  * The datapath's global configuration (mb_config, one entry): the policy revision established
- * connections are re-decided against, and the event budget per sender.
+ * connections are re-decided against, the event budget per sender, the overlay device.
  */
 import { DP_F_IPV6, DP_F_TUNNEL, decodeDpConfig, encodeDpConfig, encodeU32, eventBudget } from './codec.ts';
 import type { Loader } from './loader.ts';
@@ -35,6 +35,17 @@ export class ConfigMap {
     const c = cur ? decodeDpConfig(cur) : { policyRevision: this.rev, ...eventBudget(0, 0) };
     this.rev = (Math.max(this.rev, c.policyRevision) + 1) >>> 0;
     m.update(KEY, encodeDpConfig({ ...c, policyRevision: this.rev }));
+  }
+
+  /**
+   * Routing mode tunnel: the VXLAN device whose programs are attached (0: none). The endpoint
+   * programs send pod traffic the node routes into it there directly (bpf/lib/overlay.h).
+   */
+  setOverlayIfindex(ifindex: number): void {
+    const m = this.loader.map('mb_config');
+    const cur = m.lookup(KEY);
+    const c = cur ? decodeDpConfig(cur) : { policyRevision: this.rev, ...eventBudget(0, 0) };
+    m.update(KEY, encodeDpConfig({ ...c, overlayIfindex: ifindex }));
   }
 
   policyRevision(): number {

@@ -222,6 +222,7 @@ export class LinuxDatapath implements Datapath {
    */
   attachOverlayDevice(ifname: string): boolean {
     const ifindex = this.devices.attachOverlay(ifname);
+    if (ifindex) this.config.setOverlayIfindex(ifindex);
     if (ifindex) this.log.debug({ subsys: 'datapath', ifname, ifindex }, 'overlay device attached');
     return ifindex > 0;
   }

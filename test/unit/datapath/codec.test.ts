@@ -103,6 +103,9 @@ test('datapath config and event budget: GCRA interval and burst', () => {
   const t = { policyRevision: 3, flags: C.DP_F_TUNNEL, ...C.eventBudget(0, 0) };
   assert.deepEqual(C.decodeDpConfig(C.encodeDpConfig(t)), t, 'routing-mode flags at offset 4');
   assert.deepEqual(C.decodeDpConfig(b), cfg);
+  const o = { ...t, overlayIfindex: 0x01020304 };
+  assert.equal(C.encodeDpConfig(o).readUInt32LE(24), 0x01020304, 'overlay ifindex at offset 24');
+  assert.deepEqual(C.decodeDpConfig(C.encodeDpConfig(o)), o);
   assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
   assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);
 });

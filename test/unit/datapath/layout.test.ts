@@ -50,9 +50,9 @@ int main(void) {
   P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
   O(ct_val, rev_nat); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port);
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
-  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER);
+  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
-  P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns);
+  P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex);
   P(ev_bucket); O(ev_bucket, lost);
   P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
   O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
@@ -93,7 +93,8 @@ int main(void) {
   assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
   assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND, out.STAT_WG_DELIVER], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery'), C.STAT_NAMES.indexOf('wireguardDelivered')]);
   assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
-  assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns']], [0, 8, 16]);
+  assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns'], out['dp_config.overlay_ifindex']], [0, 8, 16, 24]);
+  assert.equal(out.STAT_OVERLAY_REDIRECT, C.STAT_NAMES.indexOf('overlayRedirects'));
   assert.equal(out.ev_bucket, C.EV_BUCKET_SIZE);
   assert.equal(out['ev_bucket.lost'], 8);
   assert.equal(out.mb_event, C.EVENT_SIZE);

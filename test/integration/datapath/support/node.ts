@@ -98,7 +98,7 @@ export class DatapathNode {
 
   /** Starts `serve` in each namespace (tcp ports, udp ports) and waits until all are ready. */
   async serve(...servers: [ns: string, tcp: string, udp: string][]): Promise<void> {
-    await Promise.all(servers.map(([ns, tcp, udp]) => waitLine(this.spawn(ns, ['serve', tcp, udp]), /ready/)));
+    await Promise.all(servers.map(([ns, tcp, udp]) => waitLine(this.spawn(ns, ['serve', tcp, udp]), /ready/, 30_000)));
   }
 
   /** Every pod back to no policy and no default deny; pending events dropped. */
