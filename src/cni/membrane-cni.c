@@ -661,6 +661,11 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const char *version = LATEST;
 
+  /* stdin is read to its end first, whatever the command: a runtime still writing it must not
+     get EPIPE because the plugin answered an error early */
+  char *in = NULL;
+  size_t in_len = read_stdin(&in);
+
   const char *command = getenv("CNI_COMMAND");
   int known = 0;
   for (size_t k = 0; command && k < N_COMMANDS; k++) if (strcmp(command, COMMANDS[k]) == 0) known = 1;
@@ -669,9 +674,6 @@ int main(void) {
     snprintf(shown, sizeof shown, "%s", command ? command : "");
     failf(version, CNI_INVALID_ENVIRONMENT, NULL, "CNI_COMMAND \"%s\" is not one of ADD, DEL, CHECK, VERSION, STATUS, GC", shown);
   }
-
-  char *in = NULL;
-  size_t in_len = read_stdin(&in);
 
   if (strcmp(command, "VERSION") == 0) {
     /* VERSION may come with no configuration: the caller's cniVersion when it names one */

@@ -26,17 +26,18 @@ before(() => {
   if (!existsSync(BIN) || statSync(BIN).mtimeMs < statSync(src).mtimeMs) execFileSync('bash', [join(REPO, 'scripts/build-cni.sh')], { stdio: 'inherit' });
 });
 
-interface Run { status: number; out: Record<string, unknown> | undefined; raw: string; stderr: string }
+interface Run { status: number; out: Record<string, unknown> | undefined; raw: string; stderr: string; stdinError?: string }
 
 function run(env: Record<string, string>, stdin: string | Buffer, timeoutMs = 20_000): Promise<Run> {
+  let stdinError: string | undefined;
   return new Promise((res) => {
     const c = execFile(BIN, [], { env: { PATH: '/usr/bin:/bin', ...env }, timeout: timeoutMs, encoding: 'utf8', maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
       const status = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
       let out: Record<string, unknown> | undefined;
       try { out = stdout.trim() ? JSON.parse(stdout) as Record<string, unknown> : undefined; } catch { out = undefined; }
-      res({ status, out, raw: stdout, stderr });
+      res({ status, out, raw: stdout, stderr, ...(stdinError ? { stdinError } : {}) });
     });
-    c.stdin!.on('error', () => {});
+    c.stdin!.on('error', (e: NodeJS.ErrnoException) => { stdinError = e.code ?? e.message; });
     c.stdin!.end(stdin);
   });
 }
@@ -98,6 +99,9 @@ test('VERSION answers without an agent, in the caller\'s version; a bad CNI_COMM
   assert.equal(v.status, 0, v.raw);
   assert.deepEqual(v.out, { cniVersion: '1.0.0', supportedVersions: [...SUPPORTED_VERSIONS] });
   assert.deepEqual((await run({ CNI_COMMAND: 'VERSION' }, '')).out, { cniVersion: SUPPORTED_VERSIONS.at(-1), supportedVersions: [...SUPPORTED_VERSIONS] });
+  // an early error still reads stdin to its end: the runtime writing it gets no EPIPE
+  const early = await run({ CNI_COMMAND: 'FROB' }, JSON.stringify({ ...ok, pad: 'x'.repeat(512 << 10) }));
+  assert.deepEqual([early.out?.code, early.stdinError], [CniCode.InvalidEnvironment, undefined]);
   for (const cmd of [undefined, 'FROB', 'add', 'ADD ']) {
     const r = await run(cmd === undefined ? {} : { CNI_COMMAND: cmd }, JSON.stringify(ok));
     assert.equal(r.status, 1);
