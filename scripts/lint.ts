@@ -63,10 +63,10 @@ const CHECK_ENV = true;
 const CHECK_ERROR_CODES = true;
 
 /**
- * Files that may read process.env: the configuration builder, and the CNI plugin's call arguments
- * (CNI_* variables: the plugin's start must not load the settings table, src/cni/environment.ts).
+ * Files that may read process.env: the configuration builder. (The CNI plugin's CNI_* variables
+ * are read by the native plugin, src/cni/membrane-cni.c, and reach the agent in its request.)
  */
-export const ENV_READERS: readonly string[] = ['src/common/config.ts', 'src/cni/environment.ts'];
+export const ENV_READERS: readonly string[] = ['src/common/config.ts'];
 
 const SYSTEM_MODULES = /(['"])(koffi|node:child_process|child_process|node:worker_threads)\1/;
 const PURE_DIRS = ['src/policy/', 'src/labels/', 'src/identity/'];

@@ -51,8 +51,8 @@ bash scripts/build-bpf.sh
 if [ ! -x dist/rawpkt ] || [ test/integration/support/rawpkt.c -nt dist/rawpkt ]; then
   cc -O2 -Wall -o dist/rawpkt test/integration/support/rawpkt.c
 fi
-# membrane-cni as one JavaScript file (dist/cni/membrane-cni, started by its #! with no shell in
-# between): the runtime starts it per container; bin/membrane-cni uses it when fresh.
+# membrane-cni, the CNI plugin, is a small C program (dist/cni/membrane-cni, from
+# src/cni/membrane-cni.c with the gcc above): the runtime starts it per container and command.
 bash scripts/build-cni.sh
 # the web UI bundle (dist/ui): served by `membrane ui`, nothing fetched at run time
 bin/node ui/build.ts

@@ -145,5 +145,18 @@ export const cniAddRequestSchema = z.strictObject({
 export type CniAddRequest = z.infer<typeof cniAddRequestSchema>;
 export const cniCheckRequestSchema = z.strictObject({ containerId: cniContainerId, ifname: cniIfname, netns: z.string().regex(/^\/[^\0]{0,4095}$/) });
 export const cniDelRequestSchema = cniAttachmentSchema;
+/**
+ * membrane-cni's one call (src/cni/membrane-cni.c → src/cni/protocol.ts): the runtime's CNI_*
+ * variables (unset ones left out) and its stdin as they came; the agent reads them as the spec says.
+ * Bounds are the plugin's own (64 KiB a variable, 1 MiB of stdin).
+ */
+const cniVar = z.string().min(1).max(64 << 10);
+export const cniExecRequestSchema = z.strictObject({
+  command: z.string().min(1).max(64),
+  containerId: cniVar.optional(), netns: cniVar.optional(), ifname: cniVar.optional(), args: cniVar.optional(), path: cniVar.optional(),
+  stdin: z.string().max(1 << 20),
+});
+export type CniExecRequest = z.infer<typeof cniExecRequestSchema>;
+
 /** GC: every attachment the runtime still has; the agent removes its other CNI endpoints. */
 export const cniGcRequestSchema = z.strictObject({ valid: z.array(cniAttachmentSchema).max(MAX_REQUEST_RESOURCES) });

@@ -21,7 +21,8 @@ import type { Logger } from '../common/logger.ts';
 import type { PodNetworkInfo, PodNetworkProvider } from '../agent/pod-network.ts';
 import { MembraneError } from '../common/errors.ts';
 import { createSerial } from '../common/serial.ts';
-import { addrShowAt, ifindexIn, ip, ipAt, ipBatch, ipBatchAtThenHere, ipBatchShow, linkDelete, linkPresentSelf, linkShow, sysctlAt } from '../sys/net.ts';
+import { addrShowAt, ip, ipAt, ipBatch, linkDelete, linkPresentSelf, linkShow, sysctlAt } from '../sys/net.ts';
+import { containerVethHostEnd, createContainerVeth, deleteContainerVeth } from '../sys/netlink.ts';
 import { createCidrIpam, parseCidr, type CidrPool } from '../common/cidr-ipam.ts';
 import { writeFileAtomic } from '../common/atomic-file.ts';
 
@@ -98,45 +99,26 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
     const mac = macFromIp(podIp);
     const a: Attachment = { containerId, ifname, netns, hostIfname, ip: podIp, namespace: pod.metadata.namespace ?? 'default', pod: pod.metadata.name };
     await serial(async () => { const m = await load(); m[key] = a; await save(m); });
-    // each `ip`/`nsenter` is a process, and starting one from the agent costs more CPU than the
-    // work it does: a new attachment takes one (a shell that does both sides), an existing one
-    // one `ip`, and whether the veth exists is read from /proc/sys without one
-    const here = [`link set ${hostIfname} up`, `route replace ${podIp}/32 dev ${hostIfname} scope link`, `link show dev ${hostIfname}`];
-    let shown: string;
+    // no process: the veth, addresses and routes over rtnetlink from the agent (src/sys/netlink.ts);
+    // each `ip`/`nsenter`/`sh` was a fork of the agent, as much CPU as the rest of ADD
+    let hostIfindex: number | undefined;
     const had = linkPresentSelf(hostIfname);
-    if (!had || (await verify(a)).length) {
+    if (had && !(await verify(a)).length) hostIfindex = containerVethHostEnd(hostIfname, podIp);
+    if (!hostIfindex) {
       if (!existsSync(netns)) throw new MembraneError('CNI_NETNS_MISSING', `network namespace ${netns} of container ${containerId.slice(0, 12)} does not exist`, { hint: 'the container is gone: its runtime sends DEL' });
       if (had) {
         // half-made: start clean
         await linkDelete(hostIfname);
         await ipAt(netns, ['link', 'del', ifname]).catch(() => {});
       }
-      // In the container's namespace: IPv6 off (IPv4 only: the datapath drops what it does not
-      // parse, so no link-local chatter), the veth made with its host end sent to the agent's
-      // namespace, the address and routes. Then here: IPv6 off on the host end while it is
-      // still down, then up, its /32 route, and its ifindex.
-      try {
-        shown = await ipBatchAtThenHere({
-          path: netns,
-          sysctls: { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 },
-          there: [
-            `link add ${ifname} address ${mac} type veth peer name ${hostIfname} netns /proc/${process.pid}/ns/net`,
-            'link set lo up', `addr add ${podIp}/32 dev ${ifname}`, `link set ${ifname} up`,
-            `route add ${gw} dev ${ifname} scope link`, `route add default via ${gw} dev ${ifname}`,
-          ],
-          ipv6Off: [hostIfname],
-          here,
-        });
-      } catch (e) {
-        await linkDelete(hostIfname);
-        throw e;
-      }
+      // IPv6 off in the container's namespace before its interface exists (IPv4 only: the
+      // datapath drops what it does not parse, so no link-local chatter)
+      hostIfindex = createContainerVeth({
+        netns, ifname, mac, hostIfname, ip: podIp, gateway: gw,
+        sysctls: { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 },
+      });
       log.info({ container: containerId.slice(0, 12), pod: key, ip: podIp, ifname: hostIfname }, 'container network created');
-    } else {
-      shown = await ipBatchShow(here);
     }
-    const hostIfindex = ifindexIn(shown, hostIfname);
-    if (!hostIfindex) throw new MembraneError('CNI_VETH_MISSING', `veth ${hostIfname} vanished`, { hint: 'is another tool deleting links?' });
     return { netns, ip: podIp, mac, hostIfname, hostIfindex };
   }
 
@@ -146,7 +128,7 @@ export function createHostProvider(o: { config: MembraneConfig; paths: LabPaths;
     if (a) {
       // deleting the host end removes the container's end (if the namespace still exists) and
       // the /32 route through it; the route is named too in case the link was already gone
-      await ipBatch([`link del dev ${a.hostIfname}`, `route del ${a.ip}/32`], undefined, true);
+      deleteContainerVeth(a.hostIfname, a.ip);
     }
     await ipam.release(key);
     await serial(async () => { const m = await load(); delete m[key]; await save(m); });

@@ -10,7 +10,7 @@
  */
 import type { Pod, Resource } from '../api/types.ts';
 import {
-  checkWith, cniAddRequestSchema, cniCheckRequestSchema, cniDelRequestSchema, cniGcRequestSchema, emptyRequestSchema,
+  checkWith, cniAddRequestSchema, cniCheckRequestSchema, cniDelRequestSchema, cniExecRequestSchema, cniGcRequestSchema, emptyRequestSchema,
 } from '../api/requests.ts';
 import type { Agent } from '../agent/agent.ts';
 import type { Handler } from '../agent/api-server.ts';
@@ -18,6 +18,7 @@ import { ApiRequestError } from '../agent/api-server.ts';
 import { valid } from '../agent/routes.ts';
 import { ANN_CONTAINER_ID, ANN_IFNAME, ANN_NETNS, type Attachment, type HostProvider } from './host-provider.ts';
 import { createSerial } from '../common/serial.ts';
+import { cniExec } from './protocol.ts';
 
 const SOURCE = { file: '<cni>', line: 0, col: 0 };
 
@@ -35,7 +36,7 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
     if (await provider.byContainer(a.containerId, a.ifname)) await provider.networks.remove(podOf(a));
   }
 
-  return {
+  const routes: Record<string, Handler> = {
     'POST /v1/cni/add': (body) => serial(async () => {
       const r = valid(checkWith(cniAddRequestSchema, body), 'POST /v1/cni/add', 'the body is {containerId, ifname, netns, name, namespace, labels} (src/api/requests.ts cniAddRequestSchema)');
       // the same name held by another container (its DEL never came): that one goes first
@@ -108,4 +109,14 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
       return { ready: true, podCidr: provider.pool.cidr, attachments: (await provider.attachments()).length };
     },
   };
+  // membrane-cni's one call: the runtime's variables and stdin, answered as the plugin prints it
+  routes['POST /v1/cni/exec'] = async (body) => {
+    const r = valid(checkWith(cniExecRequestSchema, body), 'POST /v1/cni/exec', 'the body is {command, containerId?, netns?, ifname?, args?, path?, stdin} (src/api/requests.ts cniExecRequestSchema)');
+    return cniExec(r, (path, b) => {
+      const route = routes[`POST ${path}`];
+      if (!route) throw new ApiRequestError('API_NOT_FOUND', `no route POST ${path}`);
+      return route(b, new URLSearchParams());
+    });
+  };
+  return routes;
 }

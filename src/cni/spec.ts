@@ -1,7 +1,8 @@
 /**
  * The Container Network Interface as membrane-cni speaks it (CNI spec 1.0 and 1.1, SPEC.md of
  * containernetworking/cni): the commands, the error codes, the network configuration the runtime
- * writes on stdin, CNI_ARGS, and the result of ADD. Pure: the plugin (plugin.ts) does the I/O.
+ * writes on stdin, CNI_ARGS, and the result of ADD. Pure: protocol.ts runs a command with them in the agent; the
+ * native plugin (membrane-cni.c) mirrors parseNetConf so that it gives the same errors without the agent.
  */
 
 export const SUPPORTED_VERSIONS = ['1.0.0', '1.1.0'] as const;

@@ -181,50 +181,6 @@ export async function ipBatchAt(path: string, lines: string[], sysctls: Record<s
 }
 
 /**
- * One child process for work on both sides of a veth: `ip -batch` (after best-effort sysctls) in
- * the network namespace at PATH, then, back in this process's namespace, IPv6 off on `ipv6Off`
- * links and `ip -o -batch` of `here`, whose output is returned. Starting a process from the
- * agent (a fork of a large process) costs more CPU than the `ip` work itself; a shell forks the
- * rest cheaply. The batches travel as arguments, never inside the script.
- */
-export async function ipBatchAtThenHere(o: { path: string; sysctls: Record<string, number>; there: string[]; ipv6Off: string[]; here: string[] }): Promise<string> {
-  const inner = `${sysctlWrites(o.sysctls).map((w) => `${w}; `).join('')}exec ip -batch -`;
-  for (const l of o.ipv6Off) if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$/.test(l)) throw new MembraneError('NET_IP_FAILED', `bad link name ${l}`, { hint: 'link names are 1-15 of [A-Za-z0-9_.-]' });
-  const script = [
-    'printf \'%s\\n\' "$3" | nsenter --net="$1" sh -c "$2" || exit $?',
-    'here=$4; shift 4',
-    'for l in "$@"; do { echo 1 > "/proc/sys/net/ipv6/conf/$l/disable_ipv6"; } 2>/dev/null; done',
-    'printf \'%s\\n\' "$here" | exec ip -o -batch -',
-  ].join('\n');
-  const r = await run('sh', ['-c', script, 'sh', o.path, inner, o.there.join('\n'), o.here.join('\n'), ...o.ipv6Off]);
-  if (r.code !== 0) {
-    throw new MembraneError('NET_IP_FAILED', `ip -batch in ${o.path} and here: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`, { hint: 'this needs root; is the namespace file still there?' });
-  }
-  return r.stdout;
-}
-
-/**
- * `ip -o -batch -` in this process's namespace, returning what the batch printed (one line per
- * shown object): changes and a `link show` of the result in one process.
- */
-export async function ipBatchShow(lines: string[]): Promise<string> {
-  const r = await run('ip', ['-o', '-batch', '-'], { input: lines.join('\n') + '\n' });
-  if (r.code !== 0) {
-    throw new MembraneError('NET_IP_FAILED', `ip -batch: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`, { hint: 'this needs root and iproute2' });
-  }
-  return r.stdout;
-}
-
-/** The ifindex of a link in `ip -o link show` output, or undefined. */
-export function ifindexIn(oneline: string, name: string): number | undefined {
-  for (const l of oneline.split('\n')) {
-    const m = /^(\d+): ([^:@\s]+)[@:]/.exec(l);
-    if (m && m[2] === name) return Number(m[1]);
-  }
-  return undefined;
-}
-
-/**
  * Whether a link exists in this process's own namespace, without a process: every IPv4-capable
  * link has /proc/sys/net/ipv4/conf/NAME, and /proc/sys follows the netns (sysfs does not: it is
  * the host's mount when the agent runs in a namespace standing in for one).

@@ -6,28 +6,20 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, REPO, type RunResult } from './lab.ts';
 
 /**
- * What a runtime would have installed: dist/cni/membrane-cni (scripts/build-cni.sh: one bundled
- * file, Node started with no shell in between) while it is newer than every source it was built
- * from (dist/cni/inputs), else the wrapper running the .ts.
+ * What a runtime would have installed: dist/cni/membrane-cni (scripts/build-cni.sh, the native
+ * plugin) while it is newer than its source, else the wrapper, which builds it first.
  */
 export const CNI_PLUGIN = freshBuiltPlugin() ?? join(REPO, 'bin/membrane-cni');
 
 function freshBuiltPlugin(): string | undefined {
-  const exe = join(REPO, 'dist/cni/membrane-cni'), inputs = join(REPO, 'dist/cni/inputs');
-  if (!existsSync(exe) || !existsSync(inputs)) return undefined;
-  const built = statSync(exe).mtimeMs;
-  const sources = readFileSync(inputs, 'utf8').split('\n').filter(Boolean);
-  if (!sources.length) return undefined;
-  for (const src of sources) {
-    const f = join(REPO, src);
-    if (!existsSync(f) || statSync(f).mtimeMs > built) return undefined;
-  }
-  return exe;
+  const exe = join(REPO, 'dist/cni/membrane-cni'), src = join(REPO, 'src/cni/membrane-cni.c');
+  if (!existsSync(exe) || !existsSync(src)) return undefined;
+  return statSync(exe).mtimeMs >= statSync(src).mtimeMs ? exe : undefined;
 }
 
 export interface CniCall { command: string; containerId?: string; netns?: string; ifname?: string; args?: string; stdin?: string }
