@@ -1,7 +1,7 @@
 /**
  * The lab DNS's records, built from the cluster's resources (pure: resources in, zone out).
  *
- *   <svc>.<ns>.svc.cluster.local        A    the Service's ClusterIP
+ *   <svc>.<ns>.svc.cluster.local        A    the Service's ClusterIP (AAAA: its IPv6 one, dual stack)
  *   <a-b-c-d>.<ns>.pod.cluster.local    A    a pod's IP (and <pod>.<ns>.pod.cluster.local)
  *   world hosts (world.ts) and ExternalHosts: A / AAAA per address; extra names are CNAMEs to
  *   the first name (a chain: alias → name → addresses). TTL per host (default 30 s).
@@ -10,6 +10,7 @@
  */
 import type { ExternalHost, Pod, Resource, Service } from '../../api/types.ts';
 import { DEFAULT_WORLD_TTL, worldHosts } from '../world.ts';
+import { clusterIPsOf } from '../../agent/controllers/services.ts';
 
 export const CLUSTER_DOMAIN = 'cluster.local';
 const CLUSTER_TTL = 30;
@@ -56,8 +57,8 @@ export function buildZone(resources: readonly Resource[]): Zone {
   for (const r of resources) {
     if (r.kind === 'Service') {
       const s = r as Service;
-      const ip = s.spec.clusterIP;
-      if (ip && ip !== 'None') add(zone, `${s.metadata.name}.${s.metadata.namespace ?? 'default'}.svc.${CLUSTER_DOMAIN}`, [ip], CLUSTER_TTL);
+      const ips = clusterIPsOf(s);
+      if (ips.length) add(zone, `${s.metadata.name}.${s.metadata.namespace ?? 'default'}.svc.${CLUSTER_DOMAIN}`, ips, CLUSTER_TTL);
     } else if (r.kind === 'Pod') {
       const p = r as Pod;
       const ip = (p.status as { podIP?: string } | undefined)?.podIP;
