@@ -13,7 +13,7 @@
  */
 import { MembraneError } from '../../common/errors.ts';
 import type { Pod, Service } from '../../api/types.ts';
-import { formatIPv6, parseIP, parseIPv6 } from '../../ipcache/prefix.ts';
+import { formatIPv6, isIPv4Mapped, parseIP, parseIPv6 } from '../../ipcache/prefix.ts';
 
 export const SERVICE_CIDR = '10.96.0.0/16';
 export const KUBE_DNS_IP = '10.96.0.10';
@@ -46,7 +46,7 @@ function familyOf(ip: string): IPFamily | undefined {
   const a = parseIP(ip);
   if (!a) return undefined;
   if (a.family === 4) return 'IPv4';
-  return (a.addr as bigint) >> 32n === 0xffffn ? undefined : 'IPv6';
+  return isIPv4Mapped(ip) ? undefined : 'IPv6';
 }
 
 function canonical(ip: string): string {
