@@ -181,6 +181,25 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
     assert.equal((await d.call<unknown[]>('serviceDump')).length, 0);
   });
 
+  // Not yet over IPv6: the L7 proxies (their listeners and transparent upstream sockets are IPv4).
+  // Until they are, a redirect of an IPv6 connection fails closed: dropped (180) with a flow.
+  it('an L7 redirect over IPv6 fails closed (180, PROXY_REDIRECTION_NOT_SUPPORTED) at egress and at a local destination\'s ingress', async () => {
+    await reset();
+    const http = { parser: 'http', perSelector: [] };
+    const l7 = (direction: 'ingress' | 'egress', identity: number) => ({ key: { direction, identity, proto: TCP, port: 80, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } });
+    await d.call('applyFull', A.id, [l7('egress', idOf(B))], { ingress: false, egress: true });
+    assert.equal(tcpConnect(A.ns, v6(B), 80), false, 'A -> [B]:80 with an HTTP rule: not passed unproxied');
+    let evs = await events();
+    let dr = find(evs, (e) => e.type === 1 && e.subType === 180 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 80, 'drop 180 at A\'s egress');
+    assert.deepEqual([dr.direction, dr.ipVersion], ['egress', 6]);
+    await d.call('applyFull', A.id, [], { ingress: false, egress: false });
+    await d.call('applyFull', B.id, [l7('ingress', idOf(C))], { ingress: true, egress: false });
+    assert.equal(tcpConnect(C.ns, v6(B), 80), false, 'C -> [B]:80 with an ingress HTTP rule at B');
+    evs = await events();
+    dr = find(evs, (e) => e.type === 1 && e.subType === 180 && e.srcIp === v6(C) && e.dstIp === v6(B) && e.dstPort === 80, 'drop 180 at B\'s ingress (decided at C)');
+    assert.deepEqual([dr.direction, dr.endpointId, dr.ipVersion], ['ingress', B.id, 6]);
+  });
+
   it('the attacker at an IPv6 service: a spoofed source (132) and an IPv4-mapped VIP (134) are never translated; IPv4-mapped or cross-family backends are refused', async () => {
     await reset();
     const VIP = 'fd00:10:96::51';

@@ -12,6 +12,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestLab, type Flow } from '../support/lab.ts';
 import { cnp, ns, pod } from '../support/attack.ts';
+import { worldIp6 } from '../../../src/lab/names.ts';
 
 const lab = new TestLab(`v6l${process.pid % 10000}`);
 const svc = (name: string, spec: object) => ({
@@ -29,6 +30,7 @@ before(async () => {
   await lab.apply([
     ns(NS),
     pod(NS, 'client', { app: 'client' }), pod(NS, 'friend', { app: 'friend' }), pod(NS, 'web', { app: 'web' }, { ports: [8080] }),
+    pod(NS, 'fqdn', { app: 'fqdn' }),
     cnp(NS, 'web-ingress', {
       endpointSelector: { matchLabels: { app: 'web' } },
       ingress: [
@@ -107,4 +109,35 @@ test('ClusterIP over IPv6 with a real client: by address and by AAAA, translated
   assert.ok(fs.length > 0, 'a DROPPED flow client -> [web]:8080 (the backend, not the VIP)');
   assert.equal(fs[0]!.drop_reason_desc, 'POLICY_DENIED');
   assert.equal(fs[0]!.destination?.pod_name, 'web');
+});
+
+test('toFQDNs over IPv6: the DNS proxy learns the AAAA answer (a /128 FQDN identity), the pod reaches that address and no other; a AAAA query for a denied name is REFUSED', async () => {
+  const echoA6 = worldIp6('198.51.100.10'), echoB6 = worldIp6('203.0.113.10');
+  const pol = [cnp(NS, 'fqdn-egress', {
+    endpointSelector: { matchLabels: { app: 'fqdn' } },
+    egress: [
+      { toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchName: 'echo-a.world.lab' }] } }] },
+      { toFQDNs: [{ matchName: 'echo-a.world.lab' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] },
+    ],
+  })];
+  await lab.apply(pol);
+  try {
+    const dig = async (type: string, name: string) => (await lab.exec(NS, 'fqdn', ['dig', '+time=3', '+tries=2', type, name])).stdout;
+    assert.equal(await curl('fqdn', `[${echoA6}]`, 80), '000', 'before any lookup the IPv6 address is just world: denied');
+    assert.match(await dig('AAAA', 'echo-a.world.lab'), new RegExp(`IN\\s+AAAA\\s+${echoA6}`), 'the allowed name\'s AAAA answer passes the DNS proxy');
+    const ids = await lab.ok(['get', 'identities', '-o', 'json']);
+    // Cilium's cidr label spells an IPv6 prefix with '-' for ':'
+    assert.ok(ids.includes(`cidr:${echoA6.replace(/:/g, '-')}/128`), `an FQDN identity with ${echoA6}/128`);
+    assert.equal((await lab.exec(NS, 'fqdn', ['curl', '-6', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://echo-a.world.lab/'])).stdout.trim(), '200', 'curl -6 by name reaches the learned IPv6 address');
+    // the attacker's side: another IPv6 address, and the AAAA of a name outside the DNS rules
+    const since = new Date();
+    assert.equal(await curl('fqdn', `[${echoB6}]`, 80), '000', 'another world IPv6 address stays denied');
+    assert.match(await dig('AAAA', 'echo-b.world.lab'), /status: REFUSED/, 'a AAAA query for a denied name is refused');
+    assert.equal(await curl('fqdn', `[${echoB6}]`, 80), '000', 'and its address is still not reachable');
+    const match = (f: Flow) => f.IP?.destination === echoB6 && f.l4?.TCP?.destination_port === 80;
+    const fs = (await lab.waitFlows(['--from-pod', `${NS}/fqdn`, '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '2000'], (xs) => xs.some(match))).filter(match);
+    assert.equal(fs[0]?.drop_reason_desc, 'POLICY_DENIED', 'a DROPPED flow to the other IPv6 address');
+  } finally {
+    await lab.delete(pol);
+  }
 });
