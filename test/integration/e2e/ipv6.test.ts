@@ -131,9 +131,10 @@ test('toFQDNs over IPv6: the DNS proxy learns the AAAA answer (a /128 FQDN ident
     assert.equal((await lab.exec(NS, 'fqdn', ['curl', '-6', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://echo-a.world.lab/'])).stdout.trim(), '200', 'curl -6 by name reaches the learned IPv6 address');
     // the attacker's side: another IPv6 address, and the AAAA of a name outside the DNS rules
     const since = new Date();
-    assert.equal(await curl('fqdn', `[${echoB6}]`, 80), '000', 'another world IPv6 address stays denied');
+    // not 200 (a loaded machine may kill the exec before curl prints 000); the flow below proves the drop
+    assert.notEqual(await curl('fqdn', `[${echoB6}]`, 80), '200', 'another world IPv6 address stays denied');
     assert.match(await dig('AAAA', 'echo-b.world.lab'), /status: REFUSED/, 'a AAAA query for a denied name is refused');
-    assert.equal(await curl('fqdn', `[${echoB6}]`, 80), '000', 'and its address is still not reachable');
+    assert.notEqual(await curl('fqdn', `[${echoB6}]`, 80), '200', 'and its address is still not reachable');
     const match = (f: Flow) => f.IP?.destination === echoB6 && f.l4?.TCP?.destination_port === 80;
     const fs = (await lab.waitFlows(['--from-pod', `${NS}/fqdn`, '--verdict', 'DROPPED', '--since', since.toISOString(), '--last', '2000'], (xs) => xs.some(match))).filter(match);
     assert.equal(fs[0]?.drop_reason_desc, 'POLICY_DENIED', 'a DROPPED flow to the other IPv6 address');
