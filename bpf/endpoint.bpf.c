@@ -28,6 +28,7 @@
 #include "lib/frag.h"
 #include "lib/lb.h"
 #include "lib/overlay.h"
+#include "lib/encrypt.h"
 
 static __always_inline int do_drop(const struct pkt *p, const struct ev_ctx *c, __u8 reason, __u8 dir)
 {
@@ -510,12 +511,6 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 }
 
 SEC("tc")
-int from_container(struct __sk_buff *skb)
-{
-	return handle(skb, DIR_EGRESS);
-}
-
-SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	return handle(skb, DIR_INGRESS);
@@ -562,6 +557,72 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 		}
 	}
 	return own;
+}
+
+#ifndef MB_L3_DEVICE
+#define IP_TTL_OFF 8
+/* Native routing with WireGuard: a pod's packet that the node routes into cilium_wg0 is handed
+ * to the device from here (Cilium's BPF host routing: a FIB lookup, then a redirect), not
+ * forwarded by the host stack. The FIB decides as the stack would (policy rules, the routes the
+ * agent keeps per keyed peer; a peer without a key routes to the underlay, where strict mode
+ * sees it); packets for a proxy (marked), fragments, a TTL about to expire, and replies that
+ * belong to a local transparent socket (the ingress proxy's upstream connection, bound to the
+ * remote client's address) stay with the stack. */
+static __noinline int wg_out(struct __sk_buff *skb)
+{
+	const __u32 wg = wg_out_ifindex();
+	if (!wg || (skb->mark & MARK_MAGIC_MASK) || skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1 ||
+	    (ip.frag_off & bpf_htons(0x3fff)))
+		return TC_ACT_OK;
+	struct bpf_fib_lookup fib = {};
+	fib.family = 2; /* AF_INET */
+	fib.ifindex = skb->ifindex;
+	fib.tos = ip.tos;
+	fib.l4_protocol = ip.protocol;
+	fib.ipv4_src = ip.saddr;
+	fib.ipv4_dst = ip.daddr;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex != wg)
+		return TC_ACT_OK;
+	if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+		struct pkt p = {};
+		__be16 ports[2];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + (ip.ihl & 0xf) * 4, ports, sizeof(ports)))
+			return TC_ACT_OK;
+		p.family = 4;
+		p.proto = ip.protocol;
+		p.sport = ports[0];
+		p.dport = ports[1];
+		__builtin_memcpy(p.saddr, &ip.saddr, 4);
+		__builtin_memcpy(p.daddr, &ip.daddr, 4);
+		if (local_socket_owns(skb, &p))
+			return TC_ACT_OK;
+	}
+	/* the hop the host's forwarding would have counted (TTL first in memory) */
+	__u16 ttl_proto, dec;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + IP_TTL_OFF, &ttl_proto, 2))
+		return TC_ACT_OK;
+	dec = ttl_proto - 1;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + IP_TTL_OFF, &dec, 2, 0))
+		return TC_ACT_SHOT;
+	/* an L3 device: the kernel takes the link header off on the way */
+	return bpf_redirect(wg, 0);
+}
+#endif
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+#ifndef MB_L3_DEVICE
+	int r = handle(skb, DIR_EGRESS);
+	return r == TC_ACT_OK ? wg_out(skb) : r;
+#else
+	return handle(skb, DIR_EGRESS);
+#endif
 }
 
 /* Ingress of a packet entering the node from outside its pods (a network device, or the tunnel)
@@ -655,18 +716,23 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 /* tc INGRESS of a network device (world, underlay): the source identity from the ipcache. A
  * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
  * node's address on any device but the underlay. What does not parse, and ICMP errors, pass. */
-SEC("tc")
-int from_network(struct __sk_buff *skb)
+static __always_inline int network_ingress(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct remote rm = {};
-	stat_inc(STAT_PKTS_NET);
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
 	remote_resolve(&rm, p.saddr, p.family);
 	if (rm.ep_id || net_source_spoofed(skb, &p))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	return net_ingress(skb, &p, &rm);
+}
+
+SEC("tc")
+int from_network(struct __sk_buff *skb)
+{
+	stat_inc(STAT_PKTS_NET);
+	return network_ingress(skb);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
@@ -716,5 +782,111 @@ int to_overlay(struct __sk_buff *skb)
 		return net_drop(skb, &p, overlay_src_identity(p.saddr), d, DIR_EGRESS);
 	return TC_ACT_OK;
 }
+
+#ifdef MB_L3_DEVICE
+/* from_wireguard's parts (bpf/wireguard.bpf.c, tcx ingress of cilium_wg0), each in a frame of its
+ * own: the endpoint hook's state and net_ingress' together pass the 512-byte stack. */
+#define WG_TO_STACK (-1) /* not delivered from here: on to the stack (and to_container) */
+#define WG_IP_TTL_OFF 8
+
+/* Hands the packet to the endpoint's own interface (the host veth's peer, in the pod's
+ * namespace) with the link header and the hop the host's forwarding would have given it. */
+static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_config *dcfg)
+{
+	__u16 ttl_proto, dec;
+	struct ethhdr eth = {};
+	if (bpf_skb_change_head(skb, sizeof(eth), 0))
+		return TC_ACT_OK; /* no room: the stack forwards it, to_container sees it again */
+	const __u32 l3 = sizeof(eth);
+	if (bpf_skb_load_bytes(skb, l3 + WG_IP_TTL_OFF, &ttl_proto, 2))
+		return TC_ACT_SHOT;
+	/* TTL first in memory, checked above 1 before */
+	dec = ttl_proto - 1;
+	if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
+	    bpf_skb_store_bytes(skb, l3 + WG_IP_TTL_OFF, &dec, 2, 0))
+		return TC_ACT_SHOT;
+	/* the source MAC is the host veth's, which ep_config does not hold: zero (nobody reads it) */
+	__builtin_memcpy(eth.h_dest, dcfg->mac, ETH_ALEN);
+	eth.h_proto = bpf_htons(ETH_P_IP);
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+		return TC_ACT_SHOT;
+	stat_inc(STAT_WG_DELIVER);
+	return bpf_redirect_peer(dcfg->ifindex, 0);
+}
+
+/* A decrypted IPv4 packet of a connection conntrack knows, for a local endpoint: what
+ * to_container would do with it (per-packet policy when the revision moved, traces, reverse NAT
+ * of service replies), then delivery. WG_TO_STACK for everything else: tunnel routing (VXLAN
+ * for cilium_vxlan), a destination that is not a local endpoint, a spoofed source (from_network's
+ * checks drop it), ICMP errors, fragments, a TTL about to expire, a new connection (net_ingress
+ * decides it first), and a connection an L7 proxy takes part in (its replies may belong to the
+ * proxy's transparent socket). */
+static __noinline int wg_known(struct __sk_buff *skb)
+{
+	struct hctx h = {};
+	__u8 ttl = 0;
+	if (tunnel_mode() || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
+	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
+		return WG_TO_STACK;
+	remote_resolve(&h.rm, h.p.saddr, h.p.family);
+	if (h.rm.ep_id || net_source_spoofed(skb, &h.p))
+		return WG_TO_STACK;
+	struct ep_config *dcfg = local_dest(&h.p);
+	if (!dcfg)
+		return WG_TO_STACK;
+	const __u16 ep = dcfg->ep_id;
+	void *own = ct_table(CT_OWN(ep));
+	if (!own)
+		return WG_TO_STACK; /* to_container drops it (190) */
+	h.dir = DIR_INGRESS;
+	h.cfg = dcfg;
+	h.own = own;
+	h.c.ifindex = dcfg->ifindex;
+	h.c.direction = DIR_INGRESS;
+	h.c.ep_id = ep;
+	h.c.dst_identity = dcfg->identity;
+	h.c.bucket = SENDER_EXT(ep);
+	h.rev = policy_rev();
+	h.now = bpf_ktime_get_ns();
+	struct ct_val *v = 0;
+	int ct = hctx_lookup(&h, &v);
+	if (ct == CT_NEW || !v || v->proxy_port)
+		return WG_TO_STACK;
+	stat_inc(STAT_PKTS_TO);
+	int verdict = handle_known(skb, &h, v, ct);
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	stat_inc(STAT_PASS);
+	return wg_deliver(skb, dcfg);
+}
+
+/* from_network's part: the source identity from the ipcache, spoof checks, the destination's
+ * ingress policy and L7 redirect (a new connection's entry made here). */
+static __noinline int wg_network(struct __sk_buff *skb)
+{
+	return network_ingress(skb);
+}
+
+/* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer, whose allowed
+ * IPs (its pod CIDR) bound the source addresses it may use. What from_network does on a network
+ * device; then, as Cilium's cil_from_wireguard with BPF host routing, a packet for a local
+ * endpoint is delivered into the endpoint from here (bpf_redirect_peer) instead of being routed
+ * by the host and sent through the host veth. Tunnel routing: the packet is VXLAN between node
+ * addresses and goes to the stack, which hands it to cilium_vxlan (from_overlay), as in Cilium. */
+SEC("tc")
+int from_wireguard(struct __sk_buff *skb)
+{
+	stat_inc(STAT_PKTS_NET);
+	/* established connections first: one parse, one conntrack lookup */
+	int r = wg_known(skb);
+	if (r != WG_TO_STACK)
+		return r;
+	r = wg_network(skb);
+	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
+		return r; /* dropped, or steered to a socket the stack delivers to */
+	r = wg_known(skb);
+	return r == WG_TO_STACK ? TC_ACT_OK : r;
+}
+#endif
 
 char _license[] SEC("license") = "GPL";

@@ -75,8 +75,11 @@ try {
   membrane(['apply', '-f', podsFile]);
   const pc = podNetnsName('node1', 'bench', 'client', lab);
   const ps = podNetnsName('node2', 'bench', 'server', lab);
-  for (let i = 0; i < 100 && !(existsSync(`/run/netns/${pc}`) && existsSync(`/run/netns/${ps}`)); i++) await sleep(200);
-  const serverIp = /inet (10\.244\.2\.\d+)/.exec(sh(ps, ['ip', '-4', 'addr', 'show', 'eth0']))![1]!;
+  // both pods with their address (on a loaded machine the agents take a while to make them)
+  const addrOf = (ns: string) => { try { return /inet (10\.244\.\d+\.\d+)/.exec(sh(ns, ['ip', '-4', 'addr', 'show', 'eth0']))?.[1]; } catch { return undefined; } };
+  for (let i = 0; i < 600 && !(existsSync(`/run/netns/${pc}`) && existsSync(`/run/netns/${ps}`) && addrOf(pc) && addrOf(ps)); i++) await sleep(200);
+  const serverIp = addrOf(ps);
+  if (!serverIp?.startsWith('10.244.2.')) throw new Error(`the server pod has no address on node2 after 120 s (${serverIp})`);
 
   // the bare tunnel: its own wireguard-go per node namespace, keys, port and addresses
   mkdirSync('/run/wireguard', { recursive: true });

@@ -7,7 +7,9 @@
  * as soon as the first screenful is painted (while the older flows are still replayed): a click
  * on the newest row, answered when its detail panel shows the flow (Event Timing's duration for
  * the click itself: input to the next paint; 0 when under its 16 ms floor). Builds given with --ab are
- * loaded in turn (A, B, A, B, ...), so a busy machine skews them alike.
+ * loaded in turn (A, B, A, B, ...), so a busy machine skews them alike. The Observer's CPU time
+ * per load (process.cpuUsage of its process: serving the replay and the follow until loaded) is
+ * reported beside the page's threads.
  *
  *   bin/node bench/ui/page.ts [--loads 5] [--ab DIR] [--trace-dir DIR]
  */
@@ -39,7 +41,8 @@ try {
   for (const s of servers) await s.start();
   const b = await launchChromium({ width: 1440, height: 900 });
   const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
-  type R = { answered: number; clickPaint: number; interactive: number; loaded: number; mainI: number; workerI: number; mainL: number; workerL: number; longestWall: number; longestCpu: number; tti: number };
+  const ask = () => new Promise<NodeJS.CpuUsage>((res) => child.once('message', (x) => res(x as NodeJS.CpuUsage)).send('cpu'));
+  type R = { server: number; answered: number; clickPaint: number; interactive: number; loaded: number; mainI: number; workerI: number; mainL: number; workerL: number; longestWall: number; longestCpu: number; tti: number };
   const results = builds.map(() => [] as R[]);
   try {
     for (let i = 0; i < LOADS; i++) {
@@ -48,6 +51,7 @@ try {
         await page.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); }).observe({ type: 'longtask', buffered: true });
           window.__input = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) if (e.name === 'click') window.__input.push(e.duration); }).observe({ type: 'event', durationThreshold: 16, buffered: true });`);
         let answered = 0;
+        const c0 = await ask();
         const events = await traced(page, async () => {
           await page.goto(ui.url());
           await page.evaluate(`new Promise((res) => { if (performance.getEntriesByName('membrane:interactive').length) return res(); new PerformanceObserver((l, o) => { if (l.getEntries().some((e) => e.name === 'membrane:interactive')) { o.disconnect(); res(); } }).observe({ type: 'mark' }); })`);
@@ -57,6 +61,7 @@ try {
           answered = Date.now() - t;
           await page.evaluate(`new Promise((res) => { const ok = () => document.body.dataset.loaded; if (ok()) return res(); const mo = new MutationObserver(() => { if (ok()) { mo.disconnect(); res(); } }); mo.observe(document.body, { attributes: true, attributeFilter: ['data-loaded'] }); })`);
         });
+        const c1 = await ask();
         if (values['trace-dir']) writeFileSync(join(values['trace-dir'], `page-${k}-${i}.json`), JSON.stringify({ traceEvents: events }));
         const m = await page.evaluate(`({ i: performance.getEntriesByName('membrane:interactive')[0].startTime, l: performance.getEntriesByName('membrane:loaded')[0].startTime, long: window.__long, input: window.__input })`) as { i: number; l: number; long: [number, number][]; input: number[] };
         await page.close();
@@ -74,7 +79,7 @@ try {
         const tasks = events.filter((e) => e.name === 'RunTask' && e.ph === 'X' && `${e.pid}:${e.tid}` === mainKey && e.ts < navTs + m.l * 1000);
         const tti = Math.max(m.i, ...m.long.filter(([st]) => st < m.l).map(([st, d]) => st + d));
         results[k]!.push({
-          answered, clickPaint: m.input[0] ?? 0, interactive: m.i, loaded: m.l, tti,
+          server: (c1.user - c0.user + c1.system - c0.system) / 1000, answered, clickPaint: m.input[0] ?? 0, interactive: m.i, loaded: m.l, tti,
           mainI: threadCpu(events, mainKey, navTs + m.i * 1000), workerI: threadCpu(events, workerKey, navTs + m.i * 1000),
           mainL: threadCpu(events, mainKey, navTs + m.l * 1000), workerL: threadCpu(events, workerKey, navTs + m.l * 1000),
           longestWall: Math.max(0, ...tasks.map((t) => t.dur! / 1000)), longestCpu: Math.max(0, ...tasks.map((t) => (t.tdur ?? 0) / 1000)),
@@ -88,12 +93,12 @@ try {
   const lines = [
     `Command: \`bin/node bench/ui/page.ts --loads ${LOADS}${values.ab ? ` --ab ${values.ab}` : ''}\``, '',
     `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (load average at start ${load}, at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}), Node ${process.version}, Chromium (Debian) headless 1440x900. A synthetic Observer (10,000 flows, replay-server.ts) behind the UI server; no lab. Medians of ${LOADS} loads${builds.length > 1 ? ', builds loaded in turn' : ''}.`, '',
-    '| build | interactive (mark, then no long task to loaded) | first screenful mark | loaded mark | first input at the mark: detail shown / click to next paint | main thread CPU to first screenful / to loaded | worker CPU to first screenful / to loaded | longest main-thread task wall / CPU |',
-    '|---|---|---|---|---|---|---|---|',
+    '| build | interactive (mark, then no long task to loaded) | first screenful mark | loaded mark | first input at the mark: detail shown / click to next paint | main thread CPU to first screenful / to loaded | worker CPU to first screenful / to loaded | longest main-thread task wall / CPU | Observer process CPU per load |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...builds.map((bd, k) => {
       const r = results[k]!;
       const f = (g: (x: R) => number) => median(r.map(g)).toFixed(0);
-      return `| ${bd.name} | ${f((x) => x.tti)} ms (${r.map((x) => x.tti.toFixed(0)).join(', ')}) | ${f((x) => x.interactive)} ms | ${f((x) => x.loaded)} ms | ${f((x) => x.answered)} / ${f((x) => x.clickPaint)} ms | ${f((x) => x.mainI)} / ${f((x) => x.mainL)} ms | ${f((x) => x.workerI)} / ${f((x) => x.workerL)} ms | ${f((x) => x.longestWall)} / ${f((x) => x.longestCpu)} ms |`;
+      return `| ${bd.name} | ${f((x) => x.tti)} ms (${r.map((x) => x.tti.toFixed(0)).join(', ')}) | ${f((x) => x.interactive)} ms | ${f((x) => x.loaded)} ms | ${f((x) => x.answered)} / ${f((x) => x.clickPaint)} ms | ${f((x) => x.mainI)} / ${f((x) => x.mainL)} ms | ${f((x) => x.workerI)} / ${f((x) => x.workerL)} ms | ${f((x) => x.longestWall)} / ${f((x) => x.longestCpu)} ms | ${f((x) => x.server)} ms |`;
     }),
   ];
   process.stdout.write(lines.join('\n') + '\n');

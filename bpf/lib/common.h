@@ -142,6 +142,7 @@ struct icmphdr {
 #define STAT_OVERLAY_RX 19      /* packets decapsulated from the tunnel (from_overlay) */
 #define STAT_OVERLAY_TX 20      /* packets encapsulated into the tunnel (to_overlay) */
 #define STAT_ND 21              /* IPv6 neighbour discovery passed without policy (as ARP) */
+#define STAT_WG_DELIVER 22      /* packets from cilium_wg0 redirected straight into their endpoint (from_wireguard) */
 #define STAT_MAX 24
 
 struct {

@@ -14,7 +14,9 @@ struct encrypt_config {
 	__u32 flags;      /* ENCRYPT_F_* */
 	__be32 strict_net; /* strict CIDR, network order */
 	__be32 strict_mask;
-	__u32 pad;
+	/* native routing: cilium_wg0's ifindex, where from_container hands a pod's packet the node
+	 * routes into WireGuard (0: the host stack forwards it) */
+	__u32 wg_ifindex;
 };
 
 struct {
@@ -30,6 +32,14 @@ static __always_inline int strict_enabled(void)
 	__u32 z = 0;
 	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
 	return c && (c->flags & ENCRYPT_F_STRICT);
+}
+
+/* cilium_wg0's ifindex when pod traffic may be handed to it from the endpoint's program (0: no) */
+static __always_inline __u32 wg_out_ifindex(void)
+{
+	__u32 z = 0;
+	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
+	return c ? c->wg_ifindex : 0;
 }
 
 /* 1 when strict mode is on and both addresses are in the strict CIDR (Cilium's strict_allow

@@ -43,7 +43,7 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 	__builtin_memcpy(&new_ip, addr, 4);
 	__be16 old_port = dst ? p->dport : p->sport;
 	__u32 l4 = p->l4_off;
-	if (l4 < sizeof(struct ethhdr) + sizeof(struct iphdr) || l4 > sizeof(struct ethhdr) + 60)
+	if (l4 < ETH_HLEN + sizeof(struct iphdr) || l4 > ETH_HLEN + 60)
 		return -1;
 	__u32 csum_off;
 	__u64 mangled = 0;
@@ -57,11 +57,11 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 		if (has_l4 &&
 		    bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, BPF_F_PSEUDO_HDR | mangled | 4))
 			return -1;
-		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), old_ip,
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_ip,
 					new_ip, 4))
 			return -1;
 		if (bpf_skb_store_bytes(skb,
-					sizeof(struct ethhdr) +
+					ETH_HLEN +
 						(dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr)),
 					&new_ip, 4, 0))
 			return -1;
@@ -172,7 +172,7 @@ static __noinline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u
 	__u32 icmp = p->l4_off;
 	__u32 in_ip = icmp + 8;
 	__u32 in_l4 = p->in_l4_off;
-	if (icmp < sizeof(struct ethhdr) + sizeof(struct iphdr) || icmp > sizeof(struct ethhdr) + 60)
+	if (icmp < ETH_HLEN + sizeof(struct iphdr) || icmp > ETH_HLEN + 60)
 		return -1;
 	if (in_l4 < in_ip + sizeof(struct iphdr) || in_l4 > in_ip + 60)
 		return -1;
@@ -208,10 +208,10 @@ static __noinline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u
 	__be32 outer_src;
 	__builtin_memcpy(&outer_src, p->saddr, 4);
 	if (outer_src == backend && backend != vip) {
-		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), backend,
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), backend,
 					vip, 4))
 			return -1;
-		if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, saddr), &vip, 4,
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &vip, 4,
 					0))
 			return -1;
 		__builtin_memcpy(p->saddr, rn->addr, 4);

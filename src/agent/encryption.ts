@@ -25,8 +25,10 @@
  *               VXLAN's 50 bytes, so a full pod frame fits without fragmenting the tunnel
  *   receive  ── native: decrypted packets keep the sender pod's address, so the receiver finds
  *               the sender's identity in its ipcache (as Cilium's WireGuard does without a
- *               tunnel); from_network (compiled for an L3 device, bpf/wireguard.bpf.c) runs at
- *               cilium_wg0's ingress for the destination's ingress policy and L7 redirect.
+ *               tunnel); from_wireguard (bpf/wireguard.bpf.c) runs at cilium_wg0's ingress for
+ *               the destination's ingress policy and L7 redirect, and delivers a packet of a
+ *               known connection to a local endpoint straight into the pod (bpf_redirect_peer,
+ *               Cilium's BPF host routing): no host routing, no second pass through the veth.
  *               tunnel: the decrypted packet is VXLAN from the peer's InternalIP; cilium_wg0 is
  *               registered as an underlay device (an authenticated one) so from_network lets a
  *               node's address through, the kernel hands it to cilium_vxlan, and from_overlay
@@ -248,20 +250,28 @@ export function createEncryption(o: EncryptionOptions) {
       if (attachedWgIfindex) { try { devices.delete(u32(attachedWgIfindex)); } catch { /* gone */ } }
       devices.update(u32(ifindex), u32(DEV_F_UNDERLAY));
     }
-    attachTcx(wgObj.program('from_network').fd, ifindex, BPF_TCX_INGRESS, join(o.pinRoot, 'links', `${WG_IFNAME}-ingress`));
+    attachTcx(wgObj.program('from_wireguard').fd, ifindex, BPF_TCX_INGRESS, join(o.pinRoot, 'links', `${WG_IFNAME}-ingress`));
     attachedWgIfindex = ifindex;
-    log.info({ ifname: WG_IFNAME, ifindex }, 'from_network (L3) attached to the WireGuard device');
+    writeEncryptConfig(ifindex);
+    log.info({ ifname: WG_IFNAME, ifindex }, 'from_wireguard attached to the WireGuard device');
   }
 
-  function setupStrict(): void {
-    strictObj ??= BpfObject.load(join(o.bpfDir, 'encrypt.bpf.o'), o.pinRoot);
-    encryptMap ??= strictObj.map('mb_encrypt');
+  /** mb_encrypt (lib/encrypt.h): strict mode, its CIDR, and (native routing) cilium_wg0's ifindex,
+   *  to which from_container hands pod packets the node routes into the tunnel (0: the stack) */
+  function writeEncryptConfig(wgIfindex: number): void {
     const v = Buffer.alloc(16);
     const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
     v.writeUInt32LE(o.config.encryptionStrict ? 1 : 0, 0);
     net.copy(v, 4);
     mask.copy(v, 8);
-    encryptMap.update(Buffer.alloc(4), v);
+    v.writeUInt32LE(tunnel ? 0 : wgIfindex, 12);
+    encryptMap?.update(Buffer.alloc(4), v);
+  }
+
+  function setupStrict(): void {
+    strictObj ??= BpfObject.load(join(o.bpfDir, 'encrypt.bpf.o'), o.pinRoot);
+    encryptMap ??= strictObj.map('mb_encrypt');
+    writeEncryptConfig(0);
     if (!o.config.encryptionStrict) return;
     const prog = strictObj.program('to_network_strict');
     for (const dev of o.networkDevices) {

@@ -21,8 +21,11 @@ import { ServiceMap } from './model/map.ts';
 import { flowRow, type FlowRow } from './model/rows.ts';
 import { toFlowFilters, type UiFilters } from './model/filters.ts';
 import type { FromWorker, ToWorker } from './worker-protocol.ts';
+import { installShortUtf8 } from './utf8.ts';
 
 declare const self: DedicatedWorkerGlobalScope;
+
+installShortUtf8();
 
 /**
  * What the map and the table read (proto names): the stream carries only these, so the upstream

@@ -496,6 +496,7 @@ export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
   'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
+  'wireguardDelivered',
 ] as const;
 export const STAT_MAX = 24;
 /** Index of the counter of events not emitted because their sender's budget was spent. */

@@ -44,8 +44,13 @@ export function parsePcap(buf: Buffer): CapturedPacket[] {
  * their 1 s timeout, and a block not yet handed over when tcpdump is stopped is lost with every
  * packet in it (a short exchange then vanished from the capture, seen in full-suite runs).
  */
-export async function captureUnderlay(lab: string, k: number, file: string): Promise<Capture> {
-  const child = spawn('ip', ['netns', 'exec', `${lab}-underlay`, 'tcpdump', '-i', `n${k}`, '-nn', '--immediate-mode', '-U', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+export function captureUnderlay(lab: string, k: number, file: string): Promise<Capture> {
+  return captureIn(`${lab}-underlay`, `n${k}`, file);
+}
+
+/** The same capture on any interface of any named network namespace (a pod's eth0, say). */
+export async function captureIn(netns: string, iface: string, file: string): Promise<Capture> {
+  const child = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-i', iface, '-nn', '--immediate-mode', '-U', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 20_000);

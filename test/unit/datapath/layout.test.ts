@@ -50,7 +50,7 @@ int main(void) {
   P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
   O(ct_val, rev_nat); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port);
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
-  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND);
+  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns);
   P(ev_bucket); O(ev_bucket, lost);
@@ -98,7 +98,7 @@ int main(void) {
   assert.deepEqual([out.CT_TABLE_ENTRIES, out.CT_TABLES, out.DIR_SERVICE, out.DIR_FRAG], [C.CT_TABLE_ENTRIES, C.CT_TABLES, C.DIR_SERVICE, C.DIR_FRAG]);
   assert.deepEqual([out.CT_OWN_7, out.CT_EXT_7], [C.ctOwnIndex(7), C.ctExtIndex(7)]);
   assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
-  assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery')]);
+  assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND, out.STAT_WG_DELIVER], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery'), C.STAT_NAMES.indexOf('wireguardDelivered')]);
   assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
   assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns']], [0, 8, 16]);
   assert.equal(out.ev_bucket, C.EV_BUCKET_SIZE);
