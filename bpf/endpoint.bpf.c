@@ -305,9 +305,11 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
 			   0, 0, 0, h->dir);
 	}
-	if (rn && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) && lb4_rev_nat(skb, p, rn))
+	if (rn && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) &&
+	    (p->family == 6 ? lb6_rev_nat(skb, p, rn) : lb4_rev_nat(skb, p, rn)))
 		return hdrop(h, DROP_INVALID);
-	if (rn_icmp && lb4_rev_nat_icmp(skb, p, rn_icmp))
+	/* ICMP errors relate over IPv4 only (parse.h): ICMPv6 is decided by policy by type */
+	if (rn_icmp && p->family == 4 && lb4_rev_nat_icmp(skb, p, rn_icmp))
 		return hdrop(h, DROP_INVALID);
 	return TC_ACT_OK;
 }
@@ -539,8 +541,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	}
 
 	__u16 rev_nat = 0;
-	if (from && p->family == 4 && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
-		int d = lb4_xlate(skb, p, own, ep, &rev_nat);
+	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+		int d = p->family == 6 ? lb6_xlate(skb, p, own, ep, &rev_nat) : lb4_xlate(skb, p, own, ep, &rev_nat);
 		if (d)
 			return hdrop(&h, d);
 	}

@@ -1,4 +1,4 @@
-/* Socket-less ClusterIP load balancing (Cilium's lb4 at the client's tc hook): a new connection
+/* Socket-less ClusterIP load balancing (Cilium's lb4 and lb6 at the client's tc hook): a new connection
  * to a frontend VIP:port/proto is DNATed to a backend chosen by a hash of its tuple; the choice
  * is kept in a DIR_SERVICE conntrack entry keyed by the frontend tuple in the client's own table
  * (stable per connection);
@@ -14,9 +14,11 @@
 
 static __always_inline __u32 lb_hash(const struct pkt *p)
 {
-	__u32 a, b;
-	__builtin_memcpy(&a, p->saddr, 4);
-	__builtin_memcpy(&b, p->daddr, 4);
+	/* the addresses' four words folded: an IPv4 address has zeros after its first word, so its
+	 * hash is what it always was */
+	const __u32 *s = (const void *)p->saddr, *d = (const void *)p->daddr;
+	__u32 a = s[0] ^ s[1] ^ s[2] ^ s[3];
+	__u32 b = d[0] ^ d[1] ^ d[2] ^ d[3];
 	__u32 h = a * 0x9e3779b1U;
 	h ^= b + 0x7f4a7c15U + (h << 6) + (h >> 2);
 	h ^= ((((__u32)p->sport) << 16) | p->dport) * 0x85ebca6bU;
@@ -215,4 +217,127 @@ static __noinline int lb4_rev_nat_icmp(struct __sk_buff *skb, struct pkt *p, __u
 		__builtin_memcpy(p->saddr, rn->addr, 4);
 	}
 	return 0;
+}
+
+/* An IPv6 address compared as four words (no memcmp call in BPF). */
+static __always_inline int ip6_equal(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const void *)a, *y = (const void *)b;
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+/* l4_rewrite for IPv6: no header checksum; the L4 checksum's pseudo header takes the difference
+ * of the 16-byte addresses (bpf_csum_diff, folded in with BPF_F_PSEUDO_HDR, as Cilium's lb6). */
+static __always_inline int l6_rewrite(struct __sk_buff *skb, struct pkt *p, int dst, __u8 *addr,
+				      __be16 port)
+{
+	const int has_l4 = p->frag != FRAG_LATER;
+	/* no copies of the addresses: the caller's frame plus this one stay under 512 bytes */
+	__u8 *old_ip = dst ? p->daddr : p->saddr;
+	__be16 old_port = dst ? p->dport : p->sport;
+	__u32 l4 = p->l4_off;
+	if (l4 < sizeof(struct ethhdr) + sizeof(struct ipv6hdr))
+		return -1;
+	__u32 csum_off;
+	__u64 mangled = 0;
+	if (p->proto == IPPROTO_TCP) {
+		csum_off = l4 + offsetof(struct tcphdr, check);
+	} else {
+		csum_off = l4 + offsetof(struct udphdr, check);
+		mangled = BPF_F_MARK_MANGLED_0;
+	}
+	if (!ip6_equal(old_ip, addr)) {
+		__s64 diff = bpf_csum_diff((__be32 *)old_ip, 16, (__be32 *)addr, 16, 0);
+		if (has_l4 && bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled))
+			return -1;
+		if (bpf_skb_store_bytes(skb,
+					sizeof(struct ethhdr) +
+						(dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr)),
+					addr, 16, 0))
+			return -1;
+	}
+	if (has_l4 && old_port != port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, port, mangled | 2))
+			return -1;
+		if (bpf_skb_store_bytes(skb, l4 + (dst ? 2 : 0), &port, 2, 0))
+			return -1;
+	}
+	__builtin_memcpy(old_ip, addr, 16);
+	if (dst) {
+		p->dport = port;
+		p->policy_port = port;
+	} else {
+		p->sport = port;
+	}
+	return 0;
+}
+
+/* lb4_xlate for an IPv6 packet: the frontend in mb_lb6_services, the backend in mb_lb6_backends;
+ * the DIR_SERVICE entry's key carries family 6, so it never answers for an IPv4 tuple. */
+static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
+				__u16 *rev_nat)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct lb6_key lk = {};
+	__builtin_memcpy(lk.vip, p->daddr, 16);
+	lk.dport = p->dport;
+	lk.proto = p->proto;
+	struct lb4_service *svc = bpf_map_lookup_elem(&mb_lb6_services, &lk);
+	if (!svc)
+		return 0;
+	__u16 count = svc->count;
+	__u16 rn = svc->rev_nat;
+	if (count == 0)
+		return DROP_NO_SERVICE;
+	struct ct_key sk;
+	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 6, DIR_SERVICE, ep);
+	struct ct_val *sv = ct_get(own, &sk, now);
+	struct lb6_backend *be = 0;
+	__u32 bid = 0;
+	__u64 life = p->proto == IPPROTO_TCP ? CT_LIFETIME_TCP : CT_LIFETIME_NONTCP;
+	if (sv) {
+		bid = sv->src_identity;
+		be = bpf_map_lookup_elem(&mb_lb6_backends, &bid);
+		if (be && sv->rev_nat == rn) {
+			__u64 exp = now + life;
+			if (exp > sv->expires + 1000000000ULL)
+				sv->expires = exp;
+		} else {
+			be = 0;
+		}
+	}
+	if (!be) {
+		lk.slot = (__u16)(lb_hash(p) % count) + 1;
+		struct lb4_service *s = bpf_map_lookup_elem(&mb_lb6_services, &lk);
+		if (!s)
+			return DROP_NO_SERVICE;
+		bid = s->backend_id;
+		be = bpf_map_lookup_elem(&mb_lb6_backends, &bid);
+		if (!be)
+			return DROP_NO_SERVICE;
+		struct ct_val nv = {};
+		nv.created = now;
+		nv.expires = now + life;
+		nv.src_identity = bid;
+		nv.rev_nat = rn;
+		if (!own)
+			return DROP_CT_NO_MAP;
+		if (bpf_map_update_elem(own, &sk, &nv, BPF_ANY))
+			return DROP_CT_CREATE_FAILED;
+	}
+	if (l6_rewrite(skb, p, 1, be->addr, be->port))
+		return DROP_INVALID;
+	*rev_nat = rn;
+	stat_inc(STAT_LB_XLATE);
+	return 0;
+}
+
+/* Reply of a load-balanced IPv6 connection: the backend's address/port back to the frontend's. */
+static __noinline int lb6_rev_nat(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
+{
+	__u32 key = rev_nat;
+	struct lb6_reverse_nat *rn = bpf_map_lookup_elem(&mb_lb6_reverse_nat, &key);
+	if (!rn)
+		return 0;
+	return l6_rewrite(skb, p, 0, rn->addr, rn->port);
 }

@@ -292,6 +292,54 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb4_reverse_nat SEC(".maps");
 
+/* ---- load balancing over IPv6 (Cilium's lb6: cilium_lb6_services_v2, _backends, _reverse_nat):
+ * the same slot layout as lb4 with 16-byte addresses. Backend ids are per family (own map); the
+ * reverse-NAT ids are one space across both families (the agent allocates them), a connection's
+ * entry finds its frontend in the map of its own family. */
+struct lb6_key {
+	__u8 vip[16];     /* network order */
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+struct lb6_backend {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+struct lb6_reverse_nat {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb6_key);
+	__type(value, struct lb4_service);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb6_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb6_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb6_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb6_reverse_nat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb6_reverse_nat SEC(".maps");
+
 /* ---- the node's network devices with from_network attached: ifindex -> role (DEV_F_*) ----
  * Only the underlay may carry packets from other nodes' addresses (tunnel peers): on any other
  * device such a source is spoofed (lib/overlay.h). */

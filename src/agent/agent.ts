@@ -21,7 +21,7 @@ import { MembraneError } from '../common/errors.ts';
 import { createResourceStore, type ResourceStore } from './resources.ts';
 import { createEndpointTable, type EndpointOptions, type EndpointRecord, type EndpointTable } from './endpoints.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
-import { assignClusterIPs, diffFrontends, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
+import { assignClusterIPs, diffFrontends, serviceFamilies, serviceFrontends, type ServiceFrontend } from './controllers/services.ts';
 import type { Logger } from '../common/logger.ts';
 import type { PodNetworks, Workloads } from './pod-network.ts';
 import type { AgentPolicy } from '../policy/agent-engine.ts';
@@ -39,6 +39,8 @@ export interface AgentConfig {
   lab: string;
   /** Cilium's --policy-audit-mode: the audit mode of every endpoint without its own PolicyAuditMode option */
   policyAuditMode?: boolean;
+  /** Cilium's enable-ipv6: Services may have IPv6 cluster IPs (dual stack) */
+  enableIPv6?: boolean;
 }
 
 export interface AgentDeps {
@@ -166,7 +168,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
     if (create.length) await resources.commit(create);
     if (gone.length) await resources.commitDelete(gone);
     const services = of('Service') as Service[];
-    const assigned = lead ? assignClusterIPs(services) : [];
+    const assigned = lead ? assignClusterIPs(services, { ipv6: config.enableIPv6 ?? false, onError: (s, e) => noteError(`service ${s.metadata.namespace ?? 'default'}/${s.metadata.name}`, e) }) : [];
     for (const s of assigned) await resources.putStatus(s);
     if (create.length || gone.length || assigned.length) dirty = true;
 
@@ -429,6 +431,16 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
           const ns = await resources.get('Namespace', undefined, r.metadata.namespace);
           const inBatch = rs.some((x) => x.kind === 'Namespace' && x.metadata.name === r.metadata.namespace);
           if (!ns && !inBatch) throw new ApiRequestError('API_NAMESPACE_NOT_FOUND', `${r.kind} ${r.metadata.name}: namespace "${r.metadata.namespace}" not found; nothing was applied`, { hint: `create it first: a Namespace named ${r.metadata.namespace}` });
+        }
+        if (r.kind === 'Service') {
+          // what the cluster cannot give (IPv6 without enable-ipv6, an address out of range) is
+          // refused here, not left unallocated
+          try {
+            serviceFamilies(r, { ipv6: config.enableIPv6 ?? false });
+          } catch (e) {
+            if (e instanceof MembraneError) throw new ApiRequestError(e.code, `${e.message}; nothing was applied`, e.hint ? { hint: e.hint } : {});
+            throw e;
+          }
         }
         if (r.kind === 'AIPolicy') {
           // an AIPolicy the proxy could not apply is refused here (an ignored one would fail open)

@@ -139,7 +139,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
-    config: { node, hostIp, lab: paths.lab, policyAuditMode: config.policyAuditMode }, kv, datapath: parts.datapath, networks: parts.networks,
+    config: { node, hostIp, lab: paths.lab, policyAuditMode: config.policyAuditMode, enableIPv6: config.enableIPv6 }, kv, datapath: parts.datapath, networks: parts.networks,
     workloads: parts.workloads, policy, logger,
     // remote pods and nodes are not here: applyRemote() writes them as deltas
     extraIPCache: () => [...policy.ipcacheEntries(), ...parts.nodeIPCache(), ...parts.fqdnIPCache()],

@@ -176,7 +176,14 @@ export function createResourceStore(kv: KVStore): ResourceStore {
  * no-op rather than a reallocation.
  */
 function keepServerDefaults(prior: Resource, next: Resource): void {
-  if (prior.kind === 'Service' && next.kind === 'Service' && !next.spec.clusterIP && prior.spec.clusterIP) {
+  if (prior.kind === 'Service' && next.kind === 'Service' && !next.spec.clusterIP && !next.spec.clusterIPs && prior.spec.clusterIP) {
     next.spec.clusterIP = prior.spec.clusterIP;
+    // the families' addresses too, as long as the new manifest asks for the same families
+    const fams = next.spec.ipFamilies, policy = next.spec.ipFamilyPolicy ?? 'SingleStack';
+    if (prior.spec.clusterIPs && (prior.spec.ipFamilyPolicy ?? 'SingleStack') === policy && (!fams || JSON.stringify(fams) === JSON.stringify(prior.spec.ipFamilies))) {
+      next.spec.clusterIPs = prior.spec.clusterIPs;
+      if (prior.spec.ipFamilies) next.spec.ipFamilies = prior.spec.ipFamilies;
+      next.spec.ipFamilyPolicy = policy;
+    }
   }
 }

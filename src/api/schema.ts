@@ -214,6 +214,8 @@ const serviceSpec = z.object({
   }).strict()).optional(),
   clusterIP: str.optional(),
   clusterIPs: z.array(str).optional(),
+  ipFamilies: z.array(z.enum(['IPv4', 'IPv6'])).optional(),
+  ipFamilyPolicy: z.enum(['SingleStack', 'PreferDualStack', 'RequireDualStack']).optional(),
   type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']).optional(),
 }).passthrough();
 

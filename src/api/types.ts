@@ -213,6 +213,10 @@ export interface Service extends Loaded<'Service'> {
     selector?: Record<string, string>;
     ports?: { name?: string; port: number; targetPort?: number | string; protocol?: 'TCP' | 'UDP' | 'SCTP' }[];
     clusterIP?: string;
+    /** every family's cluster IP, the primary (clusterIP) first: Kubernetes' dual-stack fields */
+    clusterIPs?: string[];
+    ipFamilies?: ('IPv4' | 'IPv6')[];
+    ipFamilyPolicy?: 'SingleStack' | 'PreferDualStack' | 'RequireDualStack';
     type?: string;
   };
 }

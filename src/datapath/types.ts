@@ -97,7 +97,7 @@ export type ServiceProto = 'TCP' | 'UDP';
 
 /** A service frontend (ClusterIP:port/proto) and its backends, as the datapath load-balances it. */
 export interface DatapathService {
-  /** frontend address (ClusterIP), IPv4 */
+  /** frontend address (a ClusterIP of either family); backends are of the same family */
   ip: string;
   port: number;
   proto: ServiceProto;

@@ -23,7 +23,7 @@
  */
 import { MembraneError } from '../common/errors.ts';
 import { LabelSet, LabelSource, makeLabel, type Label } from '../labels/labels.ts';
-import { parsePrefix } from '../ipcache/prefix.ts';
+import { isIPv4Mapped, parsePrefix } from '../ipcache/prefix.ts';
 import { cidrLabel } from '../identity/labels.ts';
 import { worldLabelName } from '../identity/identity.ts';
 import type { AllocationResult } from '../identity/allocator.ts';
@@ -236,7 +236,8 @@ export function createNameManager(deps: NameManagerDeps): NameManager {
   }
 
   function desiredKeys(ip: string): string[] {
-    if (skipIP(ip)) return NO_KEYS;
+    // an IPv4-mapped AAAA answer names an IPv4 host: never an identity (the datapath drops it, 134)
+    if (skipIP(ip) || isIPv4Mapped(ip)) return NO_KEYS;
     const names = cache.namesForIP(ip);
     if (names.length === 0) return NO_KEYS;
     if (names.length === 1) return selectorsOfName(names[0]!);

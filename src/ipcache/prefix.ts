@@ -70,6 +70,15 @@ export function parseIPv6(s: string): bigint | undefined {
   return n;
 }
 
+/**
+ * An IPv4-mapped IPv6 address (::ffff:a.b.c.d): never a pod's, a service's or an FQDN identity's
+ * address (the datapath drops such packets, 134), so no one may name an IPv4 host through one.
+ */
+export function isIPv4Mapped(s: string): boolean {
+  const a = s.includes(':') ? parseIPv6(s) : undefined;
+  return a !== undefined && a >> 32n === 0xffffn;
+}
+
 export function parseIP(s: string): { family: Family; addr: number | bigint } | undefined {
   if (s.includes(':')) {
     const a = parseIPv6(s);

@@ -13,7 +13,7 @@ const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 export const POD_CIDR_PREFIX = '10.244';
 // The Service range and the kube-dns ClusterIP are the agent's (its Service controller allocates them).
-export { SERVICE_CIDR, KUBE_DNS_IP as CLUSTER_DNS_IP } from '../agent/controllers/services.ts';
+export { SERVICE_CIDR, SERVICE_CIDR6, KUBE_DNS_IP as CLUSTER_DNS_IP } from '../agent/controllers/services.ts';
 export const UNDERLAY_CIDR = '192.0.2.0/24';
 export const WORLD_CIDRS = ['198.51.100.0/24', '203.0.113.0/24'] as const;
 /** The world's router address (on its mbr_hosts device): nodes route the world prefixes to it. */

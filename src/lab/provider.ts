@@ -14,7 +14,7 @@ import { createPodNetworks } from './network.ts';
 import { createWorkloads } from './workloads.ts';
 import { syncExternalHosts } from './dns/external-hosts.ts';
 import { dnsServerIpFile } from './dns/workload.ts';
-import { CLUSTER_DNS_IP, POD_CIDR6_CLUSTER, POD_CIDR_PREFIX, SERVICE_CIDR, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, nodeIp6, podCidr, routerIp } from './names.ts';
+import { CLUSTER_DNS_IP, POD_CIDR6_CLUSTER, POD_CIDR_PREFIX, SERVICE_CIDR, SERVICE_CIDR6, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, nodeIp6, podCidr, routerIp } from './names.ts';
 import { REPO_ROOT } from './lab.ts';
 
 export interface LabProviderOptions {
@@ -51,7 +51,7 @@ export function createLabProvider(o: LabProviderOptions): PodNetworkProvider {
     networkDevices: [WORLD_LINK, UNDERLAY_LINK],
     underlayDevice: UNDERLAY_LINK,
     ...(config.routingMode === 'tunnel' ? { overlayDevice: VXLAN_LINK } : {}),
-    clusterPrefixes: [`${POD_CIDR_PREFIX}.0.0/16`, SERVICE_CIDR, UNDERLAY_CIDR, '127.0.0.0/8', ...(config.enableIPv6 ? [POD_CIDR6_CLUSTER, '::1/128'] : [])],
+    clusterPrefixes: [`${POD_CIDR_PREFIX}.0.0/16`, SERVICE_CIDR, UNDERLAY_CIDR, '127.0.0.0/8', ...(config.enableIPv6 ? [POD_CIDR6_CLUSTER, SERVICE_CIDR6, '::1/128'] : [])],
     clusterDNS: { serviceIp: CLUSTER_DNS_IP, serverIp },
     async start({ resources }) {
       if (nodeIndex !== 1) return;

@@ -109,11 +109,12 @@ export function register(program: Command, config: MembraneConfig): void {
         return void process.stdout.write(table(rows));
       }
       if (kind === 'Service') {
+        // CLUSTER-IP lists every family's address of a dual-stack Service (clusterIPs, primary first)
         const rows = [[...nsHead, 'NAME', 'TYPE', 'CLUSTER-IP', 'PORT(S)', 'AGE', ...(wide ? ['SELECTOR'] : [])]];
         for (const sv of items as (Resource & { kind: 'Service' })[]) {
           const ports = (sv.spec.ports ?? []).map((pt) => `${pt.port}/${pt.protocol ?? 'TCP'}`).join(',') || '<none>';
           const sel = Object.entries(sv.spec.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '<none>';
-          rows.push([...nsCol(sv.metadata), sv.metadata.name, sv.spec.type ?? 'ClusterIP', sv.spec.clusterIP ?? '<pending>', ports,
+          rows.push([...nsCol(sv.metadata), sv.metadata.name, sv.spec.type ?? 'ClusterIP', (sv.spec.clusterIPs ?? (sv.spec.clusterIP ? [sv.spec.clusterIP] : [])).join(',') || '<pending>', ports,
             age((sv.metadata as { creationTimestamp?: string }).creationTimestamp), ...(wide ? [sel] : [])]);
         }
         return void process.stdout.write(table(rows));

@@ -583,3 +583,51 @@ export function encodeLb4RevNat(ip: string, port: number): Buffer {
   b.writeUInt16BE(port, 4);
   return b;
 }
+
+// ------------------------------------------------------------------ load balancing (lb6)
+
+export const LB6_KEY_SIZE = 24;
+export const LB6_BACKEND_SIZE = 20;
+export const LB6_REVNAT_SIZE = 20;
+
+/** An IPv6 service address; IPv4-mapped ones are refused (the parser drops them on the wire: 134). */
+function v6(ip: string, what: string): Buffer {
+  const b = parseIPv6(ip);
+  if (!b) throw new MembraneError('DATAPATH_BAD_IP', `${what}: not an IPv6 address: "${ip}"`);
+  if (b.readUInt32BE(0) === 0 && b.readUInt32BE(4) === 0 && b.readUInt32BE(8) === 0xffff) {
+    throw new MembraneError('DATAPATH_BAD_IP', `${what}: "${ip}" is an IPv4-mapped IPv6 address`, { hint: 'an IPv4 service or backend takes its IPv4 address (10.96.x.y); the datapath drops IPv4-mapped addresses (134)' });
+  }
+  return b;
+}
+
+export function encodeLb6Key(ip: string, port: number, proto: number, slot: number): Buffer {
+  const b = Buffer.alloc(LB6_KEY_SIZE);
+  v6(ip, 'service frontend').copy(b, 0);
+  b.writeUInt16BE(port, 16);
+  b.writeUInt8(proto, 18);
+  b.writeUInt16LE(slot, 20);
+  return b;
+}
+
+export function decodeLb6Key(b: Buffer): { ip: string; port: number; proto: number; slot: number } {
+  return { ip: formatIp(b, 0, 6), port: b.readUInt16BE(16), proto: b.readUInt8(18), slot: b.readUInt16LE(20) };
+}
+
+export function encodeLb6Backend(ip: string, port: number, proto: number): Buffer {
+  const b = Buffer.alloc(LB6_BACKEND_SIZE);
+  v6(ip, 'service backend').copy(b, 0);
+  b.writeUInt16BE(port, 16);
+  b.writeUInt8(proto, 18);
+  return b;
+}
+
+export function decodeLb6Backend(b: Buffer): { ip: string; port: number; proto: number } {
+  return { ip: formatIp(b, 0, 6), port: b.readUInt16BE(16), proto: b.readUInt8(18) };
+}
+
+export function encodeLb6RevNat(ip: string, port: number): Buffer {
+  const b = Buffer.alloc(LB6_REVNAT_SIZE);
+  v6(ip, 'service frontend').copy(b, 0);
+  b.writeUInt16BE(port, 16);
+  return b;
+}

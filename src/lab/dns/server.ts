@@ -2,7 +2,7 @@
  * The lab DNS server (the `coredns` pod in kube-system, labels `k8s-app: kube-dns`): an
  * authoritative server for the zone of zone.ts on UDP and TCP port 53. It forwards nothing.
  *
- *   bin/node src/lab/dns/server.ts --agent-socket=PATH [--port=53] [--ip-file=F --pod-ip=IP] [--ready=F]
+ *   bin/node src/lab/dns/server.ts --agent-socket=PATH [--port=53] [--ip-file=F --pod-ip=IP] [--ready=F] [--ipv6]
  *
  * Records come from the node1 agent's API (GET /v1/resources over its unix socket, reachable
  * from any network namespace): polled every second, and re-read at once (at most every 100 ms)
@@ -27,11 +27,13 @@ const { values } = parseArgs({
     'ip-file': { type: 'string' },
     ready: { type: 'string' },
     id: { type: 'string', default: '' },
+    ipv6: { type: 'boolean', default: false },
   },
 });
+const zoneOpts = { ipv6: values.ipv6 ?? false };
 const port = Number(values.port);
 const socketPath = values['agent-socket'];
-let zone: Zone = buildZone([]);
+let zone: Zone = buildZone([], zoneOpts);
 let lastLoad = 0;
 let loading: Promise<void> | undefined;
 
@@ -40,7 +42,7 @@ async function load(): Promise<void> {
   loading ??= (async () => {
     try {
       const r = await callAgent<{ items: Resource[] }>(socketPath, 'GET', '/v1/resources', undefined, 5000);
-      zone = buildZone(r.items);
+      zone = buildZone(r.items, zoneOpts);
       lastLoad = Date.now();
     } catch (e) {
       process.stderr.write(`lab-dns: reading resources: ${(e as Error).message}\n`);

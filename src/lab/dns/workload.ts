@@ -26,6 +26,8 @@ export function labDnsPlan(ctx: PlanContext): WorkloadPlan | undefined {
       ...ctx.nodeArgv.map((a) => (a.startsWith('--max-old-space-size') ? '--max-old-space-size=96' : a)),
       join(ctx.repoRoot, 'src/lab/dns/server.ts'), marker, `--agent-socket=${paths.agentSocket('node1')}`,
       `--ip-file=${dnsServerIpFile(paths.stateDir)}`, `--pod-ip=${ctx.net.ip}`, `--ready=${readyFile}`,
+      // a dual-stack lab (the DNS pod got an IPv6 address: enable-ipv6): AAAA for the world hosts
+      ...(ctx.net.ip6 ? ['--ipv6'] : []),
     ],
     marker, readyFile,
   };

@@ -1,15 +1,18 @@
 /**
  * The lab DNS's records, built from the cluster's resources (pure: resources in, zone out).
  *
- *   <svc>.<ns>.svc.cluster.local        A    the Service's ClusterIP
+ *   <svc>.<ns>.svc.cluster.local        A    the Service's ClusterIP (AAAA: its IPv6 one, dual stack)
  *   <a-b-c-d>.<ns>.pod.cluster.local    A    a pod's IP (and <pod>.<ns>.pod.cluster.local)
- *   world hosts (world.ts) and ExternalHosts: A / AAAA per address; extra names are CNAMEs to
+ *   world hosts (world.ts) and ExternalHosts: A / AAAA per address (world hosts: AAAA in a
+ *   dual-stack lab, their worldIp6); extra names are CNAMEs to
  *   the first name (a chain: alias → name → addresses). TTL per host (default 30 s).
  * Anything else is NXDOMAIN (the lab forwards nothing to the internet); a known name without
  * records of the asked type is NODATA (NOERROR, empty answer).
  */
 import type { ExternalHost, Pod, Resource, Service } from '../../api/types.ts';
 import { DEFAULT_WORLD_TTL, worldHosts } from '../world.ts';
+import { clusterIPsOf } from '../../agent/controllers/services.ts';
+import { worldIp6 } from '../names.ts';
 
 export const CLUSTER_DOMAIN = 'cluster.local';
 const CLUSTER_TTL = 30;
@@ -47,17 +50,18 @@ function alias(zone: Zone, name: string, target: string, ttl: number): void {
   zone.set(k, { a: [], aaaa: [], cname: zoneKey(target), ttl });
 }
 
-export function buildZone(resources: readonly Resource[]): Zone {
+/** `ipv6`: a dual-stack lab (enable-ipv6): world hosts answer AAAA with their IPv6 address (worldIp6). */
+export function buildZone(resources: readonly Resource[], o: { ipv6?: boolean } = {}): Zone {
   const zone: Zone = new Map();
   for (const h of worldHosts) {
-    add(zone, h.name, [h.ip], h.ttl ?? DEFAULT_WORLD_TTL);
+    add(zone, h.name, o.ipv6 ? [h.ip, worldIp6(h.ip)] : [h.ip], h.ttl ?? DEFAULT_WORLD_TTL);
   }
   for (const h of worldHosts) for (const a of h.aliases ?? []) alias(zone, a, h.name, h.ttl ?? DEFAULT_WORLD_TTL);
   for (const r of resources) {
     if (r.kind === 'Service') {
       const s = r as Service;
-      const ip = s.spec.clusterIP;
-      if (ip && ip !== 'None') add(zone, `${s.metadata.name}.${s.metadata.namespace ?? 'default'}.svc.${CLUSTER_DOMAIN}`, [ip], CLUSTER_TTL);
+      const ips = clusterIPsOf(s);
+      if (ips.length) add(zone, `${s.metadata.name}.${s.metadata.namespace ?? 'default'}.svc.${CLUSTER_DOMAIN}`, ips, CLUSTER_TTL);
     } else if (r.kind === 'Pod') {
       const p = r as Pod;
       const ip = (p.status as { podIP?: string } | undefined)?.podIP;

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import {
   DP_F_IPV6, DP_F_TUNNEL, decodeDpConfig, decodeEpConfig, decodeIpcacheKey, encodeDpConfig, encodeEpConfig, encodeIpcacheKey, formatIp, parseIPv6, parsePrefix,
 } from '../../../src/datapath/linux/codec.ts';
+import * as C from '../../../src/datapath/linux/codec.ts';
 
 test('ipcache keys: family 6, prefix length 32 + bits, address in network order, host bits cleared', () => {
   const cases: [string, number, string, string][] = [
@@ -64,4 +65,15 @@ test('mb_config: enable-ipv6 is its own flag beside tunnel', () => {
   assert.equal(b.readUInt32LE(4), 0x03);
   assert.equal(decodeDpConfig(b).flags, DP_F_IPV6 | DP_F_TUNNEL);
   assert.deepEqual(parseIPv6('::ffff:10.0.0.1')?.toString('hex'), '00000000000000000000ffff0a000001');
+});
+
+test('lb6 codecs: 16-byte frontend and backend addresses round-trip; IPv4-mapped and IPv4 addresses are refused', () => {
+  const k = C.encodeLb6Key('fd00:10:96::50', 80, 6, 3);
+  assert.equal(k.length, C.LB6_KEY_SIZE);
+  assert.deepEqual(C.decodeLb6Key(k), { ip: 'fd00:10:96::50', port: 80, proto: 6, slot: 3 });
+  assert.deepEqual(C.decodeLb6Backend(C.encodeLb6Backend('fd00:10:244:1::a', 8080, 17)), { ip: 'fd00:10:244:1::a', port: 8080, proto: 17 });
+  assert.equal(C.encodeLb6RevNat('fd00:10:96::50', 80).length, C.LB6_REVNAT_SIZE);
+  assert.throws(() => C.encodeLb6Backend('::ffff:10.244.1.5', 80, 6), /IPv4-mapped/);
+  assert.throws(() => C.encodeLb6Key('::ffff:10.96.0.11', 80, 6, 0), /IPv4-mapped/);
+  assert.throws(() => C.encodeLb6Backend('10.244.1.5', 80, 6), /not an IPv6 address/);
 });

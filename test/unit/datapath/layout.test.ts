@@ -54,6 +54,8 @@ int main(void) {
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex);
   P(ev_bucket); O(ev_bucket, lost);
+  P(lb4_key); O(lb4_key, dport); O(lb4_key, proto); O(lb4_key, slot); P(lb4_service); P(lb4_backend); P(lb4_reverse_nat);
+  P(lb6_key); O(lb6_key, dport); O(lb6_key, proto); O(lb6_key, slot); P(lb6_backend); O(lb6_backend, port); O(lb6_backend, proto); P(lb6_reverse_nat); O(lb6_reverse_nat, port);
   P(mb_event); O(mb_event, type); O(mb_event, subtype); O(mb_event, ip_version); O(mb_event, proto); O(mb_event, ep_id); O(mb_event, tcp_flags);
   O(mb_event, ct_reason); O(mb_event, ifindex); O(mb_event, src_identity); O(mb_event, dst_identity); O(mb_event, sport); O(mb_event, dport);
   O(mb_event, saddr); O(mb_event, daddr); O(mb_event, icmp_type); O(mb_event, icmp_code); O(mb_event, direction); O(mb_event, match_type);
@@ -78,6 +80,11 @@ int main(void) {
   assert.equal(out['ipcache_val.ep_id'], 4);
   assert.equal(out['ipcache_val.tunnel_endpoint'], 8);
   assert.equal(out['dp_config.flags'], 4);
+  assert.deepEqual([out.lb4_key, out['lb4_key.dport'], out['lb4_key.proto'], out['lb4_key.slot']], [C.LB4_KEY_SIZE, 4, 6, 8]);
+  assert.deepEqual([out.lb4_service, out.lb4_backend, out.lb4_reverse_nat], [C.LB4_SERVICE_SIZE, C.LB4_BACKEND_SIZE, C.LB4_REVNAT_SIZE]);
+  assert.deepEqual([out.lb6_key, out['lb6_key.dport'], out['lb6_key.proto'], out['lb6_key.slot']], [C.LB6_KEY_SIZE, 16, 18, 20]);
+  assert.deepEqual([out.lb6_backend, out['lb6_backend.port'], out['lb6_backend.proto']], [C.LB6_BACKEND_SIZE, 16, 18]);
+  assert.deepEqual([out.lb6_reverse_nat, out['lb6_reverse_nat.port']], [C.LB6_REVNAT_SIZE, 16]);
   assert.equal(out.dev_config, C.DEV_CONFIG_SIZE);
   assert.equal(out.policy_key, C.POLICY_KEY_SIZE);
   assert.deepEqual([out['policy_key.ep_id'], out['policy_key.dir'], out['policy_key.identity'], out['policy_key.proto'], out['policy_key.dport']], [4, 6, 8, 12, 13]);

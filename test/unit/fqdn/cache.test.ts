@@ -153,6 +153,23 @@ test('name manager: learned IPs of matching names get an fqdn identity the polic
   assert.equal(nm.identityForIP('10.244.1.9'), undefined, 'in-cluster IPs are never selected');
 });
 
+test('name manager over IPv6: a AAAA answer gets a /128 FQDN identity; an IPv4-mapped AAAA answer never names the IPv4 host', async () => {
+  const { nm, allowed, updates } = setup();
+  await nm.onDNSResponse(10, 'www.example.com', ['2001:db8::cb00:7115'], 30);
+  assert.equal(updates.at(-1)!.ipcacheUpserts[0]!.prefix, '2001:db8::cb00:7115/128');
+  assert.equal(allowed('2001:db8::cb00:7115'), 'forward');
+  assert.equal(allowed('2001:db8::cb00:7116'), 'drop', 'another IPv6 address stays world');
+  // the attacker's answer: www.example.com AAAA ::ffff:198.51.100.10 (an IPv4 host it may not reach)
+  for (const mapped of ['::ffff:198.51.100.10', '::ffff:c633:640a']) {
+    const n = updates.length;
+    await nm.onDNSResponse(10, 'www.example.com', [mapped], 30);
+    assert.equal(nm.identityForIP(mapped), undefined, `${mapped}: no identity`);
+    assert.equal(updates.length, n, `${mapped}: nothing written to the ipcache`);
+  }
+  assert.equal(nm.identityForIP('198.51.100.10'), undefined, 'the IPv4 host is not learned either');
+  assert.equal(allowed('198.51.100.10'), 'drop');
+});
+
 test('name manager: GC after expiry removes the identity and the allow', async () => {
   let now = 0;
   const engine = new PolicyEngine();

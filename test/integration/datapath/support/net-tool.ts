@@ -1,6 +1,6 @@
 // Traffic helper run inside a namespace (test-only):
 //   serve <port,...> [udpPort,...]    TCP echo servers (+ UDP echo), prints "ready"
-//   serve6 <port,...>                 TCP echo servers on IPv6 (::, IPv6 only), prints "ready"
+//   serve6 <port,...> [udpport,...]   TCP (and UDP) echo servers on IPv6 (::, IPv6 only), prints "ready"
 //   connect <ip> <port> <timeoutMs>   prints {"ok":bool,"err":...}
 //   udp <ip> <port> <timeoutMs>       connected UDP datagram; {"ok":bool,"err":"ECONNREFUSED"|...}
 //   read <ip> <port> <timeoutMs>      prints the first line the server sends
@@ -19,8 +19,15 @@ const [mode, ...a] = process.argv.slice(2);
 
 if (mode === 'serve6') {
   const tcp = (a[0] ?? '').split(',').filter(Boolean).map(Number);
-  let pending = tcp.length;
-  for (const p of tcp) createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen({ port: p, host: '::', ipv6Only: true }, () => { if (--pending === 0) console.log('ready'); });
+  const udp = (a[1] ?? '').split(',').filter(Boolean).map(Number);
+  let pending = tcp.length + udp.length;
+  const ready = () => { if (--pending === 0) console.log('ready'); };
+  for (const p of tcp) createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen({ port: p, host: '::', ipv6Only: true }, ready);
+  for (const p of udp) {
+    const s = createSocket({ type: 'udp6', ipv6Only: true });
+    s.on('message', (m, r) => s.send(m, r.port, r.address));
+    s.bind(p, '::', ready);
+  }
 } else if (mode === 'serve') {
   const tcp = (a[0] ?? '').split(',').filter(Boolean).map(Number);
   const udp = (a[1] ?? '').split(',').filter(Boolean).map(Number);
@@ -49,7 +56,7 @@ if (mode === 'serve6') {
   s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); console.log(JSON.stringify({ ok: false, err: e.code })); process.exit(0); });
 } else if (mode === 'udp') {
   const [ip, port, to] = a;
-  const s = createSocket('udp4');
+  const s = createSocket(ip!.includes(':') ? 'udp6' : 'udp4');
   const done = (ok: boolean, err?: string) => { console.log(JSON.stringify({ ok, err })); process.exit(0); };
   setTimeout(() => done(false, 'timeout'), Number(to ?? 800));
   s.on('message', () => done(true));

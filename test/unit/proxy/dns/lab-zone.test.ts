@@ -31,3 +31,16 @@ test('world hosts, ExternalHost A/AAAA, TTL, CNAME chain, NODATA, NXDOMAIN', () 
   assert.equal(nodata.records.length, 0);
   assert.equal(resolve(zone, 'nope.example.org', 'A').rcode, 'NXDOMAIN');
 });
+
+test('dual stack: world hosts answer AAAA with their IPv6 address (CNAMEs too), a dual-stack Service both families', () => {
+  const dual = buildZone([
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.20', clusterIPs: ['10.96.0.20', 'fd00:10:96::14'] }, source: src },
+  ] as unknown as Resource[], { ipv6: true });
+  assert.deepEqual(resolve(dual, 'api.openai.com', 'AAAA').records.map((r) => r.ip), ['2001:db8::c633:6414']);
+  assert.deepEqual(resolve(dual, 'api.openai.com', 'A').records.map((r) => r.ip), ['198.51.100.20']);
+  assert.deepEqual(resolve(dual, 'cdn.example.com', 'AAAA').records.map((r) => r.ip), ['2001:db8::cb00:7115']);
+  assert.deepEqual(resolve(dual, 'web.shop.svc.cluster.local', 'AAAA').records.map((r) => r.ip), ['fd00:10:96::14']);
+  assert.deepEqual(resolve(dual, 'web.shop.svc.cluster.local', 'A').records.map((r) => r.ip), ['10.96.0.20']);
+  // single stack (the default) keeps world hosts IPv4-only
+  assert.equal(resolve(zone, 'api.openai.com', 'AAAA').records.length, 0);
+});
