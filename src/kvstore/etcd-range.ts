@@ -81,7 +81,7 @@ export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor
   };
   const skipField = (wire: number): void => {
     if (wire === 0) varint();
-    else if (wire === 2) pos += varint();
+    else if (wire === 2) { const l = varint(); pos += l; } // (pos += varint() would add to the position before the length)
     else if (wire === 1) pos += 8;
     else if (wire === 5) pos += 4;
     else bad(`wire type ${wire}`);
