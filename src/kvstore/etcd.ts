@@ -18,6 +18,8 @@ import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVi
 
 /** What listRange needs of etcd3's connection pool (its host failover and auth metadata). */
 interface RawPool {
+  /** etcd3's retry of recoverable errors around every call (kept for the raw ones too) */
+  globalPolicy?: { execute<T>(fn: () => Promise<T>): Promise<T> };
   withConnection(service: 'KV', fn: (c: { client: RawClient; metadata: unknown }) => Promise<unknown>): Promise<unknown>;
 }
 interface RawClient {
@@ -354,9 +356,10 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const identity = (b: Buffer) => b;
   /** One KV.Range call, its response read as it comes off the wire (etcd-range.ts). */
   async function rangeRaw(req: Buffer, skip: number, visit: RangeVisitor): Promise<RangeResult> {
-    const raw = await pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
+    const call = () => pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
       c.makeUnaryRequest('/etcdserverpb.KV/Range', identity, identity, req, metadata, {}, (err, res) => (err ? reject(err) : resolve(res!)));
-    })) as Buffer;
+    }));
+    const raw = (pool.globalPolicy ? await pool.globalPolicy.execute(call) : await call()) as Buffer;
     return decodeRangeResponse(raw, skip, visit);
   }
 
