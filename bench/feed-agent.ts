@@ -13,8 +13,9 @@ import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
 import '../src/hubble/metrics/http.ts';
 
 const socketPath = process.argv[2]!;
-const clientLabels = ['k8s:app=client'];
-const build = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: clientLabels }), identityLabels: () => ['k8s:app=server'] } });
+// one resolved view per endpoint, as the agent's resolver hands out (see proxy-harness.ts)
+const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
+const build = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => client, identityLabels: () => ['k8s:app=server'] } });
 const ring = new FlowRing(4095);
 const metrics = createHubbleMetrics('http flow');
 let n = 0;

@@ -34,9 +34,11 @@ export interface BenchResolver {
 }
 
 export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
-  // endpoint label arrays are the agent's records (stable objects), as in production
-  const clientLabels = ['k8s:app=client'];
-  const resolver: BenchResolver = { byIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: clientLabels }), identityLabels: () => o.remote.labels };
+  // one resolved view per endpoint, as the agent's resolver hands out (compose.ts: a view per
+  // endpoint record, replaced only when the record is): a new object per call missed the L7
+  // parser's per-view cache and made the bench build an Endpoint and a WeakMap entry per flow
+  const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
+  const resolver: BenchResolver = { byIp: () => client, identityLabels: () => o.remote.labels };
   const build = createL7Parser({ nodeName: 'bench', resolver });
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');

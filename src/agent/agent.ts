@@ -98,6 +98,8 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
   const { config, kv, datapath, networks, workloads, policy, logger } = deps;
   const log = logger.child({ subsys: 'agent', node: config.node });
   const resources = createResourceStore(kv);
+  // reads from the followed copy from here on: the kvstore away stops writes, not the agent
+  await resources.start();
   const table = await createEndpointTable(kv, config.node);
   const errors: string[] = [];
   const ready = new Map<number, { state: EndpointView['state']; policyRevision: number; policyEntries: number }>();
@@ -419,6 +421,7 @@ export async function createAgent(deps: AgentDeps): Promise<Agent> {
       running = false;
       unwatch?.();
       await pending;
+      resources.stop();
     },
     async apply(rs, dryRun) {
       for (const r of rs) {

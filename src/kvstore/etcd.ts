@@ -11,7 +11,7 @@
  * Conditions map to etcd compares: absent → `version == 0` (Cilium's CreateOnly), revision →
  * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
  */
-import { Etcd3, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
 import { MembraneError } from '../common/errors.ts';
 import type { BytesWatchEvent, Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp } from './types.ts';
 import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVisitor } from './etcd-range.ts';
@@ -98,23 +98,63 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     lease.on('lost', (err) => {
       if (closed || session !== s) return;
       log?.warn({ subsys: 'kvstore', err: err.message }, 'etcd session lease lost; granting a new one and re-writing owned keys');
-      session = undefined;
-      void reown();
+      dropSession(s);
+      scheduleReown(0);
     });
     return s;
+  }
+  /** Forgets a session whose lease is gone (its keepalives stop): the next leased write grants a new one. */
+  function dropSession(s: { lease: Lease } | undefined): void {
+    if (!s || session !== s) return;
+    session = undefined;
+    s.lease.release();
   }
   async function sessionId(): Promise<string> {
     session ??= newSession();
     return session.id;
   }
+  /**
+   * One re-own loop at a time, with backoff. Each failed attempt used to schedule another while
+   * the new session's own `lost` started one more: during an etcd outage the loops multiplied to
+   * hundreds of failing requests a second, and after it a loop holding an expired lease id kept
+   * failing forever, starving the agent's event loop (its API stopped answering).
+   */
+  let reowning = false;
+  let reownTimer: NodeJS.Timeout | undefined;
+  let reownDelay = 0;
+  function scheduleReown(delayMs: number): void {
+    if (closed || reowning || reownTimer) return;
+    reownTimer = setTimeout(() => { reownTimer = undefined; void reown(); }, delayMs);
+    reownTimer.unref();
+  }
   async function reown(): Promise<void> {
+    reowning = true;
+    const s = session;
+    let failed: Error | undefined;
     try {
       const id = await sessionId();
       for (const [k, v] of owned) await client.put(k).value(v).lease(id).exec();
       log?.info({ subsys: 'kvstore', keys: owned.size, lease: BigInt(id).toString(16) }, 'owned keys re-written under the new lease');
+      reownDelay = 0;
     } catch (e) {
-      log?.warn({ subsys: 'kvstore', err: (e as Error).message }, 'cannot re-write owned keys yet');
-      if (!closed) setTimeout(() => void reown(), 1000).unref();
+      failed = e as Error;
+      // a lease etcd no longer has (expired during the outage, or etcd restarted) is never coming back
+      if (e instanceof EtcdLeaseInvalidError) dropSession(session ?? s);
+    } finally {
+      reowning = false;
+    }
+    if (failed && !closed) {
+      if (reownDelay === 0) log?.warn({ subsys: 'kvstore', err: failed.message }, 'cannot re-write owned keys yet: retrying with backoff');
+      reownDelay = Math.min(5000, Math.max(250, reownDelay * 2));
+      scheduleReown(reownDelay);
+    }
+  }
+  /** A leased write refused for its lease: the session is gone, whatever the keepalive said. */
+  function leaseRefused(e: unknown): void {
+    if (e instanceof EtcdLeaseInvalidError && session) {
+      log?.warn({ subsys: 'kvstore', err: (e as Error).message }, 'etcd refused the session lease; granting a new one and re-writing owned keys');
+      dropSession(session);
+      scheduleReown(0);
     }
   }
   async function lockLeaseId(): Promise<string> {
@@ -174,7 +214,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
     async put(key, value, o) {
       const op: TxnOp = { op: 'put', key, value, ...(o?.lease ? { lease: true } : {}) };
-      const r = await build(op, await leaseFor([op])).exec();
+      const r = await build(op, await leaseFor([op])).exec().catch((e: unknown) => { leaseRefused(e); throw e; });
       noteOwned([op]);
       return Number(r.header.revision);
     },
@@ -186,7 +226,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     async txn(ops) {
       const id = await leaseFor(ops);
       const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
-      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] });
+      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); throw e; });
       noteOwned(ops);
       return Number(r.header.revision);
     },
@@ -207,7 +247,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let b = client.if(cmp[0]![0], cmp[0]![1], '==', cmp[0]![2]);
       for (const c of cmp.slice(1)) b = b.and(c[0], c[1], '==', c[2]);
       const id = await leaseFor(ops);
-      const r = await b.then(...ops.map((o) => build(o, id))).commit();
+      const r = await b.then(...ops.map((o) => build(o, id))).commit().catch((e: unknown) => { leaseRefused(e); throw e; });
       if (r.succeeded) noteOwned(ops);
       return r.succeeded;
     },
@@ -342,6 +382,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
     async close(o) {
       closed = true;
+      if (reownTimer) clearTimeout(reownTimer);
       // Revoking removes the owned keys now (a clean stop), instead of one TTL later.
       for (const s of o?.keepLeases ? [lockSession] : [session, lockSession]) {
         if (!s) continue;

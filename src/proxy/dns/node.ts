@@ -60,8 +60,6 @@ export interface NodeDNSOptions {
   clusterPrefixes: readonly string[];
   /** the kube-dns Service address and the server behind it */
   clusterDNS: { serviceIp: string; serverIp(): string | undefined };
-  /** labels that mark the cluster DNS server's identity (kube-dns on another node) */
-  clusterDNSLabel?: string;
   minTTL?: number;
   maxIPsPerName?: number;
   idleGracePeriodMs?: number;
@@ -191,7 +189,6 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
 
   const CLUSTER_DNS_IP = o.clusterDNS.serviceIp;
   const dnsServerIp = () => o.clusterDNS.serverIp();
-  const dnsServerLabel = o.clusterDNSLabel ?? 'k8s:k8s-app=kube-dns';
   const candidates = (): string[] => {
     const c = [CLUSTER_DNS_IP];
     const d = dnsServerIp();
@@ -201,10 +198,14 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
   const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
 
   const endpointOf = (ip: string): ResolvedEndpoint | undefined => o.endpoints.byIp(ip);
-  // The remote cluster DNS server's peer, found once by labels (a scan of every identity) and
-  // forgotten whenever an identity comes or goes.
-  let remoteDNS: { identity: number; labels?: string[] } | undefined;
+  // The remote cluster DNS server's peer: the identity the ipcache (so the datapath, which
+  // redirected the query) gives its address, kept until an identity or an ipcache entry changes.
+  // Found by labels before, it could name another identity than the datapath's (a kube-dns
+  // identity of other labels, or world while the remote identities were still arriving): the
+  // proxy then refused every query the datapath had allowed to it.
+  let remoteDNS: { ip: string; identity: number; labels?: string[] } | undefined;
   const unwatchIdentities = o.policy.engine.allocator.watch(() => { remoteDNS = undefined; });
+  const unwatchIpcache = o.policy.engine.ipcache.onChange(() => { remoteDNS = undefined; });
   function peerOf(ip: string): { identity: number; endpoint?: ResolvedEndpoint; labels?: string[] } {
     // The ClusterIP of kube-dns stands for its backend (policy applies after translation).
     const target = ip === CLUSTER_DNS_IP ? dnsServerIp() ?? ip : ip;
@@ -213,14 +214,13 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     let id: number;
     if (o.nodeAddrs.includes(target)) id = ReservedIdentity.host;
     else if (target === dnsServerIp()) {
-      // the cluster DNS server on another node: its identity by labels (every query's server)
-      if (remoteDNS === undefined) {
-        const dns = o.policy.identities().find((i) => i.labels.includes(dnsServerLabel));
-        const rid = dns?.id ?? ReservedIdentity.world;
+      // the cluster DNS server on another node (every query's server)
+      if (remoteDNS?.ip !== target) {
+        const rid = o.policy.engine.ipcache.lookupIdentity(target);
         const labels = o.policy.identityLabels(rid);
-        remoteDNS = { identity: rid, ...(labels ? { labels } : {}) };
+        remoteDNS = { ip: target, identity: rid, ...(labels ? { labels } : {}) };
       }
-      return remoteDNS;
+      return { identity: remoteDNS.identity, ...(remoteDNS.labels ? { labels: remoteDNS.labels } : {}) };
     } else id = nameManager.identityForIP(target) ?? o.policy.engine.ipcache.lookupIdentity(target);
     const labels = o.policy.identityLabels(id);
     return { identity: id, ...(labels ? { labels } : {}) };
@@ -331,6 +331,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       save();
       nameManager.stop();
       unwatchIdentities();
+      unwatchIpcache();
       if (flushTimer) clearTimeout(flushTimer);
       await proxy?.stop();
     },

@@ -11,7 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent } from './wire.ts';
+import { readLines, recordsOf, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
@@ -125,7 +125,13 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           }
           break;
         case 'ack': c.acked = m.seq; wake(); break;
-        case 'records': deps.onRecords(m.items, m.lost ?? 0); break;
+        case 'records': {
+          let items;
+          // a message that does not decode is dropped whole and logged (no record half made); the connection stays
+          try { items = recordsOf(m); } catch (e) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED', err: String(e) }, 'access records message refused'); break; }
+          deps.onRecords(items, m.lost ?? 0);
+          break;
+        }
         case 'dns-answers': deps.onDnsAnswers?.(m.items, (ids) => { if (ids.length) send(sock, { t: 'dns-done', ids }); }); break;
         case 'status': c.rows = m.rows; break;
         case 'res': {

@@ -211,10 +211,19 @@ export function clusterSuite(mode: RoutingMode): void {
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>[];
     };
+    let lastProbe: unknown;
     const r = await until('the allowed name resolves and connects', async () => {
       const x = await probe([{ op: 'lookupConnect', name: 'api.openai.com', port: 443 }, { op: 'connect', ip: '198.51.100.21', port: 443 }]);
+      lastProbe = x;
       return x[0]!.connected === true ? x : undefined;
-    }, 45_000);
+    }, 45_000).catch(async (e: Error) => {
+      // what the pod saw and what node2 recorded, so that a failure says where the path broke
+      const recent = await lab.flows(['--node', 'node2', '--pod', 'cl/fqdn', '--since', since.toISOString(), '--last', '30'])
+        .then((fs) => fs.map((f) => `${f.verdict} ${f.IP?.source}->${f.IP?.destination} ${(f as { drop_reason_desc?: string }).drop_reason_desc ?? ''} ${JSON.stringify(f.l7 ?? '')}`))
+        .catch((x: Error) => [x.message]);
+      const st = await lab.ok(['status', '--node', 'node2']).catch((x: Error) => x.message);
+      throw new Error(`${e.message}; last probe ${JSON.stringify(lastProbe)}; node2 flows of the pod ${JSON.stringify(recent)}; status ${st}`);
+    });
     assert.equal(r[0]!.rcode, 'NOERROR');
     assert.equal(r[1]!.connected, false, 'an IP no allowed name resolved to stays unreachable');
     const fs = await flowsOn('node2', ['--pod', 'cl/fqdn', '--protocol', 'dns', '--since', since.toISOString(), '--last', '500'],

@@ -16,7 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
-import type { DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
+import { recordsMessage, recordsOf, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -125,6 +125,83 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
 });
 
+test('access records cross the wire as they were made: HTTP ones positional with their peers once a message, any other as its object (property)', () => {
+  const peer = fc.record({ ip: fc.constantFrom('10.244.1.5', '10.96.0.10', 'fd00::5'), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }) });
+  const str = fc.string({ maxLength: 30 });
+  const http = fc.record({
+    l7: fc.constant('http' as const), type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
+    direction: fc.constantFrom('egress' as const, 'ingress' as const), timeMs: fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true }), endpointId: fc.nat(),
+    method: fc.constantFrom('GET', 'POST', ''), url: str, host: str, path: str, protocol: fc.constantFrom('HTTP/1.1', 'HTTP/1.0'),
+    headers: fc.array(str, { maxLength: 6 }), code: fc.integer({ min: 0, max: 599 }), latencyNs: fc.nat(),
+  }, { requiredKeys: ['l7', 'type', 'verdict', 'direction', 'timeMs', 'endpointId', 'method', 'url', 'host', 'path', 'protocol', 'headers', 'code', 'latencyNs'] });
+  const optional = fc.record({ requestTimeMs: fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true }), traceId: fc.stringMatching(/^[0-9a-f]{32}$/), reason: str, tls: fc.record({ sni: str, intercepted: fc.boolean() }), headerActions: fc.array(str, { maxLength: 2 }) }, { requiredKeys: [] });
+  fc.assert(fc.property(fc.array(peer, { minLength: 1, maxLength: 4 }), fc.array(fc.tuple(http, optional, fc.nat(), fc.nat()), { maxLength: 20 }), (peers, specs) => {
+    const recs = specs.map(([h, o, c, sv]) => ({ ...h, ...o, client: peers[c % peers.length]!, server: peers[sv % peers.length]! }) as AccessLogRecord);
+    const dns = { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1.75e12, client: peers[0]!, server: peers[0]!, transport: 'UDP', query: 'a.example.', qtypes: ['A'] } as unknown as AccessLogRecord;
+    const all = [...recs, dns];
+    const m = recordsMessage(all, 3);
+    const back = recordsOf(JSON.parse(JSON.stringify(m)));
+    assert.deepEqual(back, JSON.parse(JSON.stringify(all)));
+    assert.equal(m.lost, 3);
+    assert.ok((m.peers ?? []).length <= peers.length, 'each peer object once per message');
+    // the plain ones (no optional field but the response's request time) go positional
+    const plain = recs.filter((r) => r.l7 === 'http' && Object.keys(r).every((k) => k === 'requestTimeMs' || !['traceId', 'reason', 'tls', 'headerActions'].includes(k)));
+    assert.equal(m.items.filter((w) => Array.isArray(w)).length, plain.length);
+  }), { numRuns: 300 });
+  // a positional record naming a peer the message lacks is refused, not turned into a record without one
+  assert.throws(() => recordsOf({ t: 'records', items: [[0, 'forwarded', 0, 1, 0, 1, 1, 'GET', 'u', 'h', '/', 'HTTP/1.1', [], 0, 0, -1]], peers: [] }), /peer 0 or 1 not in its 0 peers/);
+});
+
+test('feed: records go in messages of 128 at most, in order, the buffer of an agent\'s absence too; a few wait and go as one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const messages: number[][] = [];
+  let server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  await server.start();
+  t.after(() => server.stop());
+  let snaps = 0;
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  // 300 records in one turn: 128 + 128 + 44 (one 300-record line before)
+  for (let i = 1; i <= 300; i++) client.record(rec(i));
+  await until(() => messages.flat().length === 300);
+  assert.deepEqual(messages.map((m) => m.length), [128, 128, 44]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 300 }, (_, i) => i + 1));
+  // a few records wait for the timer and go as one message
+  messages.length = 0;
+  for (let i = 1; i <= 5; i++) client.record(rec(i));
+  await until(() => messages.length === 1);
+  assert.deepEqual(messages, [[1, 2, 3, 4, 5]]);
+  // what was kept while the agent was away goes in messages of 128 too
+  await server.stop();
+  await until(() => !client.connected());
+  for (let i = 1; i <= 200; i++) client.record(rec(i));
+  messages.length = 0;
+  server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  await server.start();
+  await until(() => messages.flat().length === 200);
+  assert.deepEqual(messages.map((m) => m.length), [128, 72]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 200 }, (_, i) => i + 1));
+  // records with big headers: the count per message halves while a message is over 64 KB (128
+  // records of 2 KB: 256 KB; 64: 128 KB; 32: just over 64 KB; 16: 32 KB)
+  await until(() => client.connected());
+  messages.length = 0;
+  const big = (n: number) => ({ type: 'http', timeMs: n, headers: ['cookie', 'c'.repeat(2000)] } as unknown as AccessLogRecord);
+  for (let i = 1; i <= 300; i++) client.record(big(i));
+  await until(() => messages.flat().length === 300);
+  assert.deepEqual(messages.map((m) => m.length), [128, 64, 32, 16, 16, 16, 16, 12]);
+  assert.deepEqual(messages.flat(), Array.from({ length: 300 }, (_, i) => i + 1));
+  // and doubles back while messages are under 16 KB: 16 small records, 32, 64, then 128 again
+  messages.length = 0;
+  for (let i = 1; i <= 500; i++) client.record(rec(i));
+  await until(() => messages.flat().length === 500);
+  assert.deepEqual(messages.map((m) => m.length), [16, 32, 64, 128, 128, 128, 4]);
+});
+
 test('feed: the ipcache comes whole once per connection, then as deltas a view applies; a reconnect gets it whole again', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'feed-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -187,7 +264,7 @@ test('settle does not wait without a proxy, and a request without one fails', as
   await assert.rejects(server.request('metrics'), /no proxy process is connected/);
 });
 
-test('attacker: the feed socket is root-only, and a line that is not JSON ends the connection without a record', async (t) => {
+test('attacker: the feed socket is root-only, a line that is not JSON ends the connection without a record, a records message naming missing peers is refused whole', async (t) => {
   const { statSync } = await import('node:fs');
   const { connect } = await import('node:net');
   const dir = mkdtempSync(join(tmpdir(), 'feed-'));
@@ -209,6 +286,13 @@ test('attacker: the feed socket is root-only, and a line that is not JSON ends t
   ok.on('error', () => {});
   ok.write('{"t":"records","items":[{"type":"http","timeMs":1}]}\n');
   await until(() => got.length === 1);
+  // a positional record naming a peer its message lacks: the message is refused whole, the
+  // connection stays (the next message is taken)
+  ok.write('{"t":"records","items":[{"type":"http","timeMs":2},[0,"forwarded",0,3,0,1,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[]}\n');
+  ok.write('{"t":"records","items":[[0,"forwarded",0,4,0,0,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[{"ip":"10.0.0.1","port":1,"identity":2}]}\n');
+  await until(() => got.length === 2);
+  assert.deepEqual((got as AccessLogRecord[]).map((r) => r.timeMs), [1, 4]);
+  assert.equal(ok.destroyed, false);
   ok.destroy();
 });
 
