@@ -15,7 +15,7 @@
  * name (pkg/ipcache/kvstore.go); node keys do use the cluster name.
  */
 import { randomUUID } from 'node:crypto';
-import type { KVStore, WatchEvent } from '../kvstore/types.ts';
+import type { BytesWatchEvent, KVStore, WatchEvent } from '../kvstore/types.ts';
 import type { Logger } from '../common/logger.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import type { Pod } from '../api/types.ts';
@@ -147,6 +147,108 @@ export function parseIpcacheValue(key: string, text: string, intern: (s: string)
   return e;
 }
 
+/**
+ * The value layout an agent writes (ipcacheValue, and Go's encoding/json for Cilium's
+ * IPIdentityPair: fields in struct order, NamedPorts omitted), read straight from its bytes: a
+ * listing of 300,000 keys is no JSON.parse, object and value text per key. Anything else (another
+ * field order, escapes, non-ASCII, extra fields) is null here and goes through parseIpcacheValue.
+ */
+const lit = (s: string) => Buffer.from(s, 'latin1');
+const L_IP = lit('{"IP":"'), L_HOST = lit('","Mask":null,"HostIP":"'), L_ID = lit('","ID":'), L_KEY = lit(',"Key":');
+const L_META = lit(',"Metadata":"cilium-global:'), L_NS = lit('","K8sNamespace":"'), L_POD = lit('","K8sPodName":"');
+
+/** one-entry cache of a string read from bytes: pods of one node come one after another */
+function bytesInterner(intern: (s: string) => string): (b: Buffer, s: number, e: number) => string {
+  let last = Buffer.alloc(0);
+  let str = '';
+  return (b, s, e) => {
+    const n = e - s;
+    if (n === last.length) {
+      let i = 0;
+      while (i < n && b[s + i] === last[i]) i++;
+      if (i === n) return str;
+    }
+    str = intern(b.toString('latin1', s, e));
+    last = Buffer.from(b.subarray(s, e));
+    return str;
+  };
+}
+
+export function createIpcacheBytesReader(intern: (s: string) => string = sharedIntern): (rest: string, b: Buffer) => RemoteEndpoint | undefined {
+  const host = bytesInterner(intern), node = bytesInterner(intern), ns = bytesInterner(intern);
+  let at = 0;
+  const match = (b: Buffer, l: Buffer): boolean => {
+    if (at + l.length > b.length) return false;
+    for (let i = 0; i < l.length; i++) if (b[at + i] !== l[i]) return false;
+    at += l.length;
+    return true;
+  };
+  /** a dotted quad as written by Go (no leading zeros) up to a '"'; -1 if not one */
+  const quad = (b: Buffer): number => {
+    let n = 0;
+    for (let part = 0; part < 4; part++) {
+      if (part && b[at++] !== 0x2e) return -1;
+      const s = at;
+      let v = 0;
+      while (at < b.length && b[at]! >= 0x30 && b[at]! <= 0x39 && at - s < 3) v = v * 10 + b[at++]! - 0x30;
+      if (at === s || v > 255 || (b[s] === 0x30 && at - s > 1)) return -1;
+      n = n * 256 + v;
+    }
+    return b[at] === 0x22 ? n : -1;
+  };
+  const digits = (b: Buffer): number => {
+    const s = at;
+    let v = 0;
+    while (at < b.length && b[at]! >= 0x30 && b[at]! <= 0x39 && at - s < 9) v = v * 10 + b[at++]! - 0x30;
+    return at === s || (b[s] === 0x30 && at - s > 1) ? -1 : v;
+  };
+  /** plain ASCII string content up to `stop` (no escapes); the end offset or -1 */
+  const text = (b: Buffer, stop: number): number => {
+    while (at < b.length) {
+      const c = b[at]!;
+      if (c === stop || c === 0x22) return c === stop ? at : -1;
+      if (c === 0x5c || c < 0x20 || c >= 0x80) return -1;
+      at++;
+    }
+    return -1;
+  };
+  const fast = (rest: string, b: Buffer): RemoteEndpoint | undefined | null => {
+    at = 0;
+    if (!match(b, L_IP)) return null;
+    const ipS = at;
+    if (quad(b) < 0) return null;
+    // the key names the address the value holds (the slow path's check)
+    if (rest.length !== at - ipS) return undefined;
+    for (let i = 0; i < rest.length; i++) if (rest.charCodeAt(i) !== b[ipS + i]) return undefined;
+    if (!match(b, L_HOST)) return null;
+    const hS = at;
+    if (quad(b) < 0) return null;
+    const hE = at;
+    if (!match(b, L_ID)) return null;
+    const id = digits(b);
+    if (id < 0) return null;
+    if (id >= 1 << 24) return undefined;
+    if (!match(b, L_KEY) || digits(b) < 0 || !match(b, L_META)) return null;
+    // cilium-global:<namespace>:<node>:<endpoint id>
+    if (text(b, 0x3a) < 0) return null;
+    const nS = ++at;
+    const nE = text(b, 0x3a);
+    if (nE <= nS) return null;
+    at++;
+    if (digits(b) < 0 || !match(b, L_NS)) return null;
+    const sS = at, sE = text(b, 0x22);
+    if (sE < 0 || !match(b, L_POD)) return null;
+    const pS = at, pE = text(b, 0x22);
+    if (pE < 0 || pE + 2 !== b.length || b[pE + 1] !== 0x7d) return null;
+    const identity = id === ReservedIdentity.host ? ReservedIdentity.remoteNode : id;
+    return { ip: rest, hostIp: host(b, hS, hE), identity, node: node(b, nS, nE), namespace: ns(b, sS, sE), pod: b.toString('latin1', pS, pE) };
+  };
+  return (rest, b) => {
+    const e = fast(rest, b);
+    return e === null ? parseIpcacheValue(`${IPCACHE_PREFIX}${rest}`, b.toString(), intern) : e;
+  };
+}
+
 export interface ClusterOptions {
   kv: KVStore;
   self: ClusterNode;
@@ -270,18 +372,18 @@ export function createCluster(o: ClusterOptions) {
     }
   }
 
-  function onIp(ev: WatchEvent): void {
-    const key = ev.type === 'put' ? ev.kv.key : ev.key;
-    const ip = key.slice(IPCACHE_PREFIX.length);
+  const readIpcache = createIpcacheBytesReader(intern);
+  function onIp(ev: BytesWatchEvent): void {
+    const ip = ev.rest;
     if (ev.type === 'delete') {
-      if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(key, v, { lease: true }); }); return; }
+      if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(`${IPCACHE_PREFIX}${ip}`, v, { lease: true }); }); return; }
       const had = remote.get(ip);
       if (had) { hostSet(ip, had.hostIp, undefined); remote.delete(ip); pending.add(had.ip); changed(); }
       return;
     }
-    const e = parseIpcacheValue(key, ev.kv.value, intern);
+    const e = readIpcache(ip, ev.value);
     if (!e) {
-      log.warn({ key, value: ev.kv.value.slice(0, 200) }, 'kvstore: skipping an ipcache key whose value does not parse');
+      log.warn({ key: `${IPCACHE_PREFIX}${ip}`, value: ev.value.toString('utf8', 0, 200) }, 'kvstore: skipping an ipcache key whose value does not parse');
       return;
     }
     if (e.hostIp === self.ip) return; // our own: the endpoint table is the truth
@@ -339,7 +441,8 @@ export function createCluster(o: ClusterOptions) {
      * changed while the rest of the listing is still on its way. Resolves when it is complete.
      */
     async listIPCache(): Promise<void> {
-      stops.push(await kv.follow(IPCACHE_PREFIX, onIp));
+      // the keys this node holds are the re-list's reference (the store keeps no second copy)
+      stops.push(await kv.followBytes(IPCACHE_PREFIX, onIp, { keys: () => [...remote.keys(), ...mine.keys()] }));
       await chain;
       log.info({ nodes: nodes.size, remoteEndpoints: remote.size }, 'cluster state loaded');
     },

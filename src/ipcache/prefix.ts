@@ -15,16 +15,22 @@ export interface Prefix {
 }
 
 export function parseIPv4(s: string): number | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let n = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return undefined;
-    const v = Number(p);
-    if (v > 255 || (p.length > 1 && p.startsWith('0'))) return undefined;
-    n = n * 256 + v;
+  // by character codes: every ipcache write of a remote pod parses its address (300,000 after a
+  // restart at 10,000 nodes), and a split and four regular expressions each were most of it
+  let n = 0, v = 0, digits = 0, dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (!digits || ++dots > 3) return undefined;
+      n = n * 256 + v; v = 0; digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 3 || (digits === 1 && v === 0)) return undefined; // four digits, or a leading zero
+      v = v * 10 + c - 48; digits++;
+      if (v > 255) return undefined;
+    } else return undefined;
   }
-  return n >>> 0;
+  if (!digits || dots !== 3) return undefined;
+  return (n * 256 + v) >>> 0;
 }
 
 export function parseIPv6(s: string): bigint | undefined {

@@ -13,7 +13,18 @@
  */
 import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
 import { MembraneError } from '../common/errors.ts';
-import type { Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp, WatchEvent } from './types.ts';
+import type { BytesWatchEvent, Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp } from './types.ts';
+import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVisitor } from './etcd-range.ts';
+
+/** What listRange needs of etcd3's connection pool (its host failover and auth metadata). */
+interface RawPool {
+  /** etcd3's retry of recoverable errors around every call (kept for the raw ones too) */
+  globalPolicy?: { execute<T>(fn: () => Promise<T>): Promise<T> };
+  withConnection(service: 'KV', fn: (c: { client: RawClient; metadata: unknown }) => Promise<unknown>): Promise<unknown>;
+}
+interface RawClient {
+  makeUnaryRequest(method: string, serialize: (b: Buffer) => Buffer, deserialize: (b: Buffer) => Buffer, arg: Buffer, metadata: unknown, options: object, cb: (err: Error | null, res?: Buffer) => void): unknown;
+}
 
 export interface EtcdStoreOptions {
   /** `http://host:port`, `https://host:port` or `unix:/path` */
@@ -296,31 +307,38 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       })().catch((e: unknown) => log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd watch failed'));
       return () => { stop = true; cancel?.(); };
     },
-    async follow(prefix, cb) {
+    follow(prefix, cb, fo) {
+      return store.followBytes(prefix, (ev) => cb(ev.type === 'put'
+        ? { type: 'put', kv: { key: prefix + ev.rest, value: Buffer.from(ev.value.buffer, ev.value.byteOffset, ev.value.byteLength).toString(), revision: ev.revision } }
+        : { type: 'delete', key: prefix + ev.rest, revision: ev.revision }), fo);
+    },
+    async followBytes(prefix, cb: (ev: BytesWatchEvent) => void, fo) {
       // The keys present, without the prefix (a fresh short string each, not a slice of the full
-      // key): a re-list reports the keys gone meanwhile. 300,000 ipcache keys at 10,000 nodes.
+      // key): a re-list reports the keys gone meanwhile. Unless the caller keeps them (`fo.keys`).
+      const own = !fo?.keys;
       let seen = new Set<string>();
       const skip = Buffer.byteLength(prefix);
       const rest = (key: Buffer) => key.toString('utf8', skip);
       let stopped = false;
+      let listed = false;
       let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>['create']>> | undefined;
       async function sync(): Promise<void> {
-        // each page goes to `cb` as it arrives: the whole listing is never held at once
+        // each page goes to `cb` as it arrives: the whole listing is never held at once; keys are
+        // remembered only for a re-list (the first listing has nothing to compare with)
+        const before = listed ? (own ? seen : new Set(fo!.keys!())) : undefined;
         const now = new Set<string>();
-        const revision = await listPages(prefix, (kvs) => {
-          for (const kv of kvs) {
-            const r = rest(kv.key);
-            now.add(r);
-            cb({ type: 'put', kv: { key: prefix + r, value: kv.value.toString(), revision: Number(kv.mod_revision) } });
-          }
+        const revision = await listPages(prefix, (r, buf, start, end, rev) => {
+          if (own || before) now.add(r);
+          cb({ type: 'put', rest: r, value: buf.subarray(start, end), revision: rev });
         });
-        for (const k of seen) if (!now.has(k)) cb({ type: 'delete', key: prefix + k, revision });
-        seen = now;
+        if (before) for (const k of before) if (!now.has(k)) cb({ type: 'delete', rest: k, revision });
+        seen = own ? now : new Set();
+        listed = true;
         if (stopped) return;
         const w = await client.watch().prefix(prefix).startRevision(String(revision + 1)).create();
         watcher = w;
-        w.on('put', (kv) => { seen.add(rest(kv.key)); cb({ type: 'put', kv: pair(kv) }); });
-        w.on('delete', (kv) => { seen.delete(rest(kv.key)); cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); });
+        w.on('put', (kv) => { const r = rest(kv.key); if (own) seen.add(r); cb({ type: 'put', rest: r, value: kv.value, revision: Number(kv.mod_revision) }); });
+        w.on('delete', (kv) => { const r = rest(kv.key); if (own) seen.delete(r); cb({ type: 'delete', rest: r, revision: Number(kv.mod_revision) }); });
         w.on('error', (err) => {
           // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
           log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
@@ -375,27 +393,39 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
   };
 
+  const pool = (client as unknown as { pool: RawPool }).pool;
+  const identity = (b: Buffer) => b;
+  /** One KV.Range call, its response read as it comes off the wire (etcd-range.ts). */
+  async function rangeRaw(req: Buffer, skip: number, visit: RangeVisitor): Promise<RangeResult> {
+    const call = () => pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
+      c.makeUnaryRequest('/etcdserverpb.KV/Range', identity, identity, req, metadata, {}, (err, res) => (err ? reject(err) : resolve(res!)));
+    }));
+    const raw = (pool.globalPolicy ? await pool.globalPolicy.execute(call) : await call()) as Buffer;
+    return decodeRangeResponse(raw, skip, visit);
+  }
+
   /**
-   * Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList), each page
-   * handed to `onPage` as it arrives; returns the revision. No sort option: etcd returns a range
-   * in key order anyway, and with one it reads the whole range before applying the limit.
+   * Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList), each key
+   * handed to `visit` (its text past the prefix, its value, its revision) as its page arrives;
+   * returns the revision. No sort option: etcd returns a range in key order anyway, and with one
+   * it reads the whole range before applying the limit.
    */
-  async function listPages(prefix: string, onPage: (kvs: { key: Buffer; value: Buffer; mod_revision: string }[]) => void): Promise<number> {
-    const end = prefixEnd(prefix);
-    let start = Buffer.from(prefix);
+  async function listPages(prefix: string, visit: RangeVisitor): Promise<number> {
+    const rangeEnd = prefixEnd(prefix);
+    let key = Buffer.from(prefix);
+    const skip = key.length;
     let revision = 0;
     for (;;) {
-      const r = await client.kv.range({ key: start, range_end: end, limit: opts.listPageSize ?? PAGE, ...(revision ? { revision } : {}) });
-      if (!revision) revision = Number(r.header.revision);
-      onPage(r.kvs);
-      if (!r.more || !r.kvs.length) break;
-      start = Buffer.concat([r.kvs[r.kvs.length - 1]!.key, Buffer.from([0])]);
+      const r = await rangeRaw(encodeRangeRequest({ key, rangeEnd, limit: opts.listPageSize ?? PAGE, revision }), skip, visit);
+      if (!revision) revision = r.revision;
+      if (!r.more || !r.lastKey) break;
+      key = Buffer.concat([r.lastKey, Buffer.from([0])]);
     }
     return revision;
   }
   async function listAt(prefix: string): Promise<{ pairs: KVPair[]; revision: number }> {
     const pairs: KVPair[] = [];
-    const revision = await listPages(prefix, (kvs) => { for (const kv of kvs) pairs.push(pair(kv)); });
+    const revision = await listPages(prefix, (rest, buf, start, end, rev) => { pairs.push({ key: prefix + rest, value: buf.toString('utf8', start, end), revision: rev }); });
     return { pairs, revision };
   }
 

@@ -124,6 +124,12 @@ export async function openMemoryStore(opts: { file?: string } = {}): Promise<KVS
       watchers.add(w);
       return () => watchers.delete(w);
     },
+    followBytes(prefix, cb) {
+      const skip = prefix.length;
+      return store.follow(prefix, (ev) => cb(ev.type === 'put'
+        ? { type: 'put', rest: ev.kv.key.slice(skip), value: Buffer.from(ev.kv.value), revision: ev.kv.revision }
+        : { type: 'delete', rest: ev.key.slice(skip), revision: ev.revision }));
+    },
     async follow(prefix, cb) {
       // List and subscribe in the same synchronous step: no change can fall between them.
       const w = { prefix, cb };

@@ -17,6 +17,9 @@ export interface KVPair {
 
 export type WatchEvent = { type: 'put'; kv: KVPair } | { type: 'delete'; key: string; revision: number };
 
+/** A WatchEvent with the key past the followed prefix and the value as bytes. */
+export type BytesWatchEvent = { type: 'put'; rest: string; value: Buffer; revision: number } | { type: 'delete'; rest: string; revision: number };
+
 export type TxnOp = { op: 'put'; key: string; value: string; lease?: boolean } | { op: 'delete'; key: string };
 
 /** A held distributed lock (etcd's concurrency mutex protocol); a Condition can require it is still held. */
@@ -64,8 +67,17 @@ export interface KVStore {
    * list-then-watch): `cb` first gets a put for every existing key, then every change. After a
    * lost watch (compaction, reconnect) the prefix is listed again: keys gone meanwhile come as
    * deletes. Resolves once the first listing is delivered.
+   *
+   * `opts.keys`: the keys (without the prefix) the caller holds now; a re-list reports as deleted
+   * those of them it does not find. Without it the store remembers every key itself (300,000
+   * ipcache keys at 10,000 nodes: a second copy of every address as a string and a Set entry).
    */
-  follow(prefix: string, cb: (ev: WatchEvent) => void): Promise<() => void>;
+  follow(prefix: string, cb: (ev: WatchEvent) => void, opts?: { keys?: () => Iterable<string> }): Promise<() => void>;
+  /**
+   * follow() for bulk prefixes: each key without the prefix, each value as bytes (a view valid
+   * during the call only: a reader decodes what it keeps, no value text per key is made).
+   */
+  followBytes(prefix: string, cb: (ev: BytesWatchEvent) => void, opts?: { keys?: () => Iterable<string> }): Promise<() => void>;
   status(): Promise<KVStatus>;
   /**
    * Closes the store. By default the session lease is revoked (its keys go now); `keepLeases`

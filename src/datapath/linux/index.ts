@@ -171,8 +171,7 @@ export class LinuxDatapath implements Datapath {
   }
 
   async upsertIPCache(entries: IPCacheEntry[]): Promise<void> {
-    this.ipcache.upsert(entries);
-    if (entries.length) this.config.bumpPolicyRevision();
+    if (this.ipcache.upsert(entries)) this.config.bumpPolicyRevision();
   }
 
   async deleteIPCache(prefixes: string[]): Promise<void> {

@@ -6,46 +6,120 @@ import { IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE, decodeIpcacheKey, decodeIpcacheVal,
 const BATCH = 4096;
 import type { Loader } from './loader.ts';
 
+/** key bytes of an IPv4 /32: prefixlen (static 32 + 32) LE at 0, family 4 at 4 */
+const V4_HOST_LEN = 64;
+
 export class IPCacheMap {
   private readonly loader: Loader;
+  /**
+   * After an agent restart, what the pinned map held for IPv4 /32 keys (address as int32 → slot of
+   * `#kernelVals`: identity, endpoint id, tunnel endpoint), read once in batches before the first
+   * write. An upsert of what the kernel already holds is not written again (300,000 remote entries
+   * after a restart are mostly unchanged: no LPM trie update for them). Dropped at the first
+   * prefixes() call (the agent's prune after its resync) or once drained; only ever saves writes.
+   */
+  #kernel: Map<number, number> | undefined;
+  #kernelVals = new Uint32Array(0);
+  #kernelRead = false;
 
   constructor(loader: Loader) {
     this.loader = loader;
   }
 
+  #readKernel(): void {
+    this.#kernelRead = true;
+    const map = new Map<number, number>();
+    let vals = new Uint32Array(3 * 1024);
+    this.loader.map('mb_ipcache').forEachBatch(BATCH, (keys, v, count) => {
+      for (let i = 0; i < count; i++) {
+        const k = i * IPCACHE_KEY_SIZE;
+        if (keys.readUInt32LE(k) !== V4_HOST_LEN || keys[k + 4] !== 4) continue;
+        const slot = map.size;
+        if (3 * slot + 3 > vals.length) { const g = new Uint32Array(vals.length * 2); g.set(vals); vals = g; }
+        const o = i * IPCACHE_VAL_SIZE;
+        vals[3 * slot] = v.readUInt32LE(o);
+        vals[3 * slot + 1] = v.readUInt16LE(o + 4);
+        vals[3 * slot + 2] = v.readUInt32BE(o + 8);
+        map.set(keys.readInt32BE(k + 8), slot);
+      }
+    });
+    if (map.size) { this.#kernel = map; this.#kernelVals = vals; }
+  }
+
+  /**
+   * Whether the kernel holds exactly the entry encoded at `k`/`o` of `keys`/`vals` (then it is not
+   * written); either way the address is no longer the previous agent's alone.
+   */
+  #unchanged(keys: Buffer, k: number, vals: Buffer, o: number): boolean {
+    const kernel = this.#kernel!;
+    if (keys.readUInt32LE(k) !== V4_HOST_LEN || keys[k + 4] !== 4) return false;
+    const addr = keys.readInt32BE(k + 8);
+    const slot = kernel.get(addr);
+    if (slot === undefined) return false;
+    kernel.delete(addr);
+    if (!kernel.size) this.#kernel = undefined;
+    const kv = this.#kernelVals;
+    return kv[3 * slot] === vals.readUInt32LE(o) && kv[3 * slot + 1] === vals.readUInt16LE(o + 4) && kv[3 * slot + 2] === vals.readUInt32BE(o + 8);
+  }
+
+  /** Stops comparing writes with what the previous agent left (its memory is freed). */
+  #dropKernel(): void {
+    this.#kernelRead = true;
+    this.#kernel = undefined;
+    this.#kernelVals = new Uint32Array(0);
+  }
+
   /**
    * In batches (one syscall per BATCH entries, keys and values packed in two buffers): 300,000
    * remote endpoints after an agent restart are not 300,000 syscalls and 600,000 small Buffers.
+   * Returns how many entries were written (those the kernel held already are not).
    */
-  upsert(entries: IPCacheEntry[]): void {
+  upsert(entries: IPCacheEntry[]): number {
+    if (!entries.length) return 0;
+    if (!this.#kernelRead) this.#readKernel();
     const m = this.loader.map('mb_ipcache');
     const n = Math.min(entries.length, BATCH);
     const keys = Buffer.alloc(n * IPCACHE_KEY_SIZE);
     const vals = Buffer.alloc(n * IPCACHE_VAL_SIZE);
+    let written = 0;
     for (let at = 0; at < entries.length; at += BATCH) {
       const count = Math.min(BATCH, entries.length - at);
+      let j = 0;
       for (let i = 0; i < count; i++) {
         const e = entries[at + i]!;
-        encodeIpcacheKeyInto(keys, i * IPCACHE_KEY_SIZE, e.prefix);
-        encodeIpcacheValInto(vals, i * IPCACHE_VAL_SIZE, e.identity, e.endpointId ?? 0, e.tunnelEndpoint);
+        encodeIpcacheKeyInto(keys, j * IPCACHE_KEY_SIZE, e.prefix);
+        encodeIpcacheValInto(vals, j * IPCACHE_VAL_SIZE, e.identity, e.endpointId ?? 0, e.tunnelEndpoint);
+        if (this.#kernel && this.#unchanged(keys, j * IPCACHE_KEY_SIZE, vals, j * IPCACHE_VAL_SIZE)) continue;
+        j++;
       }
-      m.updateBatch(keys, vals, count);
+      m.updateBatch(keys, vals, j);
+      written += j;
     }
+    return written;
   }
 
   /** Returns how many prefixes were there. */
   delete(prefixes: string[]): number {
     const m = this.loader.map('mb_ipcache');
     let n = 0;
-    for (const p of prefixes) if (m.delete(encodeIpcacheKey(p))) n++;
+    for (const p of prefixes) {
+      const key = encodeIpcacheKey(p);
+      if (this.#kernel && key.readUInt32LE(0) === V4_HOST_LEN && key[4] === 4) {
+        this.#kernel.delete(key.readInt32BE(8));
+        if (!this.#kernel.size) this.#kernel = undefined;
+      }
+      if (m.delete(key)) n++;
+    }
     return n;
   }
 
   /**
    * The prefixes alone, read in batches (BPF_MAP_LOOKUP_BATCH): a restart with 300,000 entries
-   * was 600,000 syscalls one key at a time.
+   * was 600,000 syscalls one key at a time. The agent asks once its resync is complete (to prune
+   * what nothing claims): from then on every write goes to the kernel as it comes.
    */
   prefixes(): string[] {
+    this.#dropKernel();
     const out: string[] = [];
     this.loader.map('mb_ipcache').forEachBatch(BATCH, (keys, _vals, count) => {
       for (let i = 0; i < count; i++) out.push(decodeIpcacheKey(keys.subarray(i * IPCACHE_KEY_SIZE, (i + 1) * IPCACHE_KEY_SIZE)));

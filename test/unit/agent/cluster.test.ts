@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openMemoryStore } from '../../../src/kvstore/memory.ts';
-import { createCluster, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster.ts';
+import { createCluster, createIpcacheBytesReader, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster.ts';
 import { createLogger } from '../../../src/common/logger.ts';
 import type { Pod } from '../../../src/api/types.ts';
 import { until } from '../../support/until.ts';
@@ -33,6 +33,24 @@ test("ipcache value: Cilium's IPIdentityPair; the host identity from another nod
     assert.equal(parseIpcacheValue(k, JSON.stringify(bad)), undefined, JSON.stringify(bad));
   }
   assert.equal(parseIpcacheValue(k, 'not json'), undefined);
+});
+
+test('ipcache value read from bytes: the same answer as the JSON reading for the agent layout and for everything else', () => {
+  const read = createIpcacheBytesReader();
+  const good = { IP: '10.244.2.7', Mask: null, HostIP: '192.0.2.2', ID: 4242, Key: 0, Metadata: 'cilium-global:default:node2:123', K8sNamespace: 'x', K8sPodName: 'p' };
+  const texts = [
+    JSON.stringify(good), JSON.stringify({ ...good, ID: 1 }), JSON.stringify({ ...good, ID: 0 }), JSON.stringify({ ...good, K8sNamespace: '' }),
+    JSON.stringify({ ...good, IP: '10.244.2.8' }), JSON.stringify({ ...good, IP: '10.244.2.70' }), JSON.stringify({ ...good, Mask: 'AAAA' }),
+    JSON.stringify({ ...good, ID: -1 }), JSON.stringify({ ...good, ID: 1 << 24 }), JSON.stringify({ ...good, ID: 99999999999 }), JSON.stringify({ ...good, ID: '5' }),
+    JSON.stringify({ ...good, HostIP: 'x' }), JSON.stringify({ ...good, HostIP: '192.0.2.256' }), JSON.stringify({ ...good, HostIP: '192.0.02.2' }),
+    JSON.stringify({ ...good, Metadata: 'other' }), JSON.stringify({ ...good, Metadata: 'cilium-global:default::1' }), JSON.stringify({ ...good, Metadata: 'cilium-global:a:b:c:1' }),
+    JSON.stringify({ ...good, K8sPodName: 'p\"q' }), JSON.stringify({ ...good, K8sPodName: 'pödé' }), JSON.stringify({ ...good, NamedPorts: [{ Name: 'http', Port: 80 }] }),
+    JSON.stringify({ HostIP: good.HostIP, IP: good.IP, Mask: null, ID: good.ID, Key: 0, Metadata: good.Metadata, K8sNamespace: 'x', K8sPodName: 'p' }), JSON.stringify({ IP: good.IP, HostIP: good.HostIP, ID: 7 }), `${JSON.stringify(good)} `, JSON.stringify(good).slice(0, -2), 'not json', '',
+  ];
+  for (const t of texts) assert.deepEqual(read('10.244.2.7', Buffer.from(t)), parseIpcacheValue(`${IPCACHE_PREFIX}10.244.2.7`, t), t);
+  // the agent layout: strings shared across entries (one node name, one namespace), not re-read
+  const a = read('10.244.2.7', Buffer.from(JSON.stringify(good)))!, b = read('10.244.2.9', Buffer.from(JSON.stringify({ ...good, IP: '10.244.2.9', K8sPodName: 'q' })))!;
+  assert.equal(b.node, 'node2'); assert.equal(b.pod, 'q'); assert.equal(a.namespace, b.namespace);
 });
 
 test('two nodes on one store: each sees the other and its endpoints; corrupt keys skipped; own key restored', async () => {
