@@ -236,7 +236,7 @@ static __always_inline int l6_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 	__u8 *old_ip = dst ? p->daddr : p->saddr;
 	__be16 old_port = dst ? p->dport : p->sport;
 	__u32 l4 = p->l4_off;
-	if (l4 < sizeof(struct ethhdr) + sizeof(struct ipv6hdr))
+	if (l4 < ETH_HLEN + sizeof(struct ipv6hdr))
 		return -1;
 	__u32 csum_off;
 	__u64 mangled = 0;
@@ -251,7 +251,7 @@ static __always_inline int l6_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 		if (has_l4 && bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled))
 			return -1;
 		if (bpf_skb_store_bytes(skb,
-					sizeof(struct ethhdr) +
+					ETH_HLEN +
 						(dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr)),
 					addr, 16, 0))
 			return -1;
