@@ -32,9 +32,12 @@ export async function createEndpointTable(kv: KVStore, node: string) {
   const byKey = new Map<string, EndpointRecord>();
   // Flow enrichment looks endpoints up by IP per event: a map, never a scan.
   const byIp = new Map<string, EndpointRecord>();
+  // and by id (the proxy process's access records name endpoints by id)
+  const byId = new Map<number, EndpointRecord>();
   for (const p of await kv.list(prefix)) {
     const r = JSON.parse(p.value) as EndpointRecord;
     byKey.set(`${r.namespace}/${r.pod}`, r);
+    byId.set(r.id, r);
     byIp.set(r.ip, r);
     if (r.ip6) byIp.set(r.ip6, r);
   }
@@ -42,7 +45,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
   return {
     get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
     all: () => [...byKey.values()].sort((a, b) => a.id - b.id),
-    byId: (id: number) => [...byKey.values()].find((r) => r.id === id),
+    byId: (id: number) => byId.get(id),
     byIp: (ip: string) => byIp.get(ip),
     /** The ID this pod has, or a new free one (never 0). */
     idFor(ns: string, pod: string): number {
@@ -57,7 +60,9 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       const prev = byKey.get(`${r.namespace}/${r.pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
+      if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.set(`${r.namespace}/${r.pod}`, r);
+      byId.set(r.id, r);
       byIp.set(r.ip, r);
       if (r.ip6) byIp.set(r.ip6, r);
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
@@ -66,6 +71,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       const prev = byKey.get(`${ns}/${pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
+      if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.delete(`${ns}/${pod}`);
       await kv.delete(`${prefix}${ns}/${pod}`);
     },

@@ -10,7 +10,7 @@ import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
 import { encodeMapState, type IpcacheDelta, type ProxySnapshot, type StandaloneDNSInfo } from '../proxy/feed/snapshot.ts';
-import type { DnsAnswerReport } from '../proxy/feed/wire.ts';
+import { decodeRecord, type DnsAnswerReport } from '../proxy/feed/wire.ts';
 
 export interface AgentProxyFeedDeps {
   socketPath: string;
@@ -79,11 +79,14 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     },
     onRecords(items, lost) {
       if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
-      for (const r of items) {
-        // JSON has no bigint: a DNS answer's latency travels as a number
-        if (r.l7 === 'dns' && typeof r.latencyNs === 'number') r.latencyNs = BigInt(r.latencyNs);
-        deps.emitRecord(r);
+      const table = deps.agent()?.endpointTable();
+      const byId = (id: number) => { const ep = table?.byId(id); return ep ? deps.resolved(ep) : undefined; };
+      let bad = 0;
+      for (const w of items) {
+        const r = decodeRecord(w, byId);
+        if (r) deps.emitRecord(r); else bad++;
       }
+      if (bad) deps.logger.warn({ bad }, 'access records from the proxy process that are not records: skipped');
     },
     ...(deps.dns ? { onDnsAnswers: deps.dns.onReports } : {}),
   });

@@ -9,9 +9,8 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
-import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent } from './wire.ts';
+import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
@@ -23,7 +22,8 @@ export interface FeedServerDeps {
   ipcache?(): NonNullable<ProxySnapshot['ipcache']>;
   /** the ipcache changes since the last call (undefined: none) */
   drainIpcache?(): IpcacheDelta | undefined;
-  onRecords(items: AccessLogRecord[], lost: number): void;
+  /** the proxy's access records as they travel (decodeRecord makes them records again) */
+  onRecords(items: WireRecord[], lost: number): void;
   /**
    * Allowed DNS answers the proxy reports; `done(ids)` tells it the datapath has the IPs of the
    * reports with those ids (it holds those answers until then).

@@ -3,7 +3,8 @@
  * requests; proxy → agent: hello, acks, access records, status and replies.
  */
 import type { Socket } from 'node:net';
-import type { AccessLogRecord } from '../../common/access-log.ts';
+import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord } from '../../common/access-log.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
@@ -27,10 +28,74 @@ export type ToProxy =
 export type ToAgent =
   | { t: 'hello'; pid: number }
   | { t: 'ack'; seq: number }
-  | { t: 'records'; items: AccessLogRecord[]; lost?: number }
+  | { t: 'records'; items: WireRecord[]; lost?: number }
   | { t: 'dns-answers'; items: DnsAnswerReport[] }
   | { t: 'status'; rows: ProxyStatusRow[] }
   | { t: 'res'; id: number; ok: boolean; body?: unknown; error?: string };
+
+/**
+ * An access record on the feed. Its peers travel as address, port, identity and the local
+ * endpoint's id (0: none), never as the endpoint with its labels: the agent has both (its
+ * endpoint table, its identities), and its Hubble parser then reuses the one flow endpoint it
+ * made per endpoint view instead of sorting labels per record. Sent whole, a DNS query's two
+ * records (both endpoints, their labels) were ~2 kB of JSON and most of the agent's CPU per
+ * proxied query (bench/dns, 2026-12-05: JSON.parse, GC and label sorting, ~88 µs per query).
+ *
+ * A DNS record (two per query) is one flat array: tag 0, then the fields in DNS_FIELDS' order;
+ * absent numbers are -1, absent lists 0, an absent reason ''. Other records: tag 1, the record
+ * without its peers, then the two peers.
+ */
+export type WireRecord =
+  | [0, ...DnsFields]
+  | [1, Omit<AccessLogRecord, 'client' | 'server'>, ...WirePeers];
+type WirePeers = [cIp: string, cPort: number, cIdentity: number, cEp: number, sIp: string, sPort: number, sIdentity: number, sEp: number];
+type DnsFields = [
+  type: 0 | 1, transport: 0 | 1, verdict: 0 | 1 | 2, direction: 0 | 1, timeMs: number, ...WirePeers,
+  query: string, qtypes: string[], rcode: number, ips: string[] | 0, ttl: number, cnames: string[] | 0, rrtypes: string[] | 0, latencyNs: number, reason: string,
+];
+
+const VERDICTS: readonly AccessVerdict[] = ['forwarded', 'denied', 'error'];
+const verdictCode = (v: AccessVerdict): 0 | 1 | 2 => (v === 'forwarded' ? 0 : v === 'denied' ? 1 : 2);
+
+export function encodeRecord(r: AccessLogRecord): WireRecord {
+  const c = r.client, s = r.server;
+  if (r.l7 === 'dns') {
+    return [
+      0, r.type === 'request' ? 0 : 1, r.transport === 'UDP' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
+      c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0,
+      r.query, r.qtypes, r.rcode ?? -1, r.ips ?? 0, r.ttl ?? -1, r.cnames ?? 0, r.rrtypes ?? 0, r.latencyNs === undefined ? -1 : Number(r.latencyNs), r.reason ?? '',
+    ];
+  }
+  const { client: _c, server: _s, ...rest } = r;
+  return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
+}
+
+/**
+ * The record again, its endpoints the agent's own views (`endpointById`); a peer whose endpoint
+ * is gone (or that had none) is left to the parser's lookup by address and identity. Not a
+ * record of either shape: undefined (the caller counts it and goes on).
+ */
+export function decodeRecord(w: WireRecord, endpointById: (id: number) => ResolvedEndpoint | undefined): AccessLogRecord | undefined {
+  if (!Array.isArray(w) || (w[0] === 0 ? w.length !== 23 : w[0] !== 1 || w.length !== 10 || typeof w[1] !== 'object' || w[1] === null)) return undefined;
+  const peer = (ip: string, port: number, identity: number, ep: number): AccessPeer => ({ ip, port, identity, endpoint: ep ? endpointById(ep) : undefined });
+  if (w[0] === 1) {
+    const [, rest, ci, cp, cid, cep, si, sp, sid, sep] = w;
+    return { ...rest, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep) } as AccessLogRecord;
+  }
+  const [, type, transport, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, query, qtypes, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason] = w;
+  const r: DnsAccessRecord = {
+    l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
+    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), query, qtypes,
+  };
+  if (rcode >= 0) r.rcode = rcode;
+  if (ips !== 0) r.ips = ips;
+  if (ttl >= 0) r.ttl = ttl;
+  if (cnames !== 0) r.cnames = cnames;
+  if (rrtypes !== 0) r.rrtypes = rrtypes;
+  if (latencyNs >= 0) r.latencyNs = BigInt(latencyNs);
+  if (reason) r.reason = reason;
+  return r;
+}
 
 /** Largest line accepted (a snapshot of a big node is a few MB; a line past this ends the connection). */
 const MAX_LINE = 64 * 1024 * 1024;

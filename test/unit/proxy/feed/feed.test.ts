@@ -16,7 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
-import type { DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
+import { decodeRecord, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -84,7 +84,7 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   let lostSeen = 0;
   const mkServer = () => createFeedServer({
     socketPath, pollMs: 10, fingerprint: () => String(revision), snapshot: async () => snapshot(revision),
-    onRecords: (items, lost) => { got.push(...items); lostSeen += lost; },
+    onRecords: (items, lost) => { got.push(...items.map((w) => decodeRecord(w, () => undefined)!)); lostSeen += lost; },
   });
   let server = mkServer();
   await server.start();
@@ -106,7 +106,8 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(snaps.at(-1), 2);
   await until(() => server.clients()[0]?.rows.length === 1);
   assert.deepEqual(await server.request('ai-usage'), { what: 'ai-usage' });
-  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  const peer = (ip: string) => ({ ip, port: 80, identity: 1000 });
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: peer('10.244.1.2'), server: peer('10.244.1.3') } as unknown as AccessLogRecord);
   client.record(rec(1));
   await until(() => got.length === 1);
 
@@ -194,7 +195,7 @@ test('attacker: the feed socket is root-only, and a line that is not JSON ends t
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const socketPath = join(dir, 's.sock');
   const got: AccessLogRecord[] = [];
-  const server = createFeedServer({ socketPath, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got.push(...items); } });
+  const server = createFeedServer({ socketPath, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got.push(...items.map((w) => decodeRecord(w, () => undefined)!)); } });
   await server.start();
   t.after(() => server.stop());
   assert.equal(statSync(socketPath).mode & 0o777, 0o600);
@@ -257,12 +258,16 @@ test('DNS answers: a held one is reported and released by the agent\'s dns-done;
   await until(() => client.connected());
   await client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, true);
   assert.equal(reports.length, 1);
-  // sent already: no promise; three of the same in one batch are one report
-  for (let i = 0; i < 3; i++) assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, false), undefined);
+  // the agent has these IPs for this name for 30 s: the same answer again is not reported
+  assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, false), undefined);
+  // other IPs, or a TTL reaching past what the agent holds: reported; three of the same in one batch are one report
+  for (let i = 0; i < 3; i++) assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.22'], ttl: 30 }, false), undefined);
   await until(() => reports.length === 2);
+  assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 60 }, false), undefined);
+  await until(() => reports.length === 3);
   await new Promise((r) => setTimeout(r, 60));
-  assert.equal(reports.length, 2);
-  assert.equal(reports[1]!.id, 0);
+  assert.equal(reports.length, 3);
+  assert.deepEqual(reports.slice(1).map((r) => [r.id, r.ips[0], r.ttl]), [[0, '198.51.100.22', 30], [0, '198.51.100.20', 60]]);
 
   // the agent goes: a held answer waits (not released by anyone), the next agent hears of it and releases it
   await server.stop();
@@ -276,4 +281,47 @@ test('DNS answers: a held one is reported and released by the agent\'s dns-done;
   t.after(() => server.stop());
   await held;
   assert.equal(reports.at(-1)!.name, 'new.example.');
+  // a new agent hears of a known answer again (it may not have kept it)
+  const n = reports.length;
+  client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.22'], ttl: 30 }, false);
+  await until(() => reports.length === n + 1);
+});
+
+test('access records cross the feed without endpoints or labels, and the agent makes the same L7 flow of them', async () => {
+  const { encodeRecord } = await import('../../../../src/proxy/feed/wire.ts');
+  const { createL7Parser } = await import('../../../../src/hubble/l7/parser.ts');
+  const client = { id: 211, identity: 259, namespace: 'bench', pod: 'proxied', labels: ['k8s:app=proxied', 'k8s:io.kubernetes.pod.namespace=bench'] };
+  const dnsServer = { id: 174, identity: 258, namespace: 'bench', pod: 'dnsmasq', labels: ['k8s:app=dnsmasq', 'k8s:io.kubernetes.pod.namespace=bench'] };
+  const eps = new Map([[211, client], [174, dnsServer]]);
+  const byIp = new Map([['10.244.1.5', client], ['10.244.1.4', dnsServer]]);
+  const parse = createL7Parser({ nodeName: 'node1', resolver: { byIp: (ip) => byIp.get(ip), identityLabels: (id) => (id === 300 ? ['k8s:k8s-app=kube-dns'] : undefined) } });
+  const records: AccessLogRecord[] = [
+    { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600123.5, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'],
+      client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.96.0.10', port: 53, identity: 258, endpoint: dnsServer } },
+    { l7: 'dns', type: 'response', direction: 'egress', timeMs: 1764921600124, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'], rcode: 0,
+      ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 123456n,
+      client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.244.2.9', port: 53, identity: 300, labels: ['k8s:k8s-app=kube-dns'] } },
+    { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600125, verdict: 'denied', transport: 'UDP', query: 'x.lab.', qtypes: ['AAAA'], reason: 'ORIGINAL_DESTINATION_UNKNOWN: test',
+      client: { ip: '10.244.1.5', port: 40001, identity: 259, endpoint: client }, server: { ip: '0.0.0.0', port: 53, identity: 2 } },
+    { l7: 'http', type: 'request', direction: 'egress', timeMs: 1764921600126, verdict: 'forwarded', endpointId: 211, method: 'GET', url: 'http://a/b', host: 'a', path: '/b', protocol: 'HTTP/1.1', headers: ['Host', 'a'], code: 0, latencyNs: 0,
+      client: { ip: '10.244.1.5', port: 40002, identity: 259, endpoint: client }, server: { ip: '10.244.1.4', port: 80, identity: 258, endpoint: dnsServer } } as AccessLogRecord,
+  ];
+  for (const r of records) {
+    const line = JSON.stringify(encodeRecord(r));
+    assert.doesNotMatch(line, /k8s:app=/, 'no labels on the wire');
+    const back = decodeRecord(JSON.parse(line), (id) => eps.get(id))!;
+    assert.ok(back);
+    const a = parse(r), b = parse(back);
+    assert.deepEqual(b, a, `${r.l7} ${r.type}`);
+  }
+  // the agent's own endpoint view is shared by the flows (no label sort per record)
+  const f1 = parse(decodeRecord(JSON.parse(JSON.stringify(encodeRecord(records[0]!))), (id) => eps.get(id))!);
+  const f2 = parse(decodeRecord(JSON.parse(JSON.stringify(encodeRecord(records[1]!))), (id) => eps.get(id))!);
+  assert.equal(f1.source, f2.destination);
+});
+
+test('attacker: an item on the feed that is not a record of either shape is refused, never turned into a flow', () => {
+  for (const w of [null, 7, 'x', {}, [], [0], [1, null, '1', 1, 1, 1, '2', 2, 2, 2], [1, {}, 'a'], [2, ...Array(22).fill(0)], Array(23).fill(0).map((_, i) => (i === 0 ? 0 : 0)).slice(0, 22)]) {
+    assert.equal(decodeRecord(w as never, () => undefined), undefined, JSON.stringify(w));
+  }
 });
