@@ -41,12 +41,15 @@ export async function createEndpointTable(kv: KVStore, node: string) {
     byIp.set(r.ip, r);
     if (r.ip6) byIp.set(r.ip6, r);
   }
+  // bumped on every change (the proxy feed's snapshot follows it)
+  let version = 0;
   const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
   return {
     get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
     all: () => [...byKey.values()].sort((a, b) => a.id - b.id),
     byId: (id: number) => byId.get(id),
     byIp: (ip: string) => byIp.get(ip),
+    version: () => version,
     /** The ID this pod has, or a new free one (never 0). */
     idFor(ns: string, pod: string): number {
       const have = byKey.get(`${ns}/${pod}`);
@@ -65,6 +68,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       byId.set(r.id, r);
       byIp.set(r.ip, r);
       if (r.ip6) byIp.set(r.ip6, r);
+      version++;
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
     },
     async remove(ns: string, pod: string) {
@@ -73,6 +77,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
       if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.delete(`${ns}/${pod}`);
+      version++;
       await kv.delete(`${prefix}${ns}/${pod}`);
     },
   };

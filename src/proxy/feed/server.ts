@@ -14,8 +14,11 @@ import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxySta
 
 export interface FeedServerDeps {
   socketPath: string;
-  /** changes whenever snapshot() would give something new (compared every pollMs); the ipcache aside */
-  fingerprint(): string;
+  /**
+   * Changes whenever snapshot() would give something new (compared every pollMs); the ipcache
+   * aside. Cheap: counters the sources bump as they change (a list is compared element by element).
+   */
+  fingerprint(): Fingerprint;
   /** the snapshot without its ipcache */
   snapshot(): Promise<ProxySnapshot>;
   /** the whole ipcache, for a proxy that does not hold it yet (a new connection) */
@@ -31,6 +34,15 @@ export interface FeedServerDeps {
   onDnsAnswers?(items: DnsAnswerReport[], done: (ids: number[]) => void): void;
   pollMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+}
+
+export type Fingerprint = string | number | readonly (string | number | undefined)[];
+
+function samePrint(a: Fingerprint | undefined, b: Fingerprint): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** `whole`: the client got the ipcache whole (it gets deltas from then on) */
@@ -51,7 +63,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   let server: Server | undefined;
   let seq = 0;
   let current: { seq: number; line: ProxySnapshot } | undefined;
-  let lastPrint = '';
+  let lastPrint: Fingerprint | undefined;
   let building: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
   const waiters = new Set<() => void>();
@@ -67,8 +79,9 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   function refresh(): Promise<void> {
     if (building) return building.then(() => refresh());
     const print = deps.fingerprint();
-    const needWhole = deps.ipcache !== undefined && [...clients].some((c) => !c.whole);
-    if (print === lastPrint && current && !needWhole) {
+    let needWhole = false;
+    if (deps.ipcache) for (const c of clients) if (!c.whole) needWhole = true;
+    if (samePrint(lastPrint, print) && current && !needWhole) {
       const d = deps.drainIpcache?.();
       if (d) {
         current.seq = ++seq;

@@ -312,7 +312,7 @@ test('access records cross the feed without endpoints or labels, and the agent m
     const back = decodeRecord(JSON.parse(line), (id) => eps.get(id))!;
     assert.ok(back);
     const a = parse(r), b = parse(back);
-    assert.deepEqual(b, a, `${r.l7} ${r.type}`);
+    assert.deepEqual(b, a, r.l7);
   }
   // the agent's own endpoint view is shared by the flows (no label sort per record)
   const f1 = parse(decodeRecord(JSON.parse(JSON.stringify(encodeRecord(records[0]!))), (id) => eps.get(id))!);
