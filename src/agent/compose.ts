@@ -218,7 +218,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     feed = createAgentProxyFeed({
       socketPath: proxyFiles(paths.nodeDir(node)).feed, agent: () => agentRef, policy, nodeAddrs, resolved,
       namesForIp: (ip) => dns.namesForIp(ip), emitRecord, logger: logger.child({ subsys: 'proxy-feed' }),
-      dns: { info: () => dns.info(), onReports: (items, done) => dns.onReports(items, done) },
+      dns: { info: () => dns.info(), serverIp: () => provider.clusterDNS.serverIp(), onReports: (items, done) => dns.onReports(items, done) },
     });
   }
   /** The external proxy's rows as it reported them, or why there are none (fail closed meanwhile). */

@@ -32,18 +32,24 @@ export async function createEndpointTable(kv: KVStore, node: string) {
   const byKey = new Map<string, EndpointRecord>();
   // Flow enrichment looks endpoints up by IP per event: a map, never a scan.
   const byIp = new Map<string, EndpointRecord>();
+  // and by id (the proxy process's access records name endpoints by id)
+  const byId = new Map<number, EndpointRecord>();
   for (const p of await kv.list(prefix)) {
     const r = JSON.parse(p.value) as EndpointRecord;
     byKey.set(`${r.namespace}/${r.pod}`, r);
+    byId.set(r.id, r);
     byIp.set(r.ip, r);
     if (r.ip6) byIp.set(r.ip6, r);
   }
+  // bumped on every change (the proxy feed's snapshot follows it)
+  let version = 0;
   const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
   return {
     get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
     all: () => [...byKey.values()].sort((a, b) => a.id - b.id),
-    byId: (id: number) => [...byKey.values()].find((r) => r.id === id),
+    byId: (id: number) => byId.get(id),
     byIp: (ip: string) => byIp.get(ip),
+    version: () => version,
     /** The ID this pod has, or a new free one (never 0). */
     idFor(ns: string, pod: string): number {
       const have = byKey.get(`${ns}/${pod}`);
@@ -57,16 +63,21 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       const prev = byKey.get(`${r.namespace}/${r.pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
+      if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.set(`${r.namespace}/${r.pod}`, r);
+      byId.set(r.id, r);
       byIp.set(r.ip, r);
       if (r.ip6) byIp.set(r.ip6, r);
+      version++;
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
     },
     async remove(ns: string, pod: string) {
       const prev = byKey.get(`${ns}/${pod}`);
       if (prev && byIp.get(prev.ip) === prev) byIp.delete(prev.ip);
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
+      if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.delete(`${ns}/${pod}`);
+      version++;
       await kv.delete(`${prefix}${ns}/${pod}`);
     },
   };

@@ -10,7 +10,7 @@ import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
 import { encodeMapState, type IpcacheDelta, type ProxySnapshot, type StandaloneDNSInfo } from '../proxy/feed/snapshot.ts';
-import type { DnsAnswerReport } from '../proxy/feed/wire.ts';
+import { decodeRecord, type DnsAnswerReport } from '../proxy/feed/wire.ts';
 
 export interface AgentProxyFeedDeps {
   socketPath: string;
@@ -21,7 +21,7 @@ export interface AgentProxyFeedDeps {
   namesForIp(ip: string): string[];
   emitRecord(rec: AccessLogRecord): void;
   /** the DNS proxy runs in the proxy process: its settings go in the snapshot, its answer reports come back */
-  dns?: { info(): StandaloneDNSInfo; onReports(items: DnsAnswerReport[], done: (ids: number[]) => void): void };
+  dns?: { info(): StandaloneDNSInfo; serverIp(): string | undefined; onReports(items: DnsAnswerReport[], done: (ids: number[]) => void): void };
   logger: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
 
@@ -34,13 +34,25 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   let changed = new Set<string>();
   let offIpcache: (() => void) | undefined;
   let offResources: (() => void) | undefined;
-  const endpointsPrint = (a: Agent) => a.endpointTable().all().map((e) => `${e.id}:${e.identity}:${e.ip}`).join(',');
+  let offIdentities: (() => void) | undefined;
+  // The DNS settings' part: rebuilt only when the cluster DNS server's address or an identity
+  // changed (the remote server's identity is found by labels), not on every poll.
+  let identitiesVersion = 0;
+  let dnsMemo: { v: number; server: string | undefined; json: string } | undefined;
+  const dnsPrint = (): string => {
+    if (!deps.dns) return '';
+    const server = deps.dns.serverIp();
+    if (!dnsMemo || dnsMemo.v !== identitiesVersion || dnsMemo.server !== server) dnsMemo = { v: identitiesVersion, server, json: JSON.stringify(deps.dns.info()) };
+    return dnsMemo.json;
+  };
   const server = createFeedServer({
     socketPath: deps.socketPath,
     logger: deps.logger,
+    // counters bumped by the changes themselves: nothing rebuilt per poll (it was every endpoint
+    // as a string and the DNS settings as JSON, every 50 ms)
     fingerprint() {
       const a = deps.agent();
-      return `${policy.revision()}|${namesVersion}|${resourceVersion}|${a ? endpointsPrint(a) : ''}|${deps.dns ? JSON.stringify(deps.dns.info()) : ''}`;
+      return [policy.revision(), namesVersion, resourceVersion, a ? a.endpointTable().version() : -1, dnsPrint()];
     },
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();
@@ -79,11 +91,14 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     },
     onRecords(items, lost) {
       if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
-      for (const r of items) {
-        // JSON has no bigint: a DNS answer's latency travels as a number
-        if (r.l7 === 'dns' && typeof r.latencyNs === 'number') r.latencyNs = BigInt(r.latencyNs);
-        deps.emitRecord(r);
+      const table = deps.agent()?.endpointTable();
+      const byId = (id: number) => { const ep = table?.byId(id); return ep ? deps.resolved(ep) : undefined; };
+      let bad = 0;
+      for (const w of items) {
+        const r = decodeRecord(w, byId);
+        if (r) deps.emitRecord(r); else bad++;
       }
+      if (bad) deps.logger.warn({ code: 'FEED_RECORDS_REFUSED', bad }, 'access records from the proxy process that are not records: skipped');
     },
     ...(deps.dns ? { onDnsAnswers: deps.dns.onReports } : {}),
   });
@@ -94,6 +109,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
         changed.add(ev.entry.prefix);
         if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
       });
+      offIdentities = policy.engine.allocator.watch(() => { identitiesVersion++; });
       offResources = deps.agent()?.resources.watch((ev) => {
         if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) resourceVersion++;
       });
@@ -102,6 +118,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     async stop() {
       offIpcache?.();
       offResources?.();
+      offIdentities?.();
       await server.stop();
     },
   };

@@ -102,6 +102,8 @@ export interface DnsAccessRecord extends AccessRecordBase {
   rrtypes?: string[];
   /** answer time − query time (responses) */
   latencyNs?: bigint;
+  /** why the proxy refused a query without judging it (stable code first: `ORIGINAL_DESTINATION_UNKNOWN: ...`) */
+  reason?: string;
 }
 
 /** One TLS ClientHello decision of the SNI proxy or the interceptor (always a request). */

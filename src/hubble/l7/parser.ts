@@ -112,9 +112,9 @@ export function httpSummary(rec: HttpAccessRecord, url = redactUrl(rec.url)): st
   return s;
 }
 
-export function dnsSummary(r: Pick<DnsAccessRecord, 'type' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl'>): string {
+export function dnsSummary(r: Pick<DnsAccessRecord, 'type' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl' | 'reason'>): string {
   const qt = r.qtypes.join(',');
-  if (r.type === 'request') return `DNS Query ${r.query} ${qt}`;
+  if (r.type === 'request') return r.reason ? `DNS Query ${r.query} ${qt} refused: ${r.reason}` : `DNS Query ${r.query} ${qt}`;
   if (r.rcode) return `DNS Answer RCode: ${DNS_RCODE_NAMES[r.rcode] ?? String(r.rcode)} TTL: ${r.ttl ?? 0} (Proxy ${r.query} ${qt})`;
   return `DNS Answer "${(r.ips ?? []).join(',')}" TTL: ${r.ttl ?? 0} (Proxy ${r.query} ${qt})`;
 }

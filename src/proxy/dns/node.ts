@@ -195,7 +195,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     if (d) c.unshift(d);
     return c;
   };
-  const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates, scan: () => o.datapath.conntrack() });
+  const origDst = createOrigDstLookup({ pinRoot: o.pinRoot, candidates });
 
   const endpointOf = (ip: string): ResolvedEndpoint | undefined => o.endpoints.byIp(ip);
   // The remote cluster DNS server's peer: the identity the ipcache (so the datapath, which
@@ -231,7 +231,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     nodeName: o.node,
     port: DEFAULT_PROXY_PORTS.dns,
     endpointByIp: endpointOf,
-    originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
+    originalDestination: (ip, addr, port, ep) => origDst(ip, addr, port, ep.id),
     peerOf,
     decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(o.policy.mapState(ep.id), remoteIdentity, proto, port, qname),
     upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),

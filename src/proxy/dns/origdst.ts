@@ -2,12 +2,15 @@
  * The original destination of a steered UDP query. Node's dgram cannot read IP_RECVORIGDSTADDR,
  * but the datapath created a conntrack entry for the query's flow before steering it: the
  * egress entry (client ip:port → dst:53, endpoint), in the endpoint's own conntrack table,
- * names the destination. Candidates (the last
- * destination this endpoint used, the cluster DNS IP, the kube-dns pods) are tried with point
- * lookups (one syscall each); a full conntrack scan is the fallback.
+ * names the destination. The one home of this lookup, for the in-agent proxy and the proxy
+ * process alike: candidates (the last destination this endpoint used, the kube-dns pod, the
+ * cluster DNS IP) are tried with point lookups (one syscall each), then the endpoint's own table
+ * is scanned in batches. Nothing found: the query's destination is UNKNOWN, never guessed (an
+ * answer from the wrong address is dropped by the client, and a query judged against a guessed
+ * server is judged against the wrong peer); the proxy refuses it with a record saying why.
  *
- * Key layout: bpf/lib/maps.h struct ct_key (44 bytes: saddr[16] daddr[16] sport dport proto
- * family dir pad ep_id pad2), family 4, dir DIR_EGRESS (2).
+ * Key layout: bpf/lib/maps.h struct ct_key (CT_KEY_SIZE bytes: saddr[16] daddr[16] sport dport
+ * proto family dir pad ep_id pad2), family 4, dir DIR_EGRESS (2).
  */
 import type { BpfMap } from '../../sys/bpf.ts';
 import { openCtTable } from '../../datapath/linux/index.ts';
@@ -15,21 +18,37 @@ import { CT_KEY_SIZE as KEY_SIZE, ctOwnIndex } from '../../datapath/linux/codec.
 
 const DIR_EGRESS = 2;
 
+/** Why a query's original destination is not known (the DNS proxy's record carries it). */
+export interface OrigDstUnknown { readonly code: 'ORIGINAL_DESTINATION_UNKNOWN'; readonly reason: string }
+const NO_TABLE: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: the endpoint has no conntrack table (recreated or gone)' });
+const NO_ENTRY: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: no egress conntrack entry for the query (the datapath did not steer it, or it expired)' });
+const NOT_V4: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: not an IPv4 client (the UDP proxy reads IPv4 conntrack only)' });
+
+/** Writes a dotted IPv4 address into `b` at `off` (false: not one). */
 function v4(ip: string, b: Buffer, off: number): boolean {
-  const p = ip.split('.');
-  if (p.length !== 4) return false;
-  for (let i = 0; i < 4; i++) b[off + i] = Number(p[i]);
-  return true;
+  let n = 0, octet = 0, digits = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (!digits || octet > 255 || n > 3) return false;
+      b[off + n++] = octet;
+      octet = 0; digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      octet = octet * 10 + c - 48; digits++;
+    } else return false;
+  }
+  return n === 4;
 }
 
 export interface OrigDstDeps {
   pinRoot: string;
-  candidates(): string[];
-  /** Full scan fallback (LinuxDatapath.conntrack()). */
-  scan?(): { srcIp: string; srcPort: number; dstIp: string; dstPort: number; proto: number; direction: string; endpointId: number }[];
+  /** destinations to try first by point lookup (the cluster DNS server and Service IP) */
+  candidates(): readonly string[];
 }
 
-export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clientPort: number, endpointId: number) => string | undefined {
+export type OrigDstLookup = (clientIp: string, clientAddr: number, clientPort: number, endpointId: number) => string | OrigDstUnknown;
+
+export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   const tables = new Map<number, BpfMap>();
   const last = new Map<number, string>();
   const key = Buffer.alloc(KEY_SIZE);
@@ -46,9 +65,10 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
     }
     return m;
   }
-  function has(m: BpfMap, clientIp: string, clientPort: number, dst: string, ep: number): boolean {
-    key.fill(0);
-    if (!v4(clientIp, key, 0) || !v4(dst, key, 16)) return false;
+  function has(m: BpfMap, clientPort: number, dst: string, ep: number): boolean {
+    // the client address is in key[0..4) already (written once per lookup)
+    key.fill(0, 4);
+    if (!v4(dst, key, 16)) return false;
     key.writeUInt16BE(clientPort, 32);
     key.writeUInt16BE(53, 34);
     key[36] = 17;
@@ -61,68 +81,60 @@ export function createOrigDstLookup(deps: OrigDstDeps): (clientIp: string, clien
    * The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. Read
    * in batches (one syscall per 256 entries, not one per key).
    */
-  const want = Buffer.alloc(4);
-  function scanOwn(m: BpfMap, clientIp: string, clientPort: number): string | undefined {
-    if (!v4(clientIp, want, 0)) return undefined;
+  function scanOwn(m: BpfMap, clientPort: number): string | undefined {
     let dst: string | undefined;
     try {
       m.forEachBatch(256, (keys, _values, count) => {
         for (let i = 0; i < count && !dst; i++) {
           const o = i * KEY_SIZE;
           if (keys[o + 36] !== 17 || keys[o + 37] !== 4 || keys[o + 38] !== DIR_EGRESS) continue;
-          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(want, 0, 4, o, o + 4) !== 0) continue;
+          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(key, 0, 4, o, o + 4) !== 0) continue;
           dst = `${keys[o + 16]}.${keys[o + 17]}.${keys[o + 18]}.${keys[o + 19]}`;
         }
       });
     } catch { /* table gone */ }
     return dst;
   }
-  // (client ip:port) → destination, briefly: a resolver reusing its socket skips the lookups.
-  const recent = new Map<string, { dst: string; at: number }>();
+  // (client address, port) → destination, briefly: a resolver reusing its socket skips the lookups.
+  // Keyed by one number (address × 65536 + port < 2^48), no string per query.
+  const recent = new Map<number, { dst: string; at: number }>();
   const RECENT_MS = 2000;
-  return (clientIp, clientPort, ep) => {
-    const rk = `${clientIp}:${clientPort}`;
+  return (clientIp, clientAddr, clientPort, ep) => {
+    const rk = clientAddr >= 0 ? clientAddr * 65536 + clientPort : -1;
     const now = Date.now();
-    const hit = recent.get(rk);
+    const hit = rk >= 0 ? recent.get(rk) : undefined;
     if (hit && now - hit.at < RECENT_MS) return hit.dst;
     const dst = find(clientIp, clientPort, ep);
-    if (dst) {
-      if (recent.size > 8192) recent.clear();
-      recent.set(rk, { dst, at: now });
+    if (typeof dst === 'string' && rk >= 0) {
+      if (hit) { hit.dst = dst; hit.at = now; } else {
+        if (recent.size > 8192) recent.clear();
+        recent.set(rk, { dst, at: now });
+      }
     }
     return dst;
   };
-  function find(clientIp: string, clientPort: number, ep: number): string | undefined {
+  function find(clientIp: string, clientPort: number, ep: number): string | OrigDstUnknown {
+    if (!v4(clientIp, key, 0)) return NOT_V4;
+    let table = false;
     for (const fresh of [false, true]) {
       const m = ct(ep, fresh);
       if (!m) continue;
-      const tried = new Set<string>();
-      for (const c of [last.get(ep), ...deps.candidates()]) {
-        if (!c || tried.has(c)) continue;
-        tried.add(c);
-        if (has(m, clientIp, clientPort, c, ep)) {
+      table = true;
+      const l = last.get(ep);
+      if (l && has(m, clientPort, l, ep)) return l;
+      for (const c of deps.candidates()) {
+        if (c === l) continue;
+        if (has(m, clientPort, c, ep)) {
           last.set(ep, c);
           return c;
         }
       }
-    }
-    // no full scan given (the proxy process has no datapath): the endpoint's own table, key by key
-    if (!deps.scan) {
-      const m = ct(ep);
-      const dst = m ? scanOwn(m, clientIp, clientPort) : undefined;
+      const dst = scanOwn(m, clientPort);
       if (dst) {
         last.set(ep, dst);
         return dst;
       }
     }
-    try {
-      for (const e of deps.scan?.() ?? []) {
-        if (e.proto === 17 && e.srcIp === clientIp && e.srcPort === clientPort && e.endpointId === ep && e.direction === 'egress') {
-          last.set(ep, e.dstIp);
-          return e.dstIp;
-        }
-      }
-    } catch { /* datapath busy */ }
-    return last.get(ep) ?? deps.candidates()[0];
+    return table ? NO_ENTRY : NO_TABLE;
   }
 }

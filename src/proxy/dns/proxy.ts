@@ -21,7 +21,10 @@
  * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
  *
  * UDP only here: Node cannot read a datagram's original destination (IP_RECVORIGDSTADDR), so
- * the caller supplies `originalDestination` (the agent reads it from the datapath's conntrack).
+ * the caller supplies `originalDestination` (origdst.ts reads it from the datapath's conntrack).
+ * A query whose original destination cannot be established is refused, never judged or
+ * answered on a guess: no reply (one from a guessed address is dropped by the client anyway),
+ * a DROPPED record with the reason, counted in `noOrigDst`.
  * Replies leave through a per-address socket bound (non-locally, IP_TRANSPARENT) to that
  * destination's address and port 53. The hot path never throws: every failure is a reply or a
  * counted drop.
@@ -49,8 +52,11 @@ export interface DNSProxyDeps {
   /** DNS port of upstreams and of the reply sockets' source (default 53; tests use others) */
   dnsPort?: number;
   endpointByIp(ip: string): DNSProxyEndpoint | undefined;
-  /** Where the client sent its query (undefined: unknown ⇒ SERVFAIL). */
-  originalDestination(clientIp: string, clientPort: number, ep: DNSProxyEndpoint): string | undefined;
+  /**
+   * Where the client sent its query; not a string: unknown, with the reason (the query is refused
+   * with a record). `clientAddr`: the IPv4 address as a number (-1: not IPv4).
+   */
+  originalDestination(clientIp: string, clientAddr: number, clientPort: number, ep: DNSProxyEndpoint): string | { readonly reason: string };
   /** Identity (and endpoint, labels) of an address, for the policy decision and flows. */
   peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] };
   /** The DNS decision of the endpoint's egress policy toward (identity, proto, port). */
@@ -93,6 +99,8 @@ export interface DNSProxyStats {
   upstreamTimeouts: number;
   holdTimeouts: number;
   servfail: number;
+  /** queries refused because their original destination could not be established */
+  noOrigDst: number;
   /** datagrams read by recvmmsg (behind the one Node read per wake-up) */
   batched: number;
   /** recent answer-hold times (ms): answer received → datapath has its IPs */
@@ -152,7 +160,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const maxHold = deps.maxHoldMs ?? 2000;
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, batched: 0, holdsMs: [] };
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, holdsMs: [] };
   let listener: Socket | undefined;
   let listenerFd = -1;
   /** one connected socket per upstream address (a connected send skips the address lookup) */
@@ -260,7 +268,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       return;
     }
     const t0 = process.hrtime.bigint();
-    const dst = deps.originalDestination(clientIp, clientPort, ep);
+    const od = deps.originalDestination(clientIp, clientAddr, clientPort, ep);
+    const dst = typeof od === 'string' ? od : undefined;
     const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
     const q = cut ? (len < 12 ? { ok: false as const, reason: 'short' as const } : { ok: false as const, reason: 'oversized' as const }) : parseQuery(msg);
     const client = () => peer(clientIp, clientPort);
@@ -273,8 +282,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       return;
     }
     if (!dst) {
-      st.servfail++;
+      // never judged against a guessed server, never answered from a guessed address
+      st.noOrigDst++;
       st.dropped++;
+      emit({ type: 'request', client: client(), server: peer('0.0.0.0', 53), transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason });
       return;
     }
     const server = peer(dst, 53);

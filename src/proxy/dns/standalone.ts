@@ -88,15 +88,25 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
   const ipKey = Buffer.alloc(IPCACHE_KEY_SIZE);
   const ipVal = Buffer.alloc(IPCACHE_VAL_SIZE);
 
+  // The pinned ipcache's answer per address for one turn of the event loop: the answers of one
+  // recvmmsg drain (up to 64, mostly the same few IPs) cost one map lookup per IP, not per answer.
+  const pinnedMemo = new Map<string, number>();
+  const clearMemo = (): void => pinnedMemo.clear();
   /** The identity the datapath gives an address now (the pinned ipcache's longest match; none: world). */
   function pinnedIdentity(ip: string): number | undefined {
     if (!ipcache) return undefined;
+    const had = pinnedMemo.get(ip);
+    if (had !== undefined) return had;
+    let id: number;
     try {
       encodeIpcacheKeyInto(ipKey, 0, ip.includes(':') ? `${ip}/128` : `${ip}/32`);
-      return ipcache.lookup(ipKey, ipVal) ? ipVal.readUInt32LE(0) : ReservedIdentity.world;
+      id = ipcache.lookup(ipKey, ipVal) ? ipVal.readUInt32LE(0) : ReservedIdentity.world;
     } catch {
       return undefined;
     }
+    if (!pinnedMemo.size) queueMicrotask(clearMemo);
+    pinnedMemo.set(ip, id);
+    return id;
   }
 
   /** Every IP already allowed by the datapath for this endpoint (and, agent there, judged alike by the HTTP proxy). */
@@ -155,12 +165,6 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     return labels ? { identity: id, labels } : { identity: id };
   }
 
-  function emit(rec: DnsAccessRecord): void {
-    // JSON has no bigint: the agent makes it one again (src/agent/proxy-feed.ts)
-    if (rec.latencyNs !== undefined) (rec as unknown as { latencyNs: number }).latencyNs = Number(rec.latencyNs);
-    deps.emit(rec);
-  }
-
   return {
     async start() {
       const v = deps.view();
@@ -173,7 +177,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         nodeName: deps.node,
         port: DEFAULT_PROXY_PORTS.dns,
         endpointByIp: (ip) => deps.view()?.endpointByIp(ip),
-        originalDestination: (ip, port, ep) => origDst(ip, port, ep.id),
+        originalDestination: (ip, addr, port, ep) => origDst(ip, addr, port, ep.id),
         peerOf,
         decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(deps.view()?.mapState(ep.id), remoteIdentity, proto, port, qname),
         upstreamFor: (dst) => {
@@ -181,7 +185,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
           return d && dst === d.serviceIp ? d.serverIp ?? dst : dst;
         },
         onAnswer,
-        emit,
+        emit: deps.emit,
         // the agent's setting, as its first snapshot had it (changing it restarts the agent, and this with the next start)
         rejectResponseCode: v?.dns?.rejectResponseCode ?? 'refused',
         transparent: setIpTransparent,
@@ -198,7 +202,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       await proxy?.stop();
       ipcache?.close();
     },
-    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, batched: 0, holdsMs: [] },
+    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, holdsMs: [] },
     statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy?.port ?? DEFAULT_PROXY_PORTS.dns, state: proxy?.boundPort() ? 'listening' : 'stopped' }),
   };
 }

@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy } from './wire.ts';
+import { encodeRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -59,11 +59,33 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let flushTimer: NodeJS.Timeout | undefined;
   let flushSoon: NodeJS.Immediate | undefined;
   let statusTimer: NodeJS.Timeout | undefined;
-  let buf: AccessLogRecord[] = [];
+  /** encoded at once (compact: no endpoints, no labels), sent with the next batch */
+  let buf: WireRecord[] = [];
   let lost = 0;
   let perMessage = RECORDS_PER_MESSAGE;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
   let told = new Map<string, DnsAnswerReport>();
+  /**
+   * What this agent connection was told per endpoint and name: the IPs and until when its name
+   * manager keeps them. An answer with the same IPs whose TTL ends within that (less a slack of
+   * min(1 s, TTL/4): the name manager's GC runs every second) is not reported again: a steady
+   * stream of lookups of known names costs the agent nothing. Forgotten on every (re)connect and
+   * every snapshot (an endpoint or the policy changed: the agent hears of every name again).
+   */
+  const known = new Map<number, Map<string, { ips: string[]; until: number }>>();
+  function covered(r: Omit<DnsAnswerReport, 'id'>, now: number): boolean {
+    const k = known.get(r.ep)?.get(r.name);
+    if (!k || k.ips.length !== r.ips.length) return false;
+    for (let i = 0; i < r.ips.length; i++) if (k.ips[i] !== r.ips[i]) return false;
+    const ttlMs = r.ttl * 1000;
+    return k.until >= now + ttlMs - Math.min(1000, ttlMs / 4);
+  }
+  function remember(r: DnsAnswerReport, now: number): void {
+    let byName = known.get(r.ep);
+    if (!byName) { byName = new Map(); known.set(r.ep, byName); }
+    if (byName.size > 4096) byName.clear();
+    byName.set(r.name, { ips: r.ips, until: now + r.ttl * 1000 });
+  }
   const waiting = new Map<number, { r: DnsAnswerReport; done(): void }>();
   let nextId = 1;
 
@@ -74,6 +96,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (told.size) {
       const items = [...told.values()];
       told = new Map();
+      const now = Date.now();
+      for (const r of items) remember(r, now);
       send(sock, { t: 'dns-answers', items });
     }
     if (!buf.length && !lost) return;
@@ -99,6 +123,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     sock = s;
     s.on('connect', () => {
       up = true;
+      known.clear();
       send(s, { t: 'hello', pid: process.pid });
       send(s, { t: 'status', rows: deps.statusRows() });
       // answers held for the agent: it (a restarted one) hears of them again
@@ -115,6 +140,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     });
     readLines<ToProxy>(s, (m) => {
       if (m.t === 'snapshot') {
+        known.clear();
         deps.onSnapshot(m.snap, m.seq);
         send(s, { t: 'ack', seq: m.seq });
         send(s, { t: 'status', rows: deps.statusRows() });
@@ -126,6 +152,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           const w = waiting.get(id);
           if (!w) continue;
           waiting.delete(id);
+          remember(w.r, Date.now());
           w.done();
         }
       } else if (m.t === 'req') {
@@ -151,7 +178,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       sock?.end();
     },
     record(rec) {
-      buf.push(rec);
+      buf.push(encodeRecord(rec));
       if (buf.length > cap) { buf.shift(); lost++; }
       if (!up) return;
       if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);
@@ -159,6 +186,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     },
     reportAnswer(r, wait) {
       if (!wait) {
+        if (covered(r, Date.now())) return undefined;
         told.set(`${r.ep}|${r.name}|${r.ips.join(',')}`, { id: 0, ...r });
         if (told.size > MAX_WAITING) told.delete(told.keys().next().value!);
         if (up && !flushTimer) flushTimer = setTimeout(flush, 20);

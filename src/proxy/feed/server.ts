@@ -9,21 +9,24 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
-import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { readLines, recordsOf, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent } from './wire.ts';
+import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
-  /** changes whenever snapshot() would give something new (compared every pollMs); the ipcache aside */
-  fingerprint(): string;
+  /**
+   * Changes whenever snapshot() would give something new (compared every pollMs); the ipcache
+   * aside. Cheap: counters the sources bump as they change (a list is compared element by element).
+   */
+  fingerprint(): Fingerprint;
   /** the snapshot without its ipcache */
   snapshot(): Promise<ProxySnapshot>;
   /** the whole ipcache, for a proxy that does not hold it yet (a new connection) */
   ipcache?(): NonNullable<ProxySnapshot['ipcache']>;
   /** the ipcache changes since the last call (undefined: none) */
   drainIpcache?(): IpcacheDelta | undefined;
-  onRecords(items: AccessLogRecord[], lost: number): void;
+  /** the proxy's access records as they travel (decodeRecord makes them records again) */
+  onRecords(items: WireRecord[], lost: number): void;
   /**
    * Allowed DNS answers the proxy reports; `done(ids)` tells it the datapath has the IPs of the
    * reports with those ids (it holds those answers until then).
@@ -31,6 +34,15 @@ export interface FeedServerDeps {
   onDnsAnswers?(items: DnsAnswerReport[], done: (ids: number[]) => void): void;
   pollMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+}
+
+export type Fingerprint = string | number | readonly (string | number | undefined)[];
+
+function samePrint(a: Fingerprint | undefined, b: Fingerprint): boolean {
+  if (a === b) return true;
+  if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** `whole`: the client got the ipcache whole (it gets deltas from then on) */
@@ -51,7 +63,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   let server: Server | undefined;
   let seq = 0;
   let current: { seq: number; line: ProxySnapshot } | undefined;
-  let lastPrint = '';
+  let lastPrint: Fingerprint | undefined;
   let building: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
   const waiters = new Set<() => void>();
@@ -67,8 +79,9 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   function refresh(): Promise<void> {
     if (building) return building.then(() => refresh());
     const print = deps.fingerprint();
-    const needWhole = deps.ipcache !== undefined && [...clients].some((c) => !c.whole);
-    if (print === lastPrint && current && !needWhole) {
+    let needWhole = false;
+    if (deps.ipcache) for (const c of clients) if (!c.whole) needWhole = true;
+    if (samePrint(lastPrint, print) && current && !needWhole) {
       const d = deps.drainIpcache?.();
       if (d) {
         current.seq = ++seq;
@@ -125,13 +138,11 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           }
           break;
         case 'ack': c.acked = m.seq; wake(); break;
-        case 'records': {
-          let items;
-          // a message that does not decode is dropped whole and logged (no record half made); the connection stays
-          try { items = recordsOf(m); } catch (e) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED', err: String(e) }, 'access records message refused'); break; }
-          deps.onRecords(items, m.lost ?? 0);
+        case 'records':
+          // a message whose items are not a list is dropped whole and logged; the connection stays
+          if (!Array.isArray(m.items)) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED' }, 'access records message refused: no list of records'); break; }
+          deps.onRecords(m.items, m.lost ?? 0);
           break;
-        }
         case 'dns-answers': deps.onDnsAnswers?.(m.items, (ids) => { if (ids.length) send(sock, { t: 'dns-done', ids }); }); break;
         case 'status': c.rows = m.rows; break;
         case 'res': {

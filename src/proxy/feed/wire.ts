@@ -3,7 +3,8 @@
  * requests; proxy → agent: hello, acks, access records, status and replies.
  */
 import type { Socket } from 'node:net';
-import type { AccessLogRecord, AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
+import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord } from '../../common/access-log.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
@@ -27,10 +28,98 @@ export type ToProxy =
 export type ToAgent =
   | { t: 'hello'; pid: number }
   | { t: 'ack'; seq: number }
-  | { t: 'records'; items: (AccessLogRecord | WireHttpRecord)[]; peers?: AccessPeer[]; lost?: number }
+  | { t: 'records'; items: WireRecord[]; lost?: number }
   | { t: 'dns-answers'; items: DnsAnswerReport[] }
   | { t: 'status'; rows: ProxyStatusRow[] }
   | { t: 'res'; id: number; ok: boolean; body?: unknown; error?: string };
+
+/**
+ * An access record on the feed. Its peers travel as address, port, identity and the local
+ * endpoint's id (0: none), never as the endpoint with its labels: the agent has both (its
+ * endpoint table, its identities), and its Hubble parser then reuses the one flow endpoint it
+ * made per endpoint view instead of sorting labels per record. Sent whole, a DNS query's two
+ * records (both endpoints, their labels) were ~2 kB of JSON and most of the agent's CPU per
+ * proxied query (bench/dns, 2026-12-05: JSON.parse, GC and label sorting, ~88 µs per query).
+ *
+ * A DNS record (two per query) is one flat array: tag 0, then the fields in DnsFields' order;
+ * absent numbers are -1, absent lists 0, an absent reason ''. An HTTP record without optional
+ * fields (nearly every request and response) is one too: tag 2, HttpFields (positional, ~0.5 us
+ * to encode instead of ~1.3 us for the object, thread CPU). Other records: tag 1, the record
+ * without its peers, then the two peers.
+ */
+export type WireRecord =
+  | [0, ...DnsFields]
+  | [1, Omit<AccessLogRecord, 'client' | 'server'>, ...WirePeers]
+  | [2, ...HttpFields];
+type WirePeers = [cIp: string, cPort: number, cIdentity: number, cEp: number, sIp: string, sPort: number, sIdentity: number, sEp: number];
+type DnsFields = [
+  type: 0 | 1, transport: 0 | 1, verdict: 0 | 1 | 2, direction: 0 | 1, timeMs: number, ...WirePeers,
+  query: string, qtypes: string[], rcode: number, ips: string[] | 0, ttl: number, cnames: string[] | 0, rrtypes: string[] | 0, latencyNs: number, reason: string,
+];
+
+type HttpFields = [
+  type: 0 | 1, verdict: 0 | 1 | 2, direction: 0 | 1, timeMs: number, ...WirePeers, endpointId: number,
+  method: string, url: string, host: string, path: string, protocol: string, headers: readonly string[], code: number, latencyNs: number, requestTimeMs: number,
+];
+
+const VERDICTS: readonly AccessVerdict[] = ['forwarded', 'denied', 'error'];
+const verdictCode = (v: AccessVerdict): 0 | 1 | 2 => (v === 'forwarded' ? 0 : v === 'denied' ? 1 : 2);
+
+export function encodeRecord(r: AccessLogRecord): WireRecord {
+  const c = r.client, s = r.server;
+  if (r.l7 === 'dns') {
+    return [
+      0, r.type === 'request' ? 0 : 1, r.transport === 'UDP' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
+      c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0,
+      r.query, r.qtypes, r.rcode ?? -1, r.ips ?? 0, r.ttl ?? -1, r.cnames ?? 0, r.rrtypes ?? 0, r.latencyNs === undefined ? -1 : Number(r.latencyNs), r.reason ?? '',
+    ];
+  }
+  if (r.l7 === 'http' && r.traceId === undefined && r.parentSpanId === undefined && r.reason === undefined && r.headerActions === undefined && r.tls === undefined && r.ai === undefined) {
+    return [
+      2, r.type === 'request' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
+      c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0, r.endpointId,
+      r.method, r.url, r.host, r.path, r.protocol, r.headers, r.code, r.latencyNs, r.requestTimeMs ?? -1,
+    ];
+  }
+  const { client: _c, server: _s, ...rest } = r;
+  return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
+}
+
+/**
+ * The record again, its endpoints the agent's own views (`endpointById`); a peer whose endpoint
+ * is gone (or that had none) is left to the parser's lookup by address and identity. Not a
+ * record of either shape: undefined (the caller counts it and goes on).
+ */
+export function decodeRecord(w: WireRecord, endpointById: (id: number) => ResolvedEndpoint | undefined): AccessLogRecord | undefined {
+  if (!Array.isArray(w) || (w[0] === 0 || w[0] === 2 ? w.length !== 23 : w[0] !== 1 || w.length !== 10 || typeof w[1] !== 'object' || w[1] === null)) return undefined;
+  const peer = (ip: string, port: number, identity: number, ep: number): AccessPeer => ({ ip, port, identity, endpoint: ep ? endpointById(ep) : undefined });
+  if (w[0] === 2) {
+    const [, type, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, endpointId, method, url, host, path, protocol, headers, code, latencyNs, requestTimeMs] = w;
+    const rec: HttpAccessRecord = {
+      l7: 'http', type: type === 0 ? 'request' : 'response', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs,
+      client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), endpointId, method, url, host, path, protocol, headers, code, latencyNs,
+    };
+    if (requestTimeMs >= 0) rec.requestTimeMs = requestTimeMs;
+    return rec;
+  }
+  if (w[0] === 1) {
+    const [, rest, ci, cp, cid, cep, si, sp, sid, sep] = w;
+    return { ...rest, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep) } as AccessLogRecord;
+  }
+  const [, type, transport, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, query, qtypes, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason] = w;
+  const r: DnsAccessRecord = {
+    l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
+    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), query, qtypes,
+  };
+  if (rcode >= 0) r.rcode = rcode;
+  if (ips !== 0) r.ips = ips;
+  if (ttl >= 0) r.ttl = ttl;
+  if (cnames !== 0) r.cnames = cnames;
+  if (rrtypes !== 0) r.rrtypes = rrtypes;
+  if (latencyNs >= 0) r.latencyNs = BigInt(latencyNs);
+  if (reason) r.reason = reason;
+  return r;
+}
 
 /** Largest line accepted (a snapshot of a big node is a few MB; a line past this ends the connection). */
 const MAX_LINE = 64 * 1024 * 1024;
@@ -64,52 +153,7 @@ export function proxyFiles(nodeDir: string): { feed: string; pid: string; log: s
   return { feed: `${nodeDir}/l7proxy.sock`, pid: `${nodeDir}/l7proxy.pid`, log: `${nodeDir}/l7proxy.log`, supervisor: `${nodeDir}/l7proxy-supervisor.json` };
 }
 
-/**
- * An HTTP access record without the optional fields (the record of nearly every request and
- * response) on the wire: its values by position, its client and server by index into the
- * message's `peers` (a connection's records share the same two). Against the record as a JSON
- * object: 193 bytes instead of 456 for a plain GET and its 200, and per record ~0.5 us instead
- * of ~1.3 us to encode, ~0.6 us instead of ~1.5 us to read back (thread CPU, 128 a message).
- * Any other record goes as the object it is.
- */
-export type WireHttpRecord = [
-  type: 0 | 1, verdict: AccessVerdict, direction: 0 | 1, timeMs: number, client: number, server: number, endpointId: number,
-  method: string, url: string, host: string, path: string, protocol: string, headers: readonly string[], code: number, latencyNs: number,
-  requestTimeMs: number,
-];
-
-/** The `records` message of a batch of access records. */
-export function recordsMessage(items: readonly AccessLogRecord[], lost: number): Extract<ToAgent, { t: 'records' }> {
-  const peers: AccessPeer[] = [];
-  const index = new Map<AccessPeer, number>();
-  const peer = (p: AccessPeer) => {
-    let i = index.get(p);
-    if (i === undefined) { i = peers.length; index.set(p, i); peers.push(p); }
-    return i;
-  };
-  const out: (AccessLogRecord | WireHttpRecord)[] = new Array(items.length);
-  for (let i = 0; i < items.length; i++) {
-    const r = items[i]!;
-    out[i] = r.l7 === 'http' && r.traceId === undefined && r.parentSpanId === undefined && r.reason === undefined && r.headerActions === undefined && r.tls === undefined && r.ai === undefined
-      ? [r.type === 'request' ? 0 : 1, r.verdict, r.direction === 'egress' ? 0 : 1, r.timeMs, peer(r.client), peer(r.server), r.endpointId,
-        r.method, r.url, r.host, r.path, r.protocol, r.headers, r.code, r.latencyNs, r.requestTimeMs ?? -1]
-      : r;
-  }
-  return lost ? { t: 'records', items: out, peers, lost } : { t: 'records', items: out, peers };
-}
-
-/** The access records of a `records` message (objects, as the proxy made them). */
-export function recordsOf(m: Extract<ToAgent, { t: 'records' }>): AccessLogRecord[] {
-  const peers = m.peers ?? [];
-  return m.items.map((w): AccessLogRecord => {
-    if (!Array.isArray(w)) return w;
-    const client = peers[w[4]], server = peers[w[5]];
-    if (!client || !server) throw new Error(`records message: peer ${w[4]} or ${w[5]} not in its ${peers.length} peers`);
-    const rec: HttpAccessRecord = {
-      l7: 'http', type: w[0] === 0 ? 'request' : 'response', verdict: w[1], direction: w[2] === 0 ? 'egress' : 'ingress', timeMs: w[3],
-      client, server, endpointId: w[6], method: w[7], url: w[8], host: w[9], path: w[10], protocol: w[11], headers: w[12], code: w[13], latencyNs: w[14],
-    };
-    if (w[15] >= 0) rec.requestTimeMs = w[15];
-    return rec;
-  });
+/** The `records` message of a batch of encoded access records. */
+export function recordsMessage(items: readonly WireRecord[], lost: number): Extract<ToAgent, { t: 'records' }> {
+  return lost ? { t: 'records', items: items as WireRecord[], lost } : { t: 'records', items: items as WireRecord[] };
 }

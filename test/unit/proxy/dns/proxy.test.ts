@@ -237,3 +237,22 @@ test('attacker: a burst (read by recvmmsg in batches) with runts, oversized, cut
     assert.ok(st.batched > 50, `the burst went through recvmmsg (${st.batched} of ${st.queries} datagrams)`);
   } finally { c.close(); await x.close(); }
 });
+
+test('attacker: a query whose original destination cannot be established is refused with a DROPPED flow and its reason, never judged or forwarded on a guess', async () => {
+  let upstreamSeen = 0;
+  let decided = 0;
+  const x = await setup({
+    originalDestination: () => ({ reason: 'ORIGINAL_DESTINATION_UNKNOWN: no egress conntrack entry for the query' }),
+    decide: () => { decided++; return true; },
+  }, (q) => { upstreamSeen++; return { type: 'response', flags: 0, questions: q.questions, answers: [] }; });
+  try {
+    assert.equal(await ask(x.proxy.boundPort(), query('api.openai.com'), 400), null, 'no reply from a guessed address');
+    await new Promise((res) => setTimeout(res, 50));
+    assert.equal(upstreamSeen, 0);
+    assert.equal(decided, 0);
+    assert.equal(x.proxy.stats().noOrigDst, 1);
+    assert.equal(x.flows.length, 1);
+    assert.equal(x.flows[0]!.verdict, 2 /* DROPPED */);
+    assert.match(x.flows[0]!.Summary, /^DNS Query api\.openai\.com\. A refused: ORIGINAL_DESTINATION_UNKNOWN: /);
+  } finally { await x.close(); }
+});

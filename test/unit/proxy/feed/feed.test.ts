@@ -16,7 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
-import { recordsMessage, recordsOf, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
+import { decodeRecord, encodeRecord, recordsMessage, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -84,7 +84,7 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   let lostSeen = 0;
   const mkServer = () => createFeedServer({
     socketPath, pollMs: 10, fingerprint: () => String(revision), snapshot: async () => snapshot(revision),
-    onRecords: (items, lost) => { got.push(...items); lostSeen += lost; },
+    onRecords: (items, lost) => { got.push(...items.map((w) => decodeRecord(w, () => undefined)!)); lostSeen += lost; },
   });
   let server = mkServer();
   await server.start();
@@ -106,7 +106,8 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(snaps.at(-1), 2);
   await until(() => server.clients()[0]?.rows.length === 1);
   assert.deepEqual(await server.request('ai-usage'), { what: 'ai-usage' });
-  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  const peer = (ip: string) => ({ ip, port: 80, identity: 1000 });
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: peer('10.244.1.2'), server: peer('10.244.1.3') } as unknown as AccessLogRecord);
   client.record(rec(1));
   await until(() => got.length === 1);
 
@@ -125,7 +126,7 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
 });
 
-test('access records cross the wire as they were made: HTTP ones positional with their peers once a message, any other as its object (property)', () => {
+test('access records cross the wire as they were made: DNS and plain HTTP ones positional, any other as its object, peers without endpoints or labels (property)', () => {
   const peer = fc.record({ ip: fc.constantFrom('10.244.1.5', '10.96.0.10', 'fd00::5'), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }) });
   const str = fc.string({ maxLength: 30 });
   const http = fc.record({
@@ -139,17 +140,17 @@ test('access records cross the wire as they were made: HTTP ones positional with
     const recs = specs.map(([h, o, c, sv]) => ({ ...h, ...o, client: peers[c % peers.length]!, server: peers[sv % peers.length]! }) as AccessLogRecord);
     const dns = { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1.75e12, client: peers[0]!, server: peers[0]!, transport: 'UDP', query: 'a.example.', qtypes: ['A'] } as unknown as AccessLogRecord;
     const all = [...recs, dns];
-    const m = recordsMessage(all, 3);
-    const back = recordsOf(JSON.parse(JSON.stringify(m)));
-    assert.deepEqual(back, JSON.parse(JSON.stringify(all)));
+    const m = recordsMessage(all.map(encodeRecord), 3);
+    const wire = JSON.parse(JSON.stringify(m)) as typeof m;
+    const back = wire.items.map((w) => decodeRecord(w, () => undefined));
+    assert.deepEqual(JSON.parse(JSON.stringify(back)), JSON.parse(JSON.stringify(all)));
     assert.equal(m.lost, 3);
-    assert.ok((m.peers ?? []).length <= peers.length, 'each peer object once per message');
-    // the plain ones (no optional field but the response's request time) go positional
+    // the plain ones (no optional field but the response's request time) go positional (tag 2)
     const plain = recs.filter((r) => r.l7 === 'http' && Object.keys(r).every((k) => k === 'requestTimeMs' || !['traceId', 'reason', 'tls', 'headerActions'].includes(k)));
-    assert.equal(m.items.filter((w) => Array.isArray(w)).length, plain.length);
+    assert.equal(m.items.filter((w) => w[0] === 2).length, plain.length);
   }), { numRuns: 300 });
-  // a positional record naming a peer the message lacks is refused, not turned into a record without one
-  assert.throws(() => recordsOf({ t: 'records', items: [[0, 'forwarded', 0, 1, 0, 1, 1, 'GET', 'u', 'h', '/', 'HTTP/1.1', [], 0, 0, -1]], peers: [] }), /peer 0 or 1 not in its 0 peers/);
+  // a positional record of the wrong length is no record (the agent skips and counts it)
+  assert.equal(decodeRecord([2, 0, 0, 0, 1, '10.0.0.1', 1, 1, 0] as never, () => undefined), undefined);
 });
 
 test('feed: records go in messages of 128 at most, in order, the buffer of an agent\'s absence too; a few wait and go as one', async (t) => {
@@ -157,7 +158,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const socketPath = join(dir, 'l7proxy.sock');
   const messages: number[][] = [];
-  let server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  let server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((w) => decodeRecord(w, () => undefined)!.timeMs)); } });
   await server.start();
   t.after(() => server.stop());
   let snaps = 0;
@@ -165,7 +166,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   client.start();
   t.after(() => client.stop());
   await until(() => snaps === 1);
-  const rec = (n: number) => ({ type: 'http', timeMs: n } as unknown as AccessLogRecord);
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
   // 300 records in one turn: 128 + 128 + 44 (one 300-record line before)
   for (let i = 1; i <= 300; i++) client.record(rec(i));
   await until(() => messages.flat().length === 300);
@@ -181,7 +182,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   await until(() => !client.connected());
   for (let i = 1; i <= 200; i++) client.record(rec(i));
   messages.length = 0;
-  server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((r) => r.timeMs)); } });
+  server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { messages.push(items.map((w) => decodeRecord(w, () => undefined)!.timeMs)); } });
   await server.start();
   await until(() => messages.flat().length === 200);
   assert.deepEqual(messages.map((m) => m.length), [128, 72]);
@@ -190,7 +191,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   // records of 2 KB: 256 KB; 64: 128 KB; 32: just over 64 KB; 16: 32 KB)
   await until(() => client.connected());
   messages.length = 0;
-  const big = (n: number) => ({ type: 'http', timeMs: n, headers: ['cookie', 'c'.repeat(2000)] } as unknown as AccessLogRecord);
+  const big = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, headers: ['cookie', 'c'.repeat(2000)], client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
   for (let i = 1; i <= 300; i++) client.record(big(i));
   await until(() => messages.flat().length === 300);
   assert.deepEqual(messages.map((m) => m.length), [128, 64, 32, 16, 16, 16, 16, 12]);
@@ -264,32 +265,32 @@ test('settle does not wait without a proxy, and a request without one fails', as
   await assert.rejects(server.request('metrics'), /no proxy process is connected/);
 });
 
-test('attacker: the feed socket is root-only, a line that is not JSON ends the connection without a record, a records message naming missing peers is refused whole', async (t) => {
+test('attacker: the feed socket is root-only, a line that is not JSON ends the connection without a record, a records message without a list of records is refused whole', async (t) => {
   const { statSync } = await import('node:fs');
   const { connect } = await import('node:net');
   const dir = mkdtempSync(join(tmpdir(), 'feed-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const socketPath = join(dir, 's.sock');
   const got: AccessLogRecord[] = [];
-  const server = createFeedServer({ socketPath, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got.push(...items); } });
+  const server = createFeedServer({ socketPath, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got.push(...items.map((w) => decodeRecord(w, () => undefined)!)); } });
   await server.start();
   t.after(() => server.stop());
   assert.equal(statSync(socketPath).mode & 0o777, 0o600);
   const s = connect(socketPath);
   const closed = new Promise<void>((r) => s.on('close', () => r()));
   s.on('error', () => {});
-  s.write('{"t":"records","items":[{"type":"http"}]\n');
+  const http = (timeMs: number) => JSON.stringify([2, 0, 0, 0, timeMs, '10.0.0.1', 1, 2, 0, '10.0.0.2', 80, 3, 0, 0, 'GET', 'u', 'h', '/', 'HTTP/1.1', [], 0, 0, -1]);
+  s.write(`{"t":"records","items":[${http(0)}]\n`);
   await closed;
   assert.deepEqual(got, []);
   // positive control: a well-formed line is taken
   const ok = connect(socketPath);
   ok.on('error', () => {});
-  ok.write('{"t":"records","items":[{"type":"http","timeMs":1}]}\n');
+  ok.write(`{"t":"records","items":[${http(1)}]}\n`);
   await until(() => got.length === 1);
-  // a positional record naming a peer its message lacks: the message is refused whole, the
-  // connection stays (the next message is taken)
-  ok.write('{"t":"records","items":[{"type":"http","timeMs":2},[0,"forwarded",0,3,0,1,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[]}\n');
-  ok.write('{"t":"records","items":[[0,"forwarded",0,4,0,0,1,"GET","u","h","/","HTTP/1.1",[],0,0,-1]],"peers":[{"ip":"10.0.0.1","port":1,"identity":2}]}\n');
+  // items that are not a list: the message is refused whole, the connection stays (the next message is taken)
+  ok.write(`{"t":"records","items":{"0":${http(2)}}}\n`);
+  ok.write(`{"t":"records","items":[${http(4)}]}\n`);
   await until(() => got.length === 2);
   assert.deepEqual((got as AccessLogRecord[]).map((r) => r.timeMs), [1, 4]);
   assert.equal(ok.destroyed, false);
@@ -341,12 +342,16 @@ test('DNS answers: a held one is reported and released by the agent\'s dns-done;
   await until(() => client.connected());
   await client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, true);
   assert.equal(reports.length, 1);
-  // sent already: no promise; three of the same in one batch are one report
-  for (let i = 0; i < 3; i++) assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, false), undefined);
+  // the agent has these IPs for this name for 30 s: the same answer again is not reported
+  assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 30 }, false), undefined);
+  // other IPs, or a TTL reaching past what the agent holds: reported; three of the same in one batch are one report
+  for (let i = 0; i < 3; i++) assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.22'], ttl: 30 }, false), undefined);
   await until(() => reports.length === 2);
+  assert.equal(client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.20'], ttl: 60 }, false), undefined);
+  await until(() => reports.length === 3);
   await new Promise((r) => setTimeout(r, 60));
-  assert.equal(reports.length, 2);
-  assert.equal(reports[1]!.id, 0);
+  assert.equal(reports.length, 3);
+  assert.deepEqual(reports.slice(1).map((r) => [r.id, r.ips[0], r.ttl]), [[0, '198.51.100.22', 30], [0, '198.51.100.20', 60]]);
 
   // the agent goes: a held answer waits (not released by anyone), the next agent hears of it and releases it
   await server.stop();
@@ -360,4 +365,47 @@ test('DNS answers: a held one is reported and released by the agent\'s dns-done;
   t.after(() => server.stop());
   await held;
   assert.equal(reports.at(-1)!.name, 'new.example.');
+  // a new agent hears of a known answer again (it may not have kept it)
+  const n = reports.length;
+  client.reportAnswer({ ep: 7, name: 'api.example.', ips: ['198.51.100.22'], ttl: 30 }, false);
+  await until(() => reports.length === n + 1);
+});
+
+test('access records cross the feed without endpoints or labels, and the agent makes the same L7 flow of them', async () => {
+  const { encodeRecord } = await import('../../../../src/proxy/feed/wire.ts');
+  const { createL7Parser } = await import('../../../../src/hubble/l7/parser.ts');
+  const client = { id: 211, identity: 259, namespace: 'bench', pod: 'proxied', labels: ['k8s:app=proxied', 'k8s:io.kubernetes.pod.namespace=bench'] };
+  const dnsServer = { id: 174, identity: 258, namespace: 'bench', pod: 'dnsmasq', labels: ['k8s:app=dnsmasq', 'k8s:io.kubernetes.pod.namespace=bench'] };
+  const eps = new Map([[211, client], [174, dnsServer]]);
+  const byIp = new Map([['10.244.1.5', client], ['10.244.1.4', dnsServer]]);
+  const parse = createL7Parser({ nodeName: 'node1', resolver: { byIp: (ip) => byIp.get(ip), identityLabels: (id) => (id === 300 ? ['k8s:k8s-app=kube-dns'] : undefined) } });
+  const records: AccessLogRecord[] = [
+    { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600123.5, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'],
+      client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.96.0.10', port: 53, identity: 258, endpoint: dnsServer } },
+    { l7: 'dns', type: 'response', direction: 'egress', timeMs: 1764921600124, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'], rcode: 0,
+      ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 123456n,
+      client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.244.2.9', port: 53, identity: 300, labels: ['k8s:k8s-app=kube-dns'] } },
+    { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600125, verdict: 'denied', transport: 'UDP', query: 'x.lab.', qtypes: ['AAAA'], reason: 'ORIGINAL_DESTINATION_UNKNOWN: test',
+      client: { ip: '10.244.1.5', port: 40001, identity: 259, endpoint: client }, server: { ip: '0.0.0.0', port: 53, identity: 2 } },
+    { l7: 'http', type: 'request', direction: 'egress', timeMs: 1764921600126, verdict: 'forwarded', endpointId: 211, method: 'GET', url: 'http://a/b', host: 'a', path: '/b', protocol: 'HTTP/1.1', headers: ['Host', 'a'], code: 0, latencyNs: 0,
+      client: { ip: '10.244.1.5', port: 40002, identity: 259, endpoint: client }, server: { ip: '10.244.1.4', port: 80, identity: 258, endpoint: dnsServer } } as AccessLogRecord,
+  ];
+  for (const r of records) {
+    const line = JSON.stringify(encodeRecord(r));
+    assert.doesNotMatch(line, /k8s:app=/, 'no labels on the wire');
+    const back = decodeRecord(JSON.parse(line), (id) => eps.get(id))!;
+    assert.ok(back);
+    const a = parse(r), b = parse(back);
+    assert.deepEqual(b, a, r.l7);
+  }
+  // the agent's own endpoint view is shared by the flows (no label sort per record)
+  const f1 = parse(decodeRecord(JSON.parse(JSON.stringify(encodeRecord(records[0]!))), (id) => eps.get(id))!);
+  const f2 = parse(decodeRecord(JSON.parse(JSON.stringify(encodeRecord(records[1]!))), (id) => eps.get(id))!);
+  assert.equal(f1.source, f2.destination);
+});
+
+test('attacker: an item on the feed that is not a record of either shape is refused, never turned into a flow', () => {
+  for (const w of [null, 7, 'x', {}, [], [0], [1, null, '1', 1, 1, 1, '2', 2, 2, 2], [1, {}, 'a'], [3, ...Array(22).fill(0)], [2, ...Array(21).fill(0)], Array(23).fill(0).map((_, i) => (i === 0 ? 0 : 0)).slice(0, 22)]) {
+    assert.equal(decodeRecord(w as never, () => undefined), undefined, JSON.stringify(w));
+  }
 });
