@@ -35,8 +35,8 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   let offIpcache: (() => void) | undefined;
   let offResources: (() => void) | undefined;
   let offIdentities: (() => void) | undefined;
-  // The DNS settings' part: rebuilt only when the cluster DNS server's address or an identity
-  // changed (the remote server's identity is found by labels), not on every poll.
+  // The DNS settings' part: rebuilt only when the cluster DNS server's address, an identity or the
+  // server's ipcache entry (its identity, as the datapath has it) changed, not on every poll.
   let identitiesVersion = 0;
   let dnsMemo: { v: number; server: string | undefined; json: string } | undefined;
   const dnsPrint = (): string => {
@@ -108,6 +108,9 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       offIpcache = policy.engine.ipcache.onChange((ev) => {
         changed.add(ev.entry.prefix);
         if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
+        // the remote cluster DNS server's identity is the ipcache's for its address
+        const dnsServer = deps.dns?.serverIp();
+        if (dnsServer && ev.entry.prefix.startsWith(dnsServer) && (ev.entry.prefix === `${dnsServer}/32` || ev.entry.prefix === `${dnsServer}/128`)) identitiesVersion++;
       });
       offIdentities = policy.engine.allocator.watch(() => { identitiesVersion++; });
       offResources = deps.agent()?.resources.watch((ev) => {
