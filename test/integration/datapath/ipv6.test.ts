@@ -144,7 +144,8 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
       for (let i = 0; i < 16; i++) if (tcpConnect(C.ns, VIP, 80, 1500)) ok++;
       assert.equal(ok, 16, 'every connection to [VIP]:80 completes (replies come from the VIP)');
       let evs = await events();
-      const hits = new Set(evs.filter((e) => e.type === 4 && e.endpointId === C.id && e.ctReason === 1 && e.proto === TCP && e.ipVersion === 6).map((e) => `[${e.dstIp}]:${e.dstPort}`));
+      // a new connection between local endpoints is traced where it is delivered (B's to_container), as Cilium's medium aggregation does
+      const hits = new Set(evs.filter((e) => e.type === 4 && e.endpointId === B.id && e.ctReason === 1 && e.proto === TCP && e.ipVersion === 6 && e.srcIp === v6(C)).map((e) => `[${e.dstIp}]:${e.dstPort}`));
       assert.deepEqual([...hits].sort(), [`[${b}]:80`, `[${b}]:81`], 'both backends used; traces name the backend');
       assert.ok(evs.some((e) => e.type === 4 && e.endpointId === C.id && e.ctReason === 3 && e.srcIp === b && e.ipVersion === 6), 'replies traced as REPLY at C');
       assert.equal(tcpConnect(C.ns, '10.96.0.50', 80, 1500), true, 'the IPv4 VIP beside it');
@@ -232,7 +233,7 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
         // the parser drops an IPv4-mapped address before it reads ports: that drop names the address
         if (c.reason !== null) find(evs, (e) => e.type === 1 && e.subType === c.reason && e.endpointId === A.id && (c.reason === 134 ? e.dstIp === '::ffff:a60:33' : e.srcPort === 44000 + c.n), `drop ${c.reason}: ${c.what}`);
       }
-      find(evs, (e) => e.type === 4 && e.endpointId === A.id && e.srcPort === 44001 && e.dstIp === b && e.dstPort === 80, 'the control SYN traced towards the backend');
+      find(evs, (e) => e.type === 4 && e.endpointId === B.id && e.srcPort === 44001 && e.dstIp === b && e.dstPort === 80, 'the control SYN traced at the backend');
       // the control plane refuses what the wire would drop: nothing is written
       const before = JSON.stringify(await d.call('serviceDump'));
       await assert.rejects(d.call('upsertService', { ip: VIP, port: 81, proto: 'TCP', backends: [{ ip: `::ffff:${B.ip}`, port: 80 }] }), /IPv4-mapped/);
