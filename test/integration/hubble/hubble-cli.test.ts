@@ -42,7 +42,7 @@ before(async () => {
   ]);
   const ip = (await lab.podIPs())['cli/web']!;
   const since = new Date(Date.now() - 1000).toISOString();
-  const r = await lab.exec('cli', 'client', ['bash', '-c', `for i in 1 2 3 4 5 6; do curl -s -o /dev/null -m 3 http://${ip}:8080/$i; done`]);
+  const r = await lab.exec('cli', 'client', ['bash', '-c', `for i in $(seq 1 12); do curl -s -o /dev/null -m 3 http://${ip}:8080/$i; done`]);
   assert.equal(r.code, 0, r.stderr);
   await new Promise((r) => setTimeout(r, 1500));
   const until = new Date().toISOString();
