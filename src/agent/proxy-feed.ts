@@ -52,7 +52,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     // as a string and the DNS settings as JSON, every 50 ms)
     fingerprint() {
       const a = deps.agent();
-      return [policy.revision(), namesVersion, resourceVersion, a ? a.endpointTable().version() : -1, dnsPrint()];
+      return [policy.revision(), policy.mapStateVersion(), namesVersion, resourceVersion, a ? a.endpointTable().version() : -1, dnsPrint()];
     },
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();

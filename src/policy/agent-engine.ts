@@ -33,6 +33,12 @@ export interface AgentPolicy {
   /** Brings every endpoint up to date; returns the deltas to write. */
   regenerate(): Map<number, MapStateDelta>;
   revision(): number;
+  /**
+   * Bumped whenever an endpoint's MapState may have changed (added, removed, or a regeneration
+   * that produced a delta). The repository revision alone misses regenerations after identity,
+   * service or endpoint changes: a consumer of the MapStates (the L7 proxy feed) follows this.
+   */
+  mapStateVersion(): number;
   identities(): { id: number; labels: string[]; references: number; scope: 'reserved' | 'cluster' | 'local' }[];
   identityLabels(id: number): string[] | undefined;
   /** Keys (`kind/namespace/name`) of the policies with a rule selecting an identity of these labels. */
@@ -53,6 +59,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
   const engine = new PolicyEngine(opts);
   const podOf = new Map<number, string>();
   let namedPortsDirty = false;
+  let mapStateVersion = 0;
   const labelsOf = (id: number): LabelSet | undefined => engine.allocator.lookupById(id)?.labels;
   return {
     engine,
@@ -81,6 +88,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       if (engine.namedPorts.set(owner, identity, named)) namedPortsDirty = true;
       podOf.set(id, owner);
       const ep = engine.addEndpoint({ id, identity, labels, namedPorts: named });
+      mapStateVersion++;
       return ep.mapState;
     },
     removeEndpoint(id) {
@@ -88,13 +96,19 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       if (owner && engine.namedPorts.delete(owner)) namedPortsDirty = true;
       podOf.delete(id);
       engine.removeEndpoint(id);
+      mapStateVersion++;
     },
     regenerate() {
       const force = namedPortsDirty ? 'named-ports' as const : false;
       namedPortsDirty = false;
-      return engine.regenerate(force);
+      const deltas = engine.regenerate(force);
+      for (const d of deltas.values()) {
+        if (d.upserts.length || d.deletes.length || d.defaultDenyChanged) { mapStateVersion++; break; }
+      }
+      return deltas;
     },
     revision: () => engine.revision,
+    mapStateVersion: () => mapStateVersion,
     identities() {
       return engine.allocator.all().map((i) => {
         const scope = identityScope(i.id);
