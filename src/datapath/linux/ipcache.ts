@@ -92,7 +92,7 @@ export class IPCacheMap {
         if (this.#kernel && this.#unchanged(keys, j * IPCACHE_KEY_SIZE, vals, j * IPCACHE_VAL_SIZE)) continue;
         j++;
       }
-      m.updateBatch(keys, vals, j);
+      if (j) m.updateBatch(keys, vals, j);
       written += j;
     }
     return written;

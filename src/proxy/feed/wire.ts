@@ -154,6 +154,6 @@ export function proxyFiles(nodeDir: string): { feed: string; pid: string; log: s
 }
 
 /** The `records` message of a batch of encoded access records. */
-export function recordsMessage(items: readonly WireRecord[], lost: number): Extract<ToAgent, { t: 'records' }> {
-  return lost ? { t: 'records', items: items as WireRecord[], lost } : { t: 'records', items: items as WireRecord[] };
+export function recordsMessage(items: WireRecord[], lost: number): Extract<ToAgent, { t: 'records' }> {
+  return lost ? { t: 'records', items, lost } : { t: 'records', items };
 }
