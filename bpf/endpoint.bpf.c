@@ -778,11 +778,11 @@ int from_overlay(struct __sk_buff *skb)
 	int d = overlay_src_from_key(skb, &identity);
 	if (d)
 		return net_drop(skb, &p, identity, d, DIR_INGRESS);
-	if (r == PARSE_OK && p.family != 4)
-		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */
+	if (r == PARSE_OK && p.family != 4 && p.family != 6)
+		r = PARSE_OTHER; /* the tunnel carries pods' IPv4 and IPv6 */
 	if (r != PARSE_OK)
 		return net_drop(skb, &p, identity, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
-	struct ipcache_val *sv = ipcache_lookup(p.saddr);
+	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
 	if (sv && sv->ep_id)
 		return net_drop(skb, &p, identity, DROP_INVALID_SIP, DIR_INGRESS);
 	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
@@ -809,13 +809,13 @@ int to_overlay(struct __sk_buff *skb)
 	if (bpf_skb_get_tunnel_key(skb, &k, sizeof(k), 0) == 0)
 		return TC_ACT_OK;
 	int r = parse_pkt(skb, &p);
-	if (r == PARSE_OK && p.family != 4)
-		r = PARSE_OTHER; /* the tunnel carries IPv4 only (for now) */
+	if (r == PARSE_OK && p.family != 4 && p.family != 6)
+		r = PARSE_OTHER; /* the tunnel carries pods' IPv4 and IPv6 */
 	if (r != PARSE_OK)
 		return net_drop(skb, &p, 0, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_EGRESS);
-	int d = overlay_set_key(skb, p.saddr, p.daddr);
+	int d = overlay_set_key(skb, p.saddr, p.daddr, p.family);
 	if (d)
-		return net_drop(skb, &p, overlay_src_identity(p.saddr), d, DIR_EGRESS);
+		return net_drop(skb, &p, overlay_src_identity(p.saddr, p.family), d, DIR_EGRESS);
 	return TC_ACT_OK;
 }
 

@@ -1,5 +1,7 @@
 /* Tunnel routing mode (Cilium's --routing-mode=tunnel, VXLAN): one VXLAN device per node in
- * external (collect-metadata) mode on UDP 8472. The tunnel key of every packet is set here:
+ * external (collect-metadata) mode on UDP 8472, over the IPv4 underlay; the inner packet is a
+ * pod's IPv4 or (enable-ipv6) IPv6 one, and its ipcache entry names the IPv4 node it lives on
+ * (Cilium's encap of IPv6 over an IPv4 underlay). The tunnel key of every packet is set here:
  *   to_overlay (egress of the VXLAN device): the remote node's underlay address from the
  *     destination's ipcache entry (tunnel_endpoint), and the SOURCE SECURITY IDENTITY in the VNI;
  *   from_overlay (ingress): the VNI is the source identity for policy (never the ipcache), once
@@ -56,9 +58,9 @@ static __always_inline int vni_identity_valid(__u32 id)
  * host's as remote-node, anything else (forwarded from outside) as world. Never an identity the
  * ipcache gives a remote address: a packet with a remote pod's source address arriving here did
  * not come from that pod. */
-static __always_inline __u32 overlay_src_identity(const __u8 *saddr)
+static __always_inline __u32 overlay_src_identity(const __u8 *saddr, __u8 fam)
 {
-	struct ipcache_val *v = ipcache_lookup(saddr);
+	struct ipcache_val *v = ipcache_lookup_fam(saddr, fam);
 	if (!v)
 		return IDENTITY_WORLD;
 	if (v->identity == IDENTITY_HOST)
@@ -72,17 +74,17 @@ static __always_inline __u32 overlay_src_identity(const __u8 *saddr)
 	return IDENTITY_WORLD;
 }
 
-/* Sets the tunnel key of a packet to `daddr`; returns 0 or a drop reason. */
-static __always_inline int overlay_set_key(struct __sk_buff *skb, const __u8 *saddr, const __u8 *daddr)
+/* Sets the tunnel key of a packet of family `fam` to `daddr`; returns 0 or a drop reason. */
+static __always_inline int overlay_set_key(struct __sk_buff *skb, const __u8 *saddr, const __u8 *daddr, __u8 fam)
 {
-	struct ipcache_val *v = ipcache_lookup(daddr);
+	struct ipcache_val *v = ipcache_lookup_fam(daddr, fam);
 	__u32 ep = 0;
 	if (v)
 		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
 	if (!ep)
 		return DROP_NO_TUNNEL_ENDPOINT;
 	struct bpf_tunnel_key key = {};
-	key.tunnel_id = overlay_src_identity(saddr);
+	key.tunnel_id = overlay_src_identity(saddr, fam);
 	key.remote_ipv4 = bpf_ntohl(ep);
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
@@ -106,14 +108,48 @@ static __always_inline int overlay_src_from_key(struct __sk_buff *skb, __u32 *id
 	return 0;
 }
 
-/* A packet from another node's address on a device that is not the underlay is spoofed. */
+/* The frame came from node `ep` (its underlay address, network order): its link source is the
+ * MAC the node's neighbour entry on this device holds. Unresolved: not known to be the node. */
+static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
+{
+	struct bpf_fib_lookup f = {};
+	f.family = 2; /* AF_INET */
+	f.ifindex = skb->ifindex;
+	f.ipv4_dst = ep;
+	if (bpf_fib_lookup(skb, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS || f.ifindex != skb->ifindex)
+		return 0;
+	__u8 src[6];
+	if (bpf_skb_load_bytes(skb, 6, src, 6))
+		return 0;
+	return __builtin_memcmp(src, f.dmac, 6) == 0;
+}
+
+/* A packet from another node's address on a device that is not the underlay is spoofed. So is a
+ * packet, on any network device, claiming a remote pod's (or remote node's pod-network) address,
+ * IPv4 or IPv6, unless it arrives on the underlay from the node that owns it: its link source is
+ * that node's (routing mode native, and a remote pod's traffic node1 forwards to the world). The
+ * tunnel is not such a device: a decapsulated packet's identity is the VNI (from_overlay). */
 static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struct pkt *p)
 {
 	__u32 ifindex = skb->ifindex;
 	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
-	if (d && (d->flags & DEV_F_UNDERLAY))
+	const int underlay = d && (d->flags & DEV_F_UNDERLAY);
+#ifdef MB_L3_DEVICE
+	/* cilium_wg0 (an underlay device): WireGuard took the packet from the peer whose allowed IPs
+	 * hold its source; there is no link header to check */
+	if (underlay)
 		return 0;
-	return p->family == 4 && is_tunnel_peer(p->saddr); /* nodes are IPv4 peers */
+#endif
+	struct ipcache_val *v = ipcache_lookup_fam(p->saddr, p->family);
+	__be32 ep = 0;
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	if (!ep || v->ep_id)
+		return 0;
+	/* a node's own InternalIP: on the underlay only (nodes are IPv4 peers) */
+	if (p->family == 4 && v->identity == IDENTITY_REMOTE_NODE && __builtin_memcmp(p->saddr, &ep, 4) == 0)
+		return !underlay;
+	return !underlay || !from_node_mac(skb, ep);
 }
 
 /* ---- the node's IP forwarding, skipped (as Cilium's encap_and_redirect_lxc and local delivery):
@@ -201,6 +237,8 @@ static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep,
  * the FIB routes it there. TC_ACT_OK: the stack delivers it. */
 static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
 {
+	if (p->family != 4)
+		return TC_ACT_OK; /* IPv6: the stack forwards it (no IPv6 FIB shortcut here) */
 	struct bpf_fib_lookup f = {};
 	if (fib_egress4(skb, p, &f, 1) != ifindex || ipv4_dec_ttl(skb))
 		return TC_ACT_OK;

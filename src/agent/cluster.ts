@@ -22,6 +22,14 @@ import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { isWireguardKey } from '../sys/wireguard.ts';
+import { formatIPv6, isIPv4Mapped, parseIPv6 } from '../ipcache/prefix.ts';
+
+const isIPv6 = (s: string): boolean => s.includes(':') && parseIPv6(s) !== undefined && !isIPv4Mapped(s);
+/** an IPv6 address in its one RFC 5952 text (what an agent writes as a key) */
+function canonical6(s: string): boolean {
+  const n = s.includes(':') ? parseIPv6(s) : undefined;
+  return n !== undefined && !isIPv4Mapped(s) && formatIPv6(n) === s;
+}
 
 export const NODES_PREFIX = 'cilium/state/nodes/v1/';
 export const IPCACHE_PREFIX = 'cilium/state/ip/v1/default/';
@@ -33,7 +41,11 @@ export interface ClusterNode {
   ip: string;
   /** CiliumInternalIP (the node's router address on its pod network) */
   routerIp?: string;
+  /** enable-ipv6: the node's IPv6 CiliumInternalIP (its own address in its IPv6 pod CIDR) */
+  routerIp6?: string;
   podCidr?: string;
+  /** enable-ipv6: IPv6AllocCIDR, the node's IPv6 pod CIDR */
+  podCidr6?: string;
   /** WireguardPubKey: the node's WireGuard public key (transparent encryption) */
   wireguardPubKey?: string;
 }
@@ -48,22 +60,30 @@ export interface RemoteEndpoint {
   pod?: string;
 }
 
-/** Cilium's net.IPNet JSON: {"IP":"10.244.1.0","Mask":"////AA=="}. */
+/**
+ * Cilium's net.IPNet JSON: {"IP":"10.244.1.0","Mask":"////AA=="}; an IPv6 CIDR's mask is 16
+ * bytes ({"IP":"fd00:10:244:1::","Mask":"//////////8AAAAAAAAAAA=="}).
+ */
 function ipNet(cidr: string): { IP: string; Mask: string } {
   const [ip, len] = cidr.split('/') as [string, string];
   const bits = Number(len);
-  const mask = Buffer.alloc(4);
-  for (let i = 0; i < 4; i++) mask[i] = bits >= (i + 1) * 8 ? 0xff : bits > i * 8 ? (0xff << (8 - (bits - i * 8))) & 0xff : 0;
+  const mask = Buffer.alloc(isIPv6(ip) ? 16 : 4);
+  for (let i = 0; i < mask.length; i++) mask[i] = bits >= (i + 1) * 8 ? 0xff : bits > i * 8 ? (0xff << (8 - (bits - i * 8))) & 0xff : 0;
   return { IP: ip, Mask: mask.toString('base64') };
 }
 
-/** Reads `{"IP","Mask"}` (base64 mask) or the newer `"a.b.c.d/n"` form. */
-function parseIpNet(v: unknown): string | undefined {
-  if (typeof v === 'string') return /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(v) ? v : undefined;
+/** Reads `{"IP","Mask"}` (base64 mask) or the newer `"<ip>/n"` form, of the family `v6` says. */
+function parseIpNet(v: unknown, v6 = false): string | undefined {
+  const fam = (ip: string) => (v6 ? isIPv6(ip) : IPV4.test(ip));
+  if (typeof v === 'string') {
+    const [ip, len, extra] = v.split('/');
+    return ip && len && extra === undefined && fam(ip) && /^\d+$/.test(len) && Number(len) <= (v6 ? 128 : 32) ? v : undefined;
+  }
   if (!v || typeof v !== 'object') return undefined;
   const o = v as { IP?: unknown; Mask?: unknown };
-  if (typeof o.IP !== 'string' || typeof o.Mask !== 'string') return undefined;
+  if (typeof o.IP !== 'string' || typeof o.Mask !== 'string' || !fam(o.IP)) return undefined;
   const m = Buffer.from(o.Mask, 'base64');
+  if (m.length !== (v6 ? 16 : 4)) return undefined;
   let len = 0;
   for (const b of m) for (let i = 7; i >= 0; i--) if (b & (1 << i)) len++;
   return `${o.IP}/${len}`;
@@ -72,8 +92,12 @@ function parseIpNet(v: unknown): string | undefined {
 export function nodeValue(n: ClusterNode, bootId: string): string {
   return JSON.stringify({
     Name: n.name, Cluster: n.cluster,
-    IPAddresses: [{ Type: 'InternalIP', IP: n.ip }, ...(n.routerIp ? [{ Type: 'CiliumInternalIP', IP: n.routerIp }] : [])],
-    IPv4AllocCIDR: n.podCidr ? ipNet(n.podCidr) : null, IPv4SecondaryAllocCIDRs: null, IPv6AllocCIDR: null, IPv6SecondaryAllocCIDRs: null,
+    IPAddresses: [
+      { Type: 'InternalIP', IP: n.ip },
+      ...(n.routerIp ? [{ Type: 'CiliumInternalIP', IP: n.routerIp }] : []),
+      ...(n.routerIp6 ? [{ Type: 'CiliumInternalIP', IP: n.routerIp6 }] : []),
+    ],
+    IPv4AllocCIDR: n.podCidr ? ipNet(n.podCidr) : null, IPv4SecondaryAllocCIDRs: null, IPv6AllocCIDR: n.podCidr6 ? ipNet(n.podCidr6) : null, IPv6SecondaryAllocCIDRs: null,
     IPv4HealthIP: '', IPv6HealthIP: '', IPv4IngressIP: '', IPv6IngressIP: '',
     ClusterID: 0, Source: 'local', EncryptionKey: 0, Labels: {}, Annotations: {}, WireguardPubKey: n.wireguardPubKey ?? '', BootID: bootId,
   });
@@ -84,19 +108,27 @@ export function parseNodeValue(text: string): ClusterNode | undefined {
   try { o = JSON.parse(text) as Record<string, unknown>; } catch { return undefined; }
   if (!o || typeof o !== 'object' || typeof o.Name !== 'string' || !o.Name || typeof o.Cluster !== 'string' || !o.Cluster) return undefined;
   const addrs = Array.isArray(o.IPAddresses) ? (o.IPAddresses as { Type?: unknown; IP?: unknown }[]) : [];
-  const pick = (t: string) => addrs.find((a) => a && a.Type === t && typeof a.IP === 'string')?.IP as string | undefined;
+  // one address of each family per type (Cilium lists a node's IPv4 and IPv6 addresses side by side)
+  const pick = (t: string, v6 = false) => addrs.find((a) => a && a.Type === t && typeof a.IP === 'string' && (v6 ? isIPv6(a.IP) : IPV4.test(a.IP)))?.IP as string | undefined;
+  // the underlay is IPv4: a node without an IPv4 InternalIP is no tunnel peer here
   const ip = pick('InternalIP') ?? pick('ExternalIP');
-  if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return undefined;
+  if (!ip) return undefined;
   const routerIp = pick('CiliumInternalIP');
+  const routerIp6 = pick('CiliumInternalIP', true);
   const podCidr = parseIpNet(o.IPv4AllocCIDR);
+  const podCidr6 = parseIpNet(o.IPv6AllocCIDR, true);
   // a key that is not 32 bytes of base64 is no key: such a node gets no peer (strict mode drops)
   const wg = isWireguardKey(o.WireguardPubKey) ? o.WireguardPubKey : undefined;
-  return { name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(podCidr ? { podCidr } : {}), ...(wg ? { wireguardPubKey: wg } : {}) };
+  return {
+    name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(routerIp6 ? { routerIp6 } : {}), ...(podCidr ? { podCidr } : {}),
+    ...(podCidr6 ? { podCidr6 } : {}), ...(wg ? { wireguardPubKey: wg } : {}),
+  };
 }
 
-export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string): string {
+/** The IPIdentityPair of one of the endpoint's addresses (`ip`: its IPv4 or, with enable-ipv6, its IPv6 one). */
+export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string, ip: string = ep.ip): string {
   return JSON.stringify({
-    IP: ep.ip, Mask: null, HostIP: hostIp, ID: ep.identity, Key: 0, Metadata: `cilium-global:default:${node}:${ep.id}`,
+    IP: ip, Mask: null, HostIP: hostIp, ID: ep.identity, Key: 0, Metadata: `cilium-global:default:${node}:${ep.id}`,
     K8sNamespace: ep.namespace, K8sPodName: ep.pod,
   });
 }
@@ -120,6 +152,8 @@ const sharedIntern = createInterner();
 /** pods per host kept in an array before a Set */
 const SMALL_HOST = 256;
 const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
+/** the host prefix of a pod or node address: /32, or /128 for IPv6 */
+export const hostPrefix = (ip: string): string => `${ip}/${ip.includes(':') ? 128 : 32}`;
 const METADATA = /^cilium-global:[^:]*:([^:]+):\d+$/;
 
 export function parseIpcacheValue(key: string, text: string, intern: (s: string) => string = sharedIntern): RemoteEndpoint | undefined {
@@ -127,7 +161,9 @@ export function parseIpcacheValue(key: string, text: string, intern: (s: string)
   try { o = JSON.parse(text) as Record<string, unknown>; } catch { return undefined; }
   if (!o || typeof o !== 'object') return undefined;
   // host entries only (Mask null); CIDR entries (`<ip>/<len>`) are not written by agents here
-  if (typeof o.IP !== 'string' || !IPV4.test(o.IP) || key.length !== IPCACHE_PREFIX.length + o.IP.length || !key.endsWith(o.IP) || o.Mask != null) return undefined;
+  // IPv4 or IPv6 (enable-ipv6: Cilium keys a pod's IPv6 address the same way); the key names it
+  // as written, and only the canonical text form is accepted (one key per address)
+  if (typeof o.IP !== 'string' || !(IPV4.test(o.IP) || canonical6(o.IP)) || key.length !== IPCACHE_PREFIX.length + o.IP.length || !key.endsWith(o.IP) || o.Mask != null) return undefined;
   if (typeof o.ID !== 'number' || !Number.isInteger(o.ID) || o.ID < 0 || o.ID >= 1 << 24) return undefined;
   if (typeof o.HostIP !== 'string' || !IPV4.test(o.HostIP)) return undefined;
   const meta = typeof o.Metadata === 'string' ? METADATA.exec(o.Metadata) : null;
@@ -273,7 +309,7 @@ export function createCluster(o: ClusterOptions) {
   let chain: Promise<void> = Promise.resolve();
   const serial = (fn: () => Promise<void>) => { chain = chain.then(fn).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'kvstore write failed')); return chain; };
   /**
-   * The addresses (all /32) whose ipcache entry may have changed since the last drain: the
+   * The addresses (host prefixes: /32, /128) whose ipcache entry may have changed since the last drain: the
    * datapath applies only what changed, never the whole remote set per event (300,000 entries at
    * 10,000 nodes). Only the address is kept: the entry is read at drain time, so a burst costs
    * one string reference per address, not an entry object per event.
@@ -281,9 +317,9 @@ export function createCluster(o: ClusterOptions) {
   let pending = new Set<string>();
   const intern = createInterner();
   const changed = (nodesChanged = false) => o.onChange?.(nodesChanged);
-  /** a remote node's addresses (all /32); none for this node */
+  /** a remote node's addresses (host prefixes); none for this node */
   function nodeAddresses(n: ClusterNode): string[] {
-    return n.name === self.name && n.cluster === self.cluster ? [] : [n.ip, ...(n.routerIp ? [n.routerIp] : [])];
+    return n.name === self.name && n.cluster === self.cluster ? [] : [n.ip, ...(n.routerIp ? [n.routerIp] : []), ...(n.routerIp6 ? [n.routerIp6] : [])];
   }
   /** remote node address → how many nodes claim it */
   const nodeAddrs = new Map<string, number>();
@@ -333,15 +369,15 @@ export function createCluster(o: ClusterOptions) {
     if (nodeAddresses(n).length) repend(n.ip);
   }
   /**
-   * What the cluster holds for the address `ip` (/32) now: a remote pod's identity wins over a
+   * What the cluster holds for the address `ip` (/32, /128) now: a remote pod's identity wins over a
    * node address (the order ipcacheEntries() wrote them); each with its tunnel endpoint, as
    * ipcacheEntries() gives it.
    */
   function entryAt(ip: string): IPCacheEntry | undefined {
     const e = remote.get(ip);
-    if (e) return { prefix: `${ip}/32`, identity: e.identity, endpointId: 0, ...(nodeTunnel.get(e.hostIp) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
+    if (e) return { prefix: hostPrefix(ip), identity: e.identity, endpointId: 0, ...(nodeTunnel.get(e.hostIp) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
     const tunnel = nodeTunnel.get(ip);
-    if (nodeAddrs.has(ip)) return { prefix: `${ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
+    if (nodeAddrs.has(ip)) return { prefix: hostPrefix(ip), identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
     return undefined;
   }
 
@@ -363,7 +399,7 @@ export function createCluster(o: ClusterOptions) {
     const had = nodes.get(rest);
     nodes.set(rest, n);
     if (!had) log.info({ node: n.name, ip: n.ip, podCidr: n.podCidr }, 'node joined');
-    if (!had || had.ip !== n.ip || had.routerIp !== n.routerIp || had.podCidr !== n.podCidr) {
+    if (!had || had.ip !== n.ip || had.routerIp !== n.routerIp || had.routerIp6 !== n.routerIp6 || had.podCidr !== n.podCidr || had.podCidr6 !== n.podCidr6) {
       if (had) nodeGone(had);
       nodeCame(n);
       changed(true);
@@ -410,7 +446,10 @@ export function createCluster(o: ClusterOptions) {
     }
     void serial(async () => {
       const want = new Map<string, string>();
-      for (const r of byKey.values()) if (r.ip) want.set(r.ip, ipcacheValue(r, self.name, self.ip));
+      for (const r of byKey.values()) {
+        if (r.ip) want.set(r.ip, ipcacheValue(r, self.name, self.ip));
+        if (r.ip6) want.set(r.ip6, ipcacheValue(r, self.name, self.ip, r.ip6));
+      }
       for (const [ip, v] of want) {
         if (mine.get(ip) === v) continue;
         mine.set(ip, v);
@@ -486,14 +525,17 @@ export function createCluster(o: ClusterOptions) {
         if (hold?.(ip)) { (held ??= []).push(ip); continue; }
         n++;
         const e = entryAt(ip);
-        if (e) upserts.push(e); else deletes.push(`${ip}/32`);
+        if (e) upserts.push(e); else deletes.push(hostPrefix(ip));
       }
       if (!pending.size) pending = new Set(); // a drained Set keeps its grown table
       for (const ip of held ?? []) pending.add(ip);
       return { upserts, deletes };
     },
     /** Whether the cluster (a remote pod or node) claims `prefix`. */
-    holds: (prefix: string): boolean => prefix.endsWith('/32') && entryAt(prefix.slice(0, -3)) !== undefined,
+    holds: (prefix: string): boolean => {
+      const ip = prefix.endsWith('/32') ? prefix.slice(0, -3) : prefix.endsWith('/128') ? prefix.slice(0, -4) : undefined;
+      return ip !== undefined && hostPrefix(ip) === prefix && entryAt(ip) !== undefined;
+    },
     /**
      * Remote pods (their identity) and remote nodes (remote-node) for the datapath's ipcache, each
      * with its tunnel endpoint (Cilium's): the InternalIP of the node it lives on. A node's own
@@ -505,12 +547,13 @@ export function createCluster(o: ClusterOptions) {
       const nodeIps = new Set<string>();
       for (const n of nodes.values()) if (n.name !== self.name) nodeIps.add(n.ip);
       for (const e of remote.values()) {
-        out.push({ prefix: `${e.ip}/32`, identity: e.identity, endpointId: 0, ...(nodeIps.has(e.hostIp) ? { tunnelEndpoint: e.hostIp } : {}) });
+        out.push({ prefix: hostPrefix(e.ip), identity: e.identity, endpointId: 0, ...(nodeIps.has(e.hostIp) ? { tunnelEndpoint: e.hostIp } : {}) });
       }
       for (const n of nodes.values()) {
         if (n.name === self.name) continue;
         out.push({ prefix: `${n.ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
         if (n.routerIp) out.push({ prefix: `${n.routerIp}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
+        if (n.routerIp6) out.push({ prefix: `${n.routerIp6}/128`, identity: ReservedIdentity.remoteNode, endpointId: 0, tunnelEndpoint: n.ip });
       }
       return out;
     },

@@ -68,7 +68,11 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
   let clusterResync = false;
-  const self: ClusterNode = { name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}) };
+  const routerIp6 = provider.nodeAddresses.find((a) => a.includes(':'));
+  const self: ClusterNode = {
+    name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}),
+    ...(routerIp6 ? { routerIp6 } : {}), ...(provider.podCidr6 ? { podCidr6: provider.podCidr6 } : {}),
+  };
   // Before the node registers: its WireGuard public key goes into its first kvstore entry.
   const encryption: Encryption | undefined = config.encryption === 'wireguard'
     ? createEncryption({
@@ -105,7 +109,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
       if (!cluster) return;
       // Before the agent's first reconcile the policy engine does not know the local endpoints
       // yet: a remote claim on one of their addresses waits for it (the local endpoint wins).
-      const local = agentRunning ? undefined : new Set(agentRef?.endpointTable().all().map((e) => e.ip));
+      const local = agentRunning ? undefined : new Set(agentRef?.endpointTable().all().flatMap((e) => (e.ip6 ? [e.ip, e.ip6] : [e.ip])));
       const hold = local?.size ? (ip: string) => local.has(ip) : undefined;
       // in batches: 300,000 entries after a restart are never all held as objects at once
       for (;;) {
@@ -180,6 +184,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
       'GET /v1/nodes': async () => ({
         items: (cluster?.nodes() ?? [self]).map((n): NodeView => ({
           name: n.name, status: 'Ready', internalIP: n.ip, ...(n.routerIp ? { routerIP: n.routerIp } : {}), ...(n.podCidr ? { podCIDR: n.podCidr } : {}),
+          ...(n.podCidr6 ? { podCIDRv6: n.podCidr6 } : {}), ...(n.routerIp6 ? { routerIPv6: n.routerIp6 } : {}),
           ...(n.wireguardPubKey ? { wireguardPubKey: n.wireguardPubKey } : {}), self: n.name === node,
         })),
       }),

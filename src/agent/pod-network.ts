@@ -49,6 +49,8 @@ export interface PodNetworkProvider {
   readonly nodeAddresses: readonly string[];
   /** The node's pod CIDR, when it has one (published in its kvstore node registration) */
   readonly podCidr?: string;
+  /** enable-ipv6: the node's IPv6 pod CIDR (its node registration's IPv6AllocCIDR) */
+  readonly podCidr6?: string;
   /** Devices that carry traffic from outside the pods: the datapath enforces ingress policy on them. */
   readonly networkDevices: readonly string[];
   /** The one of networkDevices that links the nodes: the only device other nodes' addresses may arrive on. */

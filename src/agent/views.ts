@@ -84,6 +84,9 @@ export interface NodeView {
   internalIP: string;
   routerIP?: string;
   podCIDR?: string;
+  /** enable-ipv6: its IPv6 pod CIDR (IPv6AllocCIDR) and IPv6 router address */
+  podCIDRv6?: string;
+  routerIPv6?: string;
   /** its WireGuard public key (transparent encryption), as published in the kvstore */
   wireguardPubKey?: string;
   /** the node whose agent answered */

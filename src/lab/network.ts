@@ -20,7 +20,7 @@ import {
 import { killPids } from '../sys/proc.ts';
 import { createPodIpam } from './ipam.ts';
 import {
-  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, POD_CIDR6_CLUSTER, WORLD_PREFIX6, WORLD_ROUTER6, nodeIp6, podIp6, worldIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, podCidr6, POD_CIDR6_CLUSTER, WORLD_PREFIX6, WORLD_ROUTER6, nodeIp6, podIp6, worldIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
@@ -89,12 +89,27 @@ async function ensureOverlay(ns: string, mode: RoutingMode): Promise<void> {
 }
 
 /**
+ * enable-ipv6 on a node's link to the other nodes (mbr_ul, cilium_vxlan): IPv6 forwarding through
+ * it, but no address of its own (addr_gen_mode none), so the link sends no router solicitation,
+ * neighbour discovery or MLD of its own: its only IPv6 is pods' traffic. The underlay stays IPv4:
+ * native routes name the next node by its IPv4 address (RFC 5549, `via inet`), and VXLAN carries
+ * inner IPv6 in outer IPv4 (the tunnel device has no ARP: no neighbour discovery either).
+ */
+async function enableIPv6On(ns: string, dev: string): Promise<void> {
+  await sysctlIn(ns, {
+    [`net.ipv6.conf.${dev}.addr_gen_mode`]: 1, [`net.ipv6.conf.${dev}.router_solicitations`]: 0, [`net.ipv6.conf.${dev}.accept_ra`]: 0,
+    [`net.ipv6.conf.${dev}.accept_dad`]: 0, [`net.ipv6.conf.${dev}.disable_ipv6`]: 0,
+  });
+}
+
+/**
  * The underlay: a bridge in <lab>-underlay with one veth per node (node side mbr_ul, jumbo frames).
  * Node k reaches node j's address on mbr_ul (from its own underlay address), and node j's pod
  * CIDR through the tunnel (routing mode tunnel: cilium_vxlan) or via 192.0.2.j (native); the
- * world prefixes via node1.
+ * world prefixes via node1. With enable-ipv6 node j's IPv6 pod CIDR the same way (native: an IPv6
+ * route via node j's IPv4 address), and the world's IPv6 prefix via node1.
  */
-export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMode = 'tunnel'): Promise<void> {
+export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMode = 'tunnel', ipv6 = false): Promise<void> {
   const ul = underlayNetnsName(lab);
   await netnsAdd(ul);
   await sysctlIn(ul, BASE_SYSCTL);
@@ -111,13 +126,19 @@ export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMo
     }
     await ipBatch([`link set ${port} mtu ${UNDERLAY_MTU}`, `link set ${port} master br0`, `link set ${port} up`], ul);
     await ensureOverlay(ns, mode);
+    if (ipv6) {
+      await enableIPv6On(ns, UNDERLAY_LINK);
+      if (mode === 'tunnel') await enableIPv6On(ns, VXLAN_LINK);
+    }
     const routes = [`link set ${UNDERLAY_LINK} mtu ${UNDERLAY_MTU}`, `link set ${UNDERLAY_LINK} up`];
     for (let j = 1; j <= nodes; j++) {
       if (j === k) continue;
       routes.push(`route replace ${nodeIp(j)}/32 dev ${UNDERLAY_LINK} scope link src ${nodeIp(k)}`);
       routes.push(mode === 'tunnel' ? `route replace ${podCidr(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr(j)} via ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
+      if (ipv6) routes.push(mode === 'tunnel' ? `route replace ${podCidr6(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr6(j)} via inet ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
     }
     if (k !== 1) for (const c of WORLD_CIDRS) routes.push(`route replace ${c} via ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
+    if (k !== 1 && ipv6) routes.push(`route replace ${WORLD_PREFIX6} via inet ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
     await ipBatch(routes, ns);
   }
 }
@@ -126,7 +147,7 @@ export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMo
 export async function removeNodeRoutes(lab: string, k: number, remaining: number[]): Promise<void> {
   for (const j of remaining) {
     const ns = nodeNetnsName(nodeName(j), lab);
-    for (const dst of [podCidr(k), `${nodeIp(k)}/32`]) {
+    for (const dst of [podCidr(k), podCidr6(k), `${nodeIp(k)}/32`]) {
       try { await ip(['route', 'del', dst], ns); } catch { /* not there */ }
     }
   }
@@ -172,7 +193,7 @@ export async function ensureWorldNetwork(lab: string, ipv6 = false): Promise<voi
 export async function setupLabNetwork(opts: { lab: string; nodes: number; routingMode?: RoutingMode; ipv6?: boolean }): Promise<void> {
   if (!(opts.nodes >= 1 && opts.nodes <= 250)) throw new MembraneError('LAB_BAD_NODES', `--nodes must be 1..250, got ${opts.nodes}`);
   for (let k = 1; k <= opts.nodes; k++) await ensureNodeNetwork(opts.lab, k, opts.ipv6);
-  await ensureUnderlay(opts.lab, opts.nodes, opts.routingMode);
+  await ensureUnderlay(opts.lab, opts.nodes, opts.routingMode, opts.ipv6);
   await ensureWorldNetwork(opts.lab, opts.ipv6);
 }
 

@@ -14,7 +14,7 @@ import { createPodNetworks } from './network.ts';
 import { createWorkloads } from './workloads.ts';
 import { syncExternalHosts } from './dns/external-hosts.ts';
 import { dnsServerIpFile } from './dns/workload.ts';
-import { CLUSTER_DNS_IP, POD_CIDR6_CLUSTER, POD_CIDR_PREFIX, SERVICE_CIDR, SERVICE_CIDR6, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, nodeIp6, podCidr, routerIp } from './names.ts';
+import { CLUSTER_DNS_IP, POD_CIDR6_CLUSTER, POD_CIDR_PREFIX, SERVICE_CIDR, SERVICE_CIDR6, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, nodeIp6, podCidr, podCidr6, routerIp } from './names.ts';
 import { REPO_ROOT } from './lab.ts';
 
 export interface LabProviderOptions {
@@ -48,6 +48,7 @@ export function createLabProvider(o: LabProviderOptions): PodNetworkProvider {
     workloads: createWorkloads({ lab, node, paths, repoRoot: o.repoRoot ?? REPO_ROOT, logger: logger.child({ subsys: 'workloads' }) }),
     nodeAddresses: [nodeIp(nodeIndex), routerIp(nodeIndex), ...(config.enableIPv6 ? [nodeIp6(nodeIndex)] : [])],
     podCidr: podCidr(nodeIndex),
+    ...(config.enableIPv6 ? { podCidr6: podCidr6(nodeIndex) } : {}),
     networkDevices: [WORLD_LINK, UNDERLAY_LINK],
     underlayDevice: UNDERLAY_LINK,
     ...(config.routingMode === 'tunnel' ? { overlayDevice: VXLAN_LINK } : {}),

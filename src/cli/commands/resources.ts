@@ -82,7 +82,10 @@ export function register(program: Command, config: MembraneConfig): void {
         const { items } = await callAgent<{ items: NodeView[] }>(sock, 'GET', '/v1/nodes');
         if (json) return printList(items);
         const rows = [['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR', ...(wide ? ['ROUTER-IP', 'WIREGUARD-PUBKEY'] : [])]];
-        for (const n of items) rows.push([n.name, n.status, n.internalIP, n.podCIDR ?? '<none>', ...(wide ? [n.routerIP ?? '<none>', n.wireguardPubKey ?? '<none>'] : [])]);
+        // dual stack: both pod CIDRs, as kubectl prints a node's podCIDRs
+        const cidrs = (n: NodeView) => [n.podCIDR, n.podCIDRv6].filter(Boolean).join(',') || '<none>';
+        const routers = (n: NodeView) => [n.routerIP, n.routerIPv6].filter(Boolean).join(',') || '<none>';
+        for (const n of items) rows.push([n.name, n.status, n.internalIP, cidrs(n), ...(wide ? [routers(n), n.wireguardPubKey ?? '<none>'] : [])]);
         return void process.stdout.write(table(rows));
       }
       if (kind === 'identities') {

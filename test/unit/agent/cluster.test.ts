@@ -107,6 +107,56 @@ test('two nodes on one store: each sees the other and its endpoints; corrupt key
   n1.stop(); n2.stop();
 });
 
+test('dual stack: IPv6AllocCIDR and the IPv6 CiliumInternalIP in the node value; a pod\'s IPv6 address is an ipcache key of its own', async () => {
+  const self2 = { name: 'node2', cluster: 'default', ip: '192.0.2.2', routerIp: '10.244.2.1', routerIp6: 'fd00:10:244:2::1', podCidr: '10.244.2.0/24', podCidr6: 'fd00:10:244:2::/64' };
+  const v = JSON.parse(nodeValue(self2, 'b')) as Record<string, unknown>;
+  assert.deepEqual(v.IPv6AllocCIDR, { IP: 'fd00:10:244:2::', Mask: '//////////8AAAAAAAAAAA==' });
+  assert.deepEqual(v.IPAddresses, [{ Type: 'InternalIP', IP: '192.0.2.2' }, { Type: 'CiliumInternalIP', IP: '10.244.2.1' }, { Type: 'CiliumInternalIP', IP: 'fd00:10:244:2::1' }]);
+  assert.deepEqual(parseNodeValue(JSON.stringify(v)), self2);
+  assert.equal(parseNodeValue(JSON.stringify({ ...v, IPv6AllocCIDR: 'fd00:9::/64' }))?.podCidr6, 'fd00:9::/64');
+  // a CIDR of the wrong family, or a mask of the wrong length, is no pod CIDR
+  for (const bad of ['10.9.0.0/16', { IP: 'fd00:9::', Mask: '////AA==' }, 'fd00::/129', { IP: '10.1.0.0', Mask: '//////////8AAAAAAAAAAA==' }]) {
+    assert.equal(parseNodeValue(JSON.stringify({ ...v, IPv6AllocCIDR: bad }))?.podCidr6, undefined, JSON.stringify(bad));
+  }
+  assert.equal(parseNodeValue(JSON.stringify({ ...v, IPv4AllocCIDR: 'fd00:9::/64' }))?.podCidr, undefined);
+  // the underlay is IPv4: an IPv6 InternalIP alone makes no node
+  assert.equal(parseNodeValue(JSON.stringify({ ...v, IPAddresses: [{ Type: 'InternalIP', IP: 'fd00::2' }] })), undefined);
+
+  // IPv6 ipcache values: keyed by the canonical text only
+  const good = { IP: 'fd00:10:244:2::7', Mask: null, HostIP: '192.0.2.2', ID: 4242, Key: 0, Metadata: 'cilium-global:default:node2:123', K8sNamespace: 'x', K8sPodName: 'p' };
+  assert.equal(parseIpcacheValue(`${IPCACHE_PREFIX}fd00:10:244:2::7`, JSON.stringify(good))?.ip, 'fd00:10:244:2::7');
+  assert.equal(createIpcacheBytesReader()('fd00:10:244:2::7', Buffer.from(JSON.stringify(good)))?.identity, 4242);
+  for (const ip of ['fd00:10:244:2:0:0:0:7', 'FD00:10:244:2::7', '::ffff:10.244.2.7']) {
+    assert.equal(parseIpcacheValue(`${IPCACHE_PREFIX}${ip}`, JSON.stringify({ ...good, IP: ip })), undefined, ip);
+  }
+  assert.equal(parseIpcacheValue(`${IPCACHE_PREFIX}fd00:10:244:2::7`, JSON.stringify({ ...good, HostIP: 'fd00::2' })), undefined, 'the tunnel endpoint is an IPv4 node');
+
+  const kv = await openMemoryStore();
+  const n1 = createCluster({ kv, logger, self: { name: 'node1', cluster: 'default', ip: '192.0.2.1', routerIp: '10.244.1.1', routerIp6: 'fd00:10:244:1::1', podCidr: '10.244.1.0/24', podCidr6: 'fd00:10:244:1::/64' } });
+  const n2 = createCluster({ kv, logger, self: { ...self2 } });
+  await n1.start();
+  await n2.start();
+  assert.equal(n1.nodes().find((n) => n.name === 'node2')?.podCidr6, 'fd00:10:244:2::/64');
+  await kv.put('membrane/endpoints/node2/x/p', JSON.stringify({ id: 7, namespace: 'x', pod: 'p', identity: 4242, ip: '10.244.2.7', ip6: 'fd00:10:244:2::7', labels: [] }));
+  await n2.flushed();
+  await until('node1 learns both addresses of the remote pod', () => n1.remoteEndpoint('fd00:10:244:2::7') !== undefined && n1.remoteEndpoint('10.244.2.7') !== undefined, 2000);
+  const six = JSON.parse((await kv.get(`${IPCACHE_PREFIX}fd00:10:244:2::7`))!.value) as Record<string, unknown>;
+  assert.deepEqual({ IP: six.IP, HostIP: six.HostIP, ID: six.ID, Mask: six.Mask }, { IP: 'fd00:10:244:2::7', HostIP: '192.0.2.2', ID: 4242, Mask: null });
+  const first = n1.drainIPCacheChanges();
+  // the IPv6 entries (pod and node router address) are /128, behind node2's IPv4 InternalIP
+  assert.deepEqual(first.upserts.filter((e) => e.prefix.includes(':')).map((e) => `${e.prefix}=${e.identity}>${e.tunnelEndpoint}`).sort(),
+    ['fd00:10:244:2::1/128=6>192.0.2.2', 'fd00:10:244:2::7/128=4242>192.0.2.2']);
+  assert.ok(n1.ipcacheEntries().some((e) => e.prefix === 'fd00:10:244:2::7/128' && e.tunnelEndpoint === '192.0.2.2'));
+  assert.equal(n1.holds('fd00:10:244:2::7/128'), true);
+  assert.equal(n1.holds('fd00:10:244:2::7/32'), false);
+  await kv.delete('membrane/endpoints/node2/x/p');
+  await n2.flushed();
+  await until('node1 forgets the IPv6 address', () => n1.remoteEndpoint('fd00:10:244:2::7') === undefined, 2000);
+  assert.equal(await kv.get(`${IPCACHE_PREFIX}fd00:10:244:2::7`), undefined);
+  assert.ok(n1.drainIPCacheChanges().deletes.includes('fd00:10:244:2::7/128'));
+  n1.stop(); n2.stop();
+});
+
 test('scheduling: nodeName kept, the rest spread to the fewest pods, lowest node first', async () => {
   const kv = await openMemoryStore();
   const cs = ['node1', 'node2', 'node3'].map((n, i) => createCluster({ kv, logger, self: { name: n, cluster: 'default', ip: `192.0.2.${i + 1}` } }));
