@@ -121,7 +121,10 @@ static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
 	__u8 src[6];
 	if (bpf_skb_load_bytes(skb, 6, src, 6))
 		return 0;
-	return __builtin_memcmp(src, f.dmac, 6) == 0;
+	__u8 diff = 0;
+	for (int i = 0; i < 6; i++)
+		diff |= src[i] ^ f.dmac[i];
+	return diff == 0;
 }
 
 /* A packet from another node's address on a device that is not the underlay is spoofed. So is a

@@ -29,6 +29,17 @@ export const VXLAN_LINK = 'cilium_vxlan';
 export const VXLAN_PORT = 8472;
 /** The underlay carries VXLAN (50 bytes of headers around a pod's 1500-byte packets): jumbo frames, as cloud networks have. */
 export const UNDERLAY_MTU = 9000;
+/**
+ * Node k's link-layer address on the underlay and (enable-ipv6) its link-local IPv6 address there:
+ * fixed, so every node holds permanent neighbour entries for the others (a fixed fabric). The
+ * datapath takes a remote pod's packet from the underlay only from its node's MAC (lib/overlay.h).
+ */
+export function underlayMac(nodeIndex: number): string {
+  return `02:00:c0:00:02:${nodeIndex.toString(16).padStart(2, '0')}`;
+}
+export function underlayIp6(nodeIndex: number): string {
+  return `fe80::c000:2${nodeIndex.toString(16).padStart(2, '0')}`;
+}
 
 /** In the agent's command line (found by it after its pid file is gone) */
 export const AGENT_MARKER = 'src/lab/node-agent.ts';

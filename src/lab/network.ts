@@ -20,7 +20,7 @@ import {
 import { killPids } from '../sys/proc.ts';
 import { createPodIpam } from './ipam.ts';
 import {
-  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, podCidr6, POD_CIDR6_CLUSTER, WORLD_PREFIX6, WORLD_ROUTER6, nodeIp6, podIp6, worldIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
+  CLUSTER_DNS_IP, HOST_DUMMY, ROUTER_IP6, podCidr6, underlayIp6, underlayMac, POD_CIDR6_CLUSTER, WORLD_PREFIX6, WORLD_ROUTER6, nodeIp6, podIp6, worldIp6, HOST_PEER, UNDERLAY_LINK, UNDERLAY_MTU, VXLAN_LINK, VXLAN_PORT, WORLD_CIDRS, WORLD_GATEWAY, WORLD_LINK, hostIfname, macFromIp,
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
@@ -90,10 +90,10 @@ async function ensureOverlay(ns: string, mode: RoutingMode): Promise<void> {
 
 /**
  * enable-ipv6 on a node's link to the other nodes (mbr_ul, cilium_vxlan): IPv6 forwarding through
- * it, but no address of its own (addr_gen_mode none), so the link sends no router solicitation,
- * neighbour discovery or MLD of its own: its only IPv6 is pods' traffic. The underlay stays IPv4:
- * native routes name the next node by its IPv4 address (RFC 5549, `via inet`), and VXLAN carries
- * inner IPv6 in outer IPv4 (the tunnel device has no ARP: no neighbour discovery either).
+ * it, no address generated (addr_gen_mode none) and no router solicitation: the underlay's only
+ * IPv6 address is the fixed link-local one (underlayIp6), the next hop of native routes and of the
+ * world's IPv6 prefix, with permanent neighbour entries. VXLAN carries inner IPv6 in outer IPv4
+ * (the tunnel device has no ARP: no neighbour discovery either).
  */
 async function enableIPv6On(ns: string, dev: string): Promise<void> {
   await sysctlIn(ns, {
@@ -130,15 +130,19 @@ export async function ensureUnderlay(lab: string, nodes: number, mode: RoutingMo
       await enableIPv6On(ns, UNDERLAY_LINK);
       if (mode === 'tunnel') await enableIPv6On(ns, VXLAN_LINK);
     }
-    const routes = [`link set ${UNDERLAY_LINK} mtu ${UNDERLAY_MTU}`, `link set ${UNDERLAY_LINK} up`];
+    const routes = [`link set ${UNDERLAY_LINK} address ${underlayMac(k)}`, `link set ${UNDERLAY_LINK} mtu ${UNDERLAY_MTU}`, `link set ${UNDERLAY_LINK} up`];
+    if (ipv6) routes.push(`addr replace ${underlayIp6(k)}/64 dev ${UNDERLAY_LINK} nodad`);
     for (let j = 1; j <= nodes; j++) {
       if (j === k) continue;
+      routes.push(`neigh replace ${nodeIp(j)} lladdr ${underlayMac(j)} dev ${UNDERLAY_LINK} nud permanent`);
       routes.push(`route replace ${nodeIp(j)}/32 dev ${UNDERLAY_LINK} scope link src ${nodeIp(k)}`);
       routes.push(mode === 'tunnel' ? `route replace ${podCidr(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr(j)} via ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
-      if (ipv6) routes.push(mode === 'tunnel' ? `route replace ${podCidr6(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr6(j)} via inet ${nodeIp(j)} dev ${UNDERLAY_LINK}`);
+      if (!ipv6) continue;
+      routes.push(`neigh replace ${underlayIp6(j)} lladdr ${underlayMac(j)} dev ${UNDERLAY_LINK} nud permanent`);
+      routes.push(mode === 'tunnel' ? `route replace ${podCidr6(j)} dev ${VXLAN_LINK}` : `route replace ${podCidr6(j)} via ${underlayIp6(j)} dev ${UNDERLAY_LINK}`);
     }
     if (k !== 1) for (const c of WORLD_CIDRS) routes.push(`route replace ${c} via ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
-    if (k !== 1 && ipv6) routes.push(`route replace ${WORLD_PREFIX6} via inet ${nodeIp(1)} dev ${UNDERLAY_LINK}`);
+    if (k !== 1 && ipv6) routes.push(`route replace ${WORLD_PREFIX6} via ${underlayIp6(1)} dev ${UNDERLAY_LINK}`);
     await ipBatch(routes, ns);
   }
 }
