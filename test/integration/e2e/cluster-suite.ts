@@ -7,7 +7,10 @@
  * node, L7 HTTP to a remote pod, the DNS proxy and toFQDNs from a pod on node2 (the lab DNS is on
  * node1), flows on both ends with the right identities, an agent killed and restarted (enforcement
  * meanwhile, same identities after), and a deleted pod's ipcache key gone from etcd. In tunnel
- * mode also the attacker's side of VXLAN: who may send it, and which VNI counts.
+ * mode also the attacker's side of VXLAN: who may send it, and which VNI counts. The lab is dual
+ * stack (enable-ipv6): pod-to-pod IPv6 across nodes under the same policy, the IPv6 ipcache keys
+ * and pod CIDRs in etcd, and the attacker's IPv6 (a pod source its sender does not own, raw on
+ * the underlay; a spoofed inner IPv6 source in VXLAN, judged by the VNI).
  */
 import { skipUnless } from '../../support/requirements.ts';
 import { test, before, after } from 'node:test';
@@ -21,14 +24,19 @@ import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import type { RoutingMode } from '../../../src/common/config.ts';
 import { until } from '../../support/until.ts';
+import { ETH_IPV6, SYN, eth, sendFrames } from '../support/frames.ts';
+import { NH, ipv6, tcp6 } from '../support/frames6.ts';
 
 export function clusterSuite(mode: RoutingMode): void {
   // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
   const lab = new TestLab(`${mode === 'tunnel' ? 'cl' : 'cn'}${process.pid}`);
-  const upArgs = ['--routing-mode', mode];
+  // dual stack: every IPv6 case shares this lab with the IPv4 ones
+  const upArgs = ['--routing-mode', mode, '--enable-ipv6'];
   const skip = skipUnless('root', 'etcd');
   const paths = lab.paths;
   let ip: Record<string, string> = {};
+  /** each pod's IPv6 address (status.podIPs[1]) */
+  let ip6: Record<string, string> = {};
 
   const ns = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'cl' } };
   const pod = (name: string, labels: Record<string, string>, nodeName?: string) => ({
@@ -40,7 +48,7 @@ export function clusterSuite(mode: RoutingMode): void {
     spec: { endpointSelector: { matchLabels: { app: 'server' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] },
   };
 
-  interface PodJson { metadata: { name: string; namespace: string }; spec: { nodeName?: string }; status?: { podIP?: string; phase?: string; identity?: number } }
+  interface PodJson { metadata: { name: string; namespace: string }; spec: { nodeName?: string }; status?: { podIP?: string; podIPs?: { ip: string }[]; phase?: string; identity?: number } }
   async function pods(): Promise<PodJson[]> {
     return (JSON.parse(await lab.ok(['get', 'pods', '-n', 'cl', '-o', 'json'])) as { items: PodJson[] }).items;
   }
@@ -65,6 +73,7 @@ export function clusterSuite(mode: RoutingMode): void {
       return ps.length === 4 && ps.every((p) => p.status?.phase === 'Running' && p.status.podIP) ? ps : undefined;
     }, 90_000);
     ip = Object.fromEntries(ready.map((p) => [p.metadata.name, p.status!.podIP!]));
+    ip6 = Object.fromEntries(ready.map((p) => [p.metadata.name, p.status!.podIPs?.find((a) => a.ip.includes(':'))?.ip ?? '']));
   });
   after(async () => { await lab.down(); });
 
@@ -140,6 +149,59 @@ export function clusterSuite(mode: RoutingMode): void {
     assert.equal(out.source?.identity, ids.client);
     assert.equal(out.destination?.identity, ids.server);
     assert.equal(out.node_name, 'node1');
+  });
+
+  const curl6 = async (from: string, to: string): Promise<string> =>
+    (await lab.exec('cl', from, ['curl', '-s', '-g', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://[${ip6[to]}]:8080/`])).stdout.trim();
+
+  test('IPv6 across nodes: pod CIDRs and keys in etcd, and the same policy on the receiving node from the sender\'s identity, flows on both ends', { skip }, async () => {
+    // node registrations carry the IPv6 pod CIDR (Cilium's IPv6AllocCIDR) and each pod has an IPv6 address in it
+    const nodes = await lab.ok(['get', 'nodes']);
+    for (let k = 1; k <= 3; k++) assert.match(nodes, new RegExp(`node${k}\\s+Ready\\s+192\\.0\\.2\\.${k}\\s+10\\.244\\.${k}\\.0/24,fd00:10:244:${k}::/64`));
+    assert.match(ip6.server!, /^fd00:10:244:2::[0-9a-f]+$/);
+    assert.match(ip6.intruder!, /^fd00:10:244:3::[0-9a-f]+$/);
+    const etcdGet = (key: string) => execFileSync('etcdctl', ['--endpoints', 'unix://etcd.sock:0', 'get', key, '--print-value-only'], { cwd: `${paths.stateDir}/etcd`, env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' }).trim();
+    const node2 = JSON.parse(etcdGet('cilium/state/nodes/v1/default/node2')) as { IPv6AllocCIDR: { IP: string; Mask: string }; IPAddresses: { Type: string; IP: string }[] };
+    assert.deepEqual(node2.IPv6AllocCIDR, { IP: 'fd00:10:244:2::', Mask: '//////////8AAAAAAAAAAA==' });
+    assert.ok(node2.IPAddresses.some((a) => a.Type === 'CiliumInternalIP' && a.IP === 'fd00:10:244:2::1'), JSON.stringify(node2.IPAddresses));
+    const key = JSON.parse(etcdGet(`cilium/state/ip/v1/default/${ip6.server}`)) as { IP: string; HostIP: string; ID: number };
+    const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+    assert.deepEqual(key && { IP: key.IP, HostIP: key.HostIP, ID: key.ID }, { IP: ip6.server, HostIP: '192.0.2.2', ID: ids.server });
+    // the L3/L4 policy of the test before is in place: over IPv6 the client (node1) passes, the intruder (node3) does not
+    const since = new Date();
+    await until('the client reaches [server]:8080 across nodes, the intruder does not', async () => (await curl6('client', 'server')) === '200' && (await curl6('intruder', 'server')) === '000');
+    const onServer = await flowsOn('node2', ['--to-pod', 'cl/server', '--ipv6', '--since', since.toISOString(), '--last', '1000'],
+      (fs) => fs.some((f) => f.verdict === 'DROPPED' && f.source?.pod_name === 'intruder') && fs.some((f) => f.verdict === 'FORWARDED' && f.source?.pod_name === 'client'));
+    const denied = onServer.find((f) => f.verdict === 'DROPPED' && f.source?.pod_name === 'intruder');
+    assert.ok(denied, JSON.stringify(onServer.slice(-5)));
+    assert.deepEqual([denied.drop_reason_desc, denied.source?.identity, denied.IP?.source, denied.IP?.destination], ['POLICY_DENIED', ids.intruder, ip6.intruder, ip6.server]);
+    const allowed = onServer.find((f) => f.verdict === 'FORWARDED' && f.source?.pod_name === 'client');
+    assert.deepEqual([allowed!.source?.identity, allowed!.IP?.source], [ids.client, ip6.client]);
+    const onClient = await flowsOn('node1', ['--from-pod', 'cl/client', '--ipv6', '--since', since.toISOString(), '--last', '1000'], (fs) => fs.some((f) => f.destination?.pod_name === 'server'));
+    const out = onClient.find((f) => f.destination?.pod_name === 'server');
+    assert.ok(out, JSON.stringify(onClient.slice(-5)));
+    assert.deepEqual([out.source?.identity, out.destination?.identity, out.IP?.destination, out.node_name], [ids.client, ids.server, ip6.server, 'node1']);
+  });
+
+  test('IPv6, attacker: a pod source its sender does not own, raw on the underlay, is dropped (INVALID_SOURCE_IP); from the owning node it is judged as that pod', { skip }, async () => {
+    const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+    const ul = (k: number) => `${lab.name}-node${k}`;
+    const macOf = (k: number) => (JSON.parse(execFileSync('ip', ['-n', ul(k), '-j', 'link', 'show', 'mbr_ul'], { encoding: 'utf8' })) as { address: string }[])[0]!.address;
+    // the client's IPv6 address (node1's pod) to the server on node2, once from node3 and once from node1
+    const frame = (k: number, sport: number) => eth({ dst: macOf(2), src: macOf(k), type: ETH_IPV6 },
+      ipv6({ src: ip6.client!, dst: ip6.server!, nh: NH.TCP }, tcp6({ src: ip6.client!, dst: ip6.server!, sport, dport: 8080, flags: SYN })));
+    const since = new Date();
+    sendFrames(ul(3), 'mbr_ul', [frame(3, 41001), frame(3, 41001)]);
+    sendFrames(ul(1), 'mbr_ul', [frame(1, 41002)]);
+    const fs = await flowsOn('node2', ['--since', since.toISOString(), '--last', '2000'],
+      (x) => x.some((f) => f.l4?.TCP?.source_port === 41001 && f.verdict === 'DROPPED') && x.some((f) => f.l4?.TCP?.source_port === 41002 && f.verdict === 'FORWARDED'));
+    const spoofed = fs.filter((f) => f.l4?.TCP?.source_port === 41001);
+    assert.ok(spoofed.length > 0, JSON.stringify(fs.slice(-4)));
+    for (const f of spoofed) assert.deepEqual([f.verdict, f.drop_reason_desc], ['DROPPED', 'INVALID_SOURCE_IP']);
+    // positive control: the same packet from node1, which owns the address, reaches the server as the client
+    const owned = fs.find((f) => f.l4?.TCP?.source_port === 41002 && f.verdict === 'FORWARDED');
+    assert.ok(owned, JSON.stringify(fs.slice(-4)));
+    assert.equal(owned.source?.identity, ids.client);
   });
 
   const svc = {
@@ -247,6 +309,8 @@ export function clusterSuite(mode: RoutingMode): void {
       const routes = execFileSync('ip', ['-n', nodeNs(1), 'route', 'show'], { encoding: 'utf8' });
       assert.match(routes, /10\.244\.2\.0\/24 dev cilium_vxlan/);
       assert.match(routes, /10\.244\.3\.0\/24 dev cilium_vxlan/);
+      const routes6 = execFileSync('ip', ['-n', nodeNs(1), '-6', 'route', 'show'], { encoding: 'utf8' });
+      assert.match(routes6, /fd00:10:244:2::\/64 dev cilium_vxlan/);
     });
 
     test('tunnel: the receiver takes the source identity from the VNI (a node may send any valid one), not from the inner address', { skip }, async () => {
@@ -263,6 +327,25 @@ export function clusterSuite(mode: RoutingMode): void {
       assert.equal(ok.source?.identity, ids.client);
       assert.equal(no.source?.identity, ids.intruder);
       assert.equal(no.drop_reason_desc, 'POLICY_DENIED');
+    });
+
+    test('tunnel, IPv6 inside VXLAN: a spoofed inner source is judged by the VNI identity, never as the address it claims nor as world-allowed', { skip }, async () => {
+      const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+      const since = new Date();
+      // from node1 (a tunnel peer): the client's own IPv6 address under the intruder's identity and
+      // under world's, and an address nobody has under the client's identity
+      const nobody = ip6.client!.replace(/::[0-9a-f]+$/, '::fa');
+      send(nodeNs(1), { to: '192.0.2.2', vni: ids.intruder, innerSrc: ip6.client, innerDst: ip6.server, dport: 8080 });
+      send(nodeNs(1), { to: '192.0.2.2', vni: 2, innerSrc: ip6.client, innerDst: ip6.server, dport: 8080 });
+      send(nodeNs(1), { to: '192.0.2.2', vni: ids.client, innerSrc: nobody, innerDst: ip6.server, dport: 8080 });
+      const fs = await flowsOn('node2', ['--to-pod', 'cl/server', '--ipv6', '--since', since.toISOString(), '--last', '1000'],
+        (x) => x.filter((f) => f.IP?.source === ip6.client && f.verdict === 'DROPPED').length >= 2 && x.some((f) => f.IP?.source === nobody && f.verdict === 'FORWARDED'));
+      const claimed = fs.filter((f) => f.IP?.source === ip6.client);
+      assert.ok(claimed.length >= 2, JSON.stringify(fs.slice(-4)));
+      for (const f of claimed) assert.deepEqual([f.verdict, f.drop_reason_desc], ['DROPPED', 'POLICY_DENIED'], JSON.stringify(f));
+      assert.deepEqual([...new Set(claimed.map((f) => f.source?.identity))].sort((a, b) => a! - b!), [2, ids.intruder].sort((a, b) => a! - b!));
+      const ok = fs.find((f) => f.IP?.source === nobody && f.verdict === 'FORWARDED');
+      assert.equal(ok?.source?.identity, ids.client);
     });
 
     test('tunnel, attacker: a VNI that is not an identity a node may send is dropped (INVALID_IDENTITY)', { skip }, async () => {
@@ -334,6 +417,9 @@ export function clusterSuite(mode: RoutingMode): void {
       assert.doesNotMatch(links, /cilium_vxlan/);
       const routes = execFileSync('ip', ['-n', `${lab.name}-node1`, 'route', 'show'], { encoding: 'utf8' });
       assert.match(routes, /10\.244\.2\.0\/24 via 192\.0\.2\.2 dev mbr_ul/);
+      // IPv6 via the next node's fixed link-local address on the underlay (IPv4 only otherwise)
+      const routes6 = execFileSync('ip', ['-n', `${lab.name}-node1`, '-6', 'route', 'show'], { encoding: 'utf8' });
+      assert.match(routes6, /fd00:10:244:2::\/64 via fe80::c000:202 dev mbr_ul/);
     });
   }
 
