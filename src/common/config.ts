@@ -417,6 +417,11 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
   if (out.encryptionNode && out.routingMode === 'tunnel') {
     throw new MembraneError('CONFIG_UNSUPPORTED', 'encryptionNode (--encryption-node / MEMBRANE_ENCRYPTION_NODE) with routing mode tunnel is not implemented (pod traffic is encrypted as VXLAN inside WireGuard)', { hint: 'drop --encryption-node, or add --routing-mode native' });
   }
+  // native routing sends each node's pod CIDR through cilium_wg0, the IPv4 one only: pods' IPv6
+  // between nodes would leave unencrypted. Tunnel routing encrypts them inside the VXLAN.
+  if (out.enableIPv6 && out.encryption === 'wireguard' && out.routingMode === 'native') {
+    throw new MembraneError('CONFIG_UNSUPPORTED', 'enableIPv6 (--enable-ipv6 / MEMBRANE_ENABLE_IPV6) with WireGuard encryption in routing mode native is not implemented (pods\' IPv6 between nodes would not be encrypted)', { hint: 'use --routing-mode tunnel (IPv6 is encrypted inside the VXLAN), or drop --enable-ipv6' });
+  }
   return out;
 }
 

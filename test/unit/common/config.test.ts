@@ -85,6 +85,9 @@ test('config: WireGuard with either routing mode (tunnel: VXLAN inside WireGuard
   assert.equal(t.routingMode, 'tunnel');
   assert.throws(() => buildConfig({ flags: { encryption: 'wireguard', encryptionNode: true } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /routing mode tunnel/.test(e.message) && /--routing-mode native/.test(e.hint ?? ''));
   assert.equal(buildConfig({ flags: { encryption: 'wireguard', encryptionNode: true, routingMode: 'native' } }).encryptionNode, true);
+  // pods' IPv6 between nodes is not routed through cilium_wg0 in native routing: refused, not leaked
+  assert.throws(() => buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native', enableIPv6: true } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /enableIPv6/.test(e.message) && /--routing-mode tunnel/.test(e.hint ?? ''));
+  assert.equal(buildConfig({ flags: { encryption: 'wireguard', enableIPv6: true } }).enableIPv6, true);
   const c = buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native' } });
   assert.equal(c.encryption, 'wireguard');
   assert.equal(buildConfig({ env: { MEMBRANE_ENCRYPTION: 'wireguard', MEMBRANE_ROUTING_MODE: 'native' } }).encryption, 'wireguard');
