@@ -742,15 +742,18 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 
 /* tc INGRESS of a network device (world, underlay): the source identity from the ipcache. A
  * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
- * node's address on any device but the underlay. What does not parse, and ICMP errors, pass. */
+ * node's address on any device but the underlay, or a remote pod's but from its node on the
+ * underlay (lib/overlay.h). What does not parse, and ICMP errors, pass. */
 static __always_inline int network_ingress(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct remote rm = {};
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
-	remote_resolve(&rm, p.saddr, p.family);
-	if (rm.ep_id || net_source_spoofed(skb, &p))
+	/* one ipcache lookup: the source's identity and whether it may arrive here */
+	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
+	remote_from(&rm, sv);
+	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
 		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	__u32 deliver = 0;
 	return net_ingress(skb, &p, &rm, &deliver);
@@ -864,8 +867,9 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	if (tunnel_mode() || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
 	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
 		return WG_TO_STACK;
-	remote_resolve(&h.rm, h.p.saddr, h.p.family);
-	if (h.rm.ep_id || net_source_spoofed(skb, &h.p))
+	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
+	remote_from(&h.rm, sv);
+	if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
 		return WG_TO_STACK;
 	struct ep_config *dcfg = local_dest(&h.p);
 	if (!dcfg)

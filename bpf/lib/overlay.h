@@ -132,7 +132,7 @@ static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
  * IPv4 or IPv6, unless it arrives on the underlay from the node that owns it: its link source is
  * that node's (routing mode native, and a remote pod's traffic node1 forwards to the world). The
  * tunnel is not such a device: a decapsulated packet's identity is the VNI (from_overlay). */
-static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struct pkt *p)
+static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struct pkt *p, const struct ipcache_val *v)
 {
 	__u32 ifindex = skb->ifindex;
 	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
@@ -143,7 +143,6 @@ static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struc
 	if (underlay)
 		return 0;
 #endif
-	struct ipcache_val *v = ipcache_lookup_fam(p->saddr, p->family);
 	__be32 ep = 0;
 	if (v)
 		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);

@@ -42,6 +42,14 @@ struct remote {
 	__u8 pad;
 };
 
+/* The peer from its ipcache entry `v` (0: world), already looked up. */
+static __always_inline void remote_from(struct remote *r, const struct ipcache_val *v)
+{
+	r->identity = v ? v->identity : IDENTITY_WORLD;
+	r->ep_id = v ? v->ep_id : 0;
+	r->known = 1;
+}
+
 static __always_inline void remote_resolve(struct remote *r, const __u8 *addr, __u8 fam)
 {
 	if (r->known)
