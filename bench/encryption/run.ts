@@ -127,6 +127,7 @@ try {
       if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
     }
   };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'membrane-wg': ps, 'membrane-plain': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
     'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
   };
@@ -163,7 +164,8 @@ try {
     Record<Cfg, { wg: Record<Measure, number[]>; agents: Record<Measure, number[]> }>;
   const rrBin = `/tmp/mbr-bench-rr-${process.pid}`; // built by createTcpSuite
   if (!existsSync(rrBin)) throw new Error(`${rrBin}: the suite's rr binary is not there`);
-  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => Number(suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]));
+  /** rr.c prints `rate clientUs` (the client's CPU µs over the run) */
+  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]).split(' ').map(Number) as [number, number];
   for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) {
       plainRoutes(cfg === 'membrane-plain');
@@ -171,7 +173,7 @@ try {
       const r = suite.results[cfg];
       const wg = wgPids(cfg);
       for (const k of MEASURES) {
-        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx();
+        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]);
         const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK);
         let units: number;
         if (k === 'stream') {
@@ -181,8 +183,10 @@ try {
           pkts[cfg].tun.push(tun ? (linkTx(tun) - t0) / units : 0);
           pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
         } else {
-          r[k].push(rr(ns, ip, k));
-          units = r[k].at(-1)! * opt.secs;
+          const [rate, clientUs] = rr(ns, ip, k);
+          r[k].push(rate);
+          units = rate * opt.secs;
+          if (k === 'crr') r.podUs.push((clientUs + suite.crrServerUs(serverNs[cfg]) - srv0) / units);
         }
         const sent = wgTx() - tx0;
         if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
@@ -190,7 +194,7 @@ try {
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, load ${loadavg()[0]!.toFixed(1)}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
