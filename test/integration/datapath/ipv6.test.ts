@@ -3,7 +3,8 @@
 // on the link without policy, CIDR egress by an IPv6 prefix, flows with IPv6 addresses, and the
 // attacker's packets (extension headers, fragments, IPv4-mapped addresses, source routing) sent
 // as raw frames: none of them passes what policy denies. ClusterIP services over IPv6 (lb6) with a
-// real client, and the attacker's frames at a VIP. Last, the same pins with IPv6 disabled:
+// real client, and the attacker's frames at a VIP. L7 redirects to a proxy's IPv6 listener (the
+// original destination kept; 178 without one; spoofed and IPv4-mapped frames at the L7 port). Last, the same pins with IPv6 disabled:
 // IPv6 from a pod is dropped (139) with a flow. Needs root; removes everything it made.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -7,6 +7,9 @@
  * the IPv6 addresses and the pods. A dual-stack ClusterIP Service (PreferDualStack) gets an IPv4 and
  * an IPv6 cluster IP; curl reaches it over IPv6 by address and by its AAAA record, the datapath's
  * lb6 translates to the backend before policy, so the denied client is dropped at the backend.
+ * L7 over IPv6: HTTP rules at egress and ingress (200 / 403 with a DROPPED L7 flow naming the
+ * IPv6 ends) and TLS serverNames, through the proxies' IPv6 listeners; the attacker's side: an
+ * IPv4-mapped destination is judged as IPv4, the proxy ports are not reachable from a pod.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
