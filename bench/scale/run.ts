@@ -12,7 +12,7 @@
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run").
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
-//     [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
+//     [--cpu-prof DIR] [--cpu-prof-restart DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -36,6 +36,12 @@ const PROF = arg('--cpu-prof', '');
 const HEAP = arg('--heap-snapshot', '');
 const nodeOptions = [PROF ? `--cpu-prof --cpu-prof-dir=${PROF}` : '', HEAP ? `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${HEAP}` : ''].filter(Boolean).join(' ');
 const labEnv = nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {};
+/**
+ * --cpu-prof-restart DIR: only the processes the restart's `up` starts (node2's new agent) write
+ * profiles: a whole lab profiled from its start may not come up within `up`'s bound on a loaded machine
+ */
+const PROF_RESTART = arg('--cpu-prof-restart', '');
+const restartEnv = PROF_RESTART ? { env: { NODE_OPTIONS: [`--cpu-prof --cpu-prof-dir=${PROF_RESTART}`, nodeOptions].filter(Boolean).join(' ') } } : labEnv;
 const WORKERS = 2;
 const NODES = ['node1', 'node2', 'node3'];
 /** the whole run stops after this, whatever stage it is in */
@@ -260,7 +266,7 @@ try {
     // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
     let upS = NaN;
     let upErr = '';
-    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...labEnv })
+    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...restartEnv })
       .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
     const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
     const entryS = got.get('node2')! / 1000;
