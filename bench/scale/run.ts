@@ -12,7 +12,7 @@
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run").
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
-//     [--cpu-prof DIR] [--cpu-prof-restart DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
+//     [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -30,18 +30,16 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
 const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
-/** --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop */
+/**
+ * --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop.
+ * The whole lab from its start: node2's agent after the kill is its supervisor's standby (loaded
+ * at `up`, environment and all), not a process the restart's `up` starts.
+ */
 const PROF = arg('--cpu-prof', '');
 /** --heap-snapshot DIR: node3's agent writes a V8 heap snapshot there after the largest stage */
 const HEAP = arg('--heap-snapshot', '');
 const nodeOptions = [PROF ? `--cpu-prof --cpu-prof-dir=${PROF}` : '', HEAP ? `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${HEAP}` : ''].filter(Boolean).join(' ');
 const labEnv = nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {};
-/**
- * --cpu-prof-restart DIR: only the processes the restart's `up` starts (node2's new agent) write
- * profiles: a whole lab profiled from its start may not come up within `up`'s bound on a loaded machine
- */
-const PROF_RESTART = arg('--cpu-prof-restart', '');
-const restartEnv = PROF_RESTART ? { env: { NODE_OPTIONS: [`--cpu-prof --cpu-prof-dir=${PROF_RESTART}`, nodeOptions].filter(Boolean).join(' ') } } : labEnv;
 const WORKERS = 2;
 const NODES = ['node1', 'node2', 'node3'];
 /** the whole run stops after this, whatever stage it is in */
@@ -266,7 +264,7 @@ try {
     // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
     let upS = NaN;
     let upErr = '';
-    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...restartEnv })
+    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...labEnv })
       .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
     const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
     const entryS = got.get('node2')! / 1000;
