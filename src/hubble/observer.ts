@@ -474,8 +474,13 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
     if (gone || res.destroyed) return;
     const trailers: Record<string, string> = { 'grpc-status': String(status.code), ...(status.message ? { 'grpc-message': encodeURIComponent(status.message) } : {}) };
     if (!started) {
-      // trailers-only: the status travels in the headers
-      res.writeHead(200, { 'content-type': 'application/grpc+proto', ...trailers });
+      // Trailers-only: the status travels in the one HEADERS frame, which must end the stream.
+      // writeHead would send the headers at once without END_STREAM (the compat response waits
+      // for trailers), and end() would then close with an empty DATA frame: grpc-go reads that
+      // as "server closed the stream without sending trailers" (Internal). end() on a response
+      // whose headers are not sent yet sends them with END_STREAM.
+      res.statusCode = 200;
+      for (const [k, v] of Object.entries({ 'content-type': 'application/grpc+proto', ...trailers })) res.setHeader(k, v);
       res.end();
       return;
     }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import http2 from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -21,6 +21,9 @@ import { GetFlowsRequestSchema, GetFlowsResponseSchema, Observer, type GetFlowsR
 import { Health, HealthCheckResponse_ServingStatus } from '../../../src/hubble/gen/grpc/health/v1/health_pb.js';
 import { Peer, ChangeNotificationType } from '../../../src/hubble/gen/peer/peer_pb.js';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
+import { hubbleCli as hubbleCliPath } from '../support/hubble-cli.ts';
+
+const HUBBLE = hubbleCliPath();
 
 const root = new URL('../../../', import.meta.url).pathname;
 let dir: string;
@@ -201,15 +204,18 @@ test('GetFlows: readers with a field mask, without one and over the JSON codec e
 });
 
 /** GetFlows over gRPC by hand: the response's frames, its headers and trailers */
-async function rawGetFlows(body: Buffer, headers: Record<string, string> = {}): Promise<{ headers: Record<string, unknown>; trailers: Record<string, unknown>; frames: Buffer[] }> {
+async function rawGetFlows(body: Buffer, headers: Record<string, string> = {}): Promise<{ headers: Record<string, unknown>; headersEnd: boolean; trailers: Record<string, unknown>; frames: Buffer[] }> {
   const s = http2.connect('http://localhost', { createConnection: () => netConnect(sock) });
   try {
     const st = s.request({ ':method': 'POST', ':path': '/observer.Observer/GetFlows', 'content-type': 'application/grpc', te: 'trailers', ...headers });
     st.end(body);
-    const out = { headers: {} as Record<string, unknown>, trailers: {} as Record<string, unknown>, frames: [] as Buffer[] };
+    const out = { headers: {} as Record<string, unknown>, headersEnd: false, trailers: {} as Record<string, unknown>, frames: [] as Buffer[] };
     const chunks: Buffer[] = [];
     await new Promise<void>((res, rej) => {
-      st.on('response', (h) => (out.headers = h));
+      st.on('response', (h, flags: number) => {
+        out.headers = h;
+        out.headersEnd = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+      });
       st.on('trailers', (t) => (out.trailers = t));
       st.on('data', (c: Buffer) => chunks.push(c));
       st.on('end', res);
@@ -221,6 +227,11 @@ async function rawGetFlows(body: Buffer, headers: Record<string, string> = {}): 
       out.frames.push(all.subarray(at + 5, at + 5 + n));
       at += 5 + n;
     }
+    // gRPC over HTTP/2: the status ends the stream, in the response's one HEADERS frame
+    // (trailers-only) or in trailers. A stream ended by an empty DATA frame after headers that
+    // carry it is what grpc-go refuses ("server closed the stream without sending trailers").
+    if (out.headers['grpc-status'] !== undefined) assert.ok(out.headersEnd, 'a trailers-only response ends the stream on its HEADERS frame');
+    else assert.notEqual(out.trailers['grpc-status'], undefined, 'the status in trailers');
     return out;
   } finally {
     s.close();
@@ -257,6 +268,28 @@ test('GetFlows over gRPC: a torn or oversized request is refused with a status, 
   const gz = await rawGetFlows(compressed, { 'grpc-encoding': 'br' });
   assert.equal(gz.headers['grpc-status'] ?? gz.trailers['grpc-status'], String(Code.Internal));
   assert.equal(gz.frames.length, 0);
+});
+
+test('GetFlows over gRPC: no flow matches, the status OK alone ends the stream (trailers-only), and the upstream hubble CLI reads it', async () => {
+  const none = await rawGetFlows(grpcFrame(toBinary(GetFlowsRequestSchema, create(GetFlowsRequestSchema, { number: 5n, whitelist: [create(FlowFilterSchema, { sourcePod: ['nowhere/'] })] }))));
+  assert.equal(none.headers['grpc-status'], '0');
+  assert.equal(none.frames.length, 0);
+  // grpc-go, the client Hubble's CLI and Relay use: it refused the stream the fast path first
+  // ended (HEADERS with the status, then an empty DATA frame with END_STREAM) as Internal
+  const hubbleCli = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(HUBBLE, ['observe', '--server', `unix://${sock}`, '-o', 'json', ...args], { timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+  const empty = await hubbleCli(['--last', '5', '--namespace', 'nowhere']);
+  assert.equal(empty.code, 0, empty.stderr);
+  assert.equal(empty.stdout, '');
+  const two = await hubbleCli(['--last', '2']);
+  assert.equal(two.code, 0, two.stderr);
+  assert.equal(two.stdout.trim().split('\n').filter((l) => (JSON.parse(l) as { flow?: unknown }).flow).length, 2);
+  const dropped = await hubbleCli(['--last', '10', '--verdict', 'DROPPED', '--experimental-field-mask', 'verdict,source.pod_name']);
+  assert.equal(dropped.code, 0, dropped.stderr);
+  const flows = dropped.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { flow: { verdict: string; source?: { pod_name?: string }; destination?: unknown } }).flow);
+  assert.deepEqual(flows.map((f) => [f.verdict, f.source?.pod_name, f.destination]), [['DROPPED', 'xwing', undefined], ['DROPPED', 'xwing', undefined]]);
 });
 
 test('lost events pass unfiltered and uncounted', async () => {
