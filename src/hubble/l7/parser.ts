@@ -257,23 +257,14 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     return v;
   }
 
-  // An HTTP connection's records share its client and server peers (the proxy's objects for the
-  // connection): the flow's IP and Layer4, one per way, are made once per connection and shared
-  // by its flows, four objects less per flow kept in the ring. Keyed by the client peer.
-  interface Way { ip: Flow['IP']; l4: Layer4 }
-  const ways = new WeakMap<AccessPeer, { server: AccessPeer; req?: Way; resp?: Way }>();
-  function way(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): Way {
+  function way(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): { ip: Flow['IP']; l4: Layer4 } {
     const l4: Layer4 = transport === 'UDP'
       ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
       : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
     const ip: Flow['IP'] = { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false };
     return { ip, l4 };
   }
-  function httpWay(rec: HttpAccessRecord, isReply: boolean): Way {
-    let c = ways.get(rec.client);
-    if (!c || c.server !== rec.server) ways.set(rec.client, (c = { server: rec.server }));
-    return isReply ? (c.resp ??= way(rec.server, rec.client, 'TCP')) : (c.req ??= way(rec.client, rec.server, 'TCP'));
-  }
+
 
   let lastSeconds = -1, lastSecondsBig = 0n;
   return function parse(rec: AccessLogRecord): Flow {
@@ -281,7 +272,7 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
-    const w = rec.l7 === 'http' ? httpWay(rec, part.isReply) : way(src, dst, part.transport);
+    const w = way(src, dst, part.transport);
     // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
     const seconds = Math.floor(rec.timeMs / 1000);
     const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
