@@ -59,21 +59,56 @@ static __always_inline void ctx_remote(struct ev_ctx *c, struct remote *rm, int 
 	}
 }
 
-/* Steers a packet to the local L7 proxy listening in slot `slot` (fails closed). */
+/* The socket-lookup tuple of a packet, by its family (the one home of the family switch for proxy
+ * steering and socket ownership): an IPv6 packet's addresses and ports already have the layout of
+ * bpf_sock_tuple.ipv6 at the start of struct pkt, so they are looked up in place (no copy on the
+ * stack: the steering path runs four calls deep within the verifier's 512 bytes); an IPv4 one is
+ * packed into `t4`. Returns the tuple and its size for the lookup helpers. */
+struct sk_tuple4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+_Static_assert(__builtin_offsetof(struct pkt, saddr) == __builtin_offsetof(struct bpf_sock_tuple, ipv6.saddr) &&
+	       __builtin_offsetof(struct pkt, daddr) == __builtin_offsetof(struct bpf_sock_tuple, ipv6.daddr) &&
+	       __builtin_offsetof(struct pkt, sport) == __builtin_offsetof(struct bpf_sock_tuple, ipv6.sport) &&
+	       __builtin_offsetof(struct pkt, dport) == __builtin_offsetof(struct bpf_sock_tuple, ipv6.dport),
+	       "struct pkt starts with bpf_sock_tuple.ipv6's layout");
+_Static_assert(sizeof(struct sk_tuple4) == sizeof(((struct bpf_sock_tuple *)0)->ipv4), "sk_tuple4 is bpf_sock_tuple.ipv4");
+
+static __always_inline struct bpf_sock_tuple *sk_tuple_of(const struct pkt *p, struct sk_tuple4 *t4, __u32 *size)
+{
+	if (p->family == 6) {
+		*size = sizeof(((struct bpf_sock_tuple *)0)->ipv6);
+		return (struct bpf_sock_tuple *)(void *)p;
+	}
+	__builtin_memcpy(&t4->saddr, p->saddr, 4);
+	__builtin_memcpy(&t4->daddr, p->daddr, 4);
+	t4->sport = p->sport;
+	t4->dport = p->dport;
+	*size = sizeof(*t4);
+	return (struct bpf_sock_tuple *)(void *)t4;
+}
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
+/* Steers a packet to the local L7 proxy listening in slot `slot` (fails closed). A connection
+ * the proxy already accepted goes to its socket; a new one to the listener of the packet's
+ * transport and family (a socket of another protocol or family is never assigned). */
 static __noinline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __u16 slot)
 {
 	struct bpf_sock *sk;
 	long ret;
-	/* the proxies listen on IPv4 only (for now): an IPv6 redirect fails closed */
-	if (p->family != 4)
+	/* the DNS proxy reads IPv4 queries only (for now): an IPv6 UDP redirect fails closed */
+	if (p->family == 6 && p->proto == IPPROTO_UDP)
 		return DROP_PROXY_UNSUPPORTED;
 	if (p->proto == IPPROTO_TCP) {
-		struct bpf_sock_tuple t = {};
-		__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
-		__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
-		t.ipv4.sport = p->sport;
-		t.ipv4.dport = p->dport;
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		struct sk_tuple4 t4;
+		__u32 ts;
+		struct bpf_sock_tuple *t = sk_tuple_of(p, &t4, &ts);
+		sk = bpf_skc_lookup_tcp(skb, t, ts, BPF_F_CURRENT_NETNS, 0);
 		if (sk) {
 			if (sk->state != BPF_TCP_LISTEN) {
 				ret = bpf_sk_assign(skb, sk, 0);
@@ -83,13 +118,14 @@ static __noinline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __
 			bpf_sk_release(sk);
 		}
 	}
-	/* A proxy listens per transport: UDP listeners sit PROXY_UDP_SLOT_OFFSET slots above the
-	 * TCP ones, and a socket of the wrong protocol is never assigned (fail closed). */
-	__u32 key = slot + (p->proto == IPPROTO_UDP ? PROXY_UDP_SLOT_OFFSET : 0);
+	/* UDP listeners sit PROXY_UDP_SLOT_OFFSET slots above the TCP ones, IPv6 listeners
+	 * PROXY_V6_SLOT_OFFSET above the IPv4 ones (src/common/proxy-ports.ts). */
+	__u32 key = slot + (p->proto == IPPROTO_UDP ? PROXY_UDP_SLOT_OFFSET : 0) +
+		    (p->family == 6 ? PROXY_V6_SLOT_OFFSET : 0);
 	sk = bpf_map_lookup_elem(&mb_proxy_socks, &key);
 	if (!sk)
 		return DROP_PROXY_LOOKUP_FAILED;
-	if (sk->protocol != p->proto) {
+	if (sk->protocol != p->proto || sk->family != (p->family == 6 ? AF_INET6_ : AF_INET_)) {
 		bpf_sk_release(sk);
 		return DROP_PROXY_LOOKUP_FAILED;
 	}
@@ -428,28 +464,31 @@ static __always_inline int source_valid(const struct pkt *p, const struct ep_con
  * socket (mark 0x200 -> local route), never policed as new connections to the pod. */
 static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct pkt *p)
 {
-	if (p->family != 4)
-		return 0; /* the proxies' upstream sockets are IPv4 (for now) */
-	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(&t.ipv4.saddr, p->saddr, 4);
-	__builtin_memcpy(&t.ipv4.daddr, p->daddr, 4);
-	t.ipv4.sport = p->sport;
-	t.ipv4.dport = p->dport;
+	struct sk_tuple4 t4;
+	__u32 ts;
+	struct bpf_sock_tuple *t = sk_tuple_of(p, &t4, &ts);
 	struct bpf_sock *sk;
 	int own = 0;
 	if (p->proto == IPPROTO_TCP) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_skc_lookup_tcp(skb, t, ts, BPF_F_CURRENT_NETNS, 0);
 		if (sk) {
 			own = sk->state != BPF_TCP_LISTEN;
 			bpf_sk_release(sk);
 		}
 	} else if (p->proto == IPPROTO_UDP) {
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_sk_lookup_udp(skb, t, ts, BPF_F_CURRENT_NETNS, 0);
 		if (sk) {
-			__be32 peer;
-			__builtin_memcpy(&peer, p->saddr, 4);
 			/* connected sockets only (a wildcard listener matches any address) */
-			own = sk->dst_ip4 == peer && (__u16)sk->dst_port == p->sport;
+			if (p->family == 6) {
+				const __u32 *s = (const void *)p->saddr;
+				own = sk->dst_ip6[0] == s[0] && sk->dst_ip6[1] == s[1] && sk->dst_ip6[2] == s[2] &&
+				      sk->dst_ip6[3] == s[3];
+			} else {
+				__be32 peer;
+				__builtin_memcpy(&peer, p->saddr, 4);
+				own = sk->dst_ip4 == peer;
+			}
+			own = own && (__u16)sk->dst_port == p->sport;
 			bpf_sk_release(sk);
 		}
 	}

@@ -233,6 +233,7 @@ struct {
 /* ---- L7 proxy listeners: slot -> listening socket (the agent writes the listener's fd) ---- */
 #define PROXY_SLOTS 64
 #define PROXY_UDP_SLOT_OFFSET 32
+#define PROXY_V6_SLOT_OFFSET 16 /* IPv6 listeners: TCP 16.., UDP 48.. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__uint(max_entries, PROXY_SLOTS);

@@ -190,7 +190,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   // L7 HTTP proxy (egress + ingress listeners in the sockmap; flows into Hubble).
   const proxyDeps = {
     nodeName: node, setProxyListener: (slot: number, fd: number | null) => datapath.setProxyListener(slot, fd),
-    endpointByIp,
+    ipv6: config.enableIPv6, endpointByIp,
     identityOfOther: (ip: string) => (nodeAddrs.includes(ip) ? ReservedIdentity.host : policy.engine.ipcache.lookupIdentity(ip)),
     mapState: (id: number) => policy.mapState(id), revision: () => policy.revision(),
     emitRecord, resources: () => agentRef?.resources,
@@ -199,7 +199,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   // TLS: the SNI proxy on the `tls` slot (serverNames only) and interception inside the HTTP proxy (terminatingTLS).
   const local = external ? undefined : localProxies();
   function localProxies() {
-  const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: logger.child({ subsys: 'proxy-tls' }) });
+  const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir, family) => proxySlot('tls', dir, 'TCP', family), logger: logger.child({ subsys: 'proxy-tls' }) });
   // AIPolicy in the HTTP proxy (models, tokens, budgets kept in the node's state dir); its membrane_ai_*
   // series live in the agent's registry beside the cilium_* ones.
   const ai = createAINode({
@@ -209,7 +209,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     registry: agentMetrics.registry, logger: logger.child({ subsys: 'proxy-ai' }),
   });
   const httpProxy = createHttpProxyNode({
-    ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: logger.child({ subsys: 'proxy-http' }),
+    ...proxyDeps, slot: (dir, family) => proxySlot('http', dir, 'TCP', family), logger: logger.child({ subsys: 'proxy-http' }),
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
   return { tlsNode, ai, httpProxy };
@@ -248,7 +248,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       agentRef = agent;
       // L7 redirect (bpf_sk_assign, mark 0x200) needs local delivery of non-local destinations;
       // traffic from outside the pods gets its destination's ingress policy on the network devices.
-      await ensureProxyRouting();
+      await ensureProxyRouting({ ipv6: config.enableIPv6 });
       for (const dev of provider.networkDevices) {
         try {
           if (datapath.attachNetworkDevice(dev, { underlay: dev === provider.underlayDevice })) logger.info({ subsys: 'datapath', dev }, 'network device attached');

@@ -71,7 +71,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       }
       return {
         revision: policy.revision(), agentPid: process.pid, nodeAddrs: [...deps.nodeAddrs],
-        endpoints: eps.map((ep) => ({ ip: ep.ip, ep: deps.resolved(ep) })),
+        endpoints: eps.flatMap((ep) => { const r = deps.resolved(ep); return ep.ip6 ? [{ ip: ep.ip, ep: r }, { ip: ep.ip6, ep: r }] : [{ ip: ep.ip, ep: r }]; }),
         identities: policy.identities().map((i) => [i.id, i.labels]), mapStates,
         resources: a ? { Secret: await a.resources.list('Secret'), AIPolicy: await a.resources.list('AIPolicy') } : { Secret: [], AIPolicy: [] },
         names,

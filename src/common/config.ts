@@ -246,7 +246,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     name: 'enableIPv6', scope: 'lab', env: 'MEMBRANE_ENABLE_IPV6', flag: '--enable-ipv6', default: 'false',
-    help: "dual stack (Cilium's --enable-ipv6): lab pods get an IPv6 address from their node's ULA pod CIDR fd00:10:244:<node>::/64 beside IPv4, and the datapath enforces IPv6 like IPv4 (policy, conntrack, flows, ClusterIP services: dual-stack Services get an IPv6 cluster IP from fd00:10:96::/112); false: every IPv6 packet of a pod is dropped (139) with a flow. IPv6 is switched on only in the lab's pod namespaces. DNS AAAA answers and toFQDNs work over IPv6 too. Not over IPv6 yet: the L7 proxies (a redirect drops, 180), traffic between nodes",
+    help: "dual stack (Cilium's --enable-ipv6): lab pods get an IPv6 address from their node's ULA pod CIDR fd00:10:244:<node>::/64 beside IPv4, and the datapath enforces IPv6 like IPv4 (policy, conntrack, flows, ClusterIP services: dual-stack Services get an IPv6 cluster IP from fd00:10:96::/112); false: every IPv6 packet of a pod is dropped (139) with a flow. IPv6 is switched on only in the lab's pod namespaces. DNS AAAA answers, toFQDNs, HTTP rules and TLS serverNames work over IPv6 too (the L7 proxies also listen on ::1). Not over IPv6 yet: the DNS proxy for queries sent to an IPv6 server address (dropped, 180), traffic between nodes",
     parse: flag,
   },
   {

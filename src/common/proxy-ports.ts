@@ -19,14 +19,26 @@ export function proxyListenPort(parser: ProxyParser, direction: Direction): numb
 /** UDP listeners sit this many slots above the TCP ones (bpf/lib/maps.h PROXY_UDP_SLOT_OFFSET). */
 export const PROXY_UDP_SLOT_OFFSET = 32;
 
+/** IPv6 listeners sit this many slots above the IPv4 ones (bpf/lib/maps.h PROXY_V6_SLOT_OFFSET). */
+export const PROXY_V6_SLOT_OFFSET = 16;
+
+/** An address family as the proxies' listeners are made per family. */
+export type ProxyFamily = 4 | 6;
+
 /**
- * Sockmap slot of the proxy listener for (parser, direction, transport): 2 × parser index +
- * (ingress ? 1 : 0), plus PROXY_UDP_SLOT_OFFSET for a UDP listener. Policy entries carry the TCP
- * slot; the datapath adds the offset for UDP packets and never assigns a socket of the wrong
- * protocol.
+ * Sockmap slot of the proxy listener for (parser, direction, transport, family): 2 × parser
+ * index + (ingress ? 1 : 0), plus PROXY_UDP_SLOT_OFFSET for a UDP listener and
+ * PROXY_V6_SLOT_OFFSET for an IPv6 one. Policy entries carry the IPv4 TCP slot; the datapath adds
+ * the offsets from the packet and never assigns a socket of the wrong protocol or family.
  */
-export function proxySlot(parser: ProxyParser, direction: Direction, transport: 'TCP' | 'UDP' = 'TCP'): number {
-  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0) + (transport === 'UDP' ? PROXY_UDP_SLOT_OFFSET : 0);
+export function proxySlot(parser: ProxyParser, direction: Direction, transport: 'TCP' | 'UDP' = 'TCP', family: ProxyFamily = 4): number {
+  return PARSERS.indexOf(parser) * 2 + (direction === 'ingress' ? 1 : 0) + (transport === 'UDP' ? PROXY_UDP_SLOT_OFFSET : 0) +
+    (family === 6 ? PROXY_V6_SLOT_OFFSET : 0);
+}
+
+/** The loopback address a proxy listener of a family binds (the datapath assigns connections to it whatever their address). */
+export function proxyListenHost(family: ProxyFamily): string {
+  return family === 6 ? '::1' : '127.0.0.1';
 }
 
 export function defaultProxyRedirect(l7: { parser: ProxyParser }, direction: Direction): { port: number; slot: number } {

@@ -67,7 +67,8 @@ export async function ensureNodeNetwork(lab: string, k: number, ipv6 = false): P
   await ipBatch(['link set lo up'], ns);
   await ensureHostDevice(ns, HOST_DUMMY, HOST_PEER, [`${routerIp(k)}/32`, `${nodeIp(k)}/32`]);
   if (ipv6) {
-    await sysctlIn(ns, { 'net.ipv6.conf.all.forwarding': 1, [`net.ipv6.conf.${HOST_DUMMY}.disable_ipv6`]: 0, [`net.ipv6.conf.${HOST_DUMMY}.accept_dad`]: 0 });
+    // lo too: the L7 proxies' IPv6 listeners bind ::1 and the proxy routing's `local ::/0` is on lo
+    await sysctlIn(ns, { 'net.ipv6.conf.all.forwarding': 1, [`net.ipv6.conf.${HOST_DUMMY}.disable_ipv6`]: 0, [`net.ipv6.conf.${HOST_DUMMY}.accept_dad`]: 0, 'net.ipv6.conf.lo.disable_ipv6': 0 });
     await ipBatch([`addr replace ${nodeIp6(k)}/128 dev ${HOST_DUMMY} nodad`], ns);
   }
 }

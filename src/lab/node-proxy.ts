@@ -21,7 +21,7 @@ const files = proxyFiles(paths.nodeDir(node));
 const logger = createLogger({ level: config.logLevel }).child({ node, proc: 'l7proxy' });
 const proxy = createProxyProcess({
   node, pinRoot: paths.pinRoot(node), feedSocket: files.feed, aiStateFile: `${paths.nodeDir(node)}/ai-budgets.json`,
-  aiMaxBodyBytes: config.aiMaxBodyBytes, ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}), otel: config.otel,
+  aiMaxBodyBytes: config.aiMaxBodyBytes, ipv6: config.enableIPv6, ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}), otel: config.otel,
   logger,
 });
 let stopping = false;

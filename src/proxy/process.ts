@@ -36,6 +36,8 @@ export interface ProxyProcessDeps {
   /** the AI budget ledger (<nodeDir>/ai-budgets.json), shared with an in-agent proxy of earlier runs */
   aiStateFile: string;
   aiMaxBodyBytes: number;
+  /** enable-ipv6: IPv6 listeners beside the IPv4 ones */
+  ipv6?: boolean;
   otlpEndpoint?: string;
   otel?: Readonly<Record<string, string>>;
   logger: Log;
@@ -110,7 +112,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
   const emitRecord = (rec: AccessLogRecord) => feed.record(rec);
   const registry = new Registry();
   const proxyDeps = {
-    nodeName: deps.node, setProxyListener,
+    nodeName: deps.node, setProxyListener, ipv6: deps.ipv6 ?? false,
     endpointByIp: (ip: string) => view?.endpointByIp(ip),
     identityOfOther: (ip: string) => view?.identityOfOther(ip) ?? 2,
     // no snapshot: no MapState, the proxy denies (it never listens before the first one anyway)
@@ -121,7 +123,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     ...(deps.otlpEndpoint ? { otlpEndpoint: deps.otlpEndpoint } : {}), ...(deps.otel ? { otel: deps.otel } : {}),
   };
   const child = (subsys: string): Log => log.child?.({ subsys }) ?? log;
-  const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir) => proxySlot('tls', dir), logger: child('proxy-tls') });
+  const tlsNode = createTlsNode({ ...proxyDeps, slot: (dir, family) => proxySlot('tls', dir, 'TCP', family), logger: child('proxy-tls') });
   const ai = createAINode({
     node: deps.node, resources: () => store, stateFile: deps.aiStateFile,
     identityLabels: (id) => view?.identityLabels(id), namesForIp: (ip) => view?.namesForIp(ip) ?? [],
@@ -131,7 +133,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, logger: child('proxy-dns'),
   });
   const httpProxy = createHttpProxyNode({
-    ...proxyDeps, slot: (dir) => proxySlot('http', dir), logger: child('proxy-http'),
+    ...proxyDeps, slot: (dir, family) => proxySlot('http', dir, 'TCP', family), logger: child('proxy-http'),
     configure: (chain) => { tlsNode.configureHttp(chain); ai.configureHttp(chain); },
   });
 

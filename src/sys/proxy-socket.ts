@@ -7,6 +7,7 @@
  * (address, port) pair, must be unique, so many upstream connections can share one source IP.
  */
 import koffi from 'koffi';
+import { isIPv6 } from 'node:net';
 import { MembraneError } from '../common/errors.ts';
 import { runOk, run } from './proc.ts';
 
@@ -15,8 +16,10 @@ const socketFn = libc.func('int socket(int domain, int type, int protocol)');
 const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
 const bindFn = libc.func('int bind(int fd, const void *addr, uint32_t addrlen)');
 const closeFn = libc.func('int close(int fd)');
+const inetPton = libc.func('int inet_pton(int af, const char *src, void *dst)');
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const SOCK_NONBLOCK = 0o4000;
@@ -38,12 +41,15 @@ function fail(fd: number, what: string): never {
 }
 
 /**
- * A non-blocking IPv4 TCP socket bound to `sourceIp` (port chosen at connect) with IP_TRANSPARENT
- * and SO_MARK = `mark` (0: no mark). Throws SOCK_UPSTREAM.
+ * A non-blocking TCP socket of `sourceIp`'s family bound to it (port chosen at connect) with
+ * IP_TRANSPARENT and SO_MARK = `mark` (0: no mark). Throws SOCK_UPSTREAM. (On an IPv6 socket the
+ * SOL_IP options IP_TRANSPARENT and IP_BIND_ADDRESS_NO_PORT set the same socket flags as for IPv4.)
  */
 export function transparentUpstreamSocket(sourceIp: string, mark: number): number {
-  const fd = socketFn(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
-  if (fd < 0) fail(-1, 'socket(AF_INET, SOCK_STREAM)');
+  const v6 = isIPv6(sourceIp);
+  const sa = sockaddr(sourceIp, v6);
+  const fd = socketFn(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) as number;
+  if (fd < 0) fail(-1, `socket(${v6 ? 'AF_INET6' : 'AF_INET'}, SOCK_STREAM)`);
   if ((setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail(fd, 'setsockopt(IP_TRANSPARENT)');
   if ((setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, one, 4) as number) !== 0) fail(fd, 'setsockopt(IP_BIND_ADDRESS_NO_PORT)');
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
@@ -52,14 +58,23 @@ export function transparentUpstreamSocket(sourceIp: string, mark: number): numbe
     m.writeUInt32LE(mark >>> 0);
     if ((setsockopt(fd, SOL_SOCKET, SO_MARK, m, 4) as number) !== 0) fail(fd, `setsockopt(SO_MARK 0x${mark.toString(16)})`);
   }
-  const sa = Buffer.alloc(16);
-  sa.writeUInt16LE(AF_INET, 0);
-  sa.writeUInt16BE(0, 2);
-  const parts = sourceIp.split('.');
-  if (parts.length !== 4) { closeFn(fd); throw new MembraneError('SOCK_UPSTREAM', `source address ${sourceIp} is not IPv4`); }
-  for (let i = 0; i < 4; i++) sa[4 + i] = Number(parts[i]);
-  if ((bindFn(fd, sa, 16) as number) !== 0) fail(fd, `bind(${sourceIp})`);
+  if ((bindFn(fd, sa, sa.length) as number) !== 0) fail(fd, `bind(${sourceIp})`);
   return fd;
+}
+
+/** struct sockaddr_in / sockaddr_in6 of an address (port 0), by libc's inet_pton. */
+function sockaddr(ip: string, v6: boolean): Buffer {
+  const sa = Buffer.alloc(v6 ? 28 : 16);
+  sa.writeUInt16LE(v6 ? AF_INET6 : AF_INET, 0);
+  const addr = sa.subarray(v6 ? 8 : 4, v6 ? 24 : 8);
+  if ((inetPton(v6 ? AF_INET6 : AF_INET, ip, addr) as number) !== 1) {
+    throw new MembraneError('SOCK_UPSTREAM', `source address ${ip} is neither IPv4 nor IPv6`, { hint: 'the proxy binds its upstream socket to the client\'s address' });
+  }
+  // an IPv4-mapped address names an IPv4 host: such a client is bound by its IPv4 address
+  if (v6 && addr.readUInt32BE(0) === 0 && addr.readUInt32BE(4) === 0 && addr.readUInt32BE(8) === 0xffff) {
+    throw new MembraneError('SOCK_UPSTREAM', `source address ${ip} is IPv4-mapped`, { hint: 'an IPv4 client is bound by its IPv4 address' });
+  }
+  return sa;
 }
 
 /** Closes an fd that was never handed to Node. */
@@ -77,9 +92,11 @@ export const TRANSPARENT_REPLY_TABLE = 'membrane_proxy';
  * route) delivers them to the socket. Runs in the calling process's namespace; idempotent.
  */
 export async function ensureTransparentReplyRule(): Promise<void> {
+  // one inet table for both families (an older ip-family table of the same name goes)
   await run('nft', ['delete', 'table', 'ip', TRANSPARENT_REPLY_TABLE]);
+  await run('nft', ['delete', 'table', 'inet', TRANSPARENT_REPLY_TABLE]);
   await runOk('nft', ['-f', '-'], {
-    input: `table ip ${TRANSPARENT_REPLY_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
+    input: `table inet ${TRANSPARENT_REPLY_TABLE} {\n  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
       `    meta l4proto tcp socket transparent 1 meta mark set meta mark & 0xfffff0ff | 0x200\n  }\n}\n`,
     code: 'NET_PROXY_ROUTING', hint: 'needs nftables (nft) and CAP_NET_ADMIN in the node namespace',
   });
@@ -87,4 +104,5 @@ export async function ensureTransparentReplyRule(): Promise<void> {
 
 export async function removeTransparentReplyRule(): Promise<void> {
   await run('nft', ['delete', 'table', 'ip', TRANSPARENT_REPLY_TABLE]);
+  await run('nft', ['delete', 'table', 'inet', TRANSPARENT_REPLY_TABLE]);
 }

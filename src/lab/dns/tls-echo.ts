@@ -37,7 +37,7 @@ const fallback = await issueServerCert(ca, ['lab.invalid', ...new Set(names.valu
 const ports = values.ports!.split(',').filter(Boolean).map(Number);
 let pending = ports.length;
 for (const port of ports) {
-  const srv = createServer({
+  const make = () => createServer({
     cert: fallback.cert, key: fallback.key,
     SNICallback: (sni, cb) => { contextFor(sni.toLowerCase()).then((c) => cb(null, c), (e: Error) => cb(e)); },
   }, (req, res) => {
@@ -64,8 +64,15 @@ for (const port of ports) {
       res.end(body + '\n');
     });
   });
+  const srv = make();
   srv.on('tlsClientError', () => {});
   srv.on('error', (e) => { process.stderr.write(`tls-echo ${port}: ${e.message}\n`); process.exit(1); });
+  // dual stack (enable-ipv6: the world hosts have IPv6 addresses too): the same server on IPv6;
+  // without IPv6 in the namespace it gets no connection, and a failure to listen is not fatal
+  const srv6 = make();
+  srv6.on('tlsClientError', () => {});
+  srv6.on('error', () => {});
+  srv6.listen({ port, host: '::', ipv6Only: true });
   srv.listen({ port, host: '0.0.0.0' }, () => {
     if (--pending === 0 && values.ready) writeFileSync(values.ready, String(process.pid));
   });

@@ -13,11 +13,12 @@ import { transparentUpstreamSocket, ensureTransparentReplyRule, removeTransparen
 import { createHttpProxy, type HttpProxy, type HttpFilterChain } from './proxy.ts';
 import { OtlpExporter, otlpOptionsFromEnv } from './otlp.ts';
 import type { ProxyEndpoint } from './types.ts';
+import type { ProxyFamily } from '../../common/proxy-ports.ts';
 
 export interface HttpProxyNodeDeps {
   nodeName: string;
-  /** the sockmap slot of the HTTP proxy for a direction (datapath's proxySlot('http', dir)) */
-  slot(direction: Direction): number;
+  /** the sockmap slot of the HTTP proxy's listener for a direction and family (datapath's proxySlot('http', dir, 'TCP', family)) */
+  slot(direction: Direction, family: ProxyFamily): number;
   /** registers (fd) or clears (null) a listener in the datapath's sockmap */
   setProxyListener(slot: number, fd: number | null): void;
   endpointByIp(ip: string): (ProxyEndpoint & { labels: string[] }) | undefined;
@@ -35,6 +36,8 @@ export interface HttpProxyNodeDeps {
   /** the OpenTelemetry SDK's OTEL_* variables (config.otel) */
   otel?: Readonly<Record<string, string>>;
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
+  /** IPv6 listeners too (enable-ipv6), in the IPv6 slots */
+  ipv6?: boolean;
   configure?(chain: HttpFilterChain): void;
   /** name in the status rows (default `http`; the TLS SNI proxy reuses this wiring as `tls`) */
   name?: string;
@@ -92,6 +95,7 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
     setTransparent: setIpTransparent,
     upstreamSocket: transparentUpstreamSocket,
     ...(deps.listen ? { listen: deps.listen } : {}),
+    ...(deps.ipv6 ? { ipv6: true } : {}),
     ...(deps.configure ? { configure: deps.configure } : {}),
     ...(deps.logger ? { logger: deps.logger } : {}),
   });
@@ -129,10 +133,13 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
       for (const dir of ['egress', 'ingress'] as const) {
         const x = l[dir];
         if (!x) continue;
-        const slot = deps.slot(dir);
-        deps.setProxyListener(slot, x.fd);
-        registered.push(slot);
-        deps.logger?.info({ direction: dir, slot, port: x.port }, `${deps.name ?? 'http'} proxy listening`);
+        for (const [family, y] of [[4, x], [6, x.ipv6]] as const) {
+          if (!y) continue;
+          const slot = deps.slot(dir, family);
+          deps.setProxyListener(slot, y.fd);
+          registered.push(slot);
+          deps.logger?.info({ direction: dir, slot, port: y.port, host: y.host }, `${deps.name ?? 'http'} proxy listening`);
+        }
       }
     },
     async stop() {

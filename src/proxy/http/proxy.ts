@@ -28,7 +28,7 @@ import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream } from './stream.ts';
 import type { ProxyPolicySource } from './types.ts';
 import type { HttpAccessRecord } from '../../common/access-log.ts';
-import { proxyListenPort } from '../../common/proxy-ports.ts';
+import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
 import { ProxyConnection } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 
@@ -39,12 +39,20 @@ export interface UpstreamSocketFactory {
   (sourceIp: string, mark: number): number;
 }
 
+/** A listening socket of the proxy: its fd goes into the datapath's sockmap slot of its family. */
+export interface ProxyListener { fd: number; port: number; host: string }
+
 export interface HttpProxyOptions {
   policy: ProxyPolicySource;
   /** each request and response record (flows, metrics, spans) */
   onRecord?(rec: HttpAccessRecord): void;
-  /** where the listeners bind (the datapath assigns connections to them whatever the address) */
+  /**
+   * where the IPv4 listeners bind (the datapath assigns connections to them whatever the address);
+   * with `ipv6`, an IPv6 listener per direction binds ::1 on the same port
+   */
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
+  /** IPv6 listeners beside the IPv4 ones (enable-ipv6: the datapath steers IPv6 connections to them) */
+  ipv6?: boolean;
   /** sets IP_TRANSPARENT on a listening fd (src/sys/sockopt.ts) */
   setTransparent?(fd: number): void;
   /**
@@ -77,7 +85,7 @@ export class HttpProxy {
   heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
   now = Date.now();
-  private readonly servers: Partial<Record<Direction, net.Server>> = {};
+  private readonly servers: net.Server[] = [];
   private sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: HttpProxyOptions) {
@@ -86,22 +94,19 @@ export class HttpProxy {
     opts.configure?.(this.chain);
   }
 
-  /** Starts the listeners; returns each one's fd (for the datapath's sockmap) and address. */
-  async start(): Promise<Partial<Record<Direction, { fd: number; port: number; host: string }>>> {
-    const out: Partial<Record<Direction, { fd: number; port: number; host: string }>> = {};
-    const listen = this.opts.listen ?? { egress: { host: '127.0.0.1', port: proxyListenPort('http', 'egress') }, ingress: { host: '127.0.0.1', port: proxyListenPort('http', 'ingress') } };
+  /**
+   * Starts the listeners; returns each one's fd (for the datapath's sockmap) and address per
+   * direction: the IPv4 listener's, with the IPv6 one's beside it (`ipv6`, same port, on ::1).
+   */
+  async start(): Promise<Partial<Record<Direction, ProxyListener & { ipv6?: ProxyListener }>>> {
+    const out: Partial<Record<Direction, ProxyListener & { ipv6?: ProxyListener }>> = {};
+    const listen = this.opts.listen ?? { egress: { host: proxyListenHost(4), port: proxyListenPort('http', 'egress') }, ingress: { host: proxyListenHost(4), port: proxyListenPort('http', 'ingress') } };
     for (const dir of ['egress', 'ingress'] as const) {
       const l = listen[dir];
       if (!l) continue;
-      const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock, dir));
-      await new Promise<void>((res, rej) => {
-        srv.once('error', rej);
-        srv.listen({ port: l.port, host: l.host, backlog: 4096 }, () => { srv.off('error', rej); res(); });
-      });
-      const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
-      this.opts.setTransparent?.(fd);
-      this.servers[dir] = srv;
-      out[dir] = { fd, port: (srv.address() as net.AddressInfo).port, host: l.host };
+      const v4 = await this.listenOn(dir, l.host, l.port, false);
+      // the IPv6 listener takes the IPv4 one's port (port 0 there: the kernel's choice)
+      out[dir] = this.opts.ipv6 ? { ...v4, ipv6: await this.listenOn(dir, proxyListenHost(6), v4.port, true) } : v4;
     }
     const timeout = this.opts.headerTimeoutMs ?? 10_000;
     const idle = this.opts.idleTimeoutMs ?? 300_000;
@@ -119,6 +124,18 @@ export class HttpProxy {
     return out;
   }
 
+  private async listenOn(dir: Direction, host: string, port: number, ipv6Only: boolean): Promise<ProxyListener> {
+    const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock, dir));
+    await new Promise<void>((res, rej) => {
+      srv.once('error', rej);
+      srv.listen({ port, host, backlog: 4096, ipv6Only }, () => { srv.off('error', rej); res(); });
+    });
+    const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
+    this.opts.setTransparent?.(fd);
+    this.servers.push(srv);
+    return { fd, port: (srv.address() as net.AddressInfo).port, host };
+  }
+
   private accept(sock: net.Socket, dir: Direction): void {
     const c = new ProxyConnection(this, sock, dir);
     this.conns.add(c);
@@ -127,7 +144,7 @@ export class HttpProxy {
 
   async stop(): Promise<void> {
     if (this.sweep) clearInterval(this.sweep);
-    const closing = Object.values(this.servers).map((s) => new Promise<void>((r) => s!.close(() => r())));
+    const closing = this.servers.splice(0).map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const c of this.conns) c.destroy();
     this.pool.clear();
     await Promise.all(closing);

@@ -11,14 +11,14 @@ import type { Direction } from '../../policy/types.ts';
 import { createHttpProxyNode, type HttpProxyNode, type HttpProxyNodeDeps } from '../http/node.ts';
 import type { HttpFilterChain } from '../http/proxy.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
-import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
+import { DEFAULT_PROXY_PORTS, proxyListenHost, type ProxyFamily } from '../../common/proxy-ports.ts';
 import { createSniFilter } from './sni-filter.ts';
 import { createInterceptFilter } from './intercept.ts';
 import { TlsSecrets, type SecretStore } from './secrets.ts';
 
 export interface TlsNodeDeps extends Omit<HttpProxyNodeDeps, 'slot' | 'configure' | 'listen' | 'name' | 'replyRule' | 'resources'> {
-  /** the sockmap slot of the TLS proxy for a direction (datapath's proxySlot('tls', dir)) */
-  slot(direction: Direction): number;
+  /** the sockmap slot of the TLS proxy's listener for a direction and family (datapath's proxySlot('tls', dir, 'TCP', family)) */
+  slot(direction: Direction, family: ProxyFamily): number;
   resources?: () => SecretStore | undefined;
   listen?: { egress?: { host: string; port: number }; ingress?: { host: string; port: number } };
 }
@@ -42,7 +42,7 @@ export function createTlsNode(deps: TlsNodeDeps): TlsNode {
     ...proxyDeps,
     name: 'tls',
     replyRule: false, // the HTTP proxy owns the node's transparent reply rule
-    listen: deps.listen ?? { egress: { host: '127.0.0.1', port: tlsPort }, ingress: { host: '127.0.0.1', port: tlsPort + 1 } },
+    listen: deps.listen ?? { egress: { host: proxyListenHost(4), port: tlsPort }, ingress: { host: proxyListenHost(4), port: tlsPort + 1 } },
     configure: (chain) => { chain.addNetwork(createSniFilter({ onRecord, proxyPort: tlsPort })); },
     ...(deps.logger ? { logger: deps.logger } : {}),
   });

@@ -3,7 +3,8 @@
 // on the link without policy, CIDR egress by an IPv6 prefix, flows with IPv6 addresses, and the
 // attacker's packets (extension headers, fragments, IPv4-mapped addresses, source routing) sent
 // as raw frames: none of them passes what policy denies. ClusterIP services over IPv6 (lb6) with a
-// real client, and the attacker's frames at a VIP. Last, the same pins with IPv6 disabled:
+// real client, and the attacker's frames at a VIP. L7 redirects to a proxy's IPv6 listener (the
+// original destination kept; 178 without one; spoofed and IPv4-mapped frames at the L7 port). Last, the same pins with IPv6 disabled:
 // IPv6 from a pod is dropped (139) with a flow. Needs root; removes everything it made.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -182,23 +183,83 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
     assert.equal((await d.call<unknown[]>('serviceDump')).length, 0);
   });
 
-  // Not yet over IPv6: the L7 proxies (their listeners and transparent upstream sockets are IPv4).
-  // Until they are, a redirect of an IPv6 connection fails closed: dropped (180) with a flow.
-  it('an L7 redirect over IPv6 fails closed (180, PROXY_REDIRECTION_NOT_SUPPORTED) at egress and at a local destination\'s ingress', async () => {
+  // L7 redirect over IPv6: a connection is assigned to the proxy's IPv6 listener (its own sockmap
+  // slot, PROXY_V6_SLOT_OFFSET above the IPv4 one) and the accepted socket's local address is the
+  // original destination; without an IPv6 listener it fails closed (178), an IPv4 listener in the
+  // IPv6 slot is never assigned (178), and IPv6 UDP (the DNS proxy reads IPv4 only) stays 180.
+  it('an L7 redirect over IPv6 reaches the proxy\'s IPv6 listener with the original destination (egress and a local destination\'s ingress); fails closed without one', async () => {
     await reset();
+    await d.call('proxyRouting', true);
     const http = { parser: 'http', perSelector: [] };
-    const l7 = (direction: 'ingress' | 'egress', identity: number) => ({ key: { direction, identity, proto: TCP, port: 80, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } });
+    const l7 = (direction: 'ingress' | 'egress', identity: number, proto = TCP, port = 80) => ({ key: { direction, identity, proto, port, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2, l7: http } });
+    const read = (ns: string, ip: string, port: number, ms = 1500) => JSON.parse(inNs(ns, ['read', ip, String(port), String(ms)])) as { ok: boolean; line?: string };
     await d.call('applyFull', A.id, [l7('egress', idOf(B))], { ingress: false, egress: true });
-    assert.equal(tcpConnect(A.ns, v6(B), 80), false, 'A -> [B]:80 with an HTTP rule: not passed unproxied');
+    assert.equal(tcpConnect(A.ns, v6(B), 80), false, 'A -> [B]:80 with an HTTP rule and no IPv6 listener: not passed unproxied');
     let evs = await events();
-    let dr = find(evs, (e) => e.type === 1 && e.subType === 180 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 80, 'drop 180 at A\'s egress');
+    let dr = find(evs, (e) => e.type === 1 && e.subType === 178 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 80, 'drop 178 at A\'s egress (no IPv6 listener)');
     assert.deepEqual([dr.direction, dr.ipVersion], ['egress', 6]);
+    // an IPv4 listener registered in the IPv6 slot is never assigned (family check)
+    await d.call('proxyListen', 15101, 16);
+    try {
+      assert.equal(read(A.ns, v6(B), 80, 800).ok, false, 'an IPv4 socket in the IPv6 slot: fail closed');
+      find(await events(), (e) => e.type === 1 && e.subType === 178 && e.endpointId === A.id && e.dstIp === v6(B), 'drop 178 (wrong family in the slot)');
+    } finally {
+      await d.call('proxyClose', 16);
+    }
+    await d.call('proxyListen', 15001, 16, false, '::1'); // proxySlot('http', 'egress', 'TCP', 6) = 16
+    try {
+      assert.deepEqual(read(A.ns, v6(B), 80), { ok: true, line: `proxied ${v6(B)}:80` }, 'the IPv6 listener accepted and sees the original destination');
+      evs = await events();
+      const v = find(evs, (e) => e.type === 5 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 80 && e.verdict > 0, 'egress redirect verdict');
+      assert.deepEqual([v.verdict, v.direction, v.ipVersion, v.dstIdentity], [15001, 'egress', 6, idOf(B)]);
+      assert.ok(!evs.some((e) => e.type === 4 && e.endpointId === B.id && e.srcIp === v6(A) && e.dstPort === 80), 'redirected: never delivered to B');
+      // the attacker's frames at the L7 port: a spoofed source (132) and B's IPv4 address as an
+      // IPv4-mapped IPv6 destination (134) are dropped before any steering, never reach B
+      const gwA = gatewayMac(topo, A);
+      const mark = (n: number) => Buffer.from(`v6l7-${n}-`.padEnd(24, 'x'));
+      const syn = (src: string, dst: string, sport: number, n: number) =>
+        eth({ dst: gwA, src: A.mac, type: ETH_IPV6 }, ipv6({ src, dst, nh: NH.TCP }, tcp6({ src, dst, sport, dport: 80, flags: SYN }, mark(n))));
+      const cases = [
+        { n: 1, frame: syn(v6(C), v6(B), 45001, 1), reason: 132, match: (e: DatapathEvent) => e.srcPort === 45001, what: 'a spoofed source (C\'s address) to [B]:80' },
+        { n: 2, frame: syn(v6(A), `::ffff:${B.ip}`, 45002, 2), reason: 134, match: (e: DatapathEvent) => e.dstIp.startsWith('::ffff:'), what: 'B\'s IPv4 address as an IPv4-mapped destination' },
+      ];
+      await events(0);
+      const cap = await startCapture(B.ns, 'eth0', 30_000);
+      let seen: { hex: string }[] = [];
+      try {
+        for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        seen = await cap.stop();
+      }
+      evs = await events();
+      for (const c of cases) {
+        assert.ok(!seen.some((f) => f.hex.includes(mark(c.n).toString('hex'))), `${c.what}: must not arrive at B`);
+        find(evs, (e) => e.type === 1 && e.subType === c.reason && e.endpointId === A.id && c.match(e), `drop ${c.reason}: ${c.what}`);
+      }
+      assert.ok(!evs.some((e) => e.type === 5 && e.endpointId === A.id && (e.srcPort === 45001 || e.srcPort === 45002)), 'no policy verdict (no steering) for either frame');
+    } finally {
+      await d.call('proxyClose', 16);
+    }
     await d.call('applyFull', A.id, [], { ingress: false, egress: false });
     await d.call('applyFull', B.id, [l7('ingress', idOf(C))], { ingress: true, egress: false });
-    assert.equal(tcpConnect(C.ns, v6(B), 80), false, 'C -> [B]:80 with an ingress HTTP rule at B');
-    evs = await events();
-    dr = find(evs, (e) => e.type === 1 && e.subType === 180 && e.srcIp === v6(C) && e.dstIp === v6(B) && e.dstPort === 80, 'drop 180 at B\'s ingress (decided at C)');
-    assert.deepEqual([dr.direction, dr.endpointId, dr.ipVersion], ['ingress', B.id, 6]);
+    await d.call('proxyListen', 15011, 17, false, '::1'); // ingress: proxySlot('http', 'ingress', 'TCP', 6) = 17
+    try {
+      assert.deepEqual(read(C.ns, v6(B), 80), { ok: true, line: `proxied ${v6(B)}:80` }, 'C -> [B]:80 with an ingress HTTP rule at B: the ingress proxy (decided at C)');
+      evs = await events();
+      const v = find(evs, (e) => e.type === 5 && e.endpointId === B.id && e.srcIp === v6(C) && e.dstPort === 80 && e.verdict > 0, 'ingress redirect verdict at B');
+      assert.deepEqual([v.verdict, v.direction, v.srcIdentity], [15001, 'ingress', idOf(C)]);
+      assert.equal(tcpConnect(A.ns, v6(B), 80), false, 'A (no rule) still default-denied at B');
+    } finally {
+      await d.call('proxyClose', 17);
+    }
+    // UDP over IPv6 to an L7 port: the DNS proxy reads IPv4 only, so it fails closed (180)
+    await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    await d.call('applyFull', A.id, [{ ...l7('egress', idOf(B), 17, 5353), entry: { verdict: 'allow', matchType: 2, l7: { parser: 'dns', perSelector: [] } } }], { ingress: false, egress: true });
+    await events(0);
+    assert.equal((JSON.parse(inNs(A.ns, ['udp', v6(B), '5353', '600'])) as { ok: boolean }).ok, false, 'A -> [B]:5353/UDP with a DNS rule: not passed');
+    dr = find(await events(), (e) => e.type === 1 && e.subType === 180 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 5353, 'drop 180 for IPv6 UDP to a DNS rule');
+    assert.equal(dr.ipVersion, 6);
   });
 
   it('the attacker at an IPv6 service: a spoofed source (132) and an IPv4-mapped VIP (134) are never translated; IPv4-mapped or cross-family backends are refused', async () => {

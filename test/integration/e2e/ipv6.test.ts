@@ -7,12 +7,17 @@
  * the IPv6 addresses and the pods. A dual-stack ClusterIP Service (PreferDualStack) gets an IPv4 and
  * an IPv6 cluster IP; curl reaches it over IPv6 by address and by its AAAA record, the datapath's
  * lb6 translates to the backend before policy, so the denied client is dropped at the backend.
+ * L7 over IPv6: HTTP rules at egress and ingress (200 / 403 with a DROPPED L7 flow naming the
+ * IPv6 ends) and TLS serverNames, through the proxies' IPv6 listeners; the attacker's side: an
+ * IPv4-mapped destination is judged as IPv4, the proxy ports are not reachable from a pod.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestLab, type Flow } from '../support/lab.ts';
 import { cnp, ns, pod } from '../support/attack.ts';
-import { worldIp6 } from '../../../src/lab/names.ts';
+import { nodeIp6, worldIp6 } from '../../../src/lab/names.ts';
+import { caCertPath } from '../../../src/lab/ca.ts';
+import { DEFAULT_PROXY_PORTS } from '../../../src/common/proxy-ports.ts';
 
 const lab = new TestLab(`v6l${process.pid % 10000}`);
 const svc = (name: string, spec: object) => ({
@@ -141,4 +146,98 @@ test('toFQDNs over IPv6: the DNS proxy learns the AAAA answer (a /128 FQDN ident
   } finally {
     await lab.delete(pol);
   }
+});
+
+// L7 over IPv6: the datapath steers an IPv6 connection to the proxies' IPv6 listeners (::1, their
+// own sockmap slots), the proxy reads the original destination from the accepted socket and
+// connects upstream from the client's own IPv6 address (transparent), flows name both IPv6 ends.
+type L7 = { type?: string; http?: { method?: string; url?: string; code?: number } };
+const l7Of = (f: Flow) => f.l7 as L7 | undefined;
+async function http(from: string, url: string): Promise<{ status: number; body: string }> {
+  const r = await lab.exec(NS, from, ['curl', '-s', '-g', '-i', '-m', '5', url], 30_000);
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(r.stdout);
+  const split = r.stdout.indexOf('\r\n\r\n');
+  return { status: m ? Number(m[1]) : 0, body: split > 0 ? r.stdout.slice(split + 4) : '' };
+}
+async function withPolicies(policies: object[], fn: () => Promise<void>): Promise<void> {
+  await lab.apply(policies);
+  try { await fn(); } finally { await lab.delete(policies); }
+}
+
+test('HTTP rules over IPv6 (egress): GET /public reaches web from the client\'s own IPv6 address, /private gets 403 and a DROPPED L7 flow naming the IPv6 ends; an IPv4-mapped destination is proxied as IPv4', async () => {
+  const pol = cnp(NS, 'friend-egress-l7', {
+    endpointSelector: { matchLabels: { app: 'friend' } },
+    egress: [{ toEndpoints: [{ matchLabels: { app: 'web' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }] }],
+  });
+  await withPolicies([pol], async () => {
+    const since = new Date().toISOString();
+    const ok = await http('friend', `http://[${v6.web}]:8080/public`);
+    assert.equal(ok.status, 200, 'GET /public over IPv6 through the egress proxy');
+    const echoed = JSON.parse(ok.body) as { path: string; client: { address: string } };
+    assert.equal(echoed.path, '/public');
+    assert.equal(echoed.client.address, v6.friend, 'the server sees the client pod\'s IPv6 address (transparent upstream), not the node');
+    const denied = await http('friend', `http://[${v6.web}]:8080/private`);
+    assert.equal(denied.status, 403, 'a denied path over IPv6: 403 from the proxy');
+    assert.equal(denied.body, 'Access denied\r\n');
+    const fs = await lab.waitFlows(['--type', 'l7', '--pod', `${NS}/friend`, '--since', since], (x) => x.some((f) => f.verdict === 'DROPPED' && l7Of(f)?.type === 'REQUEST'));
+    const drop = fs.find((f) => f.verdict === 'DROPPED' && l7Of(f)?.type === 'REQUEST')!;
+    assert.deepEqual([drop.IP?.source, drop.IP?.destination], [v6.friend, v6.web]);
+    assert.deepEqual([drop.source?.pod_name, drop.destination?.pod_name, drop.traffic_direction], ['friend', 'web', 'EGRESS']);
+    assert.equal(l7Of(drop)!.http!.url, `http://[${v6.web}]:8080/private`);
+    const fwd = fs.find((f) => f.verdict === 'FORWARDED' && l7Of(f)?.type === 'REQUEST');
+    assert.ok(fwd && fwd.IP?.source === v6.friend && fwd.destination?.pod_name === 'web', 'a FORWARDED L7 flow for /public');
+    // the attacker: the IPv4-mapped form of web's address is IPv4 on the wire, and the proxy judges it as such
+    assert.equal((await http('friend', `http://[::ffff:${v4.web}]:8080/private`)).status, 403, '[::ffff:web]:8080/private: the IPv4 proxy, 403');
+    assert.equal((await http('friend', `http://${v4.web}:8080/private`)).status, 403, 'and over IPv4');
+  });
+  assert.equal((await http('friend', `http://[${v6.web}]:8080/private`)).status, 200, 'policy deleted: no proxy');
+});
+
+test('HTTP rules over IPv6 (ingress, decided at the source): the ingress proxy answers 403 for a denied path, lets /public through; the proxy\'s listeners are not reachable from a pod', async () => {
+  const pol = cnp(NS, 'web-ingress-l7', {
+    endpointSelector: { matchLabels: { app: 'web' } },
+    ingress: [{ fromEndpoints: [{ matchLabels: { app: 'client' } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public' }] } }] }],
+  });
+  await withPolicies([pol], async () => {
+    const since = new Date().toISOString();
+    const ok = await http('client', `http://[${v6.web}]:8080/public`);
+    assert.equal(ok.status, 200, 'client -> [web]:8080/public through the ingress proxy');
+    assert.equal((JSON.parse(ok.body) as { client: { address: string } }).client.address, v6.client);
+    assert.equal((await http('client', `http://[${v6.web}]:8080/private`)).status, 403);
+    const fs = await lab.waitFlows(['--type', 'l7', '--pod', `${NS}/web`, '--since', since], (x) => x.some((f) => f.verdict === 'DROPPED' && l7Of(f)?.type === 'REQUEST'));
+    const drop = fs.find((f) => f.verdict === 'DROPPED' && l7Of(f)?.type === 'REQUEST')!;
+    assert.deepEqual([drop.IP?.source, drop.IP?.destination, drop.traffic_direction, drop.source?.pod_name], [v6.client, v6.web, 'INGRESS', 'client']);
+    // a pod connecting to the proxy ports at the node's IPv6 address: the listeners are on ::1 only
+    for (const port of [DEFAULT_PROXY_PORTS.http, DEFAULT_PROXY_PORTS.http + 1, DEFAULT_PROXY_PORTS.tls]) {
+      const r = await http('client', `http://[${nodeIp6(1)}]:${port}/public`);
+      assert.equal(r.status, 0, `[node]:${port} from a pod: no proxy answers`);
+    }
+  });
+});
+
+test('TLS SNI over IPv6: serverNames api.openai.com passes to its IPv6 address (verified by the pod), another name on the same address is reset', async () => {
+  const ai6 = worldIp6('198.51.100.20');
+  const pol = cnp(NS, 'client-sni', {
+    endpointSelector: { matchLabels: { app: 'client' } },
+    egress: [{ toCIDR: [`${ai6}/128`], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }], serverNames: ['api.openai.com'] }] }],
+  });
+  const CA = caCertPath(lab.paths.stateDir);
+  const curlTls = async (name: string) => {
+    const r = await lab.exec(NS, 'client', ['curl', '-sS', '-m', '8', '--cacert', CA, '--resolve', `${name}:443:[${ai6}]`, `https://${name}/v1/models`], 30_000);
+    return { code: r.code, body: r.stdout, err: r.stderr };
+  };
+  await withPolicies([pol], async () => {
+    const since = new Date().toISOString();
+    const ok = await curlTls('api.openai.com');
+    assert.equal(ok.code, 0, ok.err);
+    const echoed = JSON.parse(ok.body) as { sni: string; client: { address: string } };
+    assert.deepEqual([echoed.sni, echoed.client.address], ['api.openai.com', v6.client], 'passed end to end from the pod\'s IPv6 address');
+    const evil = await curlTls('evil.example');
+    assert.notEqual(evil.code, 0, 'another name on the allowed IPv6 address');
+    assert.match(evil.err, /reset|SSL/i);
+    const hellos = (fs: Flow[]) => fs.filter((f) => String(f.Summary ?? '').startsWith('TLS ClientHello') && f.IP?.destination === ai6);
+    const fs = hellos(await lab.waitFlows(['--type', 'l7', '--since', since], (x) => hellos(x).some((f) => f.verdict === 'DROPPED')));
+    assert.ok(fs.some((f) => f.verdict === 'FORWARDED' && f.IP?.source === v6.client), 'a FORWARDED ClientHello flow over IPv6');
+    assert.ok(fs.some((f) => f.verdict === 'DROPPED' && f.source?.pod_name === 'client'), 'a DROPPED ClientHello flow over IPv6');
+  });
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as C from '../../../src/datapath/linux/codec.ts';
+import { PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET, proxySlot } from '../../../src/common/proxy-ports.ts';
 
 const bpfDir = fileURLToPath(new URL('../../../bpf/', import.meta.url));
 
@@ -52,6 +53,7 @@ int main(void) {
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
   printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
+  printf("PROXY_SLOTS %d\\nPROXY_UDP_SLOT_OFFSET %d\\nPROXY_V6_SLOT_OFFSET %d\\n", PROXY_SLOTS, PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET);
   P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex);
   P(ev_bucket); O(ev_bucket, lost);
   P(lb4_key); O(lb4_key, dport); O(lb4_key, proto); O(lb4_key, slot); P(lb4_service); P(lb4_backend); P(lb4_reverse_nat);
@@ -98,6 +100,11 @@ int main(void) {
   assert.deepEqual([out.CT_TABLE_ENTRIES, out.CT_TABLES, out.DIR_SERVICE, out.DIR_FRAG], [C.CT_TABLE_ENTRIES, C.CT_TABLES, C.DIR_SERVICE, C.DIR_FRAG]);
   assert.deepEqual([out.CT_OWN_7, out.CT_EXT_7], [C.ctOwnIndex(7), C.ctExtIndex(7)]);
   assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
+  // the proxies' sockmap layout: every (parser, direction, transport, family) slot fits, in the C offsets
+  assert.deepEqual([out.PROXY_UDP_SLOT_OFFSET, out.PROXY_V6_SLOT_OFFSET], [PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET]);
+  assert.ok(proxySlot('tls', 'ingress', 'UDP', 6) < out.PROXY_SLOTS!);
+  assert.ok(proxySlot('tls', 'ingress', 'TCP', 4) < PROXY_V6_SLOT_OFFSET, 'the IPv4 TCP slots end below the IPv6 ones');
+  assert.deepEqual([proxySlot('http', 'egress', 'TCP', 6), proxySlot('http', 'ingress', 'TCP', 6), proxySlot('dns', 'egress', 'UDP', 6)], [16, 17, 50]);
   assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND, out.STAT_WG_DELIVER], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery'), C.STAT_NAMES.indexOf('wireguardDelivered')]);
   assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
   assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns'], out['dp_config.overlay_ifindex']], [0, 8, 16, 24]);

@@ -22,7 +22,7 @@ const proxies: Server[] = [];
  * A minimal "L7 proxy": a transparent listener that answers with the original destination it saw
  * and closes, or (echo) keeps the connection and echoes every byte.
  */
-function proxyListen(port: number, slot: number, echo = false): Promise<number> {
+function proxyListen(port: number, slot: number, echo = false, host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer((s) => {
       s.on('error', () => {});
@@ -30,7 +30,7 @@ function proxyListen(port: number, slot: number, echo = false): Promise<number> 
       else s.end(`proxied ${s.localAddress}:${s.localPort}\n`);
     });
     srv.on('error', reject);
-    srv.listen(port, '127.0.0.1', () => {
+    srv.listen({ port, host, ipv6Only: host.includes(':') }, () => {
       const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
       setIpTransparent(fd);
       dp.setProxyListener(slot, fd);
@@ -79,9 +79,9 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   eventsLostBySender: () => Object.fromEntries(dp.eventsLostBySender()),
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
-  proxyListen: (port, slot, echo) => proxyListen(port, slot, echo),
+  proxyListen: (port, slot, echo, host) => proxyListen(port, slot, echo, host),
   attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
-  proxyRouting: () => ensureProxyRouting(),
+  proxyRouting: (ipv6) => ensureProxyRouting({ ipv6: ipv6 === true }),
   upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),
   upsertService: (svc) => dp.upsertService(svc),
   deleteService: (key) => dp.deleteService(key),
