@@ -141,7 +141,7 @@ function httpPart(rec: HttpAccessRecord): L7Part {
     transport: 'TCP',
     l7: {
       $typeName: 'flow.Layer7', type: isReq ? L7FlowType.REQUEST : L7FlowType.RESPONSE,
-      latencyNs: BigInt(isReq ? 0 : Math.max(0, Math.round(rec.latencyNs))), record: { case: 'http', value: http },
+      latencyNs: isReq ? 0n : BigInt(Math.max(0, Math.round(rec.latencyNs))), record: { case: 'http', value: http },
     },
     summary: httpSummary(rec, url),
     proxyPort: DEFAULT_PROXY_PORTS.http,
@@ -230,35 +230,65 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     return v;
   }
 
+  // A remote peer's flow.Endpoint is shared by the flows of its identity (or of its labels, when
+  // the proxy names them): the ring keeps a flow for a while and the GC copies each object of it,
+  // and nothing changes a remote endpoint in place (ingestFlow names workloads of pods only).
+  const remoteByIdentity = new Map<number, Endpoint>();
+  const remoteByLabels = new WeakMap<readonly string[], Endpoint>();
+  const remote = (identity: number, labels: string[]): Endpoint =>
+    ({ $typeName: 'flow.Endpoint', ID: 0, identity, clusterName: '', namespace: '', labels, podName: '', workloads: NONE });
+
   // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
   function endpoint(p: AccessPeer): Endpoint {
     const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
     if (e) return localEndpoint(e);
-    return { $typeName: 'flow.Endpoint', ID: 0, identity: p.identity, clusterName: '', namespace: '', labels: p.labels ? sorted(p.labels) : identityLabels(p.identity), podName: '', workloads: [] };
+    if (p.labels) {
+      let v = remoteByLabels.get(p.labels);
+      if (!v || v.identity !== p.identity) remoteByLabels.set(p.labels, (v = remote(p.identity, sorted(p.labels))));
+      return v;
+    }
+    let v = remoteByIdentity.get(p.identity);
+    const labels = identityLabels(p.identity);
+    // a new label list for the identity (its cache was cleared) makes a new endpoint
+    if (!v || v.labels !== labels) {
+      if (remoteByIdentity.size > 4096) remoteByIdentity.clear();
+      remoteByIdentity.set(p.identity, (v = remote(p.identity, labels)));
+    }
+    return v;
   }
 
+  function way(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): { ip: Flow['IP']; l4: Layer4 } {
+    const l4: Layer4 = transport === 'UDP'
+      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
+      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
+    const ip: Flow['IP'] = { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false };
+    return { ip, l4 };
+  }
+
+
+  let lastSeconds = -1, lastSecondsBig = 0n;
   return function parse(rec: AccessLogRecord): Flow {
     const part = rec.l7 === 'http' ? httpPart(rec) : rec.l7 === 'dns' ? dnsPart(rec) : tlsPart(rec);
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
-    const l4: Layer4 = part.transport === 'UDP'
-      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
-      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
+    const w = way(src, dst, part.transport);
     // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
     const seconds = Math.floor(rec.timeMs / 1000);
     const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
+    // the flows of one second share its BigInt (a heap object per flow otherwise)
+    if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
     return {
       $typeName: 'flow.Flow',
-      time: { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(seconds), nanos },
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: lastSecondsBig, nanos },
       uuid: '',
       emitter: undefined,
       verdict: part.verdict,
       dropReason: 0,
       authType: 0,
       ethernet: undefined,
-      IP: { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false },
-      l4,
+      IP: w.ip,
+      l4: w.l4,
       tunnel: undefined,
       source: endpoint(src),
       destination: endpoint(dst),

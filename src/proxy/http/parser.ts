@@ -224,13 +224,13 @@ export class HeadParser {
         const why = c < end && (raw[c] === SP || raw[c] === HT) ? 'whitespace between the field name and the colon' : 'invalid header field name';
         throw new HttpParseError(400, 'bad_header_name', why);
       }
-      const name = raw.toString('latin1', pos, c);
+      const name = interned(NAMES_BY_LEN, raw, pos, c) ?? raw.toString('latin1', pos, c);
       let vs = c + 1;
       let ve = end;
       while (vs < ve && (raw[vs] === SP || raw[vs] === HT)) vs++;
       while (ve > vs && (raw[ve - 1] === SP || raw[ve - 1] === HT)) ve--;
       for (let k = vs; k < ve; k++) if (!VCHAR[raw[k]!]) throw new HttpParseError(400, 'bad_header_value', `control character in header "${name}"`);
-      const value = raw.toString('latin1', vs, ve);
+      const value = interned(VALUES_BY_LEN, raw, vs, ve) ?? raw.toString('latin1', vs, ve);
       head.headers.push(name, value);
       // only names as long as one the switch knows are lower-cased (no new string for the rest)
       const lname = FRAMING_NAME_LEN[name.length] ? name.toLowerCase() : '';
@@ -280,6 +280,44 @@ export class HeadParser {
     head.upgrade = !!(conn & CONN_UPGRADE) && upgradeCount > 0;
     return head;
   }
+}
+
+/**
+ * Header names and values most messages carry, as constant strings: a head's fields are read
+ * without a string made (and a native call) for each, and the flows kept in Hubble's ring share
+ * them. Matched byte for byte (case as sent); any other field is sliced as before.
+ */
+const COMMON_NAMES = [
+  'Host', 'host', 'User-Agent', 'user-agent', 'Accept', 'accept', 'Accept-Encoding', 'accept-encoding', 'Accept-Language', 'accept-language',
+  'Content-Type', 'content-type', 'Content-Length', 'content-length', 'Connection', 'connection', 'Cache-Control', 'cache-control',
+  'Date', 'date', 'Server', 'server', 'Transfer-Encoding', 'transfer-encoding', 'Keep-Alive', 'keep-alive', 'Vary', 'vary',
+  'Authorization', 'authorization', 'Cookie', 'cookie', 'Set-Cookie', 'set-cookie', 'ETag', 'etag', 'Last-Modified', 'last-modified',
+  'Location', 'location', 'Origin', 'origin', 'Referer', 'referer', 'traceparent', 'tracestate', 'X-Request-Id', 'x-request-id',
+  'X-Forwarded-For', 'x-forwarded-for', 'X-Forwarded-Proto', 'x-forwarded-proto', 'Content-Encoding', 'content-encoding',
+];
+const COMMON_VALUES = [
+  'text/plain', 'text/html', 'application/json', 'no-cache', 'keep-alive', 'close', 'chunked', 'gzip', '*/*', 'identity', 'Upgrade', 'websocket',
+  'text/plain; charset=utf-8', 'application/json; charset=utf-8', 'text/html; charset=utf-8',
+];
+function byLength(strings: readonly string[]): (readonly string[])[] {
+  const t: string[][] = [];
+  for (const v of strings) (t[v.length] ??= []).push(v);
+  return t;
+}
+const NAMES_BY_LEN = byLength(COMMON_NAMES);
+const VALUES_BY_LEN = byLength(COMMON_VALUES);
+
+/** The constant string equal to raw[from, to) (latin1), if `table` has one; a one-byte value is V8's own single-character string. */
+function interned(table: readonly (readonly string[] | undefined)[], raw: Buffer, from: number, to: number): string | undefined {
+  const len = to - from;
+  if (len === 1) return String.fromCharCode(raw[from]!);
+  const cands = table[len];
+  if (!cands) return undefined;
+  next: for (const v of cands) {
+    for (let k = 0; k < len; k++) if (v.charCodeAt(k) !== raw[from + k]) continue next;
+    return v;
+  }
+  return undefined;
 }
 
 /** lengths of the header names parse() acts on (content-length, transfer-encoding, host, connection, upgrade, expect) */
