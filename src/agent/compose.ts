@@ -119,12 +119,23 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     }
     return r;
   };
+  // and one per remote endpoint record (replaced, never mutated, when the pod changes): its
+  // identity's labels are built and sorted once, not once per flow
+  const remoteViews = new WeakMap<object, ResolvedEndpoint>();
   const resolver: EndpointResolver = {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
       if (ep) return resolved(ep);
       const r = input.remoteEndpoint?.(ip);
-      return r?.namespace && r.pod ? { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: policy.identityLabels(r.identity) ?? [] } : undefined;
+      if (!r?.namespace || !r.pod) return undefined;
+      let v = remoteViews.get(r);
+      if (!v) {
+        // an identity not (yet) known here has no labels: not cached, so they show once it is
+        const labels = policy.identityLabels(r.identity);
+        v = { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: labels ?? [] };
+        if (labels) remoteViews.set(r, v);
+      }
+      return v;
     },
     identityLabels: (id) => policy.identityLabels(id),
     // policy-verdict flows name the policies that decided them (--print-policy-names)
