@@ -30,7 +30,11 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
 const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
-/** --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop */
+/**
+ * --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop.
+ * The whole lab from its start: node2's agent after the kill is its supervisor's standby (loaded
+ * at `up`, environment and all), not a process the restart's `up` starts.
+ */
 const PROF = arg('--cpu-prof', '');
 /** --heap-snapshot DIR: node3's agent writes a V8 heap snapshot there after the largest stage */
 const HEAP = arg('--heap-snapshot', '');

@@ -22,6 +22,8 @@ import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { isWireguardKey } from '../sys/wireguard.ts';
+import { formatIPv4, parseIPv4 } from '../ipcache/prefix.ts';
+import { RELABELED, RemoteStore, UNCHANGED, type RemoteEndpoint } from './remote-store.ts';
 
 export const NODES_PREFIX = 'cilium/state/nodes/v1/';
 export const IPCACHE_PREFIX = 'cilium/state/ip/v1/default/';
@@ -38,15 +40,7 @@ export interface ClusterNode {
   wireguardPubKey?: string;
 }
 
-export interface RemoteEndpoint {
-  ip: string;
-  identity: number;
-  /** HostIP: the node the pod runs on */
-  hostIp: string;
-  node?: string;
-  namespace?: string;
-  pod?: string;
-}
+export type { RemoteEndpoint };
 
 /** Cilium's net.IPNet JSON: {"IP":"10.244.1.0","Mask":"////AA=="}. */
 function ipNet(cidr: string): { IP: string; Mask: string } {
@@ -266,7 +260,7 @@ export function createCluster(o: ClusterOptions) {
   const log = o.logger.child({ subsys: 'cluster' });
   const nodeKey = `${NODES_PREFIX}${self.cluster}/${self.name}`;
   const nodes = new Map<string, ClusterNode>();
-  const remote = new Map<string, RemoteEndpoint>();
+  const remote = new RemoteStore();
   /** ip → value of this node's ipcache keys, as written */
   const mine = new Map<string, string>();
   const stops: (() => void)[] = [];
@@ -293,13 +287,15 @@ export function createCluster(o: ClusterOptions) {
    * remote pod addresses by the HostIP they live on: their tunnel endpoint follows that node. An
    * array while small (some tens of pods per node: a Set each is several times the memory), a Set
    * past SMALL_HOST so that a host claiming very many addresses does not make removal quadratic.
+   * An IPv4 address as its number (no text kept per pod), any other as its text.
    */
-  const byHost = new Map<string, string[] | Set<string>>();
+  const byHost = new Map<string, (number | string)[] | Set<number | string>>();
   function repend(hostIp: string): void {
-    for (const ip of byHost.get(hostIp) ?? []) pending.add(ip);
+    for (const a of byHost.get(hostIp) ?? []) pending.add(typeof a === 'number' ? formatIPv4(a) : a);
   }
-  function hostSet(ip: string, was: string | undefined, hostIp: string | undefined): void {
+  function hostSet(text: string, was: string | undefined, hostIp: string | undefined): void {
     if (was === hostIp) return;
+    const ip = parseIPv4(text) ?? text;
     if (was !== undefined) {
       const a = byHost.get(was);
       if (a instanceof Set) { a.delete(ip); if (!a.size) byHost.delete(was); }
@@ -338,8 +334,10 @@ export function createCluster(o: ClusterOptions) {
    * ipcacheEntries() gives it.
    */
   function entryAt(ip: string): IPCacheEntry | undefined {
-    const e = remote.get(ip);
-    if (e) return { prefix: `${ip}/32`, identity: e.identity, endpointId: 0, ...(nodeTunnel.get(e.hostIp) === e.hostIp ? { tunnelEndpoint: e.hostIp } : {}) };
+    if (remote.at(ip)) {
+      const hostIp = remote.atHost;
+      return { prefix: `${ip}/32`, identity: remote.atIdentity, endpointId: 0, ...(nodeTunnel.get(hostIp) === hostIp ? { tunnelEndpoint: hostIp } : {}) };
+    }
     const tunnel = nodeTunnel.get(ip);
     if (nodeAddrs.has(ip)) return { prefix: `${ip}/32`, identity: ReservedIdentity.remoteNode, endpointId: 0, ...(tunnel ? { tunnelEndpoint: tunnel } : {}) };
     return undefined;
@@ -377,8 +375,7 @@ export function createCluster(o: ClusterOptions) {
     const ip = ev.rest;
     if (ev.type === 'delete') {
       if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(`${IPCACHE_PREFIX}${ip}`, v, { lease: true }); }); return; }
-      const had = remote.get(ip);
-      if (had) { hostSet(ip, had.hostIp, undefined); remote.delete(ip); pending.add(had.ip); changed(); }
+      if (remote.delete(ip)) { hostSet(ip, remote.prevHost, undefined); pending.add(ip); changed(); }
       return;
     }
     const e = readIpcache(ip, ev.value);
@@ -387,13 +384,10 @@ export function createCluster(o: ClusterOptions) {
       return;
     }
     if (e.hostIp === self.ip) return; // our own: the endpoint table is the truth
-    const had = remote.get(e.ip);
-    if (had && had.identity === e.identity && had.hostIp === e.hostIp && had.node === e.node && had.namespace === e.namespace && had.pod === e.pod) return;
-    // one string for the address everywhere (map key, record, byHost, pending)
-    if (had) e.ip = had.ip;
-    hostSet(e.ip, had?.hostIp, e.hostIp);
-    remote.set(e.ip, e);
-    if (!had || had.identity !== e.identity || had.hostIp !== e.hostIp) pending.add(e.ip);
+    const what = remote.set(e);
+    if (what === UNCHANGED) return;
+    hostSet(e.ip, remote.prevHost, e.hostIp);
+    if (what !== RELABELED) pending.add(e.ip);
     changed();
   }
 

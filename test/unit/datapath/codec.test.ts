@@ -32,6 +32,30 @@ test('ipcache key/value round trip; prefixlen counts the family word', () => {
   assert.deepEqual(C.decodeIpcacheVal(v), { identity: 300, endpointId: 0, tunnelEndpoint: '192.0.2.3' });
 });
 
+test('ipcache key and tunnel endpoint of a.b.c.d/32 (written without parsePrefix): the same bytes as the general path', () => {
+  const general = (prefix: string) => {
+    const p = C.parsePrefix(prefix);
+    const b = Buffer.alloc(C.IPCACHE_KEY_SIZE);
+    b.writeUInt32LE(32 + p.len, 0); b[4] = p.family; p.addr.copy(b, 8);
+    return b;
+  };
+  const rnd = () => Math.floor(Math.random() * 256);
+  const cases = ['0.0.0.0/32', '255.255.255.255/32', '100.96.0.33/32', '010.1.2.3/32', '10.1.2.3/24', '10.1.2.3', 'fd00::1/128', '1.2.3.4/3', '1.2.3.4/320'];
+  for (let i = 0; i < 2000; i++) cases.push(`${rnd()}.${rnd()}.${rnd()}.${rnd()}/32`);
+  for (const p of cases) {
+    const b = Buffer.alloc(C.IPCACHE_KEY_SIZE * 2, 0xaa); // a batch buffer with old bytes in it
+    let want: Buffer | Error;
+    try { want = general(p); } catch (e) { want = e as Error; }
+    if (want instanceof Error) { assert.throws(() => C.encodeIpcacheKeyInto(b, C.IPCACHE_KEY_SIZE, p), p); continue; }
+    C.encodeIpcacheKeyInto(b, C.IPCACHE_KEY_SIZE, p);
+    assert.deepEqual(b.subarray(C.IPCACHE_KEY_SIZE), want, p);
+    assert.equal(C.decodeIpcacheKey(b.subarray(C.IPCACHE_KEY_SIZE)), C.decodeIpcacheKey(want), p);
+  }
+  for (const t of ['192.0.2.7', '010.0.2.7', '255.255.255.255']) {
+    assert.deepEqual(C.encodeIpcacheVal(5, 0, t).subarray(8), C.parsePrefix(`${t}/32`).addr.subarray(0, 4), t);
+  }
+});
+
 test('policy key: prefixlen = 64 + (proto ? 8 : 0) + port bits, port big-endian and masked', () => {
   const k = C.encodePolicyKey(7, { direction: 'egress', identity: 256, proto: 6, port: 8080, portPrefixLen: 16 });
   assert.equal(k.length, 15);
