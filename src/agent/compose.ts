@@ -119,12 +119,26 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     }
     return r;
   };
+  // and one per remote pod (its record is made per lookup: src/agent/remote-store.ts), kept while
+  // its identity, namespace and name stay: its identity's labels are built and sorted once, not
+  // once per flow. Bounded: cleared when full.
+  const remoteViews = new Map<string, ResolvedEndpoint>();
   const resolver: EndpointResolver = {
     byIp(ip) {
       const ep = agentRef?.endpointTable().byIp(ip);
       if (ep) return resolved(ep);
       const r = input.remoteEndpoint?.(ip);
-      return r?.namespace && r.pod ? { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: policy.identityLabels(r.identity) ?? [] } : undefined;
+      if (!r?.namespace || !r.pod) return undefined;
+      const had = remoteViews.get(ip);
+      if (had && had.identity === r.identity && had.namespace === r.namespace && had.pod === r.pod) return had;
+      // an identity not (yet) known here has no labels: not kept, so they show once it is
+      const labels = policy.identityLabels(r.identity);
+      const v: ResolvedEndpoint = { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: labels ?? [] };
+      if (labels) {
+        if (remoteViews.size >= 65536) remoteViews.clear();
+        remoteViews.set(ip, v);
+      }
+      return v;
     },
     identityLabels: (id) => policy.identityLabels(id),
     // policy-verdict flows name the policies that decided them (--print-policy-names)

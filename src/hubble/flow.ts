@@ -79,6 +79,14 @@ export function reduceCidrLabels(labels: readonly string[]): string[] {
   return rest.sort();
 }
 
+/**
+ * The empty lists every datapath flow carries, one frozen array each instead of seven new ones per
+ * flow: flows are never mutated after they are built, and a write to one of these throws rather
+ * than showing up in every other flow.
+ */
+const NONE = Object.freeze([]) as unknown as string[];
+const NO_POLICIES = Object.freeze([]) as unknown as Policy[];
+
 /** Monotonic-to-wall offset: bpf_ktime_get_ns and process.hrtime share CLOCK_MONOTONIC. */
 const MONO_TO_WALL_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 const WALL_NS_MIN = 1_000_000_000_000_000_000n; // 2001-09-09: anything smaller is monotonic time
@@ -125,9 +133,19 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     return l;
   }
 
+  // The Endpoint messages themselves are shared too: one per resolved endpoint (the resolver keeps
+  // one view per endpoint record, replaced when the endpoint changes) and one per remote identity.
+  // Flows stay in the ring for seconds, so what each one holds alone is what the garbage collector
+  // copies and promotes at every new connection's events.
+  const localEndpoints = new WeakMap<ResolvedEndpoint, Endpoint>();
+  const remoteEndpoints = new Map<number, Endpoint>();
+
   function endpoint(ip: string, datapathIdentity: number): { ep: Endpoint; local: ResolvedEndpoint | undefined } {
     const r = resolver.byIp(ip);
     if (r) {
+      const shared = datapathIdentity === 0 || datapathIdentity === r.identity;
+      const had = shared ? localEndpoints.get(r) : undefined;
+      if (had) return { ep: had, local: r };
       const ep: Endpoint = {
         $typeName: 'flow.Endpoint',
         ID: r.id,
@@ -138,13 +156,54 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
         podName: r.pod,
         workloads: r.workloads ? r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind })) : [],
       };
+      if (shared) localEndpoints.set(r, ep);
       return { ep, local: r };
     }
-    const ep: Endpoint = {
+    let ep = remoteEndpoints.get(datapathIdentity);
+    if (ep) return { ep, local: undefined };
+    ep = {
       $typeName: 'flow.Endpoint', ID: 0, identity: datapathIdentity, clusterName: '', namespace: '',
       labels: remoteLabels(datapathIdentity), podName: '', workloads: [],
     };
+    // cached exactly when its labels are (remoteLabels: known identities and reserved ones)
+    if (identityCache.get(datapathIdentity) === ep.labels) {
+      if (remoteEndpoints.size >= 16384) remoteEndpoints.clear();
+      remoteEndpoints.set(datapathIdentity, ep);
+    }
     return { ep, local: undefined };
+  }
+
+  // per TCP flag byte, the flags message and the Summary text; per event type and subtype, the
+  // CiliumEventType message; per interface, its message (all read-only once in a flow)
+  const tcpFlagsOf: ({ flags: TCPFlags; summary: string } | undefined)[] = new Array(256);
+  function tcpFlags(b: number): { flags: TCPFlags; summary: string } {
+    let t = tcpFlagsOf[b];
+    if (!t) {
+      const flags: TCPFlags = {
+        $typeName: 'flow.TCPFlags',
+        FIN: (b & F_FIN) !== 0, SYN: (b & F_SYN) !== 0, RST: (b & F_RST) !== 0, PSH: (b & F_PSH) !== 0,
+        ACK: (b & F_ACK) !== 0, URG: (b & F_URG) !== 0, ECE: (b & F_ECE) !== 0, CWR: (b & F_CWR) !== 0, NS: false,
+      };
+      tcpFlagsOf[b] = t = { flags, summary: `TCP Flags: ${tcpFlagsSummary(flags)}` };
+    }
+    return t;
+  }
+  const eventTypes = new Map<number, Flow['eventType']>();
+  function eventType(type: number, subType: number): Flow['eventType'] {
+    const k = type * 256 + subType;
+    let t = eventTypes.get(k);
+    if (!t) eventTypes.set(k, (t = { $typeName: 'flow.CiliumEventType', type, subType }));
+    return t;
+  }
+  const interfaces = new Map<number, NonNullable<Flow['interface']>>();
+  function iface(index: number): NonNullable<Flow['interface']> {
+    const name = resolver.interfaceName?.(index) ?? '';
+    let i = interfaces.get(index);
+    if (!i || i.name !== name) {
+      if (interfaces.size >= 4096) interfaces.clear();
+      interfaces.set(index, (i = { $typeName: 'flow.NetworkInterface', index, name }));
+    }
+    return i;
   }
 
   return function build(ev: DatapathEvent): Flow | undefined {
@@ -158,13 +217,9 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     let summary: string;
     switch (ev.proto) {
       case IPPROTO_TCP: {
-        const b = ev.tcpFlags;
-        const flags = {
-          FIN: (b & F_FIN) !== 0, SYN: (b & F_SYN) !== 0, RST: (b & F_RST) !== 0, PSH: (b & F_PSH) !== 0,
-          ACK: (b & F_ACK) !== 0, URG: (b & F_URG) !== 0, ECE: (b & F_ECE) !== 0, CWR: (b & F_CWR) !== 0, NS: false,
-        };
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: ev.srcPort, destinationPort: ev.dstPort, flags: { $typeName: 'flow.TCPFlags', ...flags } } } };
-        summary = `TCP Flags: ${tcpFlagsSummary(flags)}`;
+        const t = tcpFlags(ev.tcpFlags & 0xff);
+        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: ev.srcPort, destinationPort: ev.dstPort, flags: t.flags } } };
+        summary = t.summary;
         break;
       }
       case IPPROTO_UDP:
@@ -247,12 +302,12 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       destination,
       Type: FlowType.L3_L4,
       nodeName,
-      nodeLabels: [],
-      sourceNames: [],
-      destinationNames: [],
+      nodeLabels: NONE,
+      sourceNames: NONE,
+      destinationNames: NONE,
       l7: undefined,
       reply: false,
-      eventType: { $typeName: 'flow.CiliumEventType', type: ev.type, subType: ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType },
+      eventType: eventType(ev.type, ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType),
       sourceService: undefined,
       destinationService: undefined,
       trafficDirection: direction,
@@ -272,17 +327,19 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       cgroupId: 0n,
       Summary: summary,
       extensions: undefined,
-      egressAllowedBy: [],
-      ingressAllowedBy: [],
-      egressDeniedBy: [],
-      ingressDeniedBy: [],
-      policyLog: [],
+      egressAllowedBy: NO_POLICIES,
+      ingressAllowedBy: NO_POLICIES,
+      egressDeniedBy: NO_POLICIES,
+      ingressDeniedBy: NO_POLICIES,
+      policyLog: NONE,
       aggregate: undefined,
     };
-    if (ev.ifindex) flow.interface = { $typeName: 'flow.NetworkInterface', index: ev.ifindex, name: resolver.interfaceName?.(ev.ifindex) ?? '' };
+    if (ev.ifindex) flow.interface = iface(ev.ifindex);
     if (resolver.namesForIp) {
-      flow.sourceNames = resolver.namesForIp(ev.srcIp) ?? [];
-      flow.destinationNames = resolver.namesForIp(ev.dstIp) ?? [];
+      // most addresses have no DNS name: no empty array of their own held in the ring
+      const s = resolver.namesForIp(ev.srcIp), d = resolver.namesForIp(ev.dstIp);
+      if (s?.length) flow.sourceNames = s;
+      if (d?.length) flow.destinationNames = d;
     }
     if (resolver.serviceFor) {
       const s = resolver.serviceFor(ev.srcIp, ev.srcPort);
@@ -292,10 +349,10 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     }
     const pol = resolver.policiesFor?.(ev);
     if (pol) {
-      flow.ingressAllowedBy = pol.ingressAllowedBy ?? [];
-      flow.egressAllowedBy = pol.egressAllowedBy ?? [];
-      flow.ingressDeniedBy = pol.ingressDeniedBy ?? [];
-      flow.egressDeniedBy = pol.egressDeniedBy ?? [];
+      flow.ingressAllowedBy = pol.ingressAllowedBy ?? NO_POLICIES;
+      flow.egressAllowedBy = pol.egressAllowedBy ?? NO_POLICIES;
+      flow.ingressDeniedBy = pol.ingressDeniedBy ?? NO_POLICIES;
+      flow.egressDeniedBy = pol.egressDeniedBy ?? NO_POLICIES;
     }
     return flow;
   };

@@ -450,6 +450,22 @@ export const EVENT_SIZE = 80;
 /** mb_event.flags: a policy verdict the endpoint's audit mode turned from a drop into a pass */
 export const EV_F_AUDITED = 1;
 
+/**
+ * IPv4 addresses as text, one string per address: events name the same few addresses over and
+ * over, and the flows built from them stay in Hubble's ring for seconds (one shared string each,
+ * not a new one per event). Bounded: cleared when full.
+ */
+const ipv4Texts = new Map<number, string>();
+function ipv4Text(b: Buffer, off: number): string {
+  const k = b.readUInt32BE(off);
+  let t = ipv4Texts.get(k);
+  if (t === undefined) {
+    if (ipv4Texts.size >= 65536) ipv4Texts.clear();
+    ipv4Texts.set(k, (t = formatIp(b, off, 4)));
+  }
+  return t;
+}
+
 /** Decodes one mb_event record; `timeOffsetNs` converts CLOCK_MONOTONIC to wall-clock ns. */
 export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): DatapathEvent {
   const family = b.readUInt8(off + 10);
@@ -466,8 +482,8 @@ export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): Datap
     dstIdentity: b.readUInt32LE(off + 24),
     ipVersion: family === 6 ? 6 : 4,
     // a frame that is not IP (dropped as such) has no addresses: empty, not "::"
-    srcIp: family === 4 || family === 6 ? formatIp(b, off + 32, family) : '',
-    dstIp: family === 4 || family === 6 ? formatIp(b, off + 48, family) : '',
+    srcIp: family === 4 ? ipv4Text(b, off + 32) : family === 6 ? formatIp(b, off + 32, 6) : '',
+    dstIp: family === 4 ? ipv4Text(b, off + 48) : family === 6 ? formatIp(b, off + 48, 6) : '',
     proto,
     srcPort: icmp ? 0 : b.readUInt16LE(off + 28),
     dstPort: icmp ? 0 : b.readUInt16LE(off + 30),

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createFlowBuilder, reduceCidrLabels, tcpFlagsSummary } from '../../../src/hubble/flow.ts';
 import { Verdict, TrafficDirection, DropReason, FlowType, TraceObservationPoint, TraceReason } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { ev, resolver } from './fixtures.ts';
+import type { ResolvedEndpoint } from '../../../src/common/endpoint.ts';
 
 const build = createFlowBuilder({ nodeName: 'node1', resolver, uuid: () => 'u-1' });
 
@@ -123,4 +124,43 @@ test('built flows are valid messages: binary and JSON round trips are lossless',
     assert.ok(equals(FlowSchema, f, fromBinary(FlowSchema, toBinary(FlowSchema, f))));
     assert.ok(equals(FlowSchema, f, fromJson(FlowSchema, toJson(FlowSchema, f))));
   }
+});
+
+test('shared parts: one endpoint message per resolved endpoint, rebuilt when the endpoint or the datapath identity differs', () => {
+  const eps = new Map<string, ResolvedEndpoint>([['10.244.1.5', { id: 101, identity: 12345, namespace: 'shop', pod: 'client', labels: ['k8s:b=2', 'k8s:a=1'] }]]);
+  const ids = new Map<number, string[]>([[777, ['k8s:app=remote']]]);
+  const b = createFlowBuilder({ nodeName: 'node1', resolver: { byIp: (ip) => eps.get(ip), identityLabels: (id) => ids.get(id) }, uuid: () => 'u' });
+  const f1 = b(ev({ dstIp: '10.0.9.9', dstIdentity: 777 }))!, f2 = b(ev({ dstIp: '10.0.9.9', dstIdentity: 777, srcPort: 1 }))!;
+  assert.equal(f1.source, f2.source, 'the same endpoint record: one message');
+  assert.equal(f1.destination, f2.destination, 'the same remote identity: one message');
+  assert.deepEqual(f1.source?.labels, ['k8s:a=1', 'k8s:b=2']);
+  // the packet says another identity than the endpoint record (a relabel in flight): its own
+  const f3 = b(ev({ srcIdentity: 999 }))!;
+  assert.notEqual(f3.source, f1.source);
+  assert.equal(f3.source?.identity, 999);
+  assert.equal(f1.source?.identity, 12345, 'the shared message is not changed by it');
+  // an endpoint record replaced (new labels): the next flow shows them, the old flow keeps its own
+  eps.set('10.244.1.5', { id: 101, identity: 12346, namespace: 'shop', pod: 'client', labels: ['k8s:c=3'] });
+  const f4 = b(ev({ srcIdentity: 12346 }))!;
+  assert.deepEqual(f4.source?.labels, ['k8s:c=3']);
+  assert.deepEqual(f1.source?.labels, ['k8s:a=1', 'k8s:b=2']);
+  // an identity the resolver does not know yet is not remembered: once known, its labels show
+  const u1 = b(ev({ dstIp: '10.0.9.8', dstIdentity: 888 }))!;
+  assert.deepEqual(u1.destination?.labels, []);
+  ids.set(888, ['k8s:app=late']);
+  assert.deepEqual(b(ev({ dstIp: '10.0.9.8', dstIdentity: 888 }))!.destination?.labels, ['k8s:app=late']);
+});
+
+test('shared parts: TCP flags per flag byte, empty lists frozen (a write throws instead of showing in every flow)', () => {
+  const a = build(ev({ tcpFlags: 2 }))!, c = build(ev({ tcpFlags: 2 | 16 }))!, d = build(ev({ tcpFlags: 2, srcPort: 1 }))!;
+  const tcp = (f: typeof a) => (f.l4?.protocol.case === 'TCP' ? f.l4.protocol.value : undefined);
+  assert.equal(tcp(a)?.flags, tcp(d)?.flags);
+  assert.notEqual(tcp(a)?.flags, tcp(c)?.flags);
+  assert.deepEqual([tcp(c)?.flags?.SYN, tcp(c)?.flags?.ACK, tcp(c)?.flags?.RST], [true, true, false]);
+  assert.equal(tcp(d)?.sourcePort, 1);
+  assert.equal(tcp(a)?.sourcePort, 53812);
+  assert.throws(() => a.egressAllowedBy.push({} as never), TypeError);
+  assert.throws(() => a.sourceNames.push('x'), TypeError);
+  assert.deepEqual(d.egressAllowedBy, []);
+  assert.deepEqual(d.sourceNames, []);
 });
