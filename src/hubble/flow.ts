@@ -11,7 +11,8 @@ import {
   FlowType, Verdict, TrafficDirection, IPVersion,
 } from './gen/flow/flow_pb.js';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
-import { icmpv4TypeCode, icmpv6TypeCode, reservedIdentityName, traceObservationPoint } from './names.ts';
+import { icmpv4TypeCode, icmpv6TypeCode, traceObservationPoint } from './names.ts';
+import { createEndpointMessages } from './endpoint-messages.ts';
 
 /**
  * What the agent gives Hubble to enrich flows. Only `byIp` and `identityLabels` are required;
@@ -64,21 +65,6 @@ export function tcpFlagsSummary(f: Partial<TCPFlags>): string {
   return out.join(', ');
 }
 
-/** Cilium reduces CIDR labels to the longest prefix (cidr:10.0.0.0/8, cidr:10.1.0.0/16 → the /16). */
-export function reduceCidrLabels(labels: readonly string[]): string[] {
-  let best: string | undefined;
-  let bestLen = -1;
-  const rest: string[] = [];
-  for (const l of labels) {
-    if (l.startsWith('cidr:')) {
-      const len = Number(l.slice(l.lastIndexOf('/') + 1));
-      if (len > bestLen) { bestLen = len; best = l; }
-    } else rest.push(l);
-  }
-  if (best !== undefined) rest.push(best);
-  return rest.sort();
-}
-
 /**
  * The empty lists every datapath flow carries, one frozen array each instead of seven new ones per
  * flow: flows are never mutated after they are built, and a write to one of these throws rather
@@ -108,69 +94,11 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   const uuid = opts.uuid ?? randomUUID;
   const emitter = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
 
-  // Sorted label arrays are shared between flows (flows are never mutated after ingest).
-  const sortedLocal = new WeakMap<readonly string[], string[]>();
-  const identityCache = new Map<number, string[]>();
-
-  function sortedLabels(labels: readonly string[]): string[] {
-    let s = sortedLocal.get(labels);
-    if (!s) sortedLocal.set(labels, (s = [...labels].sort()));
-    return s;
-  }
-
-  function remoteLabels(identity: number): string[] {
-    let l = identityCache.get(identity);
-    if (l) return l;
-    const raw = resolver.identityLabels(identity);
-    if (raw) l = reduceCidrLabels(raw);
-    else {
-      const name = reservedIdentityName(identity);
-      l = name && identity !== 0 ? [`reserved:${name}`] : [];
-    }
-    // identities are derived from their labels, so the mapping is stable; bound the cache anyway
-    if (identityCache.size >= 16384) identityCache.clear();
-    if (raw || identity < 256) identityCache.set(identity, l);
-    return l;
-  }
-
-  // The Endpoint messages themselves are shared too: one per resolved endpoint (the resolver keeps
-  // one view per endpoint record, replaced when the endpoint changes) and one per remote identity.
-  // Flows stay in the ring for seconds, so what each one holds alone is what the garbage collector
-  // copies and promotes at every new connection's events.
-  const localEndpoints = new WeakMap<ResolvedEndpoint, Endpoint>();
-  const remoteEndpoints = new Map<number, Endpoint>();
-
+  const messages = createEndpointMessages(resolver, cluster);
   function endpoint(ip: string, datapathIdentity: number): { ep: Endpoint; local: ResolvedEndpoint | undefined } {
     const r = resolver.byIp(ip);
-    if (r) {
-      const shared = datapathIdentity === 0 || datapathIdentity === r.identity;
-      const had = shared ? localEndpoints.get(r) : undefined;
-      if (had) return { ep: had, local: r };
-      const ep: Endpoint = {
-        $typeName: 'flow.Endpoint',
-        ID: r.id,
-        identity: datapathIdentity || r.identity,
-        clusterName: r.namespace ? (r.clusterName ?? cluster) : '',
-        namespace: r.namespace,
-        labels: sortedLabels(r.labels),
-        podName: r.pod,
-        workloads: r.workloads ? r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind })) : [],
-      };
-      if (shared) localEndpoints.set(r, ep);
-      return { ep, local: r };
-    }
-    let ep = remoteEndpoints.get(datapathIdentity);
-    if (ep) return { ep, local: undefined };
-    ep = {
-      $typeName: 'flow.Endpoint', ID: 0, identity: datapathIdentity, clusterName: '', namespace: '',
-      labels: remoteLabels(datapathIdentity), podName: '', workloads: [],
-    };
-    // cached exactly when its labels are (remoteLabels: known identities and reserved ones)
-    if (identityCache.get(datapathIdentity) === ep.labels) {
-      if (remoteEndpoints.size >= 16384) remoteEndpoints.clear();
-      remoteEndpoints.set(datapathIdentity, ep);
-    }
-    return { ep, local: undefined };
+    if (r) return { ep: messages.local(r, datapathIdentity), local: r };
+    return { ep: messages.remote(datapathIdentity), local: undefined };
   }
 
   // per TCP flag byte, the flags message and the Summary text; per event type and subtype, the

@@ -26,7 +26,8 @@ import type {
 } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
-import { DNS_RCODE_NAMES, reservedIdentityName } from '../names.ts';
+import { DNS_RCODE_NAMES } from '../names.ts';
+import { createEndpointMessages } from '../endpoint-messages.ts';
 import { aiExtension } from './ai-extension.ts';
 
 export const REDACTED = 'HUBBLE_REDACTED';
@@ -196,65 +197,12 @@ const NONE = Object.freeze([]) as unknown as never[];
 
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
-  const labelCache = new Map<number, string[]>();
-  // endpoint label arrays are stable objects (the agent's records): sort each once
-  const sortedCache = new WeakMap<readonly string[], string[]>();
-  const sorted = (l: readonly string[]) => {
-    let v = sortedCache.get(l);
-    if (!v) sortedCache.set(l, (v = [...l].sort()));
-    return v;
-  };
-  const identityLabels = (identity: number): string[] => {
-    let labels = labelCache.get(identity);
-    if (!labels) {
-      const raw = opts.resolver.identityLabels(identity);
-      const name = reservedIdentityName(identity);
-      labels = raw ? [...raw].sort() : name && identity ? [`reserved:${name}`] : [];
-      if (labelCache.size > 4096) labelCache.clear();
-      labelCache.set(identity, labels);
-    }
-    return labels;
-  };
-
-  // A local endpoint's flow.Endpoint is made once per resolved view (the agent replaces the view,
-  // never mutates it, when the endpoint changes) and shared by its flows, as the emitter is: two
-  // objects less per record. Its workloads are named here, so ingestFlow has nothing to fill in.
-  const endpoints = new WeakMap<ResolvedEndpoint, Endpoint>();
-  function localEndpoint(e: ResolvedEndpoint): Endpoint {
-    let v = endpoints.get(e);
-    if (!v) {
-      const workloads = (e.workloads ?? []).map((w) => ({ $typeName: 'flow.Workload' as const, name: w.name, kind: w.kind }));
-      v = { $typeName: 'flow.Endpoint', ID: e.id, identity: e.identity, clusterName: cluster, namespace: e.namespace, labels: sorted(e.labels), podName: e.pod, workloads };
-      endpoints.set(e, v);
-    }
-    return v;
-  }
-
-  // A remote peer's flow.Endpoint is shared by the flows of its identity (or of its labels, when
-  // the proxy names them): the ring keeps a flow for a while and the GC copies each object of it,
-  // and nothing changes a remote endpoint in place (ingestFlow names workloads of pods only).
-  const remoteByIdentity = new Map<number, Endpoint>();
-  const remoteByLabels = new WeakMap<readonly string[], Endpoint>();
-  const remote = (identity: number, labels: string[]): Endpoint =>
-    ({ $typeName: 'flow.Endpoint', ID: 0, identity, clusterName: '', namespace: '', labels, podName: '', workloads: NONE });
-
+  const messages = createEndpointMessages(opts.resolver, cluster);
   // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
   function endpoint(p: AccessPeer): Endpoint {
     const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
-    if (e) return localEndpoint(e);
-    if (p.labels) {
-      let v = remoteByLabels.get(p.labels);
-      if (!v || v.identity !== p.identity) remoteByLabels.set(p.labels, (v = remote(p.identity, sorted(p.labels))));
-      return v;
-    }
-    let v = remoteByIdentity.get(p.identity);
-    const labels = identityLabels(p.identity);
-    // a new label list for the identity (its cache was cleared) makes a new endpoint
-    if (!v || v.labels !== labels) {
-      if (remoteByIdentity.size > 4096) remoteByIdentity.clear();
-      remoteByIdentity.set(p.identity, (v = remote(p.identity, labels)));
-    }
-    return v;
+    if (e) return messages.local(e);
+    return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
 
   function way(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): { ip: Flow['IP']; l4: Layer4 } {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createFlowBuilder, reduceCidrLabels, tcpFlagsSummary } from '../../../src/hubble/flow.ts';
+import { createFlowBuilder, tcpFlagsSummary } from '../../../src/hubble/flow.ts';
+import { reduceCidrLabels } from '../../../src/hubble/endpoint-messages.ts';
 import { Verdict, TrafficDirection, DropReason, FlowType, TraceObservationPoint, TraceReason } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { ev, resolver } from './fixtures.ts';
 import type { ResolvedEndpoint } from '../../../src/common/endpoint.ts';
