@@ -72,6 +72,8 @@ export interface TcpSuite<C extends string> {
   spawnIn(ns: string, cpu: number, cmd: string[]): ChildProcess;
   /** iperf3 (5201) and the rr servers (7001 RR, 7002 CRR) in `ns` on CPU 1. */
   startServers(ns: string): Promise<void>;
+  /** CPU µs so far of the CRR server started in `ns` (0 when none) */
+  crrServerUs(ns: string): number;
   /**
    * one round of the three measures of `cfg` from `ns` to `ip`, progress on stderr; `agentPids`:
    * the processes whose CPU per TCP_CRR connection is recorded (the agent and its ring consumer,
@@ -92,6 +94,9 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
   execFileSync('cc', ['-O2', '-o', rr, join(import.meta.dirname, 'datapath/rr.c')]);
   const procs: ChildProcess[] = [];
   const results = Object.fromEntries(cfgs.map((c) => [c, { stream: [], rr: [], crr: [], agentUs: [], podUs: [] }])) as unknown as Record<C, Samples>;
+  /** the CRR server of each namespace servers were started in */
+  const crrServers = new Map<string, number | undefined>();
+  /** the last one started: the datapath and cluster benches start servers in one namespace */
   let crrServer: number | undefined;
   const nsx = (ns: string, cpu: number, cmd: string[]) => ['--net=/run/netns/' + ns, 'taskset', '-c', String(cpu), ...cmd];
   const runIn = (ns: string, cpu: number, cmd: string[]) => execFileSync('nsenter', nsx(ns, cpu, cmd), { encoding: 'utf8', timeout: 120_000 });
@@ -119,11 +124,13 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
   };
   return {
     results, runIn, spawnIn,
+    crrServerUs: (ns) => schedUs(crrServers.get(ns)),
     async startServers(ns) {
       spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);
       const rrSrv = spawnIn(ns, 1, [rr, 'server', '7001']);
       const crrSrv = spawnIn(ns, 1, [rr, 'server', '7002']);
       crrServer = crrSrv.pid; // nsenter and taskset exec: the server itself
+      crrServers.set(ns, crrServer);
       // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
       await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
     },

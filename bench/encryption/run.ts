@@ -127,6 +127,7 @@ try {
       if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
     }
   };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'membrane-wg': ps, 'membrane-plain': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
     'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
   };
@@ -153,17 +154,22 @@ try {
   if (agents.length < 2) throw new Error(`found ${agents.length} agent processes of ${lab}`);
   const sum = (pids: number[]) => pids.reduce((t, p) => t + ticks(p), 0);
   /** packets cilium_wg0 sent on node1 (a plain round must send none) */
-  const linkTx = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+  const linkStats = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number; dropped: number } } }[])[0]!.stats64.tx;
+  const linkTx = (dev: string) => linkStats(dev).packets;
+  /** packets node1's TUN dropped on transmit: its ring (txqueuelen long) was full because
+   *  wireguard-go read it too slowly; each is a TCP retransmission and a halved window */
+  const linkTxDropped = (dev: string) => linkStats(dev).dropped;
   const wgTx = () => linkTx('cilium_wg0');
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
-  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[] }>;
+  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[]; retrans: number[]; tunDropped: number[] }>;
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] } }])) as unknown as
     Record<Cfg, { wg: Record<Measure, number[]>; agents: Record<Measure, number[]> }>;
   const rrBin = `/tmp/mbr-bench-rr-${process.pid}`; // built by createTcpSuite
   if (!existsSync(rrBin)) throw new Error(`${rrBin}: the suite's rr binary is not there`);
-  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => Number(suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]));
+  /** rr.c prints `rate clientUs` (the client's CPU µs over the run) */
+  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]).split(' ').map(Number) as [number, number];
   for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) {
       plainRoutes(cfg === 'membrane-plain');
@@ -171,18 +177,22 @@ try {
       const r = suite.results[cfg];
       const wg = wgPids(cfg);
       for (const k of MEASURES) {
-        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx();
-        const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK);
+        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]);
+        const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK), d0 = tun ? linkTxDropped(tun) : 0;
         let units: number;
         if (k === 'stream') {
-          const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+          const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
           r.stream.push(j.end.sum_received.bits_per_second / 1e9);
           units = j.end.sum_received.bytes / 2 ** 20;
           pkts[cfg].tun.push(tun ? (linkTx(tun) - t0) / units : 0);
           pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
+          pkts[cfg].retrans.push(j.end.sum_sent.retransmits ?? 0);
+          pkts[cfg].tunDropped.push(tun ? linkTxDropped(tun) - d0 : 0);
         } else {
-          r[k].push(rr(ns, ip, k));
-          units = r[k].at(-1)! * opt.secs;
+          const [rate, clientUs] = rr(ns, ip, k);
+          r[k].push(rate);
+          units = rate * opt.secs;
+          if (k === 'crr') r.podUs.push((clientUs + suite.crrServerUs(serverNs[cfg]) - srv0) / units);
         }
         const sent = wgTx() - tx0;
         if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
@@ -190,7 +200,7 @@ try {
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, load ${loadavg()[0]!.toFixed(1)}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -208,7 +218,7 @@ try {
   ].join('\n');
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
   const pk = (cfg: Cfg, w: 'tun' | 'underlay') => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames).`;
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {

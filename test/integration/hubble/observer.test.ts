@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import http2 from 'node:http2';
 import { connect as netConnect } from 'node:net';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
@@ -20,6 +21,9 @@ import { GetFlowsRequestSchema, GetFlowsResponseSchema, Observer, type GetFlowsR
 import { Health, HealthCheckResponse_ServingStatus } from '../../../src/hubble/gen/grpc/health/v1/health_pb.js';
 import { Peer, ChangeNotificationType } from '../../../src/hubble/gen/peer/peer_pb.js';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
+import { hubbleCli as hubbleCliPath } from '../support/hubble-cli.ts';
+
+const HUBBLE = hubbleCliPath();
 
 const root = new URL('../../../', import.meta.url).pathname;
 let dir: string;
@@ -197,6 +201,95 @@ test('GetFlows: readers with a field mask, without one and over the JSON codec e
   assert.deepEqual(flows(j).map((f) => [f.source?.podName, f.verdict, f.l4]), flows(a).map((f) => [f.source?.podName, f.verdict, undefined]));
   // the response's own fields beside the flow
   assert.deepEqual(a.map((r) => [r.nodeName, r.time?.seconds]), w.map((f) => ['node1', f.time?.seconds]));
+});
+
+/** GetFlows over gRPC by hand: the response's frames, its headers and trailers */
+async function rawGetFlows(body: Buffer, headers: Record<string, string> = {}): Promise<{ headers: Record<string, unknown>; headersEnd: boolean; trailers: Record<string, unknown>; frames: Buffer[] }> {
+  const s = http2.connect('http://localhost', { createConnection: () => netConnect(sock) });
+  try {
+    const st = s.request({ ':method': 'POST', ':path': '/observer.Observer/GetFlows', 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    st.end(body);
+    const out = { headers: {} as Record<string, unknown>, headersEnd: false, trailers: {} as Record<string, unknown>, frames: [] as Buffer[] };
+    const chunks: Buffer[] = [];
+    await new Promise<void>((res, rej) => {
+      st.on('response', (h, flags: number) => {
+        out.headers = h;
+        out.headersEnd = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+      });
+      st.on('trailers', (t) => (out.trailers = t));
+      st.on('data', (c: Buffer) => chunks.push(c));
+      st.on('end', res);
+      st.on('error', rej);
+    });
+    const all = Buffer.concat(chunks);
+    for (let at = 0; at < all.length;) {
+      const n = all.readUInt32BE(at + 1);
+      out.frames.push(all.subarray(at + 5, at + 5 + n));
+      at += 5 + n;
+    }
+    // gRPC over HTTP/2: the status ends the stream, in the response's one HEADERS frame
+    // (trailers-only) or in trailers. A stream ended by an empty DATA frame after headers that
+    // carry it is what grpc-go refuses ("server closed the stream without sending trailers").
+    if (out.headers['grpc-status'] !== undefined) assert.ok(out.headersEnd, 'a trailers-only response ends the stream on its HEADERS frame');
+    else assert.notEqual(out.trailers['grpc-status'], undefined, 'the status in trailers');
+    return out;
+  } finally {
+    s.close();
+  }
+}
+const grpcFrame = (msg: Uint8Array) => {
+  const b = Buffer.alloc(5 + msg.length);
+  b.writeUInt32BE(msg.length, 1);
+  b.set(msg, 5);
+  return b;
+};
+
+test('GetFlows over gRPC: a torn or oversized request is refused with a status, a deadline ends a follow', async () => {
+  const torn = await rawGetFlows(grpcFrame(toBinary(GetFlowsRequestSchema, create(GetFlowsRequestSchema, { number: 2n }))).subarray(0, 6));
+  assert.equal(torn.headers['grpc-status'], String(Code.InvalidArgument), 'trailers-only');
+  assert.match(decodeURIComponent(String(torn.headers['grpc-message'])), /not one whole gRPC message/);
+  assert.equal(torn.frames.length, 0);
+  const big = await rawGetFlows(Buffer.alloc(2 << 20));
+  assert.equal(big.headers['grpc-status'], String(Code.ResourceExhausted));
+  const bad = await rawGetFlows(grpcFrame(Uint8Array.of(0xff, 0xff, 0xff)));
+  assert.equal(bad.headers['grpc-status'], String(Code.InvalidArgument));
+  const filter = await rawGetFlows(grpcFrame(toBinary(GetFlowsRequestSchema, create(GetFlowsRequestSchema, { number: 1n, whitelist: [create(FlowFilterSchema, { protocol: ['quic'] })] }))));
+  assert.match(decodeURIComponent(String(filter.headers['grpc-message'])), /unknown protocol/);
+  // the last 2, then nothing more arrives: the client's grpc-timeout ends the follow on the server
+  const t = Date.now();
+  const follow = await rawGetFlows(grpcFrame(toBinary(GetFlowsRequestSchema, create(GetFlowsRequestSchema, { number: 2n, follow: true }))), { 'grpc-timeout': '300m' });
+  assert.ok(Date.now() - t >= 250);
+  assert.equal(follow.trailers['grpc-status'], String(Code.DeadlineExceeded));
+  assert.equal(follow.frames.length, 2);
+  for (const f of follow.frames) assert.equal(fromBinary(GetFlowsResponseSchema, f).responseTypes.case, 'flow');
+  // a compressed request goes to connect-node, which refuses an encoding it does not know (Internal)
+  const compressed = grpcFrame(Uint8Array.of(1));
+  compressed[0] = 1;
+  const gz = await rawGetFlows(compressed, { 'grpc-encoding': 'br' });
+  assert.equal(gz.headers['grpc-status'] ?? gz.trailers['grpc-status'], String(Code.Internal));
+  assert.equal(gz.frames.length, 0);
+});
+
+test('GetFlows over gRPC: no flow matches, the status OK alone ends the stream (trailers-only), and the upstream hubble CLI reads it', async () => {
+  const none = await rawGetFlows(grpcFrame(toBinary(GetFlowsRequestSchema, create(GetFlowsRequestSchema, { number: 5n, whitelist: [create(FlowFilterSchema, { sourcePod: ['nowhere/'] })] }))));
+  assert.equal(none.headers['grpc-status'], '0');
+  assert.equal(none.frames.length, 0);
+  // grpc-go, the client Hubble's CLI and Relay use: it refused the stream the fast path first
+  // ended (HEADERS with the status, then an empty DATA frame with END_STREAM) as Internal
+  const hubbleCli = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(HUBBLE, ['observe', '--server', `unix://${sock}`, '-o', 'json', ...args], { timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+  const empty = await hubbleCli(['--last', '5', '--namespace', 'nowhere']);
+  assert.equal(empty.code, 0, empty.stderr);
+  assert.equal(empty.stdout, '');
+  const two = await hubbleCli(['--last', '2']);
+  assert.equal(two.code, 0, two.stderr);
+  assert.equal(two.stdout.trim().split('\n').filter((l) => (JSON.parse(l) as { flow?: unknown }).flow).length, 2);
+  const dropped = await hubbleCli(['--last', '10', '--verdict', 'DROPPED', '--experimental-field-mask', 'verdict,source.pod_name']);
+  assert.equal(dropped.code, 0, dropped.stderr);
+  const flows = dropped.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { flow: { verdict: string; source?: { pod_name?: string }; destination?: unknown } }).flow);
+  assert.deepEqual(flows.map((f) => [f.verdict, f.source?.pod_name, f.destination]), [['DROPPED', 'xwing', undefined], ['DROPPED', 'xwing', undefined]]);
 });
 
 test('lost events pass unfiltered and uncounted', async () => {
