@@ -7,7 +7,7 @@
  *   bin/node bench/feed-agent.ts SOCKET
  */
 import { createFeedServer } from '../src/proxy/feed/server.ts';
-import { decodeRecord } from '../src/proxy/feed/wire.ts';
+import { decodeRecords } from '../src/proxy/feed/wire.ts';
 import { createL7Parser } from '../src/hubble/l7/parser.ts';
 import { FlowRing } from '../src/hubble/ring.ts';
 import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
@@ -24,9 +24,7 @@ const server = createFeedServer({
   socketPath, fingerprint: () => '1',
   snapshot: async () => ({ revision: 1, agentPid: process.pid, nodeAddrs: [], endpoints: [], ipcache: [], identities: [], mapStates: [], resources: { Secret: [], AIPolicy: [] }, names: [] }),
   onRecords(items) {
-    for (const w of items) {
-      const rec = decodeRecord(w, () => undefined);
-      if (!rec) continue;
+    for (const rec of decodeRecords(items, () => undefined).records) {
       const f = build(rec); metrics.process(f); ring.pushFlow(f, rec.timeMs); n++;
     }
   },

@@ -14,11 +14,11 @@
  * process beside the agent; the agent still allocates identities and turns the access records
  * into flows and metrics), each printed per round.
  *
- *   bin/node bench/dns/run.ts [--secs 8] [--rounds 2] [--fresh 400] [--append] [--repo DIR]
+ *   bin/node bench/dns/run.ts [--secs 8] [--rounds 2] [--fresh 400] [--append] [--repo DIR] [--perf DIR]
  * With --append the table and the command go to bench/RESULTS.md under `## dns`. --repo runs the
  * membrane of another checkout (an A/B against main with the same bench).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -28,7 +28,8 @@ import { callAgent } from '../../src/agent/api-client.ts';
 import { labPaths } from '../../src/common/paths.ts';
 import { buildConfig } from '../../src/common/config.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, append: { type: 'boolean', default: false }, keep: { type: 'boolean', default: false }, repo: { type: 'string' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, append: { type: 'boolean', default: false }, keep: { type: 'boolean', default: false }, repo: { type: 'string' }, perf: { type: 'string' } } });
+const PERF = values.perf ? resolve(values.perf) : '';
 const SECS = Number(values.secs);
 const ROUNDS = Number(values.rounds);
 const FRESH = Number(values.fresh);
@@ -81,7 +82,11 @@ function latency(pod: string, server: string, names: string[], count: number): {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
-  membrane(['up']);
+  // --perf DIR: the lab's processes keep a map of their JIT code (/tmp/perf-PID.map) and `perf record`
+  // samples the agent and the proxy process during each proxied dnsperf (DIR/perf-rN.data). Not
+  // --cpu-prof: its SIGPROF every millisecond interrupts the verifier (BPF_PROG_LOAD: EAGAIN).
+  if (PERF) execFileSync(join(RUN, 'bin/membrane'), ['up'], { env: { ...env, NODE_OPTIONS: '--perf-basic-prof --interpreted-frames-native-stack' }, timeout: 180_000 });
+  else membrane(['up']);
   writeFileSync(join(dir, 'queries.txt'), NAMES.map((n) => `${n} A`).join('\n') + '\n');
   writeFileSync(join(dir, 'fresh.hosts'), freshNames.map((n, i) => `172.20.${(i + 1) >> 8}.${(i + 1) & 255} ${n}`).join('\n') + '\n');
   const dnsmasq = ['dnsmasq', '-k', '--conf-file=/dev/null', '--port=53', '--no-resolv', '--no-hosts', `--addn-hosts=${join(dir, 'fresh.hosts')}`,
@@ -115,7 +120,9 @@ try {
   const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const d = dnsperf('direct', server, [dnsmasqPid]);
+    const rec = PERF ? spawn('perf', ['record', '-F', '2999', '-g', '-o', join(PERF, `perf-r${r + 1}.data`), '-p', [agentPid, proxyPid].filter(Boolean).join(','), '--', 'sleep', String(SECS)], { stdio: 'ignore' }) : undefined;
     const p = dnsperf('proxied', server, proxyPid ? [agentPid, proxyPid] : [agentPid]);
+    if (rec) await new Promise((ok) => { if (rec.exitCode !== null) ok(null); else rec.once('exit', ok); });
     const qpsD = d.qps, qpsP = p.qps;
     const lD = latency('direct', server, NAMES, 3000);
     const lP = latency('proxied', server, NAMES, 3000);

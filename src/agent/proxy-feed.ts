@@ -10,7 +10,7 @@ import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
 import { encodeMapState, type IpcacheDelta, type ProxySnapshot, type StandaloneDNSInfo } from '../proxy/feed/snapshot.ts';
-import { decodeRecord, type DnsAnswerReport } from '../proxy/feed/wire.ts';
+import { decodeRecords, type DnsAnswerReport } from '../proxy/feed/wire.ts';
 
 export interface AgentProxyFeedDeps {
   socketPath: string;
@@ -93,11 +93,8 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
       const table = deps.agent()?.endpointTable();
       const byId = (id: number) => { const ep = table?.byId(id); return ep ? deps.resolved(ep) : undefined; };
-      let bad = 0;
-      for (const w of items) {
-        const r = decodeRecord(w, byId);
-        if (r) deps.emitRecord(r); else bad++;
-      }
+      const { records, bad } = decodeRecords(items, byId);
+      for (const r of records) deps.emitRecord(r);
       if (bad) deps.logger.warn({ code: 'FEED_RECORDS_REFUSED', bad }, 'access records from the proxy process that are not records: skipped');
     },
     ...(deps.dns ? { onDnsAnswers: deps.dns.onReports } : {}),

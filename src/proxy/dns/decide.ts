@@ -7,7 +7,7 @@
  * a peer gaining or losing a selector is seen by the next query.
  */
 import type { L7Policy, MapState } from '../../policy/types.ts';
-import { lookupMapState } from '../../policy/lookup.ts';
+import { lookupMapState, type LookupResult } from '../../policy/lookup.ts';
 import { queryMatcher } from '../../fqdn/matchpattern.ts';
 
 /** Distinct names remembered per policy before that policy's cache starts over. */
@@ -57,11 +57,31 @@ export function createDNSDecider(): DNSDecider {
  */
 export type DNSQueryJudge = (ms: MapState | undefined, remoteIdentity: number, proto: number, port: number, qname: string) => boolean;
 
-export function createDNSQueryJudge(): DNSQueryJudge {
+export function createDNSQueryJudge(opts: { frozenMapStates?: boolean } = {}): DNSQueryJudge {
   const dnsAllowed = createDNSDecider();
+  // `frozenMapStates` (the proxy process: each snapshot decodes new MapStates, never changed
+  // after): the MapState's answer per (identity, proto, port) is kept with the MapState. Looked up
+  // each time it was up to 36 key strings and map probes per query (the wildcard lane has no
+  // entry for the port: every prefix length is tried), ~8 % of the proxy process's CPU in
+  // bench/dns. The agent's own MapStates change in place: looked up every time there.
+  const memo = opts.frozenMapStates ? new WeakMap<MapState, Map<number, LookupResult>>() : undefined;
+  const lookup = (ms: MapState, remoteIdentity: number, proto: number, port: number): LookupResult => {
+    if (!memo) return lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+    let byKey = memo.get(ms);
+    if (!byKey) { byKey = new Map(); memo.set(ms, byKey); }
+    // identity < 2^32, proto < 2^8, port < 2^16: one exact number below 2^56 (doubles hold 2^53; identities stay < 2^29)
+    const k = (remoteIdentity * 256 + proto) * 65536 + port;
+    let r = byKey.get(k);
+    if (!r) {
+      if (byKey.size >= MAX_NAMES) byKey.clear();
+      r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+      byKey.set(k, r);
+    }
+    return r;
+  };
   return (ms, remoteIdentity, proto, port, qname) => {
     if (!ms) return false;
-    const r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
+    const r = lookup(ms, remoteIdentity, proto, port);
     if (r.verdict === 'drop') return false;
     const l7 = r.entry?.l7;
     if (r.verdict === 'forward' || !l7) return true;

@@ -91,7 +91,18 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
   // The pinned ipcache's answer per address for one turn of the event loop: the answers of one
   // recvmmsg drain (up to 64, mostly the same few IPs) cost one map lookup per IP, not per answer.
   const pinnedMemo = new Map<string, number>();
-  const clearMemo = (): void => pinnedMemo.clear();
+  /** the snapshot's identity per address, for the same turn (an ipcache LPM from the address text each) */
+  const viewMemo = new Map<string, number>();
+  const clearMemo = (): void => { pinnedMemo.clear(); viewMemo.clear(); };
+  function viewIdentity(v: PolicyView, ip: string): number {
+    let id = viewMemo.get(ip);
+    if (id === undefined) {
+      id = v.identityOfOther(ip);
+      if (!pinnedMemo.size && !viewMemo.size) queueMicrotask(clearMemo);
+      viewMemo.set(ip, id);
+    }
+    return id;
+  }
   /** The identity the datapath gives an address now (the pinned ipcache's longest match; none: world). */
   function pinnedIdentity(ip: string): number | undefined {
     if (!ipcache) return undefined;
@@ -104,7 +115,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     } catch {
       return undefined;
     }
-    if (!pinnedMemo.size) queueMicrotask(clearMemo);
+    if (!pinnedMemo.size && !viewMemo.size) queueMicrotask(clearMemo);
     pinnedMemo.set(ip, id);
     return id;
   }
@@ -117,7 +128,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     for (const ip of ips) {
       const id = pinnedIdentity(ip);
       if (id === undefined || !egressAllowsIdentity(ms, id)) return false;
-      if (agentThere && v.identityOfOther(ip) !== id) return false;
+      if (agentThere && viewIdentity(v, ip) !== id) return false;
     }
     return true;
   }
@@ -144,7 +155,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     });
   }
 
-  const judgeQuery = createDNSQueryJudge();
+  // a snapshot's MapStates are decoded once and never changed (the next snapshot brings new ones)
+  const judgeQuery = createDNSQueryJudge({ frozenMapStates: true });
   const candidates = (): string[] => {
     const d = deps.view()?.dns;
     if (!d) return [];

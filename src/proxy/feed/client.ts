@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
-import { encodeRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
+import { encodeAnswer, encodeRecord, expandAnswer, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -61,6 +61,34 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let statusTimer: NodeJS.Timeout | undefined;
   /** encoded at once (compact: no endpoints, no labels), sent with the next batch */
   let buf: WireRecord[] = [];
+  /**
+   * Records pushed so far (never reset), and where each DNS request of the batch went by its
+   * client peer (the proxy's two records of a query share that object): its response is sent as
+   * tag 3, the answer's fields and the distance back to the request.
+   */
+  let pushed = 0;
+  let requests = new Map<AccessLogRecord['client'], number>();
+  /** the cap shifted records out since the last flush: responses may have lost their request */
+  let shifted = false;
+  /**
+   * Drops (as lost) the responses whose request the cap shifted out while the agent was away;
+   * the distances that spanned a dropped one shrink by it. In place, one pass.
+   */
+  function dropOrphans(items: WireRecord[]): void {
+    const removedBefore: number[] = new Array(items.length + 1);
+    let removed = 0, n = 0;
+    for (let j = 0; j < items.length; j++) {
+      removedBefore[j] = removed;
+      const w = items[j]!;
+      if (w[0] === 3) {
+        const at = j - w[1];
+        if (at < 0) { removed++; lost++; continue; }
+        w[1] -= removed - removedBefore[at]!;
+      }
+      items[n++] = w;
+    }
+    items.length = n;
+  }
   let lost = 0;
   let perMessage = RECORDS_PER_MESSAGE;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
@@ -103,10 +131,20 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (!buf.length && !lost) return;
     const items = buf;
     buf = [];
+    if (requests.size) requests = new Map();
+    if (shifted) {
+      shifted = false;
+      dropOrphans(items);
+    }
     // in messages of perMessage at most (the buffer of an agent's absence too), in order
     let i = 0;
     do {
       const part = i === 0 && items.length <= perMessage ? items : items.slice(i, i + perMessage);
+      // a response whose request went in an earlier message goes whole
+      for (let k = 0; k < part.length; k++) {
+        const w = part[k]!;
+        if (w[0] === 3 && w[1] > k) part[k] = expandAnswer(w, items[i + k - w[1]]!) ?? w;
+      }
       const line = `${JSON.stringify(recordsMessage(part, i === 0 ? lost : 0))}\n`;
       if (!sock.destroyed) sock.write(line);
       i += part.length;
@@ -178,8 +216,22 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       sock?.end();
     },
     record(rec) {
-      buf.push(encodeRecord(rec));
-      if (buf.length > cap) { buf.shift(); lost++; }
+      pushed++;
+      let w: WireRecord | undefined;
+      if (rec.l7 === 'dns' && rec.transport === 'UDP') {
+        if (rec.type === 'request') {
+          if (requests.size < 65536) requests.set(rec.client, pushed);
+        } else {
+          const at = requests.get(rec.client);
+          if (at !== undefined) {
+            requests.delete(rec.client);
+            // records pushed since the request: its distance in buf too (the cap shifts both alike)
+            w = encodeAnswer(rec, pushed - at);
+          }
+        }
+      }
+      buf.push(w ?? encodeRecord(rec));
+      if (buf.length > cap) { buf.shift(); lost++; shifted = true; }
       if (!up) return;
       if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);
       else flushTimer ??= setTimeout(flush, 20);

@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { decideDNS } from '../../../../src/policy/l7.ts';
-import type { L7Policy } from '../../../../src/policy/types.ts';
-import { createDNSDecider } from '../../../../src/proxy/dns/decide.ts';
+import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../../../src/policy/types.ts';
+import { createDNSDecider, createDNSQueryJudge } from '../../../../src/proxy/dns/decide.ts';
 
 type Entry = L7Policy['perSelector'][number];
 const policy = (perSelector: Entry[]): L7Policy => Object.freeze({ parser: 'dns' as const, perSelector });
@@ -71,4 +71,30 @@ test('property: same verdict as decideDNS for generated policies, peers and name
     const p = policy(es);
     for (const [id, n] of qs) for (let k = 0; k < 2; k++) assert.equal(decide(p, id, n), decideDNS(p, id, n).allowed, `${id} ${n}`);
   }), { numRuns: 400 });
+});
+
+test('frozen MapStates (the proxy process): the judge keeps each MapState\'s verdict per peer, proto and port, and answers as the unkept judge for every key; a new MapState is judged anew', () => {
+  const kept = createDNSQueryJudge({ frozenMapStates: true });
+  const live = createDNSQueryJudge();
+  const dns = policy([entry(new Set([300]), [{ matchPattern: '*.bench.lab' }])]);
+  const ms = (l7ForDns: L7Policy | null, extra: [MapStateKey, Partial<MapStateEntry>][] = []): MapState => {
+    const entries: MapState['entries'] = new Map();
+    const put = (key: MapStateKey, e: Partial<MapStateEntry>) => entries.set(mapStateKeyString(key), { key, entry: { verdict: 'allow', matchType: 0, authType: 0, l7: null, ...e } as MapStateEntry });
+    put({ direction: 'egress', identity: 300, proto: 17, port: 53, portPrefixLen: 16 }, { l7: l7ForDns });
+    for (const [k, e] of extra) put(k, e);
+    return { entries, defaultDeny: { ingress: true, egress: true } };
+  };
+  const a = ms(dns, [[{ direction: 'egress', identity: 0, proto: 6, port: 0, portPrefixLen: 0 }, {}], [{ direction: 'egress', identity: 301, proto: 0, port: 0, portPrefixLen: 0 }, { verdict: 'deny' }]]);
+  const keys: [number, number, number, string][] = [];
+  for (const id of [300, 301, 302, 0]) for (const proto of [17, 6]) for (const port of [53, 5353]) for (const name of ['q1.bench.lab.', 'other.lab.']) keys.push([id, proto, port, name]);
+  for (let round = 0; round < 2; round++) {
+    for (const [id, proto, port, name] of keys) assert.equal(kept(a, id, proto, port, name), live(a, id, proto, port, name), `${id}/${proto}/${port} ${name}`);
+  }
+  assert.equal(kept(a, 300, 17, 53, 'q1.bench.lab.'), true, 'positive control');
+  assert.equal(kept(a, 301, 17, 53, 'q1.bench.lab.'), false, 'the deny of every port');
+  // the next snapshot's MapState (no DNS rules any more: port 53 denied to 300) is its own
+  const b = ms(null, []);
+  b.entries.clear();
+  assert.equal(kept(b, 300, 17, 53, 'q1.bench.lab.'), false);
+  assert.equal(kept(a, 300, 17, 53, 'q1.bench.lab.'), true);
 });

@@ -16,7 +16,7 @@ import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
 import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
-import { decodeRecord, encodeRecord, recordsMessage, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
+import { decodeRecord, decodeRecords, encodeRecord, recordsMessage, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
@@ -408,4 +408,79 @@ test('attacker: an item on the feed that is not a record of either shape is refu
   for (const w of [null, 7, 'x', {}, [], [0], [1, null, '1', 1, 1, 1, '2', 2, 2, 2], [1, {}, 'a'], [3, ...Array(22).fill(0)], [2, ...Array(21).fill(0)], Array(23).fill(0).map((_, i) => (i === 0 ? 0 : 0)).slice(0, 22)]) {
     assert.equal(decodeRecord(w as never, () => undefined), undefined, JSON.stringify(w));
   }
+});
+
+test('feed: a DNS response after its request in the same message travels as the answer alone (tag 3), whole when a split or the cap parts them; the agent gets both records as they were made', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const got: AccessLogRecord[] = [];
+  const tags: number[] = [];
+  let lostSeen = 0, badSeen = 0;
+  const mkServer = () => createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1),
+    onRecords: (items, lost) => {
+      for (const w of items) tags.push(w[0]);
+      const { records, bad } = decodeRecords(items, () => undefined);
+      got.push(...records);
+      lostSeen += lost;
+      badSeen += bad;
+    },
+  });
+  let server = mkServer();
+  await server.start();
+  let snaps = 0;
+  const client = createFeedClient({ socketPath, retryMs: 20, bufferRecords: 700, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  // queries in flight as the proxy has them: requests of a drain, then their answers, each pair sharing its client peer
+  const server53 = { ip: '10.244.1.3', port: 53, identity: 2000 };
+  const pair = (n: number): [AccessLogRecord, AccessLogRecord] => {
+    const client = { ip: '10.244.1.2', port: 30000 + n, identity: 1000 };
+    const q = { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: n, client, server: server53, transport: 'UDP', query: `q${n}.bench.lab.`, qtypes: ['A'] } as AccessLogRecord;
+    const a = { l7: 'dns', type: 'response', verdict: 'forwarded', direction: 'egress', timeMs: n + 0.5, client, server: server53, transport: 'UDP', query: `q${n}.bench.lab.`, qtypes: ['A'], rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 1234n } as AccessLogRecord;
+    return [q, a];
+  };
+  const sent: AccessLogRecord[] = [];
+  // 300 queries, 20 in flight: 600 records, split 128 by 128 (some pairs across a split)
+  const pairs = Array.from({ length: 300 }, (_, i) => pair(i + 1));
+  for (let i = 0; i < 300; i += 20) {
+    for (let k = i; k < i + 20; k++) { client.record(pairs[k]![0]); sent.push(pairs[k]![0]); }
+    for (let k = i; k < i + 20; k++) { client.record(pairs[k]![1]); sent.push(pairs[k]![1]); }
+  }
+  await until(() => got.length === 600).catch((e: Error) => { throw new Error(`${e.message}: got ${got.length}, bad ${badSeen}`); });
+  const plain = (r: AccessLogRecord[]) => JSON.parse(JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))) as unknown;
+  assert.deepEqual(plain(got), plain(sent));
+  // 600 records in messages of 128: up to 20 pairs parted at each of the 4 splits
+  const answersAlone = tags.filter((x) => x === 3).length;
+  assert.ok(answersAlone >= 300 - 4 * 20, `most answers go as tag 3 (${answersAlone})`);
+  assert.equal(tags.filter((x) => x === 0).length, 300 + (300 - answersAlone), 'the answers parted from their request by a split went whole');
+  assert.equal(badSeen, 0);
+  // the agent away: the cap (700) drops the oldest records, requests among them; their answers are lost too, the rest arrive whole and right
+  await server.stop();
+  await until(() => !client.connected());
+  got.length = 0;
+  const later = Array.from({ length: 400 }, (_, i) => pair(1000 + i));
+  for (const [q] of later) client.record(q);
+  for (const [, a] of later) client.record(a);
+  server = mkServer();
+  await server.start();
+  t.after(() => server.stop());
+  // 800 records, 700 kept: the first 100 requests shifted out (100 lost), so their answers are dropped (100 more)
+  await until(() => lostSeen === 200 && got.length === 600).catch((e: Error) => { throw new Error(`${e.message}: lost ${lostSeen}, got ${got.length}, bad ${badSeen}`); });
+  assert.deepEqual(plain(got), plain([...later.slice(100).map(([q]) => q), ...later.slice(100).map(([, a]) => a)]));
+  assert.equal(badSeen, 0);
+});
+
+test('attacker: a tag-3 record pointing nowhere, at itself, past the message or at a non-request is no record', () => {
+  const req = encodeRecord({ l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1, client: { ip: '10.0.0.1', port: 5, identity: 1 }, server: { ip: '10.0.0.2', port: 53, identity: 2 }, transport: 'UDP', query: 'a.', qtypes: ['A'] } as AccessLogRecord);
+  const http = encodeRecord({ l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1, client: { ip: '10.0.0.1', port: 5, identity: 1 }, server: { ip: '10.0.0.2', port: 80, identity: 2 }, endpointId: 0, method: 'GET', url: '/', host: 'h', path: '/', protocol: 'HTTP/1.1', headers: [], code: 0, latencyNs: 0 } as AccessLogRecord);
+  const ans = (back: unknown) => [3, back, 0, 2, 0, ['1.2.3.4'], 30, 0, 0, 5, ''] as never;
+  for (const [items, bad] of [[[ans(1)], 1], [[req, ans(0)], 1], [[req, ans(2)], 1], [[req, ans(-1)], 1], [[http, ans(1)], 1], [[req, ans('1')], 1], [[req, ans(1.5)], 1], [[req, ans(1)], 0], [[req, [3, 1, 0]], 1]] as const) {
+    const r = decodeRecords(items as never, () => undefined);
+    assert.equal(r.bad, bad, JSON.stringify(items));
+    assert.equal(r.records.length, items.length - bad);
+  }
+  assert.equal(decodeRecord(ans(1), () => undefined), undefined, 'no earlier records: no answer record');
 });
