@@ -138,10 +138,13 @@ static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struc
 	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
 	const int underlay = d && (d->flags & DEV_F_UNDERLAY);
 #ifdef MB_L3_DEVICE
-	/* cilium_wg0 (an underlay device): WireGuard took the packet from the peer whose allowed IPs
-	 * hold its source; there is no link header to check */
+	/* cilium_wg0: WireGuard took the packet from the peer whose allowed IPs hold its source (a
+	 * remote pod's address comes only from its node), and there is no link header to check. A
+	 * node's own address passes only where the agent marks the device as underlay (tunnel mode:
+	 * the decrypted VXLAN) */
 	if (underlay)
 		return 0;
+	return p->family == 4 && is_tunnel_peer(p->saddr);
 #endif
 	__be32 ep = 0;
 	if (v)
