@@ -135,6 +135,12 @@ export function decodeRecord(w: WireRecord, endpointById: (id: number) => Resolv
     l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
     direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), query, qtypes,
   };
+  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+}
+
+/** The answer's fields a wire record carries (a negative number or 0 for a list: absent). */
+function withAnswer(r: DnsAccessRecord, rcode: number, ips: DnsAccessRecord['ips'] | 0, ttl: number, cnames: DnsAccessRecord['cnames'] | 0,
+  rrtypes: DnsAccessRecord['rrtypes'] | 0, latencyNs: number, reason: string | undefined): DnsAccessRecord {
   if (rcode >= 0) r.rcode = rcode;
   if (ips !== 0) r.ips = ips;
   if (ttl >= 0) r.ttl = ttl;
@@ -154,14 +160,7 @@ function decodeAnswer(w: Extract<WireRecord, [3, ...unknown[]]>, earlier: (back:
     l7: 'dns', type: 'response', transport: q.transport, verdict: VERDICTS[verdict] ?? 'error', direction: q.direction, timeMs,
     client: q.client, server: q.server, query: q.query, qtypes: q.qtypes,
   };
-  if (rcode >= 0) r.rcode = rcode;
-  if (ips !== 0) r.ips = ips;
-  if (ttl >= 0) r.ttl = ttl;
-  if (cnames !== 0) r.cnames = cnames;
-  if (rrtypes !== 0) r.rrtypes = rrtypes;
-  if (latencyNs >= 0) r.latencyNs = BigInt(latencyNs);
-  if (reason) r.reason = reason;
-  return r;
+  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
 }
 
 /**
