@@ -6,7 +6,7 @@
  * The entry with the highest-precedence source wins: endpoints and nodes beat CIDR and FQDN
  * identities, which is why CIDR rules never match pod or node addresses (Cilium issue #9209).
  */
-import { type Family, formatIP, maskV4, maskV6, parseIP, parseIPv4, parsePrefix, type Prefix } from './prefix.ts';
+import { type Family, formatIP, maskV4, maskV6, parseIP, parseHostPrefix4, parsePrefix, type Prefix } from './prefix.ts';
 
 export type IPCacheSource = 'endpoint' | 'node' | 'kube-apiserver' | 'fqdn' | 'cidr' | 'generated';
 
@@ -55,12 +55,8 @@ const sourceOf = (s: Slot): IPCacheSource => (typeof s === 'number' ? SOURCES[s 
  * restart at 10,000 nodes): the text given is the canonical text, no mask, format or freeze.
  */
 function parseKey(text: string): Prefix | undefined {
-  const n = text.length;
-  if (n >= 10 && text.charCodeAt(n - 3) === 47 && text.charCodeAt(n - 2) === 51 && text.charCodeAt(n - 1) === 50) {
-    const a = parseIPv4(text.slice(0, n - 3));
-    if (a !== undefined) return { family: 4, addr: a, len: 32, text };
-  }
-  return parsePrefix(text);
+  const a = parseHostPrefix4(text);
+  return a !== undefined ? { family: 4, addr: a, len: 32, text } : parsePrefix(text);
 }
 
 function pickWinner(claims: Map<IPCacheSource, IPCacheEntryInfo>): IPCacheEntryInfo {

@@ -33,6 +33,17 @@ export function parseIPv4(s: string): number | undefined {
   return (n * 256 + v) >>> 0;
 }
 
+/**
+ * `a.b.c.d/32` (a remote pod's host prefix, the common case) as its address number, without
+ * parsePrefix's mask, text and freeze; undefined for any other form (including a non-canonical
+ * address), which then takes parsePrefix.
+ */
+export function parseHostPrefix4(text: string): number | undefined {
+  const n = text.length;
+  if (n < 10 || text.charCodeAt(n - 3) !== 47 || text.charCodeAt(n - 2) !== 51 || text.charCodeAt(n - 1) !== 50) return undefined;
+  return parseIPv4(text.slice(0, n - 3));
+}
+
 export function parseIPv6(s: string): bigint | undefined {
   if (s.length === 0 || s.length > 45) return undefined;
   let text = s;

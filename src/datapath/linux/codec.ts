@@ -6,7 +6,7 @@
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import type { DatapathEvent } from '../types.ts';
 import { MembraneError } from '../../common/errors.ts';
-import { parseIPv4 as ipv4Number } from '../../ipcache/prefix.ts';
+import { parseHostPrefix4, parseIPv4 as ipv4Number } from '../../ipcache/prefix.ts';
 
 export const DIR_INGRESS = 1;
 export const DIR_EGRESS = 2;
@@ -194,19 +194,9 @@ export function encodeIpcacheKey(prefix: string): Buffer {
   return encodeIpcacheKeyInto(Buffer.alloc(IPCACHE_KEY_SIZE), 0, prefix);
 }
 
-/**
- * `a.b.c.d/32` (a remote pod's: 300,000 after a restart at 10,000 nodes) as a number, written
- * without the 16-byte Buffer parsePrefix makes; undefined for any other form.
- */
-function host4(prefix: string): number | undefined {
-  const n = prefix.length;
-  if (n < 10 || prefix.charCodeAt(n - 3) !== 47 || prefix.charCodeAt(n - 2) !== 51 || prefix.charCodeAt(n - 1) !== 50) return undefined;
-  return ipv4Number(prefix.slice(0, n - 3));
-}
-
 /** Writes the key of `prefix` at `off` of `b` (a batch of keys in one buffer); returns `b`. */
 export function encodeIpcacheKeyInto(b: Buffer, off: number, prefix: string): Buffer {
-  const a = host4(prefix);
+  const a = parseHostPrefix4(prefix);
   if (a !== undefined) {
     b.fill(0, off, off + IPCACHE_KEY_SIZE);
     b.writeUInt32LE(IPCACHE_STATIC_PREFIX + 32, off);
