@@ -22,7 +22,7 @@ import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { isWireguardKey } from '../sys/wireguard.ts';
-import { formatIPv4, formatIPv6, isIPv4Mapped, parseIPv4, parseIPv6 } from '../ipcache/prefix.ts';
+import { formatIPv4, formatIPv6, hostPrefix, isIPv4Mapped, parseIPv4, parseIPv6 } from '../ipcache/prefix.ts';
 import { RELABELED, RemoteStore, UNCHANGED, type RemoteEndpoint } from './remote-store.ts';
 
 const isIPv6 = (s: string): boolean => s.includes(':') && parseIPv6(s) !== undefined && !isIPv4Mapped(s);
@@ -145,8 +145,6 @@ const sharedIntern = createInterner();
 /** pods per host kept in an array before a Set */
 const SMALL_HOST = 256;
 const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
-/** the host prefix of a pod or node address: /32, or /128 for IPv6 */
-export const hostPrefix = (ip: string): string => `${ip}/${ip.includes(':') ? 128 : 32}`;
 const METADATA = /^cilium-global:[^:]*:([^:]+):\d+$/;
 
 export function parseIpcacheValue(key: string, text: string, intern: (s: string) => string = sharedIntern): RemoteEndpoint | undefined {

@@ -10,6 +10,7 @@
  * Flow enrichment resolves IPs through the agent's endpoint table (a map by IP) and identities
  * through the policy engine's allocator: lookups only, per event.
  */
+import { hostPrefix } from '../ipcache/prefix.ts';
 import { MembraneError } from '../common/errors.ts';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
@@ -252,7 +253,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
 
   return {
     datapath, networks, workloads, hubble,
-    nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: `${ip}/${ip.includes(':') ? 128 : 32}`, identity: ReservedIdentity.host, endpointId: 0 })),
+    nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: hostPrefix(ip), identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
     fqdnRoutes: () => dns.routes(),
     policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },

@@ -23,7 +23,7 @@
  */
 import { MembraneError } from '../common/errors.ts';
 import { LabelSet, LabelSource, makeLabel, type Label } from '../labels/labels.ts';
-import { isIPv4Mapped, parsePrefix } from '../ipcache/prefix.ts';
+import { hostPrefix, isIPv4Mapped, parsePrefix } from '../ipcache/prefix.ts';
 import { cidrLabel } from '../identity/labels.ts';
 import { worldLabelName } from '../identity/identity.ts';
 import type { AllocationResult } from '../identity/allocator.ts';
@@ -262,7 +262,7 @@ export function createNameManager(deps: NameManagerDeps): NameManager {
       const keys = [...desiredKeys(ip)].sort();
       const set = keys.join('\n');
       const old = ipState.get(ip);
-      const prefix = `${ip}/${ip.includes(':') ? 128 : 32}`;
+      const prefix = hostPrefix(ip);
       if (keys.length === 0) {
         if (old) {
           ipState.delete(ip);

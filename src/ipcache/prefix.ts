@@ -33,6 +33,9 @@ export function parseIPv4(s: string): number | undefined {
   return (n * 256 + v) >>> 0;
 }
 
+/** The host prefix of an address: /32, or /128 for IPv6. */
+export const hostPrefix = (ip: string): string => `${ip}/${ip.includes(':') ? 128 : 32}`;
+
 /**
  * `a.b.c.d/32` (a remote pod's host prefix, the common case) as its address number, without
  * parsePrefix's mask, text and freeze; undefined for any other form (including a non-canonical

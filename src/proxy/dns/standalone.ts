@@ -24,6 +24,7 @@ import { DEFAULT_PROXY_PORTS, proxySlot } from '../../common/proxy-ports.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import type { MapState } from '../../policy/types.ts';
 import { encodeIpcacheKeyInto, IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE } from '../../datapath/linux/codec.ts';
+import { hostPrefix } from '../../ipcache/prefix.ts';
 import { BpfMap } from '../../sys/bpf.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { allowNonLocalBind } from '../../sys/net.ts';
@@ -110,7 +111,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     if (had !== undefined) return had;
     let id: number;
     try {
-      encodeIpcacheKeyInto(ipKey, 0, ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+      encodeIpcacheKeyInto(ipKey, 0, hostPrefix(ip));
       id = ipcache.lookup(ipKey, ipVal) ? ipVal.readUInt32LE(0) : ReservedIdentity.world;
     } catch {
       return undefined;
