@@ -40,6 +40,27 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
   const v6 = (p: Pod) => p.ip6!;
   const flushNeigh = () => { for (const ns of [topo.nodeNs, ...topo.pods.map((p) => p.ns)]) sh('ip', ['-n', ns, '-6', 'neigh', 'flush', 'all'], { allowFail: true }); };
 
+  /** A TCP SYN from A to port 80 over IPv6 whose payload carries `tag` and `n` (found again in a capture). */
+  const markedSyn = (tag: string) => {
+    const mark = (n: number) => Buffer.from(`${tag}-${n}-`.padEnd(24, 'x'));
+    const syn = (src: string, dst: string, sport: number, n: number) =>
+      eth({ dst: gatewayMac(topo, A), src: A.mac, type: ETH_IPV6 }, ipv6({ src, dst, nh: NH.TCP }, tcp6({ src, dst, sport, dport: 80, flags: SYN }, mark(n))));
+    return { mark, syn };
+  };
+  /** Sends each case's frame from A's eth0 (after draining the events) and returns what B's eth0 saw meanwhile. */
+  async function sendCapturedAtB(cases: { frame: Buffer; what: string }[]): Promise<{ hex: string }[]> {
+    await events(0);
+    const cap = await startCapture(B.ns, 'eth0', 30_000);
+    let seen: { hex: string }[] = [];
+    try {
+      for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      seen = await cap.stop();
+    }
+    return seen;
+  }
+
   before(async () => {
     ensureRawpkt();
     await node.up();
@@ -215,23 +236,12 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
       assert.ok(!evs.some((e) => e.type === 4 && e.endpointId === B.id && e.srcIp === v6(A) && e.dstPort === 80), 'redirected: never delivered to B');
       // the attacker's frames at the L7 port: a spoofed source (132) and B's IPv4 address as an
       // IPv4-mapped IPv6 destination (134) are dropped before any steering, never reach B
-      const gwA = gatewayMac(topo, A);
-      const mark = (n: number) => Buffer.from(`v6l7-${n}-`.padEnd(24, 'x'));
-      const syn = (src: string, dst: string, sport: number, n: number) =>
-        eth({ dst: gwA, src: A.mac, type: ETH_IPV6 }, ipv6({ src, dst, nh: NH.TCP }, tcp6({ src, dst, sport, dport: 80, flags: SYN }, mark(n))));
+      const { mark, syn } = markedSyn('v6l7');
       const cases = [
         { n: 1, frame: syn(v6(C), v6(B), 45001, 1), reason: 132, match: (e: DatapathEvent) => e.srcPort === 45001, what: 'a spoofed source (C\'s address) to [B]:80' },
         { n: 2, frame: syn(v6(A), `::ffff:${B.ip}`, 45002, 2), reason: 134, match: (e: DatapathEvent) => e.dstIp.startsWith('::ffff:'), what: 'B\'s IPv4 address as an IPv4-mapped destination' },
       ];
-      await events(0);
-      const cap = await startCapture(B.ns, 'eth0', 30_000);
-      let seen: { hex: string }[] = [];
-      try {
-        for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
-        await new Promise((r) => setTimeout(r, 500));
-      } finally {
-        seen = await cap.stop();
-      }
+      const seen = await sendCapturedAtB(cases);
       evs = await events();
       for (const c of cases) {
         assert.ok(!seen.some((f) => f.hex.includes(mark(c.n).toString('hex'))), `${c.what}: must not arrive at B`);
@@ -269,24 +279,13 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
     await d.call('upsertService', { ip: VIP, port: 80, proto: 'TCP', backends: [{ ip: b, port: 80 }] });
     await d.call('upsertService', { ip: '10.96.0.51', port: 80, proto: 'TCP', backends: [{ ip: B.ip, port: 80 }] });
     try {
-      const gwA = gatewayMac(topo, A);
-      const mark = (n: number) => Buffer.from(`v6svc-${n}-`.padEnd(24, 'x'));
-      const syn = (src: string, dst: string, sport: number, n: number) =>
-        eth({ dst: gwA, src: A.mac, type: ETH_IPV6 }, ipv6({ src, dst, nh: NH.TCP }, tcp6({ src, dst, sport, dport: 80, flags: SYN }, mark(n))));
+      const { mark, syn } = markedSyn('v6svc');
       const cases = [
         { n: 1, frame: syn(v6(A), VIP, 44001, 1), reason: null, what: 'A -> [VIP]:80 (positive control: translated to [B]:80)' },
         { n: 2, frame: syn('fd00:10:250:6::99', VIP, 44002, 2), reason: 132, what: 'a spoofed source to the VIP' },
         { n: 3, frame: syn(v6(A), '::ffff:10.96.0.51', 44003, 3), reason: 134, what: 'the IPv4 VIP as an IPv4-mapped IPv6 destination' },
       ];
-      await events(0);
-      const cap = await startCapture(B.ns, 'eth0', 30_000);
-      let seen: { hex: string }[] = [];
-      try {
-        for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
-        await new Promise((r) => setTimeout(r, 500));
-      } finally {
-        seen = await cap.stop();
-      }
+      const seen = await sendCapturedAtB(cases);
       const evs = await events();
       for (const c of cases) {
         const arrived = seen.some((f) => f.hex.includes(mark(c.n).toString('hex')));
@@ -339,15 +338,7 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
       { n: 17, frame: frame(NH.TCP, syn(43017, 80, 17), b, 'fd00:10:250:6::99'), reason: 132, what: 'a source that is not A\'s' },
       { n: 18, frame: frame(NH.ICMPV6, icmp6({ src: a, dst: b, type: 135 }, Buffer.concat([ip6(b), mark(18)]))), reason: 133, what: 'an NS between global addresses with hop limit 64: plain ICMPv6, policy decides' },
     ];
-    await events(0);
-    const cap = await startCapture(B.ns, 'eth0', 30_000);
-    let seen: { hex: string }[] = [];
-    try {
-      for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
-      await new Promise((r) => setTimeout(r, 500));
-    } finally {
-      seen = await cap.stop();
-    }
+    const seen = await sendCapturedAtB(cases);
     const arrived = (c: { n: number; needle?: string }) => seen.some((f) => f.hex.includes(c.needle ?? mark(c.n).toString('hex')));
     const evs = await events();
     const want = new Map<number, number>();
