@@ -302,6 +302,9 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     await d.call('applyFull', C.id, [], { ingress: false, egress: true }); // C may send nothing
     await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
     await events(0);
+    // The previous test flooded from C too, and C's bucket refills at 1000/s: without this wait, a fast
+    // run started the flood with about half a burst left (CI saw 478 events admitted).
+    await new Promise((r) => setTimeout(r, 1200));
     const lost0 = BigInt(await d.call<string>('eventsLost'));
     const flood = fromPod(C, gwC, ipv4({ src: C.ip, dst: world.ip, proto: TCP }, tcp({ src: C.ip, dst: world.ip, sport: 1024, dport: 9999, flags: SYN })));
     const t0 = Date.now();
@@ -318,8 +321,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     const fromC = evs.filter((e) => e.endpointId === C.id && e.srcIp === C.ip);
     // 1000/s, burst 1000 (the driver's datapath runs with the defaults)
     assert.ok(fromC.length <= 1000 + Math.ceil(secs * 1000) + 100, `C's events are bounded by its budget: ${fromC.length} in ${secs.toFixed(2)} s`);
-    // positive control: the budget limits C, it does not silence it. Not the exact burst: after the
-    // datapath and fuzz suites ran in the same process order, C's bucket was seen admitting 855
+    // positive control: the budget limits C, it does not silence it (a full burst is 1000)
     assert.ok(fromC.length >= 500, `C still gets events from its budget: ${fromC.length} in ${secs.toFixed(2)} s`);
     find(evs, (e) => e.type === 5 && e.endpointId === A.id && e.dstPort === 8080 && e.verdict === 0, 'A\'s policy verdict arrives during the flood');
     // (traced where it is delivered, at B, from A's budget)
