@@ -246,3 +246,25 @@ test('a pooled TLS upstream keeps the listeners its origination set (error class
   await new Promise((r) => setImmediate(r));
   assert.equal((s as tls.TLSSocket & { ssl: unknown }).ssl, null, 'the SSL state is freed when the socket closes');
 });
+
+test('a new TLS upstream connection resumes the last verified session of its name and trust bundle; another name, or the same name under another CA, makes a full verified handshake', async () => {
+  const fresh = async (name: string) => {
+    proxy.pool.clear();
+    const n = up.resumed.length;
+    const r = await exchange(name, ['GET /v1/models']);
+    return { statuses: r.statuses, resumed: up.resumed.slice(n) };
+  };
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [false] }, 'first connection: full handshake');
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [true] }, 'second: resumed');
+  assert.deepEqual(await fresh('other.example'), { statuses: [200], resumed: [false] }, 'a session is never offered for another name');
+  // attacker: the origin's certificate does not verify under the new trust bundle; a session made
+  // under the old one must not let the connection skip verification
+  policy = policyFor('wrong-ca');
+  rev++;
+  const wrong = await fresh('resume.example');
+  assert.deepEqual(wrong.statuses, [502]);
+  assert.deepEqual(wrong.resumed, [], 'the handshake never completed on the origin');
+  policy = policyFor('upstream-ca');
+  rev++;
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [true] }, 'back to the trusted CA: its session resumes');
+});
