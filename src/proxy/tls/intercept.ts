@@ -23,6 +23,7 @@ import { hostNameProblem } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
+import { renewingTickets } from './issuer.ts';
 
 export interface InterceptOptions {
   secrets: TlsSecrets;
@@ -156,7 +157,7 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       const timer = setTimeout(() => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); }, opts.handshakeTimeoutMs ?? 10_000);
       timer.unref();
       let secure = false;
-      bareServerContext ??= tls.createSecureContext({});
+      bareServerContext ??= renewingTickets(tls.createSecureContext({}));
       const server = new tls.TLSSocket(raw, {
         isServer: true,
         secureContext: bareServerContext,
