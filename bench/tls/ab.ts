@@ -65,7 +65,7 @@ try {
       if (mode === 'intercept' && !modes.some((m) => m !== 'sni')) continue;
       const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : [])];
       if (values['cpu-prof-dir']) flags.push(`--cpu-prof-dir=${join(values['cpu-prof-dir'], `${k}-${mode}`)}`);
-      const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
+      const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
       pid[k]![mode] = c.pid!;
     }
   }
