@@ -7,7 +7,7 @@
  * request). Also the origin's new TLS connections per proxied request (1 with no upstream reuse,
  * ~0 when the pool holds) from HAProxy's stats socket.
  *
- *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--modes ka,new,sni] [--node-flags=--cpu-prof]
+ *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
  * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
  * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
  * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
@@ -21,7 +21,7 @@ import { benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned }
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
-  secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, modes: { type: 'string', default: 'ka,new,sni' },
+  secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
   'node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
@@ -49,7 +49,9 @@ function originConns(): number {
   const out = execFileSync('sh', ['-c', `echo 'show info' | nc -U -q1 ${STATS} 2>/dev/null || true`]).toString();
   return Number(/CumConns:\s*(\d+)/.exec(out)?.[1] ?? NaN);
 }
-const args = { ka: ['-c50'], new: ['-c50', '-H', 'Connection: close'], sni: ['-c50', '-H', 'Connection: close'] };
+// a long timeout: on a loaded machine wrk's 2 s default turns slow answers into reconnects (full handshakes)
+const C = `-c${values.conns}`;
+const args = { ka: [C, '--timeout', '30s'], new: [C, '--timeout', '30s', '-H', 'Connection: close'], sni: [C, '--timeout', '30s', '-H', 'Connection: close'] };
 type Mode = keyof typeof args;
 try {
   ca('ca');
