@@ -268,6 +268,54 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
   }
 });
 
+test('idle pooled upstream connections: one the server speaks on unasked or closes leaves the pool (its bytes reach no client); the sweep closes those idle too long', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  const socks: net.Socket[] = [];
+  const up = createServer((sock) => {
+    socks.push(sock);
+    sock.on('data', () => { sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'); });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
+  });
+  const l = await p.start();
+  const until = async (cond: () => boolean) => { for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10)); };
+  try {
+    // the attacker's origin answers a request nobody sent on an idle connection: a smuggled
+    // response the next client of the pool must never read as its own
+    assert.deepEqual(statuses((await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'))).text), [200]);
+    assert.equal(p.pool.size, 1);
+    socks[0]!.write('HTTP/1.1 302 Found\r\nlocation: http://evil/\r\ncontent-length: 0\r\n\r\n');
+    await until(() => p.pool.size === 0);
+    assert.equal(p.pool.size, 0, 'the connection that spoke unasked left the pool');
+    const b = await rawExchange(l.egress!.port, get('/b', 'Connection: close\r\n'));
+    assert.deepEqual(statuses(b.text), [200]);
+    assert.doesNotMatch(b.text, /302|evil/);
+    assert.equal(socks.length, 2, 'the next client got a new upstream connection');
+    // the server closes an idle connection: it leaves the pool
+    assert.equal(p.pool.size, 1);
+    socks[1]!.end();
+    await until(() => p.pool.size === 0);
+    assert.equal(p.pool.size, 0);
+    // idle longer than the pool keeps them: the sweep closes it (and the server sees it closed)
+    await rawExchange(l.egress!.port, get('/c', 'Connection: close\r\n'));
+    assert.equal(p.pool.size, 1);
+    const closed = new Promise<void>((r) => socks[2]!.once('close', () => r()));
+    p.pool.sweep(Date.now() + 1000);
+    assert.equal(p.pool.size, 1, 'not yet idle too long');
+    p.pool.sweep(Date.now() + p.pool.idleMs + 1000);
+    assert.equal(p.pool.size, 0);
+    await closed;
+  } finally {
+    await p.stop();
+    up.close();
+  }
+});
+
 test('Connection: close with a body: the body is forwarded (in the same read as the head, or later), nothing after it is read', async () => {
   h.setPolicy(l7(null));
   const body = 'x'.repeat(10);
