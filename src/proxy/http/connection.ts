@@ -18,6 +18,8 @@ import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
 import { STATUS_TEXT, closingResponseHead, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
+const NO_SECRETS: L7Options = Object.freeze({});
+
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -31,7 +33,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   readonly endpoint: ProxyEndpoint | undefined;
   readonly remoteIdentity: number;
   readonly secretOpts: L7Options;
-  readonly state = new Map<string, unknown>();
+  private stateMap: Map<string, unknown> | null = null;
   /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
   sock: net.Socket;
   /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
@@ -108,9 +110,14 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     this.endpoint = direction === 'egress' ? srcEp : dstEp;
     this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
     this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
-    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
+    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : NO_SECRETS;
     this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
     this.resHead = new HeadParser({ kind: 'response' });
+  }
+
+  /** free slots for filters, made on first use (most connections never have one) */
+  get state(): Map<string, unknown> {
+    return (this.stateMap ??= new Map());
   }
 
   private get closed(): boolean {
