@@ -15,7 +15,7 @@ import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/a
 import type { HttpProxy } from './proxy.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
-import { STATUS_TEXT, closingResponseHead, localReply } from './replies.ts';
+import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
 const NO_SECRETS: L7Options = Object.freeze({});
@@ -584,7 +584,16 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
           if (run < 0) run = headStart;
         } else {
           flush(headStart);
-          if (!this.sock.write(closing ? closingResponseHead(h) : h.raw)) this.upstream?.pause();
+          let ok;
+          if (!closing) ok = this.sock.write(h.raw);
+          else if (hasConnectionFields(h.headers)) ok = this.sock.write(closingResponseHead(h));
+          else {
+            // nothing to remove: the head as received (parsed, every line CRLF) up to its empty
+            // line, then `connection: close` and the empty line; one writev (the socket is corked)
+            this.sock.write(h.raw.subarray(0, h.raw.length - 2));
+            ok = this.sock.write(CLOSE_FIELD);
+          }
+          if (!ok) this.upstream?.pause();
         }
         if (h.status === 101) {
           // the server agreed: from here on, bytes pass unparsed both ways
