@@ -226,17 +226,17 @@ test('a pooled TLS upstream keeps the listeners its origination set (error class
   proxy.pool.clear();
   // positive control: an intercepted exchange leaves its verified TLS upstream in the pool
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
-  const idle = (proxy.pool as unknown as { idle: Map<string, tls.TLSSocket[]> }).idle;
-  const pooled = [...idle.values()].flat();
+  const idle = (proxy.pool as unknown as { idle: Map<string, { sock: tls.TLSSocket }[]> }).idle;
+  const pooled = [...idle.values()].flat().map((l) => l.sock);
   assert.equal(pooled.length, 1);
   const s = pooled[0]!;
   assert.ok(s instanceof tls.TLSSocket && s.encrypted, 'the pooled upstream is the TLS socket');
-  // the pool's drop plus origination's classifier (an upstream TLS error later still says why)
+  // the upstream link's listener (idle: the pool drops it) plus origination's classifier (an upstream TLS error later still says why)
   assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 1, 'only the pool reads an idle connection');
+  assert.equal(s.listenerCount('data'), 1, 'only the link reads an idle connection');
   // taken again by the next exchange and put back: the same socket, the same listeners (none piles up)
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
-  assert.deepEqual([...idle.values()].flat(), [s], 'reused, not replaced');
+  assert.deepEqual([...idle.values()].flat().map((l) => l.sock), [s], 'reused, not replaced');
   assert.equal(s.listenerCount('error'), 2);
   assert.equal(s.listenerCount('data'), 1);
   const closed = new Promise((r) => s.once('close', r));
