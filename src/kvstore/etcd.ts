@@ -11,7 +11,7 @@
  * Conditions map to etcd compares: absent → `version == 0` (Cilium's CreateOnly), revision →
  * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
  */
-import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import { MembraneError } from '../common/errors.ts';
 import type { BytesWatchEvent, Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp } from './types.ts';
 import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVisitor } from './etcd-range.ts';
@@ -58,6 +58,17 @@ function prefixEnd(prefix: string): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/**
+ * etcd away (no answer, or etcd3's circuit breaker still open for a few seconds after an outage)
+ * becomes a coded error a caller can wait out; anything else passes as it is.
+ */
+function unavailable(e: unknown): never {
+  if (e instanceof Error && (isRecoverableError(e) || (e as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true)) {
+    throw new MembraneError('KVSTORE_UNAVAILABLE', `etcd is unavailable: ${e.message}`, { hint: 'the agents keep enforcing their last state; retry once `membrane status` shows the kvstore Ok', cause: e });
+  }
+  throw e;
 }
 
 const pair = (kv: { key: Buffer; value: Buffer; mod_revision: string }): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
@@ -205,7 +216,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const store: KVStore = {
     backend: 'etcd',
     async get(key) {
-      const r = await client.kv.range({ key: Buffer.from(key) });
+      const r = await client.kv.range({ key: Buffer.from(key) }).catch(unavailable);
       const kv = r.kvs[0];
       return kv ? pair(kv) : undefined;
     },
@@ -214,19 +225,19 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
     async put(key, value, o) {
       const op: TxnOp = { op: 'put', key, value, ...(o?.lease ? { lease: true } : {}) };
-      const r = await build(op, await leaseFor([op])).exec().catch((e: unknown) => { leaseRefused(e); throw e; });
+      const r = await build(op, await leaseFor([op]).catch(unavailable)).exec().catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
       noteOwned([op]);
       return Number(r.header.revision);
     },
     async delete(key) {
-      const r = await client.delete().key(key).exec();
+      const r = await client.delete().key(key).exec().catch(unavailable);
       owned.delete(key);
       return Number(r.deleted) > 0;
     },
     async txn(ops) {
-      const id = await leaseFor(ops);
+      const id = await leaseFor(ops).catch(unavailable);
       const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
-      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); throw e; });
+      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
       noteOwned(ops);
       return Number(r.header.revision);
     },
