@@ -6,7 +6,7 @@
  * pinned to CPU 1; the origin (HAProxy) and wrk share CPU 0.
  *
  *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
- *                              [--fraction 0.5] [--node-flags=--trace-gc] [--append]
+ *                              [--fraction 0.5 | --rate N] [--node-flags=--trace-gc] [--port 18543] [--append]
  * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
  * tls-sni (SNI passthrough, new connections), http-ka, http-close, dns (bench/dns/proxy-server.ts,
  * dnsmasq upstream, dnsperf -Q at the rate).
@@ -31,7 +31,7 @@ const { values } = parseArgs({
   options: {
     proxy: { type: 'string', default: 'tls-intercept-new' }, secs: { type: 'string', default: '60' }, sample: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '20' }, fraction: { type: 'string', default: '0.5' }, append: { type: 'boolean', default: false },
-    'node-flags': { type: 'string', default: '' }, rate: { type: 'string' },
+    'node-flags': { type: 'string', default: '' }, rate: { type: 'string' }, port: { type: 'string', default: '18543' },
   },
 });
 const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close', 'dns'] as const;
@@ -55,7 +55,8 @@ export function idleCapacity(results: string, kind: Kind): { rate: number; secti
   return { rate: Number(row?.split('|')[3]?.trim()), section: section.split('\n')[0]!.replace(/^## /, '') };
 }
 const NAME = 'api.bench.test';
-const ORIGIN = 18543, PROXY = 18547, CONNS = 50;
+/** --port P: the origin listens on P, the proxy on P + 4 (another port lets a second soak run beside one) */
+const ORIGIN = Number(values.port), PROXY = ORIGIN + 4, CONNS = 50;
 const tls = KIND.startsWith('tls');
 const dns = KIND === 'dns';
 const DNS_UP = '127.0.0.2';
