@@ -137,7 +137,7 @@ try {
   let t0 = 0;
   let out = '';
   await new Promise<void>((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`proxy not ready: ${out}`)), 20_000);
+    const t = setTimeout(() => rej(new Error(`proxy not ready in 90 s: ${out}`)), 90_000);
     proxy.stdout!.on('data', (d: Buffer) => {
       out += d;
       if (out.includes('ready')) { clearTimeout(t); res(); }
