@@ -199,7 +199,9 @@ try {
   if (values.append) {
     const file = join(REPO, 'bench/RESULTS.md');
     const text = readFileSync(file, 'utf8');
-    appendFileSync(file, `${text.endsWith('\n') ? '' : '\n'}${text.includes('\n## soak\n') ? '' : '\n## soak\n\n'}${lines.join('\n')}`);
+    // under a `## soak` heading of its own unless the file's last section is one
+    const lastSection = /\n## ([^\n]*)\n(?![\s\S]*\n## )/.exec(text)?.[1] ?? '';
+    appendFileSync(file, `${text.endsWith('\n') ? '' : '\n'}${lastSection.startsWith('soak') ? '\n' : '\n## soak\n\n'}${lines.join('\n')}`);
   }
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
