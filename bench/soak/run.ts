@@ -180,6 +180,11 @@ try {
   const verdict = !carried
     ? `not a soak at the offered rate: achieved ${achieved.toFixed(0)} of ${offered.toFixed(0)} offered (${((achieved / offered) * 100).toFixed(0)} %), so ${flat ? 'the flat RSS says little' : 'RSS NOT flat even so'}`
     : flat ? 'flat (±10 %)' : 'NOT flat';
+  // the sawtooth of V8's heap between full GCs makes any one sample a noisy baseline: a leak also
+  // shows as the second half's peak above the first half's
+  const half = Math.floor(after.length / 2);
+  const peak = (xs: typeof after) => Math.max(...xs.map((s) => s.m.rss));
+  const envelope = after.length >= 4 ? ` Peak RSS after the warm-up, first half ${MB(peak(after.slice(0, half)))} MB, second half ${MB(peak(after.slice(half)))} MB (${(((peak(after.slice(half)) / peak(after.slice(0, half))) - 1) * 100).toFixed(1)} %).` : '';
   const loadEnd = load1();
   const rows = samples.map((s, i) => {
     const q = dns && s.m.queries !== undefined && i > 0 && samples[i - 1]!.m.queries !== undefined ? ` ${((s.m.queries - samples[i - 1]!.m.queries!) * 1000 / s.wallMs).toFixed(0)} |` : dns ? ' |' : '';
@@ -191,7 +196,7 @@ try {
     `Command: \`${cmd}\``, '',
     `Run ${new Date(t0).toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work, load average ${loadStart} at the start, ${loadEnd} at the end. ` +
     `Offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s (${rateFrom}), achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s over ${SECS} s (${dns ? 'dnsperf -c 8' : `wrk -c${CONNS}`}). ` +
-    `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB (min ${MB(Math.min(...after.map((s) => s.m.rss)))}, max ${MB(Math.max(...after.map((s) => s.m.rss)))}), largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${verdict}.`, '',
+    `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB (min ${MB(Math.min(...after.map((s) => s.m.rss)))}, max ${MB(Math.max(...after.map((s) => s.m.rss)))}), largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${verdict}.${envelope}`, '',
     `| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB | load (1 min) | proxy CPU |${dns ? ' q/s answered |' : ''}`, `|---|---|---|---|---|---|---|---|${dns ? '---|' : ''}`, ...rows, '',
   ];
   console.log(lines.join('\n'));
