@@ -46,7 +46,7 @@ async function settle(o: { open(): Promise<number> }): Promise<number> {
 const get = (path: string, close = false) => `GET ${path} HTTP/1.1\r\nHost: svc\r\n${close ? 'Connection: close\r\n' : ''}\r\n`;
 
 test('attacker upstream: accepts and closes at once: each request gets its 503 and the proxy closes its side of every upstream connection', async () => {
-  const o = await origin((s) => s.end());
+  const o = await origin((s) => { s.resume(); s.end(); });
   const { p, port } = await proxyTo(o.port);
   try {
     for (let i = 0; i < 20; i++) {
