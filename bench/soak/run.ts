@@ -25,7 +25,7 @@ import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, startPinned } from '../support.ts';
+import { benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -77,11 +77,8 @@ function ca(name: string): void {
   openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
   writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
 }
-function haproxyCfg(name: string, body: string): string {
-  const f = join(dir, `${name}.cfg`);
-  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}`);
-  return f;
-}
+/** the benches' HAProxy configuration (`mode http` defaults: without it HAProxy ignored `http-request return` and closed every connection, and the HTTP soaks measured 503s) */
+const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 /** wrk against the proxy; `delayMs` > 0 paces each connection (Lua delay()). Returns req/s. */
 function wrkArgs(secs: number, delayMs: number): string[] {
   const lua = join(dir, `pace-${delayMs}.lua`);
@@ -160,6 +157,9 @@ try {
   // each connection: one request per (delay + latency); latency is small next to the delay at half load
   const delayMs = Math.max(1, Math.round((CONNS * 1000) / offered));
   console.error(`${KIND}: offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s from ${rateFrom}: ${dns ? `dnsperf -Q ${offered.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s; load ${load1()}`);
+  // a proxy that dies during the soak ends it (wrk against a closed port measures nothing)
+  let died = '';
+  proxy.once('exit', (code, sig) => { died = `the proxy exited at ${Math.round((Date.now() - t0) / 1000)} s (${sig ?? `code ${code}`})`; for (const c of children) if (c !== proxy && c.exitCode === null) c.kill('SIGTERM'); });
   t0 = lastAt = Date.now();
   lastTicks = cpuTicks(proxy.pid!);
   const loadStart = load1();
@@ -168,16 +168,20 @@ try {
     children.push(w);
     let o = '';
     w.stdout!.on('data', (d: Buffer) => { o += d; });
-    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`load generator exited ${c}`))));
+    w.once('exit', (c) => (c === 0 || died ? res(o) : rej(new Error(`load generator exited ${c}`))));
   });
   await new Promise((r) => setTimeout(r, 500));
   const achieved = rps(soakOut);
+  // answers that were not the origin's: wrk's non-2xx and socket errors, dnsperf's lost queries
+  const total = dns ? Number(/Queries sent:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).requests;
+  const errors = dns ? Number(/Queries lost:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).errors;
   const after = samples.filter((s) => s.t >= WARMUP);
   const base = after[0]?.m.rss ?? NaN;
   const maxDev = Math.max(...after.map((s) => Math.abs(s.m.rss - base) / base));
   const carried = achieved >= 0.8 * offered;
   const flat = after.length >= 2 && maxDev <= 0.1;
-  const verdict = !carried
+  const verdict = died ? `no verdict: ${died}` : errors > 0.01 * Math.max(1, total) ? `no verdict: ${errors} of ${total} ${dns ? 'queries lost' : 'responses were errors (non-2xx or socket)'}`
+    : !carried
     ? `not a soak at the offered rate: achieved ${achieved.toFixed(0)} of ${offered.toFixed(0)} offered (${((achieved / offered) * 100).toFixed(0)} %), so ${flat ? 'the flat RSS says little' : 'RSS NOT flat even so'}`
     : flat ? 'flat (±10 %)' : 'NOT flat';
   // the sawtooth of V8's heap between full GCs makes any one sample a noisy baseline: a leak also
@@ -195,7 +199,7 @@ try {
     `### soak: ${KIND}`, '',
     `Command: \`${cmd}\``, '',
     `Run ${new Date(t0).toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work, load average ${loadStart} at the start, ${loadEnd} at the end. ` +
-    `Offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s (${rateFrom}), achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s over ${SECS} s (${dns ? 'dnsperf -c 8' : `wrk -c${CONNS}`}). ` +
+    `Offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s (${rateFrom}), achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s over ${SECS} s (${dns ? 'dnsperf -c 8' : `wrk -c${CONNS}`}), errors ${errors} of ${total}. ` +
     `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB (min ${MB(Math.min(...after.map((s) => s.m.rss)))}, max ${MB(Math.max(...after.map((s) => s.m.rss)))}), largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${verdict}.${envelope}`, '',
     `| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB | load (1 min) | proxy CPU |${dns ? ' q/s answered |' : ''}`, `|---|---|---|---|---|---|---|---|${dns ? '---|' : ''}`, ...rows, '',
   ];
