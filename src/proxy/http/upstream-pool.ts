@@ -19,11 +19,12 @@ export class UpstreamPool {
   /** `sock` carries no listener of its last user (it removed its own): only the pool's own are added and later removed. */
   put(key: string, sock: net.Socket): void {
     let list = this.idle.get(key);
-    if (!list) this.idle.set(key, (list = []));
-    if (sock.destroyed || sock.readyState !== 'open' || list.length >= this.maxPerKey) {
+    if (sock.destroyed || sock.readyState !== 'open' || (list && list.length >= this.maxPerKey)) {
       sock.destroy();
       return;
     }
+    // made only for a socket it keeps: an empty list per key ever seen (source, mark, destination) grew without bound
+    if (!list) this.idle.set(key, (list = []));
     const drop = () => {
       const l = this.idle.get(key);
       const i = l ? l.indexOf(sock) : -1;
