@@ -194,7 +194,7 @@ try {
     const q = dns && s.m.queries !== undefined && i > 0 && samples[i - 1]!.m.queries !== undefined ? ` ${((s.m.queries - samples[i - 1]!.m.queries!) * 1000 / s.wallMs).toFixed(0)} |` : dns ? ' |' : '';
     return `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} | ${s.load} | ${(s.cpu * 100).toFixed(0)} % |${q}`;
   });
-  const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP}${values.rate !== undefined ? ` --rate ${values.rate}` : ` --fraction ${FRACTION}`}`;
+  const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP}${values.port !== '18543' ? ` --port ${values.port}` : ''}${values.rate !== undefined ? ` --rate ${values.rate}` : ` --fraction ${FRACTION}`}`;
   const lines = [
     `### soak: ${KIND}`, '',
     `Command: \`${cmd}\``, '',
