@@ -658,6 +658,9 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       return;
     }
     this.upstream = null;
+    // the server ended (or the socket failed): nothing more comes from it, and with allowHalfOpen
+    // our side stays open until closed here (a socket in CLOSE-WAIT per request: EMFILE in a soak)
+    up.destroy();
     const s = this.queue[0];
     if (s && !s.local && this.resState === 'body' && this.resBody.untilClose) {
       this.resBody.done = true;

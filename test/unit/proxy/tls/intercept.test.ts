@@ -300,3 +300,46 @@ test('a resumed connection gets a new session ticket, so clients that use a TLS 
   srv.close();
   assert.deepEqual(await connect(foreign).then((x) => [x.reused, x.status]), [false, '200']);
 });
+
+test('soak in small (issue 18): 60 intercepted connections, a new TLS connection each, and 20 aborted handshakes leave no connection, TLS socket or pooled upstream beyond the pool\'s bound once closed', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const { connect } = await import('node:net');
+  proxy.pool.clear();
+  const refs: WeakRef<object>[] = [];
+  const seen = new WeakSet<object>();
+  // every downstream connection and the stream it adopted (the server TLSSocket), as they pass
+  const watch = () => { for (const c of proxy.conns) if (!seen.has(c)) { seen.add(c); refs.push(new WeakRef(c), new WeakRef(c.sock)); } };
+  const timer = setInterval(watch, 1);
+  try {
+    for (let i = 0; i < 60; i++) {
+      const r = await exchange('api.openai.com', ['GET /v1/models']);
+      assert.deepEqual(r.statuses, [200], r.error);
+      if (i % 3 === 0) {
+        await new Promise<void>((resolve) => {
+          const c = connect(port, '127.0.0.1', () => { c.write(Buffer.from([0x16, 0x03, 0x01])); setTimeout(() => { watch(); c.destroy(); resolve(); }, 2); });
+          c.on('error', () => resolve());
+        });
+      }
+    }
+  } finally {
+    clearInterval(timer);
+  }
+  // positive control: the watch saw the connections (at least one per exchange, and their TLS sockets)
+  assert.ok(refs.length >= 2 * 60, `watched ${refs.length / 2} connections`);
+  assert.ok(refs.some((r) => r.deref() instanceof tls.TLSSocket), 'the adopted TLS sockets are watched too');
+  const t0 = Date.now();
+  while (proxy.conns.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(proxy.conns.size, 0, 'every connection ended');
+  assert.ok(proxy.pool.size <= 1, `one idle upstream per key at this concurrency, pooled ${proxy.pool.size}`);
+  proxy.pool.clear();
+  let alive = refs.length;
+  for (let i = 0; i < 20 && alive > 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    gc();
+    alive = refs.filter((r) => r.deref() !== undefined).length;
+  }
+  assert.equal(alive, 0, `${alive} of ${refs.length} connections and TLS sockets still reachable after they closed`);
+});
