@@ -148,6 +148,13 @@ function fdOf(s: Socket): number {
   return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 }
 
+/** A receive arena and how many drains in a row found nothing queued (drain). */
+interface Drain {
+  batch: RecvBatch;
+  empty: number;
+  skipped: number;
+}
+
 /** A Node-owned datagram socket and its send batch (null for IPv6: sent through dgram). */
 interface BatchedSocket {
   s: Socket;
@@ -174,22 +181,40 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   let nextId = (Math.random() * 65536) | 0;
   // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
   // answer is ever cut); each is read and judged before the next drain reuses the arena.
-  const queries = new RecvBatch(64, 4096);
-  const answers = new RecvBatch(32, 65536);
+  const queries: Drain = { batch: new RecvBatch(64, 4096), empty: 0, skipped: 0 };
+  const answers: Drain = { batch: new RecvBatch(32, 65536), empty: 0, skipped: 0 };
   /** send batches with queued datagrams, flushed once per handler (a microtask) */
   const dirty: SendBatch[] = [];
+  /**
+   * Access records of the same handler, handed over after its datagrams left: the record work
+   * (encoding, the feed) is off the path of a query and of its answer (at one query outstanding
+   * it came before each send). In order: a query's request record before its response record.
+   */
+  let records: DnsAccessRecord[] = [];
+  let spare: DnsAccessRecord[] = [];
   let flushQueued = false;
   const flushAll = (): void => {
     flushQueued = false;
     for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
     dirty.length = 0;
+    if (!records.length) return;
+    const recs = records;
+    records = spare;
+    for (let i = 0; i < recs.length; i++) {
+      try { deps.emit(recs[i]!); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+    }
+    recs.length = 0;
+    spare = recs;
   };
-  function queued(b: SendBatch): void {
-    if (b.pending === 1) dirty.push(b);
+  function flushSoon(): void {
     if (!flushQueued) {
       flushQueued = true;
       queueMicrotask(flushAll);
     }
+  }
+  function queued(b: SendBatch): void {
+    if (b.pending === 1) dirty.push(b);
+    flushSoon();
   }
 
   function peer(ip: string, p: number): AccessPeer {
@@ -198,13 +223,17 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     return { ip, port: p, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
   }
 
-  /** Completes the record in place (two per query: a spread copy of each showed in profiles). */
+  /**
+   * Completes the record in place (two per query: a spread copy of each showed in profiles) and
+   * hands it over once the handler's datagrams left (flushAll).
+   */
   function emit(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
     const rec = r as DnsAccessRecord;
     rec.l7 = 'dns';
     rec.direction = 'egress';
     rec.timeMs = Date.now();
-    try { deps.emit(rec); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+    records.push(rec);
+    flushSoon();
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -330,11 +359,20 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
   }
 
-  /** Node read one datagram from `s`; recvmmsg takes the rest queued behind it. */
-  function drain(fd: number, batch: RecvBatch, each: (i: number) => void): void {
+  /**
+   * Node read one datagram from `s`; recvmmsg takes the rest queued behind it. A quiet socket (the
+   * last two drains found nothing: one query outstanding) is drained on every 8th datagram only:
+   * libuv reads a lone datagram itself, and a recvmmsg that finds nothing was a syscall on the
+   * path of every query and of every answer. A burst ends the quiet within 8 datagrams (libuv
+   * reads up to 32 per wake-up meanwhile, one recvmsg each).
+   */
+  function drain(fd: number, d: Drain, each: (i: number) => void): void {
+    if (d.empty >= 2 && (++d.skipped & 7) !== 0) return;
+    const batch = d.batch;
     // bounded: libuv calls again while the socket stays readable, so others get their turn
     for (let round = 0; round < 8; round++) {
       const n = batch.recv(fd);
+      if (round === 0) d.empty = n === 0 ? d.empty + 1 : 0;
       if (n > 0) st.batched += n;
       for (let i = 0; i < n; i++) {
         try { each(i); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'datagram'); }
@@ -344,13 +382,15 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   const onBatchedQuery = (i: number): void => {
-    const a = queries.sourceAddr(i);
+    const b = queries.batch;
+    const a = b.sourceAddr(i);
     if (a < 0) { st.dropped++; return; }
-    onQuery(queries.data, queries.offset(i), queries.length(i), queries.truncated(i), ipv4Text(a), a, queries.sourcePort(i));
+    onQuery(b.data, b.offset(i), b.length(i), b.truncated(i), ipv4Text(a), a, b.sourcePort(i));
   };
   const onBatchedAnswer = (i: number): void => {
-    if (answers.truncated(i)) { st.dropped++; return; }
-    onUpstream(answers.data, answers.offset(i), answers.length(i));
+    const b = answers.batch;
+    if (b.truncated(i)) { st.dropped++; return; }
+    onUpstream(b.data, b.offset(i), b.length(i));
   };
 
   function upstreamFor(to: string): Promise<BatchedSocket> {

@@ -11,6 +11,7 @@ import dnsPacket from 'dns-packet';
 import { createDNSProxy, DNSHoldFailed, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { RecvBatch } from '../../../../src/sys/udp-batch.ts';
 
 // the proxy's access records as the agent turns them into flows
 const parse = createL7Parser({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
@@ -57,6 +58,15 @@ function ask(port: number, msg: Buffer, waitMs = 1500): Promise<Buffer | null> {
     s.once('message', (m, r) => { clearTimeout(t); s.close(); assert.equal(r.address, '127.0.0.3', 'answers come from the original destination'); resolve(m); });
     s.send(msg, port, '127.0.0.1');
   });
+}
+/** a dgram socket's fd (Node keeps it in its internal state) */
+function clientFd(s: Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(s)) {
+    if (sym.description !== 'state symbol') continue;
+    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  throw new Error('no fd');
 }
 const query = (name: string, id = 42) => dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A' }] });
 const rcode = (b: Buffer | null) => (b ? ((dnsPacket.decode(b) as { rcode?: string }).rcode ?? '') : 'none');
@@ -235,6 +245,51 @@ test('attacker: a burst (read by recvmmsg in batches) with runts, oversized, cut
     const st = x.proxy.stats();
     assert.deepEqual([st.allowed, st.denied, st.malformed], [allowed, 120 - allowed, 3 + 12]);
     assert.ok(st.batched > 50, `the burst went through recvmmsg (${st.batched} of ${st.queries} datagrams)`);
+  } finally { c.close(); await x.close(); }
+});
+
+test('one query outstanding: the answer leaves before its records are handed over; a burst after a quiet spell still goes through recvmmsg', async () => {
+  // the client's socket, to tell whether the answer was sent when each record is handed over
+  const c = createSocket('udp4');
+  await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
+  const received: number[] = [];
+  c.on('message', (m) => received.push(m.readUInt16BE(0)));
+  // when the response record is handed over, the answer is in the client's socket already
+  // (loopback delivers within sendmmsg): read it there, as the client would, with recvmmsg
+  const fd = clientFd(c);
+  const peek = new RecvBatch(4, 512);
+  const inSocketAtRecord: boolean[] = [];
+  const x = await setup({
+    emit: (r) => {
+      if (r.type !== 'response') return;
+      const n = peek.recv(fd);
+      for (let i = 0; i < n; i++) received.push(peek.data.readUInt16BE(peek.offset(i)));
+      inSocketAtRecord.push(n > 0);
+    },
+  });
+  try {
+    const port = x.proxy.boundPort();
+    const answered = (n: number) => new Promise<void>((res, rej) => {
+      const t0 = Date.now();
+      const tick = () => (received.length >= n ? res() : Date.now() - t0 > 3000 ? rej(new Error(`${received.length} of ${n} answers`)) : setTimeout(tick, 2));
+      tick();
+    });
+    // quiet: one query at a time (the listener's and the upstream socket's drains find nothing)
+    for (let i = 0; i < 6; i++) {
+      c.send(query('api.openai.com', 100 + i), port, '127.0.0.1');
+      await answered(i + 1);
+    }
+    // the first answer waits for its reply socket (bound on first use); the others leave in one sendmmsg
+    assert.deepEqual(inSocketAtRecord.slice(1), [true, true, true, true, true], 'each answer left before its response record');
+    const quietBatched = x.proxy.stats().batched;
+    assert.equal(quietBatched, 0, 'a lone datagram is read by libuv, recvmmsg found nothing to add');
+    // a burst: recvmmsg takes over again within 8 datagrams
+    for (let i = 0; i < 200; i++) c.send(query('api.openai.com', 1000 + i), port, '127.0.0.1');
+    await answered(206);
+    assert.deepEqual(received.slice(6).sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => 1000 + i));
+    const st = x.proxy.stats();
+    assert.ok(st.batched > 100, `the burst after the quiet spell went through recvmmsg (${st.batched} of 200)`);
+    assert.equal(st.allowed, 206);
   } finally { c.close(); await x.close(); }
 });
 
