@@ -109,21 +109,20 @@ static __always_inline int overlay_src_from_key(struct __sk_buff *skb, __u32 *id
 }
 
 /* The frame came from node `ep` (its underlay address, network order): its link source is the
- * MAC the node's neighbour entry on this device holds. Unresolved: not known to be the node. */
-static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
+ * MAC the node's entry publishes (mb_node_macs, written by the agent). No entry: not known to be
+ * the node. */
+static __always_inline int from_node_mac(struct __sk_buff *skb, __be32 ep)
 {
-	struct bpf_fib_lookup f = {};
-	f.family = 2; /* AF_INET */
-	f.ifindex = skb->ifindex;
-	f.ipv4_dst = ep;
-	if (bpf_fib_lookup(skb, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS || f.ifindex != skb->ifindex)
+	__u32 key = ep;
+	struct node_mac *m = bpf_map_lookup_elem(&mb_node_macs, &key);
+	if (!m)
 		return 0;
 	__u8 src[6];
 	if (bpf_skb_load_bytes(skb, 6, src, 6))
 		return 0;
 	__u8 diff = 0;
 	for (int i = 0; i < 6; i++)
-		diff |= src[i] ^ f.dmac[i];
+		diff |= src[i] ^ m->mac[i];
 	return diff == 0;
 }
 
