@@ -137,6 +137,9 @@ struct ct_key {
 #define CT_F_RST 0x04
 #define CT_F_SEEN_REPLY 0x08
 #define CT_F_PREDECIDED 0x10 /* ingress policy decided upstream: to_container traces NEW once */
+/* the ingress L7 proxy's upstream connection to the endpoint (its transparent socket, bound to the
+ * client's address, is the peer): the endpoint's replies belong to a socket of the node */
+#define CT_F_PROXY_UPSTREAM 0x20
 struct ct_val {
 	__u64 expires;    /* bpf_ktime_get_ns deadline */
 	__u64 created;

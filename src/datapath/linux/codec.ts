@@ -360,6 +360,8 @@ export interface CtEntry {
 export const DIR_SERVICE = 3;
 export const DIR_FRAG = 4;
 export const CT_F_PREDECIDED = 0x10;
+/** the ingress L7 proxy's upstream connection (bpf: its replies may belong to a socket of the node) */
+export const CT_F_PROXY_UPSTREAM = 0x20;
 
 export function decodeCt(k: Buffer, v: Buffer): CtEntry {
   const fam = k.readUInt8(37);
