@@ -557,12 +557,12 @@ const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
 /** The key of mb_node_macs: a node's InternalIP, network order. */
 export function encodeNodeMacKey(ip: string): Buffer {
   const p = ip.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new MembraneError('NODE_MAC_BAD_IP', `node address ${ip} is not IPv4`, { hint: 'nodes are IPv4 peers on the underlay' });
+  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new MembraneError('DATAPATH_BAD_IP', `node address ${ip} is not IPv4`, { hint: 'nodes are IPv4 peers on the underlay' });
   return Buffer.from(p);
 }
 
 export function encodeNodeMac(mac: string): Buffer {
-  if (!MAC.test(mac)) throw new MembraneError('NODE_MAC_BAD_MAC', `${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, { hint: 'a node entry\'s UnderlayMAC' });
+  if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, { hint: 'a node entry\'s UnderlayMAC' });
   const b = Buffer.alloc(NODE_MAC_SIZE);
   Buffer.from(mac.split(':').map((x) => parseInt(x, 16))).copy(b);
   return b;

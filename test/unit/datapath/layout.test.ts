@@ -91,7 +91,7 @@ int main(void) {
   assert.equal(out.node_mac, C.NODE_MAC_SIZE);
   assert.deepEqual([...C.encodeNodeMacKey('192.0.2.7')], [192, 0, 2, 7]);
   assert.deepEqual([...C.encodeNodeMac('02:00:c0:00:02:0a')], [2, 0, 0xc0, 0, 2, 0x0a, 0, 0]);
-  assert.throws(() => C.encodeNodeMac('02:00:c0:00:02'), /NODE_MAC_BAD_MAC|not a MAC/);
+  assert.throws(() => C.encodeNodeMac('02:00:c0:00:02'), /not a MAC/);
   assert.equal(out.policy_key, C.POLICY_KEY_SIZE);
   assert.deepEqual([out['policy_key.ep_id'], out['policy_key.dir'], out['policy_key.identity'], out['policy_key.proto'], out['policy_key.dport']], [4, 6, 8, 12, 13]);
   assert.equal(out.policy_val, C.POLICY_VAL_SIZE);
