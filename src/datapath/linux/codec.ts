@@ -542,15 +542,15 @@ const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
 
 /** The key of mb_node_macs: a node's InternalIP, network order. */
 export function encodeNodeMacKey(ip: string): Buffer {
-  const p = ip.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new MembraneError('DATAPATH_BAD_IP', `node address ${ip} is not IPv4`, { hint: 'nodes are IPv4 peers on the underlay' });
-  return Buffer.from(p);
+  const b = parseIPv4(ip);
+  if (!b) throw new MembraneError('DATAPATH_BAD_IP', `node address ${ip} is not IPv4`, { hint: 'nodes are IPv4 peers on the underlay' });
+  return b;
 }
 
 export function encodeNodeMac(mac: string): Buffer {
   if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, { hint: 'a node entry\'s UnderlayMAC' });
   const b = Buffer.alloc(NODE_MAC_SIZE);
-  Buffer.from(mac.split(':').map((x) => parseInt(x, 16))).copy(b);
+  parseMac(mac).copy(b);
   return b;
 }
 
