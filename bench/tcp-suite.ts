@@ -61,6 +61,12 @@ function schedUs(pid: number | undefined): number {
     return 0;
   }
 }
+/**
+ * Something read before and after a configuration's TCP_CRR run (e.g. the eBPF programs' run
+ * counts and times): `after` gets the number of connections and returns a line for the progress.
+ */
+export interface CrrProbe { before(): void; after(conns: number): string }
+
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
 export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };
 
@@ -79,7 +85,7 @@ export interface TcpSuite<C extends string> {
    * the processes whose CPU per TCP_CRR connection is recorded (the agent and its ring consumer,
    * which share the two CPUs with the connections)
    */
-  measure(cfg: C, round: number, ns: string, ip: string, agentPids?: () => readonly number[]): void;
+  measure(cfg: C, round: number, ns: string, ip: string, agentPids?: () => readonly number[], crrProbe?: CrrProbe): void;
   table(cols: readonly Column<C>[]): string;
   /** ends every process the suite started and removes the rr binary */
   kill(): void;
@@ -134,7 +140,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
       await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
     },
-    measure(cfg, round, ns, ip, agentPids) {
+    measure(cfg, round, ns, ip, agentPids, crrProbe) {
       const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
       const r = results[cfg];
       r.stream.push(j.end.sum_received.bits_per_second / 1e9);
@@ -142,12 +148,14 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       const pids = agentPids?.() ?? [];
       const cpu0 = cpuUs(pids);
       const srv0 = schedUs(crrServer);
+      crrProbe?.before();
       const [rate, clientUs] = runIn(ns, 0, [rr, 'crr', ip, '7002', String(secs)]).split(' ').map(Number) as [number, number];
       r.crr.push(rate);
       r.podUs.push((clientUs + schedUs(crrServer) - srv0) / (rate * secs));
       const agent = pids.length ? ` (agent ${((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs)).toFixed(1)} µs CPU/conn)` : '';
       if (pids.length) r.agentUs.push((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs));
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s (pods ${r.podUs.at(-1)!.toFixed(1)} µs CPU/conn)${agent}, load ${loadavg()[0]!.toFixed(1)}\n`);
+      const probe = crrProbe ? `; ${crrProbe.after(rate * secs)}` : '';
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s (pods ${r.podUs.at(-1)!.toFixed(1)} µs CPU/conn)${agent}, load ${loadavg()[0]!.toFixed(1)}${probe}\n`);
     },
     table(cols) {
       const row = (label: string, k: Measure, unit: string, fmt: (x: number) => string) =>

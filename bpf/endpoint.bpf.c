@@ -313,6 +313,8 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 		trace = ct_update(v, p, 1, h->now);
 		stat_inc(STAT_CT_REPLY);
 	} else {
+		if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS)
+			v->state |= CT_F_PROXY_UPSTREAM;
 		if (ct_recheck(skb, h, v) < 0)
 			return TC_ACT_SHOT;
 		trace = ct_update(v, p, 0, h->now);
@@ -367,8 +369,10 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	h->n.dir = h->dir;
 	h->n.ep_id = cfg->ep_id;
 	/* upstream connection of the ingress proxy: policy was enforced by the proxy */
-	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS && !p->is_icmp_err)
+	if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS && !p->is_icmp_err) {
+		h->n.state = CT_F_PROXY_UPSTREAM;
 		return TC_ACT_OK;
+	}
 	struct policy_result pr;
 	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
 	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
@@ -498,11 +502,11 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 /* A judged pod packet the node routes into the tunnel goes there directly (lib/overlay.h), unless a
  * socket of the node owns its connection: a reply to an L7 proxy's transparent upstream socket
  * (bound to a remote client's address) is the proxy's, as the stack's socket match would find. */
-static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, __u32 identity)
+static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, __u32 identity, int sk_check)
 {
 	__u32 ov = overlay_ifindex();
 	__be32 ep = overlay_tx_peer(skb, p, ov);
-	if (!ep || local_socket_owns(skb, p))
+	if (!ep || (sk_check && local_socket_owns(skb, p)))
 		return TC_ACT_OK;
 	return overlay_redirect_tx(skb, ep, ov, identity);
 }
@@ -589,9 +593,15 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	struct ct_val *v = 0;
 	int ct = hctx_lookup(&h, &v);
 	int verdict;
-	if (ct != CT_NEW && v)
+	/* Which packets a socket of the node may own (tunnel_redirect): a new connection's, an ICMP
+	 * error's, and those of a connection the ingress proxy's upstream socket or a redirect takes
+	 * part in. Conntrack says the others (the endpoint's own connections, replies to peers that
+	 * are not the proxy) belong to the endpoint and its peer: no socket lookup per packet. */
+	int sk_check = 1;
+	if (ct != CT_NEW && v) {
 		verdict = handle_known(skb, &h, v, ct);
-	else if ((verdict = handle_new(skb, &h, rev_nat)) == TC_ACT_OK)
+		sk_check = ct == CT_RELATED || v->proxy_port || (v->state & CT_F_PROXY_UPSTREAM);
+	} else if ((verdict = handle_new(skb, &h, rev_nat)) == TC_ACT_OK)
 		verdict = create_new(&h);
 	if (verdict != TC_ACT_OK)
 		return verdict;
@@ -600,7 +610,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	stat_inc(STAT_PASS);
 	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
 	if (from && !(skb->mark & MARK_MAGIC_MASK))
-		return tunnel_redirect(skb, &h.p, h.c.src_identity);
+		return tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
 	return TC_ACT_OK;
 }
 

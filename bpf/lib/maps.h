@@ -137,6 +137,9 @@ struct ct_key {
 #define CT_F_RST 0x04
 #define CT_F_SEEN_REPLY 0x08
 #define CT_F_PREDECIDED 0x10 /* ingress policy decided upstream: to_container traces NEW once */
+/* the ingress L7 proxy's upstream connection to the endpoint (its transparent socket, bound to the
+ * client's address, is the peer): the endpoint's replies belong to a socket of the node */
+#define CT_F_PROXY_UPSTREAM 0x20
 struct ct_val {
 	__u64 expires;    /* bpf_ktime_get_ns deadline */
 	__u64 created;
@@ -356,3 +359,22 @@ struct {
 	__type(value, struct dev_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_devices SEC(".maps");
+
+/* ---- the other nodes' link-layer addresses on the underlay: node InternalIP (IPv4, network order)
+ * -> the MAC its node entry publishes. A remote pod's packet arriving on the underlay (routing mode
+ * native) passes only with its node's MAC as link source (lib/overlay.h net_source_spoofed): one
+ * hash lookup per packet instead of a FIB and neighbour lookup. The agent writes it from the node
+ * entries; a node without an entry here sends no remote pod's address through the underlay. */
+struct node_mac {
+	__u8 mac[6];
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct node_mac);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_node_macs SEC(".maps");

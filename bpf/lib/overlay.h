@@ -109,21 +109,20 @@ static __always_inline int overlay_src_from_key(struct __sk_buff *skb, __u32 *id
 }
 
 /* The frame came from node `ep` (its underlay address, network order): its link source is the
- * MAC the node's neighbour entry on this device holds. Unresolved: not known to be the node. */
-static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
+ * MAC the node's entry publishes (mb_node_macs, written by the agent). No entry: not known to be
+ * the node. */
+static __always_inline int from_node_mac(struct __sk_buff *skb, __be32 ep)
 {
-	struct bpf_fib_lookup f = {};
-	f.family = 2; /* AF_INET */
-	f.ifindex = skb->ifindex;
-	f.ipv4_dst = ep;
-	if (bpf_fib_lookup(skb, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS || f.ifindex != skb->ifindex)
+	__u32 key = ep;
+	struct node_mac *m = bpf_map_lookup_elem(&mb_node_macs, &key);
+	if (!m)
 		return 0;
 	__u8 src[6];
 	if (bpf_skb_load_bytes(skb, 6, src, 6))
 		return 0;
 	__u8 diff = 0;
 	for (int i = 0; i < 6; i++)
-		diff |= src[i] ^ f.dmac[i];
+		diff |= src[i] ^ m->mac[i];
 	return diff == 0;
 }
 
@@ -163,34 +162,17 @@ static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struc
 }
 
 /* ---- the node's IP forwarding, skipped (as Cilium's encap_and_redirect_lxc and local delivery):
- * a packet goes where the node's own FIB sends it (bpf_fib_lookup with the node's rules, from the
- * device it arrived on: same route, same MTU check), with the TTL the forwarding would leave it,
- * straight to the device's egress, where its programs still run. Anything else (no route, another
- * device, TTL expiring, a frame too big, a neighbour not yet resolved) takes the stack's path,
- * which answers with the ICMP error or resolves the neighbour. */
+ * a judged packet goes to the device the node routes it to, found by lookup (the ipcache's tunnel
+ * endpoint, the endpoint map), never by a FIB lookup per packet, with the TTL the forwarding would
+ * leave it, straight to the device's egress, where its programs still run. Anything else (a TTL
+ * expiring, a frame too big for the device) takes the stack's path, which answers with the ICMP
+ * error. */
 
 static __always_inline __u32 overlay_ifindex(void)
 {
 	__u32 z = 0;
 	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
 	return conf && (conf->flags & DP_F_TUNNEL) ? conf->overlay_ifindex : 0;
-}
-
-/* The FIB's egress device of an IPv4 packet arriving on skb->ifindex (0: not forwarded, or the
- * neighbour unresolved); with `macs`, f->dmac/smac are the neighbour's and the device's. */
-static __always_inline __u32 fib_egress4(struct __sk_buff *skb, const struct pkt *p, struct bpf_fib_lookup *f,
-					 int macs)
-{
-	f->family = 2; /* AF_INET */
-	f->l4_protocol = p->proto;
-	f->sport = p->sport;
-	f->dport = p->dport;
-	f->ifindex = skb->ifindex;
-	__builtin_memcpy(&f->ipv4_src, p->saddr, 4);
-	__builtin_memcpy(&f->ipv4_dst, p->daddr, 4);
-	if (bpf_fib_lookup(skb, f, sizeof(*f), macs ? 0 : BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
-		return 0;
-	return f->ifindex;
 }
 
 /* The forwarding's TTL decrement (Cilium's ipv4_dec_ttl); -1 when the TTL would expire here. */
@@ -208,19 +190,23 @@ static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
 	return bpf_skb_store_bytes(skb, off, &nt, 1, 0) ? -1 : 0;
 }
 
-/* The tunnel endpoint (network order) of a pod's IPv4 packet the node's FIB routes into the VXLAN
- * device, 0 for any other packet. */
+/* The tunnel endpoint (network order) of a pod's IPv4 packet for a destination behind the tunnel,
+ * 0 for any other packet. As Cilium's encap_and_redirect_lxc: the ipcache names the node, no FIB
+ * lookup (in routing mode tunnel the agent routes every remote pod CIDR into the VXLAN device; a
+ * node's own address names itself and is reached on the underlay, so it is not behind the tunnel).
+ * A frame too big for the VXLAN device takes the stack's path, which answers it. */
 static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struct pkt *p, __u32 ov)
 {
 	if (!ov || p->family != 4)
 		return 0;
-	/* the remote node first (a destination on this node has none: no FIB lookup for it) */
 	struct ipcache_val *v = ipcache_lookup(p->daddr);
 	__be32 ep = 0;
 	if (v)
 		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
-	struct bpf_fib_lookup f = {};
-	if (!ep || fib_egress4(skb, p, &f, 0) != ov)
+	if (!ep || __builtin_memcmp(&ep, p->daddr, 4) == 0)
+		return 0;
+	__u32 mtu = 0;
+	if (bpf_check_mtu(skb, ov, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
 		return 0;
 	return ep;
 }
@@ -243,16 +229,21 @@ static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep,
 }
 
 /* A decapsulated packet that from_overlay let through to local endpoint veth `ifindex`: straight
- * to that veth's egress (to_container enforces there, as for every packet reaching a pod), when
- * the FIB routes it there. TC_ACT_OK: the stack delivers it. */
+ * to that veth's egress (to_container enforces there, as for every packet reaching a pod), with
+ * the endpoint's MAC as destination (Cilium's local delivery: the endpoint map, no FIB lookup; the
+ * source MAC is zero, as wg_deliver's: ep_config does not hold the host veth's and nobody reads
+ * it). TC_ACT_OK: the stack delivers it (IPv6, a TTL about to expire, a frame too big). */
 static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
 {
 	if (p->family != 4)
-		return TC_ACT_OK; /* IPv6: the stack forwards it (no IPv6 FIB shortcut here) */
-	struct bpf_fib_lookup f = {};
-	if (fib_egress4(skb, p, &f, 1) != ifindex || ipv4_dec_ttl(skb))
+		return TC_ACT_OK; /* IPv6: the stack forwards it */
+	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
+	__u32 mtu = 0;
+	if (!cfg || bpf_check_mtu(skb, ifindex, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS || ipv4_dec_ttl(skb))
 		return TC_ACT_OK;
-	if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0))
+	__u8 macs[12] = {};
+	__builtin_memcpy(macs, cfg->mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0))
 		return TC_ACT_SHOT;
 	stat_inc(STAT_OVERLAY_REDIRECT);
 	return bpf_redirect(ifindex, 0);

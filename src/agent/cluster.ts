@@ -49,7 +49,15 @@ export interface ClusterNode {
   podCidr6?: string;
   /** WireguardPubKey: the node's WireGuard public key (transparent encryption) */
   wireguardPubKey?: string;
+  /**
+   * UnderlayMAC (membrane's, beside Cilium's fields; Cilium ignores it): the link-layer address of
+   * the node's underlay device, lower case. The others' datapaths take a remote pod's packet from
+   * the underlay only from it (routing mode native; bpf/lib/overlay.h).
+   */
+  underlayMac?: string;
 }
+
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 
 export type { RemoteEndpoint };
 
@@ -93,6 +101,7 @@ export function nodeValue(n: ClusterNode, bootId: string): string {
     IPv4AllocCIDR: n.podCidr ? ipNet(n.podCidr) : null, IPv4SecondaryAllocCIDRs: null, IPv6AllocCIDR: n.podCidr6 ? ipNet(n.podCidr6) : null, IPv6SecondaryAllocCIDRs: null,
     IPv4HealthIP: '', IPv6HealthIP: '', IPv4IngressIP: '', IPv6IngressIP: '',
     ClusterID: 0, Source: 'local', EncryptionKey: 0, Labels: {}, Annotations: {}, WireguardPubKey: n.wireguardPubKey ?? '', BootID: bootId,
+    ...(n.underlayMac ? { UnderlayMAC: n.underlayMac } : {}),
   });
 }
 
@@ -112,9 +121,12 @@ export function parseNodeValue(text: string): ClusterNode | undefined {
   const podCidr6 = parseIpNet(o.IPv6AllocCIDR, true);
   // a key that is not 32 bytes of base64 is no key: such a node gets no peer (strict mode drops)
   const wg = isWireguardKey(o.WireguardPubKey) ? o.WireguardPubKey : undefined;
+  // anything else than six bytes is no address: such a node sends no remote pod's packet here
+  const mac = typeof o.UnderlayMAC === 'string' ? o.UnderlayMAC.toLowerCase() : undefined;
+  const underlayMac = mac && MAC.test(mac) ? mac : undefined;
   return {
     name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(routerIp6 ? { routerIp6 } : {}), ...(podCidr ? { podCidr } : {}),
-    ...(podCidr6 ? { podCidr6 } : {}), ...(wg ? { wireguardPubKey: wg } : {}),
+    ...(podCidr6 ? { podCidr6 } : {}), ...(wg ? { wireguardPubKey: wg } : {}), ...(underlayMac ? { underlayMac } : {}),
   };
 }
 

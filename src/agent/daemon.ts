@@ -25,6 +25,7 @@ import type { Handler } from './api-server.ts';
 import { createEncryption, encryptionView, type Encryption } from './encryption.ts';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { linkMac } from '../sys/netlink.ts';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -68,8 +69,12 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   let encryptionRunning = false;
   let clusterKick: NodeJS.Timeout | undefined;
   let clusterResync = false;
+  let nodeMacsDirty = false;
   const routerIp6 = provider.nodeAddresses.find((a) => a.includes(':'));
+  // published in the node entry: the others take this node's pods' packets from the underlay by it
+  const underlayMac = provider.underlayDevice ? linkMac(provider.underlayDevice) : undefined;
   const self: ClusterNode = {
+    ...(underlayMac ? { underlayMac } : {}),
     name: node, cluster: 'default', ip: hostIp, ...(provider.nodeAddresses[1] ? { routerIp: provider.nodeAddresses[1] } : {}), ...(provider.podCidr ? { podCidr: provider.podCidr } : {}),
     ...(routerIp6 ? { routerIp6 } : {}), ...(provider.podCidr6 ? { podCidr6: provider.podCidr6 } : {}),
   };
@@ -88,16 +93,25 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
         // set also reruns the reconcile (scheduling, leadership) and updates the WireGuard peers.
         // From the datapath's start on, every page of the first listing is written as it comes.
         clusterResync ||= nodesChanged;
+        nodeMacsDirty ||= nodesChanged;
         clusterKick ??= setTimeout(() => {
           clusterKick = undefined;
           if (encryptionRunning && clusterResync) encryption?.nodesChanged(cluster!.nodes());
           if (!datapathRunning) return;
+          if (nodeMacsDirty) writeNodeMacs();
           void applyRemote().catch((e: unknown) => logger.warn({ subsys: 'cluster', err: (e as Error).message }, 'cannot write remote ipcache entries'));
           if (clusterResync && agentRunning) { clusterResync = false; void agentRef?.settled(); }
         }, 20);
       },
     })
     : undefined;
+  /** The other nodes' underlay MACs (their entries') into the datapath's spoof check. */
+  function writeNodeMacs(): void {
+    nodeMacsDirty = false;
+    const macs = new Map<string, string>();
+    for (const n of cluster?.nodes() ?? []) if (n.name !== node && n.underlayMac) macs.set(n.ip, n.underlayMac);
+    void parts.datapath.setNodeMacs(macs).catch((e: unknown) => logger.warn({ subsys: 'cluster', err: (e as Error).message }, 'cannot write the nodes\' underlay MACs'));
+  }
   /**
    * Remote pods and nodes into the policy engine's ipcache (the L7 proxies name peers through it)
    * and the datapath's, as deltas. The datapath gets the engine's winner for the prefix (a local
@@ -160,6 +174,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   let listing: Promise<void> = Promise.resolve();
   if (cluster) {
     await cluster.startNodes();
+    writeNodeMacs();
     listing = cluster.listIPCache();
     listing.catch(() => {}); // awaited (and fatal) below
   }

@@ -15,6 +15,8 @@ export class FakeDatapath implements Datapath {
   readonly endpoints = new Map<number, DatapathEndpoint>();
   readonly policies = new Map<number, MapState>();
   readonly ipcache = new Map<string, IPCacheEntry>();
+  /** the other nodes' underlay MACs by InternalIP (setNodeMacs) */
+  nodeMacs = new Map<string, string>();
   /** service frontends by `ip:port/PROTO` */
   readonly services = new Map<string, DatapathService>();
   readonly calls: FakeCall[] = [];
@@ -77,6 +79,11 @@ export class FakeDatapath implements Datapath {
   async deleteIPCache(prefixes: string[]): Promise<void> {
     this.calls.push({ method: 'deleteIPCache', args: [prefixes] });
     for (const p of prefixes) this.ipcache.delete(p);
+  }
+
+  async setNodeMacs(macs: ReadonlyMap<string, string>): Promise<void> {
+    this.calls.push({ method: 'setNodeMacs', args: [macs] });
+    this.nodeMacs = new Map(macs);
   }
 
   ipcachePrefixes(): string[] {

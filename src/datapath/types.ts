@@ -133,6 +133,12 @@ export interface Datapath {
   upsertIPCache(entries: IPCacheEntry[]): Promise<void>;
   deleteIPCache(prefixes: string[]): Promise<void>;
   /**
+   * The other nodes' link-layer addresses on the underlay, by InternalIP (IPv4), from their node
+   * entries; replaces the previous set. A remote pod's packet on the underlay (routing mode native)
+   * passes only from its node's MAC: a node not in the set sends none.
+   */
+  setNodeMacs(macs: ReadonlyMap<string, string>): Promise<void>;
+  /**
    * The prefixes in the kernel's ipcache now (survivors of an earlier agent included): what a
    * restarted agent compares with what it wants, to remove what nobody claims any more.
    */

@@ -196,6 +196,21 @@ class Rtnl {
     return reply.readInt32LE(16 + 4);
   }
 
+  /** The link's IFLA_ADDRESS as aa:bb:cc:dd:ee:ff (undefined: no such link, or none of 6 bytes). */
+  mac(link: string): string | undefined {
+    const { errno, reply } = this.exchange(RTM_GETLINK, 0, [ifinfo(), attr(IFLA_IFNAME, cstr(name(link)))]);
+    if (errno === osConstants.errno.ENODEV) return undefined;
+    if (errno !== 0 || !reply) throw new MembraneError('NETLINK_ERROR', `RTM_GETLINK ${link} in ${this.where}: ${errnoName(errno)}`);
+    // nlmsghdr (16) + ifinfomsg (16), then the attributes
+    for (let a = 32; a + 4 <= reply.length;) {
+      const alen = reply.readUInt16LE(a), atype = reply.readUInt16LE(a + 2) & 0x3fff;
+      if (alen < 4) break;
+      if (atype === IFLA_ADDRESS) return alen === 10 ? [...reply.subarray(a + 4, a + 10)].map((b) => b.toString(16).padStart(2, '0')).join(':') : undefined;
+      a += (alen + 3) & ~3;
+    }
+    return undefined;
+  }
+
   up(link: string): void {
     this.change(`link set ${link} up`, RTM_NEWLINK, 0, [ifinfo(0, IFF_UP, IFF_UP), attr(IFLA_IFNAME, cstr(name(link)))]);
   }
@@ -309,6 +324,16 @@ function hostEndUp(here: Rtnl, hostIfname: string, ip: string): number {
   if (!index) throw new MembraneError('NETLINK_ERROR', `${hostIfname} vanished`, { hint: 'is another tool deleting links?' });
   here.route(`route replace ${ip}/32 dev ${hostIfname}`, NLM_F_CREATE | NLM_F_REPLACE, { dst: ip, len: 32, oif: index, scope: RT_SCOPE_LINK });
   return index;
+}
+
+/** The link-layer address of `link` in the agent's namespace (undefined: no such link, or not Ethernet). */
+export function linkMac(link: string): string | undefined {
+  const here = Rtnl.open('the agent\'s namespace');
+  try {
+    return here.mac(link);
+  } finally {
+    here.close();
+  }
 }
 
 /** An existing container veth's host end: up, its /32 route in place; returns its ifindex (undefined: it is gone). */

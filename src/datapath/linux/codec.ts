@@ -346,6 +346,8 @@ export interface CtEntry {
 export const DIR_SERVICE = 3;
 export const DIR_FRAG = 4;
 export const CT_F_PREDECIDED = 0x10;
+/** the ingress L7 proxy's upstream connection (bpf: its replies may belong to a socket of the node) */
+export const CT_F_PROXY_UPSTREAM = 0x20;
 
 export function decodeCt(k: Buffer, v: Buffer): CtEntry {
   const fam = k.readUInt8(37);
@@ -531,6 +533,29 @@ export function encodeDevConfig(flags: number): Buffer {
   const b = Buffer.alloc(DEV_CONFIG_SIZE);
   b.writeUInt32LE(flags >>> 0, 0);
   return b;
+}
+
+// ------------------------------------------------------------------ other nodes' underlay MACs (mb_node_macs)
+
+export const NODE_MAC_SIZE = 8;
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+
+/** The key of mb_node_macs: a node's InternalIP, network order. */
+export function encodeNodeMacKey(ip: string): Buffer {
+  const b = parseIPv4(ip);
+  if (!b) throw new MembraneError('DATAPATH_BAD_IP', `node address ${ip} is not IPv4`, { hint: 'nodes are IPv4 peers on the underlay' });
+  return b;
+}
+
+export function encodeNodeMac(mac: string): Buffer {
+  if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, { hint: 'a node entry\'s UnderlayMAC' });
+  const b = Buffer.alloc(NODE_MAC_SIZE);
+  parseMac(mac).copy(b);
+  return b;
+}
+
+export function decodeNodeMacKey(k: Buffer): string {
+  return `${k[0]}.${k[1]}.${k[2]}.${k[3]}`;
 }
 
 // ------------------------------------------------------------------ load balancing (lb4)

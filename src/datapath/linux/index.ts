@@ -15,7 +15,7 @@ import {
 import type { MapState, MapStateDelta } from '../../policy/types.ts';
 import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
 import { BpfObject, ensureBpffs, enableRunTimeStats, disableRunTimeStats, setLibbpfLogger } from '../../sys/bpf.ts';
-import { encodeSockmapFd, encodeU32, type CtEntry } from './codec.ts';
+import { decodeNodeMacKey, encodeNodeMac, encodeNodeMacKey, encodeSockmapFd, encodeU32, type CtEntry } from './codec.ts';
 import { ConfigMap } from './configmap.ts';
 import { CtMap } from './ctmap.ts';
 import { NetworkDevices } from './devices.ts';
@@ -95,6 +95,8 @@ export class LinuxDatapath implements Datapath {
   private readonly devices: NetworkDevices;
   private readonly events: EventReader;
   private statsEnabled = false;
+  /** mb_node_macs as written (undefined until the first set after a start) */
+  private nodeMacs: Map<string, string> | undefined;
 
   constructor(opts: LinuxDatapathOptions) {
     this.opts = opts;
@@ -138,6 +140,7 @@ export class LinuxDatapath implements Datapath {
     this.lb.reset();
     this.devices.reset();
     this.policy.reset();
+    this.nodeMacs = undefined;
     setLibbpfLogger(null);
   }
 
@@ -176,6 +179,25 @@ export class LinuxDatapath implements Datapath {
 
   async deleteIPCache(prefixes: string[]): Promise<void> {
     if (this.ipcache.delete(prefixes)) this.config.bumpPolicyRevision();
+  }
+
+  async setNodeMacs(macs: ReadonlyMap<string, string>): Promise<void> {
+    const m = this.loader.map('mb_node_macs');
+    // the first set after a start sweeps what an earlier agent left pinned
+    if (!this.nodeMacs) {
+      this.nodeMacs = new Map();
+      for (const k of [...m.keys()]) this.nodeMacs.set(decodeNodeMacKey(k), '');
+    }
+    for (const [ip, mac] of macs) {
+      if (this.nodeMacs.get(ip) === mac) continue;
+      m.update(encodeNodeMacKey(ip), encodeNodeMac(mac));
+      this.nodeMacs.set(ip, mac);
+    }
+    for (const ip of [...this.nodeMacs.keys()]) {
+      if (macs.has(ip)) continue;
+      m.delete(encodeNodeMacKey(ip));
+      this.nodeMacs.delete(ip);
+    }
   }
 
   /** The current policy revision (tests, status). */

@@ -24,6 +24,20 @@ test("node value: Cilium's types.Node JSON (Go field names, base64 mask) and bot
   for (const bad of ['', 'null', '{"Name":""}', '{"Name":"n","Cluster":"c","IPAddresses":[]}', '[1]']) assert.equal(parseNodeValue(bad), undefined, bad);
 });
 
+test('node value: the underlay MAC (UnderlayMAC) round-trips lower case; anything not six bytes is no MAC', () => {
+  const n = { name: 'node2', cluster: 'default', ip: '192.0.2.2', underlayMac: '02:00:c0:00:02:02' };
+  const v = JSON.parse(nodeValue(n, 'b')) as Record<string, unknown>;
+  assert.equal(v.UnderlayMAC, '02:00:c0:00:02:02');
+  assert.deepEqual(parseNodeValue(JSON.stringify(v)), n);
+  assert.equal(parseNodeValue(JSON.stringify({ ...v, UnderlayMAC: '02:00:C0:00:02:0A' }))?.underlayMac, '02:00:c0:00:02:0a');
+  for (const bad of ['', '02:00:c0:00:02', '02:00:c0:00:02:02:03', 'zz:00:c0:00:02:02', 7, null]) {
+    const p = parseNodeValue(JSON.stringify({ ...v, UnderlayMAC: bad }));
+    assert.ok(p && !('underlayMac' in p), JSON.stringify(bad));
+  }
+  // a node without one (an older agent) publishes none
+  assert.equal('UnderlayMAC' in (JSON.parse(nodeValue({ name: 'n', cluster: 'default', ip: '192.0.2.3' }, 'b')) as object), false);
+});
+
 test("ipcache value: Cilium's IPIdentityPair; the host identity from another node reads as remote-node; junk refused", () => {
   const k = `${IPCACHE_PREFIX}10.244.2.7`;
   const good = { IP: '10.244.2.7', Mask: null, HostIP: '192.0.2.2', ID: 4242, Key: 0, Metadata: 'cilium-global:default:node2:123', K8sNamespace: 'x', K8sPodName: 'p' };

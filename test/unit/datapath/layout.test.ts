@@ -54,7 +54,7 @@ int main(void) {
   printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   printf("PROXY_SLOTS %d\\nPROXY_UDP_SLOT_OFFSET %d\\nPROXY_V6_SLOT_OFFSET %d\\n", PROXY_SLOTS, PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET);
-  P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex);
+  P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); P(node_mac); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex);
   P(ev_bucket); O(ev_bucket, lost);
   P(lb4_key); O(lb4_key, dport); O(lb4_key, proto); O(lb4_key, slot); P(lb4_service); P(lb4_backend); P(lb4_reverse_nat);
   P(lb6_key); O(lb6_key, dport); O(lb6_key, proto); O(lb6_key, slot); P(lb6_backend); O(lb6_backend, port); O(lb6_backend, proto); P(lb6_reverse_nat); O(lb6_reverse_nat, port);
@@ -88,6 +88,10 @@ int main(void) {
   assert.deepEqual([out.lb6_backend, out['lb6_backend.port'], out['lb6_backend.proto']], [C.LB6_BACKEND_SIZE, 16, 18]);
   assert.deepEqual([out.lb6_reverse_nat, out['lb6_reverse_nat.port']], [C.LB6_REVNAT_SIZE, 16]);
   assert.equal(out.dev_config, C.DEV_CONFIG_SIZE);
+  assert.equal(out.node_mac, C.NODE_MAC_SIZE);
+  assert.deepEqual([...C.encodeNodeMacKey('192.0.2.7')], [192, 0, 2, 7]);
+  assert.deepEqual([...C.encodeNodeMac('02:00:c0:00:02:0a')], [2, 0, 0xc0, 0, 2, 0x0a, 0, 0]);
+  assert.throws(() => C.encodeNodeMac('02:00:c0:00:02'), /not a MAC/);
   assert.equal(out.policy_key, C.POLICY_KEY_SIZE);
   assert.deepEqual([out['policy_key.ep_id'], out['policy_key.dir'], out['policy_key.identity'], out['policy_key.proto'], out['policy_key.dport']], [4, 6, 8, 12, 13]);
   assert.equal(out.policy_val, C.POLICY_VAL_SIZE);
