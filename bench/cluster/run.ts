@@ -1,9 +1,10 @@
 // Cluster benchmark: cross-node pod→pod TCP_STREAM (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c)
-// in a two-node lab in routing mode tunnel (VXLAN via cilium_vxlan, eBPF on every hop, an ingress
-// allow policy on the server), against a bare VXLAN tunnel between the same two pod namespaces
-// without eBPF (an extra veth per pod, a plain VXLAN device per node, VNI 42, UDP 4789), in the
-// same run: interleaved rounds, median, client pinned to CPU 0 and server to CPU 1.
-//   bin/node bench/cluster/run.ts [--secs 3] [--rounds 3] [--append]
+// in a two-node lab (eBPF on every hop, an ingress allow policy on the server) in routing mode
+// tunnel (VXLAN via cilium_vxlan) or native (routes on the underlay), against two bare paths
+// between the same two pod namespaces without eBPF (an extra veth per pod): a plain VXLAN device per
+// node (VNI 42, UDP 4789) and plain routes over the underlay, in the same run: interleaved rounds,
+// median, client pinned to CPU 0 and server to CPU 1. The ratio is to the bare path of the lab's mode.
+//   bin/node bench/cluster/run.ts [--secs 3] [--rounds 3] [--routing-mode tunnel|native] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## cluster`.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -15,9 +16,12 @@ import { reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs();
-type Cfg = 'bare-vxlan' | 'membrane';
-const CFGS: Cfg[] = ['bare-vxlan', 'membrane'];
+const opt = tcpArgs({ 'routing-mode': 'tunnel' });
+const mode = opt.own['routing-mode']!;
+if (mode !== 'tunnel' && mode !== 'native') throw new Error(`--routing-mode ${mode}: tunnel or native`);
+type Cfg = 'bare-vxlan' | 'bare-routed' | 'membrane';
+const CFGS: Cfg[] = ['bare-vxlan', 'bare-routed', 'membrane'];
+const sameMode: Cfg = mode === 'tunnel' ? 'bare-vxlan' : 'bare-routed';
 const suite = createTcpSuite(CFGS, opt.secs);
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -33,7 +37,7 @@ function cleanup(): void {
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
 try {
-  membrane(['up', '--nodes', '2', '--routing-mode', 'tunnel', '-q']);
+  membrane(['up', '--nodes', '2', '--routing-mode', mode, '-q']);
   const yaml = join(tmpdir(), `${lab}.yaml`);
   const pod = (name: string, node: string, app: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'bench', labels: { app } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'curlimages/curl' }] } });
   const cnp = {
@@ -53,7 +57,8 @@ try {
   const cliNs = podNetnsName('node1', 'bench', 'cli', lab);
   const srvNs = podNetnsName('node2', 'bench', 'srv', lab);
 
-  // The bare path between the same pod namespaces: pod bv0 ↔ node bvh (veth), node bvx (plain VXLAN) ↔ underlay.
+  // The bare paths between the same pod namespaces: pod bv0 ↔ node bvh (veth), then either node bvx
+  // (plain VXLAN, pods 10.99.<k>.2) or a plain route to the other node's underlay address (pods 10.97.<k>.2).
   for (const [k, j, podNs] of [[1, 2, cliNs], [2, 1, srvNs]] as const) {
     const node = nodeNetnsName(`node${k}`, lab);
     ip(podNs, ['link', 'add', 'bv0', 'type', 'veth', 'peer', 'name', 'bvh', 'netns', node]);
@@ -68,23 +73,30 @@ try {
     ip(node, ['addr', 'add', `10.98.0.${k}/24`, 'dev', 'bvx']);
     ip(node, ['link', 'set', 'bvx', 'mtu', '1500', 'up']);
     ip(node, ['route', 'add', `10.99.${j}.0/24`, 'via', `10.98.0.${j}`, 'dev', 'bvx']);
+    ip(podNs, ['addr', 'add', `10.97.${k}.2/32`, 'dev', 'bv0']);
+    ip(podNs, ['route', 'add', '10.97.0.0/16', 'via', `10.99.${k}.1`, 'dev', 'bv0', 'src', `10.97.${k}.2`]);
+    ip(node, ['route', 'add', `10.97.${k}.2/32`, 'dev', 'bvh', 'scope', 'link']);
+    ip(node, ['route', 'add', `10.97.${j}.0/24`, 'via', `192.0.2.${j}`]);
   }
 
   // the agent side: every process of the node namespaces (agents, proxies)
   const nodePids = () => [1, 2].flatMap((k) =>
     execFileSync('ip', ['netns', 'pids', nodeNetnsName(`node${k}`, lab)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number));
   await suite.startServers(srvNs);
-  const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', membrane: srvIp };
+  const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', 'bare-routed': '10.97.2.2', membrane: srvIp };
   for (let round = 0; round < opt.rounds; round++) {
     for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], nodePids);
   }
   const table = suite.table([
-    { head: 'bare VXLAN (no eBPF)', cfg: 'bare-vxlan' }, { head: 'membrane tunnel + policy', cfg: 'membrane' }, { head: 'ratio', ratio: ['membrane', 'bare-vxlan'] },
+    { head: 'bare VXLAN (no eBPF)', cfg: 'bare-vxlan' }, { head: 'bare routing (no eBPF)', cfg: 'bare-routed' },
+    { head: `membrane ${mode} + policy`, cfg: 'membrane' }, { head: `ratio to bare ${mode === 'tunnel' ? 'VXLAN' : 'routing'}`, ratio: ['membrane', sameMode] },
   ]);
   reportResults([
-    '## cluster', '',
-    `Command: \`${tcpCommand('cluster', opt)}\``, '',
-    `${runLine(startLoad)}. A two-node lab (\`membrane up --nodes 2\`, routing mode tunnel, agents running): client pod on node1, server pod on node2. membrane: pod → from_container → cilium_vxlan (to_overlay sets the tunnel key) → underlay → from_overlay (ingress policy from the VNI identity) → to_container, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth and a plain VXLAN device per node (VNI 42, UDP 4789), no eBPF on those devices (the underlay's from_network still sees the outer packets, as on the membrane path). Client pinned to CPU 0, server to CPU 1; median of ${opt.rounds} interleaved rounds, ${opt.secs} s each (a ratio's min–max over the rounds in parentheses); the agent side's CPU per TCP_CRR connection: every process of the two node namespaces (agents, proxies), from /proc. Bare routing (no tunnel) was not measured.`, '',
+    mode === 'tunnel' ? '## cluster' : '## cluster, routing mode native', '',
+    `Command: \`${tcpCommand('cluster', opt, mode === 'tunnel' ? '' : ` --routing-mode ${mode}`)}\``, '',
+    `${runLine(startLoad)}. A two-node lab (\`membrane up --nodes 2\`, routing mode ${mode}, agents running): client pod on node1, server pod on node2. membrane: ${mode === 'tunnel'
+      ? 'pod → from_container → cilium_vxlan (to_overlay sets the tunnel key) → underlay → from_overlay (ingress policy from the VNI identity) → to_container'
+      : 'pod → from_container → the node\'s route to the other node\'s pod CIDR → underlay → from_network (the source\'s identity from the ipcache, its node\'s MAC checked) → to_container'}, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth, then a plain VXLAN device per node (VNI 42, UDP 4789) or plain routes over the underlay, no eBPF on those devices (the underlay's eBPF still sees the packets, as on the membrane path). The ratio is to the bare path of the same mode. Client pinned to CPU 0, server to CPU 1; median of ${opt.rounds} interleaved rounds, ${opt.secs} s each (a ratio's min–max over the rounds in parentheses); the agent side's CPU per TCP_CRR connection: every process of the two node namespaces (agents, proxies), from /proc.`, '',
     table, '',
   ], opt.append);
 } finally {

@@ -134,17 +134,22 @@ static __noinline int from_node_mac(struct __sk_buff *skb, __be32 ep)
  * tunnel is not such a device: a decapsulated packet's identity is the VNI (from_overlay). */
 static __always_inline int net_source_spoofed(struct __sk_buff *skb, const struct pkt *p, const struct ipcache_val *v)
 {
-	__u32 ifindex = skb->ifindex;
-	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
-	const int underlay = d && (d->flags & DEV_F_UNDERLAY);
 #ifdef MB_L3_DEVICE
 	/* cilium_wg0: WireGuard took the packet from the peer whose allowed IPs hold its source (a
 	 * remote pod's address comes only from its node), and there is no link header to check. A
 	 * node's own address passes only where the agent marks the device as underlay (tunnel mode:
-	 * the decrypted VXLAN) */
-	if (underlay)
+	 * the decrypted VXLAN). `v` is the source's entry: it names a node's own address as
+	 * is_tunnel_peer reads it, so anything else passes without a second ipcache lookup or the
+	 * device's (every decrypted packet comes here) */
+	if (p->family != 4 || !v || v->identity != IDENTITY_REMOTE_NODE ||
+	    __builtin_memcmp(v->tunnel_endpoint, p->saddr, 4) != 0)
 		return 0;
-	return p->family == 4 && is_tunnel_peer(p->saddr);
+#endif
+	__u32 ifindex = skb->ifindex;
+	struct dev_config *d = bpf_map_lookup_elem(&mb_devices, &ifindex);
+	const int underlay = d && (d->flags & DEV_F_UNDERLAY);
+#ifdef MB_L3_DEVICE
+	return !underlay;
 #endif
 	__be32 ep = 0;
 	if (v)

@@ -9,6 +9,7 @@
  * required mutual authentication.
  */
 import type { TracePeer, TraceResult, TraceSide } from '../policy/trace.ts';
+import { hostPrefix } from '../ipcache/prefix.ts';
 
 export interface Suggestion {
   /** the policies to apply (plain objects, `membrane apply -f` input) */
@@ -62,7 +63,7 @@ function peerClause(p: TracePeer, dir: 'from' | 'to', ns: string): Record<string
   if (p.kind === 'entity' && p.name) return { [`${dir}Entities`]: [p.name] };
   if (p.kind === 'ip' && p.ip) {
     // an address outside the cluster: exactly that host
-    if (p.labels.includes('reserved:world') || p.labels.some((l) => l.startsWith('cidr:'))) return { [`${dir}CIDR`]: [`${p.ip}/${p.ip.includes(':') ? 128 : 32}`] };
+    if (p.labels.includes('reserved:world') || p.labels.some((l) => l.startsWith('cidr:'))) return { [`${dir}CIDR`]: [hostPrefix(p.ip)] };
     return undefined;
   }
   return undefined;

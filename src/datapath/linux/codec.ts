@@ -6,7 +6,7 @@
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import type { DatapathEvent } from '../types.ts';
 import { MembraneError } from '../../common/errors.ts';
-import { parseHostPrefix4, parseIPv4 as ipv4Number } from '../../ipcache/prefix.ts';
+import { parseHostPrefix4, parseIPv4 as ipv4Number, parseIPv6 as ipv6Number } from '../../ipcache/prefix.ts';
 
 export const DIR_INGRESS = 1;
 export const DIR_EGRESS = 2;
@@ -18,36 +18,22 @@ export function dirCode(d: Direction): number {
 
 export interface ParsedPrefix { family: 4 | 6; addr: Buffer /* 16 bytes */; len: number }
 
+/** An address's bytes in network order, as the maps' keys hold them; null when it is not one. */
 export function parseIPv4(ip: string): Buffer | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (!m) return null;
-  const b = Buffer.alloc(4);
-  for (let i = 0; i < 4; i++) {
-    const v = Number(m[i + 1]);
-    if (v > 255) return null;
-    b[i] = v;
-  }
+  const n = ipv4Number(ip);
+  if (n === undefined) return null;
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n, 0);
   return b;
 }
 
 export function parseIPv6(ip: string): Buffer | null {
-  let s = ip;
-  const v4 = /:(\d+\.\d+\.\d+\.\d+)$/.exec(s);
-  if (v4) {
-    const b = parseIPv4(v4[1]!);
-    if (!b) return null;
-    s = `${s.slice(0, v4.index + 1)}${b.readUInt16BE(0).toString(16)}:${b.readUInt16BE(2).toString(16)}`;
-  }
-  const parts = s.split('::');
-  if (parts.length > 2) return null;
-  const hex = (x: string) => (x === '' ? [] : x.split(':').map((h) => (/^[0-9a-f]{1,4}$/i.test(h) ? parseInt(h, 16) : NaN)));
-  const head = hex(parts[0]!);
-  const rest = parts.length === 2 ? hex(parts[1]!) : [];
-  const groups = parts.length === 2 ? [...head, ...new Array<number>(Math.max(0, 8 - head.length - rest.length)).fill(0), ...rest] : head;
-  if (groups.length !== 8 || groups.some((g) => Number.isNaN(g) || g < 0)) return null;
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
-  return out;
+  const n = ipv6Number(ip);
+  if (n === undefined) return null;
+  const b = Buffer.allocUnsafe(16);
+  b.writeBigUInt64BE(n >> 64n, 0);
+  b.writeBigUInt64BE(n & 0xffffffffffffffffn, 8);
+  return b;
 }
 
 export function parsePrefix(prefix: string): ParsedPrefix {
