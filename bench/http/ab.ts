@@ -10,6 +10,7 @@
  * does not depend on how busy the machine is.
  *
  *   [MEMBRANE_BENCH_FEED=1] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc] [--probe]
+ * --a-flags / --b-flags add V8 flags to one side only (--a and --b may then name the same tree: an A/B of flags).
  * With --probe, each proxy runs with bench/http/loop-probe.ts and --cpu-prof: the stretches of its
  * event loop over 1 ms of thread CPU in the measured runs are printed by what ran in them (stalls.ts).
  * With MEMBRANE_BENCH_FEED=1 the CPU of the agent stand-in (the proxy's child, making the flows) is shown beside the proxy's.
@@ -25,7 +26,7 @@ import { stallReport } from './stalls.ts';
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, rules: { type: 'string', default: '100' },
-  'node-flags': { type: 'string', default: '' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
+  'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const feed = process.env.MEMBRANE_BENCH_FEED === '1';
@@ -43,12 +44,15 @@ function sched(pid: number): { waitNs: number; nonvol: number } {
   return { waitNs: Number(st[1]), nonvol };
 }
 /** CPU of the proxy and its children (MEMBRANE_BENCH_FEED=1: the agent stand-in making the flows, on the same CPU), µs */
-function treeCpuUs(pid: number): { proxy: number; children: number } {
+function treeCpuUs(pid: number): { proxy: number; main: number; children: number } {
   let children = 0;
   try {
     for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) children += cpuUs(Number(c));
   } catch { /* no children file (kernel without CONFIG_PROC_CHILDREN): the proxy alone */ }
-  return { proxy: cpuUs(pid), children };
+  // the main thread alone (the rest: V8's GC and compiler threads, on the same pinned CPU)
+  const st = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return { proxy: cpuUs(pid), main: (Number(f[11]) + Number(f[12])) * 10_000, children };
 }
 const modes = values.modes.split(',') as ('ka' | 'one' | 'close')[];
 const args = { ka: ['-c50'], one: ['-c1'], close: ['-c50', '-H', 'Connection: close'] };
@@ -57,7 +61,8 @@ try {
   const pid: Record<string, number> = {};
   const freedMB: Record<string, number> = { A: 0, B: 0 };
   for (const k of ['A', 'B'] as const) {
-    const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : [])];
+    const own = values[k === 'A' ? 'a-flags' : 'b-flags'];
+    const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
     if (values.gc) flags.push('--trace-gc', '--max-semi-space-size=1', '--min-semi-space-size=1');
     // the probe (this tree's, for both) and a profile to tell what ran in each stretch
     if (values.probe) {
@@ -83,7 +88,7 @@ try {
     }
   }
   for (const k of ['A', 'B'] as const) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
-  const rows: Record<string, { rps: number[]; cpu: number[]; agent: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[] }> = {};
+  const rows: Record<string, { rps: number[]; cpu: number[]; bg: number[]; agent: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[] }> = {};
   const total: Record<string, number> = { A: 0, B: 0 };
   /** the measured runs of each proxy (µs, CLOCK_MONOTONIC as the probe's) */
   const windows: Record<string, [number, number][]> = { A: [], B: [] };
@@ -99,20 +104,20 @@ try {
       const w = parseWrk(out);
       total[k] = (total[k] ?? 0) + w.requests;
       const c1 = treeCpuUs(pid[k]!);
-      const cpu = (c1.proxy - c0.proxy) / w.requests, agentCpu = (c1.children - c0.children) / w.requests;
+      const cpu = (c1.proxy - c0.proxy) / w.requests, bg = (c1.proxy - c1.main - (c0.proxy - c0.main)) / w.requests, agentCpu = (c1.children - c0.children) / w.requests;
       const s1 = sched(pid[k]!);
       // the GC lines of the run's last moments arrive a little later
       if (values.gc) await new Promise((r) => setTimeout(r, 300));
       const kb = ((freedMB[k]! - f0) * 1024) / w.requests;
       const wait = (s1.waitNs - s0.waitNs) / 1000 / w.requests, preempt = (s1.nonvol - s0.nonvol) * 1000 / w.requests;
-      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], agent: [], p50: [], p99: [], wait: [], preempt: [], kb: [] });
-      row.rps.push(w.rps); row.cpu.push(cpu); row.agent.push(agentCpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt); row.kb.push(kb);
-      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req${feed ? ` (+ agent ${agentCpu.toFixed(1)})` : ''}, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${kb.toFixed(2)} KB/req` : ''}, errors ${w.errors}`);
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], bg: [], agent: [], p50: [], p99: [], wait: [], preempt: [], kb: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.bg.push(bg); row.agent.push(agentCpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt); row.kb.push(kb);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (V8 threads ${bg.toFixed(1)})${feed ? ` (+ agent ${agentCpu.toFixed(1)})` : ''}, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${kb.toFixed(2)} KB/req` : ''}, errors ${w.errors}`);
     }
   }
-  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${execFileSync('cat', ['/proc/loadavg']).toString().trim()}`);
+  console.log(`A = ${trees.A} ${values['a-flags']}\nB = ${trees.B} ${values['b-flags']}\nload ${execFileSync('cat', ['/proc/loadavg']).toString().trim()}`);
   console.log(`requests measured: A ${total.A}, B ${total.B}`);
-  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req${feed ? ` (+ agent ${median(v.agent).toFixed(1)})` : ''}, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${median(v.kb).toFixed(2)} KB/req` : ''}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (V8 threads ${median(v.bg).toFixed(1)})${feed ? ` (+ agent ${median(v.agent).toFixed(1)})` : ''}, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${median(v.kb).toFixed(2)} KB/req` : ''}`);
   if (values.probe) {
     // the proxies write their profile and probe as they exit
     for (const k of ['A', 'B'] as const) {

@@ -6,14 +6,18 @@
  * pinned to CPU 1; the origin (HAProxy) and wrk share CPU 0.
  *
  *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
- *                              [--fraction 0.5] [--node-flags=--trace-gc] [--append]
+ *                              [--fraction 0.5 | --rate N] [--node-flags=--trace-gc] [--port 18543] [--append]
  * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
  * tls-sni (SNI passthrough, new connections), http-ka, http-close, dns (bench/dns/proxy-server.ts,
  * dnsmasq upstream, dnsperf -Q at the rate).
  *
- * Rate: capacity is measured first (wrk, 5 s, 50 connections; dnsperf -q 64 for dns); the soak then
- * runs wrk with a per-connection delay (Lua `delay()`) sized for `fraction` of it (dnsperf -Q for
- * dns). Bounded: the load runs --secs.
+ * Rate: a fixed offered rate, `--rate N` (req/s, q/s for dns), or by default `fraction` of the
+ * membrane capacity recorded for that path in bench/RESULTS.md's `## idle baseline` section (a
+ * capacity probed on a shared, loaded machine measured 0 req/s once: the rate would be noise).
+ * wrk paces each of its connections (Lua `delay()`); dnsperf -Q for dns. Bounded: the load runs --secs.
+ * Each sample row also says the load average, the proxy's CPU share over the interval (/proc) and,
+ * for dns, the queries answered in it; the verdict is "flat" only when the achieved rate is at
+ * least 80 % of the offered one (a soak that did not carry its load says so instead).
  * With --append the table and the command go to bench/RESULTS.md under `## soak`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -21,13 +25,13 @@ import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, startPinned } from '../support.ts';
+import { benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({
   options: {
     proxy: { type: 'string', default: 'tls-intercept-new' }, secs: { type: 'string', default: '60' }, sample: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '20' }, fraction: { type: 'string', default: '0.5' }, append: { type: 'boolean', default: false },
-    'node-flags': { type: 'string', default: '' },
+    'node-flags': { type: 'string', default: '' }, rate: { type: 'string' }, port: { type: 'string', default: '18543' },
   },
 });
 const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close', 'dns'] as const;
@@ -37,8 +41,22 @@ if (!KINDS.includes(KIND)) throw new Error(`--proxy: one of ${KINDS.join(', ')}`
 const SECS = Number(values.secs), SAMPLE = Number(values.sample), WARMUP = Number(values.warmup), FRACTION = Number(values.fraction);
 if (!(SECS >= 10 && SECS <= 3600 && SAMPLE >= 1 && FRACTION > 0 && FRACTION <= 1)) throw new Error('--secs 10..3600, --sample ≥ 1, --fraction (0, 1]');
 const REPO = resolve(import.meta.dirname, '../..');
+/** the membrane column of the idle-baseline row that measures each kind's capacity */
+const IDLE_ROW: Record<Kind, RegExp> = {
+  dns: /^\| queries per second/, 'http-ka': /^\| keep-alive req\/s/, 'http-close': /^\| `Connection: close` req\/s/,
+  'tls-sni': /^\| SNI-only connections\/s/, 'tls-intercept-ka': /^\| intercepted HTTPS req\/s, keep-alive/, 'tls-intercept-new': /^\| intercepted HTTPS req\/s, new TLS/,
+};
+/** the last `## idle baseline` section's capacity of `kind` (membrane = the table's third cell), or NaN */
+export function idleCapacity(results: string, kind: Kind): { rate: number; section: string } {
+  const at = results.lastIndexOf('\n## idle baseline');
+  if (at < 0) return { rate: NaN, section: '' };
+  const section = results.slice(at + 1, results.indexOf('\n## ', at + 1) >>> 0 || undefined);
+  const row = section.split('\n').find((l) => IDLE_ROW[kind].test(l));
+  return { rate: Number(row?.split('|')[3]?.trim()), section: section.split('\n')[0]!.replace(/^## /, '') };
+}
 const NAME = 'api.bench.test';
-const ORIGIN = 18543, PROXY = 18547, CONNS = 50;
+/** --port P: the origin listens on P, the proxy on P + 4 (another port lets a second soak run beside one) */
+const ORIGIN = Number(values.port), PROXY = ORIGIN + 4, CONNS = 50;
 const tls = KIND.startsWith('tls');
 const dns = KIND === 'dns';
 const DNS_UP = '127.0.0.2';
@@ -59,11 +77,8 @@ function ca(name: string): void {
   openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
   writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
 }
-function haproxyCfg(name: string, body: string): string {
-  const f = join(dir, `${name}.cfg`);
-  writeFileSync(f, `global\n  nbthread 1\n  maxconn 4000\n  log /dev/null local0\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}`);
-  return f;
-}
+/** the benches' HAProxy configuration (`mode http` defaults: without it HAProxy ignored `http-request return` and closed every connection, and the HTTP soaks measured 503s) */
+const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 /** wrk against the proxy; `delayMs` > 0 paces each connection (Lua delay()). Returns req/s. */
 function wrkArgs(secs: number, delayMs: number): string[] {
   const lua = join(dir, `pace-${delayMs}.lua`);
@@ -77,8 +92,22 @@ function dnsperfArgs(secs: number, qps: number): string[] {
   return ['-c', '0', 'dnsperf', '-s', '127.0.0.1', '-p', String(PROXY), '-d', join(dir, 'q.txt'), '-l', String(secs), '-c', '8', ...(qps > 0 ? ['-Q', String(Math.round(qps))] : ['-q', '64']), '-t', '2'];
 }
 
-interface Mem { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number }
+interface Mem { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; queries?: number }
 const MB = (b: number) => (b / 1048576).toFixed(1);
+const load1 = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
+/** utime + stime of a process in clock ticks (10 ms) */
+const cpuTicks = (pid: number) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8'); const r = f.slice(f.lastIndexOf(')') + 2).split(' '); return Number(r[11]) + Number(r[12]); };
+
+let offered: number, rateFrom: string;
+if (values.rate !== undefined) {
+  offered = Number(values.rate);
+  rateFrom = '--rate';
+} else {
+  const idle = idleCapacity(readFileSync(join(REPO, 'bench/RESULTS.md'), 'utf8'), KIND);
+  offered = idle.rate * FRACTION;
+  rateFrom = `${FRACTION} × ${idle.rate} (membrane, "${idle.section}" in bench/RESULTS.md)`;
+}
+if (!(offered >= 1)) throw new Error(`no offered rate for ${KIND}: bench/RESULTS.md has no idle-baseline capacity for it; give --rate N`);
 
 try {
   let proxy: ChildProcess;
@@ -99,12 +128,13 @@ try {
     proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   }
   children.push(proxy);
-  const samples: { t: number; m: Mem }[] = [];
+  const samples: { t: number; m: Mem; load: string; cpu: number; wallMs: number }[] = [];
+  let lastTicks = 0, lastAt = 0;
   const majors: string[] = [];
   let t0 = 0;
   let out = '';
   await new Promise<void>((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`proxy not ready: ${out}`)), 20_000);
+    const t = setTimeout(() => rej(new Error(`proxy not ready in 90 s: ${out}`)), 90_000);
     proxy.stdout!.on('data', (d: Buffer) => {
       out += d;
       if (out.includes('ready')) { clearTimeout(t); res(); }
@@ -113,49 +143,74 @@ try {
         const line = out.slice(0, i);
         out = out.slice(i + 1);
         if (/Mark-Compact|Mark-Sweep/.test(line) && t0) majors.push(`${Math.round((Date.now() - t0) / 1000)}s ${line.replace(/^\[[^\]]*\]\s*/, '')}`);
-        if (line.startsWith('mem ') && t0) samples.push({ t: Math.round((Date.now() - t0) / 1000), m: JSON.parse(line.slice(4)) as Mem });
+        if (line.startsWith('mem ') && t0) {
+          const ticks = cpuTicks(proxy.pid!), now = Date.now();
+          samples.push({ t: Math.round((now - t0) / 1000), m: JSON.parse(line.slice(4)) as Mem, load: load1(), cpu: ((ticks - lastTicks) * 10) / Math.max(1, now - lastAt), wallMs: now - lastAt });
+          lastTicks = ticks;
+          lastAt = now;
+        }
       }
     });
     proxy.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
     proxy.once('exit', (c) => { clearTimeout(t); rej(new Error(`proxy exited ${c}: ${out}`)); });
   });
-  const cap = rps(execFileSync('taskset', dns ? dnsperfArgs(5, 0) : wrkArgs(5, 0)).toString());
-  // a machine too busy to measure a capacity gives no rate to soak at (a delay of Infinity ms would be no delay at all)
-  if (!(cap >= 1)) throw new Error(`capacity measured as ${cap} req/s: the machine is too busy to size the soak; run it again when it is idler`);
-  const target = cap * FRACTION;
   // each connection: one request per (delay + latency); latency is small next to the delay at half load
-  const delayMs = Math.max(1, Math.round((CONNS * 1000) / target));
-  console.error(`${KIND}: capacity ${cap.toFixed(0)} req/s; soak at ${FRACTION} of it: ${dns ? `dnsperf -Q ${target.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s`);
-  t0 = Date.now();
+  const delayMs = Math.max(1, Math.round((CONNS * 1000) / offered));
+  console.error(`${KIND}: offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s from ${rateFrom}: ${dns ? `dnsperf -Q ${offered.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s; load ${load1()}`);
+  // a proxy that dies during the soak ends it (wrk against a closed port measures nothing)
+  let died = '';
+  proxy.once('exit', (code, sig) => { died = `the proxy exited at ${Math.round((Date.now() - t0) / 1000)} s (${sig ?? `code ${code}`})`; for (const c of children) if (c !== proxy && c.exitCode === null) c.kill('SIGTERM'); });
+  t0 = lastAt = Date.now();
+  lastTicks = cpuTicks(proxy.pid!);
+  const loadStart = load1();
   const soakOut = await new Promise<string>((res, rej) => {
-    const w = spawn('taskset', dns ? dnsperfArgs(SECS, target) : wrkArgs(SECS, delayMs), { stdio: ['ignore', 'pipe', 'ignore'] });
+    const w = spawn('taskset', dns ? dnsperfArgs(SECS, offered) : wrkArgs(SECS, delayMs), { stdio: ['ignore', 'pipe', 'ignore'] });
     children.push(w);
     let o = '';
     w.stdout!.on('data', (d: Buffer) => { o += d; });
-    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`load generator exited ${c}`))));
+    w.once('exit', (c) => (c === 0 || died ? res(o) : rej(new Error(`load generator exited ${c}`))));
   });
   await new Promise((r) => setTimeout(r, 500));
   const achieved = rps(soakOut);
+  // answers that were not the origin's: wrk's non-2xx and socket errors, dnsperf's lost queries
+  const total = dns ? Number(/Queries sent:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).requests;
+  const errors = dns ? Number(/Queries lost:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).errors;
   const after = samples.filter((s) => s.t >= WARMUP);
   const base = after[0]?.m.rss ?? NaN;
   const maxDev = Math.max(...after.map((s) => Math.abs(s.m.rss - base) / base));
+  const carried = achieved >= 0.8 * offered;
   const flat = after.length >= 2 && maxDev <= 0.1;
-  const rows = samples.map((s) => `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} |`);
-  const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP} --fraction ${FRACTION}`;
+  const verdict = died ? `no verdict: ${died}` : errors > 0.01 * Math.max(1, total) ? `no verdict: ${errors} of ${total} ${dns ? 'queries lost' : 'responses were errors (non-2xx or socket)'}`
+    : !carried
+    ? `not a soak at the offered rate: achieved ${achieved.toFixed(0)} of ${offered.toFixed(0)} offered (${((achieved / offered) * 100).toFixed(0)} %), so ${flat ? 'the flat RSS says little' : 'RSS NOT flat even so'}`
+    : flat ? 'flat (±10 %)' : 'NOT flat';
+  // the sawtooth of V8's heap between full GCs makes any one sample a noisy baseline: a leak also
+  // shows as the second half's peak above the first half's
+  const half = Math.floor(after.length / 2);
+  const peak = (xs: typeof after) => Math.max(...xs.map((s) => s.m.rss));
+  const envelope = after.length >= 4 ? ` Peak RSS after the warm-up, first half ${MB(peak(after.slice(0, half)))} MB, second half ${MB(peak(after.slice(half)))} MB (${(((peak(after.slice(half)) / peak(after.slice(0, half))) - 1) * 100).toFixed(1)} %).` : '';
+  const loadEnd = load1();
+  const rows = samples.map((s, i) => {
+    const q = dns && s.m.queries !== undefined && i > 0 && samples[i - 1]!.m.queries !== undefined ? ` ${((s.m.queries - samples[i - 1]!.m.queries!) * 1000 / s.wallMs).toFixed(0)} |` : dns ? ' |' : '';
+    return `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} | ${s.load} | ${(s.cpu * 100).toFixed(0)} % |${q}`;
+  });
+  const cmd = `bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP}${values.port !== '18543' ? ` --port ${values.port}` : ''}${values.rate !== undefined ? ` --rate ${values.rate}` : ` --fraction ${FRACTION}`}`;
   const lines = [
     `### soak: ${KIND}`, '',
     `Command: \`${cmd}\``, '',
-    `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work. Capacity ${cap.toFixed(0)} ${dns ? 'q/s (dnsperf -c 8 -q 64' : `req/s (wrk -c${CONNS}`}, 5 s); ` +
-    `soak offered ${(FRACTION * 100).toFixed(0)} % of it, achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s for ${SECS} s. ` +
-    `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB, largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${flat ? 'flat (±10 %)' : 'NOT flat'}.`, '',
-    '| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB |', '|---|---|---|---|---|---|', ...rows, '',
+    `Run ${new Date(t0).toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, 2 vCPU shared with other work, load average ${loadStart} at the start, ${loadEnd} at the end. ` +
+    `Offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s (${rateFrom}), achieved ${achieved.toFixed(0)} ${dns ? 'q' : 'req'}/s over ${SECS} s (${dns ? 'dnsperf -c 8' : `wrk -c${CONNS}`}), errors ${errors} of ${total}. ` +
+    `RSS after the ${WARMUP} s warm-up: ${after.length ? `${MB(base)} → ${MB(after.at(-1)!.m.rss)} MB (min ${MB(Math.min(...after.map((s) => s.m.rss)))}, max ${MB(Math.max(...after.map((s) => s.m.rss)))}), largest deviation ${(maxDev * 100).toFixed(1)} %` : 'no samples'} ⇒ ${verdict}.${envelope}`, '',
+    `| t (s) | RSS MB | V8 heap used MB | V8 heap total MB | external MB | array buffers MB | load (1 min) | proxy CPU |${dns ? ' q/s answered |' : ''}`, `|---|---|---|---|---|---|---|---|${dns ? '---|' : ''}`, ...rows, '',
   ];
   console.log(lines.join('\n'));
   if (majors.length) console.error(`full GCs of the proxy (--trace-gc):\n${majors.join('\n')}`);
   if (values.append) {
     const file = join(REPO, 'bench/RESULTS.md');
     const text = readFileSync(file, 'utf8');
-    appendFileSync(file, `${text.endsWith('\n') ? '' : '\n'}${text.includes('\n## soak\n') ? '' : '\n## soak\n\n'}${lines.join('\n')}`);
+    // under a `## soak` heading of its own unless the file's last section is one
+    const lastSection = /\n## ([^\n]*)\n(?![\s\S]*\n## )/.exec(text)?.[1] ?? '';
+    appendFileSync(file, `${text.endsWith('\n') ? '' : '\n'}${lastSection.startsWith('soak') ? '\n' : '\n## soak\n\n'}${lines.join('\n')}`);
   }
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');

@@ -60,7 +60,8 @@ export function createApiServer(opts: { socketPath: string; routes: Record<strin
           res.end(JSON.stringify(out ?? {}));
         } catch (e) {
           const err = e as Partial<ApiRequestError> & Error;
-          res.statusCode = err instanceof MembraneError ? 400 : 500;
+          // a kvstore outage is the service's state, not the request's fault
+          res.statusCode = err.code === 'KVSTORE_UNAVAILABLE' ? 503 : err instanceof MembraneError ? 400 : 500;
           res.end(JSON.stringify({
             code: err.code ?? 'AGENT_INTERNAL', message: err.message,
             ...(err.hint ? { hint: err.hint } : {}), ...(err.issues ? { issues: err.issues } : {}),

@@ -127,8 +127,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
         for (const e of upserts) {
           const w = ipc.upsert(e.prefix, e.identity, 'node');
           // the tunnel endpoint goes with the cluster's claim only when that claim is the winner
-          const ours = w.identity === e.identity && w.endpointId === 0 && e.tunnelEndpoint;
-          write.push({ prefix: e.prefix, identity: w.identity, endpointId: w.endpointId, ...(ours ? { tunnelEndpoint: e.tunnelEndpoint } : {}) });
+          // (then the entry is written as drained: no second object per remote pod)
+          write.push(w.identity === e.identity && w.endpointId === 0 ? e : { prefix: e.prefix, identity: w.identity, endpointId: w.endpointId });
         }
         if (drop.length) await parts.datapath.deleteIPCache(drop);
         if (write.length) await parts.datapath.upsertIPCache(write);

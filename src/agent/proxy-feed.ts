@@ -107,7 +107,8 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
         if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
         // the remote cluster DNS server's identity is the ipcache's for its address
         const dnsServer = deps.dns?.serverIp();
-        if (dnsServer && (ev.entry.prefix === `${dnsServer}/32` || ev.entry.prefix === `${dnsServer}/128`)) identitiesVersion++;
+        // (startsWith first: no two strings made per remote pod of a restart's listing)
+        if (dnsServer && ev.entry.prefix.startsWith(dnsServer) && (ev.entry.prefix === `${dnsServer}/32` || ev.entry.prefix === `${dnsServer}/128`)) identitiesVersion++;
       });
       offIdentities = policy.engine.allocator.watch(() => { identitiesVersion++; });
       offResources = deps.agent()?.resources.watch((ev) => {

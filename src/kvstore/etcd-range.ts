@@ -63,9 +63,11 @@ function bad(what: string): never {
 
 /**
  * Reads a RangeResponse, calling `visit` for every key in order. `skip`: bytes of each key not
- * given as text (the listed prefix).
+ * given as text (the listed prefix). Without `visit`, only the header fields and the last key are
+ * read (each key-value stepped over by its length): where the next page starts, before this one
+ * is handed on.
  */
-export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor): RangeResult {
+export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor | undefined): RangeResult {
   let pos = 0;
   const end = b.length;
   const varint = (): number => {
@@ -87,7 +89,7 @@ export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor
     else bad(`wire type ${wire}`);
     if (pos > end) bad('truncated field');
   };
-  let revision = 0, more = false, count = 0, lastStart = -1, lastEnd = -1;
+  let revision = 0, more = false, count = 0, lastStart = -1, lastEnd = -1, lastKv = -1;
   while (pos < end) {
     const tag = varint();
     const field = Math.floor(tag / 8), wire = tag & 7;
@@ -99,8 +101,10 @@ export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor
         if (t === (3 << 3)) revision = varint(); else skipField(t & 7);
       }
     } else if (field === 2 && wire === 2) {
+      const lenAt = pos;
       const kvEnd = varint() + pos;
       if (kvEnd > end) bad('truncated key-value');
+      if (!visit) { lastKv = lenAt; pos = kvEnd; continue; }
       let kS = -1, kE = -1, vS = 0, vE = 0, mod = 0;
       while (pos < kvEnd) {
         const t = varint();
@@ -115,6 +119,16 @@ export function decodeRangeResponse(b: Buffer, skip: number, visit: RangeVisitor
     } else if (field === 3 && wire === 0) more = varint() !== 0;
     else if (field === 4 && wire === 0) count = varint();
     else skipField(wire);
+  }
+  if (lastKv >= 0) {
+    // without a visitor the key-values were stepped over by their length: the last one's key is read now
+    pos = lastKv;
+    const kvEnd = varint() + pos;
+    while (pos < kvEnd) {
+      const t = varint();
+      if (t === ((1 << 3) | 2)) { const l = varint(); lastStart = pos; lastEnd = pos + l; pos = lastEnd; } else skipField(t & 7);
+    }
+    if (pos !== kvEnd || lastStart < 0 || lastEnd > kvEnd || lastEnd - lastStart < skip) bad('key-value fields');
   }
   return { revision, more, count, lastKey: lastStart >= 0 ? Buffer.from(b.subarray(lastStart, lastEnd)) : undefined };
 }

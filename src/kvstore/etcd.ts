@@ -11,7 +11,7 @@
  * Conditions map to etcd compares: absent → `version == 0` (Cilium's CreateOnly), revision →
  * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
  */
-import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import { MembraneError } from '../common/errors.ts';
 import type { BytesWatchEvent, Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp } from './types.ts';
 import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVisitor } from './etcd-range.ts';
@@ -58,6 +58,17 @@ function prefixEnd(prefix: string): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/**
+ * etcd away (no answer, or etcd3's circuit breaker still open for a few seconds after an outage)
+ * becomes a coded error a caller can wait out; anything else passes as it is.
+ */
+function unavailable(e: unknown): never {
+  if (e instanceof Error && (isRecoverableError(e) || (e as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true)) {
+    throw new MembraneError('KVSTORE_UNAVAILABLE', `etcd is unavailable: ${e.message}`, { hint: 'the agents keep enforcing their last state; retry once `membrane status` shows the kvstore Ok', cause: e });
+  }
+  throw e;
 }
 
 const pair = (kv: { key: Buffer; value: Buffer; mod_revision: string }): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
@@ -205,7 +216,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const store: KVStore = {
     backend: 'etcd',
     async get(key) {
-      const r = await client.kv.range({ key: Buffer.from(key) });
+      const r = await client.kv.range({ key: Buffer.from(key) }).catch(unavailable);
       const kv = r.kvs[0];
       return kv ? pair(kv) : undefined;
     },
@@ -214,19 +225,19 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
     async put(key, value, o) {
       const op: TxnOp = { op: 'put', key, value, ...(o?.lease ? { lease: true } : {}) };
-      const r = await build(op, await leaseFor([op])).exec().catch((e: unknown) => { leaseRefused(e); throw e; });
+      const r = await build(op, await leaseFor([op]).catch(unavailable)).exec().catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
       noteOwned([op]);
       return Number(r.header.revision);
     },
     async delete(key) {
-      const r = await client.delete().key(key).exec();
+      const r = await client.delete().key(key).exec().catch(unavailable);
       owned.delete(key);
       return Number(r.deleted) > 0;
     },
     async txn(ops) {
-      const id = await leaseFor(ops);
+      const id = await leaseFor(ops).catch(unavailable);
       const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
-      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); throw e; });
+      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
       noteOwned(ops);
       return Number(r.header.revision);
     },
@@ -395,31 +406,38 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
 
   const pool = (client as unknown as { pool: RawPool }).pool;
   const identity = (b: Buffer) => b;
-  /** One KV.Range call, its response read as it comes off the wire (etcd-range.ts). */
-  async function rangeRaw(req: Buffer, skip: number, visit: RangeVisitor): Promise<RangeResult> {
+  /** One KV.Range call: the response's bytes, read by etcd-range.ts. */
+  async function rangeRaw(req: Buffer): Promise<Buffer> {
     const call = () => pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
       c.makeUnaryRequest('/etcdserverpb.KV/Range', identity, identity, req, metadata, {}, (err, res) => (err ? reject(err) : resolve(res!)));
     }));
-    const raw = (pool.globalPolicy ? await pool.globalPolicy.execute(call) : await call()) as Buffer;
-    return decodeRangeResponse(raw, skip, visit);
+    return (pool.globalPolicy ? await pool.globalPolicy.execute(call) : await call()) as Buffer;
   }
 
   /**
    * Every pair under `prefix` at one revision, read in pages (Cilium's paginatedList), each key
    * handed to `visit` (its text past the prefix, its value, its revision) as its page arrives;
    * returns the revision. No sort option: etcd returns a range in key order anyway, and with one
-   * it reads the whole range before applying the limit.
+   * it reads the whole range before applying the limit. Pipelined: a page's last key is read
+   * first and the next page asked for before this one is handed on, so etcd reads and sends page
+   * n+1 while the agent applies page n (one after the other, a restart's listing of 300,000 keys
+   * waited for each in turn).
    */
   async function listPages(prefix: string, visit: RangeVisitor): Promise<number> {
     const rangeEnd = prefixEnd(prefix);
-    let key = Buffer.from(prefix);
-    const skip = key.length;
+    const first = Buffer.from(prefix);
+    const skip = first.length;
+    const limit = opts.listPageSize ?? PAGE;
     let revision = 0;
-    for (;;) {
-      const r = await rangeRaw(encodeRangeRequest({ key, rangeEnd, limit: opts.listPageSize ?? PAGE, revision }), skip, visit);
+    let next: Promise<Buffer> | undefined = rangeRaw(encodeRangeRequest({ key: first, rangeEnd, limit }));
+    while (next) {
+      const raw: Buffer = await next;
+      const r: RangeResult = decodeRangeResponse(raw, skip, undefined);
       if (!revision) revision = r.revision;
-      if (!r.more || !r.lastKey) break;
-      key = Buffer.concat([r.lastKey, Buffer.from([0])]);
+      next = r.more && r.lastKey ? rangeRaw(encodeRangeRequest({ key: Buffer.concat([r.lastKey, Buffer.from([0])]), rangeEnd, limit, revision })) : undefined;
+      // a page that fails while this one is applied is reported by the await above, not as unhandled
+      next?.catch(() => {});
+      decodeRangeResponse(raw, skip, visit);
     }
     return revision;
   }

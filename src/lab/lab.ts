@@ -364,10 +364,10 @@ export async function labUp(opts: LabUpOptions): Promise<LabUpResult> {
   if (!opts.networkOnly) {
     for (const n of result.nodes) {
       await waitAgent(paths, n.node, n.pid!);
-      await callAgent(n.socket, 'POST', '/v1/apply', { resources: defaultNamespaces(), dryRun: false });
+      await applyOnceKvstoreServes(n.socket, defaultNamespaces());
     }
     // The lab DNS (kube-system/coredns, k8s-app=kube-dns) on node1, with the kube-dns Service.
-    await callAgent(result.nodes[0]!.socket, 'POST', '/v1/apply', { resources: labDnsResources(), dryRun: false });
+    await applyOnceKvstoreServes(result.nodes[0]!.socket, labDnsResources());
     say(`lab DNS: kube-system/coredns; lab CA certificate: ${caCertPath(paths.stateDir)}`);
     // A cluster gets Hubble Relay: one Observer for every node's flows (Cilium's hubble-relay).
     if (kvs?.mode === 'etcd') {
@@ -521,4 +521,22 @@ export async function labNodeDelete(opts: { config: MembraneConfig; node: string
   await removeNodeRoutes(paths.lab, k, have.filter((x) => x !== k));
   say(`${opts.node}: agent stopped, namespace removed; the other nodes drop its endpoints when its lease expires`);
   return { node: opts.node, pods: mine.length };
+}
+
+/**
+ * The lab's own resources, applied through a running agent. `up` after an etcd outage restarts
+ * etcd and applies at once, while the agents' etcd client still refuses calls for a few seconds
+ * (its circuit breaker): that wait is part of coming back, not a failure of `up`.
+ */
+async function applyOnceKvstoreServes(socket: string, resources: unknown[], waitMs = 60_000): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await callAgent(socket, 'POST', '/v1/apply', { resources, dryRun: false });
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'KVSTORE_UNAVAILABLE' || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
 }

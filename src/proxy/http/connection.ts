@@ -14,15 +14,18 @@ import type { ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import type { HttpProxy } from './proxy.ts';
 import { Stream } from './request-stream.ts';
-import { STATUS_TEXT, closingResponseHead, localReply } from './replies.ts';
+import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
+import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
+
+const NO_SECRETS: L7Options = Object.freeze({});
 
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
-export class ProxyConnection implements ProxyConnectionView {
+export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   readonly proxy: HttpProxy;
   readonly direction: Direction;
   readonly client: AccessPeer;
@@ -30,7 +33,7 @@ export class ProxyConnection implements ProxyConnectionView {
   readonly endpoint: ProxyEndpoint | undefined;
   readonly remoteIdentity: number;
   readonly secretOpts: L7Options;
-  readonly state = new Map<string, unknown>();
+  private stateMap: Map<string, unknown> | null = null;
   /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
   sock: net.Socket;
   /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
@@ -42,6 +45,8 @@ export class ProxyConnection implements ProxyConnectionView {
   /** why the last upstream failed, as a network filter classified it (e.g. a certificate error → 502) */
   private upstreamError: (Error & { proxyStatus?: number; proxyReason?: string }) | null = null;
   private upstream: net.Socket | null = null;
+  /** `upstream` with its listeners, handed to the pool and back as a whole */
+  private upLink: UpstreamLink | null = null;
   /** the TCP socket under `upstream` (the same unless wrapped, e.g. TLS origination) */
   private rawUpstream: net.Socket | null = null;
   private readonly reqHead: HeadParser;
@@ -85,15 +90,6 @@ export class ProxyConnection implements ProxyConnectionView {
   closingAt = 0;
   /** a new upstream must be connected by then (ms, the proxy's coarse clock; the sweep checks it), 0 when none */
   connectDeadline = 0;
-  /**
-   * The listeners on the current upstream, made once per connection (not per upstream) and
-   * removed, exactly these, before the socket goes to the pool: a TLS upstream's own listeners
-   * (e.g. the one freeing its SSL state on close) stay.
-   */
-  private readonly upListeners: {
-    data: (c: Buffer) => void; drain: () => void;
-    end: (this: net.Socket) => void; close: (this: net.Socket) => void; error: (this: net.Socket, e: Error) => void;
-  };
   /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
   private readonly peerEndpoint: ProxyEndpoint | undefined;
   private peerCache: ProxyPolicyLookup | null = null;
@@ -114,17 +110,14 @@ export class ProxyConnection implements ProxyConnectionView {
     this.endpoint = direction === 'egress' ? srcEp : dstEp;
     this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
     this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
-    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : {};
+    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : NO_SECRETS;
     this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
     this.resHead = new HeadParser({ kind: 'response' });
-    const conn = this;
-    this.upListeners = {
-      data: (c) => this.onUpstreamData(c),
-      drain: () => this.sock.resume(),
-      end() { conn.onUpstreamEnd(this); },
-      close() { conn.onUpstreamEnd(this); },
-      error(e) { conn.onUpstreamError(this, e); },
-    };
+  }
+
+  /** free slots for filters, made on first use (most connections never have one) */
+  get state(): Map<string, unknown> {
+    return (this.stateMap ??= new Map());
   }
 
   private get closed(): boolean {
@@ -468,8 +461,9 @@ export class ProxyConnection implements ProxyConnectionView {
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
     this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
-    let up = fresh ? undefined : this.proxy.pool.take(this.upstreamKey);
-    const reused = !!up;
+    const pooled = fresh ? undefined : this.proxy.pool.take(this.upstreamKey, this);
+    let up = pooled?.sock;
+    const reused = !!pooled;
     if (!up) {
       if (transparent) {
         let fd = -1;
@@ -489,18 +483,14 @@ export class ProxyConnection implements ProxyConnectionView {
     // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
     const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
     if (sock !== up) noReadAhead(sock);
+    // its listeners, once per upstream connection (the pool hands the link on with them)
+    this.upLink = pooled ?? new UpstreamLink(sock, this);
     this.upstream = sock;
     this.upstreamError = null;
     this.upstreamState = reused ? 'reused' : 'busy';
     if (this.inBatch) sock.cork();
     this.resState = 'head';
     this.resHead.reset();
-    const l = this.upListeners;
-    sock.on('data', l.data);
-    sock.on('drain', l.drain);
-    sock.on('end', l.end);
-    sock.on('error', l.error);
-    sock.on('close', l.close);
     // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's
     // connect timeout; checked by the proxy's sweep (no timer per upstream connection)
     this.connectDeadline = reused ? 0 : Date.now() + (this.proxy.opts.connectTimeoutMs ?? 5000);
@@ -518,16 +508,11 @@ export class ProxyConnection implements ProxyConnectionView {
     raw.destroy();
   }
 
-  private detachUpstream(sock: net.Socket): void {
-    const l = this.upListeners;
-    sock.off('data', l.data);
-    sock.off('drain', l.drain);
-    sock.off('end', l.end);
-    sock.off('error', l.error);
-    sock.off('close', l.close);
+  onUpstreamDrain(): void {
+    this.sock.resume();
   }
 
-  private onUpstreamData(chunk: Buffer): void {
+  onUpstreamData(chunk: Buffer): void {
     if (this.closed) return;
     this.lastActive = this.proxy.now;
     if (this.tunnel) {
@@ -599,7 +584,16 @@ export class ProxyConnection implements ProxyConnectionView {
           if (run < 0) run = headStart;
         } else {
           flush(headStart);
-          if (!this.sock.write(closing ? closingResponseHead(h) : h.raw)) this.upstream?.pause();
+          let ok;
+          if (!closing) ok = this.sock.write(h.raw);
+          else if (hasConnectionFields(h.headers)) ok = this.sock.write(closingResponseHead(h));
+          else {
+            // nothing to remove: the head as received (parsed, every line CRLF) up to its empty
+            // line, then `connection: close` and the empty line; one writev (the socket is corked)
+            this.sock.write(h.raw.subarray(0, h.raw.length - 2));
+            ok = this.sock.write(CLOSE_FIELD);
+          }
+          if (!ok) this.upstream?.pause();
         }
         if (h.status === 101) {
           // the server agreed: from here on, bytes pass unparsed both ways
@@ -657,13 +651,16 @@ export class ProxyConnection implements ProxyConnectionView {
     if (this.readStopped && this.queue.length === 0) this.finish();
   }
 
-  private onUpstreamEnd(up: net.Socket): void {
+  onUpstreamEnd(up: net.Socket): void {
     if (up !== this.upstream) return;
     if (this.tunnel) {
       this.sock.end();
       return;
     }
     this.upstream = null;
+    // the server ended (or the socket failed): nothing more comes from it, and with allowHalfOpen
+    // our side stays open until closed here (a socket in CLOSE-WAIT per request: EMFILE in a soak)
+    up.destroy();
     const s = this.queue[0];
     if (s && !s.local && this.resState === 'body' && this.resBody.untilClose) {
       this.resBody.done = true;
@@ -692,7 +689,7 @@ export class ProxyConnection implements ProxyConnectionView {
     if (this.cur && this.reqState === 'body-upstream') this.destroy();
   }
 
-  private onUpstreamError(up: net.Socket, err: Error): void {
+  onUpstreamError(up: net.Socket, err: Error): void {
     this.proxy.opts.logger?.debug({ err: err.message, server: `${this.server.ip}:${this.server.port}` }, 'upstream error');
     if (up === this.upstream) this.upstreamError = err;
     this.onUpstreamEnd(up);
@@ -749,9 +746,10 @@ export class ProxyConnection implements ProxyConnectionView {
     if (!up) return;
     // only after complete exchanges: no request or response in flight, nothing unparsed, no upgrade
     this.connectDeadline = 0;
-    if (this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) {
-      this.detachUpstream(up);
-      this.proxy.pool.put(this.upstreamKey, up);
+    const link = this.upLink;
+    this.upLink = null;
+    if (link && link.sock === up && this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) {
+      this.proxy.pool.put(this.upstreamKey, link, this.proxy.now);
     } else up.end();
   }
 

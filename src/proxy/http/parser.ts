@@ -537,8 +537,8 @@ export class BodyTracker {
   private cstate = C_SIZE;
   private digits = 0;
   private lineBytes = 0;
-  /** the current trailer field name, lower-cased (only its first bytes: the refused names are short) */
-  private readonly tname = new Uint8Array(TRAILER_NAME_MAX);
+  /** the current trailer field name, lower-cased (only its first bytes: the refused names are short); made at the first trailer */
+  private tname: Uint8Array | null = null;
 
   /** Request body framing from its head. */
   startRequest(h: MessageHead): void {
@@ -693,7 +693,7 @@ export class BodyTracker {
           if (b === CR) this.cstate = C_END_LF;
           else if (b === LF) throw new HttpParseError(400, 'bare_lf', 'bare LF in the trailer section');
           else if (b === SP || b === HT) throw new HttpParseError(400, 'obs_fold', 'obsolete line folding in a trailer');
-          else if (TCHAR[b]) { this.cstate = C_TRAILER_NAME; this.lineBytes = 1; this.tname[0] = b >= 65 && b <= 90 ? b | 0x20 : b; }
+          else if (TCHAR[b]) { this.cstate = C_TRAILER_NAME; this.lineBytes = 1; (this.tname ??= new Uint8Array(TRAILER_NAME_MAX))[0] = b >= 65 && b <= 90 ? b | 0x20 : b; }
           else throw new HttpParseError(400, 'bad_trailer', 'invalid trailer field name');
           continue;
         }
@@ -706,11 +706,11 @@ export class BodyTracker {
               this.cstate = C_TRAILER_VALUE;
               const n = this.lineBytes - 1;
               if (n <= TRAILER_NAME_MAX) {
-                const name = String.fromCharCode(...this.tname.subarray(0, n));
+                const name = String.fromCharCode(...this.tname!.subarray(0, n));
                 if (TRAILER_REFUSED.has(name)) throw new HttpParseError(400, 'bad_trailer', `"${name}" is not allowed in a trailer`);
               }
             } else if (!TCHAR[b]) throw new HttpParseError(400, 'bad_trailer', 'invalid trailer field name');
-            else if (this.lineBytes <= TRAILER_NAME_MAX) this.tname[this.lineBytes - 1] = b >= 65 && b <= 90 ? b | 0x20 : b;
+            else if (this.lineBytes <= TRAILER_NAME_MAX) this.tname![this.lineBytes - 1] = b >= 65 && b <= 90 ? b | 0x20 : b;
           } else if (b === CR) this.cstate = C_TRAILER_LF;
           else if (!VCHAR[b]) throw new HttpParseError(400, b === LF ? 'bare_lf' : 'bad_trailer', 'invalid character in a trailer field value');
           continue;

@@ -112,6 +112,7 @@ export class HttpProxy {
     const idle = this.opts.idleTimeoutMs ?? 300_000;
     this.sweep = setInterval(() => {
       const now = (this.now = Date.now());
+      this.pool.sweep(now);
       for (const c of this.conns) {
         if (c.closingAt) {
           if (now - c.closingAt > 5000) c.destroy();

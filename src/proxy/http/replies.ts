@@ -32,6 +32,19 @@ export function localReply(status: number, body: string, close: boolean, content
     `${fields}date: ${httpDate()}\r\nserver: envoy\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`, contentType === 'text/plain' ? 'latin1' : 'utf8');
 }
 
+/** The field a closing response head ends with (closingResponseHead, or after the head as received). */
+export const CLOSE_FIELD = Buffer.from('connection: close\r\n\r\n', 'latin1');
+
+/** Whether a head names hop-by-hop connection fields (Connection, Keep-Alive, Proxy-Connection). */
+export function hasConnectionFields(headers: readonly string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]!;
+    // only names of those lengths are lower-cased (no new string for the rest)
+    if ((n.length === 10 || n.length === 16) && /^(connection|keep-alive|proxy-connection)$/i.test(n)) return true;
+  }
+  return false;
+}
+
 /** The response head with `connection: close` (the client asked to close; the upstream stays open). */
 export function closingResponseHead(h: MessageHead): Buffer {
   let s = `${h.version} ${h.status} ${h.reason}\r\n`;

@@ -1,14 +1,58 @@
 import type net from 'node:net';
 
+/** What reads an upstream connection while it is in use: the client connection it serves. */
+export interface UpstreamOwner {
+  onUpstreamData(chunk: Buffer): void;
+  onUpstreamDrain(): void;
+  onUpstreamEnd(up: net.Socket): void;
+  onUpstreamError(up: net.Socket, err: Error): void;
+}
+
+/**
+ * An upstream connection and who reads it now: a client connection, or nobody while it is idle
+ * in the pool (then any byte, end or error drops it). Its listeners are added once, when the
+ * connection is made, and hand each event to the owner of the moment: passing a connection from
+ * client to pool to client adds and removes no listener and arms no timer (with a new client
+ * connection per request, that churn was per request).
+ */
+export class UpstreamLink {
+  readonly sock: net.Socket;
+  owner: UpstreamOwner | null;
+  /** the pool holding it (set while idle there) */
+  pool: UpstreamPool | null = null;
+  key = '';
+  /** when it went idle (ms, the proxy's coarse clock) */
+  idleSince = 0;
+
+  constructor(sock: net.Socket, owner: UpstreamOwner) {
+    this.sock = sock;
+    this.owner = owner;
+    const link = this;
+    sock.on('data', (c: Buffer) => {
+      if (link.owner) link.owner.onUpstreamData(c);
+      else link.drop(); // nothing is expected on an idle connection
+    });
+    sock.on('drain', () => link.owner?.onUpstreamDrain());
+    sock.on('end', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    sock.on('close', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    sock.on('error', function (this: net.Socket, e: Error) { if (link.owner) link.owner.onUpstreamError(this, e); else link.drop(); });
+  }
+
+  /** Out of the pool (the server closed it, sent something unasked, or it idled too long), and closed. */
+  drop(): void {
+    this.pool?.remove(this);
+    this.sock.destroy();
+  }
+}
+
 /**
  * Idle upstream connections by (source address, mark, destination): a connection whose last
  * response was keep-alive is kept a short while (below Node's 5 s server keep-alive default) for
- * the next downstream connection of the same source to the same destination.
+ * the next downstream connection of the same source to the same destination. The proxy's sweep
+ * closes those idle longer (no timer per connection).
  */
 export class UpstreamPool {
-  private readonly idle = new Map<string, net.Socket[]>();
-  /** the pool's own listener on each idle socket (removed when taken) */
-  private readonly drops = new WeakMap<net.Socket, () => void>();
+  private readonly idle = new Map<string, UpstreamLink[]>();
   readonly maxPerKey: number;
   readonly idleMs: number;
   constructor(maxPerKey = 64, idleMs = 4000) {
@@ -16,44 +60,52 @@ export class UpstreamPool {
     this.idleMs = idleMs;
   }
 
-  /** `sock` carries no listener of its last user (it removed its own): only the pool's own are added and later removed. */
-  put(key: string, sock: net.Socket): void {
+  /** `link` is no longer read by its last owner. */
+  put(key: string, link: UpstreamLink, now: number): void {
+    link.owner = null;
+    const sock = link.sock;
     let list = this.idle.get(key);
-    if (!list) this.idle.set(key, (list = []));
-    if (sock.destroyed || sock.readyState !== 'open' || list.length >= this.maxPerKey) {
+    if (sock.destroyed || sock.readyState !== 'open' || (list && list.length >= this.maxPerKey)) {
       sock.destroy();
       return;
     }
-    const drop = () => {
-      const l = this.idle.get(key);
-      const i = l ? l.indexOf(sock) : -1;
-      if (i >= 0) l!.splice(i, 1);
-      if (l && l.length === 0) this.idle.delete(key);
-      this.drops.delete(sock);
-      sock.destroy();
-    };
-    sock.on('data', drop); // nothing is expected on an idle connection
-    sock.on('end', drop);
-    sock.on('error', drop);
-    sock.on('close', drop);
-    sock.setTimeout(this.idleMs, drop);
-    this.drops.set(sock, drop);
-    list.push(sock);
+    if (!list) this.idle.set(key, (list = []));
+    link.key = key;
+    link.idleSince = now;
+    link.pool = this;
+    list.push(link);
   }
 
-  take(key: string): net.Socket | undefined {
+  /** An idle connection for `key`, now read by `owner`. */
+  take(key: string, owner: UpstreamOwner): UpstreamLink | undefined {
     const list = this.idle.get(key);
     while (list && list.length) {
-      const sock = list.pop()!;
+      const link = list.pop()!;
       if (list.length === 0) this.idle.delete(key);
-      const drop = this.drops.get(sock);
-      this.drops.delete(sock);
-      if (drop) for (const ev of ['data', 'end', 'error', 'close', 'timeout']) sock.off(ev, drop);
-      sock.setTimeout(0);
-      if (!sock.destroyed && sock.readyState === 'open' && !sock.readableEnded) return sock;
+      link.pool = null;
+      const sock = link.sock;
+      if (!sock.destroyed && sock.readyState === 'open' && !sock.readableEnded) {
+        link.owner = owner;
+        return link;
+      }
       sock.destroy();
     }
     return undefined;
+  }
+
+  remove(link: UpstreamLink): void {
+    link.pool = null;
+    const l = this.idle.get(link.key);
+    const i = l ? l.indexOf(link) : -1;
+    if (i >= 0) l!.splice(i, 1);
+    if (l && l.length === 0) this.idle.delete(link.key);
+  }
+
+  /** Closes the connections idle since before `now - idleMs` (the oldest are first in each list). */
+  sweep(now: number): void {
+    for (const l of this.idle.values()) {
+      while (l.length && now - l[0]!.idleSince > this.idleMs) l[0]!.drop();
+    }
   }
 
   get size(): number {
@@ -63,7 +115,7 @@ export class UpstreamPool {
   }
 
   clear(): void {
-    for (const l of this.idle.values()) for (const s of l) s.destroy();
+    for (const l of [...this.idle.values()]) for (const link of [...l]) link.drop();
     this.idle.clear();
   }
 }

@@ -23,6 +23,7 @@ import { hostNameProblem } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
+import { renewingTickets } from './issuer.ts';
 
 export interface InterceptOptions {
   secrets: TlsSecrets;
@@ -61,6 +62,25 @@ function trustContext(ca: string): tls.SecureContext {
   return c;
 }
 
+/**
+ * The newest TLS session of a verified upstream connection, per trust context and server name: a
+ * new upstream connection resumes it (TLS 1.3 ticket), so it skips the certificate chain's
+ * verification and Node's identity check, as HAProxy's servers reuse their last session. Only
+ * sessions of connections verified against this trust bundle for this name are kept (Node emits
+ * 'session' after verification): a changed CA is another context and starts from a full, verified
+ * handshake. Bounded: cleared past 1024 names per context.
+ */
+const upstreamSessions = new WeakMap<tls.SecureContext, Map<string, Buffer>>();
+const MAX_SESSIONS_PER_TRUST = 1024;
+function sessionsOf(ctx: tls.SecureContext): Map<string, Buffer> {
+  let m = upstreamSessions.get(ctx);
+  if (!m) upstreamSessions.set(ctx, (m = new Map()));
+  return m;
+}
+
+/** ALPN's wire form, encoded once (an array is converted per connection) */
+const ALPN_HTTP1 = Buffer.from([8, ...Buffer.from('http/1.1')]);
+
 const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
 
 /** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
@@ -68,8 +88,15 @@ export function originate(raw: net.Socket, servername: string, ca: string): tls.
   let connected = false;
   let secured = false;
   raw.once('connect', () => { connected = true; });
-  const s = tls.connect({ socket: raw, servername, secureContext: trustContext(ca), rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] });
+  const secureContext = trustContext(ca);
+  const sessions = sessionsOf(secureContext);
+  const session = sessions.get(servername);
+  const s = tls.connect({ socket: raw, servername, secureContext, rejectUnauthorized: true, ALPNProtocols: ALPN_HTTP1, ...(session ? { session } : {}) });
   s.once('secureConnect', () => { secured = true; });
+  s.on('session', (sess: Buffer) => {
+    if (!sessions.has(servername) && sessions.size >= MAX_SESSIONS_PER_TRUST) sessions.clear();
+    sessions.set(servername, sess);
+  });
   s.on('error', (e: Error & { code?: string; proxyStatus?: number; proxyReason?: string }) => {
     // a failure once the TCP connection is up and before the handshake completed is the TLS
     // handshake's (certificate, name, protocol); later certificate-looking errors too
@@ -130,11 +157,11 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       const timer = setTimeout(() => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); }, opts.handshakeTimeoutMs ?? 10_000);
       timer.unref();
       let secure = false;
-      bareServerContext ??= tls.createSecureContext({});
+      bareServerContext ??= renewingTickets(tls.createSecureContext({}));
       const server = new tls.TLSSocket(raw, {
         isServer: true,
         secureContext: bareServerContext,
-        ALPNProtocols: ['http/1.1'],
+        ALPNProtocols: ALPN_HTTP1,
         SNICallback: (name, cb) => {
           const err = decide(name);
           if (err) { cb(new Error(err)); return; }

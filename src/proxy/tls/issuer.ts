@@ -4,10 +4,39 @@
  * signed by the CA of the referenced Secret. Leaves are cached per name; one leaf key pair per
  * issuer is generated in memory and never written anywhere, and the CA key stays in the agent.
  */
+import { randomBytes } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { MembraneError } from '../../common/errors.ts';
 import { hostNameProblem } from './clienthello.ts';
 import { EC_P256, importSigningKey, pem, randomSerial, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.ts';
+
+/** This process's session ticket key for interception (random, never written anywhere): name, HMAC key, AES key. */
+const TICKET_NAME = randomBytes(16), TICKET_HMAC = randomBytes(16), TICKET_AES = randomBytes(16);
+type TicketKeyCallback = (name: Buffer, iv: Buffer, enc: boolean) => [number, Buffer, Buffer, Buffer?, Buffer?];
+const renewTicket: TicketKeyCallback = (name, _iv, enc) => {
+  if (enc) return [1, TICKET_HMAC, TICKET_AES, TICKET_NAME, randomBytes(16)];
+  // 2: valid, and the client gets a new ticket (0: not ours, a full handshake)
+  return name.equals(TICKET_NAME) ? [2, TICKET_HMAC, TICKET_AES] : [0, TICKET_HMAC, TICKET_AES];
+};
+
+/**
+ * A server context of interception whose TLS 1.3 session tickets are renewed on every resumed
+ * handshake, as OpenSSL's own default and HAProxy do. Node's ticket callback never asks for
+ * renewal, so a resumed connection got no new ticket, and OpenSSL clients use a TLS 1.3 ticket
+ * once: every other connection of such a client (wrk, curl, Python, anything on OpenSSL) was a
+ * full handshake with the leaf's signature and the SNI callback again. All of interception's
+ * contexts share one key: a ticket is sealed by the leaf's context (SNI switched it) and opened
+ * by the connection's first one. Node's ticket key callback on the native context (what its own
+ * tests use for renewal); where a Node lacks it, the context keeps Node's default tickets.
+ */
+export function renewingTickets(sc: SecureContext): SecureContext {
+  const native = (sc as SecureContext & { context?: { enableTicketKeyCallback?: () => void; onticketkeycallback?: TicketKeyCallback } }).context;
+  if (native && typeof native.enableTicketKeyCallback === 'function') {
+    native.enableTicketKeyCallback();
+    native.onticketkeycallback = renewTicket;
+  }
+  return sc;
+}
 
 export interface IssuedCert {
   name: string;
@@ -103,7 +132,7 @@ export class CertificateIssuer {
       ],
     });
     const certPem = leaf.toString('pem') + '\n' + this.#caPem;
-    return { name, certPem, keyPem, notAfter, context: createSecureContext({ cert: certPem, key: keyPem }) };
+    return { name, certPem, keyPem, notAfter, context: renewingTickets(createSecureContext({ cert: certPem, key: keyPem })) };
   }
 }
 

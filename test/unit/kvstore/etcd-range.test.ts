@@ -25,6 +25,25 @@ test('RangeResponse: every key past the prefix, its value and mod_revision, in o
   assert.deepEqual([empty.revision, empty.more, empty.lastKey], [5, false, undefined]);
 });
 
+test('RangeResponse without a visitor (the pipelined listing\'s first look): the header fields and the last key, the same as a full read', () => {
+  const header = [...num(3, 41)];
+  const msg = Buffer.from([...bytes(1, header), ...bytes(2, kv('p/10.0.0.1', 'x'.repeat(300), 7)), ...bytes(2, kv('p/10.0.0.20', 'y', 8)), ...num(3, 1), ...num(4, 9)]);
+  const scan = decodeRangeResponse(msg, 2, undefined);
+  const full = decodeRangeResponse(msg, 2, () => {});
+  assert.deepEqual([scan.revision, scan.more, scan.count, scan.lastKey?.toString()], [41, true, 9, 'p/10.0.0.20']);
+  assert.deepEqual(scan, full);
+  // the last key is a copy: the page's buffer may be reused or freed once it is applied
+  msg.fill(0);
+  assert.equal(scan.lastKey?.toString(), 'p/10.0.0.20');
+  // a last key-value without a key, or one shorter than the prefix, is refused as when read whole
+  assert.throws(() => decodeRangeResponse(Buffer.from([...bytes(2, [...num(3, 1)])]), 2, undefined), /KVSTORE_PROTOCOL|malformed/);
+  assert.throws(() => decodeRangeResponse(Buffer.from([...bytes(2, kv('p', 'v', 1))]), 2, undefined), /KVSTORE_PROTOCOL|malformed/);
+  const small = Buffer.from([...bytes(1, header), ...bytes(2, kv('p/k', 'v', 1))]);
+  for (let cut = 1; cut < small.length; cut++) {
+    try { decodeRangeResponse(small.subarray(0, cut), 2, undefined); } catch (e) { assert.equal((e as { code?: string }).code, 'KVSTORE_PROTOCOL', `cut at ${cut}`); }
+  }
+});
+
 test('RangeResponse cut short or malformed: KVSTORE_PROTOCOL, never a key read past the end', () => {
   const whole = Buffer.from([...bytes(1, num(3, 5)), ...bytes(2, kv('p/k', 'v', 1))]);
   for (let cut = 1; cut < whole.length; cut++) {

@@ -162,11 +162,45 @@ test('Connection: close from clients: each client connection closes, the upstrea
     const r = await rawExchange(h.port, get('/c', 'Connection: close\r\n'), { idleMs: 1000 });
     assert.deepEqual(statuses(r.text), [200]);
     assert.match(r.text, /\r\nconnection: close\r\n/i);
+    // the origin's own Connection: keep-alive and Keep-Alive fields are hop-by-hop: removed
+    assert.equal(r.text.match(/\r\n(connection|keep-alive):/gi)?.length, 1, r.text);
     assert.equal(r.closed, true);
   }
   assert.ok(h.upstreamConnections() - before <= 1, `${h.upstreamConnections() - before} upstream connections for 5 client connections`);
   const seen = h.upstreamRequests.slice(-5);
   assert.ok(seen.every((x) => x.headers.connection !== 'close'), 'Connection is hop-by-hop');
+});
+
+test('Connection: close from a client, an origin head without connection fields: the head goes as received with connection: close before its empty line, framing intact', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  const head = 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-odd:   spaced value \r\n\r\n';
+  const up = createServer((sock) => {
+    // the whole answer in one write (head and body in one read at the proxy), and in pieces
+    let n = 0;
+    sock.on('data', () => {
+      if (n++ === 0) sock.write(head + 'hello');
+      else { sock.write(head.slice(0, 20)); setTimeout(() => sock.write(head.slice(20) + 'hel'), 20); setTimeout(() => sock.write('lo'), 40); }
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
+  });
+  const l = await p.start();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const r = await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'));
+      assert.equal(r.text, 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-odd:   spaced value \r\nconnection: close\r\n\r\nhello');
+      assert.equal(r.closed, true);
+    }
+    assert.equal(p.pool.size, 1, 'the upstream connection stays open for the next client');
+  } finally {
+    await p.stop();
+    up.close();
+  }
 });
 
 test('large bodies stream through without being buffered whole (50 MiB upload, chunked and sized)', async () => {
@@ -262,6 +296,54 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
     assert.deepEqual(statuses(b.text), [200]);
     assert.match(b.text, /first$/);
     assert.equal(conns, 2);
+  } finally {
+    await p.stop();
+    up.close();
+  }
+});
+
+test('idle pooled upstream connections: one the server speaks on unasked or closes leaves the pool (its bytes reach no client); the sweep closes those idle too long', async () => {
+  const { createServer } = await import('node:net');
+  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
+  const socks: net.Socket[] = [];
+  const up = createServer((sock) => {
+    socks.push(sock);
+    sock.on('data', () => { sock.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'); });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
+  });
+  const l = await p.start();
+  const until = async (cond: () => boolean) => { for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10)); };
+  try {
+    // the attacker's origin answers a request nobody sent on an idle connection: a smuggled
+    // response the next client of the pool must never read as its own
+    assert.deepEqual(statuses((await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'))).text), [200]);
+    assert.equal(p.pool.size, 1);
+    socks[0]!.write('HTTP/1.1 302 Found\r\nlocation: http://evil/\r\ncontent-length: 0\r\n\r\n');
+    await until(() => p.pool.size === 0);
+    assert.equal(p.pool.size, 0, 'the connection that spoke unasked left the pool');
+    const b = await rawExchange(l.egress!.port, get('/b', 'Connection: close\r\n'));
+    assert.deepEqual(statuses(b.text), [200]);
+    assert.doesNotMatch(b.text, /302|evil/);
+    assert.equal(socks.length, 2, 'the next client got a new upstream connection');
+    // the server closes an idle connection: it leaves the pool
+    assert.equal(p.pool.size, 1);
+    socks[1]!.end();
+    await until(() => p.pool.size === 0);
+    assert.equal(p.pool.size, 0);
+    // idle longer than the pool keeps them: the sweep closes it (and the server sees it closed)
+    await rawExchange(l.egress!.port, get('/c', 'Connection: close\r\n'));
+    assert.equal(p.pool.size, 1);
+    const closed = new Promise<void>((r) => socks[2]!.once('close', () => r()));
+    p.pool.sweep(Date.now() + 1000);
+    assert.equal(p.pool.size, 1, 'not yet idle too long');
+    p.pool.sweep(Date.now() + p.pool.idleMs + 1000);
+    assert.equal(p.pool.size, 0);
+    await closed;
   } finally {
     await p.stop();
     up.close();

@@ -22,13 +22,16 @@ export function opensslCA(cn = 'test CA'): { cert: string; key: string } {
 }
 
 /** A TLS echo server whose certificates come from `issuer` for whatever name is asked. */
-export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: number; close(): void; names: string[] }> {
+export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: number; close(): void; names: string[]; resumed: boolean[] }> {
   const names: string[] = [];
+  /** per accepted connection: whether it resumed a TLS session */
+  const resumed: boolean[] = [];
   const srv = tls.createServer({
     SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
     ALPNProtocols: ['http/1.1'],
   }, (s) => {
     names.push((s as tls.TLSSocket & { servername?: string }).servername ?? '');
+    resumed.push(s.isSessionReused());
     let buf = '';
     s.on('data', (c: Buffer) => {
       buf += c.toString();
@@ -43,6 +46,6 @@ export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: nu
   });
   srv.on('tlsClientError', () => {});
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { port: (srv.address() as net.AddressInfo).port, names, close: () => srv.close() };
+  return { port: (srv.address() as net.AddressInfo).port, names, resumed, close: () => srv.close() };
 }
 

@@ -226,17 +226,17 @@ test('a pooled TLS upstream keeps the listeners its origination set (error class
   proxy.pool.clear();
   // positive control: an intercepted exchange leaves its verified TLS upstream in the pool
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
-  const idle = (proxy.pool as unknown as { idle: Map<string, tls.TLSSocket[]> }).idle;
-  const pooled = [...idle.values()].flat();
+  const idle = (proxy.pool as unknown as { idle: Map<string, { sock: tls.TLSSocket }[]> }).idle;
+  const pooled = [...idle.values()].flat().map((l) => l.sock);
   assert.equal(pooled.length, 1);
   const s = pooled[0]!;
   assert.ok(s instanceof tls.TLSSocket && s.encrypted, 'the pooled upstream is the TLS socket');
-  // the pool's drop plus origination's classifier (an upstream TLS error later still says why)
+  // the upstream link's listener (idle: the pool drops it) plus origination's classifier (an upstream TLS error later still says why)
   assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 1, 'only the pool reads an idle connection');
+  assert.equal(s.listenerCount('data'), 1, 'only the link reads an idle connection');
   // taken again by the next exchange and put back: the same socket, the same listeners (none piles up)
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
-  assert.deepEqual([...idle.values()].flat(), [s], 'reused, not replaced');
+  assert.deepEqual([...idle.values()].flat().map((l) => l.sock), [s], 'reused, not replaced');
   assert.equal(s.listenerCount('error'), 2);
   assert.equal(s.listenerCount('data'), 1);
   const closed = new Promise((r) => s.once('close', r));
@@ -245,4 +245,101 @@ test('a pooled TLS upstream keeps the listeners its origination set (error class
   await new Promise((r) => setImmediate(r));
   await new Promise((r) => setImmediate(r));
   assert.equal((s as tls.TLSSocket & { ssl: unknown }).ssl, null, 'the SSL state is freed when the socket closes');
+});
+
+test('a new TLS upstream connection resumes the last verified session of its name and trust bundle; another name, or the same name under another CA, makes a full verified handshake', async () => {
+  const fresh = async (name: string) => {
+    proxy.pool.clear();
+    const n = up.resumed.length;
+    const r = await exchange(name, ['GET /v1/models']);
+    return { statuses: r.statuses, resumed: up.resumed.slice(n) };
+  };
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [false] }, 'first connection: full handshake');
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [true] }, 'second: resumed');
+  assert.deepEqual(await fresh('other.example'), { statuses: [200], resumed: [false] }, 'a session is never offered for another name');
+  // attacker: the origin's certificate does not verify under the new trust bundle; a session made
+  // under the old one must not let the connection skip verification
+  policy = policyFor('wrong-ca');
+  rev++;
+  const wrong = await fresh('resume.example');
+  assert.deepEqual(wrong.statuses, [502]);
+  assert.deepEqual(wrong.resumed, [], 'the handshake never completed on the origin');
+  policy = policyFor('upstream-ca');
+  rev++;
+  assert.deepEqual(await fresh('resume.example'), { statuses: [200], resumed: [true] }, 'back to the trusted CA: its session resumes');
+});
+
+test('a resumed connection gets a new session ticket, so clients that use a TLS 1.3 ticket once (OpenSSL: wrk, curl) resume every time; a ticket the proxy did not seal is a full handshake', async () => {
+  const connect = (session?: Buffer) => new Promise<{ reused: boolean; status: string; next?: Buffer }>((resolve) => {
+    let next: Buffer | undefined;
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert, ...(session ? { session } : {}) }, () => {
+      s.write('GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n');
+    });
+    s.on('session', (x: Buffer) => { next = x; });
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    s.on('end', () => resolve({ reused: s.isSessionReused(), status: /HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? '', ...(next ? { next } : {}) }));
+    s.on('error', (e: Error & { code?: string }) => resolve({ reused: false, status: e.code ?? e.message }));
+  });
+  let r = await connect();
+  assert.equal(r.status, '200');
+  for (let i = 0; i < 3; i++) {
+    assert.ok(r.next, `connection ${i} got a ticket`);
+    r = await connect(r.next);
+    assert.deepEqual([r.reused, r.status], [true, '200'], `resumption ${i + 1} with the ticket of the previous, resumed, connection`);
+  }
+  // attacker: a ticket sealed by another server for the same name is not opened (full handshake, policy as usual)
+  const other = await (await CertificateIssuer.fromPem(otherCA.cert, otherCA.key)).certFor('api.openai.com');
+  const srv = tls.createServer({ cert: other.certPem, key: other.keyPem }, (s) => { s.on('error', () => {}); s.on('data', () => s.end('ok')); });
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+  const foreign = await new Promise<Buffer>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: (srv.address() as import('node:net').AddressInfo).port, servername: 'api.openai.com', rejectUnauthorized: false }, () => s.write('hi'));
+    s.once('session', (x: Buffer) => { resolve(x); s.destroy(); });
+    s.on('error', () => {});
+  });
+  srv.close();
+  assert.deepEqual(await connect(foreign).then((x) => [x.reused, x.status]), [false, '200']);
+});
+
+test('soak in small (issue 18): 60 intercepted connections, a new TLS connection each, and 20 aborted handshakes leave no connection, TLS socket or pooled upstream beyond the pool\'s bound once closed', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const { connect } = await import('node:net');
+  proxy.pool.clear();
+  const refs: WeakRef<object>[] = [];
+  const seen = new WeakSet<object>();
+  // every downstream connection and the stream it adopted (the server TLSSocket), as they pass
+  const watch = () => { for (const c of proxy.conns) if (!seen.has(c)) { seen.add(c); refs.push(new WeakRef(c), new WeakRef(c.sock)); } };
+  const timer = setInterval(watch, 1);
+  try {
+    for (let i = 0; i < 60; i++) {
+      const r = await exchange('api.openai.com', ['GET /v1/models']);
+      assert.deepEqual(r.statuses, [200], r.error);
+      if (i % 3 === 0) {
+        await new Promise<void>((resolve) => {
+          const c = connect(port, '127.0.0.1', () => { c.write(Buffer.from([0x16, 0x03, 0x01])); setTimeout(() => { watch(); c.destroy(); resolve(); }, 2); });
+          c.on('error', () => resolve());
+        });
+      }
+    }
+  } finally {
+    clearInterval(timer);
+  }
+  // positive control: the watch saw the connections (at least one per exchange, and their TLS sockets)
+  assert.ok(refs.length >= 2 * 60, `watched ${refs.length / 2} connections`);
+  assert.ok(refs.some((r) => r.deref() instanceof tls.TLSSocket), 'the adopted TLS sockets are watched too');
+  const t0 = Date.now();
+  while (proxy.conns.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(proxy.conns.size, 0, 'every connection ended');
+  assert.ok(proxy.pool.size <= 1, `one idle upstream per key at this concurrency, pooled ${proxy.pool.size}`);
+  proxy.pool.clear();
+  let alive = refs.length;
+  for (let i = 0; i < 20 && alive > 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    gc();
+    alive = refs.filter((r) => r.deref() !== undefined).length;
+  }
+  assert.equal(alive, 0, `${alive} of ${refs.length} connections and TLS sockets still reachable after they closed`);
 });

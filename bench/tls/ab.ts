@@ -1,0 +1,96 @@
+/**
+ * A/B of two builds of the TLS proxies in the same run: each tree's bench/tls/proxy-server.ts
+ * pinned to CPU 1 against one origin (HAProxy terminating TLS and answering 200, CPU 0, with wrk),
+ * interleaved rounds. Reports req/s and the proxy process's CPU time per request (from /proc:
+ * what to compare on a shared machine), per mode: `ka` intercepted keep-alive (50 conns), `new`
+ * intercepted with a new TLS connection per request, `sni` SNI passthrough (new connection per
+ * request). Also the origin's new TLS connections per proxied request (1 with no upstream reuse,
+ * ~0 when the pool holds) from HAProxy's stats socket.
+ *
+ *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
+ * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
+ * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
+ * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
+
+const { values } = parseArgs({ options: {
+  a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
+  secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
+  'node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
+} });
+if (!values.a) throw new Error('--a <tree> is required');
+const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
+const NAME = 'api.bench.test';
+const ORIGIN = 18543;
+const ports = { A: { intercept: 18544, sni: 18545 }, B: { intercept: 18546, sni: 18547 } };
+const trees = { A: resolve(values.a), B: resolve(values.b) };
+const dir = mkdtempSync(join(tmpdir(), 'bench-tlsab-'));
+const children: ChildProcess[] = [];
+const openssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+function ca(name: string): void {
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
+    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
+  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
+  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
+  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
+}
+const LUA = join(dir, 'resolve.lua');
+writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
+const STATS = join(dir, 'origin.sock');
+/** the origin's cumulative sessions (HAProxy `show info`): its accepted connections */
+function originConns(): number {
+  const out = execFileSync('sh', ['-c', `echo 'show info' | nc -U -q1 ${STATS} 2>/dev/null || true`]).toString();
+  return Number(/CumConns:\s*(\d+)/.exec(out)?.[1] ?? NaN);
+}
+// a long timeout: on a loaded machine wrk's 2 s default turns slow answers into reconnects (full handshakes)
+const C = `-c${values.conns}`;
+const args = { ka: [C, '--timeout', '30s'], new: [C, '--timeout', '30s', '-H', 'Connection: close'], sni: [C, '--timeout', '30s', '-H', 'Connection: close'] };
+type Mode = keyof typeof args;
+try {
+  ca('ca');
+  ca('ica');
+  await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`,
+    { tcp: true, global: `  tune.ssl.default-dh-param 2048\n  stats socket ${STATS} mode 600 level admin\n` })]);
+  const pid: Record<string, Record<'intercept' | 'sni', number>> = {};
+  const modes = values.modes.split(',') as Mode[];
+  for (const k of ['A', 'B'] as const) {
+    pid[k] = { intercept: 0, sni: 0 };
+    for (const mode of ['intercept', 'sni'] as const) {
+      if (mode === 'sni' && !modes.includes('sni')) continue;
+      if (mode === 'intercept' && !modes.some((m) => m !== 'sni')) continue;
+      const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : [])];
+      if (values['cpu-prof-dir']) flags.push(`--cpu-prof-dir=${join(values['cpu-prof-dir'], `${k}-${mode}`)}`);
+      const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
+      pid[k]![mode] = c.pid!;
+    }
+  }
+  const url = (k: 'A' | 'B', m: Mode) => `https://${NAME}:${m === 'sni' ? ports[k].sni : ports[k].intercept}/v1/models`;
+  for (const k of ['A', 'B'] as const) for (const m of modes) execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c10', '-d2s', '-s', LUA, ...args[m].slice(1), url(k, m)]);
+  const rows: Record<string, { rps: number[]; cpu: number[]; up: number[] }> = {};
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
+      const p = pid[k]![m === 'sni' ? 'sni' : 'intercept'];
+      const c0 = cpuUs(p), o0 = originConns();
+      const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
+      const w = parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', '-s', LUA, url(k, m)]).toString());
+      if (rec) await new Promise((r) => { rec.once('exit', r); rec.kill('SIGINT'); });
+      const cpu = (cpuUs(p) - c0) / w.requests, up = (originConns() - o0) / w.requests;
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], up: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.up.push(up);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, origin conns/req ${up.toFixed(3)}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
+    }
+  }
+  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}`);
+} finally {
+  for (const c of children) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 500));
+  rmSync(dir, { recursive: true, force: true });
+}
