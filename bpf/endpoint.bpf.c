@@ -101,9 +101,6 @@ static __noinline int proxy_steer(struct __sk_buff *skb, const struct pkt *p, __
 {
 	struct bpf_sock *sk;
 	long ret;
-	/* the DNS proxy reads IPv4 queries only (for now): an IPv6 UDP redirect fails closed */
-	if (p->family == 6 && p->proto == IPPROTO_UDP)
-		return DROP_PROXY_UNSUPPORTED;
 	if (p->proto == IPPROTO_TCP) {
 		struct sk_tuple4 t4;
 		__u32 ts;

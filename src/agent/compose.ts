@@ -178,7 +178,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       byIp: (ip) => { const ep = agentRef?.endpointTable().byIp(ip); return ep ? resolved(ep) : undefined; },
       has: (id) => !!agentRef?.endpointTable().byId(id),
     },
-    nodeAddrs, clusterPrefixes: provider.clusterPrefixes, clusterDNS: provider.clusterDNS,
+    nodeAddrs, ipv6: config.enableIPv6, clusterPrefixes: provider.clusterPrefixes, clusterDNS: provider.clusterDNS,
     minTTL: config.tofqdnsMinTTL, maxIPsPerName: config.tofqdnsMaxIPsPerHostname, idleGracePeriodMs: config.tofqdnsIdleConnectionGraceMs,
     gcIntervalMs: config.tofqdnsGcMs, rejectResponseCode: config.tofqdnsDnsRejectResponseCode, hold: config.dnsProxyHold,
     // an external L7 proxy judges a connection to an answer's IP by its snapshot: the answer waits for

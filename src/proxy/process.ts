@@ -130,7 +130,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     maxBodyBytes: deps.aiMaxBodyBytes, registry, logger: child('proxy-ai'),
   });
   const dns = createStandaloneDNS({
-    node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, logger: child('proxy-dns'),
+    node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, ipv6: deps.ipv6 ?? false, logger: child('proxy-dns'),
   });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir, family) => proxySlot('http', dir, 'TCP', family), logger: child('proxy-http'),

@@ -19,16 +19,17 @@ export function netnsExists(name: string): boolean {
 
 /**
  * Lets sockets of the caller's namespace bind addresses that are not local to it
- * (net.ipv4.ip_nonlocal_bind): the DNS proxy answers from the original destination's address.
- * Returns why it could not, or undefined.
+ * (net.ipv4.ip_nonlocal_bind and net.ipv6.ip_nonlocal_bind, both per namespace): the DNS proxy
+ * answers from the original destination's address, of either family. Returns why it could not,
+ * or undefined. (A namespace without IPv6 has no net.ipv6 directory: nothing to allow there.)
  */
 export function allowNonLocalBind(): string | undefined {
-  try {
-    writeFileSync('/proc/sys/net/ipv4/ip_nonlocal_bind', '1');
-    return undefined;
-  } catch (e) {
-    return String(e);
+  const errs: string[] = [];
+  for (const f of ['/proc/sys/net/ipv4/ip_nonlocal_bind', '/proc/sys/net/ipv6/ip_nonlocal_bind']) {
+    if (f.includes('ipv6') && !existsSync(f)) continue;
+    try { writeFileSync(f, '1'); } catch (e) { errs.push(String(e)); }
   }
+  return errs.length ? errs.join('; ') : undefined;
 }
 
 /** `ip [-n NS] ARGS`; throws NET_IP_FAILED. */

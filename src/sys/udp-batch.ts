@@ -1,8 +1,9 @@
 /**
  * Batched UDP I/O (koffi → libc recvmmsg/sendmmsg) for the proxies' datagram paths: one syscall
  * moves up to `capacity` datagrams, and every byte lives in one native arena allocated once
- * (mmsghdr[] + iovec[] + sockaddr_in[] + data), seen from JS through a Buffer over the same
- * memory, so the steady path allocates nothing per datagram. IPv4 only (sockaddr_in).
+ * (mmsghdr[] + iovec[] + sockaddr slots + data), seen from JS through a Buffer over the same
+ * memory, so the steady path allocates nothing per datagram. Both families: every name slot has
+ * the size of a sockaddr_in6, a datagram's peer is an interned SockAddr (sock-addr.ts).
  *
  * The sockets stay Node's (dgram): libuv tells us when one is readable (its 'message' event
  * delivers the first datagram), and a drain with recvmmsg takes the rest. Calls never block
@@ -10,10 +11,12 @@
  *
  * Layout (x86-64 and arm64, LP64): struct msghdr 56 bytes (name @0, namelen @8, iov @16,
  * iovlen @24, control @32, controllen @40, flags @48), struct mmsghdr 64 (msg_len @56),
- * struct iovec 16, struct sockaddr_in 16. Checked against koffi's own layout at load.
+ * struct iovec 16, struct sockaddr_in 16 (family @0, port @2, addr @4), struct sockaddr_in6 28
+ * (family @0, port @2, flowinfo @4, addr @8, scope_id @24). Checked against koffi's own layout at load.
  */
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
+import { AF_INET, AF_INET6, sockAddrAt, type SockAddr } from './sock-addr.ts';
 
 const libc = koffi.load('libc.so.6');
 const recvmmsgFn = libc.func('int recvmmsg(int fd, void *msgvec, unsigned int vlen, int flags, void *timeout)');
@@ -24,13 +27,12 @@ const MSGHDR = koffi.struct('mb_msghdr', {
 });
 const MMSGHDR = koffi.struct('mb_mmsghdr', { hdr: 'mb_msghdr', len: 'uint32_t' });
 const IOVEC = koffi.struct('mb_iovec', { base: 'void *', len: 'size_t' });
-const M = 64, IOV = 16, SA = 16;
+const M = 64, IOV = 16, SA = 28, SA4 = 16;
 const O_NAME = 0, O_NAMELEN = 8, O_IOV = 16, O_IOVLEN = 24, O_FLAGS = 48, O_LEN = 56;
 if (koffi.sizeof(MMSGHDR) !== M || koffi.sizeof(MSGHDR) !== 56 || koffi.sizeof(IOVEC) !== IOV || koffi.offsetof(MSGHDR, 'flags') !== O_FLAGS || koffi.offsetof(MMSGHDR, 'len') !== O_LEN) {
   throw new MembraneError('SOCK_BATCH', `struct mmsghdr layout is not LP64 on ${process.arch}`, { hint: 'batched UDP I/O supports x86-64 and arm64' });
 }
 
-const AF_INET = 2;
 const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
 const EAGAIN = 11, EINTR = 4;
@@ -48,38 +50,6 @@ function arena(bytes: number): { ptr: bigint; buf: Buffer } {
 function write64(b: Buffer, off: number, v: number): void {
   b.writeUInt32LE(v % 0x100000000, off);
   b.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
-}
-
-/** Dotted IPv4 text of a host-order u32, interned (a proxy sees few distinct peers). */
-const ipText = new Map<number, string>();
-export function ipv4Text(a: number): string {
-  let s = ipText.get(a);
-  if (s === undefined) {
-    s = `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-    if (ipText.size >= 65536) ipText.clear();
-    ipText.set(a, s);
-  }
-  return s;
-}
-
-/** Host-order u32 of dotted IPv4 text, or -1. */
-export function ipv4Value(ip: string): number {
-  let v = 0, part = 0, digits = 0, dots = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || ++dots > 3) return -1;
-      v = v * 256 + part;
-      part = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57 && digits < 3) {
-      part = part * 10 + (c - 48);
-      if (part > 255) return -1;
-      digits++;
-    } else return -1;
-  }
-  if (dots !== 3 || digits === 0) return -1;
-  return (v * 256 + part) >>> 0;
 }
 
 /**
@@ -151,19 +121,19 @@ export class RecvBatch {
   /** bytes of datagram i held in its slot (≤ slotBytes) */
   length(i: number): number { return this.hdr.readUInt32LE(i * M + O_LEN); }
   truncated(i: number): boolean { return (this.hdr.readInt32LE(i * M + O_FLAGS) & MSG_TRUNC) !== 0; }
-  /** source IPv4 of datagram i (host order; -1 when not AF_INET) */
-  sourceAddr(i: number): number {
+  /** source address of datagram i (undefined when neither AF_INET nor AF_INET6) */
+  source(i: number): SockAddr | undefined {
     const o = this.names + i * SA;
-    if (this.hdr.readUInt16LE(o) !== AF_INET) return -1;
-    return this.hdr.readUInt32BE(o + 4);
+    const af = this.hdr.readUInt16LE(o);
+    return af === AF_INET ? sockAddrAt(this.hdr, o + 4, 4) : af === AF_INET6 ? sockAddrAt(this.hdr, o + 8, 6) : undefined;
   }
   sourcePort(i: number): number { return this.hdr.readUInt16BE(this.names + i * SA + 2); }
 }
 
 /**
  * Queues datagrams for one socket and sends them with one sendmmsg. Bytes are packed into a
- * data area of `bytes`; a push that does not fit (count or bytes) flushes first. `addr` -1 sends
- * to the socket's connected peer.
+ * data area of `bytes`; a push that does not fit (count or bytes) flushes first. `to` null sends
+ * to the socket's connected peer; otherwise its family is the socket's.
  */
 export class SendBatch {
   readonly fd: number;
@@ -207,8 +177,8 @@ export class SendBatch {
 
   get pending(): number { return this.n; }
 
-  /** Reserves `len` bytes for a datagram to addr:port; returns where to write them. */
-  push(addr: number, port: number, len: number): number {
+  /** Reserves `len` bytes for a datagram to to:port; returns where to write them. */
+  push(to: SockAddr | null, port: number, len: number): number {
     if (len < 0 || len > 65535) throw new MembraneError('SOCK_BATCH', `datagram of ${len} bytes`);
     if (this.n === this.capacity || this.dataOff + this.used + len > this.dataEnd) this.flush();
     const i = this.n++;
@@ -219,23 +189,31 @@ export class SendBatch {
     const iov = this.iovs + i * IOV;
     write64(b, iov, this.base + off);
     write64(b, iov + 8, len);
-    if (addr < 0) {
+    if (to === null) {
       write64(b, h + O_NAME, 0);
       b.writeUInt32LE(0, h + O_NAMELEN);
     } else {
       const sa = this.names + i * SA;
-      b.writeUInt16LE(AF_INET, sa);
       b.writeUInt16BE(port, sa + 2);
-      b.writeUInt32BE(addr >>> 0, sa + 4);
+      if (to.family === 4) {
+        b.writeUInt16LE(AF_INET, sa);
+        to.bytes.copy(b, sa + 4);
+        b.writeUInt32LE(SA4, h + O_NAMELEN);
+      } else {
+        b.writeUInt16LE(AF_INET6, sa);
+        b.writeUInt32LE(0, sa + 4); // flowinfo
+        to.bytes.copy(b, sa + 8);
+        b.writeUInt32LE(0, sa + 24); // scope id
+        b.writeUInt32LE(SA, h + O_NAMELEN);
+      }
       write64(b, h + O_NAME, this.base + sa);
-      b.writeUInt32LE(SA, h + O_NAMELEN);
     }
     return off;
   }
 
   /** Copies `src[start, end)` as one datagram; returns its offset in `data` (to patch it). */
-  pushCopy(addr: number, port: number, src: Buffer, start = 0, end = src.length): number {
-    const off = this.push(addr, port, end - start);
+  pushCopy(to: SockAddr | null, port: number, src: Buffer, start = 0, end = src.length): number {
+    const off = this.push(to, port, end - start);
     src.copy(this.data, off, start, end);
     return off;
   }

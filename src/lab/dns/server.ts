@@ -93,8 +93,8 @@ function listening(): void {
 await load();
 setInterval(() => void load(), 1000).unref();
 
-const udp = createSocket('udp4');
-udp.on('error', (e) => { process.stderr.write(`lab-dns udp: ${e.message}\n`); process.exit(1); });
+/** Answers one UDP socket's queries (IPv4, and with --ipv6 the IPv6 one beside it). */
+function serveUdp(udp: Socket4or6): void {
 udp.on('message', (msg, rinfo) => {
   answer(msg).then((r) => {
     if (!r) return;
@@ -110,7 +110,21 @@ udp.on('message', (msg, rinfo) => {
     udp.send(r, rinfo.port, rinfo.address);
   }, () => {});
 });
+}
+type Socket4or6 = ReturnType<typeof createSocket>;
+const udp = createSocket('udp4');
+udp.on('error', (e) => { process.stderr.write(`lab-dns udp: ${e.message}\n`); process.exit(1); });
+serveUdp(udp);
 udp.bind(port, '0.0.0.0', listening);
+// dual stack (enable-ipv6): the same server on the pod's IPv6 address, so a query to an IPv6
+// DNS server address is served (and steered through the DNS proxy) as an IPv4 one is
+if (values.ipv6) {
+  const udp6 = createSocket({ type: 'udp6', ipv6Only: true });
+  udp6.on('error', (e) => { process.stderr.write(`lab-dns udp6: ${e.message}\n`); process.exit(1); });
+  serveUdp(udp6);
+  pending++;
+  udp6.bind(port, '::', listening);
+}
 
 function questionLength(b: Buffer): number {
   let o = 12;
@@ -118,7 +132,7 @@ function questionLength(b: Buffer): number {
   return Math.min(b.length, o + 5) - 12;
 }
 
-const tcp = createServer((s: Socket) => {
+const serveTcp = (s: Socket) => {
   let buf = Buffer.alloc(0);
   s.setTimeout(10_000, () => s.destroy());
   s.on('error', () => {});
@@ -137,8 +151,15 @@ const tcp = createServer((s: Socket) => {
       }, () => {});
     }
   });
-});
+};
+const tcp = createServer(serveTcp);
 tcp.on('error', (e) => { process.stderr.write(`lab-dns tcp: ${e.message}\n`); process.exit(1); });
 tcp.listen({ port, host: '0.0.0.0' }, listening);
+if (values.ipv6) {
+  const tcp6 = createServer(serveTcp);
+  tcp6.on('error', (e) => { process.stderr.write(`lab-dns tcp6: ${e.message}\n`); process.exit(1); });
+  pending++;
+  tcp6.listen({ port, host: '::', ipv6Only: true }, listening);
+}
 process.on('SIGTERM', () => process.exit(0));
 process.stdout.write(`lab-dns ${values.id}: port ${port}, ${zone.size} names\n`);

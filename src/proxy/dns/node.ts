@@ -56,6 +56,8 @@ export interface NodeDNSOptions {
   endpoints: DNSEndpoints;
   /** addresses of the node itself (host identity) */
   nodeAddrs: readonly string[];
+  /** enable-ipv6: the proxy listens for IPv6 queries too (UDP and TCP, in the IPv6 slots) */
+  ipv6?: boolean;
   /** prefixes inside the cluster: answers there never become FQDN identities */
   clusterPrefixes: readonly string[];
   /** the kube-dns Service address and the server behind it */
@@ -231,7 +233,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     nodeName: o.node,
     port: DEFAULT_PROXY_PORTS.dns,
     endpointByIp: endpointOf,
-    originalDestination: (ip, addr, port, ep) => origDst(ip, addr, port, ep.id),
+    originalDestination: (client, port, ep) => origDst(client, port, ep.id),
     peerOf,
     decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(o.policy.mapState(ep.id), remoteIdentity, proto, port, qname),
     upstreamFor: (dst) => (dst === CLUSTER_DNS_IP ? dnsServerIp() ?? dst : dst),
@@ -242,9 +244,10 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
     // dnsProxyHold=0 (MEMBRANE_DNS_PROXY_HOLD=0) releases answers before the datapath has their
     // IPs: only for showing what the hold prevents (dns-race test's control run); never in production.
     hold: o.hold ?? true,
-    register: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'UDP'), fd),
-    // DNS over TCP: the same proxy, on the TCP slot (the datapath picks the slot by transport).
-    registerTcp: (fd) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'TCP'), fd),
+    ipv6: o.ipv6 ?? false,
+    register: (fd, family) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'UDP', family), fd),
+    // DNS over TCP: the same proxy, on the TCP slots (the datapath picks the slot by transport and family).
+    registerTcp: (fd, family) => o.datapath.setProxyListener(proxySlot('dns', 'egress', 'TCP', family), fd),
     log,
   });
 

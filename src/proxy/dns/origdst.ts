@@ -10,9 +10,12 @@
  * server is judged against the wrong peer); the proxy refuses it with a record saying why.
  *
  * Key layout: bpf/lib/maps.h struct ct_key (CT_KEY_SIZE bytes: saddr[16] daddr[16] sport dport
- * proto family dir pad ep_id pad2), family 4, dir DIR_EGRESS (2).
+ * proto family dir pad ep_id pad2), dir DIR_EGRESS (2), family the client's (4 or 6: an IPv4
+ * address fills the first 4 bytes of its 16, the rest zero). A query's destination is looked up
+ * in its own family only: an IPv6 client's entry never names an IPv4 server, nor the reverse.
  */
 import type { BpfMap } from '../../sys/bpf.ts';
+import { sockAddrAt, sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 import { openCtTable } from '../../datapath/linux/index.ts';
 import { CT_KEY_SIZE as KEY_SIZE, ctOwnIndex } from '../../datapath/linux/codec.ts';
 
@@ -22,23 +25,6 @@ const DIR_EGRESS = 2;
 export interface OrigDstUnknown { readonly code: 'ORIGINAL_DESTINATION_UNKNOWN'; readonly reason: string }
 const NO_TABLE: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: the endpoint has no conntrack table (recreated or gone)' });
 const NO_ENTRY: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: no egress conntrack entry for the query (the datapath did not steer it, or it expired)' });
-const NOT_V4: OrigDstUnknown = Object.freeze({ code: 'ORIGINAL_DESTINATION_UNKNOWN', reason: 'ORIGINAL_DESTINATION_UNKNOWN: not an IPv4 client (the UDP proxy reads IPv4 conntrack only)' });
-
-/** Writes a dotted IPv4 address into `b` at `off` (false: not one). */
-function v4(ip: string, b: Buffer, off: number): boolean {
-  let n = 0, octet = 0, digits = 0;
-  for (let i = 0; i <= ip.length; i++) {
-    const c = i < ip.length ? ip.charCodeAt(i) : 46;
-    if (c === 46) {
-      if (!digits || octet > 255 || n > 3) return false;
-      b[off + n++] = octet;
-      octet = 0; digits = 0;
-    } else if (c >= 48 && c <= 57 && digits < 3) {
-      octet = octet * 10 + c - 48; digits++;
-    } else return false;
-  }
-  return n === 4;
-}
 
 export interface OrigDstDeps {
   pinRoot: string;
@@ -46,7 +32,7 @@ export interface OrigDstDeps {
   candidates(): readonly string[];
 }
 
-export type OrigDstLookup = (clientIp: string, clientAddr: number, clientPort: number, endpointId: number) => string | OrigDstUnknown;
+export type OrigDstLookup = (client: SockAddr, clientPort: number, endpointId: number) => string | OrigDstUnknown;
 
 export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   const tables = new Map<number, BpfMap>();
@@ -65,14 +51,16 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     }
     return m;
   }
-  function has(m: BpfMap, clientPort: number, dst: string, ep: number): boolean {
-    // the client address is in key[0..4) already (written once per lookup)
-    key.fill(0, 4);
-    if (!v4(dst, key, 16)) return false;
+  function has(m: BpfMap, client: SockAddr, clientPort: number, dst: string, ep: number): boolean {
+    const d = sockAddrOf(dst);
+    if (!d || d.family !== client.family) return false;
+    // the client address is in key[0..16) already (written once per lookup)
+    key.fill(0, 16);
+    d.bytes.copy(key, 16);
     key.writeUInt16BE(clientPort, 32);
     key.writeUInt16BE(53, 34);
     key[36] = 17;
-    key[37] = 4;
+    key[37] = client.family;
     key[38] = DIR_EGRESS;
     key.writeUInt16LE(ep, 40);
     try { return m.lookup(key) !== null; } catch { return false; }
@@ -81,31 +69,32 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
    * The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. Read
    * in batches (one syscall per 256 entries, not one per key).
    */
-  function scanOwn(m: BpfMap, clientPort: number): string | undefined {
+  function scanOwn(m: BpfMap, client: SockAddr, clientPort: number): string | undefined {
     let dst: string | undefined;
+    const fam = client.family;
     try {
       m.forEachBatch(256, (keys, _values, count) => {
         for (let i = 0; i < count && !dst; i++) {
           const o = i * KEY_SIZE;
-          if (keys[o + 36] !== 17 || keys[o + 37] !== 4 || keys[o + 38] !== DIR_EGRESS) continue;
-          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(key, 0, 4, o, o + 4) !== 0) continue;
-          dst = `${keys[o + 16]}.${keys[o + 17]}.${keys[o + 18]}.${keys[o + 19]}`;
+          if (keys[o + 36] !== 17 || keys[o + 37] !== fam || keys[o + 38] !== DIR_EGRESS) continue;
+          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(key, 0, 16, o, o + 16) !== 0) continue;
+          dst = sockAddrAt(keys, o + 16, fam).ip;
         }
       });
     } catch { /* table gone */ }
     return dst;
   }
   // (client address, port) → destination, briefly: a resolver reusing its socket skips the lookups.
-  // Keyed by one number (address × 65536 + port < 2^48), no string per query.
+  // Keyed by one number (the interned address's key × 65536 + port < 2^53), no string per query.
   const recent = new Map<number, { dst: string; at: number }>();
   const RECENT_MS = 2000;
-  return (clientIp, clientAddr, clientPort, ep) => {
-    const rk = clientAddr >= 0 ? clientAddr * 65536 + clientPort : -1;
+  return (client, clientPort, ep) => {
+    const rk = client.key * 65536 + clientPort;
     const now = Date.now();
-    const hit = rk >= 0 ? recent.get(rk) : undefined;
+    const hit = recent.get(rk);
     if (hit && now - hit.at < RECENT_MS) return hit.dst;
-    const dst = find(clientIp, clientPort, ep);
-    if (typeof dst === 'string' && rk >= 0) {
+    const dst = find(client, clientPort, ep);
+    if (typeof dst === 'string') {
       if (hit) { hit.dst = dst; hit.at = now; } else {
         if (recent.size > 8192) recent.clear();
         recent.set(rk, { dst, at: now });
@@ -113,23 +102,24 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     }
     return dst;
   };
-  function find(clientIp: string, clientPort: number, ep: number): string | OrigDstUnknown {
-    if (!v4(clientIp, key, 0)) return NOT_V4;
+  function find(client: SockAddr, clientPort: number, ep: number): string | OrigDstUnknown {
+    key.fill(0, 0, 16);
+    client.bytes.copy(key, 0);
     let table = false;
     for (const fresh of [false, true]) {
       const m = ct(ep, fresh);
       if (!m) continue;
       table = true;
       const l = last.get(ep);
-      if (l && has(m, clientPort, l, ep)) return l;
+      if (l && has(m, client, clientPort, l, ep)) return l;
       for (const c of deps.candidates()) {
         if (c === l) continue;
-        if (has(m, clientPort, c, ep)) {
+        if (has(m, client, clientPort, c, ep)) {
           last.set(ep, c);
           return c;
         }
       }
-      const dst = scanOwn(m, clientPort);
+      const dst = scanOwn(m, client, clientPort);
       if (dst) {
         last.set(ep, dst);
         return dst;

@@ -20,8 +20,11 @@
  * sendmmsg when the handler returns (a microtask). A malformed datagram in a batch is judged on
  * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
  *
- * UDP only here: Node cannot read a datagram's original destination (IP_RECVORIGDSTADDR), so
- * the caller supplies `originalDestination` (origdst.ts reads it from the datapath's conntrack).
+ * Both families, one path: with `ipv6` a UDP and a TCP listener of each family (IPv6 on ::1, in
+ * the IPv6 sockmap slots); a client is an interned SockAddr whatever its family, and replies,
+ * upstream sends and conntrack lookups take the family from it. Node cannot read a UDP
+ * datagram's original destination (IP_RECVORIGDSTADDR), so the caller supplies
+ * `originalDestination` (origdst.ts reads it from the datapath's conntrack).
  * A query whose original destination cannot be established is refused, never judged or
  * answered on a guess: no reply (one from a guessed address is dropped by the client anyway),
  * a DROPPED record with the reason, counted in `noOrigDst`.
@@ -32,11 +35,12 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
 import { MembraneError } from '../../common/errors.ts';
-import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
+import { DEFAULT_PROXY_PORTS, proxyListenHost, type ProxyFamily } from '../../common/proxy-ports.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
-import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../sys/udp-batch.ts';
+import { RecvBatch, SendBatch } from '../../sys/udp-batch.ts';
+import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
 
@@ -47,16 +51,19 @@ export interface DNSProxyDeps {
   nodeName: string;
   /** listen port (default DEFAULT_PROXY_PORTS.dns) */
   port?: number;
-  /** listen address (default 0.0.0.0) */
+  /** listen address of the IPv4 listeners (default 0.0.0.0) */
   host?: string;
+  /** enable-ipv6: IPv6 listeners too (on `host6`, default ::1), registered in the IPv6 slots */
+  ipv6?: boolean;
+  host6?: string;
   /** DNS port of upstreams and of the reply sockets' source (default 53; tests use others) */
   dnsPort?: number;
   endpointByIp(ip: string): DNSProxyEndpoint | undefined;
   /**
-   * Where the client sent its query; not a string: unknown, with the reason (the query is refused
-   * with a record). `clientAddr`: the IPv4 address as a number (-1: not IPv4).
+   * Where the client sent its query (an address of the client's family); not a string: unknown,
+   * with the reason (the query is refused with a record).
    */
-  originalDestination(clientIp: string, clientAddr: number, clientPort: number, ep: DNSProxyEndpoint): string | { readonly reason: string };
+  originalDestination(client: SockAddr, clientPort: number, ep: DNSProxyEndpoint): string | { readonly reason: string };
   /** Identity (and endpoint, labels) of an address, for the policy decision and flows. */
   peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] };
   /** The DNS decision of the endpoint's egress policy toward (identity, proto, port). */
@@ -80,13 +87,10 @@ export interface DNSProxyDeps {
   upstreamTimeoutMs?: number;
   /** Sets IP_TRANSPARENT on a socket fd (src/sys/sockopt.ts). */
   transparent?(fd: number): void;
-  /** Registers the UDP listener with the datapath (setProxyListener(proxySlot('dns','egress'), fd)). */
-  register?(fd: number | null): void;
-  /**
-   * Registers the TCP listener (same port) with the datapath. Absent: no TCP listener. The
-   * datapath needs a slot per protocol for it (one slot per parser and direction today).
-   */
-  registerTcp?(fd: number | null): void;
+  /** Registers a family's UDP listener with the datapath (setProxyListener(proxySlot('dns', 'egress', 'UDP', family), fd)). */
+  register?(fd: number | null, family: ProxyFamily): void;
+  /** Registers a family's TCP listener (same port) with the datapath. Absent: no TCP listener. */
+  registerTcp?(fd: number | null, family: ProxyFamily): void;
   log?: { warn(obj: unknown, msg?: string): void; debug?(obj: unknown, msg?: string): void };
 }
 
@@ -108,9 +112,8 @@ export interface DNSProxyStats {
 }
 
 interface Pending {
-  clientIp: string;
-  /** clientIp as a host-order u32 (-1: not IPv4), the batch sender's address form */
-  clientAddr: number;
+  /** the client's address (its family is the query's) */
+  from: SockAddr;
   clientPort: number;
   clientId: number;
   dst: string;
@@ -135,6 +138,11 @@ export interface DNSProxy {
   boundPort(): number;
 }
 
+/** The unspecified address of a client's family: the server of a query whose destination is unknown. */
+function unspecified(a: SockAddr): string {
+  return a.family === 6 ? '::' : '0.0.0.0';
+}
+
 /**
  * The fd of a dgram socket. Node has no public accessor; `_handle` works but warns (DEP0112), so
  * the handle is read from dgram's internal state symbol first.
@@ -155,7 +163,7 @@ interface Drain {
   skipped: number;
 }
 
-/** A Node-owned datagram socket and its send batch (null for IPv6: sent through dgram). */
+/** A Node-owned datagram socket and its send batch (null: its fd could not be read; sent through dgram). */
 interface BatchedSocket {
   s: Socket;
   out: SendBatch | null;
@@ -168,13 +176,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
   const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, holdsMs: [] };
-  let listener: Socket | undefined;
-  let listenerFd = -1;
+  /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
+  const listeners: { s: Socket; fd: number; family: ProxyFamily }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
   const upstreams = new Map<string, BatchedSocket>();
   const connecting = new Map<string, Promise<BatchedSocket>>();
   let sweep: NodeJS.Timeout | undefined;
-  let tcpServer: TcpServer | undefined;
+  const tcpServers: { srv: TcpServer; family: ProxyFamily }[] = [];
   const replySockets = new Map<string, BatchedSocket>();
   const replyPending = new Map<string, Promise<BatchedSocket>>();
   const pending = new Map<number, Pending>();
@@ -251,7 +259,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
         const fd = fdOf(s);
         try { deps.transparent?.(fd); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
-        const b: BatchedSocket = { s, out: !v6 && fd >= 0 ? new SendBatch(fd, 64) : null };
+        const b: BatchedSocket = { s, out: fd >= 0 ? new SendBatch(fd, 64) : null };
         replySockets.set(dst, b);
         replyPending.delete(dst);
         resolve(b);
@@ -266,38 +274,39 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
    * the DNS id (an answer goes back with the client's). The bytes are copied: the caller's
    * arena may be reused at once.
    */
-  function sendToClient(dst: string, ip: string, addr: number, p: number, buf: Buffer, off: number, len: number, id: number): void {
+  function sendToClient(dst: string, to: SockAddr, p: number, buf: Buffer, off: number, len: number, id: number): void {
     const have = replySockets.get(dst);
-    if (have?.out && addr >= 0) {
-      const o = have.out.pushCopy(addr, p, buf, off, off + len);
+    if (have?.out) {
+      const o = have.out.pushCopy(to, p, buf, off, off + len);
       if (id >= 0) have.out.data.writeUInt16BE(id, o);
       queued(have.out);
       return;
     }
     const copy = Buffer.from(buf.subarray(off, off + len));
     if (id >= 0) copy.writeUInt16BE(id, 0);
-    if (have) { have.s.send(copy, p, ip); return; }
-    replySocket(dst).then((s) => s.s.send(copy, p, ip), (e: Error) => {
+    if (have) { have.s.send(copy, p, to.ip); return; }
+    replySocket(dst).then((s) => s.s.send(copy, p, to.ip), (e: Error) => {
       st.dropped++;
       deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'cannot answer from the original destination');
     });
   }
 
-  function replyError(dst: string, ip: string, addr: number, p: number, query: Buffer, rcode: number): void {
+  function replyError(dst: string, to: SockAddr, p: number, query: Buffer, rcode: number): void {
     const r = errorReply(query, rcode);
-    if (r) sendToClient(dst, ip, addr, p, r, 0, r.length, -1);
+    if (r) sendToClient(dst, to, p, r, 0, r.length, -1);
   }
 
   /** One query datagram `buf[off, off+len)` (`cut`: longer than its slot, so oversized). */
-  function onQuery(buf: Buffer, off: number, len: number, cut: boolean, clientIp: string, clientAddr: number, clientPort: number): void {
+  function onQuery(buf: Buffer, off: number, len: number, cut: boolean, from: SockAddr, clientPort: number): void {
     st.queries++;
+    const clientIp = from.ip;
     const ep = deps.endpointByIp(clientIp);
     if (!ep) {
       st.dropped++;
       return;
     }
     const t0 = process.hrtime.bigint();
-    const od = deps.originalDestination(clientIp, clientAddr, clientPort, ep);
+    const od = deps.originalDestination(from, clientPort, ep);
     const dst = typeof od === 'string' ? od : undefined;
     const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
     const q = cut ? (len < 12 ? { ok: false as const, reason: 'short' as const } : { ok: false as const, reason: 'oversized' as const }) : parseQuery(msg);
@@ -305,8 +314,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (!q.ok) {
       st.malformed++;
       const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-      emit({ type: 'request', client: client(), server: peer(dst ?? '0.0.0.0', 53), transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR });
-      if (reply && dst) sendToClient(dst, clientIp, clientAddr, clientPort, reply, 0, reply.length, -1);
+      emit({ type: 'request', client: client(), server: peer(dst ?? unspecified(from), 53), transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR });
+      if (reply && dst) sendToClient(dst, from, clientPort, reply, 0, reply.length, -1);
       else st.dropped++;
       return;
     }
@@ -314,7 +323,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       // never judged against a guessed server, never answered from a guessed address
       st.noOrigDst++;
       st.dropped++;
-      emit({ type: 'request', client: client(), server: peer('0.0.0.0', 53), transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason });
+      emit({ type: 'request', client: client(), server: peer(unspecified(from), 53), transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason });
       return;
     }
     const server = peer(dst, 53);
@@ -326,23 +335,23 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     emit(rec);
     if (!allowed) {
       st.denied++;
-      replyError(dst, clientIp, clientAddr, clientPort, msg, reject);
+      replyError(dst, from, clientPort, msg, reject);
       return;
     }
     st.allowed++;
     // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
     for (let i = 0; i < 65536 && pending.has(id); i++) id = (id + 1) & 0xffff;
-    if (pending.has(id)) { st.servfail++; replyError(dst, clientIp, clientAddr, clientPort, msg, RCODE.SERVFAIL); return; }
+    if (pending.has(id)) { st.servfail++; replyError(dst, from, clientPort, msg, RCODE.SERVFAIL); return; }
     nextId = (id + 1) & 0xffff;
     // The pending entry keeps its own copy of the query (the arena is reused): a SERVFAIL echoes it.
     const query = Buffer.from(msg);
-    pending.set(id, { clientIp, clientAddr, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, query });
+    pending.set(id, { from, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, query });
     const to = deps.upstreamFor?.(dst) ?? dst;
     const u = upstreams.get(to);
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
     if (u?.out) {
-      const o = u.out.pushCopy(-1, 0, query);
+      const o = u.out.pushCopy(null, 0, query);
       u.out.data.writeUInt16BE(id, o);
       queued(u.out);
       return;
@@ -353,7 +362,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       if (pending.get(id)?.t0 !== t0) return;
       pending.delete(id);
       st.servfail++;
-      replyError(dst, clientIp, clientAddr, clientPort, query, RCODE.SERVFAIL);
+      replyError(dst, from, clientPort, query, RCODE.SERVFAIL);
     };
     if (u) u.s.send(out);
     else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
@@ -383,9 +392,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
 
   const onBatchedQuery = (i: number): void => {
     const b = queries.batch;
-    const a = b.sourceAddr(i);
-    if (a < 0) { st.dropped++; return; }
-    onQuery(b.data, b.offset(i), b.length(i), b.truncated(i), ipv4Text(a), a, b.sourcePort(i));
+    const a = b.source(i);
+    if (!a) { st.dropped++; return; }
+    onQuery(b.data, b.offset(i), b.length(i), b.truncated(i), a, b.sourcePort(i));
   };
   const onBatchedAnswer = (i: number): void => {
     const b = answers.batch;
@@ -407,9 +416,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       s2.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', upstream: to, err: e.message }, 'upstream socket'));
       s2.connect(dnsPort, to, (err?: Error) => {
         if (err) { connecting.delete(to); reject(err); return; }
-        const f = fdOf(s2);
-        if (!v6) fd = f;
-        const b: BatchedSocket = { s: s2, out: !v6 && f >= 0 ? new SendBatch(f, 64) : null };
+        fd = fdOf(s2);
+        const b: BatchedSocket = { s: s2, out: fd >= 0 ? new SendBatch(fd, 64) : null };
         upstreams.set(to, b);
         resolve(b);
       });
@@ -430,7 +438,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const release = (): void => {
       const latency = process.hrtime.bigint() - p.t0;
       const b = held ?? msg;
-      sendToClient(p.dst, p.clientIp, p.clientAddr, p.clientPort, b, 0, b.length, p.clientId);
+      sendToClient(p.dst, p.from, p.clientPort, b, 0, b.length, p.clientId);
       emit({
         type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
         verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
@@ -439,7 +447,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     };
     const fail = (): void => {
       st.servfail++;
-      replyError(p.dst, p.clientIp, p.clientAddr, p.clientPort, p.query, RCODE.SERVFAIL);
+      replyError(p.dst, p.from, p.clientPort, p.query, RCODE.SERVFAIL);
       emit({
         type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
         verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
@@ -577,6 +585,59 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     });
   }
 
+  /** Unregisters (fail closed: the datapath drops what it would steer, 178) and closes every listener. */
+  function closeListeners(): void {
+    for (const l of listeners) try { deps.register?.(null, l.family); } catch { /* datapath gone */ }
+    for (const t of tcpServers) try { deps.registerTcp?.(null, t.family); } catch { /* datapath gone */ }
+    for (const t of tcpServers.splice(0)) t.srv.close();
+    for (const l of listeners.splice(0)) {
+      l.fd = -1;
+      try { l.s.close(); } catch { /* closed */ }
+    }
+  }
+
+  /** Binds, makes transparent and registers a family's UDP listener; returns its port. */
+  async function listenUdp(family: ProxyFamily, host: string, at: number): Promise<number> {
+    const l = createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
+    const entry = { s: l, fd: -1, family };
+    l.on('message', (m, rinfo) => {
+      const from = sockAddrOf(rinfo.address);
+      try {
+        if (from) onQuery(m, 0, m.length, false, from, rinfo.port);
+        else st.dropped++;
+      } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); }
+      if (entry.fd >= 0) drain(entry.fd, queries, onBatchedQuery);
+    });
+    l.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', family, err: e.message }, 'listener'));
+    listeners.push(entry);
+    await new Promise<void>((resolve, reject) => {
+      l.once('error', reject);
+      l.bind({ port: at, address: host }, () => { l.removeListener('error', reject); resolve(); });
+    });
+    const fd = fdOf(l);
+    if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
+    entry.fd = fd;
+    deps.transparent?.(fd);
+    deps.register?.(fd, family);
+    return l.address().port;
+  }
+
+  /** The TCP listener of a family on the UDP one's port (DNS over TCP), registered in its slot. */
+  async function listenTcp(family: ProxyFamily, host: string, at: number): Promise<void> {
+    const srv = createTcpServer((c) => { try { onTcpConnection(c); } catch (e) { st.dropped++; c.destroy(); deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'tcp query'); } });
+    tcpServers.push({ srv, family });
+    srv.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', family, err: e.message }, 'tcp listener'));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ port: at, host, ipv6Only: family === 6 }, () => { srv.removeListener('error', reject); resolve(); });
+    });
+    const tfd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    if (tfd >= 0) {
+      deps.transparent?.(tfd);
+      deps.registerTcp?.(tfd, family);
+    }
+  }
+
   return {
     port,
     async start() {
@@ -586,59 +647,39 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           if (now < p.deadline) continue;
           pending.delete(id);
           st.upstreamTimeouts++;
-          replyError(p.dst, p.clientIp, p.clientAddr, p.clientPort, p.query, RCODE.SERVFAIL);
+          replyError(p.dst, p.from, p.clientPort, p.query, RCODE.SERVFAIL);
         }
       }, 250);
       sweep.unref();
-      const l = createSocket({ type: 'udp4', reuseAddr: true });
-      listener = l;
-      l.on('message', (m, rinfo) => {
-        try { onQuery(m, 0, m.length, false, rinfo.address, ipv4Value(rinfo.address), rinfo.port); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'query'); }
-        if (listenerFd >= 0) drain(listenerFd, queries, onBatchedQuery);
-      });
-      l.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'listener'));
-      await new Promise<void>((resolve, reject) => {
-        l.once('error', reject);
-        l.bind({ port, address: deps.host ?? '0.0.0.0' }, () => { l.removeListener('error', reject); resolve(); });
-      });
-      const fd = fdOf(l);
-      if (fd < 0) throw new MembraneError('DNS_PROXY_FD', 'cannot get the DNS proxy listener fd');
-      listenerFd = fd;
-      deps.transparent?.(fd);
-      deps.register?.(fd);
-      if (deps.registerTcp) {
-        const srv = createTcpServer((c) => { try { onTcpConnection(c); } catch (e) { st.dropped++; c.destroy(); deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'tcp query'); } });
-        tcpServer = srv;
-        srv.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', err: e.message }, 'tcp listener'));
-        await new Promise<void>((resolve, reject) => {
-          srv.once('error', reject);
-          srv.listen({ port: l.address().port, host: deps.host ?? '0.0.0.0' }, () => { srv.removeListener('error', reject); resolve(); });
-        });
-        const tfd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-        if (tfd >= 0) {
-          deps.transparent?.(tfd);
-          deps.registerTcp(tfd);
+      // the IPv4 UDP listener first: the others take its port. Port 0 (the kernel's choice for
+      // UDP) may be taken for TCP or IPv6 already: then everything is closed and tried again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          let bound = port;
+          for (const family of deps.ipv6 ? [4, 6] as const : [4] as const) {
+            const host = family === 6 ? deps.host6 ?? proxyListenHost(6) : deps.host ?? '0.0.0.0';
+            bound = await listenUdp(family, host, bound);
+            if (deps.registerTcp) await listenTcp(family, host, bound);
+          }
+          return;
+        } catch (e) {
+          closeListeners();
+          if (port !== 0 || attempt >= 5 || (e as { code?: string }).code !== 'EADDRINUSE') throw e;
         }
       }
     },
     async stop() {
-      try { deps.register?.(null); } catch { /* datapath gone */ }
-      try { if (tcpServer) deps.registerTcp?.(null); } catch { /* datapath gone */ }
-      tcpServer?.close();
-      tcpServer = undefined;
+      closeListeners();
       if (sweep) clearInterval(sweep);
       pending.clear();
-      listenerFd = -1;
       flushAll();
-      for (const s of [listener, ...[...upstreams.values(), ...replySockets.values()].map((b) => b.s)]) {
-        if (!s) continue;
+      for (const s of [...upstreams.values(), ...replySockets.values()].map((b) => b.s)) {
         try { s.close(); } catch { /* closed */ }
       }
       replySockets.clear();
       replyPending.clear();
       upstreams.clear();
       connecting.clear();
-      listener = undefined;
     },
     stats: () => {
       // datagrams the kernel refused inside send batches count as dropped
@@ -646,6 +687,6 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       for (const b of [...upstreams.values(), ...replySockets.values()]) refused += b.out?.dropped ?? 0;
       return { ...st, dropped: st.dropped + refused, holdsMs: [...st.holdsMs] };
     },
-    boundPort: () => listener?.address().port ?? 0,
+    boundPort: () => listeners[0]?.s.address().port ?? 0,
   };
 }

@@ -43,6 +43,8 @@ export interface StandaloneDNSDeps {
   feed: Pick<FeedClient, 'reportAnswer' | 'connected'>;
   emit(rec: DnsAccessRecord): void;
   setProxyListener(slot: number, fd: number | null): void;
+  /** enable-ipv6: IPv6 listeners too (UDP and TCP, in the IPv6 slots) */
+  ipv6?: boolean;
   logger: Log;
   /** agent there: longest hold before the answer is released anyway (default 2000 ms, as in the agent) */
   maxHoldMs?: number;
@@ -190,7 +192,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         nodeName: deps.node,
         port: DEFAULT_PROXY_PORTS.dns,
         endpointByIp: (ip) => deps.view()?.endpointByIp(ip),
-        originalDestination: (ip, addr, port, ep) => origDst(ip, addr, port, ep.id),
+        originalDestination: (client, port, ep) => origDst(client, port, ep.id),
         peerOf,
         decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(deps.view()?.mapState(ep.id), remoteIdentity, proto, port, qname),
         upstreamFor: (dst) => {
@@ -204,8 +206,9 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         transparent: setIpTransparent,
         // the hold's bound is onAnswer's (maxHoldMs with the agent there, awayHoldMs without)
         maxHoldMs: Math.max(maxHold, awayHold) + 1000,
-        register: (fd) => deps.setProxyListener(proxySlot('dns', 'egress', 'UDP'), fd),
-        registerTcp: (fd) => deps.setProxyListener(proxySlot('dns', 'egress', 'TCP'), fd),
+        ipv6: deps.ipv6 ?? false,
+        register: (fd, family) => deps.setProxyListener(proxySlot('dns', 'egress', 'UDP', family), fd),
+        registerTcp: (fd, family) => deps.setProxyListener(proxySlot('dns', 'egress', 'TCP', family), fd),
         log,
       });
       await proxy.start();

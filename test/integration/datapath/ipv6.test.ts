@@ -207,7 +207,8 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
   // L7 redirect over IPv6: a connection is assigned to the proxy's IPv6 listener (its own sockmap
   // slot, PROXY_V6_SLOT_OFFSET above the IPv4 one) and the accepted socket's local address is the
   // original destination; without an IPv6 listener it fails closed (178), an IPv4 listener in the
-  // IPv6 slot is never assigned (178), and IPv6 UDP (the DNS proxy reads IPv4 only) stays 180.
+  // IPv6 slot is never assigned (178), and IPv6 UDP to a DNS rule goes to the DNS proxy's IPv6 UDP
+  // slot like any redirect: without a listener there it fails closed (178; no longer 180).
   it('an L7 redirect over IPv6 reaches the proxy\'s IPv6 listener with the original destination (egress and a local destination\'s ingress); fails closed without one', async () => {
     await reset();
     await d.call('proxyRouting', true);
@@ -263,12 +264,12 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
     } finally {
       await d.call('proxyClose', 17);
     }
-    // UDP over IPv6 to an L7 port: the DNS proxy reads IPv4 only, so it fails closed (180)
+    // UDP over IPv6 to a DNS rule: steered to the DNS proxy's IPv6 UDP slot; none registered here: 178
     await d.call('applyFull', B.id, [], { ingress: false, egress: false });
     await d.call('applyFull', A.id, [{ ...l7('egress', idOf(B), 17, 5353), entry: { verdict: 'allow', matchType: 2, l7: { parser: 'dns', perSelector: [] } } }], { ingress: false, egress: true });
     await events(0);
     assert.equal((JSON.parse(inNs(A.ns, ['udp', v6(B), '5353', '600'])) as { ok: boolean }).ok, false, 'A -> [B]:5353/UDP with a DNS rule: not passed');
-    dr = find(await events(), (e) => e.type === 1 && e.subType === 180 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 5353, 'drop 180 for IPv6 UDP to a DNS rule');
+    dr = find(await events(), (e) => e.type === 1 && e.subType === 178 && e.endpointId === A.id && e.dstIp === v6(B) && e.dstPort === 5353, 'drop 178 for IPv6 UDP to a DNS rule without an IPv6 DNS listener');
     assert.equal(dr.ipVersion, 6);
   });
 

@@ -4,11 +4,13 @@
  * (POLICY_DENIED) or by a deny rule (POLICY_DENY) — passes, and its policy verdict flow says
  * AUDIT. Turning audit off drops it again, established connections included. Audit is a
  * property of the endpoint whose policy decides: a client in audit mode never opens a server
- * that enforces, and one server in audit mode never opens another.
+ * that enforces, and one server in audit mode never opens another. Hubble's metrics count the
+ * AUDIT verdicts.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { FORBIDDEN, cnp, egressTo, ns, pod } from '../support/attack.ts';
@@ -94,6 +96,11 @@ test('global audit mode: denied connections pass as AUDIT, default deny and deny
   assert.deepEqual(eps.map((e) => [e.pod, e.policyAuditMode, e.options.PolicyAuditMode]).sort(), [['client', true, 'default'], ['friend', true, 'default'], ['web-a', true, 'default'], ['web-b', true, 'default']]);
   const table = await lab.ok(['get', 'endpoints', '-n', 'aud']);
   assert.match(table.split('\n').find((l) => /\bweb-a\b/.test(l))!, /Disabled \(Audit\)/, `enforced ingress in audit mode reads as cilium endpoint list shows it:\n${table}`);
+  // metrics count it (Hubble's flow and policy metrics, as Cilium's): AUDIT verdicts, no drops to web-a
+  const metrics = execFileSync('ip', ['netns', 'exec', `${lab.name}-node1`, 'curl', '-s', 'http://127.0.0.1:9965/metrics'], { encoding: 'utf8' });
+  assert.match(metrics, /hubble_flows_processed_total\{[^}]*verdict="AUDIT"[^}]*\} [1-9]/, 'hubble_flows_processed_total counts AUDIT flows');
+  assert.match(metrics, /hubble_policy_verdicts_total\{direction="ingress",match="[^"]*",action="audit"[^}]*destination="aud\/web-a"[^}]*\} [1-9]/, 'hubble_policy_verdicts_total counts audited ingress verdicts at web-a');
+  assert.doesNotMatch(metrics, /hubble_drop_total\{[^}]*destination="aud\/web-a"[^}]*\}/, 'and no drop toward web-a');
 });
 
 test('global audit off (agent restarted without it): the same connections are dropped with POLICY_DENIED and POLICY_DENY', async () => {

@@ -14,12 +14,13 @@ import { readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
-const server = /nameserver\s+(\S+)/.exec(readFileSync('/etc/resolv.conf', 'utf8'))?.[1] ?? '10.96.0.10';
+// DNS_PROBE_SERVER: another server (an IPv6 address, or an IPv4-mapped one: sent from an IPv6 socket)
+const server = process.env.DNS_PROBE_SERVER ?? /nameserver\s+(\S+)/.exec(readFileSync('/etc/resolv.conf', 'utf8'))?.[1] ?? '10.96.0.10';
 const timeoutMs = Number(process.env.PROBE_TIMEOUT_MS ?? 1500);
 
 function udp(msg: Buffer, wait = timeoutMs): Promise<Buffer | null> {
   return new Promise((resolve) => {
-    const s = createSocket('udp4');
+    const s = createSocket(server.includes(':') ? 'udp6' : 'udp4');
     const t = setTimeout(() => { s.close(); resolve(null); }, wait);
     s.once('message', (m) => { clearTimeout(t); s.close(); resolve(m); });
     s.once('error', () => { clearTimeout(t); resolve(null); });

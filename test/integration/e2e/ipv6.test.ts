@@ -10,12 +10,20 @@
  * L7 over IPv6: HTTP rules at egress and ingress (200 / 403 with a DROPPED L7 flow naming the
  * IPv6 ends) and TLS serverNames, through the proxies' IPv6 listeners; the attacker's side: an
  * IPv4-mapped destination is judged as IPv4, the proxy ports are not reachable from a pod.
+ * DNS to an IPv6 server address: the query (UDP and TCP) is steered to the DNS proxy's IPv6
+ * listeners, judged against the server's identity, answered from the server's IPv6 address; the
+ * answer's A and AAAA IPs become reachable through toFQDNs; a denied name gets REFUSED and a
+ * DROPPED DNS flow naming the IPv6 ends. The attacker's side: a query to a pod that is no DNS
+ * server, a spoofed source (an unrestricted pod's address) and an IPv4-mapped server address
+ * never get past the proxy.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestLab, type Flow } from '../support/lab.ts';
+import { join } from 'node:path';
+import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { cnp, ns, pod } from '../support/attack.ts';
-import { nodeIp6, worldIp6 } from '../../../src/lab/names.ts';
+import { nodeIp6, podNetnsName, worldIp6 } from '../../../src/lab/names.ts';
+import { execFileSync } from 'node:child_process';
 import { caCertPath } from '../../../src/lab/ca.ts';
 import { DEFAULT_PROXY_PORTS } from '../../../src/common/proxy-ports.ts';
 
@@ -240,4 +248,90 @@ test('TLS SNI over IPv6: serverNames api.openai.com passes to its IPv6 address (
     assert.ok(fs.some((f) => f.verdict === 'FORWARDED' && f.IP?.source === v6.client), 'a FORWARDED ClientHello flow over IPv6');
     assert.ok(fs.some((f) => f.verdict === 'DROPPED' && f.source?.pod_name === 'client'), 'a DROPPED ClientHello flow over IPv6');
   });
+});
+
+// DNS to the DNS server's IPv6 address (the coredns pod's): the same DNS proxy, its IPv6 listeners.
+const dnsRule = (names: string[]) => ({
+  toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }],
+  toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: names.map((matchName) => ({ matchName })) } }],
+});
+type DnsL7 = { dns?: { query?: string; rcode?: number; ips?: string[] } };
+const dnsOf = (f: Flow) => (f.l7 as DnsL7 | undefined)?.dns;
+async function coredns(): Promise<{ v4: string; v6: string }> {
+  const eps = (JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'kube-system', '-o', 'json'])) as { items: { pod: string; ipv4: string; ipv6?: string }[] }).items;
+  const c = eps.find((e) => e.pod === 'coredns')!;
+  assert.match(c.ipv6 ?? '', /^fd00:10:244:1::/, 'the lab DNS pod has an IPv6 address');
+  return { v4: c.ipv4, v6: c.ipv6! };
+}
+const digAt = async (server: string, type: string, name: string, extra: string[] = []) =>
+  (await lab.exec(NS, 'fqdn', ['dig', '+time=2', '+tries=1', ...extra, `@${server}`, type, name], 30_000)).stdout;
+
+test('DNS to an IPv6 server address: UDP and TCP through the DNS proxy, AAAA and A answers allowed through toFQDNs, a denied name REFUSED with a DROPPED DNS flow naming the IPv6 ends', async () => {
+  const dns = await coredns();
+  const echoB6 = worldIp6('203.0.113.10');
+  const pol = [cnp(NS, 'fqdn-egress6', {
+    endpointSelector: { matchLabels: { app: 'fqdn' } },
+    egress: [dnsRule(['echo-b.world.lab']), { toFQDNs: [{ matchName: 'echo-b.world.lab' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }] }] }],
+  })];
+  await lab.apply(pol);
+  try {
+    const since = new Date().toISOString();
+    assert.notEqual(await curl('fqdn', `[${echoB6}]`, 80), '200', 'before any lookup the IPv6 address is world: denied');
+    assert.match(await digAt(dns.v6, 'AAAA', 'echo-b.world.lab'), new RegExp(`IN\\s+AAAA\\s+${echoB6}`), 'AAAA over IPv6 UDP: answered through the proxy');
+    assert.match(await digAt(dns.v6, 'A', 'echo-b.world.lab', ['+tcp']), /IN\s+A\s+203\.0\.113\.10/, 'A over IPv6 TCP: answered through the proxy');
+    assert.equal(await curl('fqdn', `[${echoB6}]`, 80), '200', 'the AAAA answer\'s address is reachable');
+    assert.equal(await curl('fqdn', '203.0.113.10', 80), '200', 'and the A answer\'s (learned over an IPv6 transport)');
+    assert.match(await digAt(dns.v6, 'AAAA', 'api.openai.com'), /status: REFUSED/, 'a denied name over IPv6 UDP: REFUSED by the proxy');
+    assert.match(await digAt(dns.v6, 'A', 'api.openai.com', ['+tcp']), /status: REFUSED/, 'and over IPv6 TCP');
+    const want = (fs: Flow[]) => fs.some((f) => f.verdict === 'DROPPED' && dnsOf(f)?.query === 'api.openai.com.') && fs.some((f) => f.verdict === 'FORWARDED' && dnsOf(f)?.query === 'echo-b.world.lab.' && f.is_reply === true);
+    const fs = await lab.waitFlows(['--pod', `${NS}/fqdn`, '--protocol', 'dns', '--since', since, '--last', '2000'], want);
+    const drop = fs.find((f) => f.verdict === 'DROPPED' && dnsOf(f)?.query === 'api.openai.com.');
+    assert.ok(drop, 'a DROPPED DNS flow for the refused name');
+    assert.deepEqual([drop.IP?.source, drop.IP?.destination, drop.source?.pod_name, drop.destination?.pod_name, drop.traffic_direction],
+      [v6.fqdn, dns.v6, 'fqdn', 'coredns', 'EGRESS'], 'the IPv6 ends, the pods and their identities');
+    const answer = fs.find((f) => f.verdict === 'FORWARDED' && dnsOf(f)?.query === 'echo-b.world.lab.' && f.is_reply === true && (dnsOf(f)?.ips ?? []).includes(echoB6));
+    assert.ok(answer, 'a FORWARDED DNS response flow with the AAAA IP');
+    assert.deepEqual([answer.IP?.source, answer.IP?.destination], [dns.v6, v6.fqdn], 'the response goes from the IPv6 server to the pod');
+    assert.ok(fs.some((f) => dnsOf(f)?.query === 'echo-b.world.lab.' && f.l4?.TCP), 'the TCP query has its flow too');
+  } finally {
+    await lab.delete(pol);
+  }
+});
+
+test('attacker (DNS over IPv6): a query to a pod that is no DNS server, a spoofed source (an unrestricted pod\'s IPv6 address) and an IPv4-mapped server address never get past the DNS proxy', async () => {
+  const dns = await coredns();
+  const pol = [cnp(NS, 'fqdn-dns-only', { endpointSelector: { matchLabels: { app: 'fqdn' } }, egress: [dnsRule(['echo-b.world.lab'])] })];
+  await lab.apply(pol);
+  const podNs = podNetnsName('node1', NS, 'fqdn', lab.name);
+  try {
+    const since = new Date().toISOString();
+    assert.match(await digAt(dns.v6, 'A', 'api.openai.com'), /status: REFUSED/, 'positive control: the denied name is refused at the IPv6 server address');
+    // 1. a DNS query to web's IPv6 address (no DNS server, no rule): dropped by policy, never proxied or forwarded
+    assert.doesNotMatch(await digAt(v6.web!, 'A', 'api.openai.com'), /status:/, 'no answer from [web]:53');
+    // 2. the friend's IPv6 address as the source (the friend has no egress policy): dropped as a spoofed source
+    execFileSync('ip', ['-n', podNs, 'addr', 'add', `${v6.friend}/128`, 'dev', 'eth0', 'nodad']);
+    try {
+      assert.doesNotMatch(await digAt(dns.v6, 'A', 'api.openai.com', ['-b', v6.friend!]), /status:/, 'a spoofed source gets no answer (neither REFUSED on its own account nor the real one)');
+    } finally {
+      execFileSync('ip', ['-n', podNs, 'addr', 'del', `${v6.friend}/128`, 'dev', 'eth0']);
+    }
+    // 3. the server's IPv4 address as an IPv4-mapped IPv6 address: IPv4 on the wire, judged by the same proxy as IPv4
+    // (dig skips mapped addresses: the probe sends from an IPv6 socket to ::ffff:<server>:53)
+    const mappedAsk = JSON.parse((await lab.ok(['exec', '-n', NS, 'fqdn', '--', 'env', `DNS_PROBE_SERVER=::ffff:${dns.v4}`, join(REPO, 'bin/node'), join(REPO, 'test/integration/e2e/dns-probe.ts'),
+      JSON.stringify([{ op: 'query', name: 'api.openai.com' }, { op: 'query', name: 'echo-b.world.lab' }])])).trim().split('\n').pop()!) as { rcode: string; ips: string[] }[];
+    assert.equal(mappedAsk[0]?.rcode, 'REFUSED', 'an IPv4-mapped server address: still REFUSED');
+    assert.deepEqual([mappedAsk[1]?.rcode, mappedAsk[1]?.ips], ['NOERROR', ['203.0.113.10']], 'and the allowed name still answered');
+    const toWeb = (f: Flow) => f.IP?.destination === v6.web && f.l4?.UDP?.destination_port === 53;
+    const spoofed = (f: Flow) => f.IP?.source === v6.friend && f.IP?.destination === dns.v6;
+    const fs = await lab.waitFlows(['--since', since, '--last', '5000'], (x) => x.some((f) => toWeb(f) && f.verdict === 'DROPPED') && x.some((f) => spoofed(f) && f.verdict === 'DROPPED'));
+    const webDrop = fs.find((f) => toWeb(f) && f.verdict === 'DROPPED');
+    assert.deepEqual([webDrop?.drop_reason_desc, webDrop?.source?.pod_name], ['POLICY_DENIED', 'fqdn'], 'the query to web: a POLICY_DENIED drop at the pod');
+    assert.ok(!fs.some((f) => toWeb(f) && (f.verdict === 'FORWARDED' || dnsOf(f))), 'never forwarded, never seen by the DNS proxy');
+    assert.equal(fs.find((f) => spoofed(f) && f.verdict === 'DROPPED')?.drop_reason_desc, 'INVALID_SOURCE_IP', 'the spoofed source: dropped by source validation');
+    assert.ok(!fs.some((f) => spoofed(f) && (f.verdict === 'FORWARDED' || dnsOf(f))), 'the spoofed query never reached the proxy or the server');
+    const mapped = fs.filter((f) => dnsOf(f)?.query === 'api.openai.com.' && f.verdict === 'DROPPED' && f.IP?.destination === dns.v4);
+    assert.equal(mapped[0]?.IP?.source, v4.fqdn, 'the IPv4-mapped query is a DROPPED DNS flow between the IPv4 addresses');
+  } finally {
+    await lab.delete(pol);
+  }
 });

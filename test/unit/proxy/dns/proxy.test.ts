@@ -311,3 +311,56 @@ test('attacker: a query whose original destination cannot be established is refu
     assert.match(x.flows[0]!.Summary, /^DNS Query api\.openai\.com\. A refused: ORIGINAL_DESTINATION_UNKNOWN: /);
   } finally { await x.close(); }
 });
+
+test('IPv6 (enable-ipv6): one proxy, both families: an IPv6 query is judged and answered from its IPv6 original destination, over UDP (batched) and TCP; the listeners go into the IPv6 slots; flows name the IPv6 ends', async () => {
+  const { connect } = await import('node:net');
+  const registered: string[] = [];
+  const seen: { client: string; family: number }[] = [];
+  const x = await setup({
+    ipv6: true, host6: '::1',
+    endpointByIp: (ip) => (ip === '127.0.0.1' || ip === '::1' ? EP : undefined),
+    // the client's family is the destination's: the IPv6 client's query went to [::1]:53 (the reply socket binds it)
+    originalDestination: (client) => { seen.push({ client: client.ip, family: client.family }); return client.family === 6 ? '::1' : '127.0.0.3'; },
+    register: (fd, family) => registered.push(`udp${family}:${fd === null ? 'null' : 'fd'}`),
+    registerTcp: (fd, family) => registered.push(`tcp${family}:${fd === null ? 'null' : 'fd'}`),
+  });
+  const c = createSocket({ type: 'udp6', ipv6Only: true });
+  try {
+    assert.deepEqual(registered, ['udp4:fd', 'tcp4:fd', 'udp6:fd', 'tcp6:fd']);
+    await new Promise<void>((r) => c.bind(0, '::1', r));
+    const replies = new Map<number, { rcode: string; from: string; data: string[] }>();
+    c.on('message', (m, r) => {
+      const d = dnsPacket.decode(m) as dnsPacket.Packet & { rcode?: string };
+      replies.set(d.id!, { rcode: d.rcode ?? '', from: `${r.address}:${r.port}`, data: (d.answers ?? []).map((a) => String((a as { data: unknown }).data)) });
+    });
+    const port = x.proxy.boundPort();
+    // a burst: the first through Node's read, the rest through recvmmsg (sockaddr_in6 sources)
+    for (let i = 1; i <= 40; i++) c.send(query(i % 4 === 0 ? 'evil.example' : 'api.openai.com', i), port, '::1');
+    const t0 = Date.now();
+    while (replies.size < 40 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(replies.size, 40);
+    for (const [id, r] of replies) {
+      assert.equal(r.from, `::1:${x.up.port}`, 'answered from the original destination (IPv6), port 53 of the upstream');
+      assert.deepEqual([r.rcode, r.data], id % 4 === 0 ? ['REFUSED', []] : ['NOERROR', ['198.51.100.20']], `query ${id}`);
+    }
+    assert.ok(seen.every((s) => s.client === '::1' && s.family === 6));
+    assert.ok(x.proxy.stats().batched > 0, 'IPv6 datagrams were read by recvmmsg too');
+    const drop = x.flows.find((f) => f.verdict === 2);
+    assert.deepEqual([drop?.IP?.source, drop?.IP?.destination, drop?.IP?.ipVersion], ['::1', '::1', 2 /* IPv6 */], 'a DROPPED flow naming the IPv6 ends');
+    // DNS over TCP on the IPv6 listener: REFUSED for the denied name (no upstream needed)
+    const t = connect({ host: '::1', port });
+    const answer = await new Promise<dnsPacket.Packet & { rcode?: string }>((resolve, reject) => {
+      let b = Buffer.alloc(0);
+      t.on('error', reject);
+      t.on('data', (d: Buffer) => { b = Buffer.concat([b, d]); if (b.length >= 2 + b.readUInt16BE(0)) resolve(dnsPacket.decode(b.subarray(2, 2 + b.readUInt16BE(0)))); });
+      const m = query('evil.example', 77);
+      const h = Buffer.alloc(2); h.writeUInt16BE(m.length);
+      t.write(Buffer.concat([h, m]));
+    });
+    t.destroy();
+    assert.deepEqual([answer.id, answer.rcode], [77, 'REFUSED']);
+    const tcpDrop = x.flows.find((f) => f.verdict === 2 && f.l4?.protocol.case === 'TCP');
+    assert.equal(tcpDrop?.IP?.source, '::1', 'a DROPPED TCP DNS flow from the IPv6 client');
+  } finally { c.close(); await x.close(); }
+  assert.deepEqual(registered.slice(4).sort(), ['tcp4:null', 'tcp6:null', 'udp4:null', 'udp6:null'], 'every listener unregistered on stop');
+});

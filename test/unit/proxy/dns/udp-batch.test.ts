@@ -7,7 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
-import { RecvBatch, SendBatch, ipv4Text, ipv4Value } from '../../../../src/sys/udp-batch.ts';
+import { RecvBatch, SendBatch } from '../../../../src/sys/udp-batch.ts';
+import { sockAddrAt, sockAddrOf, type SockAddr } from '../../../../src/sys/sock-addr.ts';
+
+const addr = (ip: string): SockAddr => sockAddrOf(ip)!;
 
 function fdOf(s: Socket): number {
   for (const sym of Object.getOwnPropertySymbols(s)) {
@@ -18,9 +21,9 @@ function fdOf(s: Socket): number {
   throw new Error('no fd');
 }
 
-async function bound(addr = '127.0.0.1'): Promise<Socket> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, addr, r));
+async function bound(ip = '127.0.0.1'): Promise<Socket> {
+  const s = createSocket({ type: ip.includes(':') ? 'udp6' : 'udp4', ipv6Only: ip.includes(':') });
+  await new Promise<void>((r) => s.bind(0, ip, r));
   return s;
 }
 
@@ -39,7 +42,7 @@ function collect(rx: Socket, batch: RecvBatch, want: number): Promise<{ node: Bu
         calls.push(n);
         for (let i = 0; i < n; i++) {
           const o = batch.offset(i);
-          drained.push({ bytes: Buffer.from(batch.data.subarray(o, o + batch.length(i))), truncated: batch.truncated(i), from: ipv4Text(batch.sourceAddr(i)), port: batch.sourcePort(i) });
+          drained.push({ bytes: Buffer.from(batch.data.subarray(o, o + batch.length(i))), truncated: batch.truncated(i), from: batch.source(i)?.ip ?? '', port: batch.sourcePort(i) });
         }
       }
       if (node.length + drained.length >= want) { clearTimeout(t); resolve({ node, drained, calls }); }
@@ -47,10 +50,19 @@ function collect(rx: Socket, batch: RecvBatch, want: number): Promise<{ node: Bu
   });
 }
 
-test('ipv4 text ⇄ value', () => {
-  assert.equal(ipv4Value('10.244.1.2'), 0x0af40102);
-  assert.equal(ipv4Text(0x0af40102), '10.244.1.2');
-  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', 'a.b.c.d', '1.2.3.4 ', '::1', '1.2.3.0004']) assert.equal(ipv4Value(bad), -1, bad);
+test('addresses of both families: text ⇄ bytes, interned (one object per address, bytes and text agree)', () => {
+  const a = addr('10.244.1.2');
+  assert.deepEqual([a.family, a.bytes.toString('hex')], [4, '0af40102']);
+  assert.equal(sockAddrAt(Buffer.from('0af40102', 'hex'), 0, 4), a, 'the same object from the wire');
+  const b = addr('fd00:10:244:1::2');
+  assert.deepEqual([b.family, b.bytes.toString('hex')], [6, 'fd000010024400010000000000000002']);
+  assert.equal(sockAddrAt(Buffer.from(`00${b.bytes.toString('hex')}`, 'hex'), 1, 6), b);
+  // RFC 5952 text from the wire, as Node prints it; another prefix with the same interface id is another address
+  const other = sockAddrAt(Buffer.from('fd000010024400020000000000000002', 'hex'), 0, 6);
+  assert.deepEqual([other.ip, other === b], ['fd00:10:244:2::2', false]);
+  assert.equal(sockAddrAt(Buffer.from('00000000000000000000ffff0a000001', 'hex'), 0, 6).ip, '::ffff:10.0.0.1', 'IPv4-mapped stays IPv6 (its own address, never the IPv4 one)');
+  assert.notEqual(a.key, b.key);
+  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', 'a.b.c.d', '1.2.3.4 ', '1.2.3.0004', 'fd00::1::2', 'fd00::g']) assert.equal(sockAddrOf(bad), undefined, bad);
 });
 
 test('sendmmsg sends a batch in one call; recvmmsg drains it with each source and length', async () => {
@@ -60,7 +72,7 @@ test('sendmmsg sends a batch in one call; recvmmsg drains it with each source an
   const recv = new RecvBatch(8, 512);
   try {
     const got = collect(rx, recv, 20);
-    const to = ipv4Value('127.0.0.1');
+    const to = addr('127.0.0.1');
     for (let i = 0; i < 20; i++) send.pushCopy(to, rx.address().port, Buffer.from(`datagram-${i}`));
     send.flush();
     assert.equal(send.sent, 20);
@@ -81,7 +93,7 @@ test('attacker: an oversized datagram and a runt inside a batch are flagged alon
   const recv = new RecvBatch(16, 512);
   try {
     const got = collect(rx, recv, 6);
-    const to = ipv4Value('127.0.0.1');
+    const to = addr('127.0.0.1');
     const port = rx.address().port;
     const big = Buffer.alloc(3000, 0xab);
     big.write('HEAD', 0);
@@ -110,11 +122,11 @@ test('a datagram the kernel refuses inside a send batch is dropped; the others g
   try {
     const got = collect(rx, recv, 3);
     const port = rx.address().port;
-    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('a'));
+    send.pushCopy(addr('127.0.0.1'), port, Buffer.from('a'));
     // broadcast without SO_BROADCAST: EACCES for this one datagram only
-    send.pushCopy(ipv4Value('255.255.255.255'), port, Buffer.from('evil'));
-    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('b'));
-    send.pushCopy(ipv4Value('127.0.0.1'), port, Buffer.from('c'));
+    send.pushCopy(addr('255.255.255.255'), port, Buffer.from('evil'));
+    send.pushCopy(addr('127.0.0.1'), port, Buffer.from('b'));
+    send.pushCopy(addr('127.0.0.1'), port, Buffer.from('c'));
     assert.equal(send.flush(), 3);
     assert.equal(send.dropped, 1);
     const r = await got;
@@ -122,7 +134,7 @@ test('a datagram the kernel refuses inside a send batch is dropped; the others g
   } finally { rx.close(); tx.close(); }
 });
 
-test('a connected socket sends with no address (-1); a batch that overflows its bytes flushes first', async () => {
+test('a connected socket sends with no address (null); a batch that overflows its bytes flushes first', async () => {
   const rx = await bound();
   const tx = createSocket('udp4');
   await new Promise<void>((r) => tx.connect(rx.address().port, '127.0.0.1', () => r()));
@@ -130,14 +142,37 @@ test('a connected socket sends with no address (-1); a batch that overflows its 
   const recv = new RecvBatch(64, 65536);
   try {
     const got = collect(rx, recv, 5);
-    for (let i = 0; i < 5; i++) send.pushCopy(-1, 0, Buffer.alloc(20000, i));
+    for (let i = 0; i < 5; i++) send.pushCopy(null, 0, Buffer.alloc(20000, i));
     assert.ok(send.calls >= 1, 'pushing past 64 KiB of data flushed on its own');
     send.flush();
     assert.equal(send.sent, 5);
     const r = await got;
     const all = [...r.node, ...r.drained.map((x) => x.bytes)];
     assert.deepEqual(all.map((b) => [b.length, b[0]]), [0, 1, 2, 3, 4].map((i) => [20000, i]));
-    assert.throws(() => send.push(-1, 0, 70000), /70000 bytes/);
+    assert.throws(() => send.push(null, 0, 70000), /70000 bytes/);
     assert.throws(() => new RecvBatch(0), /capacity/);
+  } finally { rx.close(); tx.close(); }
+});
+
+test('IPv6: one batch sends to and reads from IPv6 peers (sockaddr_in6), each source its own address', async () => {
+  const rx = await bound('::1');
+  const tx = await bound('::1');
+  const send = new SendBatch(fdOf(tx), 16);
+  const recv = new RecvBatch(8, 512);
+  try {
+    const got = collect(rx, recv, 10);
+    for (let i = 0; i < 10; i++) send.pushCopy(addr('::1'), rx.address().port, Buffer.from(`v6-${i}`));
+    assert.equal(send.flush(), 10);
+    const r = await got;
+    assert.deepEqual([...r.node.map(String), ...r.drained.map((d) => d.bytes.toString())], Array.from({ length: 10 }, (_, i) => `v6-${i}`));
+    for (const d of r.drained) assert.deepEqual([d.from, d.port], ['::1', tx.address().port]);
+    assert.equal(recv.source(0), addr('::1'), 'the interned object, not a copy');
+    // the attacker: an IPv4 address pushed to an IPv6-only socket is refused by the kernel, alone
+    send.pushCopy(addr('127.0.0.1'), rx.address().port, Buffer.from('v4 on v6'));
+    send.pushCopy(addr('::1'), rx.address().port, Buffer.from('after'));
+    const next = collect(rx, recv, 1);
+    assert.equal(send.flush(), 1);
+    assert.equal(send.dropped, 1);
+    assert.deepEqual((await next).node.map(String), ['after']);
   } finally { rx.close(); tx.close(); }
 });
