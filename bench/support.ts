@@ -86,7 +86,9 @@ export function reportResults(lines: readonly string[], append: boolean | undefi
   const old = readFileSync(file, 'utf8');
   const i = old.indexOf(`\n${heading}\n`);
   if (i >= 0) {
-    const j = old.indexOf('\n## ', i + heading.length);
+    // the latest run replaces the section's own text; the `###` history kept under it stays
+    const ends = ['\n## ', '\n### '].map((h) => old.indexOf(h, i + heading.length)).filter((x) => x >= 0);
+    const j = ends.length ? Math.min(...ends) : -1;
     writeFileSync(file, old.slice(0, i + 1) + text + (j >= 0 ? old.slice(j) : ''));
   } else appendFileSync(file, `\n${text}`);
 }
