@@ -1,5 +1,5 @@
 /** Helpers shared by the benchmarks: processes pinned to a CPU, started and tracked for cleanup. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../src/lab/names.ts';
@@ -91,4 +91,20 @@ export function reportResults(lines: readonly string[], append: boolean | undefi
     const j = ends.length ? Math.min(...ends) : -1;
     writeFileSync(file, old.slice(0, i + 1) + text + (j >= 0 ? old.slice(j) : ''));
   } else appendFileSync(file, `\n${text}`);
+}
+
+/**
+ * A CA (`<name>.crt`/`.key` in `dir`) and a leaf for `host` signed by it (`leaf-<name>.pem`: the
+ * certificate, the CA's and the key, HAProxy's format; also `leaf-<name>.crt`/`.key`): the TLS
+ * benches' origins and interceptors.
+ */
+export function benchCa(dir: string, name: string, host: string): void {
+  const openssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+  const f = (x: string) => join(dir, x);
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f(`${name}.key`), '-out', f(`${name}.crt`),
+    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f(`leaf-${name}.key`), '-out', f(`leaf-${name}.csr`), '-subj', `/CN=${host}`]);
+  writeFileSync(f('ext.cnf'), `subjectAltName=DNS:${host}\nextendedKeyUsage=serverAuth\n`);
+  openssl(['x509', '-req', '-in', f(`leaf-${name}.csr`), '-CA', f(`${name}.crt`), '-CAkey', f(`${name}.key`), '-CAcreateserial', '-days', '2', '-out', f(`leaf-${name}.crt`), '-extfile', f('ext.cnf')]);
+  writeFileSync(f(`leaf-${name}.pem`), readFileSync(f(`leaf-${name}.crt`), 'utf8') + readFileSync(f(`${name}.crt`), 'utf8') + readFileSync(f(`leaf-${name}.key`), 'utf8'));
 }

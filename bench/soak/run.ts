@@ -20,12 +20,12 @@
  * least 80 % of the offered one (a soak that did not carry its load says so instead).
  * With --append the table and the command go to bench/RESULTS.md under `## soak`.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
+import { benchCa, benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,17 +66,7 @@ const children: ChildProcess[] = [];
 /** extra flags for the proxy's node (e.g. --trace-gc: its lines go to stdout, counted below) */
 const NODE_FLAGS = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(/\s+/) : [])];
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: 'ignore' });
-}
-function ca(name: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
-    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
-  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
-  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
-  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
-}
+const ca = (name: string): void => benchCa(dir, name, NAME);
 /** the benches' HAProxy configuration (`mode http` defaults: without it HAProxy ignored `http-request return` and closed every connection, and the HTTP soaks measured 503s) */
 const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 /** wrk against the proxy; `delayMs` > 0 paces each connection (Lua delay()). Returns req/s. */

@@ -17,7 +17,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
+import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
@@ -32,15 +32,7 @@ const ports = { A: { intercept: 18544, sni: 18545 }, B: { intercept: 18546, sni:
 const trees = { A: resolve(values.a), B: resolve(values.b) };
 const dir = mkdtempSync(join(tmpdir(), 'bench-tlsab-'));
 const children: ChildProcess[] = [];
-const openssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-function ca(name: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
-    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
-  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
-  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
-  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
-}
+const ca = (name: string): void => benchCa(dir, name, NAME);
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 const STATS = join(dir, 'origin.sock');

@@ -15,11 +15,11 @@
  * With --append the result table and the command go to bench/RESULTS.md under `## tls`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -30,18 +30,7 @@ const ORIGIN = 18443, H_SNI = 18444, M_SNI = 18445, H_TERM = 18446, M_TERM = 184
 const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
 const children: ChildProcess[] = [];
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: 'ignore' });
-}
-/** A CA (name.crt/name.key) and a leaf for NAME signed by it (leaf-name.pem: cert + key, HAProxy's format). */
-function ca(name: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`),
-    '-days', '2', '-subj', `/CN=bench ${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `leaf-${name}.key`), '-out', join(dir, `leaf-${name}.csr`), '-subj', `/CN=${NAME}`]);
-  writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=DNS:${NAME}\nextendedKeyUsage=serverAuth\n`);
-  openssl(['x509', '-req', '-in', join(dir, `leaf-${name}.csr`), '-CA', join(dir, `${name}.crt`), '-CAkey', join(dir, `${name}.key`), '-CAcreateserial', '-days', '2', '-out', join(dir, `leaf-${name}.crt`), '-extfile', join(dir, 'ext.cnf')]);
-  writeFileSync(join(dir, `leaf-${name}.pem`), readFileSync(join(dir, `leaf-${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `leaf-${name}.key`), 'utf8'));
-}
+const ca = (name: string): void => benchCa(dir, name, NAME);
 
 const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body, { tcp: true, global: '  tune.ssl.default-dh-param 2048\n' });
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
