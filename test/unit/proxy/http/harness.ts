@@ -4,13 +4,25 @@
  */
 import net from 'node:net';
 import http from 'node:http';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { createHttpProxy, type HttpProxy, type HttpProxyOptions } from '../../../../src/proxy/http/proxy.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import type { PortRuleHTTP } from '../../../../src/api/types.ts';
 
 export function l7(rules: PortRuleHTTP[] | null, identities: ReadonlySet<number> | 'all' = 'all'): L7Policy {
   return { parser: 'http', perSelector: [{ selector: 'test', identities, http: rules, origins: [] }] };
+}
+
+/**
+ * A proxy on loopback's egress listener that forwards every request (no L7 rules) to the origin on
+ * loopback port `upstreamPort`: for the tests that bring an origin of their own.
+ */
+export function forwardingProxy(upstreamPort: number, extra: Partial<HttpProxyOptions> = {}): HttpProxy {
+  return createHttpProxy({
+    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: upstreamPort },
+    ...extra,
+  });
 }
 
 export interface Harness {

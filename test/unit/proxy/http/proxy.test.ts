@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import http from 'node:http';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
-import { startHarness, rawExchange, l7, type Harness } from './harness.ts';
+import { startHarness, rawExchange, l7, forwardingProxy, type Harness } from './harness.ts';
 
 let h: Harness;
 before(async () => { h = await startHarness({ headerTimeoutMs: 300, maxHeadBytes: 4096 }); });
@@ -121,17 +121,12 @@ test('records: trace context from traceparent, latency on responses, request hea
 });
 
 test('upstream unreachable: 503 and a record, the proxy keeps serving', async () => {
-  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   const dead = net.createServer();
   await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
   const deadPort = (dead.address() as net.AddressInfo).port;
   await new Promise<void>((r) => dead.close(() => r()));
   const records: HttpAccessRecord[] = [];
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: deadPort },
-    onRecord: (x) => records.push(x),
-  });
+  const p = forwardingProxy(deadPort, { onRecord: (x) => records.push(x) });
   const l = await p.start();
   const r = await rawExchange(l.egress!.port, get('/x'));
   assert.deepEqual(statuses(r.text), [503]);
@@ -173,7 +168,6 @@ test('Connection: close from clients: each client connection closes, the upstrea
 
 test('Connection: close from a client, an origin head without connection fields: the head goes as received with connection: close before its empty line, framing intact', async () => {
   const { createServer } = await import('node:net');
-  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   const head = 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-odd:   spaced value \r\n\r\n';
   const up = createServer((sock) => {
     // the whole answer in one write (head and body in one read at the proxy), and in pieces
@@ -185,10 +179,7 @@ test('Connection: close from a client, an origin head without connection fields:
     sock.on('error', () => {});
   });
   await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
-  });
+  const p = forwardingProxy((up.address() as net.AddressInfo).port);
   const l = await p.start();
   try {
     for (let i = 0; i < 2; i++) {
@@ -271,7 +262,6 @@ test('Upgrade: after 101 the connection is a tunnel both ways', async () => {
 
 test('a pooled upstream connection closed by the server as it is reused: bodiless requests are sent again', async () => {
   const { createServer } = await import('node:net');
-  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   let conns = 0;
   const up = createServer((sock) => {
     conns++;
@@ -283,10 +273,7 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
     });
   });
   await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
-  });
+  const p = forwardingProxy((up.address() as net.AddressInfo).port);
   const l = await p.start();
   try {
     const a = await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'));
@@ -304,7 +291,6 @@ test('a pooled upstream connection closed by the server as it is reused: bodiles
 
 test('idle pooled upstream connections: one the server speaks on unasked or closes leaves the pool (its bytes reach no client); the sweep closes those idle too long', async () => {
   const { createServer } = await import('node:net');
-  const { createHttpProxy } = await import('../../../../src/proxy/http/proxy.ts');
   const socks: net.Socket[] = [];
   const up = createServer((sock) => {
     socks.push(sock);
@@ -312,10 +298,7 @@ test('idle pooled upstream connections: one the server speaks on unasked or clos
     sock.on('error', () => {});
   });
   await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (up.address() as net.AddressInfo).port },
-  });
+  const p = forwardingProxy((up.address() as net.AddressInfo).port);
   const l = await p.start();
   const until = async (cond: () => boolean) => { for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10)); };
   try {

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { startOrigin, type Origin } from '../../../integration/e2e/attack-http-origin.ts';
-import { rawExchange, l7 } from './harness.ts';
+import { rawExchange, l7, forwardingProxy } from './harness.ts';
 
 let origin: Origin;
 let proxy: HttpProxy;
@@ -114,10 +114,7 @@ test('no pooling after a response the proxy did not read to its end (the client 
   // the server sends the head and part of the body, then waits
   const slow = net.createServer((s) => s.once('data', () => s.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789')));
   await new Promise<void>((res) => slow.listen(0, '127.0.0.1', res));
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (slow.address() as net.AddressInfo).port },
-  });
+  const p = forwardingProxy((slow.address() as net.AddressInfo).port);
   const l = await p.start();
   try {
     await new Promise<void>((resolve) => {
@@ -172,10 +169,7 @@ test('a 101 after more client bytes, or to a request that did not ask for it, is
   // a server that switches protocols unasked
   const rogue = net.createServer((s) => s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw')));
   await new Promise<void>((res) => rogue.listen(0, '127.0.0.1', res));
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: (rogue.address() as net.AddressInfo).port },
-  });
+  const p = forwardingProxy((rogue.address() as net.AddressInfo).port);
   const l = await p.start();
   try {
     const r3 = await rawExchange(l.egress!.port, `GET /v1/models HTTP/1.1\r\n${H}\r\n`);

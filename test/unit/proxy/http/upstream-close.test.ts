@@ -7,8 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { createHttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import { rawExchange } from './harness.ts';
+import { rawExchange, forwardingProxy } from './harness.ts';
 
 /** An origin whose accepted connections are counted until they are fully closed (both sides). */
 async function origin(onConn: (s: net.Socket) => void): Promise<{ port: number; open(): Promise<number>; accepted(): number; close(): Promise<void> }> {
@@ -25,11 +24,7 @@ async function origin(onConn: (s: net.Socket) => void): Promise<{ port: number; 
 }
 
 async function proxyTo(port: number) {
-  const p = createHttpProxy({
-    policy: { endpointByIp: () => ({ id: 1, identity: 1, namespace: '', pod: '', labels: [] }), identityOf: () => 2, lookup: () => ({ verdict: 'forward', l7: null }), revision: () => 0 },
-    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port },
-    onRecord: () => {},
-  });
+  const p = forwardingProxy(port, { onRecord: () => {} });
   return { p, port: (await p.start()).egress!.port };
 }
 
