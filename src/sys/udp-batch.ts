@@ -14,6 +14,7 @@
  * struct iovec 16, struct sockaddr_in 16 (family @0, port @2, addr @4), struct sockaddr_in6 28
  * (family @0, port @2, flowinfo @4, addr @8, scope_id @24). Checked against koffi's own layout at load.
  */
+import type { Socket } from 'node:dgram';
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
 import { AF_INET, AF_INET6, sockAddrAt, type SockAddr } from './sock-addr.ts';
@@ -50,6 +51,20 @@ function arena(bytes: number): { ptr: bigint; buf: Buffer } {
 function write64(b: Buffer, off: number, v: number): void {
   b.writeUInt32LE(v % 0x100000000, off);
   b.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
+}
+
+/**
+ * The fd of a dgram socket. Node has no public accessor; `_handle` works but warns (DEP0112), so
+ * the handle is read from dgram's internal state symbol first. -1: none (the socket is not bound yet,
+ * or closed).
+ */
+export function dgramFd(s: Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(s)) {
+    if (sym.description !== 'state symbol') continue;
+    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 }
 
 /**

@@ -39,7 +39,7 @@ import { DEFAULT_PROXY_PORTS, proxyListenHost, type ProxyFamily } from '../../co
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
-import { RecvBatch, SendBatch } from '../../sys/udp-batch.ts';
+import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
@@ -143,18 +143,6 @@ function unspecified(a: SockAddr): string {
   return a.family === 6 ? '::' : '0.0.0.0';
 }
 
-/**
- * The fd of a dgram socket. Node has no public accessor; `_handle` works but warns (DEP0112), so
- * the handle is read from dgram's internal state symbol first.
- */
-function fdOf(s: Socket): number {
-  for (const sym of Object.getOwnPropertySymbols(s)) {
-    if (sym.description !== 'state symbol') continue;
-    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
-    if (typeof fd === 'number' && fd >= 0) return fd;
-  }
-  return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-}
 
 /** A receive arena and how many drains in a row found nothing queued (drain). */
 interface Drain {
@@ -257,7 +245,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       s.bind({ address: dst, port: dnsPort, exclusive: true }, () => {
         s.removeAllListeners('error');
         s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
-        const fd = fdOf(s);
+        const fd = dgramFd(s);
         try { deps.transparent?.(fd); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
         const b: BatchedSocket = { s, out: fd >= 0 ? new SendBatch(fd, 64) : null };
         replySockets.set(dst, b);
@@ -416,7 +404,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       s2.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', upstream: to, err: e.message }, 'upstream socket'));
       s2.connect(dnsPort, to, (err?: Error) => {
         if (err) { connecting.delete(to); reject(err); return; }
-        fd = fdOf(s2);
+        fd = dgramFd(s2);
         const b: BatchedSocket = { s: s2, out: fd >= 0 ? new SendBatch(fd, 64) : null };
         upstreams.set(to, b);
         resolve(b);
@@ -614,7 +602,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       l.once('error', reject);
       l.bind({ port: at, address: host }, () => { l.removeListener('error', reject); resolve(); });
     });
-    const fd = fdOf(l);
+    const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
     deps.transparent?.(fd);

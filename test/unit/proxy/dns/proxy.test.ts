@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import { createDNSProxy, DNSHoldFailed, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
-import { RecvBatch } from '../../../../src/sys/udp-batch.ts';
+import { RecvBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
 
 // the proxy's access records as the agent turns them into flows
 const parse = createL7Parser({ nodeName: 'n1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
@@ -61,12 +61,9 @@ function ask(port: number, msg: Buffer, waitMs = 1500): Promise<Buffer | null> {
 }
 /** a dgram socket's fd (Node keeps it in its internal state) */
 function clientFd(s: Socket): number {
-  for (const sym of Object.getOwnPropertySymbols(s)) {
-    if (sym.description !== 'state symbol') continue;
-    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
-    if (typeof fd === 'number' && fd >= 0) return fd;
-  }
-  throw new Error('no fd');
+  const fd = dgramFd(s);
+  if (fd < 0) throw new Error('no fd');
+  return fd;
 }
 const query = (name: string, id = 42) => dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A' }] });
 const rcode = (b: Buffer | null) => (b ? ((dnsPacket.decode(b) as { rcode?: string }).rcode ?? '') : 'none');

@@ -7,18 +7,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
-import { RecvBatch, SendBatch } from '../../../../src/sys/udp-batch.ts';
+import { RecvBatch, SendBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
 import { sockAddrAt, sockAddrOf, type SockAddr } from '../../../../src/sys/sock-addr.ts';
 
 const addr = (ip: string): SockAddr => sockAddrOf(ip)!;
 
 function fdOf(s: Socket): number {
-  for (const sym of Object.getOwnPropertySymbols(s)) {
-    if (sym.description !== 'state symbol') continue;
-    const fd = (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd;
-    if (typeof fd === 'number' && fd >= 0) return fd;
-  }
-  throw new Error('no fd');
+  const fd = dgramFd(s);
+  if (fd < 0) throw new Error('no fd');
+  return fd;
 }
 
 async function bound(ip = '127.0.0.1'): Promise<Socket> {
