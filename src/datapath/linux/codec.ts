@@ -84,12 +84,14 @@ export function formatIp(b: Buffer, off: number, family: number): string {
   return `${g.slice(0, best).join(':')}::${g.slice(best + bestLen).join(':')}`;
 }
 
-export function parseMac(mac: string | undefined): Buffer {
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+
+/** aa:bb:cc:dd:ee:ff as its six bytes (none: zeros); `hint` says where the address came from. */
+export function parseMac(mac: string | undefined, hint = 'six hex pairs, aa:bb:cc:dd:ee:ff'): Buffer {
   const b = Buffer.alloc(6);
   if (!mac) return b;
-  const parts = mac.split(':');
-  if (parts.length !== 6) throw new MembraneError('DATAPATH_BAD_MAC', `not a MAC address: "${mac}"`);
-  parts.forEach((p, i) => (b[i] = parseInt(p, 16)));
+  if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `not a MAC address: "${mac}"`, { hint });
+  for (let i = 0; i < 6; i++) b[i] = parseInt(mac.slice(i * 3, i * 3 + 2), 16);
   return b;
 }
 
@@ -538,8 +540,6 @@ export function encodeDevConfig(flags: number): Buffer {
 // ------------------------------------------------------------------ other nodes' underlay MACs (mb_node_macs)
 
 export const NODE_MAC_SIZE = 8;
-const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
-
 /** The key of mb_node_macs: a node's InternalIP, network order. */
 export function encodeNodeMacKey(ip: string): Buffer {
   const b = parseIPv4(ip);
@@ -548,9 +548,10 @@ export function encodeNodeMacKey(ip: string): Buffer {
 }
 
 export function encodeNodeMac(mac: string): Buffer {
-  if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, { hint: 'a node entry\'s UnderlayMAC' });
+  // no address is no node's address here (parseMac reads it as zeros, an endpoint's "none")
+  if (!mac) throw new MembraneError('DATAPATH_BAD_MAC', 'not a MAC address: ""', { hint: 'a node entry\'s UnderlayMAC' });
   const b = Buffer.alloc(NODE_MAC_SIZE);
-  parseMac(mac).copy(b);
+  parseMac(mac, 'a node entry\'s UnderlayMAC').copy(b);
   return b;
 }
 
