@@ -8,7 +8,7 @@ import type { JSX } from 'preact';
 import { memo } from 'preact/compat';
 import { useMemo, useRef } from 'preact/hooks';
 import type { MapEdge, MapNode, MapSnapshot } from '../model/map.ts';
-import { edgeVerdict } from '../model/verdict.ts';
+import { edgeVerdict, passedCount } from '../model/verdict.ts';
 import { CARD_H, CARD_W, StableLayout, type Box } from '../model/layout.ts';
 import type { Selection } from './side-panel.tsx';
 
@@ -28,7 +28,7 @@ export function edgeSummary(e: MapEdge, nodes: Map<string, MapNode>): string {
   const to = nodes.get(e.to)?.name ?? e.to;
   const c = e.counts;
   const parts = [`${from} to ${to}`, `${e.port}/${e.proto}`, ...(e.l7.length ? [e.l7.join(', ')] : []), edgeVerdict(e)];
-  parts.push(`${c.forwarded} forwarded`, `${c.dropped} dropped`);
+  parts.push(`${passedCount(e) - c.redirected} forwarded`, `${c.dropped} dropped`);
   if (c.audit) parts.push(`${c.audit} audit`);
   if (c.redirected) parts.push(`${c.redirected} redirected`);
   const denied = e.requests.filter((r) => r.counts.dropped);
@@ -151,7 +151,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     const ai = aiLine(e);
     const head = [
       `${e.port}/${e.proto}${e.l7.length ? ` · ${e.l7.join('/')}` : ''}`,
-      `✓${e.counts.forwarded + e.counts.redirected}${e.counts.dropped ? `  ✗${e.counts.dropped}` : ''}${e.counts.audit ? `  ⚠${e.counts.audit}` : ''}  ${fmtRate(e.rate)}`,
+      `✓${passedCount(e)}${e.counts.dropped ? `  ✗${e.counts.dropped}` : ''}${e.counts.audit ? `  ⚠${e.counts.audit}` : ''}  ${fmtRate(e.rate)}`,
       ...(ai ? [ai] : []),
     ];
     const lines = [...head, ...denied.slice(0, 2).map((r) => `✗ ${truncate(`${r.method} ${r.path}`, 26)}${Object.keys(r.codes).length ? ` ${Object.keys(r.codes).join('/')}` : ''}`)];

@@ -59,6 +59,7 @@ function EdgeDetail({ edge: e, nodes }: { edge: MapEdge; nodes: MapNode[] }) {
         <div class="v-dropped"><dt>dropped</dt><dd>{e.counts.dropped}</dd></div>
         <div class="v-audit"><dt>audit</dt><dd>{e.counts.audit}</dd></div>
         <div class="v-redirected"><dt>redirected</dt><dd>{e.counts.redirected}</dd></div>
+        {e.transit > 0 && <div title="forwarded by the source's node; the destination's node gives the verdict above"><dt>sent</dt><dd>{e.transit}</dd></div>}
         <div><dt>rate</dt><dd>{e.rate.toFixed(1)}/s</dd></div>
       </dl>
       {Object.keys(e.dropReasons).length > 0 && <p>Drop reasons: {Object.entries(e.dropReasons).map(([k, v]) => `${k} ×${v}`).join(', ')}</p>}
