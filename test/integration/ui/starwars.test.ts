@@ -283,7 +283,8 @@ test('the suggested rules, applied in the lab, let exactly that traffic pass', a
   await lab.ok(['apply', '-f', file]);
   await lab.settle();
   assert.equal(await curl('xwing', 'POST', '/v1/request-landing'), '200', 'the dropped connection now passes');
-  assert.equal(await curl('tiefighter', 'PUT', '/v1/exhaust-port'), '200', 'the denied request now passes');
+  // the proxy lets it through to the deathstar, whose own answer to it is 503 (it explodes)
+  assert.equal(await curl('tiefighter', 'PUT', '/v1/exhaust-port'), '503', 'the denied request now reaches the deathstar');
   // and nothing beside them: another path for the tiefighter, another port for the xwing
   assert.equal(await curl('tiefighter', 'PUT', '/v1/other-port'), '403');
   assert.equal((await why({ from: 'default/xwing', to: 'default/deathstar', port: 8080, protocol: 'TCP' })).trace.verdict, 'DROPPED');
