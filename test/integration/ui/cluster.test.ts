@@ -5,7 +5,8 @@
  * policy. The map shows both edges with the destination's verdict (node3 forwarded the SYN out,
  * node2 dropped it: the edge reads dropped), one card per workload whichever node reported it;
  * the intruder edge's why names the policy's default deny with file:line; the server's policy
- * view comes from node2's agent; the node filter keeps one node's flows.
+ * view comes from node2's agent; the node filter keeps one node's flows. `membrane up` prints the
+ * UI's address, 127.0.0.1:12000, which `membrane ui` takes by default.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,7 +44,12 @@ async function curl(from: string, ip: string, maxTime = 3): Promise<string> {
 
 before(async () => {
   if (skip) return;
-  await lab.ok(['up', '--nodes', '3'], { timeoutMs: 300_000 });
+  const up = await lab.run(['up', '--nodes', '3'], { timeoutMs: 300_000 });
+  assert.equal(up.code, 0, up.stderr);
+  // `membrane up` tells where the UI is: Hubble UI's address, which `membrane ui` takes by default
+  assert.match(up.stderr, /UI: `membrane ui` serves it at http:\/\/127\.0\.0\.1:12000/);
+  const help = await lab.ok(['ui', '--help']);
+  assert.match(help, /--address <ip>[\s\S]*default: "127\.0\.0\.1"[\s\S]*--port <n>[\s\S]*default: "12000"/);
   await lab.apply([ns]);
   await lab.apply([pod('client', 'node1'), pod('server', 'node2'), pod('intruder', 'node3'), policy]);
   let ip = '';
