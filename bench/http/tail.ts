@@ -11,7 +11,7 @@
  *   other <comm>        another process on that CPU (on a shared machine, most of them)
  *   idle                nothing: the wait was elsewhere (the origin or the client on CPU 0)
  *
- *   bin/node bench/http/tail.ts [--tree .] [--flags '--single-threaded-gc'] [--secs 5] [--slow-us 1000] [--rules 100] [--list 20]
+ *   bin/node bench/http/tail.ts [--tree .] [--flags=--single-threaded-gc] [--secs 5] [--slow-us 1000] [--rules 100] [--list 20]
  * Needs root (perf sched) and cc.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
