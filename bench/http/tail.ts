@@ -11,7 +11,10 @@
  *   other <comm>        another process on that CPU (on a shared machine, most of them)
  *   idle                nothing: the wait was elsewhere (the origin or the client on CPU 0)
  *
- *   bin/node bench/http/tail.ts [--tree .] [--flags=--single-threaded-gc] [--secs 5] [--slow-us 1000] [--rules 100] [--list 20]
+ *   bin/node bench/http/tail.ts [--tree .] [--flags=--single-threaded-gc] [--nice-workers 19] [--secs 5] [--slow-us 1000] [--rules 100] [--list 20]
+ * --nice-workers N: the proxy's threads other than its main thread (V8's workers, libuv's pool) at
+ * nice N after the warm-up, so that the event loop takes the pinned CPU back from them at once
+ * (an experiment on the tail; V8's main thread joins its own GC jobs, so they still finish).
  * Needs root (perf sched) and cc.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -23,7 +26,7 @@ import { benchProxyNodeFlags, haproxyCfg, startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: {
   tree: { type: 'string', default: resolve(import.meta.dirname, '../..') }, flags: { type: 'string', default: '' },
-  secs: { type: 'string', default: '5' }, 'slow-us': { type: 'string', default: '1000' }, rules: { type: 'string', default: '100' }, list: { type: 'string', default: '15' },
+  'nice-workers': { type: 'string' }, secs: { type: 'string', default: '5' }, 'slow-us': { type: 'string', default: '1000' }, rules: { type: 'string', default: '100' }, list: { type: 'string', default: '15' },
 } });
 const ORIGIN = 18380, PROXY = 18382;
 const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
@@ -57,11 +60,27 @@ try {
   execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${PROXY}${PATH}`]); // warm up (JIT, pool)
   const threads = new Map<number, string>();
   for (const t of readdirSync(`/proc/${pid}/task`)) threads.set(Number(t), readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim());
+  if (values['nice-workers'] !== undefined) {
+    for (const tid of threads.keys()) if (tid !== pid) execFileSync('renice', ['-n', values['nice-workers'], '-p', String(tid)], { stdio: 'ignore' });
+  }
+  /** CPU of the proxy's main thread and of its other threads so far, ms (/proc, 10 ms ticks) */
+  const threadCpu = () => {
+    let main = 0, rest = 0;
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      const st = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      const ms = (Number(f[11]) + Number(f[12])) * 10;
+      if (Number(t) === pid) main += ms; else rest += ms;
+    }
+    return { main, rest };
+  };
   const data = join(dir, 'sched.data');
   const perf = spawn('perf', ['sched', 'record', '-k', 'mono', '-C', '1', '-o', data, '--', 'sleep', String(Number(values.secs) + 3)], { stdio: 'ignore' });
   children.push(perf);
   await new Promise((r) => setTimeout(r, 1500)); // perf records before the first request
+  const c0 = threadCpu();
   const res = execFileSync('taskset', ['-c', '0', cli, String(PROXY), values.secs, values['slow-us'], PATH]).toString();
+  const c1 = threadCpu();
   await new Promise<void>((r) => perf.once('exit', () => r()));
   const segs = cpuTimeline(data);
   const slow = [...res.matchAll(/^slow (\d+) (\d+)$/gm)].map((m) => ({ t0: Number(m[1]) / 1e9, d: Number(m[2]) / 1e9 }));
@@ -91,7 +110,9 @@ try {
     for (const [k, v] of on) held.set(k, (held.get(k) ?? 0) + v * 1000);
     listed.push(`${(r.d * 1000).toFixed(3).padStart(8)} ms: ${sorted.map(([k, v]) => `${k} ${(v * 1000).toFixed(2)}`).join(', ')}`);
   }
-  console.log(`proxy ${tree} ${flags.join(' ')}\nload ${readFileSync('/proc/loadavg', 'utf8').trim()}\n${summary}`);
+  const n0 = Number(/^n (\d+)/m.exec(res)?.[1] ?? 0);
+  console.log(`proxy ${tree} ${flags.join(' ')}${values['nice-workers'] !== undefined ? ` (other threads at nice ${values['nice-workers']})` : ''}\nload ${readFileSync('/proc/loadavg', 'utf8').trim()}\n${summary}`);
+  console.log(`proxy CPU per request: main thread ${((c1.main - c0.main) * 1000 / n0).toFixed(1)} µs, other threads ${((c1.rest - c0.rest) * 1000 / n0).toFixed(1)} µs`);
   console.log(`${slow.length} requests over ${values['slow-us']} µs (${covered} inside the recorded window), by what held CPU 1 for most of each:`);
   for (const [k, v] of [...byCause].sort((a, b) => b[1].n - a[1].n)) console.log(`  ${String(v.n).padStart(5)} x (${v.ms.toFixed(1)} ms of latency): ${k}`);
   console.log('CPU 1 time during the slow requests (ms):');
