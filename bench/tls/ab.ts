@@ -66,7 +66,10 @@ try {
   const url = (k: 'A' | 'B', m: Mode) => `https://${NAME}:${m === 'sni' ? ports[k].sni : ports[k].intercept}/v1/models`;
   for (const k of ['A', 'B'] as const) for (const m of modes) execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c10', '-d2s', '-s', LUA, ...args[m].slice(1), url(k, m)]);
   /** the intercepting proxy's client handshakes so far, full and resumed (proxy-server.ts writes them on SIGUSR2) */
+  // a tree whose proxy-server.ts does not count them would be killed by the signal
+  const counts = { A: readFileSync(join(trees.A, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2'), B: readFileSync(join(trees.B, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2') };
   const handshakes = async (k: 'A' | 'B'): Promise<{ full: number; resumed: number }> => {
+    if (!counts[k]) return { full: NaN, resumed: NaN };
     const f = join(dir, `handshakes-${ports[k].intercept}.json`);
     rmSync(f, { force: true });
     process.kill(pid[k]!.intercept, 'SIGUSR2');
