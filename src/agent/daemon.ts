@@ -181,7 +181,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
     return { ...s, encryption: await encryptionView(encryption, s.errors) };
-  }, policy);
+  }, policy, (ip) => { const id = parts.fqdnIdentityOf(ip); return id === undefined ? undefined : policy.identityLabels(id); });
   // A policy change is in once the proxies judge by it too: with an external L7 proxy that is when
   // it acked the snapshot holding it (in-agent proxies look the engine up live).
   for (const r of ['POST /v1/apply', 'POST /v1/delete', 'POST /v1/settle'] as const) {

@@ -45,11 +45,17 @@ async function traceResources(agent: Agent, extra: unknown[] | undefined): Promi
   return [...byKey.values()];
 }
 
-/** Traces a request routes.ts has checked (src/api/requests.ts traceRequestSchema). */
-export async function traceLive(agent: Agent, req: z.output<typeof traceRequestSchema>): Promise<TraceResponse> {
+/** The agent's identity labels of an IP learnt through the DNS proxy (tracePolicy's learnedIPLabels). */
+export type LearnedIPLabels = (ip: string) => readonly string[] | undefined;
+
+/**
+ * Traces a request routes.ts has checked (src/api/requests.ts traceRequestSchema), with the IPs
+ * this agent learnt for toFQDNs names, which the files cannot say.
+ */
+export async function traceLive(agent: Agent, learnedIPLabels: LearnedIPLabels | undefined, req: z.output<typeof traceRequestSchema>): Promise<TraceResponse> {
   const resources = await traceResources(agent, req.with);
   const trace = tracePolicy({
-    resources, from: req.from, to: req.to, port: req.port, protocol: req.protocol,
+    resources, from: req.from, to: req.to, port: req.port, protocol: req.protocol, ...(learnedIPLabels ? { learnedIPLabels } : {}),
     ...(req.http ? { http: req.http } : {}), ...(req.dnsName ? { dnsName: req.dnsName } : {}),
   });
   return { trace, text: formatTrace(trace) };

@@ -116,6 +116,12 @@ export interface TraceInput {
   enforcementMode?: 'default' | 'always' | 'never';
   /** YAML path → line/col inside a resource's document (from the loader), for rule lines. */
   locate?: TranslateOptions['locate'];
+  /**
+   * A live agent's labels for an IP it learnt through the DNS proxy (`fqdn:` selector labels with
+   * the world/CIDR ones), undefined for any other IP. Files alone cannot know which names resolved
+   * to an address, so without it a toFQDNs peer traces as the world and its allow is missed.
+   */
+  learnedIPLabels?: (ip: string) => readonly string[] | undefined;
 }
 
 interface LabPod {
@@ -201,7 +207,7 @@ const ENTITY_IDENTITY: Record<string, number> = Object.fromEntries(
   Object.entries(RESERVED_NAMES).filter(([id]) => Number(id) !== 0).map(([id, name]) => [name, Number(id)]),
 );
 
-function resolvePeer(lab: Lab, spec: string): { peer: TracePeer; pod?: LabPod } {
+function resolvePeer(lab: Lab, spec: string, learnedIPLabels?: TraceInput['learnedIPLabels']): { peer: TracePeer; pod?: LabPod } {
   const s = spec.trim();
   const entity = ENTITY_IDENTITY[s.toLowerCase()];
   if (entity !== undefined) {
@@ -211,6 +217,13 @@ function resolvePeer(lab: Lab, spec: string): { peer: TracePeer; pod?: LabPod } 
   if (parseIP(s)) {
     const pod = lab.byIP.get(s);
     if (pod) return { peer: podPeer(spec, pod), pod };
+    const learned = learnedIPLabels?.(s);
+    if (learned?.length) {
+      // the trace's own identity for the agent's labels: the selector cache then selects it as the
+      // datapath's identity for this IP is selected (the number differs, the selections do not)
+      const { identity } = lab.engine.allocator.allocateSync(LabelSet.parse(learned));
+      return { peer: { spec, kind: 'ip', ip: s, identity: identity.id, labels: identity.labels.toStrings() } };
+    }
     const identity = lab.engine.ipcache.lookupIdentity(s);
     const labels = lab.engine.selectorCache.identityLabels(identity) ?? LabelSet.empty;
     return { peer: { spec, kind: 'ip', ip: s, identity, labels: labels.toStrings() } };
@@ -283,8 +296,8 @@ export function tracePolicy(input: TraceInput): TraceResult {
   const proto = PROTO_BY_NAME[protoName];
   if (proto === undefined) throw new MembraneError('TRACE_BAD_PROTOCOL', `unknown protocol "${input.protocol}"`, { hint: 'TCP, UDP, SCTP, ICMP or ICMPv6' });
   if (!Number.isInteger(input.port) || input.port < 0 || input.port > 65535) throw new MembraneError('TRACE_BAD_PORT', `port ${input.port} is out of range`, { hint: '0-65535 (the ICMP type for ICMP)' });
-  const src = resolvePeer(lab, input.from);
-  const dst = resolvePeer(lab, input.to);
+  const src = resolvePeer(lab, input.from, input.learnedIPLabels);
+  const dst = resolvePeer(lab, input.to, input.learnedIPLabels);
   const eg = side(lab, src.pod, 'egress', dst.peer.identity, proto, input.port, input.authenticated ?? false);
   const ing = side(lab, dst.pod, 'ingress', src.peer.identity, proto, input.port, input.authenticated ?? false);
   const result: TraceResult = {

@@ -117,3 +117,26 @@ test('checkImport: per-policy problems and cross-policy L7 conflicts', () => {
   assert.match(issues[0]!.message, /cannot merge conflicting L7 parsers/);
   assert.deepEqual(checkImport(base), []);
 });
+
+test('trace: a toFQDNs peer is allowed by its rule only when the live agent says the IP was learnt for that name', async () => {
+  const { fqdnIPLabels } = await import('../../../src/fqdn/name-manager.ts');
+  const egress = cnp('to-openai', 'default', {
+    endpointSelector: { matchLabels: { class: 'xwing' } },
+    egress: [{ toFQDNs: [{ matchName: 'api.openai.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }],
+  }, 'fqdn.yaml');
+  const resources = [...base, egress];
+  const learnt = '203.0.113.7';
+  const learnedIPLabels = (ip: string) => (ip === learnt ? fqdnIPLabels(ip, ['api.openai.com']).toStrings() : undefined);
+  const ok = tracePolicy({ resources, from: 'default/xwing', to: learnt, port: 443, protocol: 'TCP', learnedIPLabels });
+  assert.equal(ok.verdict, 'FORWARDED', formatTrace(ok));
+  assert.deepEqual(ok.egress.rules.map((r) => [r.policy, r.file]), [['default/to-openai', 'fqdn.yaml']]);
+  assert.ok(ok.destination.labels.includes('fqdn:api.openai.com'), ok.destination.labels.join(' '));
+  // the same name's rule, another port: still default deny
+  assert.equal(tracePolicy({ resources, from: 'default/xwing', to: learnt, port: 80, protocol: 'TCP', learnedIPLabels }).verdict, 'DROPPED');
+  // an address the agent never learnt for the name is the world: default deny by to-openai
+  const other = tracePolicy({ resources, from: 'default/xwing', to: '203.0.113.8', port: 443, protocol: 'TCP', learnedIPLabels });
+  assert.equal(other.verdict, 'DROPPED');
+  assert.deepEqual(other.egress.defaultDenyBy?.map((r) => r.policy), ['default/to-openai']);
+  // files alone (policy trace offline): no learnt addresses, so the world
+  assert.equal(tracePolicy({ resources, from: 'default/xwing', to: learnt, port: 443, protocol: 'TCP' }).verdict, 'DROPPED');
+});
