@@ -92,7 +92,7 @@ test('stacked VLAN tags: re-sending the pod\'s own SYN opens no TCP connection t
       const probe = lab.probe('avl', 'attacker', [`${ip}:${port}/tcp`], 6000);
       const synPred = (f: { dir: string; ip?: { dst: string; proto: number }; dport?: number; tcpFlags?: number }) =>
         f.dir === 'out' && f.ip?.dst === ip && f.ip.proto === TCP && f.dport === port && f.tcpFlags === SYN;
-      const syn = await cap.waitFor(synPred, 8000);
+      const syn = await cap.waitFor(synPred, 30_000); // the prober starts in the pod first: seconds on a loaded machine
       assert.ok(syn, `the pod's SYN to ${ip}:${port} was captured`);
       const deadline = Date.now() + 3000;
       while (Date.now() < deadline) {
