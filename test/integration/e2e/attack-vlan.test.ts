@@ -129,7 +129,7 @@ test('IPv6 disabled (single stack): a pod\'s IPv6 frame to another pod never arr
   const endpoints = JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'avl', '-o', 'json'])) as { items: { pod: string; identity: number }[] };
   const atkId = endpoints.items.find((e) => e.pod === 'attacker')!.identity;
   assert.ok(atkId >= 256, `the attacker's identity: ${JSON.stringify(endpoints.items)}`);
-  const isDrop = (f: Flow, port?: number) => f.drop_reason_desc === 'UNSUPPORTED_L3_PROTOCOL' && f.IP?.ip_version === 'IPv6' &&
+  const isDrop = (f: Flow, port?: number) => f.drop_reason_desc === 'UNSUPPORTED_L3_PROTOCOL' && f.IP?.ipVersion === 'IPv6' &&
     f.IP?.source === src6 && f.IP?.destination === dst6 && (port === undefined ? f.l4?.ICMPv6?.type === 128 : f.l4?.TCP?.destination_port === port);
   const args = ['--verdict', 'DROPPED', '--ip-version', 'v6', '--from-identity', String(atkId), '--since', since.toISOString(), '--last', '2000'];
   const fs = await lab.waitFlows(args, (xs) => xs.some((f) => isDrop(f, 8080)) && xs.some((f) => isDrop(f)));

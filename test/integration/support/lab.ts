@@ -184,7 +184,7 @@ export interface Flow {
   is_reply?: boolean;
   policy_match_type?: number;
   Type?: string;
-  IP?: { source?: string; destination?: string; ip_version?: string };
+  IP?: { source?: string; destination?: string; ipVersion?: string };
   l4?: { TCP?: { source_port?: number; destination_port?: number; flags?: Record<string, boolean> }; UDP?: { destination_port?: number }; ICMPv6?: { type?: number; code?: number } };
   source?: { namespace?: string; pod_name?: string; identity?: number; labels?: string[] };
   destination?: { namespace?: string; pod_name?: string; identity?: number; labels?: string[] };
