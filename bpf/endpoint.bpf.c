@@ -548,7 +548,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		} else {
 			stat_inc(STAT_MALFORMED);
 		}
-		if (p->family == 4 || p->family == 6)
+		/* IPv6 while disabled has no identity here (Cilium's drop says UNKNOWN_ID): the ipcache's
+		 * ::/0 would name every address world */
+		if (p->family == 4 || (p->family == 6 && ipv6_enabled()))
 			ctx_remote(&h.c, &h.rm, from, remote_of(&h), p->family);
 		return do_drop(p, &h.c, (__u8)(-r), dir);
 	}

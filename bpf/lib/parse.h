@@ -58,6 +58,18 @@ static __always_inline void peek_tagged(void *data, void *data_end, struct pkt *
 		p->proto = ip6->nexthdr;
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		/* the L4 right after the fixed header, as Hubble decodes a drop's packet (gopacket stops
+		 * at an extension header): ports and TCP flags, or the ICMPv6 type and code */
+		__u8 *l4 = (void *)(ip6 + 1);
+		if ((ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP) && (void *)(l4 + 4) <= data_end) {
+			p->sport = *(__be16 *)l4;
+			p->dport = *(__be16 *)(l4 + 2);
+			if (ip6->nexthdr == IPPROTO_TCP && (void *)(l4 + 14) <= data_end)
+				p->tcp_flags = l4[13];
+		} else if (ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(l4 + 2) <= data_end) {
+			p->icmp_type = l4[0];
+			p->icmp_code = l4[1];
+		}
 		return;
 	}
 	if (proto != bpf_htons(ETH_P_IP))

@@ -4,10 +4,13 @@
  * the real server's certificate: nothing is decrypted), another name is reset even when it
  * resolves to the same address, wildcards follow the FQDN pattern rules, and hand-made bad
  * ClientHellos are refused (or passed when their name is allowed) without breaking the proxy.
+ * The TLS proxy runs in its own supervised process (issue 14): an established TLS session through
+ * it survives a kill -9 of the agent, and the restarted agent enforces the same names.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { caCertPath } from '../../../src/lab/ca.ts';
 
@@ -149,4 +152,49 @@ test('pods the policy does not select are not redirected; without the policy any
     assert.equal((await curl('other', 'evil.example', { resolve: OPENAI })).code, 0);
   });
   assert.equal((await curl('client', 'evil.example', { resolve: OPENAI })).code, 0);
+});
+
+test('an established TLS session through the SNI proxy survives kill -9 of the agent (the proxy runs in its own process); the restarted agent enforces the same names', async () => {
+  await withPolicies([sniPolicy], async () => {
+    const first = await curl('client', 'api.openai.com', { path: '/v1/models' }); // the name resolved once: its address allowed
+    assert.equal(first.code, 0, first.err);
+    const lastOk = (out: string) => Math.max(0, ...[...out.matchAll(/ok (\d+)/g)].map((m) => Number(m[1])));
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // one TLS session (the pod verifies api.openai.com's certificate), a request every 200 ms
+    const hold = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), OPENAI, '443'],
+      { HOLD_DURATION_MS: '60000', HOLD_TLS_NAME: 'api.openai.com', HOLD_TLS_CA: CA });
+    let out = '';
+    hold.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    hold.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    try {
+      for (let i = 0; i < 300 && !/ok 3\b/.test(out); i++) await sleep(100);
+      assert.match(out, /ok 3\b/, `the TLS session carries requests before the kill: ${out.slice(-300)}`);
+      const proxyPid = (await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.pid'), 'utf8')).trim();
+      const pidFile = lab.paths.agentPidFile('node1');
+      const pid = Number((await readFile(pidFile, 'utf8')).trim());
+      process.kill(pid, 'SIGKILL');
+      const alive = (p: number) => { try { process.kill(p, 0); return true; } catch { return false; } };
+      for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
+      let back = 0;
+      for (let i = 0; i < 300 && !back; i++) {
+        const p = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+        if (p && p !== pid && alive(p)) back = p;
+        else await sleep(100);
+      }
+      assert.ok(back, 'the supervisor restarted the agent');
+      await lab.settle();
+      const atBack = lastOk(out);
+      for (let i = 0; i < 100 && lastOk(out) < atBack + 5; i++) await sleep(100);
+      assert.doesNotMatch(out, /fail/, `the TLS session was never cut: ${out.slice(-300)}`);
+      assert.ok(lastOk(out) >= atBack + 5, `the session carries requests after the restart (${atBack} -> ${lastOk(out)})`);
+      assert.equal((await readFile(join(lab.paths.nodeDir('node1'), 'l7proxy.pid'), 'utf8')).trim(), proxyPid, 'the proxy process ran on across the agent kill');
+      // the restarted agent enforces the same names: the other name on the same address is reset, the allowed one passes
+      const evil = await curl('client', 'evil.example', { resolve: OPENAI });
+      assert.equal(evil.code, 35, `curl: ${evil.err}`);
+      const again = await curl('client', 'api.openai.com', { path: '/v1/models' });
+      assert.equal(again.code, 0, again.err);
+    } finally {
+      hold.kill('SIGKILL');
+    }
+  });
 });

@@ -184,8 +184,8 @@ export interface Flow {
   is_reply?: boolean;
   policy_match_type?: number;
   Type?: string;
-  IP?: { source?: string; destination?: string };
-  l4?: { TCP?: { source_port?: number; destination_port?: number; flags?: Record<string, boolean> }; UDP?: { destination_port?: number } };
+  IP?: { source?: string; destination?: string; ipVersion?: string };
+  l4?: { TCP?: { source_port?: number; destination_port?: number; flags?: Record<string, boolean> }; UDP?: { destination_port?: number }; ICMPv6?: { type?: number; code?: number } };
   source?: { namespace?: string; pod_name?: string; identity?: number; labels?: string[] };
   destination?: { namespace?: string; pod_name?: string; identity?: number; labels?: string[] };
   event_type?: { type?: number; sub_type?: number };
