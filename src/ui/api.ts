@@ -48,8 +48,9 @@ export type ApiHandler = (body: unknown, query: URLSearchParams) => Promise<unkn
 
 const TIMEOUT_MS = 15_000;
 
-export function uiApi(opts: { agentSocket: string; info: () => Record<string, unknown> }): Record<string, ApiHandler> {
-  const agent = <T>(method: 'GET' | 'POST', path: string, body?: unknown) => callAgent<T>(opts.agentSocket, method, path, body, TIMEOUT_MS).catch((e: unknown) => {
+export function uiApi(opts: { agentSocket: string; otherAgentSockets?: string[]; info: () => Record<string, unknown> }): Record<string, ApiHandler> {
+  const others = opts.otherAgentSockets ?? [];
+  const agent = <T>(method: 'GET' | 'POST', path: string, body?: unknown, socket = opts.agentSocket) => callAgent<T>(socket, method, path, body, TIMEOUT_MS).catch((e: unknown) => {
     if (e instanceof AgentCallError) throw new UiRequestError(e.code === 'API_NOT_FOUND' ? 404 : 400, e.code, e.message, { ...(e.hint ? { hint: e.hint } : {}), ...(e.issues ? { issues: e.issues } : {}) });
     if (e instanceof MembraneError) throw new UiRequestError(502, e.code, e.message, e.hint ? { hint: e.hint } : {});
     throw e;
@@ -61,14 +62,32 @@ export function uiApi(opts: { agentSocket: string; info: () => Record<string, un
   return {
     'GET /api/v1/info': async () => opts.info(),
     'GET /api/v1/status': () => agent('GET', '/v1/status'),
-    'GET /api/v1/endpoints': (_b, q) => agent('GET', `/v1/endpoints${ns(q)}`),
+    // a cluster's endpoints are each on their own node's agent: the page lists them all
+    'GET /api/v1/endpoints': async (_b, q) => {
+      const all = await Promise.all([opts.agentSocket, ...others].map((s, i) => agent<{ items: unknown[] }>('GET', `/v1/endpoints${ns(q)}`, undefined, s)
+        .catch((e: unknown) => { if (i === 0) throw e; return { items: [] }; })));
+      return { items: all.flatMap((r) => r.items) };
+    },
     'GET /api/v1/identities': () => agent('GET', '/v1/identities'),
     'GET /api/v1/policies': (_b, q) => agent('GET', `/v1/policies${ns(q)}`),
     'GET /api/v1/endpoint/policy': (_b, q) => {
       const n = q.get('namespace') ?? '';
       const p = q.get('pod') ?? '';
       if (!n || !p) throw new UiRequestError(400, 'UI_BAD_REQUEST', 'namespace and pod are required', { hint: '/api/v1/endpoint/policy?namespace=NS&pod=POD' });
-      return agent('GET', `/v1/endpoint/policy?namespace=${encodeURIComponent(n)}&pod=${encodeURIComponent(p)}`);
+      const path = `/v1/endpoint/policy?namespace=${encodeURIComponent(n)}&pod=${encodeURIComponent(p)}`;
+      // the pod's own node knows its MapState: on a cluster, the first agent that has it answers
+      return (async () => {
+        let first: unknown;
+        for (const s of [opts.agentSocket, ...others]) {
+          try {
+            return await agent('GET', path, undefined, s);
+          } catch (e) {
+            if (!(e instanceof UiRequestError && e.status === 404)) throw e;
+            first ??= e;
+          }
+        }
+        throw first;
+      })();
     },
     'POST /api/v1/why': async (body) => {
       const parsed = WhyRequestSchema.safeParse(body ?? {});

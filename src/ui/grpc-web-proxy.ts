@@ -12,8 +12,9 @@
 import http2 from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ServerTarget } from '../hubble/client.ts';
+import type { HubbleClientTlsFiles, ServerTarget } from '../hubble/client.ts';
 import { formatTarget } from '../hubble/client.ts';
+import { clientTlsOptions } from '../hubble/tls.ts';
 
 export const OBSERVER_METHODS: ReadonlySet<string> = new Set([
   '/observer.Observer/GetFlows', '/observer.Observer/ServerStatus', '/observer.Observer/GetNodes', '/observer.Observer/GetNamespaces',
@@ -48,15 +49,21 @@ function grpcWebError(res: ServerResponse, code: number, message: string): void 
   res.end();
 }
 
-export function createGrpcWebProxy(target: ServerTarget): GrpcWebProxy {
+/**
+ * `tls` makes a TCP upstream TLS (a Relay serves mutual TLS only, as the lab's does): the files
+ * are read once, here, so a missing certificate fails `membrane ui` at start, not the first page.
+ */
+export function createGrpcWebProxy(target: ServerTarget, tls?: HubbleClientTlsFiles): GrpcWebProxy {
   let session: http2.ClientHttp2Session | undefined;
-  const where = formatTarget(target);
+  const secure = target.kind === 'tcp' && (target.tls || tls !== undefined) ? clientTlsOptions(tls ?? {}) : undefined;
+  const where = `${formatTarget(target)}${secure && !(target.kind === 'tcp' && target.tls) ? ' (TLS)' : ''}`;
+  const authority = target.kind === 'tcp' ? `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}` : '';
 
   function upstream(): http2.ClientHttp2Session {
     if (session && !session.closed && !session.destroyed) return session;
     const s = target.kind === 'unix'
       ? http2.connect('http://localhost', { createConnection: () => netConnect(target.path) })
-      : http2.connect(`http://${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`);
+      : secure ? http2.connect(`https://${authority}`, secure) : http2.connect(`http://${authority}`);
     s.on('error', () => { /* each stream reports it; the next call reconnects */ });
     s.on('close', () => { if (session === s) session = undefined; });
     s.unref();

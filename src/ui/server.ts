@@ -12,7 +12,7 @@
  * it never grants), and sends a Content-Security-Policy that allows nothing but itself.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { formatTarget, type ServerTarget } from '../hubble/client.ts';
+import { formatTarget, type HubbleClientTlsFiles, type ServerTarget } from '../hubble/client.ts';
 import { MembraneError } from '../common/errors.ts';
 import { createGrpcWebProxy } from './grpc-web-proxy.ts';
 import { uiApi, UiRequestError, type ApiHandler } from './api.ts';
@@ -26,9 +26,14 @@ export interface UiServerOptions {
   address?: string;
   /** 0 picks a free port */
   port?: number;
-  /** the one Observer endpoint behind the UI: a node socket now, the Relay later */
+  /** the one Observer endpoint behind the UI: a node's hubble socket, or a cluster's Relay */
   observer: ServerTarget;
+  /** client certificate, CA and server name for a TLS Observer (the lab Relay: mutual TLS) */
+  observerTls?: HubbleClientTlsFiles;
+  /** the agent that answers policy questions (its node's) */
   agentSocket: string;
+  /** a cluster's other agents: a workload's policy is asked of the agent whose node runs it */
+  otherAgentSockets?: string[];
   assetsDir: string;
   /** shown in the page (lab, node) */
   labels?: Record<string, string>;
@@ -76,9 +81,9 @@ export function createUiServer(opts: UiServerOptions): UiServer {
   let server: Server | undefined;
   let bound = opts.port ?? DEFAULT_UI_PORT;
   let assets = new Map<string, StaticFile>();
-  const observer = createGrpcWebProxy(opts.observer);
+  const observer = createGrpcWebProxy(opts.observer, opts.observerTls);
   const info = () => ({ observer: formatTarget(opts.observer), ...opts.labels });
-  const api: Record<string, ApiHandler> = uiApi({ agentSocket: opts.agentSocket, info });
+  const api: Record<string, ApiHandler> = uiApi({ agentSocket: opts.agentSocket, otherAgentSockets: opts.otherAgentSockets ?? [], info });
 
   const hostAllowed = (host: string | undefined): boolean => {
     if (!host) return false;

@@ -34,7 +34,7 @@ installShortUtf8();
 export const FLOW_FIELDS = [
   'time', 'uuid', 'verdict', 'drop_reason', 'drop_reason_desc', 'auth_type', 'IP', 'l4', 'source', 'destination', 'Type',
   'node_name', 'source_names', 'destination_names', 'l7', 'event_type', 'source_service', 'destination_service',
-  'traffic_direction', 'policy_match_type', 'debug_capture_point', 'sock_xlate_point', 'is_reply', 'Summary', 'ip_trace_id',
+  'traffic_direction', 'trace_observation_point', 'policy_match_type', 'debug_capture_point', 'sock_xlate_point', 'is_reply', 'Summary', 'ip_trace_id',
   // the AI extension (provider, model, tokens) of the HTTP proxy's flows: only those carry one
   'extensions',
 ];

@@ -168,3 +168,70 @@ test('service map: the rate is the same whatever order the flows are folded in (
   assert.equal(rate(newestFirst), 1, 'older flows folded in late do not reset a later second');
   assert.equal(newestFirst.snapshot(now).edges[0]!.total, 25);
 });
+
+test('service map on a cluster: a peer on another node known by its labels alone is the same card; the destination\'s verdict is the edge\'s', () => {
+  // the proxy's flow on the server's node names the client by its identity's labels only
+  const remote = (f: Flow): Flow => ({ ...f, source: { ...f.source!, podName: '', namespace: '', workloads: [] } });
+  const m = new ServiceMap();
+  m.add(remote(postReq), T0MS);
+  const s1 = m.snapshot(T0MS);
+  assert.deepEqual(s1.nodes.map((n) => [n.id, n.name, n.namespace]).sort(), [['shop/12345', 'client', 'shop'], ['shop/23456', 'api', 'shop']]);
+  m.add(syn, T0MS);
+  const s2 = m.snapshot(T0MS);
+  assert.equal(s2.nodes.length, 2, 'the named pod joins the card its labels made');
+  assert.equal(s2.edges.length, 1);
+  assert.equal(s2.nodes.find((n) => n.id === 'shop/12345')!.kind, 'workload', 'and names its workload');
+  // xwing → api on two nodes: forwarded out of xwing's node (from-endpoint), dropped at api's
+  const out = flow({ subType: 5, srcIp: '10.244.1.7', dstIp: '10.244.1.6', srcIdentity: 34567, dstPort: 8080, direction: 'egress', endpointId: 103 });
+  const m2 = new ServiceMap();
+  m2.add(out, T0MS);
+  const only = m2.snapshot(T0MS).edges[0]!;
+  assert.deepEqual([only.transit, only.counts.forwarded, edgeVerdict(only)], [1, 0, 'forwarded'], 'only the way out seen: forwarded');
+  m2.add(drop, T0MS);
+  const both = m2.snapshot(T0MS).edges[0]!;
+  assert.deepEqual([both.transit, both.counts.forwarded, both.counts.dropped, edgeVerdict(both)], [1, 0, 1, 'dropped'], 'the destination dropped it');
+  // the same SYN delivered (to-endpoint) is forwarded
+  m2.add(flow({ srcIp: '10.244.1.7', dstIp: '10.244.1.6', srcIdentity: 34567, dstPort: 8080 }), T0MS);
+  assert.equal(edgeVerdict(m2.snapshot(T0MS).edges[0]!), 'forwarded');
+});
+
+test('service map: kube-dns, the host, world and a named outside host are cards of their own kind', () => {
+  const dns = { ...flow({ srcIp: '10.244.1.5', dstIp: '10.244.1.6', dstPort: 53, proto: 17 }) };
+  const kubeDns: Flow = { ...dns, destination: { ...dns.destination!, podName: 'coredns', namespace: 'kube-system', identity: 9455, labels: ['k8s:io.kubernetes.pod.namespace=kube-system', 'k8s:k8s-app=kube-dns'], workloads: [] } };
+  const toHost = flow({ srcIp: '10.244.1.5', dstIp: '192.168.1.1', dstIdentity: 1, dstPort: 10250, direction: 'egress', endpointId: 101 });
+  const toWorldIp = flow({ srcIp: '10.244.1.5', dstIp: '192.0.2.9', dstIdentity: 2, dstPort: 443, direction: 'egress', endpointId: 101 });
+  const m = new ServiceMap();
+  for (const f of [kubeDns, toHost, toWorldIp, toWorld]) m.add(f, T0MS);
+  const kinds = Object.fromEntries(m.snapshot(T0MS).nodes.map((n) => [n.id, [n.kind, n.name]]));
+  assert.deepEqual(kinds['kube-system/9455'], ['kube-dns', 'kube-dns']);
+  assert.deepEqual(kinds['reserved:host'], ['host', 'host']);
+  assert.deepEqual(kinds.world, ['world', 'world']);
+  assert.deepEqual(kinds['fqdn:api.openai.com'], ['fqdn', 'api.openai.com']);
+});
+
+test('edge verdict and colour: audit and redirected edges read as such; anything forwarded reads forwarded', () => {
+  const c = (o: Partial<Record<'forwarded' | 'dropped' | 'audit' | 'redirected' | 'error', number>>) => ({ counts: { forwarded: 0, dropped: 0, audit: 0, redirected: 0, error: 0, ...o } });
+  assert.equal(edgeVerdict(c({ audit: 3 })), 'audit');
+  assert.equal(edgeVerdict(c({ audit: 3, dropped: 1 })), 'audit');
+  assert.equal(edgeVerdict(c({ redirected: 2, dropped: 1 })), 'redirected');
+  assert.equal(edgeVerdict(c({ forwarded: 1, redirected: 2, dropped: 1 })), 'forwarded');
+  assert.equal(edgeVerdict(c({ dropped: 1 })), 'dropped');
+  // an AUDIT flow (policy audit mode) and a REDIRECTED one (to the proxy) fold into their counts
+  const m = new ServiceMap();
+  m.add({ ...drop, verdict: 4 }, T0MS);
+  assert.equal(edgeVerdict(m.snapshot(T0MS).edges[0]!), 'audit');
+  const r = new ServiceMap();
+  r.add({ ...syn, verdict: 5 }, T0MS);
+  assert.equal(edgeVerdict(r.snapshot(T0MS).edges[0]!), 'redirected');
+});
+
+test('filters: protocol and node go on both ends', () => {
+  const pass = (f: typeof NO_FILTERS, x: Flow) => compileRequestFilter(toFlowFilters(f), [])(x);
+  assert.equal(pass({ ...NO_FILTERS, protocol: 'TCP' }, syn), true);
+  assert.equal(pass({ ...NO_FILTERS, protocol: 'udp' }, syn), false);
+  assert.equal(pass({ ...NO_FILTERS, protocol: 'http' }, putReq), true);
+  assert.equal(pass({ ...NO_FILTERS, protocol: 'http' }, syn), false);
+  assert.equal(pass({ ...NO_FILTERS, node: 'node1' }, syn), true);
+  assert.equal(pass({ ...NO_FILTERS, node: 'node2' }, syn), false);
+  assert.equal(pass({ ...NO_FILTERS, node: 'node2', namespace: 'shop' }, syn), false, 'and the one-ended ones');
+});

@@ -16,6 +16,12 @@ function peers(r: Eff): string {
   return names.join('; ') + (r.morePeers ? ` and ${r.morePeers} more` : '');
 }
 
+/** The L7 rules of an entry; a parser with no rules of its own here (TLS server names) is named alone. */
+function l7Text(l7: NonNullable<Eff['l7']>): string {
+  const rules = l7.rules.map((x) => (x.http === null || x.dns === null ? 'any request' : (x.http ?? []).map((h) => `${h.method ?? '*'} ${h.path ?? '*'}`).join(', ') || (x.dns ? JSON.stringify(x.dns) : ''))).filter(Boolean);
+  return rules.length ? `${l7.parser.toUpperCase()}: ${rules.join('; ')}` : l7.parser.toUpperCase();
+}
+
 function EffTable({ title, rows, defaultDeny }: { title: string; rows: Eff[]; defaultDeny: boolean }) {
   return (
     <section class="effective" data-testid={`effective-${title.toLowerCase()}`}>
@@ -29,7 +35,7 @@ function EffTable({ title, rows, defaultDeny }: { title: string; rows: Eff[]; de
                 <td>{r.verdict}{r.auth ? ` (auth ${r.auth})` : ''}</td>
                 <td>{r.port}</td>
                 <td>{peers(r)}</td>
-                <td>{r.l7 ? `${r.l7.parser.toUpperCase()}: ${r.l7.rules.map((x) => (x.http === null || x.dns === null ? 'any request' : (x.http ?? []).map((h) => `${h.method ?? '*'} ${h.path ?? '*'}`).join(', ') || (x.dns ? JSON.stringify(x.dns) : ''))).join('; ')}` : ''}</td>
+                <td>{r.l7 ? l7Text(r.l7) : ''}</td>
                 <td>{r.rules.map((x) => <div>{x.policy} <code>{x.file}:{x.line}</code></div>)}</td>
               </tr>
             ))}

@@ -8,7 +8,7 @@ import type { JSX } from 'preact';
 import { memo } from 'preact/compat';
 import { useMemo, useRef } from 'preact/hooks';
 import type { MapEdge, MapNode, MapSnapshot } from '../model/map.ts';
-import { edgeVerdict } from '../model/verdict.ts';
+import { edgeVerdict, passedCount } from '../model/verdict.ts';
 import { CARD_H, CARD_W, StableLayout, type Box } from '../model/layout.ts';
 import type { Selection } from './side-panel.tsx';
 
@@ -28,7 +28,7 @@ export function edgeSummary(e: MapEdge, nodes: Map<string, MapNode>): string {
   const to = nodes.get(e.to)?.name ?? e.to;
   const c = e.counts;
   const parts = [`${from} to ${to}`, `${e.port}/${e.proto}`, ...(e.l7.length ? [e.l7.join(', ')] : []), edgeVerdict(e)];
-  parts.push(`${c.forwarded} forwarded`, `${c.dropped} dropped`);
+  parts.push(`${passedCount(e) - c.redirected} forwarded`, `${c.dropped} dropped`);
   if (c.audit) parts.push(`${c.audit} audit`);
   if (c.redirected) parts.push(`${c.redirected} redirected`);
   const denied = e.requests.filter((r) => r.counts.dropped);
@@ -151,14 +151,15 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     const ai = aiLine(e);
     const head = [
       `${e.port}/${e.proto}${e.l7.length ? ` · ${e.l7.join('/')}` : ''}`,
-      `✓${e.counts.forwarded + e.counts.redirected}${e.counts.dropped ? `  ✗${e.counts.dropped}` : ''}${e.counts.audit ? `  ⚠${e.counts.audit}` : ''}  ${fmtRate(e.rate)}`,
+      `✓${passedCount(e)}${e.counts.dropped ? `  ✗${e.counts.dropped}` : ''}${e.counts.audit ? `  ⚠${e.counts.audit}` : ''}  ${fmtRate(e.rate)}`,
       ...(ai ? [ai] : []),
     ];
     const lines = [...head, ...denied.slice(0, 2).map((r) => `✗ ${truncate(`${r.method} ${r.path}`, 26)}${Object.keys(r.codes).length ? ` ${Object.keys(r.codes).join('/')}` : ''}`)];
     const w = Math.max(...lines.map((s) => s.length)) * 6.6 + 14;
     const h = lines.length * 14 + 8;
     const self = e.from === e.to;
-    const label = edgeSummary(e, byId);
+    // the name ends with the label's own words (WCAG 2.5.3: a voice user says what they see)
+    const label = `${edgeSummary(e, byId)}; shows ${lines.join(' ')}`;
     const spot = self ? { x: a.x + CARD_W - w, y: Math.max(2, a.y - h - 4), w, h, ax: a.x + CARD_W, ay: a.y } : placeLabel(at, w, h, taken);
     taken.push(spot);
     bottom = Math.max(bottom, spot.y + h);
@@ -181,7 +182,7 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
         <title>{label}</title>
         <g class="edge-label" transform={`translate(${spot.x},${spot.y})`}>
           <rect width={w} height={h} rx={5} />
-          {lines.map((s, i) => <text x={7} y={16 + i * 14} class={i >= head.length ? 'denied' : ai && i === 2 ? 'ai' : undefined}>{s}</text>)}
+          {lines.map((s, i) => <text x={7} y={16 + i * 14} class={i >= head.length ? 'denied' : ai && i === 2 ? 'ai' : undefined}>{s} </text>)}
         </g>
       </g>
     );
@@ -192,15 +193,20 @@ export const ServiceMapView = memo(function ServiceMapView(p: {
     if (!b) return null;
     const sub = nodeSubtitle(n);
     const extra = n.http.length ? `${n.http.length} HTTP endpoint${n.http.length === 1 ? '' : 's'}` : n.pods.length > 1 ? `${n.pods.length} pods` : n.kind === 'workload' || n.kind === 'pod' ? `ID ${n.identities.join(', ')}` : '';
+    const name = truncate(n.name, 24);
+    const subShown = truncate(sub, 32);
+    const extraShown = truncate(extra, 34);
+    // the name holds the card's visible words in order (WCAG 2.5.3), then what truncation cut
+    const full = name !== n.name || subShown !== sub || extraShown !== extra ? `; ${n.name}, ${sub}${extra ? `, ${extra}` : ''}` : '';
     return (
       <g key={n.id} class={`card k-${n.kind}${selectedId === n.id ? ' selected' : ''}`} transform={`translate(${b.x},${b.y})`}
-        tabindex={0} role="button" aria-label={`${n.name}, ${sub}${extra ? `, ${extra}` : ''}`} data-node={n.id}
+        tabindex={0} role="button" aria-label={`${name}, ${subShown}${extraShown ? `, ${extraShown}` : ''}${full}`} data-node={n.id}
         onClick={() => p.onNode(n)} onKeyDown={activate(() => p.onNode(n))}>
         <rect width={CARD_W} height={CARD_H} rx={8} />
         <text x={14} y={26} class="icon" aria-hidden="true">{KIND_ICON[n.kind]}</text>
-        <text x={36} y={26} class="name">{truncate(n.name, 24)}</text>
-        <text x={14} y={46} class="sub">{truncate(sub, 32)}</text>
-        <text x={14} y={64} class="extra">{truncate(extra, 34)}</text>
+        <text x={36} y={26} class="name">{name} </text>
+        <text x={14} y={46} class="sub">{subShown} </text>
+        <text x={14} y={64} class="extra">{extraShown}</text>
       </g>
     );
   });

@@ -59,6 +59,7 @@ function EdgeDetail({ edge: e, nodes }: { edge: MapEdge; nodes: MapNode[] }) {
         <div class="v-dropped"><dt>dropped</dt><dd>{e.counts.dropped}</dd></div>
         <div class="v-audit"><dt>audit</dt><dd>{e.counts.audit}</dd></div>
         <div class="v-redirected"><dt>redirected</dt><dd>{e.counts.redirected}</dd></div>
+        {e.transit > 0 && <div title="forwarded by the source's node; the destination's node gives the verdict above"><dt>sent</dt><dd>{e.transit}</dd></div>}
         <div><dt>rate</dt><dd>{e.rate.toFixed(1)}/s</dd></div>
       </dl>
       {Object.keys(e.dropReasons).length > 0 && <p>Drop reasons: {Object.entries(e.dropReasons).map(([k, v]) => `${k} ×${v}`).join(', ')}</p>}
@@ -136,11 +137,11 @@ function FlowDetail({ row, worker }: { row: FlowRow; worker: Worker }) {
     <div data-testid="flow-detail">
       <h2 tabIndex={-1}>Flow {row.verdict}</h2>
       <p class="muted">{row.src} {row.arrow} {row.dst}</p>
-      {detail?.dict ? <pre class="dict" data-testid="flow-dict">{detail.dict}</pre> : detail?.missing ? <p>The flow is no longer in the node's ring{detail.message ? ` (${detail.message})` : ''}.</p> : <p>Loading…</p>}
+      {detail?.dict ? <pre class="dict" data-testid="flow-dict" tabIndex={0} aria-label="the flow as hubble observe -o dict prints it">{detail.dict}</pre> : detail?.missing ? <p>The flow is no longer in the node's ring{detail.message ? ` (${detail.message})` : ''}.</p> : <p>Loading…</p>}
       {detail?.json && (
         <details>
           <summary>All fields (JSON)</summary>
-          <pre class="json">{JSON.stringify(detail.json, null, 2)}</pre>
+          <pre class="json" tabIndex={0} aria-label="the flow as JSON">{JSON.stringify(detail.json, null, 2)}</pre>
         </details>
       )}
       {why && <><h3>Why</h3><Why query={why} /></>}

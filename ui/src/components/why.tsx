@@ -77,7 +77,7 @@ export function Why({ query }: { query: WhyQuery }) {
           <p>{s.note}</p>
           {s.yaml && (
             <>
-              <pre data-testid="suggestion-yaml">{s.yaml}</pre>
+              <pre data-testid="suggestion-yaml" tabIndex={0} aria-label="suggested policy YAML">{s.yaml}</pre>
               <p class="suggestion-actions">
                 <button type="button" onClick={copy}>{copied ? 'Copied' : 'Copy YAML'}</button>
                 <span> then <code>membrane apply -f -</code></span>
@@ -89,7 +89,7 @@ export function Why({ query }: { query: WhyQuery }) {
       )}
       <details>
         <summary>As <code>membrane policy trace</code> prints it</summary>
-        <pre class="trace-text">{res.text}</pre>
+        <pre class="trace-text" tabIndex={0} aria-label="the trace as membrane policy trace prints it">{res.text}</pre>
       </details>
     </div>
   );

@@ -73,6 +73,12 @@ export interface MapEdge {
   /** HTTP, DNS, TLS (sorted) */
   l7: string[];
   counts: Record<VerdictName, number>;
+  /**
+   * Forwarded on the way out only (the source's egress, the overlay) towards a pod, whose own
+   * node gives the verdict that counts: not in `counts`, so a connection its destination drops
+   * reads dropped on a cluster too, where both nodes report it.
+   */
+  transit: number;
   total: number;
   /** flows per second over the last RATE_WINDOW_S seconds */
   rate: number;
@@ -117,6 +123,23 @@ export function aiOf(f: Flow): { provider: string; model: string; promptTokens: 
   return { provider: str('provider'), model: str('model'), promptTokens: num('prompt_tokens'), completionTokens: num('completion_tokens') };
 }
 
+/** TraceObservationPoint.TO_ENDPOINT, TrafficDirection.INGRESS, the policy-verdict event type (flow.proto) */
+const TO_ENDPOINT = 101;
+const INGRESS = 1;
+const POLICY_VERDICT_EVENT = 5;
+
+/**
+ * A forwarded L3/L4 flow to a pod seen before its destination judged it: at the source's
+ * endpoint, stack or overlay, or the source's egress policy verdict. The delivery (to-endpoint,
+ * the ingress policy verdict, the proxy's L7 verdict) or the drop is what the edge shows.
+ */
+function inTransit(f: Flow, dst: MapNode): boolean {
+  if (f.verdict !== 1 || f.Type !== 1) return false;
+  if (dst.kind !== 'workload' && dst.kind !== 'pod' && dst.kind !== 'kube-dns') return false;
+  if (f.eventType?.type === POLICY_VERDICT_EVENT) return f.trafficDirection !== INGRESS;
+  return f.traceObservationPoint !== TO_ENDPOINT;
+}
+
 const VERDICTS: Record<number, VerdictName> = { 1: 'forwarded', 2: 'dropped', 3: 'error', 4: 'audit', 5: 'redirected', 6: 'forwarded', 7: 'forwarded' };
 
 const zero = (): Record<VerdictName, number> => ({ forwarded: 0, dropped: 0, audit: 0, redirected: 0, error: 0 });
@@ -155,9 +178,31 @@ export function appLabel(labels: readonly string[]): string | undefined {
 }
 
 /** A node for one end of a flow. `names` are the DNS names known for that end's IP. */
+/**
+ * The namespace of a cluster pod: the endpoint's own, or (a peer on another node in the proxy's
+ * flows, which carry its identity's labels but no pod name) its namespace label.
+ */
+export function podNamespace(ep: Endpoint | undefined): string | undefined {
+  if (!ep || ep.identity < 256 && ep.identity !== 0) return undefined;
+  if (ep.namespace) return ep.namespace;
+  const l = ep.labels.find((x) => x.startsWith(NS_LABEL));
+  return l ? l.slice(NS_LABEL.length) : undefined;
+}
+const NS_LABEL = 'k8s:io.kubernetes.pod.namespace=';
+
 export function nodeFor(ep: Endpoint | undefined, names: readonly string[]): Omit<MapNode, 'pods' | 'http'> & { pod?: string; fromWorkload?: boolean } {
   const identity = ep?.identity ?? 0;
   const labels = ep?.labels ?? [];
+  const podNs = ep?.podName ? ep.namespace : undefined;
+  if (!podNs && identity >= 256) {
+    // a pod of another node known by its identity's labels: the same card as where its name is known
+    const ns = podNamespace(ep);
+    if (ns) {
+      const w = ep!.workloads[0];
+      const kind: NodeKind = isKubeDns(labels) ? 'kube-dns' : w ? 'workload' : 'pod';
+      return { id: `${ns}/${identity}`, kind, name: w?.name || appLabel(labels) || `identity ${identity}`, namespace: ns, workloadKind: w?.kind || 'Pod', identities: [identity], labels, ...(w ? { fromWorkload: true } : {}) };
+    }
+  }
   if (ep?.podName && ep.namespace) {
     // One card per security identity in a namespace (Hubble UI's service id), named after the
     // owning workload when a flow says it (proxy flows may not), else the app label, else the pod.
@@ -261,11 +306,16 @@ export class ServiceMap {
   }
 
   private endpointNode(ep: Endpoint | undefined, names: readonly string[]): MapNode {
-    if (ep?.podName && ep.namespace) {
+    // pods (named, or a remote peer known by its identity's labels) by identity: no object per flow
+    const ns = ep && ep.identity >= 256 ? (ep.podName ? ep.namespace : podNamespace(ep)) : undefined;
+    if (ep && ns) {
       const cur = this.byIdentity.get(ep.identity);
-      if (cur && cur.namespace === ep.namespace) {
+      if (cur && cur.namespace === ns) {
+        if (!ep.podName) return cur;
         if (cur.pods.length < MAX_PODS && !cur.pods.includes(ep.podName)) cur.pods.push(ep.podName);
         if (cur.kind === 'pod' && ep.workloads.length) this.node(nodeFor(ep, names));
+        // first seen by labels alone, with no name among them: the pod names it now
+        else if (cur.name.startsWith('identity ')) cur.name = nodeFor(ep, names).name;
         return cur;
       }
       const n = this.node(nodeFor(ep, names));
@@ -306,7 +356,7 @@ export class ServiceMap {
     }
     if (!e) {
       e = {
-        id, from: src.id, to: dst.id, port, proto: l4.proto, l7: new Set(), counts: zero(), total: 0, dropReasons: {},
+        id, from: src.id, to: dst.id, port, proto: l4.proto, l7: new Set(), counts: zero(), transit: 0, total: 0, dropReasons: {},
         requests: new Map(), sni: new Set(), ai: new Map(), lastSeenMs: 0,
         peers: { from: tracePeer(nodeFor(srcEp, srcNames), srcIp), to: tracePeer(nodeFor(dstEp, dstNames), dstIp), fromIp: srcIp, toIp: dstIp },
         buckets: new Int32Array(RATE_WINDOW_S), bucketSec: new Int32Array(RATE_WINDOW_S).fill(-1),
@@ -314,7 +364,8 @@ export class ServiceMap {
       this.edges.set(id, e);
     }
     const verdict = VERDICTS[f.verdict] ?? 'error';
-    e.counts[verdict]++;
+    if (inTransit(f, dst)) e.transit++;
+    else e.counts[verdict]++;
     e.total++;
     if (verdict === 'dropped') {
       const reason = dropReasonName(f);
