@@ -7,12 +7,17 @@
 //   - probes: a new endpoint's ipcache key written to etcd → present with its identity in all three
 //     agents' pinned mb_ipcache maps (polled every 2 ms), p50/p99/max, under identity churn,
 //   - each agent's RSS and CPU (from /proc) while probing.
-// After the largest stage: node2's agent is killed; a new endpoint is written while it is down;
-// resync time = from `membrane up` (restart) until that entry is in node2's map.
+// After the largest stage (after every stage with --restart-each: the resync's curve): node2's
+// agent is killed. While it is down two endpoints are written (one whose key sorts amid the
+// simulated ones, one after all of them) and one it held is deleted. What a user feels is the
+// datapath: the pinned maps keep the previous agent's entries through the restart (their count is
+// read at the kill and when the new agent starts), and the datapath is complete and correct again
+// once both new entries are in node2's map and the deleted one is gone from it; the agent's own
+// "cluster ipcache resynced" (the whole listing applied, stale entries pruned) is reported beside.
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run").
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
-//     [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
+//     [--restart-each] [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -30,6 +35,8 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
 const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
+/** restart node2's agent after every stage (the resync's curve), not only after the largest */
+const RESTART_EACH = process.argv.includes('--restart-each');
 /**
  * --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop.
  * The whole lab from its start: node2's agent after the kill is its supervisor's standby (loaded
@@ -127,6 +134,20 @@ function openMap(n: string): BpfMap {
   if (!existsSync(path)) throw new Error(`no pinned ipcache map at ${path}`);
   return BpfMap.fromPin(path);
 }
+/** entries in node n's pinned ipcache map (read in batches) */
+function mapEntries(n: string): number {
+  let c = 0;
+  maps.get(n)!.forEachBatch(4096, (_k, _v, count) => { c += count; });
+  return c;
+}
+/** Polls until `ip` is absent from node n's map (2 ms steps); ms from `t0`. */
+async function waitGone(n: string, ip: string, t0: number, timeoutMs: number): Promise<number> {
+  while (identityIn(n, ip) !== undefined) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`${ip} still in ${n} after ${timeoutMs} ms`);
+    await sleep(2);
+  }
+  return Date.now() - t0;
+}
 const identityIn = (n: string, ip: string): number | undefined => {
   const v = maps.get(n)!.lookup(encodeIpcacheKey(`${ip}/32`));
   return v ? decodeIpcacheVal(v).identity : undefined;
@@ -175,8 +196,71 @@ async function writeProbe(ip: string): Promise<void> {
 
 interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number }
 const rows: Row[] = [];
-let resync: { upS: number; upErr: string; entryS: number; lastS: number; fullS: number; rss: number; cpuS: number; cpuLastS: number; cpuEnd: number } | undefined;
+interface Resync {
+  nodes: number;
+  /** node2's map entries at the kill and when the new agent's process is there */
+  atKill: number; atStart: number;
+  upS: number; upErr: string; entryS: number; lastS: number; goneS: number; correctS: number; fullS: number;
+  rss: number; cpuCorrectS: number; cpuEnd: number;
+}
+const resyncs: Resync[] = [];
 let failure = '';
+
+/**
+ * Kills node2's agent at N nodes and restarts it (`membrane up`): what changed while it was down
+ * (two entries written, one deleted) timed into its map, beside the agent's own resync.
+ */
+async function restart(N: number): Promise<Resync> {
+  // an entry node2 holds before the kill, deleted while it is down (its key sorts amid the simulated ones)
+  const doomed = probeIp();
+  await writeProbe(doomed);
+  await waitIn(['node2'], doomed, PROBE_ID, Date.now(), 60_000);
+  log(`restart at ${N} nodes: killing the node2 agent`);
+  const pid = agentPid('node2');
+  process.kill(pid, 'SIGKILL');
+  while (existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z')) await sleep(50);
+  const atKill = mapEntries('node2');
+  const ip = probeIp();
+  await writeProbe(ip); // written while node2 has no agent: only a resync brings it
+  // and one whose key sorts after every simulated endpoint's: the listing arrives in key order
+  // and is written page by page, so this one is in the map once the whole listing is
+  await writeProbe(LAST_IP);
+  await etcd!.delete().key(`${IPCACHE_PREFIX}${doomed}`); // deleted while node2 has no agent: only its prune takes it out
+  const t = Date.now();
+  // `up` gives up on an agent after 90 s, the agent itself goes on: the entries decide
+  let upS = NaN;
+  let upErr = '';
+  const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...labEnv })
+    .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
+  // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
+  // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
+  const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
+  const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
+  let atStart = NaN;
+  for (let i = 0; i < 600 && !Number.isFinite(atStart); i++) { if (Number.isFinite(live())) atStart = mapEntries('node2'); else await sleep(50); }
+  const bound = Math.max(10_000, RUN_DEADLINE - Date.now());
+  const [entry, last, gone] = await Promise.all([
+    waitIn(['node2'], ip, PROBE_ID, t, bound).then((g) => g.get('node2')! / 1000),
+    waitIn(['node2'], LAST_IP, PROBE_ID, t, bound).then((g) => g.get('node2')! / 1000),
+    waitGone('node2', doomed, t, bound).then((ms) => ms / 1000),
+  ]);
+  const correctS = (Date.now() - t) / 1000;
+  const cpuCorrectS = safe(cpuSecs);
+  await up;
+  // the agent logs when its listing is complete, applied and the stale entries pruned
+  let fullS = NaN;
+  for (let i = 0; i < 1200 && !Number.isFinite(fullS) && Date.now() < RUN_DEADLINE; i++) {
+    const l = startPhases('node2').find((x) => x.includes('cluster ipcache resynced'));
+    if (l) fullS = (Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '') - t) / 1000;
+    else await sleep(100);
+  }
+  await etcd!.delete().key(`${IPCACHE_PREFIX}${LAST_IP}`);
+  await etcd!.delete().key(`${IPCACHE_PREFIX}${ip}`);
+  const r: Resync = { nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: safe(rssMiB), cpuCorrectS, cpuEnd: safe(cpuSecs) };
+  for (const l of startPhases('node2')) log(`node2: ${l}`);
+  log(`resync at ${N} nodes: map entries ${atKill} at the kill, ${atStart} when the new agent ran; written while down: mid-listing key ${entry.toFixed(1)} s, last key ${last.toFixed(1)} s; deleted while down gone ${gone.toFixed(1)} s; datapath complete and correct ${correctS.toFixed(1)} s (new agent CPU ${cpuCorrectS.toFixed(1)} s); agent's full resync ${fullS.toFixed(1)} s (membrane up: ${upErr || `${upS.toFixed(1)} s`})`);
+  return r;
+}
 
 try {
   log(`load average ${startLoad}; starting a 3-node lab`);
@@ -232,6 +316,7 @@ try {
     rows.push(row);
     log(`RSS parts (MiB): ${NODES.map((n) => `${n} ${rssParts(agentPid(n))}`).join('; ')}`);
     log(`${N} nodes: probe p50 ${row.p50} ms p99 ${row.p99} ms (${lat.length} probes, ${lost} timed out), RSS ${rss.map((x) => x.toFixed(0)).join('/')} MiB, CPU ${cpu.map((x) => x.toFixed(0)).join('/')} %`);
+    if (RESTART_EACH && N !== STAGES.at(-1) && Date.now() < RUN_DEADLINE - 60_000) resyncs.push(await restart(N));
   }
 
   if (HEAP) {
@@ -250,44 +335,7 @@ try {
     }
     log(`heap snapshot written (${(size / 2 ** 20).toFixed(0)} MiB)`);
   }
-  if (!process.argv.includes('--no-restart') && Date.now() < RUN_DEADLINE - 60_000) {
-    log('restart: killing the node2 agent');
-    const pid = agentPid('node2');
-    process.kill(pid, 'SIGKILL');
-    while (existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z')) await sleep(50);
-    const ip = probeIp();
-    await writeProbe(ip); // written while node2 has no agent: only a resync brings it
-    // and one whose key sorts after every simulated endpoint's: the listing arrives in key order
-    // and is written page by page, so this one is in the map once the whole listing is
-    await writeProbe(LAST_IP);
-    const t = Date.now();
-    // `up` gives up on an agent after 90 s, the agent itself goes on: the entry decides
-    let upS = NaN;
-    let upErr = '';
-    const up = lab.ok(['up'], { timeoutMs: Math.max(30_000, RUN_DEADLINE - Date.now()), ...labEnv })
-      .then(() => { upS = (Date.now() - t) / 1000; }, (e: unknown) => { upErr = String((e as Error).message).split('\n').find((l) => l.startsWith('error:')) ?? 'failed'; });
-    const got = await waitIn(['node2'], ip, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()));
-    const entryS = got.get('node2')! / 1000;
-    // CPU the new agent spent until then: the part of the resync a loaded machine does not stretch
-    // (the pid file may still name the killed agent for a moment: the live one is read, or NaN)
-    const live = () => { try { const p = agentPid('node2'); return p !== pid ? p : newAgentPid('node2', pid); } catch { return newAgentPid('node2', pid); } };
-    const safe = (f: (p: number) => number) => { const p = live(); try { return Number.isFinite(p) ? f(p) : NaN; } catch { return NaN; } };
-    const cpuS = safe(cpuSecs);
-    const lastS = (await waitIn(['node2'], LAST_IP, PROBE_ID, t, Math.max(10_000, RUN_DEADLINE - Date.now()))).get('node2')! / 1000;
-    const cpuLastS = safe(cpuSecs);
-    await up;
-    // the agent logs when its listing is complete, applied and the stale entries pruned
-    let fullS = NaN;
-    for (let i = 0; i < 1200 && !Number.isFinite(fullS) && Date.now() < RUN_DEADLINE; i++) {
-      const l = startPhases('node2').find((x) => x.includes('cluster ipcache resynced'));
-      if (l) fullS = (Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '') - t) / 1000;
-      else await sleep(100);
-    }
-    await etcd.delete().key(`${IPCACHE_PREFIX}${LAST_IP}`);
-    resync = { entryS, lastS, fullS, upS, upErr, rss: safe(rssMiB), cpuS, cpuLastS, cpuEnd: safe(cpuSecs) };
-    for (const l of startPhases('node2')) log(`node2: ${l}`);
-    log(`resync: the entries written while node2 was down reached its map ${resync.entryS.toFixed(1)} s (mid-listing key) and ${resync.lastS.toFixed(1)} s (last key) after the restart began; listing applied and stale entries pruned at ${resync.fullS.toFixed(1)} s (membrane up: ${resync.upErr || `${resync.upS.toFixed(1)} s`})`);
-  }
+  if (!process.argv.includes('--no-restart') && rows.length && Date.now() < RUN_DEADLINE - 60_000) resyncs.push(await restart(rows.at(-1)!.nodes));
   await all({ cmd: 'stop' }).catch(() => {});
 } catch (e) {
   failure = (e as Error).message;
@@ -300,8 +348,14 @@ try {
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
-  const rs = resync ? `Resync after an agent restart (node2 SIGKILLed at ${rows.at(-1)?.nodes ?? 0} nodes, two endpoints written while it was down, one whose key sorts amid the simulated ones and one after all of them): full resync (the whole listing in the map, stale entries pruned, as the agent logs it) ${f(resync.fullS, 1)} s after the restart began; the mid-listing entry in its map after ${resync.entryS.toFixed(1)} s, the last key after ${f(resync.lastS, 1)} s, the new agent having used ${f(resync.cpuS, 1)} / ${f(resync.cpuLastS, 1)} s of CPU by then (${f(resync.cpuEnd, 1)} s when \`up\` returned; \`up\` ${resync.upErr ? `said: ${resync.upErr}` : `took ${resync.upS.toFixed(1)} s`}); RSS after ${f(resync.rss)} MiB.` : 'Resync: not measured.';
-  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  const rs = resyncs.length ? [
+    `Resync after an agent restart (node2 SIGKILLed${RESTART_EACH ? ' after every stage' : ''}; while it was down two endpoints were written, one whose key sorts amid the simulated ones and one after all of them, and one it held was deleted). What a user feels is the datapath: the pinned maps keep the previous agent's entries through the restart (the entries column: at the kill / when the new agent's process ran), and it is complete and correct again once both new entries are in node2's map and the deleted one is gone; the agent's own full resync (the whole listing applied, stale entries pruned, as it logs it) beside it. Times from the restart's start (\`membrane up\`), CPU: the new agent process's own (user+system, from /proc).`,
+    '',
+    '| simulated nodes | node2 map entries (kill / new agent) | written while down: mid-listing key / last key in the map (s) | deleted while down gone (s) | datapath complete and correct (s) | new agent CPU by then (s) | agent full resync (s) | `membrane up` (s) | RSS after (MiB) |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} |`),
+  ].join('\n') : 'Resync: not measured.';
+  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) writeSection(out);
   await cleanup();

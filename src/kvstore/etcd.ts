@@ -168,6 +168,19 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       scheduleReown(0);
     }
   }
+  /**
+   * Every call the store makes to etcd goes through here: etcd away is KVSTORE_UNAVAILABLE (the
+   * agent API's 503) whatever the method, and a write etcd refused for the session lease starts
+   * a new session (`session`: the calls that write leased keys with it).
+   */
+  async function call<T>(fn: () => Promise<T>, o?: { session: true }): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (o?.session) leaseRefused(e);
+      return unavailable(e);
+    }
+  }
   async function lockLeaseId(): Promise<string> {
     if (!lockSession) {
       const lease = client.lease(lockTtl);
@@ -216,7 +229,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const store: KVStore = {
     backend: 'etcd',
     async get(key) {
-      const r = await client.kv.range({ key: Buffer.from(key) }).catch(unavailable);
+      const r = await call(() => client.kv.range({ key: Buffer.from(key) }));
       const kv = r.kvs[0];
       return kv ? pair(kv) : undefined;
     },
@@ -225,19 +238,21 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
     },
     async put(key, value, o) {
       const op: TxnOp = { op: 'put', key, value, ...(o?.lease ? { lease: true } : {}) };
-      const r = await build(op, await leaseFor([op]).catch(unavailable)).exec().catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
+      const r = await call(async () => build(op, await leaseFor([op])).exec(), { session: true });
       noteOwned([op]);
       return Number(r.header.revision);
     },
     async delete(key) {
-      const r = await client.delete().key(key).exec().catch(unavailable);
+      const r = await call(() => client.delete().key(key).exec());
       owned.delete(key);
       return Number(r.deleted) > 0;
     },
     async txn(ops) {
-      const id = await leaseFor(ops).catch(unavailable);
-      const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
-      const r = await client.kv.txn({ compare: [], success: reqs, failure: [] }).catch((e: unknown) => { leaseRefused(e); return unavailable(e); });
+      const r = await call(async () => {
+        const id = await leaseFor(ops);
+        const reqs = await Promise.all(ops.map((o) => build(o, id).op()));
+        return client.kv.txn({ compare: [], success: reqs, failure: [] });
+      }, { session: true });
       noteOwned(ops);
       return Number(r.header.revision);
     },
@@ -257,8 +272,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       });
       let b = client.if(cmp[0]![0], cmp[0]![1], '==', cmp[0]![2]);
       for (const c of cmp.slice(1)) b = b.and(c[0], c[1], '==', c[2]);
-      const id = await leaseFor(ops);
-      const r = await b.then(...ops.map((o) => build(o, id))).commit().catch((e: unknown) => { leaseRefused(e); throw e; });
+      const r = await call(async () => { const id = await leaseFor(ops); return b.then(...ops.map((o) => build(o, id))).commit(); }, { session: true });
       if (r.succeeded) noteOwned(ops);
       return r.succeeded;
     },
@@ -274,18 +288,18 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
         releaseLocal();
       };
       try {
-        const leaseId = await lockLeaseId();
+        const leaseId = await call(lockLeaseId);
         const own = `${path}/${BigInt(leaseId).toString(16)}`;
-        const r = await client.if(own, 'Create', '==', 0).then(client.put(own).value('').lease(leaseId)).else(client.get(own)).commit();
+        const r = await call(() => client.if(own, 'Create', '==', 0).then(client.put(own).value('').lease(leaseId)).else(client.get(own)).commit());
         const rev = r.succeeded ? Number(r.header.revision) : Number(r.responses[0]!.response_range!.kvs[0]!.create_revision);
         // Wait for every earlier holder (lower create revision) to go, one at a time.
         for (;;) {
-          const older = await client.kv.range({
+          const older = await call(() => client.kv.range({
             key: Buffer.from(`${path}/`), range_end: prefixEnd(`${path}/`), max_create_revision: rev - 1,
             sort_order: 'Descend', sort_target: 'Create', limit: 1,
-          });
+          }));
           if (!older.kvs.length) break;
-          await waitDeleted(older.kvs[0]!.key, Number(older.header.revision));
+          await call(() => waitDeleted(older.kvs[0]!.key, Number(older.header.revision)));
         }
         const lock: KVLock = {
           path,
@@ -293,7 +307,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
             if (!lockKeys.has(lock)) return;
             lockKeys.delete(lock);
             try {
-              await client.delete().key(own).exec();
+              await call(() => client.delete().key(own).exec());
             } finally {
               dropLocal();
             }
@@ -310,7 +324,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let stop = false;
       let cancel: (() => void) | undefined;
       void (async () => {
-        const w = await client.watch().prefix(prefix).create();
+        const w = await call(() => client.watch().prefix(prefix).create());
         if (stop) return void w.cancel();
         w.on('put', (kv) => cb({ type: 'put', kv: pair(kv) }));
         w.on('delete', (kv) => cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }));
@@ -346,7 +360,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
         seen = own ? now : new Set();
         listed = true;
         if (stopped) return;
-        const w = await client.watch().prefix(prefix).startRevision(String(revision + 1)).create();
+        const w = await call(() => client.watch().prefix(prefix).startRevision(String(revision + 1)).create());
         watcher = w;
         w.on('put', (kv) => { const r = rest(kv.key); if (own) seen.add(r); cb({ type: 'put', rest: r, value: kv.value, revision: Number(kv.mod_revision) }); });
         w.on('delete', (kv) => { const r = rest(kv.key); if (own) seen.delete(r); cb({ type: 'delete', rest: r, revision: Number(kv.mod_revision) }); });
@@ -407,11 +421,11 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const pool = (client as unknown as { pool: RawPool }).pool;
   const identity = (b: Buffer) => b;
   /** One KV.Range call: the response's bytes, read by etcd-range.ts. */
-  async function rangeRaw(req: Buffer): Promise<Buffer> {
-    const call = () => pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
+  function rangeRaw(req: Buffer): Promise<Buffer> {
+    const range = () => pool.withConnection('KV', ({ client: c, metadata }) => new Promise<Buffer>((resolve, reject) => {
       c.makeUnaryRequest('/etcdserverpb.KV/Range', identity, identity, req, metadata, {}, (err, res) => (err ? reject(err) : resolve(res!)));
     }));
-    return (pool.globalPolicy ? await pool.globalPolicy.execute(call) : await call()) as Buffer;
+    return call(async () => (pool.globalPolicy ? await pool.globalPolicy.execute(range) : await range()) as Buffer);
   }
 
   /**

@@ -182,3 +182,22 @@ test('TLS with client certificates: accepted with the certificate, refused witho
     await tlsEtcd.stop();
   }
 });
+
+test('etcd stopped: every call that reaches it is KVSTORE_UNAVAILABLE (list, cas and the listing too, not only get/put/delete/txn)', { skip }, async () => {
+  const gone = await startEtcd();
+  const kv = await openEtcdStore({ endpoints: [gone.endpoint], leaseTtlSeconds: 30, connectTimeoutMs: 3000 });
+  try {
+    await kv.put('down/k', 'v');
+    await gone.stop();
+    const code = (e: unknown) => { assert.equal((e as { code?: string }).code, 'KVSTORE_UNAVAILABLE', String((e as Error).message)); return true; };
+    await assert.rejects(kv.list('down/'), code);
+    await assert.rejects(kv.cas([{ key: 'down/k', absent: true }], [{ op: 'put', key: 'down/k', value: 'w' }]), code);
+    await assert.rejects(kv.cas([{ key: 'down/n', absent: true }], [{ op: 'put', key: 'down/n', value: 'w', lease: true }]), code);
+    await assert.rejects(kv.followBytes('down/', () => {}), code);
+    await assert.rejects(kv.get('down/k'), code);
+    await assert.rejects(kv.txn([{ op: 'delete', key: 'down/k' }]), code);
+  } finally {
+    await kv.close().catch(() => {});
+    await gone.stop();
+  }
+});
