@@ -906,16 +906,21 @@ static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_con
  * checks drop it), ICMP errors, fragments, a TTL about to expire, a new connection (net_ingress
  * decides it first), and a connection an L7 proxy takes part in (its replies may belong to the
  * proxy's transparent socket). */
-static __noinline int wg_known(struct __sk_buff *skb)
+static __noinline int wg_known(struct __sk_buff *skb, __u32 vni)
 {
 	struct hctx h = {};
 	__u8 ttl = 0;
-	if (tunnel_mode() || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
+	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
 	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
 		return WG_TO_STACK;
 	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
 	remote_from(&h.rm, sv);
-	if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
+	if (vni) {
+		/* decapsulated (wg_decap): the source's identity is the VNI, as from_overlay reads it */
+		if (h.rm.ep_id)
+			return WG_TO_STACK; /* wg_overlay drops it */
+		h.rm.identity = vni;
+	} else if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
 		return WG_TO_STACK;
 	struct ep_config *dcfg = local_dest(&h.p);
 	if (!dcfg)
@@ -946,6 +951,88 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	return wg_deliver(skb, dcfg);
 }
 
+/* Tunnel routing: what WireGuard decrypted is VXLAN from the peer node (its allowed IPs are its
+ * node address). Cilium hands it to the stack, which gives it to cilium_vxlan (from_overlay); a
+ * second trip through the receive path per packet. Here a well-formed VXLAN packet from a peer
+ * node to this node, with a VNI a node may send and an inner IPv4 TCP/UDP packet (no options, not
+ * a fragment) for a local endpoint, is decapsulated in place: outer IPv4, UDP, VXLAN and inner
+ * Ethernet headers off, the inner IPv4 header where the outer was. Returns the VNI (the source's
+ * identity), or 0 with the packet untouched: anything else goes the stack's way to from_overlay,
+ * which judges (and drops with its reasons) what this does not take. Only cilium_wg0 calls this:
+ * the VNI is trusted from a WireGuard peer, never from plain VXLAN on the underlay's fast path. */
+#define WG_VXLAN_HLEN (sizeof(struct udphdr) + 8 + sizeof(struct ethhdr))
+struct wg_vxlan {
+	struct iphdr o;
+	struct udphdr u;
+	__u8 vx_flags;
+	__u8 vx_pad[3];
+	__u8 vni[3];
+	__u8 vx_pad2;
+	struct ethhdr e;
+	struct iphdr i;
+	__be16 ports[2];
+} __attribute__((packed));
+
+static __noinline __u32 wg_decap(struct __sk_buff *skb)
+{
+	struct wg_vxlan h;
+	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h)))
+		return 0;
+	const __u32 len = skb->len;
+	if (h.o.version != 4 || h.o.ihl != 5 || h.o.protocol != IPPROTO_UDP ||
+	    (h.o.frag_off & bpf_htons(0x3fff)) || bpf_ntohs(h.o.tot_len) != len ||
+	    h.u.dest != bpf_htons(TUNNEL_PORT) || bpf_ntohs(h.u.len) != len - sizeof(struct iphdr) ||
+	    h.vx_flags != 0x08 || h.e.h_proto != bpf_htons(ETH_P_IP) ||
+	    h.i.version != 4 || h.i.ihl != 5 || (h.i.frag_off & bpf_htons(0x3fff)) ||
+	    bpf_ntohs(h.i.tot_len) != len - sizeof(struct iphdr) - WG_VXLAN_HLEN ||
+	    (h.i.protocol != IPPROTO_TCP && h.i.protocol != IPPROTO_UDP) || h.i.ttl <= 1)
+		return 0;
+	/* the inner packet may not itself be VXLAN (is_encap: only nodes encapsulate) */
+	if (h.i.protocol == IPPROTO_UDP && h.ports[1] == bpf_htons(TUNNEL_PORT))
+		return 0;
+	const __u32 vni = ((__u32)h.vni[0] << 16) | ((__u32)h.vni[1] << 8) | h.vni[2];
+	if (!vni_identity_valid(vni) || !is_tunnel_peer((const __u8 *)&h.o.saddr))
+		return 0;
+	struct ipcache_val *dv = ipcache_lookup((const __u8 *)&h.o.daddr);
+	if (!dv || dv->identity != IDENTITY_HOST)
+		return 0; /* not this node's address: the stack's business */
+	dv = ipcache_lookup((const __u8 *)&h.i.daddr);
+	if (!dv || !dv->ep_id)
+		return 0; /* not for a local endpoint: the stack routes it */
+	const struct iphdr inner = h.i;
+	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, 0) ||
+	    bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
+		return 0; /* nothing removed (no room change), or dropped below by the parser */
+	stat_inc(STAT_OVERLAY_RX);
+	return vni;
+}
+
+/* A packet wg_decap decapsulated (source identity `vni`) that wg_known did not deliver: what
+ * from_overlay does with it (a local endpoint's address as source is spoofed; the destination's
+ * ingress policy and L7 redirect), then delivery into the endpoint. What is not delivered (a
+ * proxy's, an ICMP error's) goes to the stack as the inner packet, as from_overlay leaves it. */
+static __noinline int wg_overlay(struct __sk_buff *skb, __u32 vni)
+{
+	struct pkt p = {};
+	struct remote rm = {};
+	int r = parse_pkt(skb, &p);
+	if (r != PARSE_OK)
+		return net_drop(skb, &p, vni, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
+	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
+	if (sv && sv->ep_id)
+		return net_drop(skb, &p, vni, DROP_INVALID_SIP, DIR_INGRESS);
+	if (p.is_icmp_err)
+		return TC_ACT_OK;
+	rm.identity = vni;
+	rm.known = 1;
+	__u32 deliver = 0;
+	int v = net_ingress(skb, &p, &rm, &deliver);
+	if (v != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
+		return v;
+	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_endpoints, &deliver);
+	return dcfg ? wg_deliver(skb, dcfg) : TC_ACT_OK;
+}
+
 /* from_network's part: the source identity from the ipcache, spoof checks, the destination's
  * ingress policy and L7 redirect (a new connection's entry made here). */
 static __noinline int wg_network(struct __sk_buff *skb)
@@ -963,14 +1050,21 @@ SEC("tc")
 int from_wireguard(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
+	if (tunnel_mode()) {
+		const __u32 vni = wg_decap(skb);
+		if (!vni)
+			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
+		int r = wg_known(skb, vni);
+		return r != WG_TO_STACK ? r : wg_overlay(skb, vni);
+	}
 	/* established connections first: one parse, one conntrack lookup */
-	int r = wg_known(skb);
+	int r = wg_known(skb, 0);
 	if (r != WG_TO_STACK)
 		return r;
 	r = wg_network(skb);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
-	r = wg_known(skb);
+	r = wg_known(skb, 0);
 	return r == WG_TO_STACK ? TC_ACT_OK : r;
 }
 #endif
