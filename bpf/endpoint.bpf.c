@@ -790,7 +790,15 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
  * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
  * node's address on any device but the underlay, or a remote pod's but from its node on the
  * underlay (lib/overlay.h). What does not parse, and ICMP errors, pass. */
-static __always_inline int network_ingress(struct __sk_buff *skb)
+#ifdef MB_L3_DEVICE
+/* skb->cb slots of from_wireguard's parts (the VNI lives there, not in a frame: the calls take
+ * the stack): the VNI wg_decap took off (the source's identity; 0: not decapsulated), and the
+ * host veth network_ingress found the packet may be delivered to (0: none) */
+#define WG_CB_VNI 0
+#define WG_CB_DELIVER 1
+#endif
+
+static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 {
 	struct pkt p = {};
 	struct remote rm = {};
@@ -799,17 +807,28 @@ static __always_inline int network_ingress(struct __sk_buff *skb)
 	/* one ipcache lookup: the source's identity and whether it may arrive here */
 	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
 	remote_from(&rm, sv);
+#ifdef MB_L3_DEVICE
+	/* decapsulated by from_wireguard (vni, the source's identity, as from_overlay reads it): a
+	 * local endpoint's address as source is spoofed, any other is the VNI's */
+	if (vni && !rm.ep_id)
+		rm.identity = vni;
+	else
+#endif
 	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
-		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
+		return net_drop(skb, &p, vni ? vni : rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	__u32 deliver = 0;
-	return net_ingress(skb, &p, &rm, &deliver);
+	int v = net_ingress(skb, &p, &rm, &deliver);
+#ifdef MB_L3_DEVICE
+	skb->cb[WG_CB_DELIVER] = deliver;
+#endif
+	return v;
 }
 
 SEC("tc")
 int from_network(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
-	return network_ingress(skb);
+	return network_ingress(skb, 0);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
@@ -906,8 +925,9 @@ static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_con
  * checks drop it), ICMP errors, fragments, a TTL about to expire, a new connection (net_ingress
  * decides it first), and a connection an L7 proxy takes part in (its replies may belong to the
  * proxy's transparent socket). */
-static __noinline int wg_known(struct __sk_buff *skb, __u32 vni)
+static __noinline int wg_known(struct __sk_buff *skb)
 {
+	const __u32 vni = skb->cb[WG_CB_VNI];
 	struct hctx h = {};
 	__u8 ttl = 0;
 	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
@@ -973,6 +993,14 @@ struct wg_vxlan {
 	__be16 ports[2];
 } __attribute__((packed));
 
+/* wg_deliver into the endpoint of host veth `ifindex`, in a frame of its own (net_ingress' and
+ * its callers' take the rest of the stack). */
+static __noinline int wg_deliver_to(struct __sk_buff *skb, __u32 ifindex)
+{
+	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
+	return dcfg ? wg_deliver(skb, dcfg) : TC_ACT_OK;
+}
+
 static __noinline __u32 wg_decap(struct __sk_buff *skb)
 {
 	struct wg_vxlan h;
@@ -1007,37 +1035,11 @@ static __noinline __u32 wg_decap(struct __sk_buff *skb)
 	return vni;
 }
 
-/* A packet wg_decap decapsulated (source identity `vni`) that wg_known did not deliver: what
- * from_overlay does with it (a local endpoint's address as source is spoofed; the destination's
- * ingress policy and L7 redirect), then delivery into the endpoint. What is not delivered (a
- * proxy's, an ICMP error's) goes to the stack as the inner packet, as from_overlay leaves it. */
-static __noinline int wg_overlay(struct __sk_buff *skb, __u32 vni)
-{
-	struct pkt p = {};
-	struct remote rm = {};
-	int r = parse_pkt(skb, &p);
-	if (r != PARSE_OK)
-		return net_drop(skb, &p, vni, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
-	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
-	if (sv && sv->ep_id)
-		return net_drop(skb, &p, vni, DROP_INVALID_SIP, DIR_INGRESS);
-	if (p.is_icmp_err)
-		return TC_ACT_OK;
-	rm.identity = vni;
-	rm.known = 1;
-	__u32 deliver = 0;
-	int v = net_ingress(skb, &p, &rm, &deliver);
-	if (v != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
-		return v;
-	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_endpoints, &deliver);
-	return dcfg ? wg_deliver(skb, dcfg) : TC_ACT_OK;
-}
-
 /* from_network's part: the source identity from the ipcache, spoof checks, the destination's
  * ingress policy and L7 redirect (a new connection's entry made here). */
 static __noinline int wg_network(struct __sk_buff *skb)
 {
-	return network_ingress(skb);
+	return network_ingress(skb, skb->cb[WG_CB_VNI]);
 }
 
 /* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer, whose allowed
@@ -1050,21 +1052,29 @@ SEC("tc")
 int from_wireguard(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
+	skb->cb[WG_CB_VNI] = 0;
 	if (tunnel_mode()) {
-		const __u32 vni = wg_decap(skb);
-		if (!vni)
+		skb->cb[WG_CB_VNI] = wg_decap(skb);
+		if (!skb->cb[WG_CB_VNI])
 			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
-		int r = wg_known(skb, vni);
-		return r != WG_TO_STACK ? r : wg_overlay(skb, vni);
+		/* decapsulated: as from_overlay, then into the endpoint (what is not delivered, a
+		 * proxy's or an ICMP error's, goes to the stack as the inner packet) */
+		int r = wg_known(skb);
+		if (r != WG_TO_STACK)
+			return r;
+		r = wg_network(skb);
+		if (r != TC_ACT_OK || !skb->cb[WG_CB_DELIVER] || (skb->mark & MARK_MAGIC_MASK))
+			return r;
+		return wg_deliver_to(skb, skb->cb[WG_CB_DELIVER]);
 	}
 	/* established connections first: one parse, one conntrack lookup */
-	int r = wg_known(skb, 0);
+	int r = wg_known(skb);
 	if (r != WG_TO_STACK)
 		return r;
 	r = wg_network(skb);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
-	r = wg_known(skb, 0);
+	r = wg_known(skb);
 	return r == WG_TO_STACK ? TC_ACT_OK : r;
 }
 #endif

@@ -222,6 +222,8 @@ try {
         }
         const sent = wgTx() - tx0;
         if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
+        // an encrypted round that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
+        if (cfg === 'membrane-wg' && sent < units) throw new Error(`encrypted round ${round + 1} ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
         // ticks are 10 ms: µs per unit
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
