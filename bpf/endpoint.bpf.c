@@ -791,11 +791,9 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
  * node's address on any device but the underlay, or a remote pod's but from its node on the
  * underlay (lib/overlay.h). What does not parse, and ICMP errors, pass. */
 #ifdef MB_L3_DEVICE
-/* skb->cb slots of from_wireguard's parts (the VNI lives there, not in a frame: the calls take
- * the stack): the VNI wg_decap took off (the source's identity; 0: not decapsulated), and the
- * host veth network_ingress found the packet may be delivered to (0: none) */
+/* skb->cb slot of from_wireguard's parts (there, not in a frame: their calls take the stack):
+ * the VNI wg_decap took off, the source's identity; 0: not decapsulated */
 #define WG_CB_VNI 0
-#define WG_CB_DELIVER 1
 #endif
 
 static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
@@ -817,11 +815,7 @@ static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
 		return net_drop(skb, &p, vni ? vni : rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	__u32 deliver = 0;
-	int v = net_ingress(skb, &p, &rm, &deliver);
-#ifdef MB_L3_DEVICE
-	skb->cb[WG_CB_DELIVER] = deliver;
-#endif
-	return v;
+	return net_ingress(skb, &p, &rm, &deliver);
 }
 
 SEC("tc")
@@ -938,7 +932,7 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	if (vni) {
 		/* decapsulated (wg_decap): the source's identity is the VNI, as from_overlay reads it */
 		if (h.rm.ep_id)
-			return WG_TO_STACK; /* wg_overlay drops it */
+			return WG_TO_STACK; /* wg_network drops it */
 		h.rm.identity = vni;
 	} else if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
 		return WG_TO_STACK;
@@ -993,14 +987,6 @@ struct wg_vxlan {
 	__be16 ports[2];
 } __attribute__((packed));
 
-/* wg_deliver into the endpoint of host veth `ifindex`, in a frame of its own (net_ingress' and
- * its callers' take the rest of the stack). */
-static __noinline int wg_deliver_to(struct __sk_buff *skb, __u32 ifindex)
-{
-	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
-	return dcfg ? wg_deliver(skb, dcfg) : TC_ACT_OK;
-}
-
 static __noinline __u32 wg_decap(struct __sk_buff *skb)
 {
 	struct wg_vxlan h;
@@ -1047,7 +1033,9 @@ static __noinline int wg_network(struct __sk_buff *skb)
  * device; then, as Cilium's cil_from_wireguard with BPF host routing, a packet for a local
  * endpoint is delivered into the endpoint from here (bpf_redirect_peer) instead of being routed
  * by the host and sent through the host veth. Tunnel routing: the packet is VXLAN between node
- * addresses and goes to the stack, which hands it to cilium_vxlan (from_overlay), as in Cilium. */
+ * addresses; Cilium hands it to the stack and cilium_vxlan (from_overlay). Here wg_decap takes
+ * the VXLAN off what is for a local endpoint, and the inner packet goes the native way with the
+ * VNI as its source's identity; the rest still goes to the stack and cilium_vxlan. */
 SEC("tc")
 int from_wireguard(struct __sk_buff *skb)
 {
@@ -1057,15 +1045,9 @@ int from_wireguard(struct __sk_buff *skb)
 		skb->cb[WG_CB_VNI] = wg_decap(skb);
 		if (!skb->cb[WG_CB_VNI])
 			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
-		/* decapsulated: as from_overlay, then into the endpoint (what is not delivered, a
-		 * proxy's or an ICMP error's, goes to the stack as the inner packet) */
-		int r = wg_known(skb);
-		if (r != WG_TO_STACK)
-			return r;
-		r = wg_network(skb);
-		if (r != TC_ACT_OK || !skb->cb[WG_CB_DELIVER] || (skb->mark & MARK_MAGIC_MASK))
-			return r;
-		return wg_deliver_to(skb, skb->cb[WG_CB_DELIVER]);
+		/* decapsulated: the inner packet goes the native way below, its source's identity
+		 * the VNI (what is not delivered, a proxy's or an ICMP error's, goes to the stack as
+		 * the inner packet and to_container, as from_overlay leaves it) */
 	}
 	/* established connections first: one parse, one conntrack lookup */
 	int r = wg_known(skb);
