@@ -110,7 +110,8 @@ try {
   for (const k of [1, 2]) {
     const j = 3 - k, ns = k === 1 ? n1 : n2;
     execFileSync('ip', ['netns', 'add', barePod(k)]);
-    const podMtu = sh(k === 1 ? pc : ps, ['cat', '/sys/class/net/eth0/mtu']).trim();
+    // (nsenter --net leaves the root namespace's /sys mounted: ask ip for the pod's own device)
+    const podMtu = String((JSON.parse(sh(k === 1 ? pc : ps, ['ip', '-j', 'link', 'show', 'eth0'])) as { mtu: number }[])[0]!.mtu);
     sh(ns, ['ip', 'link', 'add', 'bpv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePod(k)]);
     sh(ns, ['ip', 'addr', 'add', `10.98.${k}.1/24`, 'dev', 'bpv0']);
     sh(ns, ['ip', 'link', 'set', 'bpv0', 'up']);
