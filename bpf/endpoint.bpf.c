@@ -792,7 +792,13 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
  * packet claiming a local endpoint's address is dropped (spoofed), and so is one claiming another
  * node's address on any device but the underlay, or a remote pod's but from its node on the
  * underlay (lib/overlay.h). What does not parse, and ICMP errors, pass. */
-static __always_inline int network_ingress(struct __sk_buff *skb)
+#ifdef MB_L3_DEVICE
+/* skb->cb slot of from_wireguard's parts (there, not in a frame: their calls take the stack):
+ * the VNI wg_decap took off, the source's identity; 0: not decapsulated */
+#define WG_CB_VNI 0
+#endif
+
+static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 {
 	struct pkt p = {};
 	struct remote rm = {};
@@ -801,8 +807,15 @@ static __always_inline int network_ingress(struct __sk_buff *skb)
 	/* one ipcache lookup: the source's identity and whether it may arrive here */
 	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
 	remote_from(&rm, sv);
+#ifdef MB_L3_DEVICE
+	/* decapsulated by from_wireguard (vni, the source's identity, as from_overlay reads it): a
+	 * local endpoint's address as source is spoofed, any other is the VNI's */
+	if (vni && !rm.ep_id)
+		rm.identity = vni;
+	else
+#endif
 	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
-		return net_drop(skb, &p, rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
+		return net_drop(skb, &p, vni ? vni : rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
 	__u32 deliver = 0;
 	return net_ingress(skb, &p, &rm, &deliver);
 }
@@ -811,7 +824,7 @@ SEC("tc")
 int from_network(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
-	return network_ingress(skb);
+	return network_ingress(skb, 0);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
@@ -910,14 +923,20 @@ static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_con
  * proxy's transparent socket). */
 static __noinline int wg_known(struct __sk_buff *skb)
 {
+	const __u32 vni = skb->cb[WG_CB_VNI];
 	struct hctx h = {};
 	__u8 ttl = 0;
-	if (tunnel_mode() || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
+	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
 	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
 		return WG_TO_STACK;
 	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
 	remote_from(&h.rm, sv);
-	if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
+	if (vni) {
+		/* decapsulated (wg_decap): the source's identity is the VNI, as from_overlay reads it */
+		if (h.rm.ep_id)
+			return WG_TO_STACK; /* wg_network drops it */
+		h.rm.identity = vni;
+	} else if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
 		return WG_TO_STACK;
 	struct ep_config *dcfg = local_dest(&h.p);
 	if (!dcfg)
@@ -948,11 +967,67 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	return wg_deliver(skb, dcfg);
 }
 
+/* Tunnel routing: what WireGuard decrypted is VXLAN from the peer node (its allowed IPs are its
+ * node address). Cilium hands it to the stack, which gives it to cilium_vxlan (from_overlay); a
+ * second trip through the receive path per packet. Here a well-formed VXLAN packet from a peer
+ * node to this node, with a VNI a node may send and an inner IPv4 TCP/UDP packet (no options, not
+ * a fragment) for a local endpoint, is decapsulated in place: outer IPv4, UDP, VXLAN and inner
+ * Ethernet headers off, the inner IPv4 header where the outer was. Returns the VNI (the source's
+ * identity), or 0 with the packet untouched: anything else goes the stack's way to from_overlay,
+ * which judges (and drops with its reasons) what this does not take. Only cilium_wg0 calls this:
+ * the VNI is trusted from a WireGuard peer, never from plain VXLAN on the underlay's fast path. */
+#define WG_VXLAN_HLEN (sizeof(struct udphdr) + 8 + sizeof(struct ethhdr))
+struct wg_vxlan {
+	struct iphdr o;
+	struct udphdr u;
+	__u8 vx_flags;
+	__u8 vx_pad[3];
+	__u8 vni[3];
+	__u8 vx_pad2;
+	struct ethhdr e;
+	struct iphdr i;
+	__be16 ports[2];
+} __attribute__((packed));
+
+static __noinline __u32 wg_decap(struct __sk_buff *skb)
+{
+	struct wg_vxlan h;
+	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h)))
+		return 0;
+	const __u32 len = skb->len;
+	if (h.o.version != 4 || h.o.ihl != 5 || h.o.protocol != IPPROTO_UDP ||
+	    (h.o.frag_off & bpf_htons(0x3fff)) || bpf_ntohs(h.o.tot_len) != len ||
+	    h.u.dest != bpf_htons(TUNNEL_PORT) || bpf_ntohs(h.u.len) != len - sizeof(struct iphdr) ||
+	    h.vx_flags != 0x08 || h.e.h_proto != bpf_htons(ETH_P_IP) ||
+	    h.i.version != 4 || h.i.ihl != 5 || (h.i.frag_off & bpf_htons(0x3fff)) ||
+	    bpf_ntohs(h.i.tot_len) != len - sizeof(struct iphdr) - WG_VXLAN_HLEN ||
+	    (h.i.protocol != IPPROTO_TCP && h.i.protocol != IPPROTO_UDP) || h.i.ttl <= 1)
+		return 0;
+	/* the inner packet may not itself be VXLAN (is_encap: only nodes encapsulate) */
+	if (h.i.protocol == IPPROTO_UDP && h.ports[1] == bpf_htons(TUNNEL_PORT))
+		return 0;
+	const __u32 vni = ((__u32)h.vni[0] << 16) | ((__u32)h.vni[1] << 8) | h.vni[2];
+	if (!vni_identity_valid(vni) || !is_tunnel_peer((const __u8 *)&h.o.saddr))
+		return 0;
+	struct ipcache_val *dv = ipcache_lookup((const __u8 *)&h.o.daddr);
+	if (!dv || dv->identity != IDENTITY_HOST)
+		return 0; /* not this node's address: the stack's business */
+	dv = ipcache_lookup((const __u8 *)&h.i.daddr);
+	if (!dv || !dv->ep_id)
+		return 0; /* not for a local endpoint: the stack routes it */
+	const struct iphdr inner = h.i;
+	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, 0) ||
+	    bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
+		return 0; /* nothing removed (no room change), or dropped below by the parser */
+	stat_inc(STAT_OVERLAY_RX);
+	return vni;
+}
+
 /* from_network's part: the source identity from the ipcache, spoof checks, the destination's
  * ingress policy and L7 redirect (a new connection's entry made here). */
 static __noinline int wg_network(struct __sk_buff *skb)
 {
-	return network_ingress(skb);
+	return network_ingress(skb, skb->cb[WG_CB_VNI]);
 }
 
 /* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer, whose allowed
@@ -960,11 +1035,22 @@ static __noinline int wg_network(struct __sk_buff *skb)
  * device; then, as Cilium's cil_from_wireguard with BPF host routing, a packet for a local
  * endpoint is delivered into the endpoint from here (bpf_redirect_peer) instead of being routed
  * by the host and sent through the host veth. Tunnel routing: the packet is VXLAN between node
- * addresses and goes to the stack, which hands it to cilium_vxlan (from_overlay), as in Cilium. */
+ * addresses; Cilium hands it to the stack and cilium_vxlan (from_overlay). Here wg_decap takes
+ * the VXLAN off what is for a local endpoint, and the inner packet goes the native way with the
+ * VNI as its source's identity; the rest still goes to the stack and cilium_vxlan. */
 SEC("tc")
 int from_wireguard(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
+	skb->cb[WG_CB_VNI] = 0;
+	if (tunnel_mode()) {
+		skb->cb[WG_CB_VNI] = wg_decap(skb);
+		if (!skb->cb[WG_CB_VNI])
+			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
+		/* decapsulated: the inner packet goes the native way below, its source's identity
+		 * the VNI (what is not delivered, a proxy's or an ICMP error's, goes to the stack as
+		 * the inner packet and to_container, as from_overlay leaves it) */
+	}
 	/* established connections first: one parse, one conntrack lookup */
 	int r = wg_known(skb);
 	if (r != WG_TO_STACK)

@@ -32,11 +32,14 @@ import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
-type Cfg = 'wg-bare' | 'membrane-wg' | 'membrane-plain';
-const CFGS: Cfg[] = ['wg-bare', 'membrane-wg', 'membrane-plain'];
+type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
+const CFGS: Cfg[] = ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
+/** --perf DIR: `perf record -g` of each path's wireguard-go pair (both nodes) during its stream
+ *  rounds, one perf.data per path in DIR (where the kernel work in their context goes) */
+const PERF_DIR = opt.own.perf;
 // wireguard-go gives a fraction of a Gbit/s: three decimals
 const suite = createTcpSuite(CFGS, opt.secs, 3);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -47,6 +50,8 @@ const env = { ...process.env, MEMBRANE_LAB: lab, MEMBRANE_STATE_DIR: stateDir, M
 const membrane = (args: string[]) => execFileSync(join(repo, 'bin/membrane'), args, { env, encoding: 'utf8', timeout: 300_000 });
 const n1 = `${lab}-node1`;
 const n2 = `${lab}-node2`;
+/** the bare tunnel's "pod" namespace on node k (wg-bare-pods) */
+const barePod = (k: number) => `${lab}-bp${k}`;
 /** the bare tunnel's wireguard-go processes (the suite has the measuring ones) */
 const procs: ChildProcess[] = [];
 const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
@@ -61,6 +66,7 @@ function cleanup(): void {
   suite.kill();
   for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
+  for (const k of [1, 2]) { try { execFileSync('ip', ['netns', 'del', barePod(k)], { stdio: 'ignore' }); } catch { /* not made */ } }
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
@@ -99,13 +105,30 @@ try {
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
     sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
   }
+  // like for like with membrane's path: a bare "pod" per node (a namespace behind a veth, default
+  // veth offloads as the CNI leaves them, same MTU), forwarded by the node's stack into wgb0
+  for (const k of [1, 2]) {
+    const j = 3 - k, ns = k === 1 ? n1 : n2;
+    execFileSync('ip', ['netns', 'add', barePod(k)]);
+    // (nsenter --net leaves the root namespace's /sys mounted: ask ip for the pod's own device)
+    const podMtu = String((JSON.parse(sh(k === 1 ? pc : ps, ['ip', '-j', 'link', 'show', 'eth0'])) as { mtu: number }[])[0]!.mtu);
+    sh(ns, ['ip', 'link', 'add', 'bpv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePod(k)]);
+    sh(ns, ['ip', 'addr', 'add', `10.98.${k}.1/24`, 'dev', 'bpv0']);
+    sh(ns, ['ip', 'link', 'set', 'bpv0', 'up']);
+    sh(barePod(k), ['ip', 'addr', 'add', `10.98.${k}.2/24`, 'dev', 'eth0']);
+    sh(barePod(k), ['ip', 'link', 'set', 'lo', 'up']);
+    sh(barePod(k), ['ip', 'link', 'set', 'eth0', 'up']);
+    sh(barePod(k), ['ip', 'route', 'add', 'default', 'via', `10.98.${k}.1`]);
+    sh(ns, ['ip', 'route', 'add', `10.98.${j}.0/24`, 'dev', 'wgb0']);
+    wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24`]);
+  }
   // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
   for (const p of procs) if (sizeWireguardGoSockets(p.pid!, 51999) < 1) throw new Error(`bare wireguard-go ${p.pid}: no UDP socket on 51999`);
   /** receive buffer of the node2 UDP socket on `port` (what `ss -uam` prints as rb) */
   const rcvbuf = (port: number) => Number(new RegExp(`:${port}\\s[^\\n]*\\n\\s*skmem:\\(r\\d+,rb(\\d+)`).exec(sh(n2, ['ss', '-uanm']))?.[1] ?? 0);
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
-  for (const ns of [n2, ps]) await suite.startServers(ns);
+  for (const ns of [n2, barePod(2), ps]) await suite.startServers(ns);
 
   const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
   /** native plain round: the peer's pod CIDR through a table of the bench's own, ahead of main */
@@ -127,9 +150,9 @@ try {
       if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
     }
   };
-  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'membrane-wg': ps, 'membrane-plain': ps };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
-    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
+    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
   };
 
   // CPU accounting: utime+stime in clock ticks (100 Hz) of a path's wireguard-go pair and of the agents
@@ -140,7 +163,7 @@ try {
       return Number(t[11]) + Number(t[12]); // fields 14 and 15 of stat(5), counted after the comm
     } catch { return 0; }
   };
-  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare'
+  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods'
     ? procs.map((p) => p.pid!)
     : ['node1', 'node2'].map((n) => Number(readFileSync(join(stateDir, 'nodes', n, 'wireguard', 'wireguard-go.pid'), 'utf8').trim()));
   for (const pid of [...wgPids('wg-bare'), ...wgPids('membrane-wg')]) {
@@ -161,7 +184,7 @@ try {
   const linkTxDropped = (dev: string) => linkStats(dev).dropped;
   const wgTx = () => linkTx('cilium_wg0');
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
-  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
+  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
   const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[]; retrans: number[]; tunDropped: number[] }>;
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] } }])) as unknown as
@@ -181,6 +204,9 @@ try {
         const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK), d0 = tun ? linkTxDropped(tun) : 0;
         let units: number;
         if (k === 'stream') {
+          const perf = PERF_DIR && round === opt.rounds - 1
+            ? spawn('perf', ['record', '-q', '-g', '-o', join(PERF_DIR, `${cfg}.data`), '-p', wg.join(','), '--', 'sleep', String(opt.secs)], { stdio: 'ignore' })
+            : undefined;
           const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
           r.stream.push(j.end.sum_received.bits_per_second / 1e9);
           units = j.end.sum_received.bytes / 2 ** 20;
@@ -188,6 +214,7 @@ try {
           pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
           pkts[cfg].retrans.push(j.end.sum_sent.retransmits ?? 0);
           pkts[cfg].tunDropped.push(tun ? linkTxDropped(tun) - d0 : 0);
+          if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
         } else {
           const [rate, clientUs] = rr(ns, ip, k);
           r[k].push(rate);
@@ -196,6 +223,8 @@ try {
         }
         const sent = wgTx() - tx0;
         if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
+        // an encrypted round that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
+        if (cfg === 'membrane-wg' && sent < units) throw new Error(`encrypted round ${round + 1} ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
         // ticks are 10 ms: µs per unit
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
@@ -206,19 +235,21 @@ try {
   plainRoutes(false);
 
   const table = suite.table([
-    { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
+    { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'bare wireguard-go, via pod veths', cfg: 'wg-bare-pods' },
+    { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
+    { head: 'ratio to bare via pod veths (like for like)', ratio: ['membrane-wg', 'wg-bare-pods'] },
     { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
   ]);
   const unit: Record<Measure, string> = { stream: 'TCP_STREAM, per MiB', rr: 'TCP_RR, per transaction', crr: 'TCP_CRR, per connection' };
   const c = (cfg: Cfg, w: 'wg' | 'agents', k: Measure) => median(cpu[cfg][w][k]);
   const cpuTable = [
-    '| CPU µs (median) | wireguard-go, bare | wireguard-go, membrane | bare / membrane | agents, bare round | agents, membrane + WireGuard | agents, plain round |',
-    '|---|---|---|---|---|---|---|',
-    ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
+    '| CPU µs (median) | wireguard-go, bare | wireguard-go, bare via pod veths | wireguard-go, membrane | bare / membrane | bare via pod veths / membrane | agents, bare round | agents, membrane + WireGuard | agents, plain round |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('wg-bare-pods', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${(c('wg-bare-pods', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
   ].join('\n');
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
   const pk = (cfg: Cfg, w: 'tun' | 'underlay') => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {

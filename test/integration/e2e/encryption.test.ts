@@ -19,6 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureIn, captureUnderlay } from '../support/underlay-capture.ts';
+import { ETH_IP, SYN, TCP, eth, ipv4, tcp } from '../support/frames.ts';
 import { podNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
@@ -357,11 +358,13 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     }]);
     const get = async (pod: string) => (await tlab.exec(NS, pod, ['curl', '-s', '-m', '4', '-o', '/dev/null', '-w', '%{http_code}', `http://${tip[`${NS}/server`]}:8080/`])).stdout.trim();
     await until('node2 denies the intruder', async () => (await get('intruder')) === '000');
-    // decrypted, the packets reach node2's pods through cilium_vxlan (from_overlay: identity from the VNI)
-    const vxlanRx = () => Number(execFileSync('ip', ['netns', 'exec', `${tlab.name}-node2`, 'cat', '/sys/class/net/cilium_vxlan/statistics/rx_packets'], { encoding: 'utf8' }));
-    const rx0 = vxlanRx();
+    // decrypted, the packets are decapsulated by from_wireguard (identity from the VNI) and handed
+    // straight to node2's pods: not a second trip through the stack and cilium_vxlan
+    const vxlanRx = () => rxPackets(tlab, 'node2', 'cilium_vxlan');
+    const [rx0, wg0] = [vxlanRx(), rxPackets(tlab, 'node2', 'cilium_wg0')];
     assert.equal(await get('client'), '200');
-    assert.ok(vxlanRx() - rx0 >= 3, `cilium_vxlan on node2 received ${vxlanRx() - rx0} packets`);
+    const [rx, wg] = [vxlanRx() - rx0, rxPackets(tlab, 'node2', 'cilium_wg0') - wg0];
+    assert.ok(wg >= 3 && rx === 0, `node2 received ${wg} packets on cilium_wg0 and ${rx} on cilium_vxlan`);
     assert.equal(await get('intruder'), '000');
     const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
     const idOf = (n: string) => ids.items.find((p) => p.metadata.name === n)?.status?.identity;
@@ -374,6 +377,33 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.ok(idOf('intruder') && idOf('client'), JSON.stringify(ids.items.map((p) => p.status)));
     assert.equal(denied.source?.identity, idOf('intruder'));
     assert.equal(allowed.source?.identity, idOf('client'));
+  });
+
+  test('tunnel: the VNI is trusted from the WireGuard peer, the inner source is not: VXLAN node2 sends through its tunnel claiming a node1 pod\'s address reaches no pod', async () => {
+    const n2 = `${tlab.name}-node2`;
+    const client = tip[`${NS}/client`]!;
+    const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
+    const vni = ids.items.find((p) => p.metadata.name === 'server')?.status?.identity;
+    assert.ok(vni && vni >= 256, JSON.stringify(ids.items.map((p) => p.status)));
+    // control: an address of node2's pod CIDR; attack: the intruder's, a pod of node1 itself
+    const own = '10.244.2.250';
+    const spoofed = tip[`${NS}/intruder`]!;
+    const vxlan = (src: string) => {
+      const h = Buffer.alloc(8);
+      h[0] = 0x08;
+      h.writeUIntBE(vni, 4, 3);
+      return Buffer.concat([h, eth({ dst: '00:00:00:00:00:00', src: '00:00:00:00:00:00', type: ETH_IP }, ipv4({ src, dst: client, proto: TCP }, tcp({ src, dst: client, sport: 40000, dport: 9, flags: SYN })))]);
+    };
+    const send = (payload: Buffer) => execFileSync('ip', ['netns', 'exec', n2, process.execPath, '-e',
+      "const d=require('dgram').createSocket('udp4');d.bind({address:'192.0.2.2'},()=>d.send(Buffer.from(process.argv[1],'hex'),8472,'192.0.2.1',()=>d.close()))", payload.toString('hex')]);
+    const rx0 = rxPackets(tlab, 'node1', 'cilium_wg0');
+    const cap = await captureIn(podNetnsName('node1', NS, 'client', tlab.name), 'eth0', join(await tlab.dir, `vxspoof-${Date.now()}.pcap`));
+    for (let i = 0; i < 3; i++) { send(vxlan(own)); send(vxlan(spoofed)); }
+    await new Promise((r) => setTimeout(r, 500));
+    const seen = (await cap.stop()).packets.filter((p) => p.proto === 6 && p.dport === 9 && p.dst === client);
+    assert.ok(rxPackets(tlab, 'node1', 'cilium_wg0') - rx0 >= 6, 'the crafted VXLAN did not cross node2\'s tunnel');
+    assert.ok(seen.some((p) => p.src === own), `the control never reached the client, so the capture proves nothing: ${JSON.stringify(seen)}`);
+    assert.ok(!seen.some((p) => p.src === spoofed), `a node1 pod's address reached the client through node2's tunnel: ${JSON.stringify(seen)}`);
   });
 
   test('tunnel strict mode: while node2 has no key its pods\' traffic is dropped (195, a flow), not sent as plain VXLAN; with a key it passes', async () => {
