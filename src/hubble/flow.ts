@@ -4,7 +4,6 @@
  * endpoint enrichment from the agent's endpoint/identity resolver, and the Summary string the
  * CLI prints. Per event the builder only does lookups; it never computes policy.
  */
-import { randomUUID } from 'node:crypto';
 import { EventType, CtReason, type DatapathEvent } from '../datapath/types.ts';
 import {
   type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
@@ -13,6 +12,7 @@ import {
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, traceObservationPoint } from './names.ts';
 import { createEndpointMessages } from './endpoint-messages.ts';
+import { createFlowIds } from './flow-id.ts';
 
 /**
  * What the agent gives Hubble to enrich flows. Only `byIp` and `identityLabels` are required;
@@ -91,14 +91,41 @@ export function eventTimeMs(timeNs: bigint): number {
 export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent) => Flow | undefined {
   const { resolver, nodeName } = opts;
   const cluster = opts.clusterName ?? 'default';
-  const uuid = opts.uuid ?? randomUUID;
+  const uuid = opts.uuid ?? createFlowIds();
   const emitter = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
 
   const messages = createEndpointMessages(resolver, cluster);
-  function endpoint(ip: string, datapathIdentity: number): { ep: Endpoint; local: ResolvedEndpoint | undefined } {
-    const r = resolver.byIp(ip);
-    if (r) return { ep: messages.local(r, datapathIdentity), local: r };
-    return { ep: messages.remote(datapathIdentity), local: undefined };
+  const endpoint = (r: ResolvedEndpoint | undefined, datapathIdentity: number): Endpoint =>
+    r ? messages.local(r, datapathIdentity) : messages.remote(datapathIdentity);
+
+  // Flows stay in the ring for seconds, so whatever each holds alone is copied and promoted by the
+  // garbage collector: the IP message is shared per address pair and way (a connection's events
+  // and every connection between two pods have the same), the Timestamp's seconds per second.
+  const ips = new Map<string, Map<string, NonNullable<Flow['IP']>>>();
+  let ipCount = 0;
+  function ipMessage(src: string, dst: string, version: IPVersion): NonNullable<Flow['IP']> {
+    let byDst = ips.get(src);
+    let m = byDst?.get(dst);
+    if (m && m.ipVersion === version) return m;
+    if (ipCount >= 16384) {
+      ips.clear();
+      ipCount = 0;
+      byDst = undefined;
+    }
+    if (!byDst) ips.set(src, (byDst = new Map()));
+    m = { $typeName: 'flow.IP', source: src, sourceXlated: '', destination: dst, ipVersion: version, encrypted: false };
+    byDst.set(dst, m);
+    ipCount++;
+    return m;
+  }
+  let secStartNs = -1n, secEndNs = -1n, secBig = 0n;
+  function timestamp(wallNs: bigint): NonNullable<Flow['time']> {
+    if (wallNs < secStartNs || wallNs >= secEndNs) {
+      secBig = wallNs / 1_000_000_000n;
+      secStartNs = secBig * 1_000_000_000n;
+      secEndNs = secStartNs + 1_000_000_000n;
+    }
+    return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: Number(wallNs - secStartNs) };
   }
 
   // per TCP flag byte, the flags message and the Summary text; per event type and subtype, the
@@ -137,8 +164,10 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   return function build(ev: DatapathEvent): Flow | undefined {
     if (ev.type !== EventType.DROP && ev.type !== EventType.TRACE && ev.type !== EventType.POLICY_VERDICT) return undefined;
     const wallNs = eventWallNs(ev.timeNs);
-    const { ep: source, local: srcLocal } = endpoint(ev.srcIp, ev.srcIdentity);
-    const { ep: destination, local: dstLocal } = endpoint(ev.dstIp, ev.dstIdentity);
+    const srcLocal = resolver.byIp(ev.srcIp);
+    const dstLocal = resolver.byIp(ev.dstIp);
+    const source = endpoint(srcLocal, ev.srcIdentity);
+    const destination = endpoint(dstLocal, ev.dstIdentity);
 
     // L4 + Summary
     let l4: Layer4 | undefined;
@@ -215,7 +244,7 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
     const flow: Flow = {
       $typeName: 'flow.Flow',
-      time: { $typeName: 'google.protobuf.Timestamp', seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) },
+      time: timestamp(wallNs),
       uuid: uuid(),
       emitter,
       verdict,
@@ -223,7 +252,7 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       authType,
       ethernet: undefined,
       // no addresses: a frame that is not IP (a drop), which Cilium's flows show without IP
-      IP: ev.srcIp || ev.dstIp ? { $typeName: 'flow.IP', source: ev.srcIp, sourceXlated: '', destination: ev.dstIp, ipVersion: ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false } : undefined,
+      IP: ev.srcIp || ev.dstIp ? ipMessage(ev.srcIp, ev.dstIp, ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4) : undefined,
       l4,
       tunnel: undefined,
       source,

@@ -4,9 +4,9 @@
  * the proxies); subscribers registered with `onFlow` (metrics, exporters) see every decoded flow
  * before it enters the ring (Cilium's OnDecodedFlow hook).
  */
-import { randomUUID } from 'node:crypto';
 import type { DatapathEvent } from '../datapath/types.ts';
 import { createFlowBuilder, type EndpointResolver } from './flow.ts';
+import { createFlowIds } from './flow-id.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
@@ -74,7 +74,9 @@ export function createHubble(deps: HubbleDeps): Hubble {
       ep.workloads = r.workloads.map((w) => ({ $typeName: 'flow.Workload', name: w.name, kind: w.kind }));
     }
   };
-  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
+  // one id sequence for datapath and L7 flows
+  const flowId = createFlowIds();
+  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, uuid: flowId });
   let seen = 0;
   let kernelLostSeen: bigint | undefined;
   const subscribers: ((flow: Flow) => void)[] = [];
@@ -117,7 +119,7 @@ export function createHubble(deps: HubbleDeps): Hubble {
     },
     ingestFlow(flow) {
       if (!flow.nodeName) flow.nodeName = deps.nodeName;
-      if (!flow.uuid) flow.uuid = randomUUID();
+      if (!flow.uuid) flow.uuid = flowId();
       if (!flow.time) flow.time = timestampFromMs(Date.now());
       // Hubble names itself on every flow, L7 ones included
       if (!flow.emitter) flow.emitter = EMITTER;

@@ -82,9 +82,11 @@ export class MmapRing {
   /** Consumes every committed record; returns how many were delivered. */
   drain(): number {
     let c = Number(Atomics.load(this.cons64, 0));
+    const start = c;
     const p = Number(Atomics.load(this.prod64, 0));
     const mask = this.size - 1;
     let n = 0;
+    let seen = 0;
     while (c < p) {
       const off = c & mask;
       const hdr = Atomics.load(this.data32, off >> 2);
@@ -99,8 +101,11 @@ export class MmapRing {
         n++;
       }
       c += (len + 8 + 7) & ~7;
-      Atomics.store(this.cons64, 0, BigInt(c));
+      // the records' space goes back to the kernel every 64 records and at the end (a BigInt per
+      // store; a handler never keeps a record)
+      if ((++seen & 63) === 0) Atomics.store(this.cons64, 0, BigInt(c));
     }
+    if (c !== start) Atomics.store(this.cons64, 0, BigInt(c));
     this.records += n;
     return n;
   }
