@@ -65,22 +65,38 @@ try {
   }
   const url = (k: 'A' | 'B', m: Mode) => `https://${NAME}:${m === 'sni' ? ports[k].sni : ports[k].intercept}/v1/models`;
   for (const k of ['A', 'B'] as const) for (const m of modes) execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c10', '-d2s', '-s', LUA, ...args[m].slice(1), url(k, m)]);
-  const rows: Record<string, { rps: number[]; cpu: number[]; up: number[] }> = {};
+  /** the intercepting proxy's client handshakes so far, full and resumed (proxy-server.ts writes them on SIGUSR2) */
+  // a tree whose proxy-server.ts does not count them would be killed by the signal
+  const counts = { A: readFileSync(join(trees.A, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2'), B: readFileSync(join(trees.B, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2') };
+  const handshakes = async (k: 'A' | 'B'): Promise<{ full: number; resumed: number }> => {
+    if (!counts[k]) return { full: NaN, resumed: NaN };
+    const f = join(dir, `handshakes-${ports[k].intercept}.json`);
+    rmSync(f, { force: true });
+    process.kill(pid[k]!.intercept, 'SIGUSR2');
+    for (let i = 0; i < 100; i++) {
+      try { return JSON.parse(readFileSync(f, 'utf8')) as { full: number; resumed: number }; } catch { await new Promise((r) => setTimeout(r, 50)); }
+    }
+    return { full: NaN, resumed: NaN };
+  };
+  const rows: Record<string, { rps: number[]; cpu: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
   for (let r = 0; r < ROUNDS; r++) {
     for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
       const p = pid[k]![m === 'sni' ? 'sni' : 'intercept'];
+      const h0 = m === 'sni' ? undefined : await handshakes(k);
       const c0 = cpuUs(p), o0 = originConns();
-      const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
+      const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', process.env.PERF_FREQ ?? '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
       const w = parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', '-s', LUA, url(k, m)]).toString());
       if (rec) await new Promise((r) => { rec.once('exit', r); rec.kill('SIGINT'); });
       const cpu = (cpuUs(p) - c0) / w.requests, up = (originConns() - o0) / w.requests;
-      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], up: [] });
-      row.rps.push(w.rps); row.cpu.push(cpu); row.up.push(up);
-      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, origin conns/req ${up.toFixed(3)}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
+      const h1 = h0 ? await handshakes(k) : undefined;
+      const full = h0 && h1 ? h1.full - h0.full : NaN, resumed = h0 && h1 ? h1.resumed - h0.resumed : NaN;
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], up: [], full: [], resumed: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.up.push(up); row.full.push(full); row.resumed.push(resumed);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
   console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
-  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 500));

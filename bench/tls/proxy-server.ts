@@ -7,7 +7,7 @@
  *   bin/node bench/tls/proxy-server.ts --mode sni|intercept --port P --origin O --dir D
  * D holds ica.crt/ica.key (interception CA) and ca.crt (the origin's CA).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createL7Parser } from '../../src/hubble/l7/parser.ts';
@@ -38,7 +38,13 @@ await startBenchProxy({
   port: Number(values.port), origin: Number(values.origin), policy, remote: { identity: 2, labels: ['reserved:world'] },
   configure(chain, sink, resolver) {
     const buildTls = createL7Parser({ nodeName: 'bench', resolver });
-    const onRecord = (r: TlsAccessRecord) => sink(buildTls(r), r.timeMs);
+    // handshakes of the client side, full and resumed: written to D/handshakes-PORT.json on SIGUSR2 (bench/tls/ab.ts)
+    const hs = { full: 0, resumed: 0 };
+    process.on('SIGUSR2', () => writeFileSync(join(dir, `handshakes-${values.port}.json`), JSON.stringify(hs)));
+    const onRecord = (r: TlsAccessRecord) => {
+      if (r.verdict === 'forwarded') { if (r.resumed) hs.resumed++; else hs.full++; }
+      sink(buildTls(r), r.timeMs);
+    };
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },
 });

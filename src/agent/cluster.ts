@@ -17,6 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import type { BytesWatchEvent, KVStore, WatchEvent } from '../kvstore/types.ts';
 import type { Logger } from '../common/logger.ts';
+import { isMac } from '../common/mac.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import type { Pod } from '../api/types.ts';
 import type { IPCacheEntry } from '../datapath/types.ts';
@@ -56,8 +57,6 @@ export interface ClusterNode {
    */
   underlayMac?: string;
 }
-
-const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 
 export type { RemoteEndpoint };
 
@@ -123,7 +122,7 @@ export function parseNodeValue(text: string): ClusterNode | undefined {
   const wg = isWireguardKey(o.WireguardPubKey) ? o.WireguardPubKey : undefined;
   // anything else than six bytes is no address: such a node sends no remote pod's packet here
   const mac = typeof o.UnderlayMAC === 'string' ? o.UnderlayMAC.toLowerCase() : undefined;
-  const underlayMac = mac && MAC.test(mac) ? mac : undefined;
+  const underlayMac = mac && isMac(mac) ? mac : undefined;
   return {
     name: o.Name, cluster: o.Cluster, ip, ...(routerIp ? { routerIp } : {}), ...(routerIp6 ? { routerIp6 } : {}), ...(podCidr ? { podCidr } : {}),
     ...(podCidr6 ? { podCidr6 } : {}), ...(wg ? { wireguardPubKey: wg } : {}), ...(underlayMac ? { underlayMac } : {}),

@@ -12,6 +12,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
+import { isMac, macBytes } from '../common/mac.ts';
 
 const libc = koffi.load('libc.so.6');
 const socketFn = libc.func('int socket(int domain, int type, int protocol)');
@@ -117,8 +118,8 @@ function ipv4(s: string): Buffer {
   return Buffer.from(p);
 }
 function mac(s: string): Buffer {
-  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(s)) throw new MembraneError('NETLINK_BAD_ARGUMENT', `not a MAC address: ${s}`);
-  return Buffer.from(s.split(':').map((x) => parseInt(x, 16)));
+  if (!isMac(s)) throw new MembraneError('NETLINK_BAD_ARGUMENT', `not a MAC address: ${s}`);
+  return macBytes(s);
 }
 function ifinfo(index = 0, flags = 0, change = 0): Buffer {
   const b = Buffer.alloc(16);

@@ -6,6 +6,7 @@
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import type { DatapathEvent } from '../types.ts';
 import { MembraneError } from '../../common/errors.ts';
+import { isMac, macBytes } from '../../common/mac.ts';
 import { parseHostPrefix4, parseIPv4 as ipv4Number, parseIPv6 as ipv6Number } from '../../ipcache/prefix.ts';
 
 export const DIR_INGRESS = 1;
@@ -84,15 +85,11 @@ export function formatIp(b: Buffer, off: number, family: number): string {
   return `${g.slice(0, best).join(':')}::${g.slice(best + bestLen).join(':')}`;
 }
 
-const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
-
 /** aa:bb:cc:dd:ee:ff as its six bytes (none: zeros); `hint` says where the address came from. */
 export function parseMac(mac: string | undefined, hint = 'six hex pairs, aa:bb:cc:dd:ee:ff'): Buffer {
-  const b = Buffer.alloc(6);
-  if (!mac) return b;
-  if (!MAC.test(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `not a MAC address: "${mac}"`, { hint });
-  for (let i = 0; i < 6; i++) b[i] = parseInt(mac.slice(i * 3, i * 3 + 2), 16);
-  return b;
+  if (!mac) return Buffer.alloc(6);
+  if (!isMac(mac)) throw new MembraneError('DATAPATH_BAD_MAC', `not a MAC address: "${mac}"`, { hint });
+  return macBytes(mac);
 }
 
 // ------------------------------------------------------------------ endpoint config

@@ -80,6 +80,16 @@ function sessionsOf(ctx: tls.SecureContext): Map<string, Buffer> {
 
 /** ALPN's wire form, encoded once (an array is converted per connection) */
 const ALPN_HTTP1 = Buffer.from([8, ...Buffer.from('http/1.1')]);
+/** the record's ALPN when it is http/1.1 (the only one offered): shared, records are never changed */
+const ALPN_HTTP1_NAMES = ['http/1.1'];
+/** `TLSv1.3` -> `TLS 1.3`, once per version */
+const versionTexts = new Map<string, string>();
+function versionText(proto: string | null): string | undefined {
+  if (!proto) return undefined;
+  let v = versionTexts.get(proto);
+  if (v === undefined) versionTexts.set(proto, (v = proto.replace('TLSv', 'TLS ')));
+  return v;
+}
 
 const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
 
@@ -119,12 +129,24 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
   // rule on the same port): decided by SNI and passed through, as on the tls slot.
   const sniFilter = createSniFilter({ onRecord: opts.onRecord, ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}) });
   const passthrough = new WeakSet<ProxyConnection>();
-  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, extra: Partial<TlsAccessRecord> = {}) => {
+  // one object per record, optional fields set when present (a record per intercepted connection:
+  // no spread temporaries)
+  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, server?: tls.TLSSocket, resumed?: boolean) => {
+    const r: TlsAccessRecord = {
+      l7: 'tls', verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0, intercepted: true,
+    };
+    if (sni) r.sni = sni;
+    if (reason) r.reason = reason;
+    if (opts.proxyPort) r.proxyPort = opts.proxyPort;
+    if (server) {
+      const version = versionText(server.getProtocol());
+      if (version) r.version = version;
+      if (server.alpnProtocol === 'http/1.1') r.alpn = ALPN_HTTP1_NAMES;
+      else if (server.alpnProtocol) r.alpn = [server.alpnProtocol];
+    }
+    if (resumed) r.resumed = true;
     try {
-      opts.onRecord({
-        l7: 'tls', verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0,
-        intercepted: true, ...(sni ? { sni } : {}), ...(reason ? { reason } : {}), ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}), ...extra,
-      });
+      opts.onRecord(r);
     } catch { /* the access log never breaks the proxy */ }
   };
   return {
@@ -199,11 +221,7 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
           if (name && decide(name) !== undefined) return;
         }
         if (!sni) { refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
-        const proto = server.getProtocol();
-        record(conn, 'forwarded', sni, undefined, {
-          ...(proto ? { version: proto.replace('TLSv', 'TLS ') } : {}), ...(server.alpnProtocol ? { alpn: [server.alpnProtocol] } : {}),
-          ...(resumed ? { resumed: true } : {}),
-        });
+        record(conn, 'forwarded', sni, undefined, server, resumed);
       });
       // A client that closes before the handshake ends gets no 'error' on a server TLSSocket,
       // only 'close': decided now, so nothing (timer, sockets, the connection) waits 10 s for it.

@@ -155,7 +155,7 @@ test('a resumed TLS session (TLS 1.3 ticket) is decided by its SNI too: allowed 
   policy = policyFor('upstream-ca', ['api.openai.com']);
   rev++;
   const session = await new Promise<Buffer>((resolve) => {
-    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert });
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert, ALPNProtocols: ['http/1.1'] });
     s.once('session', (sess: Buffer) => { resolve(sess); s.destroy(); });
     s.on('error', () => {});
   });
@@ -173,6 +173,10 @@ test('a resumed TLS session (TLS 1.3 ticket) is decided by its SNI too: allowed 
   const evil = await again('evil.example');
   assert.notEqual(evil.status, '200');
   assert.ok(tlsRecords.some((r) => r.verdict === 'forwarded' && r.resumed), JSON.stringify(tlsRecords));
+  // the forwarded records say the version, the ALPN agreed (the first client offered http/1.1, the
+  // second none), and resumed only when it was (the first, full, handshake not)
+  const forwarded = tlsRecords.filter((r) => r.verdict === 'forwarded').map((r) => ({ sni: r.sni, version: r.version, alpn: r.alpn, resumed: !!r.resumed }));
+  assert.deepEqual(forwarded, [{ sni: 'api.openai.com', version: 'TLS 1.3', alpn: ['http/1.1'], resumed: false }, { sni: 'api.openai.com', version: 'TLS 1.3', alpn: undefined, resumed: true }]);
   assert.ok(tlsRecords.some((r) => r.verdict === 'denied' && r.sni === 'evil.example'));
   policy = policyFor('upstream-ca');
   rev++;
