@@ -32,6 +32,12 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   let namesVersion = 0;
   let resourceVersion = 0;
   let changed = new Set<string>();
+  /**
+   * The prefixes whose winning ipcache entry is an FQDN one, kept as the ipcache changes: a
+   * snapshot's names come from these, not from a walk of the whole ipcache (every remote pod of a
+   * big cluster) for each new FQDN IP, the change that makes most snapshots.
+   */
+  const fqdnPrefixes = new Set<string>();
   let offIpcache: (() => void) | undefined;
   let offResources: (() => void) | undefined;
   let offIdentities: (() => void) | undefined;
@@ -58,9 +64,8 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       const a = deps.agent();
       const eps = a?.endpointTable().all() ?? [];
       const names: [string, string[]][] = [];
-      for (const e of policy.engine.ipcache.entries()) {
-        if (e.source !== 'fqdn') continue;
-        const ip = e.prefix.replace(/\/(32|128)$/, '');
+      for (const prefix of fqdnPrefixes) {
+        const ip = prefix.replace(/\/(32|128)$/, '');
         const n = deps.namesForIp(ip);
         if (n.length) names.push([ip, n]);
       }
@@ -102,8 +107,12 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   return {
     ...server,
     async start() {
+      for (const e of policy.engine.ipcache.entries()) if (e.source === 'fqdn') fqdnPrefixes.add(e.prefix);
       offIpcache = policy.engine.ipcache.onChange((ev) => {
         changed.add(ev.entry.prefix);
+        // an upsert names the winner: an endpoint or node claim over an FQDN one hides its names
+        if (ev.type === 'upsert' && ev.entry.source === 'fqdn') fqdnPrefixes.add(ev.entry.prefix);
+        else fqdnPrefixes.delete(ev.entry.prefix);
         if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
         // the remote cluster DNS server's identity is the ipcache's for its address
         const dnsServer = deps.dns?.serverIp();

@@ -53,6 +53,13 @@ export interface FeedServer {
   stop(): Promise<void>;
   /** resolves once every connected proxy acked the snapshot of what is current now (at most timeoutMs) */
   settled(timeoutMs?: number): Promise<void>;
+  /**
+   * Resolves once what is current now is written to every connected proxy's socket (no ack
+   * awaited). A message the caller sends on a proxy's socket after this reaches that proxy after
+   * the snapshot or delta (one socket, in order; the proxy applies each line before it reads the
+   * next): `dns-done` needs no round trip more than the answer report's.
+   */
+  sent(): Promise<void>;
   request(what: ProxyRequest, timeoutMs?: number): Promise<unknown>;
   /** the connected proxy processes (pid, status rows they reported) */
   clients(): { pid?: number; rows: ProxyStatusRow[]; acked: number }[];
@@ -193,6 +200,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
         waiters.add(check);
       });
     },
+    sent: () => refresh(),
     request(what, timeoutMs = 5000) {
       const c = [...clients].find((x) => x.pid);
       if (!c) return Promise.reject(new Error('no proxy process is connected'));

@@ -371,6 +371,35 @@ test('DNS answers: a held one is reported and released by the agent\'s dns-done;
   await until(() => reports.length === n + 1);
 });
 
+test('DNS answers: the agent\'s dns-done after sent() reaches the proxy after the snapshot holding the answer\'s IPs (no poll, no ack awaited)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  let revision = 1;
+  let server: ReturnType<typeof createFeedServer>;
+  // no poll during the test: only sent() can carry the change
+  server = createFeedServer({
+    socketPath, pollMs: 60_000, fingerprint: () => String(revision), snapshot: async () => snapshot(revision), onRecords: () => {},
+    onDnsAnswers: (items, done) => {
+      // as the agent's name manager: the answer's IPs change what the proxy holds, then dns-done
+      revision++;
+      void server.sent().then(() => done(items.map((i) => i.id)));
+    },
+  });
+  await server.start();
+  t.after(() => server.stop());
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  for (let i = 0; i < 20; i++) {
+    let atRelease = -1;
+    await client.reportAnswer({ ep: 7, name: `n${i}.example.`, ips: [`198.51.100.${i + 1}`], ttl: 30 }, true)!.then(() => { atRelease = snaps.at(-1)!; });
+    assert.equal(atRelease, revision, `answer ${i} released before the proxy held the snapshot of its IPs`);
+  }
+});
+
 test('access records cross the feed without endpoints or labels, and the agent makes the same L7 flow of them', async () => {
   const { encodeRecord } = await import('../../../../src/proxy/feed/wire.ts');
   const { createL7Parser } = await import('../../../../src/hubble/l7/parser.ts');
