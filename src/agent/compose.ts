@@ -55,8 +55,6 @@ export interface NodeParts {
   nodeIPCache(): IPCacheEntry[];
   /** FQDN identities' ipcache entries (DNS proxy + name manager); also syncs toFQDNs selectors. */
   fqdnIPCache(): IPCacheEntry[];
-  /** The FQDN identity of an IP learnt through the DNS proxy (for a live policy trace). */
-  fqdnIdentityOf(ip: string): number | undefined;
   /** Extra agent API routes of the DNS proxy / FQDN subsystem. */
   fqdnRoutes(): ReturnType<ReturnType<typeof createNodeDNS>['routes']>;
   /** cilium_policy_change_total{outcome}: the agent reports each policy import or delete. */
@@ -259,7 +257,6 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     datapath, networks, workloads, hubble,
     nodeIPCache: () => nodeAddrs.map((ip) => ({ prefix: hostPrefix(ip), identity: ReservedIdentity.host, endpointId: 0 })),
     fqdnIPCache: () => dns.ipcacheEntries(),
-    fqdnIdentityOf: (ip) => dns.identityForIp(ip),
     fqdnRoutes: () => dns.routes(),
     policyChange: (outcome, n) => { for (let i = 0; i < n; i++) agentMetrics.policyChange(outcome); },
     aiRoutes: () => local?.ai.routes() ?? { 'GET /v1/ai/usage': async () => feed!.request('ai-usage') },

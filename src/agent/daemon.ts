@@ -181,7 +181,11 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
     return { ...s, encryption: await encryptionView(encryption, s.errors) };
-  }, policy, (ip) => { const id = parts.fqdnIdentityOf(ip); return id === undefined ? undefined : policy.identityLabels(id); });
+  }, policy, (ip) => {
+    // the DNS proxy's learnt IPs are the engine's ipcache entries of source fqdn
+    const e = policy.engine.ipcache.lookup(ip);
+    return e?.source === 'fqdn' ? policy.identityLabels(e.identity) : undefined;
+  });
   // A policy change is in once the proxies judge by it too: with an external L7 proxy that is when
   // it acked the snapshot holding it (in-agent proxies look the engine up live).
   for (const r of ['POST /v1/apply', 'POST /v1/delete', 'POST /v1/settle'] as const) {

@@ -100,8 +100,6 @@ export interface NodeDNS {
   /** FQDN prefixes for the agent's ipcache mirror (extraIPCache); also syncs toFQDNs selectors. */
   ipcacheEntries(): IPCacheEntry[];
   namesForIp(ip: string): string[];
-  /** The FQDN identity the name manager gave an IP learnt from an allowed answer (none: not learnt). */
-  identityForIp(ip: string): number | undefined;
   /** The `membrane status` proxies row (none when standalone: the proxy process reports its own). */
   statusEntry(): { name: string; port: number; state: string } | undefined;
   /** Agent API routes: GET /v1/fqdn/cache (`cilium fqdn cache list`), GET /v1/dns/proxy (stats). */
@@ -340,7 +338,6 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
       if (flushTimer) clearTimeout(flushTimer);
       await proxy?.stop();
     },
-    identityForIp: (ip) => nameManager.identityForIP(ip),
     ipcacheEntries() {
       const sels = o.policy.engine.repository.fqdnSelectors();
       const js = JSON.stringify(sels);
