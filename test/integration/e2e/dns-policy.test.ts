@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
 
 const lab = new TestLab(`dnsp${process.pid % 10000}`);
 const NS = 'dnstest';
@@ -106,6 +107,14 @@ test('toFQDNs: only the learned IPs of the allowed name; flows name it (--to-fqd
     assert.equal(r[2]!.connected, false);
     const fs = await flowsOf('client', since, ['--to-fqdn', 'api.openai.com'], (x) => x.some((f) => f.verdict === 'FORWARDED'));
     assert.ok(fs.some((f) => f.verdict === 'FORWARDED' && f.IP?.destination === OPENAI), JSON.stringify(fs.slice(-3)));
+    // the agent's live trace (the UI's "why") knows the learnt IP: allowed by the toFQDNs rule;
+    // an address no allowed name resolved to stays the world, in default deny
+    type Traced = { trace: { verdict: string; egress: { rules: { policy: string }[] } } };
+    const trace = (to: string) => callAgent<Traced>(lab.paths.agentSocket('node1'), 'POST', '/v1/policy/trace', { from: `${NS}/client`, to, port: 443, protocol: 'TCP' });
+    const learnt = await trace(OPENAI);
+    assert.equal(learnt.trace.verdict, 'FORWARDED', JSON.stringify(learnt.trace));
+    assert.deepEqual(learnt.trace.egress.rules.map((x) => x.policy), [`${NS}/to-fqdns`]);
+    assert.equal((await trace(ANTHROPIC)).trace.verdict, 'DROPPED');
   });
 });
 
