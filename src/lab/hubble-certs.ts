@@ -15,11 +15,19 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hubbleServerName, type HubbleServerTlsFiles } from '../hubble/tls.ts';
+import { hubbleServerName, type HubbleClientTlsFiles, type HubbleServerTlsFiles } from '../hubble/tls.ts';
 import { ensureCA, issueCert, type LabCA } from './ca.ts';
 import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export const HUBBLE_CLIENT_NAME = '*.hubble-relay.cilium.io';
+/** The name a client of the lab Relay verifies on its certificate (it carries `*.hubble-relay.cilium.io`). */
+export const RELAY_SERVER_NAME = 'relay.hubble-relay.cilium.io';
+
+/** What a client of the lab Relay presents and checks (`membrane observe`, `status`, `ui`): the lab's Hubble client certificate. */
+export function relayClientTls(stateDir: string): HubbleClientTlsFiles {
+  const t = hubbleTlsPaths(stateDir);
+  return { caFiles: [t.caCert], certFile: t.clientCert, keyFile: t.clientKey, serverName: RELAY_SERVER_NAME };
+}
 
 export interface HubbleTlsPaths {
   dir: string;

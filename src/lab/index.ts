@@ -8,7 +8,7 @@ export { createPodNetworks } from './network.ts';
 export { createWorkloads } from './workloads.ts';
 export { labUp, labDown, labStatus, labNodes, labNodeAdd, labNodeDelete, REPO_ROOT, type LabUpOptions, type LabUpResult, type LabDownResult, type LabStatus } from './lab.ts';
 export { setupLabNetwork, podFiles } from './network.ts';
-export { hubbleTlsPaths, ensureHubbleCerts, type HubbleTlsPaths } from './hubble-certs.ts';
+export { hubbleTlsPaths, ensureHubbleCerts, RELAY_SERVER_NAME, type HubbleTlsPaths } from './hubble-certs.ts';
 export { registerImageHandler, planContainer, echoPorts, type ImageHandler, type WorkloadPlan, type PlanContext } from './workloads.ts';
 export { worldHosts, worldHost, type WorldHost } from './world.ts';
 export {

@@ -10,7 +10,7 @@ import type { MembraneConfig } from '../../common/config.ts';
 import type { StatusView } from '../../agent/views.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { hubbleServerName, HUBBLE_SERVER_PORT } from '../../hubble/tls.ts';
-import { hubbleTlsPaths, nodeIndexOf, nodeIp, nodeNetnsName } from '../../lab/index.ts';
+import { hubbleTlsPaths, nodeIndexOf, nodeIp, nodeNetnsName, RELAY_SERVER_NAME } from '../../lab/index.ts';
 import { callAgent } from '../../agent/api-client.ts';
 import { labRelay } from '../../lab/relay.ts';
 
@@ -87,7 +87,7 @@ export function registerLabHubble(lab: Command, config: MembraneConfig): void {
       const r = labRelay(labPaths(config));
       if (r) {
         const flags = r.tls
-          ? ['--server', r.address, '--tls', '--tls-ca-cert-files', a.caCert, '--tls-client-cert-file', a.clientCert, '--tls-client-key-file', a.clientKey, '--tls-server-name', 'relay.hubble-relay.cilium.io']
+          ? ['--server', r.address, '--tls', '--tls-ca-cert-files', a.caCert, '--tls-client-cert-file', a.clientCert, '--tls-client-key-file', a.clientKey, '--tls-server-name', RELAY_SERVER_NAME]
           : ['--server', r.address];
         process.stdout.write([
           `Hubble Relay (every node's flows): ${r.address} on this host, ${r.tls ? 'mutual TLS, server name *.hubble-relay.cilium.io' : 'PLAIN TEXT'}`,

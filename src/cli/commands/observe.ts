@@ -25,7 +25,7 @@ import { MONITOR_TYPES, TRACE_POINT_NAMES, parseIdentity } from '../../hubble/na
 import { createPrinter, protoJson, OUTPUT_FORMATS, TIME_FORMATS, timeFormatName, type OutputFormat } from '../../hubble/printer.ts';
 import { formatTarget, observerClient, parseServer } from '../../hubble/client.ts';
 import { labRelay } from '../../lab/relay.ts';
-import { hubbleTlsPaths } from '../../lab/hubble-certs.ts';
+import { relayClientTls } from '../../lab/hubble-certs.ts';
 
 type FilterInit = MessageInitShape<typeof FlowFilterSchema> & Record<string, unknown>;
 
@@ -163,9 +163,6 @@ function tlsFromFlags(o: ObserveOpts, config: MembraneConfig) {
     ...(caFiles ? { caFiles } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(serverName ? { serverName } : {}),
   };
 }
-
-/** The name `membrane observe` verifies on the lab Relay's certificate (`*.hubble-relay.cilium.io`). */
-const RELAY_SERVER_NAME = 'relay.hubble-relay.cilium.io';
 
 export function register(program: Command, config: MembraneConfig): void {
   const wl = new Tracker();
@@ -416,10 +413,7 @@ export function register(program: Command, config: MembraneConfig): void {
       }
       const server = o.server ?? config.hubbleServer ?? (relay ? relay.address : `unix://${labPaths(config).hubbleSocket(o.node ?? config.node)}`);
       const t = parseServer(server);
-      const lab = hubbleTlsPaths(labPaths(config).stateDir);
-      const client = observerClient(t, relay?.tls
-        ? { caFiles: [lab.caCert], certFile: lab.clientCert, keyFile: lab.clientKey, serverName: RELAY_SERVER_NAME }
-        : tlsFromFlags(o, config));
+      const client = observerClient(t, relay?.tls ? relayClientTls(labPaths(config).stateDir) : tlsFromFlags(o, config));
       try {
         for await (const resp of client.getFlows(req, { signal: ac.signal })) printer.write(resp);
       } catch (e) {

@@ -8,7 +8,7 @@ import type { StatusView } from '../../agent/views.ts';
 import type { MembraneConfig } from '../../common/config.ts';
 import { labPaths } from '../../common/paths.ts';
 import { labRelay } from '../../lab/relay.ts';
-import { hubbleTlsPaths } from '../../lab/hubble-certs.ts';
+import { relayClientTls } from '../../lab/hubble-certs.ts';
 import { observerClient, parseServer } from '../../hubble/client.ts';
 
 /** The lab's Hubble Relay as `status` shows it (asked with the lab's client certificate). */
@@ -25,9 +25,8 @@ async function relayStatus(config: MembraneConfig): Promise<RelayStatusView | un
   const paths = labPaths(config);
   const r = labRelay(paths);
   if (!r) return undefined;
-  const t = hubbleTlsPaths(paths.stateDir);
   try {
-    const c = observerClient(parseServer(r.address), r.tls ? { caFiles: [t.caCert], certFile: t.clientCert, keyFile: t.clientKey, serverName: 'relay.hubble-relay.cilium.io' } : undefined);
+    const c = observerClient(parseServer(r.address), r.tls ? relayClientTls(paths.stateDir) : undefined);
     const s = await c.serverStatus({}, { timeoutMs: 5000 });
     const connected = s.numConnectedNodes ?? 0;
     return { state: s.unavailableNodes.length ? 'Warning' : 'Ok', address: r.address, tls: r.tls, connected, unavailable: [...s.unavailableNodes] };

@@ -6,11 +6,8 @@ import { labPaths } from '../../common/paths.ts';
 import { parseServer } from '../../hubble/client.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { labRelay } from '../../lab/relay.ts';
-import { hubbleTlsPaths } from '../../lab/hubble-certs.ts';
+import { relayClientTls } from '../../lab/hubble-certs.ts';
 import { labNodes, nodeName } from '../../lab/index.ts';
-
-/** The name the lab Relay's certificate carries (`*.hubble-relay.cilium.io`), as `membrane observe` verifies it. */
-const RELAY_SERVER_NAME = 'relay.hubble-relay.cilium.io';
 
 export const UI_ASSETS_DIR = resolve(import.meta.dirname, '../../../dist/ui');
 
@@ -31,12 +28,11 @@ export function register(program: Command, config: MembraneConfig): void {
       // a cluster lab's Relay merges every node's flows (the page's node filter picks one); its
       // client side is the lab's Hubble client certificate, as for `membrane observe`
       const relay = o.server ?? config.hubbleServer ? undefined : labRelay(paths);
-      const lab = hubbleTlsPaths(paths.stateDir);
       const others = relay ? (await labNodes(paths.lab)).map(nodeName).filter((n) => n !== node) : [];
       const server = createUiServer({
         address: o.address, port,
         observer: parseServer(o.server ?? config.hubbleServer ?? (relay ? relay.address : `unix://${paths.hubbleSocket(node)}`)),
-        ...(relay?.tls ? { observerTls: { caFiles: [lab.caCert], certFile: lab.clientCert, keyFile: lab.clientKey, serverName: RELAY_SERVER_NAME } } : {}),
+        ...(relay?.tls ? { observerTls: relayClientTls(paths.stateDir) } : {}),
         agentSocket: paths.agentSocket(node),
         otherAgentSockets: others.map((n) => paths.agentSocket(n)),
         assetsDir: o.assets,
