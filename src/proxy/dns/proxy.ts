@@ -143,7 +143,6 @@ function unspecified(a: SockAddr): string {
   return a.family === 6 ? '::' : '0.0.0.0';
 }
 
-
 /** A receive arena and how many drains in a row found nothing queued (drain). */
 interface Drain {
   batch: RecvBatch;

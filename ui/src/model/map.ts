@@ -177,7 +177,8 @@ export function appLabel(labels: readonly string[]): string | undefined {
   return undefined;
 }
 
-/** A node for one end of a flow. `names` are the DNS names known for that end's IP. */
+const NS_LABEL = 'k8s:io.kubernetes.pod.namespace=';
+
 /**
  * The namespace of a cluster pod: the endpoint's own, or (a peer on another node in the proxy's
  * flows, which carry its identity's labels but no pod name) its namespace label.
@@ -188,30 +189,23 @@ export function podNamespace(ep: Endpoint | undefined): string | undefined {
   const l = ep.labels.find((x) => x.startsWith(NS_LABEL));
   return l ? l.slice(NS_LABEL.length) : undefined;
 }
-const NS_LABEL = 'k8s:io.kubernetes.pod.namespace=';
 
+/** A node for one end of a flow. `names` are the DNS names known for that end's IP. */
 export function nodeFor(ep: Endpoint | undefined, names: readonly string[]): Omit<MapNode, 'pods' | 'http'> & { pod?: string; fromWorkload?: boolean } {
   const identity = ep?.identity ?? 0;
   const labels = ep?.labels ?? [];
-  const podNs = ep?.podName ? ep.namespace : undefined;
-  if (!podNs && identity >= 256) {
-    // a pod of another node known by its identity's labels: the same card as where its name is known
-    const ns = podNamespace(ep);
-    if (ns) {
-      const w = ep!.workloads[0];
-      const kind: NodeKind = isKubeDns(labels) ? 'kube-dns' : w ? 'workload' : 'pod';
-      return { id: `${ns}/${identity}`, kind, name: w?.name || appLabel(labels) || `identity ${identity}`, namespace: ns, workloadKind: w?.kind || 'Pod', identities: [identity], labels, ...(w ? { fromWorkload: true } : {}) };
-    }
-  }
-  if (ep?.podName && ep.namespace) {
+  // a named pod, or a pod of another node known by its identity's labels: the same card
+  const named = ep?.podName && ep.namespace ? ep.podName : undefined;
+  const ns = named ? ep!.namespace : identity >= 256 ? podNamespace(ep) : undefined;
+  if (ns) {
     // One card per security identity in a namespace (Hubble UI's service id), named after the
     // owning workload when a flow says it (proxy flows may not), else the app label, else the pod.
-    const w = ep.workloads[0];
+    const w = ep!.workloads[0];
     const kind: NodeKind = isKubeDns(labels) ? 'kube-dns' : w ? 'workload' : 'pod';
-    const name = w?.name || appLabel(labels) || ep.podName;
+    const name = w?.name || appLabel(labels) || named || `identity ${identity}`;
     return {
-      id: `${ep.namespace}/${identity}`, kind, name, namespace: ep.namespace, workloadKind: w?.kind || 'Pod', identities: [identity], labels, pod: ep.podName,
-      ...(w ? { fromWorkload: true } : {}),
+      id: `${ns}/${identity}`, kind, name, namespace: ns, workloadKind: w?.kind || 'Pod', identities: [identity], labels,
+      ...(named ? { pod: named } : {}), ...(w ? { fromWorkload: true } : {}),
     };
   }
   const r = identity > 0 ? reservedIdentityName(identity) : undefined;
