@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { linkMac } from '../sys/netlink.ts';
 import { readResume, resumeFile, saveResume } from './resume.ts';
+import { getHeapStatistics } from 'node:v8';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -41,6 +42,16 @@ export interface AgentDaemonOptions {
   hubbleTcp?: boolean;
   /** the datapath object loaded ahead (a standby agent loads it while it waits) */
   preloadedDatapath?: ComposeInput['preloadedDatapath'];
+}
+
+function memory(): Record<string, number> {
+  const m = process.memoryUsage();
+  const h = getHeapStatistics();
+  const mib = (x: number) => Math.round(x / 2 ** 20);
+  return {
+    rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external),
+    arrayBuffersMiB: mib(m.arrayBuffers), mallocedMiB: mib(h.malloced_memory), peakMallocedMiB: mib(h.peak_malloced_memory),
+  };
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -273,7 +284,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await applyRemote();
     const ok = await agent.pruneStaleIPCache().then(() => true, (e: unknown) => { logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'); return false; });
     if (cluster) {
-      logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
+      logger.info({ subsys: 'daemon', resyncMs: Date.now() - started, ...memory() }, 'cluster ipcache resynced');
       // from here the map holds what the cluster does: its revision may be saved
       resumable = ok;
       applied(revision);
@@ -284,6 +295,9 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');
+  // what the agent's memory is made of, once a minute: RSS that grows over restarts or hours shows
+  // here as heap (objects kept), external/array buffers (Buffers, typed arrays) or malloc (native)
+  setInterval(() => logger.info({ subsys: 'daemon', ...memory() }, 'memory'), 60_000).unref();
   if (cluster) {
     // a listing that fails is a start that failed (as when it was awaited before the API): the
     // supervisor starts the agent again
