@@ -113,11 +113,13 @@ function newAgentPid(n: string, old: number): number {
   return NaN;
 }
 /** node n's agent log lines that mark its start phases, from the last "agent starting" on */
+/** the agent's start phases since its last start, whole lines (`short` cuts them for the log) */
 function startPhases(n: string): string[] {
   const lines = readFileSync(paths.agentLog(n), 'utf8').split('\n');
   const from = lines.findLastIndex((l) => l.includes('agent starting'));
-  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|cluster ipcache: following|agent ready|released identities|cluster ipcache resynced/.test(l)).map((l) => l.slice(0, 240));
+  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|cluster ipcache: following|agent ready|released identities|cluster ipcache resynced/.test(l));
 }
+const short = (l: string) => l.slice(0, 320);
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -266,7 +268,7 @@ async function restart(N: number): Promise<Resync> {
   const following = startPhases('node2').find((l) => l.includes('cluster ipcache: following')) ?? '';
   const resumed = /"resumeFrom":(\d+)/.exec(following)?.[1];
   const r: Resync = { resumed: resumed ? `yes (revision ${resumed})` : `no (${/"fullListing":"([^"]*)"/.exec(following)?.[1] ?? 'not logged'})`, nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: safe(rssMiB), cpuCorrectS, cpuEnd: safe(cpuSecs) };
-  for (const l of startPhases('node2')) log(`node2: ${l}`);
+  for (const l of startPhases('node2')) log(`node2: ${short(l)}`);
   log(`resync at ${N} nodes: map entries ${atKill} at the kill, ${atStart} when the new agent ran; written while down: mid-listing key ${entry.toFixed(1)} s, last key ${last.toFixed(1)} s; deleted while down gone ${gone.toFixed(1)} s; datapath complete and correct ${correctS.toFixed(1)} s (new agent CPU ${cpuCorrectS.toFixed(1)} s); agent's full resync ${fullS.toFixed(1)} s (membrane up: ${upErr || `${upS.toFixed(1)} s`})`);
   return r;
 }
