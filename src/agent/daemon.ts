@@ -284,7 +284,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     await applyRemote();
     const ok = await agent.pruneStaleIPCache().then(() => true, (e: unknown) => { logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'); return false; });
     if (cluster) {
-      logger.info({ subsys: 'daemon', resyncMs: Date.now() - started, ...memory() }, 'cluster ipcache resynced');
+      logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
+      logger.info({ subsys: 'daemon', ...memory() }, 'memory');
       // from here the map holds what the cluster does: its revision may be saved
       resumable = ok;
       applied(revision);
