@@ -100,6 +100,9 @@ function agentPid(n: string): number { return Number(readFileSync(paths.agentPid
  * the process running the lab's agent program for n with this lab's MEMBRANE_LAB.
  */
 function newAgentPid(n: string, old: number): number {
+  // the promoted spare and the next spare its supervisor starts beside it both run node-agent.ts
+  // with --standby: the agent is the older of the two
+  let best = NaN, bestStart = Infinity;
   for (const d of readdirSync('/proc')) {
     const p = Number(d);
     if (!p || p === old) continue;
@@ -107,10 +110,12 @@ function newAgentPid(n: string, old: number): number {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
       // the program node runs is the agent's (its supervisor's command line names the agent too)
       if (!cmd.find((a) => a.endsWith('.ts'))?.endsWith('src/lab/node-agent.ts') || cmd[cmd.indexOf('--node') + 1] !== n) continue;
-      if (readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) return p;
+      if (!readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) continue;
+      const start = Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+      if (start < bestStart) { best = p; bestStart = start; }
     } catch { /* gone meanwhile */ }
   }
-  return NaN;
+  return best;
 }
 /** node n's agent log lines that mark its start phases, from the last "agent starting" on */
 /** the agent's start phases since its last start, whole lines (`short` cuts them for the log) */
