@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
-import { sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
+import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
 import { metricsSocketPaths } from '../../src/agent/metrics.ts';
 import { get } from 'node:http';
 import { median, reportResults } from '../support.ts';
@@ -103,7 +103,8 @@ try {
     const j = 3 - k;
     wgb(k, ['set', 'wgb0', 'private-key', join(wgDir(k), 'key'), 'listen-port', '51999', 'peer', keys[j - 1]!.pub, 'endpoint', `192.0.2.${j}:51999`, 'allowed-ips', `10.99.0.${j}/32`]);
     const ns = k === 1 ? n1 : n2;
-    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'up']);
+    // the TUN ring as the agent sets cilium_wg0's (wireguard-go leaves 500: drops under a stream)
+    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
     sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
   }
