@@ -46,6 +46,9 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   // MEMBRANE_BENCH_FEED=1: the proxy as its own process (--external-envoy-proxy): records go over
   // the feed socket to an agent stand-in (bench/feed-agent.ts, a child on the same CPUs) that makes the flows
   let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
+  // MEMBRANE_BENCH_FLOWS=0: records are dropped (no flows, no metrics), to measure what the flows
+  // cost per request (bench/tls/ab.ts against a tree without this knob: flows on vs off)
+  if (process.env.MEMBRANE_BENCH_FLOWS === '0') onRecord = () => {};
   if (process.env.MEMBRANE_BENCH_FEED === '1') {
     const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
     const socketPath = join(dir, 'l7proxy.sock');
