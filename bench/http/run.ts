@@ -35,6 +35,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
+import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -53,19 +54,13 @@ function wrk(port: number, conns: number, extra: string[] = []): WrkResult {
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${SECS}s`, '--latency', ...extra, `http://127.0.0.1:${port}${PATH}`]).toString();
   return parseWrk(out);
 }
-interface OneConn { p50: number; p99: number; p999: number; requests: number }
-/** one-conn.c: one request at a time for SECS, each request's latency (ms) */
-function oneConn(port: number): OneConn {
-  const out = execFileSync('taskset', ['-c', '0', join(dir, 'one-conn'), String(port), String(SECS), '1000000000', PATH]).toString();
-  const m = /^n (\d+) p50 ([\d.]+) p90 [\d.]+ p99 ([\d.]+) p999 ([\d.]+)/m.exec(out);
-  if (!m) throw new Error(`one-conn printed: ${out}`);
-  return { requests: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), p999: Number(m[4]) };
-}
+let oneConnBin = '';
+const oneConn = (port: number): OneConnResult => runOneConn(oneConnBin, port, SECS, PATH);
 
 type Kind = 'origin' | 'haproxy' | 'membrane';
-interface Round { ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConn; kaCpu: number; closeCpu: number }
+interface Round { ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number }
 try {
-  execFileSync('cc', ['-O2', '-o', join(dir, 'one-conn'), join(import.meta.dirname, 'one-conn.c')]);
+  oneConnBin = buildOneConn(dir);
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   const hap = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('proxy', `frontend fe\n  bind 127.0.0.1:${HAPROXY}\n  default_backend be\nbackend be\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
   const mb = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
