@@ -62,8 +62,6 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     feed.start();
     onRecord = (rec) => feed.record(rec);
   }
-  // MEMBRANE_BENCH_FLOWS=0: records are dropped (the proxy's own cost, without the flow path: an A/B bound)
-  if (process.env.MEMBRANE_BENCH_FLOWS === '0') onRecord = () => {};
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
