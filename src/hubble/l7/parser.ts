@@ -38,7 +38,12 @@ export const SENSITIVE_HEADERS = new Set([
   'x-csrf-token', 'x-xsrf-token', 'openai-api-key', 'x-goog-api-key', 'x-amz-security-token',
 ]);
 
-/** What the parser asks the agent: the local endpoint at an address, an identity's labels. */
+/**
+ * What the parser asks the agent: the endpoint at an address (local, or a pod on another node
+ * known from the kvstore: Hubble's endpoint getter, then its ipcache's pod metadata), an
+ * identity's labels. The same resolver as the datapath flows' (flow.ts), so an L7 flow names a
+ * peer as the L3/L4 flows of the same connection do.
+ */
 export interface L7Resolver {
   byIp(ip: string): ResolvedEndpoint | undefined;
   identityLabels(identity: number): string[] | undefined;
@@ -198,10 +203,12 @@ const NONE = Object.freeze([]) as unknown as never[];
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
-  // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
+  // A peer's endpoint as Cilium's common.EndpointResolver gives it: the proxy's own endpoint, else
+  // the pod at the address (this node's or another's: pod name and namespace), with the identity
+  // the proxy judged by; only an address that is no pod is named by labels or identity alone.
   function endpoint(p: AccessPeer): Endpoint {
-    const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
-    if (e) return messages.local(e);
+    const e = p.endpoint ?? opts.resolver.byIp(p.ip);
+    if (e) return messages.local(e, p.identity);
     return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
 
