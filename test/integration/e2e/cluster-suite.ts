@@ -266,6 +266,16 @@ export function clusterSuite(mode: RoutingMode): void {
       assert.equal(r.code, 0, r.stderr);
       const viaRelay = r.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { flow?: Flow }).flow).filter((f): f is Flow => !!f);
       assert.ok(viaRelay.some((f) => f.node_name === 'node2' && f.verdict === 'DROPPED' && f.destination?.pod_name === 'server'), JSON.stringify(viaRelay.slice(-3)));
+      // the agent API's live trace (the UI's why) of that request: node1, node2 and node3 give the
+      // same verdict with the cluster's identity numbers (those `get pods` and the flows show)
+      const traces = await Promise.all(['node1', 'node2', 'node3'].map((n) => callAgent<{ trace: { verdict: string; source: { identity: number }; destination: { identity: number }; ingress: { key?: string } }; text: string }>(
+        paths.agentSocket(n), 'POST', '/v1/policy/trace', { from: 'cl/client', to: 'cl/server', port: 8080, protocol: 'TCP', http: { method: 'GET', path: '/private', host: '' } })));
+      for (const [i, t] of traces.entries()) {
+        assert.equal(t.trace.verdict, 'DROPPED', `node${i + 1}: ${t.text}`);
+        assert.deepEqual([t.trace.source.identity, t.trace.destination.identity], [ids.client, ids.server], `node${i + 1}: ${t.text}`);
+        assert.equal(t.trace.ingress.key, `i/${ids.client}/6/8080/16`);
+        assert.equal(t.text, traces[1]!.text, `node${i + 1} traces as node2 (the server's node) does`);
+      }
     } finally {
       // back to the L3/L4 rule for the tests that follow
       await lab.apply([policy]);
