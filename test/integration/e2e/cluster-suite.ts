@@ -276,6 +276,10 @@ export function clusterSuite(mode: RoutingMode): void {
         assert.equal(t.trace.ingress.key, `i/${ids.client}/6/8080/16`);
         assert.equal(t.text, traces[1]!.text, `node${i + 1} traces as node2 (the server's node) does`);
       }
+      // the CLI's live trace is that one
+      const cli = await lab.ok(['policy', 'trace', '--node', 'node1', '--from', 'cl/client', '--to', 'cl/server', '--port', '8080/TCP', '--http-method', 'GET', '--http-path', '/private']);
+      assert.equal(cli, traces[1]!.text);
+      assert.match(cli, new RegExp(`cl/client \\(${ip.client!.replace(/\./g, '\\.')}\\) identity ${ids.client} -> cl/server`));
     } finally {
       // back to the L3/L4 rule for the tests that follow
       await lab.apply([policy]);
