@@ -29,6 +29,7 @@ import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from '../names.ts';
 import { createEndpointMessages } from '../endpoint-messages.ts';
 import { aiExtension } from './ai-extension.ts';
+import { identityScope, ReservedIdentity } from '../../identity/identity.ts';
 
 export const REDACTED = 'HUBBLE_REDACTED';
 
@@ -200,6 +201,15 @@ const L7_EVENT = { $typeName: 'flow.CiliumEventType' as const, type: 129, subTyp
  */
 const NONE = Object.freeze([]) as unknown as never[];
 
+/**
+ * The identities of addresses outside the cluster (the world, a CIDR's or a DNS name's local
+ * identity, 2^24 and up): no pod is looked up for them, which is most of a DNS proxy's servers
+ * and every toFQDNs peer (the lookup was ~20 % of such a record's parse).
+ */
+function neverPod(identity: number): boolean {
+  return identity === ReservedIdentity.world || identity === ReservedIdentity.worldIPv4 || identity === ReservedIdentity.worldIPv6 || identityScope(identity) === 'local';
+}
+
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
@@ -207,7 +217,7 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
   // the pod at the address (this node's or another's: pod name and namespace), with the identity
   // the proxy judged by; only an address that is no pod is named by labels or identity alone.
   function endpoint(p: AccessPeer): Endpoint {
-    const e = p.endpoint ?? opts.resolver.byIp(p.ip);
+    const e = p.endpoint ?? (neverPod(p.identity) ? undefined : opts.resolver.byIp(p.ip));
     if (e) return messages.local(e, p.identity);
     return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
