@@ -25,7 +25,8 @@
  *   [MEMBRANE_BENCH_FEED=1] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
  * MEMBRANE_BENCH_FEED=1 runs the proxy as the external L7 proxy process does: flows made in another
  * process from the records sent over the feed socket (A/B with the in-agent mode).
- * With --append the result table and the command go to bench/RESULTS.md under `## http`.
+ * With --append the result table and the command go to bench/RESULTS.md under `## http` (with
+ * MEMBRANE_BENCH_FEED=1, under `## http, the proxy in its own process (the lab default)`).
  * Needs wrk, haproxy and cc.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
@@ -107,7 +108,8 @@ try {
   const feed = process.env.MEMBRANE_BENCH_FEED === '1';
   const cmd = `${feed ? 'MEMBRANE_BENCH_FEED=1 ' : ''}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
   const lines = [
-    '## http', '',
+    // its own section: --append replaces the latest block of the section it writes
+    feed ? '## http, the proxy in its own process (the lab default)' : '## http', '',
     `Command: \`${cmd}\``, '',
     `${runLine(startLoad)}, ${endLoad.toFixed(2)} at the end. ` +
     `Loopback; origin = HAProxy answering 200 itself (CPU 0, with the client); proxy under test pinned to CPU 1 with all its threads (HAProxy nbthread 1 / one Node process). ` +
