@@ -3,6 +3,7 @@
 // in the bench's topology (two pods, conntrack, ipcache, events as in production), n new
 // connections then n times one established connection's packet, and reports the 10th percentile
 // and median of the kernel's per-run duration. Rates under load 15-45 scatter 2x; these do not.
+// --object <path.o> loads another build (a scratch variant) in place of dist/bpf/endpoint.bpf.o;
 // --ipcache N adds N remote pods' /32 entries (a cluster's ipcache: 10,000 nodes x 30 pods is 300,000).
 //   bin/node bench/datapath/prog-cost.ts [--n 2000] [--entries 10,10000,10] [--ipcache 0]
 import { execFileSync } from 'node:child_process';
@@ -13,7 +14,7 @@ import { createTopo, type Pod } from '../../test/integration/datapath/support/to
 import { Driver } from '../../test/integration/datapath/support/rpc.ts';
 import { destroy, linkPinPath } from '../../src/datapath/linux/index.ts';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' }, entries: { type: 'string', default: '10,10000,10' }, ipcache: { type: 'string', default: '0' } } });
+const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' }, entries: { type: 'string', default: '10,10000,10' }, ipcache: { type: 'string', default: '0' }, object: { type: 'string' } } });
 const n = Number(values.n);
 const bin = `/tmp/mbr-progrun-${process.pid}`;
 execFileSync('cc', ['-O2', '-o', bin, join(import.meta.dirname, 'progrun.c'), '-lbpf']);
@@ -21,7 +22,7 @@ const tag = `bp${process.pid % 10000}`;
 const pinRoot = `/sys/fs/bpf/mdp-${tag}`;
 const topo = createTopo(tag, 2, 8);
 const [A, B] = topo.pods as [Pod, Pod];
-const driver = new Driver(topo.nodeNs, pinRoot);
+const driver = new Driver(topo.nodeNs, pinRoot, values.object ? { objectPath: values.object } : undefined);
 try {
   await driver.call('start');
   await driver.call('mute');
