@@ -6,7 +6,7 @@
  * topology, configurations and description.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -66,6 +66,48 @@ function schedUs(pid: number | undefined): number {
  * counts and times): `after` gets the number of connections and returns a line for the progress.
  */
 export interface CrrProbe { before(): void; after(conns: number): string }
+
+/**
+ * The kernel side of a new connection: each eBPF program attached through the pinned tcx links in
+ * `linkDirs` (read at every call: links come and go with a configuration), its runs and run time
+ * per TCP_CRR connection (kernel BPF stats, enabled while the caller holds the stats fd). Run time
+ * is CPU the programs took, so unlike rates the machine's load moves it little. `lastUs`: the µs
+ * per connection of the last `after`.
+ */
+export function bpfLinkProbe(linkDirs: () => readonly string[]): CrrProbe & { lastUs: number } {
+  const progs = () => {
+    const out = new Map<string, { cnt: number; ns: number }>();
+    for (const dir of linkDirs()) {
+      if (!existsSync(dir)) continue;
+      const ids = new Set(readdirSync(dir).map((l) => (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show', 'pinned', join(dir, l)], { encoding: 'utf8' })) as { prog_id: number }).prog_id));
+      for (const id of ids) {
+        const p = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show', 'id', String(id)], { encoding: 'utf8' })) as { name: string; run_time_ns?: number; run_cnt?: number };
+        const e = out.get(p.name) ?? { cnt: 0, ns: 0 };
+        e.cnt += p.run_cnt ?? 0;
+        e.ns += p.run_time_ns ?? 0;
+        out.set(p.name, e);
+      }
+    }
+    return out;
+  };
+  let progs0 = new Map<string, { cnt: number; ns: number }>();
+  const probe = {
+    lastUs: 0,
+    before: () => { progs0 = progs(); },
+    after: (conns: number) => {
+      let total = 0;
+      const parts = [...progs()].map(([name, e]) => {
+        const b = progs0.get(name) ?? { cnt: 0, ns: 0 };
+        const cnt = e.cnt - b.cnt, ns = e.ns - b.ns;
+        total += ns / conns;
+        return `${name} ${(cnt / conns).toFixed(1)}x${(ns / Math.max(1, cnt)).toFixed(0)} ns`;
+      });
+      probe.lastUs = total / 1000;
+      return `bpf per conn ${probe.lastUs.toFixed(2)} µs: ${parts.join(', ')}`;
+    },
+  };
+  return probe;
+}
 
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
 export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };

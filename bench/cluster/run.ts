@@ -7,13 +7,13 @@
 //   bin/node bench/cluster/run.ts [--secs 3] [--rounds 3] [--routing-mode tunnel|native] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## cluster`.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { podNetnsName, nodeNetnsName } from '../../src/lab/names.ts';
 import { reportResults } from '../support.ts';
-import { createTcpSuite, runLine, tcpArgs, tcpCommand, type CrrProbe } from '../tcp-suite.ts';
+import { bpfLinkProbe, createTcpSuite, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
 import { enableRunTimeStats, disableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
@@ -86,35 +86,7 @@ try {
     execFileSync('ip', ['netns', 'pids', nodeNetnsName(`node${k}`, lab)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number));
   // the kernel side of a new connection: each eBPF program's runs and run time per TCP_CRR
   // connection, both nodes (kernel BPF stats, enabled while this process holds the fd)
-  const progs = () => {
-    const out = new Map<string, { cnt: number; ns: number }>();
-    for (const k of [1, 2]) {
-      const dir = `/sys/fs/bpf/membrane/${lab}-node${k}/links`;
-      const ids = new Set(readdirSync(dir).map((l) => (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show', 'pinned', join(dir, l)], { encoding: 'utf8' })) as { prog_id: number }).prog_id));
-      for (const id of ids) {
-        const p = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show', 'id', String(id)], { encoding: 'utf8' })) as { name: string; run_time_ns?: number; run_cnt?: number };
-        const e = out.get(p.name) ?? { cnt: 0, ns: 0 };
-        e.cnt += p.run_cnt ?? 0;
-        e.ns += p.run_time_ns ?? 0;
-        out.set(p.name, e);
-      }
-    }
-    return out;
-  };
-  let progs0 = new Map<string, { cnt: number; ns: number }>();
-  const bpfProbe: CrrProbe = {
-    before: () => { progs0 = progs(); },
-    after: (conns) => {
-      let total = 0;
-      const parts = [...progs()].map(([name, e]) => {
-        const b = progs0.get(name) ?? { cnt: 0, ns: 0 };
-        const cnt = e.cnt - b.cnt, ns = e.ns - b.ns;
-        total += ns / conns;
-        return `${name} ${(cnt / conns).toFixed(1)}x${(ns / Math.max(1, cnt)).toFixed(0)} ns`;
-      });
-      return `bpf per conn ${(total / 1000).toFixed(1)} µs: ${parts.join(', ')}`;
-    },
-  };
+  const bpfProbe = bpfLinkProbe(() => [1, 2].map((k) => `/sys/fs/bpf/membrane/${lab}-node${k}/links`));
   enableRunTimeStats();
   await suite.startServers(srvNs);
   const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', 'bare-routed': '10.97.2.2', membrane: srvIp };

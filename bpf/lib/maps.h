@@ -66,6 +66,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_ipcache SEC(".maps");
 
+/* ---- ipcache, host entries: exact address -> the same value ----
+ * Every full-length (/32, /128) prefix of mb_ipcache, under the same key (prefixlen = static +
+ * 32 or 128), as Cilium keeps local endpoints in a hash (lxc map) beside its LPM ipcache: pods and
+ * nodes, the entries nearly every packet looks up, cost one hash lookup whatever the trie's size;
+ * the trie answers the rest (CIDRs, world). The agent writes the trie first and this second and
+ * deletes here first: this map only ever holds an entry the trie holds with the same value (a
+ * missing one falls back to the trie, never to another answer). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512 * 1024);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_ipcache_host SEC(".maps");
+
 /* ---- policy: ONE global LPM trie ----
  * prefixlen = 64 (ep_id, dir, pad, identity) + (proto ? 8 : 0) + port prefix bits. */
 struct policy_key {

@@ -4,7 +4,9 @@
 #include "maps.h"
 
 /* Longest prefix of `addr` (family 4: its first 4 bytes; 6: all 16) in the ipcache. The family
- * is part of the key, so an IPv6 address never matches an IPv4 prefix (nor ::/0 an IPv4 one). */
+ * is part of the key, so an IPv6 address never matches an IPv4 prefix (nor ::/0 an IPv4 one).
+ * An address with an entry of its own (a pod, a node) is its own longest prefix: the exact-address
+ * hash answers it, the trie everything else. */
 static __always_inline struct ipcache_val *ipcache_lookup_fam(const __u8 *addr, __u8 fam)
 {
 	struct ipcache_key k = {};
@@ -17,7 +19,8 @@ static __always_inline struct ipcache_val *ipcache_lookup_fam(const __u8 *addr, 
 		k.family = 4;
 		__builtin_memcpy(k.addr, addr, 4);
 	}
-	return bpf_map_lookup_elem(&mb_ipcache, &k);
+	struct ipcache_val *v = bpf_map_lookup_elem(&mb_ipcache_host, &k);
+	return v ? v : bpf_map_lookup_elem(&mb_ipcache, &k);
 }
 
 /* An IPv4 address (nodes, tunnel endpoints, the WireGuard path: IPv4 only). */

@@ -1,4 +1,9 @@
-/** The ipcache (mb_ipcache): prefix -> security identity (and local endpoint id), longest prefix wins. */
+/**
+ * The ipcache (mb_ipcache): prefix -> security identity (and local endpoint id), longest prefix wins;
+ * its host entries (/32, /128: pods, nodes) also in mb_ipcache_host, the exact-address hash the
+ * datapath looks up first (bpf/lib/maps.h). The trie is written first and the hash second, and a
+ * delete goes to the hash first: the hash never holds what the trie does not.
+ */
 import type { IPCacheEntry } from '../types.ts';
 import { IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE, decodeIpcacheKey, decodeIpcacheVal, encodeIpcacheKey, encodeIpcacheKeyInto, encodeIpcacheValInto } from './codec.ts';
 
@@ -8,6 +13,14 @@ import type { Loader } from './loader.ts';
 
 /** key bytes of an IPv4 /32: prefixlen (static 32 + 32) LE at 0, family 4 at 4 */
 const V4_HOST_LEN = 64;
+/** an IPv6 /128's prefixlen (static 32 + 128) */
+const V6_HOST_LEN = 160;
+
+/** Whether the key at `k` of `keys` is a full-length prefix (an entry of mb_ipcache_host too). */
+const isHostKey = (keys: Buffer, k: number): boolean => {
+  const len = keys.readUInt32LE(k);
+  return (len === V4_HOST_LEN && keys[k + 4] === 4) || (len === V6_HOST_LEN && keys[k + 4] === 6);
+};
 
 export class IPCacheMap {
   private readonly loader: Loader;
@@ -44,6 +57,23 @@ export class IPCacheMap {
       }
     });
     if (map.size) { this.#kernel = map; this.#kernelVals = vals; }
+    // The previous agent may have stopped between a changed entry's trie write and its hash
+    // write: an IPv4 host entry the hash holds with another value than the trie (or without the
+    // trie's entry) goes, since #unchanged compares with the trie and would leave it. IPv6 ones
+    // are always written again (and pruned from both maps when nothing claims them).
+    const host = this.loader.map('mb_ipcache_host');
+    const stale: Buffer[] = [];
+    host.forEachBatch(BATCH, (keys, v, count) => {
+      for (let i = 0; i < count; i++) {
+        const k = i * IPCACHE_KEY_SIZE;
+        if (keys.readUInt32LE(k) !== V4_HOST_LEN || keys[k + 4] !== 4) continue;
+        const slot = map.get(keys.readInt32BE(k + 8));
+        const o = i * IPCACHE_VAL_SIZE;
+        if (slot !== undefined && vals[3 * slot] === v.readUInt32LE(o) && vals[3 * slot + 1] === v.readUInt16LE(o + 4) && vals[3 * slot + 2] === v.readUInt32BE(o + 8)) continue;
+        stale.push(Buffer.from(keys.subarray(k, k + IPCACHE_KEY_SIZE)));
+      }
+    });
+    for (const k of stale) host.delete(k);
   }
 
   /**
@@ -78,9 +108,12 @@ export class IPCacheMap {
     if (!entries.length) return 0;
     if (!this.#kernelRead) this.#readKernel();
     const m = this.loader.map('mb_ipcache');
+    const host = this.loader.map('mb_ipcache_host');
     const n = Math.min(entries.length, BATCH);
     const keys = Buffer.alloc(n * IPCACHE_KEY_SIZE);
     const vals = Buffer.alloc(n * IPCACHE_VAL_SIZE);
+    const hkeys = Buffer.alloc(n * IPCACHE_KEY_SIZE);
+    const hvals = Buffer.alloc(n * IPCACHE_VAL_SIZE);
     let written = 0;
     for (let at = 0; at < entries.length; at += BATCH) {
       const count = Math.min(BATCH, entries.length - at);
@@ -92,7 +125,16 @@ export class IPCacheMap {
         if (this.#kernel && this.#unchanged(keys, j * IPCACHE_KEY_SIZE, vals, j * IPCACHE_VAL_SIZE)) continue;
         j++;
       }
-      if (j) m.updateBatch(keys, vals, j);
+      if (!j) continue;
+      m.updateBatch(keys, vals, j);
+      let h = 0;
+      for (let i = 0; i < j; i++) {
+        if (!isHostKey(keys, i * IPCACHE_KEY_SIZE)) continue;
+        keys.copy(hkeys, h * IPCACHE_KEY_SIZE, i * IPCACHE_KEY_SIZE, (i + 1) * IPCACHE_KEY_SIZE);
+        vals.copy(hvals, h * IPCACHE_VAL_SIZE, i * IPCACHE_VAL_SIZE, (i + 1) * IPCACHE_VAL_SIZE);
+        h++;
+      }
+      if (h) host.updateBatch(hkeys, hvals, h);
       written += j;
     }
     return written;
@@ -101,9 +143,11 @@ export class IPCacheMap {
   /** Returns how many prefixes were there. */
   delete(prefixes: string[]): number {
     const m = this.loader.map('mb_ipcache');
+    const host = this.loader.map('mb_ipcache_host');
     let n = 0;
     for (const p of prefixes) {
       const key = encodeIpcacheKey(p);
+      if (isHostKey(key, 0)) host.delete(key);
       if (this.#kernel && key.readUInt32LE(0) === V4_HOST_LEN && key[4] === 4) {
         this.#kernel.delete(key.readInt32BE(8));
         if (!this.#kernel.size) this.#kernel = undefined;

@@ -11,7 +11,7 @@ import { BpfObject, type BpfMap, type BpfProgram, removePins } from '../../sys/b
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
 export const MAP_NAMES = [
-  'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_policy', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_lost',
+  'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_ipcache_host', 'mb_policy', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_lost',
   'mb_stats', 'mb_proxy_socks', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat', 'mb_lb6_services',
   'mb_lb6_backends', 'mb_lb6_reverse_nat', 'mb_devices', 'mb_node_macs',
 ] as const;

@@ -46,7 +46,7 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
       assert.ok(existsSync(`${pinRoot}/links/${p.hostIf}-ingress`));
       assert.ok(existsSync(`${pinRoot}/links/${p.hostIf}-egress`));
     }
-    for (const m of ['mb_policy', 'mb_ipcache', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_endpoints']) assert.ok(existsSync(`${pinRoot}/${m}`), m);
+    for (const m of ['mb_policy', 'mb_ipcache', 'mb_ipcache_host', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_endpoints']) assert.ok(existsSync(`${pinRoot}/${m}`), m);
     const ipc = await d.call<{ prefix: string; identity: number }[]>('ipcacheDump');
     assert.ok(ipc.some((e) => e.prefix === `${B.ip}/32` && e.identity === idOf(B)));
   });

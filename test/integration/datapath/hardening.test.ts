@@ -382,4 +382,28 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     const atB2 = await captured(B.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [real]); });
     assert.equal(atB2.filter((f) => f.dir === 'in' && f.sport === 47001).length, 1);
   });
+
+  it('answers an address from its exact ipcache entry only while the trie holds it: a deleted /32 falls back to its CIDR, never keeps its identity', async () => {
+    await reset();
+    // host entries are looked up in mb_ipcache_host before the LPM trie: the attacker's address
+    // once had an allowed identity; deleting its entry must take that identity away
+    const ALLOWED = 3900, CIDR = 3901;
+    const cidr = `${world.ip.split('.').slice(0, 3).join('.')}.0/24`;
+    await d.call('applyFull', A.id, [rule('egress', ALLOWED, TCP, 8081)], { ingress: false, egress: true });
+    await d.call('upsertIPCache', [{ prefix: cidr, identity: CIDR }, { prefix: `${world.ip}/32`, identity: ALLOWED }]);
+    try {
+      assert.equal(tcpConnect(A.ns, world.ip, 8081), true, 'the /32 decides over its /24');
+      await d.call('deleteIPCache', [`${world.ip}/32`]);
+      await events(0);
+      assert.equal(tcpConnect(A.ns, world.ip, 8081), false, 'deleted: the /24\'s identity decides, the /32\'s is gone');
+      const e = find(await events(), (x) => x.type === 1 && x.endpointId === A.id && x.dstIp === world.ip && x.dstPort === 8081, 'the drop once the /32 is deleted');
+      assert.deepEqual([e.subType, e.dstIdentity], [133, CIDR], 'default deny, with the CIDR\'s identity');
+      await d.call('upsertIPCache', [{ prefix: `${world.ip}/32`, identity: ALLOWED }]);
+      assert.equal(tcpConnect(A.ns, world.ip, 8081), true, 'written again: the /32 decides again');
+      await d.call('upsertIPCache', [{ prefix: `${world.ip}/32`, identity: CIDR + 1 }]);
+      assert.equal(tcpConnect(A.ns, world.ip, 8081), false, 'a changed /32 answers its new identity at once');
+    } finally {
+      await d.call('deleteIPCache', [`${world.ip}/32`, cidr]);
+    }
+  });
 });
