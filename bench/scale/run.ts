@@ -15,9 +15,11 @@
 // once both new entries are in node2's map and the deleted one is gone from it; the agent's own
 // "cluster ipcache resynced" (the whole listing applied, stale entries pruned) is reported beside.
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
-// run before it is kept under "### previous run").
+// run before it is kept under "### previous run"); with --append, as a new "## scale" section at the
+// end of the file (the last one is the latest), --note TEXT put under its command line.
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
 //     [--restart-each] [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
+//     [--append] [--note TEXT]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -35,6 +37,8 @@ const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); retur
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
 const PROBES = Number(arg('--probes', '40'));
 const WRITE = !process.argv.includes('--no-write');
+const APPEND = process.argv.includes('--append');
+const NOTE = arg('--note', '');
 /** restart node2's agent after every stage (the resync's curve), not only after the largest */
 const RESTART_EACH = process.argv.includes('--restart-each');
 /**
@@ -96,6 +100,9 @@ function agentPid(n: string): number { return Number(readFileSync(paths.agentPid
  * the process running the lab's agent program for n with this lab's MEMBRANE_LAB.
  */
 function newAgentPid(n: string, old: number): number {
+  // the promoted spare and the next spare its supervisor starts beside it both run node-agent.ts
+  // with --standby: the agent is the older of the two
+  let best = NaN, bestStart = Infinity;
   for (const d of readdirSync('/proc')) {
     const p = Number(d);
     if (!p || p === old) continue;
@@ -103,17 +110,21 @@ function newAgentPid(n: string, old: number): number {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
       // the program node runs is the agent's (its supervisor's command line names the agent too)
       if (!cmd.find((a) => a.endsWith('.ts'))?.endsWith('src/lab/node-agent.ts') || cmd[cmd.indexOf('--node') + 1] !== n) continue;
-      if (readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) return p;
+      if (!readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`MEMBRANE_LAB=${lab.name}`)) continue;
+      const start = Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+      if (start < bestStart) { best = p; bestStart = start; }
     } catch { /* gone meanwhile */ }
   }
-  return NaN;
+  return best;
 }
 /** node n's agent log lines that mark its start phases, from the last "agent starting" on */
+/** the agent's start phases since its last start, whole lines (`short` cuts them for the log) */
 function startPhases(n: string): string[] {
   const lines = readFileSync(paths.agentLog(n), 'utf8').split('\n');
   const from = lines.findLastIndex((l) => l.includes('agent starting'));
-  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|agent ready|released identities|cluster ipcache resynced/.test(l)).map((l) => l.slice(0, 240));
+  return lines.slice(Math.max(0, from)).filter((l) => /agent starting|kvstore open|datapath loaded|cluster state loaded|cluster ipcache: following|agent ready|released identities|cluster ipcache resynced/.test(l));
 }
+const short = (l: string) => l.slice(0, 320);
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -172,6 +183,7 @@ async function waitIn(nodes: string[], ip: string, identity: number, t0: number,
 function writeSection(out: string): void {
   const path = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
   const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  if (APPEND) return writeFileSync(path, `${text.trimEnd()}\n\n${out.trimEnd()}\n`);
   const parts = text.split(/^(?=## )/m);
   const ours = parts.filter((p) => p.startsWith('## scale\n'));
   const last = ours.at(-1);
@@ -202,6 +214,8 @@ interface Resync {
   atKill: number; atStart: number;
   upS: number; upErr: string; entryS: number; lastS: number; goneS: number; correctS: number; fullS: number;
   rss: number; cpuCorrectS: number; cpuEnd: number;
+  /** how the new agent followed the ipcache: from the saved revision, or the full listing (why) */
+  resumed: string;
 }
 const resyncs: Resync[] = [];
 let failure = '';
@@ -256,8 +270,10 @@ async function restart(N: number): Promise<Resync> {
   }
   await etcd!.delete().key(`${IPCACHE_PREFIX}${LAST_IP}`);
   await etcd!.delete().key(`${IPCACHE_PREFIX}${ip}`);
-  const r: Resync = { nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: safe(rssMiB), cpuCorrectS, cpuEnd: safe(cpuSecs) };
-  for (const l of startPhases('node2')) log(`node2: ${l}`);
+  const following = startPhases('node2').find((l) => l.includes('cluster ipcache: following')) ?? '';
+  const resumed = /"resumeFrom":(\d+)/.exec(following)?.[1];
+  const r: Resync = { resumed: resumed ? `yes (revision ${resumed})` : `no (${/"fullListing":"([^"]*)"/.exec(following)?.[1] ?? 'not logged'})`, nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: safe(rssMiB), cpuCorrectS, cpuEnd: safe(cpuSecs) };
+  for (const l of startPhases('node2')) log(`node2: ${short(l)}`);
   log(`resync at ${N} nodes: map entries ${atKill} at the kill, ${atStart} when the new agent ran; written while down: mid-listing key ${entry.toFixed(1)} s, last key ${last.toFixed(1)} s; deleted while down gone ${gone.toFixed(1)} s; datapath complete and correct ${correctS.toFixed(1)} s (new agent CPU ${cpuCorrectS.toFixed(1)} s); agent's full resync ${fullS.toFixed(1)} s (membrane up: ${upErr || `${upS.toFixed(1)} s`})`);
   return r;
 }
@@ -351,11 +367,11 @@ try {
   const rs = resyncs.length ? [
     `Resync after an agent restart (node2 SIGKILLed${RESTART_EACH ? ' after every stage' : ''}; while it was down two endpoints were written, one whose key sorts amid the simulated ones and one after all of them, and one it held was deleted). What a user feels is the datapath: the pinned maps keep the previous agent's entries through the restart (the entries column: at the kill / when the new agent's process ran), and it is complete and correct again once both new entries are in node2's map and the deleted one is gone; the agent's own full resync (the whole listing applied, stale entries pruned, as it logs it) beside it. Times from the restart's start (\`membrane up\`), CPU: the new agent process's own (user+system, from /proc).`,
     '',
-    '| simulated nodes | node2 map entries (kill / new agent) | written while down: mid-listing key / last key in the map (s) | deleted while down gone (s) | datapath complete and correct (s) | new agent CPU by then (s) | agent full resync (s) | `membrane up` (s) | RSS after (MiB) |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} |`),
+    '| simulated nodes | node2 map entries (kill / new agent) | written while down: mid-listing key / last key in the map (s) | deleted while down gone (s) | datapath complete and correct (s) | new agent CPU by then (s) | agent full resync (s) | `membrane up` (s) | RSS after (MiB) | watch resumed |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} | ${r.resumed} |`),
   ].join('\n') : 'Resync: not measured.';
-  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}\`\n\nRun ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}${APPEND ? ' --append' : ''}\`\n\n${NOTE ? `${NOTE}\n\n` : ''}Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) writeSection(out);
   await cleanup();

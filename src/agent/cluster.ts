@@ -317,6 +317,8 @@ export function createCluster(o: ClusterOptions) {
    * one string reference per address, not an entry object per event.
    */
   let pending = new Set<string>();
+  /** every ipcache change up to this etcd revision has come through onIp (0: not known yet) */
+  let received = 0;
   const intern = createInterner();
   const changed = (nodesChanged = false) => o.onChange?.(nodesChanged);
   /** a remote node's addresses (host prefixes); none for this node */
@@ -421,7 +423,11 @@ export function createCluster(o: ClusterOptions) {
     const ip = ev.rest;
     if (ev.type === 'delete') {
       if (mine.has(ip)) { void serial(async () => { const v = mine.get(ip); if (v) await kv.put(`${IPCACHE_PREFIX}${ip}`, v, { lease: true }); }); return; }
-      if (remote.delete(ip)) { hostSet(ip, remote.prevHost, undefined); pending.add(ip); changed(); }
+      if (remote.delete(ip)) hostSet(ip, remote.prevHost, undefined);
+      // even one this process never held: a watch resumed after a restart names what went while
+      // no agent ran, and the pinned map still holds it (the drain deletes what nothing claims)
+      pending.add(ip);
+      changed();
       return;
     }
     const e = readIpcache(ip, ev.value);
@@ -483,9 +489,12 @@ export function createCluster(o: ClusterOptions) {
      * handed on as it comes (`onChange`, `drainIPCacheChanges`): a restarted agent writes what
      * changed while the rest of the listing is still on its way. Resolves when it is complete.
      */
-    async listIPCache(): Promise<void> {
+    async listIPCache(o?: { resume?: number }): Promise<void> {
       // the keys this node holds are the re-list's reference (the store keeps no second copy)
-      stops.push(await kv.followBytes(IPCACHE_PREFIX, onIp, { keys: () => [...remote.keys(), ...mine.keys()] }));
+      stops.push(await kv.followBytes(IPCACHE_PREFIX, onIp, {
+        keys: () => [...remote.keys(), ...mine.keys()], ...(o?.resume !== undefined ? { resume: o.resume } : {}),
+        onProgress: (rev) => { received = rev; },
+      }));
       await chain;
       log.info({ nodes: nodes.size, remoteEndpoints: remote.size }, 'cluster state loaded');
     },
@@ -535,6 +544,13 @@ export function createCluster(o: ClusterOptions) {
       for (const ip of held ?? []) pending.add(ip);
       return { upserts, deletes };
     },
+    /**
+     * The etcd revision up to which every ipcache change has come in (0 before the listing ends);
+     * once `drainIPCacheChanges` has nothing left, whatever drained it has applied them all.
+     */
+    ipcacheRevision: (): number => received,
+    /** whether ipcache changes wait for a drain */
+    ipcachePending: (): boolean => pending.size > 0,
     /** Whether the cluster (a remote pod or node) claims `prefix`. */
     holds: (prefix: string): boolean => {
       const ip = prefix.endsWith('/32') ? prefix.slice(0, -3) : prefix.endsWith('/128') ? prefix.slice(0, -4) : undefined;

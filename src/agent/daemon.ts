@@ -26,6 +26,8 @@ import { createEncryption, encryptionView, type Encryption } from './encryption.
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { linkMac } from '../sys/netlink.ts';
+import { readResume, resumeFile, saveResume } from './resume.ts';
+import { getHeapStatistics } from 'node:v8';
 
 export interface AgentDaemonOptions {
   config: MembraneConfig;
@@ -40,6 +42,16 @@ export interface AgentDaemonOptions {
   hubbleTcp?: boolean;
   /** the datapath object loaded ahead (a standby agent loads it while it waits) */
   preloadedDatapath?: ComposeInput['preloadedDatapath'];
+}
+
+function memory(): Record<string, number> {
+  const m = process.memoryUsage();
+  const h = getHeapStatistics();
+  const mib = (x: number) => Math.round(x / 2 ** 20);
+  return {
+    rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external),
+    arrayBuffersMiB: mib(m.arrayBuffers), mallocedMiB: mib(h.malloced_memory), peakMallocedMiB: mib(h.peak_malloced_memory),
+  };
 }
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
@@ -121,6 +133,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   function applyRemote(): Promise<void> {
     applying = applying.then(async () => {
       if (!cluster) return;
+      // every change up to it has come in: once drained and written, the map reflects it
+      const revision = cluster.ipcacheRevision();
       // Before the agent's first reconcile the policy engine does not know the local endpoints
       // yet: a remote claim on one of their addresses waits for it (the local endpoint wins).
       const local = agentRunning ? undefined : new Set(agentRef?.endpointTable().all().flatMap((e) => (e.ip6 ? [e.ip, e.ip6] : [e.ip])));
@@ -128,7 +142,10 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
       // in batches: 300,000 entries after a restart are never all held as objects at once
       for (;;) {
         const { upserts, deletes } = cluster.drainIPCacheChanges(4096, hold);
-        if (!upserts.length && !deletes.length) return;
+        if (!upserts.length && !deletes.length) {
+          if (!hold && !cluster.ipcachePending()) applied(revision);
+          return;
+        }
         const ipc = policy.engine.ipcache;
         const write: IPCacheEntry[] = [];
         const drop: string[] = [];
@@ -149,6 +166,30 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
       }
     });
     return applying;
+  }
+
+  /**
+   * The revision the pinned ipcache reflects, saved (at most once a second) for the next start to
+   * resume from. Only from this process's first prune on: before it the map may still hold
+   * entries an earlier agent left for keys deleted while none ran.
+   */
+  const resumeAt = resumeFile(paths.nodeDir(node));
+  let resumable = false;
+  let savedRevision = 0;
+  let toSave = 0;
+  let saveTimer: NodeJS.Timeout | undefined;
+  function applied(revision: number): void {
+    if (!resumable || revision <= Math.max(savedRevision, toSave)) return;
+    toSave = revision;
+    saveTimer ??= setTimeout(() => {
+      saveTimer = undefined;
+      const r = toSave;
+      const map = parts.datapath.ipcacheInstance?.();
+      if (!kv.clusterId || !map) return;
+      void saveResume(resumeAt, { etcd: kv.clusterId, map, revision: r }).then(() => { savedRevision = Math.max(savedRevision, r); },
+        (e: unknown) => logger.warn({ subsys: 'cluster', err: (e as Error).message }, 'cannot save the ipcache revision'));
+    }, 1000);
+    saveTimer.unref();
   }
 
   const parts = await composeNode({
@@ -175,7 +216,11 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   if (cluster) {
     await cluster.startNodes();
     writeNodeMacs();
-    listing = cluster.listIPCache();
+    // the pinned map as the previous agent left it, and the revision it reflects: a watch from
+    // there brings what changed while no agent ran (deletions too) ahead of the full listing
+    const from = await readResume(resumeAt, kv.clusterId, parts.datapath.ipcacheInstance?.());
+    logger.info({ subsys: 'cluster', ...('revision' in from ? { resumeFrom: from.revision } : { fullListing: from.why }) }, 'cluster ipcache: following');
+    listing = cluster.listIPCache('revision' in from ? { resume: from.revision } : {});
     listing.catch(() => {}); // awaited (and fatal) below
   }
   const routes = agentRoutes(agent, async () => {
@@ -243,15 +288,25 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   // halfway through the listing would blank remote pods out until their page came).
   const prune = async () => {
     await listing;
+    const revision = cluster?.ipcacheRevision() ?? 0;
     await applyRemote();
-    await agent.pruneStaleIPCache().catch((e: unknown) => logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'));
-    if (cluster) logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
+    const ok = await agent.pruneStaleIPCache().then(() => true, (e: unknown) => { logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'); return false; });
+    if (cluster) {
+      logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
+      logger.info({ subsys: 'daemon', ...memory() }, 'memory');
+      // from here the map holds what the cluster does: its revision may be saved
+      resumable = ok;
+      applied(revision);
+    }
   };
   // one node (no listing to wait for): pruned before the API answers
   if (!cluster) await prune();
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');
+  // what the agent's memory is made of, once a minute: RSS that grows over restarts or hours shows
+  // here as heap (objects kept), external/array buffers (Buffers, typed arrays) or malloc (native)
+  setInterval(() => logger.info({ subsys: 'daemon', ...memory() }, 'memory'), 60_000).unref();
   if (cluster) {
     // a listing that fails is a start that failed (as when it was awaited before the API): the
     // supervisor starts the agent again

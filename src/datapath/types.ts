@@ -144,6 +144,12 @@ export interface Datapath {
    */
   ipcachePrefixes(): string[];
   /**
+   * Which ipcache map instance the datapath writes (the kernel's map id while pinned): a restarted
+   * agent resumes its cluster watch from a saved revision only into the very map that holds what
+   * that revision says. Optional: without it, every start lists the cluster whole.
+   */
+  ipcacheInstance?(): string;
+  /**
    * Creates or replaces a service frontend and its backends (socket-less ClusterIP load balancing
    * at the client's from_container). Optional: datapaths without load balancing omit it.
    */

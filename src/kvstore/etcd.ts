@@ -71,6 +71,8 @@ function unavailable(e: unknown): never {
   throw e;
 }
 
+type Watcher = Awaited<ReturnType<ReturnType<Etcd3['watch']>['create']>>;
+
 const pair = (kv: { key: Buffer; value: Buffer; mod_revision: string }): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
 
 export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
@@ -90,8 +92,9 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   let closed = false;
 
   // The first contact decides: an unreachable etcd is an error now, not a hang later.
+  let clusterId: string;
   try {
-    await client.maintenance.status({ deadline: Date.now() + (opts.connectTimeoutMs ?? 15_000) });
+    clusterId = (await client.maintenance.status({ deadline: Date.now() + (opts.connectTimeoutMs ?? 15_000) })).header.cluster_id;
   } catch (e) {
     client.close();
     throw new MembraneError('KVSTORE_UNREACHABLE', `etcd at ${opts.endpoints.join(', ')} does not answer: ${(e as Error).message}`, { hint: 'is etcd running, and are the endpoint and certificates right?', cause: e });
@@ -228,6 +231,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
 
   const store: KVStore = {
     backend: 'etcd',
+    clusterId,
     async get(key) {
       const r = await call(() => client.kv.range({ key: Buffer.from(key) }));
       const kv = r.kvs[0];
@@ -344,42 +348,130 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let seen = new Set<string>();
       const skip = Buffer.byteLength(prefix);
       const rest = (key: Buffer) => key.toString('utf8', skip);
+      const progress = fo?.onProgress;
       let stopped = false;
       let listed = false;
-      let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>['create']>> | undefined;
-      async function sync(): Promise<void> {
+      let watcher: Watcher | undefined;
+      /**
+       * A resumed watch runs beside the first listing and every event it brings is applied, in
+       * revision order: what changed while the caller was away (deletions too, which no listing
+       * can name) comes first. The listing gives way to it per key: a key the watch has changed
+       * is not listed again (the watch's state is the newer, or it is on its way to the listing's
+       * revision and past it). `upTo`: the resumed watch's last revision.
+       */
+      let listing = false;
+      let touched: Set<string> | undefined;
+      let skippedForWatch = false;
+      let upTo = 0;
+      const onEvent = (type: 'put' | 'delete', kv: { key: Buffer; value: Buffer; mod_revision: string }) => {
+        const r = rest(kv.key);
+        const e = Number(kv.mod_revision);
+        touched?.add(r);
+        if (type === 'put') { if (own) seen.add(r); cb({ type: 'put', rest: r, value: kv.value, revision: e }); }
+        else { if (own) seen.delete(r); cb({ type: 'delete', rest: r, revision: e }); }
+        upTo = e;
+        if (!listing) progress?.(e);
+      };
+      function watch(from: number, resumed: boolean): Promise<Watcher> {
+        return call(() => client.watch().prefix(prefix).startRevision(String(from)).create()).then((w) => {
+          watcher = w;
+          w.on('put', (kv) => onEvent('put', kv));
+          w.on('delete', (kv) => onEvent('delete', kv));
+          w.on('error', (err) => {
+            // etcd cancelled it and etcd3 has dropped it already: a cancel of our own now would
+            // name a watch id the stream no longer knows (etcd3 throws on the answer, every other
+            // watch on the stream goes down with it)
+            if (watcher === w) watcher = undefined;
+            if (stopped) return;
+            if (resumed && listing) {
+              // compacted past the saved revision (or lost) while the first listing runs: that
+              // listing alone is followed, and a watch starts from its revision when it ends
+              log?.warn({ subsys: 'kvstore', prefix, from, err: err.message }, 'etcd watch from the saved revision lost; following the listing');
+              touched = undefined;
+              resumeLost = true;
+              return;
+            }
+            // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
+            log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
+            const retry = () => {
+              if (stopped) return;
+              sync().catch((e: unknown) => {
+                log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd re-list failed');
+                setTimeout(retry, 1000).unref();
+              });
+            };
+            setTimeout(retry, 50).unref();
+          });
+          return w;
+        });
+      }
+      let resumeLost = false;
+      async function sync(resume?: number): Promise<void> {
         // each page goes to `cb` as it arrives: the whole listing is never held at once; keys are
         // remembered only for a re-list (the first listing has nothing to compare with)
         const before = listed ? (own ? seen : new Set(fo!.keys!())) : undefined;
         const now = new Set<string>();
-        const revision = await listPages(prefix, (r, buf, start, end, rev) => {
-          if (own || before) now.add(r);
-          cb({ type: 'put', rest: r, value: buf.subarray(start, end), revision: rev });
-        });
-        if (before) for (const k of before) if (!now.has(k)) cb({ type: 'delete', rest: k, revision });
-        seen = own ? now : new Set();
-        listed = true;
-        if (stopped) return;
-        const w = await call(() => client.watch().prefix(prefix).startRevision(String(revision + 1)).create());
-        watcher = w;
-        w.on('put', (kv) => { const r = rest(kv.key); if (own) seen.add(r); cb({ type: 'put', rest: r, value: kv.value, revision: Number(kv.mod_revision) }); });
-        w.on('delete', (kv) => { const r = rest(kv.key); if (own) seen.delete(r); cb({ type: 'delete', rest: r, revision: Number(kv.mod_revision) }); });
-        w.on('error', (err) => {
-          // Cancelled by etcd (compacted past our revision): list again, as Cilium does.
-          log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch lost; listing again');
-          void w.cancel().catch(() => {});
-          const retry = () => {
-            if (stopped) return;
-            sync().catch((e: unknown) => {
-              log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd re-list failed');
-              setTimeout(retry, 1000).unref();
+        listing = true;
+        skippedForWatch = false;
+        try {
+          if (resume !== undefined) {
+            touched = new Set();
+            upTo = resume;
+            // created before the listing's first page: what changed while the caller was away comes first
+            await watch(resume + 1, true).catch((e: unknown) => {
+              // compacted already (etcd refuses the watch at creation): the listing alone
+              log?.warn({ subsys: 'kvstore', prefix, from: resume + 1, err: (e as Error).message }, 'cannot watch from the saved revision; following the listing');
+              touched = undefined;
+              resumeLost = true;
             });
-          };
-          setTimeout(retry, 50).unref();
-        });
-        if (stopped) await w.cancel().catch(() => {});
+          }
+          const revision = await listPages(prefix, (r, buf, start, end, rev) => {
+            if (touched?.has(r)) { skippedForWatch = true; return; }
+            if (own || before) now.add(r);
+            cb({ type: 'put', rest: r, value: buf.subarray(start, end), revision: rev });
+          }, (rev) => {
+            if (resume !== undefined && rev < resume && !resumeLost) {
+              // a revision from another history (etcd restored from a backup): never resumed from
+              log?.warn({ subsys: 'kvstore', prefix, resume, revision: rev }, 'saved revision is ahead of etcd; following the listing');
+              const w = watcher;
+              watcher = undefined;
+              void w?.cancel().catch(() => {});
+              touched = undefined;
+              resumeLost = true;
+            }
+          });
+          // the keys the resumed watch changed meanwhile are as it left them
+          if (own && touched) for (const k of touched.keys()) { if (seen.has(k)) now.add(k); else now.delete(k); }
+          if (before) for (const k of before) if (!now.has(k)) cb({ type: 'delete', rest: k, revision });
+          seen = own ? now : new Set();
+          listed = true;
+          listing = false;
+          touched = undefined;
+          if (stopped) return;
+          if (resume === undefined || resumeLost) {
+            // the listing's revision: the caller prunes what it did not list
+            progress?.(revision);
+            const again = resumeLost && skippedForWatch;
+            resumeLost = false;
+            // lost midway, after the listing gave way to it for some keys: those are listed again
+            if (again) await sync();
+            else await watch(revision + 1, false);
+          } else {
+            // the resumed watch may not have reached the listing's revision yet: only its own
+            // revision is claimed (a deletion it has still to bring is not in the listing either)
+            progress?.(upTo);
+          }
+        } catch (e) {
+          // a first listing that fails fails the follow: its resumed watch goes with it
+          if (!listed) { const w = watcher; watcher = undefined; await w?.cancel().catch(() => {}); }
+          throw e;
+        } finally {
+          listing = false;
+          touched = undefined;
+        }
+        if (stopped) await watcher?.cancel().catch(() => {});
       }
-      await sync();
+      await sync(fo?.resume);
       return () => { stopped = true; void watcher?.cancel().catch(() => {}); };
     },
     async status(): Promise<KVStatus> {
@@ -437,7 +529,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
    * n+1 while the agent applies page n (one after the other, a restart's listing of 300,000 keys
    * waited for each in turn).
    */
-  async function listPages(prefix: string, visit: RangeVisitor): Promise<number> {
+  async function listPages(prefix: string, visit: RangeVisitor, paged?: (revision: number, lastKey: Buffer | undefined) => void): Promise<number> {
     const rangeEnd = prefixEnd(prefix);
     const first = Buffer.from(prefix);
     const skip = first.length;
@@ -452,6 +544,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       // a page that fails while this one is applied is reported by the await above, not as unhandled
       next?.catch(() => {});
       decodeRangeResponse(raw, skip, visit);
+      paged?.(revision, r.lastKey);
     }
     return revision;
   }

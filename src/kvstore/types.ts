@@ -47,8 +47,32 @@ export interface KVStatus {
   leaseTtlSeconds?: number;
 }
 
+/** How followBytes starts and what it reports besides the events. */
+export interface FollowOptions {
+  keys?: () => Iterable<string>;
+  /**
+   * Resume from this revision (one a caller saved from `onProgress` of the same store's cluster):
+   * a watch from `resume + 1` delivers what changed since, from the start, beside the listing
+   * (which still comes whole: the safety net). Per key the newer of the two wins. A revision etcd
+   * has compacted away is logged and the listing alone is followed (the caller prunes what it
+   * does not list). The memory store ignores it (it lists in one synchronous step).
+   */
+  resume?: number;
+  /**
+   * Called with a revision once every change under the prefix up to it has been delivered to
+   * `cb` (after the listing: its revision; then each watch event's). A caller that applied them
+   * all may save it as the next `resume`.
+   */
+  onProgress?: (revision: number) => void;
+}
+
 export interface KVStore {
   readonly backend: 'memory' | 'etcd';
+  /**
+   * The etcd cluster's id (a saved revision means nothing in another etcd's history); undefined
+   * for the memory store.
+   */
+  readonly clusterId?: string;
   get(key: string): Promise<KVPair | undefined>;
   list(prefix: string): Promise<KVPair[]>;
   /** Writes a value; returns the new revision. */
@@ -77,7 +101,7 @@ export interface KVStore {
    * follow() for bulk prefixes: each key without the prefix, each value as bytes (a view valid
    * during the call only: a reader decodes what it keeps, no value text per key is made).
    */
-  followBytes(prefix: string, cb: (ev: BytesWatchEvent) => void, opts?: { keys?: () => Iterable<string> }): Promise<() => void>;
+  followBytes(prefix: string, cb: (ev: BytesWatchEvent) => void, opts?: FollowOptions): Promise<() => void>;
   status(): Promise<KVStatus>;
   /**
    * Closes the store. By default the session lease is revoked (its keys go now); `keepLeases`

@@ -341,6 +341,10 @@ export class LinuxDatapath implements Datapath {
     return this.policy.dump(endpointId);
   }
 
+  ipcacheInstance(): string {
+    return `map-${this.loader.map('mb_ipcache').info.id}`;
+  }
+
   ipcachePrefixes(): string[] {
     return this.ipcache.prefixes();
   }

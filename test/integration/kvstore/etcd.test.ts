@@ -15,6 +15,9 @@ import type { KVStore } from '../../../src/kvstore/types.ts';
 import { ClusterIdentityAllocator, ID_PREFIX, VALUE_PREFIX, kvstoreLabelString } from '../../../src/identity/cluster-allocator.ts';
 import { LabelSet } from '../../../src/labels/labels.ts';
 import { until } from '../../support/until.ts';
+import { Etcd3 } from 'etcd3';
+import { createCluster, IPCACHE_PREFIX } from '../../../src/agent/cluster.ts';
+import { createLogger } from '../../../src/common/logger.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
 const skip = skipUnless('etcd');
@@ -199,5 +202,74 @@ test('etcd stopped: every call that reaches it is KVSTORE_UNAVAILABLE (list, cas
   } finally {
     await kv.close().catch(() => {});
     await gone.stop();
+  }
+});
+
+test('a restarted member resumes its ipcache watch from the saved revision: a key written and one deleted while it was away come as events; a compacted revision falls back to the listing', { skip }, async () => {
+  const warnings: string[] = [];
+  const kv = await openEtcdStore({ endpoints: [etcd.endpoint], leaseTtlSeconds: 30, log: { info: () => {}, warn: (_o, msg) => void warnings.push(msg) } });
+  stores.push(kv);
+  const raw = new Etcd3({ hosts: [etcd.endpoint] });
+  const logger = createLogger({ level: 'silent' });
+  const self = { name: 'resume1', cluster: 'default', ip: '192.0.2.1' };
+  const value = (ip: string, id: number) => JSON.stringify({ IP: ip, Mask: null, HostIP: '192.0.2.9', ID: id, Key: 0, Metadata: `cilium-global:default:sim9:${id}`, K8sNamespace: 'default', K8sPodName: `p${id}` });
+  const key = (i: number) => `${IPCACHE_PREFIX}10.9.0.${i}`;
+  const clusters: ReturnType<typeof createCluster>[] = [];
+  const member = () => { const c = createCluster({ kv, self, logger }); clusters.push(c); return c; };
+  try {
+    await kv.txn([1, 2, 3, 4, 5].map((i) => ({ op: 'put' as const, key: key(i), value: value(`10.9.0.${i}`, 1000 + i) })));
+    // the first agent: listed, drained (its map holds everything), its revision saved
+    const first = member();
+    await first.start();
+    assert.equal(first.drainIPCacheChanges().upserts.length, 5);
+    await kv.put(key(5), value('10.9.0.5', 2005));
+    await until('the first agent has the change', () => first.remoteEndpoint('10.9.0.5')?.identity === 2005, 5000);
+    first.drainIPCacheChanges();
+    const saved = first.ipcacheRevision();
+    assert.ok(saved > 0, 'a revision once the listing and the watch delivered');
+    first.stop();
+
+    // while no agent runs: one endpoint written, one deleted
+    await kv.put(key(6), value('10.9.0.6', 1006));
+    const deletedAt = await kv.txn([{ op: 'delete', key: key(2) }]);
+    const second = member();
+    await second.startNodes();
+    await second.listIPCache({ resume: saved });
+    // (beside a listing of five keys the watch's history may come a moment after it)
+    await until('the resumed watch has brought what changed while away', () => second.ipcacheRevision() >= deletedAt, 5000);
+    const d = second.drainIPCacheChanges();
+    // a listing cannot name a key this process never held: the delete came from the resumed watch
+    assert.deepEqual(d.deletes, ['10.9.0.2/32']);
+    assert.deepEqual(d.upserts.map((e) => `${e.prefix} ${e.identity}`).sort(), ['10.9.0.1/32 1001', '10.9.0.3/32 1003', '10.9.0.4/32 1004', '10.9.0.5/32 2005', '10.9.0.6/32 1006']);
+    assert.equal(second.remoteEndpoint('10.9.0.2'), undefined);
+    // and it goes on following
+    await kv.put(key(7), value('10.9.0.7', 1007));
+    await until('a later change arrives', () => second.remoteEndpoint('10.9.0.7') !== undefined, 5000);
+    const saved2 = second.ipcacheRevision();
+    second.stop();
+
+    // away again, and etcd compacts its history past the saved revision
+    await kv.delete(key(3));
+    const now = await kv.put(key(8), value('10.9.0.8', 1008));
+    await raw.kv.compact({ revision: String(now), physical: true });
+    const third = member();
+    await third.startNodes();
+    await third.listIPCache({ resume: saved2 });
+    const f = third.drainIPCacheChanges();
+    // the listing alone: what exists now, and no delete (the agent's prune removes what nothing lists)
+    assert.deepEqual(f.deletes, []);
+    assert.deepEqual(f.upserts.map((e) => e.prefix).sort(), ['10.9.0.1/32', '10.9.0.4/32', '10.9.0.5/32', '10.9.0.6/32', '10.9.0.7/32', '10.9.0.8/32']);
+    // (etcd cancels a compacted watch after creating it: the fallback may come after this small listing)
+    await until('the fallback claims the listing\'s revision', () => third.ipcacheRevision() >= now, 5000);
+    assert.deepEqual(third.drainIPCacheChanges(), { upserts: [], deletes: [] });
+    // followed from the listing's revision on
+    await kv.delete(key(4));
+    assert.ok(warnings.some((w) => /saved revision|watch lost/.test(w)), `the fallback is logged: ${warnings.join('; ')}`);
+    await until('a delete after the fallback listing arrives', () => third.remoteEndpoint('10.9.0.4') === undefined, 5000);
+    assert.deepEqual(third.drainIPCacheChanges().deletes, ['10.9.0.4/32']);
+  } finally {
+    for (const c of clusters) c.stop();
+    await kv.txn([1, 2, 3, 4, 5, 6, 7, 8].map((i) => ({ op: 'delete' as const, key: key(i) }))).catch(() => {});
+    raw.close();
   }
 });
