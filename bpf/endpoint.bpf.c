@@ -890,26 +890,31 @@ int to_overlay(struct __sk_buff *skb)
 #define WG_IP_TTL_OFF 8
 
 /* Hands the packet to the endpoint's own interface (the host veth's peer, in the pod's
- * namespace) with the link header and the hop the host's forwarding would have given it. */
-static __always_inline int wg_deliver(struct __sk_buff *skb, const struct ep_config *dcfg)
+ * namespace) with the link header and the hop the host's forwarding would have given it. A
+ * rewrite that fails once the link header is on leaves a packet neither the stack nor the pod
+ * may see: dropped, with the reason. */
+static __always_inline int wg_deliver(struct __sk_buff *skb, struct hctx *h)
 {
+	const struct ep_config *dcfg = h->cfg;
 	__u16 ttl_proto, dec;
 	struct ethhdr eth = {};
 	if (bpf_skb_change_head(skb, sizeof(eth), 0))
-		return TC_ACT_OK; /* no room: the stack forwards it, to_container sees it again */
+		return TC_ACT_OK; /* no room, nothing changed: the stack forwards it, to_container sees it again */
 	const __u32 l3 = sizeof(eth);
+	h->c.src_identity = h->rm.identity;
 	if (bpf_skb_load_bytes(skb, l3 + WG_IP_TTL_OFF, &ttl_proto, 2))
-		return TC_ACT_SHOT;
+		return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
 	/* TTL first in memory, checked above 1 before */
 	dec = ttl_proto - 1;
-	if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
-	    bpf_skb_store_bytes(skb, l3 + WG_IP_TTL_OFF, &dec, 2, 0))
-		return TC_ACT_SHOT;
+	if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2))
+		return do_drop(&h->p, &h->c, DROP_CSUM_L3, DIR_INGRESS);
+	if (bpf_skb_store_bytes(skb, l3 + WG_IP_TTL_OFF, &dec, 2, 0))
+		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
 	/* the source MAC is the host veth's, which ep_config does not hold: zero (nobody reads it) */
 	__builtin_memcpy(eth.h_dest, dcfg->mac, ETH_ALEN);
 	eth.h_proto = bpf_htons(ETH_P_IP);
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
-		return TC_ACT_SHOT;
+		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
 	stat_inc(STAT_WG_DELIVER);
 	return bpf_redirect_peer(dcfg->ifindex, 0);
 }
@@ -964,7 +969,7 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	if (verdict != TC_ACT_OK)
 		return verdict;
 	stat_inc(STAT_PASS);
-	return wg_deliver(skb, dcfg);
+	return wg_deliver(skb, &h);
 }
 
 /* Tunnel routing: what WireGuard decrypted is VXLAN from the peer node (its allowed IPs are its
@@ -974,9 +979,12 @@ static __noinline int wg_known(struct __sk_buff *skb)
  * a fragment) for a local endpoint, is decapsulated in place: outer IPv4, UDP, VXLAN and inner
  * Ethernet headers off, the inner IPv4 header where the outer was. Returns the VNI (the source's
  * identity), or 0 with the packet untouched: anything else goes the stack's way to from_overlay,
- * which judges (and drops with its reasons) what this does not take. Only cilium_wg0 calls this:
- * the VNI is trusted from a WireGuard peer, never from plain VXLAN on the underlay's fast path. */
+ * which judges (and drops with its reasons) what this does not take; or WG_DECAP_BROKEN when the
+ * headers came off but the inner IPv4 header could not be written (the outer one with the inner
+ * payload: never passed on). Only cilium_wg0 calls this: the VNI is trusted from a WireGuard
+ * peer, never from plain VXLAN on the underlay's fast path. */
 #define WG_VXLAN_HLEN (sizeof(struct udphdr) + 8 + sizeof(struct ethhdr))
+#define WG_DECAP_BROKEN 0xffffffffu /* no VNI: identities have 24 bits */
 struct wg_vxlan {
 	struct iphdr o;
 	struct udphdr u;
@@ -1016,9 +1024,19 @@ static __noinline __u32 wg_decap(struct __sk_buff *skb)
 	if (!dv || !dv->ep_id)
 		return 0; /* not for a local endpoint: the stack routes it */
 	const struct iphdr inner = h.i;
-	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, 0) ||
-	    bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
-		return 0; /* nothing removed (no room change), or dropped below by the parser */
+	/* a failed room change changes nothing (the kernel checks and makes the bytes writable first) */
+	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, 0))
+		return 0;
+	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) {
+		struct pkt p = {};
+		__builtin_memcpy(p.saddr, &inner.saddr, 4);
+		__builtin_memcpy(p.daddr, &inner.daddr, 4);
+		p.proto = inner.protocol;
+		p.family = 4;
+		p.ethertype = bpf_htons(ETH_P_IP);
+		net_drop(skb, &p, vni, DROP_WRITE_ERROR, DIR_INGRESS);
+		return WG_DECAP_BROKEN;
+	}
 	stat_inc(STAT_OVERLAY_RX);
 	return vni;
 }
@@ -1044,8 +1062,11 @@ int from_wireguard(struct __sk_buff *skb)
 	stat_inc(STAT_PKTS_NET);
 	skb->cb[WG_CB_VNI] = 0;
 	if (tunnel_mode()) {
-		skb->cb[WG_CB_VNI] = wg_decap(skb);
-		if (!skb->cb[WG_CB_VNI])
+		const __u32 vni = wg_decap(skb);
+		if (vni == WG_DECAP_BROKEN)
+			return TC_ACT_SHOT; /* half rewritten: wg_decap reported the drop */
+		skb->cb[WG_CB_VNI] = vni;
+		if (!vni)
 			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
 		/* decapsulated: the inner packet goes the native way below, its source's identity
 		 * the VNI (what is not delivered, a proxy's or an ICMP error's, goes to the stack as

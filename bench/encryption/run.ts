@@ -27,7 +27,9 @@ import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
-import { sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
+import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
+import { metricsSocketPaths } from '../../src/agent/metrics.ts';
+import { get } from 'node:http';
 import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
@@ -101,7 +103,8 @@ try {
     const j = 3 - k;
     wgb(k, ['set', 'wgb0', 'private-key', join(wgDir(k), 'key'), 'listen-port', '51999', 'peer', keys[j - 1]!.pub, 'endpoint', `192.0.2.${j}:51999`, 'allowed-ips', `10.99.0.${j}/32`]);
     const ns = k === 1 ? n1 : n2;
-    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'up']);
+    // the TUN ring as the agent sets cilium_wg0's (wireguard-go leaves 500: drops under a stream)
+    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
     sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
   }
@@ -176,6 +179,26 @@ try {
   const agents = agentPids();
   if (agents.length < 2) throw new Error(`found ${agents.length} agent processes of ${lab}`);
   const sum = (pids: number[]) => pids.reduce((t, p) => t + ticks(p), 0);
+  /** flows both agents' Hubble processed and events lost (hubble_flows_processed_total,
+   *  hubble_lost_events_total): the agents' CPU goes with flows, and the datapath's event budget
+   *  (bpf-events-default-rate-limit, 1000/s per sender) caps them, so a fast round loses most of
+   *  its events and looks cheap per connection */
+  const hubbleCounts = async (): Promise<{ flows: number; lost: number }> => {
+    const out = { flows: 0, lost: 0 };
+    for (const n of ['node1', 'node2']) {
+      const text = await new Promise<string>((res, rej) => {
+        get({ socketPath: metricsSocketPaths(join(stateDir, 'nodes', n)).hubble, path: '/metrics' }, (r) => {
+          let b = '';
+          r.setEncoding('utf8').on('data', (d: string) => { b += d; }).on('end', () => res(b));
+        }).on('error', rej);
+      });
+      for (const line of text.split('\n')) {
+        if (line.startsWith('hubble_flows_processed_total')) out.flows += Number(line.slice(line.lastIndexOf(' ') + 1));
+        else if (line.startsWith('hubble_lost_events_total')) out.lost += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+    }
+    return out;
+  };
   /** packets cilium_wg0 sent on node1 (a plain round must send none) */
   const linkStats = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number; dropped: number } } }[])[0]!.stats64.tx;
   const linkTx = (dev: string) => linkStats(dev).packets;
@@ -187,8 +210,8 @@ try {
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
   const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[]; retrans: number[]; tunDropped: number[] }>;
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
-  const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] } }])) as unknown as
-    Record<Cfg, { wg: Record<Measure, number[]>; agents: Record<Measure, number[]> }>;
+  const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
+    Record<Cfg, Record<'wg' | 'agents' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
   const rrBin = `/tmp/mbr-bench-rr-${process.pid}`; // built by createTcpSuite
   if (!existsSync(rrBin)) throw new Error(`${rrBin}: the suite's rr binary is not there`);
   /** rr.c prints `rate clientUs` (the client's CPU µs over the run) */
@@ -200,7 +223,8 @@ try {
       const r = suite.results[cfg];
       const wg = wgPids(cfg);
       for (const k of MEASURES) {
-        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]);
+        const h0 = await hubbleCounts();
+        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now();
         const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK), d0 = tun ? linkTxDropped(tun) : 0;
         let units: number;
         if (k === 'stream') {
@@ -228,8 +252,12 @@ try {
         // ticks are 10 ms: µs per unit
         cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
         cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
+        cpu[cfg].agentsPerSec[k].push(((sum(agents) - a0) * 10_000) / ((performance.now() - t0ms) / 1000) / 1000);
+        const h1 = await hubbleCounts();
+        cpu[cfg].flows[k].push((h1.flows - h0.flows) / units);
+        cpu[cfg].lost[k].push((h1.lost - h0.lost) / units);
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -247,6 +275,8 @@ try {
     '|---|---|---|---|---|---|---|---|---|',
     ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('wg-bare-pods', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${(c('wg-bare-pods', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
   ].join('\n');
+  const fl = (cfg: Cfg, w: 'agentsPerSec' | 'flows' | 'lost') => median(cpu[cfg][w].crr);
+  const agentLine = `The agents during TCP_CRR (median): ${(['wg-bare', 'membrane-wg', 'membrane-plain'] as const).map((cfg) => `${cfg} ${fl(cfg, 'agentsPerSec').toFixed(0)} ms of CPU per second, ${fl(cfg, 'flows').toFixed(2)} flows processed and ${fl(cfg, 'lost').toFixed(2)} events lost per connection`).join('; ')}. Their CPU goes with flows, and flows are capped by the datapath's event budget (bpf-events-default-rate-limit, 1000 events/s per sender): per connection, a faster round loses more events and divides about the same CPU per second by more connections.`;
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
   const pk = (cfg: Cfg, w: 'tun' | 'underlay') => median(pkts[cfg][w]).toFixed(0);
   const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
@@ -270,6 +300,7 @@ try {
     table, '',
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
     cpuTable, '',
+    agentLine, '',
     pktLine, '',
   ], opt.append);
 } finally {

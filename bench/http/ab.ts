@@ -3,7 +3,8 @@
  * (the production proxy on loopback) pinned to CPU 1 against one origin (HAProxy answering 200,
  * CPU 0, with wrk). Reports req/s and the proxy process's CPU time per request (from /proc:
  * robust on a shared machine), keep-alive (50 conns), one connection and `Connection: close`,
- * interleaved rounds. Beside them, the proxy's run-queue wait per request and involuntary
+ * interleaved rounds (one connection: bench/http/one-conn.c, one request at a time, each request's
+ * own latency; wrk -c1's percentiles are corrected for coordinated omission, see run.ts). Beside them, the proxy's run-queue wait per request and involuntary
  * context switches (/proc schedstat, status): how much of a latency tail is other work on its CPU.
  * With --gc, each proxy runs with --trace-gc and 1 MB semi-spaces and the rows add the garbage per
  * request (what its scavenges freed, KB: short-lived garbage, a lower bound of allocation), which
@@ -22,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
 import { stallReport } from './stalls.ts';
+import { buildOneConn, runOneConn } from './one-conn.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
@@ -55,8 +57,9 @@ function treeCpuUs(pid: number): { proxy: number; main: number; children: number
   return { proxy: cpuUs(pid), main: (Number(f[11]) + Number(f[12])) * 10_000, children };
 }
 const modes = values.modes.split(',') as ('ka' | 'one' | 'close')[];
-const args = { ka: ['-c50'], one: ['-c1'], close: ['-c50', '-H', 'Connection: close'] };
+const args = { ka: ['-c50'], close: ['-c50', '-H', 'Connection: close'] };
 try {
+  const oneConnBin = buildOneConn(dir);
   await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   const pid: Record<string, number> = {};
   const freedMB: Record<string, number> = { A: 0, B: 0 };
@@ -99,9 +102,10 @@ try {
       const s0 = sched(pid[k]!);
       const f0 = freedMB[k]!;
       const w0 = nowUs();
-      const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', `http://127.0.0.1:${ports[k]}${PATH}`]).toString();
+      const w = m === 'one'
+        ? { ...runOneConn(oneConnBin, ports[k], SECS, PATH), errors: 0 }
+        : parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', `http://127.0.0.1:${ports[k]}${PATH}`]).toString());
       windows[k]!.push([w0, nowUs()]);
-      const w = parseWrk(out);
       total[k] = (total[k] ?? 0) + w.requests;
       const c1 = treeCpuUs(pid[k]!);
       const cpu = (c1.proxy - c0.proxy) / w.requests, bg = (c1.proxy - c1.main - (c0.proxy - c0.main)) / w.requests, agentCpu = (c1.children - c0.children) / w.requests;

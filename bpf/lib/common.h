@@ -18,6 +18,8 @@
 #define DROP_INVALID 134         /* INVALID_PACKET_DROPPED */
 #define DROP_CT_INVALID_HDR 135  /* CT_TRUNCATED_OR_INVALID_HEADER */
 #define DROP_UNKNOWN_L3 139      /* UNSUPPORTED_L3_PROTOCOL: not IPv4/IPv6/ARP, VLAN tags, IPv6 when disabled */
+#define DROP_WRITE_ERROR 141     /* ERROR_WRITING_TO_PACKET: a rewrite failed part way */
+#define DROP_CSUM_L3 153         /* ERROR_WHILE_CORRECTING_L3_CHECKSUM */
 #define DROP_INVALID_EXTHDR 156  /* Invalid IPv6 extension header: unknown, misplaced, too many, source routing */
 #define DROP_NO_TUNNEL_KEY 147   /* Error retrieving tunnel key */
 #define DROP_NO_SERVICE 158      /* SERVICE_BACKEND_NOT_FOUND */

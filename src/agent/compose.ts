@@ -160,13 +160,14 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   let unsubscribe: (() => void) | undefined;
   let lostTimer: NodeJS.Timeout | undefined;
   const nodeAddrs = [...provider.nodeAddresses];
-  // The proxies' access records become L7 flows here (Hubble's seven parser). Their endpoints are
-  // this node's (the proxies judge local endpoints' traffic); other addresses get their identity's labels.
+  // The proxies judge this node's endpoints' traffic: they look up local endpoints only.
   const endpointByIp = (ip: string) => {
     const ep = agentRef?.endpointTable().byIp(ip);
     return ep ? resolved(ep) : undefined;
   };
-  const parseL7 = createL7Parser({ nodeName: node, resolver: { byIp: endpointByIp, identityLabels: (id) => policy.identityLabels(id) } });
+  // The proxies' access records become L7 flows here (Hubble's seven parser), their peers resolved
+  // by the datapath flows' resolver: a pod on another node is named as in its L3/L4 flows.
+  const parseL7 = createL7Parser({ nodeName: node, resolver });
   const emitRecord = (rec: AccessLogRecord) => hubble.ingestFlow(parseL7(rec));
   // --external-envoy-proxy: the DNS, HTTP and TLS proxies (and the AI filter in the HTTP proxy) run
   // in their own supervised process, fed policy snapshots over <nodeDir>/l7proxy.sock (src/proxy/feed)

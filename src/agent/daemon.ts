@@ -181,10 +181,18 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const routes = agentRoutes(agent, async () => {
     const s = await parts.status({ agent, started, policy });
     return { ...s, encryption: await encryptionView(encryption, s.errors) };
-  }, policy, (ip) => {
-    // the DNS proxy's learnt IPs are the engine's ipcache entries of source fqdn
-    const e = policy.engine.ipcache.lookup(ip);
-    return e?.source === 'fqdn' ? policy.identityLabels(e.identity) : undefined;
+  }, policy, {
+    learnedIPLabels: (ip) => {
+      // the DNS proxy's learnt IPs are the engine's ipcache entries of source fqdn
+      const e = policy.engine.ipcache.lookup(ip);
+      return e?.source === 'fqdn' ? policy.identityLabels(e.identity) : undefined;
+    },
+    podIdentity: (ip) => {
+      // this node's endpoint, else a pod of another node (kvstore): identities are cluster-wide
+      const id = agent.endpointTable().byIp(ip)?.identity ?? cluster?.remoteEndpoint(ip)?.identity;
+      const labels = id === undefined ? undefined : policy.identityLabels(id);
+      return id !== undefined && labels ? { id, labels } : undefined;
+    },
   });
   // A policy change is in once the proxies judge by it too: with an external L7 proxy that is when
   // it acked the snapshot holding it (in-agent proxies look the engine up live).

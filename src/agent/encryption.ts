@@ -42,7 +42,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { MembraneConfig } from '../common/config.ts';
 import { MembraneError } from '../common/errors.ts';
-import { WG_SOCKET_BUFFER, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
+import { WG_SOCKET_BUFFER, WG_TUN_TXQUEUELEN, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
 import { ip } from '../sys/net.ts';
 import { routes4 } from '../sys/netlink.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
@@ -307,7 +307,8 @@ export function createEncryption(o: EncryptionOptions) {
       else log.info({ ifname: WG_IFNAME, implementation: device.kind(), wireguardGoPid: device.pid(), port: WG_PORT, publicKey: publicKey.value }, 'WireGuard device created');
       // the kernel dropped the routes through the old device
       for (const [cidr, how] of routed) if (how === 'wg') routed.delete(cidr);
-      await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(mtu)]);
+      // userspace: a longer TUN ring than wireguard-go's (WG_TUN_TXQUEUELEN); the kernel's device has no queue
+      await ip(['link', 'set', 'dev', WG_IFNAME, 'mtu', String(mtu), ...(device.kind() === 'userspace' ? ['txqueuelen', String(WG_TUN_TXQUEUELEN)] : [])]);
     }
     const peers = desiredPeers(o.self, nodes, o.config.encryptionNode, tunnel);
     // wireguard-go's own UDP carries mark 0xe00 (Cilium's MARK_MAGIC_WG_ENCRYPTED): node

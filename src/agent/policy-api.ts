@@ -13,7 +13,7 @@ import { loadText } from '../api/load.ts';
 import { policyCheck } from '../policy/check.ts';
 import { RESERVED_NAMES } from '../identity/identity.ts';
 import { PROTO_NAME } from '../policy/ports.ts';
-import { formatTrace, tracePolicy, type TraceResult, type TraceRule } from '../policy/trace.ts';
+import { formatTrace, tracePolicy, type TraceInput, type TraceResult, type TraceRule } from '../policy/trace.ts';
 import type { MapStateEntry, MapStateKey, RuleOrigin } from '../policy/types.ts';
 import type { Agent } from './agent.ts';
 import { ApiRequestError } from './api-server.ts';
@@ -45,17 +45,22 @@ async function traceResources(agent: Agent, extra: unknown[] | undefined): Promi
   return [...byKey.values()];
 }
 
-/** The agent's identity labels of an IP learnt through the DNS proxy (tracePolicy's learnedIPLabels). */
-export type LearnedIPLabels = (ip: string) => readonly string[] | undefined;
+/**
+ * What the agent knows that the files cannot say (tracePolicy's inputs of the same names): the
+ * identity labels of an IP learnt through the DNS proxy, and the identity (cluster-wide number,
+ * labels) of the pod at an address, this node's or another's.
+ */
+export type TraceLiveLookups = Pick<TraceInput, 'learnedIPLabels' | 'podIdentity'>;
 
 /**
- * Traces a request routes.ts has checked (src/api/requests.ts traceRequestSchema), with the IPs
- * this agent learnt for toFQDNs names, which the files cannot say.
+ * Traces a request routes.ts has checked (src/api/requests.ts traceRequestSchema) with the
+ * agent's live lookups: the same verdict and identity numbers whichever node of a cluster is asked.
  */
-export async function traceLive(agent: Agent, learnedIPLabels: LearnedIPLabels | undefined, req: z.output<typeof traceRequestSchema>): Promise<TraceResponse> {
+export async function traceLive(agent: Agent, live: TraceLiveLookups | undefined, req: z.output<typeof traceRequestSchema>): Promise<TraceResponse> {
   const resources = await traceResources(agent, req.with);
   const trace = tracePolicy({
-    resources, from: req.from, to: req.to, port: req.port, protocol: req.protocol, ...(learnedIPLabels ? { learnedIPLabels } : {}),
+    resources, from: req.from, to: req.to, port: req.port, protocol: req.protocol,
+    ...(live?.learnedIPLabels ? { learnedIPLabels: live.learnedIPLabels } : {}), ...(live?.podIdentity ? { podIdentity: live.podIdentity } : {}),
     ...(req.http ? { http: req.http } : {}), ...(req.dnsName ? { dnsName: req.dnsName } : {}),
   });
   return { trace, text: formatTrace(trace) };

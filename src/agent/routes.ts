@@ -13,7 +13,7 @@ import type { Handler } from './api-server.ts';
 import { ApiRequestError } from './api-server.ts';
 import type { ApplyResponse, StatusView } from './views.ts';
 import type { AgentPolicy } from '../policy/agent-engine.ts';
-import { endpointPolicy, traceLive, type LearnedIPLabels } from './policy-api.ts';
+import { endpointPolicy, traceLive, type TraceLiveLookups } from './policy-api.ts';
 
 /** The checked value, or a 400 naming the first problem and carrying all of them. */
 export function valid<T>(c: Checked<T>, what: string, hint: string): T {
@@ -27,7 +27,7 @@ const RESOURCES_HINT = 'the body is {"resources": [<resource>...], "dryRun": fal
 const query = (q: URLSearchParams) => Object.fromEntries(q);
 const TRACE_HINT = 'the body is {"from", "to", "port", "protocol", "http"?, "dnsName"?, "with"?} (src/api/requests.ts traceRequestSchema)';
 
-export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, policy?: AgentPolicy, learnedIPLabels?: LearnedIPLabels): Record<string, Handler> {
+export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, policy?: AgentPolicy, live?: TraceLiveLookups): Record<string, Handler> {
   return {
     'POST /v1/apply': async (body) => {
       const { resources, dryRun } = valid(checkApplyRequest(body), 'POST /v1/apply', RESOURCES_HINT);
@@ -64,7 +64,7 @@ export function agentRoutes(agent: Agent, status: () => Promise<StatusView>, pol
     },
     'GET /v1/status': async () => status(),
     // read-only policy questions (the UI's "why" and policy view): src/agent/policy-api.ts
-    'POST /v1/policy/trace': async (body) => traceLive(agent, learnedIPLabels, valid(checkWith(traceRequestSchema, body), 'POST /v1/policy/trace', TRACE_HINT)),
+    'POST /v1/policy/trace': async (body) => traceLive(agent, live, valid(checkWith(traceRequestSchema, body), 'POST /v1/policy/trace', TRACE_HINT)),
     ...(policy ? {
       'GET /v1/endpoint/policy': async (_b: unknown, q: URLSearchParams) =>
         endpointPolicy(agent, policy, valid(checkWith(endpointPolicyQuerySchema, query(q)), 'GET /v1/endpoint/policy', 'query: namespace=<name>&pod=<pod or Deployment>')),

@@ -12,7 +12,7 @@
 import type { Deployment, Namespace, Pod, PolicyResource, Resource, Service } from '../api/types.ts';
 import { MembraneError, type Issue } from '../common/errors.ts';
 import { desiredPods, podOwner } from '../api/deployment.ts';
-import { ReservedIdentity, RESERVED_NAMES } from '../identity/identity.ts';
+import { ReservedIdentity, RESERVED_NAMES, type Identity } from '../identity/identity.ts';
 import { parseIP, formatIPv4, parseIPv4 } from '../ipcache/prefix.ts';
 import { LabelSet, LabelSource, makeLabel } from '../labels/labels.ts';
 import { PolicyEngine } from './engine.ts';
@@ -122,6 +122,13 @@ export interface TraceInput {
    * to an address, so without it a toFQDNs peer traces as the world and its allow is missed.
    */
   learnedIPLabels?: (ip: string) => readonly string[] | undefined;
+  /**
+   * A live agent's identity of the pod at an address (its own endpoint, or a pod on another node
+   * known from the kvstore): the cluster-wide number and its labels, undefined for an address it
+   * knows no pod at. The trace then selects and names pods by those, not by numbers of its own, so
+   * a trace on any node of a cluster gives the numbers (and the verdict) every node enforces.
+   */
+  podIdentity?: (ip: string) => { id: number; labels: readonly string[] } | undefined;
 }
 
 interface LabPod {
@@ -140,7 +147,7 @@ interface Lab {
   policies: PolicyResource[];
 }
 
-function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['enforcementMode']; locate?: TraceInput['locate'] } = {}): Lab {
+function buildLab(resources: Resource[], opts: Pick<TraceInput, 'enforcementMode' | 'locate' | 'podIdentity'> = {}): Lab {
   const engine = new PolicyEngine({
     ...(opts.enforcementMode ? { enforcementMode: opts.enforcementMode } : {}),
     ...(opts.locate ? { locate: opts.locate } : {}),
@@ -165,10 +172,7 @@ function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['e
   });
   const used = new Set(podsInOrder.map((p) => p.status?.podIP).filter((x): x is string => !!x));
   let next = parseIPv4('10.244.1.2')!;
-  const pods: LabPod[] = [];
-  const byIP = new Map<string, LabPod>();
-  for (const pod of podsInOrder) {
-    const ns = pod.metadata.namespace ?? 'default';
+  const placed = podsInOrder.map((pod) => {
     const hostNetwork = pod.spec?.hostNetwork === true;
     let ip = pod.status?.podIP;
     if (!ip) {
@@ -179,9 +183,27 @@ function buildLab(resources: Resource[], opts: { enforcementMode?: TraceInput['e
         used.add(ip);
       }
     }
+    return { pod, ip, hostNetwork };
+  });
+  // the live agent's identities first, under their own numbers: the trace's own allocation (pods
+  // it does not know, CIDRs) then never takes one of them
+  const live = new Map<string, Identity>();
+  for (const { ip, hostNetwork } of placed) {
+    const l = hostNetwork ? undefined : opts.podIdentity?.(ip);
+    if (!l) continue;
+    try {
+      live.set(ip, engine.allocator.restore(l.id, LabelSet.parse(l.labels)));
+    } catch {
+      // an identity the agent is replacing (its labels just changed): the files' labels decide
+    }
+  }
+  const pods: LabPod[] = [];
+  const byIP = new Map<string, LabPod>();
+  for (const { pod, ip, hostNetwork } of placed) {
+    const ns = pod.metadata.namespace ?? 'default';
     const { identity } = hostNetwork
       ? { identity: { id: ReservedIdentity.host, labels: new LabelSet([makeLabel(LabelSource.reserved, 'host')]) } }
-      : engine.allocatePodIdentity({ ...pod, metadata: { ...pod.metadata, namespace: ns } }, namespaces.get(ns));
+      : live.has(ip) ? { identity: live.get(ip)! } : engine.allocatePodIdentity({ ...pod, metadata: { ...pod.metadata, namespace: ns } }, namespaces.get(ns));
     const lp: LabPod = { pod, ip, identity: identity.id, labels: identity.labels, hostNetwork };
     pods.push(lp);
     if (!hostNetwork) {
@@ -290,6 +312,7 @@ export function tracePolicy(input: TraceInput): TraceResult {
   const lab = buildLab(input.resources, {
     ...(input.enforcementMode ? { enforcementMode: input.enforcementMode } : {}),
     ...(input.locate ? { locate: input.locate } : {}),
+    ...(input.podIdentity ? { podIdentity: input.podIdentity } : {}),
   });
   lab.engine.applyPolicies(lab.policies, true);
   const protoName = input.protocol.toUpperCase() === 'ANY' ? 'TCP' : input.protocol.toUpperCase();

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { callAgent, AgentCallError } from '../agent/api-client.ts';
 import { MembraneError } from '../common/errors.ts';
 import type { TraceResponse } from '../agent/policy-api.ts';
+import type { EndpointView } from '../agent/views.ts';
 import { suggestPolicy } from './suggest.ts';
 
 export const WhyRequestSchema = z.strictObject({
@@ -96,14 +97,52 @@ export function uiApi(opts: { agentSocket: string; otherAgentSockets?: string[];
         throw new UiRequestError(400, 'UI_BAD_REQUEST', `why: ${issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`, { issues });
       }
       const req = parsed.data;
-      const res = await agent<TraceResponse>('POST', '/v1/policy/trace', req);
+      // the agent of the node that made the verdict answers: what it learnt (toFQDNs addresses, its
+      // endpoints' state) is its own, whatever identities the cluster shares
+      const { socket, res } = others.length ? await verdictAgentTrace(req) : { socket: opts.agentSocket, res: await agent<TraceResponse>('POST', '/v1/policy/trace', req) };
       const out: WhyResponse = { ...res };
       if (res.trace.verdict === 'DROPPED') {
         const s = suggestPolicy(res.trace, req.http ? { method: req.http.method.toUpperCase(), path: req.http.path } : undefined);
         out.suggestion = { note: s.note, yaml: s.policies.map((p) => stringify(p)).join('---\n') };
-        if (s.policies.length) out.suggestion.check = await agent<TraceResponse>('POST', '/v1/policy/trace', { ...req, with: s.policies });
+        if (s.policies.length) out.suggestion.check = await agent<TraceResponse>('POST', '/v1/policy/trace', { ...req, with: s.policies }, socket);
       }
       return out;
     },
   };
+
+  /**
+   * On a cluster, the trace of the node that decides: the destination's for ingress, the source's
+   * for egress. Each agent lists its own endpoints, so a peer's node is the agent listing it. The
+   * destination's node (when the destination is a pod) traces first; a drop its trace puts at the
+   * egress side is the source node's to explain, and that node traces again.
+   */
+  async function verdictAgentTrace(req: WhyRequest): Promise<{ socket: string; res: TraceResponse }> {
+    const sockets = [opts.agentSocket, ...others];
+    const lists = await Promise.all(sockets.map((s) => agent<{ items: EndpointView[] }>('GET', '/v1/endpoints', undefined, s).then((r) => r.items, () => [] as EndpointView[])));
+    // a Deployment's name stands for its first pod by name, as the trace takes it
+    const nodeOf = (spec: string): string | undefined => lists
+      .flatMap((items, i) => items.filter((e) => holds(e, spec)).map((e) => ({ pod: e.pod, socket: sockets[i]! })))
+      .sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0))[0]?.socket;
+    const src = nodeOf(req.from);
+    const dst = nodeOf(req.to);
+    const first = dst ?? src ?? opts.agentSocket;
+    const res = await agent<TraceResponse>('POST', '/v1/policy/trace', req, first);
+    if (src && src !== first && decidedAtEgress(res.trace)) return { socket: src, res: await agent<TraceResponse>('POST', '/v1/policy/trace', req, src) };
+    return { socket: first, res };
+  }
+}
+
+/** Whether the endpoint is the peer `spec` names as `policy trace` takes it: NS/POD, POD (namespace default), a Deployment's pod, or its IP. */
+function holds(e: EndpointView, spec: string): boolean {
+  const s = spec.trim();
+  if (s === e.ipv4 || s === e.ipv6) return true;
+  const slash = s.indexOf('/');
+  const ns = slash >= 0 ? s.slice(0, slash) : 'default';
+  const name = slash >= 0 ? s.slice(slash + 1) : s;
+  return e.namespace === ns && (e.pod === name || e.workloads?.some((w) => w.kind === 'Deployment' && w.name === name) === true);
+}
+
+function decidedAtEgress(t: TraceResponse['trace']): boolean {
+  if (t.egress.verdict === 'DROPPED') return true;
+  return t.verdict === 'DROPPED' && t.ingress.verdict !== 'DROPPED' && t.l7?.direction === 'egress';
 }

@@ -1,12 +1,16 @@
-/** `membrane policy validate|trace`: offline tools over policy files, no lab needed. */
+/**
+ * `membrane policy validate|trace`: offline tools over policy files, no lab needed; `trace --node`
+ * asks a running lab's agent instead (its resources, the cluster's identities, the names it learnt).
+ */
 import type { Command } from 'commander';
+import type { MembraneConfig } from '../../common/config.ts';
 import { loadPaths, locate } from '../../api/load.ts';
 import { policyCheck } from '../../policy/check.ts';
 import { formatIssue, MembraneError, type Issue } from '../../common/errors.ts';
 
 const issueKey = (i: Issue) => `${i.code}|${i.file}|${i.line}|${i.col}|${i.message}`;
 
-export function register(program: Command): void {
+export function register(program: Command, config?: MembraneConfig): void {
   const policy = program.command('policy').description('Validate and explain policies offline');
 
   policy.command('validate')
@@ -33,7 +37,8 @@ export function register(program: Command): void {
 
   policy.command('trace')
     .description('Explain the verdict for one connection: which rule of which file allowed or denied it')
-    .requiredOption('-f, --filename <path...>', 'policy and workload files or directories (repeatable)')
+    .option('-f, --filename <path...>', 'policy and workload files or directories (repeatable); with --node, traced as if applied')
+    .option('--node <name>', 'trace in the running lab with this node\'s agent: the stored resources, the cluster\'s identity numbers and the names it learnt (ask the node that enforces: the destination\'s for ingress, the source\'s for egress)')
     .requiredOption('--from <peer>', 'source: NAMESPACE/POD, POD (namespace default), an IP, or an entity (world, host, ...)')
     .requiredOption('--to <peer>', 'destination: NAMESPACE/POD, POD, an IP, or an entity')
     .requiredOption('--port <port/proto>', 'destination port and protocol, e.g. 80/TCP, 53/UDP, 8/ICMP (ICMP type)')
@@ -44,13 +49,27 @@ export function register(program: Command): void {
     .option('--stream', 'the AI call asks for a stream')
     .option('--max-tokens <n>', 'the AI call\'s max output tokens')
     .option('-o, --output <fmt>', 'json')
-    .action(async (o: { filename: string[]; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; model?: string; stream?: boolean; maxTokens?: string; output?: string }) => {
-      const { resources, issues } = await loadPaths(o.filename, { policyCheck });
+    .action(async (o: { filename?: string[]; node?: string; from: string; to: string; port: string; httpMethod?: string; httpPath?: string; httpHost?: string; model?: string; stream?: boolean; maxTokens?: string; output?: string }) => {
+      if (!o.filename?.length && o.node === undefined) throw new MembraneError('CLI_USAGE', 'policy trace needs -f FILES (offline) or --node NODE (a running lab)', { hint: 'e.g. -f examples/quickstart/, or --node node1' });
+      const { resources, issues } = await loadPaths(o.filename ?? [], { policyCheck });
       if (issues.length) {
         throw Object.assign(new MembraneError('API_INVALID', `${issues.length} problem(s) in the input`, { hint: 'run `membrane policy validate` on the same files' }), { issues });
       }
       const m = /^(\d+)(?:\/(tcp|udp|sctp|icmp|icmpv6|any))?$/i.exec(o.port);
       if (!m) throw new MembraneError('CLI_BAD_PORT', `--port ${o.port}: expected PORT/PROTO such as 80/TCP`, { hint: 'protocols: TCP, UDP, SCTP, ICMP, ICMPv6' });
+      if (o.node !== undefined) {
+        if (o.model !== undefined) throw new MembraneError('CLI_USAGE', '--model traces files only, not with --node', { hint: 'give the AIPolicy files with -f and no --node' });
+        const { callAgent } = await import('../../agent/api-client.ts');
+        const { agentSocketFor } = await import('../lab-target.ts');
+        const { buildConfig } = await import('../../common/config.ts');
+        const http = o.httpMethod || o.httpPath || o.httpHost ? { method: o.httpMethod ?? 'GET', path: o.httpPath ?? '/', host: o.httpHost ?? '' } : undefined;
+        const res = await callAgent<import('../../agent/policy-api.ts').TraceResponse>(agentSocketFor(config ?? buildConfig(), o.node), 'POST', '/v1/policy/trace', {
+          from: o.from, to: o.to, port: Number(m[1]), protocol: (m[2] ?? 'TCP').toUpperCase(),
+          ...(http ? { http } : {}), ...(resources.length ? { with: resources.map(({ source: _s, ...r }) => r) } : {}),
+        });
+        process.stdout.write(o.output === 'json' ? JSON.stringify(res.trace, null, 2) + '\n' : res.text);
+        return;
+      }
       const { tracePolicy, formatTrace } = await import('../../policy/trace.ts');
       if (o.model !== undefined && !o.httpHost) throw new MembraneError('TRACE_AI_HOST', '--model needs --http-host: the provider host the call goes to', { hint: 'e.g. --http-host api.openai.com' });
       const maxTokens = o.maxTokens === undefined ? undefined : Number(o.maxTokens);

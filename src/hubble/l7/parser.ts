@@ -29,6 +29,7 @@ import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from '../names.ts';
 import { createEndpointMessages } from '../endpoint-messages.ts';
 import { aiExtension } from './ai-extension.ts';
+import { identityScope, ReservedIdentity } from '../../identity/identity.ts';
 
 export const REDACTED = 'HUBBLE_REDACTED';
 
@@ -38,7 +39,12 @@ export const SENSITIVE_HEADERS = new Set([
   'x-csrf-token', 'x-xsrf-token', 'openai-api-key', 'x-goog-api-key', 'x-amz-security-token',
 ]);
 
-/** What the parser asks the agent: the local endpoint at an address, an identity's labels. */
+/**
+ * What the parser asks the agent: the endpoint at an address (local, or a pod on another node
+ * known from the kvstore: Hubble's endpoint getter, then its ipcache's pod metadata), an
+ * identity's labels. The same resolver as the datapath flows' (flow.ts), so an L7 flow names a
+ * peer as the L3/L4 flows of the same connection do.
+ */
 export interface L7Resolver {
   byIp(ip: string): ResolvedEndpoint | undefined;
   identityLabels(identity: number): string[] | undefined;
@@ -195,13 +201,24 @@ const L7_EVENT = { $typeName: 'flow.CiliumEventType' as const, type: 129, subTyp
  */
 const NONE = Object.freeze([]) as unknown as never[];
 
+/**
+ * The identities of addresses outside the cluster (the world, a CIDR's or a DNS name's local
+ * identity, 2^24 and up): no pod is looked up for them, which is most of a DNS proxy's servers
+ * and every toFQDNs peer (the lookup was ~20 % of such a record's parse).
+ */
+function neverPod(identity: number): boolean {
+  return identity === ReservedIdentity.world || identity === ReservedIdentity.worldIPv4 || identity === ReservedIdentity.worldIPv6 || identityScope(identity) === 'local';
+}
+
 export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
-  // a peer the proxy resolved (endpoint or labels) is taken as it is; any other is looked up here
+  // A peer's endpoint as Cilium's common.EndpointResolver gives it: the proxy's own endpoint, else
+  // the pod at the address (this node's or another's: pod name and namespace), with the identity
+  // the proxy judged by; only an address that is no pod is named by labels or identity alone.
   function endpoint(p: AccessPeer): Endpoint {
-    const e = p.endpoint ?? (p.labels ? undefined : opts.resolver.byIp(p.ip));
-    if (e) return messages.local(e);
+    const e = p.endpoint ?? (neverPod(p.identity) ? undefined : opts.resolver.byIp(p.ip));
+    if (e) return messages.local(e, p.identity);
     return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
 

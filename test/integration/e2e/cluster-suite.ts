@@ -19,13 +19,23 @@ import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import type { RoutingMode } from '../../../src/common/config.ts';
 import { until } from '../../support/until.ts';
 import { ETH_IPV6, SYN, eth, sendFrames } from '../support/frames.ts';
 import { NH, ipv6, tcp6 } from '../support/frames6.ts';
+import { hubbleCli } from '../support/hubble-cli.ts';
+import { hubbleTlsPaths, RELAY_SERVER_NAME } from '../../../src/lab/hubble-certs.ts';
+
+function run(cmd: string, args: string[], timeout = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    execFile(cmd, args, { timeout, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      res({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 export function clusterSuite(mode: RoutingMode): void {
   // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
@@ -241,11 +251,35 @@ export function clusterSuite(mode: RoutingMode): void {
         (x) => x.some((f) => f.verdict === 'DROPPED') && x.some((f) => f.verdict === 'FORWARDED'));
       const denied = fs.find((f) => f.verdict === 'DROPPED');
       assert.ok(denied, JSON.stringify(fs.slice(-3)));
-      // the remote client by its identity and labels (the proxies name local pods only: no pod_name here)
+      // the remote client as its L3/L4 flows name it: pod, namespace, identity and labels (Hubble's
+      // ipcache metadata for a pod on another node)
       assert.equal(denied.source?.identity, ids.client);
       assert.ok((denied.source as { labels?: string[] } | undefined)?.labels?.includes('k8s:app=client'), JSON.stringify(denied.source));
+      assert.deepEqual([denied.source?.namespace, denied.source?.pod_name], ['cl', 'client'], JSON.stringify(denied.source));
       assert.equal(denied.IP?.source, ip.client);
       assert.equal(denied.node_name, 'node2');
+      // the upstream hubble CLI through the lab's Relay finds them by pod on both ends
+      const relay = readFileSync(join(paths.stateDir, 'relay', 'address'), 'utf8').trim();
+      const t = hubbleTlsPaths(paths.stateDir);
+      const r = await run(hubbleCli(), ['observe', '--server', relay, '--tls', '--tls-ca-cert-files', t.caCert, '--tls-client-cert-file', t.clientCert, '--tls-client-key-file', t.clientKey,
+        '--tls-server-name', RELAY_SERVER_NAME, '--type', 'l7', '--from-pod', 'cl/client', '--to-pod', 'cl/server', '--since', since.toISOString(), '--last', '500', '-o', 'jsonpb']);
+      assert.equal(r.code, 0, r.stderr);
+      const viaRelay = r.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { flow?: Flow }).flow).filter((f): f is Flow => !!f);
+      assert.ok(viaRelay.some((f) => f.node_name === 'node2' && f.verdict === 'DROPPED' && f.destination?.pod_name === 'server'), JSON.stringify(viaRelay.slice(-3)));
+      // the agent API's live trace (the UI's why) of that request: node1, node2 and node3 give the
+      // same verdict with the cluster's identity numbers (those `get pods` and the flows show)
+      const traces = await Promise.all(['node1', 'node2', 'node3'].map((n) => callAgent<{ trace: { verdict: string; source: { identity: number }; destination: { identity: number }; ingress: { key?: string } }; text: string }>(
+        paths.agentSocket(n), 'POST', '/v1/policy/trace', { from: 'cl/client', to: 'cl/server', port: 8080, protocol: 'TCP', http: { method: 'GET', path: '/private', host: '' } })));
+      for (const [i, t] of traces.entries()) {
+        assert.equal(t.trace.verdict, 'DROPPED', `node${i + 1}: ${t.text}`);
+        assert.deepEqual([t.trace.source.identity, t.trace.destination.identity], [ids.client, ids.server], `node${i + 1}: ${t.text}`);
+        assert.equal(t.trace.ingress.key, `i/${ids.client}/6/8080/16`);
+        assert.equal(t.text, traces[1]!.text, `node${i + 1} traces as node2 (the server's node) does`);
+      }
+      // the CLI's live trace is that one
+      const cli = await lab.ok(['policy', 'trace', '--node', 'node1', '--from', 'cl/client', '--to', 'cl/server', '--port', '8080/TCP', '--http-method', 'GET', '--http-path', '/private']);
+      assert.equal(cli, traces[1]!.text);
+      assert.match(cli, new RegExp(`cl/client \\(${ip.client!.replace(/\./g, '\\.')}\\) identity ${ids.client} -> cl/server`));
     } finally {
       // back to the L3/L4 rule for the tests that follow
       await lab.apply([policy]);
@@ -294,6 +328,8 @@ export function clusterSuite(mode: RoutingMode): void {
     assert.ok(q, JSON.stringify(fs.slice(-3)));
     assert.equal(q.node_name, 'node2');
     assert.equal(q.verdict, 'FORWARDED');
+    // the lab DNS on node1 named as a pod, as the L3/L4 flows of the same query name it
+    assert.deepEqual([q.destination?.namespace, q.destination?.pod_name], ['kube-system', 'coredns'], JSON.stringify(q.destination));
     await lab.delete([cnp, fqdnPod]);
   });
 

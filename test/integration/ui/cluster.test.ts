@@ -5,7 +5,8 @@
  * policy. The map shows both edges with the destination's verdict (node3 forwarded the SYN out,
  * node2 dropped it: the edge reads dropped), one card per workload whichever node reported it;
  * the intruder edge's why names the policy's default deny with file:line; the server's policy
- * view comes from node2's agent; the node filter keeps one node's flows. `membrane up` prints the
+ * view comes from node2's agent; the node filter keeps one node's flows; the why of a toFQDNs
+ * connection on node3 comes from node3's agent, which learnt the address. `membrane up` prints the
  * UI's address, 127.0.0.1:12000, which `membrane ui` takes by default.
  */
 import { test, before, after } from 'node:test';
@@ -16,6 +17,7 @@ import type { Page } from 'playwright-core';
 import { skipUnless } from '../../support/requirements.ts';
 import { until } from '../../support/until.ts';
 import { TestLab, REPO } from '../support/lab.ts';
+import { callAgent } from '../../../src/agent/api-client.ts';
 import { launchChromium, type LaunchedBrowser } from './browser.ts';
 
 const lab = new TestLab(`uicl${process.pid % 10000}`);
@@ -119,4 +121,40 @@ test('the node filter keeps one node\'s flows', { skip }, async () => {
   await page.waitForSelector('body[data-loaded]', { timeout: 30_000 });
   assert.equal(await edge('client', 'server').count(), 0);
   assert.deepEqual(pageErrors, []);
+});
+
+test('why asks the node that made the verdict: a toFQDNs allow on node3 is explained by node3, which learnt the address', { skip }, async () => {
+  const fq = {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'fq', namespace: 'uc', labels: { app: 'fq' } },
+    spec: { nodeName: 'node3', containers: [{ name: 'c', image: 'curlimages/curl' }] },
+  };
+  const cnp = {
+    apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'fq-openai', namespace: 'uc' },
+    spec: {
+      endpointSelector: { matchLabels: { app: 'fq' } },
+      egress: [
+        { toEndpoints: [{ matchLabels: { 'k8s:io.kubernetes.pod.namespace': 'kube-system', 'k8s:k8s-app': 'kube-dns' } }], toPorts: [{ ports: [{ port: '53', protocol: 'ANY' }], rules: { dns: [{ matchPattern: '*' }] } }] },
+        { toFQDNs: [{ matchName: 'api.openai.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] },
+      ],
+    },
+  };
+  await lab.apply([fq, cnp]);
+  try {
+    // the pod resolves the name through node3's DNS proxy and connects: node3 learnt the address
+    const ip = await until('fq reaches api.openai.com', async () => {
+      const [code, addr] = (await lab.exec('uc', 'fq', ['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code} %{remote_ip}', '-m', '5', 'https://api.openai.com/'])).stdout.trim().split(' ');
+      return code === '200' ? addr : undefined;
+    }, 60_000);
+    const q = { from: 'uc/fq', to: ip, port: 443, protocol: 'TCP' };
+    const why = await fetch(new URL('/api/v1/why', url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(q) });
+    assert.equal(why.status, 200);
+    const res = (await why.json()) as { trace: { verdict: string; egress: { rules: { policy: string }[] } }; text: string };
+    assert.equal(res.trace.verdict, 'FORWARDED', res.text);
+    assert.deepEqual(res.trace.egress.rules.map((r) => r.policy), ['uc/fq-openai']);
+    // node1, the UI's first agent, never resolved the name: asked instead, it would have said default deny
+    const node1 = await callAgent<{ trace: { verdict: string } }>(lab.paths.agentSocket('node1'), 'POST', '/v1/policy/trace', q);
+    assert.equal(node1.trace.verdict, 'DROPPED');
+  } finally {
+    await lab.delete([cnp, fq]);
+  }
 });

@@ -9,11 +9,13 @@ import { DropReason, L7FlowType, TrafficDirection, Verdict, type Flow } from '..
 import type { AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../src/common/access-log.ts';
 
 const tiefighter = { id: 137, identity: 257, namespace: 'default', pod: 'tiefighter', labels: ['k8s:org=empire', 'k8s:class=tiefighter'] };
+// a pod on another node, as the agent's resolver gives it (kvstore: no endpoint ID here)
+const remoteDeathstar = { id: 0, identity: 259, namespace: 'empire', pod: 'deathstar-2', labels: ['k8s:org=empire', 'k8s:class=deathstar'] };
 const lookups: string[] = [];
 const parse = createL7Parser({
   nodeName: 'node1',
   resolver: {
-    byIp: (ip) => { lookups.push(ip); return ip === '10.244.1.3' ? tiefighter : undefined; },
+    byIp: (ip) => { lookups.push(ip); return ip === '10.244.1.3' ? tiefighter : ip === '10.244.2.7' ? remoteDeathstar : undefined; },
     identityLabels: (id) => (id === 259 ? ['k8s:org=empire', 'k8s:class=deathstar'] : undefined),
   },
 });
@@ -75,7 +77,7 @@ for (const r of rows) {
   });
 }
 
-test('l7 parser: endpoints — the proxy\'s own resolution wins, else the address, else the identity\'s labels, else its reserved name', () => {
+test('l7 parser: endpoints — the proxy\'s own resolution wins, else the pod at the address, else the proxy\'s labels or the identity\'s, else its reserved name', () => {
   lookups.length = 0;
   const kubeDns = { id: 0, identity: 300, namespace: 'kube-system', pod: 'coredns', labels: ['k8s:k8s-app=kube-dns'] };
   // the DNS proxy resolved the ClusterIP to its backend: that endpoint, no lookup of the ClusterIP
@@ -83,19 +85,30 @@ test('l7 parser: endpoints — the proxy\'s own resolution wins, else the addres
   assert.deepEqual([f.destination?.podName, f.destination?.namespace, f.destination?.identity, f.destination?.clusterName], ['coredns', 'kube-system', 300, 'default']);
   assert.deepEqual(f.source?.labels, ['k8s:class=tiefighter', 'k8s:org=empire'], 'labels sorted');
   assert.deepEqual(lookups, []);
-  // labels given: taken as they are (sorted), not looked up
-  const g = parse({ ...dns, type: 'request', verdict: 'forwarded', server: { ip: '10.244.1.3', port: 53, identity: 16777217, labels: ['fqdn:b', 'cidr:a'] } });
-  assert.deepEqual([g.destination?.podName, g.destination?.labels, g.destination?.clusterName], ['', ['cidr:a', 'fqdn:b'], '']);
-  assert.deepEqual(lookups, []);
-  // nothing given: the local endpoint at the address, then the identity's labels, then the reserved name
+  // labels given for an address that is no pod (a name's IP): taken as they are (sorted)
+  const g = parse({ ...dns, type: 'request', verdict: 'forwarded', server: { ip: '198.51.100.9', port: 53, identity: 16777217, labels: ['fqdn:b', 'cidr:a'] } });
+  assert.deepEqual([g.destination?.podName, g.destination?.labels, g.destination?.clusterName, g.destination?.identity], ['', ['cidr:a', 'fqdn:b'], '', 16777217]);
+  assert.deepEqual(lookups, [], 'a DNS name\'s identity is never a pod\'s: not looked up');
+  // labels given for a pod on another node (the DNS proxy's remote cluster DNS server): the pod, as
+  // its L3/L4 flows name it (Hubble's ipcache metadata), with the identity the proxy judged by
+  const r = parse({ ...dns, type: 'request', verdict: 'forwarded', server: { ip: '10.244.2.7', port: 53, identity: 259, labels: ['k8s:org=empire', 'k8s:class=deathstar'] } });
+  assert.deepEqual([r.destination?.ID, r.destination?.podName, r.destination?.namespace, r.destination?.identity, r.destination?.clusterName], [0, 'deathstar-2', 'empire', 259, 'default']);
+  lookups.length = 0;
+  // nothing given: the pod at the address (local or remote), then the identity's labels, then the reserved name
   const h = parse({ ...http, type: 'request', verdict: 'forwarded' });
   assert.deepEqual([h.source?.ID, h.source?.podName], [137, 'tiefighter']);
   assert.deepEqual([h.destination?.ID, h.destination?.podName, h.destination?.labels], [0, '', ['k8s:class=deathstar', 'k8s:org=empire']]);
+  const rh = parse({ ...http, type: 'request', verdict: 'forwarded', server: { ip: '10.244.2.7', port: 80, identity: 259 } });
+  assert.deepEqual([rh.destination?.podName, rh.destination?.namespace, rh.destination?.labels], ['deathstar-2', 'empire', ['k8s:class=deathstar', 'k8s:org=empire']]);
+  // an ingress proxy's client on another node: the source is named too
+  const ri = parse({ ...http, type: 'request', verdict: 'forwarded', direction: 'ingress', client: { ip: '10.244.2.7', port: 40001, identity: 259 }, server: { ...client, port: 80 } });
+  assert.deepEqual([ri.source?.podName, ri.source?.namespace, ri.destination?.podName], ['deathstar-2', 'empire', 'tiefighter']);
   const w = parse({ ...http, type: 'request', verdict: 'forwarded', server: { ip: '198.51.100.1', port: 80, identity: 2 } });
   assert.deepEqual(w.destination?.labels, ['reserved:world']);
   const u = parse({ ...http, type: 'request', verdict: 'forwarded', server: { ip: '198.51.100.1', port: 80, identity: 0 } });
   assert.deepEqual(u.destination?.labels, [], 'identity 0 (unknown) has no name');
-  assert.deepEqual(lookups, ['10.244.1.3', '10.244.1.6', '10.244.1.3', '198.51.100.1', '10.244.1.3', '198.51.100.1']);
+  // the world (2) is not looked up either; an unknown identity (0) is
+  assert.deepEqual(lookups, ['10.244.1.3', '10.244.1.6', '10.244.1.3', '10.244.2.7', '10.244.2.7', '10.244.1.3', '10.244.1.3', '10.244.1.3', '198.51.100.1']);
 });
 
 test('l7 parser: HTTP headers sorted, sensitive values and URL passwords redacted, trace context, AI extension', () => {

@@ -140,3 +140,35 @@ test('trace: a toFQDNs peer is allowed by its rule only when the live agent says
   // files alone (policy trace offline): no learnt addresses, so the world
   assert.equal(tracePolicy({ resources, from: 'default/xwing', to: learnt, port: 443, protocol: 'TCP' }).verdict, 'DROPPED');
 });
+
+test('trace: a live agent\'s identities (cluster-wide numbers, real labels) name and select the pods, whichever node traces', async () => {
+  const { podIdentityLabels } = await import('../../../src/identity/labels.ts');
+  const at = (p: Resource, ip: string) => ({ ...p, status: { podIP: ip } }) as Resource;
+  const tie = at(pod('default', 'tiefighter', { org: 'empire', class: 'tiefighter' }), '10.244.1.5');
+  const ds = at(pod('default', 'deathstar-0', { org: 'empire', class: 'deathstar' }), '10.244.2.9');
+  const xw = at(pod('default', 'xwing', { org: 'alliance', class: 'xwing' }), '10.244.3.4');
+  const resources: Resource[] = [ns('default'), tie, ds, xw, rule1];
+  const labelsOf = (p: Resource) => podIdentityLabels({ pod: p as never, namespace: ns('default') as never }).toStrings();
+  // the cluster's numbers; the first is the one the trace would take for itself (257) for another pod
+  const cluster = new Map([['10.244.1.5', { id: 40001, labels: labelsOf(tie) }], ['10.244.2.9', { id: 257, labels: labelsOf(ds) }]]);
+  const podIdentity = (ip: string) => cluster.get(ip);
+  const http = { method: 'POST', path: '/v1/request-landing', host: 'deathstar' };
+  const live = tracePolicy({ resources, from: 'default/tiefighter', to: 'default/deathstar-0', port: 80, protocol: 'TCP', http, podIdentity });
+  assert.equal(live.verdict, 'REDIRECTED', formatTrace(live));
+  assert.deepEqual([live.source.identity, live.destination.identity], [40001, 257]);
+  assert.equal(live.ingress.key, 'i/40001/6/80/16', 'the policy key names the cluster number');
+  assert.match(formatTrace(live), /tiefighter \(10\.244\.1\.5\) identity 40001 -> default\/deathstar-0 \(10\.244\.2\.9\) identity 257/);
+  // a pod the agent does not know keeps a number of the trace's own, never one of the cluster's
+  const x = tracePolicy({ resources, from: 'default/xwing', to: 'default/deathstar-0', port: 80, protocol: 'TCP', podIdentity });
+  assert.equal(x.verdict, 'DROPPED');
+  assert.ok(![40001, 257].includes(x.source.identity), String(x.source.identity));
+  // the agent's labels decide, not the file's: the cluster's tiefighter is an alliance pod now
+  const relabelled = new Map(cluster).set('10.244.1.5', { id: 40002, labels: labelsOf(at(pod('default', 'tiefighter', { org: 'alliance', class: 'tiefighter' }), '10.244.1.5')) });
+  const r = tracePolicy({ resources, from: 'default/tiefighter', to: 'default/deathstar-0', port: 80, protocol: 'TCP', http, podIdentity: (ip) => relabelled.get(ip) });
+  assert.equal(r.verdict, 'DROPPED', formatTrace(r));
+  assert.ok(r.source.labels.includes('k8s:org=alliance'), r.source.labels.join(' '));
+  // offline (no agent): the trace's own numbers, as before
+  const off = tracePolicy({ resources, from: 'default/tiefighter', to: 'default/deathstar-0', port: 80, protocol: 'TCP', http });
+  assert.equal(off.verdict, 'REDIRECTED');
+  assert.ok(off.source.identity < 1000 && off.destination.identity < 1000);
+});

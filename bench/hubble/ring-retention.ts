@@ -1,0 +1,194 @@
+// What keeping flows in Hubble's ring costs (issues 18, 11), in process: the agent's datapath
+// flows of a TCP_CRR connection (as bench/cluster/agent-events.ts builds them: mb_event records
+// -> decodeEvent -> Hubble's ingest with the default --hubble-metrics) with the ring as it is
+// ("ring"), with nothing kept ("noring": the flows are built and counted, then dropped), and with
+// each slot holding the flow's encoding instead of the Flow ("bytes": toBinary once at push, the
+// Flow dropped). Each variant runs in its own process with the agent's V8 flags, interleaved
+// round by round; CPU (user+system, GC threads included) per flow from the process, and V8's GC
+// pause time per flow (PerformanceObserver 'gc').
+//   bin/node bench/hubble/ring-retention.ts [--events 300000] [--rounds 3] [--l7] [--proxy-flags] [VARIANT ...]
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
+import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../../src/lab/names.ts';
+
+const args = process.argv.slice(2);
+if (args[0] === '--child') {
+  await child(args[1]!, Number(args[2]), args[3] === 'l7');
+  process.exit(0);
+}
+const opt = (name: string, dflt: number) => {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(args[i + 1]);
+  args.splice(i, 2);
+  return v;
+};
+const events = opt('--events', 300_000), rounds = opt('--rounds', 3);
+// --l7: the proxies' HTTP flows (request and response access records through the L7 parser, as
+// bench/proxy-harness.ts makes them) instead of the agent's datapath flows
+// --proxy-flags: the L7 proxy process's V8 flags (a 4 MiB semi-space) instead of the agent's
+const proxyFlags = args.includes('--proxy-flags') ? (args.splice(args.indexOf('--proxy-flags'), 1), true) : false;
+const l7 = args.includes('--l7') ? (args.splice(args.indexOf('--l7'), 1), true) : false;
+const variants = args.length ? args : ['ring', 'noring', 'bytes'];
+const self = fileURLToPath(import.meta.url);
+const per = new Map<string, number[]>(variants.map((r) => [r, []]));
+console.log(`${l7 ? 'L7 (HTTP) flows' : 'datapath flows'}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start; ${events} events per run`);
+for (let r = 0; r < rounds; r++) {
+  for (const v of variants) {
+    const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...(proxyFlags ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS), self, '--child', v, String(events), l7 ? 'l7' : 'dp'], { encoding: 'utf8' });
+    const [us, gcUs, scav, major, heap] = out.trim().split(' ').map(Number) as [number, number, number, number, number];
+    per.get(v)!.push(us);
+    console.log(`round ${r + 1} ${v.padEnd(6)}: ${us.toFixed(2)} us CPU per flow, GC pause ${gcUs.toFixed(2)} us per flow (${scav} scavenges, ${major} mark-compacts), heap used ${(heap / 1e6).toFixed(1)} MB (load ${loadavg()[0]!.toFixed(1)})`);
+  }
+}
+for (const [v, xs] of per) {
+  const s = [...xs].sort((a, b) => a - b);
+  console.log(`${v}: median ${s[s.length >> 1]!.toFixed(2)} us per flow (${s[0]!.toFixed(2)}-${s[s.length - 1]!.toFixed(2)})`);
+}
+
+async function child(variant: string, n: number, l7: boolean): Promise<void> {
+  const { PerformanceObserver, constants } = await import('node:perf_hooks');
+  const { toBinary } = await import('@bufbuild/protobuf');
+  const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
+  const codec = await import('../../src/datapath/linux/codec.ts');
+  const { createHubble } = await import('../../src/hubble/index.ts');
+  const { createHubbleMetrics } = await import('../../src/hubble/metrics/index.ts');
+  const { DEFAULT_HUBBLE_METRICS } = await import('../../src/common/config.ts');
+  const { createAgentMetrics } = await import('../../src/agent/metrics.ts');
+  const eps = new Map<string, unknown>([
+    ['10.244.1.10', { id: 101, identity: 50001, namespace: 'bench', pod: 'cli', labels: ['k8s:app=cli', 'k8s:io.kubernetes.pod.namespace=bench'] }],
+    ['10.244.2.10', { id: 0, identity: 50002, namespace: 'bench', pod: 'srv', labels: ['k8s:app=srv', 'k8s:io.kubernetes.pod.namespace=bench'] }],
+  ]);
+  const resolver = {
+    byIp: (ip: string) => eps.get(ip) as never,
+    identityLabels: (id: number) => (id === 50001 ? ['k8s:app=cli'] : id === 50002 ? ['k8s:app=srv'] : undefined),
+    namesForIp: () => undefined,
+    policiesFor: () => undefined,
+  };
+  const hubble = createHubble({ nodeName: 'node1', resolver, socketPath: '/nonexistent/hubble.sock' } as never);
+  const ring = hubble.ring as unknown as { push: (e: unknown) => void; pushFlow: (f: unknown, t: number) => void };
+  if (variant === 'noring') ring.pushFlow = () => {};
+  if (variant === 'bytes') {
+    const slots: (Uint8Array | undefined)[] = new Array(4096);
+    const times = new Float64Array(4096);
+    let w = 0;
+    ring.pushFlow = (f, t) => {
+      slots[w & 4095] = toBinary(FlowSchema, f as never);
+      times[w & 4095] = t;
+      w++;
+    };
+  }
+  const metrics = createHubbleMetrics(DEFAULT_HUBBLE_METRICS, {});
+  const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: '/nonexistent' });
+  hubble.onFlow((f) => metrics.process(f));
+  const base = { timeNs: 1000n, endpointId: 101, ifindex: 7, srcIdentity: 50001, dstIdentity: 50002, ipVersion: 4, srcIp: '10.244.1.10', dstIp: '10.244.2.10', proto: 6, srcPort: 0, dstPort: 7002, tcpFlags: 2, icmpType: 0, icmpCode: 0, ctReason: 1, verdict: 0, matchType: 0, authType: 0, length: 60, subType: 0, direction: 'egress' };
+  const reply = { srcIp: '10.244.2.10', dstIp: '10.244.1.10', srcIdentity: 50002, dstIdentity: 50001, srcPort: 7002, direction: 'ingress', subType: 1 };
+  const records: Buffer[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const port = 32768 + i;
+    for (const e of [
+      { ...base, srcPort: port, type: 5, matchType: 3 },
+      { ...base, srcPort: port, type: 4 },
+      { ...base, ...reply, dstPort: port, type: 4, ctReason: 3, tcpFlags: 18 },
+      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 16 },
+      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 20 },
+    ]) {
+      const b = codec.encodeEvent(e as never);
+      const rec = Buffer.alloc(b.length + 8); // the ring's record header before the event
+      b.copy(rec, 8);
+      records.push(rec);
+    }
+  }
+  let flows = 0;
+  if (l7) return childL7(variant, n);
+  const run = (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const ev = codec.decodeEvent(records[i % records.length]!, 8, 0n);
+      const f = hubble.ingest(ev);
+      if (f) {
+        flows++;
+        agentMetrics.observe(f, ev.length);
+      }
+    }
+  };
+  run(50_000); // warm: optimized code, a full Hubble ring
+  let gcMs = 0, scav = 0, major = 0;
+  const obs = new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) {
+      gcMs += e.duration;
+      const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
+      else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  flows = 0;
+  const t = process.cpuUsage();
+  run(n);
+  const u = process.cpuUsage(t);
+  await new Promise((r) => setTimeout(r, 50)); // the gc entries are delivered asynchronously
+  obs.disconnect();
+  const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
+  if (process.env.DEBUG_RR) console.error({ flows, cpu: u, ringWritten: (hubble.ring as { written: number }).written });
+  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
+}
+
+async function childL7(variant: string, n: number): Promise<void> {
+  const { PerformanceObserver, constants } = await import('node:perf_hooks');
+  const { toBinary } = await import('@bufbuild/protobuf');
+  const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
+  const { createL7Parser } = await import('../../src/hubble/l7/parser.ts');
+  const { FlowRing } = await import('../../src/hubble/ring.ts');
+  const { createHubbleMetrics } = await import('../../src/hubble/metrics/index.ts');
+  await import('../../src/hubble/metrics/http.ts');
+  const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
+  const build = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => client, identityLabels: () => ['k8s:app=origin'] } as never });
+  const ring = new FlowRing(4095);
+  const metrics = createHubbleMetrics('http flow');
+  let sink: (f: never, t: number) => void = (f, t) => { metrics.process(f); ring.pushFlow(f, t); };
+  if (variant === 'noring') sink = (f) => { metrics.process(f); };
+  if (variant === 'bytes') {
+    const slots: (Uint8Array | undefined)[] = new Array(4096);
+    const times = new Float64Array(4096);
+    let w = 0;
+    sink = (f, t) => {
+      metrics.process(f);
+      slots[w & 4095] = toBinary(FlowSchema, f);
+      times[w & 4095] = t;
+      w++;
+    };
+  }
+  const peer = (ip: string, port: number, identity: number) => ({ ip, port, identity });
+  const base = { l7: 'http', direction: 'egress', verdict: 'forwarded', client: peer('10.244.1.10', 40000, 1000), server: peer('10.244.2.10', 8080, 2000), endpointId: 1, method: 'GET', url: 'http://origin:8080/api/v1/items?id=7', host: 'origin:8080', path: '/api/v1/items', protocol: 'HTTP/1.1' };
+  const req = { ...base, type: 'request', headers: ['host', 'origin:8080', 'user-agent', 'wrk', 'accept', '*/*'], code: 0, latencyNs: 0 };
+  const resp = { ...base, type: 'response', headers: ['content-type', 'text/plain', 'content-length', '1024'], code: 200, latencyNs: 250_000 };
+  let flows = 0;
+  const run = (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const t = 1.7e12 + i;
+      const f = build({ ...(i & 1 ? resp : req), timeMs: t } as never);
+      sink(f as never, t);
+      flows++;
+    }
+  };
+  run(50_000);
+  let gcMs = 0, scav = 0, major = 0;
+  const obs = new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) {
+      gcMs += e.duration;
+      const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
+      else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  flows = 0;
+  const t = process.cpuUsage();
+  run(n);
+  const u = process.cpuUsage(t);
+  await new Promise((r) => setTimeout(r, 50));
+  obs.disconnect();
+  const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
+  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
+}
