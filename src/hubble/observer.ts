@@ -343,20 +343,32 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
           await waitAbort(ctx.signal);
           return;
         }
-        while (!ctx.signal.aborted) {
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, 1000);
-            ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
-          });
-          if (ctx.signal.aborted) return;
-          const now = current();
-          for (const [name, address] of known) if (!now.has(name)) yield note(name, address, ChangeNotificationType.PEER_DELETED);
-          for (const [name, address] of now) {
-            const had = known.get(name);
-            if (had === undefined) yield note(name, address, ChangeNotificationType.PEER_ADDED);
-            else if (had !== address) yield note(name, address, ChangeNotificationType.PEER_UPDATED);
+        // One abort listener for the stream's life: a listener added per tick stayed on the signal
+        // until the stream ended (a Relay's stream lives as long as the agent), so the list grew by
+        // one a second and every add walked it (EventTarget checks for duplicates).
+        let wake: (() => void) | undefined;
+        let tick: NodeJS.Timeout | undefined;
+        const onAbort = () => { clearTimeout(tick); wake?.(); };
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          while (!ctx.signal.aborted) {
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              tick = setTimeout(resolve, 1000);
+            });
+            if (ctx.signal.aborted) return;
+            const now = current();
+            for (const [name, address] of known) if (!now.has(name)) yield note(name, address, ChangeNotificationType.PEER_DELETED);
+            for (const [name, address] of now) {
+              const had = known.get(name);
+              if (had === undefined) yield note(name, address, ChangeNotificationType.PEER_ADDED);
+              else if (had !== address) yield note(name, address, ChangeNotificationType.PEER_UPDATED);
+            }
+            known = now;
           }
-          known = now;
+        } finally {
+          clearTimeout(tick);
+          ctx.signal.removeEventListener('abort', onAbort);
         }
       },
     });

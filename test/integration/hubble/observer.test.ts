@@ -123,6 +123,52 @@ test('Peer.Notify announces this node', async () => {
   assert.equal(seen, 1);
 });
 
+test('Peer.Notify held open (as a Relay holds it) keeps one abort listener, not one more per second', async () => {
+  // a node with a cluster view re-reads its peers every second while the stream is open; each
+  // tick used to add an abort listener to the request's signal that stayed there until the stream
+  // ended (a Relay holds it for the agent's life): counted here on every AbortSignal of the process
+  const s2 = join(dir, 'peers.sock');
+  const h2 = createHubble({ nodeName: 'node1', resolver, socketPath: s2, capacity: 7, peers: () => [{ name: 'node1', address: '192.0.2.1:4244' }, { name: 'node2', address: '192.0.2.2:4244' }] });
+  await h2.start();
+  const live = new Map<EventTarget, number>();
+  const proto = EventTarget.prototype;
+  const add = proto.addEventListener, remove = proto.removeEventListener;
+  proto.addEventListener = function (this: EventTarget, type: string, ...rest: unknown[]) {
+    if (type === 'abort' && this instanceof AbortSignal) live.set(this, (live.get(this) ?? 0) + 1);
+    return (add as (...a: unknown[]) => void).call(this, type, ...rest);
+  } as typeof proto.addEventListener;
+  proto.removeEventListener = function (this: EventTarget, type: string, ...rest: unknown[]) {
+    if (type === 'abort' && this instanceof AbortSignal) live.set(this, (live.get(this) ?? 0) - 1);
+    return (remove as (...a: unknown[]) => void).call(this, type, ...rest);
+  } as typeof proto.removeEventListener;
+  const ac = new AbortController();
+  try {
+    const peer = createClient(Peer, hubbleTransport({ kind: 'unix', path: s2 }));
+    const names: string[] = [];
+    const held = (async () => {
+      try {
+        for await (const cn of peer.notify({}, { signal: ac.signal })) names.push(cn.name);
+      } catch (e) {
+        if (!(e instanceof ConnectError && e.code === Code.Canceled)) throw e;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 1500));
+    const early = Math.max(0, ...live.values());
+    await new Promise((r) => setTimeout(r, 3000));
+    const late = Math.max(0, ...live.values());
+    ac.abort();
+    await held;
+    assert.deepEqual(names.sort(), ['node1', 'node2']);
+    assert.ok(early >= 1, 'the stream listens for its end');
+    assert.equal(late, early, `abort listeners on one signal after 1.5 s: ${early}, after 4.5 s: ${late}`);
+  } finally {
+    proto.addEventListener = add;
+    proto.removeEventListener = remove;
+    ac.abort();
+    await h2.stop();
+  }
+});
+
 test('GetFlows: last N matching in chronological order, whitelist/blacklist, first, since/until', async () => {
   const last2 = await collect({ number: 2n });
   assert.equal(last2.length, 2);
