@@ -24,7 +24,7 @@ import { createHttpProxyNode } from './http/node.ts';
 import { createTlsNode } from './tls/node.ts';
 import { createStandaloneDNS } from './dns/standalone.ts';
 import { createFeedClient } from './feed/client.ts';
-import { applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
+import { applyDelta, applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
 
 type Log = { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void; error?(o: unknown, m?: string): void; child?(b: Record<string, unknown>): Log };
 
@@ -101,6 +101,12 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     onIpcache(d, seq) {
       if (!view) return; // never before the first snapshot (it carries the ipcache whole)
       applyIpcacheDelta(view.ipcache, d);
+      seqSeen = seq;
+      revision++;
+    },
+    onDelta(d, seq) {
+      if (!view) return; // never before the first snapshot
+      view = applyDelta(view, d);
       seqSeen = seq;
       revision++;
     },
