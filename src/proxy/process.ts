@@ -137,6 +137,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
   });
   const dns = createStandaloneDNS({
     node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, ipv6: deps.ipv6 ?? false, logger: child('proxy-dns'),
+    revision: () => revision,
   });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir, family) => proxySlot('http', dir, 'TCP', family), logger: child('proxy-http'),
