@@ -123,7 +123,7 @@ try {
   const dnsmasqPid = pidOf(join(dir, 'dnsmasq.pid'));
   type Hold = { count: number; p50Ms: number; p99Ms: number; maxMs: number };
   const holdStats = (last: number) => callAgent<{ hold: Hold; holdTimeouts: number }>(paths.agentSocket('node1'), 'GET', `/v1/dns/proxy?last=${last}`);
-  const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number; hold: Hold; freshP50: number; freshP99: number }[] = [];
+  const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number; hold: Hold; freshP50: number; freshP99: number; freshCpu: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const d = dnsperf('direct', server, [dnsmasqPid]);
     const rec = PERF ? spawn('perf', ['record', '-F', '2999', '-g', '-o', join(PERF, `perf-r${r + 1}.data`), '-p', [agentPid, proxyPid].filter(Boolean).join(','), '--', 'sleep', String(SECS)], { stdio: 'ignore' }) : undefined;
@@ -134,11 +134,15 @@ try {
     const lP = latency('proxied', server, NAMES, 3000);
     // fresh names: every answer carries a new IP → hold until identity + policy maps + ipcache
     const before = (await holdStats(0)).hold.count;
+    // CPU per fresh name (the agent's and the proxy process's): what a new FQDN IP costs, robust to the machine's load
+    const f0 = [agentPid, proxyPid ?? 0].map((x) => (x ? cpuUs(x) : 0));
     const fresh = latency('proxied', server, freshNames(r), FRESH);
+    const f1 = [agentPid, proxyPid ?? 0].map((x) => (x ? cpuUs(x) : 0));
+    const freshCpu = f1.map((x, i) => (x - f0[i]!) / FRESH);
     const after = (await holdStats(0)).hold.count;
     const hold = (await holdStats(Math.max(1, after - before))).hold;
-    rows.push({ qpsD, qpsP, p50D: lD.p50Us, p50P: lP.p50Us, p99D: lD.p99Us, p99P: lP.p99Us, cpuD: d.cpuPerQ, cpuP: p.cpuPerQ, hold, freshP50: fresh.p50Us, freshP99: fresh.p99Us });
-    console.error(`round ${r + 1} [load ${loadavg()[0]!.toFixed(2)}]: qps ${qpsD.toFixed(0)} direct / ${qpsP.toFixed(0)} proxied (${(qpsP / qpsD * 100).toFixed(1)} %); CPU/query dnsmasq ${d.cpuPerQ.toFixed(1)} µs / agent ${p.each[0]!.toFixed(1)} + proxy process ${(p.each[1] ?? 0).toFixed(1)} = ${p.cpuPerQ.toFixed(1)} µs; p50 ${lD.p50Us.toFixed(0)} / ${lP.p50Us.toFixed(0)} µs; p99 ${lD.p99Us.toFixed(0)} / ${lP.p99Us.toFixed(0)} µs; hold of ${hold.count} fresh answers p50 / p99 / max ${hold.p50Ms.toFixed(2)} / ${hold.p99Ms.toFixed(2)} / ${hold.maxMs.toFixed(2)} ms`);
+    rows.push({ qpsD, qpsP, p50D: lD.p50Us, p50P: lP.p50Us, p99D: lD.p99Us, p99P: lP.p99Us, cpuD: d.cpuPerQ, cpuP: p.cpuPerQ, hold, freshP50: fresh.p50Us, freshP99: fresh.p99Us, freshCpu: freshCpu[0]! + freshCpu[1]! });
+    console.error(`round ${r + 1} [load ${loadavg()[0]!.toFixed(2)}]: qps ${qpsD.toFixed(0)} direct / ${qpsP.toFixed(0)} proxied (${(qpsP / qpsD * 100).toFixed(1)} %); CPU/query dnsmasq ${d.cpuPerQ.toFixed(1)} µs / agent ${p.each[0]!.toFixed(1)} + proxy process ${(p.each[1] ?? 0).toFixed(1)} = ${p.cpuPerQ.toFixed(1)} µs; p50 ${lD.p50Us.toFixed(0)} / ${lP.p50Us.toFixed(0)} µs; p99 ${lD.p99Us.toFixed(0)} / ${lP.p99Us.toFixed(0)} µs; hold of ${hold.count} fresh answers p50 / p99 / max ${hold.p50Ms.toFixed(2)} / ${hold.p99Ms.toFixed(2)} / ${hold.maxMs.toFixed(2)} ms; CPU per fresh name agent ${freshCpu[0]!.toFixed(0)} + proxy process ${freshCpu[1]!.toFixed(0)} µs`);
   }
   const stats = await callAgent<{ holdTimeouts: number }>(paths.agentSocket('node1'), 'GET', '/v1/dns/proxy');
 
@@ -163,6 +167,7 @@ try {
     `| latency p99 | ${p99D.toFixed(0)} µs | ${p99P.toFixed(0)} µs | ${(p99P / 1000).toFixed(2)} ms | ≤ 2 ms | ${ok(p99P <= 2000)} |`,
     `| answer → policy map (hold of ${hold.count} fresh-IP answers, ${FRESH} per round), p50 / p99 / max | | | ${hold.p50Ms.toFixed(2)} / ${spread(holdP99s, (x) => x.toFixed(2))} / ${hold.maxMs.toFixed(2)} ms | p99 ≤ 10 ms in every round | ${ok(Math.max(...holdP99s) <= 10)} |`,
     `| fresh-name query latency (includes the hold), p50 / p99 | | ${(fresh.p50Us / 1000).toFixed(2)} / ${(fresh.p99Us / 1000).toFixed(2)} ms | | | |`,
+    `| CPU per fresh name (/proc): the agent and the proxy process | | ${spread(rows.map((x) => x.freshCpu), (x) => x.toFixed(0))} µs | | | |`,
   ].join('\n');
   console.log(table);
   if (values.append) {
