@@ -42,10 +42,16 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   const build = createL7Parser({ nodeName: 'bench', resolver });
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');
-  const sink = (f: Flow, timeMs: number) => { metrics.process(f); ring.pushFlow(f, timeMs); };
+  // MEMBRANE_BENCH_FLOWS=noring: flows made and counted by the metrics but not kept in the ring
+  // (what keeping them costs: each flow lives through scavenges while the ring holds it)
+  const keep = process.env.MEMBRANE_BENCH_FLOWS !== 'noring';
+  const sink = (f: Flow, timeMs: number) => { metrics.process(f); if (keep) ring.pushFlow(f, timeMs); };
   // MEMBRANE_BENCH_FEED=1: the proxy as its own process (--external-envoy-proxy): records go over
   // the feed socket to an agent stand-in (bench/feed-agent.ts, a child on the same CPUs) that makes the flows
   let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
+  // MEMBRANE_BENCH_FLOWS=0: records are dropped (no flows, no metrics), to measure what the flows
+  // cost per request (bench/tls/ab.ts against a tree without this knob: flows on vs off)
+  if (process.env.MEMBRANE_BENCH_FLOWS === '0') onRecord = () => {};
   if (process.env.MEMBRANE_BENCH_FEED === '1') {
     const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
     const socketPath = join(dir, 'l7proxy.sock');

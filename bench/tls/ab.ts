@@ -8,6 +8,7 @@
  * ~0 when the pool holds) from HAProxy's stats socket.
  *
  *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
+ * --a-node-flags / --b-node-flags: flags for one side only (with --a . : an A/B of V8 flags on the same tree).
  * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
  * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
  * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
@@ -22,7 +23,7 @@ import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, star
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
-  'node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
+  'node-flags': { type: 'string', default: '' }, 'a-node-flags': { type: 'string', default: '' }, 'b-node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -57,7 +58,8 @@ try {
     for (const mode of ['intercept', 'sni'] as const) {
       if (mode === 'sni' && !modes.includes('sni')) continue;
       if (mode === 'intercept' && !modes.some((m) => m !== 'sni')) continue;
-      const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : [])];
+      const own = k === 'A' ? values['a-node-flags'] : values['b-node-flags'];
+      const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
       if (values['cpu-prof-dir']) flags.push(`--cpu-prof-dir=${join(values['cpu-prof-dir'], `${k}-${mode}`)}`);
       const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
       pid[k]![mode] = c.pid!;

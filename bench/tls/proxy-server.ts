@@ -40,10 +40,12 @@ await startBenchProxy({
     const buildTls = createL7Parser({ nodeName: 'bench', resolver });
     // handshakes of the client side, full and resumed: written to D/handshakes-PORT.json on SIGUSR2 (bench/tls/ab.ts)
     const hs = { full: 0, resumed: 0 };
+    // MEMBRANE_BENCH_FLOWS=0: no flows (bench/proxy-harness.ts)
+    const flows = process.env.MEMBRANE_BENCH_FLOWS !== '0';
     process.on('SIGUSR2', () => writeFileSync(join(dir, `handshakes-${values.port}.json`), JSON.stringify(hs)));
     const onRecord = (r: TlsAccessRecord) => {
       if (r.verdict === 'forwarded') { if (r.resumed) hs.resumed++; else hs.full++; }
-      sink(buildTls(r), r.timeMs);
+      if (flows) sink(buildTls(r), r.timeMs);
     };
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },

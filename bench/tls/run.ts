@@ -12,10 +12,12 @@
  *                            re-encryption); keep-alive (wrk -c50) and a new connection per request
  *
  *   bin/node bench/tls/run.ts [--secs 6] [--rounds 2] [--append]
+ * Each ratio is printed as the median of the rounds' ratios with their min–max; the interception
+ * rows are checked against issue 18's goal (≥ 0.70 of HAProxy) in every round.
  * With --append the result table and the command go to bench/RESULTS.md under `## tls`.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +30,7 @@ const REPO = resolve(import.meta.dirname, '../..');
 const NAME = 'api.bench.test';
 const ORIGIN = 18443, H_SNI = 18444, M_SNI = 18445, H_TERM = 18446, M_TERM = 18447;
 const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
+const startLoad = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const children: ChildProcess[] = [];
 
 const ca = (name: string): void => benchCa(dir, name, NAME);
@@ -69,10 +72,18 @@ try {
   }
   const m = (k: K, f: keyof Wrk) => median(res[k].map((x) => x[f]));
   const errs = (ks: K[]) => ks.reduce((s, k) => s + res[k].reduce((a, x) => a + x.errors, 0), 0);
-  const perReq = (k: K) => median(res[k].map((x) => (x.requests ? x.cpuUs / x.requests : NaN)));
-  const row = (label: string, hk: K, mk: K) => {
-    const h = m(hk, 'rps'), mb = m(mk, 'rps');
-    return `| ${label} | ${h.toFixed(0)} | ${mb.toFixed(0)} | ${(mb / h).toFixed(2)} | ${perReq(hk).toFixed(0)} µs | ${perReq(mk).toFixed(0)} µs | ${(perReq(mk) / perReq(hk)).toFixed(1)}× |`;
+  const perReqOf = (x: Wrk) => (x.requests ? x.cpuUs / x.requests : NaN);
+  const perReq = (k: K) => median(res[k].map(perReqOf));
+  /** median over the rounds of a per-round value, with its min–max (rounds are interleaved: each round's ratio compares neighbours in time) */
+  const spread = (xs: number[], digits: number, unit = '') => `${median(xs).toFixed(digits)}${unit} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
+  const rateRatios = (hk: K, mk: K) => res[mk].map((x, i) => x.rps / res[hk][i]!.rps);
+  const cpuRatios = (hk: K, mk: K) => res[mk].map((x, i) => perReqOf(x) / perReqOf(res[hk][i]!));
+  /** goal of issue 18 for interception: ≥ 0.70 of HAProxy's rate in every round */
+  const GOAL = 0.7;
+  const row = (label: string, hk: K, mk: K, goal?: number) => {
+    const rr = rateRatios(hk, mk);
+    const mark = goal === undefined ? '' : rr.every((r) => r >= goal) ? 'ok' : `below in ${rr.filter((r) => r < goal).length} of ${rr.length}`;
+    return `| ${label} | ${m(hk, 'rps').toFixed(0)} | ${m(mk, 'rps').toFixed(0)} | ${spread(rr, 2)} | ${goal === undefined ? '' : `≥ ${goal.toFixed(2)}`} | ${mark} | ${perReq(hk).toFixed(0)} µs | ${perReq(mk).toFixed(0)} µs | ${spread(cpuRatios(hk, mk), 1, '×')} |`;
   };
   const cmd = `bin/node bench/tls/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
   const lines = [
@@ -84,13 +95,14 @@ try {
     `membrane reads and decides the ClientHello (3 serverNames) and passes the bytes through, HAProxy \`mode tcp\` + \`req_ssl_sni\`. Intercepted: membrane issues the leaf for the SNI from the ` +
     `interception CA (cached), applies 2 HTTP rules and originates TLS verified against the origin's CA (pooled); HAProxy \`ssl crt\` (a static leaf) + ` +
     `\`http-request deny\` + \`server ... ssl verify required\` with \`http-reuse always\`. Flows and metrics on for membrane (a TLS flow per handshake, two HTTP flows per request). ` +
-    `Median of ${ROUNDS} interleaved rounds, ${SECS} s each. wrk resumes TLS sessions (tickets) on its new connections, with both proxies. ` +
+    `${ROUNDS} interleaved rounds, ${SECS} s each: rates and CPU per request are medians of the rounds; each ratio is the median of the rounds' membrane / HAProxy with their min–max in parentheses, a goal met when every round meets it. ` +
+    `Load average ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} at the end. wrk resumes TLS sessions (tickets) on its new connections, with both proxies. ` +
     `The SNI-only rate is bounded by wrk and the origin sharing CPU 0 (origin alone below): the proxy's CPU time per connection (from /proc, 10 ms ticks) is the comparison there.`, '',
-    '| measure | HAProxy | membrane | membrane / HAProxy | proxy CPU per request: HAProxy | membrane | membrane / HAProxy |',
-    '|---|---|---|---|---|---|---|',
+    '| measure | HAProxy | membrane | membrane / HAProxy | goal | | proxy CPU per request: HAProxy | membrane | membrane / HAProxy |',
+    '|---|---|---|---|---|---|---|---|---|',
     row('SNI-only connections/s (TLS passthrough, new connection per request)', 'hSni', 'mSni'),
-    row('intercepted HTTPS req/s, keep-alive (50 conns)', 'hKa', 'mKa'),
-    row('intercepted HTTPS req/s, new TLS connection per request', 'hNew', 'mNew'),
+    row('intercepted HTTPS req/s, keep-alive (50 conns)', 'hKa', 'mKa', GOAL),
+    row('intercepted HTTPS req/s, new TLS connection per request', 'hNew', 'mNew', GOAL),
     '',
     `Origin alone (new TLS connection per request): ${m('origin', 'rps').toFixed(0)} req/s. p50 at 50 connections: SNI HAProxy ${m('hSni', 'p50').toFixed(2)} ms / membrane ${m('mSni', 'p50').toFixed(2)} ms; ` +
     `intercepted keep-alive HAProxy ${m('hKa', 'p50').toFixed(2)} ms / membrane ${m('mKa', 'p50').toFixed(2)} ms. ` +

@@ -6,7 +6,9 @@
  * (upstream reuse) and, for membrane, its client handshakes full and resumed. Interleaved rounds,
  * wrk -c10 with `Connection: close` (a new TLS connection per request, resumed with tickets).
  *
- *   bin/node bench/tls/syscalls.ts [--secs 6] [--rounds 2] [--conns 10]
+ * With --keep-alive, requests reuse their connections instead (the per-record path, no handshakes).
+ *
+ *   bin/node bench/tls/syscalls.ts [--secs 6] [--rounds 2] [--conns 10] [--keep-alive]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -16,7 +18,7 @@ import { parseArgs } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
 import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg, parseWrk, startPinned } from '../support.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, conns: { type: 'string', default: '10' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, conns: { type: 'string', default: '10' }, 'keep-alive': { type: 'boolean', default: false } } });
 const REPO = resolve(import.meta.dirname, '../..');
 const NAME = 'api.bench.test';
 const ORIGIN = 18643, H_TERM = 18644, M_TERM = 18645;
@@ -57,7 +59,7 @@ try {
     }
     return { full: NaN, resumed: NaN };
   };
-  const wrk = (port: number, secs: number) => parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${values.conns}`, '--timeout', '30s', '-H', 'Connection: close', `-d${secs}s`, '--latency', '-s', LUA, `https://${NAME}:${port}/v1/models`]).toString());
+  const wrk = (port: number, secs: number) => parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${values.conns}`, '--timeout', '30s', ...(values['keep-alive'] ? [] : ['-H', 'Connection: close']), `-d${secs}s`, '--latency', '-s', LUA, `https://${NAME}:${port}/v1/models`]).toString());
   wrk(H_TERM, 2);
   wrk(M_TERM, 2);
   for (let r = 0; r < Number(values.rounds); r++) {
