@@ -15,7 +15,9 @@ export function callAgent<T>(socketPath: string, method: 'GET' | 'POST', path: s
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = request({
-      socketPath, method, path, timeout: timeoutMs,
+      // a connection per call: Node's global agent keeps sockets alive, and one reused after the
+      // server's keep-alive timeout (5 s) fails the next call with EPIPE (bench/dns's hold stats)
+      socketPath, method, path, timeout: timeoutMs, agent: false,
       headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
     }, (res) => {
       const chunks: Buffer[] = [];

@@ -9,7 +9,8 @@ import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import type { Agent } from './agent.ts';
 import type { EndpointRecord } from './endpoints.ts';
 import { createFeedServer, type FeedServer } from '../proxy/feed/server.ts';
-import { encodeMapState, type IpcacheDelta, type ProxySnapshot, type StandaloneDNSInfo } from '../proxy/feed/snapshot.ts';
+import { encodeEntry, encodeMapState, type IpcacheDelta, type ProxyDelta, type ProxySnapshot, type StandaloneDNSInfo, type WireEntry } from '../proxy/feed/snapshot.ts';
+import type { L7Policy, MapState, MapStateKey } from '../policy/types.ts';
 import { decodeRecords, type DnsAnswerReport } from '../proxy/feed/wire.ts';
 
 export interface AgentProxyFeedDeps {
@@ -51,6 +52,74 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     if (!dnsMemo || dnsMemo.v !== identitiesVersion || dnsMemo.server !== server) dnsMemo = { v: identitiesVersion, server, json: JSON.stringify(deps.dns.info()) };
     return dnsMemo.json;
   };
+  // ---- deltas (FQDN learning) -------------------------------------------------------------
+  // What the proxies hold of each MapState: its entry objects as last sent (the policy engine
+  // keeps an unchanged entry's object and makes a new one for a changed entry), the default deny,
+  // and per L7 policy its identity sets (changed in place by the selector cache). A delta is the
+  // difference: O(the endpoint's entries) compared by reference, only the changed ones encoded.
+  interface Sent { entries: Map<string, unknown>; dd: { ingress: boolean; egress: boolean } }
+  let sentMapStates = new Map<number, Sent>();
+  let sentL7 = new WeakMap<L7Policy, string>();
+  /** identities added and removed since the last snapshot or delta (the allocator's events) */
+  let identitiesAdded = new Set<number>();
+  let identitiesRemoved = new Set<number>();
+  /** prefixes whose FQDN names may have changed since the last snapshot or delta */
+  let namesChanged = new Set<string>();
+  const l7Print = (l7: L7Policy): string => l7.perSelector.map((x) => (x.identities === 'all' ? 'all' : [...x.identities].sort((a, b) => a - b).join(','))).join('|');
+  /** whether an L7 policy's identity sets differ from those last sent (remembers them) */
+  const l7Moved = (l7: L7Policy): boolean => {
+    const now = l7Print(l7);
+    const had = sentL7.get(l7);
+    sentL7.set(l7, now);
+    return had !== now;
+  };
+  function remember(id: number, ms: MapState): Sent {
+    const entries = new Map<string, unknown>();
+    for (const [ks, v] of ms.entries) {
+      entries.set(ks, v);
+      if (v.entry.l7) l7Moved(v.entry.l7);
+    }
+    const sent = { entries, dd: { ...ms.defaultDeny } };
+    sentMapStates.set(id, sent);
+    return sent;
+  }
+  function mapStatesDelta(): ProxyDelta['mapStates'] {
+    const out: ProxyDelta['mapStates'] = [];
+    const seen = new Set<number>();
+    for (const ep of deps.agent()?.endpointTable().all() ?? []) {
+      const ms = policy.mapState(ep.id);
+      if (!ms) continue;
+      seen.add(ep.id);
+      const prev = sentMapStates.get(ep.id);
+      const upserts: [MapStateKey, WireEntry][] = [];
+      const deletes: MapStateKey[] = [];
+      // an L7 policy's identity sets are compared once per delta, however many entries share it
+      const l7Checked = new Map<L7Policy, boolean>();
+      for (const [ks, v] of ms.entries) {
+        let moved = prev?.entries.get(ks) !== v;
+        const l7 = v.entry.l7;
+        if (l7) {
+          let m = l7Checked.get(l7);
+          if (m === undefined) { m = l7Moved(l7); l7Checked.set(l7, m); }
+          moved ||= m;
+        }
+        if (moved) upserts.push([v.key, encodeEntry(v.entry)]);
+      }
+      if (prev) for (const [ks, v] of prev.entries) if (!ms.entries.has(ks)) deletes.push((v as { key: MapStateKey }).key);
+      const ddMoved = !prev || prev.dd.ingress !== ms.defaultDeny.ingress || prev.dd.egress !== ms.defaultDeny.egress;
+      if (upserts.length || deletes.length || ddMoved) {
+        out.push({ ep: ep.id, upserts, deletes, ...(ddMoved ? { defaultDeny: { ...ms.defaultDeny } } : {}) });
+        remember(ep.id, ms);
+      }
+    }
+    for (const id of [...sentMapStates.keys()]) {
+      if (seen.has(id)) continue;
+      sentMapStates.delete(id);
+      out.push({ ep: id, upserts: [], deletes: [], gone: true });
+    }
+    return out;
+  }
+
   const server = createFeedServer({
     socketPath: deps.socketPath,
     logger: deps.logger,
@@ -58,11 +127,37 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     // as a string and the DNS settings as JSON, every 50 ms)
     fingerprint() {
       const a = deps.agent();
-      return [policy.revision(), policy.mapStateVersion(), namesVersion, resourceVersion, a ? a.endpointTable().version() : -1, dnsPrint()];
+      return [policy.revision(), resourceVersion, a ? a.endpointTable().version() : -1, dnsPrint()];
+    },
+    // what FQDN learning moves (a new identity, its policy entries and names): sent as deltas
+    deltaPrint: () => [policy.mapStateVersion(), namesVersion, identitiesVersion],
+    delta() {
+      const d: Omit<ProxyDelta, 'ipcache'> = { mapStates: mapStatesDelta(), identities: [], identitiesGone: [], names: [], namesGone: [] };
+      for (const id of identitiesRemoved) if (!identitiesAdded.has(id)) d.identitiesGone.push(id);
+      for (const id of identitiesAdded) {
+        const labels = policy.identityLabels(id);
+        if (labels) d.identities.push([id, labels]); else d.identitiesGone.push(id);
+      }
+      identitiesAdded = new Set();
+      identitiesRemoved = new Set();
+      for (const prefix of namesChanged) {
+        const ip = prefix.replace(/\/(32|128)$/, '');
+        const n = fqdnPrefixes.has(prefix) ? deps.namesForIp(ip) : [];
+        if (n.length) d.names.push([ip, n]); else d.namesGone.push(ip);
+      }
+      namesChanged = new Set();
+      const empty = !d.mapStates.length && !d.identities.length && !d.identitiesGone.length && !d.names.length && !d.namesGone.length;
+      return empty ? undefined : d;
     },
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();
       const eps = a?.endpointTable().all() ?? [];
+      // deltas start over from what this snapshot holds
+      sentMapStates = new Map();
+      sentL7 = new WeakMap();
+      identitiesAdded = new Set();
+      identitiesRemoved = new Set();
+      namesChanged = new Set();
       const names: [string, string[]][] = [];
       for (const prefix of fqdnPrefixes) {
         const ip = prefix.replace(/\/(32|128)$/, '');
@@ -72,7 +167,9 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       const mapStates: ProxySnapshot['mapStates'] = [];
       for (const ep of eps) {
         const ms = policy.mapState(ep.id);
-        if (ms) mapStates.push([ep.id, encodeMapState(ms)]);
+        if (!ms) continue;
+        mapStates.push([ep.id, encodeMapState(ms)]);
+        remember(ep.id, ms);
       }
       return {
         revision: policy.revision(), agentPid: process.pid, nodeAddrs: [...deps.nodeAddrs],
@@ -110,16 +207,24 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       for (const e of policy.engine.ipcache.entries()) if (e.source === 'fqdn') fqdnPrefixes.add(e.prefix);
       offIpcache = policy.engine.ipcache.onChange((ev) => {
         changed.add(ev.entry.prefix);
+        const had = fqdnPrefixes.has(ev.entry.prefix);
         // an upsert names the winner: an endpoint or node claim over an FQDN one hides its names
         if (ev.type === 'upsert' && ev.entry.source === 'fqdn') fqdnPrefixes.add(ev.entry.prefix);
         else fqdnPrefixes.delete(ev.entry.prefix);
-        if (ev.entry.source === 'fqdn') namesVersion++; // the snapshot's names follow the FQDN entries
+        if (ev.entry.source === 'fqdn' || had !== fqdnPrefixes.has(ev.entry.prefix)) {
+          namesVersion++; // the snapshot's names follow the FQDN entries
+          namesChanged.add(ev.entry.prefix);
+        }
         // the remote cluster DNS server's identity is the ipcache's for its address
         const dnsServer = deps.dns?.serverIp();
         // (startsWith first: no two strings made per remote pod of a restart's listing)
         if (dnsServer && ev.entry.prefix.startsWith(dnsServer) && (ev.entry.prefix === `${dnsServer}/32` || ev.entry.prefix === `${dnsServer}/128`)) identitiesVersion++;
       });
-      offIdentities = policy.engine.allocator.watch(() => { identitiesVersion++; });
+      offIdentities = policy.engine.allocator.watch((ev) => {
+        identitiesVersion++;
+        if (ev.type === 'add') identitiesAdded.add(ev.identity.id);
+        else { identitiesAdded.delete(ev.identity.id); identitiesRemoved.add(ev.identity.id); }
+      });
       offResources = deps.agent()?.resources.watch((ev) => {
         if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) resourceVersion++;
       });

@@ -24,7 +24,7 @@ import { createHttpProxyNode } from './http/node.ts';
 import { createTlsNode } from './tls/node.ts';
 import { createStandaloneDNS } from './dns/standalone.ts';
 import { createFeedClient } from './feed/client.ts';
-import { applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
+import { applyDelta, applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
 
 type Log = { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void; error?(o: unknown, m?: string): void; child?(b: Record<string, unknown>): Log };
 
@@ -104,6 +104,12 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
       seqSeen = seq;
       revision++;
     },
+    onDelta(d, seq) {
+      if (!view) return; // never before the first snapshot
+      view = applyDelta(view, d);
+      seqSeen = seq;
+      revision++;
+    },
     handle: async (what) => (what === 'ai-usage' ? ai.usage() : what === 'dns-stats' ? dns.stats() : registry.metrics()),
     statusRows: () => [dns.statusEntry(), ...httpProxy.statusEntries(), ...tlsNode.statusEntries()],
     logger: log,
@@ -131,6 +137,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
   });
   const dns = createStandaloneDNS({
     node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, ipv6: deps.ipv6 ?? false, logger: child('proxy-dns'),
+    revision: () => revision,
   });
   const httpProxy = createHttpProxyNode({
     ...proxyDeps, slot: (dir, family) => proxySlot('http', dir, 'TCP', family), logger: child('proxy-http'),

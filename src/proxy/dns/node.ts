@@ -361,9 +361,11 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
           }
           return { items, selectors: nameManager.selectorKeys(), stats: nameManager.stats() };
         },
-        'GET /v1/dns/proxy': async () => {
+        // ?last=N: the hold percentiles of the last N holds only (a bench's round)
+        'GET /v1/dns/proxy': async (_b, q) => {
           const st = proxy ? proxy.stats() : await o.standalone!.stats();
-          const holds = [...st.holdsMs].sort((a, b) => a - b);
+          const last = Number(q.get('last') ?? 0);
+          const holds = (Number.isInteger(last) && last > 0 ? st.holdsMs.slice(-last) : [...st.holdsMs]).sort((a, b) => a - b);
           return {
             ...st, holdsMs: undefined,
             hold: { count: holds.length, p50Ms: percentile(holds, 50), p99Ms: percentile(holds, 99), maxMs: holds.at(-1) ?? 0 },

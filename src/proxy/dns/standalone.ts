@@ -50,6 +50,8 @@ export interface StandaloneDNSDeps {
   maxHoldMs?: number;
   /** agent away: longest hold before SERVFAIL (default 4000 ms: before a stub resolver's 5 s retry) */
   awayHoldMs?: number;
+  /** bumped by every snapshot, delta and ipcache change the feed applies (absent: nothing is remembered across turns) */
+  revision?(): number;
 }
 
 export interface StandaloneDNS {
@@ -123,11 +125,41 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     return id;
   }
 
+  /**
+   * Answers found already allowed, per MapState and IPs, while nothing the check read can have
+   * moved: the feed applied nothing new (the agent writes the pinned ipcache before the delta that
+   * tells this process), the agent's presence is the same, and for one second at most. A steady
+   * stream of known names then costs a map probe per answer, not a pinned-map syscall and two
+   * LPM lookups per IP per turn. Only "allowed" is remembered: anything else is checked again.
+   */
+  let allowedMemo = new WeakMap<MapState, Map<string, true>>();
+  let memoRevision = -1;
+  let memoAgentThere = false;
+  let memoClear: NodeJS.Timeout | undefined;
+
   /** Every IP already allowed by the datapath for this endpoint (and, agent there, judged alike by the HTTP proxy). */
   function alreadyAllowed(v: PolicyView, epId: number, ips: readonly string[]): boolean {
     const ms = v.mapState(epId);
     if (!ms) return false;
     const agentThere = deps.feed.connected();
+    const rev = deps.revision?.();
+    if (rev === undefined) return checkAllowed(v, ms, ips, agentThere);
+    if (rev !== memoRevision || agentThere !== memoAgentThere) {
+      allowedMemo = new WeakMap();
+      memoRevision = rev;
+      memoAgentThere = agentThere;
+    }
+    const key = ips.length === 1 ? ips[0]! : ips.join(',');
+    let byIps = allowedMemo.get(ms);
+    if (byIps?.has(key)) return true;
+    if (!checkAllowed(v, ms, ips, agentThere)) return false;
+    if (!byIps) { byIps = new Map(); allowedMemo.set(ms, byIps); }
+    if (byIps.size >= 4096) byIps.clear();
+    byIps.set(key, true);
+    return true;
+  }
+
+  function checkAllowed(v: PolicyView, ms: MapState, ips: readonly string[], agentThere: boolean): boolean {
     for (const ip of ips) {
       const id = pinnedIdentity(ip);
       if (id === undefined || !egressAllowsIdentity(ms, id)) return false;
@@ -183,6 +215,9 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
   return {
     async start() {
       const v = deps.view();
+      // the pinned ipcache is read again at least every second (a change no feed message told of)
+      memoClear = setInterval(() => { allowedMemo = new WeakMap(); }, 1000);
+      memoClear.unref();
       ipcache = BpfMap.fromPin(join(deps.pinRoot, 'mb_ipcache'));
       // Replies leave from the original destination's address (not local to the node).
       const nonLocal = allowNonLocalBind();
@@ -215,6 +250,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       log.info({ port: proxy.port }, 'DNS proxy listening');
     },
     async stop() {
+      if (memoClear) clearInterval(memoClear);
       await proxy?.stop();
       ipcache?.close();
     },

@@ -7,7 +7,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
-import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { encodeAnswer, encodeRecord, expandAnswer, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
@@ -15,6 +15,8 @@ export interface FeedClientDeps {
   onSnapshot(snap: ProxySnapshot, seq: number): void;
   /** ipcache changes after the snapshot that carried it whole */
   onIpcache(d: IpcacheDelta, seq: number): void;
+  /** FQDN learning's changes after the last snapshot (applyDelta); absent: the agent is never asked for deltas */
+  onDelta?(d: ProxyDelta, seq: number): void;
   /** answers the agent's requests (AI usage, the proxy's metrics) */
   handle(what: ProxyRequest): Promise<unknown>;
   statusRows(): ProxyStatusRow[];
@@ -162,7 +164,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     s.on('connect', () => {
       up = true;
       known.clear();
-      send(s, { t: 'hello', pid: process.pid });
+      send(s, { t: 'hello', pid: process.pid, ...(deps.onDelta ? { deltas: true } : {}) });
       send(s, { t: 'status', rows: deps.statusRows() });
       // answers held for the agent: it (a restarted one) hears of them again
       if (waiting.size) send(s, { t: 'dns-answers', items: [...waiting.values()].map((w) => w.r) });
@@ -184,6 +186,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         send(s, { t: 'status', rows: deps.statusRows() });
       } else if (m.t === 'ipcache') {
         deps.onIpcache(m, m.seq);
+        send(s, { t: 'ack', seq: m.seq });
+      } else if (m.t === 'delta') {
+        // the names the agent was told stay known: a delta is FQDN learning, not a policy change
+        deps.onDelta?.(m, m.seq);
         send(s, { t: 'ack', seq: m.seq });
       } else if (m.t === 'dns-done') {
         for (const id of m.ids) {

@@ -9,7 +9,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
-import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
@@ -21,6 +21,13 @@ export interface FeedServerDeps {
   fingerprint(): Fingerprint;
   /** the snapshot without its ipcache */
   snapshot(): Promise<ProxySnapshot>;
+  /**
+   * Changes whenever `delta()` may have something (FQDN learning: new identities, their policy
+   * entries, names). When only this moved, the proxies get a delta instead of a whole snapshot.
+   */
+  deltaPrint?(): Fingerprint;
+  /** what changed since the last snapshot() or delta() (undefined: nothing); snapshot() starts it over */
+  delta?(): Omit<ProxyDelta, 'ipcache'> | undefined;
   /** the whole ipcache, for a proxy that does not hold it yet (a new connection) */
   ipcache?(): NonNullable<ProxySnapshot['ipcache']>;
   /** the ipcache changes since the last call (undefined: none) */
@@ -45,8 +52,8 @@ function samePrint(a: Fingerprint | undefined, b: Fingerprint): boolean {
   return true;
 }
 
-/** `whole`: the client got the ipcache whole (it gets deltas from then on) */
-interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean }
+/** `whole`: the client got the ipcache whole (it gets deltas from then on); `deltas`: it applies delta messages */
+interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean; deltas: boolean }
 
 export interface FeedServer {
   start(): Promise<void>;
@@ -71,6 +78,9 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   let seq = 0;
   let current: { seq: number; line: ProxySnapshot } | undefined;
   let lastPrint: Fingerprint | undefined;
+  let lastDeltaPrint: Fingerprint | undefined;
+  /** deltas went out after `current`'s snapshot */
+  let deltasSent = false;
   let building: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
   const waiters = new Set<() => void>();
@@ -86,24 +96,41 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   function refresh(): Promise<void> {
     if (building) return building.then(() => refresh());
     const print = deps.fingerprint();
+    const deltaPrint = deps.deltaPrint?.();
     let needWhole = false;
-    if (deps.ipcache) for (const c of clients) if (!c.whole) needWhole = true;
-    if (samePrint(lastPrint, print) && current && !needWhole) {
+    let allDeltas = !!deps.delta;
+    for (const c of clients) {
+      if (deps.ipcache && !c.whole) needWhole = true;
+      if (!c.deltas) allDeltas = false;
+    }
+    const deltaMoved = deltaPrint !== undefined && !samePrint(lastDeltaPrint, deltaPrint);
+    if (samePrint(lastPrint, print) && current && !needWhole && (!deltaMoved || allDeltas)) {
       const d = deps.drainIpcache?.();
-      if (d) {
+      let pd: Omit<ProxyDelta, 'ipcache'> | undefined;
+      if (deltaMoved) {
+        lastDeltaPrint = deltaPrint;
+        pd = deps.delta!();
+      }
+      if (pd || d) {
         current.seq = ++seq;
-        for (const c of clients) if (c.whole) send(c.sock, { t: 'ipcache', seq, ...d });
+        if (pd) deltasSent = true;
+        for (const c of clients) {
+          if (pd && (!deps.ipcache || c.whole)) send(c.sock, { t: 'delta', seq, ...pd, ...(d ? { ipcache: d } : {}) });
+          else if (d && c.whole) send(c.sock, { t: 'ipcache', seq, ...d });
+        }
       }
       return Promise.resolve();
     }
     building = (async () => {
       try {
+        lastDeltaPrint = deltaPrint;
         // drained first: a client that gets the ipcache whole (read after this) has these too
         const d = deps.drainIpcache?.();
         const snap = await deps.snapshot();
         lastPrint = print;
         const deltaSeq = d ? ++seq : 0;
         current = { seq: ++seq, line: snap };
+        deltasSent = false;
         let whole: ProxySnapshot | undefined;
         for (const c of clients) {
           if (deps.ipcache && !c.whole) {
@@ -125,7 +152,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   }
 
   function onConnection(sock: Socket): void {
-    const c: Client = { sock, acked: 0, rows: [], whole: false };
+    const c: Client = { sock, acked: 0, rows: [], whole: false, deltas: false };
     clients.add(c);
     sock.on('error', () => {});
     sock.on('close', () => {
@@ -137,10 +164,12 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
       switch (m.t) {
         case 'hello':
           c.pid = m.pid;
+          c.deltas = m.deltas === true;
           deps.logger?.info({ pid: m.pid }, 'proxy process connected');
           // the snapshot with the ipcache whole, made now (the last one sent has deltas since)
           if (current) {
             if (deps.ipcache) void refresh();
+            else if (deltasSent) { lastPrint = undefined; void refresh(); } // the last snapshot is behind its deltas
             else send(sock, { t: 'snapshot', seq: current.seq, snap: current.line });
           }
           break;

@@ -17,7 +17,7 @@ import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, ty
 
 /** An L7 policy with its identity sets as arrays (JSON has no Set). */
 type WireL7 = Omit<L7Policy, 'perSelector'> & { perSelector: (Omit<L7Policy['perSelector'][number], 'identities'> & { identities: number[] | 'all' })[] };
-type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
+export type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
 
 export interface WireMapState {
   entries: [MapStateKey, WireEntry][];
@@ -72,21 +72,25 @@ export function applyIpcacheDelta(ipc: IPCache, d: IpcacheDelta): void {
   }
 }
 
+export function encodeEntry(entry: MapStateEntry): WireEntry {
+  const l7 = entry.l7 ? { ...entry.l7, perSelector: entry.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' as const : [...s.identities] })) } : null;
+  return { ...entry, l7 };
+}
+
+function decodeEntry(e: WireEntry): MapStateEntry {
+  const l7: L7Policy | null = e.l7 ? { ...e.l7, perSelector: e.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' : new Set(s.identities) })) } : null;
+  return { ...e, l7 };
+}
+
 export function encodeMapState(ms: MapState): WireMapState {
   const entries: [MapStateKey, WireEntry][] = [];
-  for (const { key, entry } of ms.entries.values()) {
-    const l7 = entry.l7 ? { ...entry.l7, perSelector: entry.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' as const : [...s.identities] })) } : null;
-    entries.push([key, { ...entry, l7 }]);
-  }
+  for (const { key, entry } of ms.entries.values()) entries.push([key, encodeEntry(entry)]);
   return { entries, defaultDeny: ms.defaultDeny };
 }
 
 export function decodeMapState(w: WireMapState): MapState {
   const entries: MapState['entries'] = new Map();
-  for (const [key, e] of w.entries) {
-    const l7: L7Policy | null = e.l7 ? { ...e.l7, perSelector: e.l7.perSelector.map((s) => ({ ...s, identities: s.identities === 'all' ? 'all' : new Set(s.identities) })) } : null;
-    entries.set(mapStateKeyString(key), { key, entry: { ...e, l7 } });
-  }
+  for (const [key, e] of w.entries) entries.set(mapStateKeyString(key), { key, entry: decodeEntry(e) });
   return { entries, defaultDeny: w.defaultDeny };
 }
 
@@ -106,19 +110,37 @@ export interface PolicyView {
   nodeAddrs: ReadonlySet<string>;
 }
 
-/** `prev`: the ipcache of the view before, kept when the snapshot carries none. */
-export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
-  const eps = new Map(s.endpoints.map((e) => [e.ip, e.ep]));
-  let ipcache = prev ?? new IPCache();
-  if (s.ipcache) {
-    ipcache = new IPCache();
-    for (const e of s.ipcache) ipcache.upsert(e.prefix, e.identity, e.source);
-  }
-  const nodeAddrs = new Set(s.nodeAddrs);
-  const mapStates = new Map(s.mapStates.map(([id, w]) => [id, decodeMapState(w)]));
-  const labels = new Map(s.identities);
-  const names = new Map(s.names);
-  return {
+/**
+ * What changed since the last snapshot or delta when only FQDN learning moved things (Cilium's
+ * incremental identity update): a new identity's labels, the policy-map entries of the selectors
+ * that now select it, its IP's names and ipcache entry. A proxy applies it to the view it holds
+ * instead of decoding a whole snapshot per new FQDN IP (each one O(every identity, entry and
+ * name): the answer's hold grew with the cache).
+ */
+export interface ProxyDelta {
+  /** per endpoint: entries upserted and deleted, the default deny when it changed; `gone`: the endpoint's MapState is no more */
+  mapStates: { ep: number; upserts: [MapStateKey, WireEntry][]; deletes: MapStateKey[]; defaultDeny?: MapState['defaultDeny']; gone?: true }[];
+  identities: [number, string[]][];
+  identitiesGone: number[];
+  names: [string, string[]][];
+  namesGone: string[];
+  ipcache?: IpcacheDelta;
+}
+
+interface ViewParts {
+  s: Pick<ProxySnapshot, 'revision' | 'agentPid' | 'resources' | 'dns'>;
+  eps: Map<string, ResolvedEndpoint>;
+  ipcache: IPCache;
+  nodeAddrs: ReadonlySet<string>;
+  mapStates: Map<number, MapState>;
+  labels: Map<number, string[]>;
+  names: Map<string, string[]>;
+}
+const partsOf = new WeakMap<PolicyView, ViewParts>();
+
+function makeView(p: ViewParts): PolicyView {
+  const { s, eps, ipcache, nodeAddrs, mapStates, labels, names } = p;
+  const v: PolicyView = {
     revision: s.revision, agentPid: s.agentPid, resources: s.resources, ipcache, dns: s.dns, nodeAddrs,
     endpointByIp: (ip) => eps.get(ip),
     identityOfOther: (ip) => (nodeAddrs.has(ip) ? ReservedIdentity.host : ipcache.lookupIdentity(ip)),
@@ -126,4 +148,47 @@ export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
     identityLabels: (id) => labels.get(id),
     namesForIp: (ip) => names.get(ip) ?? [],
   };
+  partsOf.set(v, p);
+  return v;
+}
+
+/** `prev`: the ipcache of the view before, kept when the snapshot carries none. */
+export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
+  let ipcache = prev ?? new IPCache();
+  if (s.ipcache) {
+    ipcache = new IPCache();
+    for (const e of s.ipcache) ipcache.upsert(e.prefix, e.identity, e.source);
+  }
+  return makeView({
+    s, ipcache, eps: new Map(s.endpoints.map((e) => [e.ip, e.ep])), nodeAddrs: new Set(s.nodeAddrs),
+    mapStates: new Map(s.mapStates.map(([id, w]) => [id, decodeMapState(w)])), labels: new Map(s.identities), names: new Map(s.names),
+  });
+}
+
+/**
+ * The view after a delta: a new view object whose changed endpoints have new MapState objects (a
+ * MapState a proxy judged by is never changed under it: the DNS judge and the hold check cache
+ * answers per MapState); identities, names and the ipcache are updated in place.
+ */
+export function applyDelta(v: PolicyView, d: ProxyDelta): PolicyView {
+  const p = partsOf.get(v);
+  if (!p) throw new Error('applyDelta: not a view made by viewOf');
+  if (d.ipcache) applyIpcacheDelta(p.ipcache, d.ipcache);
+  for (const id of d.identitiesGone) p.labels.delete(id);
+  for (const [id, l] of d.identities) p.labels.set(id, l);
+  for (const ip of d.namesGone) p.names.delete(ip);
+  for (const [ip, n] of d.names) p.names.set(ip, n);
+  let mapStates = p.mapStates;
+  if (d.mapStates.length) {
+    mapStates = new Map(p.mapStates);
+    for (const m of d.mapStates) {
+      if (m.gone) { mapStates.delete(m.ep); continue; }
+      const old = mapStates.get(m.ep);
+      const entries: MapState['entries'] = old ? new Map(old.entries) : new Map();
+      for (const k of m.deletes) entries.delete(mapStateKeyString(k));
+      for (const [key, e] of m.upserts) entries.set(mapStateKeyString(key), { key, entry: decodeEntry(e) });
+      mapStates.set(m.ep, { entries, defaultDeny: m.defaultDeny ?? old?.defaultDeny ?? { ingress: false, egress: false } });
+    }
+  }
+  return makeView({ ...p, mapStates });
 }

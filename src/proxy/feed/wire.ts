@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
-import type { IpcacheDelta, ProxySnapshot } from './snapshot.ts';
+import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -21,12 +21,15 @@ export type ProxyRequest = 'ai-usage' | 'metrics' | 'dns-stats';
 export type ToProxy =
   | { t: 'snapshot'; seq: number; snap: ProxySnapshot }
   | ({ t: 'ipcache'; seq: number } & IpcacheDelta)
+  /** what FQDN learning changed since the last snapshot or delta (the ipcache's changes with it) */
+  | ({ t: 'delta'; seq: number } & ProxyDelta)
   | { t: 'req'; id: number; what: ProxyRequest }
   /** the datapath (and this proxy's snapshot, sent before) has these reports' IPs */
   | { t: 'dns-done'; ids: number[] };
 
 export type ToAgent =
-  | { t: 'hello'; pid: number }
+  /** `deltas`: the proxy applies delta messages (an older one gets snapshots only) */
+  | { t: 'hello'; pid: number; deltas?: boolean }
   | { t: 'ack'; seq: number }
   | { t: 'records'; items: WireRecord[]; lost?: number }
   | { t: 'dns-answers'; items: DnsAnswerReport[] }

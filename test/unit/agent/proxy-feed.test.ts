@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import { createAgentProxyFeed } from '../../../src/agent/proxy-feed.ts';
 import { createAgentPolicyEngine } from '../../../src/policy/agent-engine.ts';
 import { createFeedClient } from '../../../src/proxy/feed/client.ts';
-import type { ProxySnapshot } from '../../../src/proxy/feed/snapshot.ts';
+import { applyDelta, applyIpcacheDelta, viewOf, type PolicyView, type ProxyDelta, type ProxySnapshot } from '../../../src/proxy/feed/snapshot.ts';
+import { createNameManager } from '../../../src/fqdn/name-manager.ts';
+import { egressAllowsIdentity } from '../../../src/proxy/dns/standalone.ts';
+import { lookupMapState } from '../../../src/policy/lookup.ts';
+import type { Agent } from '../../../src/agent/agent.ts';
+import { cnp, ns, pod } from '../policy/helpers.ts';
 
 test('proxy feed: a snapshot names the IPs whose winning ipcache entry is an FQDN one, before and after the feed started, and no other', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
@@ -50,4 +55,138 @@ test('proxy feed: a snapshot names the IPs whose winning ipcache entry is an FQD
   ipc.upsert('10.244.1.9/32', 302, 'endpoint');
   ipc.upsert('10.244.1.9/32', 16777220, 'fqdn');
   assert.deepEqual(Object.keys(await named()).sort(), ['198.51.100.1', '198.51.100.2']);
+});
+
+/**
+ * The agent with one endpoint whose egress policy has toFQDNs rules (one L3/L4, one with HTTP
+ * rules: an L7 policy whose identity sets the selector cache changes in place), a name manager
+ * writing the engine as src/proxy/dns/node.ts does, and a proxy-side view kept by snapshots and
+ * deltas as src/proxy/process.ts keeps it.
+ */
+async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
+  const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const policy = createAgentPolicyEngine();
+  const namespace = ns('prod');
+  const web = pod('prod', 'web', { app: 'web' });
+  const { id: identity } = await policy.allocateIdentity({ pod: web, namespace });
+  policy.setPolicies([cnp('f', 'prod', {
+    endpointSelector: { matchLabels: { app: 'web' } },
+    egress: [
+      { toFQDNs: [{ matchPattern: '*.example.com' }], toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] },
+      { toFQDNs: [{ matchName: 'api.example.com' }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET' }] } }] },
+    ],
+  })]);
+  policy.addEndpoint({ id: 7, identity, pod: web, namespace });
+  policy.regenerate();
+  const rec = { id: 7, identity, namespace: 'prod', pod: 'web', labels: policy.identityLabels(identity)!, ip: '10.244.1.7' };
+  const table = { all: () => [rec], version: () => 1, byId: (id: number) => (id === 7 ? rec : undefined), byIp: () => undefined };
+  const agent = { endpointTable: () => table, resources: { list: async () => [], watch: () => () => {} } } as unknown as Agent;
+  const nm = createNameManager({
+    allocator: policy.engine.allocator,
+    onUpdate: async (u) => {
+      policy.regenerate();
+      for (const x of u.ipcacheUpserts) policy.engine.ipcache.upsert(x.prefix, x.identity, 'fqdn');
+      for (const x of u.ipcacheDeletes) policy.engine.ipcache.delete(x.prefix, 'fqdn');
+    },
+  });
+  await nm.setSelectors(policy.engine.repository.fqdnSelectors());
+  const feed = createAgentProxyFeed({
+    socketPath: join(dir, 'l7proxy.sock'), agent: () => agent, policy, nodeAddrs: [],
+    resolved: (ep) => ({ id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels }),
+    namesForIp: (ip) => nm.namesForIP(ip), emitRecord: () => {},
+    logger: { info: () => {}, warn: () => {} },
+  });
+  await feed.start();
+  t.after(() => feed.stop());
+  const got = { snapshots: 0, deltas: 0, view: undefined as PolicyView | undefined };
+  const client = createFeedClient({
+    socketPath: join(dir, 'l7proxy.sock'), retryMs: 10, handle: async () => ({}), statusRows: () => [],
+    onSnapshot: (s) => { got.snapshots++; got.view = viewOf(s, got.view?.ipcache); },
+    onIpcache: (d) => { if (got.view) applyIpcacheDelta(got.view.ipcache, d); },
+    ...(deltas ? { onDelta: (d: ProxyDelta) => { got.deltas++; if (got.view) got.view = applyDelta(got.view, d); } } : {}),
+  });
+  client.start();
+  t.after(() => client.stop());
+  for (let i = 0; !got.view; i++) { assert.ok(i < 500, 'no first snapshot'); await new Promise((r) => setTimeout(r, 10)); }
+  await feed.settled();
+  /** a second proxy, connected now: the whole snapshot of what is current */
+  async function fresh(): Promise<PolicyView> {
+    let v: PolicyView | undefined;
+    const c = createFeedClient({ socketPath: join(dir, 'l7proxy.sock'), retryMs: 10, handle: async () => ({}), statusRows: () => [], onSnapshot: (s) => { v = viewOf(s, v?.ipcache); }, onIpcache: (d) => { if (v) applyIpcacheDelta(v.ipcache, d); } });
+    c.start();
+    try {
+      for (let i = 0; !v; i++) { assert.ok(i < 500, 'no snapshot'); await new Promise((r) => setTimeout(r, 10)); }
+      await feed.settled();
+      return v;
+    } finally { c.stop(); }
+  }
+  const learn = async (name: string, ip: string) => { await nm.onDNSResponse(7, name, [ip], 300); await feed.settled(); };
+  return { policy, nm, feed, got, fresh, learn };
+}
+
+/** Every entry of a view's MapState as JSON (sets as sorted arrays), sorted: two views judge alike when these are equal. */
+function entriesOf(v: PolicyView, ep: number): string[] {
+  const ms = v.mapState(ep);
+  if (!ms) return [];
+  return [...ms.entries].map(([ks, { key, entry }]) => JSON.stringify([ks, key, entry, entry.l7?.perSelector.map((s) => (s.identities === 'all' ? 'all' : [...s.identities].sort()))])).sort();
+}
+
+test('proxy feed: a new FQDN IP reaches the proxy as a delta (its identity, the entries of the selectors that select it, its name and ipcache entry), and the view after deltas judges as a whole snapshot does', async (t) => {
+  const w = await fqdnWorld(t);
+  assert.equal(w.got.snapshots, 1);
+  await w.learn('api.example.com', '203.0.113.10');
+  await w.learn('www.example.com', '203.0.113.11');
+  await w.learn('api.example.com', '203.0.113.12');
+  const v = w.got.view!;
+  assert.equal(w.got.snapshots, 1, 'no whole snapshot after the first');
+  assert.ok(w.got.deltas >= 3, `${w.got.deltas} deltas`);
+  const whole = await w.fresh();
+  assert.deepEqual(entriesOf(v, 7), entriesOf(whole, 7));
+  const api = w.nm.identityForIP('203.0.113.10')!, www = w.nm.identityForIP('203.0.113.11')!;
+  for (const ip of ['203.0.113.10', '203.0.113.11', '203.0.113.12']) {
+    assert.equal(v.identityOfOther(ip), whole.identityOfOther(ip));
+    assert.equal(v.identityOfOther(ip), w.nm.identityForIP(ip), 'the identity the agent gave');
+    assert.deepEqual(v.identityLabels(v.identityOfOther(ip)), whole.identityLabels(v.identityOfOther(ip)));
+    assert.deepEqual(v.namesForIp(ip), whole.namesForIp(ip));
+  }
+  assert.deepEqual(v.namesForIp('203.0.113.10'), ['api.example.com.']);
+  const ms = v.mapState(7)!;
+  assert.equal(egressAllowsIdentity(ms, api), true);
+  // the HTTP rule's L7 policy selects the api names' identities only (its set grew in place on the agent)
+  const http = lookupMapState(ms, 'egress', api, 6, 80);
+  assert.equal(http.verdict, 'redirect');
+  assert.equal(lookupMapState(ms, 'egress', www, 6, 80).verdict, 'drop');
+  assert.equal(lookupMapState(ms, 'egress', www, 6, 443).verdict, 'forward');
+});
+
+test('attacker: after deltas, an IP no allowed name resolved to (or one learnt for a name no rule selects) has no identity the policy allows, in the proxy as in the agent', async (t) => {
+  const w = await fqdnWorld(t);
+  await w.learn('api.example.com', '203.0.113.10');
+  await w.learn('evil.other.net', '198.51.100.66');
+  const v = w.got.view!;
+  assert.equal(w.got.snapshots, 1);
+  const ms = v.mapState(7)!;
+  for (const ip of ['198.51.100.66', '198.51.100.67']) {
+    const id = v.identityOfOther(ip);
+    assert.equal(id, w.policy.engine.ipcache.lookupIdentity(ip), 'the identity the agent gives');
+    assert.equal(egressAllowsIdentity(ms, id), false, `${ip} (identity ${id}) allowed`);
+    assert.equal(lookupMapState(ms, 'egress', id, 6, 443).verdict, 'drop');
+  }
+  // the name expires on the agent: the delta takes its IP's entries and names away in the proxy too
+  await w.nm.forceExpire((n) => n === 'api.example.com.');
+  await w.feed.settled();
+  const after = w.got.view!;
+  assert.equal(after.identityOfOther('203.0.113.10'), w.policy.engine.ipcache.lookupIdentity('203.0.113.10'));
+  assert.deepEqual(after.namesForIp('203.0.113.10'), []);
+  assert.equal(w.got.snapshots, 1);
+  assert.deepEqual(entriesOf(after, 7), entriesOf(await w.fresh(), 7));
+});
+
+test('proxy feed: a proxy that does not apply deltas gets a whole snapshot per FQDN change, as before', async (t) => {
+  const w = await fqdnWorld(t, false);
+  await w.learn('api.example.com', '203.0.113.10');
+  assert.ok(w.got.snapshots >= 2, `${w.got.snapshots} snapshots`);
+  assert.equal(w.got.deltas, 0);
+  assert.deepEqual(entriesOf(w.got.view!, 7), entriesOf(await w.fresh(), 7));
 });
