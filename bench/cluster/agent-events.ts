@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
+import { crrEventRecords } from './crr-events.ts';
 import { AGENT_NODE_FLAGS } from '../../src/lab/names.ts';
 
 const args = process.argv.slice(2);
@@ -60,24 +61,7 @@ async function child(root: string, n: number): Promise<void> {
   const metrics = createHubbleMetrics(DEFAULT_HUBBLE_METRICS, {});
   const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: '/nonexistent' });
   hubble.onFlow((f: unknown) => metrics.process(f));
-  const base = { timeNs: 1000n, endpointId: 101, ifindex: 7, srcIdentity: 50001, dstIdentity: 50002, ipVersion: 4, srcIp: '10.244.1.10', dstIp: '10.244.2.10', proto: 6, srcPort: 0, dstPort: 7002, tcpFlags: 2, icmpType: 0, icmpCode: 0, ctReason: 1, verdict: 0, matchType: 0, authType: 0, length: 60, subType: 0, direction: 'egress' };
-  const reply = { srcIp: '10.244.2.10', dstIp: '10.244.1.10', srcIdentity: 50002, dstIdentity: 50001, srcPort: 7002, direction: 'ingress', subType: 1 };
-  const records: Buffer[] = [];
-  for (let i = 0; i < 1000; i++) {
-    const port = 32768 + i;
-    for (const e of [
-      { ...base, srcPort: port, type: 5, matchType: 3 },
-      { ...base, srcPort: port, type: 4 },
-      { ...base, ...reply, dstPort: port, type: 4, ctReason: 3, tcpFlags: 18 },
-      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 16 },
-      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 20 },
-    ]) {
-      const b = codec.encodeEvent(e);
-      const rec = Buffer.alloc(b.length + 8); // the ring's record header before the event
-      b.copy(rec, 8);
-      records.push(rec);
-    }
-  }
+  const records = crrEventRecords(codec.encodeEvent);
   const run = (count: number) => {
     for (let i = 0; i < count; i++) {
       const ev = codec.decodeEvent(records[i % records.length]!, 8, 0n);

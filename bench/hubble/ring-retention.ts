@@ -10,6 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
+import { crrEventRecords } from '../cluster/crr-events.ts';
 import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../../src/lab/names.ts';
 
 const args = process.argv.slice(2);
@@ -47,8 +48,34 @@ for (const [v, xs] of per) {
   console.log(`${v}: median ${s[s.length >> 1]!.toFixed(2)} us per flow (${s[0]!.toFixed(2)}-${s[s.length - 1]!.toFixed(2)})`);
 }
 
-async function child(variant: string, n: number, l7: boolean): Promise<void> {
+/**
+ * What `run(n)` costs once warm (50,000 events first: optimized code, a full ring): prints CPU
+ * per flow (µs), GC pause per flow (µs), scavenges, mark-compacts and the used heap after.
+ */
+async function measure(run: (count: number) => number, n: number, after?: () => void): Promise<void> {
   const { PerformanceObserver, constants } = await import('node:perf_hooks');
+  run(50_000);
+  let gcMs = 0, scav = 0, major = 0;
+  const obs = new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) {
+      gcMs += e.duration;
+      const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
+      else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const t = process.cpuUsage();
+  const flows = run(n);
+  const u = process.cpuUsage(t);
+  await new Promise((r) => setTimeout(r, 50)); // the gc entries are delivered asynchronously
+  obs.disconnect();
+  after?.();
+  const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
+  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
+}
+
+async function child(variant: string, n: number, l7: boolean): Promise<void> {
   const { toBinary } = await import('@bufbuild/protobuf');
   const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
   const codec = await import('../../src/datapath/linux/codec.ts');
@@ -82,24 +109,7 @@ async function child(variant: string, n: number, l7: boolean): Promise<void> {
   const metrics = createHubbleMetrics(DEFAULT_HUBBLE_METRICS, {});
   const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: '/nonexistent' });
   hubble.onFlow((f) => metrics.process(f));
-  const base = { timeNs: 1000n, endpointId: 101, ifindex: 7, srcIdentity: 50001, dstIdentity: 50002, ipVersion: 4, srcIp: '10.244.1.10', dstIp: '10.244.2.10', proto: 6, srcPort: 0, dstPort: 7002, tcpFlags: 2, icmpType: 0, icmpCode: 0, ctReason: 1, verdict: 0, matchType: 0, authType: 0, length: 60, subType: 0, direction: 'egress' };
-  const reply = { srcIp: '10.244.2.10', dstIp: '10.244.1.10', srcIdentity: 50002, dstIdentity: 50001, srcPort: 7002, direction: 'ingress', subType: 1 };
-  const records: Buffer[] = [];
-  for (let i = 0; i < 1000; i++) {
-    const port = 32768 + i;
-    for (const e of [
-      { ...base, srcPort: port, type: 5, matchType: 3 },
-      { ...base, srcPort: port, type: 4 },
-      { ...base, ...reply, dstPort: port, type: 4, ctReason: 3, tcpFlags: 18 },
-      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 16 },
-      { ...base, srcPort: port, type: 4, ctReason: 2, tcpFlags: 20 },
-    ]) {
-      const b = codec.encodeEvent(e as never);
-      const rec = Buffer.alloc(b.length + 8); // the ring's record header before the event
-      b.copy(rec, 8);
-      records.push(rec);
-    }
-  }
+  const records = crrEventRecords(codec.encodeEvent);
   let flows = 0;
   if (l7) return childL7(variant, n);
   const run = (count: number) => {
@@ -112,30 +122,12 @@ async function child(variant: string, n: number, l7: boolean): Promise<void> {
       }
     }
   };
-  run(50_000); // warm: optimized code, a full Hubble ring
-  let gcMs = 0, scav = 0, major = 0;
-  const obs = new PerformanceObserver((l) => {
-    for (const e of l.getEntries()) {
-      gcMs += e.duration;
-      const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
-      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
-      else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
-    }
+  await measure((count) => { flows = 0; run(count); return flows; }, n, () => {
+    if (process.env.DEBUG_RR) console.error({ flows, ringWritten: (hubble.ring as { written: number }).written });
   });
-  obs.observe({ entryTypes: ['gc'] });
-  flows = 0;
-  const t = process.cpuUsage();
-  run(n);
-  const u = process.cpuUsage(t);
-  await new Promise((r) => setTimeout(r, 50)); // the gc entries are delivered asynchronously
-  obs.disconnect();
-  const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
-  if (process.env.DEBUG_RR) console.error({ flows, cpu: u, ringWritten: (hubble.ring as { written: number }).written });
-  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
 }
 
 async function childL7(variant: string, n: number): Promise<void> {
-  const { PerformanceObserver, constants } = await import('node:perf_hooks');
   const { toBinary } = await import('@bufbuild/protobuf');
   const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
   const { createL7Parser } = await import('../../src/hubble/l7/parser.ts');
@@ -172,23 +164,5 @@ async function childL7(variant: string, n: number): Promise<void> {
       flows++;
     }
   };
-  run(50_000);
-  let gcMs = 0, scav = 0, major = 0;
-  const obs = new PerformanceObserver((l) => {
-    for (const e of l.getEntries()) {
-      gcMs += e.duration;
-      const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
-      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
-      else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
-    }
-  });
-  obs.observe({ entryTypes: ['gc'] });
-  flows = 0;
-  const t = process.cpuUsage();
-  run(n);
-  const u = process.cpuUsage(t);
-  await new Promise((r) => setTimeout(r, 50));
-  obs.disconnect();
-  const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
-  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
+  await measure((count) => { flows = 0; run(count); return flows; }, n);
 }
