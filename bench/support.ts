@@ -14,6 +14,15 @@ export function benchProxyNodeFlags(): string[] {
   return [...(process.env.MEMBRANE_BENCH_FEED === '1' ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS)];
 }
 
+/** Removes `name VALUE` from `args` (a script's argv) and returns VALUE as a number, or `dflt` when absent. */
+export function takeNumberArg(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(args[i + 1]);
+  args.splice(i, 2);
+  return v;
+}
+
 /**
  * Starts `cmd` pinned to `cpu` (taskset) and adds it to `children` (the caller kills them all at
  * the end). Resolves when `readyText` appears on its output (`readyMs`, 15 s, at most), or after 800 ms when

@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
+import { takeNumberArg } from '../support.ts';
 import { crrEventRecords } from './crr-events.ts';
 import { AGENT_NODE_FLAGS } from '../../src/lab/names.ts';
 
@@ -16,14 +17,7 @@ if (args[0] === '--child') {
   await child(args[1]!, Number(args[2]));
   process.exit(0);
 }
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args[i + 1]);
-  args.splice(i, 2);
-  return v;
-};
-const events = opt('--events', 300_000), rounds = opt('--rounds', 3);
+const events = takeNumberArg(args, '--events', 300_000), rounds = takeNumberArg(args, '--rounds', 3);
 const roots = args.length ? args : [fileURLToPath(new URL('../../', import.meta.url))];
 const self = fileURLToPath(import.meta.url);
 const per = new Map<string, number[]>(roots.map((r) => [r, []]));

@@ -10,6 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
+import { takeNumberArg } from '../support.ts';
 import { crrEventRecords } from '../cluster/crr-events.ts';
 import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../../src/lab/names.ts';
 
@@ -18,14 +19,7 @@ if (args[0] === '--child') {
   await child(args[1]!, Number(args[2]), args[3] === 'l7');
   process.exit(0);
 }
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args[i + 1]);
-  args.splice(i, 2);
-  return v;
-};
-const events = opt('--events', 300_000), rounds = opt('--rounds', 3);
+const events = takeNumberArg(args, '--events', 300_000), rounds = takeNumberArg(args, '--rounds', 3);
 // --l7: the proxies' HTTP flows (request and response access records through the L7 parser, as
 // bench/proxy-harness.ts makes them) instead of the agent's datapath flows
 // --proxy-flags: the L7 proxy process's V8 flags (a 4 MiB semi-space) instead of the agent's

@@ -229,6 +229,13 @@ const ENTITY_IDENTITY: Record<string, number> = Object.fromEntries(
   Object.entries(RESERVED_NAMES).filter(([id]) => Number(id) !== 0).map(([id, name]) => [name, Number(id)]),
 );
 
+/** A pod peer as `policy trace` names it: NAMESPACE/POD (or a Deployment's name), POD alone in namespace default. */
+export function podPeerSpec(spec: string): { ns: string; name: string } {
+  const s = spec.trim();
+  const slash = s.indexOf('/');
+  return slash >= 0 ? { ns: s.slice(0, slash), name: s.slice(slash + 1) } : { ns: 'default', name: s };
+}
+
 function resolvePeer(lab: Lab, spec: string, learnedIPLabels?: TraceInput['learnedIPLabels']): { peer: TracePeer; pod?: LabPod } {
   const s = spec.trim();
   const entity = ENTITY_IDENTITY[s.toLowerCase()];
@@ -250,9 +257,7 @@ function resolvePeer(lab: Lab, spec: string, learnedIPLabels?: TraceInput['learn
     const labels = lab.engine.selectorCache.identityLabels(identity) ?? LabelSet.empty;
     return { peer: { spec, kind: 'ip', ip: s, identity, labels: labels.toStrings() } };
   }
-  const slash = s.indexOf('/');
-  const ns = slash >= 0 ? s.slice(0, slash) : 'default';
-  const name = slash >= 0 ? s.slice(slash + 1) : s;
+  const { ns, name } = podPeerSpec(s);
   const inNs = lab.pods.filter((p) => (p.pod.metadata.namespace ?? 'default') === ns);
   const pod = inNs.find((p) => p.pod.metadata.name === name)
     ?? inNs.filter((p) => { const o = podOwner(p.pod); return o?.kind === 'Deployment' && o.name === name; }).sort((a, b) => (a.pod.metadata.name < b.pod.metadata.name ? -1 : 1))[0];

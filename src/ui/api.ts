@@ -11,6 +11,7 @@ import { MembraneError } from '../common/errors.ts';
 import type { TraceResponse } from '../agent/policy-api.ts';
 import type { EndpointView } from '../agent/views.ts';
 import { suggestPolicy } from './suggest.ts';
+import { podPeerSpec } from '../policy/trace.ts';
 
 export const WhyRequestSchema = z.strictObject({
   from: z.string().min(1).max(253),
@@ -136,9 +137,7 @@ export function uiApi(opts: { agentSocket: string; otherAgentSockets?: string[];
 function holds(e: EndpointView, spec: string): boolean {
   const s = spec.trim();
   if (s === e.ipv4 || s === e.ipv6) return true;
-  const slash = s.indexOf('/');
-  const ns = slash >= 0 ? s.slice(0, slash) : 'default';
-  const name = slash >= 0 ? s.slice(slash + 1) : s;
+  const { ns, name } = podPeerSpec(s);
   return e.namespace === ns && (e.pod === name || e.workloads?.some((w) => w.kind === 'Deployment' && w.name === name) === true);
 }
 
