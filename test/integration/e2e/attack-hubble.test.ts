@@ -10,13 +10,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestLab, type Flow } from '../support/lab.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { hubbleTlsPaths } from '../../../src/lab/hubble-certs.ts';
 import { ensureCA, issueCert } from '../../../src/lab/ca.ts';
+import { runCommand } from '../../support/run.ts';
 
 const lab = new TestLab(`ahb${process.pid % 10000}`);
 const HUBBLE = hubbleCli();
@@ -34,13 +34,7 @@ const pod = (ns: string, name: string, labels: Record<string, string>, image = '
 });
 const cnp = (ns: string, name: string, spec: object) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace: ns }, spec });
 
-function run(cmd: string, args: string[], timeout = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(cmd, args, { timeout, env: lab.env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = (cmd: string, args: string[], timeout = 30_000) => runCommand(cmd, args, { timeout, env: lab.env });
 
 /** hubble observe from the spy pod; flow lines parsed */
 async function spyObserve(flags: string[]) {

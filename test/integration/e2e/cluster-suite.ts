@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import type { RoutingMode } from '../../../src/common/config.ts';
@@ -28,14 +28,8 @@ import { ETH_IPV6, SYN, eth, sendFrames } from '../support/frames.ts';
 import { NH, ipv6, tcp6 } from '../support/frames6.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { hubbleTlsPaths, RELAY_SERVER_NAME } from '../../../src/lab/hubble-certs.ts';
+import { runCommand } from '../../support/run.ts';
 
-function run(cmd: string, args: string[], timeout = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(cmd, args, { timeout, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 export function clusterSuite(mode: RoutingMode): void {
   // the whole pid: a sweeper of another test process (pid % 10000 names) never takes this lab for an orphan
@@ -261,7 +255,7 @@ export function clusterSuite(mode: RoutingMode): void {
       // the upstream hubble CLI through the lab's Relay finds them by pod on both ends
       const relay = readFileSync(join(paths.stateDir, 'relay', 'address'), 'utf8').trim();
       const t = hubbleTlsPaths(paths.stateDir);
-      const r = await run(hubbleCli(), ['observe', '--server', relay, '--tls', '--tls-ca-cert-files', t.caCert, '--tls-client-cert-file', t.clientCert, '--tls-client-key-file', t.clientKey,
+      const r = await runCommand(hubbleCli(), ['observe', '--server', relay, '--tls', '--tls-ca-cert-files', t.caCert, '--tls-client-cert-file', t.clientCert, '--tls-client-key-file', t.clientKey,
         '--tls-server-name', RELAY_SERVER_NAME, '--type', 'l7', '--from-pod', 'cl/client', '--to-pod', 'cl/server', '--since', since.toISOString(), '--last', '500', '-o', 'jsonpb']);
       assert.equal(r.code, 0, r.stderr);
       const viaRelay = r.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { flow?: Flow }).flow).filter((f): f is Flow => !!f);

@@ -7,7 +7,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
@@ -23,6 +22,7 @@ import { ensureCA, issueCert } from '../../../src/lab/ca.ts';
 import { MembraneError } from '../../../src/common/errors.ts';
 import { ev, resolver } from '../../unit/hubble/fixtures.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
+import { runCommand } from '../../support/run.ts';
 
 const HUBBLE = hubbleCli();
 const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
@@ -36,13 +36,7 @@ const SERVER_NAME = hubbleServerName('node1');
 /** client credentials that must be refused */
 const rogue = { caCert: '', cert: '', key: '' };
 
-function run(cmd: string, args: string[], timeout = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(cmd, args, { timeout }, (err, stdout, stderr) => {
-      res({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = (cmd: string, args: string[], timeout = 20_000) => runCommand(cmd, args, { timeout });
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'membrane-hubble-tls-'));
