@@ -44,7 +44,11 @@ const RESTART_EACH = process.argv.includes('--restart-each');
 /**
  * --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop.
  * The whole lab from its start: node2's agent after the kill is its supervisor's standby (loaded
- * at `up`, environment and all), not a process the restart's `up` starts.
+ * at `up`, environment and all), not a process the restart's `up` starts. Under load it can break
+ * the lab's start: V8's profiler samples with SIGPROF (1 kHz), the kernel's verifier gives up a
+ * program load with EAGAIN when a signal is pending, and libbpf retries only a few times (seen at
+ * load 44: `prog 'to_container': BPF program load failed: Resource temporarily unavailable`, the
+ * agent restarted until `up` timed out). Profile the agent's start from its log's timestamps.
  */
 const PROF = arg('--cpu-prof', '');
 /** --heap-snapshot DIR: node3's agent writes a V8 heap snapshot there after the largest stage */
