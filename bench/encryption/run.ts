@@ -34,7 +34,7 @@ import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'pod-gro': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -122,6 +122,9 @@ try {
     sh(barePod(k), ['ip', 'link', 'set', 'lo', 'up']);
     sh(barePod(k), ['ip', 'link', 'set', 'eth0', 'up']);
     sh(barePod(k), ['ip', 'route', 'add', 'default', 'via', `10.98.${k}.1`]);
+    // --pod-gro on: GRO (the veth's NAPI) on the bare pods' eth0, to size what coalescing the
+    // decrypted segments saves in ACKs (membrane's bpf_redirect_peer skips the veth's NAPI)
+    if (opt.own['pod-gro'] === 'on') sh(barePod(k), ['ethtool', '-K', 'eth0', 'gro', 'on']);
     sh(ns, ['ip', 'route', 'add', `10.98.${j}.0/24`, 'dev', 'wgb0']);
     wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24`]);
   }
