@@ -19,7 +19,7 @@
 // same MSS, one UDP datagram per TUN packet), so a CPU difference is work per packet, not packets.
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR] [--pod-gro on] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
