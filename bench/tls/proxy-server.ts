@@ -43,9 +43,17 @@ await startBenchProxy({
     // MEMBRANE_BENCH_FLOWS=0: no flows (bench/proxy-harness.ts)
     const flows = process.env.MEMBRANE_BENCH_FLOWS !== '0';
     process.on('SIGUSR2', () => writeFileSync(join(dir, `handshakes-${values.port}.json`), JSON.stringify(hs)));
+    // MEMBRANE_BENCH_FEED=1 (the lab's --external-envoy-proxy): the TLS record goes where the HTTP
+    // ones go, over the feed to the agent stand-in, which makes the flow; the proxy's own record
+    // sink is taken from the first connection (the harness hands its filters only the local one)
+    const feed = process.env.MEMBRANE_BENCH_FEED === '1';
+    let proxyRecord: ((r: TlsAccessRecord) => void) | undefined;
+    if (feed) chain.addNetwork({ name: 'bench.record-sink', onNewConnection(conn) { proxyRecord ??= conn.proxy.opts.onRecord as unknown as (r: TlsAccessRecord) => void; return 'continue'; } });
     const onRecord = (r: TlsAccessRecord) => {
       if (r.verdict === 'forwarded') { if (r.resumed) hs.resumed++; else hs.full++; }
-      if (flows) sink(buildTls(r), r.timeMs);
+      if (!flows) return;
+      if (feed) proxyRecord!(r);
+      else sink(buildTls(r), r.timeMs);
     };
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },
