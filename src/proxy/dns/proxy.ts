@@ -169,7 +169,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const upstreams = new Map<string, BatchedSocket>();
   const connecting = new Map<string, Promise<BatchedSocket>>();
   let sweep: NodeJS.Timeout | undefined;
-  const tcpServers: { srv: TcpServer; family: ProxyFamily }[] = [];
+  const tcpServers: { srv: TcpServer; family: ProxyFamily; fd: number }[] = [];
+  /** the listeners are in the datapath's slots (closeListeners unregisters them) */
+  let slotsRegistered = false;
   const replySockets = new Map<string, BatchedSocket>();
   const replyPending = new Map<string, Promise<BatchedSocket>>();
   const pending = new Map<number, Pending>();
@@ -572,10 +574,27 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     });
   }
 
+  /**
+   * Registers every listener in its datapath slot, once all are bound: a start attempt that fails
+   * part way (the kernel's port taken for TCP or IPv6) never points a slot at a socket about to close.
+   */
+  function registerListeners(): void {
+    for (const family of [4, 6] as const) {
+      const l = listeners.find((x) => x.family === family);
+      if (l) deps.register?.(l.fd, family);
+      const t = tcpServers.find((x) => x.family === family);
+      if (t && t.fd >= 0) deps.registerTcp?.(t.fd, family);
+    }
+    slotsRegistered = true;
+  }
+
   /** Unregisters (fail closed: the datapath drops what it would steer, 178) and closes every listener. */
   function closeListeners(): void {
-    for (const l of listeners) try { deps.register?.(null, l.family); } catch { /* datapath gone */ }
-    for (const t of tcpServers) try { deps.registerTcp?.(null, t.family); } catch { /* datapath gone */ }
+    if (slotsRegistered) {
+      for (const l of listeners) try { deps.register?.(null, l.family); } catch { /* datapath gone */ }
+      for (const t of tcpServers) if (t.fd >= 0) try { deps.registerTcp?.(null, t.family); } catch { /* datapath gone */ }
+      slotsRegistered = false;
+    }
     for (const t of tcpServers.splice(0)) t.srv.close();
     for (const l of listeners.splice(0)) {
       l.fd = -1;
@@ -583,7 +602,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
   }
 
-  /** Binds, makes transparent and registers a family's UDP listener; returns its port. */
+  /** Binds and makes transparent a family's UDP listener; returns its port. */
   async function listenUdp(family: ProxyFamily, host: string, at: number): Promise<number> {
     const l = createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
     const entry = { s: l, fd: -1, family };
@@ -605,14 +624,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
     deps.transparent?.(fd);
-    deps.register?.(fd, family);
     return l.address().port;
   }
 
-  /** The TCP listener of a family on the UDP one's port (DNS over TCP), registered in its slot. */
+  /** The TCP listener of a family on the UDP one's port (DNS over TCP). */
   async function listenTcp(family: ProxyFamily, host: string, at: number): Promise<void> {
     const srv = createTcpServer((c) => { try { onTcpConnection(c); } catch (e) { st.dropped++; c.destroy(); deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'tcp query'); } });
-    tcpServers.push({ srv, family });
+    const entry = { srv, family, fd: -1 };
+    tcpServers.push(entry);
     srv.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', family, err: e.message }, 'tcp listener'));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
@@ -621,7 +640,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const tfd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
     if (tfd >= 0) {
       deps.transparent?.(tfd);
-      deps.registerTcp?.(tfd, family);
+      entry.fd = tfd;
     }
   }
 
@@ -648,6 +667,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
             bound = await listenUdp(family, host, bound);
             if (deps.registerTcp) await listenTcp(family, host, bound);
           }
+          registerListeners();
           return;
         } catch (e) {
           closeListeners();
