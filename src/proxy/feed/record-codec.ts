@@ -11,12 +11,14 @@
  *
  * Frame: FRAME_MARK, u32 LE payload length, payload = u32 lost, u32 count, `count` values.
  * A value: one tag byte, then
- *   U32      u32 LE              a whole number 0 … 2^32-1
+ *   SMALL|n  —                   a whole number 0 … 127 (the tag byte is 0x80 + n)
+ *   U16      u16 LE              a whole number 128 … 65535
+ *   U32      u32 LE              a whole number 65536 … 2^32-1
  *   NEG1     —                   -1 (an absent number)
  *   F64      f64 LE              any other number (epoch ms, fractions)
  *   STR      u32 length, UTF-8   a string, not remembered (long ones: URLs, header values)
  *   STR_NEW  u32 length, UTF-8   a string, remembered as the table's next entry
- *   STR_REF  u32 index           a string remembered before
+ *   STR_REF  u32 index           a string remembered before (STR_REF16: u16 index)
  *   ARR      u32 count, values   a list
  *   JSON     u32 length, UTF-8   anything else (a tag-1 record's object)
  *   RESET    —                   the table starts over (then the value itself follows)
@@ -30,7 +32,7 @@ export const FRAME_MARK = 0x01;
 /** FRAME_MARK and the u32 length */
 export const FRAME_HEADER = 5;
 
-const U32 = 1, NEG1 = 2, F64 = 3, STR = 4, STR_NEW = 5, STR_REF = 6, ARR = 7, JSON_V = 8, RESET = 9;
+const U32 = 1, NEG1 = 2, F64 = 3, STR = 4, STR_NEW = 5, STR_REF = 6, ARR = 7, JSON_V = 8, RESET = 9, U16 = 10, STR_REF16 = 11, SMALL = 0x80;
 
 /** Strings longer than this are sent whole each time (rarely repeated; they would churn the table). */
 const INTERN_MAX = 64;
@@ -58,6 +60,8 @@ export class RecordEncoder {
 
   /** Appends one record (any WireRecord: an array of numbers, strings, lists and objects). */
   push(rec: readonly unknown[]): void {
+    // room for the record's numbers and list headers (9 bytes at most each); strings make their own
+    this.room(16 + 9 * rec.length);
     this.value(rec);
     this.count++;
   }
@@ -85,11 +89,18 @@ export class RecordEncoder {
 
   private value(v: unknown): void {
     if (typeof v === 'number') {
-      this.room(9);
-      if (v >= 0 && v <= 0xffffffff && Number.isInteger(v)) {
-        this.buf[this.at] = U32;
-        this.buf.writeUInt32LE(v, this.at + 1);
-        this.at += 5;
+      if (v >>> 0 === v) {
+        if (v < 128) this.buf[this.at++] = SMALL | v;
+        else if (v < 65536) {
+          this.buf[this.at] = U16;
+          this.buf[this.at + 1] = v & 255;
+          this.buf[this.at + 2] = v >>> 8;
+          this.at += 3;
+        } else {
+          this.buf[this.at] = U32;
+          this.buf.writeUInt32LE(v, this.at + 1);
+          this.at += 5;
+        }
       } else if (v === -1) {
         this.buf[this.at++] = NEG1;
       } else {
@@ -101,7 +112,7 @@ export class RecordEncoder {
     }
     if (typeof v === 'string') { this.string(v); return; }
     if (Array.isArray(v)) {
-      this.room(5);
+      this.room(5 + 9 * v.length);
       this.buf[this.at] = ARR;
       this.buf.writeUInt32LE(v.length, this.at + 1);
       this.at += 5;
@@ -116,6 +127,13 @@ export class RecordEncoder {
     const ref = this.table.get(s);
     if (ref !== undefined) {
       this.room(5);
+      if (ref < 65536) {
+        this.buf[this.at] = STR_REF16;
+        this.buf[this.at + 1] = ref & 255;
+        this.buf[this.at + 2] = ref >>> 8;
+        this.at += 3;
+        return;
+      }
       this.buf[this.at] = STR_REF;
       this.buf.writeUInt32LE(ref, this.at + 1);
       this.at += 5;
@@ -184,6 +202,13 @@ export class RecordDecoder {
     return v;
   }
 
+  private u16(): number {
+    if (this.at + 2 > this.end) throw new BadFrame();
+    const v = this.buf[this.at]! | (this.buf[this.at + 1]! << 8);
+    this.at += 2;
+    return v;
+  }
+
   private text(): string {
     const n = this.u32();
     if (this.at + n > this.end) throw new BadFrame();
@@ -195,7 +220,9 @@ export class RecordDecoder {
   private value(depth: number): unknown {
     if (this.at >= this.end) throw new BadFrame();
     const tag = this.buf[this.at++]!;
+    if (tag >= SMALL) return tag - SMALL;
     switch (tag) {
+      case U16: return this.u16();
       case U32: return this.u32();
       case NEG1: return -1;
       case F64: {
@@ -209,6 +236,11 @@ export class RecordDecoder {
         const s = this.text();
         if (this.table.length >= TABLE_MAX) throw new BadFrame();
         this.table.push(s);
+        return s;
+      }
+      case STR_REF16: {
+        const s = this.table[this.u16()];
+        if (s === undefined) throw new BadFrame();
         return s;
       }
       case STR_REF: {
