@@ -8,6 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
+import { RecordEncoder } from './record-codec.ts';
 import { encodeAnswer, encodeRecord, expandAnswer, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
@@ -100,6 +101,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   }
   let lost = 0;
   let perMessage = RECORDS_PER_MESSAGE;
+  /** this connection's agent takes records as binary frames (its `caps`); a new one per connection (the string table starts over) */
+  let encoder: RecordEncoder | undefined;
   /** the socket whose 'drain' the records wait for */
   let drainOf: Socket | undefined;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
@@ -164,11 +167,21 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         const w = part[k]!;
         if (w[0] === 3 && w[1] > k) part[k] = expandAnswer(w, items[i + k - w[1]]!) ?? w;
       }
-      const line = `${JSON.stringify(recordsMessage(part, i === 0 ? lost : 0))}\n`;
-      if (!sock.destroyed) sock.write(line);
+      let size: number;
+      if (encoder) {
+        encoder.begin(i === 0 ? lost : 0);
+        for (let k = 0; k < part.length; k++) encoder.push(part[k]!);
+        const frame = encoder.end();
+        size = frame.length;
+        if (!sock.destroyed) sock.write(frame);
+      } else {
+        const line = `${JSON.stringify(recordsMessage(part, i === 0 ? lost : 0))}\n`;
+        size = line.length;
+        if (!sock.destroyed) sock.write(line);
+      }
       i += part.length;
-      if (line.length > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
-      else if (line.length < MESSAGE_BYTES / 4 && perMessage < RECORDS_PER_MESSAGE) perMessage <<= 1;
+      if (size > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
+      else if (size < MESSAGE_BYTES / 4 && perMessage < RECORDS_PER_MESSAGE) perMessage <<= 1;
     } while (i < items.length);
     lost = 0;
   }
@@ -181,6 +194,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     s.on('connect', () => {
       up = true;
       known.clear();
+      encoder = undefined;
       send(s, { t: 'hello', pid: process.pid, ...(deps.onDelta ? { deltas: true } : {}) });
       send(s, { t: 'status', rows: deps.statusRows() });
       // answers held for the agent: it (a restarted one) hears of them again
@@ -217,6 +231,9 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           remember(w.r, Date.now());
           w.done();
         }
+      } else if (m.t === 'caps') {
+        // records flushed before this went as JSON; the agent reads both, in order
+        if (m.records === 'bin1' && sock === s) encoder = new RecordEncoder();
       } else if (m.t === 'req') {
         deps.handle(m.what).then(
           (body) => send(s, { t: 'res', id: m.id, ok: true, body }),

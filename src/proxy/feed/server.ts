@@ -10,6 +10,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
+import { RecordDecoder } from './record-codec.ts';
 import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
@@ -53,7 +54,7 @@ function samePrint(a: Fingerprint | undefined, b: Fingerprint): boolean {
 }
 
 /** `whole`: the client got the ipcache whole (it gets deltas from then on); `deltas`: it applies delta messages */
-interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean; deltas: boolean }
+interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean; deltas: boolean; records: RecordDecoder }
 
 export interface FeedServer {
   start(): Promise<void>;
@@ -152,7 +153,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   }
 
   function onConnection(sock: Socket): void {
-    const c: Client = { sock, acked: 0, rows: [], whole: false, deltas: false };
+    const c: Client = { sock, acked: 0, rows: [], whole: false, deltas: false, records: new RecordDecoder() };
     clients.add(c);
     sock.on('error', () => {});
     sock.on('close', () => {
@@ -166,6 +167,8 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           c.pid = m.pid;
           c.deltas = m.deltas === true;
           deps.logger?.info({ pid: m.pid }, 'proxy process connected');
+          // records as binary frames from now on (a proxy that does not know the message keeps JSON)
+          send(sock, { t: 'caps', records: 'bin1' });
           // the snapshot with the ipcache whole, made now (the last one sent has deltas since)
           if (current) {
             if (deps.ipcache) void refresh();
@@ -190,6 +193,12 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           break;
         }
       }
+    }, (payload) => {
+      const f = c.records.decode(payload);
+      // the string table may be behind the proxy's now: the connection ends (the proxy reconnects and starts over)
+      if (!f) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED' }, 'access records frame refused: not a frame of records'); return false; }
+      deps.onRecords(f.items as WireRecord[], f.lost);
+      return true;
     });
   }
 

@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
+import { FRAME_HEADER, FRAME_MARK } from './record-codec.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -25,7 +26,9 @@ export type ToProxy =
   | ({ t: 'delta'; seq: number } & ProxyDelta)
   | { t: 'req'; id: number; what: ProxyRequest }
   /** the datapath (and this proxy's snapshot, sent before) has these reports' IPs */
-  | { t: 'dns-done'; ids: number[] };
+  | { t: 'dns-done'; ids: number[] }
+  /** what this agent reads besides JSON lines: `bin1`, access records as binary frames (record-codec.ts) */
+  | { t: 'caps'; records: 'bin1' };
 
 export type ToAgent =
   /** `deltas`: the proxy applies delta messages (an older one gets snapshots only) */
@@ -203,22 +206,61 @@ export function decodeRecords(items: readonly WireRecord[], endpointById: (id: n
 /** Largest line accepted (a snapshot of a big node is a few MB; a line past this ends the connection). */
 const MAX_LINE = 64 * 1024 * 1024;
 
-/** Calls `onMessage` per line; a line that is not JSON or too long closes the socket. */
-export function readLines<T>(sock: Socket, onMessage: (m: T) => void): void {
-  let buf = '';
-  sock.setEncoding('utf8');
-  sock.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line) continue;
-      let m: T;
-      try { m = JSON.parse(line) as T; } catch { sock.destroy(); return; }
-      onMessage(m);
+/**
+ * Calls `onMessage` per line and `onFrame` per binary frame (record-codec.ts: FRAME_MARK, u32
+ * length, payload; only the agent takes them); a line that is not JSON, a frame without
+ * `onFrame` or anything too long closes the socket. Chunks wait in a list until their line or
+ * frame is whole (a snapshot of a few MB comes in many reads: no copy per read).
+ */
+export function readLines<T>(sock: Socket, onMessage: (m: T) => void, onFrame?: (payload: Buffer) => boolean): void {
+  let parts: Buffer[] = [];
+  let have = 0;
+  /** bytes the frame in `parts` needs in all, as far as known (0: a line, its end not seen yet) */
+  let need = 0;
+  sock.on('data', (chunk: Buffer) => {
+    if (parts.length && need === 0 && chunk.indexOf(10) < 0) {
+      parts.push(chunk);
+      have += chunk.length;
+      if (have > MAX_LINE) sock.destroy();
+      return;
     }
-    if (buf.length > MAX_LINE) sock.destroy();
+    if (parts.length && need > have + chunk.length) {
+      parts.push(chunk);
+      have += chunk.length;
+      return;
+    }
+    const buf = parts.length ? Buffer.concat([...parts, chunk]) : chunk;
+    parts = [];
+    have = 0;
+    need = 0;
+    let off = 0;
+    while (off < buf.length) {
+      if (buf[off] === FRAME_MARK) {
+        if (!onFrame) { sock.destroy(); return; }
+        if (buf.length - off < FRAME_HEADER) { need = FRAME_HEADER; break; }
+        const n = buf.readUInt32LE(off + 1);
+        if (n > MAX_LINE) { sock.destroy(); return; }
+        if (buf.length - off - FRAME_HEADER < n) { need = FRAME_HEADER + n; break; }
+        if (!onFrame(buf.subarray(off + FRAME_HEADER, off + FRAME_HEADER + n))) { sock.destroy(); return; }
+        off += FRAME_HEADER + n;
+        continue;
+      }
+      const nl = buf.indexOf(10, off);
+      if (nl < 0) break;
+      if (nl > off) {
+        let m: T;
+        try { m = JSON.parse(buf.toString('utf8', off, nl)) as T; } catch { sock.destroy(); return; }
+        onMessage(m);
+        if (sock.destroyed) return;
+      }
+      off = nl + 1;
+    }
+    if (off < buf.length) {
+      const rest = buf.subarray(off);
+      if (rest.length > MAX_LINE) { sock.destroy(); return; }
+      parts.push(rest);
+      have = rest.length;
+    }
   });
 }
 

@@ -1,0 +1,267 @@
+/**
+ * The access records' binary frame on the feed (proxy → agent), one codec for every record kind:
+ * it carries WireRecords (wire.ts) value by value, whatever their tag, so the DNS, HTTP and TLS
+ * proxies' records take the same path and decodeRecord makes records of them as before.
+ *
+ * Why not JSON: a proxied DNS query's two records were stringified in the proxy and parsed in the
+ * agent (~1 us each side per query, bench/dns), and every name and address arrived as a new
+ * string the agent kept in its flows (the ring: copied by each scavenge). Here a short string is
+ * sent once per connection and referred to by its number after: the agent decodes a known name
+ * or address to the same string object every time (no allocation, no parse).
+ *
+ * Frame: FRAME_MARK, u32 LE payload length, payload = u32 lost, u32 count, `count` values.
+ * A value: one tag byte, then
+ *   SMALL|n  —                   a whole number 0 … 127 (the tag byte is 0x80 + n)
+ *   U16      u16 LE              a whole number 128 … 65535
+ *   U32      u32 LE              a whole number 65536 … 2^32-1
+ *   NEG1     —                   -1 (an absent number)
+ *   F64      f64 LE              any other number (epoch ms, fractions)
+ *   STR      u32 length, UTF-8   a string, not remembered (long ones: URLs, header values)
+ *   STR_NEW  u32 length, UTF-8   a string, remembered as the table's next entry
+ *   STR_REF  u32 index           a string remembered before (STR_REF16: u16 index)
+ *   ARR      u32 count, values   a list
+ *   JSON     u32 length, UTF-8   anything else (a tag-1 record's object)
+ *   RESET    —                   the table starts over (then the value itself follows)
+ * The table is per connection (both ends start empty on each connect) and bounded: the encoder
+ * resets it when full and says so in the stream. A frame that does not decode (a tag unknown, a
+ * length past the end, a reference past the table) is refused whole: the caller counts it.
+ */
+
+/** First byte of a binary frame: never the first byte of a JSON line ('{'). */
+export const FRAME_MARK = 0x01;
+/** FRAME_MARK and the u32 length */
+export const FRAME_HEADER = 5;
+
+const U32 = 1, NEG1 = 2, F64 = 3, STR = 4, STR_NEW = 5, STR_REF = 6, ARR = 7, JSON_V = 8, RESET = 9, U16 = 10, STR_REF16 = 11, SMALL = 0x80;
+
+/** Strings longer than this are sent whole each time (rarely repeated; they would churn the table). */
+const INTERN_MAX = 64;
+/** Remembered strings per connection at most (then the table starts over). */
+export const TABLE_MAX = 8192;
+
+export class RecordEncoder {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  private at = 0;
+  private table = new Map<string, number>();
+  private start = 0;
+  private count = 0;
+
+  /** Starts a frame (its header is filled by end()). */
+  begin(lost: number): void {
+    this.at = 0;
+    this.room(FRAME_HEADER + 8);
+    this.buf[0] = FRAME_MARK;
+    this.at = FRAME_HEADER;
+    this.buf.writeUInt32LE(lost >>> 0, this.at);
+    this.start = this.at + 4;
+    this.at += 8;
+    this.count = 0;
+  }
+
+  /** Appends one record (any WireRecord: an array of numbers, strings, lists and objects). */
+  push(rec: readonly unknown[]): void {
+    // room for the record's numbers and list headers (9 bytes at most each); strings make their own
+    this.room(16 + 9 * rec.length);
+    this.value(rec);
+    this.count++;
+  }
+
+  /** Bytes of the frame so far. */
+  size(): number {
+    return this.at;
+  }
+
+  /** The frame, header included (a copy: the encoder's buffer is reused). */
+  end(): Buffer {
+    this.buf.writeUInt32LE(this.at - FRAME_HEADER, 1);
+    this.buf.writeUInt32LE(this.count, this.start);
+    return Buffer.from(this.buf.subarray(0, this.at));
+  }
+
+  private room(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.at + n) size *= 2;
+    const b = Buffer.allocUnsafe(size);
+    this.buf.copy(b, 0, 0, this.at);
+    this.buf = b;
+  }
+
+  private value(v: unknown): void {
+    if (typeof v === 'number') {
+      if (v >>> 0 === v) {
+        if (v < 128) this.buf[this.at++] = SMALL | v;
+        else if (v < 65536) {
+          this.buf[this.at] = U16;
+          this.buf[this.at + 1] = v & 255;
+          this.buf[this.at + 2] = v >>> 8;
+          this.at += 3;
+        } else {
+          this.buf[this.at] = U32;
+          this.buf.writeUInt32LE(v, this.at + 1);
+          this.at += 5;
+        }
+      } else if (v === -1) {
+        this.buf[this.at++] = NEG1;
+      } else {
+        this.buf[this.at] = F64;
+        this.buf.writeDoubleLE(v, this.at + 1);
+        this.at += 9;
+      }
+      return;
+    }
+    if (typeof v === 'string') { this.string(v); return; }
+    if (Array.isArray(v)) {
+      this.room(5 + 9 * v.length);
+      this.buf[this.at] = ARR;
+      this.buf.writeUInt32LE(v.length, this.at + 1);
+      this.at += 5;
+      for (let i = 0; i < v.length; i++) this.value(v[i]);
+      return;
+    }
+    this.bytes(JSON_V, JSON.stringify(v) ?? 'null');
+  }
+
+  private string(s: string): void {
+    if (s.length > INTERN_MAX) { this.bytes(STR, s); return; }
+    const ref = this.table.get(s);
+    if (ref !== undefined) {
+      this.room(5);
+      if (ref < 65536) {
+        this.buf[this.at] = STR_REF16;
+        this.buf[this.at + 1] = ref & 255;
+        this.buf[this.at + 2] = ref >>> 8;
+        this.at += 3;
+        return;
+      }
+      this.buf[this.at] = STR_REF;
+      this.buf.writeUInt32LE(ref, this.at + 1);
+      this.at += 5;
+      return;
+    }
+    if (this.table.size >= TABLE_MAX) {
+      this.table.clear();
+      this.room(1);
+      this.buf[this.at++] = RESET;
+    }
+    this.table.set(s, this.table.size);
+    this.bytes(STR_NEW, s);
+  }
+
+  private bytes(tag: number, s: string): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit
+    this.room(5 + s.length * 3);
+    this.buf[this.at] = tag;
+    const n = this.buf.write(s, this.at + 5, 'utf8');
+    this.buf.writeUInt32LE(n, this.at + 1);
+    this.at += 5 + n;
+  }
+}
+
+/** Thrown inside decode() for a frame that is not one; decode() returns undefined instead. */
+class BadFrame extends Error {}
+
+export class RecordDecoder {
+  private table: string[] = [];
+  private buf: Buffer = Buffer.alloc(0);
+  private at = 0;
+  private end = 0;
+
+  /**
+   * A frame's payload (after the header) as its records and the lost count; undefined when it
+   * does not decode (the table may then be behind the encoder's: the caller ends the connection).
+   */
+  decode(payload: Buffer): { items: unknown[][]; lost: number } | undefined {
+    this.buf = payload;
+    this.at = 0;
+    this.end = payload.length;
+    try {
+      const lost = this.u32();
+      const count = this.u32();
+      if (count > this.end) throw new BadFrame();
+      const items: unknown[][] = new Array(count);
+      for (let i = 0; i < count; i++) {
+        const v = this.value(0);
+        if (!Array.isArray(v)) throw new BadFrame();
+        items[i] = v;
+      }
+      if (this.at !== this.end) throw new BadFrame();
+      return { items, lost };
+    } catch (e) {
+      if (e instanceof BadFrame || e instanceof SyntaxError || e instanceof RangeError) return undefined;
+      throw e;
+    } finally {
+      this.buf = Buffer.alloc(0);
+    }
+  }
+
+  private u32(): number {
+    if (this.at + 4 > this.end) throw new BadFrame();
+    const v = this.buf.readUInt32LE(this.at);
+    this.at += 4;
+    return v;
+  }
+
+  private u16(): number {
+    if (this.at + 2 > this.end) throw new BadFrame();
+    const v = this.buf[this.at]! | (this.buf[this.at + 1]! << 8);
+    this.at += 2;
+    return v;
+  }
+
+  private text(): string {
+    const n = this.u32();
+    if (this.at + n > this.end) throw new BadFrame();
+    const s = this.buf.toString('utf8', this.at, this.at + n);
+    this.at += n;
+    return s;
+  }
+
+  private value(depth: number): unknown {
+    if (this.at >= this.end) throw new BadFrame();
+    const tag = this.buf[this.at++]!;
+    if (tag >= SMALL) return tag - SMALL;
+    switch (tag) {
+      case U16: return this.u16();
+      case U32: return this.u32();
+      case NEG1: return -1;
+      case F64: {
+        if (this.at + 8 > this.end) throw new BadFrame();
+        const v = this.buf.readDoubleLE(this.at);
+        this.at += 8;
+        return v;
+      }
+      case STR: return this.text();
+      case STR_NEW: {
+        const s = this.text();
+        if (this.table.length >= TABLE_MAX) throw new BadFrame();
+        this.table.push(s);
+        return s;
+      }
+      case STR_REF16: {
+        const s = this.table[this.u16()];
+        if (s === undefined) throw new BadFrame();
+        return s;
+      }
+      case STR_REF: {
+        const s = this.table[this.u32()];
+        if (s === undefined) throw new BadFrame();
+        return s;
+      }
+      case ARR: {
+        if (depth > 4) throw new BadFrame();
+        const n = this.u32();
+        // each value takes a byte at least
+        if (n > this.end - this.at) throw new BadFrame();
+        const a: unknown[] = new Array(n);
+        for (let i = 0; i < n; i++) a[i] = this.value(depth + 1);
+        return a;
+      }
+      case JSON_V: return JSON.parse(this.text()) as unknown;
+      case RESET:
+        this.table = [];
+        return this.value(depth);
+      default: throw new BadFrame();
+    }
+  }
+}

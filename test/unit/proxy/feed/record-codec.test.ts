@@ -1,0 +1,151 @@
+/**
+ * The access records' binary frame (src/proxy/feed/record-codec.ts): any WireRecord comes back as
+ * it went, a known string as the same string object, the string table starts over in step on
+ * both ends; a frame that is not one is refused whole, and over a real feed socket the agent takes
+ * records both as binary frames and as JSON lines, and ends a connection that sends a bad frame.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:net';
+import fc from 'fast-check';
+import { FRAME_HEADER, FRAME_MARK, RecordDecoder, RecordEncoder, TABLE_MAX } from '../../../../src/proxy/feed/record-codec.ts';
+import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
+import { createFeedClient } from '../../../../src/proxy/feed/client.ts';
+import { decodeRecord, encodeRecord } from '../../../../src/proxy/feed/wire.ts';
+import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
+
+const until = async (f: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+function frame(enc: RecordEncoder, recs: unknown[][], lost = 0): Buffer {
+  enc.begin(lost);
+  for (const r of recs) enc.push(r);
+  return enc.end();
+}
+const payload = (f: Buffer) => f.subarray(FRAME_HEADER);
+
+const value: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer({ min: -1, max: 200_000 }), fc.nat(), fc.constant(2 ** 32 - 1), fc.constant(2 ** 32), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constant(1733_000_000_123.25),
+  fc.string(), fc.string({ minLength: 65, maxLength: 300 }), fc.constantFrom('q1.bench.lab.', '10.244.0.5', 'A', 'Ünïcødé.example.', ''),
+  fc.array(fc.string(), { maxLength: 5 }), fc.constant(0),
+  fc.record({ l7: fc.constant('tls'), sni: fc.string(), alpn: fc.array(fc.string(), { maxLength: 3 }) }),
+);
+
+test('any record of numbers, strings, lists and objects comes back as it went, frame after frame on one table (property)', () => {
+  fc.assert(fc.property(fc.array(fc.array(fc.array(value, { minLength: 1, maxLength: 25 }), { maxLength: 20 }), { minLength: 1, maxLength: 6 }), fc.nat(1000), (frames, lost) => {
+    const enc = new RecordEncoder(), dec = new RecordDecoder();
+    for (const recs of frames) {
+      const f = frame(enc, recs, lost);
+      assert.equal(f[0], FRAME_MARK);
+      assert.equal(f.readUInt32LE(1), f.length - FRAME_HEADER);
+      const got = dec.decode(payload(f));
+      assert.ok(got);
+      assert.equal(got.lost, lost);
+      // -0 travels as 0 (a whole number): JSON made it 0 too
+      assert.deepEqual(got.items, JSON.parse(JSON.stringify(recs)));
+    }
+  }), { numRuns: 200 });
+});
+
+test('a known short string decodes to the same string object; long ones are sent whole each time', () => {
+  const enc = new RecordEncoder(), dec = new RecordDecoder();
+  const long = 'x'.repeat(100);
+  const a = dec.decode(payload(frame(enc, [[0, 'q1.bench.lab.', long]])))!.items[0]!;
+  const b = dec.decode(payload(frame(enc, [[0, `q1.bench.lab${'.'}`, long]])))!.items[0]!;
+  assert.equal(a[1], b[1]);
+  assert.ok(Object.is(a[1], b[1]));
+  // the second frame refers to the name (2-byte reference), the long string is there whole again
+  const f2 = frame(enc, [[0, 'q1.bench.lab.', long]]);
+  assert.ok(f2.length < FRAME_HEADER + 8 + 1 + 5 + 1 + 3 + 5 + 100 + 1);
+  assert.ok(f2.length > 100);
+});
+
+test('the string table starts over on both ends when full, in step', () => {
+  const enc = new RecordEncoder(), dec = new RecordDecoder();
+  const names = Array.from({ length: TABLE_MAX + 500 }, (_, i) => `f${i}.fresh.lab.`);
+  for (let i = 0; i < names.length; i += 100) {
+    const recs = names.slice(i, i + 100).map((n) => [0, n, names[0]!]);
+    const got = dec.decode(payload(frame(enc, recs)));
+    assert.ok(got, `frame at ${i}`);
+    assert.deepEqual(got.items, recs);
+  }
+});
+
+test('attacker: a frame that is not one is refused whole (unknown tag, lengths past the end, a reference past the table, trailing bytes, too deep)', () => {
+  const good = payload(frame(new RecordEncoder(), [[0, 'a.example.', 7]]));
+  assert.ok(new RecordDecoder().decode(good));
+  const bad: Buffer[] = [
+    Buffer.alloc(0),
+    Buffer.from([0, 0, 0, 0]),
+    Buffer.concat([good, Buffer.from([0x81])]), // trailing value not counted
+    good.subarray(0, good.length - 1),
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 0x7f]), // unknown tag
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 11, 5, 0]), // STR_REF16 past the (empty) table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 6, 0, 0, 1, 0]), // STR_REF past the table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff]), // a list longer than the frame
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 4, 0xff, 0, 0, 0, 0x61]), // a string past the end
+    Buffer.from([0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]), // more records than bytes
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 0x81]), // a record that is not a list
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 8, 3, 0, 0, 0, 0x7b, 0x7b, 0x7d]), // JSON that is not
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, ...Array(8).fill([7, 1, 0, 0, 0]).flat(), 0x81]), // lists 8 deep
+  ];
+  for (const b of bad) assert.equal(new RecordDecoder().decode(b), undefined, b.toString('hex'));
+});
+
+test('feed: records reach the agent as binary frames once it says so; JSON lines still taken; a bad frame ends the connection without a record', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-bin-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const got: AccessLogRecord[] = [];
+  const server = createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => '1', onRecords: (items) => { for (const w of items) got.push(decodeRecord(w, () => undefined)!); },
+    snapshot: async () => ({ revision: 1, agentPid: process.pid, nodeAddrs: [], endpoints: [], identities: [], mapStates: [], resources: { Secret: [], AIPolicy: [] }, names: [] }),
+  });
+  await server.start();
+  t.after(() => server.stop());
+  // what the proxy writes, seen by wrapping its socket's write: binary frames after the caps
+  const writes: (string | Buffer)[] = [];
+  const { Socket } = await import('node:net');
+  const write = Socket.prototype.write;
+  Socket.prototype.write = function (this: InstanceType<typeof Socket>, ...a: Parameters<typeof write>) { writes.push(a[0] as string | Buffer); return write.apply(this, a); } as typeof write;
+  t.after(() => { Socket.prototype.write = write; });
+  let snaps = 0;
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  const dns = (n: number): AccessLogRecord => ({
+    l7: 'dns', type: 'request', direction: 'egress', timeMs: 1_733_000_000_000 + n, transport: 'UDP', verdict: 'forwarded', query: `q${n % 3}.bench.lab.`, qtypes: ['A'],
+    client: { ip: '10.244.0.5', port: 30000 + n, identity: 300 }, server: { ip: '10.244.0.9', port: 53, identity: 400 },
+  });
+  writes.length = 0;
+  for (let i = 0; i < 10; i++) client.record(dns(i));
+  await until(() => got.length === 10);
+  Socket.prototype.write = write;
+  assert.ok(writes.some((w) => Buffer.isBuffer(w) && w[0] === FRAME_MARK), 'records went as a binary frame');
+  assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => decodeRecord(encodeRecord(dns(i)), () => undefined)));
+  // a proxy that keeps JSON lines (no caps understood) is read as before
+  const old = connect(socketPath);
+  old.on('error', () => {});
+  old.write(`${JSON.stringify({ t: 'records', items: [encodeRecord(dns(10))] })}\n`);
+  await until(() => got.length === 11);
+  assert.equal(got[10]!.timeMs, 1_733_000_000_010);
+  // a binary frame that does not decode: the connection ends, no record
+  const closed = new Promise<void>((r) => old.on('close', () => r()));
+  const junk = Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 0x7f]);
+  const head = Buffer.alloc(FRAME_HEADER);
+  head[0] = FRAME_MARK;
+  head.writeUInt32LE(junk.length, 1);
+  old.write(Buffer.concat([head, junk]));
+  await closed;
+  assert.equal(got.length, 11);
+});
