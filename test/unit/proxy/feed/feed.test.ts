@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
@@ -512,4 +513,45 @@ test('attacker: a tag-3 record pointing nowhere, at itself, past the message or 
     assert.equal(r.records.length, items.length - bad);
   }
   assert.equal(decodeRecord(ans(1), () => undefined), undefined, 'no earlier records: no answer record');
+});
+
+test('an agent that stops reading does not grow the proxy: records past the unsent bound wait in the bounded buffer, the oldest counted as lost', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  // an "agent" that accepts and then reads nothing until told to
+  let agent: Socket | undefined;
+  const server = createServer((s) => { agent = s; s.pause(); });
+  await new Promise<void>((r) => server.listen(socketPath, r));
+  t.after(() => { agent?.destroy(); server.close(); });
+  const cap = 2000;
+  const client = createFeedClient({ socketPath, retryMs: 20, bufferRecords: cap, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => client.connected() && agent !== undefined);
+  const peer = (ip: string) => ({ ip, port: 80, identity: 1000 });
+  const path = `/${'x'.repeat(200)}`;
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: peer('10.244.1.2'), server: peer('10.244.1.3'), http: { method: 'GET', url: path, protocol: 'HTTP/1.1', headers: [] } } as unknown as AccessLogRecord);
+  // ~300 bytes a record: 100,000 of them are ~30 MB the proxy would otherwise keep unsent
+  const pushed = 100_000;
+  for (let i = 0; i < pushed; i++) {
+    client.record(rec(i));
+    if (i % 500 === 499) await new Promise((r) => setImmediate(r));
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  // the agent reads again: what arrives plus what was counted lost is every record, and what arrives is bounded
+  let items = 0, lost = 0, bytes = 0, rest = '';
+  agent!.on('data', (d: Buffer) => {
+    bytes += d.length;
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) {
+      const m = JSON.parse(l) as { t: string; items?: unknown[]; lost?: number };
+      if (m.t === 'records') { items += m.items!.length; lost += m.lost ?? 0; }
+    }
+  });
+  agent!.resume();
+  await until(() => items + lost === pushed, 10_000);
+  assert.ok(lost > 0, 'records past the bound are counted as lost');
+  assert.ok(bytes < 12 << 20, `the proxy kept at most its unsent bound (4 MiB), the kernel's buffer and ${cap} records, not ${bytes} bytes`);
 });
