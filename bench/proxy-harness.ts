@@ -1,7 +1,9 @@
 /**
  * The membrane HTTP proxy as the http and tls benchmarks run it: the production connection code
  * with a fixed L7 policy, every access record turned into a Hubble flow that feeds the http/flow
- * metrics and a flow ring, as in the agent, forwarding to a fixed origin.
+ * metrics and a flow ring, as in the agent, forwarding to a fixed origin. By default the proxy runs
+ * as the lab runs it, in its own process (the flows made by an agent stand-in it starts);
+ * MEMBRANE_BENCH_FEED=0 makes the flows in the proxy's process, as the in-agent proxy.
  */
 import { createHttpProxy, type HttpFilterChain } from '../src/proxy/http/proxy.ts';
 import { createL7Parser } from '../src/hubble/l7/parser.ts';
@@ -12,6 +14,7 @@ import type { Flow } from '../src/hubble/gen/flow/flow_pb.js';
 import type { L7Policy } from '../src/policy/types.ts';
 import type { AccessLogRecord } from '../src/common/access-log.ts';
 import { createFeedClient } from '../src/proxy/feed/client.ts';
+import { benchAgentNodeFlags, benchOwnProcess } from './support.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,13 +27,11 @@ export interface BenchProxyOptions {
   policy: L7Policy;
   /** identity and labels of the remote peer (the origin) */
   remote: { identity: number; labels: string[] };
-  /** extra network filters; `sink` stores a flow as the agent would */
-  configure?(chain: HttpFilterChain, sink: (f: Flow, timeMs: number) => void, resolver: BenchResolver): void;
-}
-
-export interface BenchResolver {
-  byIp(): { id: number; identity: number; namespace: string; pod: string; labels: string[] };
-  identityLabels(): string[];
+  /**
+   * extra network filters; `emit` takes their access records as the production proxy's do: over
+   * the feed to the agent stand-in (the proxy in its own process) or into a flow in this process
+   */
+  configure?(chain: HttpFilterChain, emit: (rec: AccessLogRecord) => void): void;
 }
 
 export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
@@ -38,7 +39,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   // endpoint record, replaced only when the record is): a new object per call missed the L7
   // parser's per-view cache and made the bench build an Endpoint and a WeakMap entry per flow
   const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
-  const resolver: BenchResolver = { byIp: () => client, identityLabels: () => o.remote.labels };
+  const resolver = { byIp: () => client, identityLabels: () => o.remote.labels };
   const build = createL7Parser({ nodeName: 'bench', resolver });
   const ring = new FlowRing(4095);
   const metrics = createHubbleMetrics('http flow');
@@ -46,16 +47,17 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   // (what keeping them costs: each flow lives through scavenges while the ring holds it)
   const keep = process.env.MEMBRANE_BENCH_FLOWS !== 'noring';
   const sink = (f: Flow, timeMs: number) => { metrics.process(f); if (keep) ring.pushFlow(f, timeMs); };
-  // MEMBRANE_BENCH_FEED=1: the proxy as its own process (--external-envoy-proxy): records go over
-  // the feed socket to an agent stand-in (bench/feed-agent.ts, a child on the same CPUs) that makes the flows
+  // the proxy as its own process (--external-envoy-proxy, the lab default; MEMBRANE_BENCH_FEED=0:
+  // inside the agent, the sink above): records go over the feed socket to an agent stand-in
+  // (bench/feed-agent.ts, a child on the same CPUs, with the agent's V8 flags) that makes the flows
   let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
   // MEMBRANE_BENCH_FLOWS=0: records are dropped (no flows, no metrics), to measure what the flows
   // cost per request (bench/tls/ab.ts against a tree without this knob: flows on vs off)
   if (process.env.MEMBRANE_BENCH_FLOWS === '0') onRecord = () => {};
-  if (process.env.MEMBRANE_BENCH_FEED === '1') {
+  if (benchOwnProcess()) {
     const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
     const socketPath = join(dir, 'l7proxy.sock');
-    const agent = spawn(process.execPath, [fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const agent = spawn(process.execPath, [...benchAgentNodeFlags(), fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
     process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
     await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
     const feed = createFeedClient({ socketPath, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
@@ -72,7 +74,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     onRecord: (rec) => onRecord(rec),
     listen: { egress: { host: '127.0.0.1', port: o.port } },
     upstreamOverride: { host: '127.0.0.1', port: o.origin },
-    ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, sink, resolver) } : {}),
+    ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, (rec) => onRecord(rec)) } : {}),
   });
   await proxy.start();
   // bench/soak reads the proxy's memory from here (MEMBRANE_BENCH_MEM_MS: the period)

@@ -5,13 +5,38 @@ import { join } from 'node:path';
 import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../src/lab/names.ts';
 
 /**
+ * Whether the L7 benches (bench/http, bench/tls, bench/soak: bench/proxy-harness.ts) run the proxy
+ * as the lab and `membrane up` do by default: in its own process (--external-envoy-proxy, as
+ * Cilium 1.16+ runs Envoy as its own DaemonSet), its access records going over the feed socket to
+ * an agent stand-in (bench/feed-agent.ts) that makes the flows. MEMBRANE_BENCH_FEED=0 measures the
+ * proxy inside the agent instead (flows, metrics and ring in the proxy's process).
+ */
+export function benchOwnProcess(): boolean {
+  const v = process.env.MEMBRANE_BENCH_FEED;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new Error(`E_BENCH_FEED: MEMBRANE_BENCH_FEED=${v}: want 1 (the proxy in its own process, the default) or 0 (the proxy inside the agent)`);
+}
+
+/** The bench's proxy mode in words, for its printed header: what benchOwnProcess() chose. */
+export function benchProxyMode(): string {
+  return benchOwnProcess() ? 'the proxy in its own process (the lab default)' : 'the proxy inside the agent (MEMBRANE_BENCH_FEED=0)';
+}
+
+/**
  * V8 flags for a bench's membrane proxy process: those of the production process it stands for,
- * the agent's (flows and ring in the same process, the in-agent proxy) or, with
- * MEMBRANE_BENCH_FEED=1, the L7 proxy process's. The young generation's size decides both the
- * process's memory and how much each scavenge copies (the flow ring's flows, ~1.5 KB each).
+ * the L7 proxy process's (the default, benchOwnProcess()) or, with MEMBRANE_BENCH_FEED=0, the
+ * agent's (flows and ring in the same process, the in-agent proxy). The young generation's size
+ * decides both the process's memory and how much each scavenge copies (the flow ring's flows,
+ * ~1.5 KB each).
  */
 export function benchProxyNodeFlags(): string[] {
-  return [...(process.env.MEMBRANE_BENCH_FEED === '1' ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS)];
+  return [...(benchOwnProcess() ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS)];
+}
+
+/** V8 flags of the agent stand-in (bench/feed-agent.ts): the agent's, as the lab starts it. */
+export function benchAgentNodeFlags(): string[] {
+  return [...AGENT_NODE_FLAGS];
 }
 
 /** Removes `name VALUE` from `args` (a script's argv) and returns VALUE as a number, or `dflt` when absent. */
@@ -25,10 +50,11 @@ export function takeNumberArg(args: string[], name: string, dflt: number): numbe
 
 /**
  * Starts `cmd` pinned to `cpu` (taskset) and adds it to `children` (the caller kills them all at
- * the end). Resolves when `readyText` appears on its output (`readyMs`, 15 s, at most), or after 800 ms when
+ * the end). Resolves when `readyText` appears on its output (`readyMs`, 60 s, at most: a proxy and
+ * its agent stand-in compile for seconds on a loaded machine), or after 800 ms when
  * there is nothing to wait for; rejects if it exits first.
  */
-export function startPinned(children: ChildProcess[], cpu: number, cmd: string, args: string[], readyText?: string, readyMs = 15000): Promise<ChildProcess> {
+export function startPinned(children: ChildProcess[], cpu: number, cmd: string, args: string[], readyText?: string, readyMs = 60_000): Promise<ChildProcess> {
   const c = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(c);
   return new Promise((res, rej) => {
@@ -50,6 +76,20 @@ export function cpuUs(pid: number | undefined): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) * 10_000;
+}
+
+/**
+ * CPU time of a process's children so far, µs: with the proxy in its own process
+ * (benchOwnProcess()), the agent stand-in making the flows. 0 when the kernel has no
+ * /proc/PID/task/PID/children (CONFIG_PROC_CHILDREN).
+ */
+export function childrenCpuUs(pid: number | undefined): number {
+  if (!pid) return 0;
+  let us = 0;
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) us += cpuUs(Number(c));
+  } catch { /* no children file: the proxy alone */ }
+  return us;
 }
 
 /** wrk's `12.5us` / `1.2ms` / `2s` in ms. */

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { median } from './support.ts';
+import { BpfMap } from '../src/sys/bpf.ts';
+import { STAT_NAMES, decodePerCpuSum, encodeU32 } from '../src/datapath/linux/codec.ts';
 
 export interface TcpArgs { secs: number; rounds: number; append: boolean; /** a bench's own string options, by name */ own: Record<string, string> }
 
@@ -107,6 +109,30 @@ export function bpfLinkProbe(linkDirs: () => readonly string[]): CrrProbe & { la
     },
   };
   return probe;
+}
+
+/**
+ * The datapath's monitor events per TCP_CRR connection on each node (`pinDirs`: the nodes' pin
+ * directories): those written to the ring (what the agent ingests) and those over a sender's
+ * event budget (counted, not written), from the pinned mb_stats counters.
+ */
+export function eventsProbe(pinDirs: () => readonly string[]): CrrProbe {
+  const EVENTS = STAT_NAMES.indexOf('events'), LIMITED = STAT_NAMES.indexOf('eventsRateLimited');
+  const read = () => pinDirs().map((d) => {
+    if (!existsSync(join(d, 'mb_stats'))) return [0n, 0n];
+    const m = BpfMap.fromPin(join(d, 'mb_stats'));
+    try {
+      return [EVENTS, LIMITED].map((i) => { const v = m.lookup(encodeU32(i)); return v ? decodePerCpuSum(v) : 0n; });
+    } finally {
+      m.close();
+    }
+  });
+  let before: bigint[][] = [];
+  return {
+    before: () => { before = read(); },
+    after: (conns: number) => 'events per conn ' + read().map(([ev, lim], k) =>
+      `node${k + 1} ${(Number(ev! - (before[k]?.[0] ?? 0n)) / conns).toFixed(2)} (+${(Number(lim! - (before[k]?.[1] ?? 0n)) / conns).toFixed(2)} over budget)`).join(', '),
+  };
 }
 
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */

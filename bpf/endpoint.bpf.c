@@ -220,8 +220,25 @@ struct hctx {
 	__u32 rev;  /* policy revision at the start of the packet */
 	__u16 dest_ep; /* new connection: local destination whose ingress was decided here */
 	__u8 dir;
+	__u8 mon_agg;      /* MON_AGG_* */
+	__u16 mon_interval_s;
+	__u8 trace_out;    /* from_container: the packet is traced where it leaves (its reason + 1) */
 	__u8 pad;
 };
+
+/* What the hook reads of mb_config once per packet: the policy revision, monitor aggregation. */
+static __always_inline void hctx_config(struct hctx *h)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	if (conf) {
+		h->rev = conf->policy_rev;
+		h->mon_agg = conf->monitor_aggregation;
+		h->mon_interval_s = conf->monitor_interval_s;
+	}
+	if (!h->mon_interval_s)
+		h->mon_interval_s = MON_REPORT_INTERVAL_S;
+}
 
 static __always_inline const __u8 *remote_of(const struct hctx *h)
 {
@@ -303,14 +320,14 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 		stat_inc(STAT_CT_RELATED);
 		trace = 1;
 	} else if (ct == CT_REPLY) {
-		trace = ct_update(v, p, 1, h->c.now);
+		trace = ct_update(v, p, 1, h->c.now, h->mon_interval_s);
 		stat_inc(STAT_CT_REPLY);
 	} else {
 		if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS)
 			v->state |= CT_F_PROXY_UPSTREAM;
 		if (ct_recheck(skb, h, v) < 0)
 			return TC_ACT_SHOT;
-		trace = ct_update(v, p, 0, h->c.now);
+		trace = ct_update(v, p, 0, h->c.now, h->mon_interval_s);
 		if (v->state & CT_F_PREDECIDED) {
 			/* first packet of a connection whose ingress was decided upstream */
 			v->state &= ~CT_F_PREDECIDED;
@@ -328,13 +345,14 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
 	__u16 rn_icmp = (!from && ct == CT_RELATED) ? v->rev_nat : 0;
-	/* Cilium's "medium" monitor aggregation: no from-endpoint traces of a connection's packets
-	 * (the to-endpoint ones, where they are delivered, carry its flags and its first reply); an
-	 * ICMP error an endpoint sends is traced (as Cilium's to-stack trace of it) */
-	if (trace && (!from || ct == CT_RELATED)) {
+	/* monitor aggregation: medium traces what conntrack reports, low every packet; a packet
+	 * leaving its endpoint is traced where it leaves (handle: trace_out) */
+	if (trace || h->mon_agg != MON_AGG_MEDIUM) {
 		ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
-		emit_event(p, &h->c, EV_TRACE, from ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT, reason,
-			   0, 0, 0, h->dir);
+		if (from)
+			h->trace_out = (__u8)reason + 1;
+		else
+			emit_event(p, &h->c, EV_TRACE, TRACE_TO_ENDPOINT, reason, 0, 0, 0, h->dir);
 	}
 	if (rn && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) &&
 	    (p->family == 6 ? lb6_rev_nat(skb, p, rn) : lb4_rev_nat(skb, p, rn)))
@@ -438,11 +456,11 @@ static __always_inline int create_new(struct hctx *h)
 		}
 	}
 	/* A new connection is traced once per node: at the local destination's to_container when its
-	 * ingress was decided here, else here (its flow on the sending node; Cilium's to-overlay or
-	 * to-stack trace) */
-	if (!h->dest_ep)
-		emit_event(&h->p, &h->c, EV_TRACE, h->dir == DIR_EGRESS ? TRACE_FROM_ENDPOINT : TRACE_TO_ENDPOINT,
-			   CT_NEW, 0, 0, 0, h->dir);
+	 * ingress was decided here, else where it leaves the node (handle: trace_out) or is delivered */
+	if (h->dir == DIR_EGRESS)
+		h->trace_out = h->dest_ep ? 0 : CT_NEW + 1;
+	else
+		emit_event(&h->p, &h->c, EV_TRACE, TRACE_TO_ENDPOINT, CT_NEW, 0, 0, 0, h->dir);
 	return TC_ACT_OK;
 }
 
@@ -506,6 +524,25 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 	return overlay_redirect_tx(skb, ep, ov, identity);
 }
 
+/* The trace of a packet leaving its endpoint, where Cilium's bpf_lxc traces it: into the tunnel
+ * (to-overlay), to an L7 proxy (to-proxy), to the node's stack (to-stack: another node in native
+ * routing, the node itself, the world). One for a local endpoint is traced where it is delivered
+ * (its to_container, Cilium's to-endpoint), never as it leaves: Cilium's from-endpoint trace is
+ * one of those its monitor aggregation hides at every level above none. */
+static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verdict)
+{
+	__u8 obs;
+	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_TO_PROXY)
+		obs = TRACE_TO_PROXY;
+	else if (verdict == TC_ACT_REDIRECT)
+		obs = TRACE_TO_OVERLAY;
+	else if (h->rm.ep_id)
+		return;
+	else
+		obs = TRACE_TO_STACK;
+	emit_event(&h->p, &h->c, EV_TRACE, obs, h->trace_out - 1, 0, 0, 0, DIR_EGRESS);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	const int from = dir == DIR_EGRESS;
@@ -560,7 +597,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (!own)
 		return hdrop(&h, DROP_CT_NO_MAP);
 	h.own = own;
-	h.rev = policy_rev();
+	hctx_config(&h);
 	h.c.now = bpf_ktime_get_ns();
 
 	/* Fragments: state lives in the sender's table; a later fragment takes its ports from the
@@ -605,10 +642,16 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (p->frag == FRAG_FIRST)
 		frag_register(frag_tbl, &fr, h.c.now);
 	stat_inc(STAT_PASS);
+	if (!from)
+		return TC_ACT_OK;
 	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
-	if (from && !(skb->mark & MARK_MAGIC_MASK))
-		return tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
-	return TC_ACT_OK;
+	if (skb->mark & MARK_MAGIC_MASK)
+		verdict = TC_ACT_OK;
+	else
+		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
+	if (h.trace_out)
+		trace_out(skb, &h, verdict);
+	return verdict;
 }
 
 SEC("tc")
@@ -742,7 +785,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 				}
 				v->pol_rev = rev;
 			}
-			ct_update(v, p, 0, dc.now);
+			ct_update(v, p, 0, dc.now, MON_REPORT_INTERVAL_S);
 			int d = proxy_steer(skb, p, v->proxy_slot);
 			if (d)
 				return do_drop(p, &dc, d, DIR_INGRESS);
@@ -963,7 +1006,7 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	h.c.ep_id = ep;
 	h.c.dst_identity = dcfg->identity;
 	h.c.bucket = SENDER_EXT(ep);
-	h.rev = policy_rev();
+	hctx_config(&h);
 	h.c.now = bpf_ktime_get_ns();
 	struct ct_val *v = 0;
 	int ct = hctx_lookup(&h, &v);

@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { podNetnsName, nodeNetnsName } from '../../src/lab/names.ts';
 import { reportResults } from '../support.ts';
-import { bpfLinkProbe, createTcpSuite, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
+import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
 import { enableRunTimeStats, disableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
@@ -87,11 +87,14 @@ try {
   // the kernel side of a new connection: each eBPF program's runs and run time per TCP_CRR
   // connection, both nodes (kernel BPF stats, enabled while this process holds the fd)
   const bpfProbe = bpfLinkProbe(() => [1, 2].map((k) => `/sys/fs/bpf/membrane/${lab}-node${k}/links`));
+  // the datapath's monitor events per connection on each node (written to the ring; over budget)
+  const evProbe = eventsProbe(() => [1, 2].map((k) => `/sys/fs/bpf/membrane/${lab}-node${k}`));
+  const crrProbe = { before: () => { bpfProbe.before(); evProbe.before(); }, after: (n: number) => `${bpfProbe.after(n)}; ${evProbe.after(n)}` };
   enableRunTimeStats();
   await suite.startServers(srvNs);
   const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', 'bare-routed': '10.97.2.2', membrane: srvIp };
   for (let round = 0; round < opt.rounds; round++) {
-    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], nodePids, bpfProbe);
+    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], nodePids, cfg === 'membrane' ? crrProbe : bpfProbe);
   }
   const table = suite.table([
     { head: 'bare VXLAN (no eBPF)', cfg: 'bare-vxlan' }, { head: 'bare routing (no eBPF)', cfg: 'bare-routed' },

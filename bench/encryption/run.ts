@@ -19,7 +19,7 @@
 // same MSS, one UDP datagram per TUN packet), so a CPU difference is work per packet, not packets.
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR] [--pod-gro on] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,7 @@ import { median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'pod-gro': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -122,6 +122,9 @@ try {
     sh(barePod(k), ['ip', 'link', 'set', 'lo', 'up']);
     sh(barePod(k), ['ip', 'link', 'set', 'eth0', 'up']);
     sh(barePod(k), ['ip', 'route', 'add', 'default', 'via', `10.98.${k}.1`]);
+    // --pod-gro on: GRO (the veth's NAPI) on the bare pods' eth0, to size what coalescing the
+    // decrypted segments saves in ACKs (membrane's bpf_redirect_peer skips the veth's NAPI)
+    if (opt.own['pod-gro'] === 'on') sh(barePod(k), ['ethtool', '-K', 'eth0', 'gro', 'on']);
     sh(ns, ['ip', 'route', 'add', `10.98.${j}.0/24`, 'dev', 'wgb0']);
     wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24`]);
   }
@@ -186,12 +189,14 @@ try {
   const hubbleCounts = async (): Promise<{ flows: number; lost: number }> => {
     const out = { flows: 0, lost: 0 };
     for (const n of ['node1', 'node2']) {
-      const text = await new Promise<string>((res, rej) => {
+      const scrape = () => new Promise<string>((res, rej) => {
         get({ socketPath: metricsSocketPaths(join(stateDir, 'nodes', n)).hubble, path: '/metrics' }, (r) => {
           let b = '';
           r.setEncoding('utf8').on('data', (d: string) => { b += d; }).on('end', () => res(b));
         }).on('error', rej);
       });
+      // a starved agent may close the connection before reading the request (EPIPE): once more
+      const text = await scrape().catch(async () => { await sleep(500); return scrape(); });
       for (const line of text.split('\n')) {
         if (line.startsWith('hubble_flows_processed_total')) out.flows += Number(line.slice(line.lastIndexOf(' ') + 1));
         else if (line.startsWith('hubble_lost_events_total')) out.lost += Number(line.slice(line.lastIndexOf(' ') + 1));
@@ -202,13 +207,28 @@ try {
   /** packets cilium_wg0 sent on node1 (a plain round must send none) */
   const linkStats = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number; dropped: number } } }[])[0]!.stats64.tx;
   const linkTx = (dev: string) => linkStats(dev).packets;
+  /** packets node1's TUN received (what wireguard-go decrypted: in a stream, the server's ACKs) */
+  const linkRx = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { rx: { packets: number } } }[])[0]!.stats64.rx.packets;
+  /** context switches (voluntary and not) of all threads of processes `pids`: how often wireguard-go's
+   *  goroutines' threads parked and woke, which it pays per wake-up, not per byte */
+  const cswitches = (pids: number[]) => pids.reduce((t, pid) => {
+    let dirs: string[] = [];
+    try { dirs = readdirSync(`/proc/${pid}/task`); } catch { return t; }
+    for (const tid of dirs) {
+      try {
+        const st = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        t += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0) + Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+      } catch { /* thread gone */ }
+    }
+    return t;
+  }, 0);
   /** packets node1's TUN dropped on transmit: its ring (txqueuelen long) was full because
    *  wireguard-go read it too slowly; each is a TCP retransmission and a halved window */
   const linkTxDropped = (dev: string) => linkStats(dev).dropped;
   const wgTx = () => linkTx('cilium_wg0');
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
-  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[] }])) as Record<Cfg, { tun: number[]; underlay: number[]; retrans: number[]; tunDropped: number[] }>;
+  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], tunRx: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[], cswch: [] as number[] }])) as Record<Cfg, { tun: number[]; tunRx: number[]; underlay: number[]; retrans: number[]; tunDropped: number[]; cswch: number[] }>;
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
     Record<Cfg, Record<'wg' | 'agents' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
@@ -226,6 +246,7 @@ try {
         const h0 = await hubbleCounts();
         const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now();
         const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK), d0 = tun ? linkTxDropped(tun) : 0;
+        const r0 = tun ? linkRx(tun) : 0, cs0 = cswitches(wg);
         let units: number;
         if (k === 'stream') {
           const perf = PERF_DIR && round === opt.rounds - 1
@@ -238,6 +259,8 @@ try {
           pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
           pkts[cfg].retrans.push(j.end.sum_sent.retransmits ?? 0);
           pkts[cfg].tunDropped.push(tun ? linkTxDropped(tun) - d0 : 0);
+          pkts[cfg].tunRx.push(tun ? (linkRx(tun) - r0) / units : 0);
+          pkts[cfg].cswch.push((cswitches(wg) - cs0) / units);
           if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
         } else {
           const [rate, clientUs] = rr(ns, ip, k);
@@ -257,7 +280,7 @@ try {
         cpu[cfg].flows[k].push((h1.flows - h0.flows) / units);
         cpu[cfg].lost[k].push((h1.lost - h0.lost) / units);
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} (acks back ${pkts[cfg].tunRx.at(-1)!.toFixed(0)}, wireguard-go context switches ${pkts[cfg].cswch.at(-1)!.toFixed(0)}) underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -278,8 +301,8 @@ try {
   const fl = (cfg: Cfg, w: 'agentsPerSec' | 'flows' | 'lost') => median(cpu[cfg][w].crr);
   const agentLine = `The agents during TCP_CRR (median): ${(['wg-bare', 'membrane-wg', 'membrane-plain'] as const).map((cfg) => `${cfg} ${fl(cfg, 'agentsPerSec').toFixed(0)} ms of CPU per second, ${fl(cfg, 'flows').toFixed(2)} flows processed and ${fl(cfg, 'lost').toFixed(2)} events lost per connection`).join('; ')}. Their CPU goes with flows, and flows are capped by the datapath's event budget (bpf-events-default-rate-limit, 1000 events/s per sender): per connection, a faster round loses more events and divides about the same CPU per second by more connections.`;
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
-  const pk = (cfg: Cfg, w: 'tun' | 'underlay') => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
+  const pk = (cfg: Cfg, w: 'tun' | 'tunRx' | 'underlay' | 'cswch') => median(pkts[cfg][w]).toFixed(0);
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; wireguard-go context switches (both processes, all threads) per MiB: bare ${pk('wg-bare', 'cswch')}, bare via pod veths ${pk('wg-bare-pods', 'cswch')}, membrane ${pk('membrane-wg', 'cswch')}. TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {

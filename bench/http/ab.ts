@@ -10,18 +10,20 @@
  * request (what its scavenges freed, KB: short-lived garbage, a lower bound of allocation), which
  * does not depend on how busy the machine is.
  *
- *   [MEMBRANE_BENCH_FEED=1] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc] [--probe]
+ *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc] [--probe]
  * --a-flags / --b-flags add V8 flags to one side only (--a and --b may then name the same tree: an A/B of flags).
  * With --probe, each proxy runs with bench/http/loop-probe.ts and --cpu-prof: the stretches of its
  * event loop over 1 ms of thread CPU in the measured runs are printed by what ran in them (stalls.ts).
- * With MEMBRANE_BENCH_FEED=1 the CPU of the agent stand-in (the proxy's child, making the flows) is shown beside the proxy's.
+ * By default each proxy runs in its own process as the lab runs it (bench/proxy-harness.ts), and the
+ * CPU of its agent stand-in (the proxy's child, making the flows) is shown beside the proxy's;
+ * MEMBRANE_BENCH_FEED=0 runs each inside the agent (flows in the proxy's process).
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
+import { benchOwnProcess, benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
 import { stallReport } from './stalls.ts';
 import { buildOneConn, runOneConn } from './one-conn.ts';
 
@@ -31,7 +33,7 @@ const { values } = parseArgs({ options: {
   'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
-const feed = process.env.MEMBRANE_BENCH_FEED === '1';
+const feed = benchOwnProcess();
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
 const ORIGIN = 18280;
 const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
@@ -45,7 +47,7 @@ function sched(pid: number): { waitNs: number; nonvol: number } {
   const nonvol = Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
   return { waitNs: Number(st[1]), nonvol };
 }
-/** CPU of the proxy and its children (MEMBRANE_BENCH_FEED=1: the agent stand-in making the flows, on the same CPU), µs */
+/** CPU of the proxy and its children (by default: the agent stand-in making the flows, on the same CPU), µs */
 function treeCpuUs(pid: number): { proxy: number; main: number; children: number } {
   let children = 0;
   try {

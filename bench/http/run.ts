@@ -22,11 +22,15 @@
  * Each ratio is the median over the rounds of membrane / HAProxy in that round, its min–max in
  * parentheses; a floor is met when every round meets it. Proxy CPU per request from /proc.
  *
- *   [MEMBRANE_BENCH_FEED=1] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
- * MEMBRANE_BENCH_FEED=1 runs the proxy as the external L7 proxy process does: flows made in another
- * process from the records sent over the feed socket (A/B with the in-agent mode).
- * With --append the result table and the command go to bench/RESULTS.md under `## http` (with
- * MEMBRANE_BENCH_FEED=1, under `## http, the proxy in its own process (the lab default)`).
+ *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
+ * By default the proxy runs as the lab and `membrane up` run it (--external-envoy-proxy): its own
+ * process, the flows made in another (an agent stand-in, bench/feed-agent.ts, on the same CPU)
+ * from the records sent over the feed socket. MEMBRANE_BENCH_FEED=0 measures the proxy inside the
+ * agent (flows, metrics and ring in the proxy's process). The CPU per request rows count both
+ * processes (the proxy's and the agent stand-in's) in the default mode.
+ * With --append the result table and the command go to bench/RESULTS.md under
+ * `## http, the proxy in its own process (the lab default)` (with MEMBRANE_BENCH_FEED=0, under
+ * `## http, the proxy inside the agent (MEMBRANE_BENCH_FEED=0)`).
  * Needs wrk, haproxy and cc.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
@@ -34,7 +38,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 
@@ -59,7 +63,8 @@ let oneConnBin = '';
 const oneConn = (port: number): OneConnResult => runOneConn(oneConnBin, port, SECS, PATH);
 
 type Kind = 'origin' | 'haproxy' | 'membrane';
-interface Round { ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number }
+/** CPU per request (µs): the proxy's process and, in its own process, the agent stand-in's (its child) */
+interface Round { ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number; kaAgent: number; closeAgent: number }
 try {
   oneConnBin = buildOneConn(dir);
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
@@ -75,15 +80,20 @@ try {
   const kinds: Kind[] = ['origin', 'haproxy', 'membrane'];
   for (let r = 0; r < ROUNDS; r++) {
     for (const k of kinds) {
-      const c0 = cpuUs(pids[k]);
+      const cpu = () => [cpuUs(pids[k]), childrenCpuUs(pids[k])] as const;
+      const c0 = cpu();
       const ka = wrk(ports[k], 50);
-      const c1 = cpuUs(pids[k]);
+      const c1 = cpu();
       const one = oneConn(ports[k]);
       const wrk1 = wrk(ports[k], 1);
-      const c2 = cpuUs(pids[k]);
+      const c2 = cpu();
       const close = wrk(ports[k], 50, ['-H', 'Connection: close']);
-      const c3 = cpuUs(pids[k]);
-      res[k].push({ ka, close, wrk1, one, kaCpu: (c1 - c0) / ka.requests, closeCpu: (c3 - c2) / close.requests });
+      const c3 = cpu();
+      res[k].push({
+        ka, close, wrk1, one,
+        kaCpu: (c1[0] - c0[0] + c1[1] - c0[1]) / ka.requests, closeCpu: (c3[0] - c2[0] + c3[1] - c2[1]) / close.requests,
+        kaAgent: (c1[1] - c0[1]) / ka.requests, closeAgent: (c3[1] - c2[1]) / close.requests,
+      });
     }
   }
   const endLoad = loadavg()[0]!;
@@ -104,16 +114,16 @@ try {
     const mark = opt.ok ? (rs.every(opt.ok) ? 'ok' : 'MISSED') : '';
     return `| ${label} | ${fmt(med('haproxy', f) - o, unit)} | ${fmt(med('membrane', f) - o, unit)} | ${median(rs).toFixed(2)} (${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}) | ${opt.goal ?? ''} | ${mark} |`;
   };
+  const feed = benchOwnProcess();
   const errs = (k: Kind) => res[k].reduce((s, x) => s + x.ka.errors + x.close.errors + x.wrk1.errors, 0);
-  const feed = process.env.MEMBRANE_BENCH_FEED === '1';
-  const cmd = `${feed ? 'MEMBRANE_BENCH_FEED=1 ' : ''}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
+  const cmd = `${feed ? '' : 'MEMBRANE_BENCH_FEED=0 '}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
   const lines = [
     // its own section: --append replaces the latest block of the section it writes
-    feed ? '## http, the proxy in its own process (the lab default)' : '## http', '',
+    feed ? '## http, the proxy in its own process (the lab default)' : '## http, the proxy inside the agent (MEMBRANE_BENCH_FEED=0)', '',
     `Command: \`${cmd}\``, '',
     `${runLine(startLoad)}, ${endLoad.toFixed(2)} at the end. ` +
     `Loopback; origin = HAProxy answering 200 itself (CPU 0, with the client); proxy under test pinned to CPU 1 with all its threads (HAProxy nbthread 1 / one Node process). ` +
-    `membrane: ${values.rules} HTTP rules (\`GET /api/v1/resource<i>\`; requests match the last), an L7 flow and http/flow metrics per request and response${feed ? ' (made by an agent stand-in in its own process, bench/feed-agent.ts, from the access records the proxy sends over the feed socket: the external proxy process)' : ' (in the proxy process, as the in-agent proxy)'}. ` +
+    `membrane: ${values.rules} HTTP rules (\`GET /api/v1/resource<i>\`; requests match the last), an L7 flow and http/flow metrics per request and response${feed ? ' (made by an agent stand-in in its own process on the same CPU, bench/feed-agent.ts, from the access records the proxy sends over the feed socket: the proxy in its own process, as the lab runs it)' : ' (in the proxy process, as the in-agent proxy)'}. ` +
     `${ROUNDS} interleaved rounds, ${SECS} s per measure; each ratio is the median of the rounds' membrane / HAProxy, their min–max in parentheses, a floor met when every round meets it. ` +
     'Added latency: bench/http/one-conn.c, one connection, one request at a time, each request\'s latency, minus the origin\'s. ' +
     'The wrk -c1 row is kept for comparison with earlier runs: wrk 4 corrects its percentiles for coordinated omission (a request slower than twice the mean interval adds samples at its latency minus each interval), so at one connection its p99 measures how long the proxy stalled over the run, not a request\'s latency (bench/http/run.ts says more).', '',
@@ -125,8 +135,9 @@ try {
     row('added p99 (1 conn, one request at a time)', p99, { unit: 'ms', added: true, goal: '≤ 3 each round', ok: (r) => r <= 3 }),
     row('added p999 (1 conn, one request at a time)', p999, { unit: 'ms', added: true }),
     row('wrk -c1 added p99 (coordinated-omission corrected)', w99, { unit: 'ms', added: true }),
-    row('proxy CPU per request, keep-alive', (x) => x.kaCpu, { unit: 'µs' }),
-    row('proxy CPU per request, `Connection: close`', (x) => x.closeCpu, { unit: 'µs' }),
+    row(`proxy CPU per request, keep-alive${feed ? ' (proxy + agent stand-in)' : ''}`, (x) => x.kaCpu, { unit: 'µs' }),
+    row(`proxy CPU per request, \`Connection: close\`${feed ? ' (proxy + agent stand-in)' : ''}`, (x) => x.closeCpu, { unit: 'µs' }),
+    ...(feed ? [`| of which the agent stand-in, keep-alive / close | | ${med('membrane', (x) => x.kaAgent).toFixed(1)} / ${med('membrane', (x) => x.closeAgent).toFixed(1)} µs | | | |`] : []),
     '',
     `Origin alone: ${med('origin', ka).toFixed(0)} req/s keep-alive, one request at a time p50 ${med('origin', p50).toFixed(3)} / p99 ${med('origin', p99).toFixed(3)} / p999 ${med('origin', p999).toFixed(3)} ms, wrk -c1 p99 ${med('origin', w99).toFixed(3)} ms. ` +
     `Requests one at a time per round (median): origin ${med('origin', (x) => x.one.requests)}, HAProxy ${med('haproxy', (x) => x.one.requests)}, membrane ${med('membrane', (x) => x.one.requests)}. ` +

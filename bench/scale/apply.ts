@@ -1,4 +1,7 @@
-// in-process: listing + cluster + apply (policy ipcache + ipcache key/value encoding) + prune scan, CPU per phase
+// in-process: listing + cluster + apply (policy ipcache + ipcache key/value encoding) + prune scan, CPU per phase;
+// with node --expose-gc, the live heap and external memory after each phase (per structure: the
+// cluster's remote store after the listing, the policy ipcache after the apply), per entry.
+//   bin/node --expose-gc bench/scale/apply.ts [etcd endpoint]
 import { openEtcdStore } from '../../src/kvstore/etcd.ts';
 import { createCluster } from '../../src/agent/cluster.ts';
 import { createLogger } from '../../src/common/logger.ts';
@@ -6,11 +9,13 @@ import { createAgentPolicyEngine } from '../../src/policy/agent-engine.ts';
 import { encodeIpcacheKeyInto, encodeIpcacheValInto, IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE } from '../../src/datapath/linux/codec.ts';
 import { parsePrefix } from '../../src/ipcache/prefix.ts';
 import type { IPCacheEntry } from '../../src/datapath/types.ts';
-const ep = process.argv[2] ?? 'http://127.0.0.1:23790';
+const ep = process.argv[2]?.startsWith('http') ? process.argv[2] : 'http://127.0.0.1:23790';
 const kv = await openEtcdStore({ endpoints: [ep] });
 const policy = createAgentPolicyEngine({});
 const keys = Buffer.alloc(4096 * IPCACHE_KEY_SIZE), vals = Buffer.alloc(4096 * IPCACHE_VAL_SIZE);
 const inMap = new Set<string>();
+// measuring memory: nothing applied while listing (the remote store alone after it)
+const gcOnly = typeof (globalThis as { gc?: unknown }).gc === 'function';
 let kick: NodeJS.Timeout | undefined;
 let applying = Promise.resolve();
 const apply = () => { applying = applying.then(async () => {
@@ -29,11 +34,24 @@ const apply = () => { applying = applying.then(async () => {
   }
 }); return applying; };
 const cluster = createCluster({ kv, logger: createLogger({ level: 'warn' }), self: { name: 'bench-self', cluster: 'default', ip: '192.0.2.250' },
-  onChange() { kick ??= setTimeout(() => { kick = undefined; void apply(); }, 20); } });
+  onChange() { if (gcOnly) return; kick ??= setTimeout(() => { kick = undefined; void apply(); }, 20); } });
+const gc = (globalThis as { gc?: () => void }).gc;
+const mem = () => { gc?.(); gc?.(); const m = process.memoryUsage(); return { heap: m.heapUsed, ext: m.external, rss: m.rss }; };
+const m0 = mem();
 const c0 = process.cpuUsage(), t0 = Date.now();
 await cluster.startNodes();
 await cluster.listIPCache();
+const m1 = mem();
 await apply();
+const m2 = mem();
+// --heap-snapshot FILE: the heap after the apply, to count by constructor (bench/scale/heap-summary.ts)
+const snapAt = process.argv.indexOf('--heap-snapshot');
+if (snapAt > 0) (await import('node:v8')).writeHeapSnapshot(process.argv[snapAt + 1]);
+// the remote store alone (the policy ipcache cleared): what the cluster keeps after the listing
+if (gc) for (const e of [...policy.engine.ipcache.entries()]) policy.engine.ipcache.delete(e.prefix);
+const m3 = mem();
+const per = (a: number, b: number, n: number) => `${((b - a) / 2 ** 20).toFixed(1)} MiB (${((b - a) / Math.max(1, n)).toFixed(0)} B/entry)`;
+if (gc) console.log(`live heap after GC (${inMap.size} entries): after the listing, before any apply (remote store + pending changes) +${per(m0.heap, m1.heap, inMap.size)}, external +${per(m0.ext, m1.ext, inMap.size)}; applied (remote store + policy ipcache) +${per(m0.heap, m2.heap, inMap.size)}; remote store alone +${per(m0.heap, m3.heap, inMap.size)}, external +${per(m0.ext, m3.ext, inMap.size)}`);
 const c1 = process.cpuUsage(c0), t1 = Date.now();
 const canon = (p: string) => parsePrefix(p)?.text ?? p;
 let stale = 0;

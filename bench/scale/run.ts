@@ -30,7 +30,7 @@ import { TestLab } from '../../test/integration/support/lab.ts';
 import { labEtcdEndpoint } from '../../src/lab/etcd.ts';
 import { BpfMap } from '../../src/sys/bpf.ts';
 import { decodeIpcacheVal, encodeIpcacheKey } from '../../src/datapath/linux/codec.ts';
-import { IPCACHE_PREFIX, ipcacheValue } from '../../src/agent/cluster.ts';
+import { IPCACHE_PREFIX, NODES_PREFIX, ipcacheValue } from '../../src/agent/cluster.ts';
 import type { EndpointRecord } from '../../src/agent/endpoints.ts';
 
 const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };
@@ -44,7 +44,11 @@ const RESTART_EACH = process.argv.includes('--restart-each');
 /**
  * --cpu-prof DIR: the lab's processes (agents included) write V8 CPU profiles there when they stop.
  * The whole lab from its start: node2's agent after the kill is its supervisor's standby (loaded
- * at `up`, environment and all), not a process the restart's `up` starts.
+ * at `up`, environment and all), not a process the restart's `up` starts. Under load it can break
+ * the lab's start: V8's profiler samples with SIGPROF (1 kHz), the kernel's verifier gives up a
+ * program load with EAGAIN when a signal is pending, and libbpf retries only a few times (seen at
+ * load 44: `prog 'to_container': BPF program load failed: Resource temporarily unavailable`, the
+ * agent restarted until `up` timed out). Profile the agent's start from its log's timestamps.
  */
 const PROF = arg('--cpu-prof', '');
 /** --heap-snapshot DIR: node3's agent writes a V8 heap snapshot there after the largest stage */
@@ -206,7 +210,13 @@ async function writeProbe(ip: string): Promise<void> {
   await etcd!.put(`${IPCACHE_PREFIX}${ip}`).value(ipcacheValue(rec, 'sim1', '100.64.0.1'));
 }
 
-interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number }
+/** simulated nodes' keys in etcd now (a lapsed lease takes its node's keys with it) */
+async function countNodes(): Promise<number> {
+  const from = `${NODES_PREFIX}default/sim`;
+  const r = await etcd!.kv.range({ key: Buffer.from(from), range_end: Buffer.from(`${NODES_PREFIX}default/sin`), count_only: true });
+  return Number(r.count);
+}
+interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number; held: number }
 const rows: Row[] = [];
 interface Resync {
   nodes: number;
@@ -328,9 +338,12 @@ try {
     const secs = (Date.now() - tp) / 1000;
     const cpu = NODES.map((n, i) => (100 * (cpuSecs(agentPid(n)) - cpu0[i]!)) / secs);
     const rss = NODES.map((n) => rssMiB(agentPid(n)));
-    const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost };
+    // the simulated nodes etcd still holds (their leases kept alive by the simulators)
+    const held = await countNodes();
+    const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost, held };
     rows.push(row);
     log(`RSS parts (MiB): ${NODES.map((n) => `${n} ${rssParts(agentPid(n))}`).join('; ')}`);
+    log(`etcd holds ${held} of ${N} simulated nodes`);
     log(`${N} nodes: probe p50 ${row.p50} ms p99 ${row.p99} ms (${lat.length} probes, ${lost} timed out), RSS ${rss.map((x) => x.toFixed(0)).join('/')} MiB, CPU ${cpu.map((x) => x.toFixed(0)).join('/')} %`);
     if (RESTART_EACH && N !== STAGES.at(-1) && Date.now() < RUN_DEADLINE - 60_000) resyncs.push(await restart(N));
   }
@@ -360,9 +373,9 @@ try {
   const endLoad = la();
   const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
   const table = [
-    '| simulated nodes | endpoints | etcd writes (growing to it) | writes/s | all agents hold the last endpoint | new endpoint → 3 agents\' maps p50 / p99 / max (ms) | agent RSS node1/2/3 (MiB) | agent CPU while probing (% of a core) |',
+    '| simulated nodes (in etcd after probing) | endpoints | etcd writes (growing to it) | writes/s | all agents hold the last endpoint | new endpoint → 3 agents\' maps p50 / p99 / max (ms) | agent RSS node1/2/3 (MiB) | agent CPU while probing (% of a core) |',
     '|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.nodes} | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
+    ...rows.map((r) => `| ${r.nodes} (${f(r.held)}) | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
   ].join('\n');
   const rs = resyncs.length ? [
     `Resync after an agent restart (node2 SIGKILLed${RESTART_EACH ? ' after every stage' : ''}; while it was down two endpoints were written, one whose key sorts amid the simulated ones and one after all of them, and one it held was deleted). What a user feels is the datapath: the pinned maps keep the previous agent's entries through the restart (the entries column: at the kill / when the new agent's process ran), and it is complete and correct again once both new entries are in node2's map and the deleted one is gone; the agent's own full resync (the whole listing applied, stale entries pruned, as it logs it) beside it. Times from the restart's start (\`membrane up\`), CPU: the new agent process's own (user+system, from /proc).`,
@@ -371,7 +384,7 @@ try {
     '|---|---|---|---|---|---|---|---|---|---|',
     ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} | ${r.resumed} |`),
   ].join('\n') : 'Resync: not measured.';
-  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}${APPEND ? ' --append' : ''}\`\n\n${NOTE ? `${NOTE}\n\n` : ''}Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease, the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
+  const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}${APPEND ? ' --append' : ''}\`\n\n${NOTE ? `${NOTE}\n\n` : ''}Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease (kept alive every TTL/3 on one keepalive stream per simulator), the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
   if (WRITE && rows.length) writeSection(out);
   await cleanup();

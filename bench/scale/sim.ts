@@ -36,6 +36,37 @@ let writes = 0;
 const leases = new Map<number, string>();
 let grown = 0; // nodes registered: indices 1..grown (this worker's share)
 
+/**
+ * Keeps every simulated node's lease alive, as each agent keeps its session lease (a keepalive
+ * every TTL/3). The leases were granted and never renewed: a run longer than the TTL (15 min)
+ * lost the first stages' nodes (the 40-minute curve's 10,000-node stage held about 8,000). One
+ * LeaseKeepAlive stream per simulator carries all of its leases' keepalives (etcd3's Lease object
+ * would open a stream and a timer per lease: 5,000 per process), spread over the interval so
+ * etcd never gets them in one burst. A lost stream is opened again on the next round.
+ */
+type KeepAliveStream = Awaited<ReturnType<typeof client.leaseClient.leaseKeepAlive>>;
+let kaStream: KeepAliveStream | undefined;
+let kaAnswers = 0;
+let kaExpired = 0;
+async function keepAliveRound(): Promise<void> {
+  if (!kaStream) {
+    const s = await client.leaseClient.leaseKeepAlive();
+    s.on('data', (r: { TTL: string }) => { kaAnswers++; if (Number(r.TTL) <= 0) kaExpired++; });
+    s.on('error', () => { if (kaStream === s) kaStream = undefined; });
+    s.on('end', () => { if (kaStream === s) kaStream = undefined; });
+    kaStream = s;
+  }
+  const ids = [...leases.values()];
+  // spread over a tenth of the interval: ~170 a second for 5,000 leases at TTL 900
+  const step = Math.max(1, Math.ceil(ids.length / (TTL * 100 / 3 / 250)));
+  for (let i = 0; i < ids.length && kaStream; i += step) {
+    for (const id of ids.slice(i, i + step)) kaStream.write({ ID: id });
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+const kaTimer = setInterval(() => { void keepAliveRound().catch(() => { kaStream = undefined; }); }, TTL * 1000 / 3);
+kaTimer.unref();
+
 /** Runs `jobs` with at most INFLIGHT in flight (10,000 agents write at the same time). */
 async function pool(jobs: (() => Promise<unknown>)[], deadline: number): Promise<void> {
   let i = 0;
@@ -139,13 +170,16 @@ for await (const line of rl) {
     if (cmd.cmd === 'masters') await ensureMasters(t0 + (cmd.deadlineMs ?? 60_000));
     else if (cmd.cmd === 'grow') await grow(cmd.to!, t0 + (cmd.deadlineMs ?? 300_000));
     else if (cmd.cmd === 'churn') await churn(cmd.secs!, cmd.rate!);
+    else if (cmd.cmd === 'keepalive') await keepAliveRound();
     else if (cmd.cmd === 'stop') {
+      clearInterval(kaTimer);
+      kaStream?.end();
       for (const l of leases.values()) await client.leaseClient.leaseRevoke({ ID: l }).catch(() => {});
       client.close();
       reply({ ok: true, ms: Date.now() - t0 });
       process.exit(0);
     }
-    reply({ ok: true, writes: writes - w0, ms: Date.now() - t0 });
+    reply({ ok: true, writes: writes - w0, ms: Date.now() - t0, leases: leases.size, keepalives: kaAnswers, expired: kaExpired });
   } catch (e) {
     reply({ ok: false, error: (e as Error).message, writes: writes - w0, ms: Date.now() - t0 });
   }

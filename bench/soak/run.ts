@@ -25,7 +25,7 @@ import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchCa, benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
+import { benchCa, benchOwnProcess, benchProxyNodeFlags, haproxyCfg as writeHaproxyCfg, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -184,9 +184,10 @@ try {
     const q = dns && s.m.queries !== undefined && i > 0 && samples[i - 1]!.m.queries !== undefined ? ` ${((s.m.queries - samples[i - 1]!.m.queries!) * 1000 / s.wallMs).toFixed(0)} |` : dns ? ' |' : '';
     return `| ${s.t} | ${MB(s.m.rss)} | ${MB(s.m.heapUsed)} | ${MB(s.m.heapTotal)} | ${MB(s.m.external)} | ${MB(s.m.arrayBuffers)} | ${s.load} | ${(s.cpu * 100).toFixed(0)} % |${q}`;
   });
-  // the proxy's mode (the lab runs it in its own process: MEMBRANE_BENCH_FEED=1) and a scheduling
-  // class or niceness given from outside (chrt, nice) change what the numbers mean: the command says both
-  const feedEnv = process.env.MEMBRANE_BENCH_FEED ? `MEMBRANE_BENCH_FEED=${process.env.MEMBRANE_BENCH_FEED} ` : '';
+  // the proxy's mode (by default in its own process, as the lab runs it; MEMBRANE_BENCH_FEED=0: inside
+  // the agent) and a scheduling class or niceness given from outside (chrt, nice) change what the
+  // numbers mean: the command says both
+  const feedEnv = benchOwnProcess() ? '' : 'MEMBRANE_BENCH_FEED=0 ';
   const stat = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
   const [niceness, rtPriority, policy] = [Number(stat[16]), Number(stat[37]), Number(stat[38])];
   const sched = (policy === 1 ? `chrt -f ${rtPriority} ` : policy === 2 ? `chrt -r ${rtPriority} ` : '') + (niceness !== 0 ? `nice -n ${niceness} ` : '');

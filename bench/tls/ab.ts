@@ -5,7 +5,8 @@
  * what to compare on a shared machine), per mode: `ka` intercepted keep-alive (50 conns), `new`
  * intercepted with a new TLS connection per request, `sni` SNI passthrough (new connection per
  * request). Also the origin's new TLS connections per proxied request (1 with no upstream reuse,
- * ~0 when the pool holds) from HAProxy's stats socket.
+ * ~0 when the pool holds) from HAProxy's stats socket. With MEMBRANE_BENCH_FEED=1 (the lab's own-process
+ * proxy) also the CPU per request of the agent stand-in that makes the flows (the proxy's child).
  *
  *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
  * --a-node-flags / --b-node-flags: flags for one side only (with --a . : an A/B of V8 flags on the same tree).
@@ -32,11 +33,21 @@ const ORIGIN = 18543;
 const ports = { A: { intercept: 18544, sni: 18545 }, B: { intercept: 18546, sni: 18547 } };
 const trees = { A: resolve(values.a), B: resolve(values.b) };
 const dir = mkdtempSync(join(tmpdir(), 'bench-tlsab-'));
+const startLoad = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const children: ChildProcess[] = [];
 const ca = (name: string): void => benchCa(dir, name, NAME);
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 const STATS = join(dir, 'origin.sock');
+/**
+ * CPU time (µs) of the proxy's child processes: with MEMBRANE_BENCH_FEED=1 the agent stand-in that
+ * makes the flows (bench/feed-agent.ts), on the proxy's CPU as in a lab where both share the node
+ */
+function childrenCpuUs(pid: number): number {
+  let kids: string[] = [];
+  try { kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean); } catch { return 0; }
+  return kids.reduce((s, k) => { try { return s + cpuUs(Number(k)); } catch { return s; } }, 0);
+}
 /** the origin's cumulative sessions (HAProxy `show info`): its accepted connections */
 function originConns(): number {
   const out = execFileSync('sh', ['-c', `echo 'show info' | nc -U -q1 ${STATS} 2>/dev/null || true`]).toString();
@@ -80,25 +91,25 @@ try {
     }
     return { full: NaN, resumed: NaN };
   };
-  const rows: Record<string, { rps: number[]; cpu: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
+  const rows: Record<string, { rps: number[]; cpu: number[]; agent: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
   for (let r = 0; r < ROUNDS; r++) {
     for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
       const p = pid[k]![m === 'sni' ? 'sni' : 'intercept'];
       const h0 = m === 'sni' ? undefined : await handshakes(k);
-      const c0 = cpuUs(p), o0 = originConns();
+      const c0 = cpuUs(p), k0 = childrenCpuUs(p), o0 = originConns();
       const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', process.env.PERF_FREQ ?? '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
       const w = parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', '-s', LUA, url(k, m)]).toString());
       if (rec) await new Promise((r) => { rec.once('exit', r); rec.kill('SIGINT'); });
-      const cpu = (cpuUs(p) - c0) / w.requests, up = (originConns() - o0) / w.requests;
+      const cpu = (cpuUs(p) - c0) / w.requests, agent = (childrenCpuUs(p) - k0) / w.requests, up = (originConns() - o0) / w.requests;
       const h1 = h0 ? await handshakes(k) : undefined;
       const full = h0 && h1 ? h1.full - h0.full : NaN, resumed = h0 && h1 ? h1.resumed - h0.resumed : NaN;
-      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], up: [], full: [], resumed: [] });
-      row.rps.push(w.rps); row.cpu.push(cpu); row.up.push(up); row.full.push(full); row.resumed.push(resumed);
-      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req, origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], agent: [], up: [], full: [], resumed: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.agent.push(agent); row.up.push(up); row.full.push(full); row.resumed.push(resumed);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (+ agent stand-in ${agent.toFixed(1)}), origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
-  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
-  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
+  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; proxy ${process.env.MEMBRANE_BENCH_FEED === '1' ? 'in its own process (MEMBRANE_BENCH_FEED=1, flows made by the agent stand-in)' : 'with the flows in its process (in-agent)'}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 500));

@@ -2,7 +2,8 @@
  * The membrane TLS proxies as the bench runs them: the production connection code with the SNI
  * filter (`--mode sni`: ClientHello read and decided, bytes passed through) or the interception
  * filter in the HTTP proxy (`--mode intercept`: leaf issued from the interception CA, HTTP rules,
- * TLS to the origin verified against its CA), flows into a ring with metrics, as in the agent.
+ * TLS to the origin verified against its CA), flows into a ring with metrics, made where
+ * bench/proxy-harness.ts makes them (by default an agent stand-in: the proxy in its own process).
  *
  *   bin/node bench/tls/proxy-server.ts --mode sni|intercept --port P --origin O --dir D
  * D holds ica.crt/ica.key (interception CA) and ca.crt (the origin's CA).
@@ -10,7 +11,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createL7Parser } from '../../src/hubble/l7/parser.ts';
 import type { TlsAccessRecord } from '../../src/common/access-log.ts';
 import { createSniFilter } from '../../src/proxy/tls/sni-filter.ts';
 import { createInterceptFilter } from '../../src/proxy/tls/intercept.ts';
@@ -36,16 +36,14 @@ secrets.set('default', 'intercept', { 'tls.crt': readFileSync(join(dir, 'ica.crt
 secrets.set('default', 'origin-ca', { 'ca.crt': readFileSync(join(dir, 'ca.crt'), 'utf8') });
 await startBenchProxy({
   port: Number(values.port), origin: Number(values.origin), policy, remote: { identity: 2, labels: ['reserved:world'] },
-  configure(chain, sink, resolver) {
-    const buildTls = createL7Parser({ nodeName: 'bench', resolver });
+  configure(chain, emit) {
     // handshakes of the client side, full and resumed: written to D/handshakes-PORT.json on SIGUSR2 (bench/tls/ab.ts)
     const hs = { full: 0, resumed: 0 };
-    // MEMBRANE_BENCH_FLOWS=0: no flows (bench/proxy-harness.ts)
-    const flows = process.env.MEMBRANE_BENCH_FLOWS !== '0';
     process.on('SIGUSR2', () => writeFileSync(join(dir, `handshakes-${values.port}.json`), JSON.stringify(hs)));
     const onRecord = (r: TlsAccessRecord) => {
       if (r.verdict === 'forwarded') { if (r.resumed) hs.resumed++; else hs.full++; }
-      if (flows) sink(buildTls(r), r.timeMs);
+      // a flow per handshake, made where the harness makes the HTTP ones (MEMBRANE_BENCH_FLOWS=0: none)
+      emit(r);
     };
     chain.addNetwork(values.mode === 'sni' ? createSniFilter({ onRecord }) : createInterceptFilter({ secrets, onRecord }));
   },

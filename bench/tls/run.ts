@@ -11,17 +11,23 @@
  *                            CA; HAProxy: ssl crt + server ssl verify required (TLS termination and
  *                            re-encryption); keep-alive (wrk -c50) and a new connection per request
  *
- *   bin/node bench/tls/run.ts [--secs 6] [--rounds 2] [--append]
+ *   [MEMBRANE_BENCH_FEED=0] bin/node bench/tls/run.ts [--secs 6] [--rounds 2] [--append]
+ * By default the membrane proxies run as the lab runs them, in their own process, the flows made
+ * by an agent stand-in (bench/feed-agent.ts, their child on the same CPU) from the access records
+ * sent over the feed socket; MEMBRANE_BENCH_FEED=0 runs them inside the agent (bench/proxy-harness.ts).
  * Each ratio is printed as the median of the rounds' ratios with their min–max; the interception
  * rows are checked against issue 18's goal (≥ 0.70 of HAProxy) in every round.
- * With --append the result table and the command go to bench/RESULTS.md under `## tls`.
+ * With --append the result table and the command go to bench/RESULTS.md under
+ * `## tls, the proxy in its own process (the lab default)` (MEMBRANE_BENCH_FEED=0:
+ * `## tls, the proxy inside the agent (MEMBRANE_BENCH_FEED=0)`). The CPU per request counts the
+ * agent stand-in's with the proxy's.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchCa, benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
@@ -36,16 +42,17 @@ const children: ChildProcess[] = [];
 const ca = (name: string): void => benchCa(dir, name, NAME);
 
 const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body, { tcp: true, global: '  tune.ssl.default-dh-param 2048\n' });
-const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
+// the proxies start slowly on a loaded machine (with MEMBRANE_BENCH_FEED=1 they start the agent stand-in first)
+const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText, 120_000);
 
 interface Wrk extends WrkResult { cpuUs: number }
 // wrk sends the URL's host as SNI; this resolves it to loopback (no /etc/hosts change)
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 function wrk(port: number, conns: number, close: boolean, secs = SECS, pid?: number): Wrk {
-  const cpu0 = cpuUs(pid);
+  const cpu0 = cpuUs(pid) + childrenCpuUs(pid);
   const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', LUA, ...(close ? ['-H', 'Connection: close'] : []), `https://${NAME}:${port}/v1/models`]).toString();
-  return { ...parseWrk(out), cpuUs: cpuUs(pid) - cpu0 };
+  return { ...parseWrk(out), cpuUs: cpuUs(pid) + childrenCpuUs(pid) - cpu0 };
 }
 
 try {
@@ -85,16 +92,17 @@ try {
     const mark = goal === undefined ? '' : rr.every((r) => r >= goal) ? 'ok' : `below in ${rr.filter((r) => r < goal).length} of ${rr.length}`;
     return `| ${label} | ${m(hk, 'rps').toFixed(0)} | ${m(mk, 'rps').toFixed(0)} | ${spread(rr, 2)} | ${goal === undefined ? '' : `≥ ${goal.toFixed(2)}`} | ${mark} | ${perReq(hk).toFixed(0)} µs | ${perReq(mk).toFixed(0)} µs | ${spread(cpuRatios(hk, mk), 1, '×')} |`;
   };
-  const cmd = `bin/node bench/tls/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
+  const own = benchOwnProcess();
+  const cmd = `${own ? '' : 'MEMBRANE_BENCH_FEED=0 '}bin/node bench/tls/run.ts --secs ${SECS} --rounds ${ROUNDS}${values.append ? ' --append' : ''}`;
   const lines = [
-    '## tls', '',
+    own ? '## tls, the proxy in its own process (the lab default)' : '## tls, the proxy inside the agent (MEMBRANE_BENCH_FEED=0)', '',
     `Command: \`${cmd}\``, '',
     `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), shared with other work. ` +
     `Loopback, HTTPS (TLS 1.3, ECDSA P-256). Origin = HAProxy terminating TLS and answering 200 itself (CPU 0, with wrk -t1 -c50); proxy under test pinned to CPU 1 ` +
     `(HAProxy nbthread 1 / one Node process). SNI-only: a new TLS connection per request (\`Connection: close\`), the handshake end to end with the origin; ` +
     `membrane reads and decides the ClientHello (3 serverNames) and passes the bytes through, HAProxy \`mode tcp\` + \`req_ssl_sni\`. Intercepted: membrane issues the leaf for the SNI from the ` +
     `interception CA (cached), applies 2 HTTP rules and originates TLS verified against the origin's CA (pooled); HAProxy \`ssl crt\` (a static leaf) + ` +
-    `\`http-request deny\` + \`server ... ssl verify required\` with \`http-reuse always\`. Flows and metrics on for membrane (a TLS flow per handshake, two HTTP flows per request). ` +
+    `\`http-request deny\` + \`server ... ssl verify required\` with \`http-reuse always\`. Flows and metrics on for membrane (a TLS flow per handshake, two HTTP flows per request${own ? ', made by an agent stand-in in its own process on the same CPU, bench/feed-agent.ts, from the access records the proxy sends over the feed socket; its CPU counted with the proxy\'s' : ', in the proxy\'s process as the in-agent proxy'}). ` +
     `${ROUNDS} interleaved rounds, ${SECS} s each: rates and CPU per request are medians of the rounds; each ratio is the median of the rounds' membrane / HAProxy with their min–max in parentheses, a goal met when every round meets it. ` +
     `Load average ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} at the end. wrk resumes TLS sessions (tickets) on its new connections, with both proxies. ` +
     `The SNI-only rate is bounded by wrk and the origin sharing CPU 0 (origin alone below): the proxy's CPU time per connection (from /proc, 10 ms ticks) is the comparison there.`, '',

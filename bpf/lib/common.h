@@ -68,6 +68,8 @@
 
 /* Trace observation points (datapath numbering). */
 #define TRACE_TO_ENDPOINT 0
+#define TRACE_TO_PROXY 1
+#define TRACE_TO_STACK 3
 #define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_ENDPOINT 5
 #define TRACE_FROM_OVERLAY 9

@@ -110,12 +110,18 @@ static __always_inline int ct_lookup(const struct pkt *p, void *own, __u16 ep, _
 	return v ? CT_ESTABLISHED : CT_NEW;
 }
 
-/* Updates lifetime and seen flags of an existing entry; returns 1 when the packet should be
- * traced under "medium" monitor aggregation (new SYN/FIN/RST in its direction, first reply). */
-static __always_inline int ct_update(struct ct_val *v, const struct pkt *p, int reply, __u64 now)
+/* Updates lifetime and seen flags of an existing entry; returns 1 when the packet is reported
+ * under Cilium's "medium" monitor aggregation (__ct_update_timeout with the agent's default
+ * --monitor-aggregation-flags syn,fin,rst, and ACTION_CLOSE): a SYN, FIN or RST not seen before in
+ * its direction, every FIN and RST, the first reply, and the first packet of a direction more
+ * than `interval_s` seconds after that direction's last report (bpf/README.md "Monitor
+ * aggregation"). */
+static __always_inline int ct_update(struct ct_val *v, const struct pkt *p, int reply, __u64 now,
+				     __u16 interval_s)
 {
 	int trace = 0;
 	__u8 f = p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
+	__u16 now_s = (__u16)(now / 1000000000ULL);
 	if (reply) {
 		if (!(v->state & CT_F_SEEN_REPLY)) {
 			v->state |= CT_F_SEEN_REPLY;
@@ -125,9 +131,19 @@ static __always_inline int ct_update(struct ct_val *v, const struct pkt *p, int 
 			v->rev_flags |= f;
 			trace = 1;
 		}
-	} else if (f & ~v->fwd_flags) {
-		v->fwd_flags |= f;
-		trace = 1;
+		if (trace || f & (TCP_FIN | TCP_RST) || (__u16)(now_s - v->rev_report) > interval_s) {
+			v->rev_report = now_s;
+			trace = 1;
+		}
+	} else {
+		if (f & ~v->fwd_flags) {
+			v->fwd_flags |= f;
+			trace = 1;
+		}
+		if (trace || f & (TCP_FIN | TCP_RST) || (__u16)(now_s - v->fwd_report) > interval_s) {
+			v->fwd_report = now_s;
+			trace = 1;
+		}
 	}
 	__u64 life;
 	if (p->proto == IPPROTO_TCP) {
@@ -176,6 +192,7 @@ static __noinline int ct_create(void *tbl, const struct pkt *p, const struct ct_
 	ct_key_fill(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, n->dir, n->ep_id);
 	v.created = now;
 	v.fwd_flags = p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
+	v.fwd_report = (__u16)(now / 1000000000ULL); /* a new connection is traced */
 	if (p->proto == IPPROTO_TCP)
 		v.expires = now + ((p->tcp_flags & TCP_RST) ? CT_LIFETIME_CLOSE : CT_LIFETIME_TCP_SYN);
 	else

@@ -173,7 +173,11 @@ struct ct_val {
 	__be16 frag_dport;
 	__be16 frag_policy_port;
 	__u16 pad3;
-	__u32 pad4;
+	/* monitor aggregation: when each direction was last traced, in seconds of bpf_ktime_get_ns
+	 * modulo 2^16 (Cilium's last_tx_report / last_rx_report; compared by difference, so only an
+	 * entry silent for a multiple of ~18 h can miss one interval's report) */
+	__u16 fwd_report;
+	__u16 rev_report;
 };
 
 #define CT_LIFETIME_TCP_SYN (60ULL * 1000000000ULL)
@@ -214,8 +218,21 @@ struct dp_config {
 	 * endpoint program, and decapsulated traffic for a local endpoint is redirected to its veth
 	 * (lib/overlay.h): the node's IP forwarding is skipped, its routing decision is not. */
 	__u32 overlay_ifindex;
-	__u32 pad;
+	/* Cilium's --monitor-aggregation as MON_AGG_* (0, what a config never written holds, is
+	 * Cilium's default, medium) and --monitor-aggregation-interval in seconds (0: 5) */
+	__u8 monitor_aggregation;
+	__u8 pad;
+	__u16 monitor_interval_s;
 };
+
+/* dp_config.monitor_aggregation (bpf/README.md "Monitor aggregation"): medium and maximum trace a
+ * connection's packets where conntrack reports them (new flags, close, first reply, interval)
+ * and never on receive; low and lowest trace every packet, never on receive; none every packet,
+ * on receive (from-endpoint) too. */
+#define MON_AGG_MEDIUM 0
+#define MON_AGG_LOW 1
+#define MON_AGG_NONE 2
+#define MON_REPORT_INTERVAL_S 5
 
 /* Routing mode tunnel (VXLAN): pods may not send to the tunnel port (DROP_ENCAP_PROHIBITED). */
 #define DP_F_TUNNEL 0x01

@@ -104,6 +104,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
     tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
     enableIPv6: config.enableIPv6,
+    monitorAggregation: config.monitorAggregation, monitorIntervalS: config.monitorAggregationInterval,
     ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });
   const { networks, workloads } = provider;

@@ -121,6 +121,14 @@ export interface MembraneConfig {
   routingMode: RoutingMode;
   /** Cilium's enable-ipv6: pods get IPv6 addresses, the datapath enforces IPv6 (else drops it, 139) */
   enableIPv6: boolean;
+  /**
+   * Cilium's --monitor-aggregation, as the datapath implements it: medium (medium, max, maximum,
+   * 3, 4) traces a connection's packets where conntrack reports them; low (low, lowest, 1, 2)
+   * every packet, never on receive (bpf/README.md "Monitor aggregation")
+   */
+  monitorAggregation: 'medium' | 'low';
+  /** Cilium's --monitor-aggregation-interval, in seconds: how often medium reports an active connection again */
+  monitorAggregationInterval: number;
   /** transparent encryption between nodes (Cilium's --enable-wireguard / encryption.type): wireguard or disabled */
   encryption: 'disabled' | 'wireguard';
   /** node-to-node traffic through WireGuard too (Cilium's --encrypt-node) */
@@ -310,6 +318,29 @@ export const SETTINGS: readonly Setting[] = [
     help: "burst of each sender's event budget (Cilium's --bpf-events-default-burst-limit)", parse: wholeNumber(100_000_000),
   },
   {
+    name: 'monitorAggregation', scope: 'agent', env: 'MEMBRANE_MONITOR_AGGREGATION', flag: '--monitor-aggregation', default: 'medium',
+    help: "which packets the datapath traces (Cilium's --monitor-aggregation): medium (also max, maximum, 3, 4) a connection's first packet, a SYN, FIN or RST new in its direction, every FIN and RST, its first reply, and a packet of a direction silent in Hubble for --monitor-aggregation-interval; low (also lowest, 1, 2) every packet where it leaves its endpoint or is delivered to one. Drops and policy verdicts are never aggregated. none (every packet also as it is received) is not implemented",
+    parse(raw) {
+      const v = raw.trim().toLowerCase();
+      if (['medium', 'max', 'maximum', '3', '4'].includes(v)) return 'medium';
+      if (['low', 'lowest', '1', '2'].includes(v)) return 'low';
+      if (['', 'none', 'disabled', '0'].includes(v)) {
+        throw new MembraneError('CONFIG_UNSUPPORTED', `monitorAggregation (${this.flag} / ${this.env}): "${raw}" is not implemented (the datapath has no trace of a packet as it is received: from-endpoint, from-overlay, from-network)`, { hint: 'use low (every packet where it leaves its endpoint or is delivered) or medium' });
+      }
+      throw bad(this, raw, 'medium, max, maximum, low or lowest (or 1..4)');
+    },
+  },
+  {
+    name: 'monitorAggregationInterval', scope: 'agent', env: 'MEMBRANE_MONITOR_AGGREGATION_INTERVAL', flag: '--monitor-aggregation-interval', default: '5s',
+    help: "medium monitor aggregation: an active connection's direction is traced again after this many seconds without a trace (Cilium's --monitor-aggregation-interval; 5s or 5)",
+    parse(raw) {
+      const m = /^(\d{1,5})s?$/.exec(raw.trim());
+      const n = m ? Number(m[1]) : NaN;
+      if (!(n >= 1 && n <= 3600)) throw bad(this, raw, 'whole seconds 1..3600, e.g. 5s');
+      return n;
+    },
+  },
+  {
     name: 'policyAuditMode', scope: 'agent', env: 'MEMBRANE_POLICY_AUDIT_MODE', flag: '--policy-audit-mode', default: 'false',
     help: "true: L3/L4 policy drops pass and are reported as AUDIT flows, on every endpoint without its own PolicyAuditMode (Cilium's --policy-audit-mode; `membrane endpoint config <id> PolicyAuditMode=Enabled` for one endpoint)", parse: flag,
   },
@@ -394,6 +425,8 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     identityGcInterval: value('identityGcInterval', undefined),
     routingMode: value('routingMode', 'tunnel'),
     enableIPv6: value('enableIPv6', false),
+    monitorAggregation: value('monitorAggregation', 'medium'),
+    monitorAggregationInterval: value('monitorAggregationInterval', 5),
     podCidr: value('podCidr', undefined),
     devices: value('devices', undefined),
     nodeAddresses: value('nodeAddresses', undefined),

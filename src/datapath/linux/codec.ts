@@ -386,7 +386,15 @@ export interface DpConfig {
   eventBurstNs: bigint;
   /** routing mode tunnel: the VXLAN device's ifindex once its programs are attached (absent: 0) */
   overlayIfindex?: number;
+  /** Cilium's --monitor-aggregation as the datapath reads it (absent: medium, Cilium's default) */
+  monitorAggregation?: MonitorAggregation;
+  /** Cilium's --monitor-aggregation-interval in seconds (absent: 5) */
+  monitorIntervalS?: number;
 }
+
+/** What the datapath traces of a connection's packets (bpf/README.md "Monitor aggregation"). */
+export type MonitorAggregation = 'medium' | 'low';
+const MON_AGG: Record<MonitorAggregation, number> = { medium: 0, low: 1 };
 
 export function encodeDpConfig(c: DpConfig): Buffer {
   const b = Buffer.alloc(DP_CONFIG_SIZE);
@@ -395,13 +403,21 @@ export function encodeDpConfig(c: DpConfig): Buffer {
   b.writeBigUInt64LE(c.eventIntervalNs, 8);
   b.writeBigUInt64LE(c.eventBurstNs, 16);
   b.writeUInt32LE((c.overlayIfindex ?? 0) >>> 0, 24);
+  b.writeUInt8(MON_AGG[c.monitorAggregation ?? 'medium'], 28);
+  b.writeUInt16LE(c.monitorIntervalS ?? 0, 30);
   return b;
 }
 
 export function decodeDpConfig(b: Buffer): DpConfig {
   const flags = b.readUInt32LE(4);
-  const overlayIfindex = b.length >= DP_CONFIG_SIZE ? b.readUInt32LE(24) : 0;
-  return { policyRevision: b.readUInt32LE(0), ...(flags ? { flags } : {}), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16), ...(overlayIfindex ? { overlayIfindex } : {}) };
+  const full = b.length >= DP_CONFIG_SIZE;
+  const overlayIfindex = full ? b.readUInt32LE(24) : 0;
+  const monitorAggregation = full && b.readUInt8(28) === MON_AGG.low ? 'low' : undefined;
+  const monitorIntervalS = full ? b.readUInt16LE(30) : 0;
+  return {
+    policyRevision: b.readUInt32LE(0), ...(flags ? { flags } : {}), eventIntervalNs: b.readBigUInt64LE(8), eventBurstNs: b.readBigUInt64LE(16),
+    ...(overlayIfindex ? { overlayIfindex } : {}), ...(monitorAggregation ? { monitorAggregation } : {}), ...(monitorIntervalS ? { monitorIntervalS } : {}),
+  };
 }
 
 /** Event budget (events/s, burst) → the GCRA parameters the datapath reads. rate 0 = unlimited. */

@@ -15,7 +15,7 @@ import {
 import type { MapState, MapStateDelta } from '../../policy/types.ts';
 import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
 import { BpfObject, ensureBpffs, enableRunTimeStats, disableRunTimeStats, setLibbpfLogger } from '../../sys/bpf.ts';
-import { decodeNodeMacKey, encodeNodeMac, encodeNodeMacKey, encodeSockmapFd, encodeU32, type CtEntry } from './codec.ts';
+import { decodeNodeMacKey, encodeNodeMac, encodeNodeMacKey, encodeSockmapFd, encodeU32, type CtEntry, type MonitorAggregation } from './codec.ts';
 import { ConfigMap } from './configmap.ts';
 import { CtMap } from './ctmap.ts';
 import { NetworkDevices } from './devices.ts';
@@ -55,6 +55,13 @@ export interface LinuxDatapathOptions {
   eventRate?: { perSecond: number; burst: number };
   /** routing mode tunnel: pods may not send to the tunnel port (ENCAPSULATION_TRAFFIC_IS_PROHIBITED) */
   tunnel?: boolean;
+  /**
+   * Cilium's --monitor-aggregation as the datapath implements it (default medium: a connection's
+   * packets are traced where conntrack reports them, bpf/README.md "Monitor aggregation"; low:
+   * every packet, never on receive) and --monitor-aggregation-interval in seconds (default 5).
+   */
+  monitorAggregation?: MonitorAggregation;
+  monitorIntervalS?: number;
   /**
    * IPv6 enforced like IPv4 (Cilium's `enable-ipv6`): parsed (extension headers, fragments),
    * identities from the ipcache's IPv6 prefixes, policy, conntrack. Default false: endpoints drop
@@ -119,7 +126,11 @@ export class LinuxDatapath implements Datapath {
     this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
-    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, { tunnel: this.opts.tunnel ?? false, enableIPv6: this.opts.enableIPv6 ?? false });
+    this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, {
+      tunnel: this.opts.tunnel ?? false, enableIPv6: this.opts.enableIPv6 ?? false,
+      ...(this.opts.monitorAggregation ? { monitorAggregation: this.opts.monitorAggregation } : {}),
+      ...(this.opts.monitorIntervalS ? { monitorIntervalS: this.opts.monitorIntervalS } : {}),
+    });
     this.endpoints.restore((id) => this.ct.ensureTables(id));
     this.lb.load();
     try {

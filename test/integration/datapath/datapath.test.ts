@@ -76,6 +76,9 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     // medium monitor aggregation: the new connection is traced once on the node, where it is
     // delivered (B), and no packet of it traced from-endpoint at A (Cilium sends none)
     assert.ok(!evs.some((e) => e.type === 4 && e.subType === 5 && e.srcIp === A.ip && e.dstIp === B.ip), 'no from-endpoint trace of A -> B');
+    // nor as it leaves A at all (to-stack, to-overlay): a packet for a local endpoint is traced
+    // where it is delivered (bpf/README.md "Monitor aggregation")
+    assert.deepEqual(evs.filter((e) => e.type === 4 && e.endpointId === A.id && e.srcIp === A.ip && e.dstIp === B.ip).map((e) => e.subType), [], 'no trace of A -> B at A');
     find(evs, (e) => e.type === 4 && e.endpointId === A.id && e.ctReason === 3 && e.srcPort === 8080 && (e.tcpFlags & 0x12) === 0x12, 'trace REPLY SYN-ACK at A');
     const v = find(evs, (e) => e.type === 5 && e.dstPort === 9090 && e.srcIp === A.ip && e.endpointId === B.id, 'verdict drop 9090');
     assert.equal(v.verdict, -133);

@@ -31,9 +31,23 @@ test('config: a bad value is a CONFIG_INVALID error naming the setting, its flag
     [{ MEMBRANE_LOG_LEVEL: 'loud' }, /logLevel/],
     [{ MEMBRANE_LAB: 'a b' }, /lab/],
     [{ MEMBRANE_BPF_EVENTS_DEFAULT_BURST_LIMIT: '1e3' }, /bpfEventsDefaultBurstLimit/],
+    [{ MEMBRANE_MONITOR_AGGREGATION: 'high' }, /monitorAggregation .*medium, max, maximum, low or lowest/],
+    [{ MEMBRANE_MONITOR_AGGREGATION: '5' }, /monitorAggregation/],
+    [{ MEMBRANE_MONITOR_AGGREGATION_INTERVAL: '0s' }, /monitorAggregationInterval/],
+    [{ MEMBRANE_MONITOR_AGGREGATION_INTERVAL: '5m' }, /monitorAggregationInterval/],
   ];
   for (const [env, msg] of bad) {
     assert.throws(() => buildConfig({ env }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_INVALID' && msg.test(e.message) && !!e.hint, JSON.stringify(env));
+  }
+});
+
+test("config: monitor aggregation takes Cilium's names and numbers, refuses none (not implemented) with a coded error", () => {
+  assert.deepEqual([buildConfig().monitorAggregation, buildConfig().monitorAggregationInterval], ['medium', 5], "Cilium's defaults");
+  for (const v of ['medium', 'MEDIUM', 'max', 'maximum', '3', '4']) assert.equal(buildConfig({ flags: { monitorAggregation: v } }).monitorAggregation, 'medium', v);
+  for (const v of ['low', 'lowest', '1', '2']) assert.equal(buildConfig({ flags: { monitorAggregation: v } }).monitorAggregation, 'low', v);
+  assert.equal(buildConfig({ env: { MEMBRANE_MONITOR_AGGREGATION_INTERVAL: '10s' } }).monitorAggregationInterval, 10);
+  for (const v of ['none', 'disabled', '0']) {
+    assert.throws(() => buildConfig({ flags: { monitorAggregation: v } }), (e: unknown) => e instanceof MembraneError && e.code === 'CONFIG_UNSUPPORTED' && /not implemented/.test(e.message) && /low/.test(e.hint ?? ''), v);
   }
 });
 

@@ -132,6 +132,10 @@ test('datapath config and event budget: GCRA interval and burst', () => {
   const o = { ...t, overlayIfindex: 0x01020304 };
   assert.equal(C.encodeDpConfig(o).readUInt32LE(24), 0x01020304, 'overlay ifindex at offset 24');
   assert.deepEqual(C.decodeDpConfig(C.encodeDpConfig(o)), o);
+  assert.equal(C.encodeDpConfig(t).readUInt8(28), 0, 'medium monitor aggregation is 0: what a config never written holds');
+  const m = { ...t, monitorAggregation: 'low' as const, monitorIntervalS: 10 };
+  assert.deepEqual([C.encodeDpConfig(m).readUInt8(28), C.encodeDpConfig(m).readUInt16LE(30)], [1, 10], 'monitor aggregation at 28, its interval at 30');
+  assert.deepEqual(C.decodeDpConfig(C.encodeDpConfig(m)), m);
   assert.deepEqual([C.ctOwnIndex(0), C.ctExtIndex(0), C.ctOwnIndex(65535), C.ctExtIndex(65535)], [0, 1, 131070, 131071]);
   assert.ok(C.ctExtIndex(65535) < C.CT_TABLES);
 });

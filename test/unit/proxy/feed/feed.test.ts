@@ -149,9 +149,17 @@ test('access records cross the wire as they were made: DNS and plain HTTP ones p
     // the plain ones (no optional field but the response's request time) go positional (tag 2)
     const plain = recs.filter((r) => r.l7 === 'http' && Object.keys(r).every((k) => k === 'requestTimeMs' || !['traceId', 'reason', 'tls', 'headerActions'].includes(k)));
     assert.equal(m.items.filter((w) => w[0] === 2).length, plain.length);
+    // intercepted ones (tls with intercepted: true, no other optional field) too (tag 4, the server name last)
+    const intercepted = recs.filter((r) => r.l7 === 'http' && r.tls?.intercepted === true && Object.keys(r).every((k) => k === 'requestTimeMs' || k === 'tls' || !['traceId', 'reason', 'headerActions'].includes(k)));
+    assert.equal(m.items.filter((w) => w[0] === 4).length, intercepted.length);
   }), { numRuns: 300 });
   // a positional record of the wrong length is no record (the agent skips and counts it)
   assert.equal(decodeRecord([2, 0, 0, 0, 1, '10.0.0.1', 1, 1, 0] as never, () => undefined), undefined);
+  // an intercepted one whose server name is not a string, or missing, is none either
+  const w4 = [4, 0, 0, 0, 1, '10.0.0.1', 1, 1, 0, '10.0.0.2', 443, 2, 0, 0, 'GET', 'https://a/', 'a', '/', 'HTTP/1.1', [], 0, 0, -1];
+  assert.equal(decodeRecord([...w4, { sni: 'a' }] as never, () => undefined), undefined);
+  assert.equal(decodeRecord(w4 as never, () => undefined), undefined);
+  assert.deepEqual((decodeRecord([...w4, 'a'] as never, () => undefined) as { tls?: unknown }).tls, { sni: 'a', intercepted: true });
 });
 
 test('feed: records go in messages of 128 at most, in order, the buffer of an agent\'s absence too; a few wait and go as one', async (t) => {
