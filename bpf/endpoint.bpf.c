@@ -136,11 +136,9 @@ out:
 	return 0;
 }
 
-#define SRC_BUCKET(identity, bucket) ((__u64)(identity) | ((__u64)(bucket) << 32))
-
 /* Event context of local endpoint `dcfg`'s ingress, for a packet whose events spend `bucket`. */
 static __always_inline void ingress_ctx(struct ev_ctx *dc, const struct ep_config *dcfg,
-					__u32 src_identity, __u32 bucket)
+					__u32 src_identity, __u32 bucket, __u64 now)
 {
 	dc->ifindex = dcfg->ifindex;
 	dc->ep_id = dcfg->ep_id;
@@ -149,28 +147,27 @@ static __always_inline void ingress_ctx(struct ev_ctx *dc, const struct ep_confi
 	dc->direction = DIR_INGRESS;
 	dc->pad = 0;
 	dc->bucket = bucket;
+	dc->now = now;
 }
 
-/* Ingress policy of local endpoint `dcfg` for a new connection from a source identity (low 32
- * bits of src_bucket; the high 32 bits: the events' budget), decided before the packet reaches
- * the endpoint's veth. Events carry the destination endpoint and the
+/* Ingress policy of local endpoint `dcfg` for a new connection, decided before the packet
+ * reaches the endpoint's veth; `dc` is the destination's ingress event context (ingress_ctx: the
+ * source identity, the sender's budget), so events carry the destination endpoint and the
  * INGRESS direction, as if to_container had decided. Returns 0 (allowed; ir->proxy_port != 0
  * when the packet was steered to the ingress proxy) or -1 (dropped, events emitted). */
 static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
-				     const struct ep_config *dcfg, __u64 src_bucket,
+				     const struct ep_config *dcfg, const struct ev_ctx *dc,
 				     struct policy_result *ir)
 {
-	const __u32 src_identity = (__u32)src_bucket, bucket = (__u32)(src_bucket >> 32);
-	struct ev_ctx dc;
-	ingress_ctx(&dc, dcfg, src_identity, bucket);
+	const __u32 src_identity = dc->src_identity;
 	__u8 dd = dcfg->flags & EP_F_DENY_INGRESS;
 	stat_inc(STAT_INGRESS_EARLY);
 	policy_lookup(dcfg->ep_id, DIR_INGRESS, dd, src_identity, p->proto, policy_port_of(p), ir);
 	policy_audit(ir, dcfg->flags);
 	if (ir->drop) {
-		emit_event(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)ir->drop, ir->match_type,
+		emit_event(p, dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)ir->drop, ir->match_type,
 			   ir->auth_type, DIR_INGRESS);
-		do_drop(p, &dc, ir->drop, DIR_INGRESS);
+		do_drop(p, dc, ir->drop, DIR_INGRESS);
 		return -1;
 	}
 	if (ir->proxy_port) {
@@ -180,14 +177,14 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
 		else
 			d = proxy_steer(skb, p, ir->proxy_slot);
 		if (d) {
-			emit_event(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)d, ir->match_type,
+			emit_event(p, dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)d, ir->match_type,
 				   ir->auth_type, DIR_INGRESS);
-			do_drop(p, &dc, d, DIR_INGRESS);
+			do_drop(p, dc, d, DIR_INGRESS);
 			return -1;
 		}
 	}
 	if (dd || ir->match_type || ir->audited)
-		emit_event_f(p, &dc, EV_POLICY_VERDICT, 0, CT_NEW, ir->proxy_port, ir->match_type,
+		emit_event_f(p, dc, EV_POLICY_VERDICT, 0, CT_NEW, ir->proxy_port, ir->match_type,
 			     ir->auth_type, DIR_INGRESS, ir->audited ? EV_F_AUDITED : 0);
 	return 0;
 }
@@ -196,7 +193,7 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
  * at the source. Returns 0 (allowed; ir->proxy_port set when policy redirects) or -1 (dropped,
  * a drop event at the destination's ingress). */
 static __always_inline int ingress_recheck(const struct pkt *p, const struct ep_config *dcfg,
-					   __u32 src_identity, __u32 bucket, struct policy_result *ir)
+					   __u32 src_identity, __u32 bucket, __u64 now, struct policy_result *ir)
 {
 	stat_inc(STAT_POLICY_RECHECK);
 	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags & EP_F_DENY_INGRESS, src_identity,
@@ -205,7 +202,7 @@ static __always_inline int ingress_recheck(const struct pkt *p, const struct ep_
 	if (!ir->drop)
 		return 0;
 	struct ev_ctx dc;
-	ingress_ctx(&dc, dcfg, src_identity, bucket);
+	ingress_ctx(&dc, dcfg, src_identity, bucket, now);
 	do_drop(p, &dc, ir->drop, DIR_INGRESS);
 	return -1;
 }
@@ -220,7 +217,6 @@ struct hctx {
 	void *own;  /* the endpoint's own conntrack table */
 	void *create_tbl; /* new connection: the table of its entry (NULL: no entry) */
 	struct ct_new n;  /* new connection: its entry */
-	__u64 now;
 	__u32 rev;  /* policy revision at the start of the packet */
 	__u16 dest_ep; /* new connection: local destination whose ingress was decided here */
 	__u8 dir;
@@ -259,7 +255,7 @@ static __always_inline int hdrop(struct hctx *h, __u8 reason)
 static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out)
 {
 	struct ct_key k;
-	return ct_lookup(&h->p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->now, &k, out);
+	return ct_lookup(&h->p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->c.now, &k, out);
 }
 
 /* Per-packet policy for a forward (non-reply) packet of an established connection at an
@@ -298,7 +294,7 @@ static __noinline int ct_recheck(struct __sk_buff *skb, struct hctx *h, struct c
 		struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &id);
 		if (dcfg) {
 			struct policy_result ir;
-			if (ingress_recheck(p, dcfg, cfg->identity, h->c.bucket, &ir) < 0)
+			if (ingress_recheck(p, dcfg, cfg->identity, h->c.bucket, h->c.now, &ir) < 0)
 				return -1;
 			pp = ir.proxy_port;
 			ps = ir.proxy_slot;
@@ -324,14 +320,14 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 		stat_inc(STAT_CT_RELATED);
 		trace = 1;
 	} else if (ct == CT_REPLY) {
-		trace = ct_update(v, p, 1, h->now, h->mon_interval_s);
+		trace = ct_update(v, p, 1, h->c.now, h->mon_interval_s);
 		stat_inc(STAT_CT_REPLY);
 	} else {
 		if (!from && (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_PROXY_INGRESS)
 			v->state |= CT_F_PROXY_UPSTREAM;
 		if (ct_recheck(skb, h, v) < 0)
 			return TC_ACT_SHOT;
-		trace = ct_update(v, p, 0, h->now, h->mon_interval_s);
+		trace = ct_update(v, p, 0, h->c.now, h->mon_interval_s);
 		if (v->state & CT_F_PREDECIDED) {
 			/* first packet of a connection whose ingress was decided upstream */
 			v->state &= ~CT_F_PREDECIDED;
@@ -427,7 +423,9 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 		struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &id);
 		if (dcfg) {
 			struct policy_result ir;
-			if (ingress_decide(skb, p, dcfg, SRC_BUCKET(cfg->identity, h->c.bucket), &ir) < 0)
+			struct ev_ctx dc;
+			ingress_ctx(&dc, dcfg, cfg->identity, h->c.bucket, h->c.now);
+			if (ingress_decide(skb, p, dcfg, &dc, &ir) < 0)
 				return TC_ACT_SHOT;
 			h->n.proxy_port = ir.proxy_port;
 			h->n.proxy_slot = ir.proxy_slot;
@@ -442,7 +440,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 static __always_inline int create_new(struct hctx *h)
 {
 	if (h->create_tbl) {
-		int d = ct_create(h->create_tbl, &h->p, &h->n, h->now);
+		int d = ct_create(h->create_tbl, &h->p, &h->n, h->c.now);
 		if (d)
 			return do_drop(&h->p, &h->c, d, h->dir);
 		stat_inc(STAT_CT_NEW);
@@ -454,7 +452,7 @@ static __always_inline int create_new(struct hctx *h)
 			h->n.dir = DIR_INGRESS;
 			h->n.ep_id = h->dest_ep;
 			h->n.rev_nat = 0;
-			ct_create(h->own, &h->p, &h->n, h->now);
+			ct_create(h->own, &h->p, &h->n, h->c.now);
 		}
 	}
 	/* A new connection is traced once per node: at the local destination's to_container when its
@@ -600,7 +598,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		return hdrop(&h, DROP_CT_NO_MAP);
 	h.own = own;
 	hctx_config(&h);
-	h.now = bpf_ktime_get_ns();
+	h.c.now = bpf_ktime_get_ns();
 
 	/* Fragments: state lives in the sender's table; a later fragment takes its ports from the
 	 * first one (or is dropped), a passing first fragment is registered on the way out. */
@@ -614,7 +612,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 			ctx_remote(&h.c, &h.rm, from, remote_of(&h), p->family);
 			frag_tbl = ct_table(ct_ingress_idx(ep, h.rm.ep_id));
 		}
-		if (p->frag == FRAG_LATER && (!frag_tbl || frag_ports(frag_tbl, p, h.now)))
+		if (p->frag == FRAG_LATER && (!frag_tbl || frag_ports(frag_tbl, p, h.c.now)))
 			return hdrop(&h, DROP_FRAG_NOT_FOUND);
 		frag_snapshot(&fr, p);
 	}
@@ -642,7 +640,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (verdict != TC_ACT_OK)
 		return verdict;
 	if (p->frag == FRAG_FIRST)
-		frag_register(frag_tbl, &fr, h.now);
+		frag_register(frag_tbl, &fr, h.c.now);
 	stat_inc(STAT_PASS);
 	if (!from)
 		return TC_ACT_OK;
@@ -743,6 +741,15 @@ int from_container(struct __sk_buff *skb)
  * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
  * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
  * (to_container parses and enforces every packet that reaches a pod). */
+/* Conntrack lookup of a packet entering the node for local endpoint dc->ep_id (a subprogram: the
+ * key stays off the callers' frames, which are at the verifier's 512 bytes with from_overlay's). */
+static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct ev_ctx *dc,
+				    struct remote *rm, struct ct_val **out)
+{
+	struct ct_key k;
+	return ct_lookup(p, own, dc->ep_id, DIR_INGRESS, rm, p->saddr, dc->now, &k, out);
+}
+
 static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
 {
 	struct ep_config *dcfg = local_dest(p);
@@ -753,26 +760,24 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	void *ext = ct_table(CT_EXT(ep));
 	if (!own || !ext)
 		return TC_ACT_OK; /* to_container drops it (190) */
-	struct ev_ctx dc;
-	ingress_ctx(&dc, dcfg, rm->identity, SENDER_EXT(ep));
 	const __u32 rev = policy_rev();
-	__u64 now = bpf_ktime_get_ns();
+	struct ev_ctx dc;
+	ingress_ctx(&dc, dcfg, rm->identity, SENDER_EXT(ep), bpf_ktime_get_ns());
 	struct frag_reg fr;
 	if (p->frag) {
-		if (p->frag == FRAG_LATER && frag_ports(ext, p, now))
+		if (p->frag == FRAG_LATER && frag_ports(ext, p, dc.now))
 			return TC_ACT_OK; /* to_container drops it (175) */
 		frag_snapshot(&fr, p);
 	}
-	struct ct_key k;
 	struct ct_val *v = 0;
-	int ct = ct_lookup(p, own, ep, DIR_INGRESS, rm, p->saddr, now, &k, &v);
+	int ct = net_ct_lookup(p, own, &dc, rm, &v);
 	if (ct != CT_NEW && v) {
 		if (ct == CT_ESTABLISHED && v->proxy_port) {
 			/* redirected connection: to_container never sees it, so its policy is
 			 * enforced here, per packet */
 			if (v->pol_rev != rev) {
 				struct policy_result ir;
-				if (ingress_recheck(p, dcfg, rm->identity, SENDER_EXT(ep), &ir) < 0)
+				if (ingress_recheck(p, dcfg, rm->identity, SENDER_EXT(ep), dc.now, &ir) < 0)
 					return TC_ACT_SHOT;
 				if (ir.proxy_port) {
 					v->proxy_port = ir.proxy_port;
@@ -780,7 +785,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 				}
 				v->pol_rev = rev;
 			}
-			ct_update(v, p, 0, now, MON_REPORT_INTERVAL_S);
+			ct_update(v, p, 0, dc.now, MON_REPORT_INTERVAL_S);
 			int d = proxy_steer(skb, p, v->proxy_slot);
 			if (d)
 				return do_drop(p, &dc, d, DIR_INGRESS);
@@ -799,7 +804,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 		return TC_ACT_OK;
 	}
 	struct policy_result ir;
-	if (ingress_decide(skb, p, dcfg, SRC_BUCKET(rm->identity, SENDER_EXT(ep)), &ir) < 0)
+	if (ingress_decide(skb, p, dcfg, &dc, &ir) < 0)
 		return TC_ACT_SHOT;
 	struct ct_new n = {};
 	n.src_identity = rm->identity;
@@ -809,14 +814,14 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	n.state = ir.proxy_port ? 0 : CT_F_PREDECIDED;
 	n.dir = DIR_INGRESS;
 	n.ep_id = ep;
-	int d = ct_create(ext, p, &n, now);
+	int d = ct_create(ext, p, &n, dc.now);
 	if (d && ir.proxy_port)
 		return do_drop(p, &dc, d, DIR_INGRESS);
 	if (!ir.proxy_port)
 		*deliver = dcfg->ifindex;
 pass:
 	if (p->frag == FRAG_FIRST)
-		frag_register(ext, &fr, now);
+		frag_register(ext, &fr, dc.now);
 	return TC_ACT_OK;
 }
 
@@ -1002,7 +1007,7 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	h.c.dst_identity = dcfg->identity;
 	h.c.bucket = SENDER_EXT(ep);
 	hctx_config(&h);
-	h.now = bpf_ktime_get_ns();
+	h.c.now = bpf_ktime_get_ns();
 	struct ct_val *v = 0;
 	int ct = hctx_lookup(&h, &v);
 	if (ct == CT_NEW || !v || v->proxy_port)

@@ -4,6 +4,8 @@
 // The datapath agent (driver) runs in the node namespace as in production, reading events.
 //   bin/node bench/datapath/run.ts [--secs 3] [--rounds 3] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## datapath`.
+// MEMBRANE_BENCH_BPF_OBJECT=<path.o> loads another build of the endpoint programs (an A/B of two
+// builds in one sitting: run it with each, alternately).
 import { loadavg } from 'node:os';
 import { createTopo, type Pod } from '../../test/integration/datapath/support/topo.ts';
 import { Driver } from '../../test/integration/datapath/support/rpc.ts';
@@ -34,7 +36,8 @@ process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
 try {
   await suite.startServers(B.ns);
 
-  driver = new Driver(topo.nodeNs, pinRoot);
+  const object = process.env.MEMBRANE_BENCH_BPF_OBJECT;
+  driver = new Driver(topo.nodeNs, pinRoot, object ? { objectPath: object } : undefined);
   await driver.call('start');
   await driver.call('mute'); // events are still read from the ring by the agent, just not kept
   const idOf = (p: Pod) => 2000 + p.id;

@@ -88,7 +88,6 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
 				__u16 *rev_nat)
 {
-	__u64 now = bpf_ktime_get_ns();
 	struct lb4_key lk = {};
 	__builtin_memcpy(lk.vip, p->daddr, 4);
 	lk.dport = p->dport;
@@ -100,6 +99,8 @@ static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	__u16 rn = svc->rev_nat;
 	if (count == 0)
 		return DROP_NO_SERVICE;
+	/* the clock only for a service's packets (every packet of a pod looks its frontend up) */
+	const __u64 now = bpf_ktime_get_ns();
 	struct ct_key sk;
 	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 4, DIR_SERVICE, ep);
 	struct ct_val *sv = ct_get(own, &sk, now);
@@ -277,7 +278,6 @@ static __always_inline int l6_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
 				__u16 *rev_nat)
 {
-	__u64 now = bpf_ktime_get_ns();
 	struct lb6_key lk = {};
 	__builtin_memcpy(lk.vip, p->daddr, 16);
 	lk.dport = p->dport;
@@ -289,6 +289,8 @@ static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	__u16 rn = svc->rev_nat;
 	if (count == 0)
 		return DROP_NO_SERVICE;
+	/* the clock only for a service's packets (every packet of a pod looks its frontend up) */
+	const __u64 now = bpf_ktime_get_ns();
 	struct ct_key sk;
 	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 6, DIR_SERVICE, ep);
 	struct ct_val *sv = ct_get(own, &sk, now);
