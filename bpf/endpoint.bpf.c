@@ -736,11 +736,6 @@ int from_container(struct __sk_buff *skb)
 #endif
 }
 
-/* Ingress of a packet entering the node from outside its pods (a network device, or the tunnel)
- * towards a local endpoint, from a source whose identity is rm->identity: new connections get
- * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
- * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
- * (to_container parses and enforces every packet that reaches a pod). */
 /* Conntrack lookup of a packet entering the node for local endpoint dc->ep_id (a subprogram: the
  * key stays off the callers' frames, which are at the verifier's 512 bytes with from_overlay's). */
 static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct ev_ctx *dc,
@@ -750,6 +745,11 @@ static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct
 	return ct_lookup(p, own, dc->ep_id, DIR_INGRESS, rm, p->saddr, dc->now, &k, out);
 }
 
+/* Ingress of a packet entering the node from outside its pods (a network device, or the tunnel)
+ * towards a local endpoint, from a source whose identity is rm->identity: new connections get
+ * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
+ * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
+ * (to_container parses and enforces every packet that reaches a pod). */
 static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
 {
 	struct ep_config *dcfg = local_dest(p);

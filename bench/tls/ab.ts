@@ -5,8 +5,9 @@
  * what to compare on a shared machine), per mode: `ka` intercepted keep-alive (50 conns), `new`
  * intercepted with a new TLS connection per request, `sni` SNI passthrough (new connection per
  * request). Also the origin's new TLS connections per proxied request (1 with no upstream reuse,
- * ~0 when the pool holds) from HAProxy's stats socket. With MEMBRANE_BENCH_FEED=1 (the lab's own-process
- * proxy) also the CPU per request of the agent stand-in that makes the flows (the proxy's child).
+ * ~0 when the pool holds) from HAProxy's stats socket. With the proxy in its own process (the lab's
+ * mode, the default; MEMBRANE_BENCH_FEED=0: inside the agent) also the CPU per request of the agent
+ * stand-in that makes the flows (the proxy's child).
  *
  *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
  * --a-node-flags / --b-node-flags: flags for one side only (with --a . : an A/B of V8 flags on the same tree).
@@ -19,7 +20,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
+import { benchCa, benchProxyMode, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
@@ -40,7 +41,7 @@ const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 const STATS = join(dir, 'origin.sock');
 /**
- * CPU time (µs) of the proxy's child processes: with MEMBRANE_BENCH_FEED=1 the agent stand-in that
+ * CPU time (µs) of the proxy's child processes: in the own-process mode the agent stand-in that
  * makes the flows (bench/feed-agent.ts), on the proxy's CPU as in a lab where both share the node
  */
 function childrenCpuUs(pid: number): number {
@@ -108,7 +109,7 @@ try {
       console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (+ agent stand-in ${agent.toFixed(1)}), origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
-  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; proxy ${process.env.MEMBRANE_BENCH_FEED === '1' ? 'in its own process (MEMBRANE_BENCH_FEED=1, flows made by the agent stand-in)' : 'with the flows in its process (in-agent)'}`);
+  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');

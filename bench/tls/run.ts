@@ -42,7 +42,7 @@ const children: ChildProcess[] = [];
 const ca = (name: string): void => benchCa(dir, name, NAME);
 
 const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body, { tcp: true, global: '  tune.ssl.default-dh-param 2048\n' });
-// the proxies start slowly on a loaded machine (with MEMBRANE_BENCH_FEED=1 they start the agent stand-in first)
+// the proxies start slowly on a loaded machine (in their own process, the default, they start the agent stand-in first)
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText, 120_000);
 
 interface Wrk extends WrkResult { cpuUs: number }
