@@ -122,28 +122,20 @@ static __always_inline int ct_update(struct ct_val *v, const struct pkt *p, int 
 	int trace = 0;
 	__u8 f = p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
 	__u16 now_s = (__u16)(now / 1000000000ULL);
-	if (reply) {
-		if (!(v->state & CT_F_SEEN_REPLY)) {
-			v->state |= CT_F_SEEN_REPLY;
-			trace = 1;
-		}
-		if (f & ~v->rev_flags) {
-			v->rev_flags |= f;
-			trace = 1;
-		}
-		if (trace || f & (TCP_FIN | TCP_RST) || (__u16)(now_s - v->rev_report) > interval_s) {
-			v->rev_report = now_s;
-			trace = 1;
-		}
-	} else {
-		if (f & ~v->fwd_flags) {
-			v->fwd_flags |= f;
-			trace = 1;
-		}
-		if (trace || f & (TCP_FIN | TCP_RST) || (__u16)(now_s - v->fwd_report) > interval_s) {
-			v->fwd_report = now_s;
-			trace = 1;
-		}
+	/* the packet's direction: its seen flags and when it was last reported */
+	__u8 *seen = reply ? &v->rev_flags : &v->fwd_flags;
+	__u16 *reported = reply ? &v->rev_report : &v->fwd_report;
+	if (reply && !(v->state & CT_F_SEEN_REPLY)) {
+		v->state |= CT_F_SEEN_REPLY;
+		trace = 1;
+	}
+	if (f & ~*seen) {
+		*seen |= f;
+		trace = 1;
+	}
+	if (trace || f & (TCP_FIN | TCP_RST) || (__u16)(now_s - *reported) > interval_s) {
+		*reported = now_s;
+		trace = 1;
 	}
 	__u64 life;
 	if (p->proto == IPPROTO_TCP) {
