@@ -524,31 +524,6 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 	return overlay_redirect_tx(skb, ep, ov, identity);
 }
 
-/* Local delivery (Cilium's ipv4_local_delivery -> redirect_ep): a judged IPv4 packet for an
- * endpoint of this node goes from the sender's veth straight to the destination's veth egress,
- * past the node's IP forwarding (routing, netfilter, neighbour), with the hop counted and the
- * destination's MAC; to_container runs there as for every packet reaching a pod (its entry, its
- * trace, anything not decided here). TC_ACT_OK: the stack forwards it, as before: not IPv4, a
- * fragment, an ICMP error, a TTL about to expire, a frame too big, a destination without a MAC
- * (not known to the datapath), or a packet a socket of the node owns (sk_check, as
- * tunnel_redirect: the transparent upstream socket of the ingress proxy, bound to the pod's peer). */
-static __noinline int local_redirect(struct __sk_buff *skb, struct hctx *h, int sk_check)
-{
-	const struct pkt *p = &h->p;
-	if (p->family != 4 || p->frag || p->is_icmp_err)
-		return TC_ACT_OK;
-	remote_resolve(&h->rm, p->daddr, p->family);
-	if (!h->rm.ep_id)
-		return TC_ACT_OK;
-	__u32 id = h->rm.ep_id;
-	const struct ep_config *d = bpf_map_lookup_elem(&mb_ep_ids, &id);
-	if (!d || !(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5]))
-		return TC_ACT_OK;
-	if (sk_check && local_socket_owns(skb, p))
-		return TC_ACT_OK;
-	return endpoint_redirect(skb, d);
-}
-
 /* The trace of a packet leaving its endpoint, where Cilium's bpf_lxc traces it: into the tunnel
  * (to-overlay), to an L7 proxy (to-proxy), to the node's stack (to-stack: another node in native
  * routing, the node itself, the world). One for a local endpoint is traced where it is delivered
@@ -669,12 +644,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	stat_inc(STAT_PASS);
 	if (!from)
 		return TC_ACT_OK;
-	/* judged; unless a proxy takes it, a packet for a local endpoint or the tunnel goes there
-	 * directly */
+	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
 	if (skb->mark & MARK_MAGIC_MASK)
 		verdict = TC_ACT_OK;
-	else if ((verdict = local_redirect(skb, &h, sk_check)) != TC_ACT_OK)
-		return verdict; /* local delivery is traced at the destination's to_container */
 	else
 		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
 	if (h.trace_out)

@@ -36,7 +36,7 @@ try {
     });
     await driver.call('upsertIPCache', batch);
   }
-  for (const p of topo.pods) await driver.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, mac: p.mac, ifname: p.hostIf, ifindex: p.ifindex });
+  for (const p of topo.pods) await driver.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex });
   await driver.call('applyFull', A.id, [], { ingress: false, egress: false });
   let sport = 10000;
   for (const entries of String(values.entries).split(',').map(Number)) {

@@ -53,7 +53,7 @@ try {
       for (const p of topo.pods) await driver!.call('removeEndpoint', p.id);
       return;
     }
-    for (const p of topo.pods) await driver!.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, mac: p.mac, ifname: p.hostIf, ifindex: p.ifindex });
+    for (const p of topo.pods) await driver!.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex });
     await driver!.call('applyFull', B.id, policy(cfg === 'bpf-10' ? 10 : 10000), { ingress: true, egress: false });
     await driver!.call('applyFull', A.id, [], { ingress: false, egress: false });
   };

@@ -233,11 +233,13 @@ static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep,
  * the endpoint's MAC as destination (Cilium's local delivery: the endpoint map, no FIB lookup; the
  * source MAC is zero, as wg_deliver's: ep_config does not hold the host veth's and nobody reads
  * it). TC_ACT_OK: the stack delivers it (IPv6, a TTL about to expire, a frame too big). */
-static __always_inline int endpoint_redirect(struct __sk_buff *skb, const struct ep_config *cfg)
+static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
 {
-	const __u32 ifindex = cfg->ifindex;
+	if (p->family != 4)
+		return TC_ACT_OK; /* IPv6: the stack forwards it */
+	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
 	__u32 mtu = 0;
-	if (bpf_check_mtu(skb, ifindex, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS || ipv4_dec_ttl(skb))
+	if (!cfg || bpf_check_mtu(skb, ifindex, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS || ipv4_dec_ttl(skb))
 		return TC_ACT_OK;
 	__u8 macs[12] = {};
 	__builtin_memcpy(macs, cfg->mac, 6);
@@ -245,14 +247,4 @@ static __always_inline int endpoint_redirect(struct __sk_buff *skb, const struct
 		return TC_ACT_SHOT;
 	stat_inc(STAT_OVERLAY_REDIRECT);
 	return bpf_redirect(ifindex, 0);
-}
-
-static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
-{
-	if (p->family != 4)
-		return TC_ACT_OK; /* IPv6: the stack forwards it */
-	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
-	if (!cfg)
-		return TC_ACT_OK;
-	return endpoint_redirect(skb, cfg);
 }
