@@ -24,7 +24,7 @@
  * Keep-alive and close run HAProxy and membrane in alternating 1 s turns (SECS each per round):
  * run one after the other for SECS each, a few seconds of other work on the shared machine fell
  * on one of them and swung a round's ratio (0.39-0.80 at load 2.4). The output says, per round,
- * how much of CPU 1 went to other processes during each proxy's turns.
+ * how much of CPU 1 was busy outside the proxy's processes during each proxy's turns.
  *
  *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
  * By default the proxy runs as the lab and `membrane up` run it (--external-envoy-proxy): its own
@@ -70,7 +70,7 @@ type Kind = 'origin' | 'haproxy' | 'membrane';
 /** CPU per request (µs): the proxy's process and, in its own process, the agent stand-in's (its child) */
 interface Round {
   ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number; kaAgent: number; closeAgent: number;
-  /** ms per s of CPU 1 that went to neither the proxy nor its agent stand-in while keep-alive / close ran (other work on the machine) */
+  /** ms per s of CPU 1 busy outside the proxy and its agent stand-in while keep-alive / close ran: other processes, and irq/softirq time (/proc/stat does not give it to a process: part of it is the proxy's own loopback packets) */
   kaOther: number; closeOther: number;
 }
 try {
@@ -188,7 +188,7 @@ try {
     `Requests one at a time per round (median): origin ${med('origin', (x) => x.one.requests)}, HAProxy ${med('haproxy', (x) => x.one.requests)}, membrane ${med('membrane', (x) => x.one.requests)}. ` +
     `Errors (non-2xx, socket): HAProxy ${errs('haproxy')}, membrane ${errs('membrane')}. ` +
     `Per round (keep-alive, close, p99 ratios): ${res.membrane.map((_, i) => [ratios(ka, false)[i]!, ratios(cl, false)[i]!, ratios(p99, true)[i]!].map((v) => v.toFixed(2)).join(' / ')).join('; ')}. ` +
-    `Per round, req/s keep-alive and close, HAProxy / membrane, and in brackets CPU 1's time that went to other processes meanwhile (ms per s, keep-alive / close; the origin's rounds: ${res.origin.map((x) => `${x.kaOther.toFixed(0)} / ${x.closeOther.toFixed(0)}`).join(', ')}): ` +
+    `Per round, req/s keep-alive and close, HAProxy / membrane, and in brackets CPU 1's busy time outside the proxy's processes meanwhile (ms per s: other processes, and the CPU's irq and softirq time, some of it the proxy's own loopback packets; keep-alive / close; the origin's rounds: ${res.origin.map((x) => `${x.kaOther.toFixed(0)} / ${x.closeOther.toFixed(0)}`).join(', ')}): ` +
     `${res.membrane.map((m, i) => { const h = res.haproxy[i]!; return `${h.ka.rps.toFixed(0)} / ${m.ka.rps.toFixed(0)}, ${h.close.rps.toFixed(0)} / ${m.close.rps.toFixed(0)} [${h.kaOther.toFixed(0)} / ${h.closeOther.toFixed(0)}; ${m.kaOther.toFixed(0)} / ${m.closeOther.toFixed(0)}]`; }).join('; ')}.`, '',
   ];
   reportResults(lines, values.append);
