@@ -60,6 +60,9 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     const agent = spawn(process.execPath, [...benchAgentNodeFlags(), fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
     process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
     await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
+    // what it prints after (--trace-gc through MEMBRANE_BENCH_AGENT_FLAGS) goes to this process's stderr
+    agent.stdout.removeAllListeners('data');
+    agent.stdout.pipe(process.stderr);
     const feed = createFeedClient({ socketPath, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
     feed.start();
     onRecord = (rec) => feed.record(rec);

@@ -36,7 +36,8 @@ export function benchProxyNodeFlags(): string[] {
 
 /** V8 flags of the agent stand-in (bench/feed-agent.ts): the agent's, as the lab starts it. */
 export function benchAgentNodeFlags(): string[] {
-  return [...AGENT_NODE_FLAGS];
+  // MEMBRANE_BENCH_AGENT_FLAGS: V8 flags added to the stand-in's (an experiment: --trace-gc, young-generation sizes)
+  return [...AGENT_NODE_FLAGS, ...(process.env.MEMBRANE_BENCH_AGENT_FLAGS ?? '').split(' ').filter(Boolean)];
 }
 
 /** Removes `name VALUE` from `args` (a script's argv) and returns VALUE as a number, or `dflt` when absent. */
@@ -76,6 +77,17 @@ export function cpuUs(pid: number | undefined): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) * 10_000;
+}
+
+/**
+ * Busy time of one CPU so far, µs (/proc/stat: user, nice, system, irq, softirq, steal; 10 ms
+ * ticks). Less the pinned proxy's own CPU time over the same stretch, what else ran on its CPU.
+ */
+export function cpuBusyUs(cpu: number): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+  if (!line) return 0;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) * 10_000;
 }
 
 /**

@@ -21,6 +21,10 @@
  *                         the run's length (1.54 ms x 6999 requests in 5 s).
  * Each ratio is the median over the rounds of membrane / HAProxy in that round, its min–max in
  * parentheses; a floor is met when every round meets it. Proxy CPU per request from /proc.
+ * Keep-alive and close run HAProxy and membrane in alternating 1 s turns (SECS each per round):
+ * run one after the other for SECS each, a few seconds of other work on the shared machine fell
+ * on one of them and swung a round's ratio (0.39-0.80 at load 2.4). The output says, per round,
+ * how much of CPU 1 was busy outside the proxy's processes during each proxy's turns.
  *
  *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append]
  * By default the proxy runs as the lab and `membrane up` run it (--external-envoy-proxy): its own
@@ -38,7 +42,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 
@@ -55,8 +59,8 @@ const startLoad = loadavg()[0]!;
 const haproxyCfg = (name: string, body: string) => writeHaproxyCfg(dir, name, body);
 const start = (cpu: number, cmd: string, args: string[], readyText?: string) => startPinned(children, cpu, cmd, args, readyText);
 
-function wrk(port: number, conns: number, extra: string[] = []): WrkResult {
-  const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${SECS}s`, '--latency', ...extra, `http://127.0.0.1:${port}${PATH}`]).toString();
+function wrk(port: number, conns: number, extra: string[] = [], secs = SECS): WrkResult {
+  const out = execFileSync('taskset', ['-c', '0', 'wrk', '-t1', `-c${conns}`, `-d${secs}s`, '--latency', ...extra, `http://127.0.0.1:${port}${PATH}`]).toString();
   return parseWrk(out);
 }
 let oneConnBin = '';
@@ -64,7 +68,11 @@ const oneConn = (port: number): OneConnResult => runOneConn(oneConnBin, port, SE
 
 type Kind = 'origin' | 'haproxy' | 'membrane';
 /** CPU per request (µs): the proxy's process and, in its own process, the agent stand-in's (its child) */
-interface Round { ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number; kaAgent: number; closeAgent: number }
+interface Round {
+  ka: WrkResult; close: WrkResult; wrk1: WrkResult; one: OneConnResult; kaCpu: number; closeCpu: number; kaAgent: number; closeAgent: number;
+  /** ms per s of CPU 1 busy outside the proxy and its agent stand-in while keep-alive / close ran: other processes, and irq/softirq time (/proc/stat does not give it to a process: part of it is the proxy's own loopback packets) */
+  kaOther: number; closeOther: number;
+}
 try {
   oneConnBin = buildOneConn(dir);
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
@@ -77,23 +85,60 @@ try {
   // taskset execs: the pid is the proxy's own (the origin's CPU is not the proxy's cost)
   const pids: Record<Kind, number | undefined> = { origin: undefined, haproxy: hap.pid, membrane: mb.pid };
   const res: Record<Kind, Round[]> = { origin: [], haproxy: [], membrane: [] };
-  const kinds: Kind[] = ['origin', 'haproxy', 'membrane'];
+  /** CPU so far (µs): the proxy's own, its children's (the agent stand-in), CPU 1's busy time */
+  const cpu = (k: Kind) => [cpuUs(pids[k]), childrenCpuUs(pids[k]), cpuBusyUs(1)] as const;
+  /** what a stretch of `secs` cost: CPU per request of the proxy (and stand-in), the stand-in's, and CPU 1's time that went elsewhere (ms/s) */
+  interface Cost { cpu: number; agent: number; other: number }
+  const cost = (c0: readonly number[], c1: readonly number[], requests: number, secs: number): Cost => ({
+    cpu: (c1[0]! - c0[0]! + c1[1]! - c0[1]!) / requests, agent: (c1[1]! - c0[1]!) / requests,
+    other: (c1[2]! - c0[2]! - (c1[0]! - c0[0]!) - (c1[1]! - c0[1]!)) / 1000 / secs,
+  });
+  /**
+   * wrk -c50 against HAProxy and membrane in turns of 1 s (SECS turns each, the order swapped
+   * every turn), summed: whatever else runs on the shared machine for a few seconds (another
+   * session's build, a lab's agent) falls on both alike instead of on one side of the round's ratio.
+   */
+  const alternate = (extra: string[]): Record<'haproxy' | 'membrane', { w: WrkResult; c: Cost }> => {
+    const acc = { haproxy: { requests: 0, secs: 0, errors: 0, c0: [0, 0, 0], c1: [0, 0, 0] }, membrane: { requests: 0, secs: 0, errors: 0, c0: [0, 0, 0], c1: [0, 0, 0] } };
+    for (let t = 0; t < SECS; t++) {
+      for (const k of t % 2 ? ['membrane', 'haproxy'] as const : ['haproxy', 'membrane'] as const) {
+        const c0 = cpu(k);
+        const w = wrk(ports[k], 50, extra, 1);
+        const c1 = cpu(k);
+        const a = acc[k];
+        a.requests += w.requests;
+        a.secs += w.rps > 0 ? w.requests / w.rps : 1;
+        a.errors += w.errors;
+        for (let i = 0; i < 3; i++) { a.c0[i]! += c0[i]!; a.c1[i]! += c1[i]!; }
+      }
+    }
+    const out = (k: 'haproxy' | 'membrane') => {
+      const a = acc[k];
+      return { w: { rps: a.requests / a.secs, p50: NaN, p99: NaN, requests: a.requests, errors: a.errors }, c: cost(a.c0, a.c1, a.requests, a.secs) };
+    };
+    return { haproxy: out('haproxy'), membrane: out('membrane') };
+  };
   for (let r = 0; r < ROUNDS; r++) {
-    for (const k of kinds) {
-      const cpu = () => [cpuUs(pids[k]), childrenCpuUs(pids[k])] as const;
-      const c0 = cpu();
-      const ka = wrk(ports[k], 50);
-      const c1 = cpu();
+    // the origin alone (its one-connection latency is what the proxies' is measured against)
+    {
+      const c0 = cpu('origin');
+      const ka = wrk(ORIGIN, 50);
+      const c1 = cpu('origin');
+      const one = oneConn(ORIGIN);
+      const wrk1 = wrk(ORIGIN, 1);
+      const c2 = cpu('origin');
+      const close = wrk(ORIGIN, 50, ['-H', 'Connection: close']);
+      const c3 = cpu('origin');
+      const a = cost(c0, c1, ka.requests, SECS), b = cost(c2, c3, close.requests, SECS);
+      res.origin.push({ ka, close, wrk1, one, kaCpu: a.cpu, closeCpu: b.cpu, kaAgent: a.agent, closeAgent: b.agent, kaOther: a.other, closeOther: b.other });
+    }
+    const ka = alternate([]);
+    const close = alternate(['-H', 'Connection: close']);
+    for (const k of ['haproxy', 'membrane'] as const) {
       const one = oneConn(ports[k]);
       const wrk1 = wrk(ports[k], 1);
-      const c2 = cpu();
-      const close = wrk(ports[k], 50, ['-H', 'Connection: close']);
-      const c3 = cpu();
-      res[k].push({
-        ka, close, wrk1, one,
-        kaCpu: (c1[0] - c0[0] + c1[1] - c0[1]) / ka.requests, closeCpu: (c3[0] - c2[0] + c3[1] - c2[1]) / close.requests,
-        kaAgent: (c1[1] - c0[1]) / ka.requests, closeAgent: (c3[1] - c2[1]) / close.requests,
-      });
+      const a = ka[k], b = close[k];
+      res[k].push({ ka: a.w, close: b.w, wrk1, one, kaCpu: a.c.cpu, closeCpu: b.c.cpu, kaAgent: a.c.agent, closeAgent: b.c.agent, kaOther: a.c.other, closeOther: b.c.other });
     }
   }
   const endLoad = loadavg()[0]!;
@@ -124,7 +169,7 @@ try {
     `${runLine(startLoad)}, ${endLoad.toFixed(2)} at the end. ` +
     `Loopback; origin = HAProxy answering 200 itself (CPU 0, with the client); proxy under test pinned to CPU 1 with all its threads (HAProxy nbthread 1 / one Node process). ` +
     `membrane: ${values.rules} HTTP rules (\`GET /api/v1/resource<i>\`; requests match the last), an L7 flow and http/flow metrics per request and response${feed ? ' (made by an agent stand-in in its own process on the same CPU, bench/feed-agent.ts, from the access records the proxy sends over the feed socket: the proxy in its own process, as the lab runs it)' : ' (in the proxy process, as the in-agent proxy)'}. ` +
-    `${ROUNDS} interleaved rounds, ${SECS} s per measure; each ratio is the median of the rounds' membrane / HAProxy, their min–max in parentheses, a floor met when every round meets it. ` +
+    `${ROUNDS} rounds, ${SECS} s per measure (keep-alive and close: HAProxy and membrane in alternating 1 s turns); each ratio is the median of the rounds' membrane / HAProxy, their min–max in parentheses, a floor met when every round meets it. ` +
     'Added latency: bench/http/one-conn.c, one connection, one request at a time, each request\'s latency, minus the origin\'s. ' +
     'The wrk -c1 row is kept for comparison with earlier runs: wrk 4 corrects its percentiles for coordinated omission (a request slower than twice the mean interval adds samples at its latency minus each interval), so at one connection its p99 measures how long the proxy stalled over the run, not a request\'s latency (bench/http/run.ts says more).', '',
     '| measure | HAProxy | membrane | membrane / HAProxy | goal | |',
@@ -142,7 +187,9 @@ try {
     `Origin alone: ${med('origin', ka).toFixed(0)} req/s keep-alive, one request at a time p50 ${med('origin', p50).toFixed(3)} / p99 ${med('origin', p99).toFixed(3)} / p999 ${med('origin', p999).toFixed(3)} ms, wrk -c1 p99 ${med('origin', w99).toFixed(3)} ms. ` +
     `Requests one at a time per round (median): origin ${med('origin', (x) => x.one.requests)}, HAProxy ${med('haproxy', (x) => x.one.requests)}, membrane ${med('membrane', (x) => x.one.requests)}. ` +
     `Errors (non-2xx, socket): HAProxy ${errs('haproxy')}, membrane ${errs('membrane')}. ` +
-    `Per round (keep-alive, close, p99 ratios): ${res.membrane.map((_, i) => [ratios(ka, false)[i]!, ratios(cl, false)[i]!, ratios(p99, true)[i]!].map((v) => v.toFixed(2)).join(' / ')).join('; ')}.`, '',
+    `Per round (keep-alive, close, p99 ratios): ${res.membrane.map((_, i) => [ratios(ka, false)[i]!, ratios(cl, false)[i]!, ratios(p99, true)[i]!].map((v) => v.toFixed(2)).join(' / ')).join('; ')}. ` +
+    `Per round, req/s keep-alive and close, HAProxy / membrane, and in brackets CPU 1's busy time outside the proxy's processes meanwhile (ms per s: other processes, and the CPU's irq and softirq time, some of it the proxy's own loopback packets; keep-alive / close; the origin's rounds: ${res.origin.map((x) => `${x.kaOther.toFixed(0)} / ${x.closeOther.toFixed(0)}`).join(', ')}): ` +
+    `${res.membrane.map((m, i) => { const h = res.haproxy[i]!; return `${h.ka.rps.toFixed(0)} / ${m.ka.rps.toFixed(0)}, ${h.close.rps.toFixed(0)} / ${m.close.rps.toFixed(0)} [${h.kaOther.toFixed(0)} / ${h.closeOther.toFixed(0)}; ${m.kaOther.toFixed(0)} / ${m.closeOther.toFixed(0)}]`; }).join('; ')}.`, '',
   ];
   reportResults(lines, values.append);
 } finally {

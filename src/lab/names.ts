@@ -57,12 +57,14 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
  * V8 flags of the L7 proxy process, for the same reason: under new TLS connections the TLS
  * interceptor's RSS grew 155 -> 222 MB while its heap after a full GC stayed at 26.7 MB (flat over
  * 33,000 connections): the new space growing to V8's default 2 x 64 MiB, nothing retained.
- * Capped at 16 MiB it stays at 32 MiB (RSS ~157 MB, flat). 4 MiB, not 16: a scavenge copies
- * what is still young (the flows in the ring), and at 16 MiB each took 8-12 ms, the stalls behind
- * the one-connection HTTP p99 (bench/http/ab.ts --modes one,ka, idle machine, one round each:
- * p99 12.6-20.5 ms at 16 MiB, 3.2-6.4 ms at 4 MiB, keep-alive rate and CPU per request no worse).
+ * Capped at 16 MiB it stays at 32 MiB (RSS ~157 MB, flat). It had been 4 MiB while the benches ran
+ * the flows (and their ring, copied by each scavenge) in the proxy's process; in its own process
+ * the proxy keeps no flows (the agent makes them from the feed), a scavenge finds little alive,
+ * and a young generation 4 x larger means 4 x fewer of them on the request path: proxy CPU per
+ * request -2.4 % keep-alive, -3.7 % close, one-connection p99 0.46 against 0.91 ms
+ * (bench/http/ab.ts --a-flags, 3 rounds, load 2.5, 2026-12-06).
  */
-export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
 
 export function nodeName(index: number): string {
   return `node${index}`;
