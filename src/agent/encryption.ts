@@ -6,7 +6,9 @@
  *               the public key goes into this node's kvstore entry (WireguardPubKey)
  *   device   ── cilium_wg0 on UDP 51871: the kernel's where the module exists, else
  *               wireguard-go (src/sys/wireguard.ts), checked every second and restarted with
- *               the same key when it is gone
+ *               the same key when it is gone; in native routing the agent opens wireguard-go's
+ *               TUN itself, with NAPI and a GRO flush timeout (WG_TUN_GRO_FLUSH_NS), so a pod
+ *               receiving a stream gets its segments coalesced and acknowledges them once
  *   peers    ── every other node with a key: endpoint <InternalIP>:51871, allowed IPs its pod
  *               CIDR (and its InternalIP with --encryption-node); in tunnel mode its InternalIP
  *               only (what crosses the device is VXLAN between node addresses)
