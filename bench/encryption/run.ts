@@ -313,13 +313,20 @@ try {
   const [tb, tm] = [tunOf('wgb0'), tunOf('cilium_wg0')];
   if (tb.flags !== tm.flags || tb.qdisc !== tm.qdisc) throw new Error(`the TUN devices differ: wgb0 ${JSON.stringify(tb)}, cilium_wg0 ${JSON.stringify(tm)}`);
   const tunFlags = tb.flags, qdisc = tb.qdisc;
+  /** NAPI (IFF_NAPI in tun_flags) and GRO flush timeout of a TUN: the agent opens cilium_wg0 with
+   *  both in native routing (src/sys/tun.ts); the bare tunnel's is wireguard-go's own (neither) */
+  const napiOf = (dev: string) => {
+    const [flags, gro] = execFileSync('ip', ['netns', 'exec', n2, 'cat', `/sys/class/net/${dev}/tun_flags`, `/sys/class/net/${dev}/gro_flush_timeout`], { encoding: 'utf8' }).trim().split('\n').map(Number);
+    return (flags! & 0x10) ? `NAPI with GRO flush timeout ${gro! / 1000} µs` : 'no NAPI (no GRO)';
+  };
+  const napiLine = `node2's wgb0: ${napiOf('wgb0')}; cilium_wg0: ${napiOf('cilium_wg0')}`;
   const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
   if (rbBare !== rbWg) throw new Error(`wireguard-go receive buffers differ: bare ${rbBare}, cilium_wg0 ${rbWg}`);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
   reportResults([
     '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
-    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
     cpuTable, '',

@@ -6,7 +6,9 @@
  *               the public key goes into this node's kvstore entry (WireguardPubKey)
  *   device   ── cilium_wg0 on UDP 51871: the kernel's where the module exists, else
  *               wireguard-go (src/sys/wireguard.ts), checked every second and restarted with
- *               the same key when it is gone
+ *               the same key when it is gone; in native routing the agent opens wireguard-go's
+ *               TUN itself, with NAPI and a GRO flush timeout (WG_TUN_GRO_FLUSH_NS), so a pod
+ *               receiving a stream gets its segments coalesced and acknowledges them once
  *   peers    ── every other node with a key: endpoint <InternalIP>:51871, allowed IPs its pod
  *               CIDR (and its InternalIP with --encryption-node); in tunnel mode its InternalIP
  *               only (what crosses the device is VXLAN between node addresses)
@@ -42,7 +44,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { MembraneConfig } from '../common/config.ts';
 import { MembraneError } from '../common/errors.ts';
-import { WG_SOCKET_BUFFER, WG_TUN_TXQUEUELEN, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
+import { WG_SOCKET_BUFFER, WG_TUN_GRO_FLUSH_NS, WG_TUN_TXQUEUELEN, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
 import { ip } from '../sys/net.ts';
 import { routes4 } from '../sys/netlink.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
@@ -141,8 +143,12 @@ function cidrParts(cidr: string): { net: Buffer; mask: Buffer } {
 export function createEncryption(o: EncryptionOptions) {
   const log = o.logger.child({ subsys: 'encryption' });
   const keyFile = join(o.dir, `${WG_IFNAME}.key`);
-  const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir });
   const tunnel = o.config.routingMode === 'tunnel';
+  // native routing: GRO on wireguard-go's TUN (WG_TUN_GRO_FLUSH_NS), so a receiving pod gets a
+  // stream's segments coalesced and acknowledges them once. Tunnel routing keeps the TUN as
+  // wireguard-go makes it: GRO there would merge VXLAN (the node's vxlan socket's GRO) before
+  // from_wireguard's decapsulation, which takes single packets only.
+  const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir, groFlushTimeoutNs: tunnel ? 0 : WG_TUN_GRO_FLUSH_NS });
   const mtu = tunnel ? WG_MTU + VXLAN_OVERHEAD : WG_MTU;
   let nodes: ClusterNode[] = [];
   let publishKey: ((key: string) => Promise<void>) | undefined;

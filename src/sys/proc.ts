@@ -81,6 +81,8 @@ export interface DetachedSpec {
   pidFile?: string;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** fds the program gets as 3, 4, … (the caller keeps and closes its own copies) */
+  fds?: number[];
 }
 
 /**
@@ -93,7 +95,7 @@ export function spawnDetached(spec: DetachedSpec): number {
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const fd = openSync(spec.logFile, 'a');
   try {
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env: spec.env, cwd: spec.cwd ?? '/' });
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd, ...(spec.fds ?? [])], env: spec.env, cwd: spec.cwd ?? '/' });
     if (child.pid === undefined) throw new MembraneError('SYS_EXEC_FAILED', `cannot start ${cmd}`, { hint: `see ${spec.logFile}` });
     child.on('error', () => {});
     child.unref();

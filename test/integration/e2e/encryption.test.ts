@@ -132,6 +132,29 @@ test('pod traffic between the nodes skips both hosts\' forwarding: from_containe
   assert.ok(f[0]! <= 5 && f[1]! <= 5, `node1 forwarded ${f[0]}, node2 ${f[1]} of the ${rx} packets node2's cilium_wg0 received`);
 });
 
+/** cilium_wg0's tun_flags and gro_flush_timeout on a node (sysfs of the node's namespace) */
+function tunNapi(l: TestLab, node: string): { napi: boolean; groFlushNs: number } {
+  const [flags, gro] = execFileSync('ip', ['netns', 'exec', `${l.name}-${node}`, 'cat', '/sys/class/net/cilium_wg0/tun_flags', '/sys/class/net/cilium_wg0/gro_flush_timeout'], { encoding: 'utf8' }).trim().split('\n').map(Number);
+  return { napi: (flags! & 0x10) !== 0, groFlushNs: gro! }; // IFF_NAPI
+}
+/** Tcp InSegs of a namespace (/proc/net/snmp): the segments its TCP received (a GRO skb is one) */
+function tcpInSegs(netns: string): number {
+  const rows = execFileSync('ip', ['netns', 'exec', netns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' }).split('\n').filter((x) => x.startsWith('Tcp:')).map((x) => x.trim().split(/\s+/));
+  return Number(rows[1]![rows[0]!.indexOf('InSegs')]);
+}
+
+test('native routing: cilium_wg0 has NAPI and a GRO flush timeout, so a bulk upload reaches the server pod\'s TCP coalesced (fewer segments than packets decrypted)', { skip }, async () => {
+  assert.deepEqual(tunNapi(lab, 'node2'), { napi: true, groFlushNs: 100_000 });
+  const server = podNetnsName('node2', NS, 'server', lab.name);
+  const s0 = tcpInSegs(server), rx0 = rxPackets(lab, 'node2', 'cilium_wg0');
+  const r = await lab.exec(NS, 'client', ['sh', '-c', `head -c 4000000 /dev/zero | curl -s -m 20 -o /dev/null -w '%{http_code}' -X POST --data-binary @- http://${ip[`${NS}/server`]}:8080/`], 40_000);
+  assert.equal(r.stdout.trim(), '200', r.stderr);
+  const segs = tcpInSegs(server) - s0, rx = rxPackets(lab, 'node2', 'cilium_wg0') - rx0;
+  assert.ok(rx >= 2500, `node2's cilium_wg0 received ${rx} packets`);
+  // one skb per decrypted packet without GRO (segs ≈ rx); GRO merges a stream's segments
+  assert.ok(segs < rx / 2, `the server pod's TCP received ${segs} segments for ${rx} packets decrypted`);
+});
+
 test('a peer is trusted only for its allowed IPs: node2 sending from node1\'s pod CIDR, a node1 pod\'s address or a world address through its tunnel reaches no pod', { skip }, async () => {
   const n2 = `${lab.name}-node2`;
   const client = ip[`${NS}/client`]!;
@@ -347,6 +370,8 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     }
     // what crosses cilium_wg0 is VXLAN between node addresses: that is all a peer may send
     const st = await encStatus(tlab, 'node1');
+    // wireguard-go's own TUN (no NAPI, no GRO): from_wireguard's decapsulation takes single packets
+    assert.deepEqual(tunNapi(tlab, 'node2'), { napi: false, groFlushNs: 0 });
     assert.deepEqual(st.peers.map((p) => ({ node: p.node, allowedIps: p.allowedIps })), [{ node: 'node2', allowedIps: ['192.0.2.2/32'] }]);
     assert.match(await tlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Disabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
   });
