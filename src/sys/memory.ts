@@ -12,6 +12,8 @@
  * Neither changes what a program sees; on another libc (no such symbols) both do nothing.
  */
 import koffi from 'koffi';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const M_MMAP_THRESHOLD = -3;
 
@@ -35,4 +37,23 @@ export function setMmapThreshold(bytes = 128 * 1024): boolean {
 /** Gives malloc's free pages back to the kernel. Whether any memory was released. */
 export function releaseFreeMemory(): boolean {
   return glibc()?.trim(0) === 1;
+}
+
+let fullGc: (() => void) | undefined;
+/**
+ * One full V8 collection, then malloc's free pages back to the kernel: after a burst (the agent's
+ * full resync) the garbage still holds Buffers whose blocks malloc_trim cannot give back until they
+ * are collected. Node's documented way to reach gc() without --expose-gc (v8.setFlagsFromString).
+ * Blocks the event loop for one full GC (tens to a few hundred ms at 300,000 remote endpoints):
+ * for a one-off after a burst, not a loop. Returns how long it took (ms).
+ */
+export function collectAndRelease(): number {
+  const t0 = performance.now();
+  if (!fullGc) {
+    setFlagsFromString('--expose-gc');
+    fullGc = runInNewContext('gc') as () => void;
+  }
+  fullGc();
+  releaseFreeMemory();
+  return performance.now() - t0;
 }
