@@ -1,7 +1,9 @@
 // in-process: listing + cluster + apply (policy ipcache + ipcache key/value encoding) + prune scan, CPU per phase;
 // with node --expose-gc, the live heap and external memory after each phase (per structure: the
 // cluster's remote store after the listing, the policy ipcache after the apply), per entry.
-//   bin/node --expose-gc bench/scale/apply.ts [etcd endpoint]
+//   bin/node --expose-gc --max-semi-space-size=16 bench/scale/apply.ts [etcd endpoint] [--malloc-default] [--heap-snapshot FILE]
+// (the agent's V8 flags: src/lab/names.ts AGENT_NODE_FLAGS). A fixed data set without leases, e.g.
+// 10,000 nodes: printf '%s\n' '{"cmd":"masters"}' '{"cmd":"grow","to":10000,"noLease":true}' '{"cmd":"stop"}' | bin/node bench/scale/sim.ts <endpoint> 0 1
 import { openEtcdStore } from '../../src/kvstore/etcd.ts';
 import { createCluster } from '../../src/agent/cluster.ts';
 import { createLogger } from '../../src/common/logger.ts';
@@ -9,6 +11,12 @@ import { createAgentPolicyEngine } from '../../src/policy/agent-engine.ts';
 import { encodeIpcacheKeyInto, encodeIpcacheValInto, IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE } from '../../src/datapath/linux/codec.ts';
 import { parsePrefix } from '../../src/ipcache/prefix.ts';
 import type { IPCacheEntry } from '../../src/datapath/types.ts';
+import { readFileSync } from 'node:fs';
+import { releaseFreeMemory, setMmapThreshold } from '../../src/sys/memory.ts';
+// as the agent (src/agent/daemon.ts): large blocks mapped on their own, free pages given back after
+// the apply; --malloc-default: glibc as it comes (the before of an A/B)
+const mallocTuned = !process.argv.includes('--malloc-default');
+if (mallocTuned) setMmapThreshold();
 const ep = process.argv[2]?.startsWith('http') ? process.argv[2] : 'http://127.0.0.1:23790';
 const kv = await openEtcdStore({ endpoints: [ep] });
 const policy = createAgentPolicyEngine({});
@@ -37,6 +45,23 @@ const cluster = createCluster({ kv, logger: createLogger({ level: 'warn' }), sel
   onChange() { if (gcOnly) return; kick ??= setTimeout(() => { kick = undefined; void apply(); }, 20); } });
 const gc = (globalThis as { gc?: () => void }).gc;
 const mem = () => { gc?.(); gc?.(); const m = process.memoryUsage(); return { heap: m.heapUsed, ext: m.external, rss: m.rss }; };
+/**
+ * Where the RSS is (/proc/self/smaps): the program's text, glibc malloc's main heap (brk: Node's
+ * Buffers and ArrayBuffers, V8 zones, what free() keeps), other anonymous memory (V8's heap pages,
+ * malloc's thread arenas, large typed arrays).
+ */
+function rssParts(): string {
+  let name = '';
+  const kib = { text: 0, brk: 0, anon: 0, other: 0 };
+  for (const l of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(l);
+    if (m) { name = m[1]!; continue; }
+    if (!l.startsWith('Rss:')) continue;
+    const n = Number(l.split(/\s+/)[1]);
+    if (name === '[heap]') kib.brk += n; else if (name === '') kib.anon += n; else if (name.endsWith('/node')) kib.text += n; else kib.other += n;
+  }
+  return `node binary ${(kib.text / 1024).toFixed(0)}, malloc brk heap ${(kib.brk / 1024).toFixed(0)}, anonymous ${(kib.anon / 1024).toFixed(0)}, other ${(kib.other / 1024).toFixed(0)} MiB`;
+}
 const m0 = mem();
 const c0 = process.cpuUsage(), t0 = Date.now();
 await cluster.startNodes();
@@ -57,7 +82,10 @@ const canon = (p: string) => parsePrefix(p)?.text ?? p;
 let stale = 0;
 for (const p of inMap) { const c = canon(p); if (!cluster.holds(c)) stale++; }
 const c2 = process.cpuUsage(c0);
-console.log(`list+cluster+apply ${inMap.size}: wall ${t1 - t0} ms CPU ${((c1.user + c1.system) / 1000).toFixed(0)} ms; prune scan CPU ${((c2.user + c2.system - c1.user - c1.system) / 1000).toFixed(0)} ms (${stale} stale); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+const rssBefore = process.memoryUsage().rss;
+if (mallocTuned) releaseFreeMemory();
+const mu = process.memoryUsage();
+console.log(`list+cluster+apply ${inMap.size}: wall ${t1 - t0} ms CPU ${((c1.user + c1.system) / 1000).toFixed(0)} ms; prune scan CPU ${((c2.user + c2.system - c1.user - c1.system) / 1000).toFixed(0)} ms (${stale} stale); rss ${(rssBefore / 2 ** 20).toFixed(0)} MiB${mallocTuned ? `, ${(mu.rss / 2 ** 20).toFixed(0)} MiB after malloc_trim` : ' (glibc malloc untuned)'} (${rssParts()}), heap used ${(mu.heapUsed / 2 ** 20).toFixed(0)} / total ${(mu.heapTotal / 2 ** 20).toFixed(0)} MiB, external ${(mu.external / 2 ** 20).toFixed(0)} MiB`);
 cluster.stop();
 await kv.close();
 process.exit(0);

@@ -94,11 +94,15 @@ async function ensureMasters(deadline: number): Promise<void> {
   }), deadline);
 }
 
-async function registerNode(k: number): Promise<void> {
-  const g = await client.leaseClient.leaseGrant({ TTL, ID: 0 });
-  const lease = String(g.ID);
-  leases.set(k, lease);
-  writes++;
+async function registerNode(k: number, leased: boolean): Promise<void> {
+  let lease: string | undefined;
+  if (leased) {
+    const g = await client.leaseClient.leaseGrant({ TTL, ID: 0 });
+    lease = String(g.ID);
+    leases.set(k, lease);
+    writes++;
+  }
+  const withLease = <T extends { lease(l: string): T }>(o: T) => (lease ? o.lease(lease) : o);
   const name = `sim${k}`;
   const nodeIp = simNodeIp(k);
   const ids: number[] = [];
@@ -106,20 +110,20 @@ async function registerNode(k: number): Promise<void> {
   // One Txn per node (41 puts, under etcd's 128 ops per Txn): the keys, values and lease an agent
   // writes, in one raft entry instead of 41 (an agent writes them one by one; the bulk load would
   // not fit the time bound on this machine otherwise). Probes and churn are single writes.
-  const ops = [client.put(`${NODES_PREFIX}default/${name}`).value(nodeValue({ name, cluster: 'default', ip: nodeIp }, `boot-${k}`)).lease(lease)];
-  for (const id of ids) ops.push(client.put(`${VALUE_PREFIX}${poolLabels(id - POOL_BASE)}${nodeIp}`).value(String(id)).lease(lease));
+  const ops = [withLease(client.put(`${NODES_PREFIX}default/${name}`).value(nodeValue({ name, cluster: 'default', ip: nodeIp }, `boot-${k}`)))];
+  for (const id of ids) ops.push(withLease(client.put(`${VALUE_PREFIX}${poolLabels(id - POOL_BASE)}${nodeIp}`).value(String(id))));
   for (let e = 0; e < EPS_PER_NODE; e++) {
     const rec = { id: e + 1, ip: simPodIp(k, e), identity: ids[e % IDS_PER_NODE]!, namespace: 'sim', pod: `${name}-p${e}` } as EndpointRecord;
-    ops.push(client.put(`${IPCACHE_PREFIX}${rec.ip}`).value(ipcacheValue(rec, name, nodeIp)).lease(lease));
+    ops.push(withLease(client.put(`${IPCACHE_PREFIX}${rec.ip}`).value(ipcacheValue(rec, name, nodeIp))));
   }
   const reqs = await Promise.all(ops.map((o) => o.op()));
   await client.kv.txn({ compare: [], success: reqs, failure: [] });
   writes += ops.length;
 }
 
-async function grow(to: number, deadline: number): Promise<void> {
+async function grow(to: number, deadline: number, leased: boolean): Promise<void> {
   const jobs: (() => Promise<void>)[] = [];
-  for (let k = grown + 1; k <= to; k++) if (k % wcount === widx) jobs.push(() => registerNode(k));
+  for (let k = grown + 1; k <= to; k++) if (k % wcount === widx) jobs.push(() => registerNode(k, leased));
   grown = to;
   // a node's own writes are in order (like one agent); many nodes at once
   let i = 0;
@@ -163,12 +167,13 @@ const rl = createInterface({ input: process.stdin });
 const reply = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 reply({ ready: true });
 for await (const line of rl) {
-  const cmd = JSON.parse(line) as { cmd: string; to?: number; secs?: number; rate?: number; deadlineMs?: number };
+  // noLease: the keys outlive this process (a fixed data set for bench/scale/apply.ts)
+  const cmd = JSON.parse(line) as { cmd: string; to?: number; secs?: number; rate?: number; deadlineMs?: number; noLease?: boolean };
   const t0 = Date.now();
   const w0 = writes;
   try {
     if (cmd.cmd === 'masters') await ensureMasters(t0 + (cmd.deadlineMs ?? 60_000));
-    else if (cmd.cmd === 'grow') await grow(cmd.to!, t0 + (cmd.deadlineMs ?? 300_000));
+    else if (cmd.cmd === 'grow') await grow(cmd.to!, t0 + (cmd.deadlineMs ?? 300_000), !cmd.noLease);
     else if (cmd.cmd === 'churn') await churn(cmd.secs!, cmd.rate!);
     else if (cmd.cmd === 'keepalive') await keepAliveRound();
     else if (cmd.cmd === 'stop') {

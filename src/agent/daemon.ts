@@ -26,6 +26,7 @@ import { createEncryption, encryptionView, type Encryption } from './encryption.
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { linkMac } from '../sys/netlink.ts';
+import { collectAndRelease, setMmapThreshold } from '../sys/memory.ts';
 import { readResume, resumeFile, saveResume } from './resume.ts';
 import { getHeapStatistics } from 'node:v8';
 
@@ -56,6 +57,8 @@ function memory(): Record<string, number> {
 
 export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const { config, node } = o;
+  // a listing page or map batch of a few MiB is its own mapping, freed to the kernel (src/sys/memory.ts)
+  setMmapThreshold();
   const paths = labPaths(config);
   await mkdir(paths.nodeDir(node), { recursive: true });
   const logger = createLogger({ level: config.logLevel });
@@ -293,7 +296,9 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     const ok = await agent.pruneStaleIPCache().then(() => true, (e: unknown) => { logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'); return false; });
     if (cluster) {
       logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
-      logger.info({ subsys: 'daemon', ...memory() }, 'memory');
+      // the listing's pages and the map batches are garbage now: collected, and malloc's free pages go back
+      const gcMs = Math.round(collectAndRelease());
+      logger.info({ subsys: 'daemon', gcMs, ...memory() }, 'memory');
       // from here the map holds what the cluster does: its revision may be saved
       resumable = ok;
       applied(revision);
