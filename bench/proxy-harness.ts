@@ -53,11 +53,15 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
   // MEMBRANE_BENCH_FLOWS=0: records are dropped (no flows, no metrics), to measure what the flows
   // cost per request (bench/tls/ab.ts against a tree without this knob: flows on vs off)
-  if (process.env.MEMBRANE_BENCH_FLOWS === '0') onRecord = () => {};
-  if (benchOwnProcess()) {
+  // (checked after the feed below: in the own-process mode the feed's onRecord had replaced the
+  // no-op, so the knob measured nothing there)
+  const noFlows = process.env.MEMBRANE_BENCH_FLOWS === '0';
+  if (benchOwnProcess() && !noFlows) {
     const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
     const socketPath = join(dir, 'l7proxy.sock');
-    const agent = spawn(process.execPath, [...benchAgentNodeFlags(), fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // MEMBRANE_BENCH_AGENT_FLAGS: extra node flags for the agent stand-in (e.g. --cpu-prof --cpu-prof-dir=D)
+    const agentFlags = process.env.MEMBRANE_BENCH_AGENT_FLAGS ? process.env.MEMBRANE_BENCH_AGENT_FLAGS.split(' ') : [];
+    const agent = spawn(process.execPath, [...benchAgentNodeFlags(), ...agentFlags, fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
     process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
     await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
     // what it prints after (--trace-gc through MEMBRANE_BENCH_AGENT_FLAGS) goes to this process's stderr
@@ -67,6 +71,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     feed.start();
     onRecord = (rec) => feed.record(rec);
   }
+  if (noFlows) onRecord = () => {};
   const proxy = createHttpProxy({
     policy: {
       endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
