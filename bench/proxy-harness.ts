@@ -59,9 +59,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   if (benchOwnProcess() && !noFlows) {
     const dir = mkdtempSync(join(tmpdir(), 'bench-feed-'));
     const socketPath = join(dir, 'l7proxy.sock');
-    // MEMBRANE_BENCH_AGENT_FLAGS: extra node flags for the agent stand-in (e.g. --cpu-prof --cpu-prof-dir=D)
-    const agentFlags = process.env.MEMBRANE_BENCH_AGENT_FLAGS ? process.env.MEMBRANE_BENCH_AGENT_FLAGS.split(' ') : [];
-    const agent = spawn(process.execPath, [...benchAgentNodeFlags(), ...agentFlags, fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const agent = spawn(process.execPath, [...benchAgentNodeFlags(), fileURLToPath(new URL('./feed-agent.ts', import.meta.url)), socketPath, JSON.stringify(o.remote.labels)], { stdio: ['ignore', 'pipe', 'inherit'] });
     process.on('exit', () => { agent.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); });
     await new Promise<void>((r) => { agent.stdout.on('data', (d: Buffer) => { if (d.toString().includes('feed ready')) r(); }); });
     // what it prints after (--trace-gc through MEMBRANE_BENCH_AGENT_FLAGS) goes to this process's stderr
