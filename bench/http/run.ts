@@ -99,7 +99,8 @@ try {
    * session's build, a lab's agent) falls on both alike instead of on one side of the round's ratio.
    */
   const alternate = (extra: string[]): Record<'haproxy' | 'membrane', { w: WrkResult; c: Cost }> => {
-    const acc = { haproxy: { requests: 0, secs: 0, errors: 0, c0: [0, 0, 0], c1: [0, 0, 0] }, membrane: { requests: 0, secs: 0, errors: 0, c0: [0, 0, 0], c1: [0, 0, 0] } };
+    // CPU spent over the turns (the three counters of cpu()), summed turn by turn
+    const acc = { haproxy: { requests: 0, secs: 0, errors: 0, spent: [0, 0, 0] }, membrane: { requests: 0, secs: 0, errors: 0, spent: [0, 0, 0] } };
     for (let t = 0; t < SECS; t++) {
       for (const k of t % 2 ? ['membrane', 'haproxy'] as const : ['haproxy', 'membrane'] as const) {
         const c0 = cpu(k);
@@ -109,12 +110,12 @@ try {
         a.requests += w.requests;
         a.secs += w.rps > 0 ? w.requests / w.rps : 1;
         a.errors += w.errors;
-        for (let i = 0; i < 3; i++) { a.c0[i]! += c0[i]!; a.c1[i]! += c1[i]!; }
+        for (let i = 0; i < 3; i++) a.spent[i]! += c1[i]! - c0[i]!;
       }
     }
     const out = (k: 'haproxy' | 'membrane') => {
       const a = acc[k];
-      return { w: { rps: a.requests / a.secs, p50: NaN, p99: NaN, requests: a.requests, errors: a.errors }, c: cost(a.c0, a.c1, a.requests, a.secs) };
+      return { w: { rps: a.requests / a.secs, p50: NaN, p99: NaN, requests: a.requests, errors: a.errors }, c: cost([0, 0, 0], a.spent, a.requests, a.secs) };
     };
     return { haproxy: out('haproxy'), membrane: out('membrane') };
   };
