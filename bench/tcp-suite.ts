@@ -1,7 +1,8 @@
 /**
  * The transport measures shared by the datapath, cluster and encryption benchmarks: TCP_STREAM
  * (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) from a client network namespace to a server
- * one, client pinned to CPU 0 and server to CPU 1, one round per configuration in turn, and the
+ * one, client pinned to CPU 0 and server to CPU 1, one round per configuration in turn (or, with
+ * alternate(), TCP_RR / TCP_CRR of every configuration in short alternating turns), and the
  * medians as a table of ratios against a baseline of the same run. Each bench keeps its own
  * topology, configurations and description.
  */
