@@ -1,7 +1,8 @@
 /**
  * The transport measures shared by the datapath, cluster and encryption benchmarks: TCP_STREAM
  * (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) from a client network namespace to a server
- * one, client pinned to CPU 0 and server to CPU 1, one round per configuration in turn, and the
+ * one, client pinned to CPU 0 and server to CPU 1, one round per configuration in turn (or, with
+ * alternate(), TCP_RR / TCP_CRR of every configuration in short alternating turns), and the
  * medians as a table of ratios against a baseline of the same run. Each bench keeps its own
  * topology, configurations and description.
  */
@@ -138,6 +139,9 @@ export function eventsProbe(pinDirs: () => readonly string[]): CrrProbe {
 /** A column of the table: a configuration's medians, or the ratio of two configurations' medians. */
 export type Column<C extends string> = { head: string; cfg: C } | { head: string; ratio: readonly [C, C] };
 
+/** One configuration's path for alternate(): client namespace, server address and its namespace (servers started there). */
+export interface Leg<C extends string> { cfg: C; ns: string; ip: string; serverNs: string; probe?: CrrProbe & { lastUs?: number } }
+
 export interface TcpSuite<C extends string> {
   results: Record<C, Samples>;
   /** `cmd` in namespace `ns`, pinned to `cpu`; its stdout. */
@@ -153,7 +157,16 @@ export interface TcpSuite<C extends string> {
    * the processes whose CPU per TCP_CRR connection is recorded (the agent and its ring consumer,
    * which share the two CPUs with the connections)
    */
-  measure(cfg: C, round: number, ns: string, ip: string, agentPids?: () => readonly number[], crrProbe?: CrrProbe): void;
+  measure(cfg: C, round: number, ns: string, ip: string, agentPids?: () => readonly number[], crrProbe?: CrrProbe, only?: readonly Measure[]): void;
+  /**
+   * TCP_RR or TCP_CRR of every leg (a configuration's client and server) in alternating turns of
+   * `turnSecs`, `turns` each, the order rotated every turn, summed per configuration into one
+   * sample of the round: a few seconds of other work on the shared machine fall on every
+   * configuration alike instead of on one configuration's whole measure. For TCP_CRR also the
+   * client + server CPU, the agent's CPU and each leg's probe per connection. Returns each
+   * configuration's probe µs per connection (the probes' `lastUs`, weighted by connections).
+   */
+  alternate(kind: 'rr' | 'crr', round: number, legs: readonly Leg<C>[], turns: number, turnSecs: number, agentPids?: () => readonly number[]): Partial<Record<C, number>>;
   table(cols: readonly Column<C>[]): string;
   /** ends every process the suite started and removes the rr binary */
   kill(): void;
@@ -208,11 +221,17 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       // iperf3 says nothing we can wait for on a pipe: give it the time the rr servers take and a second
       await Promise.all([ready(rrSrv), ready(crrSrv), new Promise((r) => setTimeout(r, 1000))]);
     },
-    measure(cfg, round, ns, ip, agentPids, crrProbe) {
-      const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+    measure(cfg, round, ns, ip, agentPids, crrProbe, only = ['stream', 'rr', 'crr']) {
       const r = results[cfg];
-      r.stream.push(j.end.sum_received.bits_per_second / 1e9);
-      r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)]).split(' ')[0]));
+      if (only.includes('stream')) {
+        const j = JSON.parse(runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(secs), '-J'])) as { end: { sum_received: { bits_per_second: number } } };
+        r.stream.push(j.end.sum_received.bits_per_second / 1e9);
+      }
+      if (only.includes('rr')) r.rr.push(Number(runIn(ns, 0, [rr, 'rr', ip, '7001', String(secs)]).split(' ')[0]));
+      if (!only.includes('crr')) {
+        process.stderr.write(`round ${round + 1} ${cfg}: ${r.stream.length ? `stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s` : ''}${only.includes('rr') ? `, rr ${r.rr.at(-1)!.toFixed(0)}/s` : ''}, load ${loadavg()[0]!.toFixed(1)}\n`);
+        return;
+      }
       const pids = agentPids?.() ?? [];
       const cpu0 = cpuUs(pids);
       const srv0 = schedUs(crrServer);
@@ -224,6 +243,43 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
       if (pids.length) r.agentUs.push((cpuUs(pids) - cpu0) / (r.crr.at(-1)! * secs));
       const probe = crrProbe ? `; ${crrProbe.after(rate * secs)}` : '';
       process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(streamDigits)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s (pods ${r.podUs.at(-1)!.toFixed(1)} µs CPU/conn)${agent}, load ${loadavg()[0]!.toFixed(1)}${probe}\n`);
+    },
+    alternate(kind, round, legs, turns, turnSecs, agentPids) {
+      const acc = new Map(legs.map((l) => [l.cfg, { n: 0, secs: 0, podUs: 0, agentUs: 0, probeUs: 0 }]));
+      const pids = agentPids?.() ?? [];
+      for (let t = 0; t < turns; t++) {
+        for (let i = 0; i < legs.length; i++) {
+          const l = legs[(i + t) % legs.length]!;
+          const a = acc.get(l.cfg)!;
+          const cpu0 = cpuUs(pids), srv0 = schedUs(crrServers.get(l.serverNs));
+          if (kind === 'crr') l.probe?.before();
+          const [rate, clientUs] = runIn(l.ns, 0, [rr, kind, l.ip, kind === 'rr' ? '7001' : '7002', String(turnSecs)]).split(' ').map(Number) as [number, number];
+          const n = rate * turnSecs;
+          a.n += n;
+          a.secs += turnSecs;
+          if (kind !== 'crr') continue;
+          a.podUs += clientUs + schedUs(crrServers.get(l.serverNs)) - srv0;
+          a.agentUs += cpuUs(pids) - cpu0;
+          if (l.probe) {
+            l.probe.after(n);
+            a.probeUs += (l.probe.lastUs ?? 0) * n;
+          }
+        }
+      }
+      const out: Partial<Record<C, number>> = {};
+      for (const l of legs) {
+        const a = acc.get(l.cfg)!, r = results[l.cfg];
+        r[kind].push(a.n / a.secs);
+        let line = `${kind} ${(a.n / a.secs).toFixed(0)}/s`;
+        if (kind === 'crr') {
+          r.podUs.push(a.podUs / a.n);
+          if (pids.length) r.agentUs.push(a.agentUs / a.n);
+          line += ` (pods ${(a.podUs / a.n).toFixed(1)} µs CPU/conn${pids.length ? `, agent ${(a.agentUs / a.n).toFixed(1)}` : ''}${l.probe ? `, probe ${(a.probeUs / a.n).toFixed(2)} µs/conn` : ''})`;
+          if (l.probe) out[l.cfg] = a.probeUs / a.n;
+        }
+        process.stderr.write(`round ${round + 1} ${l.cfg}: ${line} in ${turns} turns of ${turnSecs} s, load ${loadavg()[0]!.toFixed(1)}\n`);
+      }
+      return out;
     },
     table(cols) {
       const row = (label: string, k: Measure, unit: string, fmt: (x: number) => string) =>

@@ -218,12 +218,13 @@ struct hctx {
 	void *create_tbl; /* new connection: the table of its entry (NULL: no entry) */
 	struct ct_new n;  /* new connection: its entry */
 	__u32 rev;  /* policy revision at the start of the packet */
+	__u32 conf_flags;  /* mb_config's DP_F_* */
 	__u16 dest_ep; /* new connection: local destination whose ingress was decided here */
 	__u8 dir;
 	__u8 mon_agg;      /* MON_AGG_* */
 	__u16 mon_interval_s;
 	__u8 trace_out;    /* from_container: the packet is traced where it leaves (its reason + 1) */
-	__u8 pad;
+	__u8 local_ep;     /* from_container: judged for a local destination decided here (MARK_MAGIC_LOCAL_EP) */
 };
 
 /* What the hook reads of mb_config once per packet: the policy revision, monitor aggregation. */
@@ -233,6 +234,7 @@ static __always_inline void hctx_config(struct hctx *h)
 	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
 	if (conf) {
 		h->rev = conf->policy_rev;
+		h->conf_flags = conf->flags;
 		h->mon_agg = conf->monitor_aggregation;
 		h->mon_interval_s = conf->monitor_interval_s;
 	}
@@ -251,11 +253,24 @@ static __always_inline int hdrop(struct hctx *h, __u8 reason)
 	return do_drop(&h->p, &h->c, reason, h->dir);
 }
 
-/* Conntrack lookup of the hook's packet (a subprogram: the keys stay off the program's frame). */
-static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out)
+/* Conntrack lookup of the hook's packet (a subprogram: the keys stay off the program's frame).
+ * At to_container a packet marked MARK_MAGIC_LOCAL_EP is first looked for as a forward packet of
+ * the sender the mark names, in that sender's table (where the entry of a connection decided at
+ * its source lives): one lookup. Only an entry there counts; a miss takes the full lookup. */
+static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out, __u32 mark)
 {
 	struct ct_key k;
-	return ct_lookup(&h->p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->c.now, &k, out);
+	const struct pkt *p = &h->p;
+	if (h->dir == DIR_INGRESS && (mark & MARK_MAGIC_MASK) == MARK_MAGIC_LOCAL_EP && !p->is_icmp_err) {
+		ct_key_fill(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, DIR_INGRESS,
+			    h->cfg->ep_id);
+		struct ct_val *v = ct_get(ct_table(CT_OWN(mark >> 16)), &k, h->c.now);
+		if (v) {
+			*out = v;
+			return CT_ESTABLISHED;
+		}
+	}
+	return ct_lookup(p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->c.now, &k, out);
 }
 
 /* Per-packet policy for a forward (non-reply) packet of an established connection at an
@@ -341,6 +356,8 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 			int d = proxy_steer(skb, p, v->proxy_slot);
 			if (d)
 				return hdrop(h, d);
+		} else if (from && v->dest_ep) {
+			h->local_ep = 1;
 		}
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
@@ -415,6 +432,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	h->n.proxy_port = pr.proxy_port;
 	h->n.proxy_slot = pr.proxy_slot;
 	h->n.rev_nat = rev_nat;
+	h->n.dest_ep = 0;
 
 	/* Local destination: its ingress policy now (local delivery), unless the egress proxy takes
 	 * the connection (the proxy's own upstream connection is decided on its way in). */
@@ -429,8 +447,11 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 				return TC_ACT_SHOT;
 			h->n.proxy_port = ir.proxy_port;
 			h->n.proxy_slot = ir.proxy_slot;
-			if (!ir.proxy_port)
+			if (!ir.proxy_port) {
 				h->dest_ep = dcfg->ep_id;
+				/* the egress entry names it: the connection's later packets are marked */
+				h->n.dest_ep = dcfg->ep_id;
+			}
 		}
 	}
 	return TC_ACT_OK;
@@ -452,7 +473,9 @@ static __always_inline int create_new(struct hctx *h)
 			h->n.dir = DIR_INGRESS;
 			h->n.ep_id = h->dest_ep;
 			h->n.rev_nat = 0;
-			ct_create(h->own, &h->p, &h->n, h->c.now);
+			h->n.dest_ep = 0;
+			if (!ct_create(h->own, &h->p, &h->n, h->c.now))
+				h->local_ep = 1;
 		}
 	}
 	/* A new connection is traced once per node: at the local destination's to_container when its
@@ -618,14 +641,15 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	}
 
 	__u16 rev_nat = 0;
-	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) &&
+	    !(h.conf_flags & DP_F_NO_SERVICES)) {
 		int d = p->family == 6 ? lb6_xlate(skb, p, own, ep, &rev_nat) : lb4_xlate(skb, p, own, ep, &rev_nat);
 		if (d)
 			return hdrop(&h, d);
 	}
 
 	struct ct_val *v = 0;
-	int ct = hctx_lookup(&h, &v);
+	int ct = hctx_lookup(&h, &v, from ? 0 : skb->mark);
 	int verdict;
 	/* Which packets a socket of the node may own (tunnel_redirect): a new connection's, an ICMP
 	 * error's, and those of a connection the ingress proxy's upstream socket or a redirect takes
@@ -644,9 +668,14 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	stat_inc(STAT_PASS);
 	if (!from)
 		return TC_ACT_OK;
-	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly */
+	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly. One for a local
+	 * destination whose ingress was decided here carries the sender to its to_container. */
 	if (skb->mark & MARK_MAGIC_MASK)
 		verdict = TC_ACT_OK;
+	else if (h.local_ep) {
+		skb->mark = ((__u32)ep << 16) | MARK_MAGIC_LOCAL_EP;
+		verdict = TC_ACT_OK;
+	}
 	else
 		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
 	if (h.trace_out)
@@ -1009,7 +1038,7 @@ static __noinline int wg_known(struct __sk_buff *skb)
 	hctx_config(&h);
 	h.c.now = bpf_ktime_get_ns();
 	struct ct_val *v = 0;
-	int ct = hctx_lookup(&h, &v);
+	int ct = hctx_lookup(&h, &v, 0);
 	if (ct == CT_NEW || !v || v->proxy_port)
 		return WG_TO_STACK;
 	stat_inc(STAT_PKTS_TO);

@@ -43,9 +43,11 @@ try {
     const es: unknown[] = [5201, 7001, 7002].map((port) => ({ key: { direction: 'ingress', identity: idOf(A), proto: 6, port, portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2 } }));
     for (let i = es.length; i < entries; i++) es.push({ key: { direction: 'ingress', identity: 100000 + i, proto: 6, port: 1 + (i % 60000), portPrefixLen: 16 }, entry: { verdict: 'allow', matchType: 2 } });
     await driver.call('applyFull', B.id, es, { ingress: true, egress: false });
-    const run = (p: Pod, dir: 'ingress' | 'egress', dst = B.ip) => execFileSync('nsenter', [`--net=/run/netns/${topo.nodeNs}`, bin, linkPinPath(pinRoot, p.hostIf, dir), String(p.ifindex), A.ip, dst, '7002', String(n), String(sport)], { encoding: 'utf8' }).trim();
+    const run = (p: Pod, dir: 'ingress' | 'egress', dst = B.ip, mark = 0) => execFileSync('nsenter', [`--net=/run/netns/${topo.nodeNs}`, bin, linkPinPath(pinRoot, p.hostIf, dir), String(p.ifindex), A.ip, dst, '7002', String(n), String(sport), String(mark)], { encoding: 'utf8' }).trim();
     const from = run(A, 'ingress');
-    const to = run(B, 'egress');
+    // with the mark A's from_container gives a packet for a local destination it judged
+    // (MARK_MAGIC_LOCAL_EP, A's endpoint id in the upper half; a build that does not set it ignores it)
+    const to = run(B, 'egress', B.ip, ((A.id << 16) | 0xf00) >>> 0);
     // a pod on another node (the last of the remote entries: deep in the trie)
     const far = remote ? ` | from_container to a remote pod ${run(A, 'ingress', `10.${100 + ((remote - 1) >> 16)}.${((remote - 1) >> 8) & 255}.${(remote - 1) & 255}`)}` : '';
     sport += n;

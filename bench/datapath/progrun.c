@@ -1,7 +1,8 @@
-// progrun <pinned-link> <ifindex> <saddr> <daddr> <dport> <n> <sport0>
+// progrun <pinned-link> <ifindex> <saddr> <daddr> <dport> <n> <sport0> [mark]
 // Runs the program of a pinned tcx link on n TCP SYNs (sport0..sport0+n-1: n new connections),
 // then n times the same SYN (an established connection's packet), reporting the kernel's
-// per-run duration: median and 10th percentile in ns of each.
+// per-run duration: median and 10th percentile in ns of each. `mark`: the skb->mark the packets
+// carry (what the sender's from_container set on them).
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
@@ -34,13 +35,14 @@ int main(int argc, char **argv) {
 	int ifindex = atoi(argv[2]);
 	uint32_t sa = inet_addr(argv[3]), da = inet_addr(argv[4]);
 	int dport = atoi(argv[5]), n = atoi(argv[6]), sport0 = atoi(argv[7]);
+	uint32_t mark = argc > 8 ? (uint32_t)strtoul(argv[8], 0, 0) : 0;
 	uint32_t *nw = calloc(n, 4), *es = calloc(n, 4);
 	uint8_t f[54], out[256];
 	struct __sk_buff ctx = {};
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < n; i++) {
 			frame(f, sa, da, pass ? sport0 : sport0 + i, dport);
-			ctx = (struct __sk_buff){}; ctx.ifindex = ifindex;
+			ctx = (struct __sk_buff){}; ctx.ifindex = ifindex; ctx.mark = mark;
 			LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = f, .data_size_in = sizeof(f), .data_out = out, .data_size_out = sizeof(out), .ctx_in = &ctx, .ctx_size_in = sizeof(ctx), .repeat = 1);
 			if (bpf_prog_test_run_opts(pfd, &o)) { perror("test_run"); return 1; }
 			if (i == 0 && pass == 0) fprintf(stderr, "retval %d\n", o.retval);

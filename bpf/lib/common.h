@@ -91,6 +91,16 @@
 /* Set (SO_MARK) by the ingress L7 proxy on its upstream connections to local endpoints: their
  * ingress policy was already enforced by the proxy (Cilium's MARK_MAGIC_PROXY_INGRESS). */
 #define MARK_MAGIC_PROXY_INGRESS 0xa00
+/* Set by a local endpoint's from_container on a packet of a connection whose destination is a
+ * local endpoint and whose ingress was decided there (the slot of Cilium's MARK_MAGIC_IDENTITY,
+ * which carries the source to the destination's policy program): the sender's endpoint id in
+ * bits 16..31. The destination's to_container then finds the connection's ingress entry with one
+ * lookup, in the sender's table, instead of missing in its own table, resolving the source in the
+ * ipcache and then looking there. It is a hint, never a verdict: the node's processes can set any
+ * mark (a pod's is cleared as its packet leaves the pod's namespace), so a marked packet still
+ * needs that entry, which only a decision at the sender created; without it the packet takes the
+ * full path. */
+#define MARK_MAGIC_LOCAL_EP 0xf00
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02

@@ -170,7 +170,7 @@ struct ct_new {
 	__u16 ep_id;      /* the entry's endpoint */
 	__u8 dir;         /* the entry's direction */
 	__u8 state;
-	__u16 pad;
+	__u16 dest_ep;    /* egress entries: the local destination decided at the source */
 };
 
 /* Creates the entry of the packet's tuple in `tbl`; returns 0, or a drop reason. A subprogram:
@@ -193,6 +193,7 @@ static __noinline int ct_create(void *tbl, const struct pkt *p, const struct ct_
 	v.proxy_slot = n->proxy_slot;
 	v.src_identity = n->src_identity;
 	v.rev_nat = n->rev_nat;
+	v.dest_ep = n->dest_ep;
 	v.state = n->state;
 	v.pol_rev = n->pol_rev;
 	if (bpf_map_update_elem(tbl, &k, &v, BPF_ANY))

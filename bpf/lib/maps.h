@@ -167,7 +167,8 @@ struct ct_val {
 	__u16 proxy_slot;
 	__u32 src_identity; /* DIR_SERVICE entries: the chosen backend id */
 	__u16 rev_nat;      /* != 0: replies are reverse-NATed to this service frontend */
-	__u16 pad2;
+	__u16 dest_ep;      /* egress entries: the local destination endpoint whose ingress was
+			     * decided at the source (0: none; MARK_MAGIC_LOCAL_EP) */
 	__u32 pol_rev;      /* policy revision the forward direction was last allowed at */
 	__be16 frag_sport;  /* DIR_FRAG entries: ports and policy port of the first fragment */
 	__be16 frag_dport;
@@ -236,6 +237,9 @@ struct dp_config {
 
 /* Routing mode tunnel (VXLAN): pods may not send to the tunnel port (DROP_ENCAP_PROHIBITED). */
 #define DP_F_TUNNEL 0x01
+/* The node has no services (the agent sets it while mb_lb4_services and mb_lb6_services are
+ * empty, and clears it before it writes the first): a pod's packets skip the frontend lookup. */
+#define DP_F_NO_SERVICES 0x04
 /* IPv6 enforced (Cilium's enable-ipv6): parsed and decided like IPv4. Without it endpoints drop
  * every IPv6 frame (UNSUPPORTED_L3_PROTOCOL, 139), as before IPv6 was enforced. */
 #define DP_F_IPV6 0x02

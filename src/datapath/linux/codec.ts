@@ -374,6 +374,8 @@ export const DP_CONFIG_SIZE = 32;
 export const DP_F_TUNNEL = 0x01;
 /** mb_config flags: IPv6 enforced (Cilium's enable-ipv6); without it endpoints drop IPv6 (139). */
 export const DP_F_IPV6 = 0x02;
+/** mb_config flags: the node has no services; pods' packets skip the frontend lookup (set only while the service maps are empty). */
+export const DP_F_NO_SERVICES = 0x04;
 
 export interface DpConfig {
   /** bumped after every policy, ipcache or endpoint change: established connections are decided again */

@@ -51,6 +51,15 @@ export class ConfigMap {
     m.update(KEY, encodeDpConfig({ ...c, overlayIfindex: ifindex }));
   }
 
+  /** Sets (or clears) one of mb_config's DP_F_* flags, keeping the rest of the entry. */
+  setFlag(flag: number, on: boolean): void {
+    const m = this.loader.map('mb_config');
+    const cur = m.lookup(KEY);
+    const c = cur ? decodeDpConfig(cur) : { policyRevision: this.rev, ...eventBudget(0, 0) };
+    const flags = on ? (c.flags ?? 0) | flag : (c.flags ?? 0) & ~flag;
+    if (flags !== (c.flags ?? 0)) m.update(KEY, encodeDpConfig({ ...c, flags }));
+  }
+
   policyRevision(): number {
     return this.rev;
   }

@@ -15,7 +15,7 @@ import {
 import type { MapState, MapStateDelta } from '../../policy/types.ts';
 import { defaultProxyRedirect } from '../../common/proxy-ports.ts';
 import { BpfObject, ensureBpffs, enableRunTimeStats, disableRunTimeStats, setLibbpfLogger } from '../../sys/bpf.ts';
-import { decodeNodeMacKey, encodeNodeMac, encodeNodeMacKey, encodeSockmapFd, encodeU32, type CtEntry, type MonitorAggregation } from './codec.ts';
+import { DP_F_NO_SERVICES, decodeNodeMacKey, encodeNodeMac, encodeNodeMacKey, encodeSockmapFd, encodeU32, type CtEntry, type MonitorAggregation } from './codec.ts';
 import { ConfigMap } from './configmap.ts';
 import { CtMap } from './ctmap.ts';
 import { NetworkDevices } from './devices.ts';
@@ -133,6 +133,7 @@ export class LinuxDatapath implements Datapath {
     });
     this.endpoints.restore((id) => this.ct.ensureTables(id));
     this.lb.load();
+    this.config.setFlag(DP_F_NO_SERVICES, this.lb.count() === 0);
     try {
       enableRunTimeStats();
       this.statsEnabled = true;
@@ -218,13 +219,17 @@ export class LinuxDatapath implements Datapath {
 
   // ---------------------------------------------------------------- services (lb4)
 
+  // DP_F_NO_SERVICES lets pods' packets skip the frontend lookup: cleared before the first
+  // service is written, set once the last one is gone, so no packet skips a frontend in the maps.
   async upsertService(svc: DatapathService): Promise<void> {
+    this.config.setFlag(DP_F_NO_SERVICES, false);
     const backends = this.lb.upsert(svc);
     if (backends !== null) this.log.debug({ subsys: 'datapath', service: serviceKeyString(svc), backends }, 'service upserted');
   }
 
   async deleteService(k: DatapathServiceKey): Promise<void> {
     this.lb.delete(k);
+    if (this.lb.count() === 0) this.config.setFlag(DP_F_NO_SERVICES, true);
   }
 
   async listServices(): Promise<DatapathService[]> {

@@ -119,6 +119,11 @@ export class LbMap {
     this.services.delete(key);
   }
 
+  /** How many frontends the maps hold. */
+  count(): number {
+    return this.services.size;
+  }
+
   /** The frontends and their backends, as written to the maps. */
   dump(): DatapathService[] {
     const byId = new Map<string, { ip: string; port: number }>();

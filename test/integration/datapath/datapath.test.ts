@@ -12,6 +12,8 @@ import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
+import { BpfMap } from '../../../src/sys/bpf.ts';
+import { DP_F_NO_SERVICES, decodeDpConfig, encodeU32 } from '../../../src/datapath/linux/codec.ts';
 
 const node = new DatapathNode({ prefix: 't', pods: 3, identityBase: 1000 });
 const { pinRoot } = node;
@@ -291,10 +293,22 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
   it('ClusterIP services: DNAT to a hashed backend, reverse NAT of replies, policy on the backend, 158 without backends', async () => {
     await reset();
     const VIP = '10.96.0.50';
+    // pods' packets skip the frontend lookup only while the node has no service: the flag is
+    // cleared before the first is written (else the connections below would not be translated)
+    const noServices = () => {
+      const m = BpfMap.fromPin(`${pinRoot}/mb_config`);
+      try {
+        return ((decodeDpConfig(m.lookup(encodeU32(0))!).flags ?? 0) & DP_F_NO_SERVICES) !== 0;
+      } finally {
+        m.close();
+      }
+    };
+    assert.equal(noServices(), true, 'no service yet');
     await d.call('upsertService', { ip: VIP, port: 80, proto: 'TCP', backends: [{ ip: B.ip, port: 8080 }, { ip: A.ip, port: 7070 }] });
     await d.call('upsertService', { ip: VIP, port: 53, proto: 'UDP', backends: [{ ip: B.ip, port: 5353 }] });
     const dump = await d.call<{ ip: string; port: number; proto: string; backends: unknown[] }[]>('serviceDump');
     assert.equal(dump.length, 2);
+    assert.equal(noServices(), false);
     let ok = 0;
     for (let i = 0; i < 16; i++) if (tcpConnect(C.ns, VIP, 80, 1500)) ok++;
     assert.equal(ok, 16, 'every connection to the VIP completes (replies come from the VIP)');
@@ -335,8 +349,11 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     evs = await events();
     find(evs, (e) => e.type === 1 && e.subType === 158 && e.endpointId === C.id && e.dstIp === VIP, 'drop 158 SERVICE_BACKEND_NOT_FOUND');
     await d.call('deleteService', { ip: VIP, port: 80, proto: 'TCP' });
+    assert.equal(noServices(), false, 'one service left');
     await d.call('deleteService', { ip: VIP, port: 53, proto: 'UDP' });
     assert.equal((await d.call<unknown[]>('serviceDump')).length, 0);
+    assert.equal(noServices(), true, 'the last one gone');
+    assert.equal(JSON.parse(inNs(C.ns, ['udp', VIP, '53', '800'])).ok, false, 'a deleted frontend is not translated');
     const c = await d.call<Record<string, string>>('counters');
     assert.ok(BigInt(c.lbTranslations!) > 0n);
   });

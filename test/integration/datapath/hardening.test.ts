@@ -7,7 +7,7 @@
 // (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) is removed in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, inNs, type Topo, type Pod, type World } from './support/topo.ts';
+import { gatewayMac, tcpConnect, spawnInNs, waitLine, killProc, inNs, sh, type Topo, type Pod, type World } from './support/topo.ts';
 import type { Driver } from './support/rpc.ts';
 import { DatapathNode, showEvents as show } from './support/node.ts';
 import { ctOwnIndex } from '../../../src/datapath/linux/codec.ts';
@@ -382,6 +382,47 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     const real = fromPod(A, gwA, ipv4({ src: A.ip, dst: B.ip, proto: UDP }, udp({ src: A.ip, dst: B.ip, sport: 47001, dport: 5353 }, Buffer.from('A'))));
     const atB2 = await captured(B.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [real]); });
     assert.equal(atB2.filter((f) => f.dir === 'in' && f.sport === 47001).length, 1);
+  });
+
+  it('marks what it judged for a local destination with the sender (MARK_MAGIC_LOCAL_EP); a forged mark opens nothing: the node, a pod with SO_MARK, the world', async () => {
+    await reset();
+    const MAGIC = 0xf00;
+    const markOf = (p: Pod) => ((p.id << 16) | MAGIC) >>> 0;
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080), rule('ingress', idOf(A), ICMP)], { ingress: true, egress: false });
+    // counters of the marks the node forwards (nft in the node namespace only)
+    const nft = (args: string[], input = '') => sh('ip', ['netns', 'exec', topo.nodeNs, 'nft', ...args], { input });
+    nft(['-f', '-'], `table ip mdpmark {\n counter fromA {}\n counter any {}\n chain marks {\n  type filter hook forward priority 0; policy accept;\n  meta mark == 0x${markOf(A).toString(16)} counter name "fromA"\n  meta mark & 0xf00 == 0xf00 counter name "any"\n }\n}\n`);
+    const count = (name: string) => (JSON.parse(nft(['-j', 'list', 'counter', 'ip', 'mdpmark', name])) as { nftables: { counter?: { packets: number } }[] }).nftables.find((x) => x.counter)!.counter!.packets;
+    const pingMarked = (ns: string, mark: number) => / 0% packet loss/.test(sh('nsenter', [`--net=/run/netns/${ns}`, 'ping', '-c1', '-W1', '-m', String(mark), B.ip], { allowFail: true }));
+    try {
+      assert.equal(tcpConnect(A.ns, world.ip, 8081), true);
+      assert.equal(count('any'), 0, 'a connection whose destination is not a local endpoint is not marked');
+      assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+      const marked = count('fromA');
+      assert.ok(marked >= 3, `A -> B judged at A's from_container, marked with A's endpoint (${marked} packets)`);
+      assert.equal(count('any'), marked, 'B\'s replies are not marked');
+      await events(0);
+      // the node itself, claiming A's endpoint: ICMP and TCP to what only A may reach
+      assert.equal(pingMarked(topo.nodeNs, markOf(A)), false, 'node -> B with A\'s mark: denied');
+      assert.equal(await d.call('upstreamEcho', '10.250.0.1', markOf(A), B.ip, 8080), false, 'node -> B:8080 with A\'s mark: denied');
+      // the node spoofing A's address and mark, to a port A may not reach either
+      assert.equal(await d.call('upstreamEcho', A.ip, markOf(A), B.ip, 9090), false, 'A\'s address and mark -> B:9090: denied');
+      // a pod (root in its namespace: SO_MARK, raw sockets), and the world behind the network device
+      assert.equal(pingMarked(C.ns, markOf(A)), false, 'C -> B with A\'s mark: denied');
+      assert.equal(pingMarked(world.ns, markOf(A)), false, 'world -> B with A\'s mark: denied');
+      const evs = await events();
+      const drop = (src: string, proto: number, port?: number) => find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.direction === 'ingress' && x.srcIp === src && x.proto === proto && (port === undefined || x.dstPort === port), `drop at B of ${src} ${proto}/${port ?? ''}`);
+      const host = drop('10.250.0.1', ICMP);
+      assert.deepEqual([host.subType, host.srcIdentity], [133, 1], 'decided as the host');
+      assert.deepEqual([drop('10.250.0.1', TCP, 8080).subType, drop('10.250.0.1', TCP, 8080).srcIdentity], [133, 1]);
+      assert.deepEqual([drop(A.ip, TCP, 9090).subType, drop(A.ip, TCP, 9090).srcIdentity], [133, idOf(A)]);
+      assert.deepEqual([drop(C.ip, ICMP).subType, drop(C.ip, ICMP).srcIdentity], [133, idOf(C)]);
+      assert.deepEqual([drop(world.ip, ICMP).subType, drop(world.ip, ICMP).srcIdentity], [133, WORLD]);
+      // and A's own connection still passes after them
+      assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    } finally {
+      nft(['delete', 'table', 'ip', 'mdpmark']);
+    }
   });
 
   it('answers an address from its exact ipcache entry only while the trie holds it: a deleted /32 falls back to its CIDR, never keeps its identity', async () => {

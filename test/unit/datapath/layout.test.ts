@@ -49,8 +49,9 @@ int main(void) {
   P(policy_val); O(policy_val, auth_type); O(policy_val, match_type); O(policy_val, spec_len); O(policy_val, proxy_port); O(policy_val, proxy_slot);
   P(ct_key); O(ct_key, sport); O(ct_key, dport); O(ct_key, proto); O(ct_key, family); O(ct_key, dir); O(ct_key, ep_id);
   P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
-  O(ct_val, rev_nat); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port); O(ct_val, fwd_report); O(ct_val, rev_report);
+  O(ct_val, rev_nat); O(ct_val, dest_ep); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port); O(ct_val, fwd_report); O(ct_val, rev_report);
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
+  printf("DP_F_NO_SERVICES %d\\n", DP_F_NO_SERVICES);
   printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   printf("PROXY_SLOTS %d\\nPROXY_UDP_SLOT_OFFSET %d\\nPROXY_V6_SLOT_OFFSET %d\\n", PROXY_SLOTS, PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET);
@@ -100,7 +101,7 @@ int main(void) {
   assert.deepEqual([out['ct_key.sport'], out['ct_key.dport'], out['ct_key.proto'], out['ct_key.family'], out['ct_key.dir'], out['ct_key.ep_id']], [32, 34, 36, 37, 38, 40]);
   assert.equal(out.ct_val, C.CT_VAL_SIZE);
   assert.deepEqual([out['ct_val.created'], out['ct_val.fwd_flags'], out['ct_val.rev_flags'], out['ct_val.state'], out['ct_val.proxy_port'], out['ct_val.src_identity']], [8, 16, 17, 18, 20, 24]);
-  assert.deepEqual(['rev_nat', 'pol_rev', 'frag_sport', 'frag_dport', 'frag_policy_port', 'fwd_report', 'rev_report'].map((f) => out[`ct_val.${f}`]), [28, 32, 36, 38, 40, 44, 46]);
+  assert.deepEqual(['rev_nat', 'dest_ep', 'pol_rev', 'frag_sport', 'frag_dport', 'frag_policy_port', 'fwd_report', 'rev_report'].map((f) => out[`ct_val.${f}`]), [28, 30, 32, 36, 38, 40, 44, 46]);
   assert.deepEqual([out.CT_TABLE_ENTRIES, out.CT_TABLES, out.DIR_SERVICE, out.DIR_FRAG], [C.CT_TABLE_ENTRIES, C.CT_TABLES, C.DIR_SERVICE, C.DIR_FRAG]);
   assert.deepEqual([out.CT_OWN_7, out.CT_EXT_7], [C.ctOwnIndex(7), C.ctExtIndex(7)]);
   assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
@@ -109,6 +110,7 @@ int main(void) {
   assert.ok(proxySlot('tls', 'ingress', 'UDP', 6) < out.PROXY_SLOTS!);
   assert.ok(proxySlot('tls', 'ingress', 'TCP', 4) < PROXY_V6_SLOT_OFFSET, 'the IPv4 TCP slots end below the IPv6 ones');
   assert.deepEqual([proxySlot('http', 'egress', 'TCP', 6), proxySlot('http', 'ingress', 'TCP', 6), proxySlot('dns', 'egress', 'UDP', 6)], [16, 17, 50]);
+  assert.equal(out.DP_F_NO_SERVICES, C.DP_F_NO_SERVICES);
   assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND, out.STAT_WG_DELIVER], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery'), C.STAT_NAMES.indexOf('wireguardDelivered')]);
   assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
   assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns'], out['dp_config.overlay_ifindex'], out['dp_config.monitor_aggregation'], out['dp_config.monitor_interval_s']], [0, 8, 16, 24, 28, 30]);
