@@ -14,7 +14,8 @@
  *         `TLS ClientHello SNI api.openai.com (TLS 1.3, alpn h2,http/1.1)`
  *
  * Flows are literals in create(FlowSchema)'s shape: create() per request costs ~10x on this path.
- * uuid, emitter and workloads are left to Hubble's ingestFlow, as for every flow built outside it.
+ * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
+ * the ring keeps the common HTTP flow compactly (keep, HttpCompact) and makes it again on read.
  */
 import {
   DropReason, FlowType, L7FlowType, TrafficDirection, Verdict,
