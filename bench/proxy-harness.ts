@@ -6,11 +6,7 @@
  * MEMBRANE_BENCH_FEED=0 makes the flows in the proxy's process, as the in-agent proxy.
  */
 import { createHttpProxy, type HttpFilterChain } from '../src/proxy/http/proxy.ts';
-import { createL7Parser } from '../src/hubble/l7/parser.ts';
-import { FlowRing } from '../src/hubble/ring.ts';
-import { createHubbleMetrics } from '../src/hubble/metrics/index.ts';
-import '../src/hubble/metrics/http.ts';
-import type { Flow } from '../src/hubble/gen/flow/flow_pb.js';
+import { standInSink } from './feed-agent-sink.ts';
 import type { L7Policy } from '../src/policy/types.ts';
 import type { AccessLogRecord } from '../src/common/access-log.ts';
 import { createFeedClient } from '../src/proxy/feed/client.ts';
@@ -35,22 +31,14 @@ export interface BenchProxyOptions {
 }
 
 export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
-  // one resolved view per endpoint, as the agent's resolver hands out (compose.ts: a view per
-  // endpoint record, replaced only when the record is): a new object per call missed the L7
-  // parser's per-view cache and made the bench build an Endpoint and a WeakMap entry per flow
-  const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
-  const resolver = { byIp: () => client, identityLabels: () => o.remote.labels };
-  const build = createL7Parser({ nodeName: 'bench', resolver });
-  const ring = new FlowRing(4095);
-  const metrics = createHubbleMetrics('http flow');
+  // the flows in this process (MEMBRANE_BENCH_FEED=0), as the agent stand-in makes them (feed-agent-sink.ts);
   // MEMBRANE_BENCH_FLOWS=noring: flows made and counted by the metrics but not kept in the ring
   // (what keeping them costs: each flow lives through scavenges while the ring holds it)
-  const keep = process.env.MEMBRANE_BENCH_FLOWS !== 'noring';
-  const sink = (f: Flow, timeMs: number) => { metrics.process(f); if (keep) ring.pushFlow(f, timeMs); };
+  const sink = benchOwnProcess() ? () => {} : standInSink(o.remote.labels, process.env.MEMBRANE_BENCH_FLOWS === 'noring');
   // the proxy as its own process (--external-envoy-proxy, the lab default; MEMBRANE_BENCH_FEED=0:
   // inside the agent, the sink above): records go over the feed socket to an agent stand-in
   // (bench/feed-agent.ts, a child on the same CPUs, with the agent's V8 flags) that makes the flows
-  let onRecord = (rec: AccessLogRecord) => { sink(build(rec), rec.timeMs); };
+  let onRecord = (rec: AccessLogRecord) => { sink(rec); };
   // MEMBRANE_BENCH_FLOWS=0: records are dropped (no flows, no metrics), to measure what the flows
   // cost per request (bench/tls/ab.ts against a tree without this knob: flows on vs off)
   // (checked after the feed below: in the own-process mode the feed's onRecord had replaced the

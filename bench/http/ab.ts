@@ -92,7 +92,11 @@ try {
       });
     }
   }
-  for (const k of ['A', 'B'] as const) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
+  // keep-alive and close (run.ts says why)
+  for (const k of ['A', 'B'] as const) {
+    execFileSync('wrk', ['-t1', '-c50', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
+    execFileSync('wrk', ['-t1', '-c50', '-d2s', '-H', 'Connection: close', `http://127.0.0.1:${ports[k]}${PATH}`]);
+  }
   const rows: Record<string, { rps: number[]; cpu: number[]; bg: number[]; agent: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[] }> = {};
   const total: Record<string, number> = { A: 0, B: 0 };
   /** the measured runs of each proxy (µs, CLOCK_MONOTONIC as the probe's) */

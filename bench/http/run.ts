@@ -78,8 +78,13 @@ try {
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   const hap = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('proxy', `frontend fe\n  bind 127.0.0.1:${HAPROXY}\n  default_backend be\nbackend be\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
   const mb = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
-  // warm up (JIT, connection pools)
-  for (const p of [ORIGIN, HAPROXY, MEMBRANE]) execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${p}${PATH}`]);
+  // warm up (JIT, connection pools), keep-alive and close: with keep-alive alone, the first
+  // round's close turns were the proxy's close path compiling (bench/http/ab.ts, 08:27 UTC: round 1
+  // 242 and 151 µs CPU per request, 35 and 23 of them V8's threads; rounds 2-3 115-122, 6-7)
+  for (const p of [ORIGIN, HAPROXY, MEMBRANE]) {
+    execFileSync('wrk', ['-t1', '-c50', '-d2s', `http://127.0.0.1:${p}${PATH}`]);
+    execFileSync('wrk', ['-t1', '-c50', '-d2s', '-H', 'Connection: close', `http://127.0.0.1:${p}${PATH}`]);
+  }
 
   const ports: Record<Kind, number> = { origin: ORIGIN, haproxy: HAPROXY, membrane: MEMBRANE };
   // taskset execs: the pid is the proxy's own (the origin's CPU is not the proxy's cost)

@@ -6,7 +6,11 @@
 // Flow dropped). Each variant runs in its own process with the agent's V8 flags, interleaved
 // round by round; CPU (user+system, GC threads included) per flow from the process, and V8's GC
 // pause time per flow (PerformanceObserver 'gc').
-//   bin/node bench/hubble/ring-retention.ts [--events 300000] [--rounds 3] [--l7] [--proxy-flags] [VARIANT ...]
+// --l7 --feed: the agent stand-in's whole path (bench/feed-agent.ts): the proxy's HTTP records as
+// the feed carries them (binary frames of 128, encoded before the clock starts), decoded, turned
+// into flows, counted by the http/flow metrics and kept; --close: a new client port per request
+// (Connection: close), else 50 connections' ports in turn (keep-alive).
+//   bin/node bench/hubble/ring-retention.ts [--events 300000] [--rounds 3] [--l7 [--feed [--close]]] [--proxy-flags] [VARIANT ...]
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
@@ -16,7 +20,7 @@ import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../../src/lab/names.ts';
 
 const args = process.argv.slice(2);
 if (args[0] === '--child') {
-  await child(args[1]!, Number(args[2]), args[3] === 'l7');
+  await child(args[1]!, Number(args[2]), args[3] === 'l7', args[4] ?? '');
   process.exit(0);
 }
 const events = takeNumberArg(args, '--events', 300_000), rounds = takeNumberArg(args, '--rounds', 3);
@@ -25,16 +29,18 @@ const events = takeNumberArg(args, '--events', 300_000), rounds = takeNumberArg(
 // --proxy-flags: the L7 proxy process's V8 flags (a 4 MiB semi-space) instead of the agent's
 const proxyFlags = args.includes('--proxy-flags') ? (args.splice(args.indexOf('--proxy-flags'), 1), true) : false;
 const l7 = args.includes('--l7') ? (args.splice(args.indexOf('--l7'), 1), true) : false;
+const feed = args.includes('--feed') ? (args.splice(args.indexOf('--feed'), 1), true) : false;
+const close = args.includes('--close') ? (args.splice(args.indexOf('--close'), 1), true) : false;
 const variants = args.length ? args : ['ring', 'noring', 'bytes'];
 const self = fileURLToPath(import.meta.url);
 const per = new Map<string, number[]>(variants.map((r) => [r, []]));
-console.log(`${l7 ? 'L7 (HTTP) flows' : 'datapath flows'}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start; ${events} events per run`);
+console.log(`${l7 ? `L7 (HTTP) flows${feed ? `, through the feed's frames (${close ? 'close' : 'keep-alive'})` : ''}` : 'datapath flows'}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start; ${events} events per run`);
 for (let r = 0; r < rounds; r++) {
   for (const v of variants) {
-    const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...(proxyFlags ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS), self, '--child', v, String(events), l7 ? 'l7' : 'dp'], { encoding: 'utf8' });
-    const [us, gcUs, scav, major, heap] = out.trim().split(' ').map(Number) as [number, number, number, number, number];
+    const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...(proxyFlags ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS), self, '--child', v, String(events), l7 ? 'l7' : 'dp', feed ? (close ? 'close' : 'ka') : ''], { encoding: 'utf8' });
+    const [us, gcUs, scav, major, heap, scMed, scP90, scMax] = out.trim().split(' ').map(Number) as [number, number, number, number, number, number, number, number];
     per.get(v)!.push(us);
-    console.log(`round ${r + 1} ${v.padEnd(6)}: ${us.toFixed(2)} us CPU per flow, GC pause ${gcUs.toFixed(2)} us per flow (${scav} scavenges, ${major} mark-compacts), heap used ${(heap / 1e6).toFixed(1)} MB (load ${loadavg()[0]!.toFixed(1)})`);
+    console.log(`round ${r + 1} ${v.padEnd(6)}: ${us.toFixed(2)} us CPU per flow, GC pause ${gcUs.toFixed(2)} us per flow (${scav} scavenges: one per ${Math.round(events / Math.max(1, scav))} flows, pause median ${scMed.toFixed(2)} p90 ${scP90.toFixed(2)} max ${scMax.toFixed(2)} ms; ${major} mark-compacts), heap used ${(heap / 1e6).toFixed(1)} MB (load ${loadavg()[0]!.toFixed(1)})`);
   }
 }
 for (const [v, xs] of per) {
@@ -50,11 +56,12 @@ async function measure(run: (count: number) => number, n: number, after?: () => 
   const { PerformanceObserver, constants } = await import('node:perf_hooks');
   run(50_000);
   let gcMs = 0, scav = 0, major = 0;
+  const scavMs: number[] = [];
   const obs = new PerformanceObserver((l) => {
     for (const e of l.getEntries()) {
       gcMs += e.duration;
       const k = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
-      if (k === constants.NODE_PERFORMANCE_GC_MINOR) scav++;
+      if (k === constants.NODE_PERFORMANCE_GC_MINOR) { scav++; scavMs.push(e.duration); }
       else if (k === constants.NODE_PERFORMANCE_GC_MAJOR) major++;
     }
   });
@@ -66,10 +73,13 @@ async function measure(run: (count: number) => number, n: number, after?: () => 
   obs.disconnect();
   after?.();
   const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
-  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size}\n`);
+  scavMs.sort((a, b) => a - b);
+  const q = (f: number) => scavMs.length ? scavMs[Math.min(scavMs.length - 1, Math.floor(f * scavMs.length))]! : 0;
+  process.stdout.write(`${(u.user + u.system) / flows} ${(gcMs * 1000) / flows} ${scav} ${major} ${used_heap_size} ${q(0.5)} ${q(0.9)} ${scavMs.at(-1) ?? 0}\n`);
 }
 
-async function child(variant: string, n: number, l7: boolean): Promise<void> {
+async function child(variant: string, n: number, l7: boolean, feedMode: string): Promise<void> {
+  if (l7 && feedMode) return childFeed(variant, n, feedMode === 'close');
   const { toBinary } = await import('@bufbuild/protobuf');
   const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
   const codec = await import('../../src/datapath/linux/codec.ts');
@@ -159,4 +169,55 @@ async function childL7(variant: string, n: number): Promise<void> {
     }
   };
   await measure((count) => { flows = 0; run(count); return flows; }, n);
+}
+
+/**
+ * The agent stand-in's path (bench/feed-agent.ts) from the feed's frames: the records a proxied
+ * request makes (request and response, wrk's and the origin's headers), encoded as the proxy's
+ * feed client does (frames of 128 records, one string table per connection) before the clock
+ * starts; measured: decoding, the flows, the metrics and the ring (variant `ring`; `noring`: the
+ * flows are not kept).
+ */
+async function childFeed(variant: string, n: number, close: boolean): Promise<void> {
+  const { RecordEncoder, RecordDecoder, FRAME_HEADER } = await import('../../src/proxy/feed/record-codec.ts');
+  const { encodeRecord, decodeRecords } = await import('../../src/proxy/feed/wire.ts');
+  const { standInSink } = await import('../feed-agent-sink.ts');
+  const sink = standInSink(['k8s:app=server'], variant === 'noring');
+  const total = n + 50_000;
+  const enc = new RecordEncoder();
+  const frames: Buffer[] = [];
+  const client = { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
+  const server = { ip: '127.0.0.1', port: 18180, identity: 2000 };
+  const t0 = 1.7e12;
+  for (let i = 0; i < total; i += 128) {
+    enc.begin(0);
+    for (let j = i; j < Math.min(total, i + 128); j++) {
+      const req = j >> 1;
+      const port = close ? 20000 + (req % 40000) : 40000 + (req % 50);
+      const base = {
+        l7: 'http', direction: 'egress', verdict: 'forwarded', client: { ip: '127.0.0.1', port, identity: 1000, endpoint: client }, server, endpointId: 1,
+        method: 'GET', url: 'http://127.0.0.1:18182/api/v1/resource99', host: '127.0.0.1:18182', path: '/api/v1/resource99', protocol: 'HTTP/1.1',
+      };
+      const rec = j & 1
+        ? { ...base, type: 'response', timeMs: t0 + req * 0.05 + 0.03, headers: ['content-length', '2', 'content-type', 'text/plain', 'cache-control', 'no-cache'], code: 200, latencyNs: 250_000 + (req % 997) * 100, requestTimeMs: t0 + req * 0.05 }
+        : { ...base, type: 'request', timeMs: t0 + req * 0.05, headers: ['Host', '127.0.0.1:18182'], code: 0, latencyNs: 0 };
+      enc.push(encodeRecord(rec as never));
+    }
+    frames.push(enc.end());
+  }
+  const dec = new RecordDecoder();
+  // as bench/feed-agent.ts: no endpoint by id, the resolver's by address
+  const byId = () => undefined;
+  let next = 0;
+  const run = (count: number) => {
+    let done = 0;
+    while (done < count && next < frames.length) {
+      const f = frames[next++]!;
+      const items = dec.decode(f.subarray(FRAME_HEADER))!.items;
+      for (const rec of decodeRecords(items as never, byId).records) sink(rec);
+      done += items.length;
+    }
+    return done;
+  };
+  await measure(run, n);
 }

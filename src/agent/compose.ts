@@ -39,7 +39,6 @@ import { proxySlot } from '../common/proxy-ports.ts';
 import { createHttpProxyNode } from '../proxy/http/node.ts';
 import { createTlsNode } from '../proxy/tls/node.ts';
 import { createAINode } from '../proxy/ai/node.ts';
-import { createL7Parser } from '../hubble/l7/parser.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';
 import { readSupervisorState, supervisorFiles } from '../sys/supervise.ts';
 import type { FeedServer } from '../proxy/feed/server.ts';
@@ -166,10 +165,9 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     const ep = agentRef?.endpointTable().byIp(ip);
     return ep ? resolved(ep) : undefined;
   };
-  // The proxies' access records become L7 flows here (Hubble's seven parser), their peers resolved
+  // The proxies' access records become L7 flows in Hubble (its seven parser), their peers resolved
   // by the datapath flows' resolver: a pod on another node is named as in its L3/L4 flows.
-  const parseL7 = createL7Parser({ nodeName: node, resolver });
-  const emitRecord = (rec: AccessLogRecord) => hubble.ingestFlow(parseL7(rec));
+  const emitRecord = (rec: AccessLogRecord) => hubble.ingestRecord(rec);
   // --external-envoy-proxy: the DNS, HTTP and TLS proxies (and the AI filter in the HTTP proxy) run
   // in their own supervised process, fed policy snapshots over <nodeDir>/l7proxy.sock (src/proxy/feed)
   const external = config.externalEnvoyProxy === true;

@@ -8,7 +8,7 @@
  * view when its endpoint changes, never edits it), one per remote identity whose labels are
  * known, one per label list a proxy names a peer by.
  */
-import type { Endpoint } from './gen/flow/flow_pb.js';
+import { IPVersion, type Endpoint, type Flow } from './gen/flow/flow_pb.js';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { reservedIdentityName } from './names.ts';
 
@@ -121,3 +121,30 @@ export function createEndpointMessages(source: IdentityLabelSource, clusterName:
 
   return { local, remote, labelled, identityLabels };
 }
+
+/**
+ * The flow.IP messages of flows, shared per address pair and way (a connection's flows, and every
+ * connection between two pods, have the same): for both flow builders, as the endpoints above.
+ */
+export function createIpMessages(): (src: string, dst: string, version: IPVersion) => NonNullable<Flow['IP']> {
+  const ips = new Map<string, Map<string, NonNullable<Flow['IP']>>>();
+  let ipCount = 0;
+  return function ipMessage(src, dst, version) {
+    let byDst = ips.get(src);
+    let m = byDst?.get(dst);
+    if (m && m.ipVersion === version) return m;
+    if (ipCount >= CACHE_MAX) {
+      ips.clear();
+      ipCount = 0;
+      byDst = undefined;
+    }
+    if (!byDst) ips.set(src, (byDst = new Map()));
+    m = { $typeName: 'flow.IP', source: src, sourceXlated: '', destination: dst, ipVersion: version, encrypted: false };
+    byDst.set(dst, m);
+    ipCount++;
+    return m;
+  };
+}
+
+/** An address's IP version as flows give it. */
+export const ipVersionOf = (ip: string): IPVersion => (ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4);

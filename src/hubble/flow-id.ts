@@ -15,20 +15,45 @@ import { randomUUID } from 'node:crypto';
 const LOW_FIRST = 0x10_0000;
 const LOW_END = 0x100_0000;
 
-export function createFlowIds(): () => string {
+/**
+ * One id sequence, its last id also in two parts: `head` (30 characters, shared by the next 15 M
+ * ids) and `low`, the counter (id = head + low.toString(16)). The ring keeps an L7 flow's id as
+ * the two (l7/parser.ts): the string of its own per flow is what a scavenge would copy.
+ */
+export interface FlowIdSource {
+  /** a new id */
+  next(): string;
+  /** the last id's head and counter, as next() left them */
+  readonly head: string;
+  readonly low: number;
+}
+
+export function createFlowIdSource(): FlowIdSource {
   let head = '';
   let high = LOW_END;
   let low = LOW_END;
-  return () => {
-    if (low >= LOW_END) {
-      if (++high >= LOW_END) {
-        // 'xxxxxxxx-xxxx-4xxx-Nxxx-': the first 24 characters of a random v4 UUID
-        head = randomUUID().slice(0, 24);
-        high = 0;
+  const src = {
+    head: '',
+    low: 0,
+    next(): string {
+      if (low >= LOW_END) {
+        if (++high >= LOW_END) {
+          // 'xxxxxxxx-xxxx-4xxx-Nxxx-': the first 24 characters of a random v4 UUID
+          head = randomUUID().slice(0, 24);
+          high = 0;
+        }
+        head = head.slice(0, 24) + (LOW_END + high).toString(16).slice(1);
+        low = LOW_FIRST;
       }
-      head = head.slice(0, 24) + (LOW_END + high).toString(16).slice(1);
-      low = LOW_FIRST;
-    }
-    return head + (low++).toString(16);
+      src.head = head;
+      src.low = low;
+      return head + (low++).toString(16);
+    },
   };
+  return src;
+}
+
+export function createFlowIds(): () => string {
+  const src = createFlowIdSource();
+  return () => src.next();
 }

@@ -11,7 +11,7 @@ import {
 } from './gen/flow/flow_pb.js';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, traceObservationPoint } from './names.ts';
-import { createEndpointMessages } from './endpoint-messages.ts';
+import { createEndpointMessages, createIpMessages } from './endpoint-messages.ts';
 import { createFlowIds } from './flow-id.ts';
 
 /**
@@ -101,23 +101,7 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   // Flows stay in the ring for seconds, so whatever each holds alone is copied and promoted by the
   // garbage collector: the IP message is shared per address pair and way (a connection's events
   // and every connection between two pods have the same), the Timestamp's seconds per second.
-  const ips = new Map<string, Map<string, NonNullable<Flow['IP']>>>();
-  let ipCount = 0;
-  function ipMessage(src: string, dst: string, version: IPVersion): NonNullable<Flow['IP']> {
-    let byDst = ips.get(src);
-    let m = byDst?.get(dst);
-    if (m && m.ipVersion === version) return m;
-    if (ipCount >= 16384) {
-      ips.clear();
-      ipCount = 0;
-      byDst = undefined;
-    }
-    if (!byDst) ips.set(src, (byDst = new Map()));
-    m = { $typeName: 'flow.IP', source: src, sourceXlated: '', destination: dst, ipVersion: version, encrypted: false };
-    byDst.set(dst, m);
-    ipCount++;
-    return m;
-  }
+  const ipMessage = createIpMessages();
   let secStartNs = -1n, secEndNs = -1n, secBig = 0n;
   function timestamp(wallNs: bigint): NonNullable<Flow['time']> {
     if (wallNs < secStartNs || wallNs >= secEndNs) {

@@ -6,7 +6,9 @@
  */
 import type { DatapathEvent } from '../datapath/types.ts';
 import { createFlowBuilder, type EndpointResolver } from './flow.ts';
-import { createFlowIds } from './flow-id.ts';
+import { createFlowIdSource } from './flow-id.ts';
+import { createL7Parser } from './l7/parser.ts';
+import type { AccessLogRecord } from '../common/access-log.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
@@ -52,6 +54,11 @@ export interface Hubble {
   ingest(ev: DatapathEvent): Flow | undefined;
   /** Store a flow built elsewhere (L7 proxy flows); fills node_name, uuid and time when empty. */
   ingestFlow(flow: Flow): void;
+  /**
+   * A proxy's access record as its L7 flow (Hubble's seven parser, l7/parser.ts), stored as
+   * ingestFlow does; the ring keeps the proxies' common HTTP flows compactly (ring.ts CompactFlow).
+   */
+  ingestRecord(rec: AccessLogRecord): void;
   /** Record lost events (e.g. OBSERVER_EVENTS_QUEUE). */
   reportLost(source: LostEventSource, count: number, cpu?: number): void;
   /** Feed the datapath's cumulative kernel loss counter; the increase becomes a PERF_EVENT_RING_BUFFER LostEvent. */
@@ -75,8 +82,11 @@ export function createHubble(deps: HubbleDeps): Hubble {
     }
   };
   // one id sequence for datapath and L7 flows
-  const flowId = createFlowIds();
+  const ids = createFlowIdSource();
+  const flowId = () => ids.next();
   const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, uuid: flowId });
+  // the proxies' records, their peers resolved as the datapath flows' (a pod on another node named as in its L3/L4 flows)
+  const parseL7 = createL7Parser({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
   let seen = 0;
   let kernelLostSeen: bigint | undefined;
   const subscribers: ((flow: Flow) => void)[] = [];
@@ -96,7 +106,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
     seenFlows: () => seen,
   });
 
-  function store(flow: Flow): void {
+  /** Hands the flow to the subscribers; returns its time in the ring. */
+  function publish(flow: Flow): number {
     seen++;
     for (const s of subscribers) {
       try {
@@ -104,7 +115,24 @@ export function createHubble(deps: HubbleDeps): Hubble {
       } catch { /* a subscriber never breaks the pipeline */ }
     }
     const t = flow.time;
-    ring.pushFlow(flow, t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now());
+    return t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now();
+  }
+
+  function store(flow: Flow): void {
+    ring.pushFlow(flow, publish(flow));
+  }
+
+  /** What Hubble fills in a flow built elsewhere. */
+  function finish(flow: Flow): void {
+    if (!flow.nodeName) flow.nodeName = deps.nodeName;
+    if (!flow.uuid) flow.uuid = flowId();
+    if (!flow.time) flow.time = timestampFromMs(Date.now());
+    // Hubble names itself on every flow, L7 ones included
+    if (!flow.emitter) flow.emitter = EMITTER;
+    // the proxies know endpoints, not the controllers owning them: name the workloads (the
+    // *_workload metric labels, --from-workload) as datapath flows do
+    fillWorkloads(flow.source, flow.IP?.source);
+    fillWorkloads(flow.destination, flow.IP?.destination);
   }
 
   return {
@@ -118,16 +146,15 @@ export function createHubble(deps: HubbleDeps): Hubble {
       return flow;
     },
     ingestFlow(flow) {
-      if (!flow.nodeName) flow.nodeName = deps.nodeName;
-      if (!flow.uuid) flow.uuid = flowId();
-      if (!flow.time) flow.time = timestampFromMs(Date.now());
-      // Hubble names itself on every flow, L7 ones included
-      if (!flow.emitter) flow.emitter = EMITTER;
-      // the proxies know endpoints, not the controllers owning them: name the workloads (the
-      // *_workload metric labels, --from-workload) as datapath flows do
-      fillWorkloads(flow.source, flow.IP?.source);
-      fillWorkloads(flow.destination, flow.IP?.destination);
+      finish(flow);
       store(flow);
+    },
+    ingestRecord(rec) {
+      const flow = parseL7(rec);
+      // the parser leaves the uuid empty: `ids` holds the one finish() gives it
+      finish(flow);
+      const timeMs = publish(flow);
+      if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(flow, timeMs);
     },
     reportLost(source, count, cpu) {
       ring.reportLost(source, count, { cpu });

@@ -152,7 +152,7 @@ function flowsRate(ring: FlowRing, now: number): number {
   let n = 0;
   for (let p = ring.end() - 1; p >= ring.oldest(); p--) {
     if (ring.timeAt(p) < now - 60_000) break;
-    if (ring.at(p)?.kind === 'flow') n++;
+    if (ring.kindAt(p) === 'flow') n++;
   }
   return n / 60;
 }
@@ -212,9 +212,10 @@ export function createHubbleServer(opts: HubbleServerOptions): HubbleServer {
       const oldest = ring.oldest();
       let count = 0;
       while (pos > oldest && (number === 0 || count < number)) {
+        // the time first: an L7 flow kept compact is made a Flow by at()
+        if (sinceMs !== undefined && ring.timeAt(pos - 1) < sinceMs) break;
         const e = ring.at(pos - 1);
         if (!e) break;
-        if (sinceMs !== undefined && e.timeMs < sinceMs) break;
         if (e.kind === 'flow' && (untilMs === undefined || e.timeMs <= untilMs) && pass(e.flow)) count++;
         pos--;
       }

@@ -13,6 +13,23 @@ export type RingEntry =
   | { kind: 'flow'; flow: Flow; timeMs: number }
   | { kind: 'lost'; lost: LostEvent; timeMs: number };
 
+/**
+ * A flow its builder keeps in the ring in a compact form of its own (l7/parser.ts: the proxies'
+ * HTTP flows): one object per ring position, filled in place each time the writer comes round,
+ * holding numbers and messages shared between flows. A Flow kept whole is a dozen young objects
+ * that every scavenge copies while the ring holds them (the agent's L7 flows at proxy rates: a
+ * 10 ms scavenge every ~350 ms); this holds none. Readers get `toFlow()`, a new Flow equal to
+ * the one the builder made when it was ingested, each time they read it.
+ */
+export interface CompactFlow {
+  readonly kind: 'compact';
+  /** the builder that fills it (a position's object is reused by the same builder only) */
+  readonly owner: object;
+  toFlow(): Flow;
+}
+
+type Slot = RingEntry | CompactFlow;
+
 /** What reading a position gives: an entry, a synthesized loss (then continue at `next`), or EOF. */
 export type RingRead =
   | { kind: 'entry'; entry: RingEntry; next: number }
@@ -41,7 +58,9 @@ export function lostEvent(source: LostEventSource, count: number, firstMs: numbe
 
 export class FlowRing {
   readonly capacity: number;
-  private readonly slots: (RingEntry | undefined)[];
+  private readonly slots: (Slot | undefined)[];
+  /** per position, the compact object last filled there (kept while other entries take the position) */
+  private readonly compacts: (CompactFlow | undefined)[];
   /** per-slot time (epoch ms), cheap to scan backwards */
   private readonly times: Float64Array;
   private readonly mask: number;
@@ -55,7 +74,8 @@ export class FlowRing {
   constructor(capacity = DEFAULT_RING_CAPACITY) {
     validateCapacity(capacity);
     this.capacity = capacity;
-    this.slots = new Array<RingEntry | undefined>(capacity + 1);
+    this.slots = new Array<Slot | undefined>(capacity + 1);
+    this.compacts = new Array<CompactFlow | undefined>(capacity + 1);
     this.times = new Float64Array(capacity + 1);
     this.mask = capacity;
   }
@@ -81,9 +101,13 @@ export class FlowRing {
   }
 
   push(entry: RingEntry): void {
+    this.put(entry, entry.timeMs);
+  }
+
+  private put(slot: Slot, timeMs: number): void {
     const i = this.write & this.mask;
-    this.slots[i] = entry;
-    this.times[i] = entry.timeMs;
+    this.slots[i] = slot;
+    this.times[i] = timeMs;
     this.write++;
     if (this.waiters.length) {
       const w = this.waiters;
@@ -94,6 +118,23 @@ export class FlowRing {
 
   pushFlow(flow: Flow, timeMs: number): void {
     this.push({ kind: 'flow', flow, timeMs });
+  }
+
+  /**
+   * The compact object of `owner` at the position the next write takes (made by `make` the first
+   * time, or when another builder's was there): fill it, then pushCompact it. That position is
+   * not readable until then (the ring has one slot more than its capacity).
+   */
+  compactSlot<T extends CompactFlow>(owner: object, make: () => T): T {
+    const i = this.write & this.mask;
+    let c = this.compacts[i];
+    if (c?.owner !== owner) this.compacts[i] = c = make();
+    return c as T;
+  }
+
+  /** Stores the object compactSlot gave, filled. */
+  pushCompact(slot: CompactFlow, timeMs: number): void {
+    this.put(slot, timeMs);
   }
 
   /**
@@ -126,10 +167,23 @@ export class FlowRing {
     return this.times[pos & this.mask] ?? 0;
   }
 
+  /** Whether a readable position holds a flow or a loss, without making the flow (undefined if not readable). */
+  kindAt(pos: number): 'flow' | 'lost' | undefined {
+    if (pos < this.oldest() || pos >= this.write) return undefined;
+    const s = this.slots[pos & this.mask]!;
+    return s.kind === 'lost' ? 'lost' : 'flow';
+  }
+
   /** Entry at a readable position, or undefined if not readable. */
   at(pos: number): RingEntry | undefined {
     if (pos < this.oldest() || pos >= this.write) return undefined;
-    return this.slots[pos & this.mask];
+    return this.entry(pos & this.mask);
+  }
+
+  /** A position's entry, a compact flow made a Flow. */
+  private entry(i: number): RingEntry {
+    const s = this.slots[i]!;
+    return s.kind === 'compact' ? { kind: 'flow', flow: s.toFlow(), timeMs: this.times[i]! } : s;
   }
 
   /**
@@ -145,7 +199,7 @@ export class FlowRing {
       this.countLost(LostEventSource.HUBBLE_RING_BUFFER, missed);
       return { kind: 'overwritten', lost: lostEvent(LostEventSource.HUBBLE_RING_BUFFER, missed, now), timeMs: now, next: oldest };
     }
-    return { kind: 'entry', entry: this.slots[pos & this.mask]!, next: pos + 1 };
+    return { kind: 'entry', entry: this.entry(pos & this.mask), next: pos + 1 };
   }
 
   /** Resolve once something is written at or beyond `pos` (or at once if already), or on abort. */

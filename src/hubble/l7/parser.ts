@@ -14,10 +14,11 @@
  *         `TLS ClientHello SNI api.openai.com (TLS 1.3, alpn h2,http/1.1)`
  *
  * Flows are literals in create(FlowSchema)'s shape: create() per request costs ~10x on this path.
- * uuid, emitter and workloads are left to Hubble's ingestFlow, as for every flow built outside it.
+ * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
+ * the ring keeps the common HTTP flow compactly (keep, HttpCompact) and makes it again on read.
  */
 import {
-  DropReason, FlowType, IPVersion, L7FlowType, TrafficDirection, Verdict,
+  DropReason, FlowType, L7FlowType, TrafficDirection, Verdict,
   type Endpoint, type Flow, type HTTP, type Layer4, type Layer7,
 } from '../gen/flow/flow_pb.js';
 import type { Any } from '@bufbuild/protobuf/wkt';
@@ -27,7 +28,9 @@ import type {
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from '../names.ts';
-import { createEndpointMessages } from '../endpoint-messages.ts';
+import { createEndpointMessages, createIpMessages, ipVersionOf } from '../endpoint-messages.ts';
+import type { CompactFlow, FlowRing } from '../ring.ts';
+import type { FlowIdSource } from '../flow-id.ts';
 import { aiExtension } from './ai-extension.ts';
 import { identityScope, ReservedIdentity } from '../../identity/identity.ts';
 
@@ -105,11 +108,15 @@ function aiSummary(ai: AccessAI): string {
   return `${s}]`;
 }
 
-export function httpSummary(rec: HttpAccessRecord, url = redactUrl(rec.url)): string {
-  let s: string;
+/** The summary's first part, of the request or response line alone (the ring's compact flows make it again from these). */
+function httpLine(isReq: boolean, protocol: string, method: string, url: string, code: number, latencyNs: number): string {
   // Hubble's `%dms`: whole milliseconds, truncated
-  if (rec.type === 'request') s = rec.method ? `${rec.protocol} ${rec.method} ${url}` : `${rec.protocol} malformed request`;
-  else s = rec.method ? `${rec.protocol} ${rec.code} ${Math.floor(rec.latencyNs / 1e6)}ms (${rec.method} ${url})` : `${rec.protocol} ${rec.code} (malformed request)`;
+  if (isReq) return method ? `${protocol} ${method} ${url}` : `${protocol} malformed request`;
+  return method ? `${protocol} ${code} ${Math.floor(latencyNs / 1e6)}ms (${method} ${url})` : `${protocol} ${code} (malformed request)`;
+}
+
+export function httpSummary(rec: HttpAccessRecord, url = redactUrl(rec.url)): string {
+  let s = httpLine(rec.type === 'request', rec.protocol, rec.method, url, rec.code, rec.latencyNs);
   // AI calls: provider, model and tokens (src/proxy/ai)
   if (rec.ai) s += aiSummary(rec.ai);
   // policy denials read exactly like Hubble's; refusals by the parser (and the AI filter) say why
@@ -137,20 +144,75 @@ export function tlsSummary(r: Pick<TlsAccessRecord, 'verdict' | 'sni' | 'version
   return `${s} ${r.verdict === 'denied' ? 'refused' : 'failed'}: ${r.reason ?? 'unknown'}`;
 }
 
-function httpPart(rec: HttpAccessRecord): L7Part {
+/**
+ * An HTTP message and what flows share with it: its `record` oneof, and for requests (no
+ * latency) the whole Layer7. Keyed by the record's URL, method, protocol, code and headers.
+ */
+interface HttpShared {
+  method: string;
+  protocol: string;
+  code: number;
+  /** the record's headers as the proxy gave them (compared value by value) */
+  flat: readonly string[];
+  record: Extract<Layer7['record'], { case: 'http' }>;
+  request: Layer7 | undefined;
+}
+
+function sameFlat(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Messages remembered per URL at most (the oldest gives way), and URLs (then all are forgotten). */
+const HTTP_PER_URL = 8;
+const HTTP_URLS = 4096;
+
+/**
+ * The HTTP messages of flows, shared between flows of the same request or response (URL, method,
+ * protocol, code, headers): a proxy's flows repeat a few of them, and each one a flow held alone
+ * (the message, its headers list, a message per header) was copied by every scavenge while the
+ * ring kept the flow. Messages are never changed once in a flow (as the endpoints).
+ */
+function createHttpMessages(): (rec: HttpAccessRecord) => HttpShared {
+  const byUrl = new Map<string, HttpShared[]>();
+  return function httpShared(rec) {
+    let list = byUrl.get(rec.url);
+    if (list) {
+      for (const m of list) {
+        if (m.method === rec.method && m.protocol === rec.protocol && m.code === rec.code && sameFlat(m.flat, rec.headers)) return m;
+      }
+    } else {
+      if (byUrl.size >= HTTP_URLS) byUrl.clear();
+      byUrl.set(rec.url, (list = []));
+    }
+    const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url: redactUrl(rec.url), protocol: rec.protocol, headers: flowHeaders(rec.headers) };
+    const record = { case: 'http' as const, value: http };
+    const m: HttpShared = {
+      method: rec.method, protocol: rec.protocol, code: rec.code, flat: rec.headers, record,
+      request: rec.type === 'request' ? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record } : undefined,
+    };
+    if (list.length >= HTTP_PER_URL) list.shift();
+    list.push(m);
+    return m;
+  };
+}
+
+/** A response's Layer7 (its latency its own). */
+function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
+  return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
+}
+
+function httpPart(rec: HttpAccessRecord, shared: HttpShared): L7Part {
   const isReq = rec.type === 'request';
-  const url = redactUrl(rec.url);
-  const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url, protocol: rec.protocol, headers: flowHeaders(rec.headers) };
   return {
     isReply: !isReq,
     // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
     verdict: rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED,
     transport: 'TCP',
-    l7: {
-      $typeName: 'flow.Layer7', type: isReq ? L7FlowType.REQUEST : L7FlowType.RESPONSE,
-      latencyNs: isReq ? 0n : BigInt(Math.max(0, Math.round(rec.latencyNs))), record: { case: 'http', value: http },
-    },
-    summary: httpSummary(rec, url),
+    l7: isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record }) : responseL7(shared.record, rec.latencyNs),
+    summary: httpSummary(rec, shared.record.value.url),
     proxyPort: DEFAULT_PROXY_PORTS.http,
     traceContext: rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined,
     extensions: rec.ai ? aiExtension(rec.ai) : undefined,
@@ -210,9 +272,134 @@ function neverPod(identity: number): boolean {
   return identity === ReservedIdentity.world || identity === ReservedIdentity.worldIPv4 || identity === ReservedIdentity.worldIPv6 || identityScope(identity) === 'local';
 }
 
-export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) => Flow {
+/**
+ * The L7 parser: a record's flow, and (keep) the ring's compact form of it. Hubble's ingest
+ * finishes a flow (uuid, emitter, workloads) before it is kept, so `keep` takes the finished one.
+ */
+export interface L7Parser {
+  (rec: AccessLogRecord): Flow;
+  /**
+   * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
+   * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
+   * numbers: an HTTP record without trace context, AI facts, TLS or reason (the proxies' common
+   * record). Returns false for any other (the caller pushes the Flow itself).
+   */
+  keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
+}
+
+/**
+ * An HTTP flow as the ring keeps it (ring.ts CompactFlow): one object per ring position, refilled
+ * in place; it refers only to messages shared between flows (endpoints, the IP pair, the HTTP
+ * message) and strings the feed's decoder or the id source share, so nothing per flow is left for
+ * the scavenger to copy. toFlow() makes the Flow the parser and Hubble's ingest made.
+ */
+class HttpCompact implements CompactFlow {
+  readonly kind = 'compact' as const;
+  timeMs = 0;
+  uuidHead = '';
+  uuidLow = 0;
+  isReply = false;
+  verdict: Verdict = Verdict.FORWARDED;
+  direction: TrafficDirection = TrafficDirection.INGRESS;
+  srcPort = 0;
+  dstPort = 0;
+  latencyNs = 0;
+  ip: Flow['IP'] = undefined;
+  source: Flow['source'] = undefined;
+  destination: Flow['destination'] = undefined;
+  emitter: Flow['emitter'] = undefined;
+  nodeName = '';
+  /** the HTTP message's oneof (shared), and a request's whole Layer7 (shared: no latency) */
+  record: HttpShared['record'] | undefined = undefined;
+  request: Layer7 | undefined = undefined;
+  readonly owner: object;
+  constructor(owner: object) { this.owner = owner; }
+
+  toFlow(): Flow {
+    const http = this.record!.value;
+    const isReq = !this.isReply;
+    return l7Flow(
+      this.timeMs, this.uuidHead + this.uuidLow.toString(16), this.emitter, this.verdict, this.ip,
+      tcpL4(this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
+      isReq ? this.request! : responseL7(this.record!, this.latencyNs),
+      this.direction, 0, this.isReply, DEFAULT_PROXY_PORTS.http, undefined,
+      httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs), undefined,
+    );
+  }
+}
+
+function tcpL4(sourcePort: number, destinationPort: number): Layer4 {
+  return { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags: undefined } } };
+}
+
+/** the flows of one second share its BigInt (a heap object per flow otherwise) */
+let lastSeconds = -1, lastSecondsBig = 0n;
+
+/** Every L7 flow, in create(FlowSchema)'s shape (one literal for the parser and the ring's compact flows). */
+function l7Flow(
+  timeMs: number, uuid: string, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
+  nodeName: string, destinationNames: string[], l7: Layer7, direction: TrafficDirection, dropReasonDesc: DropReason, isReply: boolean, proxyPort: number,
+  traceContext: Flow['traceContext'], summary: string, extensions: Any | undefined,
+): Flow {
+  // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
+  const seconds = Math.floor(timeMs / 1000);
+  const nanos = Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
+  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
+  return {
+    $typeName: 'flow.Flow',
+    time: { $typeName: 'google.protobuf.Timestamp', seconds: lastSecondsBig, nanos },
+    uuid,
+    emitter,
+    verdict,
+    dropReason: 0,
+    authType: 0,
+    ethernet: undefined,
+    IP: ip,
+    l4,
+    tunnel: undefined,
+    source,
+    destination,
+    Type: FlowType.L7,
+    nodeName,
+    nodeLabels: NONE,
+    sourceNames: NONE,
+    destinationNames,
+    l7,
+    reply: false,
+    eventType: L7_EVENT,
+    sourceService: undefined,
+    destinationService: undefined,
+    trafficDirection: direction,
+    policyMatchType: 0,
+    traceObservationPoint: 0,
+    traceReason: 0,
+    file: undefined,
+    ipTraceId: undefined,
+    dropReasonDesc,
+    isReply,
+    debugCapturePoint: 0,
+    interface: undefined,
+    proxyPort,
+    traceContext,
+    sockXlatePoint: 0,
+    socketCookie: 0n,
+    cgroupId: 0n,
+    Summary: summary,
+    extensions,
+    egressAllowedBy: NONE,
+    ingressAllowedBy: NONE,
+    egressDeniedBy: NONE,
+    ingressDeniedBy: NONE,
+    policyLog: NONE,
+    aggregate: undefined,
+  };
+}
+
+export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
+  const ipMessage = createIpMessages();
+  const httpShared = createHttpMessages();
   // A peer's endpoint as Cilium's common.EndpointResolver gives it: the proxy's own endpoint, else
   // the pod at the address (this node's or another's: pod name and namespace), with the identity
   // the proxy judged by; only an address that is no pod is named by labels or identity alone.
@@ -222,74 +409,51 @@ export function createL7Parser(opts: L7ParserOptions): (rec: AccessLogRecord) =>
     return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
 
-  function way(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): { ip: Flow['IP']; l4: Layer4 } {
-    const l4: Layer4 = transport === 'UDP'
+  function l4Of(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): Layer4 {
+    return transport === 'UDP'
       ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
-      : { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: src.port, destinationPort: dst.port, flags: undefined } } };
-    const ip: Flow['IP'] = { $typeName: 'flow.IP', source: src.ip, sourceXlated: '', destination: dst.ip, ipVersion: src.ip.includes(':') ? IPVersion.IPv6 : IPVersion.IPv4, encrypted: false };
-    return { ip, l4 };
+      : tcpL4(src.port, dst.port);
   }
 
-
-  let lastSeconds = -1, lastSecondsBig = 0n;
-  return function parse(rec: AccessLogRecord): Flow {
-    const part = rec.l7 === 'http' ? httpPart(rec) : rec.l7 === 'dns' ? dnsPart(rec) : tlsPart(rec);
+  const parse = function parse(rec: AccessLogRecord): Flow {
+    const part = rec.l7 === 'http' ? httpPart(rec, httpShared(rec)) : rec.l7 === 'dns' ? dnsPart(rec) : tlsPart(rec);
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
-    const w = way(src, dst, part.transport);
-    // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
-    const seconds = Math.floor(rec.timeMs / 1000);
-    const nanos = Math.min(999_999_999, Math.round((rec.timeMs - seconds * 1000) * 1e6));
-    // the flows of one second share its BigInt (a heap object per flow otherwise)
-    if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
-    return {
-      $typeName: 'flow.Flow',
-      time: { $typeName: 'google.protobuf.Timestamp', seconds: lastSecondsBig, nanos },
-      uuid: '',
-      emitter: undefined,
-      verdict: part.verdict,
-      dropReason: 0,
-      authType: 0,
-      ethernet: undefined,
-      IP: w.ip,
-      l4: w.l4,
-      tunnel: undefined,
-      source: endpoint(src),
-      destination: endpoint(dst),
-      Type: FlowType.L7,
-      nodeName: opts.nodeName,
-      nodeLabels: NONE,
-      sourceNames: NONE,
-      destinationNames: part.destinationNames ?? NONE,
-      l7: part.l7,
-      reply: false,
-      eventType: L7_EVENT,
-      sourceService: undefined,
-      destinationService: undefined,
-      trafficDirection: rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
-      policyMatchType: 0,
-      traceObservationPoint: 0,
-      traceReason: 0,
-      file: undefined,
-      ipTraceId: undefined,
-      dropReasonDesc: part.dropReasonDesc ?? 0,
-      isReply: part.isReply,
-      debugCapturePoint: 0,
-      interface: undefined,
-      proxyPort: part.proxyPort,
-      traceContext: part.traceContext,
-      sockXlatePoint: 0,
-      socketCookie: 0n,
-      cgroupId: 0n,
-      Summary: part.summary,
-      extensions: part.extensions,
-      egressAllowedBy: NONE,
-      ingressAllowedBy: NONE,
-      egressDeniedBy: NONE,
-      ingressDeniedBy: NONE,
-      policyLog: NONE,
-      aggregate: undefined,
-    };
+    return l7Flow(
+      rec.timeMs, '', undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4Of(src, dst, part.transport), endpoint(src), endpoint(dst),
+      opts.nodeName, part.destinationNames ?? NONE, part.l7, rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
+      part.dropReasonDesc ?? 0, part.isReply, part.proxyPort, part.traceContext, part.summary, part.extensions,
+    );
+  } as L7Parser;
+
+  const owner = {};
+  const make = () => new HttpCompact(owner);
+  parse.keep = (ring, rec, flow, timeMs, ids) => {
+    if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.tls !== undefined || rec.reason !== undefined) return false;
+    const l7 = flow.l7;
+    const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;
+    if (l7?.record.case !== 'http' || !tcp) return false;
+    const c = ring.compactSlot(owner, make);
+    c.timeMs = rec.timeMs;
+    c.uuidHead = ids.head;
+    c.uuidLow = ids.low;
+    c.isReply = flow.isReply === true;
+    c.verdict = flow.verdict;
+    c.direction = flow.trafficDirection;
+    c.srcPort = tcp.sourcePort;
+    c.dstPort = tcp.destinationPort;
+    c.latencyNs = rec.type === 'response' ? rec.latencyNs : 0;
+    c.ip = flow.IP;
+    c.source = flow.source;
+    c.destination = flow.destination;
+    c.emitter = flow.emitter;
+    c.nodeName = flow.nodeName;
+    // the parser's shared messages (httpShared): the ring holds no Layer7 but a response's
+    c.record = l7.record;
+    c.request = c.isReply ? undefined : l7;
+    ring.pushCompact(c, timeMs);
+    return true;
   };
+  return parse;
 }

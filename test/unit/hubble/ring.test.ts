@@ -74,3 +74,37 @@ test('waitFor resolves on the next write, or on abort', async () => {
   ac.abort();
   await q;
 });
+
+test('compact flows: one object per position, refilled each time round; readers get a new Flow each read', () => {
+  const r = new FlowRing(3);
+  const owner = {};
+  let made = 0;
+  class C { readonly kind = 'compact' as const; readonly owner = owner; n = 0; toFlow() { return flow(this.n); } }
+  const make = () => { made++; return new C(); };
+  const held: C[] = [];
+  for (let i = 0; i < 12; i++) {
+    const c = r.compactSlot(owner, make);
+    c.n = i;
+    held.push(c);
+    r.pushCompact(c, 100 + i);
+    // a datapath flow between: its position keeps the compact object for the next time round
+    if (i === 5) r.pushFlow(flow(-1), 100 + i);
+  }
+  assert.equal(made, 4, 'capacity + 1 objects in all');
+  assert.equal(held[0], held[4]);
+  assert.equal(r.kindAt(r.end() - 1), 'flow');
+  const e = r.at(r.end() - 1), again = r.at(r.end() - 1);
+  assert.ok(e?.kind === 'flow' && again?.kind === 'flow');
+  assert.equal(e.flow.uuid, '11');
+  assert.equal(e.timeMs, 111);
+  assert.notEqual(e.flow, again.flow);
+  const read = r.read(r.end() - 2);
+  assert.ok(read.kind === 'entry' && read.entry.kind === 'flow' && read.entry.flow.uuid === '10');
+  // another builder's object at a position is not handed to this one
+  const other = {};
+  const o = r.compactSlot(other, () => ({ kind: 'compact' as const, owner: other, toFlow: () => flow(99) }));
+  assert.equal(o.owner, other);
+  r.reportLost(LostEventSource.OBSERVER_EVENTS_QUEUE, 1);
+  assert.equal(r.kindAt(r.end() - 1), 'lost');
+  assert.equal(r.kindAt(r.end()), undefined);
+});
