@@ -434,6 +434,9 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     const l7 = flow.l7;
     const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;
     if (l7?.record.case !== 'http' || !tcp) return false;
+    // toFlow() makes these as the HTTP part does today: a flow that differs in any is kept whole
+    // rather than made again wrong, should the HTTP part ever fill them
+    if (flow.destinationNames.length || flow.dropReasonDesc || flow.traceContext || flow.extensions || flow.proxyPort !== DEFAULT_PROXY_PORTS.http) return false;
     const c = ring.compactSlot(owner, make);
     c.timeMs = rec.timeMs;
     c.uuidHead = ids.head;
