@@ -25,7 +25,9 @@
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
 // --perf DIR: perf record -g of each path's wireguard-go pair during the last stream turn; with
 // --perf-sched on, its switch-outs instead (sched:sched_switch with stacks), summarised in shares.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--append]
+// --gro-flush-ns N, --napi-threaded on: cilium_wg0's GRO flush timeout, NAPI poll in a kernel thread
+// (sizing the agent's settings; the run line says what cilium_wg0 had).
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -40,7 +42,7 @@ import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'pod-gro': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -118,6 +120,14 @@ process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
 try {
   membrane(['up', '--nodes', '2', '--routing-mode', MODE, '--encryption', 'wireguard', '-q']);
+  // sizing knobs for cilium_wg0's receive side on both nodes (the agent's own are the default):
+  // --gro-flush-ns N its GRO flush timeout, --napi-threaded on its NAPI poll in a kernel thread
+  // instead of the softirq of wireguard-go's TUN write
+  for (const [knob, file] of [['gro-flush-ns', 'gro_flush_timeout'], ['napi-threaded', 'threaded']] as const) {
+    const v = opt.own[knob];
+    if (!v) continue;
+    for (const ns of [n1, n2]) sh(ns, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'umount -l /sys; mount -t sysfs sysfs /sys && echo "$0" > "/sys/class/net/cilium_wg0/$1"', v === 'on' ? '1' : v, file]);
+  }
   const podsFile = join(stateDir, 'bench-pods.yaml');
   writeFileSync(podsFile, [
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
@@ -432,7 +442,9 @@ try {
    *  both in native routing (src/sys/tun.ts); the bare tunnel's is wireguard-go's own (neither) */
   const napiOf = (dev: string) => {
     const [flags, gro] = execFileSync('ip', ['netns', 'exec', n2, 'cat', `/sys/class/net/${dev}/tun_flags`, `/sys/class/net/${dev}/gro_flush_timeout`], { encoding: 'utf8' }).trim().split('\n').map(Number);
-    return (flags! & 0x10) ? `NAPI with GRO flush timeout ${gro! / 1000} µs` : 'no NAPI (no GRO)';
+    let threaded = '0';
+    try { threaded = execFileSync('ip', ['netns', 'exec', n2, 'cat', `/sys/class/net/${dev}/threaded`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { /* no NAPI */ }
+    return (flags! & 0x10) ? `NAPI${threaded !== '0' ? ' (threaded)' : ''} with GRO flush timeout ${gro! / 1000} µs` : 'no NAPI (no GRO)';
   };
   const napiLine = `node2's wgb0: ${napiOf('wgb0')}; cilium_wg0: ${napiOf('cilium_wg0')}`;
   const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
