@@ -566,7 +566,10 @@ static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verd
 	emit_event(&h->p, &h->c, EV_TRACE, obs, h->trace_out - 1, 0, 0, 0, DIR_EGRESS);
 }
 
-static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
+/* `sk_check` (egress): set to 0 when conntrack says no socket of the node can own the packet's
+ * connection (see below), so that the tunnel's or WireGuard's hand-off skips the socket lookup; it
+ * stays as the caller set it (1: look) on every other path. */
+static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk_check_out)
 {
 	const int from = dir == DIR_EGRESS;
 	struct hctx h = {};
@@ -670,6 +673,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		return TC_ACT_OK;
 	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly. One for a local
 	 * destination whose ingress was decided here carries the sender to its to_container. */
+	*sk_check_out = sk_check;
 	if (skb->mark & MARK_MAGIC_MASK)
 		verdict = TC_ACT_OK;
 	else if (h.local_ep) {
@@ -686,7 +690,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	int sk_check = 1;
+	return handle(skb, DIR_INGRESS, &sk_check);
 }
 
 /* The destination endpoint of a packet if it is local and attached (ipcache ep id -> config). */
@@ -708,7 +713,7 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
  * sees it); packets for a proxy (marked), fragments, a TTL about to expire, and replies that
  * belong to a local transparent socket (the ingress proxy's upstream connection, bound to the
  * remote client's address) stay with the stack. */
-static __noinline int wg_out(struct __sk_buff *skb)
+static __noinline int wg_out(struct __sk_buff *skb, int sk_check)
 {
 	const __u32 wg = wg_out_ifindex();
 	if (!wg || (skb->mark & MARK_MAGIC_MASK) || skb->protocol != bpf_htons(ETH_P_IP))
@@ -727,7 +732,10 @@ static __noinline int wg_out(struct __sk_buff *skb)
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
 	    fib.ifindex != wg)
 		return TC_ACT_OK;
-	if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+	/* only where a socket of the node may own the connection (handle's sk_check: a new one, an
+	 * ICMP error, a proxy's); conntrack says the rest are the pod's and its peer's, as for the
+	 * tunnel (tunnel_redirect): no socket lookup per packet of an established connection */
+	if (sk_check && (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP)) {
 		struct pkt p = {};
 		__be16 ports[2];
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + (ip.ihl & 0xf) * 4, ports, sizeof(ports)))
@@ -758,10 +766,12 @@ SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 #ifndef MB_L3_DEVICE
-	int r = handle(skb, DIR_EGRESS);
-	return r == TC_ACT_OK ? wg_out(skb) : r;
+	int sk_check = 1;
+	int r = handle(skb, DIR_EGRESS, &sk_check);
+	return r == TC_ACT_OK ? wg_out(skb, sk_check) : r;
 #else
-	return handle(skb, DIR_EGRESS);
+	int sk_check = 1;
+	return handle(skb, DIR_EGRESS, &sk_check);
 #endif
 }
 

@@ -1,7 +1,11 @@
 // Encryption benchmark: cross-node TCP_STREAM (iperf3), TCP_RR and TCP_CRR (bench/datapath/rr.c) in
-// one two-node lab (`membrane up --nodes 2 --encryption wireguard`), three paths, interleaved rounds,
-// median, client pinned to CPU 0 and server to CPU 1 (both tunnels' wireguard-go and the agents
-// unpinned, started alike: same binary, same nice level, TUN without offloads on both):
+// one two-node lab (`membrane up --nodes 2 --encryption wireguard`), three paths, median of rounds,
+// client pinned to CPU 0 and server to CPU 1 (both tunnels' wireguard-go and the agents unpinned,
+// started alike: same binary, same nice level, TUN without offloads on both). In a round each
+// measure runs --secs seconds per path in turns of 1 s, the paths' order rotated every turn: run
+// one after the other for 3 s each, a few seconds of other work on the shared machine (a lab's
+// agent, a background job) fell on one path and swung a round's ratio (TCP_CRR 0.61-0.94 idle,
+// with the bare tunnel's own client+server CPU per connection 109-181 µs across rounds):
 //   wg-bare        node1 → node2 namespace over a second, bare wireguard-go tunnel (wgb0, UDP 51999,
 //                  same MTU), no pods, no eBPF: what wireguard-go alone gives on this machine
 //   membrane-wg    pod on node1 → pod on node2 through membrane's cilium_wg0 (eBPF on the pod veths)
@@ -19,7 +23,11 @@
 // same MSS, one UDP datagram per TUN packet), so a CPU difference is work per packet, not packets.
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR] [--pod-gro on] [--append]
+// --perf DIR: perf record -g of each path's wireguard-go pair during the last stream turn; with
+// --perf-sched on, its switch-outs instead (sched:sched_switch with stacks), summarised in shares.
+// --gro-flush-ns N, --napi-threaded on: cilium_wg0's GRO flush timeout, NAPI poll in a kernel thread
+// (sizing the agent's settings; the run line says what cilium_wg0 had).
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -30,11 +38,11 @@ import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
 import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
 import { metricsSocketPaths } from '../../src/agent/metrics.ts';
 import { get } from 'node:http';
-import { median, reportResults } from '../support.ts';
+import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'pod-gro': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -64,6 +72,44 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const wgDir = (k: number) => join(stateDir, `wgb${k}`);
 const wgb = (k: number, args: string[]) => execFileSync('nsenter', nsx(k === 1 ? n1 : n2, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wg "$@"', wgDir(k), ...args]), { encoding: 'utf8' });
 
+/**
+ * Switch-outs of wireguard-go's threads in a `perf record -e sched:sched_switch -g` file, in shares:
+ * a sleeping thread (prev_state S/D) by the first kernel function on its stack that says why (a
+ * futex: the Go runtime parked the thread, no goroutine to run; epoll: the netpoller waiting for
+ * the TUN or the socket; nanosleep: the runtime's usleep), a preempted one (R) by the task that
+ * took the CPU.
+ */
+function schedSummary(file: string, mib: number): string {
+  const out = execFileSync('perf', ['script', '-i', file, '-F', 'tid,event,trace,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'ignore'] });
+  const counts = new Map<string, number>();
+  const WHY: [RegExp, string][] = [[/futex/, 'futex (thread parked)'], [/epoll/, 'epoll (netpoller)'], [/nanosleep/, 'nanosleep (runtime usleep)'], [/tun_/, 'TUN read'], [/udp|sock|skb_recv/, 'UDP socket'], [/select|poll/, 'poll']];
+  let total = 0;
+  /** switch-outs per thread, and the thread with the most (Go's sysmon sleeps in nanosleep) */
+  const perTid = new Map<string, Map<string, number>>();
+  for (const ev of out.split(/\n(?=\s*\d+\s+sched:sched_switch)/)) {
+    const m = /prev_state=(\S+) ==> next_comm=(.+?) next_pid/.exec(ev);
+    if (!m) continue;
+    const tid = /^\s*(\d+)/.exec(ev)?.[1] ?? '?';
+    total++;
+    let key: string;
+    if (m[1]!.startsWith('R')) key = `preempted by ${m[2]!.replace(/[0-9/:]+$/, '') || m[2]}`;
+    else {
+      const syms = ev.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '');
+      key = 'sleep: ' + (WHY.find(([re]) => syms.some((x) => re.test(x)))?.[1] ?? syms.find((x) => x && !/schedule|__switch|finish_task/.test(x)) ?? '?');
+    }
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    const t = perTid.get(tid) ?? new Map<string, number>();
+    t.set(key, (t.get(key) ?? 0) + 1);
+    perTid.set(tid, t);
+  }
+  const tidTotal = (t: Map<string, number>) => [...t.values()].reduce((a, b) => a + b, 0);
+  const busiest = [...perTid.values()].sort((a, b) => tidTotal(b) - tidTotal(a))[0];
+  const busiestLine = busiest ? `; ${perTid.size} threads, the busiest ${((100 * tidTotal(busiest)) / total).toFixed(0)} % of them (${[...busiest].sort((a, b) => b[1] - a[1]).slice(0, 2).map(([k, n]) => `${k} ${((100 * n) / tidTotal(busiest)).toFixed(0)} %`).join(', ')})` : '';
+  const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, n]) => `${k} ${((100 * n) / total).toFixed(0)} %`);
+  // perf attaches to each thread while the turn has begun: the shares are what to read, not the count
+  return `${total} switch-outs recorded over ${mib.toFixed(1)} MiB: ${top.join(', ')}${busiestLine}`;
+}
+
 function cleanup(): void {
   suite.kill();
   for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
@@ -74,6 +120,14 @@ process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
 try {
   membrane(['up', '--nodes', '2', '--routing-mode', MODE, '--encryption', 'wireguard', '-q']);
+  // sizing knobs for cilium_wg0's receive side on both nodes (the agent's own are the default):
+  // --gro-flush-ns N its GRO flush timeout, --napi-threaded on its NAPI poll in a kernel thread
+  // instead of the softirq of wireguard-go's TUN write
+  for (const [knob, file] of [['gro-flush-ns', 'gro_flush_timeout'], ['napi-threaded', 'threaded']] as const) {
+    const v = opt.own[knob];
+    if (!v) continue;
+    for (const ns of [n1, n2]) sh(ns, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'umount -l /sys; mount -t sysfs sysfs /sys && echo "$0" > "/sys/class/net/cilium_wg0/$1"', v === 'on' ? '1' : v, file]);
+  }
   const podsFile = join(stateDir, 'bench-pods.yaml');
   writeFileSync(podsFile, [
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
@@ -205,82 +259,153 @@ try {
     return out;
   };
   /** packets cilium_wg0 sent on node1 (a plain round must send none) */
-  const linkStats = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number; dropped: number } } }[])[0]!.stats64.tx;
-  const linkTx = (dev: string) => linkStats(dev).packets;
-  /** packets node1's TUN received (what wireguard-go decrypted: in a stream, the server's ACKs) */
-  const linkRx = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { rx: { packets: number } } }[])[0]!.stats64.rx.packets;
-  /** context switches (voluntary and not) of all threads of processes `pids`: how often wireguard-go's
-   *  goroutines' threads parked and woke, which it pays per wake-up, not per byte */
+  const linkTx = (dev: string) => (JSON.parse(sh(n1, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+  /** a TUN's counters in namespace `ns`: on node1, tx is what wireguard-go encrypts (the stream's
+   *  data) and rx what it decrypted (the receiver's ACKs); node2 the other way round. tx dropped:
+   *  its ring (txqueuelen long) was full because wireguard-go read it too slowly; each is a TCP
+   *  retransmission and a halved window */
+  const linkCounts = (ns: string, dev: string) => {
+    const s = (JSON.parse(sh(ns, ['ip', '-j', '-s', 'link', 'show', dev])) as { stats64: { tx: { packets: number; bytes: number; dropped: number }; rx: { packets: number } } }[])[0]!.stats64;
+    return { txPackets: s.tx.packets, txBytes: s.tx.bytes, txDropped: s.tx.dropped, rxPackets: s.rx.packets };
+  };
+  /** context switches of all threads of processes `pids`, voluntary (a thread parked: its
+   *  goroutines had nothing to run, or it blocked in a syscall) and involuntary (preempted):
+   *  wireguard-go pays per wake-up, not per byte */
   const cswitches = (pids: number[]) => pids.reduce((t, pid) => {
     let dirs: string[] = [];
     try { dirs = readdirSync(`/proc/${pid}/task`); } catch { return t; }
     for (const tid of dirs) {
       try {
         const st = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        t += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0) + Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+        t.voluntary += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+        t.involuntary += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
       } catch { /* thread gone */ }
     }
     return t;
-  }, 0);
-  /** packets node1's TUN dropped on transmit: its ring (txqueuelen long) was full because
-   *  wireguard-go read it too slowly; each is a TCP retransmission and a halved window */
-  const linkTxDropped = (dev: string) => linkStats(dev).dropped;
+  }, { voluntary: 0, involuntary: 0 });
   const wgTx = () => linkTx('cilium_wg0');
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
-  const pkts = Object.fromEntries(CFGS.map((c) => [c, { tun: [] as number[], tunRx: [] as number[], underlay: [] as number[], retrans: [] as number[], tunDropped: [] as number[], cswch: [] as number[] }])) as Record<Cfg, { tun: number[]; tunRx: number[]; underlay: number[]; retrans: number[]; tunDropped: number[]; cswch: number[] }>;
+  type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt';
+  const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt'];
+  const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
+  /** --perf: call graphs of CPU time; --perf-sched: every switch-out of a wireguard-go thread with
+   *  its kernel stack (where its goroutines wait, or who preempted them) */
+  const perfArgs = opt.own['perf-sched'] === 'on' ? ['-e', 'sched:sched_switch', '-g'] : ['-g'];
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
-  const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
-    Record<Cfg, Record<'wg' | 'agents' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
+  const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, machine: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
+    Record<Cfg, Record<'wg' | 'agents' | 'machine' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
   const rrBin = `/tmp/mbr-bench-rr-${process.pid}`; // built by createTcpSuite
   if (!existsSync(rrBin)) throw new Error(`${rrBin}: the suite's rr binary is not there`);
   /** rr.c prints `rate clientUs` (the client's CPU µs over the run) */
-  const rr = (ns: string, ip: string, k: 'rr' | 'crr') => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(opt.secs)]).split(' ').map(Number) as [number, number];
-  for (let round = 0; round < opt.rounds; round++) {
-    for (const cfg of CFGS) {
-      plainRoutes(cfg === 'membrane-plain');
-      const { ns, ip } = target[cfg];
-      const r = suite.results[cfg];
-      const wg = wgPids(cfg);
-      for (const k of MEASURES) {
-        const h0 = await hubbleCounts();
-        const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now();
-        const tun = tunOfCfg[cfg], t0 = tun ? linkTx(tun) : 0, u0 = linkTx(UNDERLAY_LINK), d0 = tun ? linkTxDropped(tun) : 0;
-        const r0 = tun ? linkRx(tun) : 0, cs0 = cswitches(wg);
-        let units: number;
-        if (k === 'stream') {
-          const perf = PERF_DIR && round === opt.rounds - 1
-            ? spawn('perf', ['record', '-q', '-g', '-o', join(PERF_DIR, `${cfg}.data`), '-p', wg.join(','), '--', 'sleep', String(opt.secs)], { stdio: 'ignore' })
-            : undefined;
-          const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', '5201', '-t', String(opt.secs), '-J'])) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
-          r.stream.push(j.end.sum_received.bits_per_second / 1e9);
-          units = j.end.sum_received.bytes / 2 ** 20;
-          pkts[cfg].tun.push(tun ? (linkTx(tun) - t0) / units : 0);
-          pkts[cfg].underlay.push((linkTx(UNDERLAY_LINK) - u0) / units);
-          pkts[cfg].retrans.push(j.end.sum_sent.retransmits ?? 0);
-          pkts[cfg].tunDropped.push(tun ? linkTxDropped(tun) - d0 : 0);
-          pkts[cfg].tunRx.push(tun ? (linkRx(tun) - r0) / units : 0);
-          pkts[cfg].cswch.push((cswitches(wg) - cs0) / units);
-          if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
-        } else {
-          const [rate, clientUs] = rr(ns, ip, k);
-          r[k].push(rate);
-          units = rate * opt.secs;
-          if (k === 'crr') r.podUs.push((clientUs + suite.crrServerUs(serverNs[cfg]) - srv0) / units);
-        }
-        const sent = wgTx() - tx0;
-        if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain round ${round + 1} ${k}: ${sent} packets went through cilium_wg0`);
-        // an encrypted round that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
-        if (cfg === 'membrane-wg' && sent < units) throw new Error(`encrypted round ${round + 1} ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
-        // ticks are 10 ms: µs per unit
-        cpu[cfg].wg[k].push(((sum(wg) - w0) * 10_000) / units);
-        cpu[cfg].agents[k].push(((sum(agents) - a0) * 10_000) / units);
-        cpu[cfg].agentsPerSec[k].push(((sum(agents) - a0) * 10_000) / ((performance.now() - t0ms) / 1000) / 1000);
-        const h1 = await hubbleCounts();
-        cpu[cfg].flows[k].push((h1.flows - h0.flows) / units);
-        cpu[cfg].lost[k].push((h1.lost - h0.lost) / units);
+  const rr = (ns: string, ip: string, k: 'rr' | 'crr', secs: number) => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(secs)]).split(' ').map(Number) as [number, number];
+  /** the iperf3 server of a path: membrane-plain has one of its own in the server pod, so that a
+   *  plain turn right after an encrypted one never finds membrane-wg's server still finishing */
+  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202' };
+  suite.spawnIn(ps, 1, ['iperf3', '-s', '-p', '5202']);
+  await sleep(1000);
+  /** what one turn of a path counts; a round sums its turns */
+  interface Turn {
+    units: number; ms: number; wg: number; agents: number; machine: number; flows: number; lost: number; podUs: number;
+    tun: number; tunRx: number; underlay: number; retrans: number; tunDropped: number; vcs: number; ivcs: number; n2Rx: number; n2Tx: number; tunBytes: number;
+  }
+  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0 });
+  const TURN_SECS = 1;
+  /** both CPUs' busy time (µs, /proc/stat: user, nice, system, irq, softirq, steal): what a unit of
+   *  work costs the machine wherever it ran (wireguard-go, a NAPI or softirq thread, the pods, the
+   *  agents), so work moved out of wireguard-go's context is not counted as saved */
+  const machineBusy = () => cpuBusyUs(0) + cpuBusyUs(1);
+  /** one turn of measure `k` on path `cfg` (TURN_SECS long): its counts, added to `acc` */
+  const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string): Promise<void> => {
+    plainRoutes(cfg === 'membrane-plain');
+    const { ns, ip } = target[cfg];
+    const wg = wgPids(cfg);
+    const tun = tunOfCfg[cfg];
+    const h0 = await hubbleCounts();
+    const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now(), b0 = machineBusy();
+    const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg);
+    let units: number;
+    if (k === 'stream') {
+      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, '-p', wg.join(','), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
+      const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', iperfPort[cfg], '-t', String(TURN_SECS), '-J'])) as { end: { sum_received: { bytes: number }; sum_sent: { retransmits?: number } } };
+      units = j.end.sum_received.bytes / 2 ** 20;
+      acc.retrans += j.end.sum_sent.retransmits ?? 0;
+      if (l0 && m0) {
+        const l1 = linkCounts(n1, tun!), m1 = linkCounts(n2, tun!);
+        acc.tun += l1.txPackets - l0.txPackets;
+        acc.tunBytes += l1.txBytes - l0.txBytes;
+        acc.tunRx += l1.rxPackets - l0.rxPackets;
+        acc.tunDropped += l1.txDropped - l0.txDropped;
+        acc.n2Rx += m1.rxPackets - m0.rxPackets;
+        acc.n2Tx += m1.txPackets - m0.txPackets;
       }
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${pkts[cfg].tun.at(-1)!.toFixed(0)} (acks back ${pkts[cfg].tunRx.at(-1)!.toFixed(0)}, wireguard-go context switches ${pkts[cfg].cswch.at(-1)!.toFixed(0)}) underlay ${pkts[cfg].underlay.at(-1)!.toFixed(0)}, stream retransmits ${pkts[cfg].retrans.at(-1)!} (tun tx dropped ${pkts[cfg].tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
+      acc.underlay += linkTx(UNDERLAY_LINK) - u0;
+      const cs1 = cswitches(wg);
+      acc.vcs += cs1.voluntary - cs0.voluntary;
+      acc.ivcs += cs1.involuntary - cs0.involuntary;
+      if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
+    } else {
+      const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
+      units = rate * TURN_SECS;
+      if (k === 'crr') acc.podUs += clientUs + suite.crrServerUs(serverNs[cfg]) - srv0;
+    }
+    const sent = wgTx() - tx0;
+    if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain turn ${k}: ${sent} packets went through cilium_wg0`);
+    // an encrypted turn that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
+    if (cfg === 'membrane-wg' && sent < units) throw new Error(`encrypted turn ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
+    acc.machine += machineBusy() - b0;
+    acc.units += units;
+    acc.ms += performance.now() - t0ms;
+    // ticks are 10 ms: µs
+    acc.wg += (sum(wg) - w0) * 10_000;
+    acc.agents += (sum(agents) - a0) * 10_000;
+    const h1 = await hubbleCounts();
+    acc.flows += h1.flows - h0.flows;
+    acc.lost += h1.lost - h0.lost;
+  };
+  /** MiB of the stream turn each path's perf recording covered */
+  const perfMiB: Partial<Record<Cfg, number>> = {};
+  for (let round = 0; round < opt.rounds; round++) {
+    const accs = Object.fromEntries(CFGS.map((c) => [c, { stream: zero(), rr: zero(), crr: zero() }])) as Record<Cfg, Record<Measure, Turn>>;
+    for (const k of MEASURES) {
+      // the paths in turns of TURN_SECS, each turn's order rotated by one: whatever else runs on the
+      // shared machine for a few seconds falls on every path alike, not on one side of a ratio
+      for (let t = 0; t < opt.secs / TURN_SECS; t++) {
+        for (let i = 0; i < CFGS.length; i++) {
+          const cfg = CFGS[(i + t) % CFGS.length]!;
+          const perfOut = PERF_DIR && k === 'stream' && round === opt.rounds - 1 && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const before = accs[cfg][k].units;
+          await turn(cfg, k, accs[cfg][k], perfOut);
+          if (perfOut) perfMiB[cfg] = accs[cfg][k].units - before;
+        }
+      }
+    }
+    for (const cfg of CFGS) {
+      const r = suite.results[cfg];
+      for (const k of MEASURES) {
+        const a = accs[cfg][k];
+        if (k === 'stream') r.stream.push((a.units * 2 ** 20 * 8) / 1e9 / (opt.secs));
+        else r[k].push(a.units / opt.secs);
+        cpu[cfg].wg[k].push(a.wg / a.units);
+        cpu[cfg].agents[k].push(a.agents / a.units);
+        cpu[cfg].machine[k].push(a.machine / a.units);
+        cpu[cfg].agentsPerSec[k].push(a.agents / (a.ms / 1000) / 1000);
+        cpu[cfg].flows[k].push(a.flows / a.units);
+        cpu[cfg].lost[k].push(a.lost / a.units);
+      }
+      r.podUs.push(accs[cfg].crr.podUs / accs[cfg].crr.units);
+      const s = accs[cfg].stream, p = pkts[cfg];
+      p.tun.push(s.tun / s.units);
+      p.tunRx.push(s.tunRx / s.units);
+      p.underlay.push(s.underlay / s.units);
+      p.retrans.push(s.retrans);
+      p.tunDropped.push(s.tunDropped);
+      p.cswch.push((s.vcs + s.ivcs) / s.units);
+      p.ivcs.push(s.ivcs / s.units);
+      p.n2Rx.push(s.n2Rx / s.units);
+      p.n2Tx.push(s.n2Tx / s.units);
+      p.bytesPerPkt.push(s.tun ? s.tunBytes / s.tun : 0);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, machine ${MEASURES.map((k) => cpu[cfg].machine[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${p.tun.at(-1)!.toFixed(0)} of ${p.bytesPerPkt.at(-1)!.toFixed(0)} B (acks back ${p.tunRx.at(-1)!.toFixed(0)}; node2 tun rx ${p.n2Rx.at(-1)!.toFixed(0)} tx ${p.n2Tx.at(-1)!.toFixed(0)}; wireguard-go context switches ${p.cswch.at(-1)!.toFixed(0)}, ${p.ivcs.at(-1)!.toFixed(0)} involuntary) underlay ${p.underlay.at(-1)!.toFixed(0)}, stream retransmits ${p.retrans.at(-1)!} (tun tx dropped ${p.tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -292,17 +417,17 @@ try {
     { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
   ]);
   const unit: Record<Measure, string> = { stream: 'TCP_STREAM, per MiB', rr: 'TCP_RR, per transaction', crr: 'TCP_CRR, per connection' };
-  const c = (cfg: Cfg, w: 'wg' | 'agents', k: Measure) => median(cpu[cfg][w][k]);
+  const c = (cfg: Cfg, w: 'wg' | 'agents' | 'machine', k: Measure) => median(cpu[cfg][w][k]);
   const cpuTable = [
-    '| CPU µs (median) | wireguard-go, bare | wireguard-go, bare via pod veths | wireguard-go, membrane | bare / membrane | bare via pod veths / membrane | agents, bare round | agents, membrane + WireGuard | agents, plain round |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('wg-bare-pods', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${(c('wg-bare-pods', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} |`),
+    '| CPU µs (median) | wireguard-go, bare | wireguard-go, bare via pod veths | wireguard-go, membrane | bare / membrane | bare via pod veths / membrane | agents, bare round | agents, membrane + WireGuard | agents, plain round | machine (both CPUs), bare | machine, bare via pod veths | machine, membrane + WireGuard | machine, bare / membrane |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...MEASURES.map((k) => `| ${unit[k]} | ${c('wg-bare', 'wg', k).toFixed(0)} | ${c('wg-bare-pods', 'wg', k).toFixed(0)} | ${c('membrane-wg', 'wg', k).toFixed(0)} | ${(c('wg-bare', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${(c('wg-bare-pods', 'wg', k) / c('membrane-wg', 'wg', k)).toFixed(3)} | ${c('wg-bare', 'agents', k).toFixed(0)} | ${c('membrane-wg', 'agents', k).toFixed(0)} | ${c('membrane-plain', 'agents', k).toFixed(0)} | ${c('wg-bare', 'machine', k).toFixed(0)} | ${c('wg-bare-pods', 'machine', k).toFixed(0)} | ${c('membrane-wg', 'machine', k).toFixed(0)} | ${(c('wg-bare', 'machine', k) / c('membrane-wg', 'machine', k)).toFixed(3)} |`),
   ].join('\n');
   const fl = (cfg: Cfg, w: 'agentsPerSec' | 'flows' | 'lost') => median(cpu[cfg][w].crr);
   const agentLine = `The agents during TCP_CRR (median): ${(['wg-bare', 'membrane-wg', 'membrane-plain'] as const).map((cfg) => `${cfg} ${fl(cfg, 'agentsPerSec').toFixed(0)} ms of CPU per second, ${fl(cfg, 'flows').toFixed(2)} flows processed and ${fl(cfg, 'lost').toFixed(2)} events lost per connection`).join('; ')}. Their CPU goes with flows, and flows are capped by the datapath's event budget (bpf-events-default-rate-limit, 1000 events/s per sender): per connection, a faster round loses more events and divides about the same CPU per second by more connections.`;
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
-  const pk = (cfg: Cfg, w: 'tun' | 'tunRx' | 'underlay' | 'cswch') => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; wireguard-go context switches (both processes, all threads) per MiB: bare ${pk('wg-bare', 'cswch')}, bare via pod veths ${pk('wg-bare-pods', 'cswch')}, membrane ${pk('membrane-wg', 'cswch')}. TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
+  const pk = (cfg: Cfg, w: PktKey) => median(pkts[cfg][w]).toFixed(0);
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; bytes per packet on node1's TUN: bare ${pk('wg-bare', 'bytesPerPkt')}, bare via pod veths ${pk('wg-bare-pods', 'bytesPerPkt')}, membrane ${pk('membrane-wg', 'bytesPerPkt')}; node2's TUN per MiB, received (decrypted data) / sent (ACKs): bare ${pk('wg-bare', 'n2Rx')} / ${pk('wg-bare', 'n2Tx')}, bare via pod veths ${pk('wg-bare-pods', 'n2Rx')} / ${pk('wg-bare-pods', 'n2Tx')}, membrane ${pk('membrane-wg', 'n2Rx')} / ${pk('membrane-wg', 'n2Tx')}; wireguard-go context switches (both processes, all threads) per MiB, of them involuntary: bare ${pk('wg-bare', 'cswch')} (${pk('wg-bare', 'ivcs')}), bare via pod veths ${pk('wg-bare-pods', 'cswch')} (${pk('wg-bare-pods', 'ivcs')}), membrane ${pk('membrane-wg', 'cswch')} (${pk('membrane-wg', 'ivcs')}). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {
@@ -317,21 +442,28 @@ try {
    *  both in native routing (src/sys/tun.ts); the bare tunnel's is wireguard-go's own (neither) */
   const napiOf = (dev: string) => {
     const [flags, gro] = execFileSync('ip', ['netns', 'exec', n2, 'cat', `/sys/class/net/${dev}/tun_flags`, `/sys/class/net/${dev}/gro_flush_timeout`], { encoding: 'utf8' }).trim().split('\n').map(Number);
-    return (flags! & 0x10) ? `NAPI with GRO flush timeout ${gro! / 1000} µs` : 'no NAPI (no GRO)';
+    let threaded = '0';
+    try { threaded = execFileSync('ip', ['netns', 'exec', n2, 'cat', `/sys/class/net/${dev}/threaded`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { /* no NAPI */ }
+    return (flags! & 0x10) ? `NAPI${threaded !== '0' ? ' (threaded)' : ''} with GRO flush timeout ${gro! / 1000} µs` : 'no NAPI (no GRO)';
   };
   const napiLine = `node2's wgb0: ${napiOf('wgb0')}; cilium_wg0: ${napiOf('cilium_wg0')}`;
   const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
   if (rbBare !== rbWg) throw new Error(`wireguard-go receive buffers differ: bare ${rbBare}, cilium_wg0 ${rbWg}`);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
+  const schedLines = PERF_DIR && opt.own['perf-sched'] === 'on'
+    ? ['wireguard-go threads switching out during the last stream turn (perf sched:sched_switch, both processes), by where a thread went to sleep (its kernel stack) or, preempted, who took its CPU:', '',
+      ...(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `- ${cfg}: ${schedSummary(join(PERF_DIR, `${cfg}.data`), perfMiB[cfg] ?? NaN)}`), '']
+    : [];
   reportResults([
     '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
-    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} interleaved rounds, ${opt.secs} s each; load average ${endLoad.toFixed(2)} at the end.`, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} rounds; in a round each measure runs ${opt.secs} s per path, in turns of 1 s with the paths' order rotated every turn; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
-    'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows).', '',
+    'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows); and from /proc/stat, both CPUs\' busy time (everything: wireguard-go, softirq and NAPI work wherever it ran, client, server, agents).', '',
     cpuTable, '',
     agentLine, '',
     pktLine, '',
+    ...schedLines,
   ], opt.append);
 } finally {
   cleanup();
