@@ -90,6 +90,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   closingAt = 0;
   /** a new upstream must be connected by then (ms, the proxy's coarse clock; the sweep checks it), 0 when none */
   connectDeadline = 0;
+  /**
+   * A network filter's deadline (ms), 0 when none: past it the sweep calls `onDeadline` once (e.g.
+   * a TLS handshake not complete in time). No timer per connection: the sweep already visits each.
+   */
+  deadline = 0;
+  onDeadline: (() => void) | null = null;
   /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
   private readonly peerEndpoint: ProxyEndpoint | undefined;
   private peerCache: ProxyPolicyLookup | null = null;
@@ -163,19 +169,33 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     return this.peerCache.verdict === 'redirect' ? this.peerCache : null;
   }
 
+  /** the readers of `sock` (data, end, drain) are on it: an adopted stream's predecessor loses them */
+  private reading = false;
+
   start(): void {
     this.lastActive = Date.now();
-    this.attach(this.sock);
+    const sock = this.sock;
+    // The network filters first: one that adopts a stream over the socket (TLS termination) has
+    // it read instead, so the accepted socket gets no readers to add and remove (nor the resume()
+    // that adding a `data` reader schedules); it keeps its error and close handlers. No event is
+    // emitted before this returns (they come from the event loop).
     this.proxy.chain.newConnection(this);
+    if (this.sock === sock) this.attach(sock);
+    else this.attachEnd(sock);
   }
 
   private attach(s: net.Socket): void {
     noReadAhead(s);
     s.on('data', (c: Buffer) => this.onClientData(c));
     s.on('end', () => this.onClientEnd());
+    this.attachEnd(s);
+    s.on('drain', () => this.upstream?.resume());
+    this.reading = true;
+  }
+
+  private attachEnd(s: net.Socket): void {
     s.on('error', () => this.destroy());
     s.on('close', () => this.destroy());
-    s.on('drain', () => this.upstream?.resume());
   }
 
   /**
@@ -185,9 +205,17 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    */
   adopt(stream: net.Socket): void {
     const old = this.sock;
-    for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
+    if (this.reading) for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
     this.sock = stream;
     this.attach(stream);
+  }
+
+  /** The sweep: a network filter's deadline passed (called once). */
+  deadlinePassed(): void {
+    const f = this.onDeadline;
+    this.deadline = 0;
+    this.onDeadline = null;
+    if (f) f();
   }
 
   /**
