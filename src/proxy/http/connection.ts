@@ -169,33 +169,32 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     return this.peerCache.verdict === 'redirect' ? this.peerCache : null;
   }
 
-  /** the readers of `sock` (data, end, drain) are on it: an adopted stream's predecessor loses them */
+  /** `sock` has the data and drain readers (an adopted stream's predecessor loses them) */
   private reading = false;
 
   start(): void {
     this.lastActive = Date.now();
     const sock = this.sock;
-    // The network filters first: one that adopts a stream over the socket (TLS termination) has
-    // it read instead, so the accepted socket gets no readers to add and remove (nor the resume()
-    // that adding a `data` reader schedules); it keeps its error and close handlers. No event is
-    // emitted before this returns (they come from the event loop).
+    this.attachEnds(sock);
+    // The readers after the network filters: when one adopts a stream over the socket (TLS
+    // termination) that stream is read instead, so the accepted socket gets no `data` reader to
+    // add and remove (nor the resume() adding one schedules). No event is emitted before this
+    // returns (they come from the event loop).
     this.proxy.chain.newConnection(this);
-    if (this.sock === sock) this.attach(sock);
-    else this.attachEnd(sock);
+    if (this.sock === sock) this.attachReaders(sock);
   }
 
-  private attach(s: net.Socket): void {
-    noReadAhead(s);
-    s.on('data', (c: Buffer) => this.onClientData(c));
+  private attachEnds(s: net.Socket): void {
     s.on('end', () => this.onClientEnd());
-    this.attachEnd(s);
-    s.on('drain', () => this.upstream?.resume());
-    this.reading = true;
-  }
-
-  private attachEnd(s: net.Socket): void {
     s.on('error', () => this.destroy());
     s.on('close', () => this.destroy());
+  }
+
+  private attachReaders(s: net.Socket): void {
+    noReadAhead(s);
+    s.on('data', (c: Buffer) => this.onClientData(c));
+    s.on('drain', () => this.upstream?.resume());
+    this.reading = true;
   }
 
   /**
@@ -205,9 +204,14 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    */
   adopt(stream: net.Socket): void {
     const old = this.sock;
-    if (this.reading) for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
+    old.removeAllListeners('end');
+    if (this.reading) {
+      old.removeAllListeners('data');
+      old.removeAllListeners('drain');
+    }
     this.sock = stream;
-    this.attach(stream);
+    this.attachEnds(stream);
+    this.attachReaders(stream);
   }
 
   /** The sweep: a network filter's deadline passed (called once). */
