@@ -9,7 +9,9 @@
  * mode, the default; MEMBRANE_BENCH_FEED=0: inside the agent) also the CPU per request of the agent
  * stand-in that makes the flows (the proxy's child).
  *
- *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof]
+ *   bin/node bench/tls/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--conns 50] [--modes ka,new,sni] [--node-flags=--cpu-prof] [--port 18543]
+ * --port: the origin's port, the proxies on the next four (bench/soak/run.ts uses 18543 too: pick
+ * another while a soak runs, or HAProxy's SO_REUSEPORT shares the origin's port between the two runs).
  * --a-node-flags / --b-node-flags: flags for one side only (with --a . : an A/B of V8 flags on the same tree).
  * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
  * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
@@ -26,12 +28,13 @@ const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
   'node-flags': { type: 'string', default: '' }, 'a-node-flags': { type: 'string', default: '' }, 'b-node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
+  port: { type: 'string', default: '18543' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
 const NAME = 'api.bench.test';
-const ORIGIN = 18543;
-const ports = { A: { intercept: 18544, sni: 18545 }, B: { intercept: 18546, sni: 18547 } };
+const ORIGIN = Number(values.port);
+const ports = { A: { intercept: ORIGIN + 1, sni: ORIGIN + 2 }, B: { intercept: ORIGIN + 3, sni: ORIGIN + 4 } };
 const trees = { A: resolve(values.a), B: resolve(values.b) };
 const dir = mkdtempSync(join(tmpdir(), 'bench-tlsab-'));
 const startLoad = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');

@@ -90,6 +90,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   closingAt = 0;
   /** a new upstream must be connected by then (ms, the proxy's coarse clock; the sweep checks it), 0 when none */
   connectDeadline = 0;
+  /**
+   * A network filter's deadline (ms), 0 when none: past it the sweep calls `onDeadline` once (e.g.
+   * a TLS handshake not complete in time). No timer per connection: the sweep already visits each.
+   */
+  deadline = 0;
+  onDeadline: (() => void) | null = null;
   /** egress to a local endpoint: that endpoint (its ingress policy may apply here too) */
   private readonly peerEndpoint: ProxyEndpoint | undefined;
   private peerCache: ProxyPolicyLookup | null = null;
@@ -163,19 +169,32 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     return this.peerCache.verdict === 'redirect' ? this.peerCache : null;
   }
 
+  /** `sock` has the data and drain readers (an adopted stream's predecessor loses them) */
+  private reading = false;
+
   start(): void {
     this.lastActive = Date.now();
-    this.attach(this.sock);
+    const sock = this.sock;
+    this.attachEnds(sock);
+    // The readers after the network filters: when one adopts a stream over the socket (TLS
+    // termination) that stream is read instead, so the accepted socket gets no `data` reader to
+    // add and remove (nor the resume() adding one schedules). No event is emitted before this
+    // returns (they come from the event loop).
     this.proxy.chain.newConnection(this);
+    if (this.sock === sock) this.attachReaders(sock);
   }
 
-  private attach(s: net.Socket): void {
-    noReadAhead(s);
-    s.on('data', (c: Buffer) => this.onClientData(c));
+  private attachEnds(s: net.Socket): void {
     s.on('end', () => this.onClientEnd());
     s.on('error', () => this.destroy());
     s.on('close', () => this.destroy());
+  }
+
+  private attachReaders(s: net.Socket): void {
+    noReadAhead(s);
+    s.on('data', (c: Buffer) => this.onClientData(c));
     s.on('drain', () => this.upstream?.resume());
+    this.reading = true;
   }
 
   /**
@@ -185,9 +204,22 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    */
   adopt(stream: net.Socket): void {
     const old = this.sock;
-    for (const ev of ['data', 'end', 'drain']) old.removeAllListeners(ev);
+    old.removeAllListeners('end');
+    if (this.reading) {
+      old.removeAllListeners('data');
+      old.removeAllListeners('drain');
+    }
     this.sock = stream;
-    this.attach(stream);
+    this.attachEnds(stream);
+    this.attachReaders(stream);
+  }
+
+  /** The sweep: a network filter's deadline passed (called once). */
+  deadlinePassed(): void {
+    const f = this.onDeadline;
+    this.deadline = 0;
+    this.onDeadline = null;
+    if (f) f();
   }
 
   /**

@@ -116,7 +116,8 @@ export class HttpProxy {
       for (const c of this.conns) {
         if (c.closingAt) {
           if (now - c.closingAt > 5000) c.destroy();
-        } else if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
+        } else if (c.deadline && now >= c.deadline) c.deadlinePassed();
+        else if (c.headStartedAt && now - c.headStartedAt > timeout) c.headerTimeout();
         else if (now - c.lastActive > idle) c.destroy();
         else if (c.connectDeadline) c.connectTimeout(now);
       }

@@ -93,6 +93,48 @@ function versionText(proto: string | null): string | undefined {
 
 const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
 
+/**
+ * A server name as the client sent it, lower-cased without its trailing dot, and what makes it no
+ * host name: a pure function of the name, kept per name (bounded) so that a connection to a name
+ * seen before makes no new strings (toLowerCase, the label split) to learn it.
+ */
+interface NameCheck { sni: string; problem: string | undefined }
+const nameChecks = new Map<string, NameCheck>();
+const MAX_NAME_CHECKS = 4096;
+function checkName(name: string): NameCheck {
+  let c = nameChecks.get(name);
+  if (!c) {
+    if (nameChecks.size >= MAX_NAME_CHECKS) nameChecks.clear();
+    const sni = name.toLowerCase().replace(/\.$/, '');
+    c = { sni, problem: hostNameProblem(sni) };
+    nameChecks.set(name, c);
+  }
+  return c;
+}
+
+/**
+ * TLS origination for a server name under a trust bundle: the upstream wrapper and the pool tag
+ * of its connections, made once per (bundle, name) instead of a closure and a tag string per
+ * intercepted connection. Keyed by the bundle's text: a changed CA is another entry (and another
+ * trust context, sessions and pool key), so nothing made for the old bundle is used for the new.
+ */
+interface Origination { wrap: (raw: net.Socket) => net.Socket; tag: string }
+const originations = new Map<string, Map<string, Origination>>();
+function originationFor(ca: string, sni: string): Origination {
+  let byName = originations.get(ca);
+  if (!byName) {
+    if (originations.size >= 64) originations.clear();
+    originations.set(ca, (byName = new Map()));
+  }
+  let o = byName.get(sni);
+  if (!o) {
+    if (byName.size >= MAX_SESSIONS_PER_TRUST) byName.clear();
+    o = { wrap: (up) => originate(up, sni, ca), tag: `|${sni}|${ca.length}:${ca.slice(-64)}` };
+    byName.set(sni, o);
+  }
+  return o;
+}
+
 /** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
 export function originate(raw: net.Socket, servername: string, ca: string): tls.TLSSocket {
   let connected = false;
@@ -176,8 +218,9 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
           else raw.destroy();
         }
       };
-      const timer = setTimeout(() => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); }, opts.handshakeTimeoutMs ?? 10_000);
-      timer.unref();
+      // checked by the proxy's sweep (no timer per connection); cleared once the handshake is done
+      conn.deadline = Date.now() + (opts.handshakeTimeoutMs ?? 10_000);
+      conn.onDeadline = () => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
       let secure = false;
       bareServerContext ??= renewingTickets(tls.createSecureContext({}));
       const server = new tls.TLSSocket(raw, {
@@ -195,24 +238,27 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       });
       /** The policy for the server name (serverNames), and origination set up for it; a reason when refused. */
       const decide = (name: string): string | undefined => {
-        sni = name.toLowerCase().replace(/\.$/, '');
-        const problem = hostNameProblem(sni);
+        const checked = checkName(name);
+        sni = checked.sni;
+        const problem = checked.problem;
         if (problem) { refuse('error', `BAD_SNI: ${problem}`); return problem; }
         const v = sniVerdict(conn, sni);
         if (!v.allowed) { refuse('denied', v.reason); return v.reason; }
         if (orig) {
+          // the Secret as it is now (read per connection: a changed CA applies to the next one)
           const ca = opts.secrets.item(orig, ns, 'trustedCA');
           if ('error' in ca) { refuse('error', `originatingTLS: ${ca.error}`); return ca.error; }
-          const n = sni;
-          conn.wrapUpstream = (up) => originate(up, n, ca.value);
-          conn.upstreamTag = `|${n}|${ca.value.length}:${ca.value.slice(-64)}`;
+          const o = originationFor(ca.value, sni);
+          conn.wrapUpstream = o.wrap;
+          conn.upstreamTag = o.tag;
         }
         conn.tls = { sni, intercepted: true };
         return undefined;
       };
       server.on('secure', () => {
         secure = true;
-        clearTimeout(timer);
+        conn.deadline = 0;
+        conn.onDeadline = null;
         // a resumed session (TLS 1.3 PSK) skips the certificate stage, and with it SNICallback:
         // the name the client sent now is decided the same way
         const resumed = !sni && server.isSessionReused();
@@ -226,11 +272,9 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       // A client that closes before the handshake ends gets no 'error' on a server TLSSocket,
       // only 'close': decided now, so nothing (timer, sockets, the connection) waits 10 s for it.
       server.once('close', () => {
-        clearTimeout(timer);
         if (!secure) refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed');
       });
       server.on('error', (e: Error & { code?: string }) => {
-        clearTimeout(timer);
         if (!secure) {
           // without SNI no leaf is chosen: OpenSSL then finds no certificate to sign with
           if (!sni && /NO_SUITABLE_SIGNATURE_ALGORITHM|NO_SHARED_CIPHER|NO_CERTIFICATE/.test(e.code ?? '')) refuse('denied', `policy: no SNI in the ClientHello (interception needs a server name; ${e.code})`);

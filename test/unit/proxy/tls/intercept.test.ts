@@ -226,6 +226,63 @@ test('attacker: connections closed before the TLS handshake are recorded at once
   assert.deepEqual(r.statuses, [200], r.error);
 });
 
+test('attacker: a client that stalls its TLS handshake (half a ClientHello, or a full one and nothing after) is reset at the handshake deadline with a HANDSHAKE_TIMEOUT record', async () => {
+  const { connect, createServer } = await import('node:net');
+  const recs: TlsAccessRecord[] = [];
+  const slow = createHttpProxy({
+    policy: {
+      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
+      identityOf: () => 2000,
+      lookup: () => ({ verdict: 'redirect', l7: policy }),
+      revision: () => rev,
+    },
+    listen: { egress: { host: '127.0.0.1', port: 0 } },
+    upstreamOverride: { host: '127.0.0.1', port: up.port },
+    headerTimeoutMs: 400, // the sweep then runs every 100 ms
+    configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: (r) => recs.push(r), handshakeTimeoutMs: 300 })); },
+  });
+  const slowPort = (await slow.start()).egress!.port;
+  // a real ClientHello for an allowed name, captured from a TLS client by a server that never answers
+  const hello = await new Promise<Buffer>((resolve) => {
+    const srv = createServer((c) => c.once('data', (d: Buffer) => { resolve(d); c.destroy(); srv.close(); }));
+    srv.listen(0, '127.0.0.1', () => {
+      const t = tls.connect({ host: '127.0.0.1', port: (srv.address() as import('node:net').AddressInfo).port, servername: 'api.openai.com' });
+      t.on('error', () => {});
+    });
+  });
+  try {
+    const t0 = Date.now();
+    const outcomes = await Promise.all([0, 1].map((i) => new Promise<{ error: string; ms: number }>((resolve) => {
+      // half a record header; or the whole ClientHello (the proxy answers it) and then nothing
+      const c = connect(slowPort, '127.0.0.1', () => c.write(i === 0 ? Buffer.from([0x16, 0x03, 0x01]) : hello));
+      c.on('error', (e: Error & { code?: string }) => resolve({ error: e.code ?? e.message, ms: Date.now() - t0 }));
+      c.on('close', () => resolve({ error: 'closed', ms: Date.now() - t0 }));
+      // bounded: a proxy that never resets would hold this test for ever
+      setTimeout(() => { c.destroy(); resolve({ error: 'still open after 5 s', ms: Date.now() - t0 }); }, 5000).unref();
+    })));
+    for (const o of outcomes) {
+      assert.equal(o.error, 'ECONNRESET', JSON.stringify(outcomes));
+      assert.ok(o.ms >= 250, `not reset before the deadline (${o.ms} ms)`);
+    }
+    assert.deepEqual(recs.map((r) => [r.verdict, /^HANDSHAKE_TIMEOUT/.test(r.reason ?? '')]), [['error', true], ['error', true]]);
+    // a connection that completes its handshake in time is not touched by the deadline afterwards
+    const ok = await new Promise<string>((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port: slowPort, servername: 'api.openai.com', ca: interceptCA.cert }, () => {
+        setTimeout(() => s.write('GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n'), 600);
+      });
+      let text = '';
+      s.on('data', (c: Buffer) => { text += c.toString(); });
+      s.on('end', () => resolve(text));
+      s.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+    });
+    assert.match(ok, /^HTTP\/1\.1 200/);
+    assert.equal(recs.length, 3);
+    assert.equal(recs[2]!.verdict, 'forwarded');
+  } finally {
+    await slow.stop();
+  }
+});
+
 test('a pooled TLS upstream keeps the listeners its origination set (error classification, TLS close handling); only the connection\'s own go', async () => {
   proxy.pool.clear();
   // positive control: an intercepted exchange leaves its verified TLS upstream in the pool
