@@ -2,8 +2,8 @@
 // in a two-node lab (eBPF on every hop, an ingress allow policy on the server) in routing mode
 // tunnel (VXLAN via cilium_vxlan) or native (routes on the underlay), against two bare paths
 // between the same two pod namespaces without eBPF (an extra veth per pod): a plain VXLAN device per
-// node (VNI 42, UDP 4789) and plain routes over the underlay, in the same run: interleaved rounds,
-// median, client pinned to CPU 0 and server to CPU 1. The ratio is to the bare path of the lab's mode.
+// node (VNI 42, UDP 4789) and plain routes over the underlay, in the same run: TCP_RR and TCP_CRR in
+// alternating 1 s turns, median of the rounds, client pinned to CPU 0 and server to CPU 1. The ratio is to the bare path of the lab's mode.
 //   bin/node bench/cluster/run.ts [--secs 3] [--rounds 3] [--routing-mode tunnel|native] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## cluster`.
 import { execFileSync } from 'node:child_process';
@@ -93,8 +93,19 @@ try {
   enableRunTimeStats();
   await suite.startServers(srvNs);
   const target: Record<Cfg, string> = { 'bare-vxlan': '10.99.2.2', 'bare-routed': '10.97.2.2', membrane: srvIp };
+  // the membrane leg's probe: eBPF run time per connection (lastUs) and, on stderr, the events
+  const memProbe = {
+    before: crrProbe.before,
+    after: (n: number) => { const line = crrProbe.after(n); process.stderr.write(`  membrane turn: ${line}\n`); return line; },
+    get lastUs() { return bpfProbe.lastUs; },
+  };
+  const legs = CFGS.map((cfg) => ({ cfg, ns: cliNs, ip: target[cfg], serverNs: srvNs, probe: cfg === 'membrane' ? memProbe : bpfProbe }));
   for (let round = 0; round < opt.rounds; round++) {
-    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], nodePids, cfg === 'membrane' ? crrProbe : bpfProbe);
+    // STREAM per configuration in turn; RR and CRR in alternating 1 s turns, so that a few seconds
+    // of other work on the machine fall on every path alike (bench/tcp-suite.ts alternate())
+    for (const cfg of CFGS) suite.measure(cfg, round, cliNs, target[cfg], undefined, undefined, ['stream']);
+    suite.alternate('rr', round, legs, opt.secs, 1);
+    suite.alternate('crr', round, legs, opt.secs, 1, nodePids);
   }
   const table = suite.table([
     { head: 'bare VXLAN (no eBPF)', cfg: 'bare-vxlan' }, { head: 'bare routing (no eBPF)', cfg: 'bare-routed' },
@@ -105,7 +116,7 @@ try {
     `Command: \`${tcpCommand('cluster', opt, mode === 'tunnel' ? '' : ` --routing-mode ${mode}`)}\``, '',
     `${runLine(startLoad)}. A two-node lab (\`membrane up --nodes 2\`, routing mode ${mode}, agents running): client pod on node1, server pod on node2. membrane: ${mode === 'tunnel'
       ? 'pod → from_container → cilium_vxlan (to_overlay sets the tunnel key) → underlay → from_overlay (ingress policy from the VNI identity) → to_container'
-      : 'pod → from_container → the node\'s route to the other node\'s pod CIDR → underlay → from_network (the source\'s identity from the ipcache, its node\'s MAC checked) → to_container'}, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth, then a plain VXLAN device per node (VNI 42, UDP 4789) or plain routes over the underlay, no eBPF on those devices (the underlay's eBPF still sees the packets, as on the membrane path). The ratio is to the bare path of the same mode. Client pinned to CPU 0, server to CPU 1; median of ${opt.rounds} interleaved rounds, ${opt.secs} s each (a ratio's min–max over the rounds in parentheses); the agent side's CPU per TCP_CRR connection: every process of the two node namespaces (agents, proxies), from /proc.`, '',
+      : 'pod → from_container → the node\'s route to the other node\'s pod CIDR → underlay → from_network (the source\'s identity from the ipcache, its node\'s MAC checked) → to_container'}, with an ingress allow policy on the server. Bare: the same pod namespaces over an extra veth, then a plain VXLAN device per node (VNI 42, UDP 4789) or plain routes over the underlay, no eBPF on those devices (the underlay's eBPF still sees the packets, as on the membrane path). The ratio is to the bare path of the same mode. Client pinned to CPU 0, server to CPU 1; per round TCP_STREAM ${opt.secs} s per path in turn, TCP_RR and TCP_CRR in alternating 1 s turns, ${opt.secs} per path (order rotated each turn); median of ${opt.rounds} rounds (a ratio's min–max over the rounds in parentheses); the agent side's CPU per TCP_CRR connection: every process of the two node namespaces (agents, proxies), from /proc.`, '',
     table, '',
   ], opt.append);
 } finally {

@@ -455,7 +455,7 @@ try {
       ...(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `- ${cfg}: ${schedSummary(join(PERF_DIR, `${cfg}.data`), perfMiB[cfg] ?? NaN)}`), '']
     : [];
   reportResults([
-    '## encryption', '',
+    MODE === 'tunnel' ? '## encryption, routing mode tunnel' : '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
     `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} rounds; in a round each measure runs ${opt.secs} s per path, in turns of 1 s with the paths' order rotated every turn; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
