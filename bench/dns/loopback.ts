@@ -9,7 +9,7 @@
  *   bin/node bench/dns/loopback.ts [--secs 5] [--rounds 3] [--module path/to/proxy.ts] [--agent] [--cpu-prof-dir DIR]
  * --module: another build of the proxy (e.g. a copy of an older proxy.ts beside it) for an A/B.
  * --agent: the records take the agent's path instead of the flow counter (src/agent/compose.ts):
- *   Hubble's L7 parser → hubble.ingestFlow (uuid, workloads, ring) → the default Hubble metrics
+ *   hubble.ingestRecord (Hubble's L7 parser, uuid, workloads, ring) → the default Hubble metrics
  *   and the agent's cilium_policy_l7_total; client and server are local endpoints, as in a lab.
  * --cpu-prof-dir: a V8 CPU profile of the proxied rounds only (inspector, 200 µs sampling).
  */
@@ -53,7 +53,7 @@ async function dnsperf(server: string, pid: number): Promise<{ qps: number; cpu:
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const DNS_EP = { id: 9, identity: 400, namespace: 'kube-system', pod: 'dns', labels: ['k8s:k8s-app=kube-dns'] };
 const epAt = (ip: string) => (ip === '127.0.0.1' ? EP : ip === '127.0.0.3' ? DNS_EP : undefined);
-const parseL7 = createL7Parser({ nodeName: 'bench', resolver: values.agent ? { byIp: epAt, identityLabels: () => undefined } : { byIp: () => undefined, identityLabels: () => undefined } });
+const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => undefined, identityLabels: () => undefined } }); // without --agent: the parse alone
 let flows = 0;
 /** --agent: the agent's sink of access records, wired as src/agent/compose.ts wires it */
 function agentSink(): (rec: AccessLogRecord) => void {
@@ -61,7 +61,7 @@ function agentSink(): (rec: AccessLogRecord) => void {
   const metrics = createHubbleMetrics(DEFAULT_METRICS);
   const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: dir });
   hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
-  return (rec) => hubble.ingestFlow(parseL7(rec));
+  return (rec) => hubble.ingestRecord(rec);
 }
 const sink = values.agent ? agentSink() : undefined;
 const proxy = createDNSProxy({

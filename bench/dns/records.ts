@@ -1,7 +1,7 @@
 /**
  * What one proxied DNS query costs the agent after the packet path: its two access records (query,
  * answer) through the agent's sink as src/agent/compose.ts wires it — Hubble's L7 parser,
- * hubble.ingestFlow (uuid, workloads, ring), the default Hubble metrics and cilium_policy_l7_total.
+ * hubble.ingestRecord (the L7 parser, uuid, workloads, ring), the default Hubble metrics and cilium_policy_l7_total.
  * No sockets: CPU time per query of this process (process.cpuUsage, GC included), so two builds
  * compare on a shared machine. Records are built as the proxy builds them (a new object each).
  *
@@ -11,7 +11,6 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createL7Parser } from '../../src/hubble/l7/parser.ts';
 import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
@@ -23,12 +22,12 @@ const dir = mkdtempSync(join(tmpdir(), 'bench-dnsrec-'));
 const EP = { id: 7, identity: 300, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
 const DNS_EP = { id: 9, identity: 400, namespace: 'kube-system', pod: 'dns', labels: ['k8s:k8s-app=kube-dns'] };
 const epAt = (ip: string) => (ip === '10.244.0.5' ? EP : ip === '10.244.0.9' ? DNS_EP : undefined);
-const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: epAt, identityLabels: () => undefined } });
 const hubble = createHubble({ nodeName: 'bench', resolver: { byIp: epAt, identityLabels: () => undefined }, socketPath: join(dir, 'hubble.sock') });
 const metrics = createHubbleMetrics(DEFAULT_METRICS);
 const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: dir });
 hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
-const sink = (rec: AccessLogRecord) => hubble.ingestFlow(parseL7(rec));
+// the agent's path (src/agent/compose.ts): Hubble's ingestRecord
+const sink = (rec: AccessLogRecord) => hubble.ingestRecord(rec);
 
 const NAMES = Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab.`);
 const peer = (ip: string, port: number): AccessPeer => ({ ip, port, identity: epAt(ip)!.identity, endpoint: epAt(ip)! });
