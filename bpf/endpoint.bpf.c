@@ -1111,8 +1111,14 @@ static __noinline __u32 wg_decap(struct __sk_buff *skb)
 	if (!dv || !dv->ep_id)
 		return 0; /* not for a local endpoint: the stack routes it */
 	const struct iphdr inner = h.i;
-	/* a failed room change changes nothing (the kernel checks and makes the bytes writable first) */
-	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, 0))
+	/* a failed room change changes nothing (the kernel checks and makes the bytes writable first).
+	 * A GRO skb (cilium_wg0's NAPI: the vxlan socket's GRO merged datagrams of one inner TCP flow,
+	 * same outer headers, same VNI) comes off as a whole; its gso_size is already the inner
+	 * segments' payload, which the shrink must not grow (FIXED_GSO). Its SKB_GSO_UDP_TUNNEL bit
+	 * and encapsulation flag stay (no helper clears them): it goes only to a local endpoint's TCP,
+	 * straight or through the host veth, neither of which segments it. A merged skb that is not
+	 * TCP (UDP GSO) is refused here and goes the stack's way to cilium_vxlan. */
+	if (bpf_skb_adjust_room(skb, -(__s32)(WG_VXLAN_HLEN + sizeof(struct iphdr)), BPF_ADJ_ROOM_NET, BPF_F_ADJ_ROOM_FIXED_GSO))
 		return 0;
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0)) {
 		struct pkt p = {};

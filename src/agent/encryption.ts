@@ -6,7 +6,7 @@
  *               the public key goes into this node's kvstore entry (WireguardPubKey)
  *   device   ── cilium_wg0 on UDP 51871: the kernel's where the module exists, else
  *               wireguard-go (src/sys/wireguard.ts), checked every second and restarted with
- *               the same key when it is gone; in native routing the agent opens wireguard-go's
+ *               the same key when it is gone; the agent opens wireguard-go's
  *               TUN itself, with NAPI and a GRO flush timeout (WG_TUN_GRO_FLUSH_NS), so a pod
  *               receiving a stream gets its segments coalesced and acknowledges them once
  *   peers    ── every other node with a key: endpoint <InternalIP>:51871, allowed IPs its pod
@@ -144,11 +144,12 @@ export function createEncryption(o: EncryptionOptions) {
   const log = o.logger.child({ subsys: 'encryption' });
   const keyFile = join(o.dir, `${WG_IFNAME}.key`);
   const tunnel = o.config.routingMode === 'tunnel';
-  // native routing: GRO on wireguard-go's TUN (WG_TUN_GRO_FLUSH_NS), so a receiving pod gets a
-  // stream's segments coalesced and acknowledges them once. Tunnel routing keeps the TUN as
-  // wireguard-go makes it: GRO there would merge VXLAN (the node's vxlan socket's GRO) before
-  // from_wireguard's decapsulation, which takes single packets only.
-  const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir, groFlushTimeoutNs: tunnel ? 0 : WG_TUN_GRO_FLUSH_NS });
+  // GRO on wireguard-go's TUN (WG_TUN_GRO_FLUSH_NS), so a receiving pod gets a stream's segments
+  // coalesced and acknowledges them once. In tunnel routing the node's vxlan socket (cilium_vxlan,
+  // same namespace) gives GRO its VXLAN handler: it merges VXLAN datagrams of one inner TCP flow
+  // with the same outer headers and the same VXLAN header (so the same VNI, the sender's
+  // identity) into one skb, which from_wireguard's wg_decap decapsulates as a whole.
+  const device = createWireguardDevice({ ifname: WG_IFNAME, dir: o.dir, groFlushTimeoutNs: WG_TUN_GRO_FLUSH_NS });
   const mtu = tunnel ? WG_MTU + VXLAN_OVERHEAD : WG_MTU;
   let nodes: ClusterNode[] = [];
   let publishKey: ((key: string) => Promise<void>) | undefined;

@@ -19,7 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureIn, captureUnderlay } from '../support/underlay-capture.ts';
-import { ETH_IP, SYN, TCP, eth, ipv4, tcp } from '../support/frames.ts';
+import { ACK, ETH_IP, SYN, TCP, eth, ipv4, tcp } from '../support/frames.ts';
 import { podNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
@@ -370,10 +370,22 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     }
     // what crosses cilium_wg0 is VXLAN between node addresses: that is all a peer may send
     const st = await encStatus(tlab, 'node1');
-    // wireguard-go's own TUN (no NAPI, no GRO): from_wireguard's decapsulation takes single packets
-    assert.deepEqual(tunNapi(tlab, 'node2'), { napi: false, groFlushNs: 0 });
+    // the agent's NAPI TUN, as in native routing: GRO merges VXLAN by VNI before from_wireguard
+    assert.deepEqual(tunNapi(tlab, 'node2'), { napi: true, groFlushNs: 100_000 });
     assert.deepEqual(st.peers.map((p) => ({ node: p.node, allowedIps: p.allowedIps })), [{ node: 'node2', allowedIps: ['192.0.2.2/32'] }]);
     assert.match(await tlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Disabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
+  });
+
+  test('tunnel: a bulk upload reaches the server pod\'s TCP coalesced (GRO on cilium_wg0 merges the VXLAN datagrams), decapsulated by from_wireguard, not cilium_vxlan', async () => {
+    const server = podNetnsName('node2', NS, 'server', tlab.name);
+    const s0 = tcpInSegs(server), rx0 = rxPackets(tlab, 'node2', 'cilium_wg0'), vx0 = rxPackets(tlab, 'node2', 'cilium_vxlan');
+    const r = await tlab.exec(NS, 'client', ['sh', '-c', `head -c 4000000 /dev/zero | curl -s -m 20 -o /dev/null -w '%{http_code}' -X POST --data-binary @- http://${tip[`${NS}/server`]}:8080/`], 40_000);
+    assert.equal(r.stdout.trim(), '200', r.stderr);
+    const segs = tcpInSegs(server) - s0, rx = rxPackets(tlab, 'node2', 'cilium_wg0') - rx0, vx = rxPackets(tlab, 'node2', 'cilium_vxlan') - vx0;
+    assert.ok(rx >= 2500, `node2's cilium_wg0 received ${rx} packets`);
+    // one skb per decrypted datagram without GRO (segs ≈ rx); merged, wg_decap takes each as a whole
+    assert.ok(segs < rx / 2, `the server pod's TCP received ${segs} segments for ${rx} packets decrypted`);
+    assert.ok(vx <= 5, `${vx} of the ${rx} packets went the stack's way to cilium_vxlan`);
   });
 
   test('tunnel: cross-node policy by the identity node2 reads from the VNI after decryption (client allowed, intruder denied)', async () => {
@@ -454,4 +466,83 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.equal(ok.code, '200');
     assert.equal(ok.marker, false);
   });
+
+  test('tunnel: two senders stream to the server at once, the policy allows one: the allowed upload completes coalesced, every packet of the other is denied with its own identity', async () => {
+    // the policy of the test above (server-from-client) is in place
+    const server = podNetnsName('node2', NS, 'server', tlab.name);
+    const since = new Date().toISOString();
+    const s0 = tcpInSegs(server), rx0 = rxPackets(tlab, 'node2', 'cilium_wg0');
+    const upload = (pod: string) => tlab.exec(NS, pod, ['sh', '-c', `head -c 4000000 /dev/zero | curl -s -m 15 -o /dev/null -w '%{http_code}' -X POST --data-binary @- http://${tip[`${NS}/server`]}:8080/`], 40_000);
+    const [c, i] = await Promise.all([upload('client'), upload('intruder')]);
+    assert.equal(c.stdout.trim(), '200', c.stderr);
+    assert.equal(i.stdout.trim(), '000', 'the denied pod\'s upload got through');
+    const segs = tcpInSegs(server) - s0, rx = rxPackets(tlab, 'node2', 'cilium_wg0') - rx0;
+    assert.ok(segs < rx / 2, `the server pod's TCP received ${segs} segments for ${rx} packets decrypted`);
+    const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
+    const idOf = (n: string) => ids.items.find((p) => p.metadata.name === n)?.status?.identity;
+    const flows = await tlab.waitFlows(['--node', 'node2', '--since', since, '--last', '1000'],
+      (fs) => fs.some((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.source?.pod_name === 'intruder') && fs.some((f) => f.verdict === 'FORWARDED' && f.source?.pod_name === 'client'));
+    const toServer = flows.filter((f) => f.destination?.pod_name === 'server' && f.traffic_direction === 'INGRESS');
+    for (const f of toServer.filter((f) => f.source?.pod_name === 'intruder')) {
+      assert.equal(f.verdict, 'DROPPED', `an intruder packet was not dropped: ${JSON.stringify(f)}`);
+      assert.equal(f.source?.identity, idOf('intruder'));
+    }
+    for (const f of toServer.filter((f) => f.source?.pod_name === 'client')) assert.equal(f.source?.identity, idOf('client'));
+    assert.ok(!toServer.some((f) => f.verdict === 'FORWARDED' && f.source?.identity === idOf('intruder')), 'a packet with the intruder\'s identity was forwarded to the server');
+  });
+
+  test('tunnel: GRO never merges across VNIs: one inner TCP flow sent through node2\'s tunnel as VXLAN, first with a denied VNI then with an allowed one, in contiguous sequence: only the allowed bytes reach the pod', async () => {
+    await tlab.apply([{
+      apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'client-from-server', namespace: NS },
+      spec: { endpointSelector: { matchLabels: { app: 'client' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'server' } }] }] },
+    }]);
+    const n2 = `${tlab.name}-node2`;
+    const client = tip[`${NS}/client`]!;
+    const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
+    const idOf = (n: string) => ids.items.find((p) => p.metadata.name === n)?.status?.identity;
+    const [allowed, denied] = [idOf('server')!, idOf('intruder')!];
+    assert.ok(allowed >= 256 && denied >= 256 && allowed !== denied, JSON.stringify(ids.items.map((p) => p.status)));
+    const src = '10.244.2.251'; // node2's pod CIDR, so node1's ipcache gives no identity of its own
+    const SEG = 1000;
+    // 8 segments with the denied VNI, then 8 with the allowed one, sequence numbers contiguous: a
+    // GRO that ignored the VNI would merge across the switch (and carry one identity for both)
+    const frames: Buffer[] = [];
+    for (let k = 0; k < 16; k++) {
+      const vni = k < 8 ? denied : allowed;
+      const payload = Buffer.alloc(SEG, k < 8 ? 'DENIEDVNI-' : 'ALLOWDVNI-');
+      const h = Buffer.alloc(8);
+      h[0] = 0x08;
+      h.writeUIntBE(vni, 4, 3);
+      frames.push(Buffer.concat([h, eth({ dst: '00:00:00:00:00:00', src: '00:00:00:00:00:00', type: ETH_IP },
+        ipv4({ src, dst: client, proto: TCP, df: true, id: 0x100 + k }, tcp({ src, dst: client, sport: 40002, dport: 9, flags: ACK, seq: 5000 + k * SEG, ack: 1 }, payload)))]));
+    }
+    const cap = await captureIn(podNetnsName('node1', NS, 'client', tlab.name), 'eth0', join(await tlab.dir, `vxgro-${Date.now()}.pcap`));
+    const since = new Date().toISOString();
+    execFileSync('ip', ['netns', 'exec', n2, process.execPath, '-e',
+      "const d=require('dgram').createSocket('udp4');const f=process.argv[1].split(',').map((x)=>Buffer.from(x,'hex'));let n=0;d.bind({address:'192.0.2.2'},()=>{for(const b of f)d.send(b,8472,'192.0.2.1',()=>{if(++n===f.length)d.close()})})",
+      frames.map((f) => f.toString('hex')).join(',')]);
+    await new Promise((r) => setTimeout(r, 500));
+    const { raw } = await cap.stop();
+    const recs = pcapRecords(raw).filter((b) => b.includes(Buffer.from('VNI-')));
+    const allowedBytes = recs.filter((b) => b.includes(Buffer.from('ALLOWDVNI-'))).reduce((n, b) => n + b.length, 0);
+    assert.ok(allowedBytes >= 8 * SEG, `the allowed VNI's segments did not all reach the client (${allowedBytes} bytes in ${recs.length} packets), so the capture proves nothing`);
+    assert.ok(!recs.some((b) => b.includes(Buffer.from('DENIEDVNI-'))), 'bytes sent with the denied VNI reached the client');
+    const flows = await tlab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '200'],
+      (fs) => fs.some((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.destination?.pod_name === 'client'));
+    const drop = flows.find((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.destination?.pod_name === 'client')!;
+    assert.equal(drop.source?.identity, denied);
+  });
 });
+
+/** the packets of a pcap file (libpcap format, either byte order), each as captured */
+function pcapRecords(raw: Buffer): Buffer[] {
+  const le = raw.readUInt32LE(0) === 0xa1b2c3d4 || raw.readUInt32LE(0) === 0xa1b23c4d;
+  const u32 = (o: number) => (le ? raw.readUInt32LE(o) : raw.readUInt32BE(o));
+  const out: Buffer[] = [];
+  for (let o = 24; o + 16 <= raw.length;) {
+    const n = u32(o + 8);
+    out.push(raw.subarray(o + 16, o + 16 + n));
+    o += 16 + n;
+  }
+  return out;
+}
