@@ -31,10 +31,13 @@
  *               the destination's ingress policy and L7 redirect, and delivers a packet of a
  *               known connection to a local endpoint straight into the pod (bpf_redirect_peer,
  *               Cilium's BPF host routing): no host routing, no second pass through the veth.
- *               tunnel: the decrypted packet is VXLAN from the peer's InternalIP; cilium_wg0 is
- *               registered as an underlay device (an authenticated one) so from_network lets a
- *               node's address through, the kernel hands it to cilium_vxlan, and from_overlay
- *               reads the sender's identity from the VNI as without encryption
+ *               tunnel: the decrypted packet is VXLAN from the peer's InternalIP; GRO on the TUN
+ *               (the node's vxlan socket's handler) merges a stream's datagrams that share outer
+ *               headers and VNI; from_wireguard takes the VXLAN off what is for a local endpoint
+ *               (one merged skb at a time) and delivers it as in native routing, the VNI its
+ *               source's identity. The rest: cilium_wg0 is registered as an underlay device (an
+ *               authenticated one) so from_network lets a node's address through, the kernel
+ *               hands it to cilium_vxlan, and from_overlay reads the identity from the VNI
  *
  * Every change (nodes joining, leaving, rotating keys; the device coming back) goes through one
  * serial reconcile, so peers and routes follow the kvstore within a second.

@@ -527,6 +527,9 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     const allowedBytes = recs.filter((b) => b.includes(Buffer.from('ALLOWDVNI-'))).reduce((n, b) => n + b.length, 0);
     assert.ok(allowedBytes >= 8 * SEG, `the allowed VNI's segments did not all reach the client (${allowedBytes} bytes in ${recs.length} packets), so the capture proves nothing`);
     assert.ok(!recs.some((b) => b.includes(Buffer.from('DENIEDVNI-'))), 'bytes sent with the denied VNI reached the client');
+    // GRO did merge (so a merge across the VNI switch was possible): the allowed run came coalesced
+    const lens = recs.map((b) => b.length);
+    assert.ok(lens.some((n) => n > 2 * SEG), `no packet the client received held more than one segment (GRO merged nothing): ${JSON.stringify(lens)}`);
     const flows = await tlab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '200'],
       (fs) => fs.some((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.destination?.pod_name === 'client'));
     const drop = flows.find((f) => f.drop_reason_desc === 'POLICY_DENIED' && f.destination?.pod_name === 'client')!;
