@@ -42,25 +42,12 @@ export function openNapiTun(ifname: string): number {
 }
 
 /**
- * Writes `value` to /sys/class/net/`dev`/`file` in the caller's network namespace. sysfs shows the
- * namespace of whoever mounted it, so the write goes through a private mount namespace with a
- * sysfs of the caller's own in place of the one there (as `ip netns exec` does).
+ * Sets `dev`'s GRO flush timeout (nanoseconds; sysfs gro_flush_timeout) in the caller's network
+ * namespace. sysfs shows the namespace of whoever mounted it, so the write goes through a private
+ * mount namespace with a sysfs of the caller's own in place of the one there (as `ip netns exec`
+ * does).
  */
-async function writeNetSysfs(dev: string, file: string, value: string, code: string): Promise<void> {
-  const r = await run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'umount -l /sys; mount -t sysfs sysfs /sys && echo "$0" > "/sys/class/net/$1/$2"', value, dev, file]);
-  if (r.code !== 0) throw new MembraneError(code, `${file} ${value} on ${dev}: exit ${r.code}: ${r.stderr.trim()}`, { hint: 'needs CAP_SYS_ADMIN (a mount namespace) and CAP_NET_ADMIN' });
-}
-
-/** Sets `dev`'s GRO flush timeout (nanoseconds; sysfs gro_flush_timeout) in the caller's network namespace. */
 export async function setGroFlushTimeout(dev: string, ns: number): Promise<void> {
-  await writeNetSysfs(dev, 'gro_flush_timeout', String(Math.trunc(ns)), 'TUN_GRO_TIMEOUT');
-}
-
-/**
- * Moves `dev`'s NAPI poll into a kernel thread of its own (sysfs threaded = 1): the packets its
- * program writes are then polled, merged and delivered there, not in the softirq that ends the
- * program's write, which returns as soon as the packet is queued.
- */
-export async function setNapiThreaded(dev: string): Promise<void> {
-  await writeNetSysfs(dev, 'threaded', '1', 'TUN_NAPI_THREADED');
+  const r = await run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'umount -l /sys; mount -t sysfs sysfs /sys && echo "$0" > "/sys/class/net/$1/gro_flush_timeout"', String(Math.trunc(ns)), dev]);
+  if (r.code !== 0) throw new MembraneError('TUN_GRO_TIMEOUT', `gro_flush_timeout ${ns} on ${dev}: exit ${r.code}: ${r.stderr.trim()}`, { hint: 'needs CAP_SYS_ADMIN (a mount namespace) and CAP_NET_ADMIN' });
 }

@@ -21,7 +21,7 @@ import { MembraneError } from '../common/errors.ts';
 import { childEnv } from '../common/config.ts';
 import { setPeerSocketBuffers } from './sockopt.ts';
 import { linkPresentSelf } from './net.ts';
-import { openNapiTun, setGroFlushTimeout, setNapiThreaded } from './tun.ts';
+import { openNapiTun, setGroFlushTimeout } from './tun.ts';
 
 export interface WireguardPeer {
   publicKey: string;
@@ -130,8 +130,6 @@ export interface WireguardDeviceOptions {
   /** userspace: the agent opens the TUN with a NAPI context and this GRO flush timeout (ns) and
    *  hands it to wireguard-go; 0 or absent: wireguard-go makes its own (no NAPI, no GRO) */
   groFlushTimeoutNs?: number;
-  /** with groFlushTimeoutNs: the TUN's NAPI poll in a kernel thread of its own (sysfs threaded) */
-  napiThreaded?: boolean;
 }
 
 export interface WireguardDevice {
@@ -191,7 +189,6 @@ export function createWireguardDevice(o: WireguardDeviceOptions): WireguardDevic
     const tunFd = gro > 0 ? openNapiTun(ifname) : undefined;
     try {
       if (tunFd !== undefined) await setGroFlushTimeout(ifname, gro);
-      if (tunFd !== undefined && o.napiThreaded) await setNapiThreaded(ifname);
       spawnDetached({
         argv: ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /run/wireguard && exec wireguard-go -f "$1"', sockDir, ifname],
         logFile: join(dir, 'wireguard-go.log'), pidFile,
