@@ -256,7 +256,9 @@ static __always_inline int hdrop(struct hctx *h, __u8 reason)
 /* Conntrack lookup of the hook's packet (a subprogram: the keys stay off the program's frame).
  * At to_container a packet marked MARK_MAGIC_LOCAL_EP is first looked for as a forward packet of
  * the sender the mark names, in that sender's table (where the entry of a connection decided at
- * its source lives): one lookup. Only an entry there counts; a miss takes the full lookup. */
+ * its source lives), or with sender 0 (from_overlay's hint) in the endpoint's CT_EXT table (where
+ * the entry of a connection from outside the node's endpoints lives): one lookup. Only an entry
+ * there counts; a miss takes the full lookup. */
 static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out, __u32 mark)
 {
 	struct ct_key k;
@@ -264,8 +266,10 @@ static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out, __u32 mar
 	if (h->dir == DIR_INGRESS && (mark & MARK_MAGIC_MASK) == MARK_MAGIC_LOCAL_EP && !p->is_icmp_err) {
 		ct_key_fill(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family, DIR_INGRESS,
 			    h->cfg->ep_id);
-		struct ct_val *v = ct_get(ct_table(CT_OWN(mark >> 16)), &k, h->c.now);
+		const __u32 sender = mark >> 16;
+		struct ct_val *v = ct_get(ct_table(sender ? CT_OWN(sender) : CT_EXT(h->cfg->ep_id)), &k, h->c.now);
 		if (v) {
+			stat_inc(STAT_CT_HINTED);
 			*out = v;
 			return CT_ESTABLISHED;
 		}
@@ -788,7 +792,10 @@ static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct
  * towards a local endpoint, from a source whose identity is rm->identity: new connections get
  * the destination's ingress policy decided here (drops, L7 redirect to the ingress proxy), and
  * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
- * (to_container parses and enforces every packet that reaches a pod). */
+ * (to_container parses and enforces every packet that reaches a pod). `*deliver`: the endpoint's
+ * veth when the packet may go there directly, with DELIVER_EXT set when its connection's entry is
+ * an ingress entry in the endpoint's CT_EXT table (from_overlay's hint to to_container). */
+#define DELIVER_EXT 0x80000000u /* (ifindexes are positive ints) */
 static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
 {
 	struct ep_config *dcfg = local_dest(p);
@@ -831,7 +838,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 		}
 		/* (a reply of a proxied connection may be the proxy's own: the stack finds its socket) */
 		if (!v->proxy_port)
-			*deliver = dcfg->ifindex;
+			*deliver = dcfg->ifindex | (ct == CT_ESTABLISHED ? DELIVER_EXT : 0);
 		goto pass;
 	}
 	if (p->frag == FRAG_LATER)
@@ -857,7 +864,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	if (d && ir.proxy_port)
 		return do_drop(p, &dc, d, DIR_INGRESS);
 	if (!ir.proxy_port)
-		*deliver = dcfg->ifindex;
+		*deliver = dcfg->ifindex | (d ? 0 : DELIVER_EXT);
 pass:
 	if (p->frag == FRAG_FIRST)
 		frag_register(ext, &fr, dc.now);
@@ -943,9 +950,13 @@ int from_overlay(struct __sk_buff *skb)
 	rm.known = 1;
 	__u32 deliver = 0;
 	int v = net_ingress(skb, &p, &rm, &deliver);
-	if (v == TC_ACT_OK && deliver && !(skb->mark & MARK_MAGIC_MASK))
-		return overlay_redirect_rx(skb, &p, deliver);
-	return v;
+	if (v != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
+		return v;
+	/* the connection's entry is in the endpoint's CT_EXT table: its to_container looks there
+	 * first (MARK_MAGIC_LOCAL_EP with sender 0; a hint, as the local one) */
+	if ((deliver & DELIVER_EXT) && !skb->mark)
+		skb->mark = MARK_MAGIC_LOCAL_EP;
+	return overlay_redirect_rx(skb, &p, deliver & ~DELIVER_EXT);
 }
 
 /* tc EGRESS of the VXLAN device: what the node routes into the tunnel gets its tunnel key (the

@@ -99,7 +99,9 @@
  * ipcache and then looking there. It is a hint, never a verdict: the node's processes can set any
  * mark (a pod's is cleared as its packet leaves the pod's namespace), so a marked packet still
  * needs that entry, which only a decision at the sender created; without it the packet takes the
- * full path. */
+ * full path. With sender 0 it is from_overlay's, on a packet it redirects to a local endpoint
+ * whose connection's entry it found or created in that endpoint's CT_EXT table (a connection
+ * from outside the node's endpoints): to_container looks there first, the same way. */
 #define MARK_MAGIC_LOCAL_EP 0xf00
 
 #define TCP_FIN 0x01
@@ -158,7 +160,9 @@ struct icmphdr {
 #define STAT_ND 21              /* IPv6 neighbour discovery passed without policy (as ARP) */
 #define STAT_WG_DELIVER 22      /* packets from cilium_wg0 redirected straight into their endpoint (from_wireguard) */
 #define STAT_OVERLAY_REDIRECT 23 /* packets sent past the node's IP forwarding to the tunnel or an endpoint (lib/overlay.h) */
-#define STAT_MAX 24
+/* to_container's conntrack lookups answered by MARK_MAGIC_LOCAL_EP's hint: one lookup, no ipcache */
+#define STAT_CT_HINTED 24
+#define STAT_MAX 25
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -384,7 +384,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     assert.equal(atB2.filter((f) => f.dir === 'in' && f.sport === 47001).length, 1);
   });
 
-  it('marks what it judged for a local destination with the sender (MARK_MAGIC_LOCAL_EP); a forged mark opens nothing: the node, a pod with SO_MARK, the world', async () => {
+  it('marks what it judged for a local destination with the sender (MARK_MAGIC_LOCAL_EP); a forged mark, or the overlay\'s hint (sender 0), opens nothing: the node, a pod with SO_MARK, the world', async () => {
     await reset();
     const MAGIC = 0xf00;
     const markOf = (p: Pod) => ((p.id << 16) | MAGIC) >>> 0;
@@ -410,6 +410,11 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       // a pod (root in its namespace: SO_MARK, raw sockets), and the world behind the network device
       assert.equal(pingMarked(C.ns, markOf(A)), false, 'C -> B with A\'s mark: denied');
       assert.equal(pingMarked(world.ns, markOf(A)), false, 'world -> B with A\'s mark: denied');
+      // from_overlay's hint (sender 0: look in B's CT_EXT table first) opens nothing either
+      assert.equal(pingMarked(topo.nodeNs, MAGIC), false, 'node -> B with the overlay hint: denied');
+      assert.equal(await d.call('upstreamEcho', '10.250.0.1', MAGIC, B.ip, 8080), false, 'node -> B:8080 with the overlay hint: denied');
+      assert.equal(pingMarked(C.ns, MAGIC), false, 'C -> B with the overlay hint: denied');
+      assert.equal(pingMarked(world.ns, MAGIC), false, 'world -> B with the overlay hint: denied');
       const evs = await events();
       const drop = (src: string, proto: number, port?: number) => find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.direction === 'ingress' && x.srcIp === src && x.proto === proto && (port === undefined || x.dstPort === port), `drop at B of ${src} ${proto}/${port ?? ''}`);
       const host = drop('10.250.0.1', ICMP);

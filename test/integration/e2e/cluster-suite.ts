@@ -29,6 +29,8 @@ import { NH, ipv6, tcp6 } from '../support/frames6.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { hubbleTlsPaths, RELAY_SERVER_NAME } from '../../../src/lab/hubble-certs.ts';
 import { runCommand } from '../../support/run.ts';
+import { BpfMap } from '../../../src/sys/bpf.ts';
+import { readCounters } from '../../../src/datapath/linux/statsmap.ts';
 
 
 export function clusterSuite(mode: RoutingMode): void {
@@ -357,6 +359,27 @@ export function clusterSuite(mode: RoutingMode): void {
       assert.equal(ok.source?.identity, ids.client);
       assert.equal(no.source?.identity, ids.intruder);
       assert.equal(no.drop_reason_desc, 'POLICY_DENIED');
+    });
+
+    test('tunnel: from_overlay tells the server\'s to_container where the connection\'s entry is (the hint: one lookup); the client\'s replies and a forged VNI get none', { skip }, async () => {
+      const ids = Object.fromEntries((await pods()).map((p) => [p.metadata.name, p.status!.identity!]));
+      // to_container's lookups the hint answered (mark 0xf00 with sender 0, or a local sender's),
+      // from each node's pinned counters (no pod-to-pod traffic within a node in this test)
+      const hinted = (k: number) => { const m = BpfMap.fromPin(join(paths.pinRoot(`node${k}`), 'mb_stats')); try { return readCounters(m).ctHinted; } finally { m.close(); } };
+      const [s0, c0] = [hinted(2), hinted(1)];
+      const target = `${ip.server}:8080/tcp`;
+      assert.deepEqual(await lab.probe('cl', 'client', [target]), { [target]: true });
+      const s1 = hinted(2);
+      assert.ok(s1 - s0 >= 2n, `the client's packets after its SYN found at the server's to_container by the hint (${s1 - s0})`);
+      assert.equal(hinted(1), c0, 'the server\'s replies (entries in the client\'s own table) take no hint');
+      // from a tunnel peer under the intruder's identity, on a connection nobody opened: decided
+      // (and denied) at from_overlay as the intruder, so no entry and no hint
+      const since = new Date();
+      send(nodeNs(1), { to: '192.0.2.2', vni: ids.intruder, innerSrc: '10.244.1.249', innerDst: ip.server, dport: 8080, count: 1 });
+      const fs = await drops('node2', since, (x) => x.some((f) => f.IP?.source === '10.244.1.249'));
+      const d = fs.find((f) => f.IP?.source === '10.244.1.249');
+      assert.deepEqual([d?.drop_reason_desc, d?.source?.identity], ['POLICY_DENIED', ids.intruder], JSON.stringify(fs.slice(-3)));
+      assert.equal(hinted(2), s1, 'nothing forged reached the server\'s to_container by the hint');
     });
 
     test('tunnel, IPv6 inside VXLAN: a spoofed inner source is judged by the VNI identity, never as the address it claims nor as world-allowed', { skip }, async () => {

@@ -81,6 +81,7 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   ipcacheDump: () => dp.ipcacheDump(),
   proxyListen: (port, slot, echo, host) => proxyListen(port, slot, echo, host),
   attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
+  attachOverlayDevice: (ifname) => dp.attachOverlayDevice(ifname),
   proxyRouting: (ipv6) => ensureProxyRouting({ ipv6: ipv6 === true }),
   upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),
   upsertService: (svc) => dp.upsertService(svc),
