@@ -1,5 +1,5 @@
 /**
- * MEMBRANE_AGENT_CPU_PROFILE=<dir>: a V8 CPU profile of the running agent, from when it is ready
+ * MEMBRANE_AGENT_CPU_PROFILE=<dir> (the agentCpuProfile setting): a V8 CPU profile of the running agent, from when it is ready
  * to when it stops (written to <dir>/agent-<node>-<pid>.cpuprofile). Node's --cpu-prof cannot do
  * this for an agent: its sampling signal, pending while the kernel verifies the datapath's
  * programs at start, makes the verifier give up (EAGAIN), and the agent does not start.

@@ -310,7 +310,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');
-  const cpuProfile = await startCpuProfile(process.env.MEMBRANE_AGENT_CPU_PROFILE, node);
+  const cpuProfile = await startCpuProfile(config.agentCpuProfile, node);
   // what the agent's memory is made of, once a minute: RSS that grows over restarts or hours shows
   // here as heap (objects kept), external/array buffers (Buffers, typed arrays) or malloc (native)
   setInterval(() => logger.info({ subsys: 'daemon', ...memory() }, 'memory'), 60_000).unref();
