@@ -24,11 +24,9 @@ import type { Datapath, IPCacheEntry } from '../datapath/types.ts';
 import type { AgentPolicyEngine } from '../policy/agent-engine.ts';
 import { createLinuxDatapath, type LinuxDatapathOptions } from '../datapath/linux/index.ts';
 import {
-  createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type EndpointResolver, type HubbleServerTlsFiles,
+  createHubble, hubbleTcpSecurity, HUBBLE_SERVER_PORT, LostEventSource, type Hubble, type HubbleServerTlsFiles,
 } from '../hubble/index.ts';
-import type { ResolvedEndpoint } from '../common/endpoint.ts';
-import type { EndpointRecord } from './endpoints.ts';
-import { createPolicyCorrelation } from '../hubble/correlation.ts';
+import { createFlowResolver } from './flow-resolver.ts';
 import { ReservedIdentity } from '../identity/identity.ts';
 import { ensureProxyRouting } from '../sys/proxy-routing.ts';
 import { createNodeDNS } from '../proxy/dns/node.ts';
@@ -109,42 +107,15 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
   const { networks, workloads } = provider;
 
   let agentRef: Agent | undefined;
-  // Flow enrichment runs per event: one resolved view per endpoint record (records are replaced,
-  // never mutated, when an endpoint changes), not a new object per flow.
-  const resolvedViews = new WeakMap<EndpointRecord, ResolvedEndpoint>();
-  const resolved = (ep: EndpointRecord): ResolvedEndpoint => {
-    let r = resolvedViews.get(ep);
-    if (!r) {
-      r = { id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels, ...(ep.workload ? { workloads: [ep.workload] } : {}) };
-      resolvedViews.set(ep, r);
-    }
-    return r;
-  };
-  // and one per remote pod (its record is made per lookup: src/agent/remote-store.ts), kept while
-  // its identity, namespace and name stay: its identity's labels are built and sorted once, not
-  // once per flow. Bounded: cleared when full.
-  const remoteViews = new Map<string, ResolvedEndpoint>();
-  const resolver: EndpointResolver = {
-    byIp(ip) {
-      const ep = agentRef?.endpointTable().byIp(ip);
-      if (ep) return resolved(ep);
-      const r = input.remoteEndpoint?.(ip);
-      if (!r?.namespace || !r.pod) return undefined;
-      const had = remoteViews.get(ip);
-      if (had && had.identity === r.identity && had.namespace === r.namespace && had.pod === r.pod) return had;
-      // an identity not (yet) known here has no labels: not kept, so they show once it is
-      const labels = policy.identityLabels(r.identity);
-      const v: ResolvedEndpoint = { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: labels ?? [] };
-      if (labels) {
-        if (remoteViews.size >= 65536) remoteViews.clear();
-        remoteViews.set(ip, v);
-      }
-      return v;
-    },
+  // Flow enrichment runs per event: lookups only (flow-resolver.ts)
+  const resolver = createFlowResolver({
+    localByIp: (ip) => agentRef?.endpointTable().byIp(ip),
+    ...(input.remoteEndpoint ? { remoteEndpoint: input.remoteEndpoint } : {}),
     identityLabels: (id) => policy.identityLabels(id),
-    // policy-verdict flows name the policies that decided them (--print-policy-names)
-    policiesFor: createPolicyCorrelation({ mapState: (id) => policy.mapState(id), revision: () => policy.revision() }),
-  };
+    mapState: (id) => policy.mapState(id),
+    revision: () => policy.revision(),
+  });
+  const resolved = resolver.local;
   const hubble = createHubble({
     nodeName: node, resolver, socketPath: paths.hubbleSocket(node), version: VERSION, startedAt: Date.now(),
     // Hubble's peer port, in the node's namespace (as the agent's :4244 on a Cilium node): mutual
@@ -188,7 +159,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     afterIPCache: async () => { await feed?.sent(); },
     ...(external ? { standalone: { stats: async () => (await feed!.request('dns-stats', 2000)) as DNSProxyStats } } : {}),
   });
-  resolver.namesForIp = (ip) => dns.namesForIp(ip);
+  resolver.setNames({ has: (ip) => dns.nameManager.cache.hasIP(ip), names: (ip) => dns.namesForIp(ip) });
   // Hubble metrics on hubbleMetricsPort in the node namespace and on a root-only unix socket for
   // host-side scrapers; hubbleMetrics is Cilium's --hubble-metrics, hubbleMetricsOpenMetrics its
   // --enable-hubble-open-metrics. Entries that cannot be served are logged; the others run.

@@ -5,6 +5,7 @@
  * networks: the lab's is src/lab/node-agent.ts (started by `membrane up` inside the node's
  * network namespace).
  */
+import { startCpuProfile } from './cpu-profile.ts';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import type { MembraneConfig } from '../common/config.ts';
 import { labPaths, type LabPaths } from '../common/paths.ts';
@@ -309,6 +310,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   await api.start();
   await writeFile(paths.agentPidFile(node), String(process.pid));
   logger.info({ subsys: 'daemon', node, pid: process.pid, pods: provider.kind }, 'agent ready');
+  const cpuProfile = await startCpuProfile(config.agentCpuProfile, node);
   // what the agent's memory is made of, once a minute: RSS that grows over restarts or hours shows
   // here as heap (objects kept), external/array buffers (Buffers, typed arrays) or malloc (native)
   setInterval(() => logger.info({ subsys: 'daemon', ...memory() }, 'memory'), 60_000).unref();
@@ -326,6 +328,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ subsys: 'daemon', signal }, 'agent stopping (datapath stays enforcing)');
+    await cpuProfile?.stop().catch((e: unknown) => logger.warn({ subsys: 'daemon', err: String(e) }, 'cpu profile not written'));
     await api.stop();
     agentRunning = false;
     await agent.stop();

@@ -100,6 +100,8 @@ export interface MembraneConfig {
   kvstoreEndpoint: string | undefined;
   /** etcd TLS: CA certificate, client certificate and its key (files) */
   kvstoreCa: string | undefined;
+  /** a directory: the agent writes a V8 CPU profile of its run there when it stops (src/agent/cpu-profile.ts) */
+  agentCpuProfile: string | undefined;
   kvstoreCert: string | undefined;
   kvstoreKey: string | undefined;
   /** seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl); default 900, the lab's 30 */
@@ -239,6 +241,7 @@ export const SETTINGS: readonly Setting[] = [
     parse(raw) { if (raw !== 'memory' && raw !== 'etcd') throw bad(this, raw, 'memory or etcd'); return raw; },
   },
   { name: 'kvstoreEndpoint', scope: 'agent', env: 'MEMBRANE_KVSTORE_ENDPOINT', flag: '--kvstore-endpoint', default: "(none; the lab's etcd in a multi-node lab)", help: 'etcd endpoints, comma-separated: http(s)://host:port or unix:/path (the lab accepts unix: only)', parse: text },
+  { name: 'agentCpuProfile', scope: 'agent', env: 'MEMBRANE_AGENT_CPU_PROFILE', flag: '--agent-cpu-profile', default: '(none)', help: 'directory for a V8 CPU profile of the agent, from ready to stop (a diagnosis; the sampling costs CPU)', parse: text },
   { name: 'kvstoreCa', scope: 'agent', env: 'MEMBRANE_KVSTORE_CA', flag: '--kvstore-ca', default: '(none)', help: "etcd's CA certificate (PEM file); needed for https://", parse: text },
   { name: 'kvstoreCert', scope: 'agent', env: 'MEMBRANE_KVSTORE_CERT', flag: '--kvstore-cert', default: '(none)', help: 'client certificate for etcd (PEM file; etcd --client-cert-auth)', parse: text },
   { name: 'kvstoreKey', scope: 'agent', env: 'MEMBRANE_KVSTORE_KEY', flag: '--kvstore-key', default: '(none)', help: 'its private key', parse: text },
@@ -419,6 +422,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstore: value('kvstore', undefined),
     kvstoreEndpoint: value('kvstoreEndpoint', undefined),
     kvstoreCa: value('kvstoreCa', undefined),
+    agentCpuProfile: value('agentCpuProfile', undefined),
     kvstoreCert: value('kvstoreCert', undefined),
     kvstoreKey: value('kvstoreKey', undefined),
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),

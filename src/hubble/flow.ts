@@ -13,6 +13,7 @@ import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, traceObservationPoint } from './names.ts';
 import { createEndpointMessages, createIpMessages } from './endpoint-messages.ts';
 import { createFlowIds } from './flow-id.ts';
+import type { CompactFlow, FlowRing } from './ring.ts';
 
 /**
  * What the agent gives Hubble to enrich flows. Only `byIp` and `identityLabels` are required;
@@ -299,3 +300,180 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   };
 }
 
+
+/** Layer4 kinds a compact datapath flow records (0: none). */
+const L4_TCP = 1, L4_UDP = 2, L4_SCTP = 3, L4_ICMP4 = 4, L4_ICMP6 = 5;
+
+/**
+ * A datapath flow as the ring keeps it (ring.ts CompactFlow), as the L7 parser's HttpCompact:
+ * one object per ring position, refilled in place, holding numbers and the messages the builder
+ * shares between flows (endpoints, the IP pair, TCP flags, event type, interface, the second's
+ * BigInt, the Summary text of a flag byte). What a Flow holds alone (its Timestamp, Layer4 and
+ * its oneof, the protocol message, the uuid string) is made again by toFlow() on each read, so a
+ * flow kept for seconds leaves nothing young for the scavenger to copy and promote.
+ */
+class DatapathCompact implements CompactFlow {
+  readonly kind = 'compact' as const;
+  readonly owner: object;
+  seconds = 0n;
+  nanos = 0;
+  uuidHead = '';
+  uuidLow = 0;
+  emitter: Flow['emitter'] = undefined;
+  verdict: Verdict = Verdict.VERDICT_UNKNOWN;
+  dropReason = 0;
+  authType = 0;
+  ip: Flow['IP'] = undefined;
+  l4 = 0;
+  srcPort = 0;
+  dstPort = 0;
+  tcpFlags: TCPFlags | undefined = undefined;
+  source: Flow['source'] = undefined;
+  destination: Flow['destination'] = undefined;
+  nodeName = '';
+  sourceNames: string[] = NONE;
+  destinationNames: string[] = NONE;
+  eventType: Flow['eventType'] = undefined;
+  sourceService: Flow['sourceService'] = undefined;
+  destinationService: Flow['destinationService'] = undefined;
+  direction: TrafficDirection = TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN;
+  policyMatchType = 0;
+  traceObservationPoint = 0;
+  traceReason = 0;
+  dropReasonDesc = 0;
+  isReply: boolean | undefined = undefined;
+  iface: Flow['interface'] = undefined;
+  proxyPort = 0;
+  summary = '';
+  egressAllowedBy: Policy[] = NO_POLICIES;
+  ingressAllowedBy: Policy[] = NO_POLICIES;
+  egressDeniedBy: Policy[] = NO_POLICIES;
+  ingressDeniedBy: Policy[] = NO_POLICIES;
+  constructor(owner: object) { this.owner = owner; }
+
+  toFlow(): Flow {
+    let l4: Layer4 | undefined;
+    const sourcePort = this.srcPort, destinationPort = this.dstPort;
+    switch (this.l4) {
+      case L4_TCP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags: this.tcpFlags } } }; break;
+      case L4_UDP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } }; break;
+      case L4_SCTP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'SCTP', value: { $typeName: 'flow.SCTP', sourcePort, destinationPort } } }; break;
+      // ICMP type and code are kept in the port fields
+      case L4_ICMP4: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv4', value: { $typeName: 'flow.ICMPv4', type: sourcePort, code: destinationPort } } }; break;
+      case L4_ICMP6: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv6', value: { $typeName: 'flow.ICMPv6', type: sourcePort, code: destinationPort } } }; break;
+    }
+    return {
+      $typeName: 'flow.Flow',
+      time: { $typeName: 'google.protobuf.Timestamp', seconds: this.seconds, nanos: this.nanos },
+      uuid: this.uuidHead + this.uuidLow.toString(16),
+      emitter: this.emitter,
+      verdict: this.verdict,
+      dropReason: this.dropReason,
+      authType: this.authType,
+      ethernet: undefined,
+      IP: this.ip,
+      l4,
+      tunnel: undefined,
+      source: this.source,
+      destination: this.destination,
+      Type: FlowType.L3_L4,
+      nodeName: this.nodeName,
+      nodeLabels: NONE,
+      sourceNames: this.sourceNames,
+      destinationNames: this.destinationNames,
+      l7: undefined,
+      reply: false,
+      eventType: this.eventType,
+      sourceService: this.sourceService,
+      destinationService: this.destinationService,
+      trafficDirection: this.direction,
+      policyMatchType: this.policyMatchType,
+      traceObservationPoint: this.traceObservationPoint,
+      traceReason: this.traceReason,
+      file: undefined,
+      ipTraceId: undefined,
+      dropReasonDesc: this.dropReasonDesc,
+      isReply: this.isReply,
+      debugCapturePoint: 0,
+      interface: this.iface,
+      proxyPort: this.proxyPort,
+      traceContext: undefined,
+      sockXlatePoint: 0,
+      socketCookie: 0n,
+      cgroupId: 0n,
+      Summary: this.summary,
+      extensions: undefined,
+      egressAllowedBy: this.egressAllowedBy,
+      ingressAllowedBy: this.ingressAllowedBy,
+      egressDeniedBy: this.egressDeniedBy,
+      ingressDeniedBy: this.ingressDeniedBy,
+      policyLog: NONE,
+      aggregate: undefined,
+    };
+  }
+}
+
+const DATAPATH_OWNER = {};
+const makeDatapathCompact = () => new DatapathCompact(DATAPATH_OWNER);
+
+/**
+ * Keeps a datapath flow (createFlowBuilder's, unchanged since, its uuid `uuidHead` +
+ * `uuidLow.toString(16)`: the id source's parts when it was built) in `ring` compactly. Returns
+ * false, the caller then pushing the Flow itself, for a flow whose shape the compact form does not
+ * hold (a field the builder never fills), so that nothing is ever made again different.
+ */
+export function keepDatapathFlow(ring: FlowRing, flow: Flow, timeMs: number, uuidHead: string, uuidLow: number): boolean {
+  if (flow.Type !== FlowType.L3_L4 || flow.ethernet || flow.tunnel || flow.l7 || flow.file || flow.ipTraceId || flow.traceContext || flow.extensions ||
+    flow.aggregate || flow.reply || flow.debugCapturePoint || flow.sockXlatePoint || flow.socketCookie || flow.cgroupId || flow.nodeLabels.length ||
+    flow.policyLog.length || !flow.time) return false;
+  let l4 = 0, sp = 0, dp = 0;
+  let flags: TCPFlags | undefined;
+  const p = flow.l4?.protocol;
+  if (p) {
+    switch (p.case) {
+      case 'TCP': l4 = L4_TCP; sp = p.value.sourcePort; dp = p.value.destinationPort; flags = p.value.flags; break;
+      case 'UDP': l4 = L4_UDP; sp = p.value.sourcePort; dp = p.value.destinationPort; break;
+      case 'SCTP': l4 = L4_SCTP; sp = p.value.sourcePort; dp = p.value.destinationPort; break;
+      case 'ICMPv4': l4 = L4_ICMP4; sp = p.value.type; dp = p.value.code; break;
+      case 'ICMPv6': l4 = L4_ICMP6; sp = p.value.type; dp = p.value.code; break;
+      default: return false;
+    }
+  }
+  const c = ring.compactSlot(DATAPATH_OWNER, makeDatapathCompact);
+  c.seconds = flow.time.seconds;
+  c.nanos = flow.time.nanos;
+  c.uuidHead = uuidHead;
+  c.uuidLow = uuidLow;
+  c.emitter = flow.emitter;
+  c.verdict = flow.verdict;
+  c.dropReason = flow.dropReason;
+  c.authType = flow.authType;
+  c.ip = flow.IP;
+  c.l4 = l4;
+  c.srcPort = sp;
+  c.dstPort = dp;
+  c.tcpFlags = flags;
+  c.source = flow.source;
+  c.destination = flow.destination;
+  c.nodeName = flow.nodeName;
+  c.sourceNames = flow.sourceNames;
+  c.destinationNames = flow.destinationNames;
+  c.eventType = flow.eventType;
+  c.sourceService = flow.sourceService;
+  c.destinationService = flow.destinationService;
+  c.direction = flow.trafficDirection;
+  c.policyMatchType = flow.policyMatchType;
+  c.traceObservationPoint = flow.traceObservationPoint;
+  c.traceReason = flow.traceReason;
+  c.dropReasonDesc = flow.dropReasonDesc;
+  c.isReply = flow.isReply;
+  c.iface = flow.interface;
+  c.proxyPort = flow.proxyPort;
+  c.summary = flow.Summary;
+  c.egressAllowedBy = flow.egressAllowedBy;
+  c.ingressAllowedBy = flow.ingressAllowedBy;
+  c.egressDeniedBy = flow.egressDeniedBy;
+  c.ingressDeniedBy = flow.ingressDeniedBy;
+  ring.pushCompact(c, timeMs);
+  return true;
+}

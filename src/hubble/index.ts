@@ -5,7 +5,7 @@
  * before it enters the ring (Cilium's OnDecodedFlow hook).
  */
 import type { DatapathEvent } from '../datapath/types.ts';
-import { createFlowBuilder, type EndpointResolver } from './flow.ts';
+import { createFlowBuilder, keepDatapathFlow, type EndpointResolver } from './flow.ts';
 import { createFlowIdSource } from './flow-id.ts';
 import { createL7Parser } from './l7/parser.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';
@@ -142,7 +142,12 @@ export function createHubble(deps: HubbleDeps): Hubble {
     stop: () => server.stop(),
     ingest(ev) {
       const flow = build(ev);
-      if (flow) store(flow);
+      if (!flow) return flow;
+      // the flow's id as the ring keeps it (its parts), taken before a subscriber could draw another
+      const head = ids.head, low = ids.low;
+      const timeMs = publish(flow);
+      // kept compactly (flow.ts DatapathCompact): read back as an equal Flow
+      if (!keepDatapathFlow(ring, flow, timeMs, head, low)) ring.pushFlow(flow, timeMs);
       return flow;
     },
     ingestFlow(flow) {
