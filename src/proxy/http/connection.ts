@@ -585,8 +585,21 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // Start of a run of `chunk` forwarded as is (response heads and bodies): written as one
     // sub-array when something else must be written or the chunk ends.
     let run = -1;
+    // A closing response's head (as received, plus `connection: close`): it leaves with the run
+    // that follows it (its body) as one buffer, one write instead of a writev of three pieces.
+    let pre: Buffer | null = null;
     const flush = (end: number) => {
-      if (run >= 0 && end > run && !this.sock.write(chunk.subarray(run, end))) this.upstream?.pause();
+      let out = run >= 0 && end > run ? chunk.subarray(run, end) : null;
+      if (pre) {
+        if (out) {
+          const both = Buffer.allocUnsafe(pre.length + out.length);
+          pre.copy(both, 0);
+          out.copy(both, pre.length);
+          out = both;
+        } else out = pre;
+        pre = null;
+      }
+      if (out && !this.sock.write(out)) this.upstream?.pause();
       run = -1;
     };
     while (pos < len && !this.closed) {
@@ -639,9 +652,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
           else if (hasConnectionFields(h.headers)) ok = this.sock.write(closingResponseHead(h));
           else {
             // nothing to remove: the head as received (parsed, every line CRLF) up to its empty
-            // line, then `connection: close` and the empty line; one writev (the socket is corked)
-            this.sock.write(h.raw.subarray(0, h.raw.length - 2));
-            ok = this.sock.write(CLOSE_FIELD);
+            // line, then `connection: close` and the empty line, written by flush() with the body after it
+            const n = h.raw.length - 2;
+            pre = Buffer.allocUnsafe(n + CLOSE_FIELD.length);
+            h.raw.copy(pre, 0, 0, n);
+            CLOSE_FIELD.copy(pre, n);
+            ok = true;
           }
           if (!ok) this.upstream?.pause();
         }
