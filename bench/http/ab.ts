@@ -12,6 +12,10 @@
  *
  *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc] [--probe]
  * --a-flags / --b-flags add V8 flags to one side only (--a and --b may then name the same tree: an A/B of flags).
+ * --a-server / --b-server run another server script (path in that tree) on that side, e.g.
+ * bench/http/floor-server.ts: Node's own floor for the same traffic (no parsing, policy or records).
+ * --a-env / --b-env KEY=VALUE[,KEY=VALUE] set environment variables for that side's proxy only
+ * (e.g. --a-env MEMBRANE_BENCH_FLOWS=0: no agent stand-in on A, to see what it adds).
  * With --probe, each proxy runs with bench/http/loop-probe.ts and --cpu-prof: the stretches of its
  * event loop over 1 ms of thread CPU in the measured runs are printed by what ran in them (stalls.ts).
  * By default each proxy runs in its own process as the lab runs it (bench/proxy-harness.ts), and the
@@ -30,7 +34,7 @@ import { buildOneConn, runOneConn } from './one-conn.ts';
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, rules: { type: 'string', default: '100' },
-  'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
+  'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, 'a-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, 'a-env': { type: 'string', default: '' }, 'b-env': { type: 'string', default: '' }, 'b-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const feed = benchOwnProcess();
@@ -74,7 +78,11 @@ try {
       flags.push(`--import=${join(trees.B, 'bench/http/loop-probe.ts')}`, '--cpu-prof', `--cpu-prof-dir=${join(dir, `prof-${k}`)}`, '--cpu-prof-interval=250');
       process.env.MEMBRANE_BENCH_PROBE = join(dir, `probe-${k}.json`);
     }
-    const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/http/proxy-server.ts'), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
+    const env = values[k === 'A' ? 'a-env' : 'b-env'].split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const);
+    const saved = env.map(([key]) => [key, process.env[key]] as const);
+    for (const [key, v] of env) process.env[key] = v;
+    const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], values[k === 'A' ? 'a-server' : 'b-server']), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
+    for (const [key, v] of saved) if (v === undefined) delete process.env[key]; else process.env[key] = v;
     pid[k] = c.pid!; // taskset and bin/node exec: the same process
     if (values.gc) {
       // --trace-gc lines: `Scavenge 3.1 (5.2) -> 2.0 (5.2) MB, ...`: before minus after is what that GC freed

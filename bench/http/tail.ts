@@ -60,6 +60,13 @@ try {
   execFileSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${PROXY}${PATH}`]); // warm up (JIT, pool)
   const threads = new Map<number, string>();
   for (const t of readdirSync(`/proc/${pid}/task`)) threads.set(Number(t), readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim());
+  // the agent stand-in (the proxy's child making the flows, bench/proxy-harness.ts) and its threads
+  const agentThreads = new Map<number, string>();
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+      for (const t of readdirSync(`/proc/${c}/task`)) agentThreads.set(Number(t), Number(t) === Number(c) ? 'main thread' : readFileSync(`/proc/${c}/task/${t}/comm`, 'utf8').trim());
+    }
+  } catch { /* no children file: the stand-in shows as other */ }
   if (values['nice-workers'] !== undefined) {
     for (const tid of threads.keys()) if (tid !== pid) execFileSync('renice', ['-n', values['nice-workers'], '-p', String(tid)], { stdio: 'ignore' });
   }
@@ -87,7 +94,7 @@ try {
   const slow = [...res.matchAll(/^slow (\d+) (\d+)$/gm)].map((m) => ({ t0: Number(m[1]) / 1e9, d: Number(m[2]) / 1e9 }));
   const summary = res.split('\n').find((l) => l.startsWith('n ')) ?? '';
   const nameOf = (s: { pid: number; comm: string }) =>
-    s.pid === pid ? 'proxy main thread' : threads.has(s.pid) ? `proxy ${threads.get(s.pid)}` : s.pid === 0 ? 'idle' : `other ${s.comm}`;
+    s.pid === pid ? 'proxy main thread' : threads.has(s.pid) ? `proxy ${threads.get(s.pid)}` : agentThreads.has(s.pid) ? `agent stand-in ${agentThreads.get(s.pid)}` : s.pid === 0 ? 'idle' : `other ${s.comm}`;
   const byCause = new Map<string, { n: number; ms: number }>();
   const held = new Map<string, number>();
   const listed: string[] = [];

@@ -20,6 +20,10 @@ import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade
 
 const NO_SECRETS: L7Options = Object.freeze({});
 
+/** the connection a downstream stream is read for (its listeners are shared: attachEnds) */
+const kConn = Symbol('proxyConnection');
+type ClientStream = net.Socket & { [kConn]?: ProxyConnection };
+
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -184,16 +188,28 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (this.sock === sock) this.attachReaders(sock);
   }
 
+  /*
+   * The downstream's listeners: one function each for all connections, finding theirs on the
+   * stream (kConn), instead of five closures made per connection (with a new connection per
+   * request, that was per request). A stream is read for one connection only; an adopted
+   * stream's predecessor keeps `error` and `close`, which reach the same connection.
+   */
+  private static readonly onEnd = function (this: ClientStream): void { this[kConn]!.onClientEnd(); };
+  private static readonly onGone = function (this: ClientStream): void { this[kConn]!.destroy(); };
+  private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
+  private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };
+
   private attachEnds(s: net.Socket): void {
-    s.on('end', () => this.onClientEnd());
-    s.on('error', () => this.destroy());
-    s.on('close', () => this.destroy());
+    (s as ClientStream)[kConn] = this;
+    s.on('end', ProxyConnection.onEnd);
+    s.on('error', ProxyConnection.onGone);
+    s.on('close', ProxyConnection.onGone);
   }
 
   private attachReaders(s: net.Socket): void {
     noReadAhead(s);
-    s.on('data', (c: Buffer) => this.onClientData(c));
-    s.on('drain', () => this.upstream?.resume());
+    s.on('data', ProxyConnection.onData);
+    s.on('drain', ProxyConnection.onDrain);
     this.reading = true;
   }
 
@@ -358,7 +374,9 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     this.record(s, 'request', 'forwarded');
     if (!head.keepAlive && head.version === 'HTTP/1.1' && !s.upgrade) {
       // Connection is hop-by-hop: the upstream connection stays open for reuse, the client's closes.
-      s.setHeaders(withoutConnection(s.requestHeaders()));
+      // A head no filter changed goes as received less those lines (no head made again from strings).
+      if (!s.headers && !head.absoluteForm) s.forwardRawWithoutConnection();
+      else s.setHeaders(withoutConnection(s.requestHeaders()));
     } else s.upstreamClose = !head.keepAlive;
     const up = this.ensureUpstream();
     // Until the server answers 101, the client's next bytes are still HTTP and are parsed and
@@ -567,8 +585,21 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // Start of a run of `chunk` forwarded as is (response heads and bodies): written as one
     // sub-array when something else must be written or the chunk ends.
     let run = -1;
+    // A closing response's head (as received, plus `connection: close`): it leaves with the run
+    // that follows it (its body) as one buffer, one write instead of a writev of three pieces.
+    let pre: Buffer | null = null;
     const flush = (end: number) => {
-      if (run >= 0 && end > run && !this.sock.write(chunk.subarray(run, end))) this.upstream?.pause();
+      let out = run >= 0 && end > run ? chunk.subarray(run, end) : null;
+      if (pre) {
+        if (out) {
+          const both = Buffer.allocUnsafe(pre.length + out.length);
+          pre.copy(both, 0);
+          out.copy(both, pre.length);
+          out = both;
+        } else out = pre;
+        pre = null;
+      }
+      if (out && !this.sock.write(out)) this.upstream?.pause();
       run = -1;
     };
     while (pos < len && !this.closed) {
@@ -621,9 +652,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
           else if (hasConnectionFields(h.headers)) ok = this.sock.write(closingResponseHead(h));
           else {
             // nothing to remove: the head as received (parsed, every line CRLF) up to its empty
-            // line, then `connection: close` and the empty line; one writev (the socket is corked)
-            this.sock.write(h.raw.subarray(0, h.raw.length - 2));
-            ok = this.sock.write(CLOSE_FIELD);
+            // line, then `connection: close` and the empty line, written by flush() with the body after it
+            const n = h.raw.length - 2;
+            pre = Buffer.allocUnsafe(n + CLOSE_FIELD.length);
+            h.raw.copy(pre, 0, 0, n);
+            CLOSE_FIELD.copy(pre, n);
+            ok = true;
           }
           if (!ok) this.upstream?.pause();
         }
@@ -821,7 +855,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       client: this.client, server: this.server, endpointId: this.endpoint?.id ?? 0,
       method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,
       protocol: s.head.version, headers: isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : [],
-      code, latencyNs: isReq ? 0 : Number(process.hrtime.bigint() - s.startNs),
+      code, latencyNs: isReq ? 0 : Math.round((performance.now() - s.startPerf) * 1e6),
     };
     if (s.traceId) { rec.traceId = s.traceId; rec.parentSpanId = s.parentSpanId!; }
     if (reason) rec.reason = reason;

@@ -64,3 +64,44 @@ export function withoutConnection(headers: readonly string[]): string[] {
   }
   return out;
 }
+
+/** `connection`, `keep-alive`, `proxy-connection` (lower case, as bytes) */
+const HOP_NAMES = ['connection', 'keep-alive', 'proxy-connection'].map((n) => Buffer.from(n, 'latin1'));
+
+/** Whether raw[pos, pos + name.length) is `name` in any case, followed by the colon. */
+function namedLine(raw: Buffer, pos: number, name: Buffer): boolean {
+  const n = name.length;
+  if (raw[pos + n] !== 0x3a) return false;
+  // a field name is token characters only (the parser checked): `| 0x20` lower-cases letters and leaves `-` as it is
+  for (let k = 0; k < n; k++) if ((raw[pos + k]! | 0x20) !== name[k]) return false;
+  return true;
+}
+
+/**
+ * The head as received without its Connection, Keep-Alive and Proxy-Connection lines, the rest
+ * byte for byte: the same fields as `withoutConnection` (the parsed list) gives, without making
+ * the head again from strings. For a head the parser accepted: every line ends in CRLF, a field
+ * name runs up to the colon (no whitespace before it). Returns `raw` itself when nothing goes.
+ */
+export function rawWithoutConnection(raw: Buffer): Buffer {
+  let pos = raw.indexOf(0x0a) + 1; // past the request line
+  let kept: number[] | null = null; // [start, end) pairs of what stays, once a line goes
+  let from = 0;
+  while (pos < raw.length) {
+    const eol = raw.indexOf(0x0a, pos);
+    if (eol < 0 || eol === pos + 1) break; // the empty line
+    if (namedLine(raw, pos, HOP_NAMES[0]!) || namedLine(raw, pos, HOP_NAMES[1]!) || namedLine(raw, pos, HOP_NAMES[2]!)) {
+      (kept ??= []).push(from, pos);
+      from = eol + 1;
+    }
+    pos = eol + 1;
+  }
+  if (!kept) return raw;
+  kept.push(from, raw.length);
+  let len = 0;
+  for (let i = 0; i < kept.length; i += 2) len += kept[i + 1]! - kept[i]!;
+  const out = Buffer.allocUnsafe(len);
+  let at = 0;
+  for (let i = 0; i < kept.length; i += 2) at += raw.copy(out, at, kept[i]!, kept[i + 1]!);
+  return out;
+}

@@ -8,13 +8,15 @@ import type { HttpStream, ResponseObserver } from './stream.ts';
 import type { AccessAI, AccessVerdict } from '../../common/access-log.ts';
 import type { ProxyConnection } from './connection.ts';
 import { DENIED_BODY, localReply } from './replies.ts';
+import { rawWithoutConnection } from './head-rewrite.ts';
 
 export class Stream implements HttpStream {
   readonly conn: ProxyConnection;
   readonly head: MessageHead;
   readonly path: string;
   readonly host: string;
-  readonly startNs: bigint;
+  /** performance.now() at the head (ms, fractional): the response record's latency, without a BigInt per request */
+  readonly startPerf: number;
   readonly startMs: number;
   response?: MessageHead;
   headerActions?: string[];
@@ -46,7 +48,7 @@ export class Stream implements HttpStream {
   constructor(conn: ProxyConnection, head: MessageHead) {
     this.conn = conn;
     this.head = head;
-    this.startNs = process.hrtime.bigint();
+    this.startPerf = performance.now();
     this.startMs = Date.now();
     this.path = head.path;
     // `:authority` as Envoy's codec sets it: the target's authority for absolute-form and CONNECT
@@ -78,6 +80,7 @@ export class Stream implements HttpStream {
 
   setHeaders(headers: string[]): void {
     this.headers = headers;
+    this.rawOut = null;
   }
 
   holdBody(maxBytes: number): void {
@@ -98,6 +101,16 @@ export class Stream implements HttpStream {
     this.payload!.push(buf.subarray(start, end));
   }
 
+  /**
+   * The head to forward when it is the received one less its hop-by-hop connection fields
+   * (`rawWithoutConnection`, set by the connection; a later setHeaders wins).
+   */
+  private rawOut: Buffer | null = null;
+
+  forwardRawWithoutConnection(): void {
+    this.rawOut = rawWithoutConnection(this.head.raw);
+  }
+
   requestHeaders(): readonly string[] {
     return this.headers ?? this.head.headers;
   }
@@ -107,6 +120,7 @@ export class Stream implements HttpStream {
    * absolute-form (sent in origin-form, as Envoy does: the server reads the path the policy saw).
    */
   requestBytes(): Buffer {
+    if (this.rawOut) return this.rawOut;
     if (!this.headers && !this.head.absoluteForm) return this.head.raw;
     let s = `${this.head.method} ${this.head.absoluteForm ? this.path : this.head.target} ${this.head.version}\r\n`;
     const headers = this.requestHeaders();
