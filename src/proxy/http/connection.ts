@@ -20,6 +20,9 @@ import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade
 
 const NO_SECRETS: L7Options = Object.freeze({});
 
+/** Body bytes a closing response's head is copied together with (above: written beside it, not copied). */
+const CLOSING_HEAD_MERGE_MAX = 4096;
+
 /** the connection a downstream stream is read for (its listeners are shared: attachEnds) */
 const kConn = Symbol('proxyConnection');
 type ClientStream = net.Socket & { [kConn]?: ProxyConnection };
@@ -586,17 +589,20 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // sub-array when something else must be written or the chunk ends.
     let run = -1;
     // A closing response's head (as received, plus `connection: close`): it leaves with the run
-    // that follows it (its body) as one buffer, one write instead of a writev of three pieces.
+    // that follows it (its body) as one buffer, one write instead of a writev of three pieces,
+    // when that body is small; a larger one is not copied (two writes, one writev under the cork).
     let pre: Buffer | null = null;
     const flush = (end: number) => {
       let out = run >= 0 && end > run ? chunk.subarray(run, end) : null;
       if (pre) {
-        if (out) {
+        if (!out) out = pre;
+        else if (out.length > CLOSING_HEAD_MERGE_MAX) this.sock.write(pre);
+        else {
           const both = Buffer.allocUnsafe(pre.length + out.length);
           pre.copy(both, 0);
           out.copy(both, pre.length);
           out = both;
-        } else out = pre;
+        }
         pre = null;
       }
       if (out && !this.sock.write(out)) this.upstream?.pause();

@@ -194,6 +194,27 @@ test('Connection: close from a client, an origin head without connection fields:
   }
 });
 
+test('Connection: close from a client, a 20 kB body (written beside its head, not copied with it): head, connection: close and body arrive intact and in order', async () => {
+  const { createServer } = await import('node:net');
+  const body = 'b'.repeat(20_000) + 'end';
+  const answer = `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+  const up = createServer((sock) => {
+    sock.on('data', () => sock.write(answer));
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  const p = forwardingProxy((up.address() as net.AddressInfo).port);
+  const l = await p.start();
+  try {
+    const r = await rawExchange(l.egress!.port, get('/a', 'Connection: close\r\n'));
+    assert.equal(r.text, `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    assert.equal(r.closed, true);
+  } finally {
+    await p.stop();
+    up.close();
+  }
+});
+
 test('large bodies stream through without being buffered whole (50 MiB upload, chunked and sized)', async () => {
   h.setPolicy(l7([{ method: 'POST', path: '/up' }]));
   const size = 50 * 1024 * 1024;
