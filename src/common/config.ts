@@ -100,12 +100,12 @@ export interface MembraneConfig {
   kvstoreEndpoint: string | undefined;
   /** etcd TLS: CA certificate, client certificate and its key (files) */
   kvstoreCa: string | undefined;
-  /** a directory: the agent writes a V8 CPU profile of its run there when it stops (src/agent/cpu-profile.ts) */
-  agentCpuProfile: string | undefined;
   kvstoreCert: string | undefined;
   kvstoreKey: string | undefined;
   /** seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl); default 900, the lab's 30 */
   kvstoreLeaseTTL: number | undefined;
+  /** a directory: the agent writes a V8 CPU profile of its run there when it stops (src/agent/cpu-profile.ts) */
+  agentCpuProfile: string | undefined;
   /** seconds between identity GC passes on this node (Cilium operator's --identity-gc-interval); default 60, the lab's 15 */
   identityGcInterval: number | undefined;
   /** host mode (`membrane agent`): the node's pod CIDR, IPv4, its first address the pods' gateway (Cilium's --ipv4-native-routing-cidr / node podCIDR) */
@@ -241,11 +241,11 @@ export const SETTINGS: readonly Setting[] = [
     parse(raw) { if (raw !== 'memory' && raw !== 'etcd') throw bad(this, raw, 'memory or etcd'); return raw; },
   },
   { name: 'kvstoreEndpoint', scope: 'agent', env: 'MEMBRANE_KVSTORE_ENDPOINT', flag: '--kvstore-endpoint', default: "(none; the lab's etcd in a multi-node lab)", help: 'etcd endpoints, comma-separated: http(s)://host:port or unix:/path (the lab accepts unix: only)', parse: text },
-  { name: 'agentCpuProfile', scope: 'agent', env: 'MEMBRANE_AGENT_CPU_PROFILE', flag: '--agent-cpu-profile', default: '(none)', help: 'directory for a V8 CPU profile of the agent, from ready to stop (a diagnosis; the sampling costs CPU)', parse: text },
   { name: 'kvstoreCa', scope: 'agent', env: 'MEMBRANE_KVSTORE_CA', flag: '--kvstore-ca', default: '(none)', help: "etcd's CA certificate (PEM file); needed for https://", parse: text },
   { name: 'kvstoreCert', scope: 'agent', env: 'MEMBRANE_KVSTORE_CERT', flag: '--kvstore-cert', default: '(none)', help: 'client certificate for etcd (PEM file; etcd --client-cert-auth)', parse: text },
   { name: 'kvstoreKey', scope: 'agent', env: 'MEMBRANE_KVSTORE_KEY', flag: '--kvstore-key', default: '(none)', help: 'its private key', parse: text },
   { name: 'kvstoreLeaseTTL', scope: 'agent', env: 'MEMBRANE_KVSTORE_LEASE_TTL', flag: '--kvstore-lease-ttl', default: "900 (the lab's: 30)", help: "seconds a node's kvstore keys outlive its last keepalive (Cilium's --kvstore-lease-ttl)", parse: wholeNumber(864_000) },
+  { name: 'agentCpuProfile', scope: 'agent', env: 'MEMBRANE_AGENT_CPU_PROFILE', flag: '--agent-cpu-profile', default: '(none)', help: 'directory for a V8 CPU profile of the agent, from ready to stop (a diagnosis; the sampling costs CPU)', parse: text },
   { name: 'identityGcInterval', scope: 'agent', env: 'MEMBRANE_IDENTITY_GC_INTERVAL', flag: '--identity-gc-interval', default: "60 (the lab's: 15)", help: 'seconds between passes that free cluster identities no node uses; 0: none on this node', parse: wholeNumber(86_400) },
   {
     name: 'routingMode', scope: 'lab', env: 'MEMBRANE_ROUTING_MODE', flag: '--routing-mode', default: 'tunnel',
@@ -422,10 +422,10 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     kvstore: value('kvstore', undefined),
     kvstoreEndpoint: value('kvstoreEndpoint', undefined),
     kvstoreCa: value('kvstoreCa', undefined),
-    agentCpuProfile: value('agentCpuProfile', undefined),
     kvstoreCert: value('kvstoreCert', undefined),
     kvstoreKey: value('kvstoreKey', undefined),
     kvstoreLeaseTTL: value('kvstoreLeaseTTL', undefined),
+    agentCpuProfile: value('agentCpuProfile', undefined),
     identityGcInterval: value('identityGcInterval', undefined),
     routingMode: value('routingMode', 'tunnel'),
     enableIPv6: value('enableIPv6', false),
