@@ -910,6 +910,16 @@ static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 #endif
 	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
 		return net_drop(skb, &p, vni ? vni : rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
+#ifndef MB_L3_DEVICE
+	/* strict ingress, native routing: a pod on another node (its ipcache entry names a node, and
+	 * it is not that node's own address) reaches a local endpoint only through cilium_wg0 */
+	if (sv && sv->identity != IDENTITY_REMOTE_NODE && sv->identity != IDENTITY_HOST &&
+	    *(const __u32 *)sv->tunnel_endpoint && strict_ingress_enabled()) {
+		const struct ipcache_val *dv = ipcache_lookup_fam(p.daddr, p.family);
+		if (dv && dv->ep_id)
+			return net_drop(skb, &p, rm.identity, DROP_UNENCRYPTED_TRAFFIC, DIR_INGRESS);
+	}
+#endif
 	__u32 deliver = 0;
 	return net_ingress(skb, &p, &rm, &deliver);
 }
@@ -932,10 +942,19 @@ int from_overlay(struct __sk_buff *skb)
 	struct remote rm = {};
 	__u32 identity = 0;
 	stat_inc(STAT_OVERLAY_RX);
+	/* from_wireguard's mark says the VXLAN came out of cilium_wg0; nothing after this reads it
+	 * (a proxy's or the local hint's mark is set below from nothing) */
+	const int decrypted = (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_DECRYPT;
+	if (decrypted)
+		skb->mark = 0;
 	int r = parse_pkt(skb, &p);
 	int d = overlay_src_from_key(skb, &identity);
 	if (d)
 		return net_drop(skb, &p, identity, d, DIR_INGRESS);
+	/* strict ingress, tunnel routing: plain VXLAN from the underlay (even from a node's address)
+	 * carries no identity anyone authenticated */
+	if (!decrypted && strict_ingress_enabled())
+		return net_drop(skb, &p, identity, DROP_UNENCRYPTED_TRAFFIC, DIR_INGRESS);
 	if (r == PARSE_OK && p.family != 4 && p.family != 6)
 		r = PARSE_OTHER; /* the tunnel carries pods' IPv4 and IPv6 */
 	if (r != PARSE_OK)
@@ -1170,8 +1189,14 @@ int from_wireguard(struct __sk_buff *skb)
 		if (vni == WG_DECAP_BROKEN)
 			return TC_ACT_SHOT; /* half rewritten: wg_decap reported the drop */
 		skb->cb[WG_CB_VNI] = vni;
-		if (!vni)
-			return wg_network(skb); /* the outer packet: to the stack and cilium_vxlan */
+		if (!vni) {
+			/* the outer packet: to the stack and cilium_vxlan, marked as decrypted for
+			 * from_overlay (strict ingress) */
+			int o = wg_network(skb);
+			if (o == TC_ACT_OK && !(skb->mark & MARK_MAGIC_MASK))
+				skb->mark = MARK_MAGIC_DECRYPT;
+			return o;
+		}
 		/* decapsulated: the inner packet goes the native way below, its source's identity
 		 * the VNI (what is not delivered, a proxy's or an ICMP error's, goes to the stack as
 		 * the inner packet and to_container, as from_overlay leaves it) */

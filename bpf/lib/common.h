@@ -103,6 +103,12 @@
  * whose connection's entry it found or created in that endpoint's CT_EXT table (a connection
  * from outside the node's endpoints): to_container looks there first, the same way. */
 #define MARK_MAGIC_LOCAL_EP 0xf00
+/* Set by from_wireguard on a decrypted packet it hands to the stack for cilium_vxlan (tunnel
+ * routing: the outer VXLAN of what it did not deliver itself). from_overlay reads and clears it:
+ * with strict ingress, VXLAN without it came over the underlay in plain text (Cilium's
+ * MARK_MAGIC_DECRYPT). The mark stays on the skb through the vxlan device's receive (same
+ * namespace); a node process can set it too, but a node process can send anything anyway. */
+#define MARK_MAGIC_DECRYPT 0xd00
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02

@@ -73,6 +73,7 @@ export interface EncryptionStatus {
   mode: 'Wireguard';
   nodeEncryption: boolean;
   strict: boolean;
+  strictIngress: boolean;
   ifname: string;
   implementation: 'kernel' | 'userspace' | undefined;
   publicKey: string;
@@ -82,7 +83,7 @@ export interface EncryptionStatus {
 }
 
 export interface EncryptionOptions {
-  config: Pick<MembraneConfig, 'encryption' | 'encryptionNode' | 'encryptionStrict' | 'encryptionStrictModeCidr' | 'routingMode'>;
+  config: Pick<MembraneConfig, 'encryption' | 'encryptionNode' | 'encryptionStrict' | 'encryptionStrictIngress' | 'encryptionStrictModeCidr' | 'routingMode'>;
   self: ClusterNode;
   /** <nodeDir>/wireguard */
   dir: string;
@@ -271,7 +272,8 @@ export function createEncryption(o: EncryptionOptions) {
   function writeEncryptConfig(wgIfindex: number): void {
     const v = Buffer.alloc(16);
     const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
-    v.writeUInt32LE(o.config.encryptionStrict ? 1 : 0, 0);
+    // ENCRYPT_F_STRICT | ENCRYPT_F_STRICT_INGRESS
+    v.writeUInt32LE((o.config.encryptionStrict ? 1 : 0) | (o.config.encryptionStrictIngress ? 2 : 0), 0);
     net.copy(v, 4);
     mask.copy(v, 8);
     v.writeUInt32LE(tunnel ? 0 : wgIfindex, 12);
@@ -385,7 +387,7 @@ export function createEncryption(o: EncryptionOptions) {
       try { st = await device.show(); } catch { st = undefined; }
       const byKey = new Map(nodes.filter((n) => n.wireguardPubKey).map((n) => [n.wireguardPubKey!, n.name]));
       return {
-        mode: 'Wireguard', nodeEncryption: o.config.encryptionNode, strict: o.config.encryptionStrict, ifname: WG_IFNAME, implementation: device.kind(),
+        mode: 'Wireguard', nodeEncryption: o.config.encryptionNode, strict: o.config.encryptionStrict, strictIngress: o.config.encryptionStrictIngress, ifname: WG_IFNAME, implementation: device.kind(),
         publicKey: publicKey.value, port: st?.listenPort ?? WG_PORT, up: !!st && (await device.up()),
         peers: (st?.peers ?? []).map((p) => ({ node: byKey.get(p.publicKey) ?? '', publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, latestHandshake: p.latestHandshake })),
       };
@@ -414,7 +416,7 @@ export async function encryptionView(encryption: Encryption | undefined, errors:
   return {
     mode: 'Wireguard',
     wireguard: {
-      nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled',
+      nodeEncryption: e.nodeEncryption ? 'Enabled' : 'Disabled', strictMode: e.strict ? 'Enabled' : 'Disabled', strictModeIngress: e.strictIngress ? 'Enabled' : 'Disabled',
       interfaces: [{ name: e.ifname, publicKey: e.publicKey, listenPort: e.port, peerCount: e.peers.length, implementation: e.implementation ?? '', up: e.up }],
     },
   };

@@ -59,7 +59,7 @@ export interface StatusView {
   /** Cilium's `Encryption:` line: the mode, and WireGuard's device, key and peers */
   encryption?: {
     mode: 'Disabled' | 'Wireguard';
-    wireguard?: { nodeEncryption: 'Enabled' | 'Disabled'; strictMode: 'Enabled' | 'Disabled'; interfaces: { name: string; publicKey: string; listenPort: number; peerCount: number; implementation: string; up: boolean }[] };
+    wireguard?: { nodeEncryption: 'Enabled' | 'Disabled'; strictMode: 'Enabled' | 'Disabled'; strictModeIngress: 'Enabled' | 'Disabled'; interfaces: { name: string; publicKey: string; listenPort: number; peerCount: number; implementation: string; up: boolean }[] };
   };
   endpoints: { total: number; ready: number; notReady: number };
   policy: {

@@ -137,6 +137,8 @@ export interface MembraneConfig {
   encryptionNode: boolean;
   /** drop pod traffic between strict-CIDR addresses that would leave unencrypted (Cilium's --enable-encryption-strict-mode) */
   encryptionStrict: boolean;
+  /** drop a pod's packet from another node that did not come through WireGuard (Cilium's --enable-encryption-strict-mode-ingress) */
+  encryptionStrictIngress: boolean;
   /** the strict CIDR (Cilium's --encryption-strict-mode-cidr) */
   encryptionStrictModeCidr: string;
   /**
@@ -303,6 +305,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   { name: 'encryptionNode', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_NODE', flag: '--encryption-node', default: 'false', help: "true: traffic between the nodes' own addresses goes through WireGuard too (Cilium's --encrypt-node); needs --encryption wireguard", parse: flag },
   { name: 'encryptionStrict', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT', flag: '--encryption-strict', default: 'false', help: "true: pod traffic inside the strict CIDR that would leave a node unencrypted (peer without a key, device down) is dropped, reason UNENCRYPTED_TRAFFIC (Cilium's --enable-encryption-strict-mode); needs --encryption wireguard", parse: flag },
+  { name: 'encryptionStrictIngress', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT_INGRESS', flag: '--encryption-strict-ingress', default: 'false', help: "true: a pod's packet from another node that did not arrive through WireGuard is dropped, reason UNENCRYPTED_TRAFFIC (Cilium's --enable-encryption-strict-mode-ingress): in routing mode tunnel any VXLAN that did not come out of cilium_wg0 (plain VXLAN on the underlay, even from a node's address, carries an identity nobody authenticated), in routing mode native a packet from a remote pod's address to a local pod on the underlay. Node-to-node traffic is not covered. Turning it on while nodes are still exchanging keys drops their pods' traffic until they have; needs --encryption wireguard", parse: flag },
   {
     name: 'encryptionStrictModeCidr', scope: 'agent', env: 'MEMBRANE_ENCRYPTION_STRICT_MODE_CIDR', flag: '--encryption-strict-mode-cidr', default: '10.244.0.0/16',
     help: "IPv4 CIDR whose pod-to-pod traffic strict mode keeps encrypted (Cilium's --encryption-strict-mode-cidr; default: the lab's pod range)",
@@ -438,12 +441,13 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     encryption: value('encryption', 'disabled'),
     encryptionNode: value('encryptionNode', false),
     encryptionStrict: value('encryptionStrict', false),
+    encryptionStrictIngress: value('encryptionStrictIngress', false),
     encryptionStrictModeCidr: value('encryptionStrictModeCidr', '10.244.0.0/16'),
     otel: Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('OTEL_') && e[1] !== undefined && e[1] !== '')),
     aiMaxBodyBytes: value('aiMaxBodyBytes', 1 << 20),
   };
   // strict and node encryption only mean something with an encryption to enforce
-  for (const name of ['encryptionStrict', 'encryptionNode'] as const) {
+  for (const name of ['encryptionStrict', 'encryptionStrictIngress', 'encryptionNode'] as const) {
     if (out[name] && out.encryption === 'disabled') {
       const s = byName.get(name)!;
       throw new MembraneError('CONFIG_INVALID', `${name} (${s.flag} / ${s.env}) needs transparent encryption, but encryption is disabled`, { hint: 'add --encryption wireguard' });

@@ -8,8 +8,9 @@
  * under a long TCP connection, wireguard-go killed under strict mode, and policy, L7, DNS and a
  * ClusterIP Service across the encrypted nodes (native routing). Last, a lab in tunnel routing
  * (the default: VXLAN inside WireGuard): the marker never on the underlay, UDP 51871 only, strict
- * mode's 195 while the peer has no key (no plain VXLAN either), and cross-node policy enforced by
- * the identity node2 reads from the VNI after decryption.
+ * mode's 195 while the peer has no key (no plain VXLAN either), strict ingress's 195 for plain
+ * VXLAN put on the underlay as node2, and cross-node policy enforced by the identity node2 reads
+ * from the VNI after decryption.
  */
 import { skipUnless } from '../../support/requirements.ts';
 import { test, before, after, describe } from 'node:test';
@@ -19,8 +20,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { captureIn, captureUnderlay } from '../support/underlay-capture.ts';
-import { ACK, ETH_IP, SYN, TCP, eth, ipv4, tcp } from '../support/frames.ts';
-import { podNetnsName } from '../../../src/lab/names.ts';
+import { ACK, ETH_IP, SYN, TCP, UDP, eth, ipv4, tcp, udp, sendFrames } from '../support/frames.ts';
+import { podNetnsName, underlayMac, underlayNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
 
@@ -89,7 +90,7 @@ before(async () => {
   } finally {
     await plain.down();
   }
-  ip = await upWithPods(lab, ['--encryption', 'wireguard', '--encryption-strict']);
+  ip = await upWithPods(lab, ['--encryption', 'wireguard', '--encryption-strict', '--encryption-strict-ingress']);
 });
 after(async () => { await tlab.down(); await lab.down(); await plain.down(); });
 
@@ -175,6 +176,24 @@ test('a peer is trusted only for its allowed IPs: node2 sending from node1\'s po
   } finally {
     for (const a of added) execFileSync('ip', ['-n', n2, 'addr', 'del', `${a}/32`, 'dev', 'lo']);
   }
+});
+
+test('strict ingress, native routing: a packet put on the underlay as a node2 pod (its address, node2\'s MAC) for a node1 pod is dropped with 195, never delivered', { skip }, async () => {
+  const client = ip[`${NS}/client`]!;
+  const server = ip[`${NS}/server`]!;
+  const since = new Date().toISOString();
+  const frame = eth({ dst: underlayMac(1), src: underlayMac(2), type: ETH_IP }, ipv4({ src: server, dst: client, proto: TCP }, tcp({ src: server, dst: client, sport: 40003, dport: 9, flags: SYN })));
+  const cap = await captureIn(podNetnsName('node1', NS, 'client', lab.name), 'eth0', join(await lab.dir, `plain-${Date.now()}.pcap`));
+  assert.equal(sendFrames(underlayNetnsName(lab.name), 'br0', [frame, frame, frame]), 3);
+  await new Promise((r) => setTimeout(r, 500));
+  const seen = (await cap.stop()).packets.filter((p) => p.proto === 6 && p.dport === 9 && p.dst === client);
+  assert.deepEqual(seen, [], 'a plain packet from the underlay reached the client');
+  const flows = await lab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC' && f.traffic_direction === 'INGRESS'));
+  const drop = flows.find((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC' && f.traffic_direction === 'INGRESS')!;
+  assert.equal(drop.source?.pod_name, 'server', 'the flow names the pod whose address was used');
+  assert.equal(drop.destination?.pod_name, 'client');
+  // what WireGuard brings still passes (the same pods, the same port, through cilium_wg0)
+  assert.equal(await post(lab, server, `after-${Date.now()}`), '200');
 });
 
 test('keys: private 0600 in the state dir and never served or logged; public keys in the kvstore, status and get nodes', { skip }, async () => {
@@ -353,7 +372,7 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
   before(async () => {
     if (skip) return;
     await lab.down(); // one lab at a time on a shared machine
-    tip = await upWithPods(tlab, ['--encryption', 'wireguard', '--encryption-strict'], 'tunnel');
+    tip = await upWithPods(tlab, ['--encryption', 'wireguard', '--encryption-strict', '--encryption-strict-ingress'], 'tunnel');
   });
 
   test('tunnel: the marker never reaches the underlay, only UDP 51871 between node addresses; peers allow the node address', async () => {
@@ -441,6 +460,37 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.ok(rxPackets(tlab, 'node1', 'cilium_wg0') - rx0 >= 6, 'the crafted VXLAN did not cross node2\'s tunnel');
     assert.ok(seen.some((p) => p.src === own), `the control never reached the client, so the capture proves nothing: ${JSON.stringify(seen)}`);
     assert.ok(!seen.some((p) => p.src === spoofed), `a node1 pod's address reached the client through node2's tunnel: ${JSON.stringify(seen)}`);
+  });
+
+  test('tunnel strict ingress: plain VXLAN put on the underlay as node2 (its address and MAC, a VNI node1 would accept) reaches no pod and is dropped with 195; VXLAN that came out of cilium_wg0 to cilium_vxlan still passes', async () => {
+    const client = tip[`${NS}/client`]!;
+    const ids = JSON.parse(await tlab.ok(['get', 'pods', '-n', NS, '-o', 'json'])) as { items: { metadata: { name: string }; status?: { identity?: number } }[] };
+    const vni = ids.items.find((p) => p.metadata.name === 'server')?.status?.identity;
+    assert.ok(vni && vni >= 256, JSON.stringify(ids.items.map((p) => p.status)));
+    // the legitimate path through from_overlay: ICMP is not what cilium_wg0 delivers itself, so the
+    // decrypted VXLAN goes to the stack and cilium_vxlan, carrying from_wireguard's mark
+    const ping = await tlab.exec(NS, 'server', ['ping', '-c', '2', '-W', '2', client]);
+    assert.equal(ping.code, 0, `server (node2) -> client (node1) over the tunnel: ${ping.stdout}${ping.stderr}`);
+    const since = new Date().toISOString();
+    const src = '10.244.2.252'; // node2's pod CIDR: the identity comes from the VNI alone
+    const inner = eth({ dst: '00:00:00:00:00:00', src: '00:00:00:00:00:00', type: ETH_IP }, ipv4({ src, dst: client, proto: TCP }, tcp({ src, dst: client, sport: 40002, dport: 9, flags: SYN })));
+    const vx = Buffer.alloc(8);
+    vx[0] = 0x08;
+    vx.writeUIntBE(vni, 4, 3);
+    const frame = eth({ dst: underlayMac(1), src: underlayMac(2), type: ETH_IP },
+      ipv4({ src: '192.0.2.2', dst: '192.0.2.1', proto: UDP }, udp({ src: '192.0.2.2', dst: '192.0.2.1', sport: 40002, dport: 8472 }, Buffer.concat([vx, inner]))));
+    const rx0 = rxPackets(tlab, 'node1', 'cilium_vxlan');
+    const cap = await captureIn(podNetnsName('node1', NS, 'client', tlab.name), 'eth0', join(await tlab.dir, `vxplain-${Date.now()}.pcap`));
+    assert.equal(sendFrames(underlayNetnsName(tlab.name), 'br0', [frame, frame, frame]), 3);
+    await new Promise((r) => setTimeout(r, 500));
+    const seen = (await cap.stop()).packets.filter((p) => p.proto === 6 && p.dport === 9 && p.dst === client);
+    assert.ok(rxPackets(tlab, 'node1', 'cilium_vxlan') - rx0 >= 3, 'the forged VXLAN never reached node1\'s cilium_vxlan: the test proves nothing');
+    assert.deepEqual(seen, [], 'plain VXLAN from the underlay reached the client');
+    const flows = await tlab.waitFlows(['--node', 'node1', '--since', since, '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC'));
+    const drop = flows.find((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC')!;
+    assert.equal(drop.traffic_direction, 'INGRESS');
+    assert.equal(drop.source?.identity, vni, 'the flow names the identity the VNI claimed');
+    assert.equal(drop.destination?.pod_name, 'client');
   });
 
   test('tunnel strict mode: while node2 has no key its pods\' traffic is dropped (195, a flow), not sent as plain VXLAN; with a key it passes', async () => {

@@ -83,6 +83,10 @@ test('settings: wireguard or disabled; strict and node encryption need encryptio
   assert.equal(buildConfig({}).encryption, 'disabled');
   assert.throws(() => buildConfig({ flags: { encryptionStrict: true } }), /CONFIG_INVALID|needs transparent encryption/);
   assert.throws(() => buildConfig({ flags: { encryptionNode: true } }), /needs transparent encryption/);
+  assert.throws(() => buildConfig({ flags: { encryptionStrictIngress: true } }), /encryptionStrictIngress .*needs transparent encryption/);
+  assert.equal(buildConfig({ flags: { encryption: 'wireguard', encryptionStrictIngress: true } }).encryptionStrictIngress, true);
+  assert.equal(buildConfig({ env: { MEMBRANE_ENCRYPTION: 'wireguard', MEMBRANE_ENCRYPTION_STRICT_INGRESS: '1' } }).encryptionStrictIngress, true);
+  assert.equal(c.encryptionStrictIngress, false, 'off by default, as in Cilium');
   assert.throws(() => buildConfig({ flags: { encryption: 'ipsec' } }), /ipsec is not implemented/);
   assert.throws(() => buildConfig({ flags: { encryption: 'yes' } }), /wireguard or disabled/);
   assert.throws(() => buildConfig({ flags: { encryption: 'wireguard', routingMode: 'native', encryptionStrictModeCidr: '10.244.0.0/33' } }), /IPv4 CIDR/);
@@ -91,7 +95,7 @@ test('settings: wireguard or disabled; strict and node encryption need encryptio
 test("status line: cilium status's Encryption format", () => {
   assert.equal(encryptionRow({
     mode: 'Wireguard',
-    wireguard: { nodeEncryption: 'Disabled', strictMode: 'Enabled', interfaces: [{ name: 'cilium_wg0', publicKey: 'PUB=', listenPort: 51871, peerCount: 2, implementation: 'userspace', up: true }] },
+    wireguard: { nodeEncryption: 'Disabled', strictMode: 'Enabled', strictModeIngress: 'Enabled', interfaces: [{ name: 'cilium_wg0', publicKey: 'PUB=', listenPort: 51871, peerCount: 2, implementation: 'userspace', up: true }] },
   }), '[NodeEncryption: Disabled, cilium_wg0 (Pubkey: PUB=, Port: 51871, Peers: 2)]');
   assert.equal(encryptionRow({ mode: 'Disabled' }), '');
 });
