@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordEncoder } from './record-codec.ts';
-import { encodeAnswer, encodeRecord, expandAnswer, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
+import { encodeAnswer, encodeRecord, expandAnswer, pushRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -23,6 +23,10 @@ export interface FeedClientDeps {
   statusRows(): ProxyStatusRow[];
   /** records kept while the agent is away (default 20,000) */
   bufferRecords?: number;
+  /** access records per message at most (default 128) */
+  recordsPerMessage?: number;
+  /** how long a record waits for its message to fill, ms at most (default 20) */
+  messageMs?: number;
   retryMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
@@ -62,6 +66,8 @@ const MAX_UNSENT_BYTES = 4 << 20;
 
 export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const cap = deps.bufferRecords ?? 20_000;
+  const maxPerMessage = deps.recordsPerMessage ?? RECORDS_PER_MESSAGE;
+  const messageMs = deps.messageMs ?? 20;
   let sock: Socket | undefined;
   let up = false;
   let stopped = false;
@@ -69,8 +75,22 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let flushTimer: NodeJS.Timeout | undefined;
   let flushSoon: NodeJS.Immediate | undefined;
   let statusTimer: NodeJS.Timeout | undefined;
-  /** encoded at once (compact: no endpoints, no labels), sent with the next batch */
+  /**
+   * Records while the agent is away, before it took binary frames, or while its socket drains:
+   * encoded at once (compact: no endpoints, no labels), sent with the next batch. Otherwise
+   * (nearly always) a record goes straight into the encoder's open frame as it comes, and the
+   * flush only writes: encoding a whole message at the flush held the proxy's loop ~100 µs once
+   * per message, and each record's WireRecord array lived until then.
+   */
   let buf: WireRecord[] = [];
+  /** the encoder has an open frame: its records went in after record number `frameAt` */
+  let framed = false;
+  let frameAt = 0;
+  /** the last record went into a frame (`requests` then points into it, not into buf) */
+  let lastDirect = false;
+  /** frames closed (full) but not yet written, and their records */
+  let ready: Buffer[] = [];
+  let readyRecords = 0;
   /**
    * Records pushed so far (never reset), and where each DNS request of the batch went by its
    * client peer (the proxy's two records of a query share that object): its response is sent as
@@ -100,7 +120,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     items.length = n;
   }
   let lost = 0;
-  let perMessage = RECORDS_PER_MESSAGE;
+  let perMessage = maxPerMessage;
   /** this connection's agent takes records as binary frames (its `caps`); a new one per connection (the string table starts over) */
   let encoder: RecordEncoder | undefined;
   /** the socket whose 'drain' the records wait for */
@@ -136,6 +156,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (flushSoon) { clearImmediate(flushSoon); flushSoon = undefined; }
     if (!up || !sock) return;
     if (sock.writableLength > MAX_UNSENT_BYTES) {
+      // the open frame stays open (records go to buf meanwhile) and is written first after the drain
       if (drainOf !== sock) {
         const s = sock;
         drainOf = s;
@@ -149,6 +170,13 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       const now = Date.now();
       for (const r of items) remember(r, now);
       send(sock, { t: 'dns-answers', items });
+    }
+    // the frames encoded as records came go first: every record in buf came after them
+    if (framed && encoder) closeFrame(encoder);
+    if (ready.length) {
+      for (const f of ready) if (!sock.destroyed) sock.write(f);
+      ready = [];
+      readyRecords = 0;
     }
     if (!buf.length && !lost) return;
     const items = buf;
@@ -181,9 +209,30 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       }
       i += part.length;
       if (size > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
-      else if (size < MESSAGE_BYTES / 4 && perMessage < RECORDS_PER_MESSAGE) perMessage <<= 1;
+      else if (size < MESSAGE_BYTES / 4 && perMessage < maxPerMessage) perMessage <<= 1;
     } while (i < items.length);
     lost = 0;
+  }
+
+  /** Ends the open frame; it waits in `ready` for the flush. */
+  function closeFrame(enc: RecordEncoder): void {
+    const n = enc.records();
+    const frame = enc.end();
+    framed = false;
+    ready.push(frame);
+    readyRecords += n;
+    // the same sizing as a batch's messages (flush)
+    if (frame.length > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
+    else if (frame.length < MESSAGE_BYTES / 4 && perMessage < maxPerMessage) perMessage <<= 1;
+  }
+
+  /** Drops what was encoded for a connection that is gone, as lost (its string table went with it). */
+  function dropFrames(): void {
+    if (framed && encoder) lost += encoder.records();
+    framed = false;
+    lost += readyRecords;
+    ready = [];
+    readyRecords = 0;
   }
 
   function dial(): void {
@@ -205,6 +254,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     s.on('error', () => {});
     s.on('close', () => {
       if (drainOf === s) drainOf = undefined;
+      if (sock === s) {
+        dropFrames();
+        encoder = undefined;
+      }
       if (up) deps.logger?.warn({}, 'agent gone: judging with the last policy snapshot, buffering access records');
       up = false;
       if (sock === s) sock = undefined;
@@ -258,6 +311,43 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     },
     record(rec) {
       pushed++;
+      const enc = encoder;
+      if (enc !== undefined && up && buf.length === 0 && drainOf !== sock) {
+        if (!framed) {
+          enc.begin(lost);
+          lost = 0;
+          framed = true;
+          frameAt = pushed - 1;
+          if (requests.size) requests = new Map();
+        }
+        lastDirect = true;
+        if (rec.l7 === 'dns' && rec.transport === 'UDP') {
+          if (rec.type === 'request') {
+            if (requests.size < 65536) requests.set(rec.client, pushed);
+            pushRecord(enc, rec);
+          } else {
+            // its request in this frame: the answer alone (tag 3)
+            const at = requests.get(rec.client);
+            if (at !== undefined) requests.delete(rec.client);
+            if (at !== undefined && at > frameAt) enc.push(encodeAnswer(rec, pushed - at));
+            else pushRecord(enc, rec);
+          }
+        } else {
+          pushRecord(enc, rec);
+        }
+        if (enc.records() >= perMessage) {
+          closeFrame(enc);
+          flushSoon ??= setImmediate(flush);
+        } else {
+          flushTimer ??= setTimeout(flush, messageMs);
+        }
+        return;
+      }
+      if (lastDirect) {
+        // the requests seen so far went into a frame, not buf: answers after them go whole
+        lastDirect = false;
+        if (requests.size) requests = new Map();
+      }
       let w: WireRecord | undefined;
       if (rec.l7 === 'dns' && rec.transport === 'UDP') {
         if (rec.type === 'request') {
@@ -275,7 +365,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       if (buf.length > cap) { buf.shift(); lost++; shifted = true; }
       if (!up || drainOf === sock) return;
       if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);
-      else flushTimer ??= setTimeout(flush, 20);
+      else flushTimer ??= setTimeout(flush, messageMs);
     },
     reportAnswer(r, wait) {
       if (!wait) {
