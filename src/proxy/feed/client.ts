@@ -87,6 +87,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const quickMs = deps.quickMessageMs ?? 1;
   /** the event loop's utilization mark at the last frame's start (quickMs) */
   let eluMark: EventLoopUtilization | undefined;
+  /** the open frame closes at its first record after this (performance.now(); Infinity: by count and messageMs only) */
+  let closeAfter = Infinity;
   let sock: Socket | undefined;
   let up = false;
   let stopped = false;
@@ -338,13 +340,16 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           framed = true;
           frameAt = pushed - 1;
           if (requests.size) requests = new Map();
-          let ms = messageMs;
-          if (quickMs > 0) {
-            const now = performance.eventLoopUtilization();
-            if (eluMark && performance.eventLoopUtilization(now, eluMark).utilization < QUICK_BELOW) ms = Math.min(quickMs, messageMs);
-            eluMark = now;
+          // quick: the frame closes at the first record past quickMs (no timer of its own: a
+          // timer of 1 ms woke the proxy's loop once more per message); the timer is for the
+          // last records before a pause
+          closeAfter = Infinity;
+          if (quickMs > 0 && quickMs < messageMs) {
+            const elu = performance.eventLoopUtilization();
+            if (eluMark && performance.eventLoopUtilization(elu, eluMark).utilization < QUICK_BELOW) closeAfter = performance.now() + quickMs;
+            eluMark = elu;
           }
-          flushTimer ??= setTimeout(flush, ms);
+          flushTimer ??= setTimeout(flush, messageMs);
         }
         lastDirect = true;
         if (rec.l7 === 'dns' && rec.transport === 'UDP') {
@@ -361,7 +366,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         } else {
           pushRecord(enc, rec);
         }
-        if (enc.records() >= perMessage) {
+        if (enc.records() >= perMessage || (closeAfter !== Infinity && performance.now() >= closeAfter)) {
           closeFrame(enc);
           flushSoon ??= setImmediate(flush);
         }
