@@ -29,8 +29,9 @@ export interface FeedClientDeps {
   /** how long a record waits for its message to fill, ms at most (default 20) */
   messageMs?: number;
   /**
-   * The same while the proxy's event loop has time to spare (busy less than 70 % since the last
-   * message began), ms (default 1; 0: messageMs always). See QUICK_BELOW.
+   * While the proxy's event loop has time to spare (busy less than 70 % since the last message
+   * began), a message closes at its first record this many ms after it began (default 1; 0:
+   * messageMs and the count only). See QUICK_BELOW.
    */
   quickMessageMs?: number;
   retryMs?: number;
@@ -70,13 +71,15 @@ const MESSAGE_BYTES = 64 * 1024;
  */
 const MAX_UNSENT_BYTES = 4 << 20;
 /**
- * Event loop utilization under which messages go after quickMessageMs instead of messageMs. The
- * agent turns a message into flows in one go (~2 µs a record, bench/http), on the proxy's CPU when
- * they share one: a request arriving meanwhile waits for it. At one connection (one request at a
- * time, the loop idle half the time) a message of 128 records every 64 requests held ~1.6 % of
- * the requests ~0.25 ms: the one-connection p99 (bench/http/ab.ts with the agent stand-in off:
- * p99 0.23 against 0.46 ms). Messages of 1 ms there (~20 records) hold a request ~40 µs; a proxy
- * whose loop is busy keeps the larger messages, which cost the agent less per record.
+ * Event loop utilization under which a message closes after quickMessageMs instead of at 128
+ * records or messageMs. The agent turns a message into flows in one go (~2 µs a record,
+ * bench/http), on the proxy's CPU when they share one: a request arriving meanwhile waits for it.
+ * At one connection (one request at a time, the loop idle half the time) a message of 128 records
+ * every 64 requests held ~1.6 % of the requests ~0.25 ms: the one-connection p99 (bench/http/ab.ts
+ * with the agent stand-in off: p99 0.23 against 0.46 ms). Messages of ~1 ms there (~20 records)
+ * hold a request ~40 µs, for ~2-4 µs more CPU per request (proxy and agent, bench/RESULTS.md
+ * i-http11); a proxy whose loop is busy (keep-alive or close at 50 connections) keeps the larger
+ * messages, which cost the agent less per record.
  */
 const QUICK_BELOW = 0.7;
 
