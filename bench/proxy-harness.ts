@@ -53,7 +53,13 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
     // what it prints after (--trace-gc through MEMBRANE_BENCH_AGENT_FLAGS) goes to this process's stderr
     agent.stdout.removeAllListeners('data');
     agent.stdout.pipe(process.stderr);
-    const feed = createFeedClient({ socketPath, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+    // MEMBRANE_BENCH_FEED_MS / _RECORDS / _QUICK_MS: the feed's message age and size bounds (A/B of the feed's batching)
+    const feedMs = process.env.MEMBRANE_BENCH_FEED_MS, feedRecords = process.env.MEMBRANE_BENCH_FEED_RECORDS, feedQuick = process.env.MEMBRANE_BENCH_FEED_QUICK_MS;
+    const feed = createFeedClient({
+      socketPath, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [],
+      ...(feedMs ? { messageMs: Number(feedMs) } : {}), ...(feedRecords ? { recordsPerMessage: Number(feedRecords) } : {}),
+      ...(feedQuick ? { quickMessageMs: Number(feedQuick) } : {}),
+    });
     feed.start();
     onRecord = (rec) => feed.record(rec);
   }

@@ -6,10 +6,11 @@
  * as lost) and sent when it is back.
  */
 import { connect, type Socket } from 'node:net';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordEncoder } from './record-codec.ts';
-import { encodeAnswer, encodeRecord, expandAnswer, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
+import { encodeAnswer, encodeRecord, expandAnswer, pushRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -23,6 +24,16 @@ export interface FeedClientDeps {
   statusRows(): ProxyStatusRow[];
   /** records kept while the agent is away (default 20,000) */
   bufferRecords?: number;
+  /** access records per message at most (default 128) */
+  recordsPerMessage?: number;
+  /** how long a record waits for its message to fill, ms at most (default 20) */
+  messageMs?: number;
+  /**
+   * While the proxy's event loop has time to spare (busy less than 70 % since the last message
+   * began), a message closes at its first record this many ms after it began (default 1; 0:
+   * messageMs and the count only). See QUICK_BELOW.
+   */
+  quickMessageMs?: number;
   retryMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
@@ -59,9 +70,28 @@ const MESSAGE_BYTES = 64 * 1024;
  * the agent starved reached 1.4 GB in 4 minutes.
  */
 const MAX_UNSENT_BYTES = 4 << 20;
+/**
+ * Event loop utilization under which a message closes after quickMessageMs instead of at 128
+ * records or messageMs. The agent turns a message into flows in one go (~2 µs a record,
+ * bench/http), on the proxy's CPU when they share one: a request arriving meanwhile waits for it.
+ * At one connection (one request at a time, the loop idle half the time) a message of 128 records
+ * every 64 requests held ~1.6 % of the requests ~0.25 ms: the one-connection p99 (bench/http/ab.ts
+ * with the agent stand-in off: p99 0.23 against 0.46 ms). Messages of ~1 ms there (~20 records)
+ * hold a request ~40 µs, for ~2-4 µs more CPU per request (proxy and agent, bench/RESULTS.md
+ * i-http11); a proxy whose loop is busy (keep-alive or close at 50 connections) keeps the larger
+ * messages, which cost the agent less per record.
+ */
+const QUICK_BELOW = 0.7;
 
 export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const cap = deps.bufferRecords ?? 20_000;
+  const maxPerMessage = deps.recordsPerMessage ?? RECORDS_PER_MESSAGE;
+  const messageMs = deps.messageMs ?? 20;
+  const quickMs = deps.quickMessageMs ?? 1;
+  /** the event loop's utilization mark at the last frame's start (quickMs) */
+  let eluMark: EventLoopUtilization | undefined;
+  /** the open frame closes at its first record after this (performance.now(); Infinity: by count and messageMs only) */
+  let closeAfter = Infinity;
   let sock: Socket | undefined;
   let up = false;
   let stopped = false;
@@ -69,8 +99,22 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let flushTimer: NodeJS.Timeout | undefined;
   let flushSoon: NodeJS.Immediate | undefined;
   let statusTimer: NodeJS.Timeout | undefined;
-  /** encoded at once (compact: no endpoints, no labels), sent with the next batch */
+  /**
+   * Records while the agent is away, before it took binary frames, or while its socket drains:
+   * encoded at once (compact: no endpoints, no labels), sent with the next batch. Otherwise
+   * (nearly always) a record goes straight into the encoder's open frame as it comes, and the
+   * flush only writes: encoding a whole message at the flush held the proxy's loop ~100 µs once
+   * per message, and each record's WireRecord array lived until then.
+   */
   let buf: WireRecord[] = [];
+  /** the encoder has an open frame: its records went in after record number `frameAt` */
+  let framed = false;
+  let frameAt = 0;
+  /** the last record went into a frame (`requests` then points into it, not into buf) */
+  let lastDirect = false;
+  /** frames closed (full) but not yet written, and their records */
+  let ready: Buffer[] = [];
+  let readyRecords = 0;
   /**
    * Records pushed so far (never reset), and where each DNS request of the batch went by its
    * client peer (the proxy's two records of a query share that object): its response is sent as
@@ -100,7 +144,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     items.length = n;
   }
   let lost = 0;
-  let perMessage = RECORDS_PER_MESSAGE;
+  let perMessage = maxPerMessage;
   /** this connection's agent takes records as binary frames (its `caps`); a new one per connection (the string table starts over) */
   let encoder: RecordEncoder | undefined;
   /** the socket whose 'drain' the records wait for */
@@ -136,6 +180,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (flushSoon) { clearImmediate(flushSoon); flushSoon = undefined; }
     if (!up || !sock) return;
     if (sock.writableLength > MAX_UNSENT_BYTES) {
+      // the open frame stays open (records go to buf meanwhile) and is written first after the drain
       if (drainOf !== sock) {
         const s = sock;
         drainOf = s;
@@ -149,6 +194,13 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       const now = Date.now();
       for (const r of items) remember(r, now);
       send(sock, { t: 'dns-answers', items });
+    }
+    // the frames encoded as records came go first: every record in buf came after them
+    if (framed && encoder) closeFrame(encoder);
+    if (ready.length) {
+      for (const f of ready) if (!sock.destroyed) sock.write(f);
+      ready = [];
+      readyRecords = 0;
     }
     if (!buf.length && !lost) return;
     const items = buf;
@@ -181,9 +233,30 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       }
       i += part.length;
       if (size > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
-      else if (size < MESSAGE_BYTES / 4 && perMessage < RECORDS_PER_MESSAGE) perMessage <<= 1;
+      else if (size < MESSAGE_BYTES / 4 && perMessage < maxPerMessage) perMessage <<= 1;
     } while (i < items.length);
     lost = 0;
+  }
+
+  /** Ends the open frame; it waits in `ready` for the flush. */
+  function closeFrame(enc: RecordEncoder): void {
+    const n = enc.records();
+    const frame = enc.end();
+    framed = false;
+    ready.push(frame);
+    readyRecords += n;
+    // the same sizing as a batch's messages (flush)
+    if (frame.length > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
+    else if (frame.length < MESSAGE_BYTES / 4 && perMessage < maxPerMessage) perMessage <<= 1;
+  }
+
+  /** Drops what was encoded for a connection that is gone, as lost (its string table went with it). */
+  function dropFrames(): void {
+    if (framed && encoder) lost += encoder.records();
+    framed = false;
+    lost += readyRecords;
+    ready = [];
+    readyRecords = 0;
   }
 
   function dial(): void {
@@ -205,6 +278,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     s.on('error', () => {});
     s.on('close', () => {
       if (drainOf === s) drainOf = undefined;
+      if (sock === s) {
+        dropFrames();
+        encoder = undefined;
+      }
       if (up) deps.logger?.warn({}, 'agent gone: judging with the last policy snapshot, buffering access records');
       up = false;
       if (sock === s) sock = undefined;
@@ -258,6 +335,51 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     },
     record(rec) {
       pushed++;
+      const enc = encoder;
+      if (enc !== undefined && up && buf.length === 0 && drainOf !== sock) {
+        if (!framed) {
+          enc.begin(lost);
+          lost = 0;
+          framed = true;
+          frameAt = pushed - 1;
+          if (requests.size) requests = new Map();
+          // quick: the frame closes at the first record past quickMs (no timer of its own: a
+          // timer of 1 ms woke the proxy's loop once more per message); the timer is for the
+          // last records before a pause
+          closeAfter = Infinity;
+          if (quickMs > 0 && quickMs < messageMs) {
+            const elu = performance.eventLoopUtilization();
+            if (eluMark && performance.eventLoopUtilization(elu, eluMark).utilization < QUICK_BELOW) closeAfter = performance.now() + quickMs;
+            eluMark = elu;
+          }
+          flushTimer ??= setTimeout(flush, messageMs);
+        }
+        lastDirect = true;
+        if (rec.l7 === 'dns' && rec.transport === 'UDP') {
+          if (rec.type === 'request') {
+            if (requests.size < 65536) requests.set(rec.client, pushed);
+            pushRecord(enc, rec);
+          } else {
+            // its request in this frame: the answer alone (tag 3)
+            const at = requests.get(rec.client);
+            if (at !== undefined) requests.delete(rec.client);
+            if (at !== undefined && at > frameAt) enc.push(encodeAnswer(rec, pushed - at));
+            else pushRecord(enc, rec);
+          }
+        } else {
+          pushRecord(enc, rec);
+        }
+        if (enc.records() >= perMessage || (closeAfter !== Infinity && performance.now() >= closeAfter)) {
+          closeFrame(enc);
+          flushSoon ??= setImmediate(flush);
+        }
+        return;
+      }
+      if (lastDirect) {
+        // the requests seen so far went into a frame, not buf: answers after them go whole
+        lastDirect = false;
+        if (requests.size) requests = new Map();
+      }
       let w: WireRecord | undefined;
       if (rec.l7 === 'dns' && rec.transport === 'UDP') {
         if (rec.type === 'request') {
@@ -275,7 +397,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       if (buf.length > cap) { buf.shift(); lost++; shifted = true; }
       if (!up || drainOf === sock) return;
       if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);
-      else flushTimer ??= setTimeout(flush, 20);
+      else flushTimer ??= setTimeout(flush, messageMs);
     },
     reportAnswer(r, wait) {
       if (!wait) {

@@ -66,6 +66,42 @@ export class RecordEncoder {
     this.count++;
   }
 
+  /**
+   * Appends one record written value by value (wire.ts pushRecord): the same bytes as push() of
+   * the record's array, without the array. `n` values must follow (num, str, list), then done().
+   */
+  open(n: number): void {
+    this.room(16 + 9 * n);
+    this.buf[this.at] = ARR;
+    this.buf.writeUInt32LE(n, this.at + 1);
+    this.at += 5;
+  }
+
+  num(v: number): void {
+    this.value(v);
+  }
+
+  /** A string value; anything else as value() writes it (a record made without the field: as push() would). */
+  str(s: string): void {
+    if (typeof s === 'string') this.string(s);
+    else this.value(s);
+  }
+
+  /** A list of strings (or any values): as push() writes a nested array. */
+  list(v: readonly unknown[]): void {
+    this.value(v);
+  }
+
+  /** Ends the record open() started. */
+  done(): void {
+    this.count++;
+  }
+
+  /** Records in the frame so far. */
+  records(): number {
+    return this.count;
+  }
+
   /** Bytes of the frame so far. */
   size(): number {
     return this.at;
@@ -89,6 +125,8 @@ export class RecordEncoder {
 
   private value(v: unknown): void {
     if (typeof v === 'number') {
+      // a record's reservation (push, open) can be used up by its strings before its last numbers
+      if (this.at + 9 > this.buf.length) this.room(9);
       if (v >>> 0 === v) {
         if (v < 128) this.buf[this.at++] = SMALL | v;
         else if (v < 65536) {

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
-import { FRAME_HEADER, FRAME_MARK } from './record-codec.ts';
+import { FRAME_HEADER, FRAME_MARK, type RecordEncoder } from './record-codec.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -126,6 +126,51 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
   }
   const { client: _c, server: _s, ...rest } = r;
   return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
+}
+
+/**
+ * Appends `r` to the encoder's open frame as push(encodeRecord(r)) would, the same bytes: a plain
+ * or intercepted HTTP record (nearly every one, two per request) is written field by field, with
+ * no WireRecord array made and held until the frame is sent; any other record goes through
+ * encodeRecord. The feed client encodes records as they come (client.ts), so a message's flush
+ * only writes.
+ */
+export function pushRecord(enc: RecordEncoder, r: AccessLogRecord): void {
+  if (r.l7 === 'http' && r.traceId === undefined && r.parentSpanId === undefined && r.reason === undefined && r.headerActions === undefined && r.ai === undefined) {
+    const tls = r.tls;
+    const sni = tls === undefined ? undefined : tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2 ? tls.sni : null;
+    if (sni !== null) {
+      const c = r.client, s = r.server;
+      enc.open(sni === undefined ? 23 : 24);
+      enc.num(sni === undefined ? 2 : 4);
+      enc.num(r.type === 'request' ? 0 : 1);
+      enc.num(verdictCode(r.verdict));
+      enc.num(r.direction === 'egress' ? 0 : 1);
+      enc.num(r.timeMs);
+      enc.str(c.ip);
+      enc.num(c.port);
+      enc.num(c.identity);
+      enc.num(c.endpoint?.id ?? 0);
+      enc.str(s.ip);
+      enc.num(s.port);
+      enc.num(s.identity);
+      enc.num(s.endpoint?.id ?? 0);
+      enc.num(r.endpointId);
+      enc.str(r.method);
+      enc.str(r.url);
+      enc.str(r.host);
+      enc.str(r.path);
+      enc.str(r.protocol);
+      enc.list(r.headers);
+      enc.num(r.code);
+      enc.num(r.latencyNs);
+      enc.num(r.requestTimeMs ?? -1);
+      if (sni !== undefined) enc.str(sni);
+      enc.done();
+      return;
+    }
+  }
+  enc.push(encodeRecord(r));
 }
 
 /**

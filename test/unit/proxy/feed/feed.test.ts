@@ -171,7 +171,8 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   await server.start();
   t.after(() => server.stop());
   let snaps = 0;
-  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  // by count and size only (quickMessageMs 0): on a busy machine 300 records in one turn can take over 1 ms, and an idle loop would close messages by time (tested below)
+  const client = createFeedClient({ socketPath, retryMs: 20, quickMessageMs: 0, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
   client.start();
   t.after(() => client.stop());
   await until(() => snaps === 1);
@@ -562,4 +563,69 @@ test('an agent that stops reading does not grow the proxy: records past the unse
   await until(() => items + lost === pushed, 10_000);
   assert.ok(lost > 0, 'records past the bound are counted as lost');
   assert.ok(bytes < 12 << 20, `the proxy kept at most its unsent bound (4 MiB), the kernel's buffer and ${cap} records, not ${bytes} bytes`);
+});
+
+test('feed: while the proxy\'s loop has time to spare a message closes at its first record past quickMessageMs; a busy loop keeps messageMs; records of a frame the agent never got are counted as lost', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  const arrived = new Map<number, number>();
+  const inMessage = new Map<number, number>();
+  let messages = 0;
+  let lostSeen = 0;
+  const mkServer = () => createFeedServer({
+    socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1),
+    onRecords: (items, lost) => {
+      const at = performance.now();
+      messages++;
+      for (const w of items) { const n = decodeRecord(w, () => undefined)!.timeMs; arrived.set(n, at); inMessage.set(n, messages); }
+      lostSeen += lost;
+    },
+  });
+  let server = mkServer();
+  await server.start();
+  let snaps = 0;
+  // three records a message at most: the third closes it, the next opens another (which looks at the loop since the last one began)
+  const client = createFeedClient({ socketPath, retryMs: 20, recordsPerMessage: 3, messageMs: 2000, quickMessageMs: 1, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  // the agent's caps (binary frames) arrive with the snapshot's hello exchange
+  await new Promise((r) => setTimeout(r, 50));
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  // idle: the loop waits between messages
+  client.record(rec(1));
+  await new Promise((r) => setTimeout(r, 300));
+  client.record(rec(2));
+  client.record(rec(20));
+  // (a flush sends the open message too: the next one begins after this one arrived)
+  await until(() => arrived.has(2));
+  let t0 = performance.now();
+  client.record(rec(3));
+  // the message closes at its first record past quickMessageMs
+  await new Promise((r) => setTimeout(r, 20));
+  client.record(rec(30));
+  await until(() => arrived.has(3));
+  assert.ok(arrived.get(3)! - t0 < 1500, `quick message after ${arrived.get(3)! - t0} ms`);
+  // busy: the loop ran without a pause (most of the time) since the last message began
+  const spin = performance.now() + 300;
+  while (performance.now() < spin) { /* the proxy's loop busy */ }
+  t0 = performance.now();
+  client.record(rec(4));
+  await new Promise((r) => setTimeout(r, 20));
+  client.record(rec(40));
+  await until(() => arrived.has(4), 5000);
+  assert.ok(arrived.get(4)! - t0 >= 1999, `a busy loop's message waited ${arrived.get(4)! - t0} ms`);
+  assert.equal(inMessage.get(40), inMessage.get(4), 'one message');
+  // the agent goes with a message open: its records are not sent to the next one, they are counted as lost
+  client.record(rec(7));
+  await server.stop();
+  await until(() => !client.connected());
+  server = mkServer();
+  await server.start();
+  t.after(() => server.stop());
+  client.record(rec(8));
+  client.record(rec(9));
+  await until(() => arrived.has(9) && lostSeen === 1);
+  assert.equal(arrived.has(7), false);
 });
