@@ -19,11 +19,10 @@ import type { NetworkFilter } from '../filter-chain.ts';
 import type { ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
-import { hostNameProblem } from './clienthello.ts';
+import { ClientHelloReader, hostNameProblem } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
-import { renewingTickets } from './issuer.ts';
 
 export interface InterceptOptions {
   secrets: TlsSecrets;
@@ -46,11 +45,6 @@ export function interceptionEntry(conn: ProxyConnection): Entry | undefined {
   return undefined;
 }
 
-/**
- * The server side's context before SNI picks the leaf's (no certificate: a client without SNI
- * fails the handshake), shared: a TLSSocket without one builds a new context per connection.
- */
-let bareServerContext: tls.SecureContext | undefined;
 /** Client contexts per trust bundle (parsing the CA per upstream connection is measurable). */
 const trustContexts = new Map<string, tls.SecureContext>();
 function trustContext(ca: string): tls.SecureContext {
@@ -166,11 +160,147 @@ function isTlsPort(conn: ProxyConnection): boolean {
   return !!pol.l7 && pol.l7.parser === 'http' && pol.l7.perSelector.some((e) => e.serverNames || e.terminatingTLS);
 }
 
+/**
+ * One intercepted connection, from its ClientHello to the end of its TLS handshake. The ClientHello
+ * is read from the accepted socket before any TLS (ClientHelloReader: split over records and
+ * segments), decided by its server name (serverNames, the name's origination), and only then is
+ * the TLSSocket made, with the context of the leaf for that name: a session ticket is opened only
+ * by the context of the name it was issued for (issuer.ts renewingTickets), and no SNI callback
+ * runs. The bytes read go back to the socket (unshift) for the TLSSocket, which takes them first.
+ * Its handlers are methods bound once per connection (no closures per event).
+ */
+class Interception {
+  readonly conn: ProxyConnection;
+  readonly term: TLSContext;
+  readonly orig: TLSContext | undefined;
+  readonly ns: string;
+  /** the accepted TCP socket (under the TLS socket once there is one) */
+  readonly raw: net.Socket;
+  reader: ClientHelloReader | null = new ClientHelloReader({ maxBytes: 64 * 1024 });
+  chunks: Buffer[] = [];
+  sni: string | undefined;
+  server: tls.TLSSocket | null = null;
+  /** refused (reset, recorded) or handshake done: nothing more to decide */
+  settled = false;
+  secure = false;
+  readonly filter: FilterState;
+
+  constructor(filter: FilterState, conn: ProxyConnection, entry: Entry) {
+    this.filter = filter;
+    this.conn = conn;
+    this.term = entry.terminatingTLS as TLSContext;
+    this.orig = entry.originatingTLS;
+    this.ns = conn.endpoint?.namespace || 'default';
+    this.raw = conn.sock;
+  }
+
+  refuse(verdict: 'denied' | 'error', reason: string): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reader = null;
+    this.chunks.length = 0;
+    this.filter.record(this.conn, verdict, this.sni, reason);
+    // Cilium answers a refused server name with a TCP reset (the TLS socket goes with its TCP one)
+    const raw = this.raw;
+    if (!raw.destroyed) {
+      if (typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy();
+      else raw.destroy();
+    }
+  }
+
+  readonly onDeadline = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
+  readonly onClose = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); };
+
+  /** Client bytes before the TLS handshake: the ClientHello, read and decided. */
+  onHello(chunk: Buffer): void {
+    const reader = this.reader;
+    if (!reader || this.settled) return;
+    this.chunks.push(chunk);
+    const r = reader.push(chunk);
+    if (r.state === 'need-more') return;
+    this.reader = null;
+    const raw = this.raw;
+    raw.pause();
+    if (r.state === 'error') { this.refuse('error', `${r.code}: ${r.message}`); return; }
+    if (r.hello.sni === undefined) { this.refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
+    if (this.decide(r.hello.sni)) return;
+    const f = this.filter;
+    const issuer = f.secrets.issuerNow(this.term, this.ns);
+    const leaf = issuer?.certNow(this.sni!);
+    if (leaf) { this.startTls(leaf.context); return; }
+    // the first connection of a name (or of a changed Secret): the leaf is issued first
+    f.secrets.issuer(this.term, this.ns).then((iss) => iss.certFor(this.sni!)).then(
+      (c) => { if (!this.settled && !raw.destroyed) this.startTls(c.context); },
+      (e: Error) => { this.refuse('error', `terminatingTLS: ${e.message}`); },
+    );
+  }
+
+  /** The policy for the server name (serverNames), and origination set up for it; true when refused. */
+  decide(name: string): boolean {
+    const checked = checkName(name);
+    this.sni = checked.sni;
+    if (checked.problem) { this.refuse('error', `BAD_SNI: ${checked.problem}`); return true; }
+    const conn = this.conn;
+    const v = sniVerdict(conn, checked.sni);
+    if (!v.allowed) { this.refuse('denied', v.reason); return true; }
+    if (this.orig) {
+      // the Secret as it is now (read per connection: a changed CA applies to the next one)
+      const ca = this.filter.secrets.item(this.orig, this.ns, 'trustedCA');
+      if ('error' in ca) { this.refuse('error', `originatingTLS: ${ca.error}`); return true; }
+      const o = originationFor(ca.value, checked.sni);
+      conn.wrapUpstream = o.wrap;
+      conn.upstreamTag = o.tag;
+    }
+    conn.tls = { sni: checked.sni, intercepted: true };
+    return false;
+  }
+
+  /** The TLS server over the accepted socket, with the leaf's context; the ClientHello read goes first. */
+  startTls(secureContext: tls.SecureContext): void {
+    const raw = this.raw;
+    const chunks = this.chunks;
+    for (let i = chunks.length - 1; i >= 0; i--) raw.unshift(chunks[i]!);
+    chunks.length = 0;
+    const server = new tls.TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
+    this.server = server;
+    (server as TlsWithState)[kState] = this;
+    server.on('secure', onSecure);
+    server.on('error', onServerError);
+    this.conn.adopt(server);
+  }
+}
+
+const kState = Symbol('interception');
+type TlsWithState = tls.TLSSocket & { [kState]?: Interception };
+/** the handshake completed: one function for all connections, finding theirs on the socket */
+function onSecure(this: TlsWithState): void {
+  const st = this[kState]!;
+  if (st.settled) return;
+  st.secure = true;
+  st.settled = true;
+  const conn = st.conn;
+  conn.deadline = 0;
+  conn.onDeadline = null;
+  st.filter.record(conn, 'forwarded', st.sni, undefined, this, this.isSessionReused());
+}
+function onServerError(this: TlsWithState, e: Error & { code?: string }): void {
+  const st = this[kState]!;
+  if (!st.secure) st.refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
+  st.filter.logger?.debug({ err: e.message }, 'tls interception');
+}
+
+interface FilterState {
+  secrets: TlsSecrets;
+  record(conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, server?: tls.TLSSocket, resumed?: boolean): void;
+  logger?: { debug(o: unknown, m?: string): void } | undefined;
+}
+
 export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<ProxyConnection> {
   // Peers of a TLS port without terminatingTLS for them (e.g. another selector's serverNames-only
   // rule on the same port): decided by SNI and passed through, as on the tls slot.
   const sniFilter = createSniFilter({ onRecord: opts.onRecord, ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}) });
   const passthrough = new WeakSet<ProxyConnection>();
+  const hellos = new WeakMap<ProxyConnection, Interception>();
   // one object per record, optional fields set when present (a record per intercepted connection:
   // no spread temporaries)
   const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, server?: tls.TLSSocket, resumed?: boolean) => {
@@ -191,10 +321,17 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
       opts.onRecord(r);
     } catch { /* the access log never breaks the proxy */ }
   };
+  const filterState: FilterState = { secrets: opts.secrets, record, logger: opts.logger };
   return {
     name: 'tls.intercept',
     onData(conn, chunk) {
-      return passthrough.has(conn) ? sniFilter.onData!(conn, chunk) : 'continue';
+      if (passthrough.has(conn)) return sniFilter.onData!(conn, chunk);
+      const st = hellos.get(conn);
+      if (!st) return 'continue';
+      // after the ClientHello: the TLS socket's plaintext, for the HTTP proxy
+      if (st.server) return 'continue';
+      st.onHello(chunk);
+      return 'stop';
     },
     onNewConnection(conn) {
       const entry = interceptionEntry(conn);
@@ -203,86 +340,14 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
         passthrough.add(conn);
         return sniFilter.onNewConnection!(conn);
       }
-      const term = entry.terminatingTLS as TLSContext;
-      const orig = entry.originatingTLS;
-      const ns = conn.endpoint?.namespace || 'default';
-      const raw = conn.sock;
-      let sni: string | undefined;
-      let refused = false;
-      const refuse = (verdict: 'denied' | 'error', reason: string) => {
-        if (refused) return;
-        refused = true;
-        record(conn, verdict, sni, reason);
-        if (!raw.destroyed) {
-          if (typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy();
-          else raw.destroy();
-        }
-      };
+      const st = new Interception(filterState, conn, entry);
+      hellos.set(conn, st);
       // checked by the proxy's sweep (no timer per connection); cleared once the handshake is done
       conn.deadline = Date.now() + (opts.handshakeTimeoutMs ?? 10_000);
-      conn.onDeadline = () => { if (!secure) refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
-      let secure = false;
-      bareServerContext ??= renewingTickets(tls.createSecureContext({}));
-      const server = new tls.TLSSocket(raw, {
-        isServer: true,
-        secureContext: bareServerContext,
-        ALPNProtocols: ALPN_HTTP1,
-        SNICallback: (name, cb) => {
-          const err = decide(name);
-          if (err) { cb(new Error(err)); return; }
-          opts.secrets.issuer(term, ns).then((iss) => iss.certFor(sni!)).then(
-            (c) => { cb(null, c.context); },
-            (e: Error) => { refuse('error', `terminatingTLS: ${e.message}`); cb(e); },
-          );
-        },
-      });
-      /** The policy for the server name (serverNames), and origination set up for it; a reason when refused. */
-      const decide = (name: string): string | undefined => {
-        const checked = checkName(name);
-        sni = checked.sni;
-        const problem = checked.problem;
-        if (problem) { refuse('error', `BAD_SNI: ${problem}`); return problem; }
-        const v = sniVerdict(conn, sni);
-        if (!v.allowed) { refuse('denied', v.reason); return v.reason; }
-        if (orig) {
-          // the Secret as it is now (read per connection: a changed CA applies to the next one)
-          const ca = opts.secrets.item(orig, ns, 'trustedCA');
-          if ('error' in ca) { refuse('error', `originatingTLS: ${ca.error}`); return ca.error; }
-          const o = originationFor(ca.value, sni);
-          conn.wrapUpstream = o.wrap;
-          conn.upstreamTag = o.tag;
-        }
-        conn.tls = { sni, intercepted: true };
-        return undefined;
-      };
-      server.on('secure', () => {
-        secure = true;
-        conn.deadline = 0;
-        conn.onDeadline = null;
-        // a resumed session (TLS 1.3 PSK) skips the certificate stage, and with it SNICallback:
-        // the name the client sent now is decided the same way
-        const resumed = !sni && server.isSessionReused();
-        if (resumed) {
-          const name = (server as tls.TLSSocket & { servername?: string | false }).servername;
-          if (name && decide(name) !== undefined) return;
-        }
-        if (!sni) { refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
-        record(conn, 'forwarded', sni, undefined, server, resumed);
-      });
-      // A client that closes before the handshake ends gets no 'error' on a server TLSSocket,
-      // only 'close': decided now, so nothing (timer, sockets, the connection) waits 10 s for it.
-      server.once('close', () => {
-        if (!secure) refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed');
-      });
-      server.on('error', (e: Error & { code?: string }) => {
-        if (!secure) {
-          // without SNI no leaf is chosen: OpenSSL then finds no certificate to sign with
-          if (!sni && /NO_SUITABLE_SIGNATURE_ALGORITHM|NO_SHARED_CIPHER|NO_CERTIFICATE/.test(e.code ?? '')) refuse('denied', `policy: no SNI in the ClientHello (interception needs a server name; ${e.code})`);
-          else refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
-        }
-        opts.logger?.debug({ err: e.message }, 'tls interception');
-      });
-      conn.adopt(server);
+      conn.onDeadline = st.onDeadline;
+      // A client that closes before the handshake ends: decided now, so nothing (the connection,
+      // its sockets) waits for the deadline. The accepted socket's close is the TLS socket's too.
+      conn.sock.once('close', st.onClose);
       return 'continue';
     },
   };

@@ -4,14 +4,17 @@
  * signed by the CA of the referenced Secret. Leaves are cached per name; one leaf key pair per
  * issuer is generated in memory and never written anywhere, and the CA key stays in the agent.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { MembraneError } from '../../common/errors.ts';
 import { hostNameProblem } from './clienthello.ts';
 import { EC_P256, importSigningKey, pem, randomSerial, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.ts';
 
-/** This process's session ticket key for interception (random, never written anywhere): name, HMAC key, AES key. */
-const TICKET_NAME = randomBytes(16), TICKET_HMAC = randomBytes(16), TICKET_AES = randomBytes(16);
+/**
+ * This process's session ticket keys for interception (random, never written anywhere): the HMAC
+ * and AES keys, and the secret from which each server name's ticket key name is derived.
+ */
+const TICKET_HMAC = randomBytes(16), TICKET_AES = randomBytes(16), TICKET_NAME_SECRET = randomBytes(32);
 type TicketKeyCallback = (name: Buffer, iv: Buffer, enc: boolean) => [number, Buffer, Buffer, Buffer?, Buffer?];
 /**
  * Each sealed ticket's IV: 16 fresh random bytes cut from a pool filled from the CSPRNG 4 KiB at a
@@ -32,26 +35,38 @@ function ticketIv(): Buffer {
 // 2: valid, and the client gets a new ticket (0: not ours, a full handshake); Node only reads these
 const OPEN_RENEW: [number, Buffer, Buffer] = [2, TICKET_HMAC, TICKET_AES];
 const NOT_OURS: [number, Buffer, Buffer] = [0, TICKET_HMAC, TICKET_AES];
-const renewTicket: TicketKeyCallback = (name, _iv, enc) => {
-  if (enc) return [1, TICKET_HMAC, TICKET_AES, TICKET_NAME, ticketIv()];
-  return name.equals(TICKET_NAME) ? OPEN_RENEW : NOT_OURS;
-};
+
+/** The ticket key name of a server name: tickets of one name never open a session for another. */
+export function ticketKeyName(serverName: string): Buffer {
+  return createHmac('sha256', TICKET_NAME_SECRET).update(serverName).digest().subarray(0, 16);
+}
 
 /**
- * A server context of interception whose TLS 1.3 session tickets are renewed on every resumed
- * handshake, as OpenSSL's own default and HAProxy do. Node's ticket callback never asks for
- * renewal, so a resumed connection got no new ticket, and OpenSSL clients use a TLS 1.3 ticket
- * once: every other connection of such a client (wrk, curl, Python, anything on OpenSSL) was a
- * full handshake with the leaf's signature and the SNI callback again. All of interception's
- * contexts share one key: a ticket is sealed by the leaf's context (SNI switched it) and opened
- * by the connection's first one. Node's ticket key callback on the native context (what its own
- * tests use for renewal); where a Node lacks it, the context keeps Node's default tickets.
+ * A leaf's server context whose TLS 1.3 session tickets are bound to its server name and renewed
+ * on every resumed handshake, as OpenSSL's own default and HAProxy do.
+ *
+ * Renewal: Node's ticket callback never asks for it, so a resumed connection got no new ticket,
+ * and OpenSSL clients use a TLS 1.3 ticket once: every other connection of such a client (wrk,
+ * curl, Python, anything on OpenSSL) was a full handshake with the leaf's signature again.
+ *
+ * The name: TLS 1.3 lets a client offer a ticket of one name in a ClientHello for another, and
+ * OpenSSL (and Node's default ticket keys) resume it. Interception therefore opens each
+ * connection with the context of the name its ClientHello asked for (read before the handshake,
+ * intercept.ts), and that context seals and opens only tickets whose key name is the name's: a
+ * ticket issued for api.example presented for other.example is not ours (a full handshake with
+ * other.example's leaf). The HMAC covers the key name, so it cannot be changed in a ticket.
+ * Node's ticket key callback on the native context (what its own tests use for renewal); where
+ * a Node lacks it, the context keeps Node's default tickets.
  */
-export function renewingTickets(sc: SecureContext): SecureContext {
+export function renewingTickets(sc: SecureContext, serverName: string): SecureContext {
   const native = (sc as SecureContext & { context?: { enableTicketKeyCallback?: () => void; onticketkeycallback?: TicketKeyCallback } }).context;
   if (native && typeof native.enableTicketKeyCallback === 'function') {
+    const keyName = ticketKeyName(serverName);
     native.enableTicketKeyCallback();
-    native.onticketkeycallback = renewTicket;
+    native.onticketkeycallback = (name: Buffer, _iv: Buffer, enc: boolean): ReturnType<TicketKeyCallback> => {
+      if (enc) return [1, TICKET_HMAC, TICKET_AES, keyName, ticketIv()];
+      return name.equals(keyName) ? OPEN_RENEW : NOT_OURS;
+    };
   }
   return sc;
 }
@@ -80,6 +95,8 @@ export class CertificateIssuer {
   readonly #opts: Required<IssuerOptions>;
   #leafKeys: Promise<{ pair: CryptoKeyPair; keyPem: string }> | undefined;
   readonly #cache = new Map<string, Promise<IssuedCert>>();
+  /** the leaves issued, by their promise in #cache: looked up without a promise per connection */
+  readonly #settled = new WeakMap<Promise<IssuedCert>, IssuedCert>();
 
   private constructor(caPem: string, caCert: InstanceType<typeof x509.X509Certificate>, caKey: CryptoKey, sigAlg: { name: string; hash: string }, opts: IssuerOptions) {
     this.#caPem = caPem;
@@ -122,10 +139,20 @@ export class CertificateIssuer {
     return this.#reissue(name);
   }
 
+  /**
+   * The cached leaf for `name` (already normal: lower-cased, no trailing dot) when it is issued and
+   * still fresh, else undefined (then certFor). No promise, nothing made: the per-connection path.
+   */
+  certNow(name: string): IssuedCert | undefined {
+    const p = this.#cache.get(name);
+    const c = p && this.#settled.get(p);
+    return c && c.notAfter.getTime() - this.#opts.now() > this.#opts.validityMs / 4 ? c : undefined;
+  }
+
   #reissue(name: string): Promise<IssuedCert> {
     const p = this.#issue(name);
     this.#cache.set(name, p);
-    p.catch(() => this.#cache.delete(name));
+    p.then((c) => { this.#settled.set(p, c); }, () => this.#cache.delete(name));
     while (this.#cache.size > this.#opts.cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
     return p;
   }
@@ -150,7 +177,7 @@ export class CertificateIssuer {
       ],
     });
     const certPem = leaf.toString('pem') + '\n' + this.#caPem;
-    return { name, certPem, keyPem, notAfter, context: renewingTickets(createSecureContext({ cert: certPem, key: keyPem })) };
+    return { name, certPem, keyPem, notAfter, context: renewingTickets(createSecureContext({ cert: certPem, key: keyPem }), name) };
   }
 }
 

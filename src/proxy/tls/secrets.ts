@@ -21,7 +21,7 @@ export function contextItems(c: TLSContext): { certificate: string; privateKey: 
 
 export class TlsSecrets {
   readonly #secrets = new Map<string, Record<string, string>>();
-  readonly #issuers = new Map<string, { crt: string; key: string; issuer: Promise<CertificateIssuer> }>();
+  readonly #issuers = new Map<string, { crt: string; key: string; issuer: Promise<CertificateIssuer>; ready?: CertificateIssuer }>();
   #unwatch: (() => void) | undefined;
   #rev = 0;
 
@@ -90,8 +90,18 @@ export class TlsSecrets {
     const hit = this.#issuers.get(id);
     if (hit && hit.crt === crt.value && hit.key === key.value) return hit.issuer;
     const issuer = CertificateIssuer.fromPem(crt.value, key.value);
-    issuer.catch(() => {});
-    this.#issuers.set(id, { crt: crt.value, key: key.value, issuer });
+    const entry: { crt: string; key: string; issuer: Promise<CertificateIssuer>; ready?: CertificateIssuer } = { crt: crt.value, key: key.value, issuer };
+    issuer.then((i) => { entry.ready = i; }, () => {});
+    this.#issuers.set(id, entry);
     return issuer;
+  }
+
+  /** The issuer of a terminatingTLS context when it is built and its Secret unchanged, else undefined (then issuer()). */
+  issuerNow(ctx: TLSContext, defaultNamespace: string): CertificateIssuer | undefined {
+    const s = this.get(ctx.secret.namespace || defaultNamespace, ctx.secret.name);
+    if (!s) return undefined;
+    const items = contextItems(ctx);
+    const hit = this.#issuers.get(`${ctx.secret.namespace || defaultNamespace}/${ctx.secret.name}`);
+    return hit?.ready && hit.crt === s[items.certificate] && hit.key === s[items.privateKey] ? hit.ready : undefined;
   }
 }

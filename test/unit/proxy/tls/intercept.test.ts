@@ -182,6 +182,42 @@ test('a resumed TLS session (TLS 1.3 ticket) is decided by its SNI too: allowed 
   rev++;
 });
 
+test('attacker: a ticket issued for one server name does not resume an intercepted session for another (both allowed): a full handshake with the leaf of the name asked', async () => {
+  // openssl s_client offers whatever session it is given (Node's client does not offer one for
+  // another name, so it cannot play the attacker here)
+  const { execFile } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'mbr-tls-resume-'));
+  const caFile = join(dir, 'ca.pem'), sess = join(dir, 'sess.pem');
+  writeFileSync(caFile, interceptCA.cert);
+  const sClient = (servername: string, sessArgs: string) => new Promise<{ reused: boolean; status: string; subject: string }>((resolve) => {
+    const req = `GET /v1/models HTTP/1.1\\r\\nHost: ${servername}\\r\\nconnection: close\\r\\n\\r\\n`;
+    execFile('sh', ['-c', `printf '${req}' | timeout 10 openssl s_client -connect 127.0.0.1:${port} -servername ${servername} -CAfile ${caFile} -ign_eof ${sessArgs} 2>&1`], (_e, out) => {
+      resolve({ reused: /^Reused, TLSv1\.3/m.test(out), status: /HTTP\/1\.1 (\d+)/.exec(out)?.[1] ?? '', subject: /^subject=.*CN\s*=\s*([^\s,/]+)/m.exec(out)?.[1] ?? '' });
+    });
+  });
+  try {
+    tlsRecords.length = 0;
+    policy = policyFor('upstream-ca', ['api.openai.com', 'second.example']);
+    rev++;
+    assert.deepEqual(await sClient('api.openai.com', `-sess_out ${sess}`), { reused: false, status: '200', subject: 'api.openai.com' });
+    // positive control: the ticket resumes the name it was issued for
+    const same = await sClient('api.openai.com', `-sess_in ${sess}`);
+    assert.deepEqual([same.reused, same.status], [true, '200'], JSON.stringify(same));
+    // the attack: api.openai.com's ticket in a ClientHello for second.example
+    const other = await sClient('second.example', `-sess_in ${sess}`);
+    assert.deepEqual(other, { reused: false, status: '200', subject: 'second.example' }, 'a full handshake with the leaf of the name asked');
+    const forwarded = tlsRecords.filter((r) => r.verdict === 'forwarded').map((r) => [r.sni, !!r.resumed]);
+    assert.deepEqual(forwarded, [['api.openai.com', false], ['api.openai.com', true], ['second.example', false]]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    policy = policyFor('upstream-ca');
+    rev++;
+  }
+});
+
 test('a peer without terminatingTLS on an intercepted port (another selector: serverNames only) is decided by SNI and passed through', async () => {
   tlsRecords.length = 0;
   const base = policyFor('upstream-ca').perSelector[0]!;
