@@ -219,12 +219,13 @@ struct hctx {
 	struct ct_new n;  /* new connection: its entry */
 	__u32 rev;  /* policy revision at the start of the packet */
 	__u32 conf_flags;  /* mb_config's DP_F_* */
-	__u16 dest_ep; /* new connection: local destination whose ingress was decided here */
+	__u16 dest_ep; /* from_container: the local destination whose ingress was decided here */
 	__u8 dir;
 	__u8 mon_agg;      /* MON_AGG_* */
 	__u16 mon_interval_s;
 	__u8 trace_out;    /* from_container: the packet is traced where it leaves (its reason + 1) */
 	__u8 local_ep;     /* from_container: judged for a local destination decided here (MARK_MAGIC_LOCAL_EP) */
+	__u8 reply_local;  /* from_container: a reply conntrack says no node socket owns (to h->rm) */
 };
 
 /* What the hook reads of mb_config once per packet: the policy revision, monitor aggregation. */
@@ -362,6 +363,7 @@ static __noinline int handle_known(struct __sk_buff *skb, struct hctx *h, struct
 				return hdrop(h, d);
 		} else if (from && v->dest_ep) {
 			h->local_ep = 1;
+			h->dest_ep = v->dest_ep;
 		}
 	}
 	__u16 rn = (!from && ct == CT_REPLY) ? v->rev_nat : 0;
@@ -491,16 +493,22 @@ static __always_inline int create_new(struct hctx *h)
 	return TC_ACT_OK;
 }
 
-/* The packet's source is the endpoint's own address of its family (an endpoint without an IPv6
- * address sends no IPv6: a link-local or any other source is spoofed). */
-static __always_inline int source_valid(const struct pkt *p, const struct ep_config *cfg)
+/* `addr` (family `fam`) is the endpoint's own address of that family (an endpoint without an IPv6
+ * address has none: a link-local or any other is not its). */
+static __always_inline int ep_addr_is(const struct ep_config *cfg, const __u8 *addr, __u8 fam)
 {
-	const __u32 *a = (const void *)cfg->ipv6, *s = (const void *)p->saddr;
-	if (p->family == 4)
+	const __u32 *a = (const void *)cfg->ipv6, *s = (const void *)addr;
+	if (fam == 4)
 		return s[0] == *(const __u32 *)(const void *)cfg->ipv4;
 	if ((a[0] | a[1] | a[2] | a[3]) == 0)
 		return 0;
 	return ((a[0] ^ s[0]) | (a[1] ^ s[1]) | (a[2] ^ s[2]) | (a[3] ^ s[3])) == 0;
+}
+
+/* The packet's source is the endpoint's own address of its family (spoof check). */
+static __always_inline int source_valid(const struct pkt *p, const struct ep_config *cfg)
+{
+	return ep_addr_is(cfg, p->saddr, p->family);
 }
 
 /* True when a socket of this namespace owns the packet's connection: the reply of an L7 proxy's
@@ -568,6 +576,155 @@ static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verd
 	else
 		obs = TRACE_TO_STACK;
 	emit_event(&h->p, &h->c, EV_TRACE, obs, h->trace_out - 1, 0, 0, 0, DIR_EGRESS);
+}
+
+/* Delivery into a local endpoint from a tc ingress hook (Cilium's BPF host routing: redirect_ep):
+ * the destination's to_container work done where the packet is, then bpf_redirect_peer, which
+ * hands the packet to the endpoint's own interface in its namespace: no host IP stack, no
+ * to_container, no veth backlog. One home for from_container's local delivery and
+ * from_wireguard's. EP_TO_STACK: not delivered from here, nothing done; the stack forwards the
+ * packet and to_container enforces, as for every packet that reaches a pod that way. */
+#define EP_TO_STACK (-1)
+
+/* A packet the host would forward to a local endpoint as it is: not a fragment nor an ICMP error
+ * (reassembly and errors are the stack's), a TTL (hop limit) above 1 (the stack answers one about
+ * to expire), and no bigger than the endpoint's veth takes (the stack answers that too, where
+ * bpf_redirect_peer would drop it without a word). */
+static __always_inline int ep_deliverable(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
+{
+	__u8 ttl = 0;
+	__u32 mtu = 0;
+	if (p->frag || p->is_icmp_err)
+		return 0;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + (p->family == 6 ? offsetof(struct ipv6hdr, hop_limit) :
+					       offsetof(struct iphdr, ttl)), &ttl, 1) || ttl <= 1)
+		return 0;
+	return bpf_check_mtu(skb, ifindex, &mtu, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
+}
+
+/* What endpoint `dcfg`'s to_container would do with the hook's packet (parsed in h->p; h's
+ * revision, monitor settings and clock read; h->rm the source, or unknown): h becomes the
+ * endpoint's ingress context, conntrack finds the connection (`hint`: the MARK_MAGIC_LOCAL_EP mark
+ * to_container would read, 0: the full lookup), and handle_known applies the per-packet policy
+ * when the revision moved, the traces, the counters and reverse NAT. EP_TO_STACK, with nothing
+ * done, for a connection conntrack does not know (to_container decides it) or one an L7 proxy
+ * takes part in; TC_ACT_SHOT when dropped (events emitted); TC_ACT_OK to deliver. */
+static __always_inline int ep_ingress_known(struct __sk_buff *skb, struct hctx *h, struct ep_config *dcfg, __u32 hint)
+{
+	const __u16 ep = dcfg->ep_id;
+	void *own = ct_table(CT_OWN(ep));
+	if (!own)
+		return EP_TO_STACK; /* to_container drops it (190) */
+	h->dir = DIR_INGRESS;
+	h->cfg = dcfg;
+	h->own = own;
+	h->c.ifindex = dcfg->ifindex;
+	h->c.direction = DIR_INGRESS;
+	h->c.ep_id = ep;
+	h->c.src_identity = 0;
+	h->c.dst_identity = dcfg->identity;
+	h->c.bucket = SENDER_EXT(ep);
+	h->trace_out = 0;
+	h->local_ep = 0;
+	struct ct_val *v = 0;
+	int ct = hctx_lookup(h, &v, hint);
+	if (ct == CT_NEW || !v || v->proxy_port)
+		return EP_TO_STACK;
+	stat_inc(STAT_PKTS_TO);
+	int verdict = handle_known(skb, h, v, ct);
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	stat_inc(STAT_PASS);
+	return TC_ACT_OK;
+}
+
+/* Hands a packet ep_ingress_known passed (ep_deliverable: TTL above 1) to its endpoint's own
+ * interface with the hop the host's forwarding would have counted and the link header it would
+ * have written: the endpoint's MAC as destination, the router's as source (the MAC the sender
+ * addressed, the node's side of its veth; zero from an L3 device, which has none, and nobody
+ * reads it). A rewrite that fails part way leaves a packet neither the stack nor the pod may see:
+ * dropped, with the reason. */
+static __noinline int ep_deliver(struct __sk_buff *skb, struct hctx *h, __u32 stat)
+{
+	const struct ep_config *dcfg = h->cfg;
+	const __u32 l3 = sizeof(struct ethhdr);
+	struct ethhdr eth = {};
+#ifdef MB_L3_DEVICE
+	if (bpf_skb_change_head(skb, sizeof(eth), 0))
+		return TC_ACT_OK; /* no room, nothing changed: the stack forwards it, to_container sees it again */
+	eth.h_proto = h->p.family == 6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+#else
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
+	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+#endif
+	__builtin_memcpy(eth.h_dest, dcfg->mac, ETH_ALEN);
+	if (h->p.family == 6) {
+		/* no header checksum in IPv6 */
+		__u8 hl;
+		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hl, 1))
+			return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
+		hl--;
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0))
+			return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
+	} else {
+		/* TTL first in the 16-bit word (ttl, protocol) the checksum sums */
+		__u16 ttl_proto, dec;
+		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct iphdr, ttl), &ttl_proto, 2))
+			return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
+		dec = bpf_htons(bpf_ntohs(ttl_proto) - 0x100);
+		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2))
+			return do_drop(&h->p, &h->c, DROP_CSUM_L3, DIR_INGRESS);
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, ttl), &dec, 2, 0))
+			return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
+	}
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
+	stat_inc(stat);
+	return bpf_redirect_peer(dcfg->ifindex, 0);
+}
+
+/* from_container: the config of local endpoint `peer` (the destination whose ingress was decided
+ * at the source, or the local endpoint a reply returns to) when the packet may be delivered into
+ * it from here, else NULL. The entry names the endpoint by id: the packet must be for that
+ * endpoint's address, and its veth still its own (mb_endpoints, what to_container would read), so
+ * that an id or an ifindex reused after the endpoint went away delivers nothing (the stack routes
+ * the packet, to_container decides). A subprogram: its keys stay off from_container's frame. */
+static __noinline struct ep_config *peer_dest(struct __sk_buff *skb, const struct pkt *p, __u32 peer)
+{
+	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &peer);
+	if (!dcfg || !ep_addr_is(dcfg, p->daddr, p->family))
+		return 0;
+	__u32 ifindex = dcfg->ifindex;
+	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
+	if (!cfg || cfg->ep_id != peer || !ep_deliverable(skb, p, ifindex))
+		return 0;
+	return cfg;
+}
+
+/* from_container, a judged packet for a local endpoint: the destination whose ingress was decided
+ * here (h->local_ep, h->dest_ep), or the local endpoint a reply returns to (h->reply_local,
+ * h->rm): delivered from here, with the work its to_container would do done here first (Cilium's
+ * BPF host routing). Else the stack's way, as before: to_container enforces there, and the mark
+ * tells it the sender whose table holds the destination's entry. Returns the verdict. A
+ * subprogram: from_container's frame is at the verifier's limit. */
+static __noinline int peer_local(struct __sk_buff *skb, struct hctx *h)
+{
+	const __u32 hint = h->local_ep ? ((__u32)h->cfg->ep_id << 16) | MARK_MAGIC_LOCAL_EP : 0;
+	struct ep_config *cfg = peer_dest(skb, &h->p, h->local_ep ? h->dest_ep : h->rm.ep_id);
+	int r = EP_TO_STACK;
+	if (cfg) {
+		/* the source as to_container sees it: resolved again from the ipcache */
+		h->rm.known = 0;
+		r = ep_ingress_known(skb, h, cfg, hint);
+		if (r == TC_ACT_OK)
+			return ep_deliver(skb, h, STAT_LOCAL_DELIVER);
+	}
+	if (r != EP_TO_STACK)
+		return r;
+	if (hint)
+		skb->mark = hint;
+	return TC_ACT_OK;
 }
 
 /* `sk_check` (egress): set to 0 when conntrack says no socket of the node can own the packet's
@@ -666,6 +823,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 	if (ct != CT_NEW && v) {
 		verdict = handle_known(skb, &h, v, ct);
 		sk_check = ct == CT_RELATED || v->proxy_port || (v->state & CT_F_PROXY_UPSTREAM);
+		h.reply_local = ct == CT_REPLY && !sk_check;
 	} else if ((verdict = handle_new(skb, &h, rev_nat)) == TC_ACT_OK)
 		verdict = create_new(&h);
 	if (verdict != TC_ACT_OK)
@@ -675,20 +833,19 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 	stat_inc(STAT_PASS);
 	if (!from)
 		return TC_ACT_OK;
-	/* judged; unless a proxy takes it, a packet for the tunnel goes there directly. One for a local
-	 * destination whose ingress was decided here carries the sender to its to_container. */
 	*sk_check_out = sk_check;
+	/* judged; unless a proxy takes it, a packet for a local endpoint is delivered into it from
+	 * here (peer_local), one for the tunnel goes there directly */
+	int local = 0;
 	if (skb->mark & MARK_MAGIC_MASK)
 		verdict = TC_ACT_OK;
-	else if (h.local_ep) {
-		skb->mark = ((__u32)ep << 16) | MARK_MAGIC_LOCAL_EP;
+	else if ((local = h.local_ep || (h.reply_local && h.rm.ep_id)))
 		verdict = TC_ACT_OK;
-	}
 	else
 		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
 	if (h.trace_out)
 		trace_out(skb, &h, verdict);
-	return verdict;
+	return local ? peer_local(skb, &h) : verdict;
 }
 
 SEC("tc")
@@ -1003,90 +1160,37 @@ int to_overlay(struct __sk_buff *skb)
 #ifdef MB_L3_DEVICE
 /* from_wireguard's parts (bpf/wireguard.bpf.c, tcx ingress of cilium_wg0), each in a frame of its
  * own: the endpoint hook's state and net_ingress' together pass the 512-byte stack. */
-#define WG_TO_STACK (-1) /* not delivered from here: on to the stack (and to_container) */
-#define WG_IP_TTL_OFF 8
-
-/* Hands the packet to the endpoint's own interface (the host veth's peer, in the pod's
- * namespace) with the link header and the hop the host's forwarding would have given it. A
- * rewrite that fails once the link header is on leaves a packet neither the stack nor the pod
- * may see: dropped, with the reason. */
-static __always_inline int wg_deliver(struct __sk_buff *skb, struct hctx *h)
-{
-	const struct ep_config *dcfg = h->cfg;
-	__u16 ttl_proto, dec;
-	struct ethhdr eth = {};
-	if (bpf_skb_change_head(skb, sizeof(eth), 0))
-		return TC_ACT_OK; /* no room, nothing changed: the stack forwards it, to_container sees it again */
-	const __u32 l3 = sizeof(eth);
-	h->c.src_identity = h->rm.identity;
-	if (bpf_skb_load_bytes(skb, l3 + WG_IP_TTL_OFF, &ttl_proto, 2))
-		return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
-	/* TTL first in memory, checked above 1 before */
-	dec = ttl_proto - 1;
-	if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2))
-		return do_drop(&h->p, &h->c, DROP_CSUM_L3, DIR_INGRESS);
-	if (bpf_skb_store_bytes(skb, l3 + WG_IP_TTL_OFF, &dec, 2, 0))
-		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
-	/* the source MAC is the host veth's, which ep_config does not hold: zero (nobody reads it) */
-	__builtin_memcpy(eth.h_dest, dcfg->mac, ETH_ALEN);
-	eth.h_proto = bpf_htons(ETH_P_IP);
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
-		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
-	stat_inc(STAT_WG_DELIVER);
-	return bpf_redirect_peer(dcfg->ifindex, 0);
-}
-
-/* A decrypted IPv4 packet of a connection conntrack knows, for a local endpoint: what
- * to_container would do with it (per-packet policy when the revision moved, traces, reverse NAT
- * of service replies), then delivery. WG_TO_STACK for everything else: tunnel routing (VXLAN
- * for cilium_vxlan), a destination that is not a local endpoint, a spoofed source (from_network's
- * checks drop it), ICMP errors, fragments, a TTL about to expire, a new connection (net_ingress
- * decides it first), and a connection an L7 proxy takes part in (its replies may belong to the
- * proxy's transparent socket). */
+/* A decrypted packet of a connection conntrack knows, for a local endpoint: what to_container
+ * would do with it, then delivery into the endpoint (ep_ingress_known, ep_deliver). EP_TO_STACK
+ * for everything else: tunnel routing (VXLAN for cilium_vxlan), IPv6, a destination that is not
+ * a local endpoint, a spoofed source (from_network's checks drop it), ICMP errors, fragments, a
+ * TTL about to expire, a packet too big, a new connection (net_ingress decides it first), and a
+ * connection an L7 proxy takes part in (its replies may belong to the proxy's transparent
+ * socket). */
 static __noinline int wg_known(struct __sk_buff *skb)
 {
 	const __u32 vni = skb->cb[WG_CB_VNI];
 	struct hctx h = {};
-	__u8 ttl = 0;
-	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err || h.p.family != 4 ||
-	    h.p.frag || bpf_skb_load_bytes(skb, WG_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
-		return WG_TO_STACK;
+	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.family != 4)
+		return EP_TO_STACK;
 	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
 	remote_from(&h.rm, sv);
 	if (vni) {
 		/* decapsulated (wg_decap): the source's identity is the VNI, as from_overlay reads it */
 		if (h.rm.ep_id)
-			return WG_TO_STACK; /* wg_network drops it */
+			return EP_TO_STACK; /* wg_network drops it */
 		h.rm.identity = vni;
 	} else if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
-		return WG_TO_STACK;
+		return EP_TO_STACK;
 	struct ep_config *dcfg = local_dest(&h.p);
-	if (!dcfg)
-		return WG_TO_STACK;
-	const __u16 ep = dcfg->ep_id;
-	void *own = ct_table(CT_OWN(ep));
-	if (!own)
-		return WG_TO_STACK; /* to_container drops it (190) */
-	h.dir = DIR_INGRESS;
-	h.cfg = dcfg;
-	h.own = own;
-	h.c.ifindex = dcfg->ifindex;
-	h.c.direction = DIR_INGRESS;
-	h.c.ep_id = ep;
-	h.c.dst_identity = dcfg->identity;
-	h.c.bucket = SENDER_EXT(ep);
+	if (!dcfg || !ep_deliverable(skb, &h.p, dcfg->ifindex))
+		return EP_TO_STACK;
 	hctx_config(&h);
 	h.c.now = bpf_ktime_get_ns();
-	struct ct_val *v = 0;
-	int ct = hctx_lookup(&h, &v, 0);
-	if (ct == CT_NEW || !v || v->proxy_port)
-		return WG_TO_STACK;
-	stat_inc(STAT_PKTS_TO);
-	int verdict = handle_known(skb, &h, v, ct);
+	int verdict = ep_ingress_known(skb, &h, dcfg, 0);
 	if (verdict != TC_ACT_OK)
 		return verdict;
-	stat_inc(STAT_PASS);
-	return wg_deliver(skb, &h);
+	return ep_deliver(skb, &h, STAT_WG_DELIVER);
 }
 
 /* Tunnel routing: what WireGuard decrypted is VXLAN from the peer node (its allowed IPs are its
@@ -1203,13 +1307,13 @@ int from_wireguard(struct __sk_buff *skb)
 	}
 	/* established connections first: one parse, one conntrack lookup */
 	int r = wg_known(skb);
-	if (r != WG_TO_STACK)
+	if (r != EP_TO_STACK)
 		return r;
 	r = wg_network(skb);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
 	r = wg_known(skb);
-	return r == WG_TO_STACK ? TC_ACT_OK : r;
+	return r == EP_TO_STACK ? TC_ACT_OK : r;
 }
 #endif
 

@@ -168,7 +168,8 @@ struct icmphdr {
 #define STAT_OVERLAY_REDIRECT 23 /* packets sent past the node's IP forwarding to the tunnel or an endpoint (lib/overlay.h) */
 /* to_container's conntrack lookups answered by MARK_MAGIC_LOCAL_EP's hint: one lookup, no ipcache */
 #define STAT_CT_HINTED 24
-#define STAT_MAX 25
+#define STAT_LOCAL_DELIVER 25   /* packets an endpoint sent redirected straight into a local endpoint (from_container) */
+#define STAT_MAX 26
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

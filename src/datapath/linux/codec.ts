@@ -542,9 +542,9 @@ export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
   'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
-  'wireguardDelivered', 'overlayRedirects', 'ctHinted',
+  'wireguardDelivered', 'overlayRedirects', 'ctHinted', 'localDelivered',
 ] as const;
-export const STAT_MAX = 25;
+export const STAT_MAX = 26;
 /** Index of the counter of events not emitted because their sender's budget was spent. */
 export const STAT_EVENTS_LIMITED = STAT_NAMES.indexOf('eventsRateLimited');
 

@@ -397,9 +397,19 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     try {
       assert.equal(tcpConnect(A.ns, world.ip, 8081), true);
       assert.equal(count('any'), 0, 'a connection whose destination is not a local endpoint is not marked');
+      // A -> B and B's replies are delivered from the sender's from_container (bpf_redirect_peer):
+      // nothing of them crosses the node's forwarding
+      const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
+      const before = await delivered();
       assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+      assert.ok(await delivered() - before >= 4n, 'both directions delivered from the sender\'s from_container');
+      assert.equal(count('any'), 0, 'nothing of A -> B or of B\'s replies crossed the node\'s forwarding');
+      // what the source does not deliver (fragments: the stack's) takes the stack's way, marked
+      // with A's endpoint for B's to_container, which finds the entry by the mark
+      const big = sh('nsenter', [`--net=/run/netns/${A.ns}`, 'ping', '-c1', '-W2', '-M', 'dont', '-s', '2000', B.ip], { allowFail: true });
+      assert.match(big, / 0% packet loss/, 'a fragmented echo A -> B and its fragmented reply pass the stack\'s way');
       const marked = count('fromA');
-      assert.ok(marked >= 3, `A -> B judged at A's from_container, marked with A's endpoint (${marked} packets)`);
+      assert.ok(marked >= 2, `A's fragments judged at A's from_container, marked with A's endpoint (${marked} packets)`);
       assert.equal(count('any'), marked, 'B\'s replies are not marked');
       await events(0);
       // the node itself, claiming A's endpoint: ICMP and TCP to what only A may reach
@@ -428,6 +438,80 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     } finally {
       nft(['delete', 'table', 'ip', 'mdpmark']);
     }
+  });
+
+  it('delivers pod -> pod from the sender (bpf_redirect_peer) judged by both ends: a forged reply or a spoofed source is not delivered, a policy change cuts either direction, a reused endpoint id gets nothing', async () => {
+    await reset();
+    const ACK = 0x10, PSH = 0x08;
+    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
+    const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
+    // A and B: ingress default deny, each allowing the other on one port (replies pass)
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
+    await d.call('applyFull', A.id, [rule('ingress', idOf(B), TCP, 8090)], { ingress: true, egress: false });
+    await node.serve([A.ns, '8090', '']);
+    const d0 = await delivered();
+    const h = spawnInNs(A.ns, ['hold', B.ip, '8080']);
+    procs.push(h);
+    await waitLine(h, /connected/);
+    assert.match(await round(h, 'one'), /pong/);
+    assert.ok(await delivered() - d0 >= 4n, 'A -> B and B\'s replies delivered from the senders\' from_container');
+    const ct = await d.call<{ srcIp: string; dstIp: string; srcPort: number; dstPort: number; direction: string; endpointId: number }[]>('conntrack');
+    const sport = ct.find((e) => e.endpointId === A.id && e.direction === 'egress' && e.dstIp === B.ip && e.dstPort === 8080)!.srcPort;
+    // C (root in its namespace, raw frames) forges B's reply into the live tuple: from its own
+    // address (a new connection to A, which A's ingress denies) and from B's (spoofed, 132)
+    const forged = (src: string) => fromPod(C, gwC, ipv4({ src, dst: A.ip, proto: TCP }, tcp({ src, dst: A.ip, sport: 8080, dport: sport, flags: ACK | PSH, seq: 77, ack: 1 }, Buffer.from('forged'))));
+    await events(0);
+    const d1 = await delivered();
+    const atA = await captured(A.ns, 'eth0', () => { sendFrames(C.ns, 'eth0', [forged(C.ip), forged(B.ip)]); });
+    assert.deepEqual(atA.filter((f) => f.dir === 'in' && f.sport === 8080 && f.dport === sport && f.ip?.proto === TCP), [], 'no forged segment reached A');
+    assert.equal(await delivered(), d1, 'nothing of C delivered');
+    let evs = await events();
+    assert.equal(find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.direction === 'ingress' && x.srcIp === C.ip && x.dstPort === sport, 'C\'s reply-shaped segment: a new connection A\'s ingress denies').subType, 133);
+    assert.equal(find(evs, (x) => x.type === 1 && x.endpointId === C.id && x.srcIp === B.ip, 'C claiming B\'s address').subType, 132);
+    assert.match(await round(h, 'two'), /pong/, 'the real connection is untouched');
+    // a policy change that denies B's ingress cuts A -> B on its next packet
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 9090)], { ingress: true, egress: false });
+    await events(0);
+    assert.match(await round(h, 'three'), /fail/, 'A -> B cut');
+    evs = await events();
+    const cut = find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.srcIp === A.ip && x.dstPort === 8080, 'drop of A -> B at B\'s ingress');
+    assert.deepEqual([cut.subType, cut.direction], [133, 'ingress']);
+    killProc(h);
+    // the other direction: B -> A delivered from B's from_container, cut by A's ingress
+    const hb = spawnInNs(B.ns, ['hold', A.ip, '8090']);
+    procs.push(hb);
+    await waitLine(hb, /connected/);
+    assert.match(await round(hb, 'one'), /pong/);
+    await d.call('applyFull', A.id, [], { ingress: true, egress: false });
+    await events(0);
+    assert.match(await round(hb, 'two'), /fail/, 'B -> A cut');
+    evs = await events();
+    const cutA = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.srcIp === B.ip && x.dstPort === 8090, 'drop of B -> A at A\'s ingress');
+    assert.deepEqual([cutA.subType, cutA.direction], [133, 'ingress']);
+    killProc(hb);
+    // B's endpoint id comes back on another veth (C's, with C's address: B's veth gone, its id
+    // reused) while A's live entries still name it: nothing for B's address is delivered into C's
+    // namespace (the stack routes it by address)
+    await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
+    await d.call('applyFull', A.id, [], { ingress: false, egress: false });
+    const h2 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
+    procs.push(h2);
+    await waitLine(h2, /connected/);
+    assert.match(await round(h2, 'one'), /pong/);
+    const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    try {
+      await d.call('removeEndpoint', C.id);
+      await d.call('upsertEndpoint', endpoint(C, B));
+      const atC = await captured(C.ns, 'eth0', async () => { await round(h2, 'two'); });
+      assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
+    } finally {
+      killProc(h2);
+      await d.call('removeEndpoint', B.id);
+      await d.call('upsertEndpoint', endpoint(B));
+      await d.call('upsertEndpoint', endpoint(C));
+    }
+    await reset();
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'restored');
   });
 
   it('answers an address from its exact ipcache entry only while the trie holds it: a deleted /32 falls back to its CIDR, never keeps its identity', async () => {
