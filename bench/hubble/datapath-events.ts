@@ -77,7 +77,7 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   const dnsCache = new NodeDNSCache({});
   for (let i = 0; i < 50; i++) dnsCache.update(101, `svc${i}.example.com.`, [`198.51.100.${i}`], 3600);
   const names = { has: (ip: string) => dnsCache.hasIP(ip), names: (ip: string) => dnsCache.namesForIP(ip).map((x: string) => (x.endsWith('.') ? x.slice(0, -1) : x)) };
-  const deps = { localByIp: (ip: string) => locals.get(ip), remoteEndpoint: (ip: string) => remote.get(ip), identityLabels, mapState: () => undefined, revision: () => 1 };
+  const deps = { localByIp: (ip: string) => locals.get(ip), remoteEndpoint: remote.peek ? (ip: string) => remote.peek(ip) : (ip: string) => remote.get(ip), identityLabels, mapState: () => undefined, revision: () => 1 };
   let resolver: Record<string, unknown>;
   if (existsSync(`${root}/src/agent/flow-resolver.ts`)) {
     const { createFlowResolver } = await import(`${root}/src/agent/flow-resolver.ts`);
@@ -95,9 +95,12 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   hubble.onFlow((f: { eventType?: { type: number } }) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
   const records = crrEventRecords(codec.encodeEvent);
   let next = 0;
+  // as the ring consumer decodes: into one reused event where the root has it (events.ts), else an event per record
+  const view = codec.DecodedEvent ? new codec.DecodedEvent() : undefined;
+  const decode = view ? (b: Buffer) => codec.decodeEventInto(view, b, 8, 0n) : (b: Buffer) => codec.decodeEvent(b, 8, 0n);
   const feed = (count: number) => {
     for (let i = 0; i < count; i++) {
-      const ev = codec.decodeEvent(records[next++ % records.length]!, 8, 0n);
+      const ev = decode(records[next++ % records.length]!);
       const f = hubble.ingest(ev);
       if (f) agentMetrics.observe(f, ev.length);
     }

@@ -515,6 +515,8 @@ export function createCluster(o: ClusterOptions) {
     nodes: (): ClusterNode[] => [...nodes.values()].sort((a, b) => nodeOrder(a.name, b.name)),
     remoteEndpoints: (): RemoteEndpoint[] => [...remote.values()],
     remoteEndpoint: (ip: string): RemoteEndpoint | undefined => remote.get(ip),
+    /** remoteEndpoint without a record per call (RemoteStore.peek): read at once, never kept */
+    peekRemoteEndpoint: (ip: string): Readonly<RemoteEndpoint> | undefined => remote.peek(ip),
     /** The lowest-numbered registered node runs the cluster-wide controllers. */
     isLeader(): boolean {
       const first = [...nodes.values()].filter((n) => n.cluster === self.cluster).sort((a, b) => nodeOrder(a.name, b.name))[0];

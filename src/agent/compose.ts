@@ -80,7 +80,7 @@ export interface ComposeInput {
   policy: AgentPolicyEngine;
   /** registered nodes (cluster mode): `status` lists them */
   clusterNodes?: () => { name: string; ip: string }[];
-  /** pods on other nodes (cluster mode): flows name them */
+  /** pods on other nodes (cluster mode): flows name them; the answer is read at once, never kept (RemoteStore.peek) */
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   /** Hubble's TLS files when no setting names them (the lab's Hubble certificates for this node) */
   hubbleTls?: HubbleServerTlsFiles;

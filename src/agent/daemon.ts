@@ -199,7 +199,7 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   const parts = await composeNode({
     node, config, provider, paths, logger, kv, policy, ...(o.hubbleTls ? { hubbleTls: o.hubbleTls } : {}), ...(o.hubbleTcp === false ? { hubbleTcp: false } : {}),
     ...(o.preloadedDatapath ? { preloadedDatapath: o.preloadedDatapath } : {}),
-    ...(cluster ? { remoteEndpoint: (ip: string) => cluster.remoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
+    ...(cluster ? { remoteEndpoint: (ip: string) => cluster.peekRemoteEndpoint(ip), clusterNodes: () => cluster.nodes() } : {}),
   });
   const agent = await createAgent({
     config: { node, hostIp, lab: paths.lab, policyAuditMode: config.policyAuditMode, enableIPv6: config.enableIPv6 }, kv, datapath: parts.datapath, networks: parts.networks,

@@ -41,8 +41,13 @@ export async function createEndpointTable(kv: KVStore, node: string) {
     byIp.set(r.ip, r);
     if (r.ip6) byIp.set(r.ip6, r);
   }
-  // bumped on every change (the proxy feed's snapshot follows it)
+  // bumped on every change (the proxy feed's snapshot follows it, told by the listeners)
   let version = 0;
+  const listeners = new Set<() => void>();
+  const bump = () => {
+    version++;
+    for (const l of listeners) l();
+  };
   const usedIds = () => new Set([...byKey.values()].map((r) => r.id));
   return {
     get: (ns: string, pod: string) => byKey.get(`${ns}/${pod}`),
@@ -50,6 +55,11 @@ export async function createEndpointTable(kv: KVStore, node: string) {
     byId: (id: number) => byId.get(id),
     byIp: (ip: string) => byIp.get(ip),
     version: () => version,
+    /** Calls `cb` after each change (version() bumped); returns the unsubscribe. */
+    onChange(cb: () => void): () => void {
+      listeners.add(cb);
+      return () => { listeners.delete(cb); };
+    },
     /** The ID this pod has, or a new free one (never 0). */
     idFor(ns: string, pod: string): number {
       const have = byKey.get(`${ns}/${pod}`);
@@ -68,7 +78,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       byId.set(r.id, r);
       byIp.set(r.ip, r);
       if (r.ip6) byIp.set(r.ip6, r);
-      version++;
+      bump();
       await kv.put(`${prefix}${r.namespace}/${r.pod}`, JSON.stringify(r));
     },
     async remove(ns: string, pod: string) {
@@ -77,7 +87,7 @@ export async function createEndpointTable(kv: KVStore, node: string) {
       if (prev?.ip6 && byIp.get(prev.ip6) === prev) byIp.delete(prev.ip6);
       if (prev && byId.get(prev.id) === prev) byId.delete(prev.id);
       byKey.delete(`${ns}/${pod}`);
-      version++;
+      bump();
       await kv.delete(`${prefix}${ns}/${pod}`);
     },
   };

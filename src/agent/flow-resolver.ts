@@ -16,7 +16,7 @@ import type { EndpointRecord } from './endpoints.ts';
 export interface FlowResolverDeps {
   /** this node's endpoint at an address */
   localByIp(ip: string): EndpointRecord | undefined;
-  /** pods on other nodes (cluster mode) */
+  /** pods on other nodes (cluster mode); read at once, never kept (the store may refill one record: RemoteStore.peek) */
   remoteEndpoint?: (ip: string) => { identity: number; namespace?: string; pod?: string } | undefined;
   identityLabels(identity: number): string[] | undefined;
   mapState(endpointId: number): MapState | undefined;
@@ -48,7 +48,7 @@ export function createFlowResolver(deps: FlowResolverDeps): FlowResolver {
     }
     return r;
   };
-  // and one per remote pod (its record is made per lookup: src/agent/remote-store.ts), kept while
+  // and one per remote pod (the store has no record per pod: src/agent/remote-store.ts), kept while
   // its identity, namespace and name stay: its identity's labels are built and sorted once, not
   // once per flow
   const remoteViews = new Map<string, ResolvedEndpoint>();

@@ -24,6 +24,8 @@ export interface AgentProxyFeedDeps {
   /** the DNS proxy runs in the proxy process: its settings go in the snapshot, its answer reports come back */
   dns?: { info(): StandaloneDNSInfo; serverIp(): string | undefined; onReports(items: DnsAnswerReport[], done: (ids: number[]) => void): void };
   logger: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
+  /** a change no source tells of reaches the proxies within this (server.ts backstopMs; tests) */
+  backstopMs?: number;
 }
 
 export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
@@ -42,6 +44,9 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   let offIpcache: (() => void) | undefined;
   let offResources: (() => void) | undefined;
   let offIdentities: (() => void) | undefined;
+  /** the feed server's kick (server.ts watch): every change below calls it */
+  let kick: (() => void) | undefined;
+  const changedNow = () => kick?.();
   // The DNS settings' part: rebuilt only when the cluster DNS server's address, an identity or the
   // server's ipcache entry (its identity, as the datapath has it) changed, not on every poll.
   let identitiesVersion = 0;
@@ -123,6 +128,17 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   const server = createFeedServer({
     socketPath: deps.socketPath,
     logger: deps.logger,
+    ...(deps.backstopMs ? { backstopMs: deps.backstopMs } : {}),
+    // sent on change: the policy's revision and MapStates, the endpoint table, and (start below)
+    // the ipcache, identities and resources tell; the DNS server's address (a file) the backstop
+    watch(k) {
+      const table = deps.agent()?.endpointTable();
+      // (an agent without these, as tests make, is polled as before)
+      if (!table || typeof table.onChange !== 'function' || !policy.onMapStateVersion) return undefined;
+      kick = k;
+      const offs = [policy.engine.repository.onChange(changedNow), policy.onMapStateVersion(changedNow), table.onChange(changedNow)];
+      return () => { kick = undefined; for (const off of offs) off(); };
+    },
     // counters bumped by the changes themselves: nothing rebuilt per poll (it was every endpoint
     // as a string and the DNS settings as JSON, every 50 ms)
     fingerprint() {
@@ -219,14 +235,16 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
         const dnsServer = deps.dns?.serverIp();
         // (startsWith first: no two strings made per remote pod of a restart's listing)
         if (dnsServer && ev.entry.prefix.startsWith(dnsServer) && (ev.entry.prefix === `${dnsServer}/32` || ev.entry.prefix === `${dnsServer}/128`)) identitiesVersion++;
+        changedNow();
       });
       offIdentities = policy.engine.allocator.watch((ev) => {
         identitiesVersion++;
         if (ev.type === 'add') identitiesAdded.add(ev.identity.id);
         else { identitiesAdded.delete(ev.identity.id); identitiesRemoved.add(ev.identity.id); }
+        changedNow();
       });
       offResources = deps.agent()?.resources.watch((ev) => {
-        if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) resourceVersion++;
+        if (ev.type === 'put' ? ev.resource.kind === 'Secret' || ev.resource.kind === 'AIPolicy' : ev.key.startsWith('Secret/') || ev.key.startsWith('AIPolicy/')) { resourceVersion++; changedNow(); }
       });
       await server.start();
     },

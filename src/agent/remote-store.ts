@@ -107,6 +107,27 @@ export class RemoteStore {
     return e;
   }
 
+  /** peek's record, refilled per call */
+  readonly #peeked: RemoteEndpoint = { ip: '', hostIp: '', identity: 0, node: undefined, namespace: undefined, pod: undefined };
+  /**
+   * get() without a record per call, for lookups per datapath event: the store's one record,
+   * refilled, valid until the next peek (read it at once, never keep it). An IPv6 pod's is its own.
+   */
+  peek(ip: string): Readonly<RemoteEndpoint> | undefined {
+    const a = parseIPv4(ip);
+    if (a === undefined) return this.#other.get(ip);
+    const s = this.#find(a);
+    if (s < 0) return undefined;
+    const e = this.#peeked;
+    e.ip = ip;
+    e.hostIp = this.#host[s]!;
+    e.identity = this.#ident[s]!;
+    e.node = this.#node[s];
+    e.namespace = this.#ns[s];
+    e.pod = this.#pod[s];
+    return e;
+  }
+
   /** what `at` found: the pod's host and identity */
   atHost = '';
   atIdentity = 0;

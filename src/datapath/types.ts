@@ -52,6 +52,13 @@ export interface DatapathEvent {
   subType: number;
   /** CLOCK_MONOTONIC ns from bpf_ktime_get_ns, converted to wall time by the reader */
   timeNs: bigint;
+  /**
+   * The same time as two numbers, whole seconds and the nanoseconds past them (timeNs =
+   * timeSec * 1e9 + timeNsec), when the decoder has them: the kernel reader's events carry them so
+   * that nothing per event needs a BigInt (Hubble's flow builder reads these first).
+   */
+  timeSec?: number;
+  timeNsec?: number;
   /** Local endpoint the event was observed at (0 if none) */
   endpointId: number;
   ifindex: number;
@@ -82,6 +89,22 @@ export interface DatapathEvent {
   length: number;
   /** the frame's ethertype as the datapath saw it (0x0800 IPv4; others only on UNSUPPORTED_L3_PROTOCOL drops) */
   etherType?: number;
+}
+
+/**
+ * A subscriber's own copy of an event (the reader's object is refilled by the next record): a
+ * plain object, its time as timeNs alone.
+ */
+export function copyEvent(ev: DatapathEvent): DatapathEvent {
+  const c: DatapathEvent = {
+    type: ev.type, subType: ev.subType, timeNs: ev.timeNs, endpointId: ev.endpointId, ifindex: ev.ifindex,
+    srcIdentity: ev.srcIdentity, dstIdentity: ev.dstIdentity, ipVersion: ev.ipVersion, srcIp: ev.srcIp, dstIp: ev.dstIp,
+    proto: ev.proto, srcPort: ev.srcPort, dstPort: ev.dstPort, tcpFlags: ev.tcpFlags, icmpType: ev.icmpType, icmpCode: ev.icmpCode,
+    ctReason: ev.ctReason, direction: ev.direction, verdict: ev.verdict, matchType: ev.matchType, authType: ev.authType, length: ev.length,
+  };
+  if (ev.etherType !== undefined) c.etherType = ev.etherType;
+  if (ev.audited) c.audited = true;
+  return c;
 }
 
 export interface DatapathStats {
@@ -162,7 +185,11 @@ export interface Datapath {
   setProxyListener(slot: number, fd: number | null): void;
   /** The connections the datapath tracks now. */
   conntrack(): ConntrackEntry[];
-  /** Subscribe to decoded events; returns an unsubscribe function. */
+  /**
+   * Subscribe to decoded events; returns an unsubscribe function. The event is the subscriber's
+   * during the call only: the kernel reader refills one object per record, so a subscriber that
+   * keeps an event keeps a copy (`copyEvent`).
+   */
   onEvent(cb: (ev: DatapathEvent) => void): () => void;
   /** Events the kernel could not deliver (ring full) since start. */
   stats(): Promise<DatapathStats>;

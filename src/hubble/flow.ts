@@ -84,6 +84,31 @@ export function eventWallNs(timeNs: bigint): bigint {
   return timeNs < WALL_NS_MIN ? timeNs + MONO_TO_WALL_NS : timeNs;
 }
 
+/** MONO_TO_WALL_NS as numbers: whole seconds and the nanoseconds past them. */
+const MONO_TO_WALL_SEC = Number(MONO_TO_WALL_NS / 1_000_000_000n);
+const MONO_TO_WALL_NSEC = Number(MONO_TO_WALL_NS % 1_000_000_000n);
+/** WALL_NS_MIN in seconds: a time of fewer whole seconds is monotonic */
+const WALL_SEC_MIN = 1_000_000_000;
+
+/**
+ * eventWallNs as numbers, into `out` ([seconds, nanoseconds]), for an event whose time the decoder
+ * gave as numbers (DatapathEvent.timeSec/timeNsec): false, and nothing written, when it did not
+ * (the caller then takes eventWallNs) or the time is 0 (now) or before the epoch.
+ */
+export function eventWallTime(ev: DatapathEvent, out: [number, number]): boolean {
+  let sec = ev.timeSec, nsec = ev.timeNsec;
+  if (sec === undefined || nsec === undefined || (sec === 0 && nsec === 0)) return false;
+  if (sec < WALL_SEC_MIN) {
+    sec += MONO_TO_WALL_SEC;
+    nsec += MONO_TO_WALL_NSEC;
+    if (nsec >= 1_000_000_000) { nsec -= 1_000_000_000; sec++; }
+  }
+  if (sec < 0) return false;
+  out[0] = sec;
+  out[1] = nsec;
+  return true;
+}
+
 /** Event time in epoch milliseconds (fractional). */
 export function eventTimeMs(timeNs: bigint): number {
   return Number(eventWallNs(timeNs) / 1000n) / 1000;
@@ -103,14 +128,19 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   // garbage collector: the IP message is shared per address pair and way (a connection's events
   // and every connection between two pods have the same), the Timestamp's seconds per second.
   const ipMessage = createIpMessages();
-  let secStartNs = -1n, secEndNs = -1n, secBig = 0n;
-  function timestamp(wallNs: bigint): NonNullable<Flow['time']> {
-    if (wallNs < secStartNs || wallNs >= secEndNs) {
-      secBig = wallNs / 1_000_000_000n;
-      secStartNs = secBig * 1_000_000_000n;
-      secEndNs = secStartNs + 1_000_000_000n;
+  // The time as numbers when the decoder gave them (the kernel reader's events): the seconds'
+  // BigInt is made once per second, nothing else per event. Other events (fakes, tests) by BigInt.
+  let curSec = -1, secBig = 0n;
+  const wall: [number, number] = [0, 0];
+  function timestamp(ev: DatapathEvent): NonNullable<Flow['time']> {
+    if (!eventWallTime(ev, wall)) {
+      const wallNs = eventWallNs(ev.timeNs);
+      const s = wallNs / 1_000_000_000n;
+      if (s !== secBig) { secBig = s; curSec = Number(s); }
+      return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: Number(wallNs - s * 1_000_000_000n) };
     }
-    return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: Number(wallNs - secStartNs) };
+    if (wall[0] !== curSec) { curSec = wall[0]; secBig = BigInt(curSec); }
+    return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: wall[1] };
   }
 
   // per TCP flag byte, the flags message and the Summary text; per event type and subtype, the
@@ -148,7 +178,6 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
 
   return function build(ev: DatapathEvent): Flow | undefined {
     if (ev.type !== EventType.DROP && ev.type !== EventType.TRACE && ev.type !== EventType.POLICY_VERDICT) return undefined;
-    const wallNs = eventWallNs(ev.timeNs);
     const srcLocal = resolver.byIp(ev.srcIp);
     const dstLocal = resolver.byIp(ev.dstIp);
     const source = endpoint(srcLocal, ev.srcIdentity);
@@ -229,7 +258,7 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
     const flow: Flow = {
       $typeName: 'flow.Flow',
-      time: timestamp(wallNs),
+      time: timestamp(ev),
       uuid: uuid(),
       emitter,
       verdict,

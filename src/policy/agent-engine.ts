@@ -39,6 +39,8 @@ export interface AgentPolicy {
    * service or endpoint changes: a consumer of the MapStates (the L7 proxy feed) follows this.
    */
   mapStateVersion(): number;
+  /** Calls `cb` after each bump of mapStateVersion() (the L7 proxy feed sends on change, not per poll); returns the unsubscribe. */
+  onMapStateVersion?(cb: () => void): () => void;
   identities(): { id: number; labels: string[]; references: number; scope: 'reserved' | 'cluster' | 'local' }[];
   identityLabels(id: number): string[] | undefined;
   /** Keys (`kind/namespace/name`) of the policies with a rule selecting an identity of these labels. */
@@ -60,6 +62,11 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
   const podOf = new Map<number, string>();
   let namedPortsDirty = false;
   let mapStateVersion = 0;
+  const versionListeners = new Set<() => void>();
+  const bumpMapStateVersion = () => {
+    mapStateVersion++;
+    for (const l of versionListeners) l();
+  };
   const labelsOf = (id: number): LabelSet | undefined => engine.allocator.lookupById(id)?.labels;
   return {
     engine,
@@ -88,7 +95,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       if (engine.namedPorts.set(owner, identity, named)) namedPortsDirty = true;
       podOf.set(id, owner);
       const ep = engine.addEndpoint({ id, identity, labels, namedPorts: named });
-      mapStateVersion++;
+      bumpMapStateVersion();
       return ep.mapState;
     },
     removeEndpoint(id) {
@@ -96,19 +103,23 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       if (owner && engine.namedPorts.delete(owner)) namedPortsDirty = true;
       podOf.delete(id);
       engine.removeEndpoint(id);
-      mapStateVersion++;
+      bumpMapStateVersion();
     },
     regenerate() {
       const force = namedPortsDirty ? 'named-ports' as const : false;
       namedPortsDirty = false;
       const deltas = engine.regenerate(force);
       for (const d of deltas.values()) {
-        if (d.upserts.length || d.deletes.length || d.defaultDenyChanged) { mapStateVersion++; break; }
+        if (d.upserts.length || d.deletes.length || d.defaultDenyChanged) { bumpMapStateVersion(); break; }
       }
       return deltas;
     },
     revision: () => engine.revision,
     mapStateVersion: () => mapStateVersion,
+    onMapStateVersion(cb) {
+      versionListeners.add(cb);
+      return () => versionListeners.delete(cb);
+    },
     identities() {
       return engine.allocator.all().map((i) => {
         const scope = identityScope(i.id);

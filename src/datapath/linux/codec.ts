@@ -4,7 +4,7 @@
  * test/unit/datapath/layout.test.ts checks these sizes/offsets against the C headers.
  */
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
-import type { DatapathEvent } from '../types.ts';
+import { copyEvent, type DatapathEvent } from '../types.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { isMac, macBytes } from '../../common/mac.ts';
 import { parseHostPrefix4, parseIPv4 as ipv4Number, parseIPv6 as ipv6Number } from '../../ipcache/prefix.ts';
@@ -461,47 +461,107 @@ function ipv4Text(b: Buffer, off: number): string {
   return t;
 }
 
-/** Decodes one mb_event record; `timeOffsetNs` converts CLOCK_MONOTONIC to wall-clock ns. */
-export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): DatapathEvent {
-  // per event on the agent's ring consumer: bytes read by index, the object made in one shape
+/**
+ * An mb_event record decoded in place: the kernel reader keeps one and refills it per record
+ * (decodeEventInto), so an event costs no object, and its time no BigInt: timeSec / timeNsec are
+ * numbers, timeNs is made from them only when asked. A subscriber that keeps an event copies it
+ * (types.ts copyEvent).
+ */
+export class DecodedEvent implements DatapathEvent {
+  type = 0;
+  subType = 0;
+  timeSec = 0;
+  timeNsec = 0;
+  endpointId = 0;
+  ifindex = 0;
+  srcIdentity = 0;
+  dstIdentity = 0;
+  ipVersion: 4 | 6 = 4;
+  srcIp = '';
+  dstIp = '';
+  proto = 0;
+  srcPort = 0;
+  dstPort = 0;
+  tcpFlags = 0;
+  icmpType = 0;
+  icmpCode = 0;
+  ctReason = 0;
+  direction: DatapathEvent['direction'] = 'unknown';
+  verdict = 0;
+  matchType = 0;
+  authType = 0;
+  audited = false;
+  length = 0;
+  etherType = 0;
+  get timeNs(): bigint {
+    return BigInt(this.timeSec) * 1_000_000_000n + BigInt(this.timeNsec);
+  }
+}
+
+/**
+ * CLOCK_MONOTONIC → the reader's time, as numbers: the record's 64-bit time is hi·2^32 + lo; the
+ * part hi·2^32 + offset is split into seconds and nanoseconds once per hi (it moves every 4.3 s)
+ * or offset (fixed per reader), so per event only lo (< 2^32) is added, exactly, in doubles.
+ */
+let clockHi = -1;
+let clockOffset = 0n;
+let clockSec = 0;
+let clockNsec = 0;
+function refreshClock(hi: number, timeOffsetNs: bigint): void {
+  const base = (BigInt(hi) << 32n) + timeOffsetNs;
+  let sec = base / 1_000_000_000n;
+  if (base < sec * 1_000_000_000n) sec -= 1n; // floor for a negative sum (a test's offset)
+  clockSec = Number(sec);
+  clockNsec = Number(base - sec * 1_000_000_000n);
+  clockHi = hi;
+  clockOffset = timeOffsetNs;
+}
+
+/** Decodes one mb_event record into `ev`; `timeOffsetNs` converts CLOCK_MONOTONIC to wall-clock ns. */
+export function decodeEventInto(ev: DecodedEvent, b: Buffer, off: number, timeOffsetNs: bigint): DecodedEvent {
+  // per event on the agent's ring consumer: bytes read by index, no allocation (addresses are
+  // shared strings, the time numbers)
   const family = b[off + 10]!;
   const proto = b[off + 11]!;
   const dir = b[off + 66]!;
   const icmp = proto === 1 || proto === 58;
-  const ev: DatapathEvent = {
-    type: b[off + 8]!,
-    subType: b[off + 9]!,
-    timeNs: monoNs(b, off) + timeOffsetNs,
-    endpointId: b.readUInt16LE(off + 12),
-    ifindex: b.readUInt32LE(off + 16),
-    srcIdentity: b.readUInt32LE(off + 20),
-    dstIdentity: b.readUInt32LE(off + 24),
-    ipVersion: family === 6 ? 6 : 4,
-    // a frame that is not IP (dropped as such) has no addresses: empty, not "::"
-    srcIp: family === 4 ? ipv4Text(b, off + 32) : family === 6 ? formatIp(b, off + 32, 6) : '',
-    dstIp: family === 4 ? ipv4Text(b, off + 48) : family === 6 ? formatIp(b, off + 48, 6) : '',
-    proto,
-    srcPort: icmp ? 0 : b.readUInt16LE(off + 28),
-    dstPort: icmp ? 0 : b.readUInt16LE(off + 30),
-    tcpFlags: b[off + 14]!,
-    icmpType: b[off + 64]!,
-    icmpCode: b[off + 65]!,
-    ctReason: b[off + 15]!,
-    direction: dir === DIR_INGRESS ? 'ingress' : dir === DIR_EGRESS ? 'egress' : 'unknown',
-    verdict: b.readInt32LE(off + 68),
-    matchType: b[off + 67]!,
-    authType: b[off + 72]!,
-    length: b.readUInt32LE(off + 76),
-    etherType: b.readUInt16BE(off + 74),
-  };
-  if ((b[off + 73]! & EV_F_AUDITED) !== 0) ev.audited = true;
+  const hi = b.readUInt32LE(off + 4);
+  if (hi !== clockHi || timeOffsetNs !== clockOffset) refreshClock(hi, timeOffsetNs);
+  const ns = clockNsec + b.readUInt32LE(off);
+  const carry = Math.floor(ns / 1_000_000_000);
+  ev.timeSec = clockSec + carry;
+  ev.timeNsec = ns - carry * 1_000_000_000;
+  ev.type = b[off + 8]!;
+  ev.subType = b[off + 9]!;
+  ev.endpointId = b.readUInt16LE(off + 12);
+  ev.ifindex = b.readUInt32LE(off + 16);
+  ev.srcIdentity = b.readUInt32LE(off + 20);
+  ev.dstIdentity = b.readUInt32LE(off + 24);
+  ev.ipVersion = family === 6 ? 6 : 4;
+  // a frame that is not IP (dropped as such) has no addresses: empty, not "::"
+  ev.srcIp = family === 4 ? ipv4Text(b, off + 32) : family === 6 ? formatIp(b, off + 32, 6) : '';
+  ev.dstIp = family === 4 ? ipv4Text(b, off + 48) : family === 6 ? formatIp(b, off + 48, 6) : '';
+  ev.proto = proto;
+  ev.srcPort = icmp ? 0 : b.readUInt16LE(off + 28);
+  ev.dstPort = icmp ? 0 : b.readUInt16LE(off + 30);
+  ev.tcpFlags = b[off + 14]!;
+  ev.icmpType = b[off + 64]!;
+  ev.icmpCode = b[off + 65]!;
+  ev.ctReason = b[off + 15]!;
+  ev.direction = dir === DIR_INGRESS ? 'ingress' : dir === DIR_EGRESS ? 'egress' : 'unknown';
+  ev.verdict = b.readInt32LE(off + 68);
+  ev.matchType = b[off + 67]!;
+  ev.authType = b[off + 72]!;
+  ev.audited = (b[off + 73]! & EV_F_AUDITED) !== 0;
+  ev.length = b.readUInt32LE(off + 76);
+  ev.etherType = b.readUInt16BE(off + 74);
   return ev;
 }
 
-/** bpf_ktime_get_ns of a record: one BigInt while it fits a double exactly (104 days of uptime). */
-function monoNs(b: Buffer, off: number): bigint {
-  const hi = b.readUInt32LE(off + 4);
-  return hi < 0x200000 ? BigInt(hi * 0x1_0000_0000 + b.readUInt32LE(off)) : b.readBigUInt64LE(off);
+const scratch = new DecodedEvent();
+/** Decodes one mb_event record as an event of its own (tests, tools); the reader uses decodeEventInto. */
+export function decodeEvent(b: Buffer, off: number, timeOffsetNs: bigint): DatapathEvent {
+  return copyEvent(decodeEventInto(scratch, b, off, timeOffsetNs));
 }
 
 /** Encodes a DatapathEvent as the kernel would (tests, fake ring producers). */

@@ -5,8 +5,8 @@
  * (mb_ev_buckets, numbered like the conntrack tables).
  */
 import { MmapRing } from '../../sys/ring.ts';
-import type { DatapathEvent } from '../types.ts';
-import { STAT_EVENTS_LIMITED, ctExtIndex, ctOwnIndex, decodeEvBucketLost, decodeEvent, emptyEvBucket, encodeU32 } from './codec.ts';
+import { copyEvent, type DatapathEvent } from '../types.ts';
+import { DecodedEvent, STAT_EVENTS_LIMITED, ctExtIndex, ctOwnIndex, decodeEvBucketLost, decodeEventInto, emptyEvBucket, encodeU32 } from './codec.ts';
 import type { Loader } from './loader.ts';
 import { perCpuCounter } from './statsmap.ts';
 
@@ -34,7 +34,9 @@ export class EventReader {
 
   /** Starts reading; `timeOffsetNs` turns the kernel's monotonic clock into wall-clock time. */
   start(timeOffsetNs: bigint): void {
-    this.ring = new MmapRing(this.loader.map('mb_events').fd, (data, off) => this.dispatch(decodeEvent(data, off, timeOffsetNs)));
+    // one event object, refilled per record: subscribers get it for the call only (types.ts onEvent)
+    const ev = new DecodedEvent();
+    this.ring = new MmapRing(this.loader.map('mb_events').fd, (data, off) => this.dispatch(decodeEventInto(ev, data, off, timeOffsetNs)));
     this.ring.start();
   }
 
@@ -95,7 +97,8 @@ export class EventReader {
 
   private dispatch(ev: DatapathEvent): void {
     if (this.subscribers.size === 0) {
-      if (this.backlog.length < this.backlogLimit) this.backlog.push(ev);
+      // kept until a subscriber comes: a copy (the next record refills `ev`)
+      if (this.backlog.length < this.backlogLimit) this.backlog.push(copyEvent(ev));
       return;
     }
     for (const cb of this.subscribers) {

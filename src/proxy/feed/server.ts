@@ -16,7 +16,8 @@ import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxySta
 export interface FeedServerDeps {
   socketPath: string;
   /**
-   * Changes whenever snapshot() would give something new (compared every pollMs); the ipcache
+   * Changes whenever snapshot() would give something new (compared every pollMs, or on a kick:
+   * `watch`); the ipcache
    * aside. Cheap: counters the sources bump as they change (a list is compared element by element).
    */
   fingerprint(): Fingerprint;
@@ -40,6 +41,17 @@ export interface FeedServerDeps {
    * reports with those ids (it holds those answers until then).
    */
   onDnsAnswers?(items: DnsAnswerReport[], done: (ids: number[]) => void): void;
+  /**
+   * The sources' change callbacks: `watch(kick)` has every source that moves fingerprint(),
+   * deltaPrint() or drainIpcache() call `kick` when it changes, and returns the unsubscribe; or
+   * undefined when it cannot (then the server polls every pollMs, as without it). A kick sends
+   * what changed pollMs later (a burst of changes goes out together, as a poll sent it), and an
+   * idle agent is not woken 20 times a second to compare counters: only every backstopMs, for what
+   * no source can tell (the cluster DNS server's address, read from a file with a 1 s memo).
+   */
+  watch?(kick: () => void): (() => void) | undefined;
+  /** a change no source tells of reaches the proxies within this (default 1000 ms); with watch only */
+  backstopMs?: number;
   pollMs?: number;
   logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void };
 }
@@ -84,6 +96,8 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   let deltasSent = false;
   let building: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let kickTimer: NodeJS.Timeout | undefined;
+  let unwatch: (() => void) | undefined;
   const waiters = new Set<() => void>();
   const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   let reqId = 0;
@@ -214,12 +228,24 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
         process.umask(old);
       }
       await chmod(deps.socketPath, 0o600);
+      const pollMs = deps.pollMs ?? 50;
+      // a kick: one refresh pollMs later, whatever more changes meanwhile
+      const kick = () => {
+        if (!server || kickTimer) return;
+        kickTimer = setTimeout(() => { kickTimer = undefined; void refresh(); }, pollMs);
+      };
+      unwatch = deps.watch?.(kick);
       await refresh();
-      const tick = () => { timer = setTimeout(() => { void refresh().finally(() => { if (server) tick(); }); }, deps.pollMs ?? 50); };
+      const every = unwatch ? deps.backstopMs ?? 1000 : pollMs;
+      const tick = () => { timer = setTimeout(() => { void refresh().finally(() => { if (server) tick(); }); }, every); };
       tick();
     },
     async stop() {
       if (timer) clearTimeout(timer);
+      if (kickTimer) clearTimeout(kickTimer);
+      kickTimer = undefined;
+      unwatch?.();
+      unwatch = undefined;
       const s = server;
       server = undefined;
       for (const c of clients) c.sock.destroy();

@@ -57,6 +57,55 @@ test('proxy feed: a snapshot names the IPs whose winning ipcache entry is an FQD
   assert.deepEqual(Object.keys(await named()).sort(), ['198.51.100.1', '198.51.100.2']);
 });
 
+test('proxy feed: policy, endpoint and identity changes reach the proxy when they happen, without a poll (the backstop an hour away)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const policy = createAgentPolicyEngine();
+  const namespace = ns('prod');
+  const web = pod('prod', 'web', { app: 'web' });
+  const { id: identity } = await policy.allocateIdentity({ pod: web, namespace });
+  const recs = [{ id: 7, identity, namespace: 'prod', pod: 'web', labels: policy.identityLabels(identity)!, ip: '10.244.1.7' }];
+  let version = 1;
+  const listeners = new Set<() => void>();
+  const table = {
+    all: () => recs, version: () => version, byId: (id: number) => recs.find((r) => r.id === id), byIp: () => undefined,
+    onChange: (cb: () => void) => { listeners.add(cb); return () => { listeners.delete(cb); }; },
+  };
+  const agent = { endpointTable: () => table, resources: { list: async () => [], watch: () => () => {} } } as unknown as Agent;
+  const feed = createAgentProxyFeed({
+    socketPath: join(dir, 'l7proxy.sock'), agent: () => agent, policy, nodeAddrs: [], backstopMs: 3_600_000,
+    resolved: (ep) => ({ id: ep.id, identity: ep.identity, namespace: ep.namespace, pod: ep.pod, labels: ep.labels }),
+    namesForIp: () => [], emitRecord: () => {}, logger: { info: () => {}, warn: () => {} },
+  });
+  await feed.start();
+  t.after(() => feed.stop());
+  let snap: ProxySnapshot | undefined;
+  const client = createFeedClient({ socketPath: join(dir, 'l7proxy.sock'), retryMs: 10, onSnapshot: (s) => { snap = s; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  const until = async (f: () => boolean, what: string) => { for (let i = 0; !f(); i++) { assert.ok(i < 300, what); await new Promise((r) => setTimeout(r, 10)); } };
+  await until(() => snap !== undefined, 'no first snapshot');
+  // idle: nothing compares the sources' counters (a poll read them every 50 ms)
+  let reads = 0;
+  const revision = policy.revision;
+  policy.revision = () => { reads++; return revision(); };
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(reads, 0, 'the idle feed read the policy revision');
+  // a policy import (the repository's revision)
+  const rev = snap!.revision;
+  policy.setPolicies([cnp('a', 'prod', { endpointSelector: { matchLabels: { app: 'web' } }, egress: [{ toPorts: [{ ports: [{ port: '443', protocol: 'TCP' }] }] }] })]);
+  await until(() => snap!.revision > rev, 'a policy import did not reach the proxy');
+  // an endpoint and its MapState (the engine's mapStateVersion)
+  policy.addEndpoint({ id: 7, identity, pod: web, namespace });
+  policy.regenerate();
+  await until(() => snap!.mapStates.some(([id]) => id === 7), 'an endpoint\'s MapState did not reach the proxy');
+  // the endpoint table (a new pod)
+  recs.push({ id: 8, identity, namespace: 'prod', pod: 'web2', labels: recs[0]!.labels, ip: '10.244.1.8' });
+  version++;
+  for (const l of listeners) l();
+  await until(() => snap!.endpoints.some((e) => e.ip === '10.244.1.8'), 'an endpoint table change did not reach the proxy');
+});
+
 /**
  * The agent with one endpoint whose egress policy has toFQDNs rules (one L3/L4, one with HTTP
  * rules: an L7 policy whose identity sets the selector cache changes in place), a name manager

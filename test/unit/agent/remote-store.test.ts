@@ -45,6 +45,10 @@ test('remote store: the same answers as a Map of records under random writes and
     for (let i = 0; i <= 3000; i++) {
       const ip = ipOf(i);
       assert.deepEqual(s.get(ip), model.get(ip), ip);
+      // peek: the same fields in the store's one record (refilled per call)
+      const p = s.peek(ip), m = model.get(ip);
+      assert.equal(p === undefined, m === undefined, ip);
+      if (p && m) for (const k of ['ip', 'hostIp', 'identity', 'node', 'namespace', 'pod'] as const) assert.equal(p[k], m[k], `${ip} ${k}`);
       assert.equal(s.at(ip), model.has(ip));
       if (model.has(ip)) { assert.equal(s.atHost, model.get(ip)!.hostIp); assert.equal(s.atIdentity, model.get(ip)!.identity); }
     }

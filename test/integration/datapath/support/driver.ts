@@ -7,7 +7,7 @@ import { transparentUpstreamSocket } from '../../../../src/sys/proxy-socket.ts';
 import { setIpTransparent } from '../../../../src/sys/sockopt.ts';
 import { ensureProxyRouting } from '../../../../src/sys/proxy-routing.ts';
 import { createLinuxDatapath, type LinuxDatapathOptions } from '../../../../src/datapath/linux/index.ts';
-import type { DatapathEvent } from '../../../../src/datapath/types.ts';
+import { copyEvent, type DatapathEvent } from '../../../../src/datapath/types.ts';
 import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts';
 
 const pinRoot = process.argv[2]!;
@@ -55,7 +55,7 @@ type WireEntry = { key: MapStateKey; entry: Partial<MapStateEntry> & Pick<MapSta
 const fix = (es: WireEntry[]): { key: MapStateKey; entry: MapStateEntry }[] => es.map((e) => ({ key: e.key, entry: { l7: null, authType: 0, matchType: 0, origins: [], ...e.entry } }));
 
 const methods: Record<string, (...a: any[]) => unknown> = {
-  start: async (subscribe = true) => { await dp.start(); if (subscribe) unsub = dp.onEvent((e) => events.push(e)); return true; },
+  start: async (subscribe = true) => { await dp.start(); if (subscribe) unsub = dp.onEvent((e) => events.push(copyEvent(e))); return true; },
   stop: async () => { unsub?.(); await dp.stop(); return true; },
   upsertEndpoint: (ep) => dp.upsertEndpoint(ep),
   removeEndpoint: (id) => dp.removeEndpoint(id),

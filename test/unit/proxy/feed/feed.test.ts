@@ -127,6 +127,62 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   assert.equal(lostSeen, 2, 'the records past the bound are counted as lost');
 });
 
+test('feed: with watch, a change is sent when a source kicks, not found by a poll; a change no source tells of by the backstop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  let revision = 1;
+  let prints = 0;
+  let kick: (() => void) | undefined;
+  let unwatched = false;
+  const server = createFeedServer({
+    socketPath, pollMs: 10, backstopMs: 400,
+    fingerprint: () => { prints++; return String(revision); }, snapshot: async () => snapshot(revision), onRecords: () => {},
+    watch: (k) => { kick = k; return () => { unwatched = true; }; },
+  });
+  await server.start();
+  t.after(() => server.stop());
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  // idle: no poll every pollMs (10 ms) compares the fingerprint, only the backstop (400 ms)
+  const before = prints;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(prints - before <= 1, `idle fingerprint reads in 300 ms: ${prints - before}`);
+  // a kicked change goes out within pollMs, long before the backstop; kicks in a burst make one refresh
+  revision = 2;
+  const t0 = Date.now();
+  const p0 = prints;
+  for (let i = 0; i < 20; i++) kick!();
+  await until(() => snaps.at(-1) === 2, 2000);
+  assert.ok(Date.now() - t0 < 300, `a kicked change took ${Date.now() - t0} ms`);
+  assert.ok(prints - p0 <= 2, `a burst of kicks read the fingerprint ${prints - p0} times`);
+  // a change nothing kicks for (the DNS server's address file) reaches the proxy by the backstop
+  revision = 3;
+  await until(() => snaps.at(-1) === 3, 2000);
+  await server.stop();
+  assert.ok(unwatched, 'stop unsubscribes from the sources');
+});
+
+test('feed: a watch that cannot watch (undefined) leaves the server polling every pollMs', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  let revision = 1;
+  const server = createFeedServer({ socketPath, pollMs: 10, backstopMs: 60_000, fingerprint: () => String(revision), snapshot: async () => snapshot(revision), onRecords: () => {}, watch: () => undefined });
+  await server.start();
+  t.after(() => server.stop());
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps.length === 1);
+  revision = 2;
+  await until(() => snaps.at(-1) === 2, 1000);
+});
+
 test('access records cross the wire as they were made: DNS and plain HTTP ones positional, any other as its object, peers without endpoints or labels (property)', () => {
   const peer = fc.record({ ip: fc.constantFrom('10.244.1.5', '10.96.0.10', 'fd00::5'), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }) });
   const str = fc.string({ maxLength: 30 });
