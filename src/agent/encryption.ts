@@ -162,6 +162,8 @@ export function createEncryption(o: EncryptionOptions) {
   let pending = false;
   let stopped = false;
   let restarts = 0;
+  /** the last reconcile threw: the next supervision tick runs it again */
+  let failed = false;
   /** pod CIDR (tunnel mode: the peer's InternalIP/32) → how this node routes it now ('wg' or 'plain') */
   const routed = new Map<string, 'wg' | 'plain'>();
   let strictObj: BpfObject | undefined;
@@ -340,7 +342,11 @@ export function createEncryption(o: EncryptionOptions) {
       if (stopped) return;
       try {
         await reconcileOnce();
+        failed = false;
       } catch (e) {
+        // the supervision tick retries it: a device that came back up would not call for it (a
+        // restarted wireguard-go takes a moment to open its UAPI socket: `wg show` fails meanwhile)
+        failed = true;
         log.warn({ err: (e as Error).message }, 'WireGuard reconcile failed; retrying');
       }
     });
@@ -360,7 +366,7 @@ export function createEncryption(o: EncryptionOptions) {
       // writes the plain underlay routes again) is put back
       timer = setInterval(() => {
         void (async () => {
-          if (!(await device.up())) return void reconcile();
+          if (failed || !(await device.up())) return void reconcile();
           // wireguard-go binds its socket when the device comes up, after the reconcile that raised it
           sizeSockets();
           if (await routesDrifted()) void reconcile();
