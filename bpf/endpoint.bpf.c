@@ -684,7 +684,17 @@ static __noinline int ep_deliver(struct __sk_buff *skb, struct hctx *h, __u32 st
 	return bpf_redirect_peer(dcfg->ifindex, 0);
 }
 
-/* from_container: the config of local endpoint `peer` (the destination whose ingress was decided
+/* What endpoint `cfg`'s to_container would do with the hook's packet (ep_ingress_known), then
+ * delivery into it (ep_deliver, counted in `stat`): the one home of the delivery of from_container,
+ * from_network, from_overlay and from_wireguard. EP_TO_STACK, nothing done, or the verdict. */
+static __always_inline int ep_deliver_known(struct __sk_buff *skb, struct hctx *h, struct ep_config *cfg,
+					    __u32 hint, __u32 stat)
+{
+	int r = ep_ingress_known(skb, h, cfg, hint);
+	return r == TC_ACT_OK ? ep_deliver(skb, h, stat) : r;
+}
+
+/* The config of local endpoint `peer` (the destination whose ingress was decided
  * at the source, or the local endpoint a reply returns to) when the packet may be delivered into
  * it from here, else NULL. The entry names the endpoint by id: the packet must be for that
  * endpoint's address, and its veth still its own (mb_endpoints, what to_container would read), so
@@ -716,9 +726,7 @@ static __noinline int peer_local(struct __sk_buff *skb, struct hctx *h)
 	if (cfg) {
 		/* the source as to_container sees it: resolved again from the ipcache */
 		h->rm.known = 0;
-		r = ep_ingress_known(skb, h, cfg, hint);
-		if (r == TC_ACT_OK)
-			return ep_deliver(skb, h, STAT_LOCAL_DELIVER);
+		r = ep_deliver_known(skb, h, cfg, hint, STAT_LOCAL_DELIVER);
 	}
 	if (r != EP_TO_STACK)
 		return r;
@@ -1028,8 +1036,9 @@ pass:
 	return TC_ACT_OK;
 }
 
-/* Drop event of a packet entering the node (no local endpoint hook yet). */
-static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, __u32 src_identity, __u8 reason, __u8 dir)
+/* Drop event of a packet entering the node (no local endpoint hook yet). A subprogram: the event
+ * context stays off the callers' frames (from_overlay's parts). */
+static __noinline int net_drop(struct __sk_buff *skb, const struct pkt *p, __u32 src_identity, __u8 reason, __u8 dir)
 {
 	struct ev_ctx sc = {};
 	sc.ifindex = skb->ifindex;
@@ -1037,6 +1046,14 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 	sc.dst_identity = p->family == 4 || p->family == 6 ? ipcache_identity(p->daddr, p->family) : 0;
 	sc.bucket = SENDER_EXT(0);
 	return do_drop(p, &sc, reason, dir);
+}
+
+/* mb_config's DP_F_* */
+static __always_inline __u32 dp_flags(void)
+{
+	__u32 z = 0;
+	struct dp_config *conf = bpf_map_lookup_elem(&mb_config, &z);
+	return conf ? conf->flags : 0;
 }
 
 /* tc INGRESS of a network device (world, underlay): the source identity from the ipcache. A
@@ -1049,90 +1066,219 @@ static __always_inline int net_drop(struct __sk_buff *skb, const struct pkt *p, 
 #define WG_CB_VNI 0
 #endif
 
+/* The source checks of a packet entering the node on a network device (or cilium_wg0): rm gets
+ * the source (the ipcache's identity, or `vni`, what wg_decap took off); 0, or the reason to drop
+ * the packet. One home for from_network's path and its delivery (net_known). */
+static __always_inline __u8 net_source_check(struct __sk_buff *skb, const struct pkt *p, struct remote *rm, __u32 vni)
+{
+	/* one ipcache lookup: the source's identity and whether it may arrive here */
+	struct ipcache_val *sv = ipcache_lookup_fam(p->saddr, p->family);
+	remote_from(rm, sv);
+#ifdef MB_L3_DEVICE
+	/* decapsulated by from_wireguard (vni, the source's identity, as from_overlay reads it): a
+	 * local endpoint's address as source is spoofed, any other is the VNI's */
+	if (vni && !rm->ep_id) {
+		rm->identity = vni;
+		return 0;
+	}
+#endif
+	if (rm->ep_id || net_source_spoofed(skb, p, sv))
+		return DROP_INVALID_SIP;
+#ifndef MB_L3_DEVICE
+	/* strict ingress, native routing: a pod on another node (its ipcache entry names a node, and
+	 * it is not that node's own address) reaches a local endpoint only through cilium_wg0 */
+	if ((dp_flags() & DP_F_STRICT_INGRESS) && sv && sv->identity != IDENTITY_REMOTE_NODE &&
+	    sv->identity != IDENTITY_HOST && *(const __u32 *)sv->tunnel_endpoint) {
+		const struct ipcache_val *dv = ipcache_lookup_fam(p->daddr, p->family);
+		if (dv && dv->ep_id)
+			return DROP_UNENCRYPTED_TRAFFIC;
+	}
+#endif
+	return 0;
+}
+
 static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 {
 	struct pkt p = {};
 	struct remote rm = {};
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
-	/* one ipcache lookup: the source's identity and whether it may arrive here */
-	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
-	remote_from(&rm, sv);
-#ifdef MB_L3_DEVICE
-	/* decapsulated by from_wireguard (vni, the source's identity, as from_overlay reads it): a
-	 * local endpoint's address as source is spoofed, any other is the VNI's */
-	if (vni && !rm.ep_id)
-		rm.identity = vni;
-	else
-#endif
-	if (rm.ep_id || net_source_spoofed(skb, &p, sv))
-		return net_drop(skb, &p, vni ? vni : rm.identity, DROP_INVALID_SIP, DIR_INGRESS);
-#ifndef MB_L3_DEVICE
-	/* strict ingress, native routing: a pod on another node (its ipcache entry names a node, and
-	 * it is not that node's own address) reaches a local endpoint only through cilium_wg0 */
-	if (sv && sv->identity != IDENTITY_REMOTE_NODE && sv->identity != IDENTITY_HOST &&
-	    *(const __u32 *)sv->tunnel_endpoint && strict_ingress_enabled()) {
-		const struct ipcache_val *dv = ipcache_lookup_fam(p.daddr, p.family);
-		if (dv && dv->ep_id)
-			return net_drop(skb, &p, rm.identity, DROP_UNENCRYPTED_TRAFFIC, DIR_INGRESS);
-	}
-#endif
+	__u8 d = net_source_check(skb, &p, &rm, vni);
+	if (d)
+		return net_drop(skb, &p, vni ? vni : rm.identity, d, DIR_INGRESS);
 	__u32 deliver = 0;
 	return net_ingress(skb, &p, &rm, &deliver);
 }
 
+/* A packet that entered the node, parsed in h->p, its source checked (h->rm: as the hook's
+ * to_container stage reads it; unknown: resolved from the ipcache, as to_container does): for
+ * a local endpoint and of a connection conntrack knows there, what its to_container would do,
+ * then delivery into it (ep_ingress_known, ep_deliver: Cilium's BPF host routing from
+ * cil_from_netdev / cil_from_overlay). The connection's entry is looked for first where one from
+ * outside the node's endpoints lives (the endpoint's CT_EXT table: MARK_MAGIC_LOCAL_EP with
+ * sender 0, as from_overlay's hint was), then the full lookup (a reply: the endpoint's own table).
+ * TC_ACT_OK when the packet is for no local endpoint (the hook's network path would pass it
+ * untouched); EP_TO_STACK, nothing done, when it is not delivered from here (the hook's network
+ * path decides it); else the verdict. */
+static __always_inline int net_deliver(struct __sk_buff *skb, struct hctx *h, __u32 stat)
+{
+	struct ipcache_val *dv = ipcache_lookup_fam(h->p.daddr, h->p.family);
+	if (!dv || !dv->ep_id)
+		return TC_ACT_OK;
+	struct ep_config *cfg = peer_dest(skb, &h->p, dv->ep_id);
+	if (!cfg)
+		return EP_TO_STACK;
+	hctx_config(h);
+	h->c.now = bpf_ktime_get_ns();
+	return ep_deliver_known(skb, h, cfg, MARK_MAGIC_LOCAL_EP, stat);
+}
+
+/* from_network's and from_wireguard's delivery part, in a frame of its own: a packet of a
+ * connection conntrack knows, for a local endpoint, delivered into it (net_deliver). Not called in
+ * tunnel routing for what is not decapsulated (`vni` 0: the underlay's VXLAN for cilium_vxlan,
+ * whose inner packets from_overlay delivers). EP_TO_STACK, nothing done, for the rest, which
+ * network_ingress judges: a source the checks refuse (network_ingress drops it), ICMP errors, fragments, a TTL about to expire, a packet too
+ * big, a new connection (network_ingress decides it first), and a connection an L7 proxy takes
+ * part in (its replies may belong to the proxy's transparent socket). `vni`: cilium_wg0's
+ * decapsulated packet (wg_decap), 0 for the rest. cilium_wg0 delivers IPv4 only. */
+static __noinline int net_known(struct __sk_buff *skb, __u32 vni)
+{
+	struct hctx h = {};
+	if (parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err)
+		return EP_TO_STACK;
+#ifdef MB_L3_DEVICE
+	if (h.p.family != 4)
+		return EP_TO_STACK;
+	const __u32 stat = STAT_WG_DELIVER;
+#else
+	const __u32 stat = STAT_NET_DELIVER;
+#endif
+	if (net_source_check(skb, &h.p, &h.rm, vni))
+		return EP_TO_STACK;
+	return net_deliver(skb, &h, stat);
+}
+
+#ifndef MB_L3_DEVICE
+/* from_network's network path, in a frame of its own (net_known's is another) */
+static __noinline int net_network(struct __sk_buff *skb)
+{
+	return network_ingress(skb, 0);
+}
+
+/* Established connections first: one parse, one conntrack lookup, delivered from here; the rest
+ * takes network_ingress, and a packet it let through for a local endpoint (a new connection it
+ * just decided) is delivered from here too when it can be. */
 SEC("tc")
 int from_network(struct __sk_buff *skb)
 {
 	stat_inc(STAT_PKTS_NET);
-	return network_ingress(skb, 0);
+	/* tunnel routing: other nodes' pod traffic is VXLAN here (from_overlay delivers it) */
+	if (tunnel_mode())
+		return net_network(skb);
+	int r = net_known(skb, 0);
+	if (r != EP_TO_STACK)
+		return r;
+	r = net_network(skb);
+	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
+		return r; /* dropped, or steered to a socket the stack delivers to */
+	r = net_known(skb, 0);
+	return r == EP_TO_STACK ? TC_ACT_OK : r;
+}
+#endif
+
+/* from_overlay's parts, each in a frame of its own (the endpoint hook's state and net_ingress'
+ * together pass the verifier's 512-byte stack). */
+/* The tunnel key's checks (its key struct off ov_known's frame): 0 or a drop reason. */
+static __noinline int ov_key(struct __sk_buff *skb, __u32 *identity)
+{
+	return overlay_src_from_key(skb, identity);
 }
 
-/* tc INGRESS of the VXLAN device: a decapsulated packet. The source identity is the VNI, once
- * the outer source is a node and the VNI an identity a node may send; the inner packet must
- * parse (a tunnel carries pods' IPv4 and nothing else) and may not claim a local endpoint's
- * address. Its inner destination MAC is the sender's business: the packet is the host's. */
-SEC("tc")
-int from_overlay(struct __sk_buff *skb)
+/* A decapsulated packet: the source identity is the VNI, once the outer source is a node and the
+ * VNI an identity a node may send; the inner packet must parse (a tunnel carries pods' IPv4 and
+ * IPv6 and nothing else) and may not claim a local endpoint's address. Its inner destination MAC
+ * is the sender's business: the packet is the host's. Then, for a local endpoint and a
+ * connection conntrack knows there, delivery into it (net_deliver). Returns the verdict, or
+ * EP_TO_STACK (admitted, *identity the VNI: the network path decides it). */
+static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *identity)
+{
+	struct hctx h = {};
+	int r = parse_pkt(skb, &h.p);
+	int d = ov_key(skb, identity);
+	if (d)
+		return net_drop(skb, &h.p, *identity, d, DIR_INGRESS);
+	/* strict ingress, tunnel routing: plain VXLAN from the underlay (even from a node's address)
+	 * carries no identity anyone authenticated */
+	if (!decrypted && (dp_flags() & DP_F_STRICT_INGRESS))
+		return net_drop(skb, &h.p, *identity, DROP_UNENCRYPTED_TRAFFIC, DIR_INGRESS);
+	if (r == PARSE_OK && h.p.family != 4 && h.p.family != 6)
+		r = PARSE_OTHER; /* the tunnel carries pods' IPv4 and IPv6 */
+	if (r != PARSE_OK)
+		return net_drop(skb, &h.p, *identity, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
+	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
+	if (sv && sv->ep_id)
+		return net_drop(skb, &h.p, *identity, DROP_INVALID_SIP, DIR_INGRESS);
+	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+	if (h.p.is_icmp_err)
+		return TC_ACT_OK;
+	/* h.rm unknown: the to_container stage resolves the source from the ipcache, as the
+	 * endpoint's to_container does (its traces and per-packet policy as before) */
+	return net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
+}
+
+/* An admitted packet the network path let through for a local endpoint (a new connection it just
+ * decided): delivered from here when it can be (net_deliver), else EP_TO_STACK. */
+static __noinline int ov_deliver(struct __sk_buff *skb)
+{
+	struct hctx h = {};
+	if (parse_pkt(skb, &h.p) != PARSE_OK)
+		return EP_TO_STACK;
+	return net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
+}
+
+/* The network path of an admitted decapsulated packet: the VNI is the source identity for the
+ * destination's ingress policy (as from_network's is the ipcache's). `*deliver` as net_ingress'. */
+static __noinline int ov_network(struct __sk_buff *skb, __u32 identity, __u32 *deliver)
 {
 	struct pkt p = {};
 	struct remote rm = {};
-	__u32 identity = 0;
+	if (parse_pkt(skb, &p) != PARSE_OK)
+		return TC_ACT_OK; /* (ov_known parsed it) */
+	rm.identity = identity;
+	rm.known = 1;
+	return net_ingress(skb, &p, &rm, deliver);
+}
+
+/* tc INGRESS of the VXLAN device: a decapsulated packet, judged (ov_known), delivered into its
+ * local endpoint when conntrack knows its connection there (Cilium's BPF host routing from
+ * cil_from_overlay); else the network path (ov_network: new connections, redirected ones), and
+ * what it lets through for a local endpoint is delivered from here when it can be, or sent to the
+ * endpoint veth's egress (to_container enforces there), or left to the stack. */
+SEC("tc")
+int from_overlay(struct __sk_buff *skb)
+{
+	__u32 identity = 0, deliver = 0;
 	stat_inc(STAT_OVERLAY_RX);
 	/* from_wireguard's mark says the VXLAN came out of cilium_wg0; nothing after this reads it
 	 * (a proxy's or the local hint's mark is set below from nothing) */
 	const int decrypted = (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_DECRYPT;
 	if (decrypted)
 		skb->mark = 0;
-	int r = parse_pkt(skb, &p);
-	int d = overlay_src_from_key(skb, &identity);
-	if (d)
-		return net_drop(skb, &p, identity, d, DIR_INGRESS);
-	/* strict ingress, tunnel routing: plain VXLAN from the underlay (even from a node's address)
-	 * carries no identity anyone authenticated */
-	if (!decrypted && strict_ingress_enabled())
-		return net_drop(skb, &p, identity, DROP_UNENCRYPTED_TRAFFIC, DIR_INGRESS);
-	if (r == PARSE_OK && p.family != 4 && p.family != 6)
-		r = PARSE_OTHER; /* the tunnel carries pods' IPv4 and IPv6 */
-	if (r != PARSE_OK)
-		return net_drop(skb, &p, identity, r > 0 ? DROP_UNKNOWN_L3 : (__u8)(-r), DIR_INGRESS);
-	struct ipcache_val *sv = ipcache_lookup_fam(p.saddr, p.family);
-	if (sv && sv->ep_id)
-		return net_drop(skb, &p, identity, DROP_INVALID_SIP, DIR_INGRESS);
-	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
-	if (p.is_icmp_err)
-		return TC_ACT_OK;
-	rm.identity = identity;
-	rm.known = 1;
-	__u32 deliver = 0;
-	int v = net_ingress(skb, &p, &rm, &deliver);
-	if (v != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
-		return v;
-	/* the connection's entry is in the endpoint's CT_EXT table: its to_container looks there
-	 * first (MARK_MAGIC_LOCAL_EP with sender 0; a hint, as the local one) */
+	int r = ov_known(skb, decrypted, &identity);
+	if (r != EP_TO_STACK)
+		return r;
+	r = ov_network(skb, identity, &deliver);
+	if (r != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
+		return r;
+	r = ov_deliver(skb);
+	if (r != EP_TO_STACK)
+		return r;
+	/* not from here (a fragment, a TTL about to expire, too big): the connection's entry is in
+	 * the endpoint's CT_EXT table: its to_container looks there first (MARK_MAGIC_LOCAL_EP with
+	 * sender 0; a hint, as the local one) */
 	if ((deliver & DELIVER_EXT) && !skb->mark)
 		skb->mark = MARK_MAGIC_LOCAL_EP;
-	return overlay_redirect_rx(skb, &p, deliver & ~DELIVER_EXT);
+	return overlay_redirect_rx(skb, deliver & ~DELIVER_EXT);
 }
 
 /* tc EGRESS of the VXLAN device: what the node routes into the tunnel gets its tunnel key (the
@@ -1159,40 +1305,7 @@ int to_overlay(struct __sk_buff *skb)
 
 #ifdef MB_L3_DEVICE
 /* from_wireguard's parts (bpf/wireguard.bpf.c, tcx ingress of cilium_wg0), each in a frame of its
- * own: the endpoint hook's state and net_ingress' together pass the 512-byte stack. */
-/* A decrypted packet of a connection conntrack knows, for a local endpoint: what to_container
- * would do with it, then delivery into the endpoint (ep_ingress_known, ep_deliver). EP_TO_STACK
- * for everything else: tunnel routing (VXLAN for cilium_vxlan), IPv6, a destination that is not
- * a local endpoint, a spoofed source (from_network's checks drop it), ICMP errors, fragments, a
- * TTL about to expire, a packet too big, a new connection (net_ingress decides it first), and a
- * connection an L7 proxy takes part in (its replies may belong to the proxy's transparent
- * socket). */
-static __noinline int wg_known(struct __sk_buff *skb)
-{
-	const __u32 vni = skb->cb[WG_CB_VNI];
-	struct hctx h = {};
-	if ((!vni && tunnel_mode()) || parse_pkt(skb, &h.p) != PARSE_OK || h.p.family != 4)
-		return EP_TO_STACK;
-	struct ipcache_val *sv = ipcache_lookup_fam(h.p.saddr, h.p.family);
-	remote_from(&h.rm, sv);
-	if (vni) {
-		/* decapsulated (wg_decap): the source's identity is the VNI, as from_overlay reads it */
-		if (h.rm.ep_id)
-			return EP_TO_STACK; /* wg_network drops it */
-		h.rm.identity = vni;
-	} else if (h.rm.ep_id || net_source_spoofed(skb, &h.p, sv))
-		return EP_TO_STACK;
-	struct ep_config *dcfg = local_dest(&h.p);
-	if (!dcfg || !ep_deliverable(skb, &h.p, dcfg->ifindex))
-		return EP_TO_STACK;
-	hctx_config(&h);
-	h.c.now = bpf_ktime_get_ns();
-	int verdict = ep_ingress_known(skb, &h, dcfg, 0);
-	if (verdict != TC_ACT_OK)
-		return verdict;
-	return ep_deliver(skb, &h, STAT_WG_DELIVER);
-}
-
+ * own: the endpoint hook's state (net_known) and net_ingress' together pass the 512-byte stack. */
 /* Tunnel routing: what WireGuard decrypted is VXLAN from the peer node (its allowed IPs are its
  * node address). Cilium hands it to the stack, which gives it to cilium_vxlan (from_overlay); a
  * second trip through the receive path per packet. Here a well-formed VXLAN packet from a peer
@@ -1306,13 +1419,13 @@ int from_wireguard(struct __sk_buff *skb)
 		 * the inner packet and to_container, as from_overlay leaves it) */
 	}
 	/* established connections first: one parse, one conntrack lookup */
-	int r = wg_known(skb);
+	int r = net_known(skb, skb->cb[WG_CB_VNI]);
 	if (r != EP_TO_STACK)
 		return r;
 	r = wg_network(skb);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
-	r = wg_known(skb);
+	r = net_known(skb, skb->cb[WG_CB_VNI]);
 	return r == EP_TO_STACK ? TC_ACT_OK : r;
 }
 #endif

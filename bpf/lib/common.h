@@ -169,11 +169,17 @@ struct icmphdr {
 /* to_container's conntrack lookups answered by MARK_MAGIC_LOCAL_EP's hint: one lookup, no ipcache */
 #define STAT_CT_HINTED 24
 #define STAT_LOCAL_DELIVER 25   /* packets an endpoint sent redirected straight into a local endpoint (from_container) */
-#define STAT_MAX 26
+#define STAT_OVERLAY_DELIVER 26 /* packets from the tunnel redirected straight into their endpoint (from_overlay) */
+#define STAT_NET_DELIVER 27     /* packets from a network device redirected straight into their endpoint (from_network) */
+#define STAT_MAX 28
+/* mb_stats' size, with room to spare: a pinned map keeps the size it was made with, so a new
+ * counter within it needs no `membrane down` (the counters past STAT_MAX read 0) */
+#define STAT_ENTRIES 32
+_Static_assert(STAT_MAX <= STAT_ENTRIES, "mb_stats holds every counter");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
+	__uint(max_entries, STAT_ENTRIES);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -9,12 +9,12 @@
 #define DROP_UNENCRYPTED_TRAFFIC 195 /* UNENCRYPTED_TRAFFIC */
 
 #define ENCRYPT_F_STRICT 0x01
-/* Strict ingress (Cilium's --enable-encryption-strict-mode-ingress): a pod's packet from another
- * node must arrive decrypted. Tunnel routing: from_overlay drops VXLAN that did not come out of
- * cilium_wg0 (MARK_MAGIC_DECRYPT). Native routing: from_network drops a packet whose source is a
- * pod on another node and whose destination is a local endpoint (WireGuard's come in on
- * cilium_wg0, never there). Reason 195, as the egress side. */
-#define ENCRYPT_F_STRICT_INGRESS 0x02
+/* Strict ingress (Cilium's --enable-encryption-strict-mode-ingress) is mb_config's
+ * DP_F_STRICT_INGRESS (lib/maps.h): a pod's packet from another node must arrive decrypted.
+ * Tunnel routing: from_overlay drops VXLAN that did not come out of cilium_wg0
+ * (MARK_MAGIC_DECRYPT). Native routing: from_network drops a packet whose source is a pod on
+ * another node and whose destination is a local endpoint (WireGuard's come in on cilium_wg0,
+ * never there). Reason 195, as the egress side. */
 
 struct encrypt_config {
 	__u32 flags;      /* ENCRYPT_F_* */
@@ -38,13 +38,6 @@ static __always_inline int strict_enabled(void)
 	__u32 z = 0;
 	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
 	return c && (c->flags & ENCRYPT_F_STRICT);
-}
-
-static __always_inline int strict_ingress_enabled(void)
-{
-	__u32 z = 0;
-	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
-	return c && (c->flags & ENCRYPT_F_STRICT_INGRESS);
 }
 
 /* cilium_wg0's ifindex when pod traffic may be handed to it from the endpoint's program (0: no) */

@@ -243,6 +243,10 @@ struct dp_config {
 /* IPv6 enforced (Cilium's enable-ipv6): parsed and decided like IPv4. Without it endpoints drop
  * every IPv6 frame (UNSUPPORTED_L3_PROTOCOL, 139), as before IPv6 was enforced. */
 #define DP_F_IPV6 0x02
+/* Strict ingress of transparent encryption (Cilium's --enable-encryption-strict-mode-ingress,
+ * lib/encrypt.h): a pod's packet from another node must arrive decrypted. Here, not in
+ * mb_encrypt, because the hooks it guards read mb_config per packet anyway. */
+#define DP_F_STRICT_INGRESS 0x08
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -233,9 +233,9 @@ static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep,
  * the endpoint's MAC as destination (Cilium's local delivery: the endpoint map, no FIB lookup; the
  * source MAC is zero, as wg_deliver's: ep_config does not hold the host veth's and nobody reads
  * it). TC_ACT_OK: the stack delivers it (IPv6, a TTL about to expire, a frame too big). */
-static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
+static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, __u32 ifindex)
 {
-	if (p->family != 4)
+	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK; /* IPv6: the stack forwards it */
 	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
 	__u32 mtu = 0;

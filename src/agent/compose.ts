@@ -100,7 +100,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     pinRoot: paths.pinRoot(node), logger: logger.child({ subsys: 'datapath' }),
     eventRate: { perSecond: config.bpfEventsDefaultRateLimit, burst: config.bpfEventsDefaultBurstLimit },
     tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
-    enableIPv6: config.enableIPv6,
+    enableIPv6: config.enableIPv6, strictIngress: config.encryptionStrictIngress,
     monitorAggregation: config.monitorAggregation, monitorIntervalS: config.monitorAggregationInterval,
     ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });

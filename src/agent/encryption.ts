@@ -274,8 +274,8 @@ export function createEncryption(o: EncryptionOptions) {
   function writeEncryptConfig(wgIfindex: number): void {
     const v = Buffer.alloc(16);
     const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
-    // ENCRYPT_F_STRICT | ENCRYPT_F_STRICT_INGRESS
-    v.writeUInt32LE((o.config.encryptionStrict ? 1 : 0) | (o.config.encryptionStrictIngress ? 2 : 0), 0);
+    // ENCRYPT_F_STRICT (strict ingress is the datapath's: mb_config DP_F_STRICT_INGRESS)
+    v.writeUInt32LE(o.config.encryptionStrict ? 1 : 0, 0);
     net.copy(v, 4);
     mask.copy(v, 8);
     v.writeUInt32LE(tunnel ? 0 : wgIfindex, 12);

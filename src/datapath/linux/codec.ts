@@ -376,6 +376,8 @@ export const DP_F_TUNNEL = 0x01;
 export const DP_F_IPV6 = 0x02;
 /** mb_config flags: the node has no services; pods' packets skip the frontend lookup (set only while the service maps are empty). */
 export const DP_F_NO_SERVICES = 0x04;
+/** mb_config flags: strict ingress of transparent encryption (Cilium's --enable-encryption-strict-mode-ingress): a pod's packet from another node that did not arrive decrypted is dropped (195). */
+export const DP_F_STRICT_INGRESS = 0x08;
 
 export interface DpConfig {
   /** bumped after every policy, ipcache or endpoint change: established connections are decided again */
@@ -602,9 +604,11 @@ export const STAT_NAMES = [
   'pktsFromEndpoint', 'pktsToEndpoint', 'pass', 'drop', 'ctNew', 'ctEstablished', 'ctReply', 'ctRelated',
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
   'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
-  'wireguardDelivered', 'overlayRedirects', 'ctHinted', 'localDelivered',
+  'wireguardDelivered', 'overlayRedirects', 'ctHinted', 'localDelivered', 'overlayDelivered', 'networkDelivered',
 ] as const;
-export const STAT_MAX = 26;
+export const STAT_MAX = 28;
+/** mb_stats' entries: STAT_MAX and room for more (a pinned map keeps its size; a counter added within it needs no `membrane down`). */
+export const STAT_ENTRIES = 32;
 /** Index of the counter of events not emitted because their sender's budget was spent. */
 export const STAT_EVENTS_LIMITED = STAT_NAMES.indexOf('eventsRateLimited');
 

@@ -2,7 +2,7 @@
  * The datapath's global configuration (mb_config, one entry): the policy revision established
  * connections are re-decided against, the event budget per sender, the overlay device.
  */
-import { DP_F_IPV6, DP_F_TUNNEL, decodeDpConfig, encodeDpConfig, encodeU32, eventBudget, type MonitorAggregation } from './codec.ts';
+import { DP_F_IPV6, DP_F_STRICT_INGRESS, DP_F_TUNNEL, decodeDpConfig, encodeDpConfig, encodeU32, eventBudget, type MonitorAggregation } from './codec.ts';
 import type { Loader } from './loader.ts';
 
 const KEY = encodeU32(0);
@@ -17,12 +17,12 @@ export class ConfigMap {
   }
 
   /** At load: keeps the pinned revision (connections decided before a restart stay current), sets the budget. */
-  init(rate: { perSecond: number; burst: number }, o: { tunnel?: boolean; enableIPv6?: boolean; monitorAggregation?: MonitorAggregation; monitorIntervalS?: number } = {}): void {
+  init(rate: { perSecond: number; burst: number }, o: { tunnel?: boolean; enableIPv6?: boolean; strictIngress?: boolean; monitorAggregation?: MonitorAggregation; monitorIntervalS?: number } = {}): void {
     const m = this.loader.map('mb_config');
     const old = m.lookup(KEY);
     this.rev = old ? decodeDpConfig(old).policyRevision : 0;
     m.update(KEY, encodeDpConfig({
-      policyRevision: this.rev, flags: (o.tunnel ? DP_F_TUNNEL : 0) | (o.enableIPv6 ? DP_F_IPV6 : 0), ...eventBudget(rate.perSecond, rate.burst),
+      policyRevision: this.rev, flags: (o.tunnel ? DP_F_TUNNEL : 0) | (o.enableIPv6 ? DP_F_IPV6 : 0) | (o.strictIngress ? DP_F_STRICT_INGRESS : 0), ...eventBudget(rate.perSecond, rate.burst),
       ...(o.monitorAggregation ? { monitorAggregation: o.monitorAggregation } : {}), ...(o.monitorIntervalS ? { monitorIntervalS: o.monitorIntervalS } : {}),
     }));
   }

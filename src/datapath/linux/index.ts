@@ -69,6 +69,13 @@ export interface LinuxDatapathOptions {
    */
   enableIPv6?: boolean;
   /**
+   * Strict ingress of transparent encryption (Cilium's --enable-encryption-strict-mode-ingress):
+   * a pod's packet from another node must arrive decrypted, else it is dropped with
+   * UNENCRYPTED_TRAFFIC (195): tunnel routing, VXLAN that did not come out of cilium_wg0; native
+   * routing, a remote pod's packet for a local pod on the underlay (mb_config DP_F_STRICT_INGRESS).
+   */
+  strictIngress?: boolean;
+  /**
    * The object already loaded (its programs verified, its maps the pinned ones): a standby agent
    * loads it while it waits, so that a restart does not wait for the verifier (preloadObject).
    */
@@ -127,7 +134,7 @@ export class LinuxDatapath implements Datapath {
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
     this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, {
-      tunnel: this.opts.tunnel ?? false, enableIPv6: this.opts.enableIPv6 ?? false,
+      tunnel: this.opts.tunnel ?? false, enableIPv6: this.opts.enableIPv6 ?? false, strictIngress: this.opts.strictIngress ?? false,
       ...(this.opts.monitorAggregation ? { monitorAggregation: this.opts.monitorAggregation } : {}),
       ...(this.opts.monitorIntervalS ? { monitorIntervalS: this.opts.monitorIntervalS } : {}),
     });

@@ -514,6 +514,85 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'restored');
   });
 
+  it('delivers what enters from a network device into its pod (from_network, bpf_redirect_peer) judged as to_container would: a forged reply is not delivered, a policy change cuts either direction, a reused endpoint id gets nothing', async () => {
+    await reset();
+    const ACK = 0x10, PSH = 0x08;
+    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).networkDelivered!);
+    const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
+    // B: ingress default deny but the world on 8080
+    await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 8080)], { ingress: true, egress: false });
+    const d0 = await delivered();
+    const h = spawnInNs(world.ns, ['hold', B.ip, '8080']);
+    procs.push(h);
+    await waitLine(h, /connected/);
+    assert.match(await round(h, 'one'), /pong/);
+    assert.ok(await delivered() - d0 >= 3n, 'the world -> B (the SYN once decided, then the rest) delivered from from_network');
+    // the world forges segments into B's live tuple: from an address B's ingress denies (a new
+    // connection there, not a reply) and from A's (a local endpoint's: spoofed, 132)
+    const ct = await d.call<{ srcIp: string; dstIp: string; srcPort: number; dstPort: number; direction: string; endpointId: number }[]>('conntrack');
+    const wport = ct.find((e) => e.endpointId === B.id && e.direction === 'ingress' && e.srcIp === world.ip && e.dstPort === 8080)!.srcPort;
+    const forged = (src: string, sport: number, dport: number) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+      ipv4({ src, dst: B.ip, proto: TCP }, tcp({ src, dst: B.ip, sport, dport, flags: ACK | PSH, seq: 77, ack: 1 }, Buffer.from('forged'))));
+    await events(0);
+    const d1 = await delivered();
+    const atB = await captured(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [forged(world.ip, 8080, wport), forged(A.ip, wport, 8080)]); });
+    assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.hex.includes(Buffer.from('forged').toString('hex'))), [], 'no forged segment reached B');
+    assert.equal(await delivered(), d1, 'nothing forged delivered');
+    let evs = await events();
+    assert.equal(find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.direction === 'ingress' && x.srcIp === world.ip && x.srcPort === 8080 && x.dstPort === wport, 'the reply-shaped segment: a new connection B\'s ingress denies').subType, 133);
+    assert.equal(find(evs, (x) => x.type === 1 && x.srcIp === A.ip && x.dstIp === B.ip, 'the world claiming A\'s address').subType, 132);
+    assert.match(await round(h, 'two'), /pong/, 'the real connection is untouched');
+    // a policy change that denies B's ingress cuts the world -> B on its next packet, with the drop at B's ingress
+    await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 9090)], { ingress: true, egress: false });
+    await events(0);
+    const d2 = await delivered();
+    assert.match(await round(h, 'three'), /fail/, 'the world -> B cut');
+    evs = await events();
+    const cut = find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.srcIp === world.ip && x.dstPort === 8080, 'drop of the world -> B at B\'s ingress');
+    assert.deepEqual([cut.subType, cut.direction], [133, 'ingress']);
+    assert.equal(await delivered(), d2, 'nothing delivered after the change');
+    killProc(h);
+    // the other direction: B -> the world, its replies delivered from from_network; B's egress
+    // policy then denies it: cut on B's next packet
+    await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    const hb = spawnInNs(B.ns, ['hold', world.ip, '8081']);
+    procs.push(hb);
+    await waitLine(hb, /connected/);
+    const d3 = await delivered();
+    assert.match(await round(hb, 'one'), /pong/);
+    assert.ok(await delivered() - d3 >= 1n, 'the world\'s reply delivered from from_network');
+    await d.call('applyFull', B.id, [rule('egress', WORLD, TCP, 8082)], { ingress: false, egress: true });
+    await events(0);
+    assert.match(await round(hb, 'two'), /fail/, 'B -> the world cut');
+    evs = await events();
+    const cutB = find(evs, (x) => x.type === 1 && x.endpointId === B.id && x.dstIp === world.ip && x.dstPort === 8081, 'drop of B -> the world at B\'s egress');
+    assert.deepEqual([cutB.subType, cutB.direction], [133, 'egress']);
+    killProc(hb);
+    // B's endpoint id comes back on another veth (C's, with C's address) while the world's live
+    // entry still names it: nothing for B's address is delivered into C's namespace
+    await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    const h2 = spawnInNs(world.ns, ['hold', B.ip, '8080']);
+    procs.push(h2);
+    await waitLine(h2, /connected/);
+    assert.match(await round(h2, 'one'), /pong/);
+    const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    try {
+      await d.call('removeEndpoint', C.id);
+      await d.call('upsertEndpoint', endpoint(C, B));
+      const d4 = await delivered();
+      const atC = await captured(C.ns, 'eth0', async () => { await round(h2, 'two'); });
+      assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
+      assert.equal(await delivered(), d4, 'nothing delivered to the reused id');
+    } finally {
+      killProc(h2);
+      await d.call('removeEndpoint', B.id);
+      await d.call('upsertEndpoint', endpoint(B));
+      await d.call('upsertEndpoint', endpoint(C));
+    }
+    await reset();
+    assert.equal(tcpConnect(world.ns, B.ip, 8080), true, 'restored');
+  });
+
   it('answers an address from its exact ipcache entry only while the trie holds it: a deleted /32 falls back to its CIDR, never keeps its identity', async () => {
     await reset();
     // host entries are looked up in mb_ipcache_host before the LPM trie: the attacker's address

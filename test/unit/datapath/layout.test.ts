@@ -50,8 +50,8 @@ int main(void) {
   P(ct_key); O(ct_key, sport); O(ct_key, dport); O(ct_key, proto); O(ct_key, family); O(ct_key, dir); O(ct_key, ep_id);
   P(ct_val); O(ct_val, created); O(ct_val, fwd_flags); O(ct_val, rev_flags); O(ct_val, state); O(ct_val, proxy_port); O(ct_val, src_identity);
   O(ct_val, rev_nat); O(ct_val, dest_ep); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port); O(ct_val, fwd_report); O(ct_val, rev_report);
-  printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX);
-  printf("DP_F_NO_SERVICES %d\\n", DP_F_NO_SERVICES);
+  printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\nSTAT_ENTRIES %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX, STAT_ENTRIES);
+  printf("DP_F_NO_SERVICES %d\\nDP_F_STRICT_INGRESS %d\\nSTAT_OVERLAY_DELIVER %d\\nSTAT_NET_DELIVER %d\\n", DP_F_NO_SERVICES, DP_F_STRICT_INGRESS, STAT_OVERLAY_DELIVER, STAT_NET_DELIVER);
   printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\nSTAT_CT_HINTED %d\\nSTAT_LOCAL_DELIVER %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT, STAT_CT_HINTED, STAT_LOCAL_DELIVER);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   printf("PROXY_SLOTS %d\\nPROXY_UDP_SLOT_OFFSET %d\\nPROXY_V6_SLOT_OFFSET %d\\n", PROXY_SLOTS, PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET);
@@ -104,13 +104,15 @@ int main(void) {
   assert.deepEqual(['rev_nat', 'dest_ep', 'pol_rev', 'frag_sport', 'frag_dport', 'frag_policy_port', 'fwd_report', 'rev_report'].map((f) => out[`ct_val.${f}`]), [28, 30, 32, 36, 38, 40, 44, 46]);
   assert.deepEqual([out.CT_TABLE_ENTRIES, out.CT_TABLES, out.DIR_SERVICE, out.DIR_FRAG], [C.CT_TABLE_ENTRIES, C.CT_TABLES, C.DIR_SERVICE, C.DIR_FRAG]);
   assert.deepEqual([out.CT_OWN_7, out.CT_EXT_7], [C.ctOwnIndex(7), C.ctExtIndex(7)]);
-  assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX], [C.STAT_EVENTS_LIMITED, C.STAT_MAX]);
+  assert.deepEqual([out.STAT_EVENTS_LIMITED, out.STAT_MAX, out.STAT_ENTRIES], [C.STAT_EVENTS_LIMITED, C.STAT_MAX, C.STAT_ENTRIES]);
+  assert.equal(C.STAT_NAMES.length, C.STAT_MAX);
   // the proxies' sockmap layout: every (parser, direction, transport, family) slot fits, in the C offsets
   assert.deepEqual([out.PROXY_UDP_SLOT_OFFSET, out.PROXY_V6_SLOT_OFFSET], [PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET]);
   assert.ok(proxySlot('tls', 'ingress', 'UDP', 6) < out.PROXY_SLOTS!);
   assert.ok(proxySlot('tls', 'ingress', 'TCP', 4) < PROXY_V6_SLOT_OFFSET, 'the IPv4 TCP slots end below the IPv6 ones');
   assert.deepEqual([proxySlot('http', 'egress', 'TCP', 6), proxySlot('http', 'ingress', 'TCP', 6), proxySlot('dns', 'egress', 'UDP', 6)], [16, 17, 50]);
-  assert.equal(out.DP_F_NO_SERVICES, C.DP_F_NO_SERVICES);
+  assert.deepEqual([out.DP_F_NO_SERVICES, out.DP_F_STRICT_INGRESS], [C.DP_F_NO_SERVICES, C.DP_F_STRICT_INGRESS]);
+  assert.deepEqual([out.STAT_OVERLAY_DELIVER, out.STAT_NET_DELIVER], [C.STAT_NAMES.indexOf('overlayDelivered'), C.STAT_NAMES.indexOf('networkDelivered')]);
   assert.deepEqual([out.DP_F_TUNNEL, out.DP_F_IPV6, out.STAT_ND, out.STAT_WG_DELIVER], [C.DP_F_TUNNEL, C.DP_F_IPV6, C.STAT_NAMES.indexOf('neighbourDiscovery'), C.STAT_NAMES.indexOf('wireguardDelivered')]);
   assert.equal(out.dp_config, C.DP_CONFIG_SIZE);
   assert.deepEqual([out['dp_config.policy_rev'], out['dp_config.ev_interval_ns'], out['dp_config.ev_burst_ns'], out['dp_config.overlay_ifindex'], out['dp_config.monitor_aggregation'], out['dp_config.monitor_interval_s']], [0, 8, 16, 24, 28, 30]);
