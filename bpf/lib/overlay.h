@@ -228,11 +228,12 @@ static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep,
 	return bpf_redirect(ov, 0);
 }
 
-/* A decapsulated packet that from_overlay let through to local endpoint veth `ifindex`: straight
- * to that veth's egress (to_container enforces there, as for every packet reaching a pod), with
- * the endpoint's MAC as destination (Cilium's local delivery: the endpoint map, no FIB lookup; the
- * source MAC is zero, as wg_deliver's: ep_config does not hold the host veth's and nobody reads
- * it). TC_ACT_OK: the stack delivers it (IPv6, a TTL about to expire, a frame too big). */
+/* A decapsulated packet that from_overlay let through to local endpoint veth `ifindex` but did
+ * not deliver into the pod itself (a fragment: to_container keeps fragment state): straight to
+ * that veth's egress (to_container enforces there, as for every packet reaching a pod), with the
+ * endpoint's MAC as destination (the endpoint map, no FIB lookup; the source MAC is zero:
+ * ep_config does not hold the host veth's and nobody reads it). TC_ACT_OK: the stack delivers it
+ * (IPv6, a TTL about to expire, a frame too big). */
 static __noinline __attribute__((unused)) int overlay_redirect_rx(struct __sk_buff *skb, __u32 ifindex)
 {
 	if (skb->protocol != bpf_htons(ETH_P_IP))

@@ -24,6 +24,7 @@ import { ACK, ETH_IP, SYN, TCP, UDP, eth, ipv4, tcp, udp, sendFrames } from '../
 import { podNetnsName, underlayMac, underlayNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
+import { tcpLocalPorts } from '../support/attack.ts';
 
 const skip = skipUnless('root', 'etcd', 'wireguard');
 const NS = 'wg';
@@ -194,6 +195,30 @@ test('strict ingress, native routing: a packet put on the underlay as a node2 po
   assert.equal(drop.destination?.pod_name, 'client');
   // what WireGuard brings still passes (the same pods, the same port, through cilium_wg0)
   assert.equal(await post(lab, server, `after-${Date.now()}`), '200');
+  // a connection that came through WireGuard and is live: a plain segment on the underlay in its
+  // tuple (the server's reply, as node2) is not delivered by from_network's delivery of known
+  // connections either, and is dropped with 195
+  const hold = lab.spawnIn(NS, 'client', ['env', 'HOLD_DURATION_MS=20000', join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), server, '8080']);
+  let out = '';
+  hold.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  try {
+    await until('the held connection answers', () => /ok 3/.test(out) || /fail/.test(out), 10_000);
+    assert.match(out, /ok 3/);
+    const [cport] = tcpLocalPorts(podNetnsName('node1', NS, 'client', lab.name), server, 8080);
+    assert.ok(cport, 'the held connection\'s port');
+    const since2 = new Date().toISOString();
+    const live = eth({ dst: underlayMac(1), src: underlayMac(2), type: ETH_IP }, ipv4({ src: server, dst: client, proto: TCP }, tcp({ src: server, dst: client, sport: 8080, dport: cport!, flags: ACK | 0x08, seq: 1, ack: 1 }, Buffer.from('plain-into-live'))));
+    const cap2 = await captureIn(podNetnsName('node1', NS, 'client', lab.name), 'eth0', join(await lab.dir, `plain-live-${Date.now()}.pcap`));
+    assert.equal(sendFrames(underlayNetnsName(lab.name), 'br0', [live, live]), 2);
+    await new Promise((r) => setTimeout(r, 500));
+    const got = await cap2.stop();
+    assert.equal(got.raw.includes(Buffer.from('plain-into-live')), false, 'a plain segment in a live tuple reached the client');
+    const fs2 = await lab.waitFlows(['--node', 'node1', '--since', since2, '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC' && f.l4?.TCP?.destination_port === cport));
+    assert.ok(fs2.some((f) => f.drop_reason_desc === 'UNENCRYPTED_TRAFFIC' && f.l4?.TCP?.destination_port === cport), JSON.stringify(fs2.slice(-3)));
+    assert.equal(/fail/.test(out), false, `the held connection is untouched: ${out}`);
+  } finally {
+    hold.kill('SIGKILL');
+  }
 });
 
 test('keys: private 0600 in the state dir and never served or logged; public keys in the kvstore, status and get nodes', { skip }, async () => {
