@@ -92,7 +92,9 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   const hubble = createHubble({ nodeName: 'node1', resolver, socketPath: '/nonexistent/hubble.sock' });
   const metrics = createHubbleMetrics(DEFAULT_HUBBLE_METRICS, {});
   const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: '/nonexistent' });
-  hubble.onFlow((f: { eventType?: { type: number } }) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
+  // as compose.ts: the metrics subscriber borrows the flow, and the event path ingests borrowed, where the root has it
+  hubble.onFlow((f: { eventType?: { type: number } }) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); }, { borrows: true });
+  const ingest = hubble.ingestBorrowed ? (ev: unknown) => hubble.ingestBorrowed(ev) : (ev: unknown) => hubble.ingest(ev);
   const records = crrEventRecords(codec.encodeEvent);
   let next = 0;
   // as the ring consumer decodes: into one reused event where the root has it (events.ts), else an event per record
@@ -101,7 +103,7 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   const feed = (count: number) => {
     for (let i = 0; i < count; i++) {
       const ev = decode(records[next++ % records.length]!);
-      const f = hubble.ingest(ev);
+      const f = ingest(ev);
       if (f) agentMetrics.observe(f, ev.length);
     }
   };
