@@ -10,7 +10,8 @@
 // Paced (the default), as the agent's ring consumer takes them: `--rate` events a second, in
 // batches every 50 ms (src/sys/ring.ts COALESCE_MS), for `--secs` after 2 s of warm-up; CPU
 // (user+system of the process: V8's GC threads included) per event, and V8's GC pauses.
-// --tight: one loop of `--events` instead (no pauses, hot caches; as bench/cluster/agent-events.ts).
+// --tight: one loop of `--events` instead (no pauses, hot caches; as bench/cluster/agent-events.ts), and
+// the bytes an event allocates (new space's growth over batches of 1,000 events between scavenges).
 // Each root (a checkout: main's worktree beside a branch's) runs in its own process with the
 // agent's V8 flags, interleaved round by round. A root without src/agent/flow-resolver.ts (main
 // before it) gets the resolver compose.ts had inline, copied below.
@@ -38,9 +39,9 @@ console.log(`${tight ? `tight loop, ${events} events` : `paced: ${rate} events/s
 for (let r = 0; r < rounds; r++) {
   for (const root of roots) {
     const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...AGENT_NODE_FLAGS, self, '--child', root, tight ? 'tight' : 'paced', String(tight ? events : rate), String(secs)], { encoding: 'utf8' });
-    const [us, gcUs, scav, major, heap, n] = out.trim().split(' ').map(Number) as [number, number, number, number, number, number];
+    const [us, gcUs, scav, major, heap, n, alloc] = out.trim().split(' ').map(Number) as [number, number, number, number, number, number, number];
     per.get(root)!.push(us);
-    console.log(`round ${r + 1} ${root}: ${us.toFixed(2)} us CPU per event, GC pause ${gcUs.toFixed(2)} us per event (${scav} scavenges, ${major} mark-compacts), ${n} events, heap used ${(heap / 1e6).toFixed(1)} MB (load ${loadavg()[0]!.toFixed(1)})`);
+    console.log(`round ${r + 1} ${root}: ${us.toFixed(2)} us CPU per event, GC pause ${gcUs.toFixed(2)} us per event (${scav} scavenges, ${major} mark-compacts), ${n} events, heap used ${(heap / 1e6).toFixed(1)} MB${Number.isNaN(alloc) ? '' : `, ${alloc.toFixed(0)} bytes allocated per event`} (load ${loadavg()[0]!.toFixed(1)})`);
   }
 }
 for (const [root, v] of per) {
@@ -92,7 +93,9 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   const hubble = createHubble({ nodeName: 'node1', resolver, socketPath: '/nonexistent/hubble.sock' });
   const metrics = createHubbleMetrics(DEFAULT_HUBBLE_METRICS, {});
   const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: '/nonexistent' });
-  hubble.onFlow((f: { eventType?: { type: number } }) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
+  // as compose.ts: the metrics subscriber borrows the flow, and the event path ingests borrowed, where the root has it
+  hubble.onFlow((f: { eventType?: { type: number } }) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); }, { borrows: true });
+  const ingest = hubble.ingestBorrowed ? (ev: unknown) => hubble.ingestBorrowed(ev) : (ev: unknown) => hubble.ingest(ev);
   const records = crrEventRecords(codec.encodeEvent);
   let next = 0;
   // as the ring consumer decodes: into one reused event where the root has it (events.ts), else an event per record
@@ -101,7 +104,7 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   const feed = (count: number) => {
     for (let i = 0; i < count; i++) {
       const ev = decode(records[next++ % records.length]!);
-      const f = hubble.ingest(ev);
+      const f = ingest(ev);
       if (f) agentMetrics.observe(f, ev.length);
     }
   };
@@ -116,10 +119,22 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
     }
   });
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  let count = 0;
+  let count = 0, allocated = NaN;
   let u: NodeJS.CpuUsage;
   if (isTight) {
     feed(50_000); // warm: optimized code, a full Hubble ring
+    // bytes allocated per event: new space's growth over batches of 1,000 that no scavenge emptied
+    const { getHeapSpaceStatistics } = await import('node:v8');
+    const young = () => getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!.space_used_size;
+    const per: number[] = [];
+    for (let i = 0; i < 40 && per.length < 15; i++) {
+      const a = young();
+      feed(1000);
+      const b = young();
+      if (b >= a) per.push((b - a) / 1000);
+    }
+    per.sort((x, y) => x - y);
+    allocated = per.length ? per[per.length >> 1]! : NaN;
     obs.observe({ entryTypes: ['gc'] });
     const t = process.cpuUsage();
     feed(n);
@@ -146,7 +161,7 @@ async function child(root: string, isTight: boolean, n: number, seconds: number)
   await sleep(50); // the gc entries are delivered asynchronously
   obs.disconnect();
   const { used_heap_size } = (await import('node:v8')).getHeapStatistics();
-  process.stdout.write(`${(u.user + u.system) / count} ${(gcMs * 1000) / count} ${scav} ${major} ${used_heap_size} ${count}\n`);
+  process.stdout.write(`${(u.user + u.system) / count} ${(gcMs * 1000) / count} ${scav} ${major} ${used_heap_size} ${count} ${allocated}\n`);
 }
 
 /** The resolver compose.ts had inline before src/agent/flow-resolver.ts (main 7ec1567), for a root without that file. */

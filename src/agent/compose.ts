@@ -253,10 +253,12 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
         logger.info({ subsys: 'datapath', dev: provider.overlayDevice }, 'overlay device attached (routing mode tunnel)');
       }
       // datapath flows feed the agent's drop/forward counters with their packet length (the flow has none)
-      unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingest(ev); if (f) agentMetrics.observe(f, ev.length); });
+      // The flow is borrowed (one Flow refilled per event, flow.ts FlowBuilder.borrow): the counters
+      // below and the metrics' onFlow read it during the call only, the ring keeps it compactly.
+      unsubscribe = datapath.onEvent((ev) => { const f = hubble.ingestBorrowed(ev); if (f) agentMetrics.observe(f, ev.length); });
       await hubble.start();
       await dns.start();
-      const offFlow = hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
+      const offFlow = hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); }, { borrows: true });
       // hubble_lost_events_total{source}: every loss the ring records (kernel ring, queue, ring buffer).
       const offLost = hubble.ring.onLost((source, n) => metrics.lost(LostEventSource[source] ?? 'unknown', n));
       // Series of deleted pods go away a minute after the deletion, as Hubble's do.

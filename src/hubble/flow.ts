@@ -114,7 +114,43 @@ export function eventTimeMs(timeNs: bigint): number {
   return Number(eventWallNs(timeNs) / 1000n) / 1000;
 }
 
-export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent) => Flow | undefined {
+/**
+ * A flow builder: called, a new Flow per event; `borrow`, the same flow written into the builder's
+ * one scratch Flow (its Timestamp and Layer4 too), valid until the next borrow. Hubble borrows
+ * when every reader of a datapath flow reads it during the call only (index.ts ingestBorrowed):
+ * then an event leaves nothing behind it but what the ring keeps compactly.
+ */
+export interface FlowBuilder {
+  (ev: DatapathEvent): Flow | undefined;
+  borrow(ev: DatapathEvent): Flow | undefined;
+}
+
+/** Layer4 kinds (a compact datapath flow records them; 0: none). */
+const L4_TCP = 1, L4_UDP = 2, L4_SCTP = 3, L4_ICMP4 = 4, L4_ICMP6 = 5;
+
+/** A new Layer4 message of a kind (L4_*), its ports (ICMP: type and code) and TCP flags. */
+function newLayer4(kind: number, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): Layer4 | undefined {
+  switch (kind) {
+    case L4_TCP: return { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags } } };
+    case L4_UDP: return { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } };
+    case L4_SCTP: return { $typeName: 'flow.Layer4', protocol: { case: 'SCTP', value: { $typeName: 'flow.SCTP', sourcePort, destinationPort } } };
+    case L4_ICMP4: return { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv4', value: { $typeName: 'flow.ICMPv4', type: sourcePort, code: destinationPort } } };
+    case L4_ICMP6: return { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv6', value: { $typeName: 'flow.ICMPv6', type: sourcePort, code: destinationPort } } };
+    default: return undefined;
+  }
+}
+
+/** Refills a Layer4 that newLayer4 made for the same kind. */
+function refillLayer4(l4: Layer4, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): void {
+  const p = l4.protocol;
+  switch (p.case) {
+    case 'TCP': p.value.sourcePort = sourcePort; p.value.destinationPort = destinationPort; p.value.flags = flags; break;
+    case 'UDP': case 'SCTP': p.value.sourcePort = sourcePort; p.value.destinationPort = destinationPort; break;
+    case 'ICMPv4': case 'ICMPv6': p.value.type = sourcePort; p.value.code = destinationPort; break;
+  }
+}
+
+export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
   const { resolver, nodeName } = opts;
   const cluster = opts.clusterName ?? 'default';
   const uuid = opts.uuid ?? createFlowIds();
@@ -132,15 +168,22 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
   // BigInt is made once per second, nothing else per event. Other events (fakes, tests) by BigInt.
   let curSec = -1, secBig = 0n;
   const wall: [number, number] = [0, 0];
-  function timestamp(ev: DatapathEvent): NonNullable<Flow['time']> {
+  /** The flow time of `ev`: a new Timestamp, or written into `into` (the scratch Flow's). */
+  function timestamp(ev: DatapathEvent, into?: NonNullable<Flow['time']>): NonNullable<Flow['time']> {
+    let nanos: number;
     if (!eventWallTime(ev, wall)) {
       const wallNs = eventWallNs(ev.timeNs);
       const s = wallNs / 1_000_000_000n;
       if (s !== secBig) { secBig = s; curSec = Number(s); }
-      return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: Number(wallNs - s * 1_000_000_000n) };
+      nanos = Number(wallNs - s * 1_000_000_000n);
+    } else {
+      if (wall[0] !== curSec) { curSec = wall[0]; secBig = BigInt(curSec); }
+      nanos = wall[1];
     }
-    if (wall[0] !== curSec) { curSec = wall[0]; secBig = BigInt(curSec); }
-    return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos: wall[1] };
+    if (!into) return { $typeName: 'google.protobuf.Timestamp', seconds: secBig, nanos };
+    into.seconds = secBig;
+    into.nanos = nanos;
+    return into;
   }
 
   // per TCP flag byte, the flags message and the Summary text; per event type and subtype, the
@@ -176,37 +219,40 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
     return i;
   }
 
-  return function build(ev: DatapathEvent): Flow | undefined {
+  /** The flow of `ev`: a new Flow, or (`into`) written into the scratch Flow. */
+  function make(ev: DatapathEvent, into: Flow | undefined): Flow | undefined {
     if (ev.type !== EventType.DROP && ev.type !== EventType.TRACE && ev.type !== EventType.POLICY_VERDICT) return undefined;
     const srcLocal = resolver.byIp(ev.srcIp);
     const dstLocal = resolver.byIp(ev.dstIp);
     const source = endpoint(srcLocal, ev.srcIdentity);
     const destination = endpoint(dstLocal, ev.dstIdentity);
 
-    // L4 + Summary
-    let l4: Layer4 | undefined;
+    // L4 (its kind, ports or ICMP type and code, TCP flags) + Summary
+    let l4Kind = 0, sp = ev.srcPort, dp = ev.dstPort;
+    let flags: TCPFlags | undefined;
     let summary: string;
     switch (ev.proto) {
       case IPPROTO_TCP: {
         const t = tcpFlags(ev.tcpFlags & 0xff);
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort: ev.srcPort, destinationPort: ev.dstPort, flags: t.flags } } };
+        l4Kind = L4_TCP;
+        flags = t.flags;
         summary = t.summary;
         break;
       }
       case IPPROTO_UDP:
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: ev.srcPort, destinationPort: ev.dstPort } } };
+        l4Kind = L4_UDP;
         summary = 'UDP';
         break;
       case IPPROTO_SCTP:
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'SCTP', value: { $typeName: 'flow.SCTP', sourcePort: ev.srcPort, destinationPort: ev.dstPort } } };
+        l4Kind = L4_SCTP;
         summary = 'SCTP';
         break;
       case IPPROTO_ICMP:
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv4', value: { $typeName: 'flow.ICMPv4', type: ev.icmpType, code: ev.icmpCode } } };
+        l4Kind = L4_ICMP4; sp = ev.icmpType; dp = ev.icmpCode;
         summary = `ICMPv4 ${icmpv4TypeCode(ev.icmpType, ev.icmpCode)}`;
         break;
       case IPPROTO_ICMPV6:
-        l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv6', value: { $typeName: 'flow.ICMPv6', type: ev.icmpType, code: ev.icmpCode } } };
+        l4Kind = L4_ICMP6; sp = ev.icmpType; dp = ev.icmpCode;
         summary = `ICMPv6 ${icmpv6TypeCode(ev.icmpType, ev.icmpCode)}`;
         break;
       default:
@@ -255,56 +301,91 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       }
     }
 
-    // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
-    const flow: Flow = {
-      $typeName: 'flow.Flow',
-      time: timestamp(ev),
-      uuid: uuid(),
-      emitter,
-      verdict,
-      dropReason,
-      authType,
-      ethernet: undefined,
-      // no addresses: a frame that is not IP (a drop), which Cilium's flows show without IP
-      IP: ev.srcIp || ev.dstIp ? ipMessage(ev.srcIp, ev.dstIp, ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4) : undefined,
-      l4,
-      tunnel: undefined,
-      source,
-      destination,
-      Type: FlowType.L3_L4,
-      nodeName,
-      nodeLabels: NONE,
-      sourceNames: NONE,
-      destinationNames: NONE,
-      l7: undefined,
-      reply: false,
-      eventType: eventType(ev.type, ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType),
-      sourceService: undefined,
-      destinationService: undefined,
-      trafficDirection: direction,
-      policyMatchType,
-      traceObservationPoint: tracePoint,
-      traceReason,
-      file: undefined,
-      ipTraceId: undefined,
-      dropReasonDesc: dropReason,
-      isReply,
-      debugCapturePoint: 0,
-      interface: undefined,
-      proxyPort,
-      traceContext: undefined,
-      sockXlatePoint: 0,
-      socketCookie: 0n,
-      cgroupId: 0n,
-      Summary: summary,
-      extensions: undefined,
-      egressAllowedBy: NO_POLICIES,
-      ingressAllowedBy: NO_POLICIES,
-      egressDeniedBy: NO_POLICIES,
-      ingressDeniedBy: NO_POLICIES,
-      policyLog: NONE,
-      aggregate: undefined,
-    };
+    // no addresses: a frame that is not IP (a drop), which Cilium's flows show without IP
+    const ip = ev.srcIp || ev.dstIp ? ipMessage(ev.srcIp, ev.dstIp, ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4) : undefined;
+    const evType = eventType(ev.type, ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType);
+    let flow: Flow;
+    if (into) {
+      // the scratch: every field the literal below sets from the event, set again (the rest never change)
+      flow = into;
+      flow.time = timestamp(ev, flow.time);
+      flow.uuid = uuid();
+      flow.verdict = verdict;
+      flow.dropReason = dropReason;
+      flow.authType = authType;
+      flow.IP = ip;
+      flow.l4 = scratchLayer4(l4Kind, sp, dp, flags);
+      flow.source = source;
+      flow.destination = destination;
+      flow.sourceNames = NONE;
+      flow.destinationNames = NONE;
+      flow.eventType = evType;
+      flow.sourceService = undefined;
+      flow.destinationService = undefined;
+      flow.trafficDirection = direction;
+      flow.policyMatchType = policyMatchType;
+      flow.traceObservationPoint = tracePoint;
+      flow.traceReason = traceReason;
+      flow.dropReasonDesc = dropReason;
+      flow.isReply = isReply;
+      flow.interface = undefined;
+      flow.proxyPort = proxyPort;
+      flow.Summary = summary;
+      flow.egressAllowedBy = NO_POLICIES;
+      flow.ingressAllowedBy = NO_POLICIES;
+      flow.egressDeniedBy = NO_POLICIES;
+      flow.ingressDeniedBy = NO_POLICIES;
+    } else {
+      // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
+      flow = {
+        $typeName: 'flow.Flow',
+        time: timestamp(ev),
+        uuid: uuid(),
+        emitter,
+        verdict,
+        dropReason,
+        authType,
+        ethernet: undefined,
+        IP: ip,
+        l4: newLayer4(l4Kind, sp, dp, flags),
+        tunnel: undefined,
+        source,
+        destination,
+        Type: FlowType.L3_L4,
+        nodeName,
+        nodeLabels: NONE,
+        sourceNames: NONE,
+        destinationNames: NONE,
+        l7: undefined,
+        reply: false,
+        eventType: evType,
+        sourceService: undefined,
+        destinationService: undefined,
+        trafficDirection: direction,
+        policyMatchType,
+        traceObservationPoint: tracePoint,
+        traceReason,
+        file: undefined,
+        ipTraceId: undefined,
+        dropReasonDesc: dropReason,
+        isReply,
+        debugCapturePoint: 0,
+        interface: undefined,
+        proxyPort,
+        traceContext: undefined,
+        sockXlatePoint: 0,
+        socketCookie: 0n,
+        cgroupId: 0n,
+        Summary: summary,
+        extensions: undefined,
+        egressAllowedBy: NO_POLICIES,
+        ingressAllowedBy: NO_POLICIES,
+        egressDeniedBy: NO_POLICIES,
+        ingressDeniedBy: NO_POLICIES,
+        policyLog: NONE,
+        aggregate: undefined,
+      };
+    }
     if (ev.ifindex) flow.interface = iface(ev.ifindex);
     if (resolver.namesForIp) {
       // most addresses have no DNS name: no empty array of their own held in the ring
@@ -326,12 +407,46 @@ export function createFlowBuilder(opts: FlowBuilderOptions): (ev: DatapathEvent)
       flow.egressDeniedBy = pol.egressDeniedBy ?? NO_POLICIES;
     }
     return flow;
+  }
+
+  // The scratch Flow of borrow(): made on the first borrow, with one Timestamp and one Layer4 per kind.
+  let scratch: Flow | undefined;
+  const scratchL4: (Layer4 | undefined)[] = [];
+  function scratchLayer4(kind: number, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): Layer4 | undefined {
+    if (kind === 0) return undefined;
+    const l4 = scratchL4[kind];
+    if (!l4) return (scratchL4[kind] = newLayer4(kind, sourcePort, destinationPort, flags));
+    refillLayer4(l4, sourcePort, destinationPort, flags);
+    return l4;
+  }
+
+  const build = ((ev: DatapathEvent) => make(ev, undefined)) as FlowBuilder;
+  build.borrow = (ev) => {
+    if (scratch) return make(ev, scratch);
+    // the first borrowed flow is a new one, kept as the scratch (its Timestamp and Layer4 its own)
+    const f = make(ev, undefined);
+    if (f) {
+      scratch = f;
+      if (f.l4) scratchL4[kindOf(f.l4)] = f.l4;
+    }
+    return f;
   };
+  return build;
+}
+
+/** The L4_* kind of a Layer4 message the builder made. */
+function kindOf(l4: Layer4): number {
+  switch (l4.protocol.case) {
+    case 'TCP': return L4_TCP;
+    case 'UDP': return L4_UDP;
+    case 'SCTP': return L4_SCTP;
+    case 'ICMPv4': return L4_ICMP4;
+    case 'ICMPv6': return L4_ICMP6;
+    default: return 0;
+  }
 }
 
 
-/** Layer4 kinds a compact datapath flow records (0: none). */
-const L4_TCP = 1, L4_UDP = 2, L4_SCTP = 3, L4_ICMP4 = 4, L4_ICMP6 = 5;
 
 /**
  * A datapath flow as the ring keeps it (ring.ts CompactFlow), as the L7 parser's HttpCompact:
@@ -381,16 +496,8 @@ class DatapathCompact implements CompactFlow {
   constructor(owner: object) { this.owner = owner; }
 
   toFlow(): Flow {
-    let l4: Layer4 | undefined;
-    const sourcePort = this.srcPort, destinationPort = this.dstPort;
-    switch (this.l4) {
-      case L4_TCP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags: this.tcpFlags } } }; break;
-      case L4_UDP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } }; break;
-      case L4_SCTP: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'SCTP', value: { $typeName: 'flow.SCTP', sourcePort, destinationPort } } }; break;
-      // ICMP type and code are kept in the port fields
-      case L4_ICMP4: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv4', value: { $typeName: 'flow.ICMPv4', type: sourcePort, code: destinationPort } } }; break;
-      case L4_ICMP6: l4 = { $typeName: 'flow.Layer4', protocol: { case: 'ICMPv6', value: { $typeName: 'flow.ICMPv6', type: sourcePort, code: destinationPort } } }; break;
-    }
+    // ICMP type and code are kept in the port fields
+    const l4 = newLayer4(this.l4, this.srcPort, this.dstPort, this.tcpFlags);
     return {
       $typeName: 'flow.Flow',
       time: { $typeName: 'google.protobuf.Timestamp', seconds: this.seconds, nanos: this.nanos },

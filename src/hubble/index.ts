@@ -12,7 +12,8 @@ import type { AccessLogRecord } from '../common/access-log.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
-import { LostEventSource, type Flow } from './gen/flow/flow_pb.js';
+import { FlowSchema, LostEventSource, type Flow } from './gen/flow/flow_pb.js';
+import { clone } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 
 export type { EndpointResolver } from './flow.ts';
@@ -52,6 +53,12 @@ export interface Hubble {
   stop(): Promise<void>;
   /** Decode one datapath event into a flow and store it; returns the flow (undefined if not a flow event). */
   ingest(ev: DatapathEvent): Flow | undefined;
+  /**
+   * As ingest, for a caller that reads the flow during the call only (the agent's datapath event
+   * path): when every onFlow subscriber borrows too, the flow is the builder's one scratch Flow,
+   * refilled by the next event (flow.ts FlowBuilder.borrow), so an event leaves no Flow behind.
+   */
+  ingestBorrowed(ev: DatapathEvent): Flow | undefined;
   /** Store a flow built elsewhere (L7 proxy flows); fills node_name, uuid and time when empty. */
   ingestFlow(flow: Flow): void;
   /**
@@ -63,8 +70,12 @@ export interface Hubble {
   reportLost(source: LostEventSource, count: number, cpu?: number): void;
   /** Feed the datapath's cumulative kernel loss counter; the increase becomes a PERF_EVENT_RING_BUFFER LostEvent. */
   reportKernelLost(total: bigint | number): void;
-  /** Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. */
-  onFlow(cb: (flow: Flow) => void): () => void;
+  /**
+   * Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. `borrows`: the
+   * subscriber reads a flow during the call only and keeps no part of it that the flow alone holds
+   * (its Timestamp, Layer4 or the Flow itself), so a borrowed flow may be refilled after the call.
+   */
+  onFlow(cb: (flow: Flow) => void, opts?: { borrows?: boolean }): () => void;
   /** The TCP listener (`:4244` when on every address), whether it serves mutual TLS, and its server name. */
   listener(): { address: string; tls: boolean; serverName?: string } | undefined;
   stats(): { seenFlows: number; numFlows: number; maxFlows: number; lost: Partial<Record<keyof typeof LostEventSource, number>> };
@@ -90,6 +101,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
   let seen = 0;
   let kernelLostSeen: bigint | undefined;
   const subscribers: ((flow: Flow) => void)[] = [];
+  /** subscribers that may keep a flow: while there is one, ingestBorrowed builds new flows */
+  const keepers = new Set<(flow: Flow) => void>();
   const server = createHubbleServer({
     socketPath: deps.socketPath,
     tcpPort: deps.tcpPort,
@@ -118,6 +131,17 @@ export function createHubble(deps: HubbleDeps): Hubble {
     return t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now();
   }
 
+  function ingestDatapath(flow: Flow | undefined, borrowed: boolean): Flow | undefined {
+    if (!flow) return flow;
+    // the flow's id as the ring keeps it (its parts), taken before a subscriber could draw another
+    const head = ids.head, low = ids.low;
+    const timeMs = publish(flow);
+    // kept compactly (flow.ts DatapathCompact): read back as an equal Flow. The builder's flows
+    // always fit; were one not to, a borrowed flow is copied (its own Timestamp and Layer4) first.
+    if (!keepDatapathFlow(ring, flow, timeMs, head, low)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeMs);
+    return flow;
+  }
+
   function store(flow: Flow): void {
     ring.pushFlow(flow, publish(flow));
   }
@@ -141,14 +165,10 @@ export function createHubble(deps: HubbleDeps): Hubble {
     start: () => server.start(),
     stop: () => server.stop(),
     ingest(ev) {
-      const flow = build(ev);
-      if (!flow) return flow;
-      // the flow's id as the ring keeps it (its parts), taken before a subscriber could draw another
-      const head = ids.head, low = ids.low;
-      const timeMs = publish(flow);
-      // kept compactly (flow.ts DatapathCompact): read back as an equal Flow
-      if (!keepDatapathFlow(ring, flow, timeMs, head, low)) ring.pushFlow(flow, timeMs);
-      return flow;
+      return ingestDatapath(build(ev), false);
+    },
+    ingestBorrowed(ev) {
+      return keepers.size ? ingestDatapath(build(ev), false) : ingestDatapath(build.borrow(ev), true);
     },
     ingestFlow(flow) {
       finish(flow);
@@ -170,11 +190,13 @@ export function createHubble(deps: HubbleDeps): Hubble {
       kernelLostSeen = t;
       if (t > prev) ring.reportLost(LostEventSource.PERF_EVENT_RING_BUFFER, Number(t - prev));
     },
-    onFlow(cb) {
+    onFlow(cb, opts) {
       subscribers.push(cb);
+      if (!opts?.borrows) keepers.add(cb);
       return () => {
         const i = subscribers.indexOf(cb);
         if (i >= 0) subscribers.splice(i, 1);
+        if (!subscribers.includes(cb)) keepers.delete(cb);
       };
     },
     listener() {

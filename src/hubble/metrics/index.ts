@@ -60,6 +60,11 @@ export interface HandlerInit {
 
 export interface MetricsHandler {
   name: string;
+  /**
+   * Counts a flow. It reads the flow during the call only (the agent hands the datapath's flows
+   * borrowed, refilled by the next event: hubble/index.ts ingestBorrowed); label values, strings,
+   * may be kept.
+   */
   process(flow: Flow): void;
 }
 

@@ -65,3 +65,36 @@ test('property: counts equal a plain count of the same events, whatever the orde
     },
   ), { numRuns: 200 });
 });
+
+test('property: runs of one series, removals between them and values made anew count as a plain model does', async () => {
+  const step = fc.oneof(
+    // a series counted `times` in a row, its values sometimes strings of their own (equal, not the same)
+    fc.record({ kind: fc.constant('inc' as const), a: fc.constantFrom('ns/a', 'ns/b', ''), b: fc.constantFrom('q', 'r'), times: fc.integer({ min: 1, max: 4 }), fresh: fc.boolean() }),
+    fc.record({ kind: fc.constant('remove' as const), a: fc.constantFrom('ns/a', 'ns/b') }),
+  );
+  await fc.assert(fc.asyncProperty(fc.array(step, { maxLength: 40 }), async (steps) => {
+    const r = new Registry();
+    const c = fastCounter({ name: 'm_total', help: 'h', labelNames: ['source', 'kind'], registers: [r] });
+    const remove = fastCounterRemovers.get(r)!.get('m_total')!;
+    const scratch = ['', ''];
+    const want = new Map<string, number>();
+    for (const s of steps) {
+      if (s.kind === 'remove') {
+        const gone = remove((l) => l.source === s.a);
+        const keys = [...want.keys()].filter((k) => k.startsWith(`source=${s.a},`));
+        assert.equal(gone, keys.length);
+        for (const k of keys) want.delete(k);
+        continue;
+      }
+      for (let i = 0; i < s.times; i++) {
+        scratch[0] = s.fresh ? [...s.a].join('') : s.a;
+        scratch[1] = s.fresh ? `${s.b}` + '' : s.b;
+        c.inc(scratch);
+        const k = `source=${s.a},kind=${s.b}`;
+        want.set(k, (want.get(k) ?? 0) + 1);
+      }
+    }
+    const got = await scrape(r, 'm_total');
+    assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
+  }), { numRuns: 300 });
+});

@@ -93,6 +93,77 @@ test('ingest: datapath, L7 and lost entries share the ring; each position reads 
   assert.deepEqual(entries.map((e) => (e?.kind === 'flow' ? e.flow : undefined)), seen.slice(-3));
 });
 
+/**
+ * ingestBorrowed against ingest over the same events: what a borrowing subscriber and the caller
+ * see during each call (deepEqual, protobuf bytes) and what readers get from the ring are the
+ * flows ingest makes; with a subscriber that keeps flows, every flow is its own object again.
+ */
+function checkBorrowed(events: DatapathEvent[], capacity: number): void {
+  const fresh = hubbleOf(capacity), borrowing = hubbleOf(capacity);
+  // each Hubble's ids have a random head of their own: compared by their counter part
+  const norm = (f: Flow): Flow => ({ ...f, uuid: f.uuid.slice(24) });
+  const want: Flow[] = [];
+  fresh.onFlow((f) => want.push(norm(f)));
+  const saw: Flow[] = [], sawBytes: Uint8Array[] = [];
+  borrowing.onFlow((f) => { saw.push(structuredClone(norm(f))); sawBytes.push(toBinary(FlowSchema, norm(f))); }, { borrows: true });
+  const returned: (Flow | undefined)[] = [], returnedCopies: Flow[] = [];
+  for (const e of events) {
+    const a = fresh.ingest(e);
+    const b = borrowing.ingestBorrowed(e);
+    assert.equal(b === undefined, a === undefined);
+    returned.push(b);
+    if (b) returnedCopies.push(structuredClone(norm(b)));
+  }
+  assert.equal(saw.length, want.length);
+  want.forEach((f, i) => {
+    assert.deepEqual(saw[i], f, `flow ${i}`);
+    assert.deepEqual(sawBytes[i], toBinary(FlowSchema, f));
+  });
+  assert.deepEqual(returnedCopies, want);
+  assert.deepEqual(ringFlows(borrowing).map(norm), ringFlows(fresh).map(norm));
+  // the fast path was taken: after the first, every flow is the one scratch Flow
+  const flows = returned.filter((f) => f);
+  for (const f of flows) assert.equal(f, flows[0]);
+}
+
+/** The event with its time also as numbers, as the kernel reader's decoder gives it. */
+const withNumbers = (e: DatapathEvent): DatapathEvent => ({ ...e, timeSec: Number(e.timeNs / 1_000_000_000n), timeNsec: Number(e.timeNs % 1_000_000_000n) });
+
+test('ingestBorrowed: subscribers and readers get what ingest gives them, for every kind of event', () => {
+  const events = [
+    ev(),
+    ev({ proto: 17, dstIp: '10.96.0.10', dstPort: 53, srcIp: '198.51.100.10', srcIdentity: 16777217 }),
+    ev({ srcIp: '10.244.1.6', dstIp: '10.244.1.5', srcPort: 8080, dstPort: 53812, tcpFlags: 18, ctReason: 3, endpointId: 101 }),
+    ev({ type: 1, subType: 139, endpointId: 101, srcIp: '', dstIp: '', proto: 0, srcPort: 0, dstPort: 0, ctReason: 0 }),
+    ev({ type: 5, verdict: -133, direction: 'ingress' }),
+    ev({ type: 5, verdict: 15001, matchType: 2, direction: 'egress', audited: true }),
+    ev({ type: 99 }),
+    ev({ proto: 1, icmpType: 3, icmpCode: 3 }),
+    ev({ proto: 58, ipVersion: 6, srcIp: 'fd00::a', dstIp: 'fd00::b', icmpType: 128 }),
+    ev({ proto: 132, ifindex: 0 }),
+    ev({ tcpFlags: 17 }),
+  ];
+  checkBorrowed(events, 15);
+  checkBorrowed(events.map(withNumbers), 3);
+});
+
+test('ingestBorrowed: a subscriber that keeps flows gets flows of their own', () => {
+  const h = hubbleOf();
+  const kept: Flow[] = [], bytes: Uint8Array[] = [];
+  const off = h.onFlow((f) => { kept.push(f); bytes.push(toBinary(FlowSchema, f)); });
+  h.onFlow(() => {}, { borrows: true });
+  const a = h.ingestBorrowed(ev());
+  const b = h.ingestBorrowed(ev({ proto: 17, srcPort: 5353 }));
+  assert.notEqual(a, b);
+  assert.equal(kept.length, 2);
+  kept.forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, f), bytes[i]));
+  // without it, the flows are borrowed again
+  off();
+  const c = h.ingestBorrowed(ev()), d = h.ingestBorrowed(ev({ tcpFlags: 18 }));
+  assert.equal(c, d);
+  assert.deepEqual(toBinary(FlowSchema, kept[0]!), bytes[0]);
+});
+
 test('property: a compact datapath flow reads back equal to the built one', () => {
   const event = fc.record({
     type: fc.constantFrom(1, 4, 5), subType: fc.integer({ min: 0, max: 200 }), dt: fc.bigInt({ min: 0n, max: 10_000_000_000n }),
@@ -111,5 +182,29 @@ test('property: a compact datapath flow reads back equal to the built one', () =
       icmpType: e.icmpType, icmpCode: e.icmpCode, ctReason: e.ctReason, direction: e.direction, verdict: e.verdict, matchType: e.matchType,
       authType: e.authType, audited: e.audited,
     })), capacity);
+  }), { numRuns: 300 });
+});
+
+test('property: ingestBorrowed equals ingest over random events (times as BigInt or numbers)', () => {
+  const event = fc.record({
+    type: fc.constantFrom(1, 4, 5, 9), subType: fc.integer({ min: 0, max: 200 }), dt: fc.bigInt({ min: 0n, max: 10_000_000_000n }), numbers: fc.boolean(),
+    endpointId: fc.constantFrom(0, 101, 102, 103), ifindex: fc.constantFrom(0, 7, 9),
+    src: fc.constantFrom('10.244.1.5', '10.244.1.6', '10.244.1.7', '198.51.100.10', '10.0.9.9', '10.96.0.10', ''), dst: fc.constantFrom('10.244.1.5', '10.244.1.6', '10.96.0.10', '1.1.1.1', ''),
+    srcIdentity: fc.constantFrom(0, 2, 12345, 23456, 16777217, 777), dstIdentity: fc.constantFrom(0, 2, 12345, 23456, 16777217),
+    proto: fc.constantFrom(0, 1, 6, 17, 58, 132), srcPort: fc.oneof(fc.constant(53), fc.integer({ min: 0, max: 65535 })), dstPort: fc.constantFrom(53, 80, 8080, 0),
+    tcpFlags: fc.integer({ min: 0, max: 255 }), icmpType: fc.integer({ min: 0, max: 140 }), icmpCode: fc.integer({ min: 0, max: 16 }),
+    ctReason: fc.integer({ min: 0, max: 4 }), direction: fc.constantFrom('ingress' as const, 'egress' as const, 'unknown' as const),
+    verdict: fc.constantFrom(0, -133, -181, 15001), matchType: fc.integer({ min: 0, max: 6 }), authType: fc.integer({ min: 0, max: 2 }), audited: fc.boolean(),
+  });
+  fc.assert(fc.property(fc.array(event, { minLength: 1, maxLength: 25 }), fc.constantFrom(1, 3, 7, 31), (list, capacity) => {
+    checkBorrowed(list.map((e) => {
+      const x = ev({
+        type: e.type, subType: e.subType, timeNs: T0 + e.dt, endpointId: e.endpointId, ifindex: e.ifindex, srcIp: e.src, dstIp: e.dst,
+        ipVersion: 4, srcIdentity: e.srcIdentity, dstIdentity: e.dstIdentity, proto: e.proto, srcPort: e.srcPort, dstPort: e.dstPort, tcpFlags: e.tcpFlags,
+        icmpType: e.icmpType, icmpCode: e.icmpCode, ctReason: e.ctReason, direction: e.direction, verdict: e.verdict, matchType: e.matchType,
+        authType: e.authType, audited: e.audited,
+      });
+      return e.numbers ? withNumbers(x) : x;
+    }), capacity);
   }), { numRuns: 300 });
 });
