@@ -218,6 +218,15 @@ test('attacker: a ticket issued for one server name does not resume an intercept
   }
 });
 
+test('the intercepting side negotiates TLS_AES_128_GCM_SHA256 in its own order (as Envoy\'s BoringSSL), also with a client that prefers AES-256; a client that offers only AES-256 still gets it', async () => {
+  const cipherOf = (ciphers: string) => new Promise<string>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert, ciphers }, () => { resolve(s.getCipher().name); s.destroy(); });
+    s.on('error', (e) => resolve(`error ${e.message}`));
+  });
+  assert.equal(await cipherOf('TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256'), 'TLS_AES_128_GCM_SHA256');
+  assert.equal(await cipherOf('TLS_AES_256_GCM_SHA384'), 'TLS_AES_256_GCM_SHA384');
+});
+
 test('a peer without terminatingTLS on an intercepted port (another selector: serverNames only) is decided by SNI and passed through', async () => {
   tlsRecords.length = 0;
   const base = policyFor('upstream-ca').perSelector[0]!;
