@@ -22,6 +22,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { negotiatedCipher } from './cipher.ts';
 import { benchCa, benchProxyMode, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: {
@@ -95,6 +96,8 @@ try {
     }
     return { full: NaN, resumed: NaN };
   };
+  // the suite each intercepting proxy picks for wrk's offer (OpenSSL's default order)
+  const ciphers = modes.some((m) => m !== 'sni') ? { A: negotiatedCipher(ports.A.intercept, NAME), B: negotiatedCipher(ports.B.intercept, NAME), origin: negotiatedCipher(ORIGIN, NAME) } : undefined;
   const rows: Record<string, { rps: number[]; cpu: number[]; agent: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
   for (let r = 0; r < ROUNDS; r++) {
     for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
@@ -112,6 +115,7 @@ try {
       console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (+ agent stand-in ${agent.toFixed(1)}), origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
+  if (ciphers) console.log(`negotiated with wrk's offer: A ${ciphers.A}, B ${ciphers.B}, origin ${ciphers.origin}`);
   console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {

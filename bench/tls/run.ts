@@ -27,6 +27,8 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { INTERCEPT_CIPHERS } from '../../src/proxy/tls/issuer.ts';
+import { negotiatedCipher, tls13Suites } from './cipher.ts';
 import { benchCa, benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, append: { type: 'boolean', default: false } } });
@@ -60,11 +62,13 @@ try {
   ca('ica'); // the interception CA (HAProxy gets a static leaf from it; membrane issues one on the fly)
   await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ORIGIN} ssl crt ${join(dir, 'leaf-ca.pem')}\n  http-request return status 200 content-type application/json string "{\\"ok\\":true}"\n`)]);
   const hSni = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('sni', `frontend fe\n  mode tcp\n  bind 127.0.0.1:${H_SNI}\n  tcp-request inspect-delay 5s\n  tcp-request content accept if { req_ssl_hello_type 1 }\n  use_backend be if { req_ssl_sni -i ${NAME} }\nbackend be\n  mode tcp\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
-  const hTerm = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
+  const hTerm = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${H_TERM} ssl crt ${join(dir, 'leaf-ica.pem')} ciphersuites ${tls13Suites(INTERCEPT_CIPHERS)}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`)]);
   const mSni = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'sni', '--port', String(M_SNI), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
   const mTerm = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/tls/proxy-server.ts'), '--mode', 'intercept', '--port', String(M_TERM), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready');
   // warm up (JIT, leaf issuance, upstream pools)
   for (const p of [ORIGIN, H_SNI, M_SNI, H_TERM, M_TERM]) wrk(p, 10, p === H_SNI || p === M_SNI, 2);
+  // the suite each terminating side picks for wrk's offer (OpenSSL's default order, AES-256 first)
+  const ciphers = { origin: negotiatedCipher(ORIGIN, NAME), haproxy: negotiatedCipher(H_TERM, NAME), membrane: negotiatedCipher(M_TERM, NAME) };
 
   type K = 'origin' | 'hSni' | 'mSni' | 'hKa' | 'mKa' | 'hNew' | 'mNew';
   const res: Record<K, Wrk[]> = { origin: [], hSni: [], mSni: [], hKa: [], mKa: [], hNew: [], mNew: [] };
@@ -114,7 +118,8 @@ try {
     '',
     `Origin alone (new TLS connection per request): ${m('origin', 'rps').toFixed(0)} req/s. p50 at 50 connections: SNI HAProxy ${m('hSni', 'p50').toFixed(2)} ms / membrane ${m('mSni', 'p50').toFixed(2)} ms; ` +
     `intercepted keep-alive HAProxy ${m('hKa', 'p50').toFixed(2)} ms / membrane ${m('mKa', 'p50').toFixed(2)} ms. ` +
-    `Errors (non-2xx, socket): HAProxy ${errs(['hSni', 'hKa', 'hNew'])}, membrane ${errs(['mSni', 'mKa', 'mNew'])}.`, '',
+    `Errors (non-2xx, socket): HAProxy ${errs(['hSni', 'hKa', 'hNew'])}, membrane ${errs(['mSni', 'mKa', 'mNew'])}. ` +
+    `Negotiated with wrk's offer (OpenSSL's default order, \`openssl s_client\`): intercepting HAProxy ${ciphers.haproxy} (its bind prefers membrane's order, server preference), membrane ${ciphers.membrane}; the origin (both proxies' upstream leg) ${ciphers.origin}.`, '',
   ];
   reportResults(lines, values.append);
 } finally {

@@ -218,24 +218,51 @@ test('attacker: a ticket issued for one server name does not resume an intercept
   }
 });
 
+test('the intercepting side negotiates TLS_AES_128_GCM_SHA256 in its own order (as Envoy\'s BoringSSL), also with a client that prefers AES-256; a client that offers only AES-256 or only ChaCha20 still connects with it', async () => {
+  // Each connection makes a request and reads its answer before it ends: a client that closed right
+  // after its own handshake callback could go before its Finished reached the proxy, and the
+  // proxy's HANDSHAKE_ABORTED record of it would land in the next test.
+  const cipherOf = (ciphers: string) => new Promise<{ cipher: string; status: number; error?: string }>((resolve) => {
+    let cipher = '';
+    let text = '';
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: interceptCA.cert, ciphers }, () => {
+      cipher = s.getCipher().name;
+      s.write('GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n');
+    });
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    s.on('end', () => resolve({ cipher, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0) }));
+    s.on('error', (e: Error & { code?: string }) => resolve({ cipher, status: 0, error: e.code ?? e.message }));
+  });
+  tlsRecords.length = 0;
+  // OpenSSL's (and Node's) default order: AES-256 first
+  assert.deepEqual(await cipherOf('TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256'), { cipher: 'TLS_AES_128_GCM_SHA256', status: 200 });
+  assert.deepEqual(await cipherOf('TLS_AES_256_GCM_SHA384'), { cipher: 'TLS_AES_256_GCM_SHA384', status: 200 });
+  assert.deepEqual(await cipherOf('TLS_CHACHA20_POLY1305_SHA256'), { cipher: 'TLS_CHACHA20_POLY1305_SHA256', status: 200 });
+  assert.deepEqual(tlsRecords.map((r) => [r.verdict, r.sni]), [['forwarded', 'api.openai.com'], ['forwarded', 'api.openai.com'], ['forwarded', 'api.openai.com']]);
+});
+
 test('a peer without terminatingTLS on an intercepted port (another selector: serverNames only) is decided by SNI and passed through', async () => {
   tlsRecords.length = 0;
   const base = policyFor('upstream-ca').perSelector[0]!;
   policy = { parser: 'http', perSelector: [{ ...base, identities: new Set([4242]) }, { selector: 'sni-only', identities: 'all', origins: [], serverNames: ['api.openai.com'], http: null }] };
   rev++;
-  const ok = await new Promise<string>((resolve) => {
-    // trusts only the upstream's CA: the real server's certificate, nothing intercepted
-    const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: upstreamCA.cert }, () => s.write('GET /v1/files HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n'));
-    let text = '';
-    s.on('data', (c: Buffer) => { text += c.toString(); if (text.includes('}')) { resolve(text); s.destroy(); } });
-    s.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
-  });
-  assert.match(ok, /HTTP\/1\.1 200 OK[\s\S]*GET \/v1\/files/, 'no HTTP rules for this peer, no interception');
-  const evil = await exchange('evil.example', ['GET /v1/models']);
-  assert.equal(evil.error, 'ECONNRESET');
-  assert.deepEqual(tlsRecords.map((r) => [r.verdict, r.sni, r.intercepted ?? false]), [['forwarded', 'api.openai.com', false], ['denied', 'evil.example', false]]);
-  policy = policyFor('upstream-ca');
-  rev++;
+  try {
+    const ok = await new Promise<string>((resolve) => {
+      // trusts only the upstream's CA: the real server's certificate, nothing intercepted
+      const s = tls.connect({ host: '127.0.0.1', port, servername: 'api.openai.com', ca: upstreamCA.cert }, () => s.write('GET /v1/files HTTP/1.1\r\nHost: api.openai.com\r\nconnection: close\r\n\r\n'));
+      let text = '';
+      s.on('data', (c: Buffer) => { text += c.toString(); if (text.includes('}')) { resolve(text); s.destroy(); } });
+      s.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+    });
+    assert.match(ok, /HTTP\/1\.1 200 OK[\s\S]*GET \/v1\/files/, 'no HTTP rules for this peer, no interception');
+    const evil = await exchange('evil.example', ['GET /v1/models']);
+    assert.equal(evil.error, 'ECONNRESET');
+    assert.deepEqual(tlsRecords.map((r) => [r.verdict, r.sni, r.intercepted ?? false]), [['forwarded', 'api.openai.com', false], ['denied', 'evil.example', false]]);
+  } finally {
+    // restored even when an assertion fails: a leftover sni-only policy failed every test after it
+    policy = policyFor('upstream-ca');
+    rev++;
+  }
 });
 
 test('attacker: connections closed before the TLS handshake are recorded at once and hold nothing until the handshake timeout', async () => {
