@@ -45,8 +45,10 @@ import { parseArgs } from 'node:util';
 import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
+import { snapshot, threadPlacement, turnLine } from './placement.ts';
+import { readFileSync } from 'node:fs';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false }, detail: { type: 'boolean', default: false } } });
 const SECS = Number(values.secs);
 const ROUNDS = Number(values.rounds);
 const REPO = resolve(import.meta.dirname, '../..');
@@ -75,7 +77,7 @@ interface Round {
 }
 try {
   oneConnBin = buildOneConn(dir);
-  await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
+  const originPid = (await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)])).pid!;
   const hap = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('proxy', `frontend fe\n  bind 127.0.0.1:${HAPROXY}\n  default_backend be\nbackend be\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
   const mb = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
   // warm up (JIT, connection pools), keep-alive and close: with keep-alive alone, the first
@@ -103,14 +105,25 @@ try {
    * every turn), summed: whatever else runs on the shared machine for a few seconds (another
    * session's build, a lab's agent) falls on both alike instead of on one side of the round's ratio.
    */
+  const kids = (pid: number | undefined) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
+  /** --detail: the processes whose CPU and run-queue wait each turn's line names */
+  const known = { hap: [hap.pid!], mb: [mb.pid!], standin: kids(mb.pid), origin: [originPid] };
+  const named = Object.values(known).flat();
+  if (values.detail) for (const [k, ps] of Object.entries(known)) for (const p of ps) console.error(`placement ${k} ${p}: ${threadPlacement(p)}`);
+  let round = 0;
   const alternate = (extra: string[]): Record<'haproxy' | 'membrane', { w: WrkResult; c: Cost }> => {
     // CPU spent over the turns (the three counters of cpu()), summed turn by turn
     const acc = { haproxy: { requests: 0, secs: 0, errors: 0, spent: [0, 0, 0] }, membrane: { requests: 0, secs: 0, errors: 0, spent: [0, 0, 0] } };
     for (let t = 0; t < SECS; t++) {
       for (const k of t % 2 ? ['membrane', 'haproxy'] as const : ['haproxy', 'membrane'] as const) {
+        const s0 = values.detail ? snapshot(named) : undefined;
         const c0 = cpu(k);
         const w = wrk(ports[k], 50, extra, 1);
         const c1 = cpu(k);
+        if (s0) {
+          const cpr = (c1[0]! - c0[0]! + c1[1]! - c0[1]!) / w.requests;
+          console.error(`r${round} ${extra.length ? 'close' : 'ka'} t${t} ${k.padEnd(8)} ${w.rps.toFixed(0).padStart(6)} req/s ${cpr.toFixed(1).padStart(6)} µs/req | ${turnLine(s0, snapshot(named), w.rps > 0 ? w.requests / w.rps : 1, known)}`);
+        }
         const a = acc[k];
         a.requests += w.requests;
         a.secs += w.rps > 0 ? w.requests / w.rps : 1;
@@ -125,6 +138,7 @@ try {
     return { haproxy: out('haproxy'), membrane: out('membrane') };
   };
   for (let r = 0; r < ROUNDS; r++) {
+    round = r + 1;
     // the origin alone (its one-connection latency is what the proxies' is measured against)
     {
       const c0 = cpu('origin');
