@@ -67,6 +67,16 @@ export function threadPlacement(pid: number): string {
   return out.join(' ');
 }
 
+/** CPU time (µs) that processes other than `mine` (and this one) used between `a` and `b`, any CPU. */
+export function othersUs(a: Snapshot, b: Snapshot, mine: ReadonlySet<number>): number {
+  let us = 0;
+  for (const [pid, [, t]] of b.procs) {
+    if (mine.has(pid) || pid === process.pid) continue;
+    us += t - (a.procs.get(pid)?.[1] ?? t);
+  }
+  return us;
+}
+
 /**
  * What a turn between `a` and `b` (`secs` long) cost: per CPU, ms per s busy (user+system),
  * irq+softirq and idle; each of `known` (label → pids) ms per s and run-queue wait ms per s; the
