@@ -34,7 +34,8 @@
  * on CPU 1; --detail prints each turn's CPU by CPU and by process, the run-queue wait of each, and
  * the CPU each thread last ran on.
  *
- *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append] [--detail]
+ *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append] [--detail] [--tree /other/checkout]
+ * --tree measures another checkout's proxy (its bench/http/proxy-server.ts and bin/node) with this bench.
  * By default the proxy runs as the lab and `membrane up` run it (--external-envoy-proxy): its own
  * process, the flows made in another (an agent stand-in, bench/feed-agent.ts, on the same CPU)
  * from the records sent over the feed socket. MEMBRANE_BENCH_FEED=0 measures the proxy inside the
@@ -56,10 +57,11 @@ import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 import { othersUs, snapshot, threadPlacement, turnLine } from './placement.ts';
 import { readFileSync } from 'node:fs';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false }, detail: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false }, detail: { type: 'boolean', default: false }, tree: { type: 'string' } } });
 const SECS = Number(values.secs);
 const ROUNDS = Number(values.rounds);
-const REPO = resolve(import.meta.dirname, '../..');
+/** the tree whose proxy is measured (--tree: another checkout's bench/http/proxy-server.ts and bin/node, with this bench) */
+const REPO = resolve(values.tree ?? resolve(import.meta.dirname, '../..'));
 const ORIGIN = 18180, HAPROXY = 18181, MEMBRANE = 18182;
 const PATH = `/api/v1/resource${Number(values.rules) - 1}`;
 /** ms per s of CPU time other processes may take during a turn (idle here: 10-90, the container's init and kernel threads) */
@@ -209,7 +211,7 @@ try {
   };
   const feed = benchOwnProcess();
   const errs = (k: Kind) => res[k].reduce((s, x) => s + x.ka.errors + x.close.errors + x.wrk1.errors, 0);
-  const cmd = `${feed ? '' : 'MEMBRANE_BENCH_FEED=0 '}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.append ? ' --append' : ''}`;
+  const cmd = `${feed ? '' : 'MEMBRANE_BENCH_FEED=0 '}bin/node bench/http/run.ts --secs ${SECS} --rounds ${ROUNDS} --rules ${values.rules}${values.tree ? ` --tree ${values.tree}` : ''}${values.append ? ' --append' : ''}`;
   const lines = [
     // its own section: --append replaces the latest block of the section it writes
     feed ? '## http, the proxy in its own process (the lab default)' : '## http, the proxy inside the agent (MEMBRANE_BENCH_FEED=0)', '',
