@@ -1,7 +1,6 @@
 /**
  * Socket options the datapath's proxy steering needs (koffi → libc): IP_TRANSPARENT on a
- * listener so that bpf_sk_assign'ed connections to non-local addresses can complete; and the
- * proxies' own (delayed ACKs on a listener, marks, buffers).
+ * listener so that bpf_sk_assign'ed connections to non-local addresses can complete.
  */
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
@@ -33,31 +32,6 @@ export function setSocketMark(fd: number, mark: number): void {
   if ((setsockopt(fd, SOL_SOCKET, SO_MARK, v, 4) as number) !== 0) {
     throw new MembraneError('SOCK_MARK', `setsockopt(SO_MARK ${mark}) on fd ${fd}: errno ${koffi.errno()}`, { hint: 'needs CAP_NET_ADMIN' });
   }
-}
-
-const getsockopt = libc.func('int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)');
-const IPPROTO_TCP = 6;
-const TCP_QUICKACK = 12;
-
-/**
- * Delayed ACKs from a connection's first segment for the connections a listener accepts:
- * TCP_QUICKACK 0 on the listening socket puts it in the kernel's interactive (pingpong) ACK mode,
- * which the sockets it accepts inherit, so a client's request is ACKed by the response instead of
- * by a segment of its own (in quick-ACK mode, a new connection's first data is ACKed at once).
- * HAProxy does the same on its HTTP listeners (tcp-smart-accept). Call it after listen(): listen()
- * clears the ACK state. Returns false when the kernel refused (nothing else changes then).
- */
-export function setListenerDelayedAck(fd: number): boolean {
-  const v = Buffer.alloc(4);
-  return (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, v, 4) as number) === 0;
-}
-
-/** TCP_QUICKACK of a socket as the kernel reports it: false in pingpong (delayed-ACK) mode; undefined on error. */
-export function tcpQuickAck(fd: number): boolean | undefined {
-  const v = Buffer.alloc(4);
-  const len = [4];
-  if ((getsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, v, len) as number) !== 0) return undefined;
-  return v.readInt32LE(0) !== 0;
 }
 
 const pidfdOpen = libc.func('int pidfd_open(int pid, unsigned int flags)');

@@ -30,7 +30,6 @@ import type { ProxyPolicySource } from './types.ts';
 import type { HttpAccessRecord } from '../../common/access-log.ts';
 import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
 import { ProxyConnection } from './connection.ts';
-import { setListenerDelayedAck } from '../../sys/sockopt.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
@@ -135,10 +134,6 @@ export class HttpProxy {
     });
     const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
     this.opts.setTransparent?.(fd);
-    // a request is ACKed by its response, not by a segment of its own (a new connection's first
-    // data is otherwise ACKed at once): one loopback segment less per `Connection: close` request
-    // (tcpdump; 12.2 against HAProxy's 11.1 segments per request before)
-    setListenerDelayedAck(fd);
     this.servers.push(srv);
     return { fd, port: (srv.address() as net.AddressInfo).port, host };
   }
