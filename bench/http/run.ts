@@ -239,6 +239,9 @@ try {
     `Errors (non-2xx, socket): HAProxy ${errs('haproxy')}, membrane ${errs('membrane')}. ` +
     `Keep-alive and close turns: ${turns} kept, ${redone} run again because other processes took over ${OTHERS_MAX} ms/s of CPU meanwhile, ${kept} kept over it after ${REDO_MAX} tries. ` +
     `Per round (keep-alive, close, p99 ratios): ${res.membrane.map((_, i) => [ratios(ka, false)[i]!, ratios(cl, false)[i]!, ratios(p99, true)[i]!].map((v) => v.toFixed(2)).join(' / ')).join('; ')}. ` +
+    // HAProxy's own CPU per request is the gauge of how fast CPU 1 ran in that round: on this VM it
+    // rose 20-35 % for stretches with nothing else running, and membrane's 60-80 % (bench/RESULTS.md, i-http12)
+    `Per round, CPU per request keep-alive and close, HAProxy / membrane (µs; HAProxy's rises with a slower CPU 1): ${res.membrane.map((m, i) => { const h = res.haproxy[i]!; return `${h.kaCpu.toFixed(1)} / ${m.kaCpu.toFixed(1)}, ${h.closeCpu.toFixed(1)} / ${m.closeCpu.toFixed(1)}`; }).join('; ')}. ` +
     `Per round, req/s keep-alive and close, HAProxy / membrane, and in brackets CPU 1's busy time outside the proxy's processes meanwhile (ms per s: other processes, and the CPU's irq and softirq time, some of it the proxy's own loopback packets; keep-alive / close; the origin's rounds: ${res.origin.map((x) => `${x.kaOther.toFixed(0)} / ${x.closeOther.toFixed(0)}`).join(', ')}): ` +
     `${res.membrane.map((m, i) => { const h = res.haproxy[i]!; return `${h.ka.rps.toFixed(0)} / ${m.ka.rps.toFixed(0)}, ${h.close.rps.toFixed(0)} / ${m.close.rps.toFixed(0)} [${h.kaOther.toFixed(0)} / ${h.closeOther.toFixed(0)}; ${m.kaOther.toFixed(0)} / ${m.closeOther.toFixed(0)}]`; }).join('; ')}.`, '',
   ];
