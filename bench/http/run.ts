@@ -47,7 +47,7 @@
  * Needs wrk, haproxy and cc.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -55,7 +55,6 @@ import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, 
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 import { othersUs, snapshot, threadPlacement, turnLine } from './placement.ts';
-import { readFileSync } from 'node:fs';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false }, detail: { type: 'boolean', default: false }, tree: { type: 'string' } } });
 const SECS = Number(values.secs);
