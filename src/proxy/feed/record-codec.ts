@@ -68,28 +68,13 @@ export class RecordEncoder {
 
   /**
    * Appends one record written value by value (wire.ts pushRecord): the same bytes as push() of
-   * the record's array, without the array. `n` values must follow (num, str, list), then done().
+   * the record's array, without the array. `n` values must follow (value()), then done().
    */
   open(n: number): void {
     this.room(16 + 9 * n);
     this.buf[this.at] = ARR;
     this.buf.writeUInt32LE(n, this.at + 1);
     this.at += 5;
-  }
-
-  num(v: number): void {
-    this.value(v);
-  }
-
-  /** A string value; anything else as value() writes it (a record made without the field: as push() would). */
-  str(s: string): void {
-    if (typeof s === 'string') this.string(s);
-    else this.value(s);
-  }
-
-  /** A list of strings (or any values): as push() writes a nested array. */
-  list(v: readonly unknown[]): void {
-    this.value(v);
   }
 
   /** Ends the record open() started. */
@@ -123,7 +108,8 @@ export class RecordEncoder {
     this.buf = b;
   }
 
-  private value(v: unknown): void {
+  /** One value: a number, a string, a list (as push() writes a nested array), anything else as JSON. */
+  value(v: unknown): void {
     if (typeof v === 'number') {
       // a record's reservation (push, open) can be used up by its strings before its last numbers
       if (this.at + 9 > this.buf.length) this.room(9);

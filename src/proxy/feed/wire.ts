@@ -107,21 +107,12 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
       r.query, r.qtypes, r.rcode ?? -1, r.ips ?? 0, r.ttl ?? -1, r.cnames ?? 0, r.rrtypes ?? 0, r.latencyNs === undefined ? -1 : Number(r.latencyNs), r.reason ?? '',
     ];
   }
-  if (r.l7 === 'http' && r.traceId === undefined && r.parentSpanId === undefined && r.reason === undefined && r.headerActions === undefined && r.ai === undefined) {
-    const tls = r.tls;
-    if (tls === undefined) {
-      return [
-        2, r.type === 'request' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
-        c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0, r.endpointId,
-        r.method, r.url, r.host, r.path, r.protocol, r.headers, r.code, r.latencyNs, r.requestTimeMs ?? -1,
-      ];
-    }
-    if (tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2) {
-      return [
-        4, r.type === 'request' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
-        c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0, r.endpointId,
-        r.method, r.url, r.host, r.path, r.protocol, r.headers, r.code, r.latencyNs, r.requestTimeMs ?? -1, tls.sni,
-      ];
+  if (r.l7 === 'http') {
+    const sni = plainHttpSni(r);
+    if (sni !== null) {
+      const out = new ArraySink(sni === undefined ? 2 : 4);
+      httpFields(out, r, sni);
+      return out.a as WireRecord;
     }
   }
   const { client: _c, server: _s, ...rest } = r;
@@ -136,41 +127,68 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
  * only writes.
  */
 export function pushRecord(enc: RecordEncoder, r: AccessLogRecord): void {
-  if (r.l7 === 'http' && r.traceId === undefined && r.parentSpanId === undefined && r.reason === undefined && r.headerActions === undefined && r.ai === undefined) {
-    const tls = r.tls;
-    const sni = tls === undefined ? undefined : tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2 ? tls.sni : null;
+  if (r.l7 === 'http') {
+    const sni = plainHttpSni(r);
     if (sni !== null) {
-      const c = r.client, s = r.server;
       enc.open(sni === undefined ? 23 : 24);
-      enc.num(sni === undefined ? 2 : 4);
-      enc.num(r.type === 'request' ? 0 : 1);
-      enc.num(verdictCode(r.verdict));
-      enc.num(r.direction === 'egress' ? 0 : 1);
-      enc.num(r.timeMs);
-      enc.str(c.ip);
-      enc.num(c.port);
-      enc.num(c.identity);
-      enc.num(c.endpoint?.id ?? 0);
-      enc.str(s.ip);
-      enc.num(s.port);
-      enc.num(s.identity);
-      enc.num(s.endpoint?.id ?? 0);
-      enc.num(r.endpointId);
-      enc.str(r.method);
-      enc.str(r.url);
-      enc.str(r.host);
-      enc.str(r.path);
-      enc.str(r.protocol);
-      enc.list(r.headers);
-      enc.num(r.code);
-      enc.num(r.latencyNs);
-      enc.num(r.requestTimeMs ?? -1);
-      if (sni !== undefined) enc.str(sni);
+      enc.value(sni === undefined ? 2 : 4);
+      httpFields(enc, r, sni);
       enc.done();
       return;
     }
   }
   enc.push(encodeRecord(r));
+}
+
+/**
+ * Whether an HTTP record travels positionally: undefined for tag 2 (no optional field), the
+ * server name for tag 4 (intercepted TLS, nothing else optional), null for neither (tag 1).
+ */
+function plainHttpSni(r: HttpAccessRecord): string | undefined | null {
+  if (r.traceId !== undefined || r.parentSpanId !== undefined || r.reason !== undefined || r.headerActions !== undefined || r.ai !== undefined) return null;
+  const tls = r.tls;
+  if (tls === undefined) return undefined;
+  return tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2 ? tls.sni : null;
+}
+
+/** Where httpFields writes its values: the frame encoder (pushRecord) or an array (encodeRecord). */
+interface FieldSink { value(v: number | string | readonly string[]): void }
+
+class ArraySink implements FieldSink {
+  readonly a: unknown[];
+  constructor(tag: number) { this.a = [tag]; }
+  value(v: number | string | readonly string[]): void { this.a.push(v); }
+}
+
+/**
+ * A tag-2 or tag-4 record's values after its tag, in HttpFields' order (tag 4: the server name
+ * last): the one place that order is written, for both the array and the frame.
+ */
+function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined): void {
+  const c = r.client, s = r.server;
+  out.value(r.type === 'request' ? 0 : 1);
+  out.value(verdictCode(r.verdict));
+  out.value(r.direction === 'egress' ? 0 : 1);
+  out.value(r.timeMs);
+  out.value(c.ip);
+  out.value(c.port);
+  out.value(c.identity);
+  out.value(c.endpoint?.id ?? 0);
+  out.value(s.ip);
+  out.value(s.port);
+  out.value(s.identity);
+  out.value(s.endpoint?.id ?? 0);
+  out.value(r.endpointId);
+  out.value(r.method);
+  out.value(r.url);
+  out.value(r.host);
+  out.value(r.path);
+  out.value(r.protocol);
+  out.value(r.headers);
+  out.value(r.code);
+  out.value(r.latencyNs);
+  out.value(r.requestTimeMs ?? -1);
+  if (sni !== undefined) out.value(sni);
 }
 
 /**
