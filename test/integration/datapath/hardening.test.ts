@@ -38,6 +38,10 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   const reset = () => node.reset();
   const events = (waitMs = 400): Promise<DatapathEvent[]> => node.events(waitMs);
   const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
+  /** a datapath counter (mb_stats) by name */
+  const counter = async (name: string) => BigInt((await d.call<Record<string, string>>('counters'))[name]!);
+  /** one line through a `hold` connection: pong, or fail when it was cut */
+  const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
   /** Frames from pod `p` (its eth0, to its gateway's MAC). */
   const fromPod = (p: Pod, gw: string, l3: Buffer, type = ETH_IP, tags?: { tpid: number; vid: number }[]) =>
     eth({ dst: gw, src: p.mac, type, ...(tags ? { tags } : {}) }, l3);
@@ -399,7 +403,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       assert.equal(count('any'), 0, 'a connection whose destination is not a local endpoint is not marked');
       // A -> B and B's replies are delivered from the sender's from_container (bpf_redirect_peer):
       // nothing of them crosses the node's forwarding
-      const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
+      const delivered = () => counter('localDelivered');
       const before = await delivered();
       assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
       assert.ok(await delivered() - before >= 4n, 'both directions delivered from the sender\'s from_container');
@@ -443,8 +447,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   it('delivers pod -> pod from the sender (bpf_redirect_peer) judged by both ends: a forged reply or a spoofed source is not delivered, a policy change cuts either direction, a reused endpoint id gets nothing', async () => {
     await reset();
     const ACK = 0x10, PSH = 0x08;
-    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
-    const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
+    const delivered = () => counter('localDelivered');
     // A and B: ingress default deny, each allowing the other on one port (replies pass)
     await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
     await d.call('applyFull', A.id, [rule('ingress', idOf(B), TCP, 8090)], { ingress: true, egress: false });
@@ -517,8 +520,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   it('delivers what enters from a network device into its pod (from_network, bpf_redirect_peer) judged as to_container would: a forged reply is not delivered, a policy change cuts either direction, a reused endpoint id gets nothing', async () => {
     await reset();
     const ACK = 0x10, PSH = 0x08;
-    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).networkDelivered!);
-    const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
+    const delivered = () => counter('networkDelivered');
     // B: ingress default deny but the world on 8080
     await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 8080)], { ingress: true, egress: false });
     const d0 = await delivered();
