@@ -27,6 +27,15 @@ const until = async (f: () => boolean, ms = 5000) => {
   }
 };
 
+/** A feed client on `socketPath` (stopped after the test) and the revisions of the snapshots it got. */
+function snapshotRevisions(t: { after(fn: () => unknown): void }, socketPath: string, retryMs: number) {
+  const snaps: number[] = [];
+  const client = createFeedClient({ socketPath, retryMs, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  return { snaps, client };
+}
+
 function mapState(): MapState {
   const entries: MapState['entries'] = new Map();
   const put = (key: MapStateKey, l7: boolean, verdict: 'allow' | 'deny' = 'allow') => entries.set(mapStateKeyString(key), {
@@ -142,10 +151,7 @@ test('feed: with watch, a change is sent when a source kicks, not found by a pol
   });
   await server.start();
   t.after(() => server.stop());
-  const snaps: number[] = [];
-  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
-  client.start();
-  t.after(() => client.stop());
+  const { snaps } = snapshotRevisions(t, socketPath, 20);
   await until(() => snaps.length === 1);
   // idle: no poll every pollMs (10 ms) compares the fingerprint, only the backstop (400 ms)
   const before = prints;
@@ -174,10 +180,7 @@ test('feed: a watch that cannot watch (undefined) leaves the server polling ever
   const server = createFeedServer({ socketPath, pollMs: 10, backstopMs: 60_000, fingerprint: () => String(revision), snapshot: async () => snapshot(revision), onRecords: () => {}, watch: () => undefined });
   await server.start();
   t.after(() => server.stop());
-  const snaps: number[] = [];
-  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
-  client.start();
-  t.after(() => client.stop());
+  const { snaps } = snapshotRevisions(t, socketPath, 20);
   await until(() => snaps.length === 1);
   revision = 2;
   await until(() => snaps.at(-1) === 2, 1000);
@@ -377,10 +380,7 @@ test('settle after a change made while a build is under way waits for a snapshot
   });
   await server.start();
   t.after(() => server.stop());
-  const snaps: number[] = [];
-  const client = createFeedClient({ socketPath, retryMs: 10, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
-  client.start();
-  t.after(() => client.stop());
+  const { snaps } = snapshotRevisions(t, socketPath, 10);
   await until(() => snaps.length === 1);
   revision = 2;
   await until(() => slow !== undefined); // the poll started a build of revision 2
@@ -454,10 +454,7 @@ test('DNS answers: the agent\'s dns-done after sent() reaches the proxy after th
   });
   await server.start();
   t.after(() => server.stop());
-  const snaps: number[] = [];
-  const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: (s) => { snaps.push(s.revision); }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
-  client.start();
-  t.after(() => client.stop());
+  const { snaps, client } = snapshotRevisions(t, socketPath, 20);
   await until(() => snaps.length === 1);
   for (let i = 0; i < 20; i++) {
     let atRelease = -1;
