@@ -58,12 +58,7 @@ test('proxy feed: a snapshot names the IPs whose winning ipcache entry is an FQD
 });
 
 test('proxy feed: policy, endpoint and identity changes reach the proxy when they happen, without a poll (the backstop an hour away)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const policy = createAgentPolicyEngine();
-  const namespace = ns('prod');
-  const web = pod('prod', 'web', { app: 'web' });
-  const { id: identity } = await policy.allocateIdentity({ pod: web, namespace });
+  const { dir, policy, namespace, web, identity } = await webWorld(t);
   const recs = [{ id: 7, identity, namespace: 'prod', pod: 'web', labels: policy.identityLabels(identity)!, ip: '10.244.1.7' }];
   let version = 1;
   const listeners = new Set<() => void>();
@@ -106,6 +101,17 @@ test('proxy feed: policy, endpoint and identity changes reach the proxy when the
   await until(() => snap!.endpoints.some((e) => e.ip === '10.244.1.8'), 'an endpoint table change did not reach the proxy');
 });
 
+/** A state directory (removed after the test), a policy engine, and pod prod/web with its identity. */
+async function webWorld(t: { after(fn: () => unknown): void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const policy = createAgentPolicyEngine();
+  const namespace = ns('prod');
+  const web = pod('prod', 'web', { app: 'web' });
+  const { id: identity } = await policy.allocateIdentity({ pod: web, namespace });
+  return { dir, policy, namespace, web, identity };
+}
+
 /**
  * The agent with one endpoint whose egress policy has toFQDNs rules (one L3/L4, one with HTTP
  * rules: an L7 policy whose identity sets the selector cache changes in place), a name manager
@@ -113,12 +119,7 @@ test('proxy feed: policy, endpoint and identity changes reach the proxy when the
  * deltas as src/proxy/process.ts keeps it.
  */
 async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
-  const dir = mkdtempSync(join(tmpdir(), 'agent-feed-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const policy = createAgentPolicyEngine();
-  const namespace = ns('prod');
-  const web = pod('prod', 'web', { app: 'web' });
-  const { id: identity } = await policy.allocateIdentity({ pod: web, namespace });
+  const { dir, policy, namespace, web, identity } = await webWorld(t);
   policy.setPolicies([cnp('f', 'prod', {
     endpointSelector: { matchLabels: { app: 'web' } },
     egress: [
