@@ -40,6 +40,15 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
   /** a datapath counter (mb_stats) by name */
   const counter = async (name: string) => BigInt((await d.call<Record<string, string>>('counters'))[name]!);
+  /** a `hold` connection from netns to ip:port, open (ended with the test's processes) */
+  const hold = async (netns: string, ip: string, port: string) => {
+    const h = spawnInNs(netns, ['hold', ip, port]);
+    procs.push(h);
+    await waitLine(h, /connected/);
+    return h;
+  };
+  /** the datapath's conntrack entries */
+  const conntrack = () => d.call<{ srcIp: string; dstIp: string; srcPort: number; dstPort: number; direction: string; endpointId: number }[]>('conntrack');
   /** one line through a `hold` connection: pong, or fail when it was cut */
   const round = async (h: ReturnType<typeof spawnInNs>, line: string) => { h.stdin!.write(`${line}\n`); return waitLine(h, /pong|fail/); };
   /** Frames from pod `p` (its eth0, to its gateway's MAC). */
@@ -192,9 +201,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // egress, decided at A's from_container
     await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080)], { ingress: false, egress: true });
     const r0 = await d.call<number>('policyRevision');
-    const h1 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
-    procs.push(h1);
-    await waitLine(h1, /connected/);
+    const h1 = await hold(A.ns, B.ip, '8080');
     h1.stdin!.write('one\n');
     assert.match(await waitLine(h1, /pong|fail/), /pong/);
     await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 9090)], { ingress: false, egress: true });
@@ -209,9 +216,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // ingress of a local destination, decided at the source
     await d.call('applyFull', A.id, [], { ingress: false, egress: false });
     await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
-    const h2 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
-    procs.push(h2);
-    await waitLine(h2, /connected/);
+    const h2 = await hold(A.ns, B.ip, '8080');
     h2.stdin!.write('one\n');
     assert.match(await waitLine(h2, /pong|fail/), /pong/);
     await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 9090)], { ingress: true, egress: false });
@@ -224,9 +229,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     killProc(h2);
     // ingress decided at to_container: the world connects to B (from_network pre-decides, to_container re-decides)
     await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 8080)], { ingress: true, egress: false });
-    const h3 = spawnInNs(world.ns, ['hold', B.ip, '8080']);
-    procs.push(h3);
-    await waitLine(h3, /connected/);
+    const h3 = await hold(world.ns, B.ip, '8080');
     h3.stdin!.write('one\n');
     assert.match(await waitLine(h3, /pong|fail/), /pong/);
     await d.call('applyFull', B.id, [], { ingress: true, egress: false });
@@ -243,9 +246,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     try {
       const http = { parser: 'http', perSelector: [] };
       await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 8080, http)], { ingress: false, egress: true });
-      const h4 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
-      procs.push(h4);
-      await waitLine(h4, /connected/);
+      const h4 = await hold(A.ns, B.ip, '8080');
       h4.stdin!.write('one\n');
       assert.match(await waitLine(h4, /pong|fail/), /pong/, 'through the proxy');
       await d.call('applyFull', A.id, [rule('egress', idOf(B), TCP, 9090)], { ingress: false, egress: true });
@@ -453,12 +454,10 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     await d.call('applyFull', A.id, [rule('ingress', idOf(B), TCP, 8090)], { ingress: true, egress: false });
     await node.serve([A.ns, '8090', '']);
     const d0 = await delivered();
-    const h = spawnInNs(A.ns, ['hold', B.ip, '8080']);
-    procs.push(h);
-    await waitLine(h, /connected/);
+    const h = await hold(A.ns, B.ip, '8080');
     assert.match(await round(h, 'one'), /pong/);
     assert.ok(await delivered() - d0 >= 4n, 'A -> B and B\'s replies delivered from the senders\' from_container');
-    const ct = await d.call<{ srcIp: string; dstIp: string; srcPort: number; dstPort: number; direction: string; endpointId: number }[]>('conntrack');
+    const ct = await conntrack();
     const sport = ct.find((e) => e.endpointId === A.id && e.direction === 'egress' && e.dstIp === B.ip && e.dstPort === 8080)!.srcPort;
     // C (root in its namespace, raw frames) forges B's reply into the live tuple: from its own
     // address (a new connection to A, which A's ingress denies) and from B's (spoofed, 132)
@@ -481,9 +480,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     assert.deepEqual([cut.subType, cut.direction], [133, 'ingress']);
     killProc(h);
     // the other direction: B -> A delivered from B's from_container, cut by A's ingress
-    const hb = spawnInNs(B.ns, ['hold', A.ip, '8090']);
-    procs.push(hb);
-    await waitLine(hb, /connected/);
+    const hb = await hold(B.ns, A.ip, '8090');
     assert.match(await round(hb, 'one'), /pong/);
     await d.call('applyFull', A.id, [], { ingress: true, egress: false });
     await events(0);
@@ -497,9 +494,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // namespace (the stack routes it by address)
     await d.call('applyFull', B.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
     await d.call('applyFull', A.id, [], { ingress: false, egress: false });
-    const h2 = spawnInNs(A.ns, ['hold', B.ip, '8080']);
-    procs.push(h2);
-    await waitLine(h2, /connected/);
+    const h2 = await hold(A.ns, B.ip, '8080');
     assert.match(await round(h2, 'one'), /pong/);
     const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
     try {
@@ -524,14 +519,12 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // B: ingress default deny but the world on 8080
     await d.call('applyFull', B.id, [rule('ingress', WORLD, TCP, 8080)], { ingress: true, egress: false });
     const d0 = await delivered();
-    const h = spawnInNs(world.ns, ['hold', B.ip, '8080']);
-    procs.push(h);
-    await waitLine(h, /connected/);
+    const h = await hold(world.ns, B.ip, '8080');
     assert.match(await round(h, 'one'), /pong/);
     assert.ok(await delivered() - d0 >= 3n, 'the world -> B (the SYN once decided, then the rest) delivered from from_network');
     // the world forges segments into B's live tuple: from an address B's ingress denies (a new
     // connection there, not a reply) and from A's (a local endpoint's: spoofed, 132)
-    const ct = await d.call<{ srcIp: string; dstIp: string; srcPort: number; dstPort: number; direction: string; endpointId: number }[]>('conntrack');
+    const ct = await conntrack();
     const wport = ct.find((e) => e.endpointId === B.id && e.direction === 'ingress' && e.srcIp === world.ip && e.dstPort === 8080)!.srcPort;
     const forged = (src: string, sport: number, dport: number) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
       ipv4({ src, dst: B.ip, proto: TCP }, tcp({ src, dst: B.ip, sport, dport, flags: ACK | PSH, seq: 77, ack: 1 }, Buffer.from('forged'))));
@@ -557,9 +550,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // the other direction: B -> the world, its replies delivered from from_network; B's egress
     // policy then denies it: cut on B's next packet
     await d.call('applyFull', B.id, [], { ingress: false, egress: false });
-    const hb = spawnInNs(B.ns, ['hold', world.ip, '8081']);
-    procs.push(hb);
-    await waitLine(hb, /connected/);
+    const hb = await hold(B.ns, world.ip, '8081');
     const d3 = await delivered();
     assert.match(await round(hb, 'one'), /pong/);
     assert.ok(await delivered() - d3 >= 1n, 'the world\'s reply delivered from from_network');
@@ -573,9 +564,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // B's endpoint id comes back on another veth (C's, with C's address) while the world's live
     // entry still names it: nothing for B's address is delivered into C's namespace
     await d.call('applyFull', B.id, [], { ingress: false, egress: false });
-    const h2 = spawnInNs(world.ns, ['hold', B.ip, '8080']);
-    procs.push(h2);
-    await waitLine(h2, /connected/);
+    const h2 = await hold(world.ns, B.ip, '8080');
     assert.match(await round(h2, 'one'), /pong/);
     const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
     try {
