@@ -70,18 +70,9 @@ function seriesTree<S extends { values: string[] }>(names: readonly string[], ma
     for (let i = 0; i < depth; i++) labels[names[i]!] = s.values[i] ?? '';
     return labels;
   };
-  // The last series found and its values: a flow's handlers count runs of alike flows (a
-  // connection's packets, one pod pair), and comparing the values is cheaper than a Map.get each.
-  let hit: S | undefined;
   return {
     get(values) {
       if (depth === 0) return only ?? (only = make([]));
-      if (hit !== undefined) {
-        const hv = hit.values;
-        let i = 0;
-        while (i < depth && hv[i] === (values[i] ?? '')) i++;
-        if (i === depth) return hit;
-      }
       let level = root;
       const last = depth - 1;
       for (let i = 0; i < last; i++) {
@@ -93,7 +84,7 @@ function seriesTree<S extends { values: string[] }>(names: readonly string[], ma
       const k = values[last] ?? '';
       let s = level.get(k) as S | undefined;
       if (!s) { level.set(k, (s = make(values.slice(0, depth)))); order.push(s); }
-      return (hit = s);
+      return s;
     },
     each(f) {
       if (depth === 0) { if (only) f(only); return; }
@@ -107,7 +98,6 @@ function seriesTree<S extends { values: string[] }>(names: readonly string[], ma
       }
       const gone = new Set<S>();
       walk(root, 0, (s, level, key) => { if (tied(labelsOf(s))) { level.delete(key); gone.add(s); n++; } });
-      if (hit && gone.has(hit)) hit = undefined;
       prune(root, 0);
       if (gone.size) order = order.filter((s) => !gone.has(s));
       return n;
