@@ -150,6 +150,61 @@ function refillLayer4(l4: Layer4, sourcePort: number, destinationPort: number, f
   }
 }
 
+/**
+ * A datapath Flow with nothing of an event in it yet, as a literal in create(FlowSchema)'s shape
+ * (10x cheaper than create() with an init object): the builder fills what an event sets.
+ */
+function blankFlow(emitter: Flow['emitter'], nodeName: string): Flow {
+  return {
+    $typeName: 'flow.Flow',
+    time: undefined,
+    uuid: '',
+    emitter,
+    verdict: Verdict.VERDICT_UNKNOWN,
+    dropReason: 0,
+    authType: 0,
+    ethernet: undefined,
+    IP: undefined,
+    l4: undefined,
+    tunnel: undefined,
+    source: undefined,
+    destination: undefined,
+    Type: FlowType.L3_L4,
+    nodeName,
+    nodeLabels: NONE,
+    sourceNames: NONE,
+    destinationNames: NONE,
+    l7: undefined,
+    reply: false,
+    eventType: undefined,
+    sourceService: undefined,
+    destinationService: undefined,
+    trafficDirection: TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN,
+    policyMatchType: 0,
+    traceObservationPoint: 0,
+    traceReason: 0,
+    file: undefined,
+    ipTraceId: undefined,
+    dropReasonDesc: 0,
+    isReply: undefined,
+    debugCapturePoint: 0,
+    interface: undefined,
+    proxyPort: 0,
+    traceContext: undefined,
+    sockXlatePoint: 0,
+    socketCookie: 0n,
+    cgroupId: 0n,
+    Summary: '',
+    extensions: undefined,
+    egressAllowedBy: NO_POLICIES,
+    ingressAllowedBy: NO_POLICIES,
+    egressDeniedBy: NO_POLICIES,
+    ingressDeniedBy: NO_POLICIES,
+    policyLog: NONE,
+    aggregate: undefined,
+  };
+}
+
 export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
   const { resolver, nodeName } = opts;
   const cluster = opts.clusterName ?? 'default';
@@ -304,88 +359,36 @@ export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
     // no addresses: a frame that is not IP (a drop), which Cilium's flows show without IP
     const ip = ev.srcIp || ev.dstIp ? ipMessage(ev.srcIp, ev.dstIp, ev.ipVersion === 6 ? IPVersion.IPv6 : IPVersion.IPv4) : undefined;
     const evType = eventType(ev.type, ev.type === EventType.POLICY_VERDICT ? 0 : ev.subType);
-    let flow: Flow;
-    if (into) {
-      // the scratch: every field the literal below sets from the event, set again (the rest never change)
-      flow = into;
-      flow.time = timestamp(ev, flow.time);
-      flow.uuid = uuid();
-      flow.verdict = verdict;
-      flow.dropReason = dropReason;
-      flow.authType = authType;
-      flow.IP = ip;
-      flow.l4 = scratchLayer4(l4Kind, sp, dp, flags);
-      flow.source = source;
-      flow.destination = destination;
-      flow.sourceNames = NONE;
-      flow.destinationNames = NONE;
-      flow.eventType = evType;
-      flow.sourceService = undefined;
-      flow.destinationService = undefined;
-      flow.trafficDirection = direction;
-      flow.policyMatchType = policyMatchType;
-      flow.traceObservationPoint = tracePoint;
-      flow.traceReason = traceReason;
-      flow.dropReasonDesc = dropReason;
-      flow.isReply = isReply;
-      flow.interface = undefined;
-      flow.proxyPort = proxyPort;
-      flow.Summary = summary;
-      flow.egressAllowedBy = NO_POLICIES;
-      flow.ingressAllowedBy = NO_POLICIES;
-      flow.egressDeniedBy = NO_POLICIES;
-      flow.ingressDeniedBy = NO_POLICIES;
-    } else {
-      // A literal in create(FlowSchema)'s shape: 10x cheaper than create() with an init object.
-      flow = {
-        $typeName: 'flow.Flow',
-        time: timestamp(ev),
-        uuid: uuid(),
-        emitter,
-        verdict,
-        dropReason,
-        authType,
-        ethernet: undefined,
-        IP: ip,
-        l4: newLayer4(l4Kind, sp, dp, flags),
-        tunnel: undefined,
-        source,
-        destination,
-        Type: FlowType.L3_L4,
-        nodeName,
-        nodeLabels: NONE,
-        sourceNames: NONE,
-        destinationNames: NONE,
-        l7: undefined,
-        reply: false,
-        eventType: evType,
-        sourceService: undefined,
-        destinationService: undefined,
-        trafficDirection: direction,
-        policyMatchType,
-        traceObservationPoint: tracePoint,
-        traceReason,
-        file: undefined,
-        ipTraceId: undefined,
-        dropReasonDesc: dropReason,
-        isReply,
-        debugCapturePoint: 0,
-        interface: undefined,
-        proxyPort,
-        traceContext: undefined,
-        sockXlatePoint: 0,
-        socketCookie: 0n,
-        cgroupId: 0n,
-        Summary: summary,
-        extensions: undefined,
-        egressAllowedBy: NO_POLICIES,
-        ingressAllowedBy: NO_POLICIES,
-        egressDeniedBy: NO_POLICIES,
-        ingressDeniedBy: NO_POLICIES,
-        policyLog: NONE,
-        aggregate: undefined,
-      };
-    }
+    // A new flow starts as the schema's blank; the scratch keeps its own Timestamp and Layer4.
+    // Either way every field an event sets is written below, in one list.
+    const flow = into ?? blankFlow(emitter, nodeName);
+    flow.time = timestamp(ev, into?.time);
+    flow.l4 = into ? scratchLayer4(l4Kind, sp, dp, flags) : newLayer4(l4Kind, sp, dp, flags);
+    flow.uuid = uuid();
+    flow.verdict = verdict;
+    flow.dropReason = dropReason;
+    flow.authType = authType;
+    flow.IP = ip;
+    flow.source = source;
+    flow.destination = destination;
+    flow.sourceNames = NONE;
+    flow.destinationNames = NONE;
+    flow.eventType = evType;
+    flow.sourceService = undefined;
+    flow.destinationService = undefined;
+    flow.trafficDirection = direction;
+    flow.policyMatchType = policyMatchType;
+    flow.traceObservationPoint = tracePoint;
+    flow.traceReason = traceReason;
+    flow.dropReasonDesc = dropReason;
+    flow.isReply = isReply;
+    flow.interface = undefined;
+    flow.proxyPort = proxyPort;
+    flow.Summary = summary;
+    flow.egressAllowedBy = NO_POLICIES;
+    flow.ingressAllowedBy = NO_POLICIES;
+    flow.egressDeniedBy = NO_POLICIES;
+    flow.ingressDeniedBy = NO_POLICIES;
     if (ev.ifindex) flow.interface = iface(ev.ifindex);
     if (resolver.namesForIp) {
       // most addresses have no DNS name: no empty array of their own held in the ring
