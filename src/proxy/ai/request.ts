@@ -69,7 +69,7 @@ export const BODY_LIMITS = { depth: 64, containers: 50_000, keys: 50_000 } as co
 /**
  * What makes a body too complex to parse here (undefined: nothing): nesting deeper than
  * `limits.depth`, more arrays and objects than `limits.containers`, more keys than `limits.keys`.
- * Strings are skipped as duplicateKey does; it stops at the first limit passed.
+ * Strings are skipped whole (closingQuote); it stops at the first limit passed.
  */
 export function structureProblem(text: string, limits: { depth: number; containers: number; keys: number } = BODY_LIMITS): string | undefined {
   let depth = 0;
@@ -79,13 +79,7 @@ export function structureProblem(text: string, limits: { depth: number; containe
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 34 /* " */) {
-      let j = text.indexOf('"', i + 1);
-      while (j > 0) {
-        let k = j - 1;
-        while (text.charCodeAt(k) === 92 /* \ */) k--;
-        if ((j - 1 - k) % 2 === 0) break;
-        j = text.indexOf('"', j + 1);
-      }
+      const j = closingQuote(text, i);
       if (j < 0) return undefined; // an open string: JSON.parse refuses it at once
       i = j;
     } else if (c === 123 /* { */ || c === 91 /* [ */) {
@@ -102,12 +96,28 @@ export function structureProblem(text: string, limits: { depth: number; containe
 }
 
 /**
- * The first key repeated within one object, anywhere in a document JSON.parse accepted. Strings
- * are skipped with indexOf (the message contents are most of a body); only the structure between
- * them is looked at character by character.
+ * The index of the quote that closes the string opened at `open` (-1: none): the next quote not
+ * preceded by an odd run of backslashes. Found with indexOf, since strings (the message contents)
+ * are most of a body.
  */
+function closingQuote(text: string, open: number): number {
+  let j = text.indexOf('"', open + 1);
+  while (j > 0) {
+    let k = j - 1;
+    while (text.charCodeAt(k) === 92 /* \ */) k--;
+    if ((j - 1 - k) % 2 === 0) break;
+    j = text.indexOf('"', j + 1);
+  }
+  return j;
+}
+
 const ARRAY = 0;
 
+/**
+ * The first key repeated within one object, anywhere in a document JSON.parse accepted. Strings
+ * are skipped whole (closingQuote); only the structure between them is looked at character by
+ * character.
+ */
 export function duplicateKey(text: string): string | undefined {
   // per open object: null until it has a key, then its first key, then a Set once it has two (most
   // objects are small; a body of many empty objects allocates nothing); arrays are ARRAY
@@ -117,14 +127,7 @@ export function duplicateKey(text: string): string | undefined {
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 34 /* " */) {
-      // the closing quote: the next one not preceded by an odd run of backslashes
-      let j = text.indexOf('"', i + 1);
-      while (j > 0) {
-        let k = j - 1;
-        while (text.charCodeAt(k) === 92 /* \ */) k--;
-        if ((j - 1 - k) % 2 === 0) break;
-        j = text.indexOf('"', j + 1);
-      }
+      const j = closingQuote(text, i);
       if (j < 0) return undefined; // JSON.parse accepted it: cannot happen
       if (expectKey) {
         const raw = text.slice(i + 1, j);
