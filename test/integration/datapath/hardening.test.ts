@@ -14,7 +14,7 @@ import { ctOwnIndex } from '../../../src/datapath/linux/codec.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import {
-  eth, ipv4, tcp, udp, icmpError, sendFrames, floodFrames, startCapture, ensureRawpkt,
+  eth, ipv4, tcp, udp, icmpError, sendFrames, floodFrames, capturedAt, ensureRawpkt,
   ETH_IP, ETH_IPV6, TPID_8021Q, TPID_8021AD, TCP, UDP, ICMP, SYN, type Parsed,
 } from '../support/frames.ts';
 import { skipUnless } from '../../support/requirements.ts';
@@ -54,18 +54,6 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   /** Frames from pod `p` (its eth0, to its gateway's MAC). */
   const fromPod = (p: Pod, gw: string, l3: Buffer, type = ETH_IP, tags?: { tpid: number; vid: number }[]) =>
     eth({ dst: gw, src: p.mac, type, ...(tags ? { tags } : {}) }, l3);
-  /** Runs `fn` with a capture on `iface` in `netns`; returns what arrived there. */
-  const captured = async (netns: string, iface: string, fn: () => void | Promise<void>, settleMs = 400): Promise<Parsed[]> => {
-    const cap = await startCapture(netns, iface, 30_000);
-    try {
-      await fn();
-      await new Promise((r) => setTimeout(r, settleMs));
-    } catch (e) {
-      await cap.stop();
-      throw e;
-    }
-    return cap.stop();
-  };
 
   before(async () => {
     ensureRawpkt();
@@ -97,7 +85,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       fromPod(A, gwA, Buffer.alloc(46, 0x11), 0x88cc),
       fromPod(A, gwA, Buffer.alloc(46, 0x22), 0x0100), // an 802.3 length field
     ];
-    const seen = await captured(world.ns, 'eth0', () => { assert.equal(sendFrames(A.ns, 'eth0', frames), frames.length); });
+    const seen = await capturedAt(world.ns, 'eth0', () => { assert.equal(sendFrames(A.ns, 'eth0', frames), frames.length); });
     assert.deepEqual(seen.filter((f) => f.ip?.src === A.ip || f.ip?.dst === A.ip), [], 'nothing of A reached the world');
     const evs = await events();
     const drops = evs.filter((e) => e.type === 1 && e.subType === 139 && e.endpointId === A.id);
@@ -141,7 +129,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       syn(42101, { options: Buffer.from([0x94, 4, 0, 0]) }), // router alert: a harmless option
       syn(42102, { options: Buffer.from([1, 1, 1, 0]) }), // NOPs and the end of the list
     ];
-    const seen = await captured(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [...cases.map((c) => c.frame), ...ok]); });
+    const seen = await capturedAt(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [...cases.map((c) => c.frame), ...ok]); });
     const arrived = new Set(seen.filter((f) => f.dir === 'in' && f.ip?.src === A.ip).map((f) => f.sport));
     assert.deepEqual([...arrived].sort(), [42100, 42101, 42102], 'only the well-formed SYNs reached the world');
     const evs = await events();
@@ -172,9 +160,9 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // egress: A sends an error about the live flow to C (a third host) and to the world (the peer)
     const toThird = fromPod(A, gwA, ipv4({ src: A.ip, dst: C.ip, proto: ICMP }, icmpError(inbound, 3, 3, Buffer.from('covert channel payload'))));
     const toPeer = fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: ICMP }, icmpError(inbound, 3, 3)));
-    const atC = await captured(C.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toThird]); });
+    const atC = await capturedAt(C.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toThird]); });
     assert.deepEqual(atC.filter((f) => f.ip?.proto === ICMP), [], 'the error to a third host never arrives');
-    const atWorld = await captured(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toPeer]); });
+    const atWorld = await capturedAt(world.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [toPeer]); });
     assert.equal(atWorld.filter((f) => f.dir === 'in' && f.icmpType === 3 && f.ip?.src === A.ip).length, 1, 'positive control: the error to the peer passes as related');
     let evs = await events();
     const dr = find(evs, (x) => x.type === 1 && x.endpointId === A.id && x.proto === ICMP && x.dstIp === C.ip, 'the error to C dropped by policy');
@@ -184,7 +172,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     // ingress: errors about A's live flow sent to A by C (not the peer) and by the world (the peer)
     const fromThird = eth({ dst: gwC, src: C.mac, type: ETH_IP }, ipv4({ src: C.ip, dst: A.ip, proto: ICMP }, icmpError(outbound, 3, 3, Buffer.from('covert channel payload'))));
     const fromPeer = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP }, ipv4({ src: world.ip, dst: A.ip, proto: ICMP }, icmpError(outbound, 3, 3)));
-    const atA = await captured(A.ns, 'eth0', () => {
+    const atA = await capturedAt(A.ns, 'eth0', () => {
       sendFrames(C.ns, 'eth0', [fromThird]);
       sendFrames(world.ns, 'eth0', [fromPeer]);
     });
@@ -361,7 +349,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     const first = (id: number, dport: number) => fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, mf: true }, dgram(dport).subarray(0, 1480)));
     const later = (id: number, dport: number) => fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, fragOffset: 1480 }, dgram(dport).subarray(1480)));
     const tcpOverlap = fromPod(A, gwA, ipv4({ src: A.ip, dst: world.ip, proto: TCP, id: 0x5003, fragOffset: 8 }, Buffer.alloc(32)));
-    const seen = await captured(world.ns, 'eth0', () => {
+    const seen = await capturedAt(world.ns, 'eth0', () => {
       sendFrames(A.ns, 'eth0', [later(0x5001, 7777), first(0x5002, 9999), later(0x5002, 9999), tcpOverlap, first(0x5004, 7777), later(0x5004, 7777)]);
     });
     const got = seen.filter((f) => f.dir === 'in' && f.ip?.src === A.ip && f.ip.proto !== ICMP).map((f) => `${f.ip!.id.toString(16)}@${f.ip!.fragOffset}`);
@@ -378,14 +366,14 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     await reset();
     await d.call('applyFull', B.id, [rule('ingress', idOf(A), UDP, 5353)], { ingress: true, egress: false });
     const spoof = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP }, ipv4({ src: A.ip, dst: B.ip, proto: UDP }, udp({ src: A.ip, dst: B.ip, sport: 47000, dport: 5353 }, Buffer.from('as A'))));
-    const atB = await captured(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [spoof]); });
+    const atB = await capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [spoof]); });
     assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.sport === 47000), [], 'the spoofed datagram never reaches B');
     const evs = await events();
     const e = find(evs, (x) => x.type === 1 && x.subType === 132 && x.srcIp === A.ip && x.dstIp === B.ip, 'INVALID_SOURCE_IP at the network device');
     assert.equal(e.srcPort, 47000);
     // positive control: the same datagram from A itself is delivered
     const real = fromPod(A, gwA, ipv4({ src: A.ip, dst: B.ip, proto: UDP }, udp({ src: A.ip, dst: B.ip, sport: 47001, dport: 5353 }, Buffer.from('A'))));
-    const atB2 = await captured(B.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [real]); });
+    const atB2 = await capturedAt(B.ns, 'eth0', () => { sendFrames(A.ns, 'eth0', [real]); });
     assert.equal(atB2.filter((f) => f.dir === 'in' && f.sport === 47001).length, 1);
   });
 
@@ -464,7 +452,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     const forged = (src: string) => fromPod(C, gwC, ipv4({ src, dst: A.ip, proto: TCP }, tcp({ src, dst: A.ip, sport: 8080, dport: sport, flags: ACK | PSH, seq: 77, ack: 1 }, Buffer.from('forged'))));
     await events(0);
     const d1 = await delivered();
-    const atA = await captured(A.ns, 'eth0', () => { sendFrames(C.ns, 'eth0', [forged(C.ip), forged(B.ip)]); });
+    const atA = await capturedAt(A.ns, 'eth0', () => { sendFrames(C.ns, 'eth0', [forged(C.ip), forged(B.ip)]); });
     assert.deepEqual(atA.filter((f) => f.dir === 'in' && f.sport === 8080 && f.dport === sport && f.ip?.proto === TCP), [], 'no forged segment reached A');
     assert.equal(await delivered(), d1, 'nothing of C delivered');
     let evs = await events();
@@ -500,7 +488,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     try {
       await d.call('removeEndpoint', C.id);
       await d.call('upsertEndpoint', endpoint(C, B));
-      const atC = await captured(C.ns, 'eth0', async () => { await round(h2, 'two'); });
+      const atC = await capturedAt(C.ns, 'eth0', async () => { await round(h2, 'two'); });
       assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
     } finally {
       killProc(h2);
@@ -530,7 +518,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       ipv4({ src, dst: B.ip, proto: TCP }, tcp({ src, dst: B.ip, sport, dport, flags: ACK | PSH, seq: 77, ack: 1 }, Buffer.from('forged'))));
     await events(0);
     const d1 = await delivered();
-    const atB = await captured(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [forged(world.ip, 8080, wport), forged(A.ip, wport, 8080)]); });
+    const atB = await capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [forged(world.ip, 8080, wport), forged(A.ip, wport, 8080)]); });
     assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.hex.includes(Buffer.from('forged').toString('hex'))), [], 'no forged segment reached B');
     assert.equal(await delivered(), d1, 'nothing forged delivered');
     let evs = await events();
@@ -571,7 +559,7 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
       await d.call('removeEndpoint', C.id);
       await d.call('upsertEndpoint', endpoint(C, B));
       const d4 = await delivered();
-      const atC = await captured(C.ns, 'eth0', async () => { await round(h2, 'two'); });
+      const atC = await capturedAt(C.ns, 'eth0', async () => { await round(h2, 'two'); });
       assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
       assert.equal(await delivered(), d4, 'nothing delivered to the reused id');
     } finally {

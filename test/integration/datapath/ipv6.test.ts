@@ -14,7 +14,7 @@ import type { Driver } from './support/rpc.ts';
 import { DatapathNode, showEvents as show } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
-import { eth, sendFrames, startCapture, ensureRawpkt, SYN } from '../support/frames.ts';
+import { eth, sendFrames, capturedAt, ensureRawpkt, SYN } from '../support/frames.ts';
 import { ETH_IPV6, NH, ext, fragment, icmp6, ip6, ipv6, routing, tcp6 } from '../support/frames6.ts';
 
 const node = new DatapathNode({
@@ -50,15 +50,7 @@ describe('IPv6 datapath (root, namespaces, eBPF, raw frames)', { skip: skipUnles
   /** Sends each case's frame from A's eth0 (after draining the events) and returns what B's eth0 saw meanwhile. */
   async function sendCapturedAtB(cases: { frame: Buffer; what: string }[]): Promise<{ hex: string }[]> {
     await events(0);
-    const cap = await startCapture(B.ns, 'eth0', 30_000);
-    let seen: { hex: string }[] = [];
-    try {
-      for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what);
-      await new Promise((r) => setTimeout(r, 500));
-    } finally {
-      seen = await cap.stop();
-    }
-    return seen;
+    return capturedAt(B.ns, 'eth0', () => { for (const c of cases) assert.equal(sendFrames(A.ns, 'eth0', [c.frame]), 1, c.what); });
   }
 
   before(async () => {

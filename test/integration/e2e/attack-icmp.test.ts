@@ -11,9 +11,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { TestLab, REPO, type Flow } from '../support/lab.ts';
-import { ACK, ETH_IP, ICMP, TCP, eth, icmpError, ipv4, tcp, ifaceMac, sendFrames, ensureRawpkt } from '../support/frames.ts';
+import { ACK, ETH_IP, ICMP, TCP, eth, icmpError, ipv4, tcp, ifaceMac, sendFrames, ensureRawpkt, capturedAt } from '../support/frames.ts';
 import {
-  API, FORBIDDEN, WORLD_IFACE, capturedAt, cnp, egressTo, ns, pod, podNet, send, tcpLocalPorts, worldGatewayMac, worldNetns, type PodNet,
+  API, FORBIDDEN, WORLD_IFACE, cnp, egressTo, ns, pod, podNet, send, tcpLocalPorts, worldGatewayMac, worldNetns, type PodNet,
 } from '../support/attack.ts';
 
 const lab = new TestLab(`aic${process.pid % 10000}`);

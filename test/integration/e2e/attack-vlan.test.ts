@@ -17,12 +17,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { TestLab, type Flow } from '../support/lab.ts';
-import { ETH_IP, TPID_8021AD, TPID_8021Q, UDP, TCP, SYN, eth, ipv4, tcp, udp, retag, startCapture, ensureRawpkt } from '../support/frames.ts';
+import { ETH_IP, TPID_8021AD, TPID_8021Q, UDP, TCP, SYN, eth, ipv4, tcp, udp, retag, startCapture, capturedAt, ensureRawpkt } from '../support/frames.ts';
 import { ETH_IPV6, NH, icmp6, ipv6, tcp6 } from '../support/frames6.ts';
 import { hubbleCli } from '../support/hubble-cli.ts';
 import { podIp6 } from '../../../src/lab/names.ts';
 import {
-  API, FORBIDDEN, NODE_IP, WORLD_IFACE, capturedAt, cnp, egressTo, ns, pod, podNet, send, worldNetns, type PodNet,
+  API, FORBIDDEN, NODE_IP, WORLD_IFACE, cnp, egressTo, ns, pod, podNet, send, worldNetns, type PodNet,
 } from '../support/attack.ts';
 
 const lab = new TestLab(`avl${process.pid % 10000}`);

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { hostIfname, nodeNetnsName, podNetnsName, worldNetnsName } from '../../../src/lab/names.ts';
-import { ifaceMac, startCapture, sendFrames, type Parsed } from './frames.ts';
+import { ifaceMac, sendFrames } from './frames.ts';
 import type { TestLab } from './lab.ts';
 
 export const API = '198.51.100.20'; // api.openai.com in the lab's world
@@ -33,19 +33,6 @@ export function nodeNetns(lab: TestLab): string {
 /** MAC of node1's world link (the world's next hop to the lab). */
 export function worldGatewayMac(lab: TestLab): string {
   return ifaceMac(nodeNetns(lab), 'mbr_world');
-}
-
-/** Runs `fn` with a capture on `iface` in `netns`; returns the frames seen. */
-export async function capturedAt(netns: string, iface: string, fn: () => unknown, settleMs = 500): Promise<Parsed[]> {
-  const cap = await startCapture(netns, iface, 60_000);
-  try {
-    await fn();
-    await new Promise((r) => setTimeout(r, settleMs));
-  } catch (e) {
-    await cap.stop();
-    throw e;
-  }
-  return cap.stop();
 }
 
 export function send(p: PodNet, frames: Buffer[]): number {

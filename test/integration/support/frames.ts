@@ -278,6 +278,19 @@ export async function startCapture(netns: string, iface: string, ms: number): Pr
   };
 }
 
+/** Runs `fn` with a capture on `iface` in `netns`; returns the frames seen by `settleMs` after it. */
+export async function capturedAt(netns: string, iface: string, fn: () => unknown, settleMs = 500): Promise<Parsed[]> {
+  const cap = await startCapture(netns, iface, 60_000);
+  try {
+    await fn();
+    await new Promise((r) => setTimeout(r, settleMs));
+  } catch (e) {
+    await cap.stop();
+    throw e;
+  }
+  return cap.stop();
+}
+
 /** A captured Ethernet frame (untagged) with VLAN tags inserted after the MAC addresses. */
 export function retag(hex: string, tags: { tpid: number; vid: number }[]): Buffer {
   const b = Buffer.from(hex, 'hex');
