@@ -55,6 +55,24 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
   const fromPod = (p: Pod, gw: string, l3: Buffer, type = ETH_IP, tags?: { tpid: number; vid: number }[]) =>
     eth({ dst: gw, src: p.mac, type, ...(tags ? { tags } : {}) }, l3);
 
+  /**
+   * Runs `fn` while B's endpoint id is on C's veth with C's address (B's veth gone, its id
+   * reused), then ends the `live` connection and puts both endpoints back.
+   */
+  const whileBIdOnC = async (live: ReturnType<typeof spawnInNs>, fn: () => Promise<void>) => {
+    const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    try {
+      await d.call('removeEndpoint', C.id);
+      await d.call('upsertEndpoint', endpoint(C, B));
+      await fn();
+    } finally {
+      killProc(live);
+      await d.call('removeEndpoint', B.id);
+      await d.call('upsertEndpoint', endpoint(B));
+      await d.call('upsertEndpoint', endpoint(C));
+    }
+  };
+
   before(async () => {
     ensureRawpkt();
     await node.up();
@@ -484,18 +502,10 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     await d.call('applyFull', A.id, [], { ingress: false, egress: false });
     const h2 = await hold(A.ns, B.ip, '8080');
     assert.match(await round(h2, 'one'), /pong/);
-    const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-    try {
-      await d.call('removeEndpoint', C.id);
-      await d.call('upsertEndpoint', endpoint(C, B));
+    await whileBIdOnC(h2, async () => {
       const atC = await capturedAt(C.ns, 'eth0', async () => { await round(h2, 'two'); });
       assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
-    } finally {
-      killProc(h2);
-      await d.call('removeEndpoint', B.id);
-      await d.call('upsertEndpoint', endpoint(B));
-      await d.call('upsertEndpoint', endpoint(C));
-    }
+    });
     await reset();
     assert.equal(tcpConnect(A.ns, B.ip, 8080), true, 'restored');
   });
@@ -554,20 +564,12 @@ describe('datapath hardening (root, namespaces, eBPF, raw frames)', { skip: skip
     await d.call('applyFull', B.id, [], { ingress: false, egress: false });
     const h2 = await hold(world.ns, B.ip, '8080');
     assert.match(await round(h2, 'one'), /pong/);
-    const endpoint = (p: Pod, as: Pod = p) => ({ id: as.id, identity: idOf(as), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-    try {
-      await d.call('removeEndpoint', C.id);
-      await d.call('upsertEndpoint', endpoint(C, B));
+    await whileBIdOnC(h2, async () => {
       const d4 = await delivered();
       const atC = await capturedAt(C.ns, 'eth0', async () => { await round(h2, 'two'); });
       assert.deepEqual(atC.filter((f) => f.ip?.dst === B.ip), [], 'nothing for B\'s address in C\'s namespace');
       assert.equal(await delivered(), d4, 'nothing delivered to the reused id');
-    } finally {
-      killProc(h2);
-      await d.call('removeEndpoint', B.id);
-      await d.call('upsertEndpoint', endpoint(B));
-      await d.call('upsertEndpoint', endpoint(C));
-    }
+    });
     await reset();
     assert.equal(tcpConnect(world.ns, B.ip, 8080), true, 'restored');
   });
