@@ -30,7 +30,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchOwnProcess, benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
+import { benchOwnProcess, treeProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
 import { stallReport } from './stalls.ts';
 import { buildOneConn, runOneConn } from './one-conn.ts';
 
@@ -76,7 +76,8 @@ try {
   const gcs: Record<string, { scav: number; mc: number; ms: number }> = { A: { scav: 0, mc: 0, ms: 0 }, B: { scav: 0, mc: 0, ms: 0 } };
   for (const k of ['A', 'B'] as const) {
     const own = values[k === 'A' ? 'a-flags' : 'b-flags'];
-    const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
+    // each tree's own production flags (its src/lab/names.ts)
+    const flags = [...await treeProxyNodeFlags(trees[k]), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
     if (values.gc) flags.push('--trace-gc', '--max-semi-space-size=1', '--min-semi-space-size=1');
     else if (values['gc-count']) flags.push('--trace-gc');
     // the probe (this tree's, for both) and a profile to tell what ran in each stretch
