@@ -2,6 +2,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { AGENT_NODE_FLAGS, PROXY_NODE_FLAGS } from '../src/lab/names.ts';
 
 /**
@@ -32,6 +33,16 @@ export function benchProxyMode(): string {
  */
 export function benchProxyNodeFlags(): string[] {
   return [...(benchOwnProcess() ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS)];
+}
+
+/**
+ * benchProxyNodeFlags() as another checkout `tree` defines them (its src/lab/names.ts): a bench
+ * measuring that tree's proxy (--tree, ab.ts --a) runs it with that tree's production argv, so a
+ * change of the flags is part of what main against a branch compares.
+ */
+export async function treeProxyNodeFlags(tree: string): Promise<string[]> {
+  const names = await import(pathToFileURL(join(tree, 'src/lab/names.ts')).href) as { PROXY_NODE_FLAGS: readonly string[]; AGENT_NODE_FLAGS: readonly string[] };
+  return [...(benchOwnProcess() ? names.PROXY_NODE_FLAGS : names.AGENT_NODE_FLAGS)];
 }
 
 /** V8 flags of the agent stand-in (bench/feed-agent.ts): the agent's, as the lab starts it. */

@@ -9,8 +9,11 @@
  * With --gc, each proxy runs with --trace-gc and 1 MB semi-spaces and the rows add the garbage per
  * request (what its scavenges freed, KB: short-lived garbage, a lower bound of allocation), which
  * does not depend on how busy the machine is.
+ * With --gc-count, each proxy runs with --trace-gc at its own (production) young-generation size
+ * and the rows add its scavenges and mark-compacts per 1000 requests and their pause time per
+ * request (µs, main thread): what a GC flag changes, beside the CPU it costs.
  *
- *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc] [--probe]
+ *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/ab.ts --a /path/to/other/tree [--b .] [--secs 5] [--rounds 3] [--rules 100] [--node-flags=--cpu-prof] [--gc | --gc-count] [--probe]
  * --a-flags / --b-flags add V8 flags to one side only (--a and --b may then name the same tree: an A/B of flags).
  * --a-server / --b-server run another server script (path in that tree) on that side, e.g.
  * bench/http/floor-server.ts: Node's own floor for the same traffic (no parsing, policy or records).
@@ -27,14 +30,14 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchOwnProcess, benchProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
+import { benchOwnProcess, treeProxyNodeFlags, haproxyCfg, median, parseWrk, startPinned, cpuUs } from '../support.ts';
 import { stallReport } from './stalls.ts';
 import { buildOneConn, runOneConn } from './one-conn.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, rules: { type: 'string', default: '100' },
-  'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, 'a-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, 'a-env': { type: 'string', default: '' }, 'b-env': { type: 'string', default: '' }, 'b-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, gc: { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
+  'node-flags': { type: 'string', default: '' }, 'a-flags': { type: 'string', default: '' }, 'b-flags': { type: 'string', default: '' }, 'a-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, 'a-env': { type: 'string', default: '' }, 'b-env': { type: 'string', default: '' }, 'b-server': { type: 'string', default: 'bench/http/proxy-server.ts' }, gc: { type: 'boolean', default: false }, 'gc-count': { type: 'boolean', default: false }, probe: { type: 'boolean', default: false }, modes: { type: 'string', default: 'ka,one,close' },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const feed = benchOwnProcess();
@@ -69,10 +72,14 @@ try {
   await startPinned(children, 0, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)]);
   const pid: Record<string, number> = {};
   const freedMB: Record<string, number> = { A: 0, B: 0 };
+  /** --gc-count: scavenges, mark-compacts and their pause ms so far, per side */
+  const gcs: Record<string, { scav: number; mc: number; ms: number }> = { A: { scav: 0, mc: 0, ms: 0 }, B: { scav: 0, mc: 0, ms: 0 } };
   for (const k of ['A', 'B'] as const) {
     const own = values[k === 'A' ? 'a-flags' : 'b-flags'];
-    const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
+    // each tree's own production flags (its src/lab/names.ts)
+    const flags = [...await treeProxyNodeFlags(trees[k]), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
     if (values.gc) flags.push('--trace-gc', '--max-semi-space-size=1', '--min-semi-space-size=1');
+    else if (values['gc-count']) flags.push('--trace-gc');
     // the probe (this tree's, for both) and a profile to tell what ran in each stretch
     if (values.probe) {
       flags.push(`--import=${join(trees.B, 'bench/http/loop-probe.ts')}`, '--cpu-prof', `--cpu-prof-dir=${join(dir, `prof-${k}`)}`, '--cpu-prof-interval=250');
@@ -84,7 +91,7 @@ try {
     const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], values[k === 'A' ? 'a-server' : 'b-server']), '--port', String(ports[k]), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
     for (const [key, v] of saved) if (v === undefined) delete process.env[key]; else process.env[key] = v;
     pid[k] = c.pid!; // taskset and bin/node exec: the same process
-    if (values.gc) {
+    if (values.gc || values['gc-count']) {
       // --trace-gc lines: `Scavenge 3.1 (5.2) -> 2.0 (5.2) MB, ...`: before minus after is what that GC freed
       let rest = '';
       c.stdout!.on('data', (d: Buffer) => {
@@ -93,6 +100,11 @@ try {
         while ((i = rest.indexOf('\n')) >= 0) {
           // scavenges only: a full GC frees old garbage of earlier runs too (the rest survived to it)
           const line = rest.slice(0, i);
+          // `..., 0.52 / 0.00 ms  (average mu ...`: the pause on the main thread, then the time in background threads
+          const pause = / ([\d.]+) \/ [\d.]+ ms /.exec(line);
+          const g = gcs[k]!;
+          if (pause && line.includes('Scavenge')) { g.scav++; g.ms += Number(pause[1]); }
+          else if (pause && line.includes('Mark-Compact')) { g.mc++; g.ms += Number(pause[1]); }
           const m = line.includes('Scavenge') ? /(\d+(?:\.\d+)?) \(\d+(?:\.\d+)?\) -> (\d+(?:\.\d+)?) \(/.exec(line) : null;
           rest = rest.slice(i + 1);
           if (m) freedMB[k] = (freedMB[k] ?? 0) + Number(m[1]) - Number(m[2]);
@@ -105,7 +117,7 @@ try {
     execFileSync('wrk', ['-t1', '-c50', '-d2s', `http://127.0.0.1:${ports[k]}${PATH}`]);
     execFileSync('wrk', ['-t1', '-c50', '-d2s', '-H', 'Connection: close', `http://127.0.0.1:${ports[k]}${PATH}`]);
   }
-  const rows: Record<string, { rps: number[]; cpu: number[]; bg: number[]; agent: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[] }> = {};
+  const rows: Record<string, { rps: number[]; cpu: number[]; bg: number[]; agent: number[]; p50: number[]; p99: number[]; wait: number[]; preempt: number[]; kb: number[]; scav: number[]; mc: number[]; gcUs: number[] }> = {};
   const total: Record<string, number> = { A: 0, B: 0 };
   /** the measured runs of each proxy (µs, CLOCK_MONOTONIC as the probe's) */
   const windows: Record<string, [number, number][]> = { A: [], B: [] };
@@ -115,6 +127,7 @@ try {
       const c0 = treeCpuUs(pid[k]!);
       const s0 = sched(pid[k]!);
       const f0 = freedMB[k]!;
+      const g0 = { ...gcs[k]! };
       const w0 = nowUs();
       const w = m === 'one'
         ? { ...runOneConn(oneConnBin, ports[k], SECS, PATH), errors: 0 }
@@ -125,17 +138,19 @@ try {
       const cpu = (c1.proxy - c0.proxy) / w.requests, bg = (c1.proxy - c1.main - (c0.proxy - c0.main)) / w.requests, agentCpu = (c1.children - c0.children) / w.requests;
       const s1 = sched(pid[k]!);
       // the GC lines of the run's last moments arrive a little later
-      if (values.gc) await new Promise((r) => setTimeout(r, 300));
+      if (values.gc || values['gc-count']) await new Promise((r) => setTimeout(r, 300));
       const kb = ((freedMB[k]! - f0) * 1024) / w.requests;
+      const g1 = gcs[k]!;
+      const scav = (g1.scav - g0.scav) * 1000 / w.requests, mc = (g1.mc - g0.mc) * 1000 / w.requests, gcUs = (g1.ms - g0.ms) * 1000 / w.requests;
       const wait = (s1.waitNs - s0.waitNs) / 1000 / w.requests, preempt = (s1.nonvol - s0.nonvol) * 1000 / w.requests;
-      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], bg: [], agent: [], p50: [], p99: [], wait: [], preempt: [], kb: [] });
-      row.rps.push(w.rps); row.cpu.push(cpu); row.bg.push(bg); row.agent.push(agentCpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt); row.kb.push(kb);
-      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (V8 threads ${bg.toFixed(1)})${feed ? ` (+ agent ${agentCpu.toFixed(1)})` : ''}, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${kb.toFixed(2)} KB/req` : ''}, errors ${w.errors}`);
+      const row = (rows[`${m} ${k}`] ??= { rps: [], cpu: [], bg: [], agent: [], p50: [], p99: [], wait: [], preempt: [], kb: [], scav: [], mc: [], gcUs: [] });
+      row.rps.push(w.rps); row.cpu.push(cpu); row.bg.push(bg); row.agent.push(agentCpu); row.p50.push(w.p50); row.p99.push(w.p99); row.wait.push(wait); row.preempt.push(preempt); row.kb.push(kb); row.scav.push(scav); row.mc.push(mc); row.gcUs.push(gcUs);
+      console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (V8 threads ${bg.toFixed(1)})${feed ? ` (+ agent ${agentCpu.toFixed(1)})` : ''}, p50 ${w.p50.toFixed(3)} ms p99 ${w.p99.toFixed(3)} ms, run-queue wait ${wait.toFixed(1)} µs/req, ${preempt.toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${kb.toFixed(2)} KB/req` : ''}${values['gc-count'] ? `, GC per 1000 req: ${scav.toFixed(2)} scavenges ${mc.toFixed(3)} mark-compacts, GC pause ${gcUs.toFixed(2)} µs/req` : ''}, errors ${w.errors}`);
     }
   }
   console.log(`A = ${trees.A} ${values['a-flags']}\nB = ${trees.B} ${values['b-flags']}\nload ${execFileSync('cat', ['/proc/loadavg']).toString().trim()}`);
   console.log(`requests measured: A ${total.A}, B ${total.B}`);
-  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (V8 threads ${median(v.bg).toFixed(1)})${feed ? ` (+ agent ${median(v.agent).toFixed(1)})` : ''}, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${median(v.kb).toFixed(2)} KB/req` : ''}`);
+  for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (V8 threads ${median(v.bg).toFixed(1)})${feed ? ` (+ agent ${median(v.agent).toFixed(1)})` : ''}, p50 ${median(v.p50).toFixed(3)} ms, p99 ${median(v.p99).toFixed(3)} ms, run-queue wait ${median(v.wait).toFixed(1)} µs/req, ${median(v.preempt).toFixed(1)} preemptions/1000 req${values.gc ? `, garbage ${median(v.kb).toFixed(2)} KB/req` : ''}${values['gc-count'] ? `, GC per 1000 req: ${median(v.scav).toFixed(2)} scavenges ${median(v.mc).toFixed(3)} mark-compacts, GC pause ${median(v.gcUs).toFixed(2)} µs/req` : ''}`);
   if (values.probe) {
     // the proxies write their profile and probe as they exit
     for (const k of ['A', 'B'] as const) {

@@ -35,7 +35,8 @@
  * the CPU each thread last ran on.
  *
  *   [MEMBRANE_BENCH_FEED=0] bin/node bench/http/run.ts [--secs 8] [--rounds 2] [--rules 100] [--append] [--detail] [--tree /other/checkout]
- * --tree measures another checkout's proxy (its bench/http/proxy-server.ts and bin/node) with this bench.
+ * --tree measures another checkout's proxy (its bench/http/proxy-server.ts, bin/node and the V8 flags its
+ * src/lab/names.ts gives the proxy process) with this bench.
  * By default the proxy runs as the lab and `membrane up` run it (--external-envoy-proxy): its own
  * process, the flows made in another (an agent stand-in, bench/feed-agent.ts, on the same CPU)
  * from the records sent over the feed socket. MEMBRANE_BENCH_FEED=0 measures the proxy inside the
@@ -51,7 +52,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
+import { benchOwnProcess, treeProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
 import { othersUs, snapshot, threadPlacement, turnLine } from './placement.ts';
@@ -91,7 +92,7 @@ try {
   oneConnBin = buildOneConn(dir);
   const originPid = (await start(0, 'haproxy', ['-db', '-f', haproxyCfg('origin', `frontend origin\n  bind 127.0.0.1:${ORIGIN}\n  http-request return status 200 content-type text/plain string "ok"\n`)])).pid!;
   const hap = await start(1, 'haproxy', ['-db', '-f', haproxyCfg('proxy', `frontend fe\n  bind 127.0.0.1:${HAPROXY}\n  default_backend be\nbackend be\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN}\n`)]);
-  const mb = await start(1, join(REPO, 'bin/node'), [...benchProxyNodeFlags(), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
+  const mb = await start(1, join(REPO, 'bin/node'), [...await treeProxyNodeFlags(REPO), join(REPO, 'bench/http/proxy-server.ts'), '--port', String(MEMBRANE), '--origin', String(ORIGIN), '--rules', String(values.rules)], 'ready');
   // warm up (JIT, connection pools), keep-alive and close: with keep-alive alone, the first
   // round's close turns were the proxy's close path compiling (bench/http/ab.ts, 08:27 UTC: round 1
   // 242 and 151 µs CPU per request, 35 and 23 of them V8's threads; rounds 2-3 115-122, 6-7)

@@ -63,8 +63,16 @@ export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
  * and a young generation 4 x larger means 4 x fewer of them on the request path: proxy CPU per
  * request -2.4 % keep-alive, -3.7 % close, one-connection p99 0.46 against 0.91 ms
  * (bench/http/ab.ts --a-flags, 3 rounds, load 2.5, 2026-12-06).
+ * --single-threaded-gc: the process is pinned to one CPU in the benches and shares the node's
+ * CPUs with the agent and the pods in production; V8's parallel scavenge and concurrent marking
+ * helpers then only take turns with the main thread on that CPU and wake it through futexes. Main
+ * thread alone, paired 1 s turns of bench/http/ab.ts (15 pairs each way round, 2026-12-06): proxy
+ * CPU per request -1.7 % / -2.8 % keep-alive (lower in 22 of 30 pairs), -1.8 % / 0 % close,
+ * one connection unchanged; scavenges per request unchanged. A larger young generation (32,
+ * 64 MiB) halves the scavenges but not the GC time per request (a close request's ~3-5 µs of
+ * scavenge is per dead object, not per scavenge), so 16 MiB stays.
  */
-export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16', '--single-threaded-gc'];
 
 export function nodeName(index: number): string {
   return `node${index}`;

@@ -127,12 +127,21 @@ export class HttpProxy {
   }
 
   private async listenOn(dir: Direction, host: string, port: number, ipv6Only: boolean): Promise<ProxyListener> {
-    const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock, dir));
+    const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, dir));
     await new Promise<void>((res, rej) => {
       srv.once('error', rej);
       srv.listen({ port, host, backlog: 4096, ipv6Only }, () => { srv.off('error', rej); res(); });
     });
-    const fd = (srv as unknown as { _handle: { fd: number } })._handle.fd;
+    const handle = (srv as unknown as { _handle: { fd: number; setNoDelay(on: boolean): number } })._handle;
+    const fd = handle.fd;
+    // TCP_NODELAY on the listener: Linux copies it into every socket accepted from it, so each
+    // new connection goes without the setsockopt that Node's `noDelay` server option makes per
+    // accepted socket (one syscall of ~14 per `Connection: close` request)
+    const err = handle.setNoDelay(true);
+    if (err !== 0) {
+      srv.close();
+      throw new Error(`TCP_NODELAY on the ${dir} listener ${host}:${port}: ${err}`);
+    }
     this.opts.setTransparent?.(fd);
     this.servers.push(srv);
     return { fd, port: (srv.address() as net.AddressInfo).port, host };
