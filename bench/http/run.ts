@@ -55,7 +55,7 @@ import { parseArgs } from 'node:util';
 import { benchOwnProcess, treeProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { runLine } from '../tcp-suite.ts';
 import { buildOneConn, runOneConn, type OneConnResult } from './one-conn.ts';
-import { othersUs, snapshot, threadPlacement, turnLine } from './placement.ts';
+import { QuietTurns, threadPlacement, turnLine } from '../placement.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, rules: { type: 'string', default: '100' }, append: { type: 'boolean', default: false }, detail: { type: 'boolean', default: false }, tree: { type: 'string' } } });
 const SECS = Number(values.secs);
@@ -121,11 +121,8 @@ try {
   const kids = (pid: number | undefined) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
   /** --detail: the processes whose CPU and run-queue wait each turn's line names */
   const known = { hap: [hap.pid!], mb: [mb.pid!], standin: kids(mb.pid), origin: [originPid] };
-  const named = Object.values(known).flat();
-  /** the bench's own processes: what is not one of them is another session's */
-  const mine = new Set(named);
-  /** turns run, turns run again for other processes' CPU, turns kept with it after REDO_MAX tries */
-  let turns = 0, redone = 0, kept = 0;
+  /** the bench's own processes (what is not one of them is another session's) and the turns run, run again, kept over the bound */
+  const quiet = new QuietTurns(Object.values(known).flat(), { maxMsPerS: OTHERS_MAX, redoMax: REDO_MAX });
   if (values.detail) for (const [k, ps] of Object.entries(known)) for (const p of ps) console.error(`placement ${k} ${p}: ${threadPlacement(p)}`);
   let round = 0;
   const alternate = (extra: string[]): Record<'haproxy' | 'membrane', { w: WrkResult; c: Cost }> => {
@@ -137,28 +134,20 @@ try {
         // (at most REDO_MAX times; then kept and counted): the 17:50 UTC run of 2026-12-06 had
         // turns with 0.4-1.1 CPU-s per s of another session's tsc beside the proxies, which took
         // half of CPU 1 from HAProxy (one process) and a third from membrane (its proxy and stand-in)
-        for (let tries = 0; ; tries++) {
-          const s0 = snapshot(named);
+        const { w, spent, secs } = quiet.run(() => {
           const c0 = cpu(k);
           const w = wrk(ports[k], 50, extra, 1);
           const c1 = cpu(k);
-          const s1 = snapshot(named);
           const secs = w.rps > 0 ? w.requests / w.rps : 1;
-          const others = othersUs(s0, s1, mine) / 1000 / secs;
-          if (values.detail) {
-            const cpr = (c1[0]! - c0[0]! + c1[1]! - c0[1]!) / w.requests;
-            console.error(`r${round} ${extra.length ? 'close' : 'ka'} t${t} ${k.padEnd(8)} ${w.rps.toFixed(0).padStart(6)} req/s ${cpr.toFixed(1).padStart(6)} µs/req | ${turnLine(s0, s1, secs, known)}`);
-          }
-          if (others > OTHERS_MAX && tries < REDO_MAX) { redone++; continue; }
-          if (others > OTHERS_MAX) kept++;
-          turns++;
-          const a = acc[k];
-          a.requests += w.requests;
-          a.secs += secs;
-          a.errors += w.errors;
-          for (let i = 0; i < 3; i++) a.spent[i]! += c1[i]! - c0[i]!;
-          break;
-        }
+          return { value: { w, spent: c1.map((x, i) => x - c0[i]!), secs }, secs };
+        }, values.detail ? (v, s0, s1, secs) => {
+          console.error(`r${round} ${extra.length ? 'close' : 'ka'} t${t} ${k.padEnd(8)} ${v.w.rps.toFixed(0).padStart(6)} req/s ${((v.spent[0]! + v.spent[1]!) / v.w.requests).toFixed(1).padStart(6)} µs/req | ${turnLine(s0, s1, secs, known)}`);
+        } : undefined);
+        const a = acc[k];
+        a.requests += w.requests;
+        a.secs += secs;
+        a.errors += w.errors;
+        for (let i = 0; i < 3; i++) a.spent[i]! += spent[i]!;
       }
     }
     const out = (k: 'haproxy' | 'membrane') => {
@@ -237,7 +226,7 @@ try {
     `Origin alone: ${med('origin', ka).toFixed(0)} req/s keep-alive, one request at a time p50 ${med('origin', p50).toFixed(3)} / p99 ${med('origin', p99).toFixed(3)} / p999 ${med('origin', p999).toFixed(3)} ms, wrk -c1 p99 ${med('origin', w99).toFixed(3)} ms. ` +
     `Requests one at a time per round (median): origin ${med('origin', (x) => x.one.requests)}, HAProxy ${med('haproxy', (x) => x.one.requests)}, membrane ${med('membrane', (x) => x.one.requests)}. ` +
     `Errors (non-2xx, socket): HAProxy ${errs('haproxy')}, membrane ${errs('membrane')}. ` +
-    `Keep-alive and close turns: ${turns} kept, ${redone} run again because other processes took over ${OTHERS_MAX} ms/s of CPU meanwhile, ${kept} kept over it after ${REDO_MAX} tries. ` +
+    `Keep-alive and close turns: ${quiet.summary()}. ` +
     `Per round (keep-alive, close, p99 ratios): ${res.membrane.map((_, i) => [ratios(ka, false)[i]!, ratios(cl, false)[i]!, ratios(p99, true)[i]!].map((v) => v.toFixed(2)).join(' / ')).join('; ')}. ` +
     // HAProxy's own CPU per request is the gauge of how fast CPU 1 ran in that round: on this VM it
     // rose 20-35 % for stretches with nothing else running, and membrane's 60-80 % (bench/RESULTS.md, i-http12)

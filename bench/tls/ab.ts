@@ -13,6 +13,8 @@
  * --port: the origin's port, the proxies on the next four (bench/soak/run.ts uses 18543 too: pick
  * another while a soak runs, or HAProxy's SO_REUSEPORT shares the origin's port between the two runs).
  * --a-node-flags / --b-node-flags: flags for one side only (with --a . : an A/B of V8 flags on the same tree).
+ * A run during which other processes took over 150 ms/s of CPU is run again, up to 3 times
+ * (bench/placement.ts QuietTurns, the rule of bench/tls/run.ts and bench/http/run.ts; not with --perf).
  * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
  * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
  * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
@@ -23,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { negotiatedCipher } from './cipher.ts';
+import { QuietTurns } from '../placement.ts';
 import { benchCa, benchProxyMode, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
 const { values } = parseArgs({ options: {
@@ -98,15 +101,23 @@ try {
   };
   // the suite each intercepting proxy picks for wrk's offer (OpenSSL's default order)
   const ciphers = modes.some((m) => m !== 'sni') ? { A: negotiatedCipher(ports.A.intercept, NAME), B: negotiatedCipher(ports.B.intercept, NAME), origin: negotiatedCipher(ORIGIN, NAME) } : undefined;
+  const kids = (pid: number) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
+  // with --perf, perf's own CPU would count as another process's: no runs again then (profiles, not numbers)
+  const quiet = new QuietTurns([...children.map((c) => c.pid!), ...children.flatMap((c) => kids(c.pid!))], values.perf ? { redoMax: 0 } : {});
   const rows: Record<string, { rps: number[]; cpu: number[]; agent: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
   for (let r = 0; r < ROUNDS; r++) {
     for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
       const p = pid[k]![m === 'sni' ? 'sni' : 'intercept'];
-      const h0 = m === 'sni' ? undefined : await handshakes(k);
-      const c0 = cpuUs(p), k0 = childrenCpuUs(p), o0 = originConns();
-      const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', process.env.PERF_FREQ ?? '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
-      const w = parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', '-s', LUA, url(k, m)]).toString());
-      if (rec) await new Promise((r) => { rec.once('exit', r); rec.kill('SIGINT'); });
+      // a run during which other processes took over 150 ms/s of CPU is run again (bench/placement.ts QuietTurns, as bench/tls/run.ts and bench/http/run.ts)
+      let h0: { full: number; resumed: number } | undefined, c0 = 0, k0 = 0, o0 = 0;
+      const w = await quiet.runAsync(async () => {
+        h0 = m === 'sni' ? undefined : await handshakes(k);
+        c0 = cpuUs(p); k0 = childrenCpuUs(p); o0 = originConns();
+        const rec = values.perf ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', process.env.PERF_FREQ ?? '499', '-g', '-p', String(p), '-o', join(values.perf, `${m}-${k}-${r + 1}.data`)], { stdio: 'ignore' }) : undefined;
+        const w = parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', ...args[m], `-d${SECS}s`, '--latency', '-s', LUA, url(k, m)]).toString());
+        if (rec) await new Promise((r) => { rec.once('exit', r); rec.kill('SIGINT'); });
+        return { value: w, secs: w.rps > 0 ? w.requests / w.rps : SECS };
+      }, (w, _s0, _s1, _secs, others) => { if (others > quiet.maxMsPerS) console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, other processes ${others.toFixed(0)} ms/s: run again`); });
       const cpu = (cpuUs(p) - c0) / w.requests, agent = (childrenCpuUs(p) - k0) / w.requests, up = (originConns() - o0) / w.requests;
       const h1 = h0 ? await handshakes(k) : undefined;
       const full = h0 && h1 ? h1.full - h0.full : NaN, resumed = h0 && h1 ? h1.resumed - h0.resumed : NaN;
@@ -116,6 +127,7 @@ try {
     }
   }
   if (ciphers) console.log(`negotiated with wrk's offer: A ${ciphers.A}, B ${ciphers.B}, origin ${ciphers.origin}`);
+  console.log(`runs: ${quiet.summary()}`);
   console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {

@@ -61,16 +61,20 @@ export function tlsVersionName(v: number): string {
   }
 }
 
+/** shared by every reader (a reader per connection): results are never changed, an empty Buffer is never written */
+const NEED_MORE: ClientHelloResult = Object.freeze({ state: 'need-more' });
+const EMPTY = Buffer.alloc(0);
+
 export class ClientHelloReader {
   readonly #maxBytes: number;
   /** unconsumed record bytes (a partial record header or body) */
-  #pending: Buffer = Buffer.alloc(0);
+  #pending: Buffer = EMPTY;
   /** reassembled handshake bytes */
   #hs: Buffer[] = [];
   #hsLen = 0;
   #recordBytes = 0;
   #recordVersion = -1;
-  #result: ClientHelloResult = { state: 'need-more' };
+  #result: ClientHelloResult = NEED_MORE;
 
   constructor(opts: { maxBytes?: number } = {}) {
     this.#maxBytes = opts.maxBytes ?? 64 * 1024;
@@ -120,7 +124,7 @@ export class ClientHelloReader {
   #fail(code: ClientHelloError, message: string): ClientHelloResult {
     this.#result = { state: 'error', code, message };
     this.#hs = [];
-    this.#pending = Buffer.alloc(0);
+    this.#pending = EMPTY;
     return this.#result;
   }
 
@@ -215,9 +219,30 @@ function parseServerName(ext: Buffer): string | { code: ClientHelloError; messag
     i += 3 + l;
   }
   if (name === undefined) return { code: 'BAD_SNI', message: 'server_name without a host name' };
-  const problem = hostNameProblem(name);
-  if (problem) return { code: 'BAD_SNI', message: problem };
-  return name.toLowerCase().replace(/\.$/, '');
+  const checked = serverName(name);
+  if (checked.problem) return { code: 'BAD_SNI', message: checked.problem };
+  return checked.name;
+}
+
+/**
+ * A server name as a client sent it: its normal form (lower-cased, no trailing dot) and what makes
+ * it no host name (hostNameProblem), a pure function of the name. Kept per name (bounded), so a
+ * connection to a name seen before makes no strings (toLowerCase, the label split) and runs no
+ * label checks: every ClientHello read (SNI filter and interception) asks this.
+ */
+export interface ServerName { name: string; problem: string | undefined }
+const serverNames = new Map<string, ServerName>();
+const MAX_SERVER_NAMES = 4096;
+export function serverName(raw: string): ServerName {
+  let c = serverNames.get(raw);
+  if (c) return c;
+  c = { name: raw.toLowerCase().replace(/\.$/, ''), problem: hostNameProblem(raw) };
+  // a name too long to be one is refused anyway: not kept (nor a key of 64 KiB)
+  if (raw.length <= 253) {
+    if (serverNames.size >= MAX_SERVER_NAMES) serverNames.clear();
+    serverNames.set(raw, c);
+  }
+  return c;
 }
 
 /** Why a server name is not a DNS host name (RFC 6066: no trailing dot, no IP literals needed). */

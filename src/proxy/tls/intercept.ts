@@ -19,7 +19,7 @@ import type { NetworkFilter } from '../filter-chain.ts';
 import type { ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
-import { ClientHelloReader, hostNameProblem } from './clienthello.ts';
+import { ClientHelloReader, serverName } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
@@ -86,25 +86,6 @@ function versionText(proto: string | null): string | undefined {
 }
 
 const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
-
-/**
- * A server name as the client sent it, lower-cased without its trailing dot, and what makes it no
- * host name: a pure function of the name, kept per name (bounded) so that a connection to a name
- * seen before makes no new strings (toLowerCase, the label split) to learn it.
- */
-interface NameCheck { sni: string; problem: string | undefined }
-const nameChecks = new Map<string, NameCheck>();
-const MAX_NAME_CHECKS = 4096;
-function checkName(name: string): NameCheck {
-  let c = nameChecks.get(name);
-  if (!c) {
-    if (nameChecks.size >= MAX_NAME_CHECKS) nameChecks.clear();
-    const sni = name.toLowerCase().replace(/\.$/, '');
-    c = { sni, problem: hostNameProblem(sni) };
-    nameChecks.set(name, c);
-  }
-  return c;
-}
 
 /**
  * TLS origination for a server name under a trust bundle: the upstream wrapper and the pool tag
@@ -237,21 +218,21 @@ class Interception {
 
   /** The policy for the server name (serverNames), and origination set up for it; true when refused. */
   decide(name: string): boolean {
-    const checked = checkName(name);
-    this.sni = checked.sni;
+    const checked = serverName(name);
+    this.sni = checked.name;
     if (checked.problem) { this.refuse('error', `BAD_SNI: ${checked.problem}`); return true; }
     const conn = this.conn;
-    const v = sniVerdict(conn, checked.sni);
+    const v = sniVerdict(conn, checked.name);
     if (!v.allowed) { this.refuse('denied', v.reason); return true; }
     if (this.orig) {
       // the Secret as it is now (read per connection: a changed CA applies to the next one)
       const ca = this.filter.secrets.item(this.orig, this.ns, 'trustedCA');
       if ('error' in ca) { this.refuse('error', `originatingTLS: ${ca.error}`); return true; }
-      const o = originationFor(ca.value, checked.sni);
+      const o = originationFor(ca.value, checked.name);
       conn.wrapUpstream = o.wrap;
       conn.upstreamTag = o.tag;
     }
-    conn.tls = { sni: checked.sni, intercepted: true };
+    conn.tls = { sni: checked.name, intercepted: true };
     return false;
   }
 

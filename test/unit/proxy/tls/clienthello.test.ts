@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { connect } from 'node:tls';
 import fc from 'fast-check';
-import { ClientHelloReader, hostNameProblem, tlsVersionName } from '../../../../src/proxy/tls/clienthello.ts';
+import { ClientHelloReader, hostNameProblem, serverName, tlsVersionName } from '../../../../src/proxy/tls/clienthello.ts';
 
 /** The first flight a real Node/OpenSSL client sends for these options. */
 async function realHello(opts: { servername?: string; ALPNProtocols?: string[] }): Promise<Buffer> {
@@ -141,4 +141,21 @@ test('SNI with illegal characters is refused; TLS 1.0 and SSLv3 record versions 
   assert.equal(hostNameProblem('api.openai.com'), undefined);
   assert.ok(hostNameProblem('a..b'));
   assert.ok(hostNameProblem('x'.repeat(64) + '.com'));
+});
+
+test('serverName: the normal form and the host-name check of a name as sent, kept per name', () => {
+  // the same as the pure functions it keeps, for good, bad and mixed-case names, asked twice
+  fc.assert(fc.property(fc.oneof(fc.domain(), fc.string({ maxLength: 70 }), fc.constantFrom('API.OpenAI.com.', 'a..b', 'x'.repeat(64) + '.com', '', 'Ünïcode.example')), (raw) => {
+    for (let i = 0; i < 2; i++) {
+      const c = serverName(raw);
+      assert.equal(c.name, raw.toLowerCase().replace(/\.$/, ''));
+      assert.equal(c.problem, hostNameProblem(raw));
+    }
+  }));
+  // a name seen before makes nothing new
+  assert.equal(serverName('Kept.Example'), serverName('Kept.Example'));
+  // a name too long to be one is still judged, and not kept
+  const long = 'a'.repeat(300);
+  assert.ok(serverName(long).problem);
+  assert.notEqual(serverName(long), serverName(long));
 });
