@@ -38,7 +38,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { DEFAULT_PROXY_PORTS, proxyListenHost, type ProxyFamily } from '../../common/proxy-ports.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
-import { RCODE, answerFacts, errorReply, parseQuery } from './wire.ts';
+import { RCODE, answerFacts, errorReply, parseQuery, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
@@ -66,6 +66,12 @@ export interface DNSProxyDeps {
   originalDestination(client: SockAddr, clientPort: number, ep: DNSProxyEndpoint): string | { readonly reason: string };
   /** Identity (and endpoint, labels) of an address, for the policy decision and flows. */
   peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] };
+  /**
+   * A number that changes whenever anything peerOf reads may have (the proxy process: every
+   * snapshot, delta and ipcache change the feed applies). Given, peerOf's answers are kept until
+   * it changes; absent (the agent's own proxy, whose views change in place), asked every time.
+   */
+  revision?(): number;
   /** The DNS decision of the endpoint's egress policy toward (identity, proto, port). */
   decide(ep: DNSProxyEndpoint, remoteIdentity: number, proto: 17 | 6, port: number, qname: string): boolean;
   /** The address to forward to for an original destination (a ClusterIP → a backend). */
@@ -126,7 +132,9 @@ interface Pending {
   t0: bigint;
   /** ms: the upstream must have answered by then (swept, not one timer per query) */
   deadline: number;
-  query: Buffer;
+  /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
+  flags: number;
+  question: Question;
 }
 
 export interface DNSProxy {
@@ -174,7 +182,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   let slotsRegistered = false;
   const replySockets = new Map<string, BatchedSocket>();
   const replyPending = new Map<string, Promise<BatchedSocket>>();
-  const pending = new Map<number, Pending>();
+  /** queries upstream by the id they were forwarded with (a slot per id: no hashing, no Map growth per query) */
+  const pending: (Pending | undefined)[] = new Array<Pending | undefined>(65536).fill(undefined);
+  let pendingCount = 0;
   let nextId = (Math.random() * 65536) | 0;
   // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
   // answer is ever cut); each is read and judged before the next drain reuses the arena.
@@ -214,23 +224,51 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     flushSoon();
   }
 
+  // peerOf's answers while deps.revision() stays the same (only with a revision: see DNSProxyDeps)
+  const peers = new Map<string, ReturnType<DNSProxyDeps['peerOf']>>();
+  /** the server peers (ip, port 53), shared by the records of every query to that server meanwhile */
+  const serverPeers = new Map<string, AccessPeer>();
+  let peersRevision: number | undefined;
+  function peerInfo(ip: string): ReturnType<DNSProxyDeps['peerOf']> {
+    if (!deps.revision) return deps.peerOf(ip);
+    const rev = deps.revision();
+    if (rev !== peersRevision) { peers.clear(); serverPeers.clear(); peersRevision = rev; }
+    let x = peers.get(ip);
+    if (x === undefined) {
+      x = deps.peerOf(ip);
+      if (peers.size >= 4096) peers.clear();
+      peers.set(ip, x);
+    }
+    return x;
+  }
+  /**
+   * A record's peer: one literal of a fixed shape (spreads of optional parts made three objects
+   * per peer). A client's is new per query: the feed pairs a query's two records by its object.
+   */
   function peer(ip: string, p: number): AccessPeer {
-    const x = deps.peerOf(ip);
-    // one literal of a fixed shape (spreads of optional parts made three objects per peer)
+    const x = peerInfo(ip);
     return { ip, port: p, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
   }
+  function serverPeer(ip: string): AccessPeer {
+    if (!deps.revision) return peer(ip, 53);
+    const x = peerInfo(ip); // first: a new revision empties serverPeers
+    let s = serverPeers.get(ip);
+    if (s === undefined) {
+      s = { ip, port: 53, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
+      if (serverPeers.size >= 4096) serverPeers.clear();
+      serverPeers.set(ip, s);
+    }
+    return s;
+  }
 
-  /**
-   * Completes the record in place (two per query: a spread copy of each showed in profiles) and
-   * hands it over once the handler's datagrams left (flushAll).
-   */
-  function emit(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
-    const rec = r as DnsAccessRecord;
-    rec.l7 = 'dns';
-    rec.direction = 'egress';
-    rec.timeMs = Date.now();
+  /** Hands a record over once the handler's datagrams left (flushAll). */
+  function emit(rec: DnsAccessRecord): void {
     records.push(rec);
     flushSoon();
+  }
+  /** emit() of a record completed here (DNS over TCP: not a per-datagram path) */
+  function emitPart(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
+    emit({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r });
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -299,11 +337,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const dst = typeof od === 'string' ? od : undefined;
     const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
     const q = cut ? (len < 12 ? { ok: false as const, reason: 'short' as const } : { ok: false as const, reason: 'oversized' as const }) : parseQuery(msg);
-    const client = () => peer(clientIp, clientPort);
     if (!q.ok) {
       st.malformed++;
       const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-      emit({ type: 'request', client: client(), server: peer(dst ?? unspecified(from), 53), transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR });
+      emit({
+        l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: peer(clientIp, clientPort), server: peer(dst ?? unspecified(from), 53),
+        transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR,
+      });
       if (reply && dst) sendToClient(dst, from, clientPort, reply, 0, reply.length, -1);
       else st.dropped++;
       return;
@@ -312,49 +352,67 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       // never judged against a guessed server, never answered from a guessed address
       st.noOrigDst++;
       st.dropped++;
-      emit({ type: 'request', client: client(), server: peer(unspecified(from), 53), transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason });
+      emit({
+        l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: peer(clientIp, clientPort), server: peer(unspecified(from), 53),
+        transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason,
+      });
       return;
     }
-    const server = peer(dst, 53);
+    const server = serverPeer(dst);
     let allowed = false;
     try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
-    const cl = client();
-    const rec: Parameters<typeof emit>[0] = { type: 'request', client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied' };
-    if (!allowed) rec.rcode = reject;
-    emit(rec);
+    const cl = peer(clientIp, clientPort);
     if (!allowed) {
+      emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', rcode: reject });
       st.denied++;
       replyError(dst, from, clientPort, msg, reject);
       return;
     }
+    emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'forwarded' });
     st.allowed++;
     // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
-    for (let i = 0; i < 65536 && pending.has(id); i++) id = (id + 1) & 0xffff;
-    if (pending.has(id)) { st.servfail++; replyError(dst, from, clientPort, msg, RCODE.SERVFAIL); return; }
+    for (let i = 0; i < 65536 && pending[id] !== undefined; i++) id = (id + 1) & 0xffff;
+    if (pending[id] !== undefined) { st.servfail++; replyError(dst, from, clientPort, msg, RCODE.SERVFAIL); return; }
     nextId = (id + 1) & 0xffff;
-    // The pending entry keeps its own copy of the query (the arena is reused): a SERVFAIL echoes it.
-    const query = Buffer.from(msg);
-    pending.set(id, { from, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, query });
+    // No copy of the query is kept (the arena is reused): a SERVFAIL is made from its question.
+    const p: Pending = { from, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags: msg[2]!, question: q.question };
+    pending[id] = p;
+    pendingCount++;
     const to = deps.upstreamFor?.(dst) ?? dst;
     const u = upstreams.get(to);
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
     if (u?.out) {
-      const o = u.out.pushCopy(null, 0, query);
+      const o = u.out.pushCopy(null, 0, msg);
       u.out.data.writeUInt16BE(id, o);
       queued(u.out);
       return;
     }
-    const out = Buffer.from(query);
+    const out = Buffer.from(msg);
     out.writeUInt16BE(id, 0);
     const fail = (): void => {
-      if (pending.get(id)?.t0 !== t0) return;
-      pending.delete(id);
+      if (pending[id] !== p) return;
+      takePending(id);
       st.servfail++;
-      replyError(dst, from, clientPort, query, RCODE.SERVFAIL);
+      servfail(p);
     };
     if (u) u.s.send(out);
     else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
+  }
+
+  function takePending(id: number): Pending | undefined {
+    const p = pending[id];
+    if (p !== undefined) {
+      pending[id] = undefined;
+      pendingCount--;
+    }
+    return p;
+  }
+
+  /** SERVFAIL to a forwarded query's client (its upstream failed or timed out, or its hold did). */
+  function servfail(p: Pending): void {
+    const r = questionReply(p.clientId, p.flags, p.question, RCODE.SERVFAIL);
+    sendToClient(p.dst, p.from, p.clientPort, r, 0, r.length, -1);
   }
 
   /**
@@ -417,42 +475,51 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
 
   function onUpstream(buf: Buffer, off: number, len: number): void {
     if (len < 12) return;
-    const id = buf.readUInt16BE(off);
-    const p = pending.get(id);
-    if (!p) return;
-    pending.delete(id);
+    const p = takePending(buf.readUInt16BE(off));
+    if (p === undefined) return;
     const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
     const facts = answerFacts(msg);
-    let held: Buffer | null = null;
-    const release = (): void => {
-      const latency = process.hrtime.bigint() - p.t0;
-      const b = held ?? msg;
-      sendToClient(p.dst, p.from, p.clientPort, b, 0, b.length, p.clientId);
-      emit({
-        type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-        verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-        rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
-      });
-    };
-    const fail = (): void => {
-      st.servfail++;
-      replyError(p.dst, p.from, p.clientPort, p.query, RCODE.SERVFAIL);
-      emit({
-        type: 'response', client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-        verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
-      });
-    };
+    const wait = holdFor(p.ep.id, p.qname, facts);
+    // an answer whose IPs the datapath has: out now, no closure, no copy
+    if (wait === null) { releaseUdp(p, msg, facts); return; }
     // A held answer outlives this drain: it keeps its own copy of the bytes.
-    holdThen(p.ep.id, p.qname, facts, release, () => { held = Buffer.from(msg); }, fail);
+    const held = Buffer.from(msg);
+    holdThen(wait, () => releaseUdp(p, held, facts), () => failUdp(p));
   }
 
-  /** Releases an answer once the datapath has its IPs (onAnswer), at most maxHoldMs later. */
-  function holdThen(epId: number, qname: string, facts: ReturnType<typeof answerFacts>, release: () => void, willWait?: () => void, fail?: () => void): void {
-    if (!facts || facts.rcode !== 0 || facts.ips.length === 0) { release(); return; }
+  function releaseUdp(p: Pending, msg: Buffer, facts: AnswerFacts | null): void {
+    const latency = process.hrtime.bigint() - p.t0;
+    sendToClient(p.dst, p.from, p.clientPort, msg, 0, msg.length, p.clientId);
+    emit({
+      l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
+      verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
+      rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
+    });
+  }
+
+  function failUdp(p: Pending): void {
+    st.servfail++;
+    servfail(p);
+    emit({
+      l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
+      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
+    });
+  }
+
+  /**
+   * What an answer waits for before it goes to the client: null when nothing (not an allowed
+   * answer with IPs, or onAnswer says the datapath has them, or the hold is off); otherwise
+   * onAnswer's promise (holdThen).
+   */
+  function holdFor(epId: number, qname: string, facts: AnswerFacts | null): Promise<void> | null {
+    if (!facts || facts.rcode !== 0 || facts.ips.length === 0) return null;
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
-    if (!wait || deps.hold === false) { release(); return; }
-    willWait?.();
+    return !wait || deps.hold === false ? null : wait;
+  }
+
+  /** Releases an answer once the datapath has its IPs (`wait`, holdFor's), at most maxHoldMs later. */
+  function holdThen(wait: Promise<void>, release: () => void, fail?: () => void): void {
     const h0 = performance.now();
     let done = false;
     const timer = setTimeout(() => {
@@ -504,18 +571,21 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       if (!w) return;
       waiting.delete(msg.readUInt16BE(0));
       const facts = answerFacts(msg);
-      holdThen(ep.id, w.qname, facts, () => {
+      const release = (): void => {
         if (!c.destroyed) c.write(framed(msg));
-        emit({
+        emitPart({
           type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
           rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
           rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0,
         });
-      }, undefined, () => {
+      };
+      const wait = holdFor(ep.id, w.qname, facts);
+      if (wait === null) { release(); return; }
+      holdThen(wait, release, () => {
         st.servfail++;
         const r = errorReply(msg, RCODE.SERVFAIL);
         if (r && !c.destroyed) c.write(framed(r));
-        emit({
+        emitPart({
           type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'error',
           rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - w.t0,
         });
@@ -553,14 +623,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         if (!q.ok) {
           st.malformed++;
           const r = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-          emit({ type: 'request', client, server, transport: 'TCP', query: '', qtypes: [], verdict: r ? 'error' : 'denied', rcode: RCODE.FORMERR });
+          emitPart({ type: 'request', client, server, transport: 'TCP', query: '', qtypes: [], verdict: r ? 'error' : 'denied', rcode: RCODE.FORMERR });
           if (r) c.write(framed(r));
           else { st.dropped++; c.destroy(); return; }
           continue;
         }
         let allowed = false;
         try { allowed = deps.decide(ep, server.identity, 6, 53, q.name); } catch { allowed = false; }
-        emit({ type: 'request', client, server, transport: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
+        emitPart({ type: 'request', client, server, transport: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
         if (!allowed) {
           st.denied++;
           const r = errorReply(msg, reject);
@@ -649,11 +719,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     async start() {
       sweep = setInterval(() => {
         const now = Date.now();
-        for (const [id, p] of pending) {
-          if (now < p.deadline) continue;
-          pending.delete(id);
+        for (let id = 0; pendingCount > 0 && id < 65536; id++) {
+          const p = pending[id];
+          if (p === undefined || now < p.deadline) continue;
+          takePending(id);
           st.upstreamTimeouts++;
-          replyError(p.dst, p.from, p.clientPort, p.query, RCODE.SERVFAIL);
+          servfail(p);
         }
       }, 250);
       sweep.unref();
@@ -678,7 +749,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     async stop() {
       closeListeners();
       if (sweep) clearInterval(sweep);
-      pending.clear();
+      pending.fill(undefined);
+      pendingCount = 0;
       flushAll();
       for (const s of [...upstreams.values(), ...replySockets.values()].map((b) => b.s)) {
         try { s.close(); } catch { /* closed */ }

@@ -229,6 +229,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         endpointByIp: (ip) => deps.view()?.endpointByIp(ip),
         originalDestination: (client, port, ep) => origDst(client, port, ep.id),
         peerOf,
+        // peerOf reads the view alone, and every view change bumps the revision
+        ...(deps.revision ? { revision: deps.revision } : {}),
         decide: (ep, remoteIdentity, proto, port, qname) => judgeQuery(deps.view()?.mapState(ep.id), remoteIdentity, proto, port, qname),
         upstreamFor: (dst) => {
           const d = deps.view()?.dns;

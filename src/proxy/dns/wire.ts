@@ -9,14 +9,35 @@ import dnsPacket from 'dns-packet';
 export const MAX_QUERY_BYTES = 512;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
+/**
+ * A query's question section as it came (name labels, type, class: `bytes`) and what the proxy
+ * reads from it. Interned by those bytes: the same question parses to the same object, so a
+ * steady stream of known names makes no new name string per query (building it char by char was
+ * most of the bytes a proxied query allocated), and the name's hash is already in the string for
+ * every Map that looks it up after. Never changed once made.
+ */
+export interface Question {
+  /** the question section, `msg[12, 12 + bytes.length)` of the query it came in */
+  readonly bytes: Buffer;
+  readonly name: string;
+  /** [the question's type], shared by every query of the question: read only */
+  readonly qtypes: string[];
+}
+
 export type ParsedQuery =
-  | { ok: true; id: number; name: string; qtypes: string[] }
+  | { ok: true; id: number; name: string; qtypes: string[]; question: Question }
   | { ok: false; reason: 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question'; id?: number };
+
+/** Interned questions by their bytes' hash (a collision replaces: the bytes are compared on every hit). */
+const questions = new Map<number, Question>();
+const MAX_QUESTIONS = 8192;
 
 /**
  * Parses a query without dns-packet (the per-query hot path): header, exactly one question with
  * an uncompressed name (RFC 1035 limits: labels ≤ 63, name ≤ 255), no answer/authority records
- * (an EDNS OPT in the additional section is fine). Anything else is malformed.
+ * (an EDNS OPT in the additional section is fine). Anything else is malformed. Every query is
+ * checked whole; a question whose bytes were parsed before is taken from `questions` (the name
+ * depends on those bytes alone, so it is the name a new parse would make).
  */
 export function parseQuery(msg: Buffer): ParsedQuery {
   if (msg.length < 12) return { ok: false, reason: 'short' };
@@ -25,14 +46,43 @@ export function parseQuery(msg: Buffer): ParsedQuery {
   if (msg[2]! & 0x80) return { ok: false, reason: 'not-a-query', id };
   if (msg.readUInt16BE(4) !== 1) return { ok: false, reason: 'no-question', id };
   if (msg.readUInt16BE(6) !== 0 || msg.readUInt16BE(8) !== 0) return { ok: false, reason: 'malformed', id };
+  // the labels' structure first (bounded by the message: ≤ 512 bytes)
   let o = 12;
-  let name = '';
   for (;;) {
     if (o >= msg.length) return { ok: false, reason: 'malformed', id };
     const len = msg[o]!;
     if (len === 0) { o++; break; }
     if (len > 63) return { ok: false, reason: 'malformed', id }; // compression pointer or reserved bits
     if (o + 1 + len > msg.length) return { ok: false, reason: 'malformed', id };
+    o += len + 1;
+  }
+  if (o + 4 > msg.length) return { ok: false, reason: 'malformed', id };
+  const end = o + 4;
+  // FNV-1a over the question's bytes
+  let h = 0x811c9dc5;
+  for (let i = 12; i < end; i++) h = Math.imul(h ^ msg[i]!, 0x01000193);
+  const had = questions.get(h);
+  if (had !== undefined && sameBytes(had.bytes, msg, 12, end)) return { ok: true, id, name: had.name, qtypes: had.qtypes, question: had };
+  const q = parseQuestion(msg, end);
+  if (q === undefined) return { ok: false, reason: 'malformed', id };
+  if (questions.size >= MAX_QUESTIONS) questions.clear();
+  questions.set(h, q);
+  return { ok: true, id, name: q.name, qtypes: q.qtypes, question: q };
+}
+
+function sameBytes(a: Buffer, msg: Buffer, start: number, end: number): boolean {
+  if (a.length !== end - start) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== msg[start + i]) return false;
+  return true;
+}
+
+/** The name of a question whose labels were checked (`end`: past qtype and qclass); undefined: over 255 characters. */
+function parseQuestion(msg: Buffer, end: number): Question | undefined {
+  let o = 12;
+  let name = '';
+  for (;;) {
+    const len = msg[o]!;
+    if (len === 0) { o++; break; }
     for (let i = o + 1; i <= o + len; i++) {
       let c = msg[i]!;
       if (c >= 65 && c <= 90) c += 32;
@@ -40,11 +90,20 @@ export function parseQuery(msg: Buffer): ParsedQuery {
     }
     name += '.';
     o += len + 1;
-    if (name.length > 255) return { ok: false, reason: 'malformed', id };
+    if (name.length > 255) return undefined;
   }
-  if (o + 4 > msg.length) return { ok: false, reason: 'malformed', id };
-  const qtype = msg.readUInt16BE(o);
-  return { ok: true, id, name: name === '' ? '.' : name, qtypes: [qtypeName(qtype)] };
+  return { bytes: Buffer.from(msg.subarray(12, end)), name: name === '' ? '.' : name, qtypes: qtypeList(msg.readUInt16BE(o)) };
+}
+
+/** One shared, frozen [type name] per query type. */
+const qtypeLists = new Map<number, string[]>();
+function qtypeList(t: number): string[] {
+  let l = qtypeLists.get(t);
+  if (l === undefined) {
+    l = Object.freeze([qtypeName(t)]) as string[];
+    if (qtypeLists.size < 1024) qtypeLists.set(t, l);
+  }
+  return l;
 }
 
 const QTYPE_NAMES: Record<number, string> = {
@@ -52,7 +111,8 @@ const QTYPE_NAMES: Record<number, string> = {
   39: 'DNAME', 41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 52: 'TLSA', 64: 'SVCB', 65: 'HTTPS',
   252: 'AXFR', 255: 'ANY', 257: 'CAA',
 };
-function qtypeName(t: number): string {
+/** A query type's name as Hubble shows it (`TYPE<n>` when unnamed). */
+export function qtypeName(t: number): string {
   return QTYPE_NAMES[t] ?? `TYPE${t}`;
 }
 
@@ -77,6 +137,23 @@ export function errorReply(query: Buffer, rcode: number): Buffer | null {
     }
   }
   return Buffer.concat([h, question]);
+}
+
+/**
+ * errorReply(query, rcode) for a query that parsed (rcode not FORMERR), from what the proxy kept
+ * of it: the id, its third header byte (opcode, RD) and its question. The same bytes; no copy of
+ * the query is kept while it is upstream.
+ */
+export function questionReply(id: number, flags: number, q: Question, rcode: number): Buffer {
+  const r = Buffer.allocUnsafe(12 + q.bytes.length);
+  r.writeUInt16BE(id, 0);
+  r[2] = 0x80 | (flags & 0x78) | (flags & 0x01); // QR, opcode, RD
+  r[3] = 0x80 | (rcode & 0x0f); // RA, rcode
+  r.writeUInt16BE(1, 4);
+  r.writeUInt32BE(0, 6);
+  r.writeUInt16BE(0, 10);
+  q.bytes.copy(r, 12);
+  return r;
 }
 
 export interface AnswerFacts {
@@ -125,20 +202,35 @@ function fastAnswerFacts(msg: Buffer): AnswerFacts | undefined {
   o += 4; // qtype, qclass
   if (o > len) return undefined;
   const an = msg.readUInt16BE(6);
-  const ips: string[] = [];
-  const rrtypes: string[] = [];
+  // every record checked before anything is made: the common one-record answer then costs one
+  // list of one IP (the record types and the empty CNAME list are shared)
   let ttl = -1;
-  for (let i = 0; i < an; i++) {
+  for (let i = 0, r = o; i < an; i++, r += 16) {
     // owner 0xc00c, type A, class, ttl, rdlength 4, address
-    if (o + 16 > len || msg[o] !== 0xc0 || msg[o + 1] !== 12 || msg.readUInt16BE(o + 2) !== 1 || msg.readUInt16BE(o + 10) !== 4) return undefined;
-    const t = msg.readUInt32BE(o + 6);
+    if (r + 16 > len || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
+    const t = msg.readUInt32BE(r + 6);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
-    const ip = v4At(msg, o + 12);
-    if (!ips.includes(ip)) ips.push(ip);
-    rrtypes.push('A');
-    o += 16;
   }
-  return { id: msg.readUInt16BE(0), rcode: msg[3]! & 0x0f, ips, ttl: Math.max(0, ttl), cnames: [], rrtypes };
+  let ips: string[];
+  if (an === 1) ips = [v4At(msg, o + 12)];
+  else {
+    ips = [];
+    for (let i = 0, r = o; i < an; i++, r += 16) {
+      const ip = v4At(msg, r + 12);
+      if (!ips.includes(ip)) ips.push(ip);
+    }
+  }
+  return { id: msg.readUInt16BE(0), rcode: msg[3]! & 0x0f, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
+}
+
+/** Shared, frozen lists (answers' facts are read only): no CNAMEs, and n record types 'A'. */
+const NO_NAMES = Object.freeze([]) as unknown as string[];
+const aLists: string[][] = [];
+function aRecords(n: number): string[] {
+  if (n > 64) return new Array<string>(n).fill('A');
+  let l = aLists[n];
+  if (l === undefined) aLists[n] = l = Object.freeze(new Array<string>(n).fill('A')) as string[];
+  return l;
 }
 
 /** The facts of an answer (null when it does not decode). */

@@ -146,7 +146,13 @@ test('bad packets: FORMERR with the id, or dropped (no header); unknown sources 
     assert.equal(rcode(r), 'FORMERR');
     assert.equal(dnsPacket.decode(r!).id, 0x1234);
     assert.equal(rcode(await ask(port, Buffer.concat([query('api.openai.com'), Buffer.alloc(600)]))), 'FORMERR');
-    assert.equal(rcode(await ask(port, query('slow.example'))), 'SERVFAIL');
+    // the SERVFAIL is made from what the proxy kept of the query (no copy of it): the client's id, RD, the question
+    const sf = await ask(port, query('slow.example', 0x0abc));
+    assert.equal(rcode(sf), 'SERVFAIL');
+    const sfd = dnsPacket.decode(sf!);
+    assert.equal(sfd.id, 0x0abc);
+    assert.equal(sfd.flags! & dnsPacket.RECURSION_DESIRED, dnsPacket.RECURSION_DESIRED);
+    assert.deepEqual(sfd.questions, [{ name: 'slow.example', type: 'A', class: 'IN' }]);
     assert.equal(x.proxy.stats().upstreamTimeouts, 1);
     assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR', 'still serving');
   } finally { await x.close(); }
@@ -155,6 +161,29 @@ test('bad packets: FORMERR with the id, or dropped (no header); unknown sources 
     assert.equal(await ask(y.proxy.boundPort(), query('api.openai.com'), 300), null);
     assert.equal(y.proxy.stats().dropped, 1);
   } finally { await y.close(); }
+});
+
+test('with a revision (the proxy process), a peer is asked again once the revision moves: a changed identity is judged and recorded at once', async () => {
+  let rev = 1;
+  let serverIdentity = 256;
+  const asked: number[] = [];
+  const x = await setup({
+    revision: () => rev,
+    peerOf: (ip) => ({ identity: ip === '127.0.0.3' ? serverIdentity : 300 }),
+    decide: (_ep, id, _p, _port, qname) => { asked.push(id); return id === 256 && qname === 'api.openai.com.'; },
+  });
+  try {
+    const port = x.proxy.boundPort();
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR');
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR');
+    // the server's identity changes with a new snapshot (the revision moves): no longer allowed
+    serverIdentity = 999;
+    rev++;
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    assert.deepEqual(asked, [256, 256, 999]);
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(x.flows.map((f) => `${f.isReply ? 'res' : 'req'} ${f.verdict} ${(f.isReply ? f.source : f.destination)?.identity}`), ['req 1 256', 'res 1 256', 'req 1 256', 'res 1 256', 'req 2 999']);
+  } finally { await x.close(); }
 });
 
 test('DNS over TCP (when a TCP slot is registered): allowed, REFUSED, FORMERR, held answers', async () => {
