@@ -43,6 +43,9 @@ struct remote {
 	__u16 ep_id;    /* local endpoint id, 0 when the peer is not an endpoint of this node */
 	__u8 known;
 	__u8 pad;
+	/* the entry's tunnel endpoint (the node the peer lives on; 0: none), so that a packet into
+	 * the tunnel whose peer is already resolved needs no second lookup of the same address */
+	__u8 tunnel_ep[4];
 };
 
 /* The peer from its ipcache entry `v` (0: world), already looked up. */
@@ -50,6 +53,10 @@ static __always_inline void remote_from(struct remote *r, const struct ipcache_v
 {
 	r->identity = v ? v->identity : IDENTITY_WORLD;
 	r->ep_id = v ? v->ep_id : 0;
+	if (v)
+		__builtin_memcpy(r->tunnel_ep, v->tunnel_endpoint, 4);
+	else
+		__builtin_memset(r->tunnel_ep, 0, 4);
 	r->known = 1;
 }
 
@@ -57,10 +64,7 @@ static __always_inline void remote_resolve(struct remote *r, const __u8 *addr, _
 {
 	if (r->known)
 		return;
-	struct ipcache_val *v = ipcache_lookup_fam(addr, fam);
-	r->identity = v ? v->identity : IDENTITY_WORLD;
-	r->ep_id = v ? v->ep_id : 0;
-	r->known = 1;
+	remote_from(r, ipcache_lookup_fam(addr, fam));
 }
 
 /* Policy port of a packet: dport for TCP/UDP, the ICMP (ICMPv6) type for ICMP (ICMPv6), 0 for
