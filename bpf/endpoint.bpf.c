@@ -571,6 +571,58 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 	return overlay_redirect_tx(skb, ep, ov, identity);
 }
 
+#ifndef MB_L3_DEVICE
+#define IP_TTL_OFF 8
+/* Routing mode native: a judged pod packet for a pod on another node goes to the device the node
+ * routes it to directly (Cilium's BPF host routing, fib_redirect): the FIB decides as the stack
+ * would (policy rules, the route to the other node's pod CIDR), the neighbour is the one the stack
+ * resolved, the TTL what the forwarding would leave, and the packet goes straight to the device's
+ * egress, where its programs (strict encryption's egress check) still run. What is skipped is the
+ * host's IP forwarding (netfilter's forward path, the routing cache's work per packet), as on the
+ * tunnel path. Only for a destination the ipcache names as a pod behind another node (`rm`: its
+ * entry's tunnel endpoint, not the address itself); the world, the node's own addresses, WireGuard
+ * (wg_out), a neighbour not yet resolved, a frame too big, a TTL about to expire, a fragment, IPv6
+ * and a connection a node socket may own (sk_check, as tunnel_redirect) keep the stack's way. */
+static __noinline int native_redirect(struct __sk_buff *skb, const struct pkt *p, struct remote *rm, int sk_check)
+{
+	if (p->family != 4 || p->frag || wg_out_ifindex())
+		return TC_ACT_OK;
+	remote_resolve(rm, p->daddr, 4);
+	__be32 ep;
+	__builtin_memcpy(&ep, rm->tunnel_ep, 4);
+	if (!ep || rm->ep_id || __builtin_memcmp(&ep, p->daddr, 4) == 0)
+		return TC_ACT_OK;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1)
+		return TC_ACT_OK;
+	struct bpf_fib_lookup fib = {};
+	fib.family = 2; /* AF_INET */
+	fib.ifindex = skb->ifindex;
+	fib.tos = ip.tos;
+	fib.l4_protocol = ip.protocol;
+	fib.ipv4_src = ip.saddr;
+	fib.ipv4_dst = ip.daddr;
+	/* tot_len 0: the kernel checks the skb against the device's MTU (a GSO skb by its segments) */
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;
+	if (sk_check && local_socket_owns(skb, p))
+		return TC_ACT_OK;
+	/* the hop the host's forwarding would have counted (TTL first in the word the checksum sums) */
+	__u16 ttl_proto, dec;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + IP_TTL_OFF, &ttl_proto, 2))
+		return TC_ACT_OK;
+	dec = bpf_htons(bpf_ntohs(ttl_proto) - 0x100);
+	__u8 macs[12];
+	__builtin_memcpy(macs, fib.dmac, 6);
+	__builtin_memcpy(macs + 6, fib.smac, 6);
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + IP_TTL_OFF, &dec, 2, 0) || bpf_skb_store_bytes(skb, 0, macs, 12, 0))
+		return TC_ACT_SHOT;
+	stat_inc(STAT_NATIVE_REDIRECT);
+	return bpf_redirect(fib.ifindex, 0);
+}
+#endif
+
 /* The trace of a packet leaving its endpoint, where Cilium's bpf_lxc traces it: into the tunnel
  * (to-overlay), to an L7 proxy (to-proxy), to the node's stack (to-stack: another node in native
  * routing, the node itself, the world). One for a local endpoint is traced where it is delivered
@@ -581,7 +633,7 @@ static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verd
 	__u8 obs;
 	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_TO_PROXY)
 		obs = TRACE_TO_PROXY;
-	else if (verdict == TC_ACT_REDIRECT)
+	else if (verdict == TC_ACT_REDIRECT && (h->conf_flags & DP_F_TUNNEL))
 		obs = TRACE_TO_OVERLAY;
 	else if (h->rm.ep_id)
 		return;
@@ -862,8 +914,12 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 		verdict = TC_ACT_OK;
 	else if ((local = h.local_ep || (h.reply_local && h.rm.ep_id)))
 		verdict = TC_ACT_OK;
-	else
+	else if (h.conf_flags & DP_F_TUNNEL)
 		verdict = tunnel_redirect(skb, &h.p, &h.rm, h.c.src_identity, sk_check);
+#ifndef MB_L3_DEVICE
+	else
+		verdict = native_redirect(skb, &h.p, &h.rm, sk_check);
+#endif
 	if (h.trace_out)
 		trace_out(skb, &h, verdict);
 	return local ? peer_local(skb, &h) : verdict;
@@ -887,7 +943,6 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
 }
 
 #ifndef MB_L3_DEVICE
-#define IP_TTL_OFF 8
 /* Native routing with WireGuard: a pod's packet that the node routes into cilium_wg0 is handed
  * to the device from here (Cilium's BPF host routing: a FIB lookup, then a redirect), not
  * forwarded by the host stack. The FIB decides as the stack would (policy rules, the routes the
