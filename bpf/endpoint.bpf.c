@@ -561,11 +561,10 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 /* A judged pod packet the node routes into the tunnel goes there directly (lib/overlay.h), unless a
  * socket of the node owns its connection: a reply to an L7 proxy's transparent upstream socket
  * (bound to a remote client's address) is the proxy's, as the stack's socket match would find. */
-static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, struct remote *rm,
-					__u32 identity, int sk_check)
+static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p, __u32 identity, int sk_check)
 {
 	__u32 ov = overlay_ifindex();
-	__be32 ep = overlay_tx_peer(skb, p, ov, rm);
+	__be32 ep = overlay_tx_peer(skb, p, ov);
 	if (!ep || (sk_check && local_socket_owns(skb, p)))
 		return TC_ACT_OK;
 	return overlay_redirect_tx(skb, ep, ov, identity);
@@ -579,18 +578,19 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
  * resolved, the TTL what the forwarding would leave, and the packet goes straight to the device's
  * egress, where its programs (strict encryption's egress check) still run. What is skipped is the
  * host's IP forwarding (netfilter's forward path, the routing cache's work per packet), as on the
- * tunnel path. Only for a destination the ipcache names as a pod behind another node (`rm`: its
- * entry's tunnel endpoint, not the address itself); the world, the node's own addresses, WireGuard
+ * tunnel path. Only for a destination the ipcache names as a pod behind another node (its entry's
+ * tunnel endpoint, not the address itself); the world, the node's own addresses, WireGuard
  * (wg_out), a neighbour not yet resolved, a frame too big, a TTL about to expire, a fragment, IPv6
  * and a connection a node socket may own (sk_check, as tunnel_redirect) keep the stack's way. */
-static __noinline int native_redirect(struct __sk_buff *skb, const struct pkt *p, struct remote *rm, int sk_check)
+static __noinline int native_redirect(struct __sk_buff *skb, const struct pkt *p, int sk_check)
 {
 	if (p->family != 4 || p->frag || wg_out_ifindex())
 		return TC_ACT_OK;
-	remote_resolve(rm, p->daddr, 4);
-	__be32 ep;
-	__builtin_memcpy(&ep, rm->tunnel_ep, 4);
-	if (!ep || rm->ep_id || __builtin_memcmp(&ep, p->daddr, 4) == 0)
+	struct ipcache_val *v = ipcache_lookup(p->daddr);
+	__be32 ep = 0;
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	if (!ep || v->ep_id || __builtin_memcmp(&ep, p->daddr, 4) == 0)
 		return TC_ACT_OK;
 	struct iphdr ip;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1)
@@ -915,10 +915,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 	else if ((local = h.local_ep || (h.reply_local && h.rm.ep_id)))
 		verdict = TC_ACT_OK;
 	else if (h.conf_flags & DP_F_TUNNEL)
-		verdict = tunnel_redirect(skb, &h.p, &h.rm, h.c.src_identity, sk_check);
+		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
 #ifndef MB_L3_DEVICE
 	else
-		verdict = native_redirect(skb, &h.p, &h.rm, sk_check);
+		verdict = native_redirect(skb, &h.p, sk_check);
 #endif
 	if (h.trace_out)
 		trace_out(skb, &h, verdict);

@@ -190,21 +190,19 @@ static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
 	return bpf_skb_store_bytes(skb, off, &nt, 1, 0) ? -1 : 0;
 }
 
-/* The tunnel endpoint (network order) of a pod's IPv4 packet for a destination behind the tunnel
- * (`rm`: the destination, resolved here if it is not yet), 0 for any other packet. As Cilium's encap_and_redirect_lxc: the ipcache names the node, no FIB
+/* The tunnel endpoint (network order) of a pod's IPv4 packet for a destination behind the tunnel,
+ * 0 for any other packet. As Cilium's encap_and_redirect_lxc: the ipcache names the node, no FIB
  * lookup (in routing mode tunnel the agent routes every remote pod CIDR into the VXLAN device; a
  * node's own address names itself and is reached on the underlay, so it is not behind the tunnel).
  * A frame too big for the VXLAN device takes the stack's path, which answers it. */
-static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struct pkt *p, __u32 ov,
-					       struct remote *rm)
+static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struct pkt *p, __u32 ov)
 {
 	if (!ov || p->family != 4)
 		return 0;
-	/* rm: the destination, when the hook already resolved it (a new connection, a reply, a
-	 * traced packet): its entry's tunnel endpoint, not a second lookup */
-	remote_resolve(rm, p->daddr, 4);
+	struct ipcache_val *v = ipcache_lookup(p->daddr);
 	__be32 ep = 0;
-	__builtin_memcpy(&ep, rm->tunnel_ep, 4);
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
 	if (!ep || __builtin_memcmp(&ep, p->daddr, 4) == 0)
 		return 0;
 	__u32 mtu = 0;

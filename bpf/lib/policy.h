@@ -43,9 +43,6 @@ struct remote {
 	__u16 ep_id;    /* local endpoint id, 0 when the peer is not an endpoint of this node */
 	__u8 known;
 	__u8 pad;
-	/* the entry's tunnel endpoint (the node the peer lives on; 0: none), so that a packet into
-	 * the tunnel whose peer is already resolved needs no second lookup of the same address */
-	__u8 tunnel_ep[4];
 };
 
 /* The peer from its ipcache entry `v` (0: world), already looked up. */
@@ -53,10 +50,6 @@ static __always_inline void remote_from(struct remote *r, const struct ipcache_v
 {
 	r->identity = v ? v->identity : IDENTITY_WORLD;
 	r->ep_id = v ? v->ep_id : 0;
-	if (v)
-		__builtin_memcpy(r->tunnel_ep, v->tunnel_endpoint, 4);
-	else
-		__builtin_memset(r->tunnel_ep, 0, 4);
 	r->known = 1;
 }
 
