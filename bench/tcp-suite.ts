@@ -77,7 +77,7 @@ export interface CrrProbe { before(): void; after(conns: number): string }
  * is CPU the programs took, so unlike rates the machine's load moves it little. `lastUs`: the µs
  * per connection of the last `after`.
  */
-export function bpfLinkProbe(linkDirs: () => readonly string[]): CrrProbe & { lastUs: number } {
+export function bpfLinkProbe(linkDirs: () => readonly string[]): CrrProbe & { lastUs: number; last: Map<string, { cnt: number; ns: number }> } {
   const progs = () => {
     const out = new Map<string, { cnt: number; ns: number }>();
     for (const dir of linkDirs()) {
@@ -96,12 +96,16 @@ export function bpfLinkProbe(linkDirs: () => readonly string[]): CrrProbe & { la
   let progs0 = new Map<string, { cnt: number; ns: number }>();
   const probe = {
     lastUs: 0,
+    /** each program's runs and run time between the last before() and after() */
+    last: new Map<string, { cnt: number; ns: number }>(),
     before: () => { progs0 = progs(); },
     after: (conns: number) => {
       let total = 0;
+      probe.last = new Map();
       const parts = [...progs()].map(([name, e]) => {
         const b = progs0.get(name) ?? { cnt: 0, ns: 0 };
         const cnt = e.cnt - b.cnt, ns = e.ns - b.ns;
+        probe.last.set(name, { cnt, ns });
         total += ns / conns;
         return `${name} ${(cnt / conns).toFixed(1)}x${(ns / Math.max(1, cnt)).toFixed(0)} ns`;
       });
@@ -144,6 +148,8 @@ export interface Leg<C extends string> { cfg: C; ns: string; ip: string; serverN
 
 export interface TcpSuite<C extends string> {
   results: Record<C, Samples>;
+  /** the rr client / server binary (bench/datapath/rr.c, built for this run) */
+  rr: string;
   /** `cmd` in namespace `ns`, pinned to `cpu`; its stdout. */
   runIn(ns: string, cpu: number, cmd: string[]): string;
   /** starts `cmd` in `ns` pinned to `cpu`; killed by `kill()` */
@@ -210,7 +216,7 @@ export function createTcpSuite<C extends string>(cfgs: readonly C[], secs: numbe
     return rs.length > 1 ? ` (${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)})` : '';
   };
   return {
-    results, runIn, spawnIn,
+    results, rr, runIn, spawnIn,
     crrServerUs: (ns) => schedUs(crrServers.get(ns)),
     async startServers(ns) {
       spawnIn(ns, 1, ['iperf3', '-s', '-p', '5201']);

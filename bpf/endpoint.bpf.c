@@ -226,6 +226,7 @@ struct hctx {
 	__u8 trace_out;    /* from_container: the packet is traced where it leaves (its reason + 1) */
 	__u8 local_ep;     /* from_container: judged for a local destination decided here (MARK_MAGIC_LOCAL_EP) */
 	__u8 reply_local;  /* from_container: a reply conntrack says no node socket owns (to h->rm) */
+	__u8 ct_new;       /* ep_ingress_known: conntrack knows no entry of the packet at the endpoint */
 };
 
 /* What the hook reads of mb_config once per packet: the policy revision, monitor aggregation. */
@@ -273,6 +274,16 @@ static __noinline int hctx_lookup(struct hctx *h, struct ct_val **out, __u32 mar
 			stat_inc(STAT_CT_HINTED);
 			*out = v;
 			return CT_ESTABLISHED;
+		}
+		/* sender 0 and a source already resolved as no local endpoint (the hooks where packets
+		 * enter the node): the full lookup would look for a reply in the endpoint's own table
+		 * and then for this same key in this same table again; the first half is enough */
+		if (!sender && h->rm.known && !h->rm.ep_id) {
+			ct_key_fill(&k, p->daddr, p->saddr, p->dport, p->sport, p->proto, p->family, DIR_EGRESS,
+				    h->cfg->ep_id);
+			v = ct_get(h->own, &k, h->c.now);
+			*out = v;
+			return v ? CT_REPLY : CT_NEW;
 		}
 	}
 	return ct_lookup(p, h->own, h->cfg->ep_id, h->dir, &h->rm, remote_of(h), h->c.now, &k, out);
@@ -559,6 +570,59 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 	return overlay_redirect_tx(skb, ep, ov, identity);
 }
 
+#ifndef MB_L3_DEVICE
+#define IP_TTL_OFF 8
+/* Routing mode native: a judged pod packet for a pod on another node goes to the device the node
+ * routes it to directly (Cilium's BPF host routing, fib_redirect): the FIB decides as the stack
+ * would (policy rules, the route to the other node's pod CIDR), the neighbour is the one the stack
+ * resolved, the TTL what the forwarding would leave, and the packet goes straight to the device's
+ * egress, where its programs (strict encryption's egress check) still run. What is skipped is the
+ * host's IP forwarding (netfilter's forward path, the routing cache's work per packet), as on the
+ * tunnel path. Only for a destination the ipcache names as a pod behind another node (its entry's
+ * tunnel endpoint, not the address itself); the world, the node's own addresses, WireGuard
+ * (wg_out), a neighbour not yet resolved, a frame too big, a TTL about to expire, a fragment, IPv6
+ * and a connection a node socket may own (sk_check, as tunnel_redirect) keep the stack's way. */
+static __noinline int native_redirect(struct __sk_buff *skb, const struct pkt *p, int sk_check)
+{
+	if (p->family != 4 || p->frag || wg_out_ifindex())
+		return TC_ACT_OK;
+	struct ipcache_val *v = ipcache_lookup(p->daddr);
+	__be32 ep = 0;
+	if (v)
+		__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	if (!ep || v->ep_id || __builtin_memcmp(&ep, p->daddr, 4) == 0)
+		return TC_ACT_OK;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1)
+		return TC_ACT_OK;
+	struct bpf_fib_lookup fib = {};
+	fib.family = 2; /* AF_INET */
+	fib.ifindex = skb->ifindex;
+	fib.tos = ip.tos;
+	fib.l4_protocol = ip.protocol;
+	fib.ipv4_src = ip.saddr;
+	fib.ipv4_dst = ip.daddr;
+	/* tot_len 0: the kernel checks the skb against the device's MTU (a GSO skb by its segments) */
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;
+	if (sk_check && local_socket_owns(skb, p))
+		return TC_ACT_OK;
+	/* the hop the host's forwarding would have counted (TTL first in the word the checksum sums) */
+	__u16 ttl_proto, dec;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + IP_TTL_OFF, &ttl_proto, 2))
+		return TC_ACT_OK;
+	dec = bpf_htons(bpf_ntohs(ttl_proto) - 0x100);
+	__u8 macs[12];
+	__builtin_memcpy(macs, fib.dmac, 6);
+	__builtin_memcpy(macs + 6, fib.smac, 6);
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + IP_TTL_OFF, &dec, 2, 0) || bpf_skb_store_bytes(skb, 0, macs, 12, 0))
+		return TC_ACT_SHOT;
+	stat_inc(STAT_NATIVE_REDIRECT);
+	return bpf_redirect(fib.ifindex, 0);
+}
+#endif
+
 /* The trace of a packet leaving its endpoint, where Cilium's bpf_lxc traces it: into the tunnel
  * (to-overlay), to an L7 proxy (to-proxy), to the node's stack (to-stack: another node in native
  * routing, the node itself, the world). One for a local endpoint is traced where it is delivered
@@ -569,7 +633,7 @@ static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verd
 	__u8 obs;
 	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_TO_PROXY)
 		obs = TRACE_TO_PROXY;
-	else if (verdict == TC_ACT_REDIRECT)
+	else if (verdict == TC_ACT_REDIRECT && (h->conf_flags & DP_F_TUNNEL))
 		obs = TRACE_TO_OVERLAY;
 	else if (h->rm.ep_id)
 		return;
@@ -628,6 +692,7 @@ static __always_inline int ep_ingress_known(struct __sk_buff *skb, struct hctx *
 	h->local_ep = 0;
 	struct ct_val *v = 0;
 	int ct = hctx_lookup(h, &v, hint);
+	h->ct_new = ct == CT_NEW;
 	if (ct == CT_NEW || !v || v->proxy_port)
 		return EP_TO_STACK;
 	stat_inc(STAT_PKTS_TO);
@@ -849,8 +914,12 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 		verdict = TC_ACT_OK;
 	else if ((local = h.local_ep || (h.reply_local && h.rm.ep_id)))
 		verdict = TC_ACT_OK;
-	else
+	else if (h.conf_flags & DP_F_TUNNEL)
 		verdict = tunnel_redirect(skb, &h.p, h.c.src_identity, sk_check);
+#ifndef MB_L3_DEVICE
+	else
+		verdict = native_redirect(skb, &h.p, sk_check);
+#endif
 	if (h.trace_out)
 		trace_out(skb, &h, verdict);
 	return local ? peer_local(skb, &h) : verdict;
@@ -874,7 +943,6 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
 }
 
 #ifndef MB_L3_DEVICE
-#define IP_TTL_OFF 8
 /* Native routing with WireGuard: a pod's packet that the node routes into cilium_wg0 is handed
  * to the device from here (Cilium's BPF host routing: a FIB lookup, then a redirect), not
  * forwarded by the host stack. The FIB decides as the stack would (policy rules, the routes the
@@ -959,9 +1027,12 @@ static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct
  * every later packet of a redirected one too. Anything not for a local endpoint passes untouched
  * (to_container parses and enforces every packet that reaches a pod). `*deliver`: the endpoint's
  * veth when the packet may go there directly, with DELIVER_EXT set when its connection's entry is
- * an ingress entry in the endpoint's CT_EXT table (from_overlay's hint to to_container). */
+ * an ingress entry in the endpoint's CT_EXT table (from_overlay's hint to to_container).
+ * `known_new`: the hook's delivery part (net_deliver) just looked this packet up at this endpoint,
+ * in the same tables with the same keys, and found nothing: not looked up a second time. */
 #define DELIVER_EXT 0x80000000u /* (ifindexes are positive ints) */
-static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver)
+static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver,
+				       int known_new)
 {
 	struct ep_config *dcfg = local_dest(p);
 	if (!dcfg)
@@ -981,7 +1052,7 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 		frag_snapshot(&fr, p);
 	}
 	struct ct_val *v = 0;
-	int ct = net_ct_lookup(p, own, &dc, rm, &v);
+	int ct = known_new ? CT_NEW : net_ct_lookup(p, own, &dc, rm, &v);
 	if (ct != CT_NEW && v) {
 		if (ct == CT_ESTABLISHED && v->proxy_port) {
 			/* redirected connection: to_container never sees it, so its policy is
@@ -1097,7 +1168,7 @@ static __always_inline __u8 net_source_check(struct __sk_buff *skb, const struct
 	return 0;
 }
 
-static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
+static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni, int known_new)
 {
 	struct pkt p = {};
 	struct remote rm = {};
@@ -1107,7 +1178,7 @@ static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni)
 	if (d)
 		return net_drop(skb, &p, vni ? vni : rm.identity, d, DIR_INGRESS);
 	__u32 deliver = 0;
-	return net_ingress(skb, &p, &rm, &deliver);
+	return net_ingress(skb, &p, &rm, &deliver, known_new);
 }
 
 /* A packet that entered the node, parsed in h->p, its source checked (h->rm: as the hook's
@@ -1140,8 +1211,10 @@ static __always_inline int net_deliver(struct __sk_buff *skb, struct hctx *h, __
  * network_ingress judges: a source the checks refuse (network_ingress drops it), ICMP errors, fragments, a TTL about to expire, a packet too
  * big, a new connection (network_ingress decides it first), and a connection an L7 proxy takes
  * part in (its replies may belong to the proxy's transparent socket). `vni`: cilium_wg0's
- * decapsulated packet (wg_decap), 0 for the rest. cilium_wg0 delivers IPv4 only. */
-static __noinline int net_known(struct __sk_buff *skb, __u32 vni)
+ * decapsulated packet (wg_decap), 0 for the rest. cilium_wg0 delivers IPv4 only. `*ct_new` (may
+ * be NULL): set when conntrack knows no entry of the packet at its local endpoint (the network
+ * path need not look again: net_ingress' known_new). */
+static __noinline int net_known(struct __sk_buff *skb, __u32 vni, int *ct_new)
 {
 	struct hctx h = {};
 	if (parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err)
@@ -1155,14 +1228,17 @@ static __noinline int net_known(struct __sk_buff *skb, __u32 vni)
 #endif
 	if (net_source_check(skb, &h.p, &h.rm, vni))
 		return EP_TO_STACK;
-	return net_deliver(skb, &h, stat);
+	int r = net_deliver(skb, &h, stat);
+	if (ct_new)
+		*ct_new = h.ct_new;
+	return r;
 }
 
 #ifndef MB_L3_DEVICE
 /* from_network's network path, in a frame of its own (net_known's is another) */
-static __noinline int net_network(struct __sk_buff *skb)
+static __noinline int net_network(struct __sk_buff *skb, int known_new)
 {
-	return network_ingress(skb, 0);
+	return network_ingress(skb, 0, known_new);
 }
 
 /* Established connections first: one parse, one conntrack lookup, delivered from here; the rest
@@ -1174,14 +1250,15 @@ int from_network(struct __sk_buff *skb)
 	stat_inc(STAT_PKTS_NET);
 	/* tunnel routing: other nodes' pod traffic is VXLAN here (from_overlay delivers it) */
 	if (tunnel_mode())
-		return net_network(skb);
-	int r = net_known(skb, 0);
+		return net_network(skb, 0);
+	int ct_new = 0;
+	int r = net_known(skb, 0, &ct_new);
 	if (r != EP_TO_STACK)
 		return r;
-	r = net_network(skb);
+	r = net_network(skb, ct_new);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
-	r = net_known(skb, 0);
+	r = net_known(skb, 0, 0);
 	return r == EP_TO_STACK ? TC_ACT_OK : r;
 }
 #endif
@@ -1199,8 +1276,8 @@ static __noinline int ov_key(struct __sk_buff *skb, __u32 *identity)
  * IPv6 and nothing else) and may not claim a local endpoint's address. Its inner destination MAC
  * is the sender's business: the packet is the host's. Then, for a local endpoint and a
  * connection conntrack knows there, delivery into it (net_deliver). Returns the verdict, or
- * EP_TO_STACK (admitted, *identity the VNI: the network path decides it). */
-static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *identity)
+ * EP_TO_STACK (admitted, *identity the VNI: the network path decides it; *ct_new as net_known's). */
+static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *identity, int *ct_new)
 {
 	struct hctx h = {};
 	int r = parse_pkt(skb, &h.p);
@@ -1221,9 +1298,12 @@ static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *iden
 	bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
 	if (h.p.is_icmp_err)
 		return TC_ACT_OK;
-	/* h.rm unknown: the to_container stage resolves the source from the ipcache, as the
-	 * endpoint's to_container does (its traces and per-packet policy as before) */
-	return net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
+	/* h.rm: the source as the endpoint's to_container resolves it, from the ipcache (not the
+	 * VNI: its traces and per-packet policy as before), from the lookup just made */
+	remote_from(&h.rm, sv);
+	r = net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
+	*ct_new = h.ct_new;
+	return r;
 }
 
 /* An admitted packet the network path let through for a local endpoint (a new connection it just
@@ -1238,7 +1318,7 @@ static __noinline int ov_deliver(struct __sk_buff *skb)
 
 /* The network path of an admitted decapsulated packet: the VNI is the source identity for the
  * destination's ingress policy (as from_network's is the ipcache's). `*deliver` as net_ingress'. */
-static __noinline int ov_network(struct __sk_buff *skb, __u32 identity, __u32 *deliver)
+static __noinline int ov_network(struct __sk_buff *skb, __u32 identity, __u32 *deliver, int known_new)
 {
 	struct pkt p = {};
 	struct remote rm = {};
@@ -1246,7 +1326,7 @@ static __noinline int ov_network(struct __sk_buff *skb, __u32 identity, __u32 *d
 		return TC_ACT_OK; /* (ov_known parsed it) */
 	rm.identity = identity;
 	rm.known = 1;
-	return net_ingress(skb, &p, &rm, deliver);
+	return net_ingress(skb, &p, &rm, deliver, known_new);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet, judged (ov_known), delivered into its
@@ -1258,16 +1338,17 @@ SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
 	__u32 identity = 0, deliver = 0;
+	int ct_new = 0;
 	stat_inc(STAT_OVERLAY_RX);
 	/* from_wireguard's mark says the VXLAN came out of cilium_wg0; nothing after this reads it
 	 * (a proxy's or the local hint's mark is set below from nothing) */
 	const int decrypted = (skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_DECRYPT;
 	if (decrypted)
 		skb->mark = 0;
-	int r = ov_known(skb, decrypted, &identity);
+	int r = ov_known(skb, decrypted, &identity, &ct_new);
 	if (r != EP_TO_STACK)
 		return r;
-	r = ov_network(skb, identity, &deliver);
+	r = ov_network(skb, identity, &deliver, ct_new);
 	if (r != TC_ACT_OK || !deliver || (skb->mark & MARK_MAGIC_MASK))
 		return r;
 	r = ov_deliver(skb);
@@ -1383,9 +1464,9 @@ static __noinline __u32 wg_decap(struct __sk_buff *skb)
 
 /* from_network's part: the source identity from the ipcache, spoof checks, the destination's
  * ingress policy and L7 redirect (a new connection's entry made here). */
-static __noinline int wg_network(struct __sk_buff *skb)
+static __noinline int wg_network(struct __sk_buff *skb, int known_new)
 {
-	return network_ingress(skb, skb->cb[WG_CB_VNI]);
+	return network_ingress(skb, skb->cb[WG_CB_VNI], known_new);
 }
 
 /* tcx INGRESS of cilium_wg0: a packet WireGuard decrypted and accepted from a peer, whose allowed
@@ -1409,7 +1490,7 @@ int from_wireguard(struct __sk_buff *skb)
 		if (!vni) {
 			/* the outer packet: to the stack and cilium_vxlan, marked as decrypted for
 			 * from_overlay (strict ingress) */
-			int o = wg_network(skb);
+			int o = wg_network(skb, 0);
 			if (o == TC_ACT_OK && !(skb->mark & MARK_MAGIC_MASK))
 				skb->mark = MARK_MAGIC_DECRYPT;
 			return o;
@@ -1419,13 +1500,14 @@ int from_wireguard(struct __sk_buff *skb)
 		 * the inner packet and to_container, as from_overlay leaves it) */
 	}
 	/* established connections first: one parse, one conntrack lookup */
-	int r = net_known(skb, skb->cb[WG_CB_VNI]);
+	int ct_new = 0;
+	int r = net_known(skb, skb->cb[WG_CB_VNI], &ct_new);
 	if (r != EP_TO_STACK)
 		return r;
-	r = wg_network(skb);
+	r = wg_network(skb, ct_new);
 	if (r != TC_ACT_OK || (skb->mark & MARK_MAGIC_MASK))
 		return r; /* dropped, or steered to a socket the stack delivers to */
-	r = net_known(skb, skb->cb[WG_CB_VNI]);
+	r = net_known(skb, skb->cb[WG_CB_VNI], 0);
 	return r == EP_TO_STACK ? TC_ACT_OK : r;
 }
 #endif

@@ -7,14 +7,12 @@
 //   bin/node bench/cluster/run.ts [--secs 3] [--rounds 3] [--routing-mode tunnel|native] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## cluster`.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { podNetnsName, nodeNetnsName } from '../../src/lab/names.ts';
+import { loadavg } from 'node:os';
+import { nodeNetnsName } from '../../src/lab/names.ts';
 import { reportResults } from '../support.ts';
 import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand } from '../tcp-suite.ts';
 import { enableRunTimeStats, disableRunTimeStats } from '../../src/sys/bpf.ts';
+import { clusterCli, clusterLab } from './lab.ts';
 
 const startLoad = loadavg()[0]!;
 const opt = tcpArgs({ 'routing-mode': 'tunnel' });
@@ -24,40 +22,19 @@ type Cfg = 'bare-vxlan' | 'bare-routed' | 'membrane';
 const CFGS: Cfg[] = ['bare-vxlan', 'bare-routed', 'membrane'];
 const sameMode: Cfg = mode === 'tunnel' ? 'bare-vxlan' : 'bare-routed';
 const suite = createTcpSuite(CFGS, opt.secs);
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-
 const lab = `bcl${process.pid % 10000}`;
-const env = { ...process.env, MEMBRANE_LAB: lab, MEMBRANE_STATE_DIR: `/run/membrane-bench/${lab}`, NO_COLOR: '1' };
-const membrane = (args: string[]) => execFileSync(join(REPO, 'bin/membrane'), args, { env, encoding: 'utf8', timeout: 600_000 });
+const cli = clusterCli(lab);
 const ip = (ns: string, args: string[]) => execFileSync('ip', ['-n', ns, ...args], { encoding: 'utf8' });
 
 function cleanup(): void {
   suite.kill();
   disableRunTimeStats();
-  try { membrane(['down']); } catch { /* best effort */ }
+  cli.down();
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
 try {
-  membrane(['up', '--nodes', '2', '--routing-mode', mode, '-q']);
-  const yaml = join(tmpdir(), `${lab}.yaml`);
-  const pod = (name: string, node: string, app: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'bench', labels: { app } }, spec: { nodeName: node, containers: [{ name: 'c', image: 'curlimages/curl' }] } });
-  const cnp = {
-    apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'srv-from-cli', namespace: 'bench' },
-    spec: { endpointSelector: { matchLabels: { app: 'srv' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: 'cli' } }], toPorts: [{ ports: ['5201', '7001', '7002'].map((port) => ({ port, protocol: 'TCP' })) }] }] },
-  };
-  writeFileSync(yaml, [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'bench' } }, pod('cli', 'node1', 'cli'), pod('srv', 'node2', 'srv'), cnp].map((o) => JSON.stringify(o)).join('\n---\n'));
-  membrane(['apply', '-f', yaml]);
-  let srvIp = '';
-  for (let i = 0; i < 120 && !srvIp; i++) {
-    const list = JSON.parse(membrane(['get', 'pods', '-n', 'bench', '-o', 'json'])) as { items: { metadata: { name: string }; status?: { podIP?: string; phase?: string } }[] };
-    const ready = list.items.filter((p) => p.status?.phase === 'Running');
-    if (ready.length === 2) srvIp = ready.find((p) => p.metadata.name === 'srv')!.status!.podIP!;
-    else await new Promise((r) => setTimeout(r, 500));
-  }
-  if (!srvIp) throw new Error('pods did not start');
-  const cliNs = podNetnsName('node1', 'bench', 'cli', lab);
-  const srvNs = podNetnsName('node2', 'bench', 'srv', lab);
+  const { cliNs, srvNs, srvIp } = await clusterLab(lab, mode);
 
   // The bare paths between the same pod namespaces: pod bv0 ↔ node bvh (veth), then either node bvx
   // (plain VXLAN, pods 10.99.<k>.2) or a plain route to the other node's underlay address (pods 10.97.<k>.2).

@@ -171,7 +171,8 @@ struct icmphdr {
 #define STAT_LOCAL_DELIVER 25   /* packets an endpoint sent redirected straight into a local endpoint (from_container) */
 #define STAT_OVERLAY_DELIVER 26 /* packets from the tunnel redirected straight into their endpoint (from_overlay) */
 #define STAT_NET_DELIVER 27     /* packets from a network device redirected straight into their endpoint (from_network) */
-#define STAT_MAX 28
+#define STAT_NATIVE_REDIRECT 28 /* routing mode native: pod packets sent past the node's IP forwarding to another node (from_container) */
+#define STAT_MAX 29
 /* mb_stats' size, with room to spare: a pinned map keeps the size it was made with, so a new
  * counter within it needs no `membrane down` (the counters past STAT_MAX read 0) */
 #define STAT_ENTRIES 32

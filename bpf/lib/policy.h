@@ -57,10 +57,7 @@ static __always_inline void remote_resolve(struct remote *r, const __u8 *addr, _
 {
 	if (r->known)
 		return;
-	struct ipcache_val *v = ipcache_lookup_fam(addr, fam);
-	r->identity = v ? v->identity : IDENTITY_WORLD;
-	r->ep_id = v ? v->ep_id : 0;
-	r->known = 1;
+	remote_from(r, ipcache_lookup_fam(addr, fam));
 }
 
 /* Policy port of a packet: dport for TCP/UDP, the ICMP (ICMPv6) type for ICMP (ICMPv6), 0 for

@@ -605,8 +605,9 @@ export const STAT_NAMES = [
   'policyLookups', 'proxyRedirects', 'events', 'nonIPv4', 'lbTranslations', 'ingressDecidedEarly', 'pktsFromNetwork',
   'eventsRateLimited', 'policyRechecks', 'fragments', 'malformed', 'overlayRx', 'overlayTx', 'neighbourDiscovery',
   'wireguardDelivered', 'overlayRedirects', 'ctHinted', 'localDelivered', 'overlayDelivered', 'networkDelivered',
+  'nativeRedirects',
 ] as const;
-export const STAT_MAX = 28;
+export const STAT_MAX = 29;
 /** mb_stats' entries: STAT_MAX and room for more (a pinned map keeps its size; a counter added within it needs no `membrane down`). */
 export const STAT_ENTRIES = 32;
 /** Index of the counter of events not emitted because their sender's budget was spent. */

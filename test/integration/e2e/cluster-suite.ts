@@ -158,12 +158,18 @@ export function clusterSuite(mode: RoutingMode): void {
     assert.equal(out.source?.identity, ids.client);
     assert.equal(out.destination?.identity, ids.server);
     assert.equal(out.node_name, 'node1');
+    // traced where it leaves node1: into the tunnel, or to the stack's side (native: the FIB redirect keeps Cilium's to-stack)
+    const points = onClient.filter((f) => f.destination?.pod_name === 'server' && f.trace_observation_point).map((f) => f.trace_observation_point);
+    assert.ok(points.length > 0 && points.every((o) => o === (mode === 'tunnel' ? 'TO_OVERLAY' : 'TO_STACK')), JSON.stringify(points));
   });
 
   test('across nodes, a known connection is delivered into the pod from where it enters the node (bpf_redirect_peer) and judged there as the pod\'s to_container would: a remote pod\'s forged reply is not delivered, a policy change cuts either direction on its next packet', { skip }, async () => {
     // the counter of the receiving hook's delivery: from_overlay (tunnel) or from_network (native)
     const stat = mode === 'tunnel' ? 'overlayDelivered' : 'networkDelivered';
-    const delivered = (k: number) => { const m = BpfMap.fromPin(join(paths.pinRoot(`node${k}`), 'mb_stats')); try { return readCounters(m)[stat]; } finally { m.close(); } };
+    const counter = (k: number, name: keyof ReturnType<typeof readCounters>) => { const m = BpfMap.fromPin(join(paths.pinRoot(`node${k}`), 'mb_stats')); try { return readCounters(m)[name]; } finally { m.close(); } };
+    const delivered = (k: number) => counter(k, stat);
+    // native routing: the pods' packets leave their node past its IP forwarding too (from_container's FIB redirect)
+    const redirected = (k: number) => counter(k, 'nativeRedirects');
     const hold = (from: string, to: string) => {
       const p = lab.spawnIn('cl', from, ['env', 'HOLD_DURATION_MS=60000', join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip[to]!, '8080']);
       let out = '';
@@ -179,12 +185,18 @@ export function clusterSuite(mode: RoutingMode): void {
     const clientPolicy = (from: string) => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'client-ingress', namespace: 'cl' },
       spec: { endpointSelector: { matchLabels: { app: 'client' } }, ingress: [{ fromEndpoints: [{ matchLabels: { app: from } }], toPorts: [{ ports: [{ port: '8080', protocol: 'TCP' }] }] }] } });
     await lab.apply([serverPolicy('client'), clientPolicy('server')]);
-    const [s0, c0] = [delivered(2), delivered(1)];
+    const [s0, c0, rs0, rc0] = [delivered(2), delivered(1), redirected(2), redirected(1)];
     const h = hold('client', 'server');
     try {
       assert.equal(await h.works(), true, `client -> server held: ${h.out()}`);
       assert.ok(delivered(2) - s0 >= 3n, `the client's packets delivered into the server at node2 (${delivered(2) - s0})`);
       assert.ok(delivered(1) - c0 >= 3n, `the server's replies delivered into the client at node1 (${delivered(1) - c0})`);
+      if (mode === 'native') {
+        assert.ok(redirected(1) - rc0 >= 3n, `the client's packets sent from node1 past its forwarding (${redirected(1) - rc0})`);
+        assert.ok(redirected(2) - rs0 >= 3n, `the server's replies sent from node2 past its forwarding (${redirected(2) - rs0})`);
+      } else {
+        assert.deepEqual([redirected(1) - rc0, redirected(2) - rs0], [0n, 0n], 'tunnel routing: into the tunnel, not the FIB\'s way');
+      }
       // the intruder (node3) forges the server's reply into the client's live tuple from its own
       // address (its own node stamps its identity): a new connection the client's ingress denies,
       // never a reply; from the server's address it is dropped at its own node (132)

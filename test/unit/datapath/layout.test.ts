@@ -52,7 +52,7 @@ int main(void) {
   O(ct_val, rev_nat); O(ct_val, dest_ep); O(ct_val, pol_rev); O(ct_val, frag_sport); O(ct_val, frag_dport); O(ct_val, frag_policy_port); O(ct_val, fwd_report); O(ct_val, rev_report);
   printf("CT_TABLE_ENTRIES %d\\nCT_TABLES %d\\nDIR_SERVICE %d\\nDIR_FRAG %d\\nSTAT_EVENTS_LIMITED %d\\nSTAT_MAX %d\\nSTAT_ENTRIES %d\\n", CT_TABLE_ENTRIES, CT_TABLES, DIR_SERVICE, DIR_FRAG, STAT_EVENTS_LIMITED, STAT_MAX, STAT_ENTRIES);
   printf("DP_F_NO_SERVICES %d\\nDP_F_STRICT_INGRESS %d\\nSTAT_OVERLAY_DELIVER %d\\nSTAT_NET_DELIVER %d\\n", DP_F_NO_SERVICES, DP_F_STRICT_INGRESS, STAT_OVERLAY_DELIVER, STAT_NET_DELIVER);
-  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\nSTAT_CT_HINTED %d\\nSTAT_LOCAL_DELIVER %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT, STAT_CT_HINTED, STAT_LOCAL_DELIVER);
+  printf("DP_F_TUNNEL %d\\nDP_F_IPV6 %d\\nSTAT_ND %d\\nSTAT_WG_DELIVER %d\\nSTAT_OVERLAY_REDIRECT %d\\nSTAT_CT_HINTED %d\\nSTAT_LOCAL_DELIVER %d\\nSTAT_NATIVE_REDIRECT %d\\n", DP_F_TUNNEL, DP_F_IPV6, STAT_ND, STAT_WG_DELIVER, STAT_OVERLAY_REDIRECT, STAT_CT_HINTED, STAT_LOCAL_DELIVER, STAT_NATIVE_REDIRECT);
   printf("CT_OWN_7 %u\\nCT_EXT_7 %u\\n", CT_OWN(7), CT_EXT(7));
   printf("PROXY_SLOTS %d\\nPROXY_UDP_SLOT_OFFSET %d\\nPROXY_V6_SLOT_OFFSET %d\\n", PROXY_SLOTS, PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET);
   P(dp_config); O(dp_config, policy_rev); O(dp_config, flags); P(dev_config); P(node_mac); O(dp_config, ev_interval_ns); O(dp_config, ev_burst_ns); O(dp_config, overlay_ifindex); O(dp_config, monitor_aggregation); O(dp_config, monitor_interval_s);
@@ -119,6 +119,7 @@ int main(void) {
   assert.equal(out.STAT_OVERLAY_REDIRECT, C.STAT_NAMES.indexOf('overlayRedirects'));
   assert.equal(out.STAT_CT_HINTED, C.STAT_NAMES.indexOf('ctHinted'));
   assert.equal(out.STAT_LOCAL_DELIVER, C.STAT_NAMES.indexOf('localDelivered'));
+  assert.equal(out.STAT_NATIVE_REDIRECT, C.STAT_NAMES.indexOf('nativeRedirects'));
   assert.equal(out.ev_bucket, C.EV_BUCKET_SIZE);
   assert.equal(out['ev_bucket.lost'], 8);
   assert.equal(out.mb_event, C.EVENT_SIZE);
