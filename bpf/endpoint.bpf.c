@@ -571,7 +571,21 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 }
 
 #ifndef MB_L3_DEVICE
-#define IP_TTL_OFF 8
+/* The FIB lookup the host's forwarding would make for the IPv4 packet `ip` arriving on the hook's
+ * device (native_redirect's and wg_out's one setup). */
+static __always_inline long fib4_lookup(struct __sk_buff *skb, const struct iphdr *ip, struct bpf_fib_lookup *fib,
+					__u32 flags)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = 2; /* AF_INET */
+	fib->ifindex = skb->ifindex;
+	fib->tos = ip->tos;
+	fib->l4_protocol = ip->protocol;
+	fib->ipv4_src = ip->saddr;
+	fib->ipv4_dst = ip->daddr;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), flags);
+}
+
 /* Routing mode native: a judged pod packet for a pod on another node goes to the device the node
  * routes it to directly (Cilium's BPF host routing, fib_redirect): the FIB decides as the stack
  * would (policy rules, the route to the other node's pod CIDR), the neighbour is the one the stack
@@ -595,28 +609,17 @@ static __noinline int native_redirect(struct __sk_buff *skb, const struct pkt *p
 	struct iphdr ip;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1)
 		return TC_ACT_OK;
-	struct bpf_fib_lookup fib = {};
-	fib.family = 2; /* AF_INET */
-	fib.ifindex = skb->ifindex;
-	fib.tos = ip.tos;
-	fib.l4_protocol = ip.protocol;
-	fib.ipv4_src = ip.saddr;
-	fib.ipv4_dst = ip.daddr;
+	struct bpf_fib_lookup fib;
 	/* tot_len 0: the kernel checks the skb against the device's MTU (a GSO skb by its segments) */
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib4_lookup(skb, &ip, &fib, 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return TC_ACT_OK;
 	if (sk_check && local_socket_owns(skb, p))
 		return TC_ACT_OK;
-	/* the hop the host's forwarding would have counted (TTL first in the word the checksum sums) */
-	__u16 ttl_proto, dec;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + IP_TTL_OFF, &ttl_proto, 2))
-		return TC_ACT_OK;
-	dec = bpf_htons(bpf_ntohs(ttl_proto) - 0x100);
 	__u8 macs[12];
 	__builtin_memcpy(macs, fib.dmac, 6);
 	__builtin_memcpy(macs + 6, fib.smac, 6);
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + IP_TTL_OFF, &dec, 2, 0) || bpf_skb_store_bytes(skb, 0, macs, 12, 0))
+	/* the hop the host's forwarding would have counted (the TTL is above 1: checked) */
+	if (ipv4_dec_ttl(skb) || bpf_skb_store_bytes(skb, 0, macs, 12, 0))
 		return TC_ACT_SHOT;
 	stat_inc(STAT_NATIVE_REDIRECT);
 	return bpf_redirect(fib.ifindex, 0);
@@ -959,15 +962,8 @@ static __noinline int wg_out(struct __sk_buff *skb, int sk_check)
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1 ||
 	    (ip.frag_off & bpf_htons(0x3fff)))
 		return TC_ACT_OK;
-	struct bpf_fib_lookup fib = {};
-	fib.family = 2; /* AF_INET */
-	fib.ifindex = skb->ifindex;
-	fib.tos = ip.tos;
-	fib.l4_protocol = ip.protocol;
-	fib.ipv4_src = ip.saddr;
-	fib.ipv4_dst = ip.daddr;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex != wg)
+	struct bpf_fib_lookup fib;
+	if (fib4_lookup(skb, &ip, &fib, BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != wg)
 		return TC_ACT_OK;
 	/* only where a socket of the node may own the connection (handle's sk_check: a new one, an
 	 * ICMP error, a proxy's); conntrack says the rest are the pod's and its peer's, as for the
@@ -986,13 +982,8 @@ static __noinline int wg_out(struct __sk_buff *skb, int sk_check)
 		if (local_socket_owns(skb, &p))
 			return TC_ACT_OK;
 	}
-	/* the hop the host's forwarding would have counted (TTL first in memory) */
-	__u16 ttl_proto, dec;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + IP_TTL_OFF, &ttl_proto, 2))
-		return TC_ACT_OK;
-	dec = ttl_proto - 1;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), ttl_proto, dec, 2) ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + IP_TTL_OFF, &dec, 2, 0))
+	/* the hop the host's forwarding would have counted (the TTL is above 1: checked) */
+	if (ipv4_dec_ttl(skb))
 		return TC_ACT_SHOT;
 	/* an L3 device: the kernel takes the link header off on the way */
 	return bpf_redirect(wg, 0);
