@@ -251,10 +251,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
   function serverPeer(ip: string): AccessPeer {
     if (!deps.revision) return peer(ip, 53);
-    const x = peerInfo(ip); // first: a new revision empties serverPeers
+    peerInfo(ip); // first: a new revision empties serverPeers
     let s = serverPeers.get(ip);
     if (s === undefined) {
-      s = { ip, port: 53, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
+      s = peer(ip, 53);
       if (serverPeers.size >= 4096) serverPeers.clear();
       serverPeers.set(ip, s);
     }
