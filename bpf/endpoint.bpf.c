@@ -882,7 +882,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 
 	__u16 rev_nat = 0;
 	if (from && !p->is_icmp_err && (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) &&
-	    !(h.conf_flags & DP_F_NO_SERVICES)) {
+	    !(h.conf_flags & DP_F_NO_SERVICES) && lb_maybe_frontend(p)) {
 		int d = p->family == 6 ? lb6_xlate(skb, p, own, ep, &rev_nat) : lb4_xlate(skb, p, own, ep, &rev_nat);
 		if (d)
 			return hdrop(&h, d);

@@ -31,6 +31,18 @@ static __always_inline __u32 lb_hash(const struct pkt *p)
 	return h;
 }
 
+/* May the packet's destination address be a frontend's? 0: certainly not (its bit in mb_lb_vips is
+ * clear): the frontend lookup is skipped. An array of one entry: the lookup is inlined, no hash. */
+static __always_inline int lb_maybe_frontend(const struct pkt *p)
+{
+	__u32 k = 0;
+	const struct lb_vip_filter *f = bpf_map_lookup_elem(&mb_lb_vips, &k);
+	if (!f)
+		return 1;
+	const __u32 bit = lb_vip_bit(p->daddr);
+	return (f->bits[(bit >> 6) & (LB_VIP_FILTER_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
 /* Rewrites the destination (dst=1) or source (dst=0) address and port of a TCP/UDP packet with
  * incremental checksum updates, and mirrors the change in `p`. A later fragment has no L4 header:
  * only its address changes (the first fragment carried the L4 checksum update). Returns 0 or -1. */
@@ -99,7 +111,7 @@ static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	__u16 rn = svc->rev_nat;
 	if (count == 0)
 		return DROP_NO_SERVICE;
-	/* the clock only for a service's packets (every packet of a pod looks its frontend up) */
+	/* the clock only for a service's packets */
 	const __u64 now = bpf_ktime_get_ns();
 	struct ct_key sk;
 	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 4, DIR_SERVICE, ep);
@@ -289,7 +301,7 @@ static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	__u16 rn = svc->rev_nat;
 	if (count == 0)
 		return DROP_NO_SERVICE;
-	/* the clock only for a service's packets (every packet of a pod looks its frontend up) */
+	/* the clock only for a service's packets */
 	const __u64 now = bpf_ktime_get_ns();
 	struct ct_key sk;
 	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 6, DIR_SERVICE, ep);

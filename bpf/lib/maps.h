@@ -385,6 +385,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb6_reverse_nat SEC(".maps");
 
+/* ---- frontend address filter (one entry; Cilium has none: its per-packet lb4_lookup_service is
+ * what this skips) ----
+ * 256 bits, one per lb_vip_bit() of an address (lib/lb.h; the agent's twin is lbmap.ts vipBit):
+ * the bit of every frontend address of either family is set. A pod's packet whose destination's
+ * bit is clear is no frontend's and skips the frontend lookup, which every pod packet made while
+ * the node had any service. The agent sets a frontend's bit before it writes the frontend and
+ * clears bits only once frontends are gone (recomputed from those left): a bit may be set with no
+ * frontend behind it (a lookup that misses, as before), never clear with one. */
+#define LB_VIP_FILTER_WORDS 4
+struct lb_vip_filter {
+	__u64 bits[LB_VIP_FILTER_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_vip_filter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_lb_vips SEC(".maps");
+
+/* An address's bit in mb_lb_vips (16 bytes; an IPv4 address in the first 4, zeros after): its four
+ * words folded, a multiplicative hash, the top 8 bits. codec.ts lbVipBit computes the same
+ * (test/unit/datapath/layout.test.ts compares them). */
+static __always_inline __u32 lb_vip_bit(const __u8 *addr)
+{
+	const __u32 *a = (const void *)addr;
+	return ((a[0] ^ a[1] ^ a[2] ^ a[3]) * 0x9e3779b1U) >> 24;
+}
+
 /* ---- the node's network devices with from_network attached: ifindex -> role (DEV_F_*) ----
  * Only the underlay may carry packets from other nodes' addresses (tunnel peers): on any other
  * device such a source is spoofed (lib/overlay.h). */

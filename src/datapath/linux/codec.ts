@@ -713,6 +713,34 @@ export function encodeLb4RevNat(ip: string, port: number): Buffer {
   return b;
 }
 
+// ------------------------------------------------------------------ frontend address filter (mb_lb_vips)
+
+export const LB_VIP_FILTER_WORDS = 4;
+export const LB_VIP_FILTER_SIZE = LB_VIP_FILTER_WORDS * 8;
+
+/**
+ * A frontend address's bit in mb_lb_vips (bpf/lib/maps.h lb_vip_bit): the address as 16 bytes (an
+ * IPv4 address in the first 4, zeros after), its four words as the little-endian host the BPF
+ * program runs on reads them, folded by xor, times 0x9e3779b1, the top 8 bits.
+ */
+export function lbVipBit(ip: string): number {
+  const b = Buffer.alloc(16);
+  const a = ip.includes(':') ? v6(ip, 'service frontend') : v4(ip, 'service frontend');
+  a.copy(b, 0);
+  const fold = (b.readUInt32LE(0) ^ b.readUInt32LE(4) ^ b.readUInt32LE(8) ^ b.readUInt32LE(12)) >>> 0;
+  return Math.imul(fold, 0x9e3779b1) >>> 24;
+}
+
+/** mb_lb_vips' one value: the bits of these frontend addresses set. */
+export function encodeLbVipFilter(ips: Iterable<string>): Buffer {
+  const b = Buffer.alloc(LB_VIP_FILTER_SIZE);
+  for (const ip of ips) {
+    const bit = lbVipBit(ip);
+    b[bit >> 3] = b[bit >> 3]! | (1 << (bit & 7));
+  }
+  return b;
+}
+
 // ------------------------------------------------------------------ load balancing (lb6)
 
 export const LB6_KEY_SIZE = 24;

@@ -9,7 +9,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { serviceKeyString, type DatapathService, type DatapathServiceKey, type ServiceProto } from '../types.ts';
 import {
   decodeLb4Backend, decodeLb4Key, decodeLb4Service, decodeLb6Backend, decodeLb6Key, decodeU32, encodeLb4Backend, encodeLb4Key, encodeLb4RevNat,
-  encodeLb4Service, encodeLb6Backend, encodeLb6Key, encodeLb6RevNat, encodeU32, protoName, protoNumber,
+  encodeLb4Service, encodeLb6Backend, encodeLb6Key, encodeLb6RevNat, encodeLbVipFilter, encodeU32, protoName, protoNumber,
 } from './codec.ts';
 import type { Loader, MapName } from './loader.ts';
 
@@ -90,6 +90,8 @@ export class LbMap {
       const same = st.backendIds.length === list.length && list.every((b, i) => this.backends.get(backendKey(b.ip, b.port, proto))?.id === st.backendIds[i]);
       if (same) return null;
     }
+    // the frontend's bit in the address filter before the frontend: no packet to it skips the lookup
+    if (!st) this.writeVipFilter(svc.ip);
     const svcMap = this.loader.map(f.services);
     const revNat = st?.revNat ?? this.allocRevNat();
     // backends first, then slots, then the master entry (a packet never sees a slot without its backend)
@@ -117,6 +119,19 @@ export class LbMap {
     this.loader.map(f.reverseNat).delete(encodeU32(st.revNat));
     for (const id of st.backendIds) this.releaseBackend(fam, id);
     this.services.delete(key);
+    // the filter from the frontends left, once this one is gone from the maps
+    this.writeVipFilter();
+  }
+
+  /**
+   * mb_lb_vips from the frontends the bookkeeping holds, plus `adding` (bpf/lib/maps.h): a pod's
+   * packet to an address whose bit is clear skips the frontend lookup, so a bit is set before its
+   * frontend is written and cleared only after the last frontend on it is gone.
+   */
+  private writeVipFilter(adding?: string): void {
+    const ips = [...this.services.values()].map((s) => s.ip);
+    if (adding) ips.push(adding);
+    this.loader.map('mb_lb_vips').update(encodeU32(0), encodeLbVipFilter(ips));
   }
 
   /** How many frontends the maps hold. */
@@ -140,6 +155,8 @@ export class LbMap {
   load(): void {
     this.reset();
     for (const fam of [4, 6] as const) this.loadFamily(fam);
+    // a pinned filter from before the restart holds every frontend's bit already; rewritten exact
+    this.writeVipFilter();
   }
 
   private loadFamily(fam: Family): void {

@@ -13,7 +13,7 @@ export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endp
 export const MAP_NAMES = [
   'mb_endpoints', 'mb_ep_ids', 'mb_ipcache', 'mb_ipcache_host', 'mb_policy', 'mb_ct_tables', 'mb_config', 'mb_ev_buckets', 'mb_events', 'mb_lost',
   'mb_stats', 'mb_proxy_socks', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat', 'mb_lb6_services',
-  'mb_lb6_backends', 'mb_lb6_reverse_nat', 'mb_devices', 'mb_node_macs',
+  'mb_lb6_backends', 'mb_lb6_reverse_nat', 'mb_devices', 'mb_node_macs', 'mb_lb_vips',
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 

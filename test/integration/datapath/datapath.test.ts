@@ -13,7 +13,7 @@ import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { BpfMap } from '../../../src/sys/bpf.ts';
-import { DP_F_NO_SERVICES, decodeDpConfig, encodeU32 } from '../../../src/datapath/linux/codec.ts';
+import { DP_F_NO_SERVICES, decodeDpConfig, encodeU32, lbVipBit } from '../../../src/datapath/linux/codec.ts';
 
 const node = new DatapathNode({ prefix: 't', pods: 3, identityBase: 1000 });
 const { pinRoot } = node;
@@ -304,6 +304,26 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
       }
     };
     assert.equal(noServices(), true, 'no service yet');
+    // the frontend address filter (mb_lb_vips): a pod's packet to an address whose bit is clear
+    // skips the frontend lookup; every frontend's bit is set while it has a frontend
+    const vipBitSet = (ip: string) => {
+      const m = BpfMap.fromPin(`${pinRoot}/mb_lb_vips`);
+      try {
+        const bit = lbVipBit(ip);
+        return ((m.lookup(encodeU32(0))![bit >> 3]! >> (bit & 7)) & 1) === 1;
+      } finally {
+        m.close();
+      }
+    };
+    const filterEmpty = () => {
+      const m = BpfMap.fromPin(`${pinRoot}/mb_lb_vips`);
+      try {
+        return m.lookup(encodeU32(0))!.every((x) => x === 0);
+      } finally {
+        m.close();
+      }
+    };
+    assert.equal(filterEmpty(), true, 'no frontend, no bit');
     await d.call('upsertService', { ip: VIP, port: 80, proto: 'TCP', backends: [{ ip: B.ip, port: 8080 }, { ip: A.ip, port: 7070 }] });
     await d.call('upsertService', { ip: VIP, port: 53, proto: 'UDP', backends: [{ ip: B.ip, port: 5353 }] });
     const dump = await d.call<{ ip: string; port: number; proto: string; backends: unknown[] }[]>('serviceDump');
@@ -333,6 +353,29 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     const refused = JSON.parse(inNs(C.ns, ['udp', VIP, '54', '1500'])) as { ok: boolean; err?: string };
     assert.equal(refused.err, 'ECONNREFUSED', `ICMP error through the service: ${JSON.stringify(refused)}`);
     await d.call('deleteService', { ip: VIP, port: 54, proto: 'UDP' });
+    assert.equal(vipBitSet(VIP), true, "the VIP's bit in the frontend filter");
+    // beside the filter, an attacker's view: the VIP on a port no frontend has is not translated
+    await events(0);
+    assert.equal(tcpConnect(C.ns, VIP, 81, 600), false, 'VIP:81 has no frontend');
+    evs = await events();
+    assert.ok(!evs.some((e) => e.srcIp === C.ip && (e.dstIp === A.ip || e.dstIp === B.ip)), 'VIP:81 not translated to any backend');
+    // a pod's address that is also a frontend (B:9090 -> A:7070): the frontend's port is
+    // translated, the pod's other ports are the pod's; once the frontend is gone, all of them
+    assert.notEqual(lbVipBit(B.ip), lbVipBit(VIP), 'the test needs B its own bit');
+    assert.equal(vipBitSet(B.ip), false);
+    await d.call('upsertService', { ip: B.ip, port: 9090, proto: 'TCP', backends: [{ ip: A.ip, port: 7070 }] });
+    assert.equal(vipBitSet(B.ip), true, "a frontend's bit set once it is written");
+    const newConns = (list: DatapathEvent[]) => new Set(list.filter((e) => e.type === 4 && e.subType === 0 && e.srcIp === C.ip && e.ctReason === 1 && e.proto === 6).map((e) => `${e.dstIp}:${e.dstPort}`));
+    await events(0);
+    assert.equal(tcpConnect(C.ns, B.ip, 9090, 1500), true, 'B:9090 through the frontend to A:7070');
+    assert.equal(tcpConnect(C.ns, B.ip, 8080, 1500), true, 'B:8080 is B');
+    assert.deepEqual([...newConns(await events())].sort(), [`${A.ip}:7070`, `${B.ip}:8080`].sort(), 'B:9090 translated, B:8080 not');
+    await d.call('deleteService', { ip: B.ip, port: 9090, proto: 'TCP' });
+    assert.equal(vipBitSet(B.ip), false, "a frontend's bit cleared once the last frontend on the address is gone");
+    assert.equal(vipBitSet(VIP), true, "the other frontends' bits stay");
+    await events(0);
+    assert.equal(tcpConnect(C.ns, B.ip, 9090, 1500), true, 'B:9090 is B again');
+    assert.deepEqual([...newConns(await events())], [`${B.ip}:9090`], 'not translated once the frontend is gone');
     // policy sees the backend: C may only reach B:8080
     await d.call('applyFull', C.id, [egress(idOf(B), 6, 8080), egress(idOf(B), 17, 5353)], { ingress: false, egress: true });
     await events(0);
@@ -353,6 +396,7 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     await d.call('deleteService', { ip: VIP, port: 53, proto: 'UDP' });
     assert.equal((await d.call<unknown[]>('serviceDump')).length, 0);
     assert.equal(noServices(), true, 'the last one gone');
+    assert.equal(filterEmpty(), true, 'the last frontend gone, no bit');
     assert.equal(JSON.parse(inNs(C.ns, ['udp', VIP, '53', '800'])).ok, false, 'a deleted frontend is not translated');
     const c = await d.call<Record<string, string>>('counters');
     assert.ok(BigInt(c.lbTranslations!) > 0n);

@@ -13,6 +13,9 @@ import { PROXY_UDP_SLOT_OFFSET, PROXY_V6_SLOT_OFFSET, proxySlot } from '../../..
 
 const bpfDir = fileURLToPath(new URL('../../../bpf/', import.meta.url));
 
+// frontend addresses whose filter bit (mb_lb_vips) the C header and codec.ts lbVipBit compute alike
+const VIPS = ['10.96.0.10', '10.96.0.50', '10.244.1.7', '192.0.2.200', 'fd00:10:96::a', '2001:db8::1', 'fd00::ffff:1'];
+
 test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mdp-layout-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,6 +23,8 @@ test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) 
   const src = `
 #include <stdio.h>
 #include <stddef.h>
+#include <string.h>
+#include <arpa/inet.h>
 #define SEC(x)
 #define __uint(n, v) int n
 #define __type(n, v) v *n
@@ -42,7 +47,14 @@ test('C struct layouts match the TS codecs', { skip: skipUnless('clang') }, (t) 
 #include "lib/events.h"
 #define P(s) printf(#s " %zu\\n", sizeof(struct s))
 #define O(s, f) printf(#s "." #f " %zu\\n", offsetof(struct s, f))
+static const char *VIPS[] = { ${VIPS.map((v) => `"${v}"`).join(', ')} };
 int main(void) {
+  for (unsigned i = 0; i < sizeof(VIPS) / sizeof(VIPS[0]); i++) {
+    unsigned char a[16] = { 0 };
+    inet_pton(strchr(VIPS[i], ':') ? AF_INET6 : AF_INET, VIPS[i], a);
+    printf("vipbit%u %u\\n", i, lb_vip_bit(a));
+  }
+  P(lb_vip_filter);
   P(ep_config); O(ep_config, ep_id); O(ep_config, flags); O(ep_config, identity); O(ep_config, ipv4); O(ep_config, ipv6); O(ep_config, mac);
   P(ipcache_key); O(ipcache_key, family); O(ipcache_key, addr); P(ipcache_val); O(ipcache_val, ep_id); O(ipcache_val, tunnel_endpoint);
   P(policy_key); O(policy_key, ep_id); O(policy_key, dir); O(policy_key, identity); O(policy_key, proto); O(policy_key, dport);
@@ -88,6 +100,9 @@ int main(void) {
   assert.deepEqual([out.lb6_key, out['lb6_key.dport'], out['lb6_key.proto'], out['lb6_key.slot']], [C.LB6_KEY_SIZE, 16, 18, 20]);
   assert.deepEqual([out.lb6_backend, out['lb6_backend.port'], out['lb6_backend.proto']], [C.LB6_BACKEND_SIZE, 16, 18]);
   assert.deepEqual([out.lb6_reverse_nat, out['lb6_reverse_nat.port']], [C.LB6_REVNAT_SIZE, 16]);
+  assert.equal(out.lb_vip_filter, C.LB_VIP_FILTER_SIZE);
+  assert.deepEqual(VIPS.map((_v, i) => out[`vipbit${i}`]), VIPS.map((v) => C.lbVipBit(v)), 'the frontend filter bit, C and TS');
+  assert.ok(new Set(VIPS.map((v) => C.lbVipBit(v))).size > 3, 'the bits spread');
   assert.equal(out.dev_config, C.DEV_CONFIG_SIZE);
   assert.equal(out.node_mac, C.NODE_MAC_SIZE);
   assert.deepEqual([...C.encodeNodeMacKey('192.0.2.7')], [192, 0, 2, 7]);
