@@ -95,69 +95,6 @@ static __always_inline int l4_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 	return 0;
 }
 
-/* Service translation for a packet leaving endpoint `ep`. Returns 0 (no service, or translated:
- * *rev_nat set) or a drop reason. */
-static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
-				__u16 *rev_nat)
-{
-	struct lb4_key lk = {};
-	__builtin_memcpy(lk.vip, p->daddr, 4);
-	lk.dport = p->dport;
-	lk.proto = p->proto;
-	struct lb4_service *svc = bpf_map_lookup_elem(&mb_lb4_services, &lk);
-	if (!svc)
-		return 0;
-	__u16 count = svc->count;
-	__u16 rn = svc->rev_nat;
-	if (count == 0)
-		return DROP_NO_SERVICE;
-	/* the clock only for a service's packets */
-	const __u64 now = bpf_ktime_get_ns();
-	struct ct_key sk;
-	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 4, DIR_SERVICE, ep);
-	struct ct_val *sv = ct_get(own, &sk, now);
-	struct lb4_backend *be = 0;
-	__u32 bid = 0;
-	__u64 life = p->proto == IPPROTO_TCP ? CT_LIFETIME_TCP : CT_LIFETIME_NONTCP;
-	if (sv) {
-		bid = sv->src_identity;
-		be = bpf_map_lookup_elem(&mb_lb4_backends, &bid);
-		if (be && sv->rev_nat == rn) {
-			__u64 exp = now + life;
-			if (exp > sv->expires + 1000000000ULL)
-				sv->expires = exp;
-		} else {
-			be = 0;
-		}
-	}
-	if (!be) {
-		lk.slot = (__u16)(lb_hash(p) % count) + 1;
-		struct lb4_service *s = bpf_map_lookup_elem(&mb_lb4_services, &lk);
-		if (!s)
-			return DROP_NO_SERVICE;
-		bid = s->backend_id;
-		be = bpf_map_lookup_elem(&mb_lb4_backends, &bid);
-		if (!be)
-			return DROP_NO_SERVICE;
-		struct ct_val nv = {};
-		nv.created = now;
-		nv.expires = now + life;
-		nv.src_identity = bid;
-		nv.rev_nat = rn;
-		if (!own)
-			return DROP_CT_NO_MAP;
-		if (bpf_map_update_elem(own, &sk, &nv, BPF_ANY))
-			return DROP_CT_CREATE_FAILED;
-	}
-	__u8 addr[4];
-	__builtin_memcpy(addr, be->addr, 4);
-	if (l4_rewrite(skb, p, 1, addr, be->port))
-		return DROP_INVALID;
-	*rev_nat = rn;
-	stat_inc(STAT_LB_XLATE);
-	return 0;
-}
-
 /* Reply of a load-balanced connection: the backend's address/port back to the frontend's. */
 static __noinline int lb4_rev_nat(struct __sk_buff *skb, struct pkt *p, __u16 rev_nat)
 {
@@ -285,16 +222,31 @@ static __always_inline int l6_rewrite(struct __sk_buff *skb, struct pkt *p, int 
 	return 0;
 }
 
-/* lb4_xlate for an IPv6 packet: the frontend in mb_lb6_services, the backend in mb_lb6_backends;
- * the DIR_SERVICE entry's key carries family 6, so it never answers for an IPv4 tuple. */
-static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
-				__u16 *rev_nat)
+/* Service translation for a packet leaving endpoint `ep`, one shape for both families: the
+ * frontend in mb_lb4_services / mb_lb6_services (key lb4_key / lb6_key), the backend in
+ * mb_lb4_backends / mb_lb6_backends; the DIR_SERVICE entry's key carries the family, so it never
+ * answers for a tuple of the other. `fam` is a constant at each caller (lb4_xlate, lb6_xlate):
+ * every family choice folds away at compile time. Returns 0 (no service, or translated:
+ * *rev_nat set) or a drop reason. */
+static __always_inline int lb_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
+				    __u16 *rev_nat, const __u8 fam)
 {
-	struct lb6_key lk = {};
-	__builtin_memcpy(lk.vip, p->daddr, 16);
-	lk.dport = p->dport;
-	lk.proto = p->proto;
-	struct lb4_service *svc = bpf_map_lookup_elem(&mb_lb6_services, &lk);
+	union {
+		struct lb4_key k4;
+		struct lb6_key k6;
+	} lk = {};
+	void *services = fam == 6 ? (void *)&mb_lb6_services : (void *)&mb_lb4_services;
+	void *backends = fam == 6 ? (void *)&mb_lb6_backends : (void *)&mb_lb4_backends;
+	if (fam == 6) {
+		__builtin_memcpy(lk.k6.vip, p->daddr, 16);
+		lk.k6.dport = p->dport;
+		lk.k6.proto = p->proto;
+	} else {
+		__builtin_memcpy(lk.k4.vip, p->daddr, 4);
+		lk.k4.dport = p->dport;
+		lk.k4.proto = p->proto;
+	}
+	struct lb4_service *svc = bpf_map_lookup_elem(services, &lk);
 	if (!svc)
 		return 0;
 	__u16 count = svc->count;
@@ -304,14 +256,14 @@ static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 	/* the clock only for a service's packets */
 	const __u64 now = bpf_ktime_get_ns();
 	struct ct_key sk;
-	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, 6, DIR_SERVICE, ep);
+	ct_key_fill(&sk, p->saddr, p->daddr, p->sport, p->dport, p->proto, fam, DIR_SERVICE, ep);
 	struct ct_val *sv = ct_get(own, &sk, now);
-	struct lb6_backend *be = 0;
+	void *be = 0;
 	__u32 bid = 0;
 	__u64 life = p->proto == IPPROTO_TCP ? CT_LIFETIME_TCP : CT_LIFETIME_NONTCP;
 	if (sv) {
 		bid = sv->src_identity;
-		be = bpf_map_lookup_elem(&mb_lb6_backends, &bid);
+		be = bpf_map_lookup_elem(backends, &bid);
 		if (be && sv->rev_nat == rn) {
 			__u64 exp = now + life;
 			if (exp > sv->expires + 1000000000ULL)
@@ -321,12 +273,16 @@ static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 		}
 	}
 	if (!be) {
-		lk.slot = (__u16)(lb_hash(p) % count) + 1;
-		struct lb4_service *s = bpf_map_lookup_elem(&mb_lb6_services, &lk);
+		const __u16 slot = (__u16)(lb_hash(p) % count) + 1;
+		if (fam == 6)
+			lk.k6.slot = slot;
+		else
+			lk.k4.slot = slot;
+		struct lb4_service *s = bpf_map_lookup_elem(services, &lk);
 		if (!s)
 			return DROP_NO_SERVICE;
 		bid = s->backend_id;
-		be = bpf_map_lookup_elem(&mb_lb6_backends, &bid);
+		be = bpf_map_lookup_elem(backends, &bid);
 		if (!be)
 			return DROP_NO_SERVICE;
 		struct ct_val nv = {};
@@ -339,11 +295,33 @@ static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own,
 		if (bpf_map_update_elem(own, &sk, &nv, BPF_ANY))
 			return DROP_CT_CREATE_FAILED;
 	}
-	if (l6_rewrite(skb, p, 1, be->addr, be->port))
-		return DROP_INVALID;
+	if (fam == 6) {
+		struct lb6_backend *b6 = be;
+		if (l6_rewrite(skb, p, 1, b6->addr, b6->port))
+			return DROP_INVALID;
+	} else {
+		struct lb4_backend *b4 = be;
+		__u8 addr[4];
+		__builtin_memcpy(addr, b4->addr, 4);
+		if (l4_rewrite(skb, p, 1, addr, b4->port))
+			return DROP_INVALID;
+	}
 	*rev_nat = rn;
 	stat_inc(STAT_LB_XLATE);
 	return 0;
+}
+
+/* lb_xlate's two subprograms (from_container's frame is at the verifier's limit). */
+static __noinline int lb4_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
+				__u16 *rev_nat)
+{
+	return lb_xlate(skb, p, own, ep, rev_nat, 4);
+}
+
+static __noinline int lb6_xlate(struct __sk_buff *skb, struct pkt *p, void *own, __u16 ep,
+				__u16 *rev_nat)
+{
+	return lb_xlate(skb, p, own, ep, rev_nat, 6);
 }
 
 /* Reply of a load-balanced IPv6 connection: the backend's address/port back to the frontend's. */
