@@ -660,13 +660,12 @@ static __noinline void trace_out(struct __sk_buff *skb, struct hctx *h, int verd
 static __always_inline int ep_deliverable(struct __sk_buff *skb, const struct pkt *p, __u32 ifindex)
 {
 	__u8 ttl = 0;
-	__u32 mtu = 0;
 	if (p->frag || p->is_icmp_err)
 		return 0;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + (p->family == 6 ? offsetof(struct ipv6hdr, hop_limit) :
 					       offsetof(struct iphdr, ttl)), &ttl, 1) || ttl <= 1)
 		return 0;
-	return bpf_check_mtu(skb, ifindex, &mtu, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
+	return fits_mtu(skb, ifindex);
 }
 
 /* What endpoint `dcfg`'s to_container would do with the hook's packet (parsed in h->p; h's

@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnless } from '../../support/requirements.ts';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createWorld, tcpConnect, ping, spawnInNs, waitLine, killProc, sh, inNs, type Topo, type Pod } from './support/topo.ts';
 import type { Driver } from './support/rpc.ts';
@@ -400,6 +400,31 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     assert.equal(JSON.parse(inNs(C.ns, ['udp', VIP, '53', '800'])).ok, false, 'a deleted frontend is not translated');
     const c = await d.call<Record<string, string>>('counters');
     assert.ok(BigInt(c.lbTranslations!) > 0n);
+  });
+
+  it('local delivery from the sender checks the destination veth\'s MTU: a frame bigger takes the stack\'s path (fragmentation needed), small and mid-sized ones are delivered', async () => {
+    await reset();
+    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
+    // C's own link takes 1500; B's host veth 1200: the frame C sends to B must fit the latter
+    const pingOut = (size: number) => {
+      const r = spawnSync('nsenter', [`--net=/run/netns/${C.ns}`, 'ping', '-c1', '-W1', '-M', 'do', '-s', String(size), B.ip], { encoding: 'utf8', timeout: 5000 });
+      return `${r.stdout}${r.stderr}`;
+    };
+    sh('ip', ['-n', topo.nodeNs, 'link', 'set', B.hostIf, 'mtu', '1200']);
+    try {
+      pingOut(16); // the ARP/neighbour state and conntrack entry of the first echo out of the way
+      for (const size of [16, 1000, 1172]) {
+        const before = await delivered();
+        assert.match(pingOut(size), / 0% packet loss/, `a ${size + 28}-byte echo fits 1200`);
+        assert.ok((await delivered()) > before, `a ${size + 28}-byte echo delivered from the sender`);
+      }
+      const before = await delivered();
+      const out = pingOut(1173);
+      assert.match(out, /mtu = 1200|Frag needed|message too long/i, `a 1201-byte echo is answered by the stack: ${out}`);
+      assert.equal(await delivered(), before, 'the too-big echo was not delivered from the sender');
+    } finally {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'set', B.hostIf, 'mtu', '1500']);
+    }
   });
 
   it('keeps enforcing while the agent is down; a new agent reuses the maps and reads the backlog', async () => {
