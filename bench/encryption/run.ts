@@ -27,7 +27,11 @@
 // --perf-sched on, its switch-outs instead (sched:sched_switch with stacks), summarised in shares.
 // --gro-flush-ns N, --napi-threaded on: cilium_wg0's GRO flush timeout, NAPI poll in a kernel thread
 // (sizing the agent's settings; the run line says what cilium_wg0 had).
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--append]
+// --perf-all on: with --perf, the whole machine (perf -a) during each path's last stream turn, not
+// only its wireguard-go pair (the sender's own context: the pod's TCP, veth, VXLAN, routing).
+// --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
+// preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -42,7 +46,7 @@ import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -79,6 +83,13 @@ const wgb = (k: number, args: string[]) => execFileSync('nsenter', nsx(k === 1 ?
  * the TUN or the socket; nanosleep: the runtime's usleep), a preempted one (R) by the task that
  * took the CPU.
  */
+/** where a preempted wireguard-go thread was, first match on its stack (innermost first) */
+const PREEMPT_AT: [RegExp, string][] = [
+  [/^tun_get_user|^tun_chr_write/, 'TUN write'], [/^tun_chr_read|^tun_do_read|^tun_ring_recv/, 'TUN read'],
+  [/^udp_sendmsg|^__sys_sendto|^__sys_sendmsg/, 'UDP send'], [/^udp_recvmsg|^__sys_recvmsg|^__sys_recvfrom/, 'UDP receive'],
+  [/^irqentry_exit|^asm_sysvec_apic_timer|^sysvec_/, 'user space (interrupt)'], [/^__x64_sys_|^do_syscall_64/, 'another syscall'],
+];
+
 function schedSummary(file: string, mib: number): string {
   const out = execFileSync('perf', ['script', '-i', file, '-F', 'tid,event,trace,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'ignore'] });
   const counts = new Map<string, number>();
@@ -92,8 +103,14 @@ function schedSummary(file: string, mib: number): string {
     const tid = /^\s*(\d+)/.exec(ev)?.[1] ?? '?';
     total++;
     let key: string;
-    if (m[1]!.startsWith('R')) key = `preempted by ${m[2]!.replace(/[0-9/:]+$/, '') || m[2]}`;
-    else {
+    if (m[1]!.startsWith('R')) {
+      // where the preempted thread was: its innermost syscall or kernel path on the stack (a TUN
+      // write delivering into the stack, a TUN read, the UDP socket) or user space (no kernel frame
+      // but the switch itself: the tick or a wake-up landed while it ran Go code)
+      const syms = ev.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '');
+      const at = PREEMPT_AT.find(([re]) => syms.some((x) => re.test(x)))?.[1] ?? 'elsewhere';
+      key = `preempted by ${m[2]!.replace(/[0-9/:]+$/, '') || m[2]} in ${at}`;
+    } else {
       const syms = ev.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '');
       key = 'sleep: ' + (WHY.find(([re]) => syms.some((x) => re.test(x)))?.[1] ?? syms.find((x) => x && !/schedule|__switch|finish_task/.test(x)) ?? '?');
     }
@@ -105,7 +122,7 @@ function schedSummary(file: string, mib: number): string {
   const tidTotal = (t: Map<string, number>) => [...t.values()].reduce((a, b) => a + b, 0);
   const busiest = [...perTid.values()].sort((a, b) => tidTotal(b) - tidTotal(a))[0];
   const busiestLine = busiest ? `; ${perTid.size} threads, the busiest ${((100 * tidTotal(busiest)) / total).toFixed(0)} % of them (${[...busiest].sort((a, b) => b[1] - a[1]).slice(0, 2).map(([k, n]) => `${k} ${((100 * n) / tidTotal(busiest)).toFixed(0)} %`).join(', ')})` : '';
-  const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, n]) => `${k} ${((100 * n) / total).toFixed(0)} %`);
+  const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([k, n]) => `${k} ${((100 * n) / total).toFixed(0)} %`);
   // perf attaches to each thread while the turn has begun: the shares are what to read, not the count
   return `${total} switch-outs recorded over ${mib.toFixed(1)} MiB: ${top.join(', ')}${busiestLine}`;
 }
@@ -230,6 +247,10 @@ try {
     const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     if (comm !== 'wireguard-go') throw new Error(`pid ${pid} is ${comm}, not wireguard-go`);
   }
+  const WG_SCHED = opt.own['wg-sched'];
+  if (WG_SCHED && WG_SCHED !== 'batch') throw new Error(`--wg-sched: batch, got ${WG_SCHED}`);
+  // both tunnels alike; threads wireguard-go makes later inherit the policy of the one that clones them
+  if (WG_SCHED) for (const pid of [...wgPids('wg-bare'), ...wgPids('membrane-wg')]) execFileSync('chrt', ['-b', '-a', '-p', '0', String(pid)]);
   const agentPids = (): number[] => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
     try { const c = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); return c.includes('node-agent.ts') && c.includes(`${stateDir}/`); } catch { return false; }
   });
@@ -284,10 +305,13 @@ try {
     return t;
   }, { voluntary: 0, involuntary: 0 });
   const wgTx = () => linkTx('cilium_wg0');
+  /** tunnel routing, membrane's encrypted path: skbs node1's cilium_vxlan sent (one per GSO packet,
+   *  each a trip through the host's output path and table 2005 to cilium_wg0, where it is segmented) */
+  const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && cfg === 'membrane-wg' ? linkTx('cilium_vxlan') : 0);
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
-  type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt';
-  const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt'];
+  type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt' | 'vxlan' | 'cswch1' | 'ivcs1';
+  const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt', 'vxlan', 'cswch1', 'ivcs1'];
   const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
   /** --perf: call graphs of CPU time; --perf-sched: every switch-out of a wireguard-go thread with
    *  its kernel stack (where its goroutines wait, or who preempted them) */
@@ -307,9 +331,9 @@ try {
   /** what one turn of a path counts; a round sums its turns */
   interface Turn {
     units: number; ms: number; wg: number; agents: number; machine: number; flows: number; lost: number; podUs: number;
-    tun: number; tunRx: number; underlay: number; retrans: number; tunDropped: number; vcs: number; ivcs: number; n2Rx: number; n2Tx: number; tunBytes: number;
+    tun: number; tunRx: number; underlay: number; retrans: number; tunDropped: number; vcs: number; ivcs: number; n2Rx: number; n2Tx: number; tunBytes: number; vxlan: number; vcs1: number; ivcs1: number;
   }
-  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0 });
+  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0, vxlan: 0, vcs1: 0, ivcs1: 0 });
   const TURN_SECS = 1;
   /** both CPUs' busy time (µs, /proc/stat: user, nice, system, irq, softirq, steal): what a unit of
    *  work costs the machine wherever it ran (wireguard-go, a NAPI or softirq thread, the pods, the
@@ -323,10 +347,10 @@ try {
     const tun = tunOfCfg[cfg];
     const h0 = await hubbleCounts();
     const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now(), b0 = machineBusy();
-    const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg);
+    const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), v0 = vxTx(cfg), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg), c10 = cswitches(wg.slice(0, 1));
     let units: number;
     if (k === 'stream') {
-      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, '-p', wg.join(','), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
+      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
       const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', iperfPort[cfg], '-t', String(TURN_SECS), '-J'])) as { end: { sum_received: { bytes: number }; sum_sent: { retransmits?: number } } };
       units = j.end.sum_received.bytes / 2 ** 20;
       acc.retrans += j.end.sum_sent.retransmits ?? 0;
@@ -340,9 +364,14 @@ try {
         acc.n2Tx += m1.txPackets - m0.txPackets;
       }
       acc.underlay += linkTx(UNDERLAY_LINK) - u0;
+      acc.vxlan += vxTx(cfg) - v0;
       const cs1 = cswitches(wg);
       acc.vcs += cs1.voluntary - cs0.voluntary;
       acc.ivcs += cs1.involuntary - cs0.involuntary;
+      // node1's wireguard-go alone (the sender's side: encrypts the data, writes the ACKs to its TUN)
+      const c11 = cswitches(wg.slice(0, 1));
+      acc.vcs1 += c11.voluntary - c10.voluntary;
+      acc.ivcs1 += c11.involuntary - c10.involuntary;
       if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
     } else {
       const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
@@ -405,7 +434,10 @@ try {
       p.n2Rx.push(s.n2Rx / s.units);
       p.n2Tx.push(s.n2Tx / s.units);
       p.bytesPerPkt.push(s.tun ? s.tunBytes / s.tun : 0);
-      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, machine ${MEASURES.map((k) => cpu[cfg].machine[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${p.tun.at(-1)!.toFixed(0)} of ${p.bytesPerPkt.at(-1)!.toFixed(0)} B (acks back ${p.tunRx.at(-1)!.toFixed(0)}; node2 tun rx ${p.n2Rx.at(-1)!.toFixed(0)} tx ${p.n2Tx.at(-1)!.toFixed(0)}; wireguard-go context switches ${p.cswch.at(-1)!.toFixed(0)}, ${p.ivcs.at(-1)!.toFixed(0)} involuntary) underlay ${p.underlay.at(-1)!.toFixed(0)}, stream retransmits ${p.retrans.at(-1)!} (tun tx dropped ${p.tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
+      p.vxlan.push(s.vxlan / s.units);
+      p.cswch1.push((s.vcs1 + s.ivcs1) / s.units);
+      p.ivcs1.push(s.ivcs1 / s.units);
+      process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, machine ${MEASURES.map((k) => cpu[cfg].machine[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${p.tun.at(-1)!.toFixed(0)} of ${p.bytesPerPkt.at(-1)!.toFixed(0)} B (acks back ${p.tunRx.at(-1)!.toFixed(0)}; node2 tun rx ${p.n2Rx.at(-1)!.toFixed(0)} tx ${p.n2Tx.at(-1)!.toFixed(0)}; wireguard-go context switches ${p.cswch.at(-1)!.toFixed(0)}, ${p.ivcs.at(-1)!.toFixed(0)} involuntary; node1's ${p.cswch1.at(-1)!.toFixed(0)}, ${p.ivcs1.at(-1)!.toFixed(0)} involuntary) underlay ${p.underlay.at(-1)!.toFixed(0)}${MODE === 'tunnel' ? `, cilium_vxlan skbs ${p.vxlan.at(-1)!.toFixed(1)}` : ''}, stream retransmits ${p.retrans.at(-1)!} (tun tx dropped ${p.tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
@@ -427,7 +459,7 @@ try {
   const agentLine = `The agents during TCP_CRR (median): ${(['wg-bare', 'membrane-wg', 'membrane-plain'] as const).map((cfg) => `${cfg} ${fl(cfg, 'agentsPerSec').toFixed(0)} ms of CPU per second, ${fl(cfg, 'flows').toFixed(2)} flows processed and ${fl(cfg, 'lost').toFixed(2)} events lost per connection`).join('; ')}. Their CPU goes with flows, and flows are capped by the datapath's event budget (bpf-events-default-rate-limit, 1000 events/s per sender): per connection, a faster round loses more events and divides about the same CPU per second by more connections.`;
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
   const pk = (cfg: Cfg, w: PktKey) => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; bytes per packet on node1's TUN: bare ${pk('wg-bare', 'bytesPerPkt')}, bare via pod veths ${pk('wg-bare-pods', 'bytesPerPkt')}, membrane ${pk('membrane-wg', 'bytesPerPkt')}; node2's TUN per MiB, received (decrypted data) / sent (ACKs): bare ${pk('wg-bare', 'n2Rx')} / ${pk('wg-bare', 'n2Tx')}, bare via pod veths ${pk('wg-bare-pods', 'n2Rx')} / ${pk('wg-bare-pods', 'n2Tx')}, membrane ${pk('membrane-wg', 'n2Rx')} / ${pk('membrane-wg', 'n2Tx')}; wireguard-go context switches (both processes, all threads) per MiB, of them involuntary: bare ${pk('wg-bare', 'cswch')} (${pk('wg-bare', 'ivcs')}), bare via pod veths ${pk('wg-bare-pods', 'cswch')} (${pk('wg-bare-pods', 'ivcs')}), membrane ${pk('membrane-wg', 'cswch')} (${pk('membrane-wg', 'ivcs')}). TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; bytes per packet on node1's TUN: bare ${pk('wg-bare', 'bytesPerPkt')}, bare via pod veths ${pk('wg-bare-pods', 'bytesPerPkt')}, membrane ${pk('membrane-wg', 'bytesPerPkt')}; node2's TUN per MiB, received (decrypted data) / sent (ACKs): bare ${pk('wg-bare', 'n2Rx')} / ${pk('wg-bare', 'n2Tx')}, bare via pod veths ${pk('wg-bare-pods', 'n2Rx')} / ${pk('wg-bare-pods', 'n2Tx')}, membrane ${pk('membrane-wg', 'n2Rx')} / ${pk('membrane-wg', 'n2Tx')}; wireguard-go context switches (both processes, all threads) per MiB, of them involuntary: bare ${pk('wg-bare', 'cswch')} (${pk('wg-bare', 'ivcs')}), bare via pod veths ${pk('wg-bare-pods', 'cswch')} (${pk('wg-bare-pods', 'ivcs')}), membrane ${pk('membrane-wg', 'cswch')} (${pk('membrane-wg', 'ivcs')}); of them node1's (the sender's side): bare ${pk('wg-bare', 'cswch1')} (${pk('wg-bare', 'ivcs1')}), bare via pod veths ${pk('wg-bare-pods', 'cswch1')} (${pk('wg-bare-pods', 'ivcs1')}), membrane ${pk('membrane-wg', 'cswch1')} (${pk('membrane-wg', 'ivcs1')}).${MODE === 'tunnel' ? ` Skbs node1's cilium_vxlan sent per MiB on membrane's path (each a trip from the pod through the host's output path to cilium_wg0, segmented there): ${median(pkts['membrane-wg'].vxlan).toFixed(1)}.` : ''} TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {
