@@ -37,6 +37,13 @@ function stealUs(cpu: number): number {
   return Number(line.trim().split(/\s+/)[8]) * 10_000;
 }
 
+/** a process's user and system time so far, µs (/proc/PID/stat, 10 ms ticks) */
+function userSys(pid: number): [number, number] {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return [Number(rest[11]) * 10_000, Number(rest[12]) * 10_000];
+}
+
 /** a running probe: each call measures once and resolves with its numbers (ns per operation) */
 function probe(bin: string, cpu: number): Promise<() => Promise<Record<string, number>>> {
   const c = spawn('taskset', ['-c', String(cpu), bin], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -69,12 +76,12 @@ try {
   const probe1 = await probe(bin, 1), probe0 = await probe(bin, 0);
   const wrk = (port: number, close: boolean, secs: number) => parseWrk(execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c50', `-d${secs}s`, ...(close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}${PATH}`]).toString());
   for (const p of [HAPROXY, ...mbs.map((_, i) => MEMBRANE + i)]) { wrk(p, false, 2); wrk(p, true, 2); }
-  /** one proxy's 1 s turn: CPU per request (µs, proxy and its children), CPU 1's steal and other processes' time (ms/s) */
+  /** one proxy's 1 s turn: CPU per request (µs, proxy and its children; and the proxy's own user and system time apart), CPU 1's steal and other processes' time (ms/s) */
   const turn = (pid: number, port: number, close: boolean) => {
-    const c0 = cpuUs(pid) + childrenCpuUs(pid), b0 = cpuBusyUs(1), s0 = stealUs(1), t0 = performance.now();
+    const c0 = cpuUs(pid) + childrenCpuUs(pid), u0 = userSys(pid), b0 = cpuBusyUs(1), s0 = stealUs(1), t0 = performance.now();
     const w = wrk(port, close, 1);
-    const c1 = cpuUs(pid) + childrenCpuUs(pid), b1 = cpuBusyUs(1), s1 = stealUs(1), secs = (performance.now() - t0) / 1000;
-    return { us: (c1 - c0) / w.requests, rps: w.rps, steal: (s1 - s0) / 1000 / secs, other: (b1 - b0 - (c1 - c0)) / 1000 / secs };
+    const c1 = cpuUs(pid) + childrenCpuUs(pid), u1 = userSys(pid), b1 = cpuBusyUs(1), s1 = stealUs(1), secs = (performance.now() - t0) / 1000;
+    return { us: (c1 - c0) / w.requests, user: (u1[0] - u0[0]) / w.requests, sys: (u1[1] - u0[1]) / w.requests, rps: w.rps, steal: (s1 - s0) / 1000 / secs, other: (b1 - b0 - (c1 - c0)) / 1000 / secs };
   };
   type Probe = Record<string, number>;
   /** a turn with the CPU's state around it: the mean of the probes just before and just after it */
@@ -120,15 +127,19 @@ try {
     });
     console.log(`| ${k} | ${cells.join(' | ')} |`);
   }
-  // and the gauge the earlier runs used: HAProxy's keep-alive CPU per request in the same cycle
+  // and the gauge the earlier runs used: HAProxy's keep-alive CPU per request in the same cycle;
+  // its rows for the proxy's own user and system time apart: which of the two a slow cycle inflates
   const hapKa = new Map(kept.filter((t) => t.who === 'HAProxy' && t.mode === 'ka').map((t) => [t.cycle, t.us]));
   const gm = med([...hapKa.values()]);
-  console.log(`| HAProxy ka of the cycle | ${groups.map((g) => {
-    const ts = kept.filter((t) => `${t.who} ${t.mode}` === g && hapKa.has(t.cycle));
-    const hi = ts.filter((t) => hapKa.get(t.cycle)! > gm), lo = ts.filter((t) => hapKa.get(t.cycle)! <= gm);
-    return (mean(hi.map((t) => t.us)) / mean(lo.map((t) => t.us))).toFixed(3);
-  }).join(' | ')} |`);
+  for (const [label, f] of [['', (t: Turn) => t.us], [' (user)', (t: Turn) => t.user], [' (system)', (t: Turn) => t.sys]] as const) {
+    console.log(`| HAProxy ka of the cycle${label} | ${groups.map((g) => {
+      const ts = kept.filter((t) => `${t.who} ${t.mode}` === g && hapKa.has(t.cycle));
+      const hi = ts.filter((t) => hapKa.get(t.cycle)! > gm), lo = ts.filter((t) => hapKa.get(t.cycle)! <= gm);
+      return (mean(hi.map(f)) / mean(lo.map(f))).toFixed(3);
+    }).join(' | ')} |`);
+  }
   console.log(`\n| median CPU per request (µs) | ${groups.map((g) => med(kept.filter((t) => `${t.who} ${t.mode}` === g).map((t) => t.us)).toFixed(1)).join(' | ')} |`);
+  console.log(`| of which the proxy's user / system | ${groups.map((g) => { const ts = kept.filter((t) => `${t.who} ${t.mode}` === g); return `${med(ts.map((t) => t.user)).toFixed(1)} / ${med(ts.map((t) => t.sys)).toFixed(1)}`; }).join(' | ')} |`);
   // each variant against membrane's production flags in the same cycle (all cycles): the median ratio and in how many it was lower
   for (const v of who.slice(2)) for (const m of ['ka', 'close'] as const) {
     const r = [...Array(Number(values.cycles)).keys()].map((c) => turns.find((t) => t.cycle === c && t.who === v && t.mode === m)!.us / turns.find((t) => t.cycle === c && t.who === 'membrane' && t.mode === m)!.us);
