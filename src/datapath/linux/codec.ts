@@ -5,6 +5,7 @@
  */
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import { copyEvent, type DatapathEvent } from '../types.ts';
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { isMac, macBytes } from '../../common/mac.ts';
 import { parseHostPrefix4, parseIPv4 as ipv4Number, parseIPv6 as ipv6Number } from '../../ipcache/prefix.ts';
@@ -452,15 +453,10 @@ export const EV_F_AUDITED = 1;
  * over, and the flows built from them stay in Hubble's ring for seconds (one shared string each,
  * not a new one per event). Bounded: cleared when full.
  */
-const ipv4Texts = new Map<number, string>();
+const ipv4Texts = new BoundedCache<number, string>(65536);
 function ipv4Text(b: Buffer, off: number): string {
   const k = b.readUInt32BE(off);
-  let t = ipv4Texts.get(k);
-  if (t === undefined) {
-    if (ipv4Texts.size >= 65536) ipv4Texts.clear();
-    ipv4Texts.set(k, (t = formatIp(b, off, 4)));
-  }
-  return t;
+  return ipv4Texts.get(k) ?? ipv4Texts.set(k, formatIp(b, off, 4));
 }
 
 /**
