@@ -14,6 +14,7 @@
  * The ipcache key's middle segment is Cilium's AddressSpace constant `default`, not the cluster
  * name (pkg/ipcache/kvstore.go); node keys do use the cluster name.
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import { randomUUID } from 'node:crypto';
 import type { BytesWatchEvent, KVStore, WatchEvent } from '../kvstore/types.ts';
 import type { Logger } from '../common/logger.ts';
@@ -142,14 +143,9 @@ export function ipcacheValue(ep: EndpointRecord, node: string, hostIp: string, i
  * kept once: at 10,000 nodes / 300,000 endpoints a fresh copy per entry is tens of MiB.
  */
 export function createInterner(max = 65_536): (s: string) => string {
-  let table = new Map<string, string>();
-  return (s) => {
-    const had = table.get(s);
-    if (had !== undefined) return had;
-    if (table.size >= max) table = new Map(); // a cache only: dropping it is safe
-    table.set(s, s);
-    return s;
-  };
+  // a cache only: emptying it when full is safe
+  const table = new BoundedCache<string, string>(max);
+  return (s) => table.get(s) ?? table.set(s, s);
 }
 const sharedIntern = createInterner();
 

@@ -7,6 +7,7 @@
  * One home for the agent (compose.ts) and the in-process bench of its event path
  * (bench/hubble/datapath-events.ts).
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import type { EndpointResolver } from '../hubble/flow.ts';
 import { createPolicyCorrelation } from '../hubble/correlation.ts';
@@ -51,7 +52,7 @@ export function createFlowResolver(deps: FlowResolverDeps): FlowResolver {
   // and one per remote pod (the store has no record per pod: src/agent/remote-store.ts), kept while
   // its identity, namespace and name stay: its identity's labels are built and sorted once, not
   // once per flow
-  const remoteViews = new Map<string, ResolvedEndpoint>();
+  const remoteViews = new BoundedCache<string, ResolvedEndpoint>(REMOTE_VIEWS_MAX);
   const resolver: FlowResolver = {
     local,
     byIp(ip) {
@@ -64,10 +65,7 @@ export function createFlowResolver(deps: FlowResolverDeps): FlowResolver {
       // an identity not (yet) known here has no labels: not kept, so they show once it is
       const labels = deps.identityLabels(r.identity);
       const v: ResolvedEndpoint = { id: 0, identity: r.identity, namespace: r.namespace, pod: r.pod, labels: labels ?? [] };
-      if (labels) {
-        if (remoteViews.size >= REMOTE_VIEWS_MAX) remoteViews.clear();
-        remoteViews.set(ip, v);
-      }
+      if (labels) remoteViews.set(ip, v);
       return v;
     },
     identityLabels: (id) => deps.identityLabels(id),

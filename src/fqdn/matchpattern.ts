@@ -18,6 +18,7 @@
  * most one `*` run per label: every label then has a single way to match) and by RE2 otherwise
  * (`a*b*c*.com` would backtrack polynomially in V8).
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import { RE2JS } from 're2js';
 import { MembraneError } from '../common/errors.ts';
 import type { FQDNSelector, PortRuleDNS } from '../api/types.ts';
@@ -144,40 +145,13 @@ function compileRegex(source: string, v8: boolean): NameMatcher {
   return (name) => re.test(name);
 }
 
-/** A small LRU: Map keeps insertion order, a hit re-inserts. */
-export class LRU<K, V> {
-  readonly #max: number;
-  readonly #map = new Map<K, V>();
-  constructor(max: number) {
-    this.#max = Math.max(1, max);
-  }
-  get(k: K): V | undefined {
-    const v = this.#map.get(k);
-    if (v !== undefined) {
-      this.#map.delete(k);
-      this.#map.set(k, v);
-    }
-    return v;
-  }
-  set(k: K, v: V): void {
-    if (this.#map.has(k)) this.#map.delete(k);
-    else if (this.#map.size >= this.#max) this.#map.delete(this.#map.keys().next().value as K);
-    this.#map.set(k, v);
-  }
-  get size(): number {
-    return this.#map.size;
-  }
-  clear(): void {
-    this.#map.clear();
-  }
-}
-
-const cache = new LRU<string, NameMatcher>(4096);
+/** least recently used first out (`use` on a hit): a compiled RE2 program is costly to make again */
+const cache = new BoundedCache<string, NameMatcher>(4096, 'oldest');
 
 /** Compiled matcher of a matchPattern; the argument to the matcher must be `normalizeName`d. */
 export function compileMatchPattern(pattern: string): NameMatcher {
   const key = `p:${pattern}`;
-  let m = cache.get(key);
+  let m = cache.use(key);
   if (!m) {
     const source = matchPatternToRegex(pattern);
     m = compileRegex(source, linearInV8(sanitizePattern(pattern)));
@@ -189,7 +163,7 @@ export function compileMatchPattern(pattern: string): NameMatcher {
 /** Compiled matcher of a matchName (exact compare; no regex needed). */
 export function compileMatchName(name: string): NameMatcher {
   const key = `n:${name}`;
-  let m = cache.get(key);
+  let m = cache.use(key);
   if (!m) {
     matchNameToRegex(name); // validates
     const want = normalizeName(name);
@@ -223,14 +197,14 @@ export function compileSelector(sel: FQDNSelector | PortRuleDNS): NameMatcher {
 }
 
 const queryMatchers = new WeakMap<object, (qname: string) => boolean>();
-const textMatchers = new LRU<string, (qname: string) => boolean>(4096);
+const textMatchers = new BoundedCache<string, (qname: string) => boolean>(4096, 'oldest');
 
 /**
  * queryMatcher for a bare name or pattern (a TLS serverName: `*` in it makes it a pattern),
  * cached by its text.
  */
 export function nameOrPatternMatcher(text: string): (qname: string) => boolean {
-  let m = textMatchers.get(text);
+  let m = textMatchers.use(text);
   if (!m) {
     m = queryMatcher(text.includes('*') ? { matchPattern: text } : { matchName: text });
     textMatchers.set(text, m);

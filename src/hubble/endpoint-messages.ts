@@ -8,6 +8,7 @@
  * view when its endpoint changes, never edits it), one per remote identity whose labels are
  * known, one per label list a proxy names a peer by.
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import { IPVersion, type Endpoint, type Flow } from './gen/flow/flow_pb.js';
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { reservedIdentityName } from './names.ts';
@@ -57,7 +58,7 @@ export function createEndpointMessages(source: IdentityLabelSource, clusterName:
     return s;
   };
 
-  const labelsOf = new Map<number, string[]>();
+  const labelsOf = new BoundedCache<number, string[]>(CACHE_MAX);
   function identityLabels(identity: number): string[] {
     let l = labelsOf.get(identity);
     if (l) return l;
@@ -69,10 +70,7 @@ export function createEndpointMessages(source: IdentityLabelSource, clusterName:
     }
     // identities are derived from their labels, so the mapping is stable: cached while known
     // (an unknown one may be learnt later), bounded anyway
-    if (raw || identity < 256) {
-      if (labelsOf.size >= CACHE_MAX) labelsOf.clear();
-      labelsOf.set(identity, l);
-    }
+    if (raw || identity < 256) labelsOf.set(identity, l);
     return l;
   }
 
@@ -98,17 +96,14 @@ export function createEndpointMessages(source: IdentityLabelSource, clusterName:
   const message = (identity: number, labels: string[]): Endpoint =>
     ({ $typeName: 'flow.Endpoint', ID: 0, identity, clusterName: '', namespace: '', labels, podName: '', workloads: NONE });
 
-  const remotes = new Map<number, Endpoint>();
+  const remotes = new BoundedCache<number, Endpoint>(CACHE_MAX);
   function remote(identity: number): Endpoint {
     const labels = identityLabels(identity);
     let ep = remotes.get(identity);
     // a new label list for the identity (its cache was cleared, or it became known) makes a new one
     if (ep && ep.labels === labels) return ep;
     ep = message(identity, labels);
-    if (labelsOf.get(identity) === labels) {
-      if (remotes.size >= CACHE_MAX) remotes.clear();
-      remotes.set(identity, ep);
-    }
+    if (labelsOf.get(identity) === labels) remotes.set(identity, ep);
     return ep;
   }
 

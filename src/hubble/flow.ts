@@ -4,6 +4,7 @@
  * endpoint enrichment from the agent's endpoint/identity resolver, and the Summary string the
  * CLI prints. Per event the builder only does lookups; it never computes policy.
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import { EventType, CtReason, type DatapathEvent } from '../datapath/types.ts';
 import {
   type Endpoint, type Flow, type Layer4, type Policy, type TCPFlags,
@@ -263,14 +264,11 @@ export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
     if (!t) eventTypes.set(k, (t = { $typeName: 'flow.CiliumEventType', type, subType }));
     return t;
   }
-  const interfaces = new Map<number, NonNullable<Flow['interface']>>();
+  const interfaces = new BoundedCache<number, NonNullable<Flow['interface']>>(4096);
   function iface(index: number): NonNullable<Flow['interface']> {
     const name = resolver.interfaceName?.(index) ?? '';
     let i = interfaces.get(index);
-    if (!i || i.name !== name) {
-      if (interfaces.size >= 4096) interfaces.clear();
-      interfaces.set(index, (i = { $typeName: 'flow.NetworkInterface', index, name }));
-    }
+    if (!i || i.name !== name) i = interfaces.set(index, { $typeName: 'flow.NetworkInterface', index, name });
     return i;
   }
 

@@ -10,6 +10,7 @@
  * Flows are immutable once in the ring (the ingest path finishes them before ring.pushFlow), so
  * the bytes kept beside a flow never go stale.
  */
+import { BoundedCache } from '../common/bounded-cache.ts';
 import { toBinary, type DescMessage } from '@bufbuild/protobuf';
 import { TimestampSchema, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { FlowSchema, type Flow } from './gen/flow/flow_pb.js';
@@ -126,7 +127,9 @@ export class ByteWriter {
 
 const utf8 = new TextEncoder();
 const scratch = new ByteWriter(4096);
-const nameBytes = new Map<string, Uint8Array>();
+/** node names' UTF-8, per name (a relay sees a few) */
+const nameBytes = new BoundedCache<string, Uint8Array>(1024);
+const encodeName = (name: string): Uint8Array => utf8.encode(name);
 
 /** Length of the varint encoding of v. */
 function varintLen(v: number): number {
@@ -157,11 +160,7 @@ export function writeFlowFrame(out: ByteWriter, flow: Uint8Array, keep: Readonly
   out.varint(flow.length);
   out.bytes(flow);
   if (nodeName) {
-    let nb = nameBytes.get(nodeName);
-    if (!nb) {
-      if (nameBytes.size > 1024) nameBytes.clear();
-      nameBytes.set(nodeName, (nb = utf8.encode(nodeName)));
-    }
+    const nb = nameBytes.getOrMake(nodeName, encodeName);
     out.varint((1000 << 3) | 2);
     out.varint(nb.length);
     out.bytes(nb);

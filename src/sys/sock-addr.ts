@@ -6,6 +6,7 @@
  * inet_pton/inet_ntop, whose text is the RFC 5952 form Node prints) run once per address.
  */
 import koffi from 'koffi';
+import { BoundedCache } from '../common/bounded-cache.ts';
 
 const libc = koffi.load('libc.so.6');
 const inetPton = libc.func('int inet_pton(int af, const char *src, void *dst)');
@@ -31,9 +32,9 @@ export interface SockAddr {
 const LIMIT = 65536;
 let nextKey = 1;
 /** IPv4 by its host-order u32; IPv6 by its last 48 bits (the interface id: a node's pods share the prefix), checked in full */
-const byV4 = new Map<number, SockAddr>();
-const byV6 = new Map<number, SockAddr>();
-const byText = new Map<string, SockAddr | null>();
+const byV4 = new BoundedCache<number, SockAddr>(LIMIT);
+const byV6 = new BoundedCache<number, SockAddr>(LIMIT);
+const byText = new BoundedCache<string, SockAddr | null>(LIMIT);
 const text = Buffer.alloc(64);
 
 function make(family: IpFamily, bytes: Buffer, ip?: string): SockAddr {
@@ -48,22 +49,16 @@ function v6Key(b: Buffer, off: number): number {
   return b.readUInt16BE(off + 10) * 0x100000000 + b.readUInt32BE(off + 12);
 }
 
-function remember<K>(m: Map<K, SockAddr>, k: K, a: SockAddr): SockAddr {
-  if (m.size >= LIMIT) m.clear();
-  m.set(k, a);
-  return a;
-}
-
 /** The address whose bytes are `b[off ..)` (4 or 16 of them, by family). */
 export function sockAddrAt(b: Buffer, off: number, family: IpFamily): SockAddr {
   if (family === 4) {
     const v = b.readUInt32BE(off);
-    return byV4.get(v) ?? remember(byV4, v, make(4, Buffer.from(b.subarray(off, off + 4))));
+    return byV4.get(v) ?? byV4.set(v, make(4, Buffer.from(b.subarray(off, off + 4))));
   }
   const k = v6Key(b, off);
   const had = byV6.get(k);
   if (had && had.bytes.compare(b, off, off + 16) === 0) return had;
-  return remember(byV6, k, make(6, Buffer.from(b.subarray(off, off + 16))));
+  return byV6.set(k, make(6, Buffer.from(b.subarray(off, off + 16))));
 }
 
 /** The address of IPv4 or IPv6 text, or undefined when it is neither. */
@@ -79,7 +74,6 @@ export function sockAddrOf(ip: string): SockAddr | undefined {
     const inBytes = sockAddrAt(b, 0, fam);
     a = inBytes.ip === ip ? inBytes : make(fam, b, ip);
   }
-  if (byText.size >= LIMIT) byText.clear();
   byText.set(ip, a);
   return a ?? undefined;
 }

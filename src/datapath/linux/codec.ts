@@ -5,6 +5,7 @@
  */
 import type { Direction, MapStateKey, MapStateEntry } from '../../policy/types.ts';
 import { copyEvent, type DatapathEvent } from '../types.ts';
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { isMac, macBytes } from '../../common/mac.ts';
 import { parseHostPrefix4, parseIPv4 as ipv4Number, parseIPv6 as ipv6Number } from '../../ipcache/prefix.ts';
@@ -452,15 +453,10 @@ export const EV_F_AUDITED = 1;
  * over, and the flows built from them stay in Hubble's ring for seconds (one shared string each,
  * not a new one per event). Bounded: cleared when full.
  */
-const ipv4Texts = new Map<number, string>();
+const ipv4Texts = new BoundedCache<number, string>(65536);
 function ipv4Text(b: Buffer, off: number): string {
   const k = b.readUInt32BE(off);
-  let t = ipv4Texts.get(k);
-  if (t === undefined) {
-    if (ipv4Texts.size >= 65536) ipv4Texts.clear();
-    ipv4Texts.set(k, (t = formatIp(b, off, 4)));
-  }
-  return t;
+  return ipv4Texts.get(k) ?? ipv4Texts.set(k, formatIp(b, off, 4));
 }
 
 /**
@@ -669,17 +665,40 @@ function v4(ip: string, what: string): Buffer {
   return b;
 }
 
-export function encodeLb4Key(ip: string, port: number, proto: number, slot: number): Buffer {
-  const b = Buffer.alloc(LB4_KEY_SIZE);
-  v4(ip, 'service frontend').copy(b, 0);
-  b.writeUInt16BE(port, 4);
-  b.writeUInt8(proto, 6);
-  b.writeUInt16LE(slot, 8);
+/*
+ * The lb4 and lb6 structs (bpf/lib/lb.h) share one layout after the address (4 or 16 bytes, at
+ * 0): key = port (BE), proto, pad, slot (LE); backend = port (BE), proto; rev-NAT = port (BE).
+ * Written once here, for either address length.
+ */
+function lbKey(addr: Buffer, size: number, port: number, proto: number, slot: number): Buffer {
+  const b = lbBackend(addr, size, port, proto);
+  b.writeUInt16LE(slot, addr.length + 4);
   return b;
+}
+function lbBackend(addr: Buffer, size: number, port: number, proto: number): Buffer {
+  const b = lbRevNat(addr, size, port);
+  b.writeUInt8(proto, addr.length + 2);
+  return b;
+}
+function lbRevNat(addr: Buffer, size: number, port: number): Buffer {
+  const b = Buffer.alloc(size);
+  addr.copy(b, 0);
+  b.writeUInt16BE(port, addr.length);
+  return b;
+}
+const decodeLbBackend = (b: Buffer, family: 4 | 6): { ip: string; port: number; proto: number } => {
+  const n = family === 4 ? 4 : 16;
+  return { ip: formatIp(b, 0, family), port: b.readUInt16BE(n), proto: b.readUInt8(n + 2) };
+};
+const decodeLbKey = (b: Buffer, family: 4 | 6): { ip: string; port: number; proto: number; slot: number } =>
+  ({ ...decodeLbBackend(b, family), slot: b.readUInt16LE(family === 4 ? 8 : 20) });
+
+export function encodeLb4Key(ip: string, port: number, proto: number, slot: number): Buffer {
+  return lbKey(v4(ip, 'service frontend'), LB4_KEY_SIZE, port, proto, slot);
 }
 
 export function decodeLb4Key(b: Buffer): { ip: string; port: number; proto: number; slot: number } {
-  return { ip: formatIp(b, 0, 4), port: b.readUInt16BE(4), proto: b.readUInt8(6), slot: b.readUInt16LE(8) };
+  return decodeLbKey(b, 4);
 }
 
 export function encodeLb4Service(backendId: number, count: number, revNat: number): Buffer {
@@ -695,22 +714,15 @@ export function decodeLb4Service(b: Buffer): { backendId: number; count: number;
 }
 
 export function encodeLb4Backend(ip: string, port: number, proto: number): Buffer {
-  const b = Buffer.alloc(LB4_BACKEND_SIZE);
-  v4(ip, 'service backend').copy(b, 0);
-  b.writeUInt16BE(port, 4);
-  b.writeUInt8(proto, 6);
-  return b;
+  return lbBackend(v4(ip, 'service backend'), LB4_BACKEND_SIZE, port, proto);
 }
 
 export function decodeLb4Backend(b: Buffer): { ip: string; port: number; proto: number } {
-  return { ip: formatIp(b, 0, 4), port: b.readUInt16BE(4), proto: b.readUInt8(6) };
+  return decodeLbBackend(b, 4);
 }
 
 export function encodeLb4RevNat(ip: string, port: number): Buffer {
-  const b = Buffer.alloc(LB4_REVNAT_SIZE);
-  v4(ip, 'service frontend').copy(b, 0);
-  b.writeUInt16BE(port, 4);
-  return b;
+  return lbRevNat(v4(ip, 'service frontend'), LB4_REVNAT_SIZE, port);
 }
 
 // ------------------------------------------------------------------ frontend address filter (mb_lb_vips)
@@ -758,33 +770,21 @@ function v6(ip: string, what: string): Buffer {
 }
 
 export function encodeLb6Key(ip: string, port: number, proto: number, slot: number): Buffer {
-  const b = Buffer.alloc(LB6_KEY_SIZE);
-  v6(ip, 'service frontend').copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  b.writeUInt8(proto, 18);
-  b.writeUInt16LE(slot, 20);
-  return b;
+  return lbKey(v6(ip, 'service frontend'), LB6_KEY_SIZE, port, proto, slot);
 }
 
 export function decodeLb6Key(b: Buffer): { ip: string; port: number; proto: number; slot: number } {
-  return { ip: formatIp(b, 0, 6), port: b.readUInt16BE(16), proto: b.readUInt8(18), slot: b.readUInt16LE(20) };
+  return decodeLbKey(b, 6);
 }
 
 export function encodeLb6Backend(ip: string, port: number, proto: number): Buffer {
-  const b = Buffer.alloc(LB6_BACKEND_SIZE);
-  v6(ip, 'service backend').copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  b.writeUInt8(proto, 18);
-  return b;
+  return lbBackend(v6(ip, 'service backend'), LB6_BACKEND_SIZE, port, proto);
 }
 
 export function decodeLb6Backend(b: Buffer): { ip: string; port: number; proto: number } {
-  return { ip: formatIp(b, 0, 6), port: b.readUInt16BE(16), proto: b.readUInt8(18) };
+  return decodeLbBackend(b, 6);
 }
 
 export function encodeLb6RevNat(ip: string, port: number): Buffer {
-  const b = Buffer.alloc(LB6_REVNAT_SIZE);
-  v6(ip, 'service frontend').copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  return b;
+  return lbRevNat(v6(ip, 'service frontend'), LB6_REVNAT_SIZE, port);
 }

@@ -17,6 +17,7 @@
  * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
  * the ring keeps the common HTTP flow compactly (keep, HttpCompact) and makes it again on read.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import {
   DropReason, FlowType, L7FlowType, TrafficDirection, Verdict,
   type Endpoint, type Flow, type HTTP, type Layer4, type Layer7,
@@ -176,17 +177,14 @@ const HTTP_URLS = 4096;
  * ring kept the flow. Messages are never changed once in a flow (as the endpoints).
  */
 function createHttpMessages(): (rec: HttpAccessRecord) => HttpShared {
-  const byUrl = new Map<string, HttpShared[]>();
+  const byUrl = new BoundedCache<string, HttpShared[]>(HTTP_URLS);
   return function httpShared(rec) {
     let list = byUrl.get(rec.url);
     if (list) {
       for (const m of list) {
         if (m.method === rec.method && m.protocol === rec.protocol && m.code === rec.code && sameFlat(m.flat, rec.headers)) return m;
       }
-    } else {
-      if (byUrl.size >= HTTP_URLS) byUrl.clear();
-      byUrl.set(rec.url, (list = []));
-    }
+    } else list = byUrl.set(rec.url, []);
     const http: HTTP = { $typeName: 'flow.HTTP', code: rec.code, method: rec.method, url: redactUrl(rec.url), protocol: rec.protocol, headers: flowHeaders(rec.headers) };
     const record = { case: 'http' as const, value: http };
     const m: HttpShared = {

@@ -1,12 +1,12 @@
 /**
  * Built-in Hubble metric handlers (spec hubble.md §5.3): flow, drop, dns, policy, tcp,
- * port-distribution, icmp, flows-to-world. Each is a `HandlerFactory` (see index.ts); label names and orders are
+ * port-distribution, icmp, flows-to-world. Each is a `HandlerFactory` (see handler.ts); label names and orders are
  * Hubble's so dashboards and alerts written for Cilium work unchanged.
  */
 import { fastCounter } from '../../common/fast-counter.ts';
 import { DropReason, FlowType, IPVersion, TrafficDirection, Verdict, type Flow } from '../gen/flow/flow_pb.js';
 import { DNS_RCODE_NAMES } from '../names.ts';
-import type { HandlerFactory } from './index.ts';
+import type { HandlerFactory } from './handler.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, TRACE_POINT_NAMES } from '../names.ts';
 
 /** small decimal strings made once (ips_returned, ports): no number → string per flow */

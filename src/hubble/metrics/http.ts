@@ -15,7 +15,7 @@
  */
 import { Counter, Histogram } from 'prom-client';
 import { L7FlowType, TrafficDirection, type Flow } from '../gen/flow/flow_pb.js';
-import type { HandlerFactory } from './index.ts';
+import type { HandlerFactory } from './handler.ts';
 import { fastCounter, fastHistogram } from '../../common/fast-counter.ts';
 
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

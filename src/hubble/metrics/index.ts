@@ -37,38 +37,11 @@ import {
   dnsHandler, dropHandler, flowHandler, flowsToWorldHandler, icmpHandler, policyHandler, portDistributionHandler, tcpHandler,
 } from './handlers.ts';
 import { httpHandler, httpV2Handler } from './http.ts';
+import type { HandlerContext, HandlerFactory, MetricsHandler } from './handler.ts';
 
 export { MetricsConfigError } from './context.ts';
 
-export interface HandlerContext {
-  /** context label names (labelsContext…, source, destination) */
-  names: string[];
-  values(flow: Flow): string[];
-  /**
-   * The values written into `out` from index `at`, without allocating: the per-flow path. They
-   * are worked out once per flow for every handler with the same context options.
-   */
-  into(flow: Flow, out: string[], at: number): void;
-}
-
-export interface HandlerInit {
-  registry: Registry;
-  ctx: HandlerContext;
-  /** the handler's own options (context options removed); bare keys have value '' */
-  options: Record<string, string>;
-}
-
-export interface MetricsHandler {
-  name: string;
-  /**
-   * Counts a flow. It reads the flow during the call only (the agent hands the datapath's flows
-   * borrowed, refilled by the next event: hubble/index.ts ingestBorrowed); label values, strings,
-   * may be kept.
-   */
-  process(flow: Flow): void;
-}
-
-export type HandlerFactory = (init: HandlerInit) => MetricsHandler;
+export type { HandlerContext, HandlerFactory, HandlerInit, MetricsHandler } from './handler.ts';
 
 const factories = new Map<string, HandlerFactory>([
   ['flow', flowHandler], ['drop', dropHandler], ['dns', dnsHandler], ['policy', policyHandler], ['tcp', tcpHandler],

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { Resource } from '../../api/types.ts';
 import { CLUSTER_DNS_IP } from '../names.ts';
-import type { PlanContext, WorkloadPlan } from '../workloads.ts';
+import type { PlanContext, WorkloadPlan } from '../workload-plan.ts';
 
 export const LAB_DNS_IMAGE = 'membrane/lab-dns';
 

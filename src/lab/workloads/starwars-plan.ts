@@ -3,7 +3,7 @@
  * deathstar server (starwars.ts) on its containerPorts (default 80).
  */
 import { join } from 'node:path';
-import type { PlanContext, WorkloadPlan } from '../workloads.ts';
+import type { PlanContext, WorkloadPlan } from '../workload-plan.ts';
 
 export function starwarsHandler(ctx: PlanContext): WorkloadPlan | undefined {
   const img = (ctx.container.image ?? '').toLowerCase();

@@ -14,6 +14,7 @@
  * become labels, later ones are counted under `other` (a client cannot grow the series without
  * bound by naming random models).
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { Counter, Histogram, type Registry } from 'prom-client';
 
 const LABELS = ['provider', 'model', 'source_namespace', 'source_workload'] as const;
@@ -74,7 +75,7 @@ export function createAIMetrics(registry: Registry, opts: { maxModels?: number }
     duration: { observe(v: number): void };
     ttft: { observe(v: number): void };
   }
-  const series = new Map<string, Series>();
+  const series = new BoundedCache<string, Series>(10_000);
   const of = (l: AIMetricLabels): Series => {
     const key = `${l.provider}\u0000${l.model}\u0000${l.namespace}\u0000${l.workload}`;
     let x = series.get(key);
@@ -84,7 +85,6 @@ export function createAIMetrics(registry: Registry, opts: { maxModels?: number }
         requests: new Map(), prompt: tokens.labels(...v, 'prompt'), completion: tokens.labels(...v, 'completion'),
         duration: duration.labels(...v), ttft: ttft.labels(...v),
       };
-      if (series.size >= 10_000) series.clear();
       series.set(key, x);
     }
     return x;

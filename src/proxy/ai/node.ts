@@ -5,6 +5,7 @@
  * (`configureHttp`) and starts this before the proxy listens, so no request is seen before the
  * policies are.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import type { Registry } from 'prom-client';
 import { resourceKey, type AIPolicy } from '../../api/types.ts';
 import { AIPolicySet, translateAIPolicy, type CompiledAIPolicy } from '../../policy/ai.ts';
@@ -76,20 +77,15 @@ export function createAINode(deps: AINodeDeps): AINode {
   let revision = 0;
   const ledger = new AIBudgetLedger({ ...(deps.stateFile ? { file: deps.stateFile } : {}), ...(deps.logger ? { logger: deps.logger } : {}) });
   const metrics = deps.registry ? createAIMetrics(deps.registry) : undefined;
-  const identityKeys = new Map<number, string>();
+  const identityKeys = new BoundedCache<number, string>(4096);
   let unwatch: (() => void) | undefined;
   const byKey = new Map<string, AIPolicy>();
 
-  const identityKey = (id: number): string => {
-    let k = identityKeys.get(id);
-    if (k === undefined) {
-      const labels = deps.identityLabels(id);
-      k = labels && labels.length ? [...labels].sort().join(',') : `identity:${id}`;
-      if (identityKeys.size > 4096) identityKeys.clear();
-      identityKeys.set(id, k);
-    }
-    return k;
+  const makeIdentityKey = (id: number): string => {
+    const labels = deps.identityLabels(id);
+    return labels && labels.length ? [...labels].sort().join(',') : `identity:${id}`;
   };
+  const identityKey = (id: number): string => identityKeys.getOrMake(id, makeIdentityKey);
 
   /** Compiles the stored AIPolicies into the set the filter selects from (synchronously: an apply sees it at once). */
   function rebuild(): void {

@@ -5,6 +5,7 @@
  * Access records made while the agent is away are buffered (bounded: the oldest go first, counted
  * as lost) and sent when it is back.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { connect, type Socket } from 'node:net';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { AccessLogRecord } from '../../common/access-log.ts';
@@ -150,7 +151,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   /** the socket whose 'drain' the records wait for */
   let drainOf: Socket | undefined;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
-  let told = new Map<string, DnsAnswerReport>();
+  const told = new BoundedCache<string, DnsAnswerReport>(MAX_WAITING, 'oldest');
   /**
    * What this agent connection was told per endpoint and name: the IPs and until when its name
    * manager keeps them. An answer with the same IPs whose TTL ends within that (less a slack of
@@ -158,7 +159,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
    * stream of lookups of known names costs the agent nothing. Forgotten on every (re)connect and
    * every snapshot (an endpoint or the policy changed: the agent hears of every name again).
    */
-  const known = new Map<number, Map<string, { ips: string[]; until: number }>>();
+  const known = new Map<number, BoundedCache<string, { ips: string[]; until: number }>>();
   function covered(r: Omit<DnsAnswerReport, 'id'>, now: number): boolean {
     const k = known.get(r.ep)?.get(r.name);
     if (!k || k.ips.length !== r.ips.length) return false;
@@ -168,11 +169,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   }
   function remember(r: DnsAnswerReport, now: number): void {
     let byName = known.get(r.ep);
-    if (!byName) { byName = new Map(); known.set(r.ep, byName); }
-    if (byName.size > 4096) byName.clear();
+    if (!byName) { byName = new BoundedCache(4096); known.set(r.ep, byName); }
     byName.set(r.name, { ips: r.ips, until: now + r.ttl * 1000 });
   }
-  const waiting = new Map<number, { r: DnsAnswerReport; done(): void }>();
+  const waiting = new BoundedCache<number, { r: DnsAnswerReport; done(): void }>(MAX_WAITING, 'oldest');
   let nextId = 1;
 
   function flush(): void {
@@ -190,7 +190,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     }
     if (told.size) {
       const items = [...told.values()];
-      told = new Map();
+      told.clear();
       const now = Date.now();
       for (const r of items) remember(r, now);
       send(sock, { t: 'dns-answers', items });
@@ -403,13 +403,11 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       if (!wait) {
         if (covered(r, Date.now())) return undefined;
         told.set(`${r.ep}|${r.name}|${r.ips.join(',')}`, { id: 0, ...r });
-        if (told.size > MAX_WAITING) told.delete(told.keys().next().value!);
         if (up && !flushTimer && drainOf !== sock) flushTimer = setTimeout(flush, 20);
         return undefined;
       }
       const id = nextId++;
       const rep: DnsAnswerReport = { id, ...r };
-      if (waiting.size >= MAX_WAITING) waiting.delete(waiting.keys().next().value!);
       const p = new Promise<void>((done) => { waiting.set(id, { r: rep, done }); });
       if (up && sock) send(sock, { t: 'dns-answers', items: [rep] });
       return p;

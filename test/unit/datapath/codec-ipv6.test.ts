@@ -77,3 +77,17 @@ test('lb6 codecs: 16-byte frontend and backend addresses round-trip; IPv4-mapped
   assert.throws(() => C.encodeLb6Key('::ffff:10.96.0.11', 80, 6, 0), /IPv4-mapped/);
   assert.throws(() => C.encodeLb6Backend('10.244.1.5', 80, 6), /not an IPv6 address/);
 });
+
+test('lb4 and lb6 structs: the bytes of bpf/lib/lb.h (address, port BE, proto, pad, slot LE) and back', () => {
+  const hex = (b: Buffer): string => b.toString('hex');
+  assert.equal(hex(C.encodeLb4Key('10.96.0.10', 80, 6, 3)), '0a60000a' + '0050' + '06' + '00' + '0300' + '0000');
+  assert.equal(hex(C.encodeLb4Backend('10.244.1.5', 8080, 17)), '0af40105' + '1f90' + '11' + '00');
+  assert.equal(hex(C.encodeLb4RevNat('10.96.0.10', 53)), '0a60000a' + '0035' + '0000');
+  assert.deepEqual(C.decodeLb4Key(C.encodeLb4Key('10.96.0.10', 80, 6, 0x1234)), { ip: '10.96.0.10', port: 80, proto: 6, slot: 0x1234 });
+  assert.deepEqual(C.decodeLb4Backend(C.encodeLb4Backend('10.244.1.5', 8080, 17)), { ip: '10.244.1.5', port: 8080, proto: 17 });
+  const v6 = 'fd00001000960000' + '0000000000000050';
+  assert.equal(hex(C.encodeLb6Key('fd00:10:96::50', 443, 6, 2)), v6 + '01bb' + '06' + '00' + '0200' + '0000');
+  assert.equal(hex(C.encodeLb6Backend('fd00:10:96::50', 443, 6)), v6 + '01bb' + '06' + '00');
+  assert.equal(hex(C.encodeLb6RevNat('fd00:10:96::50', 443)), v6 + '01bb' + '0000');
+  assert.throws(() => C.encodeLb4Key('fd00::1', 80, 6, 0), /not an IPv4 address/);
+});

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { auditVerdict, lookupMapState } from '../../../src/policy/lookup.ts';
-import { mapStateKeyString, type MapState, type MapStateEntry, type MapStateKey } from '../../../src/policy/types.ts';
+import { allow, deny, ms } from './helpers.ts';
 import * as C from '../../../src/datapath/linux/codec.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import { FakeDatapath } from '../../../src/datapath/fake.ts';
@@ -21,16 +21,6 @@ import { buildConfig } from '../../../src/common/config.ts';
 import { MembraneError } from '../../../src/common/errors.ts';
 import { ev, resolver } from '../hubble/fixtures.ts';
 
-const allow = (matchType = 2, l7: MapStateEntry['l7'] = null, authType = 0): MapStateEntry => ({ verdict: 'allow', l7, authType, matchType, origins: [] });
-const deny = (matchType = 2): MapStateEntry => ({ verdict: 'deny', l7: null, authType: 0, matchType, origins: [] });
-function ms(entries: [Omit<MapStateKey, 'direction'>, MapStateEntry][], dd = true): MapState {
-  const m: MapState = { entries: new Map(), defaultDeny: { ingress: dd, egress: false } };
-  for (const [k, e] of entries) {
-    const key = { direction: 'ingress' as const, ...k };
-    m.entries.set(mapStateKeyString(key), { key, entry: e });
-  }
-  return m;
-}
 const l7 = { parser: 'http' as const, perSelector: [] };
 const M = ms([
   [{ identity: 300, proto: 6, port: 80, portPrefixLen: 16 }, allow(2)],

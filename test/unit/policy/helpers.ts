@@ -11,7 +11,7 @@ import { lookupMapState, type LookupResult } from '../../../src/policy/lookup.ts
 import { resolve } from '../../../src/policy/distillery.ts';
 import type { EndpointInfo } from '../../../src/policy/resolve-options.ts';
 import { PROTO_BY_NAME } from '../../../src/policy/ports.ts';
-import type { Direction, MapState } from '../../../src/policy/types.ts';
+import { mapStateKeyString, type Direction, type MapState, type MapStateEntry, type MapStateKey } from '../../../src/policy/types.ts';
 import type { LabelSet } from '../../../src/labels/labels.ts';
 import { cidrIdentityLabels, fqdnIdentityLabels } from '../../../src/identity/labels.ts';
 
@@ -122,3 +122,15 @@ export class World {
 export const TCP = 6;
 export const UDP = 17;
 export const ICMP = 1;
+
+/** Map-state entries and an ingress MapState built by hand, for the lookup contract's tests (the C datapath mirrors it). */
+export const allow = (matchType = 2, l7: MapStateEntry['l7'] = null, authType = 0): MapStateEntry => ({ verdict: 'allow', l7, authType, matchType, origins: [] });
+export const deny = (matchType = 2): MapStateEntry => ({ verdict: 'deny', l7: null, authType: 0, matchType, origins: [] });
+export function ms(entries: [Omit<MapStateKey, 'direction'>, MapStateEntry][], dd = true): MapState {
+  const m: MapState = { entries: new Map(), defaultDeny: { ingress: dd, egress: false } };
+  for (const [k, e] of entries) {
+    const key = { direction: 'ingress' as const, ...k };
+    m.entries.set(mapStateKeyString(key), { key, entry: e });
+  }
+  return m;
+}

@@ -2,19 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { lookupMapState } from '../../../src/policy/lookup.ts';
-import { mapStateKeyString, type MapState, type MapStateEntry, type MapStateKey } from '../../../src/policy/types.ts';
-
-const allow = (matchType = 2, l7: MapStateEntry['l7'] = null): MapStateEntry => ({ verdict: 'allow', l7, authType: 0, matchType, origins: [] });
-const deny = (matchType = 2): MapStateEntry => ({ verdict: 'deny', l7: null, authType: 0, matchType, origins: [] });
-
-function ms(entries: [Omit<MapStateKey, 'direction'>, MapStateEntry][], dd = true): MapState {
-  const m: MapState = { entries: new Map(), defaultDeny: { ingress: dd, egress: false } };
-  for (const [k, e] of entries) {
-    const key = { direction: 'ingress' as const, ...k };
-    m.entries.set(mapStateKeyString(key), { key, entry: e });
-  }
-  return m;
-}
+import { allow, deny, ms } from './helpers.ts';
 
 test('no entry: default deny (133) or forward', () => {
   assert.deepEqual(lookupMapState(ms([]), 'ingress', 300, 6, 80), { verdict: 'drop', dropReason: 133, matchType: 0, authType: 0 });

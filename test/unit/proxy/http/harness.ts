@@ -25,6 +25,41 @@ export function forwardingProxy(upstreamPort: number, extra: Partial<HttpProxyOp
   });
 }
 
+/**
+ * A proxy on loopback's egress listener where every connection is the client pod (identity 1000)
+ * to identity 2000 with `policy` on egress (a function: read per lookup, for tests that change
+ * it; `revision` then says when), upstreams on loopback port `upstreamPort`.
+ */
+export function redirectingProxy(
+  upstreamPort: number, policy: L7Policy | (() => L7Policy),
+  extra: Partial<HttpProxyOptions> & { revision?: () => number } = {},
+): HttpProxy {
+  const current = typeof policy === 'function' ? policy : () => policy;
+  const { revision = () => 0, ...rest } = extra;
+  return createHttpProxy({
+    policy: {
+      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
+      identityOf: () => 2000,
+      lookup: (_ep, dir) => (dir === 'egress' ? { verdict: 'redirect', l7: current() } : { verdict: 'forward', l7: null }),
+      revision,
+    },
+    listen: { egress: { host: '127.0.0.1', port: 0 } }, upstreamOverride: { host: '127.0.0.1', port: upstreamPort },
+    ...rest,
+  });
+}
+
+/** A request head (and body, by its content-length) at the start of `buf`, as a scripted origin reads it; undefined until it is all there. */
+export function takeRequest(buf: string): { line: string; headers: Map<string, string>; body: string; rest: string } | undefined {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return undefined;
+  const lines = buf.slice(0, end).split('\r\n');
+  const headers = new Map<string, string>();
+  for (const l of lines.slice(1)) headers.set(l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim());
+  const len = Number(headers.get('content-length') ?? 0);
+  if (buf.length < end + 4 + len) return undefined;
+  return { line: lines[0]!, headers, body: buf.slice(end + 4, end + 4 + len), rest: buf.slice(end + 4 + len) };
+}
+
 export interface Harness {
   proxy: HttpProxy;
   port: number;

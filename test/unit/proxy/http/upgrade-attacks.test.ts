@@ -11,7 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
@@ -19,7 +19,7 @@ import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import { startOrigin } from '../../../integration/e2e/attack-http-origin.ts';
 import { opensslCA } from '../tls/helpers.ts';
-import { rawExchange, l7 } from './harness.ts';
+import { rawExchange, l7, redirectingProxy, takeRequest } from './harness.ts';
 
 const H = 'Host: api.openai.com\r\n';
 const RULES = l7([
@@ -54,15 +54,10 @@ async function scripted(answer: (r: SeenRequest, sock: net.Socket) => string | n
       if (tunnel) { sock.write(`tunnel:${s}`); return; }
       buf += s;
       for (;;) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const lines = buf.slice(0, end).split('\r\n');
-        const headers = new Map<string, string>();
-        for (const l of lines.slice(1)) headers.set(l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim());
-        const len = Number(headers.get('content-length') ?? 0);
-        if (buf.length < end + 4 + len) return;
-        const r: SeenRequest = { conn, line: lines[0]!, headers, body: buf.slice(end + 4, end + 4 + len) };
-        buf = buf.slice(end + 4 + len);
+        const t = takeRequest(buf);
+        if (!t) return;
+        const r: SeenRequest = { conn, line: t.line, headers: t.headers, body: t.body };
+        buf = t.rest;
         seen.push(r);
         const out = answer(r, sock);
         if (out === null) continue;
@@ -83,17 +78,7 @@ const proxies: HttpProxy[] = [];
 after(async () => { for (const p of proxies) await p.stop(); });
 
 async function proxyTo(upstreamPort: number, records: HttpAccessRecord[] = [], policy: L7Policy = RULES): Promise<{ proxy: HttpProxy; port: number; records: HttpAccessRecord[] }> {
-  const proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_e, dir) => (dir === 'egress' ? { verdict: 'redirect', l7: policy } : { verdict: 'forward', l7: null }),
-      revision: () => 0,
-    },
-    onRecord: (r) => records.push(r),
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: upstreamPort },
-  });
+  const proxy = redirectingProxy(upstreamPort, policy, { onRecord: (r) => records.push(r) });
   proxies.push(proxy);
   return { proxy, port: (await proxy.start()).egress!.port, records };
 }
@@ -273,16 +258,8 @@ test('TLS interception: the Upgrade desync with pool reuse smuggles nothing (the
     }],
   };
   const records: HttpAccessRecord[] = [];
-  const proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_e, dir) => (dir === 'egress' ? { verdict: 'redirect', l7: policy } : { verdict: 'forward', l7: null }),
-      revision: () => 0,
-    },
+  const proxy = redirectingProxy(origin.port, policy, {
     onRecord: (r) => records.push(r),
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: origin.port },
     configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: () => {} })); },
   });
   proxies.push(proxy);

@@ -16,8 +16,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import fc from 'fast-check';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import { l7 } from './harness.ts';
+import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { l7, redirectingProxy, takeRequest } from './harness.ts';
 
 const SECS = Number(process.env.MEMBRANE_HTTP_FUZZ_SECS ?? 4);
 const SEED = process.env.MEMBRANE_HTTP_FUZZ_SEED ? Number(process.env.MEMBRANE_HTTP_FUZZ_SEED) : undefined;
@@ -47,16 +47,12 @@ before(async () => {
       if (!http) { send(`tunnel:${d.toString('latin1')}`); return; }
       buf += d.toString('latin1');
       for (;;) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const lines = buf.slice(0, end).split('\r\n');
-        const headers = new Map<string, string>();
-        for (const l of lines.slice(1)) headers.set(l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim());
-        const len = Number(headers.get('content-length') ?? 0);
-        if (buf.length < end + 4 + len) return;
-        buf = buf.slice(end + 4 + len);
-        const [method = '', target = ''] = lines[0]!.split(' ');
-        if (method !== 'GET' && method !== 'POST') violations.push(`conn ${conn}: ${lines[0]}`);
+        const t = takeRequest(buf);
+        if (!t) return;
+        const { headers } = t;
+        buf = t.rest;
+        const [method = '', target = ''] = t.line.split(' ');
+        if (method !== 'GET' && method !== 'POST') violations.push(`conn ${conn}: ${t.line}`);
         const interim = style.interim ? 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n' : '';
         const upgrading = /upgrade/i.test(headers.get('connection') ?? '') && headers.get('upgrade') === 'websocket';
         if (upgrading && target === '/ws-accept') {
@@ -74,17 +70,7 @@ before(async () => {
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   const policy = l7(['/v1/models', '/ws-accept', '/ws-decline'].flatMap((path) => [{ method: 'GET', path }, { method: 'POST', path }]));
-  proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_e, dir) => (dir === 'egress' ? { verdict: 'redirect', l7: policy } : { verdict: 'forward', l7: null }),
-      revision: () => 0,
-    },
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: (origin.address() as net.AddressInfo).port },
-    headerTimeoutMs: 2000,
-  });
+  proxy = redirectingProxy((origin.address() as net.AddressInfo).port, policy, { headerTimeoutMs: 2000 });
   port = (await proxy.start()).egress!.port;
 });
 after(async () => {

@@ -7,10 +7,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { startOrigin, type Origin } from '../../../integration/e2e/attack-http-origin.ts';
-import { rawExchange, l7, forwardingProxy } from './harness.ts';
+import { rawExchange, l7, forwardingProxy, redirectingProxy } from './harness.ts';
 
 let origin: Origin;
 let proxy: HttpProxy;
@@ -24,17 +24,7 @@ before(async () => {
     { method: 'GET', path: '/v1/models' }, { method: 'GET', path: '/ws' }, { method: 'POST', path: '/v1/chat/completions' },
     { method: 'CONNECT', host: 'api\\.openai\\.com:443' },
   ]);
-  proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_e, dir) => (dir === 'egress' ? { verdict: 'redirect', l7: policy } : { verdict: 'forward', l7: null }),
-      revision: () => 0,
-    },
-    onRecord: (r) => records.push(r),
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: origin.port },
-  });
+  proxy = redirectingProxy(origin.port, policy, { onRecord: (r) => records.push(r) });
   port = (await proxy.start()).egress!.port;
 });
 after(async () => {

@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { redirectingProxy } from '../http/harness.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
 import type { HttpAccessRecord, TlsAccessRecord } from '../../../../src/common/access-log.ts';
@@ -46,16 +47,9 @@ before(async () => {
   secrets.set('default', 'upstream-ca', { 'ca.crt': upstreamCA.cert });
   secrets.set('default', 'wrong-ca', { 'ca.crt': otherCA.cert });
   up = await tlsUpstream(await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key));
-  proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_ep, dir) => (dir === 'ingress' ? { verdict: 'forward', l7: null } : { verdict: 'redirect', l7: policy }),
-      revision: () => rev,
-    },
+  proxy = redirectingProxy(up.port, () => policy, {
+    revision: () => rev,
     onRecord: (r) => httpRecords.push(r),
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: up.port },
     configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: (r) => tlsRecords.push(r) })); },
   });
   port = (await proxy.start()).egress!.port;
@@ -292,15 +286,8 @@ test('attacker: connections closed before the TLS handshake are recorded at once
 test('attacker: a client that stalls its TLS handshake (half a ClientHello, or a full one and nothing after) is reset at the handshake deadline with a HANDSHAKE_TIMEOUT record', async () => {
   const { connect, createServer } = await import('node:net');
   const recs: TlsAccessRecord[] = [];
-  const slow = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: () => ({ verdict: 'redirect', l7: policy }),
-      revision: () => rev,
-    },
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: up.port },
+  const slow = redirectingProxy(up.port, () => policy, {
+    revision: () => rev,
     headerTimeoutMs: 400, // the sweep then runs every 100 ms
     configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: (r) => recs.push(r), handshakeTimeoutMs: 300 })); },
   });

@@ -11,7 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { redirectingProxy } from '../http/harness.ts';
 import { createSniFilter } from '../../../../src/proxy/tls/sni-filter.ts';
 import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
 import type { TlsAccessRecord } from '../../../../src/common/access-log.ts';
@@ -33,15 +34,8 @@ const records: TlsAccessRecord[] = [];
 before(async () => {
   upstreamCA = opensslCA('upstream CA');
   up = await tlsUpstream(await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key));
-  proxy = createHttpProxy({
-    policy: {
-      endpointByIp: () => ({ id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: [] }),
-      identityOf: () => 2000,
-      lookup: (_ep, dir) => (dir === 'ingress' ? { verdict: 'forward', l7: null } : { verdict: 'redirect', l7: policy }),
-      revision: () => rev,
-    },
-    listen: { egress: { host: '127.0.0.1', port: 0 } },
-    upstreamOverride: { host: '127.0.0.1', port: up.port },
+  proxy = redirectingProxy(up.port, () => policy, {
+    revision: () => rev,
     configure: (chain) => { chain.addNetwork(createSniFilter({ onRecord: (r) => records.push(r), helloTimeoutMs: 2500, maxHelloBytes: 16 * 1024 })); },
   });
   port = (await proxy.start()).egress!.port;
