@@ -63,7 +63,7 @@ export interface Hubble {
   ingestFlow(flow: Flow): void;
   /**
    * A proxy's access record as its L7 flow (Hubble's seven parser, l7/parser.ts), stored as
-   * ingestFlow does; the ring keeps the proxies' common HTTP flows compactly (ring.ts CompactFlow).
+   * ingestFlow does; the ring keeps the proxies' common HTTP and DNS flows compactly (ring.ts CompactFlow).
    */
   ingestRecord(rec: AccessLogRecord): void;
   /** Record lost events (e.g. OBSERVER_EVENTS_QUEUE). */
