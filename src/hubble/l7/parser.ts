@@ -333,6 +333,13 @@ function neverPod(identity: number): boolean {
 export interface L7Parser {
   (rec: AccessLogRecord): Flow;
   /**
+   * A DNS record's flow written into the parser's one scratch Flow (its Timestamp and Layer4 too),
+   * valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for Hubble's
+   * ingest when every reader reads the flow during the call only (index.ts ingestRecord). Equal
+   * to parse(rec); its DNS message, Layer7, IP and endpoint messages are the shared ones.
+   */
+  borrow(rec: DnsAccessRecord): Flow;
+  /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
    * numbers: an HTTP record without trace context, AI facts, TLS or reason (the proxies' common
@@ -492,6 +499,40 @@ function l7Flow(
   };
 }
 
+/**
+ * l7Flow's varying fields written into `f`, a Flow l7Flow made (its Timestamp refilled in place):
+ * the fields l7Flow always sets to the same value are left as they are (a borrowed flow's readers
+ * do not change it).
+ */
+function refillL7Flow(
+  f: Flow, timeMs: number, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
+  nodeName: string, l7: Layer7, direction: TrafficDirection, isReply: boolean, summary: string,
+): void {
+  const seconds = Math.floor(timeMs / 1000);
+  const nanos = Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
+  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
+  const t = f.time!;
+  t.seconds = lastSecondsBig;
+  t.nanos = nanos;
+  f.uuid = '';
+  f.emitter = emitter;
+  f.verdict = verdict;
+  f.IP = ip;
+  f.l4 = l4;
+  f.source = source;
+  f.destination = destination;
+  f.nodeName = nodeName;
+  f.destinationNames = NONE;
+  f.l7 = l7;
+  f.trafficDirection = direction;
+  f.dropReasonDesc = 0;
+  f.isReply = isReply;
+  f.proxyPort = 0;
+  f.traceContext = undefined;
+  f.Summary = summary;
+  f.extensions = undefined;
+}
+
 export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
@@ -525,6 +566,30 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
       part.dropReasonDesc ?? 0, part.isReply, part.proxyPort, part.traceContext, part.summary, part.extensions,
     );
   } as L7Parser;
+
+  // The scratch Flow of borrow(): the first borrowed DNS flow, with one Layer4 per transport.
+  let scratch: Flow | undefined;
+  let scratchUdp: Layer4 | undefined, scratchTcp: Layer4 | undefined;
+  parse.borrow = (rec) => {
+    if (!scratch) {
+      scratch = parse(rec);
+      if (rec.transport === 'UDP') scratchUdp = scratch.l4; else scratchTcp = scratch.l4;
+      return scratch;
+    }
+    const shared = (lastDns = dnsShared(rec));
+    const isResp = rec.type === 'response';
+    const src = isResp ? rec.server : rec.client;
+    const dst = isResp ? rec.client : rec.server;
+    let l4: Layer4;
+    if (rec.transport === 'UDP') {
+      if (scratchUdp?.protocol.case === 'UDP') { scratchUdp.protocol.value.sourcePort = src.port; scratchUdp.protocol.value.destinationPort = dst.port; l4 = scratchUdp; } else l4 = scratchUdp = udpL4(src.port, dst.port);
+    } else if (scratchTcp?.protocol.case === 'TCP') { scratchTcp.protocol.value.sourcePort = src.port; scratchTcp.protocol.value.destinationPort = dst.port; l4 = scratchTcp; } else l4 = scratchTcp = tcpL4(src.port, dst.port);
+    refillL7Flow(
+      scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
+      dnsL7(shared, isResp, rec.latencyNs ?? 0n), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
+    );
+    return scratch;
+  };
 
   const owner = {};
   const make = () => new HttpCompact(owner);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { toBinary } from '@bufbuild/protobuf';
+import { clone, toBinary } from '@bufbuild/protobuf';
 import { createHubble } from '../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../../../src/common/access-log.ts';
@@ -171,5 +171,77 @@ test('property: a compact DNS flow reads back equal to the ingested one', () => 
     const got = ringFlows(h);
     assert.deepEqual(got, seen.slice(-7));
     got.forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, f), toBinary(FlowSchema, seen.slice(-7)[i]!)));
+  }), { numRuns: 200 });
+});
+
+/** a flow as a reader that keeps it would see it (its own copy, the uuid aside: two Hubbles number apart) */
+const copyOf = (f: Flow): Flow => ({ ...clone(FlowSchema, f), uuid: '' });
+
+test('ingestRecord: with every subscriber borrowing, a DNS flow is the parser\'s scratch, refilled per record; subscribers, the ring and the protobuf bytes get what a keeping subscriber gets', () => {
+  const keep = hubbleOf(), borrow = hubbleOf();
+  const kept: Flow[] = [], lent: Flow[] = [], objects = new Set<Flow>();
+  keep.onFlow((f) => kept.push(f));
+  borrow.onFlow((f) => { lent.push(copyOf(f)); objects.add(f); }, { borrows: true });
+  const answer = { type: 'response' as const, rcode: 0, ips: ['198.51.100.7'], ttl: 30, cnames: [], rrtypes: ['A'] };
+  const recs: AccessLogRecord[] = [
+    dns(), dns({ ...answer, latencyNs: 41_000n }), dns({ transport: 'TCP', client: { ...dns().client, port: 6000 } }), dns({ ...answer, transport: 'TCP', latencyNs: 7n, direction: 'ingress' }),
+    dns({ verdict: 'denied', rcode: 5, query: 'evil.example.', timeMs: T + 1234.5 }), dns({ verdict: 'error', type: 'response', rcode: 2, latencyNs: 0n, server: { ip: 'fd00::53', port: 53, identity: 2 }, client: { ip: 'fd00::5', port: 5353, identity: 12345 } }),
+    http(), // not borrowed: HTTP flows are new as before
+    dns({ reason: 'ORIGINAL_DESTINATION_UNKNOWN: x', verdict: 'denied' }), dns({ ...answer, latencyNs: 1n << 60n }), // kept whole (a latency past 2^53): copied from the scratch
+  ];
+  for (const r of recs) { keep.ingestRecord(r); borrow.ingestRecord(r); }
+  assert.deepEqual(lent, kept.map(copyOf));
+  assert.equal(objects.size, 2, 'one scratch Flow for the DNS records, one new Flow for the HTTP record');
+  const ringOf = (h: ReturnType<typeof hubbleOf>) => ringFlows(h).map(copyOf);
+  assert.deepEqual(ringOf(borrow), ringOf(keep));
+  ringFlows(borrow).forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, { ...f, uuid: '' }), toBinary(FlowSchema, { ...ringFlows(keep)[i]!, uuid: '' })));
+  // the whole-kept one is a copy: the next borrowed record does not change it
+  const last = ringFlows(borrow).at(-1)!;
+  borrow.ingestRecord(dns({ query: 'other.' }));
+  assert.equal(last.l7?.latencyNs, 1n << 60n);
+  assert.deepEqual(ringFlows(borrow).at(-2), last);
+});
+
+test('ingestRecord: a subscriber that keeps flows gets new DNS flows (no borrowing while it is subscribed)', () => {
+  const h = hubbleOf();
+  h.onFlow(() => {}, { borrows: true });
+  const seen: Flow[] = [];
+  const off = h.onFlow((f) => seen.push(f));
+  h.ingestRecord(dns());
+  h.ingestRecord(dns({ type: 'response', rcode: 3 }));
+  assert.notEqual(seen[0], seen[1]);
+  assert.equal(seen[0]!.isReply, false);
+  off();
+  const lent: Flow[] = [];
+  h.onFlow((f) => lent.push(f), { borrows: true });
+  h.ingestRecord(dns());
+  h.ingestRecord(dns({ type: 'response', rcode: 3 }));
+  assert.equal(lent[0], lent[1], 'borrowed again once the keeper left');
+});
+
+test('property: borrowed DNS flows read, in the call and from the ring, as the flows a keeping subscriber gets', () => {
+  const rec = fc.record({
+    type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
+    direction: fc.constantFrom('egress' as const, 'ingress' as const), transport: fc.constantFrom('UDP' as const, 'TCP' as const), dt: fc.double({ min: 0, max: 5e6, noNaN: true }),
+    port: fc.integer({ min: 1, max: 65535 }), query: fc.constantFrom('api.', 'x.bench.lab.'), rcode: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
+    ips: fc.option(fc.array(fc.constantFrom('1.2.3.4', 'fd00::1'), { maxLength: 2 }), { nil: undefined }), latencyNs: fc.option(fc.bigInt({ min: 0n, max: 1n << 56n }), { nil: undefined }),
+    server: fc.constantFrom('10.96.0.10', '10.244.1.6', 'fd00::53'), http: fc.boolean(),
+  });
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 20 }), (recs) => {
+    const keep = hubbleOf(), borrow = hubbleOf();
+    const kept: Flow[] = [], lent: Flow[] = [];
+    keep.onFlow((f) => kept.push(f));
+    borrow.onFlow((f) => lent.push(copyOf(f)), { borrows: true });
+    for (const r of recs) {
+      const d: AccessLogRecord = r.http ? http({ timeMs: T + r.dt }) : dns({
+        type: r.type, verdict: r.verdict, direction: r.direction, transport: r.transport, timeMs: T + r.dt, client: { ...dns().client, port: r.port },
+        server: { ip: r.server, port: 53, identity: 2 }, query: r.query, ...(r.rcode !== undefined ? { rcode: r.rcode } : {}), ...(r.ips ? { ips: r.ips } : {}),
+        ...(r.latencyNs !== undefined ? { latencyNs: r.latencyNs } : {}),
+      });
+      keep.ingestRecord(d);
+      borrow.ingestRecord(d);
+    }
+    assert.deepEqual(lent, kept.map(copyOf));
+    assert.deepEqual(ringFlows(borrow).map(copyOf), ringFlows(keep).map(copyOf));
   }), { numRuns: 200 });
 });
