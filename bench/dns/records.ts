@@ -5,7 +5,11 @@
  * No sockets: CPU time per query of this process (process.cpuUsage, GC included), so two builds
  * compare on a shared machine. Records are built as the proxy builds them (a new object each).
  *
- *   bin/node bench/dns/records.ts [--queries 300000] [--rounds 5]
+ *   bin/node bench/dns/records.ts [--queries 300000] [--rounds 5] [--wire]
+ *
+ * --wire: the agent's whole path from the feed (src/agent/proxy-feed.ts onRecords): the records
+ * are encoded first as the proxy process's feed client does (frames of 64, an answer after its
+ * request as tag 3), untimed; timed is the agent's frame decode, decodeRecords and ingestRecord.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,9 +18,11 @@ import { join } from 'node:path';
 import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
-import type { AccessLogRecord, AccessPeer } from '../../src/common/access-log.ts';
+import type { AccessLogRecord, AccessPeer, DnsAccessRecord } from '../../src/common/access-log.ts';
+import { RecordDecoder, RecordEncoder } from '../../src/proxy/feed/record-codec.ts';
+import { decodeRecords, encodeAnswer, pushRecord, type WireRecord } from '../../src/proxy/feed/wire.ts';
 
-const { values } = parseArgs({ options: { queries: { type: 'string', default: '300000' }, rounds: { type: 'string', default: '5' } } });
+const { values } = parseArgs({ options: { queries: { type: 'string', default: '300000' }, rounds: { type: 'string', default: '5' }, wire: { type: 'boolean', default: false } } });
 const N = Number(values.queries), ROUNDS = Number(values.rounds);
 const dir = mkdtempSync(join(tmpdir(), 'bench-dnsrec-'));
 const EP = { id: 7, identity: 300, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] };
@@ -25,34 +31,68 @@ const epAt = (ip: string) => (ip === '10.244.0.5' ? EP : ip === '10.244.0.9' ? D
 const hubble = createHubble({ nodeName: 'bench', resolver: { byIp: epAt, identityLabels: () => undefined }, socketPath: join(dir, 'hubble.sock') });
 const metrics = createHubbleMetrics(DEFAULT_METRICS);
 const agentMetrics = createAgentMetrics({ policies: async () => 0, policyRevision: () => 0, endpoints: () => [], identities: () => [], mapState: () => undefined, pinRoot: dir });
-hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
+// borrows, as compose.ts subscribes (the metrics read a flow during the call only)
+hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); }, { borrows: true });
 // the agent's path (src/agent/compose.ts): Hubble's ingestRecord
 const sink = (rec: AccessLogRecord) => hubble.ingestRecord(rec);
 
 const NAMES = Array.from({ length: 100 }, (_, i) => `q${i}.bench.lab.`);
 const peer = (ip: string, port: number): AccessPeer => ({ ip, port, identity: epAt(ip)!.identity, endpoint: epAt(ip)! });
-function run(n: number): void {
-  for (let i = 0; i < n; i++) {
-    const client = peer('10.244.0.5', 30000 + (i & 1023)), server = peer('10.244.0.9', 53);
-    const query = NAMES[i % 100]!;
-    sink({ l7: 'dns', direction: 'egress', timeMs: Date.now(), type: 'request', client, server, transport: 'UDP', query, qtypes: ['A'], verdict: 'forwarded' });
-    sink({
+function query(i: number): [DnsAccessRecord, DnsAccessRecord] {
+  const client = peer('10.244.0.5', 30000 + (i & 1023)), server = peer('10.244.0.9', 53);
+  const query = NAMES[i % 100]!;
+  return [
+    { l7: 'dns', direction: 'egress', timeMs: Date.now(), type: 'request', client, server, transport: 'UDP', query, qtypes: ['A'], verdict: 'forwarded' },
+    {
       l7: 'dns', direction: 'egress', timeMs: Date.now(), type: 'response', client, server, transport: 'UDP', query, qtypes: ['A'], verdict: 'forwarded',
       rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 50_000n,
-    });
+    },
+  ];
+}
+/** one connection's encoder and decoder (the string table lives as long as both) */
+const enc = new RecordEncoder(), dec = new RecordDecoder();
+const byId = (id: number) => (id === EP.id ? EP : id === DNS_EP.id ? DNS_EP : undefined);
+/** n queries' records as the feed client frames them: 32 queries (64 records) a frame */
+function frames(n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < n; i += 32) {
+    enc.begin(0);
+    for (let k = i; k < Math.min(n, i + 32); k++) {
+      const [q, a] = query(k);
+      pushRecord(enc, q);
+      enc.push(encodeAnswer(a, 1));
+    }
+    out.push(enc.end().subarray(5));
+  }
+  return out;
+}
+function run(n: number, wire?: Buffer[]): void {
+  if (wire) {
+    for (const f of wire) {
+      const { items } = dec.decode(f)!;
+      const { records } = decodeRecords(items as WireRecord[], byId);
+      for (const r of records) sink(r);
+    }
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const [q, a] = query(i);
+    sink(q);
+    sink(a);
   }
 }
 try {
-  run(50_000); // warm-up (JIT, series created)
+  run(50_000, values.wire ? frames(50_000) : undefined); // warm-up (JIT, series created)
   const us: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
+    const wire = values.wire ? frames(N) : undefined;
     const c0 = process.cpuUsage();
-    run(N);
+    run(N, wire);
     const c = process.cpuUsage(c0);
     us.push((c.user + c.system) / N);
   }
   us.sort((a, b) => a - b);
-  console.log(`records: CPU per query (2 records) min ${us[0]!.toFixed(2)} / median ${us[Math.floor(us.length / 2)]!.toFixed(2)} / max ${us.at(-1)!.toFixed(2)} µs over ${ROUNDS} × ${N} queries; flows seen ${hubble.stats().seenFlows}`);
+  console.log(`records${values.wire ? ' (from the feed\'s frames)' : ''}: CPU per query (2 records) min ${us[0]!.toFixed(2)} / median ${us[Math.floor(us.length / 2)]!.toFixed(2)} / max ${us.at(-1)!.toFixed(2)} µs over ${ROUNDS} × ${N} queries; flows seen ${hubble.stats().seenFlows}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -63,7 +63,7 @@ export interface Hubble {
   ingestFlow(flow: Flow): void;
   /**
    * A proxy's access record as its L7 flow (Hubble's seven parser, l7/parser.ts), stored as
-   * ingestFlow does; the ring keeps the proxies' common HTTP flows compactly (ring.ts CompactFlow).
+   * ingestFlow does; the ring keeps the proxies' common HTTP and DNS flows compactly (ring.ts CompactFlow).
    */
   ingestRecord(rec: AccessLogRecord): void;
   /** Record lost events (e.g. OBSERVER_EVENTS_QUEUE). */
@@ -175,11 +175,15 @@ export function createHubble(deps: HubbleDeps): Hubble {
       store(flow);
     },
     ingestRecord(rec) {
-      const flow = parseL7(rec);
+      // a DNS record's flow is borrowed (the parser's scratch, refilled by the next) when every
+      // subscriber borrows: the ring keeps it compactly, so a query leaves no Flow behind
+      const borrowed = rec.l7 === 'dns' && keepers.size === 0;
+      const flow = borrowed ? parseL7.borrow(rec) : parseL7(rec);
       // the parser leaves the uuid empty: `ids` holds the one finish() gives it
       finish(flow);
       const timeMs = publish(flow);
-      if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(flow, timeMs);
+      // a flow the compact form does not hold: a borrowed one is copied (its own Timestamp, Layer4 and Layer7) first
+      if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeMs);
     },
     reportLost(source, count, cpu) {
       ring.reportLost(source, count, { cpu });

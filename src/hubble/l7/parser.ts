@@ -15,7 +15,7 @@
  *
  * Flows are literals in create(FlowSchema)'s shape: create() per request costs ~10x on this path.
  * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
- * the ring keeps the common HTTP flow compactly (keep, HttpCompact) and makes it again on read.
+ * the ring keeps the common HTTP and DNS flows compactly (keep, HttpCompact, DnsCompact) and makes them again on read.
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
 import {
@@ -217,23 +217,77 @@ function httpPart(rec: HttpAccessRecord, shared: HttpShared): L7Part {
   };
 }
 
-function dnsPart(rec: DnsAccessRecord): L7Part {
+/**
+ * A DNS message and what flows share with it: its `record` oneof, its summary, and for requests
+ * (no latency) the whole Layer7. Keyed by the record's question, types, answer and reason: a
+ * proxied name's queries and answers repeat a few of them, as a proxy's HTTP flows repeat their
+ * requests (createHttpMessages), and the ring then holds none of a DNS flow's parts alone.
+ */
+interface DnsShared {
+  type: DnsAccessRecord['type'];
+  rcode: number;
+  ttl: number;
+  reason: string;
+  /** the record's lists as the feed gave them (compared value by value) */
+  qtypes: readonly string[];
+  ips: readonly string[];
+  cnames: readonly string[];
+  rrtypes: readonly string[];
+  record: Extract<Layer7['record'], { case: 'dns' }>;
+  summary: string;
+  request: Layer7 | undefined;
+}
+
+/** Messages remembered per question at most (the oldest gives way), and questions (then all are forgotten). */
+const DNS_PER_QUERY = 8;
+const DNS_QUERIES = 4096;
+
+function createDnsMessages(): (rec: DnsAccessRecord) => DnsShared {
+  const byQuery = new Map<string, DnsShared[]>();
+  return function dnsShared(rec) {
+    const rcode = rec.rcode ?? 0, ttl = rec.ttl ?? 0, reason = rec.reason ?? '';
+    const ips = rec.ips ?? NONE, cnames = rec.cnames ?? NONE, rrtypes = rec.rrtypes ?? NONE;
+    let list = byQuery.get(rec.query);
+    if (list) {
+      for (const m of list) {
+        if (m.type === rec.type && m.rcode === rcode && m.ttl === ttl && m.reason === reason && sameFlat(m.qtypes, rec.qtypes) && sameFlat(m.ips, ips) &&
+          sameFlat(m.rrtypes, rrtypes) && sameFlat(m.cnames, cnames)) return m;
+      }
+    } else {
+      if (byQuery.size >= DNS_QUERIES) byQuery.clear();
+      byQuery.set(rec.query, (list = []));
+    }
+    const record = {
+      case: 'dns' as const,
+      value: { $typeName: 'flow.DNS' as const, query: rec.query, ips, ttl, cnames, observationSource: 'proxy', rcode, qtypes: rec.qtypes, rrtypes },
+    };
+    const isReq = rec.type === 'request';
+    const m: DnsShared = {
+      type: rec.type, rcode, ttl, reason, qtypes: rec.qtypes, ips, cnames, rrtypes, record, summary: dnsSummary(rec),
+      request: isReq ? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record } : undefined,
+    };
+    if (list.length >= DNS_PER_QUERY) list.shift();
+    list.push(m);
+    return m;
+  };
+}
+
+/** A DNS flow's Layer7: a request's shared one, or one of its own (a latency, or a response). */
+function dnsL7(shared: DnsShared, isResp: boolean, latencyNs: bigint): Layer7 {
+  if (!isResp && latencyNs === 0n && shared.request) return shared.request;
+  return { $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs, record: shared.record };
+}
+
+const dnsVerdict = (v: DnsAccessRecord['verdict']): Verdict => (v === 'denied' ? Verdict.DROPPED : v === 'error' ? Verdict.ERROR : Verdict.FORWARDED);
+
+function dnsPart(rec: DnsAccessRecord, shared: DnsShared): L7Part {
   const isResp = rec.type === 'response';
   return {
     isReply: isResp,
-    verdict: rec.verdict === 'denied' ? Verdict.DROPPED : rec.verdict === 'error' ? Verdict.ERROR : Verdict.FORWARDED,
+    verdict: dnsVerdict(rec.verdict),
     transport: rec.transport,
-    l7: {
-      $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs: rec.latencyNs ?? 0n,
-      record: {
-        case: 'dns',
-        value: {
-          $typeName: 'flow.DNS', query: rec.query, ips: rec.ips ?? NONE, ttl: rec.ttl ?? 0, cnames: rec.cnames ?? NONE, observationSource: 'proxy',
-          rcode: rec.rcode ?? 0, qtypes: rec.qtypes, rrtypes: rec.rrtypes ?? NONE,
-        },
-      },
-    },
-    summary: dnsSummary(rec),
+    l7: dnsL7(shared, isResp, rec.latencyNs ?? 0n),
+    summary: shared.summary,
     // the DNS proxy's flows carry no proxy port (it is not a redirect of the connection's own port)
     proxyPort: 0,
   };
@@ -277,10 +331,18 @@ function neverPod(identity: number): boolean {
 export interface L7Parser {
   (rec: AccessLogRecord): Flow;
   /**
+   * A DNS record's flow written into the parser's one scratch Flow (its Timestamp and Layer4 too),
+   * valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for Hubble's
+   * ingest when every reader reads the flow during the call only (index.ts ingestRecord). Equal
+   * to parse(rec); its DNS message, Layer7, IP and endpoint messages are the shared ones.
+   */
+  borrow(rec: DnsAccessRecord): Flow;
+  /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
    * numbers: an HTTP record without trace context, AI facts, TLS or reason (the proxies' common
-   * record). Returns false for any other (the caller pushes the Flow itself).
+   * record), or a DNS record (its message, summary and a request's Layer7 shared per question and
+   * answer). Returns false for any other (the caller pushes the Flow itself).
    */
   keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
 }
@@ -324,6 +386,48 @@ class HttpCompact implements CompactFlow {
       httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs), undefined,
     );
   }
+}
+
+/**
+ * A DNS flow as the ring keeps it, as HttpCompact: numbers, and messages shared between flows
+ * (endpoints, the IP pair, the DNS message with its summary). A proxied query's two flows were a
+ * dozen young objects each that every scavenge copied while the ring held them (bench/dns: the
+ * agent's scavenges ~17 % of its main thread and its GC threads as much again).
+ */
+class DnsCompact implements CompactFlow {
+  readonly kind = 'compact' as const;
+  timeMs = 0;
+  uuidHead = '';
+  uuidLow = 0;
+  isReply = false;
+  verdict: Verdict = Verdict.FORWARDED;
+  direction: TrafficDirection = TrafficDirection.INGRESS;
+  udp = true;
+  srcPort = 0;
+  dstPort = 0;
+  /** a response's latency (ns; a request's is 0 and its Layer7 the shared one) */
+  latencyNs = 0;
+  ip: Flow['IP'] = undefined;
+  source: Flow['source'] = undefined;
+  destination: Flow['destination'] = undefined;
+  emitter: Flow['emitter'] = undefined;
+  nodeName = '';
+  shared: DnsShared | undefined = undefined;
+  readonly owner: object;
+  constructor(owner: object) { this.owner = owner; }
+
+  toFlow(): Flow {
+    const shared = this.shared!;
+    return l7Flow(
+      this.timeMs, this.uuidHead + this.uuidLow.toString(16), this.emitter, this.verdict, this.ip,
+      this.udp ? udpL4(this.srcPort, this.dstPort) : tcpL4(this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
+      dnsL7(shared, this.isReply, BigInt(this.latencyNs)), this.direction, 0, this.isReply, 0, undefined, shared.summary, undefined,
+    );
+  }
+}
+
+function udpL4(sourcePort: number, destinationPort: number): Layer4 {
+  return { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } };
 }
 
 function tcpL4(sourcePort: number, destinationPort: number): Layer4 {
@@ -393,11 +497,48 @@ function l7Flow(
   };
 }
 
+/**
+ * l7Flow's varying fields written into `f`, a Flow l7Flow made (its Timestamp refilled in place):
+ * the fields l7Flow always sets to the same value are left as they are (a borrowed flow's readers
+ * do not change it).
+ */
+function refillL7Flow(
+  f: Flow, timeMs: number, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
+  nodeName: string, l7: Layer7, direction: TrafficDirection, isReply: boolean, summary: string,
+): void {
+  const seconds = Math.floor(timeMs / 1000);
+  const nanos = Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
+  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
+  const t = f.time!;
+  t.seconds = lastSecondsBig;
+  t.nanos = nanos;
+  f.uuid = '';
+  f.emitter = emitter;
+  f.verdict = verdict;
+  f.IP = ip;
+  f.l4 = l4;
+  f.source = source;
+  f.destination = destination;
+  f.nodeName = nodeName;
+  f.destinationNames = NONE;
+  f.l7 = l7;
+  f.trafficDirection = direction;
+  f.dropReasonDesc = 0;
+  f.isReply = isReply;
+  f.proxyPort = 0;
+  f.traceContext = undefined;
+  f.Summary = summary;
+  f.extensions = undefined;
+}
+
 export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
   const ipMessage = createIpMessages();
   const httpShared = createHttpMessages();
+  const dnsShared = createDnsMessages();
+  /** the DNS message of the last record parsed (keep() takes it with that record's flow) */
+  let lastDns: DnsShared | undefined;
   // A peer's endpoint as Cilium's common.EndpointResolver gives it: the proxy's own endpoint, else
   // the pod at the address (this node's or another's: pod name and namespace), with the identity
   // the proxy judged by; only an address that is no pod is named by labels or identity alone.
@@ -408,13 +549,12 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   }
 
   function l4Of(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): Layer4 {
-    return transport === 'UDP'
-      ? { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort: src.port, destinationPort: dst.port } } }
-      : tcpL4(src.port, dst.port);
+    return transport === 'UDP' ? udpL4(src.port, dst.port) : tcpL4(src.port, dst.port);
   }
 
   const parse = function parse(rec: AccessLogRecord): Flow {
-    const part = rec.l7 === 'http' ? httpPart(rec, httpShared(rec)) : rec.l7 === 'dns' ? dnsPart(rec) : tlsPart(rec);
+    lastDns = rec.l7 === 'dns' ? dnsShared(rec) : undefined;
+    const part = rec.l7 === 'http' ? httpPart(rec, httpShared(rec)) : lastDns ? dnsPart(rec as DnsAccessRecord, lastDns) : tlsPart(rec as TlsAccessRecord);
     // the flow goes client → server for requests, server → client for responses
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
@@ -425,9 +565,68 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     );
   } as L7Parser;
 
+  // The scratch Flow of borrow(): the first borrowed DNS flow, with one Layer4 per transport.
+  let scratch: Flow | undefined;
+  let scratchUdp: Layer4 | undefined, scratchTcp: Layer4 | undefined;
+  parse.borrow = (rec) => {
+    if (!scratch) {
+      scratch = parse(rec);
+      if (rec.transport === 'UDP') scratchUdp = scratch.l4; else scratchTcp = scratch.l4;
+      return scratch;
+    }
+    const shared = (lastDns = dnsShared(rec));
+    const isResp = rec.type === 'response';
+    const src = isResp ? rec.server : rec.client;
+    const dst = isResp ? rec.client : rec.server;
+    let l4: Layer4;
+    if (rec.transport === 'UDP') {
+      if (scratchUdp?.protocol.case === 'UDP') { scratchUdp.protocol.value.sourcePort = src.port; scratchUdp.protocol.value.destinationPort = dst.port; l4 = scratchUdp; } else l4 = scratchUdp = udpL4(src.port, dst.port);
+    } else if (scratchTcp?.protocol.case === 'TCP') { scratchTcp.protocol.value.sourcePort = src.port; scratchTcp.protocol.value.destinationPort = dst.port; l4 = scratchTcp; } else l4 = scratchTcp = tcpL4(src.port, dst.port);
+    refillL7Flow(
+      scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
+      dnsL7(shared, isResp, rec.latencyNs ?? 0n), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
+    );
+    return scratch;
+  };
+
   const owner = {};
   const make = () => new HttpCompact(owner);
+  // its own owner: a position an HttpCompact held is not refilled as a DnsCompact
+  const dnsOwner = {};
+  const makeDns = () => new DnsCompact(dnsOwner);
+  /** A DNS flow (this parser's, of `rec`) kept compactly; false when it is not what toFlow() would make again. */
+  const keepDns = (ring: FlowRing, rec: DnsAccessRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
+    const shared = lastDns;
+    const l7 = flow.l7;
+    const p = flow.l4?.protocol;
+    if (!shared || l7?.record !== shared.record || flow.Summary !== shared.summary || (p?.case !== 'UDP' && p?.case !== 'TCP')) return false;
+    const isReply = flow.isReply === true;
+    if (isReply !== (rec.type === 'response') || (!isReply && l7 !== shared.request)) return false;
+    if (flow.destinationNames.length || flow.dropReasonDesc || flow.traceContext || flow.extensions || flow.proxyPort !== 0) return false;
+    // a latency past 2^53 ns (104 days) would not come back exact as a number
+    if (l7.latencyNs > 9007199254740991n || l7.latencyNs < 0n) return false;
+    const c = ring.compactSlot(dnsOwner, makeDns);
+    c.timeMs = rec.timeMs;
+    c.uuidHead = ids.head;
+    c.uuidLow = ids.low;
+    c.isReply = isReply;
+    c.verdict = flow.verdict;
+    c.direction = flow.trafficDirection;
+    c.udp = p.case === 'UDP';
+    c.srcPort = p.value.sourcePort;
+    c.dstPort = p.value.destinationPort;
+    c.latencyNs = Number(l7.latencyNs);
+    c.ip = flow.IP;
+    c.source = flow.source;
+    c.destination = flow.destination;
+    c.emitter = flow.emitter;
+    c.nodeName = flow.nodeName;
+    c.shared = shared;
+    ring.pushCompact(c, timeMs);
+    return true;
+  };
   parse.keep = (ring, rec, flow, timeMs, ids) => {
+    if (rec.l7 === 'dns') return keepDns(ring, rec, flow, timeMs, ids);
     if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.tls !== undefined || rec.reason !== undefined) return false;
     const l7 = flow.l7;
     const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;

@@ -67,9 +67,10 @@ export interface DNSProxyDeps {
   /** Identity (and endpoint, labels) of an address, for the policy decision and flows. */
   peerOf(ip: string): { identity: number; endpoint?: DNSProxyEndpoint; labels?: string[] };
   /**
-   * A number that changes whenever anything peerOf reads may have (the proxy process: every
-   * snapshot, delta and ipcache change the feed applies). Given, peerOf's answers are kept until
-   * it changes; absent (the agent's own proxy, whose views change in place), asked every time.
+   * A number that changes whenever anything peerOf or decide reads may have (the proxy process:
+   * every snapshot, delta and ipcache change the feed applies). Given, peerOf's answers and a
+   * question's decision are kept until it changes; absent (the agent's own proxy, whose views
+   * change in place), asked every time.
    */
   revision?(): number;
   /** The DNS decision of the endpoint's egress policy toward (identity, proto, port). */
@@ -249,6 +250,27 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const x = peerInfo(ip);
     return { ip, port: p, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
   }
+  /**
+   * A question's last verdict (per endpoint and server identity) while deps.revision() stays the
+   * same, kept with the interned question (wire.ts parseQuery): a steady stream of known names
+   * costs one probe per query, not the MapState's and the DNS rules' lookups (view, MapState,
+   * its memo, the policy's names: five Map probes). Refilled in place when anything differs.
+   * Only with a revision: the agent's own proxy asks decide every time.
+   */
+  interface Decision { rev: number; ep: number; identity: number; allowed: boolean }
+  const decisions = new WeakMap<Question, Decision>();
+  function decideQuestion(ep: DNSProxyEndpoint, identity: number, q: Question): boolean {
+    const rev = deps.revision?.();
+    let d = rev === undefined ? undefined : decisions.get(q);
+    if (d !== undefined && d.rev === rev && d.ep === ep.id && d.identity === identity) return d.allowed;
+    let allowed: boolean;
+    // a decision that throws denies, and is not kept (the next query asks again)
+    try { allowed = deps.decide(ep, identity, 17, 53, q.name); } catch { return false; }
+    if (rev === undefined) return allowed;
+    if (d === undefined) decisions.set(q, (d = { rev, ep: ep.id, identity, allowed }));
+    else { d.rev = rev; d.ep = ep.id; d.identity = identity; d.allowed = allowed; }
+    return allowed;
+  }
   function serverPeer(ip: string): AccessPeer {
     if (!deps.revision) return peer(ip, 53);
     peerInfo(ip); // first: a new revision empties serverPeers
@@ -359,8 +381,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       return;
     }
     const server = serverPeer(dst);
-    let allowed = false;
-    try { allowed = deps.decide(ep, server.identity, 17, 53, q.name); } catch { allowed = false; }
+    const allowed = decideQuestion(ep, server.identity, q.question);
     const cl = peer(clientIp, clientPort);
     if (!allowed) {
       emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', rcode: reject });

@@ -11,7 +11,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordEncoder } from './record-codec.ts';
-import { encodeAnswer, encodeRecord, expandAnswer, pushRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
+import { encodeAnswer, encodeRecord, expandAnswer, pushAnswer, pushRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -363,7 +363,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
             // its request in this frame: the answer alone (tag 3)
             const at = requests.get(rec.client);
             if (at !== undefined) requests.delete(rec.client);
-            if (at !== undefined && at > frameAt) enc.push(encodeAnswer(rec, pushed - at));
+            if (at !== undefined && at > frameAt) pushAnswer(enc, rec, pushed - at);
             else pushRecord(enc, rec);
           }
         } else {

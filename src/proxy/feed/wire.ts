@@ -87,7 +87,57 @@ const verdictCode = (v: AccessVerdict): 0 | 1 | 2 => (v === 'forwarded' ? 0 : v 
 
 /** The response `r` as tag 3, its request `back` records earlier in the same message. */
 export function encodeAnswer(r: DnsAccessRecord, back: number): WireRecord {
-  return [3, back, verdictCode(r.verdict), r.timeMs, r.rcode ?? -1, r.ips ?? 0, r.ttl ?? -1, r.cnames ?? 0, r.rrtypes ?? 0, r.latencyNs === undefined ? -1 : Number(r.latencyNs), r.reason ?? ''];
+  const out = new ArraySink(3);
+  answerFields(out, r, back);
+  return out.a as WireRecord;
+}
+
+/** Appends encodeAnswer(r, back) to the encoder's open frame, the same bytes, value by value (no array per answer). */
+export function pushAnswer(enc: RecordEncoder, r: DnsAccessRecord, back: number): void {
+  enc.open(11);
+  enc.value(3);
+  answerFields(enc, r, back);
+  enc.done();
+}
+
+/** A tag-3 record's values after its tag, in DnsAnswerFields' order: the one place that order is written. */
+function answerFields(out: FieldSink, r: DnsAccessRecord, back: number): void {
+  out.value(back);
+  out.value(verdictCode(r.verdict));
+  out.value(r.timeMs);
+  dnsAnswer(out, r);
+}
+
+/** The answer's part of a tag-0 or tag-3 record (rcode to reason), absent values as the wire has them. */
+function dnsAnswer(out: FieldSink, r: DnsAccessRecord): void {
+  out.value(r.rcode ?? -1);
+  out.value(r.ips ?? 0);
+  out.value(r.ttl ?? -1);
+  out.value(r.cnames ?? 0);
+  out.value(r.rrtypes ?? 0);
+  out.value(r.latencyNs === undefined ? -1 : Number(r.latencyNs));
+  out.value(r.reason ?? '');
+}
+
+/** A tag-0 record's values after its tag, in DnsFields' order. */
+function dnsFields(out: FieldSink, r: DnsAccessRecord): void {
+  const c = r.client, s = r.server;
+  out.value(r.type === 'request' ? 0 : 1);
+  out.value(r.transport === 'UDP' ? 0 : 1);
+  out.value(verdictCode(r.verdict));
+  out.value(r.direction === 'egress' ? 0 : 1);
+  out.value(r.timeMs);
+  out.value(c.ip);
+  out.value(c.port);
+  out.value(c.identity);
+  out.value(c.endpoint?.id ?? 0);
+  out.value(s.ip);
+  out.value(s.port);
+  out.value(s.identity);
+  out.value(s.endpoint?.id ?? 0);
+  out.value(r.query);
+  out.value(r.qtypes);
+  dnsAnswer(out, r);
 }
 
 /** A tag-3 record made whole (tag 0) from its request's record (tag 0): for a message that does not carry the request. */
@@ -101,11 +151,9 @@ export function expandAnswer(a: WireRecord, req: WireRecord): WireRecord | undef
 export function encodeRecord(r: AccessLogRecord): WireRecord {
   const c = r.client, s = r.server;
   if (r.l7 === 'dns') {
-    return [
-      0, r.type === 'request' ? 0 : 1, r.transport === 'UDP' ? 0 : 1, verdictCode(r.verdict), r.direction === 'egress' ? 0 : 1, r.timeMs,
-      c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0,
-      r.query, r.qtypes, r.rcode ?? -1, r.ips ?? 0, r.ttl ?? -1, r.cnames ?? 0, r.rrtypes ?? 0, r.latencyNs === undefined ? -1 : Number(r.latencyNs), r.reason ?? '',
-    ];
+    const out = new ArraySink(0);
+    dnsFields(out, r);
+    return out.a as WireRecord;
   }
   if (r.l7 === 'http') {
     const sni = plainHttpSni(r);
@@ -120,13 +168,20 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
 }
 
 /**
- * Appends `r` to the encoder's open frame as push(encodeRecord(r)) would, the same bytes: a plain
- * or intercepted HTTP record (nearly every one, two per request) is written field by field, with
+ * Appends `r` to the encoder's open frame as push(encodeRecord(r)) would, the same bytes: a DNS
+ * record, a plain or intercepted HTTP record (nearly every one, two per request) is written field by field, with
  * no WireRecord array made and held until the frame is sent; any other record goes through
  * encodeRecord. The feed client encodes records as they come (client.ts), so a message's flush
  * only writes.
  */
 export function pushRecord(enc: RecordEncoder, r: AccessLogRecord): void {
+  if (r.l7 === 'dns') {
+    enc.open(23);
+    enc.value(0);
+    dnsFields(enc, r);
+    enc.done();
+    return;
+  }
   if (r.l7 === 'http') {
     const sni = plainHttpSni(r);
     if (sni !== null) {

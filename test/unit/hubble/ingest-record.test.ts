@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { toBinary } from '@bufbuild/protobuf';
+import { clone, toBinary } from '@bufbuild/protobuf';
 import { createHubble } from '../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
-import type { AccessLogRecord, HttpAccessRecord } from '../../../src/common/access-log.ts';
+import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../../../src/common/access-log.ts';
 import { resolver, ENDPOINTS } from './fixtures.ts';
 
 const T = Date.parse('2026-01-02T15:04:05.123Z');
@@ -17,6 +17,16 @@ function http(over: Partial<HttpAccessRecord> = {}): HttpAccessRecord {
     endpointId: 101, method: 'GET', url: 'http://api/v1', host: 'api', path: '/v1', protocol: 'HTTP/1.1', headers: ['host', 'api', 'accept', '*/*'], code: 0, latencyNs: 0, ...over,
   };
 }
+
+function dns(over: Partial<DnsAccessRecord> = {}): DnsAccessRecord {
+  return {
+    l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: T, transport: 'UDP', query: 'api.', qtypes: ['A'],
+    client: { ip: '10.244.1.5', port: 5353, identity: 12345, endpoint: ENDPOINTS['10.244.1.5'] }, server: { ip: '10.96.0.10', port: 53, identity: 2 }, ...over,
+  };
+}
+
+/** the ring's slots (which positions hold a compact flow) */
+const slotKinds = (h: ReturnType<typeof hubbleOf>) => (h.ring as unknown as { slots: ({ kind: string } | undefined)[] }).slots.map((x) => x?.kind);
 
 /** what readers get at each readable position */
 function ringFlows(h: ReturnType<typeof hubbleOf>): Flow[] {
@@ -38,9 +48,10 @@ test('ingestRecord: readers get the flow the subscribers saw, whole or kept comp
     http({ verdict: 'denied', code: 403, type: 'response', latencyNs: 0 }),
     http({ method: '', url: '', protocol: 'HTTP/1.1' }), // malformed request
     http({ direction: 'ingress', url: 'http://u:secret@api/v1' }),
-    // not kept compact: trace context, a reason, TLS, AI facts, DNS
+    // not kept compact: trace context, a reason, TLS, AI facts
     http({ traceId: '0af7651916cd43dd8448eb211c80319c', parentSpanId: 'b7ad6b7169203331' }),
     http({ verdict: 'error', reason: 'header too long', type: 'response', code: 431 }),
+    // DNS: kept compact
     { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: T, transport: 'UDP', query: 'api.', qtypes: ['A'], client: { ip: '10.244.1.5', port: 5353, identity: 12345 }, server: { ip: '10.96.0.10', port: 53, identity: 2 } },
   ];
   for (const r of recs) h.ingestRecord(r);
@@ -95,5 +106,142 @@ test('property: a compact HTTP flow reads back equal to the ingested one', () =>
       }));
     }
     assert.deepEqual(ringFlows(h), seen.slice(-7));
+  }), { numRuns: 200 });
+});
+
+test("ingestRecord: DNS flows are kept compactly; a name's flows share their DNS message, summary and a request's Layer7", () => {
+  const h = hubbleOf();
+  const seen: Flow[] = [];
+  h.onFlow((f) => seen.push(f));
+  // the feed decodes each record's lists anew: equal values, other arrays
+  h.ingestRecord(dns());
+  h.ingestRecord(dns({ qtypes: ['A'], client: { ...dns().client, port: 5354 } }));
+  const answer = { type: 'response' as const, rcode: 0, ips: ['198.51.100.7'], ttl: 30, cnames: [], rrtypes: ['A'] };
+  h.ingestRecord(dns({ ...answer, latencyNs: 41_000n }));
+  h.ingestRecord(dns({ ...answer, ips: ['198.51.100.7'], latencyNs: 52_000n, transport: 'TCP' }));
+  h.ingestRecord(dns({ ...answer, ttl: 29, latencyNs: 12n }));
+  assert.deepEqual(slotKinds(h).slice(0, 5), ['compact', 'compact', 'compact', 'compact', 'compact']);
+  const msg = (f: Flow) => (f.l7?.record.case === 'dns' ? f.l7.record.value : undefined);
+  assert.equal(seen[0]!.l7, seen[1]!.l7, 'a request\'s Layer7 (no latency) is shared');
+  assert.equal(msg(seen[2]!), msg(seen[3]!), 'the same answer: one DNS message');
+  assert.equal(seen[2]!.Summary, seen[3]!.Summary);
+  assert.notEqual(msg(seen[2]!), msg(seen[4]!), 'another TTL: another message');
+  assert.equal(seen[4]!.Summary, 'DNS Answer "198.51.100.7" TTL: 29 (Proxy api. A)');
+  const got = ringFlows(h);
+  got.forEach((f, i) => {
+    assert.deepEqual(f, seen[i], `record ${i}`);
+    assert.deepEqual(toBinary(FlowSchema, f), toBinary(FlowSchema, seen[i]!));
+  });
+  assert.equal(msg(got[2]!), msg(seen[2]!));
+  assert.notEqual(got[2], h.ring.at(h.ring.oldest() + 2)!.kind === 'flow' ? (h.ring.at(h.ring.oldest() + 2) as { flow: Flow }).flow : undefined, 'each read is a new Flow');
+});
+
+test('ingestRecord: HTTP and DNS flows take turns at the ring\'s positions; each reads back as what was written there', () => {
+  const h = hubbleOf();
+  const seen: Flow[] = [];
+  h.onFlow((f) => seen.push(f));
+  // a ring of 7 comes round twice: a position an HTTP flow held takes a DNS one and back
+  for (let i = 0; i < 20; i++) h.ingestRecord(i % 3 === 0 ? http({ client: { ...http().client, port: 40000 + i } }) : dns({ client: { ...dns().client, port: 5000 + i } }));
+  assert.deepEqual(ringFlows(h), seen.slice(-7));
+});
+
+test('property: a compact DNS flow reads back equal to the ingested one', () => {
+  const name = fc.constantFrom('api.', 'a.example.com.', 'x.bench.lab.');
+  const list = (xs: string[]) => fc.option(fc.array(fc.constantFrom(...xs), { maxLength: 3 }), { nil: undefined });
+  const rec = fc.record({
+    type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
+    direction: fc.constantFrom('egress' as const, 'ingress' as const), transport: fc.constantFrom('UDP' as const, 'TCP' as const), dt: fc.double({ min: 0, max: 5e6, noNaN: true }),
+    port: fc.integer({ min: 1, max: 65535 }), query: name, qtypes: fc.array(fc.constantFrom('A', 'AAAA', 'TXT'), { minLength: 1, maxLength: 2 }),
+    rcode: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }), ips: list(['1.2.3.4', '5.6.7.8', 'fd00::1']), ttl: fc.option(fc.integer({ min: 0, max: 3600 }), { nil: undefined }),
+    cnames: list(['c.example.com.']), rrtypes: list(['A', 'CNAME']), latencyNs: fc.option(fc.bigInt({ min: 0n, max: 1n << 60n }), { nil: undefined }),
+    reason: fc.option(fc.constantFrom('ORIGINAL_DESTINATION_UNKNOWN: x', 'too long'), { nil: undefined }), server: fc.constantFrom('10.96.0.10', '10.244.1.6', 'fd00::53'),
+  });
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 20 }), (recs) => {
+    const h = hubbleOf();
+    const seen: Flow[] = [];
+    h.onFlow((f) => seen.push(f));
+    for (const r of recs) {
+      const d: DnsAccessRecord = dns({
+        type: r.type, verdict: r.verdict, direction: r.direction, transport: r.transport, timeMs: T + r.dt, client: { ...dns().client, port: r.port },
+        server: { ip: r.server, port: 53, identity: 2 }, query: r.query, qtypes: r.qtypes,
+      });
+      for (const k of ['rcode', 'ips', 'ttl', 'cnames', 'rrtypes', 'latencyNs', 'reason'] as const) if (r[k] !== undefined) (d as unknown as Record<string, unknown>)[k] = r[k];
+      h.ingestRecord(d);
+    }
+    const got = ringFlows(h);
+    assert.deepEqual(got, seen.slice(-7));
+    got.forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, f), toBinary(FlowSchema, seen.slice(-7)[i]!)));
+  }), { numRuns: 200 });
+});
+
+/** a flow as a reader that keeps it would see it (its own copy, the uuid aside: two Hubbles number apart) */
+const copyOf = (f: Flow): Flow => ({ ...clone(FlowSchema, f), uuid: '' });
+
+test('ingestRecord: with every subscriber borrowing, a DNS flow is the parser\'s scratch, refilled per record; subscribers, the ring and the protobuf bytes get what a keeping subscriber gets', () => {
+  const keep = hubbleOf(), borrow = hubbleOf();
+  const kept: Flow[] = [], lent: Flow[] = [], objects = new Set<Flow>();
+  keep.onFlow((f) => kept.push(f));
+  borrow.onFlow((f) => { lent.push(copyOf(f)); objects.add(f); }, { borrows: true });
+  const answer = { type: 'response' as const, rcode: 0, ips: ['198.51.100.7'], ttl: 30, cnames: [], rrtypes: ['A'] };
+  const recs: AccessLogRecord[] = [
+    dns(), dns({ ...answer, latencyNs: 41_000n }), dns({ transport: 'TCP', client: { ...dns().client, port: 6000 } }), dns({ ...answer, transport: 'TCP', latencyNs: 7n, direction: 'ingress' }),
+    dns({ verdict: 'denied', rcode: 5, query: 'evil.example.', timeMs: T + 1234.5 }), dns({ verdict: 'error', type: 'response', rcode: 2, latencyNs: 0n, server: { ip: 'fd00::53', port: 53, identity: 2 }, client: { ip: 'fd00::5', port: 5353, identity: 12345 } }),
+    http(), // not borrowed: HTTP flows are new as before
+    dns({ reason: 'ORIGINAL_DESTINATION_UNKNOWN: x', verdict: 'denied' }), dns({ ...answer, latencyNs: 1n << 60n }), // kept whole (a latency past 2^53): copied from the scratch
+  ];
+  for (const r of recs) { keep.ingestRecord(r); borrow.ingestRecord(r); }
+  assert.deepEqual(lent, kept.map(copyOf));
+  assert.equal(objects.size, 2, 'one scratch Flow for the DNS records, one new Flow for the HTTP record');
+  const ringOf = (h: ReturnType<typeof hubbleOf>) => ringFlows(h).map(copyOf);
+  assert.deepEqual(ringOf(borrow), ringOf(keep));
+  ringFlows(borrow).forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, { ...f, uuid: '' }), toBinary(FlowSchema, { ...ringFlows(keep)[i]!, uuid: '' })));
+  // the whole-kept one is a copy: the next borrowed record does not change it
+  const last = ringFlows(borrow).at(-1)!;
+  borrow.ingestRecord(dns({ query: 'other.' }));
+  assert.equal(last.l7?.latencyNs, 1n << 60n);
+  assert.deepEqual(ringFlows(borrow).at(-2), last);
+});
+
+test('ingestRecord: a subscriber that keeps flows gets new DNS flows (no borrowing while it is subscribed)', () => {
+  const h = hubbleOf();
+  h.onFlow(() => {}, { borrows: true });
+  const seen: Flow[] = [];
+  const off = h.onFlow((f) => seen.push(f));
+  h.ingestRecord(dns());
+  h.ingestRecord(dns({ type: 'response', rcode: 3 }));
+  assert.notEqual(seen[0], seen[1]);
+  assert.equal(seen[0]!.isReply, false);
+  off();
+  const lent: Flow[] = [];
+  h.onFlow((f) => lent.push(f), { borrows: true });
+  h.ingestRecord(dns());
+  h.ingestRecord(dns({ type: 'response', rcode: 3 }));
+  assert.equal(lent[0], lent[1], 'borrowed again once the keeper left');
+});
+
+test('property: borrowed DNS flows read, in the call and from the ring, as the flows a keeping subscriber gets', () => {
+  const rec = fc.record({
+    type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
+    direction: fc.constantFrom('egress' as const, 'ingress' as const), transport: fc.constantFrom('UDP' as const, 'TCP' as const), dt: fc.double({ min: 0, max: 5e6, noNaN: true }),
+    port: fc.integer({ min: 1, max: 65535 }), query: fc.constantFrom('api.', 'x.bench.lab.'), rcode: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
+    ips: fc.option(fc.array(fc.constantFrom('1.2.3.4', 'fd00::1'), { maxLength: 2 }), { nil: undefined }), latencyNs: fc.option(fc.bigInt({ min: 0n, max: 1n << 56n }), { nil: undefined }),
+    server: fc.constantFrom('10.96.0.10', '10.244.1.6', 'fd00::53'), http: fc.boolean(),
+  });
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 20 }), (recs) => {
+    const keep = hubbleOf(), borrow = hubbleOf();
+    const kept: Flow[] = [], lent: Flow[] = [];
+    keep.onFlow((f) => kept.push(f));
+    borrow.onFlow((f) => lent.push(copyOf(f)), { borrows: true });
+    for (const r of recs) {
+      const d: AccessLogRecord = r.http ? http({ timeMs: T + r.dt }) : dns({
+        type: r.type, verdict: r.verdict, direction: r.direction, transport: r.transport, timeMs: T + r.dt, client: { ...dns().client, port: r.port },
+        server: { ip: r.server, port: 53, identity: 2 }, query: r.query, ...(r.rcode !== undefined ? { rcode: r.rcode } : {}), ...(r.ips ? { ips: r.ips } : {}),
+        ...(r.latencyNs !== undefined ? { latencyNs: r.latencyNs } : {}),
+      });
+      keep.ingestRecord(d);
+      borrow.ingestRecord(d);
+    }
+    assert.deepEqual(lent, kept.map(copyOf));
+    assert.deepEqual(ringFlows(borrow).map(copyOf), ringFlows(keep).map(copyOf));
   }), { numRuns: 200 });
 });

@@ -180,9 +180,68 @@ test('with a revision (the proxy process), a peer is asked again once the revisi
     serverIdentity = 999;
     rev++;
     assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
-    assert.deepEqual(asked, [256, 256, 999]);
+    // the second query's verdict was the question's kept one (same revision, endpoint and server)
+    assert.deepEqual(asked, [256, 999]);
     await new Promise((res) => setTimeout(res, 20));
     assert.deepEqual(x.flows.map((f) => `${f.isReply ? 'res' : 'req'} ${f.verdict} ${(f.isReply ? f.source : f.destination)?.identity}`), ['req 1 256', 'res 1 256', 'req 1 256', 'res 1 256', 'req 2 999']);
+  } finally { await x.close(); }
+});
+
+test('with a revision, a question\'s verdict is kept only while the revision, the endpoint and the server identity stay: a policy that turns to deny is obeyed by the next query', async () => {
+  let rev = 1;
+  let allow = true;
+  let throwNext = false;
+  let serverIdentity = 256;
+  const asked: string[] = [];
+  const x = await setup({
+    revision: () => rev,
+    peerOf: (ip) => ({ identity: ip === '127.0.0.3' ? serverIdentity : 300 }),
+    decide: (_ep, id, _p, _port, qname) => {
+      asked.push(`${id} ${qname}`);
+      if (throwNext) { throwNext = false; throw new Error('view torn'); }
+      return allow && id === 256 && qname === 'api.openai.com.';
+    },
+  });
+  try {
+    const port = x.proxy.boundPort();
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR');
+    assert.equal(rcode(await ask(port, query('api.openai.com', 7))), 'NOERROR');
+    // another question (the same name, another type: other question bytes) is judged on its own
+    const aaaa = dnsPacket.encode({ id: 9, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: 'api.openai.com', type: 'AAAA' }] });
+    assert.equal(rcode(await ask(port, aaaa)), 'NOERROR');
+    assert.equal(rcode(await ask(port, query('evil.example'))), 'REFUSED');
+    assert.equal(rcode(await ask(port, query('evil.example'))), 'REFUSED');
+    assert.deepEqual(asked, ['256 api.openai.com.', '256 api.openai.com.', '256 evil.example.']);
+    // the policy now denies the name: the snapshot that says so moves the revision
+    allow = false;
+    rev++;
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    // the server's identity changes (a new revision): judged anew for the new identity
+    allow = true;
+    rev++;
+    serverIdentity = 999;
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    // a decision that throws denies and is not kept
+    serverIdentity = 256;
+    rev++;
+    throwNext = true;
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR');
+    assert.deepEqual(asked.slice(3), ['256 api.openai.com.', '999 api.openai.com.', '256 api.openai.com.', '256 api.openai.com.']);
+  } finally { await x.close(); }
+});
+
+test('without a revision (the agent\'s own proxy), every query is judged anew', async () => {
+  let allow = true;
+  let n = 0;
+  const x = await setup({ decide: (_ep, _id, _p, _port, qname) => { n++; return allow && qname === 'api.openai.com.'; } });
+  try {
+    const port = x.proxy.boundPort();
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'NOERROR');
+    allow = false;
+    assert.equal(rcode(await ask(port, query('api.openai.com'))), 'REFUSED');
+    assert.equal(n, 2);
   } finally { await x.close(); }
 });
 
