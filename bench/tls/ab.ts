@@ -24,7 +24,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { negotiatedCipher } from './cipher.ts';
+import { negotiatedHandshake } from './cipher.ts';
 import { QuietTurns } from '../placement.ts';
 import { benchCa, benchProxyMode, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
@@ -99,8 +99,8 @@ try {
     }
     return { full: NaN, resumed: NaN };
   };
-  // the suite each intercepting proxy picks for wrk's offer (OpenSSL's default order)
-  const ciphers = modes.some((m) => m !== 'sni') ? { A: negotiatedCipher(ports.A.intercept, NAME), B: negotiatedCipher(ports.B.intercept, NAME), origin: negotiatedCipher(ORIGIN, NAME) } : undefined;
+  // the handshake each intercepting proxy makes with wrk's offer (OpenSSL's default): suite, group, signature, keys, tickets
+  const ciphers = modes.some((m) => m !== 'sni') ? { A: await negotiatedHandshake(ports.A.intercept, NAME), B: await negotiatedHandshake(ports.B.intercept, NAME), origin: await negotiatedHandshake(ORIGIN, NAME) } : undefined;
   const kids = (pid: number) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
   // with --perf, perf's own CPU would count as another process's: no runs again then (profiles, not numbers)
   const quiet = new QuietTurns([...children.map((c) => c.pid!), ...children.flatMap((c) => kids(c.pid!))], values.perf ? { redoMax: 0 } : {});
@@ -126,7 +126,7 @@ try {
       console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (+ agent stand-in ${agent.toFixed(1)}), origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
-  if (ciphers) console.log(`negotiated with wrk's offer: A ${ciphers.A}, B ${ciphers.B}, origin ${ciphers.origin}`);
+  if (ciphers) console.log(`handshakes with wrk's offer (full, then resumed): A ${ciphers.A}; B ${ciphers.B}; origin ${ciphers.origin}`);
   console.log(`runs: ${quiet.summary()}`);
   console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);

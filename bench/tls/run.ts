@@ -42,7 +42,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { INTERCEPT_CIPHERS } from '../../src/proxy/tls/issuer.ts';
-import { negotiatedCipher, tls13Suites } from './cipher.ts';
+import { negotiatedHandshake, tls13Suites } from './cipher.ts';
 import { benchCa, benchOwnProcess, benchProxyNodeFlags, childrenCpuUs, cpuBusyUs, cpuUs, haproxyCfg as writeHaproxyCfg, median, parseWrk, reportResults, startPinned, type WrkResult } from '../support.ts';
 import { QuietTurns, threadPlacement, turnLine } from '../placement.ts';
 
@@ -93,8 +93,9 @@ try {
   // warm up (JIT, leaf issuance, upstream pools): keep-alive and new connections on the intercepting proxies
   for (const p of [ORIGIN, H_SNI, M_SNI, H_TERM, M_TERM]) wrk(p, 10, p !== H_TERM && p !== M_TERM, 2);
   for (const p of [H_TERM, M_TERM]) wrk(p, 10, true, 2);
-  // the suite each terminating side picks for wrk's offer (OpenSSL's default order, AES-256 first)
-  const ciphers = { origin: negotiatedCipher(ORIGIN, NAME), haproxy: negotiatedCipher(H_TERM, NAME), membrane: negotiatedCipher(M_TERM, NAME) };
+  // the handshake each terminating side makes with wrk's offer (OpenSSL's default: AES-256 first, X25519):
+  // suite, group, signature, certificate keys, tickets per full and resumed handshake
+  const ciphers = { origin: await negotiatedHandshake(ORIGIN, NAME), haproxy: await negotiatedHandshake(H_TERM, NAME), membrane: await negotiatedHandshake(M_TERM, NAME) };
 
   const kids = (pid: number | undefined) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
   /** the bench's processes, named in --detail's turn lines; any other process is another session's */
@@ -179,7 +180,7 @@ try {
     `Turns: ${quiet.summary()}. ` +
     `Per round, HAProxy / membrane: CPU per request, req/s, and in brackets CPU 1's busy time outside the proxy's processes (ms per s: other processes, irq and softirq): ` +
     `SNI-only ${perRound('hSni', 'mSni')}; keep-alive ${perRound('hKa', 'mKa')}; new connection ${perRound('hNew', 'mNew')}. ` +
-    `Negotiated with wrk's offer (OpenSSL's default order, \`openssl s_client\`): intercepting HAProxy ${ciphers.haproxy} (its bind prefers membrane's order, server preference), membrane ${ciphers.membrane}; the origin (both proxies' upstream leg) ${ciphers.origin}.`, '',
+    `Handshakes with wrk's offer (OpenSSL's default, \`openssl s_client -msg\`, a full one then its resumption: suite, key exchange, signature, certificate keys leaf first, NewSessionTicket messages): intercepting HAProxy ${ciphers.haproxy} (its bind prefers membrane's suite order, server preference); membrane ${ciphers.membrane}; the origin (both proxies' upstream leg) ${ciphers.origin}.`, '',
   ];
   reportResults(lines, values.append);
 } finally {
