@@ -6,6 +6,7 @@
  * stay live (the selector cache updates them in place), so the identity part is never cached:
  * a peer gaining or losing a selector is seen by the next query.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import type { L7Policy, MapState } from '../../policy/types.ts';
 import { lookupMapState, type LookupResult } from '../../policy/lookup.ts';
 import { queryMatcher } from '../../fqdn/matchpattern.ts';
@@ -18,11 +19,11 @@ export type DNSDecider = (policy: L7Policy, remoteIdentity: number, qname: strin
 
 export function createDNSDecider(): DNSDecider {
   /** per policy: name → 1 where perSelector[i] allows the name (whatever the peer) */
-  const byPolicy = new WeakMap<L7Policy, Map<string, Uint8Array>>();
+  const byPolicy = new WeakMap<L7Policy, BoundedCache<string, Uint8Array>>();
   function allowing(policy: L7Policy, qname: string): Uint8Array {
     let names = byPolicy.get(policy);
     if (!names) {
-      names = new Map();
+      names = new BoundedCache(MAX_NAMES);
       byPolicy.set(policy, names);
     }
     let m = names.get(qname);
@@ -34,9 +35,7 @@ export function createDNSDecider(): DNSDecider {
       if (rules === null || rules === undefined) { m[i] = 1; continue; }
       for (const r of rules) if (queryMatcher(r)(qname)) { m[i] = 1; break; }
     }
-    if (names.size >= MAX_NAMES) names.clear();
-    names.set(qname, m);
-    return m;
+    return names.set(qname, m);
   }
   return (policy, remoteIdentity, qname) => {
     const m = allowing(policy, qname);
@@ -64,20 +63,14 @@ export function createDNSQueryJudge(opts: { frozenMapStates?: boolean } = {}): D
   // each time it was up to 36 key strings and map probes per query (the wildcard lane has no
   // entry for the port: every prefix length is tried), ~8 % of the proxy process's CPU in
   // bench/dns. The agent's own MapStates change in place: looked up every time there.
-  const memo = opts.frozenMapStates ? new WeakMap<MapState, Map<number, LookupResult>>() : undefined;
+  const memo = opts.frozenMapStates ? new WeakMap<MapState, BoundedCache<number, LookupResult>>() : undefined;
   const lookup = (ms: MapState, remoteIdentity: number, proto: number, port: number): LookupResult => {
     if (!memo) return lookupMapState(ms, 'egress', remoteIdentity, proto, port);
     let byKey = memo.get(ms);
-    if (!byKey) { byKey = new Map(); memo.set(ms, byKey); }
+    if (!byKey) { byKey = new BoundedCache(MAX_NAMES); memo.set(ms, byKey); }
     // identity < 2^32, proto < 2^8, port < 2^16: one exact number below 2^56 (doubles hold 2^53; identities stay < 2^29)
     const k = (remoteIdentity * 256 + proto) * 65536 + port;
-    let r = byKey.get(k);
-    if (!r) {
-      if (byKey.size >= MAX_NAMES) byKey.clear();
-      r = lookupMapState(ms, 'egress', remoteIdentity, proto, port);
-      byKey.set(k, r);
-    }
-    return r;
+    return byKey.get(k) ?? byKey.set(k, lookupMapState(ms, 'egress', remoteIdentity, proto, port));
   };
   return (ms, remoteIdentity, proto, port, qname) => {
     if (!ms) return false;

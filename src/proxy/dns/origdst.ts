@@ -14,6 +14,7 @@
  * address fills the first 4 bytes of its 16, the rest zero). A query's destination is looked up
  * in its own family only: an IPv6 client's entry never names an IPv4 server, nor the reverse.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import type { BpfMap } from '../../sys/bpf.ts';
 import { sockAddrAt, sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 import { openCtTable } from '../../datapath/linux/index.ts';
@@ -86,7 +87,7 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   }
   // (client address, port) → destination, briefly: a resolver reusing its socket skips the lookups.
   // Keyed by one number (the interned address's key × 65536 + port < 2^53), no string per query.
-  const recent = new Map<number, { dst: string; at: number }>();
+  const recent = new BoundedCache<number, { dst: string; at: number }>(8192);
   const RECENT_MS = 2000;
   return (client, clientPort, ep) => {
     const rk = client.key * 65536 + clientPort;
@@ -95,10 +96,7 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     if (hit && now - hit.at < RECENT_MS) return hit.dst;
     const dst = find(client, clientPort, ep);
     if (typeof dst === 'string') {
-      if (hit) { hit.dst = dst; hit.at = now; } else {
-        if (recent.size > 8192) recent.clear();
-        recent.set(rk, { dst, at: now });
-      }
+      if (hit) { hit.dst = dst; hit.at = now; } else recent.set(rk, { dst, at: now });
     }
     return dst;
   };

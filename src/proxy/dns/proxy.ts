@@ -32,6 +32,7 @@
  * destination's address and port 53. The hot path never throws: every failure is a reply or a
  * counted drop.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
 import { MembraneError } from '../../common/errors.ts';
@@ -226,21 +227,15 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   // peerOf's answers while deps.revision() stays the same (only with a revision: see DNSProxyDeps)
-  const peers = new Map<string, ReturnType<DNSProxyDeps['peerOf']>>();
+  const peers = new BoundedCache<string, ReturnType<DNSProxyDeps['peerOf']>>(4096);
   /** the server peers (ip, port 53), shared by the records of every query to that server meanwhile */
-  const serverPeers = new Map<string, AccessPeer>();
+  const serverPeers = new BoundedCache<string, AccessPeer>(4096);
   let peersRevision: number | undefined;
   function peerInfo(ip: string): ReturnType<DNSProxyDeps['peerOf']> {
     if (!deps.revision) return deps.peerOf(ip);
     const rev = deps.revision();
     if (rev !== peersRevision) { peers.clear(); serverPeers.clear(); peersRevision = rev; }
-    let x = peers.get(ip);
-    if (x === undefined) {
-      x = deps.peerOf(ip);
-      if (peers.size >= 4096) peers.clear();
-      peers.set(ip, x);
-    }
-    return x;
+    return peers.get(ip) ?? peers.set(ip, deps.peerOf(ip));
   }
   /**
    * A record's peer: one literal of a fixed shape (spreads of optional parts made three objects
@@ -274,13 +269,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function serverPeer(ip: string): AccessPeer {
     if (!deps.revision) return peer(ip, 53);
     peerInfo(ip); // first: a new revision empties serverPeers
-    let s = serverPeers.get(ip);
-    if (s === undefined) {
-      s = peer(ip, 53);
-      if (serverPeers.size >= 4096) serverPeers.clear();
-      serverPeers.set(ip, s);
-    }
-    return s;
+    return serverPeers.get(ip) ?? serverPeers.set(ip, peer(ip, 53));
   }
 
   /** Hands a record over once the handler's datagrams left (flushAll). */

@@ -18,6 +18,7 @@
  * sockets leave the sockmap, the datapath drops steered DNS (178): lookups fail closed, never
  * bypass to the real server.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { join } from 'node:path';
 import type { DnsAccessRecord } from '../../common/access-log.ts';
 import { DEFAULT_PROXY_PORTS, proxySlot } from '../../common/proxy-ports.ts';
@@ -132,7 +133,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
    * stream of known names then costs a map probe per answer, not a pinned-map syscall and two
    * LPM lookups per IP per turn. Only "allowed" is remembered: anything else is checked again.
    */
-  let allowedMemo = new WeakMap<MapState, Map<string, true>>();
+  let allowedMemo = new WeakMap<MapState, BoundedCache<string, true>>();
   let memoRevision = -1;
   let memoAgentThere = false;
   let memoClear: NodeJS.Timeout | undefined;
@@ -153,8 +154,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     let byIps = allowedMemo.get(ms);
     if (byIps?.has(key)) return true;
     if (!checkAllowed(v, ms, ips, agentThere)) return false;
-    if (!byIps) { byIps = new Map(); allowedMemo.set(ms, byIps); }
-    if (byIps.size >= 4096) byIps.clear();
+    if (!byIps) { byIps = new BoundedCache(4096); allowedMemo.set(ms, byIps); }
     byIps.set(key, true);
     return true;
   }

@@ -3,6 +3,7 @@
  * replies built from the raw header (so even an undecodable packet gets one), and the facts of
  * an answer the proxy needs (IPs, minimum TTL, CNAMEs, record types, rcode). Never throws.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import dnsPacket from 'dns-packet';
 
 /** Largest query the proxy accepts (a query is one question; EDNS adds a few bytes). */
@@ -29,8 +30,8 @@ export type ParsedQuery =
   | { ok: false; reason: 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question'; id?: number };
 
 /** Interned questions by their bytes' hash (a collision replaces: the bytes are compared on every hit). */
-const questions = new Map<number, Question>();
 const MAX_QUESTIONS = 8192;
+const questions = new BoundedCache<number, Question>(MAX_QUESTIONS);
 
 /**
  * Parses a query without dns-packet (the per-query hot path): header, exactly one question with
@@ -65,7 +66,6 @@ export function parseQuery(msg: Buffer): ParsedQuery {
   if (had !== undefined && sameBytes(had.bytes, msg, 12, end)) return { ok: true, id, name: had.name, qtypes: had.qtypes, question: had };
   const q = parseQuestion(msg, end);
   if (q === undefined) return { ok: false, reason: 'malformed', id };
-  if (questions.size >= MAX_QUESTIONS) questions.clear();
   questions.set(h, q);
   return { ok: true, id, name: q.name, qtypes: q.qtypes, question: q };
 }
@@ -167,16 +167,10 @@ export interface AnswerFacts {
 }
 
 /** Dotted text of the A record at buf[o..o+4), interned (answers repeat the same few IPs). */
-const v4Text = new Map<number, string>();
+const v4Text = new BoundedCache<number, string>(16384);
 function v4At(buf: Buffer, o: number): string {
   const k = buf.readUInt32BE(o);
-  let s = v4Text.get(k);
-  if (s === undefined) {
-    s = `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`;
-    if (v4Text.size >= 16384) v4Text.clear();
-    v4Text.set(k, s);
-  }
-  return s;
+  return v4Text.get(k) ?? v4Text.set(k, `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`);
 }
 
 /**

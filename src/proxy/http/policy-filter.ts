@@ -4,6 +4,7 @@
  * regexes compiled once per rule). Denied ⇒ Cilium's 403 and `stop`; allowed ⇒ headerMatches
  * mismatch actions (LOG/ADD/DELETE/REPLACE) carried out on the request head, then `continue`.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { decideHTTP, type HeaderAction, type L7Verdict } from '../../policy/l7.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { HttpFilter } from '../filter-chain.ts';
@@ -24,7 +25,7 @@ function policyNeedsHeaders(p: L7Policy): boolean {
  * Decisions of header-free policies by (identity, method, path, host): regexes are pure, so a
  * repeated request line is decided once. Bounded; a new policy object starts a new cache.
  */
-const decisions = new WeakMap<L7Policy, Map<string, L7Verdict>>();
+const decisions = new WeakMap<L7Policy, BoundedCache<string, L7Verdict>>();
 const MAX_CACHED = 4096;
 
 function headerRecord(flat: readonly string[]): Record<string, string | string[]> {
@@ -86,13 +87,11 @@ function decide(s: HttpStream, l7: L7Policy, identity: number): L7Verdict {
     return decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host, headers: headerRecord(s.requestHeaders()) }, s.conn.secretOpts);
   }
   let cache = decisions.get(l7);
-  if (!cache) decisions.set(l7, (cache = new Map()));
+  if (!cache) decisions.set(l7, (cache = new BoundedCache(MAX_CACHED)));
   const key = `${identity} ${head.method} ${s.host} ${s.path}`;
   let v = cache.get(key);
   if (!v) {
-    v = decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host }, s.conn.secretOpts);
-    if (cache.size >= MAX_CACHED) cache.clear();
-    cache.set(key, v);
+    v = cache.set(key, decideHTTP(l7, identity, { method: head.method, path: s.path, host: s.host }, s.conn.secretOpts));
   }
   return v;
 }

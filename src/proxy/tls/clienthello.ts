@@ -10,6 +10,8 @@
  * are refused, not buffered).
  */
 
+import { BoundedCache } from '../../common/bounded-cache.ts';
+
 export type ClientHelloError =
   | 'NOT_TLS'           // first record is not a handshake record (plain HTTP, SSH...)
   | 'SSLV2'             // SSLv2-compatible hello: no extensions, so no SNI
@@ -231,17 +233,13 @@ function parseServerName(ext: Buffer): string | { code: ClientHelloError; messag
  * label checks: every ClientHello read (SNI filter and interception) asks this.
  */
 export interface ServerName { name: string; problem: string | undefined }
-const serverNames = new Map<string, ServerName>();
-const MAX_SERVER_NAMES = 4096;
+const serverNames = new BoundedCache<string, ServerName>(4096);
 export function serverName(raw: string): ServerName {
   let c = serverNames.get(raw);
   if (c) return c;
   c = { name: raw.toLowerCase().replace(/\.$/, ''), problem: hostNameProblem(raw) };
   // a name too long to be one is refused anyway: not kept (nor a key of 64 KiB)
-  if (raw.length <= 253) {
-    if (serverNames.size >= MAX_SERVER_NAMES) serverNames.clear();
-    serverNames.set(raw, c);
-  }
+  if (raw.length <= 253) serverNames.set(raw, c);
   return c;
 }
 

@@ -13,6 +13,7 @@
  * a DROPPED TLS flow. A connection closed before its handshake completed is an error record at
  * once (not a HANDSHAKE_TIMEOUT 10 s later, holding the connection that long).
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
@@ -46,14 +47,10 @@ export function interceptionEntry(conn: ProxyConnection): Entry | undefined {
 }
 
 /** Client contexts per trust bundle (parsing the CA per upstream connection is measurable). */
-const trustContexts = new Map<string, tls.SecureContext>();
+const trustContexts = new BoundedCache<string, tls.SecureContext>(64);
+const makeTrustContext = (ca: string): tls.SecureContext => tls.createSecureContext({ ca });
 function trustContext(ca: string): tls.SecureContext {
-  let c = trustContexts.get(ca);
-  if (!c) {
-    if (trustContexts.size >= 64) trustContexts.clear();
-    trustContexts.set(ca, (c = tls.createSecureContext({ ca })));
-  }
-  return c;
+  return trustContexts.getOrMake(ca, makeTrustContext);
 }
 
 /**
@@ -64,11 +61,11 @@ function trustContext(ca: string): tls.SecureContext {
  * 'session' after verification): a changed CA is another context and starts from a full, verified
  * handshake. Bounded: cleared past 1024 names per context.
  */
-const upstreamSessions = new WeakMap<tls.SecureContext, Map<string, Buffer>>();
+const upstreamSessions = new WeakMap<tls.SecureContext, BoundedCache<string, Buffer>>();
 const MAX_SESSIONS_PER_TRUST = 1024;
-function sessionsOf(ctx: tls.SecureContext): Map<string, Buffer> {
+function sessionsOf(ctx: tls.SecureContext): BoundedCache<string, Buffer> {
   let m = upstreamSessions.get(ctx);
-  if (!m) upstreamSessions.set(ctx, (m = new Map()));
+  if (!m) upstreamSessions.set(ctx, (m = new BoundedCache(MAX_SESSIONS_PER_TRUST)));
   return m;
 }
 
@@ -94,20 +91,11 @@ const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_
  * trust context, sessions and pool key), so nothing made for the old bundle is used for the new.
  */
 interface Origination { wrap: (raw: net.Socket) => net.Socket; tag: string }
-const originations = new Map<string, Map<string, Origination>>();
+const originations = new BoundedCache<string, BoundedCache<string, Origination>>(64);
+const newOriginations = (): BoundedCache<string, Origination> => new BoundedCache(MAX_SESSIONS_PER_TRUST);
 function originationFor(ca: string, sni: string): Origination {
-  let byName = originations.get(ca);
-  if (!byName) {
-    if (originations.size >= 64) originations.clear();
-    originations.set(ca, (byName = new Map()));
-  }
-  let o = byName.get(sni);
-  if (!o) {
-    if (byName.size >= MAX_SESSIONS_PER_TRUST) byName.clear();
-    o = { wrap: (up) => originate(up, sni, ca), tag: `|${sni}|${ca.length}:${ca.slice(-64)}` };
-    byName.set(sni, o);
-  }
-  return o;
+  const byName = originations.getOrMake(ca, newOriginations);
+  return byName.get(sni) ?? byName.set(sni, { wrap: (up) => originate(up, sni, ca), tag: `|${sni}|${ca.length}:${ca.slice(-64)}` });
 }
 
 /** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
@@ -121,7 +109,6 @@ export function originate(raw: net.Socket, servername: string, ca: string): tls.
   const s = tls.connect({ socket: raw, servername, secureContext, rejectUnauthorized: true, ALPNProtocols: ALPN_HTTP1, ...(session ? { session } : {}) });
   s.once('secureConnect', () => { secured = true; });
   s.on('session', (sess: Buffer) => {
-    if (!sessions.has(servername) && sessions.size >= MAX_SESSIONS_PER_TRUST) sessions.clear();
     sessions.set(servername, sess);
   });
   s.on('error', (e: Error & { code?: string; proxyStatus?: number; proxyReason?: string }) => {

@@ -4,6 +4,7 @@
  * signed by the CA of the referenced Secret. Leaves are cached per name; one leaf key pair per
  * issuer is generated in memory and never written anywhere, and the CA key stays in the agent.
  */
+import { BoundedCache } from '../../common/bounded-cache.ts';
 import { createHmac, randomBytes } from 'node:crypto';
 import { DEFAULT_CIPHERS, createSecureContext, type SecureContext } from 'node:tls';
 import { MembraneError } from '../../common/errors.ts';
@@ -104,7 +105,8 @@ export class CertificateIssuer {
   readonly #sigAlg: { name: string; hash: string };
   readonly #opts: Required<IssuerOptions>;
   #leafKeys: Promise<{ pair: CryptoKeyPair; keyPem: string }> | undefined;
-  readonly #cache = new Map<string, Promise<IssuedCert>>();
+  /** least recently used out first: a leaf costs a key pair's signature to make again */
+  readonly #cache: BoundedCache<string, Promise<IssuedCert>>;
   /** the leaves issued, by their promise in #cache: looked up without a promise per connection */
   readonly #settled = new WeakMap<Promise<IssuedCert>, IssuedCert>();
 
@@ -114,6 +116,7 @@ export class CertificateIssuer {
     this.#caKey = caKey;
     this.#sigAlg = sigAlg;
     this.#opts = { validityMs: opts.validityMs ?? 24 * 3600_000, cacheSize: opts.cacheSize ?? 2048, now: opts.now ?? Date.now };
+    this.#cache = new BoundedCache(Math.max(1, this.#opts.cacheSize), 'oldest');
   }
 
   /** From a Secret's `tls.crt` (the CA, first certificate) and `tls.key`. */
@@ -140,10 +143,8 @@ export class CertificateIssuer {
     const name = rawName.toLowerCase().replace(/\.$/, '');
     const problem = hostNameProblem(name);
     if (problem) return Promise.reject(new MembraneError('TLS_NAME_INVALID', problem));
-    const hit = this.#cache.get(name);
+    const hit = this.#cache.use(name);
     if (hit) {
-      this.#cache.delete(name);
-      this.#cache.set(name, hit);
       return hit.then((c) => (c.notAfter.getTime() - this.#opts.now() > this.#opts.validityMs / 4 ? c : this.#reissue(name)));
     }
     return this.#reissue(name);
@@ -163,7 +164,6 @@ export class CertificateIssuer {
     const p = this.#issue(name);
     this.#cache.set(name, p);
     p.then((c) => { this.#settled.set(p, c); }, () => this.#cache.delete(name));
-    while (this.#cache.size > this.#opts.cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
     return p;
   }
 
