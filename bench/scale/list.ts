@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
 import { openEtcdStore } from '../../src/kvstore/etcd.ts';
-import { IPCACHE_PREFIX, ipcacheValue } from '../../src/agent/cluster.ts';
+import { IPCACHE_PREFIX, ipcacheValue } from '../../src/agent/cluster-keys.ts';
 import type { EndpointRecord } from '../../src/agent/endpoints.ts';
 import { ETCD_BINARY } from '../../src/lab/etcd.ts';
 

@@ -30,7 +30,7 @@ import { TestLab } from '../../test/integration/support/lab.ts';
 import { labEtcdEndpoint } from '../../src/lab/etcd.ts';
 import { BpfMap } from '../../src/sys/bpf.ts';
 import { decodeIpcacheVal, encodeIpcacheKey } from '../../src/datapath/linux/codec.ts';
-import { IPCACHE_PREFIX, NODES_PREFIX, ipcacheValue } from '../../src/agent/cluster.ts';
+import { IPCACHE_PREFIX, NODES_PREFIX, ipcacheValue } from '../../src/agent/cluster-keys.ts';
 import type { EndpointRecord } from '../../src/agent/endpoints.ts';
 
 const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };

@@ -12,7 +12,7 @@
 // only as etcd values and ipcache map entries).
 import { createInterface } from 'node:readline';
 import { Etcd3 } from 'etcd3';
-import { nodeValue, ipcacheValue, NODES_PREFIX, IPCACHE_PREFIX } from '../../src/agent/cluster.ts';
+import { nodeValue, ipcacheValue, NODES_PREFIX, IPCACHE_PREFIX } from '../../src/agent/cluster-keys.ts';
 import type { EndpointRecord } from '../../src/agent/endpoints.ts';
 import { ID_PREFIX, VALUE_PREFIX } from '../../src/identity/cluster-allocator.ts';
 

@@ -51,7 +51,7 @@ import { WG_SOCKET_BUFFER, WG_TUN_GRO_FLUSH_NS, WG_TUN_TXQUEUELEN, createWiregua
 import { ip } from '../sys/net.ts';
 import { routes4 } from '../sys/netlink.ts';
 import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
-import type { ClusterNode } from './cluster.ts';
+import type { ClusterNode } from './cluster-keys.ts';
 import type { StatusView } from './views.ts';
 import { writeFileAtomicSync } from '../common/atomic-file.ts';
 

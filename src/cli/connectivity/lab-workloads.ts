@@ -7,7 +7,7 @@ import { callAgent } from '../../agent/api-client.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { netnsExecArgv } from '../../sys/net.ts';
 import { run } from '../../sys/proc.ts';
-import { findPodNetns } from '../commands/exec.ts';
+import { findPodNetns } from '../lab-target.ts';
 import { ECHO_PORT } from './battery.ts';
 import type { TestWorkloads, WorkloadSpec } from './workloads.ts';
 

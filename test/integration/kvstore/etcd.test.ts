@@ -16,7 +16,8 @@ import { ClusterIdentityAllocator, ID_PREFIX, VALUE_PREFIX, kvstoreLabelString }
 import { LabelSet } from '../../../src/labels/labels.ts';
 import { until } from '../../support/until.ts';
 import { Etcd3 } from 'etcd3';
-import { createCluster, IPCACHE_PREFIX } from '../../../src/agent/cluster.ts';
+import { createCluster } from '../../../src/agent/cluster.ts';
+import { IPCACHE_PREFIX } from '../../../src/agent/cluster-keys.ts';
 import { createLogger } from '../../../src/common/logger.ts';
 
 const REPO = join(import.meta.dirname, '../../..');

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openMemoryStore } from '../../../src/kvstore/memory.ts';
-import { createCluster, createIpcacheBytesReader, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster.ts';
+import { createCluster } from '../../../src/agent/cluster.ts';
+import { createIpcacheBytesReader, IPCACHE_PREFIX, NODES_PREFIX, nodeValue, parseIpcacheValue, parseNodeValue } from '../../../src/agent/cluster-keys.ts';
 import { createLogger } from '../../../src/common/logger.ts';
 import type { Pod } from '../../../src/api/types.ts';
 import { until } from '../../support/until.ts';

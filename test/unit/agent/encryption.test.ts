@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { generateKeyPair, isWireguardKey, publicKeyOf } from '../../../src/sys/wireguard.ts';
 import { desiredPeers, ensureKeyFile } from '../../../src/agent/encryption.ts';
-import { nodeValue, parseNodeValue, type ClusterNode } from '../../../src/agent/cluster.ts';
+import { nodeValue, parseNodeValue, type ClusterNode } from '../../../src/agent/cluster-keys.ts';
 import { buildConfig } from '../../../src/common/config.ts';
 import { encryptionRow } from '../../../src/cli/commands/status.ts';
 
