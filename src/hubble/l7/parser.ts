@@ -348,12 +348,13 @@ export interface L7Parser {
 }
 
 /**
- * An HTTP flow as the ring keeps it (ring.ts CompactFlow): one object per ring position, refilled
- * in place; it refers only to messages shared between flows (endpoints, the IP pair, the HTTP
+ * An L7 flow as the ring keeps it (ring.ts CompactFlow): one object per ring position, refilled
+ * in place; it refers only to messages shared between flows (endpoints, the IP pair, the L7
  * message) and strings the feed's decoder or the id source share, so nothing per flow is left for
- * the scavenger to copy. toFlow() makes the Flow the parser and Hubble's ingest made.
+ * the scavenger to copy. toFlow() makes the Flow the parser and Hubble's ingest made. What HTTP's
+ * and DNS's have alike; each kind adds its message.
  */
-class HttpCompact implements CompactFlow {
+abstract class L7Compact implements CompactFlow {
   readonly kind = 'compact' as const;
   timeMs = 0;
   uuidHead = '';
@@ -363,17 +364,41 @@ class HttpCompact implements CompactFlow {
   direction: TrafficDirection = TrafficDirection.INGRESS;
   srcPort = 0;
   dstPort = 0;
+  /** a response's latency (ns; a request's is 0 and its Layer7 the kind's shared one) */
   latencyNs = 0;
   ip: Flow['IP'] = undefined;
   source: Flow['source'] = undefined;
   destination: Flow['destination'] = undefined;
   emitter: Flow['emitter'] = undefined;
   nodeName = '';
+  readonly owner: object;
+  constructor(owner: object) { this.owner = owner; }
+
+  /** the parts every kind takes from the flow as built */
+  fill(flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>, isReply: boolean, srcPort: number, dstPort: number, latencyNs: number): void {
+    this.timeMs = timeMs;
+    this.uuidHead = ids.head;
+    this.uuidLow = ids.low;
+    this.isReply = isReply;
+    this.verdict = flow.verdict;
+    this.direction = flow.trafficDirection;
+    this.srcPort = srcPort;
+    this.dstPort = dstPort;
+    this.latencyNs = latencyNs;
+    this.ip = flow.IP;
+    this.source = flow.source;
+    this.destination = flow.destination;
+    this.emitter = flow.emitter;
+    this.nodeName = flow.nodeName;
+  }
+
+  abstract toFlow(): Flow;
+}
+
+class HttpCompact extends L7Compact {
   /** the HTTP message's oneof (shared), and a request's whole Layer7 (shared: no latency) */
   record: HttpShared['record'] | undefined = undefined;
   request: Layer7 | undefined = undefined;
-  readonly owner: object;
-  constructor(owner: object) { this.owner = owner; }
 
   toFlow(): Flow {
     const http = this.record!.value;
@@ -389,32 +414,14 @@ class HttpCompact implements CompactFlow {
 }
 
 /**
- * A DNS flow as the ring keeps it, as HttpCompact: numbers, and messages shared between flows
- * (endpoints, the IP pair, the DNS message with its summary). A proxied query's two flows were a
- * dozen young objects each that every scavenge copied while the ring held them (bench/dns: the
- * agent's scavenges ~17 % of its main thread and its GC threads as much again).
+ * A DNS flow as the ring keeps it: the DNS message with its summary shared per question and
+ * answer. A proxied query's two flows were a dozen young objects each that every scavenge copied
+ * while the ring held them (bench/dns: the agent's scavenges ~17 % of its main thread and its GC
+ * threads as much again).
  */
-class DnsCompact implements CompactFlow {
-  readonly kind = 'compact' as const;
-  timeMs = 0;
-  uuidHead = '';
-  uuidLow = 0;
-  isReply = false;
-  verdict: Verdict = Verdict.FORWARDED;
-  direction: TrafficDirection = TrafficDirection.INGRESS;
+class DnsCompact extends L7Compact {
   udp = true;
-  srcPort = 0;
-  dstPort = 0;
-  /** a response's latency (ns; a request's is 0 and its Layer7 the shared one) */
-  latencyNs = 0;
-  ip: Flow['IP'] = undefined;
-  source: Flow['source'] = undefined;
-  destination: Flow['destination'] = undefined;
-  emitter: Flow['emitter'] = undefined;
-  nodeName = '';
   shared: DnsShared | undefined = undefined;
-  readonly owner: object;
-  constructor(owner: object) { this.owner = owner; }
 
   toFlow(): Flow {
     const shared = this.shared!;
@@ -606,21 +613,8 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     // a latency past 2^53 ns (104 days) would not come back exact as a number
     if (l7.latencyNs > 9007199254740991n || l7.latencyNs < 0n) return false;
     const c = ring.compactSlot(dnsOwner, makeDns);
-    c.timeMs = rec.timeMs;
-    c.uuidHead = ids.head;
-    c.uuidLow = ids.low;
-    c.isReply = isReply;
-    c.verdict = flow.verdict;
-    c.direction = flow.trafficDirection;
+    c.fill(flow, rec.timeMs, ids, isReply, p.value.sourcePort, p.value.destinationPort, Number(l7.latencyNs));
     c.udp = p.case === 'UDP';
-    c.srcPort = p.value.sourcePort;
-    c.dstPort = p.value.destinationPort;
-    c.latencyNs = Number(l7.latencyNs);
-    c.ip = flow.IP;
-    c.source = flow.source;
-    c.destination = flow.destination;
-    c.emitter = flow.emitter;
-    c.nodeName = flow.nodeName;
     c.shared = shared;
     ring.pushCompact(c, timeMs);
     return true;
@@ -635,20 +629,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     // rather than made again wrong, should the HTTP part ever fill them
     if (flow.destinationNames.length || flow.dropReasonDesc || flow.traceContext || flow.extensions || flow.proxyPort !== DEFAULT_PROXY_PORTS.http) return false;
     const c = ring.compactSlot(owner, make);
-    c.timeMs = rec.timeMs;
-    c.uuidHead = ids.head;
-    c.uuidLow = ids.low;
-    c.isReply = flow.isReply === true;
-    c.verdict = flow.verdict;
-    c.direction = flow.trafficDirection;
-    c.srcPort = tcp.sourcePort;
-    c.dstPort = tcp.destinationPort;
-    c.latencyNs = rec.type === 'response' ? rec.latencyNs : 0;
-    c.ip = flow.IP;
-    c.source = flow.source;
-    c.destination = flow.destination;
-    c.emitter = flow.emitter;
-    c.nodeName = flow.nodeName;
+    c.fill(flow, rec.timeMs, ids, flow.isReply === true, tcp.sourcePort, tcp.destinationPort, rec.type === 'response' ? rec.latencyNs : 0);
     // the parser's shared messages (httpShared): the ring holds no Layer7 but a response's
     c.record = l7.record;
     c.request = c.isReply ? undefined : l7;

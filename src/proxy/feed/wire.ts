@@ -119,14 +119,8 @@ function dnsAnswer(out: FieldSink, r: DnsAccessRecord): void {
   out.value(r.reason ?? '');
 }
 
-/** A tag-0 record's values after its tag, in DnsFields' order. */
-function dnsFields(out: FieldSink, r: DnsAccessRecord): void {
-  const c = r.client, s = r.server;
-  out.value(r.type === 'request' ? 0 : 1);
-  out.value(r.transport === 'UDP' ? 0 : 1);
-  out.value(verdictCode(r.verdict));
-  out.value(r.direction === 'egress' ? 0 : 1);
-  out.value(r.timeMs);
+/** The client's and the server's values, in the order every access record has them. */
+function peerFields(out: FieldSink, c: AccessPeer, s: AccessPeer): void {
   out.value(c.ip);
   out.value(c.port);
   out.value(c.identity);
@@ -135,6 +129,16 @@ function dnsFields(out: FieldSink, r: DnsAccessRecord): void {
   out.value(s.port);
   out.value(s.identity);
   out.value(s.endpoint?.id ?? 0);
+}
+
+/** A tag-0 record's values after its tag, in DnsFields' order. */
+function dnsFields(out: FieldSink, r: DnsAccessRecord): void {
+  out.value(r.type === 'request' ? 0 : 1);
+  out.value(r.transport === 'UDP' ? 0 : 1);
+  out.value(verdictCode(r.verdict));
+  out.value(r.direction === 'egress' ? 0 : 1);
+  out.value(r.timeMs);
+  peerFields(out, r.client, r.server);
   out.value(r.query);
   out.value(r.qtypes);
   dnsAnswer(out, r);
@@ -149,7 +153,6 @@ export function expandAnswer(a: WireRecord, req: WireRecord): WireRecord | undef
 }
 
 export function encodeRecord(r: AccessLogRecord): WireRecord {
-  const c = r.client, s = r.server;
   if (r.l7 === 'dns') {
     const out = new ArraySink(0);
     dnsFields(out, r);
@@ -163,7 +166,7 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
       return out.a as WireRecord;
     }
   }
-  const { client: _c, server: _s, ...rest } = r;
+  const { client: c, server: s, ...rest } = r;
   return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
 }
 
@@ -220,19 +223,11 @@ class ArraySink implements FieldSink {
  * last): the one place that order is written, for both the array and the frame.
  */
 function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined): void {
-  const c = r.client, s = r.server;
   out.value(r.type === 'request' ? 0 : 1);
   out.value(verdictCode(r.verdict));
   out.value(r.direction === 'egress' ? 0 : 1);
   out.value(r.timeMs);
-  out.value(c.ip);
-  out.value(c.port);
-  out.value(c.identity);
-  out.value(c.endpoint?.id ?? 0);
-  out.value(s.ip);
-  out.value(s.port);
-  out.value(s.identity);
-  out.value(s.endpoint?.id ?? 0);
+  peerFields(out, r.client, r.server);
   out.value(r.endpointId);
   out.value(r.method);
   out.value(r.url);
