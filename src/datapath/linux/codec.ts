@@ -743,13 +743,19 @@ export function lbVipBit(ip: string): number {
   return Math.imul(fold, 0x9e3779b1) >>> 24;
 }
 
+/** Sets `ip`'s bit in mb_lb_vips' value `b`; false when it was set already. */
+export function setLbVipBit(b: Buffer, ip: string): boolean {
+  const bit = lbVipBit(ip);
+  const mask = 1 << (bit & 7);
+  if (b[bit >> 3]! & mask) return false;
+  b[bit >> 3] = b[bit >> 3]! | mask;
+  return true;
+}
+
 /** mb_lb_vips' one value: the bits of these frontend addresses set. */
 export function encodeLbVipFilter(ips: Iterable<string>): Buffer {
   const b = Buffer.alloc(LB_VIP_FILTER_SIZE);
-  for (const ip of ips) {
-    const bit = lbVipBit(ip);
-    b[bit >> 3] = b[bit >> 3]! | (1 << (bit & 7));
-  }
+  for (const ip of ips) setLbVipBit(b, ip);
   return b;
 }
 

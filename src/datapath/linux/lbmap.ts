@@ -9,7 +9,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { serviceKeyString, type DatapathService, type DatapathServiceKey, type ServiceProto } from '../types.ts';
 import {
   decodeLb4Backend, decodeLb4Key, decodeLb4Service, decodeLb6Backend, decodeLb6Key, decodeU32, encodeLb4Backend, encodeLb4Key, encodeLb4RevNat,
-  encodeLb4Service, encodeLb6Backend, encodeLb6Key, encodeLb6RevNat, encodeLbVipFilter, encodeU32, protoName, protoNumber,
+  encodeLb4Service, encodeLb6Backend, encodeLb6Key, encodeLb6RevNat, encodeLbVipFilter, encodeU32, protoName, setLbVipBit, protoNumber,
 } from './codec.ts';
 import type { Loader, MapName } from './loader.ts';
 
@@ -54,6 +54,8 @@ export class LbMap {
   private readonly services = new Map<string, ServiceState>();
   /** backends by backendKey */
   private readonly backends = new Map<string, BackendState>();
+  /** mb_lb_vips' value as last written here (undefined: not written since reset) */
+  private vipFilter: Buffer | undefined;
 
   constructor(loader: Loader) {
     this.loader = loader;
@@ -63,6 +65,7 @@ export class LbMap {
   reset(): void {
     this.services.clear();
     this.backends.clear();
+    this.vipFilter = undefined;
   }
 
   /** Creates or replaces a frontend; the number of backends written, null when nothing changed. */
@@ -91,7 +94,7 @@ export class LbMap {
       if (same) return null;
     }
     // the frontend's bit in the address filter before the frontend: no packet to it skips the lookup
-    if (!st) this.writeVipFilter(svc.ip);
+    if (!st) this.addVipBit(svc.ip);
     const svcMap = this.loader.map(f.services);
     const revNat = st?.revNat ?? this.allocRevNat();
     // backends first, then slots, then the master entry (a packet never sees a slot without its backend)
@@ -124,14 +127,26 @@ export class LbMap {
   }
 
   /**
-   * mb_lb_vips from the frontends the bookkeeping holds, plus `adding` (bpf/lib/maps.h): a pod's
-   * packet to an address whose bit is clear skips the frontend lookup, so a bit is set before its
-   * frontend is written and cleared only after the last frontend on it is gone.
+   * mb_lb_vips from the frontends the bookkeeping holds (bpf/lib/maps.h): a pod's packet to an
+   * address whose bit is clear skips the frontend lookup, so a bit is set before its frontend is
+   * written and cleared only after the last frontend on it is gone. `adding`: a frontend about to
+   * be written.
    */
   private writeVipFilter(adding?: string): void {
     const ips = [...this.services.values()].map((s) => s.ip);
     if (adding) ips.push(adding);
-    this.loader.map('mb_lb_vips').update(encodeU32(0), encodeLbVipFilter(ips));
+    const b = encodeLbVipFilter(ips);
+    this.loader.map('mb_lb_vips').update(encodeU32(0), b);
+    this.vipFilter = b;
+  }
+
+  /** `ip`'s bit set in mb_lb_vips, written only when it was clear (a new frontend walks nothing). */
+  private addVipBit(ip: string): void {
+    if (!this.vipFilter) return this.writeVipFilter(ip);
+    const b = Buffer.from(this.vipFilter);
+    if (!setLbVipBit(b, ip)) return;
+    this.loader.map('mb_lb_vips').update(encodeU32(0), b);
+    this.vipFilter = b;
   }
 
   /** How many frontends the maps hold. */

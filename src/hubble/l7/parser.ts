@@ -444,16 +444,23 @@ function tcpL4(sourcePort: number, destinationPort: number): Layer4 {
 /** the flows of one second share its BigInt (a heap object per flow otherwise) */
 let lastSeconds = -1, lastSecondsBig = 0n;
 
+/**
+ * `timeMs`'s nanoseconds within its second; its seconds left in lastSecondsBig. Seconds and nanos
+ * apart: epoch ms × 1e6 is past 2^53 and would lose the low digits.
+ */
+function timeNanos(timeMs: number): number {
+  const seconds = Math.floor(timeMs / 1000);
+  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
+  return Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
+}
+
 /** Every L7 flow, in create(FlowSchema)'s shape (one literal for the parser and the ring's compact flows). */
 function l7Flow(
   timeMs: number, uuid: string, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
   nodeName: string, destinationNames: string[], l7: Layer7, direction: TrafficDirection, dropReasonDesc: DropReason, isReply: boolean, proxyPort: number,
   traceContext: Flow['traceContext'], summary: string, extensions: Any | undefined,
 ): Flow {
-  // seconds and nanos apart: epoch ms × 1e6 is past 2^53 and would lose the low digits
-  const seconds = Math.floor(timeMs / 1000);
-  const nanos = Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
-  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
+  const nanos = timeNanos(timeMs);
   return {
     $typeName: 'flow.Flow',
     time: { $typeName: 'google.protobuf.Timestamp', seconds: lastSecondsBig, nanos },
@@ -513,12 +520,9 @@ function refillL7Flow(
   f: Flow, timeMs: number, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
   nodeName: string, l7: Layer7, direction: TrafficDirection, isReply: boolean, summary: string,
 ): void {
-  const seconds = Math.floor(timeMs / 1000);
-  const nanos = Math.min(999_999_999, Math.round((timeMs - seconds * 1000) * 1e6));
-  if (seconds !== lastSeconds) { lastSeconds = seconds; lastSecondsBig = BigInt(seconds); }
   const t = f.time!;
+  t.nanos = timeNanos(timeMs);
   t.seconds = lastSecondsBig;
-  t.nanos = nanos;
   f.uuid = '';
   f.emitter = emitter;
   f.verdict = verdict;
