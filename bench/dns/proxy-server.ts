@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createDNSProxy } from '../../src/proxy/dns/proxy.ts';
-import { createL7Parser } from '../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../src/hubble/l7-parser.ts';
 
 // the records become flows as the agent makes them (Hubble's L7 parser)
 const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => undefined, identityLabels: () => undefined } });

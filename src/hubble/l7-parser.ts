@@ -17,23 +17,23 @@
  * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
  * the ring keeps the common HTTP and DNS flows compactly (keep, HttpCompact, DnsCompact) and makes them again on read.
  */
-import { BoundedCache } from '../../common/bounded-cache.ts';
+import { BoundedCache } from '../common/bounded-cache.ts';
 import {
   DropReason, FlowType, L7FlowType, TrafficDirection, Verdict,
   type Endpoint, type Flow, type HTTP, type Layer4, type Layer7,
-} from '../gen/flow/flow_pb.js';
+} from './gen/flow/flow_pb.js';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type {
   AccessAI, AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord,
-} from '../../common/access-log.ts';
-import type { ResolvedEndpoint } from '../../common/endpoint.ts';
-import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
-import { DNS_RCODE_NAMES } from '../names.ts';
-import { createEndpointMessages, createIpMessages, ipVersionOf } from '../endpoint-messages.ts';
-import type { CompactFlow, FlowRing } from '../ring.ts';
-import type { FlowIdSource } from '../flow-id.ts';
+} from '../common/access-log.ts';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
+import { DEFAULT_PROXY_PORTS } from '../common/proxy-ports.ts';
+import { DNS_RCODE_NAMES } from './names.ts';
+import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
+import type { CompactFlow, FlowRing } from './ring.ts';
+import type { FlowIdSource } from './flow-id.ts';
 import { aiExtension } from './ai-extension.ts';
-import { identityScope, ReservedIdentity } from '../../identity/identity.ts';
+import { identityScope, ReservedIdentity } from '../identity/identity.ts';
 
 export const REDACTED = 'HUBBLE_REDACTED';
 
