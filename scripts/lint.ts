@@ -226,10 +226,11 @@ export function dirEdges(edges: readonly FileEdge[]): ImportEdge[] {
 }
 
 /**
- * Every knot of the file graph (a strongly connected set of two or more files, or a file that
- * imports itself), each as its sorted files and one shortest cycle through its first file.
+ * Every knot of an import graph, of files or of folders (a strongly connected set of two or more
+ * nodes, or one that imports itself), each as its sorted nodes (`files`) and one shortest cycle
+ * through its first.
  */
-export function fileCycles<E extends FileEdge>(edges: readonly E[]): { files: string[]; cycle: E[] }[] {
+export function knotsOf<E extends FileEdge>(edges: readonly E[]): { files: string[]; cycle: E[] }[] {
   const next = new Map<string, E[]>();
   for (const e of edges) {
     if (!next.has(e.from)) next.set(e.from, []);
@@ -297,7 +298,7 @@ export function fileCycles<E extends FileEdge>(edges: readonly E[]): { files: st
 
 /** Folders (at any depth) that import each other: one problem per knot of folders. */
 export function dirCycleProblems(edges: readonly ImportEdge[]): Problem[] {
-  return fileCycles(edges).map((k) => ({
+  return knotsOf(edges).map((k) => ({
     at: k.cycle[0]!.at, code: 'LINT_DIR_CYCLE',
     message: `folders import each other (${k.files.join(', ')}): ${[...k.cycle.map((e) => e.from), k.cycle[0]!.from].join(' → ')}\n${k.cycle.map((e) => `    ${e.from} → ${e.to} at ${e.at}`).join('\n')}\n    a parent and its sub-folder too: the shared part belongs to one of them (or a small types file)`,
   }));
@@ -308,7 +309,7 @@ export function dirCycleProblems(edges: readonly ImportEdge[]): Problem[] {
  * knot any more (the cycle was broken: remove the allowance, so that it cannot come back unseen).
  */
 export function fileCycleProblems(edges: readonly FileEdge[], exceptions = FILE_CYCLE_EXCEPTIONS): Problem[] {
-  const knots = fileCycles(edges);
+  const knots = knotsOf(edges);
   const same = (x: { files: readonly string[] }, k: { files: readonly string[] }) =>
     x.files.length === k.files.length && x.files.every((f) => k.files.includes(f));
   const stale = exceptions.filter((x) => !knots.some((k) => same(x, k))).map((x) => ({

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
-  documentedCodes, errorCodes, fileCycleProblems, fileCycles, findCycle, layerProblems, lint, type FileEdge, type ImportEdge,
+  documentedCodes, errorCodes, fileCycleProblems, knotsOf, findCycle, layerProblems, lint, type FileEdge, type ImportEdge,
 } from '../../../scripts/lint.ts';
 
 const edge = (from: string, to: string, file = `src/${from}/x.ts`): ImportEdge => ({ from, to, file, at: `${file}:1` });
@@ -133,6 +133,6 @@ test('file cycles: an allowance covers exactly its knot; a grown knot and a stal
   const gone = fileCycleProblems(edges([['p/a.ts', 'p/b.ts']]), allow);
   assert.deepEqual(gone.map((p) => p.at), ['scripts/lint.ts']);
   // two knots apart: each reported once, in file order
-  const two = fileCycles(edges([['q/x.ts', 'q/y.ts'], ['q/y.ts', 'q/x.ts'], ['p/a.ts', 'p/b.ts'], ['p/b.ts', 'p/a.ts'], ['p/b.ts', 'q/x.ts']]));
+  const two = knotsOf(edges([['q/x.ts', 'q/y.ts'], ['q/y.ts', 'q/x.ts'], ['p/a.ts', 'p/b.ts'], ['p/b.ts', 'p/a.ts'], ['p/b.ts', 'q/x.ts']]));
   assert.deepEqual(two.map((k) => k.files), [['p/a.ts', 'p/b.ts'], ['q/x.ts', 'q/y.ts']]);
 });
