@@ -11,6 +11,7 @@ import type { L7Policy } from '../src/policy/types.ts';
 import type { AccessLogRecord } from '../src/common/access-log.ts';
 import { createFeedClient } from '../src/proxy/feed/client.ts';
 import { benchAgentNodeFlags, benchOwnProcess } from './support.ts';
+import { sampleMemory } from './mem-sample.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -78,16 +79,7 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
   });
   await proxy.start();
   // bench/soak reads the proxy's memory from here (MEMBRANE_BENCH_MEM_MS: the period)
-  const memMs = Number(process.env.MEMBRANE_BENCH_MEM_MS ?? 0);
-  if (memMs > 0) {
-    // MEMBRANE_BENCH_GC=1 (with node --expose-gc): a full GC before each sample, to tell garbage not yet collected from memory still held
-    const gc = process.env.MEMBRANE_BENCH_GC === '1' ? (globalThis as { gc?: () => void }).gc : undefined;
-    setInterval(() => {
-      gc?.();
-      const m = process.memoryUsage();
-      console.log(`mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers })}`);
-    }, memMs).unref();
-  }
+  sampleMemory();
   console.log('ready');
   process.on('SIGTERM', () => process.exit(0));
   process.on('SIGINT', () => process.exit(0));

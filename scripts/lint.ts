@@ -4,6 +4,10 @@
  *   LINT_LAYER      an import from one folder of src/ to another that LAYERS does not allow
  *                   (DESIGN.md §4b: imports go down the layers, never up)
  *   LINT_CYCLE      a cycle between folders of src/ (printed folder by folder, with one import each)
+ *   LINT_DIR_CYCLE  two folders at any depth that import each other, a parent and its sub-folder
+ *                   included (src/policy ↔ src/policy/translate): one of them owns the shared part
+ *   LINT_FILE_CYCLE a cycle between files of src/, type-only imports included (a cycle of types is a
+ *                   cycle of concepts); one problem per knot of files, with one cycle through it
  *   LINT_SYS_BOUNDARY  FFI (koffi) and system commands outside src/sys/
  *   LINT_PURE       I/O modules in the pure layers (labels, identity, policy)
  *   LINT_ENV        process.env read outside the configuration builder (src/common/config.ts)
@@ -11,7 +15,7 @@
  *
  * Every rule reports file:line and what to do; the script exits 1 on any problem.
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 /**
@@ -110,15 +114,10 @@ export function folderOf(rel: string): string {
 /** Every import from one folder of src/ into another, per file (imports of generated code included). */
 export function importEdges(root: string, files: Iterable<string>): ImportEdge[] {
   const out: ImportEdge[] = [];
-  for (const file of files) {
-    const rel = relative(root, file);
-    const text = readFileSync(file, 'utf8');
-    for (const m of text.matchAll(IMPORT_RE)) {
-      const target = relative(root, resolve(dirname(file), m[2]!));
-      const from = folderOf(rel) || rel;
-      const to = folderOf(target) || target;
-      if (from !== to) out.push({ from, to, at: `${rel}:${lineOf(text, m.index)}`, file: rel });
-    }
+  for (const e of fileEdges(root, files)) {
+    const from = folderOf(e.from) || e.from;
+    const to = folderOf(e.to) || e.to;
+    if (from !== to) out.push({ from, to, at: e.at, file: e.from });
   }
   return out;
 }
@@ -179,6 +178,152 @@ export function findCycle(edges: readonly ImportEdge[]): ImportEdge[] | undefine
   return undefined;
 }
 
+/**
+ * File cycles the lint allows, each the exact set of files of one knot: a knot that grows or
+ * shrinks is reported again. Only a cycle another change is breaking may stand here.
+ */
+export const FILE_CYCLE_EXCEPTIONS: readonly { files: readonly string[]; why: string }[] = [
+  {
+    // The HTTP proxy's connection.ts ↔ proxy.ts ↔ request-stream.ts knot (type imports): the
+    // http helper's branch i-http15 breaks it in the same session as this rule (i-tidy15).
+    // TODO(lead): remove this allowance once both branches are merged (the lint says so then).
+    files: ['src/proxy/http/connection.ts', 'src/proxy/http/proxy.ts', 'src/proxy/http/request-stream.ts'],
+    why: 'src/proxy/http connection ↔ proxy ↔ request-stream, broken on branch i-http15',
+  },
+];
+
+/** One import from a file of src/ to another file, both repo-relative. */
+export interface FileEdge {
+  from: string;
+  to: string;
+  /** file:line of the import */
+  at: string;
+}
+
+/**
+ * Every relative import between files, type-only imports and `import('…')` types included.
+ * Generated code is imported as `.js` beside its `.ts`: the edge names the file that exists.
+ */
+export function fileEdges(root: string, files: Iterable<string>): FileEdge[] {
+  const out: FileEdge[] = [];
+  for (const file of files) {
+    const rel = relative(root, file);
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(IMPORT_RE)) {
+      let target = resolve(dirname(file), m[2]!);
+      if (target.endsWith('.js') && !existsSync(target) && existsSync(`${target.slice(0, -3)}.ts`)) target = `${target.slice(0, -3)}.ts`;
+      out.push({ from: rel, to: relative(root, target), at: `${rel}:${lineOf(text, m.index)}` });
+    }
+  }
+  return out;
+}
+
+/** The folder a file edge goes between: each directory its own node, a sub-folder apart from its parent. */
+export function dirEdges(edges: readonly FileEdge[]): ImportEdge[] {
+  return edges
+    .map((e) => ({ from: dirname(e.from), to: dirname(e.to), at: e.at, file: e.from }))
+    .filter((e) => e.from !== e.to);
+}
+
+/**
+ * Every knot of an import graph, of files or of folders (a strongly connected set of two or more
+ * nodes, or one that imports itself), each as its sorted nodes (`files`) and one shortest cycle
+ * through its first.
+ */
+export function knotsOf<E extends FileEdge>(edges: readonly E[]): { files: string[]; cycle: E[] }[] {
+  const next = new Map<string, E[]>();
+  for (const e of edges) {
+    if (!next.has(e.from)) next.set(e.from, []);
+    next.get(e.from)!.push(e);
+  }
+  // Tarjan's strongly connected components, iterative (a deep import chain must not overflow the stack).
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const stack: string[] = [];
+  const knots: string[][] = [];
+  let counter = 0;
+  for (const root of [...next.keys()].sort()) {
+    if (index.has(root)) continue;
+    const work: { node: string; i: number }[] = [{ node: root, i: 0 }];
+    index.set(root, counter); low.set(root, counter++); stack.push(root); onStack.add(root);
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      const out = next.get(top.node) ?? [];
+      if (top.i < out.length) {
+        const to = out[top.i++]!.to;
+        if (!index.has(to)) {
+          index.set(to, counter); low.set(to, counter++); stack.push(to); onStack.add(to);
+          work.push({ node: to, i: 0 });
+        } else if (onStack.has(to)) {
+          low.set(top.node, Math.min(low.get(top.node)!, index.get(to)!));
+        }
+        continue;
+      }
+      work.pop();
+      if (work.length > 0) {
+        const parent = work[work.length - 1]!.node;
+        low.set(parent, Math.min(low.get(parent)!, low.get(top.node)!));
+      }
+      if (low.get(top.node) === index.get(top.node)) {
+        const knot: string[] = [];
+        let n: string;
+        do { n = stack.pop()!; onStack.delete(n); knot.push(n); } while (n !== top.node);
+        const selfLoop = out.some((e) => e.to === top.node);
+        if (knot.length > 1 || selfLoop) knots.push(knot.sort());
+      }
+    }
+  }
+  return knots
+    .sort((a, b) => a[0]!.localeCompare(b[0]!))
+    .map((files) => {
+      // Shortest way from the knot's first file back to it, inside the knot (breadth first).
+      const inKnot = new Set(files);
+      const start = files[0]!;
+      const via = new Map<string, E>();
+      const queue = [start];
+      let last: E | undefined;
+      for (let q = 0; q < queue.length && !last; q++) {
+        for (const e of next.get(queue[q]!) ?? []) {
+          if (!inKnot.has(e.to)) continue;
+          if (e.to === start) { last = e; break; }
+          if (!via.has(e.to)) { via.set(e.to, e); queue.push(e.to); }
+        }
+      }
+      const cycle: E[] = [last!];
+      for (let n = last!.from; n !== start; n = via.get(n)!.from) cycle.unshift(via.get(n)!);
+      return { files, cycle };
+    });
+}
+
+/** Folders (at any depth) that import each other: one problem per knot of folders. */
+export function dirCycleProblems(edges: readonly ImportEdge[]): Problem[] {
+  return knotsOf(edges).map((k) => ({
+    at: k.cycle[0]!.at, code: 'LINT_DIR_CYCLE',
+    message: `folders import each other (${k.files.join(', ')}): ${[...k.cycle.map((e) => e.from), k.cycle[0]!.from].join(' → ')}\n${k.cycle.map((e) => `    ${e.from} → ${e.to} at ${e.at}`).join('\n')}\n    a parent and its sub-folder too: the shared part belongs to one of them (or a small types file)`,
+  }));
+}
+
+/**
+ * Knots of files that FILE_CYCLE_EXCEPTIONS does not name exactly, and allowances that name no
+ * knot any more (the cycle was broken: remove the allowance, so that it cannot come back unseen).
+ */
+export function fileCycleProblems(edges: readonly FileEdge[], exceptions = FILE_CYCLE_EXCEPTIONS): Problem[] {
+  const knots = knotsOf(edges);
+  const same = (x: { files: readonly string[] }, k: { files: readonly string[] }) =>
+    x.files.length === k.files.length && x.files.every((f) => k.files.includes(f));
+  const stale = exceptions.filter((x) => !knots.some((k) => same(x, k))).map((x) => ({
+    at: 'scripts/lint.ts', code: 'LINT_FILE_CYCLE',
+    message: `FILE_CYCLE_EXCEPTIONS allows a cycle of ${x.files.join(', ')} that is no longer there as written (${x.why}); remove the allowance (or, if the knot changed, break what is left of it)`,
+  }));
+  return [...stale, ...knots
+    .filter((k) => !exceptions.some((x) => same(x, k)))
+    .map((k) => ({
+      at: k.cycle[0]!.at, code: 'LINT_FILE_CYCLE',
+      message: `import cycle between files (${k.files.length} file(s) in this knot: ${k.files.join(', ')}): ${[...k.cycle.map((e) => e.from), k.cycle[0]!.from].join(' → ')}\n${k.cycle.map((e) => `    ${e.from} → ${e.to} at ${e.at}`).join('\n')}\n    move the shared type or function to the file that owns the concept (or a small types file)`,
+    }))];
+}
+
 /** Error codes used in a source text, with the line of each use. */
 export function errorCodes(text: string): { code: string; line: number }[] {
   return [...text.matchAll(ERROR_CODE_RE)].map((m) => ({ code: m[1]!, line: lineOf(text, m.index) }));
@@ -189,7 +334,7 @@ export function documentedCodes(markdown: string): Set<string> {
   return new Set([...markdown.matchAll(/`([A-Z][A-Z0-9]*(?:_[A-Z0-9_]+)?)`/g)].map((m) => m[1]!));
 }
 
-export function lint(root: string): Problem[] {
+export function lint(root: string, fileCycleExceptions = FILE_CYCLE_EXCEPTIONS): Problem[] {
   const problems: Problem[] = [];
   const files = [...walk(join(root, 'src'))];
   const documented = documentedCodes(readFileSync(join(root, 'ERRORS.md'), 'utf8'));
@@ -224,6 +369,9 @@ export function lint(root: string): Problem[] {
       message: `import cycle between folders of src/: ${[...cycle.map((e) => e.from), cycle[0]!.from].join(' → ')}\n${cycle.map((e) => `    ${e.from} → ${e.to} at ${e.at}`).join('\n')}`,
     });
   }
+  const between = fileEdges(root, files);
+  problems.push(...dirCycleProblems(dirEdges(between)));
+  problems.push(...fileCycleProblems(between, fileCycleExceptions));
   return problems;
 }
 

@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import type { createDNSProxy as CreateDNSProxy } from '../../src/proxy/dns/proxy.ts';
 import { startPinned } from '../support.ts';
-import { createL7Parser } from '../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../src/hubble/l7-parser.ts';
 import type { AccessLogRecord } from '../../src/common/access-log.ts';
 import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';

@@ -8,7 +8,8 @@
  */
 import { parseArgs } from 'node:util';
 import { createDNSProxy } from '../../src/proxy/dns/proxy.ts';
-import { createL7Parser } from '../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../src/hubble/l7-parser.ts';
+import { sampleMemory } from '../mem-sample.ts';
 
 // the records become flows as the agent makes them (Hubble's L7 parser)
 const parseL7 = createL7Parser({ nodeName: 'bench', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
@@ -28,15 +29,7 @@ const proxy = createDNSProxy({
   emit: (rec) => { parseL7(rec); flows++; },
 });
 await proxy.start();
-const memMs = Number(process.env.MEMBRANE_BENCH_MEM_MS ?? 0);
-if (memMs > 0) {
-  const gc = process.env.MEMBRANE_BENCH_GC === '1' ? (globalThis as { gc?: () => void }).gc : undefined;
-  setInterval(() => {
-    gc?.();
-    const m = process.memoryUsage();
-    console.log(`mem ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, queries: proxy.stats().queries, flows })}`);
-  }, memMs).unref();
-}
+sampleMemory(() => ({ queries: proxy.stats().queries, flows }));
 console.log('ready');
 process.on('SIGTERM', () => { void proxy.stop().then(() => process.exit(0)); });
 process.on('SIGINT', () => process.exit(0));

@@ -134,7 +134,7 @@ async function child(variant: string, n: number, l7: boolean, feedMode: string):
 async function childL7(variant: string, n: number): Promise<void> {
   const { toBinary } = await import('@bufbuild/protobuf');
   const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
-  const { createL7Parser } = await import('../../src/hubble/l7/parser.ts');
+  const { createL7Parser } = await import('../../src/hubble/l7-parser.ts');
   const { FlowRing } = await import('../../src/hubble/ring.ts');
   const { createHubbleMetrics } = await import('../../src/hubble/metrics/index.ts');
   await import('../../src/hubble/metrics/http.ts');

@@ -1,7 +1,7 @@
 /**
  * The agent's side of the external L7 proxy (`--external-envoy-proxy`): what a snapshot holds,
  * when it changes, and where the proxy's access records go. The proxy process
- * (src/proxy/process.ts) judges with the last snapshot it got, so the agent can restart under it.
+ * (src/proxy/process/process.ts) judges with the last snapshot it got, so the agent can restart under it.
  */
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';

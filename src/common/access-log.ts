@@ -2,7 +2,7 @@
  * What the L7 proxies report: one access record per request, response or decision, in the shape
  * of Cilium's access log (pkg/proxy/accesslog LogRecord: type, observation point, time, verdict,
  * transport, source and destination endpoints, and one protocol part). The proxies emit these and
- * know nothing of Hubble; Hubble's L7 parser (src/hubble/l7.ts) turns each into a flow, the HTTP
+ * know nothing of Hubble; Hubble's L7 parser (src/hubble/l7-parser.ts) turns each into a flow, the HTTP
  * proxy's OTLP exporter into a span, the AI filter reads its own part.
  */
 import type { ResolvedEndpoint } from './endpoint.ts';

@@ -1,6 +1,6 @@
 /**
  * The flow.Endpoint messages of flows, one home for both flow builders (datapath events in
- * flow.ts, proxy access records in l7/parser.ts).
+ * flow.ts, proxy access records in l7-parser.ts).
  *
  * Flows are never mutated after they are built and stay in the ring for seconds, so whatever a
  * flow holds alone is what the garbage collector copies and promotes at every new connection.

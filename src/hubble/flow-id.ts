@@ -18,7 +18,7 @@ const LOW_END = 0x100_0000;
 /**
  * One id sequence, its last id also in two parts: `head` (30 characters, shared by the next 15 M
  * ids) and `low`, the counter (id = head + low.toString(16)). The ring keeps an L7 flow's id as
- * the two (l7/parser.ts): the string of its own per flow is what a scavenge would copy.
+ * the two (l7-parser.ts): the string of its own per flow is what a scavenge would copy.
  */
 export interface FlowIdSource {
   /** a new id */

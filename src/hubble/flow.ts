@@ -126,11 +126,11 @@ export interface FlowBuilder {
   borrow(ev: DatapathEvent): Flow | undefined;
 }
 
-/** Layer4 kinds (a compact datapath flow records them; 0: none). */
-const L4_TCP = 1, L4_UDP = 2, L4_SCTP = 3, L4_ICMP4 = 4, L4_ICMP6 = 5;
+/** Layer4 kinds (a compact datapath flow records them; 0: none). The L7 parser builds its Layer4 here too. */
+export const L4_TCP = 1, L4_UDP = 2, L4_SCTP = 3, L4_ICMP4 = 4, L4_ICMP6 = 5;
 
 /** A new Layer4 message of a kind (L4_*), its ports (ICMP: type and code) and TCP flags. */
-function newLayer4(kind: number, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): Layer4 | undefined {
+export function newLayer4(kind: number, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): Layer4 | undefined {
   switch (kind) {
     case L4_TCP: return { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags } } };
     case L4_UDP: return { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } };
@@ -142,7 +142,7 @@ function newLayer4(kind: number, sourcePort: number, destinationPort: number, fl
 }
 
 /** Refills a Layer4 that newLayer4 made for the same kind. */
-function refillLayer4(l4: Layer4, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): void {
+export function refillLayer4(l4: Layer4, sourcePort: number, destinationPort: number, flags: TCPFlags | undefined): void {
   const p = l4.protocol;
   switch (p.case) {
     case 'TCP': p.value.sourcePort = sourcePort; p.value.destinationPort = destinationPort; p.value.flags = flags; break;

@@ -7,7 +7,7 @@
 import type { DatapathEvent } from '../datapath/types.ts';
 import { createFlowBuilder, keepDatapathFlow, type EndpointResolver } from './flow.ts';
 import { createFlowIdSource } from './flow-id.ts';
-import { createL7Parser } from './l7/parser.ts';
+import { createL7Parser } from './l7-parser.ts';
 import type { AccessLogRecord } from '../common/access-log.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
@@ -62,7 +62,7 @@ export interface Hubble {
   /** Store a flow built elsewhere (L7 proxy flows); fills node_name, uuid and time when empty. */
   ingestFlow(flow: Flow): void;
   /**
-   * A proxy's access record as its L7 flow (Hubble's seven parser, l7/parser.ts), stored as
+   * A proxy's access record as its L7 flow (Hubble's seven parser, l7-parser.ts), stored as
    * ingestFlow does; the ring keeps the proxies' common HTTP and DNS flows compactly (ring.ts CompactFlow).
    */
   ingestRecord(rec: AccessLogRecord): void;

@@ -14,7 +14,7 @@ export type RingEntry =
   | { kind: 'lost'; lost: LostEvent; timeMs: number };
 
 /**
- * A flow its builder keeps in the ring in a compact form of its own (l7/parser.ts: the proxies'
+ * A flow its builder keeps in the ring in a compact form of its own (l7-parser.ts: the proxies'
  * HTTP flows; flow.ts: the datapath's flows): one object per ring position, filled in place each time the writer comes round,
  * holding numbers and messages shared between flows. A Flow kept whole is a dozen young objects
  * that every scavenge copies while the ring holds them (the agent's L7 flows at proxy rates: a

@@ -31,7 +31,7 @@ import { ETC_NETNS, removeNodeRoutes, setupLabNetwork } from './network.ts';
 import { worldHosts, worldTlsPorts } from './world.ts';
 import { ensureLabCA, caCertPath } from './ca.ts';
 import { ensureHubbleCerts } from './hubble-certs.ts';
-import { labDnsResources } from './dns/workload.ts';
+import { labDnsResources } from './dns-workload.ts';
 import { programPath } from './programs.ts';
 import { ensureLabEtcd, labEtcdEndpoint } from './etcd.ts';
 import { ensureLabRelay, labRelay, stopLabRelay, type LabRelay } from './relay.ts';

@@ -24,7 +24,7 @@ import {
   nodeIp, nodeName, nodeNetnsName, podCidr, podNetnsName, routerIp, underlayNetnsName, worldNetnsName,
 } from './names.ts';
 import { worldHosts } from './world.ts';
-import { dnsServerIpFile } from './dns/workload.ts';
+import { dnsServerIpFile } from './dns-workload.ts';
 
 const BASE_SYSCTL = {
   'net.ipv4.conf.all.rp_filter': 0,

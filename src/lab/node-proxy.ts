@@ -2,7 +2,7 @@
  * The lab's L7 proxy process: `bin/node src/lab/node-proxy.ts --node node1`, run by the node's
  * supervisor (src/lab/supervisor.ts) inside the node's network namespace beside the agent, as
  * Cilium's Envoy DaemonSet runs beside cilium-agent. It listens on the proxy ports the datapath
- * redirects to and judges with the agent's last policy snapshot (src/proxy/process.ts), so an
+ * redirects to and judges with the agent's last policy snapshot (src/proxy/process/process.ts), so an
  * agent restart neither resets its connections nor stops it from serving.
  */
 import { enableCompileCache } from 'node:module';
@@ -10,7 +10,7 @@ import { enableCompileCache } from 'node:module';
 enableCompileCache();
 const [{ parseArgs }, { writeFile, rm }, { loadConfig }, { labPaths }, { createLogger }, { createProxyProcess }, { proxyFiles }] = await Promise.all([
   import('node:util'), import('node:fs/promises'), import('../common/config.ts'), import('../common/paths.ts'), import('../common/logger.ts'),
-  import('../proxy/process.ts'), import('../proxy/feed/wire.ts'),
+  import('../proxy/process/process.ts'), import('../proxy/feed/wire.ts'),
 ]);
 
 const { values } = parseArgs({ options: { node: { type: 'string', default: 'node1' } } });

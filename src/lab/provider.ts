@@ -2,7 +2,7 @@
  * The lab as a PodNetworkProvider (src/agent/pod-network.ts): pod namespaces and veths
  * (network.ts), containers as host processes (workloads.ts), the node's lab addresses and
  * devices (names.ts), the lab DNS behind the kube-dns ClusterIP (dns/), and, on node1, the
- * ExternalHost addresses in the world namespace (dns/external-hosts.ts).
+ * ExternalHost addresses in the world namespace (external-hosts.ts).
  */
 import { readFileSync } from 'node:fs';
 import type { MembraneConfig } from '../common/config.ts';
@@ -12,8 +12,8 @@ import type { ExternalHost } from '../api/types.ts';
 import type { PodNetworkProvider } from '../agent/pod-network.ts';
 import { createPodNetworks } from './network.ts';
 import { createWorkloads } from './workloads.ts';
-import { syncExternalHosts } from './dns/external-hosts.ts';
-import { dnsServerIpFile } from './dns/workload.ts';
+import { syncExternalHosts } from './external-hosts.ts';
+import { dnsServerIpFile } from './dns-workload.ts';
 import { CLUSTER_DNS_IP, POD_CIDR6_CLUSTER, POD_CIDR_PREFIX, SERVICE_CIDR, SERVICE_CIDR6, UNDERLAY_CIDR, UNDERLAY_LINK, VXLAN_LINK, WORLD_LINK, nodeIp, nodeIp6, podCidr, podCidr6, routerIp } from './names.ts';
 import { REPO_ROOT } from './lab.ts';
 

@@ -23,9 +23,9 @@ import { isAlive, killPids, readPidFile, spawnDetached } from '../sys/proc.ts';
 import { netnsExecArgv, netnsPath, netnsPids } from '../sys/net.ts';
 import { podNetnsName } from './names.ts';
 import { programPath } from './programs.ts';
-import { starwarsHandler } from './workloads/starwars-plan.ts';
+import { starwarsHandler } from './starwars-plan.ts';
 import type { ImageHandler, PlanContext, WorkloadPlan } from './workload-plan.ts';
-import { labDnsPlan } from './dns/workload.ts';
+import { labDnsPlan } from './dns-workload.ts';
 
 export type { ImageHandler, PlanContext, WorkloadKind, WorkloadPlan } from './workload-plan.ts';
 

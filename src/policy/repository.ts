@@ -16,7 +16,7 @@ import type { Prefix } from '../ipcache/prefix.ts';
 import type { PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
 import { SelectorCache } from './selectorcache.ts';
 import { translatePolicy } from './translate.ts';
-import type { ServiceLookup, TranslateOptions, Translation } from './translate/context.ts';
+import type { ServiceLookup, TranslateOptions, Translation } from './translate-context.ts';
 import { portBlockCovers } from './ports.ts';
 import { HOST_PEER } from './selectors.ts';
 

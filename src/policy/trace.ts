@@ -22,7 +22,7 @@ import { lookupMapState, type LookupResult } from './lookup.ts';
 import { PROTO_BY_NAME, PROTO_NAME } from './ports.ts';
 import { resolve } from './distillery.ts';
 import type { Direction, MapState, RuleOrigin } from './types.ts';
-import type { TranslateOptions } from './translate/context.ts';
+import type { TranslateOptions } from './translate-context.ts';
 
 const POLICY_KINDS = new Set(['CiliumNetworkPolicy', 'CiliumClusterwideNetworkPolicy', 'NetworkPolicy']);
 

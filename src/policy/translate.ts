@@ -3,20 +3,20 @@
  * NetworkPolicy into internal rules (rules.ts). Every problem is reported at once, each with its
  * YAML path; a resource with any problem yields no rules.
  *
- *   translate/context.ts        options, result, the per-resource context (issues, origins)
- *   translate/validate.ts       rule, element and L7 checks (spec §1.3, §2.3-2.4, §3)
- *   translate/cilium.ts         CNP/CCNP rules: subject, elements, default deny (§1.4, §4.1)
- *   translate/peers.ts          L3 peers: endpoints, CIDRs, entities, nodes, services, FQDNs (§2)
- *   translate/ports.ts          toPorts and icmps → port specs (§2.10, §3)
- *   translate/l7-spec.ts        the L7 part of a toPorts entry → L7Spec
- *   translate/networkpolicy.ts  Kubernetes NetworkPolicy (§4.10)
+ *   translate-context.ts       options, result, the per-resource context (issues, origins)
+ *   translate-validate.ts      rule, element and L7 checks (spec §1.3, §2.3-2.4, §3)
+ *   translate-cilium.ts        CNP/CCNP rules: subject, elements, default deny (§1.4, §4.1)
+ *   translate-peers.ts         L3 peers: endpoints, CIDRs, entities, nodes, services, FQDNs (§2)
+ *   translate-ports.ts         toPorts and icmps → port specs (§2.10, §3)
+ *   translate-l7-spec.ts       the L7 part of a toPorts entry → L7Spec
+ *   translate-networkpolicy.ts Kubernetes NetworkPolicy (§4.10)
  */
 import type { PolicyResource, Rule } from '../api/types.ts';
 import { show } from '../labels/selector.ts';
 import type { TranslatedRule } from './rules.ts';
-import { Ctx, type Path, type TranslateOptions, type Translation } from './translate/context.ts';
-import { translateRule } from './translate/cilium.ts';
-import { translateNetworkPolicy } from './translate/networkpolicy.ts';
+import { Ctx, type Path, type TranslateOptions, type Translation } from './translate-context.ts';
+import { translateRule } from './translate-cilium.ts';
+import { translateNetworkPolicy } from './translate-networkpolicy.ts';
 
 /** Translates one policy resource. Any issue ⇒ `rules` is empty. */
 export function translatePolicy(res: PolicyResource, opts: TranslateOptions = {}): Translation {

@@ -1,5 +1,5 @@
 /**
- * The DNS proxy in the proxy process (src/proxy/process.ts), beside the HTTP/TLS proxies: Cilium's
+ * The DNS proxy in the proxy process (src/proxy/process/process.ts), beside the HTTP/TLS proxies: Cilium's
  * standalone DNS proxy. It judges queries with the agent's last policy snapshot (the endpoint's
  * MapState, its DNS rules) and reports each allowed answer's IPs to the agent over the feed; the
  * agent's name manager allocates the FQDN identities and writes the policy maps and the ipcache

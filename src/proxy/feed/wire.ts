@@ -166,8 +166,12 @@ export function encodeRecord(r: AccessLogRecord): WireRecord {
       return out.a as WireRecord;
     }
   }
-  const { client: c, server: s, ...rest } = r;
-  return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
+  // tag 1: the record's other fields as its object, then the peers as every tag has them
+  const { client, server, ...rest } = r;
+  const out = new ArraySink(1);
+  out.a.push(rest);
+  peerFields(out, client, server);
+  return out.a as WireRecord;
 }
 
 /**

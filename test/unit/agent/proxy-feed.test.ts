@@ -116,7 +116,7 @@ async function webWorld(t: { after(fn: () => unknown): void }) {
  * The agent with one endpoint whose egress policy has toFQDNs rules (one L3/L4, one with HTTP
  * rules: an L7 policy whose identity sets the selector cache changes in place), a name manager
  * writing the engine as src/proxy/dns/node.ts does, and a proxy-side view kept by snapshots and
- * deltas as src/proxy/process.ts keeps it.
+ * deltas as src/proxy/process/process.ts keeps it.
  */
 async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
   const { dir, policy, namespace, web, identity } = await webWorld(t);

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createL7Parser } from '../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../src/hubble/l7-parser.ts';
 import { DropReason, L7FlowType, TrafficDirection, Verdict, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import type { AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../src/common/access-log.ts';
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createFlowBuilder } from '../../../src/hubble/flow.ts';
-import { createL7Parser } from '../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../src/hubble/l7-parser.ts';
 import { compileRequestFilter } from '../../../src/hubble/filter.ts';
 import type { Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { ServiceMap, edgeVerdict, appLabel, aiOf } from '../../../ui/src/model/map.ts';

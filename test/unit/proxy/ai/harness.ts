@@ -7,7 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { parse } from 'yaml';
 import { createHttpProxy, type HttpProxy } from '../../../../src/proxy/http/proxy.ts';
-import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import type { ProxyEndpoint } from '../../../../src/proxy/http/types.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { createAINode, type AINode } from '../../../../src/proxy/ai/node.ts';

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import type { DnsAccessRecord } from '../../../../src/common/access-log.ts';
 import { answerFacts, errorReply, parseQuery } from '../../../../src/proxy/dns/wire.ts';
 import { createHubbleMetrics, parseMetricsConfig } from '../../../../src/hubble/metrics/index.ts';

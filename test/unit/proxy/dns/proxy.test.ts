@@ -10,7 +10,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { createDNSProxy, DNSHoldFailed, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
 import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
-import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import { RecvBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
 
 // the proxy's access records as the agent turns them into flows

@@ -465,7 +465,7 @@ test('DNS answers: the agent\'s dns-done after sent() reaches the proxy after th
 
 test('access records cross the feed without endpoints or labels, and the agent makes the same L7 flow of them', async () => {
   const { encodeRecord } = await import('../../../../src/proxy/feed/wire.ts');
-  const { createL7Parser } = await import('../../../../src/hubble/l7/parser.ts');
+  const { createL7Parser } = await import('../../../../src/hubble/l7-parser.ts');
   const client = { id: 211, identity: 259, namespace: 'bench', pod: 'proxied', labels: ['k8s:app=proxied', 'k8s:io.kubernetes.pod.namespace=bench'] };
   const dnsServer = { id: 174, identity: 258, namespace: 'bench', pod: 'dnsmasq', labels: ['k8s:app=dnsmasq', 'k8s:io.kubernetes.pod.namespace=bench'] };
   const eps = new Map([[211, client], [174, dnsServer]]);

@@ -236,3 +236,44 @@ test('a record whose strings use up its reservation near the end of the encoder\
     }
   }
 });
+
+test('tag 1 (any record no positional tag carries): the peers through peerFields are the array and the frame bytes the inline peers made (property)', () => {
+  // encodeRecord's tag-1 array as it was written before peerFields served it
+  const inline = (r: AccessLogRecord): unknown[] => {
+    const { client: c, server: s, ...rest } = r;
+    return [1, rest, c.ip, c.port, c.identity, c.endpoint?.id ?? 0, s.ip, s.port, s.identity, s.endpoint?.id ?? 0];
+  };
+  const peer = fc.record({
+    ip: fc.constantFrom('10.244.1.5', 'fd00::5', ''), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }),
+    endpoint: fc.option(fc.record({ id: fc.integer({ min: 0, max: 70000 }) }), { nil: undefined }), labels: fc.option(fc.array(fc.string({ maxLength: 12 }), { maxLength: 2 }), { nil: undefined }),
+  }, { requiredKeys: ['ip', 'port', 'identity'] });
+  const base = { verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const), direction: fc.constantFrom('egress' as const, 'ingress' as const), timeMs: fc.nat(), endpointId: fc.nat() };
+  const tls = fc.record({
+    ...base, l7: fc.constant('tls' as const), sni: fc.string({ maxLength: 30 }), version: fc.constant('TLS 1.3'), alpn: fc.array(fc.constantFrom('h2', 'http/1.1'), { maxLength: 2 }),
+    intercepted: fc.boolean(), resumed: fc.boolean(), reason: fc.string({ maxLength: 20 }), proxyPort: fc.nat(65535),
+  }, { requiredKeys: ['l7', 'verdict', 'direction', 'timeMs', 'endpointId'] });
+  // HTTP with a field no positional tag has: a trace, a reason, header actions or a TLS that is not intercepted
+  const http = fc.record({
+    ...base, l7: fc.constant('http' as const), type: fc.constantFrom('request' as const, 'response' as const), method: fc.constant('GET'), url: fc.string({ maxLength: 30 }),
+    host: fc.constant('h'), path: fc.constant('/'), protocol: fc.constant('HTTP/1.1'), headers: fc.array(fc.string({ maxLength: 8 }), { maxLength: 4 }), code: fc.nat(599), latencyNs: fc.nat(),
+    traceId: fc.stringMatching(/^[0-9a-f]{32}$/), reason: fc.string({ maxLength: 20 }), headerActions: fc.array(fc.string({ maxLength: 8 }), { maxLength: 2 }),
+    tls: fc.record({ sni: fc.string({ maxLength: 20 }), intercepted: fc.constant(false) }),
+  }, { requiredKeys: ['l7', 'type', 'verdict', 'direction', 'timeMs', 'endpointId', 'method', 'url', 'host', 'path', 'protocol', 'headers', 'code', 'latencyNs'] });
+  const rec = fc.tuple(fc.oneof(tls, http), peer, peer).map(([r, client, server]) => ({ ...r, client, server }) as AccessLogRecord);
+  let tag1 = 0;
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 10 }), (recs) => {
+    const old = new RecordEncoder(), now = new RecordEncoder();
+    old.begin(0);
+    now.begin(0);
+    for (const r of recs) {
+      const w = encodeRecord(r);
+      if (w[0] !== 1) continue; // an HTTP record without its optional fields goes as tag 2
+      tag1++;
+      assert.deepEqual(w, inline(r));
+      old.push(inline(r));
+      pushRecord(now, r);
+    }
+    assert.deepEqual(now.end(), old.end());
+  }), { numRuns: 300 });
+  assert.ok(tag1 > 1000, `tag-1 records were encoded (${tag1})`);
+});

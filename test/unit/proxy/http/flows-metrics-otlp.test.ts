@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { toJson } from '@bufbuild/protobuf';
 import { FlowSchema } from '../../../../src/hubble/gen/flow/flow_pb.js';
-import { createL7Parser, redactUrl } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser, redactUrl } from '../../../../src/hubble/l7-parser.ts';
 import { OtlpExporter } from '../../../../src/proxy/http/otlp.ts';
 import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { createHubbleMetrics } from '../../../../src/hubble/metrics/index.ts';

@@ -11,7 +11,7 @@ import { redirectingProxy } from '../http/harness.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
 import type { HttpAccessRecord, TlsAccessRecord } from '../../../../src/common/access-log.ts';
-import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { opensslCA, tlsUpstream } from './helpers.ts';

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { redirectingProxy } from '../http/harness.ts';
 import { createSniFilter } from '../../../../src/proxy/tls/sni-filter.ts';
-import { createL7Parser } from '../../../../src/hubble/l7/parser.ts';
+import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import type { TlsAccessRecord } from '../../../../src/common/access-log.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';

@@ -7,13 +7,13 @@
  * peers.ts, ports.ts.)
  */
 import { RE2JS } from 're2js';
-import type { ICMPRule, PortRule, Rule, TLSContext } from '../../api/types.ts';
-import { show } from '../../labels/selector.ts';
-import { selectorProblem } from '../../fqdn/matchpattern.ts';
-import type { Direction } from '../types.ts';
-import { list, type Ctx, type Path } from './context.ts';
-import type { ExpandedPorts } from './ports.ts';
-import { FIELD_TITLE } from './peers.ts';
+import type { ICMPRule, PortRule, Rule, TLSContext } from '../api/types.ts';
+import { show } from '../labels/selector.ts';
+import { selectorProblem } from '../fqdn/matchpattern.ts';
+import type { Direction } from './types.ts';
+import { list, type Ctx, type Path } from './translate-context.ts';
+import type { ExpandedPorts } from './translate-ports.ts';
+import { FIELD_TITLE } from './translate-peers.ts';
 
 export type L7Kind = 'http' | 'dns' | 'kafka' | 'generic';
 

@@ -3,13 +3,13 @@
  * injection, CIDRs and CIDR sets (every prefix noted for the ipcache), entities, nodes,
  * services (their pod selectors) and toFQDNs selectors.
  */
-import type { CIDRRule, EgressRule, Entity, FQDNSelector, LabelSelector, Service } from '../../api/types.ts';
-import { K8sLabel, LabelSet, LabelSource } from '../../labels/labels.ts';
-import { compileRequirements, requirement, show, type Requirement } from '../../labels/selector.ts';
-import { parsePrefix, prefixContains, type Prefix } from '../../ipcache/prefix.ts';
-import { selectorProblem } from '../../fqdn/matchpattern.ts';
-import { cidrPeer, fqdnPeer, labelPeer, WILDCARD_PEER, type PeerSelector } from '../selectors.ts';
-import { NS_KEY, NS_LABELS_PREFIX, isK8sOrAny, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './context.ts';
+import type { CIDRRule, EgressRule, Entity, FQDNSelector, LabelSelector, Service } from '../api/types.ts';
+import { K8sLabel, LabelSet, LabelSource } from '../labels/labels.ts';
+import { compileRequirements, requirement, show, type Requirement } from '../labels/selector.ts';
+import { parsePrefix, prefixContains, type Prefix } from '../ipcache/prefix.ts';
+import { selectorProblem } from '../fqdn/matchpattern.ts';
+import { cidrPeer, fqdnPeer, labelPeer, WILDCARD_PEER, type PeerSelector } from './selectors.ts';
+import { NS_KEY, NS_LABELS_PREFIX, isK8sOrAny, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './translate-context.ts';
 
 const ENTITIES = new Set<string>([
   'all', 'world', 'world-ipv4', 'world-ipv6', 'cluster', 'host', 'init', 'ingress', 'unmanaged',

@@ -17,23 +17,24 @@
  * uuid, emitter and workloads are left to Hubble's ingestRecord (index.ts), as for every flow built outside it;
  * the ring keeps the common HTTP and DNS flows compactly (keep, HttpCompact, DnsCompact) and makes them again on read.
  */
-import { BoundedCache } from '../../common/bounded-cache.ts';
+import { BoundedCache } from '../common/bounded-cache.ts';
 import {
   DropReason, FlowType, L7FlowType, TrafficDirection, Verdict,
   type Endpoint, type Flow, type HTTP, type Layer4, type Layer7,
-} from '../gen/flow/flow_pb.js';
+} from './gen/flow/flow_pb.js';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import type {
   AccessAI, AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord,
-} from '../../common/access-log.ts';
-import type { ResolvedEndpoint } from '../../common/endpoint.ts';
-import { DEFAULT_PROXY_PORTS } from '../../common/proxy-ports.ts';
-import { DNS_RCODE_NAMES } from '../names.ts';
-import { createEndpointMessages, createIpMessages, ipVersionOf } from '../endpoint-messages.ts';
-import type { CompactFlow, FlowRing } from '../ring.ts';
-import type { FlowIdSource } from '../flow-id.ts';
+} from '../common/access-log.ts';
+import type { ResolvedEndpoint } from '../common/endpoint.ts';
+import { DEFAULT_PROXY_PORTS } from '../common/proxy-ports.ts';
+import { DNS_RCODE_NAMES } from './names.ts';
+import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
+import type { CompactFlow, FlowRing } from './ring.ts';
+import type { FlowIdSource } from './flow-id.ts';
+import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
-import { identityScope, ReservedIdentity } from '../../identity/identity.ts';
+import { identityScope, ReservedIdentity } from '../identity/identity.ts';
 
 export const REDACTED = 'HUBBLE_REDACTED';
 
@@ -405,7 +406,7 @@ class HttpCompact extends L7Compact {
     const isReq = !this.isReply;
     return l7Flow(
       this.timeMs, this.uuidHead + this.uuidLow.toString(16), this.emitter, this.verdict, this.ip,
-      tcpL4(this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
+      l7Layer4(false, this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
       isReq ? this.request! : responseL7(this.record!, this.latencyNs),
       this.direction, 0, this.isReply, DEFAULT_PROXY_PORTS.http, undefined,
       httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs), undefined,
@@ -427,18 +428,15 @@ class DnsCompact extends L7Compact {
     const shared = this.shared!;
     return l7Flow(
       this.timeMs, this.uuidHead + this.uuidLow.toString(16), this.emitter, this.verdict, this.ip,
-      this.udp ? udpL4(this.srcPort, this.dstPort) : tcpL4(this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
+      l7Layer4(this.udp, this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
       dnsL7(shared, this.isReply, BigInt(this.latencyNs)), this.direction, 0, this.isReply, 0, undefined, shared.summary, undefined,
     );
   }
 }
 
-function udpL4(sourcePort: number, destinationPort: number): Layer4 {
-  return { $typeName: 'flow.Layer4', protocol: { case: 'UDP', value: { $typeName: 'flow.UDP', sourcePort, destinationPort } } };
-}
-
-function tcpL4(sourcePort: number, destinationPort: number): Layer4 {
-  return { $typeName: 'flow.Layer4', protocol: { case: 'TCP', value: { $typeName: 'flow.TCP', sourcePort, destinationPort, flags: undefined } } };
+/** An L7 flow's Layer4 (flow.ts builds every Layer4): TCP or UDP ports, no flags. */
+function l7Layer4(udp: boolean, sourcePort: number, destinationPort: number): Layer4 {
+  return newLayer4(udp ? L4_UDP : L4_TCP, sourcePort, destinationPort, undefined)!;
 }
 
 /** the flows of one second share its BigInt (a heap object per flow otherwise) */
@@ -559,10 +557,6 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     return p.labels ? messages.labelled(p.labels, p.identity) : messages.remote(p.identity);
   }
 
-  function l4Of(src: AccessPeer, dst: AccessPeer, transport: 'TCP' | 'UDP'): Layer4 {
-    return transport === 'UDP' ? udpL4(src.port, dst.port) : tcpL4(src.port, dst.port);
-  }
-
   const parse = function parse(rec: AccessLogRecord): Flow {
     lastDns = rec.l7 === 'dns' ? dnsShared(rec) : undefined;
     const part = rec.l7 === 'http' ? httpPart(rec, httpShared(rec)) : lastDns ? dnsPart(rec as DnsAccessRecord, lastDns) : tlsPart(rec as TlsAccessRecord);
@@ -570,29 +564,29 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     const src = part.isReply ? rec.server : rec.client;
     const dst = part.isReply ? rec.client : rec.server;
     return l7Flow(
-      rec.timeMs, '', undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4Of(src, dst, part.transport), endpoint(src), endpoint(dst),
+      rec.timeMs, '', undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l7Layer4(part.transport === 'UDP', src.port, dst.port), endpoint(src), endpoint(dst),
       opts.nodeName, part.destinationNames ?? NONE, part.l7, rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS,
       part.dropReasonDesc ?? 0, part.isReply, part.proxyPort, part.traceContext, part.summary, part.extensions,
     );
   } as L7Parser;
 
-  // The scratch Flow of borrow(): the first borrowed DNS flow, with one Layer4 per transport.
+  // The scratch Flow of borrow(): the first borrowed DNS flow, with one Layer4 per kind (L4_UDP, L4_TCP).
   let scratch: Flow | undefined;
-  let scratchUdp: Layer4 | undefined, scratchTcp: Layer4 | undefined;
+  const scratchL4: (Layer4 | undefined)[] = [];
   parse.borrow = (rec) => {
     if (!scratch) {
       scratch = parse(rec);
-      if (rec.transport === 'UDP') scratchUdp = scratch.l4; else scratchTcp = scratch.l4;
+      scratchL4[rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
       return scratch;
     }
     const shared = (lastDns = dnsShared(rec));
     const isResp = rec.type === 'response';
     const src = isResp ? rec.server : rec.client;
     const dst = isResp ? rec.client : rec.server;
-    let l4: Layer4;
-    if (rec.transport === 'UDP') {
-      if (scratchUdp?.protocol.case === 'UDP') { scratchUdp.protocol.value.sourcePort = src.port; scratchUdp.protocol.value.destinationPort = dst.port; l4 = scratchUdp; } else l4 = scratchUdp = udpL4(src.port, dst.port);
-    } else if (scratchTcp?.protocol.case === 'TCP') { scratchTcp.protocol.value.sourcePort = src.port; scratchTcp.protocol.value.destinationPort = dst.port; l4 = scratchTcp; } else l4 = scratchTcp = tcpL4(src.port, dst.port);
+    const kind = rec.transport === 'UDP' ? L4_UDP : L4_TCP;
+    let l4 = scratchL4[kind];
+    if (l4) refillLayer4(l4, src.port, dst.port, undefined);
+    else l4 = scratchL4[kind] = l7Layer4(kind === L4_UDP, src.port, dst.port);
     refillL7Flow(
       scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
       dnsL7(shared, isResp, rec.latencyNs ?? 0n), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,

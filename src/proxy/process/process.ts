@@ -14,17 +14,17 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { resourceKey } from '../api/types.ts';
-import type { AccessLogRecord } from '../common/access-log.ts';
-import { proxySlot } from '../common/proxy-ports.ts';
-import { encodeSockmapFd, encodeU32 } from '../datapath/linux/codec.ts';
-import { BpfMap } from '../sys/bpf.ts';
-import { createAINode } from './ai/node.ts';
-import { createHttpProxyNode } from './http/node.ts';
-import { createTlsNode } from './tls/node.ts';
-import { createStandaloneDNS } from './dns/standalone.ts';
-import { createFeedClient } from './feed/client.ts';
-import { applyDelta, applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from './feed/snapshot.ts';
+import { resourceKey } from '../../api/types.ts';
+import type { AccessLogRecord } from '../../common/access-log.ts';
+import { proxySlot } from '../../common/proxy-ports.ts';
+import { encodeSockmapFd, encodeU32 } from '../../datapath/linux/codec.ts';
+import { BpfMap } from '../../sys/bpf.ts';
+import { createAINode } from '../ai/node.ts';
+import { createHttpProxyNode } from '../http/node.ts';
+import { createTlsNode } from '../tls/node.ts';
+import { createStandaloneDNS } from '../dns/standalone.ts';
+import { createFeedClient } from '../feed/client.ts';
+import { applyDelta, applyIpcacheDelta, viewOf, type PolicyView, type ProxySnapshot } from '../feed/snapshot.ts';
 
 type Log = { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void; error?(o: unknown, m?: string): void; child?(b: Record<string, unknown>): Log };
 

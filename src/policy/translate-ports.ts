@@ -2,12 +2,12 @@
  * toPorts and icmps → port specs: protocols (ANY is TCP+UDP+SCTP), ports and ranges (as
  * prefixes the datapath matches), named ports, ICMP types (spec §2.10, §3).
  */
-import type { ICMPRule, PortProtocol } from '../../api/types.ts';
-import { show } from '../../labels/selector.ts';
-import type { PortSpec } from '../rules.ts';
-import { ANY_PROTOCOLS, PROTO_BY_NAME, isNamedPort, parseICMPType, rangeToPrefixes } from '../ports.ts';
-import { Proto } from '../types.ts';
-import { list, type Ctx, type Path } from './context.ts';
+import type { ICMPRule, PortProtocol } from '../api/types.ts';
+import { show } from '../labels/selector.ts';
+import type { PortSpec } from './rules.ts';
+import { ANY_PROTOCOLS, PROTO_BY_NAME, isNamedPort, parseICMPType, rangeToPrefixes } from './ports.ts';
+import { Proto } from './types.ts';
+import { list, type Ctx, type Path } from './translate-context.ts';
 
 function parseProtocol(ctx: Ctx, pp: PortProtocol, path: Path): { protos: number[]; extended: boolean } | undefined {
   const raw = show(pp.protocol ?? '').toUpperCase();

@@ -1,9 +1,9 @@
 /**
  * Image handler for the Star Wars demo: `cilium/starwars` (any registry, tag or digest) runs the
- * deathstar server (starwars.ts) on its containerPorts (default 80).
+ * deathstar server (workloads/starwars.ts) on its containerPorts (default 80).
  */
 import { join } from 'node:path';
-import type { PlanContext, WorkloadPlan } from '../workload-plan.ts';
+import type { PlanContext, WorkloadPlan } from './workload-plan.ts';
 
 export function starwarsHandler(ctx: PlanContext): WorkloadPlan | undefined {
   const img = (ctx.container.image ?? '').toLowerCase();

@@ -4,18 +4,18 @@
  * ports (ports.ts) and L7 part (l7-spec.ts), and default deny (§4.1). Structure is checked by
  * validate.ts first; anything invalid translates to nothing.
  */
-import type { EgressRule, ICMPRule, IngressRule, PortRule, Rule } from '../../api/types.ts';
-import { resourceKey } from '../../api/types.ts';
-import { LabelSource } from '../../labels/labels.ts';
-import { compileRequirements, requirement } from '../../labels/selector.ts';
-import { WILDCARD_PEER, type PeerSelector } from '../selectors.ts';
-import type { L7Spec, PolicyEntry, PortSpec, TranslatedRule } from '../rules.ts';
-import type { Direction } from '../types.ts';
-import { NS_KEY, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './context.ts';
-import { expandPorts, icmpSpecs } from './ports.ts';
-import { EGRESS_L3, INGRESS_L3, elementPeers, type PeerCtx } from './peers.ts';
-import { l7Spec } from './l7-spec.ts';
-import { AUTH_MODES, validateElement, validateRule } from './validate.ts';
+import type { EgressRule, ICMPRule, IngressRule, PortRule, Rule } from '../api/types.ts';
+import { resourceKey } from '../api/types.ts';
+import { LabelSource } from '../labels/labels.ts';
+import { compileRequirements, requirement } from '../labels/selector.ts';
+import { WILDCARD_PEER, type PeerSelector } from './selectors.ts';
+import type { L7Spec, PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
+import type { Direction } from './types.ts';
+import { NS_KEY, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './translate-context.ts';
+import { expandPorts, icmpSpecs } from './translate-ports.ts';
+import { EGRESS_L3, INGRESS_L3, elementPeers, type PeerCtx } from './translate-peers.ts';
+import { l7Spec } from './translate-l7-spec.ts';
+import { AUTH_MODES, validateElement, validateRule } from './translate-validate.ts';
 
 function translateElement(
   pc: PeerCtx, dir: Direction, verdict: 'allow' | 'deny', e: IngressRule | EgressRule, path: Path, log: string | undefined,

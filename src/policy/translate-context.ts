@@ -3,14 +3,14 @@
  * one resource (Ctx) that collects issues at YAML paths (line:col when the loader can locate
  * them) and makes rule origins.
  */
-import type { FQDNSelector, LabelSelector, PolicyResource, Service } from '../../api/types.ts';
-import type { Issue } from '../../common/errors.ts';
-import { K8sLabel, LabelSource } from '../../labels/labels.ts';
-import { selectorRequirements, validateSelector, type Requirement } from '../../labels/selector.ts';
-import type { Prefix } from '../../ipcache/prefix.ts';
-import { DEFAULT_CLUSTER_NAME } from '../../identity/labels.ts';
-import type { TranslatedRule } from '../rules.ts';
-import type { RuleOrigin } from '../types.ts';
+import type { FQDNSelector, LabelSelector, PolicyResource, Service } from '../api/types.ts';
+import type { Issue } from '../common/errors.ts';
+import { K8sLabel, LabelSource } from '../labels/labels.ts';
+import { selectorRequirements, validateSelector, type Requirement } from '../labels/selector.ts';
+import type { Prefix } from '../ipcache/prefix.ts';
+import { DEFAULT_CLUSTER_NAME } from '../identity/labels.ts';
+import type { TranslatedRule } from './rules.ts';
+import type { RuleOrigin } from './types.ts';
 
 export interface ServiceLookup {
   get(namespace: string, name: string): Service | undefined;

@@ -3,12 +3,12 @@
  * TLS contexts), once validate.ts has accepted it. null: the entry has no L7 part; undefined:
  * it is invalid (the problems are in the context).
  */
-import type { PortRule } from '../../api/types.ts';
-import type { L7Spec } from '../rules.ts';
-import type { Direction } from '../types.ts';
-import { list, type Ctx, type Path } from './context.ts';
-import type { ExpandedPorts } from './ports.ts';
-import { hasL7, l7Kinds, validateL7 } from './validate.ts';
+import type { PortRule } from '../api/types.ts';
+import type { L7Spec } from './rules.ts';
+import type { Direction } from './types.ts';
+import { list, type Ctx, type Path } from './translate-context.ts';
+import type { ExpandedPorts } from './translate-ports.ts';
+import { hasL7, l7Kinds, validateL7 } from './translate-validate.ts';
 
 export function l7Spec(ctx: Ctx, pr: PortRule, dir: Direction, ports: ExpandedPorts, path: Path): L7Spec | null | undefined {
   if (!hasL7(pr)) return null;

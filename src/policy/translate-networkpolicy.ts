@@ -3,15 +3,15 @@
  * policy's namespace, peers (pods, namespaces by their labels, ipBlock as a CIDR set), ports with
  * endPort and named ports; rules present in a direction are enforced even if policyTypes omits it.
  */
-import type { NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from '../../api/types.ts';
-import { resourceKey } from '../../api/types.ts';
-import { LabelSource } from '../../labels/labels.ts';
-import { compileRequirements, requirement, show, validateSelector, type Requirement } from '../../labels/selector.ts';
-import { labelPeer, WILDCARD_PEER, type PeerSelector } from '../selectors.ts';
-import type { PolicyEntry, PortSpec, TranslatedRule } from '../rules.ts';
-import { PROTO_BY_NAME, isNamedPort, rangeToPrefixes } from '../ports.ts';
-import { NS_KEY, NS_LABELS_PREFIX, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './context.ts';
-import { cidrSetPeers } from './peers.ts';
+import type { NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort } from '../api/types.ts';
+import { resourceKey } from '../api/types.ts';
+import { LabelSource } from '../labels/labels.ts';
+import { compileRequirements, requirement, show, validateSelector, type Requirement } from '../labels/selector.ts';
+import { labelPeer, WILDCARD_PEER, type PeerSelector } from './selectors.ts';
+import type { PolicyEntry, PortSpec, TranslatedRule } from './rules.ts';
+import { PROTO_BY_NAME, isNamedPort, rangeToPrefixes } from './ports.ts';
+import { NS_KEY, NS_LABELS_PREFIX, isNamespaceReq, list, selectorReqs, type Ctx, type Path } from './translate-context.ts';
+import { cidrSetPeers } from './translate-peers.ts';
 
 function npPeer(ctx: Ctx, peer: NetworkPolicyPeer, path: Path): PeerSelector[] {
   if (!peer || typeof peer !== 'object') { ctx.issue('POLICY_PEER_INVALID', path, 'peer must be an object'); return []; }

@@ -4,9 +4,9 @@
  * 10.96.0.10, port 53 UDP/TCP). The workload runs src/lab/dns/server.ts in the pod's namespace.
  */
 import { join } from 'node:path';
-import type { Resource } from '../../api/types.ts';
-import { CLUSTER_DNS_IP } from '../names.ts';
-import type { PlanContext, WorkloadPlan } from '../workload-plan.ts';
+import type { Resource } from '../api/types.ts';
+import { CLUSTER_DNS_IP } from './names.ts';
+import type { PlanContext, WorkloadPlan } from './workload-plan.ts';
 
 export const LAB_DNS_IMAGE = 'membrane/lab-dns';
 

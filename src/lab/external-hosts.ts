@@ -4,9 +4,9 @@
  * the node1 agent whenever resources change. The world's echo processes listen on all
  * addresses, so a new address serves HTTP (80, 8080) and HTTPS (443) at once.
  */
-import type { ExternalHost } from '../../api/types.ts';
-import { ipBatch } from '../../sys/net.ts';
-import { WORLD_GATEWAY, WORLD_LINK, nodeNetnsName, worldNetnsName } from '../names.ts';
+import type { ExternalHost } from '../api/types.ts';
+import { ipBatch } from '../sys/net.ts';
+import { WORLD_GATEWAY, WORLD_LINK, nodeNetnsName, worldNetnsName } from './names.ts';
 
 const inWorld = (ip: string) => ip.startsWith('198.51.100.') || ip.startsWith('203.0.113.');
 

@@ -3,7 +3,7 @@
  * parser's per-request path: the generic fromJson + anyPack path cost more than the rest of the flow).
  */
 import type { Any } from '@bufbuild/protobuf/wkt';
-import type { AccessAI } from '../../common/access-log.ts';
+import type { AccessAI } from '../common/access-log.ts';
 
 /**
  * An AI call's facts as the flow's `extensions` (Hubble's field for data beyond its schema): a
