@@ -126,8 +126,11 @@ try {
   const holdStats = (last: number) => callAgent<{ hold: Hold; holdTimeouts: number } & Batching>(paths.agentSocket('node1'), 'GET', `/v1/dns/proxy?last=${last}`);
   /** datagrams per recvmmsg and per sendmmsg between two reads of the proxy's counters (an older proxy has none: '?') */
   const perCall = (a: Batching, b: Batching): string => {
-    const f = (n: number | undefined, m: number | undefined, k: 'batched' | 'sent', c: 'recvCalls' | 'sendCalls') => (n === undefined || m === undefined || b[c]! - a[c]! <= 0 ? '?' : ((b[k]! - a[k]!) / (b[c]! - a[c]!)).toFixed(1));
-    return `datagrams per recvmmsg ${f(a.batched, b.batched, 'batched', 'recvCalls')}, per sendmmsg ${f(a.sent, b.sent, 'sent', 'sendCalls')}`;
+    const f = (k: 'batched' | 'sent', c: 'recvCalls' | 'sendCalls') => {
+      const calls = (b[c] ?? NaN) - (a[c] ?? NaN);
+      return calls > 0 ? ((b[k]! - a[k]!) / calls).toFixed(1) : '?';
+    };
+    return `datagrams per recvmmsg ${f('batched', 'recvCalls')}, per sendmmsg ${f('sent', 'sendCalls')}`;
   };
   const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number; hold: Hold; freshP50: number; freshP99: number; freshCpu: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {

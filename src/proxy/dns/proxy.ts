@@ -500,6 +500,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const p = takePending(buf.readUInt16BE(off));
     if (p === undefined) return;
     const facts = answerFactsAt(buf, off, len);
+    // An answer that does not decode (a compression loop, records past its end) is never
+    // forwarded: its IPs could not be learned, and the client's parser might read some. SERVFAIL
+    // from the kept question instead, as Cilium's proxy answers a response it cannot unpack.
+    if (facts === null) { failUdp(p); return; }
     const wait = holdFor(p.ep.id, p.qname, facts);
     // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
     if (wait === null) { releaseUdp(p, buf, off, len, facts); return; }
@@ -508,13 +512,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     holdThen(wait, () => releaseUdp(p, held, 0, held.length, facts), () => failUdp(p));
   }
 
-  function releaseUdp(p: Pending, buf: Buffer, off: number, len: number, facts: AnswerFacts | null): void {
+  function releaseUdp(p: Pending, buf: Buffer, off: number, len: number, facts: AnswerFacts): void {
     const latency = process.hrtime.bigint() - p.t0;
     sendToClient(p.dst, p.from, p.clientPort, buf, off, len, p.clientId);
     emit({
       l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-      rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
+      verdict: 'forwarded', rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: latency,
     });
   }
 
@@ -532,8 +535,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
    * answer with IPs, or onAnswer says the datapath has them, or the hold is off); otherwise
    * onAnswer's promise (holdThen).
    */
-  function holdFor(epId: number, qname: string, facts: AnswerFacts | null): Promise<void> | null {
-    if (!facts || facts.rcode !== 0 || facts.ips.length === 0) return null;
+  function holdFor(epId: number, qname: string, facts: AnswerFacts): Promise<void> | null {
+    if (facts.rcode !== 0 || facts.ips.length === 0) return null;
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
     return !wait || deps.hold === false ? null : wait;
@@ -591,18 +594,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       const w = waiting.get(msg.readUInt16BE(0));
       if (!w) return;
       waiting.delete(msg.readUInt16BE(0));
-      const facts = answerFacts(msg);
-      const release = (): void => {
-        if (!c.destroyed) c.write(framed(msg));
-        emitPart({
-          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
-          rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-          rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0,
-        });
-      };
-      const wait = holdFor(ep.id, w.qname, facts);
-      if (wait === null) { release(); return; }
-      holdThen(wait, release, () => {
+      const fail = (): void => {
         st.servfail++;
         const r = errorReply(msg, RCODE.SERVFAIL);
         if (r && !c.destroyed) c.write(framed(r));
@@ -610,7 +602,20 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'error',
           rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - w.t0,
         });
-      });
+      };
+      const facts = answerFacts(msg);
+      // an answer that does not decode is never forwarded (as over UDP)
+      if (facts === null) { fail(); return; }
+      const release = (): void => {
+        if (!c.destroyed) c.write(framed(msg));
+        emitPart({
+          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
+          rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: process.hrtime.bigint() - w.t0,
+        });
+      };
+      const wait = holdFor(ep.id, w.qname, facts);
+      if (wait === null) { release(); return; }
+      holdThen(wait, release, fail);
     };
     const upstream = (): NetSocket => {
       if (up) return up;
