@@ -136,12 +136,20 @@ interface Pending {
   /** the request record's peers, reused by the response record (same query, moments later) */
   client: AccessPeer;
   server: AccessPeer;
-  t0: bigint;
+  /** performance.now() when the query came (a double, refilled in place: no BigInt per query) */
+  t0: number;
   /** ms: the upstream must have answered by then (swept, not one timer per query) */
   deadline: number;
   /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
   flags: number;
   question: Question;
+  /** false once a closure may still hold it (the first sends before the upstream socket is ready): never reused */
+  reusable: boolean;
+}
+
+/** ns since `t0` (performance.now()), as a record's latency */
+function latencySince(t0: number): bigint {
+  return BigInt(Math.max(0, Math.round((performance.now() - t0) * 1e6)));
 }
 
 export interface DNSProxy {
@@ -192,6 +200,15 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   /** queries upstream by the id they were forwarded with (a slot per id: no hashing, no Map growth per query) */
   const pending: (Pending | undefined)[] = new Array<Pending | undefined>(65536).fill(undefined);
   let pendingCount = 0;
+  /**
+   * Pendings whose answer went out at once (or failed to decode), for the next queries: a steady
+   * stream reuses them instead of making one per query. Only objects nothing else holds come
+   * back (a record takes its values, never the Pending; a held answer's closures keep theirs).
+   */
+  const freePending: Pending[] = [];
+  function recycle(p: Pending): void {
+    if (p.reusable && freePending.length < 4096) freePending.push(p);
+  }
   let nextId = (Math.random() * 65536) | 0;
   // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
   // answer is ever cut); each is read and judged before the next drain reuses the arena.
@@ -352,7 +369,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.dropped++;
       return;
     }
-    const t0 = process.hrtime.bigint();
+    const t0 = performance.now();
     const od = deps.originalDestination(from, clientPort, ep);
     const dst = typeof od === 'string' ? od : undefined;
     const q = cut ? (len < 12 ? 'short' : 'oversized') : queryAt(buf, off, len);
@@ -397,7 +414,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (pending[id] !== undefined) { st.servfail++; replyQuestion(dst, from, clientPort, clientId, flags, q, RCODE.SERVFAIL); return; }
     nextId = (id + 1) & 0xffff;
     // No copy of the query is kept (the arena is reused): a SERVFAIL is made from its question.
-    const p: Pending = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags, question: q };
+    let p = freePending.pop();
+    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags, question: q, reusable: true };
+    else {
+      p.from = from; p.clientPort = clientPort; p.clientId = clientId; p.dst = dst; p.ep = ep; p.qname = q.name; p.qtypes = q.qtypes;
+      p.client = cl; p.server = server; p.t0 = t0; p.deadline = Date.now() + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
+    }
     pending[id] = p;
     pendingCount++;
     const to = deps.upstreamFor?.(dst) ?? dst;
@@ -411,11 +433,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
     const out = Buffer.from(buf.subarray(off, off + len));
     out.writeUInt16BE(id, 0);
+    const pend = p;
+    pend.reusable = false; // the closure below compares it with the slot later
     const fail = (): void => {
-      if (pending[id] !== p) return;
+      if (pending[id] !== pend) return;
       takePending(id);
       st.servfail++;
-      servfail(p);
+      servfail(pend);
     };
     if (u) u.s.send(out);
     else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
@@ -503,17 +527,17 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     // An answer that does not decode (a compression loop, records past its end) is never
     // forwarded: its IPs could not be learned, and the client's parser might read some. SERVFAIL
     // from the kept question instead, as Cilium's proxy answers a response it cannot unpack.
-    if (facts === null) { failUdp(p); return; }
+    if (facts === null) { failUdp(p); recycle(p); return; }
     const wait = holdFor(p.ep.id, p.qname, facts);
     // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
-    if (wait === null) { releaseUdp(p, buf, off, len, facts); return; }
+    if (wait === null) { releaseUdp(p, buf, off, len, facts); recycle(p); return; }
     // A held answer outlives this drain: it keeps its own copy of the bytes.
     const held = Buffer.from(buf.subarray(off, off + len));
     holdThen(wait, () => releaseUdp(p, held, 0, held.length, facts), () => failUdp(p));
   }
 
   function releaseUdp(p: Pending, buf: Buffer, off: number, len: number, facts: AnswerFacts): void {
-    const latency = process.hrtime.bigint() - p.t0;
+    const latency = latencySince(p.t0);
     sendToClient(p.dst, p.from, p.clientPort, buf, off, len, p.clientId);
     emit({
       l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
@@ -526,7 +550,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     servfail(p);
     emit({
       l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
+      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: latencySince(p.t0),
     });
   }
 
@@ -774,6 +798,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     async stop() {
       closeListeners();
+      freePending.length = 0;
       if (sweep) clearInterval(sweep);
       pending.fill(undefined);
       pendingCount = 0;
