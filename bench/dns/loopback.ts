@@ -12,6 +12,12 @@
  *   hubble.ingestRecord (Hubble's L7 parser, uuid, workloads, ring) → the default Hubble metrics
  *   and the agent's cilium_policy_l7_total; client and server are local endpoints, as in a lab.
  * --cpu-prof-dir: a V8 CPU profile of the proxied rounds only (inspector, 200 µs sampling).
+ * --feed: the records take the proxy process's path instead (src/proxy/feed/client.ts: the binary
+ *   frames, a query's answer paired with its request) to a stand-in agent socket that reads and
+ *   discards them: the proxy process's own work per query, nothing of the agent's.
+ * --alloc: V8's sampling heap profiler over the proxied rounds (every 256 bytes, collected objects
+ *   kept): bytes allocated per query and the frames that allocate them, largest first. Slows the
+ *   proxy: read the bytes, not the q/s.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -28,8 +34,10 @@ import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
 import { Session } from 'node:inspector/promises';
+import { createServer } from 'node:net';
+import { createFeedClient } from '../../src/proxy/feed/client.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' }, agent: { type: 'boolean', default: false }, 'cpu-prof-dir': { type: 'string', default: '' } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' }, agent: { type: 'boolean', default: false }, 'cpu-prof-dir': { type: 'string', default: '' }, feed: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false } } });
 const MODULE = values.module ? resolve(values.module) : resolve(import.meta.dirname, '../../src/proxy/dns/proxy.ts');
 const { createDNSProxy } = (await import(MODULE)) as { createDNSProxy: typeof CreateDNSProxy };
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -63,7 +71,26 @@ function agentSink(): (rec: AccessLogRecord) => void {
   hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
   return (rec) => hubble.ingestRecord(rec);
 }
-const sink = values.agent ? agentSink() : undefined;
+/** --feed: the proxy process's feed client, to an agent that takes binary frames and drops them */
+async function feedSink(): Promise<(rec: AccessLogRecord) => void> {
+  const path = join(dir, 'feed.sock');
+  const srv = createServer((c) => {
+    c.write(`${JSON.stringify({ t: 'caps', records: 'bin1' })}\n`);
+    c.on('data', () => {});
+    c.on('error', () => {});
+  });
+  await new Promise<void>((ok) => srv.listen(path, ok));
+  srv.unref();
+  const feed = createFeedClient({ socketPath: path, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => undefined, statusRows: () => [] });
+  feed.start();
+  // the caps message turns the encoder on
+  for (let i = 0; i < 100 && !feed.connected(); i++) await new Promise((ok) => setTimeout(ok, 10));
+  await new Promise((ok) => setTimeout(ok, 50));
+  stopFeed = () => feed.stop();
+  return (rec) => feed.record(rec);
+}
+let stopFeed = (): void => {};
+const sink = values.agent ? agentSink() : values.feed ? await feedSink() : undefined;
 const proxy = createDNSProxy({
   nodeName: 'bench', port: PORT, host: '127.0.0.1', dnsPort: PORT,
   endpointByIp: () => EP,
@@ -73,6 +100,8 @@ const proxy = createDNSProxy({
   peerOf: (ip: string) => (values.agent ? { identity: epAt(ip)?.identity ?? 2, endpoint: epAt(ip) } : { identity: 256 }),
   decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.bench.lab.'),
   onAnswer: () => null,
+  // --feed: as the proxy process, whose feed bumps a revision on every change (none here)
+  ...(values.feed ? { revision: () => 1 } : {}),
   // a build whose proxy emits access records pays the flow build here, as older builds did inside the proxy
   emit: (x: unknown) => { if (sink) sink(x as AccessLogRecord); else if (!(x as { $typeName?: string }).$typeName) parseL7(x as AccessLogRecord); flows++; },
 });
@@ -86,10 +115,28 @@ try {
   await dnsperf('127.0.0.1', process.pid); // warm-up
   const prof = values['cpu-prof-dir'] ? new Session() : undefined;
   if (prof) { prof.connect(); await prof.post('Profiler.enable'); await prof.post('Profiler.setSamplingInterval', { interval: 200 }); }
+  const heap = values.alloc ? new Session() : undefined;
+  if (heap) { heap.connect(); await heap.post('HeapProfiler.enable'); }
+  const allocBytes = new Map<string, number>();
+  let allocQueries = 0;
   for (let r = 0; r < ROUNDS; r++) {
     const d = await dnsperf(UP, dm.pid!);
     if (prof) await prof.post('Profiler.start');
+    if (heap) await heap.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+    const q0 = proxy.stats().queries;
     const p = await dnsperf('127.0.0.1', process.pid);
+    if (heap) {
+      const { profile } = await heap.post('HeapProfiler.stopSampling');
+      allocQueries += proxy.stats().queries - q0;
+      type N = { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: N[] };
+      const walk = (n: N, stack: string[]): void => {
+        const f = n.callFrame;
+        const here = [...stack, `${f.functionName || '(anon)'} ${f.url.replace(/.*\/(src|bench|node_modules)\//, '$1/')}:${f.lineNumber + 1}`];
+        if (n.selfSize) { const k = here.slice(-3).reverse().join(' < '); allocBytes.set(k, (allocBytes.get(k) ?? 0) + n.selfSize); }
+        for (const c of n.children) walk(c, here);
+      };
+      walk(profile.head as N, []);
+    }
     if (prof) {
       const { profile } = await prof.post('Profiler.stop');
       writeFileSync(join(resolve(values['cpu-prof-dir']!), `dns-loopback-${process.pid}-r${r + 1}.cpuprofile`), JSON.stringify(profile));
@@ -97,11 +144,17 @@ try {
     rows.push({ d: d.qps, p: p.qps, cd: d.cpu, cp: p.cpu });
     console.error(`round ${r + 1}: dnsmasq ${d.qps.toFixed(0)} q/s (${d.cpu.toFixed(1)} µs/q) | proxy ${p.qps.toFixed(0)} q/s (${p.cpu.toFixed(1)} µs/q of the proxy process)`);
   }
+  if (heap) {
+    const total = [...allocBytes.values()].reduce((a, b) => a + b, 0);
+    console.log(`allocated: ${(total / allocQueries).toFixed(0)} bytes per query over ${allocQueries} queries`);
+    for (const [k, v] of [...allocBytes.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${(v / allocQueries).toFixed(1).padStart(8)} B/q  ${k}`);
+  }
   const st = proxy.stats();
   console.log(`${MODULE.replace(resolve(import.meta.dirname, '../..') + '/', '')}${values.agent ? ' (--agent)' : ''}: median: dnsmasq ${median(rows.map((x) => x.d)).toFixed(0)} q/s, proxy ${median(rows.map((x) => x.p)).toFixed(0)} q/s; CPU/query dnsmasq ${median(rows.map((x) => x.cd)).toFixed(1)} µs, proxy ${median(rows.map((x) => x.cp)).toFixed(1)} µs; ` +
-    `${st.queries} queries, ${st.batched} read by recvmmsg, ${flows} flows, ${st.servfail} servfail, ${st.dropped} dropped`);
+    `${st.queries} queries, ${st.batched} read by recvmmsg (${(st.batched / st.recvCalls).toFixed(1)} per call), ${st.sent} sent by sendmmsg (${(st.sent / st.sendCalls).toFixed(1)} per call), ${flows} flows, ${st.servfail} servfail, ${st.dropped} dropped`);
 } finally {
   await proxy.stop();
+  stopFeed();
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
 }

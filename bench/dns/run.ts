@@ -122,12 +122,23 @@ try {
   const proxyPid = existsSync(proxyPidFile) ? pidOf(proxyPidFile) : undefined;
   const dnsmasqPid = pidOf(join(dir, 'dnsmasq.pid'));
   type Hold = { count: number; p50Ms: number; p99Ms: number; maxMs: number };
-  const holdStats = (last: number) => callAgent<{ hold: Hold; holdTimeouts: number }>(paths.agentSocket('node1'), 'GET', `/v1/dns/proxy?last=${last}`);
+  type Batching = { batched?: number; recvCalls?: number; sent?: number; sendCalls?: number };
+  const holdStats = (last: number) => callAgent<{ hold: Hold; holdTimeouts: number } & Batching>(paths.agentSocket('node1'), 'GET', `/v1/dns/proxy?last=${last}`);
+  /** datagrams per recvmmsg and per sendmmsg between two reads of the proxy's counters (an older proxy has none: '?') */
+  const perCall = (a: Batching, b: Batching): string => {
+    const f = (k: 'batched' | 'sent', c: 'recvCalls' | 'sendCalls') => {
+      const calls = (b[c] ?? NaN) - (a[c] ?? NaN);
+      return calls > 0 ? ((b[k]! - a[k]!) / calls).toFixed(1) : '?';
+    };
+    return `datagrams per recvmmsg ${f('batched', 'recvCalls')}, per sendmmsg ${f('sent', 'sendCalls')}`;
+  };
   const rows: { qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number; hold: Hold; freshP50: number; freshP99: number; freshCpu: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const d = dnsperf('direct', server, [dnsmasqPid]);
     const rec = PERF ? spawn('perf', ['record', '-F', '2999', '-g', '-o', join(PERF, `perf-r${r + 1}.data`), '-p', [agentPid, proxyPid].filter(Boolean).join(','), '--', 'sleep', String(SECS)], { stdio: 'ignore' }) : undefined;
+    const b0 = await holdStats(1);
     const p = dnsperf('proxied', server, proxyPid ? [agentPid, proxyPid] : [agentPid]);
+    const batching = perCall(b0, await holdStats(1));
     if (rec) await new Promise((ok) => { if (rec.exitCode !== null) ok(null); else rec.once('exit', ok); });
     const qpsD = d.qps, qpsP = p.qps;
     const lD = latency('direct', server, NAMES, 3000);
@@ -142,7 +153,7 @@ try {
     const after = (await holdStats(0)).hold.count;
     const hold = (await holdStats(Math.max(1, after - before))).hold;
     rows.push({ qpsD, qpsP, p50D: lD.p50Us, p50P: lP.p50Us, p99D: lD.p99Us, p99P: lP.p99Us, cpuD: d.cpuPerQ, cpuP: p.cpuPerQ, hold, freshP50: fresh.p50Us, freshP99: fresh.p99Us, freshCpu: freshCpu[0]! + freshCpu[1]! });
-    console.error(`round ${r + 1} [load ${loadavg()[0]!.toFixed(2)}]: qps ${qpsD.toFixed(0)} direct / ${qpsP.toFixed(0)} proxied (${(qpsP / qpsD * 100).toFixed(1)} %); CPU/query dnsmasq ${d.cpuPerQ.toFixed(1)} µs / agent ${p.each[0]!.toFixed(1)} + proxy process ${(p.each[1] ?? 0).toFixed(1)} = ${p.cpuPerQ.toFixed(1)} µs; p50 ${lD.p50Us.toFixed(0)} / ${lP.p50Us.toFixed(0)} µs; p99 ${lD.p99Us.toFixed(0)} / ${lP.p99Us.toFixed(0)} µs; hold of ${hold.count} fresh answers p50 / p99 / max ${hold.p50Ms.toFixed(2)} / ${hold.p99Ms.toFixed(2)} / ${hold.maxMs.toFixed(2)} ms; CPU per fresh name agent ${freshCpu[0]!.toFixed(0)} + proxy process ${freshCpu[1]!.toFixed(0)} µs`);
+    console.error(`round ${r + 1} [load ${loadavg()[0]!.toFixed(2)}]: qps ${qpsD.toFixed(0)} direct / ${qpsP.toFixed(0)} proxied (${(qpsP / qpsD * 100).toFixed(1)} %); CPU/query dnsmasq ${d.cpuPerQ.toFixed(1)} µs / agent ${p.each[0]!.toFixed(1)} + proxy process ${(p.each[1] ?? 0).toFixed(1)} = ${p.cpuPerQ.toFixed(1)} µs; p50 ${lD.p50Us.toFixed(0)} / ${lP.p50Us.toFixed(0)} µs; p99 ${lD.p99Us.toFixed(0)} / ${lP.p99Us.toFixed(0)} µs; hold of ${hold.count} fresh answers p50 / p99 / max ${hold.p50Ms.toFixed(2)} / ${hold.p99Ms.toFixed(2)} / ${hold.maxMs.toFixed(2)} ms; CPU per fresh name agent ${freshCpu[0]!.toFixed(0)} + proxy process ${freshCpu[1]!.toFixed(0)} µs; ${batching}`);
   }
   const stats = await callAgent<{ holdTimeouts: number }>(paths.agentSocket('node1'), 'GET', '/v1/dns/proxy');
 

@@ -39,7 +39,7 @@ import { MembraneError } from '../../common/errors.ts';
 import { DEFAULT_PROXY_PORTS, proxyListenHost, type ProxyFamily } from '../../common/proxy-ports.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
-import { RCODE, answerFacts, errorReply, parseQuery, questionReply, type AnswerFacts, type Question } from './wire.ts';
+import { RCODE, answerFacts, answerFactsAt, errorReply, parseQuery, queryAt, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
@@ -115,6 +115,11 @@ export interface DNSProxyStats {
   noOrigDst: number;
   /** datagrams read by recvmmsg (behind the one Node read per wake-up) */
   batched: number;
+  /** recvmmsg calls (batched / recvCalls: datagrams per call, empty drains included) */
+  recvCalls: number;
+  /** datagrams sent by sendmmsg (queries upstream, answers and error replies to clients) and its calls */
+  sent: number;
+  sendCalls: number;
   /** recent answer-hold times (ms): answer received → datapath has its IPs */
   holdsMs: number[];
 }
@@ -131,12 +136,20 @@ interface Pending {
   /** the request record's peers, reused by the response record (same query, moments later) */
   client: AccessPeer;
   server: AccessPeer;
-  t0: bigint;
+  /** performance.now() when the query came (a double, refilled in place: no BigInt per query) */
+  t0: number;
   /** ms: the upstream must have answered by then (swept, not one timer per query) */
   deadline: number;
   /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
   flags: number;
   question: Question;
+  /** false once a closure may still hold it (the first sends before the upstream socket is ready): never reused */
+  reusable: boolean;
+}
+
+/** ns since `t0` (performance.now()), as a record's latency */
+function latencySince(t0: number): bigint {
+  return BigInt(Math.max(0, Math.round((performance.now() - t0) * 1e6)));
 }
 
 export interface DNSProxy {
@@ -172,7 +185,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const maxHold = deps.maxHoldMs ?? 2000;
   const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, holdsMs: [] };
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
   const listeners: { s: Socket; fd: number; family: ProxyFamily }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
@@ -187,6 +200,15 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   /** queries upstream by the id they were forwarded with (a slot per id: no hashing, no Map growth per query) */
   const pending: (Pending | undefined)[] = new Array<Pending | undefined>(65536).fill(undefined);
   let pendingCount = 0;
+  /**
+   * Pendings whose answer went out at once (or failed to decode), for the next queries: a steady
+   * stream reuses them instead of making one per query. Only objects nothing else holds come
+   * back (a record takes its values, never the Pending; a held answer's closures keep theirs).
+   */
+  const freePending: Pending[] = [];
+  function recycle(p: Pending): void {
+    if (p.reusable && freePending.length < 4096) freePending.push(p);
+  }
   let nextId = (Math.random() * 65536) | 0;
   // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
   // answer is ever cut); each is read and judged before the next drain reuses the arena.
@@ -247,7 +269,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
   /**
    * A question's last verdict (per endpoint and server identity) while deps.revision() stays the
-   * same, kept with the interned question (wire.ts parseQuery): a steady stream of known names
+   * same, kept with the interned question (wire.ts queryAt): a steady stream of known names
    * costs one probe per query, not the MapState's and the DNS rules' lookups (view, MapState,
    * its memo, the policy's names: five Map probes). Refilled in place when anything differs.
    * Only with a revision: the agent's own proxy asks decide every time.
@@ -329,12 +351,16 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     });
   }
 
-  function replyError(dst: string, to: SockAddr, p: number, query: Buffer, rcode: number): void {
-    const r = errorReply(query, rcode);
-    if (r) sendToClient(dst, to, p, r, 0, r.length, -1);
+  /** An error reply (REFUSED, NXDOMAIN, SERVFAIL) to a query that parsed: errorReply's bytes, made from its id, flags and question. */
+  function replyQuestion(dst: string, to: SockAddr, p: number, id: number, flags: number, q: Question, rcode: number): void {
+    const r = questionReply(id, flags, q, rcode);
+    sendToClient(dst, to, p, r, 0, r.length, -1);
   }
 
-  /** One query datagram `buf[off, off+len)` (`cut`: longer than its slot, so oversized). */
+  /**
+   * One query datagram `buf[off, off+len)` (`cut`: longer than its slot, so oversized). Read where
+   * it lies (an arena slot): the steady path makes no view of it and no parse result.
+   */
   function onQuery(buf: Buffer, off: number, len: number, cut: boolean, from: SockAddr, clientPort: number): void {
     st.queries++;
     const clientIp = from.ip;
@@ -343,14 +369,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.dropped++;
       return;
     }
-    const t0 = process.hrtime.bigint();
+    const t0 = performance.now();
     const od = deps.originalDestination(from, clientPort, ep);
     const dst = typeof od === 'string' ? od : undefined;
-    const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
-    const q = cut ? (len < 12 ? { ok: false as const, reason: 'short' as const } : { ok: false as const, reason: 'oversized' as const }) : parseQuery(msg);
-    if (!q.ok) {
+    const q = cut ? (len < 12 ? 'short' : 'oversized') : queryAt(buf, off, len);
+    if (typeof q === 'string') {
       st.malformed++;
-      const reply = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
+      const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
+      const reply = q === 'short' ? null : errorReply(msg, RCODE.FORMERR);
       emit({
         l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: peer(clientIp, clientPort), server: peer(dst ?? unspecified(from), 53),
         transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR,
@@ -370,12 +396,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       return;
     }
     const server = serverPeer(dst);
-    const allowed = decideQuestion(ep, server.identity, q.question);
+    const allowed = decideQuestion(ep, server.identity, q);
     const cl = peer(clientIp, clientPort);
+    const clientId = buf.readUInt16BE(off);
+    const flags = buf[off + 2]!;
     if (!allowed) {
       emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', rcode: reject });
       st.denied++;
-      replyError(dst, from, clientPort, msg, reject);
+      replyQuestion(dst, from, clientPort, clientId, flags, q, reject);
       return;
     }
     emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'forwarded' });
@@ -383,28 +411,35 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
     for (let i = 0; i < 65536 && pending[id] !== undefined; i++) id = (id + 1) & 0xffff;
-    if (pending[id] !== undefined) { st.servfail++; replyError(dst, from, clientPort, msg, RCODE.SERVFAIL); return; }
+    if (pending[id] !== undefined) { st.servfail++; replyQuestion(dst, from, clientPort, clientId, flags, q, RCODE.SERVFAIL); return; }
     nextId = (id + 1) & 0xffff;
     // No copy of the query is kept (the arena is reused): a SERVFAIL is made from its question.
-    const p: Pending = { from, clientPort, clientId: q.id, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags: msg[2]!, question: q.question };
+    let p = freePending.pop();
+    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags, question: q, reusable: true };
+    else {
+      p.from = from; p.clientPort = clientPort; p.clientId = clientId; p.dst = dst; p.ep = ep; p.qname = q.name; p.qtypes = q.qtypes;
+      p.client = cl; p.server = server; p.t0 = t0; p.deadline = Date.now() + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
+    }
     pending[id] = p;
     pendingCount++;
     const to = deps.upstreamFor?.(dst) ?? dst;
     const u = upstreams.get(to);
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
     if (u?.out) {
-      const o = u.out.pushCopy(null, 0, msg);
+      const o = u.out.pushCopy(null, 0, buf, off, off + len);
       u.out.data.writeUInt16BE(id, o);
       queued(u.out);
       return;
     }
-    const out = Buffer.from(msg);
+    const out = Buffer.from(buf.subarray(off, off + len));
     out.writeUInt16BE(id, 0);
+    const pend = p;
+    pend.reusable = false; // the closure below compares it with the slot later
     const fail = (): void => {
-      if (pending[id] !== p) return;
+      if (pending[id] !== pend) return;
       takePending(id);
       st.servfail++;
-      servfail(p);
+      servfail(pend);
     };
     if (u) u.s.send(out);
     else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
@@ -438,6 +473,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     // bounded: libuv calls again while the socket stays readable, so others get their turn
     for (let round = 0; round < 8; round++) {
       const n = batch.recv(fd);
+      st.recvCalls++;
       if (round === 0) d.empty = n === 0 ? d.empty + 1 : 0;
       if (n > 0) st.batched += n;
       for (let i = 0; i < n; i++) {
@@ -487,23 +523,25 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (len < 12) return;
     const p = takePending(buf.readUInt16BE(off));
     if (p === undefined) return;
-    const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
-    const facts = answerFacts(msg);
+    const facts = answerFactsAt(buf, off, len);
+    // An answer that does not decode (a compression loop, records past its end) is never
+    // forwarded: its IPs could not be learned, and the client's parser might read some. SERVFAIL
+    // from the kept question instead, as Cilium's proxy answers a response it cannot unpack.
+    if (facts === null) { failUdp(p); recycle(p); return; }
     const wait = holdFor(p.ep.id, p.qname, facts);
-    // an answer whose IPs the datapath has: out now, no closure, no copy
-    if (wait === null) { releaseUdp(p, msg, facts); return; }
+    // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
+    if (wait === null) { releaseUdp(p, buf, off, len, facts); recycle(p); return; }
     // A held answer outlives this drain: it keeps its own copy of the bytes.
-    const held = Buffer.from(msg);
-    holdThen(wait, () => releaseUdp(p, held, facts), () => failUdp(p));
+    const held = Buffer.from(buf.subarray(off, off + len));
+    holdThen(wait, () => releaseUdp(p, held, 0, held.length, facts), () => failUdp(p));
   }
 
-  function releaseUdp(p: Pending, msg: Buffer, facts: AnswerFacts | null): void {
-    const latency = process.hrtime.bigint() - p.t0;
-    sendToClient(p.dst, p.from, p.clientPort, msg, 0, msg.length, p.clientId);
+  function releaseUdp(p: Pending, buf: Buffer, off: number, len: number, facts: AnswerFacts): void {
+    const latency = latencySince(p.t0);
+    sendToClient(p.dst, p.from, p.clientPort, buf, off, len, p.clientId);
     emit({
       l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'forwarded', rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-      rrtypes: facts?.rrtypes ?? [], latencyNs: latency,
+      verdict: 'forwarded', rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: latency,
     });
   }
 
@@ -512,7 +550,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     servfail(p);
     emit({
       l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - p.t0,
+      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: latencySince(p.t0),
     });
   }
 
@@ -521,8 +559,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
    * answer with IPs, or onAnswer says the datapath has them, or the hold is off); otherwise
    * onAnswer's promise (holdThen).
    */
-  function holdFor(epId: number, qname: string, facts: AnswerFacts | null): Promise<void> | null {
-    if (!facts || facts.rcode !== 0 || facts.ips.length === 0) return null;
+  function holdFor(epId: number, qname: string, facts: AnswerFacts): Promise<void> | null {
+    if (facts.rcode !== 0 || facts.ips.length === 0) return null;
     let wait: Promise<void> | null = null;
     try { wait = deps.onAnswer(epId, qname, facts.ips, facts.ttl); } catch { wait = null; }
     return !wait || deps.hold === false ? null : wait;
@@ -580,18 +618,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       const w = waiting.get(msg.readUInt16BE(0));
       if (!w) return;
       waiting.delete(msg.readUInt16BE(0));
-      const facts = answerFacts(msg);
-      const release = (): void => {
-        if (!c.destroyed) c.write(framed(msg));
-        emitPart({
-          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
-          rcode: facts?.rcode ?? RCODE.SERVFAIL, ips: facts?.ips ?? [], ttl: facts?.ttl ?? 0, cnames: facts?.cnames ?? [],
-          rrtypes: facts?.rrtypes ?? [], latencyNs: process.hrtime.bigint() - w.t0,
-        });
-      };
-      const wait = holdFor(ep.id, w.qname, facts);
-      if (wait === null) { release(); return; }
-      holdThen(wait, release, () => {
+      const fail = (): void => {
         st.servfail++;
         const r = errorReply(msg, RCODE.SERVFAIL);
         if (r && !c.destroyed) c.write(framed(r));
@@ -599,7 +626,20 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'error',
           rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - w.t0,
         });
-      });
+      };
+      const facts = answerFacts(msg);
+      // an answer that does not decode is never forwarded (as over UDP)
+      if (facts === null) { fail(); return; }
+      const release = (): void => {
+        if (!c.destroyed) c.write(framed(msg));
+        emitPart({
+          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
+          rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: process.hrtime.bigint() - w.t0,
+        });
+      };
+      const wait = holdFor(ep.id, w.qname, facts);
+      if (wait === null) { release(); return; }
+      holdThen(wait, release, fail);
     };
     const upstream = (): NetSocket => {
       if (up) return up;
@@ -758,6 +798,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     async stop() {
       closeListeners();
+      freePending.length = 0;
       if (sweep) clearInterval(sweep);
       pending.fill(undefined);
       pendingCount = 0;
@@ -772,9 +813,13 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     stats: () => {
       // datagrams the kernel refused inside send batches count as dropped
-      let refused = 0;
-      for (const b of [...upstreams.values(), ...replySockets.values()]) refused += b.out?.dropped ?? 0;
-      return { ...st, dropped: st.dropped + refused, holdsMs: [...st.holdsMs] };
+      let refused = 0, sent = 0, sendCalls = 0;
+      for (const b of [...upstreams.values(), ...replySockets.values()]) {
+        refused += b.out?.dropped ?? 0;
+        sent += b.out?.sent ?? 0;
+        sendCalls += b.out?.calls ?? 0;
+      }
+      return { ...st, dropped: st.dropped + refused, sent, sendCalls, holdsMs: [...st.holdsMs] };
     },
     boundPort: () => listeners[0]?.s.address().port ?? 0,
   };

@@ -27,47 +27,61 @@ export interface Question {
 
 export type ParsedQuery =
   | { ok: true; id: number; name: string; qtypes: string[]; question: Question }
-  | { ok: false; reason: 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question'; id?: number };
+  | { ok: false; reason: QueryFault; id?: number };
+
+/** Why a query was not parsed (what is not parsed is dropped or answered FORMERR, never forwarded). */
+export type QueryFault = 'short' | 'oversized' | 'malformed' | 'not-a-query' | 'no-question';
 
 /** Interned questions by their bytes' hash (a collision replaces: the bytes are compared on every hit). */
 const MAX_QUESTIONS = 8192;
 const questions = new BoundedCache<number, Question>(MAX_QUESTIONS);
 
 /**
- * Parses a query without dns-packet (the per-query hot path): header, exactly one question with
- * an uncompressed name (RFC 1035 limits: labels ≤ 63, name ≤ 255), no answer/authority records
- * (an EDNS OPT in the additional section is fine). Anything else is malformed. Every query is
- * checked whole; a question whose bytes were parsed before is taken from `questions` (the name
- * depends on those bytes alone, so it is the name a new parse would make).
+ * parseQuery of the query `buf[off, off + len)` (a slot of a receive arena: no view made of it),
+ * as the hot path takes it: the interned question, or why there is none (a string: no object per
+ * query either way). The query's id is `buf.readUInt16BE(off)` (len ≥ 12 unless 'short').
  */
-export function parseQuery(msg: Buffer): ParsedQuery {
-  if (msg.length < 12) return { ok: false, reason: 'short' };
-  const id = msg.readUInt16BE(0);
-  if (msg.length > MAX_QUERY_BYTES) return { ok: false, reason: 'oversized', id };
-  if (msg[2]! & 0x80) return { ok: false, reason: 'not-a-query', id };
-  if (msg.readUInt16BE(4) !== 1) return { ok: false, reason: 'no-question', id };
-  if (msg.readUInt16BE(6) !== 0 || msg.readUInt16BE(8) !== 0) return { ok: false, reason: 'malformed', id };
+export function queryAt(buf: Buffer, off: number, len: number): Question | QueryFault {
+  if (len < 12) return 'short';
+  if (len > MAX_QUERY_BYTES) return 'oversized';
+  if (buf[off + 2]! & 0x80) return 'not-a-query';
+  if (buf.readUInt16BE(off + 4) !== 1) return 'no-question';
+  if (buf.readUInt16BE(off + 6) !== 0 || buf.readUInt16BE(off + 8) !== 0) return 'malformed';
   // the labels' structure first (bounded by the message: ≤ 512 bytes)
-  let o = 12;
+  const msgEnd = off + len;
+  let o = off + 12;
   for (;;) {
-    if (o >= msg.length) return { ok: false, reason: 'malformed', id };
-    const len = msg[o]!;
-    if (len === 0) { o++; break; }
-    if (len > 63) return { ok: false, reason: 'malformed', id }; // compression pointer or reserved bits
-    if (o + 1 + len > msg.length) return { ok: false, reason: 'malformed', id };
-    o += len + 1;
+    if (o >= msgEnd) return 'malformed';
+    const l = buf[o]!;
+    if (l === 0) { o++; break; }
+    if (l > 63) return 'malformed'; // compression pointer or reserved bits
+    if (o + 1 + l > msgEnd) return 'malformed';
+    o += l + 1;
   }
-  if (o + 4 > msg.length) return { ok: false, reason: 'malformed', id };
+  if (o + 4 > msgEnd) return 'malformed';
   const end = o + 4;
   // FNV-1a over the question's bytes
   let h = 0x811c9dc5;
-  for (let i = 12; i < end; i++) h = Math.imul(h ^ msg[i]!, 0x01000193);
+  for (let i = off + 12; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
   const had = questions.get(h);
-  if (had !== undefined && sameBytes(had.bytes, msg, 12, end)) return { ok: true, id, name: had.name, qtypes: had.qtypes, question: had };
-  const q = parseQuestion(msg, end);
-  if (q === undefined) return { ok: false, reason: 'malformed', id };
+  if (had !== undefined && sameBytes(had.bytes, buf, off + 12, end)) return had;
+  const q = parseQuestion(buf, off, end);
+  if (q === undefined) return 'malformed';
   questions.set(h, q);
-  return { ok: true, id, name: q.name, qtypes: q.qtypes, question: q };
+  return q;
+}
+
+/**
+ * Parses a query without dns-packet: header, exactly one question with an uncompressed name
+ * (RFC 1035 limits: labels ≤ 63, name ≤ 255), no answer/authority records (an EDNS OPT in the
+ * additional section is fine). Anything else is malformed. Every query is checked whole; a
+ * question whose bytes were parsed before is taken from `questions` (the name depends on those
+ * bytes alone, so it is the name a new parse would make).
+ */
+export function parseQuery(msg: Buffer): ParsedQuery {
+  const q = queryAt(msg, 0, msg.length);
+  if (typeof q === 'string') return q === 'short' ? { ok: false, reason: q } : { ok: false, reason: q, id: msg.readUInt16BE(0) };
+  return { ok: true, id: msg.readUInt16BE(0), name: q.name, qtypes: q.qtypes, question: q };
 }
 
 function sameBytes(a: Buffer, msg: Buffer, start: number, end: number): boolean {
@@ -76,9 +90,9 @@ function sameBytes(a: Buffer, msg: Buffer, start: number, end: number): boolean 
   return true;
 }
 
-/** The name of a question whose labels were checked (`end`: past qtype and qclass); undefined: over 255 characters. */
-function parseQuestion(msg: Buffer, end: number): Question | undefined {
-  let o = 12;
+/** The name of the question of the query at `off` whose labels were checked (`end`: past qtype and qclass); undefined: over 255 characters. */
+function parseQuestion(msg: Buffer, off: number, end: number): Question | undefined {
+  let o = off + 12;
   let name = '';
   for (;;) {
     const len = msg[o]!;
@@ -92,7 +106,7 @@ function parseQuestion(msg: Buffer, end: number): Question | undefined {
     o += len + 1;
     if (name.length > 255) return undefined;
   }
-  return { bytes: Buffer.from(msg.subarray(12, end)), name: name === '' ? '.' : name, qtypes: qtypeList(msg.readUInt16BE(o)) };
+  return { bytes: Buffer.from(msg.subarray(off + 12, end)), name: name === '' ? '.' : name, qtypes: qtypeList(msg.readUInt16BE(o)) };
 }
 
 /** One shared, frozen [type name] per query type. */
@@ -172,41 +186,47 @@ function v4At(buf: Buffer, o: number): string {
   const k = buf.readUInt32BE(o);
   return v4Text.get(k) ?? v4Text.set(k, `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`);
 }
+/** [the dotted text] of a one-record answer's address, shared and frozen (answers' facts are read only). */
+const v4One = new BoundedCache<number, string[]>(16384);
+function v4ListAt(buf: Buffer, o: number): string[] {
+  const k = buf.readUInt32BE(o);
+  return v4One.get(k) ?? v4One.set(k, Object.freeze([v4At(buf, o)]) as string[]);
+}
 
 /**
- * The common answer without dns-packet (the per-answer hot path): one question with a plain
- * name, only A records whose owner is a pointer to that question (0xc00c) with 4 bytes of data,
- * nothing in authority or additional. Any other shape returns undefined and goes through
- * dns-packet, so the facts are exactly what dns-packet would give.
+ * The common answer `msg[off, off + len)` without dns-packet (the per-answer hot path): one
+ * question with a plain name, only A records whose owner is a pointer to that question (0xc00c)
+ * with 4 bytes of data, nothing in authority or additional. Any other shape returns undefined and
+ * goes through dns-packet, so the facts are exactly what dns-packet would give.
  */
-function fastAnswerFacts(msg: Buffer): AnswerFacts | undefined {
-  const len = msg.length;
-  if (len < 12 || msg.readUInt16BE(4) !== 1 || msg.readUInt16BE(8) !== 0 || msg.readUInt16BE(10) !== 0) return undefined;
-  let o = 12;
+function fastAnswerFacts(msg: Buffer, off: number, len: number): AnswerFacts | undefined {
+  const end = off + len;
+  if (len < 12 || msg.readUInt16BE(off + 4) !== 1 || msg.readUInt16BE(off + 8) !== 0 || msg.readUInt16BE(off + 10) !== 0) return undefined;
+  let o = off + 12;
   let total = 0;
   for (;;) {
-    if (o >= len) return undefined;
+    if (o >= end) return undefined;
     const l = msg[o++]!;
     if (l === 0) break;
-    if ((l & 0xc0) !== 0 || o + l > len) return undefined;
+    if ((l & 0xc0) !== 0 || o + l > end) return undefined;
     total += l + 1;
     if (total > 254) return undefined;
     o += l;
   }
   o += 4; // qtype, qclass
-  if (o > len) return undefined;
-  const an = msg.readUInt16BE(6);
-  // every record checked before anything is made: the common one-record answer then costs one
-  // list of one IP (the record types and the empty CNAME list are shared)
+  if (o > end) return undefined;
+  const an = msg.readUInt16BE(off + 6);
+  // every record checked before anything is made: the common one-record answer then costs its
+  // facts alone (its IP list, the record types and the empty CNAME list are shared)
   let ttl = -1;
   for (let i = 0, r = o; i < an; i++, r += 16) {
     // owner 0xc00c, type A, class, ttl, rdlength 4, address
-    if (r + 16 > len || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
+    if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
     const t = msg.readUInt32BE(r + 6);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
   }
   let ips: string[];
-  if (an === 1) ips = [v4At(msg, o + 12)];
+  if (an === 1) ips = v4ListAt(msg, o + 12);
   else {
     ips = [];
     for (let i = 0, r = o; i < an; i++, r += 16) {
@@ -214,7 +234,7 @@ function fastAnswerFacts(msg: Buffer): AnswerFacts | undefined {
       if (!ips.includes(ip)) ips.push(ip);
     }
   }
-  return { id: msg.readUInt16BE(0), rcode: msg[3]! & 0x0f, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
+  return { id: msg.readUInt16BE(off), rcode: msg[off + 3]! & 0x0f, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
 }
 
 /** Shared, frozen lists (answers' facts are read only): no CNAMEs, and n record types 'A'. */
@@ -229,10 +249,15 @@ function aRecords(n: number): string[] {
 
 /** The facts of an answer (null when it does not decode). */
 export function answerFacts(msg: Buffer): AnswerFacts | null {
-  if (msg.length < 12) return null;
-  const fast = fastAnswerFacts(msg);
+  return answerFactsAt(msg, 0, msg.length);
+}
+
+/** answerFacts of the answer `buf[off, off + len)` (a slot of a receive arena: a view is made only for dns-packet). */
+export function answerFactsAt(buf: Buffer, off: number, len: number): AnswerFacts | null {
+  if (len < 12) return null;
+  const fast = fastAnswerFacts(buf, off, len);
   if (fast) return fast;
-  return slowAnswerFacts(msg);
+  return slowAnswerFacts(off === 0 && len === buf.length ? buf : buf.subarray(off, off + len));
 }
 
 /** answerFacts through dns-packet (every shape; exported for the equivalence test). */

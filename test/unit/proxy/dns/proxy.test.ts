@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { createDNSProxy, DNSHoldFailed, type DNSProxyDeps } from '../../../../src/proxy/dns/proxy.ts';
-import type { Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
+import { Verdict, type Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import { RecvBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
 
@@ -450,4 +450,83 @@ test('IPv6 (enable-ipv6): one proxy, both families: an IPv6 query is judged and 
     assert.equal(tcpDrop?.IP?.source, '::1', 'a DROPPED TCP DNS flow from the IPv6 client');
   } finally { c.close(); await x.close(); }
   assert.deepEqual(registered.slice(4).sort(), ['tcp4:null', 'tcp6:null', 'udp4:null', 'udp6:null'], 'every listener unregistered on stop');
+});
+
+/**
+ * An answer whose records use a compression loop (a name pointing at itself, or forward): the
+ * proxy cannot read its IPs, so it never forwards it (the client's parser might read IPs the
+ * proxy never learned): SERVFAIL from the kept question instead, an ERROR flow without IPs, as
+ * Cilium's proxy answers a response it cannot unpack. UDP and TCP.
+ */
+function loopedAnswer(query: Buffer, pointerAt: 'self' | 'forward'): Buffer {
+  // header: the query's id, QR RD RA, one question, one answer; the question as asked; then a
+  // record whose owner name is a pointer to itself (or past itself)
+  const q = query.subarray(12);
+  const h = Buffer.from([query[0]!, query[1]!, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+  const at = 12 + q.length;
+  const ptr = pointerAt === 'self' ? at : at + 20;
+  const rr = Buffer.from([0xc0 | (ptr >> 8), ptr & 255, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 198, 51, 100, 66]);
+  return Buffer.concat([h, q, rr]);
+}
+
+test('attacker: an upstream answer with a compression loop is never forwarded: SERVFAIL from the kept question, an ERROR flow without IPs (UDP and TCP)', async () => {
+  for (const pointerAt of ['self', 'forward'] as const) {
+    const up = createSocket('udp4');
+    up.on('message', (m, r) => up.send(loopedAnswer(m, pointerAt), r.port, r.address));
+    await new Promise<void>((res) => up.bind(0, '127.0.0.1', res));
+    let reported = 0;
+    const x = await setup({ dnsPort: up.address().port, onAnswer: () => { reported++; return null; } });
+    try {
+      const r = await ask(x.proxy.boundPort(), query('api.openai.com', 0x0def));
+      assert.ok(r, 'the client gets an answer');
+      assert.equal(rcode(r), 'SERVFAIL');
+      const d = dnsPacket.decode(r);
+      assert.equal(d.id, 0x0def);
+      assert.deepEqual(d.answers ?? [], [], 'none of the unreadable records reach the client');
+      assert.deepEqual(d.questions, [{ name: 'api.openai.com', type: 'A', class: 'IN' }]);
+      assert.equal(reported, 0, 'no IPs reported to the name manager');
+      assert.equal(x.proxy.stats().servfail, 1);
+      const resp = x.flows.find((f) => f.l7?.type === 2 /* RESPONSE */);
+      assert.ok(resp);
+      assert.equal(resp.verdict, Verdict.ERROR);
+      assert.equal((resp.l7?.record.value as { rcode: number }).rcode, 2);
+      assert.deepEqual((resp.l7?.record.value as { ips: string[] }).ips, []);
+    } finally { await x.close(); up.close(); }
+  }
+  // TCP: the same answer over a TCP upstream
+  const { createServer, connect } = await import('node:net');
+  const tup = createServer((c) => {
+    let b = Buffer.alloc(0);
+    c.on('data', (d: Buffer) => {
+      b = Buffer.concat([b, d]);
+      while (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) {
+        const a = loopedAnswer(b.subarray(2, 2 + b.readUInt16BE(0)), 'self');
+        b = b.subarray(2 + b.readUInt16BE(0));
+        const h = Buffer.alloc(2);
+        h.writeUInt16BE(a.length);
+        c.write(Buffer.concat([h, a]));
+      }
+    });
+  });
+  await new Promise<void>((r) => tup.listen(0, '127.0.0.1', r));
+  const x = await setup({ dnsPort: (tup.address() as { port: number }).port, registerTcp: () => {} });
+  try {
+    const c = connect({ host: '127.0.0.1', port: x.proxy.boundPort() });
+    const m = query('api.openai.com', 0x0abc);
+    const h = Buffer.alloc(2);
+    h.writeUInt16BE(m.length);
+    const got = await new Promise<Buffer>((resolve) => {
+      let b = Buffer.alloc(0);
+      c.on('data', (d: Buffer) => {
+        b = Buffer.concat([b, d]);
+        if (b.length >= 2 && b.length >= 2 + b.readUInt16BE(0)) resolve(b.subarray(2, 2 + b.readUInt16BE(0)));
+      });
+      c.write(Buffer.concat([h, m]));
+    });
+    c.destroy();
+    assert.equal(rcode(got), 'SERVFAIL');
+    assert.equal(dnsPacket.decode(got).id, 0x0abc);
+    assert.deepEqual(dnsPacket.decode(got).answers ?? [], []);
+    assert.ok(x.flows.some((f) => f.l4?.protocol.case === 'TCP' && f.isReply && f.verdict === Verdict.ERROR));
+  } finally { await x.close(); tup.close(); }
 });

@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { errorReply, parseQuery, qtypeName, questionReply, RCODE, MAX_QUERY_BYTES } from '../../../../src/proxy/dns/wire.ts';
+import { errorReply, parseQuery, queryAt, qtypeName, questionReply, RCODE, MAX_QUERY_BYTES } from '../../../../src/proxy/dns/wire.ts';
 
 /** The parse before questions were interned (b89b236's wire.ts), qtypes by number. */
 function reference(msg: Buffer): { ok: true; id: number; name: string; qtype: number } | { ok: false; reason: string; id?: number } {
@@ -114,4 +114,30 @@ test('parseQuery: the same question in another case or of another type is its ow
   assert.equal(pa2.question, pa.question, 'the same bytes: the interned entry');
   assert.deepEqual([pa.qtypes, pc.qtypes], [['A'], ['AAAA']]);
   assert.ok(Object.isFrozen(pa.qtypes), 'shared lists are read only');
+});
+
+/**
+ * queryAt reads a query where it lies in a receive arena, between other datagrams' bytes: it must
+ * see exactly its own `len` bytes. A query cut short whose neighbour's bytes would complete it,
+ * a neighbour that starts with what looks like the rest of a name: parsed as the query alone.
+ */
+test('attacker: queryAt in an arena slot parses the datagram alone, never its neighbours\' bytes', () => {
+  fc.assert(fc.property(queryArb, fc.nat(40), fc.nat(64), fc.uint8Array({ maxLength: 64 }), (q, cut, before, after) => {
+    const good = encode(q);
+    const msg = good.subarray(0, Math.max(0, good.length - (cut % 24)));
+    // the neighbour after the slot starts with the bytes the cut took away, then anything
+    const arena = Buffer.concat([Buffer.alloc(before, 0x03), msg, good.subarray(msg.length), Buffer.from(after)]);
+    const got = queryAt(arena, before, msg.length);
+    const want = parseQuery(Buffer.from(msg));
+    if (!want.ok) assert.equal(got, want.reason);
+    else {
+      assert.ok(typeof got !== 'string', `accepted alone: ${msg.toString('hex')}`);
+      assert.equal(got, want.question, 'the same interned question as the copy\'s parse');
+    }
+  }), { numRuns: 3000 });
+  // a lone header whose question follows in the next slot is malformed, not a query for that name
+  const good = encode({ labels: ['api', 'example'], qtype: 1, id: 7, flags: 1, edns: false });
+  assert.equal(queryAt(good, 0, 12), 'malformed');
+  assert.equal(queryAt(good, 0, good.length - 1), 'malformed');
+  assert.equal(queryAt(good, 0, 11), 'short');
 });
