@@ -138,22 +138,38 @@ function schedSummary(file: string, mib: number): string {
  */
 function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
   const mine = tids[0] ?? new Set<string>(), peer = tids[1] ?? new Set<string>();
-  const out = execFileSync('perf', ['script', '-i', file, '-F', 'comm,tid,cpu,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'ignore'] });
+  const out = execFileSync('perf', ['script', '-i', file, '-F', 'comm,tid,cpu,event,trace,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 29, stdio: ['ignore', 'pipe', 'ignore'] });
+  /** node2's threads woken while node1's ran (what then preempts node1's), by the waker's context on its stack */
+  // first match, innermost meaning first: node1's own UDP send delivers into node2's socket inline
+  // (veth, backlog); a TUN's NAPI poll (GRO flush, in the writer's syscall or at a timer's softirq)
+  // delivers to a pod whose reply wakes node2's TUN reader; a timer interrupt's softirq is the last resort
+  const CTX: [RegExp, string][] = [[/^udp_sendmsg|^__sys_sendmsg/, 'node1\'s UDP send'], [/^tun_napi_poll|^napi_complete_done|^napi_gro_flush|^gro_flush/, 'a TUN\'s NAPI poll (GRO flush)'], [/^process_backlog/, 'the backlog (veth)'], [/^tun_get_user|^tun_chr_write/, 'a TUN write'], [/^hrtimer_interrupt|^__hrtimer_run_queues/, 'a timer interrupt']];
+  const crossCtx = new Map<string, number>();
   const who = (comm: string, tid: string) => (mine.has(tid) ? 'its own thread' : peer.has(tid) ? 'node2\'s wireguard-go' : comm.replace(/[0-9/:]+$/, '') || comm);
   const wakers = new Map<string, number>(), preempt = new Map<string, number>();
   let wakes = 0, local = 0, sleeps = 0, preempts = 0;
-  for (const line of out.split('\n')) {
+  // (recorded with stacks: perf script puts a blank line after each event)
+  for (const ev of out.split(/\n\s*\n/)) {
+    const line = ev.trimStart().split('\n', 1)[0]!;
     const m = /^\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+sched:(sched_\w+):\s+(.*)$/.exec(line);
     if (!m) continue;
-    const [, comm, tid, cpu, ev, trace] = m as unknown as [string, string, string, string, string, string];
-    if (ev === 'sched_wakeup') {
+    if (m[4] === 'sched_wakeup' && mine.has(m[2]!)) {
+      const t = /pid=(\d+)/.exec(m[5]!);
+      if (t && peer.has(t[1]!)) {
+        const syms = ev.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '');
+        const k = CTX.find(([re]) => syms.some((x) => re.test(x)))?.[1] ?? 'elsewhere';
+        crossCtx.set(k, (crossCtx.get(k) ?? 0) + 1);
+      }
+    }
+    const [, comm, tid, cpu, kind, trace] = m as unknown as [string, string, string, string, string, string];
+    if (kind === 'sched_wakeup') {
       const t = /pid=(\d+).*target_cpu=(\d+)/.exec(trace);
       if (!t || !mine.has(t[1]!)) continue;
       wakes++;
       if (Number(t[2]) === Number(cpu)) local++;
       const k = who(comm, tid);
       wakers.set(k, (wakers.get(k) ?? 0) + 1);
-    } else if (ev === 'sched_switch') {
+    } else if (kind === 'sched_switch') {
       const t = /prev_pid=(\d+) .*prev_state=(\S+) ==> next_comm=(.+?) next_pid=(\d+)/.exec(trace);
       if (!t || !mine.has(t[1]!)) continue;
       if (t[2]!.startsWith('R')) {
@@ -165,7 +181,7 @@ function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
   }
   const per = (n: number) => (n / mib).toFixed(0);
   const list = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `${k} ${per(n)}`).join(', ');
-  return `${mib.toFixed(1)} MiB, ${mine.size} threads; woken ${per(wakes)} (${((100 * local) / Math.max(wakes, 1)).toFixed(0)} % on the waker's CPU; by ${list(wakers)}); slept ${per(sleeps)}, preempted ${per(preempts)} (by ${list(preempt)})`;
+  return `${mib.toFixed(1)} MiB, ${mine.size} threads; node2's threads woken on node1's thread ${per([...crossCtx.values()].reduce((a, b) => a + b, 0))} (from ${list(crossCtx)}); woken ${per(wakes)} (${((100 * local) / Math.max(wakes, 1)).toFixed(0)} % on the waker's CPU; by ${list(wakers)}); slept ${per(sleeps)}, preempted ${per(preempts)} (by ${list(preempt)})`;
 }
 
 function cleanup(): void {
@@ -359,7 +375,7 @@ try {
   // --perf-sched wakeups: every switch and wake-up on the machine (perf -a, no stacks), read for
   // node1's wireguard-go alone (wakeSummary)
   const WAKEUPS = opt.own['perf-sched'] === 'wakeups';
-  const perfArgs = WAKEUPS ? ['-e', 'sched:sched_switch', '-e', 'sched:sched_wakeup'] : opt.own['perf-sched'] === 'on' ? ['-e', 'sched:sched_switch', '-g'] : ['-g'];
+  const perfArgs = WAKEUPS ? ['-e', 'sched:sched_switch', '-e', 'sched:sched_wakeup', '-g'] : opt.own['perf-sched'] === 'on' ? ['-e', 'sched:sched_switch', '-g'] : ['-g'];
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, machine: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
     Record<Cfg, Record<'wg' | 'agents' | 'machine' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
