@@ -24,14 +24,15 @@
 // --routing-mode tunnel: the lab routes pods through VXLAN, and VXLAN through cilium_wg0 (VXLAN inside
 // WireGuard, cilium_wg0 MTU 1550 so a 1500-byte pod packet fits: the same TCP payload per packet).
 // --perf DIR: perf record -g of each path's wireguard-go pair during the last stream turn; with
-// --perf-sched on, its switch-outs instead (sched:sched_switch with stacks), summarised in shares.
+// --perf-sched on, its switch-outs instead (sched:sched_switch with stacks), summarised in shares;
+// --perf-sched wakeups: perf -a of switches and wake-ups, read for node1's wireguard-go per MiB.
 // --gro-flush-ns N, --napi-threaded on: cilium_wg0's GRO flush timeout, NAPI poll in a kernel thread
 // (sizing the agent's settings; the run line says what cilium_wg0 had).
 // --perf-all on: with --perf, the whole machine (perf -a) during each path's last stream turn, not
 // only its wireguard-go pair (the sender's own context: the pod's TCP, veth, VXLAN, routing).
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -46,7 +47,7 @@ import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -54,6 +55,8 @@ const CFGS: Cfg[] = ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain']
 /** --perf DIR: `perf record -g` of each path's wireguard-go pair (both nodes) during its stream
  *  rounds, one perf.data per path in DIR (where the kernel work in their context goes) */
 const PERF_DIR = opt.own.perf;
+/** --perf-measure stream|rr|crr: the measure whose last turn --perf records (stream by default) */
+const PERF_MEASURE = opt.own['perf-measure'] || 'stream';
 // wireguard-go gives a fraction of a Gbit/s: three decimals
 const suite = createTcpSuite(CFGS, opt.secs, 3);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -125,6 +128,60 @@ function schedSummary(file: string, mib: number): string {
   const top = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([k, n]) => `${k} ${((100 * n) / total).toFixed(0)} %`);
   // perf attaches to each thread while the turn has begun: the shares are what to read, not the count
   return `${total} switch-outs recorded over ${mib.toFixed(1)} MiB: ${top.join(', ')}${busiestLine}`;
+}
+
+/**
+ * Wake-ups and switch-outs of node1's wireguard-go (tids[0]) in a `perf record -a -e
+ * sched:sched_switch -e sched:sched_wakeup` file, per MiB: who woke its threads (its own threads,
+ * node2's wireguard-go, the pods' processes, a kernel thread) and on which CPU, and who took the
+ * CPU from a preempted one.
+ */
+function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
+  const mine = tids[0] ?? new Set<string>(), peer = tids[1] ?? new Set<string>();
+  const out = execFileSync('perf', ['script', '-i', file, '-F', 'comm,tid,cpu,event,trace,ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 29, stdio: ['ignore', 'pipe', 'ignore'] });
+  /** node2's threads woken while node1's ran (what then preempts node1's), by the waker's context on its stack */
+  // first match, innermost meaning first: node1's own UDP send delivers into node2's socket inline
+  // (veth, backlog); a TUN's NAPI poll (GRO flush, in the writer's syscall or at a timer's softirq)
+  // delivers to a pod whose reply wakes node2's TUN reader; a timer interrupt's softirq is the last resort
+  const CTX: [RegExp, string][] = [[/^udp_sendmsg|^__sys_sendmsg/, 'node1\'s UDP send'], [/^tun_napi_poll|^napi_complete_done|^napi_gro_flush|^gro_flush/, 'a TUN\'s NAPI poll (GRO flush)'], [/^process_backlog/, 'the backlog (veth)'], [/^tun_get_user|^tun_chr_write/, 'a TUN write'], [/^hrtimer_interrupt|^__hrtimer_run_queues/, 'a timer interrupt']];
+  const crossCtx = new Map<string, number>();
+  const who = (comm: string, tid: string) => (mine.has(tid) ? 'its own thread' : peer.has(tid) ? 'node2\'s wireguard-go' : comm.replace(/[0-9/:]+$/, '') || comm);
+  const wakers = new Map<string, number>(), preempt = new Map<string, number>();
+  let wakes = 0, local = 0, sleeps = 0, preempts = 0;
+  // (recorded with stacks: perf script puts a blank line after each event)
+  for (const ev of out.split(/\n\s*\n/)) {
+    const line = ev.trimStart().split('\n', 1)[0]!;
+    const m = /^\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+sched:(sched_\w+):\s+(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[4] === 'sched_wakeup' && mine.has(m[2]!)) {
+      const t = /pid=(\d+)/.exec(m[5]!);
+      if (t && peer.has(t[1]!)) {
+        const syms = ev.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1] ?? '');
+        const k = CTX.find(([re]) => syms.some((x) => re.test(x)))?.[1] ?? 'elsewhere';
+        crossCtx.set(k, (crossCtx.get(k) ?? 0) + 1);
+      }
+    }
+    const [, comm, tid, cpu, kind, trace] = m as unknown as [string, string, string, string, string, string];
+    if (kind === 'sched_wakeup') {
+      const t = /pid=(\d+).*target_cpu=(\d+)/.exec(trace);
+      if (!t || !mine.has(t[1]!)) continue;
+      wakes++;
+      if (Number(t[2]) === Number(cpu)) local++;
+      const k = who(comm, tid);
+      wakers.set(k, (wakers.get(k) ?? 0) + 1);
+    } else if (kind === 'sched_switch') {
+      const t = /prev_pid=(\d+) .*prev_state=(\S+) ==> next_comm=(.+?) next_pid=(\d+)/.exec(trace);
+      if (!t || !mine.has(t[1]!)) continue;
+      if (t[2]!.startsWith('R')) {
+        preempts++;
+        const k = who(t[3]!, t[4]!);
+        preempt.set(k, (preempt.get(k) ?? 0) + 1);
+      } else sleeps++;
+    }
+  }
+  const per = (n: number) => (n / mib).toFixed(0);
+  const list = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, n]) => `${k} ${per(n)}`).join(', ');
+  return `${mib.toFixed(1)} MiB, ${mine.size} threads; node2's threads woken on node1's thread ${per([...crossCtx.values()].reduce((a, b) => a + b, 0))} (from ${list(crossCtx)}); woken ${per(wakes)} (${((100 * local) / Math.max(wakes, 1)).toFixed(0)} % on the waker's CPU; by ${list(wakers)}); slept ${per(sleeps)}, preempted ${per(preempts)} (by ${list(preempt)})`;
 }
 
 function cleanup(): void {
@@ -315,7 +372,10 @@ try {
   const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
   /** --perf: call graphs of CPU time; --perf-sched: every switch-out of a wireguard-go thread with
    *  its kernel stack (where its goroutines wait, or who preempted them) */
-  const perfArgs = opt.own['perf-sched'] === 'on' ? ['-e', 'sched:sched_switch', '-g'] : ['-g'];
+  // --perf-sched wakeups: every switch and wake-up on the machine (perf -a, no stacks), read for
+  // node1's wireguard-go alone (wakeSummary)
+  const WAKEUPS = opt.own['perf-sched'] === 'wakeups';
+  const perfArgs = WAKEUPS ? ['-e', 'sched:sched_switch', '-e', 'sched:sched_wakeup', '-g'] : opt.own['perf-sched'] === 'on' ? ['-e', 'sched:sched_switch', '-g'] : ['-g'];
   const MEASURES: Measure[] = ['stream', 'rr', 'crr'];
   const cpu = Object.fromEntries(CFGS.map((c) => [c, { wg: { stream: [], rr: [], crr: [] }, agents: { stream: [], rr: [], crr: [] }, machine: { stream: [], rr: [], crr: [] }, agentsPerSec: { stream: [], rr: [], crr: [] }, flows: { stream: [], rr: [], crr: [] }, lost: { stream: [], rr: [], crr: [] } }])) as unknown as
     Record<Cfg, Record<'wg' | 'agents' | 'machine' | 'agentsPerSec' | 'flows' | 'lost', Record<Measure, number[]>>>;
@@ -350,7 +410,7 @@ try {
     const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), v0 = vxTx(cfg), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg), c10 = cswitches(wg.slice(0, 1));
     let units: number;
     if (k === 'stream') {
-      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
+      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' || WAKEUPS ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
       const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', iperfPort[cfg], '-t', String(TURN_SECS), '-J'])) as { end: { sum_received: { bytes: number }; sum_sent: { retransmits?: number } } };
       units = j.end.sum_received.bytes / 2 ** 20;
       acc.retrans += j.end.sum_sent.retransmits ?? 0;
@@ -373,9 +433,13 @@ try {
       acc.vcs1 += c11.voluntary - c10.voluntary;
       acc.ivcs1 += c11.involuntary - c10.involuntary;
       if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
+      // the threads of each node's wireguard-go of the path (node1's first), for wakeSummary
+      if (perfOut) wgTids[cfg] = wg.map((pid) => { try { return new Set(readdirSync(`/proc/${pid}/task`)); } catch { return new Set<string>(); } });
     } else {
+      const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' || WAKEUPS ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
       const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
       units = rate * TURN_SECS;
+      if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
       if (k === 'crr') acc.podUs += clientUs + suite.crrServerUs(serverNs[cfg]) - srv0;
     }
     const sent = wgTx() - tx0;
@@ -392,6 +456,8 @@ try {
     acc.flows += h1.flows - h0.flows;
     acc.lost += h1.lost - h0.lost;
   };
+  /** --perf-sched wakeups: thread ids of each path's wireguard-go pair (node1, node2) in its recorded turn */
+  const wgTids: Partial<Record<Cfg, Set<string>[]>> = {};
   /** MiB of the stream turn each path's perf recording covered */
   const perfMiB: Partial<Record<Cfg, number>> = {};
   for (let round = 0; round < opt.rounds; round++) {
@@ -402,7 +468,7 @@ try {
       for (let t = 0; t < opt.secs / TURN_SECS; t++) {
         for (let i = 0; i < CFGS.length; i++) {
           const cfg = CFGS[(i + t) % CFGS.length]!;
-          const perfOut = PERF_DIR && k === 'stream' && round === opt.rounds - 1 && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const perfOut = PERF_DIR && k === PERF_MEASURE && round === opt.rounds - 1 && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
           const before = accs[cfg][k].units;
           await turn(cfg, k, accs[cfg][k], perfOut);
           if (perfOut) perfMiB[cfg] = accs[cfg][k].units - before;
@@ -482,7 +548,10 @@ try {
   const [rbBare, rbWg] = [rcvbuf(51999), rcvbuf(51871)];
   if (rbBare !== rbWg) throw new Error(`wireguard-go receive buffers differ: bare ${rbBare}, cilium_wg0 ${rbWg}`);
   const wgv = execFileSync('dpkg-query', ['-W', '-f=${Version}', 'wireguard-go'], { encoding: 'utf8' });
-  const schedLines = PERF_DIR && opt.own['perf-sched'] === 'on'
+  const schedLines = PERF_DIR && WAKEUPS
+    ? ['Node1\'s wireguard-go (the sender\'s side) during the last stream turn (perf -a, sched:sched_switch and sched:sched_wakeup), per MiB: its threads woken, by the waking task (the one running when the wake-up was issued: in a softirq, whoever it interrupted) and whether the wakee was queued on the waker\'s CPU; its switch-outs, sleeping or preempted, and by whom:', '',
+      ...(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `- ${cfg}: ${wakeSummary(join(PERF_DIR, `${cfg}.data`), wgTids[cfg] ?? [], perfMiB[cfg] ?? NaN)}`), '']
+    : PERF_DIR && opt.own['perf-sched'] === 'on'
     ? ['wireguard-go threads switching out during the last stream turn (perf sched:sched_switch, both processes), by where a thread went to sleep (its kernel stack) or, preempted, who took its CPU:', '',
       ...(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `- ${cfg}: ${schedSummary(join(PERF_DIR, `${cfg}.data`), perfMiB[cfg] ?? NaN)}`), '']
     : [];
