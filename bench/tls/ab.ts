@@ -20,6 +20,8 @@
  * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
  * --a-server / --b-server: the server script a side runs, relative to its tree (default
  * bench/tls/proxy-server.ts; bench/tls/floor-server.ts is Node's own floor for interception).
+ * --a-env / --b-env KEY=VALUE[,KEY=VALUE]: environment variables for that side's server only (e.g.
+ * --b-env MEMBRANE_BENCH_FLOWS=0: no records on B; --a-env MEMBRANE_FLOOR_HELLO=1: the floor reads the ClientHello in JS).
  * --haproxy: a third side, H, the intercepting HAProxy of bench/tls/run.ts (pinned to CPU 1 too),
  * in the same interleaved rounds (ka and new only).
  */
@@ -38,7 +40,7 @@ const { values } = parseArgs({ options: {
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
   'node-flags': { type: 'string', default: '' }, 'a-node-flags': { type: 'string', default: '' }, 'b-node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
   port: { type: 'string', default: '18543' },
-  'a-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, 'b-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, haproxy: { type: 'boolean', default: false },
+  'a-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, 'b-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, 'a-env': { type: 'string', default: '' }, 'b-env': { type: 'string', default: '' }, haproxy: { type: 'boolean', default: false },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -89,7 +91,11 @@ try {
       const own = k === 'A' ? values['a-node-flags'] : values['b-node-flags'];
       const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
       if (values['cpu-prof-dir']) flags.push(`--cpu-prof-dir=${join(values['cpu-prof-dir'], `${k}-${mode}`)}`);
+      const env = values[k === 'A' ? 'a-env' : 'b-env'].split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const);
+      const saved = env.map(([key]) => [key, process.env[key]] as const);
+      for (const [key, v] of env) process.env[key] = v;
       const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, scripts[k], '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
+      for (const [key, v] of saved) if (v === undefined) delete process.env[key]; else process.env[key] = v;
       pid[k]![mode] = c.pid!;
     }
   }
@@ -144,7 +150,7 @@ try {
   }
   if (ciphers) console.log(`handshakes with wrk's offer (full, then resumed): A ${ciphers.A}; B ${ciphers.B};${ciphers.H ? ` H ${ciphers.H};` : ''} origin ${ciphers.origin}`);
   console.log(`runs: ${quiet.summary()}`);
-  console.log(`A = ${scripts.A}\nB = ${scripts.B}${values.haproxy ? '\nH = HAProxy (intercepting)' : ''}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
+  console.log(`A = ${scripts.A}${values['a-env'] ? ` (${values['a-env']})` : ''}\nB = ${scripts.B}${values['b-env'] ? ` (${values['b-env']})` : ''}${values.haproxy ? '\nH = HAProxy (intercepting)' : ''}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');

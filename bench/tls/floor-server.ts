@@ -11,7 +11,7 @@
  * close, as membrane and HAProxy). Not a proxy: it trusts each read to be one whole request or
  * response, which holds for the bench's small messages only.
  *
- *   bin/node bench/tls/floor-server.ts --mode intercept --port P --origin O --dir D [--name N]
+ *   [MEMBRANE_FLOOR_HELLO=1] bin/node bench/tls/floor-server.ts --mode intercept --port P --origin O --dir D [--name N]
  * The arguments are bench/tls/proxy-server.ts's (bench/tls/ab.ts --a-server); D holds ica.crt/ica.key
  * (interception CA) and ca.crt (the origin's CA). Prints `ready` when listening.
  */
@@ -21,6 +21,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CertificateIssuer } from '../../src/proxy/tls/issuer.ts';
+import { ClientHelloReader } from '../../src/proxy/tls/clienthello.ts';
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'intercept' }, port: { type: 'string' }, origin: { type: 'string' }, dir: { type: 'string' }, name: { type: 'string', default: 'api.bench.test' } } });
 if (values.mode !== 'intercept') throw new Error('floor-server: only --mode intercept');
@@ -50,7 +51,31 @@ function upstream(): tls.TLSSocket {
   return s;
 }
 
+/**
+ * MEMBRANE_FLOOR_HELLO=1: the ClientHello is read in JS first (ClientHelloReader, as intercept.ts:
+ * the raw socket read, paused, the bytes put back) and the TLSSocket made after it: what reading
+ * the name before TLS costs Node, without membrane's decision.
+ */
+const JS_HELLO = process.env.MEMBRANE_FLOOR_HELLO === '1';
+
 const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (raw) => {
+  if (!JS_HELLO) { serve(raw); return; }
+  const reader = new ClientHelloReader();
+  const chunks: Buffer[] = [];
+  const onHello = (c: Buffer) => {
+    chunks.push(c);
+    const r = reader.push(c);
+    if (r.state === 'need-more') return;
+    raw.removeListener('data', onHello);
+    raw.pause();
+    if (r.state === 'error') { raw.destroy(); return; }
+    for (let i = chunks.length - 1; i >= 0; i--) raw.unshift(chunks[i]!);
+    serve(raw);
+  };
+  raw.on('data', onHello);
+});
+
+function serve(raw: net.Socket): void {
   const client = new tls.TLSSocket(raw, { isServer: true, secureContext: leaf.context, ALPNProtocols: ALPN });
   client.on('secure', onSecure);
   let up: tls.TLSSocket | null = null;
@@ -89,6 +114,6 @@ const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (raw) =>
   });
   client.on('error', () => client.destroy());
   client.on('close', () => { if (up) release().destroy(); });
-});
+}
 process.on('uncaughtException', (e) => { console.error('floor-server:', e); process.exit(1); });
 server.listen(Number(values.port), '127.0.0.1', () => console.log('ready'));
