@@ -18,13 +18,20 @@
  * With --cpu-prof-dir=D (and --node-flags=--cpu-prof), each proxy writes its profile to D/A, D/B.
  * With --perf=D (and --node-flags=--perf-basic-prof), each measured run is sampled on-CPU by
  * `perf record -e cpu-clock -g` into D/<mode>-<A|B>-<round>.data (CPU time only: fair under load).
+ * --a-server / --b-server: the server script a side runs, relative to its tree (default
+ * bench/tls/proxy-server.ts; bench/tls/floor-server.ts is Node's own floor for interception).
+ * --a-env / --b-env KEY=VALUE[,KEY=VALUE]: environment variables for that side's server only (e.g.
+ * --b-env MEMBRANE_BENCH_FLOWS=0: no records on B; --a-env MEMBRANE_FLOOR_HELLO=1: the floor reads the ClientHello in JS).
+ * --haproxy: a third side, H, the intercepting HAProxy of bench/tls/run.ts (pinned to CPU 1 too),
+ * in the same interleaved rounds (ka and new only).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { negotiatedHandshake } from './cipher.ts';
+import { negotiatedHandshake, tls13Suites } from './cipher.ts';
+import { INTERCEPT_CIPHERS } from '../../src/proxy/tls/issuer.ts';
 import { QuietTurns } from '../placement.ts';
 import { benchCa, benchProxyMode, benchProxyNodeFlags, cpuUs, haproxyCfg, median, parseWrk, startPinned } from '../support.ts';
 
@@ -33,13 +40,17 @@ const { values } = parseArgs({ options: {
   secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, conns: { type: 'string', default: '50' }, modes: { type: 'string', default: 'ka,new,sni' },
   'node-flags': { type: 'string', default: '' }, 'a-node-flags': { type: 'string', default: '' }, 'b-node-flags': { type: 'string', default: '' }, 'cpu-prof-dir': { type: 'string', default: '' }, perf: { type: 'string', default: '' },
   port: { type: 'string', default: '18543' },
+  'a-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, 'b-server': { type: 'string', default: 'bench/tls/proxy-server.ts' }, 'a-env': { type: 'string', default: '' }, 'b-env': { type: 'string', default: '' }, haproxy: { type: 'boolean', default: false },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
 const NAME = 'api.bench.test';
 const ORIGIN = Number(values.port);
-const ports = { A: { intercept: ORIGIN + 1, sni: ORIGIN + 2 }, B: { intercept: ORIGIN + 3, sni: ORIGIN + 4 } };
+const ports = { A: { intercept: ORIGIN + 1, sni: ORIGIN + 2 }, B: { intercept: ORIGIN + 3, sni: ORIGIN + 4 }, H: { intercept: ORIGIN + 5, sni: 0 } };
 const trees = { A: resolve(values.a), B: resolve(values.b) };
+const scripts = { A: join(trees.A, values['a-server']), B: join(trees.B, values['b-server']) };
+type Side = 'A' | 'B' | 'H';
+const sides: Side[] = values.haproxy ? ['A', 'B', 'H'] : ['A', 'B'];
 const dir = mkdtempSync(join(tmpdir(), 'bench-tlsab-'));
 const startLoad = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const children: ChildProcess[] = [];
@@ -80,16 +91,25 @@ try {
       const own = k === 'A' ? values['a-node-flags'] : values['b-node-flags'];
       const flags = [...benchProxyNodeFlags(), ...(values['node-flags'] ? values['node-flags'].split(' ') : []), ...(own ? own.split(' ') : [])];
       if (values['cpu-prof-dir']) flags.push(`--cpu-prof-dir=${join(values['cpu-prof-dir'], `${k}-${mode}`)}`);
-      const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, join(trees[k], 'bench/tls/proxy-server.ts'), '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
+      const env = values[k === 'A' ? 'a-env' : 'b-env'].split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const);
+      const saved = env.map(([key]) => [key, process.env[key]] as const);
+      for (const [key, v] of env) process.env[key] = v;
+      const c = await startPinned(children, 1, join(trees[k], 'bin/node'), [...flags, scripts[k], '--mode', mode, '--port', String(ports[k][mode]), '--origin', String(ORIGIN), '--dir', dir, '--name', NAME], 'ready', 120_000);
+      for (const [key, v] of saved) if (v === undefined) delete process.env[key]; else process.env[key] = v;
       pid[k]![mode] = c.pid!;
     }
   }
-  const url = (k: 'A' | 'B', m: Mode) => `https://${NAME}:${m === 'sni' ? ports[k].sni : ports[k].intercept}/v1/models`;
-  for (const k of ['A', 'B'] as const) for (const m of modes) execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c10', '-d2s', '-s', LUA, ...args[m].slice(1), url(k, m)]);
+  if (values.haproxy) {
+    // the intercepting HAProxy of bench/tls/run.ts and split.ts: its leaf from the interception CA, membrane's suite order, the same rules, a verified pooled upstream
+    const h = await startPinned(children, 1, 'haproxy', ['-db', '-f', haproxyCfg(dir, 'term', `frontend fe\n  mode http\n  option http-keep-alive\n  bind 127.0.0.1:${ports.H.intercept} ssl crt ${join(dir, 'leaf-ica.pem')} ciphersuites ${tls13Suites(INTERCEPT_CIPHERS)}\n  http-request deny deny_status 403 unless { method POST } { path /v1/chat/completions } or { method GET } { path /v1/models }\n  default_backend be\nbackend be\n  mode http\n  http-reuse always\n  server origin 127.0.0.1:${ORIGIN} ssl verify required ca-file ${join(dir, 'ca.crt')} sni str(${NAME}) verifyhost ${NAME}\n`, { tcp: true, global: '  tune.ssl.default-dh-param 2048\n' })]);
+    pid.H = { intercept: h.pid!, sni: 0 };
+  }
+  const url = (k: Side, m: Mode) => `https://${NAME}:${m === 'sni' ? ports[k].sni : ports[k].intercept}/v1/models`;
+  for (const k of sides) for (const m of modes) if (k !== 'H' || m !== 'sni') execFileSync('taskset', ['-c', '0', 'wrk', '-t1', '-c10', '-d2s', '-s', LUA, ...args[m].slice(1), url(k, m)]);
   /** the intercepting proxy's client handshakes so far, full and resumed (proxy-server.ts writes them on SIGUSR2) */
   // a tree whose proxy-server.ts does not count them would be killed by the signal
-  const counts = { A: readFileSync(join(trees.A, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2'), B: readFileSync(join(trees.B, 'bench/tls/proxy-server.ts'), 'utf8').includes('SIGUSR2') };
-  const handshakes = async (k: 'A' | 'B'): Promise<{ full: number; resumed: number }> => {
+  const counts = { A: readFileSync(scripts.A, 'utf8').includes('SIGUSR2'), B: readFileSync(scripts.B, 'utf8').includes('SIGUSR2'), H: false };
+  const handshakes = async (k: Side): Promise<{ full: number; resumed: number }> => {
     if (!counts[k]) return { full: NaN, resumed: NaN };
     const f = join(dir, `handshakes-${ports[k].intercept}.json`);
     rmSync(f, { force: true });
@@ -100,13 +120,15 @@ try {
     return { full: NaN, resumed: NaN };
   };
   // the handshake each intercepting proxy makes with wrk's offer (OpenSSL's default): suite, group, signature, keys, tickets
-  const ciphers = modes.some((m) => m !== 'sni') ? { A: await negotiatedHandshake(ports.A.intercept, NAME), B: await negotiatedHandshake(ports.B.intercept, NAME), origin: await negotiatedHandshake(ORIGIN, NAME) } : undefined;
+  const ciphers = modes.some((m) => m !== 'sni') ? { A: await negotiatedHandshake(ports.A.intercept, NAME), B: await negotiatedHandshake(ports.B.intercept, NAME), H: values.haproxy ? await negotiatedHandshake(ports.H.intercept, NAME) : '', origin: await negotiatedHandshake(ORIGIN, NAME) } : undefined;
   const kids = (pid: number) => { try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; } };
   // with --perf, perf's own CPU would count as another process's: no runs again then (profiles, not numbers)
   const quiet = new QuietTurns([...children.map((c) => c.pid!), ...children.flatMap((c) => kids(c.pid!))], values.perf ? { redoMax: 0 } : {});
   const rows: Record<string, { rps: number[]; cpu: number[]; agent: number[]; up: number[]; full: number[]; resumed: number[] }> = {};
   for (let r = 0; r < ROUNDS; r++) {
-    for (const m of modes) for (const k of (r % 2 ? ['B', 'A'] : ['A', 'B']) as ('A' | 'B')[]) {
+    // each round starts with another side (A B H, B H A, ...; two sides: A B, B A)
+    for (const m of modes) for (const k of sides.map((_, i) => sides[(i + r) % sides.length]!)) {
+      if (k === 'H' && m === 'sni') continue;
       const p = pid[k]![m === 'sni' ? 'sni' : 'intercept'];
       // a run during which other processes took over 150 ms/s of CPU is run again (bench/placement.ts QuietTurns, as bench/tls/run.ts and bench/http/run.ts)
       let h0: { full: number; resumed: number } | undefined, c0 = 0, k0 = 0, o0 = 0;
@@ -126,9 +148,9 @@ try {
       console.error(`round ${r + 1} ${m} ${k}: ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(1)} µs CPU/req (+ agent stand-in ${agent.toFixed(1)}), origin conns/req ${up.toFixed(3)}, client handshakes full/resumed ${full}/${resumed}, p50 ${w.p50.toFixed(2)} ms, errors ${w.errors}`);
     }
   }
-  if (ciphers) console.log(`handshakes with wrk's offer (full, then resumed): A ${ciphers.A}; B ${ciphers.B}; origin ${ciphers.origin}`);
+  if (ciphers) console.log(`handshakes with wrk's offer (full, then resumed): A ${ciphers.A}; B ${ciphers.B};${ciphers.H ? ` H ${ciphers.H};` : ''} origin ${ciphers.origin}`);
   console.log(`runs: ${quiet.summary()}`);
-  console.log(`A = ${trees.A}\nB = ${trees.B}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
+  console.log(`A = ${scripts.A}${values['a-env'] ? ` (${values['a-env']})` : ''}\nB = ${scripts.B}${values['b-env'] ? ` (${values['b-env']})` : ''}${values.haproxy ? '\nH = HAProxy (intercepting)' : ''}\nload ${startLoad} at the start, ${readFileSync('/proc/loadavg', 'utf8').trim()} at the end; ${benchProxyMode()}`);
   for (const [k, v] of Object.entries(rows)) console.log(`${k}: median ${median(v.rps).toFixed(0)} req/s, ${median(v.cpu).toFixed(1)} µs CPU/req (${v.cpu.map((x) => x.toFixed(0)).join(' ')}), agent stand-in ${median(v.agent).toFixed(1)} µs/req (${v.agent.map((x) => x.toFixed(0)).join(' ')}), origin conns/req ${median(v.up).toFixed(3)}, client handshakes full/resumed per round ${v.full.map((f, i) => `${f}/${v.resumed[i]}`).join(' ')}`);
 } finally {
   for (const c of children) c.kill('SIGTERM');

@@ -22,8 +22,10 @@ export function opensslCA(cn = 'test CA'): { cert: string; key: string } {
 }
 
 /** A TLS echo server whose certificates come from `issuer` for whatever name is asked. */
-export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: number; close(): void; names: string[]; resumed: boolean[] }> {
+export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: number; close(): void; names: string[]; resumed: boolean[]; lines: string[] }> {
   const names: string[] = [];
+  /** every request line answered, in order (what the proxy forwarded) */
+  const lines: string[] = [];
   /** per accepted connection: whether it resumed a TLS session */
   const resumed: boolean[] = [];
   const srv = tls.createServer({
@@ -38,6 +40,7 @@ export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: nu
       for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
         const line = buf.slice(0, buf.indexOf('\r\n'));
         buf = buf.slice(end + 4);
+        lines.push(line);
         const body = JSON.stringify({ line, sni: (s as tls.TLSSocket & { servername?: string }).servername });
         s.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
       }
@@ -46,6 +49,6 @@ export async function tlsUpstream(issuer: CertificateIssuer): Promise<{ port: nu
   });
   srv.on('tlsClientError', () => {});
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { port: (srv.address() as net.AddressInfo).port, names, resumed, close: () => srv.close() };
+  return { port: (srv.address() as net.AddressInfo).port, names, resumed, lines, close: () => srv.close() };
 }
 

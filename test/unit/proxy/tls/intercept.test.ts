@@ -412,6 +412,72 @@ test('a resumed connection gets a new session ticket, so clients that use a TLS 
   assert.deepEqual(await connect(foreign).then((x) => [x.reused, x.status]), [false, '200']);
 });
 
+test('attacker: after the handshake, bytes around TLS, garbage HTTP, a half-close after a denied request or mid-head, and a reset mid-head forward nothing unjudged and leave no connection', async () => {
+  const { connect } = await import('node:net');
+  proxy.pool.clear();
+  httpRecords.length = 0;
+  const lines0 = up.lines.length;
+  /** a verified TLS connection over a TCP socket of the test's own (to write around TLS, or reset it) */
+  const open = () => new Promise<{ raw: import('node:net').Socket; s: tls.TLSSocket; text: () => string; closed: Promise<string> }>((resolve, reject) => {
+    const raw = connect(port, '127.0.0.1');
+    let text = '';
+    const s = tls.connect({ socket: raw, servername: 'api.openai.com', ca: interceptCA.cert }, () => resolve({ raw, s, text: () => text, closed }));
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    // bounded: a proxy that keeps the connection would hold this test for ever
+    const closed = new Promise<string>((r) => {
+      s.on('error', (e: Error & { code?: string }) => r(e.code ?? e.message));
+      s.on('close', () => r('closed'));
+      setTimeout(() => { s.destroy(); r('still open after 3 s'); }, 3000).unref();
+    }).then((how) => { assert.notEqual(how, 'still open after 3 s'); return how; });
+    s.once('error', reject);
+  });
+  const noConnections = async () => {
+    const t0 = Date.now();
+    while (proxy.conns.size > 0 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(proxy.conns.size, 0, 'the proxy holds no connection once the client is gone');
+  };
+  const ok = 'GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n';
+
+  // a request written around TLS, as plaintext on the TCP connection: not a TLS record, never parsed
+  const a = await open();
+  a.raw.write(`${ok}connection: close\r\n\r\n`);
+  await a.closed;
+  assert.equal(a.text(), '', 'no answer to bytes that are not TLS records');
+  await noConnections();
+
+  // a denied request, then the client half-closes: answered 403 and closed, nothing upstream
+  const b = await open();
+  b.s.end(`GET /admin HTTP/1.1\r\nHost: api.openai.com\r\n\r\n`);
+  await b.closed;
+  assert.match(b.text(), /^HTTP\/1\.1 403 /);
+  await noConnections();
+
+  // an allowed head cut short by a half-close, and another by a TCP reset: a head never judged
+  // whole goes nowhere
+  const c = await open();
+  c.s.end(ok);
+  await c.closed;
+  const d = await open();
+  d.s.write(ok);
+  await new Promise((r) => setTimeout(r, 50));
+  d.raw.resetAndDestroy();
+  await d.closed;
+  await noConnections();
+
+  // an allowed request, then bytes that are not HTTP, then a request that would be allowed: the
+  // first is forwarded, the garbage answered 400 and the connection closed; what follows it is not read
+  const e = await open();
+  e.s.write(`${ok}\r\n\x00\x01garbage \r\n\r\n${ok}\r\n`);
+  await e.closed;
+  assert.deepEqual([...e.text().matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), [200, 400], e.text());
+  await noConnections();
+
+  assert.deepEqual(up.lines.slice(lines0), ['GET /v1/models HTTP/1.1'], 'the upstream got the one request judged and allowed');
+  assert.deepEqual(httpRecords.filter((x) => x.type === 'request').map((x) => [x.verdict, x.path]), [['denied', '/admin'], ['forwarded', '/v1/models'], ['error', '']]);
+  // positive control: the proxy still intercepts
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+});
+
 test('soak in small (issue 18): 60 intercepted connections, a new TLS connection each, and 20 aborted handshakes leave no connection, TLS socket or pooled upstream beyond the pool\'s bound once closed', async () => {
   const v8 = await import('node:v8');
   const vm = await import('node:vm');
