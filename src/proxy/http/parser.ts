@@ -173,7 +173,8 @@ export class HeadParser {
         // empty line: end of head
         const total = this.partsLen + (i - from);
         if (total > this.maxHead) throw this.tooLarge();
-        const raw = this.parts.length === 0 ? chunk.subarray(from, i) : Buffer.concat([...this.parts, chunk.subarray(from, i)]);
+        // a head that is the whole read (nearly every request and response without a body) is that Buffer itself
+        const raw = this.parts.length === 0 ? (from === 0 && i === chunk.length ? chunk : chunk.subarray(from, i)) : Buffer.concat([...this.parts, chunk.subarray(from, i)]);
         this.parts = [];
         this.partsLen = 0;
         this.started = false;
