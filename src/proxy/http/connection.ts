@@ -9,10 +9,9 @@ import type { Direction } from '../../policy/types.ts';
 import type { L7Options } from '../../policy/l7.ts';
 import { proxyUpstreamMark } from '../marks.ts';
 import { BodyTracker, HeadParser, HttpParseError, type MessageHead } from './parser.ts';
-import type { ProxyConnectionView } from './stream.ts';
-import type { ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
+import type { HttpStream, ProxyConnectionView } from './stream.ts';
+import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
-import type { HttpProxy } from './proxy.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
@@ -33,7 +32,7 @@ function stripV4Mapped(a: string | undefined): string {
 }
 
 export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
-  readonly proxy: HttpProxy;
+  readonly proxy: ConnectionOwner<ProxyConnection, HttpStream>;
   readonly direction: Direction;
   readonly client: AccessPeer;
   readonly server: AccessPeer;
@@ -124,7 +123,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private policyCache: ProxyPolicyLookup | null = null;
   private policyRev = -1;
 
-  constructor(proxy: HttpProxy, sock: net.Socket, direction: Direction) {
+  constructor(proxy: ConnectionOwner<ProxyConnection, HttpStream>, sock: net.Socket, direction: Direction) {
     this.proxy = proxy;
     this.sock = sock;
     this.direction = direction;
