@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Direction } from '../../policy/types.ts';
 import type { L7Options } from '../../policy/l7.ts';
 import { proxyUpstreamMark } from '../marks.ts';
-import { BodyTracker, HeadParser, HttpParseError, type MessageHead } from './parser.ts';
+import { BodyTracker, HeadParser, HttpParseError, type HeadParserOptions, type MessageHead } from './parser.ts';
 import type { HttpStream, ProxyConnectionView } from './stream.ts';
 import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
@@ -18,6 +18,9 @@ import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, loc
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
 const NO_SECRETS: L7Options = Object.freeze({});
+/** the head parsers' options, made once (not an object per connection) */
+const REQUEST_HEADS: HeadParserOptions = Object.freeze({ kind: 'request' });
+const RESPONSE_HEADS: HeadParserOptions = Object.freeze({ kind: 'response' });
 
 /** Body bytes a closing response's head is copied together with (above: written beside it, not copied). */
 const CLOSING_HEAD_MERGE_MAX = 4096;
@@ -38,7 +41,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   readonly server: AccessPeer;
   readonly endpoint: ProxyEndpoint | undefined;
   readonly remoteIdentity: number;
-  readonly secretOpts: L7Options;
+  /** the headerMatches secrets' reader, made on first use (most connections never read a secret) */
+  private secrets: L7Options | null = null;
   private stateMap: Map<string, unknown> | null = null;
   /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
   sock: net.Socket;
@@ -137,9 +141,15 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     this.endpoint = direction === 'egress' ? srcEp : dstEp;
     this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
     this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
-    this.secretOpts = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : NO_SECRETS;
-    this.reqHead = new HeadParser({ kind: 'request', ...(proxy.opts.maxHeadBytes ? { maxHeadBytes: proxy.opts.maxHeadBytes } : {}) });
-    this.resHead = new HeadParser({ kind: 'response' });
+    const max = proxy.opts.maxHeadBytes;
+    this.reqHead = new HeadParser(max ? { kind: 'request', maxHeadBytes: max } : REQUEST_HEADS);
+    this.resHead = new HeadParser(RESPONSE_HEADS);
+  }
+
+  get secretOpts(): L7Options {
+    if (this.secrets) return this.secrets;
+    const p = this.proxy.opts.policy;
+    return (this.secrets = p.secret ? { secret: (n, ns) => p.secret!(n, ns ?? this.endpoint?.namespace) } : NO_SECRETS);
   }
 
   /** free slots for filters, made on first use (most connections never have one) */
