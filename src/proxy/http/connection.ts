@@ -18,6 +18,17 @@ import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, loc
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
 const NO_SECRETS: L7Options = Object.freeze({});
+/**
+ * The record lent to onRecord when it borrows (`recordsBorrowed`): refilled for every record
+ * without optional fields, so it has exactly these keys (optional ones present as undefined).
+ */
+const NO_HEADERS: string[] = [];
+const BORROWED: HttpAccessRecord = {
+  l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0,
+  client: { ip: '', port: 0, identity: 0 }, server: { ip: '', port: 0, identity: 0 }, endpointId: 0,
+  method: '', url: '', host: '', path: '', protocol: 'HTTP/1.1', headers: NO_HEADERS, code: 0, latencyNs: 0,
+  requestTimeMs: undefined, tls: undefined,
+};
 /** the head parsers' options, made once (not an object per connection) */
 const REQUEST_HEADS: HeadParserOptions = Object.freeze({ kind: 'request' });
 const RESPONSE_HEADS: HeadParserOptions = Object.freeze({ kind: 'response' });
@@ -934,6 +945,22 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (!cb) return;
     const isReq = type === 'request';
     const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
+    if (this.proxy.opts.recordsBorrowed && !s.traceId && !reason && !s.headerActions && !s.ai) {
+      // nearly every record: the one borrowed record, every field written (none left from the last)
+      const r = BORROWED;
+      r.type = type; r.verdict = verdict; r.direction = this.direction;
+      r.timeMs = isReq ? s.startMs : Date.now();
+      r.client = this.client; r.server = this.server; r.endpointId = this.endpoint?.id ?? 0;
+      r.method = s.head.method; r.url = s.head.method ? s.url() : ''; r.host = s.host; r.path = s.path;
+      r.protocol = s.head.version; r.headers = isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : NO_HEADERS;
+      r.code = code; r.latencyNs = isReq ? 0 : Math.round((performance.now() - s.startPerf) * 1e6);
+      r.requestTimeMs = isReq ? undefined : s.startMs;
+      r.tls = this.tls ?? undefined;
+      try {
+        cb(r);
+      } catch { /* the access log never breaks the proxy */ }
+      return;
+    }
     // one object per record: optional fields are set when present (no spread of temporaries)
     const rec: HttpAccessRecord = {
       l7: 'http', type, verdict, direction: this.direction,

@@ -42,6 +42,12 @@ export interface ConnectionOptions {
   /** each request and response record (flows, metrics, spans) */
   onRecord?(rec: HttpAccessRecord): void;
   /**
+   * onRecord reads each record during the call and keeps nothing of the object (the proxy
+   * process's feed client encodes it at once): a record without optional fields is then one
+   * object the proxy refills, not a new one per request and per response.
+   */
+  recordsBorrowed?: boolean;
+  /**
    * Upstream sockets keeping the client's address (src/sys/proxy-socket.ts). Without it the
    * proxy connects from the node's own address (tests without a datapath).
    */
