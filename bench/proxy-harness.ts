@@ -73,6 +73,8 @@ export async function startBenchProxy(o: BenchProxyOptions): Promise<void> {
       revision: () => 0,
     },
     onRecord: (rec) => onRecord(rec),
+    // as the proxy process (src/proxy/process.ts): the feed client keeps no record object
+    ...(benchOwnProcess() ? { recordsBorrowed: true } : {}),
     listen: { egress: { host: '127.0.0.1', port: o.port } },
     upstreamOverride: { host: '127.0.0.1', port: o.origin },
     ...(o.configure ? { configure: (chain: HttpFilterChain) => o.configure!(chain, (rec) => onRecord(rec)) } : {}),

@@ -31,6 +31,8 @@ export interface HttpProxyNodeDeps {
   resources?: () => SecretStore | undefined;
   /** every access record (the agent hands them to Hubble's L7 parser) */
   emitRecord: AccessLogSink;
+  /** emitRecord reads each record during the call only and keeps nothing of the object (HttpProxyOptions.recordsBorrowed) */
+  recordsBorrowed?: boolean;
   /** OTLP/HTTP collector URL (membrane's otlpEndpoint setting); OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT in `otel` wins */
   otlpEndpoint?: string;
   /** the OpenTelemetry SDK's OTEL_* variables (config.otel) */
@@ -92,6 +94,8 @@ export function createHttpProxyNode(deps: HttpProxyNodeDeps): HttpProxyNode {
       secret: deps.secret ?? ((name, ns) => secrets.get(`${ns ?? 'default'}/${name}`)),
     },
     onRecord,
+    // the OTLP exporter reads a record during the call (spanOf) and keeps no part of the object
+    ...(deps.recordsBorrowed ? { recordsBorrowed: true } : {}),
     setTransparent: setIpTransparent,
     upstreamSocket: transparentUpstreamSocket,
     ...(deps.listen ? { listen: deps.listen } : {}),

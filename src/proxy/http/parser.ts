@@ -126,7 +126,7 @@ export class HeadParser {
   }
 
   reset(): void {
-    this.parts = [];
+    if (this.parts.length !== 0) this.parts = [];
     this.partsLen = 0;
     this.prevCR = false;
     this.lineLen = 0;
@@ -173,8 +173,10 @@ export class HeadParser {
         // empty line: end of head
         const total = this.partsLen + (i - from);
         if (total > this.maxHead) throw this.tooLarge();
-        const raw = this.parts.length === 0 ? chunk.subarray(from, i) : Buffer.concat([...this.parts, chunk.subarray(from, i)]);
-        this.parts = [];
+        // a head that is the whole read (nearly every request and response without a body) is that Buffer itself
+        const raw = this.parts.length === 0 ? (from === 0 && i === chunk.length ? chunk : chunk.subarray(from, i)) : Buffer.concat([...this.parts, chunk.subarray(from, i)]);
+        // a new list only when the old one holds parts (most heads come in one read: no array per head)
+        if (this.parts.length !== 0) this.parts = [];
         this.partsLen = 0;
         this.started = false;
         return { head: this.parse(raw), bodyStart: i };

@@ -26,26 +26,18 @@ import type { Direction } from '../../policy/types.ts';
 import { FilterChain } from '../filter-chain.ts';
 import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream } from './stream.ts';
-import type { ProxyPolicySource } from './types.ts';
-import type { HttpAccessRecord } from '../../common/access-log.ts';
+import type { ConnectionOptions, ConnectionOwner } from './types.ts';
 import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
 import { ProxyConnection } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
-
-export interface UpstreamSocketFactory {
-  /** An unconnected socket fd bound to `sourceIp` (IP_TRANSPARENT) with SO_MARK `mark`. */
-  (sourceIp: string, mark: number): number;
-}
+export type { UpstreamSocketFactory } from './types.ts';
 
 /** A listening socket of the proxy: its fd goes into the datapath's sockmap slot of its family. */
 export interface ProxyListener { fd: number; port: number; host: string }
 
-export interface HttpProxyOptions {
-  policy: ProxyPolicySource;
-  /** each request and response record (flows, metrics, spans) */
-  onRecord?(rec: HttpAccessRecord): void;
+export interface HttpProxyOptions extends ConnectionOptions {
   /**
    * where the IPv4 listeners bind (the datapath assigns connections to them whatever the address);
    * with `ipv6`, an IPv6 listener per direction binds ::1 on the same port
@@ -55,28 +47,15 @@ export interface HttpProxyOptions {
   ipv6?: boolean;
   /** sets IP_TRANSPARENT on a listening fd (src/sys/sockopt.ts) */
   setTransparent?(fd: number): void;
-  /**
-   * Upstream sockets keeping the client's address (src/sys/proxy-socket.ts). Without it the
-   * proxy connects from the node's own address (tests without a datapath).
-   */
-  upstreamSocket?: UpstreamSocketFactory;
   /** the request head must be complete this long after its first byte (slowloris), default 10 s */
   headerTimeoutMs?: number;
   /** idle connections are closed after this long, default 300 s */
   idleTimeoutMs?: number;
-  maxHeadBytes?: number;
-  /** upstream connect timeout, default 5 s (then 503) */
-  connectTimeoutMs?: number;
   /** extra filters, run after the L7 policy filter */
   configure?(chain: HttpFilterChain): void;
-  logger?: { info(o: unknown, m?: string): void; warn(o: unknown, m?: string): void; debug(o: unknown, m?: string): void };
-  /** fixed upstream (tests): overrides the original destination */
-  upstreamOverride?: { host: string; port: number };
-  /** request bodies held for filters, all connections together, default 64 MiB (then 503) */
-  maxHeldBytes?: number;
 }
 
-export class HttpProxy {
+export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
   readonly opts: HttpProxyOptions;
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();

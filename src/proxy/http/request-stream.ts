@@ -4,14 +4,13 @@
  * judging, a response observer. The connection forwards or answers it in pipeline order.
  */
 import { headerValue, type MessageHead } from './parser.ts';
-import type { HttpStream, ResponseObserver } from './stream.ts';
+import type { HttpStream, ProxyConnectionView, ResponseObserver } from './stream.ts';
 import type { AccessAI, AccessVerdict } from '../../common/access-log.ts';
-import type { ProxyConnection } from './connection.ts';
 import { DENIED_BODY, localReply } from './replies.ts';
 import { rawWithoutConnection } from './head-rewrite.ts';
 
 export class Stream implements HttpStream {
-  readonly conn: ProxyConnection;
+  readonly conn: ProxyConnectionView;
   readonly head: MessageHead;
   readonly path: string;
   readonly host: string;
@@ -45,7 +44,7 @@ export class Stream implements HttpStream {
   observer: ResponseObserver | null = null;
   ai?: AccessAI;
 
-  constructor(conn: ProxyConnection, head: MessageHead) {
+  constructor(conn: ProxyConnectionView, head: MessageHead) {
     this.conn = conn;
     this.head = head;
     this.startPerf = performance.now();

@@ -125,7 +125,8 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     mapState: (id: number) => view?.mapState(id),
     // a new snapshot may change any decision: connections look their entry up again
     revision: () => revision,
-    emitRecord, resources: () => store,
+    // the feed client encodes a record as it comes (into its frame, or a WireRecord of its values): it keeps no record object
+    emitRecord, recordsBorrowed: true, resources: () => store,
     ...(deps.otlpEndpoint ? { otlpEndpoint: deps.otlpEndpoint } : {}), ...(deps.otel ? { otel: deps.otel } : {}),
   };
   const child = (subsys: string): Log => log.child?.({ subsys }) ?? log;
