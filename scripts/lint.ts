@@ -182,15 +182,7 @@ export function findCycle(edges: readonly ImportEdge[]): ImportEdge[] | undefine
  * File cycles the lint allows, each the exact set of files of one knot: a knot that grows or
  * shrinks is reported again. Only a cycle another change is breaking may stand here.
  */
-export const FILE_CYCLE_EXCEPTIONS: readonly { files: readonly string[]; why: string }[] = [
-  {
-    // The HTTP proxy's connection.ts ↔ proxy.ts ↔ request-stream.ts knot (type imports): the
-    // http helper's branch i-http15 breaks it in the same session as this rule (i-tidy15).
-    // TODO(lead): remove this allowance once both branches are merged (the lint says so then).
-    files: ['src/proxy/http/connection.ts', 'src/proxy/http/proxy.ts', 'src/proxy/http/request-stream.ts'],
-    why: 'src/proxy/http connection ↔ proxy ↔ request-stream, broken on branch i-http15',
-  },
-];
+export const FILE_CYCLE_EXCEPTIONS: readonly { files: readonly string[]; why: string }[] = [];
 
 /** One import from a file of src/ to another file, both repo-relative. */
 export interface FileEdge {
