@@ -160,9 +160,8 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
 				     struct policy_result *ir)
 {
 	const __u32 src_identity = dc->src_identity;
-	__u8 dd = dcfg->flags & EP_F_DENY_INGRESS;
 	stat_inc(STAT_INGRESS_EARLY);
-	policy_lookup(dcfg->ep_id, DIR_INGRESS, dd, src_identity, p->proto, policy_port_of(p), ir);
+	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags, src_identity, p->proto, policy_port_of(p), ir);
 	policy_audit(ir, dcfg->flags);
 	if (ir->drop) {
 		emit_event(p, dc, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)ir->drop, ir->match_type,
@@ -183,7 +182,7 @@ static __noinline int ingress_decide(struct __sk_buff *skb, const struct pkt *p,
 			return -1;
 		}
 	}
-	if (dd || ir->match_type || ir->audited)
+	if (ir->default_deny || ir->match_type || ir->audited)
 		emit_event_f(p, dc, EV_POLICY_VERDICT, 0, CT_NEW, ir->proxy_port, ir->match_type,
 			     ir->auth_type, DIR_INGRESS, ir->audited ? EV_F_AUDITED : 0);
 	return 0;
@@ -196,7 +195,7 @@ static __always_inline int ingress_recheck(const struct pkt *p, const struct ep_
 					   __u32 src_identity, __u32 bucket, __u64 now, struct policy_result *ir)
 {
 	stat_inc(STAT_POLICY_RECHECK);
-	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags & EP_F_DENY_INGRESS, src_identity,
+	policy_lookup(dcfg->ep_id, DIR_INGRESS, dcfg->flags, src_identity,
 		      p->proto, policy_port_of(p), ir);
 	policy_audit(ir, dcfg->flags);
 	if (!ir->drop)
@@ -307,8 +306,7 @@ static __noinline int ct_recheck(struct __sk_buff *skb, struct hctx *h, struct c
 	ctx_remote(&h->c, &h->rm, from, remote_of(h), h->p.family);
 	struct ep_config *cfg = h->cfg;
 	struct policy_result pr;
-	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
-	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
+	policy_lookup(cfg->ep_id, h->dir, cfg->flags, h->rm.identity, p->proto, policy_port_of(p), &pr);
 	policy_audit(&pr, cfg->flags);
 	if (pr.drop) {
 		do_drop(p, &h->c, pr.drop, h->dir);
@@ -419,8 +417,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 		return TC_ACT_OK;
 	}
 	struct policy_result pr;
-	__u8 dd = cfg->flags & (from ? EP_F_DENY_EGRESS : EP_F_DENY_INGRESS);
-	policy_lookup(cfg->ep_id, h->dir, dd, h->rm.identity, p->proto, policy_port_of(p), &pr);
+	policy_lookup(cfg->ep_id, h->dir, cfg->flags, h->rm.identity, p->proto, policy_port_of(p), &pr);
 	policy_audit(&pr, cfg->flags);
 	if (pr.drop) {
 		emit_event(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, -(__s32)pr.drop, pr.match_type,
@@ -443,7 +440,7 @@ static __noinline int handle_new(struct __sk_buff *skb, struct hctx *h, __u16 re
 	}
 	/* Like Cilium's policy-verdict log filter: a direction without enforcement (no default deny,
 	 * no matching entry) decides nothing, so it reports no verdict. */
-	if (dd || pr.match_type || pr.audited)
+	if (pr.default_deny || pr.match_type || pr.audited)
 		emit_event_f(p, &h->c, EV_POLICY_VERDICT, 0, CT_NEW, pr.proxy_port, pr.match_type,
 			     pr.auth_type, h->dir, pr.audited ? EV_F_AUDITED : 0);
 	h->n.proxy_port = pr.proxy_port;
@@ -714,38 +711,31 @@ static __always_inline int ep_ingress_known(struct __sk_buff *skb, struct hctx *
 static __noinline int ep_deliver(struct __sk_buff *skb, struct hctx *h, __u32 stat)
 {
 	const struct ep_config *dcfg = h->cfg;
-	const __u32 l3 = sizeof(struct ethhdr);
-	struct ethhdr eth = {};
+	/* the link header and the network header's first 12 bytes (IPv4: up to the checksum; IPv6:
+	 * the hop limit is byte 7), read and written once: one store instead of a checksum helper and
+	 * two stores, each of which makes the skb's head writable again */
+	struct {
+		struct ethhdr eth;
+		__u8 l3[12];
+	} __attribute__((packed)) hd;
 #ifdef MB_L3_DEVICE
-	if (bpf_skb_change_head(skb, sizeof(eth), 0))
+	if (bpf_skb_change_head(skb, sizeof(hd.eth), 0))
 		return TC_ACT_OK; /* no room, nothing changed: the stack forwards it, to_container sees it again */
-	eth.h_proto = h->p.family == 6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
-#else
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+	if (bpf_skb_load_bytes(skb, 0, &hd, sizeof(hd)))
 		return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+	__builtin_memset(hd.eth.h_source, 0, ETH_ALEN);
+	hd.eth.h_proto = h->p.family == 6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+#else
+	if (bpf_skb_load_bytes(skb, 0, &hd, sizeof(hd)))
+		return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
+	__builtin_memcpy(hd.eth.h_source, hd.eth.h_dest, ETH_ALEN);
 #endif
-	__builtin_memcpy(eth.h_dest, dcfg->mac, ETH_ALEN);
-	if (h->p.family == 6) {
-		/* no header checksum in IPv6 */
-		__u8 hl;
-		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hl, 1))
-			return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
-		hl--;
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0))
-			return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
-	} else {
-		/* TTL first in the 16-bit word (ttl, protocol) the checksum sums */
-		__u16 ttl_proto, dec;
-		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct iphdr, ttl), &ttl_proto, 2))
-			return do_drop(&h->p, &h->c, DROP_INVALID, DIR_INGRESS);
-		dec = bpf_htons(bpf_ntohs(ttl_proto) - 0x100);
-		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), ttl_proto, dec, 2))
-			return do_drop(&h->p, &h->c, DROP_CSUM_L3, DIR_INGRESS);
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, ttl), &dec, 2, 0))
-			return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
-	}
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+	__builtin_memcpy(hd.eth.h_dest, dcfg->mac, ETH_ALEN);
+	if (h->p.family == 6)
+		hd.l3[offsetof(struct ipv6hdr, hop_limit)] -= 1; /* no header checksum in IPv6 */
+	else
+		ipv4_ttl_csum_dec(&hd.l3[offsetof(struct iphdr, ttl)]);
+	if (bpf_skb_store_bytes(skb, 0, &hd, sizeof(hd), 0))
 		return do_drop(&h->p, &h->c, DROP_WRITE_ERROR, DIR_INGRESS);
 	stat_inc(stat);
 	return bpf_redirect_peer(dcfg->ifindex, 0);
@@ -763,18 +753,18 @@ static __always_inline int ep_deliver_known(struct __sk_buff *skb, struct hctx *
 
 /* The config of local endpoint `peer` (the destination whose ingress was decided
  * at the source, or the local endpoint a reply returns to) when the packet may be delivered into
- * it from here, else NULL. The entry names the endpoint by id: the packet must be for that
- * endpoint's address, and its veth still its own (mb_endpoints, what to_container would read), so
- * that an id or an ifindex reused after the endpoint went away delivers nothing (the stack routes
- * the packet, to_container decides). A subprogram: its keys stay off from_container's frame. */
+ * it from here, else NULL. The entry names the endpoint by id, and the packet must be for that
+ * endpoint's address. One lookup: the agent's endpoint writer (src/datapath/linux/endpoints.ts)
+ * keeps every mb_ep_ids entry naming a veth whose mb_endpoints entry (what to_container reads) is
+ * the same endpoint's (an entry by id goes before its veth's and comes after it; a veth's ifindex
+ * taken over by another endpoint loses the old id's entry first), so an id or an ifindex reused
+ * after the endpoint went away delivers nothing (the stack routes the packet, to_container
+ * decides). A subprogram: its keys stay off from_container's frame. */
 static __noinline struct ep_config *peer_dest(struct __sk_buff *skb, const struct pkt *p, __u32 peer)
 {
-	struct ep_config *dcfg = bpf_map_lookup_elem(&mb_ep_ids, &peer);
-	if (!dcfg || !ep_addr_is(dcfg, p->daddr, p->family))
-		return 0;
-	__u32 ifindex = dcfg->ifindex;
-	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
-	if (!cfg || cfg->ep_id != peer || !ep_deliverable(skb, p, ifindex))
+	struct ep_config *cfg = bpf_map_lookup_elem(&mb_ep_ids, &peer);
+	if (!cfg || cfg->ep_id != peer || !ep_addr_is(cfg, p->daddr, p->family) ||
+	    !ep_deliverable(skb, p, cfg->ifindex))
 		return 0;
 	return cfg;
 }

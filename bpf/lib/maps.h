@@ -9,6 +9,11 @@
 /* Cilium's policy audit mode (POLICY_AUDIT_MODE, endpoint option PolicyAuditMode): this
  * endpoint's L3/L4 policy drops become passes reported as audited (lib/policy.h policy_audit). */
 #define EP_F_AUDIT 0x04
+/* mb_policy holds no entry of this endpoint in that direction (the agent's writer sets the bit
+ * only once the direction's last entry is gone and clears it before the first is written): the
+ * decision is what two missed lookups give, without the lookups (lib/policy.h policy_lookup). */
+#define EP_F_NO_POLICY_INGRESS 0x08
+#define EP_F_NO_POLICY_EGRESS 0x10
 struct ep_config {
 	__u32 ifindex;
 	__u16 ep_id;

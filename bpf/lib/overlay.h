@@ -193,19 +193,33 @@ static __always_inline int fits_mtu(struct __sk_buff *skb, __u32 ifindex)
 	return bpf_check_mtu(skb, ifindex, &mtu, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
-/* The forwarding's TTL decrement (Cilium's ipv4_dec_ttl); -1 when the TTL would expire here. */
+/* The IPv4 header's TTL decremented and its checksum updated in place, on `b`: the header's bytes
+ * 8-11 (ttl, protocol, checksum), as in the packet. RFC 1624's incremental update (eqn. 3: HC' =
+ * ~(~HC + ~m + m'), m the 16-bit word (ttl, protocol)), what the kernel's csum_replace2 computes:
+ * the header still sums to 0xffff, so a CHECKSUM_COMPLETE skb's sum stays valid. The caller checked
+ * the TTL is above 1. */
+static __always_inline void ipv4_ttl_csum_dec(__u8 *b)
+{
+	const __u32 m = ((__u32)b[0] << 8) | b[1];
+	__u32 sum = (~(((__u32)b[2] << 8) | b[3]) & 0xffff) + (~m & 0xffff) + (m - 0x100);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	b[0] -= 1;
+	b[2] = (__u8)(~sum >> 8);
+	b[3] = (__u8)~sum;
+}
+
+/* The forwarding's TTL decrement (Cilium's ipv4_dec_ttl); -1 when the TTL would expire here. One
+ * load and one store of the header's bytes 8-11 (no bpf_l3_csum_replace: each helper that writes
+ * makes the skb's head writable again, checks and all). */
 static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
 {
 	const __u32 off = ETH_HLEN + offsetof(struct iphdr, ttl);
-	__u8 ttl;
-	if (bpf_skb_load_bytes(skb, off, &ttl, 1) || ttl <= 1)
+	__u8 b[4];
+	if (bpf_skb_load_bytes(skb, off, b, 4) || b[0] <= 1)
 		return -1;
-	__u8 nt = ttl - 1;
-	/* ttl is the high byte of the 16-bit word (ttl, protocol) the checksum sums */
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), bpf_htons((__u16)ttl << 8),
-				bpf_htons((__u16)nt << 8), 2))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &nt, 1, 0) ? -1 : 0;
+	ipv4_ttl_csum_dec(b);
+	return bpf_skb_store_bytes(skb, off, b, 4, 0) ? -1 : 0;
 }
 
 /* The tunnel endpoint (network order) of a pod's IPv4 packet for a destination behind the tunnel,

@@ -77,32 +77,39 @@ struct policy_result {
 	__u8 match_type;
 	__u8 auth_type;
 	__u8 audited;     /* a drop turned into a pass by the endpoint's audit mode */
-	__u8 pad;
+	__u8 default_deny; /* the direction is default deny (it reports a verdict whatever decided) */
 };
 
 /* 1. e1 = LPM among identity == remote, e2 = LPM among identity == 0
  * 2. a deny in either -> 181; 3. neither -> default deny ? 133 : allow;
- * 4. the longer (tie: e1) allow wins. */
-static __always_inline void policy_lookup(__u16 ep, __u8 dir, __u8 default_deny, __u32 remote,
+ * 4. the longer (tie: e1) allow wins.
+ * `ep_flags`: the deciding endpoint's config flags (its default deny in `dir`, and whether the
+ * trie holds any entry of it in `dir` at all: none, step 3 without the two lookups). */
+static __always_inline void policy_lookup(__u16 ep, __u8 dir, __u8 ep_flags, __u32 remote,
 					  __u8 proto, __be16 port, struct policy_result *r)
 {
-	struct policy_key k;
-	k.prefixlen = POLICY_FULL_PREFIX;
-	k.ep_id = ep;
-	k.dir = dir;
-	k.pad = 0;
-	k.identity = remote;
-	k.proto = proto;
-	k.dport = port;
-	struct policy_val *e1 = bpf_map_lookup_elem(&mb_policy, &k);
-	k.identity = 0;
-	struct policy_val *e2 = bpf_map_lookup_elem(&mb_policy, &k);
+	const __u8 default_deny = ep_flags & (dir == DIR_INGRESS ? EP_F_DENY_INGRESS : EP_F_DENY_EGRESS);
+	struct policy_val *e1 = 0, *e2 = 0;
+	if (!(ep_flags & (dir == DIR_INGRESS ? EP_F_NO_POLICY_INGRESS : EP_F_NO_POLICY_EGRESS))) {
+		struct policy_key k;
+		k.prefixlen = POLICY_FULL_PREFIX;
+		k.ep_id = ep;
+		k.dir = dir;
+		k.pad = 0;
+		k.identity = remote;
+		k.proto = proto;
+		k.dport = port;
+		e1 = bpf_map_lookup_elem(&mb_policy, &k);
+		k.identity = 0;
+		e2 = bpf_map_lookup_elem(&mb_policy, &k);
+	}
 	stat_inc(STAT_POLICY_LOOKUPS);
 	r->proxy_port = 0;
 	r->proxy_slot = 0;
 	r->match_type = 0;
 	r->auth_type = 0;
 	r->audited = 0;
+	r->default_deny = default_deny;
 	if (e1 && (e1->flags & POL_F_DENY)) {
 		r->drop = DROP_POLICY_DENY;
 		r->match_type = e1->match_type;

@@ -100,6 +100,10 @@ export const EP_F_DENY_INGRESS = 1;
 export const EP_F_DENY_EGRESS = 2;
 /** the endpoint is in policy audit mode (bpf/lib/policy.h policy_audit) */
 export const EP_F_AUDIT = 4;
+/** mb_policy holds no entry of the endpoint in that direction (bpf/lib/maps.h: policy_lookup
+ * decides without the lookups); set only once the last is gone, cleared before the first */
+export const EP_F_NO_POLICY_INGRESS = 0x08;
+export const EP_F_NO_POLICY_EGRESS = 0x10;
 
 export interface EpConfig {
   ifindex: number;
@@ -266,6 +270,10 @@ export function decodePolicyKey(b: Buffer): { epId: number; key: MapStateKey } {
 /** The endpoint a policy key belongs to (without decoding the rest). */
 export function policyKeyEndpoint(b: Buffer): number {
   return b.readUInt16LE(4);
+}
+
+export function policyKeyDirection(b: Buffer): Direction {
+  return b.readUInt8(6) === DIR_INGRESS ? 'ingress' : 'egress';
 }
 
 export interface PolicyVal { deny: boolean; authType: number; matchType: number; specLen: number; proxyPort: number; proxySlot: number }

@@ -2,11 +2,18 @@
  * Local endpoints (Cilium's lxcmap): their config by host ifindex (mb_endpoints) and by endpoint
  * id (mb_ep_ids), and the pinned tcx links of from_container/to_container on their host veths.
  * The config's flags carry the endpoint's default-deny bits (from policy) and its audit bit.
+ *
+ * The datapath delivers into a local endpoint by its id alone (bpf/endpoint.bpf.c peer_dest: one
+ * lookup in mb_ep_ids, then bpf_redirect_peer to the veth it names), so every writer here keeps:
+ * an mb_ep_ids entry names a veth whose mb_endpoints entry is the same endpoint's. An id's entry is
+ * written after its veth's and deleted before it, and a veth whose ifindex another endpoint takes
+ * over loses the old endpoint's id entry before its own entry changes hands; at load, id entries
+ * that break it (a crash between writes) are removed.
  */
 import { MembraneError } from '../../common/errors.ts';
 import { attachTcx, detachPinnedLink, pinnedLinkInfo, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
 import type { DatapathEndpoint } from '../types.ts';
-import { EP_F_AUDIT, EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, decodeEpConfig, encodeEpConfig, encodeU32, setEpConfigFlags, type EpConfig } from './codec.ts';
+import { EP_F_AUDIT, EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, EP_F_NO_POLICY_EGRESS, EP_F_NO_POLICY_INGRESS, decodeEpConfig, encodeEpConfig, encodeU32, setEpConfigFlags, type EpConfig } from './codec.ts';
 import { linkPinPath, type Loader } from './loader.ts';
 
 interface EndpointState { ep: DatapathEndpoint; flags: number }
@@ -37,13 +44,20 @@ export class EndpointMap {
    * between the writes).
    */
   restore(each: (id: number) => void): void {
-    for (const k of this.loader.map('mb_endpoints').keys()) {
-      const v = this.loader.map('mb_endpoints').lookup(k);
+    const epMap = this.loader.map('mb_endpoints');
+    const byId = this.loader.map('mb_ep_ids');
+    // id entries whose veth's entry is not theirs first (the datapath would deliver by them)
+    for (const k of byId.keys()) {
+      const w = byId.lookup(k);
+      if (!w || !this.vethIs(decodeEpConfig(w).ifindex, k.readUInt32LE(0))) byId.delete(k);
+    }
+    for (const k of epMap.keys()) {
+      const v = epMap.lookup(k);
       if (!v) continue;
       const c = decodeEpConfig(v);
       this.flags.set(c.epId, c.flags);
       each(c.epId);
-      this.loader.map('mb_ep_ids').update(encodeU32(c.epId), v);
+      byId.update(encodeU32(c.epId), v);
     }
   }
 
@@ -69,6 +83,9 @@ export class EndpointMap {
     this.flags.set(ep.id, flags);
     const cfg: EpConfig = { ifindex: ep.ifindex, epId: ep.id, flags, identity: ep.identity, ipv4: ep.ipv4, ...(ep.ipv6 ? { ipv6: ep.ipv6 } : {}), ...(ep.mac ? { mac: ep.mac } : {}) };
     beforeWrite(!prev);
+    // the veth's entry changes hands: the endpoint it named loses its id entry first
+    const holder = epMap.lookup(encodeU32(ep.ifindex));
+    if (holder && decodeEpConfig(holder).epId !== ep.id) this.dropIdEntry(decodeEpConfig(holder).epId, ep.ifindex);
     epMap.update(encodeU32(ep.ifindex), encodeEpConfig(cfg));
     this.loader.map('mb_ep_ids').update(encodeU32(ep.id), encodeEpConfig(cfg));
     attachTcx(progFrom.fd, ep.ifindex, BPF_TCX_INGRESS, linkPinPath(this.pinRoot, ep.ifname, 'ingress'));
@@ -85,21 +102,39 @@ export class EndpointMap {
     const st = this.endpoints.get(id);
     if (st) this.unplug(st.ep);
     else {
-      // after a restart: find the endpoint's config by id
+      // after a restart: find the endpoint's config by id (its id entry goes first)
+      this.loader.map('mb_ep_ids').delete(encodeU32(id));
       const epMap = this.loader.map('mb_endpoints');
       for (const k of epMap.keys()) {
         const v = epMap.lookup(k);
         if (v && decodeEpConfig(v).epId === id) epMap.delete(k);
       }
-      this.loader.map('mb_ep_ids').delete(encodeU32(id));
     }
     this.endpoints.delete(id);
     this.flags.delete(id);
   }
 
-  /** Sets the endpoint's default-deny bits (its audit bit stays). */
+  /** Sets the endpoint's default-deny bits (its other bits stay). */
   setDefaultDeny(id: number, dd: { ingress: boolean; egress: boolean }): void {
-    const flags = ((this.flags.get(id) ?? 0) & EP_F_AUDIT) | (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0);
+    this.setFlags(id, EP_F_DENY_INGRESS | EP_F_DENY_EGRESS, (dd.ingress ? EP_F_DENY_INGRESS : 0) | (dd.egress ? EP_F_DENY_EGRESS : 0));
+  }
+
+  /**
+   * Sets the endpoint's "no policy entry" bits: `holds` says in which directions mb_policy may hold
+   * entries of it. The datapath decides a direction whose bit is set without looking, so the
+   * caller clears a bit (holds true) before the direction's first entry is written and sets it
+   * (holds false) only once its last is gone. Writes only a change.
+   */
+  setPolicyHeld(id: number, holds: { ingress: boolean; egress: boolean }): void {
+    const bits = (holds.ingress ? 0 : EP_F_NO_POLICY_INGRESS) | (holds.egress ? 0 : EP_F_NO_POLICY_EGRESS);
+    const cur = this.flags.get(id);
+    if (cur !== undefined && (cur & (EP_F_NO_POLICY_INGRESS | EP_F_NO_POLICY_EGRESS)) === bits) return;
+    this.setFlags(id, EP_F_NO_POLICY_INGRESS | EP_F_NO_POLICY_EGRESS, bits);
+  }
+
+  /** Replaces the bits `mask` of the endpoint's config flags with `bits`, in both maps. */
+  private setFlags(id: number, mask: number, bits: number): void {
+    const flags = ((this.flags.get(id) ?? 0) & ~mask) | bits;
     this.flags.set(id, flags);
     const st = this.endpoints.get(id);
     const epMap = this.loader.map('mb_endpoints');
@@ -146,11 +181,23 @@ export class EndpointMap {
       const li = pinnedLinkInfo(p);
       if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
     }
+    // the id entry before the veth's (the datapath delivers by the id entry alone)
+    this.dropIdEntry(ep.id, ep.ifindex);
     const epMap = this.loader.map('mb_endpoints');
     const v = epMap.lookup(encodeU32(ep.ifindex));
     if (v && decodeEpConfig(v).epId === ep.id) epMap.delete(encodeU32(ep.ifindex));
+  }
+
+  /** Deletes endpoint `id`'s mb_ep_ids entry if it names veth `ifindex`. */
+  private dropIdEntry(id: number, ifindex: number): void {
     const byId = this.loader.map('mb_ep_ids');
-    const w = byId.lookup(encodeU32(ep.id));
-    if (w && decodeEpConfig(w).ifindex === ep.ifindex) byId.delete(encodeU32(ep.id));
+    const w = byId.lookup(encodeU32(id));
+    if (w && decodeEpConfig(w).ifindex === ifindex) byId.delete(encodeU32(id));
+  }
+
+  /** The mb_endpoints entry of veth `ifindex` is endpoint `id`'s. */
+  private vethIs(ifindex: number, id: number): boolean {
+    const v = this.loader.map('mb_endpoints').lookup(encodeU32(ifindex));
+    return v !== null && decodeEpConfig(v).epId === id;
   }
 }

@@ -171,6 +171,8 @@ export class LinuxDatapath implements Datapath {
       if (isNew) this.events.resetBudgets(ep.id);
       this.ct.ensureTables(ep.id);
     });
+    // a direction without any policy entry is decided without looking (EP_F_NO_POLICY_*)
+    this.endpoints.setPolicyHeld(ep.id, this.policy.holds(ep.id));
     if (r.policyChanged) this.config.bumpPolicyRevision();
     this.log.debug({ subsys: 'datapath', endpointID: ep.id, ifname: ep.ifname }, 'endpoint attached');
   }
@@ -186,7 +188,15 @@ export class LinuxDatapath implements Datapath {
   // ---------------------------------------------------------------- policy and ipcache
 
   async applyPolicy(endpointId: number, delta: MapStateDelta, full?: MapState): Promise<void> {
+    // the datapath decides a direction whose "no policy" bit is set without looking: the bit goes
+    // before the direction's first entry is written, and comes back only once its last is gone
+    const held = this.policy.holds(endpointId);
+    const adds = PolicyMap.directionsOf(delta, full);
+    if ((adds.has('ingress') && !held.ingress) || (adds.has('egress') && !held.egress)) {
+      this.endpoints.setPolicyHeld(endpointId, { ingress: held.ingress || adds.has('ingress'), egress: held.egress || adds.has('egress') });
+    }
     const changed = this.policy.apply(endpointId, delta, full);
+    this.endpoints.setPolicyHeld(endpointId, this.policy.holds(endpointId));
     const dd = full ? full.defaultDeny : delta.defaultDenyChanged ? delta.defaultDeny : undefined;
     if (dd) this.endpoints.setDefaultDeny(endpointId, dd);
     if (changed || dd) this.config.bumpPolicyRevision();

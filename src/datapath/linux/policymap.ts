@@ -4,7 +4,7 @@
  * endpoint (built from the map on first use, so it survives an agent restart).
  */
 import type { Direction, L7Policy, MapState, MapStateDelta, MapStateEntry, MapStateKey } from '../../policy/types.ts';
-import { decodePolicyKey, decodePolicyVal, encodePolicyBatch, encodePolicyKey, policyKeyEndpoint, policyValFor } from './codec.ts';
+import { decodePolicyKey, decodePolicyVal, encodePolicyBatch, encodePolicyKey, policyKeyDirection, policyKeyEndpoint, policyValFor } from './codec.ts';
 import type { Loader } from './loader.ts';
 
 export type ProxyRedirect = (l7: L7Policy, direction: Direction) => { port: number; slot: number } | null;
@@ -65,6 +65,25 @@ export class PolicyMap {
     const keys = idx.get(endpointId);
     if (keys) this.loader.map('mb_policy').deleteMany([...keys.values()]);
     idx.delete(endpointId);
+  }
+
+  /** The directions of `upserts` (a delta's, or a full MapState's): those about to get entries. */
+  static directionsOf(delta: MapStateDelta, full?: MapState): Set<Direction> {
+    const dirs = new Set<Direction>();
+    if (full) for (const e of full.entries.values()) dirs.add(e.key.direction);
+    else for (const u of delta.upserts) dirs.add(u.key.direction);
+    return dirs;
+  }
+
+  /** Whether the map holds any entry of the endpoint in each direction (its key index). */
+  holds(endpointId: number): { ingress: boolean; egress: boolean } {
+    let ingress = false, egress = false;
+    for (const k of this.keyIndex().get(endpointId)?.values() ?? []) {
+      if (policyKeyDirection(k) === 'ingress') ingress = true;
+      else egress = true;
+      if (ingress && egress) break;
+    }
+    return { ingress, egress };
   }
 
   /** Number of entries the agent wrote (all endpoints). */

@@ -13,7 +13,7 @@ import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { BpfMap } from '../../../src/sys/bpf.ts';
-import { DP_F_NO_SERVICES, decodeDpConfig, encodeU32, lbVipBit } from '../../../src/datapath/linux/codec.ts';
+import { DP_F_NO_SERVICES, EP_F_NO_POLICY_EGRESS, EP_F_NO_POLICY_INGRESS, decodeDpConfig, decodeEpConfig, encodeU32, lbVipBit } from '../../../src/datapath/linux/codec.ts';
 
 const node = new DatapathNode({ prefix: 't', pods: 3, identityBase: 1000 });
 const { pinRoot } = node;
@@ -425,6 +425,75 @@ describe('linux datapath (root, namespaces, eBPF)', { skip: skipUnless('root'), 
     } finally {
       sh('ip', ['-n', topo.nodeNs, 'link', 'set', B.hostIf, 'mtu', '1500']);
     }
+  });
+
+  it('a direction without policy entries is decided without looking (EP_F_NO_POLICY_*); the first entry written into it is enforced, and so is its removal', async () => {
+    await reset();
+    const noPolicy = (id: number) => {
+      const m = BpfMap.fromPin(`${pinRoot}/mb_ep_ids`);
+      try {
+        const f = decodeEpConfig(m.lookup(encodeU32(id))!).flags;
+        return { ingress: (f & EP_F_NO_POLICY_INGRESS) !== 0, egress: (f & EP_F_NO_POLICY_EGRESS) !== 0 };
+      } finally {
+        m.close();
+      }
+    };
+    assert.deepEqual(noPolicy(A.id), { ingress: true, egress: true }, 'no entry of A: both directions decided without looking');
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    // the first egress entry of A, by delta: a deny, enforced from the next connection on
+    const deny8080 = egress(idOf(B), 6, 8080, 16, 'deny');
+    await d.call('applyDelta', A.id, [deny8080], []);
+    assert.deepEqual(noPolicy(A.id), { ingress: true, egress: false });
+    await events(0);
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), false, 'an egress deny written into an empty direction is enforced');
+    assert.equal(tcpConnect(A.ns, B.ip, 9090), true, 'the rest of the direction still allowed (no default deny)');
+    find(await events(), (e) => e.type === 1 && e.subType === 181 && e.endpointId === A.id && e.direction === 'egress' && e.dstPort === 8080, 'egress drop 181');
+    // the same for B's ingress, by a full sync
+    await d.call('applyFull', B.id, [ingress(idOf(A), 6, 9090, 16, 'deny')], { ingress: false, egress: false });
+    assert.deepEqual(noPolicy(B.id), { ingress: false, egress: true });
+    assert.equal(tcpConnect(A.ns, B.ip, 9090), false, 'an ingress deny written into an empty direction is enforced');
+    // default deny with no entry: decided without looking, and denied
+    await d.call('applyFull', C.id, [], { ingress: true, egress: false });
+    assert.deepEqual(noPolicy(C.id), { ingress: true, egress: true });
+    assert.equal(tcpConnect(A.ns, C.ip, 7070), false, 'default deny of a direction without entries');
+    // the last entries gone: allowed again, the bits back
+    await d.call('applyDelta', A.id, [], [deny8080.key]);
+    await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    assert.deepEqual(noPolicy(A.id), { ingress: true, egress: true });
+    assert.deepEqual(noPolicy(B.id), { ingress: true, egress: true });
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    assert.equal(tcpConnect(A.ns, B.ip, 9090), true);
+  });
+
+  it('an endpoint id whose veth another endpoint takes over delivers nothing: its by-id entry goes before the veth changes hands', async () => {
+    await reset();
+    const delivered = async () => BigInt((await d.call<Record<string, string>>('counters')).localDelivered!);
+    const byId = (id: number) => {
+      const m = BpfMap.fromPin(`${pinRoot}/mb_ep_ids`);
+      try {
+        return m.lookup(encodeU32(id));
+      } finally {
+        m.close();
+      }
+    };
+    let before = await delivered();
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    assert.ok((await delivered()) > before, 'A -> B delivered from the sender');
+    // endpoint 99 (another address) on B's veth: the ipcache still names B's id for B's address
+    const Z = { id: 99, identity: 1099, ipv4: '10.200.0.99', ifname: B.hostIf, ifindex: B.ifindex };
+    try {
+      await d.call('upsertEndpoint', Z);
+      assert.equal(byId(B.id), null, "B's by-id entry is gone with its veth");
+      before = await delivered();
+      tcpConnect(A.ns, B.ip, 8080); // B's replies leave a veth whose config is Z's: refused (132)
+      assert.equal(await delivered(), before, "nothing delivered from the sender by B's stale id");
+    } finally {
+      await d.call('upsertEndpoint', { id: B.id, identity: idOf(B), ipv4: B.ip, ifname: B.hostIf, ifindex: B.ifindex });
+    }
+    assert.equal(byId(Z.id), null, "Z's by-id entry is gone once B has its veth back");
+    before = await delivered();
+    assert.equal(tcpConnect(A.ns, B.ip, 8080), true);
+    assert.ok((await delivered()) > before, 'A -> B delivered from the sender again');
   });
 
   it('keeps enforcing while the agent is down; a new agent reuses the maps and reads the backlog', async () => {
