@@ -11,8 +11,7 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { podNetnsName } from '../../src/lab/names.ts';
-import { get } from 'node:http';
-import { metricsSocketPaths } from '../../src/agent/metrics.ts';
+import { hubbleMetricsText } from './hubble-metrics.ts';
 import { createTcpSuite } from '../tcp-suite.ts';
 
 type Kind = 'quiet' | 'crr' | 'stream';
@@ -117,14 +116,7 @@ try {
   const hubbleCounts = async (): Promise<Map<string, number>> => {
     const out = new Map<string, number>();
     for (const n of ['node1', 'node2']) {
-      const scrape = () => new Promise<string>((res, rej) => {
-        get({ socketPath: metricsSocketPaths(join(stateDir, 'nodes', n)).hubble, path: '/metrics' }, (r) => {
-          let b = '';
-          r.setEncoding('utf8').on('data', (x: string) => { b += x; }).on('end', () => res(b));
-        }).on('error', rej);
-      });
-      // a busy agent may close the connection before reading the request (EPIPE): once more
-      const text = await scrape().catch(async () => { await sleep(500); return scrape(); });
+      const text = await hubbleMetricsText(stateDir, n);
       for (const line of text.split('\n')) {
         const m = /^(hubble_flows_processed_total|hubble_lost_events_total)\{([^}]*)\} (\S+)/.exec(line);
         if (!m) continue;

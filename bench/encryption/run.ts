@@ -41,8 +41,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
 import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
-import { metricsSocketPaths } from '../../src/agent/metrics.ts';
-import { get } from 'node:http';
+import { hubbleMetricsText } from './hubble-metrics.ts';
 import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
@@ -321,14 +320,7 @@ try {
   const hubbleCounts = async (): Promise<{ flows: number; lost: number }> => {
     const out = { flows: 0, lost: 0 };
     for (const n of ['node1', 'node2']) {
-      const scrape = () => new Promise<string>((res, rej) => {
-        get({ socketPath: metricsSocketPaths(join(stateDir, 'nodes', n)).hubble, path: '/metrics' }, (r) => {
-          let b = '';
-          r.setEncoding('utf8').on('data', (d: string) => { b += d; }).on('end', () => res(b));
-        }).on('error', rej);
-      });
-      // a starved agent may close the connection before reading the request (EPIPE): once more
-      const text = await scrape().catch(async () => { await sleep(500); return scrape(); });
+      const text = await hubbleMetricsText(stateDir, n);
       for (const line of text.split('\n')) {
         if (line.startsWith('hubble_flows_processed_total')) out.flows += Number(line.slice(line.lastIndexOf(' ') + 1));
         else if (line.startsWith('hubble_lost_events_total')) out.lost += Number(line.slice(line.lastIndexOf(' ') + 1));

@@ -12,10 +12,10 @@
  */
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { writeWithoutClose } from './close-field.ts';
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '18081' }, origin: { type: 'string', default: '18080' }, rules: { type: 'string', default: '0' } } });
 const ORIGIN = Number(values.origin);
-const CLOSE = Buffer.from('Connection: close\r\n');
 const idle: net.Socket[] = [];
 
 net.createServer({ noDelay: true }, (client) => {
@@ -30,14 +30,7 @@ net.createServer({ noDelay: true }, (client) => {
         if (closing) client.end();
       });
     }
-    const i = c.indexOf(CLOSE);
-    if (i >= 0) {
-      closing = true;
-      up.cork();
-      up.write(c.subarray(0, i));
-      up.write(c.subarray(i + CLOSE.length));
-      up.uncork();
-    } else up.write(c);
+    if (writeWithoutClose(up, c)) closing = true;
   });
   client.on('error', () => {});
   client.on('close', () => {

@@ -20,6 +20,7 @@ import tls from 'node:tls';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeWithoutClose } from '../http/close-field.ts';
 import { CertificateIssuer } from '../../src/proxy/tls/issuer.ts';
 import { ClientHelloReader } from '../../src/proxy/tls/clienthello.ts';
 
@@ -32,7 +33,6 @@ const issuer = await CertificateIssuer.fromPem(readFileSync(join(dir, 'ica.crt')
 const leaf = await issuer.certFor(NAME);
 const trust = tls.createSecureContext({ ca: readFileSync(join(dir, 'ca.crt'), 'utf8') });
 const ALPN = Buffer.from([8, ...Buffer.from('http/1.1')]);
-const CLOSE = Buffer.from('Connection: close\r\n');
 const CLOSE_FIELD = Buffer.from('connection: close\r\n');
 const idle: tls.TLSSocket[] = [];
 let session: Buffer | undefined;
@@ -103,14 +103,7 @@ function serve(raw: net.Socket): void {
       up.on('data', onResponse);
       up.on('close', onUpGone);
     }
-    const i = c.indexOf(CLOSE);
-    if (i >= 0) {
-      closing = true;
-      up.cork();
-      up.write(c.subarray(0, i));
-      up.write(c.subarray(i + CLOSE.length));
-      up.uncork();
-    } else up.write(c);
+    if (writeWithoutClose(up, c)) closing = true;
   });
   client.on('error', () => client.destroy());
   client.on('close', () => { if (up) release().destroy(); });

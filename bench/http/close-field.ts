@@ -1,0 +1,21 @@
+/**
+ * The floor servers' handling of a request's `Connection: close`: the upstream keeps its pooled
+ * connection, so the field is cut from what it gets and the client's side closes instead.
+ */
+import type { Writable } from 'node:stream';
+
+const CLOSE = Buffer.from('Connection: close\r\n');
+
+/** Writes `c` to `up` without its `Connection: close` field; true when the field was there. */
+export function writeWithoutClose(up: Writable, c: Buffer): boolean {
+  const i = c.indexOf(CLOSE);
+  if (i < 0) {
+    up.write(c);
+    return false;
+  }
+  up.cork();
+  up.write(c.subarray(0, i));
+  up.write(c.subarray(i + CLOSE.length));
+  up.uncork();
+  return true;
+}
