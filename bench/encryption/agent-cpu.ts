@@ -6,12 +6,12 @@
 // profiles, written when the lab goes down). Counts, not rates: run it under `/work/wt/cpu work`.
 //   bin/node bench/encryption/agent-cpu.ts [--routing-mode tunnel|native] [--secs 10] [--perf DIR] [--profile DIR] [--windows crr:20,quiet:10,crr:10,crr:10]
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { podNetnsName } from '../../src/lab/names.ts';
 import { hubbleMetricsText } from './hubble-metrics.ts';
+import { placeBenchPods } from './pods.ts';
 import { createTcpSuite } from '../tcp-suite.ts';
 
 type Kind = 'quiet' | 'crr' | 'stream';
@@ -79,17 +79,7 @@ const diff = (a: Map<string, number>, b: Map<string, number>) => new Map([...b].
 
 try {
   membrane(['up', '--nodes', '2', '--routing-mode', MODE, '--encryption', 'wireguard', '-q']);
-  const podsFile = join(stateDir, 'bench-pods.yaml');
-  writeFileSync(podsFile, [
-    'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
-    'apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: bench}\nspec: {nodeName: node1, containers: [{name: c, image: curlimages/curl}]}',
-    'apiVersion: v1\nkind: Pod\nmetadata: {name: server, namespace: bench}\nspec: {nodeName: node2, containers: [{name: c, image: curlimages/curl}]}',
-  ].join('\n---\n'));
-  membrane(['apply', '-f', podsFile]);
-  const pc = podNetnsName('node1', 'bench', 'client', lab), ps = podNetnsName('node2', 'bench', 'server', lab);
-  const addrOf = (ns: string) => { try { return /inet (10\.244\.\d+\.\d+)/.exec(sh(ns, ['ip', '-4', 'addr', 'show', 'eth0']))?.[1]; } catch { return undefined; } };
-  for (let i = 0; i < 600 && !(existsSync(`/run/netns/${pc}`) && existsSync(`/run/netns/${ps}`) && addrOf(pc) && addrOf(ps)); i++) await sleep(200);
-  const ip = addrOf(ps)!;
+  const { clientNs: pc, serverNs: ps, serverIp: ip } = await placeBenchPods(stateDir, lab, (f) => membrane(['apply', '-f', f]), sh);
   await suite.startServers(ps);
   suite.runIn(pc, 0, [suite.rr, 'crr', ip, '7002', '2']); // the peers' handshake, warm caches
   await sleep(3000);

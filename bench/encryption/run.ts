@@ -39,9 +39,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { UNDERLAY_LINK, podNetnsName } from '../../src/lab/names.ts';
+import { UNDERLAY_LINK } from '../../src/lab/names.ts';
 import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wireguard.ts';
 import { hubbleMetricsText } from './hubble-metrics.ts';
+import { placeBenchPods } from './pods.ts';
 import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
 
@@ -201,20 +202,7 @@ try {
     if (!v) continue;
     for (const ns of [n1, n2]) sh(ns, ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'umount -l /sys; mount -t sysfs sysfs /sys && echo "$0" > "/sys/class/net/cilium_wg0/$1"', v === 'on' ? '1' : v, file]);
   }
-  const podsFile = join(stateDir, 'bench-pods.yaml');
-  writeFileSync(podsFile, [
-    'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}',
-    'apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: bench}\nspec: {nodeName: node1, containers: [{name: c, image: curlimages/curl}]}',
-    'apiVersion: v1\nkind: Pod\nmetadata: {name: server, namespace: bench}\nspec: {nodeName: node2, containers: [{name: c, image: curlimages/curl}]}',
-  ].join('\n---\n'));
-  membrane(['apply', '-f', podsFile]);
-  const pc = podNetnsName('node1', 'bench', 'client', lab);
-  const ps = podNetnsName('node2', 'bench', 'server', lab);
-  // both pods with their address (on a loaded machine the agents take a while to make them)
-  const addrOf = (ns: string) => { try { return /inet (10\.244\.\d+\.\d+)/.exec(sh(ns, ['ip', '-4', 'addr', 'show', 'eth0']))?.[1]; } catch { return undefined; } };
-  for (let i = 0; i < 600 && !(existsSync(`/run/netns/${pc}`) && existsSync(`/run/netns/${ps}`) && addrOf(pc) && addrOf(ps)); i++) await sleep(200);
-  const serverIp = addrOf(ps);
-  if (!serverIp?.startsWith('10.244.2.')) throw new Error(`the server pod has no address on node2 after 120 s (${serverIp})`);
+  const { clientNs: pc, serverNs: ps, serverIp } = await placeBenchPods(stateDir, lab, (f) => membrane(['apply', '-f', f]), sh);
 
   // the bare tunnel: its own wireguard-go per node namespace, keys, port and addresses
   mkdirSync('/run/wireguard', { recursive: true });
