@@ -330,9 +330,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   }
 
   private corkOut(sock: net.Socket): void {
-    sock.cork();
     if (this.corkedA === null) this.corkedA = sock;
-    else this.corkedB = sock;
+    else if (this.corkedB === null) this.corkedB = sock;
+    // a third socket in one batch (an upstream replaced within it): left uncorked, its writes
+    // leave at once, in order; a cork with no slot would never be undone and would hold its bytes
+    else return;
+    sock.cork();
   }
 
   /** Before `sock` is ended or handed on: the write kept back for it goes first. */
