@@ -11,11 +11,30 @@ export type ProxyRedirect = (l7: L7Policy, direction: Direction) => { port: numb
 
 export interface PolicyDumpEntry { key: MapStateKey; deny: boolean; proxyPort: number; matchType: number }
 
+/** One endpoint's keys in mb_policy (hex(key) -> key), with how many are ingress keys (`holds` without a walk). */
+class EndpointKeys {
+  readonly keys = new Map<string, Buffer>();
+  ingress = 0;
+
+  set(h: string, k: Buffer): void {
+    if (this.keys.has(h)) return;
+    this.keys.set(h, k);
+    if (policyKeyDirection(k) === 'ingress') this.ingress++;
+  }
+
+  delete(h: string): void {
+    const k = this.keys.get(h);
+    if (k === undefined) return;
+    this.keys.delete(h);
+    if (policyKeyDirection(k) === 'ingress') this.ingress--;
+  }
+}
+
 export class PolicyMap {
   private readonly loader: Loader;
   private readonly proxyRedirect: ProxyRedirect;
-  /** policy keys per endpoint: hex(key) -> key */
-  private index: Map<number, Map<string, Buffer>> | null = null;
+  /** policy keys per endpoint */
+  private index: Map<number, EndpointKeys> | null = null;
 
   constructor(loader: Loader, proxyRedirect: ProxyRedirect) {
     this.loader = loader;
@@ -32,7 +51,7 @@ export class PolicyMap {
     const pol = this.loader.map('mb_policy');
     const idx = this.keyIndex();
     let keys = idx.get(endpointId);
-    if (!keys) idx.set(endpointId, (keys = new Map()));
+    if (!keys) idx.set(endpointId, (keys = new EndpointKeys()));
     const upserts: { key: MapStateKey; entry: MapStateEntry }[] = full ? [...full.entries.values()] : delta.upserts;
     const batch = encodePolicyBatch(endpointId, upserts.map((u) => {
       const proxy = u.entry.l7 && u.entry.verdict === 'allow' ? this.proxyRedirect(u.entry.l7, u.key.direction) : null;
@@ -42,7 +61,7 @@ export class PolicyMap {
     for (const k of batch.keyList) desired.set(k.toString('hex'), k);
     const toDelete: Buffer[] = [];
     if (full) {
-      for (const [h, k] of keys) if (!desired.has(h)) toDelete.push(k);
+      for (const [h, k] of keys.keys) if (!desired.has(h)) toDelete.push(k);
     } else {
       for (const d of delta.deletes) {
         const k = encodePolicyKey(endpointId, d);
@@ -63,7 +82,7 @@ export class PolicyMap {
   removeEndpoint(endpointId: number): void {
     const idx = this.keyIndex();
     const keys = idx.get(endpointId);
-    if (keys) this.loader.map('mb_policy').deleteMany([...keys.values()]);
+    if (keys) this.loader.map('mb_policy').deleteMany([...keys.keys.values()]);
     idx.delete(endpointId);
   }
 
@@ -77,19 +96,15 @@ export class PolicyMap {
 
   /** Whether the map holds any entry of the endpoint in each direction (its key index). */
   holds(endpointId: number): { ingress: boolean; egress: boolean } {
-    let ingress = false, egress = false;
-    for (const k of this.keyIndex().get(endpointId)?.values() ?? []) {
-      if (policyKeyDirection(k) === 'ingress') ingress = true;
-      else egress = true;
-      if (ingress && egress) break;
-    }
-    return { ingress, egress };
+    const keys = this.keyIndex().get(endpointId);
+    if (!keys) return { ingress: false, egress: false };
+    return { ingress: keys.ingress > 0, egress: keys.keys.size > keys.ingress };
   }
 
   /** Number of entries the agent wrote (all endpoints). */
   size(): number {
     let n = 0;
-    for (const s of this.keyIndex().values()) n += s.size;
+    for (const s of this.keyIndex().values()) n += s.keys.size;
     return n;
   }
 
@@ -97,7 +112,7 @@ export class PolicyMap {
   dump(endpointId: number): PolicyDumpEntry[] {
     const pol = this.loader.map('mb_policy');
     const out: PolicyDumpEntry[] = [];
-    for (const k of this.keyIndex().get(endpointId)?.values() ?? []) {
+    for (const k of this.keyIndex().get(endpointId)?.keys.values() ?? []) {
       const v = pol.lookup(k);
       if (!v) continue;
       const pv = decodePolicyVal(v);
@@ -106,13 +121,13 @@ export class PolicyMap {
     return out;
   }
 
-  private keyIndex(): Map<number, Map<string, Buffer>> {
+  private keyIndex(): Map<number, EndpointKeys> {
     if (this.index) return this.index;
-    const idx = new Map<number, Map<string, Buffer>>();
+    const idx = new Map<number, EndpointKeys>();
     for (const k of this.loader.map('mb_policy').keys()) {
       const ep = policyKeyEndpoint(k);
       let s = idx.get(ep);
-      if (!s) idx.set(ep, (s = new Map()));
+      if (!s) idx.set(ep, (s = new EndpointKeys()));
       s.set(k.toString('hex'), k);
     }
     this.index = idx;

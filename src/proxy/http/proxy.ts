@@ -32,7 +32,6 @@ import { ProxyConnection } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
-export type { UpstreamSocketFactory } from './types.ts';
 
 /** A listening socket of the proxy: its fd goes into the datapath's sockmap slot of its family. */
 export interface ProxyListener { fd: number; port: number; host: string }
