@@ -9,8 +9,9 @@
 // --l7 --feed: the agent stand-in's whole path (bench/feed-agent.ts): the proxy's HTTP records as
 // the feed carries them (binary frames of 128, encoded before the clock starts), decoded, turned
 // into flows, counted by the http/flow metrics and kept; --close: a new client port per request
-// (Connection: close), else 50 connections' ports in turn (keep-alive).
-//   bin/node bench/hubble/ring-retention.ts [--events 300000] [--rounds 3] [--l7 [--feed [--close]]] [--proxy-flags] [VARIANT ...]
+// (Connection: close), else 50 connections' ports in turn (keep-alive); --tls: HTTP inside TLS the
+// proxy intercepted (https URLs, the record's `tls`: the feed's tag 4), as bench/tls's proxy sends them.
+//   bin/node bench/hubble/ring-retention.ts [--events 300000] [--rounds 3] [--l7 [--feed [--close] [--tls]]] [--proxy-flags] [VARIANT ...]
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
@@ -31,13 +32,14 @@ const proxyFlags = args.includes('--proxy-flags') ? (args.splice(args.indexOf('-
 const l7 = args.includes('--l7') ? (args.splice(args.indexOf('--l7'), 1), true) : false;
 const feed = args.includes('--feed') ? (args.splice(args.indexOf('--feed'), 1), true) : false;
 const close = args.includes('--close') ? (args.splice(args.indexOf('--close'), 1), true) : false;
+const tls = args.includes('--tls') ? (args.splice(args.indexOf('--tls'), 1), true) : false;
 const variants = args.length ? args : ['ring', 'noring', 'bytes'];
 const self = fileURLToPath(import.meta.url);
 const per = new Map<string, number[]>(variants.map((r) => [r, []]));
-console.log(`${l7 ? `L7 (HTTP) flows${feed ? `, through the feed's frames (${close ? 'close' : 'keep-alive'})` : ''}` : 'datapath flows'}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start; ${events} events per run`);
+console.log(`${l7 ? `L7 (HTTP${tls ? ' inside intercepted TLS' : ''}) flows${feed ? `, through the feed's frames (${close ? 'close' : 'keep-alive'})` : ''}` : 'datapath flows'}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')} at start; ${events} events per run`);
 for (let r = 0; r < rounds; r++) {
   for (const v of variants) {
-    const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...(proxyFlags ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS), self, '--child', v, String(events), l7 ? 'l7' : 'dp', feed ? (close ? 'close' : 'ka') : ''], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', ...(proxyFlags ? PROXY_NODE_FLAGS : AGENT_NODE_FLAGS), self, '--child', v, String(events), l7 ? 'l7' : 'dp', feed ? `${close ? 'close' : 'ka'}${tls ? '-tls' : ''}` : ''], { encoding: 'utf8' });
     const [us, gcUs, scav, major, heap, scMed, scP90, scMax] = out.trim().split(' ').map(Number) as [number, number, number, number, number, number, number, number];
     per.get(v)!.push(us);
     console.log(`round ${r + 1} ${v.padEnd(6)}: ${us.toFixed(2)} us CPU per flow, GC pause ${gcUs.toFixed(2)} us per flow (${scav} scavenges: one per ${Math.round(events / Math.max(1, scav))} flows, pause median ${scMed.toFixed(2)} p90 ${scP90.toFixed(2)} max ${scMax.toFixed(2)} ms; ${major} mark-compacts), heap used ${(heap / 1e6).toFixed(1)} MB (load ${loadavg()[0]!.toFixed(1)})`);
@@ -79,7 +81,7 @@ async function measure(run: (count: number) => number, n: number, after?: () => 
 }
 
 async function child(variant: string, n: number, l7: boolean, feedMode: string): Promise<void> {
-  if (l7 && feedMode) return childFeed(variant, n, feedMode === 'close');
+  if (l7 && feedMode) return childFeed(variant, n, feedMode.startsWith('close'), feedMode.endsWith('-tls'));
   const { toBinary } = await import('@bufbuild/protobuf');
   const { FlowSchema } = await import('../../src/hubble/gen/flow/flow_pb.js');
   const codec = await import('../../src/datapath/linux/codec.ts');
@@ -178,7 +180,7 @@ async function childL7(variant: string, n: number): Promise<void> {
  * starts; measured: decoding, the flows, the metrics and the ring (variant `ring`; `noring`: the
  * flows are not kept).
  */
-async function childFeed(variant: string, n: number, close: boolean): Promise<void> {
+async function childFeed(variant: string, n: number, close: boolean, tls: boolean): Promise<void> {
   const { RecordEncoder, RecordDecoder, FRAME_HEADER } = await import('../../src/proxy/feed/record-codec.ts');
   const { encodeRecord, decodeRecords } = await import('../../src/proxy/feed/wire.ts');
   const { standInSink } = await import('../feed-agent-sink.ts');
@@ -196,7 +198,8 @@ async function childFeed(variant: string, n: number, close: boolean): Promise<vo
       const port = close ? 20000 + (req % 40000) : 40000 + (req % 50);
       const base = {
         l7: 'http', direction: 'egress', verdict: 'forwarded', client: { ip: '127.0.0.1', port, identity: 1000, endpoint: client }, server, endpointId: 1,
-        method: 'GET', url: 'http://127.0.0.1:18182/api/v1/resource99', host: '127.0.0.1:18182', path: '/api/v1/resource99', protocol: 'HTTP/1.1',
+        method: 'GET', url: `${tls ? 'https' : 'http'}://127.0.0.1:18182/api/v1/resource99`, host: '127.0.0.1:18182', path: '/api/v1/resource99', protocol: 'HTTP/1.1',
+        ...(tls ? { tls: { sni: 'api.bench.test', intercepted: true } } : {}),
       };
       const rec = j & 1
         ? { ...base, type: 'response', timeMs: t0 + req * 0.05 + 0.03, headers: ['content-length', '2', 'content-type', 'text/plain', 'cache-control', 'no-cache'], code: 200, latencyNs: 250_000 + (req % 997) * 100, requestTimeMs: t0 + req * 0.05 }

@@ -124,8 +124,13 @@ export function httpSummary(rec: HttpAccessRecord, url = redactUrl(rec.url)): st
   // policy denials read exactly like Hubble's; refusals by the parser (and the AI filter) say why
   if (rec.reason && (rec.verdict === 'error' || (rec.ai && rec.verdict === 'denied'))) s += ` [${rec.reason}]`;
   // HTTP seen inside TLS the proxy terminated (terminatingTLS): the URL is https://, and the summary says so
-  if (rec.tls?.intercepted) s += ` [TLS intercepted, SNI ${rec.tls.sni}]`;
+  if (rec.tls?.intercepted) s += interceptedSuffix(rec.tls.sni);
   return s;
+}
+
+/** The summary's suffix of HTTP inside TLS the proxy terminated (one home: the parser's flows and the ring's compact ones). */
+function interceptedSuffix(sni: string): string {
+  return ` [TLS intercepted, SNI ${sni}]`;
 }
 
 export function dnsSummary(r: Pick<DnsAccessRecord, 'type' | 'query' | 'qtypes' | 'rcode' | 'ips' | 'ttl' | 'reason'>): string {
@@ -341,8 +346,8 @@ export interface L7Parser {
   /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
-   * numbers: an HTTP record without trace context, AI facts, TLS or reason (the proxies' common
-   * record), or a DNS record (its message, summary and a request's Layer7 shared per question and
+   * numbers: an HTTP record without trace context, AI facts or reason, plain or inside intercepted
+   * TLS (the proxies' common record), or a DNS record (its message, summary and a request's Layer7 shared per question and
    * answer). Returns false for any other (the caller pushes the Flow itself).
    */
   keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
@@ -400,6 +405,11 @@ class HttpCompact extends L7Compact {
   /** the HTTP message's oneof (shared), and a request's whole Layer7 (shared: no latency) */
   record: HttpShared['record'] | undefined = undefined;
   request: Layer7 | undefined = undefined;
+  /**
+   * HTTP inside TLS the proxy terminated: the server name (the record's string, which the feed's
+   * decoder and the interceptor share between records), its summary suffix made again by toFlow()
+   */
+  sni: string | undefined = undefined;
 
   toFlow(): Flow {
     const http = this.record!.value;
@@ -409,7 +419,9 @@ class HttpCompact extends L7Compact {
       l7Layer4(false, this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
       isReq ? this.request! : responseL7(this.record!, this.latencyNs),
       this.direction, 0, this.isReply, DEFAULT_PROXY_PORTS.http, undefined,
-      httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs), undefined,
+      this.sni === undefined ? httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs)
+        : httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs) + interceptedSuffix(this.sni),
+      undefined,
     );
   }
 }
@@ -619,7 +631,11 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   };
   parse.keep = (ring, rec, flow, timeMs, ids) => {
     if (rec.l7 === 'dns') return keepDns(ring, rec, flow, timeMs, ids);
-    if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.tls !== undefined || rec.reason !== undefined) return false;
+    if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.reason !== undefined) return false;
+    // HTTP inside intercepted TLS (two records per request, as plain HTTP's) is kept compactly too:
+    // whole, its flows cost the agent ~1.3 µs more per record, the ring's retention (bench/tls)
+    const tls = rec.tls;
+    if (tls !== undefined && (tls.intercepted !== true || typeof tls.sni !== 'string')) return false;
     const l7 = flow.l7;
     const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;
     if (l7?.record.case !== 'http' || !tcp) return false;
@@ -631,6 +647,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     // the parser's shared messages (httpShared): the ring holds no Layer7 but a response's
     c.record = l7.record;
     c.request = c.isReply ? undefined : l7;
+    c.sni = tls?.sni;
     ring.pushCompact(c, timeMs);
     return true;
   };

@@ -48,7 +48,7 @@ test('ingestRecord: readers get the flow the subscribers saw, whole or kept comp
     http({ verdict: 'denied', code: 403, type: 'response', latencyNs: 0 }),
     http({ method: '', url: '', protocol: 'HTTP/1.1' }), // malformed request
     http({ direction: 'ingress', url: 'http://u:secret@api/v1' }),
-    // not kept compact: trace context, a reason, TLS, AI facts
+    // not kept compact: trace context, a reason, AI facts
     http({ traceId: '0af7651916cd43dd8448eb211c80319c', parentSpanId: 'b7ad6b7169203331' }),
     http({ verdict: 'error', reason: 'header too long', type: 'response', code: 431 }),
     // DNS: kept compact
@@ -86,6 +86,27 @@ test('ingestRecord: flows of the same request share their HTTP message (nothing 
   assert.deepEqual(b, seen[1]);
 });
 
+test('ingestRecord: HTTP inside intercepted TLS is kept compactly and reads back with its https URL and summary suffix; TLS not intercepted is kept whole', () => {
+  const h = hubbleOf();
+  const seen: Flow[] = [];
+  h.onFlow((f) => seen.push(f));
+  const tls = { sni: 'api.example.com', intercepted: true };
+  h.ingestRecord(http({ url: 'https://api.example.com/v1', host: 'api.example.com', tls }));
+  h.ingestRecord(http({ type: 'response', code: 200, latencyNs: 2_100_000, timeMs: T + 2.1, requestTimeMs: T, url: 'https://api.example.com/v1', host: 'api.example.com', tls }));
+  // not a shape the interceptor makes (HTTP parsed from TLS it did not terminate): kept whole, as before
+  h.ingestRecord(http({ tls: { sni: 'other.example.com', intercepted: false } }));
+  assert.deepEqual(slotKinds(h).slice(0, 3), ['compact', 'compact', 'flow']);
+  const got = ringFlows(h);
+  assert.equal(got.length, 3);
+  got.forEach((f, i) => {
+    assert.deepEqual(f, seen[i], `record ${i}`);
+    assert.deepEqual(toBinary(FlowSchema, f), toBinary(FlowSchema, seen[i]!));
+  });
+  assert.equal(got[0]!.Summary, 'HTTP/1.1 GET https://api.example.com/v1 [TLS intercepted, SNI api.example.com]');
+  assert.equal(got[1]!.Summary, 'HTTP/1.1 200 2ms (GET https://api.example.com/v1) [TLS intercepted, SNI api.example.com]');
+  assert.equal(got[2]!.Summary, 'HTTP/1.1 GET http://api/v1');
+});
+
 test('property: a compact HTTP flow reads back equal to the ingested one', () => {
   const str = fc.string({ maxLength: 12 });
   const rec = fc.record({
@@ -94,6 +115,8 @@ test('property: a compact HTTP flow reads back equal to the ingested one', () =>
     port: fc.integer({ min: 1, max: 65535 }), method: fc.constantFrom('GET', 'POST', ''), path: str, protocol: fc.constantFrom('HTTP/1.0', 'HTTP/1.1'),
     headers: fc.array(fc.tuple(fc.constantFrom('host', 'Cookie', 'x-a', 'accept'), str), { maxLength: 4 }), code: fc.integer({ min: 0, max: 599 }),
     latencyNs: fc.double({ min: -1, max: 1e10, noNaN: true }), ip: fc.constantFrom('10.244.1.6', '10.244.1.7', '198.51.100.10', 'fd00::1'),
+    // plain, or inside TLS the proxy intercepted (or, not a shape the proxy makes, did not)
+    tls: fc.option(fc.record({ sni: fc.constantFrom('api.example.com', 'b.example.org'), intercepted: fc.boolean() }), { nil: undefined }),
   });
   fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 20 }), (list) => {
     const h = hubbleOf();
@@ -102,7 +125,8 @@ test('property: a compact HTTP flow reads back equal to the ingested one', () =>
     for (const r of list) {
       h.ingestRecord(http({
         type: r.type, verdict: r.verdict, direction: r.direction, timeMs: T + r.dt, client: { ...http().client, port: r.port }, server: { ip: r.ip, port: 80, identity: 23456 },
-        method: r.method, url: `http://api/${r.path}`, protocol: r.protocol, headers: r.headers.flat(), code: r.code, latencyNs: r.latencyNs,
+        method: r.method, url: `${r.tls?.intercepted ? 'https' : 'http'}://api/${r.path}`, protocol: r.protocol, headers: r.headers.flat(), code: r.code, latencyNs: r.latencyNs,
+        ...(r.tls ? { tls: r.tls } : {}),
       }));
     }
     assert.deepEqual(ringFlows(h), seen.slice(-7));
