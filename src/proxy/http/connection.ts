@@ -599,29 +599,38 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // address, identity and destination (the destination still sees the same pod).
     this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
     const pooled = fresh ? undefined : this.proxy.pool.take(this.upstreamKey, this);
-    let up = pooled?.sock;
     const reused = !!pooled;
-    if (!up) {
-      if (transparent) {
+    let link = pooled;
+    let up: net.Socket;
+    let sock: net.Socket;
+    if (link) up = sock = link.sock;
+    else {
+      const open = (onread?: net.OnReadOpts): net.Socket => {
+        const opts: net.SocketConstructorOpts = onread ? { allowHalfOpen: true, onread } : { allowHalfOpen: true };
+        if (!transparent) return new net.Socket(opts);
         let fd = -1;
         try {
           fd = o.upstreamSocket!(this.client.ip, mark);
         } catch (e) {
           o.logger?.warn({ err: String(e) }, 'upstream socket');
         }
-        up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
-      } else up = new net.Socket({ allowHalfOpen: true });
-    }
-    if (!reused) {
+        return fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, ...opts }) : new net.Socket(opts);
+      };
+      // its listeners, once per upstream connection (the pool hands the link on with them); read
+      // into the link's own buffer unless a wrapper (TLS origination) reads the socket
+      if (this.wrapUpstream) up = open();
+      else up = (link = new UpstreamLink(open, this)).sock;
       noReadAhead(up);
       up.setNoDelay(true);
       up.connect(target.port, target.host);
+      // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
+      sock = this.wrapUpstream ? this.wrapUpstream(up) : up;
+      if (sock !== up) {
+        noReadAhead(sock);
+        link = new UpstreamLink(sock, this);
+      }
     }
-    // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
-    const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
-    if (sock !== up) noReadAhead(sock);
-    // its listeners, once per upstream connection (the pool hands the link on with them)
-    this.upLink = pooled ?? new UpstreamLink(sock, this);
+    this.upLink = link!;
     this.upstream = sock;
     this.upstreamError = null;
     this.upstreamState = reused ? 'reused' : 'busy';
@@ -646,6 +655,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
 
   onUpstreamDrain(): void {
     this.sock.resume();
+  }
+
+  keepsRead(): boolean {
+    // a write to the client not yet taken by the kernel holds its bytes; a response head cut
+    // across reads is held by its parser (the closing head's copy and everything else are copies)
+    return this.sock.writableLength > 0 || this.p.resHead.pending > 0;
   }
 
   onUpstreamData(chunk: Buffer): void {

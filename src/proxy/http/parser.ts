@@ -529,7 +529,11 @@ function badChunk(why: string): HttpParseError {
   return new HttpParseError(400, 'bad_chunk', why);
 }
 
-/** Receives the payload of a body (chunked framing removed) as ranges of what was read. */
+/**
+ * Receives the payload of a body (chunked framing removed) as ranges of what was read. The
+ * ranges are valid during the call only (a response is read into a buffer its upstream
+ * connection reuses): a reader copies what it keeps.
+ */
 export interface PayloadSink {
   data(buf: Buffer, start: number, end: number): void;
 }
