@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Direction } from '../../policy/types.ts';
 import type { L7Options } from '../../policy/l7.ts';
 import { proxyUpstreamMark } from '../marks.ts';
-import { BodyTracker, HeadParser, HttpParseError, type HeadParserOptions, type MessageHead } from './parser.ts';
+import { ConnectionParsers, HttpParseError, type MessageHead } from './parser.ts';
 import type { HttpStream, ProxyConnectionView } from './stream.ts';
 import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.ts';
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
@@ -29,9 +29,12 @@ const BORROWED: HttpAccessRecord = {
   method: '', url: '', host: '', path: '', protocol: 'HTTP/1.1', headers: NO_HEADERS, code: 0, latencyNs: 0,
   requestTimeMs: undefined, tls: undefined,
 };
-/** the head parsers' options, made once (not an object per connection) */
-const REQUEST_HEADS: HeadParserOptions = Object.freeze({ kind: 'request' });
-const RESPONSE_HEADS: HeadParserOptions = Object.freeze({ kind: 'response' });
+/**
+ * What a connection parses with once its own parser state went back to the pool (destroy()):
+ * never pooled, so a closed connection reached by a late event cannot touch a set another
+ * connection now holds.
+ */
+const RELEASED = new ConnectionParsers({ kind: 'request' });
 
 /** Body bytes a closing response's head is copied together with (above: written beside it, not copied). */
 const CLOSING_HEAD_MERGE_MAX = 4096;
@@ -70,10 +73,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private upLink: UpstreamLink | null = null;
   /** the TCP socket under `upstream` (the same unless wrapped, e.g. TLS origination) */
   private rawUpstream: net.Socket | null = null;
-  private readonly reqHead: HeadParser;
-  private readonly resHead: HeadParser;
-  private readonly reqBody = new BodyTracker();
-  private readonly resBody = new BodyTracker();
+  /** the head parsers and body trackers, from the proxy's pool (RELEASED once destroyed) */
+  private p: ConnectionParsers;
   /**
    * What the next client bytes are: a request head, or the body of the request in `cur` — going
    * upstream as it is read, or kept here (held for a filter, or dropped after a local reply).
@@ -152,9 +153,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     this.endpoint = direction === 'egress' ? srcEp : dstEp;
     this.peerEndpoint = direction === 'egress' ? dstEp : undefined;
     this.remoteIdentity = direction === 'egress' ? this.server.identity : this.client.identity;
-    const max = proxy.opts.maxHeadBytes;
-    this.reqHead = new HeadParser(max ? { kind: 'request', maxHeadBytes: max } : REQUEST_HEADS);
-    this.resHead = new HeadParser(RESPONSE_HEADS);
+    this.p = proxy.parsers.take();
   }
 
   get secretOpts(): L7Options {
@@ -374,13 +373,13 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       if (this.reqState === 'head') {
         let r;
         try {
-          r = this.reqHead.push(chunk, pos);
+          r = this.p.reqHead.push(chunk, pos);
         } catch (e) {
           this.protocolError(e as HttpParseError);
           return;
         }
         if (!r) {
-          if (this.headStartedAt === 0 && this.reqHead.pending > 0) this.headStartedAt = Date.now();
+          if (this.headStartedAt === 0 && this.p.reqHead.pending > 0) this.headStartedAt = Date.now();
           return;
         }
         this.headStartedAt = 0;
@@ -389,7 +388,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       } else {
         let end;
         try {
-          end = this.reqBody.feed(chunk, pos);
+          end = this.p.reqBody.feed(chunk, pos);
         } catch (e) {
           this.protocolError(e as HttpParseError);
           return;
@@ -397,16 +396,16 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
         if (this.reqState === 'body-upstream' && end > pos && this.upstream && !this.out(this.upstream, chunk.subarray(pos, end))) this.sock.pause();
         else if (this.holding && end > pos && !this.hold(chunk.subarray(pos, end))) return;
         pos = end;
-        if (this.reqBody.done) this.requestDone();
+        if (this.p.reqBody.done) this.requestDone();
       }
     }
-    if (this.reqState !== 'head' && this.reqBody.done) this.requestDone();
+    if (this.reqState !== 'head' && this.p.reqBody.done) this.requestDone();
   }
 
   private onRequestHead(head: MessageHead): void {
     const s = new Stream(this, head);
     this.cur = s;
-    this.reqBody.startRequest(head);
+    this.p.reqBody.startRequest(head);
     const refused = upgradeRefusal(head);
     let status: 'continue' | 'stop' = 'stop';
     let bodyUpstream = false;
@@ -436,8 +435,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       this.holding = s;
       s.held = [];
       s.payload = [];
-      if (!this.reqBody.done) {
-        this.reqBody.sink = s;
+      if (!this.p.reqBody.done) {
+        this.p.reqBody.sink = s;
         if (head.expectContinue) {
           // the client waits for a 100 before it sends the body we must judge: answer it here
           // (only when no earlier response is pending: interim answers keep the pipeline order)
@@ -449,8 +448,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       this.forward(s);
       bodyUpstream = true;
     }
-    this.reqState = this.reqBody.done ? 'head' : bodyUpstream ? 'body-upstream' : 'body-here';
-    if (this.reqBody.done) {
+    this.reqState = this.p.reqBody.done ? 'head' : bodyUpstream ? 'body-upstream' : 'body-here';
+    if (this.p.reqBody.done) {
       if (this.holding === s) this.judgeBody(s);
       this.cur = null;
     }
@@ -489,7 +488,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       return true;
     }
     this.releaseHeld(s);
-    this.reqBody.sink = null;
+    this.p.reqBody.sink = null;
     // the rest of the body is never read: the connection ends after the answer
     s.closeOnLocal = true;
     // held bodies of all connections together are bounded: the proxy's memory, not this request, is the limit
@@ -514,7 +513,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   /** The held body is complete: the filters decide, then it goes upstream (head and body) or is answered here. */
   private judgeBody(s: Stream): void {
     this.holding = null;
-    this.reqBody.sink = null;
+    this.p.reqBody.sink = null;
     const payload = s.payload!.length === 1 ? s.payload![0]! : Buffer.concat(s.payload!);
     // the bytes leave the proxy's count now: forwarded below, or dropped with a local reply
     const held = s.held!;
@@ -547,7 +546,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     }
     // A half-closed client still gets its responses (allowHalfOpen).
     this.stopReading();
-    if (this.reqState === 'body-upstream' && !this.reqBody.done) {
+    if (this.reqState === 'body-upstream' && !this.p.reqBody.done) {
       this.destroy();
       return;
     }
@@ -600,34 +599,43 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // address, identity and destination (the destination still sees the same pod).
     this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
     const pooled = fresh ? undefined : this.proxy.pool.take(this.upstreamKey, this);
-    let up = pooled?.sock;
     const reused = !!pooled;
-    if (!up) {
-      if (transparent) {
+    let link = pooled;
+    let up: net.Socket;
+    let sock: net.Socket;
+    if (link) up = sock = link.sock;
+    else {
+      const open = (onread?: net.OnReadOpts): net.Socket => {
+        const opts: net.SocketConstructorOpts = onread ? { allowHalfOpen: true, onread } : { allowHalfOpen: true };
+        if (!transparent) return new net.Socket(opts);
         let fd = -1;
         try {
           fd = o.upstreamSocket!(this.client.ip, mark);
         } catch (e) {
           o.logger?.warn({ err: String(e) }, 'upstream socket');
         }
-        up = fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
-      } else up = new net.Socket({ allowHalfOpen: true });
-    }
-    if (!reused) {
+        return fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, ...opts }) : new net.Socket(opts);
+      };
+      // its listeners, once per upstream connection (the pool hands the link on with them); read
+      // into the link's own buffer unless a wrapper (TLS origination) reads the socket
+      if (this.wrapUpstream) up = open();
+      else up = (link = new UpstreamLink(open, this)).sock;
       noReadAhead(up);
       up.setNoDelay(true);
       up.connect(target.port, target.host);
+      // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
+      sock = this.wrapUpstream ? this.wrapUpstream(up) : up;
+      if (sock !== up) {
+        noReadAhead(sock);
+        link = new UpstreamLink(sock, this);
+      }
     }
-    // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
-    const sock = !reused && this.wrapUpstream ? this.wrapUpstream(up) : up;
-    if (sock !== up) noReadAhead(sock);
-    // its listeners, once per upstream connection (the pool hands the link on with them)
-    this.upLink = pooled ?? new UpstreamLink(sock, this);
+    this.upLink = link!;
     this.upstream = sock;
     this.upstreamError = null;
     this.upstreamState = reused ? 'reused' : 'busy';
     this.resState = 'head';
-    this.resHead.reset();
+    this.p.resHead.reset();
     // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's
     // connect timeout; checked by the proxy's sweep (no timer per upstream connection)
     this.connectDeadline = reused ? 0 : Date.now() + (this.proxy.opts.connectTimeoutMs ?? 5000);
@@ -647,6 +655,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
 
   onUpstreamDrain(): void {
     this.sock.resume();
+  }
+
+  keepsRead(): boolean {
+    // a write to the client not yet taken by the kernel holds its bytes; a response head cut
+    // across reads is held by its parser (the closing head's copy and everything else are copies)
+    return this.sock.writableLength > 0 || this.p.resHead.pending > 0;
   }
 
   onUpstreamData(chunk: Buffer): void {
@@ -711,7 +725,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       if (this.resState === 'head') {
         let r;
         try {
-          r = this.resHead.push(chunk, pos);
+          r = this.p.resHead.push(chunk, pos);
         } catch (e) {
           this.flushRun(chunk, pos);
           this.upstreamFailed(s, 502, (e as HttpParseError).reason ?? 'bad_response');
@@ -737,10 +751,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
         }
         s.response = h;
         if (this.upstreamState === 'reused') this.upstreamState = 'busy';
-        this.resBody.startResponse(h, s.head.method);
+        this.p.resBody.startResponse(h, s.head.method);
         this.proxy.chain.encodeHeaders(s);
-        if (s.observer) this.resBody.sink = s.observer;
-        const closing = !s.head.keepAlive && h.keepAlive && !this.resBody.untilClose;
+        if (s.observer) this.p.resBody.sink = s.observer;
+        const closing = !s.head.keepAlive && h.keepAlive && !this.p.resBody.untilClose;
         if (inChunk && !closing) {
           if (this.run < 0) this.run = headStart;
         } else {
@@ -773,12 +787,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
           return;
         }
         this.resState = 'body';
-        if (this.resBody.done) { this.flushRun(chunk, pos); this.responseDone(); }
+        if (this.p.resBody.done) { this.flushRun(chunk, pos); this.responseDone(); }
       } else {
-        const end = this.resBody.feed(chunk, pos);
+        const end = this.p.resBody.feed(chunk, pos);
         if (this.run < 0 && end > pos) this.run = pos;
         pos = end;
-        if (this.resBody.done) { this.flushRun(chunk, pos); this.responseDone(); }
+        if (this.p.resBody.done) { this.flushRun(chunk, pos); this.responseDone(); }
       }
     }
     this.flushRun(chunk, pos);
@@ -793,7 +807,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (!s.upgrade) return 'unexpected_101: a 101 to a request that did not ask to upgrade';
     if (h.upgradeType !== 'websocket') return `upgrade_mismatch: a 101 switching to "${h.upgradeType.slice(0, 40)}", not the websocket asked for`;
     if (!h.upgrade) return 'upgrade_mismatch: a 101 without Connection: upgrade';
-    if (this.queue.length !== 1 || this.reqState !== 'head' || this.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
+    if (this.queue.length !== 1 || this.reqState !== 'head' || this.p.reqHead.pending > 0) return 'upgrade_pipelined: client bytes after the upgrade request before the 101';
     return undefined;
   }
 
@@ -826,8 +840,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     // our side stays open until closed here (a socket in CLOSE-WAIT per request: EMFILE in a soak)
     up.destroy();
     const s = this.queue[0];
-    if (s && !s.local && this.resState === 'body' && this.resBody.untilClose) {
-      this.resBody.done = true;
+    if (s && !s.local && this.resState === 'body' && this.p.resBody.untilClose) {
+      this.p.resBody.done = true;
       this.queue.shift();
       this.endObserver(s, true);
       this.record(s, 'response', 'forwarded');
@@ -839,7 +853,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       const first = this.queue[0]!;
       // A pooled connection the server closed while we reused it (keep-alive race): nothing of a
       // response arrived and the requests had no body, so they are sent again on a new connection.
-      if (this.upstreamState === 'reused' && this.resState === 'head' && this.resHead.pending === 0 && !first.response &&
+      if (this.upstreamState === 'reused' && this.resState === 'head' && this.p.resHead.pending === 0 && !first.response &&
           this.reqState === 'head' && this.queue.every((q) => !q.local && q.head.contentLength <= 0 && !q.head.chunked && !q.upgrade)) {
         const again = this.ensureUpstream(true);
         for (const q of this.queue) again.write(q.requestBytes());
@@ -923,7 +937,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     const o = s.observer;
     if (!o) return;
     s.observer = null;
-    if (this.resBody.sink === o) this.resBody.sink = null;
+    if (this.p.resBody.sink === o) this.p.resBody.sink = null;
     try {
       o.end(complete);
     } catch { /* a reader never breaks the proxy */ }
@@ -934,6 +948,11 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (this.holding) this.releaseHeld(this.holding);
     // responses cut off: their readers account for what passed
     for (const q of this.queue) if (q.observer) this.endObserver(q, false);
+    if (this.p !== RELEASED) {
+      // back to the pool, reset; this connection parses nothing more (every reader checks `closed`)
+      this.proxy.parsers.put(this.p);
+      this.p = RELEASED;
+    }
     if (this.phase === 'closed' && this.sock.destroyed) return;
     this.phase = 'closed';
     this.sock.destroy();
@@ -946,43 +965,42 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private record(s: Stream, type: 'request' | 'response', verdict: AccessVerdict, reason?: string): void {
     const cb = this.proxy.opts.onRecord;
     if (!cb) return;
+    const plain = !s.traceId && !reason && !s.headerActions && !s.ai;
+    // nearly every record is plain: with a borrowing sink, the one borrowed record; else a new
+    // object of the same shape. Every field is written here (none left from the last record).
+    const r = plain && this.proxy.opts.recordsBorrowed ? BORROWED : newRecord();
     const isReq = type === 'request';
-    const code = isReq ? 0 : s.response && !s.local ? s.response.status : s.localStatus;
-    if (this.proxy.opts.recordsBorrowed && !s.traceId && !reason && !s.headerActions && !s.ai) {
-      // nearly every record: the one borrowed record, every field written (none left from the last)
-      const r = BORROWED;
-      r.type = type; r.verdict = verdict; r.direction = this.direction;
-      r.timeMs = isReq ? s.startMs : Date.now();
-      r.client = this.client; r.server = this.server; r.endpointId = this.endpoint?.id ?? 0;
-      r.method = s.head.method; r.url = s.head.method ? s.url() : ''; r.host = s.host; r.path = s.path;
-      r.protocol = s.head.version; r.headers = isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : NO_HEADERS;
-      r.code = code; r.latencyNs = isReq ? 0 : Math.round((performance.now() - s.startPerf) * 1e6);
-      r.requestTimeMs = isReq ? undefined : s.startMs;
-      r.tls = this.tls ?? undefined;
-      try {
-        cb(r);
-      } catch { /* the access log never breaks the proxy */ }
-      return;
+    const answered = !isReq && s.response && !s.local;
+    r.type = type; r.verdict = verdict; r.direction = this.direction;
+    r.timeMs = isReq ? s.startMs : Date.now();
+    r.client = this.client; r.server = this.server; r.endpointId = this.endpoint?.id ?? 0;
+    r.method = s.head.method; r.url = s.head.method ? s.url() : ''; r.host = s.host; r.path = s.path;
+    r.protocol = s.head.version; r.headers = isReq ? (s.headers ?? s.head.headers) : answered ? s.response!.headers : NO_HEADERS;
+    r.code = isReq ? 0 : answered ? s.response!.status : s.localStatus;
+    r.latencyNs = isReq ? 0 : Math.round((performance.now() - s.startPerf) * 1e6);
+    r.requestTimeMs = isReq ? undefined : s.startMs;
+    r.tls = this.tls ?? undefined;
+    if (!plain) {
+      // optional fields only when present (keys a consumer reads as absent stay absent)
+      if (s.traceId) { r.traceId = s.traceId; r.parentSpanId = s.parentSpanId!; }
+      if (reason) r.reason = reason;
+      if (s.headerActions) r.headerActions = s.headerActions;
+      if (s.ai) r.ai = s.ai;
     }
-    // one object per record: optional fields are set when present (no spread of temporaries)
-    const rec: HttpAccessRecord = {
-      l7: 'http', type, verdict, direction: this.direction,
-      timeMs: isReq ? s.startMs : Date.now(),
-      client: this.client, server: this.server, endpointId: this.endpoint?.id ?? 0,
-      method: s.head.method, url: s.head.method ? s.url() : '', host: s.host, path: s.path,
-      protocol: s.head.version, headers: isReq ? (s.headers ?? s.head.headers) : s.response && !s.local ? s.response.headers : [],
-      code, latencyNs: isReq ? 0 : Math.round((performance.now() - s.startPerf) * 1e6),
-    };
-    if (s.traceId) { rec.traceId = s.traceId; rec.parentSpanId = s.parentSpanId!; }
-    if (reason) rec.reason = reason;
-    if (s.headerActions) rec.headerActions = s.headerActions;
-    if (this.tls) rec.tls = this.tls;
-    if (s.ai) rec.ai = s.ai;
-    if (!isReq) rec.requestTimeMs = s.startMs;
     try {
-      cb(rec);
+      cb(r);
     } catch { /* the access log never breaks the proxy */ }
   }
+}
+
+/** A new record with BORROWED's keys (one shape for both), to be filled by record(). */
+function newRecord(): HttpAccessRecord {
+  return {
+    l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0,
+    client: BORROWED.client, server: BORROWED.server, endpointId: 0,
+    method: '', url: '', host: '', path: '', protocol: 'HTTP/1.1', headers: NO_HEADERS, code: 0, latencyNs: 0,
+    requestTimeMs: undefined, tls: undefined,
+  };
 }
 
 /**

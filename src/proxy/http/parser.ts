@@ -529,7 +529,11 @@ function badChunk(why: string): HttpParseError {
   return new HttpParseError(400, 'bad_chunk', why);
 }
 
-/** Receives the payload of a body (chunked framing removed) as ranges of what was read. */
+/**
+ * Receives the payload of a body (chunked framing removed) as ranges of what was read. The
+ * ranges are valid during the call only (a response is read into a buffer its upstream
+ * connection reuses): a reader copies what it keeps.
+ */
 export interface PayloadSink {
   data(buf: Buffer, start: number, end: number): void;
 }
@@ -578,6 +582,18 @@ export class BodyTracker {
 
   get untilClose(): boolean {
     return this.mode === B_EOF;
+  }
+
+  /** As new (a connection's parser state handed back to its pool). */
+  reset(): void {
+    this.mode = B_NONE;
+    this.remaining = 0;
+    this.done = true;
+    this.bytes = 0;
+    this.sink = null;
+    this.cstate = C_SIZE;
+    this.digits = 0;
+    this.lineBytes = 0;
   }
 
   private startChunked(): void {
@@ -743,6 +759,62 @@ export class BodyTracker {
     }
     this.bytes += i - start;
     return i;
+  }
+}
+
+const RESPONSE_HEADS: HeadParserOptions = Object.freeze({ kind: 'response' });
+
+/**
+ * One client connection's parser state: its request and response head parsers and body
+ * trackers. A ParserPool keeps it between connections: reset as it is handed back, so nothing of
+ * one connection (a head cut in the middle, a body's framing state, a payload reader) is seen by
+ * the next.
+ */
+export class ConnectionParsers {
+  readonly reqHead: HeadParser;
+  readonly resHead = new HeadParser(RESPONSE_HEADS);
+  readonly reqBody = new BodyTracker();
+  readonly resBody = new BodyTracker();
+
+  constructor(request: HeadParserOptions) {
+    this.reqHead = new HeadParser(request);
+  }
+
+  reset(): void {
+    this.reqHead.reset();
+    this.resHead.reset();
+    this.reqBody.reset();
+    this.resBody.reset();
+  }
+}
+
+/**
+ * Parser state for a proxy's connections: taken when a connection is accepted, handed back when
+ * it is destroyed (with a connection per request, four parser objects per request otherwise).
+ * At most `max` are kept.
+ */
+export class ParserPool {
+  private readonly free: ConnectionParsers[] = [];
+  private readonly request: HeadParserOptions;
+  private readonly max: number;
+
+  constructor(maxHeadBytes?: number, max = 1024) {
+    this.request = Object.freeze(maxHeadBytes ? { kind: 'request', maxHeadBytes } : { kind: 'request' });
+    this.max = max;
+  }
+
+  take(): ConnectionParsers {
+    return this.free.pop() ?? new ConnectionParsers(this.request);
+  }
+
+  put(p: ConnectionParsers): void {
+    p.reset();
+    if (this.free.length < this.max) this.free.push(p);
+  }
+
+  /** sets kept for the next connections */
+  get size(): number {
+    return this.free.length;
   }
 }
 

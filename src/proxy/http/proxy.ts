@@ -30,6 +30,7 @@ import type { ConnectionOptions, ConnectionOwner } from './types.ts';
 import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
 import { ProxyConnection } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
+import { ParserPool } from './parser.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
 
@@ -59,6 +60,7 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
   readonly chain: HttpFilterChain = new FilterChain();
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
+  readonly parsers: ParserPool;
   /** bytes of request bodies held for filters, all connections together */
   heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
@@ -68,6 +70,7 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
 
   constructor(opts: HttpProxyOptions) {
     this.opts = opts;
+    this.parsers = new ParserPool(opts.maxHeadBytes);
     this.chain.addHttp(createPolicyFilter());
     opts.configure?.(this.chain);
   }

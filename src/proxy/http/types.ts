@@ -8,6 +8,7 @@ import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { HttpAccessRecord } from '../../common/access-log.ts';
 import type { FilterChain } from '../filter-chain.ts';
 import type { UpstreamPool } from './upstream-pool.ts';
+import type { ParserPool } from './parser.ts';
 
 export type ProxyEndpoint = ResolvedEndpoint;
 
@@ -73,6 +74,8 @@ export interface ConnectionOwner<Conn, Stream> {
   /** the open client connections (a connection leaves it when destroyed) */
   readonly conns: Set<Conn>;
   readonly pool: UpstreamPool;
+  /** the connections' parser state, taken on accept and handed back on destroy */
+  readonly parsers: ParserPool;
   /** bytes of request bodies held for filters, all connections together */
   heldBytes: number;
   /** coarse clock (ms) refreshed by the sweep */

@@ -6,7 +6,17 @@ export interface UpstreamOwner {
   onUpstreamDrain(): void;
   onUpstreamEnd(up: net.Socket): void;
   onUpstreamError(up: net.Socket, err: Error): void;
+  /**
+   * After onUpstreamData: whether anything still points into the bytes it was given (a write
+   * not yet taken by the kernel, a head cut across reads), so a link reading into its own
+   * buffer must not read into that memory again.
+   */
+  keepsRead(): boolean;
 }
+
+/** A link's read buffer: 16 KiB, 64 KiB once a read filled it (a large body). */
+const READ_BYTES = 16 * 1024;
+const READ_BYTES_MAX = 64 * 1024;
 
 /**
  * An upstream connection and who reads it now: a client connection, or nobody while it is idle
@@ -14,6 +24,11 @@ export interface UpstreamOwner {
  * connection is made, and hand each event to the owner of the moment: passing a connection from
  * client to pool to client adds and removes no listener and arms no timer (with a new client
  * connection per request, that churn was per request).
+ *
+ * A link made with a function (its socket made with `onread`) reads its socket into a buffer of its own (Node's
+ * `onread`): a response is read without the Buffer, the 64 KiB allocation and the Readable
+ * stream's push and `data` event Node makes per read otherwise. The buffer is read into again
+ * only when its owner no longer points into it (keepsRead); else the next read gets a new one.
  */
 export class UpstreamLink {
   readonly sock: net.Socket;
@@ -23,19 +38,56 @@ export class UpstreamLink {
   key = '';
   /** when it went idle (ms, the proxy's coarse clock) */
   idleSince = 0;
+  /** with onread: the buffer the next read goes into, and whether it must be a new one */
+  private buf: Buffer | null = null;
+  private renew = true;
 
-  constructor(sock: net.Socket, owner: UpstreamOwner) {
-    this.sock = sock;
+  /**
+   * `sock`: a socket read through `data` events (e.g. one a TLS wrapper reads); or a function
+   * making the socket with the `onread` options given, read into the link's own buffer.
+   */
+  constructor(sock: net.Socket | ((onread: net.OnReadOpts) => net.Socket), owner: UpstreamOwner) {
     this.owner = owner;
     const link = this;
-    sock.on('data', (c: Buffer) => {
-      if (link.owner) link.owner.onUpstreamData(c);
-      else link.drop(); // nothing is expected on an idle connection
-    });
-    sock.on('drain', () => link.owner?.onUpstreamDrain());
-    sock.on('end', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
-    sock.on('close', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
-    sock.on('error', function (this: net.Socket, e: Error) { if (link.owner) link.owner.onUpstreamError(this, e); else link.drop(); });
+    if (typeof sock === 'function') {
+      this.sock = sock({ buffer: () => link.readBuffer(), callback: (n: number, b: Uint8Array) => { link.onRead(n, b as Buffer); return true; } });
+    } else {
+      this.sock = sock;
+      sock.on('data', (c: Buffer) => {
+        if (link.owner) link.owner.onUpstreamData(c);
+        else link.drop(); // nothing is expected on an idle connection
+      });
+    }
+    this.sock.on('drain', () => link.owner?.onUpstreamDrain());
+    this.sock.on('end', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    this.sock.on('close', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    this.sock.on('error', function (this: net.Socket, e: Error) { if (link.owner) link.owner.onUpstreamError(this, e); else link.drop(); });
+  }
+
+  /** onread: where the next read goes (Node asks once when the socket opens and after every read) */
+  private readBuffer(): Buffer {
+    let b = this.buf;
+    if (b === null || this.renew) {
+      b = this.buf = Buffer.allocUnsafeSlow(b === null ? READ_BYTES : b.length === READ_BYTES && this.full ? READ_BYTES_MAX : b.length);
+      this.renew = false;
+      this.full = false;
+    }
+    return b;
+  }
+
+  /** the last read filled the buffer (the next one is larger, up to READ_BYTES_MAX) */
+  private full = false;
+
+  private onRead(n: number, b: Buffer): void {
+    const o = this.owner;
+    if (!o) {
+      this.drop(); // nothing is expected on an idle connection
+      return;
+    }
+    o.onUpstreamData(b.subarray(0, n));
+    // asked of the owner that read it (it may have handed the link back to the pool meanwhile)
+    this.full = n === b.length && b.length < READ_BYTES_MAX;
+    this.renew = this.full || o.keepsRead();
   }
 
   /** Out of the pool (the server closed it, sent something unasked, or it idled too long), and closed. */

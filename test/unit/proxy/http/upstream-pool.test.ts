@@ -9,7 +9,7 @@ import { UpstreamLink, UpstreamPool, type UpstreamOwner } from '../../../../src/
 
 const keys = (p: UpstreamPool) => (p as unknown as { idle: Map<string, UpstreamLink[]> }).idle.size;
 /** the client connection's side of a link: these tests only pass links in and out of the pool */
-const owner: UpstreamOwner = { onUpstreamData() {}, onUpstreamDrain() {}, onUpstreamEnd() {}, onUpstreamError() {} };
+const owner: UpstreamOwner = { onUpstreamData() {}, onUpstreamDrain() {}, onUpstreamEnd() {}, onUpstreamError() {}, keepsRead: () => false };
 
 test('sockets the pool refuses (closed, not open, over its bound) leave no key behind; kept ones do until taken', async () => {
   const srv = net.createServer((s) => s.on('error', () => {}));
