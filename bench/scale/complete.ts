@@ -119,17 +119,16 @@ export function compare(node: string, self: string, map: Map<string, number>, c:
   return { node, entries: map.size, expected: want.size, missing: missing.sort(), extra: extra.sort(), wrongIdentity, sampled: values.size };
 }
 
-/** `n` ipcache keys spread over the snapshot, with their values now (a key gone meanwhile is left out). */
+/** `n` ipcache keys spread over the snapshot, with their values now (a key gone meanwhile is left out); 128 gets per Txn. */
 export async function sampleValues(etcd: Etcd3, c: ClusterSnapshot, n: number): Promise<Map<string, string>> {
   const all = [...c.ipcache];
   const step = Math.max(1, Math.floor(all.length / n));
   const ips = all.filter((_, i) => i % step === 0).slice(0, n).map((p) => p.slice(0, p.lastIndexOf('/')));
   const out = new Map<string, string>();
-  for (let i = 0; i < ips.length; i += 64) {
-    await Promise.all(ips.slice(i, i + 64).map(async (ip) => {
-      const v = await etcd.get(`${IPCACHE_PREFIX}${ip}`).string();
-      if (v !== null) out.set(ip, v);
-    }));
+  for (let i = 0; i < ips.length; i += 128) {
+    const part = ips.slice(i, i + 128);
+    const r = await etcd.kv.txn({ compare: [], success: part.map((ip) => ({ request_range: { key: Buffer.from(`${IPCACHE_PREFIX}${ip}`) } })), failure: [] });
+    r.responses.forEach((x, j) => { const kv = x.response_range?.kvs[0]; if (kv) out.set(part[j]!, kv.value.toString()); });
   }
   return out;
 }

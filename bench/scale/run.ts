@@ -282,12 +282,14 @@ async function checkComplete(label: string, nodes: string[]): Promise<string> {
   const t = Date.now();
   const { c, m } = await agreedState(nodes);
   if (c.badNodes.length) throw new Error(`completeness ${label}: node keys that do not parse: ${c.badNodes.slice(0, 5).join(', ')}`);
+  const tAgreed = Date.now();
   const values = await sampleValues(etcd!, c, 1000);
+  const tSample = Date.now();
   const verdicts = nodes.map((n) => compare(n, selfKey(n), m.get(n)!, c, own.get(n)!, values));
   for (const v of verdicts) log(`completeness ${label}: ${describe(v)}`);
   const bad = verdicts.filter((v) => !complete(v));
   if (bad.length) throw new Error(`completeness ${label}: the maps are not what etcd holds at revision ${c.revision} (${c.ipcache.size} ipcache keys, ${c.nodes.size} node keys): ${bad.map((v) => describe(v)).join('; ')}`);
-  log(`completeness ${label}: every map is what etcd holds at revision ${c.revision} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+  log(`completeness ${label}: every map is what etcd holds at revision ${c.revision} (${((Date.now() - t) / 1000).toFixed(1)} s: etcd twice and the maps ${((tAgreed - t) / 1000).toFixed(1)}, sample ${((tSample - tAgreed) / 1000).toFixed(1)}, compare ${((Date.now() - tSample) / 1000).toFixed(1)})`);
   return `yes (${c.ipcache.size} + ${c.nodes.size} keys; ${verdicts.map((v) => v.entries).join(' / ')} entries)`;
 }
 
