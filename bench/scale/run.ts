@@ -20,7 +20,8 @@
 // with the right identity for a sample; a mismatch prints what is missing or extra and fails the run.
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run"); with --append, as a new "## scale" section at the
-// end of the file (the last one is the latest), --note TEXT put under its command line.
+// end of the file (the last one is the latest), --note TEXT put under its command line; a run that
+// did not complete is not appended.
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
 //     [--restart-each] [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 //     [--append] [--note TEXT]
@@ -457,7 +458,9 @@ try {
   ].join('\n') : 'Resync: not measured.';
   const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}${APPEND ? ' --append' : ''}\`\n\n${NOTE ? `${NOTE}\n\n` : ''}Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease (kept alive every TTL/3 on one keepalive stream per simulator), the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
-  if (WRITE && rows.length) writeSection(out);
+  // an appended section is a record: only a run that completed (every stage, every check) is one
+  if (WRITE && rows.length && !(APPEND && failure)) writeSection(out);
+  else if (WRITE && APPEND && failure) log('not appended to bench/RESULTS.md: the run did not complete');
   await cleanup();
   // a run that did not complete (a map that is not what etcd holds above all) fails loudly
   if (failure) {
