@@ -11,7 +11,10 @@ import { IPCACHE_PREFIX, NODES_PREFIX, parseIpcacheValue, parseNodeValue } from 
 import { hostPrefix } from '../../src/ipcache/prefix.ts';
 import { ReservedIdentity } from '../../src/identity/identity.ts';
 
-const PAGE = 20_000;
+// keys per range read: under grpc-js's 4 MiB a response (an ipcache key alone ~50 bytes, a node
+// key with its value ~460: 10,000 nodes in one page would not fit)
+const KEYS_PAGE = 20_000;
+const VALUES_PAGE = 2_000;
 
 function prefixEnd(p: string): Buffer {
   const b = Buffer.from(p);
@@ -35,7 +38,7 @@ async function pages(etcd: Etcd3, prefix: string, keysOnly: boolean, revision: n
   let from = Buffer.from(prefix);
   let rev = revision ?? 0;
   for (;;) {
-    const r = await etcd.kv.range({ key: from, range_end: end, limit: PAGE, keys_only: keysOnly, ...(rev ? { revision: String(rev) } : {}) });
+    const r = await etcd.kv.range({ key: from, range_end: end, limit: keysOnly ? KEYS_PAGE : VALUES_PAGE, keys_only: keysOnly, ...(rev ? { revision: String(rev) } : {}) });
     if (!rev) rev = Number(r.header.revision);
     for (const kv of r.kvs) visit(kv.key.toString('utf8', Buffer.byteLength(prefix)), kv.value);
     if (!r.more || !r.kvs.length) return rev;
