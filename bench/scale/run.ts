@@ -14,9 +14,14 @@
 // read at the kill and when the new agent starts), and the datapath is complete and correct again
 // once both new entries are in node2's map and the deleted one is gone from it; the agent's own
 // "cluster ipcache resynced" (the whole listing applied, stale entries pruned) is reported beside.
+// Completeness (bench/scale/complete.ts): after every stage, and after every restart once the new
+// agent has logged its resync, each real agent's pinned map must hold exactly what etcd names (every
+// ipcache key, every other node's addresses, read at one revision) plus the node's own entries,
+// with the right identity for a sample; a mismatch prints what is missing or extra and fails the run.
 // Writes the results into bench/RESULTS.md as its "## scale" section, replacing the one there (the
 // run before it is kept under "### previous run"); with --append, as a new "## scale" section at the
-// end of the file (the last one is the latest), --note TEXT put under its command line.
+// end of the file (the last one is the latest), --note TEXT put under its command line; a run that
+// did not complete is not appended.
 //   bin/node bench/scale/run.ts [--stages 1000,2000,5000,10000] [--probes 40] [--no-write] [--no-restart]
 //     [--restart-each] [--cpu-prof DIR] [--heap-snapshot DIR] [--minutes 9 (the whole run's bound)]
 //     [--append] [--note TEXT]
@@ -32,6 +37,7 @@ import { BpfMap } from '../../src/sys/bpf.ts';
 import { decodeIpcacheVal, encodeIpcacheKey } from '../../src/datapath/linux/codec.ts';
 import { IPCACHE_PREFIX, NODES_PREFIX, ipcacheValue } from '../../src/agent/cluster-keys.ts';
 import type { EndpointRecord } from '../../src/agent/endpoints.ts';
+import { compare, complete, describe, ownEntries, readCluster, readMap, sameSnapshot, sampleValues, type ClusterSnapshot } from './complete.ts';
 
 const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i > 0 ? process.argv[i + 1]! : d; };
 const STAGES = arg('--stages', '1000,2000,5000,10000').split(',').map(Number);
@@ -216,7 +222,7 @@ async function countNodes(): Promise<number> {
   const r = await etcd!.kv.range({ key: Buffer.from(from), range_end: Buffer.from(`${NODES_PREFIX}default/sin`), count_only: true });
   return Number(r.count);
 }
-interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number; held: number }
+interface Row { nodes: number; endpoints: number; writes: number; growS: number; wps: number; convergeS: number; p50: number; p99: number; max: number; rss: number[]; cpu: number[]; churn: number; lost: number; held: number; complete: string }
 const rows: Row[] = [];
 interface Resync {
   nodes: number;
@@ -226,15 +232,73 @@ interface Resync {
   rss: number; cpuCorrectS: number; cpuEnd: number;
   /** how the new agent followed the ipcache: from the saved revision, or the full listing (why) */
   resumed: string;
+  /** the completeness check after the agent's resync */
+  complete: string;
 }
 const resyncs: Resync[] = [];
 let failure = '';
+
+/** `<cluster>/<node>`: a real node's own key under NODES_PREFIX */
+const selfKey = (n: string) => `default/${n}`;
+/** each real node's own map entries (bench/scale/complete.ts ownEntries), read before any simulated key */
+const own = new Map<string, Set<string>>();
+
+/**
+ * etcd and the agents' maps at one point: etcd read, a sentinel written and awaited in every map
+ * (agents apply etcd's events in revision order: the maps then reflect at least that read), the maps
+ * read, etcd read again. Only when both reads agree is the comparison meaningful (a lease that
+ * lapses meanwhile changes etcd under it): otherwise tried again, three times at most.
+ */
+async function agreedState(nodes: string[]): Promise<{ c: ClusterSnapshot; m: Map<string, Map<string, number>> }> {
+  for (let attempt = 1; ; attempt++) {
+    const c1 = await readCluster(etcd!);
+    const ip = probeIp();
+    await writeProbe(ip);
+    await waitIn(nodes, ip, PROBE_ID, Date.now(), Math.max(60_000, Math.min(240_000, RUN_DEADLINE - Date.now())));
+    const m = new Map(nodes.map((n) => [n, readMap(maps.get(n)!)]));
+    const c2 = await readCluster(etcd!);
+    await etcd!.delete().key(`${IPCACHE_PREFIX}${ip}`);
+    c1.ipcache.add(`${ip}/32`);
+    if (sameSnapshot(c1, c2)) return { c: c2, m };
+    const why = `etcd changed during the check: ${c1.ipcache.size} → ${c2.ipcache.size} ipcache keys, ${c1.nodes.size} → ${c2.nodes.size} node keys`;
+    if (attempt === 3) throw new Error(`completeness: ${why}, in 3 attempts (leases lapsing?)`);
+    log(`completeness: ${why}; again`);
+  }
+}
+
+/** The real nodes' own entries: what each map holds that etcd does not name, before any simulated key. */
+async function readOwnEntries(): Promise<void> {
+  const { c, m } = await agreedState(NODES);
+  for (const n of NODES) {
+    own.set(n, ownEntries(m.get(n)!, c, selfKey(n)));
+    log(`${n}: ${m.get(n)!.size} entries before the simulation, ${own.get(n)!.size} its own: ${[...own.get(n)!].sort().join(' ')}`);
+  }
+}
+
+/**
+ * Every node of `nodes` holds exactly what etcd names plus its own entries (and a sample's
+ * identities are etcd's): 'yes (...)', or the run fails with what is missing and extra.
+ */
+async function checkComplete(label: string, nodes: string[]): Promise<string> {
+  const t = Date.now();
+  const { c, m } = await agreedState(nodes);
+  if (c.badNodes.length) throw new Error(`completeness ${label}: node keys that do not parse: ${c.badNodes.slice(0, 5).join(', ')}`);
+  const tAgreed = Date.now();
+  const values = await sampleValues(etcd!, c, 1000);
+  const tSample = Date.now();
+  const verdicts = nodes.map((n) => compare(n, selfKey(n), m.get(n)!, c, own.get(n)!, values));
+  for (const v of verdicts) log(`completeness ${label}: ${describe(v)}`);
+  const bad = verdicts.filter((v) => !complete(v));
+  if (bad.length) throw new Error(`completeness ${label}: the maps are not what etcd holds at revision ${c.revision} (${c.ipcache.size} ipcache keys, ${c.nodes.size} node keys): ${bad.map((v) => describe(v)).join('; ')}`);
+  log(`completeness ${label}: every map is what etcd holds at revision ${c.revision} (${((Date.now() - t) / 1000).toFixed(1)} s: etcd twice and the maps ${((tAgreed - t) / 1000).toFixed(1)}, sample ${((tSample - tAgreed) / 1000).toFixed(1)}, compare ${((Date.now() - tSample) / 1000).toFixed(1)})`);
+  return `yes (${c.ipcache.size} + ${c.nodes.size} keys; ${verdicts.map((v) => v.entries).join(' / ')} entries)`;
+}
 
 /**
  * Kills node2's agent at N nodes and restarts it (`membrane up`): what changed while it was down
  * (two entries written, one deleted) timed into its map, beside the agent's own resync.
  */
-async function restart(N: number): Promise<Resync> {
+async function restart(N: number): Promise<void> {
   // an entry node2 holds before the kill, deleted while it is down (its key sorts amid the simulated ones)
   const doomed = probeIp();
   await writeProbe(doomed);
@@ -282,10 +346,16 @@ async function restart(N: number): Promise<Resync> {
   await etcd!.delete().key(`${IPCACHE_PREFIX}${ip}`);
   const following = startPhases('node2').find((l) => l.includes('cluster ipcache: following')) ?? '';
   const resumed = /"resumeFrom":(\d+)/.exec(following)?.[1];
-  const r: Resync = { resumed: resumed ? `yes (revision ${resumed})` : `no (${/"fullListing":"([^"]*)"/.exec(following)?.[1] ?? 'not logged'})`, nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: safe(rssMiB), cpuCorrectS, cpuEnd: safe(cpuSecs) };
+  const rssAfter = safe(rssMiB), cpuEnd = safe(cpuSecs);
+  // the map the new agent's datapath has pinned now (the one opened before the kill, were it replaced, would be stale)
+  maps.get('node2')!.close();
+  maps.set('node2', openMap('node2'));
+  const r: Resync = { resumed: resumed ? `yes (revision ${resumed})` : `no (${/"fullListing":"([^"]*)"/.exec(following)?.[1] ?? 'not logged'})`, nodes: N, atKill, atStart, entryS: entry, lastS: last, goneS: gone, correctS, fullS, upS, upErr, rss: rssAfter, cpuCorrectS, cpuEnd, complete: 'no' };
+  resyncs.push(r);
+  if (!Number.isFinite(fullS)) log('node2 did not log its full resync: the completeness check runs all the same');
+  r.complete = await checkComplete(`after the restart at ${N} nodes`, NODES).catch((e: unknown) => { r.complete = 'NO (below)'; throw e; });
   for (const l of startPhases('node2')) log(`node2: ${short(l)}`);
   log(`resync at ${N} nodes: map entries ${atKill} at the kill, ${atStart} when the new agent ran; written while down: mid-listing key ${entry.toFixed(1)} s, last key ${last.toFixed(1)} s; deleted while down gone ${gone.toFixed(1)} s; datapath complete and correct ${correctS.toFixed(1)} s (new agent CPU ${cpuCorrectS.toFixed(1)} s); agent's full resync ${fullS.toFixed(1)} s (membrane up: ${upErr || `${upS.toFixed(1)} s`})`);
-  return r;
 }
 
 try {
@@ -294,6 +364,7 @@ try {
   const endpoint = labEtcdEndpoint(paths);
   etcd = new Etcd3({ hosts: [endpoint] });
   for (const n of NODES) maps.set(n, openMap(n));
+  await readOwnEntries();
   for (let i = 0; i < WORKERS; i++) workers.push(startWorker(i, endpoint));
   for (const w of workers) await w.next();
   await all({ cmd: 'masters', deadlineMs: Math.max(60_000, RUN_DEADLINE - Date.now()) });
@@ -340,12 +411,13 @@ try {
     const rss = NODES.map((n) => rssMiB(agentPid(n)));
     // the simulated nodes etcd still holds (their leases kept alive by the simulators)
     const held = await countNodes();
-    const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost, held };
+    const row: Row = { nodes: N, endpoints: N * 30, writes, growS, wps: writes / growS, convergeS, p50: lat.length ? pct(lat, 50) : NaN, p99: lat.length ? pct(lat, 99) : NaN, max: lat.length ? Math.max(...lat) : NaN, rss, cpu, churn: churned, lost, held, complete: 'no' };
     rows.push(row);
+    row.complete = await checkComplete(`at ${N} nodes`, NODES).catch((e: unknown) => { row.complete = 'NO (below)'; throw e; });
     log(`RSS parts (MiB): ${NODES.map((n) => `${n} ${rssParts(agentPid(n))}`).join('; ')}`);
     log(`etcd holds ${held} of ${N} simulated nodes`);
     log(`${N} nodes: probe p50 ${row.p50} ms p99 ${row.p99} ms (${lat.length} probes, ${lost} timed out), RSS ${rss.map((x) => x.toFixed(0)).join('/')} MiB, CPU ${cpu.map((x) => x.toFixed(0)).join('/')} %`);
-    if (RESTART_EACH && N !== STAGES.at(-1) && Date.now() < RUN_DEADLINE - 60_000) resyncs.push(await restart(N));
+    if (RESTART_EACH && N !== STAGES.at(-1) && Date.now() < RUN_DEADLINE - 60_000) await restart(N);
   }
 
   if (HEAP) {
@@ -364,7 +436,7 @@ try {
     }
     log(`heap snapshot written (${(size / 2 ** 20).toFixed(0)} MiB)`);
   }
-  if (!process.argv.includes('--no-restart') && rows.length && Date.now() < RUN_DEADLINE - 60_000) resyncs.push(await restart(rows.at(-1)!.nodes));
+  if (!process.argv.includes('--no-restart') && rows.length && Date.now() < RUN_DEADLINE - 60_000) await restart(rows.at(-1)!.nodes);
   await all({ cmd: 'stop' }).catch(() => {});
 } catch (e) {
   failure = (e as Error).message;
@@ -373,19 +445,26 @@ try {
   const endLoad = la();
   const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
   const table = [
-    '| simulated nodes (in etcd after probing) | endpoints | etcd writes (growing to it) | writes/s | all agents hold the last endpoint | new endpoint → 3 agents\' maps p50 / p99 / max (ms) | agent RSS node1/2/3 (MiB) | agent CPU while probing (% of a core) |',
-    '|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.nodes} (${f(r.held)}) | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} |`),
+    '| simulated nodes (in etcd after probing) | endpoints | etcd writes (growing to it) | writes/s | all agents hold the last endpoint | new endpoint → 3 agents\' maps p50 / p99 / max (ms) | agent RSS node1/2/3 (MiB) | agent CPU while probing (% of a core) | every map = etcd (ipcache + node keys; entries node1/2/3) |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.nodes} (${f(r.held)}) | ${r.endpoints} | ${r.writes} in ${f(r.growS, 1)} s | ${f(r.wps)} | ${f(r.convergeS, 1)} s | ${f(r.p50)} / ${f(r.p99)} / ${f(r.max)}${r.lost ? ` (${r.lost} timed out)` : ''} | ${r.rss.map((x) => f(x)).join(' / ')} | ${r.cpu.map((x) => f(x)).join(' / ')} | ${r.complete} |`),
   ].join('\n');
   const rs = resyncs.length ? [
     `Resync after an agent restart (node2 SIGKILLed${RESTART_EACH ? ' after every stage' : ''}; while it was down two endpoints were written, one whose key sorts amid the simulated ones and one after all of them, and one it held was deleted). What a user feels is the datapath: the pinned maps keep the previous agent's entries through the restart (the entries column: at the kill / when the new agent's process ran), and it is complete and correct again once both new entries are in node2's map and the deleted one is gone; the agent's own full resync (the whole listing applied, stale entries pruned, as it logs it) beside it. Times from the restart's start (\`membrane up\`), CPU: the new agent process's own (user+system, from /proc).`,
     '',
-    '| simulated nodes | node2 map entries (kill / new agent) | written while down: mid-listing key / last key in the map (s) | deleted while down gone (s) | datapath complete and correct (s) | new agent CPU by then (s) | agent full resync (s) | `membrane up` (s) | RSS after (MiB) | watch resumed |',
-    '|---|---|---|---|---|---|---|---|---|---|',
-    ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} | ${r.resumed} |`),
+    '| simulated nodes | node2 map entries (kill / new agent) | written while down: mid-listing key / last key in the map (s) | deleted while down gone (s) | datapath complete and correct (s) | new agent CPU by then (s) | agent full resync (s) | `membrane up` (s) | RSS after (MiB) | watch resumed | every map = etcd after the resync |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...resyncs.map((r) => `| ${r.nodes} | ${f(r.atKill)} / ${f(r.atStart)} | ${f(r.entryS, 1)} / ${f(r.lastS, 1)} | ${f(r.goneS, 1)} | ${f(r.correctS, 1)} | ${f(r.cpuCorrectS, 1)} | ${f(r.fullS, 1)} | ${r.upErr ? r.upErr : f(r.upS, 1)} | ${f(r.rss)} | ${r.resumed} | ${r.complete} |`),
   ].join('\n') : 'Resync: not measured.';
   const out = `## scale\n\nCommand: \`bin/node bench/scale/run.ts --stages ${STAGES.join(',')} --probes ${PROBES}${RESTART_EACH ? ' --restart-each' : ''}${process.argv.includes('--minutes') ? ` --minutes ${arg('--minutes', '9')}` : ''}${APPEND ? ' --append' : ''}\`\n\n${NOTE ? `${NOTE}\n\n` : ''}Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, ${cpus().length} vCPU (${cpus()[0]?.model.trim()}), load average ${startLoad} at start, ${endLoad} at end (a shared machine: the numbers are noisy). Three real agents (\`membrane up --nodes 3\`) and one etcd (the lab's); ${WORKERS} simulator processes write, per simulated node, a session lease (kept alive every TTL/3 on one keepalive stream per simulator), the node key, 10 identity slave keys and 30 ipcache keys (up to 128 writes in flight each); probes: an ipcache key written to etcd, then polled in the three agents' pinned mb_ipcache maps every 2 ms, one every 250 ms, under identity churn (10 allocations+releases per second per simulator).\n\n${table}\n\n${rs}${failure ? `\n\nNot completed: ${failure}` : ''}\n`;
   console.log(out);
-  if (WRITE && rows.length) writeSection(out);
+  // an appended section is a record: only a run that completed (every stage, every check) is one
+  if (WRITE && rows.length && !(APPEND && failure)) writeSection(out);
+  else if (WRITE && APPEND && failure) log('not appended to bench/RESULTS.md: the run did not complete');
   await cleanup();
+  // a run that did not complete (a map that is not what etcd holds above all) fails loudly
+  if (failure) {
+    process.stderr.write(`scale: FAILED: ${failure}\n`);
+    process.exitCode = 1;
+  }
 }

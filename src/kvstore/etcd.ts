@@ -11,7 +11,7 @@
  * Conditions map to etcd compares: absent → `version == 0` (Cilium's CreateOnly), revision →
  * `mod_revision ==`, lock → `create_revision(own lock key) ==` the revision it was created at.
  */
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IKeyValue, type IOptions, type Lease, type WatchBuilder } from 'etcd3';
 import { MembraneError } from '../common/errors.ts';
 import type { BytesWatchEvent, Condition, KVLock, KVLog, KVPair, KVStatus, KVStore, TxnOp } from './types.ts';
 import { decodeRangeResponse, encodeRangeRequest, type RangeResult, type RangeVisitor } from './etcd-range.ts';
@@ -37,7 +37,7 @@ export interface EtcdStoreOptions {
   lockLeaseTtlSeconds?: number;
   /** how long the first connection may take (default 15 s) */
   connectTimeoutMs?: number;
-  /** keys per range read when listing (default 4,096) */
+  /** keys per range read when listing (default 16,384) */
   listPageSize?: number;
   log?: KVLog;
 }
@@ -73,7 +73,57 @@ function unavailable(e: unknown): never {
 
 type Watcher = Awaited<ReturnType<ReturnType<Etcd3['watch']>['create']>>;
 
-const pair = (kv: { key: Buffer; value: Buffer; mod_revision: string }): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
+interface WatchHandlers {
+  put?: (kv: IKeyValue) => void;
+  delete?: (kv: IKeyValue) => void;
+  /** etcd ended the watch after it was created (compacted past its revision, ...) */
+  error?: (err: Error, w: Watcher) => void;
+}
+
+/**
+ * Starts the watch `b` describes (from revision `from`, or from now) with its handlers on before
+ * etcd is asked for it; resolves once etcd has created it, rejects if etcd refuses it.
+ *
+ * etcd3 reconnects a watch whose connection broke from the revision after the last response's
+ * header, which is the store's revision when etcd sent it: for a watch still catching up (created
+ * from a past revision: a resumed or a just-listed prefix; etcd sends its history 1,000 revisions a
+ * response) that is past events it has not delivered yet, and they were lost for good (a test
+ * against a real etcd lost 1,500 of 2,500 deletions). Here the revision it goes on from is the
+ * one after the last event delivered, as etcd's own Go client does, or after a progress
+ * notification's (etcd sends those only to a watch that has caught up). And etcd3's create()
+ * attached nothing before the watch was there: events that came with its creation went unheard.
+ */
+function openWatch(b: WatchBuilder, from: number | undefined, on: WatchHandlers): Promise<Watcher> {
+  if (from !== undefined) b.startRevision(String(from));
+  const w = b.watcher();
+  let next = from;
+  // etcd3 sets the request's start revision from each response's header: set back after it
+  // (these listeners run after etcd3's own, which the Watcher's constructor added first)
+  const pin = () => { if (next !== undefined) w.request.start_revision = String(next); };
+  w.on('put', (kv) => { next = Number(kv.mod_revision) + 1; on.put?.(kv); });
+  w.on('delete', (kv) => { next = Number(kv.mod_revision) + 1; on.delete?.(kv); });
+  w.on('data', (res) => {
+    if (!res.events.length) next = Math.max(next ?? 0, Number(res.header.revision) + 1);
+    pin();
+  });
+  return new Promise<Watcher>((resolve, reject) => {
+    let created = false;
+    w.on('connected', (res) => {
+      // a watch from now starts after the revision etcd created it at
+      next ??= Number(res.header.revision) + 1;
+      pin();
+      if (!created) { created = true; resolve(w); }
+    });
+    w.on('error', (err) => {
+      if (!created) { created = true; reject(err); return; }
+      on.error?.(err, w);
+    });
+  });
+}
+
+/** what a watch event's key-value carries here */
+type WatchedKV = { key: Buffer; value: Buffer; mod_revision: string };
+const pair = (kv: WatchedKV): KVPair => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) });
 
 export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   if (!opts.endpoints.length) throw new MembraneError('KVSTORE_CONFIG', 'etcd: no endpoint given', { hint: 'pass --kvstore-endpoint http(s)://host:port' });
@@ -218,12 +268,12 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
   const localQueue = new Map<string, Promise<void>>();
 
   async function waitDeleted(key: Buffer, afterRevision: number): Promise<void> {
-    const w = await client.watch().key(key).startRevision(String(afterRevision + 1)).create();
+    let deleted!: () => void;
+    let failed!: (e: Error) => void;
+    const gone = new Promise<void>((resolve, reject) => { deleted = resolve; failed = reject; });
+    const w = await openWatch(client.watch().key(key), afterRevision + 1, { delete: () => deleted(), error: (e) => failed(e) });
     try {
-      await new Promise<void>((resolve, reject) => {
-        w.on('delete', () => resolve());
-        w.on('error', (e) => reject(e));
-      });
+      await gone;
     } finally {
       await w.cancel().catch(() => {});
     }
@@ -328,10 +378,12 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let stop = false;
       let cancel: (() => void) | undefined;
       void (async () => {
-        const w = await call(() => client.watch().prefix(prefix).create());
-        if (stop) return void w.cancel();
-        w.on('put', (kv) => cb({ type: 'put', kv: pair(kv) }));
-        w.on('delete', (kv) => cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }));
+        const w = await call(() => openWatch(client.watch().prefix(prefix), undefined, {
+          put: (kv) => { if (!stop) cb({ type: 'put', kv: pair(kv) }); },
+          delete: (kv) => { if (!stop) cb({ type: 'delete', key: kv.key.toString(), revision: Number(kv.mod_revision) }); },
+          error: (err) => log?.warn({ subsys: 'kvstore', prefix, err: err.message }, 'etcd watch ended'),
+        }));
+        if (stop) return void w.cancel().catch(() => {});
         cancel = () => void w.cancel().catch(() => {});
       })().catch((e: unknown) => log?.warn({ subsys: 'kvstore', prefix, err: (e as Error).message }, 'etcd watch failed'));
       return () => { stop = true; cancel?.(); };
@@ -352,6 +404,8 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let stopped = false;
       let listed = false;
       let watcher: Watcher | undefined;
+      /** watches etcd ended (never cancelled by us: etcd3 has dropped them) */
+      const ended = new WeakSet<Watcher>();
       /**
        * A resumed watch runs beside the first listing and every event it brings is applied, in
        * revision order: what changed while the caller was away (deletions too, which no listing
@@ -363,7 +417,7 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
       let touched: Set<string> | undefined;
       let skippedForWatch = false;
       let upTo = 0;
-      const onEvent = (type: 'put' | 'delete', kv: { key: Buffer; value: Buffer; mod_revision: string }) => {
+      const onEvent = (type: 'put' | 'delete', kv: WatchedKV) => {
         const r = rest(kv.key);
         const e = Number(kv.mod_revision);
         touched?.add(r);
@@ -373,14 +427,14 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
         if (!listing) progress?.(e);
       };
       function watch(from: number, resumed: boolean): Promise<Watcher> {
-        return call(() => client.watch().prefix(prefix).startRevision(String(from)).create()).then((w) => {
-          watcher = w;
-          w.on('put', (kv) => onEvent('put', kv));
-          w.on('delete', (kv) => onEvent('delete', kv));
-          w.on('error', (err) => {
+        return call(() => openWatch(client.watch().prefix(prefix), from, {
+          put: (kv) => onEvent('put', kv as WatchedKV),
+          delete: (kv) => onEvent('delete', kv as WatchedKV),
+          error: (err, w) => {
             // etcd cancelled it and etcd3 has dropped it already: a cancel of our own now would
             // name a watch id the stream no longer knows (etcd3 throws on the answer, every other
             // watch on the stream goes down with it)
+            ended.add(w);
             if (watcher === w) watcher = undefined;
             if (stopped) return;
             if (resumed && listing) {
@@ -401,7 +455,10 @@ export async function openEtcdStore(opts: EtcdStoreOptions): Promise<KVStore> {
               });
             };
             setTimeout(retry, 50).unref();
-          });
+          },
+        })).then((w) => {
+          // (ended already, between its creation and here: not kept, as the handler above would have it)
+          if (!ended.has(w)) watcher = w;
           return w;
         });
       }
