@@ -78,8 +78,8 @@ function dnsperf(pod: string, server: string, pids: number[]): { qps: number; cp
   const each = pids.map((p, i) => (cpuUs(p) - c0[i]!) / (qps * SECS));
   return { qps, cpuPerQ: each.reduce((a, b) => a + b, 0), each };
 }
-function dnsperfQps(pod: string, server: string): number {
-  const out = inPod(pod, ['dnsperf', '-s', server, '-d', join(dir, 'queries.txt'), '-l', String(SECS), '-c', '8', '-q', '64', '-t', '2'], (SECS + 60) * 1000);
+function dnsperfQps(pod: string, server: string, secs = SECS): number {
+  const out = inPod(pod, ['dnsperf', '-s', server, '-d', join(dir, 'queries.txt'), '-l', String(secs), '-c', '8', '-q', '64', '-t', '2'], (secs + 60) * 1000);
   const qps = Number(/Queries per second:\s+([0-9.]+)/.exec(out)?.[1]);
   const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0);
   if (lost > 0) console.error(`${pod}: ${lost} queries lost`);
@@ -101,12 +101,7 @@ function latency(pod: string, server: string, names: string[], count: number): {
   const out = inPod(pod, [join(REPO, 'bin/node'), join(REPO, 'bench/dns/lat.ts'), server, String(count), names.join(',')]);
   return JSON.parse(out.trim().split('\n').pop()!) as { p50Us: number; p99Us: number; errors: number };
 }
-/**
- * Waits (at most 30 s) until `pids` together used under 5 % of a core for a second: what the lab's
- * setup and the warm-up left running (the agent's policy and endpoint work, JIT) shares the two
- * CPUs with round 1 otherwise (on 2026-12-07 dnsmasq answered 48-52k q/s directly in round 1
- * against 82-94k in round 2, in every run, with the agent's CPU per query ~1.5 µs higher).
- */
+/** Waits (at most 30 s) until `pids` together used under 5 % of a core for a second. */
 async function settle(pids: number[]): Promise<string> {
   const t0 = Date.now();
   const used = () => pids.reduce((a, p) => a + cpuUs(p), 0);
@@ -173,6 +168,12 @@ try {
     };
     return `datagrams per recvmmsg ${f('batched', 'recvCalls')}, per sendmmsg ${f('sent', 'sendCalls')}`;
   };
+  // Both paths at full rate once before round 1, discarded: the agent's flow path for every
+  // datapath event and record, and the proxy's, are cold code until then (on 2026-12-07 dnsmasq
+  // answered 48-52k q/s directly in round 1 against 82-94k in round 2, in all four runs of an
+  // A/B, with the agent's CPU per proxied query ~1.5 µs higher: round 1's ratio read 0.78-0.87)
+  dnsperfQps('direct', server, 2);
+  dnsperfQps('proxied', server, 2);
   console.error(await settle([agentPid, ...(proxyPid ? [proxyPid] : []), dnsmasqPid]));
   const rows: { pacedD: ReturnType<typeof paced>; pacedP: ReturnType<typeof paced>; unsel: { p50Us: number; p99Us: number }; qpsD: number; qpsP: number; p50D: number; p50P: number; p99D: number; p99P: number; cpuD: number; cpuP: number; hold: Hold; freshP50: number; freshP99: number; freshCpu: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
