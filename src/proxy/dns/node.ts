@@ -327,7 +327,7 @@ export function createNodeDNS(o: NodeDNSOptions): NodeDNS {
         const p = peerOf(serverIp);
         server = { identity: p.identity, ...(p.labels ? { labels: p.labels } : {}) };
       }
-      return { serviceIp: CLUSTER_DNS_IP, ...(serverIp ? { serverIp } : {}), ...(server ? { server } : {}), rejectResponseCode: o.rejectResponseCode ?? 'refused', hold: o.hold ?? true };
+      return { serviceIp: CLUSTER_DNS_IP, ...(serverIp ? { serverIp } : {}), ...(server ? { server } : {}), rejectResponseCode: o.rejectResponseCode ?? 'refused', hold: o.hold ?? true, fqdnSelectors: o.policy.engine.repository.fqdnSelectors() };
     },
     async stop() {
       if (saveTimer) clearInterval(saveTimer);

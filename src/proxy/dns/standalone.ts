@@ -5,6 +5,8 @@
  * agent's name manager allocates the FQDN identities and writes the policy maps and the ipcache
  * as for an in-agent proxy (src/proxy/dns/node.ts), then says `dns-done`.
  *
+ *   answer ─► its name selected by no toFQDNs selector of the node (the snapshot's list)? forwarded
+ *             at once, reported without waiting: no identity or policy entry will follow for it
  *   answer ─► every IP in the PINNED ipcache with an identity the endpoint's egress policy allows
  *             (and, with the agent there, the same identity in the snapshot the HTTP proxy judges by)?
  *               yes ─► forwarded at once; reported without waiting (the name manager learns the
@@ -30,7 +32,9 @@ import { BpfMap } from '../../sys/bpf.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { allowNonLocalBind } from '../../sys/net.ts';
 import type { FeedClient } from '../feed/client.ts';
-import type { PolicyView } from '../feed/snapshot.ts';
+import type { PolicyView, StandaloneDNSInfo } from '../feed/snapshot.ts';
+import type { FQDNSelector } from '../../api/types.ts';
+import { compileSelector, normalizeName, type NameMatcher } from '../../fqdn/matchpattern.ts';
 import { createDNSQueryJudge } from './decide.ts';
 import { createOrigDstLookup } from './origdst.ts';
 import { createDNSProxy, DNSHoldFailed, type DNSProxy, type DNSProxyStats } from './proxy.ts';
@@ -83,6 +87,37 @@ export function egressAllowsIdentity(ms: MapState, identity: number): boolean {
   const r = allow && !denied;
   byId.set(identity, r);
   return r;
+}
+
+/**
+ * Whether a toFQDNs selector of the node selects `name` (the answer's question), by the snapshot's
+ * list (StandaloneDNSInfo.fqdnSelectors, what the agent's name manager labels IPs with). None
+ * does: the agent will make no FQDN identity, policy-map or ipcache entry for the answer's IPs,
+ * so holding it for the agent's round trip (report, name manager, `dns-done`: a wait, no work
+ * the pod needs) only delays the lookup; Cilium's proxy likewise waits only for the updates of
+ * the selectors a name matched. Unknown (an agent that sends no list) or a selector that does not
+ * compile: selected, the answer is held as before. Compiled once per snapshot's list, the verdict
+ * kept per name with it.
+ */
+const selectorMemo = new WeakMap<readonly FQDNSelector[], { matchers: NameMatcher[] | null; names: BoundedCache<string, boolean> }>();
+export function fqdnSelected(dns: StandaloneDNSInfo | undefined, name: string): boolean {
+  const sels = dns?.fqdnSelectors;
+  if (!sels) return true;
+  let m = selectorMemo.get(sels);
+  if (!m) {
+    let matchers: NameMatcher[] | null;
+    try { matchers = sels.map((sel) => compileSelector(sel)); } catch { matchers = null; }
+    m = { matchers, names: new BoundedCache(4096) };
+    selectorMemo.set(sels, m);
+  }
+  if (m.matchers === null) return true;
+  const had = m.names.get(name);
+  if (had !== undefined) return had;
+  const n = normalizeName(name);
+  let hit = false;
+  for (const match of m.matchers) if (match(n)) { hit = true; break; }
+  m.names.set(name, hit);
+  return hit;
 }
 
 export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
@@ -171,7 +206,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
   function onAnswer(epId: number, name: string, ips: string[], ttl: number): Promise<void> | null {
     const v = deps.view();
     const report = { ep: epId, name, ips, ttl };
-    if (v && (v.dns?.hold === false || alreadyAllowed(v, epId, ips))) {
+    // reported either way (the agent's cache learns the name: flows, namesForIp, its TTL)
+    if (v && (v.dns?.hold === false || !fqdnSelected(v.dns, name) || alreadyAllowed(v, epId, ips))) {
       deps.feed.reportAnswer(report, false);
       return null;
     }

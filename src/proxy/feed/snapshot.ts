@@ -11,6 +11,7 @@
  */
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { DnsRejectResponseCode } from '../../common/config.ts';
+import type { FQDNSelector } from '../../api/types.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { IPCache, type IPCacheSource } from '../../ipcache/ipcache.ts';
 import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../policy/types.ts';
@@ -32,6 +33,13 @@ export interface StandaloneDNSInfo {
   server?: { identity: number; labels?: string[] };
   rejectResponseCode: DnsRejectResponseCode;
   hold: boolean;
+  /**
+   * Every toFQDNs selector of the node's policies (Repository.fqdnSelectors(), what the agent's
+   * name manager labels IPs with): an answer for a name none of them selects is not held (the
+   * agent would make no identity or policy-map entry for its IPs). Absent (an older agent): every
+   * answer not already allowed is held, as before.
+   */
+  fqdnSelectors?: FQDNSelector[];
 }
 
 export interface ProxySnapshot {

@@ -49,6 +49,9 @@ function flowsOf(podName: string, since: Date, extra: string[], pred: (fs: Flow[
   return lab.waitFlows(['--pod', `${NS}/${podName}`, '--since', since.toISOString(), '--last', '2000', ...extra], pred);
 }
 
+/** answers the DNS proxy held until the agent said the datapath has their IPs, so far */
+const holds = async () => (await callAgent<{ hold: { count: number } }>(lab.paths.agentSocket('node1'), 'GET', '/v1/dns/proxy')).hold.count;
+
 const dnsOf = (f: Flow) => (f.l7 as { dns?: { query?: string; rcode?: number; ips?: string[]; qtypes?: string[] } } | undefined)?.dns;
 
 before(async () => {
@@ -75,7 +78,10 @@ test('lab DNS answers services, pods and outside hosts without any policy (CNAME
 test('DNS-only: every lookup is proxied and visible, nothing else may leave', async () => {
   await withPolicies([cnp('dns-only', 'client', [toDNS([{ matchPattern: '*' }])])], async () => {
     const since = new Date();
+    const h0 = await holds();
     const r = await probe('client', [{ op: 'lookupConnect', name: 'api.openai.com', port: 443 }, { op: 'query', name: 'nothing.example.org' }]);
+    // no toFQDNs selector selects the name: no identity or policy entry will follow, nothing to wait for
+    assert.equal(await holds(), h0, 'an answer no toFQDNs selector selects is not held for the agent');
     assert.equal(r[0]!.rcode, 'NOERROR');
     assert.equal(r[0]!.connected, false, 'DNS allowed, the connection is not');
     assert.equal(r[1]!.rcode, 'NXDOMAIN', 'NXDOMAIN from the server goes through unchanged');
@@ -98,8 +104,11 @@ test('toFQDNs: only the learned IPs of the allowed name; flows name it (--to-fqd
     const r = await probe('client', [
       { op: 'connect', ip: ANTHROPIC, port: 443 },
       { op: 'lookupConnect', name: 'api.openai.com', port: 443 },
-      { op: 'lookupConnect', name: 'api.anthropic.com', port: 443 },
     ]);
+    // api.anthropic.com: no selector selects it, so its answer is not held for the agent
+    const h0 = await holds();
+    r.push(...await probe('client', [{ op: 'lookupConnect', name: 'api.anthropic.com', port: 443 }]));
+    assert.equal(await holds(), h0, 'an answer no toFQDNs selector selects is not held for the agent');
     assert.equal(r[0]!.connected, false, 'an IP no allowed name resolved to is just world');
     assert.equal(r[1]!.connected, true);
     assert.ok((r[1]!.ms as number) < 900, `first SYN not dropped (connect took ${String(r[1]!.ms)} ms)`);
