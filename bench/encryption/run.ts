@@ -30,9 +30,12 @@
 // (sizing the agent's settings; the run line says what cilium_wg0 had).
 // --perf-all on: with --perf, the whole machine (perf -a) during each path's last stream turn, not
 // only its wireguard-go pair (the sender's own context: the pod's TCP, veth, VXLAN, routing).
+// --bpf-stats on: kernel BPF run-time stats on (they cost every program run two clock reads, so
+// not by default): per TCP_CRR turn of the membrane paths, on stderr, each program's runs and ns
+// per connection (both nodes) and the monitor events written / over budget per connection.
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -44,10 +47,11 @@ import { WG_TUN_TXQUEUELEN, sizeWireguardGoSockets } from '../../src/sys/wiregua
 import { hubbleMetricsText } from './hubble-metrics.ts';
 import { placeBenchPods } from './pods.ts';
 import { cpuBusyUs, median, reportResults } from '../support.ts';
-import { createTcpSuite, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
+import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
+import { disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
@@ -186,6 +190,7 @@ function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
 
 function cleanup(): void {
   suite.kill();
+  if (opt.own['bpf-stats'] === 'on') disableRunTimeStats();
   for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
   for (const k of [1, 2]) { try { execFileSync('ip', ['netns', 'del', barePod(k)], { stdio: 'ignore' }); } catch { /* not made */ } }
@@ -301,6 +306,10 @@ try {
   const agents = agentPids();
   if (agents.length < 2) throw new Error(`found ${agents.length} agent processes of ${lab}`);
   const sum = (pids: number[]) => pids.reduce((t, p) => t + ticks(p), 0);
+  const BPF_STATS = opt.own['bpf-stats'] === 'on';
+  const bpfProbe = bpfLinkProbe(() => [1, 2].map((k) => `/sys/fs/bpf/membrane/${lab}-node${k}/links`));
+  const evProbe = eventsProbe(() => [1, 2].map((k) => `/sys/fs/bpf/membrane/${lab}-node${k}`));
+  if (BPF_STATS) enableRunTimeStats();
   /** flows both agents' Hubble processed and events lost (hubble_flows_processed_total,
    *  hubble_lost_events_total): the agents' CPU goes with flows, and the datapath's event budget
    *  (bpf-events-default-rate-limit, 1000/s per sender) caps them, so a fast round loses most of
@@ -343,7 +352,8 @@ try {
   }, { voluntary: 0, involuntary: 0 });
   const wgTx = () => linkTx('cilium_wg0');
   /** tunnel routing, membrane's encrypted path: skbs node1's cilium_vxlan sent (one per GSO packet,
-   *  each a trip through the host's output path and table 2005 to cilium_wg0, where it is segmented) */
+   *  each a trip through the host's output path and table 2005 to cilium_wg0, where it is
+   *  segmented; ~0 since from_container makes the VXLAN and hands it to cilium_wg0 itself) */
   const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && cfg === 'membrane-wg' ? linkTx('cilium_vxlan') : 0);
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
   const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
@@ -417,10 +427,19 @@ try {
       if (perfOut) wgTids[cfg] = wg.map((pid) => { try { return new Set(readdirSync(`/proc/${pid}/task`)); } catch { return new Set<string>(); } });
     } else {
       const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' || WAKEUPS ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
+      const probe = BPF_STATS && k === 'crr';
+      if (probe) { bpfProbe.before(); evProbe.before(); }
       const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
       units = rate * TURN_SECS;
+      if (probe) {
+        // wireguard-go's switches per connection (both processes, all threads; of them involuntary)
+        const cs = cswitches(wg);
+        const sw = `wireguard-go switches per conn ${((cs.voluntary + cs.involuntary - cs0.voluntary - cs0.involuntary) / units).toFixed(1)} (${((cs.involuntary - cs0.involuntary) / units).toFixed(1)} involuntary)`;
+        process.stderr.write(`  ${cfg} crr turn (${units.toFixed(0)} conns): ${sw}${cfg.startsWith('membrane') ? `; ${bpfProbe.after(units)}; ${evProbe.after(units)}` : ''}\n`);
+      }
       if (perf && perf.exitCode === null) await new Promise((r) => perf.once('exit', r));
       if (k === 'crr') acc.podUs += clientUs + suite.crrServerUs(serverNs[cfg]) - srv0;
+      if (perfOut) wgTids[cfg] = wg.map((pid) => { try { return new Set(readdirSync(`/proc/${pid}/task`)); } catch { return new Set<string>(); } });
     }
     const sent = wgTx() - tx0;
     if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain turn ${k}: ${sent} packets went through cilium_wg0`);
@@ -505,7 +524,7 @@ try {
   const agentLine = `The agents during TCP_CRR (median): ${(['wg-bare', 'membrane-wg', 'membrane-plain'] as const).map((cfg) => `${cfg} ${fl(cfg, 'agentsPerSec').toFixed(0)} ms of CPU per second, ${fl(cfg, 'flows').toFixed(2)} flows processed and ${fl(cfg, 'lost').toFixed(2)} events lost per connection`).join('; ')}. Their CPU goes with flows, and flows are capped by the datapath's event budget (bpf-events-default-rate-limit, 1000 events/s per sender): per connection, a faster round loses more events and divides about the same CPU per second by more connections.`;
   // like with like: both tunnels carry the stream in as many packets (TUN) and UDP datagrams (underlay)
   const pk = (cfg: Cfg, w: PktKey) => median(pkts[cfg][w]).toFixed(0);
-  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; bytes per packet on node1's TUN: bare ${pk('wg-bare', 'bytesPerPkt')}, bare via pod veths ${pk('wg-bare-pods', 'bytesPerPkt')}, membrane ${pk('membrane-wg', 'bytesPerPkt')}; node2's TUN per MiB, received (decrypted data) / sent (ACKs): bare ${pk('wg-bare', 'n2Rx')} / ${pk('wg-bare', 'n2Tx')}, bare via pod veths ${pk('wg-bare-pods', 'n2Rx')} / ${pk('wg-bare-pods', 'n2Tx')}, membrane ${pk('membrane-wg', 'n2Rx')} / ${pk('membrane-wg', 'n2Tx')}; wireguard-go context switches (both processes, all threads) per MiB, of them involuntary: bare ${pk('wg-bare', 'cswch')} (${pk('wg-bare', 'ivcs')}), bare via pod veths ${pk('wg-bare-pods', 'cswch')} (${pk('wg-bare-pods', 'ivcs')}), membrane ${pk('membrane-wg', 'cswch')} (${pk('membrane-wg', 'ivcs')}); of them node1's (the sender's side): bare ${pk('wg-bare', 'cswch1')} (${pk('wg-bare', 'ivcs1')}), bare via pod veths ${pk('wg-bare-pods', 'cswch1')} (${pk('wg-bare-pods', 'ivcs1')}), membrane ${pk('membrane-wg', 'cswch1')} (${pk('membrane-wg', 'ivcs1')}).${MODE === 'tunnel' ? ` Skbs node1's cilium_vxlan sent per MiB on membrane's path (each a trip from the pod through the host's output path to cilium_wg0, segmented there): ${median(pkts['membrane-wg'].vxlan).toFixed(1)}.` : ''} TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
+  const pktLine = `Packets per MiB of TCP_STREAM leaving node1 (median): bare wgb0 ${pk('wg-bare', 'tun')}, underlay ${pk('wg-bare', 'underlay')}; bare via pod veths wgb0 ${pk('wg-bare-pods', 'tun')}, underlay ${pk('wg-bare-pods', 'underlay')}; membrane cilium_wg0 ${pk('membrane-wg', 'tun')}, underlay ${pk('membrane-wg', 'underlay')}; plain round, underlay ${pk('membrane-plain', 'underlay')} (GSO: segments leave the pod's veth as large packets and the underlay as jumbo frames). Coming back through node1's TUN (the receiver's ACKs) per MiB: bare ${pk('wg-bare', 'tunRx')}, bare via pod veths ${pk('wg-bare-pods', 'tunRx')}, membrane ${pk('membrane-wg', 'tunRx')}; bytes per packet on node1's TUN: bare ${pk('wg-bare', 'bytesPerPkt')}, bare via pod veths ${pk('wg-bare-pods', 'bytesPerPkt')}, membrane ${pk('membrane-wg', 'bytesPerPkt')}; node2's TUN per MiB, received (decrypted data) / sent (ACKs): bare ${pk('wg-bare', 'n2Rx')} / ${pk('wg-bare', 'n2Tx')}, bare via pod veths ${pk('wg-bare-pods', 'n2Rx')} / ${pk('wg-bare-pods', 'n2Tx')}, membrane ${pk('membrane-wg', 'n2Rx')} / ${pk('membrane-wg', 'n2Tx')}; wireguard-go context switches (both processes, all threads) per MiB, of them involuntary: bare ${pk('wg-bare', 'cswch')} (${pk('wg-bare', 'ivcs')}), bare via pod veths ${pk('wg-bare-pods', 'cswch')} (${pk('wg-bare-pods', 'ivcs')}), membrane ${pk('membrane-wg', 'cswch')} (${pk('membrane-wg', 'ivcs')}); of them node1's (the sender's side): bare ${pk('wg-bare', 'cswch1')} (${pk('wg-bare', 'ivcs1')}), bare via pod veths ${pk('wg-bare-pods', 'cswch1')} (${pk('wg-bare-pods', 'ivcs1')}), membrane ${pk('membrane-wg', 'cswch1')} (${pk('membrane-wg', 'ivcs1')}).${MODE === 'tunnel' ? ` Skbs node1's cilium_vxlan sent per MiB on membrane's path (each a trip from the pod through the host's output path to cilium_wg0, segmented there; from_container hands a keyed peer's VXLAN to cilium_wg0 itself): ${median(pkts['membrane-wg'].vxlan).toFixed(1)}.` : ''} TCP_STREAM retransmits per round (node1's TUN tx drops): bare ${pkts['wg-bare'].retrans.join('/')} (${pkts['wg-bare'].tunDropped.join('/')}), membrane ${pkts['membrane-wg'].retrans.join('/')} (${pkts['membrane-wg'].tunDropped.join('/')}).`;
   const endLoad = loadavg()[0]!;
   // the two TUN devices must be alike (offloads: vnet_hdr; queues; qdisc) for the comparison to mean anything
   const tunOf = (dev: string) => {

@@ -9,6 +9,9 @@
 #define DROP_UNENCRYPTED_TRAFFIC 195 /* UNENCRYPTED_TRAFFIC */
 
 #define ENCRYPT_F_STRICT 0x01
+/* Routing mode tunnel (VXLAN inside WireGuard): wg_ifindex is cilium_wg0's for from_container's
+ * VXLAN encapsulation into it (wg_tunnel_ifindex), never native routing's hand-off (wg_out). */
+#define ENCRYPT_F_TUNNEL 0x02
 /* Strict ingress (Cilium's --enable-encryption-strict-mode-ingress) is mb_config's
  * DP_F_STRICT_INGRESS (lib/maps.h): a pod's packet from another node must arrive decrypted.
  * Tunnel routing: from_overlay drops VXLAN that did not come out of cilium_wg0
@@ -20,8 +23,8 @@ struct encrypt_config {
 	__u32 flags;      /* ENCRYPT_F_* */
 	__be32 strict_net; /* strict CIDR, network order */
 	__be32 strict_mask;
-	/* native routing: cilium_wg0's ifindex, where from_container hands a pod's packet the node
-	 * routes into WireGuard (0: the host stack forwards it) */
+	/* cilium_wg0's ifindex, where from_container hands a pod's packet the node routes into
+	 * WireGuard (native routing), or its VXLAN (ENCRYPT_F_TUNNEL); 0: the host stack forwards it */
 	__u32 wg_ifindex;
 };
 
@@ -40,12 +43,22 @@ static __always_inline int strict_enabled(void)
 	return c && (c->flags & ENCRYPT_F_STRICT);
 }
 
-/* cilium_wg0's ifindex when pod traffic may be handed to it from the endpoint's program (0: no) */
+/* cilium_wg0's ifindex when pod traffic may be handed to it from the endpoint's program (native
+ * routing; 0: no) */
 static __always_inline __u32 wg_out_ifindex(void)
 {
 	__u32 z = 0;
 	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
-	return c ? c->wg_ifindex : 0;
+	return c && !(c->flags & ENCRYPT_F_TUNNEL) ? c->wg_ifindex : 0;
+}
+
+/* Routing mode tunnel: cilium_wg0's ifindex when the endpoint's program may encapsulate a pod's
+ * packet in VXLAN and hand it to cilium_wg0 itself (0: no) */
+static __always_inline __u32 wg_tunnel_ifindex(void)
+{
+	__u32 z = 0;
+	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
+	return c && (c->flags & ENCRYPT_F_TUNNEL) ? c->wg_ifindex : 0;
 }
 
 /* 1 when strict mode is on and both addresses are in the strict CIDR (Cilium's strict_allow

@@ -242,13 +242,11 @@ static __always_inline __be32 overlay_tx_peer(struct __sk_buff *skb, const struc
 	return ep;
 }
 
-/* Sends a judged packet for tunnel endpoint `ep` to the VXLAN device `ov` directly: TTL as the
- * forwarding leaves it, tunnel key with the sender's identity (to_overlay sees the key and leaves
- * it). TC_ACT_OK: the stack forwards it (and answers an expiring TTL). */
-static __always_inline int overlay_redirect_tx(struct __sk_buff *skb, __be32 ep, __u32 ov, __u32 identity)
+/* Sends a judged packet for tunnel endpoint `ep` to the VXLAN device `ov` directly, its TTL
+ * already decremented as the forwarding leaves it (ipv4_dec_ttl), with a tunnel key with the
+ * sender's identity (to_overlay sees the key and leaves it). */
+static __always_inline int overlay_key_redirect(struct __sk_buff *skb, __be32 ep, __u32 ov, __u32 identity)
 {
-	if (ipv4_dec_ttl(skb))
-		return TC_ACT_OK;
 	struct bpf_tunnel_key key = {};
 	key.tunnel_id = identity;
 	key.remote_ipv4 = bpf_ntohl(ep);

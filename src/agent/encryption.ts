@@ -20,7 +20,9 @@
  *               cilium_vxlan, whose datapath puts the sender's identity in the VNI; the VXLAN
  *               packet it makes (UDP 8472 to the peer's InternalIP) is steered by the rule
  *               `ipproto udp dport 8472 lookup 2005` into table 2005, which holds each keyed
- *               peer's InternalIP via cilium_wg0. wireguard-go's own UDP (port 51871, mark 0xe00)
+ *               peer's InternalIP via cilium_wg0 (for a keyed peer from_container makes that
+ *               VXLAN itself and hands it to cilium_wg0: mb_encrypt's ENCRYPT_F_TUNNEL and the
+ *               device's ifindex). wireguard-go's own UDP (port 51871, mark 0xe00)
  *               never matches, so it cannot loop into its own device. A peer without a key has no
  *               entry: its VXLAN falls through to the plain underlay route, where strict mode
  *               reads the inner addresses and drops with 195. cilium_wg0's MTU is the pods' plus
@@ -62,6 +64,9 @@ const WG_MTU = 1500;
 /** VXLAN's outer IPv4 + UDP + VXLAN + inner Ethernet headers */
 const VXLAN_OVERHEAD = 50;
 const VXLAN_PORT = 8472;
+/** mb_encrypt's flags (bpf/lib/encrypt.h) */
+const ENCRYPT_F_STRICT = 0x01;
+const ENCRYPT_F_TUNNEL = 0x02;
 /** the table of routes into cilium_wg0 for node addresses (node encryption; VXLAN in tunnel mode) */
 const WG_TABLE = '2005';
 const CHECK_INTERVAL_MS = 1000;
@@ -269,16 +274,17 @@ export function createEncryption(o: EncryptionOptions) {
     log.info({ ifname: WG_IFNAME, ifindex }, 'from_wireguard attached to the WireGuard device');
   }
 
-  /** mb_encrypt (lib/encrypt.h): strict mode, its CIDR, and (native routing) cilium_wg0's ifindex,
-   *  to which from_container hands pod packets the node routes into the tunnel (0: the stack) */
+  /** mb_encrypt (lib/encrypt.h): strict mode, its CIDR, and cilium_wg0's ifindex, to which
+   *  from_container hands pod packets the node routes into the tunnel (0: the stack); in tunnel
+   *  routing (ENCRYPT_F_TUNNEL) their VXLAN, made by from_container, when the node routes it there */
   function writeEncryptConfig(wgIfindex: number): void {
     const v = Buffer.alloc(16);
     const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
-    // ENCRYPT_F_STRICT (strict ingress is the datapath's: mb_config DP_F_STRICT_INGRESS)
-    v.writeUInt32LE(o.config.encryptionStrict ? 1 : 0, 0);
+    // ENCRYPT_F_STRICT, ENCRYPT_F_TUNNEL (strict ingress is the datapath's: mb_config DP_F_STRICT_INGRESS)
+    v.writeUInt32LE((o.config.encryptionStrict ? ENCRYPT_F_STRICT : 0) | (tunnel ? ENCRYPT_F_TUNNEL : 0), 0);
     net.copy(v, 4);
     mask.copy(v, 8);
-    v.writeUInt32LE(tunnel ? 0 : wgIfindex, 12);
+    v.writeUInt32LE(wgIfindex, 12);
     encryptMap?.update(Buffer.alloc(4), v);
   }
 

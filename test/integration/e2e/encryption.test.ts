@@ -121,6 +121,9 @@ function forwarded(l: TestLab, node: string): number {
 function rxPackets(l: TestLab, node: string, dev: string): number {
   return (JSON.parse(execFileSync('ip', ['-n', `${l.name}-${node}`, '-j', '-s', 'link', 'show', dev], { encoding: 'utf8' })) as { stats64: { rx: { packets: number } } }[])[0]!.stats64.rx.packets;
 }
+function txPackets(l: TestLab, node: string, dev: string): number {
+  return (JSON.parse(execFileSync('ip', ['-n', `${l.name}-${node}`, '-j', '-s', 'link', 'show', dev], { encoding: 'utf8' })) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
+}
 
 test('pod traffic between the nodes skips both hosts\' forwarding: from_container hands it to cilium_wg0, from_wireguard into the pod', { skip }, async () => {
   const f0 = [forwarded(lab, 'node1'), forwarded(lab, 'node2')];
@@ -422,9 +425,10 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.match(await tlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Disabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
   });
 
-  test('tunnel: a bulk upload reaches the server pod\'s TCP coalesced (GRO on cilium_wg0 merges the VXLAN datagrams), decapsulated by from_wireguard, not cilium_vxlan', async () => {
+  test('tunnel: a bulk upload reaches the server pod\'s TCP coalesced (GRO on cilium_wg0 merges the VXLAN datagrams), decapsulated by from_wireguard, not cilium_vxlan; node1\'s from_container made the VXLAN and handed it to cilium_wg0 itself', async () => {
     const server = podNetnsName('node2', NS, 'server', tlab.name);
     const s0 = tcpInSegs(server), rx0 = rxPackets(tlab, 'node2', 'cilium_wg0'), vx0 = rxPackets(tlab, 'node2', 'cilium_vxlan');
+    const tx0 = txPackets(tlab, 'node1', 'cilium_wg0'), vtx0 = txPackets(tlab, 'node1', 'cilium_vxlan');
     const r = await tlab.exec(NS, 'client', ['sh', '-c', `head -c 4000000 /dev/zero | curl -s -m 20 -o /dev/null -w '%{http_code}' -X POST --data-binary @- http://${tip[`${NS}/server`]}:8080/`], 40_000);
     assert.equal(r.stdout.trim(), '200', r.stderr);
     const segs = tcpInSegs(server) - s0, rx = rxPackets(tlab, 'node2', 'cilium_wg0') - rx0, vx = rxPackets(tlab, 'node2', 'cilium_vxlan') - vx0;
@@ -432,6 +436,11 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     // one skb per decrypted datagram without GRO (segs ≈ rx); merged, wg_decap takes each as a whole
     assert.ok(segs < rx / 2, `the server pod's TCP received ${segs} segments for ${rx} packets decrypted`);
     assert.ok(vx <= 5, `${vx} of the ${rx} packets went the stack's way to cilium_vxlan`);
+    // the sending side: the client pod's segments (GSO skbs, segmented by cilium_wg0 as UDP tunnel
+    // GSO) left as VXLAN through cilium_wg0 without a trip through node1's cilium_vxlan
+    const tx = txPackets(tlab, 'node1', 'cilium_wg0') - tx0, vtx = txPackets(tlab, 'node1', 'cilium_vxlan') - vtx0;
+    assert.ok(tx >= 2500, `node1's cilium_wg0 sent ${tx} packets`);
+    assert.ok(vtx <= 5, `${vtx} skbs went through node1's cilium_vxlan for the ${tx} packets cilium_wg0 sent`);
   });
 
   test('tunnel: cross-node policy by the identity node2 reads from the VNI after decryption (client allowed, intruder denied)', async () => {
