@@ -1135,6 +1135,12 @@ static __always_inline __u8 net_source_check(struct __sk_buff *skb, const struct
 #endif
 	if (rm->ep_id || net_source_spoofed(skb, p, sv))
 		return DROP_INVALID_SIP;
+	/* the node's own address as source: the host's packets never enter through a device's
+	 * ingress, and the stack drops such a martian, but the delivery from here does not pass the
+	 * stack. Not the host (which allow-localhost lets into every endpoint): the world, as
+	 * Cilium's resolve_srcid_ipv4 ignores the ipcache's host for what did not come from the host */
+	if (rm->identity == IDENTITY_HOST)
+		rm->identity = IDENTITY_WORLD;
 #ifndef MB_L3_DEVICE
 	/* strict ingress, native routing: a pod on another node (its ipcache entry names a node, and
 	 * it is not that node's own address) reaches a local endpoint only through cilium_wg0 */
