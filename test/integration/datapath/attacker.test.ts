@@ -12,6 +12,7 @@ import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, UDP } from '../support/frames.ts';
+import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
 const node = new DatapathNode({ prefix: 'k', pods: 3, subnet: 7, identityBase: 7000, worldIp: '10.250.9.2' });
@@ -21,6 +22,7 @@ const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, 
   ({ key: { direction, identity, proto, port, portPrefixLen: port ? 16 : 0 }, entry: { verdict, matchType: 2 } });
 const HOST = 1;
 const WORLD = 2;
+const TUNNEL_PORT = 8472;
 
 describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
@@ -66,5 +68,47 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     // the node itself still reaches B as the host (its packets take the stack's way to to_container)
     assert.equal(ping(topo.nodeNs, B.ip), true, 'node -> B allowed as the host');
     find(await events(), (e) => e.type === 5 && e.endpointId === B.id && e.srcIp === GW && e.srcIdentity === HOST && e.verdict === 0, 'the node\'s ping decided as the host');
+  });
+
+  // A pod may not speak the tunnel protocol (DROP_ENCAP_PROHIBITED, Cilium's policy_can_egress):
+  // the check read the destination port of unfragmented packets only, yet a first fragment
+  // carries the UDP header and its datagram is reassembled whole at its destination, where the
+  // VXLAN socket decapsulates it. Later fragments follow their first (175 without it).
+  it('routing mode tunnel: a pod\'s datagram to the tunnel port is dropped (170) whole or in fragments; the agent restarted into it keeps every policy entry enforced before its first write', async () => {
+    await reset();
+    // B: a deny-only ingress (no default deny): the world's UDP 5353 denied, the rest allowed
+    await d.call('applyFull', B.id, [rule('ingress', WORLD, UDP, 5353, 'deny')], { ingress: false, egress: false });
+    // the agent restarts into routing mode tunnel; until it has written B's policy again (as its
+    // restore does: ipcache, endpoint, then policy), what decides B is what the maps hold
+    await d.close();
+    d = node.driver({ tunnel: true });
+    await d.call('start');
+    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
+    const fromWorld = (sport: number) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+      ipv4({ src: world.ip, dst: B.ip, proto: UDP }, udp({ src: world.ip, dst: B.ip, sport, dport: 5353 }, Buffer.from('world'))));
+    let atB = await capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [fromWorld(47200)]); });
+    assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.sport === 47200).map((f) => f.hex), [], 'the deny survived the restart and the endpoint\'s rewrite');
+    find(await events(), (e) => e.type === 1 && e.endpointId === B.id && e.srcIp === world.ip && e.subType === 181, 'the world\'s datagram denied (181) by the pinned entry');
+
+    // A's datagrams to the tunnel port of an address outside the node (the world's): whole, a
+    // first fragment, its later fragment; and a datagram to another port, fragmented, passes
+    const gwA = gatewayMac(topo, A);
+    const body = Buffer.alloc(1480 + 64, 0x42);
+    const dgram = (dport: number) => udp({ src: A.ip, dst: world.ip, sport: 46100, dport }, body);
+    const whole = eth({ dst: gwA, src: A.mac, type: ETH_IP }, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id: 0x6001 }, udp({ src: A.ip, dst: world.ip, sport: 46100, dport: TUNNEL_PORT }, Buffer.from('vxlan'))));
+    const first = (id: number, dport: number) => eth({ dst: gwA, src: A.mac, type: ETH_IP }, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, mf: true }, dgram(dport).subarray(0, 1480)));
+    const later = (id: number, dport: number) => eth({ dst: gwA, src: A.mac, type: ETH_IP }, ipv4({ src: A.ip, dst: world.ip, proto: UDP, id, fragOffset: 1480 }, dgram(dport).subarray(1480)));
+    await events(0);
+    const seen = await capturedAt(world.ns, 'eth0', () => {
+      sendFrames(A.ns, 'eth0', [whole, first(0x6002, TUNNEL_PORT), later(0x6002, TUNNEL_PORT), first(0x6003, 7777), later(0x6003, 7777)]);
+    });
+    const got = seen.filter((f) => f.dir === 'in' && f.ip?.src === A.ip && f.ip.proto === UDP).map((f) => `${f.ip!.id.toString(16)}@${f.ip!.fragOffset}`);
+    assert.deepEqual(got.sort(), ['6003@0', '6003@1480'], `only the datagram to another port left the node: ${got}`);
+    const evs = await events();
+    const encap = evs.filter((e) => e.type === 1 && e.endpointId === A.id && e.subType === 170);
+    assert.equal(encap.length, 2, `the whole datagram and the first fragment dropped as encapsulation (170): ${JSON.stringify(evs.filter((e) => e.type === 1).map((e) => [e.subType, e.dstPort]))}`);
+    assert.ok(encap.every((e) => e.dstPort === TUNNEL_PORT && e.dstIp === world.ip));
+    find(evs, (e) => e.type === 1 && e.endpointId === A.id && e.subType === 175 && e.dstIp === world.ip, 'its later fragment has no first fragment (175)');
   });
 });
