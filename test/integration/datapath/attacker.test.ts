@@ -6,7 +6,7 @@
 // Needs root; everything made here (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) goes in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { GW, ping, type Topo, type Pod, type World } from './support/topo.ts';
+import { GW, ping, sh, type Topo, type Pod, type World } from './support/topo.ts';
 import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
@@ -23,6 +23,15 @@ const rule = (direction: 'ingress' | 'egress', identity: number, proto: number, 
 const HOST = 1;
 const WORLD = 2;
 const TUNNEL_PORT = 8472;
+const REMOTE_NODE = 6;
+
+/** VXLAN (RFC 7348) with `vni`, around an inner Ethernet frame. */
+const vxlan = (vni: number, inner: Buffer): Buffer => {
+  const h = Buffer.alloc(8);
+  h[0] = 0x08;
+  h.writeUIntBE(vni, 4, 3);
+  return Buffer.concat([h, inner]);
+};
 
 describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipUnless('root'), concurrency: false }, () => {
   let topo: Topo;
@@ -110,5 +119,50 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     assert.equal(encap.length, 2, `the whole datagram and the first fragment dropped as encapsulation (170): ${JSON.stringify(evs.filter((e) => e.type === 1).map((e) => [e.subType, e.dstPort]))}`);
     assert.ok(encap.every((e) => e.dstPort === TUNNEL_PORT && e.dstIp === world.ip));
     find(evs, (e) => e.type === 1 && e.endpointId === A.id && e.subType === 175 && e.dstIp === world.ip, 'its later fragment has no first fragment (175)');
+  });
+
+  // from_overlay delivers a connection conntrack knows into the pod itself, and decides a policy
+  // change for it there (ct_recheck) with the inner source's identity as the pod's to_container
+  // would resolve it: the ipcache's. For the node's own address as inner source that is the host,
+  // which allow-localhost lets in: a connection the VNI's identity opened would outlive a policy
+  // that no longer allows it. The stack would never deliver such a packet (a martian source on
+  // cilium_vxlan); from here it is the world's, as from a network device. The world's namespace
+  // plays the other node on the underlay (the ipcache names its address a node naming itself).
+  it('routing mode tunnel: a connection delivered from the overlay with the node\'s own address as inner source is cut by the next policy change (never decided again as the host)', async () => {
+    const vx = `mdpvx${node.tag.slice(0, 6)}`;
+    const VNI = 7777;
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vx, 'type', 'vxlan', 'external', 'dstport', String(TUNNEL_PORT)]);
+    try {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'set', vx, 'up']);
+      await d.close();
+      d = node.driver({ tunnel: true });
+      await d.call('start');
+      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+      assert.equal(await d.call('attachNetworkDevice', world.ifname, { underlay: true }), true);
+      assert.equal(await d.call('attachOverlayDevice', vx), true);
+      await d.call('upsertIPCache', [{ prefix: `${world.ip}/32`, identity: REMOTE_NODE, endpointId: 0, tunnelEndpoint: world.ip }]);
+      await reset();
+      // B: ingress default deny; the VNI's identity on UDP 5353, the host on everything
+      await d.call('applyFull', B.id, [rule('ingress', HOST, 0), rule('ingress', VNI, UDP, 5353)], { ingress: true, egress: false });
+      const frame = (vni: number) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+        ipv4({ src: world.ip, dst: GW, proto: UDP }, udp({ src: world.ip, dst: GW, sport: 40000, dport: TUNNEL_PORT },
+          vxlan(vni, eth({ dst: '02:00:00:00:00:01', src: '02:00:00:00:00:02', type: ETH_IP },
+            ipv4({ src: GW, dst: B.ip, proto: UDP }, udp({ src: GW, dst: B.ip, sport: 47300, dport: 5353 }, Buffer.from('inner'))))))));
+      const atB = (vni: number) => capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [frame(vni)]); })
+        .then((fs) => fs.filter((f) => f.dir === 'in' && f.sport === 47300 && f.ip?.src === GW));
+      const d0 = await counter('overlayDelivered');
+      assert.equal((await atB(VNI)).length, 1, 'the VNI\'s identity opens the connection (positive control)');
+      assert.ok(await counter('overlayDelivered') > d0, 'delivered from from_overlay');
+      assert.equal((await atB(VNI)).length, 1, 'the known connection\'s next datagram is delivered');
+      // B's policy no longer allows the VNI's identity: the connection's next datagram is cut
+      await d.call('applyFull', B.id, [rule('ingress', HOST, 0)], { ingress: true, egress: false });
+      await events(0);
+      assert.deepEqual(await atB(VNI), [], 'cut by the policy change');
+      const drop = find(await events(), (e) => e.type === 1 && e.endpointId === B.id && e.srcIp === GW && e.srcPort === 47300, 'the drop at B\'s ingress');
+      assert.deepEqual([drop.subType, drop.srcIdentity], [133, WORLD], 'decided again as the world, not as the host');
+    } finally {
+      await d.call('deleteIPCache', [`${world.ip}/32`]).catch(() => {});
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vx], { allowFail: true });
+    }
   });
 });
