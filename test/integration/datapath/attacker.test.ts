@@ -44,6 +44,36 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
   const counter = async (name: string) => BigInt((await d.call<Record<string, string>>('counters'))[name]!);
 
+  /**
+   * Runs `fn` in routing mode tunnel with a real VXLAN device (external, UDP 8472) in the node
+   * namespace, from_overlay on it, and the world's namespace as another node on the underlay (the
+   * ipcache names its address a node naming itself; its device is the underlay); the agent
+   * restarts into that mode first. Everything it made goes afterwards.
+   */
+  const withOverlay = async (fn: () => Promise<void>) => {
+    const vx = `mdpvx${node.tag.slice(0, 6)}`;
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vx, 'type', 'vxlan', 'external', 'dstport', String(TUNNEL_PORT)]);
+    try {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'set', vx, 'up']);
+      await d.close();
+      d = node.driver({ tunnel: true });
+      await d.call('start');
+      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+      assert.equal(await d.call('attachNetworkDevice', world.ifname, { underlay: true }), true);
+      assert.equal(await d.call('attachOverlayDevice', vx), true);
+      await d.call('upsertIPCache', [{ prefix: `${world.ip}/32`, identity: REMOTE_NODE, endpointId: 0, tunnelEndpoint: world.ip }]);
+      await reset();
+      await fn();
+    } finally {
+      await d.call('deleteIPCache', [`${world.ip}/32`]).catch(() => {});
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vx], { allowFail: true });
+    }
+  };
+  /** A VXLAN frame from the world's namespace (as the node it plays, or `outerSrc`) to the node, around an inner IPv4 packet. */
+  const overVxlan = (vni: number, innerIp: Buffer, outerSrc = world.ip) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+    ipv4({ src: outerSrc, dst: GW, proto: UDP }, udp({ src: outerSrc, dst: GW, sport: 40000, dport: TUNNEL_PORT },
+      vxlan(vni, eth({ dst: '02:00:00:00:00:01', src: '02:00:00:00:00:02', type: ETH_IP }, innerIp)))));
+
   before(async () => {
     ensureRawpkt();
     await node.up();
@@ -129,25 +159,11 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   // cilium_vxlan); from here it is the world's, as from a network device. The world's namespace
   // plays the other node on the underlay (the ipcache names its address a node naming itself).
   it('routing mode tunnel: a connection delivered from the overlay with the node\'s own address as inner source is cut by the next policy change (never decided again as the host)', async () => {
-    const vx = `mdpvx${node.tag.slice(0, 6)}`;
     const VNI = 7777;
-    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vx, 'type', 'vxlan', 'external', 'dstport', String(TUNNEL_PORT)]);
-    try {
-      sh('ip', ['-n', topo.nodeNs, 'link', 'set', vx, 'up']);
-      await d.close();
-      d = node.driver({ tunnel: true });
-      await d.call('start');
-      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
-      assert.equal(await d.call('attachNetworkDevice', world.ifname, { underlay: true }), true);
-      assert.equal(await d.call('attachOverlayDevice', vx), true);
-      await d.call('upsertIPCache', [{ prefix: `${world.ip}/32`, identity: REMOTE_NODE, endpointId: 0, tunnelEndpoint: world.ip }]);
-      await reset();
+    await withOverlay(async () => {
       // B: ingress default deny; the VNI's identity on UDP 5353, the host on everything
       await d.call('applyFull', B.id, [rule('ingress', HOST, 0), rule('ingress', VNI, UDP, 5353)], { ingress: true, egress: false });
-      const frame = (vni: number) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
-        ipv4({ src: world.ip, dst: GW, proto: UDP }, udp({ src: world.ip, dst: GW, sport: 40000, dport: TUNNEL_PORT },
-          vxlan(vni, eth({ dst: '02:00:00:00:00:01', src: '02:00:00:00:00:02', type: ETH_IP },
-            ipv4({ src: GW, dst: B.ip, proto: UDP }, udp({ src: GW, dst: B.ip, sport: 47300, dport: 5353 }, Buffer.from('inner'))))))));
+      const frame = (vni: number) => overVxlan(vni, ipv4({ src: GW, dst: B.ip, proto: UDP }, udp({ src: GW, dst: B.ip, sport: 47300, dport: 5353 }, Buffer.from('inner'))));
       const atB = (vni: number) => capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [frame(vni)]); })
         .then((fs) => fs.filter((f) => f.dir === 'in' && f.sport === 47300 && f.ip?.src === GW));
       const d0 = await counter('overlayDelivered');
@@ -160,9 +176,39 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
       assert.deepEqual(await atB(VNI), [], 'cut by the policy change');
       const drop = find(await events(), (e) => e.type === 1 && e.endpointId === B.id && e.srcIp === GW && e.srcPort === 47300, 'the drop at B\'s ingress');
       assert.deepEqual([drop.subType, drop.srcIdentity], [133, WORLD], 'decided again as the world, not as the host');
-    } finally {
-      await d.call('deleteIPCache', [`${world.ip}/32`]).catch(() => {});
-      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vx], { allowFail: true });
-    }
+    });
+  });
+
+  // What from_overlay takes itself and what it leaves to the endpoint's to_container: its checks
+  // come before any delivery (a VNI no node sends, an outer source that is not a node, an inner
+  // source claiming a local endpoint), and a fragment is never delivered from there: an allowed
+  // datagram's fragments reach the pod through the veth (the overlay's hint), an orphan later
+  // fragment is dropped where the pod's state is (175).
+  it('routing mode tunnel: from_overlay drops what no node sends before delivering anything; fragments go through the endpoint\'s to_container, orphans dropped there (175)', async () => {
+    const VNI = 7778;
+    const R = '10.250.8.5'; // a pod on the node the world plays, with the VNI's identity
+    await withOverlay(async () => {
+      await d.call('upsertIPCache', [{ prefix: `${R}/32`, identity: VNI, endpointId: 0, tunnelEndpoint: world.ip }]);
+      await d.call('applyFull', B.id, [rule('ingress', VNI, UDP, 5353)], { ingress: true, egress: false });
+      const dgram = (src: string, sport: number, n = 0) => udp({ src, dst: B.ip, sport, dport: 5353 }, Buffer.alloc(n || 5, 0x43));
+      const whole = (src: string, sport: number, vni = VNI, outer = world.ip) => overVxlan(vni, ipv4({ src, dst: B.ip, proto: UDP, id: 0x7000 + sport % 256 }, dgram(src, sport)), outer);
+      const body = dgram(R, 47401, 1200);
+      const first = (id: number) => overVxlan(VNI, ipv4({ src: R, dst: B.ip, proto: UDP, id, mf: true }, body.subarray(0, 1000)));
+      const later = (id: number) => overVxlan(VNI, ipv4({ src: R, dst: B.ip, proto: UDP, id, fragOffset: 1000 }, body.subarray(1000)));
+      const d0 = await counter('overlayDelivered');
+      const seen = await capturedAt(B.ns, 'eth0', () => {
+        sendFrames(world.ns, 'eth0', [whole(R, 47400), whole(R, 47402, 5), whole(R, 47403, VNI, '10.250.9.99'), whole(A.ip, 47404), first(0x7101), later(0x7101), later(0x7102)]);
+      });
+      const got = seen.filter((f) => f.dir === 'in' && f.ip?.dst === B.ip && f.ip.proto === UDP).map((f) => f.sport !== undefined ? `${f.ip!.src}:${f.sport}` : `${f.ip!.id.toString(16)}@${f.ip!.fragOffset}`);
+      assert.deepEqual(got.sort(), [`${R}:47400`, `${R}:47401`, '7101@1000'].sort(), `only the allowed datagram and fragments of the allowed one reached B: ${got}`);
+      assert.equal(await counter('overlayDelivered') - d0, 1n, 'only the whole allowed datagram was delivered from from_overlay');
+      const evs = await events();
+      const drop = (reason: number, what: string) => find(evs, (e) => e.type === 1 && e.subType === reason, what);
+      assert.equal(drop(171, 'a VNI no node sends (reserved 5)').srcIdentity, 5);
+      assert.equal(drop(172, 'VXLAN from an address that is not a node').srcPort, 47403);
+      assert.equal(drop(132, 'an inner source claiming local endpoint A').srcIp, A.ip);
+      const orphan = drop(175, 'the orphan later fragment, at B');
+      assert.deepEqual([orphan.endpointId, orphan.srcIp], [B.id, R]);
+    });
   });
 });
