@@ -11,7 +11,9 @@ import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
-import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, UDP } from '../support/frames.ts';
+import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
+import { BpfMap } from '../../../src/sys/bpf.ts';
+import { decodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
@@ -37,7 +39,7 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   let topo: Topo;
   let world: World;
   let d: Driver;
-  let A: Pod, B: Pod;
+  let A: Pod, B: Pod, C: Pod;
   const idOf = (p: Pod) => node.idOf(p);
   const reset = () => node.reset();
   const events = (waitMs = 400): Promise<DatapathEvent[]> => node.events(waitMs);
@@ -78,8 +80,9 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     ensureRawpkt();
     await node.up();
     ({ topo, world, d } = node);
-    [A, B] = topo.pods as [Pod, Pod, Pod];
+    [A, B, C] = topo.pods as [Pod, Pod, Pod];
     await node.serve([B.ns, '8080', '5353']);
+
   });
 
   after(() => node.down());
@@ -210,5 +213,53 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
       const orphan = drop(175, 'the orphan later fragment, at B');
       assert.deepEqual([orphan.endpointId, orphan.srcIp], [B.id, R]);
     });
+  });
+
+  // The endpoint writer keeps a veth's config the endpoint's that holds it now: a veth whose
+  // ifindex another endpoint took over (its old endpoint's veth gone, the index reused, while the
+  // agent still knows the old endpoint) is that endpoint's. A policy change of the old endpoint
+  // (its default-deny and no-policy bits) must not be written through that veth: it would give the
+  // new endpoint the old one's bits (its default deny gone, its entries skipped) and the old id's
+  // by-id entry the new one's config, by which the source decides the old address's ingress.
+  it('a policy change of an endpoint whose veth another endpoint took over leaves the new one\'s config alone: its bits, and no by-id entry of the old id', async () => {
+    await reset();
+    const lookup = (map: string, key: number): EpConfig | null => {
+      const m = BpfMap.fromPin(`${node.pinRoot}/${map}`);
+      try {
+        const v = m.lookup(encodeU32(key));
+        return v ? decodeEpConfig(v) : null;
+      } finally {
+        m.close();
+      }
+    };
+    // Z on B's veth while B is still known: Z's ingress default deny, A on TCP 8080 only
+    const Z = { id: 99, identity: 7099, ipv4: '10.250.7.99', ifname: B.hostIf, ifindex: B.ifindex, mac: B.mac };
+    const gwC = gatewayMac(topo, C);
+    let sport = 47500;
+    /** a datagram from C to B's address (routed to the veth): does it reach the namespace behind it? */
+    const reachesVeth = async () => {
+      const p = sport++;
+      const f = eth({ dst: gwC, src: C.mac, type: ETH_IP }, ipv4({ src: C.ip, dst: B.ip, proto: UDP }, udp({ src: C.ip, dst: B.ip, sport: p, dport: 5353 }, Buffer.from('C'))));
+      const seen = await capturedAt(B.ns, 'eth0', () => { sendFrames(C.ns, 'eth0', [f]); });
+      return seen.some((x) => x.dir === 'in' && x.sport === p);
+    };
+    try {
+      await d.call('upsertEndpoint', Z);
+      await d.call('applyFull', Z.id, [rule('ingress', idOf(A), TCP, 8080)], { ingress: true, egress: false });
+      const z = lookup('mb_endpoints', B.ifindex);
+      assert.equal(z?.epId, Z.id, 'B\'s veth is Z\'s');
+      assert.equal(lookup('mb_ep_ids', B.id), null, 'B\'s by-id entry went with its veth');
+      assert.equal(await reachesVeth(), false, 'C -> the veth: Z\'s default deny');
+      // B's policy changes: nothing of it may reach Z's veth
+      await d.call('applyFull', B.id, [], { ingress: false, egress: false });
+      assert.equal(await reachesVeth(), false, 'C -> the veth: still Z\'s default deny');
+      assert.deepEqual(lookup('mb_endpoints', B.ifindex), z, 'Z\'s config unchanged, its flags included');
+      assert.equal(lookup('mb_ep_ids', B.id), null, 'no by-id entry of B written');
+    } finally {
+      await d.call('removeEndpoint', Z.id);
+      await d.call('upsertEndpoint', { id: B.id, identity: idOf(B), ipv4: B.ip, ifname: B.hostIf, ifindex: B.ifindex, mac: B.mac });
+    }
+    assert.equal(lookup('mb_endpoints', B.ifindex)?.epId, B.id, 'B has its veth back');
+    assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex);
   });
 });
