@@ -142,7 +142,9 @@ export class EndpointMap {
       st.flags = flags;
       const k = encodeU32(st.ep.ifindex);
       const v = epMap.lookup(k);
-      if (v) {
+      // the veth's entry only while it is this endpoint's: another endpoint that took the veth over
+      // keeps its own bits, and this id gets no entry naming it (upsert writes both again)
+      if (v && decodeEpConfig(v).epId === id) {
         setEpConfigFlags(v, flags);
         epMap.update(k, v);
         this.loader.map('mb_ep_ids').update(encodeU32(id), v);
