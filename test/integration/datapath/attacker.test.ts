@@ -12,6 +12,7 @@ import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
+import { existsSync } from 'node:fs';
 import { BpfMap } from '../../../src/sys/bpf.ts';
 import { decodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
@@ -220,8 +221,9 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   // agent still knows the old endpoint) is that endpoint's. A policy change of the old endpoint
   // (its default-deny and no-policy bits) must not be written through that veth: it would give the
   // new endpoint the old one's bits (its default deny gone, its entries skipped) and the old id's
-  // by-id entry the new one's config, by which the source decides the old address's ingress.
-  it('a policy change of an endpoint whose veth another endpoint took over leaves the new one\'s config alone: its bits, and no by-id entry of the old id', async () => {
+  // by-id entry the new one's config, by which the source decides the old address's ingress. Nor
+  // may the old endpoint's removal take the veth's programs (pinned by the veth's name) with it.
+  it('an endpoint whose veth another endpoint took over leaves the new one alone: its policy change (no bits, no by-id entry of the old id), its removal (the veth stays enforced)', async () => {
     await reset();
     const lookup = (map: string, key: number): EpConfig | null => {
       const m = BpfMap.fromPin(`${node.pinRoot}/${map}`);
@@ -255,6 +257,11 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
       assert.equal(await reachesVeth(), false, 'C -> the veth: still Z\'s default deny');
       assert.deepEqual(lookup('mb_endpoints', B.ifindex), z, 'Z\'s config unchanged, its flags included');
       assert.equal(lookup('mb_ep_ids', B.id), null, 'no by-id entry of B written');
+      // B goes: the veth's programs (pinned by its name, which Z's are too) stay Z's
+      await d.call('removeEndpoint', B.id);
+      assert.equal(existsSync(`${node.pinRoot}/links/${B.hostIf}-egress`), true, 'the veth\'s to_container link is still pinned');
+      assert.equal(await reachesVeth(), false, 'C -> the veth: still Z\'s default deny once B is gone');
+      assert.deepEqual(lookup('mb_endpoints', B.ifindex), z, 'Z\'s config still there');
     } finally {
       await d.call('removeEndpoint', Z.id);
       await d.call('upsertEndpoint', { id: B.id, identity: idOf(B), ipv4: B.ip, ifname: B.hostIf, ifindex: B.ifindex, mac: B.mac });
