@@ -178,16 +178,21 @@ export class EndpointMap {
   }
 
   private unplug(ep: DatapathEndpoint): void {
-    for (const d of ['ingress', 'egress'] as const) {
-      const p = linkPinPath(this.pinRoot, ep.ifname, d);
-      const li = pinnedLinkInfo(p);
-      if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
+    const epMap = this.loader.map('mb_endpoints');
+    const v = epMap.lookup(encodeU32(ep.ifindex));
+    const holder = v ? decodeEpConfig(v).epId : undefined;
+    // the veth's programs (pinned by the veth's name) only while the veth is not another
+    // endpoint's: one that took it over enforces with them
+    if (holder === undefined || holder === ep.id) {
+      for (const d of ['ingress', 'egress'] as const) {
+        const p = linkPinPath(this.pinRoot, ep.ifname, d);
+        const li = pinnedLinkInfo(p);
+        if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
+      }
     }
     // the id entry before the veth's (the datapath delivers by the id entry alone)
     this.dropIdEntry(ep.id, ep.ifindex);
-    const epMap = this.loader.map('mb_endpoints');
-    const v = epMap.lookup(encodeU32(ep.ifindex));
-    if (v && decodeEpConfig(v).epId === ep.id) epMap.delete(encodeU32(ep.ifindex));
+    if (holder === ep.id) epMap.delete(encodeU32(ep.ifindex));
   }
 
   /** Deletes endpoint `id`'s mb_ep_ids entry if it names veth `ifindex`. */
