@@ -8,7 +8,8 @@
  * an mb_ep_ids entry names a veth whose mb_endpoints entry is the same endpoint's. An id's entry is
  * written after its veth's and deleted before it, and a veth whose ifindex another endpoint takes
  * over loses the old endpoint's id entry before its own entry changes hands; at load, id entries
- * that break it (a crash between writes) are removed.
+ * that break it (a crash between writes) are removed. Once another endpoint holds a veth, nothing of
+ * the old endpoint is written through it (flags) nor taken from it (its programs, on removal).
  */
 import { MembraneError } from '../../common/errors.ts';
 import { attachTcx, detachPinnedLink, pinnedLinkInfo, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
