@@ -14,7 +14,7 @@ import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
 import { existsSync } from 'node:fs';
 import { BpfMap } from '../../../src/sys/bpf.ts';
-import { decodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
+import { decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
@@ -47,6 +47,16 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   const find = (evs: DatapathEvent[], pred: (e: DatapathEvent) => boolean, what: string): DatapathEvent => node.find(evs, pred, what);
   const counter = async (name: string) => BigInt((await d.call<Record<string, string>>('counters'))[name]!);
 
+  /** An endpoint config in a pinned map (mb_endpoints by veth ifindex, mb_ep_ids by id). */
+  const lookup = (map: string, key: number): EpConfig | null => {
+    const m = BpfMap.fromPin(`${node.pinRoot}/${map}`);
+    try {
+      const v = m.lookup(encodeU32(key));
+      return v ? decodeEpConfig(v) : null;
+    } finally {
+      m.close();
+    }
+  };
   /**
    * Runs `fn` in routing mode tunnel with a real VXLAN device (external, UDP 8472) in the node
    * namespace, from_overlay on it, and the world's namespace as another node on the underlay (the
@@ -225,15 +235,6 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
   // may the old endpoint's removal take the veth's programs (pinned by the veth's name) with it.
   it('an endpoint whose veth another endpoint took over leaves the new one alone: its policy change (no bits, no by-id entry of the old id), its removal (the veth stays enforced)', async () => {
     await reset();
-    const lookup = (map: string, key: number): EpConfig | null => {
-      const m = BpfMap.fromPin(`${node.pinRoot}/${map}`);
-      try {
-        const v = m.lookup(encodeU32(key));
-        return v ? decodeEpConfig(v) : null;
-      } finally {
-        m.close();
-      }
-    };
     // Z on B's veth while B is still known: Z's ingress default deny, A on TCP 8080 only
     const Z = { id: 99, identity: 7099, ipv4: '10.250.7.99', ifname: B.hostIf, ifindex: B.ifindex, mac: B.mac };
     const gwC = gatewayMac(topo, C);
@@ -268,5 +269,27 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
     assert.equal(lookup('mb_endpoints', B.ifindex)?.epId, B.id, 'B has its veth back');
     assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex);
+  });
+
+  // peer_dest delivers by the mb_ep_ids entry alone, trusting that every id entry names a veth
+  // whose entry is the same endpoint's. A pinned state that breaks it (an older agent's, or a
+  // crash's) is repaired when an agent starts, before it writes anything else.
+  it('an agent that starts removes every by-id entry naming a veth that is not its endpoint\'s (peer_dest\'s one lookup relies on it)', async () => {
+    await reset();
+    // endpoint 77 claims B's veth in mb_ep_ids only, as the agent never writes it
+    const m = BpfMap.fromPin(`${node.pinRoot}/mb_ep_ids`);
+    try {
+      m.update(encodeU32(77), encodeEpConfig({ ifindex: B.ifindex, epId: 77, flags: 0, identity: 7077, ipv4: '10.250.7.77', mac: B.mac }));
+    } finally {
+      m.close();
+    }
+    assert.equal(lookup('mb_ep_ids', 77)?.ifindex, B.ifindex);
+    await d.close();
+    d = node.driver();
+    await d.call('start');
+    assert.equal(lookup('mb_ep_ids', 77), null, 'the stray by-id entry is gone at start');
+    assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex, 'B\'s own by-id entry is there');
+    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    assert.equal(ping(A.ns, B.ip), true, 'A -> B after the restart');
   });
 });
