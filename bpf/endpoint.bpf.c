@@ -1202,6 +1202,19 @@ static __always_inline __u32 dp_flags(void)
 #define WG_CB_VNI 0
 #endif
 
+/* The source of a packet that entered the node from outside (a network device, cilium_wg0, the
+ * tunnel) from its ipcache entry `v` (0: world). The node's own addresses are the host's in the
+ * ipcache, but the host's packets never enter that way, and the stack drops such a martian; the
+ * deliveries from these hooks do not pass the stack. Not the host (which allow-localhost lets into
+ * every endpoint): the world, as Cilium's resolve_srcid_ipv4 ignores the ipcache's host for what
+ * did not come from the host. */
+static __always_inline void remote_from_outside(struct remote *r, const struct ipcache_val *v)
+{
+	remote_from(r, v);
+	if (r->identity == IDENTITY_HOST)
+		r->identity = IDENTITY_WORLD;
+}
+
 /* The source checks of a packet entering the node on a network device (or cilium_wg0): rm gets
  * the source (the ipcache's identity, or `vni`, what wg_decap took off); 0, or the reason to drop
  * the packet. One home for from_network's path and its delivery (net_known). */
@@ -1209,7 +1222,7 @@ static __always_inline __u8 net_source_check(struct __sk_buff *skb, const struct
 {
 	/* one ipcache lookup: the source's identity and whether it may arrive here */
 	struct ipcache_val *sv = ipcache_lookup_fam(p->saddr, p->family);
-	remote_from(rm, sv);
+	remote_from_outside(rm, sv);
 #ifdef MB_L3_DEVICE
 	/* decapsulated by from_wireguard (vni, the source's identity, as from_overlay reads it): a
 	 * local endpoint's address as source is spoofed, any other is the VNI's */
@@ -1364,8 +1377,9 @@ static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *iden
 	if (h.p.is_icmp_err)
 		return TC_ACT_OK;
 	/* h.rm: the source as the endpoint's to_container resolves it, from the ipcache (not the
-	 * VNI: its traces and per-packet policy as before), from the lookup just made */
-	remote_from(&h.rm, sv);
+	 * VNI: its traces and per-packet policy as before), from the lookup just made; the node's own
+	 * address is the world's (remote_from_outside) */
+	remote_from_outside(&h.rm, sv);
 	r = net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
 	*ct_new = h.ct_new;
 	return r;

@@ -31,10 +31,12 @@ static __always_inline int tunnel_mode(void)
 	return conf && (conf->flags & DP_F_TUNNEL);
 }
 
-/* A packet a pod sends to the tunnel port (any destination): only nodes encapsulate. */
+/* A packet a pod sends to the tunnel port (any destination): only nodes encapsulate. A first
+ * fragment carries the UDP header and its datagram is reassembled whole where it goes; a later
+ * one has no ports of its own (its first's, which this dropped: 175). */
 static __always_inline int is_encap(const struct pkt *p)
 {
-	return p->proto == IPPROTO_UDP && p->dport == bpf_htons(TUNNEL_PORT) && !p->frag;
+	return p->proto == IPPROTO_UDP && p->dport == bpf_htons(TUNNEL_PORT) && p->frag != FRAG_LATER;
 }
 
 /* `addr` is a node's tunnel endpoint: its ipcache entry is a remote node naming itself. */

@@ -8,7 +8,8 @@
  * an mb_ep_ids entry names a veth whose mb_endpoints entry is the same endpoint's. An id's entry is
  * written after its veth's and deleted before it, and a veth whose ifindex another endpoint takes
  * over loses the old endpoint's id entry before its own entry changes hands; at load, id entries
- * that break it (a crash between writes) are removed.
+ * that break it (a crash between writes) are removed. Once another endpoint holds a veth, nothing of
+ * the old endpoint is written through it (flags) nor taken from it (its programs, on removal).
  */
 import { MembraneError } from '../../common/errors.ts';
 import { attachTcx, detachPinnedLink, pinnedLinkInfo, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
@@ -142,7 +143,9 @@ export class EndpointMap {
       st.flags = flags;
       const k = encodeU32(st.ep.ifindex);
       const v = epMap.lookup(k);
-      if (v) {
+      // the veth's entry only while it is this endpoint's: another endpoint that took the veth over
+      // keeps its own bits, and this id gets no entry naming it (upsert writes both again)
+      if (v && decodeEpConfig(v).epId === id) {
         setEpConfigFlags(v, flags);
         epMap.update(k, v);
         this.loader.map('mb_ep_ids').update(encodeU32(id), v);
@@ -176,16 +179,21 @@ export class EndpointMap {
   }
 
   private unplug(ep: DatapathEndpoint): void {
-    for (const d of ['ingress', 'egress'] as const) {
-      const p = linkPinPath(this.pinRoot, ep.ifname, d);
-      const li = pinnedLinkInfo(p);
-      if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
+    const epMap = this.loader.map('mb_endpoints');
+    const v = epMap.lookup(encodeU32(ep.ifindex));
+    const holder = v ? decodeEpConfig(v).epId : undefined;
+    // the veth's programs (pinned by the veth's name) only while the veth is not another
+    // endpoint's: one that took it over enforces with them
+    if (holder === undefined || holder === ep.id) {
+      for (const d of ['ingress', 'egress'] as const) {
+        const p = linkPinPath(this.pinRoot, ep.ifname, d);
+        const li = pinnedLinkInfo(p);
+        if (!li || li.ifindex === ep.ifindex || li.ifindex === 0) detachPinnedLink(p);
+      }
     }
     // the id entry before the veth's (the datapath delivers by the id entry alone)
     this.dropIdEntry(ep.id, ep.ifindex);
-    const epMap = this.loader.map('mb_endpoints');
-    const v = epMap.lookup(encodeU32(ep.ifindex));
-    if (v && decodeEpConfig(v).epId === ep.id) epMap.delete(encodeU32(ep.ifindex));
+    if (holder === ep.id) epMap.delete(encodeU32(ep.ifindex));
   }
 
   /** Deletes endpoint `id`'s mb_ep_ids entry if it names veth `ifindex`. */

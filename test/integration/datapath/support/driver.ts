@@ -80,7 +80,7 @@ const methods: Record<string, (...a: any[]) => unknown> = {
   policyDump: (id) => dp.policyDump(id),
   ipcacheDump: () => dp.ipcacheDump(),
   proxyListen: (port, slot, echo, host) => proxyListen(port, slot, echo, host),
-  attachNetworkDevice: (ifname) => dp.attachNetworkDevice(ifname),
+  attachNetworkDevice: (ifname, o) => dp.attachNetworkDevice(ifname, o ?? {}),
   attachOverlayDevice: (ifname) => dp.attachOverlayDevice(ifname),
   proxyRouting: (ipv6) => ensureProxyRouting({ ipv6: ipv6 === true }),
   upstreamEcho: (src, mark, ip, port) => upstreamEcho(src, mark, ip, port),
