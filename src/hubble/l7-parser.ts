@@ -414,14 +414,13 @@ class HttpCompact extends L7Compact {
   toFlow(): Flow {
     const http = this.record!.value;
     const isReq = !this.isReply;
+    const line = httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs);
     return l7Flow(
       this.timeMs, this.uuidHead + this.uuidLow.toString(16), this.emitter, this.verdict, this.ip,
       l7Layer4(false, this.srcPort, this.dstPort), this.source, this.destination, this.nodeName, NONE,
       isReq ? this.request! : responseL7(this.record!, this.latencyNs),
       this.direction, 0, this.isReply, DEFAULT_PROXY_PORTS.http, undefined,
-      this.sni === undefined ? httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs)
-        : httpLine(isReq, http.protocol, http.method, http.url, http.code, this.latencyNs) + interceptedSuffix(this.sni),
-      undefined,
+      this.sni === undefined ? line : line + interceptedSuffix(this.sni), undefined,
     );
   }
 }
