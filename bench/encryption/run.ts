@@ -48,7 +48,7 @@ import { hubbleMetricsText } from './hubble-metrics.ts';
 import { placeBenchPods } from './pods.ts';
 import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
-import { disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
+import { BpfMap, disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
 const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '' });
@@ -261,7 +261,16 @@ try {
   const PLAIN_TABLE = '2099';
   const plainRule = (cidr: string) => ['pref', '1000', 'to', cidr, 'lookup', PLAIN_TABLE];
   const peerOf = [{ ns: n1, cidr: '10.244.2.0/24', via: '192.0.2.2' }, { ns: n2, cidr: '10.244.1.0/24', via: '192.0.2.1' }];
+  /** the peers each node's from_container hands to cilium_wg0 itself (mb_wg_peers, kept by the
+   *  agent with its routes): a plain turn takes them out with the routes and puts them back after
+   *  (the agent writes only what it changes, so it leaves them to the bench meanwhile) */
+  const peerMaps = [1, 2].map((k) => BpfMap.fromPin(`/sys/fs/bpf/membrane/${lab}-node${k}/mb_wg_peers`));
+  let heldPeers: { m: BpfMap; k: Buffer; v: Buffer }[] | undefined;
   const plainRoutes = (on: boolean) => {
+    if (!on && heldPeers) {
+      for (const { m, k, v } of heldPeers) m.update(k, v);
+      heldPeers = undefined;
+    }
     for (const { ns, cidr, via } of peerOf) {
       if (MODE === 'tunnel') {
         // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
@@ -274,6 +283,10 @@ try {
       if (on) sh(ns, ['ip', 'route', 'replace', 'table', PLAIN_TABLE, cidr, 'via', via]);
       if (on && !has) sh(ns, ['ip', 'rule', 'add', ...plainRule(cidr)]);
       if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
+    }
+    if (on && !heldPeers) {
+      heldPeers = peerMaps.flatMap((m) => [...m.keys()].map((k) => ({ m, k, v: m.lookup(k)! })));
+      for (const { m, k } of heldPeers) m.delete(k);
     }
   };
   const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps };
