@@ -556,6 +556,43 @@ static __always_inline int local_socket_owns(struct __sk_buff *skb, const struct
 }
 
 #ifndef MB_L3_DEVICE
+/* The WireGuard peer a pod's IPv4 packet for `daddr` goes to, as Cilium's
+ * wg_maybe_redirect_to_encrypt decides it (the destination's ipcache entry and its node's key), no
+ * FIB lookup: a remote endpoint's entry names its node (tunnel endpoint), and that node is a peer
+ * this node sends through cilium_wg0 (mb_wg_peers) whose allowed IPs hold `daddr`: its pod CIDR,
+ * or its own InternalIP with node encryption (ENCRYPT_F_NODE). The network order InternalIP, or 0:
+ * a local endpoint, an address no ipcache entry puts behind a node (the world, a pod not known
+ * yet), a node without a key, the device down; the stack routes those as before (a keyed peer's
+ * pod CIDR through cilium_wg0, the rest to the underlay, where strict mode drops what it must). */
+static __always_inline __be32 wg_peer_for(__be32 daddr, __u32 flags)
+{
+	const struct ipcache_val *v = ipcache_lookup((const __u8 *)&daddr);
+	__be32 ep = 0;
+	if (!v || v->ep_id)
+		return 0;
+	__builtin_memcpy(&ep, v->tunnel_endpoint, 4);
+	if (!ep)
+		return 0;
+	const struct wg_peer *w = bpf_map_lookup_elem(&mb_wg_peers, &ep);
+	if (!w)
+		return 0;
+	if (daddr == ep)
+		return (flags & ENCRYPT_F_NODE) ? ep : 0;
+	return (daddr & w->pod_mask) == w->pod_net ? ep : 0;
+}
+
+/* The IPv4 packet of the hook's frame with `grow` bytes of encapsulation in front of it fits
+ * cilium_wg0 `wg` (an L3 device: its MTU is all of it); a GSO skb is segmented to the MTU on the
+ * way, as the stack's forwarding (and the FIB lookup's check this replaces) lets it through. A
+ * packet no longer than MB_MIN_MTU fits any device, decided without the helper's device lookup. */
+static __always_inline int wg_fits(struct __sk_buff *skb, __u32 wg, __s32 grow)
+{
+	if ((__s64)skb->len + grow <= ETH_HLEN + MB_MIN_MTU)
+		return 1;
+	__u32 mtu = 0;
+	return bpf_check_mtu(skb, wg, &mtu, grow - ETH_HLEN, 0) == BPF_MTU_CHK_RET_SUCCESS;
+}
+
 /* What wg_vxlan_redirect puts between a pod frame's link header and its IPv4 header: the outer
  * IPv4 and UDP headers, VXLAN's, and the inner frame's link header. */
 struct wg_vxlan_hdr {
@@ -569,40 +606,32 @@ _Static_assert(sizeof(struct wg_vxlan_hdr) == 50, "VXLAN's 50 bytes");
 
 /* Routing mode tunnel with WireGuard: the VXLAN of a judged pod packet (TTL already decremented)
  * for tunnel endpoint `ep`, made here and handed to cilium_wg0 `wg` directly, as the VXLAN device
- * would make it (outer IPv4 from this node's address to `ep`, UDP to 8472 with no checksum, the
- * sender's identity in the VNI, the pod frame's own link header inside) and the node would route
- * it: no trip through cilium_vxlan, its route lookup (a tunnel key defeats the route cache), the
- * host's output path and netfilter, ~6 µs a packet here. Only when the node routes the VXLAN into
- * cilium_wg0 (the FIB, with its rule `ipproto udp dport 8472 lookup 2005`, whose routes the agent
- * keeps for keyed peers only, and the address the route names as source): a peer without a key
- * keeps the VXLAN device's path to the underlay, where strict mode sees it. A GSO skb keeps its
- * segment size (cilium_wg0's MTU has VXLAN's 50 bytes on top of the pod's) and becomes a UDP
- * tunnel GSO skb, which cilium_wg0 segments as it segments the VXLAN device's. WG_VXLAN_NOT_HERE,
- * nothing changed, else the verdict (TC_ACT_SHOT: half rewritten, never passed on). */
-static __always_inline int wg_vxlan_redirect(struct __sk_buff *skb, __be32 ep, __u32 wg, __u32 identity)
+ * would make it (outer IPv4 from this node's InternalIP `src` to `ep`, UDP to 8472 with no
+ * checksum, the sender's identity in the VNI, the pod frame's own link header inside) and the node
+ * would route it: no trip through cilium_vxlan, its route lookup (a tunnel key defeats the route
+ * cache), the host's output path and netfilter, ~6 µs a packet here. Only for a keyed peer
+ * (mb_wg_peers, whose entries the agent keeps with the routes of table 2005 that its rule
+ * `ipproto udp dport 8472 lookup 2005` sends the VXLAN to: no FIB lookup) and a packet that fits
+ * cilium_wg0 with VXLAN's 50 bytes: a peer without a key keeps the VXLAN device's path to the
+ * underlay, where strict mode sees it. A GSO skb keeps its segment size (cilium_wg0's MTU has
+ * VXLAN's 50 bytes on top of the pod's) and becomes a UDP tunnel GSO skb, which cilium_wg0
+ * segments as it segments the VXLAN device's. WG_VXLAN_NOT_HERE, nothing changed, else the verdict
+ * (TC_ACT_SHOT: half rewritten, never passed on). */
+static __always_inline int wg_vxlan_redirect(struct __sk_buff *skb, __be32 ep, __u32 wg, __be32 src, __u32 identity)
 {
 	struct wg_vxlan_hdr h = {};
-	if (skb->protocol != bpf_htons(ETH_P_IP) || bpf_skb_load_bytes(skb, 0, &h.eth, sizeof(h.eth)))
+	if (skb->protocol != bpf_htons(ETH_P_IP) || !bpf_map_lookup_elem(&mb_wg_peers, &ep) ||
+	    !wg_fits(skb, wg, sizeof(h)) || bpf_skb_load_bytes(skb, 0, &h.eth, sizeof(h.eth)))
 		return WG_VXLAN_NOT_HERE;
 	/* the VXLAN device's source port: from the flow's hash, in the local port range */
 	const __u16 sport = 32768 + (__u16)(((__u64)bpf_get_hash_recalc(skb) * (61000 - 32768)) >> 32);
-	struct bpf_fib_lookup fib = {};
-	fib.family = 2; /* AF_INET */
-	fib.ifindex = skb->ifindex;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = bpf_htons(sport);
-	fib.dport = bpf_htons(TUNNEL_PORT);
-	fib.ipv4_dst = ep;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC) !=
-		    BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != wg || !fib.ipv4_src)
-		return WG_VXLAN_NOT_HERE;
 	const __u32 len = skb->len - ETH_HLEN + sizeof(h); /* the outer IPv4 packet */
 	h.ip.version = 4;
 	h.ip.ihl = 5;
 	h.ip.tot_len = bpf_htons(len > 0xffff ? 0xffff : len); /* a GSO skb's segments get their own */
 	h.ip.ttl = 64;
 	h.ip.protocol = IPPROTO_UDP;
-	h.ip.saddr = fib.ipv4_src;
+	h.ip.saddr = src;
 	h.ip.daddr = ep;
 	__u32 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)(void *)&h.ip, sizeof(h.ip), 0);
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -642,9 +671,9 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 	if (ipv4_dec_ttl(skb))
 		return TC_ACT_OK; /* the stack answers a TTL about to expire */
 #ifndef MB_L3_DEVICE
-	const __u32 wg = wg_tunnel_ifindex();
-	if (wg) {
-		const int r = wg_vxlan_redirect(skb, ep, wg, identity);
+	const struct encrypt_config *ec = encrypt_config();
+	if (ec && (ec->flags & ENCRYPT_F_TUNNEL) && ec->wg_ifindex && ec->node_ip) {
+		const int r = wg_vxlan_redirect(skb, ep, ec->wg_ifindex, ec->node_ip, identity);
 		if (r != WG_VXLAN_NOT_HERE)
 			return r;
 	}
@@ -654,7 +683,7 @@ static __noinline int tunnel_redirect(struct __sk_buff *skb, const struct pkt *p
 
 #ifndef MB_L3_DEVICE
 /* The FIB lookup the host's forwarding would make for the IPv4 packet `ip` arriving on the hook's
- * device (native_redirect's and wg_out's one setup). */
+ * device (native_redirect's). */
 static __always_inline long fib4_lookup(struct __sk_buff *skb, const struct iphdr *ip, struct bpf_fib_lookup *fib,
 					__u32 flags)
 {
@@ -1020,24 +1049,27 @@ static __always_inline struct ep_config *local_dest(const struct pkt *p)
 }
 
 #ifndef MB_L3_DEVICE
-/* Native routing with WireGuard: a pod's packet that the node routes into cilium_wg0 is handed
- * to the device from here (Cilium's BPF host routing: a FIB lookup, then a redirect), not
- * forwarded by the host stack. The FIB decides as the stack would (policy rules, the routes the
- * agent keeps per keyed peer; a peer without a key routes to the underlay, where strict mode
- * sees it); packets for a proxy (marked), fragments, a TTL about to expire, and replies that
+/* Native routing with WireGuard: a pod's packet for a keyed peer is handed to cilium_wg0 from here
+ * (Cilium's wg_maybe_redirect_to_encrypt: the ipcache and the peer's key decide, wg_peer_for, no
+ * FIB lookup), not forwarded by the host stack. What the agent keeps in mb_wg_peers follows the
+ * routes it keeps through cilium_wg0 per keyed peer, so this sends there exactly what the node
+ * would route there; the rest (a peer without a key, an address not known as a remote pod, the
+ * world) keeps the stack's way, to the underlay, where strict mode sees it. Packets for a proxy
+ * (marked), fragments, a TTL about to expire, a packet too big for the device, and replies that
  * belong to a local transparent socket (the ingress proxy's upstream connection, bound to the
  * remote client's address) stay with the stack. */
 static __noinline int wg_out(struct __sk_buff *skb, int sk_check)
 {
-	const __u32 wg = wg_out_ifindex();
-	if (!wg || (skb->mark & MARK_MAGIC_MASK) || skb->protocol != bpf_htons(ETH_P_IP))
+	const struct encrypt_config *c = encrypt_config();
+	if (!c || !c->wg_ifindex || (c->flags & ENCRYPT_F_TUNNEL) || (skb->mark & MARK_MAGIC_MASK) ||
+	    skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
+	const __u32 wg = c->wg_ifindex, flags = c->flags;
 	struct iphdr ip;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ttl <= 1 ||
 	    (ip.frag_off & bpf_htons(0x3fff)))
 		return TC_ACT_OK;
-	struct bpf_fib_lookup fib;
-	if (fib4_lookup(skb, &ip, &fib, BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != wg)
+	if (!wg_peer_for(ip.daddr, flags) || !wg_fits(skb, wg, 0))
 		return TC_ACT_OK;
 	/* only where a socket of the node may own the connection (handle's sk_check: a new one, an
 	 * ICMP error, a proxy's); conntrack says the rest are the pod's and its peer's, as for the

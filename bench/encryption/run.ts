@@ -33,9 +33,16 @@
 // --bpf-stats on: kernel BPF run-time stats on (they cost every program run two clock reads, so
 // not by default): per TCP_CRR turn of the membrane paths, on stderr, each program's runs and ns
 // per connection (both nodes) and the monitor events written / over budget per connection.
+// --ab stats|handoff: a same-lab A/B of membrane's encrypted path, the thing under test flipped
+// between turns (A and B alternate in turns of 1 s, order rotated, as the paths do), so that 1-3 %
+// changes are resolved where two runs (two labs, two sittings) swing by ~0.1: stats, B turns with
+// the kernel's BPF run-time stats held on by the bench (their cost; the agent leaves them off);
+// handoff, B turns with every node's mb_wg_peers emptied (the stack's forwarding into cilium_wg0
+// instead of from_container's hand-off). Only the two membrane paths run; per round B/A of rates
+// and of the machine's CPU per unit, on stdout; never --append (a tool, not the bench's record).
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -48,14 +55,20 @@ import { hubbleMetricsText } from './hubble-metrics.ts';
 import { placeBenchPods } from './pods.ts';
 import { cpuBusyUs, median, reportResults } from '../support.ts';
 import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand, type Measure } from '../tcp-suite.ts';
-import { disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
+import { BpfMap, disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
-type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain';
-const CFGS: Cfg[] = ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
+type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
+/** --ab: what B turns flip (A: membrane-wg as it is) */
+const AB = opt.own.ab;
+if (AB && AB !== 'stats' && AB !== 'handoff') throw new Error(`--ab: stats or handoff, got ${AB}`);
+if (AB && opt.append) throw new Error('--ab measures one change in one lab: its numbers are not the bench\'s record (no --append)');
+const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
+/** a path through membrane's cilium_wg0 (A or B) */
+const encrypted = (cfg: Cfg) => cfg === 'membrane-wg' || cfg === 'membrane-wg-b';
 /** --perf DIR: `perf record -g` of each path's wireguard-go pair (both nodes) during its stream
  *  rounds, one perf.data per path in DIR (where the kernel work in their context goes) */
 const PERF_DIR = opt.own.perf;
@@ -261,7 +274,31 @@ try {
   const PLAIN_TABLE = '2099';
   const plainRule = (cidr: string) => ['pref', '1000', 'to', cidr, 'lookup', PLAIN_TABLE];
   const peerOf = [{ ns: n1, cidr: '10.244.2.0/24', via: '192.0.2.2' }, { ns: n2, cidr: '10.244.1.0/24', via: '192.0.2.1' }];
+  /** the peers each node's from_container hands to cilium_wg0 itself (mb_wg_peers, kept by the
+   *  agent with its routes): a plain turn takes them out with the routes and puts them back after
+   *  (the agent writes only what it changes, so it leaves them to the bench meanwhile) */
+  const peerMaps = [1, 2].map((k) => BpfMap.fromPin(`/sys/fs/bpf/membrane/${lab}-node${k}/mb_wg_peers`));
+  let heldPeers: { m: BpfMap; k: Buffer; v: Buffer }[] | undefined;
+  const holdPeers = (on: boolean) => {
+    if (!on && heldPeers) {
+      for (const { m, k, v } of heldPeers) m.update(k, v);
+      heldPeers = undefined;
+    }
+    if (on && !heldPeers) {
+      heldPeers = peerMaps.flatMap((m) => [...m.keys()].map((k) => ({ m, k, v: m.lookup(k)! })));
+      for (const { m, k } of heldPeers) m.delete(k);
+    }
+  };
+  /** --ab: B's flip on or off (before each turn) */
+  let abOn = false;
+  const abFlip = (on: boolean) => {
+    if (on === abOn) return;
+    abOn = on;
+    if (AB === 'stats') { if (on) enableRunTimeStats(); else disableRunTimeStats(); }
+    else if (AB === 'handoff') holdPeers(on);
+  };
   const plainRoutes = (on: boolean) => {
+    if (!on && !abOn) holdPeers(false); // --ab handoff's B turns hold them themselves
     for (const { ns, cidr, via } of peerOf) {
       if (MODE === 'tunnel') {
         // the agent re-checks its routes, not this rule: without it VXLAN takes the underlay route
@@ -275,10 +312,12 @@ try {
       if (on && !has) sh(ns, ['ip', 'rule', 'add', ...plainRule(cidr)]);
       if (!on && has) sh(ns, ['ip', 'rule', 'del', ...plainRule(cidr)]);
     }
+    if (on) holdPeers(true);
   };
-  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps, 'membrane-wg-b': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
     'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
+    'membrane-wg-b': { ns: pc, ip: serverIp },
   };
 
   // CPU accounting: utime+stime in clock ticks (100 Hz) of a path's wireguard-go pair and of the agents
@@ -354,9 +393,9 @@ try {
   /** tunnel routing, membrane's encrypted path: skbs node1's cilium_vxlan sent (one per GSO packet,
    *  each a trip through the host's output path and table 2005 to cilium_wg0, where it is
    *  segmented; ~0 since from_container makes the VXLAN and hands it to cilium_wg0 itself) */
-  const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && cfg === 'membrane-wg' ? linkTx('cilium_vxlan') : 0);
+  const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && encrypted(cfg) ? linkTx('cilium_vxlan') : 0);
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
-  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined };
+  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined, 'membrane-wg-b': 'cilium_wg0' };
   type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt' | 'vxlan' | 'cswch1' | 'ivcs1';
   const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt', 'vxlan', 'cswch1', 'ivcs1'];
   const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
@@ -375,7 +414,7 @@ try {
   const rr = (ns: string, ip: string, k: 'rr' | 'crr', secs: number) => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(secs)]).split(' ').map(Number) as [number, number];
   /** the iperf3 server of a path: membrane-plain has one of its own in the server pod, so that a
    *  plain turn right after an encrypted one never finds membrane-wg's server still finishing */
-  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202' };
+  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202', 'membrane-wg-b': '5201' };
   suite.spawnIn(ps, 1, ['iperf3', '-s', '-p', '5202']);
   await sleep(1000);
   /** what one turn of a path counts; a round sums its turns */
@@ -392,6 +431,7 @@ try {
   /** one turn of measure `k` on path `cfg` (TURN_SECS long): its counts, added to `acc` */
   const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string): Promise<void> => {
     plainRoutes(cfg === 'membrane-plain');
+    abFlip(cfg === 'membrane-wg-b');
     const { ns, ip } = target[cfg];
     const wg = wgPids(cfg);
     const tun = tunOfCfg[cfg];
@@ -444,7 +484,7 @@ try {
     const sent = wgTx() - tx0;
     if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain turn ${k}: ${sent} packets went through cilium_wg0`);
     // an encrypted turn that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
-    if (cfg === 'membrane-wg' && sent < units) throw new Error(`encrypted turn ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
+    if (encrypted(cfg) && sent < units) throw new Error(`encrypted turn ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
     acc.machine += machineBusy() - b0;
     acc.units += units;
     acc.ms += performance.now() - t0ms;
@@ -506,6 +546,24 @@ try {
     }
   }
   plainRoutes(false);
+  abFlip(false);
+  if (AB) {
+    // per round B/A: both ran in the same turns of the same lab, so a round's ratio is the A/B
+    const ratios = (f: (cfg: Cfg, i: number) => number) => Array.from({ length: opt.rounds }, (_, i) => f('membrane-wg-b', i) / f('membrane-wg', i));
+    const fmt = (xs: number[]) => `${median(xs).toFixed(3)} (${xs.map((x) => x.toFixed(3)).join(' / ')})`;
+    const what = AB === 'stats' ? 'B: kernel BPF run-time stats held on by the bench (A: as the agent leaves them)' : 'B: every node\'s mb_wg_peers emptied, pods\' packets forwarded into cilium_wg0 by the host stack (A: from_container hands them over)';
+    reportResults([
+      `## encryption A/B (${AB})${MODE === 'tunnel' ? ', routing mode tunnel' : ''}`, '',
+      `Command: \`${tcpCommand('encryption', opt, `${MODE === 'tunnel' ? ' --routing-mode tunnel' : ''} --ab ${AB}`)}\``, '',
+      `${runLine(startLoad)}; one lab, A and B alternating in turns of 1 s (order rotated); ${what}; load average ${loadavg()[0]!.toFixed(2)} at the end.`, '',
+      suite.table([{ head: 'A', cfg: 'membrane-wg' }, { head: 'B', cfg: 'membrane-wg-b' }, { head: 'B / A', ratio: ['membrane-wg-b', 'membrane-wg'] }]), '',
+      '| B / A per round (median, rounds) | rate | machine CPU per unit (both CPUs) | wireguard-go CPU per unit |',
+      '|---|---|---|---|',
+      ...MEASURES.map((k) => `| ${k} | ${fmt(ratios((c, i) => suite.results[c][k][i]!))} | ${fmt(ratios((c, i) => cpu[c].machine[k][i]!))} | ${fmt(ratios((c, i) => cpu[c].wg[k][i]!))} |`),
+    ], false);
+    cleanup(); // process.exit skips the finally
+    process.exit(0);
+  }
 
   const table = suite.table([
     { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'bare wireguard-go, via pod veths', cfg: 'wg-bare-pods' },

@@ -10,8 +10,11 @@
 
 #define ENCRYPT_F_STRICT 0x01
 /* Routing mode tunnel (VXLAN inside WireGuard): wg_ifindex is cilium_wg0's for from_container's
- * VXLAN encapsulation into it (wg_tunnel_ifindex), never native routing's hand-off (wg_out). */
+ * VXLAN encapsulation into it (wg_vxlan_redirect), never native routing's hand-off (wg_out). */
 #define ENCRYPT_F_TUNNEL 0x02
+/* --encryption-node: a remote node's own InternalIP is one of its peer's allowed IPs (the agent
+ * routes it through cilium_wg0, table 2005), so a pod's packet for it is handed over too */
+#define ENCRYPT_F_NODE 0x04
 /* Strict ingress (Cilium's --enable-encryption-strict-mode-ingress) is mb_config's
  * DP_F_STRICT_INGRESS (lib/maps.h): a pod's packet from another node must arrive decrypted.
  * Tunnel routing: from_overlay drops VXLAN that did not come out of cilium_wg0
@@ -26,6 +29,9 @@ struct encrypt_config {
 	/* cilium_wg0's ifindex, where from_container hands a pod's packet the node routes into
 	 * WireGuard (native routing), or its VXLAN (ENCRYPT_F_TUNNEL); 0: the host stack forwards it */
 	__u32 wg_ifindex;
+	/* this node's InternalIP (network order): the outer source of the VXLAN from_container makes
+	 * for cilium_wg0 (ENCRYPT_F_TUNNEL), the address its route into cilium_wg0 names */
+	__be32 node_ip;
 };
 
 struct {
@@ -35,6 +41,31 @@ struct {
 	__type(value, struct encrypt_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_encrypt SEC(".maps");
+
+/* Cilium's ipcache `key` (the destination's node has a WireGuard key): the peers this node sends
+ * through cilium_wg0, by InternalIP (the ipcache's tunnel endpoint, network order), each with what
+ * it may carry besides its InternalIP (its pod CIDR, its allowed IPs in native routing). The agent
+ * (src/agent/encryption.ts) keeps an entry exactly while wireguard-go has the peer with its key,
+ * the device is up and the node's routes go through it; a peer without a key has none, so its
+ * traffic takes the stack's path to the underlay, where strict mode drops it. */
+struct wg_peer {
+	__be32 pod_net;
+	__be32 pod_mask;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __be32);
+	__type(value, struct wg_peer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_wg_peers SEC(".maps");
+
+static __always_inline const struct encrypt_config *encrypt_config(void)
+{
+	__u32 z = 0;
+	return bpf_map_lookup_elem(&mb_encrypt, &z);
+}
 
 static __always_inline int strict_enabled(void)
 {
@@ -47,18 +78,8 @@ static __always_inline int strict_enabled(void)
  * routing; 0: no) */
 static __always_inline __u32 wg_out_ifindex(void)
 {
-	__u32 z = 0;
-	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
+	const struct encrypt_config *c = encrypt_config();
 	return c && !(c->flags & ENCRYPT_F_TUNNEL) ? c->wg_ifindex : 0;
-}
-
-/* Routing mode tunnel: cilium_wg0's ifindex when the endpoint's program may encapsulate a pod's
- * packet in VXLAN and hand it to cilium_wg0 itself (0: no) */
-static __always_inline __u32 wg_tunnel_ifindex(void)
-{
-	__u32 z = 0;
-	const struct encrypt_config *c = bpf_map_lookup_elem(&mb_encrypt, &z);
-	return c && (c->flags & ENCRYPT_F_TUNNEL) ? c->wg_ifindex : 0;
 }
 
 /* 1 when strict mode is on and both addresses are in the strict CIDR (Cilium's strict_allow

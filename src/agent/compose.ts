@@ -102,6 +102,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
     tunnel: config.routingMode === 'tunnel' && provider.overlayDevice !== undefined,
     enableIPv6: config.enableIPv6, strictIngress: config.encryptionStrictIngress,
     monitorAggregation: config.monitorAggregation, monitorIntervalS: config.monitorAggregationInterval,
+    runTimeStats: config.bpfRunTimeStats,
     ...(input.preloadedDatapath ? { preloaded: input.preloadedDatapath } : {}),
   });
   const { networks, workloads } = provider;
@@ -336,7 +337,7 @@ export async function composeNode(input: ComposeInput): Promise<NodeParts> {
       let dpState: StatusView['datapath'] = { state: 'Ok', mode: 'tcx (eBPF)', programs: 0 };
       try {
         const s = await datapath.stats();
-        dpState = { state: 'Ok', mode: 'tcx (eBPF)', programs: s.programs.length, message: `${s.policyEntries} policy entries, ${s.ctEntries} connections tracked` };
+        dpState = { state: 'Ok', mode: 'tcx (eBPF)', programs: s.programs.length, message: `${s.policyEntries} policy entries, ${s.ctEntries} connections tracked, BPF run-time stats ${s.runTimeStats ? 'on' : 'off (--bpf-run-time-stats)'}` };
       } catch (e) {
         dpState = { state: 'Failure', mode: 'tcx (eBPF)', programs: 0, message: (e as Error).message };
         errors.push(`datapath: ${(e as Error).message}`);

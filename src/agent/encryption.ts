@@ -67,6 +67,7 @@ const VXLAN_PORT = 8472;
 /** mb_encrypt's flags (bpf/lib/encrypt.h) */
 const ENCRYPT_F_STRICT = 0x01;
 const ENCRYPT_F_TUNNEL = 0x02;
+const ENCRYPT_F_NODE = 0x04;
 /** the table of routes into cilium_wg0 for node addresses (node encryption; VXLAN in tunnel mode) */
 const WG_TABLE = '2005';
 const CHECK_INTERVAL_MS = 1000;
@@ -174,6 +175,10 @@ export function createEncryption(o: EncryptionOptions) {
   let strictObj: BpfObject | undefined;
   let wgObj: BpfObject | undefined;
   let encryptMap: BpfMap | undefined;
+  /** mb_wg_peers (lib/encrypt.h): the keyed peers from_container hands packets to cilium_wg0 for */
+  let peersMap: BpfMap | undefined;
+  /** mb_wg_peers as written: InternalIP → its pod CIDR */
+  const peersWritten = new Map<string, string>();
   let attachedWgIfindex = 0;
 
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
@@ -195,10 +200,13 @@ export function createEncryption(o: EncryptionOptions) {
 
   async function routesFor(peers: (WireguardPeer & { node: string })[], up: boolean): Promise<void> {
     const keyed = new Map(peers.map((p) => [p.node, p]));
+    /** InternalIP → pod CIDR of the peers routed through cilium_wg0 now (mb_wg_peers follows) */
+    const through = new Map<string, string>();
     for (const n of nodes) {
       if (n.name === o.self.name || !n.podCidr) continue;
       await underlaySource(n);
       const want: 'wg' | 'plain' = up && keyed.has(n.name) ? 'wg' : 'plain';
+      if (want === 'wg') through.set(n.ip, n.podCidr);
       if (tunnel) {
         // pod CIDRs stay on cilium_vxlan; the VXLAN to the node's address goes through table 2005
         const dst = `${n.ip}/32`;
@@ -227,6 +235,26 @@ export function createEncryption(o: EncryptionOptions) {
       if (live.has(cidr)) continue;
       routed.delete(cidr);
       if (how === 'wg') await ip(['route', 'del', ...(tunnel ? ['table', WG_TABLE] : []), cidr, 'dev', WG_IFNAME]).catch(() => undefined);
+    }
+    syncPeersMap(through);
+  }
+
+  /** mb_wg_peers := `want` (InternalIP → pod CIDR): from_container hands a pod's packet to
+   *  cilium_wg0 itself only for these peers, each written after its routes through the device and
+   *  removed with them, so the datapath never sends a packet there that the node would not route
+   *  there (and what it does not send there the stack routes as before). */
+  function syncPeersMap(want: ReadonlyMap<string, string>): void {
+    if (!peersMap) return;
+    for (const [nodeIp, cidr] of want) {
+      if (peersWritten.get(nodeIp) === cidr) continue;
+      const { net, mask } = cidrParts(cidr);
+      peersMap.update(cidrParts(`${nodeIp}/32`).net, Buffer.concat([net, mask]));
+      peersWritten.set(nodeIp, cidr);
+    }
+    for (const nodeIp of [...peersWritten.keys()]) {
+      if (want.has(nodeIp)) continue;
+      peersMap.delete(cidrParts(`${nodeIp}/32`).net);
+      peersWritten.delete(nodeIp);
     }
   }
 
@@ -278,13 +306,14 @@ export function createEncryption(o: EncryptionOptions) {
    *  from_container hands pod packets the node routes into the tunnel (0: the stack); in tunnel
    *  routing (ENCRYPT_F_TUNNEL) their VXLAN, made by from_container, when the node routes it there */
   function writeEncryptConfig(wgIfindex: number): void {
-    const v = Buffer.alloc(16);
+    const v = Buffer.alloc(20);
     const { net, mask } = cidrParts(o.config.encryptionStrictModeCidr);
-    // ENCRYPT_F_STRICT, ENCRYPT_F_TUNNEL (strict ingress is the datapath's: mb_config DP_F_STRICT_INGRESS)
-    v.writeUInt32LE((o.config.encryptionStrict ? ENCRYPT_F_STRICT : 0) | (tunnel ? ENCRYPT_F_TUNNEL : 0), 0);
+    // ENCRYPT_F_STRICT, ENCRYPT_F_TUNNEL, ENCRYPT_F_NODE (strict ingress is the datapath's: mb_config DP_F_STRICT_INGRESS)
+    v.writeUInt32LE((o.config.encryptionStrict ? ENCRYPT_F_STRICT : 0) | (tunnel ? ENCRYPT_F_TUNNEL : 0) | (o.config.encryptionNode ? ENCRYPT_F_NODE : 0), 0);
     net.copy(v, 4);
     mask.copy(v, 8);
     v.writeUInt32LE(wgIfindex, 12);
+    cidrParts(`${o.self.ip}/32`).net.copy(v, 16);
     encryptMap?.update(Buffer.alloc(4), v);
   }
 
@@ -292,6 +321,11 @@ export function createEncryption(o: EncryptionOptions) {
     strictObj ??= BpfObject.load(join(o.bpfDir, 'encrypt.bpf.o'), o.pinRoot);
     encryptMap ??= strictObj.map('mb_encrypt');
     writeEncryptConfig(0);
+    if (!peersMap) {
+      // what an agent before this one wrote: the first reconcile writes the peers it routes now
+      peersMap = strictObj.map('mb_wg_peers');
+      peersMap.deleteMany([...peersMap.keys()]);
+    }
     if (!o.config.encryptionStrict) return;
     const prog = strictObj.program('to_network_strict');
     for (const dev of o.networkDevices) {

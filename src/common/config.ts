@@ -131,6 +131,12 @@ export interface MembraneConfig {
   monitorAggregation: 'medium' | 'low';
   /** Cilium's --monitor-aggregation-interval, in seconds: how often medium reports an active connection again */
   monitorAggregationInterval: number;
+  /**
+   * the kernel's BPF run-time stats (BPF_ENABLE_STATS) while the agent runs: each program's run
+   * count and time, at two clock reads per program run on every program of the machine; off by
+   * default, as Cilium leaves them (kernel.bpf_stats_enabled)
+   */
+  bpfRunTimeStats: boolean;
   /** transparent encryption between nodes (Cilium's --enable-wireguard / encryption.type): wireguard or disabled */
   encryption: 'disabled' | 'wireguard';
   /** node-to-node traffic through WireGuard too (Cilium's --encrypt-node) */
@@ -324,6 +330,11 @@ export const SETTINGS: readonly Setting[] = [
     help: "burst of each sender's event budget (Cilium's --bpf-events-default-burst-limit)", parse: wholeNumber(100_000_000),
   },
   {
+    name: 'bpfRunTimeStats', scope: 'agent', env: 'MEMBRANE_BPF_RUN_TIME_STATS', flag: '--bpf-run-time-stats', default: 'false',
+    help: "true: the kernel counts every BPF program's runs and run time while the agent runs (BPF_ENABLE_STATS; two clock reads per program run, on every program of the machine); off by default, as Cilium leaves kernel.bpf_stats_enabled",
+    parse: flag,
+  },
+  {
     name: 'monitorAggregation', scope: 'agent', env: 'MEMBRANE_MONITOR_AGGREGATION', flag: '--monitor-aggregation', default: 'medium',
     help: "which packets the datapath traces (Cilium's --monitor-aggregation): medium (also max, maximum, 3, 4) a connection's first packet, a SYN, FIN or RST new in its direction, every FIN and RST, its first reply, and a packet of a direction silent in Hubble for --monitor-aggregation-interval; low (also lowest, 1, 2) every packet where it leaves its endpoint or is delivered to one. Drops and policy verdicts are never aggregated. none (every packet also as it is received) is not implemented",
     parse(raw) {
@@ -434,6 +445,7 @@ export function buildConfig(input: { env?: Readonly<Record<string, string | unde
     enableIPv6: value('enableIPv6', false),
     monitorAggregation: value('monitorAggregation', 'medium'),
     monitorAggregationInterval: value('monitorAggregationInterval', 5),
+    bpfRunTimeStats: value('bpfRunTimeStats', false),
     podCidr: value('podCidr', undefined),
     devices: value('devices', undefined),
     nodeAddresses: value('nodeAddresses', undefined),

@@ -159,7 +159,7 @@ export class FakeDatapath implements Datapath {
   async stats(): Promise<DatapathStats> {
     let policyEntries = 0;
     for (const ms of this.policies.values()) policyEntries += ms.entries.size;
-    return { programs: [], eventsLost: this.eventsLost, policyEntries, ctEntries: 0 };
+    return { programs: [], runTimeStats: false, eventsLost: this.eventsLost, policyEntries, ctEntries: 0 };
   }
 }
 

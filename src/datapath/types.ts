@@ -109,6 +109,9 @@ export function copyEvent(ev: DatapathEvent): DatapathEvent {
 
 export interface DatapathStats {
   programs: { name: string; attachedTo: string; runCount: bigint; runTimeNs: bigint }[];
+  /** the kernel's BPF run-time stats are on by this datapath's setting (else runCount and
+   *  runTimeNs move only while another holder keeps them on) */
+  runTimeStats: boolean;
   /** events the datapath did not deliver: ring full, or the sender's event budget spent */
   eventsLost: bigint;
   policyEntries: number;

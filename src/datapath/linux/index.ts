@@ -76,6 +76,12 @@ export interface LinuxDatapathOptions {
    */
   strictIngress?: boolean;
   /**
+   * The kernel's BPF run-time stats on while the datapath runs (stats()' run counts and times; two
+   * clock reads per program run, on every program of the machine). Default false, as Cilium: the
+   * counts then only move while something else holds them on.
+   */
+  runTimeStats?: boolean;
+  /**
    * The object already loaded (its programs verified, its maps the pinned ones): a standby agent
    * loads it while it waits, so that a restart does not wait for the verifier (preloadObject).
    */
@@ -141,11 +147,13 @@ export class LinuxDatapath implements Datapath {
     this.endpoints.restore((id) => this.ct.ensureTables(id));
     this.lb.load();
     this.config.setFlag(DP_F_NO_SERVICES, this.lb.count() === 0);
-    try {
-      enableRunTimeStats();
-      this.statsEnabled = true;
-    } catch (e) {
-      this.log.warn({ subsys: 'datapath', err: String(e) }, 'BPF run-time stats unavailable');
+    if (this.opts.runTimeStats) {
+      try {
+        enableRunTimeStats();
+        this.statsEnabled = true;
+      } catch (e) {
+        this.log.warn({ subsys: 'datapath', err: String(e) }, 'BPF run-time stats unavailable');
+      }
     }
     this.events.start(timeOffsetNs);
     this.log.info({ subsys: 'datapath', pinRoot: this.opts.pinRoot, loadMs: Number(process.hrtime.bigint() - t0) / 1e6 }, 'datapath loaded');
@@ -343,6 +351,7 @@ export class LinuxDatapath implements Datapath {
           { name: 'to_overlay', attachedTo: `tcx-egress:${ov}`, runCount: oe.runCnt, runTimeNs: oe.runTimeNs },
         ] : []),
       ],
+      runTimeStats: this.statsEnabled,
       eventsLost: this.eventsLost(),
       policyEntries: this.policy.size(),
       ctEntries: this.ct.count(this.endpoints.knownIds()),

@@ -24,7 +24,7 @@ import { ACK, ETH_IP, SYN, TCP, UDP, eth, ipv4, tcp, udp, sendFrames } from '../
 import { podNetnsName, underlayMac, underlayNetnsName } from '../../../src/lab/names.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
 import { until } from '../../support/until.ts';
-import { tcpLocalPorts } from '../support/attack.ts';
+import { podNet, send, tcpLocalPorts } from '../support/attack.ts';
 
 const skip = skipUnless('root', 'etcd', 'wireguard');
 const NS = 'wg';
@@ -125,6 +125,62 @@ function txPackets(l: TestLab, node: string, dev: string): number {
   return (JSON.parse(execFileSync('ip', ['-n', `${l.name}-${node}`, '-j', '-s', 'link', 'show', dev], { encoding: 'utf8' })) as { stats64: { tx: { packets: number } } }[])[0]!.stats64.tx.packets;
 }
 
+/** UDP datagrams from `pod` (node1) to port 9 of each of `dsts`, three each, the payload
+ *  `${marker} ${dst}`: what the underlay capture must (or must not) see for that destination */
+async function udpFromPod(l: TestLab, pod: string, dsts: string[], marker: string): Promise<void> {
+  const r = await l.exec(NS, pod, [join(REPO, 'bin/node'), '-e',
+    "const d=require('dgram').createSocket('udp4');const m=process.argv[1];const ds=process.argv.slice(2);let n=0;for(const a of ds)for(let i=0;i<3;i++)d.send(`${m} ${a}`,9,a,()=>{if(++n===ds.length*3)d.close()})",
+    marker, ...dsts], 30_000);
+  assert.equal(r.code, 0, r.stderr);
+}
+/** the destinations of `dsts` whose marker crossed node1's underlay in plain text */
+const plainOf = (raw: Buffer, dsts: string[], marker: string) => dsts.filter((a) => raw.includes(Buffer.from(`${marker} ${a}`)));
+
+/**
+ * The attacker's view of from_container's hand-off to cilium_wg0 (the ipcache and the keyed-peer
+ * map decide it, no FIB lookup): whatever a pod on node1 puts in its addresses, nothing inside
+ * the strict CIDR leaves node1 in plain text. Destinations: the server pod, node2's router address
+ * (a node address inside node2's pod CIDR), an address of node2's pod CIDR no endpoint has (no
+ * ipcache entry), and, as the control that proves the capture sees a pod's UDP marker at all,
+ * node2's InternalIP (outside the strict CIDR, no node encryption: plain by design). Then frames
+ * the client puts on its own interface with forged sources (the intruder's address, a node2 pod's,
+ * node1's InternalIP, a world address) for the server: none leaves in plain text either.
+ */
+async function attackerMarkers(l: TestLab, ips: Record<string, string>): Promise<void> {
+  const inStrict = [ips[`${NS}/server`]!, '10.244.2.1', '10.244.2.200'];
+  const control = '192.0.2.2';
+  const marker = `WG-ATTACK-${process.pid}-${Date.now()}`;
+  const tx0 = txPackets(l, 'node1', 'cilium_wg0');
+  const cap = await captureUnderlay(l.name, 1, join(await l.dir, `attack-${Date.now()}.pcap`));
+  await udpFromPod(l, 'client', [...inStrict, control], marker);
+  const client = podNet(l, NS, 'client', ips[`${NS}/client`]!);
+  const server = ips[`${NS}/server`]!;
+  const forged = [ips[`${NS}/intruder`]!, '10.244.2.77', '192.0.2.1', '198.51.100.7'];
+  const frames = forged.map((src) => eth({ dst: client.gw, src: client.mac, type: ETH_IP },
+    ipv4({ src, dst: server, proto: UDP }, udp({ src, dst: server, sport: 40009, dport: 9 }, Buffer.from(`${marker} forged ${src}`)))));
+  assert.equal(send(client, [...frames, ...frames]), 2 * frames.length);
+  await new Promise((r) => setTimeout(r, 500));
+  const c = await cap.stop();
+  assert.deepEqual(plainOf(c.raw, [control], marker), [control], `the control (a pod's UDP to node2's InternalIP, plain by design) was not captured, so the capture proves nothing: ${c.tcpdump}`);
+  assert.deepEqual(plainOf(c.raw, inStrict, marker), [], 'a pod\'s marker inside the strict CIDR crossed the underlay in plain text');
+  assert.deepEqual(forged.filter((a) => c.raw.includes(Buffer.from(`${marker} forged ${a}`))), [], 'a frame with a forged source crossed the underlay in plain text');
+  // the server's and the router address's at least (tunnel routing: an address no ipcache entry
+  // puts behind a node goes to cilium_vxlan's own path, which may drop it)
+  assert.ok(txPackets(l, 'node1', 'cilium_wg0') - tx0 >= 6, 'the datagrams inside the strict CIDR did not go through cilium_wg0');
+}
+
+/** While node2 has no key (strict mode): UDP markers from the client to the server, node2's router
+ *  address and an address of node2's pod CIDR no endpoint has; none crosses the underlay in plain */
+async function keylessMarkers(l: TestLab, ips: Record<string, string>): Promise<void> {
+  const dsts = [ips[`${NS}/server`]!, '10.244.2.1', '10.244.2.200'];
+  const marker = `WG-KEYLESS-${process.pid}-${Date.now()}`;
+  const cap = await captureUnderlay(l.name, 1, join(await l.dir, `keyless-${Date.now()}.pcap`));
+  await udpFromPod(l, 'client', dsts, marker);
+  await new Promise((r) => setTimeout(r, 300));
+  const c = await cap.stop();
+  assert.deepEqual(plainOf(c.raw, dsts, marker), [], `a marker left node1 in plain text while node2 had no key: ${c.tcpdump}`);
+}
+
 test('pod traffic between the nodes skips both hosts\' forwarding: from_container hands it to cilium_wg0, from_wireguard into the pod', { skip }, async () => {
   const f0 = [forwarded(lab, 'node1'), forwarded(lab, 'node2')];
   const rx0 = rxPackets(lab, 'node2', 'cilium_wg0');
@@ -135,6 +191,10 @@ test('pod traffic between the nodes skips both hosts\' forwarding: from_containe
   assert.ok(rx >= 250, `node2's cilium_wg0 received ${rx} packets`);
   // a new connection's first packet crosses node2's host once (net_ingress decides it, to_container traces it)
   assert.ok(f[0]! <= 5 && f[1]! <= 5, `node1 forwarded ${f[0]}, node2 ${f[1]} of the ${rx} packets node2's cilium_wg0 received`);
+});
+
+test('native attacker: nothing a pod addresses inside the strict CIDR leaves in plain text (a router address, a pod CIDR address no endpoint has, forged sources); a node address outside it does (the control)', { skip }, async () => {
+  await attackerMarkers(lab, ip);
 });
 
 /** cilium_wg0's tun_flags and gro_flush_timeout on a node (sysfs of the node's namespace) */
@@ -244,6 +304,8 @@ test('keys: private 0600 in the state dir and never served or logged; public key
   }
   const st1 = await lab.ok(['status', '--node', 'node1']);
   const esc = keys.node1!.replace(/[+/]/g, (c) => `\\${c}`);
+  // the kernel's BPF run-time stats are the agent's opt-in (--bpf-run-time-stats), and status says so
+  assert.match(st1, /Datapath:.*BPF run-time stats off \(--bpf-run-time-stats\)/);
   assert.match(st1, new RegExp(`Encryption:\\s+Wireguard\\s+\\[NodeEncryption: Disabled, cilium_wg0 \\(Pubkey: ${esc}, Port: 51871, Peers: 1\\)\\]`));
   const wide = await lab.ok(['get', 'nodes', '-o', 'wide']);
   assert.match(wide, /WIREGUARD-PUBKEY/);
@@ -271,6 +333,7 @@ test('strict mode: while node2 has no key its pod traffic is dropped (UNENCRYPTE
   assert.equal(drop.traffic_direction, 'EGRESS');
   const m = execFileSync('ip', ['netns', 'exec', `${lab.name}-node1`, 'curl', '-s', 'http://127.0.0.1:9962/metrics'], { encoding: 'utf8' });
   assert.match(m, /cilium_drop_count_total\{reason="Traffic is unencrypted",direction="EGRESS"\} [1-9]/);
+  await keylessMarkers(lab, ip);
   // node2 publishes a key again (a rotation rewrites its entry): peers and routes follow within 5 s
   await lab.ok(['node', 'rotate-key', 'node2']);
   const t0 = Date.now();
@@ -281,18 +344,21 @@ test('strict mode: while node2 has no key its pod traffic is dropped (UNENCRYPTE
   assert.equal(ok.marker, false);
 });
 
-test('key rotation on both nodes keeps a long TCP connection alive', { skip }, async () => {
+test('key rotation on both nodes keeps a long TCP connection alive, and none of its lines crosses the underlay in plain text meanwhile', { skip }, async () => {
+  const rot = `WG-ROTATE-${process.pid}-${Date.now()}`;
+  const cap = await captureUnderlay(lab.name, 1, join(await lab.dir, `rotate-${Date.now()}.pcap`));
+  let captured = false;
   // a TCP echo in the server pod, and a client that sends a numbered line every 50 ms over one connection
   const server = lab.spawnIn(NS, 'server', [join(REPO, 'bin/node'), '-e',
     "require('net').createServer((s)=>s.pipe(s)).listen(9100,()=>console.log('listening'))"]);
   try {
     await until('echo listening', async () => (await lab.probe(NS, 'client', [`${ip[`${NS}/server`]}:9100/tcp`]))[`${ip[`${NS}/server`]}:9100/tcp`]);
     const client = lab.spawnIn(NS, 'client', [join(REPO, 'bin/node'), '-e', [
-      "const s=require('net').connect(9100,process.argv[1]);let n=0,got='';",
-      "s.on('connect',()=>{const t=setInterval(()=>{s.write(`line ${n++}\\n`);if(n>=200){clearInterval(t);setTimeout(()=>s.end(),1500);}},50);});",
+      "const s=require('net').connect(9100,process.argv[1]);const w=process.argv[2];let n=0,got='';",
+      "s.on('connect',()=>{const t=setInterval(()=>{s.write(`${w} ${n++}\\n`);if(n>=200){clearInterval(t);setTimeout(()=>s.end(),1500);}},50);});",
       "s.on('data',(d)=>got+=d);s.on('error',(e)=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});",
-      "s.on('close',()=>{console.log(JSON.stringify({sent:n,lines:got.split('\\n').filter(Boolean).length,ordered:got===Array.from({length:n},(_,i)=>`line ${i}\\n`).join('')}));});",
-    ].join(''), ip[`${NS}/server`]!]);
+      "s.on('close',()=>{console.log(JSON.stringify({sent:n,lines:got.split('\\n').filter(Boolean).length,ordered:got===Array.from({length:n},(_,i)=>`${w} ${i}\\n`).join('')}));});",
+    ].join(''), ip[`${NS}/server`]!, rot]);
     let out = '';
     client.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
     const done = new Promise((r) => client.on('exit', r));
@@ -307,8 +373,12 @@ test('key rotation on both nodes keeps a long TCP connection alive', { skip }, a
     const after1 = await encStatus(lab, 'node1');
     assert.notEqual(after1.publicKey, before1);
     assert.equal(after1.peers.length, 1);
+    const c = await cap.stop();
+    captured = true;
+    assert.equal(c.raw.includes(Buffer.from(rot)), false, 'a line crossed the underlay in plain text during the rotations');
   } finally {
     server.kill();
+    if (!captured) await cap.stop().catch(() => undefined);
   }
 });
 
@@ -423,6 +493,10 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.deepEqual(tunNapi(tlab, 'node2'), { napi: true, groFlushNs: 100_000 });
     assert.deepEqual(st.peers.map((p) => ({ node: p.node, allowedIps: p.allowedIps })), [{ node: 'node2', allowedIps: ['192.0.2.2/32'] }]);
     assert.match(await tlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Disabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
+  });
+
+  test('tunnel attacker: nothing a pod addresses inside the strict CIDR leaves in plain text (a router address, a pod CIDR address no endpoint has, forged sources); a node address outside it does (the control)', async () => {
+    await attackerMarkers(tlab, tip);
   });
 
   test('tunnel: a bulk upload reaches the server pod\'s TCP coalesced (GRO on cilium_wg0 merges the VXLAN datagrams), decapsulated by from_wireguard, not cilium_vxlan; node1\'s from_container made the VXLAN and handed it to cilium_wg0 itself', async () => {
@@ -546,6 +620,7 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
     assert.equal(drop.source?.pod_name, 'client');
     assert.equal(drop.destination?.pod_name, 'server');
     assert.equal(drop.traffic_direction, 'EGRESS');
+    await keylessMarkers(tlab, tip);
     await tlab.ok(['node', 'rotate-key', 'node2']);
     await until('node1 has node2 as a peer again', async () => (await encStatus(tlab, 'node1')).peers.length === 1, 5000);
     const ok = await capturedPost(tlab, tip[`${NS}/server`]!, `${marker}-2`);

@@ -12,6 +12,9 @@ test('config: defaults, then the environment, then flags', () => {
   assert.equal(d.otlpEndpoint, undefined);
   assert.deepEqual([d.bpfEventsDefaultRateLimit, d.bpfEventsDefaultBurstLimit], [1000, 1000], 'the per-sender event budget');
   assert.equal(buildConfig({ env: { MEMBRANE_BPF_EVENTS_DEFAULT_RATE_LIMIT: '0' } }).bpfEventsDefaultRateLimit, 0, '0: no limit');
+  assert.equal(d.bpfRunTimeStats, false, "the kernel's BPF run-time stats are off by default, as Cilium leaves them");
+  assert.equal(buildConfig({ env: { MEMBRANE_BPF_RUN_TIME_STATS: 'true' } }).bpfRunTimeStats, true);
+  assert.equal(buildConfig({ flags: { bpfRunTimeStats: true } }).bpfRunTimeStats, true);
   const e = buildConfig({ env: { MEMBRANE_LAB: 'x1', MEMBRANE_TOFQDNS_MIN_TTL: '30', MEMBRANE_DNS_PROXY_HOLD: '0', NO_COLOR: '' } });
   assert.equal(e.stateDir, '/run/membrane/x1', 'the state dir follows the lab name');
   assert.equal(e.tofqdnsMinTTL, 30);

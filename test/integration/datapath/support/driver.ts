@@ -13,7 +13,9 @@ import type { MapStateKey, MapStateEntry } from '../../../../src/policy/types.ts
 const pinRoot = process.argv[2]!;
 /** optional JSON LinuxDatapathOptions (e.g. {"eventRate":{"perSecond":0,"burst":0}}) */
 const extra = process.argv[3] ? JSON.parse(process.argv[3]) as Partial<LinuxDatapathOptions> : {};
-const dp = createLinuxDatapath({ ...extra, pinRoot });
+// the kernel's run-time stats on unless the options say otherwise: the datapath tests and
+// bench/datapath read each program's runs and time (the agent leaves them off by default)
+const dp = createLinuxDatapath({ runTimeStats: true, ...extra, pinRoot });
 const events: DatapathEvent[] = [];
 let unsub: (() => void) | null = null;
 const proxies: Server[] = [];
