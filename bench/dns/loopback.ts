@@ -101,7 +101,7 @@ const proxy = createDNSProxy({
   decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.bench.lab.'),
   onAnswer: () => null,
   // --feed: as the proxy process, whose feed bumps a revision on every change (none here)
-  ...(values.feed ? { revision: () => 1 } : {}),
+  ...(values.feed ? { revision: () => 1, recordsBorrowed: true } : {}),
   // a build whose proxy emits access records pays the flow build here, as older builds did inside the proxy
   emit: (x: unknown) => { if (sink) sink(x as AccessLogRecord); else if (!(x as { $typeName?: string }).$typeName) parseL7(x as AccessLogRecord); flows++; },
 });

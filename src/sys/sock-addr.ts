@@ -31,7 +31,7 @@ export interface SockAddr {
 
 const LIMIT = 65536;
 let nextKey = 1;
-/** IPv4 by its host-order u32; IPv6 by its last 48 bits (the interface id: a node's pods share the prefix), checked in full */
+/** IPv4 by its low 30 bits (the first byte checked), IPv6 by its last 48 bits folded to 30 (the interface id: a node's pods share the prefix), checked in full */
 const byV4 = new BoundedCache<number, SockAddr>(LIMIT);
 const byV6 = new BoundedCache<number, SockAddr>(LIMIT);
 const byText = new BoundedCache<string, SockAddr | null>(LIMIT);
@@ -45,15 +45,24 @@ function make(family: IpFamily, bytes: Buffer, ip?: string): SockAddr {
   return { ip, family, bytes, key: nextKey++ };
 }
 
+/**
+ * The caches' keys stay below 2^30 (V8's small integers): a key from all 32 bits (or 48) was a
+ * heap number per datagram from 64.0.0.0 up. So keys are shared, and a hit is checked in full.
+ */
+function v4Key(b: Buffer, off: number): number {
+  return ((b[off]! & 0x3f) << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!;
+}
 function v6Key(b: Buffer, off: number): number {
-  return b.readUInt16BE(off + 10) * 0x100000000 + b.readUInt32BE(off + 12);
+  return (((b[off + 10]! << 22) ^ (b[off + 11]! << 14)) + ((b[off + 12]! << 24) | (b[off + 13]! << 16) | (b[off + 14]! << 8) | b[off + 15]!)) & 0x3fffffff;
 }
 
 /** The address whose bytes are `b[off ..)` (4 or 16 of them, by family). */
 export function sockAddrAt(b: Buffer, off: number, family: IpFamily): SockAddr {
   if (family === 4) {
-    const v = b.readUInt32BE(off);
-    return byV4.get(v) ?? byV4.set(v, make(4, Buffer.from(b.subarray(off, off + 4))));
+    const k = v4Key(b, off);
+    const had = byV4.get(k);
+    if (had && had.bytes[0] === b[off]) return had;
+    return byV4.set(k, make(4, Buffer.from(b.subarray(off, off + 4))));
   }
   const k = v6Key(b, off);
   const had = byV6.get(k);

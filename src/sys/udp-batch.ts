@@ -38,13 +38,25 @@ const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
 const EAGAIN = 11, EINTR = 4;
 
-/** One native arena: its address (for the kernel) and a Buffer over it (for JS). */
-function arena(bytes: number): { ptr: bigint; buf: Buffer } {
+/**
+ * One native arena: its address (for the kernel), a Buffer over it (for JS) and 32-bit words over
+ * it (the header fields: every one of them 4-byte aligned). A word store is what the per-datagram
+ * fields take: Buffer's checked writers and a 64-bit split of a pointer held in a double cost
+ * ~0.4 µs per datagram between them.
+ */
+function arena(bytes: number): { ptr: bigint; buf: Buffer; u32: Uint32Array } {
   const p = koffi.alloc('uint8_t', bytes) as unknown;
   const ptr = koffi.address(p);
   const buf = Buffer.from(koffi.view(p, bytes));
   buf.fill(0);
-  return { ptr, buf };
+  return { ptr, buf, u32: new Uint32Array(buf.buffer, buf.byteOffset, bytes >>> 2) };
+}
+
+/** Words `w` and `w + 1` (little-endian, as on x86-64 and arm64) := `lo + off` over the 64-bit `hi:lo` (lo < 2^32, off < 2^31). */
+function put64(u32: Uint32Array, w: number, hi: number, lo: number, off: number): void {
+  const a = lo + off;
+  u32[w] = a; // the store keeps the low 32 bits
+  u32[w + 1] = a > 0xffffffff ? hi + 1 : hi;
 }
 
 /** Writes a 64-bit address or size held in a Number (user-space addresses are < 2^53): no BigInt per call. */
@@ -80,6 +92,7 @@ export class RecvBatch {
   readonly data: Buffer;
   private readonly ptr: bigint;
   private readonly hdr: Buffer;
+  private readonly u32: Uint32Array;
   private readonly names: number;
   private readonly dataOff: number;
   /** slots the last recv filled */
@@ -99,6 +112,7 @@ export class RecvBatch {
     const base = Number(a.ptr);
     this.hdr = a.buf;
     this.data = a.buf;
+    this.u32 = a.u32;
     for (let i = 0; i < capacity; i++) {
       const h = i * M;
       write64(a.buf, h + O_NAME, base + this.names + i * SA);
@@ -115,11 +129,11 @@ export class RecvBatch {
    * error (e.g. ECONNREFUSED on a connected socket) reads as -errno.
    */
   recv(fd: number): number {
-    const b = this.hdr;
+    const w = this.u32;
     // only the slots the last call filled were changed by the kernel (namelen, flags)
     for (let i = 0; i < this.filled; i++) {
-      b.writeUInt32LE(SA, i * M + O_NAMELEN);
-      b.writeInt32LE(0, i * M + O_FLAGS);
+      w[(i * M + O_NAMELEN) >>> 2] = SA;
+      w[(i * M + O_FLAGS) >>> 2] = 0;
     }
     this.filled = 0;
     for (;;) {
@@ -134,8 +148,8 @@ export class RecvBatch {
 
   offset(i: number): number { return this.dataOff + i * this.slotBytes; }
   /** bytes of datagram i held in its slot (≤ slotBytes) */
-  length(i: number): number { return this.hdr.readUInt32LE(i * M + O_LEN); }
-  truncated(i: number): boolean { return (this.hdr.readInt32LE(i * M + O_FLAGS) & MSG_TRUNC) !== 0; }
+  length(i: number): number { return this.u32[(i * M + O_LEN) >>> 2]!; }
+  truncated(i: number): boolean { return (this.u32[(i * M + O_FLAGS) >>> 2]! & MSG_TRUNC) !== 0; }
   /** source address of datagram i (undefined when neither AF_INET nor AF_INET6) */
   source(i: number): SockAddr | undefined {
     const o = this.names + i * SA;
@@ -156,7 +170,10 @@ export class SendBatch {
   /** the bytes of a pushed datagram go to `data[off .. off + len)` (off returned by push) */
   readonly data: Buffer;
   private readonly ptr: bigint;
-  private readonly base: number;
+  private readonly u32: Uint32Array;
+  /** the arena's address in two 32-bit halves */
+  private readonly baseHi: number;
+  private readonly baseLo: number;
   private readonly iovs: number;
   private readonly names: number;
   private readonly dataOff: number;
@@ -180,8 +197,10 @@ export class SendBatch {
     this.dataEnd = this.dataOff + bytes;
     const a = arena(this.dataEnd);
     this.ptr = a.ptr;
-    this.base = Number(a.ptr);
-    const base = this.base;
+    const base = Number(a.ptr);
+    this.baseHi = Math.floor(base / 0x100000000);
+    this.baseLo = base % 0x100000000;
+    this.u32 = a.u32;
     this.data = a.buf;
     for (let i = 0; i < capacity; i++) {
       const h = i * M;
@@ -198,30 +217,35 @@ export class SendBatch {
     if (this.n === this.capacity || this.dataOff + this.used + len > this.dataEnd) this.flush();
     const i = this.n++;
     const b = this.data;
+    const w = this.u32;
     const h = i * M;
     const off = this.dataOff + this.used;
     this.used += len;
-    const iov = this.iovs + i * IOV;
-    write64(b, iov, this.base + off);
-    write64(b, iov + 8, len);
+    const iov = (this.iovs + i * IOV) >>> 2;
+    put64(w, iov, this.baseHi, this.baseLo, off);
+    w[iov + 2] = len;
+    w[iov + 3] = 0;
     if (to === null) {
-      write64(b, h + O_NAME, 0);
-      b.writeUInt32LE(0, h + O_NAMELEN);
+      w[(h + O_NAME) >>> 2] = 0;
+      w[((h + O_NAME) >>> 2) + 1] = 0;
+      w[(h + O_NAMELEN) >>> 2] = 0;
     } else {
       const sa = this.names + i * SA;
-      b.writeUInt16BE(port, sa + 2);
+      // family (host order) then port (network order): one word
+      const p = ((port & 0xff) << 8) | (port >>> 8);
+      const ab = to.bytes;
       if (to.family === 4) {
-        b.writeUInt16LE(AF_INET, sa);
-        to.bytes.copy(b, sa + 4);
-        b.writeUInt32LE(SA4, h + O_NAMELEN);
+        w[sa >>> 2] = AF_INET | (p << 16);
+        b[sa + 4] = ab[0]!; b[sa + 5] = ab[1]!; b[sa + 6] = ab[2]!; b[sa + 7] = ab[3]!;
+        w[(h + O_NAMELEN) >>> 2] = SA4;
       } else {
-        b.writeUInt16LE(AF_INET6, sa);
-        b.writeUInt32LE(0, sa + 4); // flowinfo
-        to.bytes.copy(b, sa + 8);
-        b.writeUInt32LE(0, sa + 24); // scope id
-        b.writeUInt32LE(SA, h + O_NAMELEN);
+        w[sa >>> 2] = AF_INET6 | (p << 16);
+        w[(sa + 4) >>> 2] = 0; // flowinfo
+        ab.copy(b, sa + 8);
+        w[(sa + 24) >>> 2] = 0; // scope id
+        w[(h + O_NAMELEN) >>> 2] = SA;
       }
-      write64(b, h + O_NAME, this.base + sa);
+      put64(w, (h + O_NAME) >>> 2, this.baseHi, this.baseLo, sa);
     }
     return off;
   }

@@ -86,6 +86,14 @@ export interface DNSProxyDeps {
   onAnswer(endpointId: number, qname: string, ips: string[], ttl: number): Promise<void> | null;
   /** each query's and answer's access record (the agent hands them to Hubble's L7 parser) */
   emit(rec: DnsAccessRecord): void;
+  /**
+   * emit reads each record during the call and keeps nothing of it but arrays it is handed
+   * (qtypes, ips, cnames, rrtypes: never changed once in a record) and the client peer's identity
+   * (the feed pairs a query's request and response records by that object): the proxy then
+   * refills the records it emitted, and a query's client peer once its response record was
+   * emitted, instead of making them per query. The proxy process's feed reads so.
+   */
+  recordsBorrowed?: boolean;
   /** `tofqdns-dns-reject-response-code`: refused (default) or nameError. */
   rejectResponseCode?: 'refused' | 'nameError';
   /** Longest hold of an answer waiting for the datapath (ms, default 2000): then it is released. */
@@ -133,18 +141,59 @@ interface Pending {
   ep: DNSProxyEndpoint;
   qname: string;
   qtypes: string[];
-  /** the request record's peers, reused by the response record (same query, moments later) */
+  /**
+   * the request record's peers, reused by the response record (same query, moments later); with
+   * recordsBorrowed the client peer is the Pending's own, refilled for its next query
+   */
   client: AccessPeer;
   server: AccessPeer;
   /** performance.now() when the query came (a double, refilled in place: no BigInt per query) */
   t0: number;
-  /** ms: the upstream must have answered by then (swept, not one timer per query) */
+  /** performance.now() by which the upstream must have answered (swept, not one timer per query) */
   deadline: number;
   /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
   flags: number;
   question: Question;
   /** false once a closure may still hold it (the first sends before the upstream socket is ready): never reused */
   reusable: boolean;
+}
+
+/**
+ * A list that keeps its backing store: Array's `length = 0` (and pop past half) gives the store
+ * back and the next pushes grow it again, an allocation per handler on the datagram path.
+ */
+class Slots<T> {
+  readonly #a: (T | undefined)[] = [];
+  n = 0;
+  push(x: T): void { this.#a[this.n++] = x; }
+  pop(): T | undefined {
+    if (this.n === 0) return undefined;
+    const x = this.#a[--this.n];
+    this.#a[this.n] = undefined;
+    return x;
+  }
+  at(i: number): T { return this.#a[i]!; }
+  /** empties it, dropping the references */
+  clear(): void {
+    this.#a.fill(undefined, 0, this.n);
+    this.n = 0;
+  }
+}
+
+/** The facts of the answer in hand (answerFactsAt's scratch): read before the next answer, copied by a held one. */
+const FACTS: AnswerFacts = { id: 0, rcode: 0, ips: [], ttl: 0, cnames: [], rrtypes: [] };
+
+/** The qtypes of a record without a question (shared: records' lists are read only). */
+const NO_TYPES = Object.freeze([]) as unknown as string[];
+
+/**
+ * Epoch ms now, as a record's time: performance.now() from an anchor the sweep sets again from
+ * the wall clock every 250 ms (Date.now() returns a new heap number per call; performance.now()
+ * does not).
+ */
+let epochAnchor = Date.now() - performance.now();
+function epochMs(): number {
+  return epochAnchor + performance.now();
 }
 
 /** ns since `t0` (performance.now()), as a record's latency */
@@ -203,39 +252,45 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   /**
    * Pendings whose answer went out at once (or failed to decode), for the next queries: a steady
    * stream reuses them instead of making one per query. Only objects nothing else holds come
-   * back (a record takes its values, never the Pending; a held answer's closures keep theirs).
+   * back (a record takes its values, never the Pending; a held answer's closures keep theirs),
+   * and only once the records of their query were emitted (`spent` until flushAll): a borrowed
+   * record still queued reads its Pending's client peer.
    */
-  const freePending: Pending[] = [];
+  const freePending = new Slots<Pending>();
+  const spent = new Slots<Pending>();
   function recycle(p: Pending): void {
-    if (p.reusable && freePending.length < 4096) freePending.push(p);
+    if (p.reusable) spent.push(p);
   }
+  const borrowed = deps.recordsBorrowed === true;
+  /** records emitted to a borrowing sink, refilled for the next ones */
+  const freeRecords = new Slots<DnsAccessRecord>();
   let nextId = (Math.random() * 65536) | 0;
   // Batched datagram I/O: queries land in `queries`, answers in `answers` (64 KiB slots: no UDP
   // answer is ever cut); each is read and judged before the next drain reuses the arena.
   const queries: Drain = { batch: new RecvBatch(64, 4096), empty: 0, skipped: 0 };
   const answers: Drain = { batch: new RecvBatch(32, 65536), empty: 0, skipped: 0 };
   /** send batches with queued datagrams, flushed once per handler (a microtask) */
-  const dirty: SendBatch[] = [];
+  const dirty = new Slots<SendBatch>();
   /**
    * Access records of the same handler, handed over after its datagrams left: the record work
    * (encoding, the feed) is off the path of a query and of its answer (at one query outstanding
    * it came before each send). In order: a query's request record before its response record.
    */
-  let records: DnsAccessRecord[] = [];
-  let spare: DnsAccessRecord[] = [];
+  const records = new Slots<DnsAccessRecord>();
   let flushQueued = false;
   const flushAll = (): void => {
     flushQueued = false;
-    for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
-    dirty.length = 0;
-    if (!records.length) return;
-    const recs = records;
-    records = spare;
-    for (let i = 0; i < recs.length; i++) {
-      try { deps.emit(recs[i]!); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+    for (let i = 0; i < dirty.n; i++) dirty.at(i).flush();
+    dirty.clear();
+    // records.n is read each turn: a record emitted meanwhile goes in this flush too
+    for (let i = 0; i < records.n; i++) {
+      const r = records.at(i);
+      try { deps.emit(r); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'access record'); }
+      if (borrowed && freeRecords.n < 4096) freeRecords.push(r);
     }
-    recs.length = 0;
-    spare = recs;
+    records.clear();
+    for (let i = 0; i < spent.n; i++) if (freePending.n < 4096) freePending.push(spent.at(i));
+    spent.clear();
   };
   function flushSoon(): void {
     if (!flushQueued) {
@@ -267,6 +322,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const x = peerInfo(ip);
     return { ip, port: p, identity: x.identity, endpoint: x.endpoint, labels: x.labels };
   }
+  /** A query's client peer: with a borrowing sink a reused Pending's own, refilled; else a new one. */
+  function clientPeer(p: Pending | undefined, ip: string, port: number): AccessPeer {
+    if (!borrowed || p === undefined) return peer(ip, port);
+    const x = peerInfo(ip);
+    const c = p.client;
+    c.ip = ip; c.port = port; c.identity = x.identity; c.endpoint = x.endpoint; c.labels = x.labels;
+    return c;
+  }
   /**
    * A question's last verdict (per endpoint and server identity) while deps.revision() stays the
    * same, kept with the interned question (wire.ts queryAt): a steady stream of known names
@@ -294,14 +357,29 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     return serverPeers.get(ip) ?? serverPeers.set(ip, peer(ip, 53));
   }
 
+  /**
+   * A record of the one DNS shape (every key; the answer's fields undefined until the caller
+   * sets them), its common fields filled and its time now: with a borrowing sink one it was
+   * lent before, else a new object.
+   */
+  function record(type: DnsAccessRecord['type'], client: AccessPeer, server: AccessPeer, transport: DnsAccessRecord['transport'], query: string, qtypes: string[], verdict: DnsAccessRecord['verdict']): DnsAccessRecord {
+    const r = freeRecords.pop();
+    if (r === undefined) {
+      return { l7: 'dns', type, direction: 'egress', timeMs: epochMs(), client, server, transport, query, qtypes, verdict, rcode: undefined, ips: undefined, ttl: undefined, cnames: undefined, rrtypes: undefined, latencyNs: undefined, reason: undefined };
+    }
+    r.type = type; r.timeMs = epochMs(); r.client = client; r.server = server; r.transport = transport; r.query = query; r.qtypes = qtypes; r.verdict = verdict;
+    r.rcode = undefined; r.ips = undefined; r.ttl = undefined; r.cnames = undefined; r.rrtypes = undefined; r.latencyNs = undefined; r.reason = undefined;
+    return r;
+  }
   /** Hands a record over once the handler's datagrams left (flushAll). */
   function emit(rec: DnsAccessRecord): void {
     records.push(rec);
     flushSoon();
   }
-  /** emit() of a record completed here (DNS over TCP: not a per-datagram path) */
-  function emitPart(r: Omit<DnsAccessRecord, 'l7' | 'direction' | 'timeMs'>): void {
-    emit({ l7: 'dns', direction: 'egress', timeMs: Date.now(), ...r });
+  /** A response record's answer: its rcode, facts and latency. */
+  function answered(r: DnsAccessRecord, rcode: number, ips: string[], ttl: number, cnames: string[], rrtypes: string[], latencyNs: bigint): DnsAccessRecord {
+    r.rcode = rcode; r.ips = ips; r.ttl = ttl; r.cnames = cnames; r.rrtypes = rrtypes; r.latencyNs = latencyNs;
+    return r;
   }
 
   /** The socket replies to clients leave from: bound to (dst, 53), created on first use. */
@@ -377,10 +455,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.malformed++;
       const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
       const reply = q === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-      emit({
-        l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: peer(clientIp, clientPort), server: peer(dst ?? unspecified(from), 53),
-        transport: 'UDP', query: '', qtypes: [], verdict: reply ? 'error' : 'denied', rcode: RCODE.FORMERR,
-      });
+      const r = record('request', peer(clientIp, clientPort), peer(dst ?? unspecified(from), 53), 'UDP', '', NO_TYPES, reply ? 'error' : 'denied');
+      r.rcode = RCODE.FORMERR;
+      emit(r);
       if (reply && dst) sendToClient(dst, from, clientPort, reply, 0, reply.length, -1);
       else st.dropped++;
       return;
@@ -389,36 +466,42 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       // never judged against a guessed server, never answered from a guessed address
       st.noOrigDst++;
       st.dropped++;
-      emit({
-        l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: peer(clientIp, clientPort), server: peer(unspecified(from), 53),
-        transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', reason: typeof od === 'string' ? '' : od.reason,
-      });
+      const r = record('request', peer(clientIp, clientPort), peer(unspecified(from), 53), 'UDP', q.name, q.qtypes, 'denied');
+      r.reason = typeof od === 'string' ? '' : od.reason;
+      emit(r);
       return;
     }
     const server = serverPeer(dst);
     const allowed = decideQuestion(ep, server.identity, q);
-    const cl = peer(clientIp, clientPort);
     const clientId = buf.readUInt16BE(off);
     const flags = buf[off + 2]!;
     if (!allowed) {
-      emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'denied', rcode: reject });
+      const r = record('request', peer(clientIp, clientPort), server, 'UDP', q.name, q.qtypes, 'denied');
+      r.rcode = reject;
+      emit(r);
       st.denied++;
       replyQuestion(dst, from, clientPort, clientId, flags, q, reject);
       return;
     }
-    emit({ l7: 'dns', type: 'request', direction: 'egress', timeMs: Date.now(), client: cl, server, transport: 'UDP', query: q.name, qtypes: q.qtypes, verdict: 'forwarded' });
     st.allowed++;
     // Forward with a proxy-chosen id (answers from every upstream socket are matched by it).
     let id = nextId;
     for (let i = 0; i < 65536 && pending[id] !== undefined; i++) id = (id + 1) & 0xffff;
-    if (pending[id] !== undefined) { st.servfail++; replyQuestion(dst, from, clientPort, clientId, flags, q, RCODE.SERVFAIL); return; }
+    if (pending[id] !== undefined) {
+      emit(record('request', peer(clientIp, clientPort), server, 'UDP', q.name, q.qtypes, 'forwarded'));
+      st.servfail++;
+      replyQuestion(dst, from, clientPort, clientId, flags, q, RCODE.SERVFAIL);
+      return;
+    }
     nextId = (id + 1) & 0xffff;
     // No copy of the query is kept (the arena is reused): a SERVFAIL is made from its question.
     let p = freePending.pop();
-    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: Date.now() + upstreamTimeout, flags, question: q, reusable: true };
+    const cl = clientPeer(p, clientIp, clientPort);
+    emit(record('request', cl, server, 'UDP', q.name, q.qtypes, 'forwarded'));
+    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: t0 + upstreamTimeout, flags, question: q, reusable: true };
     else {
       p.from = from; p.clientPort = clientPort; p.clientId = clientId; p.dst = dst; p.ep = ep; p.qname = q.name; p.qtypes = q.qtypes;
-      p.client = cl; p.server = server; p.t0 = t0; p.deadline = Date.now() + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
+      p.client = cl; p.server = server; p.t0 = t0; p.deadline = t0 + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
     }
     pending[id] = p;
     pendingCount++;
@@ -523,7 +606,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     if (len < 12) return;
     const p = takePending(buf.readUInt16BE(off));
     if (p === undefined) return;
-    const facts = answerFactsAt(buf, off, len);
+    const facts = answerFactsAt(buf, off, len, FACTS);
     // An answer that does not decode (a compression loop, records past its end) is never
     // forwarded: its IPs could not be learned, and the client's parser might read some. SERVFAIL
     // from the kept question instead, as Cilium's proxy answers a response it cannot unpack.
@@ -531,27 +614,22 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const wait = holdFor(p.ep.id, p.qname, facts);
     // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
     if (wait === null) { releaseUdp(p, buf, off, len, facts); recycle(p); return; }
-    // A held answer outlives this drain: it keeps its own copy of the bytes.
+    // A held answer outlives this drain: it keeps its own copy of the bytes and of the facts.
     const held = Buffer.from(buf.subarray(off, off + len));
-    holdThen(wait, () => releaseUdp(p, held, 0, held.length, facts), () => failUdp(p));
+    const kept: AnswerFacts = { ...facts };
+    holdThen(wait, () => releaseUdp(p, held, 0, held.length, kept), () => failUdp(p));
   }
 
   function releaseUdp(p: Pending, buf: Buffer, off: number, len: number, facts: AnswerFacts): void {
     const latency = latencySince(p.t0);
     sendToClient(p.dst, p.from, p.clientPort, buf, off, len, p.clientId);
-    emit({
-      l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'forwarded', rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: latency,
-    });
+    emit(answered(record('response', p.client, p.server, 'UDP', p.qname, p.qtypes, 'forwarded'), facts.rcode, facts.ips, facts.ttl, facts.cnames, facts.rrtypes, latency));
   }
 
   function failUdp(p: Pending): void {
     st.servfail++;
     servfail(p);
-    emit({
-      l7: 'dns', type: 'response', direction: 'egress', timeMs: Date.now(), client: p.client, server: p.server, transport: 'UDP', query: p.qname, qtypes: p.qtypes,
-      verdict: 'error', rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: latencySince(p.t0),
-    });
+    emit(answered(record('response', p.client, p.server, 'UDP', p.qname, p.qtypes, 'error'), RCODE.SERVFAIL, [], 0, [], [], latencySince(p.t0)));
   }
 
   /**
@@ -622,20 +700,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         st.servfail++;
         const r = errorReply(msg, RCODE.SERVFAIL);
         if (r && !c.destroyed) c.write(framed(r));
-        emitPart({
-          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'error',
-          rcode: RCODE.SERVFAIL, ips: [], ttl: 0, cnames: [], rrtypes: [], latencyNs: process.hrtime.bigint() - w.t0,
-        });
+        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'error'), RCODE.SERVFAIL, [], 0, [], [], process.hrtime.bigint() - w.t0));
       };
       const facts = answerFacts(msg);
       // an answer that does not decode is never forwarded (as over UDP)
       if (facts === null) { fail(); return; }
       const release = (): void => {
         if (!c.destroyed) c.write(framed(msg));
-        emitPart({
-          type: 'response', client, server, transport: 'TCP', query: w.qname, qtypes: w.qtypes, verdict: 'forwarded',
-          rcode: facts.rcode, ips: facts.ips, ttl: facts.ttl, cnames: facts.cnames, rrtypes: facts.rrtypes, latencyNs: process.hrtime.bigint() - w.t0,
-        });
+        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'forwarded'), facts.rcode, facts.ips, facts.ttl, facts.cnames, facts.rrtypes, process.hrtime.bigint() - w.t0));
       };
       const wait = holdFor(ep.id, w.qname, facts);
       if (wait === null) { release(); return; }
@@ -673,14 +745,18 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         if (!q.ok) {
           st.malformed++;
           const r = q.reason === 'short' ? null : errorReply(msg, RCODE.FORMERR);
-          emitPart({ type: 'request', client, server, transport: 'TCP', query: '', qtypes: [], verdict: r ? 'error' : 'denied', rcode: RCODE.FORMERR });
+          const rec = record('request', client, server, 'TCP', '', NO_TYPES, r ? 'error' : 'denied');
+          rec.rcode = RCODE.FORMERR;
+          emit(rec);
           if (r) c.write(framed(r));
           else { st.dropped++; c.destroy(); return; }
           continue;
         }
         let allowed = false;
         try { allowed = deps.decide(ep, server.identity, 6, 53, q.name); } catch { allowed = false; }
-        emitPart({ type: 'request', client, server, transport: 'TCP', query: q.name, qtypes: q.qtypes, verdict: allowed ? 'forwarded' : 'denied', ...(allowed ? {} : { rcode: reject }) });
+        const rec = record('request', client, server, 'TCP', q.name, q.qtypes, allowed ? 'forwarded' : 'denied');
+        if (!allowed) rec.rcode = reject;
+        emit(rec);
         if (!allowed) {
           st.denied++;
           const r = errorReply(msg, reject);
@@ -768,7 +844,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     port,
     async start() {
       sweep = setInterval(() => {
-        const now = Date.now();
+        epochAnchor = Date.now() - performance.now();
+        const now = performance.now();
         for (let id = 0; pendingCount > 0 && id < 65536; id++) {
           const p = pending[id];
           if (p === undefined || now < p.deadline) continue;
@@ -798,11 +875,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     async stop() {
       closeListeners();
-      freePending.length = 0;
       if (sweep) clearInterval(sweep);
       pending.fill(undefined);
       pendingCount = 0;
       flushAll();
+      freePending.clear();
+      freeRecords.clear();
       for (const s of [...upstreams.values(), ...replySockets.values()].map((b) => b.s)) {
         try { s.close(); } catch { /* closed */ }
       }

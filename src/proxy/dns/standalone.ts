@@ -47,6 +47,8 @@ export interface StandaloneDNSDeps {
   view(): PolicyView | undefined;
   feed: Pick<FeedClient, 'reportAnswer' | 'connected'>;
   emit(rec: DnsAccessRecord): void;
+  /** emit reads each record during the call (DNSProxyDeps.recordsBorrowed): the feed client's record() */
+  recordsBorrowed?: boolean;
   setProxyListener(slot: number, fd: number | null): void;
   /** enable-ipv6: IPv6 listeners too (UDP and TCP, in the IPv6 slots) */
   ipv6?: boolean;
@@ -203,9 +205,11 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     return true;
   }
 
+  /** The report of the answer in hand: reportAnswer copies what it keeps, so one object serves every answer. */
+  const report = { ep: 0, name: '', ips: [] as string[], ttl: 0 };
   function onAnswer(epId: number, name: string, ips: string[], ttl: number): Promise<void> | null {
     const v = deps.view();
-    const report = { ep: epId, name, ips, ttl };
+    report.ep = epId; report.name = name; report.ips = ips; report.ttl = ttl;
     // reported either way (the agent's cache learns the name: flows, namesForIp, its TTL)
     if (v && (v.dns?.hold === false || !fqdnSelected(v.dns, name) || alreadyAllowed(v, epId, ips))) {
       deps.feed.reportAnswer(report, false);
@@ -274,6 +278,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
         },
         onAnswer,
         emit: deps.emit,
+        ...(deps.recordsBorrowed ? { recordsBorrowed: true } : {}),
         // the agent's setting, as its first snapshot had it (changing it restarts the agent, and this with the next start)
         rejectResponseCode: v?.dns?.rejectResponseCode ?? 'refused',
         transparent: setIpTransparent,

@@ -63,6 +63,8 @@ export function queryAt(buf: Buffer, off: number, len: number): Question | Query
   // FNV-1a over the question's bytes
   let h = 0x811c9dc5;
   for (let i = off + 12; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  // a key below 2^30 is a small integer: a Map key from the full 32 bits was a heap number per query
+  h &= 0x3fffffff;
   const had = questions.get(h);
   if (had !== undefined && sameBytes(had.bytes, buf, off + 12, end)) return had;
   const q = parseQuestion(buf, off, end);
@@ -180,17 +182,40 @@ export interface AnswerFacts {
   rrtypes: string[];
 }
 
-/** Dotted text of the A record at buf[o..o+4), interned (answers repeat the same few IPs). */
-const v4Text = new BoundedCache<number, string>(16384);
-function v4At(buf: Buffer, o: number): string {
-  const k = buf.readUInt32BE(o);
-  return v4Text.get(k) ?? v4Text.set(k, `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`);
+/**
+ * The dotted text of A-record addresses, and [that text] for one-record answers (shared and
+ * frozen: answers' facts are read only), interned in a direct-mapped table by the address as an
+ * int32 (a slot's address compared on every hit; a new address takes its slot): answers repeat
+ * the same few IPs. No Map and no number box per lookup (an address from 64.0.0.0 up is no small
+ * integer, and a Map key of it was an allocation per answer).
+ */
+const V4_BITS = 14;
+const v4Keys = new Int32Array(1 << V4_BITS);
+const v4Texts: (string | undefined)[] = new Array<string | undefined>(1 << V4_BITS).fill(undefined);
+const v4Lists: (string[] | undefined)[] = new Array<string[] | undefined>(1 << V4_BITS).fill(undefined);
+function v4Key(buf: Buffer, o: number): number {
+  return (buf[o]! << 24) | (buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!;
 }
-/** [the dotted text] of a one-record answer's address, shared and frozen (answers' facts are read only). */
-const v4One = new BoundedCache<number, string[]>(16384);
+function v4Slot(k: number): number {
+  return Math.imul(k, 0x9e3779b1) >>> (32 - V4_BITS);
+}
+/** Dotted text of the A record at buf[o..o+4). */
+function v4At(buf: Buffer, o: number): string {
+  const k = v4Key(buf, o);
+  const i = v4Slot(k);
+  const t = v4Texts[i];
+  if (t !== undefined && v4Keys[i] === k) return t;
+  const text = `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}`;
+  v4Keys[i] = k;
+  v4Texts[i] = text;
+  v4Lists[i] = undefined;
+  return text;
+}
+/** [the dotted text] of a one-record answer's address. */
 function v4ListAt(buf: Buffer, o: number): string[] {
-  const k = buf.readUInt32BE(o);
-  return v4One.get(k) ?? v4One.set(k, Object.freeze([v4At(buf, o)]) as string[]);
+  const text = v4At(buf, o); // the slot now holds this address
+  const i = v4Slot(v4Key(buf, o));
+  return v4Lists[i] ?? (v4Lists[i] = Object.freeze([text]) as string[]);
 }
 
 /**
@@ -199,7 +224,7 @@ function v4ListAt(buf: Buffer, o: number): string[] {
  * with 4 bytes of data, nothing in authority or additional. Any other shape returns undefined and
  * goes through dns-packet, so the facts are exactly what dns-packet would give.
  */
-function fastAnswerFacts(msg: Buffer, off: number, len: number): AnswerFacts | undefined {
+function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFacts | undefined): AnswerFacts | undefined {
   const end = off + len;
   if (len < 12 || msg.readUInt16BE(off + 4) !== 1 || msg.readUInt16BE(off + 8) !== 0 || msg.readUInt16BE(off + 10) !== 0) return undefined;
   let o = off + 12;
@@ -222,7 +247,8 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number): AnswerFacts | u
   for (let i = 0, r = o; i < an; i++, r += 16) {
     // owner 0xc00c, type A, class, ttl, rdlength 4, address
     if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
-    const t = msg.readUInt32BE(r + 6);
+    // the TTL from its bytes: readUInt32BE's number was a heap number per record
+    const t = msg[r + 6]! * 0x1000000 + ((msg[r + 7]! << 16) | (msg[r + 8]! << 8) | msg[r + 9]!);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
   }
   let ips: string[];
@@ -234,7 +260,10 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number): AnswerFacts | u
       if (!ips.includes(ip)) ips.push(ip);
     }
   }
-  return { id: msg.readUInt16BE(off), rcode: msg[off + 3]! & 0x0f, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
+  const id = msg.readUInt16BE(off), rcode = msg[off + 3]! & 0x0f;
+  if (into === undefined) return { id, rcode, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
+  into.id = id; into.rcode = rcode; into.ips = ips; into.ttl = Math.max(0, ttl); into.cnames = NO_NAMES; into.rrtypes = aRecords(an);
+  return into;
 }
 
 /** Shared, frozen lists (answers' facts are read only): no CNAMEs, and n record types 'A'. */
@@ -252,10 +281,14 @@ export function answerFacts(msg: Buffer): AnswerFacts | null {
   return answerFactsAt(msg, 0, msg.length);
 }
 
-/** answerFacts of the answer `buf[off, off + len)` (a slot of a receive arena: a view is made only for dns-packet). */
-export function answerFactsAt(buf: Buffer, off: number, len: number): AnswerFacts | null {
+/**
+ * answerFacts of the answer `buf[off, off + len)` (a slot of a receive arena: a view is made only
+ * for dns-packet). `scratch`: the common answer's facts are written into it and it is returned
+ * (valid until its next use: a caller that keeps them copies); other shapes make their own.
+ */
+export function answerFactsAt(buf: Buffer, off: number, len: number, scratch?: AnswerFacts): AnswerFacts | null {
   if (len < 12) return null;
-  const fast = fastAnswerFacts(buf, off, len);
+  const fast = fastAnswerFacts(buf, off, len, scratch);
   if (fast) return fast;
   return slowAnswerFacts(off === 0 && len === buf.length ? buf : buf.subarray(off, off + len));
 }

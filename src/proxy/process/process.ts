@@ -137,7 +137,7 @@ export function createProxyProcess(deps: ProxyProcessDeps): ProxyProcess {
     maxBodyBytes: deps.aiMaxBodyBytes, registry, logger: child('proxy-ai'),
   });
   const dns = createStandaloneDNS({
-    node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, setProxyListener, ipv6: deps.ipv6 ?? false, logger: child('proxy-dns'),
+    node: deps.node, pinRoot: deps.pinRoot, view: () => view, feed, emit: emitRecord, recordsBorrowed: true, setProxyListener, ipv6: deps.ipv6 ?? false, logger: child('proxy-dns'),
     revision: () => revision,
   });
   const httpProxy = createHttpProxyNode({

@@ -530,3 +530,157 @@ test('attacker: an upstream answer with a compression loop is never forwarded: S
     assert.ok(x.flows.some((f) => f.l4?.protocol.case === 'TCP' && f.isReply && f.verdict === Verdict.ERROR));
   } finally { await x.close(); tup.close(); }
 });
+
+/** An upstream that answers each name with its own address, every few ms' queries in reverse order (answers cross). */
+async function crossingUpstream(ipOf: (name: string) => string): Promise<{ s: Socket; port: number; seen: () => number }> {
+  const s = createSocket('udp4');
+  let queue: { m: Buffer; port: number; address: string }[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let seen = 0;
+  s.on('message', (m, r) => {
+    seen++;
+    queue.push({ m, port: r.port, address: r.address });
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      const batch = queue.reverse();
+      queue = [];
+      for (const { m: q, port, address } of batch) {
+        s.send(compressedAnswer(q, ipOf(dnsPacket.decode(q).questions![0]!.name), 30), port, address);
+      }
+    }, 3);
+  });
+  await new Promise<void>((res) => s.bind(0, '127.0.0.1', res));
+  return { s, port: s.address().port, seen: () => seen };
+}
+
+test('attacker: reused arenas, Pendings and borrowed records: two clients (then a third on the first one\'s port) interleave queries with the same ids; each gets only its own answers, and every response record pairs with its own request', async () => {
+  const ipOf = (name: string) => `198.51.100.${Number(/^n(\d+)\./.exec(name)![1]) + 1}`;
+  const up = await crossingUpstream(ipOf);
+  // what the feed does with a borrowed record (src/proxy/feed/client.ts): reads its values during
+  // the call and pairs a query's response with its request by the client peer object
+  const open = new Map<object, { port: number; query: string }>();
+  const wrong: string[] = [];
+  const responses: string[] = [];
+  const proxy = createDNSProxy({
+    nodeName: 'n1', port: 0, host: '127.0.0.1', dnsPort: up.port,
+    endpointByIp: (ip) => (ip === '127.0.0.1' ? EP : undefined),
+    originalDestination: () => '127.0.0.3',
+    upstreamFor: () => '127.0.0.1',
+    peerOf: () => ({ identity: 256 }),
+    revision: () => 1,
+    recordsBorrowed: true,
+    decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.test.'),
+    onAnswer: () => null,
+    emit: (r) => {
+      if (r.type === 'request') { open.set(r.client, { port: r.client.port, query: r.query }); return; }
+      const q = open.get(r.client);
+      open.delete(r.client);
+      if (!q || q.port !== r.client.port || q.query !== r.query) wrong.push(`response ${r.query} :${r.client.port} paired with ${q ? `${q.query} :${q.port}` : 'nothing'}`);
+      if (r.ips?.join() !== ipOf(r.query.slice(0, -1))) wrong.push(`response ${r.query} with IPs ${r.ips?.join()}`);
+      responses.push(`${r.client.port} ${r.query}`);
+    },
+    upstreamTimeoutMs: 3000,
+  });
+  await proxy.start();
+  const port = proxy.boundPort();
+  const got = new Map<Socket, string[]>();
+  const client = async (at = 0): Promise<Socket> => {
+    const s = createSocket('udp4');
+    got.set(s, []);
+    s.on('message', (m, r) => {
+      const d = dnsPacket.decode(m);
+      got.get(s)!.push(`${d.id} ${d.questions?.[0]?.name} ${(d.answers?.[0] as { data?: string } | undefined)?.data} ${r.address}`);
+    });
+    await new Promise<void>((res) => s.bind(at, '127.0.0.1', res));
+    return s;
+  };
+  const want = (names: number[]) => names.map((k, i) => `${i + 1} n${k}.test ${ipOf(`n${k}.test`)} 127.0.0.3`).sort();
+  const settle = async (n: () => number, of: number) => { const t0 = Date.now(); while (n() < of && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10)); };
+  const a = await client();
+  const b = await client();
+  let c: Socket | undefined;
+  try {
+    // the same ids 1..60 from both, interleaved, in bursts (recvmmsg batches, answers crossing)
+    for (let i = 0; i < 60; i++) {
+      a.send(query(`n${i}.test`, i + 1), port, '127.0.0.1');
+      b.send(query(`n${100 + i}.test`, i + 1), port, '127.0.0.1');
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 5));
+    }
+    await settle(() => got.get(a)!.length + got.get(b)!.length, 120);
+    const aPort = a.address().port;
+    a.close();
+    // a new client on the first one's port, same ids again, while b asks too
+    c = await client(aPort);
+    for (let i = 0; i < 40; i++) {
+      c.send(query(`n${200 + i}.test`, i + 1), port, '127.0.0.1');
+      b.send(query(`n${60 + i}.test`, 61 + i), port, '127.0.0.1');
+    }
+    await settle(() => got.get(b)!.length + got.get(c!)!.length, 140);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(got.get(a)!.sort(), want(Array.from({ length: 60 }, (_, i) => i)), 'the first client: its own names, ids and addresses, nothing else');
+    assert.deepEqual(got.get(b)!.sort(), [...want(Array.from({ length: 60 }, (_, i) => 100 + i)), ...Array.from({ length: 40 }, (_, i) => `${61 + i} n${60 + i}.test ${ipOf(`n${60 + i}.test`)} 127.0.0.3`)].sort());
+    assert.deepEqual(got.get(c)!.sort(), want(Array.from({ length: 40 }, (_, i) => 200 + i)), 'the client on the reused port: its own answers only');
+    assert.deepEqual(wrong, []);
+    assert.equal(responses.length, 200);
+    assert.equal(open.size, 0, 'every request record was answered by its own response record');
+    assert.equal(up.seen(), 200);
+    assert.ok(proxy.stats().batched > 0, 'bursts went through recvmmsg');
+  } finally {
+    for (const s of [a, b, c]) try { s?.close(); } catch { /* closed */ }
+    await proxy.stop();
+    up.s.close();
+  }
+});
+
+/**
+ * The answer to `q` a server with name compression sends (one A record owned by a pointer to the
+ * question: the proxy's fast path, which dns-packet's encoder, never compressing, does not reach).
+ */
+function compressedAnswer(q: Buffer, ip: string, ttl: number): Buffer {
+  const a = Buffer.alloc(q.length + 16);
+  q.copy(a);
+  a[2] = 0x81; a[3] = 0x80; // QR, RD; RA, NOERROR
+  a.writeUInt16BE(1, 6); // one answer
+  a.writeUInt16BE(0, 10); // nothing additional
+  const o = q.length;
+  a.writeUInt16BE(0xc00c, o); a.writeUInt16BE(1, o + 2); a.writeUInt16BE(1, o + 4); a.writeUInt32BE(ttl, o + 6); a.writeUInt16BE(4, o + 10);
+  ip.split('.').forEach((x, i) => { a[o + 12 + i] = Number(x); });
+  return a;
+}
+
+test('attacker: a held answer keeps its own facts: answers released while it waits never lend it their IPs or TTL', async () => {
+  const addr: Record<string, string> = { 'held.example': '198.51.100.7', 'other.example': '203.0.113.9' };
+  const upS = createSocket('udp4');
+  upS.on('message', (m, r) => {
+    const name = dnsPacket.decode(m).questions![0]!.name;
+    upS.send(compressedAnswer(m, addr[name]!, name === 'held.example' ? 77 : 5), r.port, r.address);
+  });
+  await new Promise<void>((res) => upS.bind(0, '127.0.0.1', res));
+  const up = { s: upS, port: upS.address().port };
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const told: string[] = [];
+  const records: string[] = [];
+  const proxy = createDNSProxy({
+    nodeName: 'n1', port: 0, host: '127.0.0.1', dnsPort: up.port,
+    endpointByIp: () => EP, originalDestination: () => '127.0.0.3', upstreamFor: () => '127.0.0.1', peerOf: () => ({ identity: 256 }),
+    revision: () => 1, recordsBorrowed: true,
+    decide: () => true,
+    onAnswer: (_ep, qname, ips, ttl) => { told.push(`${qname} ${ips.join()} ${ttl}`); return qname === 'held.example.' ? held : null; },
+    emit: (r) => { if (r.type === 'response') records.push(`${r.query} ${r.ips?.join()} ${r.ttl}`); },
+  });
+  await proxy.start();
+  try {
+    const port = proxy.boundPort();
+    const first = ask(port, query('held.example', 1), 3000);
+    const t0 = Date.now();
+    while (told.length < 1 && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 3; i++) assert.equal(rcode(await ask(port, query('other.example', 10 + i))), 'NOERROR');
+    release();
+    const r = await first;
+    assert.ok(r);
+    assert.deepEqual([(dnsPacket.decode(r).answers?.[0] as { data?: string }).data, dnsPacket.decode(r).id], ['198.51.100.7', 1]);
+    assert.deepEqual(told, ['held.example. 198.51.100.7 77', ...Array(3).fill('other.example. 203.0.113.9 5')], 'the name manager is told each answer\'s own addresses');
+    assert.deepEqual(records, [...Array(3).fill('other.example. 203.0.113.9 5'), 'held.example. 198.51.100.7 77'], 'the held answer\'s record carries its own facts');
+  } finally { await proxy.stop(); up.s.close(); }
+});
