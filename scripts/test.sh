@@ -18,8 +18,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json && node_modules/.bin/tsc -p ui/tsconfig.json
-echo "== lint"; bin/node scripts/lint.ts
 
 # Compares first-event delivery of two paths within 1 ms (median): alone, as a benchmark would.
 SERIAL=(e2e/ai-intercept)
@@ -38,7 +36,18 @@ run() { # name, then node --test arguments
   if bin/node --test --test-timeout=600000 "$@"; then echo "== $name: passed ($((SECONDS - t0)) s)"; else echo "== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 run unit --test-concurrency=2 "test/unit/**/*.test.ts"
+# The typecheck and the lint run beside the integration files (which mostly wait); their output
+# is printed after them, and either failing fails the command as before.
+checks_log="$(mktemp)"
+trap 'rm -f "$checks_log"' EXIT
+( set +e
+  echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json && node_modules/.bin/tsc -p ui/tsconfig.json; typecheck=$?
+  ((typecheck)) || echo "typecheck: ok"
+  echo "== lint"; bin/node scripts/lint.ts; lint=$?
+  exit $((typecheck || lint)) ) > "$checks_log" 2>&1 &
+checks=$!
 run integration --test-concurrency=2 "${parallel[@]}"
+if wait "$checks"; then cat "$checks_log"; else cat "$checks_log"; echo "== typecheck or lint FAILED"; failed+=("typecheck/lint"); fi
 # never with an empty list: node --test without files would look for tests everywhere
 ((${#alone[@]} == 0)) || run "integration, alone" --test-concurrency=1 "${alone[@]}"
 if ((${#failed[@]})); then echo "== tests FAILED in: ${failed[*]} (the failing tests are listed at the end of each)"; exit 1; fi
