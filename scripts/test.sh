@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is needed, then type-checks, lints, and runs unit and
-# integration tests (integration tests need root: real namespaces and eBPF). Every test runs:
+# The test command: installs what is needed, then runs the unit tests, then the integration
+# tests (they need root: real namespaces and eBPF) with the type-check and the lint beside them
+# (their output follows the integration tests'; either failing fails the command). Every test runs:
 # MEMBRANE_TEST_STRICT=1 makes a test whose requirement (root, clang) is missing fail instead
 # of skipping (test/support/requirements.ts).
 #
