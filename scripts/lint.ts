@@ -12,6 +12,8 @@
  *   LINT_PURE       I/O modules in the pure layers (labels, identity, policy)
  *   LINT_ENV        process.env read outside the configuration builder (src/common/config.ts)
  *   LINT_ERROR_CODE an error code used in src/ that ERRORS.md does not list
+ *   LINT_TEST_LAB_NAME  an integration test's lab whose name does not come from its process
+ *                   (scripts/test.sh runs two test files at a time)
  *
  * Every rule reports file:line and what to do; the script exits 1 on any problem.
  */
@@ -326,6 +328,18 @@ export function documentedCodes(markdown: string): Set<string> {
   return new Set([...markdown.matchAll(/`([A-Z][A-Z0-9]*(?:_[A-Z0-9_]+)?)`/g)].map((m) => m[1]!));
 }
 
+/**
+ * Labs made by integration tests (`new TestLab(name)`, `new HostModeLab(name)`): the name must come
+ * from the test's process (`process.pid`). The test command runs two files at a time, and a lab's
+ * name is its namespaces', BPF pins' and state directory's: two runs of one name take each other's.
+ */
+export function labNameProblems(rel: string, text: string): Problem[] {
+  return [...text.matchAll(/new (?:TestLab|HostModeLab)\(([^,)]*)/g)].filter((m) => !/process\.pid/.test(m[1]!)).map((m) => ({
+    at: `${rel}:${lineOf(text, m.index)}`, code: 'LINT_TEST_LAB_NAME',
+    message: `name the lab after the test's process, e.g. \`xyz\${process.pid % 10000}\` (scripts/test.sh runs two test files at once): ${m[0]}`,
+  }));
+}
+
 export function lint(root: string, fileCycleExceptions = FILE_CYCLE_EXCEPTIONS): Problem[] {
   const problems: Problem[] = [];
   const files = [...walk(join(root, 'src'))];
@@ -351,6 +365,8 @@ export function lint(root: string, fileCycleExceptions = FILE_CYCLE_EXCEPTIONS):
       }
     }
   }
+  const integration = join(root, 'test/integration');
+  if (existsSync(integration)) for (const file of walk(integration)) problems.push(...labNameProblems(relative(root, file), readFileSync(file, 'utf8')));
   const edges = importEdges(root, files);
   problems.push(...layerProblems(edges));
   // An excepted import is already a reported debt: cycles through it are the same debt.

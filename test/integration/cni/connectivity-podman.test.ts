@@ -19,10 +19,15 @@ import type { EndpointView } from '../../../src/agent/views.ts';
 
 const lab = new HostModeLab(`cnic${process.pid}`, '10.244.216.0/24');
 let pm: Podman;
+// Each action the battery expects dropped waits out its probe (the CLI's default, 4 s, is
+// cilium-cli's). 2 s still spans the SYN's first retransmission (1 s): a policy that let a
+// retried SYN through would read as success and fail the action; an allowed action answers in
+// milliseconds.
+const PROBE = ['--probe-timeout', '2000'];
 
 function connectivity(args: string[]): Promise<RunResult> {
   return new Promise((res) => {
-    execFile('nsenter', [`--net=/run/netns/${lab.hostNetns}`, join(REPO, 'bin/membrane'), 'connectivity', 'test', '--podman', '--image', IMAGE, '--agent-socket', lab.socket, ...args], {
+    execFile('nsenter', [`--net=/run/netns/${lab.hostNetns}`, join(REPO, 'bin/membrane'), 'connectivity', 'test', '--podman', '--image', IMAGE, '--agent-socket', lab.socket, ...PROBE, ...args], {
       env: { ...pm.env, NO_COLOR: '1' }, timeout: 600_000, maxBuffer: 16 << 20,
     }, (err, stdout, stderr) => res({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr }));
   });

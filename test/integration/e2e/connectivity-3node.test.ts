@@ -11,13 +11,18 @@ import assert from 'node:assert/strict';
 import { TestLab } from '../support/lab.ts';
 
 const lab = new TestLab(`conn3${process.pid}`);
+// Each action the battery expects dropped waits out its probe (the CLI's default, 4 s, is
+// cilium-cli's). 2 s still spans the SYN's first retransmission (1 s): a policy that let a
+// retried SYN through would read as success and fail the action; an allowed action answers in
+// milliseconds.
+const PROBE = ['--probe-timeout', '2000'];
 
 describe('membrane connectivity test on three nodes', { timeout: 600_000 }, () => {
   before(async () => { await lab.ok(['up', '--nodes', '3', '-q'], { timeoutMs: 300_000 }); });
   after(async () => { await lab.down(); });
 
   it('passes, with pod-to-pod and pod-to-service actions reaching echo-other-node on node2', async () => {
-    const r = await lab.run(['connectivity', 'test', '-v'], { timeoutMs: 420_000 });
+    const r = await lab.run(['connectivity', 'test', ...PROBE, '-v'], { timeoutMs: 420_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /Lab conn3\d+: 3 node\(s\)/);
     // 7 tests; with echo-other-node each pod-to-pod/pod-to-service scenario has two actions

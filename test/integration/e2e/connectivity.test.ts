@@ -10,6 +10,11 @@ import { execFile } from 'node:child_process';
 import { TestLab } from '../support/lab.ts';
 
 const lab = new TestLab(`conn${process.pid}`);
+// Each action the battery expects dropped waits out its probe (the CLI's default, 4 s, is
+// cilium-cli's). 2 s still spans the SYN's first retransmission (1 s): a policy that let a
+// retried SYN through would read as success and fail the action; an allowed action answers in
+// milliseconds.
+const PROBE = ['--probe-timeout', '2000'];
 
 function sh(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
   return new Promise((res) => execFile(cmd, args, { maxBuffer: 16 << 20 }, (err, stdout) => res({ code: err ? 1 : 0, stdout })));
@@ -38,7 +43,7 @@ describe('membrane connectivity test', { timeout: 900_000 }, () => {
   after(async () => { await lab.down(); });
 
   it('passes on a healthy 1-node lab and removes its namespace', async () => {
-    const r = await lab.run(['connectivity', 'test'], { timeoutMs: 600_000 });
+    const r = await lab.run(['connectivity', 'test', ...PROBE], { timeoutMs: 600_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /✅ All 7 tests \(19 actions\) successful/);
     for (const t of ['no-policies', 'all-ingress-deny', 'all-egress-deny', 'echo-ingress-from-client', 'client-egress-to-entities-world', 'to-fqdns', 'echo-ingress-l7']) {
@@ -60,7 +65,7 @@ describe('membrane connectivity test', { timeout: 900_000 }, () => {
     const breaker = breakPolicyMap(pin);
     let r;
     try {
-      r = await lab.run(['connectivity', 'test', '--test', 'echo-ingress-from-client'], { timeoutMs: 600_000 });
+      r = await lab.run(['connectivity', 'test', ...PROBE, '--test', 'echo-ingress-from-client'], { timeoutMs: 600_000 });
     } finally {
       const n = await breaker.stop();
       assert.ok(n > 0, 'the breaker deleted policy entries');
@@ -74,7 +79,7 @@ describe('membrane connectivity test', { timeout: 900_000 }, () => {
     assert.match(r.stdout, /echo-ingress-from-client\/pod-to-(pod\/0: membrane-test\/client -> membrane-test\/echo-same-node|service\/0: membrane-test\/client -> service membrane-test\/echo-same-node:8080)[ :].*expected success, got drop/);
     assert.doesNotMatch(r.stdout, /client2 -> .*expected drop, got success/);
     // positive control: with the map intact again (the agent rewrites it on the next change), the same test passes
-    const again = await lab.run(['connectivity', 'test', '--test', 'echo-ingress-from-client'], { timeoutMs: 600_000 });
+    const again = await lab.run(['connectivity', 'test', ...PROBE, '--test', 'echo-ingress-from-client'], { timeoutMs: 600_000 });
     assert.equal(again.code, 0, again.stdout);
   });
 });

@@ -6,9 +6,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
+import { until } from '../../support/until.ts';
 import { BpfMap } from '../../../src/sys/bpf.ts';
 import { decodeIpcacheKey, encodeIpcacheKey, encodeIpcacheVal } from '../../../src/datapath/linux/codec.ts';
 
@@ -41,8 +42,10 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
   const endpoints = async () => (JSON.parse(await lab.ok(['get', 'endpoints', '-n', 'rs', '-o', 'json'])) as { items: { pod: string; id: number; identity: number }[] })
     .items.map((e) => `${e.pod}:${e.id}:${e.identity}`).sort();
   const before0 = await endpoints();
-  // Long enough to outlast the probes and the restart below on a loaded machine; ends on its own.
-  const hold = lab.spawnIn('rs', 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080'], { HOLD_DURATION_MS: '60000' });
+  // Ends when told (the stop file), once the restarted agent has carried it a while; the duration
+  // only bounds a run that never gets there.
+  const stopFile = join(await lab.dir, 'hold-stop');
+  const hold = lab.spawnIn('rs', 'client', [join(REPO, 'bin/node'), join(REPO, 'test/integration/support/hold.ts'), ip.server!, '8080'], { HOLD_DURATION_MS: '120000', HOLD_STOP_FILE: stopFile });
   let out = '';
   hold.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   const exited = new Promise<number>((res) => hold.on('exit', (c) => res(c ?? 1)));
@@ -78,8 +81,14 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
 
     await lab.up(); // restarts the missing agent; endpoints and maps are picked up, not rebuilt
     await lab.settle();
+    // The restarted agent has taken over (its maps written, its endpoints restored): the same
+    // connection carries 25 more requests (5 s at one per 200 ms) without a break or a late answer.
+    const atRestart = lastOk(out);
+    await until('25 requests on the held connection after the restart', () => lastOk(out) >= atRestart + 25 || hold.exitCode !== null, 60_000);
+    await writeFile(stopFile, '');
     assert.equal(await exited, 0, `the held connection never broke: ${out.slice(-200)}`);
     assert.match(out, /done \d+/);
+    assert.ok(lastOk(out) >= atRestart + 25, `the connection carried requests after the restart (${atRestart} -> ${lastOk(out)})`);
 
     // The drop that happened while no agent ran is reported by the restarted agent.
     const drops = await lab.waitFlows(['--from-pod', 'rs/intruder', '--verdict', 'DROPPED', '--last', '100'], (fs) => fs.some((f) => Date.parse(String(f.time)) >= downAt.getTime() - 1000));

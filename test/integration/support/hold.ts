@@ -1,16 +1,18 @@
 // Runs inside a pod (via `membrane exec`): one keep-alive TCP connection to an HTTP echo server,
 // a request every INTERVAL ms, printing "ok <n>" per response. Exits 1 as soon as the connection
-// breaks or a response is late; exits 0 after DURATION ms. Proves a connection survives.
+// breaks or a response is late; exits 0 after DURATION ms, or sooner once HOLD_STOP_FILE exists
+// (checked between requests: the last one was answered). Proves a connection survives.
 // With HOLD_TLS_NAME (and HOLD_TLS_CA, a CA file) the connection is TLS to that server name, the
 // server's certificate verified: one TLS session held through whatever proxies it.
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 const [host, portText] = process.argv.slice(2);
 const interval = Number(process.env.HOLD_INTERVAL_MS ?? 200);
 const duration = Number(process.env.HOLD_DURATION_MS ?? 10_000);
 const tlsName = process.env.HOLD_TLS_NAME;
+const stopFile = process.env.HOLD_STOP_FILE;
 const sock = tlsName
   ? tlsConnect({ host: host!, port: Number(portText), servername: tlsName, ca: process.env.HOLD_TLS_CA ? readFileSync(process.env.HOLD_TLS_CA) : undefined })
   : connect({ host: host!, port: Number(portText) });
@@ -40,7 +42,7 @@ sock.on(tlsName ? 'secureConnect' : 'connect', () => {
   const started = Date.now();
   const tick = setInterval(() => {
     if (waiting) { if (Date.now() - sentAt > 3000) fail('response late'); return; }
-    if (Date.now() - started > duration) { clearInterval(tick); sock.removeAllListeners('close'); sock.end(); process.stdout.write(`done ${n}\n`); process.exit(0); }
+    if (Date.now() - started > duration || (stopFile && existsSync(stopFile))) { clearInterval(tick); sock.removeAllListeners('close'); sock.end(); process.stdout.write(`done ${n}\n`); process.exit(0); }
     waiting = true;
     sentAt = Date.now();
     sock.write(`GET /hold/${n} HTTP/1.1\r\nhost: ${tlsName ?? host}\r\nconnection: keep-alive\r\n\r\n`);

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
-  documentedCodes, errorCodes, fileCycleProblems, knotsOf, findCycle, layerProblems, lint, type FileEdge, type ImportEdge,
+  documentedCodes, errorCodes, fileCycleProblems, knotsOf, findCycle, labNameProblems, layerProblems, lint, type FileEdge, type ImportEdge,
 } from '../../../scripts/lint.ts';
 
 const edge = (from: string, to: string, file = `src/${from}/x.ts`): ImportEdge => ({ from, to, file, at: `${file}:1` });
@@ -135,4 +135,12 @@ test('file cycles: an allowance covers exactly its knot; a grown knot and a stal
   // two knots apart: each reported once, in file order
   const two = knotsOf(edges([['q/x.ts', 'q/y.ts'], ['q/y.ts', 'q/x.ts'], ['p/a.ts', 'p/b.ts'], ['p/b.ts', 'p/a.ts'], ['p/b.ts', 'q/x.ts']]));
   assert.deepEqual(two.map((k) => k.files), [['p/a.ts', 'p/b.ts'], ['q/x.ts', 'q/y.ts']]);
+});
+
+test('test labs: a lab named after the test\'s process passes; a fixed name fails with its line', () => {
+  const ok = ['const lab = new TestLab(`np${process.pid % 10000}`);', 'const lab = new HostModeLab(`cnic${process.pid}`, \'10.244.211.0/24\');', 'const lab = new TestLab(`${mode}${process.pid}`);'];
+  assert.deepEqual(labNameProblems('t.ts', ok.join('\n')), []);
+  const bad = labNameProblems('t.ts', ['// a lab', "const a = new TestLab('fixed');", "const b = new HostModeLab('host', '10.244.9.0/24');", 'const c = new TestLab(NAME);'].join('\n'));
+  assert.deepEqual(bad.map((p) => [p.at, p.code]), [['t.ts:2', 'LINT_TEST_LAB_NAME'], ['t.ts:3', 'LINT_TEST_LAB_NAME'], ['t.ts:4', 'LINT_TEST_LAB_NAME']]);
+  assert.match(bad[0]!.message, /process\.pid/);
 });
