@@ -13,7 +13,7 @@ import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
 import { existsSync } from 'node:fs';
-import { BpfMap } from '../../../src/sys/bpf.ts';
+import { BpfMap, pinnedLinkInfo } from '../../../src/sys/bpf.ts';
 import { decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
@@ -269,6 +269,62 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
     assert.equal(lookup('mb_endpoints', B.ifindex)?.epId, B.id, 'B has its veth back');
     assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex);
+  });
+
+  // The veth's programs hang on tcx links pinned by the veth's name (they outlive the agent); the
+  // maps name the veth by ifindex only. An agent that restarts knows an endpoint it has not
+  // upserted again only from the maps: removing it (its pod went while the agent was down, as the
+  // agent's first reconcile does) must still detach its veth's programs and unpin their links, or
+  // they stay attached to the veth (dropping everything as EP_NOT_READY while it lives) and pinned
+  // after it is gone, for as long as the node runs.
+  it('an endpoint removed after an agent restart, before any upsert of it, takes its veth\'s tcx links and their pins with it', async () => {
+    await reset();
+    const pins = () => ['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${C.hostIf}-${dir}`));
+    // the links by id: a link exists while its pin (or an fd) holds it, and detaches when it goes
+    const linkIds = ['ingress', 'egress'].map((dir) => pinnedLinkInfo(`${node.pinRoot}/links/${C.hostIf}-${dir}`));
+    assert.ok(linkIds.every((li) => li && li.ifindex === C.ifindex), 'C\'s links pinned on its veth (positive control)');
+    const live = () => linkIds.filter((li) => sh('bpftool', ['link', 'show', 'id', String(li!.id)], { allowFail: true }).startsWith(`${li!.id}:`));
+    assert.equal(live().length, 2, 'C\'s tcx links exist (positive control)');
+    await d.close();
+    d = node.driver();
+    await d.call('start');
+    // the restarted agent upserts A and B again; C's pod went while it was down
+    for (const p of [A, B]) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    try {
+      await d.call('removeEndpoint', C.id);
+      assert.equal(lookup('mb_endpoints', C.ifindex), null, 'C\'s veth entry gone');
+      assert.equal(lookup('mb_ep_ids', C.id), null, 'C\'s by-id entry gone');
+      assert.deepEqual(pins(), [], 'no link of C\'s veth left pinned');
+      assert.deepEqual(live(), [], 'no tcx link (program) left on C\'s veth');
+      assert.deepEqual(['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${B.hostIf}-${dir}`)), ['ingress', 'egress'], 'B\'s links untouched');
+    } finally {
+      await d.call('upsertEndpoint', { id: C.id, identity: idOf(C), ipv4: C.ip, ifname: C.hostIf, ifindex: C.ifindex, mac: C.mac });
+    }
+    assert.deepEqual(pins(), ['ingress', 'egress'], 'C attached again');
+    assert.equal(ping(C.ns, A.ip), true, 'C -> A once C is back');
+
+    // the pod went with its veth while the agent was down (its namespace deleted): the links are
+    // defunct (on ifindex 0) and named by a veth nobody knows; removing the endpoint unpins them
+    const vg = `mdpg${node.tag}`;
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vg, 'type', 'veth', 'peer', 'name', `mdph${node.tag}`]);
+    try {
+      const ifindex = (JSON.parse(sh('ip', ['-n', topo.nodeNs, '-j', 'link', 'show', 'dev', vg])) as { ifindex: number }[])[0]!.ifindex;
+      await d.call('upsertEndpoint', { id: 98, identity: 7098, ipv4: '10.250.7.98', ifname: vg, ifindex, mac: '02:00:00:00:07:98' });
+      const gone = () => ['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${vg}-${dir}`));
+      assert.deepEqual(gone(), ['ingress', 'egress'], 'its links pinned (positive control)');
+      await d.close();
+      d = node.driver();
+      await d.call('start');
+      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg]);
+      await d.call('removeEndpoint', 98);
+      assert.equal(lookup('mb_ep_ids', 98), null, 'its by-id entry gone');
+      assert.deepEqual(gone(), [], 'its defunct links unpinned');
+      assert.deepEqual(pins(), ['ingress', 'egress'], 'C\'s links untouched');
+    } finally {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg], { allowFail: true });
+      await d.call('removeEndpoint', 98).catch(() => {});
+    }
   });
 
   // peer_dest delivers by the mb_ep_ids entry alone, trusting that every id entry names a veth
