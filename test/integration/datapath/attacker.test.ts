@@ -6,7 +6,8 @@
 // Needs root; everything made here (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) goes in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { GW, ping, sh, type Topo, type Pod, type World } from './support/topo.ts';
+import { GW, killProc, ping, sh, type Topo, type Pod, type World } from './support/topo.ts';
+import { spawn } from 'node:child_process';
 import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
@@ -14,7 +15,7 @@ import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
 import { existsSync } from 'node:fs';
 import { BpfMap, pinnedLinkInfo } from '../../../src/sys/bpf.ts';
-import { decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
+import { ctExtIndex, decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
@@ -269,6 +270,50 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
     assert.equal(lookup('mb_endpoints', B.ifindex)?.epId, B.id, 'B has its veth back');
     assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex);
+  });
+
+  // Every policy change ends with a revision bump, and a connection's entry caches the revision
+  // its verdict was made at. A hook that read an endpoint's config (or the source's identity)
+  // before the revision could judge a packet by the config before a change and cache the change's
+  // own revision: the connection then passes under the new policy, never decided again until the
+  // next change. Here B's ingress flips between allow (no policy) and default deny, a config-only
+  // change (the flags of B's config, then the bump), while the world floods one UDP flow at B from
+  // the network device; after every flip to deny no entry of the flow may hold the current
+  // revision (only an allow writes one), and once the flood ends under deny nothing reaches B.
+  it('a flow retried while B\'s policy flips between allow and deny is never cached as allowed at a denying revision', async () => {
+    await reset();
+    const SPORT = 1024; // rawpkt flood's first source port: the flow is one connection
+    const frame = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+      ipv4({ src: world.ip, dst: B.ip, proto: UDP }, udp({ src: world.ip, dst: B.ip, sport: SPORT, dport: 5353 }, Buffer.from('flip'))));
+    const allow = () => d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    const deny = () => d.call('applyFull', B.id, [], { ingress: true, egress: false });
+    const flood = spawn('ip', ['netns', 'exec', world.ns, ensureRawpkt(), 'flood', 'eth0', frame.toString('hex'), '1', '34', '2000000'], { stdio: 'ignore' });
+    const stale: string[] = [];
+    let rounds = 0;
+    try {
+      await d.call('mute');
+      const until = Date.now() + 4000;
+      while (Date.now() < until && flood.exitCode === null) {
+        await allow();
+        await new Promise((r) => setTimeout(r, 2));
+        await deny();
+        await new Promise((r) => setTimeout(r, 3));
+        const rev = await d.call<number>('policyRevision');
+        const es = (await d.call<{ srcPort: number; dstPort: number; policyRevision: number }[]>('ctTable', ctExtIndex(B.id)))
+          .filter((e) => e.srcPort === SPORT && e.dstPort === 5353);
+        // a later flip may already have moved the revision on: only the current one counts
+        if (es.some((e) => e.policyRevision === rev) && rev === await d.call<number>('policyRevision')) stale.push(`round ${rounds} rev ${rev}`);
+        rounds++;
+      }
+    } finally {
+      killProc(flood);
+      await d.call('start').catch(() => {}); // (started: subscribes again)
+    }
+    assert.ok(rounds >= 50, `enough flips (${rounds})`);
+    assert.deepEqual(stale, [], `an allow cached at a denying revision after ${rounds} flips`);
+    const atB = await capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [frame, frame, frame]); });
+    assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.sport === SPORT).map((f) => f.hex), [], 'under deny nothing of the flow reaches B');
+    await reset();
   });
 
   // The veth's programs hang on tcx links pinned by the veth's name (they outlive the agent); the
