@@ -62,15 +62,16 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
    * Runs `fn` in routing mode tunnel with a real VXLAN device (external, UDP 8472) in the node
    * namespace, from_overlay on it, and the world's namespace as another node on the underlay (the
    * ipcache names its address a node naming itself; its device is the underlay); the agent
-   * restarts into that mode first. Everything it made goes afterwards.
+   * restarts into that mode first (`opts`: more of the driver's options). Everything it made goes
+   * afterwards.
    */
-  const withOverlay = async (fn: () => Promise<void>) => {
+  const withOverlay = async (fn: () => Promise<void>, opts: object = {}) => {
     const vx = `mdpvx${node.tag.slice(0, 6)}`;
     sh('ip', ['-n', topo.nodeNs, 'link', 'add', vx, 'type', 'vxlan', 'external', 'dstport', String(TUNNEL_PORT)]);
     try {
       sh('ip', ['-n', topo.nodeNs, 'link', 'set', vx, 'up']);
       await d.close();
-      d = node.driver({ tunnel: true });
+      d = node.driver({ tunnel: true, ...opts });
       await d.call('start');
       for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
       assert.equal(await d.call('attachNetworkDevice', world.ifname, { underlay: true }), true);
@@ -84,7 +85,7 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
   };
   /** A VXLAN frame from the world's namespace (as the node it plays, or `outerSrc`) to the node, around an inner IPv4 packet. */
-  const overVxlan = (vni: number, innerIp: Buffer, outerSrc = world.ip) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+  const overVxlan = (vni: number, innerIp: Buffer, outerSrc = world.ip, srcMac = world.mac) => eth({ dst: world.nodeMac, src: srcMac, type: ETH_IP },
     ipv4({ src: outerSrc, dst: GW, proto: UDP }, udp({ src: outerSrc, dst: GW, sport: 40000, dport: TUNNEL_PORT },
       vxlan(vni, eth({ dst: '02:00:00:00:00:01', src: '02:00:00:00:00:02', type: ETH_IP }, innerIp)))));
 
@@ -225,6 +226,40 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
       const orphan = drop(175, 'the orphan later fragment, at B');
       assert.deepEqual([orphan.endpointId, orphan.srcIp], [B.id, R]);
     });
+  });
+
+  // A host on the underlay that puts frames there with a node's address as source (with its own
+  // MAC: a node's own address is taken from any link source on the underlay, as VXLAN crosses
+  // routers) speaks VXLAN as that node: its VNI names any identity a node may send, and the pods'
+  // policy decides by it. Nothing in plain VXLAN tells the node from the impostor; Cilium's
+  // answer is encryption, and so is membrane's: with strict ingress (--encryption-strict-ingress)
+  // VXLAN that did not come out of cilium_wg0 is dropped (195) before any delivery. This pins
+  // both: the exposure without it (bpf/README.md "The underlay"), the drop with it.
+  it('routing mode tunnel: VXLAN forged with a node\'s address (any MAC) carries the identity it names into a pod; with strict ingress it is dropped (195) before any delivery', async () => {
+    const FORGED = 7779; // an identity B's policy lets in, named by the impostor's VNI
+    const R = '10.250.8.6'; // a pod address on the node the world plays
+    const IMPOSTOR = '02:00:00:0a:66:01';
+    const forged = (sport: number) => overVxlan(FORGED, ipv4({ src: R, dst: B.ip, proto: UDP }, udp({ src: R, dst: B.ip, sport, dport: 5353 }, Buffer.from('forged'))), world.ip, IMPOSTOR);
+    const atB = (sport: number) => capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [forged(sport)]); })
+      .then((fs) => fs.filter((f) => f.dir === 'in' && f.sport === sport && f.ip?.src === R).length);
+    const policy = () => d.call('applyFull', B.id, [rule('ingress', FORGED, UDP, 5353)], { ingress: true, egress: false });
+    await withOverlay(async () => {
+      await policy();
+      assert.equal(await atB(47600), 1, 'without strict ingress the impostor\'s VXLAN is the node\'s: delivered as the identity it names');
+    });
+    await withOverlay(async () => {
+      await policy();
+      assert.equal(await atB(47601), 0, 'strict ingress: plain VXLAN reaches no pod');
+      const drop = find(await events(), (e) => e.type === 1 && e.subType === 195 && e.srcIp === R && e.dstIp === B.ip, 'the forged VXLAN dropped as unencrypted (195)');
+      assert.equal(drop.srcIdentity, FORGED, 'the drop names the identity the VNI claimed');
+    }, { strictIngress: true });
+    // the agent as the other tests expect it: routing mode native, no strict ingress
+    await d.close();
+    d = node.driver();
+    await d.call('start');
+    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
+    await reset();
   });
 
   // The endpoint writer keeps a veth's config the endpoint's that holds it now: a veth whose
