@@ -929,6 +929,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 	__u32 ifindex = skb->ifindex;
 	h.c.ifindex = ifindex;
 	h.c.direction = dir;
+	/* the revision before anything it covers (the endpoint's config, the ipcache, policy): a
+	 * change between the reads then leaves the connection's entry at the older revision, decided
+	 * again at its next packet; read after, the change's own revision would be cached with a
+	 * verdict of the old maps */
+	hctx_config(&h);
 	struct ep_config *cfg = bpf_map_lookup_elem(&mb_endpoints, &ifindex);
 	if (!cfg)
 		return do_drop(p, &h.c, DROP_EP_NOT_READY, dir);
@@ -963,7 +968,6 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, int *sk
 	if (!own)
 		return hdrop(&h, DROP_CT_NO_MAP);
 	h.own = own;
-	hctx_config(&h);
 	h.c.now = bpf_ktime_get_ns();
 
 	/* Fragments: state lives in the sender's table; a later fragment takes its ports from the
@@ -1129,7 +1133,7 @@ static __noinline int net_ct_lookup(const struct pkt *p, void *own, const struct
  * in the same tables with the same keys, and found nothing: not looked up a second time. */
 #define DELIVER_EXT 0x80000000u /* (ifindexes are positive ints) */
 static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, struct remote *rm, __u32 *deliver,
-				       int known_new)
+				       int known_new, __u32 rev)
 {
 	struct ep_config *dcfg = local_dest(p);
 	if (!dcfg)
@@ -1139,7 +1143,6 @@ static __always_inline int net_ingress(struct __sk_buff *skb, struct pkt *p, str
 	void *ext = ct_table(CT_EXT(ep));
 	if (!own || !ext)
 		return TC_ACT_OK; /* to_container drops it (190) */
-	const __u32 rev = policy_rev();
 	struct ev_ctx dc;
 	ingress_ctx(&dc, dcfg, rm->identity, SENDER_EXT(ep), bpf_ktime_get_ns());
 	struct frag_reg fr;
@@ -1284,11 +1287,13 @@ static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni, int
 	struct remote rm = {};
 	if (parse_pkt(skb, &p) != PARSE_OK || p.is_icmp_err)
 		return TC_ACT_OK;
+	/* the revision before the source's identity and the destination's config (handle's rule) */
+	const __u32 rev = policy_rev();
 	__u8 d = net_source_check(skb, &p, &rm, vni);
 	if (d)
 		return net_drop(skb, &p, vni ? vni : rm.identity, d, DIR_INGRESS);
 	__u32 deliver = 0;
-	return net_ingress(skb, &p, &rm, &deliver, known_new);
+	return net_ingress(skb, &p, &rm, &deliver, known_new, rev);
 }
 
 /* A packet that entered the node, parsed in h->p, its source checked (h->rm: as the hook's
@@ -1300,7 +1305,8 @@ static __always_inline int network_ingress(struct __sk_buff *skb, __u32 vni, int
  * sender 0, as from_overlay's hint was), then the full lookup (a reply: the endpoint's own table).
  * TC_ACT_OK when the packet is for no local endpoint (the hook's network path would pass it
  * untouched); EP_TO_STACK, nothing done, when it is not delivered from here (the hook's network
- * path decides it); else the verdict. */
+ * path decides it); else the verdict. h's revision: read by the caller before the source's
+ * identity (handle's rule). */
 static __always_inline int net_deliver(struct __sk_buff *skb, struct hctx *h, __u32 stat)
 {
 	struct ipcache_val *dv = ipcache_lookup_fam(h->p.daddr, h->p.family);
@@ -1309,7 +1315,6 @@ static __always_inline int net_deliver(struct __sk_buff *skb, struct hctx *h, __
 	struct ep_config *cfg = peer_dest(skb, &h->p, dv->ep_id);
 	if (!cfg)
 		return EP_TO_STACK;
-	hctx_config(h);
 	h->c.now = bpf_ktime_get_ns();
 	return ep_deliver_known(skb, h, cfg, MARK_MAGIC_LOCAL_EP, stat);
 }
@@ -1329,6 +1334,7 @@ static __noinline int net_known(struct __sk_buff *skb, __u32 vni, int *ct_new)
 	struct hctx h = {};
 	if (parse_pkt(skb, &h.p) != PARSE_OK || h.p.is_icmp_err)
 		return EP_TO_STACK;
+	hctx_config(&h);
 #ifdef MB_L3_DEVICE
 	if (h.p.family != 4)
 		return EP_TO_STACK;
@@ -1390,6 +1396,7 @@ static __noinline int ov_key(struct __sk_buff *skb, __u32 *identity)
 static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *identity, int *ct_new)
 {
 	struct hctx h = {};
+	hctx_config(&h);
 	int r = parse_pkt(skb, &h.p);
 	int d = ov_key(skb, identity);
 	if (d)
@@ -1422,6 +1429,7 @@ static __noinline int ov_known(struct __sk_buff *skb, int decrypted, __u32 *iden
 static __noinline int ov_deliver(struct __sk_buff *skb)
 {
 	struct hctx h = {};
+	hctx_config(&h);
 	if (parse_pkt(skb, &h.p) != PARSE_OK)
 		return EP_TO_STACK;
 	return net_deliver(skb, &h, STAT_OVERLAY_DELIVER);
@@ -1433,11 +1441,12 @@ static __noinline int ov_network(struct __sk_buff *skb, __u32 identity, __u32 *d
 {
 	struct pkt p = {};
 	struct remote rm = {};
+	const __u32 rev = policy_rev();
 	if (parse_pkt(skb, &p) != PARSE_OK)
 		return TC_ACT_OK; /* (ov_known parsed it) */
 	rm.identity = identity;
 	rm.known = 1;
-	return net_ingress(skb, &p, &rm, deliver, known_new);
+	return net_ingress(skb, &p, &rm, deliver, known_new, rev);
 }
 
 /* tc INGRESS of the VXLAN device: a decapsulated packet, judged (ov_known), delivered into its

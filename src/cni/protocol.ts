@@ -34,6 +34,7 @@ function cniErrorOf(e: unknown): CniError {
   if (code === 'CNI_UNKNOWN_CONTAINER') return new CniError(CniCode.ContainerUnknown, err.message);
   if (code === 'CNI_ATTACHMENT_BROKEN') return new CniError(CniCode.AttachmentBroken, err.message, err.hint);
   if (code === 'API_BAD_REQUEST') return new CniError(CniCode.InvalidNetworkConfig, err.message, err.hint);
+  if (code === 'CNI_NETNS_INVALID') return new CniError(CniCode.InvalidEnvironment, err.message, err.hint);
   return new CniError(CniCode.AgentRefused, `${code}: ${err.message ?? String(e)}`, err instanceof MembraneError ? err.hint : undefined);
 }
 

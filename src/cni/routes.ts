@@ -18,6 +18,7 @@ import { ApiRequestError } from '../agent/api-server.ts';
 import { valid } from '../agent/routes.ts';
 import { ANN_CONTAINER_ID, ANN_IFNAME, ANN_NETNS, type Attachment, type HostProvider } from './host-provider.ts';
 import { createSerial } from '../common/serial.ts';
+import { containerNetnsRefusal } from '../sys/netlink.ts';
 import { cniExec } from './protocol.ts';
 
 const SOURCE = { file: '<cni>', line: 0, col: 0 };
@@ -39,6 +40,9 @@ export function cniRoutes(o: { agent: Agent; provider: HostProvider; node: strin
   const routes: Record<string, Handler> = {
     'POST /v1/cni/add': (body) => serial(async () => {
       const r = valid(checkWith(cniAddRequestSchema, body), 'POST /v1/cni/add', 'the body is {containerId, ifname, netns, name, namespace, labels} (src/api/requests.ts cniAddRequestSchema)');
+      // before anything is stored: the host's own namespace (or no namespace) never becomes a pod's
+      const refused = containerNetnsRefusal(r.netns);
+      if (refused) throw new ApiRequestError('CNI_NETNS_INVALID', `container ${r.containerId.slice(0, 12)}: ${refused}`, { hint: 'CNI_NETNS names the container\'s own namespace file, e.g. /run/netns/<name>' });
       // the same name held by another container (its DEL never came): that one goes first
       const cur = (await agent.resources.get('Pod', r.namespace, r.name)) as Pod | undefined;
       if (cur && cur.metadata.annotations?.[ANN_CONTAINER_ID] !== r.containerId) {

@@ -445,6 +445,25 @@ export function pinnedLinkInfo(pinPath: string): LinkInfo | null {
   }
 }
 
+/**
+ * The tcx links pinned in directory `dir` (one level; absent: none) with their info. A link whose
+ * device is gone (defunct: attached to nothing) reads ifindex 0. Pins that are not links are left out.
+ */
+export function pinnedLinks(dir: string): { path: string; info: LinkInfo }[] {
+  if (!existsSync(dir)) return [];
+  const out: { path: string; info: LinkInfo }[] = [];
+  for (const n of readdirSync(dir)) {
+    const path = join(dir, n);
+    try {
+      const info = pinnedLinkInfo(path);
+      if (info) out.push({ path, info });
+    } catch {
+      // not a link
+    }
+  }
+  return out;
+}
+
 /** Removes a pin directory tree (links first, so attachments go away, then maps). */
 export function removePins(root: string): void {
   if (!existsSync(root)) return;

@@ -8,7 +8,7 @@
  * every table and NLMSG_DONE. Reads never block (MSG_DONTWAIT): the dump is queued on the socket
  * before send() returns and refilled by each recv().
  */
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
@@ -251,6 +251,25 @@ function inNetns<T>(path: string, fn: () => T): T {
   }
 }
 
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * Why `path` cannot be a container's network namespace (undefined: it can): it is no namespace
+ * file, or it is the agent's own network namespace, the host's. A container's namespace gets
+ * sysctls (IPv6 off), an interface, addresses and a default route: in the host's own namespace
+ * that would switch the host's IPv6 off and route it through the pod gateway.
+ */
+export function containerNetnsRefusal(path: string): string | undefined {
+  try {
+    if (statfsSync(path).type !== NSFS_MAGIC) return `${path} is not a network namespace file`;
+    const ns = statSync(path), own = statSync('/proc/thread-self/ns/net');
+    if (ns.dev === own.dev && ns.ino === own.ino) return `${path} is the agent's own network namespace (the host's)`;
+    return undefined;
+  } catch (e) {
+    return `${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  }
+}
+
 /** Writes sysctls under /proc/sys/net of the calling thread's namespace; a missing one (no IPv6) is skipped. */
 function writeNetSysctls(values: Record<string, number>): void {
   for (const [k, v] of Object.entries(values)) {
@@ -282,6 +301,8 @@ export interface ContainerVeth {
  */
 export function createContainerVeth(o: ContainerVeth): number {
   name(o.ifname); name(o.hostIfname);
+  const refused = containerNetnsRefusal(o.netns);
+  if (refused) throw new MembraneError('CNI_NETNS_INVALID', `not a container's network namespace: ${refused}`, { hint: 'CNI_NETNS names the container\'s own namespace file, e.g. /run/netns/<name>' });
   const inside = inNetns(o.netns, () => { writeNetSysctls(o.sysctls); return Rtnl.open(o.netns); });
   const here = Rtnl.open('the agent\'s namespace');
   try {

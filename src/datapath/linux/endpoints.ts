@@ -12,10 +12,10 @@
  * the old endpoint is written through it (flags) nor taken from it (its programs, on removal).
  */
 import { MembraneError } from '../../common/errors.ts';
-import { attachTcx, detachPinnedLink, pinnedLinkInfo, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
+import { attachTcx, detachPinnedLink, pinnedLinkInfo, pinnedLinks, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
 import type { DatapathEndpoint } from '../types.ts';
 import { EP_F_AUDIT, EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, EP_F_NO_POLICY_EGRESS, EP_F_NO_POLICY_INGRESS, decodeEpConfig, encodeEpConfig, encodeU32, setEpConfigFlags, type EpConfig } from './codec.ts';
-import { linkPinPath, type Loader } from './loader.ts';
+import { linkPinDir, linkPinPath, type Loader } from './loader.ts';
 
 interface EndpointState { ep: DatapathEndpoint; flags: number }
 
@@ -103,13 +103,18 @@ export class EndpointMap {
     const st = this.endpoints.get(id);
     if (st) this.unplug(st.ep);
     else {
-      // after a restart: find the endpoint's config by id (its id entry goes first)
-      this.loader.map('mb_ep_ids').delete(encodeU32(id));
+      // after a restart: the endpoint is known from the maps alone, which name its veth by
+      // ifindex; its programs hang on links pinned by the veth's name, found by the device they
+      // are on (left pinned, they would stay on the veth, and their pins outlive it)
       const epMap = this.loader.map('mb_endpoints');
-      for (const k of epMap.keys()) {
+      const veths = [...epMap.keys()].filter((k) => {
         const v = epMap.lookup(k);
-        if (v && decodeEpConfig(v).epId === id) epMap.delete(k);
-      }
+        return v !== null && decodeEpConfig(v).epId === id;
+      });
+      for (const k of veths) this.detachLinksOn(k.readUInt32LE(0));
+      // the id entry before the veth's (the datapath delivers by the id entry alone)
+      this.loader.map('mb_ep_ids').delete(encodeU32(id));
+      for (const k of veths) epMap.delete(k);
     }
     this.endpoints.delete(id);
     this.flags.delete(id);
@@ -194,6 +199,16 @@ export class EndpointMap {
     // the id entry before the veth's (the datapath delivers by the id entry alone)
     this.dropIdEntry(ep.id, ep.ifindex);
     if (holder === ep.id) epMap.delete(encodeU32(ep.ifindex));
+  }
+
+  /**
+   * Unpins (detaches) the tcx links on veth `ifindex`, whatever name they are pinned by, and those
+   * whose device is gone (defunct: attached to nothing, pinned for nothing).
+   */
+  private detachLinksOn(ifindex: number): void {
+    for (const { path, info } of pinnedLinks(linkPinDir(this.pinRoot))) {
+      if ((info.ifindex === ifindex || info.ifindex === 0) && (info.attachType === BPF_TCX_INGRESS || info.attachType === BPF_TCX_EGRESS)) detachPinnedLink(path);
+    }
   }
 
   /** Deletes endpoint `id`'s mb_ep_ids entry if it names veth `ifindex`. */

@@ -20,9 +20,14 @@ export type MapName = (typeof MAP_NAMES)[number];
 export const PROGRAM_NAMES = ['from_container', 'to_container', 'from_network', 'from_overlay', 'to_overlay'] as const;
 export type ProgramName = (typeof PROGRAM_NAMES)[number];
 
+/** The directory of the node's pinned tcx links. */
+export function linkPinDir(pinRoot: string): string {
+  return join(pinRoot, 'links');
+}
+
 /** Where the tcx link of `ifname` in direction `dir` is pinned (the link outlives the agent). */
 export function linkPinPath(pinRoot: string, ifname: string, dir: 'ingress' | 'egress'): string {
-  return join(pinRoot, 'links', `${ifname}-${dir}`);
+  return join(linkPinDir(pinRoot), `${ifname}-${dir}`);
 }
 
 /** Removes every pinned link (detaching the programs) and pinned map under pinRoot (`membrane down`). */

@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { HostModeLab } from '../support/host-mode.ts';
 import { callAgent } from '../../../src/agent/api-client.ts';
@@ -115,6 +116,28 @@ describe('membrane-cni conformance', { timeout: 600_000 }, () => {
     const cdel = await lab.cni({ command: 'DEL', containerId: client.containerId, netns: `/run/netns/${client.netns}`, ifname: 'eth0' });
     assert.equal(cdel.code, 0, cdel.raw);
     assert.equal((await lab.hostLinks()).filter((l) => l.startsWith('lxc')).length, 0, (await lab.hostLinks()).join(' '));
+  });
+
+  // CNI_NETNS is the caller's word: the agent enters that namespace, writes its IPv6 sysctls
+  // (all, default), makes the container's interface with its address and routes, a default
+  // route among them. Naming the agent's own namespace (the host's) would do all that to the host:
+  // its IPv6 switched off, a pod's interface and routes in it, a default route through the pod
+  // gateway where the host had none. Naming a file that is no namespace must not get that far.
+  it('ADD naming the host\'s own network namespace, or a file that is no network namespace, is refused (code 4) and changes nothing of the host', async () => {
+    const sysctls = async () => (await lab.sh('ip', ['netns', 'exec', lab.hostNetns, 'sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6', 'net.ipv6.conf.default.disable_ipv6'])).stdout;
+    const links = async () => (JSON.parse((await lab.sh('ip', ['-n', lab.hostNetns, '-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname).sort();
+    const routes = async () => (await lab.sh('ip', ['-n', lab.hostNetns, 'route', 'show', 'table', 'all'])).stdout;
+    await lab.sh('ip', ['netns', 'exec', lab.hostNetns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0']);
+    const before = { sysctls: await sysctls(), links: await links(), routes: await routes() };
+    assert.equal(before.sysctls, '0\n0\n', 'the host has IPv6 on (precondition)');
+    for (const netns of [`/run/netns/${lab.hostNetns}`, '/etc/hostname']) {
+      const r = await lab.cni({ command: 'ADD', containerId: randomBytes(32).toString('hex'), netns, ifname: 'eth9', args: 'IgnoreUnknown=1;K8S_POD_NAME=intruder' });
+      assert.deepEqual({ sysctls: await sysctls(), links: await links(), routes: await routes() }, before, `${netns}: the host unchanged (${r.raw})`);
+      assert.equal(r.code, 1, `${netns}: ADD refused: ${r.raw}`);
+      assert.equal(r.out?.code, 4, `${netns}: an invalid CNI_NETNS (code 4): ${r.raw}`);
+      assert.match(String(r.out?.msg), /namespace/, r.raw);
+    }
+    assert.equal((await endpoints()).filter((e) => e.pod === 'intruder').length, 0, 'no endpoint left');
   });
 
   it('DEL of a container it never saw succeeds (also without CNI_NETNS)', async () => {

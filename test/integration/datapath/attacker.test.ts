@@ -6,15 +6,16 @@
 // Needs root; everything made here (mdp-* namespaces, /sys/fs/bpf/mdp-* pins) goes in after().
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { GW, ping, sh, type Topo, type Pod, type World } from './support/topo.ts';
+import { GW, killProc, ping, sh, type Topo, type Pod, type World } from './support/topo.ts';
+import { spawn } from 'node:child_process';
 import type { Driver } from './support/rpc.ts';
 import { DatapathNode } from './support/node.ts';
 import type { DatapathEvent } from '../../../src/datapath/types.ts';
 import type { MapStateKey } from '../../../src/policy/types.ts';
 import { eth, ipv4, udp, sendFrames, capturedAt, ensureRawpkt, ETH_IP, TCP, UDP } from '../support/frames.ts';
 import { existsSync } from 'node:fs';
-import { BpfMap } from '../../../src/sys/bpf.ts';
-import { decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
+import { BpfMap, pinnedLinkInfo } from '../../../src/sys/bpf.ts';
+import { ctExtIndex, decodeEpConfig, encodeEpConfig, encodeU32, type EpConfig } from '../../../src/datapath/linux/codec.ts';
 import { gatewayMac } from './support/topo.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
@@ -61,15 +62,16 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
    * Runs `fn` in routing mode tunnel with a real VXLAN device (external, UDP 8472) in the node
    * namespace, from_overlay on it, and the world's namespace as another node on the underlay (the
    * ipcache names its address a node naming itself; its device is the underlay); the agent
-   * restarts into that mode first. Everything it made goes afterwards.
+   * restarts into that mode first (`opts`: more of the driver's options). Everything it made goes
+   * afterwards.
    */
-  const withOverlay = async (fn: () => Promise<void>) => {
+  const withOverlay = async (fn: () => Promise<void>, opts: object = {}) => {
     const vx = `mdpvx${node.tag.slice(0, 6)}`;
     sh('ip', ['-n', topo.nodeNs, 'link', 'add', vx, 'type', 'vxlan', 'external', 'dstport', String(TUNNEL_PORT)]);
     try {
       sh('ip', ['-n', topo.nodeNs, 'link', 'set', vx, 'up']);
       await d.close();
-      d = node.driver({ tunnel: true });
+      d = node.driver({ tunnel: true, ...opts });
       await d.call('start');
       for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
       assert.equal(await d.call('attachNetworkDevice', world.ifname, { underlay: true }), true);
@@ -83,7 +85,7 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
   };
   /** A VXLAN frame from the world's namespace (as the node it plays, or `outerSrc`) to the node, around an inner IPv4 packet. */
-  const overVxlan = (vni: number, innerIp: Buffer, outerSrc = world.ip) => eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+  const overVxlan = (vni: number, innerIp: Buffer, outerSrc = world.ip, srcMac = world.mac) => eth({ dst: world.nodeMac, src: srcMac, type: ETH_IP },
     ipv4({ src: outerSrc, dst: GW, proto: UDP }, udp({ src: outerSrc, dst: GW, sport: 40000, dport: TUNNEL_PORT },
       vxlan(vni, eth({ dst: '02:00:00:00:00:01', src: '02:00:00:00:00:02', type: ETH_IP }, innerIp)))));
 
@@ -226,6 +228,40 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     });
   });
 
+  // A host on the underlay that puts frames there with a node's address as source (with its own
+  // MAC: a node's own address is taken from any link source on the underlay, as VXLAN crosses
+  // routers) speaks VXLAN as that node: its VNI names any identity a node may send, and the pods'
+  // policy decides by it. Nothing in plain VXLAN tells the node from the impostor; Cilium's
+  // answer is encryption, and so is membrane's: with strict ingress (--encryption-strict-ingress)
+  // VXLAN that did not come out of cilium_wg0 is dropped (195) before any delivery. This pins
+  // both: the exposure without it (bpf/README.md "The underlay"), the drop with it.
+  it('routing mode tunnel: VXLAN forged with a node\'s address (any MAC) carries the identity it names into a pod; with strict ingress it is dropped (195) before any delivery', async () => {
+    const FORGED = 7779; // an identity B's policy lets in, named by the impostor's VNI
+    const R = '10.250.8.6'; // a pod address on the node the world plays
+    const IMPOSTOR = '02:00:00:0a:66:01';
+    const forged = (sport: number) => overVxlan(FORGED, ipv4({ src: R, dst: B.ip, proto: UDP }, udp({ src: R, dst: B.ip, sport, dport: 5353 }, Buffer.from('forged'))), world.ip, IMPOSTOR);
+    const atB = (sport: number) => capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [forged(sport)]); })
+      .then((fs) => fs.filter((f) => f.dir === 'in' && f.sport === sport && f.ip?.src === R).length);
+    const policy = () => d.call('applyFull', B.id, [rule('ingress', FORGED, UDP, 5353)], { ingress: true, egress: false });
+    await withOverlay(async () => {
+      await policy();
+      assert.equal(await atB(47600), 1, 'without strict ingress the impostor\'s VXLAN is the node\'s: delivered as the identity it names');
+    });
+    await withOverlay(async () => {
+      await policy();
+      assert.equal(await atB(47601), 0, 'strict ingress: plain VXLAN reaches no pod');
+      const drop = find(await events(), (e) => e.type === 1 && e.subType === 195 && e.srcIp === R && e.dstIp === B.ip, 'the forged VXLAN dropped as unencrypted (195)');
+      assert.equal(drop.srcIdentity, FORGED, 'the drop names the identity the VNI claimed');
+    }, { strictIngress: true });
+    // the agent as the other tests expect it: routing mode native, no strict ingress
+    await d.close();
+    d = node.driver();
+    await d.call('start');
+    for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    assert.equal(await d.call('attachNetworkDevice', world.ifname), true);
+    await reset();
+  });
+
   // The endpoint writer keeps a veth's config the endpoint's that holds it now: a veth whose
   // ifindex another endpoint took over (its old endpoint's veth gone, the index reused, while the
   // agent still knows the old endpoint) is that endpoint's. A policy change of the old endpoint
@@ -269,6 +305,106 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
     assert.equal(lookup('mb_endpoints', B.ifindex)?.epId, B.id, 'B has its veth back');
     assert.equal(lookup('mb_ep_ids', B.id)?.ifindex, B.ifindex);
+  });
+
+  // Every policy change ends with a revision bump, and a connection's entry caches the revision
+  // its verdict was made at. A hook that read an endpoint's config (or the source's identity)
+  // before the revision could judge a packet by the config before a change and cache the change's
+  // own revision: the connection then passes under the new policy, never decided again until the
+  // next change. Here B's ingress flips between allow (no policy) and default deny, a config-only
+  // change (the flags of B's config, then the bump), while the world floods one UDP flow at B from
+  // the network device; after every flip to deny no entry of the flow may hold the current
+  // revision (only an allow writes one), and once the flood ends under deny nothing reaches B.
+  it('a flow retried while B\'s policy flips between allow and deny is never cached as allowed at a denying revision', async () => {
+    await reset();
+    const SPORT = 1024; // rawpkt flood's first source port: the flow is one connection
+    const frame = eth({ dst: world.nodeMac, src: world.mac, type: ETH_IP },
+      ipv4({ src: world.ip, dst: B.ip, proto: UDP }, udp({ src: world.ip, dst: B.ip, sport: SPORT, dport: 5353 }, Buffer.from('flip'))));
+    const allow = () => d.call('applyFull', B.id, [], { ingress: false, egress: false });
+    const deny = () => d.call('applyFull', B.id, [], { ingress: true, egress: false });
+    const flood = spawn('ip', ['netns', 'exec', world.ns, ensureRawpkt(), 'flood', 'eth0', frame.toString('hex'), '1', '34', '2000000'], { stdio: 'ignore' });
+    const stale: string[] = [];
+    let rounds = 0;
+    try {
+      await d.call('mute');
+      const until = Date.now() + 4000;
+      while (Date.now() < until && flood.exitCode === null) {
+        await allow();
+        await new Promise((r) => setTimeout(r, 2));
+        await deny();
+        await new Promise((r) => setTimeout(r, 3));
+        const rev = await d.call<number>('policyRevision');
+        const es = (await d.call<{ srcPort: number; dstPort: number; policyRevision: number }[]>('ctTable', ctExtIndex(B.id)))
+          .filter((e) => e.srcPort === SPORT && e.dstPort === 5353);
+        // a later flip may already have moved the revision on: only the current one counts
+        if (es.some((e) => e.policyRevision === rev) && rev === await d.call<number>('policyRevision')) stale.push(`round ${rounds} rev ${rev}`);
+        rounds++;
+      }
+    } finally {
+      killProc(flood);
+      await d.call('start').catch(() => {}); // (started: subscribes again)
+    }
+    assert.ok(rounds >= 50, `enough flips (${rounds})`);
+    assert.deepEqual(stale, [], `an allow cached at a denying revision after ${rounds} flips`);
+    const atB = await capturedAt(B.ns, 'eth0', () => { sendFrames(world.ns, 'eth0', [frame, frame, frame]); });
+    assert.deepEqual(atB.filter((f) => f.dir === 'in' && f.sport === SPORT).map((f) => f.hex), [], 'under deny nothing of the flow reaches B');
+    await reset();
+  });
+
+  // The veth's programs hang on tcx links pinned by the veth's name (they outlive the agent); the
+  // maps name the veth by ifindex only. An agent that restarts knows an endpoint it has not
+  // upserted again only from the maps: removing it (its pod went while the agent was down, as the
+  // agent's first reconcile does) must still detach its veth's programs and unpin their links, or
+  // they stay attached to the veth (dropping everything as EP_NOT_READY while it lives) and pinned
+  // after it is gone, for as long as the node runs.
+  it('an endpoint removed after an agent restart, before any upsert of it, takes its veth\'s tcx links and their pins with it', async () => {
+    await reset();
+    const pins = () => ['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${C.hostIf}-${dir}`));
+    // the links by id: a link exists while its pin (or an fd) holds it, and detaches when it goes
+    const linkIds = ['ingress', 'egress'].map((dir) => pinnedLinkInfo(`${node.pinRoot}/links/${C.hostIf}-${dir}`));
+    assert.ok(linkIds.every((li) => li && li.ifindex === C.ifindex), 'C\'s links pinned on its veth (positive control)');
+    const live = () => linkIds.filter((li) => sh('bpftool', ['link', 'show', 'id', String(li!.id)], { allowFail: true }).startsWith(`${li!.id}:`));
+    assert.equal(live().length, 2, 'C\'s tcx links exist (positive control)');
+    await d.close();
+    d = node.driver();
+    await d.call('start');
+    // the restarted agent upserts A and B again; C's pod went while it was down
+    for (const p of [A, B]) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+    try {
+      await d.call('removeEndpoint', C.id);
+      assert.equal(lookup('mb_endpoints', C.ifindex), null, 'C\'s veth entry gone');
+      assert.equal(lookup('mb_ep_ids', C.id), null, 'C\'s by-id entry gone');
+      assert.deepEqual(pins(), [], 'no link of C\'s veth left pinned');
+      assert.deepEqual(live(), [], 'no tcx link (program) left on C\'s veth');
+      assert.deepEqual(['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${B.hostIf}-${dir}`)), ['ingress', 'egress'], 'B\'s links untouched');
+    } finally {
+      await d.call('upsertEndpoint', { id: C.id, identity: idOf(C), ipv4: C.ip, ifname: C.hostIf, ifindex: C.ifindex, mac: C.mac });
+    }
+    assert.deepEqual(pins(), ['ingress', 'egress'], 'C attached again');
+    assert.equal(ping(C.ns, A.ip), true, 'C -> A once C is back');
+
+    // the pod went with its veth while the agent was down (its namespace deleted): the links are
+    // defunct (on ifindex 0) and named by a veth nobody knows; removing the endpoint unpins them
+    const vg = `mdpg${node.tag}`;
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vg, 'type', 'veth', 'peer', 'name', `mdph${node.tag}`]);
+    try {
+      const ifindex = (JSON.parse(sh('ip', ['-n', topo.nodeNs, '-j', 'link', 'show', 'dev', vg])) as { ifindex: number }[])[0]!.ifindex;
+      await d.call('upsertEndpoint', { id: 98, identity: 7098, ipv4: '10.250.7.98', ifname: vg, ifindex, mac: '02:00:00:00:07:98' });
+      const gone = () => ['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${vg}-${dir}`));
+      assert.deepEqual(gone(), ['ingress', 'egress'], 'its links pinned (positive control)');
+      await d.close();
+      d = node.driver();
+      await d.call('start');
+      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg]);
+      await d.call('removeEndpoint', 98);
+      assert.equal(lookup('mb_ep_ids', 98), null, 'its by-id entry gone');
+      assert.deepEqual(gone(), [], 'its defunct links unpinned');
+      assert.deepEqual(pins(), ['ingress', 'egress'], 'C\'s links untouched');
+    } finally {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg], { allowFail: true });
+      await d.call('removeEndpoint', 98).catch(() => {});
+    }
   });
 
   // peer_dest delivers by the mb_ep_ids entry alone, trusting that every id entry names a veth
