@@ -58,6 +58,7 @@ struct {
 	__uint(max_entries, 16384);
 	__type(key, __be32);
 	__type(value, struct wg_peer);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_wg_peers SEC(".maps");
 

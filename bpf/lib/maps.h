@@ -3,6 +3,14 @@
 #pragma once
 #include "common.h"
 
+/* Hash maps whose values the agent replaces while packets read them (endpoint configs, services,
+ * backends, devices, WireGuard peers) are BPF_F_NO_PREALLOC, as Cilium's are by default: a
+ * preallocated hash map recycles a replaced element as the writing CPU's spare at once, so the next
+ * update on that CPU may overwrite it while a packet on another CPU still reads it through the
+ * pointer its lookup returned (one endpoint's ifindex with another's identity). Without
+ * preallocation a replaced element is freed only after an RCU grace period. Changing a pinned
+ * map's flags needs `membrane down` (the loader refuses an incompatible pinned definition). */
+
 /* ---- endpoint config: key = host-side veth ifindex (u32) ---- */
 #define EP_F_DENY_INGRESS 0x01
 #define EP_F_DENY_EGRESS 0x02
@@ -31,6 +39,7 @@ struct {
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct ep_config);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_endpoints SEC(".maps");
 
@@ -41,6 +50,7 @@ struct {
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct ep_config);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_ep_ids SEC(".maps");
 
@@ -323,6 +333,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb4_services SEC(".maps");
 
@@ -331,6 +342,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct lb4_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb4_backends SEC(".maps");
 
@@ -339,6 +351,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct lb4_reverse_nat);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb4_reverse_nat SEC(".maps");
 
@@ -371,6 +384,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, struct lb6_key);
 	__type(value, struct lb4_service);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb6_services SEC(".maps");
 
@@ -379,6 +393,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct lb6_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb6_backends SEC(".maps");
 
@@ -387,6 +402,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct lb6_reverse_nat);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_lb6_reverse_nat SEC(".maps");
 
@@ -433,6 +449,7 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, struct dev_config);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_devices SEC(".maps");
 

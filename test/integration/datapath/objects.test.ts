@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject } from '../../../src/sys/bpf.ts';
+import { BpfMap, BpfObject, MapType } from '../../../src/sys/bpf.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
 const DIST = fileURLToPath(new URL('../../../dist/bpf/', import.meta.url));
@@ -25,6 +25,35 @@ test('every BPF object loads: endpoint, its WireGuard build, strict mode', { ski
       }
       assert.equal(err, '', `${f}.bpf.o`);
     }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+// A preallocated hash map recycles a replaced element as the writer CPU's spare at once: a packet
+// on another CPU still reading it could see the next update's bytes (one endpoint's ifindex with
+// another's identity, half of another backend's address). The maps the agent rewrites while
+// packets read them are allocated per element and freed after an RCU grace period, as Cilium's.
+test('the maps the agent rewrites under running packets are not preallocated (BPF_F_NO_PREALLOC)', { skip: skipUnless('root') }, () => {
+  const root = `/sys/fs/bpf/mb-objects-flags-${process.pid}`;
+  mkdirSync(root, { recursive: true });
+  const BPF_F_NO_PREALLOC = 1;
+  try {
+    for (const f of ['endpoint', 'wireguard', 'encrypt']) BpfObject.load(join(DIST, `${f}.bpf.o`), root).close();
+    const names = ['mb_endpoints', 'mb_ep_ids', 'mb_devices', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
+      'mb_lb6_services', 'mb_lb6_backends', 'mb_lb6_reverse_nat', 'mb_wg_peers', 'mb_ipcache', 'mb_ipcache_host', 'mb_policy'];
+    const preallocated: string[] = [];
+    for (const n of names) {
+      const m = BpfMap.fromPin(join(root, n));
+      try {
+        if (m.info.type === MapType.HASH || m.info.type === MapType.LPM_TRIE) {
+          if (!(m.info.flags & BPF_F_NO_PREALLOC)) preallocated.push(n);
+        } else preallocated.push(`${n} (type ${m.info.type})`);
+      } finally {
+        m.close();
+      }
+    }
+    assert.deepEqual(preallocated, []);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
