@@ -11,7 +11,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordEncoder } from './record-codec.ts';
-import { encodeAnswer, encodeRecord, expandAnswer, pushAnswer, pushRecord, readLines, recordsMessage, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
+import { encodeAnswer, encodeRecord, expandAnswer, pushAnswer, pushRecord, readLines, recordsMessage, send, WIRE_TAGS, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToProxy, type WireRecord } from './wire.ts';
 
 export interface FeedClientDeps {
   socketPath: string;
@@ -148,6 +148,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   let perMessage = maxPerMessage;
   /** this connection's agent takes records as binary frames (its `caps`); a new one per connection (the string table starts over) */
   let encoder: RecordEncoder | undefined;
+  /** the highest record tag this connection's agent reads (its caps; 4 when it did not say): tag 5 only to one that reads it */
+  let agentTags = 4;
   /** the socket whose 'drain' the records wait for */
   let drainOf: Socket | undefined;
   /** answers already sent to their clients, to report (the last per endpoint, name and IPs) */
@@ -268,6 +270,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       up = true;
       known.clear();
       encoder = undefined;
+      agentTags = 4;
       send(s, { t: 'hello', pid: process.pid, ...(deps.onDelta ? { deltas: true } : {}) });
       send(s, { t: 'status', rows: deps.statusRows() });
       // answers held for the agent: it (a restarted one) hears of them again
@@ -310,7 +313,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         }
       } else if (m.t === 'caps') {
         // records flushed before this went as JSON; the agent reads both, in order
-        if (m.records === 'bin1' && sock === s) encoder = new RecordEncoder();
+        if (m.records === 'bin1' && sock === s) {
+          encoder = new RecordEncoder();
+          agentTags = typeof m.tags === 'number' ? Math.min(m.tags, WIRE_TAGS) : 4;
+        }
       } else if (m.t === 'req') {
         deps.handle(m.what).then(
           (body) => send(s, { t: 'res', id: m.id, ok: true, body }),
@@ -358,16 +364,16 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         if (rec.l7 === 'dns' && rec.transport === 'UDP') {
           if (rec.type === 'request') {
             if (requests.size < 65536) requests.set(rec.client, pushed);
-            pushRecord(enc, rec);
+            pushRecord(enc, rec, agentTags);
           } else {
             // its request in this frame: the answer alone (tag 3)
             const at = requests.get(rec.client);
             if (at !== undefined) requests.delete(rec.client);
             if (at !== undefined && at > frameAt) pushAnswer(enc, rec, pushed - at);
-            else pushRecord(enc, rec);
+            else pushRecord(enc, rec, agentTags);
           }
         } else {
-          pushRecord(enc, rec);
+          pushRecord(enc, rec, agentTags);
         }
         if (enc.records() >= perMessage || (closeAfter !== Infinity && performance.now() >= closeAfter)) {
           closeFrame(enc);
@@ -393,7 +399,8 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           }
         }
       }
-      buf.push(w ?? encodeRecord(rec));
+      // encoded for an agent not known yet: what every agent reads (a TLS record as its object)
+      buf.push(w ?? encodeRecord(rec, 4));
       if (buf.length > cap) { buf.shift(); lost++; shifted = true; }
       if (!up || drainOf === sock) return;
       if (buf.length >= perMessage) flushSoon ??= setImmediate(flush);

@@ -11,7 +11,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordDecoder } from './record-codec.ts';
-import { readLines, send, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
+import { readLines, send, WIRE_TAGS, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
@@ -182,7 +182,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           c.deltas = m.deltas === true;
           deps.logger?.info({ pid: m.pid }, 'proxy process connected');
           // records as binary frames from now on (a proxy that does not know the message keeps JSON)
-          send(sock, { t: 'caps', records: 'bin1' });
+          send(sock, { t: 'caps', records: 'bin1', tags: WIRE_TAGS });
           // the snapshot with the ipcache whole, made now (the last one sent has deltas since)
           if (current) {
             if (deps.ipcache) void refresh();

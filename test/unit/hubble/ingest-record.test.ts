@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { clone, toBinary } from '@bufbuild/protobuf';
 import { createHubble } from '../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
-import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../../../src/common/access-log.ts';
+import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../src/common/access-log.ts';
 import { resolver, ENDPOINTS } from './fixtures.ts';
 
 const T = Date.parse('2026-01-02T15:04:05.123Z');
@@ -158,6 +158,48 @@ test("ingestRecord: DNS flows are kept compactly; a name's flows share their DNS
   });
   assert.equal(msg(got[2]!), msg(seen[2]!));
   assert.notEqual(got[2], h.ring.at(h.ring.oldest() + 2)!.kind === 'flow' ? (h.ring.at(h.ring.oldest() + 2) as { flow: Flow }).flow : undefined, 'each read is a new Flow');
+});
+
+test('property: TLS flows (the SNI filter\'s and the interceptor\'s, every verdict) are kept compactly, mixed with HTTP ones at the same positions, and read back equal, object and bytes', () => {
+  const tls = fc.record({
+    verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const), direction: fc.constantFrom('egress' as const, 'ingress' as const), dt: fc.double({ min: 0, max: 5e6, noNaN: true }),
+    port: fc.integer({ min: 1, max: 65535 }), sni: fc.option(fc.constantFrom('api.example.com', 'b.example.org'), { nil: undefined }), version: fc.option(fc.constant('TLS 1.3'), { nil: undefined }),
+    alpn: fc.option(fc.array(fc.constantFrom('h2', 'http/1.1'), { maxLength: 2 }), { nil: undefined }), intercepted: fc.option(fc.constant(true), { nil: undefined }),
+    resumed: fc.option(fc.constant(true), { nil: undefined }), reason: fc.option(fc.constantFrom('policy: denied', 'NOT_TLS: no ClientHello'), { nil: undefined }),
+    proxyPort: fc.option(fc.constantFrom(15001, 15443), { nil: undefined }), ip: fc.constantFrom('10.244.1.6', '198.51.100.10', 'fd00::1'),
+  });
+  const rec = fc.oneof(
+    tls.map((r): AccessLogRecord => {
+      const t: TlsAccessRecord = { l7: 'tls', verdict: r.verdict, direction: r.direction, timeMs: T + r.dt, client: { ...http().client, port: r.port }, server: { ip: r.ip, port: 443, identity: 23456 }, endpointId: 101 };
+      for (const k of ['sni', 'version', 'alpn', 'intercepted', 'resumed', 'reason', 'proxyPort'] as const) if (r[k] !== undefined) (t as unknown as Record<string, unknown>)[k] = r[k];
+      return t;
+    }),
+    fc.integer({ min: 1, max: 65535 }).map((port): AccessLogRecord => http({ url: 'https://api.example.com/v1', host: 'api.example.com', client: { ...http().client, port }, tls: { sni: 'api.example.com', intercepted: true } })),
+  );
+  let tlsKept = 0;
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 30 }), (list) => {
+    const h = hubbleOf();
+    const seen: Flow[] = [];
+    h.onFlow((f) => seen.push(f));
+    for (const r of list) h.ingestRecord(r);
+    const got = ringFlows(h);
+    assert.deepEqual(got, seen.slice(-7));
+    got.forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, f), toBinary(FlowSchema, seen.slice(-7)[i]!)));
+    const kinds = slotKinds(h);
+    list.slice(-7).forEach((r, i) => {
+      const at = (list.length - Math.min(7, list.length) + i) % 7;
+      assert.equal(kinds[at], 'compact', `${r.l7} record kept compactly`);
+      if (r.l7 === 'tls') tlsKept++;
+    });
+  }), { numRuns: 200 });
+  assert.ok(tlsKept > 300, `TLS flows drawn (${tlsKept})`);
+  // the interceptor's record reads back with its summary and server name
+  const h = hubbleOf();
+  h.ingestRecord({ l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: T, client: http().client, server: { ip: '198.51.100.10', port: 443, identity: 2 }, endpointId: 101, sni: 'api.example.com', version: 'TLS 1.3', alpn: ['http/1.1'], intercepted: true, resumed: true, proxyPort: 15001 });
+  const [f] = ringFlows(h);
+  assert.equal(f!.Summary, 'TLS ClientHello SNI api.example.com (TLS 1.3, alpn http/1.1, intercepted, resumed)');
+  assert.deepEqual(f!.destinationNames, ['api.example.com']);
+  assert.equal(f!.proxyPort, 15001);
 });
 
 test('ingestRecord: HTTP and DNS flows take turns at the ring\'s positions; each reads back as what was written there', () => {

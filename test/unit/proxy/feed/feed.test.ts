@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
@@ -681,4 +681,98 @@ test('feed: while the proxy\'s loop has time to spare a message closes at its fi
   client.record(rec(9));
   await until(() => arrived.has(9) && lostSeen === 1);
   assert.equal(arrived.has(7), false);
+});
+
+test('attacker: an agent that dies with a message half read (cut mid-frame) and a new one in its place: no record of the cut frame, no record with another connection\'s peers or identity, the string tables start over on both ends', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-cut-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const agentPath = join(dir, 'agent.sock');
+  const relayPath = join(dir, 'l7proxy.sock');
+  const { FRAME_HEADER, FRAME_MARK } = await import('../../../../src/proxy/feed/record-codec.ts');
+  const got: AccessLogRecord[][] = [[], []];
+  let bad = 0, lostSeen = 0, agent = 0;
+  const mkServer = () => {
+    const mine = agent;
+    return createFeedServer({
+      socketPath: agentPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1),
+      onRecords: (items, lost) => { const r = decodeRecords(items, () => undefined); got[mine]!.push(...r.records); bad += r.bad; lostSeen += lost; },
+    });
+  };
+  let server = mkServer();
+  await server.start();
+  // between the proxy and the agent: forwards whole lines and frames, and once two frames went, half of the third, then both ends are cut (the agent dies mid-read)
+  let frames = 0, cut = false, replaced = false;
+  const links: Socket[] = [];
+  const relay = createServer((down) => {
+    // the dead agent's socket answers nobody until the new agent is up
+    if (cut && !replaced) { down.destroy(); return; }
+    const up = connect(agentPath);
+    links.push(down, up);
+    up.on('error', () => {});
+    down.on('error', () => {});
+    up.pipe(down);
+    let pending = Buffer.alloc(0);
+    down.on('data', (d: Buffer) => {
+      if (cut && links.indexOf(down) < 2) return;
+      pending = Buffer.concat([pending, d]);
+      for (;;) {
+        if (!pending.length) break;
+        if (pending[0] !== FRAME_MARK) {
+          const nl = pending.indexOf(10);
+          if (nl < 0) break;
+          up.write(pending.subarray(0, nl + 1));
+          pending = pending.subarray(nl + 1);
+          continue;
+        }
+        if (pending.length < FRAME_HEADER || pending.length < FRAME_HEADER + pending.readUInt32LE(1)) break;
+        const n = FRAME_HEADER + pending.readUInt32LE(1);
+        if (!cut && links.indexOf(down) === 0 && ++frames === 3) {
+          cut = true;
+          up.write(pending.subarray(0, n >> 1), () => { up.destroy(); down.destroy(); });
+          return;
+        }
+        up.write(pending.subarray(0, n));
+        pending = pending.subarray(n);
+      }
+    });
+  });
+  await new Promise<void>((r) => relay.listen(relayPath, r));
+  t.after(() => { for (const s of links) s.destroy(); relay.close(); });
+  let snaps = 0;
+  const client = createFeedClient({ socketPath: relayPath, retryMs: 20, recordsPerMessage: 16, quickMessageMs: 0, messageMs: 5, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  // every connection its own address, port and identity (n), the TLS record of its handshake and an HTTP request inside it
+  const peerOf = (n: number) => ({ ip: `10.244.${n >> 8}.${n & 255}`, port: 20000 + n, identity: 100000 + n });
+  const recs = (n: number): AccessLogRecord[] => [
+    { l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: n, client: peerOf(n), server: { ip: '10.96.0.1', port: 443, identity: 2 }, endpointId: 7, sni: `s${n}.example`, intercepted: true, version: 'TLS 1.3' },
+    { l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: n, client: peerOf(n), server: { ip: '10.96.0.1', port: 443, identity: 2 }, endpointId: 7, method: 'GET', url: `https://s${n}.example/`, host: `s${n}.example`, path: '/', protocol: 'HTTP/1.1', headers: [], code: 0, latencyNs: 0, tls: { sni: `s${n}.example`, intercepted: true } },
+  ];
+  for (let n = 1; n <= 60; n++) for (const r of recs(n)) client.record(r);
+  await until(() => cut && !client.connected());
+  await server.stop();
+  agent = 1;
+  server = mkServer();
+  await server.start();
+  replaced = true;
+  t.after(() => server.stop());
+  await until(() => client.connected());
+  await new Promise((r) => setTimeout(r, 50));
+  for (let n = 61; n <= 120; n++) for (const r of recs(n)) client.record(r);
+  await until(() => got[1]!.filter((r) => r.timeMs > 60).length === 120);
+  // the first agent: the two whole frames (16 records each), nothing of the third
+  assert.equal(got[0]!.length, 32);
+  assert.equal(bad, 0, 'no record refused: the new agent\'s table and the proxy\'s started over together');
+  for (const r of [...got[0]!, ...got[1]!]) {
+    const p = peerOf(r.timeMs);
+    assert.deepEqual([r.client.ip, r.client.port, r.client.identity], [p.ip, p.port, p.identity], `record of connection ${r.timeMs}`);
+    if (r.l7 === 'tls') assert.equal(r.sni, `s${r.timeMs}.example`);
+    else if (r.l7 === 'http') assert.equal(r.url, `https://s${r.timeMs}.example/`);
+  }
+  // what the proxy still held when the agent went is counted as lost, sent to the next agent; nothing arrives twice
+  const all = [...got[0]!, ...got[1]!].map((r) => `${r.l7}${r.timeMs}`);
+  assert.equal(new Set(all).size, all.length);
+  assert.ok(got[0]!.length + got[1]!.length + lostSeen <= 240);
 });

@@ -277,3 +277,108 @@ test('tag 1 (any record no positional tag carries): the peers through peerFields
   }), { numRuns: 300 });
   assert.ok(tag1 > 1000, `tag-1 records were encoded (${tag1})`);
 });
+
+test('a TLS record travels positionally (tag 5) when its fields are the ones the proxies set, as its object (tag 1) otherwise or to an agent that does not read tag 5; either way it comes back as it was made (property)', () => {
+  const peer = fc.record({
+    ip: fc.constantFrom('10.244.1.5', 'fd00::5', '127.0.0.1'), port: fc.integer({ min: 0, max: 65535 }), identity: fc.integer({ min: 0, max: 70000 }),
+    endpoint: fc.option(fc.record({ id: fc.integer({ min: 0, max: 70000 }) }), { nil: undefined }),
+  }, { requiredKeys: ['ip', 'port', 'identity'] });
+  const str = fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('api.bench.test', 'TLS 1.3', ''), fc.string({ minLength: 65, maxLength: 100 }));
+  const tls = fc.record({
+    l7: fc.constant('tls' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const), direction: fc.constantFrom('egress' as const, 'ingress' as const),
+    timeMs: fc.oneof(fc.nat(), fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true })), endpointId: fc.oneof(fc.nat(), fc.constant(2 ** 32)),
+    sni: str, version: str, alpn: fc.array(fc.constantFrom('h2', 'http/1.1', ''), { maxLength: 3 }), intercepted: fc.oneof(fc.constant(true), fc.boolean()), resumed: fc.oneof(fc.constant(true), fc.boolean()),
+    reason: str, proxyPort: fc.oneof(fc.nat(65535), fc.constant(70000), fc.constant(1.5)),
+    // a field no proxy sets today: such a record goes as its object
+    extra: fc.nat(),
+  }, { requiredKeys: ['l7', 'verdict', 'direction', 'timeMs', 'endpointId'] });
+  // as the SNI filter and the interceptor make them: non-empty strings, true flags, a port
+  const full = fc.string({ minLength: 1, maxLength: 30 });
+  const asMade = fc.record({
+    l7: fc.constant('tls' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const), direction: fc.constantFrom('egress' as const, 'ingress' as const),
+    timeMs: fc.double({ min: 1.7e12, max: 1.8e12, noNaN: true }), endpointId: fc.nat(), sni: full, version: fc.constant('TLS 1.3'), alpn: fc.array(fc.constantFrom('h2', 'http/1.1'), { maxLength: 2 }),
+    intercepted: fc.constant(true), resumed: fc.constant(true), reason: full, proxyPort: fc.nat(65535),
+  }, { requiredKeys: ['l7', 'verdict', 'direction', 'timeMs', 'endpointId'] });
+  const rec = fc.tuple(fc.oneof(asMade, tls), peer, peer).map(([r, client, server]) => ({ ...r, client, server }) as unknown as AccessLogRecord);
+  const plain = (x: unknown) => JSON.parse(JSON.stringify(x)) as unknown;
+  let tag5 = 0, tag1 = 0;
+  fc.assert(fc.property(fc.array(rec, { minLength: 1, maxLength: 10 }), (recs) => {
+    for (const tags of [5, 4]) {
+      const a = new RecordEncoder(), b = new RecordEncoder(), dec = new RecordDecoder();
+      a.begin(0);
+      b.begin(0);
+      for (const r of recs) {
+        const w = encodeRecord(r, tags);
+        const t = r as unknown as Record<string, unknown>;
+        const positional = !('extra' in t) && [t.sni, t.version, t.reason].every((v) => v === undefined || (typeof v === 'string' && v !== ''))
+          && t.intercepted !== false && t.resumed !== false && (t.proxyPort === undefined || (Number.isInteger(t.proxyPort) && (t.proxyPort as number) <= 65535)) && (r as { endpointId: number }).endpointId >= 0;
+        assert.equal(w[0], tags >= 5 && positional ? 5 : 1, JSON.stringify(r));
+        if (w[0] === 5) tag5++; else tag1++;
+        a.push(w);
+        pushRecord(b, r, tags);
+      }
+      const fa = a.end(), fb = b.end();
+      assert.deepEqual(fb, fa, 'written as it comes: the same bytes');
+      const back = dec.decode(payload(fb))!.items.map((w) => decodeRecord(w as never, () => undefined));
+      recs.forEach((r, i) => assert.deepEqual(plain(back[i]), plain({ ...r, client: { ...r.client, endpoint: undefined }, server: { ...r.server, endpoint: undefined } })));
+    }
+  }), { numRuns: 300 });
+  assert.ok(tag5 > 200 && tag1 > 200, `both shapes drawn (tag 5: ${tag5}, tag 1: ${tag1})`);
+  // the interceptor's record as it makes it: positional
+  const made = { l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: 1.75e12, client: { ip: '10.244.1.5', port: 40000, identity: 1000 }, server: { ip: '10.96.0.1', port: 443, identity: 2 }, endpointId: 7, intercepted: true, sni: 'api.bench.test', proxyPort: 15001, version: 'TLS 1.3', alpn: ['http/1.1'], resumed: true } as AccessLogRecord;
+  assert.equal(encodeRecord(made)[0], 5);
+  assert.deepEqual(decodeRecord(encodeRecord(made), () => undefined), { ...made, client: { ...made.client, endpoint: undefined }, server: { ...made.server, endpoint: undefined } });
+});
+
+test('attacker: a tag-5 record of the wrong length or with a field of the wrong kind is no record', () => {
+  const good = encodeRecord({ l7: 'tls', verdict: 'denied', direction: 'ingress', timeMs: 5, client: { ip: '10.0.0.1', port: 5, identity: 1 }, server: { ip: '10.0.0.2', port: 443, identity: 2 }, endpointId: 3, sni: 'a.example', reason: 'policy: denied' } as AccessLogRecord) as unknown[];
+  assert.equal(good[0], 5);
+  assert.equal((decodeRecord(good as never, () => undefined) as { sni?: string }).sni, 'a.example');
+  const at = (i: number, v: unknown) => { const w = [...good]; w[i] = v; return w; };
+  for (const w of [good.slice(0, 18), [...good, 0], at(13, 7), at(13, ['a']), at(14, 0), at(15, 'h2'), at(15, [1]), at(16, '1'), at(17, 0), at(18, '443'), at(12, 'x'), at(3, 'now')]) {
+    assert.equal(decodeRecord(w as never, () => undefined), undefined, JSON.stringify(w));
+  }
+});
+
+test('feed: TLS records go as tag 5 only to an agent whose caps say it reads it; to an older agent as their object, and both make the same record', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-tags-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const rec = (n: number) => ({
+    l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: 1.75e12 + n, client: { ip: '10.244.1.5', port: 40000 + n, identity: 1000 + n }, server: { ip: '10.96.0.1', port: 443, identity: 2 },
+    endpointId: 7, intercepted: true, sni: `s${n}.example`, proxyPort: 15001, version: 'TLS 1.3', alpn: ['http/1.1'],
+  }) as AccessLogRecord;
+  for (const caps of [{ t: 'caps', records: 'bin1', tags: 5 }, { t: 'caps', records: 'bin1' }, { t: 'caps', records: 'bin1', tags: 99 }]) {
+    // an agent as a bare socket: says its caps, reads the frames (as an older build would)
+    const socketPath = join(dir, `agent-${caps.tags ?? 'none'}.sock`);
+    const tags: number[] = [];
+    const got: (AccessLogRecord | undefined)[] = [];
+    const { createServer } = await import('node:net');
+    const dec = new RecordDecoder();
+    const srv = createServer((s) => {
+      s.write(`${JSON.stringify(caps)}\n`);
+      let pending = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        pending = Buffer.concat([pending, d]);
+        for (;;) {
+          if (pending[0] !== FRAME_MARK) { const nl = pending.indexOf(10); if (nl < 0) break; pending = pending.subarray(nl + 1); continue; }
+          if (pending.length < FRAME_HEADER || pending.length < FRAME_HEADER + pending.readUInt32LE(1)) break;
+          const n = pending.readUInt32LE(1);
+          for (const w of dec.decode(pending.subarray(FRAME_HEADER, FRAME_HEADER + n))!.items) { tags.push(w[0] as number); got.push(decodeRecord(w as never, () => undefined)); }
+          pending = pending.subarray(FRAME_HEADER + n);
+        }
+      });
+    });
+    await new Promise<void>((r) => srv.listen(socketPath, r));
+    const client = createFeedClient({ socketPath, retryMs: 20, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+    client.start();
+    await until(() => client.connected());
+    // the caps line arrives before any record is made
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 5; i++) client.record(rec(i));
+    await until(() => got.length === 5);
+    client.stop();
+    await new Promise<void>((r) => srv.close(() => r()));
+    assert.deepEqual(tags, Array(5).fill(caps.tags === undefined ? 1 : 5), JSON.stringify(caps));
+    assert.deepEqual(JSON.parse(JSON.stringify(got)), Array.from({ length: 5 }, (_, i) => JSON.parse(JSON.stringify(rec(i)))));
+  }
+});
