@@ -14,7 +14,7 @@ import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
-import { ReadBuffer } from './read-buffer.ts';
+import { BufferPool, ReadBuffer } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
@@ -50,6 +50,11 @@ type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadB
 const CLIENT_READ_BYTES = 4 * 1024;
 const CLIENT_READ_BYTES_MAX = 64 * 1024;
 
+/** client read buffers of closed connections, for the next (at most 256: 1 MiB) */
+export function clientReadBuffers(): BufferPool {
+  return new BufferPool(CLIENT_READ_BYTES, 256);
+}
+
 /**
  * A socket over an accepted TCP handle that reads into a buffer of its own (ReadBuffer: no
  * Buffer, 64 KiB allocation, Readable push and `data` event per read, as the upstream side's
@@ -57,8 +62,8 @@ const CLIENT_READ_BYTES_MAX = 64 * 1024;
  * the last read (ProxyConnection.keepsClientRead). `handle` is what a net.Server's listening
  * handle gives its `onconnection` (proxy.ts).
  */
-export function ownReadSocket(handle: unknown): net.Socket {
-  const rb = new ReadBuffer(CLIENT_READ_BYTES, CLIENT_READ_BYTES_MAX);
+export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
+  const rb = new ReadBuffer(CLIENT_READ_BYTES, CLIENT_READ_BYTES_MAX, pool);
   const opts = { handle, allowHalfOpen: true, onread: { buffer: () => rb.next(), callback: onOwnRead } };
   const sock = new net.Socket(opts as unknown as net.SocketConstructorOpts) as ClientStream;
   sock[kReadBuf] = rb;
@@ -267,6 +272,11 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    */
   private static readonly onEnd = function (this: ClientStream): void { this[kConn]!.onClientEnd(); };
   private static readonly onGone = function (this: ClientStream): void { this[kConn]!.destroy(); };
+  /** closed: its handle reads no more, so its own read buffer can serve another socket */
+  private static readonly onClosed = function (this: ClientStream): void {
+    this[kConn]!.destroy();
+    this[kReadBuf]?.recycle();
+  };
   private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
   private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };
 
@@ -274,7 +284,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     (s as ClientStream)[kConn] = this;
     s.on('end', ProxyConnection.onEnd);
     s.on('error', ProxyConnection.onGone);
-    s.on('close', ProxyConnection.onGone);
+    s.on('close', ProxyConnection.onClosed);
   }
 
   private attachReaders(s: net.Socket): void {

@@ -28,7 +28,7 @@ import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream } from './stream.ts';
 import type { ConnectionOptions, ConnectionOwner } from './types.ts';
 import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
-import { ProxyConnection, ownReadSocket } from './connection.ts';
+import { ProxyConnection, clientReadBuffers, ownReadSocket } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 import { ParserPool } from './parser.ts';
 
@@ -64,6 +64,8 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
   readonly parsers: ParserPool;
+  /** accepted sockets' read buffers, kept from closed connections for new ones */
+  readonly readBuffers = clientReadBuffers();
   /** bytes of request bodies held for filters, all connections together */
   heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
@@ -129,7 +131,7 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
           srv.emit('error', Object.assign(new Error(`accept on the ${dir} listener ${host}:${port}: ${err}`), { errno: err }));
           return;
         }
-        this.accept(ownReadSocket(client), dir);
+        this.accept(ownReadSocket(client, this.readBuffers), dir);
       };
     }
     // TCP_NODELAY on the listener: Linux copies it into every socket accepted from it, so each

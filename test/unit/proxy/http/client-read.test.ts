@@ -5,13 +5,15 @@
  * later use after the next read overwrote them: request bodies waiting in Node for a slow
  * upstream, a head cut across reads, a request the proxy sends again after the pool's
  * keep-alive race (the client meanwhile sent the start of another request, not yet judged), a
- * connection reset in the middle of a body followed by another connection.
+ * connection reset in the middle of a body followed by another connection, a buffer given back to
+ * the proxy's pool by a closed connection and read into by the next.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { l7, redirectingProxy } from './harness.ts';
 import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
+import { BufferPool, ReadBuffer } from '../../../../src/proxy/http/read-buffer.ts';
 
 const POLICY = l7([{ method: 'GET', path: '/ok/.*' }, { method: 'POST', path: '/up/.*' }]);
 
@@ -231,6 +233,51 @@ test('client read buffers: a connection reset in the middle of a body, then othe
     // the cut POST went up as far as it came (it was judged), on a connection of its own that is closed
     assert.equal(upstream[0], half.toString('latin1'));
     assert.equal(upstream.slice(1).join(''), 'GET /ok/a HTTP/1.1\r\nHost: o\r\n\r\nGET /ok/b HTTP/1.1\r\nHost: o\r\n\r\n');
+  } finally {
+    await p.stop();
+    await o.close();
+  }
+});
+
+test('ReadBuffer with a pool: a kept read is never handed out again; a closed socket gives back only the buffer of its next read', () => {
+  const pool = new BufferPool(64, 4);
+  const rb = new ReadBuffer(64, 1024, pool);
+  const first = rb.next();
+  rb.done(10, first, false);
+  assert.equal(rb.next(), first, 'nothing kept: the same buffer');
+  rb.done(10, first, true);
+  const second = rb.next();
+  assert.notEqual(second, first, 'kept: a new buffer for the next read');
+  rb.done(64, second, false);
+  const third = rb.next();
+  assert.equal(third.length, 256, 'a read that filled it: a larger one');
+  // closed: the buffer of the next read is not the pool's size (grown), so it is left to the GC
+  rb.recycle();
+  assert.equal(pool.idle, 0);
+  const rb2 = new ReadBuffer(64, 1024, pool);
+  const b = rb2.next();
+  rb2.done(5, b, true);
+  const next = rb2.next();
+  rb2.recycle();
+  assert.equal(pool.idle, 1);
+  const taken = pool.take();
+  assert.equal(taken, next, 'the unused buffer of the next read goes back');
+  assert.notEqual(taken, b, 'the kept one never does');
+  assert.notEqual(taken, first);
+});
+
+test('client read buffers: closed connections give their read buffers back to the proxy, and later connections read into them', async () => {
+  const o = await origin();
+  const p = redirectingProxy(o.port, POLICY);
+  const l = await p.start();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const text = await client(l.egress!.port, [`GET /ok/${i} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n`], 0, (t) => t.includes(`GET /ok/${i} 0`));
+      assert.deepEqual(statuses(text), [200]);
+      await until(() => p.conns.size === 0 && p.readBuffers.idle === 1, 'the connection to close and its buffer to go back');
+    }
+    assert.equal(o.received.map((c) => Buffer.concat(c).toString('latin1')).join(''),
+      [0, 1, 2].map((i) => `GET /ok/${i} HTTP/1.1\r\nHost: o\r\n\r\n`).join(''));
   } finally {
     await p.stop();
     await o.close();
