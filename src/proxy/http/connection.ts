@@ -14,6 +14,7 @@ import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
+import { BufferPool, ReadBuffer } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
@@ -41,7 +42,43 @@ const CLOSING_HEAD_MERGE_MAX = 4096;
 
 /** the connection a downstream stream is read for (its listeners are shared: attachEnds) */
 const kConn = Symbol('proxyConnection');
-type ClientStream = net.Socket & { [kConn]?: ProxyConnection };
+/** an accepted socket's own read buffer (ownReadSocket) */
+const kReadBuf = Symbol('readBuffer');
+type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer };
+
+/** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
+const CLIENT_READ_BYTES = 4 * 1024;
+const CLIENT_READ_BYTES_MAX = 64 * 1024;
+
+/** client read buffers of closed connections, for the next (at most 256: 1 MiB) */
+export function clientReadBuffers(): BufferPool {
+  return new BufferPool(CLIENT_READ_BYTES, 256);
+}
+
+/**
+ * A socket over an accepted TCP handle that reads into a buffer of its own (ReadBuffer: no
+ * Buffer, 64 KiB allocation, Readable push and `data` event per read, as the upstream side's
+ * UpstreamLink). The buffer is read into again only when nothing of the connection points into
+ * the last read (ProxyConnection.keepsClientRead). `handle` is what a net.Server's listening
+ * handle gives its `onconnection` (proxy.ts).
+ */
+export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
+  const rb = new ReadBuffer(CLIENT_READ_BYTES, CLIENT_READ_BYTES_MAX, pool);
+  const opts = { handle, allowHalfOpen: true, onread: { buffer: () => rb.next(), callback: onOwnRead } };
+  const sock = new net.Socket(opts as unknown as net.SocketConstructorOpts) as ClientStream;
+  sock[kReadBuf] = rb;
+  return sock;
+}
+
+/** onread's callback (Node calls it on the socket): one function for all connections */
+function onOwnRead(this: ClientStream, n: number, b: Uint8Array): boolean {
+  const c = this[kConn];
+  const rb = this[kReadBuf]!;
+  // no reader yet cannot happen (reads come from the event loop, after start()): nothing is kept
+  if (c === undefined) rb.done(n, b, true);
+  else c.onOwnRead(n, b as Buffer, rb);
+  return true;
+}
 
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
@@ -212,6 +249,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
 
   /** `sock` has the data and drain readers (an adopted stream's predecessor loses them) */
   private reading = false;
+  /** a network filter took the last client chunk (it may keep it: the read buffer is not read into again) */
+  private filterTook = false;
 
   start(): void {
     this.lastActive = Date.now();
@@ -233,6 +272,11 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    */
   private static readonly onEnd = function (this: ClientStream): void { this[kConn]!.onClientEnd(); };
   private static readonly onGone = function (this: ClientStream): void { this[kConn]!.destroy(); };
+  /** closed: its handle reads no more, so its own read buffer can serve another socket */
+  private static readonly onClosed = function (this: ClientStream): void {
+    this[kConn]!.destroy();
+    this[kReadBuf]?.recycle();
+  };
   private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
   private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };
 
@@ -240,12 +284,13 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     (s as ClientStream)[kConn] = this;
     s.on('end', ProxyConnection.onEnd);
     s.on('error', ProxyConnection.onGone);
-    s.on('close', ProxyConnection.onGone);
+    s.on('close', ProxyConnection.onClosed);
   }
 
   private attachReaders(s: net.Socket): void {
     noReadAhead(s);
-    s.on('data', ProxyConnection.onData);
+    // a socket reading into its own buffer calls onOwnRead instead of emitting `data`
+    if ((s as ClientStream)[kReadBuf] === undefined) s.on('data', ProxyConnection.onData);
     s.on('drain', ProxyConnection.onDrain);
     this.reading = true;
   }
@@ -289,6 +334,32 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
 
   // ------------------------------------------------------------------ downstream (requests)
 
+  /** `n` client bytes read into `b`, the accepted socket's own buffer (ownReadSocket) */
+  onOwnRead(n: number, b: Buffer, rb: ReadBuffer): void {
+    this.filterTook = false;
+    this.onClientData(b.subarray(0, n));
+    rb.done(n, b, this.keepsClientRead(b));
+  }
+
+  /**
+   * After a client read into a buffer of its own: whether anything still points into it, so the
+   * next read must go into a new one. What keeps client bytes past their read: a write upstream
+   * the kernel has not taken (Node holds the bytes), a request head cut across reads (its parser
+   * holds the parts), a held body, a network filter that took the chunk (a ClientHello read
+   * across segments). A request sent on a pooled upstream that has not answered yet may be sent
+   * again (the pool's keep-alive race, onUpstreamEnd): its head is copied out instead, a few
+   * hundred bytes, so the buffer stays.
+   */
+  private keepsClientRead(b: Buffer): boolean {
+    const up = this.upstream;
+    if (this.filterTook || this.holding !== null || this.p.reqHead.pending > 0 || (up !== null && up.writableLength > 0)) return true;
+    if (this.upstreamState === 'reused') {
+      const ab = b.buffer;
+      for (let i = 0; i < this.queue.length; i++) this.queue[i]!.ownRequestBytes(ab);
+    }
+    return false;
+  }
+
   private onClientData(chunk: Buffer): void {
     if (this.closed) return;
     this.lastActive = this.proxy.now;
@@ -296,7 +367,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       if (this.upstream && !this.upstream.write(chunk)) this.sock.pause();
       return;
     }
-    if (this.proxy.chain.network.length && this.proxy.chain.data(this, chunk) === 'stop') return;
+    if (this.proxy.chain.network.length && this.proxy.chain.data(this, chunk) === 'stop') {
+      this.filterTook = true;
+      return;
+    }
     // One write per read and side: heads, bodies and pipelined requests of this chunk leave together.
     this.batching = true;
     try {
@@ -920,6 +994,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     this.sock.end();
     // the sweep destroys the socket if the client has not closed its side within 5 s
     this.closingAt = Date.now();
+    // A socket reading into its own buffer stops reading when paused (a refusal pauses it), so
+    // the client's FIN would never be read: read on (bytes are dropped, the connection is
+    // closed), as a paused socket of Node's reads on up to its high-water mark.
+    if ((this.sock as ClientStream)[kReadBuf] !== undefined && !this.sock.destroyed) this.sock.resume();
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;

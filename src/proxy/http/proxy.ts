@@ -28,11 +28,14 @@ import { createPolicyFilter } from './policy-filter.ts';
 import type { HttpStream } from './stream.ts';
 import type { ConnectionOptions, ConnectionOwner } from './types.ts';
 import { proxyListenHost, proxyListenPort } from '../../common/proxy-ports.ts';
-import { ProxyConnection } from './connection.ts';
+import { ProxyConnection, clientReadBuffers, ownReadSocket } from './connection.ts';
 import { UpstreamPool } from './upstream-pool.ts';
 import { ParserPool } from './parser.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
+
+/** what the proxy uses of a net.Server's listening TCP handle (Node's TCPWrap) */
+interface ListenHandle { fd: number; setNoDelay(on: boolean): number; onconnection?: (err: number, client: unknown) => void }
 
 /** A listening socket of the proxy: its fd goes into the datapath's sockmap slot of its family. */
 export interface ProxyListener { fd: number; port: number; host: string }
@@ -61,6 +64,8 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
   readonly conns = new Set<ProxyConnection>();
   readonly pool = new UpstreamPool();
   readonly parsers: ParserPool;
+  /** accepted sockets' read buffers, kept from closed connections for new ones */
+  readonly readBuffers = clientReadBuffers();
   /** bytes of request bodies held for filters, all connections together */
   heldBytes = 0;
   /** coarse clock (ms) refreshed by the sweep: activity stamps without a syscall per read */
@@ -113,8 +118,22 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
       srv.once('error', rej);
       srv.listen({ port, host, backlog: 4096, ipv6Only }, () => { srv.off('error', rej); res(); });
     });
-    const handle = (srv as unknown as { _handle: { fd: number; setNoDelay(on: boolean): number } })._handle;
+    const handle = (srv as unknown as { _handle: ListenHandle })._handle;
     const fd = handle.fd;
+    // Accepted sockets read into a buffer of their own (ownReadSocket): net.Server has no onread
+    // option, so the listening handle's accept callback makes the socket itself, as Node's does
+    // (a net.Socket over the accepted handle, reading at once) with `onread` added. Node's server
+    // bookkeeping of its connections (maxConnections, getConnections, close() waiting for them)
+    // is not used here: the proxy tracks its connections and destroys them on stop().
+    if (typeof handle.onconnection === 'function') {
+      handle.onconnection = (err: number, client: unknown) => {
+        if (err) {
+          srv.emit('error', Object.assign(new Error(`accept on the ${dir} listener ${host}:${port}: ${err}`), { errno: err }));
+          return;
+        }
+        this.accept(ownReadSocket(client, this.readBuffers), dir);
+      };
+    }
     // TCP_NODELAY on the listener: Linux copies it into every socket accepted from it, so each
     // new connection goes without the setsockopt that Node's `noDelay` server option makes per
     // accepted socket (one syscall of ~14 per `Connection: close` request)

@@ -110,6 +110,20 @@ export class Stream implements HttpStream {
     this.rawOut = rawWithoutConnection(this.head.raw);
   }
 
+  /**
+   * The bytes requestBytes() gives are made its own when they are in `ab` (a client read buffer
+   * about to be read into again), for a request that may be sent again (the pool's keep-alive race).
+   */
+  ownRequestBytes(ab: ArrayBufferLike): void {
+    const h = this.head;
+    const raw = h.raw;
+    if (raw.buffer === ab) {
+      h.raw = Buffer.from(raw);
+      if (this.rawOut === raw) this.rawOut = h.raw;
+    }
+    if (this.rawOut !== null && this.rawOut.buffer === ab) this.rawOut = Buffer.from(this.rawOut);
+  }
+
   requestHeaders(): readonly string[] {
     return this.headers ?? this.head.headers;
   }

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { ReadBuffer } from './read-buffer.ts';
 
 /** What reads an upstream connection while it is in use: the client connection it serves. */
 export interface UpstreamOwner {
@@ -38,9 +39,8 @@ export class UpstreamLink {
   key = '';
   /** when it went idle (ms, the proxy's coarse clock) */
   idleSince = 0;
-  /** with onread: the buffer the next read goes into, and whether it must be a new one */
-  private buf: Buffer | null = null;
-  private renew = true;
+  /** with onread: the buffer reads go into */
+  private readonly rb = new ReadBuffer(READ_BYTES, READ_BYTES_MAX);
 
   /**
    * `sock`: a socket read through `data` events (e.g. one a TLS wrapper reads); or a function
@@ -66,17 +66,8 @@ export class UpstreamLink {
 
   /** onread: where the next read goes (Node asks once when the socket opens and after every read) */
   private readBuffer(): Buffer {
-    let b = this.buf;
-    if (b === null || this.renew) {
-      b = this.buf = Buffer.allocUnsafeSlow(b === null ? READ_BYTES : b.length === READ_BYTES && this.full ? READ_BYTES_MAX : b.length);
-      this.renew = false;
-      this.full = false;
-    }
-    return b;
+    return this.rb.next();
   }
-
-  /** the last read filled the buffer (the next one is larger, up to READ_BYTES_MAX) */
-  private full = false;
 
   private onRead(n: number, b: Buffer): void {
     const o = this.owner;
@@ -86,8 +77,7 @@ export class UpstreamLink {
     }
     o.onUpstreamData(b.subarray(0, n));
     // asked of the owner that read it (it may have handed the link back to the pool meanwhile)
-    this.full = n === b.length && b.length < READ_BYTES_MAX;
-    this.renew = this.full || o.keepsRead();
+    this.rb.done(n, b, o.keepsRead());
   }
 
   /** Out of the pool (the server closed it, sent something unasked, or it idled too long), and closed. */
