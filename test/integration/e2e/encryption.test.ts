@@ -467,6 +467,64 @@ test('policy, an L7 HTTP rule, DNS and a ClusterIP Service across the encrypted 
   assert.ok(flows.some((f) => f.Type === 'L7' && f.verdict === 'DROPPED'), 'the L7 denial is a flow on node2');
 });
 
+/** UDP datagrams from node1's own namespace (the host, not a pod) to port 9 of `dst`, three, the
+ *  payload `${marker} host ${dst}` */
+function udpFromHost(l: TestLab, dst: string, marker: string): void {
+  execFileSync('ip', ['netns', 'exec', `${l.name}-node1`, join(REPO, 'bin/node'), '-e',
+    "const d=require('dgram').createSocket('udp4');let n=0;for(let i=0;i<3;i++)d.send(`${process.argv[1]} host ${process.argv[2]}`,9,process.argv[2],()=>{if(++n===3)d.close()})",
+    marker, dst], { stdio: 'ignore', timeout: 30_000 });
+}
+
+/**
+ * Node encryption (`--encryption-node`): what the nodes send each other, from their own
+ * namespaces and from a pod to the other node's InternalIP, goes through cilium_wg0 too. The
+ * control is the strict lab without it, where both markers cross the underlay in plain text (so
+ * this capture can fail); with it neither does, every packet between the nodes is UDP 51871, and
+ * node2's cilium_wg0 received them.
+ */
+describe('node encryption (--encryption-node): the nodes\' own traffic to each other', { skip }, () => {
+  const nlab = new TestLab(`wgn${process.pid}`);
+  Object.assign(nlab.env, { MEMBRANE_HUBBLE_RELAY_PORT: '0' });
+  after(async () => { await nlab.down(); });
+
+  test('without it (the strict lab) a host\'s and a pod\'s marker to node2\'s InternalIP cross in plain text; with it neither does, only UDP 51871', async () => {
+    const node2 = '192.0.2.2';
+    const controlMarker = `WG-NODE-CONTROL-${process.pid}-${Date.now()}`;
+    const ccap = await captureUnderlay(lab.name, 1, join(await lab.dir, `node-control-${Date.now()}.pcap`));
+    udpFromHost(lab, node2, controlMarker);
+    await udpFromPod(lab, 'client', [node2], controlMarker);
+    await new Promise((r) => setTimeout(r, 300));
+    const control = await ccap.stop();
+    assert.ok(control.raw.includes(Buffer.from(`${controlMarker} host ${node2}`)) && plainOf(control.raw, [node2], controlMarker).length === 1,
+      `without node encryption the markers were not captured, so the capture proves nothing: ${control.tcpdump}`);
+    await lab.down(); // one lab at a time on a shared machine (the tunnel tests' before does the same)
+
+    const nip = await upWithPods(nlab, ['--encryption', 'wireguard', '--encryption-node']);
+    assert.match(await nlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Enabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
+    assert.deepEqual((await encStatus(nlab, 'node1')).peers.map((p) => [...p.allowedIps].sort()), [['10.244.2.0/24', `${node2}/32`]]);
+    const marker = `WG-NODE-${process.pid}-${Date.now()}`;
+    const rx0 = rxPackets(nlab, 'node2', 'cilium_wg0');
+    const cap = await captureUnderlay(nlab.name, 1, join(await nlab.dir, `node-${Date.now()}.pcap`));
+    udpFromHost(nlab, node2, marker);
+    await udpFromPod(nlab, 'client', [node2], marker);
+    // pod traffic still works and is encrypted beside it
+    assert.equal(await post(nlab, nip[`${NS}/server`]!, `${marker}-pod`), '200');
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await cap.stop();
+    assert.ok(!c.raw.includes(Buffer.from(`${marker} host ${node2}`)), `node1's own marker crossed the underlay in plain text: ${c.tcpdump}`);
+    assert.deepEqual(plainOf(c.raw, [node2], marker), [], `a pod's marker to node2's InternalIP crossed the underlay in plain text: ${c.tcpdump}`);
+    assert.ok(!c.raw.includes(Buffer.from(`${marker}-pod`)), 'the pod\'s POST crossed the underlay in plain text');
+    const between = c.packets.filter((p) => p.src.startsWith('192.0.2.') && p.dst.startsWith('192.0.2.'));
+    assert.ok(between.length >= 6, `packets between the nodes: ${between.length}: ${c.tcpdump}`);
+    for (const p of between) {
+      assert.equal(p.proto, 17, `not UDP: ${JSON.stringify(p)}`);
+      if (!p.fragment) assert.ok(p.sport === 51871 && p.dport === 51871, `not WireGuard's port: ${JSON.stringify(p)}`);
+    }
+    // the six datagrams and the POST's packets came out of node2's tunnel
+    assert.ok(rxPackets(nlab, 'node2', 'cilium_wg0') - rx0 >= 6, 'node2\'s cilium_wg0 received nothing: the markers went nowhere');
+  });
+});
+
 describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () => {
   let tip: Record<string, string> = {};
   before(async () => {
@@ -730,63 +788,6 @@ describe('tunnel routing (the default): VXLAN inside WireGuard', { skip }, () =>
       }
       break;
     }
-  });
-});
-
-/** UDP datagrams from node1's own namespace (the host, not a pod) to port 9 of `dst`, three, the
- *  payload `${marker} host ${dst}` */
-function udpFromHost(l: TestLab, dst: string, marker: string): void {
-  execFileSync('ip', ['netns', 'exec', `${l.name}-node1`, join(REPO, 'bin/node'), '-e',
-    "const d=require('dgram').createSocket('udp4');let n=0;for(let i=0;i<3;i++)d.send(`${process.argv[1]} host ${process.argv[2]}`,9,process.argv[2],()=>{if(++n===3)d.close()})",
-    marker, dst], { stdio: 'ignore', timeout: 30_000 });
-}
-
-/**
- * Node encryption (`--encryption-node`): what the nodes send each other, from their own
- * namespaces and from a pod to the other node's InternalIP, goes through cilium_wg0 too. The
- * control is the strict lab without it, where both markers cross the underlay in plain text (so
- * this capture can fail); with it neither does, every packet between the nodes is UDP 51871, and
- * node2's cilium_wg0 received them.
- */
-describe('node encryption (--encryption-node): the nodes\' own traffic to each other', { skip }, () => {
-  const nlab = new TestLab(`wgn${process.pid}`);
-  Object.assign(nlab.env, { MEMBRANE_HUBBLE_RELAY_PORT: '0' });
-  after(async () => { await nlab.down(); });
-
-  test('without it (the strict lab) a host\'s and a pod\'s marker to node2\'s InternalIP cross in plain text; with it neither does, only UDP 51871', async () => {
-    const node2 = '192.0.2.2';
-    const controlMarker = `WG-NODE-CONTROL-${process.pid}-${Date.now()}`;
-    const ccap = await captureUnderlay(lab.name, 1, join(await lab.dir, `node-control-${Date.now()}.pcap`));
-    udpFromHost(lab, node2, controlMarker);
-    await udpFromPod(lab, 'client', [node2], controlMarker);
-    await new Promise((r) => setTimeout(r, 300));
-    const control = await ccap.stop();
-    assert.ok(control.raw.includes(Buffer.from(`${controlMarker} host ${node2}`)) && plainOf(control.raw, [node2], controlMarker).length === 1,
-      `without node encryption the markers were not captured, so the capture proves nothing: ${control.tcpdump}`);
-
-    const nip = await upWithPods(nlab, ['--encryption', 'wireguard', '--encryption-node']);
-    assert.match(await nlab.ok(['status', '--node', 'node1']), /Encryption:\s+Wireguard\s+\[NodeEncryption: Enabled, cilium_wg0 \(Pubkey: \S+, Port: 51871, Peers: 1\)\]/);
-    assert.deepEqual((await encStatus(nlab, 'node1')).peers.map((p) => [...p.allowedIps].sort()), [['10.244.2.0/24', `${node2}/32`]]);
-    const marker = `WG-NODE-${process.pid}-${Date.now()}`;
-    const rx0 = rxPackets(nlab, 'node2', 'cilium_wg0');
-    const cap = await captureUnderlay(nlab.name, 1, join(await nlab.dir, `node-${Date.now()}.pcap`));
-    udpFromHost(nlab, node2, marker);
-    await udpFromPod(nlab, 'client', [node2], marker);
-    // pod traffic still works and is encrypted beside it
-    assert.equal(await post(nlab, nip[`${NS}/server`]!, `${marker}-pod`), '200');
-    await new Promise((r) => setTimeout(r, 300));
-    const c = await cap.stop();
-    assert.ok(!c.raw.includes(Buffer.from(`${marker} host ${node2}`)), `node1's own marker crossed the underlay in plain text: ${c.tcpdump}`);
-    assert.deepEqual(plainOf(c.raw, [node2], marker), [], `a pod's marker to node2's InternalIP crossed the underlay in plain text: ${c.tcpdump}`);
-    assert.ok(!c.raw.includes(Buffer.from(`${marker}-pod`)), 'the pod\'s POST crossed the underlay in plain text');
-    const between = c.packets.filter((p) => p.src.startsWith('192.0.2.') && p.dst.startsWith('192.0.2.'));
-    assert.ok(between.length >= 6, `packets between the nodes: ${between.length}: ${c.tcpdump}`);
-    for (const p of between) {
-      assert.equal(p.proto, 17, `not UDP: ${JSON.stringify(p)}`);
-      if (!p.fragment) assert.ok(p.sport === 51871 && p.dport === 51871, `not WireGuard's port: ${JSON.stringify(p)}`);
-    }
-    // the six datagrams and the POST's packets came out of node2's tunnel
-    assert.ok(rxPackets(nlab, 'node2', 'cilium_wg0') - rx0 >= 6, 'node2\'s cilium_wg0 received nothing: the markers went nowhere');
   });
 });
 
