@@ -255,15 +255,28 @@ const NSFS_MAGIC = 0x6e736673;
 
 /**
  * Why `path` cannot be a container's network namespace (undefined: it can): it is no namespace
- * file, or it is the agent's own network namespace, the host's. A container's namespace gets
+ * file, or it is the agent's own network namespace (the host's) or the machine's initial one. A container's namespace gets
  * sysctls (IPv6 off), an interface, addresses and a default route: in the host's own namespace
  * that would switch the host's IPv6 off and route it through the pod gateway.
  */
+function initNetns(): { dev: number; ino: number } | undefined {
+  try {
+    return statSync('/proc/1/ns/net');
+  } catch {
+    return undefined;
+  }
+}
+
 export function containerNetnsRefusal(path: string): string | undefined {
   try {
     if (statfsSync(path).type !== NSFS_MAGIC) return `${path} is not a network namespace file`;
     const ns = statSync(path), own = statSync('/proc/thread-self/ns/net');
     if (ns.dev === own.dev && ns.ino === own.ino) return `${path} is the agent's own network namespace (the host's)`;
+    // an agent in a namespace of its own (a lab node) would otherwise take the machine's for a pod's;
+    // where pid 1's namespace cannot be read (a sandbox whose pid 1 is another user namespace's),
+    // no pod could name it either, and only the agent's own is compared
+    const init = initNetns();
+    if (init && ns.dev === init.dev && ns.ino === init.ino) return `${path} is the machine's initial network namespace`;
     return undefined;
   } catch (e) {
     return `${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
