@@ -11,12 +11,22 @@ import { BpfMap, BpfObject, MapType } from '../../../src/sys/bpf.ts';
 import { skipUnless } from '../../support/requirements.ts';
 
 const DIST = fileURLToPath(new URL('../../../dist/bpf/', import.meta.url));
+const OBJECTS = ['endpoint', 'wireguard', 'encrypt'];
 
-test('every BPF object loads: endpoint, its WireGuard build, strict mode', { skip: skipUnless('root') }, () => {
-  const root = `/sys/fs/bpf/mb-objects-${process.pid}`;
+/** Runs `fn` with a pin root of this test's own, removed afterwards even when `fn` fails. */
+function withPinRoot(name: string, fn: (root: string) => void): void {
+  const root = `/sys/fs/bpf/${name}-${process.pid}`;
   mkdirSync(root, { recursive: true });
   try {
-    for (const f of ['endpoint', 'wireguard', 'encrypt']) {
+    fn(root);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+test('every BPF object loads: endpoint, its WireGuard build, strict mode', { skip: skipUnless('root') }, () => {
+  withPinRoot('mb-objects', (root) => {
+    for (const f of OBJECTS) {
       let err = '';
       try {
         BpfObject.load(join(DIST, `${f}.bpf.o`), root).close();
@@ -25,9 +35,7 @@ test('every BPF object loads: endpoint, its WireGuard build, strict mode', { ski
       }
       assert.equal(err, '', `${f}.bpf.o`);
     }
-  } finally {
-    rmSync(root, { recursive: true, force: true });
-  }
+  });
 });
 
 // A preallocated hash map recycles a replaced element as the writer CPU's spare at once: a packet
@@ -35,11 +43,9 @@ test('every BPF object loads: endpoint, its WireGuard build, strict mode', { ski
 // another's identity, half of another backend's address). The maps the agent rewrites while
 // packets read them are allocated per element and freed after an RCU grace period, as Cilium's.
 test('the maps the agent rewrites under running packets are not preallocated (BPF_F_NO_PREALLOC)', { skip: skipUnless('root') }, () => {
-  const root = `/sys/fs/bpf/mb-objects-flags-${process.pid}`;
-  mkdirSync(root, { recursive: true });
   const BPF_F_NO_PREALLOC = 1;
-  try {
-    for (const f of ['endpoint', 'wireguard', 'encrypt']) BpfObject.load(join(DIST, `${f}.bpf.o`), root).close();
+  withPinRoot('mb-objects-flags', (root) => {
+    for (const f of OBJECTS) BpfObject.load(join(DIST, `${f}.bpf.o`), root).close();
     const names = ['mb_endpoints', 'mb_ep_ids', 'mb_devices', 'mb_lb4_services', 'mb_lb4_backends', 'mb_lb4_reverse_nat',
       'mb_lb6_services', 'mb_lb6_backends', 'mb_lb6_reverse_nat', 'mb_wg_peers', 'mb_ipcache', 'mb_ipcache_host', 'mb_policy'];
     const preallocated: string[] = [];
@@ -54,7 +60,5 @@ test('the maps the agent rewrites under running packets are not preallocated (BP
       }
     }
     assert.deepEqual(preallocated, []);
-  } finally {
-    rmSync(root, { recursive: true, force: true });
-  }
+  });
 });
