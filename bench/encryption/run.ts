@@ -45,7 +45,7 @@
 //   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -58,7 +58,7 @@ import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand
 import { BpfMap, disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '', 'perf-split': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
@@ -74,6 +74,12 @@ const encrypted = (cfg: Cfg) => cfg === 'membrane-wg' || cfg === 'membrane-wg-b'
 const PERF_DIR = opt.own.perf;
 /** --perf-measure stream|rr|crr: the measure whose last turn --perf records (stream by default) */
 const PERF_MEASURE = opt.own['perf-measure'] || 'stream';
+/** --perf-split on: with --perf DIR, perf -a -g over every turn of --perf-measure in the last round,
+ *  enabled exactly for the measure's run (perf's control FIFOs), one file per turn, and DIR/meta.json
+ *  with each path's units and machine CPU in those turns: bench/encryption/perf-split.ts reads them */
+const PERF_SPLIT = opt.own['perf-split'] === 'on';
+if (PERF_SPLIT && !PERF_DIR) throw new Error('--perf-split on needs --perf DIR');
+if (PERF_SPLIT) mkdirSync(PERF_DIR!, { recursive: true });
 // wireguard-go gives a fraction of a Gbit/s: three decimals
 const suite = createTcpSuite(CFGS, opt.secs, 3);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -88,6 +94,8 @@ const n2 = `${lab}-node2`;
 const barePod = (k: number) => `${lab}-bp${k}`;
 /** the bare tunnel's wireguard-go processes (the suite has the measuring ones) */
 const procs: ChildProcess[] = [];
+/** --perf-split's perf processes */
+const perfProcs: ChildProcess[] = [];
 const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
 const sh = (ns: string, cmd: string[]) => execFileSync('nsenter', nsx(ns, cmd), { encoding: 'utf8' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -204,7 +212,7 @@ function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
 function cleanup(): void {
   suite.kill();
   if (opt.own['bpf-stats'] === 'on') disableRunTimeStats();
-  for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const p of [...procs, ...perfProcs]) { try { if (p.exitCode === null) p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
   for (const k of [1, 2]) { try { execFileSync('ip', ['netns', 'del', barePod(k)], { stdio: 'ignore' }); } catch { /* not made */ } }
 }
@@ -321,12 +329,27 @@ try {
   };
 
   // CPU accounting: utime+stime in clock ticks (100 Hz) of a path's wireguard-go pair and of the agents
-  const ticks = (pid: number): number => {
+  const ticksOf = (pid: number): { user: number; sys: number } => {
     try {
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const t = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return Number(t[11]) + Number(t[12]); // fields 14 and 15 of stat(5), counted after the comm
-    } catch { return 0; }
+      return { user: Number(t[11]), sys: Number(t[12]) }; // fields 14 and 15 of stat(5), counted after the comm
+    } catch { return { user: 0, sys: 0 }; }
+  };
+  const ticks = (pid: number): number => { const t = ticksOf(pid); return t.user + t.sys; };
+  /** a path's wireguard-go pair, user (Go: crypto, the runtime) and system time (syscalls and the
+   *  kernel's delivery in their context: the TUN write's NAPI poll, GRO, from_wireguard, the pod's
+   *  TCP; the UDP send's underlay veth and the peer socket), ticks. The kernel accounts by tick
+   *  (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING): a softirq a tick lands in is charged to
+   *  the task it interrupted as system time too */
+  const ticksSplit = (pids: number[]) => pids.reduce((a, p) => { const t = ticksOf(p); return { user: a.user + t.user, sys: a.sys + t.sys }; }, { user: 0, sys: 0 });
+  /** both CPUs' softirq time (µs, /proc/stat's softirq column: the ticks that landed in a softirq,
+   *  whoever it interrupted) and NET_RX softirq runs (/proc/softirqs), per CPU */
+  const softirqs = (): { us: number[]; netRx: number[] } => {
+    const stat = readFileSync('/proc/stat', 'utf8').split('\n');
+    const us = [0, 1].map((c) => Number(stat.find((l) => l.startsWith(`cpu${c} `))?.trim().split(/\s+/)[7] ?? 0) * 10_000);
+    const rx = readFileSync('/proc/softirqs', 'utf8').split('\n').find((l) => l.trim().startsWith('NET_RX:'))?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    return { us, netRx: [0, 1].map((c) => rx[c] ?? 0) };
   };
   const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods'
     ? procs.map((p) => p.pid!)
@@ -421,28 +444,75 @@ try {
   interface Turn {
     units: number; ms: number; wg: number; agents: number; machine: number; flows: number; lost: number; podUs: number;
     tun: number; tunRx: number; underlay: number; retrans: number; tunDropped: number; vcs: number; ivcs: number; n2Rx: number; n2Tx: number; tunBytes: number; vxlan: number; vcs1: number; ivcs1: number;
+    /** TCP_CRR's split (crr turns only): wireguard-go user and system µs, softirq µs and NET_RX
+     *  runs per CPU, packets both nodes' TUNs sent (tunTx) and both nodes' cilium_vxlan moved */
+    wgUser: number; wgSys: number; sirq0: number; sirq1: number; netRx0: number; netRx1: number; tunTx: number; vxBoth: number;
   }
-  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0, vxlan: 0, vcs1: 0, ivcs1: 0 });
+  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0, vxlan: 0, vcs1: 0, ivcs1: 0, wgUser: 0, wgSys: 0, sirq0: 0, sirq1: 0, netRx0: 0, netRx1: 0, tunTx: 0, vxBoth: 0 });
+  /** packets cilium_vxlan sent and received on both nodes (tunnel routing): a packet of membrane's
+   *  encrypted path that took the VXLAN device (and the host's output path or receive path) instead
+   *  of from_container's hand-off to cilium_wg0 or from_wireguard's decapsulation */
+  /** Tcp RetransSegs of namespace `ns` (/proc/net/snmp as seen from inside it): a crr turn's
+   *  `retrans`, the client's and the server's (a lost SYN costs its connection a second, in a 1 s
+   *  turn of a one-connection-at-a-time loop most of the turn) */
+  const tcpRetrans = (ns: string) => {
+    const l = sh(ns, ['cat', '/proc/self/net/snmp']).split('\n').filter((x) => x.startsWith('Tcp:'));
+    const i = l[0]?.split(/\s+/).indexOf('RetransSegs') ?? -1;
+    return i > 0 ? Number(l[1]?.split(/\s+/)[i] ?? 0) : 0;
+  };
+  const vxBoth = () => MODE === 'tunnel' ? [n1, n2].reduce((t, ns) => { const c = linkCounts(ns, 'cilium_vxlan'); return t + c.txPackets + c.rxPackets; }, 0) : 0;
+  /** --perf-split: perf record -a -g held disabled, enabled for exactly the measure's run */
+  const perfWindow = (out: string) => {
+    const ctl = `${out}.ctl`, ack = `${out}.ack`;
+    for (const f of [ctl, ack]) { try { execFileSync('rm', ['-f', f]); execFileSync('mkfifo', [f]); } catch (e) { throw new Error(`mkfifo ${f}: ${String(e)}`); } }
+    const p = spawn('perf', ['record', '-q', '-a', '-g', '-D', '-1', '--control', `fifo:${ctl},${ack}`, '-o', out], { stdio: 'ignore' });
+    perfProcs.push(p); // killed by cleanup() if the run fails in between
+    // perf opens both FIFOs read-write: our opens do not wait for it, and its acks say it acted
+    const cmd = (c: string) => {
+      const w = openSync(ctl, 'w'), r = openSync(ack, 'r');
+      try { writeSync(w, `${c}\n`); readSync(r, Buffer.alloc(4)); } finally { closeSync(w); closeSync(r); }
+    };
+    cmd('ping'); // started: its start-up's CPU before the turn's window
+    return {
+      enable: () => cmd('enable'),
+      disable: () => cmd('disable'),
+      stop: async () => {
+        p.kill('SIGINT');
+        if (p.exitCode === null) await new Promise((r) => p.once('exit', r));
+        for (const f of [ctl, ack]) rmSync(f, { force: true });
+      },
+    };
+  };
+  /** --perf-split: per path, the recorded turns' files, units and machine µs (meta.json) */
+  const splitMeta: Partial<Record<Cfg, { files: string[]; units: number; machineUs: number }>> = {};
   const TURN_SECS = 1;
   /** both CPUs' busy time (µs, /proc/stat: user, nice, system, irq, softirq, steal): what a unit of
    *  work costs the machine wherever it ran (wireguard-go, a NAPI or softirq thread, the pods, the
    *  agents), so work moved out of wireguard-go's context is not counted as saved */
   const machineBusy = () => cpuBusyUs(0) + cpuBusyUs(1);
   /** one turn of measure `k` on path `cfg` (TURN_SECS long): its counts, added to `acc` */
-  const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string): Promise<void> => {
+  const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string, splitOut?: string): Promise<void> => {
     plainRoutes(cfg === 'membrane-plain');
     abFlip(cfg === 'membrane-wg-b');
     const { ns, ip } = target[cfg];
     const wg = wgPids(cfg);
     const tun = tunOfCfg[cfg];
     const h0 = await hubbleCounts();
+    // TCP_CRR's split: the counters that take a process (`ip`, `cat` in a namespace) read outside
+    // the machine's CPU window, so they do not add to it; perf's start and its file outside too
+    const crr = k === 'crr';
+    const vb0 = crr ? vxBoth() : 0, rt0 = crr ? tcpRetrans(ns) + tcpRetrans(serverNs[cfg]) : 0;
+    const split = splitOut ? perfWindow(splitOut) : undefined;
     const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now(), b0 = machineBusy();
     const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), v0 = vxTx(cfg), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg), c10 = cswitches(wg.slice(0, 1));
+    const ts0 = crr ? ticksSplit(wg) : undefined, sq0 = crr ? softirqs() : undefined;
+    split?.enable();
     let units: number;
     if (k === 'stream') {
       const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' || WAKEUPS ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
       const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', iperfPort[cfg], '-t', String(TURN_SECS), '-J'])) as { end: { sum_received: { bytes: number }; sum_sent: { retransmits?: number } } };
       units = j.end.sum_received.bytes / 2 ** 20;
+      split?.disable();
       acc.retrans += j.end.sum_sent.retransmits ?? 0;
       if (l0 && m0) {
         const l1 = linkCounts(n1, tun!), m1 = linkCounts(n2, tun!);
@@ -471,6 +541,18 @@ try {
       if (probe) { bpfProbe.before(); evProbe.before(); }
       const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
       units = rate * TURN_SECS;
+      split?.disable();
+      if (crr) {
+        const ts1 = ticksSplit(wg), sq1 = softirqs(), cs1 = cswitches(wg);
+        acc.wgUser += (ts1.user - ts0!.user) * 10_000;
+        acc.wgSys += (ts1.sys - ts0!.sys) * 10_000;
+        acc.sirq0 += sq1.us[0]! - sq0!.us[0]!;
+        acc.sirq1 += sq1.us[1]! - sq0!.us[1]!;
+        acc.netRx0 += sq1.netRx[0]! - sq0!.netRx[0]!;
+        acc.netRx1 += sq1.netRx[1]! - sq0!.netRx[1]!;
+        acc.vcs += cs1.voluntary - cs0.voluntary;
+        acc.ivcs += cs1.involuntary - cs0.involuntary;
+      }
       if (probe) {
         // wireguard-go's switches per connection (both processes, all threads; of them involuntary)
         const cs = cswitches(wg);
@@ -485,8 +567,21 @@ try {
     if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain turn ${k}: ${sent} packets went through cilium_wg0`);
     // an encrypted turn that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
     if (encrypted(cfg) && sent < units) throw new Error(`encrypted turn ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
-    acc.machine += machineBusy() - b0;
+    const machineUs = machineBusy() - b0;
+    acc.machine += machineUs;
     acc.units += units;
+    if (crr) {
+      if (l0 && m0) acc.tunTx += linkCounts(n1, tun!).txPackets - l0.txPackets + linkCounts(n2, tun!).txPackets - m0.txPackets;
+      acc.vxBoth += vxBoth() - vb0;
+      acc.retrans += tcpRetrans(ns) + tcpRetrans(serverNs[cfg]) - rt0;
+    }
+    if (split && splitOut) {
+      await split.stop();
+      const m = splitMeta[cfg] ??= { files: [], units: 0, machineUs: 0 };
+      m.files.push(splitOut);
+      m.units += units;
+      m.machineUs += machineUs;
+    }
     acc.ms += performance.now() - t0ms;
     // ticks are 10 ms: µs
     acc.wg += (sum(wg) - w0) * 10_000;
@@ -494,6 +589,15 @@ try {
     const h1 = await hubbleCounts();
     acc.flows += h1.flows - h0.flows;
     acc.lost += h1.lost - h0.lost;
+  };
+  /** TCP_CRR's split per connection, per round (the Turn fields of the same names, and switches) */
+  const SPLIT_KEYS = ['wgUser', 'wgSys', 'sirq0', 'sirq1', 'netRx0', 'netRx1', 'tunTx', 'vxBoth'] as const;
+  /** TCP_CRR's retransmissions per round (a count: each is a stall) */
+  const crrRetrans = Object.fromEntries(CFGS.map((c) => [c, [] as number[]])) as Record<Cfg, number[]>;
+  const crrSplit = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries([...SPLIT_KEYS, 'cswitch'].map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<(typeof SPLIT_KEYS)[number] | 'cswitch', number[]>>;
+  const splitText = (cfg: Cfg, pick: (xs: number[]) => number) => {
+    const v = (k: keyof (typeof crrSplit)[Cfg], d = 0) => pick(crrSplit[cfg][k]).toFixed(d);
+    return `TCP retransmissions per round ${crrRetrans[cfg].join('/')}; wireguard-go user ${v('wgUser')} µs, system ${v('wgSys')} µs; softirq CPU 0 ${v('sirq0')} µs, CPU 1 ${v('sirq1')} µs; NET_RX runs CPU 0 ${v('netRx0', 1)}, CPU 1 ${v('netRx1', 1)}; wireguard-go switches ${v('cswitch', 1)}; packets both TUNs sent ${v('tunTx', 1)}${MODE === 'tunnel' ? `, cilium_vxlan moved (both nodes, rx + tx) ${v('vxBoth', 2)}` : ''}`;
   };
   /** --perf-sched wakeups: thread ids of each path's wireguard-go pair (node1, node2) in its recorded turn */
   const wgTids: Partial<Record<Cfg, Set<string>[]>> = {};
@@ -507,9 +611,11 @@ try {
       for (let t = 0; t < opt.secs / TURN_SECS; t++) {
         for (let i = 0; i < CFGS.length; i++) {
           const cfg = CFGS[(i + t) % CFGS.length]!;
-          const perfOut = PERF_DIR && k === PERF_MEASURE && round === opt.rounds - 1 && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const last = PERF_DIR && k === PERF_MEASURE && round === opt.rounds - 1;
+          const perfOut = !PERF_SPLIT && last && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const splitOut = PERF_SPLIT && last ? join(PERF_DIR, `${cfg}.t${t}.data`) : undefined;
           const before = accs[cfg][k].units;
-          await turn(cfg, k, accs[cfg][k], perfOut);
+          await turn(cfg, k, accs[cfg][k], perfOut, splitOut);
           if (perfOut) perfMiB[cfg] = accs[cfg][k].units - before;
         }
       }
@@ -542,11 +648,17 @@ try {
       p.vxlan.push(s.vxlan / s.units);
       p.cswch1.push((s.vcs1 + s.ivcs1) / s.units);
       p.ivcs1.push(s.ivcs1 / s.units);
+      const c = accs[cfg].crr, cs = crrSplit[cfg];
+      for (const key of SPLIT_KEYS) cs[key].push(c[key] / c.units);
+      cs.cswitch.push((c.vcs + c.ivcs) / c.units);
+      crrRetrans[cfg].push(c.retrans);
+      process.stderr.write(`round ${round + 1} ${cfg} TCP_CRR per connection: ${splitText(cfg, (xs) => xs.at(-1)!)}\n`);
       process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, machine ${MEASURES.map((k) => cpu[cfg].machine[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${p.tun.at(-1)!.toFixed(0)} of ${p.bytesPerPkt.at(-1)!.toFixed(0)} B (acks back ${p.tunRx.at(-1)!.toFixed(0)}; node2 tun rx ${p.n2Rx.at(-1)!.toFixed(0)} tx ${p.n2Tx.at(-1)!.toFixed(0)}; wireguard-go context switches ${p.cswch.at(-1)!.toFixed(0)}, ${p.ivcs.at(-1)!.toFixed(0)} involuntary; node1's ${p.cswch1.at(-1)!.toFixed(0)}, ${p.ivcs1.at(-1)!.toFixed(0)} involuntary) underlay ${p.underlay.at(-1)!.toFixed(0)}${MODE === 'tunnel' ? `, cilium_vxlan skbs ${p.vxlan.at(-1)!.toFixed(1)}` : ''}, stream retransmits ${p.retrans.at(-1)!} (tun tx dropped ${p.tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
   abFlip(false);
+  if (PERF_SPLIT) writeFileSync(join(PERF_DIR!, 'meta.json'), JSON.stringify({ mode: MODE, measure: PERF_MEASURE, paths: splitMeta }, null, 1));
   if (AB) {
     // per round B/A: both ran in the same turns of the same lab, so a round's ratio is the A/B
     const ratios = (f: (cfg: Cfg, i: number) => number) => Array.from({ length: opt.rounds }, (_, i) => f('membrane-wg-b', i) / f('membrane-wg', i));
@@ -620,6 +732,7 @@ try {
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows); and from /proc/stat, both CPUs\' busy time (everything: wireguard-go, softirq and NAPI work wherever it ran, client, server, agents).', '',
     cpuTable, '',
     agentLine, '',
+    `Per TCP_CRR connection (median; wireguard-go's system time holds the kernel's delivery in its context, and a softirq a tick lands in is charged to whoever it interrupted as well as to softirq): ${(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `${cfg}: ${splitText(cfg, median)}`).join('; ')}.`, '',
     pktLine, '',
     ...schedLines,
   ], opt.append);
