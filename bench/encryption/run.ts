@@ -38,11 +38,12 @@
 // changes are resolved where two runs (two labs, two sittings) swing by ~0.1: stats, B turns with
 // the kernel's BPF run-time stats held on by the bench (their cost; the agent leaves them off);
 // handoff, B turns with every node's mb_wg_peers emptied (the stack's forwarding into cilium_wg0
-// instead of from_container's hand-off). Only the two membrane paths run; per round B/A of rates
+// instead of from_container's hand-off); gro, B turns with cilium_wg0's GRO flush timeout 0 on both
+// nodes (GRO flushes at every NAPI poll's end; A: the agent's 100 µs, or --gro-flush-ns). Only the two membrane paths run; per round B/A of rates
 // and of the machine's CPU per unit, on stdout; never --append (a tool, not the bench's record).
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff|gro] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -64,7 +65,7 @@ if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: nat
 type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
 /** --ab: what B turns flip (A: membrane-wg as it is) */
 const AB = opt.own.ab;
-if (AB && AB !== 'stats' && AB !== 'handoff') throw new Error(`--ab: stats or handoff, got ${AB}`);
+if (AB && AB !== 'stats' && AB !== 'handoff' && AB !== 'gro') throw new Error(`--ab: stats, handoff or gro, got ${AB}`);
 if (AB && opt.append) throw new Error('--ab measures one change in one lab: its numbers are not the bench\'s record (no --append)');
 const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
 /** a path through membrane's cilium_wg0 (A or B) */
@@ -297,6 +298,9 @@ try {
       for (const { m, k } of heldPeers) m.delete(k);
     }
   };
+  /** --ab gro: cilium_wg0's GRO flush timeout on both nodes (ns), A's as the run found it */
+  const groFlush = (v?: string) => [n1, n2].map((ns) => execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', v === undefined ? 'cat /sys/class/net/cilium_wg0/gro_flush_timeout' : 'echo "$0" > /sys/class/net/cilium_wg0/gro_flush_timeout', ...(v === undefined ? [] : [v])], { encoding: 'utf8' }).trim());
+  const groA = AB === 'gro' ? groFlush()[0]! : '';
   /** --ab: B's flip on or off (before each turn) */
   let abOn = false;
   const abFlip = (on: boolean) => {
@@ -304,6 +308,7 @@ try {
     abOn = on;
     if (AB === 'stats') { if (on) enableRunTimeStats(); else disableRunTimeStats(); }
     else if (AB === 'handoff') holdPeers(on);
+    else if (AB === 'gro') groFlush(on ? '0' : groA);
   };
   const plainRoutes = (on: boolean) => {
     if (!on && !abOn) holdPeers(false); // --ab handoff's B turns hold them themselves
@@ -663,7 +668,7 @@ try {
     // per round B/A: both ran in the same turns of the same lab, so a round's ratio is the A/B
     const ratios = (f: (cfg: Cfg, i: number) => number) => Array.from({ length: opt.rounds }, (_, i) => f('membrane-wg-b', i) / f('membrane-wg', i));
     const fmt = (xs: number[]) => `${median(xs).toFixed(3)} (${xs.map((x) => x.toFixed(3)).join(' / ')})`;
-    const what = AB === 'stats' ? 'B: kernel BPF run-time stats held on by the bench (A: as the agent leaves them)' : 'B: every node\'s mb_wg_peers emptied, pods\' packets forwarded into cilium_wg0 by the host stack (A: from_container hands them over)';
+    const what = AB === 'stats' ? 'B: kernel BPF run-time stats held on by the bench (A: as the agent leaves them)' : AB === 'gro' ? `B: cilium_wg0's GRO flush timeout 0 on both nodes (A: ${Number(groA) / 1000} µs)` : 'B: every node\'s mb_wg_peers emptied, pods\' packets forwarded into cilium_wg0 by the host stack (A: from_container hands them over)';
     reportResults([
       `## encryption A/B (${AB})${MODE === 'tunnel' ? ', routing mode tunnel' : ''}`, '',
       `Command: \`${tcpCommand('encryption', opt, `${MODE === 'tunnel' ? ' --routing-mode tunnel' : ''} --ab ${AB}`)}\``, '',
