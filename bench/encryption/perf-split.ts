@@ -9,15 +9,15 @@
 // every listed frame on its stack: TUN write holds its softirq's GRO, from_wireguard and the pod's
 // TCP), so rows overlap; the context rows (by the sampled task) partition the total.
 // Given two DIRs (e.g. a native lab's and a tunnel lab's), a last column is B − A for membrane's
-// encrypted path, and the leaf functions whose self time moved most are listed.
-//   bin/node bench/encryption/perf-split.ts DIR_A [DIR_B] [--paths wg-bare,membrane-wg]
+// encrypted path (--pair: another path), and the leaf functions whose self time moved most are listed.
+//   bin/node bench/encryption/perf-split.ts DIR_A [DIR_B] [--paths wg-bare,membrane-wg] [--pair membrane-wg]
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { paths: { type: 'string', default: 'wg-bare,wg-bare-pods,membrane-wg' } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { paths: { type: 'string', default: 'wg-bare,wg-bare-pods,membrane-wg' }, pair: { type: 'string', default: 'membrane-wg' } } });
 if (positionals.length < 1 || positionals.length > 2) throw new Error('usage: perf-split.ts DIR_A [DIR_B] [--paths a,b]');
 const PATHS = values.paths.split(',');
 
@@ -136,11 +136,12 @@ for (const dir of positionals) {
     cols.push({ label: `${meta.mode} ${path}`, t, usPerUnit: pm.machineUs / pm.units, samplesUs: t.busy / pm.units, perUnit: (m, k) => (m.get(k) ?? 0) / pm.units });
   }
 }
-const pairs = positionals.length === 2 ? cols.filter((c) => c.label.endsWith(' membrane-wg')) : [];
+const PAIR = values.pair;
+const pairs = positionals.length === 2 ? cols.filter((c) => c.label.endsWith(` ${PAIR}`)) : [];
 const diff = pairs.length === 2;
 const fmt = (x: number) => x.toFixed(1);
 const row = (label: string, f: (c: Column) => number) => `| ${label} | ${cols.map((c) => fmt(f(c))).join(' | ')}${diff ? ` | ${fmt(f(pairs[1]!) - f(pairs[0]!))}` : ''} |`;
-const head = `| µs per unit | ${cols.map((c) => c.label).join(' | ')}${diff ? ` | ${pairs[1]!.label.split(' ')[0]} − ${pairs[0]!.label.split(' ')[0]} (membrane-wg) |` : ' |'}`;
+const head = `| µs per unit | ${cols.map((c) => c.label).join(' | ')}${diff ? ` | ${pairs[1]!.label.split(' ')[0]} − ${pairs[0]!.label.split(' ')[0]} (${PAIR}) |` : ' |'}`;
 const sep = `|---|${cols.map(() => '---|').join('')}${diff ? '---|' : ''}`;
 const lines: string[] = [head, sep, row('machine busy (/proc/stat)', (c) => c.usPerUnit), row('perf\'s busy samples (sampled µs per unit)', (c) => c.samplesUs)];
 lines.push(`| **by task** |${cols.map(() => ' |').join('')}${diff ? ' |' : ''}`);
@@ -151,8 +152,8 @@ const inclKeys = [...INCLUSIVE.map(([l]) => l), 'eBPF programs (all, with their 
 for (const k of inclKeys) if (cols.some((c) => (c.t.incl.get(k) ?? 0) > 0)) lines.push(row(k, (c) => c.perUnit(c.t.incl, k)));
 console.log(lines.join('\n'));
 // the leaf functions whose self time differs most: between the two labs' membrane paths, or
-// within one lab between membrane-wg and the first path (bare)
-const [a, b] = diff ? [pairs[0]!, pairs[1]!] : [cols[0]!, cols.find((c) => c.label.endsWith(' membrane-wg')) ?? cols.at(-1)!];
+// within one lab between --pair's path and the first path (bare)
+const [a, b] = diff ? [pairs[0]!, pairs[1]!] : [cols[0]!, cols.find((c) => c.label.endsWith(` ${PAIR}`)) ?? cols.at(-1)!];
 const leaves = [...new Set([...a.t.leaf.keys(), ...b.t.leaf.keys()])].map((k) => ({ k, d: b.perUnit(b.t.leaf, k) - a.perUnit(a.t.leaf, k), a: a.perUnit(a.t.leaf, k), b: b.perUnit(b.t.leaf, k) }));
 leaves.sort((x, y) => Math.abs(y.d) - Math.abs(x.d));
 console.log(`\nSelf time (leaf function) that moved most, ${b.label} − ${a.label}, µs per unit: ${leaves.slice(0, 30).map((l) => `${l.k} ${l.d >= 0 ? '+' : ''}${fmt(l.d)} (${fmt(l.a)} → ${fmt(l.b)})`).join('; ')}`);

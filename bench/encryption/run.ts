@@ -43,7 +43,7 @@
 // and of the machine's CPU per unit, on stdout; never --append (a tool, not the bench's record).
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff|gro] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--bare-vxlan on] [--perf-split on] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff|gro] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -59,15 +59,19 @@ import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand
 import { BpfMap, disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '', 'perf-split': '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '', 'perf-split': '', 'bare-vxlan': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
-type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
+type Cfg = 'wg-bare' | 'wg-bare-pods' | 'wg-bare-vxlan' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
+/** --bare-vxlan on: a fifth path, bare wireguard-go with the kernel's VXLAN inside it between two more
+ *  pod-like namespaces (what Cilium's tunnel mode with WireGuard is: a vxlan device routed into the
+ *  WireGuard device), so that tunnel routing has a like-for-like reference with VXLAN's 50 bytes */
+const BARE_VXLAN = opt.own['bare-vxlan'] === 'on';
 /** --ab: what B turns flip (A: membrane-wg as it is) */
 const AB = opt.own.ab;
 if (AB && AB !== 'stats' && AB !== 'handoff' && AB !== 'gro') throw new Error(`--ab: stats, handoff or gro, got ${AB}`);
 if (AB && opt.append) throw new Error('--ab measures one change in one lab: its numbers are not the bench\'s record (no --append)');
-const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
+const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', ...(BARE_VXLAN ? ['wg-bare-vxlan' as const] : []), 'membrane-wg', 'membrane-plain'];
 /** a path through membrane's cilium_wg0 (A or B) */
 const encrypted = (cfg: Cfg) => cfg === 'membrane-wg' || cfg === 'membrane-wg-b';
 /** --perf DIR: `perf record -g` of each path's wireguard-go pair (both nodes) during its stream
@@ -93,6 +97,8 @@ const n1 = `${lab}-node1`;
 const n2 = `${lab}-node2`;
 /** the bare tunnel's "pod" namespace on node k (wg-bare-pods) */
 const barePod = (k: number) => `${lab}-bp${k}`;
+/** --bare-vxlan: the "pod" namespace on node k behind the kernel's VXLAN inside the bare tunnel */
+const barePodV = (k: number) => `${lab}-bv${k}`;
 /** the bare tunnel's wireguard-go processes (the suite has the measuring ones) */
 const procs: ChildProcess[] = [];
 /** --perf-split's perf processes */
@@ -215,7 +221,7 @@ function cleanup(): void {
   if (opt.own['bpf-stats'] === 'on') disableRunTimeStats();
   for (const p of [...procs, ...perfProcs]) { try { if (p.exitCode === null) p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
-  for (const k of [1, 2]) { try { execFileSync('ip', ['netns', 'del', barePod(k)], { stdio: 'ignore' }); } catch { /* not made */ } }
+  for (const k of [1, 2]) for (const pod of [barePod(k), barePodV(k)]) { try { execFileSync('ip', ['netns', 'del', pod], { stdio: 'ignore' }); } catch { /* not made */ } }
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
@@ -246,9 +252,11 @@ try {
     wgb(k, ['set', 'wgb0', 'private-key', join(wgDir(k), 'key'), 'listen-port', '51999', 'peer', keys[j - 1]!.pub, 'endpoint', `192.0.2.${j}:51999`, 'allowed-ips', `10.99.0.${j}/32`]);
     const ns = k === 1 ? n1 : n2;
     // the TUN ring as the agent sets cilium_wg0's (wireguard-go leaves 500: drops under a stream)
-    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
+    // --bare-vxlan: 1550 as cilium_wg0's in tunnel routing, so a 1500-byte pod packet fits with
+    // VXLAN's 50 bytes; the node-to-node route keeps 1500 (the bare path's segments unchanged)
+    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', BARE_VXLAN ? '1550' : '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
-    sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
+    sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`, ...(BARE_VXLAN ? ['mtu', '1500'] : [])]);
   }
   // like for like with membrane's path: a bare "pod" per node (a namespace behind a veth, default
   // veth offloads as the CNI leaves them, same MTU), forwarded by the node's stack into wgb0
@@ -268,7 +276,25 @@ try {
     // decrypted segments saves in ACKs (membrane's bpf_redirect_peer skips the veth's NAPI)
     if (opt.own['pod-gro'] === 'on') sh(barePod(k), ['ethtool', '-K', 'eth0', 'gro', 'on']);
     sh(ns, ['ip', 'route', 'add', `10.98.${j}.0/24`, 'dev', 'wgb0']);
-    wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24`]);
+    wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24${BARE_VXLAN ? `,10.99.1.${j}/32` : ''}`]);
+    if (!BARE_VXLAN) continue;
+    // --bare-vxlan: a vxlan device (VNI 42, UDP 4789, no UDP checksum and the source port from the
+    // flow's hash, the kernel's defaults as membrane's VXLAN has them) between the tunnel addresses
+    // 10.99.1.k, routed into wgb0; behind it a pod-like namespace like the bare pods'
+    sh(ns, ['ip', 'addr', 'add', `10.99.1.${k}/32`, 'dev', 'wgb0']);
+    sh(ns, ['ip', 'route', 'add', `10.99.1.${j}/32`, 'dev', 'wgb0', 'src', `10.99.1.${k}`]);
+    sh(ns, ['ip', 'link', 'add', 'bvx0', 'mtu', podMtu, 'type', 'vxlan', 'id', '42', 'local', `10.99.1.${k}`, 'remote', `10.99.1.${j}`, 'dstport', '4789', 'nolearning']);
+    sh(ns, ['ip', 'addr', 'add', `10.96.0.${k}/24`, 'dev', 'bvx0']);
+    sh(ns, ['ip', 'link', 'set', 'bvx0', 'up']);
+    execFileSync('ip', ['netns', 'add', barePodV(k)]);
+    sh(ns, ['ip', 'link', 'add', 'bvv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePodV(k)]);
+    sh(ns, ['ip', 'addr', 'add', `10.97.${k}.1/24`, 'dev', 'bvv0']);
+    sh(ns, ['ip', 'link', 'set', 'bvv0', 'up']);
+    sh(barePodV(k), ['ip', 'addr', 'add', `10.97.${k}.2/24`, 'dev', 'eth0']);
+    sh(barePodV(k), ['ip', 'link', 'set', 'lo', 'up']);
+    sh(barePodV(k), ['ip', 'link', 'set', 'eth0', 'up']);
+    sh(barePodV(k), ['ip', 'route', 'add', 'default', 'via', `10.97.${k}.1`]);
+    sh(ns, ['ip', 'route', 'add', `10.97.${j}.0/24`, 'via', `10.96.0.${j}`, 'dev', 'bvx0']);
   }
   // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
   for (const p of procs) if (sizeWireguardGoSockets(p.pid!, 51999) < 1) throw new Error(`bare wireguard-go ${p.pid}: no UDP socket on 51999`);
@@ -276,7 +302,7 @@ try {
   const rcvbuf = (port: number) => Number(new RegExp(`:${port}\\s[^\\n]*\\n\\s*skmem:\\(r\\d+,rb(\\d+)`).exec(sh(n2, ['ss', '-uanm']))?.[1] ?? 0);
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
-  for (const ns of [n2, barePod(2), ps]) await suite.startServers(ns);
+  for (const ns of [n2, barePod(2), ...(BARE_VXLAN ? [barePodV(2)] : []), ps]) await suite.startServers(ns);
 
   const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
   /** native plain round: the peer's pod CIDR through a table of the bench's own, ahead of main */
@@ -327,9 +353,9 @@ try {
     }
     if (on) holdPeers(true);
   };
-  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps, 'membrane-wg-b': ps };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'wg-bare-vxlan': barePodV(2), 'membrane-wg': ps, 'membrane-plain': ps, 'membrane-wg-b': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
-    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
+    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'wg-bare-vxlan': { ns: barePodV(1), ip: '10.97.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
     'membrane-wg-b': { ns: pc, ip: serverIp },
   };
 
@@ -356,7 +382,7 @@ try {
     const rx = readFileSync('/proc/softirqs', 'utf8').split('\n').find((l) => l.trim().startsWith('NET_RX:'))?.trim().split(/\s+/).slice(1).map(Number) ?? [];
     return { us, netRx: [0, 1].map((c) => rx[c] ?? 0) };
   };
-  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods'
+  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods' || cfg === 'wg-bare-vxlan'
     ? procs.map((p) => p.pid!)
     : ['node1', 'node2'].map((n) => Number(readFileSync(join(stateDir, 'nodes', n, 'wireguard', 'wireguard-go.pid'), 'utf8').trim()));
   for (const pid of [...wgPids('wg-bare'), ...wgPids('membrane-wg')]) {
@@ -423,7 +449,7 @@ try {
    *  segmented; ~0 since from_container makes the VXLAN and hands it to cilium_wg0 itself) */
   const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && encrypted(cfg) ? linkTx('cilium_vxlan') : 0);
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
-  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined, 'membrane-wg-b': 'cilium_wg0' };
+  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'wg-bare-vxlan': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined, 'membrane-wg-b': 'cilium_wg0' };
   type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt' | 'vxlan' | 'cswch1' | 'ivcs1';
   const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt', 'vxlan', 'cswch1', 'ivcs1'];
   const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
@@ -442,7 +468,7 @@ try {
   const rr = (ns: string, ip: string, k: 'rr' | 'crr', secs: number) => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(secs)]).split(' ').map(Number) as [number, number];
   /** the iperf3 server of a path: membrane-plain has one of its own in the server pod, so that a
    *  plain turn right after an encrypted one never finds membrane-wg's server still finishing */
-  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202', 'membrane-wg-b': '5201' };
+  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'wg-bare-vxlan': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202', 'membrane-wg-b': '5201' };
   suite.spawnIn(ps, 1, ['iperf3', '-s', '-p', '5202']);
   await sleep(1000);
   /** what one turn of a path counts; a round sums its turns */
@@ -686,6 +712,7 @@ try {
     { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'bare wireguard-go, via pod veths', cfg: 'wg-bare-pods' },
     { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
     { head: 'ratio to bare via pod veths (like for like)', ratio: ['membrane-wg', 'wg-bare-pods'] },
+    ...(BARE_VXLAN ? [{ head: 'bare wireguard-go + kernel VXLAN, via pod veths', cfg: 'wg-bare-vxlan' as const }, { head: 'ratio to bare + VXLAN via pod veths', ratio: ['membrane-wg', 'wg-bare-vxlan'] as [Cfg, Cfg] }, { head: 'bare + VXLAN via pod veths / bare via pod veths', ratio: ['wg-bare-vxlan', 'wg-bare-pods'] as [Cfg, Cfg] }] : []),
     { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
   ]);
   const unit: Record<Measure, string> = { stream: 'TCP_STREAM, per MiB', rr: 'TCP_RR, per transaction', crr: 'TCP_CRR, per connection' };
@@ -737,7 +764,8 @@ try {
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows); and from /proc/stat, both CPUs\' busy time (everything: wireguard-go, softirq and NAPI work wherever it ran, client, server, agents).', '',
     cpuTable, '',
     agentLine, '',
-    `Per TCP_CRR connection (median; wireguard-go's system time holds the kernel's delivery in its context, and a softirq a tick lands in is charged to whoever it interrupted as well as to softirq): ${(['wg-bare', 'wg-bare-pods', 'membrane-wg'] as const).map((cfg) => `${cfg}: ${splitText(cfg, median)}`).join('; ')}.`, '',
+    ...(BARE_VXLAN ? [`Bare wireguard-go + kernel VXLAN via pod veths (CPU µs, median): wireguard-go ${MEASURES.map((k) => `${c('wg-bare-vxlan', 'wg', k).toFixed(0)} per ${k === 'stream' ? 'MiB' : k === 'rr' ? 'transaction' : 'connection'}`).join(', ')}; machine ${MEASURES.map((k) => c('wg-bare-vxlan', 'machine', k).toFixed(0)).join(' / ')}; client + server per TCP_CRR connection ${median(suite.results['wg-bare-vxlan'].podUs).toFixed(1)} µs; packets per MiB on wgb0 ${pk('wg-bare-vxlan', 'tun')} of ${pk('wg-bare-vxlan', 'bytesPerPkt')} B, ACKs back ${pk('wg-bare-vxlan', 'tunRx')}.`, ''] : []),
+    `Per TCP_CRR connection (median; wireguard-go's system time holds the kernel's delivery in its context, and a softirq a tick lands in is charged to whoever it interrupted as well as to softirq): ${CFGS.filter((cfg) => cfg !== 'membrane-plain').map((cfg) => `${cfg}: ${splitText(cfg, median)}`).join('; ')}.`, '',
     pktLine, '',
     ...schedLines,
   ], opt.append);
