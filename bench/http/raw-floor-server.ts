@@ -27,7 +27,6 @@ import { withClose, writeWithoutClose } from './close-field.ts';
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '18081' }, origin: { type: 'string', default: '18080' }, rules: { type: 'string', default: '0' } } });
 const ORIGIN = Number(values.origin);
-const UV_EOF = -4095;
 
 interface Req { handle?: RawHandle; oncomplete?: (status: number) => void; async?: boolean; buffer?: Buffer }
 interface RawHandle {
@@ -94,9 +93,9 @@ function noop(): void {}
 function onRead(this: RawHandle): void {
   const c = this.conn!;
   const n = state[sw.kReadBytesOrError]!;
-  if (n < 0) {
-    // EOF or an error: the client is done (its FIN read, as the proxy reads it)
-    if (n === UV_EOF || n < 0) c.close();
+  // nothing read (EAGAIN) or, below 0, the client's FIN (UV_EOF, read as the proxy reads it) or an error: closed
+  if (n <= 0) {
+    if (n < 0) c.close();
     return;
   }
   const chunk = c.buf.subarray(0, n);
