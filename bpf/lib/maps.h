@@ -8,8 +8,8 @@
  * preallocated hash map recycles a replaced element as the writing CPU's spare at once, so the next
  * update on that CPU may overwrite it while a packet on another CPU still reads it through the
  * pointer its lookup returned (one endpoint's ifindex with another's identity). Without
- * preallocation a replaced element is freed only after an RCU grace period. Changing a pinned
- * map's flags needs `membrane down` (the loader refuses an incompatible pinned definition). */
+ * preallocation a replaced element is freed only after an RCU grace period. A pinned map of an
+ * older definition is replaced when the agent starts (src/datapath/linux/pins.ts). */
 
 /* ---- endpoint config: key = host-side veth ifindex (u32) ---- */
 #define EP_F_DENY_INGRESS 0x01
