@@ -55,6 +55,7 @@ const f = {
   enableStats: libbpf.func('int bpf_enable_stats(int type)'),
   mapCreate: libbpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const mb_bpf_map_create_opts *opts)'),
   mapFdById: libbpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
+  progFdById: libbpf.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   nextMap: libbpf.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
   mapName: libbpf.func('const char *bpf_map__name(const bpf_map *map)'),
   mapPinPath: libbpf.func('const char *bpf_map__pin_path(const bpf_map *map)'),
@@ -368,6 +369,17 @@ export function progInfo(fd: number): ProgInfo {
     id: buf.readUInt32LE(4), name: name.subarray(0, Math.max(0, name.indexOf(0))).toString(),
     runTimeNs: buf.readBigUInt64LE(192), runCnt: buf.readBigUInt64LE(200),
   };
+}
+
+/** Info of the loaded program `id` (e.g. a link's progId), or null when it is gone. */
+export function progInfoById(id: number): ProgInfo | null {
+  const fd = f.progFdById(id) as number;
+  if (fd < 0) return null;
+  try {
+    return progInfo(fd);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export class BpfProgram {
