@@ -66,6 +66,8 @@ const f = {
   mapFlags: libbpf.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   innerMap: libbpf.func('bpf_map *bpf_map__inner_map(bpf_map *map)'),
   closeFd: libc.func('int close(int fd)'),
+  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmap: libc.func('int munmap(void *addr, size_t len)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
@@ -316,6 +318,39 @@ export class BpfMap {
   close(): void {
     if (this.ownsFd) closeFd(this.fd);
   }
+}
+
+/** BPF_F_MMAPABLE: an array map whose values user space maps and stores into directly. */
+export const BPF_F_MMAPABLE = 1 << 10;
+
+/** An array map's values mapped into this process (shared with the kernel's readers). */
+export interface MappedArray {
+  /** the values, element i at i * round_up(value size, 8) */
+  readonly buf: ArrayBuffer;
+  /** ends the mapping: `buf` must not be touched after */
+  unmap(): void;
+}
+
+/**
+ * Maps a BPF_F_MMAPABLE array's values (the mapping holds the map: it outlives the fd). A store
+ * through it is one machine store per aligned word, where bpf_map_update_elem copies the whole
+ * value with memcpy (a reader on another CPU may see part of an update).
+ */
+export function mmapArray(map: BpfMap): MappedArray {
+  const len = Math.ceil((((map.info.valueSize + 7) & ~7) * map.info.maxEntries) / 4096) * 4096;
+  const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
+  const p = f.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0);
+  if (!p || koffi.address(p) === 0xffffffffffffffffn) {
+    throw new BpfError('BPF_MAP_MMAP', `mmap of ${map.name}`, koffi.errno(), 'the map must be an array created with BPF_F_MMAPABLE');
+  }
+  let mapped = true;
+  return {
+    buf: koffi.view(p, len),
+    unmap() {
+      if (mapped) f.munmap(p, len);
+      mapped = false;
+    },
+  };
 }
 
 // ---------------------------------------------------------------- objects and programs

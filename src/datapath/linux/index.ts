@@ -178,6 +178,7 @@ export class LinuxDatapath implements Datapath {
     await this.events.stop();
     if (this.statsEnabled) disableRunTimeStats();
     this.statsEnabled = false;
+    this.config.unmap();
     this.loader.close(); // links and maps stay pinned: enforcement continues
     this.lb.reset();
     this.devices.reset();
