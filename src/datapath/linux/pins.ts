@@ -54,20 +54,7 @@ function innerFits(outer: BpfMap, inner: MapDef): boolean {
   if (outer.info.type !== MapType.ARRAY_OF_MAPS || outer.info.maxEntries === 0) return true;
   const slot = encodeU32(outer.info.maxEntries - 1);
   const cur = outer.lookup(slot);
-  if (cur) {
-    let t: BpfMap;
-    try {
-      t = BpfMap.fromId(cur.readUInt32LE(0));
-    } catch {
-      return false;
-    }
-    try {
-      const i = t.info;
-      return i.type === inner.type && i.keySize === inner.keySize && i.valueSize === inner.valueSize && i.flags === inner.flags;
-    } finally {
-      t.close();
-    }
-  }
+  if (cur) return tableFits(cur.readUInt32LE(0), inner) === true;
   const probe = BpfMap.create(inner.type, 'mb_probe', inner.keySize, inner.valueSize, inner.maxEntries, { flags: inner.flags });
   try {
     outer.update(slot, encodeU32(probe.fd));
@@ -178,21 +165,29 @@ const canCopy = (type: number): boolean => type !== MapType.RINGBUF && type !== 
 function innerFitsInfo(outer: BpfMap, inner: MapDef): boolean {
   for (const k of outer.keys()) {
     const v = outer.lookup(k);
-    if (!v) continue;
-    let t: BpfMap;
-    try {
-      t = BpfMap.fromId(v.readUInt32LE(0));
-    } catch {
-      continue;
-    }
-    try {
-      const i = t.info;
-      return i.type === inner.type && i.keySize === inner.keySize && i.valueSize === inner.valueSize && i.flags === inner.flags;
-    } finally {
-      t.close();
-    }
+    const fits = v ? tableFits(v.readUInt32LE(0), inner) : undefined;
+    if (fits !== undefined) return fits;
   }
   return false;
+}
+
+/**
+ * Whether table `id` (of a map-in-map) is of the template the kernel checks an inserted table
+ * against (type, key and value size, flags); undefined when it is gone.
+ */
+function tableFits(id: number, inner: MapDef): boolean | undefined {
+  let t: BpfMap;
+  try {
+    t = BpfMap.fromId(id);
+  } catch {
+    return undefined;
+  }
+  try {
+    const i = t.info;
+    return i.type === inner.type && i.keySize === inner.keySize && i.valueSize === inner.valueSize && i.flags === inner.flags;
+  } finally {
+    t.close();
+  }
 }
 
 /**
