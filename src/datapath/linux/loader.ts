@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { MembraneError } from '../../common/errors.ts';
 import { BpfObject, type BpfMap, type BpfProgram, removePins } from '../../sys/bpf.ts';
-import { loadMigrating, type PinMigration } from './pins.ts';
+import { loadMigrating, pinsAreOf, type PinMigration } from './pins.ts';
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
@@ -54,7 +54,10 @@ export class Loader {
    * another build's definition are replaced (pins.ts); returns which, and how.
    */
   load(objectPath: string, pinRoot: string, preloaded?: BpfObject): PinMigration[] {
-    const { obj, migrated } = preloaded ? { obj: preloaded, migrated: [] } :
+    // an object loaded ahead is used only while the pins are still its maps (none replaced since)
+    const usable = preloaded && pinsAreOf(objectPath, pinRoot, (name) => preloaded.map(name));
+    if (preloaded && !usable) preloaded.close();
+    const { obj, migrated } = usable ? { obj: preloaded, migrated: [] } :
       loadMigrating(objectPath, pinRoot, () => BpfObject.load(objectPath, pinRoot), (o, name) => o.map(name));
     this.obj = obj;
     for (const m of MAP_NAMES) this.maps[m] = obj.map(m);

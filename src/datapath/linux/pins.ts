@@ -143,6 +143,23 @@ function incompatible(defs: PinnedMapDef[]): Aside[] {
   return out;
 }
 
+/**
+ * Whether every pinned map of `objectPath` under pinRoot is the one `mapOf` names (an object
+ * loaded ahead still uses the pins: none was replaced or removed since).
+ */
+export function pinsAreOf(objectPath: string, pinRoot: string, mapOf: (name: string) => BpfMap): boolean {
+  for (const d of objectPinnedMaps(objectPath, pinRoot)) {
+    if (!existsSync(d.pinPath)) return false;
+    const pinned = BpfMap.fromPin(d.pinPath);
+    try {
+      if (pinned.info.id !== mapOf(d.name).info.id) return false;
+    } finally {
+      pinned.close();
+    }
+  }
+  return true;
+}
+
 /** The names of the pinned maps under pinRoot that `objectPath` defines otherwise (a load migrates them). */
 export function pinsToMigrate(objectPath: string, pinRoot: string): string[] {
   return incompatible(objectPinnedMaps(objectPath, pinRoot)).map((a) => { a.old.close(); return a.def.name; });
