@@ -290,18 +290,44 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       if (sock === s) sock = undefined;
       if (!stopped) retry = setTimeout(dial, deps.retryMs ?? 100);
     });
+    // The agent numbers what it sends this connection: after a snapshot, each ipcache or delta
+    // message is the next number. One out of order, or a delta that does not apply to what this
+    // proxy holds (snapshot.ts applyDelta: FEED_DELTA_DIVERGED), is not applied nor acked: the proxy asks for a
+    // whole snapshot and applies nothing more before it, never judging with a state that diverged.
+    let lastSeq: number | undefined;
+    let stale = false;
+    const resync = (seq: number, reason: string): void => {
+      if (!stale) deps.logger?.warn({ code: 'FEED_DELTA_DIVERGED', seq, reason }, 'policy delta out of order or not applicable: asking the agent for a whole snapshot');
+      stale = true;
+      send(s, { t: 'resync', seq, reason });
+    };
+    const inOrder = (seq: number): boolean => {
+      if (stale) return false;
+      if (lastSeq !== undefined && seq !== lastSeq + 1) { resync(seq, `after ${lastSeq}`); return false; }
+      lastSeq = seq;
+      return true;
+    };
     readLines<ToProxy>(s, (m) => {
       if (m.t === 'snapshot') {
         known.clear();
+        lastSeq = m.seq;
+        stale = false;
         deps.onSnapshot(m.snap, m.seq);
         send(s, { t: 'ack', seq: m.seq });
         send(s, { t: 'status', rows: deps.statusRows() });
       } else if (m.t === 'ipcache') {
+        if (!inOrder(m.seq)) return;
         deps.onIpcache(m, m.seq);
         send(s, { t: 'ack', seq: m.seq });
       } else if (m.t === 'delta') {
+        if (!inOrder(m.seq)) return;
         // the names the agent was told stay known: a delta is FQDN learning, not a policy change
-        deps.onDelta?.(m, m.seq);
+        try {
+          deps.onDelta?.(m, m.seq);
+        } catch (e) {
+          resync(m.seq, String(e));
+          return;
+        }
         send(s, { t: 'ack', seq: m.seq });
       } else if (m.t === 'dns-done') {
         for (const id of m.ids) {

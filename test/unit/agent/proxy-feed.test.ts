@@ -225,6 +225,9 @@ test('attacker: after deltas, an IP no allowed name resolved to (or one learnt f
   }
   // the name expires on the agent: the delta takes its IP's entries and names away in the proxy too
   await w.nm.forceExpire((n) => n === 'api.example.com.');
+  // the agent writes the released identities' removals after the batch (node.ts applyUpdate's
+  // flush): the proxy hears of a MapState change with the regeneration that takes it, as the datapath
+  w.policy.regenerate();
   await w.feed.settled();
   const after = w.got.view!;
   assert.equal(after.identityOfOther('203.0.113.10'), w.policy.engine.ipcache.lookupIdentity('203.0.113.10'));
