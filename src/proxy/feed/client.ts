@@ -310,6 +310,17 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     // whole snapshot and applies nothing more before it, never judging with a state that diverged.
     let lastSeq: number | undefined;
     let stale = false;
+    /** `dns-done` ids that came while stale: released once the whole snapshot is applied */
+    let doneLater: number[] = [];
+    const release = (ids: readonly number[]): void => {
+      for (const id of ids) {
+        const w = waiting.get(id);
+        if (!w) continue;
+        waiting.delete(id);
+        remember(w.r, Date.now());
+        w.done();
+      }
+    };
     const resync = (seq: number, reason: string): void => {
       if (!stale) deps.logger?.warn({ code: 'FEED_DELTA_DIVERGED', seq, reason }, 'policy delta out of order or not applicable: asking the agent for a whole snapshot');
       stale = true;
@@ -327,6 +338,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         lastSeq = m.seq;
         stale = false;
         deps.onSnapshot(m.snap, m.seq);
+        if (doneLater.length) { const ids = doneLater; doneLater = []; release(ids); }
         send(s, { t: 'ack', seq: m.seq });
         send(s, { t: 'status', rows: deps.statusRows() });
       } else if (m.t === 'ipcache') {
@@ -344,13 +356,10 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         }
         send(s, { t: 'ack', seq: m.seq });
       } else if (m.t === 'dns-done') {
-        for (const id of m.ids) {
-          const w = waiting.get(id);
-          if (!w) continue;
-          waiting.delete(id);
-          remember(w.r, Date.now());
-          w.done();
-        }
+        // the agent sent what holds the answers' IPs before this; a proxy that did not apply it
+        // (stale) releases them with the whole snapshot it asked for, never before
+        if (stale) { for (const id of m.ids) doneLater.push(id); return; }
+        release(m.ids);
       } else if (m.t === 'caps') {
         // records flushed before this went as JSON; the agent reads both, in order
         if (m.records === 'bin1' && sock === s) {

@@ -107,7 +107,7 @@ test('attacker: a delta for another change count than the proxy holds (one lost,
   assert.throws(() => applyDelta(after, d({ ...allow443, base: 4 })), (e: Error & { code?: string }) => e.code === 'FEED_DELTA_DIVERGED');
 });
 
-test('attacker: feed messages out of order (one lost) are not applied nor acked; the proxy asks for a whole snapshot and applies nothing before it', async (t) => {
+test('attacker: feed messages out of order (one lost) are not applied nor acked; the proxy asks for a whole snapshot and applies nothing (nor releases a held answer) before it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'feed-delta-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'l7proxy.sock');
@@ -141,8 +141,17 @@ test('attacker: feed messages out of order (one lost) are not applied nor acked;
   assert.deepEqual(applied, [11, 12], 'nothing after the gap applied');
   const acks = got.flatMap((m) => (m.t === 'ack' ? [m.seq] : []));
   assert.deepEqual(acks, [10, 11, 12], 'nothing after the gap acked');
-  // the whole snapshot the agent answers with: deltas apply again after it
+  // a held answer the agent says is done while the proxy is stale: released only with the whole snapshot
+  let released = false;
+  void client.reportAnswer({ ep: 7, name: 'f1.fresh.lab.', ips: ['172.20.0.1'], ttl: 60 }, true)!.then(() => { released = true; });
+  await until(() => got.some((m) => m.t === 'dns-answers'));
+  const report = got.find((m) => m.t === 'dns-answers') as Extract<ToAgent, { t: 'dns-answers' }>;
+  to({ t: 'dns-done', ids: report.items.map((r) => r.id) });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(released, false, 'released before the proxy holds the state the agent sent');
+  // the whole snapshot the agent answers with: the answer goes, deltas apply again after it
   to({ t: 'snapshot', seq: 20, snap: snapshot({ entries: new Map(), defaultDeny: { ingress: false, egress: false } }, 1) });
+  await until(() => released);
   to({ t: 'delta', seq: 21, ...empty });
   await until(() => applied.includes(21));
   assert.deepEqual(snaps, [10, 20]);
