@@ -31,7 +31,9 @@ export interface AgentKVStoreOptions {
 export async function openAgentKVStore(o: AgentKVStoreOptions): Promise<{ kv: KVStore; allocator: LocalIdentityAllocator; stop(): void }> {
   if (!o.endpoints.length) {
     const kv = await openMemoryStore({ file: o.storeFile });
-    return { kv, allocator: await openPersistentAllocator(kv), stop() {} };
+    const { allocator, flush } = await openPersistentAllocator(kv);
+    // the identities not mirrored yet go into the store before it closes (its close awaits the write)
+    return { kv, allocator, stop: flush };
   }
   if (!Number.isInteger(o.leaseTtlSeconds) || o.leaseTtlSeconds < 2 || o.leaseTtlSeconds > 864_000) {
     throw new MembraneError('KVSTORE_CONFIG', `--kvstore-lease-ttl ${o.leaseTtlSeconds}: not a whole number of seconds in 2..864000`, { hint: "Cilium's default is 900 (15 min)" });

@@ -58,13 +58,20 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     return dnsMemo.json;
   };
   // ---- deltas (FQDN learning) -------------------------------------------------------------
-  // What the proxies hold of each MapState: its entry objects as last sent (the policy engine
-  // keeps an unchanged entry's object and makes a new one for a changed entry), the default deny,
-  // and per L7 policy its identity sets (changed in place by the selector cache). A delta is the
-  // difference: O(the endpoint's entries) compared by reference, only the changed ones encoded.
-  interface Sent { entries: Map<string, unknown>; dd: { ingress: boolean; egress: boolean } }
+  // The policy engine's change log (src/policy/mapstate-changes.ts) names the keys each change
+  // touched: a delta carries those keys' entries as the MapState has them now (absent: deleted),
+  // O(the keys that changed), never a diff or copy of the endpoint's whole MapState (that made
+  // each fresh name cost more as the name set grew). L7 policies' identity sets change in place
+  // (the selector cache's live sets): per endpoint the keys of each L7 policy are kept, and when
+  // a selection moved, a policy whose sets differ from those last sent has its keys sent again.
+  // Each endpoint's part carries the change count it applies to and the one it makes: a proxy
+  // that holds another count asks for a whole snapshot instead of diverging (snapshot.ts applyDelta).
+  interface Sent { rev: number; l7: Map<L7Policy, Set<string>>; l7Of: Map<string, L7Policy> }
   let sentMapStates = new Map<number, Sent>();
   let sentL7 = new WeakMap<L7Policy, string>();
+  const changes = policy.mapStateChanges();
+  /** the selector cache's version when L7 identity sets were last compared */
+  let selectionsSeen = -1;
   /** identities added and removed since the last snapshot or delta (the allocator's events) */
   let identitiesAdded = new Set<number>();
   let identitiesRemoved = new Set<number>();
@@ -78,52 +85,85 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     sentL7.set(l7, now);
     return had !== now;
   };
-  function remember(id: number, ms: MapState): Sent {
-    const entries = new Map<string, unknown>();
-    for (const [ks, v] of ms.entries) {
-      entries.set(ks, v);
-      if (v.entry.l7) l7Moved(v.entry.l7);
+  /** notes which L7 policy key `ks` has now (null: none, or no entry) in what was sent */
+  function noteL7(sent: Sent, ks: string, l7: L7Policy | null): void {
+    const had = sent.l7Of.get(ks);
+    if (had === l7) return;
+    if (had) {
+      const keys = sent.l7.get(had)!;
+      keys.delete(ks);
+      if (!keys.size) sent.l7.delete(had);
+      sent.l7Of.delete(ks);
     }
-    const sent = { entries, dd: { ...ms.defaultDeny } };
+    if (!l7) return;
+    sent.l7Of.set(ks, l7);
+    let keys = sent.l7.get(l7);
+    if (!keys) { sent.l7.set(l7, (keys = new Set())); l7Moved(l7); }
+    keys.add(ks);
+  }
+  function remember(id: number, ms: MapState): Sent {
+    const sent: Sent = { rev: policy.mapStateRevision(id), l7: new Map(), l7Of: new Map() };
+    for (const [ks, v] of ms.entries) if (v.entry.l7) noteL7(sent, ks, v.entry.l7);
     sentMapStates.set(id, sent);
     return sent;
   }
   function mapStatesDelta(): ProxyDelta['mapStates'] {
     const out: ProxyDelta['mapStates'] = [];
-    const seen = new Set<number>();
-    for (const ep of deps.agent()?.endpointTable().all() ?? []) {
-      const ms = policy.mapState(ep.id);
-      if (!ms) continue;
-      seen.add(ep.id);
-      const prev = sentMapStates.get(ep.id);
+    const byEp = new Map<number, ProxyDelta['mapStates'][number]>();
+    for (const [id, c] of changes.take()) {
+      const ms = c.gone ? undefined : policy.mapState(id);
+      const prev = sentMapStates.get(id);
+      if (!ms) {
+        if (prev) { sentMapStates.delete(id); out.push({ ep: id, upserts: [], deletes: [], gone: true }); }
+        continue;
+      }
+      if (c.full || !prev) {
+        const base = prev?.rev ?? 0;
+        const sent = remember(id, ms);
+        const m: ProxyDelta['mapStates'][number] = { ep: id, upserts: encodeMapState(ms).entries, deletes: [], defaultDeny: { ...ms.defaultDeny }, full: true, base, rev: sent.rev };
+        out.push(m); byEp.set(id, m);
+        continue;
+      }
       const upserts: [MapStateKey, WireEntry][] = [];
       const deletes: MapStateKey[] = [];
-      // an L7 policy's identity sets are compared once per delta, however many entries share it
-      const l7Checked = new Map<L7Policy, boolean>();
-      for (const [ks, v] of ms.entries) {
-        let moved = prev?.entries.get(ks) !== v;
-        const l7 = v.entry.l7;
-        if (l7) {
-          let m = l7Checked.get(l7);
-          if (m === undefined) { m = l7Moved(l7); l7Checked.set(l7, m); }
-          moved ||= m;
-        }
-        if (moved) upserts.push([v.key, encodeEntry(v.entry)]);
+      for (const [ks, key] of c.keys) {
+        const v = ms.entries.get(ks);
+        if (v) upserts.push([v.key, encodeEntry(v.entry)]); else deletes.push(key);
+        noteL7(prev, ks, v?.entry.l7 ?? null);
       }
-      if (prev) for (const [ks, v] of prev.entries) if (!ms.entries.has(ks)) deletes.push((v as { key: MapStateKey }).key);
-      const ddMoved = !prev || prev.dd.ingress !== ms.defaultDeny.ingress || prev.dd.egress !== ms.defaultDeny.egress;
-      if (upserts.length || deletes.length || ddMoved) {
-        out.push({ ep: ep.id, upserts, deletes, ...(ddMoved ? { defaultDeny: { ...ms.defaultDeny } } : {}) });
-        remember(ep.id, ms);
-      }
+      const m: ProxyDelta['mapStates'][number] = { ep: id, upserts, deletes, ...(c.defaultDeny ? { defaultDeny: { ...ms.defaultDeny } } : {}), base: prev.rev, rev: c.revision };
+      prev.rev = c.revision;
+      out.push(m); byEp.set(id, m);
     }
-    for (const id of [...sentMapStates.keys()]) {
-      if (seen.has(id)) continue;
-      sentMapStates.delete(id);
-      out.push({ ep: id, upserts: [], deletes: [], gone: true });
+    // identity sets of L7 policies: compared only when a selection moved, once per policy however many entries share it
+    const sv = policy.engine.selectorCache.version;
+    if (sv !== selectionsSeen) {
+      selectionsSeen = sv;
+      const moved = new Map<L7Policy, boolean>();
+      for (const [id, sent] of sentMapStates) {
+        const ms = policy.mapState(id);
+        if (!ms) continue;
+        for (const [l7, keys] of sent.l7) {
+          let m = moved.get(l7);
+          if (m === undefined) { m = l7Moved(l7); moved.set(l7, m); }
+          if (!m) continue;
+          let part = byEp.get(id);
+          if (!part) {
+            // an endpoint whose entries did not change: its count stays (the proxy applies this part to the same count)
+            part = { ep: id, upserts: [], deletes: [], base: sent.rev, rev: sent.rev };
+            out.push(part); byEp.set(id, part);
+          }
+          if (part.full) continue;
+          for (const ks of keys) {
+            const v = ms.entries.get(ks);
+            if (v) part.upserts.push([v.key, encodeEntry(v.entry)]);
+          }
+        }
+      }
     }
     return out;
   }
+  const dropChanges = (): void => { changes.take(); };
 
   const server = createFeedServer({
     socketPath: deps.socketPath,
@@ -168,9 +208,11 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
     async snapshot(): Promise<ProxySnapshot> {
       const a = deps.agent();
       const eps = a?.endpointTable().all() ?? [];
-      // deltas start over from what this snapshot holds
+      // deltas start over from what this snapshot holds (the MapStates are read below, in the same turn)
       sentMapStates = new Map();
       sentL7 = new WeakMap();
+      dropChanges();
+      selectionsSeen = policy.engine.selectorCache.version;
       identitiesAdded = new Set();
       identitiesRemoved = new Set();
       namesChanged = new Set();
@@ -184,8 +226,8 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       for (const ep of eps) {
         const ms = policy.mapState(ep.id);
         if (!ms) continue;
-        mapStates.push([ep.id, encodeMapState(ms)]);
-        remember(ep.id, ms);
+        const sent = remember(ep.id, ms);
+        mapStates.push([ep.id, { ...encodeMapState(ms), rev: sent.rev }]);
       }
       return {
         revision: policy.revision(), agentPid: process.pid, nodeAddrs: [...deps.nodeAddrs],
@@ -249,6 +291,7 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       await server.start();
     },
     async stop() {
+      changes.close();
       offIpcache?.();
       offResources?.();
       offIdentities?.();

@@ -12,6 +12,7 @@ import { PolicyEngine, type PolicyEngineOptions } from './engine.ts';
 import { podNamedPorts } from './named-ports.ts';
 import { PolicyImportError } from './repository.ts';
 import type { MapState, MapStateDelta } from './types.ts';
+import { MapStateChangeLog, type MapStateChangeReader } from './mapstate-changes.ts';
 
 export interface EndpointIdentityInput {
   pod: Pod;
@@ -46,6 +47,13 @@ export interface AgentPolicy {
   /** Keys (`kind/namespace/name`) of the policies with a rule selecting an identity of these labels. */
   policiesSelecting(identity: number): Set<string>;
   mapState(endpointId: number): MapState | undefined;
+  /**
+   * A reader of the MapState change log (mapstate-changes.ts): the keys every add, removal and
+   * regeneration touched since its last take, per endpoint, with the endpoint's change count.
+   */
+  mapStateChanges(): MapStateChangeReader;
+  /** the endpoint's MapState change count (bumped with each change a reader is told of) */
+  mapStateRevision(endpointId: number): number;
 }
 
 export type AgentPolicyEngine = AgentPolicy & {
@@ -62,6 +70,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
   const podOf = new Map<number, string>();
   let namedPortsDirty = false;
   let mapStateVersion = 0;
+  const changeLog = new MapStateChangeLog();
   const versionListeners = new Set<() => void>();
   const bumpMapStateVersion = () => {
     mapStateVersion++;
@@ -95,6 +104,7 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       if (engine.namedPorts.set(owner, identity, named)) namedPortsDirty = true;
       podOf.set(id, owner);
       const ep = engine.addEndpoint({ id, identity, labels, namedPorts: named });
+      changeLog.full(id);
       bumpMapStateVersion();
       return ep.mapState;
     },
@@ -102,13 +112,15 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       const owner = podOf.get(id);
       if (owner && engine.namedPorts.delete(owner)) namedPortsDirty = true;
       podOf.delete(id);
-      engine.removeEndpoint(id);
+      if (engine.removeEndpoint(id)) changeLog.gone(id);
       bumpMapStateVersion();
     },
     regenerate() {
       const force = namedPortsDirty ? 'named-ports' as const : false;
       namedPortsDirty = false;
       const deltas = engine.regenerate(force);
+      // logged before the version's listeners hear of it (the feed's delta reads the log)
+      for (const [id, d] of deltas) changeLog.delta(id, d);
       for (const d of deltas.values()) {
         if (d.upserts.length || d.deletes.length || d.defaultDenyChanged) { bumpMapStateVersion(); break; }
       }
@@ -132,6 +144,8 @@ export function createAgentPolicyEngine(opts: PolicyEngineOptions = {}): AgentPo
       return new Set(labels ? engine.repository.rulesFor(labels).map((r) => r.policyKey) : []);
     },
     mapState: (id): MapState | undefined => engine.endpoint(id)?.mapState,
+    mapStateChanges: () => changeLog.reader(),
+    mapStateRevision: (id) => changeLog.revision(id),
     ipcacheEntries: () => engine.cidrEntries().map((e) => ({ ...e, endpointId: 0 })),
     endpointIssues: (id) => engine.endpoint(id)?.issues ?? [],
   };

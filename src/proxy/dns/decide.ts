@@ -56,21 +56,24 @@ export function createDNSDecider(): DNSDecider {
  */
 export type DNSQueryJudge = (ms: MapState | undefined, remoteIdentity: number, proto: number, port: number, qname: string) => boolean;
 
-export function createDNSQueryJudge(opts: { frozenMapStates?: boolean } = {}): DNSQueryJudge {
+export function createDNSQueryJudge(opts: { generation?: (ms: MapState) => number } = {}): DNSQueryJudge {
   const dnsAllowed = createDNSDecider();
-  // `frozenMapStates` (the proxy process: each snapshot decodes new MapStates, never changed
-  // after): the MapState's answer per (identity, proto, port) is kept with the MapState. Looked up
-  // each time it was up to 36 key strings and map probes per query (the wildcard lane has no
-  // entry for the port: every prefix length is tried), ~8 % of the proxy process's CPU in
-  // bench/dns. The agent's own MapStates change in place: looked up every time there.
-  const memo = opts.frozenMapStates ? new WeakMap<MapState, BoundedCache<number, LookupResult>>() : undefined;
+  // `generation` (the proxy process: a MapState changes only through the feed's applyDelta, which
+  // moves its generation): the MapState's answer per (identity, proto, port) is kept with the
+  // MapState for one generation. Looked up each time it was up to 36 key strings and map probes
+  // per query (the wildcard lane has no entry for the port: every prefix length is tried), ~8 % of
+  // the proxy process's CPU in bench/dns. The agent's own MapStates change in place unnumbered:
+  // looked up every time there.
+  const gen = opts.generation;
+  const memo = gen ? new WeakMap<MapState, { gen: number; byKey: BoundedCache<number, LookupResult> }>() : undefined;
   const lookup = (ms: MapState, remoteIdentity: number, proto: number, port: number): LookupResult => {
     if (!memo) return lookupMapState(ms, 'egress', remoteIdentity, proto, port);
-    let byKey = memo.get(ms);
-    if (!byKey) { byKey = new BoundedCache(MAX_NAMES); memo.set(ms, byKey); }
+    const g = gen!(ms);
+    let m = memo.get(ms);
+    if (!m || m.gen !== g) { m = { gen: g, byKey: new BoundedCache(MAX_NAMES) }; memo.set(ms, m); }
     // identity < 2^32, proto < 2^8, port < 2^16: one exact number below 2^56 (doubles hold 2^53; identities stay < 2^29)
     const k = (remoteIdentity * 256 + proto) * 65536 + port;
-    return byKey.get(k) ?? byKey.set(k, lookupMapState(ms, 'egress', remoteIdentity, proto, port));
+    return m.byKey.get(k) ?? m.byKey.set(k, lookupMapState(ms, 'egress', remoteIdentity, proto, port));
   };
   return (ms, remoteIdentity, proto, port, qname) => {
     if (!ms) return false;

@@ -32,7 +32,7 @@ import { BpfMap } from '../../sys/bpf.ts';
 import { setIpTransparent } from '../../sys/sockopt.ts';
 import { allowNonLocalBind } from '../../sys/net.ts';
 import type { FeedClient } from '../feed/client.ts';
-import type { PolicyView, StandaloneDNSInfo } from '../feed/snapshot.ts';
+import { egressLane, mapStateGeneration, type PolicyView, type StandaloneDNSInfo } from '../feed/snapshot.ts';
 import type { FQDNSelector } from '../../api/types.ts';
 import { compileSelector, normalizeName, type NameMatcher } from '../../fqdn/matchpattern.ts';
 import { createDNSQueryJudge } from './decide.ts';
@@ -71,24 +71,14 @@ export interface StandaloneDNS {
 
 /**
  * Whether an endpoint's egress policy lets anything through to `identity`: an allow entry for it
- * (or for every identity), or no default deny, and no deny of every port. Cached per MapState (a
- * snapshot's MapStates never change; the next snapshot brings new ones).
+ * (or for every identity), or no default deny, and no deny of every port. Two lookups in the
+ * MapState's lane index (snapshot.ts egressLane, kept through deltas), never a walk of its entries.
  */
-const allowsCache = new WeakMap<MapState, Map<number, boolean>>();
 export function egressAllowsIdentity(ms: MapState, identity: number): boolean {
-  let byId = allowsCache.get(ms);
-  if (!byId) { byId = new Map(); allowsCache.set(ms, byId); }
-  const had = byId.get(identity);
-  if (had !== undefined) return had;
-  let allow = !ms.defaultDeny.egress;
-  let denied = false;
-  for (const { key, entry } of ms.entries.values()) {
-    if (key.direction !== 'egress' || (key.identity !== identity && key.identity !== 0)) continue;
-    if (entry.verdict === 'deny') { if (key.proto === 0) denied = true; } else allow = true;
-  }
-  const r = allow && !denied;
-  byId.set(identity, r);
-  return r;
+  const own = egressLane(ms, identity);
+  const any = egressLane(ms, 0);
+  if ((own?.denyAll ?? 0) > 0 || (any?.denyAll ?? 0) > 0) return false;
+  return !ms.defaultDeny.egress || (own?.allows ?? 0) > 0 || (any?.allows ?? 0) > 0;
 }
 
 /**
@@ -230,8 +220,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
     });
   }
 
-  // a snapshot's MapStates are decoded once and never changed (the next snapshot brings new ones)
-  const judgeQuery = createDNSQueryJudge({ frozenMapStates: true });
+  // a MapState changes only through applyDelta, which moves its generation: lookups are remembered per generation
+  const judgeQuery = createDNSQueryJudge({ generation: mapStateGeneration });
   const candidates = (): string[] => {
     const d = deps.view()?.dns;
     if (!d) return [];

@@ -191,6 +191,13 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
           }
           break;
         case 'ack': c.acked = m.seq; wake(); break;
+        // the proxy missed a change (or got one out of order): every client gets a whole snapshot
+        case 'resync':
+          deps.logger?.warn({ code: 'FEED_DELTA_DIVERGED', pid: c.pid, seq: m.seq, reason: m.reason }, 'a proxy asked for a whole snapshot: sending one');
+          c.whole = false; // the ipcache messages it did not apply: it gets the ipcache whole too
+          lastPrint = undefined;
+          void refresh();
+          break;
         case 'records':
           // a message whose items are not a list is dropped whole and logged; the connection stays
           if (!Array.isArray(m.items)) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED' }, 'access records message refused: no list of records'); break; }

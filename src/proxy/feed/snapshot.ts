@@ -12,6 +12,7 @@
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { DnsRejectResponseCode } from '../../common/config.ts';
 import type { FQDNSelector } from '../../api/types.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { ReservedIdentity } from '../../identity/identity.ts';
 import { IPCache, type IPCacheSource } from '../../ipcache/ipcache.ts';
 import { mapStateKeyString, type L7Policy, type MapState, type MapStateEntry, type MapStateKey } from '../../policy/types.ts';
@@ -23,6 +24,8 @@ export type WireEntry = Omit<MapStateEntry, 'l7'> & { l7: WireL7 | null };
 export interface WireMapState {
   entries: [MapStateKey, WireEntry][];
   defaultDeny: MapState['defaultDeny'];
+  /** the endpoint's change count this MapState is at (AgentPolicy.mapStateRevision; deltas name it) */
+  rev?: number;
 }
 
 /** What the DNS proxy in the proxy process (src/proxy/dns/standalone.ts) needs beside the policy. */
@@ -99,7 +102,7 @@ export function encodeMapState(ms: MapState): WireMapState {
 export function decodeMapState(w: WireMapState): MapState {
   const entries: MapState['entries'] = new Map();
   for (const [key, e] of w.entries) entries.set(mapStateKeyString(key), { key, entry: decodeEntry(e) });
-  return { entries, defaultDeny: w.defaultDeny };
+  return { entries, defaultDeny: { ...w.defaultDeny } };
 }
 
 /** A snapshot made ready for lookups: maps by key, never a scan per connection. */
@@ -126,8 +129,13 @@ export interface PolicyView {
  * name): the answer's hold grew with the cache).
  */
 export interface ProxyDelta {
-  /** per endpoint: entries upserted and deleted, the default deny when it changed; `gone`: the endpoint's MapState is no more */
-  mapStates: { ep: number; upserts: [MapStateKey, WireEntry][]; deletes: MapStateKey[]; defaultDeny?: MapState['defaultDeny']; gone?: true }[];
+  /**
+   * per endpoint: entries upserted and deleted, the default deny when it changed; `gone`: the
+   * endpoint's MapState is no more; `full`: the upserts are the whole MapState. `base` is the
+   * change count the part applies to, `rev` the one it makes: a proxy holding another count for
+   * the endpoint has missed a change and asks for a whole snapshot (applyDelta).
+   */
+  mapStates: { ep: number; upserts: [MapStateKey, WireEntry][]; deletes: MapStateKey[]; defaultDeny?: MapState['defaultDeny']; gone?: true; full?: true; base?: number; rev?: number }[];
   identities: [number, string[]][];
   identitiesGone: number[];
   names: [string, string[]][];
@@ -141,6 +149,8 @@ interface ViewParts {
   ipcache: IPCache;
   nodeAddrs: ReadonlySet<string>;
   mapStates: Map<number, MapState>;
+  /** each MapState's change count as the agent sent it */
+  revs: Map<number, number>;
   labels: Map<number, string[]>;
   names: Map<string, string[]>;
 }
@@ -170,33 +180,97 @@ export function viewOf(s: ProxySnapshot, prev?: IPCache): PolicyView {
   return makeView({
     s, ipcache, eps: new Map(s.endpoints.map((e) => [e.ip, e.ep])), nodeAddrs: new Set(s.nodeAddrs),
     mapStates: new Map(s.mapStates.map(([id, w]) => [id, decodeMapState(w)])), labels: new Map(s.identities), names: new Map(s.names),
+    revs: new Map(s.mapStates.map(([id, w]) => [id, w.rev ?? 0])),
   });
 }
 
 /**
- * The view after a delta: a new view object whose changed endpoints have new MapState objects (a
- * MapState a proxy judged by is never changed under it: the DNS judge and the hold check cache
- * answers per MapState); identities, names and the ipcache are updated in place.
+ * Per MapState: how many times applyDelta changed it in place. What is remembered per MapState
+ * (the DNS judge's lookups) is valid for one generation.
+ */
+const generations = new WeakMap<MapState, number>();
+export const mapStateGeneration = (ms: MapState): number => generations.get(ms) ?? 0;
+
+/** Per egress identity lane of a MapState: its allow entries and its denies of every port, kept through deltas. */
+interface Lane { allows: number; denyAll: number }
+const egressLanes = new WeakMap<MapState, Map<number, Lane>>();
+function laneNote(lanes: Map<number, Lane>, key: MapStateKey, entry: MapStateEntry, by: 1 | -1): void {
+  if (key.direction !== 'egress') return;
+  let l = lanes.get(key.identity);
+  if (!l) lanes.set(key.identity, (l = { allows: 0, denyAll: 0 }));
+  if (entry.verdict === 'deny') { if (key.proto === 0) l.denyAll += by; } else l.allows += by;
+  if (!l.allows && !l.denyAll) lanes.delete(key.identity);
+}
+/**
+ * The egress lane of `identity` (0: the wildcard lane): its allow entries and its denies of every
+ * port. Indexed once per MapState (its entries walked), then kept by applyDelta: O(1) per call.
+ */
+export function egressLane(ms: MapState, identity: number): Readonly<Lane> | undefined {
+  let lanes = egressLanes.get(ms);
+  if (!lanes) {
+    lanes = new Map();
+    for (const { key, entry } of ms.entries.values()) laneNote(lanes, key, entry, 1);
+    egressLanes.set(ms, lanes);
+  }
+  return lanes.get(identity);
+}
+
+/** A delta part for another change count than the proxy holds for the endpoint: a change was lost or reordered. */
+function diverged(ep: number, held: number, base: number): MembraneError {
+  return new MembraneError('FEED_DELTA_DIVERGED', `endpoint ${ep}: a MapState delta for change ${base}, the proxy holds change ${held}`, {
+    hint: 'the proxy applies no delta before the whole snapshot it asks the agent for',
+  });
+}
+
+/**
+ * The view after a delta: a new view object; MapStates, identities, names and the ipcache are
+ * changed in place, O(what the delta carries). A MapState's generation (mapStateGeneration) moves
+ * with each change, its egress lane index (egressLane) is kept. Throws FEED_DELTA_DIVERGED, before
+ * changing anything, when a part applies to another change count than the one held.
  */
 export function applyDelta(v: PolicyView, d: ProxyDelta): PolicyView {
   const p = partsOf.get(v);
   if (!p) throw new Error('applyDelta: not a view made by viewOf');
+  for (const m of d.mapStates) {
+    if (m.gone || m.base === undefined) continue;
+    const held = p.revs.get(m.ep) ?? 0;
+    if (held !== m.base) throw diverged(m.ep, held, m.base);
+  }
   if (d.ipcache) applyIpcacheDelta(p.ipcache, d.ipcache);
   for (const id of d.identitiesGone) p.labels.delete(id);
   for (const [id, l] of d.identities) p.labels.set(id, l);
   for (const ip of d.namesGone) p.names.delete(ip);
   for (const [ip, n] of d.names) p.names.set(ip, n);
-  let mapStates = p.mapStates;
-  if (d.mapStates.length) {
-    mapStates = new Map(p.mapStates);
-    for (const m of d.mapStates) {
-      if (m.gone) { mapStates.delete(m.ep); continue; }
-      const old = mapStates.get(m.ep);
-      const entries: MapState['entries'] = old ? new Map(old.entries) : new Map();
-      for (const k of m.deletes) entries.delete(mapStateKeyString(k));
+  for (const m of d.mapStates) {
+    if (m.gone) { p.mapStates.delete(m.ep); p.revs.delete(m.ep); continue; }
+    if (m.rev !== undefined) p.revs.set(m.ep, m.rev);
+    const old = m.full ? undefined : p.mapStates.get(m.ep);
+    if (!old) {
+      const entries: MapState['entries'] = new Map();
       for (const [key, e] of m.upserts) entries.set(mapStateKeyString(key), { key, entry: decodeEntry(e) });
-      mapStates.set(m.ep, { entries, defaultDeny: m.defaultDeny ?? old?.defaultDeny ?? { ingress: false, egress: false } });
+      p.mapStates.set(m.ep, { entries, defaultDeny: m.defaultDeny ?? { ingress: false, egress: false } });
+      continue;
     }
+    const lanes = egressLanes.get(old);
+    for (const k of m.deletes) {
+      const ks = mapStateKeyString(k);
+      const had = old.entries.get(ks);
+      if (!had) continue;
+      if (lanes) laneNote(lanes, had.key, had.entry, -1);
+      old.entries.delete(ks);
+    }
+    for (const [key, e] of m.upserts) {
+      const ks = mapStateKeyString(key);
+      const entry = decodeEntry(e);
+      const had = old.entries.get(ks);
+      if (lanes) {
+        if (had) laneNote(lanes, had.key, had.entry, -1);
+        laneNote(lanes, key, entry, 1);
+      }
+      old.entries.set(ks, { key, entry });
+    }
+    if (m.defaultDeny) { old.defaultDeny.ingress = m.defaultDeny.ingress; old.defaultDeny.egress = m.defaultDeny.egress; }
+    generations.set(old, mapStateGeneration(old) + 1);
   }
-  return makeView({ ...p, mapStates });
+  return makeView(p);
 }

@@ -40,6 +40,8 @@ export type ToAgent =
   | { t: 'records'; items: WireRecord[]; lost?: number }
   | { t: 'dns-answers'; items: DnsAnswerReport[] }
   | { t: 'status'; rows: ProxyStatusRow[] }
+  /** a delta or ipcache message came out of order, or did not apply to what the proxy holds: send a whole snapshot */
+  | { t: 'resync'; seq: number; reason: string }
   | { t: 'res'; id: number; ok: boolean; body?: unknown; error?: string };
 
 /**

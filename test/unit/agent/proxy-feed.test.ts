@@ -16,6 +16,7 @@ import { createNameManager } from '../../../src/fqdn/name-manager.ts';
 import { egressAllowsIdentity } from '../../../src/proxy/dns/standalone.ts';
 import { lookupMapState } from '../../../src/policy/lookup.ts';
 import type { Agent } from '../../../src/agent/agent.ts';
+import fc from 'fast-check';
 import { cnp, ns, pod } from '../policy/helpers.ts';
 
 test('proxy feed: a snapshot names the IPs whose winning ipcache entry is an FQDN one, before and after the feed started, and no other', async (t) => {
@@ -118,7 +119,7 @@ async function webWorld(t: { after(fn: () => unknown): void }) {
  * writing the engine as src/proxy/dns/node.ts does, and a proxy-side view kept by snapshots and
  * deltas as src/proxy/process/process.ts keeps it.
  */
-async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
+async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true, o: { skipDelta?: number } = {}) {
   const { dir, policy, namespace, web, identity } = await webWorld(t);
   policy.setPolicies([cnp('f', 'prod', {
     endpointSelector: { matchLabels: { app: 'web' } },
@@ -154,7 +155,14 @@ async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
     socketPath: join(dir, 'l7proxy.sock'), retryMs: 10, handle: async () => ({}), statusRows: () => [],
     onSnapshot: (s) => { got.snapshots++; got.view = viewOf(s, got.view?.ipcache); },
     onIpcache: (d) => { if (got.view) applyIpcacheDelta(got.view.ipcache, d); },
-    ...(deltas ? { onDelta: (d: ProxyDelta) => { got.deltas++; if (got.view) got.view = applyDelta(got.view, d); } } : {}),
+    ...(deltas ? {
+      onDelta: (d: ProxyDelta) => {
+        got.deltas++;
+        // `skipDelta`: a proxy that lost this delta (a bug, a message gone): the next one must not apply to its state
+        if (got.deltas === o.skipDelta) return;
+        if (got.view) got.view = applyDelta(got.view, d);
+      },
+    } : {}),
   });
   client.start();
   t.after(() => client.stop());
@@ -172,7 +180,9 @@ async function fqdnWorld(t: { after(fn: () => unknown): void }, deltas = true) {
     } finally { c.stop(); }
   }
   const learn = async (name: string, ip: string) => { await nm.onDNSResponse(7, name, [ip], 300); await feed.settled(); };
-  return { policy, nm, feed, got, fresh, learn };
+  /** the agent's write after a batch's releases (node.ts applyUpdate's flush) */
+  const flush = async () => { policy.regenerate(); await feed.settled(); };
+  return { policy, nm, feed, got, fresh, learn, flush };
 }
 
 /** Every entry of a view's MapState as JSON (sets as sorted arrays), sorted: two views judge alike when these are equal. */
@@ -225,7 +235,9 @@ test('attacker: after deltas, an IP no allowed name resolved to (or one learnt f
   }
   // the name expires on the agent: the delta takes its IP's entries and names away in the proxy too
   await w.nm.forceExpire((n) => n === 'api.example.com.');
-  await w.feed.settled();
+  // the agent writes the released identities' removals after the batch (node.ts applyUpdate's
+  // flush): the proxy hears of a MapState change with the regeneration that takes it, as the datapath
+  await w.flush();
   const after = w.got.view!;
   assert.equal(after.identityOfOther('203.0.113.10'), w.policy.engine.ipcache.lookupIdentity('203.0.113.10'));
   assert.deepEqual(after.namesForIp('203.0.113.10'), []);
@@ -238,5 +250,61 @@ test('proxy feed: a proxy that does not apply deltas gets a whole snapshot per F
   await w.learn('api.example.com', '203.0.113.10');
   assert.ok(w.got.snapshots >= 2, `${w.got.snapshots} snapshots`);
   assert.equal(w.got.deltas, 0);
+  assert.deepEqual(entriesOf(w.got.view!, 7), entriesOf(await w.fresh(), 7));
+});
+
+test('property: after any sequence of names learnt and expired (L3/L4 and HTTP toFQDNs rules), the proxy\'s view kept by deltas equals a whole snapshot of the agent\'s state, L7 identity sets included, with no whole snapshot sent', async (t) => {
+  const NAMES = ['api.example.com', 'www.example.com', 'evil.other.net'];
+  await fc.assert(fc.asyncProperty(fc.array(fc.record({ expire: fc.boolean(), name: fc.integer({ min: 0, max: 2 }), ip: fc.integer({ min: 1, max: 6 }) }), { minLength: 1, maxLength: 10 }), async (ops) => {
+    const cleanups: (() => unknown)[] = [];
+    try {
+      const w = await fqdnWorld({ after: (fn) => { cleanups.push(fn); } });
+      for (const op of ops) {
+        const name = NAMES[op.name]!;
+        if (op.expire) await w.nm.forceExpire((n) => n === `${name}.`);
+        else await w.learn(name, `203.0.113.${op.ip}`);
+        await w.flush();
+      }
+      assert.equal(w.got.snapshots, 1, 'deltas only');
+      const whole = await w.fresh();
+      const v = w.got.view!;
+      assert.deepEqual(entriesOf(v, 7), entriesOf(whole, 7));
+      for (let i = 1; i <= 6; i++) {
+        const ip = `203.0.113.${i}`;
+        assert.equal(v.identityOfOther(ip), whole.identityOfOther(ip));
+        assert.equal(v.identityOfOther(ip), w.policy.engine.ipcache.lookupIdentity(ip));
+        assert.deepEqual(v.namesForIp(ip), whole.namesForIp(ip));
+        const id = v.identityOfOther(ip);
+        assert.equal(egressAllowsIdentity(v.mapState(7)!, id), egressAllowsIdentity(whole.mapState(7)!, id), ip);
+        assert.deepEqual(lookupMapState(v.mapState(7)!, 'egress', id, 6, 80), lookupMapState(whole.mapState(7)!, 'egress', id, 6, 80));
+      }
+    } finally {
+      for (const c of cleanups.reverse()) await c();
+    }
+  }), { numRuns: 12 });
+});
+
+test('attacker: a proxy that lost a delta never applies the next one to its state: it asks for a whole snapshot and then holds what the agent holds', async (t) => {
+  const w = await fqdnWorld(t, true, { skipDelta: 1 });
+  await w.learn('api.example.com', '203.0.113.10'); // lost by the proxy
+  const v0 = w.got.view!;
+  assert.equal(egressAllowsIdentity(v0.mapState(7)!, w.nm.identityForIP('203.0.113.10')!), false, 'the lost delta\'s entries are not there');
+  await w.learn('www.example.com', '203.0.113.11');
+  for (let i = 0; w.got.snapshots < 2; i++) { assert.ok(i < 300, 'no whole snapshot after the divergence'); await new Promise((r) => setTimeout(r, 10)); }
+  await w.feed.settled();
+  assert.equal(w.got.snapshots, 2, 'one whole snapshot');
+  const v = w.got.view!;
+  assert.deepEqual(entriesOf(v, 7), entriesOf(await w.fresh(), 7));
+  for (const ip of ['203.0.113.10', '203.0.113.11']) {
+    const id = w.nm.identityForIP(ip)!;
+    assert.equal(v.identityOfOther(ip), id);
+    assert.equal(egressAllowsIdentity(v.mapState(7)!, id), true);
+  }
+  // deltas apply again after the whole snapshot (the second proxy's connection above sent one more)
+  for (let i = 0; w.feed.clients().length > 1; i++) { assert.ok(i < 300, 'the second proxy did not go'); await new Promise((r) => setTimeout(r, 10)); }
+  const snaps = w.got.snapshots;
+  await w.learn('api.example.com', '203.0.113.12');
+  assert.equal(w.got.snapshots, snaps, 'a delta, no whole snapshot');
+  assert.equal(egressAllowsIdentity(w.got.view!.mapState(7)!, w.nm.identityForIP('203.0.113.12')!), true);
   assert.deepEqual(entriesOf(w.got.view!, 7), entriesOf(await w.fresh(), 7));
 });

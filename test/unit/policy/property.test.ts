@@ -4,7 +4,9 @@
  *   2. incremental upkeep (identities and rules added/removed in random order) equals a full
  *      recomputation, and the deltas replayed on the first state reproduce the last;
  *   3. lookupMapState(resolve(…)) agrees with the reference decide() for random
- *      (identity, proto, port), including redirects, authentication and L7 judgements.
+ *      (identity, proto, port), including redirects, authentication and L7 judgements;
+ *   4. the MapState change log (what the L7 proxy feed sends) applied to the last MapState a
+ *      reader took gives the new full MapState, for random rule, identity, FQDN and endpoint changes.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +23,8 @@ import type { EndpointInfo } from '../../../src/policy/resolve-options.ts';
 import type { MapState, MapStateDelta } from '../../../src/policy/types.ts';
 import { cidrIdentityLabels, fqdnIdentityLabels, podIdentityLabels } from '../../../src/identity/labels.ts';
 import type { LabelSet } from '../../../src/labels/labels.ts';
+import { createAgentPolicyEngine } from '../../../src/policy/agent-engine.ts';
+import { entriesEqual } from '../../../src/policy/mapstate-compare.ts';
 import { pod } from './helpers.ts';
 
 // ---- generators ---------------------------------------------------------------------------
@@ -251,4 +255,96 @@ test('property: lookupMapState(resolve()) agrees with decide() for every (identi
       }
     }
   }), { numRuns: 300 });
+});
+
+type LogOp = Op | { kind: 'fqdn'; ip: number; sel: number } | { kind: 'readd' };
+const logOpArb: fc.Arbitrary<LogOp> = fc.oneof(
+  opArb,
+  fc.record({ kind: fc.constant('fqdn' as const), ip: fc.integer({ min: 1, max: 40 }), sel: fc.integer({ min: 0, max: 2 }) }),
+  fc.record({ kind: fc.constant('readd' as const) }),
+);
+
+/** Key sets, verdicts, auth, match types, L7 policies (by rules and selectors) and origins equal; `[]` when they are. */
+function logDiff(mirror: MapState, want: MapState): string[] {
+  const out: string[] = [];
+  if (mirror.defaultDeny.ingress !== want.defaultDeny.ingress || mirror.defaultDeny.egress !== want.defaultDeny.egress) out.push('defaultDeny');
+  for (const [ks, v] of want.entries) {
+    const m = mirror.entries.get(ks);
+    if (!m) out.push(`missing ${ks}`);
+    else if (!entriesEqual(m.entry, v.entry)) out.push(`differs ${ks}`);
+  }
+  for (const ks of mirror.entries.keys()) if (!want.entries.has(ks)) out.push(`extra ${ks}`);
+  return out;
+}
+
+test('property: the MapState change log applied to the MapState last taken gives the new full MapState (rules, identities, FQDN identities, endpoint re-adds)', () => {
+  const FQDN_SELS = [[{ matchName: 'api.example.com' }], [{ matchPattern: '*.example.com' }], [{ matchName: 'api.example.com' }, { matchPattern: '*.example.com' }]];
+  fc.assert(fc.property(fc.tuple(policyArb(0), policyArb(1), policyArb(2), policyArb(3), policyArb(4)), fc.array(logOpArb, { minLength: 1, maxLength: 16 }), (pool, ops) => {
+    const policy = createAgentPolicyEngine({ enableMutualAuth: true });
+    const { engine } = policy;
+    POD_SHAPES.forEach((s, i) => {
+      const id = engine.allocator.allocateSync(podLabels(i)).identity.id;
+      engine.namedPorts.set(`${s.ns}/p${i}`, id, s.port ? podNamedPorts(pod(s.ns, `p${i}`, s.labels, [{ name: 'http', port: s.port }])) : []);
+    });
+    const self = engine.allocator.lookupByLabels(podLabels(0))!;
+    const selfPod = pod('x', 'p0', POD_SHAPES[0]!.labels, [{ name: 'http', port: 8080 }]);
+    const nsX = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x', labels: NS_LABELS.x! }, source: { file: '', line: 0, col: 0 } } as const;
+    const reader = policy.mapStateChanges();
+    policy.addEndpoint({ id: 1, identity: self.id, pod: selfPod, namespace: nsX });
+    let mirror: MapState | undefined;
+    let rev = 0;
+    const take = () => {
+      for (const [id, c] of reader.take()) {
+        assert.equal(id, 1);
+        assert.ok(c.revision > rev, `the change count moves on (${rev} → ${c.revision})`);
+        rev = c.revision;
+        assert.equal(c.revision, policy.mapStateRevision(1));
+        const live = policy.mapState(1);
+        if (c.gone || !live) { mirror = undefined; continue; }
+        if (c.full || !mirror) { mirror = { entries: new Map(live.entries), defaultDeny: { ...live.defaultDeny } }; continue; }
+        // the value each touched key has now (an entry object is replaced, never changed, when its entry changes)
+        for (const ks of c.keys.keys()) {
+          const v = live.entries.get(ks);
+          if (v) mirror.entries.set(ks, v); else mirror.entries.delete(ks);
+        }
+        if (c.defaultDeny) mirror.defaultDeny = { ...live.defaultDeny };
+      }
+    };
+    take();
+    const added: number[] = [];
+    const fqdn = new Map<number, number>();
+    const applied = new Set<number>();
+    for (const op of ops) {
+      if (op.kind === 'addPolicy' || op.kind === 'delPolicy') {
+        const next = new Set(applied);
+        if (op.kind === 'addPolicy') next.add(op.i); else next.delete(op.i);
+        const list = [...next].map((i) => pool[i]!);
+        if (engine.check(list, true).length) continue;
+        policy.setPolicies(list);
+        applied.clear();
+        for (const i of next) applied.add(i);
+      } else if (op.kind === 'addId') {
+        added.push(engine.allocator.allocateSync(podLabels(op.labels).union([{ source: 'k8s', key: 'extra', value: op.extra }])).identity.id);
+      } else if (op.kind === 'delId') {
+        if (added.length) engine.allocator.releaseSync(added.splice(op.n % added.length, 1)[0]!);
+      } else if (op.kind === 'fqdn') {
+        // a name learnt for a new IP (an FQDN identity), or the IP's name expiring (released)
+        const had = fqdn.get(op.ip);
+        if (had !== undefined) { engine.allocator.releaseSync(had); fqdn.delete(op.ip); }
+        else fqdn.set(op.ip, engine.allocator.allocateSync(fqdnIdentityLabels(`203.0.113.${op.ip}`, FQDN_SELS[op.sel]!)).identity.id);
+      } else {
+        policy.removeEndpoint(1);
+        take();
+        assert.equal(mirror, undefined, 'a removed endpoint: gone');
+        policy.addEndpoint({ id: 1, identity: self.id, pod: selfPod, namespace: nsX });
+      }
+      // as the agent does after each change (agent.ts reconcile, node.ts applyUpdate)
+      policy.regenerate();
+      take();
+      const want = resolve({ repository: engine.repository, options: engine.resolveOptions }, policy.engine.endpoint(1)!.endpoint);
+      assert.ok(mirror, 'the endpoint has a MapState');
+      assert.deepEqual(logDiff(mirror, want), [], `after ${JSON.stringify(op)}`);
+    }
+    reader.close();
+  }), { numRuns: 80 });
 });

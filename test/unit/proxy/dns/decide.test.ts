@@ -73,8 +73,9 @@ test('property: same verdict as decideDNS for generated policies, peers and name
   }), { numRuns: 400 });
 });
 
-test('frozen MapStates (the proxy process): the judge keeps each MapState\'s verdict per peer, proto and port, and answers as the unkept judge for every key; a new MapState is judged anew', () => {
-  const kept = createDNSQueryJudge({ frozenMapStates: true });
+test('numbered MapStates (the proxy process): the judge keeps each MapState\'s verdict per peer, proto and port for one generation, and answers as the unkept judge for every key; a new MapState or a new generation is judged anew', () => {
+  const gens = new WeakMap<MapState, number>();
+  const kept = createDNSQueryJudge({ generation: (m) => gens.get(m) ?? 0 });
   const live = createDNSQueryJudge();
   const dns = policy([entry(new Set([300]), [{ matchPattern: '*.bench.lab' }])]);
   const ms = (l7ForDns: L7Policy | null, extra: [MapStateKey, Partial<MapStateEntry>][] = []): MapState => {
@@ -97,4 +98,9 @@ test('frozen MapStates (the proxy process): the judge keeps each MapState\'s ver
   b.entries.clear();
   assert.equal(kept(b, 300, 17, 53, 'q1.bench.lab.'), false);
   assert.equal(kept(a, 300, 17, 53, 'q1.bench.lab.'), true);
+  // changed in place (as the feed's applyDelta does): its next generation is looked up again
+  a.entries.delete(mapStateKeyString({ direction: 'egress', identity: 300, proto: 17, port: 53, portPrefixLen: 16 }));
+  gens.set(a, 1);
+  assert.equal(kept(a, 300, 17, 53, 'q1.bench.lab.'), false, 'the removed entry no longer allows');
+  assert.equal(kept(a, 300, 17, 53, 'q1.bench.lab.'), live(a, 300, 17, 53, 'q1.bench.lab.'));
 });

@@ -83,6 +83,26 @@ test('sendmmsg sends a batch in one call; recvmmsg drains it with each source an
   } finally { rx.close(); tx.close(); }
 });
 
+test('pushCopy: a slice of a larger buffer (at any offset, short and long) is sent as exactly its bytes, never its neighbours\'', async () => {
+  const rx = await bound();
+  const tx = await bound();
+  const send = new SendBatch(fdOf(tx), 64);
+  const recv = new RecvBatch(64, 1024);
+  try {
+    const arena = Buffer.alloc(2048);
+    for (let i = 0; i < arena.length; i++) arena[i] = (i * 131 + 7) & 255;
+    const cuts: [number, number][] = [];
+    for (const len of [1, 2, 63, 127, 128, 129, 300, 700]) for (const at of [0, 1, 3, 1000]) cuts.push([at, len]);
+    const got = collect(rx, recv, cuts.length);
+    const to = addr('127.0.0.1');
+    for (const [at, len] of cuts) send.pushCopy(to, rx.address().port, arena, at, at + len);
+    send.flush();
+    const r = await got;
+    const all = [...r.node, ...r.drained.map((d) => d.bytes)];
+    assert.deepEqual(all.map((b) => b.toString('hex')), cuts.map(([at, len]) => arena.subarray(at, at + len).toString('hex')));
+  } finally { rx.close(); tx.close(); }
+});
+
 test('attacker: an oversized datagram and a runt inside a batch are flagged alone; neighbours intact', async () => {
   const rx = await bound();
   const tx = await bound();
