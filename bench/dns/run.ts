@@ -24,7 +24,7 @@
  * membrane of another checkout (an A/B against main with the same bench).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,7 @@ import { stringify } from 'yaml';
 import { callAgent } from '../../src/agent/api-client.ts';
 import { labPaths } from '../../src/common/paths.ts';
 import { buildConfig } from '../../src/common/config.ts';
+import { reportResults } from '../support.ts';
 
 const { values } = parseArgs({ options: { secs: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' }, fresh: { type: 'string', default: '400' }, rate: { type: 'string', default: '2000' }, append: { type: 'boolean', default: false }, keep: { type: 'boolean', default: false }, repo: { type: 'string' }, perf: { type: 'string' } } });
 const PERF = values.perf ? resolve(values.perf) : '';
@@ -236,12 +237,12 @@ try {
     `| fresh-name query latency (includes the hold), p50 / p99 | | ${(fresh.p50Us / 1000).toFixed(2)} / ${(fresh.p99Us / 1000).toFixed(2)} ms | | | |`,
     `| CPU per fresh name (/proc): the agent and the proxy process | | ${spread(rows.map((x) => x.freshCpu), (x) => x.toFixed(0))} µs | | | |`,
   ].join('\n');
-  console.log(table);
-  if (values.append) {
+  if (!values.append) console.log(table);
+  else {
     const cmd = `bin/node bench/dns/run.ts --secs ${SECS} --rounds ${ROUNDS} --fresh ${FRESH}${RATE !== 2000 ? ` --rate ${RATE}` : ''}`;
     const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
-    const text = readFileSync(join(REPO, 'bench/RESULTS.md'), 'utf8');
-    appendFileSync(join(REPO, 'bench/RESULTS.md'), `${text.endsWith('\n') ? '' : '\n'}\n## dns\n\nCommand: \`${cmd}\`\n\nRun ${when} UTC, Node ${process.version}, 2 vCPU shared with other work, one lab node. dnsmasq (a pod, authoritative for the names) answers a pod without policy directly and a pod whose egress policy has DNS rules (\`*.bench.lab\`, \`*.fresh.lab\`) and toFQDNs through the membrane DNS proxy; same run, median of ${ROUNDS} interleaved rounds (min–max over the rounds in parentheses), load average ${startLoad} at the start. Steady state: the 100 names resolve to one known IP (no hold). Fresh names: each answer a new IP, held until its FQDN identity is in the policy map and the ipcache (holds timed out: ${stats.holdTimeouts}).\n\n${table}\n`);
+    // the latest run replaces the first `## dns` section (older runs appended below it stay as history)
+    reportResults(['## dns', '', `Command: \`${cmd}\``, '', `Run ${when} UTC, Node ${process.version}, 2 vCPU shared with other work, one lab node. dnsmasq (a pod, authoritative for the names) answers a pod without policy directly and a pod whose egress policy has DNS rules (\`*.bench.lab\`, \`*.fresh.lab\`) and toFQDNs through the membrane DNS proxy; same run, median of ${ROUNDS} interleaved rounds (min–max over the rounds in parentheses), load average ${startLoad} at the start. Steady state: the 100 names resolve to one known IP (no hold). Fresh names: each answer a new IP, held until its FQDN identity is in the policy map and the ipcache (holds timed out: ${stats.holdTimeouts}).`, '', table, ''], true);
   }
 } finally {
   if (values.keep) console.error(`kept: MEMBRANE_LAB=${LAB} MEMBRANE_STATE_DIR=${env.MEMBRANE_STATE_DIR} (queries in ${dir})`);
