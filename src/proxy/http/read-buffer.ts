@@ -15,11 +15,19 @@ export class ReadBuffer {
   private readonly max: number;
   private readonly pool: BufferPool | null;
 
-  /** `pool`: where the first buffer comes from and goes back to (recycle) */
-  constructor(first: number, max: number, pool: BufferPool | null = null) {
+  /** how a new buffer (after a kept read) is made: its own ArrayBuffer by default */
+  private readonly alloc: (n: number) => Buffer;
+
+  /**
+   * `pool`: where the first buffer comes from and goes back to (recycle); `alloc`: makes the
+   * buffers after a kept read (e.g. Buffer.allocUnsafe: a slice of Node's shared 8 KiB slab for
+   * small sizes, where a reader keeps nearly every read)
+   */
+  constructor(first: number, max: number, pool: BufferPool | null = null, alloc: (n: number) => Buffer = Buffer.allocUnsafeSlow) {
     this.first = first;
     this.max = max;
     this.pool = pool;
+    this.alloc = alloc;
   }
 
   /** where the next read goes */
@@ -29,7 +37,7 @@ export class ReadBuffer {
       b = this.buf = this.pool !== null ? this.pool.take() : Buffer.allocUnsafeSlow(this.first);
       this.renew = false;
     } else if (this.renew) {
-      b = this.buf = Buffer.allocUnsafeSlow(this.full ? Math.min(b.length * 4, this.max) : b.length);
+      b = this.buf = this.alloc(this.full ? Math.min(b.length * 4, this.max) : b.length);
       this.renew = false;
       this.full = false;
     }
