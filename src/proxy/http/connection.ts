@@ -14,7 +14,7 @@ import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
-import { BufferPool, ReadBuffer } from './read-buffer.ts';
+import { BufferPool, ReadBuffer, readsInto } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
@@ -71,36 +71,13 @@ export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
 }
 
 /**
- * Node's own keys of a socket's `onread` (net.Socket keeps the buffer, its callback and its maker
- * on the socket), found once on a socket made with `onread`; undefined when this Node keeps them
- * otherwise.
- */
-const onreadKeys = ((): { buffer: symbol; callback: symbol; make: symbol } | undefined => {
-  const probe = new net.Socket({ onread: { buffer: Buffer.alloc(1), callback: () => true } } as unknown as net.SocketConstructorOpts);
-  const key = (d: string) => Object.getOwnPropertySymbols(probe).find((s) => s.description === d);
-  const buffer = key('kBuffer'), callback = key('kBufferCb'), make = key('kBufferGen');
-  probe.destroy();
-  return buffer && callback && make ? { buffer, callback, make } : undefined;
-})();
-
-/**
  * A stream socket Node made over another (tls.TLSSocket over the accepted socket: Node ignores
- * `onread` when given a socket) reads into `rb` from now on, as ownReadSocket's sockets do: its
- * handle (TLSWrap) hands each read to the top listener of its stream, which useUserBuffer pushes;
- * pause() and resume() then stop and start the handle's reading, as for any `onread` socket.
- * Call before its first read (a TLSSocket reads from the next tick on). False (nothing changed:
- * it emits `data`) where this Node lacks the keys or the handle has no useUserBuffer.
+ * `onread` when given a socket) reads into `rb` from now on, as ownReadSocket's sockets do
+ * (readsInto). Call before its first read (a TLSSocket reads from the next tick on). False
+ * (nothing changed: it emits `data`) where this Node does not allow it.
  */
 export function ownReadStream(sock: net.Socket, rb: ReadBuffer): boolean {
-  const keys = onreadKeys;
-  const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } })._handle;
-  if (keys === undefined || typeof handle?.useUserBuffer !== 'function') return false;
-  const first = rb.next();
-  const s = sock as unknown as Record<symbol, unknown>;
-  s[keys.buffer] = first;
-  s[keys.callback] = onOwnRead;
-  s[keys.make] = () => rb.next();
-  handle.useUserBuffer(first);
+  if (!readsInto(sock, rb, onOwnRead)) return false;
   (sock as ClientStream)[kReadBuf] = rb;
   return true;
 }
