@@ -14,7 +14,7 @@ import type { ConnectionOwner, ProxyEndpoint, ProxyPolicyLookup } from './types.
 import type { AccessPeer, AccessVerdict, HttpAccessRecord } from '../../common/access-log.ts';
 import { Stream } from './request-stream.ts';
 import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
-import { BufferPool, ReadBuffer, readsInto } from './read-buffer.ts';
+import { BufferPool, ReadBuffer } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 
@@ -68,18 +68,6 @@ export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
   const sock = new net.Socket(opts as unknown as net.SocketConstructorOpts) as ClientStream;
   sock[kReadBuf] = rb;
   return sock;
-}
-
-/**
- * A stream socket Node made over another (tls.TLSSocket over the accepted socket: Node ignores
- * `onread` when given a socket) reads into `rb` from now on, as ownReadSocket's sockets do
- * (readsInto). Call before its first read (a TLSSocket reads from the next tick on). False
- * (nothing changed: it emits `data`) where this Node does not allow it.
- */
-export function ownReadStream(sock: net.Socket, rb: ReadBuffer): boolean {
-  if (!readsInto(sock, rb, onOwnRead)) return false;
-  (sock as ClientStream)[kReadBuf] = rb;
-  return true;
 }
 
 /** onread's callback (Node calls it on the socket): one function for all connections */

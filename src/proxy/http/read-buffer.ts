@@ -1,5 +1,3 @@
-import net from 'node:net';
-
 /**
  * A socket's read buffer of its own (Node's `onread`): reads land in it without the Buffer, the
  * 64 KiB allocation and the Readable stream's push and `data` event Node makes per read otherwise.
@@ -17,19 +15,11 @@ export class ReadBuffer {
   private readonly max: number;
   private readonly pool: BufferPool | null;
 
-  /** how a new buffer (after a kept read) is made: its own ArrayBuffer by default */
-  private readonly alloc: (n: number) => Buffer;
-
-  /**
-   * `pool`: where the first buffer comes from and goes back to (recycle); `alloc`: makes the
-   * buffers after a kept read (e.g. Buffer.allocUnsafe: a slice of Node's shared 8 KiB slab for
-   * small sizes, where a reader keeps nearly every read)
-   */
-  constructor(first: number, max: number, pool: BufferPool | null = null, alloc: (n: number) => Buffer = Buffer.allocUnsafeSlow) {
+  /** `pool`: where the first buffer comes from and goes back to (recycle) */
+  constructor(first: number, max: number, pool: BufferPool | null = null) {
     this.first = first;
     this.max = max;
     this.pool = pool;
-    this.alloc = alloc;
   }
 
   /** where the next read goes */
@@ -39,7 +29,7 @@ export class ReadBuffer {
       b = this.buf = this.pool !== null ? this.pool.take() : Buffer.allocUnsafeSlow(this.first);
       this.renew = false;
     } else if (this.renew) {
-      b = this.buf = this.alloc(this.full ? Math.min(b.length * 4, this.max) : b.length);
+      b = this.buf = Buffer.allocUnsafeSlow(this.full ? Math.min(b.length * 4, this.max) : b.length);
       this.renew = false;
       this.full = false;
     }
@@ -91,38 +81,4 @@ export class BufferPool {
   get idle(): number {
     return this.free.length;
   }
-}
-
-/**
- * Node's own keys of a socket's `onread` (net.Socket keeps the buffer, its callback and its maker
- * on the socket), found once on a socket made with `onread`; undefined when this Node keeps them
- * otherwise.
- */
-const onreadKeys = ((): { buffer: symbol; callback: symbol; make: symbol } | undefined => {
-  const probe = new net.Socket({ onread: { buffer: Buffer.alloc(1), callback: () => true } } as unknown as net.SocketConstructorOpts);
-  const key = (d: string) => Object.getOwnPropertySymbols(probe).find((s) => s.description === d);
-  const buffer = key('kBuffer'), callback = key('kBufferCb'), make = key('kBufferGen');
-  probe.destroy();
-  return buffer && callback && make ? { buffer, callback, make } : undefined;
-})();
-
-/**
- * `onread` for a socket Node made over another (tls.TLSSocket over a given socket ignores the
- * option): from now on each read lands in `rb`'s buffer and `callback` is called on the socket,
- * as for a socket made with `onread`. Its handle (TLSWrap) hands each read to the top listener of
- * its stream, which useUserBuffer pushes; pause() and resume() then stop and start the handle's
- * reading, as for any `onread` socket. Call before the socket's first read. False (nothing
- * changed: the socket emits `data`) where this Node lacks the keys or the handle useUserBuffer.
- */
-export function readsInto(sock: net.Socket, rb: ReadBuffer, callback: (this: net.Socket, n: number, b: Uint8Array) => boolean): boolean {
-  const keys = onreadKeys;
-  const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } })._handle;
-  if (keys === undefined || typeof handle?.useUserBuffer !== 'function') return false;
-  const first = rb.next();
-  const s = sock as unknown as Record<symbol, unknown>;
-  s[keys.buffer] = first;
-  s[keys.callback] = callback;
-  s[keys.make] = () => rb.next();
-  handle.useUserBuffer(first);
-  return true;
 }

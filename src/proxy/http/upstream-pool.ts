@@ -1,5 +1,5 @@
 import type net from 'node:net';
-import { ReadBuffer, readsInto } from './read-buffer.ts';
+import { ReadBuffer } from './read-buffer.ts';
 
 /** What reads an upstream connection while it is in use: the client connection it serves. */
 export interface UpstreamOwner {
@@ -18,13 +18,6 @@ export interface UpstreamOwner {
 /** A link's read buffer: 16 KiB, 64 KiB once a read filled it (a large body). */
 const READ_BYTES = 16 * 1024;
 const READ_BYTES_MAX = 64 * 1024;
-/**
- * A wrapped link's (a TLS origination's) first read buffer: 1 KiB, x4 on a full read. Its client
- * is nearly always a TLS socket too (interception), whose writes complete a turn later, so nearly
- * every read is kept and the next goes into a new buffer: small ones are cut from Node's shared
- * slab (allocUnsafe) instead of an ArrayBuffer each.
- */
-const WRAPPED_READ_BYTES = 1024;
 
 /**
  * An upstream connection and who reads it now: a client connection, or nobody while it is idle
@@ -47,7 +40,7 @@ export class UpstreamLink {
   /** when it went idle (ms, the proxy's coarse clock) */
   idleSince = 0;
   /** with onread: the buffer reads go into */
-  private readonly rb: ReadBuffer;
+  private readonly rb = new ReadBuffer(READ_BYTES, READ_BYTES_MAX);
 
   /**
    * `sock`: a socket read through `data` events (e.g. one a TLS wrapper reads); or a function
@@ -56,15 +49,11 @@ export class UpstreamLink {
   constructor(sock: net.Socket | ((onread: net.OnReadOpts) => net.Socket), owner: UpstreamOwner) {
     this.owner = owner;
     const link = this;
-    const onread = (n: number, b: Uint8Array): boolean => { link.onRead(n, b as Buffer); return true; };
     if (typeof sock === 'function') {
-      this.rb = new ReadBuffer(READ_BYTES, READ_BYTES_MAX);
-      this.sock = sock({ buffer: () => link.readBuffer(), callback: onread });
+      this.sock = sock({ buffer: () => link.readBuffer(), callback: (n: number, b: Uint8Array) => { link.onRead(n, b as Buffer); return true; } });
     } else {
       this.sock = sock;
-      this.rb = new ReadBuffer(WRAPPED_READ_BYTES, READ_BYTES_MAX, null, Buffer.allocUnsafe);
-      // a socket Node made over the TCP one (TLS origination) reads into the link's buffer too where Node allows it
-      if (!readsInto(sock, this.rb, onread)) sock.on('data', (c: Buffer) => {
+      sock.on('data', (c: Buffer) => {
         if (link.owner) link.owner.onUpstreamData(c);
         else link.drop(); // nothing is expected on an idle connection
       });

@@ -17,8 +17,7 @@ import { BoundedCache } from '../../common/bounded-cache.ts';
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import { ownReadStream, type ProxyConnection } from '../http/connection.ts';
-import { ReadBuffer } from '../http/read-buffer.ts';
+import type { ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { ClientHelloReader, serverName } from './clienthello.ts';
@@ -233,22 +232,11 @@ class Interception {
     const server = new tls.TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
     this.server = server;
     (server as TlsWithState)[kState] = this;
-    ownReadStream(server, new ReadBuffer(TLS_READ_BYTES, TLS_READ_BYTES_MAX, null, Buffer.allocUnsafe));
     server.on('secure', onSecure);
     server.on('error', onServerError);
     this.conn.adopt(server);
   }
 }
-
-/**
- * The decrypted requests' read buffer (ownReadStream): 1 KiB first (a request head or a few), x4
- * up to 64 KiB once a read fills it. A TLS upstream's write completes a turn later (Node's TLSWrap
- * reports every write through SetImmediate), so the proxy keeps nearly every read of an
- * intercepted connection and the next goes into a new buffer: allocUnsafe cuts small ones from
- * Node's shared slab instead of an ArrayBuffer each.
- */
-const TLS_READ_BYTES = 1024;
-const TLS_READ_BYTES_MAX = 64 * 1024;
 
 const kState = Symbol('interception');
 type TlsWithState = tls.TLSSocket & { [kState]?: Interception };

@@ -344,12 +344,12 @@ test('a pooled TLS upstream keeps the listeners its origination set (error class
   assert.ok(s instanceof tls.TLSSocket && s.encrypted, 'the pooled upstream is the TLS socket');
   // the upstream link's listener (idle: the pool drops it) plus origination's classifier (an upstream TLS error later still says why)
   assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 0, 'only the link reads an idle connection, into its own buffer (no data listener)');
+  assert.equal(s.listenerCount('data'), 1, 'only the link reads an idle connection');
   // taken again by the next exchange and put back: the same socket, the same listeners (none piles up)
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
   assert.deepEqual([...idle.values()].flat().map((l) => l.sock), [s], 'reused, not replaced');
   assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 0);
+  assert.equal(s.listenerCount('data'), 1);
   const closed = new Promise((r) => s.once('close', r));
   proxy.pool.clear();
   await closed;
@@ -521,12 +521,12 @@ test('soak in small (issue 18): 60 intercepted connections, a new TLS connection
   assert.equal(alive, 0, `${alive} of ${refs.length} connections and TLS sockets still reachable after they closed`);
 });
 
-test('attacker: an intercepted connection\'s decrypted bytes, read into the proxy\'s own buffers on both legs, pass byte for byte: pipelined bodies from 1 byte to 2 MB, written in pieces, to an upstream that stalls, echoed back to a client that stalls too', async () => {
+test('attacker: an intercepted connection\'s decrypted bytes pass byte for byte both ways: pipelined bodies from 1 byte to 2 MB, written in pieces (heads cut anywhere), to an upstream that stalls, echoed back to a client that stalls too', async () => {
   const { createHash, randomBytes } = await import('node:crypto');
   const { takeRequest } = await import('../http/harness.ts');
   const issuer = await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key);
   // an origin that reads nothing for its first 300 ms (the proxy's writes back up, its TLS socket
-  // is paused and resumed), then answers each request with its body's length and hash
+  // is paused and resumed), then answers each request with its body's length and hash, then the body
   const srv = tls.createServer({
     SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
     ALPNProtocols: ['http/1.1'],
@@ -557,7 +557,6 @@ test('attacker: an intercepted connection\'s decrypted bytes, read into the prox
     const wire = Buffer.concat(bodies.flatMap((b, i) => [
       Buffer.from(`POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\ncontent-length: ${b.length}\r\n${i === bodies.length - 1 ? 'connection: close\r\n' : ''}\r\n`), b,
     ]));
-    let fastPath = false;
     const text = await new Promise<string>((resolve, reject) => {
       const s = tls.connect({ host: '127.0.0.1', port: port2, servername: 'api.openai.com', ca: interceptCA.cert }, async () => {
         // in pieces of 1 byte to 64 KiB, each its own TLS record: heads and bodies cut anywhere
@@ -565,13 +564,6 @@ test('attacker: an intercepted connection\'s decrypted bytes, read into the prox
           const n = [1, 7, 300, 1500, 65_536][i % 5]!;
           const ok = s.write(wire.subarray(at, at + n));
           at += n;
-          if (i === 3) {
-            // the decrypted reads go to the proxy's own buffer: its TLS socket emits no `data`
-            for (let k = 0; k < 100 && !fastPath; k++) {
-              await new Promise((r) => setTimeout(r, 10));
-              fastPath = p2.conns.size === 1 && [...p2.conns].every((c) => c.sock instanceof tls.TLSSocket && c.sock.listenerCount('data') === 0);
-            }
-          }
           if (!ok) await new Promise((r) => s.once('drain', r));
         }
       });
@@ -584,7 +576,6 @@ test('attacker: an intercepted connection\'s decrypted bytes, read into the prox
       s.on('end', () => resolve(t));
       s.on('error', reject);
     });
-    assert.ok(fastPath, 'the intercepted connection reads into the proxy\'s own buffer (no data listener on its TLS socket)');
     const answers = [...text.matchAll(/HTTP\/1\.1 200 OK\r\ncontent-length: (\d+)\r\n(?:connection: close\r\n)?\r\n/g)].map((m) => text.slice(m.index + m[0].length, m.index + m[0].length + Number(m[1])));
     assert.deepEqual(answers.map((a) => a.slice(0, a.indexOf('\n'))), bodies.map((b) => `POST /v1/chat/completions HTTP/1.1 ${b.length} ${createHash('sha256').update(b).digest('hex')}`));
     assert.deepEqual(answers.map((a) => createHash('sha256').update(Buffer.from(a.slice(a.indexOf('\n') + 1), 'latin1')).digest('hex')), bodies.map((b) => createHash('sha256').update(b).digest('hex')), 'every body came back whole');
