@@ -19,3 +19,15 @@ export function writeWithoutClose(up: Writable, c: Buffer): boolean {
   up.uncork();
   return true;
 }
+
+const CLOSE_LINE = Buffer.from('connection: close\r\n');
+
+/**
+ * A response the floor closes the client after, with `connection: close` after its status line
+ * (as the proxy's closing head): without it an HTTP/1.1 client keeps the connection and sends its
+ * next request into the closing side (wrk then counts a read error and reconnects).
+ */
+export function withClose(r: Buffer): Buffer {
+  const i = r.indexOf('\r\n');
+  return i < 0 ? r : Buffer.concat([r.subarray(0, i + 2), CLOSE_LINE, r.subarray(i + 2)]);
+}

@@ -80,6 +80,22 @@ function onOwnRead(this: ClientStream, n: number, b: Uint8Array): boolean {
   return true;
 }
 
+/** the last pool key made and what it was made of (upstreamKey) */
+let lastKey = '', lastSrc = '', lastMark = -1, lastHost = '', lastPort = -1, lastTag: string | null = null;
+
+/**
+ * The pool key of an upstream connection: source address (transparent upstreams), mark,
+ * destination, and the wrapper's tag. The same inputs give back the same string as the last call:
+ * a run of connections from one client to one destination (every `Connection: close` request)
+ * builds, flattens and hashes no new key per connection (the pool's Map reads the string's
+ * cached hash). A pure function of its inputs: nothing of one connection reaches another.
+ */
+export function upstreamKey(src: string, mark: number, host: string, port: number, tag: string | null): string {
+  if (src === lastSrc && mark === lastMark && host === lastHost && port === lastPort && tag === lastTag) return lastKey;
+  lastSrc = src; lastMark = mark; lastHost = host; lastPort = port; lastTag = tag;
+  return (lastKey = `${src}|${mark}|${host}:${port}${tag !== null ? `|wrapped${tag}` : ''}`);
+}
+
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -253,7 +269,8 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private filterTook = false;
 
   start(): void {
-    this.lastActive = Date.now();
+    // the coarse clock, as every later stamp: the idle sweep works in its own 500 ms steps
+    this.lastActive = this.proxy.now;
     const sock = this.sock;
     this.attachEnds(sock);
     // The readers after the network filters: when one adopts a stream over the socket (TLS
@@ -671,7 +688,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     const mark = proxyUpstreamMark(this.peerIngress() ? 'ingress' : this.direction, this.client.identity);
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
-    this.upstreamKey = `${transparent ? this.client.ip : ''}|${mark}|${target.host}:${target.port}${this.wrapUpstream ? `|wrapped${this.upstreamTag}` : ''}`;
+    this.upstreamKey = upstreamKey(transparent ? this.client.ip : '', mark, target.host, target.port, this.wrapUpstream ? this.upstreamTag : null);
     const pooled = fresh ? undefined : this.proxy.pool.take(this.upstreamKey, this);
     const reused = !!pooled;
     let link = pooled;
@@ -895,7 +912,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (!resp.keepAlive || !s.head.keepAlive) {
       // the server or the client ends the connection with this exchange
       this.stopReading();
-      this.finish();
+      this.finish(!s.head.keepAlive && this.queue.length === 0);
       return;
     }
     this.flushLocal();
@@ -985,19 +1002,23 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (this.readStopped && this.queue.length === 0) this.finish();
   }
 
-  /** Ends the client side after what was written, and the upstream. */
-  private finish(): void {
+  /**
+   * Ends the client side after what was written, and the upstream. `clientClosed`: the client
+   * asked to close with the request just answered, the last it sent.
+   */
+  private finish(clientClosed = false): void {
     if (this.phase === 'closed') return;
     const tunnel = this.phase === 'tunnel';
     this.phase = 'closed';
     this.release(this.sock);
-    this.sock.end();
-    // the sweep destroys the socket if the client has not closed its side within 5 s
-    this.closingAt = Date.now();
-    // A socket reading into its own buffer stops reading when paused (a refusal pauses it), so
-    // the client's FIN would never be read: read on (bytes are dropped, the connection is
-    // closed), as a paused socket of Node's reads on up to its high-water mark.
-    if ((this.sock as ClientStream)[kReadBuf] !== undefined && !this.sock.destroyed) this.sock.resume();
+    if (clientClosed && this.closesAtOnce()) {
+      // No lingering close (nginx's `lingering_close on` decides the same way): the kernel sends
+      // the response, then the FIN, from the closed socket; there is nothing to wait for from a
+      // client that said it sends no more. Saves per `Connection: close` request the shutdown,
+      // the wake-up and read of the client's FIN, and Node's end/finish/end-of-stream ticks.
+      // 'close' follows (onClosed: the connection's state and read buffer go back).
+      this.sock.destroy();
+    } else this.lingeringEnd();
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;
@@ -1009,6 +1030,33 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (link && link.sock === up && this.upstreamState === 'idle' && !tunnel && this.queue.length === 0 && this.reqState === 'head' && !this.cur) {
       this.proxy.pool.put(this.upstreamKey, link, this.proxy.now);
     } else up.end();
+  }
+
+  /**
+   * Whether the client side can be closed without reading on to the client's FIN: the accepted
+   * socket itself (not a stream over it, e.g. TLS with its close_notify), everything written
+   * already taken by the kernel (closing drops what Node still holds), and nothing of the client
+   * unread or expected: no request body still coming and no part of a next head (unread bytes at
+   * close make the kernel answer with a reset, which may cost the client the response).
+   */
+  private closesAtOnce(): boolean {
+    const sock = this.sock as ClientStream;
+    return sock[kReadBuf] !== undefined && !sock.destroyed && sock.writableLength === 0 && !sock.writableNeedDrain &&
+      this.reqState === 'head' && this.cur === null && this.holding === null && this.p.reqHead.pending === 0;
+  }
+
+  /** The client side ends after what was written and is closed at the client's FIN (or by the sweep). */
+  private lingeringEnd(): void {
+    this.sock.end();
+    // the sweep destroys the socket if the client has not closed its side within 5 s (the
+    // coarse clock: the sweep's own step is 500 ms); never 0, which means not closing
+    this.closingAt = this.proxy.now || 1;
+    // A socket reading into its own buffer stops reading when paused (a refusal pauses it), so
+    // the client's FIN would never be read: read on (bytes are dropped, the connection is
+    // closed), as a paused socket of Node's reads on up to its high-water mark. Only a paused
+    // one: a socket never paused (every `Connection: close` exchange) reads on as it is, and
+    // resume() there would schedule a tick that turns it to flowing mode for nothing.
+    if ((this.sock as ClientStream)[kReadBuf] !== undefined && this.sock.readableFlowing === false && !this.sock.destroyed) this.sock.resume();
   }
 
   private endObserver(s: Stream, complete: boolean): void {
