@@ -38,14 +38,15 @@
 // changes are resolved where two runs (two labs, two sittings) swing by ~0.1: stats, B turns with
 // the kernel's BPF run-time stats held on by the bench (their cost; the agent leaves them off);
 // handoff, B turns with every node's mb_wg_peers emptied (the stack's forwarding into cilium_wg0
-// instead of from_container's hand-off). Only the two membrane paths run; per round B/A of rates
+// instead of from_container's hand-off); gro, B turns with cilium_wg0's GRO flush timeout 0 on both
+// nodes (GRO flushes at every NAPI poll's end; A: the agent's 100 µs, or --gro-flush-ns). Only the two membrane paths run; per round B/A of rates
 // and of the machine's CPU per unit, on stdout; never --append (a tool, not the bench's record).
 // --wg-sched batch: every wireguard-go thread of both tunnels SCHED_BATCH (a woken thread does not
 // preempt the running one): sizing whether wireguard-go's preemptions by its own threads cost it.
-//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff] [--append]
+//   bin/node bench/encryption/run.ts [--secs 3] [--rounds 3] [--routing-mode native|tunnel] [--bare-vxlan on] [--perf-split on] [--perf DIR [--perf-sched on|wakeups] [--perf-measure stream|rr|crr]] [--pod-gro on] [--gro-flush-ns N] [--napi-threaded on] [--perf-all on] [--wg-sched batch] [--bpf-stats on] [--ab stats|handoff|gro] [--append]
 // With --append the results and the command go to bench/RESULTS.md under `## encryption`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -58,15 +59,19 @@ import { bpfLinkProbe, createTcpSuite, eventsProbe, runLine, tcpArgs, tcpCommand
 import { BpfMap, disableRunTimeStats, enableRunTimeStats } from '../../src/sys/bpf.ts';
 
 const startLoad = loadavg()[0]!;
-const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '' });
+const opt = tcpArgs({ 'routing-mode': 'native', perf: '', 'perf-sched': '', 'perf-all': '', 'pod-gro': '', 'gro-flush-ns': '', 'napi-threaded': '', 'wg-sched': '', 'perf-measure': '', 'bpf-stats': '', ab: '', 'perf-split': '', 'bare-vxlan': '' });
 const MODE = opt.own['routing-mode']!;
 if (MODE !== 'native' && MODE !== 'tunnel') throw new Error(`--routing-mode: native or tunnel, got ${MODE}`);
-type Cfg = 'wg-bare' | 'wg-bare-pods' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
+type Cfg = 'wg-bare' | 'wg-bare-pods' | 'wg-bare-vxlan' | 'membrane-wg' | 'membrane-plain' | 'membrane-wg-b';
+/** --bare-vxlan on: a fifth path, bare wireguard-go with the kernel's VXLAN inside it between two more
+ *  pod-like namespaces (what Cilium's tunnel mode with WireGuard is: a vxlan device routed into the
+ *  WireGuard device), so that tunnel routing has a like-for-like reference with VXLAN's 50 bytes */
+const BARE_VXLAN = opt.own['bare-vxlan'] === 'on';
 /** --ab: what B turns flip (A: membrane-wg as it is) */
 const AB = opt.own.ab;
-if (AB && AB !== 'stats' && AB !== 'handoff') throw new Error(`--ab: stats or handoff, got ${AB}`);
+if (AB && AB !== 'stats' && AB !== 'handoff' && AB !== 'gro') throw new Error(`--ab: stats, handoff or gro, got ${AB}`);
 if (AB && opt.append) throw new Error('--ab measures one change in one lab: its numbers are not the bench\'s record (no --append)');
-const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', 'membrane-wg', 'membrane-plain'];
+const CFGS: Cfg[] = AB ? ['membrane-wg', 'membrane-wg-b'] : ['wg-bare', 'wg-bare-pods', ...(BARE_VXLAN ? ['wg-bare-vxlan' as const] : []), 'membrane-wg', 'membrane-plain'];
 /** a path through membrane's cilium_wg0 (A or B) */
 const encrypted = (cfg: Cfg) => cfg === 'membrane-wg' || cfg === 'membrane-wg-b';
 /** --perf DIR: `perf record -g` of each path's wireguard-go pair (both nodes) during its stream
@@ -74,6 +79,12 @@ const encrypted = (cfg: Cfg) => cfg === 'membrane-wg' || cfg === 'membrane-wg-b'
 const PERF_DIR = opt.own.perf;
 /** --perf-measure stream|rr|crr: the measure whose last turn --perf records (stream by default) */
 const PERF_MEASURE = opt.own['perf-measure'] || 'stream';
+/** --perf-split on: with --perf DIR, perf -a -g over every turn of --perf-measure in the last round,
+ *  enabled exactly for the measure's run (perf's control FIFOs), one file per turn, and DIR/meta.json
+ *  with each path's units and machine CPU in those turns: bench/encryption/perf-split.ts reads them */
+const PERF_SPLIT = opt.own['perf-split'] === 'on';
+if (PERF_SPLIT && !PERF_DIR) throw new Error('--perf-split on needs --perf DIR');
+if (PERF_SPLIT) mkdirSync(PERF_DIR!, { recursive: true });
 // wireguard-go gives a fraction of a Gbit/s: three decimals
 const suite = createTcpSuite(CFGS, opt.secs, 3);
 const repo = fileURLToPath(new URL('../..', import.meta.url));
@@ -86,8 +97,12 @@ const n1 = `${lab}-node1`;
 const n2 = `${lab}-node2`;
 /** the bare tunnel's "pod" namespace on node k (wg-bare-pods) */
 const barePod = (k: number) => `${lab}-bp${k}`;
+/** --bare-vxlan: the "pod" namespace on node k behind the kernel's VXLAN inside the bare tunnel */
+const barePodV = (k: number) => `${lab}-bv${k}`;
 /** the bare tunnel's wireguard-go processes (the suite has the measuring ones) */
 const procs: ChildProcess[] = [];
+/** --perf-split's perf processes */
+const perfProcs: ChildProcess[] = [];
 const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
 const sh = (ns: string, cmd: string[]) => execFileSync('nsenter', nsx(ns, cmd), { encoding: 'utf8' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -204,9 +219,9 @@ function wakeSummary(file: string, tids: Set<string>[], mib: number): string {
 function cleanup(): void {
   suite.kill();
   if (opt.own['bpf-stats'] === 'on') disableRunTimeStats();
-  for (const p of procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const p of [...procs, ...perfProcs]) { try { if (p.exitCode === null) p.kill('SIGKILL'); } catch { /* gone */ } }
   try { membrane(['down']); } catch { /* best effort */ }
-  for (const k of [1, 2]) { try { execFileSync('ip', ['netns', 'del', barePod(k)], { stdio: 'ignore' }); } catch { /* not made */ } }
+  for (const k of [1, 2]) for (const pod of [barePod(k), barePodV(k)]) { try { execFileSync('ip', ['netns', 'del', pod], { stdio: 'ignore' }); } catch { /* not made */ } }
 }
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 
@@ -237,9 +252,11 @@ try {
     wgb(k, ['set', 'wgb0', 'private-key', join(wgDir(k), 'key'), 'listen-port', '51999', 'peer', keys[j - 1]!.pub, 'endpoint', `192.0.2.${j}:51999`, 'allowed-ips', `10.99.0.${j}/32`]);
     const ns = k === 1 ? n1 : n2;
     // the TUN ring as the agent sets cilium_wg0's (wireguard-go leaves 500: drops under a stream)
-    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
+    // --bare-vxlan: 1550 as cilium_wg0's in tunnel routing, so a 1500-byte pod packet fits with
+    // VXLAN's 50 bytes; the node-to-node route keeps 1500 (the bare path's segments unchanged)
+    sh(ns, ['ip', 'link', 'set', 'wgb0', 'mtu', BARE_VXLAN ? '1550' : '1500', 'txqueuelen', String(WG_TUN_TXQUEUELEN), 'up']);
     sh(ns, ['ip', 'addr', 'add', `10.99.0.${k}/32`, 'dev', 'wgb0']);
-    sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`]);
+    sh(ns, ['ip', 'route', 'add', `10.99.0.${j}/32`, 'dev', 'wgb0', 'src', `10.99.0.${k}`, ...(BARE_VXLAN ? ['mtu', '1500'] : [])]);
   }
   // like for like with membrane's path: a bare "pod" per node (a namespace behind a veth, default
   // veth offloads as the CNI leaves them, same MTU), forwarded by the node's stack into wgb0
@@ -259,7 +276,25 @@ try {
     // decrypted segments saves in ACKs (membrane's bpf_redirect_peer skips the veth's NAPI)
     if (opt.own['pod-gro'] === 'on') sh(barePod(k), ['ethtool', '-K', 'eth0', 'gro', 'on']);
     sh(ns, ['ip', 'route', 'add', `10.98.${j}.0/24`, 'dev', 'wgb0']);
-    wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24`]);
+    wgb(k, ['set', 'wgb0', 'peer', keys[j - 1]!.pub, 'allowed-ips', `10.99.0.${j}/32,10.98.${j}.0/24${BARE_VXLAN ? `,10.99.1.${j}/32` : ''}`]);
+    if (!BARE_VXLAN) continue;
+    // --bare-vxlan: a vxlan device (VNI 42, UDP 4789, no UDP checksum and the source port from the
+    // flow's hash, the kernel's defaults as membrane's VXLAN has them) between the tunnel addresses
+    // 10.99.1.k, routed into wgb0; behind it a pod-like namespace like the bare pods'
+    sh(ns, ['ip', 'addr', 'add', `10.99.1.${k}/32`, 'dev', 'wgb0']);
+    sh(ns, ['ip', 'route', 'add', `10.99.1.${j}/32`, 'dev', 'wgb0', 'src', `10.99.1.${k}`]);
+    sh(ns, ['ip', 'link', 'add', 'bvx0', 'mtu', podMtu, 'type', 'vxlan', 'id', '42', 'local', `10.99.1.${k}`, 'remote', `10.99.1.${j}`, 'dstport', '4789', 'nolearning']);
+    sh(ns, ['ip', 'addr', 'add', `10.96.0.${k}/24`, 'dev', 'bvx0']);
+    sh(ns, ['ip', 'link', 'set', 'bvx0', 'up']);
+    execFileSync('ip', ['netns', 'add', barePodV(k)]);
+    sh(ns, ['ip', 'link', 'add', 'bvv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePodV(k)]);
+    sh(ns, ['ip', 'addr', 'add', `10.97.${k}.1/24`, 'dev', 'bvv0']);
+    sh(ns, ['ip', 'link', 'set', 'bvv0', 'up']);
+    sh(barePodV(k), ['ip', 'addr', 'add', `10.97.${k}.2/24`, 'dev', 'eth0']);
+    sh(barePodV(k), ['ip', 'link', 'set', 'lo', 'up']);
+    sh(barePodV(k), ['ip', 'link', 'set', 'eth0', 'up']);
+    sh(barePodV(k), ['ip', 'route', 'add', 'default', 'via', `10.97.${k}.1`]);
+    sh(ns, ['ip', 'route', 'add', `10.97.${j}.0/24`, 'via', `10.96.0.${j}`, 'dev', 'bvx0']);
   }
   // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
   for (const p of procs) if (sizeWireguardGoSockets(p.pid!, 51999) < 1) throw new Error(`bare wireguard-go ${p.pid}: no UDP socket on 51999`);
@@ -267,7 +302,7 @@ try {
   const rcvbuf = (port: number) => Number(new RegExp(`:${port}\\s[^\\n]*\\n\\s*skmem:\\(r\\d+,rb(\\d+)`).exec(sh(n2, ['ss', '-uanm']))?.[1] ?? 0);
 
   // servers: in node2's namespace (bare tunnel) and in the server pod (membrane paths)
-  for (const ns of [n2, barePod(2), ps]) await suite.startServers(ns);
+  for (const ns of [n2, barePod(2), ...(BARE_VXLAN ? [barePodV(2)] : []), ps]) await suite.startServers(ns);
 
   const vxlanRule = ['pref', '2004', 'ipproto', 'udp', 'dport', '8472', 'lookup', '2005'];
   /** native plain round: the peer's pod CIDR through a table of the bench's own, ahead of main */
@@ -289,6 +324,9 @@ try {
       for (const { m, k } of heldPeers) m.delete(k);
     }
   };
+  /** --ab gro: cilium_wg0's GRO flush timeout on both nodes (ns), A's as the run found it */
+  const groFlush = (v?: string) => [n1, n2].map((ns) => execFileSync('ip', ['netns', 'exec', ns, 'sh', '-c', v === undefined ? 'cat /sys/class/net/cilium_wg0/gro_flush_timeout' : 'echo "$0" > /sys/class/net/cilium_wg0/gro_flush_timeout', ...(v === undefined ? [] : [v])], { encoding: 'utf8' }).trim());
+  const groA = AB === 'gro' ? groFlush()[0]! : '';
   /** --ab: B's flip on or off (before each turn) */
   let abOn = false;
   const abFlip = (on: boolean) => {
@@ -296,6 +334,7 @@ try {
     abOn = on;
     if (AB === 'stats') { if (on) enableRunTimeStats(); else disableRunTimeStats(); }
     else if (AB === 'handoff') holdPeers(on);
+    else if (AB === 'gro') groFlush(on ? '0' : groA);
   };
   const plainRoutes = (on: boolean) => {
     if (!on && !abOn) holdPeers(false); // --ab handoff's B turns hold them themselves
@@ -314,21 +353,36 @@ try {
     }
     if (on) holdPeers(true);
   };
-  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'membrane-wg': ps, 'membrane-plain': ps, 'membrane-wg-b': ps };
+  const serverNs: Record<Cfg, string> = { 'wg-bare': n2, 'wg-bare-pods': barePod(2), 'wg-bare-vxlan': barePodV(2), 'membrane-wg': ps, 'membrane-plain': ps, 'membrane-wg-b': ps };
   const target: Record<Cfg, { ns: string; ip: string }> = {
-    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
+    'wg-bare': { ns: n1, ip: '10.99.0.2' }, 'wg-bare-pods': { ns: barePod(1), ip: '10.98.2.2' }, 'wg-bare-vxlan': { ns: barePodV(1), ip: '10.97.2.2' }, 'membrane-wg': { ns: pc, ip: serverIp }, 'membrane-plain': { ns: pc, ip: serverIp },
     'membrane-wg-b': { ns: pc, ip: serverIp },
   };
 
   // CPU accounting: utime+stime in clock ticks (100 Hz) of a path's wireguard-go pair and of the agents
-  const ticks = (pid: number): number => {
+  const ticksOf = (pid: number): { user: number; sys: number } => {
     try {
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const t = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return Number(t[11]) + Number(t[12]); // fields 14 and 15 of stat(5), counted after the comm
-    } catch { return 0; }
+      return { user: Number(t[11]), sys: Number(t[12]) }; // fields 14 and 15 of stat(5), counted after the comm
+    } catch { return { user: 0, sys: 0 }; }
   };
-  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods'
+  const ticks = (pid: number): number => { const t = ticksOf(pid); return t.user + t.sys; };
+  /** a path's wireguard-go pair, user (Go: crypto, the runtime) and system time (syscalls and the
+   *  kernel's delivery in their context: the TUN write's NAPI poll, GRO, from_wireguard, the pod's
+   *  TCP; the UDP send's underlay veth and the peer socket), ticks. The kernel accounts by tick
+   *  (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING): a softirq a tick lands in is charged to
+   *  the task it interrupted as system time too */
+  const ticksSplit = (pids: number[]) => pids.reduce((a, p) => { const t = ticksOf(p); return { user: a.user + t.user, sys: a.sys + t.sys }; }, { user: 0, sys: 0 });
+  /** both CPUs' softirq time (µs, /proc/stat's softirq column: the ticks that landed in a softirq,
+   *  whoever it interrupted) and NET_RX softirq runs (/proc/softirqs), per CPU */
+  const softirqs = (): { us: number[]; netRx: number[] } => {
+    const stat = readFileSync('/proc/stat', 'utf8').split('\n');
+    const us = [0, 1].map((c) => Number(stat.find((l) => l.startsWith(`cpu${c} `))?.trim().split(/\s+/)[7] ?? 0) * 10_000);
+    const rx = readFileSync('/proc/softirqs', 'utf8').split('\n').find((l) => l.trim().startsWith('NET_RX:'))?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    return { us, netRx: [0, 1].map((c) => rx[c] ?? 0) };
+  };
+  const wgPids = (cfg: Cfg): number[] => cfg === 'wg-bare' || cfg === 'wg-bare-pods' || cfg === 'wg-bare-vxlan'
     ? procs.map((p) => p.pid!)
     : ['node1', 'node2'].map((n) => Number(readFileSync(join(stateDir, 'nodes', n, 'wireguard', 'wireguard-go.pid'), 'utf8').trim()));
   for (const pid of [...wgPids('wg-bare'), ...wgPids('membrane-wg')]) {
@@ -395,7 +449,7 @@ try {
    *  segmented; ~0 since from_container makes the VXLAN and hands it to cilium_wg0 itself) */
   const vxTx = (cfg: Cfg) => (MODE === 'tunnel' && encrypted(cfg) ? linkTx('cilium_vxlan') : 0);
   /** node1's TUN of a path (none in the plain round): its packets, and the underlay's, per MiB of STREAM */
-  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined, 'membrane-wg-b': 'cilium_wg0' };
+  const tunOfCfg: Record<Cfg, string | undefined> = { 'wg-bare': 'wgb0', 'wg-bare-pods': 'wgb0', 'wg-bare-vxlan': 'wgb0', 'membrane-wg': 'cilium_wg0', 'membrane-plain': undefined, 'membrane-wg-b': 'cilium_wg0' };
   type PktKey = 'tun' | 'tunRx' | 'underlay' | 'retrans' | 'tunDropped' | 'cswch' | 'ivcs' | 'n2Rx' | 'n2Tx' | 'bytesPerPkt' | 'vxlan' | 'cswch1' | 'ivcs1';
   const PKT_KEYS: PktKey[] = ['tun', 'tunRx', 'underlay', 'retrans', 'tunDropped', 'cswch', 'ivcs', 'n2Rx', 'n2Tx', 'bytesPerPkt', 'vxlan', 'cswch1', 'ivcs1'];
   const pkts = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries(PKT_KEYS.map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<PktKey, number[]>>;
@@ -414,35 +468,82 @@ try {
   const rr = (ns: string, ip: string, k: 'rr' | 'crr', secs: number) => suite.runIn(ns, 0, [rrBin, k, ip, k === 'rr' ? '7001' : '7002', String(secs)]).split(' ').map(Number) as [number, number];
   /** the iperf3 server of a path: membrane-plain has one of its own in the server pod, so that a
    *  plain turn right after an encrypted one never finds membrane-wg's server still finishing */
-  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202', 'membrane-wg-b': '5201' };
+  const iperfPort: Record<Cfg, string> = { 'wg-bare': '5201', 'wg-bare-pods': '5201', 'wg-bare-vxlan': '5201', 'membrane-wg': '5201', 'membrane-plain': '5202', 'membrane-wg-b': '5201' };
   suite.spawnIn(ps, 1, ['iperf3', '-s', '-p', '5202']);
   await sleep(1000);
   /** what one turn of a path counts; a round sums its turns */
   interface Turn {
     units: number; ms: number; wg: number; agents: number; machine: number; flows: number; lost: number; podUs: number;
     tun: number; tunRx: number; underlay: number; retrans: number; tunDropped: number; vcs: number; ivcs: number; n2Rx: number; n2Tx: number; tunBytes: number; vxlan: number; vcs1: number; ivcs1: number;
+    /** TCP_CRR's split (crr turns only): wireguard-go user and system µs, softirq µs and NET_RX
+     *  runs per CPU, packets both nodes' TUNs sent (tunTx) and both nodes' cilium_vxlan moved */
+    wgUser: number; wgSys: number; sirq0: number; sirq1: number; netRx0: number; netRx1: number; tunTx: number; vxBoth: number;
   }
-  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0, vxlan: 0, vcs1: 0, ivcs1: 0 });
+  const zero = (): Turn => ({ units: 0, ms: 0, wg: 0, agents: 0, machine: 0, flows: 0, lost: 0, podUs: 0, tun: 0, tunRx: 0, underlay: 0, retrans: 0, tunDropped: 0, vcs: 0, ivcs: 0, n2Rx: 0, n2Tx: 0, tunBytes: 0, vxlan: 0, vcs1: 0, ivcs1: 0, wgUser: 0, wgSys: 0, sirq0: 0, sirq1: 0, netRx0: 0, netRx1: 0, tunTx: 0, vxBoth: 0 });
+  /** packets cilium_vxlan sent and received on both nodes (tunnel routing): a packet of membrane's
+   *  encrypted path that took the VXLAN device (and the host's output path or receive path) instead
+   *  of from_container's hand-off to cilium_wg0 or from_wireguard's decapsulation */
+  /** Tcp RetransSegs of namespace `ns` (/proc/net/snmp as seen from inside it): a crr turn's
+   *  `retrans`, the client's and the server's (a lost SYN costs its connection a second, in a 1 s
+   *  turn of a one-connection-at-a-time loop most of the turn) */
+  const tcpRetrans = (ns: string) => {
+    const l = sh(ns, ['cat', '/proc/self/net/snmp']).split('\n').filter((x) => x.startsWith('Tcp:'));
+    const i = l[0]?.split(/\s+/).indexOf('RetransSegs') ?? -1;
+    return i > 0 ? Number(l[1]?.split(/\s+/)[i] ?? 0) : 0;
+  };
+  const vxBoth = () => MODE === 'tunnel' ? [n1, n2].reduce((t, ns) => { const c = linkCounts(ns, 'cilium_vxlan'); return t + c.txPackets + c.rxPackets; }, 0) : 0;
+  /** --perf-split: perf record -a -g held disabled, enabled for exactly the measure's run */
+  const perfWindow = (out: string) => {
+    const ctl = `${out}.ctl`, ack = `${out}.ack`;
+    for (const f of [ctl, ack]) { try { execFileSync('rm', ['-f', f]); execFileSync('mkfifo', [f]); } catch (e) { throw new Error(`mkfifo ${f}: ${String(e)}`); } }
+    const p = spawn('perf', ['record', '-q', '-a', '-g', '-D', '-1', '--control', `fifo:${ctl},${ack}`, '-o', out], { stdio: 'ignore' });
+    perfProcs.push(p); // killed by cleanup() if the run fails in between
+    // perf opens both FIFOs read-write: our opens do not wait for it, and its acks say it acted
+    const cmd = (c: string) => {
+      const w = openSync(ctl, 'w'), r = openSync(ack, 'r');
+      try { writeSync(w, `${c}\n`); readSync(r, Buffer.alloc(4)); } finally { closeSync(w); closeSync(r); }
+    };
+    cmd('ping'); // started: its start-up's CPU before the turn's window
+    return {
+      enable: () => cmd('enable'),
+      disable: () => cmd('disable'),
+      stop: async () => {
+        p.kill('SIGINT');
+        if (p.exitCode === null) await new Promise((r) => p.once('exit', r));
+        for (const f of [ctl, ack]) rmSync(f, { force: true });
+      },
+    };
+  };
+  /** --perf-split: per path, the recorded turns' files, units and machine µs (meta.json) */
+  const splitMeta: Partial<Record<Cfg, { files: string[]; units: number; machineUs: number }>> = {};
   const TURN_SECS = 1;
   /** both CPUs' busy time (µs, /proc/stat: user, nice, system, irq, softirq, steal): what a unit of
    *  work costs the machine wherever it ran (wireguard-go, a NAPI or softirq thread, the pods, the
    *  agents), so work moved out of wireguard-go's context is not counted as saved */
   const machineBusy = () => cpuBusyUs(0) + cpuBusyUs(1);
   /** one turn of measure `k` on path `cfg` (TURN_SECS long): its counts, added to `acc` */
-  const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string): Promise<void> => {
+  const turn = async (cfg: Cfg, k: Measure, acc: Turn, perfOut?: string, splitOut?: string): Promise<void> => {
     plainRoutes(cfg === 'membrane-plain');
     abFlip(cfg === 'membrane-wg-b');
     const { ns, ip } = target[cfg];
     const wg = wgPids(cfg);
     const tun = tunOfCfg[cfg];
     const h0 = await hubbleCounts();
+    // TCP_CRR's split: the counters that take a process (`ip`, `cat` in a namespace) read outside
+    // the machine's CPU window, so they do not add to it; perf's start and its file outside too
+    const crr = k === 'crr';
+    const vb0 = crr ? vxBoth() : 0, rt0 = crr ? tcpRetrans(ns) + tcpRetrans(serverNs[cfg]) : 0;
+    const split = splitOut ? perfWindow(splitOut) : undefined;
     const w0 = sum(wg), a0 = sum(agents), tx0 = wgTx(), srv0 = suite.crrServerUs(serverNs[cfg]), t0ms = performance.now(), b0 = machineBusy();
     const l0 = tun ? linkCounts(n1, tun) : undefined, u0 = linkTx(UNDERLAY_LINK), v0 = vxTx(cfg), m0 = tun ? linkCounts(n2, tun) : undefined, cs0 = cswitches(wg), c10 = cswitches(wg.slice(0, 1));
+    const ts0 = crr ? ticksSplit(wg) : undefined, sq0 = crr ? softirqs() : undefined;
+    split?.enable();
     let units: number;
     if (k === 'stream') {
       const perf = perfOut ? spawn('perf', ['record', '-q', ...perfArgs, '-o', perfOut, ...(opt.own['perf-all'] === 'on' || WAKEUPS ? ['-a'] : ['-p', wg.join(',')]), '--', 'sleep', String(TURN_SECS)], { stdio: 'ignore' }) : undefined;
       const j = JSON.parse(suite.runIn(ns, 0, ['iperf3', '-c', ip, '-p', iperfPort[cfg], '-t', String(TURN_SECS), '-J'])) as { end: { sum_received: { bytes: number }; sum_sent: { retransmits?: number } } };
       units = j.end.sum_received.bytes / 2 ** 20;
+      split?.disable();
       acc.retrans += j.end.sum_sent.retransmits ?? 0;
       if (l0 && m0) {
         const l1 = linkCounts(n1, tun!), m1 = linkCounts(n2, tun!);
@@ -471,6 +572,18 @@ try {
       if (probe) { bpfProbe.before(); evProbe.before(); }
       const [rate, clientUs] = rr(ns, ip, k, TURN_SECS);
       units = rate * TURN_SECS;
+      split?.disable();
+      if (crr) {
+        const ts1 = ticksSplit(wg), sq1 = softirqs(), cs1 = cswitches(wg);
+        acc.wgUser += (ts1.user - ts0!.user) * 10_000;
+        acc.wgSys += (ts1.sys - ts0!.sys) * 10_000;
+        acc.sirq0 += sq1.us[0]! - sq0!.us[0]!;
+        acc.sirq1 += sq1.us[1]! - sq0!.us[1]!;
+        acc.netRx0 += sq1.netRx[0]! - sq0!.netRx[0]!;
+        acc.netRx1 += sq1.netRx[1]! - sq0!.netRx[1]!;
+        acc.vcs += cs1.voluntary - cs0.voluntary;
+        acc.ivcs += cs1.involuntary - cs0.involuntary;
+      }
       if (probe) {
         // wireguard-go's switches per connection (both processes, all threads; of them involuntary)
         const cs = cswitches(wg);
@@ -485,15 +598,37 @@ try {
     if (cfg === 'membrane-plain' && sent > 10) throw new Error(`plain turn ${k}: ${sent} packets went through cilium_wg0`);
     // an encrypted turn that went around the tunnel (no peer yet, or the agent could not set it up) measures nothing
     if (encrypted(cfg) && sent < units) throw new Error(`encrypted turn ${k}: ${sent} packets through cilium_wg0 for ${units.toFixed(0)} units (see the agents' logs)`);
-    acc.machine += machineBusy() - b0;
+    const machineUs = machineBusy() - b0, t1ms = performance.now();
+    acc.machine += machineUs;
     acc.units += units;
-    acc.ms += performance.now() - t0ms;
+    if (crr) {
+      if (l0 && m0) acc.tunTx += linkCounts(n1, tun!).txPackets - l0.txPackets + linkCounts(n2, tun!).txPackets - m0.txPackets;
+      acc.vxBoth += vxBoth() - vb0;
+      acc.retrans += tcpRetrans(ns) + tcpRetrans(serverNs[cfg]) - rt0;
+    }
+    if (split && splitOut) {
+      await split.stop();
+      const m = splitMeta[cfg] ??= { files: [], units: 0, machineUs: 0 };
+      m.files.push(splitOut);
+      m.units += units;
+      m.machineUs += machineUs;
+    }
+    acc.ms += t1ms - t0ms;
     // ticks are 10 ms: µs
     acc.wg += (sum(wg) - w0) * 10_000;
     acc.agents += (sum(agents) - a0) * 10_000;
     const h1 = await hubbleCounts();
     acc.flows += h1.flows - h0.flows;
     acc.lost += h1.lost - h0.lost;
+  };
+  /** TCP_CRR's split per connection, per round (the Turn fields of the same names, and switches) */
+  const SPLIT_KEYS = ['wgUser', 'wgSys', 'sirq0', 'sirq1', 'netRx0', 'netRx1', 'tunTx', 'vxBoth'] as const;
+  /** TCP_CRR's retransmissions per round (a count: each is a stall) */
+  const crrRetrans = Object.fromEntries(CFGS.map((c) => [c, [] as number[]])) as Record<Cfg, number[]>;
+  const crrSplit = Object.fromEntries(CFGS.map((c) => [c, Object.fromEntries([...SPLIT_KEYS, 'cswitch'].map((k) => [k, [] as number[]]))])) as Record<Cfg, Record<(typeof SPLIT_KEYS)[number] | 'cswitch', number[]>>;
+  const splitText = (cfg: Cfg, pick: (xs: number[]) => number) => {
+    const v = (k: keyof (typeof crrSplit)[Cfg], d = 0) => pick(crrSplit[cfg][k]).toFixed(d);
+    return `TCP retransmissions per round ${crrRetrans[cfg].join('/')}; wireguard-go user ${v('wgUser')} µs, system ${v('wgSys')} µs; softirq CPU 0 ${v('sirq0')} µs, CPU 1 ${v('sirq1')} µs; NET_RX runs CPU 0 ${v('netRx0', 1)}, CPU 1 ${v('netRx1', 1)}; wireguard-go switches ${v('cswitch', 1)}; packets both TUNs sent ${v('tunTx', 1)}${MODE === 'tunnel' ? `, cilium_vxlan moved (both nodes, rx + tx) ${v('vxBoth', 2)}` : ''}`;
   };
   /** --perf-sched wakeups: thread ids of each path's wireguard-go pair (node1, node2) in its recorded turn */
   const wgTids: Partial<Record<Cfg, Set<string>[]>> = {};
@@ -507,9 +642,11 @@ try {
       for (let t = 0; t < opt.secs / TURN_SECS; t++) {
         for (let i = 0; i < CFGS.length; i++) {
           const cfg = CFGS[(i + t) % CFGS.length]!;
-          const perfOut = PERF_DIR && k === PERF_MEASURE && round === opt.rounds - 1 && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const last = PERF_DIR && k === PERF_MEASURE && round === opt.rounds - 1;
+          const perfOut = !PERF_SPLIT && last && t === opt.secs / TURN_SECS - 1 ? join(PERF_DIR, `${cfg}.data`) : undefined;
+          const splitOut = PERF_SPLIT && last ? join(PERF_DIR, `${cfg}.t${t}.data`) : undefined;
           const before = accs[cfg][k].units;
-          await turn(cfg, k, accs[cfg][k], perfOut);
+          await turn(cfg, k, accs[cfg][k], perfOut, splitOut);
           if (perfOut) perfMiB[cfg] = accs[cfg][k].units - before;
         }
       }
@@ -542,16 +679,22 @@ try {
       p.vxlan.push(s.vxlan / s.units);
       p.cswch1.push((s.vcs1 + s.ivcs1) / s.units);
       p.ivcs1.push(s.ivcs1 / s.units);
+      const c = accs[cfg].crr, cs = crrSplit[cfg];
+      for (const key of SPLIT_KEYS) cs[key].push(c[key] / c.units);
+      cs.cswitch.push((c.vcs + c.ivcs) / c.units);
+      crrRetrans[cfg].push(c.retrans);
+      process.stderr.write(`round ${round + 1} ${cfg} TCP_CRR per connection: ${splitText(cfg, (xs) => xs.at(-1)!)}\n`);
       process.stderr.write(`round ${round + 1} ${cfg}: stream ${r.stream.at(-1)!.toFixed(3)} Gbit/s, rr ${r.rr.at(-1)!.toFixed(0)}/s, crr ${r.crr.at(-1)!.toFixed(0)}/s; wireguard-go µs per MiB/trans/conn ${MEASURES.map((k) => cpu[cfg].wg[k].at(-1)!.toFixed(0)).join('/')}, agents ${MEASURES.map((k) => cpu[cfg].agents[k].at(-1)!.toFixed(0)).join('/')}, machine ${MEASURES.map((k) => cpu[cfg].machine[k].at(-1)!.toFixed(0)).join('/')} (crr: ${cpu[cfg].agentsPerSec.crr.at(-1)!.toFixed(0)} ms/s, flows ${cpu[cfg].flows.crr.at(-1)!.toFixed(2)} and lost ${cpu[cfg].lost.crr.at(-1)!.toFixed(2)} per conn), client+server µs/conn ${r.podUs.at(-1)!.toFixed(0)}, packets/MiB tun ${p.tun.at(-1)!.toFixed(0)} of ${p.bytesPerPkt.at(-1)!.toFixed(0)} B (acks back ${p.tunRx.at(-1)!.toFixed(0)}; node2 tun rx ${p.n2Rx.at(-1)!.toFixed(0)} tx ${p.n2Tx.at(-1)!.toFixed(0)}; wireguard-go context switches ${p.cswch.at(-1)!.toFixed(0)}, ${p.ivcs.at(-1)!.toFixed(0)} involuntary; node1's ${p.cswch1.at(-1)!.toFixed(0)}, ${p.ivcs1.at(-1)!.toFixed(0)} involuntary) underlay ${p.underlay.at(-1)!.toFixed(0)}${MODE === 'tunnel' ? `, cilium_vxlan skbs ${p.vxlan.at(-1)!.toFixed(1)}` : ''}, stream retransmits ${p.retrans.at(-1)!} (tun tx dropped ${p.tunDropped.at(-1)!}), load ${loadavg()[0]!.toFixed(1)}\n`);
     }
   }
   plainRoutes(false);
   abFlip(false);
+  if (PERF_SPLIT) writeFileSync(join(PERF_DIR!, 'meta.json'), JSON.stringify({ mode: MODE, measure: PERF_MEASURE, paths: splitMeta }, null, 1));
   if (AB) {
     // per round B/A: both ran in the same turns of the same lab, so a round's ratio is the A/B
     const ratios = (f: (cfg: Cfg, i: number) => number) => Array.from({ length: opt.rounds }, (_, i) => f('membrane-wg-b', i) / f('membrane-wg', i));
     const fmt = (xs: number[]) => `${median(xs).toFixed(3)} (${xs.map((x) => x.toFixed(3)).join(' / ')})`;
-    const what = AB === 'stats' ? 'B: kernel BPF run-time stats held on by the bench (A: as the agent leaves them)' : 'B: every node\'s mb_wg_peers emptied, pods\' packets forwarded into cilium_wg0 by the host stack (A: from_container hands them over)';
+    const what = AB === 'stats' ? 'B: kernel BPF run-time stats held on by the bench (A: as the agent leaves them)' : AB === 'gro' ? `B: cilium_wg0's GRO flush timeout 0 on both nodes (A: ${Number(groA) / 1000} µs)` : 'B: every node\'s mb_wg_peers emptied, pods\' packets forwarded into cilium_wg0 by the host stack (A: from_container hands them over)';
     reportResults([
       `## encryption A/B (${AB})${MODE === 'tunnel' ? ', routing mode tunnel' : ''}`, '',
       `Command: \`${tcpCommand('encryption', opt, `${MODE === 'tunnel' ? ' --routing-mode tunnel' : ''} --ab ${AB}`)}\``, '',
@@ -569,6 +712,7 @@ try {
     { head: 'bare wireguard-go', cfg: 'wg-bare' }, { head: 'bare wireguard-go, via pod veths', cfg: 'wg-bare-pods' },
     { head: 'membrane + WireGuard', cfg: 'membrane-wg' }, { head: 'ratio to bare', ratio: ['membrane-wg', 'wg-bare'] },
     { head: 'ratio to bare via pod veths (like for like)', ratio: ['membrane-wg', 'wg-bare-pods'] },
+    ...(BARE_VXLAN ? [{ head: 'bare wireguard-go + kernel VXLAN, via pod veths', cfg: 'wg-bare-vxlan' as const }, { head: 'ratio to bare + VXLAN via pod veths', ratio: ['membrane-wg', 'wg-bare-vxlan'] as [Cfg, Cfg] }, { head: 'bare + VXLAN via pod veths / bare via pod veths', ratio: ['wg-bare-vxlan', 'wg-bare-pods'] as [Cfg, Cfg] }] : []),
     { head: 'membrane, plain text', cfg: 'membrane-plain' }, { head: 'encrypted / plain', ratio: ['membrane-wg', 'membrane-plain'] },
   ]);
   const unit: Record<Measure, string> = { stream: 'TCP_STREAM, per MiB', rr: 'TCP_RR, per transaction', crr: 'TCP_CRR, per connection' };
@@ -615,11 +759,13 @@ try {
   reportResults([
     MODE === 'tunnel' ? '## encryption, routing mode tunnel' : '## encryption', '',
     `Command: \`${tcpCommand('encryption', opt, MODE === 'tunnel' ? ' --routing-mode tunnel' : '')}\``, '',
-    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} rounds; in a round each measure runs ${opt.secs} s per path, in turns of 1 s with the paths' order rotated every turn; load average ${endLoad.toFixed(2)} at the end.`, '',
+    `${runLine(startLoad)}, wireguard-go ${wgv} (userspace: no kernel module). Two-node lab, one lab process per node; bare = a second wireguard-go tunnel between the same node namespaces (no pods, no eBPF); membrane = pod on node1 → pod on node2 (eBPF on both veths) through cilium_wg0, or over the plain underlay route${MODE === 'tunnel' ? ' (routing mode tunnel: VXLAN inside WireGuard, cilium_wg0 MTU 1550)' : ''}. TUN MTU 1500 on both tunnels${MODE === 'tunnel' ? ' but cilium_wg0 in tunnel mode (VXLAN\'s 50 bytes on top of the same 1500-byte pod packet)' : ''}${BARE_VXLAN ? ' and wgb0 with --bare-vxlan (1550 for its VXLAN path, bvx0: VNI 42, UDP 4789, no UDP checksum, between pod-like namespaces as the bare pods\'; its node-to-node route kept at 1500)' : ''}. Client on CPU 0, server on CPU 1, both tunnels' wireguard-go unpinned and started alike (both TUNs ${tunFlags}, qdisc ${qdisc}; ${napiLine}; both UDP sockets sized to ${rbBare} bytes of receive buffer as the agent does for cilium_wg0: wireguard-go 0.0.20220316 leaves the 208 KiB default, and the receiver then drops). The plain round goes around cilium_wg0 by a rule of its own (checked: no packet crosses cilium_wg0). Median of ${opt.rounds} rounds; in a round each measure runs ${opt.secs} s per path, in turns of 1 s with the paths' order rotated every turn; load average ${endLoad.toFixed(2)} at the end.`, '',
     table, '',
     'CPU time per unit of work from /proc/<pid>/stat (10 ms ticks): each path\'s two wireguard-go processes (which also carry the kernel\'s delivery of what they write to the TUN and the underlay) and the lab\'s agent processes (mostly Hubble flows); and from /proc/stat, both CPUs\' busy time (everything: wireguard-go, softirq and NAPI work wherever it ran, client, server, agents).', '',
     cpuTable, '',
     agentLine, '',
+    ...(BARE_VXLAN ? [`Bare wireguard-go + kernel VXLAN via pod veths (CPU µs, median): wireguard-go ${MEASURES.map((k) => `${c('wg-bare-vxlan', 'wg', k).toFixed(0)} per ${k === 'stream' ? 'MiB' : k === 'rr' ? 'transaction' : 'connection'}`).join(', ')}; machine ${MEASURES.map((k) => c('wg-bare-vxlan', 'machine', k).toFixed(0)).join(' / ')}; client + server per TCP_CRR connection ${median(suite.results['wg-bare-vxlan'].podUs).toFixed(1)} µs; packets per MiB on wgb0 ${pk('wg-bare-vxlan', 'tun')} of ${pk('wg-bare-vxlan', 'bytesPerPkt')} B, ACKs back ${pk('wg-bare-vxlan', 'tunRx')}.`, ''] : []),
+    `Per TCP_CRR connection (median; wireguard-go's system time holds the kernel's delivery in its context, and a softirq a tick lands in is charged to whoever it interrupted as well as to softirq): ${CFGS.filter((cfg) => cfg !== 'membrane-plain').map((cfg) => `${cfg}: ${splitText(cfg, median)}`).join('; ')}.`, '',
     pktLine, '',
     ...schedLines,
   ], opt.append);

@@ -8,8 +8,8 @@
  * preallocated hash map recycles a replaced element as the writing CPU's spare at once, so the next
  * update on that CPU may overwrite it while a packet on another CPU still reads it through the
  * pointer its lookup returned (one endpoint's ifindex with another's identity). Without
- * preallocation a replaced element is freed only after an RCU grace period. Changing a pinned
- * map's flags needs `membrane down` (the loader refuses an incompatible pinned definition). */
+ * preallocation a replaced element is freed only after an RCU grace period. A pinned map of an
+ * older definition is replaced when the agent starts (src/datapath/linux/pins.ts). */
 
 /* ---- endpoint config: key = host-side veth ifindex (u32) ---- */
 #define EP_F_DENY_INGRESS 0x01
@@ -263,11 +263,19 @@ struct dp_config {
  * mb_encrypt, because the hooks it guards read mb_config per packet anyway. */
 #define DP_F_STRICT_INGRESS 0x08
 
+/* The agent writes this entry while packets read it: through bpf_map_update_elem the kernel
+ * copies the whole value with memcpy, whose stores need not be one per field, so a packet could
+ * read half of a changed field (a policy revision of the old and the new one's bytes, which may
+ * equal a later revision and let a stale verdict stand then; an overlay ifindex naming another
+ * device). The map is mapped into the agent instead (BPF_F_MMAPABLE) and each field is written
+ * with one aligned store (src/datapath/linux/configmap.ts); every field a hook reads is a whole
+ * naturally aligned word of its own or shares one with fields written in the same store. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dp_config);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_config SEC(".maps");
 

@@ -25,6 +25,10 @@ const openOpts = koffi.struct('mb_bpf_object_open_opts', {
 });
 const batchOpts = koffi.struct('mb_bpf_map_batch_opts', { sz: 'size_t', elem_flags: 'uint64_t', flags: 'uint64_t' });
 koffi.proto('int mb_libbpf_print_fn_t(int level, const char *fmt, void *ap)');
+const mapCreateOpts = koffi.struct('mb_bpf_map_create_opts', {
+  sz: 'size_t', btf_fd: 'uint32_t', btf_key_type_id: 'uint32_t', btf_value_type_id: 'uint32_t', btf_vmlinux_value_type_id: 'uint32_t',
+  inner_map_fd: 'uint32_t', map_flags: 'uint32_t', map_extra: 'uint64_t', numa_node: 'uint32_t', map_ifindex: 'uint32_t',
+});
 
 const f = {
   open: libbpf.func('bpf_object *bpf_object__open_file(const char *path, const mb_bpf_object_open_opts *opts)'),
@@ -49,9 +53,21 @@ const f = {
   linkUpdate: libbpf.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
   info: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *info_len)'),
   enableStats: libbpf.func('int bpf_enable_stats(int type)'),
-  mapCreate: libbpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)'),
+  mapCreate: libbpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const mb_bpf_map_create_opts *opts)'),
   mapFdById: libbpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
+  progFdById: libbpf.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
+  nextMap: libbpf.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
+  mapName: libbpf.func('const char *bpf_map__name(const bpf_map *map)'),
+  mapPinPath: libbpf.func('const char *bpf_map__pin_path(const bpf_map *map)'),
+  mapType: libbpf.func('int bpf_map__type(const bpf_map *map)'),
+  mapKeySize: libbpf.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
+  mapValueSize: libbpf.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
+  mapMaxEntries: libbpf.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  mapFlags: libbpf.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
+  innerMap: libbpf.func('bpf_map *bpf_map__inner_map(bpf_map *map)'),
   closeFd: libc.func('int close(int fd)'),
+  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmap: libc.func('int munmap(void *addr, size_t len)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
@@ -185,11 +201,20 @@ export class BpfMap {
     return new BpfMap(name, fd, true);
   }
 
-  /** Creates an unpinned map; it lives while an fd or a map-in-map slot holds it (the caller closes the fd). */
-  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
-    const fd = check(f.mapCreate(type, name.slice(0, 15), keySize, valueSize, maxEntries, null) as number, 'BPF_MAP_CREATE',
+  /**
+   * Creates an unpinned map; it lives while an fd, a pin or a map-in-map slot holds it (the caller
+   * closes the fd). `o.flags`: BPF_F_*; `o.innerMapFd`: a map-in-map's template.
+   */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, o: { flags?: number; innerMapFd?: number } = {}): BpfMap {
+    const opts = o.flags || o.innerMapFd ? { sz: koffi.sizeof(mapCreateOpts), map_flags: o.flags ?? 0, inner_map_fd: o.innerMapFd ?? 0 } : null;
+    const fd = check(f.mapCreate(type, name.slice(0, 15), keySize, valueSize, maxEntries, opts) as number, 'BPF_MAP_CREATE',
       `create map ${name} (type ${type}, ${maxEntries} entries)`, 'needs root (CAP_BPF) and enough locked memory');
     return new BpfMap(name, fd, true);
+  }
+
+  /** Pins the map at `path` (bpffs); the pin keeps it alive after every fd is closed. */
+  pin(path: string): void {
+    check(f.pin(this.fd, path) as number, 'BPF_MAP_PIN', `pin ${this.name} at ${path}`);
   }
 
   /** Lookup into `out` (or a new Buffer); null when the key is absent. */
@@ -295,7 +320,77 @@ export class BpfMap {
   }
 }
 
+/** BPF_F_MMAPABLE: an array map whose values user space maps and stores into directly. */
+export const BPF_F_MMAPABLE = 1 << 10;
+
+/** An array map's values mapped into this process (shared with the kernel's readers). */
+export interface MappedArray {
+  /** the values, element i at i * round_up(value size, 8) */
+  readonly buf: ArrayBuffer;
+  /** ends the mapping: `buf` must not be touched after */
+  unmap(): void;
+}
+
+/**
+ * Maps a BPF_F_MMAPABLE array's values (the mapping holds the map: it outlives the fd). A store
+ * through it is one machine store per aligned word, where bpf_map_update_elem copies the whole
+ * value with memcpy (a reader on another CPU may see part of an update).
+ */
+export function mmapArray(map: BpfMap): MappedArray {
+  const len = Math.ceil((((map.info.valueSize + 7) & ~7) * map.info.maxEntries) / 4096) * 4096;
+  const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
+  const p = f.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0);
+  if (!p || koffi.address(p) === 0xffffffffffffffffn) {
+    throw new BpfError('BPF_MAP_MMAP', `mmap of ${map.name}`, koffi.errno(), 'the map must be an array created with BPF_F_MMAPABLE');
+  }
+  let mapped = true;
+  return {
+    buf: koffi.view(p, len),
+    unmap() {
+      if (mapped) f.munmap(p, len);
+      mapped = false;
+    },
+  };
+}
+
 // ---------------------------------------------------------------- objects and programs
+
+/** A map's definition as an object declares it (before anything is created). */
+export interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+
+/** What libbpf compares before it reuses a pinned map (map_is_reuse_compat; map_extra: none of ours sets it). */
+export function sameDef(a: MapDef, b: MapDef): boolean {
+  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+}
+
+/** A pinned map of an object: its name, where libbpf pins it, its definition and (map-in-map) its inner template's. */
+export interface PinnedMapDef extends MapDef { name: string; pinPath: string; inner?: MapDef }
+
+const defOf = (m: unknown): MapDef => ({
+  type: f.mapType(m) as number, keySize: f.mapKeySize(m) as number, valueSize: f.mapValueSize(m) as number,
+  maxEntries: f.mapMaxEntries(m) as number, flags: f.mapFlags(m) as number,
+});
+
+/** The maps of `path` that libbpf pins under pinRoot, read from the ELF (opened, not loaded). */
+export function objectPinnedMaps(path: string, pinRoot: string): PinnedMapDef[] {
+  if (!existsSync(path)) {
+    throw new MembraneError('BPF_OBJECT_MISSING', `BPF object ${path} not found`, { hint: 'build it: bash scripts/build-bpf.sh' });
+  }
+  const h = f.open(path, { sz: koffi.sizeof(openOpts), pin_root_path: pinRoot });
+  if (!h) throw new BpfError('BPF_OBJECT_OPEN', `open BPF object ${path}`, koffi.errno());
+  try {
+    const out: PinnedMapDef[] = [];
+    for (let m = f.nextMap(h, null); m; m = f.nextMap(h, m)) {
+      const pinPath = f.mapPinPath(m) as string | null;
+      if (!pinPath) continue;
+      const inner = f.innerMap(m);
+      out.push({ name: f.mapName(m) as string, pinPath, ...defOf(m), ...(inner ? { inner: defOf(inner) } : {}) });
+    }
+    return out;
+  } finally {
+    f.close(h);
+  }
+}
 
 export interface ProgInfo { id: number; name: string; runTimeNs: bigint; runCnt: bigint }
 
@@ -309,6 +404,17 @@ export function progInfo(fd: number): ProgInfo {
     id: buf.readUInt32LE(4), name: name.subarray(0, Math.max(0, name.indexOf(0))).toString(),
     runTimeNs: buf.readBigUInt64LE(192), runCnt: buf.readBigUInt64LE(200),
   };
+}
+
+/** Info of the loaded program `id` (e.g. a link's progId), or null when it is gone. */
+export function progInfoById(id: number): ProgInfo | null {
+  const fd = f.progFdById(id) as number;
+  if (fd < 0) return null;
+  try {
+    return progInfo(fd);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export class BpfProgram {
@@ -350,7 +456,7 @@ export class BpfObject {
     if (rc < 0) {
       f.close(h);
       throw new BpfError('BPF_OBJECT_LOAD', `load BPF object ${path} (pin root ${pinRoot})`, -rc,
-        'see the libbpf log (verifier output); a pinned map with an incompatible definition must be removed (membrane down)');
+        'see the libbpf log (verifier output); the datapath replaces a pinned map of another definition (src/datapath/linux/pins.ts), other objects need it removed (membrane down)');
     }
     return new BpfObject(h, path, pinRoot);
   }

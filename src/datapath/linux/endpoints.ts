@@ -12,7 +12,7 @@
  * the old endpoint is written through it (flags) nor taken from it (its programs, on removal).
  */
 import { MembraneError } from '../../common/errors.ts';
-import { attachTcx, detachPinnedLink, pinnedLinkInfo, pinnedLinks, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
+import { attachTcx, detachPinnedLink, pinnedLinkInfo, pinnedLinks, progInfoById, BPF_TCX_EGRESS, BPF_TCX_INGRESS } from '../../sys/bpf.ts';
 import type { DatapathEndpoint } from '../types.ts';
 import { EP_F_AUDIT, EP_F_DENY_EGRESS, EP_F_DENY_INGRESS, EP_F_NO_POLICY_EGRESS, EP_F_NO_POLICY_INGRESS, decodeEpConfig, encodeEpConfig, encodeU32, setEpConfigFlags, type EpConfig } from './codec.ts';
 import { linkPinDir, linkPinPath, type Loader } from './loader.ts';
@@ -202,12 +202,22 @@ export class EndpointMap {
   }
 
   /**
-   * Unpins (detaches) the tcx links on veth `ifindex`, whatever name they are pinned by, and those
-   * whose device is gone (defunct: attached to nothing, pinned for nothing).
+   * Unpins (detaches) the endpoint programs' tcx links on veth `ifindex`, whatever name they are
+   * pinned by, and those whose device is gone (defunct: attached to nothing, pinned for nothing).
+   * `ifindex` comes from a stale entry: the veth it named may be gone and the index taken by
+   * another device since, so a live link there is the veth's only if it runs an endpoint program
+   * (from_container, to_container, of whichever load: an agent's restart leaves the previous one's
+   * attached). Another endpoint's veth on the index cannot be meant: its upsert, the only thing
+   * that attaches endpoint programs, rewrote the index's entry, which names this endpoint. A
+   * network device's programs on a reused index (from_network, the overlay's) stay.
    */
   private detachLinksOn(ifindex: number): void {
     for (const { path, info } of pinnedLinks(linkPinDir(this.pinRoot))) {
-      if ((info.ifindex === ifindex || info.ifindex === 0) && (info.attachType === BPF_TCX_INGRESS || info.attachType === BPF_TCX_EGRESS)) detachPinnedLink(path);
+      if (info.attachType !== BPF_TCX_INGRESS && info.attachType !== BPF_TCX_EGRESS) continue;
+      if (info.ifindex === 0) { detachPinnedLink(path); continue; }
+      if (info.ifindex !== ifindex) continue;
+      const prog = progInfoById(info.progId)?.name;
+      if (prog === (info.attachType === BPF_TCX_INGRESS ? 'from_container' : 'to_container')) detachPinnedLink(path);
     }
   }
 

@@ -25,6 +25,8 @@ import { IPCacheMap } from './ipcache.ts';
 import { LbMap } from './lbmap.ts';
 import { DEFAULT_OBJECT_PATH, Loader } from './loader.ts';
 import { PolicyMap, type PolicyDumpEntry, type ProxyRedirect } from './policymap.ts';
+import { pinsToMigrate } from './pins.ts';
+import { MembraneError } from '../../common/errors.ts';
 import { readCounters, type Counters } from './statsmap.ts';
 
 export interface DatapathLogger {
@@ -88,9 +90,17 @@ export interface LinuxDatapathOptions {
   preloaded?: BpfObject;
 }
 
-/** Loads the datapath's object against the node's pinned maps, without attaching anything. */
+/**
+ * Loads the datapath's object against the node's pinned maps, without attaching anything. Refused
+ * when a pinned map is of another definition (an upgrade): replacing it is the starting agent's
+ * business, not a standby's while the previous agent still writes the maps.
+ */
 export function preloadObject(pinRoot: string, objectPath = DEFAULT_OBJECT_PATH): BpfObject {
   ensureBpffs();
+  const differ = pinsToMigrate(objectPath, pinRoot);
+  if (differ.length) {
+    throw new MembraneError('DATAPATH_PINS_DIFFER', `pinned maps of another definition: ${differ.join(', ')}`, { hint: 'the agent replaces them when it starts' });
+  }
   return BpfObject.load(objectPath, pinRoot);
 }
 
@@ -136,7 +146,12 @@ export class LinuxDatapath implements Datapath {
     ensureBpffs();
     setLibbpfLogger((level, msg) => (level === 'warn' ? this.log.warn({ subsys: 'datapath' }, `libbpf: ${msg}`) : this.log.debug({ subsys: 'datapath' }, `libbpf: ${msg}`)));
     const t0 = process.hrtime.bigint();
-    this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
+    const migrated = this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
+    // an upgrade over an older build's pins: each replaced map said once, with what it costs
+    for (const m of migrated) {
+      this.log.warn({ subsys: 'datapath', map: m.name, from: m.from, to: m.to, kept: m.kept, entries: m.entries, ...(m.cost ? { cost: m.cost } : {}) },
+        m.kept === 'copied' ? 'pinned map of another definition replaced, its entries copied' : 'pinned map of another layout replaced by an empty one');
+    }
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
     this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, {
@@ -163,6 +178,7 @@ export class LinuxDatapath implements Datapath {
     await this.events.stop();
     if (this.statsEnabled) disableRunTimeStats();
     this.statsEnabled = false;
+    this.config.unmap();
     this.loader.close(); // links and maps stay pinned: enforcement continues
     this.lb.reset();
     this.devices.reset();

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { MembraneError } from '../../common/errors.ts';
 import { BpfObject, type BpfMap, type BpfProgram, removePins } from '../../sys/bpf.ts';
+import { loadMigrating, pinsAreOf, type PinMigration } from './pins.ts';
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
@@ -48,12 +49,20 @@ export class Loader {
     return this.obj !== null;
   }
 
-  /** `preloaded`: the object loaded ahead against the same pins (a standby agent's) */
-  load(objectPath: string, pinRoot: string, preloaded?: BpfObject): void {
-    const obj = preloaded ?? BpfObject.load(objectPath, pinRoot);
+  /**
+   * `preloaded`: the object loaded ahead against the same pins (a standby agent's). Pinned maps of
+   * another build's definition are replaced (pins.ts); returns which, and how.
+   */
+  load(objectPath: string, pinRoot: string, preloaded?: BpfObject): PinMigration[] {
+    // an object loaded ahead is used only while the pins are still its maps (none replaced since)
+    const usable = preloaded && pinsAreOf(objectPath, pinRoot, (name) => preloaded.map(name));
+    if (preloaded && !usable) preloaded.close();
+    const { obj, migrated } = usable ? { obj: preloaded, migrated: [] } :
+      loadMigrating(objectPath, pinRoot, () => BpfObject.load(objectPath, pinRoot), (o, name) => o.map(name));
     this.obj = obj;
     for (const m of MAP_NAMES) this.maps[m] = obj.map(m);
     for (const p of PROGRAM_NAMES) this.programs[p] = obj.program(p);
+    return migrated;
   }
 
   /** Closes the object; its links and maps stay pinned, so enforcement continues. */

@@ -22,6 +22,7 @@
  * carried an upgrade request or a tunnel.
  */
 import net from 'node:net';
+import util from 'node:util';
 import type { Direction } from '../../policy/types.ts';
 import { FilterChain } from '../filter-chain.ts';
 import { createPolicyFilter } from './policy-filter.ts';
@@ -33,6 +34,14 @@ import { UpstreamPool } from './upstream-pool.ts';
 import { ParserPool } from './parser.ts';
 
 export type HttpFilterChain = FilterChain<ProxyConnection, HttpStream>;
+
+/** failed accepts are logged at most once per this interval (with the count since the last line) */
+const ACCEPT_ERROR_LOG_MS = 10_000;
+
+/** libuv's negative errno as its name (EMFILE), for the log */
+const errnoName = (err: number): string => {
+  try { return util.getSystemErrorName(err); } catch { return String(err); }
+};
 
 /** what the proxy uses of a net.Server's listening TCP handle (Node's TCPWrap) */
 interface ListenHandle { fd: number; setNoDelay(on: boolean): number; onconnection?: (err: number, client: unknown) => void }
@@ -72,6 +81,10 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
   now = Date.now();
   private readonly servers: net.Server[] = [];
   private sweep: NodeJS.Timeout | undefined;
+  /** accepts the listening handles reported as failed (acceptFailed), and since the last log line */
+  private acceptErrors = 0;
+  private acceptErrorsUnsaid = 0;
+  private acceptErrorSaidAt = -Infinity;
 
   constructor(opts: HttpProxyOptions) {
     this.opts = opts;
@@ -128,11 +141,14 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
     if (typeof handle.onconnection === 'function') {
       handle.onconnection = (err: number, client: unknown) => {
         if (err) {
-          srv.emit('error', Object.assign(new Error(`accept on the ${dir} listener ${host}:${port}: ${err}`), { errno: err }));
+          this.acceptFailed(err, `${dir} ${host}:${port}`);
           return;
         }
         this.accept(ownReadSocket(client, this.readBuffers), dir);
       };
+    } else {
+      // Node's own accept path: an accept error is the server's 'error'
+      srv.on('error', (e: NodeJS.ErrnoException) => this.acceptFailed(typeof e.errno === 'number' ? e.errno : -1, `${dir} ${host}:${port}`));
     }
     // TCP_NODELAY on the listener: Linux copies it into every socket accepted from it, so each
     // new connection goes without the setsockopt that Node's `noDelay` server option makes per
@@ -145,6 +161,24 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
     this.opts.setTransparent?.(fd);
     this.servers.push(srv);
     return { fd, port: (srv.address() as net.AddressInfo).port, host };
+  }
+
+  /**
+   * An accept the listening handle reports as failed (libuv hands over what its own EMFILE
+   * remedy could not absorb: ENOBUFS, ENOMEM, EPERM, EMFILE once its spare descriptor is gone).
+   * Node's server emits it as 'error', which with no listener ends the process: a flood must not
+   * end the proxy. The listener stays (libuv keeps polling it: the connection waits in the
+   * backlog for the next try); the errors are counted and said at most once per interval.
+   */
+  private acceptFailed(err: number, listener: string): void {
+    this.acceptErrors++;
+    this.acceptErrorsUnsaid++;
+    const now = Date.now();
+    if (now - this.acceptErrorSaidAt < ACCEPT_ERROR_LOG_MS) return;
+    this.acceptErrorSaidAt = now;
+    this.opts.logger?.warn({ subsys: 'proxy-http', listener, errno: err, error: errnoName(err), failed: this.acceptErrorsUnsaid, total: this.acceptErrors },
+      'accept failed (connections wait in the backlog)');
+    this.acceptErrorsUnsaid = 0;
   }
 
   private accept(sock: net.Socket, dir: Direction): void {
@@ -161,8 +195,8 @@ export class HttpProxy implements ConnectionOwner<ProxyConnection, HttpStream> {
     await Promise.all(closing);
   }
 
-  stats(): { connections: number } {
-    return { connections: this.conns.size };
+  stats(): { connections: number; acceptErrors: number } {
+    return { connections: this.conns.size, acceptErrors: this.acceptErrors };
   }
 }
 

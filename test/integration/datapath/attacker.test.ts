@@ -407,6 +407,40 @@ describe('datapath attacker (root, namespaces, eBPF, raw frames)', { skip: skipU
     }
   });
 
+  // The maps name a removed endpoint's veth by ifindex alone. Its veth went while no agent ran and
+  // the index was given to another device since, which the agent attached from_network to: the
+  // endpoint's removal takes its own (defunct) links, never the device's.
+  it('an endpoint removed after a restart whose veth\'s ifindex another device took meanwhile leaves that device\'s link', async () => {
+    await reset();
+    const vg = `mdpi${node.tag}`, dev = `mdpj${node.tag}`;
+    const pinned = (name: string) => ['ingress', 'egress'].filter((dir) => existsSync(`${node.pinRoot}/links/${name}-${dir}`));
+    sh('ip', ['-n', topo.nodeNs, 'link', 'add', vg, 'type', 'veth', 'peer', 'name', `mdpk${node.tag}`]);
+    try {
+      const ifindex = (JSON.parse(sh('ip', ['-n', topo.nodeNs, '-j', 'link', 'show', 'dev', vg])) as { ifindex: number }[])[0]!.ifindex;
+      await d.call('upsertEndpoint', { id: 97, identity: 7097, ipv4: '10.250.7.97', ifname: vg, ifindex, mac: '02:00:00:00:07:97' });
+      assert.deepEqual(pinned(vg), ['ingress', 'egress'], 'its links pinned (positive control)');
+      await d.close();
+      d = node.driver();
+      await d.call('start');
+      for (const p of topo.pods) await d.call('upsertEndpoint', { id: p.id, identity: idOf(p), ipv4: p.ip, ifname: p.hostIf, ifindex: p.ifindex, mac: p.mac });
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg]);
+      sh('ip', ['-n', topo.nodeNs, 'link', 'add', dev, 'index', String(ifindex), 'type', 'veth', 'peer', 'name', `mdpl${node.tag}`]);
+      assert.equal(await d.call('attachNetworkDevice', dev), true);
+      const devLink = pinnedLinkInfo(`${node.pinRoot}/links/${dev}-ingress`);
+      assert.equal(devLink?.ifindex, ifindex, 'the device on the reused index has its from_network link (positive control)');
+      await d.call('removeEndpoint', 97);
+      assert.deepEqual(pinned(vg), [], 'the endpoint\'s defunct links unpinned');
+      assert.equal(lookup('mb_endpoints', ifindex), null, 'the endpoint\'s entry gone');
+      assert.deepEqual(pinned(dev), ['ingress'], 'the device\'s link stays pinned');
+      assert.equal(pinnedLinkInfo(`${node.pinRoot}/links/${dev}-ingress`)?.ifindex, ifindex, 'and attached to the device');
+      assert.deepEqual(pinned(C.hostIf), ['ingress', 'egress'], 'the pods\' links untouched');
+    } finally {
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', vg], { allowFail: true });
+      sh('ip', ['-n', topo.nodeNs, 'link', 'del', dev], { allowFail: true });
+      await d.call('removeEndpoint', 97).catch(() => {});
+    }
+  });
+
   // peer_dest delivers by the mb_ep_ids entry alone, trusting that every id entry names a veth
   // whose entry is the same endpoint's. A pinned state that breaks it (an older agent's, or a
   // crash's) is repaired when an agent starts, before it writes anything else.

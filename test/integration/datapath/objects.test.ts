@@ -62,3 +62,49 @@ test('the maps the agent rewrites under running packets are not preallocated (BP
     assert.deepEqual(preallocated, []);
   });
 });
+
+// mb_config is written while packets read it: through bpf_map_update_elem the kernel copies the
+// whole value with memcpy, so a packet could read half of a changed field (a revision of two
+// revisions' bytes, an overlay ifindex naming another device). The agent maps it and writes each
+// field with one aligned store; a restart keeps the revision.
+test('mb_config is mapped into the agent and each field is written through the mapping', { skip: skipUnless('root') }, async () => {
+  const { Loader } = await import('../../../src/datapath/linux/loader.ts');
+  const { ConfigMap } = await import('../../../src/datapath/linux/configmap.ts');
+  const { decodeDpConfig, encodeDpConfig, encodeU32, DP_F_NO_SERVICES, DP_F_TUNNEL } = await import('../../../src/datapath/linux/codec.ts');
+  const { BPF_F_MMAPABLE } = await import('../../../src/sys/bpf.ts');
+  withPinRoot('mb-objects-config', (root) => {
+    const loaders: InstanceType<typeof Loader>[] = [];
+    const configs: InstanceType<typeof ConfigMap>[] = [];
+    const open = () => { const l = new Loader(); l.load(join(DIST, 'endpoint.bpf.o'), root); loaders.push(l); const c = new ConfigMap(l); configs.push(c); return { l, c }; };
+    try {
+      const { l, c } = open();
+      assert.equal(l.map('mb_config').info.flags & BPF_F_MMAPABLE, BPF_F_MMAPABLE, 'mb_config is BPF_F_MMAPABLE');
+      // a revision one below a carry across bytes (0x00ffffff -> 0x01000000 changes all four)
+      l.map('mb_config').update(encodeU32(0), encodeDpConfig({ policyRevision: 0x00fffffe, eventIntervalNs: 0n, eventBurstNs: 0n }));
+      c.init({ perSecond: 1000, burst: 10 }, { tunnel: true, monitorIntervalS: 7 });
+      assert.equal(c.isMapped(), true);
+      const read = () => decodeDpConfig(l.map('mb_config').lookup(encodeU32(0))!);
+      assert.equal(read().policyRevision, 0x00fffffe, 'init keeps the pinned revision');
+      c.bumpPolicyRevision();
+      c.bumpPolicyRevision();
+      c.setOverlayIfindex(0x1234);
+      c.setFlag(DP_F_NO_SERVICES, true);
+      assert.deepEqual(read(), {
+        policyRevision: 0x01000000, flags: DP_F_TUNNEL | DP_F_NO_SERVICES, eventIntervalNs: 1_000_000n, eventBurstNs: 9_000_000n,
+        overlayIfindex: 0x1234, monitorIntervalS: 7,
+      });
+      c.setFlag(DP_F_NO_SERVICES, false);
+      assert.equal(read().flags, DP_F_TUNNEL);
+      c.unmap();
+      l.close();
+      // the next agent: the revision goes on from the pinned one
+      const second = open();
+      second.c.init({ perSecond: 0, burst: 0 });
+      second.c.bumpPolicyRevision();
+      assert.equal(decodeDpConfig(second.l.map('mb_config').lookup(encodeU32(0))!).policyRevision, 0x01000001);
+    } finally {
+      for (const c of configs) c.unmap();
+      for (const l of loaders) l.close();
+    }
+  });
+});

@@ -2,7 +2,7 @@
  * Agent restart: the kernel keeps enforcing while no agent runs. An established connection
  * survives the agent being killed, a denied connection stays denied while it is down, and the
  * restarted agent reads the events of the downtime from the pinned ring buffer, so the flows it
- * missed appear in `membrane observe`.
+ * missed appear in `membrane observe`. An agent of a newer build starts over an older build's pins.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TestLab, REPO } from '../support/lab.ts';
 import { until } from '../../support/until.ts';
-import { BpfMap } from '../../../src/sys/bpf.ts';
+import { readdirSync, rmSync } from 'node:fs';
+import { BpfMap, BPF_F_MMAPABLE, MapType } from '../../../src/sys/bpf.ts';
 import { decodeIpcacheKey, encodeIpcacheKey, encodeIpcacheVal } from '../../../src/datapath/linux/codec.ts';
 
 const lab = new TestLab(`rs${process.pid % 10000}`);
@@ -115,4 +116,47 @@ test('kill the agent mid-connection: the connection survives, denial holds, miss
   } finally {
     hold.kill('SIGKILL');
   }
+});
+
+// An upgrade without `membrane down`: the agent that starts finds maps an older build pinned with
+// other definitions (mb_endpoints preallocated, mb_config not mappable, mb_policy of another value
+// layout). It replaces them (src/datapath/linux/pins.ts), and the pods keep their policy.
+test('an agent over an older build\'s pins: the maps of another definition are replaced, policy holds', async () => {
+  const pin = (n: string) => join(lab.paths.pinRoot('node1'), n);
+  const BPF_F_NO_PREALLOC = 1;
+  /** the pinned map `n` replaced by `make()`'s, with the current one's entries when `copy` */
+  const pinOlder = (n: string, make: () => BpfMap, copy: boolean) => {
+    const cur = BpfMap.fromPin(pin(n));
+    const older = make();
+    try {
+      if (copy) for (const k of cur.keys()) { const v = cur.lookup(k); if (v) older.update(k, v); }
+      rmSync(pin(n));
+      older.pin(pin(n));
+    } finally {
+      cur.close();
+      older.close();
+    }
+  };
+  // the agent still runs on its own maps (its fds): what it writes now reaches only those
+  pinOlder('mb_endpoints', () => BpfMap.create(MapType.HASH, 'mb_endpoints', 4, 40, 4096), true);
+  pinOlder('mb_config', () => BpfMap.create(MapType.ARRAY, 'mb_config', 4, 32, 1), true);
+  pinOlder('mb_policy', () => BpfMap.create(MapType.LPM_TRIE, 'mb_policy', 15, 4, 1024 * 1024, { flags: BPF_F_NO_PREALLOC }), false);
+  const info = (n: string) => { const m = BpfMap.fromPin(pin(n)); try { return m.info; } finally { m.close(); } };
+  const older = Object.fromEntries(['mb_endpoints', 'mb_config', 'mb_policy'].map((n) => [n, info(n).id]));
+  const pid = Number((await readFile(lab.paths.agentPidFile('node1'), 'utf8')).trim());
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 50; i++) {
+    try { process.kill(pid, 0); } catch { break; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await lab.up();
+  await lab.settle();
+  for (const [n, id] of Object.entries(older)) assert.notEqual(info(n).id, id, `${n} replaced`);
+  assert.equal(info('mb_endpoints').flags & BPF_F_NO_PREALLOC, BPF_F_NO_PREALLOC);
+  assert.equal(info('mb_config').flags & BPF_F_MMAPABLE, BPF_F_MMAPABLE);
+  assert.deepEqual(readdirSync(lab.paths.pinRoot('node1')).filter((n) => n.endsWith(':old')), [], 'no pin left aside');
+  assert.deepEqual(await lab.probe('rs', 'client', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: true }, 'allowed after the upgrade');
+  assert.deepEqual(await lab.probe('rs', 'intruder', [`${ip.server}:8080/tcp`]), { [`${ip.server}:8080/tcp`]: false }, 'denied after the upgrade');
+  const st = JSON.parse(await lab.ok(['status', '-o', 'json'])) as { endpoints: { total: number; ready: number } };
+  assert.equal(st.endpoints.ready, st.endpoints.total);
 });

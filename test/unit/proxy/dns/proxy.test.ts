@@ -29,11 +29,15 @@ async function upstreamServer(answer: (q: dnsPacket.Packet) => dnsPacket.Packet 
   return { s, port: s.address().port };
 }
 
+/**
+ * A proxy on loopback for the client pod EP, its upstream `answer`ing (or `upstream`, a server of
+ * the test's own); `over` replaces any of its deps. close() stops both.
+ */
 async function setup(over: Partial<DNSProxyDeps> = {}, answer = (q: dnsPacket.Packet): dnsPacket.Packet | null => ({
   type: 'response', flags: 0, questions: q.questions,
   answers: q.questions![0]!.name === 'api.openai.com' ? [{ name: 'api.openai.com', type: 'A', ttl: 30, data: '198.51.100.20' }] : [],
-})) {
-  const up = await upstreamServer(answer);
+}), upstream?: { s: Socket; port: number }) {
+  const up = upstream ?? await upstreamServer(answer);
   const flows: Flow[] = [];
   const proxy = createDNSProxy({
     nodeName: 'n1', port: 0, host: '127.0.0.1', dnsPort: up.port,
@@ -561,16 +565,10 @@ test('attacker: reused arenas, Pendings and borrowed records: two clients (then 
   const open = new Map<object, { port: number; query: string }>();
   const wrong: string[] = [];
   const responses: string[] = [];
-  const proxy = createDNSProxy({
-    nodeName: 'n1', port: 0, host: '127.0.0.1', dnsPort: up.port,
-    endpointByIp: (ip) => (ip === '127.0.0.1' ? EP : undefined),
-    originalDestination: () => '127.0.0.3',
-    upstreamFor: () => '127.0.0.1',
-    peerOf: () => ({ identity: 256 }),
+  const { proxy, close } = await setup({
     revision: () => 1,
     recordsBorrowed: true,
     decide: (_ep, _id, _p, _port, qname) => qname.endsWith('.test.'),
-    onAnswer: () => null,
     emit: (r) => {
       if (r.type === 'request') { open.set(r.client, { port: r.client.port, query: r.query }); return; }
       const q = open.get(r.client);
@@ -580,8 +578,7 @@ test('attacker: reused arenas, Pendings and borrowed records: two clients (then 
       responses.push(`${r.client.port} ${r.query}`);
     },
     upstreamTimeoutMs: 3000,
-  });
-  await proxy.start();
+  }, undefined, up);
   const port = proxy.boundPort();
   const got = new Map<Socket, string[]>();
   const client = async (at = 0): Promise<Socket> => {
@@ -627,8 +624,7 @@ test('attacker: reused arenas, Pendings and borrowed records: two clients (then 
     assert.ok(proxy.stats().batched > 0, 'bursts went through recvmmsg');
   } finally {
     for (const s of [a, b, c]) try { s?.close(); } catch { /* closed */ }
-    await proxy.stop();
-    up.s.close();
+    await close();
   }
 });
 

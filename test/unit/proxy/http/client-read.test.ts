@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { l7, redirectingProxy } from './harness.ts';
+import { l7, redirectingProxy, withProxy } from './harness.ts';
 import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { BufferPool, ReadBuffer } from '../../../../src/proxy/http/read-buffer.ts';
 
@@ -136,11 +136,8 @@ function readsOwnBuffer(p: HttpProxy): boolean {
 }
 
 test('client read buffers: pipelined bodies waiting in Node for a slow upstream arrive byte for byte; a head cut across reads goes up whole, after it was judged', async () => {
-  const o = await origin();
-  o.stallMs = 300; // the upstream reads nothing at first: the proxy's writes to it wait in Node
-  const p = redirectingProxy(o.port, POLICY);
-  const l = await p.start();
-  try {
+  await withProxy(origin(), (port) => redirectingProxy(port, POLICY), async (o, p, port) => {
+    o.stallMs = 300; // the upstream reads nothing at first: the proxy's writes to it wait in Node
     // more than the kernel's buffers of both sockets hold while the upstream reads nothing
     const sizes = [3000, 200_000, 17, 12_000_000, 70_000, 9_000_000, 5];
     const reqs = sizes.map((n, i) => Buffer.concat([Buffer.from(`POST /up/${i} HTTP/1.1\r\nHost: o\r\ncontent-length: ${n}\r\n\r\n`), body(i, n)]));
@@ -152,7 +149,7 @@ test('client read buffers: pipelined bodies waiting in Node for a slow upstream 
       parts.push(all.subarray(at, at + n));
       at += n;
     }
-    const conn = net.connect(l.egress!.port, '127.0.0.1');
+    const conn = net.connect(port, '127.0.0.1');
     conn.on('error', () => {});
     await new Promise<void>((r) => conn.on('connect', () => r()));
     await until(() => p.conns.size === 1, 'the proxy to accept');
@@ -177,26 +174,20 @@ test('client read buffers: pipelined bodies waiting in Node for a slow upstream 
     const got = Buffer.concat(o.received.flat());
     assert.equal(got.length, want.length);
     assert.ok(got.equals(want), `first difference at byte ${got.findIndex((b, i) => b !== want[i])}`);
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });
 
 test('client read buffers: a request sent again after the pool\'s keep-alive race is the judged one, never bytes read after it (the next, unjudged head)', async () => {
-  const o = await origin();
-  const p = redirectingProxy(o.port, POLICY);
-  const l = await p.start();
-  try {
+  await withProxy(origin(), (port) => redirectingProxy(port, POLICY), async (o, p, port) => {
     // the first client leaves an idle upstream connection in the pool
-    const first = await client(l.egress!.port, ['GET /ok/first HTTP/1.1\r\nHost: o\r\n\r\n'], 0, (t) => t.endsWith('GET /ok/first 0'));
+    const first = await client(port, ['GET /ok/first HTTP/1.1\r\nHost: o\r\n\r\n'], 0, (t) => t.endsWith('GET /ok/first 0'));
     assert.deepEqual(statuses(first), [200]);
     await until(() => p.pool.size === 1, 'an idle upstream in the pool');
     // the pooled connection's next request is never answered: the origin closes it (the race)
     o.closeOn = (conn, n) => conn === 0 && n === 1;
     // the second client's request goes up on the pooled connection; before the origin closes it,
     // the client sends the start of a denied request (read into the same buffer, not yet judged)
-    const text = await client(l.egress!.port, [
+    const text = await client(port, [
       'GET /ok/second HTTP/1.1\r\nHost: o\r\nX-Pad: 0123456789\r\n\r\n',
       'POST /denied/xxxxxxxxxxxxxxxxxxxxxxxx HTTP/1.1\r\nHo',
       'st: o\r\ncontent-length: 0\r\n\r\n',
@@ -209,22 +200,16 @@ test('client read buffers: a request sent again after the pool\'s keep-alive rac
     assert.equal(Buffer.concat(o.received[1]!).toString('latin1'), want);
     assert.equal(Buffer.concat(o.received[0]!).toString('latin1'), 'GET /ok/first HTTP/1.1\r\nHost: o\r\n\r\n' + want);
     assert.ok(!Buffer.concat(o.received.flat()).toString('latin1').includes('denied'), 'the denied head never went upstream');
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });
 
 test('client read buffers: a connection reset in the middle of a body, then other connections: each upstream gets only its own judged bytes', async () => {
-  const o = await origin();
-  const p = redirectingProxy(o.port, POLICY);
-  const l = await p.start();
-  try {
+  await withProxy(origin(), (port) => redirectingProxy(port, POLICY), async (o, p, port) => {
     const half = Buffer.concat([Buffer.from('POST /up/cut HTTP/1.1\r\nHost: o\r\ncontent-length: 5000\r\n\r\n'), body(1, 2500)]);
-    await client(l.egress!.port, [half], 50, () => false, { reset: true });
+    await client(port, [half], 50, () => false, { reset: true });
     await until(() => p.conns.size === 0, 'the reset connection to go');
     // the next connections: pipelined requests, one denied, one cut mid-head and completed later
-    const text = await client(l.egress!.port, [
+    const text = await client(port, [
       'GET /ok/a HTTP/1.1\r\nHost: o\r\n\r\nGET /nope HTTP/1.1\r\nHost: o\r\n\r\nGET /ok/b HTTP/1.1\r\nHo',
       'st: o\r\n\r\n',
     ], 40, (t) => statuses(t).length >= 3);
@@ -233,10 +218,7 @@ test('client read buffers: a connection reset in the middle of a body, then othe
     // the cut POST went up as far as it came (it was judged), on a connection of its own that is closed
     assert.equal(upstream[0], half.toString('latin1'));
     assert.equal(upstream.slice(1).join(''), 'GET /ok/a HTTP/1.1\r\nHost: o\r\n\r\nGET /ok/b HTTP/1.1\r\nHost: o\r\n\r\n');
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });
 
 test('ReadBuffer with a pool: a kept read is never handed out again; a closed socket gives back only the buffer of its next read', () => {
@@ -267,19 +249,13 @@ test('ReadBuffer with a pool: a kept read is never handed out again; a closed so
 });
 
 test('client read buffers: closed connections give their read buffers back to the proxy, and later connections read into them', async () => {
-  const o = await origin();
-  const p = redirectingProxy(o.port, POLICY);
-  const l = await p.start();
-  try {
+  await withProxy(origin(), (port) => redirectingProxy(port, POLICY), async (o, p, port) => {
     for (let i = 0; i < 3; i++) {
-      const text = await client(l.egress!.port, [`GET /ok/${i} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n`], 0, (t) => t.includes(`GET /ok/${i} 0`));
+      const text = await client(port, [`GET /ok/${i} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n`], 0, (t) => t.includes(`GET /ok/${i} 0`));
       assert.deepEqual(statuses(text), [200]);
       await until(() => p.conns.size === 0 && p.readBuffers.idle === 1, 'the connection to close and its buffer to go back');
     }
     assert.equal(o.received.map((c) => Buffer.concat(c).toString('latin1')).join(''),
       [0, 1, 2].map((i) => `GET /ok/${i} HTTP/1.1\r\nHost: o\r\n\r\n`).join(''));
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });

@@ -48,6 +48,27 @@ export function redirectingProxy(
   });
 }
 
+/**
+ * Runs `fn` with an origin and a started proxy in front of it (`proxyOf` the origin's port), then
+ * stops the proxy and closes the origin, also when `fn` (or the start) fails.
+ */
+export async function withProxy<O extends { port: number; close(): Promise<void> }>(
+  origin: Promise<O>, proxyOf: (originPort: number) => HttpProxy, fn: (o: O, p: HttpProxy, port: number) => Promise<void>,
+): Promise<void> {
+  const o = await origin;
+  try {
+    const p = proxyOf(o.port);
+    try {
+      const l = await p.start();
+      await fn(o, p, l.egress!.port);
+    } finally {
+      await p.stop();
+    }
+  } finally {
+    await o.close();
+  }
+}
+
 /** A request head (and body, by its content-length) at the start of `buf`, as a scripted origin reads it; undefined until it is all there. */
 export function takeRequest(buf: string): { line: string; headers: Map<string, string>; body: string; rest: string } | undefined {
   const end = buf.indexOf('\r\n\r\n');

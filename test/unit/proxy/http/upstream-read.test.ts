@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { forwardingProxy } from './harness.ts';
+import { forwardingProxy, withProxy } from './harness.ts';
 import { UpstreamLink, type UpstreamOwner } from '../../../../src/proxy/http/upstream-pool.ts';
 
 /** `n` bytes that differ from read to read and request to request (a misplaced range shows) */
@@ -91,38 +91,26 @@ function expected(reqs: [number, number][]): Buffer {
 }
 
 test('upstream read buffers: a slow client gets every response byte for byte (writes waiting in Node hold their read)', async () => {
-  const o = await origin(0);
-  const p = forwardingProxy(o.port);
-  const l = await p.start();
-  try {
+  await withProxy(origin(0), (port) => forwardingProxy(port), async (_o, _p, port) => {
     // large and small responses pipelined, the client not reading at first: the proxy's writes
     // to it stay partly in Node while the upstream keeps being read (more than the kernel buffers
     // of both sockets hold: 4 MiB of send and 6 MiB of receive buffer at most by default)
     const reqs: [number, number][] = [[1, 24 << 20], [2, 100], [3, 70_000], [4, 5], [5, 8 << 20], [6, 17_000]];
     const want = expected(reqs);
-    const got = await exchange(l.egress!.port, reqs, want.length, 400, true);
+    const got = await exchange(port, reqs, want.length, 400, true);
     assert.equal(got.length, want.length);
     assert.ok(got.equals(want), `first difference at byte ${got.findIndex((b, i) => b !== want[i])}`);
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });
 
 test('upstream read buffers: response heads cut across reads (field name, value, CR|LF) arrive whole, the bodies after them intact', async () => {
-  const o = await origin(25);
-  const p = forwardingProxy(o.port);
-  const l = await p.start();
-  try {
+  await withProxy(origin(25), (port) => forwardingProxy(port), async (_o, _p, port) => {
     const reqs: [number, number][] = [[7, 40_000], [8, 10], [9, 200_000]];
     const want = expected(reqs);
-    const got = await exchange(l.egress!.port, reqs, want.length, 0);
+    const got = await exchange(port, reqs, want.length, 0);
     assert.equal(got.length, want.length);
     assert.ok(got.equals(want), `first difference at byte ${got.findIndex((b, i) => b !== want[i])}`);
-  } finally {
-    await p.stop();
-    await o.close();
-  }
+  });
 });
 
 test('an UpstreamLink reading into its own buffer: the next read goes into the same buffer only when its owner no longer points into the last one', async () => {
