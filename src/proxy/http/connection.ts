@@ -44,7 +44,13 @@ const CLOSING_HEAD_MERGE_MAX = 4096;
 const kConn = Symbol('proxyConnection');
 /** an accepted socket's own read buffer (ownReadSocket) */
 const kReadBuf = Symbol('readBuffer');
-type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer };
+/**
+ * On an adopted stream that can close at its _final (false until asked): set when the client asked
+ * to close and nothing of it is expected; the stream then closes once its last bytes are in the
+ * kernel instead of waiting for the client's FIN (intercept.ts's TLS server stream).
+ */
+export const kCloseOnFinal = Symbol('closeOnFinal');
+type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer; [kCloseOnFinal]?: boolean };
 
 /** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
 const CLIENT_READ_BYTES = 4 * 1024;
@@ -1018,7 +1024,14 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
       // the wake-up and read of the client's FIN, and Node's end/finish/end-of-stream ticks.
       // 'close' follows (onClosed: the connection's state and read buffer go back).
       this.sock.destroy();
-    } else this.lingeringEnd();
+    } else {
+      // A stream over the socket (TLS) has its own last bytes (close_notify), written by its
+      // _final after every write completed: it closes there, once they are in the kernel, when
+      // it says it can (kCloseOnFinal, intercept.ts); the client's close_notify and FIN are not
+      // waited for.
+      if (clientClosed && this.closesOnFinal()) (this.sock as ClientStream)[kCloseOnFinal] = true;
+      this.lingeringEnd();
+    }
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;
@@ -1042,7 +1055,23 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private closesAtOnce(): boolean {
     const sock = this.sock as ClientStream;
     return sock[kReadBuf] !== undefined && !sock.destroyed && sock.writableLength === 0 && !sock.writableNeedDrain &&
-      this.reqState === 'head' && this.cur === null && this.holding === null && this.p.reqHead.pending === 0;
+      this.nothingExpected();
+  }
+
+  /**
+   * Whether an adopted stream that can close at its _final (it carries kCloseOnFinal: a TLS
+   * server stream, which checks there that its last bytes are in the kernel) may: nothing of the
+   * client unread or expected, as closesAtOnce. Its writes still in Node are not a reason to
+   * linger: _final runs only after all of them completed.
+   */
+  private closesOnFinal(): boolean {
+    const sock = this.sock as ClientStream;
+    return sock[kCloseOnFinal] === false && !sock.destroyed && this.nothingExpected();
+  }
+
+  /** no request body still coming and no part of a next head read */
+  private nothingExpected(): boolean {
+    return this.reqState === 'head' && this.cur === null && this.holding === null && this.p.reqHead.pending === 0;
   }
 
   /** The client side ends after what was written and is closed at the client's FIN (or by the sweep). */

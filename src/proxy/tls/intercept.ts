@@ -17,7 +17,7 @@ import { BoundedCache } from '../../common/bounded-cache.ts';
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import type { ProxyConnection } from '../http/connection.ts';
+import { kCloseOnFinal, type ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { ClientHelloReader, serverName } from './clienthello.ts';
@@ -229,13 +229,50 @@ class Interception {
     const chunks = this.chunks;
     for (let i = chunks.length - 1; i >= 0; i--) raw.unshift(chunks[i]!);
     chunks.length = 0;
-    const server = new tls.TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
+    const server = new InterceptedSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
     this.server = server;
     (server as TlsWithState)[kState] = this;
     server.on('secure', onSecure);
     server.on('error', onServerError);
     this.conn.adopt(server);
   }
+}
+
+/** libuv's stream handle under a net.Socket: the bytes it holds that the kernel has not taken */
+interface StreamHandle { writeQueueSize?: number }
+
+/**
+ * The intercepting TLS server stream. Ending it (end()) writes every response byte, then in
+ * _final the close_notify and a shutdown of the TCP connection, and Node closes it only at the
+ * client's own close_notify/FIN. When the connection says the client asked to close and nothing of
+ * it is expected (kCloseOnFinal, connection.ts), it closes right after the close_notify instead:
+ * _final runs once every write completed (the response is in the kernel) and writes the
+ * close_notify at once when nothing else is pending; closed only if libuv holds nothing (the
+ * kernel took the close_notify too), the kernel then sends all of it and the FIN from the closed
+ * socket. Saves the shutdown's wake-up and completion, the read and decryption of the client's
+ * close_notify and FIN, and Node's end/finish ticks. A client that sends more after asking to
+ * close may get a reset (as for plain HTTP).
+ */
+class InterceptedSocket extends tls.TLSSocket {
+  [kCloseOnFinal] = false;
+  /** the accepted TCP socket under it */
+  readonly raw: net.Socket;
+
+  constructor(raw: net.Socket, opts: tls.TLSSocketOptions) {
+    super(raw, opts);
+    this.raw = raw;
+  }
+
+  override _final(cb: (error?: Error | null) => void): void {
+    super._final(cb);
+    if (this[kCloseOnFinal] && !this.destroyed && takenByKernel(this.raw)) this.destroy();
+  }
+}
+
+/** Whether the kernel took every byte written on the accepted socket (libuv holds none). */
+function takenByKernel(raw: net.Socket): boolean {
+  const h = (raw as unknown as { _handle?: StreamHandle | null })._handle;
+  return !!h && h.writeQueueSize === 0;
 }
 
 const kState = Symbol('interception');

@@ -520,3 +520,67 @@ test('soak in small (issue 18): 60 intercepted connections, a new TLS connection
   }
   assert.equal(alive, 0, `${alive} of ${refs.length} connections and TLS sockets still reachable after they closed`);
 });
+
+test('attacker: an intercepted connection\'s decrypted bytes pass byte for byte both ways: pipelined bodies from 1 byte to 2 MB, written in pieces (heads cut anywhere), to an upstream that stalls, echoed back to a client that stalls too', async () => {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const { takeRequest } = await import('../http/harness.ts');
+  const issuer = await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key);
+  // an origin that reads nothing for its first 300 ms (the proxy's writes back up, its TLS socket
+  // is paused and resumed), then answers each request with its body's length and hash, then the body
+  const srv = tls.createServer({
+    SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
+    ALPNProtocols: ['http/1.1'],
+  }, (s) => {
+    s.pause();
+    setTimeout(() => s.resume(), 300);
+    let buf = '';
+    s.setEncoding('latin1');
+    s.on('data', (c: string) => {
+      buf += c;
+      for (let r = takeRequest(buf); r; r = takeRequest(buf)) {
+        buf = r.rest;
+        // the body back after a line with its length and hash: responses of 1 byte to 2 MB through the upstream leg
+        const body = `${r.line} ${r.body.length} ${createHash('sha256').update(Buffer.from(r.body, 'latin1')).digest('hex')}\n${r.body}`;
+        s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`, 'latin1');
+      }
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const p2 = redirectingProxy((srv.address() as import('node:net').AddressInfo).port, () => policy, {
+    configure: (chain) => { chain.addNetwork(createInterceptFilter({ secrets, onRecord: () => {} })); },
+  });
+  const port2 = (await p2.start()).egress!.port;
+  try {
+    const sizes = [1, 1000, 1024, 1025, 4096, 70_000, 300_000, 2_000_000, 17];
+    const bodies = sizes.map((n) => randomBytes(n));
+    const wire = Buffer.concat(bodies.flatMap((b, i) => [
+      Buffer.from(`POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\ncontent-length: ${b.length}\r\n${i === bodies.length - 1 ? 'connection: close\r\n' : ''}\r\n`), b,
+    ]));
+    const text = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', port: port2, servername: 'api.openai.com', ca: interceptCA.cert }, async () => {
+        // in pieces of 1 byte to 64 KiB, each its own TLS record: heads and bodies cut anywhere
+        for (let at = 0, i = 0; at < wire.length; i++) {
+          const n = [1, 7, 300, 1500, 65_536][i % 5]!;
+          const ok = s.write(wire.subarray(at, at + n));
+          at += n;
+          if (!ok) await new Promise((r) => s.once('drain', r));
+        }
+      });
+      let t = '';
+      s.setEncoding('latin1');
+      s.on('data', (c: string) => { t += c; });
+      // the client reads nothing for its first 600 ms: the proxy's writes to it back up and the upstream is paused
+      s.pause();
+      setTimeout(() => s.resume(), 600);
+      s.on('end', () => resolve(t));
+      s.on('error', reject);
+    });
+    const answers = [...text.matchAll(/HTTP\/1\.1 200 OK\r\ncontent-length: (\d+)\r\n(?:connection: close\r\n)?\r\n/g)].map((m) => text.slice(m.index + m[0].length, m.index + m[0].length + Number(m[1])));
+    assert.deepEqual(answers.map((a) => a.slice(0, a.indexOf('\n'))), bodies.map((b) => `POST /v1/chat/completions HTTP/1.1 ${b.length} ${createHash('sha256').update(b).digest('hex')}`));
+    assert.deepEqual(answers.map((a) => createHash('sha256').update(Buffer.from(a.slice(a.indexOf('\n') + 1), 'latin1')).digest('hex')), bodies.map((b) => createHash('sha256').update(b).digest('hex')), 'every body came back whole');
+  } finally {
+    await p2.stop();
+    srv.close();
+  }
+});
