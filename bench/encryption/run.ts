@@ -105,6 +105,22 @@ const procs: ChildProcess[] = [];
 const perfProcs: ChildProcess[] = [];
 const nsx = (ns: string, cmd: string[]) => ['--net=/run/netns/' + ns, ...cmd];
 const sh = (ns: string, cmd: string[]) => execFileSync('nsenter', nsx(ns, cmd), { encoding: 'utf8' });
+
+/**
+ * A pod-like namespace `pod` behind veth `dev` of node namespace `ns` (the pod's side eth0, both
+ * sides MTU `mtu`, veth offloads as the CNI leaves them): `<net>.1/24` on the node's side, `<net>.2`
+ * the pod's with its default route through it.
+ */
+function podBehind(ns: string, pod: string, dev: string, net: string, mtu: string): void {
+  execFileSync('ip', ['netns', 'add', pod]);
+  sh(ns, ['ip', 'link', 'add', dev, 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', pod]);
+  sh(ns, ['ip', 'addr', 'add', `${net}.1/24`, 'dev', dev]);
+  sh(ns, ['ip', 'link', 'set', dev, 'up']);
+  sh(pod, ['ip', 'addr', 'add', `${net}.2/24`, 'dev', 'eth0']);
+  sh(pod, ['ip', 'link', 'set', 'lo', 'up']);
+  sh(pod, ['ip', 'link', 'set', 'eth0', 'up']);
+  sh(pod, ['ip', 'route', 'add', 'default', 'via', `${net}.1`]);
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `wg ARGS` for the bare tunnel of node k (its wireguard-go socket dir bound over /run/wireguard). */
@@ -262,16 +278,9 @@ try {
   // veth offloads as the CNI leaves them, same MTU), forwarded by the node's stack into wgb0
   for (const k of [1, 2]) {
     const j = 3 - k, ns = k === 1 ? n1 : n2;
-    execFileSync('ip', ['netns', 'add', barePod(k)]);
     // (nsenter --net leaves the root namespace's /sys mounted: ask ip for the pod's own device)
     const podMtu = String((JSON.parse(sh(k === 1 ? pc : ps, ['ip', '-j', 'link', 'show', 'eth0'])) as { mtu: number }[])[0]!.mtu);
-    sh(ns, ['ip', 'link', 'add', 'bpv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePod(k)]);
-    sh(ns, ['ip', 'addr', 'add', `10.98.${k}.1/24`, 'dev', 'bpv0']);
-    sh(ns, ['ip', 'link', 'set', 'bpv0', 'up']);
-    sh(barePod(k), ['ip', 'addr', 'add', `10.98.${k}.2/24`, 'dev', 'eth0']);
-    sh(barePod(k), ['ip', 'link', 'set', 'lo', 'up']);
-    sh(barePod(k), ['ip', 'link', 'set', 'eth0', 'up']);
-    sh(barePod(k), ['ip', 'route', 'add', 'default', 'via', `10.98.${k}.1`]);
+    podBehind(ns, barePod(k), 'bpv0', `10.98.${k}`, podMtu);
     // --pod-gro on: GRO (the veth's NAPI) on the bare pods' eth0, to size what coalescing the
     // decrypted segments saves in ACKs (membrane's bpf_redirect_peer skips the veth's NAPI)
     if (opt.own['pod-gro'] === 'on') sh(barePod(k), ['ethtool', '-K', 'eth0', 'gro', 'on']);
@@ -286,14 +295,7 @@ try {
     sh(ns, ['ip', 'link', 'add', 'bvx0', 'mtu', podMtu, 'type', 'vxlan', 'id', '42', 'local', `10.99.1.${k}`, 'remote', `10.99.1.${j}`, 'dstport', '4789', 'nolearning']);
     sh(ns, ['ip', 'addr', 'add', `10.96.0.${k}/24`, 'dev', 'bvx0']);
     sh(ns, ['ip', 'link', 'set', 'bvx0', 'up']);
-    execFileSync('ip', ['netns', 'add', barePodV(k)]);
-    sh(ns, ['ip', 'link', 'add', 'bvv0', 'mtu', podMtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', podMtu, 'netns', barePodV(k)]);
-    sh(ns, ['ip', 'addr', 'add', `10.97.${k}.1/24`, 'dev', 'bvv0']);
-    sh(ns, ['ip', 'link', 'set', 'bvv0', 'up']);
-    sh(barePodV(k), ['ip', 'addr', 'add', `10.97.${k}.2/24`, 'dev', 'eth0']);
-    sh(barePodV(k), ['ip', 'link', 'set', 'lo', 'up']);
-    sh(barePodV(k), ['ip', 'link', 'set', 'eth0', 'up']);
-    sh(barePodV(k), ['ip', 'route', 'add', 'default', 'via', `10.97.${k}.1`]);
+    podBehind(ns, barePodV(k), 'bvv0', `10.97.${k}`, podMtu);
     sh(ns, ['ip', 'route', 'add', `10.97.${j}.0/24`, 'via', `10.96.0.${j}`, 'dev', 'bvx0']);
   }
   // the agent sizes cilium_wg0's wireguard-go UDP sockets (src/sys/wireguard.ts): the bare tunnel's the same
