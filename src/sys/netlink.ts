@@ -253,12 +253,7 @@ function inNetns<T>(path: string, fn: () => T): T {
 
 const NSFS_MAGIC = 0x6e736673;
 
-/**
- * Why `path` cannot be a container's network namespace (undefined: it can): it is no namespace
- * file, or it is the agent's own network namespace (the host's) or the machine's initial one. A container's namespace gets
- * sysctls (IPv6 off), an interface, addresses and a default route: in the host's own namespace
- * that would switch the host's IPv6 off and route it through the pod gateway.
- */
+/** The machine's initial network namespace (pid 1's), where it can be read. */
 function initNetns(): { dev: number; ino: number } | undefined {
   try {
     return statSync('/proc/1/ns/net');
@@ -267,6 +262,12 @@ function initNetns(): { dev: number; ino: number } | undefined {
   }
 }
 
+/**
+ * Why `path` cannot be a container's network namespace (undefined: it can): it is no namespace
+ * file, or it is the agent's own network namespace (the host's) or the machine's initial one. A container's namespace gets
+ * sysctls (IPv6 off), an interface, addresses and a default route: in the host's own namespace
+ * that would switch the host's IPv6 off and route it through the pod gateway.
+ */
 export function containerNetnsRefusal(path: string): string | undefined {
   try {
     if (statfsSync(path).type !== NSFS_MAGIC) return `${path} is not a network namespace file`;

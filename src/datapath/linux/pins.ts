@@ -15,7 +15,7 @@
  *   agent's first reconcile; for the others `LOST` says what their loss costs.
  */
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { BpfMap, MapType, objectPinnedMaps, sameDef, type MapDef, type MapInfo, type PinnedMapDef } from '../../sys/bpf.ts';
+import { BpfMap, MapType, objectPinnedMaps, sameDef, type MapDef, type PinnedMapDef } from '../../sys/bpf.ts';
 import { encodeU32 } from './codec.ts';
 
 /** What starting a map of another layout empty costs, for the maps the agent cannot write again. */
@@ -67,8 +67,6 @@ function innerFits(outer: BpfMap, inner: MapDef): boolean {
   return true;
 }
 
-const defOfInfo = (i: MapInfo): MapDef => ({ type: i.type, keySize: i.keySize, valueSize: i.valueSize, maxEntries: i.maxEntries, flags: i.flags });
-
 /** A pin set aside before the load: the old map, open, and the object's definition of it. */
 interface Aside { def: PinnedMapDef; old: BpfMap }
 
@@ -118,7 +116,7 @@ export function loadMigrating<T>(objectPath: string, pinRoot: string, load: () =
     }
     const copied = layout && canCopy(def.type);
     migrated.push({
-      name: def.name, from: show(defOfInfo(old.info)), to: show(def), kept: copied ? 'copied' : 'empty', entries,
+      name: def.name, from: show(old.info), to: show(def), kept: copied ? 'copied' : 'empty', entries,
       ...(!copied && LOST[def.name] ? { cost: LOST[def.name] } : {}),
     });
   }
@@ -132,7 +130,7 @@ function incompatible(defs: PinnedMapDef[]): Aside[] {
     for (const d of defs) {
       if (!existsSync(d.pinPath)) continue;
       const old = BpfMap.fromPin(d.pinPath);
-      const fits = sameDef(defOfInfo(old.info), d) && (!d.inner || innerFits(old, d.inner));
+      const fits = sameDef(old.info, d) && (!d.inner || innerFits(old, d.inner));
       if (fits) old.close();
       else out.push({ def: d, old });
     }
