@@ -15,7 +15,8 @@ cd "$root"
 #                                  wireguard-go where the kernel has no module
 #   prometheus                     promtool and a real scraper for the metrics tests
 #   libc6-dev                      the C library headers cc needs (gcc only recommends them)
-apt_pkgs=(clang gcc libc6-dev libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump ethtool linux-perf)
+#   util-linux                     nsenter, prlimit (the accept-error test); essential in Debian, named so a slimmed image still gets it
+apt_pkgs=(clang gcc libc6-dev libbpf-dev libbpf1 bpftool iproute2 nftables iputils-ping netcat-openbsd curl iperf3 haproxy dnsmasq dnsutils dnsperf wrk openssl procps ca-certificates chromium etcd-server etcd-client podman containernetworking-plugins busybox-static runc tcpdump ethtool linux-perf util-linux)
 lean_pkgs=(wireguard-tools wireguard-go prometheus)
 # npm is needed once, to install the project's dependencies (Node 24 among them).
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
