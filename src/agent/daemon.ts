@@ -250,6 +250,13 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
   // the cluster's listing is written into them as it arrives (only what changed is written).
   await parts.datapath.start();
   datapathRunning = true;
+  // Local identities (CIDR, FQDN) the pinned ipcache carries that the store did not give back (an
+  // FQDN identity reaches the single-node store up to 50 ms after the maps have it; etcd keeps no
+  // local ones): held for their prefixes until the maps are resynced (the prune below), as Cilium
+  // restores local identities from the pinned ipcache, so that no other labels take a number the
+  // maps and the proxies still mean the old labels by.
+  const held = allocator.hold(parts.datapath.ipcacheLocalIdentities?.() ?? []);
+  if (held) logger.info({ subsys: 'daemon', identities: held }, 'local identities held from the pinned ipcache');
   // the node set before the first reconcile (scheduling and leadership read it); the ipcache
   // listing (300,000 keys at 10,000 nodes) goes on while the agent starts and serves
   let listing: Promise<void> = Promise.resolve();
@@ -331,6 +338,8 @@ export async function runAgentDaemon(o: AgentDaemonOptions): Promise<void> {
     const revision = cluster?.ipcacheRevision() ?? 0;
     await applyRemote();
     const ok = await agent.pruneStaleIPCache().then(() => true, (e: unknown) => { logger.warn({ subsys: 'daemon', err: (e as Error).message }, 'cannot prune stale ipcache entries'); return false; });
+    // what was not claimed again is gone from the maps now (or, the prune failed, never will be)
+    if (ok) allocator.releaseHeld();
     if (cluster) {
       logger.info({ subsys: 'daemon', resyncMs: Date.now() - started }, 'cluster ipcache resynced');
       // the listing's pages and the map batches are garbage now: collected, and malloc's free pages go back

@@ -170,6 +170,12 @@ export interface Datapath {
    */
   ipcachePrefixes(): string[];
   /**
+   * The kernel's ipcache entries with a node-local identity (CIDR, FQDN): a restarted agent keeps
+   * those numbers for their prefixes (src/identity/allocator.ts hold). Optional: a datapath that
+   * keeps nothing across restarts omits it.
+   */
+  ipcacheLocalIdentities?(): { prefix: string; identity: number }[];
+  /**
    * Which ipcache map instance the datapath writes (the kernel's map id while pinned): a restarted
    * agent resumes its cluster watch from a saved revision only into the very map that holds what
    * that revision says. Optional: without it, every start lists the cluster whole.

@@ -11,7 +11,9 @@
  *   - CIDR/FQDN labels get node-local identities (1<<24) + n; everything else 256..65535.
  */
 import { MembraneError } from '../common/errors.ts';
-import type { LabelSet } from '../labels/labels.ts';
+import { LabelSource, type LabelSet } from '../labels/labels.ts';
+import { cidrLabelKey } from './labels.ts';
+import { parsePrefix } from '../ipcache/prefix.ts';
 import {
   type Identity, type IdentityScope, RESERVED_IDENTITIES, MIN_CLUSTER_IDENTITY, MAX_CLUSTER_IDENTITY,
   MIN_LOCAL_IDENTITY, MAX_LOCAL_IDENTITY, identityScope, requiresLocalScope, reservedIdentityForLabels,
@@ -60,6 +62,9 @@ export class LocalIdentityAllocator implements IdentityAllocator {
   readonly #max: number;
   #nextCluster: number;
   #nextLocal = MIN_LOCAL_IDENTITY;
+  /** local numbers the pinned ipcache carries that no store restored: `cidr:` label key → number */
+  readonly #held = new Map<string, number>();
+  readonly #heldIds = new Set<number>();
 
   constructor(opts: LocalAllocatorOptions = {}) {
     this.#min = opts.minClusterIdentity ?? MIN_CLUSTER_IDENTITY;
@@ -117,6 +122,48 @@ export class LocalIdentityAllocator implements IdentityAllocator {
     this.#emit({ type: 'delete', identity: slot.identity });
   }
 
+  /**
+   * Local (CIDR, FQDN) identity numbers the datapath still carries for these prefixes (the pinned
+   * ipcache after a restart) that nothing restored, as Cilium restores local identities from the
+   * pinned ipcache: until `releaseHeld`, no other labels get one of them, and the first local labels
+   * that carry a prefix's `cidr:` label take that prefix's number back. An identity allocated but
+   * not yet written to the store when the agent died is used in the maps all the same; without this
+   * its number went to the first new labels after the restart while the maps still meant the old.
+   */
+  hold(entries: Iterable<{ prefix: string; identity: number }>): number {
+    let n = 0;
+    for (const e of entries) {
+      if (identityScope(e.identity) !== 'local' || this.#byId.has(e.identity) || this.#heldIds.has(e.identity)) continue;
+      const p = parsePrefix(e.prefix);
+      if (!p || p.len === 0) continue;
+      this.#held.set(cidrLabelKey(p), e.identity);
+      this.#heldIds.add(e.identity);
+      n++;
+    }
+    return n;
+  }
+
+  /** Ends the hold (the maps have been resynced: what was not claimed again is gone from them). */
+  releaseHeld(): number {
+    const n = this.#heldIds.size;
+    this.#held.clear();
+    this.#heldIds.clear();
+    return n;
+  }
+
+  /** The held number of the first `cidr:` label of `labels` that has one (taken out of the hold). */
+  #claimHeld(labels: LabelSet): number | undefined {
+    for (const l of labels.labels) {
+      if (l.source !== LabelSource.cidr) continue;
+      const id = this.#held.get(l.key);
+      if (id === undefined) continue;
+      this.#held.delete(l.key);
+      this.#heldIds.delete(id);
+      return id;
+    }
+    return undefined;
+  }
+
   allocateSync(labels: LabelSet): AllocationResult {
     const reserved = reservedIdentityForLabels(labels);
     if (reserved) return { identity: reserved, isNew: false };
@@ -126,7 +173,7 @@ export class LocalIdentityAllocator implements IdentityAllocator {
       return { identity: have.identity, isNew: false };
     }
     const local = requiresLocalScope(labels);
-    const id = local ? this.#freeLocal() : this.#freeCluster();
+    const id = local ? (this.#heldIds.size ? this.#claimHeld(labels) : undefined) ?? this.#freeLocal() : this.#freeCluster();
     const identity = Object.freeze({ id, labels });
     const slot = { identity, refs: 1 };
     this.#byId.set(id, slot);
@@ -212,7 +259,7 @@ export class LocalIdentityAllocator implements IdentityAllocator {
     for (let i = 0; i < span; i++) {
       const id = this.#nextLocal;
       this.#nextLocal = id >= MAX_LOCAL_IDENTITY ? MIN_LOCAL_IDENTITY : id + 1;
-      if (!this.#byId.has(id)) return id;
+      if (!this.#byId.has(id) && !this.#heldIds.has(id)) return id;
     }
     throw new MembraneError('IDENTITY_EXHAUSTED', 'no free local identity');
   }

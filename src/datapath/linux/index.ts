@@ -407,6 +407,10 @@ export class LinuxDatapath implements Datapath {
     return this.ipcache.prefixes();
   }
 
+  ipcacheLocalIdentities(): { prefix: string; identity: number }[] {
+    return this.ipcache.localEntries();
+  }
+
   ipcacheDump(): IPCacheEntry[] {
     return this.ipcache.dump();
   }

@@ -6,6 +6,7 @@
  */
 import type { IPCacheEntry } from '../types.ts';
 import { IPCACHE_KEY_SIZE, IPCACHE_VAL_SIZE, decodeIpcacheKey, decodeIpcacheVal, encodeIpcacheKey, encodeIpcacheKeyInto, encodeIpcacheValInto } from './codec.ts';
+import { identityScope } from '../../identity/identity.ts';
 
 /** entries per BPF_MAP_UPDATE_BATCH call (4,096 remote endpoints: 144 KiB of keys and values) */
 const BATCH = 4096;
@@ -167,6 +168,23 @@ export class IPCacheMap {
     const out: string[] = [];
     this.loader.map('mb_ipcache').forEachBatch(BATCH, (keys, _vals, count) => {
       for (let i = 0; i < count; i++) out.push(decodeIpcacheKey(keys.subarray(i * IPCACHE_KEY_SIZE, (i + 1) * IPCACHE_KEY_SIZE)));
+    });
+    return out;
+  }
+
+  /**
+   * The entries whose identity is node-local (CIDR, FQDN: 1 << 24 and up), in batches; the others
+   * are skipped by their value's number, never made objects (a restart with 300,000 remote pods has
+   * a few local ones). What a restarted agent holds its local identities by (daemon.ts).
+   */
+  localEntries(): { prefix: string; identity: number }[] {
+    const out: { prefix: string; identity: number }[] = [];
+    this.loader.map('mb_ipcache').forEachBatch(BATCH, (keys, vals, count) => {
+      for (let i = 0; i < count; i++) {
+        const identity = vals.readUInt32LE(i * IPCACHE_VAL_SIZE);
+        if (identityScope(identity) !== 'local') continue;
+        out.push({ prefix: decodeIpcacheKey(keys.subarray(i * IPCACHE_KEY_SIZE, (i + 1) * IPCACHE_KEY_SIZE)), identity });
+      }
     });
     return out;
   }
