@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MembraneError } from '../common/errors.ts';
+import { mapShared, PROT_READ, PROT_WRITE, type SharedMapping } from './mmap.ts';
 
 // ---------------------------------------------------------------- declarations
 
@@ -66,8 +67,6 @@ const f = {
   mapFlags: libbpf.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   innerMap: libbpf.func('bpf_map *bpf_map__inner_map(bpf_map *map)'),
   closeFd: libc.func('int close(int fd)'),
-  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-  munmap: libc.func('int munmap(void *addr, size_t len)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
@@ -323,13 +322,8 @@ export class BpfMap {
 /** BPF_F_MMAPABLE: an array map whose values user space maps and stores into directly. */
 export const BPF_F_MMAPABLE = 1 << 10;
 
-/** An array map's values mapped into this process (shared with the kernel's readers). */
-export interface MappedArray {
-  /** the values, element i at i * round_up(value size, 8) */
-  readonly buf: ArrayBuffer;
-  /** ends the mapping: `buf` must not be touched after */
-  unmap(): void;
-}
+/** An array map's values mapped into this process (shared with the kernel's readers): element i at i * round_up(value size, 8). */
+export type MappedArray = SharedMapping;
 
 /**
  * Maps a BPF_F_MMAPABLE array's values (the mapping holds the map: it outlives the fd). A store
@@ -338,19 +332,8 @@ export interface MappedArray {
  */
 export function mmapArray(map: BpfMap): MappedArray {
   const len = Math.ceil((((map.info.valueSize + 7) & ~7) * map.info.maxEntries) / 4096) * 4096;
-  const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
-  const p = f.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0);
-  if (!p || koffi.address(p) === 0xffffffffffffffffn) {
-    throw new BpfError('BPF_MAP_MMAP', `mmap of ${map.name}`, koffi.errno(), 'the map must be an array created with BPF_F_MMAPABLE');
-  }
-  let mapped = true;
-  return {
-    buf: koffi.view(p, len),
-    unmap() {
-      if (mapped) f.munmap(p, len);
-      mapped = false;
-    },
-  };
+  return mapShared(map.fd, len, PROT_READ | PROT_WRITE, 0,
+    (errno) => new BpfError('BPF_MAP_MMAP', `mmap of ${map.name}`, errno, 'the map must be an array created with BPF_F_MMAPABLE'));
 }
 
 // ---------------------------------------------------------------- objects and programs
@@ -406,15 +389,19 @@ export function progInfo(fd: number): ProgInfo {
   };
 }
 
-/** Info of the loaded program `id` (e.g. a link's progId), or null when it is gone. */
-export function progInfoById(id: number): ProgInfo | null {
-  const fd = f.progFdById(id) as number;
+/** `read` of the object an fd just opened names (`fd` < 0: it is gone, null), the fd closed after. */
+function readOpened<T>(fd: number, read: (fd: number) => T): T | null {
   if (fd < 0) return null;
   try {
-    return progInfo(fd);
+    return read(fd);
   } finally {
     closeFd(fd);
   }
+}
+
+/** Info of the loaded program `id` (e.g. a link's progId), or null when it is gone. */
+export function progInfoById(id: number): ProgInfo | null {
+  return readOpened(f.progFdById(id) as number, progInfo);
 }
 
 export class BpfProgram {
@@ -541,14 +528,7 @@ export function detachPinnedLink(pinPath: string): void {
 
 /** Info of a pinned link, or null when absent. */
 export function pinnedLinkInfo(pinPath: string): LinkInfo | null {
-  if (!existsSync(pinPath)) return null;
-  const lfd = f.get(pinPath) as number;
-  if (lfd < 0) return null;
-  try {
-    return linkInfo(lfd);
-  } finally {
-    closeFd(lfd);
-  }
+  return existsSync(pinPath) ? readOpened(f.get(pinPath) as number, linkInfo) : null;
 }
 
 /**

@@ -21,17 +21,16 @@
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
 import { mapInfo, MapType } from './bpf.ts';
+import { mapShared, PROT_READ, PROT_WRITE, type SharedMapping } from './mmap.ts';
 
 const libc = koffi.load('libc.so.6');
-const mmap = libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
-const munmap = libc.func('int munmap(void *addr, size_t length)');
 const epollCreate1 = libc.func('int epoll_create1(int flags)');
 const epollEvent = koffi.pack('mb_epoll_event', { events: 'uint32_t', data: 'uint64_t' });
 const epollCtl = libc.func('int epoll_ctl(int epfd, int op, int fd, mb_epoll_event *ev)');
 const epollWait = libc.func('int epoll_wait(int epfd, _Out_ uint8_t *events, int maxevents, int timeout)');
 const closeFn = libc.func('int close(int fd)');
 
-const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, EPOLLIN = 1, EPOLL_CTL_ADD = 1;
+const EPOLLIN = 1, EPOLL_CTL_ADD = 1;
 const PAGE = 4096;
 /** Pause after a drain that delivered records (events reach subscribers at most this much later). */
 export const COALESCE_MS = 50;
@@ -42,8 +41,8 @@ export type RecordHandler = (data: Buffer, off: number, len: number) => void;
 
 export class MmapRing {
   private readonly size: number;
-  private readonly consPtr: unknown;
-  private readonly prodPtr: unknown;
+  private readonly consPage: SharedMapping;
+  private readonly prodPages: SharedMapping;
   private readonly cons64: BigUint64Array;
   private readonly prod64: BigUint64Array;
   private readonly data32: Uint32Array;
@@ -61,15 +60,15 @@ export class MmapRing {
     const info = mapInfo(mapFd);
     if (info.type !== MapType.RINGBUF) throw new MembraneError('RING_NOT_RINGBUF', `map fd ${mapFd} is not a ring buffer (type ${info.type})`);
     this.size = info.maxEntries;
-    this.consPtr = mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, mapFd, 0n);
-    if (isMapFailed(this.consPtr)) throw new MembraneError('RING_MMAP', `mmap ring consumer page: errno ${koffi.errno()}`);
-    this.prodPtr = mmap(null, PAGE + 2 * this.size, PROT_READ, MAP_SHARED, mapFd, BigInt(PAGE));
-    if (isMapFailed(this.prodPtr)) {
-      munmap(this.consPtr, PAGE);
-      throw new MembraneError('RING_MMAP', `mmap ring data: errno ${koffi.errno()}`);
+    this.consPage = mapShared(mapFd, PAGE, PROT_READ | PROT_WRITE, 0, (e) => new MembraneError('RING_MMAP', `mmap ring consumer page: errno ${e}`));
+    try {
+      this.prodPages = mapShared(mapFd, PAGE + 2 * this.size, PROT_READ, PAGE, (e) => new MembraneError('RING_MMAP', `mmap ring data: errno ${e}`));
+    } catch (e) {
+      this.consPage.unmap();
+      throw e;
     }
-    this.cons64 = new BigUint64Array(koffi.view(this.consPtr, PAGE));
-    const ab = koffi.view(this.prodPtr, PAGE + 2 * this.size);
+    this.cons64 = new BigUint64Array(this.consPage.buf);
+    const ab = this.prodPages.buf;
     this.prod64 = new BigUint64Array(ab, 0, 1);
     this.data32 = new Uint32Array(ab, PAGE);
     this.data = Buffer.from(ab, PAGE);
@@ -145,16 +144,7 @@ export class MmapRing {
     if (this.closed) return;
     this.closed = true;
     closeFn(this.epfd);
-    munmap(this.prodPtr, PAGE + 2 * this.size);
-    munmap(this.consPtr, PAGE);
-  }
-}
-
-function isMapFailed(p: unknown): boolean {
-  if (p === null || p === undefined) return true;
-  try {
-    return koffi.address(p) === 0xffffffffffffffffn;
-  } catch {
-    return false;
+    this.prodPages.unmap();
+    this.consPage.unmap();
   }
 }
