@@ -52,7 +52,8 @@ import { MembraneError } from '../common/errors.ts';
 import { WG_SOCKET_BUFFER, WG_TUN_GRO_FLUSH_NS, WG_TUN_TXQUEUELEN, createWireguardDevice, generateKeyPair, publicKeyOf, udpSockets, type WireguardPeer, type WireguardState } from '../sys/wireguard.ts';
 import { ip } from '../sys/net.ts';
 import { routes4 } from '../sys/netlink.ts';
-import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfObject, attachTcx, ifNameToIndex, type BpfMap } from '../sys/bpf.ts';
+import { BPF_TCX_EGRESS, BPF_TCX_INGRESS, attachTcx, ifNameToIndex, type BpfMap, type BpfObject } from '../sys/bpf.ts';
+import { loadObjectMigrating, logMigrations } from '../datapath/linux/pins.ts';
 import type { ClusterNode } from './cluster-keys.ts';
 import type { StatusView } from './views.ts';
 import { writeFileAtomicSync } from '../common/atomic-file.ts';
@@ -286,10 +287,20 @@ export function createEncryption(o: EncryptionOptions) {
     log.info({ table: Number(WG_TABLE) }, 'node encryption: traffic to other nodes\' addresses goes through WireGuard');
   }
 
+  /**
+   * An object of the encryption datapath over the node's pins, through the datapath's migration:
+   * they share its pinned maps, and an upgrade whose maps changed must not fail here either.
+   */
+  function loadObject(file: string): BpfObject {
+    const { obj, migrated } = loadObjectMigrating(join(o.bpfDir, file), o.pinRoot);
+    logMigrations(log, 'encryption', migrated);
+    return obj;
+  }
+
   function attachWireguardIngress(): void {
     const ifindex = ifNameToIndex(WG_IFNAME);
     if (!ifindex || ifindex === attachedWgIfindex) return;
-    wgObj ??= BpfObject.load(join(o.bpfDir, 'wireguard.bpf.o'), o.pinRoot);
+    wgObj ??= loadObject('wireguard.bpf.o');
     if (tunnel) {
       // decrypted VXLAN comes from the peer's node address: an authenticated underlay, not a spoof
       const devices = wgObj.map('mb_devices');
@@ -318,7 +329,7 @@ export function createEncryption(o: EncryptionOptions) {
   }
 
   function setupStrict(): void {
-    strictObj ??= BpfObject.load(join(o.bpfDir, 'encrypt.bpf.o'), o.pinRoot);
+    strictObj ??= loadObject('encrypt.bpf.o');
     encryptMap ??= strictObj.map('mb_encrypt');
     writeEncryptConfig(0);
     if (!peersMap) {

@@ -443,7 +443,7 @@ export class BpfObject {
     if (rc < 0) {
       f.close(h);
       throw new BpfError('BPF_OBJECT_LOAD', `load BPF object ${path} (pin root ${pinRoot})`, -rc,
-        'see the libbpf log (verifier output); the datapath replaces a pinned map of another definition (src/datapath/linux/pins.ts), other objects need it removed (membrane down)');
+        'see the libbpf log (verifier output); a pinned map of another definition is replaced when the object is loaded through src/datapath/linux/pins.ts (loadObjectMigrating), else remove it (membrane down)');
     }
     return new BpfObject(h, path, pinRoot);
   }

@@ -25,7 +25,7 @@ import { IPCacheMap } from './ipcache.ts';
 import { LbMap } from './lbmap.ts';
 import { DEFAULT_OBJECT_PATH, Loader } from './loader.ts';
 import { PolicyMap, type PolicyDumpEntry, type ProxyRedirect } from './policymap.ts';
-import { pinsToMigrate } from './pins.ts';
+import { logMigrations, pinsToMigrate } from './pins.ts';
 import { MembraneError } from '../../common/errors.ts';
 import { readCounters, type Counters } from './statsmap.ts';
 
@@ -148,10 +148,7 @@ export class LinuxDatapath implements Datapath {
     const t0 = process.hrtime.bigint();
     const migrated = this.loader.load(this.opts.objectPath ?? DEFAULT_OBJECT_PATH, this.opts.pinRoot, this.opts.preloaded);
     // an upgrade over an older build's pins: each replaced map said once, with what it costs
-    for (const m of migrated) {
-      this.log.warn({ subsys: 'datapath', map: m.name, from: m.from, to: m.to, kept: m.kept, entries: m.entries, ...(m.cost ? { cost: m.cost } : {}) },
-        m.kept === 'copied' ? 'pinned map of another definition replaced, its entries copied' : 'pinned map of another layout replaced by an empty one');
-    }
+    logMigrations(this.log, 'datapath', migrated);
     const timeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.events.resetLostBaseline();
     this.config.init(this.opts.eventRate ?? DEFAULT_EVENT_RATE, {

@@ -6,8 +6,8 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { MembraneError } from '../../common/errors.ts';
-import { BpfObject, type BpfMap, type BpfProgram, removePins } from '../../sys/bpf.ts';
-import { loadMigrating, pinsAreOf, type PinMigration } from './pins.ts';
+import { type BpfObject, type BpfMap, type BpfProgram, removePins } from '../../sys/bpf.ts';
+import { loadObjectMigrating, pinsAreOf, type PinMigration } from './pins.ts';
 
 export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../../dist/bpf/endpoint.bpf.o', import.meta.url));
 
@@ -57,8 +57,7 @@ export class Loader {
     // an object loaded ahead is used only while the pins are still its maps (none replaced since)
     const usable = preloaded && pinsAreOf(objectPath, pinRoot, (name) => preloaded.map(name));
     if (preloaded && !usable) preloaded.close();
-    const { obj, migrated } = usable ? { obj: preloaded, migrated: [] } :
-      loadMigrating(objectPath, pinRoot, () => BpfObject.load(objectPath, pinRoot), (o, name) => o.map(name));
+    const { obj, migrated } = usable ? { obj: preloaded, migrated: [] } : loadObjectMigrating(objectPath, pinRoot);
     this.obj = obj;
     for (const m of MAP_NAMES) this.maps[m] = obj.map(m);
     for (const p of PROGRAM_NAMES) this.programs[p] = obj.program(p);

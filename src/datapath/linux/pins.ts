@@ -15,7 +15,7 @@
  *   agent's first reconcile; for the others `LOST` says what their loss costs.
  */
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { BpfMap, MapType, objectPinnedMaps, sameDef, type MapDef, type PinnedMapDef } from '../../sys/bpf.ts';
+import { BpfMap, BpfObject, MapType, objectPinnedMaps, sameDef, type MapDef, type PinnedMapDef } from '../../sys/bpf.ts';
 import { encodeU32 } from './codec.ts';
 
 /** What starting a map of another layout empty costs, for the maps the agent cannot write again. */
@@ -43,6 +43,23 @@ export interface PinMigration {
 
 const ASIDE = ':old';
 const show = (d: MapDef): string => `${d.type}/${d.keySize}/${d.valueSize}/${d.maxEntries}/0x${d.flags.toString(16)}`;
+
+/**
+ * Loads a datapath object over the node's pins with the migration: the main object (loader.ts) and
+ * those loaded beside it (src/agent/encryption.ts: encrypt.bpf.o, wireguard.bpf.o, which share
+ * its pinned maps), so an object loaded first over an older build's pins does not fail its load.
+ */
+export function loadObjectMigrating(objectPath: string, pinRoot: string): { obj: BpfObject; migrated: PinMigration[] } {
+  return loadMigrating(objectPath, pinRoot, () => BpfObject.load(objectPath, pinRoot), (o, name) => o.map(name));
+}
+
+/** Each replaced map said once (a warning), with what it costs. */
+export function logMigrations(log: { warn(obj: unknown, msg?: string): void }, subsys: string, migrated: readonly PinMigration[]): void {
+  for (const m of migrated) {
+    log.warn({ subsys, map: m.name, from: m.from, to: m.to, kept: m.kept, entries: m.entries, ...(m.cost ? { cost: m.cost } : {}) },
+      m.kept === 'copied' ? 'pinned map of another definition replaced, its entries copied' : 'pinned map of another layout replaced by an empty one');
+  }
+}
 
 /**
  * Whether the pinned map-in-map `outer` takes tables of the object's inner template: the kernel
