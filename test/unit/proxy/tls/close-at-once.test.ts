@@ -12,7 +12,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import tls from 'node:tls';
 import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { redirectingProxy } from '../http/harness.ts';
@@ -21,6 +20,8 @@ import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { opensslCA } from './helpers.ts';
+import { headOrigin, recording, sendAfter, tapRelay, type Closable, type RecordingSocket } from '../../../support/scripted-peers.ts';
+import { until } from '../../../support/until.ts';
 
 const NAME = 'api.openai.com';
 let interceptCA: { cert: string; key: string };
@@ -36,39 +37,22 @@ const policy: L7Policy = {
 };
 
 /** What the origin answers per request head: a body of `x-size` bytes (a pattern), and its own Connection field if `x-close`. */
-let origin: { port: number; close(): Promise<void> };
+let origin: Closable;
 before(async () => {
   interceptCA = opensslCA('interception CA');
   const upstreamCA = opensslCA('upstream CA');
   secrets.set('default', 'intercept', { 'tls.crt': interceptCA.cert, 'tls.key': interceptCA.key });
   secrets.set('default', 'upstream-ca', { 'ca.crt': upstreamCA.cert });
   const issuer = await CertificateIssuer.fromPem(upstreamCA.cert, upstreamCA.key);
-  const socks = new Set<tls.TLSSocket>();
-  const srv = tls.createServer({
-    SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
-    ALPNProtocols: ['http/1.1'],
-  }, (s) => {
-    socks.add(s);
-    s.on('close', () => socks.delete(s));
-    s.on('error', () => {});
-    let buf = '';
-    s.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      for (let end; (end = buf.indexOf('\r\n\r\n')) >= 0;) {
-        const head = buf.slice(0, end);
-        buf = '';
-        const n = Number(/\r\nx-size: (\d+)/i.exec(head)?.[1] ?? 2);
-        s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${n}\r\n${/\r\nx-close:/i.test(head) ? 'Connection: close\r\n' : ''}\r\n`);
-        s.write(body(n));
-      }
-    });
+  origin = await headOrigin((head) => {
+    const n = Number(/\r\nx-size: (\d+)/i.exec(head)?.[1] ?? 2);
+    return [`HTTP/1.1 200 OK\r\nContent-Length: ${n}\r\n${/\r\nx-close:/i.test(head) ? 'Connection: close\r\n' : ''}\r\n`, body(n)];
+  }, {
+    tls: {
+      SNICallback: (name, cb) => { issuer.certFor(name).then((c) => cb(null, c.context), (e: Error) => cb(e)); },
+      ALPNProtocols: ['http/1.1'],
+    },
   });
-  srv.on('tlsClientError', () => {});
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  origin = {
-    port: (srv.address() as net.AddressInfo).port,
-    close: async () => { for (const s of socks) s.destroy(); await new Promise((r) => srv.close(r)); },
-  };
 });
 after(async () => { await origin.close(); });
 
@@ -76,44 +60,6 @@ function body(n: number): Buffer {
   const b = Buffer.alloc(n, 0x61);
   for (let i = 0; i < n; i += 1000) b[i] = 0x30 + ((i / 1000) % 10);
   return b;
-}
-
-async function until(ok: () => boolean, what: string, ms = 3000): Promise<void> {
-  const t0 = Date.now();
-  while (!ok() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(ok(), `waited for ${what}`);
-}
-
-/**
- * A TCP relay between one client and the proxy: records what the proxy sent, passes each side's
- * FIN and reset on (half-close kept), and can stop reading from the proxy.
- */
-async function relay(proxyPort: number): Promise<{ port: number; fromProxy: () => Buffer; proxyEnded: () => boolean; proxyError: () => string; hold(ms: number): void; close(): Promise<void> }> {
-  const chunks: Buffer[] = [];
-  let ended = false, error = '';
-  let toProxy: net.Socket | undefined;
-  let toClient: net.Socket | undefined;
-  const srv = net.createServer({ allowHalfOpen: true }, (c) => {
-    toClient = c;
-    const p = net.connect({ port: proxyPort, host: '127.0.0.1', allowHalfOpen: true });
-    toProxy = p;
-    p.on('data', (d: Buffer) => { chunks.push(d); c.write(d); });
-    p.on('end', () => { ended = true; c.end(); });
-    c.on('data', (d: Buffer) => p.write(d));
-    c.on('end', () => p.end());
-    // a reset passes on as a reset (a plain close here would hide it from the client)
-    p.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; c.resetAndDestroy(); });
-    c.on('error', () => p.resetAndDestroy());
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return {
-    port: (srv.address() as net.AddressInfo).port,
-    fromProxy: () => Buffer.concat(chunks),
-    proxyEnded: () => ended,
-    proxyError: () => error,
-    hold(ms) { toProxy!.pause(); setTimeout(() => toProxy!.resume(), ms); },
-    close: async () => { toProxy?.destroy(); toClient?.destroy(); await new Promise((r) => srv.close(r)); },
-  };
 }
 
 /** The TLS records in what the proxy sent: [type, length] each; throws on a cut record. */
@@ -130,18 +76,13 @@ function records(b: Buffer): [number, number][] {
 }
 
 /** A TLS client (trusting the interception CA) through a relay, keeping its own side open. */
-async function client(port: number): Promise<{ sock: tls.TLSSocket; got: () => Buffer; ended: () => boolean; error: () => string }> {
-  const chunks: Buffer[] = [];
-  let ended = false, error = '';
+async function client(port: number): Promise<RecordingSocket<tls.TLSSocket>> {
   // allowHalfOpen (read by Node's TLSSocket, not in its option types): the client's TLS socket does
   // not answer the proxy's close_notify and FIN with its own
   const opts: tls.ConnectionOptions & { allowHalfOpen: boolean } = { host: '127.0.0.1', port, servername: NAME, ca: interceptCA.cert, allowHalfOpen: true };
-  const sock = tls.connect(opts);
-  sock.on('data', (d: Buffer) => chunks.push(d));
-  sock.on('end', () => { ended = true; });
-  sock.on('error', (e: NodeJS.ErrnoException) => { error = e.code ?? e.message; });
-  await new Promise<void>((r, j) => { sock.once('secureConnect', () => r()); sock.once('error', j); });
-  return { sock, got: () => Buffer.concat(chunks), ended: () => ended, error: () => error };
+  const c = recording(tls.connect(opts));
+  await new Promise<void>((r, j) => { c.sock.once('secureConnect', () => r()); c.sock.once('error', j); });
+  return c;
 }
 
 async function withProxy(run: (p: HttpProxy, port: number) => Promise<void>): Promise<void> {
@@ -158,14 +99,14 @@ async function withProxy(run: (p: HttpProxy, port: number) => Promise<void>): Pr
 test('Connection: close over interception, bodies 1 B to 1 MB read slowly: the whole body, then the close_notify, then the FIN; the proxy closes without waiting for the client\'s close_notify or FIN', async () => {
   await withProxy(async (p, port) => {
     for (const n of [1, 1000, 16_383, 16_384, 16_385, 70_000, 300_000, 1 << 20]) {
-      const r = await relay(port);
+      const r = await tapRelay(port);
       try {
         const c = await client(r.port);
         // the relay reads nothing from the proxy for 300 ms: the response backs up in the proxy's
         // kernel buffers (and in Node, for the larger bodies) while the proxy ends the connection
         r.hold(300);
         c.sock.write(`GET /v1/models HTTP/1.1\r\nHost: ${NAME}\r\nx-size: ${n}\r\nConnection: close\r\n\r\n`);
-        await until(() => c.ended() && r.proxyEnded(), `the ${n} B response, the close_notify and the FIN`, 10_000);
+        await until(`the ${n} B response, the close_notify and the FIN`, () => c.ended() && r.proxyEnded(), 10_000);
         const got = c.got();
         const at = got.indexOf('\r\n\r\n') + 4;
         assert.match(got.subarray(0, at).toString('latin1'), /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n/i);
@@ -176,7 +117,7 @@ test('Connection: close over interception, bodies 1 B to 1 MB read slowly: the w
         assert.equal(c.error(), '');
         // the client has not closed its side (allowHalfOpen: no close_notify, no FIN of its own):
         // a lingering close would hold the connection until the sweep's 5 s
-        await until(() => p.stats().connections === 0, 'the proxy to close the connection', 1500);
+        await until('the proxy to close the connection', () => p.stats().connections === 0, 1500);
         c.sock.destroy();
       } finally {
         await r.close();
@@ -185,30 +126,20 @@ test('Connection: close over interception, bodies 1 B to 1 MB read slowly: the w
   });
 });
 
-/** Writes `bytes` after the response, then more a moment later: a reset the first drew shows as an error. */
-async function sendAfter(c: { sock: tls.TLSSocket }, bytes: string): Promise<void> {
-  c.sock.write(bytes);
-  for (let i = 0; i < 2; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-    if (!c.sock.destroyed) c.sock.write('x');
-  }
-  await new Promise((r) => setTimeout(r, 200));
-}
-
 test('attacker: Connection: close over interception answered before its body is in, the client sends the rest after the response: no reset, the response and close_notify intact', async () => {
   await withProxy(async (p, port) => {
-    const r = await relay(port);
+    const r = await tapRelay(port);
     try {
       const c = await client(r.port);
       c.sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: ${NAME}\r\nx-size: 5\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n0123456789`);
-      await until(() => c.ended(), 'the early response and the proxy\'s close_notify');
+      await until('the early response and the proxy\'s close_notify', () => c.ended(), 3000);
       await sendAfter(c, 'b'.repeat(19_990));
       assert.equal(r.proxyError(), '', 'no reset from the proxy for bytes the client was still sending');
       assert.equal(c.error(), '', 'no reset for bytes the client was still sending');
       assert.ok(c.got().toString('latin1').endsWith(`\r\n\r\n${body(5).toString('latin1')}`));
       assert.deepEqual(records(r.fromProxy()).at(-1), [23, 19]);
       c.sock.end();
-      await until(() => p.stats().connections === 0, 'the connection to close after the client\'s FIN');
+      await until('the connection to close after the client\'s FIN', () => p.stats().connections === 0, 3000);
       c.sock.destroy();
     } finally {
       await r.close();
@@ -218,17 +149,17 @@ test('attacker: Connection: close over interception answered before its body is 
 
 test('attacker: a keep-alive intercepted client whose response closes the connection (the server said close) may still send: no reset', async () => {
   await withProxy(async (p, port) => {
-    const r = await relay(port);
+    const r = await tapRelay(port);
     try {
       const c = await client(r.port);
       c.sock.write(`GET /v1/models HTTP/1.1\r\nHost: ${NAME}\r\nx-close: 1\r\n\r\n`);
-      await until(() => c.ended(), 'the response and the proxy\'s close_notify');
+      await until('the response and the proxy\'s close_notify', () => c.ended(), 3000);
       await sendAfter(c, `GET /v1/models HTTP/1.1\r\nHost: ${NAME}\r\n\r\n`);
       assert.equal(r.proxyError(), '', 'no reset from the proxy for a request sent before the client saw the close_notify');
       assert.equal(c.error(), '', 'no reset for a request sent before the client saw the close_notify');
       assert.equal((c.got().toString('latin1').match(/HTTP\/1\.1 200/g) ?? []).length, 1);
       c.sock.end();
-      await until(() => p.stats().connections === 0, 'the connection to close after the client\'s FIN');
+      await until('the connection to close after the client\'s FIN', () => p.stats().connections === 0, 3000);
       c.sock.destroy();
     } finally {
       await r.close();
