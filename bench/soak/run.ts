@@ -6,14 +6,19 @@
  * pinned to CPU 1; the origin (HAProxy) and wrk share CPU 0.
  *
  *   bin/node bench/soak/run.ts [--proxy tls-intercept-new] [--secs 60] [--sample 10] [--warmup 20]
- *                              [--fraction 0.5 | --rate N] [--node-flags=--trace-gc] [--port 18543] [--append]
+ *                              [--fraction 0.5 [--capacity-secs 10] | --rate N] [--node-flags=--trace-gc]
+ *                              [--port 18543] [--append]
  * proxies: tls-intercept-new (TLS interception, a new TLS connection per request), tls-intercept-ka,
  * tls-sni (SNI passthrough, new connections), http-ka, http-close, dns (bench/dns/proxy-server.ts,
  * dnsmasq upstream, dnsperf -Q at the rate).
  *
  * Rate: a fixed offered rate, `--rate N` (req/s, q/s for dns), or by default `fraction` of the
- * membrane capacity recorded for that path in bench/RESULTS.md's `## idle baseline` section (a
- * capacity probed on a shared, loaded machine measured 0 req/s once: the rate would be noise).
+ * proxy's capacity measured in this run, on the same lab just before the soak: an unpaced load
+ * (wrk -c50 without delay, dnsperf -q 64) for --capacity-secs after a warm-up of half that (so the
+ * JIT and the pools are warm), its rate printed with the load average in the section. A capacity
+ * recorded elsewhere goes stale (the HTTP close path went from 6468 to ~14,000 req/s after the
+ * 2026-12-05 baseline the soak read then); one measured on a loaded machine is low, and says so
+ * beside it. A capacity below 10/s is refused (nothing measured: give --rate).
  * wrk paces each of its connections (Lua `delay()`); dnsperf -Q for dns. Bounded: the load runs --secs.
  * Each sample row also says the load average, the proxy's CPU share over the interval (/proc) and,
  * for dns, the queries answered in it; the verdict is "flat" only when the achieved rate is at
@@ -32,6 +37,7 @@ const { values } = parseArgs({
     proxy: { type: 'string', default: 'tls-intercept-new' }, secs: { type: 'string', default: '60' }, sample: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '20' }, fraction: { type: 'string', default: '0.5' }, append: { type: 'boolean', default: false },
     'node-flags': { type: 'string', default: '' }, rate: { type: 'string' }, port: { type: 'string', default: '18543' },
+    'capacity-secs': { type: 'string', default: '10' },
   },
 });
 const KINDS = ['tls-intercept-new', 'tls-intercept-ka', 'tls-sni', 'http-ka', 'http-close', 'dns'] as const;
@@ -39,21 +45,11 @@ type Kind = (typeof KINDS)[number];
 const KIND = values.proxy as Kind;
 if (!KINDS.includes(KIND)) throw new Error(`--proxy: one of ${KINDS.join(', ')}`);
 const SECS = Number(values.secs), SAMPLE = Number(values.sample), WARMUP = Number(values.warmup), FRACTION = Number(values.fraction);
-if (!(SECS >= 10 && SECS <= 3600 && SAMPLE >= 1 && FRACTION > 0 && FRACTION <= 1)) throw new Error('--secs 10..3600, --sample ≥ 1, --fraction (0, 1]');
-const REPO = resolve(import.meta.dirname, '../..');
-/** the membrane column of the idle-baseline row that measures each kind's capacity */
-const IDLE_ROW: Record<Kind, RegExp> = {
-  dns: /^\| queries per second/, 'http-ka': /^\| keep-alive req\/s/, 'http-close': /^\| `Connection: close` req\/s/,
-  'tls-sni': /^\| SNI-only connections\/s/, 'tls-intercept-ka': /^\| intercepted HTTPS req\/s, keep-alive/, 'tls-intercept-new': /^\| intercepted HTTPS req\/s, new TLS/,
-};
-/** the last `## idle baseline` section's capacity of `kind` (membrane = the table's third cell), or NaN */
-export function idleCapacity(results: string, kind: Kind): { rate: number; section: string } {
-  const at = results.lastIndexOf('\n## idle baseline');
-  if (at < 0) return { rate: NaN, section: '' };
-  const section = results.slice(at + 1, results.indexOf('\n## ', at + 1) >>> 0 || undefined);
-  const row = section.split('\n').find((l) => IDLE_ROW[kind].test(l));
-  return { rate: Number(row?.split('|')[3]?.trim()), section: section.split('\n')[0]!.replace(/^## /, '') };
+const CAP_SECS = Number(values['capacity-secs']);
+if (!(SECS >= 10 && SECS <= 3600 && SAMPLE >= 1 && FRACTION > 0 && FRACTION <= 1 && CAP_SECS >= 2 && CAP_SECS <= 120)) {
+  throw new Error('--secs 10..3600, --sample ≥ 1, --fraction (0, 1], --capacity-secs 2..120');
 }
+const REPO = resolve(import.meta.dirname, '../..');
 const NAME = 'api.bench.test';
 /** --port P: the origin listens on P, the proxy on P + 4 (another port lets a second soak run beside one) */
 const ORIGIN = Number(values.port), PROXY = ORIGIN + 4, CONNS = 50;
@@ -88,16 +84,21 @@ const load1 = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
 /** utime + stime of a process in clock ticks (10 ms) */
 const cpuTicks = (pid: number) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8'); const r = f.slice(f.lastIndexOf(')') + 2).split(' '); return Number(r[11]) + Number(r[12]); };
 
-let offered: number, rateFrom: string;
-if (values.rate !== undefined) {
-  offered = Number(values.rate);
-  rateFrom = '--rate';
-} else {
-  const idle = idleCapacity(readFileSync(join(REPO, 'bench/RESULTS.md'), 'utf8'), KIND);
-  offered = idle.rate * FRACTION;
-  rateFrom = `${FRACTION} × ${idle.rate} (membrane, "${idle.section}" in bench/RESULTS.md)`;
+let offered = values.rate !== undefined ? Number(values.rate) : NaN;
+let rateFrom = '--rate';
+if (values.rate !== undefined && !(offered >= 1)) throw new Error(`--rate ${values.rate}: a rate of at least 1 per second`);
+
+/** Runs the load generator (`args` for taskset) to its end; its stdout. */
+function runLoad(args: string[]): Promise<string> {
+  return new Promise<string>((res, rej) => {
+    const w = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    children.push(w);
+    let o = '';
+    w.stdout!.on('data', (d: Buffer) => { o += d; });
+    w.once('exit', (c) => (c === 0 ? res(o) : rej(new Error(`load generator exited ${c}`))));
+  });
 }
-if (!(offered >= 1)) throw new Error(`no offered rate for ${KIND}: bench/RESULTS.md has no idle-baseline capacity for it; give --rate N`);
+const unpaced = (secs: number) => (dns ? dnsperfArgs(secs, 0) : wrkArgs(secs, 0));
 
 try {
   let proxy: ChildProcess;
@@ -144,6 +145,22 @@ try {
     proxy.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
     proxy.once('exit', (c) => { clearTimeout(t); rej(new Error(`proxy exited ${c}: ${out}`)); });
   });
+  if (values.rate === undefined) {
+    // the capacity on this lab now: a warm-up, then the unpaced measure (the soak's RSS samples start after it)
+    const warm = Math.max(1, Math.round(CAP_SECS / 2));
+    await runLoad(unpaced(warm));
+    const loadAt = load1();
+    const capOut = await runLoad(unpaced(CAP_SECS));
+    const capacity = rps(capOut);
+    // a capacity of errors (503s, resets, lost queries) is no capacity
+    const capErrors = dns ? Number(/Queries lost:\s+(\d+)/.exec(capOut)?.[1] ?? 0) : parseWrk(capOut).errors;
+    const capTotal = dns ? Number(/Queries sent:\s+(\d+)/.exec(capOut)?.[1] ?? 0) : parseWrk(capOut).requests;
+    if (!(capacity >= 10) || capErrors > 0.01 * Math.max(1, capTotal)) {
+      throw new Error(`${KIND}: the unpaced capacity measured ${capacity} ${dns ? 'q' : 'req'}/s with ${capErrors} errors of ${capTotal}: nothing to take a fraction of; give --rate N`);
+    }
+    offered = capacity * FRACTION;
+    rateFrom = `${FRACTION} × ${capacity.toFixed(0)}, the proxy's capacity measured in this run: unpaced for ${CAP_SECS} s after a ${warm} s warm-up, load average ${loadAt}`;
+  }
   // each connection: one request per (delay + latency); latency is small next to the delay at half load
   const delayMs = Math.max(1, Math.round((CONNS * 1000) / offered));
   console.error(`${KIND}: offered ${offered.toFixed(0)} ${dns ? 'q' : 'req'}/s from ${rateFrom}: ${dns ? `dnsperf -Q ${offered.toFixed(0)}` : `${CONNS} connections, ${delayMs} ms apart`}, ${SECS} s; load ${load1()}`);
@@ -191,7 +208,7 @@ try {
   const stat = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
   const [niceness, rtPriority, policy] = [Number(stat[16]), Number(stat[37]), Number(stat[38])];
   const sched = (policy === 1 ? `chrt -f ${rtPriority} ` : policy === 2 ? `chrt -r ${rtPriority} ` : '') + (niceness !== 0 ? `nice -n ${niceness} ` : '');
-  const cmd = `${sched}${feedEnv}bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP}${values.port !== '18543' ? ` --port ${values.port}` : ''}${values.rate !== undefined ? ` --rate ${values.rate}` : ` --fraction ${FRACTION}`}`;
+  const cmd = `${sched}${feedEnv}bin/node bench/soak/run.ts --proxy ${KIND} --secs ${SECS} --sample ${SAMPLE} --warmup ${WARMUP}${values.port !== '18543' ? ` --port ${values.port}` : ''}${values.rate !== undefined ? ` --rate ${values.rate}` : ` --fraction ${FRACTION} --capacity-secs ${CAP_SECS}`}`;
   const lines = [
     `### soak: ${KIND}`, '',
     `Command: \`${cmd}\``, '',
