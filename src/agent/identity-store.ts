@@ -2,7 +2,8 @@
  * Identities outlive the agent process: the pinned ipcache and policy maps hold their numbers, so
  * a restarted agent must hand out the same number for the same labels. Allocations are mirrored
  * into the kvstore under Cilium's layout (`cilium/state/identities/v1/id/<id>` → labels) and
- * restored, with no references, before anything allocates.
+ * restored, with no references, before anything allocates. What a kill loses of the last 50 ms
+ * (see openPersistentAllocator) the daemon holds from the pinned ipcache (daemon.ts, allocator hold).
  */
 import { LocalIdentityAllocator } from '../identity/allocator.ts';
 import { LabelSet } from '../labels/labels.ts';
