@@ -75,28 +75,6 @@ const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (raw) =>
   raw.on('data', onHello);
 });
 
-/**
- * MEMBRANE_FLOOR_DEFER=1 (an experiment): every write of an event-loop turn is corked and the
- * sockets uncorked together in the check phase (one setImmediate per turn), so the peers get the
- * turn's writes in one burst.
- */
-const DEFER = process.env.MEMBRANE_FLOOR_DEFER === '1';
-const corked: net.Socket[] = [];
-let uncorkSoon: NodeJS.Immediate | undefined;
-function uncorkAll(): void {
-  uncorkSoon = undefined;
-  for (let i = 0; i < corked.length; i++) corked[i]!.uncork();
-  corked.length = 0;
-}
-function write(s: net.Socket, b: Buffer): void {
-  if (DEFER && s.writableCorked === 0) {
-    s.cork();
-    corked.push(s);
-    uncorkSoon ??= setImmediate(uncorkAll);
-  }
-  s.write(b);
-}
-
 function serve(raw: net.Socket): void {
   const client = new tls.TLSSocket(raw, { isServer: true, secureContext: leaf.context, ALPNProtocols: ALPN });
   client.on('secure', onSecure);
@@ -112,7 +90,7 @@ function serve(raw: net.Socket): void {
     return u;
   };
   function onResponse(r: Buffer): void {
-    if (!closing) { write(client, r); return; }
+    if (!closing) { client.write(r); return; }
     const i = r.indexOf('\r\n\r\n');
     client.write(i < 0 ? r : Buffer.concat([r.subarray(0, i + 2), CLOSE_FIELD, r.subarray(i + 2)]));
     client.end();
@@ -125,7 +103,7 @@ function serve(raw: net.Socket): void {
       up.on('data', onResponse);
       up.on('close', onUpGone);
     }
-    if (!DEFER) { if (writeWithoutClose(up, c)) closing = true; } else write(up, c);
+    if (writeWithoutClose(up, c)) closing = true;
   });
   client.on('error', () => client.destroy());
   client.on('close', () => { if (up) release().destroy(); });

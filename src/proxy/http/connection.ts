@@ -86,46 +86,6 @@ function onOwnRead(this: ClientStream, n: number, b: Uint8Array): boolean {
   return true;
 }
 
-/**
- * Writes of a connection whose client stream a network filter adopted (TLS interception) leave
- * at the end of the event loop's turn, all sockets of the turn together (one setImmediate per
- * turn, not per write): a socket written in a turn is corked until then. The peers (the client,
- * the origin) then get the turn's records in one burst and are woken once for it, as HAProxy
- * sends after its turn's reads; written one by one as each read is handled, a peer asleep on
- * the other CPU was woken (an inter-processor interrupt, costly in a VM) for most of them.
- * Corked bytes count in writableLength, so what reads as "Node still holds a write" (keepsRead,
- * keepsClientRead, the drain and pause logic) holds them the same way; end() uncorks first.
- */
-const kTurn = Symbol('turnCorked');
-type TurnSocket = net.Socket & { [kTurn]?: boolean };
-let turnSocks: TurnSocket[] = [];
-let turnSpare: TurnSocket[] = [];
-let turnSoon: NodeJS.Immediate | undefined;
-
-/** Holds `s`'s writes of this turn until the turn ends (turnFlush). */
-function turnCork(s: TurnSocket): void {
-  if (s[kTurn] === true) return;
-  s[kTurn] = true;
-  s.cork();
-  turnSocks.push(s);
-  turnSoon ??= setImmediate(turnFlush);
-}
-
-/** The turn's end: every socket written in it sends what it holds. */
-function turnFlush(): void {
-  turnSoon = undefined;
-  const socks = turnSocks;
-  turnSocks = turnSpare;
-  for (let i = 0; i < socks.length; i++) {
-    const s = socks[i]!;
-    s[kTurn] = false;
-    // ended (end() uncorked it) or destroyed: nothing held
-    if (!s.destroyed && s.writableCorked > 0) s.uncork();
-  }
-  socks.length = 0;
-  turnSpare = socks;
-}
-
 /** the last pool key made and what it was made of (upstreamKey) */
 let lastKey = '', lastSrc = '', lastMark = -1, lastHost = '', lastPort = -1, lastTag: string | null = null;
 
@@ -197,8 +157,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   /** the batch's first write, kept back, and its socket */
   private heldOut: Buffer | string | null = null;
   private heldSock: net.Socket | null = null;
-  /** a batch's writes leave at the turn's end (turnCork): a network filter adopted the client stream (TLS) */
-  private turnWrites = false;
   /** sockets this batch corked (uncorked at its end) */
   private corkedA: net.Socket | null = null;
   private corkedB: net.Socket | null = null;
@@ -366,7 +324,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    * replies and responses then go through it. Bytes the filter already consumed stay consumed.
    */
   adopt(stream: net.Socket): void {
-    this.turnWrites = true;
     const old = this.sock;
     old.removeAllListeners('end');
     if (this.reading) {
@@ -495,16 +452,12 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
 
   private endBatch(): void {
     this.batching = false;
-    const turn = this.turnWrites;
     const held = this.heldSock;
-    if (held !== null) {
-      if (turn && !held.destroyed) turnCork(held);
-      this.release(held);
-    }
+    if (held !== null) this.release(held);
     const a = this.corkedA, b = this.corkedB;
     this.corkedA = this.corkedB = null;
-    if (a !== null && !a.destroyed) { if (turn) turnCork(a); a.uncork(); }
-    if (b !== null && !b.destroyed) { if (turn) turnCork(b); b.uncork(); }
+    if (a !== null && !a.destroyed) a.uncork();
+    if (b !== null && !b.destroyed) b.uncork();
   }
 
   /** Parses and dispatches client bytes (also the entry point for network filters that decrypt). */
