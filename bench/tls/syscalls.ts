@@ -8,7 +8,7 @@
  *
  * With --keep-alive, requests reuse their connections instead (the per-record path, no handshakes).
  *
- *   bin/node bench/tls/syscalls.ts [--secs 6] [--rounds 2] [--conns 10] [--keep-alive]
+ *   bin/node bench/tls/syscalls.ts [--secs 6] [--rounds 2] [--conns 10] [--keep-alive] [--port 18643 (the origin's; the proxies on the next two)] [--tree /path/to/checkout]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -18,14 +18,21 @@ import { parseArgs } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
 import { benchCa, benchProxyNodeFlags, cpuUs, haproxyCfg, parseWrk, startPinned } from '../support.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, conns: { type: 'string', default: '10' }, 'keep-alive': { type: 'boolean', default: false } } });
-const REPO = resolve(import.meta.dirname, '../..');
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '6' }, rounds: { type: 'string', default: '2' }, conns: { type: 'string', default: '10' }, 'keep-alive': { type: 'boolean', default: false }, port: { type: 'string', default: '18643' }, tree: { type: 'string' } } });
+// --tree: another checkout's proxy (its bench/tls/proxy-server.ts and src/), e.g. main against a branch
+const REPO = resolve(values.tree ?? resolve(import.meta.dirname, '../..'));
 const NAME = 'api.bench.test';
-const ORIGIN = 18643, H_TERM = 18644, M_TERM = 18645;
+const ORIGIN = Number(values.port), H_TERM = ORIGIN + 1, M_TERM = ORIGIN + 2;
 const dir = mkdtempSync(join(tmpdir(), 'bench-tlssys-'));
 const children: ChildProcess[] = [];
 const CALLS = ['read', 'write', 'writev', 'readv', 'epoll_ctl', 'epoll_wait', 'accept4', 'connect', 'close', 'shutdown', 'setsockopt', 'getsockopt', 'getsockname', 'getpeername', 'socket', 'futex', 'mprotect', 'madvise', 'mmap', 'munmap', 'recvfrom', 'sendto', 'sendmsg', 'recvmsg', 'ioctl', 'getrandom', 'clock_gettime', 'brk'];
-const EVENTS = ['raw_syscalls:sys_enter', ...CALLS.map((c) => `syscalls:sys_enter_${c}`)];
+/**
+ * Besides the system calls: the wake-ups the proxy's process makes (the peers it wakes: wrk, the
+ * origin, the agent stand-in), the inter-processor interrupts it sends for them (a peer asleep on
+ * the other CPU), its context switches; counted per request like the calls.
+ */
+const SCHED = ['sched:sched_wakeup', 'sched:sched_switch', 'ipi:ipi_send_cpu', 'ipi:ipi_send_cpumask'];
+const EVENTS = ['raw_syscalls:sys_enter', ...CALLS.map((c) => `syscalls:sys_enter_${c}`), ...SCHED];
 const LUA = join(dir, 'resolve.lua');
 writeFileSync(LUA, 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n');
 const STATS = join(dir, 'origin.sock');
@@ -76,7 +83,7 @@ try {
       const counts = new Map<string, number>();
       for (const line of readFileSync(out, 'utf8').split('\n')) {
         const f = line.split(',');
-        if (f.length > 3 && /^\d+$/.test(f[0]!)) counts.set(f[2]!.replace(/^(raw_)?syscalls:sys_enter_?/, '') || 'all', Number(f[0]));
+        if (f.length > 3 && /^\d+$/.test(f[0]!)) counts.set(f[2]!.replace(/^(raw_)?syscalls:sys_enter_?/, '').replace(/^(sched|ipi):/, '') || 'all', Number(f[0]));
       }
       const per = [...counts].filter(([, n]) => n / w.requests >= 0.05).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${(n / w.requests).toFixed(2)}`).join(', ');
       console.log(`round ${r + 1} ${who}: ${w.requests} requests, ${w.rps.toFixed(0)} req/s, ${cpu.toFixed(0)} µs CPU/req, origin conns/req ${up.toFixed(3)}${h0 && h1 ? `, client handshakes full ${h1.full - h0.full} resumed ${h1.resumed - h0.resumed}` : ''}; µs CPU/req per thread: ${threads}; syscalls per request: ${per}`);
