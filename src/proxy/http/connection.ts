@@ -299,11 +299,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private static readonly onClosed = function (this: ClientStream): void {
     this[kConn]!.destroy();
     this[kReadBuf]?.recycle();
-    // 'close' is the socket's last event: the closed socket no longer leads to the connection.
-    // V8's scavenges keep a closed socket alive until a full collection; whatever it still points
-    // to (the connection, its peers, a TLS stream's interception) would be copied and promoted
-    // with it, connection after connection.
-    this[kConn] = undefined;
   };
   private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
   private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };

@@ -147,7 +147,7 @@ class Interception {
   reader: ClientHelloReader | null = new ClientHelloReader({ maxBytes: 64 * 1024 });
   chunks: Buffer[] = [];
   sni: string | undefined;
-  server: TlsWithState | null = null;
+  server: tls.TLSSocket | null = null;
   /** refused (reset, recorded) or handshake done: nothing more to decide */
   settled = false;
   secure = false;
@@ -177,12 +177,7 @@ class Interception {
   }
 
   readonly onDeadline = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
-  readonly onClose = (): void => {
-    if (!this.secure) this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed');
-    // the closed TLS stream no longer leads here (nor, through here, to the connection): see
-    // connection.ts onClosed
-    if (this.server) this.server[kState] = undefined;
-  };
+  readonly onClose = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); };
 
   /** Client bytes before the TLS handshake: the ClientHello, read and decided. */
   onHello(chunk: Buffer): void {
@@ -193,6 +188,7 @@ class Interception {
     if (r.state === 'need-more') return;
     this.reader = null;
     const raw = this.raw;
+    raw.pause();
     if (r.state === 'error') { this.refuse('error', `${r.code}: ${r.message}`); return; }
     if (r.hello.sni === undefined) { this.refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
     if (this.decide(r.hello.sni)) return;
@@ -200,9 +196,7 @@ class Interception {
     const issuer = f.secrets.issuerNow(this.term, this.ns);
     const leaf = issuer?.certNow(this.sni!);
     if (leaf) { this.startTls(leaf.context); return; }
-    // the first connection of a name (or of a changed Secret): the leaf is issued first, and
-    // nothing more is read from the client meanwhile
-    raw.pause();
+    // the first connection of a name (or of a changed Secret): the leaf is issued first
     f.secrets.issuer(this.term, this.ns).then((iss) => iss.certFor(this.sni!)).then(
       (c) => { if (!this.settled && !raw.destroyed) this.startTls(c.context); },
       (e: Error) => { this.refuse('error', `terminatingTLS: ${e.message}`); },
@@ -229,32 +223,20 @@ class Interception {
     return false;
   }
 
-  /**
-   * The TLS server over the accepted socket, with the leaf's context; the ClientHello read goes
-   * first, handed to the TLS handle as Node's own initRead hands it bytes a socket read before TLS
-   * (`receive`: copied into the TLS handle's input, the handshake answered at once), instead of
-   * going back into the socket (unshift) to be read out again a tick later. When the leaf was
-   * cached the accepted socket was never paused: the TLS handle takes over its reading, with no
-   * read stop and start (two epoll changes) in between; nothing else runs between the last read
-   * and the TLS handle's taking over, so no client byte is read past it.
-   */
+  /** The TLS server over the accepted socket, with the leaf's context; the ClientHello read goes first. */
   startTls(secureContext: tls.SecureContext): void {
-    const server: TlsWithState = new InterceptedSocket(this.raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
+    const raw = this.raw;
+    const chunks = this.chunks;
+    for (let i = chunks.length - 1; i >= 0; i--) raw.unshift(chunks[i]!);
+    chunks.length = 0;
+    const server = new InterceptedSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
     this.server = server;
-    server[kState] = this;
+    (server as TlsWithState)[kState] = this;
     server.on('secure', onSecure);
     server.on('error', onServerError);
     this.conn.adopt(server);
-    // after the listeners: the handshake's first errors are the server's 'error', as any later one
-    const ssl = (server as unknown as { _handle: TlsHandle | null })._handle;
-    const chunks = this.chunks;
-    for (let i = 0; i < chunks.length && ssl !== null; i++) ssl.receive(chunks[i]!);
-    chunks.length = 0;
   }
 }
-
-/** Node's TLS handle (TLSWrap) under a TLSSocket: `receive` takes bytes read before it was made */
-interface TlsHandle { receive(b: Buffer): void }
 
 /** libuv's stream handle under a net.Socket: the bytes it holds that the kernel has not taken */
 interface StreamHandle { writeQueueSize?: number }
@@ -297,8 +279,8 @@ const kState = Symbol('interception');
 type TlsWithState = tls.TLSSocket & { [kState]?: Interception };
 /** the handshake completed: one function for all connections, finding theirs on the socket */
 function onSecure(this: TlsWithState): void {
-  const st = this[kState];
-  if (st === undefined || st.settled) return;
+  const st = this[kState]!;
+  if (st.settled) return;
   st.secure = true;
   st.settled = true;
   const conn = st.conn;
@@ -307,8 +289,7 @@ function onSecure(this: TlsWithState): void {
   st.filter.record(conn, 'forwarded', st.sni, undefined, this, this.isSessionReused());
 }
 function onServerError(this: TlsWithState, e: Error & { code?: string }): void {
-  const st = this[kState];
-  if (st === undefined) return;
+  const st = this[kState]!;
   if (!st.secure) st.refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
   st.filter.logger?.debug({ err: e.message }, 'tls interception');
 }
