@@ -283,6 +283,85 @@ test('attacker: connections closed before the TLS handshake are recorded at once
   assert.deepEqual(r.statuses, [200], r.error);
 });
 
+test('attacker: a ClientHello cut into 1-byte and 64-byte TCP segments and re-framed as 3 TLS records is decided and handed whole to the TLS server, for a cached leaf and for one issued meanwhile; a record sent after it while the leaf is issued reaches the TLS server too (never dropped)', async () => {
+  const { connect, createServer } = await import('node:net');
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // between the TLS client and the proxy: the client's first record (its ClientHello) re-framed as
+  // 3 records and written in pieces, each after a pause (a read of its own); then `after`, if set;
+  // everything else unchanged both ways
+  const mode: { after: Buffer | null } = { after: null };
+  const relay = createServer((c) => {
+    const u = connect(port, '127.0.0.1');
+    u.setNoDelay(true);
+    let head = Buffer.alloc(0);
+    let passed = false;
+    c.on('data', (d: Buffer) => {
+      if (passed) { u.write(d); return; }
+      head = Buffer.concat([head, d]);
+      if (head.length < 5 || head.length < 5 + head.readUInt16BE(3)) return;
+      passed = true;
+      c.pause();
+      const n = 5 + head.readUInt16BE(3);
+      const msg = head.subarray(5, n);
+      const rest = head.subarray(n);
+      const third = Math.ceil(msg.length / 3);
+      const hello = Buffer.concat([0, 1, 2].map((i) => { const p = msg.subarray(i * third, (i + 1) * third); return Buffer.concat([Buffer.from([22, 3, 1, p.length >> 8, p.length & 255]), p]); }));
+      const pieces: Buffer[] = [...hello.subarray(0, 12)].map((b) => Buffer.from([b]));
+      for (let i = 12; i < hello.length; i += 64) pieces.push(hello.subarray(i, i + 64));
+      void (async () => {
+        for (const p of pieces) { if (u.destroyed) return; u.write(p); await sleep(1); }
+        if (mode.after) u.write(mode.after);
+        if (rest.length) u.write(rest);
+        c.resume();
+      })();
+    });
+    u.on('data', (d: Buffer) => c.write(d));
+    c.on('end', () => u.end());
+    u.on('end', () => c.end());
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  const relayPort = (relay.address() as import('node:net').AddressInfo).port;
+  const viaRelay = (servername: string, ca: string) => new Promise<{ statuses: number[]; error?: string }>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: relayPort, servername, ca }, () => {
+      s.write(`GET /v1/models HTTP/1.1\r\nHost: ${servername}\r\nconnection: close\r\n\r\n`);
+    });
+    let text = '';
+    s.on('data', (c: Buffer) => { text += c.toString(); });
+    const done = (error?: string) => resolve({ statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), ...(error ? { error } : {}) });
+    s.on('error', (e: Error & { code?: string }) => done(e.code ?? e.message));
+    s.on('end', () => done());
+  });
+  const kept = secrets.get('default', 'intercept')!;
+  try {
+    // a cached leaf: the hello is decided at its last piece and handed on at once
+    assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+    const before = tlsRecords.length;
+    assert.deepEqual(await viaRelay('api.openai.com', interceptCA.cert), { statuses: [200] });
+    // a leaf issued after the hello (a new CA in the Secret: a new issuer, then the leaf)
+    const ca2 = opensslCA('interception CA, second');
+    secrets.set('default', 'intercept', { 'tls.crt': ca2.cert, 'tls.key': ca2.key });
+    assert.deepEqual(await viaRelay('split.example.com', ca2.cert), { statuses: [200] });
+    assert.deepEqual(tlsRecords.slice(before).map((r) => [r.verdict, r.sni]), [['forwarded', 'api.openai.com'], ['forwarded', 'split.example.com']]);
+    // a record after the hello while the leaf is issued (a third CA): it must reach the TLS server,
+    // which refuses it (not a TLS record), rather than vanish before TLS starts
+    const ca3 = opensslCA('interception CA, third');
+    secrets.set('default', 'intercept', { 'tls.crt': ca3.cert, 'tls.key': ca3.key });
+    mode.after = Buffer.from([23, 3, 3, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    const r = await viaRelay('after.example.com', ca3.cert);
+    assert.ok(r.error !== undefined && r.statuses.length === 0, `the handshake failed: ${JSON.stringify(r)}`);
+    const rec = tlsRecords.at(-1)!;
+    assert.equal(rec.sni, 'after.example.com');
+    assert.equal(rec.verdict, 'error', JSON.stringify(rec));
+  } finally {
+    mode.after = null;
+    secrets.set('default', 'intercept', kept);
+    relay.close();
+  }
+  assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
+});
+
 test('attacker: a client that stalls its TLS handshake (half a ClientHello, or a full one and nothing after) is reset at the handshake deadline with a HANDSHAKE_TIMEOUT record', async () => {
   const { connect, createServer } = await import('node:net');
   const recs: TlsAccessRecord[] = [];
