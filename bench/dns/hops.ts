@@ -4,7 +4,7 @@
  * runs in the pod while `perf record -a` takes every context switch and wake-up and the datagram
  * syscalls of the machine; each query is then followed through its processes:
  *
- *   proxied  client sendmsg ─► proxy wakes, recvmsg ─► (JS) ─► sendmmsg upstream ─► dnsmasq recvmsg
+ *   proxied  client sendmsg ─► proxy wakes, recvmmsg ─► (JS) ─► sendmmsg upstream ─► dnsmasq recvmsg
  *            ─► dnsmasq sendmsg ─► proxy recvmsg ─► (JS) ─► sendmmsg to the client ─► client recvmsg
  *   direct   client sendmsg ─► dnsmasq recvmsg ─► dnsmasq sendmsg ─► client recvmsg
  *
@@ -32,7 +32,9 @@ const server = values.server ?? pods.items.find((p) => p.metadata.name === 'dnsm
 const proxyPid = readFileSync(join(values['state-dir'], 'nodes', 'node1', 'l7proxy.pid'), 'utf8').trim();
 const dir = mkdtempSync(join(tmpdir(), 'bench-dns-hops-'));
 const EVENTS = ['sched:sched_switch', 'sched:sched_waking', 'syscalls:sys_enter_sendmmsg', 'syscalls:sys_exit_sendmmsg', 'syscalls:sys_enter_sendmsg',
-  'syscalls:sys_enter_recvmsg', 'syscalls:sys_exit_recvmsg', 'syscalls:sys_exit_epoll_pwait'];
+  'syscalls:sys_enter_recvmsg', 'syscalls:sys_exit_recvmsg', 'syscalls:sys_exit_recvmmsg', 'syscalls:sys_exit_epoll_pwait'];
+/** a datagram read: Node's recvmsg, or recvmmsg (the proxy's own reads) */
+const READ = 'syscalls:sys_exit_recv';
 
 interface Ev { t: number; tid: string; comm: string; cpu: number; e: string; rest: string }
 /** lat.ts in `pod` under perf, `count` queries (after 500 unrecorded); the events, in time order */
@@ -56,7 +58,7 @@ function busiest(evs: Ev[], comm: string, e: string, not?: string): string {
   for (const v of evs) if (v.comm === comm && v.e === e && v.tid !== not) n.set(v.tid, (n.get(v.tid) ?? 0) + 1);
   return [...n.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
 }
-const ok = (v: Ev) => !v.rest.startsWith('0xf'); // a recvmsg that returned a datagram, not -EAGAIN
+const ok = (v: Ev) => !v.rest.startsWith('0xf'); // a read that returned a datagram, not -EAGAIN
 /**
  * Each query's time stamps: a small state machine over `steps` (thread, event, the mark it sets),
  * restarted at every client send. Beside the steps, for the proxy: when each sendmmsg returned
@@ -77,7 +79,7 @@ function follow(evs: Ev[], steps: Step[], sends: string[]): Record<string, numbe
       else if (v.e === 'sched:sched_switch' && cur[`${send}.done`] !== undefined && cur[`${send}.off`] === undefined) cur[`${send}.off`] = v.t;
     }
     const s = steps[k]!;
-    if (v.tid === s[0] && v.e === s[1] && (!v.e.endsWith('exit_recvmsg') || ok(v))) {
+    if (v.tid === s[0] && (s[1] === READ ? v.e.startsWith(READ) && ok(v) : v.e === s[1])) {
       cur[s[2]] = v.t;
       cur[`${s[2]}.cpu`] = v.cpu;
       if (sends.includes(s[2])) send = s[2];
@@ -99,12 +101,12 @@ try {
   const client = busiest(p, 'MainThread', 'syscalls:sys_enter_sendmsg', proxyPid);
   const dnsmasq = busiest(p, 'dnsmasq', 'syscalls:sys_enter_sendmsg');
   const qp = follow(p, [
-    [client, 'syscalls:sys_enter_sendmsg', 'c_send'], [proxyPid, 'syscalls:sys_exit_recvmsg', 'p1_recv'], [proxyPid, 'syscalls:sys_enter_sendmmsg', 'p1_send'],
-    [dnsmasq, 'syscalls:sys_exit_recvmsg', 'd_recv'], [dnsmasq, 'syscalls:sys_enter_sendmsg', 'd_send'],
-    [proxyPid, 'syscalls:sys_exit_recvmsg', 'p2_recv'], [proxyPid, 'syscalls:sys_enter_sendmmsg', 'p2_send'], [client, 'syscalls:sys_exit_recvmsg', 'c_recv'],
+    [client, 'syscalls:sys_enter_sendmsg', 'c_send'], [proxyPid, READ, 'p1_recv'], [proxyPid, 'syscalls:sys_enter_sendmmsg', 'p1_send'],
+    [dnsmasq, READ, 'd_recv'], [dnsmasq, 'syscalls:sys_enter_sendmsg', 'd_send'],
+    [proxyPid, READ, 'p2_recv'], [proxyPid, 'syscalls:sys_enter_sendmmsg', 'p2_send'], [client, READ, 'c_recv'],
   ], ['p1_send', 'p2_send']);
   report(`proxied (client ${client}, proxy ${proxyPid}, dnsmasq ${dnsmasq})`, qp, [
-    ['c_send', 'p1_recv', 'client send → proxy has the query (wake, epoll, recvmsg)'], ['p1_recv', 'p1_send', 'proxy: query judged, upstream send begins (JS)'],
+    ['c_send', 'p1_recv', 'client send → proxy has the query (wake, epoll, read)'], ['p1_recv', 'p1_send', 'proxy: query judged, upstream send begins (JS)'],
     ['p1_send', 'p1_send.done', 'proxy: sendmmsg upstream (dnsmasq may run inside it)'], ['p1_send.done', 'p1_send.off', 'proxy runs on after that send'],
     ['p1_send', 'd_recv', 'upstream send → dnsmasq has the query'], ['d_recv', 'd_send', 'dnsmasq answers'],
     ['d_send', 'p2_recv', 'dnsmasq send → proxy has the answer'], ['p2_recv', 'p2_send', 'proxy: answer checked, client send begins (JS)'],
@@ -115,7 +117,7 @@ try {
   console.log(`  dnsmasq on the proxy's CPU (upstream send): ${share('p1_send', 'd_recv')}; the client on the proxy's CPU (answer): ${share('p2_send', 'c_recv')}`);
   const d = trace('direct');
   const dclient = busiest(d, 'MainThread', 'syscalls:sys_enter_sendmsg', proxyPid);
-  const qd = follow(d, [[dclient, 'syscalls:sys_enter_sendmsg', 'c_send'], [dnsmasq, 'syscalls:sys_exit_recvmsg', 'd_recv'], [dnsmasq, 'syscalls:sys_enter_sendmsg', 'd_send'], [dclient, 'syscalls:sys_exit_recvmsg', 'c_recv']], []);
+  const qd = follow(d, [[dclient, 'syscalls:sys_enter_sendmsg', 'c_send'], [dnsmasq, READ, 'd_recv'], [dnsmasq, 'syscalls:sys_enter_sendmsg', 'd_send'], [dclient, READ, 'c_recv']], []);
   report(`direct (client ${dclient})`, qd, [['c_send', 'd_recv', 'client send → dnsmasq has the query'], ['d_recv', 'd_send', 'dnsmasq answers'], ['d_send', 'c_recv', 'dnsmasq send → client has the answer'], ['c_send', 'c_recv', 'whole query']]);
 } finally {
   rmSync(dir, { recursive: true, force: true });
