@@ -5,9 +5,9 @@
  * memory, so the steady path allocates nothing per datagram. Both families: every name slot has
  * the size of a sockaddr_in6, a datagram's peer is an interned SockAddr (sock-addr.ts).
  *
- * The sockets stay Node's (dgram): libuv tells us when one is readable (its 'message' event
- * delivers the first datagram), and a drain with recvmmsg takes the rest. Calls never block
- * (MSG_DONTWAIT): an empty queue reads as 0 datagrams.
+ * The sockets stay Node's (dgram): libuv tells us when one is readable (udp-poll.ts, Node reading
+ * nothing; or its 'message' event delivering the first datagram), and recvmmsg reads what is
+ * queued. Calls never block (MSG_DONTWAIT): an empty queue reads as 0 datagrams.
  *
  * Layout (x86-64 and arm64, LP64): struct msghdr 56 bytes (name @0, namelen @8, iov @16,
  * iovlen @24, control @32, controllen @40, flags @48), struct mmsghdr 64 (msg_len @56),

@@ -14,10 +14,12 @@
  *                never dropped.
  *   malformed / truncated / oversized ─► FORMERR (or dropped when there is no header), a flow.
  *
- * Datagrams move in batches (src/sys/udp-batch.ts): Node's 'message' event says a socket is
- * readable and hands over the first datagram; recvmmsg drains the rest into a preallocated
- * arena; every reply and upstream send of that drain is queued per socket and leaves in one
- * sendmmsg when the handler returns (a microtask). A malformed datagram in a batch is judged on
+ * Datagrams move in batches (src/sys/udp-batch.ts): libuv's poll says a listener or an upstream
+ * socket is readable (src/sys/udp-poll.ts: Node itself reads none of them) and recvmmsg reads
+ * what is queued into a preallocated arena; every reply and upstream send of that read is queued
+ * per socket and leaves in one sendmmsg before the callback returns. Where the watch cannot be
+ * set up, Node's 'message' event hands over the first datagram and recvmmsg drains the rest (its
+ * sends leave at the microtask after the handler). A malformed datagram in a batch is judged on
  * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
  *
  * Both families, one path: with `ipv6` a UDP and a TCP listener of each family (IPv6 on ::1, in
@@ -556,8 +558,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   /**
-   * Node read one datagram from `s`; recvmmsg takes the rest queued behind it. A quiet socket (the
-   * last two drains found nothing: one query outstanding) is drained on every 8th datagram only:
+   * Reads what is queued on `fd` (a watched socket's reads: d.empty is 0, nothing is skipped).
+   * Unwatched (Node's 'message'): Node read one datagram; recvmmsg takes the rest queued behind
+   * it. A quiet socket (the last two drains found nothing: one query outstanding) is drained on
+   * every 8th datagram only:
    * libuv reads a lone datagram itself, and a recvmmsg that finds nothing was a syscall on the
    * path of every query and of every answer. A burst ends the quiet within 8 datagrams (libuv
    * reads up to 32 per wake-up meanwhile, one recvmsg each).
