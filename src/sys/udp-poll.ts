@@ -19,6 +19,7 @@
  * watch starts again.
  */
 import type { Socket } from 'node:dgram';
+import { isMainThread } from 'node:worker_threads';
 import koffi from 'koffi';
 
 /** A watch on one socket; stop() before the socket closes. */
@@ -81,7 +82,8 @@ const closing = new Set<unknown>();
 export function watchReadable(s: Socket, fd: number, onReadable: () => void): ReadableWatch | null {
   const u = libuv();
   const handle = dgramHandle(s);
-  if (!u || fd < 0 || typeof handle?.recvStop !== 'function' || typeof handle.recvStart !== 'function') return null;
+  // uv_default_loop() is the main thread's loop: a worker's sockets keep Node's reads
+  if (!isMainThread || !u || fd < 0 || typeof handle?.recvStop !== 'function' || typeof handle.recvStart !== 'function') return null;
   // Node's watcher leaves the fd first: libuv keeps one watcher per fd
   if (handle.recvStop() !== 0) return null;
   const h = koffi.alloc('uint8_t', u.handleSize);
