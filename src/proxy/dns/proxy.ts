@@ -14,10 +14,12 @@
  *                never dropped.
  *   malformed / truncated / oversized ─► FORMERR (or dropped when there is no header), a flow.
  *
- * Datagrams move in batches (src/sys/udp-batch.ts): Node's 'message' event says a socket is
- * readable and hands over the first datagram; recvmmsg drains the rest into a preallocated
- * arena; every reply and upstream send of that drain is queued per socket and leaves in one
- * sendmmsg when the handler returns (a microtask). A malformed datagram in a batch is judged on
+ * Datagrams move in batches (src/sys/udp-batch.ts): libuv's poll says a listener or an upstream
+ * socket is readable (src/sys/udp-poll.ts: Node itself reads none of them) and recvmmsg reads
+ * what is queued into a preallocated arena; every reply and upstream send of that read is queued
+ * per socket and leaves in one sendmmsg before the callback returns. Where the watch cannot be
+ * set up, Node's 'message' event hands over the first datagram and recvmmsg drains the rest (its
+ * sends leave at the microtask after the handler). A malformed datagram in a batch is judged on
  * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
  *
  * Both families, one path: with `ipv6` a UDP and a TCP listener of each family (IPv6 on ::1, in
@@ -41,6 +43,7 @@ import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, answerFactsAt, errorReply, parseQuery, queryAt, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
+import { watchReadable, type ReadableWatch } from '../../sys/udp-poll.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
@@ -226,6 +229,8 @@ interface Drain {
 interface BatchedSocket {
   s: Socket;
   out: SendBatch | null;
+  /** its reads by uv_poll + recvmmsg (udp-poll.ts; null: Node's 'message'); stopped before it closes */
+  watch: ReadableWatch | null;
 }
 
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
@@ -236,7 +241,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
   const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
-  const listeners: { s: Socket; fd: number; family: ProxyFamily }[] = [];
+  const listeners: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
   const upstreams = new Map<string, BatchedSocket>();
   const connecting = new Map<string, Promise<BatchedSocket>>();
@@ -292,6 +297,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     for (let i = 0; i < spent.n; i++) if (freePending.n < 4096) freePending.push(spent.at(i));
     spent.clear();
   };
+  /** A watched socket's reads end here: their sends leave now, not at the microtask after. */
+  function flushNow(): void {
+    if (flushQueued) flushAll();
+  }
   function flushSoon(): void {
     if (!flushQueued) {
       flushQueued = true;
@@ -397,7 +406,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         s.on('error', (e) => deps.log?.warn({ subsys: 'dns-proxy', dst, err: e.message }, 'reply socket'));
         const fd = dgramFd(s);
         try { deps.transparent?.(fd); } catch (e) { deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'IP_TRANSPARENT on reply socket'); }
-        const b: BatchedSocket = { s, out: fd >= 0 ? new SendBatch(fd, 64) : null };
+        const b: BatchedSocket = { s, out: fd >= 0 ? new SendBatch(fd, 64) : null, watch: null };
         replySockets.set(dst, b);
         replyPending.delete(dst);
         resolve(b);
@@ -525,7 +534,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       servfail(pend);
     };
     if (u) u.s.send(out);
-    else upstreamFor(to).then((s2) => s2.s.send(out, (err) => { if (err) fail(); }), fail);
+    else {
+      upstreamFor(to).then((s2) => {
+        // a watched socket sends through its batch only (udp-poll.ts); a lost send ends as SERVFAIL by the sweep
+        if (s2.out) { s2.out.pushCopy(null, 0, out, 0, out.length); queued(s2.out); } else s2.s.send(out, (err) => { if (err) fail(); });
+      }, fail);
+    }
   }
 
   function takePending(id: number): Pending | undefined {
@@ -544,8 +558,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   }
 
   /**
-   * Node read one datagram from `s`; recvmmsg takes the rest queued behind it. A quiet socket (the
-   * last two drains found nothing: one query outstanding) is drained on every 8th datagram only:
+   * Reads what is queued on `fd` (a watched socket's reads: d.empty is 0, nothing is skipped).
+   * Unwatched (Node's 'message'): Node read one datagram; recvmmsg takes the rest queued behind
+   * it. A quiet socket (the last two drains found nothing: one query outstanding) is drained on
+   * every 8th datagram only:
    * libuv reads a lone datagram itself, and a recvmmsg that finds nothing was a syscall on the
    * path of every query and of every answer. A burst ends the quiet within 8 datagrams (libuv
    * reads up to 32 per wake-up meanwhile, one recvmsg each).
@@ -593,7 +609,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       s2.connect(dnsPort, to, (err?: Error) => {
         if (err) { connecting.delete(to); reject(err); return; }
         fd = dgramFd(s2);
-        const b: BatchedSocket = { s: s2, out: fd >= 0 ? new SendBatch(fd, 64) : null };
+        const out = fd >= 0 ? new SendBatch(fd, 64) : null;
+        // watched only with a send batch: nothing may go through Node's send on a watched socket
+        const watch = out ? watchReadable(s2, fd, () => { answers.empty = 0; drain(fd, answers, onBatchedAnswer); flushNow(); }) : null;
+        const b: BatchedSocket = { s: s2, out, watch };
         upstreams.set(to, b);
         resolve(b);
       });
@@ -794,6 +813,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     for (const t of tcpServers.splice(0)) t.srv.close();
     for (const l of listeners.splice(0)) {
       l.fd = -1;
+      l.watch?.stop();
       try { l.s.close(); } catch { /* closed */ }
     }
   }
@@ -801,7 +821,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   /** Binds and makes transparent a family's UDP listener; returns its port. */
   async function listenUdp(family: ProxyFamily, host: string, at: number): Promise<number> {
     const l = createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
-    const entry = { s: l, fd: -1, family };
+    const entry: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null } = { s: l, fd: -1, family, watch: null };
     l.on('message', (m, rinfo) => {
       const from = sockAddrOf(rinfo.address);
       try {
@@ -819,6 +839,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
+    entry.watch = watchReadable(l, fd, () => { queries.empty = 0; drain(fd, queries, onBatchedQuery); flushNow(); });
     deps.transparent?.(fd);
     return l.address().port;
   }
@@ -881,8 +902,9 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       flushAll();
       freePending.clear();
       freeRecords.clear();
-      for (const s of [...upstreams.values(), ...replySockets.values()].map((b) => b.s)) {
-        try { s.close(); } catch { /* closed */ }
+      for (const b of [...upstreams.values(), ...replySockets.values()]) {
+        b.watch?.stop();
+        try { b.s.close(); } catch { /* closed */ }
       }
       replySockets.clear();
       replyPending.clear();

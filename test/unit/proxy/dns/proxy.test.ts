@@ -339,7 +339,7 @@ test('attacker: a burst (read by recvmmsg in batches) with runts, oversized, cut
   } finally { c.close(); await x.close(); }
 });
 
-test('one query outstanding: the answer leaves before its records are handed over; a burst after a quiet spell still goes through recvmmsg', async () => {
+test('one query outstanding: the answer leaves before its records are handed over; every datagram is read by recvmmsg, quiet or in a burst', async () => {
   // the client's socket, to tell whether the answer was sent when each record is handed over
   const c = createSocket('udp4');
   await new Promise<void>((r) => c.bind(0, '127.0.0.1', r));
@@ -372,9 +372,12 @@ test('one query outstanding: the answer leaves before its records are handed ove
     }
     // the first answer waits for its reply socket (bound on first use); the others leave in one sendmmsg
     assert.deepEqual(inSocketAtRecord.slice(1), [true, true, true, true, true], 'each answer left before its response record');
-    const quietBatched = x.proxy.stats().batched;
-    assert.equal(quietBatched, 0, 'a lone datagram is read by libuv, recvmmsg found nothing to add');
-    // a burst: recvmmsg takes over again within 8 datagrams
+    // the sockets are watched (src/sys/udp-poll.ts): Node reads none of them, recvmmsg reads each
+    // query and each answer, one call per wake-up and nothing more
+    const quiet = x.proxy.stats();
+    assert.equal(quiet.batched, 12, 'every query and answer read by recvmmsg, none by Node');
+    assert.ok(quiet.recvCalls <= 24, `one read that finds it, at most one that finds nothing (${quiet.recvCalls} calls)`);
+    // a burst: all of it through recvmmsg
     for (let i = 0; i < 200; i++) c.send(query('api.openai.com', 1000 + i), port, '127.0.0.1');
     await answered(206);
     assert.deepEqual(received.slice(6).sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => 1000 + i));
@@ -679,4 +682,29 @@ test('attacker: a held answer keeps its own facts: answers released while it wai
     assert.deepEqual(told, ['held.example. 198.51.100.7 77', ...Array(3).fill('other.example. 203.0.113.9 5')], 'the name manager is told each answer\'s own addresses');
     assert.deepEqual(records, [...Array(3).fill('other.example. 203.0.113.9 5'), 'held.example. 198.51.100.7 77'], 'the held answer\'s record carries its own facts');
   } finally { await proxy.stop(); up.s.close(); }
+});
+
+test('attacker: an upstream that refuses (ICMP port unreachable on the watched, connected socket) does not stop its answers being read once it is back', async () => {
+  const x = await setup();
+  const port = x.up.port;
+  try {
+    assert.equal(rcode(await ask(x.proxy.boundPort(), query('api.openai.com', 1))), 'NOERROR');
+    // the upstream goes away: the next query draws ECONNREFUSED on the upstream socket (POLLERR,
+    // which stops libuv's poll handle) and ends as SERVFAIL by the sweep
+    x.up.s.close();
+    assert.equal(rcode(await ask(x.proxy.boundPort(), query('api.openai.com', 2))), 'SERVFAIL');
+    // back on the same port: its answers are read again
+    const back = createSocket('udp4');
+    back.on('message', (m, r) => {
+      const q = dnsPacket.decode(m);
+      back.send(dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: 'api.openai.com', ttl: 30, data: '198.51.100.21' }] }), r.port, r.address);
+    });
+    await new Promise<void>((res) => back.bind(port, '127.0.0.1', res));
+    try {
+      const r = await ask(x.proxy.boundPort(), query('api.openai.com', 3));
+      assert.ok(r, 'answered once the upstream is back');
+      assert.equal(rcode(r), 'NOERROR', 'its answer read (not the sweep\'s SERVFAIL)');
+      assert.deepEqual(dnsPacket.decode(r).answers?.map((a) => (a as { data: string }).data), ['198.51.100.21']);
+    } finally { back.close(); }
+  } finally { await x.proxy.stop(); }
 });

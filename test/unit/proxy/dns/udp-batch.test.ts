@@ -7,7 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
-import { RecvBatch, SendBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
+import { execFileSync } from 'node:child_process';
+import { RecvBatch, SendBatch, dgramFd, put64 } from '../../../../src/sys/udp-batch.ts';
 import { sockAddrAt, sockAddrOf, type SockAddr } from '../../../../src/sys/sock-addr.ts';
 
 const addr = (ip: string): SockAddr => sockAddrOf(ip)!;
@@ -192,4 +193,35 @@ test('IPv6: one batch sends to and reads from IPv6 peers (sockaddr_in6), each so
     assert.equal(send.dropped, 1);
     assert.deepEqual((await next).node.map(String), ['after']);
   } finally { rx.close(); tx.close(); }
+});
+
+test('put64: an arena address + offset in two words, across every carry (low halves, low word), as the kernel reads it', () => {
+  const ab = new ArrayBuffer(16);
+  const u32 = new Uint32Array(ab), u16 = new Uint16Array(ab), view = new DataView(ab);
+  const bases = [0x7f00_0000_1000n, 0x7f12_ffff_f000n, 0x7fff_8000_0000n, 0x7fab_c000_fff0n, 0x0000_5555_0000n, 0x7f00_ffff_0000n];
+  const offs = [0, 1, 15, 0xffff, 0x10000, 0x1ffff, 262_144 + 4096, 0x7fff_ffff];
+  for (const base of bases) {
+    const hi = Number(base >> 32n), lo = Number(base & 0xffff_ffffn);
+    for (const off of offs) {
+      u32.fill(0xdeadbeef);
+      put64(u16, u32, 0, hi, lo & 0xffff, lo >>> 16, off);
+      assert.equal(view.getBigUint64(0, true), base + BigInt(off), `base ${base.toString(16)} + ${off}`);
+      assert.equal(u32[2], 0xdeadbeef, 'nothing past its two words');
+    }
+  }
+});
+
+test('put64 makes no heap number per call in any tier (an address whose low word is ≥ 2^31: half of what mmap gives)', () => {
+  // the interpreter alone (--max-opt=0): a sum over the whole low word was a heap number per call there
+  const probe = `
+    const { put64 } = await import(${JSON.stringify(new URL('../../../../src/sys/udp-batch.ts', import.meta.url).href)});
+    const ab = new ArrayBuffer(64), u32 = new Uint32Array(ab), u16 = new Uint16Array(ab);
+    const hi = 0x7f12, lo = 0xc000_1000;
+    const run = (n) => { for (let i = 0; i < n; i++) put64(u16, u32, (i & 3) << 1, hi, lo & 0xffff, lo >>> 16, (i * 977) & 0x3ffff); };
+    run(10_000);
+    const h0 = process.memoryUsage().heapUsed;
+    run(200_000);
+    console.log((process.memoryUsage().heapUsed - h0) / 200_000);`;
+  const out = execFileSync(process.execPath, ['--max-opt=0', '--max-semi-space-size=64', '--min-semi-space-size=64', '--input-type=module', '-e', probe]).toString();
+  assert.ok(Number(out) < 1, `bytes per call: ${out.trim()}`);
 });
