@@ -72,7 +72,8 @@ test('the string table starts over on both ends when full, in step', () => {
   const enc = new RecordEncoder(), dec = new RecordDecoder();
   const names = Array.from({ length: TABLE_MAX + 500 }, (_, i) => `f${i}.fresh.lab.`);
   for (let i = 0; i < names.length; i += 100) {
-    const recs = names.slice(i, i + 100).map((n) => [0, n, names[0]!]);
+    // the name twice: a reference to the table the record's own RESET began, read in the same list
+    const recs = names.slice(i, i + 100).map((n) => [0, n, names[0]!, n]);
     const got = dec.decode(payload(frame(enc, recs)));
     assert.ok(got, `frame at ${i}`);
     assert.deepEqual(got.items, recs);
@@ -90,6 +91,8 @@ test('attacker: a frame that is not one is refused whole (unknown tag, lengths p
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 0x7f]), // unknown tag
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 11, 5, 0]), // STR_REF16 past the (empty) table
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 6, 0, 0, 1, 0]), // STR_REF past the table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 1, 0, 0, 0, 11, 0, 0]), // STR_REF16 in a list, past the (empty) table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 2, 0, 0, 0, 0x81, 11, 0]), // STR_REF16 in a list, cut short
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff]), // a list longer than the frame
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 4, 0xff, 0, 0, 0, 0x61]), // a string past the end
     Buffer.from([0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]), // more records than bytes
