@@ -278,7 +278,11 @@ function plainHttpSni(r: HttpAccessRecord): string | undefined | null {
   if (r.traceId !== undefined || r.parentSpanId !== undefined || r.reason !== undefined || r.headerActions !== undefined || r.ai !== undefined) return null;
   const tls = r.tls;
   if (tls === undefined) return undefined;
-  return tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2 ? tls.sni : null;
+  if (tls.intercepted !== true || typeof tls.sni !== 'string') return null;
+  // no key but the two (counted without Object.keys' array per record)
+  let n = 0;
+  for (const k in tls) if (Object.hasOwn(tls, k)) n++;
+  return n === 2 ? tls.sni : null;
 }
 
 /**
