@@ -243,7 +243,7 @@ test('property: a compact DNS flow reads back equal to the ingested one', () => 
 /** a flow as a reader that keeps it would see it (its own copy, the uuid aside: two Hubbles number apart) */
 const copyOf = (f: Flow): Flow => ({ ...clone(FlowSchema, f), uuid: '' });
 
-test('ingestRecord: with every subscriber borrowing, a DNS flow is the parser\'s scratch, refilled per record; subscribers, the ring and the protobuf bytes get what a keeping subscriber gets', () => {
+test('ingestRecord: with every subscriber borrowing, a DNS or plain HTTP flow is the parser\'s scratch, refilled per record; subscribers, the ring and the protobuf bytes get what a keeping subscriber gets', () => {
   const keep = hubbleOf(), borrow = hubbleOf();
   const kept: Flow[] = [], lent: Flow[] = [], objects = new Set<Flow>();
   keep.onFlow((f) => kept.push(f));
@@ -252,12 +252,19 @@ test('ingestRecord: with every subscriber borrowing, a DNS flow is the parser\'s
   const recs: AccessLogRecord[] = [
     dns(), dns({ ...answer, latencyNs: 41_000n }), dns({ transport: 'TCP', client: { ...dns().client, port: 6000 } }), dns({ ...answer, transport: 'TCP', latencyNs: 7n, direction: 'ingress' }),
     dns({ verdict: 'denied', rcode: 5, query: 'evil.example.', timeMs: T + 1234.5 }), dns({ verdict: 'error', type: 'response', rcode: 2, latencyNs: 0n, server: { ip: 'fd00::53', port: 53, identity: 2 }, client: { ip: 'fd00::5', port: 5353, identity: 12345 } }),
-    http(), // not borrowed: HTTP flows are new as before
+    // plain HTTP (a request, its response, intercepted TLS, a denial, ingress): borrowed
+    http(), http({ type: 'response', code: 200, latencyNs: 153_000, requestTimeMs: T - 1, headers: ['content-length', '2'] }), http({ tls: { sni: 'api.example.com', intercepted: true }, url: 'https://api/v1' }),
+    http({ type: 'response', verdict: 'denied', code: 403, latencyNs: 9_000, headers: [] }), http({ direction: 'ingress', client: { ip: 'fd00::5', port: 40001, identity: 12345 }, server: { ip: 'fd00::6', port: 80, identity: 2 } }),
+    // not borrowed: a trace, a reason, an AI call (kept whole: new flows as before)
+    http({ traceId: '0af7651916cd43dd8448eb211c80319c', parentSpanId: 'b7ad6b7169203331' }), http({ type: 'response', verdict: 'error', code: 503, reason: 'upstream reset', latencyNs: 1 }),
+    http({ ai: { provider: 'openai', operation: 'chat.completions', model: 'gpt-4o', stream: false } }),
+    // borrowed, not kept compactly (TLS not intercepted): copied from the scratch
+    http({ tls: { sni: 'api.example.com', intercepted: false } }),
     dns({ reason: 'ORIGINAL_DESTINATION_UNKNOWN: x', verdict: 'denied' }), dns({ ...answer, latencyNs: 1n << 60n }), // kept whole (a latency past 2^53): copied from the scratch
   ];
   for (const r of recs) { keep.ingestRecord(r); borrow.ingestRecord(r); }
   assert.deepEqual(lent, kept.map(copyOf));
-  assert.equal(objects.size, 2, 'one scratch Flow for the DNS records, one new Flow for the HTTP record');
+  assert.equal(objects.size, 4, 'one scratch Flow for the DNS and plain HTTP records, a new Flow for each HTTP record with a trace, a reason or an AI call');
   const ringOf = (h: ReturnType<typeof hubbleOf>) => ringFlows(h).map(copyOf);
   assert.deepEqual(ringOf(borrow), ringOf(keep));
   ringFlows(borrow).forEach((f, i) => assert.deepEqual(toBinary(FlowSchema, { ...f, uuid: '' }), toBinary(FlowSchema, { ...ringFlows(keep)[i]!, uuid: '' })));
@@ -285,7 +292,7 @@ test('ingestRecord: a subscriber that keeps flows gets new DNS flows (no borrowi
   assert.equal(lent[0], lent[1], 'borrowed again once the keeper left');
 });
 
-test('property: borrowed DNS flows read, in the call and from the ring, as the flows a keeping subscriber gets', () => {
+test('property: borrowed DNS and HTTP flows read, in the call and from the ring, as the flows a keeping subscriber gets', () => {
   const rec = fc.record({
     type: fc.constantFrom('request' as const, 'response' as const), verdict: fc.constantFrom('forwarded' as const, 'denied' as const, 'error' as const),
     direction: fc.constantFrom('egress' as const, 'ingress' as const), transport: fc.constantFrom('UDP' as const, 'TCP' as const), dt: fc.double({ min: 0, max: 5e6, noNaN: true }),
@@ -299,7 +306,10 @@ test('property: borrowed DNS flows read, in the call and from the ring, as the f
     keep.onFlow((f) => kept.push(f));
     borrow.onFlow((f) => lent.push(copyOf(f)), { borrows: true });
     for (const r of recs) {
-      const d: AccessLogRecord = r.http ? http({ timeMs: T + r.dt }) : dns({
+      const d: AccessLogRecord = r.http ? http({
+        type: r.type, verdict: r.verdict, direction: r.direction, timeMs: T + r.dt, client: { ...http().client, port: r.port }, ...(r.type === 'response' ? { code: 200 + (r.port % 300), latencyNs: r.port * 1000, headers: ['content-length', String(r.port % 7)] } : {}),
+        ...(r.transport === 'TCP' ? { tls: { sni: 'api.example.com', intercepted: true }, url: 'https://api/v1' } : {}),
+      }) : dns({
         type: r.type, verdict: r.verdict, direction: r.direction, transport: r.transport, timeMs: T + r.dt, client: { ...dns().client, port: r.port },
         server: { ip: r.server, port: 53, identity: 2 }, query: r.query, ...(r.rcode !== undefined ? { rcode: r.rcode } : {}), ...(r.ips ? { ips: r.ips } : {}),
         ...(r.latencyNs !== undefined ? { latencyNs: r.latencyNs } : {}),
