@@ -279,6 +279,11 @@ function createDnsMessages(): (rec: DnsAccessRecord) => DnsShared {
 }
 
 /** A DNS flow's Layer7: a request's shared one, or one of its own (a latency, or a response). */
+/** a DNS record's latency (ns, a number on the wire and in the record) as the flow's uint64 */
+function dnsLatency(ns: number | undefined): bigint {
+  return ns === undefined || !(ns > 0) ? 0n : BigInt(Math.round(ns));
+}
+
 function dnsL7(shared: DnsShared, isResp: boolean, latencyNs: bigint): Layer7 {
   if (!isResp && latencyNs === 0n && shared.request) return shared.request;
   return { $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs, record: shared.record };
@@ -292,7 +297,7 @@ function dnsPart(rec: DnsAccessRecord, shared: DnsShared): L7Part {
     isReply: isResp,
     verdict: dnsVerdict(rec.verdict),
     transport: rec.transport,
-    l7: dnsL7(shared, isResp, rec.latencyNs ?? 0n),
+    l7: dnsL7(shared, isResp, dnsLatency(rec.latencyNs)),
     summary: shared.summary,
     // the DNS proxy's flows carry no proxy port (it is not a redirect of the connection's own port)
     proxyPort: 0,
@@ -645,7 +650,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     const l4 = scratchLayer4(rec.transport === 'UDP' ? L4_UDP : L4_TCP, src.port, dst.port);
     refillL7Flow(
       scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
-      dnsL7(shared, isResp, rec.latencyNs ?? 0n), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
+      dnsL7(shared, isResp, dnsLatency(rec.latencyNs)), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
     );
     return scratch;
   };

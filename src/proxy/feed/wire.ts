@@ -138,7 +138,7 @@ function dnsAnswer(out: FieldSink, r: DnsAccessRecord): void {
   out.value(r.ttl ?? -1);
   out.value(r.cnames ?? 0);
   out.value(r.rrtypes ?? 0);
-  out.value(r.latencyNs === undefined ? -1 : Number(r.latencyNs));
+  out.value(r.latencyNs === undefined ? -1 : r.latencyNs);
   out.value(r.reason ?? '');
 }
 
@@ -386,7 +386,7 @@ function withAnswer(r: DnsAccessRecord, rcode: number, ips: DnsAccessRecord['ips
   if (ttl >= 0) r.ttl = ttl;
   if (cnames !== 0) r.cnames = cnames;
   if (rrtypes !== 0) r.rrtypes = rrtypes;
-  if (latencyNs >= 0) r.latencyNs = BigInt(latencyNs);
+  if (latencyNs >= 0) r.latencyNs = latencyNs;
   if (reason) r.reason = reason;
   return r;
 }
