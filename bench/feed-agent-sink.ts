@@ -21,6 +21,7 @@ export function standInSink(remoteLabels: string[], noring = false): (rec: Acces
     hubble.ring.pushCompact = () => {};
   }
   const metrics = createHubbleMetrics('http flow');
-  hubble.onFlow((f) => metrics.process(f));
+  // as the agent subscribes its metrics (compose.ts): borrowing (the flow read during the call only)
+  hubble.onFlow((f) => metrics.process(f), { borrows: true });
   return (rec) => hubble.ingestRecord(rec);
 }

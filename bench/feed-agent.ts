@@ -5,6 +5,10 @@
  * agent does. Started by bench/proxy-harness.ts as a child (same CPU pinning as the proxy).
  *
  *   bin/node bench/feed-agent.ts SOCKET [REMOTE-LABELS-JSON]
+ *
+ * MEMBRANE_BENCH_STANDIN=decode (e.g. `bench/tls/ab.ts --b-env MEMBRANE_BENCH_STANDIN=decode`):
+ * the records are read and decoded but no flow is made: what the flows' work costs, apart from
+ * receiving the messages.
  */
 import { createFeedServer } from '../src/proxy/feed/server.ts';
 import { decodeRecords } from '../src/proxy/feed/wire.ts';
@@ -13,7 +17,8 @@ import { standInSink } from './feed-agent-sink.ts';
 const socketPath = process.argv[2]!;
 /** the remote peer's labels (the origin's), as the proxy's harness resolves them */
 const remoteLabels = JSON.parse(process.argv[3] ?? '["k8s:app=server"]') as string[];
-const sink = standInSink(remoteLabels);
+// MEMBRANE_BENCH_STANDIN=decode: records decoded and counted, no flows (what the flows' work on the proxy's CPU costs the proxy)
+const sink = process.env.MEMBRANE_BENCH_STANDIN === 'decode' ? () => {} : standInSink(remoteLabels);
 let n = 0;
 const server = createFeedServer({
   socketPath, fingerprint: () => '1',

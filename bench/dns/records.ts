@@ -45,7 +45,7 @@ function query(i: number): [DnsAccessRecord, DnsAccessRecord] {
     { l7: 'dns', direction: 'egress', timeMs: Date.now(), type: 'request', client, server, transport: 'UDP', query, qtypes: ['A'], verdict: 'forwarded' },
     {
       l7: 'dns', direction: 'egress', timeMs: Date.now(), type: 'response', client, server, transport: 'UDP', query, qtypes: ['A'], verdict: 'forwarded',
-      rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 50_000n,
+      rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 50_000,
     },
   ];
 }

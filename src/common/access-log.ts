@@ -101,7 +101,7 @@ export interface DnsAccessRecord extends AccessRecordBase {
   cnames?: string[];
   rrtypes?: string[];
   /** answer time − query time (responses) */
-  latencyNs?: bigint;
+  latencyNs?: number;
   /** why the proxy refused a query without judging it (stable code first: `ORIGINAL_DESTINATION_UNKNOWN: ...`) */
   reason?: string;
 }

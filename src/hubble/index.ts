@@ -8,7 +8,7 @@ import type { DatapathEvent } from '../datapath/types.ts';
 import { createFlowBuilder, keepDatapathFlow, type EndpointResolver } from './flow.ts';
 import { createFlowIdSource } from './flow-id.ts';
 import { createL7Parser } from './l7-parser.ts';
-import type { AccessLogRecord } from '../common/access-log.ts';
+import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../common/access-log.ts';
 import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
@@ -175,10 +175,12 @@ export function createHubble(deps: HubbleDeps): Hubble {
       store(flow);
     },
     ingestRecord(rec) {
-      // a DNS record's flow is borrowed (the parser's scratch, refilled by the next) when every
-      // subscriber borrows: the ring keeps it compactly, so a query leaves no Flow behind
-      const borrowed = rec.l7 === 'dns' && keepers.size === 0;
-      const flow = borrowed ? parseL7.borrow(rec) : parseL7(rec);
+      // a DNS or plain HTTP record's flow is borrowed (the parser's scratch, refilled by the next)
+      // when every subscriber borrows: the ring keeps it compactly, so a query or a request leaves
+      // no Flow behind (the agent's metrics borrow: compose.ts). HTTP with a trace, an AI call or a
+      // reason is kept whole (keep()): made new, not copied from the scratch.
+      const borrowed = keepers.size === 0 && (rec.l7 === 'dns' || (rec.l7 === 'http' && rec.traceId === undefined && rec.ai === undefined && rec.reason === undefined));
+      const flow = borrowed ? parseL7.borrow(rec as DnsAccessRecord | HttpAccessRecord) : parseL7(rec);
       // the parser leaves the uuid empty: `ids` holds the one finish() gives it
       finish(flow);
       const timeMs = publish(flow);

@@ -279,6 +279,11 @@ function createDnsMessages(): (rec: DnsAccessRecord) => DnsShared {
 }
 
 /** A DNS flow's Layer7: a request's shared one, or one of its own (a latency, or a response). */
+/** a DNS record's latency (ns, a number on the wire and in the record) as the flow's uint64 */
+function dnsLatency(ns: number | undefined): bigint {
+  return ns === undefined || !(ns > 0) ? 0n : BigInt(Math.round(ns));
+}
+
 function dnsL7(shared: DnsShared, isResp: boolean, latencyNs: bigint): Layer7 {
   if (!isResp && latencyNs === 0n && shared.request) return shared.request;
   return { $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs, record: shared.record };
@@ -292,7 +297,7 @@ function dnsPart(rec: DnsAccessRecord, shared: DnsShared): L7Part {
     isReply: isResp,
     verdict: dnsVerdict(rec.verdict),
     transport: rec.transport,
-    l7: dnsL7(shared, isResp, rec.latencyNs ?? 0n),
+    l7: dnsL7(shared, isResp, dnsLatency(rec.latencyNs)),
     summary: shared.summary,
     // the DNS proxy's flows carry no proxy port (it is not a redirect of the connection's own port)
     proxyPort: 0,
@@ -342,12 +347,13 @@ function neverPod(identity: number): boolean {
 export interface L7Parser {
   (rec: AccessLogRecord): Flow;
   /**
-   * A DNS record's flow written into the parser's one scratch Flow (its Timestamp and Layer4 too),
-   * valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for Hubble's
-   * ingest when every reader reads the flow during the call only (index.ts ingestRecord). Equal
-   * to parse(rec); its DNS message, Layer7, IP and endpoint messages are the shared ones.
+   * A DNS or HTTP record's flow written into the parser's one scratch Flow (its Timestamp and
+   * Layer4 too), valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for
+   * Hubble's ingest when every reader reads the flow during the call only (index.ts ingestRecord).
+   * Equal to parse(rec); its DNS or HTTP message, a request's Layer7, IP and endpoint messages are
+   * the shared ones (a response's Layer7, with its own latency, is new).
    */
-  borrow(rec: DnsAccessRecord): Flow;
+  borrow(rec: DnsAccessRecord | HttpAccessRecord): Flow;
   /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
@@ -604,26 +610,47 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     );
   } as L7Parser;
 
-  // The scratch Flow of borrow(): the first borrowed DNS flow, with one Layer4 per kind (L4_UDP, L4_TCP).
+  // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP).
   let scratch: Flow | undefined;
   const scratchL4: (Layer4 | undefined)[] = [];
+  const scratchLayer4 = (kind: number, src: number, dst: number): Layer4 => {
+    const l4 = scratchL4[kind];
+    if (!l4) return (scratchL4[kind] = l7Layer4(kind === L4_UDP, src, dst));
+    refillLayer4(l4, src, dst, undefined);
+    return l4;
+  };
   parse.borrow = (rec) => {
     if (!scratch) {
       scratch = parse(rec);
-      scratchL4[rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
+      scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
       return scratch;
+    }
+    if (rec.l7 === 'http') {
+      // as parse(): the HTTP part (its messages the shared ones), written into the scratch
+      lastDns = undefined;
+      const part = httpPart(rec, httpShared(rec));
+      const src = part.isReply ? rec.server : rec.client;
+      const dst = part.isReply ? rec.client : rec.server;
+      const f = scratch;
+      refillL7Flow(
+        f, rec.timeMs, undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), scratchLayer4(L4_TCP, src.port, dst.port), endpoint(src), endpoint(dst), opts.nodeName,
+        part.l7, rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, part.isReply, part.summary,
+      );
+      f.destinationNames = part.destinationNames ?? NONE;
+      f.dropReasonDesc = part.dropReasonDesc ?? 0;
+      f.proxyPort = part.proxyPort;
+      f.traceContext = part.traceContext;
+      f.extensions = part.extensions;
+      return f;
     }
     const shared = (lastDns = dnsShared(rec));
     const isResp = rec.type === 'response';
     const src = isResp ? rec.server : rec.client;
     const dst = isResp ? rec.client : rec.server;
-    const kind = rec.transport === 'UDP' ? L4_UDP : L4_TCP;
-    let l4 = scratchL4[kind];
-    if (l4) refillLayer4(l4, src.port, dst.port, undefined);
-    else l4 = scratchL4[kind] = l7Layer4(kind === L4_UDP, src.port, dst.port);
+    const l4 = scratchLayer4(rec.transport === 'UDP' ? L4_UDP : L4_TCP, src.port, dst.port);
     refillL7Flow(
       scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
-      dnsL7(shared, isResp, rec.latencyNs ?? 0n), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
+      dnsL7(shared, isResp, dnsLatency(rec.latencyNs)), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
     );
     return scratch;
   };

@@ -199,9 +199,12 @@ function epochMs(): number {
   return epochAnchor + performance.now();
 }
 
-/** ns since `t0` (performance.now()), as a record's latency */
-function latencySince(t0: number): bigint {
-  return BigInt(Math.max(0, Math.round((performance.now() - t0) * 1e6)));
+/**
+ * ns since `t0` (performance.now()), as a record's latency: a small integer (a Smi up to ~1 s), so
+ * a response makes no BigInt; the flow's BigInt is the agent's to make.
+ */
+function latencySince(t0: number): number {
+  return Math.max(0, Math.round((performance.now() - t0) * 1e6));
 }
 
 export interface DNSProxy {
@@ -386,7 +389,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     flushSoon();
   }
   /** A response record's answer: its rcode, facts and latency. */
-  function answered(r: DnsAccessRecord, rcode: number, ips: string[], ttl: number, cnames: string[], rrtypes: string[], latencyNs: bigint): DnsAccessRecord {
+  function answered(r: DnsAccessRecord, rcode: number, ips: string[], ttl: number, cnames: string[], rrtypes: string[], latencyNs: number): DnsAccessRecord {
     r.rcode = rcode; r.ips = ips; r.ttl = ttl; r.cnames = cnames; r.rrtypes = rrtypes; r.latencyNs = latencyNs;
     return r;
   }
@@ -710,7 +713,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const client = peer(clientIp, clientPort);
     let up: NetSocket | undefined;
     let upBuf: Buffer = Buffer.alloc(0);
-    const waiting = new Map<number, { qname: string; qtypes: string[]; t0: bigint }>();
+    const waiting = new Map<number, { qname: string; qtypes: string[]; t0: number }>();
     const onAnswer = (msg: Buffer): void => {
       const w = waiting.get(msg.readUInt16BE(0));
       if (!w) return;
@@ -719,14 +722,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         st.servfail++;
         const r = errorReply(msg, RCODE.SERVFAIL);
         if (r && !c.destroyed) c.write(framed(r));
-        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'error'), RCODE.SERVFAIL, [], 0, [], [], process.hrtime.bigint() - w.t0));
+        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'error'), RCODE.SERVFAIL, [], 0, [], [], latencySince(w.t0)));
       };
       const facts = answerFacts(msg);
       // an answer that does not decode is never forwarded (as over UDP)
       if (facts === null) { fail(); return; }
       const release = (): void => {
         if (!c.destroyed) c.write(framed(msg));
-        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'forwarded'), facts.rcode, facts.ips, facts.ttl, facts.cnames, facts.rrtypes, process.hrtime.bigint() - w.t0));
+        emit(answered(record('response', client, server, 'TCP', w.qname, w.qtypes, 'forwarded'), facts.rcode, facts.ips, facts.ttl, facts.cnames, facts.rrtypes, latencySince(w.t0)));
       };
       const wait = holdFor(ep.id, w.qname, facts);
       if (wait === null) { release(); return; }
@@ -783,7 +786,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           continue;
         }
         st.allowed++;
-        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: process.hrtime.bigint() });
+        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: performance.now() });
         upstream().write(framed(msg));
       }
     });

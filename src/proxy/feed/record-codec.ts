@@ -38,11 +38,22 @@ const U32 = 1, NEG1 = 2, F64 = 3, STR = 4, STR_NEW = 5, STR_REF = 6, ARR = 7, JS
 const INTERN_MAX = 64;
 /** Remembered strings per connection at most (then the table starts over). */
 export const TABLE_MAX = 8192;
+/**
+ * Slots of text(): the last string written at each and its table number. A record's strings are
+ * mostly the ones the last record had at the same place (addresses, method, host, url, header
+ * names and values), but new string objects per request (the proxy's parser slices them): a Map
+ * lookup hashes each whole (~0.1 µs for an url, `string` the largest of the proxy's record cost,
+ * --cpu-prof); comparing with the slot's last one is a length check and a memcmp.
+ */
+export const TEXT_SLOTS = 64;
 
 export class RecordEncoder {
   private buf = Buffer.allocUnsafe(64 * 1024);
   private at = 0;
   private table = new Map<string, number>();
+  /** text()'s slots: the last string at each (undefined: none since the table last started over) and its number */
+  private slotText: (string | undefined)[] = new Array<string | undefined>(TEXT_SLOTS).fill(undefined);
+  private slotRef = new Uint16Array(TEXT_SLOTS);
   private start = 0;
   private count = 0;
 
@@ -146,30 +157,61 @@ export class RecordEncoder {
     this.bytes(JSON_V, JSON.stringify(v) ?? 'null');
   }
 
-  private string(s: string): void {
-    if (s.length > INTERN_MAX) { this.bytes(STR, s); return; }
-    const ref = this.table.get(s);
-    if (ref !== undefined) {
-      this.room(5);
-      if (ref < 65536) {
-        this.buf[this.at] = STR_REF16;
-        this.buf[this.at + 1] = ref & 255;
-        this.buf[this.at + 2] = ref >>> 8;
-        this.at += 3;
-        return;
-      }
-      this.buf[this.at] = STR_REF;
-      this.buf.writeUInt32LE(ref, this.at + 1);
-      this.at += 5;
+  /**
+   * A string as value() writes it (the same bytes), first compared with the last one written at
+   * `slot` (0 … TEXT_SLOTS-1: one per place in a record, the caller's numbering).
+   */
+  text(s: string, slot: number): void {
+    // a record missing a field (a unit test's) writes it as value() does: JSON null, never a slot's reference
+    if (typeof s !== 'string') { this.value(s); return; }
+    if (s === this.slotText[slot]) { this.ref(this.slotRef[slot]!); return; }
+    const ref = this.string(s);
+    if (ref >= 0) { this.slotText[slot] = s; this.slotRef[slot] = ref; }
+  }
+
+  /** A list of strings as value() writes it, its i-th string at slot `slot + i` while there are slots. */
+  texts(list: readonly string[], slot: number): void {
+    if (!Array.isArray(list)) { this.value(list); return; }
+    const n = list.length;
+    this.room(5 + 9 * n);
+    this.buf[this.at] = ARR;
+    this.buf.writeUInt32LE(n, this.at + 1);
+    this.at += 5;
+    for (let i = 0; i < n; i++) {
+      if (slot + i < TEXT_SLOTS) this.text(list[i]!, slot + i);
+      else this.value(list[i]);
+    }
+  }
+
+  private ref(ref: number): void {
+    this.room(5);
+    if (ref < 65536) {
+      this.buf[this.at] = STR_REF16;
+      this.buf[this.at + 1] = ref & 255;
+      this.buf[this.at + 2] = ref >>> 8;
+      this.at += 3;
       return;
     }
+    this.buf[this.at] = STR_REF;
+    this.buf.writeUInt32LE(ref, this.at + 1);
+    this.at += 5;
+  }
+
+  /** Writes `s`; its table number (-1: sent whole, not remembered). */
+  private string(s: string): number {
+    if (s.length > INTERN_MAX) { this.bytes(STR, s); return -1; }
+    const ref = this.table.get(s);
+    if (ref !== undefined) { this.ref(ref); return ref; }
     if (this.table.size >= TABLE_MAX) {
       this.table.clear();
+      this.slotText.fill(undefined);
       this.room(1);
       this.buf[this.at++] = RESET;
     }
-    this.table.set(s, this.table.size);
+    const n = this.table.size;
+    this.table.set(s, n);
     this.bytes(STR_NEW, s);
+    return n;
   }
 
   private bytes(tag: number, s: string): void {
@@ -278,7 +320,25 @@ export class RecordDecoder {
         // each value takes a byte at least
         if (n > this.end - this.at) throw new BadFrame();
         const a: unknown[] = new Array(n);
-        for (let i = 0; i < n; i++) a[i] = this.value(depth + 1);
+        const buf = this.buf;
+        let table = this.table;
+        for (let i = 0; i < n; i++) {
+          // a record's values are nearly all small numbers and known strings: read here, not
+          // through a call each (value() was the agent's largest piece per record, --cpu-prof)
+          const at = this.at;
+          const t = at < this.end ? buf[at]! : -1;
+          if (t >= SMALL) { a[i] = t - SMALL; this.at = at + 1; continue; }
+          if (t === STR_REF16 && at + 3 <= this.end) {
+            const s = table[buf[at + 1]! | (buf[at + 2]! << 8)];
+            if (s === undefined) throw new BadFrame();
+            a[i] = s;
+            this.at = at + 3;
+            continue;
+          }
+          a[i] = this.value(depth + 1);
+          // a RESET among them makes a new table
+          table = this.table;
+        }
         return a;
       }
       case JSON_V: return JSON.parse(this.text()) as unknown;

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
-import { FRAME_HEADER, FRAME_MARK, type RecordEncoder } from './record-codec.ts';
+import { FRAME_HEADER, FRAME_MARK, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -138,17 +138,17 @@ function dnsAnswer(out: FieldSink, r: DnsAccessRecord): void {
   out.value(r.ttl ?? -1);
   out.value(r.cnames ?? 0);
   out.value(r.rrtypes ?? 0);
-  out.value(r.latencyNs === undefined ? -1 : Number(r.latencyNs));
+  out.value(r.latencyNs === undefined ? -1 : r.latencyNs);
   out.value(r.reason ?? '');
 }
 
 /** The client's and the server's values, in the order every access record has them. */
 function peerFields(out: FieldSink, c: AccessPeer, s: AccessPeer): void {
-  out.value(c.ip);
+  out.text(c.ip, SLOT_CLIENT_IP);
   out.value(c.port);
   out.value(c.identity);
   out.value(c.endpoint?.id ?? 0);
-  out.value(s.ip);
+  out.text(s.ip, SLOT_SERVER_IP);
   out.value(s.port);
   out.value(s.identity);
   out.value(s.endpoint?.id ?? 0);
@@ -278,17 +278,35 @@ function plainHttpSni(r: HttpAccessRecord): string | undefined | null {
   if (r.traceId !== undefined || r.parentSpanId !== undefined || r.reason !== undefined || r.headerActions !== undefined || r.ai !== undefined) return null;
   const tls = r.tls;
   if (tls === undefined) return undefined;
-  return tls.intercepted === true && typeof tls.sni === 'string' && Object.keys(tls).length === 2 ? tls.sni : null;
+  if (tls.intercepted !== true || typeof tls.sni !== 'string') return null;
+  // no key but the two (counted without Object.keys' array per record)
+  let n = 0;
+  for (const k in tls) if (Object.hasOwn(tls, k)) n++;
+  return n === 2 ? tls.sni : null;
 }
 
-/** Where httpFields writes its values: the frame encoder (pushRecord) or an array (encodeRecord). */
-interface FieldSink { value(v: number | string | readonly string[]): void }
+/**
+ * Where the fields go: the frame encoder (pushRecord) or an array (encodeRecord). text() and
+ * texts() write what value() would; the encoder first compares with the last string at the same
+ * slot (record-codec.ts text(): no hash of a new string object equal to the last record's).
+ */
+interface FieldSink {
+  value(v: number | string | readonly string[]): void;
+  text(s: string, slot: number): void;
+  texts(list: readonly string[], slot: number): void;
+}
 
 class ArraySink implements FieldSink {
   readonly a: unknown[];
   constructor(tag: number) { this.a = [tag]; }
   value(v: number | string | readonly string[]): void { this.a.push(v); }
+  text(s: string): void { this.a.push(s); }
+  texts(list: readonly string[]): void { this.a.push(list); }
 }
+
+/** text() slots (record-codec.ts TEXT_SLOTS): one per place a string has in a record, the HTTP headers' by position. */
+const SLOT_CLIENT_IP = 0, SLOT_SERVER_IP = 1, SLOT_METHOD = 2, SLOT_URL = 3, SLOT_HOST = 4, SLOT_PATH = 5, SLOT_PROTOCOL = 6, SLOT_SNI = 7;
+const SLOT_REQUEST_HEADERS = 8, SLOT_RESPONSE_HEADERS = 8 + (TEXT_SLOTS - 8) / 2;
 
 /**
  * A tag-2 or tag-4 record's values after its tag, in HttpFields' order (tag 4: the server name
@@ -301,16 +319,17 @@ function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined
   out.value(r.timeMs);
   peerFields(out, r.client, r.server);
   out.value(r.endpointId);
-  out.value(r.method);
-  out.value(r.url);
-  out.value(r.host);
-  out.value(r.path);
-  out.value(r.protocol);
-  out.value(r.headers);
+  out.text(r.method, SLOT_METHOD);
+  out.text(r.url, SLOT_URL);
+  out.text(r.host, SLOT_HOST);
+  out.text(r.path, SLOT_PATH);
+  out.text(r.protocol, SLOT_PROTOCOL);
+  // a long request's header list runs on into the response's slots: they are a cache, the bytes the same
+  out.texts(r.headers, r.type === 'request' ? SLOT_REQUEST_HEADERS : SLOT_RESPONSE_HEADERS);
   out.value(r.code);
   out.value(r.latencyNs);
   out.value(r.requestTimeMs ?? -1);
-  if (sni !== undefined) out.value(sni);
+  if (sni !== undefined) out.text(sni, SLOT_SNI);
 }
 
 /**
@@ -367,7 +386,7 @@ function withAnswer(r: DnsAccessRecord, rcode: number, ips: DnsAccessRecord['ips
   if (ttl >= 0) r.ttl = ttl;
   if (cnames !== 0) r.cnames = cnames;
   if (rrtypes !== 0) r.rrtypes = rrtypes;
-  if (latencyNs >= 0) r.latencyNs = BigInt(latencyNs);
+  if (latencyNs >= 0) r.latencyNs = latencyNs;
   if (reason) r.reason = reason;
   return r;
 }

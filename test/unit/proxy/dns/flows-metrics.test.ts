@@ -18,7 +18,7 @@ test('request and response flows carry Hubble DNS fields and summaries', () => {
   assert.equal(req.isReply, false);
   assert.equal(req.eventType?.type, 129);
   assert.equal(req.source?.podName, 'client');
-  const res = buildDNSFlow({ type: 'response', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'], latencyNs: 1000n });
+  const res = buildDNSFlow({ type: 'response', client, server, transport: 'UDP', query: 'api.openai.com.', qtypes: ['A'], verdict: 'forwarded', rcode: 0, ips: ['198.51.100.20'], ttl: 30, rrtypes: ['A'], latencyNs: 1000 });
   assert.equal(res.Summary, 'DNS Answer "198.51.100.20" TTL: 30 (Proxy api.openai.com. A)');
   assert.equal(res.source?.podName, 'coredns', 'responses come from the server');
   assert.equal(res.isReply, true);

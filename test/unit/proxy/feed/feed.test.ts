@@ -475,7 +475,7 @@ test('access records cross the feed without endpoints or labels, and the agent m
     { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600123.5, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'],
       client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.96.0.10', port: 53, identity: 258, endpoint: dnsServer } },
     { l7: 'dns', type: 'response', direction: 'egress', timeMs: 1764921600124, verdict: 'forwarded', transport: 'UDP', query: 'q1.bench.lab.', qtypes: ['A'], rcode: 0,
-      ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 123456n,
+      ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 123456,
       client: { ip: '10.244.1.5', port: 40000, identity: 259, endpoint: client }, server: { ip: '10.244.2.9', port: 53, identity: 300, labels: ['k8s:k8s-app=kube-dns'] } },
     { l7: 'dns', type: 'request', direction: 'egress', timeMs: 1764921600125, verdict: 'denied', transport: 'UDP', query: 'x.lab.', qtypes: ['AAAA'], reason: 'ORIGINAL_DESTINATION_UNKNOWN: test',
       client: { ip: '10.244.1.5', port: 40001, identity: 259, endpoint: client }, server: { ip: '0.0.0.0', port: 53, identity: 2 } },
@@ -531,7 +531,7 @@ test('feed: a DNS response after its request in the same message travels as the 
   const pair = (n: number): [AccessLogRecord, AccessLogRecord] => {
     const client = { ip: '10.244.1.2', port: 30000 + n, identity: 1000 };
     const q = { l7: 'dns', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: n, client, server: server53, transport: 'UDP', query: `q${n}.bench.lab.`, qtypes: ['A'] } as AccessLogRecord;
-    const a = { l7: 'dns', type: 'response', verdict: 'forwarded', direction: 'egress', timeMs: n + 0.5, client, server: server53, transport: 'UDP', query: `q${n}.bench.lab.`, qtypes: ['A'], rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 1234n } as AccessLogRecord;
+    const a = { l7: 'dns', type: 'response', verdict: 'forwarded', direction: 'egress', timeMs: n + 0.5, client, server: server53, transport: 'UDP', query: `q${n}.bench.lab.`, qtypes: ['A'], rcode: 0, ips: ['198.51.100.77'], ttl: 300, cnames: [], rrtypes: ['A'], latencyNs: 1234 } as AccessLogRecord;
     return [q, a];
   };
   const sent: AccessLogRecord[] = [];

@@ -72,7 +72,8 @@ test('the string table starts over on both ends when full, in step', () => {
   const enc = new RecordEncoder(), dec = new RecordDecoder();
   const names = Array.from({ length: TABLE_MAX + 500 }, (_, i) => `f${i}.fresh.lab.`);
   for (let i = 0; i < names.length; i += 100) {
-    const recs = names.slice(i, i + 100).map((n) => [0, n, names[0]!]);
+    // the name twice: a reference to the table the record's own RESET began, read in the same list
+    const recs = names.slice(i, i + 100).map((n) => [0, n, names[0]!, n]);
     const got = dec.decode(payload(frame(enc, recs)));
     assert.ok(got, `frame at ${i}`);
     assert.deepEqual(got.items, recs);
@@ -90,6 +91,8 @@ test('attacker: a frame that is not one is refused whole (unknown tag, lengths p
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 0x7f]), // unknown tag
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 11, 5, 0]), // STR_REF16 past the (empty) table
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 6, 0, 0, 1, 0]), // STR_REF past the table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 1, 0, 0, 0, 11, 0, 0]), // STR_REF16 in a list, past the (empty) table
+    Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 2, 0, 0, 0, 0x81, 11, 0]), // STR_REF16 in a list, cut short
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff]), // a list longer than the frame
     Buffer.from([0, 0, 0, 0, 1, 0, 0, 0, 4, 0xff, 0, 0, 0, 0x61]), // a string past the end
     Buffer.from([0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]), // more records than bytes
@@ -174,7 +177,7 @@ test('a record written as it comes (pushRecord) is the same bytes as its WireRec
     query: str, qtypes: fc.array(str, { maxLength: 2 }),
     // an answer's fields (each may be absent)
     rcode: fc.integer({ min: 0, max: 23 }), ips: fc.array(fc.constantFrom('198.51.100.7', 'fd00::7', str as unknown as string), { maxLength: 3 }), ttl: fc.integer({ min: 0, max: 2 ** 31 }),
-    cnames: fc.array(str, { maxLength: 2 }), rrtypes: fc.array(fc.constantFrom('A', 'AAAA', 'CNAME'), { maxLength: 3 }), latencyNs: fc.bigInt({ min: 0n, max: 1n << 50n }), reason: fc.string({ minLength: 1, maxLength: 30 }), // '' travels as no reason
+    cnames: fc.array(str, { maxLength: 2 }), rrtypes: fc.array(fc.constantFrom('A', 'AAAA', 'CNAME'), { maxLength: 3 }), latencyNs: fc.oneof(fc.nat(), fc.integer({ min: 0, max: 2 ** 50 })), reason: fc.string({ minLength: 1, maxLength: 30 }), // '' travels as no reason
   }, { requiredKeys: ['l7', 'type', 'verdict', 'direction', 'timeMs', 'transport', 'query', 'qtypes'] });
   const rec = fc.oneof(
     fc.tuple(http, optional, peer, peer).map(([h, o, c, s]) => ({ ...h, ...o, client: c, server: s })),
@@ -381,4 +384,43 @@ test('feed: TLS records go as tag 5 only to an agent whose caps say it reads it;
     assert.deepEqual(tags, Array(5).fill(caps.tags === undefined ? 1 : 5), JSON.stringify(caps));
     assert.deepEqual(JSON.parse(JSON.stringify(got)), Array.from({ length: 5 }, (_, i) => JSON.parse(JSON.stringify(rec(i)))));
   }
+});
+
+test('a record\'s strings compared with the last record\'s at the same place (text slots) are the bytes the table alone makes, across the table starting over (the slots forget with it)', () => {
+  // the host, addresses, method and headers stay while every url is new: the table fills and
+  // starts over mid-frame; a slot that outlived it would refer to a number the agent no longer has
+  const peer = (ip: string, port: number) => ({ ip, port, identity: 1000 });
+  const client = peer('10.244.0.5', 40000), server = peer('10.244.1.7', 8080);
+  const rec = (i: number, type: 'request' | 'response'): AccessLogRecord => ({
+    l7: 'http', type, verdict: 'forwarded', direction: 'egress', timeMs: 1733e9 + i, client, server, endpointId: 7,
+    // new string objects per record, as the proxy's parser makes them
+    method: ['G', 'E', 'T'].join(''), url: `http://h.lab/p${i >> 1}`, host: ['h', 'lab'].join('.'), path: `/p${i >> 1}`, protocol: 'HTTP/1.1',
+    headers: type === 'request' ? ['host', ['h', 'lab'].join('.'), 'x-id', String(i % 3)] : ['content-length', String(i % 2)], code: type === 'request' ? 0 : 200, latencyNs: 0,
+  });
+  const old = new RecordEncoder(), now = new RecordEncoder(), dec = new RecordDecoder();
+  let resets = 0;
+  for (let i = 0; i < TABLE_MAX * 2 + 300;) {
+    old.begin(0);
+    now.begin(0);
+    const recs: AccessLogRecord[] = [];
+    for (let k = 0; k < 128; k++, i++) {
+      const r = rec(i, i % 2 ? 'response' : 'request');
+      recs.push(r);
+      old.push(encodeRecord(r));
+      pushRecord(now, r);
+    }
+    const a = old.end(), b = now.end();
+    assert.deepEqual(b, a);
+    if (b.includes(9)) resets++;
+    const back = dec.decode(payload(b));
+    assert.ok(back, `frame before record ${i}`);
+    back.items.forEach((w, k) => {
+      const got = decodeRecord(w as never, () => undefined) as AccessLogRecord & { url: string; host: string; headers: string[] };
+      const want = recs[k] as typeof got;
+      assert.equal(got.url, want.url);
+      assert.equal(got.host, want.host);
+      assert.deepEqual(got.headers, want.headers);
+    });
+  }
+  assert.ok(resets >= 1);
 });
