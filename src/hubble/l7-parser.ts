@@ -278,12 +278,12 @@ function createDnsMessages(): (rec: DnsAccessRecord) => DnsShared {
   };
 }
 
-/** A DNS flow's Layer7: a request's shared one, or one of its own (a latency, or a response). */
 /** a DNS record's latency (ns, a number on the wire and in the record) as the flow's uint64 */
 function dnsLatency(ns: number | undefined): bigint {
   return ns === undefined || !(ns > 0) ? 0n : BigInt(Math.round(ns));
 }
 
+/** A DNS flow's Layer7: a request's shared one, or one of its own (a latency, or a response). */
 function dnsL7(shared: DnsShared, isResp: boolean, latencyNs: bigint): Layer7 {
   if (!isResp && latencyNs === 0n && shared.request) return shared.request;
   return { $typeName: 'flow.Layer7', type: isResp ? L7FlowType.RESPONSE : L7FlowType.REQUEST, latencyNs, record: shared.record };

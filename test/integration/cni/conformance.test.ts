@@ -128,6 +128,12 @@ describe('membrane-cni conformance', { timeout: 600_000 }, () => {
     const links = async () => (JSON.parse((await lab.sh('ip', ['-n', lab.hostNetns, '-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname).sort();
     const routes = async () => (await lab.sh('ip', ['-n', lab.hostNetns, 'route', 'show', 'table', 'all'])).stdout;
     await lab.sh('ip', ['netns', 'exec', lab.hostNetns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0']);
+    // IPv6 switched on gives each link a link-local address whose `local` route appears only once
+    // its duplicate address detection ends (~1 s): the host's state is read after that, not during
+    for (const t0 = Date.now(); (await lab.sh('ip', ['-n', lab.hostNetns, '-6', 'addr', 'show', 'tentative'])).stdout.trim() !== '';) {
+      assert.ok(Date.now() - t0 < 10_000, 'the host namespace\'s IPv6 addresses still tentative after 10 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const before = { sysctls: await sysctls(), links: await links(), routes: await routes() };
     assert.equal(before.sysctls, '0\n0\n', 'the host has IPv6 on (precondition)');
     for (const netns of [`/run/netns/${lab.hostNetns}`, '/etc/hostname']) {
