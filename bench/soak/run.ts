@@ -73,6 +73,11 @@ function wrkArgs(secs: number, delayMs: number): string[] {
   return ['-c', '0', 'wrk', '-t1', `-c${CONNS}`, `-d${secs}s`, '-s', lua, ...(close ? ['-H', 'Connection: close'] : []), url];
 }
 const rps = (out: string) => Number((dns ? /Queries per second:\s+([0-9.]+)/ : /Requests\/sec:\s+([0-9.]+)/).exec(out)?.[1] ?? NaN);
+/** A load generator's sent total and its errors: wrk's non-2xx and socket errors, dnsperf's lost queries. */
+function loadErrors(out: string): { total: number; errors: number } {
+  if (!dns) { const w = parseWrk(out); return { total: w.requests, errors: w.errors }; }
+  return { total: Number(/Queries sent:\s+(\d+)/.exec(out)?.[1] ?? 0), errors: Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0) };
+}
 /** dnsperf against the DNS proxy: unpaced (-q 64) for the capacity, or -Q qps */
 function dnsperfArgs(secs: number, qps: number): string[] {
   return ['-c', '0', 'dnsperf', '-s', '127.0.0.1', '-p', String(PROXY), '-d', join(dir, 'q.txt'), '-l', String(secs), '-c', '8', ...(qps > 0 ? ['-Q', String(Math.round(qps))] : ['-q', '64']), '-t', '2'];
@@ -153,8 +158,7 @@ try {
     const capOut = await runLoad(unpaced(CAP_SECS));
     const capacity = rps(capOut);
     // a capacity of errors (503s, resets, lost queries) is no capacity
-    const capErrors = dns ? Number(/Queries lost:\s+(\d+)/.exec(capOut)?.[1] ?? 0) : parseWrk(capOut).errors;
-    const capTotal = dns ? Number(/Queries sent:\s+(\d+)/.exec(capOut)?.[1] ?? 0) : parseWrk(capOut).requests;
+    const { errors: capErrors, total: capTotal } = loadErrors(capOut);
     if (!(capacity >= 10) || capErrors > 0.01 * Math.max(1, capTotal)) {
       throw new Error(`${KIND}: the unpaced capacity measured ${capacity} ${dns ? 'q' : 'req'}/s with ${capErrors} errors of ${capTotal}: nothing to take a fraction of; give --rate N`);
     }
@@ -180,8 +184,7 @@ try {
   await new Promise((r) => setTimeout(r, 500));
   const achieved = rps(soakOut);
   // answers that were not the origin's: wrk's non-2xx and socket errors, dnsperf's lost queries
-  const total = dns ? Number(/Queries sent:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).requests;
-  const errors = dns ? Number(/Queries lost:\s+(\d+)/.exec(soakOut)?.[1] ?? 0) : parseWrk(soakOut).errors;
+  const { total, errors } = loadErrors(soakOut);
   const after = samples.filter((s) => s.t >= WARMUP);
   const base = after[0]?.m.rss ?? NaN;
   const maxDev = Math.max(...after.map((s) => Math.abs(s.m.rss - base) / base));
