@@ -163,6 +163,17 @@ interface HttpShared {
   flat: readonly string[];
   record: Extract<Layer7['record'], { case: 'http' }>;
   request: Layer7 | undefined;
+  /**
+   * The last summary made for a flow of this message (httpSharedSummary), with what it depends on
+   * beyond the message: request or response, a response's whole milliseconds, the intercepted
+   * server name. A request's summary, and a response's while its latency stays in the same
+   * millisecond, is the same string for every flow: made once, not per record (its strings were
+   * the agent's largest garbage per intercepted HTTP record, ~250 of ~1280 B).
+   */
+  summary: string | undefined;
+  summaryReply: boolean;
+  summaryMs: number;
+  summarySni: string | undefined;
 }
 
 function sameFlat(a: readonly string[], b: readonly string[]): boolean {
@@ -196,6 +207,7 @@ function createHttpMessages(): (rec: HttpAccessRecord) => HttpShared {
     const m: HttpShared = {
       method: rec.method, protocol: rec.protocol, code: rec.code, flat: rec.headers, record,
       request: rec.type === 'request' ? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record } : undefined,
+      summary: undefined, summaryReply: false, summaryMs: 0, summarySni: undefined,
     };
     if (list.length >= HTTP_PER_URL) list.shift();
     list.push(m);
@@ -208,19 +220,44 @@ function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
   return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
 }
 
+/**
+ * httpSummary(rec) for a record of `shared`'s message: the string made for the last flow of the
+ * message when it read the same (request or response, the response's whole milliseconds, the
+ * server name of intercepted TLS); a record with an AI call or a reason (their summaries say more)
+ * is made as before, and not remembered.
+ */
+function httpSharedSummary(rec: HttpAccessRecord, shared: HttpShared): string {
+  if (rec.ai !== undefined || rec.reason !== undefined) return httpSummary(rec, shared.record.value.url);
+  const reply = rec.type !== 'request';
+  // httpLine's `%dms` (a request's line has none)
+  const ms = reply ? Math.floor(rec.latencyNs / 1e6) : 0;
+  const sni = rec.tls?.intercepted ? rec.tls.sni : undefined;
+  if (shared.summary !== undefined && shared.summaryReply === reply && shared.summaryMs === ms && shared.summarySni === sni) return shared.summary;
+  const s = httpSummary(rec, shared.record.value.url);
+  shared.summary = s; shared.summaryReply = reply; shared.summaryMs = ms; shared.summarySni = sni;
+  return s;
+}
+
+/**
+ * httpPart's result: one object refilled per record (its callers read it at once and keep none of
+ * it but the values), not an object per record of the agent's garbage.
+ */
+const HTTP_PART: L7Part = {
+  isReply: false, verdict: Verdict.FORWARDED, transport: 'TCP', l7: undefined as unknown as Layer7, summary: '', proxyPort: DEFAULT_PROXY_PORTS.http,
+  traceContext: undefined, extensions: undefined, destinationNames: undefined, dropReasonDesc: undefined,
+};
+
 function httpPart(rec: HttpAccessRecord, shared: HttpShared): L7Part {
   const isReq = rec.type === 'request';
-  return {
-    isReply: !isReq,
-    // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
-    verdict: rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED,
-    transport: 'TCP',
-    l7: isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record }) : responseL7(shared.record, rec.latencyNs),
-    summary: httpSummary(rec, shared.record.value.url),
-    proxyPort: DEFAULT_PROXY_PORTS.http,
-    traceContext: rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined,
-    extensions: rec.ai ? aiExtension(rec.ai) : undefined,
-  };
+  const part = HTTP_PART;
+  part.isReply = !isReq;
+  // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
+  part.verdict = rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED;
+  part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record }) : responseL7(shared.record, rec.latencyNs);
+  part.summary = httpSharedSummary(rec, shared);
+  part.traceContext = rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined;
+  part.extensions = rec.ai ? aiExtension(rec.ai) : undefined;
+  return part;
 }
 
 /**

@@ -339,13 +339,12 @@ function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined
  */
 export function decodeRecord(w: WireRecord, endpointById: (id: number) => ResolvedEndpoint | undefined, earlier?: (back: number) => AccessLogRecord | undefined): AccessLogRecord | undefined {
   if (Array.isArray(w) && w[0] === 3) return w.length === 11 && earlier ? decodeAnswer(w, earlier) : undefined;
-  const peer = (ip: string, port: number, identity: number, ep: number): AccessPeer => ({ ip, port, identity, endpoint: ep ? endpointById(ep) : undefined });
   if (Array.isArray(w) && w[0] === 5) {
     if (w.length !== 19) return undefined;
     const [, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, endpointId, sni, version, alpn, flags, reason, proxyPort] = w;
     if (typeof sni !== 'string' || typeof version !== 'string' || typeof reason !== 'string' || typeof flags !== 'number' || typeof proxyPort !== 'number'
       || typeof endpointId !== 'number' || typeof timeMs !== 'number' || (alpn !== 0 && !(Array.isArray(alpn) && alpn.every((a) => typeof a === 'string')))) return undefined;
-    const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), endpointId };
+    const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), endpointId };
     if (sni) rec.sni = sni;
     if (version) rec.version = version;
     if (alpn !== 0) rec.alpn = alpn as string[];
@@ -360,22 +359,37 @@ export function decodeRecord(w: WireRecord, endpointById: (id: number) => Resolv
     const [, type, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, endpointId, method, url, host, path, protocol, headers, code, latencyNs, requestTimeMs] = w;
     const rec: HttpAccessRecord = {
       l7: 'http', type: type === 0 ? 'request' : 'response', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs,
-      client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), endpointId, method, url, host, path, protocol, headers, code, latencyNs,
+      client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), endpointId, method, url, host, path, protocol, headers, code, latencyNs,
     };
     if (requestTimeMs >= 0) rec.requestTimeMs = requestTimeMs;
-    if (w[0] === 4) rec.tls = { sni: w[23], intercepted: true };
+    if (w[0] === 4) rec.tls = interceptedTls(w[23]);
     return rec;
   }
   if (w[0] === 1) {
     const [, rest, ci, cp, cid, cep, si, sp, sid, sep] = w;
-    return { ...rest, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep) } as AccessLogRecord;
+    return { ...rest, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById) } as AccessLogRecord;
   }
   const [, type, transport, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, query, qtypes, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason] = w;
   const r: DnsAccessRecord = {
     l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
-    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: peer(ci, cp, cid, cep), server: peer(si, sp, sid, sep), query, qtypes,
+    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), query, qtypes,
   };
   return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+}
+
+/** A record's peer, its endpoint the agent's own view by id (none: left to the parser's lookup by address). */
+function accessPeer(ip: string, port: number, identity: number, ep: number, endpointById: (id: number) => ResolvedEndpoint | undefined): AccessPeer {
+  return { ip, port, identity, endpoint: ep ? endpointById(ep) : undefined };
+}
+
+/**
+ * A tag-4 record's `tls`: one object per server name in a row, as the proxy gives each record of
+ * a connection its connection's (records are never changed once made), not one per record.
+ */
+let lastTls: { sni: string; intercepted: boolean } | undefined;
+function interceptedTls(sni: string): { sni: string; intercepted: boolean } {
+  if (lastTls === undefined || lastTls.sni !== sni) lastTls = { sni, intercepted: true };
+  return lastTls;
 }
 
 /** The answer's fields a wire record carries (a negative number or 0 for a list: absent). */

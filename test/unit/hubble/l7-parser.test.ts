@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createL7Parser } from '../../../src/hubble/l7-parser.ts';
+import { createL7Parser, httpSummary } from '../../../src/hubble/l7-parser.ts';
 import { DropReason, L7FlowType, TrafficDirection, Verdict, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import type { AccessLogRecord, AccessPeer, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../src/common/access-log.ts';
 
@@ -132,4 +132,41 @@ test('l7 parser: time keeps every digit of the record\'s epoch ms', () => {
   assert.deepEqual(parse({ ...dns, type: 'request', verdict: 'forwarded' }).time, { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(Math.floor(T / 1000)), nanos: 123_000_000 });
   const f = parse({ ...http, type: 'request', verdict: 'forwarded', timeMs: T + 0.25 });
   assert.deepEqual([f.time?.seconds, f.time?.nanos], [BigInt(Math.floor(T / 1000)), 123_250_000]);
+});
+
+test('l7 parser: an HTTP message\'s summary made once is never another record\'s (request or reply, whole ms, server name, reason), borrowed or not', () => {
+  const p = createL7Parser({ nodeName: 'node1', resolver: { byIp: () => undefined, identityLabels: () => undefined } });
+  const req = { ...http, type: 'request', verdict: 'forwarded' } as HttpAccessRecord;
+  // a local answer with no status shares the request's message (code 0, no headers): its line is a reply's
+  const reply0 = { ...http, type: 'response', verdict: 'forwarded', latencyNs: 500_000 } as HttpAccessRecord;
+  const resp = (latencyNs: number, extra: Partial<HttpAccessRecord> = {}) => ({ ...http, type: 'response', verdict: 'forwarded', code: 200, latencyNs, ...extra }) as HttpAccessRecord;
+  const tlsOf = (sni: string) => ({ tls: { sni, intercepted: true } });
+  const seq: [HttpAccessRecord, string][] = [
+    [req, 'HTTP/1.1 GET http://deathstar/v1'],
+    [{ ...req, ...tlsOf('a.example') }, 'HTTP/1.1 GET http://deathstar/v1 [TLS intercepted, SNI a.example]'],
+    [{ ...req, ...tlsOf('b.example') }, 'HTTP/1.1 GET http://deathstar/v1 [TLS intercepted, SNI b.example]'],
+    [{ ...req, tls: { sni: 'b.example', intercepted: false } }, 'HTTP/1.1 GET http://deathstar/v1'],
+    [req, 'HTTP/1.1 GET http://deathstar/v1'],
+    [reply0, 'HTTP/1.1 0 0ms (GET http://deathstar/v1)'],
+    [req, 'HTTP/1.1 GET http://deathstar/v1'],
+    [resp(3_999_999), 'HTTP/1.1 200 3ms (GET http://deathstar/v1)'],
+    [resp(3_000_000), 'HTTP/1.1 200 3ms (GET http://deathstar/v1)'],
+    [resp(4_000_000), 'HTTP/1.1 200 4ms (GET http://deathstar/v1)'],
+    [resp(3_100_000), 'HTTP/1.1 200 3ms (GET http://deathstar/v1)'],
+    [resp(3_100_000, { verdict: 'error', reason: 'upstream_reset' }), 'HTTP/1.1 200 3ms (GET http://deathstar/v1) [upstream_reset]'],
+    [resp(3_100_000), 'HTTP/1.1 200 3ms (GET http://deathstar/v1)'],
+    [resp(3_100_000, tlsOf('a.example')), 'HTTP/1.1 200 3ms (GET http://deathstar/v1) [TLS intercepted, SNI a.example]'],
+  ];
+  const kept: [Flow, string][] = [];
+  for (const borrow of [false, true]) {
+    for (const [rec, summary] of seq) {
+      const f = borrow ? p.borrow(rec) : p(rec);
+      assert.equal(f.Summary, summary, `${borrow ? 'borrowed' : 'kept'}: ${JSON.stringify(rec)}`);
+      assert.equal(f.Summary, httpSummary(rec));
+      if (!borrow) kept.push([f, summary]);
+    }
+  }
+  // a kept flow is not changed by the records parsed after it (the parser's part of a record is refilled)
+  for (const [f, summary] of kept) assert.equal(f.Summary, summary);
+  assert.deepEqual(kept.map(([f]) => [f.isReply, f.l7?.type, f.verdict]), seq.map(([r]) => [r.type === 'response', r.type === 'response' ? L7FlowType.RESPONSE : L7FlowType.REQUEST, r.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED]));
 });

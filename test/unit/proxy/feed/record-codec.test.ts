@@ -424,3 +424,22 @@ test('a record\'s strings compared with the last record\'s at the same place (te
   }
   assert.ok(resets >= 1);
 });
+
+test('intercepted HTTP records (tag 4) of different server names in a row each come back with their own name; a name back again is its own', () => {
+  const enc = new RecordEncoder();
+  const dec = new RecordDecoder();
+  const names = ['a.example', 'a.example', 'b.example', 'a.example', 'b.example'];
+  const made = names.map((sni, i) => ({
+    l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 1000 + i, client: { ip: '10.0.0.1', port: 40000 + i, identity: 1000, endpoint: undefined },
+    server: { ip: '10.96.0.1', port: 443, identity: 2, endpoint: undefined }, endpointId: 7, method: 'GET', url: `https://${sni}/`, host: sni, path: '/', protocol: 'HTTP/1.1',
+    headers: [], code: 0, latencyNs: 0, tls: { sni, intercepted: true },
+  }) as AccessLogRecord);
+  enc.begin(0);
+  for (const r of made) pushRecord(enc, r);
+  const items = dec.decode(payload(enc.end()))!.items;
+  assert.equal(items[0]![0], 4);
+  const back = items.map((w) => decodeRecord(w as never, () => undefined)!);
+  assert.deepEqual(back.map((r) => (r.l7 === 'http' ? r.tls : undefined)), names.map((sni) => ({ sni, intercepted: true })));
+  // each record is the one made (the host is the name: a record given another's tls would differ here)
+  for (let i = 0; i < made.length; i++) assert.deepEqual(back[i], made[i]);
+});
