@@ -150,10 +150,8 @@ interface Pending {
    */
   client: AccessPeer;
   server: AccessPeer;
-  /** performance.now() when the query came (a double, refilled in place: no BigInt per query) */
+  /** clockUs() when the query came (the sweep answers SERVFAIL once upstreamTimeout has passed since) */
   t0: number;
-  /** performance.now() by which the upstream must have answered (swept, not one timer per query) */
-  deadline: number;
   /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
   flags: number;
   question: Question;
@@ -190,21 +188,33 @@ const FACTS: AnswerFacts = { id: 0, rcode: 0, ips: [], ttl: 0, cnames: [], rrtyp
 const NO_TYPES = Object.freeze([]) as unknown as string[];
 
 /**
- * Epoch ms now, as a record's time: performance.now() from an anchor the sweep sets again from
- * the wall clock every 250 ms (Date.now() returns a new heap number per call; performance.now()
- * does not).
+ * A record's time, epoch ms: performance.now() from an anchor the sweep sets again from the wall
+ * clock every 250 ms (Date.now() returns a new heap number per call). Written into the record's
+ * field here, in a function small enough for performance.now() to be inlined in it: a double
+ * returned from a call that is not inlined (or read from a field to be passed on) is a new heap
+ * number; stored in a field that holds doubles it is written in place.
  */
 let epochAnchor = Date.now() - performance.now();
-function epochMs(): number {
-  return epochAnchor + performance.now();
+function stampNow(r: DnsAccessRecord): void {
+  r.timeMs = epochAnchor + performance.now();
 }
 
 /**
- * ns since `t0` (performance.now()), as a record's latency: a small integer (a Smi up to ~1 s), so
- * a response makes no BigInt; the flow's BigInt is the agent's to make.
+ * A query's times: µs on a wheel of 2^30 µs (~18 min), so every value is a small integer (a Smi)
+ * wherever it is kept or passed: a performance.now() kept in the Pending and read back to be
+ * passed on was a heap number per query. Ages are differences on the wheel (usSince), right for
+ * anything younger than a turn of it (an upstream answer or a hold: seconds).
  */
+const US_WHEEL = 0x3fffffff;
+function clockUs(): number {
+  return (performance.now() * 1000) & US_WHEEL;
+}
+function usSince(t0: number): number {
+  return (clockUs() - t0) & US_WHEEL;
+}
+/** ns since `t0` (clockUs()), as a record's latency: a response makes no BigInt (the flow's is the agent's to make) */
 function latencySince(t0: number): number {
-  return Math.max(0, Math.round((performance.now() - t0) * 1e6));
+  return usSince(t0) * 1000;
 }
 
 export interface DNSProxy {
@@ -240,7 +250,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const port = deps.port ?? DEFAULT_PROXY_PORTS.dns;
   const dnsPort = deps.dnsPort ?? 53;
   const maxHold = deps.maxHoldMs ?? 2000;
-  const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
+  // ages are read on a wheel of 2^30 µs (clockUs): a timeout of half of it at most
+  const upstreamTimeoutUs = Math.min((deps.upstreamTimeoutMs ?? 3000) * 1000, US_WHEEL >>> 1);
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
   const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
@@ -304,11 +315,24 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function flushNow(): void {
     if (flushQueued) flushAll();
   }
+  /** inside a watched socket's callback (watched): its flushNow() follows, no microtask is queued */
+  let inWatch = false;
   function flushSoon(): void {
     if (!flushQueued) {
       flushQueued = true;
-      queueMicrotask(flushAll);
+      if (!inWatch) queueMicrotask(flushAll);
     }
+  }
+  /** A watched socket's callback: what is queued read and judged, then every send and record of it flushed. */
+  function watched(fd: number, d: Drain, each: (i: number) => void): () => void {
+    return () => {
+      d.empty = 0;
+      inWatch = true;
+      try { drain(fd, d, each); } finally {
+        inWatch = false;
+        flushNow();
+      }
+    };
   }
   function queued(b: SendBatch): void {
     if (b.pending === 1) dirty.push(b);
@@ -377,9 +401,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function record(type: DnsAccessRecord['type'], client: AccessPeer, server: AccessPeer, transport: DnsAccessRecord['transport'], query: string, qtypes: string[], verdict: DnsAccessRecord['verdict']): DnsAccessRecord {
     const r = freeRecords.pop();
     if (r === undefined) {
-      return { l7: 'dns', type, direction: 'egress', timeMs: epochMs(), client, server, transport, query, qtypes, verdict, rcode: undefined, ips: undefined, ttl: undefined, cnames: undefined, rrtypes: undefined, latencyNs: undefined, reason: undefined };
+      // timeMs a double from the first record on: the field then holds doubles, each write in place
+      const n: DnsAccessRecord = { l7: 'dns', type, direction: 'egress', timeMs: 0.5, client, server, transport, query, qtypes, verdict, rcode: undefined, ips: undefined, ttl: undefined, cnames: undefined, rrtypes: undefined, latencyNs: undefined, reason: undefined };
+      stampNow(n);
+      return n;
     }
-    r.type = type; r.timeMs = epochMs(); r.client = client; r.server = server; r.transport = transport; r.query = query; r.qtypes = qtypes; r.verdict = verdict;
+    r.type = type; stampNow(r); r.client = client; r.server = server; r.transport = transport; r.query = query; r.qtypes = qtypes; r.verdict = verdict;
     r.rcode = undefined; r.ips = undefined; r.ttl = undefined; r.cnames = undefined; r.rrtypes = undefined; r.latencyNs = undefined; r.reason = undefined;
     return r;
   }
@@ -459,7 +486,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.dropped++;
       return;
     }
-    const t0 = performance.now();
+    const t0 = clockUs();
     const od = deps.originalDestination(from, clientPort, ep);
     const dst = typeof od === 'string' ? od : undefined;
     const q = cut ? (len < 12 ? 'short' : 'oversized') : queryAt(buf, off, len);
@@ -510,10 +537,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     let p = freePending.pop();
     const cl = clientPeer(p, clientIp, clientPort);
     emit(record('request', cl, server, 'UDP', q.name, q.qtypes, 'forwarded'));
-    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: t0 + upstreamTimeout, flags, question: q, reusable: true };
+    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, flags, question: q, reusable: true };
     else {
       p.from = from; p.clientPort = clientPort; p.clientId = clientId; p.dst = dst; p.ep = ep; p.qname = q.name; p.qtypes = q.qtypes;
-      p.client = cl; p.server = server; p.t0 = t0; p.deadline = t0 + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
+      p.client = cl; p.server = server; p.t0 = t0; p.flags = flags; p.question = q; p.reusable = true;
     }
     pending[id] = p;
     pendingCount++;
@@ -614,7 +641,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         fd = dgramFd(s2);
         const out = fd >= 0 ? new SendBatch(fd, 64) : null;
         // watched only with a send batch: nothing may go through Node's send on a watched socket
-        const watch = out ? watchReadable(s2, fd, () => { answers.empty = 0; drain(fd, answers, onBatchedAnswer); flushNow(); }) : null;
+        const watch = out ? watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer)) : null;
         const b: BatchedSocket = { s: s2, out, watch };
         upstreams.set(to, b);
         resolve(b);
@@ -786,7 +813,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           continue;
         }
         st.allowed++;
-        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: performance.now() });
+        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: clockUs() });
         upstream().write(framed(msg));
       }
     });
@@ -842,7 +869,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
-    entry.watch = watchReadable(l, fd, () => { queries.empty = 0; drain(fd, queries, onBatchedQuery); flushNow(); });
+    entry.watch = watchReadable(l, fd, watched(fd, queries, onBatchedQuery));
     deps.transparent?.(fd);
     return l.address().port;
   }
@@ -869,10 +896,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     async start() {
       sweep = setInterval(() => {
         epochAnchor = Date.now() - performance.now();
-        const now = performance.now();
+        const now = clockUs();
         for (let id = 0; pendingCount > 0 && id < 65536; id++) {
           const p = pending[id];
-          if (p === undefined || now < p.deadline) continue;
+          if (p === undefined || ((now - p.t0) & US_WHEEL) < upstreamTimeoutUs) continue;
           takePending(id);
           st.upstreamTimeouts++;
           servfail(p);
