@@ -35,6 +35,7 @@
  * counted drop.
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
+import { putU16be, u16be } from '../../common/bytes.ts';
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
 import { MembraneError } from '../../common/errors.ts';
@@ -455,12 +456,19 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const have = replySockets.get(dst);
     if (have?.out) {
       const o = have.out.pushCopy(to, p, buf, off, off + len);
-      if (id >= 0) have.out.data.writeUInt16BE(id, o);
+      if (id >= 0) putU16be(have.out.data, o, id);
       queued(have.out);
       return;
     }
-    const copy = Buffer.from(buf.subarray(off, off + len));
-    if (id >= 0) copy.writeUInt16BE(id, 0);
+    sendToClientLater(have, dst, to, p, Buffer.from(buf.subarray(off, off + len)), id);
+  }
+  /**
+   * sendToClient without a send batch (its socket being made, or no fd): a copy through Node. Its
+   * own function: variables a closure captures live in a context the function makes on every call,
+   * closure or not (64 B per answer in sendToClient, bench/dns/loopback.ts --alloc under Maglev).
+   */
+  function sendToClientLater(have: BatchedSocket | undefined, dst: string, to: SockAddr, p: number, copy: Buffer, id: number): void {
+    if (id >= 0) putU16be(copy, 0, id);
     if (have) { have.s.send(copy, p, to.ip); return; }
     replySocket(dst).then((s) => s.s.send(copy, p, to.ip), (e: Error) => {
       st.dropped++;
@@ -512,7 +520,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
     const server = serverPeer(dst);
     const allowed = decideQuestion(ep, server.identity, q);
-    const clientId = buf.readUInt16BE(off);
+    const clientId = u16be(buf, off);
     const flags = buf[off + 2]!;
     if (!allowed) {
       const r = record('request', peer(clientIp, clientPort), server, 'UDP', q.name, q.qtypes, 'denied');
@@ -549,13 +557,19 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
     if (u?.out) {
       const o = u.out.pushCopy(null, 0, buf, off, off + len);
-      u.out.data.writeUInt16BE(id, o);
+      putU16be(u.out.data, o, id);
       queued(u.out);
       return;
     }
-    const out = Buffer.from(buf.subarray(off, off + len));
-    out.writeUInt16BE(id, 0);
-    const pend = p;
+    forwardLater(u, to, p, id, Buffer.from(buf.subarray(off, off + len)));
+  }
+
+  /**
+   * The forward of onQuery without a send batch (the upstream socket being made, or no fd). Its
+   * own function, as sendToClientLater (its closures' context is made per call).
+   */
+  function forwardLater(u: BatchedSocket | undefined, to: string, pend: Pending, id: number, out: Buffer): void {
+    putU16be(out, 0, id);
     pend.reusable = false; // the closure below compares it with the slot later
     const fail = (): void => {
       if (pending[id] !== pend) return;
@@ -653,7 +667,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
 
   function onUpstream(buf: Buffer, off: number, len: number): void {
     if (len < 12) return;
-    const p = takePending(buf.readUInt16BE(off));
+    const p = takePending(u16be(buf, off));
     if (p === undefined) return;
     const facts = answerFactsAt(buf, off, len, FACTS);
     // An answer that does not decode (a compression loop, records past its end) is never
@@ -663,8 +677,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const wait = holdFor(p.ep.id, p.qname, facts);
     // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
     if (wait === null) { releaseUdp(p, buf, off, len, facts); recycle(p); return; }
-    // A held answer outlives this drain: it keeps its own copy of the bytes and of the facts.
-    const held = Buffer.from(buf.subarray(off, off + len));
+    holdUdp(p, Buffer.from(buf.subarray(off, off + len)), facts, wait);
+  }
+
+  /**
+   * A held answer: it outlives this drain, so it keeps its own copy of the bytes (`held`) and of the
+   * facts. Its own function, as sendToClientLater (its closures' context is made per call).
+   */
+  function holdUdp(p: Pending, held: Buffer, facts: AnswerFacts, wait: Promise<void>): void {
     const kept: AnswerFacts = { ...facts };
     holdThen(wait, () => releaseUdp(p, held, 0, held.length, kept), () => failUdp(p));
   }

@@ -4,6 +4,7 @@
  * an answer the proxy needs (IPs, minimum TTL, CNAMEs, record types, rcode). Never throws.
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
+import { u16be } from '../../common/bytes.ts';
 import dnsPacket from 'dns-packet';
 
 /** Largest query the proxy accepts (a query is one question; EDNS adds a few bytes). */
@@ -45,8 +46,8 @@ export function queryAt(buf: Buffer, off: number, len: number): Question | Query
   if (len < 12) return 'short';
   if (len > MAX_QUERY_BYTES) return 'oversized';
   if (buf[off + 2]! & 0x80) return 'not-a-query';
-  if (buf.readUInt16BE(off + 4) !== 1) return 'no-question';
-  if (buf.readUInt16BE(off + 6) !== 0 || buf.readUInt16BE(off + 8) !== 0) return 'malformed';
+  if (u16be(buf, off + 4) !== 1) return 'no-question';
+  if (u16be(buf, off + 6) !== 0 || u16be(buf, off + 8) !== 0) return 'malformed';
   // the labels' structure first (bounded by the message: ≤ 512 bytes)
   const msgEnd = off + len;
   let o = off + 12;
@@ -226,7 +227,7 @@ function v4ListAt(buf: Buffer, o: number): string[] {
  */
 function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFacts | undefined): AnswerFacts | undefined {
   const end = off + len;
-  if (len < 12 || msg.readUInt16BE(off + 4) !== 1 || msg.readUInt16BE(off + 8) !== 0 || msg.readUInt16BE(off + 10) !== 0) return undefined;
+  if (len < 12 || u16be(msg, off + 4) !== 1 || u16be(msg, off + 8) !== 0 || u16be(msg, off + 10) !== 0) return undefined;
   let o = off + 12;
   let total = 0;
   for (;;) {
@@ -240,13 +241,13 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFact
   }
   o += 4; // qtype, qclass
   if (o > end) return undefined;
-  const an = msg.readUInt16BE(off + 6);
+  const an = u16be(msg, off + 6);
   // every record checked before anything is made: the common one-record answer then costs its
   // facts alone (its IP list, the record types and the empty CNAME list are shared)
   let ttl = -1;
   for (let i = 0, r = o; i < an; i++, r += 16) {
     // owner 0xc00c, type A, class, ttl, rdlength 4, address
-    if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
+    if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || u16be(msg, r + 2) !== 1 || u16be(msg, r + 10) !== 4) return undefined;
     // the TTL from its bytes: readUInt32BE's number was a heap number per record
     const t = msg[r + 6]! * 0x1000000 + ((msg[r + 7]! << 16) | (msg[r + 8]! << 8) | msg[r + 9]!);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
@@ -260,7 +261,7 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFact
       if (!ips.includes(ip)) ips.push(ip);
     }
   }
-  const id = msg.readUInt16BE(off), rcode = msg[off + 3]! & 0x0f;
+  const id = u16be(msg, off), rcode = msg[off + 3]! & 0x0f;
   if (into === undefined) return { id, rcode, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
   into.id = id; into.rcode = rcode; into.ips = ips; into.ttl = Math.max(0, ttl); into.cnames = NO_NAMES; into.rrtypes = aRecords(an);
   return into;

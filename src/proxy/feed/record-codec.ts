@@ -27,6 +27,8 @@
  * length past the end, a reference past the table) is refused whole: the caller counts it.
  */
 
+import { putU32le } from '../../common/bytes.ts';
+
 /** First byte of a binary frame: never the first byte of a JSON line ('{'). */
 export const FRAME_MARK = 0x01;
 /** FRAME_MARK and the u32 length */
@@ -94,7 +96,7 @@ export class RecordEncoder {
   open(n: number): void {
     this.room(16 + 9 * n);
     this.buf[this.at] = ARR;
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5;
   }
 
@@ -140,7 +142,7 @@ export class RecordEncoder {
     if (Array.isArray(v)) {
       this.room(5 + 9 * v.length);
       this.buf[this.at] = ARR;
-      this.buf.writeUInt32LE(v.length, this.at + 1);
+      putU32le(this.buf, this.at + 1, v.length);
       this.at += 5;
       for (let i = 0; i < v.length; i++) this.value(v[i]);
       return;
@@ -167,7 +169,7 @@ export class RecordEncoder {
         this.buf[this.at + 2] = v >>> 8;
         this.at += 3;
       } else {
-        // byte by byte: writeUInt32LE(v) would take v (≥ 2^30: no small integer) as an argument
+        // byte by byte: putU32le(v) would take v (≥ 2^30: no small integer) as an argument
         const b = this.buf, o = this.at;
         b[o] = U32;
         b[o + 1] = v & 255; b[o + 2] = (v >>> 8) & 255; b[o + 3] = (v >>> 16) & 255; b[o + 4] = v >>> 24;
@@ -204,7 +206,7 @@ export class RecordEncoder {
     const n = list.length;
     this.room(5 + 9 * n);
     this.buf[this.at] = ARR;
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5;
     for (let i = 0; i < n; i++) {
       if (slot + i < TEXT_SLOTS) this.text(list[i]!, slot + i);
@@ -222,7 +224,7 @@ export class RecordEncoder {
       return;
     }
     this.buf[this.at] = STR_REF;
-    this.buf.writeUInt32LE(ref, this.at + 1);
+    putU32le(this.buf, this.at + 1, ref);
     this.at += 5;
   }
 
@@ -248,7 +250,7 @@ export class RecordEncoder {
     this.room(5 + s.length * 3);
     this.buf[this.at] = tag;
     const n = this.buf.write(s, this.at + 5, 'utf8');
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5 + n;
   }
 }
