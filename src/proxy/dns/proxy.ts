@@ -44,7 +44,7 @@ import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, answerFactsAt, errorReply, parseQuery, queryAt, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
-import { watchReadable, type ReadableWatch } from '../../sys/udp-poll.ts';
+import { watchReadable, type ReadableWatch, type WatchResult } from '../../sys/udp-poll.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
@@ -129,6 +129,11 @@ export interface DNSProxyStats {
   batched: number;
   /** recvmmsg calls (batched / recvCalls: datagrams per call, empty drains included) */
   recvCalls: number;
+  /**
+   * sockets (listeners, upstream sockets) read by Node's 'message' because their uv_poll watch could
+   * not be set up (src/sys/udp-poll.ts; logged once each as DNS_PROXY_NODE_READS): 0 on the fast path
+   */
+  nodeReads: number;
   /** datagrams sent by sendmmsg (queries upstream, answers and error replies to clients) and its calls */
   sent: number;
   sendCalls: number;
@@ -254,7 +259,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   // ages are read on a wheel of 2^30 µs (clockUs): a timeout of half of it at most
   const upstreamTimeoutUs = Math.min((deps.upstreamTimeoutMs ?? 3000) * 1000, US_WHEEL >>> 1);
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] };
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
   const listeners: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
@@ -323,6 +328,19 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       flushQueued = true;
       if (!inWatch) queueMicrotask(flushAll);
     }
+  }
+  /**
+   * A socket Node reads (its 'message' event: the slower path, a 64 KiB read and objects per
+   * datagram) because no watch could be set up: counted in stats().nodeReads and said once per
+   * socket with a stable code, so the slower path is never silent.
+   */
+  function nodeRead(socket: string, reason: string): null {
+    st.nodeReads++;
+    deps.log?.warn({ subsys: 'dns-proxy', code: 'DNS_PROXY_NODE_READS', socket, reason, hint: 'the proxy still answers; its sockets are read one datagram per wake-up by Node (slower): see src/sys/udp-poll.ts' }, 'DNS proxy socket read by Node, not by uv_poll + recvmmsg');
+    return null;
+  }
+  function watchOrNodeReads(socket: string, w: WatchResult): ReadableWatch | null {
+    return w.watch ?? nodeRead(socket, w.reason);
   }
   /** A watched socket's callback: what is queued read and judged, then every send and record of it flushed. */
   function watched(fd: number, d: Drain, each: (i: number) => void): () => void {
@@ -655,7 +673,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         fd = dgramFd(s2);
         const out = fd >= 0 ? new SendBatch(fd, 64) : null;
         // watched only with a send batch: nothing may go through Node's send on a watched socket
-        const watch = out ? watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer)) : null;
+        const watch = out ? watchOrNodeReads(`upstream ${to}`, watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer))) : nodeRead(`upstream ${to}`, 'its fd could not be read (no send batch)');
         const b: BatchedSocket = { s: s2, out, watch };
         upstreams.set(to, b);
         resolve(b);
@@ -889,7 +907,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
-    entry.watch = watchReadable(l, fd, watched(fd, queries, onBatchedQuery));
+    entry.watch = watchOrNodeReads(`listener IPv${family}`, watchReadable(l, fd, watched(fd, queries, onBatchedQuery)));
     deps.transparent?.(fd);
     return l.address().port;
   }
