@@ -222,10 +222,16 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
 
   // a MapState changes only through applyDelta, which moves its generation: lookups are remembered per generation
   const judgeQuery = createDNSQueryJudge({ generation: mapStateGeneration });
+  // one list per DNS view (the origdst lookup asks on every query whose source port is new)
+  let candidatesOf: unknown;
+  let candidateList: string[] = [];
   const candidates = (): string[] => {
     const d = deps.view()?.dns;
-    if (!d) return [];
-    return d.serverIp ? [d.serverIp, d.serviceIp] : [d.serviceIp];
+    if (d !== candidatesOf) {
+      candidatesOf = d;
+      candidateList = !d ? [] : d.serverIp ? [d.serverIp, d.serviceIp] : [d.serviceIp];
+    }
+    return candidateList;
   };
 
   function peerOf(ip: string): { identity: number; endpoint?: ReturnType<PolicyView['endpointByIp']>; labels?: string[] } {
