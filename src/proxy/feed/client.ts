@@ -205,17 +205,22 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
    * every snapshot (an endpoint or the policy changed: the agent hears of every name again).
    */
   const known = new Map<number, BoundedCache<string, { ips: string[]; until: number }>>();
-  function covered(r: Omit<DnsAnswerReport, 'id'>, now: number): boolean {
+  /**
+   * Times here are performance.now() ms, read where they are used: a time passed as an argument
+   * (a double no small integer holds) and Date.now() itself were a heap number per answer of a
+   * known name (every answer of the steady path).
+   */
+  function covered(r: Omit<DnsAnswerReport, 'id'>): boolean {
     const k = known.get(r.ep)?.get(r.name);
     if (!k || k.ips.length !== r.ips.length) return false;
     for (let i = 0; i < r.ips.length; i++) if (k.ips[i] !== r.ips[i]) return false;
     const ttlMs = r.ttl * 1000;
-    return k.until >= now + ttlMs - Math.min(1000, ttlMs / 4);
+    return k.until >= performance.now() + ttlMs - Math.min(1000, ttlMs / 4);
   }
-  function remember(r: DnsAnswerReport, now: number): void {
+  function remember(r: DnsAnswerReport): void {
     let byName = known.get(r.ep);
     if (!byName) { byName = new BoundedCache(4096); known.set(r.ep, byName); }
-    byName.set(r.name, { ips: r.ips, until: now + r.ttl * 1000 });
+    byName.set(r.name, { ips: r.ips, until: performance.now() + r.ttl * 1000 });
   }
   const waiting = new BoundedCache<number, { r: DnsAnswerReport; done(): void }>(MAX_WAITING, 'oldest');
   let nextId = 1;
@@ -236,8 +241,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (told.size) {
       const items = [...told.values()];
       told.clear();
-      const now = Date.now();
-      for (const r of items) remember(r, now);
+      for (const r of items) remember(r);
       send(sock, { t: 'dns-answers', items });
     }
     // the frames encoded as records came go first: every record in buf came after them
@@ -344,7 +348,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         const w = waiting.get(id);
         if (!w) continue;
         waiting.delete(id);
-        remember(w.r, Date.now());
+        remember(w.r);
         w.done();
       }
     };
@@ -483,7 +487,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     },
     reportAnswer(r, wait) {
       if (!wait) {
-        if (covered(r, Date.now())) return undefined;
+        if (covered(r)) return undefined;
         told.set(`${r.ep}|${r.name}|${r.ips.join(',')}`, { id: 0, ...r });
         if (up && !flushTimer && drainOf !== sock) flushTimer = setTimeout(flush, 20);
         return undefined;
