@@ -160,7 +160,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
    * stream of known names then costs a map probe per answer, not a pinned-map syscall and two
    * LPM lookups per IP per turn. Only "allowed" is remembered: anything else is checked again.
    */
-  let allowedMemo = new WeakMap<MapState, BoundedCache<string, true>>();
+  let allowedMemo = new WeakMap<MapState, BoundedCache<string | readonly string[], true>>();
   let memoRevision = -1;
   let memoAgentThere = false;
   let memoClear: NodeJS.Timeout | undefined;
@@ -177,7 +177,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       memoRevision = rev;
       memoAgentThere = agentThere;
     }
-    const key = ips.length === 1 ? ips[0]! : ips.join(',');
+    // a list of several (or no) addresses by the list itself: wire.ts interns them, as it does one address's text
+    const key = ips.length === 1 ? ips[0]! : ips;
     let byIps = allowedMemo.get(ms);
     if (byIps?.has(key)) return true;
     if (!checkAllowed(v, ms, ips, agentThere)) return false;

@@ -220,6 +220,46 @@ function v4ListAt(buf: Buffer, o: number): string[] {
 }
 
 /**
+ * The distinct addresses, in order, of the `an` A records from `msg[o]` (checked: 16 bytes each),
+ * interned as v4Lists are: a direct-mapped table by a hash of the list (its list compared on every
+ * hit, a new list takes the slot), so a multi-address answer (or one with none) makes no list per
+ * answer. Over 64 records: a list of its own, as aRecords.
+ */
+const MULTI_BITS = 12;
+const multiLists: (string[] | undefined)[] = new Array<string[] | undefined>(1 << MULTI_BITS).fill(undefined);
+const distinct: string[] = [];
+function v4ListOf(msg: Buffer, o: number, an: number): string[] {
+  if (an > 64) {
+    const ips: string[] = [];
+    for (let i = 0, r = o; i < an; i++, r += 16) {
+      const ip = v4At(msg, r + 12);
+      if (!ips.includes(ip)) ips.push(ip);
+    }
+    return ips;
+  }
+  let n = 0;
+  let h = 0x811c9dc5;
+  for (let i = 0, r = o; i < an; i++, r += 16) {
+    const ip = v4At(msg, r + 12);
+    let seen = false;
+    for (let j = 0; j < n; j++) if (distinct[j] === ip) { seen = true; break; }
+    if (seen) continue;
+    distinct[n++] = ip;
+    h = Math.imul(h ^ v4Key(msg, r + 12), 0x01000193);
+  }
+  const slot = (h ^ n) >>> (32 - MULTI_BITS);
+  const had = multiLists[slot];
+  if (had !== undefined && had.length === n) {
+    let same = true;
+    for (let j = 0; j < n; j++) if (had[j] !== distinct[j]) { same = false; break; }
+    if (same) return had;
+  }
+  const list = Object.freeze(distinct.slice(0, n)) as string[];
+  multiLists[slot] = list;
+  return list;
+}
+
+/**
  * The common answer `msg[off, off + len)` without dns-packet (the per-answer hot path): one
  * question with a plain name, only A records whose owner is a pointer to that question (0xc00c)
  * with 4 bytes of data, nothing in authority or additional. Any other shape returns undefined and
@@ -252,15 +292,7 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFact
     const t = msg[r + 6]! * 0x1000000 + ((msg[r + 7]! << 16) | (msg[r + 8]! << 8) | msg[r + 9]!);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
   }
-  let ips: string[];
-  if (an === 1) ips = v4ListAt(msg, o + 12);
-  else {
-    ips = [];
-    for (let i = 0, r = o; i < an; i++, r += 16) {
-      const ip = v4At(msg, r + 12);
-      if (!ips.includes(ip)) ips.push(ip);
-    }
-  }
+  const ips = an === 1 ? v4ListAt(msg, o + 12) : v4ListOf(msg, o, an);
   const id = u16be(msg, off), rcode = msg[off + 3]! & 0x0f;
   if (into === undefined) return { id, rcode, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
   into.id = id; into.rcode = rcode; into.ips = ips; into.ttl = Math.max(0, ttl); into.cnames = NO_NAMES; into.rrtypes = aRecords(an);
