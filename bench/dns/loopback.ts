@@ -15,9 +15,10 @@
  * --feed: the records take the proxy process's path instead (src/proxy/feed/client.ts: the binary
  *   frames, a query's answer paired with its request) to a stand-in agent socket that reads and
  *   discards them: the proxy process's own work per query, nothing of the agent's.
- * --alloc: V8's sampling heap profiler over the proxied rounds (every 256 bytes, collected objects
- *   kept): bytes allocated per query and the frames that allocate them, largest first. Slows the
- *   proxy: read the bytes, not the q/s.
+ * --alloc: V8's sampling heap profiler over the proxied rounds (every --alloc-interval bytes, 256
+ *   by default; collected objects kept): bytes allocated per query and the frames that allocate
+ *   them (--alloc-depth frames of each stack, 3 by default), largest first. Slows the proxy: read
+ *   the bytes, not the q/s.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -34,10 +35,9 @@ import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
 import { Session } from 'node:inspector/promises';
-import { createServer } from 'node:net';
 import { createFeedClient } from '../../src/proxy/feed/client.ts';
 
-const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' }, agent: { type: 'boolean', default: false }, 'cpu-prof-dir': { type: 'string', default: '' }, feed: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { secs: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, module: { type: 'string', default: '' }, agent: { type: 'boolean', default: false }, 'cpu-prof-dir': { type: 'string', default: '' }, feed: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, 'alloc-interval': { type: 'string', default: '256' }, 'alloc-depth': { type: 'string', default: '3' } } });
 const MODULE = values.module ? resolve(values.module) : resolve(import.meta.dirname, '../../src/proxy/dns/proxy.ts');
 const { createDNSProxy } = (await import(MODULE)) as { createDNSProxy: typeof CreateDNSProxy };
 const SECS = Number(values.secs), ROUNDS = Number(values.rounds);
@@ -71,16 +71,16 @@ function agentSink(): (rec: AccessLogRecord) => void {
   hubble.onFlow((f) => { metrics.process(f); if (f.eventType?.type === 129) agentMetrics.observe(f); });
   return (rec) => hubble.ingestRecord(rec);
 }
-/** --feed: the proxy process's feed client, to an agent that takes binary frames and drops them */
+/**
+ * --feed: the proxy process's feed client, to an agent that takes binary frames and drops them: a
+ * child process (its reads, buffers and ticks are none of the proxy's CPU or garbage), on the
+ * proxy's CPU as an agent on a busy node would be.
+ */
 async function feedSink(): Promise<(rec: AccessLogRecord) => void> {
   const path = join(dir, 'feed.sock');
-  const srv = createServer((c) => {
-    c.write(`${JSON.stringify({ t: 'caps', records: 'bin1' })}\n`);
-    c.on('data', () => {});
-    c.on('error', () => {});
-  });
-  await new Promise<void>((ok) => srv.listen(path, ok));
-  srv.unref();
+  const standIn = `require('node:net').createServer((c) => { c.write('${JSON.stringify({ t: 'caps', records: 'bin1' })}\\n'); c.on('data', () => {}); c.on('error', () => {}); })` +
+    `.listen(process.argv[1], () => console.log('ready'));`;
+  await startPinned(children, 1, process.execPath, ['-e', standIn, path], 'ready');
   const feed = createFeedClient({ socketPath: path, onSnapshot: () => {}, onIpcache: () => {}, handle: async () => undefined, statusRows: () => [] });
   feed.start();
   // the caps message turns the encoder on
@@ -90,7 +90,7 @@ async function feedSink(): Promise<(rec: AccessLogRecord) => void> {
   return (rec) => feed.record(rec);
 }
 let stopFeed = (): void => {};
-const sink = values.agent ? agentSink() : values.feed ? await feedSink() : undefined;
+const sink = values.agent ? agentSink() : values.feed ? await feedSink().catch((e: unknown) => { for (const c of children) c.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); throw e; }) : undefined;
 const proxy = createDNSProxy({
   nodeName: 'bench', port: PORT, host: '127.0.0.1', dnsPort: PORT,
   endpointByIp: () => EP,
@@ -122,7 +122,7 @@ try {
   for (let r = 0; r < ROUNDS; r++) {
     const d = await dnsperf(UP, dm.pid!);
     if (prof) await prof.post('Profiler.start');
-    if (heap) await heap.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+    if (heap) await heap.post('HeapProfiler.startSampling', { samplingInterval: Number(values['alloc-interval']), includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
     const q0 = proxy.stats().queries;
     const p = await dnsperf('127.0.0.1', process.pid);
     if (heap) {
@@ -132,7 +132,7 @@ try {
       const walk = (n: N, stack: string[]): void => {
         const f = n.callFrame;
         const here = [...stack, `${f.functionName || '(anon)'} ${f.url.replace(/.*\/(src|bench|node_modules)\//, '$1/')}:${f.lineNumber + 1}`];
-        if (n.selfSize) { const k = here.slice(-3).reverse().join(' < '); allocBytes.set(k, (allocBytes.get(k) ?? 0) + n.selfSize); }
+        if (n.selfSize) { const k = here.slice(-Number(values['alloc-depth'])).reverse().join(' < '); allocBytes.set(k, (allocBytes.get(k) ?? 0) + n.selfSize); }
         for (const c of n.children) walk(c, here);
       };
       walk(profile.head as N, []);

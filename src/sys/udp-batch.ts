@@ -17,6 +17,7 @@
 import type { Socket } from 'node:dgram';
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
+import { u16be, u16le } from '../common/bytes.ts';
 import { AF_INET, AF_INET6, sockAddrAt, type SockAddr } from './sock-addr.ts';
 
 const libc = koffi.load('libc.so.6');
@@ -162,10 +163,10 @@ export class RecvBatch {
   /** source address of datagram i (undefined when neither AF_INET nor AF_INET6) */
   source(i: number): SockAddr | undefined {
     const o = this.names + i * SA;
-    const af = this.hdr.readUInt16LE(o);
+    const af = u16le(this.hdr, o);
     return af === AF_INET ? sockAddrAt(this.hdr, o + 4, 4) : af === AF_INET6 ? sockAddrAt(this.hdr, o + 8, 6) : undefined;
   }
-  sourcePort(i: number): number { return this.hdr.readUInt16BE(this.names + i * SA + 2); }
+  sourcePort(i: number): number { return u16be(this.hdr, this.names + i * SA + 2); }
 }
 
 /**

@@ -14,6 +14,10 @@
  * watcher per fd), and nothing may be sent through Node's dgram on a watched socket (a send that
  * waits for POLLOUT would take the fd's epoll registration over): send with udp-batch.
  *
+ * Each watch's uv_poll_t is koffi.alloc'd (calloc: never collected by V8) and freed in uv_close's
+ * callback, once libuv is done with it (liveWatches() counts them); a socket that cannot be watched
+ * gets the reason back (WatchResult), for the caller to make the slower path visible.
+ *
  * libuv stops a poll handle whose fd reports an error (POLLERR: an ICMP error on a connected
  * socket) and says so with a negative status: the callback reads (which takes the error) and the
  * watch starts again.
@@ -27,6 +31,12 @@ export interface ReadableWatch {
   stop(): void;
 }
 
+/**
+ * watchReadable's answer: the watch, or why there is none (the socket keeps Node's reads: the
+ * slower path, which the caller makes visible: a stat, a log line).
+ */
+export type WatchResult = { watch: ReadableWatch; reason?: undefined } | { watch: null; reason: string };
+
 const UV_POLL = 8; // uv_handle_type
 const UV_READABLE = 1;
 
@@ -36,27 +46,33 @@ interface Uv {
   init: (loop: unknown, h: unknown, fd: number) => number;
   start: (h: unknown, events: number, cb: unknown) => number;
   stop: (h: unknown) => number;
-  close: (h: unknown, cb: null) => void;
+  close: (h: unknown, cb: unknown) => void;
   cbType: ReturnType<typeof koffi.pointer>;
+  closeCbType: ReturnType<typeof koffi.pointer>;
 }
 let uv: Uv | null | undefined;
+/** why libuv's functions could not be reached (uv null) */
+let uvError = '';
 /** libuv's poll functions of this process (undefined before the first use; null: not exported here). */
 function libuv(): Uv | null {
   if (uv !== undefined) return uv;
   try {
     const self = koffi.load(null as unknown as string);
     const cbType = koffi.pointer(koffi.proto('void mb_uv_poll_cb(void *handle, int status, int events)'));
+    const closeCbType = koffi.pointer(koffi.proto('void mb_uv_close_cb(void *handle)'));
     uv = {
       loop: self.func('void *uv_default_loop()')(),
       handleSize: Number(self.func('size_t uv_handle_size(int type)')(UV_POLL)),
       init: self.func('int uv_poll_init(void *loop, void *handle, int fd)'),
       start: self.func('int uv_poll_start(void *handle, int events, mb_uv_poll_cb *cb)'),
       stop: self.func('int uv_poll_stop(void *handle)'),
-      close: self.func('void uv_close(void *handle, void *cb)'),
+      close: self.func('void uv_close(void *handle, mb_uv_close_cb *cb)'),
       cbType,
+      closeCbType,
     };
-  } catch {
+  } catch (e) {
     uv = null;
+    uvError = String((e as Error)?.message ?? e);
   }
   return uv;
 }
@@ -70,51 +86,86 @@ function dgramHandle(s: Socket): { recvStop?(): number; recvStart?(): number } |
   return undefined;
 }
 
-/** handles stopped and closed, kept until libuv's close has run (a later turn) */
-const closing = new Set<unknown>();
+/** handles being closed by their address: the memory to free and the poll callback to give back once libuv's close ran */
+const closing = new Map<bigint, { h: unknown; cb: bigint }>();
+/** uv_close's callback, one for the process */
+let onClosed: bigint | undefined;
+/** uv_poll_t handles allocated and not yet freed */
+let live = 0;
+/** uv_poll_t handles this process holds now: each watch's until libuv's close of it has run (a later turn). */
+export function liveWatches(): number {
+  return live;
+}
+
+/**
+ * Closes the poll handle `h` (stopped or never started): libuv calls back once the loop is done
+ * with it (its closing phase, a later turn), and only then is its memory freed and its poll
+ * callback given back.
+ */
+function closeHandle(u: Uv, h: unknown, cb: bigint): void {
+  onClosed ??= koffi.register((handle: unknown) => {
+    const at = typeof handle === 'bigint' ? handle : koffi.address(handle);
+    const c = closing.get(at);
+    if (!c) return;
+    closing.delete(at);
+    koffi.free(c.h);
+    live--;
+    koffi.unregister(c.cb);
+  }, u.closeCbType);
+  closing.set(koffi.address(h), { h, cb });
+  u.close(h, onClosed);
+}
 
 /**
  * Stops Node's reads of `s` (bound, fd `fd`) and calls `onReadable` whenever the fd is readable,
- * on the main thread from the event loop (microtasks run after it, as after any callback). null:
- * not possible here (no libuv symbols, no dgram handle, uv_poll refused the fd): Node's reads are
- * untouched and its 'message' event stays the way in.
+ * on the main thread from the event loop (microtasks run after it, as after any callback). No
+ * watch (and the reason) when not possible here (a worker thread, no libuv symbols, no dgram
+ * handle, uv_poll refused the fd): Node's reads are untouched and its 'message' event stays the
+ * way in.
  */
-export function watchReadable(s: Socket, fd: number, onReadable: () => void): ReadableWatch | null {
-  const u = libuv();
-  const handle = dgramHandle(s);
+export function watchReadable(s: Socket, fd: number, onReadable: () => void): WatchResult {
   // uv_default_loop() is the main thread's loop: a worker's sockets keep Node's reads
-  if (!isMainThread || !u || fd < 0 || typeof handle?.recvStop !== 'function' || typeof handle.recvStart !== 'function') return null;
+  if (!isMainThread) return { watch: null, reason: 'not the main thread (uv_default_loop is its loop)' };
+  if (fd < 0) return { watch: null, reason: 'the socket has no fd' };
+  const u = libuv();
+  if (!u) return { watch: null, reason: `libuv's uv_poll functions are not reachable in this node binary: ${uvError}` };
+  const handle = dgramHandle(s);
+  if (typeof handle?.recvStop !== 'function' || typeof handle.recvStart !== 'function') return { watch: null, reason: "dgram's internal handle has no recvStop/recvStart (Node's internals changed)" };
   // Node's watcher leaves the fd first: libuv keeps one watcher per fd
-  if (handle.recvStop() !== 0) return null;
+  const rc = handle.recvStop();
+  if (rc !== 0) return { watch: null, reason: `the dgram handle's recvStop() returned ${rc}` };
   const h = koffi.alloc('uint8_t', u.handleSize);
+  live++;
   let active = false;
   const cb = koffi.register((_h: unknown, status: number) => {
     try { onReadable(); } catch { /* the reader counts its own failures */ }
     // POLLERR stopped the handle; the read above took the socket's error
     if (status < 0 && active) u.start(h, UV_READABLE, cb);
   }, u.cbType);
-  if (u.init(u.loop, h, fd) !== 0) {
+  const init = u.init(u.loop, h, fd);
+  if (init !== 0) {
+    // never a handle of the loop: nothing to close
+    koffi.free(h);
+    live--;
     koffi.unregister(cb);
     handle.recvStart();
-    return null;
+    return { watch: null, reason: `uv_poll_init refused fd ${fd}: ${init}` };
   }
-  if (u.start(h, UV_READABLE, cb) !== 0) {
-    u.close(h, null);
-    closing.add(h);
-    setTimeout(() => { closing.delete(h); koffi.unregister(cb); }, 100).unref();
+  const start = u.start(h, UV_READABLE, cb);
+  if (start !== 0) {
+    closeHandle(u, h, cb);
     handle.recvStart();
-    return null;
+    return { watch: null, reason: `uv_poll_start refused fd ${fd}: ${start}` };
   }
   active = true;
   return {
-    stop() {
-      if (!active) return;
-      active = false;
-      u.stop(h);
-      u.close(h, null);
-      // the handle's memory and the callback live until libuv's close ran (its closing phase)
-      closing.add(h);
-      setTimeout(() => { closing.delete(h); koffi.unregister(cb); }, 100).unref();
+    watch: {
+      stop() {
+        if (!active) return;
+        active = false;
+        u.stop(h);
+        closeHandle(u, h, cb);
+      },
     },
   };
 }

@@ -14,7 +14,7 @@
  * address fills the first 4 bytes of its 16, the rest zero). A query's destination is looked up
  * in its own family only: an IPv6 client's entry never names an IPv4 server, nor the reverse.
  */
-import { BoundedCache } from '../../common/bounded-cache.ts';
+import { putU16be, u16be } from '../../common/bytes.ts';
 import type { BpfMap } from '../../sys/bpf.ts';
 import { sockAddrAt, sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 import { openCtTable } from '../../datapath/linux/index.ts';
@@ -39,6 +39,8 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   const tables = new Map<number, BpfMap>();
   const last = new Map<number, string>();
   const key = Buffer.alloc(KEY_SIZE);
+  /** a point lookup's value, read by none (the entry's presence is the answer): one buffer per value size, not one per lookup */
+  const values = new Map<number, Buffer>();
   /** The endpoint's own table; `fresh` reopens it (the endpoint may have been re-created). */
   function ct(ep: number, fresh = false): BpfMap | undefined {
     let m = tables.get(ep);
@@ -56,15 +58,20 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     const d = sockAddrOf(dst);
     if (!d || d.family !== client.family) return false;
     // the client address is in key[0..16) already (written once per lookup)
-    key.fill(0, 16);
-    d.bytes.copy(key, 16);
-    key.writeUInt16BE(clientPort, 32);
-    key.writeUInt16BE(53, 34);
+    // byte by byte: Buffer's checked writers make an array per call below V8's optimizing tier (bytes.ts)
+    for (let i = 16; i < KEY_SIZE; i++) key[i] = 0;
+    const a = d.bytes;
+    for (let i = 0; i < a.length; i++) key[16 + i] = a[i]!;
+    putU16be(key, 32, clientPort);
+    putU16be(key, 34, 53);
     key[36] = 17;
     key[37] = client.family;
     key[38] = DIR_EGRESS;
-    key.writeUInt16LE(ep, 40);
-    try { return m.lookup(key) !== null; } catch { return false; }
+    key[40] = ep & 255;
+    key[41] = (ep >>> 8) & 255;
+    let out = values.get(m.valueBufSize);
+    if (out === undefined) values.set(m.valueBufSize, (out = Buffer.alloc(m.valueBufSize)));
+    try { return m.lookup(key, out) !== null; } catch { return false; }
   }
   /**
    * The egress UDP entry of (client ip:port → *:53) in one endpoint's table: its destination. Read
@@ -78,39 +85,51 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
         for (let i = 0; i < count && !dst; i++) {
           const o = i * KEY_SIZE;
           if (keys[o + 36] !== 17 || keys[o + 37] !== fam || keys[o + 38] !== DIR_EGRESS) continue;
-          if (keys.readUInt16BE(o + 32) !== clientPort || keys.readUInt16BE(o + 34) !== 53 || keys.compare(key, 0, 16, o, o + 16) !== 0) continue;
+          if (u16be(keys, o + 32) !== clientPort || u16be(keys, o + 34) !== 53 || keys.compare(key, 0, 16, o, o + 16) !== 0) continue;
           dst = sockAddrAt(keys, o + 16, fam).ip;
         }
       });
     } catch { /* table gone */ }
     return dst;
   }
-  // (client address, port) → destination, briefly: a resolver reusing its socket skips the lookups.
-  // Keyed by one number (the interned address's key × 65536 + port < 2^53), no string per query.
-  const recent = new BoundedCache<number, { dst: string; at: number }>(8192);
+  // (client address, port) → destination, briefly: a resolver reusing its socket skips the
+  // lookups. A direct-mapped table by the interned address's key and the port (a slot's key and
+  // port compared on every hit; a new pair takes its slot), its times in a Float64Array: nothing
+  // made per query (an entry object, a Map key of key × 65536 + port above 2^30, and Date.now()
+  // were heap objects per query: a resolver's fresh source port misses on every query).
+  const RECENT_BITS = 13;
   const RECENT_MS = 2000;
+  const recentAddr = new Int32Array(1 << RECENT_BITS).fill(-1);
+  const recentPort = new Int32Array(1 << RECENT_BITS);
+  const recentAt = new Float64Array(1 << RECENT_BITS);
+  const recentDst: (string | undefined)[] = new Array<string | undefined>(1 << RECENT_BITS).fill(undefined);
   return (client, clientPort, ep) => {
-    const rk = client.key * 65536 + clientPort;
-    const now = Date.now();
-    const hit = recent.get(rk);
-    if (hit && now - hit.at < RECENT_MS) return hit.dst;
+    const slot = (Math.imul(client.key, 0x9e3779b1) ^ Math.imul(clientPort, 0x85ebca6b)) >>> (32 - RECENT_BITS);
+    const now = performance.now();
+    if (recentAddr[slot] === client.key && recentPort[slot] === clientPort && now - recentAt[slot]! < RECENT_MS) return recentDst[slot]!;
     const dst = find(client, clientPort, ep);
     if (typeof dst === 'string') {
-      if (hit) { hit.dst = dst; hit.at = now; } else recent.set(rk, { dst, at: now });
+      recentAddr[slot] = client.key;
+      recentPort[slot] = clientPort;
+      recentAt[slot] = now;
+      recentDst[slot] = dst;
     }
     return dst;
   };
   function find(client: SockAddr, clientPort: number, ep: number): string | OrigDstUnknown {
-    key.fill(0, 0, 16);
-    client.bytes.copy(key, 0);
+    for (let i = 0; i < 16; i++) key[i] = 0;
+    const a = client.bytes;
+    for (let i = 0; i < a.length; i++) key[i] = a[i]!;
     let table = false;
-    for (const fresh of [false, true]) {
-      const m = ct(ep, fresh);
+    for (let pass = 0; pass < 2; pass++) {
+      const m = ct(ep, pass === 1);
       if (!m) continue;
       table = true;
       const l = last.get(ep);
       if (l && has(m, client, clientPort, l, ep)) return l;
-      for (const c of deps.candidates()) {
+      const cands = deps.candidates();
+      for (let i = 0; i < cands.length; i++) {
+        const c = cands[i]!;
         if (c === l) continue;
         if (has(m, client, clientPort, c, ep)) {
           last.set(ep, c);

@@ -35,6 +35,7 @@
  * counted drop.
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
+import { putU16be, u16be } from '../../common/bytes.ts';
 import { createSocket, type Socket } from 'node:dgram';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket as NetSocket } from 'node:net';
 import { MembraneError } from '../../common/errors.ts';
@@ -43,7 +44,7 @@ import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, answerFactsAt, errorReply, parseQuery, queryAt, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
-import { watchReadable, type ReadableWatch } from '../../sys/udp-poll.ts';
+import { watchReadable, type ReadableWatch, type WatchResult } from '../../sys/udp-poll.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
@@ -128,6 +129,11 @@ export interface DNSProxyStats {
   batched: number;
   /** recvmmsg calls (batched / recvCalls: datagrams per call, empty drains included) */
   recvCalls: number;
+  /**
+   * sockets (listeners, upstream sockets) read by Node's 'message' because their uv_poll watch could
+   * not be set up (src/sys/udp-poll.ts; logged once each as DNS_PROXY_NODE_READS): 0 on the fast path
+   */
+  nodeReads: number;
   /** datagrams sent by sendmmsg (queries upstream, answers and error replies to clients) and its calls */
   sent: number;
   sendCalls: number;
@@ -150,10 +156,8 @@ interface Pending {
    */
   client: AccessPeer;
   server: AccessPeer;
-  /** performance.now() when the query came (a double, refilled in place: no BigInt per query) */
+  /** clockUs() when the query came (the sweep answers SERVFAIL once upstreamTimeout has passed since) */
   t0: number;
-  /** performance.now() by which the upstream must have answered (swept, not one timer per query) */
-  deadline: number;
   /** the query's third header byte (opcode, RD) and its question: a SERVFAIL is made of them and the client's id */
   flags: number;
   question: Question;
@@ -190,21 +194,33 @@ const FACTS: AnswerFacts = { id: 0, rcode: 0, ips: [], ttl: 0, cnames: [], rrtyp
 const NO_TYPES = Object.freeze([]) as unknown as string[];
 
 /**
- * Epoch ms now, as a record's time: performance.now() from an anchor the sweep sets again from
- * the wall clock every 250 ms (Date.now() returns a new heap number per call; performance.now()
- * does not).
+ * A record's time, epoch ms: performance.now() from an anchor the sweep sets again from the wall
+ * clock every 250 ms (Date.now() returns a new heap number per call). Written into the record's
+ * field here, in a function small enough for performance.now() to be inlined in it: a double
+ * returned from a call that is not inlined (or read from a field to be passed on) is a new heap
+ * number; stored in a field that holds doubles it is written in place.
  */
 let epochAnchor = Date.now() - performance.now();
-function epochMs(): number {
-  return epochAnchor + performance.now();
+function stampNow(r: DnsAccessRecord): void {
+  r.timeMs = epochAnchor + performance.now();
 }
 
 /**
- * ns since `t0` (performance.now()), as a record's latency: a small integer (a Smi up to ~1 s), so
- * a response makes no BigInt; the flow's BigInt is the agent's to make.
+ * A query's times: µs on a wheel of 2^30 µs (~18 min), so every value is a small integer (a Smi)
+ * wherever it is kept or passed: a performance.now() kept in the Pending and read back to be
+ * passed on was a heap number per query. Ages are differences on the wheel (usSince), right for
+ * anything younger than a turn of it (an upstream answer or a hold: seconds).
  */
+const US_WHEEL = 0x3fffffff;
+function clockUs(): number {
+  return (performance.now() * 1000) & US_WHEEL;
+}
+function usSince(t0: number): number {
+  return (clockUs() - t0) & US_WHEEL;
+}
+/** ns since `t0` (clockUs()), as a record's latency: a response makes no BigInt (the flow's is the agent's to make) */
 function latencySince(t0: number): number {
-  return Math.max(0, Math.round((performance.now() - t0) * 1e6));
+  return usSince(t0) * 1000;
 }
 
 export interface DNSProxy {
@@ -240,9 +256,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   const port = deps.port ?? DEFAULT_PROXY_PORTS.dns;
   const dnsPort = deps.dnsPort ?? 53;
   const maxHold = deps.maxHoldMs ?? 2000;
-  const upstreamTimeout = deps.upstreamTimeoutMs ?? 3000;
+  // ages are read on a wheel of 2^30 µs (clockUs): a timeout of half of it at most
+  const upstreamTimeoutUs = Math.min((deps.upstreamTimeoutMs ?? 3000) * 1000, US_WHEEL >>> 1);
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] };
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
   const listeners: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
@@ -304,11 +321,37 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function flushNow(): void {
     if (flushQueued) flushAll();
   }
+  /** inside a watched socket's callback (watched): its flushNow() follows, no microtask is queued */
+  let inWatch = false;
   function flushSoon(): void {
     if (!flushQueued) {
       flushQueued = true;
-      queueMicrotask(flushAll);
+      if (!inWatch) queueMicrotask(flushAll);
     }
+  }
+  /**
+   * A socket Node reads (its 'message' event: the slower path, a 64 KiB read and objects per
+   * datagram) because no watch could be set up: counted in stats().nodeReads and said once per
+   * socket with a stable code, so the slower path is never silent.
+   */
+  function nodeRead(socket: string, reason: string): null {
+    st.nodeReads++;
+    deps.log?.warn({ subsys: 'dns-proxy', code: 'DNS_PROXY_NODE_READS', socket, reason, hint: 'the proxy still answers; its sockets are read one datagram per wake-up by Node (slower): see src/sys/udp-poll.ts' }, 'DNS proxy socket read by Node, not by uv_poll + recvmmsg');
+    return null;
+  }
+  function watchOrNodeReads(socket: string, w: WatchResult): ReadableWatch | null {
+    return w.watch ?? nodeRead(socket, w.reason);
+  }
+  /** A watched socket's callback: what is queued read and judged, then every send and record of it flushed. */
+  function watched(fd: number, d: Drain, each: (i: number) => void): () => void {
+    return () => {
+      d.empty = 0;
+      inWatch = true;
+      try { drain(fd, d, each); } finally {
+        inWatch = false;
+        flushNow();
+      }
+    };
   }
   function queued(b: SendBatch): void {
     if (b.pending === 1) dirty.push(b);
@@ -377,9 +420,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function record(type: DnsAccessRecord['type'], client: AccessPeer, server: AccessPeer, transport: DnsAccessRecord['transport'], query: string, qtypes: string[], verdict: DnsAccessRecord['verdict']): DnsAccessRecord {
     const r = freeRecords.pop();
     if (r === undefined) {
-      return { l7: 'dns', type, direction: 'egress', timeMs: epochMs(), client, server, transport, query, qtypes, verdict, rcode: undefined, ips: undefined, ttl: undefined, cnames: undefined, rrtypes: undefined, latencyNs: undefined, reason: undefined };
+      // timeMs a double from the first record on: the field then holds doubles, each write in place
+      const n: DnsAccessRecord = { l7: 'dns', type, direction: 'egress', timeMs: 0.5, client, server, transport, query, qtypes, verdict, rcode: undefined, ips: undefined, ttl: undefined, cnames: undefined, rrtypes: undefined, latencyNs: undefined, reason: undefined };
+      stampNow(n);
+      return n;
     }
-    r.type = type; r.timeMs = epochMs(); r.client = client; r.server = server; r.transport = transport; r.query = query; r.qtypes = qtypes; r.verdict = verdict;
+    r.type = type; stampNow(r); r.client = client; r.server = server; r.transport = transport; r.query = query; r.qtypes = qtypes; r.verdict = verdict;
     r.rcode = undefined; r.ips = undefined; r.ttl = undefined; r.cnames = undefined; r.rrtypes = undefined; r.latencyNs = undefined; r.reason = undefined;
     return r;
   }
@@ -428,12 +474,19 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const have = replySockets.get(dst);
     if (have?.out) {
       const o = have.out.pushCopy(to, p, buf, off, off + len);
-      if (id >= 0) have.out.data.writeUInt16BE(id, o);
+      if (id >= 0) putU16be(have.out.data, o, id);
       queued(have.out);
       return;
     }
-    const copy = Buffer.from(buf.subarray(off, off + len));
-    if (id >= 0) copy.writeUInt16BE(id, 0);
+    sendToClientLater(have, dst, to, p, Buffer.from(buf.subarray(off, off + len)), id);
+  }
+  /**
+   * sendToClient without a send batch (its socket being made, or no fd): a copy through Node. Its
+   * own function: variables a closure captures live in a context the function makes on every call,
+   * closure or not (64 B per answer in sendToClient, bench/dns/loopback.ts --alloc under Maglev).
+   */
+  function sendToClientLater(have: BatchedSocket | undefined, dst: string, to: SockAddr, p: number, copy: Buffer, id: number): void {
+    if (id >= 0) putU16be(copy, 0, id);
     if (have) { have.s.send(copy, p, to.ip); return; }
     replySocket(dst).then((s) => s.s.send(copy, p, to.ip), (e: Error) => {
       st.dropped++;
@@ -459,7 +512,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       st.dropped++;
       return;
     }
-    const t0 = performance.now();
+    const t0 = clockUs();
     const od = deps.originalDestination(from, clientPort, ep);
     const dst = typeof od === 'string' ? od : undefined;
     const q = cut ? (len < 12 ? 'short' : 'oversized') : queryAt(buf, off, len);
@@ -485,7 +538,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     }
     const server = serverPeer(dst);
     const allowed = decideQuestion(ep, server.identity, q);
-    const clientId = buf.readUInt16BE(off);
+    const clientId = u16be(buf, off);
     const flags = buf[off + 2]!;
     if (!allowed) {
       const r = record('request', peer(clientIp, clientPort), server, 'UDP', q.name, q.qtypes, 'denied');
@@ -510,10 +563,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     let p = freePending.pop();
     const cl = clientPeer(p, clientIp, clientPort);
     emit(record('request', cl, server, 'UDP', q.name, q.qtypes, 'forwarded'));
-    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, deadline: t0 + upstreamTimeout, flags, question: q, reusable: true };
+    if (p === undefined) p = { from, clientPort, clientId, dst, ep, qname: q.name, qtypes: q.qtypes, client: cl, server, t0, flags, question: q, reusable: true };
     else {
       p.from = from; p.clientPort = clientPort; p.clientId = clientId; p.dst = dst; p.ep = ep; p.qname = q.name; p.qtypes = q.qtypes;
-      p.client = cl; p.server = server; p.t0 = t0; p.deadline = t0 + upstreamTimeout; p.flags = flags; p.question = q; p.reusable = true;
+      p.client = cl; p.server = server; p.t0 = t0; p.flags = flags; p.question = q; p.reusable = true;
     }
     pending[id] = p;
     pendingCount++;
@@ -522,13 +575,19 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     // No per-send callback on the hot path: a lost or refused send ends as SERVFAIL by the sweep.
     if (u?.out) {
       const o = u.out.pushCopy(null, 0, buf, off, off + len);
-      u.out.data.writeUInt16BE(id, o);
+      putU16be(u.out.data, o, id);
       queued(u.out);
       return;
     }
-    const out = Buffer.from(buf.subarray(off, off + len));
-    out.writeUInt16BE(id, 0);
-    const pend = p;
+    forwardLater(u, to, p, id, Buffer.from(buf.subarray(off, off + len)));
+  }
+
+  /**
+   * The forward of onQuery without a send batch (the upstream socket being made, or no fd). Its
+   * own function, as sendToClientLater (its closures' context is made per call).
+   */
+  function forwardLater(u: BatchedSocket | undefined, to: string, pend: Pending, id: number, out: Buffer): void {
+    putU16be(out, 0, id);
     pend.reusable = false; // the closure below compares it with the slot later
     const fail = (): void => {
       if (pending[id] !== pend) return;
@@ -614,7 +673,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         fd = dgramFd(s2);
         const out = fd >= 0 ? new SendBatch(fd, 64) : null;
         // watched only with a send batch: nothing may go through Node's send on a watched socket
-        const watch = out ? watchReadable(s2, fd, () => { answers.empty = 0; drain(fd, answers, onBatchedAnswer); flushNow(); }) : null;
+        const watch = out ? watchOrNodeReads(`upstream ${to}`, watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer))) : nodeRead(`upstream ${to}`, 'its fd could not be read (no send batch)');
         const b: BatchedSocket = { s: s2, out, watch };
         upstreams.set(to, b);
         resolve(b);
@@ -626,7 +685,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
 
   function onUpstream(buf: Buffer, off: number, len: number): void {
     if (len < 12) return;
-    const p = takePending(buf.readUInt16BE(off));
+    const p = takePending(u16be(buf, off));
     if (p === undefined) return;
     const facts = answerFactsAt(buf, off, len, FACTS);
     // An answer that does not decode (a compression loop, records past its end) is never
@@ -636,8 +695,14 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const wait = holdFor(p.ep.id, p.qname, facts);
     // an answer whose IPs the datapath has: out now, from where it lies (no closure, no view, no copy)
     if (wait === null) { releaseUdp(p, buf, off, len, facts); recycle(p); return; }
-    // A held answer outlives this drain: it keeps its own copy of the bytes and of the facts.
-    const held = Buffer.from(buf.subarray(off, off + len));
+    holdUdp(p, Buffer.from(buf.subarray(off, off + len)), facts, wait);
+  }
+
+  /**
+   * A held answer: it outlives this drain, so it keeps its own copy of the bytes (`held`) and of the
+   * facts. Its own function, as sendToClientLater (its closures' context is made per call).
+   */
+  function holdUdp(p: Pending, held: Buffer, facts: AnswerFacts, wait: Promise<void>): void {
     const kept: AnswerFacts = { ...facts };
     holdThen(wait, () => releaseUdp(p, held, 0, held.length, kept), () => failUdp(p));
   }
@@ -786,7 +851,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
           continue;
         }
         st.allowed++;
-        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: performance.now() });
+        waiting.set(q.id, { qname: q.name, qtypes: q.qtypes, t0: clockUs() });
         upstream().write(framed(msg));
       }
     });
@@ -842,7 +907,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
-    entry.watch = watchReadable(l, fd, () => { queries.empty = 0; drain(fd, queries, onBatchedQuery); flushNow(); });
+    entry.watch = watchOrNodeReads(`listener IPv${family}`, watchReadable(l, fd, watched(fd, queries, onBatchedQuery)));
     deps.transparent?.(fd);
     return l.address().port;
   }
@@ -869,10 +934,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     async start() {
       sweep = setInterval(() => {
         epochAnchor = Date.now() - performance.now();
-        const now = performance.now();
+        const now = clockUs();
         for (let id = 0; pendingCount > 0 && id < 65536; id++) {
           const p = pending[id];
-          if (p === undefined || now < p.deadline) continue;
+          if (p === undefined || ((now - p.t0) & US_WHEEL) < upstreamTimeoutUs) continue;
           takePending(id);
           st.upstreamTimeouts++;
           servfail(p);

@@ -160,7 +160,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
    * stream of known names then costs a map probe per answer, not a pinned-map syscall and two
    * LPM lookups per IP per turn. Only "allowed" is remembered: anything else is checked again.
    */
-  let allowedMemo = new WeakMap<MapState, BoundedCache<string, true>>();
+  let allowedMemo = new WeakMap<MapState, BoundedCache<string | readonly string[], true>>();
   let memoRevision = -1;
   let memoAgentThere = false;
   let memoClear: NodeJS.Timeout | undefined;
@@ -177,7 +177,8 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       memoRevision = rev;
       memoAgentThere = agentThere;
     }
-    const key = ips.length === 1 ? ips[0]! : ips.join(',');
+    // a list of several (or no) addresses by the list itself: wire.ts interns them, as it does one address's text
+    const key = ips.length === 1 ? ips[0]! : ips;
     let byIps = allowedMemo.get(ms);
     if (byIps?.has(key)) return true;
     if (!checkAllowed(v, ms, ips, agentThere)) return false;
@@ -222,10 +223,16 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
 
   // a MapState changes only through applyDelta, which moves its generation: lookups are remembered per generation
   const judgeQuery = createDNSQueryJudge({ generation: mapStateGeneration });
+  // one list per DNS view (the origdst lookup asks on every query whose source port is new)
+  let candidatesOf: unknown;
+  let candidateList: string[] = [];
   const candidates = (): string[] => {
     const d = deps.view()?.dns;
-    if (!d) return [];
-    return d.serverIp ? [d.serverIp, d.serviceIp] : [d.serviceIp];
+    if (d !== candidatesOf) {
+      candidatesOf = d;
+      candidateList = !d ? [] : d.serverIp ? [d.serverIp, d.serviceIp] : [d.serviceIp];
+    }
+    return candidateList;
   };
 
   function peerOf(ip: string): { identity: number; endpoint?: ReturnType<PolicyView['endpointByIp']>; labels?: string[] } {
@@ -287,7 +294,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       await proxy?.stop();
       ipcache?.close();
     },
-    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, sent: 0, sendCalls: 0, holdsMs: [] },
+    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] },
     statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy?.port ?? DEFAULT_PROXY_PORTS.dns, state: proxy?.boundPort() ? 'listening' : 'stopped' }),
   };
 }

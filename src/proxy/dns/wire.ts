@@ -4,6 +4,7 @@
  * an answer the proxy needs (IPs, minimum TTL, CNAMEs, record types, rcode). Never throws.
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
+import { u16be } from '../../common/bytes.ts';
 import dnsPacket from 'dns-packet';
 
 /** Largest query the proxy accepts (a query is one question; EDNS adds a few bytes). */
@@ -45,8 +46,8 @@ export function queryAt(buf: Buffer, off: number, len: number): Question | Query
   if (len < 12) return 'short';
   if (len > MAX_QUERY_BYTES) return 'oversized';
   if (buf[off + 2]! & 0x80) return 'not-a-query';
-  if (buf.readUInt16BE(off + 4) !== 1) return 'no-question';
-  if (buf.readUInt16BE(off + 6) !== 0 || buf.readUInt16BE(off + 8) !== 0) return 'malformed';
+  if (u16be(buf, off + 4) !== 1) return 'no-question';
+  if (u16be(buf, off + 6) !== 0 || u16be(buf, off + 8) !== 0) return 'malformed';
   // the labels' structure first (bounded by the message: ≤ 512 bytes)
   const msgEnd = off + len;
   let o = off + 12;
@@ -219,6 +220,46 @@ function v4ListAt(buf: Buffer, o: number): string[] {
 }
 
 /**
+ * The distinct addresses, in order, of the `an` A records from `msg[o]` (checked: 16 bytes each),
+ * interned as v4Lists are: a direct-mapped table by a hash of the list (its list compared on every
+ * hit, a new list takes the slot), so a multi-address answer (or one with none) makes no list per
+ * answer. Over 64 records: a list of its own, as aRecords.
+ */
+const MULTI_BITS = 12;
+const multiLists: (string[] | undefined)[] = new Array<string[] | undefined>(1 << MULTI_BITS).fill(undefined);
+const distinct: string[] = [];
+function v4ListOf(msg: Buffer, o: number, an: number): string[] {
+  if (an > 64) {
+    const ips: string[] = [];
+    for (let i = 0, r = o; i < an; i++, r += 16) {
+      const ip = v4At(msg, r + 12);
+      if (!ips.includes(ip)) ips.push(ip);
+    }
+    return ips;
+  }
+  let n = 0;
+  let h = 0x811c9dc5;
+  for (let i = 0, r = o; i < an; i++, r += 16) {
+    const ip = v4At(msg, r + 12);
+    let seen = false;
+    for (let j = 0; j < n; j++) if (distinct[j] === ip) { seen = true; break; }
+    if (seen) continue;
+    distinct[n++] = ip;
+    h = Math.imul(h ^ v4Key(msg, r + 12), 0x01000193);
+  }
+  const slot = (h ^ n) >>> (32 - MULTI_BITS);
+  const had = multiLists[slot];
+  if (had !== undefined && had.length === n) {
+    let same = true;
+    for (let j = 0; j < n; j++) if (had[j] !== distinct[j]) { same = false; break; }
+    if (same) return had;
+  }
+  const list = Object.freeze(distinct.slice(0, n)) as string[];
+  multiLists[slot] = list;
+  return list;
+}
+
+/**
  * The common answer `msg[off, off + len)` without dns-packet (the per-answer hot path): one
  * question with a plain name, only A records whose owner is a pointer to that question (0xc00c)
  * with 4 bytes of data, nothing in authority or additional. Any other shape returns undefined and
@@ -226,7 +267,7 @@ function v4ListAt(buf: Buffer, o: number): string[] {
  */
 function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFacts | undefined): AnswerFacts | undefined {
   const end = off + len;
-  if (len < 12 || msg.readUInt16BE(off + 4) !== 1 || msg.readUInt16BE(off + 8) !== 0 || msg.readUInt16BE(off + 10) !== 0) return undefined;
+  if (len < 12 || u16be(msg, off + 4) !== 1 || u16be(msg, off + 8) !== 0 || u16be(msg, off + 10) !== 0) return undefined;
   let o = off + 12;
   let total = 0;
   for (;;) {
@@ -240,27 +281,19 @@ function fastAnswerFacts(msg: Buffer, off: number, len: number, into: AnswerFact
   }
   o += 4; // qtype, qclass
   if (o > end) return undefined;
-  const an = msg.readUInt16BE(off + 6);
+  const an = u16be(msg, off + 6);
   // every record checked before anything is made: the common one-record answer then costs its
   // facts alone (its IP list, the record types and the empty CNAME list are shared)
   let ttl = -1;
   for (let i = 0, r = o; i < an; i++, r += 16) {
     // owner 0xc00c, type A, class, ttl, rdlength 4, address
-    if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || msg.readUInt16BE(r + 2) !== 1 || msg.readUInt16BE(r + 10) !== 4) return undefined;
+    if (r + 16 > end || msg[r] !== 0xc0 || msg[r + 1] !== 12 || u16be(msg, r + 2) !== 1 || u16be(msg, r + 10) !== 4) return undefined;
     // the TTL from its bytes: readUInt32BE's number was a heap number per record
     const t = msg[r + 6]! * 0x1000000 + ((msg[r + 7]! << 16) | (msg[r + 8]! << 8) | msg[r + 9]!);
     ttl = ttl < 0 ? t : Math.min(ttl, t);
   }
-  let ips: string[];
-  if (an === 1) ips = v4ListAt(msg, o + 12);
-  else {
-    ips = [];
-    for (let i = 0, r = o; i < an; i++, r += 16) {
-      const ip = v4At(msg, r + 12);
-      if (!ips.includes(ip)) ips.push(ip);
-    }
-  }
-  const id = msg.readUInt16BE(off), rcode = msg[off + 3]! & 0x0f;
+  const ips = an === 1 ? v4ListAt(msg, o + 12) : v4ListOf(msg, o, an);
+  const id = u16be(msg, off), rcode = msg[off + 3]! & 0x0f;
   if (into === undefined) return { id, rcode, ips, ttl: Math.max(0, ttl), cnames: NO_NAMES, rrtypes: aRecords(an) };
   into.id = id; into.rcode = rcode; into.ips = ips; into.ttl = Math.max(0, ttl); into.cnames = NO_NAMES; into.rrtypes = aRecords(an);
   return into;

@@ -7,7 +7,7 @@
  */
 import { BoundedCache } from '../../common/bounded-cache.ts';
 import { connect, type Socket } from 'node:net';
-import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import type { AccessLogRecord } from '../../common/access-log.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { RecordEncoder } from './record-codec.ts';
@@ -93,10 +93,32 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const maxPerMessage = deps.recordsPerMessage ?? RECORDS_PER_MESSAGE;
   const messageMs = deps.messageMs ?? 20;
   const quickMs = deps.quickMessageMs ?? 1;
-  /** the event loop's utilization mark at the last frame's start (quickMs) */
-  let eluMark: EventLoopUtilization | undefined;
-  /** the open frame closes at its first record after this (performance.now(); Infinity: by count and messageMs only) */
-  let closeAfter = Infinity;
+  /**
+   * The open frame's times, kept in doubles (a double in a closure's variable is a new heap number
+   * per write; eventLoopUtilization() made three objects per frame): [0] the frame closes at its
+   * first record after this (performance.now(); Infinity: by count and messageMs only), [1] and
+   * [2] the clock and the loop's idle time (ms) at the last frame's start, [1] < 0: none yet.
+   */
+  const frameClock = new Float64Array([Infinity, -1, 0]);
+  /**
+   * Whether the open frame's quick close is due. Its own small function, returning a boolean:
+   * performance.now()'s double, returned from a call the optimizer did not inline into record()
+   * (a large function), was a heap number per record (7-22 B per DNS query in some runs).
+   */
+  const pastQuick = (): boolean => performance.now() >= frameClock[0]!;
+  /**
+   * At a frame's start: its quick close (frameClock[0]) when the loop was busy less than
+   * QUICK_BELOW since the last frame began (eventLoopUtilization's reading, without its objects).
+   */
+  const markQuick = (): void => {
+    const now = performance.now(), idle = performance.nodeTiming.idleTime;
+    const wall = now - frameClock[1]!;
+    if (frameClock[1]! >= 0 && (wall - (idle - frameClock[2]!)) / wall < QUICK_BELOW) frameClock[0] = now + quickMs;
+    frameClock[1] = now;
+    frameClock[2] = idle;
+  };
+  /** the open frame's timer (messageMs): one Timeout re-armed per frame (refresh), not a new one each */
+  let frameTimer: NodeJS.Timeout | undefined;
   let sock: Socket | undefined;
   let up = false;
   let stopped = false;
@@ -118,8 +140,15 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   /** the last record went into a frame (the requests paired so far point into it, not into buf) */
   let lastDirect = false;
   /** frames closed (full) but not yet written, and their records */
-  let ready: Buffer[] = [];
+  const ready = new Array<Buffer | undefined>(8).fill(undefined);
+  let readyN = 0;
   let readyRecords = 0;
+  /** Forgets the frames in `ready` (kept: its store, no new list per flush). */
+  function clearReady(): void {
+    ready.fill(undefined, 0, readyN);
+    readyN = 0;
+    readyRecords = 0;
+  }
   /**
    * Records pushed so far (never reset), and where each DNS request of the batch went by its
    * client peer (the proxy's two records of a query share that object): its response is sent as
@@ -176,17 +205,22 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
    * every snapshot (an endpoint or the policy changed: the agent hears of every name again).
    */
   const known = new Map<number, BoundedCache<string, { ips: string[]; until: number }>>();
-  function covered(r: Omit<DnsAnswerReport, 'id'>, now: number): boolean {
+  /**
+   * Times here are performance.now() ms, read where they are used: a time passed as an argument
+   * (a double no small integer holds) and Date.now() itself were a heap number per answer of a
+   * known name (every answer of the steady path).
+   */
+  function covered(r: Omit<DnsAnswerReport, 'id'>): boolean {
     const k = known.get(r.ep)?.get(r.name);
     if (!k || k.ips.length !== r.ips.length) return false;
     for (let i = 0; i < r.ips.length; i++) if (k.ips[i] !== r.ips[i]) return false;
     const ttlMs = r.ttl * 1000;
-    return k.until >= now + ttlMs - Math.min(1000, ttlMs / 4);
+    return k.until >= performance.now() + ttlMs - Math.min(1000, ttlMs / 4);
   }
-  function remember(r: DnsAnswerReport, now: number): void {
+  function remember(r: DnsAnswerReport): void {
     let byName = known.get(r.ep);
     if (!byName) { byName = new BoundedCache(4096); known.set(r.ep, byName); }
-    byName.set(r.name, { ips: r.ips, until: now + r.ttl * 1000 });
+    byName.set(r.name, { ips: r.ips, until: performance.now() + r.ttl * 1000 });
   }
   const waiting = new BoundedCache<number, { r: DnsAnswerReport; done(): void }>(MAX_WAITING, 'oldest');
   let nextId = 1;
@@ -207,16 +241,14 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (told.size) {
       const items = [...told.values()];
       told.clear();
-      const now = Date.now();
-      for (const r of items) remember(r, now);
+      for (const r of items) remember(r);
       send(sock, { t: 'dns-answers', items });
     }
     // the frames encoded as records came go first: every record in buf came after them
     if (framed && encoder) closeFrame(encoder);
-    if (ready.length) {
-      for (const f of ready) if (!sock.destroyed) sock.write(f);
-      ready = [];
-      readyRecords = 0;
+    if (readyN) {
+      for (let i = 0; i < readyN; i++) if (!sock.destroyed) sock.write(ready[i]!);
+      clearReady();
     }
     if (!buf.length && !lost) return;
     const items = buf;
@@ -259,7 +291,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     const n = enc.records();
     const frame = enc.end();
     framed = false;
-    ready.push(frame);
+    ready[readyN++] = frame;
     readyRecords += n;
     // the same sizing as a batch's messages (flush)
     if (frame.length > MESSAGE_BYTES && perMessage > 1) perMessage >>= 1;
@@ -271,8 +303,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     if (framed && encoder) lost += encoder.records();
     framed = false;
     lost += readyRecords;
-    ready = [];
-    readyRecords = 0;
+    clearReady();
   }
 
   function dial(): void {
@@ -317,7 +348,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         const w = waiting.get(id);
         if (!w) continue;
         waiting.delete(id);
-        remember(w.r, Date.now());
+        remember(w.r);
         w.done();
       }
     };
@@ -385,6 +416,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
       stopped = true;
       if (retry) clearTimeout(retry);
       if (statusTimer) clearInterval(statusTimer);
+      if (frameTimer) { clearTimeout(frameTimer); frameTimer = undefined; }
       flush();
       sock?.end();
     },
@@ -401,13 +433,11 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           // quick: the frame closes at the first record past quickMs (no timer of its own: a
           // timer of 1 ms woke the proxy's loop once more per message); the timer is for the
           // last records before a pause
-          closeAfter = Infinity;
-          if (quickMs > 0 && quickMs < messageMs) {
-            const elu = performance.eventLoopUtilization();
-            if (eluMark && performance.eventLoopUtilization(elu, eluMark).utilization < QUICK_BELOW) closeAfter = performance.now() + quickMs;
-            eluMark = elu;
-          }
-          flushTimer ??= setTimeout(flush, messageMs);
+          frameClock[0] = Infinity;
+          if (quickMs > 0 && quickMs < messageMs) markQuick();
+          // a frame flushed before its timer leaves it armed: the next frame re-arms it, a pause ends in one spare flush
+          if (frameTimer === undefined) frameTimer = setTimeout(flush, messageMs);
+          else frameTimer.refresh();
         }
         lastDirect = true;
         if (rec.l7 === 'dns' && rec.transport === 'UDP') {
@@ -424,7 +454,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
         } else {
           pushRecord(enc, rec, agentTags);
         }
-        if (enc.records() >= perMessage || (closeAfter !== Infinity && performance.now() >= closeAfter)) {
+        if (enc.records() >= perMessage || (frameClock[0] !== Infinity && pastQuick())) {
           closeFrame(enc);
           flushSoon ??= setImmediate(flush);
         }
@@ -457,7 +487,7 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
     },
     reportAnswer(r, wait) {
       if (!wait) {
-        if (covered(r, Date.now())) return undefined;
+        if (covered(r)) return undefined;
         told.set(`${r.ep}|${r.name}|${r.ips.join(',')}`, { id: 0, ...r });
         if (up && !flushTimer && drainOf !== sock) flushTimer = setTimeout(flush, 20);
         return undefined;

@@ -27,10 +27,22 @@
  * length past the end, a reference past the table) is refused whole: the caller counts it.
  */
 
+import { putU32le } from '../../common/bytes.ts';
+
 /** First byte of a binary frame: never the first byte of a JSON line ('{'). */
 export const FRAME_MARK = 0x01;
 /** FRAME_MARK and the u32 length */
 export const FRAME_HEADER = 5;
+
+/**
+ * The number slot of RecordEncoder.slotNumber(): a caller writes a number here and the encoder
+ * reads it back (x86-64 and arm64 are little-endian: the slot's bytes are the frame's f64 LE).
+ */
+export const NUMBER_SLOT = new Float64Array(1);
+const NUMBER_BYTES = new Uint8Array(NUMBER_SLOT.buffer);
+NUMBER_SLOT[0] = 1;
+/** the slot's bytes are f64 LE (1.0's sign and exponent last) */
+const LITTLE_ENDIAN = NUMBER_BYTES[7] === 0x3f;
 
 const U32 = 1, NEG1 = 2, F64 = 3, STR = 4, STR_NEW = 5, STR_REF = 6, ARR = 7, JSON_V = 8, RESET = 9, U16 = 10, STR_REF16 = 11, SMALL = 0x80;
 
@@ -84,7 +96,7 @@ export class RecordEncoder {
   open(n: number): void {
     this.room(16 + 9 * n);
     this.buf[this.at] = ARR;
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5;
   }
 
@@ -122,39 +134,58 @@ export class RecordEncoder {
   /** One value: a number, a string, a list (as push() writes a nested array), anything else as JSON. */
   value(v: unknown): void {
     if (typeof v === 'number') {
-      // a record's reservation (push, open) can be used up by its strings before its last numbers
-      if (this.at + 9 > this.buf.length) this.room(9);
-      if (v >>> 0 === v) {
-        if (v < 128) this.buf[this.at++] = SMALL | v;
-        else if (v < 65536) {
-          this.buf[this.at] = U16;
-          this.buf[this.at + 1] = v & 255;
-          this.buf[this.at + 2] = v >>> 8;
-          this.at += 3;
-        } else {
-          this.buf[this.at] = U32;
-          this.buf.writeUInt32LE(v, this.at + 1);
-          this.at += 5;
-        }
-      } else if (v === -1) {
-        this.buf[this.at++] = NEG1;
-      } else {
-        this.buf[this.at] = F64;
-        this.buf.writeDoubleLE(v, this.at + 1);
-        this.at += 9;
-      }
+      NUMBER_SLOT[0] = v;
+      this.slotNumber();
       return;
     }
     if (typeof v === 'string') { this.string(v); return; }
     if (Array.isArray(v)) {
       this.room(5 + 9 * v.length);
       this.buf[this.at] = ARR;
-      this.buf.writeUInt32LE(v.length, this.at + 1);
+      putU32le(this.buf, this.at + 1, v.length);
       this.at += 5;
       for (let i = 0; i < v.length; i++) this.value(v[i]);
       return;
     }
     this.bytes(JSON_V, JSON.stringify(v) ?? 'null');
+  }
+
+  /**
+   * value(NUMBER_SLOT[0]): the number the caller wrote there, the same bytes. A double that is no
+   * small integer (a record's epoch-ms time) handed to a call as an argument becomes a new heap
+   * number whenever the call is not inlined, and reading it from a record's field to pass it on is
+   * one too: two per proxied DNS query (bench/dns/loopback.ts --feed --alloc). Through the slot
+   * it stays unboxed from the record's field to the frame's bytes.
+   */
+  slotNumber(): void {
+    const v = NUMBER_SLOT[0]!;
+    // a record's reservation (push, open) can be used up by its strings before its last numbers
+    if (this.at + 9 > this.buf.length) this.room(9);
+    if (v >>> 0 === v) {
+      if (v < 128) this.buf[this.at++] = SMALL | v;
+      else if (v < 65536) {
+        this.buf[this.at] = U16;
+        this.buf[this.at + 1] = v & 255;
+        this.buf[this.at + 2] = v >>> 8;
+        this.at += 3;
+      } else {
+        // byte by byte: putU32le(v) would take v (≥ 2^30: no small integer) as an argument
+        const b = this.buf, o = this.at;
+        b[o] = U32;
+        b[o + 1] = v & 255; b[o + 2] = (v >>> 8) & 255; b[o + 3] = (v >>> 16) & 255; b[o + 4] = v >>> 24;
+        this.at += 5;
+      }
+    } else if (v === -1) {
+      this.buf[this.at++] = NEG1;
+    } else {
+      // the slot's 8 bytes as they lie (writeDoubleLE(v) would take v as an argument)
+      const b = this.buf, o = this.at;
+      b[o] = F64;
+      if (!LITTLE_ENDIAN) { b.writeDoubleLE(v, o + 1); this.at += 9; return; }
+      b[o + 1] = NUMBER_BYTES[0]!; b[o + 2] = NUMBER_BYTES[1]!; b[o + 3] = NUMBER_BYTES[2]!; b[o + 4] = NUMBER_BYTES[3]!;
+      b[o + 5] = NUMBER_BYTES[4]!; b[o + 6] = NUMBER_BYTES[5]!; b[o + 7] = NUMBER_BYTES[6]!; b[o + 8] = NUMBER_BYTES[7]!;
+      this.at += 9;
+    }
   }
 
   /**
@@ -175,7 +206,7 @@ export class RecordEncoder {
     const n = list.length;
     this.room(5 + 9 * n);
     this.buf[this.at] = ARR;
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5;
     for (let i = 0; i < n; i++) {
       if (slot + i < TEXT_SLOTS) this.text(list[i]!, slot + i);
@@ -193,7 +224,7 @@ export class RecordEncoder {
       return;
     }
     this.buf[this.at] = STR_REF;
-    this.buf.writeUInt32LE(ref, this.at + 1);
+    putU32le(this.buf, this.at + 1, ref);
     this.at += 5;
   }
 
@@ -219,7 +250,7 @@ export class RecordEncoder {
     this.room(5 + s.length * 3);
     this.buf[this.at] = tag;
     const n = this.buf.write(s, this.at + 5, 'utf8');
-    this.buf.writeUInt32LE(n, this.at + 1);
+    putU32le(this.buf, this.at + 1, n);
     this.at += 5 + n;
   }
 }

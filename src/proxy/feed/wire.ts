@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
-import { FRAME_HEADER, FRAME_MARK, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
+import { FRAME_HEADER, FRAME_MARK, NUMBER_SLOT, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -127,7 +127,8 @@ export function pushAnswer(enc: RecordEncoder, r: DnsAccessRecord, back: number)
 function answerFields(out: FieldSink, r: DnsAccessRecord, back: number): void {
   out.value(back);
   out.value(verdictCode(r.verdict));
-  out.value(r.timeMs);
+  NUMBER_SLOT[0] = r.timeMs;
+  out.slotNumber();
   dnsAnswer(out, r);
 }
 
@@ -160,7 +161,8 @@ function dnsFields(out: FieldSink, r: DnsAccessRecord): void {
   out.value(r.transport === 'UDP' ? 0 : 1);
   out.value(verdictCode(r.verdict));
   out.value(r.direction === 'egress' ? 0 : 1);
-  out.value(r.timeMs);
+  NUMBER_SLOT[0] = r.timeMs;
+  out.slotNumber();
   peerFields(out, r.client, r.server);
   out.value(r.query);
   out.value(r.qtypes);
@@ -292,6 +294,8 @@ function plainHttpSni(r: HttpAccessRecord): string | undefined | null {
  */
 interface FieldSink {
   value(v: number | string | readonly string[]): void;
+  /** value(NUMBER_SLOT[0]) (record-codec.ts slotNumber: a double that is never boxed on the way) */
+  slotNumber(): void;
   text(s: string, slot: number): void;
   texts(list: readonly string[], slot: number): void;
 }
@@ -300,6 +304,7 @@ class ArraySink implements FieldSink {
   readonly a: unknown[];
   constructor(tag: number) { this.a = [tag]; }
   value(v: number | string | readonly string[]): void { this.a.push(v); }
+  slotNumber(): void { this.a.push(NUMBER_SLOT[0]); }
   text(s: string): void { this.a.push(s); }
   texts(list: readonly string[]): void { this.a.push(list); }
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { RecvBatch, dgramFd } from '../../../../src/sys/udp-batch.ts';
-import { watchReadable } from '../../../../src/sys/udp-poll.ts';
+import { liveWatches, watchReadable } from '../../../../src/sys/udp-poll.ts';
 
 async function bound(): Promise<Socket> {
   const s = createSocket('udp4');
@@ -29,7 +29,7 @@ test('a watched socket: every datagram read by recvmmsg in the callback, none by
       const got: string[] = [];
       let nodeRead = 0;
       rx.on('message', () => nodeRead++);
-      const w = watchReadable(rx, fd, () => {
+      const { watch: w } = watchReadable(rx, fd, () => {
         for (let n = batch.recv(fd); n > 0; n = batch.recv(fd)) {
           for (let i = 0; i < n; i++) got.push(batch.data.toString('latin1', batch.offset(i), batch.offset(i) + batch.length(i)));
         }
@@ -44,4 +44,22 @@ test('a watched socket: every datagram read by recvmmsg in the callback, none by
       await new Promise<void>((r) => rx.close(r));
     }
   } finally { tx.close(); }
+});
+
+
+test('every watch gives its uv_poll handle back: after 300 sockets watched, stopped and closed the live handles return to where they were', async () => {
+  await until(() => liveWatches() === 0, 'no handle left from before');
+  for (let round = 0; round < 3; round++) {
+    const open: { s: Socket; stop(): void }[] = [];
+    for (let i = 0; i < 100; i++) {
+      const s = await bound();
+      const r = watchReadable(s, dgramFd(s), () => {});
+      assert.ok(r.watch, `watched (${r.reason})`);
+      open.push({ s, stop: () => r.watch!.stop() });
+    }
+    assert.equal(liveWatches(), 100, 'one handle per watched socket');
+    for (const o of open) { o.stop(); await new Promise<void>((r) => o.s.close(r)); }
+    // libuv's close callback runs in its closing phase (a later turn): only then is the handle freed
+    await until(() => liveWatches() === 0, `round ${round}: handles freed (${liveWatches()} left)`);
+  }
 });
