@@ -107,7 +107,11 @@ export class UpstreamPool {
     link.owner = null;
     const sock = link.sock;
     let list = this.idle.get(key);
-    if (sock.destroyed || sock.readyState !== 'open' || (list && list.length >= this.maxPerKey)) {
+    // A paused link is not kept: its last owner stopped reading it (a write to a client that had
+    // gone failed), so bytes may wait unread in the kernel or in Node, and the next owner would
+    // read them as the answer to its own request (found by upgrade-property.test.ts: the next
+    // client waited on a link nobody read).
+    if (sock.destroyed || sock.readyState !== 'open' || sock.isPaused() || sock.readableLength > 0 || (list && list.length >= this.maxPerKey)) {
       sock.destroy();
       return;
     }

@@ -44,3 +44,36 @@ test('sockets the pool refuses (closed, not open, over its bound) leave no key b
     await new Promise((r) => srv.close(r));
   }
 });
+
+test('a link its last owner left paused is not kept: the bytes waiting on it would answer the next owner\'s request', async () => {
+  // the origin answers a request that was in flight when the client went; the link was paused by
+  // the failed write to that client, so the answer waits unread (seen with the upgrade property's
+  // seed 1382978093: the next client got nothing, and read on it would get the old answer)
+  const srv = net.createServer((s) => { s.on('error', () => {}); s.write('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nold'); });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  const pool = new UpstreamPool(4, 4000);
+  const socks: net.Socket[] = [];
+  try {
+    const connect = () => new Promise<net.Socket>((r) => { const c = net.connect(port, '127.0.0.1', () => r(c)); socks.push(c); });
+    // paused: nothing of the answer is read while it idles, so nothing drops it
+    const paused = await connect();
+    const link = new UpstreamLink(paused, owner);
+    paused.pause();
+    await new Promise((r) => setTimeout(r, 50));
+    pool.put('k', link, 0);
+    assert.equal(pool.size, 0, 'a paused link is not kept');
+    assert.equal(paused.destroyed, true);
+    assert.equal(pool.take('k', owner), undefined);
+    // positive control: the same link shape, read on, is kept
+    const reading = await connect();
+    const kept = new UpstreamLink(reading, owner);
+    pool.put('k', kept, 0);
+    assert.equal(pool.size, 1);
+    assert.equal(pool.take('k', owner), kept);
+  } finally {
+    pool.clear();
+    for (const s of socks) s.destroy();
+    await new Promise((r) => srv.close(r));
+  }
+});
