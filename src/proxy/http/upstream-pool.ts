@@ -15,13 +15,9 @@ export interface UpstreamOwner {
   keepsRead(): boolean;
 }
 
-/**
- * A link's read buffer: 16 KiB, x4 up to 128 KiB once reads fill it (a large body: half the reads
- * and writes per MiB of 64 KiB; bench/http/body.ts A/B in one hold, 16 MiB download 0.44 against
- * 0.76-0.77 ms of CPU per MiB, 64 KiB bodies no worse).
- */
+/** A link's read buffer: 16 KiB, x4 up to 256 KiB once reads fill it (a large body: fewer reads and writes per MiB, bench/http/body.ts), back to 16 KiB after a small read. */
 const READ_BYTES = 16 * 1024;
-const READ_BYTES_MAX = 128 * 1024;
+const READ_BYTES_MAX = 256 * 1024;
 
 /**
  * An upstream connection and who reads it now: a client connection, or nobody while it is idle
