@@ -52,13 +52,9 @@ const kReadBuf = Symbol('readBuffer');
 export const kCloseOnFinal = Symbol('closeOnFinal');
 type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer; [kCloseOnFinal]?: boolean };
 
-/**
- * A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 256 KiB once a read
- * fills it (an upload: a quarter of the reads and writes of 64 KiB, 0.68 against 0.92 of
- * HAProxy's CPU per MiB, bench/http/body.ts; back to 4 KiB after a small read, ReadBuffer).
- */
+/** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
 const CLIENT_READ_BYTES = 4 * 1024;
-const CLIENT_READ_BYTES_MAX = 256 * 1024;
+const CLIENT_READ_BYTES_MAX = 64 * 1024;
 
 /** client read buffers of closed connections, for the next (at most 256: 1 MiB) */
 export function clientReadBuffers(): BufferPool {

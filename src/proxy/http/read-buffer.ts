@@ -5,15 +5,12 @@
  * (`next`); the same buffer is handed out again only when nothing points into what was read
  * (`done(..., keeps = false)`), else the next read goes into a new one: a reused buffer never
  * holds one read's bytes while another read overwrites them. A read that filled the buffer makes
- * the next one larger (x4, up to `max`: a large body); a read of at most `first` bytes into a
- * grown one makes the next one `first` again (the body ended: a connection idle after a large
- * body keeps no large buffer, whatever `max` is).
+ * the next one larger (x4, up to `max`: a large body).
  */
 export class ReadBuffer {
   private buf: Buffer | null = null;
   private renew = true;
   private full = false;
-  private small = false;
   private readonly first: number;
   private readonly max: number;
   private readonly pool: BufferPool | null;
@@ -32,10 +29,9 @@ export class ReadBuffer {
       b = this.buf = this.pool !== null ? this.pool.take() : Buffer.allocUnsafeSlow(this.first);
       this.renew = false;
     } else if (this.renew) {
-      b = this.buf = Buffer.allocUnsafeSlow(this.full ? Math.min(b.length * 4, this.max) : this.small ? this.first : b.length);
+      b = this.buf = Buffer.allocUnsafeSlow(this.full ? Math.min(b.length * 4, this.max) : b.length);
       this.renew = false;
       this.full = false;
-      this.small = false;
     }
     return b;
   }
@@ -54,8 +50,7 @@ export class ReadBuffer {
   /** after the reader handled `n` bytes read into `b`: whether it still points into them */
   done(n: number, b: Uint8Array, keeps: boolean): void {
     this.full = n === b.length && b.length < this.max;
-    this.small = n <= this.first && b.length > this.first;
-    this.renew = this.full || this.small || keeps;
+    this.renew = this.full || keeps;
   }
 }
 

@@ -15,9 +15,9 @@ export interface UpstreamOwner {
   keepsRead(): boolean;
 }
 
-/** A link's read buffer: 16 KiB, x4 up to 256 KiB once reads fill it (a large body: fewer reads and writes per MiB, bench/http/body.ts), back to 16 KiB after a small read. */
+/** A link's read buffer: 16 KiB, 64 KiB once a read filled it (a large body). */
 const READ_BYTES = 16 * 1024;
-const READ_BYTES_MAX = 256 * 1024;
+const READ_BYTES_MAX = 64 * 1024;
 
 /**
  * An upstream connection and who reads it now: a client connection, or nobody while it is idle

@@ -259,22 +259,3 @@ test('client read buffers: closed connections give their read buffers back to th
       [0, 1, 2].map((i) => `GET /ok/${i} HTTP/1.1\r\nHost: o\r\n\r\n`).join(''));
   });
 });
-
-test('ReadBuffer: grows x4 up to its largest while reads fill it, stays while reads are large, and a small read (the body ended) brings the next back to the first size', () => {
-  const rb = new ReadBuffer(64, 4096);
-  let b = rb.next();
-  for (const want of [256, 1024, 4096]) {
-    rb.done(b.length, b, false);
-    b = rb.next();
-    assert.equal(b.length, want);
-  }
-  rb.done(4096, b, false);
-  assert.equal(rb.next(), b, 'full at its largest: the same buffer');
-  rb.done(65, b, false);
-  assert.equal(rb.next(), b, 'a read above the first size: still the large one');
-  rb.done(64, b, false);
-  const small = rb.next();
-  assert.equal(small.length, 64, 'a read of at most the first size into a grown buffer: back to the first size (an idle connection holds no large buffer)');
-  rb.done(10, small, false);
-  assert.equal(rb.next(), small, 'at the first size: a small read keeps it');
-});
