@@ -80,20 +80,27 @@ function severClosed(): void {
 function ignoreError(): void {}
 type Listeners = Record<string | symbol, ((...a: unknown[]) => void) | ((...a: unknown[]) => void)[] | undefined>;
 export function sever(s: ClientStream): void {
-  // the listener arrays are emptied, not only dropped: an array in the old generation keeps its
-  // listeners (and what they hold) until a mark-compact however nothing points to it
-  const ev = (s as unknown as { _events?: Listeners })._events;
+  // Every listener dropped in place (the key left undefined, as Node's own removals do: the
+  // object keeps its shape, no dictionary-mode object per socket as removeAllListeners() makes),
+  // and the listener arrays emptied, not only dropped: an array in the old generation keeps its
+  // listeners (and what they hold) until a mark-compact however nothing points to it.
+  const e = s as unknown as { _events?: Listeners; _eventsCount: number };
+  const ev = e._events;
   if (ev) {
-    for (const k of Reflect.ownKeys(ev)) {
-      const l = ev[k];
+    const keys = Reflect.ownKeys(ev);
+    for (let i = 0; i < keys.length; i++) {
+      const l = ev[keys[i]!];
+      if (l === undefined) continue;
       if (Array.isArray(l)) l.length = 0;
+      ev[keys[i]!] = undefined;
     }
+    ev.error = ignoreError;
+    e._eventsCount = 1;
   }
-  s.removeAllListeners();
-  s.on('error', ignoreError);
   s[kConn] = undefined;
-  s[kReadBuf] = undefined;
-  s[kFilterState] = undefined;
+  // only where set (a property added to a closed socket would change its shape for nothing)
+  if (s[kReadBuf] !== undefined) s[kReadBuf] = undefined;
+  if (s[kFilterState] !== undefined) s[kFilterState] = undefined;
 }
 
 /** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
