@@ -50,58 +50,7 @@ const kReadBuf = Symbol('readBuffer');
  * kernel instead of waiting for the client's FIN (intercept.ts's TLS server stream).
  */
 export const kCloseOnFinal = Symbol('closeOnFinal');
-/** A network filter's state on a stream it made for the connection (intercept.ts's TLS server stream), dropped by sever(). */
-export const kFilterState = Symbol('filterState');
-type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer; [kCloseOnFinal]?: boolean; [kFilterState]?: unknown };
-
-/**
- * Closed client sockets, cut from what they point to a turn after their 'close' (when Node and
- * every 'close' listener are done with them). Why: a closed socket is kept by the next scavenge
- * whatever points to it, and promoted, and everything it reaches with it, until a mark-compact:
- * V8 allocates some of what a socket points to in the old generation (Node 24's WritableState's
- * `onwrite` arrow while that code is not optimized; arrays and object literals whose allocation
- * sites it decided to pretenure, e.g. EventEmitter's listener arrays), and an old object's
- * pointers into the young generation are roots for every scavenge, dead or not. A listener array
- * keeps the listeners it holds (the interception's onClose: its state, the connection, the other
- * socket), the socket kConn the connection (its parsers' results, the requests' streams, the
- * upstream). Cut, a closed connection leaves the shells of its two sockets.
- * (`--trace-gc-nvp` of the bench's proxy, new TLS connections: each scavenge kept ~2.6 MB and
- * promoted it at the next; wiping the closed sockets and the connection took that to ~0.4 MB.)
- */
-const toSever: ClientStream[] = [];
-function severLater(s: ClientStream): void {
-  if (toSever.push(s) === 1) setImmediate(severClosed);
-}
-function severClosed(): void {
-  for (let i = 0; i < toSever.length; i++) sever(toSever[i]!);
-  toSever.length = 0;
-}
-/** a closed socket's only listener: Node emits nothing after 'close', but never an unheard 'error' */
-function ignoreError(): void {}
-type Listeners = Record<string | symbol, ((...a: unknown[]) => void) | ((...a: unknown[]) => void)[] | undefined>;
-export function sever(s: ClientStream): void {
-  // Every listener dropped in place (the key left undefined, as Node's own removals do: the
-  // object keeps its shape, no dictionary-mode object per socket as removeAllListeners() makes),
-  // and the listener arrays emptied, not only dropped: an array in the old generation keeps its
-  // listeners (and what they hold) until a mark-compact however nothing points to it.
-  const e = s as unknown as { _events?: Listeners; _eventsCount: number };
-  const ev = e._events;
-  if (ev) {
-    const keys = Reflect.ownKeys(ev);
-    for (let i = 0; i < keys.length; i++) {
-      const l = ev[keys[i]!];
-      if (l === undefined) continue;
-      if (Array.isArray(l)) l.length = 0;
-      ev[keys[i]!] = undefined;
-    }
-    ev.error = ignoreError;
-    e._eventsCount = 1;
-  }
-  s[kConn] = undefined;
-  // only where set (a property added to a closed socket would change its shape for nothing)
-  if (s[kReadBuf] !== undefined) s[kReadBuf] = undefined;
-  if (s[kFilterState] !== undefined) s[kFilterState] = undefined;
-}
+type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer; [kCloseOnFinal]?: boolean };
 
 /** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
 const CLIENT_READ_BYTES = 4 * 1024;
@@ -130,9 +79,7 @@ export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
 /** onread's callback (Node calls it on the socket): one function for all connections */
 function onOwnRead(this: ClientStream, n: number, b: Uint8Array): boolean {
   const c = this[kConn];
-  const rb = this[kReadBuf];
-  // severed (closed, so no read can come): nothing to read into
-  if (rb === undefined) return false;
+  const rb = this[kReadBuf]!;
   // no reader yet cannot happen (reads come from the event loop, after start()): nothing is kept
   if (c === undefined) rb.done(n, b, true);
   else c.onOwnRead(n, b as Buffer, rb);
@@ -352,7 +299,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private static readonly onClosed = function (this: ClientStream): void {
     this[kConn]!.destroy();
     this[kReadBuf]?.recycle();
-    severLater(this);
   };
   private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
   private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };
@@ -1157,9 +1103,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     if (this.holding) this.releaseHeld(this.holding);
     // responses cut off: their readers account for what passed
     for (const q of this.queue) if (q.observer) this.endObserver(q, false);
-    // emptied, not only left: V8 may have made the array in the old generation (see sever), where
-    // it would keep its streams, and through them this connection, until a mark-compact
-    this.queue.length = 0;
     if (this.p !== RELEASED) {
       // back to the pool, reset; this connection parses nothing more (every reader checks `closed`)
       this.proxy.parsers.put(this.p);

@@ -17,7 +17,7 @@ import { BoundedCache } from '../../common/bounded-cache.ts';
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import { kCloseOnFinal, kFilterState, type ProxyConnection } from '../http/connection.ts';
+import { kCloseOnFinal, type ProxyConnection } from '../http/connection.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { ClientHelloReader, serverName } from './clienthello.ts';
@@ -231,7 +231,7 @@ class Interception {
     chunks.length = 0;
     const server = new InterceptedSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
     this.server = server;
-    (server as TlsWithState)[kFilterState] = this;
+    (server as TlsWithState)[kState] = this;
     server.on('secure', onSecure);
     server.on('error', onServerError);
     this.conn.adopt(server);
@@ -275,11 +275,11 @@ function takenByKernel(raw: net.Socket): boolean {
   return !!h && h.writeQueueSize === 0;
 }
 
-/** the connection's Interception, on its TLS server stream as its filter state (dropped once the stream closed: connection.ts sever) */
-type TlsWithState = tls.TLSSocket & { [kFilterState]?: Interception };
+const kState = Symbol('interception');
+type TlsWithState = tls.TLSSocket & { [kState]?: Interception };
 /** the handshake completed: one function for all connections, finding theirs on the socket */
 function onSecure(this: TlsWithState): void {
-  const st = this[kFilterState]!;
+  const st = this[kState]!;
   if (st.settled) return;
   st.secure = true;
   st.settled = true;
@@ -289,7 +289,7 @@ function onSecure(this: TlsWithState): void {
   st.filter.record(conn, 'forwarded', st.sni, undefined, this, this.isSessionReused());
 }
 function onServerError(this: TlsWithState, e: Error & { code?: string }): void {
-  const st = this[kFilterState]!;
+  const st = this[kState]!;
   if (!st.secure) st.refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
   st.filter.logger?.debug({ err: e.message }, 'tls interception');
 }
