@@ -72,7 +72,9 @@ export function startPinned(children: ChildProcess[], cpu: number, cmd: string, 
   return new Promise((res, rej) => {
     let out = '';
     const t = setTimeout(() => (readyText ? rej(new Error(`${cmd} not ready: ${out}`)) : res(c)), readyText ? readyMs : 800);
-    const on = (d: Buffer) => { out += d; if (readyText && out.includes(readyText)) { clearTimeout(t); res(c); } };
+    // MEMBRANE_BENCH_CHILD_LOG=D: every child's output also to D/<pid>.log (e.g. a proxy's --trace-gc-nvp)
+    const log = process.env.MEMBRANE_BENCH_CHILD_LOG ? join(process.env.MEMBRANE_BENCH_CHILD_LOG, `${c.pid}.log`) : '';
+    const on = (d: Buffer) => { if (log) appendFileSync(log, d); out += d; if (readyText && out.includes(readyText)) { clearTimeout(t); res(c); } };
     c.stdout!.on('data', on);
     c.stderr!.on('data', on);
     c.once('exit', (code) => { clearTimeout(t); rej(new Error(`${cmd} exited ${code}: ${out}`)); });
