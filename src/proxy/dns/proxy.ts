@@ -215,8 +215,12 @@ const US_WHEEL = 0x3fffffff;
 function clockUs(): number {
   return (performance.now() * 1000) & US_WHEEL;
 }
+/** µs from `t0` to `t1`, both clockUs() readings */
+function usBetween(t0: number, t1: number): number {
+  return (t1 - t0) & US_WHEEL;
+}
 function usSince(t0: number): number {
-  return (clockUs() - t0) & US_WHEEL;
+  return usBetween(t0, clockUs());
 }
 /** ns since `t0` (clockUs()), as a record's latency: a response makes no BigInt (the flow's is the agent's to make) */
 function latencySince(t0: number): number {
@@ -937,7 +941,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         const now = clockUs();
         for (let id = 0; pendingCount > 0 && id < 65536; id++) {
           const p = pending[id];
-          if (p === undefined || ((now - p.t0) & US_WHEEL) < upstreamTimeoutUs) continue;
+          if (p === undefined || usBetween(p.t0, now) < upstreamTimeoutUs) continue;
           takePending(id);
           st.upstreamTimeouts++;
           servfail(p);
