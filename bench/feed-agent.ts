@@ -28,6 +28,12 @@ const server = createFeedServer({
       sink(rec); n++;
     }
   },
+  // binary frames, as the agent takes them (src/agent/proxy-feed.ts)
+  frameRecords: {
+    endpointById: () => undefined,
+    onRecord(rec) { sink(rec); n++; },
+    onFrame() {},
+  },
 });
 await server.start();
 console.log('feed ready');

@@ -7,9 +7,9 @@
  *
  *   bin/node bench/dns/records.ts [--queries 300000] [--rounds 5] [--wire]
  *
- * --wire: the agent's whole path from the feed (src/agent/proxy-feed.ts onRecords): the records
+ * --wire: the agent's whole path from the feed (src/agent/proxy-feed.ts frameRecords): the records
  * are encoded first as the proxy process's feed client does (frames of 64, an answer after its
- * request as tag 3), untimed; timed is the agent's frame decode, decodeRecords and ingestRecord.
+ * request as tag 3), untimed; timed is the agent's FrameReader and ingestRecord.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,8 +19,8 @@ import { createHubble } from '../../src/hubble/index.ts';
 import { createHubbleMetrics, DEFAULT_METRICS } from '../../src/hubble/metrics/index.ts';
 import { createAgentMetrics } from '../../src/agent/metrics.ts';
 import type { AccessLogRecord, AccessPeer, DnsAccessRecord } from '../../src/common/access-log.ts';
-import { RecordDecoder, RecordEncoder } from '../../src/proxy/feed/record-codec.ts';
-import { decodeRecords, encodeAnswer, pushRecord, type WireRecord } from '../../src/proxy/feed/wire.ts';
+import { RecordEncoder } from '../../src/proxy/feed/record-codec.ts';
+import { encodeAnswer, FrameReader, pushRecord } from '../../src/proxy/feed/wire.ts';
 
 const { values } = parseArgs({ options: { queries: { type: 'string', default: '300000' }, rounds: { type: 'string', default: '5' }, wire: { type: 'boolean', default: false } } });
 const N = Number(values.queries), ROUNDS = Number(values.rounds);
@@ -50,7 +50,7 @@ function query(i: number): [DnsAccessRecord, DnsAccessRecord] {
   ];
 }
 /** one connection's encoder and decoder (the string table lives as long as both) */
-const enc = new RecordEncoder(), dec = new RecordDecoder();
+const enc = new RecordEncoder(), reader = new FrameReader();
 const byId = (id: number) => (id === EP.id ? EP : id === DNS_EP.id ? DNS_EP : undefined);
 /** n queries' records as the feed client frames them: 32 queries (64 records) a frame */
 function frames(n: number): Buffer[] {
@@ -69,9 +69,7 @@ function frames(n: number): Buffer[] {
 function run(n: number, wire?: Buffer[]): void {
   if (wire) {
     for (const f of wire) {
-      const { items } = dec.decode(f)!;
-      const { records } = decodeRecords(items as WireRecord[], byId);
-      for (const r of records) sink(r);
+      if (!reader.read(f, byId, sink)) throw new Error('a frame did not decode');
     }
     return;
   }

@@ -2,7 +2,8 @@
  * The agent's part of an intercepted keep-alive request, two trees in one process: the records the
  * bench's proxy sends for each request (request and response, HTTP inside intercepted TLS: the
  * feed's tag 4, 50 connections' ports in turn) encoded into frames of 128 before the clock starts,
- * then decoded and turned into flows (the agent stand-in's path, bench/feed-agent-sink.ts: Hubble's
+ * then decoded (wire.ts FrameReader where the tree has it, as the agent; else decode + decodeRecords)
+ * and turned into flows (the agent stand-in's path, bench/feed-agent-sink.ts: Hubble's
  * ingestRecord, the http/flow metrics, the ring) with tree A's modules and tree B's, in
  * interleaved rounds (A B, B A, ...). Reports CPU per record per round (process CPU: V8's GC
  * threads included) and, with --alloc, the bytes each side allocates per record (V8's sampling heap
@@ -34,6 +35,8 @@ interface Tree {
   FRAME_HEADER: number;
   encodeRecord(r: unknown): unknown;
   decodeRecords(items: unknown[], byId: (id: number) => undefined): { records: unknown[] };
+  /** the agent's frame path since the records are made straight from the bytes (absent in older trees: decode + decodeRecords) */
+  FrameReader?: new () => { read(p: Buffer, byId: (id: number) => undefined, each: (r: unknown) => void): { bad: number } | undefined };
   standInSink(labels: string[]): (r: unknown) => void;
 }
 async function load(root: string): Promise<Tree> {
@@ -75,8 +78,14 @@ function runner(t: Tree): () => number {
   const sink = t.standInSink(['reserved:world']);
   return () => {
     const dec = new t.RecordDecoder();
+    const reader = t.FrameReader ? new t.FrameReader() : undefined;
     let n = 0;
+    const each = (rec: unknown) => { sink(rec); n++; };
     for (const f of fr) {
+      if (reader) {
+        if (!reader.read(f.subarray(t.FRAME_HEADER), () => undefined, each)) throw new Error('a frame did not decode');
+        continue;
+      }
       const d = dec.decode(f.subarray(t.FRAME_HEADER));
       if (!d) throw new Error('a frame did not decode');
       for (const rec of t.decodeRecords(d.items, () => undefined).records) { sink(rec); n++; }

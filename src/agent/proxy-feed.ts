@@ -30,6 +30,15 @@ export interface AgentProxyFeedDeps {
 
 export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
   const { policy } = deps;
+  /** a record's peer endpoint by the id the proxy sent: the agent's own view (none: the parser's lookup by address) */
+  const endpointById = (id: number): ResolvedEndpoint | undefined => {
+    const ep = deps.agent()?.endpointTable().byId(id);
+    return ep ? deps.resolved(ep) : undefined;
+  };
+  const counts = (bad: number, lost: number): void => {
+    if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
+    if (bad) deps.logger.warn({ code: 'FEED_RECORDS_REFUSED', bad }, 'access records from the proxy process that are not records: skipped');
+  };
   // resource and FQDN-name changes counted as they happen; endpoints and policy compared per poll;
   // the ipcache goes whole once per proxy connection, and after it as the prefixes that changed
   let namesVersion = 0;
@@ -250,13 +259,13 @@ export function createAgentProxyFeed(deps: AgentProxyFeedDeps): FeedServer {
       return d;
     },
     onRecords(items, lost) {
-      if (lost) deps.logger.warn({ lost }, 'access records the proxy could not keep while the agent was away');
-      const table = deps.agent()?.endpointTable();
-      const byId = (id: number) => { const ep = table?.byId(id); return ep ? deps.resolved(ep) : undefined; };
-      const { records, bad } = decodeRecords(items, byId);
+      const { records, bad } = decodeRecords(items, endpointById);
       for (const r of records) deps.emitRecord(r);
-      if (bad) deps.logger.warn({ code: 'FEED_RECORDS_REFUSED', bad }, 'access records from the proxy process that are not records: skipped');
+      counts(bad, lost);
     },
+    // binary frames (every proxy of this build): records made straight from the frame's bytes, an
+    // HTTP one lent for the call (emitRecord is Hubble's ingestRecord: it keeps none of a record)
+    frameRecords: { endpointById, onRecord: deps.emitRecord, onFrame: counts },
     ...(deps.dns ? { onDnsAnswers: deps.dns.onReports } : {}),
   });
   return {

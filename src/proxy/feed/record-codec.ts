@@ -292,6 +292,129 @@ export class RecordDecoder {
     }
   }
 
+  /**
+   * A frame's payload read by `read` with the cursor below (wire.ts decodeFrame: records made
+   * straight from the bytes, no array of values per record); undefined when the frame does not
+   * decode, as decode(): a value cut short, a reference past the table, bytes after the last
+   * record. `read` gets the record count and the lost count from the frame's head.
+   */
+  read<T>(payload: Buffer, read: (d: RecordDecoder, count: number, lost: number) => T): T | undefined {
+    this.buf = payload;
+    this.at = 0;
+    this.end = payload.length;
+    try {
+      const lost = this.u32();
+      const count = this.u32();
+      if (count > this.end) throw new BadFrame();
+      const r = read(this, count, lost);
+      if (this.at !== this.end) throw new BadFrame();
+      return r;
+    } catch (e) {
+      if (e instanceof BadFrame || e instanceof SyntaxError || e instanceof RangeError) return undefined;
+      throw e;
+    } finally {
+      this.buf = Buffer.alloc(0);
+    }
+  }
+
+  /**
+   * Set by num(), str(), strs() and strsOr0() when the value read was of another kind (it is read
+   * whole all the same: the frame stays in step); the caller clears it per record.
+   */
+  wrong = false;
+
+  /** A record's head: its value count (the frame's values at the top are lists, or it is no frame). */
+  list(): number {
+    if (this.at >= this.end) throw new BadFrame();
+    let tag = this.buf[this.at]!;
+    // a RESET before a value belongs to it (value() reads them the same way)
+    while (tag === RESET) {
+      this.table = [];
+      if (++this.at >= this.end) throw new BadFrame();
+      tag = this.buf[this.at]!;
+    }
+    if (tag !== ARR) throw new BadFrame();
+    this.at++;
+    const n = this.u32();
+    if (n > this.end - this.at) throw new BadFrame();
+    return n;
+  }
+
+  /** The next value, a number (anything else: read, `wrong` set, 0). */
+  num(): number {
+    const at = this.at;
+    const t = at < this.end ? this.buf[at]! : -1;
+    if (t >= SMALL) { this.at = at + 1; return t - SMALL; }
+    const v = this.value(1);
+    if (typeof v === 'number') return v;
+    this.wrong = true;
+    return 0;
+  }
+
+  /** The next value, a string (anything else: read, `wrong` set, ''); `depth`: a list's element is one deeper (decode()'s limit). */
+  str(depth = 1): string {
+    const at = this.at;
+    if (at + 3 <= this.end && this.buf[at] === STR_REF16) {
+      const s = this.table[this.buf[at + 1]! | (this.buf[at + 2]! << 8)];
+      if (s === undefined) throw new BadFrame();
+      this.at = at + 3;
+      return s;
+    }
+    const v = this.value(depth);
+    if (typeof v === 'string') return v;
+    this.wrong = true;
+    return '';
+  }
+
+  /** The next value, a list of strings (anything else: read, `wrong` set, an empty list). */
+  strs(): string[] {
+    const at = this.at;
+    if (at >= this.end || this.buf[at] !== ARR) {
+      this.value(1);
+      this.wrong = true;
+      return [];
+    }
+    this.at = at + 1;
+    const n = this.u32();
+    if (n > this.end - this.at) throw new BadFrame();
+    const a: string[] = new Array<string>(n);
+    for (let i = 0; i < n; i++) a[i] = this.str(2);
+    return a;
+  }
+
+  /**
+   * strs(), but `prev` itself when the list is equal to it string by string (no new list for a
+   * list handed on again: lists once made are never changed, so sharing one is safe).
+   */
+  strsAs(prev: readonly string[] | undefined): readonly string[] {
+    const at = this.at;
+    if (prev === undefined || at + 5 > this.end || this.buf[at] !== ARR) return this.strs();
+    const n = this.buf[at + 1]! | (this.buf[at + 2]! << 8) | (this.buf[at + 3]! << 16) | (this.buf[at + 4]! << 24);
+    if (n !== prev.length) return this.strs();
+    this.at = at + 5;
+    for (let i = 0; i < n; i++) {
+      const s = this.str(2);
+      if (s === prev[i]) continue;
+      const a: string[] = prev.slice(0, i);
+      a.push(s);
+      for (let k = i + 1; k < n; k++) a.push(this.str(2));
+      return a;
+    }
+    return prev;
+  }
+
+  /** The next value, a list of strings or 0 (an absent list on the wire); anything else as strs(). */
+  strsOr0(): string[] | 0 {
+    const at = this.at;
+    if (at < this.end && this.buf[at] === SMALL) { this.at = at + 1; return 0; }
+    return this.strs();
+  }
+
+  /** The next value whatever it is (decode()'s value of a record's field). */
+  any(): unknown {
+    return this.value(1);
+  }
+
   private u32(): number {
     if (this.at + 4 > this.end) throw new BadFrame();
     const v = this.buf.readUInt32LE(this.at);

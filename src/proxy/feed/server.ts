@@ -10,8 +10,9 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmod, rm } from 'node:fs/promises';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
-import { RecordDecoder } from './record-codec.ts';
-import { readLines, send, WIRE_TAGS, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
+import type { AccessLogRecord } from '../../common/access-log.ts';
+import type { ResolvedEndpoint } from '../../common/endpoint.ts';
+import { FrameReader, readLines, send, WIRE_TAGS, type DnsAnswerReport, type ProxyRequest, type ProxyStatusRow, type ToAgent, type WireRecord } from './wire.ts';
 
 export interface FeedServerDeps {
   socketPath: string;
@@ -34,8 +35,21 @@ export interface FeedServerDeps {
   ipcache?(): NonNullable<ProxySnapshot['ipcache']>;
   /** the ipcache changes since the last call (undefined: none) */
   drainIpcache?(): IpcacheDelta | undefined;
-  /** the proxy's access records as they travel (decodeRecord makes them records again) */
+  /** the proxy's access records as they travel (decodeRecord makes them records again): JSON messages, and binary frames without `frameRecords` */
   onRecords(items: WireRecord[], lost: number): void;
+  /**
+   * Binary frames' records made straight from the frame's bytes (wire.ts FrameReader: no array of
+   * values per record), the peers' endpoints the agent's views by id. `onRecord` gets each record
+   * lent for the call only (a plain or intercepted HTTP record is the connection's scratch,
+   * refilled by the next: a caller that keeps one copies it); `onFrame` the frame's refused and
+   * lost counts after its records. A frame that does not decode ends the connection as without
+   * it, and none of its records reaches onRecord.
+   */
+  frameRecords?: {
+    endpointById(id: number): ResolvedEndpoint | undefined;
+    onRecord(rec: AccessLogRecord): void;
+    onFrame(bad: number, lost: number): void;
+  };
   /**
    * Allowed DNS answers the proxy reports; `done(ids)` tells it the datapath has the IPs of the
    * reports with those ids (it holds those answers until then).
@@ -66,7 +80,7 @@ function samePrint(a: Fingerprint | undefined, b: Fingerprint): boolean {
 }
 
 /** `whole`: the client got the ipcache whole (it gets deltas from then on); `deltas`: it applies delta messages */
-interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean; deltas: boolean; records: RecordDecoder }
+interface Client { sock: Socket; pid?: number; acked: number; rows: ProxyStatusRow[]; whole: boolean; deltas: boolean; records: FrameReader }
 
 export interface FeedServer {
   start(): Promise<void>;
@@ -167,7 +181,7 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
   }
 
   function onConnection(sock: Socket): void {
-    const c: Client = { sock, acked: 0, rows: [], whole: false, deltas: false, records: new RecordDecoder() };
+    const c: Client = { sock, acked: 0, rows: [], whole: false, deltas: false, records: new FrameReader() };
     clients.add(c);
     sock.on('error', () => {});
     sock.on('close', () => {
@@ -215,10 +229,12 @@ export function createFeedServer(deps: FeedServerDeps): FeedServer {
         }
       }
     }, (payload) => {
-      const f = c.records.decode(payload);
+      const fr = deps.frameRecords;
+      const f = fr ? c.records.read(payload, fr.endpointById, fr.onRecord) : c.records.decoder.decode(payload);
       // the string table may be behind the proxy's now: the connection ends (the proxy reconnects and starts over)
       if (!f) { deps.logger?.warn({ code: 'FEED_RECORDS_REFUSED' }, 'access records frame refused: not a frame of records'); return false; }
-      deps.onRecords(f.items as WireRecord[], f.lost);
+      if ('items' in f) deps.onRecords(f.items as WireRecord[], f.lost);
+      else fr!.onFrame(f.bad, f.lost);
       return true;
     });
   }

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
-import { FRAME_HEADER, FRAME_MARK, NUMBER_SLOT, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
+import { FRAME_HEADER, FRAME_MARK, NUMBER_SLOT, RecordDecoder, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
 
 export interface ProxyStatusRow { name: string; port: number; state: string }
 
@@ -261,7 +261,8 @@ function tlsPositional(r: TlsAccessRecord): boolean {
 function tlsFields(out: FieldSink, r: TlsAccessRecord): void {
   out.value(verdictCode(r.verdict));
   out.value(r.direction === 'egress' ? 0 : 1);
-  out.value(r.timeMs);
+  NUMBER_SLOT[0] = r.timeMs;
+  out.slotNumber();
   peerFields(out, r.client, r.server);
   out.value(r.endpointId);
   out.value(r.sni ?? '');
@@ -321,7 +322,9 @@ function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined
   out.value(r.type === 'request' ? 0 : 1);
   out.value(verdictCode(r.verdict));
   out.value(r.direction === 'egress' ? 0 : 1);
-  out.value(r.timeMs);
+  // the times (epoch ms, no small integers) through the slot: value(r.timeMs) was a heap number per record
+  NUMBER_SLOT[0] = r.timeMs;
+  out.slotNumber();
   peerFields(out, r.client, r.server);
   out.value(r.endpointId);
   out.text(r.method, SLOT_METHOD);
@@ -333,7 +336,8 @@ function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined
   out.texts(r.headers, r.type === 'request' ? SLOT_REQUEST_HEADERS : SLOT_RESPONSE_HEADERS);
   out.value(r.code);
   out.value(r.latencyNs);
-  out.value(r.requestTimeMs ?? -1);
+  NUMBER_SLOT[0] = r.requestTimeMs ?? -1;
+  out.slotNumber();
   if (sni !== undefined) out.text(sni, SLOT_SNI);
 }
 
@@ -439,6 +443,155 @@ export function decodeRecords(items: readonly WireRecord[], endpointById: (id: n
   const records: AccessLogRecord[] = [];
   for (const r of out) if (r) records.push(r);
   return { records, bad };
+}
+
+/**
+ * A connection's binary frames as records, made straight from the frame's bytes (the agent's end):
+ * no array of values per record, and a plain or intercepted HTTP record (tags 2 and 4, two per
+ * request) is one of the reader's scratch records refilled, with its two peers: lent to `each`
+ * for the call only (Hubble's ingestRecord keeps none of a record but its values and its lists,
+ * which are never changed once made). Every other record is its own object, as decodeRecord makes
+ * it (a DNS answer shares its request's peers). The whole frame is decoded before any of its
+ * records is handed on: a frame that does not decode is undefined, none of its records seen. A
+ * record whose fields are not of their kinds (a number where a string goes, a list of other than
+ * strings) is counted in `bad` and skipped, the rest of the frame delivered; a record of no
+ * positional tag's shape takes decodeRecord's way. One reader per connection (its decoder's
+ * string table, its scratch).
+ */
+export class FrameReader {
+  readonly decoder = new RecordDecoder();
+  /** scratch HTTP records, the k-th of a frame refilled by the k-th of the next (SCRATCH_MAX at most: then new ones) */
+  private readonly pool: HttpAccessRecord[] = [];
+  private poolUsed = 0;
+  /** the last header list of a request ([0]) and of a response ([1]): the same list while a record's are equal to it */
+  private readonly headers: (readonly string[] | undefined)[] = [undefined, undefined];
+  /** the frame's records by number, until they are handed on (a tag-3 answer's request among them) */
+  private readonly out: (AccessLogRecord | undefined)[] = [];
+
+  read(payload: Buffer, endpointById: (id: number) => ResolvedEndpoint | undefined, each: (rec: AccessLogRecord) => void): { bad: number; lost: number } | undefined {
+    const out = this.out;
+    let count = 0;
+    try {
+      const f = this.decoder.read(payload, (d, n, lost) => {
+        count = n;
+        this.poolUsed = 0;
+        let bad = 0;
+        for (let i = 0; i < n; i++) if ((out[i] = this.record(d, endpointById, i)) === undefined) bad++;
+        return { bad, lost };
+      });
+      // handed on only now: the frame decoded to its end
+      if (f) for (let i = 0; i < count; i++) { const r = out[i]; if (r !== undefined) each(r); }
+      return f;
+    } finally {
+      out.fill(undefined, 0, count);
+      if (out.length > SCRATCH_MAX) out.length = SCRATCH_MAX;
+    }
+  }
+
+  /** The `i`-th record of the frame (undefined: not one). */
+  private record(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined, i: number): AccessLogRecord | undefined {
+    const n = d.list();
+    if (n === 0) return undefined;
+    d.wrong = false;
+    const tag = d.num();
+    if (d.wrong) { for (let k = 1; k < n; k++) d.any(); return undefined; }
+    if ((tag === 2 && n === 23) || (tag === 4 && n === 24)) return this.httpRecord(d, byId, tag);
+    if (tag === 0 && n === 23) {
+      // DnsFields' order (dnsFields)
+      const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num(), timeMs = d.num();
+      const client = readPeer(d, byId), server = readPeer(d, byId);
+      const query = d.str(), qtypes = d.strs();
+      const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
+      if (d.wrong) return undefined;
+      const r: DnsAccessRecord = {
+        l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
+        direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, query, qtypes,
+      };
+      return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+    }
+    if (tag === 3 && n === 11) {
+      // DnsAnswerFields' order (answerFields); its request among the records before it, as decodeAnswer
+      const back = d.num(), verdict = d.num(), timeMs = d.num();
+      const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
+      const q = !d.wrong && back > 0 && back <= i ? this.out[i - back] : undefined;
+      if (q === undefined || q.l7 !== 'dns' || q.type !== 'request') return undefined;
+      const r: DnsAccessRecord = {
+        l7: 'dns', type: 'response', transport: q.transport, verdict: VERDICTS[verdict] ?? 'error', direction: q.direction, timeMs,
+        client: q.client, server: q.server, query: q.query, qtypes: q.qtypes,
+      };
+      return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+    }
+    if (tag === 5 && n === 19) {
+      // TlsFields' order (tlsFields)
+      const verdict = d.num(), direction = d.num(), timeMs = d.num();
+      const client = readPeer(d, byId), server = readPeer(d, byId);
+      const endpointId = d.num(), sni = d.str(), version = d.str(), alpn = d.strsOr0(), flags = d.num(), reason = d.str(), proxyPort = d.num();
+      if (d.wrong) return undefined;
+      const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, endpointId };
+      if (sni) rec.sni = sni;
+      if (version) rec.version = version;
+      if (alpn !== 0) rec.alpn = alpn;
+      if (flags & 1) rec.intercepted = true;
+      if (flags & 2) rec.resumed = true;
+      if (reason) rec.reason = reason;
+      if (proxyPort >= 0) rec.proxyPort = proxyPort;
+      return rec;
+    }
+    // tag 1 (a record as its object) or no shape of ours: its values, then decodeRecord as for a JSON message
+    const w: unknown[] = new Array(n);
+    w[0] = tag;
+    for (let k = 1; k < n; k++) w[k] = d.any();
+    return decodeRecord(w as WireRecord, byId, (back) => (back <= i ? this.out[i - back] : undefined));
+  }
+
+  /** A tag-2 or tag-4 record in HttpFields' order (httpFields), written into the scratch. */
+  private httpRecord(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined, tag: number): HttpAccessRecord | undefined {
+    const type = d.num(), verdict = d.num(), direction = d.num(), timeMs = d.num();
+    const cIp = d.str(), cPort = d.num(), cIdentity = d.num(), cEp = d.num();
+    const sIp = d.str(), sPort = d.num(), sIdentity = d.num(), sEp = d.num();
+    const endpointId = d.num(), method = d.str(), url = d.str(), host = d.str(), path = d.str(), protocol = d.str();
+    const kind = type === 0 ? 0 : 1;
+    const headers = d.strsAs(this.headers[kind]);
+    const code = d.num(), latencyNs = d.num(), requestTimeMs = d.num();
+    const sni = tag === 4 ? d.str() : '';
+    if (d.wrong) return undefined;
+    this.headers[kind] = headers;
+    let r = this.poolUsed < this.pool.length ? this.pool[this.poolUsed] : undefined;
+    if (r === undefined) {
+      // every field a scratch ever has, in one shape from the start (the optional ones undefined)
+      r = {
+        l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0.5,
+        client: { ip: '', port: 0, identity: 0, endpoint: undefined }, server: { ip: '', port: 0, identity: 0, endpoint: undefined },
+        endpointId: 0, method: '', url: '', host: '', path: '', protocol: '', headers, code: 0, latencyNs: 0, requestTimeMs: undefined, tls: undefined,
+      };
+      if (this.pool.length < SCRATCH_MAX) this.pool.push(r);
+    }
+    this.poolUsed++;
+    r.type = kind === 0 ? 'request' : 'response';
+    r.verdict = VERDICTS[verdict] ?? 'error';
+    r.direction = direction === 0 ? 'egress' : 'ingress';
+    r.timeMs = timeMs;
+    const c = r.client, s = r.server;
+    c.ip = cIp; c.port = cPort; c.identity = cIdentity; c.endpoint = cEp ? byId(cEp) : undefined;
+    s.ip = sIp; s.port = sPort; s.identity = sIdentity; s.endpoint = sEp ? byId(sEp) : undefined;
+    r.endpointId = endpointId;
+    r.method = method; r.url = url; r.host = host; r.path = path; r.protocol = protocol;
+    r.headers = headers;
+    r.code = code;
+    r.latencyNs = latencyNs;
+    r.requestTimeMs = requestTimeMs >= 0 ? requestTimeMs : undefined;
+    r.tls = tag === 4 ? interceptedTls(sni) : undefined;
+    return r;
+  }
+}
+
+/** Scratch HTTP records per connection at most (the proxy's frames hold 128 records at most). */
+const SCRATCH_MAX = 256;
+
+/** A record's peer as peerFields wrote it (the endpoint the agent's own view by id). */
+function readPeer(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined): AccessPeer {
+  const ip = d.str(), port = d.num(), identity = d.num(), ep = d.num();
+  return { ip, port, identity, endpoint: ep ? byId(ep) : undefined };
 }
 
 /** Largest line accepted (a snapshot of a big node is a few MB; a line past this ends the connection). */
