@@ -225,6 +225,11 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
   const waiting = new BoundedCache<number, { r: DnsAnswerReport; done(): void }>(MAX_WAITING, 'oldest');
   let nextId = 1;
 
+  /** The frame timer: a flush for the open frame (or one closed and waiting), none when the frame went before it. */
+  function frameDue(): void {
+    if (framed || readyN) flush();
+  }
+
   function flush(): void {
     if (flushTimer) { clearTimeout(flushTimer); flushTimer = undefined; }
     if (flushSoon) { clearImmediate(flushSoon); flushSoon = undefined; }
@@ -435,8 +440,9 @@ export function createFeedClient(deps: FeedClientDeps): FeedClient {
           // last records before a pause
           frameClock[0] = Infinity;
           if (quickMs > 0 && quickMs < messageMs) markQuick();
-          // a frame flushed before its timer leaves it armed: the next frame re-arms it, a pause ends in one spare flush
-          if (frameTimer === undefined) frameTimer = setTimeout(flush, messageMs);
+          // a frame flushed before its timer leaves it armed (a Timeout re-armed, not one per
+          // frame): the next frame re-arms it, and after a pause it finds no frame open
+          if (frameTimer === undefined) frameTimer = setTimeout(frameDue, messageMs);
           else frameTimer.refresh();
         }
         lastDirect = true;

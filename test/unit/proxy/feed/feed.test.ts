@@ -683,6 +683,45 @@ test('feed: while the proxy\'s loop has time to spare a message closes at its fi
   assert.equal(arrived.has(7), false);
 });
 
+test('feed: a frame sent before its timer (full) leaves the timer nothing to flush after a pause; a frame the timer closes is flushed once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'feed-timer-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = join(dir, 'l7proxy.sock');
+  let got = 0;
+  const server = createFeedServer({ socketPath, pollMs: 10, fingerprint: () => '1', snapshot: async () => snapshot(1), onRecords: (items) => { got += items.length; } });
+  await server.start();
+  t.after(() => server.stop());
+  // flushes counted: each (the agent connected) reads its socket's writableLength once, for the unsent bound
+  const { Socket: NetSocket } = await import('node:net');
+  const { Writable } = await import('node:stream');
+  const length = Object.getOwnPropertyDescriptor(Writable.prototype, 'writableLength')!;
+  let flushes = 0;
+  Object.defineProperty(NetSocket.prototype, 'writableLength', { configurable: true, get(this: Socket) { flushes++; return length.get!.call(this); } });
+  t.after(() => { delete (NetSocket.prototype as { writableLength?: number }).writableLength; });
+  let snaps = 0;
+  const client = createFeedClient({ socketPath, retryMs: 20, recordsPerMessage: 4, messageMs: 40, quickMessageMs: 0, onSnapshot: () => { snaps++; }, onIpcache: () => {}, handle: async () => ({}), statusRows: () => [] });
+  client.start();
+  t.after(() => client.stop());
+  await until(() => snaps === 1);
+  // the agent's caps: records go into frames from now on
+  await new Promise((r) => setTimeout(r, 50));
+  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  flushes = 0;
+  // full at 4: the frame goes at the end of this turn, its timer (40 ms) armed all the same
+  for (let i = 1; i <= 4; i++) client.record(rec(i));
+  await until(() => got === 4);
+  assert.equal(flushes, 1, 'the full frame: one flush');
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(flushes, 1, 'the pause after it: no flush for nothing');
+  // the positive control: a frame that does not fill goes by its timer, one flush
+  client.record(rec(5));
+  client.record(rec(6));
+  await until(() => got === 6);
+  assert.equal(flushes, 2, 'the timer flushed the open frame');
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(flushes, 2);
+});
+
 test('attacker: an agent that dies with a message half read (cut mid-frame) and a new one in its place: no record of the cut frame, no record with another connection\'s peers or identity, the string tables start over on both ends', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'feed-cut-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
