@@ -345,10 +345,27 @@ export class RecordDecoder {
     const at = this.at;
     const t = at < this.end ? this.buf[at]! : -1;
     if (t >= SMALL) { this.at = at + 1; return t - SMALL; }
+
     const v = this.value(1);
     if (typeof v === 'number') return v;
     this.wrong = true;
     return 0;
+  }
+
+  /**
+   * num() into NUMBER_SLOT[0], for a caller that reads it from there into a record's field: a time
+   * (no small integer) returned from num() was a new heap number per record (the slot's way back,
+   * as RecordEncoder.slotNumber's there).
+   */
+  numSlot(): void {
+    const at = this.at, b = this.buf;
+    if (LITTLE_ENDIAN && at + 9 <= this.end && b[at] === F64) {
+      NUMBER_BYTES[0] = b[at + 1]!; NUMBER_BYTES[1] = b[at + 2]!; NUMBER_BYTES[2] = b[at + 3]!; NUMBER_BYTES[3] = b[at + 4]!;
+      NUMBER_BYTES[4] = b[at + 5]!; NUMBER_BYTES[5] = b[at + 6]!; NUMBER_BYTES[6] = b[at + 7]!; NUMBER_BYTES[7] = b[at + 8]!;
+      this.at = at + 9;
+      return;
+    }
+    NUMBER_SLOT[0] = this.num();
   }
 
   /** The next value, a string (anything else: read, `wrong` set, ''); `depth`: a list's element is one deeper (decode()'s limit). */

@@ -498,7 +498,9 @@ export class FrameReader {
     if ((tag === 2 && n === 23) || (tag === 4 && n === 24)) return this.httpRecord(d, byId, tag);
     if (tag === 0 && n === 23) {
       // DnsFields' order (dnsFields)
-      const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num(), timeMs = d.num();
+      const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num();
+      d.numSlot();
+      const timeMs = NUMBER_SLOT[0]!;
       const client = readPeer(d, byId), server = readPeer(d, byId);
       const query = d.str(), qtypes = d.strs();
       const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
@@ -511,7 +513,9 @@ export class FrameReader {
     }
     if (tag === 3 && n === 11) {
       // DnsAnswerFields' order (answerFields); its request among the records before it, as decodeAnswer
-      const back = d.num(), verdict = d.num(), timeMs = d.num();
+      const back = d.num(), verdict = d.num();
+      d.numSlot();
+      const timeMs = NUMBER_SLOT[0]!;
       const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
       const q = !d.wrong && back > 0 && back <= i ? this.out[i - back] : undefined;
       if (q === undefined || q.l7 !== 'dns' || q.type !== 'request') return undefined;
@@ -546,7 +550,9 @@ export class FrameReader {
 
   /** A tag-2 or tag-4 record in HttpFields' order (httpFields), written into the scratch. */
   private httpRecord(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined, tag: number): HttpAccessRecord | undefined {
-    const type = d.num(), verdict = d.num(), direction = d.num(), timeMs = d.num();
+    const type = d.num(), verdict = d.num(), direction = d.num();
+    d.numSlot();
+    const timeMs = NUMBER_SLOT[0]!;
     const cIp = d.str(), cPort = d.num(), cIdentity = d.num(), cEp = d.num();
     const sIp = d.str(), sPort = d.num(), sIdentity = d.num(), sEp = d.num();
     const endpointId = d.num(), method = d.str(), url = d.str(), host = d.str(), path = d.str(), protocol = d.str();
