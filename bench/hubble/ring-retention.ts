@@ -181,8 +181,8 @@ async function childL7(variant: string, n: number): Promise<void> {
  * flows are not kept).
  */
 async function childFeed(variant: string, n: number, close: boolean, tls: boolean): Promise<void> {
-  const { RecordEncoder, RecordDecoder, FRAME_HEADER } = await import('../../src/proxy/feed/record-codec.ts');
-  const { encodeRecord, decodeRecords } = await import('../../src/proxy/feed/wire.ts');
+  const { RecordEncoder, FRAME_HEADER } = await import('../../src/proxy/feed/record-codec.ts');
+  const { encodeRecord, FrameReader } = await import('../../src/proxy/feed/wire.ts');
   const { standInSink } = await import('../feed-agent-sink.ts');
   const sink = standInSink(['k8s:app=server'], variant === 'noring');
   const total = n + 50_000;
@@ -208,17 +208,17 @@ async function childFeed(variant: string, n: number, close: boolean, tls: boolea
     }
     frames.push(enc.end());
   }
-  const dec = new RecordDecoder();
+  // as the agent (src/agent/proxy-feed.ts frameRecords): records straight from the frames
+  const reader = new FrameReader();
   // as bench/feed-agent.ts: no endpoint by id, the resolver's by address
   const byId = () => undefined;
   let next = 0;
   const run = (count: number) => {
     let done = 0;
+    const each = (rec: Parameters<typeof sink>[0]) => { sink(rec); done++; };
     while (done < count && next < frames.length) {
       const f = frames[next++]!;
-      const items = dec.decode(f.subarray(FRAME_HEADER))!.items;
-      for (const rec of decodeRecords(items as never, byId).records) sink(rec);
-      done += items.length;
+      if (!reader.read(f.subarray(FRAME_HEADER), byId, each)) throw new Error('a frame did not decode');
     }
     return done;
   };
