@@ -124,6 +124,10 @@ try {
     proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   }
   children.push(proxy);
+  // MEMBRANE_BENCH_CHILD_LOG=D: the proxy's output also to D/<pid>.log, as startPinned's children
+  // (e.g. --trace-gc-verbose's old-generation limits, which the soak itself does not read)
+  const childLog = process.env.MEMBRANE_BENCH_CHILD_LOG ? join(process.env.MEMBRANE_BENCH_CHILD_LOG, `${proxy.pid}.log`) : '';
+  if (childLog) for (const s of [proxy.stdout!, proxy.stderr!]) s.on('data', (d: Buffer) => appendFileSync(childLog, d));
   const samples: { t: number; m: Mem; load: string; cpu: number; wallMs: number }[] = [];
   let lastTicks = 0, lastAt = 0;
   const majors: string[] = [];
