@@ -24,6 +24,10 @@
  * for dns, the queries answered in it; the verdict is "flat" only when the achieved rate is at
  * least 80 % of the offered one (a soak that did not carry its load says so instead).
  * With --append the table and the command go to bench/RESULTS.md under `## soak`.
+ * A leak or V8's heap growing: MEMBRANE_BENCH_GC=1 with --node-flags=--expose-gc samples after a
+ * full GC (live bytes); MEMBRANE_BENCH_CHILD_LOG=D keeps the proxy's output in D/<pid>.log (e.g.
+ * --trace-gc-nvp: each scavenge's promoted bytes and the old generation after it);
+ * --heapsnapshot-signal=SIGUSR2 and bench/heap-diff.ts say what stayed between two snapshots.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
