@@ -24,6 +24,10 @@
  * for dns, the queries answered in it; the verdict is "flat" only when the achieved rate is at
  * least 80 % of the offered one (a soak that did not carry its load says so instead).
  * With --append the table and the command go to bench/RESULTS.md under `## soak`.
+ * A leak or V8's heap growing: MEMBRANE_BENCH_GC=1 with --node-flags=--expose-gc samples after a
+ * full GC (live bytes); MEMBRANE_BENCH_CHILD_LOG=D keeps the proxy's output in D/<pid>.log (e.g.
+ * --trace-gc-nvp: each scavenge's promoted bytes and the old generation after it);
+ * --heapsnapshot-signal=SIGUSR2 and bench/heap-diff.ts say what stayed between two snapshots.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
@@ -124,6 +128,10 @@ try {
     proxy = spawn('taskset', ['-c', '1', join(REPO, 'bin/node'), ...NODE_FLAGS, join(REPO, 'bench/http/proxy-server.ts'), '--port', String(PROXY), '--origin', String(ORIGIN), '--rules', '100'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   }
   children.push(proxy);
+  // MEMBRANE_BENCH_CHILD_LOG=D: the proxy's output also to D/<pid>.log, as startPinned's children
+  // (e.g. --trace-gc-verbose's old-generation limits, which the soak itself does not read)
+  const childLog = process.env.MEMBRANE_BENCH_CHILD_LOG ? join(process.env.MEMBRANE_BENCH_CHILD_LOG, `${proxy.pid}.log`) : '';
+  if (childLog) for (const s of [proxy.stdout!, proxy.stderr!]) s.on('data', (d: Buffer) => appendFileSync(childLog, d));
   const samples: { t: number; m: Mem; load: string; cpu: number; wallMs: number }[] = [];
   let lastTicks = 0, lastAt = 0;
   const majors: string[] = [];
