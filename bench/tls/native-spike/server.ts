@@ -33,7 +33,8 @@ const FORWARD_ONLY = process.env.MEMBRANE_NATIVE_FORWARD_ONLY === '1';
 const issuer = await CertificateIssuer.fromPem(readFileSync(join(dir, 'ica.crt'), 'utf8'), readFileSync(join(dir, 'ica.key'), 'utf8'));
 const leaf = await issuer.certFor(NAME);
 const leafFile = join(dir, `native-leaf-${PORT}.pem`);
-writeFileSync(leafFile, `${leaf.certPem.trim()}\n${readFileSync(join(dir, 'ica.crt'), 'utf8').trim()}\n${leaf.keyPem.trim()}\n`, { mode: 0o600 });
+// certPem is the leaf and the CA (the chain membrane's contexts send)
+writeFileSync(leafFile, `${leaf.certPem.trim()}\n${leaf.keyPem.trim()}\n`, { mode: 0o600 });
 const SSL_FILETYPE_PEM = 1;
 const SSL_OP_CIPHER_SERVER_PREFERENCE = 0x00400000n;
 const SSL_CTRL_MODE = 33;
@@ -80,13 +81,19 @@ interface Leg {
   peer: Leg | null;
   /** the client asked to close (`Connection: close`): closed after the response */
   closing: boolean;
+  /** a client's request went up and its response has not come back (its upstream is not reusable) */
+  inflight: boolean;
   closed: boolean;
 }
 
 const legs = new Map<number, Leg>();
 const idle: Leg[] = [];
 const hs = { full: 0, resumed: 0 };
-process.on('SIGUSR2', () => writeFileSync(join(dir, `handshakes-${PORT}.json`), JSON.stringify(hs)));
+/** why legs closed, and upstreams made: printed with the handshakes (MEMBRANE_NATIVE_DEBUG=1) */
+const why: Record<string, number> = {};
+const DEBUG = process.env.MEMBRANE_NATIVE_DEBUG === '1';
+const count = (k: string): void => { if (DEBUG) why[k] = (why[k] ?? 0) + 1; };
+process.on('SIGUSR2', () => { writeFileSync(join(dir, `handshakes-${PORT}.json`), JSON.stringify(hs)); if (DEBUG) console.error(JSON.stringify(why)); });
 
 const onPoll = koffi.register((at: number, status: number, events: number) => {
   const leg = legs.get(at);
@@ -111,7 +118,7 @@ function newLeg(fd: number, ssl: unknown, server: boolean): Leg {
   const h = koffi.alloc('uint8_t', uv.handleSize);
   check(uv.poll_init(uv.loop, h, fd) === 0, 'uv_poll_init');
   const at = Number(koffi.address(h));
-  const leg: Leg = { fd, ssl, h, at, server, connecting: false, ready: false, events: 0, out: null, peer: null, closing: false, closed: false };
+  const leg: Leg = { fd, ssl, h, at, server, connecting: false, ready: false, events: 0, out: null, peer: null, closing: false, inflight: false, closed: false };
   legs.set(at, leg);
   return leg;
 }
@@ -128,13 +135,20 @@ function closeLeg(leg: Leg | null): void {
   libc.close(leg.fd);
   const peer = leg.peer;
   leg.peer = null;
-  if (peer) { peer.peer = null; closeLeg(peer); }
-  const i = idle.indexOf(leg);
-  if (i >= 0) idle.splice(i, 1);
+  if (peer) {
+    peer.peer = null;
+    // a client gone between requests leaves its upstream reusable (floor-server.ts takes one only for a request)
+    if (leg.server && peer.ready && !peer.out && !leg.inflight) release(peer);
+    else closeLeg(peer);
+  }
+  if (!leg.server) {
+    const i = idle.indexOf(leg);
+    if (i >= 0) idle.splice(i, 1);
+  }
 }
 
 function onEvent(leg: Leg, status: number, _events: number): void {
-  if (status < 0) { closeLeg(leg); return; }
+  if (status < 0) { count('status:' + side(leg)); closeLeg(leg); return; }
   if (leg.connecting) leg.connecting = false;
   if (!leg.ready && !handshake(leg)) return;
   if (leg.out && !flush(leg)) return;
@@ -146,8 +160,16 @@ function handshake(leg: Leg): boolean {
   const r = openssl.do_handshake(leg.ssl);
   if (r === 1) {
     leg.ready = true;
-    if (leg.server) { if (openssl.session_reused(leg.ssl)) hs.resumed++; else hs.full++; }
     setEvents(leg, UV_READABLE);
+    if (leg.server) {
+      if (openssl.session_reused(leg.ssl)) hs.resumed++; else hs.full++;
+      // the client's upstream, from the pool or connecting
+      const up = upstream();
+      if (!up) { count('noup:'); closeLeg(leg); return false; }
+      leg.peer = up;
+      up.peer = leg;
+      return true;
+    }
     // the other side held its reads for this one
     resume(leg.peer);
     return true;
@@ -155,7 +177,7 @@ function handshake(leg: Leg): boolean {
   const e = openssl.get_error(leg.ssl, r);
   if (e === SSL_ERROR_WANT_READ) setEvents(leg, UV_READABLE);
   else if (e === SSL_ERROR_WANT_WRITE) setEvents(leg, UV_WRITABLE);
-  else closeLeg(leg);
+  else { count('handshake:' + side(leg)); closeLeg(leg); }
   return false;
 }
 
@@ -183,7 +205,7 @@ function flush(leg: Leg): boolean {
   const e = openssl.get_error(leg.ssl, w);
   if (e === SSL_ERROR_WANT_WRITE) setEvents(leg, UV_WRITABLE);
   else if (e === SSL_ERROR_WANT_READ) setEvents(leg, UV_READABLE);
-  else closeLeg(leg);
+  else { count('flush:' + side(leg)); closeLeg(leg); }
   return false;
 }
 
@@ -192,7 +214,7 @@ function forward(src: Leg, dst: Leg, n: number): boolean {
   const w = openssl.write(dst.ssl, BUF, n);
   if (w === n) return true;
   const e = openssl.get_error(dst.ssl, w);
-  if (e !== SSL_ERROR_WANT_WRITE && e !== SSL_ERROR_WANT_READ) { closeLeg(dst); return false; }
+  if (e !== SSL_ERROR_WANT_WRITE && e !== SSL_ERROR_WANT_READ) { count('write:' + side(dst)); closeLeg(dst); return false; }
   dst.out = Buffer.from(BUF.subarray(0, n));
   setEvents(dst, e === SSL_ERROR_WANT_WRITE ? UV_WRITABLE : UV_READABLE);
   setEvents(src, 0);
@@ -210,7 +232,7 @@ function pump(src: Leg): void {
       const e = openssl.get_error(src.ssl, n);
       if (e === SSL_ERROR_WANT_READ) return;
       if (e === SSL_ERROR_WANT_WRITE) { setEvents(src, UV_READABLE | UV_WRITABLE); return; }
-      closeLeg(src);
+      count('read:' + side(src) + ':' + e); closeLeg(src);
       return;
     }
     let close = false;
@@ -229,7 +251,8 @@ function pump(src: Leg): void {
         }
       }
     }
-    if (!forward(src, dst, n)) { if (close && dst.out) dst.closing = true; return; }
+    if (src.server) src.inflight = true; else dst.inflight = false;
+    if (!forward(src, dst, n)) return;
     if (close) { finishClose(dst); return; }
     if (!openssl.has_pending(src.ssl)) return;
   }
@@ -241,25 +264,33 @@ function finishClose(client: Leg): void {
   client.peer = null;
   if (up) {
     up.peer = null;
-    if (up.ready && !up.out) { idle.push(up); setEvents(up, UV_READABLE); } else closeLeg(up);
+    if (up.ready && !up.out) release(up); else { count('notpooled:up'); closeLeg(up); }
   }
   openssl.shutdown(client.ssl);
   closeLeg(client);
 }
 
+/** an upstream back to the pool, watched for its close */
+function release(up: Leg): void {
+  idle.push(up);
+  setEvents(up, UV_READABLE);
+}
+
 /** an idle pooled upstream is readable: its close, or bytes nobody asked for (closed) */
 function idleRead(leg: Leg): void {
   const n = openssl.read(leg.ssl, BUF, BUF.length);
-  if (n > 0) { closeLeg(leg); return; }
+  if (n > 0) { count('idle-data:up'); closeLeg(leg); return; }
   const e = openssl.get_error(leg.ssl, n);
-  if (e !== SSL_ERROR_WANT_READ) closeLeg(leg);
+  if (e !== SSL_ERROR_WANT_READ) { count('idle-close:up:' + e); closeLeg(leg); }
 }
 
+const side = (l: Leg): string => (l.server ? 'client' : 'up');
 function upstream(): Leg | null {
   while (idle.length) {
     const u = idle.pop()!;
     if (!u.closed) return u;
   }
+  count('upstream-new');
   const fd = libc.tcpConnect(ORIGIN);
   if (fd < 0) return null;
   const ssl = openssl.new(cctx);
@@ -281,12 +312,7 @@ function onAccept(fd: number): void {
   openssl.set_accept_state(ssl);
   openssl.set_read_ahead(ssl, 1);
   const client = newLeg(fd, ssl, true);
-  const up = upstream();
-  if (!up) { closeLeg(client); return; }
-  client.peer = up;
-  up.peer = client;
   setEvents(client, UV_READABLE);
-  if (up.ready) setEvents(up, UV_READABLE);
 }
 
 // ---- the listening socket: our own fd, accepted on readiness
