@@ -215,6 +215,7 @@ function forward(src: Leg, dst: Leg, n: number): boolean {
   if (w === n) return true;
   const e = openssl.get_error(dst.ssl, w);
   if (e !== SSL_ERROR_WANT_WRITE && e !== SSL_ERROR_WANT_READ) { count('write:' + side(dst)); closeLeg(dst); return false; }
+  count(`blocked-write:${side(dst)}`);
   dst.out = Buffer.from(BUF.subarray(0, n));
   setEvents(dst, e === SSL_ERROR_WANT_WRITE ? UV_WRITABLE : UV_READABLE);
   setEvents(src, 0);
