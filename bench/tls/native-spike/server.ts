@@ -51,6 +51,11 @@ openssl.CTX_set_options(sctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 // OpenSSL's own stateless tickets (its process-wide random keys): 2 after a full handshake, 1 after a resumption, as HAProxy
 check(openssl.CTX_set_num_tickets(sctx, 2) === 1, 'SSL_CTX_set_num_tickets');
 openssl.CTX_ctrl(sctx, SSL_CTRL_MODE, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, null);
+// MEMBRANE_NATIVE_TICKET_KEYS=<160 hex digits>: this context's own ticket keys (name 16, HMAC 32, AES 32),
+// what would bind tickets to a leaf's name in production (one context per name, its own keys)
+const SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59;
+const TICKET_KEYS = process.env.MEMBRANE_NATIVE_TICKET_KEYS ? Buffer.from(process.env.MEMBRANE_NATIVE_TICKET_KEYS, 'hex') : undefined;
+if (TICKET_KEYS) check(TICKET_KEYS.length === 80 && openssl.CTX_ctrl(sctx, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, 80, TICKET_KEYS) === 1, 'SSL_CTX_set_tlsext_ticket_keys');
 const cctx = openssl.CTX_new(openssl.TLS_client_method());
 check(openssl.CTX_load_verify_locations(cctx, join(dir, 'ca.crt'), null) === 1, 'SSL_CTX_load_verify_locations');
 openssl.CTX_set_verify(cctx, SSL_VERIFY_PEER, null);
