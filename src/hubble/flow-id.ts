@@ -23,6 +23,11 @@ const LOW_END = 0x100_0000;
 export interface FlowIdSource {
   /** a new id */
   next(): string;
+  /**
+   * A new id left in `head` and `low` only, its string not made: for a flow whose uuid is made
+   * when it is read (the ring's compact flows, the L7 parser's lent scratch: l7-parser.ts).
+   */
+  advance(): void;
   /** the last id's head and counter, as next() left them */
   readonly head: string;
   readonly low: number;
@@ -35,7 +40,7 @@ export function createFlowIdSource(): FlowIdSource {
   const src = {
     head: '',
     low: 0,
-    next(): string {
+    advance(): void {
       if (low >= LOW_END) {
         if (++high >= LOW_END) {
           // 'xxxxxxxx-xxxx-4xxx-Nxxx-': the first 24 characters of a random v4 UUID
@@ -46,8 +51,11 @@ export function createFlowIdSource(): FlowIdSource {
         low = LOW_FIRST;
       }
       src.head = head;
-      src.low = low;
-      return head + (low++).toString(16);
+      src.low = low++;
+    },
+    next(): string {
+      src.advance();
+      return src.head + src.low.toString(16);
     },
   };
   return src;

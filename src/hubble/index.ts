@@ -148,8 +148,13 @@ export function createHubble(deps: HubbleDeps): Hubble {
 
   /** What Hubble fills in a flow built elsewhere. */
   function finish(flow: Flow): void {
-    if (!flow.nodeName) flow.nodeName = deps.nodeName;
     if (!flow.uuid) flow.uuid = flowId();
+    finishLent(flow);
+  }
+
+  /** finish() but the uuid: a lent L7 flow's is drawn and lent by ingestRecord. */
+  function finishLent(flow: Flow): void {
+    if (!flow.nodeName) flow.nodeName = deps.nodeName;
     if (!flow.time) flow.time = timestampFromMs(Date.now());
     // Hubble names itself on every flow, L7 ones included
     if (!flow.emitter) flow.emitter = EMITTER;
@@ -180,9 +185,18 @@ export function createHubble(deps: HubbleDeps): Hubble {
       // no Flow behind (the agent's metrics borrow: compose.ts). HTTP with a trace, an AI call or a
       // reason is kept whole (keep()): made new, not copied from the scratch.
       const borrowed = keepers.size === 0 && (rec.l7 === 'dns' || (rec.l7 === 'http' && rec.traceId === undefined && rec.ai === undefined && rec.reason === undefined));
-      const flow = borrowed ? parseL7.borrow(rec as DnsAccessRecord | HttpAccessRecord) : parseL7(rec);
-      // the parser leaves the uuid empty: `ids` holds the one finish() gives it
-      finish(flow);
+      // the parser leaves the uuid empty: `ids` holds the one finish() gives it. A borrowed flow's
+      // is lent (the id drawn, its string made only if a subscriber reads flow.uuid, as the ring
+      // makes it from the same two parts when the flow is read)
+      let flow: Flow;
+      if (borrowed) {
+        ids.advance();
+        flow = parseL7.borrow(rec as DnsAccessRecord | HttpAccessRecord, ids);
+        finishLent(flow);
+      } else {
+        flow = parseL7(rec);
+        finish(flow);
+      }
       const timeMs = publish(flow);
       // a flow the compact form does not hold: a borrowed one is copied (its own Timestamp, Layer4 and Layer7) first
       if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeMs);

@@ -220,6 +220,13 @@ function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
   return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
 }
 
+/** responseL7's fields written into `l7`, one responseL7 made (a borrowed flow's). */
+function refillResponseL7(l7: Layer7, record: HttpShared['record'], latencyNs: number): Layer7 {
+  l7.latencyNs = BigInt(Math.max(0, Math.round(latencyNs)));
+  l7.record = record;
+  return l7;
+}
+
 /**
  * httpSummary(rec) for a record of `shared`'s message: the string made for the last flow of the
  * message when it read the same (request or response, the response's whole milliseconds, the
@@ -247,13 +254,18 @@ const HTTP_PART: L7Part = {
   traceContext: undefined, extensions: undefined, destinationNames: undefined, dropReasonDesc: undefined,
 };
 
-function httpPart(rec: HttpAccessRecord, shared: HttpShared): L7Part {
+/**
+ * `respL7`: the borrowed flow's response Layer7, refilled here (its readers keep none of it: the
+ * ring keeps a response's latency as a number and its message), not a new one per response.
+ */
+function httpPart(rec: HttpAccessRecord, shared: HttpShared, respL7?: Layer7): L7Part {
   const isReq = rec.type === 'request';
   const part = HTTP_PART;
   part.isReply = !isReq;
   // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
   part.verdict = rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED;
-  part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record }) : responseL7(shared.record, rec.latencyNs);
+  part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record })
+    : respL7 ? refillResponseL7(respL7, shared.record, rec.latencyNs) : responseL7(shared.record, rec.latencyNs);
   part.summary = httpSharedSummary(rec, shared);
   part.traceContext = rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined;
   part.extensions = rec.ai ? aiExtension(rec.ai) : undefined;
@@ -388,9 +400,12 @@ export interface L7Parser {
    * Layer4 too), valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for
    * Hubble's ingest when every reader reads the flow during the call only (index.ts ingestRecord).
    * Equal to parse(rec); its DNS or HTTP message, a request's Layer7, IP and endpoint messages are
-   * the shared ones (a response's Layer7, with its own latency, is new).
+   * the shared ones (an HTTP response's Layer7 is the scratch's, refilled; a DNS one's is new).
+   * `id`: the flow's uuid as two parts (FlowIdSource's head and low after advance()), its string
+   * made when a reader reads flow.uuid (as the ring's compact flows make it), not per record;
+   * without it the uuid is empty.
    */
-  borrow(rec: DnsAccessRecord | HttpAccessRecord): Flow;
+  borrow(rec: DnsAccessRecord | HttpAccessRecord, id?: Pick<FlowIdSource, 'head' | 'low'>): Flow;
   /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
@@ -617,6 +632,38 @@ function refillL7Flow(
   f.extensions = undefined;
 }
 
+/**
+ * The prototype of borrow()'s scratch Flow: its uuid an accessor over two own fields, the id's
+ * head and counter (the ring's compact flows keep the same two and make the same string), so a
+ * flow no reader asks the uuid of makes none (~56 B a record, a string per id otherwise). The
+ * scratch's other fields are its own data properties, as a Flow's; protobuf-es reads the uuid as
+ * any field (message[localName]), so clone and toBinary see it. Written (a reader setting it), it
+ * is that string.
+ */
+class LentUuid {
+  declare uuidHead: string;
+  /** the counter; −1: uuidHead is the whole uuid */
+  declare uuidLow: number;
+  get uuid(): string {
+    return this.uuidLow < 0 ? this.uuidHead : this.uuidHead + this.uuidLow.toString(16);
+  }
+  set uuid(v: string) {
+    this.uuidHead = v;
+    this.uuidLow = -1;
+  }
+}
+
+/** `f` (a Flow l7Flow made) as a lent scratch: its fields but uuid, on LentUuid's prototype. */
+function lentFlow(f: Flow): Flow & LentUuid {
+  // object rest: a new object with fast properties (Object.defineProperty or delete on `f` itself
+  // would turn it into a dictionary, every refill a hash lookup)
+  const { uuid, ...rest } = f;
+  const s = Object.setPrototypeOf(rest, LentUuid.prototype) as Flow & LentUuid;
+  s.uuidHead = uuid;
+  s.uuidLow = -1;
+  return s;
+}
+
 export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
@@ -647,8 +694,10 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     );
   } as L7Parser;
 
-  // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP).
-  let scratch: Flow | undefined;
+  // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP)
+  // and one HTTP response Layer7.
+  let scratch: (Flow & LentUuid) | undefined;
+  let scratchResponse: Layer7 | undefined;
   const scratchL4: (Layer4 | undefined)[] = [];
   const scratchLayer4 = (kind: number, src: number, dst: number): Layer4 => {
     const l4 = scratchL4[kind];
@@ -656,16 +705,27 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     refillLayer4(l4, src, dst, undefined);
     return l4;
   };
-  parse.borrow = (rec) => {
+  parse.borrow = (rec, id) => {
+    const f = borrowFlow(rec);
+    if (id) {
+      f.uuidHead = id.head;
+      f.uuidLow = id.low;
+    }
+    return f;
+  };
+  const borrowFlow = (rec: DnsAccessRecord | HttpAccessRecord): Flow & LentUuid => {
     if (!scratch) {
-      scratch = parse(rec);
+      scratch = lentFlow(parse(rec));
       scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
+      if (rec.l7 === 'http' && rec.type !== 'request') scratchResponse = scratch.l7;
       return scratch;
     }
     if (rec.l7 === 'http') {
       // as parse(): the HTTP part (its messages the shared ones), written into the scratch
       lastDns = undefined;
-      const part = httpPart(rec, httpShared(rec));
+      const isResp = rec.type !== 'request';
+      const part = httpPart(rec, httpShared(rec), isResp ? scratchResponse : undefined);
+      if (isResp) scratchResponse = part.l7;
       const src = part.isReply ? rec.server : rec.client;
       const dst = part.isReply ? rec.client : rec.server;
       const f = scratch;
