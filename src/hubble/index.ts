@@ -9,7 +9,7 @@ import { createFlowBuilder, keepDatapathFlow, type EndpointResolver } from './fl
 import { createFlowIdSource } from './flow-id.ts';
 import { createL7Parser } from './l7-parser.ts';
 import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../common/access-log.ts';
-import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
+import { FlowRing, timeInRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
 import { FlowSchema, LostEventSource, type Flow } from './gen/flow/flow_pb.js';
@@ -121,14 +121,18 @@ export function createHubble(deps: HubbleDeps): Hubble {
 
   /** Hands the flow to the subscribers; returns its time in the ring. */
   function publish(flow: Flow): number {
+    hand(flow);
+    return timeInRing(flow);
+  }
+
+  /** Hands the flow to the subscribers. */
+  function hand(flow: Flow): void {
     seen++;
     for (const s of subscribers) {
       try {
         s(flow);
       } catch { /* a subscriber never breaks the pipeline */ }
     }
-    const t = flow.time;
-    return t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now();
   }
 
   function ingestDatapath(flow: Flow | undefined, borrowed: boolean): Flow | undefined {
@@ -197,9 +201,11 @@ export function createHubble(deps: HubbleDeps): Hubble {
         flow = parseL7(rec);
         finish(flow);
       }
-      const timeMs = publish(flow);
+      hand(flow);
+      // keep() reads the flow's time in the ring itself: a double returned from, or passed to, a
+      // call TurboFan does not inline is a heap number, one per record (16 B)
       // a flow the compact form does not hold: a borrowed one is copied (its own Timestamp, Layer4 and Layer7) first
-      if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeMs);
+      if (!parseL7.keep(ring, rec, flow, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeInRing(flow));
     },
     reportLost(source, count, cpu) {
       ring.reportLost(source, count, { cpu });

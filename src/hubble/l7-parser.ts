@@ -30,7 +30,7 @@ import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { DEFAULT_PROXY_PORTS } from '../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from './names.ts';
 import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
-import type { CompactFlow, FlowRing } from './ring.ts';
+import { timeInRing, type CompactFlow, type FlowRing } from './ring.ts';
 import type { FlowIdSource } from './flow-id.ts';
 import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
@@ -413,7 +413,7 @@ export interface L7Parser {
    * TLS (the proxies' common record), a TLS record (the connection's ClientHello decision), or a DNS record (its message, summary and a request's Layer7 shared per question and
    * answer). Returns false for any other (the caller pushes the Flow itself).
    */
-  keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
+  keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
 }
 
 /**
@@ -758,7 +758,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const dnsOwner = {};
   const makeDns = () => new DnsCompact(dnsOwner);
   /** A DNS flow (this parser's, of `rec`) kept compactly; false when it is not what toFlow() would make again. */
-  const keepDns = (ring: FlowRing, rec: DnsAccessRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
+  const keepDns = (ring: FlowRing, rec: DnsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
     const shared = lastDns;
     const l7 = flow.l7;
     const p = flow.l4?.protocol;
@@ -772,7 +772,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.fill(flow, rec.timeMs, ids, isReply, p.value.sourcePort, p.value.destinationPort, Number(l7.latencyNs));
     c.udp = p.case === 'UDP';
     c.shared = shared;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
   /**
@@ -781,7 +781,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
    * each living through scavenges while the ring held it. False when it is not what toFlow()
    * would make again.
    */
-  const keepTls = (ring: FlowRing, rec: TlsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>, timeMs: number): boolean => {
+  const keepTls = (ring: FlowRing, rec: TlsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
     const l7 = flow.l7;
     const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;
     if (!l7 || !tcp || l7.record.case !== undefined || l7.type !== L7FlowType.REQUEST || l7.latencyNs !== 0n || tcp.flags !== undefined) return false;
@@ -795,12 +795,14 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.tlsSummary = flow.Summary;
     c.proxyPort = flow.proxyPort;
     c.dropReasonDesc = flow.dropReasonDesc;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
-  parse.keep = (ring, rec, flow, timeMs, ids) => {
-    if (rec.l7 === 'dns') return keepDns(ring, rec, flow, timeMs, ids);
-    if (rec.l7 === 'tls') return keepTls(ring, rec, flow, ids, timeMs);
+  parse.keep = (ring, rec, flow, ids) => {
+    // the flow's time in the ring read where it is pushed (timeInRing): a double passed in would
+    // be a heap number per record
+    if (rec.l7 === 'dns') return keepDns(ring, rec, flow, ids);
+    if (rec.l7 === 'tls') return keepTls(ring, rec, flow, ids);
     if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.reason !== undefined) return false;
     // HTTP inside intercepted TLS (two records per request, as plain HTTP's) is kept compactly too:
     // whole, its flows cost the agent ~1.3 µs more per record, the ring's retention (bench/tls)
@@ -819,7 +821,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.request = c.isReply ? undefined : l7;
     c.sni = tls?.sni;
     c.tlsSummary = undefined;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
   return parse;
