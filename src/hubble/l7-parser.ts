@@ -607,11 +607,12 @@ function l7Flow(
  * do not change it).
  */
 function refillL7Flow(
-  f: Flow, timeMs: number, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
+  f: Flow, rec: { readonly timeMs: number }, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
   nodeName: string, l7: Layer7, direction: TrafficDirection, isReply: boolean, summary: string,
 ): void {
+  // the record, not its time: a double passed to a call TurboFan does not inline is a heap number
   const t = f.time!;
-  t.nanos = timeNanos(timeMs);
+  t.nanos = timeNanos(rec.timeMs);
   t.seconds = lastSecondsBig;
   f.uuid = '';
   f.emitter = emitter;
@@ -730,7 +731,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
       const dst = part.isReply ? rec.client : rec.server;
       const f = scratch;
       refillL7Flow(
-        f, rec.timeMs, undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), scratchLayer4(L4_TCP, src.port, dst.port), endpoint(src), endpoint(dst), opts.nodeName,
+        f, rec, undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), scratchLayer4(L4_TCP, src.port, dst.port), endpoint(src), endpoint(dst), opts.nodeName,
         part.l7, rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, part.isReply, part.summary,
       );
       f.destinationNames = part.destinationNames ?? NONE;
@@ -746,7 +747,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     const dst = isResp ? rec.client : rec.server;
     const l4 = scratchLayer4(rec.transport === 'UDP' ? L4_UDP : L4_TCP, src.port, dst.port);
     refillL7Flow(
-      scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
+      scratch, rec, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
       dnsL7(shared, isResp, dnsLatency(rec.latencyNs)), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
     );
     return scratch;
