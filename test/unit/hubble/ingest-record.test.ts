@@ -315,6 +315,29 @@ test('ingestRecord: a borrowed flow\'s uuid (made when read, not at ingest) is t
   assert.deepEqual(ringFlows(asks).map((f) => f.uuid), asked);
 });
 
+test('ingestRecord: each flow\'s time in the ring (what since/until filter on) is its Timestamp\'s, kept compactly or whole, lent or not', () => {
+  for (const borrows of [true, false]) {
+    const h = hubbleOf();
+    h.onFlow(() => {}, { borrows });
+    const recs: AccessLogRecord[] = [
+      http({ timeMs: T + 1.25 }), http({ type: 'response', code: 200, latencyNs: 9_000, timeMs: T + 2001.5 }), dns({ timeMs: T + 4000.75 }),
+      http({ traceId: '0af7651916cd43dd8448eb211c80319c', timeMs: T + 5000 }), // kept whole
+      { l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: T + 6000.5, client: http().client, server: http().server, endpointId: 101, sni: 'api.example.com' } as TlsAccessRecord,
+    ];
+    for (const r of recs) h.ingestRecord(r);
+    const times: number[] = [], stamps: number[] = [];
+    for (let p = h.ring.oldest(); p < h.ring.end(); p++) {
+      const e = h.ring.at(p);
+      if (e?.kind !== 'flow') continue;
+      times.push(h.ring.timeAt(p));
+      stamps.push(Number(e.flow.time!.seconds) * 1000 + e.flow.time!.nanos / 1e6);
+    }
+    assert.equal(times.length, recs.length);
+    assert.deepEqual(times, stamps, `borrows: ${borrows}`);
+    times.forEach((t, i) => assert.ok(Math.abs(t - recs[i]!.timeMs) < 1e-3, `${t} vs ${recs[i]!.timeMs}`));
+  }
+});
+
 test('ingestRecord: a borrowed HTTP response\'s Layer7 is refilled in place; each response in the ring keeps its own latency', () => {
   const h = hubbleOf();
   const l7s = new Set<unknown>();
