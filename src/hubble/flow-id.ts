@@ -65,3 +65,39 @@ export function createFlowIds(): () => string {
   const src = createFlowIdSource();
   return () => src.next();
 }
+
+/** A Flow whose uuid is lent (lentFlow): the flow, and how to give it an id. */
+export interface LentFlow<F> {
+  readonly flow: F;
+  /** the flow's uuid is now head + low.toString(16), made when read */
+  lend(head: string, low: number): void;
+}
+
+/**
+ * `f` made again as a scratch flow (a builder's, refilled per event) whose uuid is made when a
+ * reader reads it, from an id's two parts (FlowIdSource's head and low after advance()), as the
+ * ring's compact flows make it: a flow nobody asks the uuid of makes no string (~56 B a flow).
+ * The uuid is an accessor on the scratch's own prototype (one class per scratch, its id in the
+ * closure), every other field an own data property: protobuf-es reads fields as message[name], so
+ * clone, toBinary and toJson see the uuid; a spread ({...flow}) does not (use clone). Written (a
+ * reader setting it), it is that string until the next lend.
+ */
+export function lentFlow<F extends { uuid: string }>(f: F): LentFlow<F> {
+  let head = f.uuid;
+  /** the counter; −1: `head` is the whole uuid */
+  let low = -1;
+  class Lent {
+    get uuid(): string {
+      return low < 0 ? head : head + low.toString(16);
+    }
+    set uuid(v: string) {
+      head = v;
+      low = -1;
+    }
+  }
+  // object rest: a new object with fast properties (Object.defineProperty or delete on `f` itself
+  // would turn it into a dictionary, every refill a hash lookup)
+  const { uuid: _, ...rest } = f;
+  const flow = Object.setPrototypeOf(rest, Lent.prototype) as F;
+  return { flow, lend(h, l) { head = h; low = l; } };
+}

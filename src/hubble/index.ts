@@ -74,6 +74,8 @@ export interface Hubble {
    * Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. `borrows`: the
    * subscriber reads a flow during the call only and keeps no part of it that the flow alone holds
    * (its Timestamp, Layer4 or the Flow itself), so a borrowed flow may be refilled after the call.
+   * A borrowed L7 flow's uuid is made when read (flow-id.ts lentFlow): read it as a field, or copy
+   * the flow with clone(FlowSchema, …); a spread ({...flow}) copies no uuid.
    */
   onFlow(cb: (flow: Flow) => void, opts?: { borrows?: boolean }): () => void;
   /** The TCP listener (`:4244` when on every address), whether it serves mutual TLS, and its server name. */

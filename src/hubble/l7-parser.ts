@@ -31,7 +31,7 @@ import { DEFAULT_PROXY_PORTS } from '../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from './names.ts';
 import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
 import { timeInRing, type CompactFlow, type FlowRing } from './ring.ts';
-import type { FlowIdSource } from './flow-id.ts';
+import { lentFlow, type FlowIdSource, type LentFlow } from './flow-id.ts';
 import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
 import { identityScope, ReservedIdentity } from '../identity/identity.ts';
@@ -633,38 +633,6 @@ function refillL7Flow(
   f.extensions = undefined;
 }
 
-/**
- * The prototype of borrow()'s scratch Flow: its uuid an accessor over two own fields, the id's
- * head and counter (the ring's compact flows keep the same two and make the same string), so a
- * flow no reader asks the uuid of makes none (~56 B a record, a string per id otherwise). The
- * scratch's other fields are its own data properties, as a Flow's; protobuf-es reads the uuid as
- * any field (message[localName]), so clone and toBinary see it. Written (a reader setting it), it
- * is that string.
- */
-class LentUuid {
-  declare uuidHead: string;
-  /** the counter; −1: uuidHead is the whole uuid */
-  declare uuidLow: number;
-  get uuid(): string {
-    return this.uuidLow < 0 ? this.uuidHead : this.uuidHead + this.uuidLow.toString(16);
-  }
-  set uuid(v: string) {
-    this.uuidHead = v;
-    this.uuidLow = -1;
-  }
-}
-
-/** `f` (a Flow l7Flow made) as a lent scratch: its fields but uuid, on LentUuid's prototype. */
-function lentFlow(f: Flow): Flow & LentUuid {
-  // object rest: a new object with fast properties (Object.defineProperty or delete on `f` itself
-  // would turn it into a dictionary, every refill a hash lookup)
-  const { uuid, ...rest } = f;
-  const s = Object.setPrototypeOf(rest, LentUuid.prototype) as Flow & LentUuid;
-  s.uuidHead = uuid;
-  s.uuidLow = -1;
-  return s;
-}
-
 export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const cluster = opts.clusterName ?? 'default';
   const messages = createEndpointMessages(opts.resolver, cluster);
@@ -697,7 +665,9 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
 
   // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP)
   // and one HTTP response Layer7.
-  let scratch: (Flow & LentUuid) | undefined;
+  let scratch: Flow | undefined;
+  /** lends the scratch its uuid (lentFlow) */
+  let lendId: LentFlow<Flow>['lend'] | undefined;
   let scratchResponse: Layer7 | undefined;
   const scratchL4: (Layer4 | undefined)[] = [];
   const scratchLayer4 = (kind: number, src: number, dst: number): Layer4 => {
@@ -708,15 +678,15 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   };
   parse.borrow = (rec, id) => {
     const f = borrowFlow(rec);
-    if (id) {
-      f.uuidHead = id.head;
-      f.uuidLow = id.low;
-    }
+    // the parser's refill leaves an empty uuid (refillL7Flow), made again here when lent
+    if (id) lendId!(id.head, id.low);
     return f;
   };
-  const borrowFlow = (rec: DnsAccessRecord | HttpAccessRecord): Flow & LentUuid => {
+  const borrowFlow = (rec: DnsAccessRecord | HttpAccessRecord): Flow => {
     if (!scratch) {
-      scratch = lentFlow(parse(rec));
+      const lent = lentFlow(parse(rec));
+      scratch = lent.flow;
+      lendId = lent.lend;
       scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
       if (rec.l7 === 'http' && rec.type !== 'request') scratchResponse = scratch.l7;
       return scratch;
