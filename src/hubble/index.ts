@@ -97,7 +97,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
   // one id sequence for datapath and L7 flows
   const ids = createFlowIdSource();
   const flowId = () => ids.next();
-  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, uuid: flowId });
+  // a borrowed datapath flow's uuid is lent from `ids` (made only when read), as an L7 one's
+  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, ids });
   // the proxies' records, their peers resolved as the datapath flows' (a pod on another node named as in its L3/L4 flows)
   const parseL7 = createL7Parser({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
   let seen = 0;
