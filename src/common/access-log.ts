@@ -35,6 +35,9 @@ interface AccessRecordBase {
   server: AccessPeer;
 }
 
+/** HttpAccessRecord.requestTimeMs when a record that has the field knows no request time */
+export const NO_REQUEST_TIME = -1;
+
 /** One HTTP request or response seen by the HTTP proxy (LogRecord with its HTTP part). */
 export interface HttpAccessRecord extends AccessRecordBase {
   l7: 'http';
@@ -61,7 +64,12 @@ export interface HttpAccessRecord extends AccessRecordBase {
   reason?: string;
   /** headerMatches mismatch actions carried out (LOG/ADD/DELETE/REPLACE name) */
   headerActions?: string[];
-  /** request start, epoch ms (responses) */
+  /**
+   * request start, epoch ms (responses); absent, or not ≥ 0 (NO_REQUEST_TIME), when unknown: the
+   * agent's feed reader refills its records with the wire's number (−1 for none), a field that only
+   * holds numbers keeping a time in place (one that may be undefined holds a new heap number per
+   * response). Readers test `>= 0`.
+   */
   requestTimeMs?: number;
   /** the connection is TLS: its server name, and whether the proxy terminated it (interception) */
   tls?: { sni: string; intercepted: boolean };

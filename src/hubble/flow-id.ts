@@ -23,6 +23,11 @@ const LOW_END = 0x100_0000;
 export interface FlowIdSource {
   /** a new id */
   next(): string;
+  /**
+   * A new id left in `head` and `low` only, its string not made: for a flow whose uuid is made
+   * when it is read (the ring's compact flows, the L7 parser's lent scratch: l7-parser.ts).
+   */
+  advance(): void;
   /** the last id's head and counter, as next() left them */
   readonly head: string;
   readonly low: number;
@@ -35,7 +40,7 @@ export function createFlowIdSource(): FlowIdSource {
   const src = {
     head: '',
     low: 0,
-    next(): string {
+    advance(): void {
       if (low >= LOW_END) {
         if (++high >= LOW_END) {
           // 'xxxxxxxx-xxxx-4xxx-Nxxx-': the first 24 characters of a random v4 UUID
@@ -46,8 +51,11 @@ export function createFlowIdSource(): FlowIdSource {
         low = LOW_FIRST;
       }
       src.head = head;
-      src.low = low;
-      return head + (low++).toString(16);
+      src.low = low++;
+    },
+    next(): string {
+      src.advance();
+      return src.head + src.low.toString(16);
     },
   };
   return src;
@@ -56,4 +64,40 @@ export function createFlowIdSource(): FlowIdSource {
 export function createFlowIds(): () => string {
   const src = createFlowIdSource();
   return () => src.next();
+}
+
+/** A Flow whose uuid is lent (lentFlow): the flow, and how to give it an id. */
+export interface LentFlow<F> {
+  readonly flow: F;
+  /** the flow's uuid is now head + low.toString(16), made when read */
+  lend(head: string, low: number): void;
+}
+
+/**
+ * `f` made again as a scratch flow (a builder's, refilled per event) whose uuid is made when a
+ * reader reads it, from an id's two parts (FlowIdSource's head and low after advance()), as the
+ * ring's compact flows make it: a flow nobody asks the uuid of makes no string (~56 B a flow).
+ * The uuid is an accessor on the scratch's own prototype (one class per scratch, its id in the
+ * closure), every other field an own data property: protobuf-es reads fields as message[name], so
+ * clone, toBinary and toJson see the uuid; a spread ({...flow}) does not (use clone). Written (a
+ * reader setting it), it is that string until the next lend.
+ */
+export function lentFlow<F extends { uuid: string }>(f: F): LentFlow<F> {
+  let head = f.uuid;
+  /** the counter; −1: `head` is the whole uuid */
+  let low = -1;
+  class Lent {
+    get uuid(): string {
+      return low < 0 ? head : head + low.toString(16);
+    }
+    set uuid(v: string) {
+      head = v;
+      low = -1;
+    }
+  }
+  // object rest: a new object with fast properties (Object.defineProperty or delete on `f` itself
+  // would turn it into a dictionary, every refill a hash lookup)
+  const { uuid: _, ...rest } = f;
+  const flow = Object.setPrototypeOf(rest, Lent.prototype) as F;
+  return { flow, lend(h, l) { head = h; low = l; } };
 }

@@ -13,7 +13,7 @@ import {
 import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { icmpv4TypeCode, icmpv6TypeCode, traceObservationPoint } from './names.ts';
 import { createEndpointMessages, createIpMessages } from './endpoint-messages.ts';
-import { createFlowIds } from './flow-id.ts';
+import { createFlowIds, lentFlow, type FlowIdSource, type LentFlow } from './flow-id.ts';
 import type { CompactFlow, FlowRing } from './ring.ts';
 
 /**
@@ -41,6 +41,12 @@ export interface FlowBuilderOptions {
   /** Emitter version; Hubble's own shape is `{name: "Hubble", version: "1.19.4"}` */
   emitterVersion?: string;
   uuid?: () => string;
+  /**
+   * The id source (Hubble's): new flows take ids.next(), a borrowed flow's uuid is lent from it
+   * (flow-id.ts lentFlow: its string made only when a reader reads it). `uuid`, when given, is
+   * used for every flow instead.
+   */
+  ids?: FlowIdSource;
 }
 
 const IPPROTO_ICMP = 1;
@@ -209,7 +215,10 @@ function blankFlow(emitter: Flow['emitter'], nodeName: string): Flow {
 export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
   const { resolver, nodeName } = opts;
   const cluster = opts.clusterName ?? 'default';
-  const uuid = opts.uuid ?? createFlowIds();
+  const ids = opts.uuid ? undefined : opts.ids;
+  const uuid = opts.uuid ?? (ids ? () => ids.next() : createFlowIds());
+  /** lends the scratch its uuid, when the builder has an id source */
+  let lendId: LentFlow<Flow>['lend'] | undefined;
   const emitter = { $typeName: 'flow.Emitter' as const, name: 'Hubble', version: opts.emitterVersion ?? '1.19.4' };
 
   const messages = createEndpointMessages(resolver, cluster);
@@ -362,7 +371,10 @@ export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
     const flow = into ?? blankFlow(emitter, nodeName);
     flow.time = timestamp(ev, into?.time);
     flow.l4 = into ? scratchLayer4(l4Kind, sp, dp, flags) : newLayer4(l4Kind, sp, dp, flags);
-    flow.uuid = uuid();
+    if (into !== undefined && lendId !== undefined) {
+      ids!.advance();
+      lendId(ids!.head, ids!.low);
+    } else flow.uuid = uuid();
     flow.verdict = verdict;
     flow.dropReason = dropReason;
     flow.authType = authType;
@@ -426,11 +438,15 @@ export function createFlowBuilder(opts: FlowBuilderOptions): FlowBuilder {
     if (scratch) return make(ev, scratch);
     // the first borrowed flow is a new one, kept as the scratch (its Timestamp and Layer4 its own)
     const f = make(ev, undefined);
-    if (f) {
-      scratch = f;
-      if (f.l4) scratchL4[kindOf(f.l4)] = f.l4;
-    }
-    return f;
+    if (!f) return f;
+    // its uuid lent from the next borrow on (the first one's is the string make() gave it)
+    if (ids) {
+      const lent = lentFlow(f);
+      scratch = lent.flow;
+      lendId = lent.lend;
+    } else scratch = f;
+    if (f.l4) scratchL4[kindOf(f.l4)] = f.l4;
+    return scratch;
   };
   return build;
 }

@@ -9,7 +9,7 @@ import { createFlowBuilder, keepDatapathFlow, type EndpointResolver } from './fl
 import { createFlowIdSource } from './flow-id.ts';
 import { createL7Parser } from './l7-parser.ts';
 import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord } from '../common/access-log.ts';
-import { FlowRing, DEFAULT_RING_CAPACITY } from './ring.ts';
+import { FlowRing, timeInRing, DEFAULT_RING_CAPACITY } from './ring.ts';
 import { createHubbleServer, type HubbleServer } from './observer.ts';
 import type { HubbleTcpSecurity } from './tls.ts';
 import { FlowSchema, LostEventSource, type Flow } from './gen/flow/flow_pb.js';
@@ -74,6 +74,8 @@ export interface Hubble {
    * Subscribe to every decoded flow (metrics, exporters). Returns unsubscribe. `borrows`: the
    * subscriber reads a flow during the call only and keeps no part of it that the flow alone holds
    * (its Timestamp, Layer4 or the Flow itself), so a borrowed flow may be refilled after the call.
+   * A borrowed L7 flow's uuid is made when read (flow-id.ts lentFlow): read it as a field, or copy
+   * the flow with clone(FlowSchema, …); a spread ({...flow}) copies no uuid.
    */
   onFlow(cb: (flow: Flow) => void, opts?: { borrows?: boolean }): () => void;
   /** The TCP listener (`:4244` when on every address), whether it serves mutual TLS, and its server name. */
@@ -95,7 +97,8 @@ export function createHubble(deps: HubbleDeps): Hubble {
   // one id sequence for datapath and L7 flows
   const ids = createFlowIdSource();
   const flowId = () => ids.next();
-  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, uuid: flowId });
+  // a borrowed datapath flow's uuid is lent from `ids` (made only when read), as an L7 one's
+  const build = createFlowBuilder({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName, ids });
   // the proxies' records, their peers resolved as the datapath flows' (a pod on another node named as in its L3/L4 flows)
   const parseL7 = createL7Parser({ nodeName: deps.nodeName, resolver: deps.resolver, clusterName: deps.clusterName });
   let seen = 0;
@@ -121,14 +124,18 @@ export function createHubble(deps: HubbleDeps): Hubble {
 
   /** Hands the flow to the subscribers; returns its time in the ring. */
   function publish(flow: Flow): number {
+    hand(flow);
+    return timeInRing(flow);
+  }
+
+  /** Hands the flow to the subscribers. */
+  function hand(flow: Flow): void {
     seen++;
     for (const s of subscribers) {
       try {
         s(flow);
       } catch { /* a subscriber never breaks the pipeline */ }
     }
-    const t = flow.time;
-    return t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now();
   }
 
   function ingestDatapath(flow: Flow | undefined, borrowed: boolean): Flow | undefined {
@@ -148,8 +155,13 @@ export function createHubble(deps: HubbleDeps): Hubble {
 
   /** What Hubble fills in a flow built elsewhere. */
   function finish(flow: Flow): void {
-    if (!flow.nodeName) flow.nodeName = deps.nodeName;
     if (!flow.uuid) flow.uuid = flowId();
+    finishLent(flow);
+  }
+
+  /** finish() but the uuid: a lent L7 flow's is drawn and lent by ingestRecord. */
+  function finishLent(flow: Flow): void {
+    if (!flow.nodeName) flow.nodeName = deps.nodeName;
     if (!flow.time) flow.time = timestampFromMs(Date.now());
     // Hubble names itself on every flow, L7 ones included
     if (!flow.emitter) flow.emitter = EMITTER;
@@ -180,12 +192,23 @@ export function createHubble(deps: HubbleDeps): Hubble {
       // no Flow behind (the agent's metrics borrow: compose.ts). HTTP with a trace, an AI call or a
       // reason is kept whole (keep()): made new, not copied from the scratch.
       const borrowed = keepers.size === 0 && (rec.l7 === 'dns' || (rec.l7 === 'http' && rec.traceId === undefined && rec.ai === undefined && rec.reason === undefined));
-      const flow = borrowed ? parseL7.borrow(rec as DnsAccessRecord | HttpAccessRecord) : parseL7(rec);
-      // the parser leaves the uuid empty: `ids` holds the one finish() gives it
-      finish(flow);
-      const timeMs = publish(flow);
+      // the parser leaves the uuid empty: `ids` holds the one finish() gives it. A borrowed flow's
+      // is lent (the id drawn, its string made only if a subscriber reads flow.uuid, as the ring
+      // makes it from the same two parts when the flow is read)
+      let flow: Flow;
+      if (borrowed) {
+        ids.advance();
+        flow = parseL7.borrow(rec as DnsAccessRecord | HttpAccessRecord, ids);
+        finishLent(flow);
+      } else {
+        flow = parseL7(rec);
+        finish(flow);
+      }
+      hand(flow);
+      // keep() reads the flow's time in the ring itself: a double returned from, or passed to, a
+      // call TurboFan does not inline is a heap number, one per record (16 B)
       // a flow the compact form does not hold: a borrowed one is copied (its own Timestamp, Layer4 and Layer7) first
-      if (!parseL7.keep(ring, rec, flow, timeMs, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeMs);
+      if (!parseL7.keep(ring, rec, flow, ids)) ring.pushFlow(borrowed ? clone(FlowSchema, flow) : flow, timeInRing(flow));
     },
     reportLost(source, count, cpu) {
       ring.reportLost(source, count, { cpu });

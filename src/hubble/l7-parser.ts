@@ -30,8 +30,8 @@ import type { ResolvedEndpoint } from '../common/endpoint.ts';
 import { DEFAULT_PROXY_PORTS } from '../common/proxy-ports.ts';
 import { DNS_RCODE_NAMES } from './names.ts';
 import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
-import type { CompactFlow, FlowRing } from './ring.ts';
-import type { FlowIdSource } from './flow-id.ts';
+import { timeInRing, type CompactFlow, type FlowRing } from './ring.ts';
+import { lentFlow, type FlowIdSource, type LentFlow } from './flow-id.ts';
 import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
 import { identityScope, ReservedIdentity } from '../identity/identity.ts';
@@ -220,6 +220,13 @@ function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
   return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
 }
 
+/** responseL7's fields written into `l7`, one responseL7 made (a borrowed flow's). */
+function refillResponseL7(l7: Layer7, record: HttpShared['record'], latencyNs: number): Layer7 {
+  l7.latencyNs = BigInt(Math.max(0, Math.round(latencyNs)));
+  l7.record = record;
+  return l7;
+}
+
 /**
  * httpSummary(rec) for a record of `shared`'s message: the string made for the last flow of the
  * message when it read the same (request or response, the response's whole milliseconds, the
@@ -247,13 +254,18 @@ const HTTP_PART: L7Part = {
   traceContext: undefined, extensions: undefined, destinationNames: undefined, dropReasonDesc: undefined,
 };
 
-function httpPart(rec: HttpAccessRecord, shared: HttpShared): L7Part {
+/**
+ * `respL7`: the borrowed flow's response Layer7, refilled here (its readers keep none of it: the
+ * ring keeps a response's latency as a number and its message), not a new one per response.
+ */
+function httpPart(rec: HttpAccessRecord, shared: HttpShared, respL7?: Layer7): L7Part {
   const isReq = rec.type === 'request';
   const part = HTTP_PART;
   part.isReply = !isReq;
   // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
   part.verdict = rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED;
-  part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record }) : responseL7(shared.record, rec.latencyNs);
+  part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record })
+    : respL7 ? refillResponseL7(respL7, shared.record, rec.latencyNs) : responseL7(shared.record, rec.latencyNs);
   part.summary = httpSharedSummary(rec, shared);
   part.traceContext = rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined;
   part.extensions = rec.ai ? aiExtension(rec.ai) : undefined;
@@ -388,9 +400,12 @@ export interface L7Parser {
    * Layer4 too), valid until the next borrow: as the datapath's FlowBuilder.borrow (flow.ts), for
    * Hubble's ingest when every reader reads the flow during the call only (index.ts ingestRecord).
    * Equal to parse(rec); its DNS or HTTP message, a request's Layer7, IP and endpoint messages are
-   * the shared ones (a response's Layer7, with its own latency, is new).
+   * the shared ones (an HTTP response's Layer7 is the scratch's, refilled; a DNS one's is new).
+   * `id`: the flow's uuid as two parts (FlowIdSource's head and low after advance()), its string
+   * made when a reader reads flow.uuid (as the ring's compact flows make it), not per record;
+   * without it the uuid is empty.
    */
-  borrow(rec: DnsAccessRecord | HttpAccessRecord): Flow;
+  borrow(rec: DnsAccessRecord | HttpAccessRecord, id?: Pick<FlowIdSource, 'head' | 'low'>): Flow;
   /**
    * Keeps `flow` (this parser's flow of `rec`, finished by Hubble's ingest, its uuid the last of
    * `ids`) in `ring` compactly when the ring can make the same flow again from shared messages and
@@ -398,7 +413,7 @@ export interface L7Parser {
    * TLS (the proxies' common record), a TLS record (the connection's ClientHello decision), or a DNS record (its message, summary and a request's Layer7 shared per question and
    * answer). Returns false for any other (the caller pushes the Flow itself).
    */
-  keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
+  keep(ring: FlowRing, rec: AccessLogRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean;
 }
 
 /**
@@ -592,11 +607,12 @@ function l7Flow(
  * do not change it).
  */
 function refillL7Flow(
-  f: Flow, timeMs: number, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
+  f: Flow, rec: { readonly timeMs: number }, emitter: Flow['emitter'], verdict: Verdict, ip: Flow['IP'], l4: Layer4, source: Flow['source'], destination: Flow['destination'],
   nodeName: string, l7: Layer7, direction: TrafficDirection, isReply: boolean, summary: string,
 ): void {
+  // the record, not its time: a double passed to a call TurboFan does not inline is a heap number
   const t = f.time!;
-  t.nanos = timeNanos(timeMs);
+  t.nanos = timeNanos(rec.timeMs);
   t.seconds = lastSecondsBig;
   f.uuid = '';
   f.emitter = emitter;
@@ -647,8 +663,12 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     );
   } as L7Parser;
 
-  // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP).
+  // The scratch Flow of borrow(): the first borrowed flow, with one Layer4 per kind (L4_UDP, L4_TCP)
+  // and one HTTP response Layer7.
   let scratch: Flow | undefined;
+  /** lends the scratch its uuid (lentFlow) */
+  let lendId: LentFlow<Flow>['lend'] | undefined;
+  let scratchResponse: Layer7 | undefined;
   const scratchL4: (Layer4 | undefined)[] = [];
   const scratchLayer4 = (kind: number, src: number, dst: number): Layer4 => {
     const l4 = scratchL4[kind];
@@ -656,21 +676,32 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     refillLayer4(l4, src, dst, undefined);
     return l4;
   };
-  parse.borrow = (rec) => {
+  parse.borrow = (rec, id) => {
+    const f = borrowFlow(rec);
+    // the parser's refill leaves an empty uuid (refillL7Flow), made again here when lent
+    if (id) lendId!(id.head, id.low);
+    return f;
+  };
+  const borrowFlow = (rec: DnsAccessRecord | HttpAccessRecord): Flow => {
     if (!scratch) {
-      scratch = parse(rec);
+      const lent = lentFlow(parse(rec));
+      scratch = lent.flow;
+      lendId = lent.lend;
       scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
+      if (rec.l7 === 'http' && rec.type !== 'request') scratchResponse = scratch.l7;
       return scratch;
     }
     if (rec.l7 === 'http') {
       // as parse(): the HTTP part (its messages the shared ones), written into the scratch
       lastDns = undefined;
-      const part = httpPart(rec, httpShared(rec));
+      const isResp = rec.type !== 'request';
+      const part = httpPart(rec, httpShared(rec), isResp ? scratchResponse : undefined);
+      if (isResp) scratchResponse = part.l7;
       const src = part.isReply ? rec.server : rec.client;
       const dst = part.isReply ? rec.client : rec.server;
       const f = scratch;
       refillL7Flow(
-        f, rec.timeMs, undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), scratchLayer4(L4_TCP, src.port, dst.port), endpoint(src), endpoint(dst), opts.nodeName,
+        f, rec, undefined, part.verdict, ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), scratchLayer4(L4_TCP, src.port, dst.port), endpoint(src), endpoint(dst), opts.nodeName,
         part.l7, rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, part.isReply, part.summary,
       );
       f.destinationNames = part.destinationNames ?? NONE;
@@ -686,7 +717,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     const dst = isResp ? rec.client : rec.server;
     const l4 = scratchLayer4(rec.transport === 'UDP' ? L4_UDP : L4_TCP, src.port, dst.port);
     refillL7Flow(
-      scratch, rec.timeMs, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
+      scratch, rec, undefined, dnsVerdict(rec.verdict), ipMessage(src.ip, dst.ip, ipVersionOf(src.ip)), l4, endpoint(src), endpoint(dst), opts.nodeName,
       dnsL7(shared, isResp, dnsLatency(rec.latencyNs)), rec.direction === 'ingress' ? TrafficDirection.INGRESS : TrafficDirection.EGRESS, isResp, shared.summary,
     );
     return scratch;
@@ -698,7 +729,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   const dnsOwner = {};
   const makeDns = () => new DnsCompact(dnsOwner);
   /** A DNS flow (this parser's, of `rec`) kept compactly; false when it is not what toFlow() would make again. */
-  const keepDns = (ring: FlowRing, rec: DnsAccessRecord, flow: Flow, timeMs: number, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
+  const keepDns = (ring: FlowRing, rec: DnsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
     const shared = lastDns;
     const l7 = flow.l7;
     const p = flow.l4?.protocol;
@@ -712,7 +743,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.fill(flow, rec.timeMs, ids, isReply, p.value.sourcePort, p.value.destinationPort, Number(l7.latencyNs));
     c.udp = p.case === 'UDP';
     c.shared = shared;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
   /**
@@ -721,7 +752,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
    * each living through scavenges while the ring held it. False when it is not what toFlow()
    * would make again.
    */
-  const keepTls = (ring: FlowRing, rec: TlsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>, timeMs: number): boolean => {
+  const keepTls = (ring: FlowRing, rec: TlsAccessRecord, flow: Flow, ids: Pick<FlowIdSource, 'head' | 'low'>): boolean => {
     const l7 = flow.l7;
     const tcp = flow.l4?.protocol.case === 'TCP' ? flow.l4.protocol.value : undefined;
     if (!l7 || !tcp || l7.record.case !== undefined || l7.type !== L7FlowType.REQUEST || l7.latencyNs !== 0n || tcp.flags !== undefined) return false;
@@ -735,12 +766,14 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.tlsSummary = flow.Summary;
     c.proxyPort = flow.proxyPort;
     c.dropReasonDesc = flow.dropReasonDesc;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
-  parse.keep = (ring, rec, flow, timeMs, ids) => {
-    if (rec.l7 === 'dns') return keepDns(ring, rec, flow, timeMs, ids);
-    if (rec.l7 === 'tls') return keepTls(ring, rec, flow, ids, timeMs);
+  parse.keep = (ring, rec, flow, ids) => {
+    // the flow's time in the ring read where it is pushed (timeInRing): a double passed in would
+    // be a heap number per record
+    if (rec.l7 === 'dns') return keepDns(ring, rec, flow, ids);
+    if (rec.l7 === 'tls') return keepTls(ring, rec, flow, ids);
     if (rec.l7 !== 'http' || rec.traceId !== undefined || rec.ai !== undefined || rec.reason !== undefined) return false;
     // HTTP inside intercepted TLS (two records per request, as plain HTTP's) is kept compactly too:
     // whole, its flows cost the agent ~1.3 µs more per record, the ring's retention (bench/tls)
@@ -759,7 +792,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
     c.request = c.isReply ? undefined : l7;
     c.sni = tls?.sni;
     c.tlsSummary = undefined;
-    ring.pushCompact(c, timeMs);
+    ring.pushCompact(c, timeInRing(flow));
     return true;
   };
   return parse;

@@ -21,6 +21,12 @@ export type RingEntry =
  * 10 ms scavenge every ~350 ms); this holds none. Readers get `toFlow()`, a new Flow equal to
  * the one the builder made when it was ingested, each time they read it.
  */
+/** A flow's time in the ring (ms): its Timestamp's (now without one). */
+export function timeInRing(flow: Flow): number {
+  const t = flow.time;
+  return t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : Date.now();
+}
+
 export interface CompactFlow {
   readonly kind: 'compact';
   /** the builder that fills it (a position's object is reused by the same builder only) */

@@ -3,7 +3,7 @@
  * requests; proxy → agent: hello, acks, access records, status and replies.
  */
 import type { Socket } from 'node:net';
-import type { AccessLogRecord, AccessPeer, AccessVerdict, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../common/access-log.ts';
+import { NO_REQUEST_TIME, type AccessLogRecord, type AccessPeer, type AccessVerdict, type DnsAccessRecord, type HttpAccessRecord, type TlsAccessRecord } from '../../common/access-log.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { IpcacheDelta, ProxyDelta, ProxySnapshot } from './snapshot.ts';
 import { FRAME_HEADER, FRAME_MARK, NUMBER_SLOT, RecordDecoder, TEXT_SLOTS, type RecordEncoder } from './record-codec.ts';
@@ -558,7 +558,10 @@ export class FrameReader {
     const endpointId = d.num(), method = d.str(), url = d.str(), host = d.str(), path = d.str(), protocol = d.str();
     const kind = type === 0 ? 0 : 1;
     const headers = d.strsAs(this.headers[kind]);
-    const code = d.num(), latencyNs = d.num(), requestTimeMs = d.num();
+    const code = d.num(), latencyNs = d.num();
+    // a response's request time, as the record's time (a fraction of a ms: num() would return a heap number)
+    d.numSlot();
+    const requestTimeMs = NUMBER_SLOT[0]!;
     const sni = tag === 4 ? d.str() : '';
     if (d.wrong) return undefined;
     this.headers[kind] = headers;
@@ -568,7 +571,7 @@ export class FrameReader {
       r = {
         l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0.5,
         client: { ip: '', port: 0, identity: 0, endpoint: undefined }, server: { ip: '', port: 0, identity: 0, endpoint: undefined },
-        endpointId: 0, method: '', url: '', host: '', path: '', protocol: '', headers, code: 0, latencyNs: 0, requestTimeMs: undefined, tls: undefined,
+        endpointId: 0, method: '', url: '', host: '', path: '', protocol: '', headers, code: 0, latencyNs: 0, requestTimeMs: NO_REQUEST_TIME, tls: undefined,
       };
       if (this.pool.length < SCRATCH_MAX) this.pool.push(r);
     }
@@ -585,7 +588,10 @@ export class FrameReader {
     r.headers = headers;
     r.code = code;
     r.latencyNs = latencyNs;
-    r.requestTimeMs = requestTimeMs >= 0 ? requestTimeMs : undefined;
+    // as the wire says it, −1 (any negative) when none, not undefined: a field that only ever
+    // holds numbers keeps a time in place, where one that may be undefined holds a new heap number
+    // per response (and so does a choice between the time and a constant here)
+    r.requestTimeMs = requestTimeMs;
     r.tls = tag === 4 ? interceptedTls(sni) : undefined;
     return r;
   }

@@ -107,7 +107,7 @@ function header(headers: readonly string[], name: string): string | undefined {
 /** The span of one response record (request records make no span). */
 export function spanOf(rec: HttpAccessRecord, requestHeaders?: readonly string[]): SpanData {
   const endNs = BigInt(Math.round(rec.timeMs * 1e6));
-  const startNs = rec.requestTimeMs !== undefined ? BigInt(Math.round(rec.requestTimeMs * 1e6)) : endNs - BigInt(rec.latencyNs);
+  const startNs = rec.requestTimeMs !== undefined && rec.requestTimeMs >= 0 ? BigInt(Math.round(rec.requestTimeMs * 1e6)) : endNs - BigInt(rec.latencyNs);
   const client = rec.direction === 'egress';
   const method = rec.method.toUpperCase();
   const known = KNOWN_METHODS.has(method);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { toBinary } from '@bufbuild/protobuf';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createHubble, type EndpointResolver } from '../../../src/hubble/index.ts';
 import { FlowSchema, PolicySchema, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import { create } from '@bufbuild/protobuf';
@@ -145,6 +145,33 @@ test('ingestBorrowed: subscribers and readers get what ingest gives them, for ev
   ];
   checkBorrowed(events, 15);
   checkBorrowed(events.map(withNumbers), 3);
+});
+
+const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+test('ingestBorrowed: a borrowed flow\'s uuid (made when read) is the same read twice, in the call, in its bytes and from the ring, and no two flows share one', () => {
+  const h = hubbleOf(15);
+  const inCall: string[] = [];
+  h.onFlow((f) => {
+    const a = f.uuid;
+    assert.equal(f.uuid, a, 'the same flow read twice');
+    assert.equal(fromBinary(FlowSchema, toBinary(FlowSchema, f)).uuid, a);
+    inCall.push(a);
+  }, { borrows: true });
+  const returned: string[] = [];
+  const objects = new Set<Flow>();
+  for (let i = 0; i < 12; i++) {
+    const f = h.ingestBorrowed(ev({ srcPort: 40000 + i, tcpFlags: i & 1 ? 16 : 2 }));
+    assert.ok(f);
+    objects.add(f);
+    returned.push(f.uuid);
+  }
+  assert.equal(objects.size, 1, 'one scratch Flow');
+  for (const u of inCall) assert.match(u, V4);
+  assert.equal(new Set(inCall).size, 12, 'two flows never share a uuid');
+  assert.deepEqual(returned, inCall, 'the caller reads the uuid the subscribers read');
+  assert.deepEqual(ringFlows(h).map((f) => f.uuid), inCall, 'the ring gives back the same uuids');
+  assert.deepEqual(ringFlows(h).map((f) => f.uuid), inCall, 'read twice from the ring');
 });
 
 test('ingestBorrowed: a subscriber that keeps flows gets flows of their own', () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { clone, toBinary } from '@bufbuild/protobuf';
+import { clone, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createHubble } from '../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../src/hubble/gen/flow/flow_pb.js';
 import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../src/common/access-log.ts';
@@ -273,6 +273,83 @@ test('ingestRecord: with every subscriber borrowing, a DNS or plain HTTP flow is
   borrow.ingestRecord(dns({ query: 'other.' }));
   assert.equal(last.l7?.latencyNs, 1n << 60n);
   assert.deepEqual(ringFlows(borrow).at(-2), last);
+});
+
+const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+test('ingestRecord: a borrowed flow\'s uuid (made when read, not at ingest) is the same read twice, in the call and from the ring, and no two flows share one', () => {
+  const h = hubbleOf();
+  const inCall: string[] = [];
+  const objects = new Set<Flow>();
+  h.onFlow((f) => {
+    const a = f.uuid, b = f.uuid;
+    assert.equal(a, b, 'the same flow read twice');
+    // what an exporter would send: the protobuf bytes carry it
+    assert.equal(fromBinary(FlowSchema, toBinary(FlowSchema, f)).uuid, a);
+    assert.equal(clone(FlowSchema, f).uuid, a);
+    inCall.push(a);
+    objects.add(f);
+  }, { borrows: true });
+  const recs: AccessLogRecord[] = [
+    http(), http({ type: 'response', code: 200, latencyNs: 153_000 }),
+    // kept whole (a trace): its uuid drawn from the same sequence between two lent ones
+    http({ traceId: '0af7651916cd43dd8448eb211c80319c' }),
+    dns(), dns({ type: 'response', rcode: 0, ips: ['198.51.100.7'], ttl: 30, cnames: [], rrtypes: ['A'], latencyNs: 41_000 }),
+    http({ tls: { sni: 'api.example.com', intercepted: false } }), // borrowed, copied into the ring whole
+    http({ type: 'response', code: 404, latencyNs: 9_000 }),
+  ];
+  for (const r of recs) h.ingestRecord(r);
+  assert.equal(objects.size, 2, 'the lent scratch and the one kept whole');
+  for (const u of inCall) assert.match(u, V4);
+  assert.equal(new Set(inCall).size, recs.length, 'two flows never share a uuid');
+  const first = ringFlows(h).map((f) => f.uuid), again = ringFlows(h).map((f) => f.uuid);
+  assert.deepEqual(first, inCall, 'the ring gives back the uuid the subscribers read');
+  assert.deepEqual(again, first, 'read twice from the ring: the same uuids');
+  // a flow no subscriber asked the uuid of gets the same uuid from the ring as if one had
+  const quiet = hubbleOf(), asks = hubbleOf();
+  quiet.onFlow(() => {}, { borrows: true });
+  const asked: string[] = [];
+  asks.onFlow((f) => asked.push(f.uuid), { borrows: true });
+  for (const r of recs) { quiet.ingestRecord(r); asks.ingestRecord(r); }
+  assert.deepEqual(ringFlows(quiet).map((f) => f.uuid.slice(24)), asked.map((u) => u.slice(24)));
+  assert.deepEqual(ringFlows(asks).map((f) => f.uuid), asked);
+});
+
+test('ingestRecord: each flow\'s time in the ring (what since/until filter on) is its Timestamp\'s, kept compactly or whole, lent or not', () => {
+  for (const borrows of [true, false]) {
+    const h = hubbleOf();
+    h.onFlow(() => {}, { borrows });
+    const recs: AccessLogRecord[] = [
+      http({ timeMs: T + 1.25 }), http({ type: 'response', code: 200, latencyNs: 9_000, timeMs: T + 2001.5 }), dns({ timeMs: T + 4000.75 }),
+      http({ traceId: '0af7651916cd43dd8448eb211c80319c', timeMs: T + 5000 }), // kept whole
+      { l7: 'tls', verdict: 'forwarded', direction: 'egress', timeMs: T + 6000.5, client: http().client, server: http().server, endpointId: 101, sni: 'api.example.com' } as TlsAccessRecord,
+    ];
+    for (const r of recs) h.ingestRecord(r);
+    const times: number[] = [], stamps: number[] = [];
+    for (let p = h.ring.oldest(); p < h.ring.end(); p++) {
+      const e = h.ring.at(p);
+      if (e?.kind !== 'flow') continue;
+      times.push(h.ring.timeAt(p));
+      stamps.push(Number(e.flow.time!.seconds) * 1000 + e.flow.time!.nanos / 1e6);
+    }
+    assert.equal(times.length, recs.length);
+    assert.deepEqual(times, stamps, `borrows: ${borrows}`);
+    times.forEach((t, i) => assert.ok(Math.abs(t - recs[i]!.timeMs) < 1e-3, `${t} vs ${recs[i]!.timeMs}`));
+  }
+});
+
+test('ingestRecord: a borrowed HTTP response\'s Layer7 is refilled in place; each response in the ring keeps its own latency', () => {
+  const h = hubbleOf();
+  const l7s = new Set<unknown>();
+  const lat: bigint[] = [];
+  h.onFlow((f) => { if (f.isReply) { l7s.add(f.l7); lat.push(f.l7!.latencyNs); } }, { borrows: true });
+  const ns = [153_000, 2_000_000, 7, 0];
+  for (const n of ns) { h.ingestRecord(http()); h.ingestRecord(http({ type: 'response', code: 200, latencyNs: n })); }
+  assert.equal(l7s.size, 1, 'one response Layer7 for every borrowed response');
+  assert.deepEqual(lat, ns.map(BigInt));
+  const replies = ringFlows(h).filter((f) => f.isReply);
+  assert.deepEqual(replies.map((f) => f.l7!.latencyNs), ns.slice(-replies.length).map(BigInt));
+  assert.equal(new Set(replies.map((f) => f.l7)).size, replies.length, 'the ring\'s response flows each have their own Layer7');
 });
 
 test('ingestRecord: a subscriber that keeps flows gets new DNS flows (no borrowing while it is subscribed)', () => {

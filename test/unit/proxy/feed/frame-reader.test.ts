@@ -17,7 +17,7 @@ import { clone } from '@bufbuild/protobuf';
 import { FRAME_HEADER, FRAME_MARK, RecordDecoder, RecordEncoder } from '../../../../src/proxy/feed/record-codec.ts';
 import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
 import { decodeRecords, encodeRecord, FrameReader, pushAnswer, pushRecord, type WireRecord } from '../../../../src/proxy/feed/wire.ts';
-import type { AccessLogRecord, DnsAccessRecord, HttpAccessRecord, TlsAccessRecord } from '../../../../src/common/access-log.ts';
+import { NO_REQUEST_TIME, type AccessLogRecord, type DnsAccessRecord, type HttpAccessRecord, type TlsAccessRecord } from '../../../../src/common/access-log.ts';
 import { createHubble } from '../../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
 import { resolver, ENDPOINTS } from '../../hubble/fixtures.ts';
@@ -46,6 +46,15 @@ const tls = (over: Partial<TlsAccessRecord> = {}): TlsAccessRecord => ({
 
 /** a record as its values (a lent one copied in the call; absent and undefined fields alike) */
 const plain = (r: AccessLogRecord): unknown => JSON.parse(JSON.stringify(r));
+/**
+ * A record the reader made, as plain(): its requestTimeMs is the wire's number, negative for none
+ * (access-log.ts NO_REQUEST_TIME), where decodeRecords leaves the field out.
+ */
+const readPlain = (r: AccessLogRecord): unknown => {
+  const o = plain(r) as { requestTimeMs?: number };
+  if (o.requestTimeMs !== undefined && o.requestTimeMs < 0) delete o.requestTimeMs;
+  return o;
+};
 
 /** a frame of `recs` as the feed client writes it (a DNS answer right after its request as tag 3), payload only */
 function frame(enc: RecordEncoder, recs: AccessLogRecord[], lost = 0): Buffer {
@@ -61,7 +70,7 @@ function frame(enc: RecordEncoder, recs: AccessLogRecord[], lost = 0): Buffer {
 /** what the reader hands on: each record copied in its call */
 function readAll(reader: FrameReader, payload: Buffer): { recs: unknown[]; bad: number; lost: number } | undefined {
   const recs: unknown[] = [];
-  const f = reader.read(payload, byId, (r) => recs.push(plain(r)));
+  const f = reader.read(payload, byId, (r) => recs.push(readPlain(r)));
   return f && { recs, ...f };
 }
 
@@ -242,7 +251,7 @@ test('attacker: two connections\' readers (their tables, their scratch records) 
   for (let f = 0; f < 5; f++) {
     const fa = frame(encA, [a(f), a(f + 10)]), fb = frame(encB, [b(f), b(f + 10)]);
     // interleaved: B's frame read while A's records are being handed on
-    readA.read(fa, byId, (r) => { got.push(plain(r)); if (got.length % 2 === 1) readB.read(fb, byId, (x) => got.push(plain(x))); });
+    readA.read(fa, byId, (r) => { got.push(readPlain(r)); if (got.length % 2 === 1) readB.read(fb, byId, (x) => got.push(readPlain(x))); });
   }
   const want: unknown[] = [];
   for (let f = 0; f < 5; f++) want.push(plain(a(f)), plain(b(f)), plain(b(f + 10)), plain(a(f + 10)));
@@ -257,7 +266,7 @@ test('feed server with frameRecords: a frame\'s records reach onRecord, its coun
   const counts: [number, number][] = [];
   const server = createFeedServer({
     socketPath, pollMs: 10, fingerprint: () => '1', onRecords: () => { throw new Error('binary frames go to frameRecords'); },
-    frameRecords: { endpointById: byId, onRecord: (r) => got.push(plain(r)), onFrame: (bad, lost) => counts.push([bad, lost]) },
+    frameRecords: { endpointById: byId, onRecord: (r) => got.push(readPlain(r)), onFrame: (bad, lost) => counts.push([bad, lost]) },
     snapshot: async () => ({ revision: 1, agentPid: process.pid, nodeAddrs: [], endpoints: [], identities: [], mapStates: [], resources: { Secret: [], AIPolicy: [] }, names: [] }),
   });
   await server.start();
@@ -287,4 +296,12 @@ test('feed server with frameRecords: a frame\'s records reach onRecord, its coun
   await closed;
   assert.equal(got.length, 4);
   assert.equal(counts.length, 1);
+});
+
+test('a request read from a frame has requestTimeMs NO_REQUEST_TIME (a number, so a response\'s time is kept in place), a response its request\'s time or NO_REQUEST_TIME when it had none', () => {
+  const enc = new RecordEncoder(), reader = new FrameReader();
+  const got: (number | undefined)[] = [];
+  const recs = [http(), http({ type: 'response', code: 200, latencyNs: 9, requestTimeMs: T + 0.25 }), http({ type: 'response', code: 502, latencyNs: 1 }), http({ type: 'response', code: 200, latencyNs: 2, requestTimeMs: 0 })];
+  assert.ok(reader.read(frame(enc, recs), byId, (r) => got.push((r as HttpAccessRecord).requestTimeMs)));
+  assert.deepEqual(got, [NO_REQUEST_TIME, T + 0.25, NO_REQUEST_TIME, 0]);
 });

@@ -15,8 +15,8 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { ExportTraceServiceRequestSchema } from '../../../../src/hubble/gen/opentelemetry/proto/collector/trace/v1/trace_service_pb.js';
 import { Span_SpanKind, Status_StatusCode, type Span } from '../../../../src/hubble/gen/opentelemetry/proto/trace/v1/trace_pb.js';
 import type { KeyValue } from '../../../../src/hubble/gen/opentelemetry/proto/common/v1/common_pb.js';
-import { OtlpExporter, otlpOptionsFromEnv, parseOtelList, redactUrlFull } from '../../../../src/proxy/http/otlp.ts';
-import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
+import { OtlpExporter, otlpOptionsFromEnv, parseOtelList, redactUrlFull, spanOf } from '../../../../src/proxy/http/otlp.ts';
+import { NO_REQUEST_TIME, type HttpAccessRecord } from '../../../../src/common/access-log.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
@@ -231,4 +231,14 @@ test('url.full never carries credentials or signatures', () => {
   assert.equal(redactUrlFull('https://user:pw@h/p?X-Goog-Signature=s&a=1#f'), 'https://REDACTED:REDACTED@h/p?X-Goog-Signature=REDACTED&a=1#f');
   assert.equal(redactUrlFull('http://h/p?AWSAccessKeyId=k&Signature=s'), 'http://h/p?AWSAccessKeyId=REDACTED&Signature=REDACTED');
   assert.equal(redactUrlFull('http://h/p'), 'http://h/p');
+});
+
+test('a span\'s start: the response\'s request time when it has one; its end less the latency when the record has none (absent, or NO_REQUEST_TIME as the agent\'s feed reader leaves it)', () => {
+  const end = BigInt(Math.round(response.timeMs * 1e6));
+  assert.equal(spanOf(response).startNs, BigInt(Math.round(request.timeMs * 1e6)));
+  for (const r of [{ ...response, requestTimeMs: undefined }, { ...response, requestTimeMs: NO_REQUEST_TIME }]) {
+    const s = spanOf(r);
+    assert.equal(s.endNs, end);
+    assert.equal(s.startNs, end - 3_200_000n);
+  }
 });
