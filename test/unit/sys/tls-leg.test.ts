@@ -4,7 +4,7 @@
  * attacker's cases. Every test closes what it opened and ends with no leg alive.
  * (`node --test` runs this file in a process of its own: a crash reads as this file failing.)
  */
-import { test, before, after } from 'node:test';
+import { test as nodeTest, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -42,6 +42,40 @@ after(() => {
   if (listener) closeTcpFd(listener.fd);
 });
 
+/** what a test made: destroyed after it whatever its outcome (a failed test leaves nothing open) */
+const made = { legs: new Set<TlsLeg>(), sockets: new Set<net.Socket>(), servers: new Set<net.Server>() };
+function track<T extends net.Socket>(s: T): T {
+  made.sockets.add(s);
+  s.on('close', () => made.sockets.delete(s));
+  return s;
+}
+/** a Node TLS server with `leaf`'s chain on loopback; its connections tracked */
+async function nodeServer(opts: tls.TlsOptions, onConn: (s: tls.TLSSocket) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const conns = new Set<net.Socket>();
+  const srv = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem, ...opts }, (s) => { s.on('error', () => {}); onConn(s); });
+  srv.on('tlsClientError', () => {});
+  srv.on('connection', (s: net.Socket) => { conns.add(track(s)); s.on('close', () => conns.delete(s)); });
+  made.servers.add(srv);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    // its connections first: close() alone waits for them, forever when a failed test left one
+    close: () => new Promise<void>((r) => { made.servers.delete(srv); for (const c of conns) c.destroy(); srv.close(() => r()); }),
+  };
+}
+afterEach(async () => {
+  for (const l of made.legs) l.destroy();
+  for (const s of made.sockets) s.destroy();
+  await Promise.all([...made.servers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+  made.legs.clear();
+  made.sockets.clear();
+  made.servers.clear();
+  // connections a failed test never accepted
+  for (let fd = acceptFd(listener.fd); fd >= 0; fd = acceptFd(listener.fd)) closeTcpFd(fd);
+});
+/** every test has a deadline: a hang fails it, and afterEach still cleans up */
+const test = (name: string, fn: () => Promise<void>): void => { nodeTest(name, { timeout: 30_000 }, fn); };
+
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** the next connection on the test listener (polled: the listener is a bare fd) */
@@ -63,6 +97,7 @@ async function allFreed(): Promise<void> {
 function open(fd: number, role: TlsLegRole, h: TlsLegHandlers): TlsLeg {
   const r = openTlsLeg(fd, role, h);
   if (!r.leg) { closeTcpFd(fd); throw new Error(`${r.error.code}: ${r.error.message}`); }
+  made.legs.add(r.leg);
   return r.leg;
 }
 
@@ -85,7 +120,7 @@ async function serverLeg(h: Partial<TlsLegHandlers> = {}): Promise<{ leg: TlsLeg
 }
 
 function nodeClient(opts: tls.ConnectionOptions = {}): tls.TLSSocket {
-  return tls.connect({ port: listener.port, host: '127.0.0.1', servername: NAME, ca: ca1.cert, ALPNProtocols: ['http/1.1'], ...opts });
+  return track(tls.connect({ port: listener.port, host: '127.0.0.1', servername: NAME, ca: ca1.cert, ALPNProtocols: ['http/1.1'], ...opts }));
 }
 
 test('a Node TLS client against a server leg: TLS 1.3, membrane\'s first suite, ALPN http/1.1, echo, then a resumption from its ticket', async () => {
@@ -122,14 +157,12 @@ test('a Node TLS client against a server leg: TLS 1.3, membrane\'s first suite, 
 
 test('a client leg against a Node TLS server: SNI and ALPN seen by Node, writes before the handshake held then sent, echo', async () => {
   const seen: string[] = [];
-  const srv = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem, ALPNProtocols: ['http/1.1'] }, (s) => {
+  const srv = await nodeServer({ ALPNProtocols: ['http/1.1'] }, (s) => {
     seen.push(`${(s as tls.TLSSocket & { servername?: string }).servername}/${s.alpnProtocol}`);
     s.on('data', (d: Buffer) => s.write(d.toString().toUpperCase()));
-    s.on('error', () => {});
   });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   try {
-    const fd = connectLoopback((srv.address() as net.AddressInfo).port);
+    const fd = connectLoopback(srv.port);
     const data: Buffer[] = [];
     let drained = 0;
     let hs = false;
@@ -153,7 +186,7 @@ test('a client leg against a Node TLS server: SNI and ALPN seen by Node, writes 
     leg.close();
     assert.equal(leg.destroyed, true);
   } finally {
-    await new Promise<void>((r) => srv.close(() => r()));
+    await srv.close();
   }
   await allFreed();
 });
@@ -208,11 +241,9 @@ test('8 MiB each way byte for byte, both readers stalling: held writes retried a
 
 /** a client leg to a Node TLS server with `leaf`'s chain (CA 1); its error */
 async function clientLegError(context: TlsContext, host: string): Promise<TlsLegError> {
-  const srv = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem }, (s) => { s.on('error', () => {}); });
-  srv.on('tlsClientError', () => {});
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const srv = await nodeServer({}, () => {});
   try {
-    const fd = connectLoopback((srv.address() as net.AddressInfo).port);
+    const fd = connectLoopback(srv.port);
     return await new Promise<TlsLegError>((resolve, reject) => {
       open(fd, { role: 'client', context, host }, {
         onData: () => reject(new Error('data from a refused peer')),
@@ -221,7 +252,7 @@ async function clientLegError(context: TlsContext, host: string): Promise<TlsLeg
       });
     });
   } finally {
-    await new Promise<void>((r) => srv.close(() => r()));
+    await srv.close();
   }
 }
 
@@ -243,7 +274,7 @@ test('a client leg refuses a certificate for another name: TLS_VERIFY_FAILED, ho
 });
 
 test('attacker: plain HTTP to a server leg is a handshake failure, the leg freed', async () => {
-  const c = net.connect(listener.port, '127.0.0.1');
+  const c = track(net.connect(listener.port, '127.0.0.1'));
   c.on('error', () => {});
   c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
   const s = await serverLeg({ onData: () => assert.fail('no plaintext is data') });
@@ -257,7 +288,7 @@ test('attacker: plain HTTP to a server leg is a handshake failure, the leg freed
 
 test('attacker: the peer closes in the middle of its ClientHello', async () => {
   // a record header announcing 512 bytes of handshake, then 4 of them, then FIN
-  const c = net.connect(listener.port, '127.0.0.1');
+  const c = track(net.connect(listener.port, '127.0.0.1'));
   c.on('error', () => {});
   c.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]));
   const s = await serverLeg();
@@ -269,9 +300,9 @@ test('attacker: the peer closes in the middle of its ClientHello', async () => {
 });
 
 test('attacker: the peer resets while the leg\'s writes are held: TLS_PEER_RESET, held bytes dropped', async () => {
-  const raw = net.connect(listener.port, '127.0.0.1');
+  const raw = track(net.connect(listener.port, '127.0.0.1'));
   raw.on('error', () => {});
-  const c = tls.connect({ socket: raw, servername: NAME, ca: ca1.cert });
+  const c = track(tls.connect({ socket: raw, servername: NAME, ca: ca1.cert }));
   c.on('error', () => {});
   const s = await serverLeg();
   await s.handshake;
@@ -307,11 +338,9 @@ test('attacker: destroy twice, and from inside onData, then close and write on t
 });
 
 test('a few hundred legs opened and closed, both roles, some mid-handshake: the live count returns to 0', async () => {
-  const srv = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem }, (s) => { s.on('error', () => {}); s.end(); });
-  srv.on('tlsClientError', () => {});
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const srv = await nodeServer({}, (s) => { s.end(); });
   try {
-    const port = (srv.address() as net.AddressInfo).port;
+    const port = srv.port;
     for (let round = 0; round < 15; round++) {
       const waits: Promise<unknown>[] = [];
       for (let i = 0; i < 10; i++) {
@@ -336,7 +365,7 @@ test('a few hundred legs opened and closed, both roles, some mid-handshake: the 
       await Promise.all(waits);
     }
   } finally {
-    await new Promise<void>((r) => srv.close(() => r()));
+    await srv.close();
   }
   await allFreed();
 });
