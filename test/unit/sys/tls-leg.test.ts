@@ -327,7 +327,12 @@ test('attacker: destroy twice, and from inside onData, then close and write on t
   const s = await serverLeg({ onData: () => { calls++; leg.destroy(); leg.destroy(); } });
   leg = s.leg;
   await s.handshake;
-  c.write('a'.repeat(40000));
+  // ten records waiting in the socket: the first read takes them all into OpenSSL's buffer, so a
+  // leg that read on after destroy() would hand out a second one
+  leg.pause();
+  for (let i = 0; i < 10; i++) { c.write('a'.repeat(100)); await tick(2); }
+  await tick(30);
+  leg.resume();
   await new Promise<void>((r) => c.on('close', () => r()));
   assert.equal(calls, 1, 'no read after destroy inside onData');
   leg.destroy();
