@@ -222,15 +222,15 @@ export class TlsLeg {
   /** @internal libuv's readiness (status < 0: the socket reported an error and libuv stopped the handle) */
   onPoll(status: number): void {
     if (this.#destroyed) return;
-    if (status < 0) {
-      this.#events = 0;
-      const errno = socketError(this.fd);
-      this.#fail(this.#ready
-        ? this.#ioError(errno, 'the socket reported an error')
-        : { code: 'TLS_HANDSHAKE_FAILED', message: `the socket failed during the handshake: ${errnoText(errno)}`, errno });
-      return;
-    }
     try {
+      if (status < 0) {
+        this.#events = 0;
+        const errno = socketError(this.fd);
+        this.#fail(this.#ready
+          ? this.#ioError(errno, 'the socket reported an error')
+          : { code: 'TLS_HANDSHAKE_FAILED', message: `the socket failed during the handshake: ${errnoText(errno)}`, errno });
+        return;
+      }
       if (!this.#ready) {
         this.#handshake();
         if (!this.#ready || this.#destroyed) return;
