@@ -1,7 +1,7 @@
 /**
  * One TLS side of a connection, terminated by OpenSSL itself on a connected non-blocking fd
  * (SSL_set_fd: OpenSSL reads and writes the socket; no TLSWrap, no memory BIO, no JS stream),
- * driven by libuv's uv_poll readiness on Node's loop (udp-poll.ts's recipe). bench/tls/native-spike
+ * driven by libuv's uv_poll readiness on Node's loop (uv.ts, as udp-poll.ts). bench/tls/native-spike
  * measured the lever (issue 18): per keep-alive request 20.8 µs of CPU against Node's TLSSocket
  * floor 27.7 µs.
  *
@@ -28,6 +28,7 @@ import {
   SSL_ERROR_SSL, SSL_ERROR_SYSCALL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE, SSL_ERROR_ZERO_RETURN, SSL_R_UNEXPECTED_EOF_WHILE_READING,
 } from './openssl.ts';
 import { closeTcpFd, socketError } from './tcp-fd.ts';
+import { handleAddress, uvPoll, UV_READABLE, UV_WRITABLE, type UvPoll } from './uv.ts';
 
 export type TlsLegErrorCode =
   /** the TLS handshake failed: not TLS, no common suite or ALPN protocol, the peer gone, … (message: OpenSSL's reason) */
@@ -70,24 +71,13 @@ export interface TlsLegHandlers {
 
 export type TlsLegRole = { role: 'server'; context: TlsContext } | { role: 'client'; context: TlsContext; host: string };
 
-const UV_POLL = 8;
-const UV_READABLE = 1;
-const UV_WRITABLE = 2;
 const ECONNRESET = osConstants.errno.ECONNRESET;
 const EPIPE = osConstants.errno.EPIPE;
 const errnoName = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
-const self = koffi.load(null as unknown as string);
-const pollCbType = koffi.pointer(koffi.proto('void mb_tls_poll_cb(intptr_t handle, int status, int events)'));
-const closeCbType = koffi.pointer(koffi.proto('void mb_tls_close_cb(intptr_t handle)'));
-const uv = {
-  loop: self.func('void *uv_default_loop()')() as unknown,
-  handleSize: Number(self.func('size_t uv_handle_size(int type)')(UV_POLL)),
-  init: self.func('int uv_poll_init(void *loop, void *handle, int fd)') as (loop: unknown, h: unknown, fd: number) => number,
-  start: self.func('int uv_poll_start(void *handle, int events, mb_tls_poll_cb *cb)') as (h: unknown, ev: number, cb: unknown) => number,
-  stop: self.func('int uv_poll_stop(void *handle)') as (h: unknown) => number,
-  close: self.func('void uv_close(void *handle, mb_tls_close_cb *cb)') as (h: unknown, cb: unknown) => void,
-};
+const uvOrWhy = uvPoll();
+/** libuv's poll functions (this module is only imported where they are reachable: the node binary exports them) */
+const uv: UvPoll = typeof uvOrWhy === 'string' ? ((): never => { throw new Error(uvOrWhy); })() : uvOrWhy;
 
 /** the one read buffer of the process: a read is handed to onData and done with before the next */
 const BUF = Buffer.allocUnsafeSlow(16384);
@@ -105,7 +95,7 @@ export function liveLegs(): number {
 const onPoll = koffi.register((at: number, status: number) => {
   const leg = legs.get(at);
   if (leg) leg.onPoll(status);
-}, pollCbType);
+}, uv.pollCbType);
 const onClosed = koffi.register((at: number) => {
   const c = closing.get(at);
   if (!c) return;
@@ -113,7 +103,7 @@ const onClosed = koffi.register((at: number) => {
   ssl.free(c.ssl);
   koffi.free(c.h);
   live--;
-}, closeCbType);
+}, uv.closeCbType);
 
 function errnoText(errno: number): string {
   return errnoName.get(errno) ?? `errno ${errno}`;
@@ -181,8 +171,7 @@ export class TlsLeg {
     this.#h = h;
     this.server = server;
     this.#on = on;
-    const a = koffi.address(h);
-    this.at = typeof a === 'bigint' ? Number(a) : (a as number);
+    this.at = handleAddress(h);
   }
 
   get destroyed(): boolean { return this.#destroyed; }
