@@ -25,6 +25,7 @@
 import type { Socket } from 'node:dgram';
 import { isMainThread } from 'node:worker_threads';
 import koffi from 'koffi';
+import { handleAddress, uvPoll, UV_READABLE, type UvPoll } from './uv.ts';
 
 /** A watch on one socket; stop() before the socket closes. */
 export interface ReadableWatch {
@@ -37,46 +38,6 @@ export interface ReadableWatch {
  */
 export type WatchResult = { watch: ReadableWatch; reason?: undefined } | { watch: null; reason: string };
 
-const UV_POLL = 8; // uv_handle_type
-const UV_READABLE = 1;
-
-interface Uv {
-  loop: unknown;
-  handleSize: number;
-  init: (loop: unknown, h: unknown, fd: number) => number;
-  start: (h: unknown, events: number, cb: unknown) => number;
-  stop: (h: unknown) => number;
-  close: (h: unknown, cb: unknown) => void;
-  cbType: ReturnType<typeof koffi.pointer>;
-  closeCbType: ReturnType<typeof koffi.pointer>;
-}
-let uv: Uv | null | undefined;
-/** why libuv's functions could not be reached (uv null) */
-let uvError = '';
-/** libuv's poll functions of this process (undefined before the first use; null: not exported here). */
-function libuv(): Uv | null {
-  if (uv !== undefined) return uv;
-  try {
-    const self = koffi.load(null as unknown as string);
-    const cbType = koffi.pointer(koffi.proto('void mb_uv_poll_cb(void *handle, int status, int events)'));
-    const closeCbType = koffi.pointer(koffi.proto('void mb_uv_close_cb(void *handle)'));
-    uv = {
-      loop: self.func('void *uv_default_loop()')(),
-      handleSize: Number(self.func('size_t uv_handle_size(int type)')(UV_POLL)),
-      init: self.func('int uv_poll_init(void *loop, void *handle, int fd)'),
-      start: self.func('int uv_poll_start(void *handle, int events, mb_uv_poll_cb *cb)'),
-      stop: self.func('int uv_poll_stop(void *handle)'),
-      close: self.func('void uv_close(void *handle, mb_uv_close_cb *cb)'),
-      cbType,
-      closeCbType,
-    };
-  } catch (e) {
-    uv = null;
-    uvError = String((e as Error)?.message ?? e);
-  }
-  return uv;
-}
-
 /** dgram's handle of `s` (its internal state, as dgramFd reads it) */
 function dgramHandle(s: Socket): { recvStop?(): number; recvStart?(): number } | undefined {
   for (const sym of Object.getOwnPropertySymbols(s)) {
@@ -87,7 +48,7 @@ function dgramHandle(s: Socket): { recvStop?(): number; recvStart?(): number } |
 }
 
 /** handles being closed by their address: the memory to free and the poll callback to give back once libuv's close ran */
-const closing = new Map<bigint, { h: unknown; cb: bigint }>();
+const closing = new Map<number, { h: unknown; cb: bigint }>();
 /** uv_close's callback, one for the process */
 let onClosed: bigint | undefined;
 /** uv_poll_t handles allocated and not yet freed */
@@ -102,9 +63,8 @@ export function liveWatches(): number {
  * with it (its closing phase, a later turn), and only then is its memory freed and its poll
  * callback given back.
  */
-function closeHandle(u: Uv, h: unknown, cb: bigint): void {
-  onClosed ??= koffi.register((handle: unknown) => {
-    const at = typeof handle === 'bigint' ? handle : koffi.address(handle);
+function closeHandle(u: UvPoll, h: unknown, cb: bigint): void {
+  onClosed ??= koffi.register((at: number) => {
     const c = closing.get(at);
     if (!c) return;
     closing.delete(at);
@@ -112,7 +72,7 @@ function closeHandle(u: Uv, h: unknown, cb: bigint): void {
     live--;
     koffi.unregister(c.cb);
   }, u.closeCbType);
-  closing.set(koffi.address(h), { h, cb });
+  closing.set(handleAddress(h), { h, cb });
   u.close(h, onClosed);
 }
 
@@ -127,8 +87,8 @@ export function watchReadable(s: Socket, fd: number, onReadable: () => void): Wa
   // uv_default_loop() is the main thread's loop: a worker's sockets keep Node's reads
   if (!isMainThread) return { watch: null, reason: 'not the main thread (uv_default_loop is its loop)' };
   if (fd < 0) return { watch: null, reason: 'the socket has no fd' };
-  const u = libuv();
-  if (!u) return { watch: null, reason: `libuv's uv_poll functions are not reachable in this node binary: ${uvError}` };
+  const u = uvPoll();
+  if (typeof u === 'string') return { watch: null, reason: u };
   const handle = dgramHandle(s);
   if (typeof handle?.recvStop !== 'function' || typeof handle.recvStart !== 'function') return { watch: null, reason: "dgram's internal handle has no recvStop/recvStart (Node's internals changed)" };
   // Node's watcher leaves the fd first: libuv keeps one watcher per fd
@@ -137,11 +97,11 @@ export function watchReadable(s: Socket, fd: number, onReadable: () => void): Wa
   const h = koffi.alloc('uint8_t', u.handleSize);
   live++;
   let active = false;
-  const cb = koffi.register((_h: unknown, status: number) => {
+  const cb = koffi.register((_at: number, status: number) => {
     try { onReadable(); } catch { /* the reader counts its own failures */ }
     // POLLERR stopped the handle; the read above took the socket's error
     if (status < 0 && active) u.start(h, UV_READABLE, cb);
-  }, u.cbType);
+  }, u.pollCbType);
   const init = u.init(u.loop, h, fd);
   if (init !== 0) {
     // never a handle of the loop: nothing to close

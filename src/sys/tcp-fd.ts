@@ -1,0 +1,75 @@
+/**
+ * Non-blocking TCP sockets as bare fds (koffi → libc), for a TLS leg (tls-leg.ts) that drives its
+ * fd itself rather than through a Node socket: listen and accept on loopback, connect.
+ */
+import koffi from 'koffi';
+import { MembraneError } from '../common/errors.ts';
+
+const c = koffi.load('libc.so.6');
+const socketFn = c.func('int socket(int domain, int type, int protocol)') as (d: number, t: number, p: number) => number;
+const setsockopt = c.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)') as (fd: number, l: number, o: number, v: Buffer, n: number) => number;
+const getsockoptFn = c.func('int getsockopt(int fd, int level, int optname, _Inout_ void *optval, _Inout_ uint32_t *optlen)') as (fd: number, l: number, o: number, v: Buffer, n: number[]) => number;
+const bindFn = c.func('int bind(int fd, const void *addr, uint32_t addrlen)') as (fd: number, a: Buffer, n: number) => number;
+const listenFn = c.func('int listen(int fd, int backlog)') as (fd: number, b: number) => number;
+const accept4 = c.func('int accept4(int fd, void *addr, void *addrlen, int flags)') as (fd: number, a: null, n: null, f: number) => number;
+const connectFn = c.func('int connect(int fd, const void *addr, uint32_t addrlen)') as (fd: number, a: Buffer, n: number) => number;
+const getsockname = c.func('int getsockname(int fd, _Inout_ void *addr, _Inout_ uint32_t *len)') as (fd: number, a: Buffer, n: number[]) => number;
+const closeFn = c.func('int close(int fd)') as (fd: number) => number;
+
+const AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_ERROR = 4, IPPROTO_TCP = 6, TCP_NODELAY = 1;
+const EINPROGRESS = 115;
+const ONE = Buffer.from([1, 0, 0, 0]);
+
+function loopback(port: number): Buffer {
+  const a = Buffer.alloc(16);
+  a.writeUInt16LE(AF_INET, 0);
+  a.writeUInt16BE(port, 2);
+  a.set([127, 0, 0, 1], 4);
+  return a;
+}
+
+function fail(fd: number, what: string): never {
+  const errno = koffi.errno();
+  if (fd >= 0) closeFn(fd);
+  throw new MembraneError('SOCK_TCP', `${what}: errno ${errno}`);
+}
+
+/** a listening non-blocking socket on 127.0.0.1 (`port` 0: the kernel's choice) and its port */
+export function listenLoopback(port = 0, backlog = 1024): { fd: number; port: number } {
+  const fd = socketFn(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(-1, 'socket');
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, ONE, 4);
+  if (bindFn(fd, loopback(port), 16) !== 0) fail(fd, `bind 127.0.0.1:${port}`);
+  if (listenFn(fd, backlog) !== 0) fail(fd, 'listen');
+  const a = Buffer.alloc(16);
+  if (getsockname(fd, a, [16]) !== 0) fail(fd, 'getsockname');
+  return { fd, port: a.readUInt16BE(2) };
+}
+
+/** an accepted connection (non-blocking, TCP_NODELAY), or -1: none waiting (EAGAIN) or an error */
+export function acceptFd(lfd: number): number {
+  const fd = accept4(lfd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+  return fd;
+}
+
+/** a non-blocking connect to 127.0.0.1:`port` under way (or done): its fd */
+export function connectLoopback(port: number): number {
+  const fd = socketFn(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(-1, 'socket');
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+  if (connectFn(fd, loopback(port), 16) !== 0 && koffi.errno() !== EINPROGRESS) fail(fd, `connect 127.0.0.1:${port}`);
+  return fd;
+}
+
+/** the socket's pending error (SO_ERROR, taken off it): 0 when none */
+export function socketError(fd: number): number {
+  const v = Buffer.alloc(4);
+  if (getsockoptFn(fd, SOL_SOCKET, SO_ERROR, v, [4]) !== 0) return koffi.errno();
+  return v.readInt32LE(0);
+}
+
+export function closeTcpFd(fd: number): void {
+  if (fd >= 0) closeFn(fd);
+}
