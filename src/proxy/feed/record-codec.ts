@@ -269,27 +269,15 @@ export class RecordDecoder {
    * does not decode (the table may then be behind the encoder's: the caller ends the connection).
    */
   decode(payload: Buffer): { items: unknown[][]; lost: number } | undefined {
-    this.buf = payload;
-    this.at = 0;
-    this.end = payload.length;
-    try {
-      const lost = this.u32();
-      const count = this.u32();
-      if (count > this.end) throw new BadFrame();
+    return this.read(payload, (d, count, lost) => {
       const items: unknown[][] = new Array(count);
       for (let i = 0; i < count; i++) {
-        const v = this.value(0);
+        const v = d.value(0);
         if (!Array.isArray(v)) throw new BadFrame();
         items[i] = v;
       }
-      if (this.at !== this.end) throw new BadFrame();
       return { items, lost };
-    } catch (e) {
-      if (e instanceof BadFrame || e instanceof SyntaxError || e instanceof RangeError) return undefined;
-      throw e;
-    } finally {
-      this.buf = Buffer.alloc(0);
-    }
+    });
   }
 
   /**
