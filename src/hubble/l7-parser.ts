@@ -32,6 +32,7 @@ import { DNS_RCODE_NAMES } from './names.ts';
 import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
 import { timeInRing, type CompactFlow, type FlowRing } from './ring.ts';
 import { lentFlow, type FlowIdSource, type LentFlow } from './flow-id.ts';
+import { lendLatency, lentResponseL7 } from './lent-layer7.ts';
 import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
 import { identityScope, ReservedIdentity } from '../identity/identity.ts';
@@ -220,10 +221,16 @@ function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
   return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
 }
 
-/** responseL7's fields written into `l7`, one responseL7 made (a borrowed flow's). */
+/**
+ * responseL7's fields written into `l7`, a borrowed flow's (lent-layer7.ts: its latencyNs BigInt
+ * made only if a reader reads it; the http metric reads the number).
+ */
 function refillResponseL7(l7: Layer7, record: HttpShared['record'], latencyNs: number): Layer7 {
-  l7.latencyNs = BigInt(Math.max(0, Math.round(latencyNs)));
-  l7.record = record;
+  const ns = Math.max(0, Math.round(latencyNs));
+  if (!lendLatency(l7, ns, record)) {
+    l7.latencyNs = BigInt(ns);
+    l7.record = record;
+  }
   return l7;
 }
 
@@ -688,15 +695,14 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
       scratch = lent.flow;
       lendId = lent.lend;
       scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
-      if (rec.l7 === 'http' && rec.type !== 'request') scratchResponse = scratch.l7;
       return scratch;
     }
     if (rec.l7 === 'http') {
       // as parse(): the HTTP part (its messages the shared ones), written into the scratch
       lastDns = undefined;
       const isResp = rec.type !== 'request';
-      const part = httpPart(rec, httpShared(rec), isResp ? scratchResponse : undefined);
-      if (isResp) scratchResponse = part.l7;
+      const shared = httpShared(rec);
+      const part = httpPart(rec, shared, isResp ? (scratchResponse ??= lentResponseL7(shared.record)) : undefined);
       const src = part.isReply ? rec.server : rec.client;
       const dst = part.isReply ? rec.client : rec.server;
       const f = scratch;

@@ -258,9 +258,12 @@ export class RecordEncoder {
 /** Thrown inside decode() for a frame that is not one; decode() returns undefined instead. */
 class BadFrame extends Error {}
 
+/** What a decoder holds between frames (not the last payload): one for all, not a new Buffer per frame. */
+const NO_PAYLOAD = Buffer.alloc(0);
+
 export class RecordDecoder {
   private table: string[] = [];
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = NO_PAYLOAD;
   private at = 0;
   private end = 0;
 
@@ -301,7 +304,7 @@ export class RecordDecoder {
       if (e instanceof BadFrame || e instanceof SyntaxError || e instanceof RangeError) return undefined;
       throw e;
     } finally {
-      this.buf = Buffer.alloc(0);
+      this.buf = NO_PAYLOAD;
     }
   }
 

@@ -627,25 +627,32 @@ export class FrameReader {
   /** the record `back` before the one being read (readAnswer's request), made once per reader */
   private readonly earlier = (back: number): AccessLogRecord | undefined => (back <= this.at ? this.out[this.at - back] : undefined);
 
+  /** the frame being read: its record count, the agent's endpoints by id */
+  private count = 0;
+  private byId: (id: number) => ResolvedEndpoint | undefined = () => undefined;
+  /** the frame's records into `out` (RecordDecoder.read's callback: made once per reader, not a closure per frame) */
+  private readonly readFrame = (d: RecordDecoder, n: number, lost: number): { bad: number; lost: number } => {
+    this.count = n;
+    this.poolUsed = 0;
+    let bad = 0;
+    for (let i = 0; i < n; i++) {
+      this.at = i;
+      if ((this.out[i] = this.record(d, this.byId)) === undefined) bad++;
+    }
+    return { bad, lost };
+  };
+
   read(payload: Buffer, endpointById: (id: number) => ResolvedEndpoint | undefined, each: (rec: AccessLogRecord) => void): { bad: number; lost: number } | undefined {
     const out = this.out;
-    let count = 0;
+    this.count = 0;
+    this.byId = endpointById;
     try {
-      const f = this.decoder.read(payload, (d, n, lost) => {
-        count = n;
-        this.poolUsed = 0;
-        let bad = 0;
-        for (let i = 0; i < n; i++) {
-          this.at = i;
-          if ((out[i] = this.record(d, endpointById)) === undefined) bad++;
-        }
-        return { bad, lost };
-      });
+      const f = this.decoder.read(payload, this.readFrame);
       // handed on only now: the frame decoded to its end
-      if (f) for (let i = 0; i < count; i++) { const r = out[i]; if (r !== undefined) each(r); }
+      if (f) for (let i = 0; i < this.count; i++) { const r = out[i]; if (r !== undefined) each(r); }
       return f;
     } finally {
-      out.fill(undefined, 0, count);
+      out.fill(undefined, 0, this.count);
       if (out.length > SCRATCH_MAX) out.length = SCRATCH_MAX;
     }
   }
