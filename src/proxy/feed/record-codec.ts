@@ -403,9 +403,11 @@ export class RecordDecoder {
     for (let i = 0; i < n; i++) {
       const s = this.str(2);
       if (s === prev[i]) continue;
-      const a: string[] = prev.slice(0, i);
-      a.push(s);
-      for (let k = i + 1; k < n; k++) a.push(this.str(2));
+      // its own list of n (slice and push grew one past its size: a second store per list)
+      const a: string[] = new Array<string>(n);
+      for (let k = 0; k < i; k++) a[k] = prev[k]!;
+      a[i] = s;
+      for (let k = i + 1; k < n; k++) a[k] = this.str(2);
       return a;
     }
     return prev;
@@ -416,6 +418,13 @@ export class RecordDecoder {
     const at = this.at;
     if (at < this.end && this.buf[at] === SMALL) { this.at = at + 1; return 0; }
     return this.strs();
+  }
+
+  /** strsOr0(), a list equal to `prev` string by string being `prev` itself (strsAs). */
+  strsOr0As(prev: readonly string[] | undefined): readonly string[] | 0 {
+    const at = this.at;
+    if (at < this.end && this.buf[at] === SMALL) { this.at = at + 1; return 0; }
+    return this.strsAs(prev);
   }
 
   /** The next value whatever it is (decode()'s value of a record's field). */

@@ -446,6 +446,8 @@ export interface FieldSource {
   strsAs(prev: readonly string[] | undefined): readonly string[];
   /** a list of strings, or 0 (absent) */
   strsOr0(): string[] | 0;
+  /** strsOr0(), or `prev` itself as strsAs() */
+  strsOr0As(prev: readonly string[] | undefined): readonly string[] | 0;
   any(): unknown;
 }
 
@@ -483,6 +485,7 @@ class ArraySource implements FieldSource {
     if (this.a[this.i] === 0) { this.i++; return 0; }
     return this.strs();
   }
+  strsOr0As(): readonly string[] | 0 { return this.strsOr0(); }
   any(): unknown { return this.a[this.i++]; }
 }
 const arraySource = new ArraySource();
@@ -493,14 +496,32 @@ function readPeer(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undef
   return { ip, port, identity, endpoint: ep ? byId(ep) : undefined };
 }
 
+/**
+ * The last lists a reader's DNS records had (DNS_QTYPES … DNS_RRTYPES): a record's list equal to
+ * the last one at its place is that list again (lists once made are never changed; the answer's
+ * types and a name's query types repeat record after record), not a new one per record.
+ */
+type DnsLists = (readonly string[] | undefined)[];
+const DNS_QTYPES = 0, DNS_IPS = 1, DNS_CNAMES = 2, DNS_RRTYPES = 3;
+
+/** A DNS record's answer lists through `lists` (strsOr0As), the last ones updated. */
+function answerList(d: FieldSource, lists: DnsLists | undefined, at: number): string[] | 0 {
+  if (lists === undefined) return d.strsOr0();
+  const l = d.strsOr0As(lists[at]);
+  if (l !== 0) lists[at] = l;
+  // shared, never changed (DnsAccessRecord's lists are not read-only in their type)
+  return l as string[] | 0;
+}
+
 /** A tag-0 record's fields in DnsFields' order (dnsFields); undefined when one is not of its kind. */
-function readDns(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined): DnsAccessRecord | undefined {
+function readDns(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined, lists?: DnsLists): DnsAccessRecord | undefined {
   const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num();
   d.numSlot();
   const timeMs = NUMBER_SLOT[0]!;
   const client = readPeer(d, byId), server = readPeer(d, byId);
-  const query = d.str(), qtypes = d.strs();
-  const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
+  const query = d.str(), qtypes = (lists === undefined ? d.strs() : (lists[DNS_QTYPES] = d.strsAs(lists[DNS_QTYPES]))) as string[];
+  const rcode = d.num(), ips = answerList(d, lists, DNS_IPS), ttl = d.num(), cnames = answerList(d, lists, DNS_CNAMES), rrtypes = answerList(d, lists, DNS_RRTYPES);
+  const latencyNs = d.num(), reason = d.str();
   if (d.wrong) return undefined;
   const r: DnsAccessRecord = {
     l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
@@ -514,11 +535,12 @@ function readDns(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefi
  * objects), name, types, transport and direction, with the answer's fields; undefined when its
  * request (`back` records earlier, by `earlier`) is no DNS request or a field not of its kind.
  */
-function readAnswer(d: FieldSource, earlier: (back: number) => AccessLogRecord | undefined): DnsAccessRecord | undefined {
+function readAnswer(d: FieldSource, earlier: (back: number) => AccessLogRecord | undefined, lists?: DnsLists): DnsAccessRecord | undefined {
   const back = d.num(), verdict = d.num();
   d.numSlot();
   const timeMs = NUMBER_SLOT[0]!;
-  const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
+  const rcode = d.num(), ips = answerList(d, lists, DNS_IPS), ttl = d.num(), cnames = answerList(d, lists, DNS_CNAMES), rrtypes = answerList(d, lists, DNS_RRTYPES);
+  const latencyNs = d.num(), reason = d.str();
   const q = !d.wrong && back > 0 ? earlier(back) : undefined;
   if (q === undefined || q.l7 !== 'dns' || q.type !== 'request') return undefined;
   const r: DnsAccessRecord = {
@@ -620,6 +642,8 @@ export class FrameReader {
   private poolUsed = 0;
   /** the last header list of a request ([0]) and of a response ([1]): the same list while a record's are equal to it */
   private readonly headers: (readonly string[] | undefined)[] = [undefined, undefined];
+  /** the last lists of its DNS records (readDns) */
+  private readonly dnsLists: DnsLists = [undefined, undefined, undefined, undefined];
   /** the frame's records by number, until they are handed on (a tag-3 answer's request among them) */
   private readonly out: (AccessLogRecord | undefined)[] = [];
   /** the number of the record being read */
@@ -675,8 +699,8 @@ export class FrameReader {
         this.poolUsed++;
         return r;
       }
-      if (tag === 0) return readDns(d, byId);
-      if (tag === 3) return readAnswer(d, this.earlier);
+      if (tag === 0) return readDns(d, byId, this.dnsLists);
+      if (tag === 3) return readAnswer(d, this.earlier, this.dnsLists);
       return readTls(d, byId);
     }
     // tag 1 (a record as its object) or no shape of ours: its values, then decodeRecord as for a JSON message

@@ -336,3 +336,23 @@ test('every positional tag: a record whose fields each hold a value no other fie
   assert.deepEqual(f, { bad: 0, lost: 0 }, 'the frame');
   assert.deepEqual(got, made, 'the frame');
 });
+
+test('a DNS record\'s lists (query types, answer IPs, CNAMEs, types) equal to the last ones at their place are those lists again; lists handed on are never changed by later records', () => {
+  const enc = new RecordEncoder(), reader = new FrameReader();
+  const got: DnsAccessRecord[] = [];
+  const lists = (r: DnsAccessRecord) => JSON.stringify([r.qtypes, r.ips, r.cnames, r.rrtypes]);
+  const snapshot: string[] = [];
+  const keep = (r: AccessLogRecord) => { if (r.l7 === 'dns') { got.push(r); snapshot.push(lists(r)); } };
+  const ans = (ips: string[], over: Partial<DnsAccessRecord> = {}) => dns({ type: 'response', rcode: 0, ips, ttl: 30, cnames: [], rrtypes: ['A'], latencyNs: 5, ...over });
+  const recs = [dns(), ans(['1.2.3.4']), dns(), ans(['1.2.3.4']), dns({ qtypes: ['AAAA'] }), ans(['fd00::1', '1.2.3.4'], { rrtypes: ['AAAA', 'A'] }), ans(['fd00::1', '1.2.3.5'])];
+  reader.read(frame(enc, recs), byId, keep);
+  reader.read(frame(enc, [dns(), ans(['1.2.3.4'])]), byId, keep);
+  assert.deepEqual(got.map(plain), [...recs, dns(), ans(['1.2.3.4'])].map(plain));
+  assert.equal(got[0]!.qtypes, got[2]!.qtypes, 'equal query types: the same list');
+  assert.equal(got[1]!.ips, got[3]!.ips, 'equal IPs: the same list');
+  assert.equal(got[1]!.rrtypes, got[3]!.rrtypes);
+  assert.notEqual(got[4]!.qtypes, got[2]!.qtypes);
+  assert.notEqual(got[6]!.ips, got[5]!.ips, 'a list differing in its last IP is its own');
+  assert.deepEqual(got[5]!.ips, ['fd00::1', '1.2.3.4'], 'and the one before it unchanged');
+  assert.deepEqual(got.map(lists), snapshot, 'no list changed after it was handed on');
+});
