@@ -11,9 +11,11 @@
  * In one process the machine's load moves both sides alike; bench/tls/ab.ts's stand-in column is
  * the same work end to end, where its few µs a request sit inside rounds that move by more.
  *
- *   bin/node --max-semi-space-size=16 bench/tls/standin-ab.ts --a /path/to/other/tree [--b .] [--records 200000] [--rounds 10] [--spread 100] [--alloc]
+ *   bin/node --max-semi-space-size=16 bench/tls/standin-ab.ts --a /path/to/other/tree [--b .] [--records 200000] [--rounds 10] [--spread 100] [--alloc] [--dns]
  * --spread NS: a response's latency steps by NS per request (100: all within one ms, as the bench's;
  * 1000000: every response's whole ms differs from the last one's).
+ * --dns: proxied DNS queries' record pairs instead (a request as tag 0, its answer right after it as
+ * tag 3, as the DNS proxy's feed client sends them; fresh records, not lent).
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,7 +26,7 @@ import { median } from '../support.ts';
 
 const { values } = parseArgs({ options: {
   a: { type: 'string' }, b: { type: 'string', default: resolve(import.meta.dirname, '../..') },
-  records: { type: 'string', default: '200000' }, rounds: { type: 'string', default: '10' }, spread: { type: 'string', default: '100' }, alloc: { type: 'boolean', default: false },
+  records: { type: 'string', default: '200000' }, rounds: { type: 'string', default: '10' }, spread: { type: 'string', default: '100' }, alloc: { type: 'boolean', default: false }, dns: { type: 'boolean', default: false },
 } });
 if (!values.a) throw new Error('--a <tree> is required');
 const TOTAL = Number(values.records), ROUNDS = Number(values.rounds), SPREAD = Number(values.spread);
@@ -34,6 +36,7 @@ interface Tree {
   RecordDecoder: new () => { decode(p: Buffer): { items: unknown[][] } | undefined };
   FRAME_HEADER: number;
   encodeRecord(r: unknown): unknown;
+  encodeAnswer(r: unknown, back: number): unknown;
   decodeRecords(items: unknown[], byId: (id: number) => undefined): { records: unknown[] };
   /** the agent's frame path since the records are made straight from the bytes (absent in older trees: decode + decodeRecords) */
   FrameReader?: new () => { read(p: Buffer, byId: (id: number) => undefined, each: (r: unknown) => void): { bad: number } | undefined };
@@ -58,6 +61,7 @@ function frames(t: Tree): Buffer[] {
     enc.begin(0);
     for (let j = i; j < Math.min(TOTAL, i + 128); j++) {
       const req = j >> 1;
+      if (values.dns) { enc.push(j & 1 ? t.encodeAnswer(dnsRecord(req, true), 1) : t.encodeRecord(dnsRecord(req, false))); continue; }
       const base = {
         l7: 'http', direction: 'egress', verdict: 'forwarded', client: { ip: '127.0.0.1', port: 40000 + (req % 50), identity: 1000, endpoint: client }, server, endpointId: 1,
         method: 'GET', url: 'https://api.bench.test/v1/models', host: 'api.bench.test', path: '/v1/models', protocol: 'HTTP/1.1', tls: { sni: 'api.bench.test', intercepted: true },
@@ -70,6 +74,13 @@ function frames(t: Tree): Buffer[] {
     out.push(enc.end());
   }
   return out;
+}
+/** the `req`-th query's request or answer record, as the DNS proxy makes them (100 names, 50 client ports in turn) */
+function dnsRecord(req: number, answer: boolean): unknown {
+  const client = { ip: '10.244.0.5', port: 40000 + (req % 50), identity: 1000, endpoint: { id: 1, identity: 1000, namespace: 'default', pod: 'client', labels: ['k8s:app=client'] } };
+  const r = { l7: 'dns', type: answer ? 'response' : 'request', transport: 'UDP', verdict: 'forwarded', direction: 'egress', timeMs: 1.7e12 + req * 0.05 + (answer ? 0.03 : 0),
+    client, server: { ip: '10.96.0.10', port: 53, identity: 2 }, query: `q${req % 100}.bench.lab.`, qtypes: ['A'] };
+  return answer ? { ...r, rcode: 0, ips: [`10.0.${(req % 100) >> 8}.${req % 100}`], ttl: 30, cnames: [], rrtypes: ['A'], latencyNs: 250_000 + (req % 997) * SPREAD } : r;
 }
 const fr = frames(trees.B);
 
@@ -121,7 +132,7 @@ if (values.alloc) {
   }
   s.disconnect();
 }
-console.log(`A = ${resolve(values.a)}\nB = ${resolve(values.b)}\n${TOTAL} records per pass (${fr.length} frames), latency step ${SPREAD} ns; load ${startLoad} at the start, ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end`);
+console.log(`A = ${resolve(values.a)}\nB = ${resolve(values.b)}\n${TOTAL} records per pass (${fr.length} frames), ${values.dns ? 'DNS pairs (tags 0 and 3)' : 'intercepted HTTP (tag 4)'}, latency step ${SPREAD} ns; load ${startLoad} at the start, ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end`);
 for (const k of ['A', 'B'] as const) {
   console.log(`${k}: median ${median(ns[k]).toFixed(0)} ns CPU per record (${ns[k].map((x) => x.toFixed(0)).join(' ')})${bytes[k] !== undefined ? `, ${bytes[k]!.toFixed(0)} B allocated per record` : ''}`);
 }

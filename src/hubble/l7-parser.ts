@@ -32,6 +32,7 @@ import { DNS_RCODE_NAMES } from './names.ts';
 import { createEndpointMessages, createIpMessages, ipVersionOf } from './endpoint-messages.ts';
 import { timeInRing, type CompactFlow, type FlowRing } from './ring.ts';
 import { lentFlow, type FlowIdSource, type LentFlow } from './flow-id.ts';
+import { lentResponseL7, type LentResponseL7 } from './lent-layer7.ts';
 import { L4_TCP, L4_UDP, newLayer4, refillLayer4 } from './flow.ts';
 import { aiExtension } from './ai-extension.ts';
 import { identityScope, ReservedIdentity } from '../identity/identity.ts';
@@ -220,11 +221,10 @@ function responseL7(record: HttpShared['record'], latencyNs: number): Layer7 {
   return { $typeName: 'flow.Layer7', type: L7FlowType.RESPONSE, latencyNs: BigInt(Math.max(0, Math.round(latencyNs))), record };
 }
 
-/** responseL7's fields written into `l7`, one responseL7 made (a borrowed flow's). */
-function refillResponseL7(l7: Layer7, record: HttpShared['record'], latencyNs: number): Layer7 {
-  l7.latencyNs = BigInt(Math.max(0, Math.round(latencyNs)));
-  l7.record = record;
-  return l7;
+/** `lent` (a borrowed flow's response Layer7, lent-layer7.ts) as responseL7(record, latencyNs) would make it. */
+function lendResponseL7(lent: LentResponseL7, record: HttpShared['record'], latencyNs: number): Layer7 {
+  lent.lend(Math.max(0, Math.round(latencyNs)), record);
+  return lent.l7;
 }
 
 /**
@@ -258,14 +258,14 @@ const HTTP_PART: L7Part = {
  * `respL7`: the borrowed flow's response Layer7, refilled here (its readers keep none of it: the
  * ring keeps a response's latency as a number and its message), not a new one per response.
  */
-function httpPart(rec: HttpAccessRecord, shared: HttpShared, respL7?: Layer7): L7Part {
+function httpPart(rec: HttpAccessRecord, shared: HttpShared, respL7?: LentResponseL7): L7Part {
   const isReq = rec.type === 'request';
   const part = HTTP_PART;
   part.isReply = !isReq;
   // the proxy's own refusals (400, 408, 503) end the request like a policy denial does
   part.verdict = rec.verdict === 'forwarded' ? Verdict.FORWARDED : Verdict.DROPPED;
   part.l7 = isReq ? (shared.request ?? { $typeName: 'flow.Layer7', type: L7FlowType.REQUEST, latencyNs: 0n, record: shared.record })
-    : respL7 ? refillResponseL7(respL7, shared.record, rec.latencyNs) : responseL7(shared.record, rec.latencyNs);
+    : respL7 ? lendResponseL7(respL7, shared.record, rec.latencyNs) : responseL7(shared.record, rec.latencyNs);
   part.summary = httpSharedSummary(rec, shared);
   part.traceContext = rec.traceId ? { $typeName: 'flow.TraceContext', parent: { $typeName: 'flow.TraceParent', traceId: rec.traceId } } : undefined;
   part.extensions = rec.ai ? aiExtension(rec.ai) : undefined;
@@ -668,7 +668,7 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
   let scratch: Flow | undefined;
   /** lends the scratch its uuid (lentFlow) */
   let lendId: LentFlow<Flow>['lend'] | undefined;
-  let scratchResponse: Layer7 | undefined;
+  let scratchResponse: LentResponseL7 | undefined;
   const scratchL4: (Layer4 | undefined)[] = [];
   const scratchLayer4 = (kind: number, src: number, dst: number): Layer4 => {
     const l4 = scratchL4[kind];
@@ -688,15 +688,14 @@ export function createL7Parser(opts: L7ParserOptions): L7Parser {
       scratch = lent.flow;
       lendId = lent.lend;
       scratchL4[rec.l7 === 'dns' && rec.transport === 'UDP' ? L4_UDP : L4_TCP] = scratch.l4;
-      if (rec.l7 === 'http' && rec.type !== 'request') scratchResponse = scratch.l7;
       return scratch;
     }
     if (rec.l7 === 'http') {
       // as parse(): the HTTP part (its messages the shared ones), written into the scratch
       lastDns = undefined;
       const isResp = rec.type !== 'request';
-      const part = httpPart(rec, httpShared(rec), isResp ? scratchResponse : undefined);
-      if (isResp) scratchResponse = part.l7;
+      const shared = httpShared(rec);
+      const part = httpPart(rec, shared, isResp ? (scratchResponse ??= lentResponseL7(shared.record)) : undefined);
       const src = part.isReply ? rec.server : rec.client;
       const dst = part.isReply ? rec.client : rec.server;
       const f = scratch;

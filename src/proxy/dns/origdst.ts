@@ -33,11 +33,28 @@ export interface OrigDstDeps {
   candidates(): readonly string[];
 }
 
-export type OrigDstLookup = (client: SockAddr, clientPort: number, endpointId: number) => string | OrigDstUnknown;
+export type OrigDstLookup = ((client: SockAddr, clientPort: number, endpointId: number) => string | OrigDstUnknown) & {
+  /** endpoints whose last destination is remembered (LAST_MAX at most) */
+  readonly remembered: () => number;
+};
+
+/**
+ * Endpoints whose last destination is remembered at most: a long-running agent sees endpoints
+ * come and go (an attacker cannot mint endpoint ids, but churn would grow the map for ever). Past
+ * it the endpoint that least recently found a destination is forgotten (its next query tries the
+ * candidates and the scan, as a first one does); an endpoint whose table is gone is forgotten at once.
+ */
+export const LAST_MAX = 1024;
 
 export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   const tables = new Map<number, BpfMap>();
+  /** endpoint id → the destination its last query found, least recently found first (remember()) */
   const last = new Map<number, string>();
+  function remember(ep: number, dst: string): void {
+    // delete first: a Map keeps insertion order, so the first key is the least recently found
+    if (!last.delete(ep) && last.size >= LAST_MAX) last.delete(last.keys().next().value!);
+    last.set(ep, dst);
+  }
   const key = Buffer.alloc(KEY_SIZE);
   /** a point lookup's value, read by none (the entry's presence is the answer): one buffer per value size, not one per lookup */
   const values = new Map<number, Buffer>();
@@ -103,7 +120,7 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
   const recentPort = new Int32Array(1 << RECENT_BITS);
   const recentAt = new Float64Array(1 << RECENT_BITS);
   const recentDst: (string | undefined)[] = new Array<string | undefined>(1 << RECENT_BITS).fill(undefined);
-  return (client, clientPort, ep) => {
+  const lookup = (client: SockAddr, clientPort: number, ep: number): string | OrigDstUnknown => {
     const slot = (Math.imul(client.key, 0x9e3779b1) ^ Math.imul(clientPort, 0x85ebca6b)) >>> (32 - RECENT_BITS);
     const now = performance.now();
     if (recentAddr[slot] === client.key && recentPort[slot] === clientPort && now - recentAt[slot]! < RECENT_MS) return recentDst[slot]!;
@@ -116,6 +133,7 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     }
     return dst;
   };
+  return Object.assign(lookup, { remembered: () => last.size });
   function find(client: SockAddr, clientPort: number, ep: number): string | OrigDstUnknown {
     for (let i = 0; i < 16; i++) key[i] = 0;
     const a = client.bytes;
@@ -123,7 +141,11 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
     let table = false;
     for (let pass = 0; pass < 2; pass++) {
       const m = ct(ep, pass === 1);
-      if (!m) continue;
+      if (!m) {
+        // the endpoint's table is gone (the endpoint with it, or recreated without one yet)
+        last.delete(ep);
+        continue;
+      }
       table = true;
       const l = last.get(ep);
       if (l && has(m, client, clientPort, l, ep)) return l;
@@ -132,13 +154,13 @@ export function createOrigDstLookup(deps: OrigDstDeps): OrigDstLookup {
         const c = cands[i]!;
         if (c === l) continue;
         if (has(m, client, clientPort, c, ep)) {
-          last.set(ep, c);
+          remember(ep, c);
           return c;
         }
       }
       const dst = scanOwn(m, client, clientPort);
       if (dst) {
-        last.set(ep, dst);
+        remember(ep, dst);
         return dst;
       }
     }

@@ -258,9 +258,12 @@ export class RecordEncoder {
 /** Thrown inside decode() for a frame that is not one; decode() returns undefined instead. */
 class BadFrame extends Error {}
 
+/** What a decoder holds between frames (not the last payload): one for all, not a new Buffer per frame. */
+const NO_PAYLOAD = Buffer.alloc(0);
+
 export class RecordDecoder {
   private table: string[] = [];
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = NO_PAYLOAD;
   private at = 0;
   private end = 0;
 
@@ -301,7 +304,7 @@ export class RecordDecoder {
       if (e instanceof BadFrame || e instanceof SyntaxError || e instanceof RangeError) return undefined;
       throw e;
     } finally {
-      this.buf = Buffer.alloc(0);
+      this.buf = NO_PAYLOAD;
     }
   }
 
@@ -400,9 +403,11 @@ export class RecordDecoder {
     for (let i = 0; i < n; i++) {
       const s = this.str(2);
       if (s === prev[i]) continue;
-      const a: string[] = prev.slice(0, i);
-      a.push(s);
-      for (let k = i + 1; k < n; k++) a.push(this.str(2));
+      // its own list of n (slice and push grew one past its size: a second store per list)
+      const a: string[] = new Array<string>(n);
+      for (let k = 0; k < i; k++) a[k] = prev[k]!;
+      a[i] = s;
+      for (let k = i + 1; k < n; k++) a[k] = this.str(2);
       return a;
     }
     return prev;
@@ -413,6 +418,13 @@ export class RecordDecoder {
     const at = this.at;
     if (at < this.end && this.buf[at] === SMALL) { this.at = at + 1; return 0; }
     return this.strs();
+  }
+
+  /** strsOr0(), a list equal to `prev` string by string being `prev` itself (strsAs). */
+  strsOr0As(prev: readonly string[] | undefined): readonly string[] | 0 {
+    const at = this.at;
+    if (at < this.end && this.buf[at] === SMALL) { this.at = at + 1; return 0; }
+    return this.strsAs(prev);
   }
 
   /** The next value whatever it is (decode()'s value of a record's field). */

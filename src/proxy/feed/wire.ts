@@ -105,6 +105,12 @@ type TlsFields = [
  */
 export const WIRE_TAGS = 5;
 
+/** Values a positional record has, its tag included (the encoder's open() and both decoders' check); 0: no positional tag. */
+const DNS_VALUES = 23, HTTP_VALUES = 23, INTERCEPTED_VALUES = 24, ANSWER_VALUES = 11, TLS_VALUES = 19;
+function positionalValues(tag: number): number {
+  return tag === 0 ? DNS_VALUES : tag === 2 ? HTTP_VALUES : tag === 4 ? INTERCEPTED_VALUES : tag === 3 ? ANSWER_VALUES : tag === 5 ? TLS_VALUES : 0;
+}
+
 const VERDICTS: readonly AccessVerdict[] = ['forwarded', 'denied', 'error'];
 const verdictCode = (v: AccessVerdict): 0 | 1 | 2 => (v === 'forwarded' ? 0 : v === 'denied' ? 1 : 2);
 
@@ -117,7 +123,7 @@ export function encodeAnswer(r: DnsAccessRecord, back: number): WireRecord {
 
 /** Appends encodeAnswer(r, back) to the encoder's open frame, the same bytes, value by value (no array per answer). */
 export function pushAnswer(enc: RecordEncoder, r: DnsAccessRecord, back: number): void {
-  enc.open(11);
+  enc.open(ANSWER_VALUES);
   enc.value(3);
   answerFields(enc, r, back);
   enc.done();
@@ -213,7 +219,7 @@ export function encodeRecord(r: AccessLogRecord, tags = WIRE_TAGS): WireRecord {
  */
 export function pushRecord(enc: RecordEncoder, r: AccessLogRecord, tags = WIRE_TAGS): void {
   if (r.l7 === 'dns') {
-    enc.open(23);
+    enc.open(DNS_VALUES);
     enc.value(0);
     dnsFields(enc, r);
     enc.done();
@@ -222,14 +228,14 @@ export function pushRecord(enc: RecordEncoder, r: AccessLogRecord, tags = WIRE_T
   if (r.l7 === 'http') {
     const sni = plainHttpSni(r);
     if (sni !== null) {
-      enc.open(sni === undefined ? 23 : 24);
+      enc.open(sni === undefined ? HTTP_VALUES : INTERCEPTED_VALUES);
       enc.value(sni === undefined ? 2 : 4);
       httpFields(enc, r, sni);
       enc.done();
       return;
     }
   } else if (tags >= 5 && tlsPositional(r)) {
-    enc.open(19);
+    enc.open(TLS_VALUES);
     enc.value(5);
     tlsFields(enc, r);
     enc.done();
@@ -344,46 +350,34 @@ function httpFields(out: FieldSink, r: HttpAccessRecord, sni: string | undefined
 /**
  * The record again, its endpoints the agent's own views (`endpointById`); a peer whose endpoint
  * is gone (or that had none) is left to the parser's lookup by address and identity. Not a
- * record of either shape: undefined (the caller counts it and goes on).
+ * record of either shape: undefined (the caller counts it and goes on). A positional record is
+ * read by the readers FrameReader reads a frame with (readDns, readAnswer, readHttp, readTls),
+ * here from its value array: a field of the wrong kind refuses the record, as in a frame.
  */
 export function decodeRecord(w: WireRecord, endpointById: (id: number) => ResolvedEndpoint | undefined, earlier?: (back: number) => AccessLogRecord | undefined): AccessLogRecord | undefined {
-  if (Array.isArray(w) && w[0] === 3) return w.length === 11 && earlier ? decodeAnswer(w, earlier) : undefined;
-  if (Array.isArray(w) && w[0] === 5) {
-    if (w.length !== 19) return undefined;
-    const [, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, endpointId, sni, version, alpn, flags, reason, proxyPort] = w;
-    if (typeof sni !== 'string' || typeof version !== 'string' || typeof reason !== 'string' || typeof flags !== 'number' || typeof proxyPort !== 'number'
-      || typeof endpointId !== 'number' || typeof timeMs !== 'number' || (alpn !== 0 && !(Array.isArray(alpn) && alpn.every((a) => typeof a === 'string')))) return undefined;
-    const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), endpointId };
-    if (sni) rec.sni = sni;
-    if (version) rec.version = version;
-    if (alpn !== 0) rec.alpn = alpn as string[];
-    if (flags & 1) rec.intercepted = true;
-    if (flags & 2) rec.resumed = true;
-    if (reason) rec.reason = reason;
-    if (proxyPort >= 0) rec.proxyPort = proxyPort;
-    return rec;
-  }
-  if (!Array.isArray(w) || (w[0] === 0 || w[0] === 2 ? w.length !== 23 : w[0] === 4 ? w.length !== 24 || typeof w[23] !== 'string' : w[0] !== 1 || w.length !== 10 || typeof w[1] !== 'object' || w[1] === null)) return undefined;
-  if (w[0] === 2 || w[0] === 4) {
-    const [, type, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, endpointId, method, url, host, path, protocol, headers, code, latencyNs, requestTimeMs] = w;
-    const rec: HttpAccessRecord = {
-      l7: 'http', type: type === 0 ? 'request' : 'response', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs,
-      client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), endpointId, method, url, host, path, protocol, headers, code, latencyNs,
-    };
-    if (requestTimeMs >= 0) rec.requestTimeMs = requestTimeMs;
-    if (w[0] === 4) rec.tls = interceptedTls(w[23]);
-    return rec;
-  }
-  if (w[0] === 1) {
+  if (!Array.isArray(w)) return undefined;
+  const tag: unknown = w[0], n = w.length;
+  if (tag === 1) {
+    if (n !== 10 || typeof w[1] !== 'object' || w[1] === null) return undefined;
     const [, rest, ci, cp, cid, cep, si, sp, sid, sep] = w;
     return { ...rest, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById) } as AccessLogRecord;
   }
-  const [, type, transport, verdict, direction, timeMs, ci, cp, cid, cep, si, sp, sid, sep, query, qtypes, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason] = w;
-  const r: DnsAccessRecord = {
-    l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
-    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client: accessPeer(ci, cp, cid, cep, endpointById), server: accessPeer(si, sp, sid, sep, endpointById), query, qtypes,
+  if (typeof tag !== 'number' || n !== positionalValues(tag)) return undefined;
+  const d = arraySource;
+  d.reset(w);
+  if (tag === 0) return readDns(d, endpointById);
+  if (tag === 3) return earlier ? readAnswer(d, earlier) : undefined;
+  if (tag === 5) return readTls(d, endpointById);
+  // tags 2 and 4: into the array path's scratch, then a record of its own with only the fields it has
+  const s = arrayHttp;
+  if (!readHttp(d, endpointById, tag, s, undefined)) return undefined;
+  const rec: HttpAccessRecord = {
+    l7: 'http', type: s.type, verdict: s.verdict, direction: s.direction, timeMs: s.timeMs, client: { ...s.client }, server: { ...s.server },
+    endpointId: s.endpointId, method: s.method, url: s.url, host: s.host, path: s.path, protocol: s.protocol, headers: s.headers, code: s.code, latencyNs: s.latencyNs,
   };
-  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+  if (s.requestTimeMs! >= 0) rec.requestTimeMs = s.requestTimeMs;
+  if (s.tls !== undefined) rec.tls = s.tls;
+  return rec;
 }
 
 /** A record's peer, its endpoint the agent's own view by id (none: left to the parser's lookup by address). */
@@ -414,18 +408,6 @@ function withAnswer(r: DnsAccessRecord, rcode: number, ips: DnsAccessRecord['ips
   return r;
 }
 
-/** A tag-3 record: its request's peers (the same objects), name, types, transport and direction, with the answer's fields. */
-function decodeAnswer(w: Extract<WireRecord, [3, ...unknown[]]>, earlier: (back: number) => AccessLogRecord | undefined): DnsAccessRecord | undefined {
-  const [, back, verdict, timeMs, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason] = w;
-  const q = typeof back === 'number' && back > 0 ? earlier(back) : undefined;
-  if (!q || q.l7 !== 'dns' || q.type !== 'request') return undefined;
-  const r: DnsAccessRecord = {
-    l7: 'dns', type: 'response', transport: q.transport, verdict: VERDICTS[verdict] ?? 'error', direction: q.direction, timeMs,
-    client: q.client, server: q.server, query: q.query, qtypes: q.qtypes,
-  };
-  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
-}
-
 /**
  * A message's records in order (a tag-3 record finds its request among those before it); what
  * is not a record (or refers to none) is counted in `bad` and skipped.
@@ -443,6 +425,201 @@ export function decodeRecords(items: readonly WireRecord[], endpointById: (id: n
   const records: AccessLogRecord[] = [];
   for (const r of out) if (r) records.push(r);
   return { records, bad };
+}
+
+/**
+ * Where a positional record's fields are read from, value after value in the order the encoder
+ * wrote them: a binary frame's bytes (record-codec.ts RecordDecoder: FrameReader, the agent's
+ * path) or a record's value array (ArraySource: decodeRecord, for JSON messages and tests). The
+ * readers below are the one place each tag's field order is read, for both. A value of another
+ * kind than asked is read all the same (the source stays in step) and sets `wrong`, which the
+ * caller clears before a record.
+ */
+export interface FieldSource {
+  wrong: boolean;
+  num(): number;
+  /** num() into NUMBER_SLOT[0] (a time: never a heap number on the way) */
+  numSlot(): void;
+  str(): string;
+  strs(): string[];
+  /** strs(), or `prev` itself when equal to it string by string (a source may always make a new list) */
+  strsAs(prev: readonly string[] | undefined): readonly string[];
+  /** a list of strings, or 0 (absent) */
+  strsOr0(): string[] | 0;
+  /** strsOr0(), or `prev` itself as strsAs() */
+  strsOr0As(prev: readonly string[] | undefined): readonly string[] | 0;
+  any(): unknown;
+}
+
+/** A record's value array as a FieldSource (its values after the tag). */
+class ArraySource implements FieldSource {
+  wrong = false;
+  private a: readonly unknown[] = [];
+  private i = 0;
+  reset(a: readonly unknown[]): void {
+    this.a = a;
+    this.i = 1;
+    this.wrong = false;
+  }
+  num(): number {
+    const v = this.a[this.i++];
+    if (typeof v === 'number') return v;
+    this.wrong = true;
+    return 0;
+  }
+  numSlot(): void { NUMBER_SLOT[0] = this.num(); }
+  str(): string {
+    const v = this.a[this.i++];
+    if (typeof v === 'string') return v;
+    this.wrong = true;
+    return '';
+  }
+  strs(): string[] {
+    const v = this.a[this.i++];
+    if (Array.isArray(v) && v.every((s) => typeof s === 'string')) return v as string[];
+    this.wrong = true;
+    return [];
+  }
+  strsAs(): readonly string[] { return this.strs(); }
+  strsOr0(): string[] | 0 {
+    if (this.a[this.i] === 0) { this.i++; return 0; }
+    return this.strs();
+  }
+  strsOr0As(): readonly string[] | 0 { return this.strsOr0(); }
+  any(): unknown { return this.a[this.i++]; }
+}
+const arraySource = new ArraySource();
+
+/** A record's peer as peerFields wrote it (the endpoint the agent's own view by id). */
+function readPeer(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined): AccessPeer {
+  const ip = d.str(), port = d.num(), identity = d.num(), ep = d.num();
+  return { ip, port, identity, endpoint: ep ? byId(ep) : undefined };
+}
+
+/**
+ * The last lists a reader's DNS records had (DNS_QTYPES … DNS_RRTYPES): a record's list equal to
+ * the last one at its place is that list again (lists once made are never changed; the answer's
+ * types and a name's query types repeat record after record), not a new one per record.
+ */
+type DnsLists = (readonly string[] | undefined)[];
+const DNS_QTYPES = 0, DNS_IPS = 1, DNS_CNAMES = 2, DNS_RRTYPES = 3;
+
+/** A DNS record's answer lists through `lists` (strsOr0As), the last ones updated. */
+function answerList(d: FieldSource, lists: DnsLists | undefined, at: number): string[] | 0 {
+  if (lists === undefined) return d.strsOr0();
+  const l = d.strsOr0As(lists[at]);
+  if (l !== 0) lists[at] = l;
+  // shared, never changed (DnsAccessRecord's lists are not read-only in their type)
+  return l as string[] | 0;
+}
+
+/** A tag-0 record's fields in DnsFields' order (dnsFields); undefined when one is not of its kind. */
+function readDns(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined, lists?: DnsLists): DnsAccessRecord | undefined {
+  const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num();
+  d.numSlot();
+  const timeMs = NUMBER_SLOT[0]!;
+  const client = readPeer(d, byId), server = readPeer(d, byId);
+  const query = d.str(), qtypes = (lists === undefined ? d.strs() : (lists[DNS_QTYPES] = d.strsAs(lists[DNS_QTYPES]))) as string[];
+  const rcode = d.num(), ips = answerList(d, lists, DNS_IPS), ttl = d.num(), cnames = answerList(d, lists, DNS_CNAMES), rrtypes = answerList(d, lists, DNS_RRTYPES);
+  const latencyNs = d.num(), reason = d.str();
+  if (d.wrong) return undefined;
+  const r: DnsAccessRecord = {
+    l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
+    direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, query, qtypes,
+  };
+  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+}
+
+/**
+ * A tag-3 record's fields in DnsAnswerFields' order (answerFields): its request's peers (the same
+ * objects), name, types, transport and direction, with the answer's fields; undefined when its
+ * request (`back` records earlier, by `earlier`) is no DNS request or a field not of its kind.
+ */
+function readAnswer(d: FieldSource, earlier: (back: number) => AccessLogRecord | undefined, lists?: DnsLists): DnsAccessRecord | undefined {
+  const back = d.num(), verdict = d.num();
+  d.numSlot();
+  const timeMs = NUMBER_SLOT[0]!;
+  const rcode = d.num(), ips = answerList(d, lists, DNS_IPS), ttl = d.num(), cnames = answerList(d, lists, DNS_CNAMES), rrtypes = answerList(d, lists, DNS_RRTYPES);
+  const latencyNs = d.num(), reason = d.str();
+  const q = !d.wrong && back > 0 ? earlier(back) : undefined;
+  if (q === undefined || q.l7 !== 'dns' || q.type !== 'request') return undefined;
+  const r: DnsAccessRecord = {
+    l7: 'dns', type: 'response', transport: q.transport, verdict: VERDICTS[verdict] ?? 'error', direction: q.direction, timeMs,
+    client: q.client, server: q.server, query: q.query, qtypes: q.qtypes,
+  };
+  return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
+}
+
+/** A tag-5 record's fields in TlsFields' order (tlsFields); undefined when one is not of its kind. */
+function readTls(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined): TlsAccessRecord | undefined {
+  const verdict = d.num(), direction = d.num();
+  d.numSlot();
+  const timeMs = NUMBER_SLOT[0]!;
+  const client = readPeer(d, byId), server = readPeer(d, byId);
+  const endpointId = d.num(), sni = d.str(), version = d.str(), alpn = d.strsOr0(), flags = d.num(), reason = d.str(), proxyPort = d.num();
+  if (d.wrong) return undefined;
+  const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, endpointId };
+  if (sni) rec.sni = sni;
+  if (version) rec.version = version;
+  if (alpn !== 0) rec.alpn = alpn;
+  if (flags & 1) rec.intercepted = true;
+  if (flags & 2) rec.resumed = true;
+  if (reason) rec.reason = reason;
+  if (proxyPort >= 0) rec.proxyPort = proxyPort;
+  return rec;
+}
+
+/** An HTTP record with every field a record read by readHttp ever has, in one shape from the start (the optional ones undefined). */
+function httpScratch(headers: readonly string[]): HttpAccessRecord {
+  return {
+    l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0.5,
+    client: { ip: '', port: 0, identity: 0, endpoint: undefined }, server: { ip: '', port: 0, identity: 0, endpoint: undefined },
+    endpointId: 0, method: '', url: '', host: '', path: '', protocol: '', headers, code: 0, latencyNs: 0, requestTimeMs: NO_REQUEST_TIME, tls: undefined,
+  };
+}
+/** decodeRecord's HTTP scratch (copied into a record of its own) */
+const arrayHttp = httpScratch([]);
+
+/**
+ * A tag-2 or tag-4 record's fields in HttpFields' order (httpFields; tag 4: the server name last),
+ * written into `r` (a scratch of httpScratch's shape: its peers refilled) only when every one is
+ * of its kind (false: none written). `lastHeaders`: the last header list of a request ([0]) and
+ * of a response ([1]), the same list again while a record's are equal to it (then updated).
+ */
+function readHttp(d: FieldSource, byId: (id: number) => ResolvedEndpoint | undefined, tag: number, r: HttpAccessRecord, lastHeaders: (readonly string[] | undefined)[] | undefined): boolean {
+  const type = d.num(), verdict = d.num(), direction = d.num();
+  d.numSlot();
+  const timeMs = NUMBER_SLOT[0]!;
+  const cIp = d.str(), cPort = d.num(), cIdentity = d.num(), cEp = d.num();
+  const sIp = d.str(), sPort = d.num(), sIdentity = d.num(), sEp = d.num();
+  const endpointId = d.num(), method = d.str(), url = d.str(), host = d.str(), path = d.str(), protocol = d.str();
+  const kind = type === 0 ? 0 : 1;
+  const headers = d.strsAs(lastHeaders === undefined ? undefined : lastHeaders[kind]);
+  const code = d.num(), latencyNs = d.num();
+  // a response's request time, as the record's time (a fraction of a ms: num() would return a heap number)
+  d.numSlot();
+  const requestTimeMs = NUMBER_SLOT[0]!;
+  const sni = tag === 4 ? d.str() : '';
+  if (d.wrong) return false;
+  if (lastHeaders !== undefined) lastHeaders[kind] = headers;
+  r.type = kind === 0 ? 'request' : 'response';
+  r.verdict = VERDICTS[verdict] ?? 'error';
+  r.direction = direction === 0 ? 'egress' : 'ingress';
+  r.timeMs = timeMs;
+  const c = r.client, s = r.server;
+  c.ip = cIp; c.port = cPort; c.identity = cIdentity; c.endpoint = cEp ? byId(cEp) : undefined;
+  s.ip = sIp; s.port = sPort; s.identity = sIdentity; s.endpoint = sEp ? byId(sEp) : undefined;
+  r.endpointId = endpointId;
+  r.method = method; r.url = url; r.host = host; r.path = path; r.protocol = protocol;
+  r.headers = headers;
+  r.code = code;
+  r.latencyNs = latencyNs;
+  // as the wire says it, −1 (any negative) when none, not undefined: a field that only ever
+  // holds numbers keeps a time in place, where one that may be undefined holds a new heap number
+  // per response (and so does a choice between the time and a constant here)
+  r.requestTimeMs = requestTimeMs;
+  r.tls = tag === 4 ? interceptedTls(sni) : undefined;
+  return true;
 }
 
 /**
@@ -465,146 +642,77 @@ export class FrameReader {
   private poolUsed = 0;
   /** the last header list of a request ([0]) and of a response ([1]): the same list while a record's are equal to it */
   private readonly headers: (readonly string[] | undefined)[] = [undefined, undefined];
+  /** the last lists of its DNS records (readDns) */
+  private readonly dnsLists: DnsLists = [undefined, undefined, undefined, undefined];
   /** the frame's records by number, until they are handed on (a tag-3 answer's request among them) */
   private readonly out: (AccessLogRecord | undefined)[] = [];
+  /** the number of the record being read */
+  private at = 0;
+  /** the record `back` before the one being read (readAnswer's request), made once per reader */
+  private readonly earlier = (back: number): AccessLogRecord | undefined => (back <= this.at ? this.out[this.at - back] : undefined);
+
+  /** the frame being read: its record count, the agent's endpoints by id */
+  private count = 0;
+  private byId: (id: number) => ResolvedEndpoint | undefined = () => undefined;
+  /** the frame's records into `out` (RecordDecoder.read's callback: made once per reader, not a closure per frame) */
+  private readonly readFrame = (d: RecordDecoder, n: number, lost: number): { bad: number; lost: number } => {
+    this.count = n;
+    this.poolUsed = 0;
+    let bad = 0;
+    for (let i = 0; i < n; i++) {
+      this.at = i;
+      if ((this.out[i] = this.record(d, this.byId)) === undefined) bad++;
+    }
+    return { bad, lost };
+  };
 
   read(payload: Buffer, endpointById: (id: number) => ResolvedEndpoint | undefined, each: (rec: AccessLogRecord) => void): { bad: number; lost: number } | undefined {
     const out = this.out;
-    let count = 0;
+    this.count = 0;
+    this.byId = endpointById;
     try {
-      const f = this.decoder.read(payload, (d, n, lost) => {
-        count = n;
-        this.poolUsed = 0;
-        let bad = 0;
-        for (let i = 0; i < n; i++) if ((out[i] = this.record(d, endpointById, i)) === undefined) bad++;
-        return { bad, lost };
-      });
+      const f = this.decoder.read(payload, this.readFrame);
       // handed on only now: the frame decoded to its end
-      if (f) for (let i = 0; i < count; i++) { const r = out[i]; if (r !== undefined) each(r); }
+      if (f) for (let i = 0; i < this.count; i++) { const r = out[i]; if (r !== undefined) each(r); }
       return f;
     } finally {
-      out.fill(undefined, 0, count);
+      out.fill(undefined, 0, this.count);
       if (out.length > SCRATCH_MAX) out.length = SCRATCH_MAX;
     }
   }
 
-  /** The `i`-th record of the frame (undefined: not one). */
-  private record(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined, i: number): AccessLogRecord | undefined {
+  /** The record being read (undefined: not one). */
+  private record(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined): AccessLogRecord | undefined {
     const n = d.list();
     if (n === 0) return undefined;
     d.wrong = false;
     const tag = d.num();
     if (d.wrong) { for (let k = 1; k < n; k++) d.any(); return undefined; }
-    if ((tag === 2 && n === 23) || (tag === 4 && n === 24)) return this.httpRecord(d, byId, tag);
-    if (tag === 0 && n === 23) {
-      // DnsFields' order (dnsFields)
-      const type = d.num(), transport = d.num(), verdict = d.num(), direction = d.num();
-      d.numSlot();
-      const timeMs = NUMBER_SLOT[0]!;
-      const client = readPeer(d, byId), server = readPeer(d, byId);
-      const query = d.str(), qtypes = d.strs();
-      const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
-      if (d.wrong) return undefined;
-      const r: DnsAccessRecord = {
-        l7: 'dns', type: type === 0 ? 'request' : 'response', transport: transport === 0 ? 'UDP' : 'TCP', verdict: VERDICTS[verdict] ?? 'error',
-        direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, query, qtypes,
-      };
-      return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
-    }
-    if (tag === 3 && n === 11) {
-      // DnsAnswerFields' order (answerFields); its request among the records before it, as decodeAnswer
-      const back = d.num(), verdict = d.num();
-      d.numSlot();
-      const timeMs = NUMBER_SLOT[0]!;
-      const rcode = d.num(), ips = d.strsOr0(), ttl = d.num(), cnames = d.strsOr0(), rrtypes = d.strsOr0(), latencyNs = d.num(), reason = d.str();
-      const q = !d.wrong && back > 0 && back <= i ? this.out[i - back] : undefined;
-      if (q === undefined || q.l7 !== 'dns' || q.type !== 'request') return undefined;
-      const r: DnsAccessRecord = {
-        l7: 'dns', type: 'response', transport: q.transport, verdict: VERDICTS[verdict] ?? 'error', direction: q.direction, timeMs,
-        client: q.client, server: q.server, query: q.query, qtypes: q.qtypes,
-      };
-      return withAnswer(r, rcode, ips, ttl, cnames, rrtypes, latencyNs, reason);
-    }
-    if (tag === 5 && n === 19) {
-      // TlsFields' order (tlsFields)
-      const verdict = d.num(), direction = d.num(), timeMs = d.num();
-      const client = readPeer(d, byId), server = readPeer(d, byId);
-      const endpointId = d.num(), sni = d.str(), version = d.str(), alpn = d.strsOr0(), flags = d.num(), reason = d.str(), proxyPort = d.num();
-      if (d.wrong) return undefined;
-      const rec: TlsAccessRecord = { l7: 'tls', verdict: VERDICTS[verdict] ?? 'error', direction: direction === 0 ? 'egress' : 'ingress', timeMs, client, server, endpointId };
-      if (sni) rec.sni = sni;
-      if (version) rec.version = version;
-      if (alpn !== 0) rec.alpn = alpn;
-      if (flags & 1) rec.intercepted = true;
-      if (flags & 2) rec.resumed = true;
-      if (reason) rec.reason = reason;
-      if (proxyPort >= 0) rec.proxyPort = proxyPort;
-      return rec;
+    if (n === positionalValues(tag)) {
+      if (tag === 2 || tag === 4) {
+        let r = this.poolUsed < this.pool.length ? this.pool[this.poolUsed] : undefined;
+        if (r === undefined) {
+          r = httpScratch([]);
+          if (this.pool.length < SCRATCH_MAX) this.pool.push(r);
+        }
+        if (!readHttp(d, byId, tag, r, this.headers)) return undefined;
+        this.poolUsed++;
+        return r;
+      }
+      if (tag === 0) return readDns(d, byId, this.dnsLists);
+      if (tag === 3) return readAnswer(d, this.earlier, this.dnsLists);
+      return readTls(d, byId);
     }
     // tag 1 (a record as its object) or no shape of ours: its values, then decodeRecord as for a JSON message
     const w: unknown[] = new Array(n);
     w[0] = tag;
     for (let k = 1; k < n; k++) w[k] = d.any();
-    return decodeRecord(w as WireRecord, byId, (back) => (back <= i ? this.out[i - back] : undefined));
-  }
-
-  /** A tag-2 or tag-4 record in HttpFields' order (httpFields), written into the scratch. */
-  private httpRecord(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined, tag: number): HttpAccessRecord | undefined {
-    const type = d.num(), verdict = d.num(), direction = d.num();
-    d.numSlot();
-    const timeMs = NUMBER_SLOT[0]!;
-    const cIp = d.str(), cPort = d.num(), cIdentity = d.num(), cEp = d.num();
-    const sIp = d.str(), sPort = d.num(), sIdentity = d.num(), sEp = d.num();
-    const endpointId = d.num(), method = d.str(), url = d.str(), host = d.str(), path = d.str(), protocol = d.str();
-    const kind = type === 0 ? 0 : 1;
-    const headers = d.strsAs(this.headers[kind]);
-    const code = d.num(), latencyNs = d.num();
-    // a response's request time, as the record's time (a fraction of a ms: num() would return a heap number)
-    d.numSlot();
-    const requestTimeMs = NUMBER_SLOT[0]!;
-    const sni = tag === 4 ? d.str() : '';
-    if (d.wrong) return undefined;
-    this.headers[kind] = headers;
-    let r = this.poolUsed < this.pool.length ? this.pool[this.poolUsed] : undefined;
-    if (r === undefined) {
-      // every field a scratch ever has, in one shape from the start (the optional ones undefined)
-      r = {
-        l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs: 0.5,
-        client: { ip: '', port: 0, identity: 0, endpoint: undefined }, server: { ip: '', port: 0, identity: 0, endpoint: undefined },
-        endpointId: 0, method: '', url: '', host: '', path: '', protocol: '', headers, code: 0, latencyNs: 0, requestTimeMs: NO_REQUEST_TIME, tls: undefined,
-      };
-      if (this.pool.length < SCRATCH_MAX) this.pool.push(r);
-    }
-    this.poolUsed++;
-    r.type = kind === 0 ? 'request' : 'response';
-    r.verdict = VERDICTS[verdict] ?? 'error';
-    r.direction = direction === 0 ? 'egress' : 'ingress';
-    r.timeMs = timeMs;
-    const c = r.client, s = r.server;
-    c.ip = cIp; c.port = cPort; c.identity = cIdentity; c.endpoint = cEp ? byId(cEp) : undefined;
-    s.ip = sIp; s.port = sPort; s.identity = sIdentity; s.endpoint = sEp ? byId(sEp) : undefined;
-    r.endpointId = endpointId;
-    r.method = method; r.url = url; r.host = host; r.path = path; r.protocol = protocol;
-    r.headers = headers;
-    r.code = code;
-    r.latencyNs = latencyNs;
-    // as the wire says it, −1 (any negative) when none, not undefined: a field that only ever
-    // holds numbers keeps a time in place, where one that may be undefined holds a new heap number
-    // per response (and so does a choice between the time and a constant here)
-    r.requestTimeMs = requestTimeMs;
-    r.tls = tag === 4 ? interceptedTls(sni) : undefined;
-    return r;
+    return decodeRecord(w as WireRecord, byId, this.earlier);
   }
 }
 
 /** Scratch HTTP records per connection at most (the proxy's frames hold 128 records at most). */
 const SCRATCH_MAX = 256;
-
-/** A record's peer as peerFields wrote it (the endpoint the agent's own view by id). */
-function readPeer(d: RecordDecoder, byId: (id: number) => ResolvedEndpoint | undefined): AccessPeer {
-  const ip = d.str(), port = d.num(), identity = d.num(), ep = d.num();
-  return { ip, port, identity, endpoint: ep ? byId(ep) : undefined };
-}
 
 /** Largest line accepted (a snapshot of a big node is a few MB; a line past this ends the connection). */
 const MAX_LINE = 64 * 1024 * 1024;

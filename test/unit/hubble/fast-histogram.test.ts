@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Histogram, Registry } from 'prom-client';
-import { fastHistogram, promHistogramSeries } from '../../../src/common/fast-counter.ts';
+import { fastHistogram, OBSERVE_SLOT, promHistogramSeries } from '../../../src/common/fast-counter.ts';
 import { createHubbleMetrics } from '../../../src/hubble/metrics/index.ts';
 import { DEFAULT_BUCKETS } from '../../../src/hubble/metrics/http.ts';
 
@@ -13,8 +13,16 @@ test('fastHistogram renders as prom-client Histogram for any observations', asyn
     const a = new Registry(), b = new Registry();
     const ref = new Histogram({ name: 'h_seconds', help: 'h', labelNames: ['method', 'reporter'], buckets: DEFAULT_BUCKETS, registers: [a] });
     const fast = fastHistogram({ name: 'h_seconds', help: 'h', labelNames: ['method', 'reporter'], buckets: DEFAULT_BUCKETS, registers: [b] });
-    for (const [v, m, r] of list) { ref.labels(m, r).observe(v); fast.observe(v, [m, r]); }
+    const c = new Registry();
+    const slot = fastHistogram({ name: 'h_seconds', help: 'h', labelNames: ['method', 'reporter'], buckets: DEFAULT_BUCKETS, registers: [c] });
+    for (const [v, m, r] of list) {
+      ref.labels(m, r).observe(v);
+      fast.observe(v, [m, r]);
+      OBSERVE_SLOT[0] = v;
+      slot.observeSlot([m, r]);
+    }
     assert.equal(await b.metrics(), await a.metrics());
+    assert.equal(await c.metrics(), await a.metrics(), 'through the slot');
   }), { numRuns: 60 });
 });
 

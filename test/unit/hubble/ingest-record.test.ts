@@ -398,3 +398,34 @@ test('property: borrowed DNS and HTTP flows read, in the call and from the ring,
     assert.deepEqual(ringFlows(borrow).map(copyOf), ringFlows(keep).map(copyOf));
   }), { numRuns: 200 });
 });
+
+test('ingestRecord: the http and httpV2 metrics read a borrowed response\'s latency as a number: the same histograms as from kept flows, and no BigInt made for it', async () => {
+  const { createHubbleMetrics } = await import('../../../src/hubble/metrics/index.ts');
+  // whole ns, fractions (rounded), none, negative (0), past 2^31 and past 2^53
+  const ns = [153_000, 2_000_000.6, 0, -5, 3_000_000_000, 2 ** 56 + 4096, 41];
+  const recs = ns.flatMap((n, i) => [http({ timeMs: T + i }), http({ type: 'response', code: 200, latencyNs: n, timeMs: T + i + 0.5 })]);
+  const out: string[][] = [];
+  for (const names of ['http', 'httpV2']) {
+    const texts: string[] = [];
+    for (const borrows of [false, true]) {
+      const h = hubbleOf(), m = createHubbleMetrics(names);
+      h.onFlow((f) => m.process(f), { borrows });
+      let made = 0;
+      const real = globalThis.BigInt;
+      // counts BigInt() calls while the records go in (the flows' times share one per second)
+      globalThis.BigInt = Object.assign((v: string | number | bigint | boolean) => { made++; return real(v); }, real);
+      try {
+        for (const r of recs) h.ingestRecord(r);
+      } finally {
+        globalThis.BigInt = real;
+      }
+      if (borrows) assert.ok(made <= 1, `${names}: ${made} BigInt() calls for ${ns.length} borrowed responses`);
+      else assert.ok(made >= ns.length, `${names}: kept flows make theirs (${made})`);
+      texts.push(await m.registry.metrics());
+    }
+    assert.match(texts[0]!, /hubble_http_request_duration_seconds_count\{[^}]*\} 7\n/, names);
+    assert.equal(texts[1], texts[0], `${names}: borrowed and kept flows count the same`);
+    out.push(texts);
+  }
+  assert.equal(out.length, 2);
+});

@@ -12,7 +12,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { BpfMap, MapType } from '../../../../src/sys/bpf.ts';
 import { sockAddrOf } from '../../../../src/sys/sock-addr.ts';
 import { CT_KEY_SIZE, CT_VAL_SIZE, ctOwnIndex } from '../../../../src/datapath/linux/codec.ts';
-import { createOrigDstLookup } from '../../../../src/proxy/dns/origdst.ts';
+import { createOrigDstLookup, LAST_MAX } from '../../../../src/proxy/dns/origdst.ts';
 
 const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
 
@@ -76,4 +76,40 @@ test('attacker: an entry that is not the query\'s own egress UDP entry to port 5
   assert.equal(typeof got6, 'object');
   // an endpoint without a table
   assert.match((lookup(c, 40000, 9) as { reason: string }).reason, /no conntrack table/);
+});
+
+test('origdst: endpoints come and go: the last destination is remembered for LAST_MAX endpoints at most, the least recently found forgotten first; one whose table is gone at once; every query still answered', (t) => {
+  const n = LAST_MAX + 100;
+  const pinRoot = `/sys/fs/bpf/mbtest-origdst-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  mkdirSync(pinRoot);
+  t.after(() => rmSync(pinRoot, { recursive: true, force: true }));
+  const own = BpfMap.create(MapType.LRU_HASH, 'mbt_ct_own', CT_KEY_SIZE, CT_VAL_SIZE, 4 * n);
+  t.after(() => own.close());
+  // every endpoint's slot holds the one table (the entries name their endpoint)
+  const outer = BpfMap.create(MapType.ARRAY_OF_MAPS, 'mbt_ct_tables', 4, 4, ctOwnIndex(n + 2), { innerMapFd: own.fd });
+  t.after(() => outer.close());
+  for (let ep = 1; ep <= n; ep++) outer.update(u32(ctOwnIndex(ep)), u32(own.fd));
+  outer.pin(`${pinRoot}/mb_ct_tables`);
+  const val = Buffer.alloc(CT_VAL_SIZE);
+  // each endpoint's query on a port of its own (the recent (client, port) cache never answers for another)
+  const port = (ep: number, k = 0) => 10000 + ep + k * (n + 1);
+  for (let ep = 1; ep <= n; ep++) {
+    own.update(ctKey('10.244.1.5', port(ep), '10.96.0.10', 53, ep), val);
+    own.update(ctKey('10.244.1.5', port(ep, 1), '10.96.0.10', 53, ep), val);
+  }
+  const lookup = createOrigDstLookup({ pinRoot, candidates: () => ['10.96.0.10'] });
+  const c = sockAddrOf('10.244.1.5')!;
+  for (let ep = 1; ep <= n; ep++) {
+    assert.equal(lookup(c, port(ep), ep), '10.96.0.10', `endpoint ${ep}`);
+    assert.equal(lookup.remembered(), Math.min(ep, LAST_MAX));
+  }
+  // the first ones were forgotten: answered again (by the candidates), remembered again in place of the least recent
+  assert.equal(lookup(c, port(1, 1), 1), '10.96.0.10');
+  assert.equal(lookup.remembered(), LAST_MAX);
+  // an endpoint gone (its table's slot emptied, its entries with it): forgotten by its next query
+  outer.delete(u32(ctOwnIndex(n)));
+  own.delete(ctKey('10.244.1.5', port(n, 1), '10.96.0.10', 53, n));
+  const gone = lookup(c, port(n, 1), n);
+  assert.equal((gone as { code: string }).code, 'ORIGINAL_DESTINATION_UNKNOWN');
+  assert.equal(lookup.remembered(), LAST_MAX - 1);
 });

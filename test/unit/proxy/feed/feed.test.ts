@@ -16,7 +16,7 @@ import { applyIpcacheDelta, decodeMapState, encodeMapState, viewOf, type Ipcache
 import { IPCache } from '../../../../src/ipcache/ipcache.ts';
 import { lookupMapState } from '../../../../src/policy/lookup.ts';
 import { mapStateKeyString, type MapState, type MapStateKey } from '../../../../src/policy/types.ts';
-import type { AccessLogRecord } from '../../../../src/common/access-log.ts';
+import type { AccessLogRecord, HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { decodeRecord, decodeRecords, encodeRecord, recordsMessage, type DnsAnswerReport } from '../../../../src/proxy/feed/wire.ts';
 
 const until = async (f: () => boolean, ms = 5000) => {
@@ -34,6 +34,14 @@ function snapshotRevisions(t: { after(fn: () => unknown): void }, socketPath: st
   client.start();
   t.after(() => client.stop());
   return { snaps, client };
+}
+
+/** An HTTP request's record with every field its tag has (the agent refuses a record missing one, as a frame's). */
+function httpRequest(timeMs: number, over: Partial<HttpAccessRecord> = {}): AccessLogRecord {
+  return {
+    l7: 'http', type: 'request', verdict: 'forwarded', direction: 'egress', timeMs, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 },
+    endpointId: 0, method: 'GET', url: 'http://a/', host: 'a', path: '/', protocol: 'HTTP/1.1', headers: [], code: 0, latencyNs: 0, ...over,
+  };
 }
 
 function mapState(): MapState {
@@ -117,7 +125,7 @@ test('feed: snapshot, ack and settle; the proxy keeps the last snapshot and buff
   await until(() => server.clients()[0]?.rows.length === 1);
   assert.deepEqual(await server.request('ai-usage'), { what: 'ai-usage' });
   const peer = (ip: string) => ({ ip, port: 80, identity: 1000 });
-  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: peer('10.244.1.2'), server: peer('10.244.1.3') } as unknown as AccessLogRecord);
+  const rec = (n: number) => httpRequest(n, { client: peer('10.244.1.2'), server: peer('10.244.1.3') });
   client.record(rec(1));
   await until(() => got.length === 1);
 
@@ -235,7 +243,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   client.start();
   t.after(() => client.stop());
   await until(() => snaps === 1);
-  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  const rec = (n: number) => httpRequest(n);
   // 300 records in one turn: 128 + 128 + 44 (one 300-record line before)
   for (let i = 1; i <= 300; i++) client.record(rec(i));
   await until(() => messages.flat().length === 300);
@@ -260,7 +268,7 @@ test('feed: records go in messages of 128 at most, in order, the buffer of an ag
   // records of 2 KB: 256 KB; 64: 128 KB; 32: just over 64 KB; 16: 32 KB)
   await until(() => client.connected());
   messages.length = 0;
-  const big = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, headers: ['cookie', 'c'.repeat(2000)], client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  const big = (n: number) => httpRequest(n, { headers: ['cookie', 'c'.repeat(2000)] });
   for (let i = 1; i <= 300; i++) client.record(big(i));
   await until(() => messages.flat().length === 300);
   assert.deepEqual(messages.map((m) => m.length), [128, 64, 32, 16, 16, 16, 16, 12]);
@@ -645,7 +653,7 @@ test('feed: while the proxy\'s loop has time to spare a message closes at its fi
   await until(() => snaps === 1);
   // the agent's caps (binary frames) arrive with the snapshot's hello exchange
   await new Promise((r) => setTimeout(r, 50));
-  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  const rec = (n: number) => httpRequest(n);
   // idle: the loop waits between messages
   client.record(rec(1));
   await new Promise((r) => setTimeout(r, 300));
@@ -705,7 +713,7 @@ test('feed: a frame sent before its timer (full) leaves the timer nothing to flu
   await until(() => snaps === 1);
   // the agent's caps: records go into frames from now on
   await new Promise((r) => setTimeout(r, 50));
-  const rec = (n: number) => ({ l7: 'http', type: 'request', timeMs: n, client: { ip: '10.244.1.2', port: 1, identity: 1 }, server: { ip: '10.244.1.3', port: 80, identity: 2 } } as unknown as AccessLogRecord);
+  const rec = (n: number) => httpRequest(n);
   flushes = 0;
   // full at 4: the frame goes at the end of this turn, its timer (40 ms) armed all the same
   for (let i = 1; i <= 4; i++) client.record(rec(i));

@@ -16,7 +16,7 @@ import fc from 'fast-check';
 import { clone } from '@bufbuild/protobuf';
 import { FRAME_HEADER, FRAME_MARK, RecordDecoder, RecordEncoder } from '../../../../src/proxy/feed/record-codec.ts';
 import { createFeedServer } from '../../../../src/proxy/feed/server.ts';
-import { decodeRecords, encodeRecord, FrameReader, pushAnswer, pushRecord, type WireRecord } from '../../../../src/proxy/feed/wire.ts';
+import { decodeRecords, encodeAnswer, encodeRecord, FrameReader, pushAnswer, pushRecord, type WireRecord } from '../../../../src/proxy/feed/wire.ts';
 import { NO_REQUEST_TIME, type AccessLogRecord, type DnsAccessRecord, type HttpAccessRecord, type TlsAccessRecord } from '../../../../src/common/access-log.ts';
 import { createHubble } from '../../../../src/hubble/index.ts';
 import { FlowSchema, type Flow } from '../../../../src/hubble/gen/flow/flow_pb.js';
@@ -304,4 +304,55 @@ test('a request read from a frame has requestTimeMs NO_REQUEST_TIME (a number, s
   const recs = [http(), http({ type: 'response', code: 200, latencyNs: 9, requestTimeMs: T + 0.25 }), http({ type: 'response', code: 502, latencyNs: 1 }), http({ type: 'response', code: 200, latencyNs: 2, requestTimeMs: 0 })];
   assert.ok(reader.read(frame(enc, recs), byId, (r) => got.push((r as HttpAccessRecord).requestTimeMs)));
   assert.deepEqual(got, [NO_REQUEST_TIME, T + 0.25, NO_REQUEST_TIME, 0]);
+});
+
+test('every positional tag: a record whose fields each hold a value no other field has comes back as it was made through its array (decodeRecords, JSON too) and its frame (FrameReader); a field written or read on one side only, or in another order, fails here', () => {
+  const EP9 = { id: 9, identity: 402, namespace: 'bench', pod: 'server', labels: ['k8s:app=server'] };
+  const eps = (id: number) => (id === 7 ? EP : id === 9 ? EP9 : undefined);
+  const client = { ip: '10.244.1.5', port: 40001, identity: 300, endpoint: EP }, server = { ip: '10.244.1.6', port: 8081, identity: 402, endpoint: EP9 };
+  const q = dns({ client, server, type: 'request', transport: 'TCP', verdict: 'denied', direction: 'ingress', timeMs: T + 0.5, query: 'q.lab.', qtypes: ['AAAA', 'A'] });
+  const recs: [AccessLogRecord, number][] = [
+    // tag 0 with every answer field, a request then its answer (tag 3, the answer's own values)
+    [dns({ client, server, type: 'response', transport: 'TCP', verdict: 'error', direction: 'ingress', timeMs: T + 0.25, query: 'r.lab.', qtypes: ['MX'], rcode: 3, ips: ['1.2.3.4', 'fd00::9'], ttl: 61, cnames: ['c.lab.'], rrtypes: ['CNAME', 'A'], latencyNs: 4321, reason: 'why' }), 0],
+    [q, 0],
+    [dns({ ...q, type: 'response', verdict: 'error', timeMs: T + 0.75, rcode: 2, ips: ['5.6.7.8'], ttl: 62, cnames: ['d.lab.'], rrtypes: ['AAAA'], latencyNs: 8765, reason: 'because' }), 3],
+    [http({ client, server, type: 'response', verdict: 'denied', direction: 'ingress', timeMs: T + 1.5, endpointId: 11, method: 'PUT', url: 'http://u/x', host: 'u', path: '/x', protocol: 'HTTP/1.0', headers: ['h', 'v'], code: 418, latencyNs: 99, requestTimeMs: T + 1.25 }), 2],
+    [http({ client, server, type: 'response', verdict: 'error', direction: 'ingress', timeMs: T + 2.5, endpointId: 12, method: 'POST', url: 'https://s/y', host: 's', path: '/y', protocol: 'HTTP/1.1', headers: ['k', 'w'], code: 502, latencyNs: 77, requestTimeMs: T + 2.25, tls: { sni: 's.example', intercepted: true } }), 4],
+    [tls({ client, server, verdict: 'error', direction: 'ingress', timeMs: T + 3.5, endpointId: 13, sni: 't.example', version: 'TLSv1.2', alpn: ['http/1.1', 'h2'], intercepted: true, resumed: true, reason: 'r', proxyPort: 15001 }), 5],
+  ];
+  const made = recs.map(([r]) => plain(r));
+  const items = recs.map(([r, tag]) => (tag === 3 ? encodeAnswer(r as DnsAccessRecord, 1) : encodeRecord(r)));
+  assert.deepEqual(items.map((w) => w[0]), recs.map(([, tag]) => tag), 'each record went with the tag it is here for');
+  for (const [how, ws] of [['arrays', items], ['JSON', JSON.parse(JSON.stringify(items)) as WireRecord[]]] as const) {
+    const got = decodeRecords(ws, eps);
+    assert.equal(got.bad, 0, how);
+    assert.deepEqual(got.records.map(plain), made, how);
+  }
+  const enc = new RecordEncoder();
+  enc.begin(0);
+  for (const [r, tag] of recs) if (tag === 3) pushAnswer(enc, r as DnsAccessRecord, 1); else pushRecord(enc, r);
+  const got: unknown[] = [];
+  const f = new FrameReader().read(enc.end().subarray(FRAME_HEADER), eps, (r) => got.push(readPlain(r)));
+  assert.deepEqual(f, { bad: 0, lost: 0 }, 'the frame');
+  assert.deepEqual(got, made, 'the frame');
+});
+
+test('a DNS record\'s lists (query types, answer IPs, CNAMEs, types) equal to the last ones at their place are those lists again; lists handed on are never changed by later records', () => {
+  const enc = new RecordEncoder(), reader = new FrameReader();
+  const got: DnsAccessRecord[] = [];
+  const lists = (r: DnsAccessRecord) => JSON.stringify([r.qtypes, r.ips, r.cnames, r.rrtypes]);
+  const snapshot: string[] = [];
+  const keep = (r: AccessLogRecord) => { if (r.l7 === 'dns') { got.push(r); snapshot.push(lists(r)); } };
+  const ans = (ips: string[], over: Partial<DnsAccessRecord> = {}) => dns({ type: 'response', rcode: 0, ips, ttl: 30, cnames: [], rrtypes: ['A'], latencyNs: 5, ...over });
+  const recs = [dns(), ans(['1.2.3.4']), dns(), ans(['1.2.3.4']), dns({ qtypes: ['AAAA'] }), ans(['fd00::1', '1.2.3.4'], { rrtypes: ['AAAA', 'A'] }), ans(['fd00::1', '1.2.3.5'])];
+  reader.read(frame(enc, recs), byId, keep);
+  reader.read(frame(enc, [dns(), ans(['1.2.3.4'])]), byId, keep);
+  assert.deepEqual(got.map(plain), [...recs, dns(), ans(['1.2.3.4'])].map(plain));
+  assert.equal(got[0]!.qtypes, got[2]!.qtypes, 'equal query types: the same list');
+  assert.equal(got[1]!.ips, got[3]!.ips, 'equal IPs: the same list');
+  assert.equal(got[1]!.rrtypes, got[3]!.rrtypes);
+  assert.notEqual(got[4]!.qtypes, got[2]!.qtypes);
+  assert.notEqual(got[6]!.ips, got[5]!.ips, 'a list differing in its last IP is its own');
+  assert.deepEqual(got[5]!.ips, ['fd00::1', '1.2.3.4'], 'and the one before it unchanged');
+  assert.deepEqual(got.map(lists), snapshot, 'no list changed after it was handed on');
 });
