@@ -7,7 +7,9 @@
  * callback (a later turn). The fd stays the caller's.
  */
 import koffi from 'koffi';
-import { handleAddress, uvPoll, UV_READABLE, type UvPoll } from './uv.ts';
+import { handleAddress, uvPoll, UV_DISCONNECT, UV_READABLE, type UvPoll } from './uv.ts';
+
+export { UV_DISCONNECT };
 
 const watches = new Map<number, FdWatch>();
 const closing = new Map<number, unknown>();
@@ -25,12 +27,12 @@ export class FdWatch {
   readonly fd: number;
   readonly #h: unknown;
   readonly #at: number;
-  readonly #cb: (status: number) => void;
+  readonly #cb: (status: number, events: number) => void;
   #on = false;
   #closed = false;
 
   /** @internal made by watchFd */
-  constructor(fd: number, h: unknown, cb: (status: number) => void) {
+  constructor(fd: number, h: unknown, cb: (status: number, events: number) => void) {
     this.fd = fd;
     this.#h = h;
     this.#at = handleAddress(h);
@@ -39,16 +41,16 @@ export class FdWatch {
   }
 
   /** @internal */
-  fire(status: number): void {
+  fire(status: number, events: number): void {
     if (status < 0) this.#on = false; // libuv stopped the handle
-    this.#cb(status);
+    this.#cb(status, events);
   }
 
-  /** (re)starts watching for readability */
+  /** (re)starts watching for readability and the peer's end (UV_DISCONNECT in `events`) */
   start(): void {
     if (this.#closed || this.#on) return;
     this.#on = true;
-    u!.start(this.#h, UV_READABLE, onPoll);
+    u!.start(this.#h, UV_READABLE | UV_DISCONNECT, onPoll);
   }
 
   stop(): void {
@@ -69,15 +71,16 @@ export class FdWatch {
 }
 
 /**
- * A watch on `fd` calling `cb(status)` while it is readable (status < 0: the socket reported an
- * error, and the watch is stopped), started; or why none can be made (a string).
+ * A watch on `fd` calling `cb(status, events)` while it is readable or the peer ended its side
+ * (events: UV_READABLE, UV_DISCONNECT; status < 0: the socket reported an error, and the watch is
+ * stopped), started; or why none can be made (a string).
  */
-export function watchFd(fd: number, cb: (status: number) => void): FdWatch | string {
+export function watchFd(fd: number, cb: (status: number, events: number) => void): FdWatch | string {
   if (!u) {
     const r = uvPoll();
     if (typeof r === 'string') return r;
     u = r;
-    onPoll = koffi.register((at: number, status: number) => { watches.get(at)?.fire(status); }, u.pollCbType);
+    onPoll = koffi.register((at: number, status: number, events: number) => { watches.get(at)?.fire(status, events); }, u.pollCbType);
     onClosed = koffi.register((at: number) => {
       const h = closing.get(at);
       if (h === undefined) return;

@@ -20,6 +20,7 @@ import type { NetworkFilter } from '../filter-chain.ts';
 import type { ProxyConnection } from '../http/connection.ts';
 import type { TlsLeg, TlsLegError } from '../../sys/tls-leg.ts';
 import { LegTransport, type LegOwner } from './leg-transport.ts';
+import { UV_DISCONNECT } from '../../sys/fd-watch.ts';
 import { leafContext, type IssuedCert } from './issuer.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
@@ -137,6 +138,8 @@ function isTlsPort(conn: ProxyConnection): boolean {
  */
 const HELLO_CAP = 64 * 1024;
 const PEEK = Buffer.allocUnsafeSlow(HELLO_CAP + 8 * 1024);
+/** a hello watch woken with nothing new and no end (memory pressure) looks again this much later */
+const PRESSURE_RETRY_MS = 5;
 
 /**
  * One intercepted connection, from its ClientHello to the end of its TLS handshake. The accepted
@@ -184,7 +187,7 @@ class Interception implements LegOwner {
   readonly onDeadline = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
 
   /** The fd is readable before the leg: the ClientHello so far, peeked and decided. */
-  onReadable(status: number): void {
+  onReadable(status: number, events: number): void {
     const reader = this.reader;
     const t = this.t;
     if (!reader || this.settled) { t.stopWatching(); return; }
@@ -193,9 +196,13 @@ class Interception implements LegOwner {
     if (n === -1) return; // nothing waits after all
     if (n === 0) { this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); return; }
     if (n < 0) { this.refuse('error', `HANDSHAKE_ABORTED: the connection failed before the TLS handshake completed (errno ${-n})`); return; }
-    // readable with nothing new: SO_RCVLOWAT (needMore) wakes the watch for bytes not yet seen,
-    // so this is the peer's end (recv reports it only once the bytes before it are read)
-    if (n <= this.seen) { this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); return; }
+    if (n <= this.seen) {
+      // nothing new: the peer's end (recv reports it only once the bytes before it are read), or
+      // a wake-up under receive-memory pressure (tiny segments), which SO_RCVLOWAT does not hold back
+      if (events & UV_DISCONNECT) this.refuse('error', 'HANDSHAKE_ABORTED: the client ended its side mid-ClientHello');
+      else t.retryLater(PRESSURE_RETRY_MS);
+      return;
+    }
     // The reader keeps what it was given while it needs more: the peek buffer only when this push
     // decides (nearly always: the whole hello in one segment), else copies
     let r;

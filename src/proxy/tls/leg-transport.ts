@@ -26,8 +26,8 @@ import { kCloseOnFinal, type ReadSink, type Transport } from '../transport.ts';
 
 /** Who drives the transport before and during its handshake (the interception). */
 export interface LegOwner {
-  /** the fd is readable before the leg exists (status < 0: the socket reported an error) */
-  onReadable(status: number): void;
+  /** the fd is readable before the leg exists (status < 0: the socket reported an error; events: UV_DISCONNECT when the peer ended its side) */
+  onReadable(status: number, events: number): void;
   /** the handshake completed */
   onSecure(): void;
   /** the leg failed before its handshake completed (the transport is destroyed already) */
@@ -82,7 +82,7 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
     if (this.#destroyed) return 'destroyed';
     if (this.#watch) { this.#watch.start(); return undefined; }
     const owner = this.#owner;
-    const w = watchFd(this.fd, (status) => owner.onReadable(status));
+    const w = watchFd(this.fd, (status, events) => owner.onReadable(status, events));
     if (typeof w === 'string') return w;
     this.#watch = w;
     return undefined;
@@ -101,6 +101,18 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
   /** readable again only once more than `seen` bytes wait (or at the end, or an error) */
   needMore(seen: number): void {
     if (!this.#destroyed && setRcvLowat(this.fd, seen + 1)) this.#lowat = true;
+  }
+
+  /**
+   * Readable with nothing new: the kernel wakes a reader under receive-memory pressure whatever
+   * SO_RCVLOWAT says (tcp_epollin_ready: many tiny segments), and a peek takes nothing off, so the
+   * watch would fire again at once: it is stopped and started again `ms` later instead.
+   */
+  retryLater(ms: number): void {
+    const w = this.#watch;
+    if (!w || this.#destroyed) return;
+    w.stop();
+    setTimeout(() => { if (!this.#destroyed && this.#watch === w) w.start(); }, ms).unref();
   }
 
   /** the leg, with the leaf's server context; a reason when it cannot be opened (the transport is destroyed then) */
