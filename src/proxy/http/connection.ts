@@ -17,6 +17,9 @@ import { UpstreamLink, type UpstreamOwner } from './upstream-pool.ts';
 import { BufferPool, ReadBuffer } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
+import { kCloseOnFinal, type ReadSink, type Transport } from '../transport.ts';
+
+export { kCloseOnFinal };
 
 const NO_SECRETS: L7Options = Object.freeze({});
 /**
@@ -44,13 +47,7 @@ const CLOSING_HEAD_MERGE_MAX = 4096;
 const kConn = Symbol('proxyConnection');
 /** an accepted socket's own read buffer (ownReadSocket) */
 const kReadBuf = Symbol('readBuffer');
-/**
- * On an adopted stream that can close at its _final (false until asked): set when the client asked
- * to close and nothing of it is expected; the stream then closes once its last bytes are in the
- * kernel instead of waiting for the client's FIN (intercept.ts's TLS server stream).
- */
-export const kCloseOnFinal = Symbol('closeOnFinal');
-type ClientStream = net.Socket & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer; [kCloseOnFinal]?: boolean };
+type ClientStream = Transport & { [kConn]?: ProxyConnection; [kReadBuf]?: ReadBuffer };
 
 /** A client socket's read buffer: 4 KiB (a request head or a few), x4 up to 64 KiB once a read fills it. */
 const CLIENT_READ_BYTES = 4 * 1024;
@@ -71,8 +68,8 @@ export function clientReadBuffers(): BufferPool {
 export function ownReadSocket(handle: unknown, pool: BufferPool): net.Socket {
   const rb = new ReadBuffer(CLIENT_READ_BYTES, CLIENT_READ_BYTES_MAX, pool);
   const opts = { handle, allowHalfOpen: true, onread: { buffer: () => rb.next(), callback: onOwnRead } };
-  const sock = new net.Socket(opts as unknown as net.SocketConstructorOpts) as ClientStream;
-  sock[kReadBuf] = rb;
+  const sock = new net.Socket(opts as unknown as net.SocketConstructorOpts);
+  (sock as ClientStream)[kReadBuf] = rb;
   return sock;
 }
 
@@ -107,7 +104,7 @@ function stripV4Mapped(a: string | undefined): string {
   return a.startsWith('::ffff:') ? a.slice(7) : a;
 }
 
-export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
+export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, ReadSink {
   readonly proxy: ConnectionOwner<ProxyConnection, HttpStream>;
   readonly direction: Direction;
   readonly client: AccessPeer;
@@ -117,8 +114,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   /** the headerMatches secrets' reader, made on first use (most connections never read a secret) */
   private secrets: L7Options | null = null;
   private stateMap: Map<string, unknown> | null = null;
-  /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLSSocket over it) */
-  sock: net.Socket;
+  /** the downstream stream: the accepted socket, or what a network filter adopted (e.g. a TLS leg on its fd) */
+  sock: Transport;
+  /** the read buffer of an adopted transport that reads into ours (readWith), null otherwise */
+  private clientRb: ReadBuffer | null = null;
   /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
   wrapUpstream: ((raw: net.Socket) => net.Socket) | null = null;
   /** extra key of pooled upstream connections made by wrapUpstream (e.g. the TLS server name) */
@@ -156,10 +155,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private batching = false;
   /** the batch's first write, kept back, and its socket */
   private heldOut: Buffer | string | null = null;
-  private heldSock: net.Socket | null = null;
+  private heldSock: Transport | null = null;
   /** sockets this batch corked (uncorked at its end) */
-  private corkedA: net.Socket | null = null;
-  private corkedB: net.Socket | null = null;
+  private corkedA: Transport | null = null;
+  private corkedB: Transport | null = null;
   /** feedResponses: start of the run of the chunk forwarded as is, -1 when none */
   private run = -1;
   /** feedResponses: a closing response's head (plus `connection: close`) that leaves with the run after it */
@@ -297,38 +296,50 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   private static readonly onGone = function (this: ClientStream): void { this[kConn]!.destroy(); };
   /** closed: its handle reads no more, so its own read buffer can serve another socket */
   private static readonly onClosed = function (this: ClientStream): void {
-    this[kConn]!.destroy();
+    const c = this[kConn]!;
+    c.destroy();
     this[kReadBuf]?.recycle();
+    if (c.sock === this) c.clientRb?.recycle();
   };
   private static readonly onData = function (this: ClientStream, c: Buffer): void { this[kConn]!.onClientData(c); };
   private static readonly onDrain = function (this: ClientStream): void { this[kConn]!.upstream?.resume(); };
 
-  private attachEnds(s: net.Socket): void {
+  private attachEnds(s: Transport): void {
     (s as ClientStream)[kConn] = this;
     s.on('end', ProxyConnection.onEnd);
     s.on('error', ProxyConnection.onGone);
     s.on('close', ProxyConnection.onClosed);
   }
 
-  private attachReaders(s: net.Socket): void {
-    noReadAhead(s);
-    // a socket reading into its own buffer calls onOwnRead instead of emitting `data`
-    if ((s as ClientStream)[kReadBuf] === undefined) s.on('data', ProxyConnection.onData);
+  private attachReaders(s: Transport): void {
+    if (s instanceof net.Socket) noReadAhead(s);
+    // a transport reading into our buffer (readWith) or a socket reading into its own calls
+    // onOwnRead instead of emitting `data`
+    if (s.readWith) {
+      this.clientRb ??= new ReadBuffer(CLIENT_READ_BYTES, CLIENT_READ_BYTES_MAX, this.proxy.readBuffers ?? null);
+      s.readWith(this);
+    } else if ((s as ClientStream)[kReadBuf] === undefined) s.on('data', ProxyConnection.onData);
     s.on('drain', ProxyConnection.onDrain);
     this.reading = true;
   }
 
   /**
-   * Switches the downstream to another stream over the same connection (a network filter that
-   * terminates TLS adopts the TLSSocket wrapping the accepted socket): HTTP parsing, local
-   * replies and responses then go through it. Bytes the filter already consumed stay consumed.
+   * Switches the downstream to another stream for the same connection (a network filter that
+   * terminates TLS adopts a TLS leg on the accepted socket's fd): HTTP parsing, local replies and
+   * responses then go through it. Bytes the filter already consumed stay consumed. `oldGone`: the
+   * old stream is being closed (its fd handed over): none of its events reach this connection.
    */
-  adopt(stream: net.Socket): void {
+  adopt(stream: Transport, oldGone = false): void {
     const old = this.sock;
     old.removeAllListeners('end');
     if (this.reading) {
       old.removeAllListeners('data');
       old.removeAllListeners('drain');
+    }
+    if (oldGone) {
+      old.removeAllListeners('error');
+      old.removeAllListeners('close');
+      (old as ClientStream)[kConn] = undefined;
     }
     this.sock = stream;
     this.attachEnds(stream);
@@ -356,6 +367,16 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   }
 
   // ------------------------------------------------------------------ downstream (requests)
+
+  /** ReadSink: where an adopted transport's next read goes */
+  readBuffer(): Buffer {
+    return this.clientRb!.next();
+  }
+
+  /** ReadSink: `n` bytes an adopted transport read into `b` (readBuffer's) */
+  onRead(n: number, b: Buffer): void {
+    this.onOwnRead(n, b, this.clientRb!);
+  }
 
   /** `n` client bytes read into `b`, the accepted socket's own buffer (ownReadSocket) */
   onOwnRead(n: number, b: Buffer, rb: ReadBuffer): void {
@@ -407,7 +428,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
    * Writes `b` to `sock` (the client or the upstream) as part of the current batch (see
    * `batching`); outside a batch, at once. False: the socket's buffer is full (pause the other side).
    */
-  private out(sock: net.Socket, b: Buffer | string): boolean {
+  private out(sock: Transport, b: Buffer | string): boolean {
     if (!this.batching || sock === this.corkedA || sock === this.corkedB) return sock.write(b);
     if (this.heldSock === sock) {
       this.corkOut(sock);
@@ -425,7 +446,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
     return sock.write(b);
   }
 
-  private corkOut(sock: net.Socket): void {
+  private corkOut(sock: Transport): void {
     if (this.corkedA === null) this.corkedA = sock;
     else if (this.corkedB === null) this.corkedB = sock;
     // a third socket in one batch (an upstream replaced within it): left uncorked, its writes
@@ -435,7 +456,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   }
 
   /** Before `sock` is ended or handed on: the write kept back for it goes first. */
-  private release(sock: net.Socket): void {
+  private release(sock: Transport): void {
     if (this.heldSock !== sock) return;
     const b = this.heldOut!;
     this.heldOut = null;
@@ -444,7 +465,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner {
   }
 
   /** A full socket buffer pauses the side that fills it. */
-  private afterWrite(sock: net.Socket, ok: boolean): void {
+  private afterWrite(sock: Transport, ok: boolean): void {
     if (ok) return;
     if (sock === this.sock) this.upstream?.pause();
     else this.sock.pause();

@@ -7,6 +7,7 @@ import type { Direction, L7Policy } from '../../policy/types.ts';
 import type { ResolvedEndpoint } from '../../common/endpoint.ts';
 import type { HttpAccessRecord } from '../../common/access-log.ts';
 import type { FilterChain } from '../filter-chain.ts';
+import type { BufferPool } from './read-buffer.ts';
 import type { UpstreamPool } from './upstream-pool.ts';
 import type { ParserPool } from './parser.ts';
 
@@ -80,4 +81,6 @@ export interface ConnectionOwner<Conn, Stream> {
   heldBytes: number;
   /** coarse clock (ms) refreshed by the sweep */
   readonly now: number;
+  /** client read buffers kept from closed connections for new ones */
+  readonly readBuffers?: BufferPool;
 }

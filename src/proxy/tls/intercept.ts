@@ -159,7 +159,7 @@ class Interception {
     this.term = entry.terminatingTLS as TLSContext;
     this.orig = entry.originatingTLS;
     this.ns = conn.endpoint?.namespace || 'default';
-    this.raw = conn.sock;
+    this.raw = conn.sock as net.Socket;
   }
 
   refuse(verdict: 'denied' | 'error', reason: string): void {

@@ -132,7 +132,7 @@ async function until(ok: () => boolean, what: string): Promise<void> {
 /** The fast path is on: the proxy's accepted sockets emit no `data` (they read into their own buffer). */
 function readsOwnBuffer(p: HttpProxy): boolean {
   const conns = [...p.conns];
-  return conns.length > 0 && conns.every((c) => c.sock.listenerCount('data') === 0);
+  return conns.length > 0 && conns.every((c) => (c.sock as net.Socket).listenerCount('data') === 0);
 }
 
 test('client read buffers: pipelined bodies waiting in Node for a slow upstream arrive byte for byte; a head cut across reads goes up whole, after it was judged', async () => {

@@ -71,7 +71,7 @@ test('a network filter terminates TLS and adopts the TLS stream: HTTP policy app
       chain.addNetwork({
         name: 'tls-terminate',
         onNewConnection(conn) {
-          conn.adopt(new tls.TLSSocket(conn.sock, { isServer: true, key, cert }));
+          conn.adopt(new tls.TLSSocket(conn.sock as net.Socket, { isServer: true, key, cert }));
           return 'continue';
         },
       });
