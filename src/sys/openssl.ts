@@ -201,6 +201,7 @@ export class TlsContext {
     if (this.#ptr === null) throw new MembraneError('TLS_CONTEXT_FREED', `the ${this.role} TLS context was freed`);
     return this.#ptr;
   }
+  get freed(): boolean { return this.#ptr === null; }
   /** SSL_CTX_free; a second call does nothing */
   free(): void {
     if (this.#ptr === null) return;
@@ -378,9 +379,24 @@ const newSessionCb = koffi.pointer(koffi.proto('int mb_tls_new_session_cb(void *
 const sessFn = {
   setSession: self.func('int SSL_set_session(void *ssl, void *session)') as (s: unknown, sess: unknown) => number,
   free: self.func('void SSL_SESSION_free(void *session)') as (sess: unknown) => void,
+  dup: self.func('void *SSL_SESSION_dup(const void *session)') as (sess: unknown) => unknown,
   isResumable: self.func('int SSL_SESSION_is_resumable(const void *session)') as (sess: unknown) => number,
   setNewCb: self.func('void SSL_CTX_sess_set_new_cb(void *ctx, mb_tls_new_session_cb *cb)') as (c: unknown, cb: unknown) => void,
+  setShutdown: self.func('void SSL_set_shutdown(void *ssl, int mode)') as (s: unknown, mode: number) => void,
 };
+const SSL_SENT_SHUTDOWN = 1;
+const SSL_RECEIVED_SHUTDOWN = 2;
+
+/**
+ * Before a client SSL* is freed without a close_notify exchanged (destroyed, reset, pooled and
+ * dropped): SSL_free would mark its session not resumable (OpenSSL's TLS 1.2-era guard against
+ * truncation, ssl_clear_bad_session), and that session is the one handed out (the newest
+ * ticket's) or set from the cache, so a pooled upstream dropped would spoil the cache's session
+ * for every later connection. A TLS 1.3 ticket is not made bad by how its connection ended.
+ */
+export function keepSessionResumable(s: unknown): void {
+  sessFn.setShutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
 
 let sessions = 0;
 /** sessions handed out (TlsSession) and not yet freed */
@@ -412,9 +428,20 @@ export class TlsSession {
     this.#ptr = null;
     sessions--;
   }
-  /** @internal SSL_set_session on a client SSL* not yet handshaken: true when OpenSSL took it */
+  /**
+   * @internal SSL_set_session of a copy on a client SSL* not yet handshaken: true when OpenSSL
+   * took it. A copy: OpenSSL's client marks a TLS 1.3 session it resumed not resumable (it
+   * encourages single use); this one stays for the next leg, as HAProxy's servers reuse their
+   * last session, until the name's next ticket replaces it.
+   */
   setOn(s: unknown): boolean {
-    return this.#ptr !== null && sessFn.setSession(s, this.#ptr) === 1;
+    if (this.#ptr === null) return false;
+    const copy = sessFn.dup(this.#ptr);
+    if (!copy) return false;
+    const ok = sessFn.setSession(s, copy) === 1;
+    // the SSL holds its own reference now
+    sessFn.free(copy);
+    return ok;
   }
 }
 

@@ -24,7 +24,7 @@ import koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import {
-  ssl, reason, peekReasonCode, verifyReason, clearErrors, setPeerName, alpnSelected, onClientSession, addressOf, TlsSession, type TlsContext,
+  ssl, reason, peekReasonCode, verifyReason, clearErrors, setPeerName, alpnSelected, onClientSession, addressOf, keepSessionResumable, TlsSession, type TlsContext,
   SSL_ERROR_SSL, SSL_ERROR_SYSCALL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE, SSL_ERROR_ZERO_RETURN, SSL_R_UNEXPECTED_EOF_WHILE_READING,
 } from './openssl.ts';
 import { closeTcpFd, socketError, errnoText } from './tcp-fd.ts';
@@ -463,6 +463,7 @@ export class TlsLeg {
     this.#held = [];
     legs.delete(this.at);
     if (this.peer) sessionLegs.delete(this.peer.sslAt);
+    if (!this.server) keepSessionResumable(this.#ssl);
     this.#session?.free();
     this.#session = null;
     closing.set(this.at, { h: this.#h, ssl: this.#ssl });

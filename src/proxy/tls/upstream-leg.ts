@@ -1,0 +1,225 @@
+/**
+ * A client TLS leg (src/sys/tls-leg.ts) as the HTTP proxy's upstream Transport (../transport.ts):
+ * what UpstreamLink and ProxyConnection read and write for an originated connection, with no
+ * Node stream between them and OpenSSL.
+ *
+ * - Reads: with a ReadSink (readWith: the UpstreamLink), each decrypted read is copied from the
+ *   leg's borrowed view into the sink's buffer (the sink decides when it is read into again);
+ *   without one, a `data` event with a copy.
+ * - Writes: taken by OpenSSL at once or held by the leg (a copy); `drain` when the held ones are
+ *   taken. cork()/uncork(): the writes in between leave as one (one TLS record, one syscall).
+ * - end(): the held writes, then close_notify and the fd closed (the peer's is not waited for).
+ * - Failures: `error` with the origination's classified Error (its 502 reason), then `close`;
+ *   `close` always on a later turn, once.
+ */
+import type { TlsLeg, TlsLegError, TlsLegHandlers } from '../../sys/tls-leg.ts';
+import type { TlsSession } from '../../sys/openssl.ts';
+import type { ReadSink, Transport, TransportEvent } from '../transport.ts';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a Transport's listener type
+type Listener = (...args: any[]) => void;
+type Listeners = Record<TransportEvent, Listener[]>;
+
+function emit(t: UpstreamLegTransport | FailedTransport, ls: Listener[], arg?: unknown): void {
+  if (ls.length === 0) return;
+  if (ls.length === 1) { ls[0]!.call(t, arg); return; }
+  for (const l of ls.slice()) l.call(t, arg);
+}
+
+function emitClose(this: UpstreamLegTransport | FailedTransport): void {
+  emit(this, this.ls.close);
+}
+
+function listeners(): Listeners {
+  return { data: [], end: [], drain: [], error: [], close: [] };
+}
+
+export class UpstreamLegTransport implements Transport {
+  /** @internal */
+  readonly ls = listeners();
+  #leg: TlsLeg | null = null;
+  #sink: ReadSink | null = null;
+  #paused = false;
+  #ended = false;
+  #closeSent = false;
+  #needDrain = false;
+  /** writes between cork() and uncork() */
+  #corked: Buffer[] | null = null;
+  #corkedBytes = 0;
+  readonly #classify: (e: TlsLegError) => Error;
+
+  constructor(classify: (e: TlsLegError) => Error) {
+    this.#classify = classify;
+  }
+
+  /** the leg's handlers, bound to this transport (`onSession`: where its sessions go) */
+  handlers(onSession: (s: TlsSession) => void): TlsLegHandlers {
+    return {
+      onData: (v) => this.#onData(v),
+      onDrain: () => { this.#needDrain = false; emit(this, this.ls.drain); },
+      onEnd: () => { this.#ended = true; emit(this, this.ls.end); },
+      onError: (e) => this.#onError(e),
+      onSession,
+    };
+  }
+
+  /** @internal the leg opened with handlers() */
+  attach(leg: TlsLeg): void {
+    this.#leg = leg;
+  }
+
+  #onData(v: Buffer): void {
+    const sink = this.#sink;
+    if (!sink) { emit(this, this.ls.data, Buffer.from(v)); return; }
+    let off = 0;
+    while (off < v.length && this.#leg && !this.#leg.destroyed) {
+      const b = sink.readBuffer();
+      const n = Math.min(b.length, v.length - off);
+      v.copy(b, 0, off, off + n);
+      off += n;
+      sink.onRead(n, b);
+    }
+  }
+
+  #onError(e: TlsLegError): void {
+    emit(this, this.ls.error, this.#classify(e));
+    this.#closed();
+  }
+
+  #closed(): void {
+    if (this.#closeSent) return;
+    this.#closeSent = true;
+    process.nextTick(emitClose.bind(this));
+  }
+
+  /** a client leg whose connect has not completed */
+  get connecting(): boolean { return this.#leg !== null && this.#leg.connecting && !this.#leg.destroyed; }
+  get destroyed(): boolean { return this.#leg === null || this.#leg.destroyed; }
+  get writableLength(): number { return (this.#leg?.heldBytes ?? 0) + this.#corkedBytes; }
+  get writableNeedDrain(): boolean { return this.#needDrain; }
+  get readableFlowing(): boolean { return !this.#paused; }
+  get readableEnded(): boolean { return this.#ended; }
+  get readableLength(): number { return 0; }
+  isPaused(): boolean { return this.#paused; }
+
+  readWith(sink: ReadSink): void {
+    this.#sink = sink;
+  }
+
+  write(b: Uint8Array | string): boolean {
+    const leg = this.#leg;
+    if (!leg || leg.destroyed) return false;
+    const bytes = typeof b === 'string' ? Buffer.from(b, 'latin1') : b;
+    if (this.#corked) {
+      this.#corked.push(bytes as Buffer);
+      this.#corkedBytes += bytes.length;
+      return true;
+    }
+    const ok = leg.write(bytes);
+    if (!ok && !leg.destroyed) this.#needDrain = true;
+    return ok;
+  }
+
+  cork(): void {
+    this.#corked ??= [];
+  }
+
+  uncork(): void {
+    const c = this.#corked;
+    if (!c) return;
+    this.#corked = null;
+    const n = this.#corkedBytes;
+    this.#corkedBytes = 0;
+    if (c.length === 0) return;
+    const all = c.length === 1 ? c[0]! : Buffer.concat(c, n);
+    this.write(all);
+  }
+
+  end(): this {
+    this.uncork();
+    const leg = this.#leg;
+    if (leg && !leg.destroyed) leg.close();
+    this.#closed();
+    return this;
+  }
+
+  destroy(): this {
+    this.#corked = null;
+    this.#corkedBytes = 0;
+    this.#leg?.destroy();
+    this.#closed();
+    return this;
+  }
+
+  resetAndDestroy(): this {
+    return this.destroy();
+  }
+
+  pause(): this {
+    this.#paused = true;
+    this.#leg?.pause();
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    this.#leg?.resume();
+    return this;
+  }
+
+  on(event: TransportEvent, listener: Listener): this {
+    this.ls[event].push(listener);
+    return this;
+  }
+
+  once(event: TransportEvent, listener: Listener): this {
+    const t = this;
+    const once = function (this: unknown, ...args: unknown[]): void {
+      const l = t.ls[event];
+      const i = l.indexOf(once);
+      if (i >= 0) l.splice(i, 1);
+      listener.apply(this, args);
+    };
+    this.ls[event].push(once);
+    return this;
+  }
+
+  removeAllListeners(event: TransportEvent): this {
+    this.ls[event] = [];
+    return this;
+  }
+}
+
+/**
+ * An upstream that failed before a leg could be made (connect(2) refused at once, the leg's
+ * setup): `error` with why, then `close`, on a later turn (as a socket's failed connect).
+ */
+export class FailedTransport implements Transport {
+  /** @internal */
+  readonly ls = listeners();
+  readonly destroyed = true;
+  readonly connecting = false;
+  readonly writableLength = 0;
+  readonly writableNeedDrain = false;
+  readonly readableFlowing = false;
+  readonly readableEnded = false;
+  readonly readableLength = 0;
+  constructor(err: Error) {
+    process.nextTick(() => {
+      emit(this, this.ls.error, err);
+      emit(this, this.ls.close);
+    });
+  }
+  write(): boolean { return false; }
+  end(): this { return this; }
+  destroy(): this { return this; }
+  resetAndDestroy(): this { return this; }
+  pause(): this { return this; }
+  resume(): this { return this; }
+  cork(): void {}
+  uncork(): void {}
+  isPaused(): boolean { return true; }
+  on(event: TransportEvent, listener: Listener): this { this.ls[event].push(listener); return this; }
+  once(event: TransportEvent, listener: Listener): this { return this.on(event, listener); }
+  removeAllListeners(event: TransportEvent): this { this.ls[event] = []; return this; }
+}
