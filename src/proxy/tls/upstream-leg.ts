@@ -3,9 +3,11 @@
  * what UpstreamLink and ProxyConnection read and write for an originated connection, with no
  * Node stream between them and OpenSSL.
  *
- * - Reads: with a ReadSink (readWith: the UpstreamLink), each decrypted read is copied from the
- *   leg's borrowed view into the sink's buffer (the sink decides when it is read into again);
- *   without one, a `data` event with a copy.
+ * - Reads: a `data` event per decrypted read, a copy of the leg's borrowed view of the exact
+ *   size (Node's pool slab below 4 KiB). Not readWith into the UpstreamLink's buffer: the client
+ *   side (a TLSSocket) holds what it was written until its write completes, so each read then
+ *   took a new 16 KiB buffer (outside V8's heap), which measured worse: `cpu measure` 00:36 UTC,
+ *   bench/tls/ab.ts --modes ka --rounds 4, 140 91 66 72 (readWith) vs 104 91 53 58 µs a request.
  * - Writes: taken by OpenSSL at once or held by the leg (a copy); `drain` when the held ones are
  *   taken. cork()/uncork(): the writes in between leave as one (one TLS record, one syscall).
  * - end(): the held writes, then close_notify and the fd closed (the peer's is not waited for).
@@ -14,7 +16,7 @@
  */
 import type { TlsLeg, TlsLegError, TlsLegHandlers } from '../../sys/tls-leg.ts';
 import type { TlsSession } from '../../sys/openssl.ts';
-import type { ReadSink, Transport, TransportEvent } from '../transport.ts';
+import type { Transport, TransportEvent } from '../transport.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a Transport's listener type
 type Listener = (...args: any[]) => void;
@@ -38,7 +40,6 @@ export class UpstreamLegTransport implements Transport {
   /** @internal */
   readonly ls = listeners();
   #leg: TlsLeg | null = null;
-  #sink: ReadSink | null = null;
   #paused = false;
   #ended = false;
   #closeSent = false;
@@ -69,16 +70,7 @@ export class UpstreamLegTransport implements Transport {
   }
 
   #onData(v: Buffer): void {
-    const sink = this.#sink;
-    if (!sink) { emit(this, this.ls.data, Buffer.from(v)); return; }
-    let off = 0;
-    while (off < v.length && this.#leg && !this.#leg.destroyed) {
-      const b = sink.readBuffer();
-      const n = Math.min(b.length, v.length - off);
-      v.copy(b, 0, off, off + n);
-      off += n;
-      sink.onRead(n, b);
-    }
+    emit(this, this.ls.data, Buffer.from(v));
   }
 
   #onError(e: TlsLegError): void {
@@ -101,10 +93,6 @@ export class UpstreamLegTransport implements Transport {
   get readableEnded(): boolean { return this.#ended; }
   get readableLength(): number { return 0; }
   isPaused(): boolean { return this.#paused; }
-
-  readWith(sink: ReadSink): void {
-    this.#sink = sink;
-  }
 
   write(b: Uint8Array | string): boolean {
     const leg = this.#leg;

@@ -316,3 +316,32 @@ test('attacker: a certificate chain over 64 KiB is refused before verification (
   assert.equal(a.sessions.length, 0);
   await allFreed();
 });
+
+test('a handler\'s process.nextTick and promise jobs run right after the leg\'s event (before setImmediate), as after a Node socket\'s (koffi\'s callback from libuv runs the tick queue on its way out: no runner of our own is needed)', async () => {
+  // both ends legs: no event of Node's own in between would run the tick queue
+  const sctx = serverContext({ certPem: leaf.certPem, keyPem: leaf.keyPem, ciphers: INTERCEPT_CIPHERS });
+  const l = listenLoopback();
+  made.closers.add(() => { closeTcpFd(l.fd); sctx.free(); });
+  const order: string[] = [];
+  let got!: () => void;
+  const done = new Promise<void>((r) => { got = r; });
+  const c = connectTcp('127.0.0.1', l.port);
+  const leg = openTlsLeg(c.fd!, { role: 'client', context: cctx, host: NAME }, {
+    onHandshake: () => { leg.write(Buffer.from('x')); },
+    onData: () => {
+      setImmediate(() => { order.push('immediate'); got(); });
+      process.nextTick(() => order.push('tick'));
+      void Promise.resolve().then(() => order.push('promise'));
+    },
+  }).leg!;
+  made.legs.add(leg);
+  let fd = -1;
+  for (let i = 0; i < 2000 && fd < 0; i++) { fd = acceptFd(l.fd); if (fd < 0) await tick(1); }
+  const s = openTlsLeg(fd, { role: 'server', context: sctx }, { onData: (v) => { s.write(Buffer.from(v)); } }).leg!;
+  made.legs.add(s);
+  await done;
+  assert.deepEqual(order, ['tick', 'promise', 'immediate']);
+  leg.close();
+  s.close();
+  await allFreed();
+});
