@@ -16,10 +16,18 @@ const accept4 = c.func('int accept4(int fd, void *addr, void *addrlen, int flags
 const connectFn = c.func('int connect(int fd, const void *addr, uint32_t addrlen)') as (fd: number, a: Buffer, n: number) => number;
 const getsockname = c.func('int getsockname(int fd, _Inout_ void *addr, _Inout_ uint32_t *len)') as (fd: number, a: Buffer, n: number[]) => number;
 const closeFn = c.func('int close(int fd)') as (fd: number) => number;
+const fcntl = c.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
+const recvFn = c.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)') as (fd: number, b: Buffer, n: number, f: number) => number;
 
 const AF_INET = 2, SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_ERROR = 4, IPPROTO_TCP = 6, TCP_NODELAY = 1;
 const EINPROGRESS = 115;
+const F_DUPFD_CLOEXEC = 1030;
+const MSG_PEEK = 2, MSG_DONTWAIT = 0x40;
+const SO_RCVLOWAT = 18, SO_LINGER = 13;
+const EAGAIN = 11, EINTR = 4;
+/** SO_LINGER on, 0 s: close() sends a reset */
+const LINGER_RESET = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 const ONE = Buffer.from([1, 0, 0, 0]);
 
 function loopback(port: number): Buffer {
@@ -121,4 +129,41 @@ export function socketError(fd: number): number {
 
 export function closeTcpFd(fd: number): void {
   if (fd >= 0) closeFn(fd);
+}
+
+/**
+ * A second fd of the same socket (close-on-exec), or -1 (errno): the socket stays open until both
+ * are closed, so the first can be closed by its owner (Node's handle) while this one goes on.
+ */
+export function dupFd(fd: number): number {
+  return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/**
+ * The bytes waiting on `fd` copied into `buf` without taking them (MSG_PEEK): their count, 0 at the
+ * peer's end with nothing waiting, -1 when none wait yet (EAGAIN), -errno on an error.
+ */
+export function peekFd(fd: number, buf: Buffer): number {
+  for (;;) {
+    const n = Number(recvFn(fd, buf, buf.length, MSG_PEEK | MSG_DONTWAIT));
+    if (n >= 0) return n;
+    const e = koffi.errno();
+    if (e === EINTR) continue;
+    return e === EAGAIN ? -1 : -e;
+  }
+}
+
+/**
+ * The fd is readable only once `n` bytes wait (SO_RCVLOWAT; the peer's end and errors still wake
+ * it): a reader that peeks and needs more is not woken again for the bytes it has seen.
+ */
+export function setRcvLowat(fd: number, n: number): boolean {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(n, 0);
+  return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, 4) === 0;
+}
+
+/** closing `fd` will send a TCP reset, not a FIN (SO_LINGER 0 s) */
+export function resetOnClose(fd: number): void {
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_RESET, 8);
 }

@@ -7,7 +7,9 @@
  *
  * Contract:
  * - onData(view): a borrowed view of one process-wide 16 KiB buffer, valid during the call only
- *   (the next read overwrites it); copy what must outlive the call.
+ *   (the next read overwrites it); copy what must outlive the call. With readBuffer (a provider,
+ *   as Node's onread), each read goes into the buffer it returns, asked right before the read, and
+ *   the view is of that buffer: the owner decides when it is read into again.
  * - write(bytes): true when OpenSSL took all of it; false when it is held (a copy, retried as is
  *   once the socket can take it; later writes queue behind it) and onDrain follows when all is
  *   taken. Writes before the handshake completes are held the same way.
@@ -17,6 +19,8 @@
  *   The peer's close_notify is onEnd (reads stop; writing still works, TLS 1.3's half-close).
  * - close(): the held writes first, then one close_notify and the fd closed at once (no wait for
  *   the peer's); destroy(): at once. Both are idempotent and safe from inside any callback.
+ * - end(): the held writes first, then one close_notify; reads go on (a lingering close: the owner
+ *   closes at the peer's close_notify, onEnd, or its failure, onError).
  * - Each leg's uv_poll_t and SSL* are freed exactly once, in uv_close's callback (a later turn);
  *   liveLegs() counts the legs made and not yet freed. The fd is the leg's from creation on.
  */
@@ -61,8 +65,10 @@ export interface TlsLegError {
 export interface TlsLegHandlers {
   /** the handshake completed (the leg's protocol(), cipher(), alpn(), sessionReused() are known) */
   onHandshake?(): void;
-  /** decrypted bytes: a view valid during this call only */
+  /** decrypted bytes: a view valid during this call only (of readBuffer's buffer when given) */
   onData(view: Buffer): void;
+  /** where the next read goes (asked right before each read); default the process-wide buffer */
+  readBuffer?(): Buffer;
   /** every held write was taken */
   onDrain?(): void;
   /** the peer's close_notify: no more reads */
@@ -75,6 +81,8 @@ export interface TlsLegHandlers {
    * OpenSSL's calls, never from inside one; a leg without this handler keeps none.
    */
   onSession?(session: TlsSession): void;
+  /** the leg was destroyed (by destroy(), close(), or a failure: then before onError); its fd is closed */
+  onClose?(): void;
 }
 
 export type TlsLegRole = { role: 'server'; context: TlsContext } | {
@@ -182,6 +190,9 @@ export class TlsLeg {
   #ended = false;
   /** close() waits for the held writes */
   #closing = false;
+  /** end() waits for the held writes; then the close_notify is sent once (#shut) */
+  #ending = false;
+  #shut = false;
   /** what the handshake or a held write waits for (UV_READABLE / UV_WRITABLE) */
   #wants = 0;
   /** a read wants the socket writable (SSL_read's WANT_WRITE: a key update's answer) */
@@ -346,11 +357,13 @@ export class TlsLeg {
   }
 
   #read(): void {
+    const provide = this.#on.readBuffer;
     for (;;) {
+      const buf = provide ? provide.call(this.#on) : BUF;
       clearErrors();
-      const n = ssl.read(this.#ssl, BUF, BUF.length);
+      const n = ssl.read(this.#ssl, buf, buf.length);
       if (n > 0) {
-        this.#on.onData(BUF.subarray(0, n));
+        this.#on.onData(buf.subarray(0, n));
         if (this.#destroyed || this.#paused) return;
         if (!ssl.hasPending(this.#ssl)) return;
         continue;
@@ -390,6 +403,7 @@ export class TlsLeg {
     this.#wants = 0;
     this.#update();
     if (this.#closing) { this.#finishClose(); return; }
+    if (this.#ending) this.#sendCloseNotify();
     this.#on.onDrain?.();
   }
 
@@ -399,7 +413,7 @@ export class TlsLeg {
    * destroyed or closing leg takes nothing (false, no onDrain).
    */
   write(bytes: Uint8Array): boolean {
-    if (this.#destroyed || this.#closing) return false;
+    if (this.#destroyed || this.#closing || this.#ending) return false;
     if (bytes.length === 0) return this.#held.length === 0;
     if (!this.#ready || this.#held.length) {
       this.#held.push(Buffer.from(bytes));
@@ -446,6 +460,27 @@ export class TlsLeg {
     this.#finishClose();
   }
 
+  /**
+   * The held writes, then one close_notify; reads go on (the peer's close_notify is onEnd, its
+   * FIN without one onError): a lingering close, which the owner ends with destroy(). Before the
+   * handshake completed there is nothing to end: destroy().
+   */
+  end(): void {
+    if (this.#destroyed || this.#closing || this.#ending) return;
+    if (!this.#ready) { this.destroy(); return; }
+    this.#ending = true;
+    if (this.#held.length === 0) this.#sendCloseNotify();
+  }
+
+  #sendCloseNotify(): void {
+    if (this.#shut) return;
+    this.#shut = true;
+    clearErrors();
+    // one try: an alert the socket cannot take now is not waited for (the peer's end or the owner's deadline closes)
+    ssl.shutdown(this.#ssl);
+    clearErrors();
+  }
+
   #finishClose(): void {
     if (this.#ready) {
       clearErrors();
@@ -470,6 +505,7 @@ export class TlsLeg {
     // uv_close stops the watch at once: the fd may close now (its number reused safely)
     uv.close(this.#h, onClosed);
     closeTcpFd(this.fd);
+    this.#on.onClose?.();
   }
 
   #fail(err: TlsLegError): void {

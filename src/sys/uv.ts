@@ -11,6 +11,8 @@ import koffi from 'koffi';
 
 export const UV_READABLE = 1;
 export const UV_WRITABLE = 2;
+/** the peer closed its side (EPOLLRDHUP): told apart from readability */
+export const UV_DISCONNECT = 4;
 const UV_POLL = 8; // uv_handle_type
 
 export interface UvPoll {

@@ -18,6 +18,7 @@ import { BufferPool, ReadBuffer } from './read-buffer.ts';
 import { CLOSE_FIELD, STATUS_TEXT, closingResponseHead, hasConnectionFields, localReply } from './replies.ts';
 import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade } from './head-rewrite.ts';
 import { kCloseOnFinal, type ReadSink, type Transport } from '../transport.ts';
+import { dupFd } from '../../sys/tcp-fd.ts';
 
 export { kCloseOnFinal };
 
@@ -353,6 +354,26 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
     this.sock = stream;
     this.attachEnds(stream);
     this.attachReaders(stream);
+  }
+
+  /**
+   * Takes the accepted socket off Node for a network filter that drives the fd itself (a TLS leg):
+   * a dup of the handle's fd, the caller's, then Node's socket closed with none of its events
+   * reaching this connection (its listeners removed first) and its read buffer recycled. Called
+   * from onNewConnection, before any byte was read (reads come from the event loop): nothing is
+   * lost. -1 when the socket has no fd to give (then nothing changed).
+   */
+  handOff(): number {
+    const s = this.sock as ClientStream;
+    const h = (s as unknown as { _handle?: { fd?: number } | null })._handle;
+    const fd = h && typeof h.fd === 'number' && h.fd >= 0 ? dupFd(h.fd) : -1;
+    if (fd < 0) return -1;
+    for (const ev of ['end', 'data', 'drain', 'error', 'close'] as const) s.removeAllListeners(ev);
+    s[kConn] = undefined;
+    this.reading = false;
+    s.destroy();
+    s[kReadBuf]?.recycle();
+    return fd;
   }
 
   /** The sweep: a network filter's deadline passed (called once). */

@@ -16,7 +16,11 @@
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
-import { kCloseOnFinal, type ProxyConnection } from '../http/connection.ts';
+import type { ProxyConnection } from '../http/connection.ts';
+import type { TlsLeg, TlsLegError } from '../../sys/tls-leg.ts';
+import { LegTransport, type LegOwner } from './leg-transport.ts';
+import { UV_DISCONNECT } from '../../sys/fd-watch.ts';
+import { leafContext, type IssuedCert } from './issuer.ts';
 import type { L7Policy } from '../../policy/types.ts';
 import type { TLSContext } from '../../api/types.ts';
 import { ClientHelloReader, serverName } from './clienthello.ts';
@@ -66,76 +70,104 @@ function isTlsPort(conn: ProxyConnection): boolean {
 }
 
 /**
- * One intercepted connection, from its ClientHello to the end of its TLS handshake. The ClientHello
- * is read from the accepted socket before any TLS (ClientHelloReader: split over records and
- * segments), decided by its server name (serverNames, the name's origination), and only then is
- * the TLSSocket made, with the context of the leaf for that name: a session ticket is opened only
- * by the context of the name it was issued for (issuer.ts renewingTickets), and no SNI callback
- * runs. The bytes read go back to the socket (unshift) for the TLSSocket, which takes them first.
- * Its handlers are methods bound once per connection (no closures per event).
+ * The ClientHello peeked per wake-up (all of what waits: a hello and its record headers up to the
+ * reader's cap, and then some): one buffer for the process, read and parsed within one call.
  */
-class Interception {
+const HELLO_CAP = 64 * 1024;
+const PEEK = Buffer.allocUnsafeSlow(HELLO_CAP + 8 * 1024);
+/** a hello watch woken with nothing new and no end (memory pressure) looks again this much later */
+const PRESSURE_RETRY_MS = 5;
+
+/**
+ * One intercepted connection, from its ClientHello to the end of its TLS handshake. The accepted
+ * socket's fd is taken off Node before any byte is read (ProxyConnection.handOff) and becomes a
+ * TLS leg's (LegTransport: OpenSSL on the fd, no TLSSocket). The ClientHello is peeked from the
+ * kernel, not consumed (ClientHelloReader: split over records and segments; SO_RCVLOWAT wakes the
+ * watch only for bytes not yet seen), decided by its server name (serverNames, the name's
+ * origination), and only then is the leg opened, with the context of the leaf for that name: a
+ * session ticket is opened only by the context of the name it was issued for (per-context ticket
+ * keys, issuer.ts leafContext), and no SNI callback runs. OpenSSL then reads the hello for real.
+ */
+class Interception implements LegOwner {
   readonly conn: ProxyConnection;
   readonly term: TLSContext;
   readonly orig: TLSContext | undefined;
   readonly ns: string;
-  /** the accepted TCP socket (under the TLS socket once there is one) */
-  readonly raw: net.Socket;
-  reader: ClientHelloReader | null = new ClientHelloReader({ maxBytes: 64 * 1024 });
-  chunks: Buffer[] = [];
+  readonly t: LegTransport;
+  reader: ClientHelloReader | null = new ClientHelloReader({ maxBytes: HELLO_CAP });
+  /** hello bytes pushed into the reader (the peek's first bytes are those seen before) */
+  seen = 0;
   sni: string | undefined;
-  server: tls.TLSSocket | null = null;
   /** refused (reset, recorded) or handshake done: nothing more to decide */
   settled = false;
   secure = false;
   readonly filter: FilterState;
 
-  constructor(filter: FilterState, conn: ProxyConnection, entry: Entry) {
+  constructor(filter: FilterState, conn: ProxyConnection, entry: Entry, fd: number) {
     this.filter = filter;
     this.conn = conn;
     this.term = entry.terminatingTLS as TLSContext;
     this.orig = entry.originatingTLS;
     this.ns = conn.endpoint?.namespace || 'default';
-    this.raw = conn.sock as net.Socket;
+    this.t = new LegTransport(fd, this);
   }
 
   refuse(verdict: 'denied' | 'error', reason: string): void {
     if (this.settled) return;
     this.settled = true;
     this.reader = null;
-    this.chunks.length = 0;
     this.filter.record(this.conn, verdict, this.sni, reason);
-    // Cilium answers a refused server name with a TCP reset (the TLS socket goes with its TCP one)
-    const raw = this.raw;
-    if (!raw.destroyed) {
-      if (typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy();
-      else raw.destroy();
-    }
+    // Cilium answers a refused server name with a TCP reset
+    if (!this.t.destroyed) this.t.resetAndDestroy();
   }
 
   readonly onDeadline = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_TIMEOUT: TLS handshake not complete in time'); };
-  readonly onClose = (): void => { if (!this.secure) this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); };
 
-  /** Client bytes before the TLS handshake: the ClientHello, read and decided. */
-  onHello(chunk: Buffer): void {
+  /** The fd is readable before the leg: the ClientHello so far, peeked and decided. */
+  onReadable(status: number, events: number): void {
     const reader = this.reader;
-    if (!reader || this.settled) return;
-    this.chunks.push(chunk);
-    const r = reader.push(chunk);
-    if (r.state === 'need-more') return;
+    const t = this.t;
+    if (!reader || this.settled) { t.stopWatching(); return; }
+    if (status < 0) { this.refuse('error', 'HANDSHAKE_ABORTED: the connection failed before the TLS handshake completed'); return; }
+    const n = t.peek(PEEK);
+    if (n === -1) return; // nothing waits after all
+    if (n === 0) { this.refuse('error', 'HANDSHAKE_ABORTED: the connection closed before the TLS handshake completed'); return; }
+    if (n < 0) { this.refuse('error', `HANDSHAKE_ABORTED: the connection failed before the TLS handshake completed (errno ${-n})`); return; }
+    if (n <= this.seen) {
+      // nothing new: the peer's end (recv reports it only once the bytes before it are read), or
+      // a wake-up under receive-memory pressure (tiny segments), which SO_RCVLOWAT does not hold back
+      if (events & UV_DISCONNECT) this.refuse('error', 'HANDSHAKE_ABORTED: the client ended its side mid-ClientHello');
+      else t.retryLater(PRESSURE_RETRY_MS);
+      return;
+    }
+    // The reader keeps what it was given while it needs more: the peek buffer only when this push
+    // decides (nearly always: the whole hello in one segment), else copies
+    let r;
+    if (this.seen === 0) {
+      r = reader.push(PEEK.subarray(0, n));
+      if (r.state === 'need-more') {
+        const fresh = (this.reader = new ClientHelloReader({ maxBytes: HELLO_CAP }));
+        r = fresh.push(Buffer.from(PEEK.subarray(0, n)));
+      }
+    } else r = reader.push(Buffer.from(PEEK.subarray(this.seen, n)));
+    this.seen = n;
+    if (r.state === 'need-more') {
+      if (n === PEEK.length) { this.refuse('error', `TOO_LARGE: ClientHello larger than ${HELLO_CAP} bytes`); return; }
+      t.needMore(n);
+      return;
+    }
     this.reader = null;
-    const raw = this.raw;
-    raw.pause();
+    t.stopWatching();
     if (r.state === 'error') { this.refuse('error', `${r.code}: ${r.message}`); return; }
     if (r.hello.sni === undefined) { this.refuse('denied', 'policy: no SNI in the ClientHello (interception needs a server name)'); return; }
     if (this.decide(r.hello.sni)) return;
     const f = this.filter;
     const issuer = f.secrets.issuerNow(this.term, this.ns);
     const leaf = issuer?.certNow(this.sni!);
-    if (leaf) { this.startTls(leaf.context); return; }
+    if (leaf) { this.startTls(leaf); return; }
     // the first connection of a name (or of a changed Secret): the leaf is issued first
     f.secrets.issuer(this.term, this.ns).then((iss) => iss.certFor(this.sni!)).then(
-      (c) => { if (!this.settled && !raw.destroyed) this.startTls(c.context); },
+      (c) => { if (!this.settled && !t.destroyed) this.startTls(c); },
       (e: Error) => { this.refuse('error', `terminatingTLS: ${e.message}`); },
     );
   }
@@ -158,80 +190,41 @@ class Interception {
     return false;
   }
 
-  /** The TLS server over the accepted socket, with the leaf's context; the ClientHello read goes first. */
-  startTls(secureContext: tls.SecureContext): void {
-    const raw = this.raw;
-    const chunks = this.chunks;
-    for (let i = chunks.length - 1; i >= 0; i--) raw.unshift(chunks[i]!);
-    chunks.length = 0;
-    const server = new InterceptedSocket(raw, { isServer: true, secureContext, ALPNProtocols: ALPN_HTTP1 });
-    this.server = server;
-    (server as TlsWithState)[kState] = this;
-    server.on('secure', onSecure);
-    server.on('error', onServerError);
-    this.conn.adopt(server);
-  }
-}
-
-/** libuv's stream handle under a net.Socket: the bytes it holds that the kernel has not taken */
-interface StreamHandle { writeQueueSize?: number }
-
-/**
- * The intercepting TLS server stream. Ending it (end()) writes every response byte, then in
- * _final the close_notify and a shutdown of the TCP connection, and Node closes it only at the
- * client's own close_notify/FIN. When the connection says the client asked to close and nothing of
- * it is expected (kCloseOnFinal, connection.ts), it closes right after the close_notify instead:
- * _final runs once every write completed (the response is in the kernel) and writes the
- * close_notify at once when nothing else is pending; closed only if libuv holds nothing (the
- * kernel took the close_notify too), the kernel then sends all of it and the FIN from the closed
- * socket. Saves the shutdown's wake-up and completion, the read and decryption of the client's
- * close_notify and FIN, and Node's end/finish ticks. A client that sends more after asking to
- * close may get a reset (as for plain HTTP).
- */
-class InterceptedSocket extends tls.TLSSocket {
-  [kCloseOnFinal] = false;
-  /** the accepted TCP socket under it */
-  readonly raw: net.Socket;
-
-  constructor(raw: net.Socket, opts: tls.TLSSocketOptions) {
-    super(raw, opts);
-    this.raw = raw;
+  /** The TLS leg on the fd, with the leaf's context; OpenSSL reads the ClientHello from the kernel. */
+  startTls(leaf: IssuedCert): void {
+    let ctx;
+    try {
+      ctx = leafContext(leaf);
+    } catch (e) {
+      this.refuse('error', `terminatingTLS: ${(e as Error).message}`);
+      return;
+    }
+    const err = this.t.startTls(ctx);
+    if (err) this.refuse('error', `${err.code}: ${err.message}`);
   }
 
-  override _final(cb: (error?: Error | null) => void): void {
-    super._final(cb);
-    if (this[kCloseOnFinal] && !this.destroyed && takenByKernel(this.raw)) this.destroy();
+  onSecure(): void {
+    if (this.settled) return;
+    this.secure = true;
+    this.settled = true;
+    const conn = this.conn;
+    conn.deadline = 0;
+    conn.onDeadline = null;
+    const leg = this.t.leg!;
+    this.filter.record(conn, 'forwarded', this.sni, undefined, leg);
   }
-}
 
-/** Whether the kernel took every byte written on the accepted socket (libuv holds none). */
-function takenByKernel(raw: net.Socket): boolean {
-  const h = (raw as unknown as { _handle?: StreamHandle | null })._handle;
-  return !!h && h.writeQueueSize === 0;
-}
-
-const kState = Symbol('interception');
-type TlsWithState = tls.TLSSocket & { [kState]?: Interception };
-/** the handshake completed: one function for all connections, finding theirs on the socket */
-function onSecure(this: TlsWithState): void {
-  const st = this[kState]!;
-  if (st.settled) return;
-  st.secure = true;
-  st.settled = true;
-  const conn = st.conn;
-  conn.deadline = 0;
-  conn.onDeadline = null;
-  st.filter.record(conn, 'forwarded', st.sni, undefined, this, this.isSessionReused());
-}
-function onServerError(this: TlsWithState, e: Error & { code?: string }): void {
-  const st = this[kState]!;
-  if (!st.secure) st.refuse('error', `${e.code ?? 'TLS_HANDSHAKE'}: ${e.message}`);
-  st.filter.logger?.debug({ err: e.message }, 'tls interception');
+  onHandshakeError(e: TlsLegError): void {
+    // the peer gone mid-handshake is an abort (as a close before the hello); anything else is the handshake's failure
+    const aborted = e.code === 'TLS_HANDSHAKE_FAILED' && (e.errno !== undefined || e.message === 'the peer closed the connection');
+    this.refuse('error', aborted ? `HANDSHAKE_ABORTED: ${e.message}` : `${e.code}: ${e.message}`);
+    this.filter.logger?.debug({ err: e.message }, 'tls interception');
+  }
 }
 
 interface FilterState {
   secrets: TlsSecrets;
-  record(conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, server?: tls.TLSSocket, resumed?: boolean): void;
+  record(conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, leg?: TlsLeg): void;
   logger?: { debug(o: unknown, m?: string): void } | undefined;
 }
 
@@ -240,23 +233,23 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
   // rule on the same port): decided by SNI and passed through, as on the tls slot.
   const sniFilter = createSniFilter({ onRecord: opts.onRecord, ...(opts.proxyPort ? { proxyPort: opts.proxyPort } : {}) });
   const passthrough = new WeakSet<ProxyConnection>();
-  const hellos = new WeakMap<ProxyConnection, Interception>();
   // one object per record, optional fields set when present (a record per intercepted connection:
   // no spread temporaries)
-  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, server?: tls.TLSSocket, resumed?: boolean) => {
+  const record = (conn: ProxyConnection, verdict: TlsAccessRecord['verdict'], sni: string | undefined, reason?: string, leg?: TlsLeg) => {
     const r: TlsAccessRecord = {
       l7: 'tls', verdict, direction: conn.direction, timeMs: Date.now(), client: conn.client, server: conn.server, endpointId: conn.endpoint?.id ?? 0, intercepted: true,
     };
     if (sni) r.sni = sni;
     if (reason) r.reason = reason;
     if (opts.proxyPort) r.proxyPort = opts.proxyPort;
-    if (server) {
-      const version = versionText(server.getProtocol());
+    if (leg) {
+      const version = versionText(leg.protocol());
       if (version) r.version = version;
-      if (server.alpnProtocol === 'http/1.1') r.alpn = ALPN_HTTP1_NAMES;
-      else if (server.alpnProtocol) r.alpn = [server.alpnProtocol];
+      const alpn = leg.alpn();
+      if (alpn === 'http/1.1') r.alpn = ALPN_HTTP1_NAMES;
+      else if (alpn) r.alpn = [alpn];
+      if (leg.sessionReused()) r.resumed = true;
     }
-    if (resumed) r.resumed = true;
     try {
       opts.onRecord(r);
     } catch { /* the access log never breaks the proxy */ }
@@ -265,13 +258,8 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
   return {
     name: 'tls.intercept',
     onData(conn, chunk) {
-      if (passthrough.has(conn)) return sniFilter.onData!(conn, chunk);
-      const st = hellos.get(conn);
-      if (!st) return 'continue';
-      // after the ClientHello: the TLS socket's plaintext, for the HTTP proxy
-      if (st.server) return 'continue';
-      st.onHello(chunk);
-      return 'stop';
+      // an intercepted connection's bytes are the leg's plaintext (its hello was peeked), for the HTTP proxy
+      return passthrough.has(conn) ? sniFilter.onData!(conn, chunk) : 'continue';
     },
     onNewConnection(conn) {
       const entry = interceptionEntry(conn);
@@ -280,14 +268,22 @@ export function createInterceptFilter(opts: InterceptOptions): NetworkFilter<Pro
         passthrough.add(conn);
         return sniFilter.onNewConnection!(conn);
       }
-      const st = new Interception(filterState, conn, entry);
-      hellos.set(conn, st);
-      // checked by the proxy's sweep (no timer per connection); cleared once the handshake is done
+      // the accepted socket off Node, before any byte is read: the fd is the leg's
+      const fd = conn.handOff();
+      if (fd < 0) {
+        record(conn, 'error', undefined, 'TLS_LEG_SETUP: the accepted socket has no fd to terminate TLS on');
+        conn.sock.resetAndDestroy();
+        return 'stop';
+      }
+      const st = new Interception(filterState, conn, entry, fd);
+      conn.adopt(st.t);
+      // checked by the proxy's sweep (no timer per connection); cleared once the handshake is done.
+      // A client that closes before the handshake ends is decided at once (the peek's end, the
+      // leg's failure): nothing waits for the deadline.
       conn.deadline = Date.now() + (opts.handshakeTimeoutMs ?? 10_000);
       conn.onDeadline = st.onDeadline;
-      // A client that closes before the handshake ends: decided now, so nothing (the connection,
-      // its sockets) waits for the deadline. The accepted socket's close is the TLS socket's too.
-      conn.sock.once('close', st.onClose);
+      const why = st.t.watchHello();
+      if (why) st.refuse('error', `TLS_LEG_SETUP: ${why}`);
       return 'continue';
     },
   };

@@ -9,6 +9,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { DEFAULT_CIPHERS, createSecureContext, type SecureContext } from 'node:tls';
 import { MembraneError } from '../../common/errors.ts';
 import { hostNameProblem } from './clienthello.ts';
+import { serverContext, type TlsContext } from '../../sys/openssl.ts';
 import { EC_P256, importSigningKey, pem, randomSerial, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.ts';
 
 /**
@@ -88,6 +89,30 @@ export interface IssuedCert {
   keyPem: string;
   context: SecureContext;
   notAfter: Date;
+  /** the leaf's OpenSSL server context (leafContext), made on first use */
+  native?: TlsContext;
+}
+
+/**
+ * A leaf's native context is freed once the leaf is gone (out of the cache, replaced, and held by
+ * no connection still deciding): SSL_new takes a reference of its own to the SSL_CTX, so legs
+ * made on it live on after the free (OpenSSL frees it with the last SSL*).
+ */
+const freeNative = new FinalizationRegistry<TlsContext>((c) => c.free());
+
+/**
+ * The OpenSSL server context of an issued leaf, for a TLS leg (sys/tls-leg.ts): the leaf and the
+ * CA, INTERCEPT_CIPHERS in the server's order, ALPN http/1.1, and ticket keys of this context
+ * alone (random, per context): a ticket sealed for one name's leaf never opens a session on
+ * another's (a full handshake with the leaf of the name asked), as renewingTickets binds them
+ * for Node's contexts; OpenSSL renews a ticket on every resumption by itself.
+ */
+export function leafContext(c: IssuedCert): TlsContext {
+  let n = c.native;
+  if (n) return n;
+  n = c.native = serverContext({ certPem: c.certPem, keyPem: c.keyPem, ciphers: INTERCEPT_CIPHERS, alpn: ['http/1.1'] });
+  freeNative.register(c, n);
+  return n;
 }
 
 export interface IssuerOptions {
