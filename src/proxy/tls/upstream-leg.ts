@@ -3,11 +3,11 @@
  * what UpstreamLink and ProxyConnection read and write for an originated connection, with no
  * Node stream between them and OpenSSL.
  *
- * - Reads: a `data` event per decrypted read, a copy of the leg's borrowed view of the exact
- *   size (Node's pool slab below 4 KiB). Not readWith into the UpstreamLink's buffer: the client
- *   side (a TLSSocket) holds what it was written until its write completes, so each read then
- *   took a new 16 KiB buffer (outside V8's heap), which measured worse: `cpu measure` 00:36 UTC,
- *   bench/tls/ab.ts --modes ka --rounds 4, 140 91 66 72 (readWith) vs 104 91 53 58 µs a request.
+ * - Reads: with a ReadSink (readWith: the UpstreamLink), OpenSSL decrypts straight into the
+ *   sink's buffers (the leg's readBuffer provider); without one, a `data` event with a copy.
+ *   (While the client side was a TLSSocket, which holds what it was written until its write
+ *   completes, each read took a new 16 KiB buffer and copies measured better; with the client a
+ *   leg too, nothing holds a read past its write.)
  * - Writes: taken by OpenSSL at once or held by the leg (a copy); `drain` when the held ones are
  *   taken. cork()/uncork(): the writes in between leave as one (one TLS record, one syscall).
  * - end(): the held writes, then close_notify and the fd closed (the peer's is not waited for).
@@ -16,7 +16,7 @@
  */
 import type { TlsLeg, TlsLegError, TlsLegHandlers } from '../../sys/tls-leg.ts';
 import type { TlsSession } from '../../sys/openssl.ts';
-import type { Transport, TransportEvent } from '../transport.ts';
+import type { ReadSink, Transport, TransportEvent } from '../transport.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a Transport's listener type
 type Listener = (...args: any[]) => void;
@@ -40,6 +40,10 @@ export class UpstreamLegTransport implements Transport {
   /** @internal */
   readonly ls = listeners();
   #leg: TlsLeg | null = null;
+  #handlers: TlsLegHandlers | null = null;
+  #sink: ReadSink | null = null;
+  /** the sink's buffer the current read went into */
+  #buf: Buffer | null = null;
   #paused = false;
   #ended = false;
   #closeSent = false;
@@ -55,7 +59,7 @@ export class UpstreamLegTransport implements Transport {
 
   /** the leg's handlers, bound to this transport (`onSession`: where its sessions go) */
   handlers(onSession: (s: TlsSession) => void): TlsLegHandlers {
-    return {
+    return this.#handlers = {
       onData: (v) => this.#onData(v),
       onDrain: () => { this.#needDrain = false; emit(this, this.ls.drain); },
       onEnd: () => { this.#ended = true; emit(this, this.ls.end); },
@@ -70,7 +74,18 @@ export class UpstreamLegTransport implements Transport {
   }
 
   #onData(v: Buffer): void {
-    emit(this, this.ls.data, Buffer.from(v));
+    const sink = this.#sink;
+    if (sink) sink.onRead(v.length, this.#buf!);
+    else emit(this, this.ls.data, Buffer.from(v));
+  }
+
+  /**
+   * Reads go into `sink`'s buffers from now on (the leg's readBuffer provider: OpenSSL decrypts
+   * straight into them, no copy); the sink decides when a buffer is read into again.
+   */
+  readWith(sink: ReadSink): void {
+    this.#sink = sink;
+    this.#handlers!.readBuffer = () => (this.#buf = sink.readBuffer());
   }
 
   #onError(e: TlsLegError): void {
