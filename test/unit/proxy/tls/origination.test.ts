@@ -18,6 +18,9 @@ import type { HttpAccessRecord } from '../../../../src/common/access-log.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { opensslCA } from './helpers.ts';
+import { originationFor, originationState, resetOriginations, MAX_TRUSTS } from '../../../../src/proxy/tls/origination.ts';
+import { liveSessions } from '../../../../src/sys/openssl.ts';
+import { liveLegs } from '../../../../src/sys/tls-leg.ts';
 
 const NAME = 'origin.example';
 let interceptCA: { cert: string; key: string };
@@ -51,7 +54,7 @@ before(async () => {
  * A scripted TLS origin: its leaf is `certFor(name)` of the issuer given (whatever the SNI), and
  * each request's path says what it does: `/ok` answers (the body names the connection and the
  * request count), `/reset` sends a head and half a body and resets, `/unasked` answers and 30 ms
- * later sends a second response nobody asked for.
+ * later sends a second response nobody asked for, `/end` answers and 30 ms later ends (close_notify, FIN).
  */
 async function origin(issuer: CertificateIssuer, certName = NAME): Promise<{ port: number; conns: number; close(): Promise<void> }> {
   const leaf = await issuer.certFor(certName);
@@ -76,6 +79,7 @@ async function origin(issuer: CertificateIssuer, certName = NAME): Promise<{ por
         }
         s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
         if (path === '/unasked') setTimeout(() => { if (!s.destroyed) s.write('HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nUNASKED'); }, 30);
+        if (path === '/end') setTimeout(() => s.end(), 30);
       }
     });
   });
@@ -201,6 +205,18 @@ test('an origin that sends a second response unasked while its connection is poo
   });
 });
 
+test('an origin that ends its side while its connection is pooled: dropped, the next client gets a new one', async () => {
+  await withOrigin(await origin(upstreamIssuer), async (port, proxy) => {
+    assert.equal((await request(port, '/end')).status, 200);
+    assert.equal(proxy.pool.size, 1);
+    await tick(120);
+    assert.equal(proxy.pool.size, 0, 'the end dropped it');
+    const b = await request(port, '/ok');
+    assert.equal(b.status, 200);
+    assert.match(b.text, /conn 2 req 1 \/ok$/);
+  });
+});
+
 test('a pooled upstream is reused by the next client of the same name and trust (keep-alive origin, one TLS connection)', async () => {
   await withOrigin(await origin(upstreamIssuer), async (port) => {
     for (let i = 1; i <= 3; i++) {
@@ -229,4 +245,30 @@ test('garbage for a ServerHello: 502 upstream_tls_error; a refused connect: 503 
     await p.proxy.stop();
     junk.close();
   }
+});
+
+test('trust bundles are bounded: past MAX_TRUSTS the oldest goes, its context and sessions freed; the next connection under it makes a new one; every leg freed', async () => {
+  resetOriginations();
+  await withOrigin(await origin(upstreamIssuer), async (port, proxy) => {
+    assert.equal((await request(port, '/ok')).status, 200);
+    for (let i = 0; i < 100 && liveSessions() === 0; i++) await tick(2);
+    assert.equal(originationState().trusts, 1);
+    assert.equal(originationState().sessions, 1, 'the name\'s session kept');
+    assert.equal(liveSessions(), 1);
+    const first = originationFor(upstreamCA.cert, NAME) as unknown as { trust: { ctx: { freed: boolean } } };
+    // as many other bundles (the same CA, other text: other keys) as the bound
+    for (let i = 1; i <= MAX_TRUSTS; i++) originationFor(`${upstreamCA.cert}${'\n'.repeat(i)}`, NAME);
+    assert.equal(originationState().trusts, MAX_TRUSTS);
+    assert.equal(first.trust.ctx.freed, true, 'the oldest bundle\'s context freed');
+    assert.equal(liveSessions(), 0, 'its session freed');
+    // the bundle made again: a new context, a full handshake, a new pool key (the retired
+    // bundle's pooled leg, on OpenSSL's own reference to its context, waits for the sweep)
+    assert.match((await request(port, '/ok')).text, /conn 2 req 1 \/ok$/);
+    assert.equal(proxy.pool.size, 2);
+    proxy.pool.clear();
+  });
+  resetOriginations();
+  for (let i = 0; i < 100 && liveLegs() > 0; i++) await tick(2);
+  assert.equal(liveLegs(), 0, 'every upstream leg freed');
+  assert.equal(liveSessions(), 0);
 });
