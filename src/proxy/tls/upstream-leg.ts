@@ -10,9 +10,9 @@
  *   leg too, nothing holds a read past its write.)
  * - Writes: taken by OpenSSL at once or held by the leg (a copy); `drain` when the held ones are
  *   taken. cork()/uncork(): the writes in between leave as one (one TLS record, one syscall).
- * - end(): the held writes, then close_notify and the fd closed (the peer's is not waited for).
- * - Failures: `error` with the origination's classified Error (its 502 reason), then `close`;
- *   `close` always on a later turn, once.
+ * - end(): the held writes and a close_notify, then reads on to the peer's end (a half-close).
+ * - Failures: `error` with the origination's classified Error (its 502 reason); `close` once the
+ *   leg is gone, on a later turn, once.
  */
 import type { TlsLeg, TlsLegError, TlsLegHandlers } from '../../sys/tls-leg.ts';
 import type { TlsSession } from '../../sys/openssl.ts';
@@ -47,6 +47,7 @@ export class UpstreamLegTransport implements Transport {
   #paused = false;
   #ended = false;
   #closeSent = false;
+  #endCalled = false;
   #needDrain = false;
   /** writes between cork() and uncork() */
   #corked: Buffer[] | null = null;
@@ -62,8 +63,16 @@ export class UpstreamLegTransport implements Transport {
     return this.#handlers = {
       onData: (v) => this.#onData(v),
       onDrain: () => { this.#needDrain = false; emit(this, this.ls.drain); },
-      onEnd: () => { this.#ended = true; emit(this, this.ls.end); },
+      onEnd: () => {
+        this.#ended = true;
+        emit(this, this.ls.end);
+        // our side ended already (a lingering close): both are done
+        if (this.#endCalled) this.#leg?.close();
+      },
       onError: (e) => this.#onError(e),
+      onClose: () => this.#closed(),
+      // an end() asked before the handshake: now, after the held writes
+      onHandshake: () => { if (this.#endCalled) this.#leg!.end(); },
       onSession,
     };
   }
@@ -90,7 +99,6 @@ export class UpstreamLegTransport implements Transport {
 
   #onError(e: TlsLegError): void {
     emit(this, this.ls.error, this.#classify(e));
-    this.#closed();
   }
 
   #closed(): void {
@@ -138,19 +146,29 @@ export class UpstreamLegTransport implements Transport {
     this.write(all);
   }
 
+  /**
+   * Our side ends after what was written: the held writes, then a close_notify, reading on until
+   * the peer's close_notify (then closed) or FIN (a TLS_PEER_EOF error, closed), as a socket's
+   * half-close: a tunnel's server may still answer. Before the handshake: once it completes.
+   */
   end(): this {
     this.uncork();
     const leg = this.#leg;
-    if (leg && !leg.destroyed) leg.close();
-    this.#closed();
+    if (!leg || leg.destroyed || this.#endCalled) return this;
+    this.#endCalled = true;
+    this.resume();
+    if (this.#ended) leg.close();
+    // before the handshake: the handshake's handler ends it, after the writes held for it
+    else if (leg.handshaken) leg.end();
     return this;
   }
 
+  /** closed at once, nothing more sent; `close` follows (the leg's onClose) */
   destroy(): this {
     this.#corked = null;
     this.#corkedBytes = 0;
-    this.#leg?.destroy();
-    this.#closed();
+    if (this.#leg && !this.#leg.destroyed) this.#leg.destroy();
+    else this.#closed();
     return this;
   }
 
