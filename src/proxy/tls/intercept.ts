@@ -1,7 +1,9 @@
 /**
  * TLS interception in the HTTP proxy (`terminatingTLS` + `originatingTLS` with HTTP rules, spec/
  * policy.md §3.7): a network filter that, when the connection's L7 entry for its peer carries a
- * terminatingTLS context, adopts a TLS server stream over the accepted socket. The leaf for the
+ * terminatingTLS context, takes the accepted socket's fd off Node and terminates TLS on it with
+ * OpenSSL itself (a TLS leg: LegTransport over sys/tls-leg.ts), which the HTTP proxy then reads
+ * and writes as its client side (no TLSSocket, no Node stream between). The leaf for the
  * requested name is issued on the fly by the CA of the referenced Secret (CertificateIssuer,
  * cached); the HTTP rules and visibility then apply to the decrypted requests (flows with
  * `https://` URLs, marked intercepted). With originatingTLS, each upstream connection is TLS

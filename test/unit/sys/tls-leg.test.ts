@@ -438,3 +438,54 @@ test('a handler that throws: the leg is destroyed and the exception is the proce
   assert.equal(r.status, 3, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout.trim()), { message: 'handler threw', live: 0 });
 });
+
+test('a server context freed while a leg is open on it: the handshake and echo still work (SSL_new holds its own reference: issuer.ts frees a leaf\'s context when the leaf is gone)', async () => {
+  const ctx = serverContext({ certPem: leaf.certPem, keyPem: leaf.keyPem, ciphers: INTERCEPT_CIPHERS });
+  const c = nodeClient();
+  const fd = await accepted();
+  const got: Buffer[] = [];
+  let leg!: TlsLeg;
+  const echoed = new Promise<void>((resolve) => {
+    leg = open(fd, { role: 'server', context: ctx }, { onData: (v) => { got.push(Buffer.from(v)); leg.write(v); resolve(); } });
+  });
+  ctx.free();
+  await new Promise<void>((r) => c.once('secureConnect', () => r()));
+  c.write('ping');
+  await echoed;
+  const back = await new Promise<string>((r) => c.once('data', (d: Buffer) => r(d.toString())));
+  assert.equal(back, 'ping');
+  leg.close();
+  c.destroy();
+  await allFreed();
+});
+
+test('end(): the held writes, one close_notify, and reads go on to the peer\'s own close_notify (a lingering close); a provided read buffer gets the bytes', async () => {
+  const c = nodeClient({ allowHalfOpen: true } as tls.ConnectionOptions);
+  const fd = await accepted();
+  const mine = Buffer.alloc(64);
+  const views: Buffer[] = [];
+  let ended!: () => void, shaken!: () => void;
+  const peerEnded = new Promise<void>((r) => { ended = r; });
+  const handshake = new Promise<void>((r) => { shaken = r; });
+  const leg = open(fd, { role: 'server', context: sctx }, {
+    onHandshake: () => shaken(),
+    readBuffer: () => mine,
+    onData: (v) => { views.push(Buffer.from(v)); assert.equal(v.buffer, mine.buffer, 'the view is of the provided buffer'); },
+    onEnd: () => ended(),
+  });
+  await handshake;
+  let text = '';
+  c.on('data', (d: Buffer) => { text += d.toString(); });
+  const clientEnd = new Promise<void>((r) => c.once('end', () => r()));
+  leg.write(Buffer.from('bye'));
+  leg.end();
+  assert.equal(leg.write(Buffer.from('late')), false, 'nothing is written after end()');
+  await clientEnd;
+  assert.equal(text, 'bye');
+  assert.equal(leg.destroyed, false, 'the leg reads on');
+  c.end('after');
+  await peerEnded;
+  assert.equal(Buffer.concat(views).toString(), 'after');
+  leg.destroy();
+  await allFreed();
+});

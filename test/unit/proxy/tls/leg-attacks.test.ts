@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { liveLegs } from '../../../../src/sys/tls-leg.ts';
 import { liveFdWatches } from '../../../../src/sys/fd-watch.ts';
 import { connectTls, legSetup, until, NAME, type LegSetup } from './leg-setup.ts';
@@ -20,6 +21,8 @@ before(async () => { s = await legSetup({ handshakeTimeoutMs: 3000 }); });
 after(async () => { await s.close(); });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** this process's open fds (the proxy's and the test's clients') */
+const fds = (): number => readdirSync('/proc/self/fd').length;
 
 /** a raw TCP client: writes `pieces` (a pause between each), then reads until the proxy closes; what it got and how it ended */
 function raw(pieces: Buffer[], opts: { gapMs?: number; thenEnd?: boolean } = {}): Promise<{ got: Buffer; how: string }> {
@@ -30,6 +33,8 @@ function raw(pieces: Buffer[], opts: { gapMs?: number; thenEnd?: boolean } = {})
     c.on('data', (d: Buffer) => got.push(d));
     c.on('error', (e: Error & { code?: string }) => resolve({ got: Buffer.concat(got), how: e.code ?? e.message }));
     c.on('close', () => resolve({ got: Buffer.concat(got), how: 'closed' }));
+    // bounded: a proxy that keeps the connection would hold the test for ever
+    setTimeout(() => { resolve({ got: Buffer.concat(got), how: 'still open after 4 s' }); c.destroy(); }, 4000).unref();
     c.on('connect', async () => {
       for (const p of pieces) {
         if (c.destroyed) return;
@@ -160,6 +165,7 @@ test('attacker: a ClientHello over 64 KiB is refused TOO_LARGE: one that says so
 test('attacker: a close mid-hello (FIN, and a reset) is recorded HANDSHAKE_ABORTED at once; nothing is left', async () => {
   const hello = await clientHello();
   const recs0 = s.tlsRecords.length;
+  const fd0 = fds();
   const t0 = Date.now();
   await raw([hello.subarray(0, 40)], { thenEnd: true });
   await new Promise<void>((resolve) => {
@@ -170,6 +176,7 @@ test('attacker: a close mid-hello (FIN, and a reset) is recorded HANDSHAKE_ABORT
   assert.ok(Date.now() - t0 < 2000, 'long before the handshake deadline (3 s here)');
   assert.deepEqual(s.tlsRecords.slice(recs0).map((x) => [x.verdict, (x.reason ?? '').split(':')[0]]), [['error', 'HANDSHAKE_ABORTED'], ['error', 'HANDSHAKE_ABORTED']]);
   await settled();
+  assert.ok(await until(() => fds() <= fd0), `fds ${fds()} > ${fd0} at the start`);
 });
 
 test('attacker: bytes after the client asked to close (a request behind a Connection: close one): the response whole, then the close; the second request never reaches the upstream', async () => {
