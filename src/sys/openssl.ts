@@ -201,6 +201,7 @@ export class TlsContext {
     if (this.#ptr === null) throw new MembraneError('TLS_CONTEXT_FREED', `the ${this.role} TLS context was freed`);
     return this.#ptr;
   }
+  get freed(): boolean { return this.#ptr === null; }
   /** SSL_CTX_free; a second call does nothing */
   free(): void {
     if (this.#ptr === null) return;
@@ -314,7 +315,12 @@ export interface ClientContextOptions {
   alpn?: readonly string[];
   /** Node's form, as ServerContextOptions.ciphers (default OpenSSL's) */
   ciphers?: string;
+  /** the largest certificate chain the peer may send (default MAX_CERT_LIST_BYTES) */
+  maxCertListBytes?: number;
 }
+
+/** the bytes of a peer's certificate chain a client context accepts (OpenSSL's default is 100 KiB) */
+export const MAX_CERT_LIST_BYTES = 64 * 1024;
 
 /** A client context: the peer verified (SSL_VERIFY_PEER) against `caPem` only; the name is set per leg (SSL_set1_host). */
 export function clientContext(o: ClientContextOptions): TlsContext {
@@ -330,6 +336,10 @@ export function clientContext(o: ClientContextOptions): TlsContext {
     const wire = alpnWire(o.alpn ?? ['http/1.1']);
     // 0 is success here (OpenSSL's one inverted return)
     if (ctxFn.setAlpnProtos(ctx, wire, wire.length) !== 0) fail('TLS_CONTEXT_ALPN', 'SSL_CTX_set_alpn_protos');
+    // the peer's certificate chain is buffered whole before it is verified: an origin's chain is
+    // a few KiB, an attacker's could be OpenSSL's default 100 KiB on every connection
+    ctxFn.ctrl(ctx, SSL_CTRL_SET_MAX_CERT_LIST, o.maxCertListBytes ?? MAX_CERT_LIST_BYTES, null);
+    clientSessions(ctx);
     return new TlsContext(ctx, 'client');
   } catch (e) {
     ctxFn.free(ctx);
@@ -355,4 +365,114 @@ export function alpnSelected(s: unknown): string {
   ssl.get0AlpnSelected(s, data, len);
   if (!data[0] || !len[0]) return '';
   return Buffer.from(koffi.decode(data[0], 'uint8_t', len[0]) as number[]).toString('latin1');
+}
+
+// ------------------------------------------------------------------ client sessions (resumption)
+
+const SSL_CTRL_SET_MAX_CERT_LIST = 51;
+const SSL_CTRL_SET_SESS_CACHE_MODE = 44;
+const SSL_SESS_CACHE_CLIENT = 0x0001;
+/** no lookup in and no store into the context's own cache: a session is offered only when set on a leg */
+const SSL_SESS_CACHE_NO_INTERNAL = 0x0300;
+
+const newSessionCb = koffi.pointer(koffi.proto('int mb_tls_new_session_cb(void *ssl, void *session)'));
+const sessFn = {
+  setSession: self.func('int SSL_set_session(void *ssl, void *session)') as (s: unknown, sess: unknown) => number,
+  free: self.func('void SSL_SESSION_free(void *session)') as (sess: unknown) => void,
+  dup: self.func('void *SSL_SESSION_dup(const void *session)') as (sess: unknown) => unknown,
+  isResumable: self.func('int SSL_SESSION_is_resumable(const void *session)') as (sess: unknown) => number,
+  setNewCb: self.func('void SSL_CTX_sess_set_new_cb(void *ctx, mb_tls_new_session_cb *cb)') as (c: unknown, cb: unknown) => void,
+  setShutdown: self.func('void SSL_set_shutdown(void *ssl, int mode)') as (s: unknown, mode: number) => void,
+};
+const SSL_SENT_SHUTDOWN = 1;
+const SSL_RECEIVED_SHUTDOWN = 2;
+
+/**
+ * Before a client SSL* is freed without a close_notify exchanged (destroyed, reset, pooled and
+ * dropped): SSL_free would mark its session not resumable (OpenSSL's TLS 1.2-era guard against
+ * truncation, ssl_clear_bad_session), and that session is the one handed out (the newest
+ * ticket's) or set from the cache, so a pooled upstream dropped would spoil the cache's session
+ * for every later connection. A TLS 1.3 ticket is not made bad by how its connection ended.
+ */
+export function keepSessionResumable(s: unknown): void {
+  sessFn.setShutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
+let sessions = 0;
+/** sessions handed out (TlsSession) and not yet freed */
+export function liveSessions(): number {
+  return sessions;
+}
+
+/**
+ * A client's TLS session (SSL_SESSION*, one reference of its own), for the peer `host` under the
+ * client context `context`: what a new leg to the same peer resumes (setSession). free() gives
+ * the reference back exactly once; a leg it was set on holds OpenSSL's own.
+ */
+export class TlsSession {
+  #ptr: unknown;
+  readonly host: string;
+  readonly context: TlsContext;
+  /** @internal made by the leg that received it */
+  constructor(ptr: unknown, host: string, context: TlsContext) {
+    this.#ptr = ptr;
+    this.host = host;
+    this.context = context;
+    sessions++;
+  }
+  get freed(): boolean { return this.#ptr === null; }
+  /** SSL_SESSION_free of this owner's reference; a second call does nothing */
+  free(): void {
+    if (this.#ptr === null) return;
+    sessFn.free(this.#ptr);
+    this.#ptr = null;
+    sessions--;
+  }
+  /**
+   * @internal SSL_set_session of a copy on a client SSL* not yet handshaken: true when OpenSSL
+   * took it. A copy: OpenSSL's client marks a TLS 1.3 session it resumed not resumable (it
+   * encourages single use); this one stays for the next leg, as HAProxy's servers reuse their
+   * last session, until the name's next ticket replaces it.
+   */
+  setOn(s: unknown): boolean {
+    if (this.#ptr === null) return false;
+    const copy = sessFn.dup(this.#ptr);
+    if (!copy) return false;
+    const ok = sessFn.setSession(s, copy) === 1;
+    // the SSL holds its own reference now
+    sessFn.free(copy);
+    return ok;
+  }
+}
+
+/**
+ * Who receives a client context's new sessions (tls-leg.ts): the SSL*'s address and the
+ * SSL_SESSION* (a reference now the receiver's when it returns true; false: OpenSSL frees it).
+ */
+let sessionSink: ((sslAt: number, session: unknown) => boolean) | null = null;
+export function onClientSession(sink: (sslAt: number, session: unknown) => boolean): void {
+  sessionSink = sink;
+}
+
+let newSessionFn: unknown = null;
+/**
+ * A client context's sessions go to sessionSink as OpenSSL makes them (TLS 1.2: at the end of the
+ * handshake; TLS 1.3: each NewSessionTicket, read after it), never into the context's own cache.
+ */
+function clientSessions(ctx: unknown): void {
+  newSessionFn ??= koffi.register((s: unknown, session: unknown) => {
+    try {
+      return sessionSink !== null && sessFn.isResumable(session) === 1 && sessionSink(addressOf(s), session) ? 1 : 0;
+    } catch {
+      return 0;
+    }
+  }, newSessionCb);
+  ctxFn.ctrl(ctx, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL, null);
+  sessFn.setNewCb(ctx, newSessionFn);
+}
+
+/** a pointer's address as a number (user-space addresses fit a double exactly) */
+export function addressOf(p: unknown): number {
+  const a = koffi.address(p);
+  return typeof a === 'bigint' ? Number(a) : (a as number);
 }

@@ -3,6 +3,7 @@
  * fd itself rather than through a Node socket: listen and accept on loopback, connect.
  */
 import koffi from 'koffi';
+import { constants as osConstants } from 'node:os';
 import { MembraneError } from '../common/errors.ts';
 
 const c = koffi.load('libc.so.6');
@@ -69,6 +70,54 @@ export function connectLoopback(port: number): number {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
   if (connectFn(fd, loopback(port), 16) !== 0 && koffi.errno() !== EINPROGRESS) fail(fd, `connect 127.0.0.1:${port}`);
   return fd;
+}
+
+const inetPton = c.func('int inet_pton(int af, const char *src, void *dst)') as (af: number, src: string, dst: Buffer) => number;
+const AF_INET6 = 10;
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** ECONNREFUSED for 111 (`errno N` when unknown) */
+export function errnoText(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+/** struct sockaddr_in / sockaddr_in6 of `ip`:`port`, null when `ip` is no address */
+function sockaddr(ip: string, port: number): Buffer | null {
+  const v6 = ip.includes(':');
+  const sa = Buffer.alloc(v6 ? 28 : 16);
+  sa.writeUInt16LE(v6 ? AF_INET6 : AF_INET, 0);
+  sa.writeUInt16BE(port, 2);
+  return inetPton(v6 ? AF_INET6 : AF_INET, ip, sa.subarray(v6 ? 8 : 4)) === 1 ? sa : null;
+}
+
+/** a connect that failed at once: its errno and why */
+export interface ConnectFailure { fd: -1; errno: number; message: string }
+
+/**
+ * A non-blocking connect to `ip`:`port` (IPv4 or IPv6) under way or done, on `fd` when given (a
+ * socket of the address's family: e.g. a transparent one, proxy-socket.ts) or on a new one
+ * (TCP_NODELAY). Its fd, or the failure as a value when connect(2) refused at once (ENETUNREACH,
+ * EADDRNOTAVAIL, …; the fd, given or made, then closed). A refusal by the peer (ECONNREFUSED)
+ * comes later, as the socket's SO_ERROR once it is writable (a client TLS leg's TLS_CONNECT_FAILED).
+ */
+export function connectTcp(ip: string, port: number, fd = -1): { fd: number; errno?: undefined } | ConnectFailure {
+  const sa = sockaddr(ip, port);
+  if (!sa) {
+    if (fd >= 0) closeFn(fd);
+    return { fd: -1, errno: 22, message: `connect: ${JSON.stringify(ip)} is no IPv4 or IPv6 address` };
+  }
+  if (fd < 0) {
+    fd = socketFn(sa.length === 28 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { const errno = koffi.errno(); return { fd: -1, errno, message: `socket: ${errnoText(errno)}` }; }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+  }
+  if (connectFn(fd, sa, sa.length) !== 0) {
+    const errno = koffi.errno();
+    if (errno !== EINPROGRESS) {
+      closeFn(fd);
+      return { fd: -1, errno, message: `connect ${ip}:${port}: ${errnoText(errno)}` };
+    }
+  }
+  return { fd };
 }
 
 /** the socket's pending error (SO_ERROR, taken off it): 0 when none */

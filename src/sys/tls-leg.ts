@@ -28,13 +28,15 @@ import koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import {
-  ssl, reason, peekReasonCode, verifyReason, clearErrors, setPeerName, alpnSelected, type TlsContext,
+  ssl, reason, peekReasonCode, verifyReason, clearErrors, setPeerName, alpnSelected, onClientSession, addressOf, keepSessionResumable, TlsSession, type TlsContext,
   SSL_ERROR_SSL, SSL_ERROR_SYSCALL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE, SSL_ERROR_ZERO_RETURN, SSL_R_UNEXPECTED_EOF_WHILE_READING,
 } from './openssl.ts';
-import { closeTcpFd, socketError } from './tcp-fd.ts';
+import { closeTcpFd, socketError, errnoText } from './tcp-fd.ts';
 import { handleAddress, uvPoll, UV_READABLE, UV_WRITABLE, type UvPoll } from './uv.ts';
 
 export type TlsLegErrorCode =
+  /** a client leg's connect failed (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, …: the errno) before any TLS */
+  | 'TLS_CONNECT_FAILED'
   /** the TLS handshake failed: not TLS, no common suite or ALPN protocol, the peer gone, … (message: OpenSSL's reason) */
   | 'TLS_HANDSHAKE_FAILED'
   /** a client leg refused the peer's certificate (verifyCode, message: SSL_get_verify_result's reason) */
@@ -73,15 +75,24 @@ export interface TlsLegHandlers {
   onEnd?(): void;
   /** a failure: the leg is destroyed already */
   onError?(err: TlsLegError): void;
+  /**
+   * A client leg's verified session to resume later (TLS 1.2: at the handshake's end; TLS 1.3:
+   * each ticket, read after it): the receiver's now, to free() exactly once. Called between
+   * OpenSSL's calls, never from inside one; a leg without this handler keeps none.
+   */
+  onSession?(session: TlsSession): void;
   /** the leg was destroyed (by destroy(), close(), or a failure: then before onError); its fd is closed */
   onClose?(): void;
 }
 
-export type TlsLegRole = { role: 'server'; context: TlsContext } | { role: 'client'; context: TlsContext; host: string };
+export type TlsLegRole = { role: 'server'; context: TlsContext } | {
+  role: 'client'; context: TlsContext; host: string;
+  /** offered for resumption: only a session of this context and this host is (another is a full handshake) */
+  session?: TlsSession | null;
+};
 
 const ECONNRESET = osConstants.errno.ECONNRESET;
 const EPIPE = osConstants.errno.EPIPE;
-const errnoName = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
 const uvOrWhy = uvPoll();
 /** libuv's poll functions (this module is only imported where they are reachable: the node binary exports them) */
@@ -92,6 +103,12 @@ const BUF = Buffer.allocUnsafeSlow(16384);
 
 /** legs by their uv_poll_t's address: the poll callback's key */
 const legs = new Map<number, TlsLeg>();
+/** client legs that take their sessions (onSession), by their SSL*'s address: the new-session callback's key */
+const sessionLegs = new Map<number, TlsLeg>();
+onClientSession((sslAt, session) => {
+  const leg = sessionLegs.get(sslAt);
+  return leg !== undefined && leg.takeSession(session);
+});
 /** handles closing: freed (with their SSL*) in uv_close's callback */
 const closing = new Map<number, { h: unknown; ssl: unknown }>();
 let live = 0;
@@ -113,9 +130,6 @@ const onClosed = koffi.register((at: number) => {
   live--;
 }, uv.closeCbType);
 
-function errnoText(errno: number): string {
-  return errnoName.get(errno) ?? `errno ${errno}`;
-}
 
 /**
  * A TLS leg on `fd` (connected, or connecting for a client: the handshake waits for it), the fd
@@ -132,7 +146,13 @@ export function openTlsLeg(fd: number, role: TlsLegRole, handlers: TlsLegHandler
     ssl.free(s);
     return { leg: null, error: { code: 'TLS_LEG_SETUP', message: role.role === 'client' ? `the peer name ${JSON.stringify(role.host)} or the fd: ${why}` : `SSL_set_fd: ${why}` } };
   }
-  if (role.role === 'server') ssl.setAcceptState(s); else ssl.setConnectState(s);
+  if (role.role === 'server') ssl.setAcceptState(s);
+  else {
+    ssl.setConnectState(s);
+    // a session verified for another name (or under another trust) would skip this name's verification
+    if (role.session && role.session.host === role.host && role.session.context === role.context) role.session.setOn(s);
+    clearErrors();
+  }
   ssl.setReadAhead(s, 1);
   const h = koffi.alloc('uint8_t', uv.handleSize);
   if (uv.init(uv.loop, h, fd) !== 0) {
@@ -144,6 +164,13 @@ export function openTlsLeg(fd: number, role: TlsLegRole, handlers: TlsLegHandler
   live++;
   const leg = new TlsLeg(fd, s, h, role.role === 'server', handlers);
   legs.set(leg.at, leg);
+  if (role.role === 'client') {
+    leg.connecting = true;
+    if (handlers.onSession) {
+      leg.peer = { host: role.host, context: role.context, sslAt: addressOf(s) };
+      sessionLegs.set(leg.peer.sslAt, leg);
+    }
+  }
   // a server waits for the ClientHello; a client for its connect to complete
   leg.watch(role.role === 'server' ? UV_READABLE : UV_WRITABLE);
   return { leg };
@@ -174,6 +201,12 @@ export class TlsLeg {
   #events = 0;
   /** writes OpenSSL has not taken: copies, the first retried as is */
   #held: Buffer[] = [];
+  /** a client leg whose connect has not completed (the fd not yet writable once) */
+  connecting = false;
+  /** @internal a client leg taking its sessions: its peer and SSL*'s address */
+  peer: { host: string; context: TlsContext; sslAt: number } | null = null;
+  /** the newest session OpenSSL handed over during its last call, for onSession after it */
+  #session: TlsSession | null = null;
 
   /** @internal made by openTlsLeg */
   constructor(fd: number, s: unknown, h: unknown, server: boolean, on: TlsLegHandlers) {
@@ -202,6 +235,27 @@ export class TlsLeg {
   alpn(): string { return this.#destroyed ? '' : alpnSelected(this.#ssl); }
   sessionReused(): boolean { return !this.#destroyed && ssl.sessionReused(this.#ssl) === 1; }
 
+  /**
+   * @internal OpenSSL's new-session callback, inside its call: the session kept (true: its
+   * reference is the leg's) when this leg takes sessions, lives and verified its peer; the newest
+   * replaces one not yet handed over.
+   */
+  takeSession(session: unknown): boolean {
+    const p = this.peer;
+    if (this.#destroyed || !p || ssl.getVerifyResult(this.#ssl) !== 0) return false;
+    this.#session?.free();
+    this.#session = new TlsSession(session, p.host, p.context);
+    return true;
+  }
+
+  /** the session OpenSSL handed over, to onSession (after OpenSSL's call returned) */
+  #giveSession(): void {
+    const sess = this.#session!;
+    this.#session = null;
+    if (this.#destroyed) { sess.free(); return; }
+    this.#on.onSession!(sess);
+  }
+
   /** @internal sets the watched events (initially, and from the state below) */
   watch(ev: number): void {
     if (this.#destroyed || this.#events === ev) return;
@@ -226,13 +280,21 @@ export class TlsLeg {
       if (status < 0) {
         this.#events = 0;
         const errno = socketError(this.fd);
+        if (this.connecting) { this.#fail(connectFailed(errno)); return; }
         this.#fail(this.#ready
           ? this.#ioError(errno, 'the socket reported an error')
           : { code: 'TLS_HANDSHAKE_FAILED', message: `the socket failed during the handshake: ${errnoText(errno)}`, errno });
         return;
       }
+      if (this.connecting) {
+        // writable: the connect completed, or failed (SO_ERROR)
+        const errno = socketError(this.fd);
+        if (errno !== 0) { this.#fail(connectFailed(errno)); return; }
+        this.connecting = false;
+      }
       if (!this.#ready) {
         this.#handshake();
+        if (this.#session) this.#giveSession();
         if (!this.#ready || this.#destroyed) return;
       }
       if (this.#held.length) {
@@ -241,6 +303,7 @@ export class TlsLeg {
       }
       if (this.#readWantsWrite) { this.#readWantsWrite = false; this.#update(); }
       if (!this.#paused && !this.#ended) this.#read();
+      if (this.#session) this.#giveSession();
     } catch (e) {
       // a handler threw: its owner's state is unknown, so the leg goes; the exception reaches the
       // process as any event handler's does, not through libuv's C frames
@@ -386,6 +449,7 @@ export class TlsLeg {
     if (!this.#ready) return;
     this.#update();
     if (!this.#ended && ssl.hasPending(this.#ssl)) this.#read();
+    if (this.#session) this.#giveSession();
   }
 
   /** the held writes, then one close_notify, then the fd closed (the peer's close_notify is not waited for) */
@@ -433,6 +497,10 @@ export class TlsLeg {
     this.#destroyed = true;
     this.#held = [];
     legs.delete(this.at);
+    if (this.peer) sessionLegs.delete(this.peer.sslAt);
+    if (!this.server) keepSessionResumable(this.#ssl);
+    this.#session?.free();
+    this.#session = null;
     closing.set(this.at, { h: this.#h, ssl: this.#ssl });
     // uv_close stops the watch at once: the fd may close now (its number reused safely)
     uv.close(this.#h, onClosed);
@@ -445,4 +513,8 @@ export class TlsLeg {
     this.destroy();
     this.#on.onError?.(err);
   }
+}
+
+function connectFailed(errno: number): TlsLegError {
+  return { code: 'TLS_CONNECT_FAILED', message: `connect: ${errno ? errnoText(errno) : 'the socket closed'}`, errno, hint: 'the peer refused or is unreachable' };
 }

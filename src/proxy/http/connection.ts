@@ -100,6 +100,19 @@ export function upstreamKey(src: string, mark: number, host: string, port: numbe
   return (lastKey = `${src}|${mark}|${host}:${port}${tag !== null ? `|wrapped${tag}` : ''}`);
 }
 
+/**
+ * What a network filter sets to make a connection's new upstream connections itself (TLS
+ * origination, tls/origination.ts: a client TLS leg on the upstream's fd), instead of a plain
+ * socket: `tag` keys the pool (connections of one origin are never handed to another's), and
+ * `open` connects `ip`:`port` on `fd` (the transparent socket, proxy-socket.ts) or on a new one
+ * (fd -1). Its failures come as `error` events whose Error may carry the proxy's answer
+ * (`proxyStatus`, `proxyReason`: e.g. 502 and why a certificate was refused).
+ */
+export interface UpstreamOrigin {
+  readonly tag: string;
+  open(fd: number, ip: string, port: number): Transport & { readonly connecting: boolean };
+}
+
 function stripV4Mapped(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
@@ -119,19 +132,15 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
   sock: Transport;
   /** the read buffer of an adopted transport that reads into ours (readWith), null otherwise */
   private clientRb: ReadBuffer | null = null;
-  /** set by a network filter to wrap each new upstream connection (e.g. TLS origination) */
-  wrapUpstream: ((raw: net.Socket) => net.Socket) | null = null;
-  /** extra key of pooled upstream connections made by wrapUpstream (e.g. the TLS server name) */
-  upstreamTag = '';
+  /** set by a network filter to make each new upstream connection itself (TLS origination) */
+  upstreamOrigin: UpstreamOrigin | null = null;
   /** TLS seen by a network filter (SNI; intercepted: HTTP parsed inside TLS), carried into the access records */
   tls: { sni: string; intercepted: boolean } | null = null;
   /** why the last upstream failed, as a network filter classified it (e.g. a certificate error → 502) */
   private upstreamError: (Error & { proxyStatus?: number; proxyReason?: string }) | null = null;
-  private upstream: net.Socket | null = null;
+  private upstream: Transport | null = null;
   /** `upstream` with its listeners, handed to the pool and back as a whole */
   private upLink: UpstreamLink | null = null;
-  /** the TCP socket under `upstream` (the same unless wrapped, e.g. TLS origination) */
-  private rawUpstream: net.Socket | null = null;
   /** the head parsers and body trackers, from the proxy's pool (RELEASED once destroyed) */
   private p: ConnectionParsers;
   /**
@@ -728,7 +737,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
 
   // ------------------------------------------------------------------ upstream (responses)
 
-  private ensureUpstream(fresh = false): net.Socket {
+  private ensureUpstream(fresh = false): Transport {
     if (this.upstream) return this.upstream;
     const o = this.proxy.opts;
     const target = o.upstreamOverride ?? { host: this.server.ip, port: this.server.port };
@@ -736,40 +745,40 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
     const mark = proxyUpstreamMark(this.peerIngress() ? 'ingress' : this.direction, this.client.identity);
     // Idle upstream connections are shared by downstream connections with the same source
     // address, identity and destination (the destination still sees the same pod).
-    this.upstreamKey = upstreamKey(transparent ? this.client.ip : '', mark, target.host, target.port, this.wrapUpstream ? this.upstreamTag : null);
+    const origin = this.upstreamOrigin;
+    this.upstreamKey = upstreamKey(transparent ? this.client.ip : '', mark, target.host, target.port, origin ? origin.tag : null);
     const pooled = fresh ? undefined : this.proxy.pool.take(this.upstreamKey, this);
     const reused = !!pooled;
     let link = pooled;
-    let up: net.Socket;
-    let sock: net.Socket;
-    if (link) up = sock = link.sock;
-    else {
-      const open = (onread?: net.OnReadOpts): net.Socket => {
-        const opts: net.SocketConstructorOpts = onread ? { allowHalfOpen: true, onread } : { allowHalfOpen: true };
-        if (!transparent) return new net.Socket(opts);
-        let fd = -1;
+    if (!link) {
+      const transparentFd = (): number => {
         try {
-          fd = o.upstreamSocket!(this.client.ip, mark);
+          return o.upstreamSocket!(this.client.ip, mark);
         } catch (e) {
           o.logger?.warn({ err: String(e) }, 'upstream socket');
+          return -1;
         }
-        return fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, ...opts }) : new net.Socket(opts);
       };
-      // its listeners, once per upstream connection (the pool hands the link on with them); read
-      // into the link's own buffer unless a wrapper (TLS origination) reads the socket
-      if (this.wrapUpstream) up = open();
-      else up = (link = new UpstreamLink(open, this)).sock;
-      noReadAhead(up);
-      up.setNoDelay(true);
-      up.connect(target.port, target.host);
-      // wrapped once connecting (TLS origination: a socket made from an fd is wrapped natively only then)
-      sock = this.wrapUpstream ? this.wrapUpstream(up) : up;
-      if (sock !== up) {
-        noReadAhead(sock);
-        link = new UpstreamLink(sock, this);
+      if (origin) {
+        // the origin connects its own fd (a client TLS leg), the transparent one when there is one
+        link = new UpstreamLink(origin.open(transparent ? transparentFd() : -1, target.host, target.port), this);
+      } else {
+        const open = (onread: net.OnReadOpts): net.Socket => {
+          const opts: net.SocketConstructorOpts = { allowHalfOpen: true, onread };
+          const fd = transparent ? transparentFd() : -1;
+          return fd >= 0 ? new net.Socket({ fd, readable: true, writable: true, ...opts }) : new net.Socket(opts);
+        };
+        // its listeners, once per upstream connection (the pool hands the link on with them); read
+        // into the link's own buffer
+        link = new UpstreamLink(open, this);
+        const up = link.sock as net.Socket;
+        noReadAhead(up);
+        up.setNoDelay(true);
+        up.connect(target.port, target.host);
       }
     }
-    this.upLink = link!;
+    const sock = link.sock;
+    this.upLink = link;
     this.upstream = sock;
     this.upstreamError = null;
     this.upstreamState = reused ? 'reused' : 'busy';
@@ -778,7 +787,6 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
     // a destination that never answers the SYN (dropped on its way) gets a 503, like Envoy's
     // connect timeout; checked by the proxy's sweep (no timer per upstream connection)
     this.connectDeadline = reused ? 0 : Date.now() + (this.proxy.opts.connectTimeoutMs ?? 5000);
-    this.rawUpstream = up;
     return sock;
   }
 
@@ -786,10 +794,10 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
   connectTimeout(now: number): void {
     if (this.connectDeadline === 0 || now < this.connectDeadline) return;
     this.connectDeadline = 0;
-    const raw = this.rawUpstream, sock = this.upstream;
-    if (!raw || !sock || !raw.connecting) return;
+    const sock = this.upstream as (Transport & { connecting?: boolean }) | null;
+    if (!sock || !sock.connecting) return;
     this.onUpstreamError(sock, new Error('upstream connect timeout'));
-    raw.destroy();
+    sock.destroy();
   }
 
   onUpstreamDrain(): void {
@@ -968,7 +976,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
     if (this.readStopped && this.queue.length === 0) this.finish();
   }
 
-  onUpstreamEnd(up: net.Socket): void {
+  onUpstreamEnd(up: Transport): void {
     if (up !== this.upstream) return;
     if (this.tunnel) {
       this.sock.end();
@@ -1006,7 +1014,7 @@ export class ProxyConnection implements ProxyConnectionView, UpstreamOwner, Read
     if (this.cur && this.reqState === 'body-upstream') this.destroy();
   }
 
-  onUpstreamError(up: net.Socket, err: Error): void {
+  onUpstreamError(up: Transport, err: Error): void {
     this.proxy.opts.logger?.debug({ err: err.message, server: `${this.server.ip}:${this.server.port}` }, 'upstream error');
     if (up === this.upstream) this.upstreamError = err;
     this.onUpstreamEnd(up);

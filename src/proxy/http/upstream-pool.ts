@@ -1,12 +1,13 @@
 import type net from 'node:net';
 import { ReadBuffer } from './read-buffer.ts';
+import type { ReadSink, Transport } from '../transport.ts';
 
 /** What reads an upstream connection while it is in use: the client connection it serves. */
 export interface UpstreamOwner {
   onUpstreamData(chunk: Buffer): void;
   onUpstreamDrain(): void;
-  onUpstreamEnd(up: net.Socket): void;
-  onUpstreamError(up: net.Socket, err: Error): void;
+  onUpstreamEnd(up: Transport): void;
+  onUpstreamError(up: Transport, err: Error): void;
   /**
    * After onUpstreamData: whether anything still points into the bytes it was given (a write
    * not yet taken by the kernel, a head cut across reads), so a link reading into its own
@@ -31,8 +32,8 @@ const READ_BYTES_MAX = 64 * 1024;
  * stream's push and `data` event Node makes per read otherwise. The buffer is read into again
  * only when its owner no longer points into it (keepsRead); else the next read gets a new one.
  */
-export class UpstreamLink {
-  readonly sock: net.Socket;
+export class UpstreamLink implements ReadSink {
+  readonly sock: Transport;
   owner: UpstreamOwner | null;
   /** the pool holding it (set while idle there) */
   pool: UpstreamPool | null = null;
@@ -43,14 +44,18 @@ export class UpstreamLink {
   private readonly rb = new ReadBuffer(READ_BYTES, READ_BYTES_MAX);
 
   /**
-   * `sock`: a socket read through `data` events (e.g. one a TLS wrapper reads); or a function
-   * making the socket with the `onread` options given, read into the link's own buffer.
+   * `sock`: a transport that reads into the link's own buffer (readWith: a TLS leg's), or one read
+   * through `data` events; or a function making a socket with the `onread` options given, read
+   * into the link's own buffer.
    */
-  constructor(sock: net.Socket | ((onread: net.OnReadOpts) => net.Socket), owner: UpstreamOwner) {
+  constructor(sock: Transport | ((onread: net.OnReadOpts) => net.Socket), owner: UpstreamOwner) {
     this.owner = owner;
     const link = this;
     if (typeof sock === 'function') {
       this.sock = sock({ buffer: () => link.readBuffer(), callback: (n: number, b: Uint8Array) => { link.onRead(n, b as Buffer); return true; } });
+    } else if (sock.readWith) {
+      this.sock = sock;
+      sock.readWith(this);
     } else {
       this.sock = sock;
       sock.on('data', (c: Buffer) => {
@@ -59,17 +64,18 @@ export class UpstreamLink {
       });
     }
     this.sock.on('drain', () => link.owner?.onUpstreamDrain());
-    this.sock.on('end', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
-    this.sock.on('close', function (this: net.Socket) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
-    this.sock.on('error', function (this: net.Socket, e: Error) { if (link.owner) link.owner.onUpstreamError(this, e); else link.drop(); });
+    this.sock.on('end', function (this: Transport) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    this.sock.on('close', function (this: Transport) { if (link.owner) link.owner.onUpstreamEnd(this); else link.drop(); });
+    this.sock.on('error', function (this: Transport, e: Error) { if (link.owner) link.owner.onUpstreamError(this, e); else link.drop(); });
   }
 
-  /** onread: where the next read goes (Node asks once when the socket opens and after every read) */
-  private readBuffer(): Buffer {
+  /** ReadSink (and onread): where the next read goes (Node asks once when the socket opens and after every read) */
+  readBuffer(): Buffer {
     return this.rb.next();
   }
 
-  private onRead(n: number, b: Buffer): void {
+  /** ReadSink (and onread): `n` bytes read into `b` */
+  onRead(n: number, b: Buffer): void {
     const o = this.owner;
     if (!o) {
       this.drop(); // nothing is expected on an idle connection
@@ -85,6 +91,12 @@ export class UpstreamLink {
     this.pool?.remove(this);
     this.sock.destroy();
   }
+}
+
+/** Whether a transport can carry a next exchange: both ways open (a socket's readyState 'open'), its peer's end not read. */
+function open(sock: Transport): boolean {
+  const state = (sock as Partial<net.Socket>).readyState;
+  return !sock.destroyed && !sock.readableEnded && (state === undefined || state === 'open');
 }
 
 /**
@@ -111,7 +123,7 @@ export class UpstreamPool {
     // gone failed), so bytes may wait unread in the kernel or in Node, and the next owner would
     // read them as the answer to its own request (found by upgrade-property.test.ts: the next
     // client waited on a link nobody read).
-    if (sock.destroyed || sock.readyState !== 'open' || sock.isPaused() || sock.readableLength > 0 || (list && list.length >= this.maxPerKey)) {
+    if (!open(sock) || sock.isPaused() || sock.readableLength > 0 || (list && list.length >= this.maxPerKey)) {
       sock.destroy();
       return;
     }
@@ -130,7 +142,7 @@ export class UpstreamPool {
       if (list.length === 0) this.idle.delete(key);
       link.pool = null;
       const sock = link.sock;
-      if (!sock.destroyed && sock.readyState === 'open' && !sock.readableEnded) {
+      if (open(sock)) {
         link.owner = owner;
         return link;
       }

@@ -7,7 +7,7 @@
  * requested name is issued on the fly by the CA of the referenced Secret (CertificateIssuer,
  * cached); the HTTP rules and visibility then apply to the decrypted requests (flows with
  * `https://` URLs, marked intercepted). With originatingTLS, each upstream connection is TLS
- * with the same server name, verified against the Secret's trusted CA (`ca.crt` by default) and
+ * with the same server name (a client TLS leg, origination.ts), verified against the Secret's trusted CA (`ca.crt` by default) and
  * the name; verification is never skipped: an upstream certificate error fails the request with
  * 502 and a flow that says why.
  *
@@ -15,7 +15,6 @@
  * a DROPPED TLS flow. A connection closed before its handshake completed is an error record at
  * once (not a HANDSHAKE_TIMEOUT 10 s later, holding the connection that long).
  */
-import { BoundedCache } from '../../common/bounded-cache.ts';
 import tls from 'node:tls';
 import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
@@ -30,6 +29,7 @@ import { ClientHelloReader, serverName } from './clienthello.ts';
 import { createSniFilter, sniVerdict } from './sni-filter.ts';
 import type { TlsAccessRecord } from '../../common/access-log.ts';
 import type { TlsSecrets } from './secrets.ts';
+import { originationFor } from './origination.ts';
 
 export interface InterceptOptions {
   secrets: TlsSecrets;
@@ -52,29 +52,6 @@ export function interceptionEntry(conn: ProxyConnection): Entry | undefined {
   return undefined;
 }
 
-/** Client contexts per trust bundle (parsing the CA per upstream connection is measurable). */
-const trustContexts = new BoundedCache<string, tls.SecureContext>(64);
-const makeTrustContext = (ca: string): tls.SecureContext => tls.createSecureContext({ ca });
-function trustContext(ca: string): tls.SecureContext {
-  return trustContexts.getOrMake(ca, makeTrustContext);
-}
-
-/**
- * The newest TLS session of a verified upstream connection, per trust context and server name: a
- * new upstream connection resumes it (TLS 1.3 ticket), so it skips the certificate chain's
- * verification and Node's identity check, as HAProxy's servers reuse their last session. Only
- * sessions of connections verified against this trust bundle for this name are kept (Node emits
- * 'session' after verification): a changed CA is another context and starts from a full, verified
- * handshake. Bounded: cleared past 1024 names per context.
- */
-const upstreamSessions = new WeakMap<tls.SecureContext, BoundedCache<string, Buffer>>();
-const MAX_SESSIONS_PER_TRUST = 1024;
-function sessionsOf(ctx: tls.SecureContext): BoundedCache<string, Buffer> {
-  let m = upstreamSessions.get(ctx);
-  if (!m) upstreamSessions.set(ctx, (m = new BoundedCache(MAX_SESSIONS_PER_TRUST)));
-  return m;
-}
-
 /** ALPN's wire form, encoded once (an array is converted per connection) */
 const ALPN_HTTP1 = Buffer.from([8, ...Buffer.from('http/1.1')]);
 /** the record's ALPN when it is http/1.1 (the only one offered): shared, records are never changed */
@@ -86,46 +63,6 @@ function versionText(proto: string | null): string | undefined {
   let v = versionTexts.get(proto);
   if (v === undefined) versionTexts.set(proto, (v = proto.replace('TLSv', 'TLS ')));
   return v;
-}
-
-const CERT_ERRORS = /CERT|UNABLE_TO|SELF_SIGNED|DEPTH_ZERO|HOSTNAME|ERR_TLS|ERR_SSL|SSL_|ALERT/i;
-
-/**
- * TLS origination for a server name under a trust bundle: the upstream wrapper and the pool tag
- * of its connections, made once per (bundle, name) instead of a closure and a tag string per
- * intercepted connection. Keyed by the bundle's text: a changed CA is another entry (and another
- * trust context, sessions and pool key), so nothing made for the old bundle is used for the new.
- */
-interface Origination { wrap: (raw: net.Socket) => net.Socket; tag: string }
-const originations = new BoundedCache<string, BoundedCache<string, Origination>>(64);
-const newOriginations = (): BoundedCache<string, Origination> => new BoundedCache(MAX_SESSIONS_PER_TRUST);
-function originationFor(ca: string, sni: string): Origination {
-  const byName = originations.getOrMake(ca, newOriginations);
-  return byName.get(sni) ?? byName.set(sni, { wrap: (up) => originate(up, sni, ca), tag: `|${sni}|${ca.length}:${ca.slice(-64)}` });
-}
-
-/** TLS origination toward the upstream: SNI set, verified against `ca` (never skipped). */
-export function originate(raw: net.Socket, servername: string, ca: string): tls.TLSSocket {
-  let connected = false;
-  let secured = false;
-  raw.once('connect', () => { connected = true; });
-  const secureContext = trustContext(ca);
-  const sessions = sessionsOf(secureContext);
-  const session = sessions.get(servername);
-  const s = tls.connect({ socket: raw, servername, secureContext, rejectUnauthorized: true, ALPNProtocols: ALPN_HTTP1, ...(session ? { session } : {}) });
-  s.once('secureConnect', () => { secured = true; });
-  s.on('session', (sess: Buffer) => {
-    sessions.set(servername, sess);
-  });
-  s.on('error', (e: Error & { code?: string; proxyStatus?: number; proxyReason?: string }) => {
-    // a failure once the TCP connection is up and before the handshake completed is the TLS
-    // handshake's (certificate, name, protocol); later certificate-looking errors too
-    if (connected && (!secured || CERT_ERRORS.test(`${e.code ?? ''} ${e.message}`))) {
-      e.proxyStatus = 502;
-      e.proxyReason = `upstream_tls_error: ${e.code ? `${e.code}: ` : ''}${e.message} (server name ${servername})`;
-    }
-  });
-  return s;
 }
 
 /** Whether the port's HTTP policy is about TLS for some peer (serverNames or terminatingTLS). */
@@ -249,9 +186,7 @@ class Interception implements LegOwner {
       // the Secret as it is now (read per connection: a changed CA applies to the next one)
       const ca = this.filter.secrets.item(this.orig, this.ns, 'trustedCA');
       if ('error' in ca) { this.refuse('error', `originatingTLS: ${ca.error}`); return true; }
-      const o = originationFor(ca.value, checked.name);
-      conn.wrapUpstream = o.wrap;
-      conn.upstreamTag = o.tag;
+      conn.upstreamOrigin = originationFor(ca.value, checked.name);
     }
     conn.tls = { sni: checked.name, intercepted: true };
     return false;

@@ -129,7 +129,7 @@ test('an UpstreamLink reading into its own buffer: the next read goes into the s
   };
   const link = new UpstreamLink((onread) => new net.Socket({ allowHalfOpen: true, onread }), owner);
   try {
-    link.sock.connect(port, '127.0.0.1');
+    (link.sock as net.Socket).connect(port, '127.0.0.1');
     await until(() => peers.length === 1, 'the connection');
     const send = async (text: string) => {
       const n = reads.length;

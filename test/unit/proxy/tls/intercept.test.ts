@@ -16,6 +16,8 @@ import { createL7Parser } from '../../../../src/hubble/l7-parser.ts';
 import { CertificateIssuer } from '../../../../src/proxy/tls/issuer.ts';
 import type { L7Policy } from '../../../../src/policy/types.ts';
 import { opensslCA, tlsUpstream } from './helpers.ts';
+import { UpstreamLegTransport } from '../../../../src/proxy/tls/upstream-leg.ts';
+import { liveLegs } from '../../../../src/sys/tls-leg.ts';
 
 let interceptCA: { cert: string; key: string };
 let upstreamCA: { cert: string; key: string };
@@ -413,29 +415,29 @@ test('attacker: a client that stalls its TLS handshake (half a ClientHello, or a
   }
 });
 
-test('a pooled TLS upstream keeps the listeners its origination set (error classification, TLS close handling); only the connection\'s own go', async () => {
+test('a pooled TLS upstream is the client leg\'s transport, with the link\'s listeners only (none piles up), read into the link\'s buffer; cleared, its leg is freed', async () => {
   proxy.pool.clear();
+  await new Promise((r) => setTimeout(r, 5));
+  const legs0 = liveLegs();
   // positive control: an intercepted exchange leaves its verified TLS upstream in the pool
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
-  const idle = (proxy.pool as unknown as { idle: Map<string, { sock: tls.TLSSocket }[]> }).idle;
+  const idle = (proxy.pool as unknown as { idle: Map<string, { sock: UpstreamLegTransport }[]> }).idle;
   const pooled = [...idle.values()].flat().map((l) => l.sock);
   assert.equal(pooled.length, 1);
   const s = pooled[0]!;
-  assert.ok(s instanceof tls.TLSSocket && s.encrypted, 'the pooled upstream is the TLS socket');
-  // the upstream link's listener (idle: the pool drops it) plus origination's classifier (an upstream TLS error later still says why)
-  assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 1, 'only the link reads an idle connection');
-  // taken again by the next exchange and put back: the same socket, the same listeners (none piles up)
+  assert.ok(s instanceof UpstreamLegTransport && !s.destroyed, 'the pooled upstream is a client TLS leg');
+  assert.equal(liveLegs(), legs0 + 1);
+  const counts = () => Object.fromEntries(Object.entries(s.ls).map(([k, v]) => [k, v.length]));
+  // the link's own: no `data` (it reads into its buffer), one each of the others
+  assert.deepEqual(counts(), { data: 0, end: 1, drain: 1, error: 1, close: 1 });
+  // taken again by the next exchange and put back: the same leg, the same listeners
   assert.deepEqual((await exchange('api.openai.com', ['GET /v1/models'])).statuses, [200]);
   assert.deepEqual([...idle.values()].flat().map((l) => l.sock), [s], 'reused, not replaced');
-  assert.equal(s.listenerCount('error'), 2);
-  assert.equal(s.listenerCount('data'), 1);
-  const closed = new Promise((r) => s.once('close', r));
+  assert.deepEqual(counts(), { data: 0, end: 1, drain: 1, error: 1, close: 1 });
   proxy.pool.clear();
-  await closed;
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
-  assert.equal((s as tls.TLSSocket & { ssl: unknown }).ssl, null, 'the SSL state is freed when the socket closes');
+  assert.equal(s.destroyed, true);
+  for (let i = 0; i < 100 && liveLegs() > legs0; i++) await new Promise((r) => setTimeout(r, 2));
+  assert.equal(liveLegs(), legs0, 'the leg (its SSL* and poll handle) is freed');
 });
 
 test('a new TLS upstream connection resumes the last verified session of its name and trust bundle; another name, or the same name under another CA, makes a full verified handshake', async () => {
