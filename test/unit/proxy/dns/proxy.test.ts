@@ -708,3 +708,29 @@ test('attacker: an upstream that refuses (ICMP port unreachable on the watched, 
     } finally { back.close(); }
   } finally { await x.proxy.stop(); }
 });
+
+test('attacker: one clock reading per batch never leaks past it: a held answer\'s record has its own time and the latency of its hold, a slow answer the latency of its wait', async () => {
+  const recs: { type: string; timeMs: number; latencyNs?: number; query: string }[] = [];
+  const emit = (r: { type: string; timeMs: number; latencyNs?: number; query: string }) => recs.push({ type: r.type, timeMs: r.timeMs, latencyNs: r.latencyNs, query: r.query });
+  // slow.example. answered 80 ms late by the upstream; api.openai.com. held 150 ms by onAnswer
+  const up = await upstreamServer(() => null);
+  up.s.removeAllListeners('message');
+  up.s.on('message', (m, r) => {
+    const q = dnsPacket.decode(m);
+    const a = dnsPacket.encode({ type: 'response', id: q.id, flags: 0, questions: q.questions, answers: [{ name: q.questions![0]!.name, type: 'A', ttl: 30, data: '198.51.100.20' }] });
+    setTimeout(() => up.s.send(a, r.port, r.address), q.questions![0]!.name === 'slow.example' ? 80 : 0);
+  });
+  const x = await setup({ emit, onAnswer: (_ep, qname) => (qname === 'api.openai.com.' ? new Promise<void>((res) => setTimeout(res, 150)) : null) }, undefined, up);
+  try {
+    assert.ok(await ask(x.proxy.boundPort(), query('api.openai.com')));
+    assert.ok(await ask(x.proxy.boundPort(), query('slow.example')));
+    await new Promise((res) => setTimeout(res, 20));
+    const of = (q: string, t: string) => recs.find((r) => r.query === q && r.type === t)!;
+    const heldReq = of('api.openai.com.', 'request'), heldRes = of('api.openai.com.', 'response');
+    assert.ok(heldRes.latencyNs! >= 140e6, `held answer's latency ${heldRes.latencyNs! / 1e6} ms covers its 150 ms hold`);
+    assert.ok(heldRes.timeMs - heldReq.timeMs >= 140, `held answer's record time ${heldRes.timeMs - heldReq.timeMs} ms after its request's`);
+    const slow = of('slow.example.', 'response');
+    assert.ok(slow.latencyNs! >= 70e6 && slow.latencyNs! < 1e9, `slow answer's latency ${slow.latencyNs! / 1e6} ms covers its 80 ms wait`);
+    assert.ok(slow.timeMs - of('slow.example.', 'request').timeMs >= 70);
+  } finally { await x.close(); }
+});
