@@ -734,3 +734,41 @@ test('attacker: one clock reading per batch never leaks past it: a held answer\'
     assert.ok(slow.timeMs - of('slow.example.', 'request').timeMs >= 70);
   } finally { await x.close(); }
 });
+
+test('attacker: bursts read on the coalescing timer (a backlog): two clients reusing the same ids each get exactly their own answers, truncated and runt datagrams among them are judged alone, and a lone query after the burst is answered at once', async () => {
+  const x = await setup({ decide: () => true });
+  const a = createSocket('udp4'), b = createSocket('udp4');
+  await Promise.all([a, b].map((s) => new Promise<void>((r) => s.bind(0, '127.0.0.1', r))));
+  try {
+    const port = x.proxy.boundPort();
+    const got = new Map<Socket, Map<number, string>>([[a, new Map()], [b, new Map()]]);
+    for (const s of [a, b]) s.on('message', (m) => { const d = dnsPacket.decode(m); got.get(s)!.set(d.id!, `${(d as { rcode?: string }).rcode} ${d.questions?.[0]?.name ?? ''}`); });
+    const N = 60;
+    for (let round = 0; round < 3; round++) {
+      for (const s of [a, b]) got.get(s)!.clear();
+      // both clients, the same ids, interleaved, sent before the proxy's loop turns: a backlog
+      for (let i = 1; i <= N; i++) {
+        a.send(query(`a${i}.example`, i), port, '127.0.0.1');
+        b.send(query(`b${i}.example`, i), port, '127.0.0.1');
+        if (i % 20 === 0) { a.send(Buffer.from([1, 2, 3]), port, '127.0.0.1'); b.send(query(`b${i}.example`, i).subarray(0, 20), port, '127.0.0.1'); }
+      }
+      for (let t = 0; t < 200 && (got.get(a)!.size < N || got.get(b)!.size < N + 0); t++) await new Promise((r) => setTimeout(r, 10));
+      for (const [s, name] of [[a, 'a'], [b, 'b']] as const) {
+        const m = got.get(s)!;
+        assert.equal(m.size, N, `client ${name} round ${round}: ${m.size} answers`);
+        for (let i = 1; i <= N; i++) {
+          // b's cut copies (same id) may answer FORMERR first or after: the NOERROR answer names b's own question
+          const v = m.get(i)!;
+          assert.ok(v === `NOERROR ${name}${i}.example` || (name === 'b' && i % 20 === 0 && v.startsWith('FORMERR')), `client ${name} id ${i}: ${v}`);
+        }
+      }
+    }
+    const st = x.proxy.stats();
+    assert.ok(st.timerReads > 0, `the backlog was read on the timer (${st.timerReads} reads, ${st.batched} datagrams in ${st.recvCalls} recvmmsg)`);
+    assert.equal(st.malformed, 18, 'every runt and cut query judged alone');
+    // the watch is back: a lone query is answered without waiting for a backlog
+    const t0 = performance.now();
+    assert.equal(rcode(await ask(port, query('api.openai.com', 7))), 'NOERROR');
+    assert.ok(performance.now() - t0 < 200, `lone query after the burst answered in ${(performance.now() - t0).toFixed(1)} ms`);
+  } finally { a.close(); b.close(); await x.close(); }
+});
