@@ -159,7 +159,7 @@ try {
   const proxyPid = existsSync(proxyPidFile) ? pidOf(proxyPidFile) : undefined;
   const dnsmasqPid = pidOf(join(dir, 'dnsmasq.pid'));
   type Hold = { count: number; p50Ms: number; p99Ms: number; maxMs: number };
-  type Batching = { batched?: number; recvCalls?: number; sent?: number; sendCalls?: number };
+  type Batching = { batched?: number; recvCalls?: number; sent?: number; sendCalls?: number; timerReads?: number };
   const holdStats = (last: number) => callAgent<{ hold: Hold; holdTimeouts: number } & Batching>(paths.agentSocket('node1'), 'GET', `/v1/dns/proxy?last=${last}`);
   /** datagrams per recvmmsg and per sendmmsg between two reads of the proxy's counters (an older proxy has none: '?') */
   const perCall = (a: Batching, b: Batching): string => {
@@ -167,7 +167,8 @@ try {
       const calls = (b[c] ?? NaN) - (a[c] ?? NaN);
       return calls > 0 ? ((b[k]! - a[k]!) / calls).toFixed(1) : '?';
     };
-    return `datagrams per recvmmsg ${f('batched', 'recvCalls')}, per sendmmsg ${f('sent', 'sendCalls')}`;
+    const timer = (b.timerReads ?? NaN) - (a.timerReads ?? NaN);
+    return `datagrams per recvmmsg ${f('batched', 'recvCalls')}, per sendmmsg ${f('sent', 'sendCalls')}, reads on the coalescing timer ${Number.isNaN(timer) ? '?' : timer}`;
   };
   // Both paths at full rate once before round 1, discarded: the agent's flow path for every
   // datapath event and record, and the proxy's, are cold code until then (on 2026-12-07 dnsmasq

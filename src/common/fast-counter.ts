@@ -19,6 +19,14 @@ export interface FastCounter {
    * scratch: it is copied only when the series is new. `n` = 0 creates the series at zero.
    */
   inc(values: readonly string[], n?: number): void;
+  /**
+   * inc, with `hint`: an object that stands for the series on the caller's side (e.g. the shared
+   * message of a DNS flow). The series last counted with it is compared label by label with
+   * `values` (the same strings, mostly: pointer compares) and counted on a match, without the walk
+   * of one Map.get per label; otherwise inc's walk, and the hint then stands for that series. Only
+   * a shortcut: the count always goes to the series `values` name.
+   */
+  incAt(hint: object, values: readonly string[], n?: number): void;
 }
 
 /**
@@ -118,7 +126,14 @@ interface CounterSeries { values: string[]; n: number }
 
 export function fastCounter(opts: { name: string; help: string; labelNames: readonly string[]; registers: Registry[] }): FastCounter {
   const tree = seriesTree<CounterSeries>(opts.labelNames, (values) => ({ values, n: 0 }));
-  registerRemover(opts.name, opts.registers, tree.remove);
+  /** incAt's hints: the series last counted with each (forgotten at any removal: a removed series is no longer scraped) */
+  let hinted = new WeakMap<object, CounterSeries>();
+  const depth = opts.labelNames.length;
+  registerRemover(opts.name, opts.registers, (tied) => {
+    const n = tree.remove(tied);
+    if (n > 0) hinted = new WeakMap();
+    return n;
+  });
   const unlabelled = opts.labelNames.length === 0;
   new Counter({
     name: opts.name, help: opts.help, labelNames: [...opts.labelNames], registers: opts.registers,
@@ -127,7 +142,20 @@ export function fastCounter(opts: { name: string; help: string; labelNames: read
       tree.each((s) => { if (unlabelled) this.inc(s.n); else this.inc(tree.labelsOf(s), s.n); });
     },
   });
-  return { inc(values, n = 1) { tree.get(values).n += n; } };
+  return {
+    inc(values, n = 1) { tree.get(values).n += n; },
+    incAt(hint, values, n = 1) {
+      let s = hinted.get(hint);
+      if (s !== undefined) {
+        const sv = s.values;
+        for (let i = 0; i < depth; i++) {
+          if ((values[i] ?? '') !== (sv[i] ?? '')) { s = undefined; break; }
+        }
+      }
+      if (s === undefined) hinted.set(hint, (s = tree.get(values)));
+      s.n += n;
+    },
+  };
 }
 
 /**

@@ -30,6 +30,12 @@ import { handleAddress, uvPoll, UV_READABLE, type UvPoll } from './uv.ts';
 /** A watch on one socket; stop() before the socket closes. */
 export interface ReadableWatch {
   stop(): void;
+  /**
+   * No callbacks until resume() (uv_poll_stop: the fd leaves the loop's epoll set; datagrams
+   * queue in the socket meanwhile): for a reader that reads on a timer of its own for a while.
+   */
+  pause(): void;
+  resume(): void;
 }
 
 /**
@@ -97,10 +103,11 @@ export function watchReadable(s: Socket, fd: number, onReadable: () => void): Wa
   const h = koffi.alloc('uint8_t', u.handleSize);
   live++;
   let active = false;
+  let paused = false;
   const cb = koffi.register((_at: number, status: number) => {
     try { onReadable(); } catch { /* the reader counts its own failures */ }
-    // POLLERR stopped the handle; the read above took the socket's error
-    if (status < 0 && active) u.start(h, UV_READABLE, cb);
+    // POLLERR stopped the handle; the read above took the socket's error (a pause keeps it stopped)
+    if (status < 0 && active && !paused) u.start(h, UV_READABLE, cb);
   }, u.pollCbType);
   const init = u.init(u.loop, h, fd);
   if (init !== 0) {
@@ -125,6 +132,16 @@ export function watchReadable(s: Socket, fd: number, onReadable: () => void): Wa
         active = false;
         u.stop(h);
         closeHandle(u, h, cb);
+      },
+      pause() {
+        if (!active || paused) return;
+        paused = true;
+        u.stop(h);
+      },
+      resume() {
+        if (!active || !paused) return;
+        paused = false;
+        u.start(h, UV_READABLE, cb);
       },
     },
   };

@@ -64,6 +64,13 @@ const L7_MATCH: Record<string, string> = { dns: 'l7/dns', http: 'l7/http', kafka
 
 const forwarded = (f: Flow) => f.verdict === Verdict.FORWARDED || f.verdict === Verdict.REDIRECTED;
 
+/**
+ * An L7 flow's message (its DNS or HTTP record): the proxies' flows share one per question and
+ * answer, or per request (l7-parser.ts), so it stands for the flow's series in fastCounter's
+ * incAt. Undefined for any other flow (counted by the walk).
+ */
+const l7Message = (f: Flow): object | undefined => f.l7?.record.value;
+
 // Each handler fills one scratch array of its labels per flow (src/common/fast-counter.ts).
 
 export const flowHandler: HandlerFactory = ({ registry, ctx }) => {
@@ -76,7 +83,9 @@ export const flowHandler: HandlerFactory = ({ registry, ctx }) => {
       flowTypeLabels(f, v, 1);
       v[3] = verdictName(f.verdict);
       ctx.into(f, v, 4);
-      c.inc(v);
+      const m = l7Message(f);
+      if (m !== undefined) c.incAt(m, v);
+      else c.inc(v);
     },
   };
 };
@@ -120,20 +129,25 @@ export const dnsHandler: HandlerFactory = ({ registry, ctx, options }) => {
       if (f.verdict === Verdict.DROPPED) {
         v[n] = 'Policy denied';
         v[n + 2] = '0';
-        queries.inc(v);
+        queries.incAt(d, v);
       } else if (!f.isReply) {
         v[n] = '';
         v[n + 2] = decimal(d.ips.length);
-        queries.inc(v);
+        queries.incAt(d, v);
       } else {
         v[n] = DNS_RCODE_NAMES[d.rcode] ?? decimal(d.rcode);
         v[n + 2] = decimal(d.ips.length);
-        responses.inc(v);
+        responses.incAt(d, v);
         if (d.rrtypes.length === 0) return;
         for (let i = 0; i < n; i++) t[i] = v[i]!;
         t[n + 1] = qtypes;
         if (withQuery) t[n + 2] = d.query;
-        for (const rr of d.rrtypes) { t[n] = rr; types.inc(t); }
+        // the first type's series by the message (an answer's usual one type); a second type's by the walk
+        for (let i = 0; i < d.rrtypes.length; i++) {
+          t[n] = d.rrtypes[i]!;
+          if (i === 0) types.incAt(d, t);
+          else types.inc(t);
+        }
       }
     },
   };
@@ -160,7 +174,9 @@ export const policyHandler: HandlerFactory = ({ registry, ctx }) => {
       v[1] = match;
       v[2] = verdictLower(f.verdict);
       ctx.into(f, v, 3);
-      c.inc(v);
+      const m = l7Message(f);
+      if (m !== undefined) c.incAt(m, v);
+      else c.inc(v);
     },
   };
 };
@@ -198,7 +214,9 @@ export const portDistributionHandler: HandlerFactory = ({ registry, ctx }) => {
       v[0] = p.case;
       v[1] = port;
       ctx.into(f, v, 2);
-      c.inc(v);
+      const m = l7Message(f);
+      if (m !== undefined) c.incAt(m, v);
+      else c.inc(v);
     },
   };
 };

@@ -20,7 +20,18 @@
  * per socket and leaves in one sendmmsg before the callback returns. Where the watch cannot be
  * set up, Node's 'message' event hands over the first datagram and recvmmsg drains the rest (its
  * sends leave at the microtask after the handler). A malformed datagram in a batch is judged on
- * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched.
+ * its own (FORMERR or dropped) and never forwarded; its neighbours are untouched. Under load a
+ * socket with a backlog is read on a 250 µs timer instead of on each wake-up (COALESCE_US).
+ *
+ * Where a query's CPU goes (bench/dns/run.ts --perf, 2026-12-08, before coalescing: proxy process
+ * ~16 µs, agent ~4 µs a query): the proxy process's kernel work is ~60 % of its CPU, most of it
+ * inside sendmmsg, where each datagram's delivery through the veth into the receiving pod's socket
+ * (softirq, the to_container program, the receiver's wake-up) runs on the sender's CPU; that is
+ * the floor of a forwarder with four datagram legs. Its user space: the access records (feed
+ * encoding, the frame's copy and write: ~2 µs), this file's and wire.ts's work (~1.7 µs), and
+ * each wake-up's epoll, libuv dispatch and koffi calls (~1.5 µs at ~4 datagrams a read, which
+ * coalescing divides by ~4). The agent's ~4 µs are the two records' flows and metrics
+ * (src/hubble): with the records switched off it spent 0.2-0.4 µs a query.
  *
  * Both families, one path: with `ipv6` a UDP and a TCP listener of each family (IPv6 on ::1, in
  * the IPv6 sockmap slots); a client is an interned SockAddr whatever its family, and replies,
@@ -45,6 +56,7 @@ import type { AccessPeer, DnsAccessRecord } from '../../common/access-log.ts';
 import { RCODE, answerFacts, answerFactsAt, errorReply, parseQuery, queryAt, questionReply, type AnswerFacts, type Question } from './wire.ts';
 import { RecvBatch, SendBatch, dgramFd } from '../../sys/udp-batch.ts';
 import { watchReadable, type ReadableWatch, type WatchResult } from '../../sys/udp-poll.ts';
+import { tickTimer, type TickTimer } from '../../sys/tick-timer.ts';
 import { sockAddrOf, type SockAddr } from '../../sys/sock-addr.ts';
 
 export type DNSProxyEndpoint = ResolvedEndpoint;
@@ -105,6 +117,11 @@ export interface DNSProxyDeps {
   /** false: release answers at once (only to demonstrate the race the hold prevents). Default true. */
   hold?: boolean;
   upstreamTimeoutMs?: number;
+  /**
+   * Under load, a watched socket is read on a timer of this period (µs) instead of on each
+   * wake-up (coalesce); 0: always on each wake-up. Default COALESCE_US.
+   */
+  coalesceUs?: number;
   /** Sets IP_TRANSPARENT on a socket fd (src/sys/sockopt.ts). */
   transparent?(fd: number): void;
   /** Registers a family's UDP listener with the datapath (setProxyListener(proxySlot('dns', 'egress', 'UDP', family), fd)). */
@@ -129,6 +146,8 @@ export interface DNSProxyStats {
   batched: number;
   /** recvmmsg calls (batched / recvCalls: datagrams per call, empty drains included) */
   recvCalls: number;
+  /** reads on a socket's coalescing timer (a backlog: its watch paused; see COALESCE_US) */
+  timerReads: number;
   /**
    * sockets (listeners, upstream sockets) read by Node's 'message' because their uv_poll watch could
    * not be set up (src/sys/udp-poll.ts; logged once each as DNS_PROXY_NODE_READS): 0 on the fast path
@@ -204,8 +223,22 @@ const NO_TYPES = Object.freeze([]) as unknown as string[];
  * number; stored in a field that holds doubles it is written in place.
  */
 let epochAnchor = Date.now() - performance.now();
+/**
+ * The clock of the batch in hand (performance.now() ms), read once per recvmmsg that returned
+ * datagrams (drain); negative outside a batch (a held answer's release, the sweep, TCP): then each
+ * reading is the clock's own. The datagrams of one read arrived together and are judged within
+ * microseconds: one reading serves their times (a query's t0, its answer's latency, each record's
+ * time), where five performance.now() calls per query were ~2 % of the proxy process's CPU
+ * (perf, bench/dns/run.ts --perf: FastPerformanceNow, the vDSO's clock_gettime, clockUs). A
+ * Float64Array slot: a double kept in a variable would be a new heap number per write.
+ */
+const BATCH_MS = new Float64Array([-1]);
+function nowMs(): number {
+  const t = BATCH_MS[0]!;
+  return t >= 0 ? t : performance.now();
+}
 function stampNow(r: DnsAccessRecord): void {
-  r.timeMs = epochAnchor + performance.now();
+  r.timeMs = epochAnchor + nowMs();
 }
 
 /**
@@ -216,7 +249,7 @@ function stampNow(r: DnsAccessRecord): void {
  */
 const US_WHEEL = 0x3fffffff;
 function clockUs(): number {
-  return (performance.now() * 1000) & US_WHEEL;
+  return (nowMs() * 1000) & US_WHEEL;
 }
 /** µs from `t0` to `t1`, both clockUs() readings */
 function usBetween(t0: number, t1: number): number {
@@ -255,8 +288,38 @@ interface Drain {
 interface BatchedSocket {
   s: Socket;
   out: SendBatch | null;
-  /** its reads by uv_poll + recvmmsg (udp-poll.ts; null: Node's 'message'); stopped before it closes */
+  /** its reads by uv_poll + recvmmsg (udp-poll.ts; null, or its watch null: Node's 'message'); stopped before it closes */
+  watch: WatchedSocket | null;
+}
+
+/**
+ * Read coalescing under load. At full rate the proxy is woken for every few datagrams (~4-5 per
+ * recvmmsg in bench/dns/run.ts): each wake-up is an epoll_wait (often a context switch on a
+ * machine whose CPUs are all busy), libuv's dispatch and a koffi callback into JS, and each batch
+ * a recvmmsg and a sendmmsg through koffi; together with the records that is what a query costs
+ * the proxy process beyond the kernel's work per datagram. A read that finds COALESCE_AT or more
+ * datagrams queued says the socket has a backlog: its watch is paused and it is read on a timer
+ * (src/sys/tick-timer.ts) every coalesceUs for as long as each read still finds STAY_AT or more;
+ * then the watch resumes and every datagram wakes the proxy again. A lone query (one
+ * outstanding, or a paced stream far below capacity) never reaches the threshold: its latency is
+ * unchanged; under load a datagram waits at most one period more. The period is a fraction of a
+ * loaded lookup's round trip: with Node's 1 ms timers the proxy's CPU per query fell by a third
+ * (batches of ~24) but dnsperf's 64 outstanding queries spent the millisecond waiting (37k → 22k
+ * q/s in the same lab).
+ */
+const COALESCE_US = 250;
+const COALESCE_AT = 8;
+const STAY_AT = 4;
+
+/** A watched socket's reading state: its watch, and its timer while it is read on one (coalesce). */
+interface WatchedSocket {
   watch: ReadableWatch | null;
+  /** read on the timer (the watch paused) */
+  paused: boolean;
+  /** made at its first backlog; a string: none can be made here (the socket is read on each wake-up) */
+  timer: TickTimer | string | undefined;
+  /** the timer's read (made once per socket) */
+  tick: () => void;
 }
 
 export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
@@ -266,9 +329,12 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   // ages are read on a wheel of 2^30 µs (clockUs): a timeout of half of it at most
   const upstreamTimeoutUs = Math.min((deps.upstreamTimeoutMs ?? 3000) * 1000, US_WHEEL >>> 1);
   const reject = deps.rejectResponseCode === 'nameError' ? RCODE.NXDOMAIN : RCODE.REFUSED;
-  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] };
+  const coalesceUs = deps.coalesceUs ?? COALESCE_US;
+  /** every watched socket's reading state (their timers cleared at stop) */
+  const watchedSockets: WatchedSocket[] = [];
+  const st: DNSProxyStats = { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, timerReads: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] };
   /** the UDP listeners, one per family, each with its fd (-1 once stopped) */
-  const listeners: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null }[] = [];
+  const listeners: { s: Socket; fd: number; family: ProxyFamily; ws: WatchedSocket | undefined }[] = [];
   /** one connected socket per upstream address (a connected send skips the address lookup) */
   const upstreams = new Map<string, BatchedSocket>();
   const connecting = new Map<string, Promise<BatchedSocket>>();
@@ -362,16 +428,50 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   function watchOrNodeReads(socket: string, w: WatchResult): ReadableWatch | null {
     return w.watch ?? nodeRead(socket, w.reason);
   }
-  /** A watched socket's callback: what is queued read and judged, then every send and record of it flushed. */
-  function watched(fd: number, d: Drain, each: (i: number) => void): () => void {
-    return () => {
+  /**
+   * A watched socket's callback: what is queued read and judged, then every send and record of it
+   * flushed; a backlog moves its reads to a timer (coalesce). `ws` gets the watch once it is set up.
+   */
+  function watched(fd: number, d: Drain, each: (i: number) => void, ws: WatchedSocket): () => void {
+    const read = (): number => {
       d.empty = 0;
       inWatch = true;
-      try { drain(fd, d, each); } finally {
+      let n = 0;
+      try { n = drain(fd, d, each); } finally {
         inWatch = false;
         flushNow();
       }
+      return n;
     };
+    ws.tick = () => {
+      if (!ws.paused) return;
+      st.timerReads++;
+      if (read() >= STAY_AT) { (ws.timer as TickTimer).arm(coalesceUs); return; }
+      ws.paused = false;
+      ws.watch?.resume();
+    };
+    return () => {
+      if (read() < COALESCE_AT || coalesceUs <= 0 || ws.watch === null || ws.paused) return;
+      ws.timer ??= tickTimer(() => ws.tick());
+      if (typeof ws.timer === 'string') return;
+      ws.paused = true;
+      ws.watch.pause();
+      ws.timer.arm(coalesceUs);
+    };
+  }
+  function watchedSocket(): WatchedSocket {
+    const ws: WatchedSocket = { watch: null, paused: false, timer: undefined, tick: () => {} };
+    watchedSockets.push(ws);
+    return ws;
+  }
+  /** Stops a socket's reads: its watch and its timer. */
+  function unwatch(ws: WatchedSocket | undefined): void {
+    if (!ws) return;
+    ws.paused = false;
+    if (typeof ws.timer === 'object') ws.timer.close();
+    ws.timer = undefined;
+    ws.watch?.stop();
+    ws.watch = null;
   }
   function queued(b: SendBatch): void {
     if (b.pending === 1) dirty.push(b);
@@ -648,20 +748,25 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
    * path of every query and of every answer. A burst ends the quiet within 8 datagrams (libuv
    * reads up to 32 per wake-up meanwhile, one recvmsg each).
    */
-  function drain(fd: number, d: Drain, each: (i: number) => void): void {
-    if (d.empty >= 2 && (++d.skipped & 7) !== 0) return;
+  function drain(fd: number, d: Drain, each: (i: number) => void): number {
+    if (d.empty >= 2 && (++d.skipped & 7) !== 0) return 0;
     const batch = d.batch;
+    let read = 0;
     // bounded: libuv calls again while the socket stays readable, so others get their turn
     for (let round = 0; round < 8; round++) {
       const n = batch.recv(fd);
       st.recvCalls++;
       if (round === 0) d.empty = n === 0 ? d.empty + 1 : 0;
-      if (n > 0) st.batched += n;
+      if (n > 0) { st.batched += n; read += n; }
+      // one clock reading for the datagrams of this read (BATCH_MS)
+      BATCH_MS[0] = n > 0 ? performance.now() : -1;
       for (let i = 0; i < n; i++) {
         try { each(i); } catch (e) { st.dropped++; deps.log?.warn({ subsys: 'dns-proxy', err: String(e) }, 'datagram'); }
       }
-      if (n < batch.capacity) return;
+      BATCH_MS[0] = -1;
+      if (n < batch.capacity) return read;
     }
+    return read;
   }
 
   const onBatchedQuery = (i: number): void => {
@@ -693,8 +798,10 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
         fd = dgramFd(s2);
         const out = fd >= 0 ? new SendBatch(fd, 64) : null;
         // watched only with a send batch: nothing may go through Node's send on a watched socket
-        const watch = out ? watchOrNodeReads(`upstream ${to}`, watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer))) : nodeRead(`upstream ${to}`, 'its fd could not be read (no send batch)');
-        const b: BatchedSocket = { s: s2, out, watch };
+        const ws = out ? watchedSocket() : null;
+        if (ws) ws.watch = watchOrNodeReads(`upstream ${to}`, watchReadable(s2, fd, watched(fd, answers, onBatchedAnswer, ws)));
+        else nodeRead(`upstream ${to}`, 'its fd could not be read (no send batch)');
+        const b: BatchedSocket = { s: s2, out, watch: ws };
         upstreams.set(to, b);
         resolve(b);
       });
@@ -901,7 +1008,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     for (const t of tcpServers.splice(0)) t.srv.close();
     for (const l of listeners.splice(0)) {
       l.fd = -1;
-      l.watch?.stop();
+      unwatch(l.ws);
       try { l.s.close(); } catch { /* closed */ }
     }
   }
@@ -909,7 +1016,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
   /** Binds and makes transparent a family's UDP listener; returns its port. */
   async function listenUdp(family: ProxyFamily, host: string, at: number): Promise<number> {
     const l = createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
-    const entry: { s: Socket; fd: number; family: ProxyFamily; watch: ReadableWatch | null } = { s: l, fd: -1, family, watch: null };
+    const entry: { s: Socket; fd: number; family: ProxyFamily; ws: WatchedSocket | undefined } = { s: l, fd: -1, family, ws: undefined };
     l.on('message', (m, rinfo) => {
       const from = sockAddrOf(rinfo.address);
       try {
@@ -927,7 +1034,8 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     const fd = dgramFd(l);
     if (fd < 0) throw new MembraneError('DNS_PROXY_FD', `cannot get the DNS proxy's IPv${family} listener fd`);
     entry.fd = fd;
-    entry.watch = watchOrNodeReads(`listener IPv${family}`, watchReadable(l, fd, watched(fd, queries, onBatchedQuery)));
+    const ws = (entry.ws = watchedSocket());
+    ws.watch = watchOrNodeReads(`listener IPv${family}`, watchReadable(l, fd, watched(fd, queries, onBatchedQuery, ws)));
     deps.transparent?.(fd);
     return l.address().port;
   }
@@ -984,6 +1092,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
     },
     async stop() {
       closeListeners();
+      for (const ws of watchedSockets.splice(0)) unwatch(ws);
       if (sweep) clearInterval(sweep);
       pending.fill(undefined);
       pendingCount = 0;
@@ -991,7 +1100,7 @@ export function createDNSProxy(deps: DNSProxyDeps): DNSProxy {
       freePending.clear();
       freeRecords.clear();
       for (const b of [...upstreams.values(), ...replySockets.values()]) {
-        b.watch?.stop();
+        unwatch(b.watch ?? undefined);
         try { b.s.close(); } catch { /* closed */ }
       }
       replySockets.clear();

@@ -294,7 +294,7 @@ export function createStandaloneDNS(deps: StandaloneDNSDeps): StandaloneDNS {
       await proxy?.stop();
       ipcache?.close();
     },
-    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] },
+    stats: () => proxy?.stats() ?? { queries: 0, allowed: 0, denied: 0, malformed: 0, dropped: 0, upstreamTimeouts: 0, holdTimeouts: 0, servfail: 0, noOrigDst: 0, batched: 0, recvCalls: 0, timerReads: 0, nodeReads: 0, sent: 0, sendCalls: 0, holdsMs: [] },
     statusEntry: () => ({ name: 'dns (egress, UDP)', port: proxy?.port ?? DEFAULT_PROXY_PORTS.dns, state: proxy?.boundPort() ? 'listening' : 'stopped' }),
   };
 }

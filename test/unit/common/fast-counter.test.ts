@@ -98,3 +98,42 @@ test('property: runs of one series, removals between them and values made anew c
     assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
   }), { numRuns: 300 });
 });
+
+test('attacker: incAt with a hint that stood for another series, or for a removed one, counts where its values say', async () => {
+  const step = fc.oneof(
+    // a hint (one of three objects) reused with any values: it names no series by itself
+    fc.record({ kind: fc.constant('inc' as const), hint: fc.integer({ min: 0, max: 2 }), a: fc.constantFrom('ns/a', 'ns/b', ''), b: fc.constantFrom('q', 'r', 'q,r'), fresh: fc.boolean() }),
+    fc.record({ kind: fc.constant('remove' as const), a: fc.constantFrom('ns/a', 'ns/b') }),
+  );
+  await fc.assert(fc.asyncProperty(fc.array(step, { maxLength: 50 }), async (steps) => {
+    const r = new Registry();
+    const c = fastCounter({ name: 'h_total', help: 'h', labelNames: ['source', 'kind'], registers: [r] });
+    const remove = fastCounterRemovers.get(r)!.get('h_total')!;
+    const hints = [{}, {}, {}];
+    const scratch = ['', ''];
+    const want = new Map<string, number>();
+    for (const s of steps) {
+      if (s.kind === 'remove') {
+        remove((l) => l.source === s.a);
+        for (const k of [...want.keys()]) if (k.startsWith(`source=${s.a},`)) want.delete(k);
+        continue;
+      }
+      scratch[0] = s.fresh ? [...s.a].join('') : s.a;
+      scratch[1] = s.b;
+      c.incAt(hints[s.hint]!, scratch);
+      const k = `source=${s.a},kind=${s.b}`;
+      want.set(k, (want.get(k) ?? 0) + 1);
+    }
+    const got = await scrape(r, 'h_total');
+    assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
+  }), { numRuns: 300 });
+});
+
+test('incAt: a series counted by its hint and by inc is one series', async () => {
+  const r = new Registry();
+  const c = fastCounter({ name: 'o_total', help: 'h', labelNames: ['a', 'b'], registers: [r] });
+  const hint = {};
+  c.incAt(hint, ['x', '1']); c.inc(['x', '1']); c.incAt(hint, ['x', '1'], 2);
+  c.incAt(hint, ['x', '2']); c.incAt(hint, ['x', '1']);
+  assert.deepEqual(await scrape(r, 'o_total'), new Map([['a=x,b=1', 5], ['a=x,b=2', 1]]));
+});

@@ -708,3 +708,67 @@ test('attacker: an upstream that refuses (ICMP port unreachable on the watched, 
     } finally { back.close(); }
   } finally { await x.proxy.stop(); }
 });
+
+test('attacker: one clock reading per batch never leaks past it: a held answer\'s record has its own time and the latency of its hold, a slow answer the latency of its wait', async () => {
+  const recs: { type: string; timeMs: number; latencyNs?: number; query: string }[] = [];
+  const emit = (r: { type: string; timeMs: number; latencyNs?: number; query: string }) => recs.push({ type: r.type, timeMs: r.timeMs, latencyNs: r.latencyNs, query: r.query });
+  // slow.example. answered 80 ms late by the upstream; api.openai.com. held 150 ms by onAnswer
+  const up = await upstreamServer(() => null);
+  up.s.removeAllListeners('message');
+  up.s.on('message', (m, r) => {
+    const q = dnsPacket.decode(m);
+    const a = dnsPacket.encode({ type: 'response', id: q.id, flags: 0, questions: q.questions, answers: [{ name: q.questions![0]!.name, type: 'A', ttl: 30, data: '198.51.100.20' }] });
+    setTimeout(() => up.s.send(a, r.port, r.address), q.questions![0]!.name === 'slow.example' ? 80 : 0);
+  });
+  const x = await setup({ emit, onAnswer: (_ep, qname) => (qname === 'api.openai.com.' ? new Promise<void>((res) => setTimeout(res, 150)) : null) }, undefined, up);
+  try {
+    assert.ok(await ask(x.proxy.boundPort(), query('api.openai.com')));
+    assert.ok(await ask(x.proxy.boundPort(), query('slow.example')));
+    await new Promise((res) => setTimeout(res, 20));
+    const of = (q: string, t: string) => recs.find((r) => r.query === q && r.type === t)!;
+    const heldReq = of('api.openai.com.', 'request'), heldRes = of('api.openai.com.', 'response');
+    assert.ok(heldRes.latencyNs! >= 140e6, `held answer's latency ${heldRes.latencyNs! / 1e6} ms covers its 150 ms hold`);
+    assert.ok(heldRes.timeMs - heldReq.timeMs >= 140, `held answer's record time ${heldRes.timeMs - heldReq.timeMs} ms after its request's`);
+    const slow = of('slow.example.', 'response');
+    assert.ok(slow.latencyNs! >= 70e6 && slow.latencyNs! < 1e9, `slow answer's latency ${slow.latencyNs! / 1e6} ms covers its 80 ms wait`);
+    assert.ok(slow.timeMs - of('slow.example.', 'request').timeMs >= 70);
+  } finally { await x.close(); }
+});
+
+test('attacker: bursts read on the coalescing timer (a backlog): two clients reusing the same ids each get exactly their own answers, truncated and runt datagrams among them are judged alone, and a lone query after the burst is answered at once', async () => {
+  const x = await setup({ decide: () => true });
+  const a = createSocket('udp4'), b = createSocket('udp4');
+  await Promise.all([a, b].map((s) => new Promise<void>((r) => s.bind(0, '127.0.0.1', r))));
+  try {
+    const port = x.proxy.boundPort();
+    const got = new Map<Socket, Map<number, string>>([[a, new Map()], [b, new Map()]]);
+    for (const s of [a, b]) s.on('message', (m) => { const d = dnsPacket.decode(m); got.get(s)!.set(d.id!, `${(d as { rcode?: string }).rcode} ${d.questions?.[0]?.name ?? ''}`); });
+    const N = 60;
+    for (let round = 0; round < 3; round++) {
+      for (const s of [a, b]) got.get(s)!.clear();
+      // both clients, the same ids, interleaved, sent before the proxy's loop turns: a backlog
+      for (let i = 1; i <= N; i++) {
+        a.send(query(`a${i}.example`, i), port, '127.0.0.1');
+        b.send(query(`b${i}.example`, i), port, '127.0.0.1');
+        if (i % 20 === 0) { a.send(Buffer.from([1, 2, 3]), port, '127.0.0.1'); b.send(query(`b${i}.example`, i).subarray(0, 20), port, '127.0.0.1'); }
+      }
+      for (let t = 0; t < 200 && (got.get(a)!.size < N || got.get(b)!.size < N + 0); t++) await new Promise((r) => setTimeout(r, 10));
+      for (const [s, name] of [[a, 'a'], [b, 'b']] as const) {
+        const m = got.get(s)!;
+        assert.equal(m.size, N, `client ${name} round ${round}: ${m.size} answers`);
+        for (let i = 1; i <= N; i++) {
+          // b's cut copies (same id) may answer FORMERR first or after: the NOERROR answer names b's own question
+          const v = m.get(i)!;
+          assert.ok(v === `NOERROR ${name}${i}.example` || (name === 'b' && i % 20 === 0 && v.startsWith('FORMERR')), `client ${name} id ${i}: ${v}`);
+        }
+      }
+    }
+    const st = x.proxy.stats();
+    assert.ok(st.timerReads > 0, `the backlog was read on the timer (${st.timerReads} reads, ${st.batched} datagrams in ${st.recvCalls} recvmmsg)`);
+    assert.equal(st.malformed, 18, 'every runt and cut query judged alone');
+    // the watch is back: a lone query is answered without waiting for a backlog
+    const t0 = performance.now();
+    assert.equal(rcode(await ask(port, query('api.openai.com', 7))), 'NOERROR');
+    assert.ok(performance.now() - t0 < 200, `lone query after the burst answered in ${(performance.now() - t0).toFixed(1)} ms`);
+  } finally { a.close(); b.close(); await x.close(); }
+});
