@@ -1,7 +1,7 @@
 /**
  * Readability of a bare fd of ours through libuv's uv_poll on Node's loop (uv.ts): what a TLS
  * leg's owner watches before the leg exists (the ClientHello peeked before SSL_new,
- * proxy/tls/leg-transport.ts). One registered callback serves every watch (keyed by the handle's
+ * proxy/tls/server-leg.ts). One registered callback serves every watch (keyed by the handle's
  * address). libuv keeps one watcher per fd: a watch must be closed before another handle (a TLS
  * leg) watches the same fd; close() stops it at once (uv_close), its memory is freed in uv_close's
  * callback (a later turn). The fd stays the caller's.

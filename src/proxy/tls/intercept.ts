@@ -2,7 +2,7 @@
  * TLS interception in the HTTP proxy (`terminatingTLS` + `originatingTLS` with HTTP rules, spec/
  * policy.md §3.7): a network filter that, when the connection's L7 entry for its peer carries a
  * terminatingTLS context, takes the accepted socket's fd off Node and terminates TLS on it with
- * OpenSSL itself (a TLS leg: LegTransport over sys/tls-leg.ts), which the HTTP proxy then reads
+ * OpenSSL itself (a TLS leg: ServerLegTransport over sys/tls-leg.ts), which the HTTP proxy then reads
  * and writes as its client side (no TLSSocket, no Node stream between). The leaf for the
  * requested name is issued on the fly by the CA of the referenced Secret (CertificateIssuer,
  * cached); the HTTP rules and visibility then apply to the decrypted requests (flows with
@@ -20,7 +20,7 @@ import type net from 'node:net';
 import type { NetworkFilter } from '../filter-chain.ts';
 import type { ProxyConnection } from '../http/connection.ts';
 import type { TlsLeg, TlsLegError } from '../../sys/tls-leg.ts';
-import { LegTransport, type LegOwner } from './leg-transport.ts';
+import { ServerLegTransport, type LegOwner } from './server-leg.ts';
 import { UV_DISCONNECT } from '../../sys/fd-watch.ts';
 import { leafContext, type IssuedCert } from './issuer.ts';
 import type { L7Policy } from '../../policy/types.ts';
@@ -83,7 +83,7 @@ const PRESSURE_RETRY_MS = 5;
 /**
  * One intercepted connection, from its ClientHello to the end of its TLS handshake. The accepted
  * socket's fd is taken off Node before any byte is read (ProxyConnection.handOff) and becomes a
- * TLS leg's (LegTransport: OpenSSL on the fd, no TLSSocket). The ClientHello is peeked from the
+ * TLS leg's (ServerLegTransport: OpenSSL on the fd, no TLSSocket). The ClientHello is peeked from the
  * kernel, not consumed (ClientHelloReader: split over records and segments; SO_RCVLOWAT wakes the
  * watch only for bytes not yet seen), decided by its server name (serverNames, the name's
  * origination), and only then is the leg opened, with the context of the leaf for that name: a
@@ -95,7 +95,7 @@ class Interception implements LegOwner {
   readonly term: TLSContext;
   readonly orig: TLSContext | undefined;
   readonly ns: string;
-  readonly t: LegTransport;
+  readonly t: ServerLegTransport;
   reader: ClientHelloReader | null = new ClientHelloReader({ maxBytes: HELLO_CAP });
   /** hello bytes pushed into the reader (the peek's first bytes are those seen before) */
   seen = 0;
@@ -111,7 +111,7 @@ class Interception implements LegOwner {
     this.term = entry.terminatingTLS as TLSContext;
     this.orig = entry.originatingTLS;
     this.ns = conn.endpoint?.namespace || 'default';
-    this.t = new LegTransport(fd, this);
+    this.t = new ServerLegTransport(fd, this);
   }
 
   refuse(verdict: 'denied' | 'error', reason: string): void {

@@ -1,62 +1,53 @@
 /**
- * The client side of an intercepted connection as a Transport (../transport.ts) over a TLS leg of
- * our own (sys/tls-leg.ts: OpenSSL on the fd, driven by libuv's poll on Node's loop): the HTTP
- * proxy reads and writes it with no Node stream between (issue 18). The fd is the transport's
- * from creation on (ProxyConnection.handOff gave it up by Node).
+ * A Transport (../transport.ts) over a TLS leg of our own (sys/tls-leg.ts: OpenSSL on the fd,
+ * driven by libuv's poll on Node's loop): the HTTP proxy reads and writes it with no Node stream
+ * between (issue 18). One home for what both sides share; the roles are subclasses:
+ * server-leg.ts (the intercepted client's side: the hello watch, the interception's callbacks)
+ * and upstream-leg.ts (an originated upstream: the connect, the 502 classification, an end()
+ * deferred behind the handshake). The transport is the leg's handlers object itself.
  *
- * Before the leg: the ClientHello is peeked (watchHello, peek: nothing is consumed) so that its
- * server name picks the leaf's context before SSL_new; startTls then opens the leg and OpenSSL
- * reads the hello from the kernel for real.
- *
- * Reads go into the reader's buffers (readWith: ProxyConnection's ReadBuffer), so the reader may
- * keep pointers into what it read. Writes are copied by the leg only when it cannot send them at
- * once; corked writes leave as one SSL_write at uncork (one record, not one per piece).
- *
- * Closing: end() with kCloseOnFinal (the client asked to close, nothing of it expected) → the
- * held writes, one close_notify, the fd closed at once; end() otherwise → the held writes and a
- * close_notify, reading on until the client's close_notify or FIN (or the proxy's sweep). `close`
- * is emitted once, on the tick after the leg (or the bare fd) is gone.
+ * - Reads: with a ReadSink (readWith), OpenSSL decrypts straight into the sink's buffers, so the
+ *   reader may keep pointers into what it read; without one, a `data` event with a copy.
+ * - Writes: taken by OpenSSL at once or held by the leg (a copy); `drain` when the held ones are
+ *   taken. cork()/uncork(): the writes in between leave as one SSL_write (one record, one syscall).
+ * - end(): with kCloseOnFinal (nothing more expected from the peer) → the held writes, one
+ *   close_notify, the fd closed at once; otherwise → the held writes and a close_notify, reading on
+ *   until the peer's close_notify or FIN (a half-close: the peer may still answer). Before the
+ *   handshake: the role decides (endBeforeHandshake).
+ * - `close` is emitted once, on the tick after the leg (or the bare fd) is gone.
  */
-import { EventEmitter } from 'node:events';
-import type { TlsContext } from '../../sys/openssl.ts';
-import { openTlsLeg, type TlsLeg, type TlsLegError, type TlsLegHandlers } from '../../sys/tls-leg.ts';
-import { closeTcpFd, peekFd, resetOnClose, setRcvLowat } from '../../sys/tcp-fd.ts';
-import { watchFd, type FdWatch } from '../../sys/fd-watch.ts';
-import { kCloseOnFinal, type ReadSink, type Transport } from '../transport.ts';
+import type { TlsLeg, TlsLegError, TlsLegHandlers } from '../../sys/tls-leg.ts';
+import { closeTcpFd } from '../../sys/tcp-fd.ts';
+import { kCloseOnFinal, type ReadSink, type Transport, type TransportEvent } from '../transport.ts';
 
-/** Who drives the transport before and during its handshake (the interception). */
-export interface LegOwner {
-  /** the fd is readable before the leg exists (status < 0: the socket reported an error; events: UV_DISCONNECT when the peer ended its side) */
-  onReadable(status: number, events: number): void;
-  /** the handshake completed */
-  onSecure(): void;
-  /** the leg failed before its handshake completed (the transport is destroyed already) */
-  onHandshakeError(err: TlsLegError): void;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a Transport's listener type
+type Listener = (...args: any[]) => void;
+export type Listeners = Record<TransportEvent, Listener[]>;
+
+export function listeners(): Listeners {
+  return { data: [], end: [], drain: [], error: [], close: [] };
 }
 
-/** a TlsLegError as an Error of Node's shape (code, message), for the `error` listeners */
-export class TlsTransportError extends Error {
-  readonly code: string;
-  readonly errno: number | undefined;
-  constructor(e: TlsLegError) {
-    super(e.message);
-    this.code = e.code;
-    this.errno = e.errno;
-  }
+/** the listeners of `event`, called with `t` as `this` (none: nothing, an `error` included) */
+export function emit(t: Transport, ls: Listener[], arg?: unknown): void {
+  if (ls.length === 0) return;
+  if (ls.length === 1) { ls[0]!.call(t, arg); return; }
+  for (const l of ls.slice()) l.call(t, arg);
 }
 
 function emitClose(t: LegTransport): void {
-  t.emit('close');
+  emit(t, t.ls.close);
 }
 
-export class LegTransport extends EventEmitter implements Transport, TlsLegHandlers {
+/** where a read goes while no sink is given (its bytes are copied into the `data` event) */
+const NO_SINK = Buffer.allocUnsafeSlow(16384);
+
+export abstract class LegTransport implements Transport, TlsLegHandlers {
+  /** @internal */
+  readonly ls = listeners();
   readonly fd: number;
   leg: TlsLeg | null = null;
   [kCloseOnFinal] = false;
-  #owner: LegOwner;
-  #watch: FdWatch | null = null;
-  /** SO_RCVLOWAT was raised (a partial hello): set back to 1 before the leg reads */
-  #lowat = false;
   #sink: ReadSink | null = null;
   /** the sink's buffer the current read went into */
   #buf: Buffer | null = null;
@@ -68,132 +59,103 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
   #needDrain = false;
   #corked = 0;
   #corkedBufs: Uint8Array[] = [];
+  #corkedBytes = 0;
+  /** how a string write is encoded */
+  readonly #enc: BufferEncoding;
 
-  constructor(fd: number, owner: LegOwner) {
-    super();
+  constructor(fd: number, enc: BufferEncoding) {
     this.fd = fd;
-    this.#owner = owner;
+    this.#enc = enc;
   }
 
-  // ------------------------------------------------------------------ before the leg
+  // ------------------------------------------------------------------ the roles' parts
 
-  /** watches for the ClientHello; a reason when the fd cannot be watched */
-  watchHello(): string | undefined {
-    if (this.#destroyed) return 'destroyed';
-    if (this.#watch) { this.#watch.start(); return undefined; }
-    const owner = this.#owner;
-    const w = watchFd(this.fd, (status, events) => owner.onReadable(status, events));
-    if (typeof w === 'string') return w;
-    this.#watch = w;
-    return undefined;
+  /** the handshake completed */
+  abstract onHandshake(): void;
+  /** the leg failed (it is destroyed already, `close` is on its way) */
+  protected abstract failed(err: TlsLegError): void;
+  /** end() before the handshake completed (or before the leg exists) */
+  protected abstract endBeforeHandshake(): void;
+  /** destroy(): what the role holds besides the leg */
+  protected abstract release(): void;
+
+  /** the leg, opened with this transport as its handlers */
+  protected attach(leg: TlsLeg): void {
+    this.leg = leg;
+    if (this.#paused) leg.pause();
   }
 
-  /** no more readability calls until watchHello again (the hello is complete: the leaf is being issued) */
-  stopWatching(): void {
-    this.#watch?.stop();
-  }
-
-  /** the bytes waiting, copied into `buf` and left in the kernel (tcp-fd.ts peekFd's answer) */
-  peek(buf: Buffer): number {
-    return this.#destroyed ? 0 : peekFd(this.fd, buf);
-  }
-
-  /** readable again only once more than `seen` bytes wait (or at the end, or an error) */
-  needMore(seen: number): void {
-    if (!this.#destroyed && setRcvLowat(this.fd, seen + 1)) this.#lowat = true;
-  }
-
-  /**
-   * Readable with nothing new: the kernel wakes a reader under receive-memory pressure whatever
-   * SO_RCVLOWAT says (tcp_epollin_ready: many tiny segments), and a peek takes nothing off, so the
-   * watch would fire again at once: it is stopped and started again `ms` later instead.
-   */
-  retryLater(ms: number): void {
-    const w = this.#watch;
-    if (!w || this.#destroyed) return;
-    w.stop();
-    setTimeout(() => { if (!this.#destroyed && this.#watch === w) w.start(); }, ms).unref();
-  }
-
-  /** the leg, with the leaf's server context; a reason when it cannot be opened (the transport is destroyed then) */
-  startTls(context: TlsContext): TlsLegError | undefined {
-    if (this.#destroyed) return { code: 'TLS_LEG_SETUP', message: 'the connection is gone' };
-    this.#watch?.close();
-    this.#watch = null;
-    if (this.#lowat) { setRcvLowat(this.fd, 1); this.#lowat = false; }
-    const r = openTlsLeg(this.fd, { role: 'server', context }, this);
-    if (!r.leg) {
-      this.destroy();
-      return r.error;
-    }
-    this.leg = r.leg;
-    if (this.#paused) r.leg.pause();
-    return undefined;
+  /** end() was asked */
+  protected get endCalled(): boolean {
+    return this.#endCalled;
   }
 
   // ------------------------------------------------------------------ the leg's handlers
 
-  onHandshake(): void {
-    this.#owner.onSecure();
-  }
-
   readBuffer(): Buffer {
-    return (this.#buf = this.#sink!.readBuffer());
+    const s = this.#sink;
+    return (this.#buf = s ? s.readBuffer() : NO_SINK);
   }
 
   onData(view: Buffer): void {
-    if (this.#sink) this.#sink.onRead(view.length, this.#buf!);
-    else this.emit('data', Buffer.from(view));
+    const s = this.#sink;
+    if (s) s.onRead(view.length, this.#buf!);
+    else emit(this, this.ls.data, Buffer.from(view));
   }
 
   onDrain(): void {
     this.#needDrain = false;
-    this.emit('drain');
+    emit(this, this.ls.drain);
   }
 
   onEnd(): void {
     this.#readEnded = true;
-    this.emit('end');
+    emit(this, this.ls.end);
     // our side ended already (a lingering close): both are done
     if (this.#endCalled) this.leg?.close();
   }
 
   onError(err: TlsLegError): void {
-    this.#gone();
-    if (!this.leg?.handshaken) { this.#owner.onHandshakeError(err); return; }
-    if (this.listenerCount('error')) this.emit('error', new TlsTransportError(err));
+    this.gone();
+    this.failed(err);
   }
 
   onClose(): void {
-    this.#gone();
+    this.gone();
   }
 
   /** the leg or the fd is gone: `close` on the next tick, once */
-  #gone(): void {
+  protected gone(): void {
     this.#destroyed = true;
     if (this.#closeEmitted) return;
     this.#closeEmitted = true;
     this.#corkedBufs.length = 0;
+    this.#corkedBytes = 0;
     process.nextTick(emitClose, this);
   }
 
   // ------------------------------------------------------------------ Transport
 
+  /**
+   * Reads go into `sink`'s buffers from now on (OpenSSL decrypts straight into them, no copy);
+   * the sink decides when a buffer is read into again.
+   */
   readWith(sink: ReadSink): void {
     this.#sink = sink;
   }
 
   write(b: Uint8Array | string): boolean {
     if (this.#destroyed || this.#endCalled) return false;
-    const bytes = typeof b === 'string' ? Buffer.from(b) : b;
+    const bytes = typeof b === 'string' ? Buffer.from(b, this.#enc) : b;
     if (this.#corked > 0) {
       this.#corkedBufs.push(bytes);
+      this.#corkedBytes += bytes.length;
       return true;
     }
     const leg = this.leg;
     if (!leg) return false;
     const ok = leg.write(bytes);
-    if (!ok) this.#needDrain = true;
+    if (!ok && !leg.destroyed) this.#needDrain = true;
     return ok;
   }
 
@@ -205,10 +167,12 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
     if (this.#corked === 0 || --this.#corked > 0) return;
     const bufs = this.#corkedBufs;
     if (bufs.length === 0) return;
-    const one = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+    const one = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs, this.#corkedBytes);
     bufs.length = 0;
-    if (this.#destroyed || !this.leg) return;
-    if (!this.leg.write(one)) this.#needDrain = true;
+    this.#corkedBytes = 0;
+    const leg = this.leg;
+    if (this.#destroyed || !leg) return;
+    if (!leg.write(one) && !leg.destroyed) this.#needDrain = true;
   }
 
   end(): this {
@@ -216,34 +180,30 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
     if (this.#corked > 0) { this.#corked = 1; this.uncork(); }
     this.#endCalled = true;
     const leg = this.leg;
-    if (!leg || !leg.handshaken) { this.destroy(); return this; }
+    if (!leg || !leg.handshaken) { this.endBeforeHandshake(); return this; }
     if (this[kCloseOnFinal] || this.#readEnded) leg.close();
     else {
       leg.end();
-      // the client's close_notify or FIN is read (its bytes are dropped by the reader)
+      // the peer's close_notify or FIN is read (its bytes are dropped by the reader)
       this.resume();
     }
     return this;
   }
 
+  /** closed at once, nothing more sent; `close` follows */
   destroy(): this {
     if (this.#destroyed) return this;
     this.#destroyed = true;
-    this.#watch?.close();
-    this.#watch = null;
+    this.release();
     if (this.leg) this.leg.destroy(); // onClose follows from it
     else {
       closeTcpFd(this.fd);
-      this.#gone();
+      this.gone();
     }
     return this;
   }
 
-  resetAndDestroy(): this {
-    if (this.#destroyed) return this;
-    resetOnClose(this.fd);
-    return this.destroy();
-  }
+  abstract resetAndDestroy(): this;
 
   pause(): this {
     this.#paused = true;
@@ -257,38 +217,49 @@ export class LegTransport extends EventEmitter implements Transport, TlsLegHandl
     return this;
   }
 
-  isPaused(): boolean {
-    return this.#paused;
-  }
-
-  get destroyed(): boolean {
-    return this.#destroyed;
-  }
-
-  get writableLength(): number {
-    let n = this.leg ? this.leg.heldBytes : 0;
-    for (const b of this.#corkedBufs) n += b.length;
-    return n;
-  }
-
-  get writableNeedDrain(): boolean {
-    return this.#needDrain;
-  }
-
-  get readableFlowing(): boolean | null {
-    return !this.#paused;
-  }
-
-  get readableEnded(): boolean {
-    return this.#readEnded;
-  }
-
-  get readableLength(): number {
-    return 0;
-  }
+  isPaused(): boolean { return this.#paused; }
+  get destroyed(): boolean { return this.#destroyed; }
+  get writableLength(): number { return (this.leg ? this.leg.heldBytes : 0) + this.#corkedBytes; }
+  get writableNeedDrain(): boolean { return this.#needDrain; }
+  get readableFlowing(): boolean | null { return !this.#paused; }
+  get readableEnded(): boolean { return this.#readEnded; }
+  get readableLength(): number { return 0; }
 
   /** the TLS version as OpenSSL names it (`TLSv1.3`), '' before the handshake */
   protocol(): string {
     return this.leg?.handshaken ? this.leg.protocol() : '';
+  }
+
+  on(event: TransportEvent, listener: Listener): this {
+    this.ls[event].push(listener);
+    return this;
+  }
+
+  once(event: TransportEvent, listener: Listener): this {
+    const t = this;
+    const once = function (this: unknown, ...args: unknown[]): void {
+      const l = t.ls[event];
+      const i = l.indexOf(once);
+      if (i >= 0) l.splice(i, 1);
+      listener.apply(this, args);
+    };
+    this.ls[event].push(once);
+    return this;
+  }
+
+  removeAllListeners(event: TransportEvent): this {
+    this.ls[event] = [];
+    return this;
+  }
+}
+
+/** a TlsLegError as an Error of Node's shape (code, message), for the `error` listeners */
+export class TlsTransportError extends Error {
+  readonly code: string;
+  readonly errno: number | undefined;
+  constructor(e: TlsLegError) {
+    super(e.message);
+    this.code = e.code;
+    this.errno = e.errno;
   }
 }

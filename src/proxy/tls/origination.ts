@@ -20,8 +20,8 @@
  * a connect that fails is the plain upstream's 503, as before origination.
  */
 import { clientContext, type TlsContext, type TlsSession } from '../../sys/openssl.ts';
-import { openTlsLeg, type TlsLegError } from '../../sys/tls-leg.ts';
-import { connectTcp, closeTcpFd } from '../../sys/tcp-fd.ts';
+import type { TlsLegError } from '../../sys/tls-leg.ts';
+import { connectTcp } from '../../sys/tcp-fd.ts';
 import type { UpstreamOrigin } from '../http/connection.ts';
 import { UpstreamLegTransport, FailedTransport } from './upstream-leg.ts';
 
@@ -102,14 +102,9 @@ class Origination implements UpstreamOrigin {
   open(fd: number, ip: string, port: number): UpstreamLegTransport | FailedTransport {
     const c = connectTcp(ip, port, fd);
     if (c.errno !== undefined) return new FailedTransport(plainError('TLS_CONNECT_FAILED', c.message, c.errno));
-    const t = new UpstreamLegTransport(this.classify);
-    const r = openTlsLeg(c.fd, { role: 'client', context: this.trust.ctx, host: this.name, session: this.trust.sessions.get(this.name) ?? null }, t.handlers(this.onSession));
-    if (!r.leg) {
-      closeTcpFd(c.fd);
-      return new FailedTransport(classify(r.error, this.name));
-    }
-    t.attach(r.leg);
-    return t;
+    const t = new UpstreamLegTransport(c.fd, this.classify, this.onSession);
+    const err = t.start({ role: 'client', context: this.trust.ctx, host: this.name, session: this.trust.sessions.get(this.name) ?? null });
+    return err ? new FailedTransport(classify(err, this.name)) : t;
   }
 }
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import type { HttpProxy } from '../../../../src/proxy/http/proxy.ts';
 import { redirectingProxy } from '../http/harness.ts';
-import { LegTransport } from '../../../../src/proxy/tls/leg-transport.ts';
+import { ServerLegTransport } from '../../../../src/proxy/tls/server-leg.ts';
 import { createInterceptFilter } from '../../../../src/proxy/tls/intercept.ts';
 import { TlsSecrets } from '../../../../src/proxy/tls/secrets.ts';
 import type { HttpAccessRecord, TlsAccessRecord } from '../../../../src/common/access-log.ts';
@@ -588,7 +588,7 @@ test('soak in small (issue 18): 60 intercepted connections, a new TLS connection
   }
   // positive control: the watch saw the connections (at least one per exchange, and their TLS sockets)
   assert.ok(refs.length >= 2 * 60, `watched ${refs.length / 2} connections`);
-  assert.ok(refs.some((r) => r.deref() instanceof LegTransport), 'the adopted TLS transports are watched too');
+  assert.ok(refs.some((r) => r.deref() instanceof ServerLegTransport), 'the adopted TLS transports are watched too');
   const t0 = Date.now();
   while (proxy.conns.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
   assert.equal(proxy.conns.size, 0, 'every connection ended');

@@ -1,5 +1,5 @@
 /**
- * The attacker's view of an intercepted connection's TLS leg (LegTransport: the fd off Node, the
+ * The attacker's view of an intercepted connection's TLS leg (ServerLegTransport: the fd off Node, the
  * ClientHello peeked, OpenSSL on the fd), with a plain HTTP upstream (terminatingTLS alone). The
  * checks that could crash the process on a use-after-free of a leg's native memory run in a child
  * process (leg-churn-child.ts).

@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { readdirSync } from 'node:fs';
 import { liveLegs } from '../../../../src/sys/tls-leg.ts';
 import { liveFdWatches } from '../../../../src/sys/fd-watch.ts';
-import { LegTransport } from '../../../../src/proxy/tls/leg-transport.ts';
+import { ServerLegTransport } from '../../../../src/proxy/tls/server-leg.ts';
 import { connectTls, legSetup, until, NAME } from './leg-setup.ts';
 
 const fds = (): number => readdirSync('/proc/self/fd').length;
@@ -44,7 +44,7 @@ try {
     c.pause();
     c.write('GET /get HTTP/1.1\r\nHost: x\r\nx-size: 16000000\r\n\r\n');
     // the proxy's leg holds writes the client's kernel did not take
-    const held = await until(() => [...s.proxy.conns].some((x) => x.sock instanceof LegTransport && x.sock.writableLength > 0), 5000);
+    const held = await until(() => [...s.proxy.conns].some((x) => x.sock instanceof ServerLegTransport && x.sock.writableLength > 0), 5000);
     out.held = held;
     (c as unknown as { _parent?: import('node:net').Socket })._parent?.resetAndDestroy();
     c.destroy();

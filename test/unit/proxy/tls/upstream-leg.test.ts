@@ -105,3 +105,20 @@ test('destroy(): close once, no error; writes after it are refused', async () =>
   assert.deepEqual(events, ['close']);
   await legsFreed();
 });
+
+test('a write after end() is refused, before the handshake too: nothing follows our close_notify', async () => {
+  const got: string[] = [];
+  onConn = (s) => {
+    s.on('data', (d: Buffer) => got.push(d.toString()));
+    s.on('end', () => { s.end(); });
+  };
+  const t = originationFor(ca.cert, NAME).open(-1, '127.0.0.1', port);
+  t.on('error', () => {});
+  const closed = new Promise<void>((r) => t.on('close', () => r()));
+  t.write('before'); // held for the handshake (false: `drain` follows)
+  t.end();
+  assert.equal(t.write('after'), false, 'refused once ended');
+  await closed;
+  assert.deepEqual(got, ['before']);
+  await legsFreed();
+});
