@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MembraneError } from '../common/errors.ts';
+import { errnoName } from './errno.ts';
 import { mapShared, PROT_READ, PROT_WRITE, type SharedMapping } from './mmap.ts';
 
 // ---------------------------------------------------------------- declarations
@@ -73,10 +74,7 @@ const f = {
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
 };
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-export function errnoName(e: number): string {
-  return ERRNO_NAMES.get(Math.abs(e)) ?? `errno ${Math.abs(e)}`;
-}
+export { errnoName };
 
 /** Thrown for every libbpf / bpf(2) failure; `errno` is positive. */
 export class BpfError extends MembraneError {

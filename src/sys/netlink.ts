@@ -12,6 +12,7 @@ import { closeSync, openSync, statSync, statfsSync, writeFileSync } from 'node:f
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
 import { MembraneError } from '../common/errors.ts';
+import { errnoName } from './errno.ts';
 import { isMac, macBytes } from '../common/mac.ts';
 
 const libc = koffi.load('libc.so.6');
@@ -101,7 +102,6 @@ const IFA_ADDRESS = 1, IFA_LOCAL = 2, RTA_GATEWAY = 5;
 const IFF_UP = 1, RT_TABLE_MAIN = 254, RTPROT_BOOT = 3, RT_SCOPE_UNIVERSE = 0, RT_SCOPE_LINK = 253, RT_SCOPE_NOWHERE = 255, RTN_UNICAST = 1;
 const IFNAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$/;
 
-const errnoName = (n: number): string => Object.entries(osConstants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
 
 function attr(type: number, payload: Buffer): Buffer {
   const b = Buffer.alloc((4 + payload.length + 3) & ~3);

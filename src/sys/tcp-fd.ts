@@ -3,6 +3,7 @@
  * fd itself rather than through a Node socket: listen and accept on loopback, connect.
  */
 import koffi from 'koffi';
+import { errnoName } from './errno.ts';
 import { constants as osConstants } from 'node:os';
 import { MembraneError } from '../common/errors.ts';
 
@@ -74,11 +75,6 @@ export function connectLoopback(port: number): number {
 
 const inetPton = c.func('int inet_pton(int af, const char *src, void *dst)') as (af: number, src: string, dst: Buffer) => number;
 const AF_INET6 = 10;
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-/** ECONNREFUSED for 111 (`errno N` when unknown) */
-export function errnoText(errno: number): string {
-  return errnoNames.get(errno) ?? `errno ${errno}`;
-}
 
 /** struct sockaddr_in / sockaddr_in6 of `ip`:`port`, null when `ip` is no address */
 function sockaddr(ip: string, port: number): Buffer | null {
@@ -107,14 +103,14 @@ export function connectTcp(ip: string, port: number, fd = -1): { fd: number; err
   }
   if (fd < 0) {
     fd = socketFn(sa.length === 28 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) { const errno = koffi.errno(); return { fd: -1, errno, message: `socket: ${errnoText(errno)}` }; }
+    if (fd < 0) { const errno = koffi.errno(); return { fd: -1, errno, message: `socket: ${errnoName(errno)}` }; }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
   }
   if (connectFn(fd, sa, sa.length) !== 0) {
     const errno = koffi.errno();
     if (errno !== EINPROGRESS) {
       closeFn(fd);
-      return { fd: -1, errno, message: `connect ${ip}:${port}: ${errnoText(errno)}` };
+      return { fd: -1, errno, message: `connect ${ip}:${port}: ${errnoName(errno)}` };
     }
   }
   return { fd };

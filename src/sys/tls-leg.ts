@@ -31,7 +31,8 @@ import {
   ssl, reason, peekReasonCode, verifyReason, clearErrors, setPeerName, alpnSelected, onClientSession, addressOf, keepSessionResumable, TlsSession, type TlsContext,
   SSL_ERROR_SSL, SSL_ERROR_SYSCALL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE, SSL_ERROR_ZERO_RETURN, SSL_R_UNEXPECTED_EOF_WHILE_READING,
 } from './openssl.ts';
-import { closeTcpFd, socketError, errnoText } from './tcp-fd.ts';
+import { closeTcpFd, socketError } from './tcp-fd.ts';
+import { errnoName } from './errno.ts';
 import { handleAddress, uvPoll, UV_READABLE, UV_WRITABLE, type UvPoll } from './uv.ts';
 
 export type TlsLegErrorCode =
@@ -283,7 +284,7 @@ export class TlsLeg {
         if (this.connecting) { this.#fail(connectFailed(errno)); return; }
         this.#fail(this.#ready
           ? this.#ioError(errno, 'the socket reported an error')
-          : { code: 'TLS_HANDSHAKE_FAILED', message: `the socket failed during the handshake: ${errnoText(errno)}`, errno });
+          : { code: 'TLS_HANDSHAKE_FAILED', message: `the socket failed during the handshake: ${errnoName(errno)}`, errno });
         return;
       }
       if (this.connecting) {
@@ -336,14 +337,14 @@ export class TlsLeg {
       if (v !== 0) { clearErrors(); this.#fail({ code: 'TLS_VERIFY_FAILED', message: verifyReason(v), verifyCode: v, hint: 'the peer\'s chain must lead to a trusted CA and name the host' }); return; }
     }
     const why = reason();
-    const message = why || (e === SSL_ERROR_SYSCALL ? (errno ? errnoText(errno) : 'the peer closed the connection') : `SSL_get_error ${e}`);
+    const message = why || (e === SSL_ERROR_SYSCALL ? (errno ? errnoName(errno) : 'the peer closed the connection') : `SSL_get_error ${e}`);
     this.#fail({ code: 'TLS_HANDSHAKE_FAILED', message, ...(e === SSL_ERROR_SYSCALL && errno ? { errno } : {}) });
   }
 
   #ioError(errno: number, what: string): TlsLegError {
-    if (errno === ECONNRESET || errno === EPIPE) return { code: 'TLS_PEER_RESET', message: `${what}: ${errnoText(errno)}`, errno };
+    if (errno === ECONNRESET || errno === EPIPE) return { code: 'TLS_PEER_RESET', message: `${what}: ${errnoName(errno)}`, errno };
     if (errno === 0) return { code: 'TLS_PEER_EOF', message: `${what}: the peer closed without close_notify` };
-    return { code: 'TLS_IO_ERROR', message: `${what}: ${errnoText(errno)}`, errno };
+    return { code: 'TLS_IO_ERROR', message: `${what}: ${errnoName(errno)}`, errno };
   }
 
   /** the failure after SSL_read/SSL_write returned `r` (not a WANT_*) */
@@ -516,5 +517,5 @@ export class TlsLeg {
 }
 
 function connectFailed(errno: number): TlsLegError {
-  return { code: 'TLS_CONNECT_FAILED', message: `connect: ${errno ? errnoText(errno) : 'the socket closed'}`, errno, hint: 'the peer refused or is unreachable' };
+  return { code: 'TLS_CONNECT_FAILED', message: `connect: ${errno ? errnoName(errno) : 'the socket closed'}`, errno, hint: 'the peer refused or is unreachable' };
 }

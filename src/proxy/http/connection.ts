@@ -20,7 +20,6 @@ import { upgradeRefusal, without, withHost, withoutConnection, withoutH2cUpgrade
 import { kCloseOnFinal, type ReadSink, type Transport } from '../transport.ts';
 import { dupFd } from '../../sys/tcp-fd.ts';
 
-export { kCloseOnFinal };
 
 const NO_SECRETS: L7Options = Object.freeze({});
 /**
